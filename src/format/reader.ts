@@ -1,0 +1,200 @@
+// Owns reading a bundle as a stream: compressed bytes (optionally hashed as they pass) → bounded zstd
+// decompression → strict tar reader → manifest.json first (size-capped, parsed, schema-gated, layout
+// checked) → every further entry classified against the manifest. Callers (verify, list, restore)
+// decide what to do with each entry; nothing here writes to disk.
+
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { BundleDamagedError, NotABundleError, SnapshotError, UnsafeBundleError } from '../model/errors.js';
+import { MANIFEST_PATH, MAX_MANIFEST_BYTES, TAR_ENTRY_OVERHEAD, TAR_TRAILER_ALLOWANCE } from './constants.js';
+import { layoutProblem, unsafePathReason } from './layout.js';
+import { type Artifact, checkSchema, type ParsedManifest, parseManifest } from './manifest.js';
+import { padding, readTar, type TarEntry } from './tar.js';
+import { type SizeLimit, zstdDecompress } from './zstd.js';
+
+const READ_CHUNK = 1024 * 1024;
+
+/** A problem found in the bundle, with the stable error code it maps to. */
+export interface EntryProblem {
+  code: 'UNSAFE_ENTRY' | 'BUNDLE_DAMAGED';
+  message: string;
+}
+
+export interface BundleEntry {
+  path: string;
+  size: number;
+  /** The manifest artifact this entry carries, when it is a valid, declared, first occurrence. */
+  artifact?: Artifact;
+  /** Why this entry is refused (link, unsafe path, undeclared, duplicate, size mismatch). */
+  problem?: EntryProblem;
+  body(): AsyncGenerator<Buffer, void, undefined>;
+}
+
+/** Size the decompressed tar stream may have, given the manifest (framing allowance included). */
+export function decompressedBound(manifestSize: number, artifacts: readonly Artifact[]): number {
+  let total = TAR_ENTRY_OVERHEAD + manifestSize + padding(manifestSize) + TAR_TRAILER_ALLOWANCE;
+  for (const a of artifacts) {
+    const nameBytes = Buffer.byteLength(a.path_in_bundle) + 128;
+    total += TAR_ENTRY_OVERHEAD + nameBytes + padding(nameBytes) + a.size_bytes + padding(a.size_bytes);
+  }
+  return total;
+}
+
+/** Problems in the manifest's own artifact list: unsafe or undeclared paths, wrong kinds, duplicates. */
+export function manifestLayoutProblems(parsed: ParsedManifest): Array<{ path: string; message: string }> {
+  const out: Array<{ path: string; message: string }> = [];
+  const seen = new Set<string>();
+  for (const a of parsed.manifest.artifacts) {
+    const p = layoutProblem(a.path_in_bundle, a.kind, parsed.layout);
+    if (p) out.push({ path: a.path_in_bundle, message: p });
+    if (seen.has(a.path_in_bundle))
+      out.push({ path: a.path_in_bundle, message: 'artifact listed twice in the manifest' });
+    seen.add(a.path_in_bundle);
+  }
+  return out;
+}
+
+export class BundleReader {
+  private readonly limit: SizeLimit = { maxBytes: MAX_MANIFEST_BYTES + 8192, produced: 0 };
+  private readonly fileHash: Hash | undefined;
+  private compressedBytes = 0;
+  private tar!: AsyncGenerator<TarEntry, void, undefined>;
+  private source!: AsyncIterable<Buffer> & { destroy?: () => void };
+  manifest!: ParsedManifest;
+  manifestBytes!: Buffer;
+
+  private constructor(
+    readonly path: string,
+    hashFile: boolean,
+    private readonly chunkSize: number,
+    private readonly onRead: ((compressedBytes: number) => void) | undefined,
+  ) {
+    this.fileHash = hashFile ? createHash('sha256') : undefined;
+  }
+
+  /**
+   * Opens a bundle and reads its manifest. Throws NotABundleError, BundleDamagedError,
+   * UnsafeBundleError or SchemaTooNewError; Node I/O errors (e.g. ENOENT) pass through.
+   */
+  static async open(
+    path: string,
+    opts: { hashFile?: boolean; chunkSize?: number; onRead?: (compressedBytes: number) => void } = {},
+  ): Promise<BundleReader> {
+    const r = new BundleReader(path, opts.hashFile ?? false, opts.chunkSize ?? READ_CHUNK, opts.onRead);
+    try {
+      await r.start();
+      return r;
+    } catch (err) {
+      r.close();
+      throw err;
+    }
+  }
+
+  private async start(): Promise<void> {
+    const stream = createReadStream(this.path, { highWaterMark: this.chunkSize });
+    this.source = stream;
+    const self = this;
+    async function* compressed(): AsyncGenerator<Buffer> {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        self.fileHash?.update(chunk);
+        self.compressedBytes += chunk.length;
+        self.onRead?.(self.compressedBytes);
+        yield chunk;
+      }
+    }
+    this.tar = readTar(zstdDecompress(compressed(), this.limit));
+    const first = await this.tar.next();
+    if (first.done) throw new NotABundleError('empty archive');
+    const e = first.value;
+    if (e.path !== MANIFEST_PATH || e.type !== '0') {
+      throw new NotABundleError(`first entry is ${JSON.stringify(e.path)}, not a regular ${MANIFEST_PATH}`);
+    }
+    if (e.size > MAX_MANIFEST_BYTES)
+      throw new UnsafeBundleError(`manifest.json of ${e.size} bytes exceeds the cap`);
+    const parts: Buffer[] = [];
+    for await (const c of e.body()) parts.push(Buffer.from(c));
+    this.manifestBytes = Buffer.concat(parts);
+    try {
+      this.manifest = parseManifest(this.manifestBytes);
+    } catch (err) {
+      throw new BundleDamagedError((err as Error).message);
+    }
+    checkSchema(this.manifest.manifest);
+    this.limit.maxBytes = decompressedBound(this.manifestBytes.length, this.manifest.manifest.artifacts);
+    if (this.limit.produced > this.limit.maxBytes) {
+      throw new UnsafeBundleError('decompressed size exceeds what the manifest declares');
+    }
+  }
+
+  /** Remaining entries, each classified against the manifest. Unsafe entries are reported, not thrown. */
+  async *entries(): AsyncGenerator<BundleEntry, void, undefined> {
+    const declared = new Map(this.manifest.manifest.artifacts.map((a) => [a.path_in_bundle, a]));
+    const seen = new Set<string>();
+    for await (const e of this.tar) {
+      const problem = this.classify(e, declared, seen);
+      seen.add(e.path);
+      const artifact = problem ? undefined : declared.get(e.path);
+      yield {
+        path: e.path,
+        size: e.size,
+        body: () => e.body(),
+        ...(artifact ? { artifact } : {}),
+        ...(problem ? { problem } : {}),
+      };
+    }
+  }
+
+  private classify(
+    e: TarEntry,
+    declared: Map<string, Artifact>,
+    seen: Set<string>,
+  ): EntryProblem | undefined {
+    const unsafe = (message: string): EntryProblem => ({ code: 'UNSAFE_ENTRY', message });
+    if (e.type === '1')
+      return unsafe(`hard link entry ${JSON.stringify(e.path)} → ${JSON.stringify(e.linkpath)}`);
+    if (e.type === '2')
+      return unsafe(`symbolic link entry ${JSON.stringify(e.path)} → ${JSON.stringify(e.linkpath)}`);
+    if (e.type !== '0')
+      return unsafe(`entry ${JSON.stringify(e.path)} is not a regular file (type '${e.type}')`);
+    const bad = unsafePathReason(e.path);
+    if (bad) return unsafe(`${bad}: ${JSON.stringify(e.path)}`);
+    if (e.path === MANIFEST_PATH || seen.has(e.path))
+      return unsafe(`duplicate entry ${JSON.stringify(e.path)}`);
+    const a = declared.get(e.path);
+    if (!a) return unsafe(`entry ${JSON.stringify(e.path)} is not declared in the manifest`);
+    const layout = layoutProblem(a.path_in_bundle, a.kind, this.manifest.layout);
+    if (layout) return unsafe(layout);
+    if (e.size !== a.size_bytes) {
+      return {
+        code: 'BUNDLE_DAMAGED',
+        message: `entry ${JSON.stringify(e.path)} has ${e.size} bytes, the manifest declares ${a.size_bytes}`,
+      };
+    }
+    return undefined;
+  }
+
+  /** SHA-256 of every compressed byte read so far (the whole file once entries() is exhausted). */
+  fileSha256(): string | undefined {
+    return this.fileHash?.copy().digest('hex');
+  }
+
+  get decompressedBytes(): number {
+    return this.limit.produced;
+  }
+
+  close(): void {
+    this.source?.destroy?.();
+  }
+}
+
+/** Reads only the manifest at the head of a bundle (list, diff): never the whole file. */
+export async function readManifestOnly(path: string): Promise<{ parsed: ParsedManifest; bytes: Buffer }> {
+  const r = await BundleReader.open(path, { chunkSize: 64 * 1024 });
+  r.close();
+  return { parsed: r.manifest, bytes: r.manifestBytes };
+}
+
+/** True when `err` is a problem with the bundle's content (as opposed to an I/O or usage error). */
+export function isBundleContentError(err: unknown): err is SnapshotError {
+  return err instanceof SnapshotError && err.exitCode === 2;
+}

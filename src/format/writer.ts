@@ -1,0 +1,105 @@
+// Owns writing one bundle file: manifest.json first, then every artifact from its staged file, as a
+// tar stream → zstd → SHA-256 tee → `<bundle>.partial` → fsync → no-clobber publish. On any failure
+// the partial file is removed and nothing is published.
+
+import { createHash } from 'node:crypto';
+import { type FileHandle, open } from 'node:fs/promises';
+import { IoError, SnapshotError } from '../model/errors.js';
+import { publishNoClobber, removeQuietly } from '../store/atomic.js';
+import { faultPoint } from '../util/faults.js';
+import { MANIFEST_PATH } from './constants.js';
+import { END_OF_ARCHIVE, encodeFileHeader, padding } from './tar.js';
+import { type CompressOptions, zstdCompress } from './zstd.js';
+
+export interface PackEntry {
+  pathInBundle: string;
+  /** The staged file holding the exact bytes to pack. */
+  sourcePath: string;
+  size: number;
+}
+
+export interface PackOptions {
+  finalPath: string;
+  manifestBytes: Buffer;
+  entries: readonly PackEntry[];
+  mtimeSec: number;
+  zstd: CompressOptions;
+  /** Called with the number of uncompressed bytes packed so far. */
+  onBytes?: (packed: number) => void;
+}
+
+export interface PackResult {
+  size: number;
+  sha256: string;
+}
+
+const READ_CHUNK = 1024 * 1024;
+
+async function* tarStream(opts: PackOptions): AsyncGenerator<Buffer, void, undefined> {
+  const m = opts.manifestBytes;
+  yield encodeFileHeader(MANIFEST_PATH, m.length, opts.mtimeSec);
+  yield m;
+  yield Buffer.alloc(padding(m.length));
+  let packed = m.length;
+  for (const entry of opts.entries) {
+    yield encodeFileHeader(entry.pathInBundle, entry.size, opts.mtimeSec);
+    const fh = await open(entry.sourcePath, 'r');
+    try {
+      let left = entry.size;
+      while (left > 0) {
+        const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, left));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        if (bytesRead === 0) throw new IoError(`staged file shrank while packing: ${entry.sourcePath}`);
+        left -= bytesRead;
+        packed += bytesRead;
+        yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+        opts.onBytes?.(packed);
+      }
+      const probe = Buffer.allocUnsafe(1);
+      if ((await fh.read(probe, 0, 1, null)).bytesRead !== 0) {
+        throw new IoError(`staged file grew while packing: ${entry.sourcePath}`);
+      }
+    } finally {
+      await fh.close();
+    }
+    yield Buffer.alloc(padding(entry.size));
+  }
+  yield END_OF_ARCHIVE;
+}
+
+async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
+  let off = 0;
+  while (off < chunk.length) {
+    faultPoint('pack.write');
+    const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
+    off += bytesWritten;
+  }
+}
+
+/** Packs, compresses and publishes one bundle; returns its size and whole-file SHA-256. */
+export async function packBundle(opts: PackOptions): Promise<PackResult> {
+  const partial = `${opts.finalPath}.partial`;
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(partial, 'wx', 0o600);
+    const hash = createHash('sha256');
+    let size = 0;
+    for await (const chunk of zstdCompress(tarStream(opts), opts.zstd)) {
+      hash.update(chunk);
+      await writeAll(fh, chunk);
+      size += chunk.length;
+    }
+    faultPoint('pack.fsync');
+    await fh.sync();
+    await fh.close();
+    fh = undefined;
+    faultPoint('pack.publish');
+    await publishNoClobber(partial, opts.finalPath);
+    return { size, sha256: hash.digest('hex') };
+  } catch (err) {
+    await fh?.close().catch(() => {});
+    await removeQuietly(partial);
+    if (err instanceof SnapshotError) throw err;
+    throw new IoError(`writing bundle ${opts.finalPath}`, err);
+  }
+}

@@ -1,0 +1,363 @@
+// Owns the error taxonomy: every failure the library reports is a SnapshotError subclass with a stable
+// `code`, the CLI exit status it maps to, and the metric `outcome` label. Pure: no I/O.
+
+/** Metric outcome labels (the original's six, plus the ones the port needs). */
+export type Outcome =
+  | 'ok'
+  | 'error'
+  | 'concurrent'
+  | 'schema_too_new'
+  | 'checksum_mismatch'
+  | 'refused'
+  | 'not_found'
+  | 'invalid_input'
+  | 'damaged';
+
+/** CLI exit statuses. Stable: scripts depend on them. */
+export const ExitCode = {
+  ok: 0,
+  /** usage, config, I/O, git or SQLite failure, anything unexpected */
+  error: 1,
+  /** bundle damaged, unsafe, not a bundle, or unreadable by this version */
+  damaged: 2,
+  /** verify could not check everything (e.g. sibling missing, encrypted without identity) */
+  unverified: 3,
+  /** the agent lock is held by another operation */
+  concurrent: 4,
+  /** snapshot, agent or bundle not found */
+  notFound: 5,
+  /** refused by a rule (last-snapshot floor, existing target, restore refusal, tenant mismatch) */
+  refused: 6,
+  /** encryption or decryption failed */
+  encryption: 7,
+} as const;
+
+export abstract class SnapshotError extends Error {
+  abstract readonly code: string;
+  abstract readonly exitCode: number;
+  abstract readonly outcome: Outcome;
+  /** Optional structured details for JSON output (never secrets). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.details = options?.details;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      code: this.code,
+      message: this.message,
+      exit_code: this.exitCode,
+      outcome: this.outcome,
+      ...(this.details ? { details: this.details } : {}),
+    };
+  }
+}
+
+export class ConcurrentError extends SnapshotError {
+  readonly code = 'CONCURRENT';
+  readonly exitCode = ExitCode.concurrent;
+  readonly outcome = 'concurrent' as const;
+  constructor(
+    readonly agentId: string,
+    readonly tenant: string,
+    holder?: string,
+  ) {
+    super(
+      `snapshot operation already in progress for agent ${agentId} (tenant ${tenant})` +
+        (holder ? `: held by ${holder}` : ''),
+      { details: { agent_id: agentId, tenant, ...(holder ? { holder } : {}) } },
+    );
+  }
+}
+
+export class UnknownAgentError extends SnapshotError {
+  readonly code = 'UNKNOWN_AGENT';
+  readonly exitCode = ExitCode.notFound;
+  readonly outcome = 'not_found' as const;
+  constructor(
+    readonly agentId: string,
+    readonly tenant: string,
+    searched: string[],
+  ) {
+    super(
+      `unknown agent ${agentId} (tenant ${tenant}): no memdir, no SQLite database and no state found ` +
+        `(looked in ${searched.join(', ')})`,
+      { details: { agent_id: agentId, tenant, searched } },
+    );
+  }
+}
+
+export class CrossTenantError extends SnapshotError {
+  readonly code = 'CROSS_TENANT';
+  readonly exitCode = ExitCode.refused;
+  readonly outcome = 'refused' as const;
+  constructor(message: string) {
+    super(`escapes tenant root: ${message}`);
+  }
+}
+
+export class ChecksumMismatchError extends SnapshotError {
+  readonly code = 'CHECKSUM_MISMATCH';
+  readonly exitCode = ExitCode.damaged;
+  readonly outcome = 'checksum_mismatch' as const;
+  constructor(message: string) {
+    super(`checksum mismatch: ${message}`);
+  }
+}
+
+export class SchemaTooNewError extends SnapshotError {
+  readonly code = 'SCHEMA_TOO_NEW';
+  readonly exitCode = ExitCode.damaged;
+  readonly outcome = 'schema_too_new' as const;
+  constructor(
+    readonly bundleVersion: number,
+    readonly runtimeVersion: number,
+    what = 'manifest',
+  ) {
+    super(
+      `bundle schema too new: ${what} version ${bundleVersion} > supported ${runtimeVersion}; upgrade nexo-memory-snapshot`,
+      { details: { what, bundle: bundleVersion, runtime: runtimeVersion } },
+    );
+  }
+}
+
+export class MissingArtifactError extends SnapshotError {
+  readonly code = 'MISSING_ARTIFACT';
+  readonly exitCode = ExitCode.damaged;
+  readonly outcome = 'damaged' as const;
+  constructor(readonly artifact: string) {
+    super(`bundle missing artifact: ${artifact}`);
+  }
+}
+
+/** The bundle bytes are damaged: truncated, corrupt compression, bad tar, hash mismatch. */
+export class BundleDamagedError extends SnapshotError {
+  readonly code: string = 'BUNDLE_DAMAGED';
+  readonly exitCode = ExitCode.damaged;
+  readonly outcome = 'damaged' as const;
+  constructor(message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(`bundle damaged: ${message}`, options);
+  }
+}
+
+/** Not a bundle at all (no zstd magic, no manifest first). */
+export class NotABundleError extends BundleDamagedError {
+  override readonly code = 'NOT_A_BUNDLE';
+}
+
+/** The bundle is hostile or outside the declared layout: traversal, link, duplicate, bomb. */
+export class UnsafeBundleError extends SnapshotError {
+  readonly code = 'UNSAFE_ENTRY';
+  readonly exitCode = ExitCode.damaged;
+  readonly outcome = 'damaged' as const;
+  constructor(message: string, details?: Record<string, unknown>) {
+    super(`unsafe bundle: ${message}`, details ? { details } : undefined);
+  }
+}
+
+export class RestoreRefusedError extends SnapshotError {
+  readonly code = 'RESTORE_REFUSED';
+  readonly exitCode = ExitCode.refused;
+  readonly outcome = 'refused' as const;
+  constructor(message: string) {
+    super(`restore refused: ${message}`);
+  }
+}
+
+export class EncryptionError extends SnapshotError {
+  readonly code = 'ENCRYPTION';
+  readonly exitCode = ExitCode.encryption;
+  readonly outcome = 'error' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(`encryption: ${message}`, options);
+  }
+}
+
+export class RetentionError extends SnapshotError {
+  readonly code = 'RETENTION';
+  readonly exitCode = ExitCode.refused;
+  readonly outcome = 'refused' as const;
+  constructor(message: string) {
+    super(`retention violation: ${message}`);
+  }
+}
+
+export class NotFoundError extends SnapshotError {
+  readonly code = 'NOT_FOUND';
+  readonly exitCode = ExitCode.notFound;
+  readonly outcome = 'not_found' as const;
+  constructor(
+    readonly snapshotId: string,
+    detail?: string,
+  ) {
+    super(`snapshot ${snapshotId} not found${detail ? `: ${detail}` : ''}`);
+  }
+}
+
+export class AlreadyExistsError extends SnapshotError {
+  readonly code = 'ALREADY_EXISTS';
+  readonly exitCode = ExitCode.refused;
+  readonly outcome = 'refused' as const;
+  constructor(readonly path: string) {
+    super(`${path} already exists (pass --force to overwrite)`, { details: { path } });
+  }
+}
+
+/** Bad caller input: ids, labels, option values. The message names the rule that was broken. */
+export class InvalidInputError extends SnapshotError {
+  readonly code = 'INVALID_INPUT';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'invalid_input' as const;
+}
+
+export class ConfigError extends SnapshotError {
+  readonly code = 'CONFIG';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'invalid_input' as const;
+}
+
+export class IoError extends SnapshotError {
+  readonly code = 'IO';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'error' as const;
+  readonly errno: string | undefined;
+  constructor(message: string, cause?: unknown) {
+    const errno = (cause as NodeJS.ErrnoException | undefined)?.code;
+    const causeText = cause instanceof Error ? cause.message : undefined;
+    super(
+      errno === 'ENOSPC'
+        ? `${message}: no space left on device`
+        : causeText
+          ? `${message}: ${causeText}`
+          : message,
+      {
+        cause,
+        ...(errno ? { details: { errno } } : {}),
+      },
+    );
+    this.errno = errno;
+  }
+}
+
+export class GitError extends SnapshotError {
+  readonly code = 'GIT';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'error' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(`git: ${message}`, options);
+  }
+}
+
+export class SqliteError extends SnapshotError {
+  readonly code = 'SQLITE';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'error' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(`sqlite: ${message}`, options);
+  }
+}
+
+export class StateProviderError extends SnapshotError {
+  readonly code = 'STATE';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'error' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(`state provider: ${message}`, options);
+  }
+}
+
+/** Wrap any thrown value: SnapshotErrors pass through, Node errno errors become IoError. */
+export function asSnapshotError(err: unknown, context: string): SnapshotError {
+  if (err instanceof SnapshotError) return err;
+  if (
+    err &&
+    typeof err === 'object' &&
+    'code' in err &&
+    typeof (err as { code: unknown }).code === 'string'
+  ) {
+    return new IoError(context, err);
+  }
+  return new IoError(`${context}: ${err instanceof Error ? err.message : String(err)}`);
+}
+
+/** Every error class with its code, exit status and outcome, for the README table and tests. */
+export const ERROR_TABLE: ReadonlyArray<{
+  code: string;
+  exitCode: number;
+  outcome: Outcome;
+  meaning: string;
+}> = [
+  {
+    code: 'INVALID_INPUT',
+    exitCode: 1,
+    outcome: 'invalid_input',
+    meaning: 'bad agent id, tenant, label or option',
+  },
+  {
+    code: 'CONFIG',
+    exitCode: 1,
+    outcome: 'invalid_input',
+    meaning: 'invalid config file (names the dotted key)',
+  },
+  { code: 'IO', exitCode: 1, outcome: 'error', meaning: 'file system error (details.errno, e.g. ENOSPC)' },
+  { code: 'GIT', exitCode: 1, outcome: 'error', meaning: 'git failed (e.g. corrupt memdir repository)' },
+  { code: 'SQLITE', exitCode: 1, outcome: 'error', meaning: 'SQLite copy or check failed' },
+  { code: 'STATE', exitCode: 1, outcome: 'error', meaning: 'the state provider failed' },
+  {
+    code: 'BUNDLE_DAMAGED',
+    exitCode: 2,
+    outcome: 'damaged',
+    meaning: 'truncated, corrupt or tampered bundle',
+  },
+  { code: 'NOT_A_BUNDLE', exitCode: 2, outcome: 'damaged', meaning: 'the file is not a snapshot bundle' },
+  { code: 'UNSAFE_ENTRY', exitCode: 2, outcome: 'damaged', meaning: 'traversal, link, duplicate, bomb' },
+  {
+    code: 'MISSING_ARTIFACT',
+    exitCode: 2,
+    outcome: 'damaged',
+    meaning: 'manifest names an entry the bundle lacks',
+  },
+  {
+    code: 'CHECKSUM_MISMATCH',
+    exitCode: 2,
+    outcome: 'checksum_mismatch',
+    meaning: 'a seal or hash does not match',
+  },
+  {
+    code: 'SCHEMA_TOO_NEW',
+    exitCode: 2,
+    outcome: 'schema_too_new',
+    meaning: 'bundle written by a newer version',
+  },
+  { code: 'CONCURRENT', exitCode: 4, outcome: 'concurrent', meaning: 'agent lock held by another operation' },
+  { code: 'NOT_FOUND', exitCode: 5, outcome: 'not_found', meaning: 'snapshot id not found' },
+  {
+    code: 'UNKNOWN_AGENT',
+    exitCode: 5,
+    outcome: 'not_found',
+    meaning: 'agent has no memdir, database or state',
+  },
+  {
+    code: 'RETENTION',
+    exitCode: 6,
+    outcome: 'refused',
+    meaning: "refusing to delete the agent's last snapshot",
+  },
+  {
+    code: 'ALREADY_EXISTS',
+    exitCode: 6,
+    outcome: 'refused',
+    meaning: 'target exists and --force was not given',
+  },
+  { code: 'RESTORE_REFUSED', exitCode: 6, outcome: 'refused', meaning: 'restore refused by a precondition' },
+  {
+    code: 'CROSS_TENANT',
+    exitCode: 6,
+    outcome: 'refused',
+    meaning: 'bundle or path belongs to another tenant',
+  },
+  { code: 'ENCRYPTION', exitCode: 7, outcome: 'error', meaning: 'age encryption or decryption failed' },
+];

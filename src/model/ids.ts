@@ -1,0 +1,111 @@
+// Owns identifier rules: agent ids and tenants (validated, the message names the broken rule), snapshot
+// ids (UUID v7 generated, any UUID spelling parsed to the lowercase hyphenated form), labels. Pure.
+
+import { randomBytes } from 'node:crypto';
+import { InvalidInputError } from './errors.js';
+
+export const DEFAULT_TENANT = 'default';
+const MAX_ID_BYTES = 64;
+
+/**
+ * Validates an agent id or tenant with the original's rules, in the original's order:
+ * length 1..64 bytes → no NUL → not starting/ending with `_` or `-` → charset `[a-z0-9_-]`.
+ */
+export function validateId(kind: 'agent_id' | 'tenant', value: string): string {
+  if (typeof value !== 'string') throw new InvalidInputError(`${kind} must be a string`);
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes < 1 || bytes > MAX_ID_BYTES) {
+    throw new InvalidInputError(
+      `invalid ${kind} ${JSON.stringify(value)}: length must be 1..${MAX_ID_BYTES} bytes (got ${bytes})`,
+    );
+  }
+  if (value.includes('\0')) throw new InvalidInputError(`invalid ${kind}: must not contain NUL`);
+  const first = value[0];
+  const last = value[value.length - 1];
+  if (first === '_' || first === '-' || last === '_' || last === '-') {
+    throw new InvalidInputError(
+      `invalid ${kind} ${JSON.stringify(value)}: must not start or end with '_' or '-'`,
+    );
+  }
+  if (!/^[a-z0-9_-]+$/.test(value)) {
+    throw new InvalidInputError(
+      `invalid ${kind} ${JSON.stringify(value)}: only [a-z0-9_-] allowed (lowercase letters, digits, '_', '-')`,
+    );
+  }
+  return value;
+}
+
+export const validateAgentId = (v: string): string => validateId('agent_id', v);
+export const validateTenant = (v: string): string => validateId('tenant', v);
+
+const HEX32 = /^[0-9a-f]{32}$/;
+
+/** Parses any UUID spelling the original accepted (hyphenated, simple, braced, urn:uuid:, any case). */
+export function parseSnapshotId(input: string): string | undefined {
+  let s = input.trim().toLowerCase();
+  if (s.startsWith('urn:uuid:')) s = s.slice(9);
+  if (s.startsWith('{') && s.endsWith('}')) s = s.slice(1, -1);
+  let hex: string;
+  if (s.length === 36) {
+    if (s[8] !== '-' || s[13] !== '-' || s[18] !== '-' || s[23] !== '-') return undefined;
+    hex = s.replaceAll('-', '');
+  } else {
+    hex = s;
+  }
+  if (!HEX32.test(hex)) return undefined;
+  return formatUuid(hex);
+}
+
+export function isCanonicalSnapshotId(s: string): boolean {
+  return s.length === 36 && parseSnapshotId(s) === s;
+}
+
+function formatUuid(hex: string): string {
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+let lastMs = 0;
+let lastSeq = 0;
+
+/** A new UUID v7 (RFC 9562): 48-bit ms timestamp, then random bits; monotonic within one process. */
+export function newSnapshotId(now = Date.now()): string {
+  const rand = randomBytes(10);
+  let ms = now;
+  if (ms <= lastMs) {
+    ms = lastMs;
+    lastSeq = (lastSeq + 1) & 0xfff;
+    if (lastSeq === 0) ms = ++lastMs;
+  } else {
+    lastSeq = ((rand[0]! << 8) | rand[1]!) & 0x7ff; // leave room to count up within one ms
+  }
+  lastMs = ms;
+  const b = Buffer.alloc(16);
+  b.writeUIntBE(ms, 0, 6);
+  b[6] = 0x70 | ((lastSeq >> 8) & 0x0f);
+  b[7] = lastSeq & 0xff;
+  rand.copy(b, 8, 2, 10);
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  return formatUuid(b.toString('hex'));
+}
+
+export const MAX_LABEL_CHARS = 200;
+
+/** Labels: at most 200 characters, no control characters (they end up in file listings and logs). */
+export function validateLabel(label: string | undefined): string | undefined {
+  if (label === undefined) return undefined;
+  if ([...label].length > MAX_LABEL_CHARS) {
+    throw new InvalidInputError(`invalid label: at most ${MAX_LABEL_CHARS} characters`);
+  }
+  if (/[\u0000-\u001f\u007f]/.test(label)) {
+    throw new InvalidInputError('invalid label: must not contain control characters');
+  }
+  return label;
+}
+
+/** created_by: free text in the original; here 1..64 printable characters. */
+export function validateCreatedBy(createdBy: string): string {
+  if (createdBy.length < 1 || createdBy.length > 64 || /[\u0000-\u001f\u007f]/.test(createdBy)) {
+    throw new InvalidInputError('invalid created_by: 1..64 printable characters');
+  }
+  return createdBy;
+}

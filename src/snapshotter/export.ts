@@ -1,0 +1,96 @@
+// Owns exporting one bundle out of the store: copy (hashed) to a temporary name beside the target,
+// check the copy's bytes against the source sibling, verify the copy fully, then publish bundle and
+// sibling. An existing target is never replaced without `force`; a failed export leaves nothing.
+
+import { mkdir, rename, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import {
+  AlreadyExistsError,
+  BundleDamagedError,
+  ChecksumMismatchError,
+  InvalidInputError,
+} from '../model/errors.js';
+import type { ExportResult } from '../model/types.js';
+import { fsyncDir, publishNoClobber, removeQuietly, tempPathFor } from '../store/atomic.js';
+import type { BundleFile } from '../store/catalog.js';
+import { siblingPathOf } from '../store/paths.js';
+import { readSibling, writeSibling } from '../store/sibling.js';
+import { copyFileHashed } from '../util/hash.js';
+import { verifyBundleFile } from '../verify/verify.js';
+import type { ExportOptions } from './interface.js';
+
+const exists = (p: string): Promise<boolean> =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
+
+async function destinationFor(file: BundleFile, target: string): Promise<string> {
+  const t = resolve(target);
+  const s = await stat(t).catch(() => undefined);
+  return s?.isDirectory() ? join(t, file.name) : t;
+}
+
+export async function exportBundle(
+  file: BundleFile,
+  target: string,
+  opts: ExportOptions,
+): Promise<ExportResult> {
+  const dest = await destinationFor(file, target);
+  if (dest === resolve(file.path)) throw new InvalidInputError('export target is the bundle itself');
+  const destSibling = siblingPathOf(dest);
+  if (!opts.force) {
+    if (await exists(dest)) throw new AlreadyExistsError(dest);
+    if (await exists(destSibling)) throw new AlreadyExistsError(destSibling);
+  }
+  await mkdir(dirname(dest), { recursive: true });
+  const tmp = tempPathFor(dest);
+  const tmpSibling = siblingPathOf(tmp);
+  try {
+    const total = (await stat(file.path)).size;
+    const source = await readSibling(file.path);
+    const copied = await copyFileHashed(file.path, tmp, {
+      sync: true,
+      mode: 0o600,
+      onBytes: (n) => opts.onProgress?.({ phase: 'copy', bytes: n, total }),
+    });
+    if (source.status === 'ok' && source.sha256 !== copied.sha256) {
+      throw new ChecksumMismatchError(`${basename(file.path)} does not match its .sha256 sibling`);
+    }
+    await writeSibling(tmp, copied.sha256);
+    const report = await verifyBundleFile(tmp, { onProgress: opts.onProgress });
+    if (report.status === 'damaged') {
+      const first = report.problems[0];
+      throw new BundleDamagedError(
+        `the exported copy does not verify: ${first?.message ?? 'unknown problem'}`,
+        {
+          details: { problems: report.problems },
+        },
+      );
+    }
+    if (opts.force) {
+      await rename(tmp, dest);
+      await rename(tmpSibling, destSibling);
+      await fsyncDir(dirname(dest));
+    } else {
+      await publishNoClobber(tmp, dest);
+      try {
+        await publishNoClobber(tmpSibling, destSibling);
+      } catch (err) {
+        await removeQuietly(dest); // never leave the copy without its sibling
+        throw err;
+      }
+    }
+    return {
+      path: dest,
+      sibling_path: destSibling,
+      bundle_size_bytes: copied.size,
+      file_sha256: copied.sha256,
+      verify: { ...report, bundle: dest },
+    };
+  } catch (err) {
+    await removeQuietly(tmp);
+    await removeQuietly(tmpSibling);
+    throw err;
+  }
+}

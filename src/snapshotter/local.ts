@@ -1,0 +1,313 @@
+// Owns orchestrating each operation of the local-filesystem snapshotter (the embedded default):
+// validate → lock → steps → publish → clean up. The steps themselves live in capture/, verify/,
+// format/ and store/; this file decides their order and what is left behind on failure (nothing).
+
+import { mkdir, rm, unlink } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
+import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
+import { closeGate } from '../agent/write-gate.js';
+import { captureAgent, pathKind } from '../capture/capture.js';
+import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
+import { type ManifestDraft, sealManifest } from '../format/manifest.js';
+import { packBundle } from '../format/writer.js';
+import {
+  asSnapshotError,
+  ConcurrentError,
+  IoError,
+  NotFoundError,
+  RetentionError,
+  SnapshotError,
+  UnknownAgentError,
+} from '../model/errors.js';
+import {
+  DEFAULT_TENANT,
+  newSnapshotId,
+  validateAgentId,
+  validateCreatedBy,
+  validateLabel,
+  validateTenant,
+} from '../model/ids.js';
+import {
+  DB_NAMES,
+  type DeleteResult,
+  type ExportResult,
+  type SnapshotMeta,
+  type SnapshotRequest,
+  STATE_KEYS,
+  type VerifyReport,
+} from '../model/types.js';
+import { SqliteWorker } from '../sqlite/worker.js';
+import { fsyncDir, removeQuietly } from '../store/atomic.js';
+import { bundleFiles, listDir, locate, metaFromManifest, writeSidecar } from '../store/catalog.js';
+import { acquire, describeOwner, type HeldLock, LockTimeoutError, recordOwner } from '../store/lock.js';
+import { STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
+import { writeSibling } from '../store/sibling.js';
+import { toolVersions } from '../util/version.js';
+import { verifyBundleFile } from '../verify/verify.js';
+import { exportBundle } from './export.js';
+import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
+
+export interface LocalSnapshotterOptions {
+  /** Root of the snapshot store (`<state_root>/tenants/...`). Required. */
+  stateRoot: string;
+  /** Default: stateRoot. Used by the default resolver. */
+  memdirRoot?: string;
+  /** Default: stateRoot. Used by the default resolver. */
+  sqliteRoot?: string;
+  resolver?: PathResolver;
+  /** Default: JSON files in the resolver's state dir. */
+  stateProvider?: StateProvider;
+  /** How long to wait for the agent lock and the write gate (default 60 s). */
+  lockTimeoutMs?: number;
+  /** zstd level (default 3; 1..19). */
+  zstdLevel?: number;
+  /** zstd worker threads (default 2; 0 compresses on the calling thread). */
+  zstdWorkers?: number;
+  /** Receives warnings (unreadable bundles skipped by list, …). */
+  onWarning?: (message: string) => void;
+}
+
+export class LocalSnapshotter implements MemorySnapshotter {
+  readonly layout: StoreLayout;
+  readonly resolver: PathResolver;
+  readonly state: StateProvider;
+  private readonly lockTimeoutMs: number;
+  private readonly zstdLevel: number;
+  private readonly zstdWorkers: number;
+  private readonly warn: (message: string) => void;
+
+  constructor(opts: LocalSnapshotterOptions) {
+    if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
+    this.layout = new StoreLayout(opts.stateRoot);
+    this.resolver =
+      opts.resolver ??
+      new DefaultPathResolver(opts.memdirRoot ?? opts.stateRoot, opts.sqliteRoot ?? opts.stateRoot);
+    this.state = opts.stateProvider ?? new JsonFileStateProvider(this.resolver);
+    this.lockTimeoutMs = opts.lockTimeoutMs ?? 60_000;
+    this.zstdLevel = opts.zstdLevel ?? 3;
+    this.zstdWorkers = opts.zstdWorkers ?? 2;
+    this.warn = opts.onWarning ?? (() => {});
+  }
+
+  /** Takes the (tenant, agent) lock, waiting up to the lock timeout; ConcurrentError when it stays busy. */
+  async lockAgent(agentId: string, tenant: string, operation: string): Promise<HeldLock> {
+    const path = this.layout.agentLockPath(tenant, agentId);
+    try {
+      const held = await acquire(path, 'exclusive', this.lockTimeoutMs);
+      await recordOwner(path, operation);
+      return held;
+    } catch (err) {
+      if (err instanceof LockTimeoutError)
+        throw new ConcurrentError(agentId, tenant, describeOwner(err.holder));
+      throw asSnapshotError(err, `taking the agent lock ${path}`);
+    }
+  }
+
+  /** Is there anything of this agent to capture? Checked before anything is created. */
+  private async agentExists(agentId: string, tenant: string): Promise<boolean> {
+    if ((await pathKind(this.resolver.memdir(agentId, tenant))) !== undefined) return true;
+    const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
+    for (const db of DB_NAMES) if ((await pathKind(`${sqliteDir}/${db}.sqlite`)) !== undefined) return true;
+    for (const key of STATE_KEYS)
+      if ((await this.state.capture(key, agentId, tenant)) !== undefined) return true;
+    return false;
+  }
+
+  async snapshot(req: SnapshotRequest): Promise<SnapshotMeta> {
+    const agentId = validateAgentId(req.agentId);
+    const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
+    const label = validateLabel(req.label);
+    const createdBy = validateCreatedBy(req.createdBy ?? 'library');
+    const memdir = this.resolver.memdir(agentId, tenant);
+    const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
+    if (!(await this.agentExists(agentId, tenant))) {
+      throw new UnknownAgentError(agentId, tenant, [
+        memdir,
+        sqliteDir,
+        this.resolver.stateDir(agentId, tenant),
+      ]);
+    }
+    const dir = this.layout.snapshotsDir(tenant, agentId);
+    try {
+      await mkdir(dir, { recursive: true });
+    } catch (err) {
+      throw asSnapshotError(err, `creating snapshot directory ${dir}`);
+    }
+    const lock = await this.lockAgent(agentId, tenant, 'snapshot');
+    try {
+      return await this.snapshotLocked({
+        agentId,
+        tenant,
+        label,
+        createdBy,
+        memdir,
+        sqliteDir,
+        dir,
+        onProgress: req.onProgress,
+      });
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** The snapshot steps; the caller holds the agent lock (restore calls this for its pre-snapshot). */
+  async snapshotLocked(p: {
+    agentId: string;
+    tenant: string;
+    label: string | undefined;
+    createdBy: string;
+    memdir: string;
+    sqliteDir: string;
+    dir: string;
+    onProgress: SnapshotRequest['onProgress'];
+  }): Promise<SnapshotMeta> {
+    const id = newSnapshotId();
+    const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
+    const bundlePath = this.layout.bundlePath(p.tenant, p.agentId, id);
+    let published = false;
+    const sqlite = new SqliteWorker();
+    try {
+      await mkdir(staging, { mode: 0o700 });
+      p.onProgress?.({ phase: 'capture', bytes: 0 });
+      let gate: HeldLock;
+      try {
+        gate = await closeGate(this.layout.writeGatePath(p.tenant, p.agentId), this.lockTimeoutMs);
+      } catch (err) {
+        if (err instanceof LockTimeoutError)
+          throw new ConcurrentError(p.agentId, p.tenant, 'memory writers (write gate)');
+        throw err;
+      }
+      let captured: Awaited<ReturnType<typeof captureAgent>>;
+      try {
+        captured = await captureAgent({
+          agentId: p.agentId,
+          tenant: p.tenant,
+          memdir: p.memdir,
+          sqliteDir: p.sqliteDir,
+          state: this.state,
+          stagingDir: staging,
+          sqlite,
+        });
+      } finally {
+        gate.release();
+      }
+      if (!captured.found) {
+        throw new UnknownAgentError(p.agentId, p.tenant, [
+          p.memdir,
+          p.sqliteDir,
+          this.resolver.stateDir(p.agentId, p.tenant),
+        ]);
+      }
+      const createdAt = Date.now();
+      const draft: ManifestDraft = {
+        manifest_version: MANIFEST_VERSION,
+        bundle_format: BUNDLE_FORMAT,
+        snapshot_id: id,
+        agent_id: p.agentId,
+        tenant: p.tenant,
+        ...(p.label !== undefined ? { label: p.label } : {}),
+        created_at_ms: createdAt,
+        created_by: p.createdBy,
+        schema_versions: { ...CURRENT_SCHEMA },
+        git: captured.git,
+        artifacts: captured.artifacts.map((a) => ({
+          path_in_bundle: a.pathInBundle,
+          kind: a.kind,
+          size_bytes: a.size,
+          sha256: a.sha256,
+        })),
+        ...(captured.memdir ? { memdir: captured.memdir } : {}),
+        databases: captured.databases,
+        tool_versions: await toolVersions(),
+      };
+      const { manifest, bytes } = sealManifest(draft);
+      const total = bytes.length + captured.artifacts.reduce((s, a) => s + a.size, 0);
+      p.onProgress?.({ phase: 'pack', bytes: 0, total });
+      const packed = await packBundle({
+        finalPath: bundlePath,
+        manifestBytes: bytes,
+        entries: captured.artifacts.map((a) => ({
+          pathInBundle: a.pathInBundle,
+          sourcePath: a.stagedPath,
+          size: a.size,
+        })),
+        mtimeSec: Math.floor(createdAt / 1000),
+        zstd: { level: this.zstdLevel, workers: this.zstdWorkers },
+        onBytes: (n) => p.onProgress?.({ phase: 'pack', bytes: n, total }),
+      });
+      published = true;
+      await writeSibling(bundlePath, packed.sha256);
+      const meta = metaFromManifest(manifest, bundlePath, packed.size, packed.sha256);
+      await writeSidecar(meta);
+      return meta;
+    } catch (err) {
+      if (published) {
+        // A bundle without its sibling and sidecar must not stay visible.
+        await removeQuietly(sidecarPathOf(bundlePath));
+        await removeQuietly(siblingPathOf(bundlePath));
+        await removeQuietly(bundlePath);
+      }
+      throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
+    } finally {
+      await sqlite.close();
+      await rm(staging, { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  async list(agentId: string, tenant: string = DEFAULT_TENANT): Promise<SnapshotMeta[]> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant);
+    const { metas, warnings } = await listDir(this.layout.snapshotsDir(t, a), a, t);
+    for (const w of warnings) this.warn(w);
+    return metas;
+  }
+
+  async verify(bundlePath: string, opts: VerifyRequestOptions = {}): Promise<VerifyReport> {
+    return verifyBundleFile(bundlePath, opts);
+  }
+
+  async delete(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    const dir = this.layout.snapshotsDir(t, a);
+    const file = await locate(dir, id);
+    const lock = await this.lockAgent(a, t, 'delete');
+    try {
+      const all = await bundleFiles(dir);
+      if (!all.some((f) => f.path === file.path)) throw new NotFoundError(file.id, 'deleted meanwhile');
+      if (all.length <= 1) {
+        throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
+      }
+      try {
+        await unlink(file.path);
+        await removeQuietly(siblingPathOf(file.path));
+        await removeQuietly(sidecarPathOf(file.path));
+        await fsyncDir(dir);
+      } catch (err) {
+        throw asSnapshotError(err, `deleting ${file.path}`);
+      }
+      return { id: file.id, agent_id: a, tenant: t, bundle_path: file.path };
+    } finally {
+      lock.release();
+    }
+  }
+
+  async export(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+    target: string,
+    opts: ExportOptions = {},
+  ): Promise<ExportResult> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    const file = await locate(this.layout.snapshotsDir(t, a), id);
+    try {
+      return await exportBundle(file, target, opts);
+    } catch (err) {
+      if (err instanceof SnapshotError) throw err;
+      throw asSnapshotError(err, `exporting ${file.path}`);
+    }
+  }
+}

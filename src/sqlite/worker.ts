@@ -1,0 +1,146 @@
+// Owns running SQLite work off the event loop: a worker thread that makes transactionally consistent
+// copies (`VACUUM INTO`, one statement, never the stepwise backup that livelocks under a writer),
+// hashes them, and runs `PRAGMA integrity_check`. Blocking statements of better-sqlite3 stay in the
+// worker; the main thread only awaits messages.
+
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import { SqliteError } from '../model/errors.js';
+
+export interface CopyResult {
+  size: number;
+  sha256: string;
+  journal_mode: string;
+  page_size: number;
+}
+
+type Job =
+  | { kind: 'copy'; src: string; dst: string; busyTimeoutMs: number }
+  | { kind: 'integrity'; path: string; maxErrors: number };
+
+// Plain CommonJS so the same code runs under tsx (tests) and from dist (installed package).
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+
+function sha256File(path) {
+  const h = crypto.createHash('sha256');
+  const fd = fs.openSync(path, 'r');
+  const buf = Buffer.allocUnsafe(1 << 20);
+  let size = 0;
+  try {
+    for (;;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      h.update(n === buf.length ? buf : buf.subarray(0, n));
+      size += n;
+    }
+  } finally { fs.closeSync(fd); }
+  return { size, sha256: h.digest('hex') };
+}
+
+function copy(job) {
+  const src = new Database(job.src, { readonly: true, fileMustExist: true, timeout: job.busyTimeoutMs });
+  let journal_mode, page_size;
+  try {
+    journal_mode = String(src.pragma('journal_mode', { simple: true })).toLowerCase();
+    page_size = Number(src.pragma('page_size', { simple: true }));
+    src.prepare('VACUUM INTO ?').run(job.dst);
+  } finally { src.close(); }
+  if (journal_mode === 'wal') {
+    // keep the live database's WAL mode in the copy's header; closing checkpoints and removes -wal/-shm
+    const dst = new Database(job.dst, { fileMustExist: true });
+    try { dst.pragma('journal_mode = WAL'); } finally { dst.close(); }
+  }
+  return { ...sha256File(job.dst), journal_mode, page_size };
+}
+
+function integrity(job) {
+  const db = new Database(job.path, { fileMustExist: true });
+  try {
+    const rows = db.prepare('PRAGMA integrity_check(' + Number(job.maxErrors) + ')').pluck().all();
+    return { result: rows.map(String) };
+  } finally { db.close(); }
+}
+
+parentPort.on('message', ({ id, job }) => {
+  try {
+    const value = job.kind === 'copy' ? copy(job) : integrity(job);
+    parentPort.postMessage({ id, value });
+  } catch (err) {
+    parentPort.postMessage({ id, error: { message: String(err && err.message || err), code: err && err.code } });
+  }
+});
+`;
+
+const driverPath = createRequire(import.meta.url).resolve('better-sqlite3');
+
+/** One worker thread serving SQLite jobs in order. Call close() when done. */
+export class SqliteWorker {
+  private readonly worker: Worker;
+  private nextId = 0;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private failure: Error | undefined;
+
+  constructor() {
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver: driverPath } });
+    this.worker.on(
+      'message',
+      (msg: { id: number; value?: unknown; error?: { message: string; code?: string } }) => {
+        const w = this.waiting.get(msg.id);
+        if (!w) return;
+        this.waiting.delete(msg.id);
+        if (msg.error) {
+          const e = new Error(msg.error.message) as NodeJS.ErrnoException;
+          if (msg.error.code) e.code = msg.error.code;
+          w.reject(e);
+        } else {
+          w.resolve(msg.value);
+        }
+      },
+    );
+    this.worker.on('error', (err) => this.failAll(err));
+    this.worker.on('exit', (code) => this.failAll(new Error(`sqlite worker exited with code ${code}`)));
+  }
+
+  private failAll(err: Error): void {
+    this.failure ??= err;
+    for (const w of this.waiting.values()) w.reject(err);
+    this.waiting.clear();
+  }
+
+  private run<T>(job: Job): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ id, job });
+    });
+  }
+
+  /** Consistent copy of a live database into `dst` (which must not exist), hashed. */
+  async copy(src: string, dst: string, busyTimeoutMs = 10_000): Promise<CopyResult> {
+    try {
+      return await this.run<CopyResult>({ kind: 'copy', src, dst, busyTimeoutMs });
+    } catch (err) {
+      throw new SqliteError(`copying ${src}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** `ok`, or the problems PRAGMA integrity_check reported (at most `maxErrors`). */
+  async integrityCheck(path: string, maxErrors = 10): Promise<string> {
+    try {
+      const { result } = await this.run<{ result: string[] }>({ kind: 'integrity', path, maxErrors });
+      return result.length === 1 && result[0] === 'ok' ? 'ok' : result.join('; ');
+    } catch (err) {
+      return `not a valid database: ${(err as Error).message}`;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.worker.removeAllListeners('exit');
+    await this.worker.terminate();
+  }
+}

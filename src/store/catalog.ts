@@ -1,0 +1,168 @@
+// Owns the catalogue of one agent's snapshot directory: which files are bundles (only `<uuid>.tar.zst`
+// and `<uuid>.tar.zst.age`; partial files, staging dirs, orphan siblings and sidecars never count),
+// their metadata (from the sidecar cache, else from the manifest at the head of the bundle), and
+// finding a bundle by id or unique id prefix.
+
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ZERO_OID } from '../format/constants.js';
+import type { Manifest } from '../format/manifest.js';
+import { readManifestOnly } from '../format/reader.js';
+import { InvalidInputError, IoError, NotFoundError } from '../model/errors.js';
+import { parseSnapshotId } from '../model/ids.js';
+import type { SnapshotMeta } from '../model/types.js';
+import { writeFileAtomic } from './atomic.js';
+import { bundleFileName, parseBundleFileName, sidecarPathOf } from './paths.js';
+import { readSibling } from './sibling.js';
+
+export interface BundleFile {
+  id: string;
+  encrypted: boolean;
+  name: string;
+  path: string;
+}
+
+/** The bundle files in `dir` (empty when the directory does not exist). */
+export async function bundleFiles(dir: string): Promise<BundleFile[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new IoError(`reading ${dir}`, err);
+  }
+  const out: BundleFile[] = [];
+  for (const name of names) {
+    const p = parseBundleFileName(name);
+    if (p) out.push({ ...p, name, path: join(dir, name) });
+  }
+  return out;
+}
+
+/** SnapshotMeta from a manifest (v1 or v2), for the bundle at `path` of `size` bytes. */
+export function metaFromManifest(m: Manifest, path: string, size: number, fileSha256?: string): SnapshotMeta {
+  const hasCommit =
+    m.git.head_oid !== ZERO_OID && m.git.repository !== 'absent' && m.git.repository !== 'empty';
+  return {
+    id: m.snapshot_id,
+    agent_id: m.agent_id,
+    tenant: m.tenant,
+    ...(m.label !== undefined ? { label: m.label } : {}),
+    created_at_ms: m.created_at_ms,
+    bundle_path: path,
+    bundle_size_bytes: size,
+    bundle_sha256: m.bundle_sha256,
+    ...(hasCommit ? { git_oid: m.git.head_oid } : {}),
+    schema_versions: m.schema_versions,
+    encrypted: m.encryption !== undefined,
+    redactions_applied: m.redactions !== undefined,
+    ...(fileSha256 ? { file_sha256: fileSha256 } : {}),
+    created_by: m.created_by,
+    bundle_format: m.bundle_format,
+  };
+}
+
+const SIDECAR_VERSION = 1;
+
+/** Writes the list cache next to a bundle (atomically; bundle_path is not stored). */
+export async function writeSidecar(meta: SnapshotMeta): Promise<void> {
+  const { bundle_path: _path, ...rest } = meta;
+  await writeFileAtomic(
+    sidecarPathOf(meta.bundle_path),
+    `${JSON.stringify({ sidecar_version: SIDECAR_VERSION, meta: rest })}\n`,
+    0o644,
+  );
+}
+
+async function readSidecar(file: BundleFile, size: number): Promise<SnapshotMeta | undefined> {
+  let parsed: { sidecar_version?: unknown; meta?: Record<string, unknown> };
+  try {
+    parsed = JSON.parse(await readFile(sidecarPathOf(file.path), 'utf8'));
+  } catch {
+    return undefined;
+  }
+  const m = parsed.meta;
+  // A cache entry is trusted only when it still describes this very file.
+  if (parsed.sidecar_version !== SIDECAR_VERSION || !m || m.id !== file.id || m.bundle_size_bytes !== size)
+    return undefined;
+  if (typeof m.created_at_ms !== 'number' || typeof m.agent_id !== 'string' || typeof m.tenant !== 'string')
+    return undefined;
+  return { ...(m as unknown as SnapshotMeta), bundle_path: file.path };
+}
+
+/** Metadata of one bundle: the sidecar when it matches the file, else the manifest at its head. */
+export async function bundleMeta(file: BundleFile): Promise<SnapshotMeta> {
+  const size = (await stat(file.path)).size;
+  const cached = await readSidecar(file, size);
+  if (cached) return cached;
+  if (file.encrypted) throw new IoError(`${file.name}: encrypted bundle without a readable sidecar`);
+  const { parsed } = await readManifestOnly(file.path);
+  const sibling = await readSibling(file.path);
+  return metaFromManifest(
+    parsed.manifest,
+    file.path,
+    size,
+    sibling.status === 'ok' ? sibling.sha256 : undefined,
+  );
+}
+
+export interface ListResult {
+  metas: SnapshotMeta[];
+  warnings: string[];
+}
+
+/** Lists the bundles of one agent directory, newest first; unreadable or misplaced bundles are warned about. */
+export async function listDir(dir: string, agentId: string, tenant: string): Promise<ListResult> {
+  const files = await bundleFiles(dir);
+  const metas: SnapshotMeta[] = [];
+  const warnings: string[] = [];
+  const BATCH = 64;
+  for (let i = 0; i < files.length; i += BATCH) {
+    const batch = files.slice(i, i + BATCH);
+    const results = await Promise.allSettled(batch.map(bundleMeta));
+    results.forEach((r, j) => {
+      const f = batch[j]!;
+      if (r.status === 'rejected') {
+        if ((r.reason as NodeJS.ErrnoException).code === 'ENOENT') return; // deleted meanwhile
+        warnings.push(`skipping unreadable bundle ${f.name}: ${(r.reason as Error).message}`);
+      } else if (r.value.id !== f.id) {
+        warnings.push(`skipping ${f.name}: its manifest says snapshot ${r.value.id}`);
+      } else if (r.value.agent_id !== agentId || r.value.tenant !== tenant) {
+        warnings.push(
+          `skipping ${f.name}: it belongs to agent ${r.value.agent_id} (tenant ${r.value.tenant})`,
+        );
+      } else {
+        metas.push(r.value);
+      }
+    });
+  }
+  metas.sort((a, b) => b.created_at_ms - a.created_at_ms || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  return { metas, warnings };
+}
+
+/** Finds a bundle by full id (any UUID spelling) or by a unique prefix of at least 4 characters. */
+export async function locate(dir: string, idOrPrefix: string): Promise<BundleFile> {
+  const files = await bundleFiles(dir);
+  const full = parseSnapshotId(idOrPrefix);
+  if (full) {
+    const hit =
+      files.find((f) => f.name === bundleFileName(full)) ??
+      files.find((f) => f.name === bundleFileName(full, true));
+    if (!hit) throw new NotFoundError(full);
+    return hit;
+  }
+  const prefix = idOrPrefix.trim().toLowerCase();
+  if (!/^[0-9a-f-]{4,35}$/.test(prefix)) {
+    throw new InvalidInputError(
+      `invalid snapshot id ${JSON.stringify(idOrPrefix)}: a UUID or a prefix of at least 4 hex characters`,
+    );
+  }
+  const hits = files.filter((f) => f.id.startsWith(prefix));
+  if (hits.length === 0) throw new NotFoundError(prefix);
+  if (hits.length > 1) {
+    throw new InvalidInputError(
+      `snapshot id prefix ${prefix} is ambiguous: ${hits.map((h) => h.id).join(', ')}`,
+    );
+  }
+  return hits[0]!;
+}

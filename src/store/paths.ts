@@ -1,0 +1,69 @@
+// Owns the on-disk layout of the snapshot store under a state root:
+//   <state_root>/tenants/<tenant>/snapshots/<agent>/<id>.tar.zst[.age]   bundle
+//                                                 …/<bundle>.sha256        sibling (bare hex)
+//                                                 …/<bundle>.meta.json     sidecar (list cache)
+//                                                 …/<bundle>.partial       transient while packing
+//                                                 …/.staging-<id>/         transient capture dir
+//   <state_root>/tenants/<tenant>/locks/<agent>.lock                        agent lock
+//   <state_root>/tenants/<tenant>/locks/<agent>.gate                        write gate
+// Callers pass validated ids; every path is re-checked to stay under the state root.
+
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import { CrossTenantError } from '../model/errors.js';
+
+export const BUNDLE_EXT = '.tar.zst';
+export const ENCRYPTED_EXT = '.tar.zst.age';
+export const SIBLING_EXT = '.sha256';
+export const SIDECAR_EXT = '.meta.json';
+export const PARTIAL_EXT = '.partial';
+export const STAGING_PREFIX = '.staging-';
+
+const BUNDLE_NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.tar\.zst(\.age)?$/;
+
+function confined(root: string, path: string): string {
+  const rel = relative(root, path);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw new CrossTenantError(path);
+  return path;
+}
+
+export class StoreLayout {
+  readonly root: string;
+  constructor(stateRoot: string) {
+    this.root = resolve(stateRoot);
+  }
+
+  tenantDir(tenant: string): string {
+    return confined(this.root, join(this.root, 'tenants', tenant));
+  }
+
+  snapshotsDir(tenant: string, agentId: string): string {
+    return confined(this.root, join(this.tenantDir(tenant), 'snapshots', agentId));
+  }
+
+  locksDir(tenant: string): string {
+    return join(this.tenantDir(tenant), 'locks');
+  }
+
+  agentLockPath(tenant: string, agentId: string): string {
+    return confined(this.root, join(this.locksDir(tenant), `${agentId}.lock`));
+  }
+
+  writeGatePath(tenant: string, agentId: string): string {
+    return confined(this.root, join(this.locksDir(tenant), `${agentId}.gate`));
+  }
+
+  bundlePath(tenant: string, agentId: string, id: string, encrypted = false): string {
+    return join(this.snapshotsDir(tenant, agentId), bundleFileName(id, encrypted));
+  }
+}
+
+export const bundleFileName = (id: string, encrypted = false): string =>
+  `${id}${encrypted ? ENCRYPTED_EXT : BUNDLE_EXT}`;
+export const siblingPathOf = (bundlePath: string): string => `${bundlePath}${SIBLING_EXT}`;
+export const sidecarPathOf = (bundlePath: string): string => `${bundlePath}${SIDECAR_EXT}`;
+
+/** Parses a file name of the store: the snapshot id and whether it is encrypted, or undefined. */
+export function parseBundleFileName(name: string): { id: string; encrypted: boolean } | undefined {
+  const m = BUNDLE_NAME.exec(name);
+  return m ? { id: m[1]!, encrypted: m[2] !== undefined } : undefined;
+}

@@ -1,0 +1,328 @@
+// Owns verifying a bundle file, streaming and in constant memory: the sibling against the file's bytes,
+// the seals, the schema gate, every entry's type, path and size against the manifest's layout, every
+// artifact's SHA-256, the decompressed-size bound, and with `deep` PRAGMA integrity_check on every
+// database and `git bundle verify` (v1: git fsck). Content problems become report entries with stable
+// codes; only I/O errors on the path itself are thrown.
+
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { GIT_BUNDLE_PATH, GIT_V1_PREFIX } from '../format/constants.js';
+import { digestSeal, manifestSeal } from '../format/manifest.js';
+import { BundleReader, manifestLayoutProblems } from '../format/reader.js';
+import { fsckGitDir, verifyBundle as gitVerifyBundle } from '../git/git.js';
+import { IoError, SnapshotError } from '../model/errors.js';
+import type { DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
+import { SqliteWorker } from '../sqlite/worker.js';
+import { readSibling } from '../store/sibling.js';
+import { sha256File } from '../util/hash.js';
+
+export interface VerifyOptions {
+  deep?: boolean;
+  onProgress?: ProgressListener;
+}
+
+/** True for bundles whose name says they are age-encrypted (the original's rule). */
+export const isEncryptedName = (path: string): boolean => /\.age$/i.test(path);
+
+function emptyReport(path: string, encrypted: boolean): VerifyReport {
+  return {
+    bundle: path,
+    manifest_ok: false,
+    bundle_sha256_ok: false,
+    per_artifact_ok: false,
+    age_protected: encrypted,
+    status: 'damaged',
+    sibling: 'missing',
+    layout_ok: false,
+    size_ok: false,
+    schema_ok: false,
+    artifacts_checked: 0,
+    artifacts_total: 0,
+    bytes_checked: 0,
+    problems: [],
+    not_checked: [],
+  };
+}
+
+/** Exit status for a report: 0 verified, 2 damaged, 3 not fully verified. */
+export function verifyExitCode(r: VerifyReport): number {
+  return r.status === 'verified' ? 0 : r.status === 'damaged' ? 2 : 3;
+}
+
+export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  let size: number;
+  try {
+    const s = await stat(path);
+    if (!s.isFile()) throw new IoError(`${path} is not a regular file`);
+    size = s.size;
+  } catch (err) {
+    if (err instanceof SnapshotError) throw err;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new IoError(`bundle not found: ${path}`, err);
+    throw new IoError(`reading ${path}`, err);
+  }
+  const encrypted = isEncryptedName(path);
+  const report = emptyReport(path, encrypted);
+  const sibling = await readSibling(path);
+  const progress = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes, total: size });
+
+  if (encrypted) {
+    const file = await sha256File(path);
+    report.file_sha256 = file.sha256;
+    settleSibling(report, sibling, file.sha256);
+    report.not_checked.push({
+      check: 'contents',
+      reason:
+        'age-encrypted bundle: this version cannot decrypt it, so manifest, seals and artifacts were not checked',
+    });
+    report.status = report.problems.length > 0 ? 'damaged' : 'incomplete';
+    return report;
+  }
+
+  const deepDir = opts.deep ? await mkdtemp(join(tmpdir(), 'nexo-verify-')) : undefined;
+  let reader: BundleReader | undefined;
+  let streamFailed = false;
+  try {
+    try {
+      reader = await BundleReader.open(path, { hashFile: true, onRead: progress });
+    } catch (err) {
+      if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw asIo(err, path);
+      report.problems.push({ code: err.code, message: err.message });
+      streamFailed = true;
+    }
+    if (reader) await checkEntries(reader, report, deepDir, () => (streamFailed = true));
+    const fileSha = reader && !streamFailed ? reader.fileSha256()! : (await sha256File(path)).sha256;
+    report.file_sha256 = fileSha;
+    settleSibling(report, sibling, fileSha);
+    if (deepDir && reader && report.problems.length === 0)
+      report.deep = await deepChecks(deepDir, reader.manifest.layout);
+  } finally {
+    reader?.close();
+    if (deepDir) await rm(deepDir, { recursive: true, force: true });
+  }
+  if (!opts.deep) {
+    report.not_checked.push({
+      check: 'deep',
+      reason: 'SQLite integrity_check and git bundle verify run with --deep',
+    });
+  } else if (!report.deep) {
+    report.not_checked.push({ check: 'deep', reason: 'skipped because the bundle is damaged' });
+  } else {
+    for (const [db, result] of Object.entries(report.deep.sqlite_integrity)) {
+      if (result !== 'ok')
+        report.problems.push({
+          code: 'BUNDLE_DAMAGED',
+          message: `integrity_check failed: ${result}`,
+          path: `sqlite/${db}.sqlite`,
+        });
+    }
+    if (report.deep.git !== undefined && report.deep.git !== 'ok') {
+      report.problems.push({
+        code: 'BUNDLE_DAMAGED',
+        message: `git history check failed: ${report.deep.git}`,
+      });
+    }
+  }
+  report.status =
+    report.problems.length > 0 ? 'damaged' : report.sibling !== 'ok' ? 'incomplete' : 'verified';
+  return report;
+}
+
+function asIo(err: unknown, path: string): Error {
+  return err instanceof SnapshotError ? err : new IoError(`reading ${path}`, err);
+}
+
+function settleSibling(
+  report: VerifyReport,
+  sibling: Awaited<ReturnType<typeof readSibling>>,
+  fileSha: string,
+): void {
+  if (sibling.status === 'missing') {
+    report.sibling = 'missing';
+    report.not_checked.push({ check: 'sibling', reason: 'no .sha256 sibling next to the bundle' });
+  } else if (sibling.status === 'unreadable') {
+    report.sibling = 'unreadable';
+    report.problems.push({
+      code: 'CHECKSUM_MISMATCH',
+      message: `sibling .sha256 unreadable: ${sibling.reason}`,
+    });
+  } else if (sibling.sha256 === fileSha) {
+    report.sibling = 'ok';
+    report.bundle_sha256_ok = true;
+  } else {
+    report.sibling = 'mismatch';
+    report.problems.push({
+      code: 'CHECKSUM_MISMATCH',
+      message: 'sibling .sha256 does not match the bundle file',
+    });
+  }
+}
+
+async function checkEntries(
+  reader: BundleReader,
+  report: VerifyReport,
+  deepDir: string | undefined,
+  onStreamFailure: () => void,
+): Promise<void> {
+  const { manifest: m, raw, layout } = reader.manifest;
+  report.schema_ok = true;
+  report.schema_versions = m.schema_versions;
+  report.manifest_version = m.manifest_version;
+  report.bundle_format = m.bundle_format;
+  report.snapshot_id = m.snapshot_id;
+  report.agent_id = m.agent_id;
+  report.tenant = m.tenant;
+  report.created_at_ms = m.created_at_ms;
+  report.artifacts_total = m.artifacts.length;
+
+  const digestOk = digestSeal(m.artifacts) === m.bundle_sha256;
+  if (!digestOk)
+    report.problems.push({
+      code: 'CHECKSUM_MISMATCH',
+      message: 'manifest bundle_sha256 does not match its artifact digests',
+    });
+  let sealOk = true;
+  if (layout === 2) {
+    if (m.manifest_seal === undefined) {
+      sealOk = false;
+      report.problems.push({
+        code: 'CHECKSUM_MISMATCH',
+        message: 'manifest_seal missing from a v2 manifest',
+      });
+    } else if (manifestSeal(raw) !== m.manifest_seal) {
+      sealOk = false;
+      report.problems.push({
+        code: 'CHECKSUM_MISMATCH',
+        message: 'manifest_seal does not match the manifest (tampered?)',
+      });
+    }
+  } else {
+    report.not_checked.push({
+      check: 'manifest_seal',
+      reason: 'v1 bundles have no whole-manifest seal; only the digest list is sealed',
+    });
+  }
+  report.manifest_ok = digestOk && sealOk;
+
+  let layoutOk = true;
+  for (const p of manifestLayoutProblems(reader.manifest)) {
+    layoutOk = false;
+    report.problems.push({ code: 'UNSAFE_ENTRY', message: `manifest: ${p.message}`, path: p.path });
+  }
+
+  let artifactsOk = true;
+  const verified = new Set<string>();
+  try {
+    for await (const e of reader.entries()) {
+      if (e.problem) {
+        if (e.problem.code === 'UNSAFE_ENTRY') layoutOk = false;
+        else artifactsOk = false;
+        report.problems.push({ code: e.problem.code, message: e.problem.message, path: e.path });
+        continue;
+      }
+      const a = e.artifact!;
+      const keep = deepDir ? deepTarget(deepDir, a.path_in_bundle, layout) : undefined;
+      const hash = createHash('sha256');
+      const out = keep ? await openForDeep(keep) : undefined;
+      try {
+        for await (const chunk of e.body()) {
+          hash.update(chunk);
+          if (out) await out.write(chunk);
+        }
+      } finally {
+        await out?.close();
+      }
+      report.bytes_checked += e.size;
+      if (hash.digest('hex') !== a.sha256) {
+        artifactsOk = false;
+        report.problems.push({
+          code: 'CHECKSUM_MISMATCH',
+          message: 'artifact SHA-256 does not match the manifest',
+          path: a.path_in_bundle,
+        });
+      } else {
+        verified.add(a.path_in_bundle);
+        report.artifacts_checked++;
+      }
+    }
+    report.size_ok = true;
+  } catch (err) {
+    if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw err;
+    onStreamFailure();
+    artifactsOk = false;
+    report.size_ok = err.code !== 'UNSAFE_ENTRY';
+    if (err.code === 'UNSAFE_ENTRY') layoutOk = false;
+    report.problems.push({ code: err.code, message: err.message });
+    report.not_checked.push({ check: 'artifacts', reason: 'the stream could not be read to the end' });
+    report.layout_ok = layoutOk;
+    report.per_artifact_ok = false;
+    return;
+  }
+  for (const a of m.artifacts) {
+    if (!verified.has(a.path_in_bundle) && !report.problems.some((p) => p.path === a.path_in_bundle)) {
+      artifactsOk = false;
+      report.problems.push({
+        code: 'MISSING_ARTIFACT',
+        message: `bundle missing artifact: ${a.path_in_bundle}`,
+        path: a.path_in_bundle,
+      });
+    }
+  }
+  report.layout_ok = layoutOk;
+  report.per_artifact_ok = artifactsOk;
+}
+
+/** Where a deep check keeps an entry: databases and git data only (memory files need no deep check). */
+function deepTarget(dir: string, pathInBundle: string, layout: 1 | 2): string | undefined {
+  if (pathInBundle.startsWith('sqlite/')) return join(dir, pathInBundle);
+  if (layout === 2 && pathInBundle === GIT_BUNDLE_PATH) return join(dir, pathInBundle);
+  if (layout === 1 && pathInBundle.startsWith(GIT_V1_PREFIX)) {
+    return join(dir, 'v1repo', '.git', pathInBundle.slice(GIT_V1_PREFIX.length));
+  }
+  return undefined;
+}
+
+async function openForDeep(path: string) {
+  await mkdir(dirname(path), { recursive: true });
+  return open(path, 'wx', 0o600);
+}
+
+async function deepChecks(dir: string, layout: 1 | 2): Promise<DeepReport> {
+  const deep: DeepReport = { sqlite_integrity: {} };
+  const worker = new SqliteWorker();
+  try {
+    for (const db of ['long_term', 'vector', 'concepts', 'compactions']) {
+      const p = join(dir, 'sqlite', `${db}.sqlite`);
+      if (
+        await stat(p).then(
+          () => true,
+          () => false,
+        )
+      )
+        deep.sqlite_integrity[db] = await worker.integrityCheck(p);
+    }
+  } finally {
+    await worker.close();
+  }
+  if (layout === 2) {
+    const b = join(dir, GIT_BUNDLE_PATH);
+    if (
+      await stat(b).then(
+        () => true,
+        () => false,
+      )
+    )
+      deep.git = await gitVerifyBundle(b);
+  } else {
+    const g = join(dir, 'v1repo', '.git');
+    if (
+      await stat(g).then(
+        () => true,
+        () => false,
+      )
+    )
+      deep.git = await fsckGitDir(g);
+  }
+  return deep;
+}
