@@ -82,6 +82,7 @@ export class UnknownAgentError extends SnapshotError {
     readonly tenant: string,
     searched: string[],
   ) {
+    searched = [...new Set(searched)];
     super(
       `unknown agent ${agentId} (tenant ${tenant}): no memdir, no SQLite database and no state found ` +
         `(looked in ${searched.join(', ')})`,

@@ -1,0 +1,29 @@
+// `nexo-memory delete`: remove one bundle (never the agent's last), with its sibling and sidecar.
+
+import { Command } from '@commander-js/extra-typings';
+import { InvalidInputError } from '../../model/errors.js';
+import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } from './options.js';
+
+export function deleteCommand() {
+  return new Command('delete')
+    .description("delete a snapshot bundle (refuses the agent's last snapshot)")
+    .addOption(agentOption())
+    .addOption(tenantOption())
+    .addOption(stateRootOption())
+    .addOption(configOption())
+    .requiredOption('--id <snapshot>', 'snapshot id (or a unique prefix)')
+    .option('--yes', 'confirm the deletion')
+    .addOption(jsonOption())
+    .addHelpText('after', '\nExamples:\n  nexo-memory delete --agent ana --id 0190c3a2-… --yes')
+    .action(async (opts) => {
+      await runCommand(opts, async () => {
+        if (!opts.yes)
+          throw new InvalidInputError('delete removes a snapshot for good: pass --yes to confirm');
+        const r = await snapshotterFrom(opts).delete(opts.agent, opts.tenant, opts.id);
+        if (opts.json) printJson(r);
+        else process.stdout.write(`deleted: ${r.id}\n`);
+        return 0;
+      });
+    });
+}

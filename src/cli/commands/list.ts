@@ -1,0 +1,28 @@
+// `nexo-memory list`: an agent's snapshots, newest first (reads sidecars or bundle heads only).
+
+import { Command } from '@commander-js/extra-typings';
+import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { formatList } from '../format.js';
+import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } from './options.js';
+
+export function listCommand() {
+  return new Command('list')
+    .description("list an agent's snapshots, newest first")
+    .addOption(agentOption())
+    .addOption(tenantOption())
+    .addOption(stateRootOption())
+    .addOption(configOption())
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      '\nExamples:\n  nexo-memory list --agent ana\n  nexo-memory list --agent ana --tenant acme --json',
+    )
+    .action(async (opts) => {
+      await runCommand(opts, async () => {
+        const metas = await snapshotterFrom(opts).list(opts.agent, opts.tenant);
+        if (opts.json) printJson(metas);
+        else process.stdout.write(`${formatList(metas)}\n`);
+        return 0;
+      });
+    });
+}

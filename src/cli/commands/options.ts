@@ -1,0 +1,24 @@
+// Owns the option groups several commands share, so each flag is spelled and documented once.
+
+import { Option } from '@commander-js/extra-typings';
+import { parseIntFlag } from '../context.js';
+
+export const agentOption = () =>
+  new Option('--agent <id>', 'agent id ([a-z0-9_-], 1..64)').makeOptionMandatory();
+export const tenantOption = () => new Option('--tenant <tenant>', 'tenant').default('default');
+export const jsonOption = () => new Option('--json', 'print the result as JSON on stdout');
+export const noProgressOption = () => new Option('--no-progress', 'no progress display on stderr');
+
+export const stateRootOption = () =>
+  new Option('--state-root <path>', 'snapshot store root (default ./state, or the config file)');
+export const configOption = () =>
+  new Option('--config <file>', 'YAML config file (default $NEXO_MEMORY_CONFIG)');
+export const memdirRootOption = () =>
+  new Option('--memdir-root <path>', 'root of agent memdirs (<root>/<agent>; default: state root)');
+export const sqliteRootOption = () =>
+  new Option(
+    '--sqlite-root <path>',
+    'root of agent databases and state files (<root>/<agent>; default: state root)',
+  );
+export const zstdLevelOption = () =>
+  new Option('--zstd-level <n>', 'zstd level 1..19 (default 3)').argParser(parseIntFlag('--zstd-level'));

@@ -1,0 +1,56 @@
+// `nexo-memory snapshot`: capture one agent into a new bundle.
+
+import { Command } from '@commander-js/extra-typings';
+import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { formatSnapshot } from '../format.js';
+import {
+  agentOption,
+  configOption,
+  jsonOption,
+  memdirRootOption,
+  noProgressOption,
+  sqliteRootOption,
+  stateRootOption,
+  tenantOption,
+  zstdLevelOption,
+} from './options.js';
+
+export function snapshotCommand() {
+  return new Command('snapshot')
+    .description(
+      "snapshot an agent's memory (memdir, SQLite databases, state) into a verified tar.zst bundle",
+    )
+    .addOption(agentOption())
+    .addOption(tenantOption())
+    .addOption(stateRootOption())
+    .addOption(memdirRootOption())
+    .addOption(sqliteRootOption())
+    .addOption(configOption())
+    .addOption(zstdLevelOption())
+    .option('--label <text>', 'free-text label (at most 200 characters)')
+    .addOption(jsonOption())
+    .addOption(noProgressOption())
+    .addHelpText(
+      'after',
+      `
+Examples:
+  nexo-memory snapshot --agent ana --label before-dream
+  nexo-memory snapshot --agent ana --state-root /var/lib/nexo/state --memdir-root /srv/agents --json`,
+    )
+    .action(async (opts) => {
+      await runCommand(opts, async (progress) => {
+        const s = snapshotterFrom(opts);
+        const meta = await s.snapshot({
+          agentId: opts.agent,
+          tenant: opts.tenant,
+          ...(opts.label !== undefined ? { label: opts.label } : {}),
+          createdBy: 'cli',
+          onProgress: progress.listener,
+        });
+        progress.done();
+        if (opts.json) printJson(meta);
+        else process.stdout.write(`${formatSnapshot(meta)}\n`);
+        return 0;
+      });
+    });
+}

@@ -1,0 +1,95 @@
+// Owns the human-readable rendering of results (tables and key: value lines). JSON output never passes
+// through here; it prints the library's objects as they are.
+
+import type { ExportResult, SnapshotMeta, VerifyReport } from '../model/types.js';
+
+export function humanBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+export function formatSnapshot(m: SnapshotMeta): string {
+  return [
+    `snapshot id:  ${m.id}`,
+    `agent:        ${m.agent_id} (tenant ${m.tenant})`,
+    ...(m.label !== undefined ? [`label:        ${m.label}`] : []),
+    `created:      ${iso(m.created_at_ms)}`,
+    `bundle:       ${m.bundle_path}`,
+    `size_bytes:   ${m.bundle_size_bytes} (${humanBytes(m.bundle_size_bytes)})`,
+    `sha256:       ${m.bundle_sha256} (manifest seal)`,
+    ...(m.file_sha256 ? [`file sha256:  ${m.file_sha256}`] : []),
+    `git head:     ${m.git_oid ?? '(none)'}`,
+    `encrypted:    ${m.encrypted}`,
+    `redactions:   ${m.redactions_applied}`,
+  ].join('\n');
+}
+
+export function formatList(metas: SnapshotMeta[]): string {
+  if (metas.length === 0) return '(no snapshots)';
+  const rows = metas.map((m) => [
+    m.id,
+    iso(m.created_at_ms),
+    humanBytes(m.bundle_size_bytes),
+    `${m.encrypted ? 'enc' : ''}${m.encrypted && m.redactions_applied ? ',' : ''}${m.redactions_applied ? 'red' : ''}` ||
+      '-',
+    m.created_by ?? '-',
+    m.label ?? '-',
+  ]);
+  const header = ['ID', 'CREATED', 'SIZE', 'FLAGS', 'BY', 'LABEL'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (i === 2 ? c.padStart(widths[i]!) : i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ');
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+export function formatVerify(r: VerifyReport): string {
+  const sv = r.schema_versions;
+  const lines = [
+    `bundle:           ${r.bundle}`,
+    `status:           ${r.status}`,
+    `manifest_ok:      ${r.manifest_ok}`,
+    `bundle_sha256_ok: ${r.bundle_sha256_ok} (sibling ${r.sibling})`,
+    `per_artifact_ok:  ${r.per_artifact_ok} (${r.artifacts_checked}/${r.artifacts_total} artifacts, ${humanBytes(r.bytes_checked)})`,
+    `layout_ok:        ${r.layout_ok}`,
+    `size_ok:          ${r.size_ok}`,
+    `age_protected:    ${r.age_protected}`,
+    ...(r.bundle_format
+      ? [`format:           ${r.bundle_format} (manifest_version ${r.manifest_version})`]
+      : []),
+    ...(sv
+      ? [
+          `schema_versions:  long_term=${sv.long_term} vector=${sv.vector} concepts=${sv.concepts} compactions=${sv.compactions} manifest=${sv.manifest}`,
+        ]
+      : []),
+  ];
+  if (r.deep) {
+    const dbs = Object.entries(r.deep.sqlite_integrity).map(([k, v]) => `${k}=${v}`);
+    lines.push(`deep sqlite:      ${dbs.length ? dbs.join(' ') : '(no databases)'}`);
+    lines.push(`deep git:         ${r.deep.git ?? '(no history)'}`);
+  }
+  lines.push(`all_checks_ok:    ${r.status === 'verified'}`);
+  for (const p of r.problems) lines.push(`problem: [${p.code}] ${p.path ? `${p.path}: ` : ''}${p.message}`);
+  for (const n of r.not_checked) lines.push(`not checked: ${n.check}: ${n.reason}`);
+  return lines.join('\n');
+}
+
+export function formatExport(r: ExportResult): string {
+  return [
+    `exported: ${r.path}`,
+    `sibling:  ${r.sibling_path}`,
+    `size:     ${r.bundle_size_bytes} (${humanBytes(r.bundle_size_bytes)})`,
+    `sha256:   ${r.file_sha256}`,
+    `verify:   ${r.verify.status}`,
+  ].join('\n');
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+// The `nexo-memory` command line: parses arguments with commander and hands each command to its module
+// in cli/commands/. No logic of its own beyond exit statuses for usage errors.
+
+import { Command, CommanderError } from '@commander-js/extra-typings';
+import { ExitCode } from '../model/errors.js';
+import { PACKAGE_VERSION } from '../util/version.js';
+import { deleteCommand } from './commands/delete.js';
+import { exportCommand } from './commands/export.js';
+import { listCommand } from './commands/list.js';
+import { snapshotCommand } from './commands/snapshot.js';
+import { verifyCommand } from './commands/verify.js';
+
+export function buildProgram() {
+  const program = new Command('nexo-memory')
+    .description(
+      "Atomic point-in-time snapshots of an AI agent's memory: snapshot, verify, list, export, delete.",
+    )
+    .version(PACKAGE_VERSION)
+    .showSuggestionAfterError()
+    .addHelpText(
+      'after',
+      `
+Exit status: 0 ok, 1 usage/config/I/O error, 2 bundle damaged, 3 not fully verified, 4 agent busy,
+5 not found, 6 refused, 7 encryption error. See README.md for the full table.
+
+Examples:
+  nexo-memory snapshot --agent ana --label before-dream
+  nexo-memory list --agent ana
+  nexo-memory verify state/tenants/default/snapshots/ana/<id>.tar.zst --deep`,
+    );
+  for (const cmd of [snapshotCommand(), verifyCommand(), listCommand(), exportCommand(), deleteCommand()]) {
+    program.addCommand(cmd);
+  }
+  program.exitOverride();
+  for (const c of program.commands) c.exitOverride();
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode =
+        err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : ExitCode.error;
+      return;
+    }
+    process.stderr.write(`error: ${(err as Error).message}\n`);
+    process.exitCode = ExitCode.error;
+  }
+}
+
+await main(process.argv);
