@@ -1,0 +1,185 @@
+// Test helpers that build bundles byte by byte, hostile ones included: raw tar headers of any type,
+// GNU long names, the original's v1 header style (NUL numeric fields, NUL type flag), zstd via the
+// real `zstd` CLI, manifests sealed or tampered, and reading a real bundle back into editable entries.
+
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, writeFileSync } from 'node:fs';
+import { digestSeal, manifestSeal } from '../../src/format/manifest.js';
+import { readTar } from '../../src/format/tar.js';
+import { zstdDecompress } from '../../src/format/zstd.js';
+
+export interface RawEntry {
+  path: string;
+  data?: Buffer | string;
+  /** Tar type flag: '0' (default), '1' hardlink, '2' symlink, '5' dir, … or '\0'. */
+  type?: string;
+  linkpath?: string;
+  /** Size written in the header (default: the data length). */
+  headerSize?: number;
+}
+
+export interface TarStyle {
+  /** The original's headers: GNU magic, NUL numeric uid/gid, NUL type flag, GNU long names. */
+  v1?: boolean;
+}
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+function octal(buf: Buffer, off: number, width: number, v: number): void {
+  buf.write(`${v.toString(8).padStart(width - 1, '0')}\0`, off, width, 'latin1');
+}
+
+export function rawHeader(
+  name: string,
+  size: number,
+  type: string,
+  linkpath = '',
+  style: TarStyle = {},
+): Buffer {
+  const b = Buffer.alloc(512);
+  Buffer.from(name, 'utf8').copy(b, 0, 0, 100);
+  octal(b, 100, 8, 0o600);
+  if (!style.v1) {
+    octal(b, 108, 8, 0);
+    octal(b, 116, 8, 0);
+  }
+  octal(b, 124, 12, size);
+  octal(b, 136, 12, 0);
+  b.write(style.v1 && type === '0' ? '\0' : type, 156, 1, 'latin1');
+  Buffer.from(linkpath, 'utf8').copy(b, 157, 0, 100);
+  if (style.v1) b.write('ustar  \0', 257, 8, 'latin1');
+  else {
+    b.write('ustar\0', 257, 6, 'latin1');
+    b.write('00', 263, 2, 'latin1');
+  }
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : b[i]!;
+  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'latin1');
+  return b;
+}
+
+const pad = (n: number): Buffer => Buffer.alloc((512 - (n % 512)) % 512);
+
+/** A tar archive of `entries` (long names as GNU 'L' entries), ended by two zero blocks. */
+export function tarOf(entries: RawEntry[], style: TarStyle = {}): Buffer {
+  const parts: Buffer[] = [];
+  for (const e of entries) {
+    const data = Buffer.from(e.data ?? '');
+    if (Buffer.byteLength(e.path) > 100) {
+      const long = Buffer.from(`${e.path}\0`, 'utf8');
+      parts.push(rawHeader('././@LongLink', long.length, 'L', '', style), long, pad(long.length));
+    }
+    parts.push(
+      rawHeader(e.path, e.headerSize ?? data.length, e.type ?? '0', e.linkpath ?? '', style),
+      data,
+      pad(data.length),
+    );
+  }
+  parts.push(Buffer.alloc(1024));
+  return Buffer.concat(parts);
+}
+
+export function zstd(buf: Buffer, level = 3): Buffer {
+  return execFileSync('zstd', ['-q', `-${level}`, '-c'], { input: buf, maxBuffer: 1 << 30 });
+}
+
+/** Writes `bytes` as a bundle at `path`, with a correct sibling unless told otherwise. */
+export function writeBundleFile(
+  path: string,
+  bytes: Buffer,
+  sibling: 'ok' | 'none' | 'wrong' = 'ok',
+): string {
+  writeFileSync(path, bytes);
+  if (sibling === 'ok') writeFileSync(`${path}.sha256`, sha(bytes));
+  if (sibling === 'wrong') writeFileSync(`${path}.sha256`, sha(Buffer.concat([bytes, Buffer.from('x')])));
+  return path;
+}
+
+export interface ArtifactSpec {
+  path: string;
+  kind: string;
+  data: Buffer | string;
+}
+
+/** A manifest object for `artifacts` (v2 by default), sealed like the real writer seals it. */
+export function manifestFor(
+  artifacts: ArtifactSpec[],
+  overrides: Record<string, unknown> = {},
+  version: 1 | 2 = 2,
+): Record<string, unknown> {
+  const list = artifacts.map((a) => {
+    const b = Buffer.from(a.data);
+    return { path_in_bundle: a.path, kind: a.kind, size_bytes: b.length, sha256: sha(b) };
+  });
+  const m: Record<string, unknown> = {
+    manifest_version: version,
+    bundle_format: `nexo-memory-snapshot-v${version}`,
+    snapshot_id: '0190c3a2-0000-7000-8000-000000000001',
+    agent_id: 'ana',
+    tenant: 'default',
+    created_at_ms: 1_760_000_000_000,
+    created_by: 'test',
+    schema_versions: { long_term: 1, vector: 1, concepts: 1, compactions: 1, manifest: version },
+    git: {
+      head_oid: '0'.repeat(40),
+      head_subject: '(no memdir)',
+      head_author: 'nexo-memory-snapshot <ops@example.com>',
+      head_ts_ms: 0,
+    },
+    artifacts: list,
+    tool_versions: { nexo_version: '0.1.0', git2: '0.19', sqlx: '0.8' },
+    ...overrides,
+  };
+  m.bundle_sha256 = digestSeal(m.artifacts as Array<{ sha256: string }>);
+  if (version === 2) m.manifest_seal = manifestSeal(m);
+  return m;
+}
+
+/** Recomputes both seals of a manifest object after a test edited it. */
+export function reseal(m: Record<string, unknown>): Record<string, unknown> {
+  m.bundle_sha256 = digestSeal(m.artifacts as Array<{ sha256: string }>);
+  if (m.manifest_version === 2) {
+    delete m.manifest_seal;
+    m.manifest_seal = manifestSeal(m);
+  }
+  return m;
+}
+
+/** A complete bundle: manifest first, then the artifacts, plus `extra` raw entries appended. */
+export function bundleOf(
+  manifest: Record<string, unknown>,
+  artifacts: ArtifactSpec[],
+  extra: RawEntry[] = [],
+  style: TarStyle = {},
+): Buffer {
+  return zstd(
+    tarOf(
+      [
+        { path: 'manifest.json', data: JSON.stringify(manifest, null, 2) },
+        ...artifacts.map((a) => ({ path: a.path, data: a.data })),
+        ...extra,
+      ],
+      style,
+    ),
+  );
+}
+
+/** Reads every entry of a real bundle into memory (tests only; bundles there are small). */
+export async function readEntries(
+  path: string,
+): Promise<Array<{ path: string; data: Buffer; type: string }>> {
+  const out: Array<{ path: string; data: Buffer; type: string }> = [];
+  const limit = { maxBytes: 1 << 30, produced: 0 };
+  for await (const e of readTar(zstdDecompress(createReadStream(path) as AsyncIterable<Buffer>, limit))) {
+    const parts: Buffer[] = [];
+    for await (const c of e.body()) parts.push(Buffer.from(c));
+    out.push({ path: e.path, data: Buffer.concat(parts), type: e.type });
+  }
+  return out;
+}
+
+/** Repacks edited entries of a real bundle. */
+export function repack(entries: Array<{ path: string; data: Buffer; type?: string }>): Buffer {
+  return zstd(tarOf(entries.map((e) => ({ path: e.path, data: e.data, type: e.type ?? '0' }))));
+}

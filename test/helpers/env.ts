@@ -1,0 +1,120 @@
+// Test helpers: temporary directories that are removed after each test, a sample agent with a ready
+// snapshotter, running the CLI and fixture scripts as real child processes, reading bundles with GNU tar.
+
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import type { TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import {
+  buildSampleAgent,
+  type SampleAgentOptions,
+  type SampleAgentPaths,
+} from '../../scripts/sample-agent.js';
+import { LocalSnapshotter, type LocalSnapshotterOptions } from '../../src/index.js';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CLI = join(REPO, 'src', 'cli', 'main.ts');
+
+export function tempDir(t: TestContext, prefix = 'nexo-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface Agent extends SampleAgentPaths {
+  snapshotter: LocalSnapshotter;
+  /** CLI flags pointing at this agent's roots. */
+  flags: string[];
+}
+
+export function sampleAgent(
+  t: TestContext,
+  agentId = 'ana',
+  opts: SampleAgentOptions = {},
+  snap: Partial<LocalSnapshotterOptions> = {},
+): Agent {
+  const root = tempDir(t);
+  const p = buildSampleAgent(root, agentId, opts);
+  return {
+    ...p,
+    snapshotter: new LocalSnapshotter({
+      stateRoot: p.stateRoot,
+      memdirRoot: p.memdirRoot,
+      sqliteRoot: p.sqliteRoot,
+      lockTimeoutMs: 5_000,
+      ...snap,
+    }),
+    flags: ['--state-root', p.stateRoot, '--memdir-root', p.memdirRoot, '--sqlite-root', p.sqliteRoot],
+  };
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a TypeScript file of this repository under tsx as a child process. */
+export function runTs(
+  file: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<RunResult> {
+  return new Promise((resolvePromise) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', file, ...args],
+      { cwd: opts.cwd ?? REPO, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err ? ((err as { code?: number }).code ?? 1) : 0;
+        resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr });
+      },
+    );
+  });
+}
+
+export const runCli = (
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<RunResult> => runTs(CLI, args, opts);
+
+/** Starts a fixture script and resolves once it prints `ready` on stdout. */
+export function startFixture(t: TestContext, file: string, args: string[], env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'test', 'fixtures', file), ...args], {
+    cwd: REPO,
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (c) => {
+    err += c;
+  });
+  const ready = new Promise<void>((resolvePromise, reject) => {
+    child.stdout.on('data', (c) => {
+      out += c;
+      if (out.includes('ready')) resolvePromise();
+    });
+    child.on('exit', (code) => reject(new Error(`fixture ${file} exited ${code} before ready: ${err}`)));
+  });
+  const exited = new Promise<number | null>((r) =>
+    child.on('exit', (code, signal) => r(code ?? (signal ? -1 : null))),
+  );
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  return { child, ready, exited, output: () => out, errors: () => err };
+}
+
+/** Extracts a bundle with GNU tar (zstd filter) into a new directory. */
+export function gnuExtract(t: TestContext, bundle: string): string {
+  const dir = tempDir(t, 'nexo-extract-');
+  execFileSync('tar', ['--zstd', '-xf', bundle, '-C', dir]);
+  return dir;
+}
+
+export function gnuList(bundle: string): string[] {
+  return execFileSync('tar', ['--zstd', '-tf', bundle]).toString().trim().split('\n');
+}
