@@ -3,7 +3,13 @@
 // while it copies the agent into staging, so every component of a snapshot shows the same instant.
 // Protocol for writers in other processes and languages: docs/write-gate.md.
 
-import { acquire, type HeldLock, LockTimeoutError } from '../store/lock.js';
+import {
+  acquire,
+  acquireExclusiveFair,
+  type HeldLock,
+  LockTimeoutError,
+  type WorkerHeldLock,
+} from '../store/lock.js';
 import { StoreLayout } from '../store/paths.js';
 
 export interface WriteGateOptions {
@@ -78,7 +84,10 @@ export class WriteGate {
   }
 }
 
-/** Snapshot/restore side: hold the gate exclusively (no writer inside a batch) for a short step. */
-export async function closeGate(path: string, timeoutMs: number): Promise<HeldLock> {
-  return acquire(path, 'exclusive', timeoutMs);
+/**
+ * Snapshot/restore side: hold the gate exclusively (no writer inside a batch) for a short step. New
+ * batches wait while this waits, so busy writers cannot starve it.
+ */
+export async function closeGate(path: string, timeoutMs: number): Promise<WorkerHeldLock> {
+  return acquireExclusiveFair(path, timeoutMs);
 }

@@ -40,9 +40,17 @@ import {
 import { SqliteWorker } from '../sqlite/worker.js';
 import { fsyncDir, removeQuietly } from '../store/atomic.js';
 import { bundleFiles, listDir, locate, metaFromManifest, writeSidecar } from '../store/catalog.js';
-import { acquire, describeOwner, type HeldLock, LockTimeoutError, recordOwner } from '../store/lock.js';
+import {
+  acquire,
+  describeOwner,
+  type HeldLock,
+  LockTimeoutError,
+  recordOwner,
+  type WorkerHeldLock,
+} from '../store/lock.js';
 import { STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { writeSibling } from '../store/sibling.js';
+import { faultPoint } from '../util/faults.js';
 import { toolVersions } from '../util/version.js';
 import { verifyBundleFile } from '../verify/verify.js';
 import { exportBundle } from './export.js';
@@ -170,7 +178,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
-      let gate: HeldLock;
+      let gate: WorkerHeldLock;
       try {
         gate = await closeGate(this.layout.writeGatePath(p.tenant, p.agentId), this.lockTimeoutMs);
       } catch (err) {
@@ -190,7 +198,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
           sqlite,
         });
       } finally {
-        gate.release();
+        await gate.release();
       }
       if (!captured.found) {
         throw new UnknownAgentError(p.agentId, p.tenant, [
@@ -237,8 +245,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
         onBytes: (n) => p.onProgress?.({ phase: 'pack', bytes: n, total }),
       });
       published = true;
+      faultPoint('snapshot.sibling');
       await writeSibling(bundlePath, packed.sha256);
       const meta = metaFromManifest(manifest, bundlePath, packed.size, packed.sha256);
+      faultPoint('snapshot.sidecar');
       await writeSidecar(meta);
       return meta;
     } catch (err) {

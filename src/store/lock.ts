@@ -6,8 +6,10 @@
 // loop.
 
 import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { writeFileAtomic } from './atomic.js';
 
@@ -60,8 +62,16 @@ function openLockDb(path: string): Database.Database {
   mkdirSync(dirname(path), { recursive: true });
   const db = new Database(path, { timeout: 0 });
   // The protocol relies on rollback-journal locking; WAL would let readers pass an exclusive holder.
-  const mode = db.pragma('journal_mode', { simple: true });
-  if (String(mode).toLowerCase() === 'wal') db.pragma('journal_mode = DELETE');
+  // Reading the mode needs the file readable: skip the check while another process holds the lock.
+  try {
+    if (String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal')
+      db.pragma('journal_mode = DELETE');
+  } catch (err) {
+    if (!isBusy(err)) {
+      db.close();
+      throw err;
+    }
+  }
   return db;
 }
 
@@ -113,6 +123,62 @@ export async function acquire(path: string, mode: LockMode, timeoutMs: number): 
   }
   db.close();
   throw new LockTimeoutError(path, readOwner(path));
+}
+
+// Fair exclusive acquisition: SQLite's busy handler keeps a PENDING lock while it waits, which stops
+// new shared holders from entering, so a stream of short writer batches cannot starve the waiter.
+// The wait blocks, so it runs in a worker thread that then holds the lock until told to release.
+const FAIR_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.path, { timeout: workerData.timeoutMs });
+try {
+  db.exec('BEGIN EXCLUSIVE');
+  parentPort.postMessage('locked');
+} catch (err) {
+  db.close();
+  parentPort.postMessage({ error: String(err && err.message), code: err && err.code });
+  process.exit(0);
+}
+parentPort.on('message', () => {
+  try { db.exec('COMMIT'); } finally { db.close(); }
+  parentPort.postMessage('released');
+});
+`;
+
+const driverPath = createRequire(import.meta.url).resolve('better-sqlite3');
+
+/** A lock held by a worker thread (see acquireExclusiveFair). */
+export class WorkerHeldLock {
+  private released: Promise<void> | undefined;
+  constructor(
+    private readonly worker: Worker,
+    readonly path: string,
+  ) {}
+
+  release(): Promise<void> {
+    this.released ??= new Promise<void>((resolvePromise) => {
+      this.worker.once('message', () => resolvePromise());
+      this.worker.once('exit', () => resolvePromise());
+      this.worker.postMessage('release');
+    }).then(() => this.worker.terminate().then(() => undefined));
+    return this.released;
+  }
+}
+
+/** Exclusive lock that waiting shared holders cannot starve (used for the write gate). */
+export async function acquireExclusiveFair(path: string, timeoutMs: number): Promise<WorkerHeldLock> {
+  mkdirSync(dirname(path), { recursive: true });
+  const worker = new Worker(FAIR_WORKER, { eval: true, workerData: { driver: driverPath, path, timeoutMs } });
+  const first = await new Promise<unknown>((resolvePromise, reject) => {
+    worker.once('message', resolvePromise);
+    worker.once('error', reject);
+  });
+  if (first === 'locked') return new WorkerHeldLock(worker, path);
+  await worker.terminate();
+  const f = first as { error?: string; code?: string };
+  if (f.code && isBusy(f)) throw new LockTimeoutError(path, readOwner(path));
+  throw new Error(`taking lock ${path}: ${f.error ?? 'unknown error'}`);
 }
 
 const ownerPath = (lockPath: string): string => `${lockPath}.owner`;

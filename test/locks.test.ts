@@ -1,0 +1,164 @@
+// Cross-process exclusion: the (tenant, agent) lock between processes, takeover after kill -9, and the
+// write gate proving that every component of a snapshot shows the same instant while a writer runs.
+
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { LocalSnapshotter, WriteGate } from '../src/index.js';
+import { tryAcquire } from '../src/store/lock.js';
+import { gnuExtract, runCli, sampleAgent, startFixture } from './helpers/env.js';
+
+test('a second snapshot waits for the lock held by another process, then fails with CONCURRENT', async (t) => {
+  const a = sampleAgent(t);
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  const s = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 400,
+  });
+  const started = Date.now();
+  await assert.rejects(
+    s.snapshot({ agentId: 'ana' }),
+    (err: Error & { code?: string; exitCode?: number }) => {
+      assert.equal(err.code, 'CONCURRENT');
+      assert.equal(err.exitCode, 4);
+      assert.match(err.message, /ana/);
+      assert.match(err.message, /test-holder \(pid \d+/, 'names the holder');
+      return true;
+    },
+  );
+  assert.ok(Date.now() - started >= 380, 'it waited for the lock timeout');
+  // the same agent id in another tenant is a different lock
+  const other = sampleAgent(t, 'ana');
+  const sOther = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: other.memdirRoot,
+    sqliteRoot: other.sqliteRoot,
+    lockTimeoutMs: 400,
+  });
+  assert.equal((await sOther.snapshot({ agentId: 'ana', tenant: 'acme' })).tenant, 'acme');
+  // a lock left by a killed process is taken over at once
+  holder.child.kill('SIGKILL');
+  await holder.exited;
+  const meta = await s.snapshot({ agentId: 'ana' });
+  assert.equal(meta.agent_id, 'ana');
+});
+
+test('a snapshot waiting for the lock succeeds as soon as the holder goes away', async (t) => {
+  const a = sampleAgent(t);
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  const pending = a.snapshotter.snapshot({ agentId: 'ana' });
+  setTimeout(() => holder.child.kill('SIGKILL'), 300);
+  const meta = await pending;
+  assert.equal((await a.snapshotter.list('ana'))[0]!.id, meta.id);
+});
+
+test('CLI: snapshot and delete exit 4 while another process holds the agent lock', async (t) => {
+  const a = sampleAgent(t);
+  const first = await a.snapshotter.snapshot({ agentId: 'ana' });
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  const cfg = join(a.root, 'config.yaml');
+  writeFileSync(cfg, 'memory:\n  snapshot:\n    lock_timeout_secs: 1\n');
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  let r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--config', cfg, '--json']);
+  assert.equal(r.code, 4, r.stderr);
+  assert.equal(JSON.parse(r.stdout).error.code, 'CONCURRENT');
+  r = await runCli([
+    'delete',
+    '--agent',
+    'ana',
+    '--id',
+    first.id,
+    '--yes',
+    '--state-root',
+    a.stateRoot,
+    '--config',
+    cfg,
+  ]);
+  assert.equal(r.code, 4, r.stderr);
+  assert.equal((await a.snapshotter.list('ana')).length, 2, 'nothing deleted');
+});
+
+test('lock files are plain SQLite transactions: another process sees them busy', async (t) => {
+  const a = sampleAgent(t);
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  const path = a.snapshotter.layout.agentLockPath('default', 'ana');
+  assert.equal(tryAcquire(path, 'exclusive'), undefined);
+  assert.equal(tryAcquire(path, 'shared'), undefined);
+  holder.child.kill('SIGKILL');
+  await holder.exited;
+  const held = tryAcquire(path, 'exclusive');
+  assert.ok(held);
+  held.release();
+});
+
+test('write gate: every snapshot taken while a writer runs shows one counter in every component', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 500, embeddings: 300 });
+  const writer = startFixture(t, 'writer.ts', [a.stateRoot, a.sqliteDir, a.memdir, 'ana']);
+  await writer.ready;
+  const counters: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    await new Promise((r) => setTimeout(r, 150));
+    const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const x = gnuExtract(t, meta.bundle_path);
+    const seen: Record<string, number> = {};
+    for (const db of ['long_term', 'vector', 'concepts', 'compactions']) {
+      const d = new Database(join(x, 'sqlite', `${db}.sqlite`), { readonly: true });
+      seen[db] = d.prepare('SELECT n FROM counter').pluck().get() as number;
+      assert.equal(
+        d.prepare('SELECT max(n) FROM log').pluck().get(),
+        seen[db],
+        `${db}: log and counter agree`,
+      );
+      d.close();
+    }
+    seen.memdir = Number(readFileSync(join(x, 'memory_files', 'counter.md'), 'utf8').split(' ')[1]);
+    seen.state = JSON.parse(readFileSync(join(x, 'state', 'extract_cursor.json'), 'utf8')).counter;
+    const n = seen.long_term!;
+    assert.ok(n > 0);
+    for (const [component, value] of Object.entries(seen))
+      assert.equal(value, n, `snapshot ${i}: ${component} shows ${value}, long_term ${n}`);
+    const manifest = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8'));
+    const committed = Math.floor(n / 3) * 3;
+    if (committed > 0)
+      assert.equal(manifest.git.head_subject, `counter ${committed}`, 'git HEAD matches the same batch');
+    counters.push(n);
+  }
+  writer.child.kill('SIGKILL');
+  assert.ok(new Set(counters).size >= 3, `the writer kept writing between snapshots: ${counters}`);
+  assert.deepEqual(
+    [...counters].sort((x, y) => x - y),
+    counters,
+    'counters only grow',
+  );
+});
+
+test('write gate API: in-process batches run while the gate is open and wait while a snapshot holds it', async (t) => {
+  const a = sampleAgent(t);
+  const gate = WriteGate.forAgent(a.stateRoot, 'ana', 'default', { timeoutMs: 5_000 });
+  assert.equal(await gate.write(() => 7), 7);
+  const held = tryAcquire(a.snapshotter.layout.writeGatePath('default', 'ana'), 'exclusive')!;
+  let ran = false;
+  const batch = gate.write(() => {
+    ran = true;
+  });
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(ran, false, 'the batch waits while the gate is closed');
+  held.release();
+  await batch;
+  assert.equal(ran, true);
+  const short = WriteGate.forAgent(a.stateRoot, 'ana', 'default', { timeoutMs: 100 });
+  const held2 = tryAcquire(a.snapshotter.layout.writeGatePath('default', 'ana'), 'exclusive')!;
+  await assert.rejects(
+    short.write(() => 1),
+    /write gate/,
+  );
+  held2.release();
+});

@@ -1,0 +1,337 @@
+// Snapshot: what a bundle contains (read back with GNU tar, sqlite and git), the memdir edge cases,
+// and that every failure leaves nothing behind.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { git } from '../scripts/sample-agent.js';
+import { LocalSnapshotter } from '../src/index.js';
+import { type Agent, gnuExtract, gnuList, sampleAgent, tempDir } from './helpers/env.js';
+
+function manifestOf(dir: string) {
+  return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+}
+
+/** Everything in the snapshots dir of the agent (leftover check). */
+function storeEntries(a: Agent, agentId = 'ana'): string[] {
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', agentId);
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}
+
+test('a snapshot holds every component exactly, and GNU tar extracts it', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 8, commits: 4 });
+  writeFileSync(join(a.memdir, 'topics', 'people', 'topic-0000.md'), 'edited but not committed\n');
+  writeFileSync(join(a.memdir, 'untracked.md'), 'never added to git\n');
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', label: 'first', createdBy: 'cli' });
+
+  const names = gnuList(meta.bundle_path);
+  assert.equal(names[0], 'manifest.json', 'manifest is the first entry');
+  const x = gnuExtract(t, meta.bundle_path);
+  const m = manifestOf(x);
+  assert.equal(m.manifest_version, 2);
+  assert.equal(m.bundle_format, 'nexo-memory-snapshot-v2');
+  assert.equal(m.snapshot_id, meta.id);
+  assert.equal(m.label, 'first');
+  assert.equal(m.created_by, 'cli');
+  assert.equal(m.bundle_sha256, meta.bundle_sha256);
+
+  // databases: consistent, same rows, WAL mode kept in the header
+  for (const db of ['long_term', 'vector', 'concepts', 'compactions']) {
+    const copy = new Database(join(x, 'sqlite', `${db}.sqlite`), { readonly: true });
+    const live = new Database(join(a.sqliteDir, `${db}.sqlite`), { readonly: true });
+    const table = live.prepare("SELECT name FROM sqlite_master WHERE type='table'").pluck().get() as string;
+    assert.equal(copy.pragma('integrity_check', { simple: true }), 'ok');
+    assert.equal(
+      copy.prepare(`SELECT count(*) FROM ${table}`).pluck().get(),
+      live.prepare(`SELECT count(*) FROM ${table}`).pluck().get(),
+    );
+    copy.close();
+    live.close();
+    assert.equal(readFileSync(join(x, 'sqlite', `${db}.sqlite`))[18], 2, `${db} keeps WAL mode`);
+  }
+  // memdir working tree, uncommitted and untracked edits included, .git excluded
+  assert.equal(
+    readFileSync(join(x, 'memory_files', 'topics', 'people', 'topic-0000.md'), 'utf8'),
+    'edited but not committed\n',
+  );
+  assert.equal(readFileSync(join(x, 'memory_files', 'untracked.md'), 'utf8'), 'never added to git\n');
+  assert.ok(!names.some((n) => n.startsWith('memory_files/.git')));
+  const memPaths = m.artifacts
+    .filter((a: { kind: string }) => a.kind === 'memory_file')
+    .map((a: { path_in_bundle: string }) => a.path_in_bundle);
+  assert.deepEqual(
+    memPaths,
+    [...memPaths].sort((p: string, q: string) => Buffer.compare(Buffer.from(p), Buffer.from(q))),
+  );
+  assert.equal(m.memdir.files, memPaths.length);
+
+  // history: a real git bundle of every ref; HEAD metadata as `git log`
+  const clone = join(tempDir(t), 'clone');
+  execFileSync('git', ['clone', '-q', join(x, 'git', 'memdir.bundle'), clone]);
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  assert.equal(git(clone, ['rev-parse', 'HEAD']).trim(), head);
+  assert.equal(git(clone, ['rev-list', '--count', 'HEAD']).trim(), '4');
+  assert.equal(m.git.head_oid, head);
+  assert.equal(m.git.head_subject, git(a.memdir, ['log', '-1', '--format=%s']).trim());
+  assert.equal(m.git.head_author, 'Sample Agent <agent@example.com>');
+  assert.equal(m.git.head_ts_ms, Number(git(a.memdir, ['log', '-1', '--format=%at']).trim()) * 1000);
+  assert.equal(m.git.head_ref, 'refs/heads/main');
+  assert.equal(meta.git_oid, head);
+
+  // state
+  assert.deepEqual(
+    JSON.parse(readFileSync(join(x, 'state', 'extract_cursor.json'), 'utf8')),
+    JSON.parse(readFileSync(join(a.sqliteDir, 'extract_cursor.json'), 'utf8')),
+  );
+  assert.deepEqual(
+    JSON.parse(readFileSync(join(x, 'state', 'dream_run.json'), 'utf8')),
+    JSON.parse(readFileSync(join(a.sqliteDir, 'dream_run.json'), 'utf8')),
+  );
+
+  // store: bundle, sibling (bare hex of the file) and sidecar; no leftovers; zstd reads it
+  assert.deepEqual(storeEntries(a), [
+    `${meta.id}.tar.zst`,
+    `${meta.id}.tar.zst.meta.json`,
+    `${meta.id}.tar.zst.sha256`,
+  ]);
+  assert.equal(
+    readFileSync(`${meta.bundle_path}.sha256`, 'utf8'),
+    execFileSync('sha256sum', [meta.bundle_path]).toString().slice(0, 64),
+  );
+  assert.equal(meta.bundle_size_bytes, statSync(meta.bundle_path).size);
+  execFileSync('zstd', ['-t', '-q', meta.bundle_path]);
+});
+
+test('symlinks, fifos and nested .git dirs are skipped and recorded; large files are kept whole', async (t) => {
+  const a = sampleAgent(t);
+  symlinkSync('/etc/passwd', join(a.memdir, 'link.md'));
+  execFileSync('mkfifo', [join(a.memdir, 'pipe')]);
+  mkdirSync(join(a.memdir, 'sub', '.git'), { recursive: true });
+  writeFileSync(join(a.memdir, 'sub', '.git', 'HEAD'), 'x');
+  const big = Buffer.alloc(5 * 1024 * 1024 + 7, 0x61);
+  writeFileSync(join(a.memdir, 'big.bin'), big);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const x = gnuExtract(t, meta.bundle_path);
+  const m = manifestOf(x);
+  assert.deepEqual(m.memdir.skipped, [
+    { path: 'link.md', reason: 'symlink' },
+    { path: 'pipe', reason: 'fifo' },
+    { path: 'sub/.git', reason: 'nested or reserved .git' },
+  ]);
+  assert.ok(readFileSync(join(x, 'memory_files', 'big.bin')).equals(big), 'no silent size cap');
+  assert.ok(!existsSync(join(x, 'memory_files', 'link.md')));
+});
+
+test('a memdir that is not a git repository: files captured, placeholder git block, no git_oid', async (t) => {
+  const a = sampleAgent(t);
+  rmSync(join(a.memdir, '.git'), { recursive: true });
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const x = gnuExtract(t, meta.bundle_path);
+  const m = manifestOf(x);
+  assert.equal(m.git.repository, 'absent');
+  assert.equal(m.git.head_oid, '0'.repeat(40));
+  assert.equal(m.git.head_subject, '(no memdir)');
+  assert.equal(meta.git_oid, undefined);
+  assert.ok(!existsSync(join(x, 'git')));
+  assert.ok(existsSync(join(x, 'memory_files', 'MEMORY.md')));
+});
+
+test('an empty repository (no commits) works: no history artifact, files still captured', async (t) => {
+  const a = sampleAgent(t);
+  rmSync(join(a.memdir, '.git'), { recursive: true });
+  git(a.memdir, ['init', '-q', '-b', 'main']);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const m = manifestOf(gnuExtract(t, meta.bundle_path));
+  assert.equal(m.git.repository, 'empty');
+  assert.equal(m.git.head_ref, 'refs/heads/main');
+  assert.ok(!m.artifacts.some((x: { kind: string }) => x.kind === 'git_bundle'));
+  assert.ok(
+    m.artifacts.some((x: { path_in_bundle: string }) => x.path_in_bundle === 'memory_files/MEMORY.md'),
+  );
+});
+
+test('a detached HEAD is captured: the bundle carries HEAD and every branch', async (t) => {
+  const a = sampleAgent(t, 'ana', { commits: 3 });
+  const first = git(a.memdir, ['rev-list', '--max-parents=0', 'HEAD']).trim();
+  git(a.memdir, ['checkout', '-q', '--detach', first]);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const x = gnuExtract(t, meta.bundle_path);
+  const m = manifestOf(x);
+  assert.equal(m.git.detached, true);
+  assert.equal(m.git.head_ref, undefined);
+  assert.equal(m.git.head_oid, first);
+  const heads = execFileSync('git', ['bundle', 'list-heads', join(x, 'git', 'memdir.bundle')]).toString();
+  assert.match(heads, new RegExp(`${first} HEAD`));
+  assert.match(heads, /refs\/heads\/main/);
+});
+
+test('a corrupt repository is an error, not a placeholder, and leaves nothing behind', async (t) => {
+  const a = sampleAgent(t);
+  writeFileSync(join(a.memdir, '.git', 'HEAD'), 'garbage\n');
+  await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana' }), { code: 'GIT' });
+  assert.deepEqual(storeEntries(a), []);
+  // missing objects: the history cannot be bundled
+  const b = sampleAgent(t, 'bob');
+  const objects = join(b.memdir, '.git', 'objects');
+  for (const d of readdirSync(objects))
+    if (/^[0-9a-f]{2}$/.test(d)) rmSync(join(objects, d), { recursive: true });
+  for (const f of readdirSync(join(objects, 'pack'))) rmSync(join(objects, 'pack', f));
+  await assert.rejects(b.snapshotter.snapshot({ agentId: 'bob' }), { code: 'GIT' });
+  assert.deepEqual(storeEntries(b, 'bob'), []);
+});
+
+test('absent databases are simply absent; an agent with only state or only a memdir snapshots', async (t) => {
+  const a = sampleAgent(t);
+  rmSync(join(a.sqliteDir, 'vector.sqlite'));
+  rmSync(join(a.sqliteDir, 'concepts.sqlite'));
+  let m = manifestOf(gnuExtract(t, (await a.snapshotter.snapshot({ agentId: 'ana' })).bundle_path));
+  assert.deepEqual(
+    m.artifacts
+      .filter((x: { kind: string }) => x.kind.startsWith('sqlite_'))
+      .map((x: { kind: string }) => x.kind),
+    ['sqlite_long_term', 'sqlite_compactions'],
+  );
+  rmSync(a.memdir, { recursive: true });
+  for (const db of ['long_term', 'compactions']) rmSync(join(a.sqliteDir, `${db}.sqlite`));
+  m = manifestOf(gnuExtract(t, (await a.snapshotter.snapshot({ agentId: 'ana' })).bundle_path));
+  assert.deepEqual(
+    m.artifacts.map((x: { path_in_bundle: string }) => x.path_in_bundle),
+    ['state/extract_cursor.json', 'state/dream_run.json'],
+  );
+  assert.equal(m.memdir, undefined);
+});
+
+test('an unknown agent is refused with UNKNOWN_AGENT and nothing is created', async (t) => {
+  const a = sampleAgent(t);
+  await assert.rejects(a.snapshotter.snapshot({ agentId: 'nobody' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'UNKNOWN_AGENT');
+    assert.match(err.message, /nobody/);
+    return true;
+  });
+  assert.ok(!existsSync(join(a.stateRoot, 'tenants')));
+});
+
+test('invalid agent ids and tenants name the rule they broke and create nothing', async (t) => {
+  const a = sampleAgent(t);
+  const cases: Array<[string, string, RegExp]> = [
+    ['..', 'default', /\[a-z0-9_-\]/],
+    ['a/b', 'default', /\[a-z0-9_-\]/],
+    ['Acme', 'default', /\[a-z0-9_-\]/],
+    ['a'.repeat(65), 'default', /1\.\.64/],
+    ['', 'default', /1\.\.64/],
+    ['-ana', 'default', /start or end/],
+    ['ana', 'Acme', /tenant.*\[a-z0-9_-\]/],
+    ['ana', '..', /tenant/],
+  ];
+  for (const [agentId, tenant, rule] of cases) {
+    await assert.rejects(a.snapshotter.snapshot({ agentId, tenant }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'INVALID_INPUT', agentId);
+      assert.match(err.message, rule);
+      return true;
+    });
+  }
+  assert.ok(!existsSync(join(a.stateRoot, 'tenants')));
+  await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana', label: 'x'.repeat(201) }), {
+    code: 'INVALID_INPUT',
+  });
+});
+
+test('an unwritable state root is a clear I/O error', async (t) => {
+  const a = sampleAgent(t);
+  const file = join(tempDir(t), 'not-a-dir');
+  writeFileSync(file, 'x');
+  const s = new LocalSnapshotter({
+    stateRoot: join(file, 'state'),
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+  });
+  await assert.rejects(s.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'IO');
+    assert.match(err.message, /creating snapshot directory/);
+    return true;
+  });
+});
+
+for (const point of ['pack.write', 'pack.fsync', 'pack.publish', 'snapshot.sibling', 'snapshot.sidecar']) {
+  test(`a failure at ${point} leaves no bundle, sibling, sidecar, .partial or staging dir`, async (t) => {
+    const a = sampleAgent(t);
+    const ok = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const before = storeEntries(a);
+    process.env.NEXO_MEMORY_FAULTS = `${point}=ENOSPC`;
+    try {
+      await assert.rejects(
+        a.snapshotter.snapshot({ agentId: 'ana' }),
+        (err: Error & { code?: string; errno?: string }) => {
+          assert.equal(err.code, 'IO');
+          assert.equal(err.errno, 'ENOSPC');
+          assert.match(err.message, /no space left on device/);
+          return true;
+        },
+      );
+    } finally {
+      delete process.env.NEXO_MEMORY_FAULTS;
+    }
+    assert.deepEqual(storeEntries(a), before);
+    assert.deepEqual(
+      (await a.snapshotter.list('ana')).map((m) => m.id),
+      [ok.id],
+    );
+  });
+}
+
+test('a real full disk (small tmpfs) fails cleanly and leaves nothing', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 4000, memoryBytes: 600 });
+  const mnt = mkdtempSync(join(tmpdir(), 'nexo-tmpfs-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=600k', 'tmpfs', mnt], { stdio: 'ignore' });
+  } catch {
+    rmSync(mnt, { recursive: true, force: true });
+    t.skip('cannot mount a tmpfs here (needs root); the injected ENOSPC tests cover this path');
+    return;
+  }
+  t.after(() => {
+    execFileSync('umount', ['-l', mnt]);
+    rmSync(mnt, { recursive: true, force: true });
+  });
+  const s = new LocalSnapshotter({ stateRoot: mnt, memdirRoot: a.memdirRoot, sqliteRoot: a.sqliteRoot });
+  await assert.rejects(s.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+    assert.ok(['IO', 'SQLITE', 'GIT'].includes(err.code!), err.message);
+    assert.match(err.message, /space|full/i);
+    return true;
+  });
+  const dir = join(mnt, 'tenants', 'default', 'snapshots', 'ana');
+  assert.deepEqual(existsSync(dir) ? readdirSync(dir) : [], []);
+});
+
+test('the zstd level is configurable and every level is readable by the zstd CLI', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 2000 });
+  const fast = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const s19 = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    zstdLevel: 19,
+    zstdWorkers: 0,
+  });
+  const small = await s19.snapshot({ agentId: 'ana' });
+  assert.ok(
+    small.bundle_size_bytes < fast.bundle_size_bytes,
+    `${small.bundle_size_bytes} < ${fast.bundle_size_bytes}`,
+  );
+  execFileSync('zstd', ['-t', '-q', small.bundle_path]);
+  assert.equal(small.bundle_sha256, fast.bundle_sha256, 'same content, same digest seal');
+});
