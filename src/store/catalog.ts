@@ -87,7 +87,25 @@ async function readSidecar(file: BundleFile, size: number): Promise<SnapshotMeta
     return undefined;
   if (typeof m.created_at_ms !== 'number' || typeof m.agent_id !== 'string' || typeof m.tenant !== 'string')
     return undefined;
-  return { ...(m as unknown as SnapshotMeta), bundle_path: file.path };
+  // Rebuild in the wire order, with the path where the file is now (the store may have moved).
+  const {
+    id,
+    agent_id,
+    tenant,
+    label,
+    created_at_ms,
+    bundle_path: _stored,
+    ...rest
+  } = m as unknown as SnapshotMeta;
+  return {
+    id,
+    agent_id,
+    tenant,
+    ...(label !== undefined ? { label } : {}),
+    created_at_ms,
+    bundle_path: file.path,
+    ...rest,
+  };
 }
 
 /** Metadata of one bundle: the sidecar when it matches the file, else the manifest at its head. */

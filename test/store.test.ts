@@ -1,0 +1,227 @@
+// List, export and delete: ordering, leftovers that never show, sidecar cache validation, v1 bundles,
+// verified no-clobber export, the last-snapshot floor, id prefixes.
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { bundleOf, manifestFor, writeBundleFile } from './helpers/bundles.js';
+import { runCli, sampleAgent, tempDir } from './helpers/env.js';
+
+const snapDir = (stateRoot: string, agent = 'ana', tenant = 'default') =>
+  join(stateRoot, 'tenants', tenant, 'snapshots', agent);
+
+test('list: newest first, SnapshotMeta shape, the same bundle_sha256 as snapshot() returned', async (t) => {
+  const a = sampleAgent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana', label: 'one' });
+  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const s3 = await a.snapshotter.snapshot({ agentId: 'ana', label: 'three' });
+  const list = await a.snapshotter.list('ana');
+  assert.deepEqual(
+    list.map((m) => m.id),
+    [s3.id, s2.id, s1.id],
+  );
+  assert.deepEqual(list[2], s1);
+  assert.equal(list[1]!.label, undefined);
+  assert.ok(!('label' in list[1]!), 'absent optionals are omitted, not null');
+  assert.deepEqual(await a.snapshotter.list('ana', 'other-tenant'), []);
+  assert.deepEqual(await a.snapshotter.list('nobody'), []);
+});
+
+test('list never shows leftovers: .partial files, staging dirs, orphan siblings and sidecars, stray files', async (t) => {
+  const a = sampleAgent(t);
+  const real = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const dir = snapDir(a.stateRoot);
+  const ghost = '0190c3a2-aaaa-7000-8000-000000000000';
+  writeFileSync(join(dir, `${ghost}.tar.zst.partial`), 'half');
+  mkdirSync(join(dir, `.staging-${ghost}`));
+  writeFileSync(join(dir, `${ghost}.tar.zst.sha256`), 'f'.repeat(64));
+  writeFileSync(join(dir, `${ghost}.tar.zst.meta.json`), readFileSync(`${real.bundle_path}.meta.json`));
+  writeFileSync(join(dir, 'notes.txt'), 'x');
+  writeFileSync(join(dir, 'not-a-uuid.tar.zst'), 'x');
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.id),
+    [real.id],
+  );
+});
+
+test('list trusts a sidecar only when it matches the file, and falls back to the bundle head', async (t) => {
+  const a = sampleAgent(t);
+  const real = await a.snapshotter.snapshot({ agentId: 'ana', label: 'truth' });
+  const sidecar = `${real.bundle_path}.meta.json`;
+  const forged = JSON.parse(readFileSync(sidecar, 'utf8'));
+  forged.meta.label = 'forged';
+  forged.meta.bundle_size_bytes += 1; // no longer describes the file
+  writeFileSync(sidecar, JSON.stringify(forged));
+  assert.equal((await a.snapshotter.list('ana'))[0]!.label, 'truth');
+  writeFileSync(sidecar, '{not json');
+  assert.equal((await a.snapshotter.list('ana'))[0]!.label, 'truth');
+});
+
+test('list reads v1 bundles of the original and warns about unreadable or misplaced ones', async (t) => {
+  const a = sampleAgent(t);
+  const real = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const dir = snapDir(a.stateRoot);
+  const arts = [{ path: 'memory_files/MEMORY.md', kind: 'memory_file', data: '# v1\n' }];
+  const v1id = '0190c3a2-0000-7000-8000-000000000001';
+  writeBundleFile(
+    join(dir, `${v1id}.tar.zst`),
+    bundleOf(manifestFor(arts, { label: 'from rust', created_at_ms: 1 }, 1), arts, [], { v1: true }),
+  );
+  writeFileSync(join(dir, '0190c3a2-0000-7000-8000-000000000002.tar.zst'), 'garbage');
+  const other = '0190c3a2-0000-7000-8000-000000000003';
+  writeBundleFile(
+    join(dir, `${other}.tar.zst`),
+    bundleOf(manifestFor(arts, { snapshot_id: other, agent_id: 'bob' }), arts),
+  );
+  const warnings: string[] = [];
+  const s = new (a.snapshotter.constructor as typeof import('../src/index.js').LocalSnapshotter)({
+    stateRoot: a.stateRoot,
+    onWarning: (w) => warnings.push(w),
+  });
+  const list = await s.list('ana');
+  assert.deepEqual(
+    list.map((m) => m.id),
+    [real.id, v1id],
+  );
+  assert.equal(list[1]!.bundle_format, 'nexo-memory-snapshot-v1');
+  assert.equal(list[1]!.label, 'from rust');
+  assert.equal(warnings.length, 2, warnings.join('\n'));
+  assert.ok(warnings.some((w) => /unreadable/.test(w)));
+  assert.ok(warnings.some((w) => /belongs to agent bob/.test(w)));
+});
+
+test('export copies bundle and sibling, verifies the copy, and never overwrites without --force', async (t) => {
+  const a = sampleAgent(t);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const out = tempDir(t);
+  const r = await a.snapshotter.export('ana', 'default', meta.id, out);
+  assert.equal(r.path, join(out, `${meta.id}.tar.zst`));
+  assert.ok(readFileSync(r.path).equals(readFileSync(meta.bundle_path)));
+  assert.equal(readFileSync(r.sibling_path, 'utf8'), meta.file_sha256);
+  assert.equal(r.verify.status, 'verified');
+  assert.deepEqual(readdirSync(out).sort(), [`${meta.id}.tar.zst`, `${meta.id}.tar.zst.sha256`]);
+  await assert.rejects(a.snapshotter.export('ana', 'default', meta.id, out), {
+    code: 'ALREADY_EXISTS',
+    exitCode: 6,
+  });
+  const named = join(out, 'sub', 'ana.tar.zst');
+  writeFileSync(join(out, 'keep.tar.zst'), 'precious');
+  await assert.rejects(a.snapshotter.export('ana', 'default', meta.id, join(out, 'keep.tar.zst')), {
+    code: 'ALREADY_EXISTS',
+  });
+  assert.equal(readFileSync(join(out, 'keep.tar.zst'), 'utf8'), 'precious');
+  const forced = await a.snapshotter.export(
+    'ana',
+    'default',
+    meta.id.slice(0, 8),
+    join(out, 'keep.tar.zst'),
+    { force: true },
+  );
+  assert.ok(readFileSync(forced.path).equals(readFileSync(meta.bundle_path)));
+  assert.equal((await a.snapshotter.export('ana', 'default', meta.id, named)).path, named);
+});
+
+test('export refuses a damaged bundle and leaves nothing at the target', async (t) => {
+  const a = sampleAgent(t);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const bytes = readFileSync(meta.bundle_path);
+  const mid = Math.floor(bytes.length / 2);
+  bytes[mid] = bytes[mid]! ^ 0xff;
+  writeFileSync(meta.bundle_path, bytes);
+  writeFileSync(`${meta.bundle_path}.sha256`, createHash('sha256').update(bytes).digest('hex'));
+  const out = tempDir(t);
+  await assert.rejects(a.snapshotter.export('ana', 'default', meta.id, out), { exitCode: 2 });
+  assert.deepEqual(readdirSync(out), []);
+});
+
+test('delete removes bundle, sibling and sidecar, refuses the last snapshot, accepts prefixes', async (t) => {
+  const a = sampleAgent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  await assert.rejects(a.snapshotter.delete('ana', 'default', '0190c3a2-ffff-7000-8000-000000000000'), {
+    code: 'NOT_FOUND',
+    exitCode: 5,
+  });
+  await assert.rejects(a.snapshotter.delete('ana', 'default', 'zz'), { code: 'INVALID_INPUT' });
+  const r = await a.snapshotter.delete('ana', 'default', s1.id.toUpperCase());
+  assert.equal(r.id, s1.id);
+  assert.ok(
+    !existsSync(s1.bundle_path) &&
+      !existsSync(`${s1.bundle_path}.sha256`) &&
+      !existsSync(`${s1.bundle_path}.meta.json`),
+  );
+  await assert.rejects(a.snapshotter.delete('ana', 'default', s2.id), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'RETENTION');
+    assert.match(err.message, /last snapshot/);
+    return true;
+  });
+  assert.ok(existsSync(s2.bundle_path));
+});
+
+test('delete can remove a damaged bundle that list cannot read', async (t) => {
+  const a = sampleAgent(t);
+  const good = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const bad = await a.snapshotter.snapshot({ agentId: 'ana' });
+  writeFileSync(bad.bundle_path, 'garbage');
+  await a.snapshotter.delete('ana', 'default', bad.id);
+  assert.ok(!existsSync(bad.bundle_path));
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.id),
+    [good.id],
+  );
+});
+
+test('CLI: list, export and delete with JSON output and exit codes', async (t) => {
+  const a = sampleAgent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana', label: 'one' });
+  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  let r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const list = JSON.parse(r.stdout);
+  assert.deepEqual(
+    list.map((m: { id: string }) => m.id),
+    [s2.id, s1.id],
+  );
+  r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot]);
+  assert.match(r.stdout, /ID\s+CREATED\s+SIZE/);
+  assert.match(r.stdout, new RegExp(`${s1.id}.*one`));
+  const out = tempDir(t);
+  r = await runCli([
+    'export',
+    '--agent',
+    'ana',
+    '--id',
+    s1.id,
+    '--to',
+    out,
+    '--state-root',
+    a.stateRoot,
+    '--json',
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).verify.status, 'verified');
+  r = await runCli(['export', '--agent', 'ana', '--id', s1.id, '--to', out, '--state-root', a.stateRoot]);
+  assert.equal(r.code, 6);
+  assert.match(r.stderr, /already exists/);
+  r = await runCli(['delete', '--agent', 'ana', '--id', s1.id, '--state-root', a.stateRoot]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /--yes/);
+  r = await runCli([
+    'delete',
+    '--agent',
+    'ana',
+    '--id',
+    s1.id,
+    '--yes',
+    '--state-root',
+    a.stateRoot,
+    '--json',
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).id, s1.id);
+  r = await runCli(['delete', '--agent', 'ana', '--id', s2.id, '--yes', '--state-root', a.stateRoot]);
+  assert.equal(r.code, 6);
+  assert.match(r.stderr, /last snapshot/);
+});

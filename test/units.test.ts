@@ -1,0 +1,189 @@
+// Unit tests of the pure parts: id rules, snapshot ids, canonical JSON and seals, tar encoding read
+// back by GNU tar and our reader, the error table, the config file.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { loadConfig } from '../src/config/config.js';
+import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.js';
+import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/format/tar.js';
+import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
+import { newSnapshotId, parseSnapshotId, validateAgentId, validateTenant } from '../src/model/ids.js';
+import { tarOf } from './helpers/bundles.js';
+import { runCli, tempDir } from './helpers/env.js';
+
+async function* chunks(buf: Buffer, size = 1000): AsyncGenerator<Buffer> {
+  for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
+}
+
+async function readAll(buf: Buffer) {
+  const out: Array<{ path: string; data: string; type: string }> = [];
+  for await (const e of readTar(chunks(buf, 777))) {
+    const parts: Buffer[] = [];
+    for await (const c of e.body()) parts.push(Buffer.from(c));
+    out.push({ path: e.path, data: Buffer.concat(parts).toString(), type: e.type });
+  }
+  return out;
+}
+
+test('agent ids and tenants follow the original rules and name the rule broken', () => {
+  for (const ok of ['ana', 'a', 'agent_1', 'a-b', '0', 'x'.repeat(64)]) assert.equal(validateAgentId(ok), ok);
+  assert.throws(() => validateAgentId('x'.repeat(65)), /length must be 1\.\.64 bytes \(got 65\)/);
+  assert.throws(() => validateAgentId('a\0b'), /NUL/);
+  assert.throws(() => validateAgentId('_a'), /start or end/);
+  assert.throws(() => validateAgentId('a-'), /start or end/);
+  assert.throws(() => validateAgentId('a.b'), /\[a-z0-9_-\]/);
+  assert.throws(() => validateAgentId('é'), /\[a-z0-9_-\]/);
+  assert.throws(() => validateTenant('Acme'), /tenant/);
+});
+
+test('snapshot ids: UUID v7, time-ordered, parsed from every spelling the original accepted', () => {
+  const ids = Array.from({ length: 200 }, () => newSnapshotId());
+  assert.deepEqual([...ids].sort(), ids, 'monotonic');
+  assert.equal(new Set(ids).size, ids.length);
+  assert.match(ids[0]!, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  const id = '0190c3a2-1b2c-7d3e-8f40-123456789abc';
+  for (const s of [id, id.toUpperCase(), id.replaceAll('-', ''), `{${id}}`, `urn:uuid:${id}`])
+    assert.equal(parseSnapshotId(s), id);
+  for (const s of ['', 'xyz', `${id}0`, id.replace('-', '+')]) assert.equal(parseSnapshotId(s), undefined);
+});
+
+test('canonical JSON sorts keys at every level; the seals are SHA-256 over it and over the digests', () => {
+  assert.equal(
+    canonicalJson({ b: 1, a: [{ d: 'x', c: null }], c: 'é' }),
+    '{"a":[{"c":null,"d":"x"}],"b":1,"c":"é"}',
+  );
+  assert.equal(digestSeal([]), 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+  const m = { z: 1, a: 2, manifest_seal: 'ignored' };
+  assert.equal(manifestSeal(m), manifestSeal({ a: 2, z: 1 }));
+  assert.notEqual(manifestSeal(m), manifestSeal({ a: 3, z: 1 }));
+});
+
+test('tar: our headers (long paths via PAX) are read by GNU tar and by our reader', async (t) => {
+  const long = `memory_files/${'nested-directory/'.repeat(12)}file-with-a-long-name.md`;
+  const files = [
+    ['manifest.json', '{}'],
+    [long, 'long path body'],
+    ['memory_files/ünïcödé.md', 'utf8 name'],
+    ['memory_files/empty.md', ''],
+  ] as const;
+  const parts: Buffer[] = [];
+  for (const [p, d] of files) {
+    const b = Buffer.from(d);
+    parts.push(encodeFileHeader(p, b.length, 1_700_000_000), b, Buffer.alloc(padding(b.length)));
+  }
+  parts.push(END_OF_ARCHIVE);
+  const tar = Buffer.concat(parts);
+  const file = join(tempDir(t), 'x.tar');
+  writeFileSync(file, tar);
+  assert.deepEqual(
+    execFileSync('tar', ['-tf', file]).toString().trim().split('\n'),
+    files.map((f) => f[0]),
+  );
+  assert.deepEqual(
+    (await readAll(tar)).map((e) => [e.path, e.data]),
+    files.map(([p, d]) => [p, d]),
+  );
+});
+
+test("tar: GNU tar's own archives (GNU long names) and the original's v1 headers are read", async (t) => {
+  const dir = tempDir(t);
+  const long = `${'d'.repeat(60)}/${'e'.repeat(60)}/f.md`;
+  execFileSync('mkdir', ['-p', join(dir, 'src', long.split('/').slice(0, -1).join('/'))]);
+  writeFileSync(join(dir, 'src', long), 'gnu');
+  execFileSync('tar', ['--format=gnu', '-cf', join(dir, 'g.tar'), '-C', join(dir, 'src'), long]);
+  const entries = await readAll(readFileSync(join(dir, 'g.tar')));
+  assert.deepEqual(entries.at(-1), { path: long, data: 'gnu', type: '0' });
+  const v1 = await readAll(
+    tarOf(
+      [
+        { path: 'manifest.json', data: '{}' },
+        { path: `memory_files/${'x'.repeat(120)}`, data: 'y' },
+      ],
+      { v1: true },
+    ),
+  );
+  assert.deepEqual(
+    v1.map((e) => [e.path.length, e.type]),
+    [
+      [13, '0'],
+      [133, '0'],
+    ],
+  );
+});
+
+test('tar: bad checksums, truncation and trailing garbage are damage', async () => {
+  const good = tarOf([{ path: 'a', data: 'hello' }]);
+  const badSum = Buffer.from(good);
+  badSum[0] = 0x62;
+  await assert.rejects(readAll(badSum), /checksum/);
+  await assert.rejects(readAll(good.subarray(0, 700)), /truncated/);
+  await assert.rejects(readAll(good.subarray(0, 1024)), /end-of-archive/);
+  await assert.rejects(readAll(Buffer.concat([good, Buffer.from('junk')])), /after the tar end-of-archive/);
+});
+
+test('every error code has one exit status and outcome; the table matches the classes', () => {
+  const codes = ERROR_TABLE.map((e) => e.code);
+  assert.equal(new Set(codes).size, codes.length);
+  assert.ok(ERROR_TABLE.every((e) => Object.values(ExitCode).includes(e.exitCode as never)));
+});
+
+test('config: memory.snapshot section, ${VAR} expansion, relative paths, dotted-key errors', (t) => {
+  const dir = tempDir(t);
+  const f = join(dir, 'c.yaml');
+  process.env.NEXO_TEST_ROOT = '/srv/nexo';
+  writeFileSync(
+    f,
+    'memory:\n  snapshot:\n    root: ${NEXO_TEST_ROOT}/state\n    memdir_root: agents\n    zstd_level: 5\n',
+  );
+  const c = loadConfig(f);
+  assert.equal(c.snapshot.root, '/srv/nexo/state');
+  assert.equal(c.snapshot.memdir_root, join(dir, 'agents'));
+  assert.equal(c.snapshot.zstd_level, 5);
+  writeFileSync(f, 'snapshot:\n  lock_timeout_secs: 2\n');
+  assert.equal(loadConfig(f).snapshot.lock_timeout_secs, 2);
+  const bad: Array<[string, RegExp]> = [
+    ['memory:\n  snapshot:\n    bogus: 1\n', /memory\.snapshot\.bogus: unknown key/],
+    ['memory:\n  snapshot:\n    zstd_level: 40\n', /memory\.snapshot\.zstd_level/],
+    ['memory:\n  snapshot:\n    lock_timeout_secs: 0\n', /memory\.snapshot\.lock_timeout_secs/],
+    [
+      'memory:\n  snapshot:\n    root: ${NEXO_UNSET_VAR_X}\n',
+      /memory\.snapshot\.root: environment variable NEXO_UNSET_VAR_X is not set/,
+    ],
+    ['other: 1\n', /other: unknown top-level key/],
+    ['memory: [1\n', /not valid YAML/],
+  ];
+  for (const [text, re] of bad) {
+    writeFileSync(f, text);
+    assert.throws(
+      () => loadConfig(f),
+      (err: Error & { code?: string }) => err.code === 'CONFIG' && re.test(err.message),
+    );
+  }
+});
+
+test('CLI: --help has examples, --version prints, usage errors exit 1', async (t) => {
+  let r = await runCli(['--help']);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /Examples:/);
+  for (const cmd of ['snapshot', 'verify', 'list', 'export', 'delete']) {
+    r = await runCli([cmd, '--help']);
+    assert.equal(r.code, 0, cmd);
+    assert.match(r.stdout, /Examples:/, cmd);
+  }
+  r = await runCli(['--version']);
+  assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+$/);
+  r = await runCli(['snapshot']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /--agent/);
+  r = await runCli(['frobnicate']);
+  assert.equal(r.code, 1);
+  const cfg = join(tempDir(t), 'bad.yaml');
+  writeFileSync(cfg, 'memory:\n  snapshot:\n    nope: 1\n');
+  r = await runCli(['list', '--agent', 'ana', '--config', cfg, '--json']);
+  assert.equal(r.code, 1);
+  assert.equal(JSON.parse(r.stdout).error.code, 'CONFIG');
+  assert.match(r.stderr, /memory\.snapshot\.nope/);
+});
