@@ -20,7 +20,8 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
-import { type Agent, gnuExtract, gnuList, sampleAgent, tempDir } from './helpers/env.js';
+import { leftoverNames } from '../src/store/leftovers.js';
+import { type Agent, gnuExtract, gnuList, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
 function manifestOf(dir: string) {
   return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
@@ -335,3 +336,37 @@ test('the zstd level is configurable and every level is readable by the zstd CLI
   execFileSync('zstd', ['-t', '-q', small.bundle_path]);
   assert.equal(small.bundle_sha256, fast.bundle_sha256, 'same content, same digest seal');
 });
+
+for (const point of ['pack.write', 'pack.publish', 'snapshot.sibling']) {
+  test(`kill -9 at ${point}: leftovers never list, and the next snapshot cleans them`, async (t) => {
+    const a = sampleAgent(t);
+    const ok = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const child = startFixture(t, 'snapshot-once.ts', [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana'], {
+      NEXO_MEMORY_FAULTS: `${point}=kill`,
+    });
+    assert.equal(await child.exited, -1, 'killed by the signal');
+    const left = storeEntries(a).filter((n) => !n.startsWith(ok.id));
+    assert.ok(left.length > 0, 'the kill left something behind');
+    // Killed after the bundle was published: a complete bundle without its sibling. It lists (read
+    // from its head) and verifies as "not fully verified"; the next operation under the lock
+    // completes it. Killed before: only leftovers, which never list and are removed.
+    const published = point === 'snapshot.sibling';
+    const listed = (await a.snapshotter.list('ana')).map((m) => m.id);
+    assert.equal(listed.length, published ? 2 : 1);
+    const warnings: string[] = [];
+    const s = new LocalSnapshotter({
+      stateRoot: a.stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      onWarning: (w) => warnings.push(w),
+    });
+    const next = await s.snapshot({ agentId: 'ana' });
+    assert.equal(warnings.length, leftoverNames(left).length + (published ? 1 : 0), warnings.join('\n'));
+    const ids = published ? [ok.id, listed[0]!, next.id] : [ok.id, next.id];
+    assert.deepEqual(
+      storeEntries(a),
+      ids.sort().flatMap((id) => [`${id}.tar.zst`, `${id}.tar.zst.meta.json`, `${id}.tar.zst.sha256`]),
+    );
+    for (const m of await s.list('ana')) assert.equal((await s.verify(m.bundle_path)).status, 'verified');
+  });
+}

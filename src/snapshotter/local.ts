@@ -2,7 +2,7 @@
 // validate → lock → steps → publish → clean up. The steps themselves live in capture/, verify/,
 // format/ and store/; this file decides their order and what is left behind on failure (nothing).
 
-import { mkdir, rm, unlink } from 'node:fs/promises';
+import { mkdir, rm, stat, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
@@ -10,6 +10,7 @@ import { closeGate } from '../agent/write-gate.js';
 import { captureAgent, pathKind } from '../capture/capture.js';
 import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
 import { type ManifestDraft, sealManifest } from '../format/manifest.js';
+import { readManifestOnly } from '../format/reader.js';
 import { packBundle } from '../format/writer.js';
 import {
   asSnapshotError,
@@ -40,6 +41,7 @@ import {
 import { SqliteWorker } from '../sqlite/worker.js';
 import { fsyncDir, removeQuietly } from '../store/atomic.js';
 import { bundleFiles, listDir, locate, metaFromManifest, writeSidecar } from '../store/catalog.js';
+import { cleanLeftovers } from '../store/leftovers.js';
 import {
   acquire,
   describeOwner,
@@ -49,7 +51,7 @@ import {
   type WorkerHeldLock,
 } from '../store/lock.js';
 import { STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
-import { writeSibling } from '../store/sibling.js';
+import { readSibling, writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { toolVersions } from '../util/version.js';
 import { verifyBundleFile } from '../verify/verify.js';
@@ -176,6 +178,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     let published = false;
     const sqlite = new SqliteWorker();
     try {
+      await this.recoverInterrupted(p.dir);
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
       let gate: WorkerHeldLock;
@@ -262,6 +265,29 @@ export class LocalSnapshotter implements MemorySnapshotter {
     } finally {
       await sqlite.close();
       await rm(staging, { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  /**
+   * Under the agent lock: removes leftovers of operations that died, and completes a bundle that was
+   * published but lost its sibling and sidecar to a crash, once it verifies fully.
+   */
+  private async recoverInterrupted(dir: string): Promise<void> {
+    for (const name of await cleanLeftovers(dir))
+      this.warn(`removed leftover of an interrupted operation: ${name}`);
+    for (const file of await bundleFiles(dir)) {
+      if (file.encrypted || (await readSibling(file.path)).status !== 'missing') continue;
+      const report = await verifyBundleFile(file.path).catch(() => undefined);
+      if (!report || report.status === 'damaged' || !report.file_sha256) {
+        this.warn(`bundle ${file.name} has no sibling and does not verify; left as it is`);
+        continue;
+      }
+      await writeSibling(file.path, report.file_sha256);
+      const { parsed } = await readManifestOnly(file.path);
+      await writeSidecar(
+        metaFromManifest(parsed.manifest, file.path, (await stat(file.path)).size, report.file_sha256),
+      );
+      this.warn(`completed bundle ${file.name}: it verified, its sibling and sidecar were rewritten`);
     }
   }
 

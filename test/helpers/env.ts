@@ -99,6 +99,7 @@ export function startFixture(t: TestContext, file: string, args: string[], env: 
     });
     child.on('exit', (code) => reject(new Error(`fixture ${file} exited ${code} before ready: ${err}`)));
   });
+  ready.catch(() => {}); // awaited by callers that need it; never an unhandled rejection
   const exited = new Promise<number | null>((r) =>
     child.on('exit', (code, signal) => r(code ?? (signal ? -1 : null))),
   );

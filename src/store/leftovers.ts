@@ -1,0 +1,46 @@
+// Owns recognising crash leftovers in an agent's snapshot directory: staging directories, `.partial`
+// bundles, temporary files of atomic writes, and siblings or sidecars whose bundle is gone. Only the
+// holder of the agent lock may call cleanLeftovers: every writer of that directory holds the same
+// lock, so whatever is left over there while it is held belongs to an operation that died.
+
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  BUNDLE_EXT,
+  ENCRYPTED_EXT,
+  PARTIAL_EXT,
+  parseBundleFileName,
+  SIBLING_EXT,
+  SIDECAR_EXT,
+  STAGING_PREFIX,
+} from './paths.js';
+
+/** Names in `names` that are leftovers, never bundles. */
+export function leftoverNames(names: readonly string[]): string[] {
+  const bundles = new Set(names.filter((n) => parseBundleFileName(n)));
+  return names.filter((n) => {
+    if (n.startsWith(STAGING_PREFIX) || n.endsWith(PARTIAL_EXT)) return true;
+    if (n.startsWith('.') && n.includes('.tmp-')) return true;
+    for (const ext of [SIBLING_EXT, SIDECAR_EXT]) {
+      if (n.endsWith(ext)) {
+        const bundle = n.slice(0, -ext.length);
+        if ((bundle.endsWith(BUNDLE_EXT) || bundle.endsWith(ENCRYPTED_EXT)) && !bundles.has(bundle))
+          return true;
+      }
+    }
+    return false;
+  });
+}
+
+/** Removes the leftovers of dead operations; returns the names removed. Call with the agent lock held. */
+export async function cleanLeftovers(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const gone = leftoverNames(names);
+  for (const n of gone) await rm(join(dir, n), { recursive: true, force: true });
+  return gone;
+}
