@@ -1,0 +1,279 @@
+// Owns the benchmark's generated inputs under .bench/: the reference agent ref-170 (built once, reused
+// while its marker file matches the options), a tiny agent, a snapshot directory of 10,000 bundles with
+// valid sidecars (hard links of one real bundle) and one of 1,000 distinct bundles without sidecars.
+
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { buildSampleAgent, REF_170, type SampleAgentPaths } from '../scripts/sample-agent.js';
+import { MANIFEST_PATH } from '../src/format/constants.js';
+import { type ManifestDraft, sealManifest } from '../src/format/manifest.js';
+import { BundleReader } from '../src/format/reader.js';
+import { END_OF_ARCHIVE, encodeFileHeader, padding } from '../src/format/tar.js';
+import { zstdCompress } from '../src/format/zstd.js';
+import { isCanonicalSnapshotId } from '../src/model/ids.js';
+import { LocalSnapshotter } from '../src/snapshotter/local.js';
+import { metaFromManifest, writeSidecar } from '../src/store/catalog.js';
+import { bundleFileName, siblingPathOf, sidecarPathOf } from '../src/store/paths.js';
+import { sha256Hex } from '../src/util/hash.js';
+import { treeSize, WORK_DIR } from './lib.js';
+
+export const REF_AGENT = 'ref';
+const DB_FILES = ['long_term', 'vector', 'concepts', 'compactions'];
+
+export interface RefAgent {
+  paths: SampleAgentPaths;
+  reused: boolean;
+  /** Generation time of this run, or of the run that generated it when reused. */
+  generationMs: number;
+  sizes: RefSizes;
+}
+
+export interface RefSizes {
+  dbBytes: number;
+  dbs: Record<string, number>;
+  memdirFiles: number;
+  memdirBytes: number;
+  gitDirBytes: number;
+  commits: number;
+}
+
+function pathsOf(root: string, agentId: string): SampleAgentPaths {
+  return {
+    root,
+    agentId,
+    memdirRoot: join(root, 'memdir'),
+    sqliteRoot: join(root, 'sqlite'),
+    stateRoot: join(root, 'state'),
+    memdir: join(root, 'memdir', agentId),
+    sqliteDir: join(root, 'sqlite', agentId),
+  };
+}
+
+function measureSizes(p: SampleAgentPaths): RefSizes {
+  const dbs: Record<string, number> = {};
+  for (const db of DB_FILES) {
+    let size = statSync(join(p.sqliteDir, `${db}.sqlite`)).size;
+    for (const ext of ['-wal', '-shm']) {
+      const side = join(p.sqliteDir, `${db}.sqlite${ext}`);
+      if (existsSync(side)) size += statSync(side).size;
+    }
+    dbs[db] = size;
+  }
+  const tree = treeSize(p.memdir, new Set(['.git']));
+  const commits = Number(
+    execFileSync('git', ['-C', p.memdir, 'rev-list', '--count', '--all'], { encoding: 'utf8' }).trim(),
+  );
+  return {
+    dbBytes: Object.values(dbs).reduce((a, b) => a + b, 0),
+    dbs,
+    memdirFiles: tree.files,
+    memdirBytes: tree.bytes,
+    gitDirBytes: treeSize(join(p.memdir, '.git')).bytes,
+    commits,
+  };
+}
+
+/** The reference agent ref-170, generated into .bench/ref-170 unless a matching marker says it exists. */
+export function ensureRefAgent(): RefAgent {
+  const root = join(WORK_DIR, 'ref-170');
+  const marker = join(root, 'GENERATED.json');
+  const wanted = JSON.stringify(REF_170);
+  if (existsSync(marker)) {
+    const m = JSON.parse(readFileSync(marker, 'utf8')) as { options: string; generationMs: number };
+    if (m.options === wanted) {
+      const paths = pathsOf(root, REF_AGENT);
+      return { paths, reused: true, generationMs: m.generationMs, sizes: measureSizes(paths) };
+    }
+  }
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  const t0 = performance.now();
+  const paths = buildSampleAgent(root, REF_AGENT, REF_170);
+  const generationMs = performance.now() - t0;
+  writeFileSync(marker, `${JSON.stringify({ options: wanted, generationMs })}\n`);
+  return { paths, reused: false, generationMs, sizes: measureSizes(paths) };
+}
+
+/** Removes the snapshots earlier runs left in the reference agent's store. */
+export function clearRefSnapshots(ref: RefAgent): void {
+  rmSync(join(ref.paths.stateRoot, 'tenants'), { recursive: true, force: true });
+}
+
+export interface ListFixture {
+  stateRoot: string;
+  agentId: string;
+  count: number;
+  /** True when an earlier run made it (its READY marker exists). */
+  reused: boolean;
+}
+
+/** One real bundle of a tiny agent (default small options), made once. */
+async function tinyBundle(): Promise<{ path: string; size: number; sha256: string }> {
+  const root = join(WORK_DIR, 'tiny');
+  const marker = join(root, 'BUNDLE.json');
+  if (existsSync(marker)) {
+    const m = JSON.parse(readFileSync(marker, 'utf8')) as { path: string; size: number; sha256: string };
+    if (existsSync(m.path) && statSync(m.path).size === m.size) return m;
+  }
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  const p = buildSampleAgent(root, 'tiny');
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+  });
+  const meta = await s.snapshot({ agentId: 'tiny' });
+  const out = { path: meta.bundle_path, size: meta.bundle_size_bytes, sha256: meta.file_sha256! };
+  writeFileSync(marker, `${JSON.stringify(out)}\n`);
+  return out;
+}
+
+const BASE_MS = 1_760_000_000_000;
+
+/**
+ * A UUID v7 for time `ms` (sequence `seq` in the 12 bits after the version, random tail). Not
+ * newSnapshotId: that one is monotonic per process, so after the tiny snapshot (taken now) it would
+ * stamp every past `created_at_ms` with the current time.
+ */
+function uuidV7At(ms: number, seq: number): string {
+  const b = Buffer.alloc(16);
+  randomBytes(16).copy(b);
+  b.writeUIntBE(ms, 0, 6);
+  b[6] = 0x70 | ((seq >> 8) & 0x0f);
+  b[7] = seq & 0xff;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  const id = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  if (!isCanonicalSnapshotId(id)) throw new Error(`bad uuid ${id}`);
+  return id;
+}
+
+/**
+ * `count` bundles of agent `many`, each a hard link of the tiny bundle with a distinct UUID v7 name, a
+ * `.sha256` sibling and a trusted `.meta.json` sidecar (id = the file's uuid, size = the file's size).
+ */
+export async function ensureSidecarListFixture(count: number): Promise<ListFixture> {
+  const root = join(WORK_DIR, `list-${count}`);
+  const stateRoot = join(root, 'state');
+  const agentId = 'many';
+  const marker = join(root, 'READY');
+  if (existsSync(marker)) return { stateRoot, agentId, count, reused: true };
+  const src = await tinyBundle();
+  const reader = await BundleReader.open(src.path);
+  reader.close();
+  const manifest = reader.manifest.manifest;
+  rmSync(root, { recursive: true, force: true });
+  const dir = new LocalSnapshotter({ stateRoot }).layout.snapshotsDir('default', agentId);
+  mkdirSync(dir, { recursive: true });
+  for (let i = 0; i < count; i++) {
+    const created = BASE_MS + i * 60_000;
+    const id = uuidV7At(created, i & 0xfff);
+    const path = join(dir, bundleFileName(id));
+    linkSync(src.path, path);
+    writeFileSync(siblingPathOf(path), src.sha256);
+    const meta = metaFromManifest(
+      { ...manifest, snapshot_id: id, agent_id: agentId, created_at_ms: created },
+      path,
+      src.size,
+      src.sha256,
+    );
+    const { bundle_path: _p, ...rest } = meta;
+    writeFileSync(sidecarPathOf(path), `${JSON.stringify({ sidecar_version: 1, meta: rest })}\n`);
+  }
+  writeFileSync(marker, `${count}\n`);
+  return { stateRoot, agentId, count, reused: false };
+}
+
+/** Asserts the hand-written sidecar format equals what writeSidecar produces for the same meta. */
+export async function checkSidecarFormat(): Promise<void> {
+  const src = await tinyBundle();
+  const dir = join(WORK_DIR, 'sidecar-check');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const reader = await BundleReader.open(src.path);
+  reader.close();
+  const path = join(dir, bundleFileName(reader.manifest.manifest.snapshot_id));
+  linkSync(src.path, path);
+  const meta = metaFromManifest(reader.manifest.manifest, path, src.size, src.sha256);
+  await writeSidecar(meta);
+  const { bundle_path: _p, ...rest } = meta;
+  const mine = `${JSON.stringify({ sidecar_version: 1, meta: rest })}\n`;
+  const theirs = readFileSync(sidecarPathOf(path), 'utf8');
+  rmSync(dir, { recursive: true, force: true });
+  if (mine !== theirs) throw new Error(`sidecar format drifted:\n${mine}\n${theirs}`);
+}
+
+async function compressAll(chunks: Buffer[]): Promise<Buffer> {
+  async function* src() {
+    yield* chunks;
+  }
+  const out: Buffer[] = [];
+  for await (const c of zstdCompress(src(), { level: 3, workers: 0 })) out.push(Buffer.from(c));
+  return Buffer.concat(out);
+}
+
+/**
+ * `count` distinct, valid bundles of agent `nosidecar` without sidecars, so list must read each head.
+ * Each bundle is two zstd frames: a fresh one holding its own resealed manifest (new id and time), then
+ * one shared frame holding the tiny bundle's artifacts and the end-of-archive marker.
+ */
+export async function ensureFallbackListFixture(count: number): Promise<ListFixture> {
+  const root = join(WORK_DIR, `list-fallback-${count}`);
+  const stateRoot = join(root, 'state');
+  const agentId = 'nosidecar';
+  const marker = join(root, 'READY');
+  if (existsSync(marker)) return { stateRoot, agentId, count, reused: true };
+  const src = await tinyBundle();
+  const reader = await BundleReader.open(src.path);
+  const mtime = 1_760_000_000;
+  const rest: Buffer[] = [];
+  for await (const e of reader.entries()) {
+    rest.push(encodeFileHeader(e.path, e.size, mtime));
+    for await (const c of e.body()) rest.push(Buffer.from(c));
+    rest.push(Buffer.alloc(padding(e.size)));
+  }
+  rest.push(END_OF_ARCHIVE);
+  reader.close();
+  const tail = await compressAll(rest);
+  const { bundle_sha256: _d, manifest_seal: _s, ...base } = reader.manifest.manifest;
+  rmSync(root, { recursive: true, force: true });
+  const dir = new LocalSnapshotter({ stateRoot }).layout.snapshotsDir('default', agentId);
+  mkdirSync(dir, { recursive: true });
+  for (let i = 0; i < count; i++) {
+    const created = BASE_MS + i * 60_000;
+    const id = uuidV7At(created, i & 0xfff);
+    const draft: ManifestDraft = { ...base, snapshot_id: id, agent_id: agentId, created_at_ms: created };
+    const { bytes } = sealManifest(draft);
+    const head = await compressAll([
+      encodeFileHeader(MANIFEST_PATH, bytes.length, mtime),
+      bytes,
+      Buffer.alloc(padding(bytes.length)),
+    ]);
+    const file = Buffer.concat([head, tail]);
+    const path = join(dir, bundleFileName(id));
+    writeFileSync(path, file);
+    writeFileSync(siblingPathOf(path), sha256Hex(file));
+  }
+  writeFileSync(marker, `${count}\n`);
+  return { stateRoot, agentId, count, reused: false };
+}
+
+/** One bundle path of a fixture directory (to prove its bundles verify). */
+export function sampleBundleOf(f: ListFixture): string {
+  const dir = new LocalSnapshotter({ stateRoot: f.stateRoot }).layout.snapshotsDir('default', f.agentId);
+  const name = readdirSync(dir).find((n) => n.endsWith('.tar.zst'));
+  if (!name) throw new Error(`no bundle in ${dir}`);
+  return join(dir, name);
+}

@@ -1,0 +1,131 @@
+// Owns the benchmark's shared helpers: where its work directories live, running a bench child script
+// (tsx) and reading the JSON line it prints, timing a shell pipeline, statistics and number formatting.
+// No measurements are taken here; run.ts decides what is measured.
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = resolve(BENCH_DIR, '..');
+/** Gitignored work directory of the benchmark (generated agents, bundles, baseline outputs). */
+export const WORK_DIR = join(REPO_ROOT, '.bench');
+
+export const MB = 1024 * 1024;
+
+/** What every child script prints as its last stdout line. */
+export interface ChildResult {
+  /** Wall time of the measured call only (not process start-up), milliseconds. */
+  ms: number;
+  /**
+   * process.resourceUsage().maxRSS of the child, KiB. On Linux this counts the parent's RSS at fork
+   * time too (getrusage keeps the forked copy's high-water mark across execve), so a large parent
+   * inflates it; use `hwmKiB`.
+   */
+  maxRssKiB: number;
+  /** VmHWM of the child's own address space (the peak RSS of this process image only), KiB. */
+  hwmKiB: number;
+  [key: string]: unknown;
+}
+
+/** Peak RSS of this process image in KiB: VmHWM from /proc/self/status (maxRSS where there is none). */
+export function peakRssKiB(): number {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]);
+  } catch {
+    // not Linux
+  }
+  return process.resourceUsage().maxRSS;
+}
+
+/** The RSS fields every child prints. */
+export const rssFields = (): { maxRssKiB: number; hwmKiB: number } => ({
+  maxRssKiB: process.resourceUsage().maxRSS,
+  hwmKiB: peakRssKiB(),
+});
+
+/** Runs `bench/<script>` in a fresh Node process under tsx and returns the JSON it prints last. */
+export function runChild(script: string, args: unknown): ChildResult & { processMs: number } {
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(BENCH_DIR, script), JSON.stringify(args)], {
+    cwd: REPO_ROOT,
+    encoding: 'utf8',
+    maxBuffer: 64 * MB,
+  });
+  const processMs = performance.now() - t0;
+  if (r.status !== 0) {
+    throw new Error(`${script} exited with ${r.status ?? r.signal}:\n${r.stderr}\n${r.stdout}`);
+  }
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  try {
+    return { ...(JSON.parse(last) as ChildResult), processMs };
+  } catch {
+    throw new Error(`${script} printed no JSON result:\n${r.stdout}\n${r.stderr}`);
+  }
+}
+
+/** Runs a bash script (`set -euo pipefail`) and returns its wall time in ms and its stdout. */
+export function timeBash(script: string, env: Record<string, string> = {}): { ms: number; stdout: string } {
+  const t0 = performance.now();
+  const r = spawnSync('bash', ['-c', `set -euo pipefail\n${script}`], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    maxBuffer: 64 * MB,
+  });
+  const ms = performance.now() - t0;
+  if (r.status !== 0)
+    throw new Error(`bash pipeline failed (${r.status ?? r.signal}):\n${script}\n${r.stderr}`);
+  return { ms, stdout: r.stdout };
+}
+
+export function sh(cmd: string, args: string[], cwd?: string): string {
+  return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Total size of the regular files under `dir`; `skip` names directories not descended into. */
+export function treeSize(
+  dir: string,
+  skip: ReadonlySet<string> = new Set(),
+): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  for (const d of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, d.name);
+    if (d.isDirectory()) {
+      if (skip.has(d.name)) continue;
+      const sub = treeSize(p, skip);
+      files += sub.files;
+      bytes += sub.bytes;
+    } else if (d.isFile()) {
+      files++;
+      bytes += statSync(p).size;
+    }
+  }
+  return { files, bytes };
+}
+
+export const fmtMs = (ms: number): string =>
+  ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+export const fmtMB = (bytes: number): string => `${(bytes / MB).toFixed(1)} MB`;
+export const fmtKiB = (kib: number): string => `${(kib / 1024).toFixed(1)} MB`;
+export const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
+
+/** Renders rows as a left-aligned text table with a header rule. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}

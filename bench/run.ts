@@ -1,0 +1,380 @@
+// Owns `npm run bench`: the budgets of design.md §5 that this version can measure, each beside its
+// baseline in the same run. Generates (or reuses) ref-170, then snapshot vs `VACUUM INTO` ×4 + git
+// bundle + cp + `tar -I 'zstd -3 -T2'` + `openssl dgst` (and the original's zstd -19 recipe), verify vs
+// `zstd -dc | openssl dgst`, peak RSS of snapshot and verify, and list of 10,000 bundles. Our operations
+// run in child processes (bench/*-child.ts) so each peak RSS is that process's own. Prints tables and a
+// last line `BENCH_JSON {...}`. Exits 0 even when a budget fails, unless BENCH_STRICT=1.
+
+import { mkdirSync, rmSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { verifyBundleFile } from '../src/verify/verify.js';
+import {
+  checkSidecarFormat,
+  clearRefSnapshots,
+  ensureFallbackListFixture,
+  ensureRefAgent,
+  ensureSidecarListFixture,
+  REF_AGENT,
+  sampleBundleOf,
+} from './fixtures.js';
+import {
+  type ChildResult,
+  fmtKiB,
+  fmtMB,
+  fmtMs,
+  median,
+  round,
+  runChild,
+  sh,
+  table,
+  timeBash,
+  WORK_DIR,
+} from './lib.js';
+
+const RUNS = 3;
+const LIST_COUNT = 10_000;
+const FALLBACK_COUNT = 1_000;
+const BUDGET = {
+  snapshotVsBaseline: 1.25,
+  recipe19VsSnapshot: 20,
+  verifyVsBaseline: 1.25,
+  peakRssMB: 200,
+  list10kMs: 1000,
+};
+
+const log = (s = ''): void => console.log(s);
+const section = (title: string): void => log(`\n== ${title}`);
+
+/** The baseline of §5: exactly the tools, sequentially, into a fresh staging directory. */
+const BASELINE_SNAPSHOT = `shopt -s extglob dotglob
+for db in long_term vector concepts compactions; do
+  sqlite3 "$SQ/$db.sqlite" "VACUUM INTO '$STG/sqlite/$db.sqlite'"
+done
+git -C "$MEM" bundle create "$STG/git/memdir.bundle" --all 2>/dev/null
+cp -r "$MEM"/!(.git) "$STG/memory_files/"
+tar -I "zstd -$LEVEL -T2" -cf "$OUT" -C "$STG" .
+openssl dgst -sha256 "$OUT"`;
+
+const BASELINE_VERIFY = `zstd -dc "$BUNDLE" | openssl dgst -sha256`;
+
+interface Paths {
+  memdir: string;
+  sqliteDir: string;
+}
+
+function baselineSnapshot(p: Paths, level: number): { ms: number; size: number } {
+  const dir = join(WORK_DIR, 'baseline');
+  const stg = join(dir, 'staging');
+  const out = join(dir, `out-zstd${level}.tar.zst`);
+  rmSync(stg, { recursive: true, force: true });
+  rmSync(out, { force: true });
+  for (const sub of ['sqlite', 'git', 'memory_files']) mkdirSync(join(stg, sub), { recursive: true });
+  const { ms } = timeBash(BASELINE_SNAPSHOT, {
+    SQ: p.sqliteDir,
+    MEM: p.memdir,
+    STG: stg,
+    OUT: out,
+    LEVEL: String(level),
+  });
+  const size = Number(sh('stat', ['-c', '%s', out]).trim());
+  rmSync(stg, { recursive: true, force: true });
+  return { ms, size };
+}
+
+function removeBundle(path: string): void {
+  for (const suffix of ['', '.sha256', '.meta.json']) rmSync(`${path}${suffix}`, { force: true });
+}
+
+const readyNote = (reused: boolean, since: number): string =>
+  reused ? 'reused from an earlier run' : `generated in ${fmtMs(performance.now() - since)}`;
+const verdict = (ok: boolean): string => (ok ? 'PASS' : 'FAIL');
+const ratioStr = (r: number): string => `${r.toFixed(2)}×`;
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  mkdirSync(WORK_DIR, { recursive: true });
+  const cpu = cpus();
+  log(`nexo-memory-snapshot bench — ${cpu.length} × ${cpu[0]?.model ?? 'cpu'}, node ${process.version}`);
+  log(
+    `tools: sqlite3 ${sh('sqlite3', ['--version']).split(' ')[0]}, ${sh('zstd', ['--version'])
+      .trim()
+      .replace(/^\*+ /, '')
+      .replace(/, by .*$/, '')}, ` +
+      `${sh('git', ['--version']).trim()}, ${sh('openssl', ['version']).trim().split(' (')[0]}`,
+  );
+  log(`runs per measurement: ${RUNS} (median time, max RSS); our operations in child processes under tsx`);
+
+  // 1. Reference agent.
+  section('1. reference agent ref-170');
+  const ref = ensureRefAgent();
+  const z = ref.sizes;
+  log(
+    ref.reused
+      ? `reused .bench/ref-170 (generated earlier in ${fmtMs(ref.generationMs)})`
+      : `generated .bench/ref-170 in ${fmtMs(ref.generationMs)}`,
+  );
+  log(
+    table(
+      ['component', 'size'],
+      [
+        ...Object.entries(z.dbs).map(([db, b]) => [`sqlite ${db}`, fmtMB(b)]),
+        ['sqlite total (4 DBs)', fmtMB(z.dbBytes)],
+        ['memdir working tree', `${z.memdirFiles} files, ${fmtMB(z.memdirBytes)}`],
+        ['memdir .git', fmtMB(z.gitDirBytes)],
+        ['commits', String(z.commits)],
+        ['total (DBs + tree + .git)', fmtMB(z.dbBytes + z.memdirBytes + z.gitDirBytes)],
+      ],
+    ),
+  );
+  clearRefSnapshots(ref);
+
+  // 2. Snapshot vs baseline, interleaved so drift of the machine hits both alike.
+  section(`2. snapshot (${RUNS} runs each, interleaved with the baseline)`);
+  const snapArgs = {
+    stateRoot: ref.paths.stateRoot,
+    memdirRoot: ref.paths.memdirRoot,
+    sqliteRoot: ref.paths.sqliteRoot,
+    agentId: REF_AGENT,
+  };
+  const ours: Array<ChildResult & { processMs: number }> = [];
+  const base: Array<{ ms: number; size: number }> = [];
+  let lastBundle = '';
+  for (let i = 0; i < RUNS; i++) {
+    const r = runChild('snapshot-child.ts', snapArgs);
+    if (lastBundle) removeBundle(lastBundle);
+    lastBundle = String(r.bundlePath);
+    ours.push(r);
+    base.push(baselineSnapshot(ref.paths, 3));
+    log(
+      `run ${i + 1}: ours ${fmtMs(r.ms)} (capture ${fmtMs(Number(r.captureMs))}, pack+publish ${fmtMs(Number(r.packMs))}; ` +
+        `process ${fmtMs(r.processMs)}), peak RSS ${fmtKiB(r.hwmKiB)} (maxRSS ${fmtKiB(r.maxRssKiB)}), bundle ${fmtMB(Number(r.bundleSize))}` +
+        ` | baseline ${fmtMs(base[i]!.ms)}, ${fmtMB(base[i]!.size)}`,
+    );
+  }
+  const snapMs = median(ours.map((r) => r.ms));
+  const snapRssKiB = Math.max(...ours.map((r) => r.hwmKiB));
+  const baseMs = median(base.map((b) => b.ms));
+  log('original recipe (zstd -19 -T2), once …');
+  const recipe19 = baselineSnapshot(ref.paths, 19);
+  log(`recipe zstd-19: ${fmtMs(recipe19.ms)}, ${fmtMB(recipe19.size)}`);
+
+  // Where the snapshot's time goes (informational, sequential steps).
+  section('snapshot steps, one by one (informational; the snapshot overlaps capture steps)');
+  const phases = runChild('phases-child.ts', {
+    memdir: ref.paths.memdir,
+    sqliteDir: ref.paths.sqliteDir,
+    scratch: join(WORK_DIR, 'phases'),
+  });
+  const steps = phases.steps as Array<{ step: string; ms: number; bytes?: number; hwmKiB: number }>;
+  log(
+    table(
+      ['step', 'time', 'bytes', 'peak RSS after'],
+      steps.map((s) => [s.step, fmtMs(s.ms), s.bytes === undefined ? '' : fmtMB(s.bytes), fmtKiB(s.hwmKiB)]),
+    ),
+  );
+  log(`sum ${fmtMs(phases.ms)}; peak RSS before the first step ${fmtKiB(Number(phases.startHwmKiB))}`);
+
+  // 3. Verify vs baseline.
+  section(`3. verify (${RUNS} runs each, interleaved)`);
+  const vOurs: Array<ChildResult & { processMs: number }> = [];
+  const vBase: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const r = runChild('verify-child.ts', { bundle: lastBundle });
+    if (r.status !== 'verified') throw new Error(`verify of ${lastBundle} said ${String(r.status)}`);
+    vOurs.push(r);
+    vBase.push(timeBash(BASELINE_VERIFY, { BUNDLE: lastBundle }).ms);
+    log(
+      `run ${i + 1}: ours ${fmtMs(r.ms)} (${String(r.artifacts)} artifacts, ${fmtMB(Number(r.bytesChecked))} checked), ` +
+        `peak RSS ${fmtKiB(r.hwmKiB)} (maxRSS ${fmtKiB(r.maxRssKiB)}) | baseline ${fmtMs(vBase[i]!)}`,
+    );
+  }
+  const verifyMs = median(vOurs.map((r) => r.ms));
+  const verifyRssKiB = Math.max(...vOurs.map((r) => r.hwmKiB));
+  const vBaseMs = median(vBase);
+
+  // 4. List.
+  section('4. list');
+  await checkSidecarFormat();
+  let t0 = performance.now();
+  const many = await ensureSidecarListFixture(LIST_COUNT);
+  log(`${LIST_COUNT} bundles with sidecars (hard links of one tiny bundle): ${readyNote(many.reused, t0)}`);
+  t0 = performance.now();
+  const fallback = await ensureFallbackListFixture(FALLBACK_COUNT);
+  log(`${FALLBACK_COUNT} distinct bundles without sidecars: ${readyNote(fallback.reused, t0)}`);
+  const probe = await verifyBundleFile(sampleBundleOf(fallback));
+  if (probe.status !== 'verified')
+    throw new Error(`fallback fixture bundle does not verify: ${probe.status}`);
+  const lists: Array<ChildResult & { processMs: number }> = [];
+  const fallbacks: Array<ChildResult & { processMs: number }> = [];
+  for (let i = 0; i < RUNS; i++) {
+    const a = runChild('list-child.ts', { stateRoot: many.stateRoot, agentId: many.agentId });
+    if (a.entries !== LIST_COUNT || a.distinctIds !== LIST_COUNT || a.warnings !== 0)
+      throw new Error(`list returned ${String(a.entries)} entries, ${String(a.warnings)} warnings`);
+    lists.push(a);
+    const b = runChild('list-child.ts', { stateRoot: fallback.stateRoot, agentId: fallback.agentId });
+    if (b.entries !== FALLBACK_COUNT || b.warnings !== 0)
+      throw new Error(`fallback list returned ${String(b.entries)} entries, ${String(b.warnings)} warnings`);
+    fallbacks.push(b);
+    log(
+      `run ${i + 1}: ${LIST_COUNT} with sidecars ${fmtMs(a.ms)} (peak RSS ${fmtKiB(a.hwmKiB)}) | ` +
+        `${FALLBACK_COUNT} without sidecars ${fmtMs(b.ms)} (peak RSS ${fmtKiB(b.hwmKiB)})`,
+    );
+  }
+  const listMs = median(lists.map((r) => r.ms));
+  const fallbackMs = median(fallbacks.map((r) => r.ms));
+
+  // The floor of a child's RSS: node + tsx + our modules, doing nothing.
+  const idle = runChild('idle-child.ts', {});
+
+  // 5. Results.
+  const snapRatio = snapMs / baseMs;
+  const recipeRatio = recipe19.ms / snapMs;
+  const verifyRatio = verifyMs / vBaseMs;
+  const snapRssMB = snapRssKiB / 1024;
+  const verifyRssMB = verifyRssKiB / 1024;
+  const checks = {
+    snapshot: snapRatio <= BUDGET.snapshotVsBaseline,
+    recipe19: recipeRatio >= BUDGET.recipe19VsSnapshot,
+    verify: verifyRatio <= BUDGET.verifyVsBaseline,
+    snapshotRss: snapRssMB <= BUDGET.peakRssMB,
+    verifyRss: verifyRssMB <= BUDGET.peakRssMB,
+    list10k: listMs <= BUDGET.list10kMs,
+  };
+  section(
+    'results (ref-170; MB = MiB; peak RSS = VmHWM of the child, tsx loader included: see the idle floor)',
+  );
+  log(
+    table(
+      ['operation', 'ours', 'baseline', 'ratio', 'budget', 'result'],
+      [
+        [
+          'snapshot',
+          fmtMs(snapMs),
+          `${fmtMs(baseMs)} (zstd -3)`,
+          ratioStr(snapRatio),
+          `≤ ${BUDGET.snapshotVsBaseline}×`,
+          verdict(checks.snapshot),
+        ],
+        [
+          'snapshot vs original recipe',
+          fmtMs(snapMs),
+          `${fmtMs(recipe19.ms)} (zstd -19)`,
+          `${ratioStr(recipeRatio)} faster`,
+          `≥ ${BUDGET.recipe19VsSnapshot}×`,
+          verdict(checks.recipe19),
+        ],
+        [
+          'verify',
+          fmtMs(verifyMs),
+          `${fmtMs(vBaseMs)} (zstd -dc | openssl)`,
+          ratioStr(verifyRatio),
+          `≤ ${BUDGET.verifyVsBaseline}×`,
+          verdict(checks.verify),
+        ],
+        [
+          'peak RSS snapshot',
+          `${snapRssMB.toFixed(1)} MB`,
+          '—',
+          '—',
+          `≤ ${BUDGET.peakRssMB} MB`,
+          verdict(checks.snapshotRss),
+        ],
+        [
+          'peak RSS verify',
+          `${verifyRssMB.toFixed(1)} MB`,
+          '—',
+          '—',
+          `≤ ${BUDGET.peakRssMB} MB`,
+          verdict(checks.verifyRss),
+        ],
+        [
+          `list ${LIST_COUNT} bundles (sidecars)`,
+          fmtMs(listMs),
+          '—',
+          '—',
+          `≤ ${BUDGET.list10kMs} ms`,
+          verdict(checks.list10k),
+        ],
+        [`list ${FALLBACK_COUNT} bundles (no sidecars)`, fmtMs(fallbackMs), '—', '—', 'info', 'info'],
+        ['idle child (node+tsx+modules)', `${fmtKiB(idle.hwmKiB)} RSS`, '—', '—', 'info', 'info'],
+        [
+          'bundle size',
+          fmtMB(Number(ours[ours.length - 1]!.bundleSize)),
+          `${fmtMB(base[base.length - 1]!.size)} / ${fmtMB(recipe19.size)}`,
+          '—',
+          'info',
+          'info',
+        ],
+      ],
+    ),
+  );
+  const failed = Object.entries(checks)
+    .filter(([, ok]) => !ok)
+    .map(([k]) => k);
+  log(`\n${failed.length === 0 ? 'all budgets met' : `budgets missed: ${failed.join(', ')}`}`);
+  log(`bench wall time ${fmtMs(performance.now() - started)}`);
+
+  const summary = {
+    machine: { cpus: cpu.length, node: process.version },
+    ref170: {
+      reused: ref.reused,
+      generation_ms: round(ref.generationMs),
+      db_bytes: z.dbBytes,
+      dbs: z.dbs,
+      memdir_files: z.memdirFiles,
+      memdir_bytes: z.memdirBytes,
+      git_dir_bytes: z.gitDirBytes,
+      commits: z.commits,
+    },
+    snapshot: {
+      runs_ms: ours.map((r) => round(r.ms)),
+      median_ms: round(snapMs),
+      capture_ms: ours.map((r) => round(Number(r.captureMs))),
+      pack_ms: ours.map((r) => round(Number(r.packMs))),
+      peak_rss_kib: snapRssKiB,
+      max_rss_kib_getrusage: Math.max(...ours.map((r) => r.maxRssKiB)),
+      bundle_bytes: Number(ours[ours.length - 1]!.bundleSize),
+      baseline_runs_ms: base.map((b) => round(b.ms)),
+      baseline_median_ms: round(baseMs),
+      baseline_bytes: base[base.length - 1]!.size,
+      recipe19_ms: round(recipe19.ms),
+      recipe19_bytes: recipe19.size,
+      ratio_vs_baseline: round(snapRatio, 3),
+      recipe19_speedup: round(recipeRatio, 2),
+    },
+    snapshot_steps: steps.map((s) => ({
+      step: s.step,
+      ms: round(s.ms),
+      bytes: s.bytes,
+      hwm_kib: s.hwmKiB,
+    })),
+    verify: {
+      runs_ms: vOurs.map((r) => round(r.ms)),
+      median_ms: round(verifyMs),
+      peak_rss_kib: verifyRssKiB,
+      max_rss_kib_getrusage: Math.max(...vOurs.map((r) => r.maxRssKiB)),
+      baseline_runs_ms: vBase.map((x) => round(x)),
+      baseline_median_ms: round(vBaseMs),
+      ratio_vs_baseline: round(verifyRatio, 3),
+    },
+    list: {
+      count: LIST_COUNT,
+      runs_ms: lists.map((r) => round(r.ms)),
+      median_ms: round(listMs),
+      peak_rss_kib: Math.max(...lists.map((r) => r.hwmKiB)),
+      fallback_count: FALLBACK_COUNT,
+      fallback_runs_ms: fallbacks.map((r) => round(r.ms)),
+      fallback_median_ms: round(fallbackMs),
+    },
+    idle_child_peak_rss_kib: idle.hwmKiB,
+    budgets: BUDGET,
+    pass: checks,
+    all_pass: failed.length === 0,
+    bench_ms: round(performance.now() - started),
+  };
+  log(`BENCH_JSON ${JSON.stringify(summary)}`);
+  if (failed.length > 0 && process.env.BENCH_STRICT === '1') process.exitCode = 1;
+}
+
+await main();
