@@ -46,10 +46,23 @@ export const rssFields = (): { maxRssKiB: number; hwmKiB: number } => ({
   hwmKiB: peakRssKiB(),
 });
 
-/** Runs `bench/<script>` in a fresh Node process under tsx and returns the JSON it prints last. */
+/** Compiles src/ and bench/ to plain JavaScript, so children measure the code as shipped (no tsx). */
+export function compileForChildren(): void {
+  execFileSync(
+    process.execPath,
+    [join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.bench.json'],
+    {
+      cwd: REPO_ROOT,
+      stdio: 'inherit',
+    },
+  );
+}
+
+/** Runs the compiled `bench/<script>` in a fresh plain Node process and returns the JSON it prints last. */
 export function runChild(script: string, args: unknown): ChildResult & { processMs: number } {
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(BENCH_DIR, script), JSON.stringify(args)], {
+  const compiled = join(WORK_DIR, 'dist', 'bench', script.replace(/\.ts$/, '.js'));
+  const r = spawnSync(process.execPath, [compiled, JSON.stringify(args)], {
     cwd: REPO_ROOT,
     encoding: 'utf8',
     maxBuffer: 64 * MB,

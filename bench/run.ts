@@ -20,6 +20,7 @@ import {
 } from './fixtures.js';
 import {
   type ChildResult,
+  compileForChildren,
   fmtKiB,
   fmtMB,
   fmtMs,
@@ -103,7 +104,10 @@ async function main(): Promise<void> {
       .replace(/, by .*$/, '')}, ` +
       `${sh('git', ['--version']).trim()}, ${sh('openssl', ['version']).trim().split(' (')[0]}`,
   );
-  log(`runs per measurement: ${RUNS} (median time, max RSS); our operations in child processes under tsx`);
+  log(
+    `runs per measurement: ${RUNS} (median time, max RSS); our operations in child processes (plain node, compiled)`,
+  );
+  compileForChildren();
 
   // 1. Reference agent.
   section('1. reference agent ref-170');
@@ -147,7 +151,8 @@ async function main(): Promise<void> {
     ours.push(r);
     base.push(baselineSnapshot(ref.paths, 3));
     log(
-      `run ${i + 1}: ours ${fmtMs(r.ms)} (capture ${fmtMs(Number(r.captureMs))}, pack+publish ${fmtMs(Number(r.packMs))}; ` +
+      `run ${i + 1}: ours ${fmtMs(r.ms)} (capture under the gate ${fmtMs(Number(r.captureMs))}, hash ${fmtMs(Number(r.hashMs))}, ` +
+        `pack+publish ${fmtMs(Number(r.packMs))}; ` +
         `process ${fmtMs(r.processMs)}), peak RSS ${fmtKiB(r.hwmKiB)} (maxRSS ${fmtKiB(r.maxRssKiB)}), bundle ${fmtMB(Number(r.bundleSize))}` +
         ` | baseline ${fmtMs(base[i]!.ms)}, ${fmtMB(base[i]!.size)}`,
     );
@@ -158,22 +163,6 @@ async function main(): Promise<void> {
   log('original recipe (zstd -19 -T2), once …');
   const recipe19 = baselineSnapshot(ref.paths, 19);
   log(`recipe zstd-19: ${fmtMs(recipe19.ms)}, ${fmtMB(recipe19.size)}`);
-
-  // Where the snapshot's time goes (informational, sequential steps).
-  section('snapshot steps, one by one (informational; the snapshot overlaps capture steps)');
-  const phases = runChild('phases-child.ts', {
-    memdir: ref.paths.memdir,
-    sqliteDir: ref.paths.sqliteDir,
-    scratch: join(WORK_DIR, 'phases'),
-  });
-  const steps = phases.steps as Array<{ step: string; ms: number; bytes?: number; hwmKiB: number }>;
-  log(
-    table(
-      ['step', 'time', 'bytes', 'peak RSS after'],
-      steps.map((s) => [s.step, fmtMs(s.ms), s.bytes === undefined ? '' : fmtMB(s.bytes), fmtKiB(s.hwmKiB)]),
-    ),
-  );
-  log(`sum ${fmtMs(phases.ms)}; peak RSS before the first step ${fmtKiB(Number(phases.startHwmKiB))}`);
 
   // 3. Verify vs baseline.
   section(`3. verify (${RUNS} runs each, interleaved)`);
@@ -224,7 +213,7 @@ async function main(): Promise<void> {
   const listMs = median(lists.map((r) => r.ms));
   const fallbackMs = median(fallbacks.map((r) => r.ms));
 
-  // The floor of a child's RSS: node + tsx + our modules, doing nothing.
+  // The floor of a child's RSS: node + our modules, doing nothing.
   const idle = runChild('idle-child.ts', {});
 
   // 5. Results.
@@ -241,9 +230,7 @@ async function main(): Promise<void> {
     verifyRss: verifyRssMB <= BUDGET.peakRssMB,
     list10k: listMs <= BUDGET.list10kMs,
   };
-  section(
-    'results (ref-170; MB = MiB; peak RSS = VmHWM of the child, tsx loader included: see the idle floor)',
-  );
+  section('results (ref-170; MB = MiB; peak RSS = VmHWM of the child process)');
   log(
     table(
       ['operation', 'ours', 'baseline', 'ratio', 'budget', 'result'],
@@ -297,7 +284,7 @@ async function main(): Promise<void> {
           verdict(checks.list10k),
         ],
         [`list ${FALLBACK_COUNT} bundles (no sidecars)`, fmtMs(fallbackMs), '—', '—', 'info', 'info'],
-        ['idle child (node+tsx+modules)', `${fmtKiB(idle.hwmKiB)} RSS`, '—', '—', 'info', 'info'],
+        ['idle child (node + modules)', `${fmtKiB(idle.hwmKiB)} RSS`, '—', '—', 'info', 'info'],
         [
           'bundle size',
           fmtMB(Number(ours[ours.length - 1]!.bundleSize)),
@@ -331,6 +318,7 @@ async function main(): Promise<void> {
       runs_ms: ours.map((r) => round(r.ms)),
       median_ms: round(snapMs),
       capture_ms: ours.map((r) => round(Number(r.captureMs))),
+      hash_ms: ours.map((r) => round(Number(r.hashMs))),
       pack_ms: ours.map((r) => round(Number(r.packMs))),
       peak_rss_kib: snapRssKiB,
       max_rss_kib_getrusage: Math.max(...ours.map((r) => r.maxRssKiB)),
@@ -343,12 +331,6 @@ async function main(): Promise<void> {
       ratio_vs_baseline: round(snapRatio, 3),
       recipe19_speedup: round(recipeRatio, 2),
     },
-    snapshot_steps: steps.map((s) => ({
-      step: s.step,
-      ms: round(s.ms),
-      bytes: s.bytes,
-      hwm_kib: s.hwmKiB,
-    })),
     verify: {
       runs_ms: vOurs.map((r) => round(r.ms)),
       median_ms: round(verifyMs),

@@ -1,7 +1,7 @@
 // Owns one measured snapshot in its own process (so its peak RSS is the snapshot's own): builds a
 // LocalSnapshotter from the JSON argument, times the snapshot() call, and prints one JSON line with
-// the wall time, peak RSS (VmHWM and process.resourceUsage().maxRSS, KiB) and the bundle. The capture/pack split comes
-// from the snapshot's own progress events (capture starts → first pack event → done).
+// the wall time, peak RSS (VmHWM and process.resourceUsage().maxRSS, KiB) and the bundle. The split into
+// capture (under the write gate), hash and pack comes from the snapshot's own progress events.
 
 import { LocalSnapshotter } from '../src/snapshotter/local.js';
 import { rssFields } from './lib.js';
@@ -19,20 +19,23 @@ const s = new LocalSnapshotter({
   memdirRoot: args.memdirRoot,
   sqliteRoot: args.sqliteRoot,
 });
-let packStart: number | undefined;
+const phaseStart = new Map<string, number>();
 const t0 = performance.now();
 const meta = await s.snapshot({
   agentId: args.agentId,
   onProgress: (e) => {
-    if (e.phase === 'pack' && packStart === undefined) packStart = performance.now();
+    if (!phaseStart.has(e.phase)) phaseStart.set(e.phase, performance.now());
   },
 });
-const ms = performance.now() - t0;
+const end = performance.now();
+const ms = end - t0;
+const at = (phase: string) => phaseStart.get(phase) ?? end;
 console.log(
   JSON.stringify({
     ms,
-    captureMs: (packStart ?? t0) - t0,
-    packMs: packStart === undefined ? undefined : performance.now() - packStart,
+    captureMs: at('hash') - t0,
+    hashMs: at('pack') - at('hash'),
+    packMs: end - at('pack'),
     ...rssFields(),
     bundlePath: meta.bundle_path,
     bundleSize: meta.bundle_size_bytes,

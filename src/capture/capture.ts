@@ -1,9 +1,10 @@
-// Owns capturing one agent into a staging directory: the four SQLite databases (consistent copies in a
-// worker thread), the memdir's history (git bundle) and working tree, and the state values. The caller
-// holds the write gate for the duration, so every component shows the same instant. Returns the staged
-// artifacts in manifest order, with sizes and hashes of the exact staged bytes.
+// Owns capturing one agent, in two phases. captureAgent() runs while the caller holds the write gate and
+// only copies: the four SQLite databases (consistent `VACUUM INTO` copies, spread over the worker
+// threads), the memdir's history (git bundle) and working tree, and the state values. hashCapture()
+// runs after the gate is released and hashes what was copied, so writers wait for the copy only.
+// The result is the list of artifacts in manifest order, with sizes and hashes of the exact bytes.
 
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StateProvider } from '../agent/state.js';
 import {
@@ -20,18 +21,20 @@ import {
 import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
 import { createBundle, inspectRepo, type RepoInfo } from '../git/git.js';
 import { IoError } from '../model/errors.js';
-import { DB_NAMES, STATE_KEYS } from '../model/types.js';
+import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
 import type { SqliteWorker } from '../sqlite/worker.js';
-import { sha256File, sha256Hex } from '../util/hash.js';
+import { sha256Hex } from '../util/hash.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { captureMemdir } from './memdir.js';
 
+/** One artifact ready to pack: its bytes are in memory (`data`) or in a staged file (`stagedPath`). */
 export interface StagedArtifact {
   pathInBundle: string;
   kind: ArtifactKind;
   size: number;
   sha256: string;
-  stagedPath: string;
+  data?: Buffer;
+  stagedPath?: string;
 }
 
 export interface CaptureInput {
@@ -41,14 +44,23 @@ export interface CaptureInput {
   sqliteDir: string;
   state: StateProvider;
   stagingDir: string;
-  sqlite: SqliteWorker;
+  /** Worker threads for the database copies (at least one). */
+  sqlite: readonly SqliteWorker[];
+}
+
+interface CopiedDb {
+  db: DbName;
+  stagedPath: string;
 }
 
 export interface CaptureResult {
-  artifacts: StagedArtifact[];
+  databases: CopiedDb[];
+  databaseInfo: Record<string, DatabaseInfo>;
+  state: StagedArtifact[];
+  gitBundlePath?: string;
+  memory: StagedArtifact[];
   git: GitInfo;
   memdir?: MemdirInfo;
-  databases: Record<string, DatabaseInfo>;
   /** Whether anything of the agent exists at all (memdir, a database, a state value). */
   found: boolean;
 }
@@ -94,27 +106,41 @@ function gitBlock(info: RepoInfo): GitInfo {
   };
 }
 
-async function captureDatabases(input: CaptureInput) {
-  const out: StagedArtifact[] = [];
-  const databases: Record<string, DatabaseInfo> = {};
+/** Splits jobs over the workers by size (largest first, to the least loaded worker); runs each lane in order. */
+async function spread<T extends { size: number }, R>(
+  jobs: readonly T[],
+  workers: readonly SqliteWorker[],
+  run: (w: SqliteWorker, job: T) => Promise<R>,
+): Promise<Map<T, R>> {
+  const lanes = workers.map((w) => ({ w, load: 0, jobs: [] as T[] }));
+  for (const job of [...jobs].sort((a, b) => b.size - a.size)) {
+    const lane = lanes.reduce((x, y) => (y.load < x.load ? y : x));
+    lane.load += job.size;
+    lane.jobs.push(job);
+  }
+  const out = new Map<T, R>();
+  await allSettledOrThrow(
+    lanes.map(async (lane) => {
+      for (const job of lane.jobs) out.set(job, await run(lane.w, job));
+    }),
+  );
+  return out;
+}
+
+async function copyDatabases(input: CaptureInput) {
+  const live: Array<{ db: DbName; src: string; dst: string; size: number }> = [];
   for (const db of DB_NAMES) {
     const src = join(input.sqliteDir, `${db}.sqlite`);
     const kind = await pathKind(src);
     if (kind === undefined) continue; // a database that does not exist is simply absent
     if (kind !== 'file') throw new IoError(`${src} is not a regular file`);
-    const dst = join(input.stagingDir, sqlitePath(db));
-    await mkdir(join(input.stagingDir, 'sqlite'), { recursive: true });
-    const copy = await input.sqlite.copy(src, dst);
-    databases[db] = { journal_mode: copy.journal_mode, page_size: copy.page_size };
-    out.push({
-      pathInBundle: sqlitePath(db),
-      kind: sqliteKind(db),
-      size: copy.size,
-      sha256: copy.sha256,
-      stagedPath: dst,
-    });
+    live.push({ db, src, dst: join(input.stagingDir, sqlitePath(db)), size: (await stat(src)).size });
   }
-  return { artifacts: out, databases };
+  if (live.length > 0) await mkdir(join(input.stagingDir, 'sqlite'), { recursive: true });
+  const copied = await spread(live, input.sqlite, (w, job) => w.copy(job.src, job.dst));
+  const databaseInfo: Record<string, DatabaseInfo> = {};
+  for (const job of live) databaseInfo[job.db] = copied.get(job)!;
+  return { databases: live.map(({ db, dst }) => ({ db, stagedPath: dst })), databaseInfo };
 }
 
 async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {
@@ -122,16 +148,13 @@ async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {
   for (const key of STATE_KEYS) {
     const value = await input.state.capture(key, input.agentId, input.tenant);
     if (value === undefined) continue;
-    const bytes = Buffer.from(`${JSON.stringify(value, null, 2)}\n`, 'utf8');
-    const dst = join(input.stagingDir, statePath(key));
-    await mkdir(join(input.stagingDir, 'state'), { recursive: true });
-    await writeFile(dst, bytes, { flag: 'wx', mode: 0o600 });
+    const data = Buffer.from(`${JSON.stringify(value, null, 2)}\n`, 'utf8');
     out.push({
       pathInBundle: statePath(key),
       kind: stateKind(key),
-      size: bytes.length,
-      sha256: sha256Hex(bytes),
-      stagedPath: dst,
+      size: data.length,
+      sha256: sha256Hex(data),
+      data,
     });
   }
   return out;
@@ -139,53 +162,71 @@ async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {
 
 async function captureMemdirAndHistory(input: CaptureInput) {
   const kind = await pathKind(input.memdir);
-  if (kind === undefined)
+  if (kind === undefined) {
     return {
       git: gitBlock({ repository: 'absent', detached: false, subject: '', author: '', authorTsMs: 0 }),
-      artifacts: [] as StagedArtifact[],
+      memory: [] as StagedArtifact[],
     };
+  }
   if (kind !== 'dir') throw new IoError(`memdir ${input.memdir} is not a directory`);
   const filesDir = join(input.stagingDir, MEMORY_FILES_PREFIX);
-  await mkdir(filesDir, { recursive: true });
   const [history, tree] = await allSettledOrThrow([
     (async () => {
       const info = await inspectRepo(input.memdir);
       const dst = join(input.stagingDir, GIT_BUNDLE_PATH);
       await mkdir(join(input.stagingDir, 'git'), { recursive: true });
-      const made = await createBundle(input.memdir, info, dst);
-      const artifact: StagedArtifact | undefined = made
-        ? { pathInBundle: GIT_BUNDLE_PATH, kind: 'git_bundle', ...(await sha256File(dst)), stagedPath: dst }
-        : undefined;
-      return { info, artifact };
+      return { info, bundle: (await createBundle(input.memdir, info, dst)) ? dst : undefined };
     })(),
     captureMemdir(input.memdir, filesDir),
   ]);
-  const artifacts: StagedArtifact[] = history.artifact ? [history.artifact] : [];
-  for (const f of tree.files) {
-    artifacts.push({
-      pathInBundle: `${MEMORY_FILES_PREFIX}${f.rel}`,
-      kind: 'memory_file',
-      size: f.size,
-      sha256: f.sha256,
-      stagedPath: join(filesDir, f.rel),
-    });
-  }
+  const memory: StagedArtifact[] = tree.files.map((f) => ({
+    pathInBundle: `${MEMORY_FILES_PREFIX}${f.rel}`,
+    kind: 'memory_file',
+    size: f.size,
+    sha256: f.sha256,
+    ...(f.data ? { data: f.data } : { stagedPath: f.stagedPath! }),
+  }));
   const memdir: MemdirInfo = { files: tree.files.length, bytes: tree.bytes, skipped: tree.skipped };
-  return { git: gitBlock(history.info), artifacts, memdir };
+  return { git: gitBlock(history.info), gitBundlePath: history.bundle, memory, memdir };
 }
 
-/** Captures the agent into `input.stagingDir` (which must exist and be empty). */
+/** Phase 1, under the write gate: copies the agent into `input.stagingDir` (existing, empty). */
 export async function captureAgent(input: CaptureInput): Promise<CaptureResult> {
   const [dbs, state, mem] = await allSettledOrThrow([
-    captureDatabases(input),
+    copyDatabases(input),
     captureState(input),
     captureMemdirAndHistory(input),
   ]);
   return {
-    artifacts: [...dbs.artifacts, ...state, ...mem.artifacts],
+    ...dbs,
+    state,
+    ...(mem.gitBundlePath ? { gitBundlePath: mem.gitBundlePath } : {}),
+    memory: mem.memory,
     git: mem.git,
     ...(mem.memdir ? { memdir: mem.memdir } : {}),
-    databases: dbs.databases,
-    found: dbs.artifacts.length > 0 || state.length > 0 || mem.memdir !== undefined,
+    found: dbs.databases.length > 0 || state.length > 0 || mem.memdir !== undefined,
   };
+}
+
+/** Phase 2, after the gate is released: hashes the staged copies; returns artifacts in manifest order. */
+export async function hashCapture(
+  c: CaptureResult,
+  workers: readonly SqliteWorker[],
+): Promise<StagedArtifact[]> {
+  const paths = [...c.databases.map((d) => d.stagedPath), ...(c.gitBundlePath ? [c.gitBundlePath] : [])];
+  const files = await Promise.all(paths.map(async (path) => ({ path, size: (await stat(path)).size })));
+  const hashed = await spread(files, workers, (w, f) => w.hash(f.path));
+  const byPath = new Map([...hashed].map(([f, h]) => [f.path, h]));
+  const staged = (pathInBundle: string, kind: ArtifactKind, path: string): StagedArtifact => ({
+    pathInBundle,
+    kind,
+    ...byPath.get(path)!,
+    stagedPath: path,
+  });
+  return [
+    ...c.databases.map((d) => staged(sqlitePath(d.db), sqliteKind(d.db), d.stagedPath)),
+    ...c.state,
+    ...(c.gitBundlePath ? [staged(GIT_BUNDLE_PATH, 'git_bundle', c.gitBundlePath)] : []),
+    ...c.memory,
+  ];
 }

@@ -1,21 +1,24 @@
 // Owns capturing the memdir's working tree: every regular file (committed, modified or untracked),
-// `.git` excluded at any depth, walked in byte order of the relative path, copied into staging and
-// hashed from the copied bytes. Symlinks, special files and names that are not UTF-8 are skipped and
+// `.git` excluded at any depth, walked in byte order of the relative path, captured (small files in
+// memory, large ones copied into staging) and hashed from the captured bytes. Symlinks, special files and names that are not UTF-8 are skipped and
 // recorded. No size cap.
 
-import type { Dirent } from 'node:fs';
+import { closeSync, constants, type Dirent, existsSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { SkippedEntry } from '../format/manifest.js';
 import { IoError } from '../model/errors.js';
-import { copyFileHashed } from '../util/hash.js';
-import { allSettledOrThrow } from '../util/settle.js';
+import { copyFileHashed, sha256Hex } from '../util/hash.js';
 
 export interface MemdirFile {
   /** Relative path with `/` separators. */
   rel: string;
   size: number;
   sha256: string;
+  /** The captured bytes, when held in memory. */
+  data?: Buffer;
+  /** Where the captured bytes are staged, when not held in memory. */
+  stagedPath?: string;
 }
 
 export interface MemdirCapture {
@@ -81,41 +84,63 @@ export async function walkMemdir(root: string): Promise<{ files: string[]; skipp
   return { files, skipped };
 }
 
-/** Copies every regular file of `memdir` to `stagingDir/<rel>`, in order, with bounded parallelism. */
-export async function captureMemdir(
-  memdir: string,
-  stagingDir: string,
-  parallel = 16,
-): Promise<MemdirCapture> {
+/** Files up to this size are read into memory (one sync read) instead of being staged on disk. */
+const IN_MEMORY_FILE_MAX = 1024 * 1024;
+/** At most this much of the memdir is held in memory; the rest is staged on disk. */
+const IN_MEMORY_TOTAL_MAX = 64 * 1024 * 1024;
+
+/**
+ * Captures every regular file of `memdir`, in order. Small files are read into memory with one
+ * synchronous read each (thousands of tiny async calls cost ~50× more here); large ones, and whatever
+ * exceeds the in-memory budget, are copied to `stagingDir/<rel>`. Hashes are of the captured bytes.
+ */
+export async function captureMemdir(memdir: string, stagingDir: string): Promise<MemdirCapture> {
   const { files, skipped } = await walkMemdir(memdir);
-  const out: Array<MemdirFile | undefined> = new Array(files.length);
-  const made = new Set<string>();
-  let next = 0;
-  let failed = false;
-  async function worker(): Promise<void> {
-    while (next < files.length && !failed) {
-      const i = next++;
-      const rel = files[i]!;
-      const dst = join(stagingDir, rel);
-      const parent = dirname(dst);
-      if (!made.has(parent)) {
-        await mkdir(parent, { recursive: true });
-        made.add(parent);
+  const captured: MemdirFile[] = [];
+  let inMemory = 0;
+  for (const rel of files) {
+    const src = join(memdir, rel);
+    let fd: number;
+    try {
+      fd = openSync(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ELOOP') {
+        skipped.push({ path: rel, reason: code === 'ENOENT' ? 'vanished during capture' : 'symlink' });
+        continue;
       }
-      try {
-        out[i] = { rel, ...(await copyFileHashed(join(memdir, rel), dst)) };
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-          skipped.push({ path: rel, reason: 'vanished during capture' });
-          continue;
-        }
-        failed = true;
-        throw new IoError(`copying memdir file ${rel}`, err);
+      throw new IoError(`reading memdir file ${rel}`, err);
+    }
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) {
+        skipped.push({ path: rel, reason: 'special file' });
+        continue;
       }
+      const size = st.size;
+      if (size <= IN_MEMORY_FILE_MAX && inMemory + size <= IN_MEMORY_TOTAL_MAX) {
+        const data = readFileSync(fd);
+        inMemory += data.length;
+        captured.push({ rel, size: data.length, sha256: sha256Hex(data), data });
+        continue;
+      }
+    } catch (err) {
+      throw new IoError(`reading memdir file ${rel}`, err);
+    } finally {
+      closeSync(fd);
+    }
+    const dst = join(stagingDir, rel);
+    try {
+      await mkdir(dirname(dst), { recursive: true });
+      captured.push({ rel, ...(await copyFileHashed(src, dst)), stagedPath: dst });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !existsSync(src)) {
+        skipped.push({ path: rel, reason: 'vanished during capture' });
+        continue;
+      }
+      throw new IoError(`copying memdir file ${rel}`, err);
     }
   }
-  await allSettledOrThrow(Array.from({ length: Math.min(parallel, files.length) }, worker));
-  const captured = out.filter((f): f is MemdirFile => f !== undefined);
   skipped.sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
   return { files: captured, skipped, bytes: captured.reduce((s, f) => s + f.size, 0) };
 }

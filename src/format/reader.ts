@@ -78,7 +78,11 @@ export class BundleReader {
    */
   static async open(
     path: string,
-    opts: { hashFile?: boolean; chunkSize?: number; onRead?: (compressedBytes: number) => void } = {},
+    opts: {
+      hashFile?: boolean;
+      chunkSize?: number;
+      onRead?: (compressedBytes: number) => void;
+    } = {},
   ): Promise<BundleReader> {
     const r = new BundleReader(path, opts.hashFile ?? false, opts.chunkSize ?? READ_CHUNK, opts.onRead);
     try {

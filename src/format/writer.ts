@@ -13,9 +13,11 @@ import { type CompressOptions, zstdCompress } from './zstd.js';
 
 export interface PackEntry {
   pathInBundle: string;
-  /** The staged file holding the exact bytes to pack. */
-  sourcePath: string;
   size: number;
+  /** The exact bytes to pack, when held in memory… */
+  data?: Buffer;
+  /** …or the staged file holding them. */
+  sourcePath?: string;
 }
 
 export interface PackOptions {
@@ -34,6 +36,7 @@ export interface PackResult {
 }
 
 const READ_CHUNK = 1024 * 1024;
+const WRITE_AHEAD = 8 * 1024 * 1024;
 
 async function* tarStream(opts: PackOptions): AsyncGenerator<Buffer, void, undefined> {
   const m = opts.manifestBytes;
@@ -43,7 +46,15 @@ async function* tarStream(opts: PackOptions): AsyncGenerator<Buffer, void, undef
   let packed = m.length;
   for (const entry of opts.entries) {
     yield encodeFileHeader(entry.pathInBundle, entry.size, opts.mtimeSec);
-    const fh = await open(entry.sourcePath, 'r');
+    if (entry.data) {
+      if (entry.data.length !== entry.size) throw new IoError(`captured ${entry.pathInBundle} changed size`);
+      yield entry.data;
+      packed += entry.size;
+      opts.onBytes?.(packed);
+      yield Buffer.alloc(padding(entry.size));
+      continue;
+    }
+    const fh = await open(entry.sourcePath!, 'r');
     try {
       let left = entry.size;
       while (left > 0) {
@@ -82,13 +93,25 @@ export async function packBundle(opts: PackOptions): Promise<PackResult> {
   let fh: FileHandle | undefined;
   try {
     fh = await open(partial, 'wx', 0o600);
+    const out = fh;
     const hash = createHash('sha256');
     let size = 0;
+    // Writes run behind compression (in order, up to WRITE_AHEAD bytes queued) so neither waits for the other.
+    let queued = 0;
+    let writes: Promise<void> = Promise.resolve();
     for await (const chunk of zstdCompress(tarStream(opts), opts.zstd)) {
       hash.update(chunk);
-      await writeAll(fh, chunk);
       size += chunk.length;
+      queued += chunk.length;
+      const next = writes.then(async () => {
+        await writeAll(out, chunk);
+        queued -= chunk.length;
+      });
+      next.catch(() => {}); // surfaced by the await below, never an unhandled rejection
+      writes = next;
+      if (queued > WRITE_AHEAD) await writes;
     }
+    await writes;
     faultPoint('pack.fsync');
     await fh.sync();
     await fh.close();

@@ -118,7 +118,7 @@ export async function createBundle(memdir: string, info: RepoInfo, dst: string):
   if (info.repository === 'absent') return false;
   const refs = await gitOk(memdir, ['for-each-ref', '--count=1', '--format=%(refname)'], 'listing refs');
   if (refs.trim() === '' && info.headOid === undefined) return false;
-  await gitOk(memdir, ['bundle', 'create', '-q', dst, '--all'], 'git bundle create');
+  await gitOk(memdir, ['bundle', 'create', '-q', resolve(dst), '--all'], 'git bundle create');
   return true;
 }
 

@@ -39,7 +39,7 @@ export interface SnapshotMeta {
   bundle_format?: string;
 }
 
-export type ProgressPhase = 'capture' | 'pack' | 'verify' | 'copy';
+export type ProgressPhase = 'capture' | 'hash' | 'pack' | 'verify' | 'copy';
 
 /** Progress of a long operation; `total` is known for byte phases. */
 export interface ProgressEvent {

@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import { closeGate } from '../agent/write-gate.js';
-import { captureAgent, pathKind } from '../capture/capture.js';
+import { captureAgent, hashCapture, pathKind } from '../capture/capture.js';
 import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
 import { type ManifestDraft, sealManifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
@@ -176,7 +176,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
     const bundlePath = this.layout.bundlePath(p.tenant, p.agentId, id);
     let published = false;
-    const sqlite = new SqliteWorker();
+    const workers = [new SqliteWorker(), new SqliteWorker()];
+    const closeWorkers = () => Promise.all(workers.splice(0).map((w) => w.close()));
     try {
       await this.recoverInterrupted(p.dir);
       await mkdir(staging, { mode: 0o700 });
@@ -198,7 +199,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
           sqliteDir: p.sqliteDir,
           state: this.state,
           stagingDir: staging,
-          sqlite,
+          sqlite: workers,
         });
       } finally {
         await gate.release();
@@ -210,6 +211,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
           this.resolver.stateDir(p.agentId, p.tenant),
         ]);
       }
+      p.onProgress?.({ phase: 'hash', bytes: 0 });
+      const artifacts = await hashCapture(captured, workers);
+      await closeWorkers();
       const createdAt = Date.now();
       const draft: ManifestDraft = {
         manifest_version: MANIFEST_VERSION,
@@ -222,26 +226,26 @@ export class LocalSnapshotter implements MemorySnapshotter {
         created_by: p.createdBy,
         schema_versions: { ...CURRENT_SCHEMA },
         git: captured.git,
-        artifacts: captured.artifacts.map((a) => ({
+        artifacts: artifacts.map((a) => ({
           path_in_bundle: a.pathInBundle,
           kind: a.kind,
           size_bytes: a.size,
           sha256: a.sha256,
         })),
         ...(captured.memdir ? { memdir: captured.memdir } : {}),
-        databases: captured.databases,
+        databases: captured.databaseInfo,
         tool_versions: await toolVersions(),
       };
       const { manifest, bytes } = sealManifest(draft);
-      const total = bytes.length + captured.artifacts.reduce((s, a) => s + a.size, 0);
+      const total = bytes.length + artifacts.reduce((s, a) => s + a.size, 0);
       p.onProgress?.({ phase: 'pack', bytes: 0, total });
       const packed = await packBundle({
         finalPath: bundlePath,
         manifestBytes: bytes,
-        entries: captured.artifacts.map((a) => ({
+        entries: artifacts.map((a) => ({
           pathInBundle: a.pathInBundle,
-          sourcePath: a.stagedPath,
           size: a.size,
+          ...(a.data ? { data: a.data } : { sourcePath: a.stagedPath! }),
         })),
         mtimeSec: Math.floor(createdAt / 1000),
         zstd: { level: this.zstdLevel, workers: this.zstdWorkers },
@@ -263,7 +267,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       }
       throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
     } finally {
-      await sqlite.close();
+      await closeWorkers();
       await rm(staging, { recursive: true, force: true }).catch(() => {});
     }
   }

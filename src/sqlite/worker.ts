@@ -1,6 +1,6 @@
 // Owns running SQLite work off the event loop: a worker thread that makes transactionally consistent
 // copies (`VACUUM INTO`, one statement, never the stepwise backup that livelocks under a writer),
-// hashes them, and runs `PRAGMA integrity_check`. Blocking statements of better-sqlite3 stay in the
+// hashes files, and runs `PRAGMA integrity_check`. Blocking statements of better-sqlite3 stay in the
 // worker; the main thread only awaits messages.
 
 import { createRequire } from 'node:module';
@@ -8,14 +8,13 @@ import { Worker } from 'node:worker_threads';
 import { SqliteError } from '../model/errors.js';
 
 export interface CopyResult {
-  size: number;
-  sha256: string;
   journal_mode: string;
   page_size: number;
 }
 
 type Job =
   | { kind: 'copy'; src: string; dst: string; busyTimeoutMs: number }
+  | { kind: 'hash'; path: string }
   | { kind: 'integrity'; path: string; maxErrors: number };
 
 // Plain CommonJS so the same code runs under tsx (tests) and from dist (installed package).
@@ -54,7 +53,7 @@ function copy(job) {
     const dst = new Database(job.dst, { fileMustExist: true });
     try { dst.pragma('journal_mode = WAL'); } finally { dst.close(); }
   }
-  return { ...sha256File(job.dst), journal_mode, page_size };
+  return { journal_mode, page_size };
 }
 
 function integrity(job) {
@@ -67,7 +66,7 @@ function integrity(job) {
 
 parentPort.on('message', ({ id, job }) => {
   try {
-    const value = job.kind === 'copy' ? copy(job) : integrity(job);
+    const value = job.kind === 'copy' ? copy(job) : job.kind === 'hash' ? sha256File(job.path) : integrity(job);
     parentPort.postMessage({ id, value });
   } catch (err) {
     parentPort.postMessage({ id, error: { message: String(err && err.message || err), code: err && err.code } });
@@ -120,13 +119,18 @@ export class SqliteWorker {
     });
   }
 
-  /** Consistent copy of a live database into `dst` (which must not exist), hashed. */
+  /** Consistent copy of a live database into `dst` (which must not exist). */
   async copy(src: string, dst: string, busyTimeoutMs = 10_000): Promise<CopyResult> {
     try {
       return await this.run<CopyResult>({ kind: 'copy', src, dst, busyTimeoutMs });
     } catch (err) {
       throw new SqliteError(`copying ${src}: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /** SHA-256 and size of a file, computed on the worker thread. */
+  async hash(path: string): Promise<{ size: number; sha256: string }> {
+    return this.run({ kind: 'hash', path });
   }
 
   /** `ok`, or the problems PRAGMA integrity_check reported (at most `maxErrors`). */

@@ -3,7 +3,8 @@
 // their metadata (from the sidecar cache, else from the manifest at the head of the bundle), and
 // finding a bundle by id or unique id prefix.
 
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ZERO_OID } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
@@ -74,15 +75,18 @@ export async function writeSidecar(meta: SnapshotMeta): Promise<void> {
   );
 }
 
-async function readSidecar(file: BundleFile, size: number): Promise<SnapshotMeta | undefined> {
+/**
+ * The sidecar's metadata when it still describes this very file (same id, same size). Synchronous on
+ * purpose: a sidecar is under 1 KB, and 20,000 promise-based calls for 10,000 bundles cost ~7× more.
+ */
+function readSidecarSync(file: BundleFile, size: number): SnapshotMeta | undefined {
   let parsed: { sidecar_version?: unknown; meta?: Record<string, unknown> };
   try {
-    parsed = JSON.parse(await readFile(sidecarPathOf(file.path), 'utf8'));
+    parsed = JSON.parse(readFileSync(sidecarPathOf(file.path), 'utf8'));
   } catch {
     return undefined;
   }
   const m = parsed.meta;
-  // A cache entry is trusted only when it still describes this very file.
   if (parsed.sidecar_version !== SIDECAR_VERSION || !m || m.id !== file.id || m.bundle_size_bytes !== size)
     return undefined;
   if (typeof m.created_at_ms !== 'number' || typeof m.agent_id !== 'string' || typeof m.tenant !== 'string')
@@ -110,8 +114,8 @@ async function readSidecar(file: BundleFile, size: number): Promise<SnapshotMeta
 
 /** Metadata of one bundle: the sidecar when it matches the file, else the manifest at its head. */
 export async function bundleMeta(file: BundleFile): Promise<SnapshotMeta> {
-  const size = (await stat(file.path)).size;
-  const cached = await readSidecar(file, size);
+  const size = statSync(file.path).size;
+  const cached = readSidecarSync(file, size);
   if (cached) return cached;
   if (file.encrypted) throw new IoError(`${file.name}: encrypted bundle without a readable sidecar`);
   const { parsed } = await readManifestOnly(file.path);

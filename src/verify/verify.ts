@@ -17,6 +17,7 @@ import type { DeepReport, ProgressListener, VerifyReport } from '../model/types.
 import { SqliteWorker } from '../sqlite/worker.js';
 import { readSibling } from '../store/sibling.js';
 import { sha256File } from '../util/hash.js';
+import { sha256FileOffThread } from '../util/hash-worker.js';
 
 export interface VerifyOptions {
   deep?: boolean;
@@ -83,16 +84,19 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
   const deepDir = opts.deep ? await mkdtemp(join(tmpdir(), 'nexo-verify-')) : undefined;
   let reader: BundleReader | undefined;
   let streamFailed = false;
+  // The sibling check hashes the file on another thread while this one decompresses and hashes entries.
+  const fileHash = sha256FileOffThread(path);
+  fileHash.catch(() => {});
   try {
     try {
-      reader = await BundleReader.open(path, { hashFile: true, onRead: progress });
+      reader = await BundleReader.open(path, { onRead: progress });
     } catch (err) {
       if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw asIo(err, path);
       report.problems.push({ code: err.code, message: err.message });
       streamFailed = true;
     }
     if (reader) await checkEntries(reader, report, deepDir, () => (streamFailed = true));
-    const fileSha = reader && !streamFailed ? reader.fileSha256()! : (await sha256File(path)).sha256;
+    const fileSha = (await fileHash).sha256;
     report.file_sha256 = fileSha;
     settleSibling(report, sibling, fileSha);
     if (deepDir && reader && report.problems.length === 0)
