@@ -11,6 +11,7 @@ import { layoutProblem, unsafePathReason } from './layout.js';
 import { type Artifact, checkSchema, type ParsedManifest, parseManifest } from './manifest.js';
 import { padding, readTar, type TarEntry } from './tar.js';
 import { type SizeLimit, zstdDecompress } from './zstd.js';
+import { decompressFileOffThread, type OffThreadStream } from './zstd-worker.js';
 
 const READ_CHUNK = 1024 * 1024;
 
@@ -59,7 +60,8 @@ export class BundleReader {
   private readonly fileHash: Hash | undefined;
   private compressedBytes = 0;
   private tar!: AsyncGenerator<TarEntry, void, undefined>;
-  private source!: AsyncIterable<Buffer> & { destroy?: () => void };
+  private source: (AsyncIterable<Buffer> & { destroy?: () => void }) | undefined;
+  private offThreadStream: OffThreadStream | undefined;
   manifest!: ParsedManifest;
   manifestBytes!: Buffer;
 
@@ -68,6 +70,7 @@ export class BundleReader {
     hashFile: boolean,
     private readonly chunkSize: number,
     private readonly onRead: ((compressedBytes: number) => void) | undefined,
+    private readonly offThread: boolean,
   ) {
     this.fileHash = hashFile ? createHash('sha256') : undefined;
   }
@@ -82,9 +85,17 @@ export class BundleReader {
       hashFile?: boolean;
       chunkSize?: number;
       onRead?: (compressedBytes: number) => void;
+      /** Read, hash and decompress on a worker thread (whole-bundle reads: verify, restore). */
+      offThread?: boolean;
     } = {},
   ): Promise<BundleReader> {
-    const r = new BundleReader(path, opts.hashFile ?? false, opts.chunkSize ?? READ_CHUNK, opts.onRead);
+    const r = new BundleReader(
+      path,
+      opts.hashFile ?? false,
+      opts.chunkSize ?? READ_CHUNK,
+      opts.onRead,
+      opts.offThread ?? false,
+    );
     try {
       await r.start();
       return r;
@@ -95,18 +106,24 @@ export class BundleReader {
   }
 
   private async start(): Promise<void> {
-    const stream = createReadStream(this.path, { highWaterMark: this.chunkSize });
-    this.source = stream;
-    const self = this;
-    async function* compressed(): AsyncGenerator<Buffer> {
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        self.fileHash?.update(chunk);
-        self.compressedBytes += chunk.length;
-        self.onRead?.(self.compressedBytes);
-        yield chunk;
+    if (this.offThread) {
+      const off = decompressFileOffThread(this.path, this.limit, this.onRead);
+      this.offThreadStream = off;
+      this.tar = readTar(off.chunks);
+    } else {
+      const stream = createReadStream(this.path, { highWaterMark: this.chunkSize });
+      this.source = stream;
+      const self = this;
+      async function* compressed(): AsyncGenerator<Buffer> {
+        for await (const chunk of stream as AsyncIterable<Buffer>) {
+          self.fileHash?.update(chunk);
+          self.compressedBytes += chunk.length;
+          self.onRead?.(self.compressedBytes);
+          yield chunk;
+        }
       }
+      this.tar = readTar(zstdDecompress(compressed(), this.limit));
     }
-    this.tar = readTar(zstdDecompress(compressed(), this.limit));
     const first = await this.tar.next();
     if (first.done) throw new NotABundleError('empty archive');
     const e = first.value;
@@ -179,6 +196,7 @@ export class BundleReader {
 
   /** SHA-256 of every compressed byte read so far (the whole file once entries() is exhausted). */
   fileSha256(): string | undefined {
+    if (this.offThreadStream) return this.offThreadStream.file()?.sha256;
     return this.fileHash?.copy().digest('hex');
   }
 
@@ -188,6 +206,7 @@ export class BundleReader {
 
   close(): void {
     this.source?.destroy?.();
+    void this.offThreadStream?.chunks.return(undefined);
   }
 }
 

@@ -17,7 +17,6 @@ import type { DeepReport, ProgressListener, VerifyReport } from '../model/types.
 import { SqliteWorker } from '../sqlite/worker.js';
 import { readSibling } from '../store/sibling.js';
 import { sha256File } from '../util/hash.js';
-import { sha256FileOffThread } from '../util/hash-worker.js';
 
 export interface VerifyOptions {
   deep?: boolean;
@@ -84,19 +83,16 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
   const deepDir = opts.deep ? await mkdtemp(join(tmpdir(), 'nexo-verify-')) : undefined;
   let reader: BundleReader | undefined;
   let streamFailed = false;
-  // The sibling check hashes the file on another thread while this one decompresses and hashes entries.
-  const fileHash = sha256FileOffThread(path);
-  fileHash.catch(() => {});
   try {
     try {
-      reader = await BundleReader.open(path, { onRead: progress });
+      reader = await BundleReader.open(path, { onRead: progress, offThread: true });
     } catch (err) {
       if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw asIo(err, path);
       report.problems.push({ code: err.code, message: err.message });
       streamFailed = true;
     }
     if (reader) await checkEntries(reader, report, deepDir, () => (streamFailed = true));
-    const fileSha = (await fileHash).sha256;
+    const fileSha = (reader && !streamFailed && reader.fileSha256()) || (await sha256File(path)).sha256;
     report.file_sha256 = fileSha;
     settleSibling(report, sibling, fileSha);
     if (deepDir && reader && report.problems.length === 0)

@@ -1,0 +1,182 @@
+// Owns reading a whole bundle file on a worker thread: the worker reads the file, hashes its bytes
+// (the sibling check, over exactly the bytes decompressed) and decompresses them into a ring of
+// shared-memory slots; the main thread parses and hashes the output as it arrives. Two cores instead
+// of one for verify and restore. The decompression step mirrors zstdDecompress() in zstd.ts (magic
+// check, truncation and corruption errors); the size limit is enforced here on the main thread.
+
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import { BundleDamagedError, NotABundleError, UnsafeBundleError } from '../model/errors.js';
+import type { SizeLimit } from './zstd.js';
+
+const SLOTS = 8;
+const SLOT_SIZE = 256 * 1024;
+// Control words: produced count, consumed count, state (0 running, 1 ended), stop request.
+const HEAD = 0;
+const TAIL = 1;
+const STATE = 2;
+const STOP = 3;
+
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const binding = require(workerData.binding);
+const fs = require('node:fs');
+const crypto = require('node:crypto');
+const { path, slots, slotSize } = workerData;
+const C = new Int32Array(workerData.ctrl);
+const lens = new Int32Array(workerData.lens);
+const views = Array.from({ length: slots }, (_, i) => new Uint8Array(workerData.data, i * slotSize, slotSize));
+const MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+class Stop extends Error {}
+function end(message) {
+  parentPort.postMessage(message);
+  Atomics.store(C, 2, 1);
+  Atomics.notify(C, 0);
+}
+let fd;
+try {
+  fd = fs.openSync(path, 'r');
+  const input = Buffer.allocUnsafe(1 << 20);
+  const hash = crypto.createHash('sha256');
+  const dctx = new binding.DCtx();
+  let total = 0, reported = 0, first = true, inFrame = false;
+  for (;;) {
+    const n = fs.readSync(fd, input, 0, input.length, null);
+    if (n === 0) break;
+    let src = input.subarray(0, n);
+    hash.update(src);
+    total += n;
+    if (total - reported >= 4 << 20) { reported = total; parentPort.postMessage({ type: 'read', bytes: total }); }
+    if (first) {
+      first = false;
+      if (n < 4 || !src.subarray(0, 4).equals(MAGIC)) { end({ type: 'error', code: 'NOT_A_BUNDLE', message: 'not a zstd stream (bad magic)' }); throw new Stop(); }
+    }
+    for (;;) {
+      while (Atomics.load(C, 0) - Atomics.load(C, 1) >= slots) {
+        if (Atomics.load(C, 3)) throw new Stop();
+        Atomics.wait(C, 1, Atomics.load(C, 1), 200);
+      }
+      if (Atomics.load(C, 3)) throw new Stop();
+      const head = Atomics.load(C, 0);
+      const slot = head % slots;
+      let r;
+      try { r = dctx.decompressStream(views[slot], src); }
+      catch (err) { end({ type: 'error', code: 'BUNDLE_DAMAGED', message: 'corrupt zstd data (' + err.message + ')' }); throw new Stop(); }
+      const [ret, produced, consumed] = r;
+      src = src.subarray(consumed);
+      if (produced > 0) { lens[slot] = produced; Atomics.store(C, 0, head + 1); Atomics.notify(C, 0); }
+      if (src.length === 0 && produced < slotSize) { inFrame = ret !== 0; break; }
+    }
+  }
+  if (first) end({ type: 'error', code: 'NOT_A_BUNDLE', message: 'empty file' });
+  else if (inFrame) end({ type: 'error', code: 'BUNDLE_DAMAGED', message: 'truncated zstd stream (ends inside a frame)' });
+  else end({ type: 'end', sha256: hash.digest('hex'), bytes: total });
+} catch (err) {
+  if (!(err instanceof Stop)) end({ type: 'error', code: err && err.code || 'IO', message: String(err && err.message || err) });
+} finally {
+  if (fd !== undefined) fs.closeSync(fd);
+}
+`;
+
+const bindingPath = createRequire(import.meta.url).resolve('zstd-napi/binding');
+
+type EndMessage =
+  | { type: 'end'; sha256: string; bytes: number }
+  | { type: 'error'; code: string; message: string };
+
+interface AtomicsWithWaitAsync {
+  waitAsync(
+    ta: Int32Array,
+    index: number,
+    value: number,
+    timeoutMs: number,
+  ): { async: boolean; value: Promise<string> | string };
+}
+
+export interface OffThreadStream {
+  /** Decompressed chunks; each is valid until the next pull. */
+  chunks: AsyncGenerator<Buffer, void, undefined>;
+  /** SHA-256 and size of the compressed file, once `chunks` has ended. */
+  file(): { sha256: string; bytes: number } | undefined;
+}
+
+/** Reads, hashes and decompresses the file at `path` on a worker thread. */
+export function decompressFileOffThread(
+  path: string,
+  limit: SizeLimit,
+  onRead?: (compressedBytes: number) => void,
+): OffThreadStream {
+  const ctrl = new SharedArrayBuffer(4 * 4);
+  const lensBuf = new SharedArrayBuffer(4 * SLOTS);
+  const data = new SharedArrayBuffer(SLOTS * SLOT_SIZE);
+  const C = new Int32Array(ctrl);
+  const lens = new Int32Array(lensBuf);
+  const out = Buffer.from(data);
+  const worker = new Worker(WORKER_SOURCE, {
+    eval: true,
+    workerData: { binding: bindingPath, path, slots: SLOTS, slotSize: SLOT_SIZE, ctrl, lens: lensBuf, data },
+  });
+  let ended: EndMessage | undefined;
+  const endPromise = new Promise<EndMessage>((resolvePromise) => {
+    worker.on('message', (m: EndMessage | { type: 'read'; bytes: number }) => {
+      if (m.type === 'read') onRead?.(m.bytes);
+      else {
+        ended = m;
+        if (m.type === 'end') onRead?.(m.bytes);
+        resolvePromise(m);
+      }
+    });
+    worker.on('error', (err) => {
+      ended ??= { type: 'error', code: 'IO', message: err.message };
+      resolvePromise(ended);
+      Atomics.store(C, STATE, 1);
+      Atomics.notify(C, HEAD);
+    });
+  });
+  const atomics = Atomics as unknown as AtomicsWithWaitAsync;
+
+  async function* chunks(): AsyncGenerator<Buffer, void, undefined> {
+    try {
+      for (;;) {
+        const state = Atomics.load(C, STATE);
+        const head = Atomics.load(C, HEAD);
+        const tail = Atomics.load(C, TAIL);
+        if (tail < head) {
+          const slot = tail % SLOTS;
+          const n = lens[slot]!;
+          limit.produced += n;
+          if (limit.produced > limit.maxBytes) {
+            throw new UnsafeBundleError(
+              `decompressed size exceeds the ${limit.maxBytes} bytes the manifest allows (decompression bomb?)`,
+            );
+          }
+          yield out.subarray(slot * SLOT_SIZE, slot * SLOT_SIZE + n);
+          Atomics.store(C, TAIL, tail + 1);
+          Atomics.notify(C, TAIL);
+          continue;
+        }
+        if (state !== 0) {
+          const m = await endPromise;
+          if (m.type === 'end') return;
+          if (m.code === 'NOT_A_BUNDLE') throw new NotABundleError(m.message);
+          if (m.code === 'BUNDLE_DAMAGED') throw new BundleDamagedError(m.message);
+          const e = new Error(m.message) as NodeJS.ErrnoException;
+          e.code = m.code;
+          throw e;
+        }
+        // The timeout covers the end of the stream, which changes STATE but not HEAD.
+        const w = atomics.waitAsync(C, HEAD, head, 20);
+        if (w.async) await w.value;
+      }
+    } finally {
+      Atomics.store(C, STOP, 1);
+      Atomics.notify(C, TAIL);
+      void worker.terminate();
+    }
+  }
+
+  return {
+    chunks: chunks(),
+    file: () => (ended?.type === 'end' ? { sha256: ended.sha256, bytes: ended.bytes } : undefined),
+  };
+}
