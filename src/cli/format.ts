@@ -1,7 +1,13 @@
 // Owns the human-readable rendering of results (tables and key: value lines). JSON output never passes
 // through here; it prints the library's objects as they are.
 
-import type { ExportResult, SnapshotMeta, VerifyReport } from '../model/types.js';
+import type {
+  ExportResult,
+  RecoverResult,
+  RestoreReport,
+  SnapshotMeta,
+  VerifyReport,
+} from '../model/types.js';
 
 export function humanBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -92,4 +98,54 @@ export function formatExport(r: ExportResult): string {
     `sha256:   ${r.file_sha256}`,
     `verify:   ${r.verify.status}`,
   ].join('\n');
+}
+
+export function formatRestore(r: RestoreReport): string {
+  const lines = [
+    r.dry_run
+      ? `dry run: nothing was changed; restoring ${r.from} would do this:`
+      : `restored:     agent ${r.agent_id} (tenant ${r.tenant}) from snapshot ${r.from}`,
+    ...(r.imported_from
+      ? [`imported from: agent ${r.imported_from.agent_id} (tenant ${r.imported_from.tenant})`]
+      : []),
+    ...(r.restore_id ? [`restore id:   ${r.restore_id}`] : []),
+    ...(r.pre_snapshot
+      ? [`pre_snapshot: ${r.pre_snapshot} (undo: nexo-memory restore --undo --agent ${r.agent_id})`]
+      : []),
+    ...(r.git_reset_oid
+      ? [
+          `git HEAD:     ${r.git_reset_oid}${r.pre_restore_tag ? ` (previous HEAD kept as tag ${r.pre_restore_tag})` : ''}`,
+        ]
+      : []),
+    `sqlite_restored: [${r.sqlite_restored_dbs.join(', ')}]${r.sqlite_removed_dbs.length ? ` removed: [${r.sqlite_removed_dbs.join(', ')}]` : ''}`,
+    `state_files:  [${r.state_files_restored.join(', ')}]`,
+    `workers_restarted: ${r.workers_restarted}`,
+    ...(r.redacted ? ['note: the snapshot was redacted; secrets it held were not restored'] : []),
+    ...r.backups.map((b) => `backup:       ${b}`),
+    'changes:',
+  ];
+  for (const c of r.components) {
+    const parts = [`  ${c.component.padEnd(20)} ${c.action.padEnd(9)}`];
+    if (c.old_bytes !== undefined || c.new_bytes !== undefined) {
+      parts.push(
+        `${c.old_bytes === undefined ? '-' : humanBytes(c.old_bytes)} → ${c.new_bytes === undefined ? '-' : humanBytes(c.new_bytes)}`,
+      );
+    }
+    for (const [t, n] of Object.entries(c.rows ?? {}))
+      if (n.old !== n.new) parts.push(`${t} rows ${n.old} → ${n.new}`);
+    if (c.head && c.head.old !== c.head.new)
+      parts.push(`HEAD ${c.head.old?.slice(0, 12) ?? '(none)'} → ${c.head.new?.slice(0, 12) ?? '(none)'}`);
+    if (c.files)
+      parts.push(`files +${c.files.added.length} -${c.files.removed.length} ~${c.files.changed.length}`);
+    lines.push(parts.join('  '));
+  }
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  return lines.join('\n');
+}
+
+export function formatRecover(results: RecoverResult[]): string {
+  if (results.length === 0) return 'nothing to recover';
+  return results
+    .map((r) => `${r.agent_id} (tenant ${r.tenant}): restore ${r.restore_id} ${r.outcome.replace('_', ' ')}`)
+    .join('\n');
 }

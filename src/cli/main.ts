@@ -8,6 +8,7 @@ import { PACKAGE_VERSION } from '../util/version.js';
 import { deleteCommand } from './commands/delete.js';
 import { exportCommand } from './commands/export.js';
 import { listCommand } from './commands/list.js';
+import { importCommand, recoverCommand, restoreCommand } from './commands/restore.js';
 import { snapshotCommand } from './commands/snapshot.js';
 import { verifyCommand } from './commands/verify.js';
 
@@ -27,9 +28,19 @@ Exit status: 0 ok, 1 usage/config/I/O error, 2 bundle damaged, 3 not fully verif
 Examples:
   nexo-memory snapshot --agent ana --label before-dream
   nexo-memory list --agent ana
+  NEXO_MEMORY_RESTORE_ALLOW=true nexo-memory restore --agent ana --from <bundle> --dry-run
   nexo-memory verify state/tenants/default/snapshots/ana/<id>.tar.zst --deep`,
     );
-  for (const cmd of [snapshotCommand(), verifyCommand(), listCommand(), exportCommand(), deleteCommand()]) {
+  for (const cmd of [
+    snapshotCommand(),
+    restoreCommand(),
+    importCommand(),
+    recoverCommand(),
+    verifyCommand(),
+    listCommand(),
+    exportCommand(),
+    deleteCommand(),
+  ]) {
     program.addCommand(cmd);
   }
   program.exitOverride();

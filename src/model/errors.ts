@@ -95,8 +95,9 @@ export class CrossTenantError extends SnapshotError {
   readonly code = 'CROSS_TENANT';
   readonly exitCode = ExitCode.refused;
   readonly outcome = 'refused' as const;
-  constructor(message: string) {
-    super(`escapes tenant root: ${message}`);
+  /** `path`: a path that escapes the tenant root; otherwise the full message. */
+  constructor(message: string, kind: 'path' | 'message' = 'path') {
+    super(kind === 'path' ? `escapes tenant root: ${message}` : message);
   }
 }
 

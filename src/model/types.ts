@@ -128,3 +128,74 @@ export interface DeleteResult {
   tenant: string;
   bundle_path: string;
 }
+
+/** Callbacks around the swap, so a host runtime can pause its workers and reopen its DB handles. */
+export interface RestoreHooks {
+  /** Called before the live files are swapped (after every check passed); throwing aborts the restore. */
+  beforeSwap?(info: { agentId: string; tenant: string; restoreId: string }): void | Promise<void>;
+  /** Called after the swap committed; `workers_restarted` is true only when this returned normally. */
+  afterSwap?(info: { agentId: string; tenant: string; restoreId: string }): void | Promise<void>;
+}
+
+export interface RestoreRequest {
+  agentId: string;
+  tenant?: string;
+  /** Path of the bundle to restore (any path). */
+  bundle: string;
+  dryRun?: boolean;
+  /** Take an automatic pre-restore snapshot first (default true). */
+  autoPreSnapshot?: boolean;
+  decryptIdentity?: string;
+  hooks?: RestoreHooks;
+  onProgress?: ProgressListener;
+  /** Restore a bundle of another agent (or tenant) as this one: `nexo-memory import`. */
+  import?: { force?: boolean };
+}
+
+/** What a restore changes (or, in a dry run, would change) in one component. */
+export interface ComponentChange {
+  component: string;
+  action: 'replace' | 'create' | 'remove' | 'unchanged';
+  /** Sizes in bytes of the live and the restored component (absent when there is none). */
+  old_bytes?: number;
+  new_bytes?: number;
+  /** Databases: rows per table before → after. */
+  rows?: Record<string, { old: number; new: number }>;
+  /** Memdir: HEAD before → after, and working tree files added, removed and changed. */
+  head?: { old?: string; new?: string };
+  files?: { added: string[]; removed: string[]; changed: string[] };
+}
+
+/** The original's RestoreReport (first eight fields, all now true to what happened) plus what the port adds. */
+export interface RestoreReport {
+  agent_id: string;
+  from: string;
+  pre_snapshot?: string;
+  git_reset_oid?: string;
+  sqlite_restored_dbs: string[];
+  state_files_restored: string[];
+  workers_restarted: boolean;
+  dry_run: boolean;
+  tenant: string;
+  bundle: string;
+  restore_id?: string;
+  /** Live databases absent from the bundle, moved aside so the live state equals the snapshot. */
+  sqlite_removed_dbs: string[];
+  /** Where the replaced live components were moved (kept until retention removes them). */
+  backups: string[];
+  /** Tag in the restored repository that keeps the pre-restore HEAD reachable. */
+  pre_restore_tag?: string;
+  /** The bundle's agent and tenant when it was imported as another agent. */
+  imported_from?: { agent_id: string; tenant: string };
+  redacted: boolean;
+  components: ComponentChange[];
+  warnings: string[];
+}
+
+export interface RecoverResult {
+  agent_id: string;
+  tenant: string;
+  /** `rolled_back` (the interrupted restore never happened) or `completed` (it had committed). */
+  outcome: 'rolled_back' | 'completed';
+  restore_id: string;
+}

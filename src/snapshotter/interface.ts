@@ -1,10 +1,13 @@
 // Owns the MemorySnapshotter port: the operations every backend offers, as the original's trait
-// (§1.2). Restore and diff join it as their issues land.
+// (§1.2). Diff joins it when its issue lands.
 
 import type {
   DeleteResult,
   ExportResult,
   ProgressListener,
+  RecoverResult,
+  RestoreReport,
+  RestoreRequest,
   SnapshotMeta,
   SnapshotRequest,
   VerifyReport,
@@ -22,6 +25,10 @@ export interface ExportOptions {
 
 export interface MemorySnapshotter {
   snapshot(req: SnapshotRequest): Promise<SnapshotMeta>;
+  /** Restores a bundle in place, atomically; `dryRun` reports what would change; `import` clones. */
+  restore(req: RestoreRequest): Promise<RestoreReport>;
+  /** Finishes or rolls back an interrupted restore of one agent. */
+  recover(agentId: string, tenant?: string): Promise<RecoverResult | undefined>;
   /** Newest first. */
   list(agentId: string, tenant?: string): Promise<SnapshotMeta[]>;
   /** Any bundle path; no agent or tenant confinement. */

@@ -2,8 +2,9 @@
 // validate → lock → steps → publish → clean up. The steps themselves live in capture/, verify/,
 // format/ and store/; this file decides their order and what is left behind on failure (nothing).
 
-import { mkdir, rm, stat, unlink } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import { closeGate } from '../agent/write-gate.js';
@@ -33,11 +34,16 @@ import {
   DB_NAMES,
   type DeleteResult,
   type ExportResult,
+  type RecoverResult,
+  type RestoreReport,
+  type RestoreRequest,
   type SnapshotMeta,
   type SnapshotRequest,
   STATE_KEYS,
   type VerifyReport,
 } from '../model/types.js';
+import { recoverJournal } from '../restore/journal.js';
+import { restoreLeftovers } from '../restore/stage.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { fsyncDir, removeQuietly } from '../store/atomic.js';
 import { bundleFiles, listDir, locate, metaFromManifest, writeSidecar } from '../store/catalog.js';
@@ -57,6 +63,7 @@ import { toolVersions } from '../util/version.js';
 import { verifyBundleFile } from '../verify/verify.js';
 import { exportBundle } from './export.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
+import { restoreAgent } from './restore.js';
 
 export interface LocalSnapshotterOptions {
   /** Root of the snapshot store (`<state_root>/tenants/...`). Required. */
@@ -82,7 +89,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly layout: StoreLayout;
   readonly resolver: PathResolver;
   readonly state: StateProvider;
-  private readonly lockTimeoutMs: number;
+  readonly lockTimeoutMs: number;
   private readonly zstdLevel: number;
   private readonly zstdWorkers: number;
   private readonly warn: (message: string) => void;
@@ -115,7 +122,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   /** Is there anything of this agent to capture? Checked before anything is created. */
-  private async agentExists(agentId: string, tenant: string): Promise<boolean> {
+  async agentExists(agentId: string, tenant: string): Promise<boolean> {
     if ((await pathKind(this.resolver.memdir(agentId, tenant))) !== undefined) return true;
     const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
     for (const db of DB_NAMES) if ((await pathKind(`${sqliteDir}/${db}.sqlite`)) !== undefined) return true;
@@ -146,6 +153,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     }
     const lock = await this.lockAgent(agentId, tenant, 'snapshot');
     try {
+      await this.recoverInterrupted(agentId, tenant);
       return await this.snapshotLocked({
         agentId,
         tenant,
@@ -179,7 +187,6 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const workers = [new SqliteWorker(), new SqliteWorker()];
     const closeWorkers = () => Promise.all(workers.splice(0).map((w) => w.close()));
     try {
-      await this.recoverInterrupted(p.dir);
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
       let gate: WorkerHeldLock;
@@ -273,10 +280,34 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   /**
-   * Under the agent lock: removes leftovers of operations that died, and completes a bundle that was
-   * published but lost its sibling and sidecar to a crash, once it verifies fully.
+   * Under the agent lock: finishes or rolls back a restore that was interrupted (its journal), removes
+   * staging left by operations that died, and completes a bundle that was published but lost its
+   * sibling and sidecar to a crash, once it verifies fully. Returns what happened to a journal.
    */
-  private async recoverInterrupted(dir: string): Promise<void> {
+  async recoverInterrupted(agentId: string, tenant: string): Promise<RecoverResult | undefined> {
+    const journalPath = this.layout.journalPath(tenant, agentId);
+    let recovered: RecoverResult | undefined;
+    if (existsSync(journalPath)) {
+      const gate = await closeGate(this.layout.writeGatePath(tenant, agentId), this.lockTimeoutMs);
+      try {
+        const r = await recoverJournal(journalPath, this.state);
+        if (r) {
+          recovered = { agent_id: agentId, tenant, outcome: r.outcome, restore_id: r.journal.restore_id };
+          this.warn(
+            `interrupted restore ${r.journal.restore_id} of agent ${agentId}: ${r.outcome.replace('_', ' ')}`,
+          );
+        }
+      } finally {
+        await gate.release();
+      }
+    }
+    const memdir = this.resolver.memdir(agentId, tenant);
+    const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
+    for (const p of await restoreLeftovers({ memdir, sqliteDir })) {
+      await rm(p, { recursive: true, force: true });
+      this.warn(`removed staging of an interrupted restore: ${p}`);
+    }
+    const dir = this.layout.snapshotsDir(tenant, agentId);
     for (const name of await cleanLeftovers(dir))
       this.warn(`removed leftover of an interrupted operation: ${name}`);
     for (const file of await bundleFiles(dir)) {
@@ -293,6 +324,41 @@ export class LocalSnapshotter implements MemorySnapshotter {
       );
       this.warn(`completed bundle ${file.name}: it verified, its sibling and sidecar were rewritten`);
     }
+    return recovered;
+  }
+
+  /** `nexo-memory recover --agent`: takes the lock and runs recoverInterrupted. */
+  async recover(agentId: string, tenant: string = DEFAULT_TENANT): Promise<RecoverResult | undefined> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant);
+    const lock = await this.lockAgent(a, t, 'recover');
+    try {
+      return await this.recoverInterrupted(a, t);
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** `nexo-memory recover --all`: every agent of every tenant that has a restore journal. */
+  async recoverAll(): Promise<RecoverResult[]> {
+    const out: RecoverResult[] = [];
+    const tenants = await readdir(join(this.layout.root, 'tenants')).catch(() => [] as string[]);
+    for (const t of tenants) {
+      const journals = await readdir(join(this.layout.root, 'tenants', t, 'journals')).catch(
+        () => [] as string[],
+      );
+      for (const name of journals) {
+        const agent = name.endsWith('.restore.json') ? name.slice(0, -'.restore.json'.length) : undefined;
+        if (!agent) continue;
+        const r = await this.recover(agent, t);
+        if (r) out.push(r);
+      }
+    }
+    return out;
+  }
+
+  async restore(req: RestoreRequest): Promise<RestoreReport> {
+    return restoreAgent(this, req);
   }
 
   async list(agentId: string, tenant: string = DEFAULT_TENANT): Promise<SnapshotMeta[]> {

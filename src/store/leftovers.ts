@@ -10,6 +10,7 @@ import {
   ENCRYPTED_EXT,
   PARTIAL_EXT,
   parseBundleFileName,
+  RESTORE_WORK_PREFIX,
   SIBLING_EXT,
   SIDECAR_EXT,
   STAGING_PREFIX,
@@ -19,7 +20,8 @@ import {
 export function leftoverNames(names: readonly string[]): string[] {
   const bundles = new Set(names.filter((n) => parseBundleFileName(n)));
   return names.filter((n) => {
-    if (n.startsWith(STAGING_PREFIX) || n.endsWith(PARTIAL_EXT)) return true;
+    if (n.startsWith(STAGING_PREFIX) || n.startsWith(RESTORE_WORK_PREFIX) || n.endsWith(PARTIAL_EXT))
+      return true;
     if (n.startsWith('.') && n.includes('.tmp-')) return true;
     for (const ext of [SIBLING_EXT, SIDECAR_EXT]) {
       if (n.endsWith(ext)) {

@@ -6,6 +6,7 @@
 //                                                 …/.staging-<id>/         transient capture dir
 //   <state_root>/tenants/<tenant>/locks/<agent>.lock                        agent lock
 //   <state_root>/tenants/<tenant>/locks/<agent>.gate                        write gate
+//   <state_root>/tenants/<tenant>/journals/<agent>.restore.json             restore in progress
 // Callers pass validated ids; every path is re-checked to stay under the state root.
 
 import { isAbsolute, join, relative, resolve } from 'node:path';
@@ -17,6 +18,7 @@ export const SIBLING_EXT = '.sha256';
 export const SIDECAR_EXT = '.meta.json';
 export const PARTIAL_EXT = '.partial';
 export const STAGING_PREFIX = '.staging-';
+export const RESTORE_WORK_PREFIX = '.restore-staging-';
 
 const BUNDLE_NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.tar\.zst(\.age)?$/;
 
@@ -46,6 +48,11 @@ export class StoreLayout {
 
   agentLockPath(tenant: string, agentId: string): string {
     return confined(this.root, join(this.locksDir(tenant), `${agentId}.lock`));
+  }
+
+  /** The journal of a restore in progress (see restore/journal.ts). */
+  journalPath(tenant: string, agentId: string): string {
+    return confined(this.root, join(this.tenantDir(tenant), 'journals', `${agentId}.restore.json`));
   }
 
   writeGatePath(tenant: string, agentId: string): string {

@@ -5,22 +5,44 @@
 // codes; only I/O errors on the path itself are thrown.
 
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { type FileHandle, mkdir, mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { GIT_BUNDLE_PATH, GIT_V1_PREFIX } from '../format/constants.js';
-import { digestSeal, manifestSeal } from '../format/manifest.js';
+import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, sqlitePath } from '../format/constants.js';
+import { type Artifact, digestSeal, manifestSeal, type ParsedManifest } from '../format/manifest.js';
 import { BundleReader, manifestLayoutProblems } from '../format/reader.js';
 import { fsckGitDir, verifyBundle as gitVerifyBundle } from '../git/git.js';
 import { IoError, SnapshotError } from '../model/errors.js';
-import type { DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
+import { DB_NAMES, type DeepReport, type ProgressListener, type VerifyReport } from '../model/types.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { readSibling } from '../store/sibling.js';
+import { faultPoint } from '../util/faults.js';
 import { sha256File } from '../util/hash.js';
+
+/**
+ * Where verified artifacts are written while they stream (restore staging, dry runs, deep checks).
+ * `target` returns a file path for an artifact, or undefined to only hash it. Files are created
+ * exclusively, never through a symlink; bytes are hashed as they are written.
+ */
+export interface EntrySink {
+  target(artifact: Artifact, layout: 1 | 2): string | undefined;
+  /** fsync each written file (restore staging). */
+  sync?: boolean;
+}
 
 export interface VerifyOptions {
   deep?: boolean;
   onProgress?: ProgressListener;
+  sink?: EntrySink;
+}
+
+export interface VerifyResult {
+  report: VerifyReport;
+  /** The parsed manifest, when it could be read. */
+  manifest?: ParsedManifest;
+  /** Artifact path in the bundle → the file the sink wrote it to. */
+  written: Map<string, string>;
 }
 
 /** True for bundles whose name says they are age-encrypted (the original's rule). */
@@ -52,6 +74,11 @@ export function verifyExitCode(r: VerifyReport): number {
 }
 
 export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  return (await verifyBundle(path, opts)).report;
+}
+
+/** verifyBundleFile, also returning the manifest and where a sink wrote the artifacts. */
+export async function verifyBundle(path: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
   let size: number;
   try {
     const s = await stat(path);
@@ -77,10 +104,12 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
         'age-encrypted bundle: this version cannot decrypt it, so manifest, seals and artifacts were not checked',
     });
     report.status = report.problems.length > 0 ? 'damaged' : 'incomplete';
-    return report;
+    return { report, written: new Map() };
   }
 
-  const deepDir = opts.deep ? await mkdtemp(join(tmpdir(), 'nexo-verify-')) : undefined;
+  const deepDir = opts.deep && !opts.sink ? await mkdtemp(join(tmpdir(), 'nexo-verify-')) : undefined;
+  const sink = opts.sink ?? (deepDir ? deepSink(deepDir) : undefined);
+  const written = new Map<string, string>();
   let reader: BundleReader | undefined;
   let streamFailed = false;
   try {
@@ -91,12 +120,12 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
       report.problems.push({ code: err.code, message: err.message });
       streamFailed = true;
     }
-    if (reader) await checkEntries(reader, report, deepDir, () => (streamFailed = true));
+    if (reader) await checkEntries(reader, report, sink, written, () => (streamFailed = true));
     const fileSha = (reader && !streamFailed && reader.fileSha256()) || (await sha256File(path)).sha256;
     report.file_sha256 = fileSha;
     settleSibling(report, sibling, fileSha);
-    if (deepDir && reader && report.problems.length === 0)
-      report.deep = await deepChecks(deepDir, reader.manifest.layout);
+    if (opts.deep && reader && report.problems.length === 0)
+      report.deep = await deepChecks(written, reader.manifest.layout);
   } finally {
     reader?.close();
     if (deepDir) await rm(deepDir, { recursive: true, force: true });
@@ -126,7 +155,7 @@ export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): 
   }
   report.status =
     report.problems.length > 0 ? 'damaged' : report.sibling !== 'ok' ? 'incomplete' : 'verified';
-  return report;
+  return { report, ...(reader ? { manifest: reader.manifest } : {}), written };
 }
 
 function asIo(err: unknown, path: string): Error {
@@ -162,7 +191,8 @@ function settleSibling(
 async function checkEntries(
   reader: BundleReader,
   report: VerifyReport,
-  deepDir: string | undefined,
+  sink: EntrySink | undefined,
+  written: Map<string, string>,
   onStreamFailure: () => void,
 ): Promise<void> {
   const { manifest: m, raw, layout } = reader.manifest;
@@ -222,14 +252,41 @@ async function checkEntries(
         continue;
       }
       const a = e.artifact!;
-      const keep = deepDir ? deepTarget(deepDir, a.path_in_bundle, layout) : undefined;
+      const target = sink?.target(a, layout);
       const hash = createHash('sha256');
-      const out = keep ? await openForDeep(keep) : undefined;
+      let out: FileHandle | undefined;
+      if (target) {
+        try {
+          out = await createExclusive(target);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== 'ENOTDIR' && code !== 'EEXIST' && code !== 'ELOOP' && code !== 'EISDIR') {
+            throw new IoError(`writing ${target}`, err);
+          }
+          // A path that collides with another entry ("a" and "a/b"): no real tree looks like that.
+          layoutOk = false;
+          report.problems.push({
+            code: 'UNSAFE_ENTRY',
+            message: `entry collides with another entry (${code})`,
+            path: a.path_in_bundle,
+          });
+          continue;
+        }
+        written.set(a.path_in_bundle, target);
+      }
       try {
         for await (const chunk of e.body()) {
           hash.update(chunk);
-          if (out) await out.write(chunk);
+          if (out) {
+            try {
+              faultPoint('stage.write');
+              await writeAll(out, chunk);
+            } catch (err) {
+              throw new IoError(`writing ${target}`, err);
+            }
+          }
         }
+        if (out && sink?.sync) await out.sync();
       } finally {
         await out?.close();
       }
@@ -273,56 +330,49 @@ async function checkEntries(
   report.per_artifact_ok = artifactsOk;
 }
 
-/** Where a deep check keeps an entry: databases and git data only (memory files need no deep check). */
-function deepTarget(dir: string, pathInBundle: string, layout: 1 | 2): string | undefined {
-  if (pathInBundle.startsWith('sqlite/')) return join(dir, pathInBundle);
-  if (layout === 2 && pathInBundle === GIT_BUNDLE_PATH) return join(dir, pathInBundle);
-  if (layout === 1 && pathInBundle.startsWith(GIT_V1_PREFIX)) {
-    return join(dir, 'v1repo', '.git', pathInBundle.slice(GIT_V1_PREFIX.length));
-  }
-  return undefined;
+/** The sink of a plain `verify --deep`: databases and git data into a temporary directory. */
+function deepSink(dir: string): EntrySink {
+  return {
+    target(a, layout) {
+      const p = a.path_in_bundle;
+      if (p.startsWith('sqlite/')) return join(dir, p);
+      if (layout === 2 && p === GIT_BUNDLE_PATH) return join(dir, p);
+      if (layout === 1 && p.startsWith(GIT_V1_PREFIX))
+        return join(dir, 'v1repo', '.git', p.slice(GIT_V1_PREFIX.length));
+      return undefined;
+    },
+  };
 }
 
-async function openForDeep(path: string) {
+/** Creates `path` (and its parents) exclusively for writing; never follows a symlink. */
+async function createExclusive(path: string): Promise<FileHandle> {
   await mkdir(dirname(path), { recursive: true });
-  return open(path, 'wx', 0o600);
+  return open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
 }
 
-async function deepChecks(dir: string, layout: 1 | 2): Promise<DeepReport> {
+async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
+  let off = 0;
+  while (off < chunk.length) off += (await fh.write(chunk, off)).bytesWritten;
+}
+
+/** integrity_check of every written database; git bundle verify (v2) or git fsck (v1) of the history. */
+async function deepChecks(written: Map<string, string>, layout: 1 | 2): Promise<DeepReport> {
   const deep: DeepReport = { sqlite_integrity: {} };
   const worker = new SqliteWorker();
   try {
-    for (const db of ['long_term', 'vector', 'concepts', 'compactions']) {
-      const p = join(dir, 'sqlite', `${db}.sqlite`);
-      if (
-        await stat(p).then(
-          () => true,
-          () => false,
-        )
-      )
-        deep.sqlite_integrity[db] = await worker.integrityCheck(p);
+    for (const db of DB_NAMES) {
+      const p = written.get(sqlitePath(db));
+      if (p) deep.sqlite_integrity[db] = await worker.integrityCheck(p);
     }
   } finally {
     await worker.close();
   }
   if (layout === 2) {
-    const b = join(dir, GIT_BUNDLE_PATH);
-    if (
-      await stat(b).then(
-        () => true,
-        () => false,
-      )
-    )
-      deep.git = await gitVerifyBundle(b);
+    const b = written.get(GIT_BUNDLE_PATH);
+    if (b) deep.git = await gitVerifyBundle(b);
   } else {
-    const g = join(dir, 'v1repo', '.git');
-    if (
-      await stat(g).then(
-        () => true,
-        () => false,
-      )
-    )
-      deep.git = await fsckGitDir(g);
+    const head = [...written].find(([p]) => p === `${GIT_V1_PREFIX}HEAD`)?.[1];
+    if (head) deep.git = await fsckGitDir(dirname(head));
   }
   return deep;
 }

@@ -1,0 +1,161 @@
+// `nexo-memory restore`, `import` and `recover`: put a bundle back in place (or clone it as another
+// agent), and finish interrupted restores. restore and import are gated by NEXO_MEMORY_RESTORE_ALLOW.
+
+import { Command, Option } from '@commander-js/extra-typings';
+import { InvalidInputError, RestoreRefusedError } from '../../model/errors.js';
+import { undoAnchor } from '../../snapshotter/restore.js';
+import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { formatRecover, formatRestore } from '../format.js';
+import {
+  agentOption,
+  configOption,
+  jsonOption,
+  memdirRootOption,
+  noProgressOption,
+  sqliteRootOption,
+  stateRootOption,
+  tenantOption,
+} from './options.js';
+
+const ALLOW = ['1', 'true', 'yes', 'on'];
+
+/** The original's capability gate: restore changes an agent's memory, so it must be enabled explicitly. */
+function checkRestoreAllowed(): void {
+  const v = (process.env.NEXO_MEMORY_RESTORE_ALLOW ?? '').trim().toLowerCase();
+  if (!ALLOW.includes(v)) {
+    throw new RestoreRefusedError(
+      "restore is disabled: it replaces an agent's memory. Enable it with `export NEXO_MEMORY_RESTORE_ALLOW=true` (1, true, yes or on)",
+    );
+  }
+}
+
+const fromOption = () => new Option('--from <bundle>', 'path of the bundle to restore');
+const noPreOption = () =>
+  new Option('--no-auto-pre-snapshot', 'do not take the automatic pre-restore snapshot');
+const identityOption = () =>
+  new Option('--decrypt-identity <file>', 'age identity file (for encrypted bundles)');
+
+export function restoreCommand() {
+  return new Command('restore')
+    .description(
+      "restore an agent's memory from a bundle, in place and atomically (a pre-restore snapshot is taken first)",
+    )
+    .addOption(agentOption())
+    .addOption(fromOption())
+    .addOption(tenantOption())
+    .option('--dry-run', 'report what would change, change nothing')
+    .option('--undo', "restore the agent's latest pre-restore snapshot (undo the last restore)")
+    .addOption(noPreOption())
+    .addOption(identityOption())
+    .addOption(stateRootOption())
+    .addOption(memdirRootOption())
+    .addOption(sqliteRootOption())
+    .addOption(configOption())
+    .addOption(jsonOption())
+    .addOption(noProgressOption())
+    .addHelpText(
+      'after',
+      `
+Requires NEXO_MEMORY_RESTORE_ALLOW=true (1, true, yes or on).
+
+Examples:
+  nexo-memory restore --agent ana --from state/tenants/default/snapshots/ana/<id>.tar.zst --dry-run
+  nexo-memory restore --agent ana --from /backups/ana.tar.zst --json
+  nexo-memory restore --agent ana --undo`,
+    )
+    .action(async (opts) => {
+      await runCommand(opts, async (progress) => {
+        checkRestoreAllowed();
+        const s = snapshotterFrom(opts);
+        if (opts.undo && opts.from) throw new InvalidInputError('pass either --from or --undo, not both');
+        const bundle = opts.undo ? await undoAnchor(s, opts.agent, opts.tenant) : opts.from;
+        if (!bundle) throw new InvalidInputError('restore needs --from <bundle> (or --undo)');
+        const r = await s.restore({
+          agentId: opts.agent,
+          tenant: opts.tenant,
+          bundle,
+          dryRun: opts.dryRun === true,
+          autoPreSnapshot: opts.autoPreSnapshot,
+          ...(opts.decryptIdentity ? { decryptIdentity: opts.decryptIdentity } : {}),
+          onProgress: progress.listener,
+        });
+        progress.done();
+        if (opts.json) printJson(r);
+        else process.stdout.write(`${formatRestore(r)}\n`);
+        return 0;
+      });
+    });
+}
+
+export function importCommand() {
+  return new Command('import')
+    .description(
+      'restore a bundle as another agent (clone), refusing a target that already has memory unless --force',
+    )
+    .addOption(agentOption())
+    .addOption(fromOption().makeOptionMandatory())
+    .addOption(tenantOption())
+    .option(
+      '--force',
+      'replace the memory the target agent already has (a pre-restore snapshot is taken first)',
+    )
+    .addOption(noPreOption())
+    .addOption(identityOption())
+    .addOption(stateRootOption())
+    .addOption(memdirRootOption())
+    .addOption(sqliteRootOption())
+    .addOption(configOption())
+    .addOption(jsonOption())
+    .addOption(noProgressOption())
+    .addHelpText(
+      'after',
+      '\nRequires NEXO_MEMORY_RESTORE_ALLOW=true.\n\nExamples:\n  nexo-memory import --from /backups/ana.tar.zst --agent ana-copy\n  nexo-memory import --from ana.tar.zst --agent ana --tenant acme --force',
+    )
+    .action(async (opts) => {
+      await runCommand(opts, async (progress) => {
+        checkRestoreAllowed();
+        const r = await snapshotterFrom(opts).restore({
+          agentId: opts.agent,
+          tenant: opts.tenant,
+          bundle: opts.from,
+          import: { force: opts.force === true },
+          autoPreSnapshot: opts.autoPreSnapshot,
+          ...(opts.decryptIdentity ? { decryptIdentity: opts.decryptIdentity } : {}),
+          onProgress: progress.listener,
+        });
+        progress.done();
+        if (opts.json) printJson(r);
+        else process.stdout.write(`${formatRestore(r)}\n`);
+        return 0;
+      });
+    });
+}
+
+export function recoverCommand() {
+  return new Command('recover')
+    .description('finish or roll back interrupted restores (after a crash or kill)')
+    .addOption(new Option('--agent <id>', 'one agent').conflicts('all'))
+    .option('--all', 'every agent with an interrupted restore')
+    .addOption(tenantOption())
+    .addOption(stateRootOption())
+    .addOption(memdirRootOption())
+    .addOption(sqliteRootOption())
+    .addOption(configOption())
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      '\nExamples:\n  nexo-memory recover --agent ana\n  nexo-memory recover --all --json',
+    )
+    .action(async (opts) => {
+      await runCommand(opts, async () => {
+        if (!opts.agent && !opts.all) throw new InvalidInputError('recover needs --agent <id> or --all');
+        const s = snapshotterFrom(opts);
+        const results = opts.all
+          ? await s.recoverAll()
+          : [await s.recover(opts.agent!, opts.tenant)].filter((r) => r !== undefined);
+        if (opts.json) printJson(results);
+        else process.stdout.write(`${formatRecover(results)}\n`);
+        return 0;
+      });
+    });
+}

@@ -1,0 +1,155 @@
+// Owns the restore journal and the swap it protects. Before anything live changes, a journal lists
+// every component's live, staged and backup path and the state values before and after; each
+// component is then swapped by renames (live → backup, staged → live) and the state replayed; writing
+// the journal again as `committed` is the commit point. After a crash, recover() rolls every component
+// back when the journal never committed, or finishes the clean-up when it did: the live agent is
+// always entirely the old state or entirely the restored one. The filesystem itself tells how far each
+// component got, so the journal is written only twice.
+
+import { existsSync } from 'node:fs';
+import { readFile, rename, rm, rmdir, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { StateProvider } from '../agent/state.js';
+import type { StateKey } from '../model/types.js';
+import { fsyncDir, writeFileAtomic } from '../store/atomic.js';
+import { faultPoint } from '../util/faults.js';
+
+/** One component swapped by rename: a database (with its -wal/-shm/-journal) or the memdir. */
+export interface SwapItem {
+  component: string;
+  live: string;
+  /** The restored version; absent when the component is only moved aside (absent from the bundle). */
+  staged?: string;
+  backup: string;
+  /** Whether the live path existed when the journal was written. */
+  had_live: boolean;
+  /** Suffixes of files that travel with `live` (SQLite's -wal, -shm, -journal). */
+  extras: string[];
+}
+
+export interface StateChange {
+  key: StateKey;
+  old?: unknown;
+  new?: unknown;
+}
+
+export interface Journal {
+  journal_version: 1;
+  restore_id: string;
+  agent_id: string;
+  tenant: string;
+  snapshot_id: string;
+  bundle: string;
+  phase: 'prepared' | 'committed';
+  created_at_ms: number;
+  items: SwapItem[];
+  state: StateChange[];
+  /** Staging paths to remove once the restore has committed or rolled back. */
+  staging: string[];
+  /** Directories made to hold backups: removed (when empty) if the restore rolls back. */
+  backup_dirs: string[];
+}
+
+export const SQLITE_EXTRAS = ['-wal', '-shm', '-journal'];
+
+export async function writeJournal(path: string, j: Journal): Promise<void> {
+  await writeFileAtomic(path, `${JSON.stringify(j, null, 2)}\n`, 0o600);
+}
+
+export async function readJournal(path: string): Promise<Journal | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const j = JSON.parse(text) as Journal;
+  if (j.journal_version !== 1 || !Array.isArray(j.items))
+    throw new Error(`unreadable restore journal ${path}`);
+  return j;
+}
+
+const exists = (p: string): boolean => existsSync(p);
+
+async function move(from: string, to: string): Promise<void> {
+  await rename(from, to);
+  await fsyncDir(dirname(to));
+  if (dirname(from) !== dirname(to)) await fsyncDir(dirname(from));
+}
+
+/** live → backup (with its extras), then staged → live. Each step is one rename, fault-injectable. */
+export async function swapIn(item: SwapItem): Promise<void> {
+  for (const ext of item.extras) {
+    if (exists(item.live + ext)) await move(item.live + ext, item.backup + ext);
+  }
+  faultPoint(`restore.swap.${item.component}.aside`);
+  if (exists(item.live)) await move(item.live, item.backup);
+  faultPoint(`restore.swap.${item.component}.in`);
+  if (item.staged) await move(item.staged, item.live);
+}
+
+/** Puts the old version back, whatever step the swap of this item reached. Idempotent. */
+export async function rollBack(item: SwapItem): Promise<void> {
+  if (exists(item.backup)) {
+    if (exists(item.live)) await rm(item.live, { recursive: true, force: true });
+    await move(item.backup, item.live);
+  } else if (!item.had_live && item.staged && !exists(item.staged) && exists(item.live)) {
+    await rm(item.live, { recursive: true, force: true }); // the restored version went in where nothing was
+  }
+  for (const ext of item.extras) {
+    if (!exists(item.backup + ext)) continue;
+    if (exists(item.live + ext)) await unlink(item.live + ext);
+    await move(item.backup + ext, item.live + ext);
+  }
+}
+
+/** Rolls every component back (last first), then the state; removes backup dirs left empty. */
+export async function rollBackAll(provider: StateProvider, j: Journal): Promise<void> {
+  for (const item of [...j.items].reverse()) await rollBack(item);
+  await replayState(provider, j, 'old');
+  for (const d of j.backup_dirs ?? []) await rmdir(d).catch(() => {});
+}
+
+export async function replayState(
+  provider: StateProvider,
+  j: Pick<Journal, 'agent_id' | 'tenant' | 'state'>,
+  which: 'old' | 'new',
+): Promise<void> {
+  for (const change of j.state) {
+    await provider.restore(change.key, j.agent_id, j.tenant, which === 'old' ? change.old : change.new);
+  }
+}
+
+async function removeStaging(j: Journal): Promise<void> {
+  for (const p of j.staging) await rm(p, { recursive: true, force: true });
+}
+
+/**
+ * Completes an interrupted restore from its journal: a committed one is finished (clean-up only), any
+ * other is rolled back (every component, then the state). The journal is removed at the end.
+ */
+export async function recoverJournal(
+  journalPath: string,
+  provider: StateProvider,
+): Promise<{ journal: Journal; outcome: 'rolled_back' | 'completed' } | undefined> {
+  const j = await readJournal(journalPath);
+  if (!j) return undefined;
+  let outcome: 'rolled_back' | 'completed';
+  if (j.phase === 'committed') {
+    outcome = 'completed';
+  } else {
+    await rollBackAll(provider, j);
+    outcome = 'rolled_back';
+  }
+  await removeStaging(j);
+  await unlink(journalPath).catch(() => {});
+  return { journal: j, outcome };
+}
+
+/** Normal end of a restore: remove staging and the journal. */
+export async function finishJournal(journalPath: string, j: Journal): Promise<void> {
+  faultPoint('restore.cleanup');
+  await removeStaging(j);
+  await unlink(journalPath).catch(() => {});
+}

@@ -1,0 +1,113 @@
+// Owns describing what a restore changes, per component, by comparing the live agent with a verified
+// bundle: database sizes and rows per table, HEAD before → after, memdir files added, removed and
+// changed, state values. A dry run reports this without changing anything; a real restore reports it
+// too. Reads only: live databases are opened read-only.
+
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { walkMemdir } from '../capture/memdir.js';
+import { MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
+import type { Manifest } from '../format/manifest.js';
+import { inspectRepo } from '../git/git.js';
+import { type ComponentChange, DB_NAMES } from '../model/types.js';
+import { sha256File } from '../util/hash.js';
+import { bundleHasMemdir } from './stage.js';
+
+/** Rows per table of a database file; empty when it cannot be read. */
+export function rowCounts(path: string): Record<string, number> {
+  if (!existsSync(path)) return {};
+  const db = new Database(path, { readonly: true, fileMustExist: true, timeout: 5_000 });
+  try {
+    const tables = db
+      .prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+      )
+      .pluck()
+      .all() as string[];
+    const out: Record<string, number> = {};
+    for (const t of tables)
+      out[t] = db
+        .prepare(`SELECT count(*) FROM "${t.replaceAll('"', '""')}"`)
+        .pluck()
+        .get() as number;
+    return out;
+  } catch {
+    return {};
+  } finally {
+    db.close();
+  }
+}
+
+const sizeOf = (p: string): number | undefined => (existsSync(p) ? statSync(p).size : undefined);
+
+export async function planDatabases(
+  m: Manifest,
+  sqliteDir: string,
+  stagedDbs: Map<string, string>,
+): Promise<ComponentChange[]> {
+  const out: ComponentChange[] = [];
+  for (const db of DB_NAMES) {
+    const live = join(sqliteDir, `${db}.sqlite`);
+    const staged = stagedDbs.get(sqlitePath(db));
+    const inBundle = m.artifacts.find((a) => a.path_in_bundle === sqlitePath(db));
+    const liveSize = sizeOf(live);
+    if (!inBundle && liveSize === undefined) continue;
+    const oldRows = rowCounts(live);
+    const newRows = staged ? rowCounts(staged) : {};
+    const rows: Record<string, { old: number; new: number }> = {};
+    for (const t of new Set([...Object.keys(oldRows), ...Object.keys(newRows)])) {
+      rows[t] = { old: oldRows[t] ?? 0, new: newRows[t] ?? 0 };
+    }
+    out.push({
+      component: `sqlite:${db}`,
+      action: !inBundle ? 'remove' : liveSize === undefined ? 'create' : 'replace',
+      ...(liveSize !== undefined ? { old_bytes: liveSize } : {}),
+      ...(inBundle ? { new_bytes: inBundle.size_bytes } : {}),
+      rows,
+    });
+  }
+  return out;
+}
+
+export async function planMemdir(m: Manifest, memdir: string): Promise<ComponentChange | undefined> {
+  const liveExists = existsSync(memdir);
+  const inBundle = bundleHasMemdir(m);
+  if (!liveExists && !inBundle) return undefined;
+  const bundleFiles = new Map(
+    m.artifacts
+      .filter((a) => a.kind === 'memory_file')
+      .map((a) => [a.path_in_bundle.slice(MEMORY_FILES_PREFIX.length), a]),
+  );
+  const liveFiles = liveExists ? (await walkMemdir(memdir)).files : [];
+  const added: string[] = [];
+  const removed: string[] = [];
+  const changed: string[] = [];
+  let oldBytes = 0;
+  for (const rel of liveFiles) {
+    const a = bundleFiles.get(rel);
+    const live = await sha256File(join(memdir, rel)).catch(() => undefined);
+    oldBytes += live?.size ?? 0;
+    if (!a) removed.push(rel);
+    else if (live?.sha256 !== a.sha256) changed.push(rel);
+  }
+  const liveSet = new Set(liveFiles);
+  for (const rel of bundleFiles.keys()) if (!liveSet.has(rel)) added.push(rel);
+  const liveRepo = liveExists ? await inspectRepo(memdir).catch(() => undefined) : undefined;
+  const newHead =
+    m.git.repository === 'present' || (m.git.repository === undefined && m.git.head_oid !== '0'.repeat(40));
+  const head = {
+    ...(liveRepo?.headOid ? { old: liveRepo.headOid } : {}),
+    ...(newHead ? { new: m.git.head_oid } : {}),
+  };
+  const unchanged =
+    liveExists && inBundle && !added.length && !removed.length && !changed.length && head.old === head.new;
+  return {
+    component: 'memdir',
+    action: !inBundle ? 'remove' : !liveExists ? 'create' : unchanged ? 'unchanged' : 'replace',
+    ...(liveExists ? { old_bytes: oldBytes } : {}),
+    ...(inBundle ? { new_bytes: [...bundleFiles.values()].reduce((s, a) => s + a.size_bytes, 0) } : {}),
+    head,
+    files: { added, removed, changed },
+  };
+}

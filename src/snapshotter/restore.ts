@@ -1,0 +1,430 @@
+// Owns orchestrating a restore (and its variants: dry run, import as another agent, undo): check the
+// bundle's identity from its head → take the agent lock → finish any interrupted restore → verify and
+// stage in one streaming pass beside the live paths → check every staged database and the rebuilt
+// repository → pre-restore snapshot, inside the same lock → host hook → write gate held: journal,
+// swap by renames, state replay, commit → host hook → clean up. Any failure before the commit point
+// puts every component back; nothing is changed before every check passed.
+
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { closeGate } from '../agent/write-gate.js';
+import { sqlitePath, statePath } from '../format/constants.js';
+import type { Manifest } from '../format/manifest.js';
+import { readManifestOnly } from '../format/reader.js';
+import {
+  asSnapshotError,
+  BundleDamagedError,
+  ChecksumMismatchError,
+  ConcurrentError,
+  CrossTenantError,
+  EncryptionError,
+  IoError,
+  MissingArtifactError,
+  NotABundleError,
+  NotFoundError,
+  RestoreRefusedError,
+  SnapshotError,
+  UnsafeBundleError,
+} from '../model/errors.js';
+import { DEFAULT_TENANT, newSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
+import {
+  type ComponentChange,
+  DB_NAMES,
+  type RestoreReport,
+  type RestoreRequest,
+  STATE_KEYS,
+  type VerifyProblem,
+} from '../model/types.js';
+import {
+  finishJournal,
+  type Journal,
+  readJournal,
+  replayState,
+  rollBackAll,
+  SQLITE_EXTRAS,
+  type SwapItem,
+  swapIn,
+  writeJournal,
+} from '../restore/journal.js';
+import { planDatabases, planMemdir } from '../restore/plan.js';
+import { buildMemdir, bundleHasMemdir, restorePaths, stagingSink } from '../restore/stage.js';
+import { SqliteWorker } from '../sqlite/worker.js';
+import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
+import { faultPoint } from '../util/faults.js';
+import { isEncryptedName, verifyBundle } from '../verify/verify.js';
+import type { LocalSnapshotter } from './local.js';
+
+/** The typed error for the first problem a verify found (all problems travel in `details`). */
+function errorFromProblems(problems: VerifyProblem[]): SnapshotError {
+  const p = problems[0]!;
+  const details = { problems };
+  const err =
+    p.code === 'CHECKSUM_MISMATCH'
+      ? new ChecksumMismatchError(p.path ? `${p.path}: ${p.message}` : p.message)
+      : p.code === 'MISSING_ARTIFACT'
+        ? new MissingArtifactError(p.path ?? p.message)
+        : p.code === 'UNSAFE_ENTRY'
+          ? new UnsafeBundleError(p.path ? `${p.path}: ${p.message}` : p.message, details)
+          : p.code === 'NOT_A_BUNDLE'
+            ? new NotABundleError(p.message, { details })
+            : new BundleDamagedError(p.path ? `${p.path}: ${p.message}` : p.message, { details });
+  return err;
+}
+
+function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
+  try {
+    validateAgentId(m.agent_id);
+    validateTenant(m.tenant);
+  } catch (err) {
+    throw new BundleDamagedError(`manifest identity is invalid: ${(err as Error).message}`);
+  }
+  if (importing) return;
+  if (m.agent_id !== agentId) {
+    throw new RestoreRefusedError(
+      `the bundle's agent_id ${m.agent_id} does not match ${agentId} (to clone an agent, use import)`,
+    );
+  }
+  if (m.tenant !== tenant) {
+    throw new CrossTenantError(
+      `cross-tenant restore refused: the bundle belongs to tenant ${m.tenant}, not ${tenant} (to clone across tenants, use import)`,
+      'message',
+    );
+  }
+}
+
+async function readStateValues(work: string, m: Manifest): Promise<Map<string, unknown>> {
+  const out = new Map<string, unknown>();
+  for (const key of STATE_KEYS) {
+    if (!m.artifacts.some((a) => a.path_in_bundle === statePath(key))) continue;
+    const text = await readFile(join(work, statePath(key)), 'utf8');
+    try {
+      out.set(key, JSON.parse(text));
+    } catch {
+      throw new BundleDamagedError(`${statePath(key)} is not valid JSON`);
+    }
+  }
+  return out;
+}
+
+function baseReport(
+  m: Manifest,
+  agentId: string,
+  tenant: string,
+  bundle: string,
+  dryRun: boolean,
+): RestoreReport {
+  return {
+    agent_id: agentId,
+    from: m.snapshot_id,
+    sqlite_restored_dbs: DB_NAMES.filter((db) =>
+      m.artifacts.some((a) => a.path_in_bundle === sqlitePath(db)),
+    ),
+    state_files_restored: STATE_KEYS.filter((k) =>
+      m.artifacts.some((a) => a.path_in_bundle === statePath(k)),
+    ),
+    workers_restarted: false,
+    dry_run: dryRun,
+    tenant,
+    bundle,
+    sqlite_removed_dbs: [],
+    backups: [],
+    redacted: m.redactions !== undefined,
+    components: [],
+    warnings: [],
+    ...(m.agent_id !== agentId || m.tenant !== tenant
+      ? { imported_from: { agent_id: m.agent_id, tenant: m.tenant } }
+      : {}),
+  };
+}
+
+async function stateChanges(
+  s: LocalSnapshotter,
+  agentId: string,
+  tenant: string,
+  incoming: Map<string, unknown>,
+): Promise<ComponentChange[]> {
+  const out: ComponentChange[] = [];
+  for (const key of STATE_KEYS) {
+    const old = await s.state.capture(key, agentId, tenant);
+    const next = incoming.get(key);
+    if (old === undefined && next === undefined) continue;
+    const same = JSON.stringify(old) === JSON.stringify(next);
+    out.push({
+      component: `state:${key}`,
+      action: same ? 'unchanged' : next === undefined ? 'remove' : old === undefined ? 'create' : 'replace',
+    });
+  }
+  return out;
+}
+
+export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Promise<RestoreReport> {
+  const agentId = validateAgentId(req.agentId);
+  const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
+  const bundle = resolve(req.bundle);
+  try {
+    if (!(await stat(bundle)).isFile()) throw new IoError(`${bundle} is not a regular file`);
+  } catch (err) {
+    if (err instanceof SnapshotError) throw err;
+    throw new IoError(`bundle not found: ${bundle}`, err);
+  }
+  if (isEncryptedName(bundle)) {
+    throw new EncryptionError(
+      'this version cannot decrypt age-encrypted bundles yet; decrypt it with the age CLI first',
+    );
+  }
+  // Identity and schema from the head of the bundle: refused before any lock, staging or snapshot.
+  const head = await readManifestOnly(bundle).catch((err: unknown) => {
+    throw asSnapshotError(err, `reading ${bundle}`);
+  });
+  checkIdentity(head.parsed.manifest, agentId, tenant, req.import !== undefined);
+  try {
+    return await (req.dryRun
+      ? dryRun(s, req, agentId, tenant, bundle)
+      : restoreLocked(s, req, agentId, tenant, bundle));
+  } catch (err) {
+    throw asSnapshotError(err, `restore of agent ${agentId}`);
+  }
+}
+
+async function dryRun(
+  s: LocalSnapshotter,
+  req: RestoreRequest,
+  agentId: string,
+  tenant: string,
+  bundle: string,
+): Promise<RestoreReport> {
+  const tmp = await mkdtemp(join(tmpdir(), 'nexo-dry-run-'));
+  try {
+    const v = await verifyBundle(bundle, {
+      ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+      sink: {
+        target: (a) =>
+          a.kind.startsWith('sqlite_') || a.kind.startsWith('state_')
+            ? join(tmp, a.path_in_bundle)
+            : undefined,
+      },
+    });
+    if (v.report.status === 'damaged' || !v.manifest) throw errorFromProblems(v.report.problems);
+    const m = v.manifest.manifest;
+    const report = baseReport(m, agentId, tenant, bundle, true);
+    if (v.report.sibling !== 'ok')
+      report.warnings.push(
+        `sibling .sha256 ${v.report.sibling}: the bundle file as a whole was not checked against it`,
+      );
+    const memdir = s.resolver.memdir(agentId, tenant);
+    const sqliteDir = s.resolver.sqliteDir(agentId, tenant);
+    const mem = await planMemdir(m, memdir);
+    report.components = [
+      ...(await planDatabases(m, sqliteDir, v.written)),
+      ...(mem ? [mem] : []),
+      ...(await stateChanges(s, agentId, tenant, await readStateValues(tmp, m))),
+    ];
+    report.sqlite_removed_dbs = report.components
+      .filter((c) => c.action === 'remove' && c.component.startsWith('sqlite:'))
+      .map((c) => c.component.slice(7));
+    if (mem && m.git.repository === 'present') report.git_reset_oid = m.git.head_oid;
+    return report;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+async function restoreLocked(
+  s: LocalSnapshotter,
+  req: RestoreRequest,
+  agentId: string,
+  tenant: string,
+  bundle: string,
+): Promise<RestoreReport> {
+  const lock = await s.lockAgent(agentId, tenant, req.import ? 'import' : 'restore');
+  const memdir = s.resolver.memdir(agentId, tenant);
+  const sqliteDir = s.resolver.sqliteDir(agentId, tenant);
+  const snapDir = s.layout.snapshotsDir(tenant, agentId);
+  try {
+    await s.recoverInterrupted(agentId, tenant);
+    if (req.import && !req.import.force && (await s.agentExists(agentId, tenant))) {
+      throw new RestoreRefusedError(
+        `agent ${agentId} (tenant ${tenant}) already has memory; pass --force to replace it`,
+      );
+    }
+    const restoreId = newSnapshotId();
+    const p = restorePaths(memdir, sqliteDir, snapDir, restoreId);
+    const staging = [p.sqliteStage, p.memdirStage, p.work];
+    const sqlite = new SqliteWorker();
+    try {
+      await mkdir(p.work, { recursive: true });
+      await mkdir(p.sqliteStage, { recursive: true });
+      await mkdir(p.memdirStage, { recursive: true });
+      const v = await verifyBundle(bundle, {
+        sink: stagingSink(p),
+        ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+      });
+      if (v.report.status === 'damaged' || !v.manifest) throw errorFromProblems(v.report.problems);
+      const { manifest: m, layout, raw } = v.manifest;
+      if (JSON.stringify(raw) !== JSON.stringify((await readManifestOnly(bundle)).parsed.raw)) {
+        throw new BundleDamagedError('the bundle changed while it was being restored');
+      }
+      const report = baseReport(m, agentId, tenant, bundle, false);
+      report.restore_id = restoreId;
+      if (v.report.sibling !== 'ok') {
+        report.warnings.push(
+          `sibling .sha256 ${v.report.sibling}: every internal hash and seal verified, the file as a whole could not be`,
+        );
+      }
+      for (const db of DB_NAMES) {
+        const staged = v.written.get(sqlitePath(db));
+        if (!staged) continue;
+        const result = await sqlite.integrityCheck(staged);
+        if (result !== 'ok')
+          throw new BundleDamagedError(`${sqlitePath(db)}: integrity_check failed: ${result}`);
+      }
+      const hasMemdir = bundleHasMemdir(m);
+      const repo = hasMemdir ? await buildMemdir(p, m, layout, memdir) : undefined;
+      report.warnings.push(...(repo?.warnings ?? []));
+      const incoming = await readStateValues(p.work, m);
+      report.components = [
+        ...(await planDatabases(m, sqliteDir, v.written)),
+        ...((await planMemdir(m, memdir).then((c) => (c ? [c] : []))) as ComponentChange[]),
+        ...(await stateChanges(s, agentId, tenant, incoming)),
+      ];
+
+      // The anchor: a snapshot of the current state, inside the same lock, after every check passed.
+      if (req.autoPreSnapshot !== false && (await s.agentExists(agentId, tenant))) {
+        try {
+          const pre = await s.snapshotLocked({
+            agentId,
+            tenant,
+            label: `auto:pre-restore-${m.snapshot_id}`,
+            createdBy: 'auto-pre-restore',
+            memdir,
+            sqliteDir,
+            dir: snapDir,
+            onProgress: undefined,
+          });
+          report.pre_snapshot = pre.id;
+        } catch (err) {
+          throw new RestoreRefusedError(`auto-pre-snapshot failed: ${(err as Error).message}`);
+        }
+      }
+
+      const info = { agentId, tenant, restoreId };
+      try {
+        await req.hooks?.beforeSwap?.(info);
+      } catch (err) {
+        throw new RestoreRefusedError(`the host's beforeSwap hook failed: ${(err as Error).message}`);
+      }
+
+      const items: SwapItem[] = [];
+      for (const db of DB_NAMES) {
+        const live = join(sqliteDir, `${db}.sqlite`);
+        const staged = v.written.get(sqlitePath(db));
+        const present = existsSync(live) || SQLITE_EXTRAS.some((e) => existsSync(live + e));
+        if (!staged && !present) continue;
+        items.push({
+          component: `sqlite.${db}`,
+          live,
+          ...(staged ? { staged } : {}),
+          backup: join(p.sqliteBackup, `${db}.sqlite`),
+          had_live: existsSync(live),
+          extras: SQLITE_EXTRAS,
+        });
+        if (!staged) report.sqlite_removed_dbs.push(db);
+      }
+      if (hasMemdir || existsSync(memdir)) {
+        items.push({
+          component: 'memdir',
+          live: memdir,
+          ...(hasMemdir ? { staged: p.memdirStage } : {}),
+          backup: p.memdirBackup,
+          had_live: existsSync(memdir),
+          extras: [],
+        });
+      }
+      if (items.some((i) => i.component.startsWith('sqlite.')))
+        await mkdir(p.sqliteBackup, { recursive: true });
+      const journal: Journal = {
+        journal_version: 1,
+        restore_id: restoreId,
+        agent_id: agentId,
+        tenant,
+        snapshot_id: m.snapshot_id,
+        bundle,
+        phase: 'prepared',
+        created_at_ms: Date.now(),
+        items,
+        state: await Promise.all(
+          STATE_KEYS.map(async (key) => ({
+            key,
+            old: await s.state.capture(key, agentId, tenant),
+            new: incoming.get(key),
+          })),
+        ),
+        staging,
+        backup_dirs: [p.sqliteBackup],
+      };
+      const journalPath = s.layout.journalPath(tenant, agentId);
+
+      let gate: WorkerHeldLock;
+      try {
+        gate = await closeGate(s.layout.writeGatePath(tenant, agentId), s.lockTimeoutMs);
+      } catch (err) {
+        if (err instanceof LockTimeoutError)
+          throw new ConcurrentError(agentId, tenant, 'memory writers (write gate)');
+        throw err;
+      }
+      let journalWritten = false;
+      try {
+        await mkdir(resolve(journalPath, '..'), { recursive: true });
+        await writeJournal(journalPath, journal);
+        journalWritten = true;
+        faultPoint('restore.journal.prepared');
+        for (const item of items) await swapIn(item);
+        faultPoint('restore.state');
+        await replayState(s.state, journal, 'new');
+        faultPoint('restore.commit');
+        await writeJournal(journalPath, { ...journal, phase: 'committed' });
+        faultPoint('restore.journal.committed');
+      } catch (err) {
+        if (journalWritten && (await readJournal(journalPath))?.phase !== 'committed') {
+          await rollBackAll(s.state, journal);
+          await rm(journalPath, { force: true });
+        }
+        throw err;
+      } finally {
+        await gate.release();
+      }
+
+      try {
+        if (req.hooks?.afterSwap) {
+          await req.hooks.afterSwap(info);
+          report.workers_restarted = true;
+        }
+      } catch (err) {
+        report.warnings.push(`the host's afterSwap hook failed: ${(err as Error).message}`);
+      }
+      await finishJournal(journalPath, { ...journal, phase: 'committed' });
+      report.backups = [p.sqliteBackup, p.memdirBackup].filter((b) => existsSync(b));
+      if (hasMemdir && m.git.repository === 'present') report.git_reset_oid = m.git.head_oid;
+      if (repo?.preRestoreTag) report.pre_restore_tag = repo.preRestoreTag;
+      return report;
+    } finally {
+      await sqlite.close();
+      for (const dir of staging) await rm(dir, { recursive: true, force: true });
+    }
+  } finally {
+    lock.release();
+  }
+}
+
+/** The newest pre-restore anchor of an agent: what `restore --undo` restores. */
+export async function undoAnchor(s: LocalSnapshotter, agentId: string, tenant: string): Promise<string> {
+  const anchor = (await s.list(agentId, tenant)).find((m) => m.created_by === 'auto-pre-restore');
+  if (!anchor)
+    throw new NotFoundError(
+      '(pre-restore anchor)',
+      `agent ${agentId} has no pre-restore snapshot to undo to`,
+    );
+  return anchor.bundle_path;
+}

@@ -1,0 +1,638 @@
+// Restore: the live agent equals the snapshot exactly afterwards; refusals change nothing and leave no
+// pre-snapshot; a kill at every step of the swap leaves the old or the new state after recovery,
+// never a mix; import, undo, hooks, dry run, v1 bundles, the CLI gate.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { git, gitEnv } from '../scripts/sample-agent.js';
+import { walkMemdir } from '../src/capture/memdir.js';
+import {
+  canonicalJson,
+  JsonFileStateProvider,
+  LocalSnapshotter,
+  type Manifest,
+  type StateProvider,
+} from '../src/index.js';
+import { bundleOf, manifestFor, readEntries, tarOf, writeBundleFile, zstd } from './helpers/bundles.js';
+import { type Agent, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+
+const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
+const DBS = ['long_term', 'vector', 'concepts', 'compactions'];
+
+/** What an observer of the live agent sees: DB bytes, working tree files, HEAD, state files. */
+async function fingerprint(a: Agent): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const db of DBS) {
+    const p = join(a.sqliteDir, `${db}.sqlite`);
+    out[`db:${db}`] = existsSync(p) ? sha(readFileSync(p)) : 'absent';
+  }
+  // State travels as values through the StateProvider: compared as values, not bytes.
+  for (const key of ['extract_cursor', 'dream_run']) {
+    const p = join(a.sqliteDir, `${key}.json`);
+    out[`state:${key}`] = existsSync(p) ? canonicalJson(JSON.parse(readFileSync(p, 'utf8'))) : 'absent';
+  }
+  if (existsSync(a.memdir)) {
+    for (const rel of (await walkMemdir(a.memdir)).files)
+      out[`file:${rel}`] = sha(readFileSync(join(a.memdir, rel)));
+    out.head = existsSync(join(a.memdir, '.git'))
+      ? git(a.memdir, ['rev-parse', '-q', '--verify', 'HEAD']).trim() || 'none'
+      : 'no-repo';
+  } else {
+    out.memdir = 'absent';
+  }
+  return out;
+}
+
+/** Rows of every table of every database, for comparing content where bytes may differ. */
+function dbContent(a: Agent): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of DBS) {
+    const p = join(a.sqliteDir, `${name}.sqlite`);
+    if (!existsSync(p)) continue;
+    const db = new Database(p, { readonly: true });
+    const tables = db
+      .prepare("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+      .pluck()
+      .all() as string[];
+    for (const t of tables)
+      out[`${name}.${t}`] = sha(
+        JSON.stringify(db.prepare(`SELECT * FROM "${t}" ORDER BY rowid`).raw().all(), (_k, v) =>
+          Buffer.isBuffer(v) ? v.toString('hex') : v,
+        ),
+      );
+    db.close();
+  }
+  return out;
+}
+
+const withoutDbBytes = (f: Record<string, string>) =>
+  Object.fromEntries(Object.entries(f).filter(([k]) => !k.startsWith('db:')));
+
+/** The fingerprint the live agent must have after restoring `bundle`. */
+async function expected(bundle: string): Promise<Record<string, string>> {
+  const entries = await readEntries(bundle);
+  const m = JSON.parse(entries[0]!.data.toString()) as Manifest;
+  const out: Record<string, string> = {};
+  const art = (p: string) => m.artifacts.find((x) => x.path_in_bundle === p);
+  for (const db of DBS) out[`db:${db}`] = art(`sqlite/${db}.sqlite`)?.sha256 ?? 'absent';
+  for (const key of ['extract_cursor', 'dream_run']) {
+    const e = entries.find((x) => x.path === `state/${key}.json`);
+    out[`state:${key}`] = e ? canonicalJson(JSON.parse(e.data.toString())) : 'absent';
+  }
+  if (m.memdir) {
+    for (const x of m.artifacts.filter((y) => y.kind === 'memory_file'))
+      out[`file:${x.path_in_bundle.slice(13)}`] = x.sha256;
+    out.head =
+      m.git.repository === 'present' ? m.git.head_oid : m.git.repository === 'empty' ? 'none' : 'no-repo';
+  } else {
+    out.memdir = 'absent';
+  }
+  return out;
+}
+
+/** Changes every component of the agent: rows, a commit, an uncommitted edit, a new and a deleted file, state. */
+function mutate(a: Agent, tag = 'changed'): void {
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  db.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)').run(
+    1,
+    'fact',
+    tag,
+    1,
+  );
+  db.prepare('DELETE FROM memories WHERE id <= 3').run();
+  db.close();
+  writeFileSync(join(a.memdir, 'MEMORY.md'), `# replaced (${tag})\n`);
+  execFileSync('git', ['commit', '-qam', `mutate ${tag}`], { cwd: a.memdir, env: gitEnv });
+  writeFileSync(join(a.memdir, 'topics', 'people', 'topic-0000.md'), `uncommitted ${tag}\n`);
+  writeFileSync(join(a.memdir, `new-${tag}.md`), 'new file\n');
+  rmSync(join(a.memdir, 'topics', 'projects', 'topic-0001.md'));
+  writeFileSync(join(a.sqliteDir, 'extract_cursor.json'), JSON.stringify({ last_message_id: 9999, tag }));
+}
+
+function agent(t: Parameters<typeof sampleAgent>[0], id = 'ana', warnings?: string[]): Agent {
+  return sampleAgent(
+    t,
+    id,
+    { files: 6, commits: 3, memories: 50, embeddings: 20, concepts: 10, compactions: 5 },
+    {
+      ...(warnings ? { onWarning: (w: string) => warnings.push(w) } : {}),
+    },
+  );
+}
+
+test('restore puts every component back exactly, keeps the old HEAD as a tag and an undo anchor', async (t) => {
+  const a = agent(t);
+  writeFileSync(join(a.memdir, 'draft.md'), 'uncommitted at snapshot time\n');
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana', label: 'good' });
+  const want = await expected(snap.bundle_path);
+  mutate(a);
+  const oldHead = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const before = await fingerprint(a);
+  const beforeRows = dbContent(a);
+  assert.notDeepEqual(before, want);
+
+  const r = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path });
+  assert.deepEqual(await fingerprint(a), want);
+  assert.equal(r.from, snap.id);
+  assert.equal(r.dry_run, false);
+  assert.equal(r.workers_restarted, false, 'no hooks: nothing was restarted, and the report says so');
+  assert.deepEqual(r.sqlite_restored_dbs, DBS);
+  assert.deepEqual(r.state_files_restored, ['extract_cursor', 'dream_run']);
+  assert.equal(r.git_reset_oid, git(a.memdir, ['rev-parse', 'HEAD']).trim());
+  // uncommitted edits come back as uncommitted; the branch is checked out; the repository is sound
+  assert.equal(readFileSync(join(a.memdir, 'draft.md'), 'utf8'), 'uncommitted at snapshot time\n');
+  assert.match(git(a.memdir, ['status', '--porcelain']), /\?\? draft\.md/);
+  assert.equal(git(a.memdir, ['symbolic-ref', 'HEAD']).trim(), 'refs/heads/main');
+  git(a.memdir, ['fsck', '--no-dangling']);
+  // the pre-restore HEAD is reachable in the restored repository
+  assert.equal(r.pre_restore_tag, `pre-restore-${r.restore_id}`);
+  assert.equal(git(a.memdir, ['rev-parse', `${r.pre_restore_tag}^{commit}`]).trim(), oldHead);
+  // the anchor: a snapshot of the state just before, labelled and attributed
+  const anchor = (await a.snapshotter.list('ana')).find((m) => m.id === r.pre_snapshot)!;
+  assert.equal(anchor.label, `auto:pre-restore-${snap.id}`);
+  assert.equal(anchor.created_by, 'auto-pre-restore');
+  assert.deepEqual(withoutDbBytes(await expected(anchor.bundle_path)), withoutDbBytes(before));
+  const now = dbContent(a);
+  await a.snapshotter.restore({ agentId: 'ana', bundle: anchor.bundle_path, autoPreSnapshot: false });
+  assert.deepEqual(dbContent(a), beforeRows, 'the anchor holds the databases as they were');
+  assert.notDeepEqual(now, beforeRows);
+  // backups of the replaced components, named per restore
+  assert.equal(r.backups.length, 2);
+  assert.ok(r.backups.every((b) => b.includes(r.restore_id!) && existsSync(b)));
+  // nothing of the restore is left in the live directories
+  assert.ok(
+    readdirSync(a.sqliteDir)
+      .filter((n) => n.startsWith('.'))
+      .every((n) => n.startsWith('.pre-restore-')),
+  );
+  assert.ok(readdirSync(a.sqliteDir).includes(`.pre-restore-${r.restore_id}`));
+  assert.ok(!existsSync(a.snapshotter.layout.journalPath('default', 'ana')));
+});
+
+test('restoring the same bundle twice works, and undo returns to the state before the last restore', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a, 'one');
+  const changed = withoutDbBytes(await fingerprint(a));
+  const changedRows = dbContent(a);
+  const r1 = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path });
+  const r2 = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path });
+  assert.notEqual(r1.restore_id, r2.restore_id);
+  assert.deepEqual(await fingerprint(a), await expected(snap.bundle_path));
+  // undo twice: back to the state before r2 (= snapshot), then before that
+  const { undoAnchor } = await import('../src/snapshotter/restore.js');
+  const anchor2 = await undoAnchor(a.snapshotter, 'ana', 'default');
+  assert.equal(anchor2, (await a.snapshotter.list('ana')).find((m) => m.id === r2.pre_snapshot)!.bundle_path);
+  await a.snapshotter.restore({
+    agentId: 'ana',
+    bundle: (await a.snapshotter.list('ana')).find((m) => m.id === r1.pre_snapshot)!.bundle_path,
+  });
+  assert.deepEqual(withoutDbBytes(await fingerprint(a)), changed);
+  assert.deepEqual(dbContent(a), changedRows);
+});
+
+test('a database absent from the bundle is moved aside with its -wal and -shm; absent state is removed', async (t) => {
+  const a = agent(t);
+  rmSync(join(a.sqliteDir, 'vector.sqlite'));
+  rmSync(join(a.sqliteDir, 'dream_run.json'));
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  // now the live agent has a vector DB (open, with -wal/-shm) and a dream run
+  const db = new Database(join(a.sqliteDir, 'vector.sqlite'));
+  db.pragma('journal_mode = WAL');
+  db.exec('CREATE TABLE x (a); INSERT INTO x VALUES (1)');
+  writeFileSync(join(a.sqliteDir, 'dream_run.json'), '{"run_id":"later"}');
+  assert.ok(existsSync(join(a.sqliteDir, 'vector.sqlite-wal')));
+  const r = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path });
+  db.close();
+  assert.deepEqual(r.sqlite_removed_dbs, ['vector']);
+  for (const f of ['vector.sqlite', 'vector.sqlite-wal', 'vector.sqlite-shm', 'dream_run.json']) {
+    assert.ok(!existsSync(join(a.sqliteDir, f)), `${f} is gone from the live dir`);
+  }
+  assert.ok(existsSync(join(a.sqliteDir, `.pre-restore-${r.restore_id}`, 'vector.sqlite-wal')));
+  assert.deepEqual(await fingerprint(a), await expected(snap.bundle_path));
+});
+
+test('dry run reports rows, files and HEAD per component and changes nothing', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  const before = await fingerprint(a);
+  const listed = (await a.snapshotter.list('ana')).length;
+  const r = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, dryRun: true });
+  assert.deepEqual(await fingerprint(a), before);
+  assert.equal((await a.snapshotter.list('ana')).length, listed, 'no pre-snapshot');
+  assert.equal(r.dry_run, true);
+  assert.equal(r.pre_snapshot, undefined);
+  const lt = r.components.find((c) => c.component === 'sqlite:long_term')!;
+  assert.deepEqual(lt.rows?.memories, { old: 48, new: 50 });
+  const mem = r.components.find((c) => c.component === 'memdir')!;
+  assert.equal(mem.action, 'replace');
+  assert.deepEqual(mem.files?.added, ['topics/projects/topic-0001.md']);
+  assert.deepEqual(mem.files?.removed, ['new-changed.md']);
+  assert.deepEqual(mem.files?.changed.sort(), ['MEMORY.md', 'topics/people/topic-0000.md']);
+  assert.equal(mem.head?.new, snap.git_oid);
+  assert.notEqual(mem.head?.old, snap.git_oid);
+  assert.equal(r.components.find((c) => c.component === 'state:extract_cursor')?.action, 'replace');
+});
+
+async function assertRefused(a: Agent, run: () => Promise<unknown>, code: string): Promise<void> {
+  const before = await fingerprint(a);
+  const listed = (await a.snapshotter.list('ana')).map((m) => m.id);
+  await assert.rejects(run(), (err: Error & { code?: string }) => {
+    assert.equal(err.code, code, err.message);
+    return true;
+  });
+  assert.deepEqual(await fingerprint(a), before, 'live state unchanged');
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.id),
+    listed,
+    'no pre-snapshot left behind',
+  );
+  const leftovers = [
+    ...readdirSync(a.sqliteDir).filter((n) => n.startsWith('.restore-')),
+    ...readdirSync(a.memdirRoot).filter((n) => n.startsWith('.')),
+    ...readdirSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana')).filter((n) =>
+      n.startsWith('.'),
+    ),
+  ];
+  assert.deepEqual(leftovers, [], 'no staging left');
+  assert.ok(!existsSync(a.snapshotter.layout.journalPath('default', 'ana')));
+}
+
+test('hostile or damaged bundles are refused before anything changes, with no pre-snapshot', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  const dir = tempDir(t);
+  const entries = await readEntries(snap.bundle_path);
+  const flipped = Buffer.from(readFileSync(snap.bundle_path));
+  flipped[Math.floor(flipped.length * 0.6)]! ^= 0x20;
+  const cases: Array<[string, Buffer, string]> = [
+    ['flipped byte', flipped, ''],
+    [
+      'replaced artifact',
+      zstd(
+        tarOf(
+          entries.map((e, i) =>
+            i === 2 ? { path: e.path, data: Buffer.alloc(e.data.length, 1) } : { path: e.path, data: e.data },
+          ),
+        ),
+      ),
+      'CHECKSUM_MISMATCH',
+    ],
+    [
+      'missing artifact',
+      zstd(tarOf(entries.slice(0, -1).map((e) => ({ path: e.path, data: e.data })))),
+      'MISSING_ARTIFACT',
+    ],
+    [
+      'extra traversal entry',
+      zstd(
+        tarOf([
+          ...entries.map((e) => ({ path: e.path, data: e.data })),
+          { path: 'memory_files/../../evil', data: 'x' },
+        ]),
+      ),
+      'UNSAFE_ENTRY',
+    ],
+    [
+      'symlink entry',
+      zstd(
+        tarOf([
+          ...entries.map((e) => ({ path: e.path, data: e.data })),
+          { path: 'memory_files/l', type: '2', linkpath: '/etc' },
+        ]),
+      ),
+      'UNSAFE_ENTRY',
+    ],
+  ];
+  for (const [name, bytes, code] of cases) {
+    const p = writeBundleFile(join(dir, `${name.replaceAll(' ', '-')}.tar.zst`), bytes);
+    const before = await fingerprint(a);
+    await assert.rejects(
+      a.snapshotter.restore({ agentId: 'ana', bundle: p }),
+      (err: Error & { code?: string; exitCode?: number }) => {
+        assert.equal(err.exitCode, 2, `${name}: ${err.message}`);
+        if (code) assert.equal(err.code, code, name);
+        return true;
+      },
+    );
+    assert.deepEqual(await fingerprint(a), before, name);
+  }
+  const arts = [{ path: 'memory_files/x.md', kind: 'memory_file', data: 'x' }];
+  const tooNew = writeBundleFile(
+    join(dir, 'new.tar.zst'),
+    bundleOf(manifestFor(arts, { manifest_version: 7 }), arts),
+  );
+  await assertRefused(a, () => a.snapshotter.restore({ agentId: 'ana', bundle: tooNew }), 'SCHEMA_TOO_NEW');
+  await assertRefused(
+    a,
+    () => a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path.replace('.tar.zst', '.nope') }),
+    'IO',
+  );
+});
+
+test("another agent's or tenant's bundle is refused; a restore while a snapshot runs is CONCURRENT", async (t) => {
+  const a = agent(t);
+  const b = agent(t, 'bob');
+  const bobSnap = await b.snapshotter.snapshot({ agentId: 'bob' });
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  await assertRefused(
+    a,
+    () => a.snapshotter.restore({ agentId: 'ana', bundle: bobSnap.bundle_path }),
+    'RESTORE_REFUSED',
+  );
+  const other = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+  });
+  const acme = await other.snapshot({ agentId: 'ana', tenant: 'acme' });
+  await assertRefused(
+    a,
+    () => a.snapshotter.restore({ agentId: 'ana', bundle: acme.bundle_path }),
+    'CROSS_TENANT',
+  );
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  const busy = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 300,
+  });
+  const own = (await a.snapshotter.list('ana'))[0]!;
+  await assertRefused(a, () => busy.restore({ agentId: 'ana', bundle: own.bundle_path }), 'CONCURRENT');
+});
+
+test('a failing state provider, host hook, full disk or unwritable target rolls back or refuses cleanly', async (t) => {
+  const warnings: string[] = [];
+  const a = agent(t, 'ana', warnings);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  const json = new JsonFileStateProvider(a.snapshotter.resolver);
+  let calls = 0;
+  const flaky: StateProvider = {
+    capture: (k, ag, tn) => json.capture(k, ag, tn),
+    async restore(k, ag, tn, v) {
+      calls++;
+      if (calls === 2) throw new Error('state store is down');
+      return json.restore(k, ag, tn, v);
+    },
+  };
+  const s = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    stateProvider: flaky,
+  });
+  const before = await fingerprint(a);
+  await assert.rejects(s.restore({ agentId: 'ana', bundle: snap.bundle_path }), /state store is down/);
+  assert.deepEqual(await fingerprint(a), before, 'rolled back after the state provider failed mid-replay');
+  assert.ok(!existsSync(a.snapshotter.layout.journalPath('default', 'ana')));
+  // the pre-snapshot of that attempt was taken (all checks had passed); remove it for the refusal checks
+  const extra = (await a.snapshotter.list('ana')).find((m) => m.created_by === 'auto-pre-restore');
+  if (extra) {
+    for (const f of [extra.bundle_path, `${extra.bundle_path}.sha256`, `${extra.bundle_path}.meta.json`])
+      rmSync(f);
+  }
+
+  await assertRefused(
+    a,
+    () =>
+      a.snapshotter.restore({
+        agentId: 'ana',
+        bundle: snap.bundle_path,
+        autoPreSnapshot: false,
+        hooks: {
+          beforeSwap: () => {
+            throw new Error('workers will not pause');
+          },
+        },
+      }),
+    'RESTORE_REFUSED',
+  );
+  process.env.NEXO_MEMORY_FAULTS = 'stage.write=ENOSPC';
+  try {
+    await assertRefused(a, () => a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path }), 'IO');
+  } finally {
+    delete process.env.NEXO_MEMORY_FAULTS;
+  }
+  // a target that cannot be written: the memdir's parent is a file for another resolver
+  const blocker = join(tempDir(t), 'file');
+  writeFileSync(blocker, 'x');
+  const bad = new LocalSnapshotter({ stateRoot: a.stateRoot, memdirRoot: blocker, sqliteRoot: a.sqliteRoot });
+  await assert.rejects(bad.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false }), {
+    code: 'IO',
+  });
+  assert.deepEqual(await fingerprint(a), before);
+});
+
+test('hooks run around the swap and workers_restarted reports it', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  const calls: string[] = [];
+  const r = await a.snapshotter.restore({
+    agentId: 'ana',
+    bundle: snap.bundle_path,
+    hooks: {
+      beforeSwap: async () => {
+        calls.push(`before:${readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8').includes('replaced')}`);
+      },
+      afterSwap: async (info) => {
+        calls.push(
+          `after:${readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8').includes('replaced')}:${info.restoreId}`,
+        );
+      },
+    },
+  });
+  assert.deepEqual(calls, ['before:true', `after:false:${r.restore_id}`]);
+  assert.equal(r.workers_restarted, true);
+});
+
+const KILL_POINTS = [
+  ['restore.journal.prepared', 'old'],
+  ['restore.swap.sqlite.long_term.aside', 'old'],
+  ['restore.swap.sqlite.long_term.in', 'old'],
+  ['restore.swap.sqlite.compactions.in', 'old'],
+  ['restore.swap.memdir.aside', 'old'],
+  ['restore.swap.memdir.in', 'old'],
+  ['restore.state', 'old'],
+  ['restore.commit', 'old'],
+  ['restore.journal.committed', 'new'],
+  ['restore.cleanup', 'new'],
+] as const;
+
+for (const [point, outcome] of KILL_POINTS) {
+  test(`kill -9 at ${point}: after recovery the live agent is exactly the ${outcome} state`, async (t) => {
+    const a = agent(t);
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    mutate(a);
+    const old = await fingerprint(a);
+    const child = startFixture(
+      t,
+      'restore-once.ts',
+      [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', snap.bundle_path],
+      {
+        NEXO_MEMORY_FAULTS: `${point}=kill`,
+      },
+    );
+    assert.equal(await child.exited, -1, `the restore was killed at ${point}: ${child.errors()}`);
+    assert.ok(existsSync(a.snapshotter.layout.journalPath('default', 'ana')), 'a journal is left');
+    const r = await a.snapshotter.recover('ana');
+    assert.equal(r?.outcome, outcome === 'old' ? 'rolled_back' : 'completed');
+    assert.deepEqual(await fingerprint(a), outcome === 'old' ? old : await expected(snap.bundle_path));
+    assert.ok(!existsSync(a.snapshotter.layout.journalPath('default', 'ana')));
+    assert.deepEqual(
+      readdirSync(a.memdirRoot).filter((n) => n.includes('.restore-')),
+      [],
+    );
+    assert.deepEqual(
+      readdirSync(a.sqliteDir).filter((n) => n.startsWith('.restore-')),
+      [],
+    );
+    // the next operation works normally
+    await a.snapshotter.snapshot({ agentId: 'ana' });
+  });
+}
+
+test('an interrupted restore is recovered by the next snapshot before it captures anything', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  const old = await fingerprint(a);
+  const child = startFixture(
+    t,
+    'restore-once.ts',
+    [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', snap.bundle_path],
+    {
+      NEXO_MEMORY_FAULTS: 'restore.swap.memdir.in=kill',
+    },
+  );
+  await child.exited;
+  const next = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.deepEqual(
+    withoutDbBytes(await expected(next.bundle_path)),
+    withoutDbBytes(old),
+    'the snapshot shows the rolled-back state, not a mix',
+  );
+});
+
+test('import clones a bundle as another agent; an agent with memory needs --force', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const s = a.snapshotter;
+  const r = await s.restore({ agentId: 'ana-copy', bundle: snap.bundle_path, import: {} });
+  assert.deepEqual(r.imported_from, { agent_id: 'ana', tenant: 'default' });
+  assert.equal(r.pre_snapshot, undefined, 'nothing to anchor for a new agent');
+  const copy: Agent = {
+    ...a,
+    agentId: 'ana-copy',
+    memdir: join(a.memdirRoot, 'ana-copy'),
+    sqliteDir: join(a.sqliteRoot, 'ana-copy'),
+  };
+  assert.deepEqual(await fingerprint(copy), await expected(snap.bundle_path));
+  await assert.rejects(s.restore({ agentId: 'ana-copy', bundle: snap.bundle_path, import: {} }), {
+    code: 'RESTORE_REFUSED',
+  });
+  const forced = await s.restore({ agentId: 'ana-copy', bundle: snap.bundle_path, import: { force: true } });
+  assert.ok(forced.pre_snapshot);
+  const acme = await s.restore({
+    agentId: 'ana',
+    tenant: 'acme',
+    bundle: snap.bundle_path,
+    import: { force: true },
+  });
+  assert.deepEqual(acme.imported_from, { agent_id: 'ana', tenant: 'default' });
+});
+
+test('a v1 bundle of the original (raw .git files) restores with its history', async (t) => {
+  const a = agent(t);
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const arts: Array<{ path: string; kind: string; data: Buffer }> = [];
+  arts.push({
+    path: 'sqlite/long_term.sqlite',
+    kind: 'sqlite_long_term',
+    data: readFileSync(join(a.sqliteDir, 'long_term.sqlite')),
+  });
+  for (const rel of (await walkMemdir(a.memdir)).files)
+    arts.push({ path: `memory_files/${rel}`, kind: 'memory_file', data: readFileSync(join(a.memdir, rel)) });
+  const gitDir = join(a.memdir, '.git');
+  const walk = (d: string, pre: string): void => {
+    for (const e of readdirSync(join(gitDir, d), { withFileTypes: true })) {
+      const rel = d ? `${d}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(rel, pre);
+      else if (e.isFile())
+        arts.push({ path: `git/${rel}`, kind: 'git_bundle', data: readFileSync(join(gitDir, rel)) });
+    }
+  };
+  walk('', '');
+  const manifest = manifestFor(
+    arts,
+    { git: { head_oid: head, head_subject: 's', head_author: 'a <b>', head_ts_ms: 0 } },
+    1,
+  );
+  const v1 = writeBundleFile(join(tempDir(t), 'v1.tar.zst'), bundleOf(manifest, arts, [], { v1: true }));
+  mutate(a);
+  cpSync(a.memdir, join(tempDir(t), 'unused'), { recursive: true });
+  const r = await a.snapshotter.restore({ agentId: 'ana', bundle: v1 });
+  assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), head);
+  git(a.memdir, ['fsck', '--no-dangling']);
+  assert.deepEqual(r.sqlite_removed_dbs, ['vector', 'concepts', 'compactions']);
+  assert.equal(readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8').startsWith('# Memory index'), true);
+});
+
+test('CLI: restore and import are gated by NEXO_MEMORY_RESTORE_ALLOW; --json keeps the report fields', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  const before = await fingerprint(a);
+  const beforeRows = dbContent(a);
+  let r = await runCli(['restore', '--agent', 'ana', '--from', snap.bundle_path, ...a.flags], {
+    env: { NEXO_MEMORY_RESTORE_ALLOW: '' },
+  });
+  assert.equal(r.code, 6);
+  assert.match(r.stderr, /NEXO_MEMORY_RESTORE_ALLOW/);
+  assert.deepEqual(await fingerprint(a), before);
+  const allow = { env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' } };
+  r = await runCli(['restore', '--agent', 'ana', '--from', snap.bundle_path, '--dry-run', ...a.flags], allow);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /dry run: nothing was changed/);
+  assert.deepEqual(await fingerprint(a), before);
+  r = await runCli(['restore', '--agent', 'ana', '--from', snap.bundle_path, '--json', ...a.flags], allow);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  for (const k of [
+    'agent_id',
+    'from',
+    'pre_snapshot',
+    'git_reset_oid',
+    'sqlite_restored_dbs',
+    'state_files_restored',
+    'workers_restarted',
+    'dry_run',
+  ]) {
+    assert.ok(k in report, k);
+  }
+  assert.deepEqual(await fingerprint(a), await expected(snap.bundle_path));
+  r = await runCli(['restore', '--agent', 'ana', '--undo', ...a.flags], allow);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(
+    withoutDbBytes(await fingerprint(a)),
+    withoutDbBytes(before),
+    'undo brought back the state before the restore',
+  );
+  assert.deepEqual(dbContent(a), beforeRows);
+  r = await runCli(['import', '--agent', 'ana', '--from', snap.bundle_path, ...a.flags], allow);
+  assert.equal(r.code, 6);
+  assert.match(r.stderr, /--force/);
+  r = await runCli(['recover', '--all', '--state-root', a.stateRoot, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), []);
+});
