@@ -1,9 +1,9 @@
 // `npm run demo`: builds a sample agent on the embedded default (local files, SQLite), then drives the
-// real CLI: snapshot, verify --deep, list, change the agent, snapshot again, export. Prints each command
-// and what it answered. Later issues extend it (diff, restore).
+// real CLI: snapshot, verify --deep, list, change the agent, snapshot again, dry-run and restore the
+// baseline, undo, export. Prints each command and what it answered, and checks the outcomes.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, mkdtempSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +22,10 @@ function step(title: string): void {
 function nexo(args: string[], expectCode = 0): string {
   const shown = args.map((a) => (a.startsWith(root) ? a.replace(root, '$DEMO') : a)).join(' ');
   process.stdout.write(`$ nexo-memory ${shown}\n`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, NEXO_MEMORY_RESTORE_ALLOW: 'true' },
+  });
   process.stdout.write(r.stdout);
   if (r.stderr) process.stdout.write(r.stderr);
   if (r.status !== expectCode) {
@@ -81,6 +84,27 @@ step('Snapshot again and list (newest first)');
 const second = parseSnapshot(nexo(['snapshot', '--agent', 'ana', '--label', 'after-change', ...roots]));
 nexo(['list', '--agent', 'ana', '--state-root', a.stateRoot]);
 
+step('Dry run: what restoring the baseline would change (nothing is changed)');
+nexo(['restore', '--agent', 'ana', '--from', first.bundle_path, '--dry-run', ...roots]);
+
+step('Restore the baseline in place (atomic; a pre-restore snapshot is taken first)');
+nexo(['restore', '--agent', 'ana', '--from', first.bundle_path, ...roots]);
+const rows = new Database(join(a.sqliteDir, 'long_term.sqlite'), { readonly: true });
+const demoRows = rows.prepare("SELECT count(*) FROM memories WHERE content = 'The demo ran.'").pluck().get();
+rows.close();
+const memory = readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8');
+const head = execFileSync('git', ['-C', a.memdir, 'log', '-1', '--format=%s']).toString().trim();
+process.stdout.write(
+  `check: the demo row is ${demoRows === 0 ? 'gone' : 'STILL THERE'}, MEMORY.md ${memory.includes('learned during the demo') ? 'STILL CHANGED' : 'is back'}, HEAD is "${head}"\n`,
+);
+if (demoRows !== 0 || memory.includes('learned during the demo')) process.exit(1);
+
+step('Undo the restore (restores the automatic pre-restore snapshot)');
+nexo(['restore', '--agent', 'ana', '--undo', ...roots]);
+const again = readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8').includes('learned during the demo');
+process.stdout.write(`check: the change is ${again ? 'back' : 'MISSING'}\n`);
+if (!again) process.exit(1);
+
 step('Export the first snapshot (the copy is verified)');
 nexo([
   'export',
@@ -102,6 +126,7 @@ nexo(['verify', damaged], 2);
 step('Summary');
 process.stdout.write(
   `snapshots of ana: ${first.id} (demo-baseline), ${second.id} (after-change)\n` +
-    `both verified; the second captures the uncommitted edit and the new row.\n` +
+    `both verified; the second captures the uncommitted edit and the new row; restore brought the\n` +
+    `baseline back and undo returned to the changed state.\n` +
     `Demo files are in ${root} (remove them when done).\n`,
 );
