@@ -40,6 +40,7 @@ const BUDGET = {
   snapshotVsBaseline: 1.25,
   recipe19VsSnapshot: 20,
   verifyVsBaseline: 1.25,
+  restoreVsBaseline: 1.5,
   peakRssMB: 200,
   list10kMs: 1000,
 };
@@ -58,6 +59,11 @@ tar -I "zstd -$LEVEL -T2" -cf "$OUT" -C "$STG" .
 openssl dgst -sha256 "$OUT"`;
 
 const BASELINE_VERIFY = `zstd -dc "$BUNDLE" | openssl dgst -sha256`;
+
+const BASELINE_RESTORE = `rm -rf "$OUT"; mkdir -p "$OUT"
+zstd -dc "$BUNDLE" | tar -x -C "$OUT"
+for db in long_term vector concepts compactions; do sqlite3 "$OUT/sqlite/$db.sqlite" 'PRAGMA quick_check' >/dev/null; done
+git clone -q "$OUT/git/memdir.bundle" "$OUT/clone"`;
 
 interface Paths {
   memdir: string;
@@ -182,6 +188,24 @@ async function main(): Promise<void> {
   const verifyRssKiB = Math.max(...vOurs.map((r) => r.hwmKiB));
   const vBaseMs = median(vBase);
 
+  // 3b. Restore vs baseline: unpack + quick_check ×4 + git clone.
+  section(`3b. restore (${RUNS} runs each, interleaved)`);
+  const rOurs: Array<ChildResult & { processMs: number }> = [];
+  const rBase: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const r = runChild('restore-child.ts', { ...snapArgs, bundle: lastBundle });
+    rOurs.push(r);
+    rBase.push(
+      timeBash(BASELINE_RESTORE, { BUNDLE: lastBundle, OUT: join(WORK_DIR, 'baseline', 'restore') }).ms,
+    );
+    log(`run ${i + 1}: ours ${fmtMs(r.ms)}, peak RSS ${fmtKiB(r.hwmKiB)} | baseline ${fmtMs(rBase[i]!)}`);
+  }
+  rmSync(join(WORK_DIR, 'baseline', 'restore'), { recursive: true, force: true });
+  const restoreMs = median(rOurs.map((r) => r.ms));
+  const restoreRssKiB = Math.max(...rOurs.map((r) => r.hwmKiB));
+  const rBaseMs = median(rBase);
+  const restoreRatio = restoreMs / rBaseMs;
+
   // 4. List.
   section('4. list');
   await checkSidecarFormat();
@@ -226,6 +250,8 @@ async function main(): Promise<void> {
     snapshot: snapRatio <= BUDGET.snapshotVsBaseline,
     recipe19: recipeRatio >= BUDGET.recipe19VsSnapshot,
     verify: verifyRatio <= BUDGET.verifyVsBaseline,
+    restore: restoreRatio <= BUDGET.restoreVsBaseline,
+    restoreRss: restoreRssKiB / 1024 <= BUDGET.peakRssMB,
     snapshotRss: snapRssMB <= BUDGET.peakRssMB,
     verifyRss: verifyRssMB <= BUDGET.peakRssMB,
     list10k: listMs <= BUDGET.list10kMs,
@@ -258,6 +284,22 @@ async function main(): Promise<void> {
           ratioStr(verifyRatio),
           `≤ ${BUDGET.verifyVsBaseline}×`,
           verdict(checks.verify),
+        ],
+        [
+          'restore (no pre-snapshot)',
+          fmtMs(restoreMs),
+          `${fmtMs(rBaseMs)} (unpack, quick_check, clone)`,
+          ratioStr(restoreRatio),
+          `≤ ${BUDGET.restoreVsBaseline}×`,
+          verdict(checks.restore),
+        ],
+        [
+          'peak RSS restore',
+          `${(restoreRssKiB / 1024).toFixed(1)} MB`,
+          '—',
+          '—',
+          `≤ ${BUDGET.peakRssMB} MB`,
+          verdict(checks.restoreRss),
         ],
         [
           'peak RSS snapshot',
@@ -339,6 +381,14 @@ async function main(): Promise<void> {
       baseline_runs_ms: vBase.map((x) => round(x)),
       baseline_median_ms: round(vBaseMs),
       ratio_vs_baseline: round(verifyRatio, 3),
+    },
+    restore: {
+      runs_ms: rOurs.map((r) => round(r.ms)),
+      median_ms: round(restoreMs),
+      peak_rss_kib: restoreRssKiB,
+      baseline_runs_ms: rBase.map((x) => round(x)),
+      baseline_median_ms: round(rBaseMs),
+      ratio_vs_baseline: round(restoreRatio, 3),
     },
     list: {
       count: LIST_COUNT,

@@ -3,7 +3,7 @@
 // changed, state values. A dry run reports this without changing anything; a real restore reports it
 // too. Reads only: live databases are opened read-only.
 
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { walkMemdir } from '../capture/memdir.js';
@@ -11,7 +11,7 @@ import { MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { inspectRepo } from '../git/git.js';
 import { type ComponentChange, DB_NAMES } from '../model/types.js';
-import { sha256File } from '../util/hash.js';
+import { sha256Hex } from '../util/hash.js';
 import { bundleHasMemdir } from './stage.js';
 
 /** Rows per table of a database file; empty when it cannot be read. */
@@ -86,10 +86,15 @@ export async function planMemdir(m: Manifest, memdir: string): Promise<Component
   let oldBytes = 0;
   for (const rel of liveFiles) {
     const a = bundleFiles.get(rel);
-    const live = await sha256File(join(memdir, rel)).catch(() => undefined);
-    oldBytes += live?.size ?? 0;
+    let live: Buffer | undefined;
+    try {
+      live = readFileSync(join(memdir, rel)); // small files: sync reads are far cheaper here
+    } catch {
+      live = undefined;
+    }
+    oldBytes += live?.length ?? 0;
     if (!a) removed.push(rel);
-    else if (live?.sha256 !== a.sha256) changed.push(rel);
+    else if (!live || sha256Hex(live) !== a.sha256) changed.push(rel);
   }
   const liveSet = new Set(liveFiles);
   for (const rel of bundleFiles.keys()) if (!liveSet.has(rel)) added.push(rel);

@@ -51,8 +51,10 @@ import {
 import { planDatabases, planMemdir } from '../restore/plan.js';
 import { buildMemdir, bundleHasMemdir, restorePaths, stagingSink } from '../restore/stage.js';
 import { SqliteWorker } from '../sqlite/worker.js';
+import { syncFileSystemsOf } from '../store/atomic.js';
 import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
 import { faultPoint } from '../util/faults.js';
+import { allSettledOrThrow } from '../util/settle.js';
 import { isEncryptedName, verifyBundle } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
 
@@ -252,7 +254,7 @@ async function restoreLocked(
     const restoreId = newSnapshotId();
     const p = restorePaths(memdir, sqliteDir, snapDir, restoreId);
     const staging = [p.sqliteStage, p.memdirStage, p.work];
-    const sqlite = new SqliteWorker();
+    const sqlite = [new SqliteWorker(), new SqliteWorker()];
     try {
       await mkdir(p.work, { recursive: true });
       await mkdir(p.sqliteStage, { recursive: true });
@@ -273,15 +275,32 @@ async function restoreLocked(
           `sibling .sha256 ${v.report.sibling}: every internal hash and seal verified, the file as a whole could not be`,
         );
       }
-      for (const db of DB_NAMES) {
-        const staged = v.written.get(sqlitePath(db));
-        if (!staged) continue;
-        const result = await sqlite.integrityCheck(staged);
-        if (result !== 'ok')
-          throw new BundleDamagedError(`${sqlitePath(db)}: integrity_check failed: ${result}`);
-      }
+      // Databases are checked on two worker threads while git rebuilds the repository beside them.
       const hasMemdir = bundleHasMemdir(m);
-      const repo = hasMemdir ? await buildMemdir(p, m, layout, memdir) : undefined;
+      const staged = DB_NAMES.flatMap((db) => {
+        const file = v.written.get(sqlitePath(db));
+        return file ? [{ db, file }] : [];
+      });
+      const check = async (w: SqliteWorker, lane: typeof staged) => {
+        for (const { db, file } of lane) {
+          const result = await w.integrityCheck(file);
+          if (result !== 'ok')
+            throw new BundleDamagedError(`${sqlitePath(db)}: integrity_check failed: ${result}`);
+        }
+      };
+      // Flushing the staged bytes to disk starts now and overlaps the checks.
+      const [, , , repo] = await allSettledOrThrow([
+        syncFileSystemsOf([p.sqliteStage, p.memdirStage]),
+        check(
+          sqlite[0]!,
+          staged.filter((_, i) => i % 2 === 0),
+        ),
+        check(
+          sqlite[1]!,
+          staged.filter((_, i) => i % 2 === 1),
+        ),
+        hasMemdir ? buildMemdir(p, m, layout, memdir) : Promise.resolve(undefined),
+      ] as const);
       report.warnings.push(...(repo?.warnings ?? []));
       const incoming = await readStateValues(p.work, m);
       report.components = [
@@ -365,6 +384,8 @@ async function restoreLocked(
         backup_dirs: [p.sqliteBackup],
       };
       const journalPath = s.layout.journalPath(tenant, agentId);
+      // Everything staged (now including the rebuilt repository) is on disk before the swap makes it live.
+      await syncFileSystemsOf([p.sqliteStage, p.memdirStage]);
 
       let gate: WorkerHeldLock;
       try {
@@ -410,7 +431,7 @@ async function restoreLocked(
       if (repo?.preRestoreTag) report.pre_restore_tag = repo.preRestoreTag;
       return report;
     } finally {
-      await sqlite.close();
+      await Promise.all(sqlite.map((w) => w.close()));
       for (const dir of staging) await rm(dir, { recursive: true, force: true });
     }
   } finally {

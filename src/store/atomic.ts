@@ -1,9 +1,10 @@
-// Owns durable file publication: fsync of files and directories, atomic small-file writes
-// (temp → fsync → rename → fsync dir) and no-clobber publication of a finished temp file.
+// Owns durable file publication: fsync of files, directories and whole staged trees, atomic
+// small-file writes (temp → fsync → rename → fsync dir) and no-clobber publication of a finished temp file.
 
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import { link, open, rename, unlink } from 'node:fs/promises';
+import { constants, existsSync } from 'node:fs';
+import { link, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 export async function fsyncDir(dir: string): Promise<void> {
@@ -72,4 +73,35 @@ export async function publishNoClobber(tmp: string, final: string): Promise<void
 
 export async function removeQuietly(path: string): Promise<void> {
   await unlink(path).catch(() => {});
+}
+
+/**
+ * Makes everything written under `paths` durable: one `sync --file-system` (syncfs(2)) per call, which
+ * flushes thousands of staged files at the cost of one system call; per-file fsync is the fallback.
+ */
+export async function syncFileSystemsOf(paths: string[]): Promise<void> {
+  const existing = paths.filter((p) => existsSync(p));
+  if (existing.length === 0) return;
+  const ok = await new Promise<boolean>((resolvePromise) => {
+    const child = spawn('sync', ['--file-system', ...existing], { stdio: 'ignore' });
+    child.on('error', () => resolvePromise(false));
+    child.on('close', (code) => resolvePromise(code === 0));
+  });
+  if (ok) return;
+  for (const p of existing) await fsyncTree(p);
+}
+
+async function fsyncTree(path: string): Promise<void> {
+  const entries = await readdir(path, { withFileTypes: true }).catch(() => undefined);
+  if (entries) {
+    for (const e of entries) if (!e.isSymbolicLink()) await fsyncTree(join(path, e.name));
+    await fsyncDir(path);
+    return;
+  }
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }

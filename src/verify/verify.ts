@@ -5,8 +5,8 @@
 // codes; only I/O errors on the path itself are thrown.
 
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { type FileHandle, mkdir, mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { closeSync, constants, mkdirSync, openSync, writeSync } from 'node:fs';
+import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, sqlitePath } from '../format/constants.js';
@@ -243,6 +243,7 @@ async function checkEntries(
 
   let artifactsOk = true;
   const verified = new Set<string>();
+  const madeDirs = new Set<string>();
   try {
     for await (const e of reader.entries()) {
       if (e.problem) {
@@ -254,14 +255,24 @@ async function checkEntries(
       const a = e.artifact!;
       const target = sink?.target(a, layout);
       const hash = createHash('sha256');
-      let out: FileHandle | undefined;
       if (target) {
         try {
-          out = await createExclusive(target);
+          if (e.size <= SMALL_ENTRY) {
+            // Small entries (thousands of memory files): one synchronous write each, ~20× cheaper.
+            const parts: Buffer[] = [];
+            for await (const chunk of e.body()) {
+              hash.update(chunk);
+              parts.push(Buffer.from(chunk)); // chunks are reused by the reader: copy
+            }
+            faultPoint('stage.write');
+            writeSmall(target, Buffer.concat(parts), madeDirs);
+          } else {
+            await writeLarge(target, e.body(), hash, madeDirs, sink?.sync === true);
+          }
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
           if (code !== 'ENOTDIR' && code !== 'EEXIST' && code !== 'ELOOP' && code !== 'EISDIR') {
-            throw new IoError(`writing ${target}`, err);
+            throw err instanceof SnapshotError ? err : new IoError(`writing ${target}`, err);
           }
           // A path that collides with another entry ("a" and "a/b"): no real tree looks like that.
           layoutOk = false;
@@ -273,22 +284,8 @@ async function checkEntries(
           continue;
         }
         written.set(a.path_in_bundle, target);
-      }
-      try {
-        for await (const chunk of e.body()) {
-          hash.update(chunk);
-          if (out) {
-            try {
-              faultPoint('stage.write');
-              await writeAll(out, chunk);
-            } catch (err) {
-              throw new IoError(`writing ${target}`, err);
-            }
-          }
-        }
-        if (out && sink?.sync) await out.sync();
-      } finally {
-        await out?.close();
+      } else {
+        for await (const chunk of e.body()) hash.update(chunk);
       }
       report.bytes_checked += e.size;
       if (hash.digest('hex') !== a.sha256) {
@@ -344,15 +341,48 @@ function deepSink(dir: string): EntrySink {
   };
 }
 
-/** Creates `path` (and its parents) exclusively for writing; never follows a symlink. */
-async function createExclusive(path: string): Promise<FileHandle> {
-  await mkdir(dirname(path), { recursive: true });
-  return open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+const SMALL_ENTRY = 1024 * 1024;
+const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+function ensureDir(dir: string, made: Set<string>): void {
+  if (made.has(dir)) return;
+  mkdirSync(dir, { recursive: true });
+  made.add(dir);
 }
 
-async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
-  let off = 0;
-  while (off < chunk.length) off += (await fh.write(chunk, off)).bytesWritten;
+/** Writes a small entry to a new file (exclusive create: an existing name or a symlink fails). */
+function writeSmall(path: string, data: Buffer, made: Set<string>): void {
+  ensureDir(dirname(path), made);
+  const fd = openSync(path, CREATE_FLAGS, 0o600);
+  try {
+    let off = 0;
+    while (off < data.length) off += writeSync(fd, data, off);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Streams a large entry into a new file, hashing as it goes. */
+async function writeLarge(
+  path: string,
+  body: AsyncIterable<Buffer>,
+  hash: ReturnType<typeof createHash>,
+  made: Set<string>,
+  sync: boolean,
+): Promise<void> {
+  ensureDir(dirname(path), made);
+  const out = await open(path, CREATE_FLAGS, 0o600);
+  try {
+    for await (const chunk of body) {
+      hash.update(chunk);
+      faultPoint('stage.write');
+      let off = 0;
+      while (off < chunk.length) off += (await out.write(chunk, off)).bytesWritten;
+    }
+    if (sync) await out.sync();
+  } finally {
+    await out.close();
+  }
 }
 
 /** integrity_check of every written database; git bundle verify (v2) or git fsck (v1) of the history. */
