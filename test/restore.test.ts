@@ -313,6 +313,7 @@ test('hostile or damaged bundles are refused before anything changes, with no pr
   ];
   for (const [name, bytes, code] of cases) {
     const p = writeBundleFile(join(dir, `${name.replaceAll(' ', '-')}.tar.zst`), bytes);
+    const listed = (await a.snapshotter.list('ana')).map((m) => m.id);
     const before = await fingerprint(a);
     await assert.rejects(
       a.snapshotter.restore({ agentId: 'ana', bundle: p }),
@@ -323,6 +324,11 @@ test('hostile or damaged bundles are refused before anything changes, with no pr
       },
     );
     assert.deepEqual(await fingerprint(a), before, name);
+    assert.deepEqual(
+      (await a.snapshotter.list('ana')).map((m) => m.id),
+      listed,
+      `${name}: no pre-snapshot`,
+    );
   }
   const arts = [{ path: 'memory_files/x.md', kind: 'memory_file', data: 'x' }];
   const tooNew = writeBundleFile(
@@ -431,6 +437,20 @@ test('a failing state provider, host hook, full disk or unwritable target rolls 
     code: 'IO',
   });
   assert.deepEqual(await fingerprint(a), before);
+});
+
+test('a missing sibling is a warning when every internal hash verifies', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const copy = join(tempDir(t), 'exported.tar.zst');
+  writeFileSync(copy, readFileSync(snap.bundle_path));
+  mutate(a);
+  const r = await a.snapshotter.restore({ agentId: 'ana', bundle: copy });
+  assert.ok(
+    r.warnings.some((w) => /sibling \.sha256 missing/.test(w)),
+    JSON.stringify(r.warnings),
+  );
+  assert.deepEqual(await fingerprint(a), await expected(snap.bundle_path));
 });
 
 test('hooks run around the swap and workers_restarted reports it', async (t) => {

@@ -21,7 +21,15 @@ import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { leftoverNames } from '../src/store/leftovers.js';
-import { type Agent, gnuExtract, gnuList, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import {
+  type Agent,
+  gnuExtract,
+  gnuList,
+  runCli,
+  sampleAgent,
+  startFixture,
+  tempDir,
+} from './helpers/env.js';
 
 function manifestOf(dir: string) {
   return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
@@ -370,3 +378,17 @@ for (const point of ['pack.write', 'pack.publish', 'snapshot.sibling']) {
     for (const m of await s.list('ana')) assert.equal((await s.verify(m.bundle_path)).status, 'verified');
   });
 }
+
+test('CLI progress: plain lines on stderr when it is not a terminal, nothing for short work by default', async (t) => {
+  const a = sampleAgent(t);
+  let r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], {
+    env: { NEXO_MEMORY_PROGRESS_AFTER_MS: '0' },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^pack: [\d.]+\/[\d.]+ MB \([\d.]+ MB\/s\)$/m);
+  assert.match(r.stderr, /^pack: done, [\d.]+ MB in [\d.]+ s$/m);
+  assert.equal(JSON.parse(r.stdout).agent_id, 'ana', 'stdout stays pure JSON');
+  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, '', 'a short snapshot prints no progress');
+});

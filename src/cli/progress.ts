@@ -4,8 +4,10 @@
 import cliProgress from 'cli-progress';
 import type { ProgressEvent, ProgressListener } from '../model/types.js';
 
-const SHOW_AFTER_MS = 1000;
-const LINE_EVERY_MS = 1000;
+/** Work shorter than this shows no progress (NEXO_MEMORY_PROGRESS_AFTER_MS overrides, e.g. 0 for always). */
+const SHOW_AFTER_MS = Number(process.env.NEXO_MEMORY_PROGRESS_AFTER_MS ?? 1000);
+/** Plain (non-terminal) output: at most one line per this many ms. */
+const LINE_EVERY_MS = Math.min(1000, Math.max(0, SHOW_AFTER_MS));
 const mb = (n: number): string => (n / 1e6).toFixed(1);
 
 export class ProgressReporter {
