@@ -8,6 +8,7 @@ import type {
   SnapshotMeta,
   VerifyReport,
 } from '../model/types.js';
+import type { RetentionTickReport } from '../snapshotter/gc.js';
 
 export function humanBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -148,4 +149,31 @@ export function formatRecover(results: RecoverResult[]): string {
   return results
     .map((r) => `${r.agent_id} (tenant ${r.tenant}): restore ${r.restore_id} ${r.outcome.replace('_', ' ')}`)
     .join('\n');
+}
+
+export function formatGc(r: RetentionTickReport): string {
+  const p = r.policy;
+  const lines = [
+    `${r.dry_run ? 'dry run (nothing deleted): ' : ''}policy keep-count ${p.keepCount}, max-age-days ${p.maxAgeDays}, daily ${p.keepDaily}, weekly ${p.keepWeekly}, monthly ${p.keepMonthly}`,
+  ];
+  for (const a of r.agents) {
+    lines.push(
+      `${a.agent_id} (tenant ${a.tenant})${a.skipped ? `: skipped, ${a.skipped}` : ''}${a.error ? `: error: ${a.error}` : ''}`,
+    );
+    for (const d of a.decisions) {
+      const why = d.action === 'keep' ? d.reasons.join(', ') : d.because;
+      lines.push(
+        `  ${d.action === 'keep' ? 'keep  ' : r.dry_run ? 'would delete' : 'delete'} ${d.id}  ${iso(d.created_at_ms)}  ${d.label ?? '-'}  (${why})`,
+      );
+    }
+    for (const l of a.leftovers_removed) lines.push(`  ${l}`);
+    for (const b of a.backups_removed)
+      lines.push(`  ${r.dry_run ? 'would remove' : 'removed'} restore backup ${b}`);
+  }
+  lines.push(
+    `${r.dry_run ? 'would delete' : 'deleted'} ${r.bundles_deleted} snapshot(s) (${humanBytes(r.bytes_freed)}), kept ${r.bundles_kept}, ` +
+      `${r.backups_removed} backup(s), ${r.orphan_staging_dirs_removed} leftover(s); ${r.agents_visited} agent(s) swept, ` +
+      `${r.agents_busy} busy, ${r.errors} error(s)`,
+  );
+  return lines.join('\n');
 }

@@ -7,6 +7,7 @@ import { ExitCode } from '../model/errors.js';
 import { PACKAGE_VERSION } from '../util/version.js';
 import { deleteCommand } from './commands/delete.js';
 import { exportCommand } from './commands/export.js';
+import { gcCommand, pinCommand, unpinCommand } from './commands/gc.js';
 import { listCommand } from './commands/list.js';
 import { importCommand, recoverCommand, restoreCommand } from './commands/restore.js';
 import { snapshotCommand } from './commands/snapshot.js';
@@ -40,6 +41,9 @@ Examples:
     listCommand(),
     exportCommand(),
     deleteCommand(),
+    gcCommand(),
+    pinCommand(),
+    unpinCommand(),
   ]) {
     program.addCommand(cmd);
   }

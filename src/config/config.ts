@@ -9,6 +9,16 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../model/errors.js';
 
+const retentionSection = z.strictObject({
+  keep_count: z.number().int().min(0).optional(),
+  max_age_days: z.number().int().min(0).optional(),
+  keep_daily: z.number().int().min(0).optional(),
+  keep_weekly: z.number().int().min(0).optional(),
+  keep_monthly: z.number().int().min(0).optional(),
+  backup_max_age_days: z.number().int().min(0).optional(),
+  leftover_grace_secs: z.number().int().min(0).optional(),
+});
+
 const snapshotSection = z.strictObject({
   /** The snapshot store root (the original's `root`). */
   root: z.string().min(1).optional(),
@@ -17,6 +27,7 @@ const snapshotSection = z.strictObject({
   lock_timeout_secs: z.number().int().min(1).optional(),
   zstd_level: z.number().int().min(1).max(19).optional(),
   zstd_workers: z.number().int().min(0).max(16).optional(),
+  retention: retentionSection.optional(),
 });
 
 export type SnapshotConfig = z.infer<typeof snapshotSection>;

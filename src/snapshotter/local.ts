@@ -46,7 +46,14 @@ import { recoverJournal } from '../restore/journal.js';
 import { restoreLeftovers } from '../restore/stage.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { fsyncDir, removeQuietly } from '../store/atomic.js';
-import { bundleFiles, listDir, locate, metaFromManifest, writeSidecar } from '../store/catalog.js';
+import {
+  bundleFiles,
+  bundleMeta,
+  listDir,
+  locate,
+  metaFromManifest,
+  writeSidecar,
+} from '../store/catalog.js';
 import { cleanLeftovers } from '../store/leftovers.js';
 import {
   acquire,
@@ -57,11 +64,13 @@ import {
   type WorkerHeldLock,
 } from '../store/lock.js';
 import { STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
+import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins.js';
 import { readSibling, writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { toolVersions } from '../util/version.js';
 import { verifyBundleFile } from '../verify/verify.js';
 import { exportBundle } from './export.js';
+import { collectGarbage, type GcOptions, type RetentionTickReport } from './gc.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
 import { restoreAgent } from './restore.js';
 
@@ -110,14 +119,25 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** Takes the (tenant, agent) lock, waiting up to the lock timeout; ConcurrentError when it stays busy. */
   async lockAgent(agentId: string, tenant: string, operation: string): Promise<HeldLock> {
     const path = this.layout.agentLockPath(tenant, agentId);
+    const held = await this.takeLock(path, 'exclusive', agentId, tenant);
+    await recordOwner(path, operation);
+    return held;
+  }
+
+  /** Any lock of an agent, waiting up to the lock timeout; ConcurrentError (naming the holder) when busy. */
+  async takeLock(
+    path: string,
+    mode: 'exclusive' | 'shared',
+    agentId: string,
+    tenant: string,
+    holder?: string,
+  ): Promise<HeldLock> {
     try {
-      const held = await acquire(path, 'exclusive', this.lockTimeoutMs);
-      await recordOwner(path, operation);
-      return held;
+      return await acquire(path, mode, this.lockTimeoutMs);
     } catch (err) {
       if (err instanceof LockTimeoutError)
-        throw new ConcurrentError(agentId, tenant, describeOwner(err.holder));
-      throw asSnapshotError(err, `taking the agent lock ${path}`);
+        throw new ConcurrentError(agentId, tenant, holder ?? describeOwner(err.holder));
+      throw asSnapshotError(err, `taking the lock ${path}`);
     }
   }
 
@@ -284,7 +304,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
    * staging left by operations that died, and completes a bundle that was published but lost its
    * sibling and sidecar to a crash, once it verifies fully. Returns what happened to a journal.
    */
-  async recoverInterrupted(agentId: string, tenant: string): Promise<RecoverResult | undefined> {
+  async recoverInterrupted(
+    agentId: string,
+    tenant: string,
+    graceMs = 0,
+    warn: (message: string) => void = this.warn,
+  ): Promise<RecoverResult | undefined> {
     const journalPath = this.layout.journalPath(tenant, agentId);
     let recovered: RecoverResult | undefined;
     if (existsSync(journalPath)) {
@@ -293,7 +318,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         const r = await recoverJournal(journalPath, this.state);
         if (r) {
           recovered = { agent_id: agentId, tenant, outcome: r.outcome, restore_id: r.journal.restore_id };
-          this.warn(
+          warn(
             `interrupted restore ${r.journal.restore_id} of agent ${agentId}: ${r.outcome.replace('_', ' ')}`,
           );
         }
@@ -304,17 +329,18 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const memdir = this.resolver.memdir(agentId, tenant);
     const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
     for (const p of await restoreLeftovers({ memdir, sqliteDir })) {
+      if (graceMs > 0 && Date.now() - (await stat(p)).mtimeMs < graceMs) continue;
       await rm(p, { recursive: true, force: true });
-      this.warn(`removed staging of an interrupted restore: ${p}`);
+      warn(`removed staging of an interrupted restore: ${p}`);
     }
     const dir = this.layout.snapshotsDir(tenant, agentId);
-    for (const name of await cleanLeftovers(dir))
-      this.warn(`removed leftover of an interrupted operation: ${name}`);
+    for (const name of await cleanLeftovers(dir, graceMs))
+      warn(`removed leftover of an interrupted operation: ${name}`);
     for (const file of await bundleFiles(dir)) {
       if (file.encrypted || (await readSibling(file.path)).status !== 'missing') continue;
       const report = await verifyBundleFile(file.path).catch(() => undefined);
       if (!report || report.status === 'damaged' || !report.file_sha256) {
-        this.warn(`bundle ${file.name} has no sibling and does not verify; left as it is`);
+        warn(`bundle ${file.name} has no sibling and does not verify; left as it is`);
         continue;
       }
       await writeSibling(file.path, report.file_sha256);
@@ -322,7 +348,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       await writeSidecar(
         metaFromManifest(parsed.manifest, file.path, (await stat(file.path)).size, report.file_sha256),
       );
-      this.warn(`completed bundle ${file.name}: it verified, its sibling and sidecar were rewritten`);
+      warn(`completed bundle ${file.name}: it verified, its sibling and sidecar were rewritten`);
     }
     return recovered;
   }
@@ -361,6 +387,28 @@ export class LocalSnapshotter implements MemorySnapshotter {
     return restoreAgent(this, req);
   }
 
+  /** One retention sweep (see snapshotter/gc.ts). */
+  async gc(opts: GcOptions = {}): Promise<RetentionTickReport> {
+    return collectGarbage(this, opts);
+  }
+
+  /** Pins a snapshot: retention never deletes it. Returns its metadata. */
+  async pin(agentId: string, tenant: string | undefined, id: string, note?: string): Promise<SnapshotMeta> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    const file = await locate(this.layout.snapshotsDir(t, a), id);
+    await pinBundle(file.path, note);
+    return bundleMeta(file);
+  }
+
+  /** Removes a pin; false when the snapshot was not pinned. */
+  async unpin(agentId: string, tenant: string | undefined, id: string): Promise<boolean> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    const file = await locate(this.layout.snapshotsDir(t, a), id);
+    return unpinBundle(file.path);
+  }
+
   async list(agentId: string, tenant: string = DEFAULT_TENANT): Promise<SnapshotMeta[]> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant);
@@ -379,7 +427,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const dir = this.layout.snapshotsDir(t, a);
     const file = await locate(dir, id);
     const lock = await this.lockAgent(a, t, 'delete');
+    let readers: HeldLock | undefined;
     try {
+      readers = await this.takeLock(
+        this.layout.readersLockPath(t, a),
+        'exclusive',
+        a,
+        t,
+        'an export of this agent',
+      );
       const all = await bundleFiles(dir);
       if (!all.some((f) => f.path === file.path)) throw new NotFoundError(file.id, 'deleted meanwhile');
       if (all.length <= 1) {
@@ -389,12 +445,14 @@ export class LocalSnapshotter implements MemorySnapshotter {
         await unlink(file.path);
         await removeQuietly(siblingPathOf(file.path));
         await removeQuietly(sidecarPathOf(file.path));
+        await removeQuietly(pinPathOf(file.path));
         await fsyncDir(dir);
       } catch (err) {
         throw asSnapshotError(err, `deleting ${file.path}`);
       }
       return { id: file.id, agent_id: a, tenant: t, bundle_path: file.path };
     } finally {
+      readers?.release();
       lock.release();
     }
   }
@@ -409,11 +467,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const file = await locate(this.layout.snapshotsDir(t, a), id);
+    // Shared with other exports; delete and retention wait (or skip) until the copy is done.
+    const reading = await this.takeLock(this.layout.readersLockPath(t, a), 'shared', a, t);
     try {
       return await exportBundle(file, target, opts);
     } catch (err) {
       if (err instanceof SnapshotError) throw err;
       throw asSnapshotError(err, `exporting ${file.path}`);
+    } finally {
+      reading.release();
     }
   }
 }

@@ -1,9 +1,9 @@
 // Owns recognising crash leftovers in an agent's snapshot directory: staging directories, `.partial`
-// bundles, temporary files of atomic writes, and siblings or sidecars whose bundle is gone. Only the
+// bundles, temporary files of atomic writes, and siblings, sidecars or pins whose bundle is gone. Only the
 // holder of the agent lock may call cleanLeftovers: every writer of that directory holds the same
 // lock, so whatever is left over there while it is held belongs to an operation that died.
 
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   BUNDLE_EXT,
@@ -15,6 +15,7 @@ import {
   SIDECAR_EXT,
   STAGING_PREFIX,
 } from './paths.js';
+import { PIN_EXT } from './pins.js';
 
 /** Names in `names` that are leftovers, never bundles. */
 export function leftoverNames(names: readonly string[]): string[] {
@@ -23,7 +24,7 @@ export function leftoverNames(names: readonly string[]): string[] {
     if (n.startsWith(STAGING_PREFIX) || n.startsWith(RESTORE_WORK_PREFIX) || n.endsWith(PARTIAL_EXT))
       return true;
     if (n.startsWith('.') && n.includes('.tmp-')) return true;
-    for (const ext of [SIBLING_EXT, SIDECAR_EXT]) {
+    for (const ext of [SIBLING_EXT, SIDECAR_EXT, PIN_EXT]) {
       if (n.endsWith(ext)) {
         const bundle = n.slice(0, -ext.length);
         if ((bundle.endsWith(BUNDLE_EXT) || bundle.endsWith(ENCRYPTED_EXT)) && !bundles.has(bundle))
@@ -34,15 +35,25 @@ export function leftoverNames(names: readonly string[]): string[] {
   });
 }
 
-/** Removes the leftovers of dead operations; returns the names removed. Call with the agent lock held. */
-export async function cleanLeftovers(dir: string): Promise<string[]> {
+/**
+ * Removes the leftovers of dead operations; returns the names removed. Call with the agent lock held.
+ * With `olderThanMs`, entries modified more recently are left alone (retention's grace period).
+ */
+export async function cleanLeftovers(dir: string, olderThanMs = 0): Promise<string[]> {
   let names: string[];
   try {
     names = await readdir(dir);
   } catch {
     return [];
   }
-  const gone = leftoverNames(names);
-  for (const n of gone) await rm(join(dir, n), { recursive: true, force: true });
+  const gone: string[] = [];
+  for (const n of leftoverNames(names)) {
+    if (olderThanMs > 0) {
+      const s = await stat(join(dir, n)).catch(() => undefined);
+      if (!s || Date.now() - s.mtimeMs < olderThanMs) continue;
+    }
+    await rm(join(dir, n), { recursive: true, force: true });
+    gone.push(n);
+  }
   return gone;
 }

@@ -6,6 +6,7 @@
 //                                                 …/.staging-<id>/         transient capture dir
 //   <state_root>/tenants/<tenant>/locks/<agent>.lock                        agent lock
 //   <state_root>/tenants/<tenant>/locks/<agent>.gate                        write gate
+//   <state_root>/tenants/<tenant>/locks/<agent>.readers                     exports in progress
 //   <state_root>/tenants/<tenant>/journals/<agent>.restore.json             restore in progress
 // Callers pass validated ids; every path is re-checked to stay under the state root.
 
@@ -53,6 +54,11 @@ export class StoreLayout {
   /** The journal of a restore in progress (see restore/journal.ts). */
   journalPath(tenant: string, agentId: string): string {
     return confined(this.root, join(this.tenantDir(tenant), 'journals', `${agentId}.restore.json`));
+  }
+
+  /** Held shared while a bundle is read out of the store (export), exclusively by delete and gc. */
+  readersLockPath(tenant: string, agentId: string): string {
+    return confined(this.root, join(this.locksDir(tenant), `${agentId}.readers`));
   }
 
   writeGatePath(tenant: string, agentId: string): string {

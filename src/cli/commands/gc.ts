@@ -1,0 +1,142 @@
+// `nexo-memory gc`, `pin`, `unpin`: retention of snapshots and leftovers, and the pins it respects.
+
+import { Command, Option } from '@commander-js/extra-typings';
+import { InvalidInputError } from '../../model/errors.js';
+import type { RetentionPolicy } from '../../policy/retention.js';
+import { loadFlagsConfig, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
+import { formatGc } from '../format.js';
+import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } from './options.js';
+
+export function gcCommand() {
+  return new Command('gc')
+    .description(
+      'apply the retention policy: delete snapshots no rule keeps, remove stale leftovers and old restore backups',
+    )
+    .addOption(new Option('--agent <id>', 'one agent').conflicts('all'))
+    .option('--all', 'every agent (of --tenant, or of every tenant)')
+    .addOption(
+      new Option('--tenant <tenant>', 'tenant (default: every tenant with --all, default with --agent)'),
+    )
+    .addOption(
+      new Option('--keep-count <n>', 'keep the N newest (default 30)').argParser(
+        parseIntFlag('--keep-count'),
+      ),
+    )
+    .addOption(
+      new Option(
+        '--max-age-days <n>',
+        'keep-count keeps none older than D days (default 90, 0 = no limit)',
+      ).argParser(parseIntFlag('--max-age-days')),
+    )
+    .addOption(
+      new Option('--keep-daily <n>', 'keep the newest snapshot of each of the last N days').argParser(
+        parseIntFlag('--keep-daily'),
+      ),
+    )
+    .addOption(
+      new Option('--keep-weekly <n>', 'keep the newest snapshot of each of the last N ISO weeks').argParser(
+        parseIntFlag('--keep-weekly'),
+      ),
+    )
+    .addOption(
+      new Option('--keep-monthly <n>', 'keep the newest snapshot of each of the last N months').argParser(
+        parseIntFlag('--keep-monthly'),
+      ),
+    )
+    .addOption(
+      new Option(
+        '--backup-max-age-days <n>',
+        'remove restore backups older than D days (default 7, 0 = keep)',
+      ).argParser(parseIntFlag('--backup-max-age-days')),
+    )
+    .option('--dry-run', 'print the decisions, delete nothing')
+    .addOption(stateRootOption())
+    .addOption(configOption())
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      `
+Pinned snapshots and each agent's newest snapshot are always kept; agents in use are skipped.
+
+Examples:
+  nexo-memory gc --all --dry-run
+  nexo-memory gc --agent ana --keep-count 10 --keep-daily 7 --keep-weekly 4 --keep-monthly 12`,
+    )
+    .action(async (opts) => {
+      await runCommand(opts, async () => {
+        if (!opts.agent && !opts.all) throw new InvalidInputError('gc needs --agent <id> or --all');
+        const cfg = loadFlagsConfig(opts)?.snapshot.retention ?? {};
+        const policy: Partial<RetentionPolicy> = {};
+        const pick = (flag: number | undefined, key: number | undefined, name: keyof RetentionPolicy) => {
+          const v = flag ?? key;
+          if (v !== undefined) {
+            if (v < 0) throw new InvalidInputError(`--${name} must be ≥ 0`);
+            policy[name] = v;
+          }
+        };
+        pick(opts.keepCount, cfg.keep_count, 'keepCount');
+        pick(opts.maxAgeDays, cfg.max_age_days, 'maxAgeDays');
+        pick(opts.keepDaily, cfg.keep_daily, 'keepDaily');
+        pick(opts.keepWeekly, cfg.keep_weekly, 'keepWeekly');
+        pick(opts.keepMonthly, cfg.keep_monthly, 'keepMonthly');
+        const backupMaxAgeDays = opts.backupMaxAgeDays ?? cfg.backup_max_age_days;
+        const r = await snapshotterFrom(opts).gc({
+          ...(opts.agent ? { agentId: opts.agent } : {}),
+          ...(opts.tenant ? { tenant: opts.tenant } : {}),
+          policy,
+          dryRun: opts.dryRun === true,
+          ...(backupMaxAgeDays !== undefined ? { backupMaxAgeDays } : {}),
+          ...(cfg.leftover_grace_secs !== undefined
+            ? { leftoverGraceMs: cfg.leftover_grace_secs * 1000 }
+            : {}),
+        });
+        if (opts.json) printJson(r);
+        else process.stdout.write(`${formatGc(r)}\n`);
+        return r.errors > 0 ? 1 : 0;
+      });
+    });
+}
+
+export function pinCommand() {
+  return new Command('pin')
+    .description('pin a snapshot: retention never deletes it')
+    .addOption(agentOption())
+    .addOption(tenantOption())
+    .requiredOption('--id <snapshot>', 'snapshot id (or a unique prefix)')
+    .option('--note <text>', 'why it is pinned')
+    .addOption(stateRootOption())
+    .addOption(configOption())
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      '\nExamples:\n  nexo-memory pin --agent ana --id 0190c3a2 --note "before the migration"',
+    )
+    .action(async (opts) => {
+      await runCommand(opts, async () => {
+        const m = await snapshotterFrom(opts).pin(opts.agent, opts.tenant, opts.id, opts.note);
+        if (opts.json) printJson({ pinned: true, ...m });
+        else process.stdout.write(`pinned: ${m.id}\n`);
+        return 0;
+      });
+    });
+}
+
+export function unpinCommand() {
+  return new Command('unpin')
+    .description('remove the pin of a snapshot')
+    .addOption(agentOption())
+    .addOption(tenantOption())
+    .requiredOption('--id <snapshot>', 'snapshot id (or a unique prefix)')
+    .addOption(stateRootOption())
+    .addOption(configOption())
+    .addOption(jsonOption())
+    .addHelpText('after', '\nExamples:\n  nexo-memory unpin --agent ana --id 0190c3a2')
+    .action(async (opts) => {
+      await runCommand(opts, async () => {
+        const was = await snapshotterFrom(opts).unpin(opts.agent, opts.tenant, opts.id);
+        if (opts.json) printJson({ unpinned: was });
+        else process.stdout.write(was ? 'unpinned\n' : 'was not pinned\n');
+        return 0;
+      });
+    });
+}

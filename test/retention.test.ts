@@ -1,0 +1,238 @@
+// Retention: the policy's decisions and reasons (keep-count, max age, daily/weekly/monthly, pins, the
+// newest), gc on a real store (what it deletes and what it never touches), and gc running in a loop
+// beside snapshots and a restore without breaking any of them.
+
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { SnapshotMeta } from '../src/index.js';
+import { DEFAULT_POLICY, decide, weekKey } from '../src/policy/retention.js';
+import { tryAcquire } from '../src/store/lock.js';
+import { runCli, sampleAgent, startFixture } from './helpers/env.js';
+
+const DAY = 86_400_000;
+const NOW = Date.parse('2026-11-26T12:00:00Z');
+
+function metas(ages: number[]): SnapshotMeta[] {
+  return ages.map((ageDays, i) => ({
+    id: `0190c3a2-0000-7000-8000-${String(i).padStart(12, '0')}`,
+    agent_id: 'ana',
+    tenant: 'default',
+    created_at_ms: NOW - ageDays * DAY,
+    bundle_path: `/x/${i}`,
+    bundle_size_bytes: 1,
+    bundle_sha256: '0'.repeat(64),
+    schema_versions: { long_term: 1, vector: 1, concepts: 1, compactions: 1, manifest: 2 },
+    encrypted: false,
+    redactions_applied: false,
+  }));
+}
+
+test('policy: keep-count keeps the newest, max age limits it, the newest and pinned are always kept', () => {
+  const m = metas([0, 1, 2, 100, 200]);
+  const d = decide(m, { ...DEFAULT_POLICY, keepCount: 4, maxAgeDays: 90 }, new Set([m[4]!.id]), NOW);
+  assert.deepEqual(
+    d.map((x) => [x.action, x.reasons.join('+')]),
+    [
+      ['keep', 'newest+keep-count'],
+      ['keep', 'keep-count'],
+      ['keep', 'keep-count'],
+      ['delete', ''],
+      ['keep', 'pinned'],
+    ],
+  );
+  assert.match(d[3]!.because!, /older than 90 days/);
+  const none = decide(m, { ...DEFAULT_POLICY, keepCount: 0, maxAgeDays: 0 }, new Set(), NOW);
+  assert.deepEqual(
+    none.map((x) => x.action),
+    ['keep', 'delete', 'delete', 'delete', 'delete'],
+    'the last snapshot survives keep-count 0',
+  );
+  assert.match(none[1]!.because!, /beyond the 0 newest/);
+});
+
+test('policy: daily, weekly and monthly keep the newest snapshot of each recent bucket', () => {
+  // two a day for 40 days, newest first
+  const ages: number[] = [];
+  for (let day = 0; day < 40; day++) ages.push(day + 0.1, day + 0.6);
+  const m = metas(ages);
+  const d = decide(
+    m,
+    { keepCount: 0, maxAgeDays: 0, keepDaily: 3, keepWeekly: 2, keepMonthly: 2 },
+    new Set(),
+    NOW,
+  );
+  const kept = d.filter((x) => x.action === 'keep');
+  const daily = kept.filter((x) => x.reasons.includes('daily'));
+  assert.equal(daily.length, 3);
+  assert.deepEqual(new Set(daily.map((x) => new Date(x.created_at_ms).toISOString().slice(0, 10))).size, 3);
+  for (const x of daily) {
+    // the newest of its day
+    const sameDay = m.filter(
+      (y) =>
+        new Date(y.created_at_ms).toISOString().slice(0, 10) ===
+        new Date(x.created_at_ms).toISOString().slice(0, 10),
+    );
+    assert.equal(Math.max(...sameDay.map((y) => y.created_at_ms)), x.created_at_ms);
+  }
+  const weekly = kept.filter((x) => x.reasons.includes('weekly'));
+  assert.deepEqual(
+    weekly.map((x) => weekKey(x.created_at_ms)),
+    ['2026-W48', '2026-W47'],
+  );
+  const monthly = kept.filter((x) => x.reasons.includes('monthly'));
+  assert.deepEqual(
+    monthly.map((x) => new Date(x.created_at_ms).toISOString().slice(0, 7)),
+    ['2026-11', '2026-10'],
+  );
+  assert.ok(d.filter((x) => x.action === 'delete').length > 70);
+});
+
+test('gc deletes what no rule keeps, with sibling, sidecar and pin; dry run deletes nothing; pins hold', async (t) => {
+  const a = sampleAgent(t);
+  const s = a.snapshotter;
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push((await s.snapshot({ agentId: 'ana' })).id);
+  await s.pin('ana', 'default', ids[0]!, 'the first one');
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  const dry = await s.gc({ agentId: 'ana', policy: { keepCount: 2 }, dryRun: true });
+  assert.equal(dry.bundles_deleted, 2);
+  assert.equal((await s.list('ana')).length, 5, 'dry run deleted nothing');
+  const r = await s.gc({ agentId: 'ana', policy: { keepCount: 2 } });
+  assert.equal(r.bundles_deleted, 2);
+  assert.equal(r.bundles_kept, 3);
+  assert.ok(r.bytes_freed > 0);
+  const decisions = r.agents[0]!.decisions;
+  assert.deepEqual(decisions.find((d) => d.id === ids[0])!.reasons, ['pinned']);
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [ids[4], ids[3], ids[0]],
+  );
+  for (const id of [ids[1], ids[2]]) {
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.startsWith(id!)),
+      [],
+      `nothing of ${id} is left`,
+    );
+  }
+  assert.ok(existsSync(join(dir, `${ids[0]}.tar.zst.pin`)));
+  assert.equal(await s.unpin('ana', 'default', ids[0]!), true);
+  const later = await s.gc({ agentId: 'ana', policy: { keepCount: 0, maxAgeDays: 0 } });
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [ids[4]],
+    'the newest always stays',
+  );
+  assert.equal(later.bundles_deleted, 2);
+});
+
+test('gc removes stale leftovers and old restore backups, and leaves fresh ones', async (t) => {
+  const a = sampleAgent(t);
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  const old = (Date.now() - 2 * 3600_000) / 1000;
+  const ancient = (Date.now() - 30 * DAY) / 1000;
+  mkdirSync(join(dir, '.staging-0190c3a2-aaaa-7000-8000-000000000001'));
+  writeFileSync(join(dir, '0190c3a2-aaaa-7000-8000-000000000002.tar.zst.partial'), 'x');
+  utimesSync(join(dir, '.staging-0190c3a2-aaaa-7000-8000-000000000001'), old, old);
+  utimesSync(join(dir, '0190c3a2-aaaa-7000-8000-000000000002.tar.zst.partial'), old, old);
+  writeFileSync(join(dir, '0190c3a2-aaaa-7000-8000-000000000003.tar.zst.partial'), 'fresh'); // in its grace period
+  mkdirSync(join(a.sqliteDir, '.pre-restore-old'));
+  mkdirSync(join(a.sqliteDir, '.pre-restore-new'));
+  mkdirSync(join(a.memdirRoot, '.ana.pre-restore-old'));
+  utimesSync(join(a.sqliteDir, '.pre-restore-old'), ancient, ancient);
+  utimesSync(join(a.memdirRoot, '.ana.pre-restore-old'), ancient, ancient);
+  const r = await a.snapshotter.gc({ agentId: 'ana', backupMaxAgeDays: 7 });
+  assert.equal(r.orphan_staging_dirs_removed, 2, JSON.stringify(r.agents[0]!.leftovers_removed));
+  assert.equal(r.backups_removed, 2);
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.includes('aaaa')),
+    ['0190c3a2-aaaa-7000-8000-000000000003.tar.zst.partial'],
+  );
+  assert.ok(existsSync(join(a.sqliteDir, '.pre-restore-new')));
+  assert.ok(!existsSync(join(a.sqliteDir, '.pre-restore-old')));
+  assert.ok(!existsSync(join(a.memdirRoot, '.ana.pre-restore-old')));
+});
+
+test('gc skips an agent that is in use (its lock held by another process, or an export reading)', async (t) => {
+  const a = sampleAgent(t);
+  for (let i = 0; i < 3; i++) await a.snapshotter.snapshot({ agentId: 'ana' });
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  let r = await a.snapshotter.gc({ policy: { keepCount: 1 } });
+  assert.equal(r.agents_busy, 1);
+  assert.equal(r.bundles_deleted, 0);
+  assert.match(r.agents[0]!.skipped!, /busy/);
+  holder.child.kill('SIGKILL');
+  await holder.exited;
+  const reading = tryAcquire(a.snapshotter.layout.readersLockPath('default', 'ana'), 'shared')!;
+  r = await a.snapshotter.gc({ policy: { keepCount: 1 } });
+  assert.match(r.agents[0]!.skipped!, /exported/);
+  reading.release();
+  r = await a.snapshotter.gc({ policy: { keepCount: 1 } });
+  assert.equal(r.bundles_deleted, 2);
+  assert.equal((await a.snapshotter.list('ana')).length, 1);
+});
+
+test('gc in a loop beside snapshots and a restore: every operation succeeds and every bundle verifies', async (t) => {
+  const a = sampleAgent(t);
+  const first = await a.snapshotter.snapshot({ agentId: 'ana' });
+  let stop = false;
+  let sweeps = 0;
+  const loop = (async () => {
+    while (!stop) {
+      const r = await a.snapshotter.gc({ agentId: 'ana', policy: { keepCount: 2 }, leftoverGraceMs: 0 });
+      assert.equal(r.errors, 0, JSON.stringify(r.agents));
+      sweeps++;
+      await new Promise((res) => setTimeout(res, 5));
+    }
+  })();
+  try {
+    await a.snapshotter.pin('ana', 'default', first.id);
+    for (let i = 0; i < 6; i++) await a.snapshotter.snapshot({ agentId: 'ana' });
+    const r = await a.snapshotter.restore({ agentId: 'ana', bundle: first.bundle_path });
+    assert.equal(r.from, first.id);
+    for (let i = 0; i < 3; i++) await a.snapshotter.snapshot({ agentId: 'ana' });
+  } finally {
+    stop = true;
+    await loop;
+  }
+  assert.ok(sweeps > 3, `gc ran ${sweeps} times`);
+  const list = await a.snapshotter.list('ana');
+  assert.ok(
+    list.some((m) => m.id === first.id),
+    'the pinned snapshot survived',
+  );
+  for (const m of list) assert.equal((await a.snapshotter.verify(m.bundle_path)).status, 'verified');
+});
+
+test('CLI: gc --dry-run --json shows each decision and its rule; pin and unpin', async (t) => {
+  const a = sampleAgent(t);
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push((await a.snapshotter.snapshot({ agentId: 'ana' })).id);
+  const root = ['--state-root', a.stateRoot];
+  let r = await runCli(['pin', '--agent', 'ana', '--id', ids[0]!.slice(0, 13), ...root]);
+  assert.equal(r.code, 0, r.stderr);
+  r = await runCli(['gc', '--agent', 'ana', '--keep-count', '1', '--dry-run', '--json', ...root]);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  for (const k of ['bundles_deleted', 'orphan_staging_dirs_removed', 'agents_visited', 'errors'])
+    assert.ok(k in report, k);
+  assert.deepEqual(
+    report.agents[0].decisions.map(
+      (d: { action: string; reasons: string[] }) => `${d.action}:${d.reasons.join('+')}`,
+    ),
+    ['keep:newest+keep-count', 'delete:', 'keep:pinned'],
+  );
+  r = await runCli(['gc', '--agent', 'ana', '--keep-count', '1', ...root]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /delete .*beyond the 1 newest/);
+  assert.equal((await a.snapshotter.list('ana')).length, 2);
+  r = await runCli(['unpin', '--agent', 'ana', '--id', ids[0]!, ...root]);
+  assert.match(r.stdout, /unpinned/);
+  r = await runCli(['gc', '--all', '--keep-count', '1', ...root]);
+  assert.equal((await a.snapshotter.list('ana')).length, 1);
+  r = await runCli(['gc', ...root]);
+  assert.equal(r.code, 1);
+});
