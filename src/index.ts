@@ -9,6 +9,9 @@ export {
   type StateValue,
 } from './agent/state.js';
 export { WriteGate, type WriteGateOptions, WriteGateTimeoutError } from './agent/write-gate.js';
+export type { DiffRequest, SnapshotDiff } from './diff/diff.js';
+export type { FileChange } from './diff/memdir.js';
+export type { DatabaseDiff, SchemaChange, TableDiff } from './diff/sqlite.js';
 export {
   ARTIFACT_KINDS,
   type ArtifactKind,
@@ -36,6 +39,13 @@ export {
   validateTenant,
 } from './model/ids.js';
 export * from './model/types.js';
+export { DEFAULT_POLICY, type Decision, type RetentionPolicy } from './policy/retention.js';
+export {
+  type AgentGcReport,
+  type GcOptions,
+  type RetentionTickReport,
+  RetentionWorker,
+} from './snapshotter/gc.js';
 export type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './snapshotter/interface.js';
 export { LocalSnapshotter, type LocalSnapshotterOptions } from './snapshotter/local.js';
 export { verifyExitCode } from './verify/verify.js';

@@ -1,6 +1,7 @@
 // Owns the human-readable rendering of results (tables and key: value lines). JSON output never passes
 // through here; it prints the library's objects as they are.
 
+import type { SnapshotDiff } from '../diff/diff.js';
 import type {
   ExportResult,
   RecoverResult,
@@ -175,5 +176,79 @@ export function formatGc(r: RetentionTickReport): string {
       `${r.backups_removed} backup(s), ${r.orphan_staging_dirs_removed} leftover(s); ${r.agents_visited} agent(s) swept, ` +
       `${r.agents_busy} busy, ${r.errors} error(s)`,
   );
+  return lines.join('\n');
+}
+
+export function formatDiff(d: SnapshotDiff): string {
+  const g = d.git_summary;
+  const lines = [`diff ${d.a} → ${d.b}`];
+  lines.push(
+    `history: ${g.commits_between} commit(s) in ${d.b} not in ${d.a}, ${g.commits_reverse} in ${d.a} not in ${d.b}` +
+      (g.head_a || g.head_b
+        ? ` (HEAD ${g.head_a?.slice(0, 12) ?? '-'} → ${g.head_b?.slice(0, 12) ?? '-'})`
+        : ''),
+  );
+  if (d.files.length > 0) {
+    const width = Math.min(60, Math.max(...d.files.map((f) => f.path.length)));
+    const maxChange = Math.max(1, ...d.files.map((f) => f.insertions + f.deletions));
+    const scale = Math.min(1, 40 / maxChange);
+    for (const f of d.files) {
+      const n = f.insertions + f.deletions;
+      const graph = f.binary
+        ? 'Bin'
+        : `${String(n).padStart(5)} ${'+'.repeat(Math.ceil(f.insertions * scale))}${'-'.repeat(Math.ceil(f.deletions * scale))}`;
+      const tag = f.status === 'added' ? ' (new)' : f.status === 'removed' ? ' (gone)' : '';
+      lines.push(` ${f.path.padEnd(width)} | ${graph}${tag}`);
+    }
+  }
+  lines.push(
+    ` ${g.files_changed} file(s) changed, ${g.insertions} insertion(s)(+), ${g.deletions} deletion(s)(-)`,
+  );
+  const rows = d.databases.flatMap((db) =>
+    db.tables
+      .filter((t) => t.added || t.removed || t.changed)
+      .map((t) => [
+        db.db,
+        t.table,
+        String(t.added),
+        String(t.removed),
+        String(t.changed),
+        `${t.rows_a} → ${t.rows_b}`,
+      ]),
+  );
+  if (rows.length > 0) {
+    const header = ['DB', 'TABLE', 'ADDED', 'REMOVED', 'CHANGED', 'ROWS'];
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    lines.push('sqlite:');
+    for (const r of [header, ...rows])
+      lines.push(
+        `  ${r.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ')}`,
+      );
+  } else {
+    lines.push('sqlite: no row changes');
+  }
+  for (const db of d.databases) {
+    if (db.presence !== 'both') lines.push(`  ${db.db}: only in ${db.presence === 'only_a' ? d.a : d.b}`);
+    for (const c of db.schema_changes) lines.push(`  ${db.db}: schema ${c.change}: ${c.type} ${c.name}`);
+  }
+  const st = d.state_summary;
+  lines.push(
+    `state: extract_cursor ${st.extract_cursor_changed ? 'changed' : 'unchanged'}, dream_run ${st.last_dream_run_changed ? 'changed' : 'unchanged'}`,
+  );
+  if (d.state) {
+    for (const [k, v] of Object.entries(d.state))
+      if (JSON.stringify(v.a) !== JSON.stringify(v.b))
+        lines.push(`  ${k}: ${JSON.stringify(v.a)} → ${JSON.stringify(v.b)}`);
+  }
+  for (const f of d.files) if (f.patch) lines.push('', f.patch.trimEnd());
+  for (const db of d.databases) {
+    for (const t of db.tables) {
+      if (!t.rows) continue;
+      for (const r of t.rows.added) lines.push(`+ ${db.db}.${t.table} ${JSON.stringify(r)}`);
+      for (const r of t.rows.removed) lines.push(`- ${db.db}.${t.table} ${JSON.stringify(r)}`);
+      for (const r of t.rows.changed)
+        lines.push(`~ ${db.db}.${t.table} ${JSON.stringify(r.before)} → ${JSON.stringify(r.after)}`);
+    }
+  }
   return lines.join('\n');
 }

@@ -6,6 +6,7 @@ import { Command, CommanderError } from '@commander-js/extra-typings';
 import { ExitCode } from '../model/errors.js';
 import { PACKAGE_VERSION } from '../util/version.js';
 import { deleteCommand } from './commands/delete.js';
+import { diffCommand } from './commands/diff.js';
 import { exportCommand } from './commands/export.js';
 import { gcCommand, pinCommand, unpinCommand } from './commands/gc.js';
 import { listCommand } from './commands/list.js';
@@ -39,6 +40,7 @@ Examples:
     recoverCommand(),
     verifyCommand(),
     listCommand(),
+    diffCommand(),
     exportCommand(),
     deleteCommand(),
     gcCommand(),

@@ -1,6 +1,7 @@
 // Owns the MemorySnapshotter port: the operations every backend offers, as the original's trait
-// (§1.2). Diff joins it when its issue lands.
+// (§1.2), restore and diff included.
 
+import type { DiffRequest, SnapshotDiff } from '../diff/diff.js';
 import type {
   DeleteResult,
   ExportResult,
@@ -29,6 +30,8 @@ export interface MemorySnapshotter {
   restore(req: RestoreRequest): Promise<RestoreReport>;
   /** Finishes or rolls back an interrupted restore of one agent. */
   recover(agentId: string, tenant?: string): Promise<RecoverResult | undefined>;
+  /** Compares two snapshots of an agent (ids, unique prefixes, or `live`). */
+  diff(req: DiffRequest): Promise<SnapshotDiff>;
   /** Newest first. */
   list(agentId: string, tenant?: string): Promise<SnapshotMeta[]>;
   /** Any bundle path; no agent or tenant confinement. */

@@ -9,6 +9,7 @@ import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import { closeGate } from '../agent/write-gate.js';
 import { captureAgent, hashCapture, pathKind } from '../capture/capture.js';
+import { type DiffRequest, diffSnapshots, type SnapshotDiff } from '../diff/diff.js';
 import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
 import { type ManifestDraft, sealManifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
@@ -385,6 +386,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
 
   async restore(req: RestoreRequest): Promise<RestoreReport> {
     return restoreAgent(this, req);
+  }
+
+  /** Compares two snapshots (ids, unique prefixes, or `live`). */
+  async diff(req: DiffRequest): Promise<SnapshotDiff> {
+    try {
+      return await diffSnapshots(this, req);
+    } catch (err) {
+      throw asSnapshotError(err, `diff of agent ${req.agentId}`);
+    }
   }
 
   /** One retention sweep (see snapshotter/gc.ts). */

@@ -16,17 +16,13 @@ import { readManifestOnly } from '../format/reader.js';
 import {
   asSnapshotError,
   BundleDamagedError,
-  ChecksumMismatchError,
   ConcurrentError,
   CrossTenantError,
   EncryptionError,
   IoError,
-  MissingArtifactError,
-  NotABundleError,
   NotFoundError,
   RestoreRefusedError,
   SnapshotError,
-  UnsafeBundleError,
 } from '../model/errors.js';
 import { DEFAULT_TENANT, newSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
 import {
@@ -35,7 +31,6 @@ import {
   type RestoreReport,
   type RestoreRequest,
   STATE_KEYS,
-  type VerifyProblem,
 } from '../model/types.js';
 import {
   finishJournal,
@@ -55,25 +50,8 @@ import { syncFileSystemsOf } from '../store/atomic.js';
 import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
 import { faultPoint } from '../util/faults.js';
 import { allSettledOrThrow } from '../util/settle.js';
-import { isEncryptedName, verifyBundle } from '../verify/verify.js';
+import { isEncryptedName, problemsError, verifyBundle } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
-
-/** The typed error for the first problem a verify found (all problems travel in `details`). */
-function errorFromProblems(problems: VerifyProblem[]): SnapshotError {
-  const p = problems[0]!;
-  const details = { problems };
-  const err =
-    p.code === 'CHECKSUM_MISMATCH'
-      ? new ChecksumMismatchError(p.path ? `${p.path}: ${p.message}` : p.message)
-      : p.code === 'MISSING_ARTIFACT'
-        ? new MissingArtifactError(p.path ?? p.message)
-        : p.code === 'UNSAFE_ENTRY'
-          ? new UnsafeBundleError(p.path ? `${p.path}: ${p.message}` : p.message, details)
-          : p.code === 'NOT_A_BUNDLE'
-            ? new NotABundleError(p.message, { details })
-            : new BundleDamagedError(p.path ? `${p.path}: ${p.message}` : p.message, { details });
-  return err;
-}
 
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
   try {
@@ -208,7 +186,7 @@ async function dryRun(
             : undefined,
       },
     });
-    if (v.report.status === 'damaged' || !v.manifest) throw errorFromProblems(v.report.problems);
+    if (v.report.status === 'damaged' || !v.manifest) throw problemsError(v.report.problems);
     const m = v.manifest.manifest;
     const report = baseReport(m, agentId, tenant, bundle, true);
     if (v.report.sibling !== 'ok')
@@ -263,7 +241,7 @@ async function restoreLocked(
         sink: stagingSink(p),
         ...(req.onProgress ? { onProgress: req.onProgress } : {}),
       });
-      if (v.report.status === 'damaged' || !v.manifest) throw errorFromProblems(v.report.problems);
+      if (v.report.status === 'damaged' || !v.manifest) throw problemsError(v.report.problems);
       const { manifest: m, layout, raw } = v.manifest;
       if (JSON.stringify(raw) !== JSON.stringify((await readManifestOnly(bundle)).parsed.raw)) {
         throw new BundleDamagedError('the bundle changed while it was being restored');

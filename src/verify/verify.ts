@@ -13,8 +13,22 @@ import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, sqlitePath } from '../format/constants.
 import { type Artifact, digestSeal, manifestSeal, type ParsedManifest } from '../format/manifest.js';
 import { BundleReader, manifestLayoutProblems } from '../format/reader.js';
 import { fsckGitDir, verifyBundle as gitVerifyBundle } from '../git/git.js';
-import { IoError, SnapshotError } from '../model/errors.js';
-import { DB_NAMES, type DeepReport, type ProgressListener, type VerifyReport } from '../model/types.js';
+import {
+  BundleDamagedError,
+  ChecksumMismatchError,
+  IoError,
+  MissingArtifactError,
+  NotABundleError,
+  SnapshotError,
+  UnsafeBundleError,
+} from '../model/errors.js';
+import {
+  DB_NAMES,
+  type DeepReport,
+  type ProgressListener,
+  type VerifyProblem,
+  type VerifyReport,
+} from '../model/types.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { readSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
@@ -66,6 +80,23 @@ function emptyReport(path: string, encrypted: boolean): VerifyReport {
     problems: [],
     not_checked: [],
   };
+}
+
+/** The typed error for the first problem a verify found (all problems travel in `details`). */
+export function problemsError(problems: VerifyProblem[]): SnapshotError {
+  const p = problems[0]!;
+  const details = { problems };
+  const err =
+    p.code === 'CHECKSUM_MISMATCH'
+      ? new ChecksumMismatchError(p.path ? `${p.path}: ${p.message}` : p.message)
+      : p.code === 'MISSING_ARTIFACT'
+        ? new MissingArtifactError(p.path ?? p.message)
+        : p.code === 'UNSAFE_ENTRY'
+          ? new UnsafeBundleError(p.path ? `${p.path}: ${p.message}` : p.message, details)
+          : p.code === 'NOT_A_BUNDLE'
+            ? new NotABundleError(p.message, { details })
+            : new BundleDamagedError(p.path ? `${p.path}: ${p.message}` : p.message, { details });
+  return err;
 }
 
 /** Exit status for a report: 0 verified, 2 damaged, 3 not fully verified. */

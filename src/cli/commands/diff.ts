@@ -1,0 +1,51 @@
+// `nexo-memory diff`: what changed between two snapshots of an agent, or a snapshot and `live`.
+
+import { Command } from '@commander-js/extra-typings';
+import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { formatDiff } from '../format.js';
+import {
+  agentOption,
+  configOption,
+  jsonOption,
+  memdirRootOption,
+  sqliteRootOption,
+  stateRootOption,
+  tenantOption,
+} from './options.js';
+
+export function diffCommand() {
+  return new Command('diff')
+    .description('compare two snapshots (ids, unique prefixes, or "live"): commits, files, rows, state')
+    .argument('<a>', 'snapshot id, unique prefix, or live')
+    .argument('<b>', 'snapshot id, unique prefix, or live')
+    .addOption(agentOption())
+    .addOption(tenantOption())
+    .option('--detail', 'unified diffs of text files, sample rows per table, state values')
+    .addOption(stateRootOption())
+    .addOption(memdirRootOption())
+    .addOption(sqliteRootOption())
+    .addOption(configOption())
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      `
+Examples:
+  nexo-memory diff --agent ana 0190c3a2 0190c3b7
+  nexo-memory diff --agent ana 0190c3a2 live --detail
+  nexo-memory diff --agent ana <a> <b> --json`,
+    )
+    .action(async (a, b, opts) => {
+      await runCommand(opts, async () => {
+        const d = await snapshotterFrom(opts).diff({
+          agentId: opts.agent,
+          tenant: opts.tenant,
+          a,
+          b,
+          detail: opts.detail === true,
+        });
+        if (opts.json) printJson(d);
+        else process.stdout.write(`${formatDiff(d)}\n`);
+        return 0;
+      });
+    });
+}

@@ -1,0 +1,133 @@
+// Owns a diff between two sides (snapshot ids, unique prefixes, or `live`): materialises both in one
+// temporary directory that is always removed, then compares history, working tree, databases and
+// state. The result keeps the original's SnapshotDiff fields, now carrying real numbers, and adds
+// the per-file and per-table detail.
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { canonicalJson } from '../format/manifest.js';
+import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
+import { DB_NAMES } from '../model/types.js';
+import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { locate } from '../store/catalog.js';
+import { allSettledOrThrow } from '../util/settle.js';
+import { commitsBetween, type FileChange, treeChanges } from './memdir.js';
+import { bundleSide, liveSide, type Side } from './sides.js';
+import { type DatabaseDiff, diffDatabase } from './sqlite.js';
+
+export const LIVE = 'live';
+
+export interface SnapshotDiff {
+  a: string;
+  b: string;
+  git_summary: {
+    /** Commits reachable from b's HEAD and not from a's. */
+    commits_between: number;
+    files_changed: number;
+    insertions: number;
+    deletions: number;
+    /** Commits reachable from a's HEAD and not from b's (added). */
+    commits_reverse: number;
+    head_a?: string;
+    head_b?: string;
+  };
+  sqlite_summary: {
+    long_term_rows_added: number;
+    long_term_rows_removed: number;
+    vector_rows_added: number;
+    vector_rows_removed: number;
+    concepts_rows_added: number;
+    concepts_rows_removed: number;
+    compactions_added: number;
+  };
+  state_summary: { extract_cursor_changed: boolean; last_dream_run_changed: boolean };
+  files: FileChange[];
+  databases: DatabaseDiff[];
+  /** With --detail: both values of each state entry. */
+  state?: { extract_cursor: { a?: unknown; b?: unknown }; dream_run: { a?: unknown; b?: unknown } };
+}
+
+export interface DiffRequest {
+  agentId: string;
+  tenant?: string;
+  a: string;
+  b: string;
+  detail?: boolean;
+}
+
+async function sideOf(
+  s: LocalSnapshotter,
+  agentId: string,
+  tenant: string,
+  ref: string,
+  dir: string,
+): Promise<Side> {
+  if (ref === LIVE) return liveSide(s, agentId, tenant, dir);
+  const file = await locate(s.layout.snapshotsDir(tenant, agentId), ref);
+  return bundleSide(file.id, file.path, dir);
+}
+
+const sum = (d: DatabaseDiff | undefined, f: 'added' | 'removed'): number =>
+  d ? d.tables.reduce((n, t) => n + t[f], 0) : 0;
+
+export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Promise<SnapshotDiff> {
+  const agentId = validateAgentId(req.agentId);
+  const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
+  const detail = req.detail === true;
+  const tmp = await mkdtemp(join(tmpdir(), 'nexo-diff-'));
+  try {
+    const [a, b] = await allSettledOrThrow([
+      sideOf(s, agentId, tenant, req.a, join(tmp, 'a')),
+      sideOf(s, agentId, tenant, req.b, join(tmp, 'b')),
+    ]);
+    const [commits, files] = await allSettledOrThrow([
+      commitsBetween(a, b, join(tmp, 'history')),
+      treeChanges(a, b, tmp, detail),
+    ]);
+    const databases = DB_NAMES.filter((db) => a.dbs.has(db) || b.dbs.has(db)).map((db) =>
+      diffDatabase(db, a.dbs.get(db), b.dbs.get(db), detail),
+    );
+    const byDb = (db: string) => databases.find((d) => d.db === db);
+    const changed = (key: 'extract_cursor' | 'dream_run') =>
+      canonicalJson(a.state.get(key) ?? null) !== canonicalJson(b.state.get(key) ?? null);
+    return {
+      a: a.label,
+      b: b.label,
+      git_summary: {
+        commits_between: commits.forward,
+        files_changed: files.length,
+        insertions: files.reduce((n, f) => n + f.insertions, 0),
+        deletions: files.reduce((n, f) => n + f.deletions, 0),
+        commits_reverse: commits.reverse,
+        ...(a.head ? { head_a: a.head } : {}),
+        ...(b.head ? { head_b: b.head } : {}),
+      },
+      sqlite_summary: {
+        long_term_rows_added: sum(byDb('long_term'), 'added'),
+        long_term_rows_removed: sum(byDb('long_term'), 'removed'),
+        vector_rows_added: sum(byDb('vector'), 'added'),
+        vector_rows_removed: sum(byDb('vector'), 'removed'),
+        concepts_rows_added: sum(byDb('concepts'), 'added'),
+        concepts_rows_removed: sum(byDb('concepts'), 'removed'),
+        compactions_added: sum(byDb('compactions'), 'added'),
+      },
+      state_summary: {
+        extract_cursor_changed: changed('extract_cursor'),
+        last_dream_run_changed: changed('dream_run'),
+      },
+      files,
+      databases,
+      ...(detail
+        ? {
+            state: {
+              extract_cursor: { a: a.state.get('extract_cursor'), b: b.state.get('extract_cursor') },
+              dream_run: { a: a.state.get('dream_run'), b: b.state.get('dream_run') },
+            },
+          }
+        : {}),
+    };
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}

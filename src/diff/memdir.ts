@@ -1,0 +1,119 @@
+// Owns the memdir half of a diff: commits reachable from one side and not the other (both histories
+// fetched into one scratch repository), and the working trees compared file by file with git's own
+// diff (`git diff --no-index`: line counts, binary detection, unified patches for --detail).
+
+import { mkdir } from 'node:fs/promises';
+import { relative } from 'node:path';
+import { runGit } from '../git/git.js';
+import { GitError } from '../model/errors.js';
+import type { Side } from './sides.js';
+
+export interface FileChange {
+  path: string;
+  status: 'added' | 'removed' | 'modified';
+  insertions: number;
+  deletions: number;
+  binary: boolean;
+  /** Unified diff (text files, with --detail). */
+  patch?: string;
+}
+
+async function git(cwd: string, args: string[]): Promise<string> {
+  const r = await runGit(cwd, args);
+  if (r.code !== 0) throw new GitError(`${args[0]} failed while diffing: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Commits reachable from b's HEAD and not from a's, and the reverse. */
+export async function commitsBetween(
+  a: Side,
+  b: Side,
+  scratch: string,
+): Promise<{ forward: number; reverse: number }> {
+  if (!a.head && !b.head) return { forward: 0, reverse: 0 };
+  await mkdir(scratch, { recursive: true });
+  await git(scratch, ['init', '-q', '--bare']);
+  for (const [side, name] of [
+    [a, 'a'],
+    [b, 'b'],
+  ] as const) {
+    if (!side.history || !side.head) continue;
+    await git(scratch, ['fetch', '-q', '--no-tags', side.history.path, `+refs/*:refs/${name}/*`]);
+    // a detached HEAD is carried as HEAD only
+    await runGit(scratch, ['fetch', '-q', '--no-tags', side.history.path, `+HEAD:refs/${name}-head`]);
+  }
+  const count = async (from: string | undefined, to: string | undefined): Promise<number> => {
+    if (!to) return 0;
+    const range = from ? [`${from}..${to}`] : [to];
+    return Number((await git(scratch, ['rev-list', '--count', ...range])).trim());
+  };
+  return { forward: await count(a.head, b.head), reverse: await count(b.head, a.head) };
+}
+
+/** The working-tree changes from a to b. */
+export async function treeChanges(a: Side, b: Side, cwd: string, detail: boolean): Promise<FileChange[]> {
+  const changed = new Map<string, FileChange['status']>();
+  for (const [rel, sha] of b.files) {
+    const before = a.files.get(rel);
+    if (before === undefined) changed.set(rel, 'added');
+    else if (before !== sha) changed.set(rel, 'modified');
+  }
+  for (const rel of a.files.keys()) if (!b.files.has(rel)) changed.set(rel, 'removed');
+  if (changed.size === 0) return [];
+  const ta = relative(cwd, a.tree);
+  const tb = relative(cwd, b.tree);
+  const base = [
+    '-c',
+    'core.quotepath=off',
+    'diff',
+    '--no-index',
+    '--no-renames',
+    '--no-color',
+    '--no-ext-diff',
+  ];
+  const numstat = await runGit(cwd, [...base, '--numstat', '-z', ta, tb]);
+  if (numstat.code > 1) throw new GitError(`diff of the working trees failed: ${numstat.stderr}`);
+  // Records: "<ins>\t<del>\t\0<path a>\0<path b>\0"
+  const fields = numstat.stdout.split('\0');
+  const stats = new Map<string, { ins: number; del: number; binary: boolean }>();
+  for (let i = 0; i + 2 < fields.length; i += 3) {
+    const [ins, del] = fields[i]!.split('\t');
+    const pa = fields[i + 1]!;
+    const pb = fields[i + 2]!;
+    const rel = pb !== '/dev/null' ? pb.slice(tb.length + 1) : pa.slice(ta.length + 1);
+    stats.set(rel, {
+      ins: ins === '-' ? 0 : Number(ins),
+      del: del === '-' ? 0 : Number(del),
+      binary: ins === '-',
+    });
+  }
+  const patches = new Map<string, string>();
+  if (detail) {
+    const full = await runGit(cwd, [...base, '--src-prefix=a/', '--dst-prefix=b/', ta, tb]);
+    // Chunks come in the same order as the numstat records.
+    const chunks = full.stdout.split(/^(?=diff --git )/m).filter((c) => c.startsWith('diff --git '));
+    const order = [...stats.keys()];
+    chunks.forEach((c, i) => {
+      const rel = order[i];
+      if (rel === undefined) return;
+      let patch = c;
+      for (const side of [ta, tb])
+        patch = patch.replaceAll(`a/${side}/`, 'a/').replaceAll(`b/${side}/`, 'b/');
+      patches.set(rel, patch);
+    });
+  }
+  return [...changed]
+    .sort(([x], [y]) => Buffer.compare(Buffer.from(x), Buffer.from(y)))
+    .map(([path, status]) => {
+      const st = stats.get(path) ?? { ins: 0, del: 0, binary: false };
+      const patch = patches.get(path);
+      return {
+        path,
+        status,
+        insertions: st.ins,
+        deletions: st.del,
+        binary: st.binary,
+        ...(patch !== undefined && !st.binary ? { patch } : {}),
+      };
+    });
+}

@@ -1,0 +1,222 @@
+// Diff: real counts for commits, files, lines, rows (added / removed / changed by primary key) and
+// state between two snapshots, a snapshot and live, and across format versions; detail with patches
+// and summarised rows; the temporary directory always removed.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { git, gitEnv } from '../scripts/sample-agent.js';
+import { walkMemdir } from '../src/capture/memdir.js';
+import { bundleOf, manifestFor, writeBundleFile } from './helpers/bundles.js';
+import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
+
+function agent(t: Parameters<typeof sampleAgent>[0]): Agent {
+  return sampleAgent(t, 'ana', {
+    files: 6,
+    commits: 3,
+    memories: 40,
+    embeddings: 10,
+    concepts: 5,
+    compactions: 4,
+  });
+}
+
+/** Known changes: 1 row added, 2 removed, 1 changed; a vector changed; 2 commits; files edited, added, removed. */
+function change(a: Agent): void {
+  const lt = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  lt.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)').run(
+    1,
+    'fact',
+    'x'.repeat(500),
+    1,
+  );
+  lt.prepare('DELETE FROM memories WHERE id IN (1, 2)').run();
+  lt.prepare("UPDATE memories SET content = 'rewritten' WHERE id = 7").run();
+  lt.close();
+  const vec = new Database(join(a.sqliteDir, 'vector.sqlite'));
+  vec
+    .prepare('UPDATE embeddings SET vec = ? WHERE id = 3')
+    .run(Buffer.from(new Float32Array([3, 4, 0, 0, 0, 0]).buffer));
+  vec.close();
+  const cmp = new Database(join(a.sqliteDir, 'compactions.sqlite'));
+  cmp
+    .prepare('INSERT INTO compactions (session_id, created_at, summary) VALUES (?, ?, ?)')
+    .run('s-new', 2, 'summary');
+  cmp.close();
+  writeFileSync(
+    join(a.memdir, 'MEMORY.md'),
+    `${readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8')}- one more line\n- and another\n`,
+  );
+  execFileSync('git', ['commit', '-qam', 'memory: two lines'], { cwd: a.memdir, env: gitEnv });
+  writeFileSync(join(a.memdir, 'added.md'), 'a\nb\nc\n');
+  execFileSync('git', ['add', 'added.md'], { cwd: a.memdir, env: gitEnv });
+  execFileSync('git', ['commit', '-qm', 'memory: added'], { cwd: a.memdir, env: gitEnv });
+  rmSync(join(a.memdir, 'topics', 'places', 'topic-0002.md')); // uncommitted removal
+  writeFileSync(join(a.sqliteDir, 'extract_cursor.json'), JSON.stringify({ last_message_id: 77 }));
+}
+
+test('diff of two snapshots counts commits, files, lines, rows and state for real', async (t) => {
+  const a = agent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const removedLines =
+    readFileSync(join(a.memdir, 'topics', 'places', 'topic-0002.md'), 'utf8').split('\n').length - 1;
+  change(a);
+  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: s2.id.slice(0, 13) });
+  assert.equal(d.a, s1.id);
+  assert.equal(d.b, s2.id);
+  assert.deepEqual(d.git_summary, {
+    commits_between: 2,
+    files_changed: 3,
+    insertions: 2 + 3,
+    deletions: removedLines,
+    commits_reverse: 0,
+    head_a: s1.git_oid,
+    head_b: s2.git_oid,
+  });
+  assert.deepEqual(
+    d.files.map((f) => [f.path, f.status, f.insertions, f.deletions]),
+    [
+      ['MEMORY.md', 'modified', 2, 0],
+      ['added.md', 'added', 3, 0],
+      ['topics/places/topic-0002.md', 'removed', 0, removedLines],
+    ],
+  );
+  assert.deepEqual(d.sqlite_summary, {
+    long_term_rows_added: 1,
+    long_term_rows_removed: 2,
+    vector_rows_added: 0,
+    vector_rows_removed: 0,
+    concepts_rows_added: 0,
+    concepts_rows_removed: 0,
+    compactions_added: 1,
+  });
+  const memories = d.databases.find((x) => x.db === 'long_term')!.tables.find((x) => x.table === 'memories')!;
+  assert.deepEqual(
+    [memories.added, memories.removed, memories.changed, memories.rows_a, memories.rows_b],
+    [1, 2, 1, 40, 39],
+  );
+  assert.equal(d.databases.find((x) => x.db === 'vector')!.tables[0]!.changed, 1);
+  assert.deepEqual(d.state_summary, { extract_cursor_changed: true, last_dream_run_changed: false });
+  assert.equal(d.files[0]!.patch, undefined, 'no patches without --detail');
+  // the other way round
+  const back = await a.snapshotter.diff({ agentId: 'ana', a: s2.id, b: s1.id });
+  assert.equal(back.git_summary.commits_between, 0);
+  assert.equal(back.git_summary.commits_reverse, 2);
+  assert.equal(back.sqlite_summary.long_term_rows_added, 2);
+  assert.equal(back.sqlite_summary.long_term_rows_removed, 1);
+});
+
+test('--detail: unified patches, sample rows with long text cut and vectors summarised, state values', async (t) => {
+  const a = agent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  change(a);
+  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: s2.id, detail: true });
+  const memory = d.files.find((f) => f.path === 'MEMORY.md')!;
+  assert.match(memory.patch!, /^diff --git a\/MEMORY\.md b\/MEMORY\.md/);
+  assert.match(memory.patch!, /^\+- one more line$/m);
+  assert.match(d.files.find((f) => f.path === 'added.md')!.patch!, /^\+\+\+ b\/added\.md$/m);
+  const mem = d.databases.find((x) => x.db === 'long_term')!.tables[0]!.rows!;
+  assert.equal(mem.added.length, 1);
+  assert.match(String((mem.added[0] as Record<string, unknown>).content), /^x{120}… \(500 chars\)$/);
+  assert.deepEqual(
+    mem.removed.map((r) => (r as Record<string, unknown>).id),
+    [1, 2],
+  );
+  assert.equal((mem.changed[0]!.after as Record<string, unknown>).content, 'rewritten');
+  const vec = d.databases.find((x) => x.db === 'vector')!.tables[0]!.rows!;
+  assert.equal((vec.changed[0]!.after as Record<string, unknown>).vec, '<float32[6] norm 5.0000>');
+  assert.deepEqual(d.state!.extract_cursor.b, { last_message_id: 77 });
+});
+
+test('diff against live, after a schema change, with the temporary directory always removed', async (t) => {
+  const a = agent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const db = new Database(join(a.sqliteDir, 'concepts.sqlite'));
+  db.exec(
+    'CREATE TABLE links (a INTEGER, b INTEGER, PRIMARY KEY (a, b)); INSERT INTO links VALUES (1, 2), (2, 3)',
+  );
+  db.close();
+  writeFileSync(join(a.memdir, 'live-only.md'), 'x\n');
+  const tmp = mkdtempSync(join(tempDir(t), 'tmp-'));
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = tmp;
+  try {
+    const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: 'live' });
+    assert.equal(d.b, 'live');
+    const concepts = d.databases.find((x) => x.db === 'concepts')!;
+    assert.deepEqual(concepts.schema_changes, [{ type: 'table', name: 'links', change: 'added' }]);
+    assert.equal(concepts.tables.find((x) => x.table === 'links')!.added, 2);
+    assert.equal(d.sqlite_summary.concepts_rows_added, 2);
+    assert.deepEqual(
+      d.files.map((f) => [f.path, f.status]),
+      [['live-only.md', 'added']],
+    );
+    await assert.rejects(
+      a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: '0190c3a2-ffff-7000-8000-000000000000' }),
+      { code: 'NOT_FOUND' },
+    );
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+  }
+  assert.deepEqual(readdirSync(tmp), [], 'nothing left in the temporary directory');
+});
+
+test('diff works across format versions (a v1 bundle of the original against a v2 snapshot)', async (t) => {
+  const a = agent(t);
+  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const head = git(a.memdir, ['rev-parse', 'HEAD~1']).trim();
+  const arts: Array<{ path: string; kind: string; data: Buffer }> = [];
+  for (const rel of (await walkMemdir(a.memdir)).files) {
+    if (rel !== 'MEMORY.md')
+      arts.push({
+        path: `memory_files/${rel}`,
+        kind: 'memory_file',
+        data: readFileSync(join(a.memdir, rel)),
+      });
+  }
+  const v1id = '0190c3a2-0000-7000-8000-0000000000aa';
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  writeBundleFile(
+    join(dir, `${v1id}.tar.zst`),
+    bundleOf(
+      manifestFor(
+        arts,
+        { snapshot_id: v1id, git: { head_oid: head, head_subject: '', head_author: '', head_ts_ms: 0 } },
+        1,
+      ),
+      arts,
+      [],
+      { v1: true },
+    ),
+  );
+  const d = await a.snapshotter.diff({ agentId: 'ana', a: v1id, b: s2.id });
+  assert.deepEqual(
+    d.files.map((f) => [f.path, f.status]),
+    [['MEMORY.md', 'added']],
+  );
+  assert.equal(d.databases.find((x) => x.db === 'long_term')!.presence, 'only_b');
+  assert.equal(d.sqlite_summary.long_term_rows_added, 40);
+});
+
+test('CLI diff: a git diff --stat plus a table per database; JSON keeps the original fields', async (t) => {
+  const a = agent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  change(a);
+  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  let r = await runCli(['diff', s1.id, s2.id, '--agent', 'ana', '--state-root', a.stateRoot]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^ MEMORY\.md +\| +2 \+\+$/m);
+  assert.match(r.stdout, /3 file\(s\) changed, 5 insertion\(s\)\(\+\)/);
+  assert.match(r.stdout, /long_term\s+memories\s+1\s+2\s+1\s+40 → 39/);
+  assert.match(r.stdout, /history: 2 commit\(s\)/);
+  r = await runCli(['diff', '--agent', 'ana', s1.id, s2.id, '--json', '--state-root', a.stateRoot]);
+  const d = JSON.parse(r.stdout);
+  assert.equal(d.git_summary.commits_between, 2);
+  for (const k of ['a', 'b', 'git_summary', 'sqlite_summary', 'state_summary']) assert.ok(k in d, k);
+});
