@@ -1,6 +1,6 @@
 // `npm run demo`: builds a sample agent on the embedded default (local files, SQLite), then drives the
-// real CLI: snapshot, verify --deep, list, change the agent, snapshot again, dry-run and restore the
-// baseline, undo, export. Prints each command and what it answered, and checks the outcomes.
+// real CLI: snapshot, verify --deep, list, change the agent, snapshot again, diff, dry-run and restore
+// the baseline, undo, export. Prints each command and what it answered, and checks the outcomes.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -83,6 +83,9 @@ process.stdout.write('done\n');
 step('Snapshot again and list (newest first)');
 const second = parseSnapshot(nexo(['snapshot', '--agent', 'ana', '--label', 'after-change', ...roots]));
 nexo(['list', '--agent', 'ana', '--state-root', a.stateRoot]);
+
+step('What changed between the two snapshots (commits, files, lines, rows, state)');
+nexo(['diff', first.id, second.id, '--agent', 'ana', '--state-root', a.stateRoot]);
 
 step('Dry run: what restoring the baseline would change (nothing is changed)');
 nexo(['restore', '--agent', 'ana', '--from', first.bundle_path, '--dry-run', ...roots]);
