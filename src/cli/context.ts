@@ -37,7 +37,13 @@ export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
     zstdLevel: flags.zstdLevel ?? cfg.zstd_level ?? 3,
     ...(cfg.zstd_workers !== undefined ? { zstdWorkers: cfg.zstd_workers } : {}),
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+    ...(cfg.encryption?.recipients ? { recipients: cfg.encryption.recipients } : {}),
   });
+}
+
+/** The identity file: --decrypt-identity, else the config's encryption.identity_path. */
+export function identityFrom(flags: StoreFlags & { decryptIdentity?: string }): string | undefined {
+  return flags.decryptIdentity ?? loadFlagsConfig(flags)?.snapshot.encryption?.identity_path;
 }
 
 export function printJson(value: unknown): void {

@@ -19,6 +19,15 @@ const retentionSection = z.strictObject({
   leftover_grace_secs: z.number().int().min(0).optional(),
 });
 
+const encryptionSection = z.strictObject({
+  /** age X25519 recipients every snapshot is encrypted to (pre-restore anchors too). */
+  recipients: z
+    .array(z.string().regex(/^age1[02-9ac-hj-np-z]+$/, 'must be an age1… X25519 recipient'))
+    .optional(),
+  /** Identity file used to open encrypted bundles when --decrypt-identity is not given. */
+  identity_path: z.string().min(1).optional(),
+});
+
 const snapshotSection = z.strictObject({
   /** The snapshot store root (the original's `root`). */
   root: z.string().min(1).optional(),
@@ -28,6 +37,7 @@ const snapshotSection = z.strictObject({
   zstd_level: z.number().int().min(1).max(19).optional(),
   zstd_workers: z.number().int().min(0).max(16).optional(),
   retention: retentionSection.optional(),
+  encryption: encryptionSection.optional(),
 });
 
 export type SnapshotConfig = z.infer<typeof snapshotSection>;
@@ -107,5 +117,7 @@ export function loadConfig(path: string): LoadedConfig {
   for (const k of ['root', 'memdir_root', 'sqlite_root'] as const) {
     if (cfg[k] !== undefined) cfg[k] = resolve(base, cfg[k]);
   }
+  if (cfg.encryption?.identity_path)
+    cfg.encryption = { ...cfg.encryption, identity_path: resolve(base, cfg.encryption.identity_path) };
   return { path: abs, snapshot: cfg };
 }

@@ -6,6 +6,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type Identity, loadIdentities } from '../crypto/age.js';
 import { canonicalJson } from '../format/manifest.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { DB_NAMES } from '../model/types.js';
@@ -54,6 +55,8 @@ export interface DiffRequest {
   a: string;
   b: string;
   detail?: boolean;
+  /** Identity file for age-encrypted bundles. */
+  decryptIdentity?: string;
 }
 
 async function sideOf(
@@ -62,10 +65,11 @@ async function sideOf(
   tenant: string,
   ref: string,
   dir: string,
+  identities: Identity[] | undefined,
 ): Promise<Side> {
   if (ref === LIVE) return liveSide(s, agentId, tenant, dir);
   const file = await locate(s.layout.snapshotsDir(tenant, agentId), ref);
-  return bundleSide(file.id, file.path, dir);
+  return bundleSide(file.id, file.path, dir, identities);
 }
 
 const sum = (d: DatabaseDiff | undefined, f: 'added' | 'removed'): number =>
@@ -75,11 +79,12 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
   const detail = req.detail === true;
+  const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
   const tmp = await mkdtemp(join(tmpdir(), 'nexo-diff-'));
   try {
     const [a, b] = await allSettledOrThrow([
-      sideOf(s, agentId, tenant, req.a, join(tmp, 'a')),
-      sideOf(s, agentId, tenant, req.b, join(tmp, 'b')),
+      sideOf(s, agentId, tenant, req.a, join(tmp, 'a'), identities),
+      sideOf(s, agentId, tenant, req.b, join(tmp, 'b'), identities),
     ]);
     const [commits, files] = await allSettledOrThrow([
       commitsBetween(a, b, join(tmp, 'history')),

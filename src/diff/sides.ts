@@ -7,6 +7,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { closeGate } from '../agent/write-gate.js';
 import { captureAgent, hashCapture } from '../capture/capture.js';
+import type { Identity } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MEMORY_FILES_PREFIX, statePath } from '../format/constants.js';
 import { ConcurrentError, EncryptionError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS, type StateKey } from '../model/types.js';
@@ -14,7 +15,7 @@ import { bundleHasMemdir } from '../restore/stage.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { LockTimeoutError } from '../store/lock.js';
-import { isEncryptedName, problemsError, verifyBundle } from '../verify/verify.js';
+import { problemsError, verifyBundle } from '../verify/verify.js';
 
 export interface Side {
   /** The snapshot id, or `live`. */
@@ -32,14 +33,16 @@ export interface Side {
 }
 
 /** A snapshot bundle, streamed and verified into `dir`. */
-export async function bundleSide(label: string, bundle: string, dir: string): Promise<Side> {
-  if (isEncryptedName(bundle))
-    throw new EncryptionError(
-      'diff of age-encrypted bundles needs the encryption support that is not in this version yet',
-    );
+export async function bundleSide(
+  label: string,
+  bundle: string,
+  dir: string,
+  identities?: readonly Identity[],
+): Promise<Side> {
   const tree = join(dir, 'tree');
   await mkdir(tree, { recursive: true });
   const v = await verifyBundle(bundle, {
+    ...(identities ? { identities } : {}),
     sink: {
       target(a, layout) {
         const p = a.path_in_bundle;
@@ -52,7 +55,9 @@ export async function bundleSide(label: string, bundle: string, dir: string): Pr
       },
     },
   });
-  if (v.report.status === 'damaged' || !v.manifest) throw problemsError(v.report.problems);
+  if (v.report.status === 'damaged') throw problemsError(v.report.problems);
+  if (!v.manifest)
+    throw new EncryptionError('the bundle is age-encrypted: pass --decrypt-identity to diff it');
   const { manifest: m, layout } = v.manifest;
   const side: Side = {
     label,

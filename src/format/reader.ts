@@ -1,11 +1,18 @@
 // Owns reading a bundle as a stream: compressed bytes (optionally hashed as they pass) → bounded zstd
-// decompression → strict tar reader → manifest.json first (size-capped, parsed, schema-gated, layout
+// decompression (after age decryption, for encrypted bundles) → strict tar reader → manifest.json first (size-capped, parsed, schema-gated, layout
 // checked) → every further entry classified against the manifest. Callers (verify, list, restore)
 // decide what to do with each entry; nothing here writes to disk.
 
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { BundleDamagedError, NotABundleError, SnapshotError, UnsafeBundleError } from '../model/errors.js';
+import { ageDecryptPayload, type Identity, openPayload, readAgeHeader } from '../crypto/age.js';
+import {
+  BundleDamagedError,
+  EncryptionError,
+  NotABundleError,
+  SnapshotError,
+  UnsafeBundleError,
+} from '../model/errors.js';
 import { MANIFEST_PATH, MAX_MANIFEST_BYTES, TAR_ENTRY_OVERHEAD, TAR_TRAILER_ALLOWANCE } from './constants.js';
 import { layoutProblem, unsafePathReason } from './layout.js';
 import { type Artifact, checkSchema, type ParsedManifest, parseManifest } from './manifest.js';
@@ -14,6 +21,7 @@ import { type SizeLimit, zstdDecompress } from './zstd.js';
 import { decompressFileOffThread, type OffThreadStream } from './zstd-worker.js';
 
 const READ_CHUNK = 1024 * 1024;
+const isEncryptedName = (p: string): boolean => /\.age$/i.test(p);
 
 /** A problem found in the bundle, with the stable error code it maps to. */
 export interface EntryProblem {
@@ -64,6 +72,8 @@ export class BundleReader {
   private offThreadStream: OffThreadStream | undefined;
   manifest!: ParsedManifest;
   manifestBytes!: Buffer;
+  /** Whether the file is age-encrypted (decided by its content, not its name). */
+  encrypted = false;
 
   private constructor(
     readonly path: string,
@@ -71,6 +81,7 @@ export class BundleReader {
     private readonly chunkSize: number,
     private readonly onRead: ((compressedBytes: number) => void) | undefined,
     private readonly offThread: boolean,
+    private readonly identities: readonly Identity[] | undefined,
   ) {
     this.fileHash = hashFile ? createHash('sha256') : undefined;
   }
@@ -87,14 +98,17 @@ export class BundleReader {
       onRead?: (compressedBytes: number) => void;
       /** Read, hash and decompress on a worker thread (whole-bundle reads: verify, restore). */
       offThread?: boolean;
+      /** Identities that may open an age-encrypted bundle. */
+      identities?: readonly Identity[];
     } = {},
   ): Promise<BundleReader> {
     const r = new BundleReader(
       path,
-      opts.hashFile ?? false,
+      (opts.hashFile ?? false) && !isEncryptedName(path),
       opts.chunkSize ?? READ_CHUNK,
       opts.onRead,
       opts.offThread ?? false,
+      opts.identities,
     );
     try {
       await r.start();
@@ -106,12 +120,26 @@ export class BundleReader {
   }
 
   private async start(): Promise<void> {
+    const age = await readAgeHeader(this.path);
+    this.encrypted = age !== undefined;
+    let decrypt: { key: Buffer; offset: number } | undefined;
+    if (age) {
+      if (!this.identities || this.identities.length === 0) {
+        throw new EncryptionError(
+          'the bundle is age-encrypted: an identity is needed (--decrypt-identity FILE)',
+        );
+      }
+      decrypt = openPayload(this.path, age, this.identities);
+    }
     if (this.offThread) {
-      const off = decompressFileOffThread(this.path, this.limit, this.onRead);
+      const off = decompressFileOffThread(this.path, this.limit, this.onRead, decrypt);
       this.offThreadStream = off;
       this.tar = readTar(off.chunks);
     } else {
-      const stream = createReadStream(this.path, { highWaterMark: this.chunkSize });
+      const stream = createReadStream(this.path, {
+        highWaterMark: this.chunkSize,
+        start: decrypt?.offset ?? 0,
+      });
       this.source = stream;
       const self = this;
       async function* compressed(): AsyncGenerator<Buffer> {
@@ -122,7 +150,8 @@ export class BundleReader {
           yield chunk;
         }
       }
-      this.tar = readTar(zstdDecompress(compressed(), this.limit));
+      const raw = decrypt ? ageDecryptPayload(compressed(), decrypt.key) : compressed();
+      this.tar = readTar(zstdDecompress(raw, this.limit));
     }
     const first = await this.tar.next();
     if (first.done) throw new NotABundleError('empty archive');
@@ -211,8 +240,11 @@ export class BundleReader {
 }
 
 /** Reads only the manifest at the head of a bundle (list, diff): never the whole file. */
-export async function readManifestOnly(path: string): Promise<{ parsed: ParsedManifest; bytes: Buffer }> {
-  const r = await BundleReader.open(path, { chunkSize: 64 * 1024 });
+export async function readManifestOnly(
+  path: string,
+  identities?: readonly Identity[],
+): Promise<{ parsed: ParsedManifest; bytes: Buffer }> {
+  const r = await BundleReader.open(path, { chunkSize: 64 * 1024, ...(identities ? { identities } : {}) });
   r.close();
   return { parsed: r.manifest, bytes: r.manifestBytes };
 }

@@ -1,9 +1,10 @@
 // Owns writing one bundle file: manifest.json first, then every artifact from its staged file, as a
-// tar stream → zstd → SHA-256 tee → `<bundle>.partial` → fsync → no-clobber publish. On any failure
+// tar stream → zstd → [age] → SHA-256 tee → `<bundle>.partial` → fsync → no-clobber publish. On any failure
 // the partial file is removed and nothing is published.
 
 import { createHash } from 'node:crypto';
 import { type FileHandle, open } from 'node:fs/promises';
+import { ageEncrypt } from '../crypto/age.js';
 import { IoError, SnapshotError } from '../model/errors.js';
 import { publishNoClobber, removeQuietly } from '../store/atomic.js';
 import { faultPoint } from '../util/faults.js';
@@ -26,6 +27,8 @@ export interface PackOptions {
   entries: readonly PackEntry[];
   mtimeSec: number;
   zstd: CompressOptions;
+  /** age recipients: the compressed stream is encrypted to them (the file is then an age file). */
+  recipients?: readonly string[];
   /** Called with the number of uncompressed bytes packed so far. */
   onBytes?: (packed: number) => void;
 }
@@ -99,7 +102,9 @@ export async function packBundle(opts: PackOptions): Promise<PackResult> {
     // Writes run behind compression (in order, up to WRITE_AHEAD bytes queued) so neither waits for the other.
     let queued = 0;
     let writes: Promise<void> = Promise.resolve();
-    for await (const chunk of zstdCompress(tarStream(opts), opts.zstd)) {
+    const compressed = zstdCompress(tarStream(opts), opts.zstd);
+    const output = opts.recipients?.length ? ageEncrypt(compressed, opts.recipients) : compressed;
+    for await (const chunk of output) {
       hash.update(chunk);
       size += chunk.length;
       queued += chunk.length;

@@ -1,12 +1,12 @@
 // Owns reading a whole bundle file on a worker thread: the worker reads the file, hashes its bytes
-// (the sibling check, over exactly the bytes decompressed) and decompresses them into a ring of
-// shared-memory slots; the main thread parses and hashes the output as it arrives. Two cores instead
+// (the sibling check, over exactly the bytes decompressed), decrypts an age payload chunk by
+// authenticated chunk when given its key, and decompresses into a ring of shared-memory slots; the main thread parses and hashes the output as it arrives. Two cores instead
 // of one for verify and restore. The decompression step mirrors zstdDecompress() in zstd.ts (magic
 // check, truncation and corruption errors); the size limit is enforced here on the main thread.
 
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import { BundleDamagedError, NotABundleError, UnsafeBundleError } from '../model/errors.js';
+import { BundleDamagedError, EncryptionError, NotABundleError, UnsafeBundleError } from '../model/errors.js';
 import type { SizeLimit } from './zstd.js';
 
 const SLOTS = 8;
@@ -33,6 +33,8 @@ function end(message) {
   Atomics.store(C, 2, 1);
   Atomics.notify(C, 0);
 }
+const decrypt = workerData.decrypt; // { key, offset } for age files: payload key, where STREAM starts
+const AGE_CHUNK = 65536 + 16;
 let fd;
 try {
   fd = fs.openSync(path, 'r');
@@ -40,16 +42,11 @@ try {
   const hash = crypto.createHash('sha256');
   const dctx = new binding.DCtx();
   let total = 0, reported = 0, first = true, inFrame = false;
-  for (;;) {
-    const n = fs.readSync(fd, input, 0, input.length, null);
-    if (n === 0) break;
-    let src = input.subarray(0, n);
-    hash.update(src);
-    total += n;
-    if (total - reported >= 4 << 20) { reported = total; parentPort.postMessage({ type: 'read', bytes: total }); }
+  // zstd: decompress one buffer into the slots
+  const feed = (src) => {
     if (first) {
       first = false;
-      if (n < 4 || !src.subarray(0, 4).equals(MAGIC)) { end({ type: 'error', code: 'NOT_A_BUNDLE', message: 'not a zstd stream (bad magic)' }); throw new Stop(); }
+      if (src.length < 4 || !src.subarray(0, 4).equals(MAGIC)) { end({ type: 'error', code: 'NOT_A_BUNDLE', message: 'not a zstd stream (bad magic)' }); throw new Stop(); }
     }
     for (;;) {
       while (Atomics.load(C, 0) - Atomics.load(C, 1) >= slots) {
@@ -65,8 +62,43 @@ try {
       const [ret, produced, consumed] = r;
       src = src.subarray(consumed);
       if (produced > 0) { lens[slot] = produced; Atomics.store(C, 0, head + 1); Atomics.notify(C, 0); }
-      if (src.length === 0 && produced < slotSize) { inFrame = ret !== 0; break; }
+      if (src.length === 0 && produced < slotSize) { inFrame = ret !== 0; return; }
     }
+  };
+  // age STREAM: 64 KiB chunks, each authenticated before a byte of it is used
+  let skip = decrypt ? decrypt.offset : 0, pending = Buffer.alloc(0), counter = 0;
+  const open = (data, last) => {
+    const nonce = Buffer.alloc(12);
+    nonce.writeUIntBE(counter++, 5, 6);
+    nonce[11] = last ? 1 : 0;
+    try {
+      const d = crypto.createDecipheriv('chacha20-poly1305', Buffer.from(decrypt.key), nonce, { authTagLength: 16 });
+      d.setAuthTag(data.subarray(data.length - 16));
+      return Buffer.concat([d.update(data.subarray(0, data.length - 16)), d.final()]);
+    } catch {
+      end({ type: 'error', code: 'BUNDLE_DAMAGED', message: 'age payload failed authentication (tampered or truncated)' });
+      throw new Stop();
+    }
+  };
+  const onRaw = (raw) => {
+    if (!decrypt) return feed(raw);
+    if (skip > 0) { const s = Math.min(skip, raw.length); skip -= s; raw = raw.subarray(s); }
+    if (raw.length === 0) return;
+    pending = pending.length ? Buffer.concat([pending, raw]) : Buffer.from(raw);
+    while (pending.length > AGE_CHUNK) { feed(open(pending.subarray(0, AGE_CHUNK), false)); pending = pending.subarray(AGE_CHUNK); }
+  };
+  for (;;) {
+    const n = fs.readSync(fd, input, 0, input.length, null);
+    if (n === 0) break;
+    const raw = input.subarray(0, n);
+    hash.update(raw);
+    total += n;
+    if (total - reported >= 4 << 20) { reported = total; parentPort.postMessage({ type: 'read', bytes: total }); }
+    onRaw(raw);
+  }
+  if (decrypt) {
+    if (pending.length < 16) { end({ type: 'error', code: 'BUNDLE_DAMAGED', message: 'age payload truncated' }); throw new Stop(); }
+    feed(open(pending, true));
   }
   if (first) end({ type: 'error', code: 'NOT_A_BUNDLE', message: 'empty file' });
   else if (inFrame) end({ type: 'error', code: 'BUNDLE_DAMAGED', message: 'truncated zstd stream (ends inside a frame)' });
@@ -105,6 +137,7 @@ export function decompressFileOffThread(
   path: string,
   limit: SizeLimit,
   onRead?: (compressedBytes: number) => void,
+  decrypt?: { key: Buffer; offset: number },
 ): OffThreadStream {
   const ctrl = new SharedArrayBuffer(4 * 4);
   const lensBuf = new SharedArrayBuffer(4 * SLOTS);
@@ -114,7 +147,16 @@ export function decompressFileOffThread(
   const out = Buffer.from(data);
   const worker = new Worker(WORKER_SOURCE, {
     eval: true,
-    workerData: { binding: bindingPath, path, slots: SLOTS, slotSize: SLOT_SIZE, ctrl, lens: lensBuf, data },
+    workerData: {
+      binding: bindingPath,
+      path,
+      slots: SLOTS,
+      slotSize: SLOT_SIZE,
+      ctrl,
+      lens: lensBuf,
+      data,
+      decrypt: decrypt ? { key: new Uint8Array(decrypt.key), offset: decrypt.offset } : null,
+    },
   });
   let ended: EndMessage | undefined;
   const endPromise = new Promise<EndMessage>((resolvePromise) => {
@@ -160,6 +202,7 @@ export function decompressFileOffThread(
           if (m.type === 'end') return;
           if (m.code === 'NOT_A_BUNDLE') throw new NotABundleError(m.message);
           if (m.code === 'BUNDLE_DAMAGED') throw new BundleDamagedError(m.message);
+          if (m.code === 'ENCRYPTION') throw new EncryptionError(m.message);
           const e = new Error(m.message) as NodeJS.ErrnoException;
           e.code = m.code;
           throw e;

@@ -56,6 +56,8 @@ export interface SnapshotRequest {
   label?: string;
   /** Who asked: `cli`, `tool`, `auto-pre-restore`, `auto-pre-dream`, `scheduled`, … (default `library`). */
   createdBy?: string;
+  /** age X25519 recipients (`age1…`) to encrypt the bundle to; default: the snapshotter's recipients. */
+  encrypt?: string[];
   onProgress?: ProgressListener;
 }
 

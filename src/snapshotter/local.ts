@@ -9,6 +9,7 @@ import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import { closeGate } from '../agent/write-gate.js';
 import { captureAgent, hashCapture, pathKind } from '../capture/capture.js';
+import { parseRecipient, recipientFingerprint } from '../crypto/age.js';
 import { type DiffRequest, diffSnapshots, type SnapshotDiff } from '../diff/diff.js';
 import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
 import { type ManifestDraft, sealManifest } from '../format/manifest.js';
@@ -93,6 +94,8 @@ export interface LocalSnapshotterOptions {
   zstdWorkers?: number;
   /** Receives warnings (unreadable bundles skipped by list, …). */
   onWarning?: (message: string) => void;
+  /** age recipients every snapshot is encrypted to unless its request says otherwise (pre-restore anchors too). */
+  recipients?: string[];
 }
 
 export class LocalSnapshotter implements MemorySnapshotter {
@@ -103,6 +106,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private readonly zstdLevel: number;
   private readonly zstdWorkers: number;
   private readonly warn: (message: string) => void;
+  readonly recipients: readonly string[];
 
   constructor(opts: LocalSnapshotterOptions) {
     if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
@@ -115,6 +119,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.zstdLevel = opts.zstdLevel ?? 3;
     this.zstdWorkers = opts.zstdWorkers ?? 2;
     this.warn = opts.onWarning ?? (() => {});
+    this.recipients = opts.recipients ?? [];
+    for (const r of this.recipients) parseRecipient(r);
   }
 
   /** Takes the (tenant, agent) lock, waiting up to the lock timeout; ConcurrentError when it stays busy. */
@@ -157,6 +163,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
     const label = validateLabel(req.label);
     const createdBy = validateCreatedBy(req.createdBy ?? 'library');
+    const recipients = req.encrypt ?? [...this.recipients];
+    for (const r of recipients) parseRecipient(r); // a bad recipient fails before anything is created
     const memdir = this.resolver.memdir(agentId, tenant);
     const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
     if (!(await this.agentExists(agentId, tenant))) {
@@ -183,6 +191,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         memdir,
         sqliteDir,
         dir,
+        recipients,
         onProgress: req.onProgress,
       });
     } finally {
@@ -199,11 +208,14 @@ export class LocalSnapshotter implements MemorySnapshotter {
     memdir: string;
     sqliteDir: string;
     dir: string;
+    /** age recipients; empty for a plaintext bundle. */
+    recipients: readonly string[];
     onProgress: SnapshotRequest['onProgress'];
   }): Promise<SnapshotMeta> {
     const id = newSnapshotId();
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
-    const bundlePath = this.layout.bundlePath(p.tenant, p.agentId, id);
+    const encrypted = p.recipients.length > 0;
+    const bundlePath = this.layout.bundlePath(p.tenant, p.agentId, id, encrypted);
     let published = false;
     const workers = [new SqliteWorker(), new SqliteWorker()];
     const closeWorkers = () => Promise.all(workers.splice(0).map((w) => w.close()));
@@ -262,6 +274,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
         })),
         ...(captured.memdir ? { memdir: captured.memdir } : {}),
         databases: captured.databaseInfo,
+        ...(encrypted
+          ? { encryption: { scheme: 'age', recipients_fingerprint: p.recipients.map(recipientFingerprint) } }
+          : {}),
         tool_versions: await toolVersions(),
       };
       const { manifest, bytes } = sealManifest(draft);
@@ -277,6 +292,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         })),
         mtimeSec: Math.floor(createdAt / 1000),
         zstd: { level: this.zstdLevel, workers: this.zstdWorkers },
+        recipients: p.recipients,
         onBytes: (n) => p.onProgress?.({ phase: 'pack', bytes: n, total }),
       });
       published = true;

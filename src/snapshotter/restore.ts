@@ -10,6 +10,7 @@ import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { closeGate } from '../agent/write-gate.js';
+import { type Identity, loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
@@ -18,7 +19,6 @@ import {
   BundleDamagedError,
   ConcurrentError,
   CrossTenantError,
-  EncryptionError,
   IoError,
   NotFoundError,
   RestoreRefusedError,
@@ -50,7 +50,7 @@ import { syncFileSystemsOf } from '../store/atomic.js';
 import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
 import { faultPoint } from '../util/faults.js';
 import { allSettledOrThrow } from '../util/settle.js';
-import { isEncryptedName, problemsError, verifyBundle } from '../verify/verify.js';
+import { problemsError, verifyBundle } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
 
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
@@ -149,20 +149,16 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
     if (err instanceof SnapshotError) throw err;
     throw new IoError(`bundle not found: ${bundle}`, err);
   }
-  if (isEncryptedName(bundle)) {
-    throw new EncryptionError(
-      'this version cannot decrypt age-encrypted bundles yet; decrypt it with the age CLI first',
-    );
-  }
+  const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
   // Identity and schema from the head of the bundle: refused before any lock, staging or snapshot.
-  const head = await readManifestOnly(bundle).catch((err: unknown) => {
+  const head = await readManifestOnly(bundle, identities).catch((err: unknown) => {
     throw asSnapshotError(err, `reading ${bundle}`);
   });
   checkIdentity(head.parsed.manifest, agentId, tenant, req.import !== undefined);
   try {
     return await (req.dryRun
-      ? dryRun(s, req, agentId, tenant, bundle)
-      : restoreLocked(s, req, agentId, tenant, bundle));
+      ? dryRun(s, req, agentId, tenant, bundle, identities)
+      : restoreLocked(s, req, agentId, tenant, bundle, identities, head.parsed.raw));
   } catch (err) {
     throw asSnapshotError(err, `restore of agent ${agentId}`);
   }
@@ -174,11 +170,13 @@ async function dryRun(
   agentId: string,
   tenant: string,
   bundle: string,
+  identities: Identity[] | undefined,
 ): Promise<RestoreReport> {
   const tmp = await mkdtemp(join(tmpdir(), 'nexo-dry-run-'));
   try {
     const v = await verifyBundle(bundle, {
       ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+      ...(identities ? { identities } : {}),
       sink: {
         target: (a) =>
           a.kind.startsWith('sqlite_') || a.kind.startsWith('state_')
@@ -217,6 +215,8 @@ async function restoreLocked(
   agentId: string,
   tenant: string,
   bundle: string,
+  identities: Identity[] | undefined,
+  headRaw: Record<string, unknown>,
 ): Promise<RestoreReport> {
   const lock = await s.lockAgent(agentId, tenant, req.import ? 'import' : 'restore');
   const memdir = s.resolver.memdir(agentId, tenant);
@@ -240,10 +240,11 @@ async function restoreLocked(
       const v = await verifyBundle(bundle, {
         sink: stagingSink(p),
         ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+        ...(identities ? { identities } : {}),
       });
       if (v.report.status === 'damaged' || !v.manifest) throw problemsError(v.report.problems);
       const { manifest: m, layout, raw } = v.manifest;
-      if (JSON.stringify(raw) !== JSON.stringify((await readManifestOnly(bundle)).parsed.raw)) {
+      if (JSON.stringify(raw) !== JSON.stringify(headRaw)) {
         throw new BundleDamagedError('the bundle changed while it was being restored');
       }
       const report = baseReport(m, agentId, tenant, bundle, false);
@@ -298,6 +299,8 @@ async function restoreLocked(
             memdir,
             sqliteDir,
             dir: snapDir,
+            // the anchor of an encrypted restore is encrypted too, to the configured recipients
+            recipients: s.recipients,
             onProgress: undefined,
           });
           report.pre_snapshot = pre.id;

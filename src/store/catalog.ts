@@ -6,7 +6,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ZERO_OID } from '../format/constants.js';
+import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
 import { InvalidInputError, IoError, NotFoundError } from '../model/errors.js';
@@ -117,9 +117,24 @@ export async function bundleMeta(file: BundleFile): Promise<SnapshotMeta> {
   const size = statSync(file.path).size;
   const cached = readSidecarSync(file, size);
   if (cached) return cached;
-  if (file.encrypted) throw new IoError(`${file.name}: encrypted bundle without a readable sidecar`);
-  const { parsed } = await readManifestOnly(file.path);
   const sibling = await readSibling(file.path);
+  if (file.encrypted) {
+    // The manifest is inside the ciphertext: without the sidecar only the outside is known.
+    return {
+      id: file.id,
+      agent_id: '',
+      tenant: '',
+      created_at_ms: Math.floor(statSync(file.path).mtimeMs),
+      bundle_path: file.path,
+      bundle_size_bytes: size,
+      bundle_sha256: '',
+      schema_versions: { ...CURRENT_SCHEMA },
+      encrypted: true,
+      redactions_applied: false,
+      ...(sibling.status === 'ok' ? { file_sha256: sibling.sha256 } : {}),
+    };
+  }
+  const { parsed } = await readManifestOnly(file.path);
   return metaFromManifest(
     parsed.manifest,
     file.path,
@@ -149,6 +164,8 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
         warnings.push(`skipping unreadable bundle ${f.name}: ${(r.reason as Error).message}`);
       } else if (r.value.id !== f.id) {
         warnings.push(`skipping ${f.name}: its manifest says snapshot ${r.value.id}`);
+      } else if (r.value.encrypted && r.value.agent_id === '') {
+        metas.push({ ...r.value, agent_id: agentId, tenant }); // encrypted, no sidecar: its directory says whose
       } else if (r.value.agent_id !== agentId || r.value.tenant !== tenant) {
         warnings.push(
           `skipping ${f.name}: it belongs to agent ${r.value.agent_id} (tenant ${r.value.tenant})`,

@@ -9,6 +9,7 @@ import { closeSync, constants, mkdirSync, openSync, writeSync } from 'node:fs';
 import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { type Identity, readAgeHeader } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, sqlitePath } from '../format/constants.js';
 import { type Artifact, digestSeal, manifestSeal, type ParsedManifest } from '../format/manifest.js';
 import { BundleReader, manifestLayoutProblems } from '../format/reader.js';
@@ -49,6 +50,8 @@ export interface VerifyOptions {
   deep?: boolean;
   onProgress?: ProgressListener;
   sink?: EntrySink;
+  /** Identities to open age-encrypted bundles; without them only sibling and header are checked. */
+  identities?: readonly Identity[];
 }
 
 export interface VerifyResult {
@@ -120,20 +123,35 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new IoError(`bundle not found: ${path}`, err);
     throw new IoError(`reading ${path}`, err);
   }
-  const encrypted = isEncryptedName(path);
+  let age: Awaited<ReturnType<typeof readAgeHeader>>;
+  let ageProblem: string | undefined;
+  try {
+    age = await readAgeHeader(path);
+  } catch (err) {
+    ageProblem = (err as Error).message; // an age intro line but a malformed header
+  }
+  const encrypted = age !== undefined || ageProblem !== undefined || isEncryptedName(path);
   const report = emptyReport(path, encrypted);
   const sibling = await readSibling(path);
   const progress = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes, total: size });
 
-  if (encrypted) {
+  if (encrypted && (!opts.identities || opts.identities.length === 0 || ageProblem || !age)) {
+    // Without an identity only the outside can be checked: the sibling and the age header.
     const file = await sha256File(path);
     report.file_sha256 = file.sha256;
     settleSibling(report, sibling, file.sha256);
-    report.not_checked.push({
-      check: 'contents',
-      reason:
-        'age-encrypted bundle: this version cannot decrypt it, so manifest, seals and artifacts were not checked',
-    });
+    if (ageProblem || !age) {
+      report.problems.push({
+        code: 'BUNDLE_DAMAGED',
+        message: `not a valid age file: ${ageProblem ?? 'no age header'}`,
+      });
+    } else {
+      report.not_checked.push({
+        check: 'contents',
+        reason:
+          'age-encrypted bundle and no identity given (--decrypt-identity): manifest, seals and artifacts were not checked',
+      });
+    }
     report.status = report.problems.length > 0 ? 'damaged' : 'incomplete';
     return { report, written: new Map() };
   }
@@ -145,7 +163,11 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
   let streamFailed = false;
   try {
     try {
-      reader = await BundleReader.open(path, { onRead: progress, offThread: true });
+      reader = await BundleReader.open(path, {
+        onRead: progress,
+        offThread: true,
+        ...(opts.identities ? { identities: opts.identities } : {}),
+      });
     } catch (err) {
       if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw asIo(err, path);
       report.problems.push({ code: err.code, message: err.message });

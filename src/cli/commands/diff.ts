@@ -1,11 +1,12 @@
 // `nexo-memory diff`: what changed between two snapshots of an agent, or a snapshot and `live`.
 
 import { Command } from '@commander-js/extra-typings';
-import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatDiff } from '../format.js';
 import {
   agentOption,
   configOption,
+  identityOption,
   jsonOption,
   memdirRootOption,
   sqliteRootOption,
@@ -21,6 +22,7 @@ export function diffCommand() {
     .addOption(agentOption())
     .addOption(tenantOption())
     .option('--detail', 'unified diffs of text files, sample rows per table, state values')
+    .addOption(identityOption())
     .addOption(stateRootOption())
     .addOption(memdirRootOption())
     .addOption(sqliteRootOption())
@@ -36,12 +38,14 @@ Examples:
     )
     .action(async (a, b, opts) => {
       await runCommand(opts, async () => {
+        const identity = identityFrom(opts);
         const d = await snapshotterFrom(opts).diff({
           agentId: opts.agent,
           tenant: opts.tenant,
           a,
           b,
           detail: opts.detail === true,
+          ...(identity ? { decryptIdentity: identity } : {}),
         });
         if (opts.json) printJson(d);
         else process.stdout.write(`${formatDiff(d)}\n`);

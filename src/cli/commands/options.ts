@@ -22,3 +22,14 @@ export const sqliteRootOption = () =>
   );
 export const zstdLevelOption = () =>
   new Option('--zstd-level <n>', 'zstd level 1..19 (default 3)').argParser(parseIntFlag('--zstd-level'));
+
+export const identityOption = () =>
+  new Option(
+    '--decrypt-identity <file>',
+    'age identity file for encrypted bundles (default: encryption.identity_path)',
+  );
+export const encryptOption = () =>
+  new Option(
+    '--encrypt <recipient>',
+    'encrypt to this age1… recipient (repeatable; default: encryption.recipients)',
+  ).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);

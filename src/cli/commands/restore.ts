@@ -4,11 +4,12 @@
 import { Command, Option } from '@commander-js/extra-typings';
 import { InvalidInputError, RestoreRefusedError } from '../../model/errors.js';
 import { undoAnchor } from '../../snapshotter/restore.js';
-import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatRecover, formatRestore } from '../format.js';
 import {
   agentOption,
   configOption,
+  identityOption,
   jsonOption,
   memdirRootOption,
   noProgressOption,
@@ -32,9 +33,6 @@ function checkRestoreAllowed(): void {
 const fromOption = () => new Option('--from <bundle>', 'path of the bundle to restore');
 const noPreOption = () =>
   new Option('--no-auto-pre-snapshot', 'do not take the automatic pre-restore snapshot');
-const identityOption = () =>
-  new Option('--decrypt-identity <file>', 'age identity file (for encrypted bundles)');
-
 export function restoreCommand() {
   return new Command('restore')
     .description(
@@ -76,7 +74,7 @@ Examples:
           bundle,
           dryRun: opts.dryRun === true,
           autoPreSnapshot: opts.autoPreSnapshot,
-          ...(opts.decryptIdentity ? { decryptIdentity: opts.decryptIdentity } : {}),
+          ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
           onProgress: progress.listener,
         });
         progress.done();
@@ -120,7 +118,7 @@ export function importCommand() {
           bundle: opts.from,
           import: { force: opts.force === true },
           autoPreSnapshot: opts.autoPreSnapshot,
-          ...(opts.decryptIdentity ? { decryptIdentity: opts.decryptIdentity } : {}),
+          ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
           onProgress: progress.listener,
         });
         progress.done();

@@ -6,6 +6,7 @@ import { formatSnapshot } from '../format.js';
 import {
   agentOption,
   configOption,
+  encryptOption,
   jsonOption,
   memdirRootOption,
   noProgressOption,
@@ -27,6 +28,7 @@ export function snapshotCommand() {
     .addOption(sqliteRootOption())
     .addOption(configOption())
     .addOption(zstdLevelOption())
+    .addOption(encryptOption())
     .option('--label <text>', 'free-text label (at most 200 characters)')
     .addOption(jsonOption())
     .addOption(noProgressOption())
@@ -35,6 +37,7 @@ export function snapshotCommand() {
       `
 Examples:
   nexo-memory snapshot --agent ana --label before-dream
+  nexo-memory snapshot --agent ana --encrypt age1… --encrypt age1…
   nexo-memory snapshot --agent ana --state-root /var/lib/nexo/state --memdir-root /srv/agents --json`,
     )
     .action(async (opts) => {
@@ -45,6 +48,7 @@ Examples:
           tenant: opts.tenant,
           ...(opts.label !== undefined ? { label: opts.label } : {}),
           createdBy: 'cli',
+          ...(opts.encrypt ? { encrypt: opts.encrypt } : {}),
           onProgress: progress.listener,
         });
         progress.done();

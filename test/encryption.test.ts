@@ -1,0 +1,201 @@
+// Encryption (age v1, X25519): interop with the real `age` CLI both ways, several recipients,
+// identity files, listing and verify without an identity (exit 3, never "ok"), full verify, restore
+// and diff with one, and every bad input (wrong identity, corrupt identity file, tampered or
+// truncated stream, unknown recipient type): a clear error, nothing restored, nothing left behind.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { generateIdentity } from '../src/crypto/age.js';
+import { LocalSnapshotter } from '../src/index.js';
+import { verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
+import { runCli, sampleAgent, tempDir } from './helpers/env.js';
+
+function keyFile(dir: string, name: string): { path: string; recipient: string } {
+  const id = generateIdentity();
+  const path = join(dir, name);
+  writeFileSync(path, `# created: 2026-11-26\n# public key: ${id.recipient}\n\n${id.identity}\n`);
+  return { path, recipient: id.recipient };
+}
+
+function ageCliKey(dir: string, name: string): { path: string; recipient: string } {
+  const path = join(dir, name);
+  execFileSync('age-keygen', ['-o', path], { stdio: 'ignore' });
+  return { path, recipient: execFileSync('age-keygen', ['-y', path]).toString().trim() };
+}
+
+const loadIds = async (p: string) => (await import('../src/crypto/age.js')).loadIdentities(p);
+
+test('an encrypted snapshot: age CLI decrypts it, tar lists it, list shows its metadata, verify says 3 without identity', async (t) => {
+  const a = sampleAgent(t);
+  const keys = tempDir(t);
+  const k1 = keyFile(keys, 'k1.txt');
+  const k2 = ageCliKey(keys, 'k2.txt');
+  const meta = await a.snapshotter.snapshot({
+    agentId: 'ana',
+    label: 'secret',
+    encrypt: [k1.recipient, k2.recipient],
+  });
+  assert.ok(meta.bundle_path.endsWith('.tar.zst.age'));
+  assert.equal(meta.encrypted, true);
+  for (const k of [k1, k2]) {
+    const names = execFileSync('sh', ['-c', `age -d -i ${k.path} ${meta.bundle_path} | tar --zstd -tf -`])
+      .toString()
+      .trim()
+      .split('\n');
+    assert.equal(names[0], 'manifest.json');
+    assert.ok(names.includes('sqlite/long_term.sqlite'));
+  }
+  const [listed] = await a.snapshotter.list('ana');
+  assert.equal(listed!.id, meta.id);
+  assert.equal(listed!.label, 'secret');
+  assert.equal(listed!.encrypted, true);
+  const bare = await verifyBundleFile(meta.bundle_path);
+  assert.equal(bare.status, 'incomplete');
+  assert.equal(verifyExitCode(bare), 3);
+  assert.equal(bare.age_protected, true);
+  assert.equal(bare.bundle_sha256_ok, true);
+  assert.equal(bare.manifest_ok, false, 'never "ok" for what was not checked');
+  assert.ok(bare.not_checked.some((n) => n.check === 'contents'));
+  for (const k of [k1, k2]) {
+    const full = await verifyBundleFile(meta.bundle_path, { identities: await loadIds(k.path), deep: true });
+    assert.equal(full.status, 'verified', JSON.stringify(full.problems));
+    assert.ok(full.manifest_ok && full.per_artifact_ok && full.age_protected);
+    assert.equal(full.deep?.git, 'ok');
+  }
+  const m = JSON.parse(
+    execFileSync('sh', [
+      '-c',
+      `age -d -i ${k1.path} ${meta.bundle_path} | tar --zstd -xOf - manifest.json`,
+    ]).toString(),
+  );
+  assert.equal(m.encryption.scheme, 'age');
+  assert.equal(m.encryption.recipients_fingerprint.length, 2);
+  let r = await runCli(['verify', meta.bundle_path]);
+  assert.equal(r.code, 3);
+  r = await runCli(['verify', meta.bundle_path, '--decrypt-identity', k2.path, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+});
+
+test('restore and diff of an encrypted bundle with an identity; the pre-restore anchor is encrypted too', async (t) => {
+  const keys = tempDir(t);
+  const k = keyFile(keys, 'k.txt');
+  const base = sampleAgent(t);
+  const s = new LocalSnapshotter({
+    stateRoot: base.stateRoot,
+    memdirRoot: base.memdirRoot,
+    sqliteRoot: base.sqliteRoot,
+    recipients: [k.recipient],
+  });
+  const snap = await s.snapshot({ agentId: 'ana' });
+  assert.equal(snap.encrypted, true, 'configured recipients apply by default');
+  const db = new Database(join(base.sqliteDir, 'long_term.sqlite'));
+  db.prepare('DELETE FROM memories WHERE id <= 5').run();
+  db.close();
+  const later = await s.snapshot({ agentId: 'ana' });
+  const d = await s.diff({ agentId: 'ana', a: snap.id, b: later.id, decryptIdentity: k.path });
+  assert.equal(d.sqlite_summary.long_term_rows_removed, 5);
+  await assert.rejects(s.diff({ agentId: 'ana', a: snap.id, b: later.id }), { code: 'ENCRYPTION' });
+  const r = await s.restore({ agentId: 'ana', bundle: snap.bundle_path, decryptIdentity: k.path });
+  const check = new Database(join(base.sqliteDir, 'long_term.sqlite'), { readonly: true });
+  assert.equal(check.prepare('SELECT count(*) FROM memories').pluck().get(), 200);
+  check.close();
+  const anchor = (await s.list('ana')).find((x) => x.id === r.pre_snapshot)!;
+  assert.ok(anchor.bundle_path.endsWith('.age') && anchor.encrypted);
+  await assert.rejects(s.restore({ agentId: 'ana', bundle: snap.bundle_path }), {
+    code: 'ENCRYPTION',
+    exitCode: 7,
+  });
+});
+
+test('a plaintext bundle encrypted by the age CLI restores with our tool', async (t) => {
+  const a = sampleAgent(t);
+  const keys = tempDir(t);
+  const k = ageCliKey(keys, 'k.txt');
+  const plain = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const out = join(tempDir(t), 'exported.tar.zst.age');
+  execFileSync('age', ['-r', k.recipient, '-o', out, plain.bundle_path]);
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  db.prepare('DELETE FROM memories').run();
+  db.close();
+  const r = await a.snapshotter.restore({ agentId: 'ana', bundle: out, decryptIdentity: k.path });
+  assert.equal(r.from, plain.id);
+  const check = new Database(join(a.sqliteDir, 'long_term.sqlite'), { readonly: true });
+  assert.equal(check.prepare('SELECT count(*) FROM memories').pluck().get(), 200);
+  check.close();
+});
+
+test('bad keys and damaged streams: a clear error, nothing restored, nothing left behind', async (t) => {
+  const a = sampleAgent(t);
+  const keys = tempDir(t);
+  const k = keyFile(keys, 'k.txt');
+  const other = keyFile(keys, 'other.txt');
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana', encrypt: [k.recipient] });
+  // a wrong identity
+  await assert.rejects(
+    verifyBundleFile(snap.bundle_path, { identities: await loadIds(other.path) }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ENCRYPTION');
+      assert.match(err.message, /no identity matched/);
+      return true;
+    },
+  );
+  // a corrupt identity file, an empty one
+  writeFileSync(join(keys, 'bad.txt'), '# comment\nAGE-SECRET-KEY-1NOTAKEY\n');
+  await assert.rejects(loadIds(join(keys, 'bad.txt')), /identity parse failed/);
+  writeFileSync(join(keys, 'empty.txt'), '# only a comment\n\n');
+  await assert.rejects(loadIds(join(keys, 'empty.txt')), /no identities/);
+  // an unknown recipient type, and not a recipient at all: refused before anything is created
+  const before = readdirSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana')).sort();
+  for (const bad of [
+    'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG',
+    'age1notarecipient',
+    'age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3ht3qk',
+  ]) {
+    await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana', encrypt: [bad] }), { code: 'ENCRYPTION' });
+  }
+  assert.deepEqual(readdirSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana')).sort(), before);
+  // a tampered and a truncated stream: damaged, and restore changes nothing
+  const bytes = readFileSync(snap.bundle_path);
+  const dir = tempDir(t);
+  const tampered = Buffer.from(bytes);
+  tampered[Math.floor(bytes.length * 0.7)]! ^= 1;
+  writeFileSync(join(dir, 'tampered.tar.zst.age'), tampered);
+  writeFileSync(join(dir, 'truncated.tar.zst.age'), bytes.subarray(0, bytes.length - 100));
+  const ids = await loadIds(k.path);
+  const liveBefore = readFileSync(join(a.sqliteDir, 'long_term.sqlite'));
+  for (const name of ['tampered.tar.zst.age', 'truncated.tar.zst.age']) {
+    const rep = await verifyBundleFile(join(dir, name), { identities: ids });
+    assert.equal(rep.status, 'damaged', name);
+    assert.ok(
+      rep.problems.some((p) => /authentication|truncated/.test(p.message)),
+      JSON.stringify(rep.problems),
+    );
+    await assert.rejects(
+      a.snapshotter.restore({ agentId: 'ana', bundle: join(dir, name), decryptIdentity: k.path }),
+      { exitCode: 2 },
+    );
+  }
+  assert.ok(readFileSync(join(a.sqliteDir, 'long_term.sqlite')).equals(liveBefore));
+  assert.equal((await a.snapshotter.list('ana')).length, 1, 'no pre-restore snapshot from a refused restore');
+  assert.deepEqual(
+    readdirSync(a.sqliteDir).filter((n) => n.startsWith('.')),
+    [],
+  );
+});
+
+test('an encrypted bundle without its sidecar still lists (from its name and the directory)', async (t) => {
+  const a = sampleAgent(t);
+  const k = keyFile(tempDir(t), 'k.txt');
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana', encrypt: [k.recipient] });
+  const { rmSync } = await import('node:fs');
+  rmSync(`${snap.bundle_path}.meta.json`);
+  const [m] = await a.snapshotter.list('ana');
+  assert.equal(m!.id, snap.id);
+  assert.equal(m!.agent_id, 'ana');
+  assert.equal(m!.encrypted, true);
+  assert.equal(m!.file_sha256, snap.file_sha256);
+});
