@@ -1,10 +1,13 @@
 // Owns the benchmark's generated inputs under .bench/: the reference agent ref-170 (built once, reused
-// while its marker file matches the options), a tiny agent, a snapshot directory of 10,000 bundles with
-// valid sidecars (hard links of one real bundle) and one of 1,000 distinct bundles without sidecars.
+// while its marker file matches the options) and the change the diff measurement makes to it, a tiny
+// agent, a snapshot directory of 10,000 bundles with valid sidecars (hard links of one real bundle), one
+// of 1,000 distinct bundles without sidecars, and a store of 1,000 agents × 50 bundles for retention.
 
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
+  appendFileSync,
+  copyFileSync,
   existsSync,
   linkSync,
   mkdirSync,
@@ -15,9 +18,10 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { buildSampleAgent, REF_170, type SampleAgentPaths } from '../scripts/sample-agent.js';
+import Database from 'better-sqlite3';
+import { buildSampleAgent, git, REF_170, type SampleAgentPaths } from '../scripts/sample-agent.js';
 import { MANIFEST_PATH } from '../src/format/constants.js';
-import { type ManifestDraft, sealManifest } from '../src/format/manifest.js';
+import { type Manifest, type ManifestDraft, sealManifest } from '../src/format/manifest.js';
 import { BundleReader } from '../src/format/reader.js';
 import { END_OF_ARCHIVE, encodeFileHeader, padding } from '../src/format/tar.js';
 import { zstdCompress } from '../src/format/zstd.js';
@@ -161,6 +165,32 @@ function uuidV7At(ms: number, seq: number): string {
 }
 
 /**
+ * One bundle of `agentId` in `dir` named by a fresh UUID v7 of time `created`: a hard link of `src`, its
+ * `.sha256` sibling and a `.meta.json` sidecar that list trusts (id = the file's uuid, size = its size).
+ */
+function linkedBundle(
+  dir: string,
+  src: { path: string; size: number; sha256: string },
+  manifest: Manifest,
+  agentId: string,
+  created: number,
+  seq: number,
+): void {
+  const id = uuidV7At(created, seq);
+  const path = join(dir, bundleFileName(id));
+  linkSync(src.path, path);
+  writeFileSync(siblingPathOf(path), src.sha256);
+  const meta = metaFromManifest(
+    { ...manifest, snapshot_id: id, agent_id: agentId, created_at_ms: created },
+    path,
+    src.size,
+    src.sha256,
+  );
+  const { bundle_path: _p, ...rest } = meta;
+  writeFileSync(sidecarPathOf(path), `${JSON.stringify({ sidecar_version: 1, meta: rest })}\n`);
+}
+
+/**
  * `count` bundles of agent `many`, each a hard link of the tiny bundle with a distinct UUID v7 name, a
  * `.sha256` sibling and a trusted `.meta.json` sidecar (id = the file's uuid, size = the file's size).
  */
@@ -179,18 +209,7 @@ export async function ensureSidecarListFixture(count: number): Promise<ListFixtu
   mkdirSync(dir, { recursive: true });
   for (let i = 0; i < count; i++) {
     const created = BASE_MS + i * 60_000;
-    const id = uuidV7At(created, i & 0xfff);
-    const path = join(dir, bundleFileName(id));
-    linkSync(src.path, path);
-    writeFileSync(siblingPathOf(path), src.sha256);
-    const meta = metaFromManifest(
-      { ...manifest, snapshot_id: id, agent_id: agentId, created_at_ms: created },
-      path,
-      src.size,
-      src.sha256,
-    );
-    const { bundle_path: _p, ...rest } = meta;
-    writeFileSync(sidecarPathOf(path), `${JSON.stringify({ sidecar_version: 1, meta: rest })}\n`);
+    linkedBundle(dir, src, manifest, agentId, created, i & 0xfff);
   }
   writeFileSync(marker, `${count}\n`);
   return { stateRoot, agentId, count, reused: false };
@@ -276,4 +295,164 @@ export function sampleBundleOf(f: ListFixture): string {
   const name = readdirSync(dir).find((n) => n.endsWith('.tar.zst'));
   if (!name) throw new Error(`no bundle in ${dir}`);
   return join(dir, name);
+}
+
+/** What the diff measurement compares before its change and after restoring: memdir refs and tree, memories. */
+export function refFingerprint(p: SampleAgentPaths): string {
+  const head = git(p.memdir, ['rev-parse', 'HEAD']).trim();
+  const refs = git(p.memdir, ['for-each-ref', '--format=%(refname) %(objectname)']).trim();
+  const commits = git(p.memdir, ['rev-list', '--count', '--all']).trim();
+  const status = git(p.memdir, ['status', '--porcelain']).trim();
+  // Read-write on purpose: closing the last connection checkpoints and removes -wal/-shm again.
+  const db = new Database(join(p.sqliteDir, 'long_term.sqlite'));
+  try {
+    const rows = db
+      .prepare(
+        'SELECT count(*) AS n, max(id) AS maxId, sum(length(content)) AS chars, total(importance) AS imp, sum(created_at) AS ts FROM memories',
+      )
+      .get();
+    return JSON.stringify({ head, refs, commits, status, rows });
+  } finally {
+    db.close();
+  }
+}
+
+/** The change between the two snapshots of the diff measurement, and what diff must find. */
+export const REF_CHANGE = {
+  rowsInserted: 100,
+  rowsUpdated: 50,
+  rowsDeleted: 50,
+  filesAppended: 20,
+  commits: 1,
+} as const;
+
+/** The commit the reference agent's memdir is at. */
+export const refHead = (p: SampleAgentPaths): string => git(p.memdir, ['rev-parse', 'HEAD']).trim();
+
+/**
+ * Moves the memdir's branch back to `head` (files untouched), before restoring the snapshot taken at
+ * `head`: the restore tags the live HEAD to keep it reachable, and this way that tag (which the restore
+ * child deletes) pulls no commit of the change into the restored repository.
+ */
+export function rewindRefBranch(p: SampleAgentPaths, head: string): void {
+  git(p.memdir, ['reset', '-q', '--soft', head]);
+}
+
+/**
+ * Changes the live reference agent: in long_term.sqlite 100 rows inserted, the 50 lowest ids updated and
+ * the next 50 deleted (one transaction); one line appended to 20 memdir files spread over the tree, then
+ * one commit. Undo it by restoring a snapshot taken before.
+ */
+export function changeRefAgent(p: SampleAgentPaths): void {
+  const db = new Database(join(p.sqliteDir, 'long_term.sqlite'));
+  try {
+    db.transaction(() => {
+      const ins = db.prepare(
+        'INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)',
+      );
+      for (let i = 0; i < REF_CHANGE.rowsInserted; i++)
+        ins.run(1_770_000_000_000 + i * 1000, 'fact', `bench diff: new memory ${i}`, 0.5);
+      db.prepare(
+        'UPDATE memories SET content = content || ?, importance = importance + 1 WHERE id IN (SELECT id FROM memories ORDER BY id LIMIT ?)',
+      ).run(' (edited by the bench)', REF_CHANGE.rowsUpdated);
+      db.prepare(
+        'DELETE FROM memories WHERE id IN (SELECT id FROM memories ORDER BY id LIMIT ? OFFSET ?)',
+      ).run(REF_CHANGE.rowsDeleted, REF_CHANGE.rowsUpdated);
+    })();
+  } finally {
+    db.close();
+  }
+  const files = git(p.memdir, ['ls-files', 'topics'])
+    .split('\n')
+    .filter((f) => f.endsWith('.md'))
+    .sort();
+  const step = Math.floor(files.length / REF_CHANGE.filesAppended);
+  if (step < 1) throw new Error(`memdir has only ${files.length} topic files`);
+  for (let i = 0; i < REF_CHANGE.filesAppended; i++)
+    appendFileSync(join(p.memdir, files[i * step]!), `Bench diff: appended line ${i}.\n`);
+  git(p.memdir, ['commit', '-qam', 'bench: change between the diff snapshots']);
+}
+
+export interface GcFixture {
+  root: string;
+  stateRoot: string;
+  memdirRoot: string;
+  sqliteRoot: string;
+  agents: number;
+  perAgent: number;
+  /** The `now` the bundle times were spread back from; gc runs with it so its decisions never drift. */
+  nowMs: number;
+  reused: boolean;
+}
+
+const DAY_MS = 86_400_000;
+const GC_SPAN_DAYS = 100;
+/** Bumped when the fixture's layout changes, so an older one is regenerated. */
+const GC_FIXTURE_VERSION = 2;
+
+interface GcMarker {
+  version: number;
+  agents: number;
+  perAgent: number;
+  nowMs: number;
+}
+
+/**
+ * `agents` agents `agent-0000` … of tenant `default`, each with `perAgent` bundles (hard links of one
+ * copy of the tiny bundle, with distinct UUID v7 names, siblings and trusted sidecars) whose
+ * created_at_ms are spread evenly over the 100 days before `nowMs` (2 days apart for 50; agent k is
+ * k minutes later, so every time is distinct). Empty memdir and SQLite directories per agent, as a
+ * store beside live agents has. The copy of the bundle has its own inode: ext4 allows 65,000 links per
+ * inode and the list fixture already holds 10,000 of the tiny one. Ends with one dry-run sweep, so the
+ * store is in its steady state (the first sweep ever creates two lock files per agent, which costs
+ * about as much again as the sweep itself and is not what the budget is about).
+ */
+export async function ensureGcFixture(agents: number, perAgent: number): Promise<GcFixture> {
+  const root = join(WORK_DIR, 'gc-fixture');
+  const marker = join(root, 'READY.json');
+  const paths = {
+    root,
+    stateRoot: join(root, 'state'),
+    memdirRoot: join(root, 'memdir'),
+    sqliteRoot: join(root, 'sqlite'),
+    agents,
+    perAgent,
+  };
+  if (existsSync(marker)) {
+    const m = JSON.parse(readFileSync(marker, 'utf8')) as GcMarker;
+    if (m.version === GC_FIXTURE_VERSION && m.agents === agents && m.perAgent === perAgent)
+      return { ...paths, nowMs: m.nowMs, reused: true };
+  }
+  const tiny = await tinyBundle();
+  const reader = await BundleReader.open(tiny.path);
+  reader.close();
+  const manifest = reader.manifest.manifest;
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  const src = { ...tiny, path: join(root, 'source.tar.zst') };
+  copyFileSync(tiny.path, src.path);
+  const layout = new LocalSnapshotter({ stateRoot: paths.stateRoot }).layout;
+  const nowMs = Date.now();
+  const stepMs = Math.floor((GC_SPAN_DAYS * DAY_MS) / perAgent);
+  for (let a = 0; a < agents; a++) {
+    const agentId = `agent-${String(a).padStart(4, '0')}`;
+    const dir = layout.snapshotsDir('default', agentId);
+    mkdirSync(dir, { recursive: true });
+    mkdirSync(join(paths.memdirRoot, agentId), { recursive: true });
+    mkdirSync(join(paths.sqliteRoot, agentId), { recursive: true });
+    for (let j = 0; j < perAgent; j++) {
+      const created = nowMs - GC_SPAN_DAYS * DAY_MS + j * stepMs + a * 60_000;
+      linkedBundle(dir, src, manifest, agentId, created, j & 0xfff);
+    }
+  }
+  const warm = await new LocalSnapshotter({
+    stateRoot: paths.stateRoot,
+    memdirRoot: paths.memdirRoot,
+    sqliteRoot: paths.sqliteRoot,
+  }).gc({ dryRun: true, now: nowMs });
+  if (warm.errors > 0 || warm.agents_visited !== agents)
+    throw new Error(`gc fixture: warm-up sweep visited ${warm.agents_visited} agents, ${warm.errors} errors`);
+  const m: GcMarker = { version: GC_FIXTURE_VERSION, agents, perAgent, nowMs };
+  writeFileSync(marker, `${JSON.stringify(m)}\n`);
+  return { ...paths, nowMs, reused: false };
 }

@@ -1,21 +1,30 @@
 // Owns `npm run bench`: the budgets of design.md §5 that this version can measure, each beside its
 // baseline in the same run. Generates (or reuses) ref-170, then snapshot vs `VACUUM INTO` ×4 + git
 // bundle + cp + `tar -I 'zstd -3 -T2'` + `openssl dgst` (and the original's zstd -19 recipe), verify vs
-// `zstd -dc | openssl dgst`, peak RSS of snapshot and verify, and list of 10,000 bundles. Our operations
-// run in child processes (bench/*-child.ts) so each peak RSS is that process's own. Prints tables and a
-// last line `BENCH_JSON {...}`. Exits 0 even when a budget fails, unless BENCH_STRICT=1.
+// `zstd -dc | openssl dgst`, restore vs unpack + quick_check + clone, peak RSS of snapshot, verify,
+// restore and diff, diff of two ref-170 snapshots (the agent is restored afterwards), list of 10,000
+// bundles, and a retention sweep over 1,000 agents × 50 bundles. Our operations run in child processes
+// (bench/*-child.ts) so each peak RSS is that process's own. Prints tables and a last line
+// `BENCH_JSON {...}`. Exits 0 even when a budget fails, unless BENCH_STRICT=1.
 
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { verifyBundleFile } from '../src/verify/verify.js';
 import {
+  changeRefAgent,
   checkSidecarFormat,
   clearRefSnapshots,
   ensureFallbackListFixture,
+  ensureGcFixture,
   ensureRefAgent,
   ensureSidecarListFixture,
   REF_AGENT,
+  REF_CHANGE,
+  refFingerprint,
+  refHead,
+  rewindRefBranch,
   sampleBundleOf,
 } from './fixtures.js';
 import {
@@ -36,6 +45,11 @@ import {
 const RUNS = 3;
 const LIST_COUNT = 10_000;
 const FALLBACK_COUNT = 1_000;
+const GC_AGENTS = 1_000;
+const GC_PER_AGENT = 50;
+const GC_POLICY = { keepCount: 30, maxAgeDays: 90 };
+/** The real sweep needs a throwaway copy of the fixture; it is skipped when copying takes longer. */
+const GC_COPY_LIMIT_MS = 30_000;
 const BUDGET = {
   snapshotVsBaseline: 1.25,
   recipe19VsSnapshot: 20,
@@ -43,6 +57,8 @@ const BUDGET = {
   restoreVsBaseline: 1.5,
   peakRssMB: 200,
   list10kMs: 1000,
+  diffMs: 3000,
+  gcMs: 10_000,
 };
 
 const log = (s = ''): void => console.log(s);
@@ -206,6 +222,66 @@ async function main(): Promise<void> {
   const rBaseMs = median(rBase);
   const restoreRatio = restoreMs / rBaseMs;
 
+  // 3c. Diff of two real snapshots with a known change between them; the agent is restored after.
+  section(`3c. diff of two snapshots (${RUNS} runs)`);
+  const diffs: Array<ChildResult & { processMs: number }> = [];
+  const fingerprint = refFingerprint(ref.paths);
+  const headBefore = refHead(ref.paths);
+  const snapA = runChild('snapshot-child.ts', snapArgs);
+  let snapB: (ChildResult & { processMs: number }) | undefined;
+  let restoreBackMs = 0;
+  try {
+    changeRefAgent(ref.paths);
+    snapB = runChild('snapshot-child.ts', snapArgs);
+    log(
+      `snapshots ${String(snapA.id)} → ${String(snapB.id)}; between them: long_term ${REF_CHANGE.rowsInserted} rows ` +
+        `inserted, ${REF_CHANGE.rowsUpdated} updated, ${REF_CHANGE.rowsDeleted} deleted; ` +
+        `${REF_CHANGE.filesAppended} memdir files appended to, ${REF_CHANGE.commits} commit`,
+    );
+    const want = {
+      commits_between: REF_CHANGE.commits,
+      commits_reverse: 0,
+      files_changed: REF_CHANGE.filesAppended,
+      insertions: REF_CHANGE.filesAppended,
+      deletions: 0,
+      long_term_rows_added: REF_CHANGE.rowsInserted,
+      long_term_rows_removed: REF_CHANGE.rowsDeleted,
+      long_term_rows_changed: REF_CHANGE.rowsUpdated,
+      other_db_rows_differing: 0,
+      schema_changes: 0,
+      state_changed: false,
+    };
+    for (let i = 0; i < RUNS; i++) {
+      const r = runChild('diff-child.ts', { ...snapArgs, a: snapA.id, b: snapB.id });
+      const wrong = Object.entries(want).filter(([k, v]) => r[k] !== v);
+      if (wrong.length > 0)
+        throw new Error(
+          `diff found ${wrong.map(([k, v]) => `${k} ${String(r[k])} (expected ${String(v)})`).join(', ')}`,
+        );
+      diffs.push(r);
+      log(
+        `run ${i + 1}: ${fmtMs(r.ms)}, peak RSS ${fmtKiB(r.hwmKiB)} (maxRSS ${fmtKiB(r.maxRssKiB)}); ` +
+          `${String(r.commits_between)} commit, ${String(r.files_changed)} files changed (+${String(r.insertions)} ` +
+          `−${String(r.deletions)}), long_term rows +${String(r.long_term_rows_added)} ` +
+          `−${String(r.long_term_rows_removed)} ~${String(r.long_term_rows_changed)}`,
+      );
+    }
+  } finally {
+    // Back to the state before the change, so the next run starts from the same agent.
+    rewindRefBranch(ref.paths, headBefore);
+    restoreBackMs = runChild('restore-child.ts', { ...snapArgs, bundle: snapA.bundlePath }).ms;
+    if (snapB) removeBundle(String(snapB.bundlePath));
+    removeBundle(String(snapA.bundlePath));
+  }
+  const restoredPrint = refFingerprint(ref.paths);
+  if (restoredPrint !== fingerprint)
+    throw new Error(`ref agent not back to its state before the diff:\n${fingerprint}\n${restoredPrint}`);
+  log(
+    `ref agent restored to the first snapshot in ${fmtMs(restoreBackMs)} (memdir refs, tree and memories as before)`,
+  );
+  const diffMs = median(diffs.map((r) => r.ms));
+  const diffRssKiB = Math.max(...diffs.map((r) => r.hwmKiB));
+
   // 4. List.
   section('4. list');
   await checkSidecarFormat();
@@ -237,6 +313,77 @@ async function main(): Promise<void> {
   const listMs = median(lists.map((r) => r.ms));
   const fallbackMs = median(fallbacks.map((r) => r.ms));
 
+  // 4b. Retention sweep over many agents: dry runs on the reused fixture, one real sweep on a copy.
+  section(`4b. retention sweep (gc), ${GC_AGENTS} agents × ${GC_PER_AGENT} bundles`);
+  t0 = performance.now();
+  const gcFix = await ensureGcFixture(GC_AGENTS, GC_PER_AGENT);
+  log(
+    `${GC_AGENTS * GC_PER_AGENT} bundles with sidecars over the 100 days before ${new Date(gcFix.nowMs).toISOString()} ` +
+      `(hard links of one tiny bundle): ${readyNote(gcFix.reused, t0)}`,
+  );
+  const gcArgs = {
+    stateRoot: gcFix.stateRoot,
+    memdirRoot: gcFix.memdirRoot,
+    sqliteRoot: gcFix.sqliteRoot,
+    ...GC_POLICY,
+    now: gcFix.nowMs,
+  };
+  // keep-count 30 of 50 bundles 2 days apart: the 30 newest are all younger than 90 days.
+  const gcWantDeleted = GC_AGENTS * Math.max(0, GC_PER_AGENT - GC_POLICY.keepCount);
+  const checkGc = (r: ChildResult, what: string): void => {
+    if (r.errors !== 0 || r.agents_visited !== GC_AGENTS || r.bundles_deleted !== gcWantDeleted)
+      throw new Error(
+        `${what}: ${String(r.agents_visited)} agents visited, ${String(r.errors)} errors ` +
+          `(${String(r.first_error)}), ${String(r.bundles_deleted)} bundles to delete (expected ${gcWantDeleted})`,
+      );
+  };
+  const gcDry: Array<ChildResult & { processMs: number }> = [];
+  for (let i = 0; i < RUNS; i++) {
+    const r = runChild('gc-child.ts', { ...gcArgs, dryRun: true });
+    checkGc(r, 'gc dry run');
+    gcDry.push(r);
+    log(
+      `dry run ${i + 1}: ${fmtMs(r.ms)}, peak RSS ${fmtKiB(r.hwmKiB)}; ${String(r.agents_visited)} agents visited, ` +
+        `${String(r.bundles_deleted)} bundles to delete, ${String(r.bundles_kept)} kept`,
+    );
+  }
+  const gcDryMs = median(gcDry.map((r) => r.ms));
+  const gcCopy = join(WORK_DIR, 'gc-sweep');
+  rmSync(gcCopy, { recursive: true, force: true });
+  mkdirSync(gcCopy, { recursive: true });
+  t0 = performance.now();
+  // cp -a keeps the hard links inside the copy: one new inode, not 50,000 new files.
+  const cp = spawnSync('cp', ['-a', gcFix.stateRoot, gcFix.memdirRoot, gcFix.sqliteRoot, `${gcCopy}/`], {
+    encoding: 'utf8',
+    timeout: GC_COPY_LIMIT_MS,
+  });
+  const gcCopyMs = performance.now() - t0;
+  let gcSweep: (ChildResult & { processMs: number }) | undefined;
+  let gcSweepNote: string;
+  if (cp.status === 0 && gcCopyMs < GC_COPY_LIMIT_MS) {
+    gcSweep = runChild('gc-child.ts', {
+      ...gcArgs,
+      stateRoot: join(gcCopy, 'state'),
+      memdirRoot: join(gcCopy, 'memdir'),
+      sqliteRoot: join(gcCopy, 'sqlite'),
+      dryRun: false,
+    });
+    checkGc(gcSweep, 'gc sweep');
+    gcSweepNote = `once, on a copy made in ${fmtMs(gcCopyMs)}`;
+    log(
+      `real sweep (copy made in ${fmtMs(gcCopyMs)}): ${fmtMs(gcSweep.ms)}, peak RSS ${fmtKiB(gcSweep.hwmKiB)}; ` +
+        `${String(gcSweep.agents_visited)} agents visited, ${String(gcSweep.bundles_deleted)} bundles deleted, ` +
+        `${fmtMB(Number(gcSweep.bytes_freed))} freed`,
+    );
+  } else {
+    gcSweepNote =
+      cp.status === 0 || cp.error
+        ? `not measured: copying the fixture took over ${fmtMs(GC_COPY_LIMIT_MS)}`
+        : `not measured: cp failed (${cp.status ?? cp.signal}): ${cp.stderr.trim()}`;
+    log(`real sweep ${gcSweepNote}; only the dry run is reported`);
+  }
+  rmSync(gcCopy, { recursive: true, force: true });
+
   // The floor of a child's RSS: node + our modules, doing nothing.
   const idle = runChild('idle-child.ts', {});
 
@@ -255,6 +402,10 @@ async function main(): Promise<void> {
     snapshotRss: snapRssMB <= BUDGET.peakRssMB,
     verifyRss: verifyRssMB <= BUDGET.peakRssMB,
     list10k: listMs <= BUDGET.list10kMs,
+    diff: diffMs <= BUDGET.diffMs,
+    diffRss: diffRssKiB / 1024 <= BUDGET.peakRssMB,
+    gcDryRun: gcDryMs <= BUDGET.gcMs,
+    ...(gcSweep ? { gcSweep: gcSweep.ms <= BUDGET.gcMs } : {}),
   };
   section('results (ref-170; MB = MiB; peak RSS = VmHWM of the child process)');
   log(
@@ -302,6 +453,22 @@ async function main(): Promise<void> {
           verdict(checks.restoreRss),
         ],
         [
+          'diff of two snapshots (summary)',
+          fmtMs(diffMs),
+          '—',
+          '—',
+          `≤ ${BUDGET.diffMs} ms`,
+          verdict(checks.diff),
+        ],
+        [
+          'peak RSS diff',
+          `${(diffRssKiB / 1024).toFixed(1)} MB`,
+          '—',
+          '—',
+          `≤ ${BUDGET.peakRssMB} MB`,
+          verdict(checks.diffRss),
+        ],
+        [
           'peak RSS snapshot',
           `${snapRssMB.toFixed(1)} MB`,
           '—',
@@ -326,6 +493,24 @@ async function main(): Promise<void> {
           verdict(checks.list10k),
         ],
         [`list ${FALLBACK_COUNT} bundles (no sidecars)`, fmtMs(fallbackMs), '—', '—', 'info', 'info'],
+        [
+          `gc dry run ${GC_AGENTS} agents × ${GC_PER_AGENT}`,
+          fmtMs(gcDryMs),
+          '—',
+          '—',
+          `≤ ${BUDGET.gcMs} ms`,
+          verdict(checks.gcDryRun),
+        ],
+        gcSweep
+          ? [
+              `gc sweep ${GC_AGENTS} agents × ${GC_PER_AGENT} (once)`,
+              fmtMs(gcSweep.ms),
+              '—',
+              '—',
+              `≤ ${BUDGET.gcMs} ms`,
+              verdict(gcSweep.ms <= BUDGET.gcMs),
+            ]
+          : [`gc sweep ${GC_AGENTS} agents × ${GC_PER_AGENT}`, 'not measured', '—', '—', 'info', 'info'],
         ['idle child (node + modules)', `${fmtKiB(idle.hwmKiB)} RSS`, '—', '—', 'info', 'info'],
         [
           'bundle size',
@@ -398,6 +583,34 @@ async function main(): Promise<void> {
       fallback_count: FALLBACK_COUNT,
       fallback_runs_ms: fallbacks.map((r) => round(r.ms)),
       fallback_median_ms: round(fallbackMs),
+    },
+    diff: {
+      runs_ms: diffs.map((r) => round(r.ms)),
+      median_ms: round(diffMs),
+      peak_rss_kib: diffRssKiB,
+      files_changed: diffs[0]!.files_changed,
+      commits_between: diffs[0]!.commits_between,
+      long_term_rows_added: diffs[0]!.long_term_rows_added,
+      long_term_rows_removed: diffs[0]!.long_term_rows_removed,
+      long_term_rows_changed: diffs[0]!.long_term_rows_changed,
+    },
+    gc: {
+      agents: GC_AGENTS,
+      bundles_per_agent: GC_PER_AGENT,
+      policy: GC_POLICY,
+      fixture_reused: gcFix.reused,
+      dry_run_runs_ms: gcDry.map((r) => round(r.ms)),
+      dry_run_median_ms: round(gcDryMs),
+      dry_run_peak_rss_kib: Math.max(...gcDry.map((r) => r.hwmKiB)),
+      agents_visited: gcDry[0]!.agents_visited,
+      bundles_deleted: gcDry[0]!.bundles_deleted,
+      bundles_kept: gcDry[0]!.bundles_kept,
+      copy_ms: round(gcCopyMs),
+      sweep_ms: gcSweep ? round(gcSweep.ms) : null,
+      sweep_peak_rss_kib: gcSweep ? gcSweep.hwmKiB : null,
+      sweep_bundles_deleted: gcSweep ? gcSweep.bundles_deleted : null,
+      sweep_agents_visited: gcSweep ? gcSweep.agents_visited : null,
+      sweep_note: gcSweepNote,
     },
     idle_child_peak_rss_kib: idle.hwmKiB,
     budgets: BUDGET,
