@@ -100,6 +100,15 @@ test('diff of two snapshots counts commits, files, lines, rows and state for rea
     [1, 2, 1, 40, 39],
   );
   assert.equal(d.databases.find((x) => x.db === 'vector')!.tables[0]!.changed, 1);
+  // concepts is byte-identical in both bundles: written once, not compared row by row, still listed
+  const concepts = d.databases.find((x) => x.db === 'concepts')!;
+  assert.equal(concepts.presence, 'both');
+  assert.ok(concepts.tables.length > 0);
+  for (const t of concepts.tables) {
+    assert.deepEqual([t.added, t.removed, t.changed], [0, 0, 0], t.table);
+    assert.equal(t.rows_a, t.rows_b);
+  }
+  assert.ok(concepts.tables.some((t) => t.rows_a > 0));
   assert.deepEqual(d.state_summary, { extract_cursor_changed: true, last_dream_run_changed: false });
   assert.equal(d.files[0]!.patch, undefined, 'no patches without --detail');
   // the other way round

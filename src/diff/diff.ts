@@ -8,14 +8,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import { canonicalJson } from '../format/manifest.js';
+import { readManifestOnly } from '../format/reader.js';
+import { EncryptionError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
-import { DB_NAMES } from '../model/types.js';
+import { DB_NAMES, type DbName } from '../model/types.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { locate } from '../store/catalog.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { commitsBetween, type FileChange, treeChanges } from './memdir.js';
-import { bundleSide, liveSide, type Side } from './sides.js';
-import { type DatabaseDiff, diffDatabase } from './sqlite.js';
+import {
+  bundleSide,
+  type Contents,
+  contentsOf,
+  liveSide,
+  type Side,
+  SKIP_NOTHING,
+  type Skip,
+} from './sides.js';
+import { type DatabaseDiff, diffDatabase, identicalDatabase } from './sqlite.js';
 
 export const LIVE = 'live';
 
@@ -59,17 +69,52 @@ export interface DiffRequest {
   decryptIdentity?: string;
 }
 
-async function sideOf(
+/** A side as named on the command line: `live`, or a located bundle with its manifest's contents. */
+type Ref = { live: true } | { live: false; id: string; path: string; contents: Contents };
+
+async function resolveRef(
   s: LocalSnapshotter,
   agentId: string,
   tenant: string,
   ref: string,
+  identities: Identity[] | undefined,
+): Promise<Ref> {
+  if (ref === LIVE) return { live: true };
+  const file = await locate(s.layout.snapshotsDir(tenant, agentId), ref);
+  if (file.encrypted && !identities)
+    throw new EncryptionError('the bundle is age-encrypted: pass --decrypt-identity to diff it');
+  const { parsed } = await readManifestOnly(file.path, identities);
+  return { live: false, id: file.id, path: file.path, contents: contentsOf(parsed.manifest) };
+}
+
+/**
+ * What each side need not write, decided from the manifests before either body is read: files with
+ * the same hash on both sides (neither writes them), and identical databases (only side a writes them).
+ */
+function skipsFor(a: Ref, b: Ref): [Skip, Skip] {
+  if (a.live || b.live) return [SKIP_NOTHING, SKIP_NOTHING];
+  const files = new Set<string>();
+  for (const [rel, sha] of a.contents.files) if (b.contents.files.get(rel) === sha) files.add(rel);
+  const dbs = new Set<DbName>();
+  for (const [db, sha] of a.contents.dbs) if (b.contents.dbs.get(db) === sha) dbs.add(db);
+  return [
+    { files, dbs: new Set() },
+    { files, dbs },
+  ];
+}
+
+function sideOf(
+  s: LocalSnapshotter,
+  agentId: string,
+  tenant: string,
+  ref: Ref,
+  other: Ref,
+  skip: Skip,
   dir: string,
   identities: Identity[] | undefined,
 ): Promise<Side> {
-  if (ref === LIVE) return liveSide(s, agentId, tenant, dir);
-  const file = await locate(s.layout.snapshotsDir(tenant, agentId), ref);
-  return bundleSide(file.id, file.path, dir, identities);
+  if (ref.live) return liveSide(s, agentId, tenant, dir, other.live ? undefined : other.contents);
+  return bundleSide(ref.id, ref.path, dir, identities, skip);
 }
 
 const sum = (d: DatabaseDiff | undefined, f: 'added' | 'removed'): number =>
@@ -82,16 +127,23 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
   const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
   const tmp = await mkdtemp(join(tmpdir(), 'nexo-diff-'));
   try {
+    const [ra, rb] = await allSettledOrThrow([
+      resolveRef(s, agentId, tenant, req.a, identities),
+      resolveRef(s, agentId, tenant, req.b, identities),
+    ]);
+    const [skipA, skipB] = skipsFor(ra, rb);
     const [a, b] = await allSettledOrThrow([
-      sideOf(s, agentId, tenant, req.a, join(tmp, 'a'), identities),
-      sideOf(s, agentId, tenant, req.b, join(tmp, 'b'), identities),
+      sideOf(s, agentId, tenant, ra, rb, skipA, join(tmp, 'a'), identities),
+      sideOf(s, agentId, tenant, rb, ra, skipB, join(tmp, 'b'), identities),
     ]);
     const [commits, files] = await allSettledOrThrow([
       commitsBetween(a, b, join(tmp, 'history')),
       treeChanges(a, b, tmp, detail),
     ]);
-    const databases = DB_NAMES.filter((db) => a.dbs.has(db) || b.dbs.has(db)).map((db) =>
-      diffDatabase(db, a.dbs.get(db), b.dbs.get(db), detail),
+    const databases = DB_NAMES.filter((db) => a.dbHashes.has(db) || b.dbHashes.has(db)).map((db) =>
+      a.dbHashes.has(db) && a.dbHashes.get(db) === b.dbHashes.get(db)
+        ? identicalDatabase(db, (a.dbs.get(db) ?? b.dbs.get(db))!, detail)
+        : diffDatabase(db, a.dbs.get(db), b.dbs.get(db), detail),
     );
     const byDb = (db: string) => databases.find((d) => d.db === db);
     const changed = (key: 'extract_cursor' | 'dream_run') =>

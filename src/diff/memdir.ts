@@ -1,11 +1,12 @@
-// Owns the memdir half of a diff: commits reachable from one side and not the other (both histories
-// fetched into one scratch repository), and the working trees compared file by file with git's own
+// Owns the memdir half of a diff: commits reachable from one side and not the other (each history
+// fetched into its own scratch repository at the same time, then walked together), and the working trees compared file by file with git's own
 // diff (`git diff --no-index`: line counts, binary detection, unified patches for --detail).
 
-import { mkdir } from 'node:fs/promises';
-import { relative } from 'node:path';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
 import { runGit } from '../git/git.js';
 import { GitError } from '../model/errors.js';
+import { allSettledOrThrow } from '../util/settle.js';
 import type { Side } from './sides.js';
 
 export interface FileChange {
@@ -24,6 +25,15 @@ async function git(cwd: string, args: string[]): Promise<string> {
   return r.stdout;
 }
 
+/** Fetches a side's history (every ref, and HEAD, which carries a detached HEAD) into a new bare repo. */
+async function fetchHistory(side: Side, repo: string): Promise<void> {
+  await mkdir(repo, { recursive: true });
+  await git(repo, ['init', '-q', '--bare']);
+  if (!side.history || !side.head) return;
+  await git(repo, ['fetch', '-q', '--no-tags', side.history.path, '+refs/*:refs/side/*']);
+  await runGit(repo, ['fetch', '-q', '--no-tags', side.history.path, '+HEAD:refs/side-head']);
+}
+
 /** Commits reachable from b's HEAD and not from a's, and the reverse. */
 export async function commitsBetween(
   a: Side,
@@ -31,23 +41,18 @@ export async function commitsBetween(
   scratch: string,
 ): Promise<{ forward: number; reverse: number }> {
   if (!a.head && !b.head) return { forward: 0, reverse: 0 };
-  await mkdir(scratch, { recursive: true });
-  await git(scratch, ['init', '-q', '--bare']);
-  for (const [side, name] of [
-    [a, 'a'],
-    [b, 'b'],
-  ] as const) {
-    if (!side.history || !side.head) continue;
-    await git(scratch, ['fetch', '-q', '--no-tags', side.history.path, `+refs/*:refs/${name}/*`]);
-    // a detached HEAD is carried as HEAD only
-    await runGit(scratch, ['fetch', '-q', '--no-tags', side.history.path, `+HEAD:refs/${name}-head`]);
-  }
+  // Indexing a fetched pack is the slow part: both run at once, in two repositories; then the first
+  // borrows the second's objects (alternates) to walk both histories by commit id.
+  const [ra, rb] = [resolve(scratch, 'a'), resolve(scratch, 'b')];
+  await allSettledOrThrow([fetchHistory(a, ra), fetchHistory(b, rb)]);
+  await writeFile(join(ra, 'objects', 'info', 'alternates'), `${join(rb, 'objects')}\n`);
   const count = async (from: string | undefined, to: string | undefined): Promise<number> => {
     if (!to) return 0;
     const range = from ? [`${from}..${to}`] : [to];
-    return Number((await git(scratch, ['rev-list', '--count', ...range])).trim());
+    return Number((await git(ra, ['rev-list', '--count', ...range])).trim());
   };
-  return { forward: await count(a.head, b.head), reverse: await count(b.head, a.head) };
+  const [forward, reverse] = await allSettledOrThrow([count(a.head, b.head), count(b.head, a.head)]);
+  return { forward, reverse };
 }
 
 /** The working-tree changes from a to b. */

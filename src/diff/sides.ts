@@ -9,6 +9,7 @@ import { closeGate } from '../agent/write-gate.js';
 import { captureAgent, hashCapture } from '../capture/capture.js';
 import type { Identity } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MEMORY_FILES_PREFIX, statePath } from '../format/constants.js';
+import type { Manifest } from '../format/manifest.js';
 import { ConcurrentError, EncryptionError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS, type StateKey } from '../model/types.js';
 import { bundleHasMemdir } from '../restore/stage.js';
@@ -24,7 +25,10 @@ export interface Side {
   files: Map<string, string>;
   /** Directory holding the working tree (empty when there is no memdir). */
   tree: string;
+  /** Database copies on disk (a database identical to the other side's may be on that side only). */
   dbs: Map<DbName, string>;
+  /** SHA-256 of each database this side has, written to disk or not. */
+  dbHashes: Map<DbName, string>;
   state: Map<StateKey, unknown>;
   /** Where git can fetch this side's history from (a bundle file or a repository), if any. */
   history?: { kind: 'bundle' | 'repo'; path: string };
@@ -32,12 +36,43 @@ export interface Side {
   memdir: boolean;
 }
 
-/** A snapshot bundle, streamed and verified into `dir`. */
+/** What a side holds, by hash: working-tree files (relative path) and databases. */
+export interface Contents {
+  files: Map<string, string>;
+  dbs: Map<DbName, string>;
+}
+
+/** The contents a manifest describes (known before a byte of the body is read). */
+export function contentsOf(m: Manifest): Contents {
+  const c: Contents = { files: new Map(), dbs: new Map() };
+  for (const a of m.artifacts) {
+    if (a.kind === 'memory_file') c.files.set(a.path_in_bundle.slice(MEMORY_FILES_PREFIX.length), a.sha256);
+  }
+  for (const db of DB_NAMES) {
+    const a = m.artifacts.find((x) => x.path_in_bundle === `sqlite/${db}.sqlite`);
+    if (a) c.dbs.set(db, a.sha256);
+  }
+  return c;
+}
+
+/** What a side need not write: files identical on both sides, databases the other side writes. */
+export interface Skip {
+  files: ReadonlySet<string>;
+  dbs: ReadonlySet<DbName>;
+}
+
+export const SKIP_NOTHING: Skip = { files: new Set(), dbs: new Set() };
+
+/**
+ * A snapshot bundle, streamed and verified into `dir`. Every entry is hashed and checked; entries in
+ * `skip` are not written (an unchanged file contributes nothing to a diff).
+ */
 export async function bundleSide(
   label: string,
   bundle: string,
   dir: string,
   identities?: readonly Identity[],
+  skip: Skip = SKIP_NOTHING,
 ): Promise<Side> {
   const tree = join(dir, 'tree');
   await mkdir(tree, { recursive: true });
@@ -46,7 +81,12 @@ export async function bundleSide(
     sink: {
       target(a, layout) {
         const p = a.path_in_bundle;
-        if (a.kind === 'memory_file') return join(tree, p.slice(MEMORY_FILES_PREFIX.length));
+        if (a.kind === 'memory_file') {
+          const rel = p.slice(MEMORY_FILES_PREFIX.length);
+          return skip.files.has(rel) ? undefined : join(tree, rel);
+        }
+        if (p.startsWith('sqlite/') && skip.dbs.has(p.slice('sqlite/'.length, -'.sqlite'.length) as DbName))
+          return undefined;
         if (a.kind === 'git_bundle')
           return layout === 2
             ? join(dir, 'memdir.bundle')
@@ -59,18 +99,16 @@ export async function bundleSide(
   if (!v.manifest)
     throw new EncryptionError('the bundle is age-encrypted: pass --decrypt-identity to diff it');
   const { manifest: m, layout } = v.manifest;
+  const contents = contentsOf(m);
   const side: Side = {
     label,
-    files: new Map(),
+    files: contents.files,
     tree,
     dbs: new Map(),
+    dbHashes: contents.dbs,
     state: new Map(),
     memdir: bundleHasMemdir(m),
   };
-  for (const a of m.artifacts) {
-    if (a.kind === 'memory_file')
-      side.files.set(a.path_in_bundle.slice(MEMORY_FILES_PREFIX.length), a.sha256);
-  }
   for (const db of DB_NAMES) {
     const file = v.written.get(`sqlite/${db}.sqlite`);
     if (file) side.dbs.set(db, file);
@@ -93,6 +131,8 @@ export async function liveSide(
   agentId: string,
   tenant: string,
   dir: string,
+  /** The other side's contents when known: working-tree files identical to it are not written. */
+  other?: Contents,
 ): Promise<Side> {
   const staging = join(dir, 'capture');
   await mkdir(staging, { recursive: true });
@@ -128,6 +168,7 @@ export async function liveSide(
       files: new Map(),
       tree,
       dbs: new Map(),
+      dbHashes: new Map(),
       state: new Map(),
       memdir: c.memdir !== undefined,
     };
@@ -135,11 +176,13 @@ export async function liveSide(
       if (a.kind === 'memory_file') {
         const rel = a.pathInBundle.slice(MEMORY_FILES_PREFIX.length);
         side.files.set(rel, a.sha256);
+        if (other?.files.get(rel) === a.sha256) continue;
         const dst = join(tree, rel);
         await mkdir(dirname(dst), { recursive: true });
         await writeFile(dst, a.data ?? (await readFile(a.stagedPath!)));
       } else if (a.kind.startsWith('sqlite_')) {
         side.dbs.set(a.kind.slice(7) as DbName, a.stagedPath!);
+        side.dbHashes.set(a.kind.slice(7) as DbName, a.sha256);
       } else if (a.kind.startsWith('state_')) {
         side.state.set(a.kind.slice(6) as StateKey, JSON.parse(a.data!.toString('utf8')));
       } else if (a.kind === 'git_bundle') {

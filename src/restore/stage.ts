@@ -4,12 +4,13 @@
 // so uncommitted edits show as they did, the pre-restore HEAD kept as a tag, `git fsck` clean).
 
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Artifact, Manifest } from '../format/manifest.js';
 import { inspectRepo, runGit } from '../git/git.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
 import { DB_NAMES } from '../model/types.js';
+import { type DirLister, readNames } from '../store/catalog.js';
 import type { EntrySink } from '../verify/verify.js';
 
 export interface RestorePaths {
@@ -159,13 +160,16 @@ export async function buildMemdir(
 }
 
 /** Names in a directory that belong to restores (staging and backups), for leftover handling. */
-export async function restoreLeftovers(p: Pick<RestorePaths, 'sqliteDir' | 'memdir'>): Promise<string[]> {
+export async function restoreLeftovers(
+  p: Pick<RestorePaths, 'sqliteDir' | 'memdir'>,
+  list: DirLister = readNames,
+): Promise<string[]> {
   const out: string[] = [];
   const stagePrefix = `.${basename(p.memdir)}${RESTORE_STAGE_PREFIX}`;
-  for (const n of await readdir(p.sqliteDir).catch(() => [] as string[])) {
+  for (const n of await list(p.sqliteDir)) {
     if (n.startsWith(RESTORE_STAGE_PREFIX)) out.push(join(p.sqliteDir, n));
   }
-  for (const n of await readdir(dirname(p.memdir)).catch(() => [] as string[])) {
+  for (const n of await list(dirname(p.memdir))) {
     if (n.startsWith(stagePrefix)) out.push(join(dirname(p.memdir), n));
   }
   return out;

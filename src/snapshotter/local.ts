@@ -50,10 +50,14 @@ import { SqliteWorker } from '../sqlite/worker.js';
 import { fsyncDir, removeQuietly } from '../store/atomic.js';
 import {
   bundleFiles,
+  bundleFilesIn,
   bundleMeta,
+  type DirLister,
+  dirNames,
   listDir,
   locate,
   metaFromManifest,
+  readNames,
   writeSidecar,
 } from '../store/catalog.js';
 import { cleanLeftovers } from '../store/leftovers.js';
@@ -65,9 +69,9 @@ import {
   recordOwner,
   type WorkerHeldLock,
 } from '../store/lock.js';
-import { STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
+import { SIBLING_EXT, STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins.js';
-import { readSibling, writeSibling } from '../store/sibling.js';
+import { writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { toolVersions } from '../util/version.js';
 import { verifyBundleFile } from '../verify/verify.js';
@@ -326,6 +330,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     tenant: string,
     graceMs = 0,
     warn: (message: string) => void = this.warn,
+    /** How the directories shared by many agents (the memdir root) are listed; gc passes a cache. */
+    list: DirLister = readNames,
   ): Promise<RecoverResult | undefined> {
     const journalPath = this.layout.journalPath(tenant, agentId);
     let recovered: RecoverResult | undefined;
@@ -345,16 +351,20 @@ export class LocalSnapshotter implements MemorySnapshotter {
     }
     const memdir = this.resolver.memdir(agentId, tenant);
     const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
-    for (const p of await restoreLeftovers({ memdir, sqliteDir })) {
-      if (graceMs > 0 && Date.now() - (await stat(p)).mtimeMs < graceMs) continue;
+    for (const p of await restoreLeftovers({ memdir, sqliteDir }, list)) {
+      const st = await stat(p).catch(() => undefined);
+      if (!st || (graceMs > 0 && Date.now() - st.mtimeMs < graceMs)) continue;
       await rm(p, { recursive: true, force: true });
       warn(`removed staging of an interrupted restore: ${p}`);
     }
     const dir = this.layout.snapshotsDir(tenant, agentId);
-    for (const name of await cleanLeftovers(dir, graceMs))
-      warn(`removed leftover of an interrupted operation: ${name}`);
-    for (const file of await bundleFiles(dir)) {
-      if (file.encrypted || (await readSibling(file.path)).status !== 'missing') continue;
+    // One listing of the agent's directory serves both passes (nothing else writes it: we hold the lock).
+    const names = await dirNames(dir);
+    const removed = new Set(await cleanLeftovers(dir, graceMs, names));
+    for (const name of removed) warn(`removed leftover of an interrupted operation: ${name}`);
+    const present = new Set(names.filter((n) => !removed.has(n)));
+    for (const file of bundleFilesIn(dir, [...present])) {
+      if (file.encrypted || present.has(`${file.name}${SIBLING_EXT}`)) continue;
       const report = await verifyBundleFile(file.path).catch(() => undefined);
       if (!report || report.status === 'damaged' || !report.file_sha256) {
         warn(`bundle ${file.name} has no sibling and does not verify; left as it is`);
@@ -418,21 +428,35 @@ export class LocalSnapshotter implements MemorySnapshotter {
     return collectGarbage(this, opts);
   }
 
-  /** Pins a snapshot: retention never deletes it. Returns its metadata. */
+  /**
+   * Pins a snapshot: retention never deletes it. Returns its metadata. Under the agent lock, as every
+   * write into the snapshot directory (a sweep may otherwise see the pin's temporary file as a leftover,
+   * or delete the bundle being pinned).
+   */
   async pin(agentId: string, tenant: string | undefined, id: string, note?: string): Promise<SnapshotMeta> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
-    const file = await locate(this.layout.snapshotsDir(t, a), id);
-    await pinBundle(file.path, note);
-    return bundleMeta(file);
+    const lock = await this.lockAgent(a, t, 'pin');
+    try {
+      const file = await locate(this.layout.snapshotsDir(t, a), id);
+      await pinBundle(file.path, note);
+      return await bundleMeta(file);
+    } finally {
+      lock.release();
+    }
   }
 
   /** Removes a pin; false when the snapshot was not pinned. */
   async unpin(agentId: string, tenant: string | undefined, id: string): Promise<boolean> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
-    const file = await locate(this.layout.snapshotsDir(t, a), id);
-    return unpinBundle(file.path);
+    const lock = await this.lockAgent(a, t, 'unpin');
+    try {
+      const file = await locate(this.layout.snapshotsDir(t, a), id);
+      return await unpinBundle(file.path);
+    } finally {
+      lock.release();
+    }
   }
 
   async list(agentId: string, tenant: string = DEFAULT_TENANT): Promise<SnapshotMeta[]> {

@@ -3,7 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { constants, existsSync } from 'node:fs';
+import { constants, existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { link, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
@@ -41,6 +41,21 @@ export async function writeFileAtomic(path: string, data: string | Buffer, mode 
     throw err;
   }
   await fsyncDir(dirname(path));
+}
+
+/**
+ * Like writeFileAtomic (readers never see a part), synchronous and without fsync: for advisory files
+ * that a power cut may lose, written once per agent by sweeps over thousands of agents.
+ */
+export function writeFileAtomicUnsynced(path: string, data: string, mode = 0o600): void {
+  const tmp = tempPathFor(path);
+  writeFileSync(tmp, data, { mode, flag: 'wx' });
+  try {
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 /**

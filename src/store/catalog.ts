@@ -23,15 +23,45 @@ export interface BundleFile {
   path: string;
 }
 
-/** The bundle files in `dir` (empty when the directory does not exist). */
-export async function bundleFiles(dir: string): Promise<BundleFile[]> {
-  let names: string[];
+/** The names in `dir` (empty when the directory does not exist). */
+export async function dirNames(dir: string): Promise<string[]> {
   try {
-    names = await readdir(dir);
+    return await readdir(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw new IoError(`reading ${dir}`, err);
   }
+}
+
+/** Lists a directory's names ([] when it cannot be read); see `cachedLister`. */
+export type DirLister = (dir: string) => Promise<readonly string[]>;
+
+export const readNames: DirLister = (dir) => readdir(dir).catch(() => [] as string[]);
+
+/**
+ * A lister that reads each directory once. For a sweep over many agents whose memdirs share one parent
+ * directory: names that appear later belong to operations younger than any grace period, and names
+ * that disappear are tolerated by every caller (rm with force, stat that may fail).
+ */
+export function cachedLister(): DirLister {
+  const seen = new Map<string, Promise<readonly string[]>>();
+  return (dir) => {
+    let names = seen.get(dir);
+    if (!names) {
+      names = readNames(dir);
+      seen.set(dir, names);
+    }
+    return names;
+  };
+}
+
+/** The bundle files in `dir` (empty when the directory does not exist). */
+export async function bundleFiles(dir: string): Promise<BundleFile[]> {
+  return bundleFilesIn(dir, await dirNames(dir));
+}
+
+/** The bundle files among `names`, a listing of `dir`. */
+export function bundleFilesIn(dir: string, names: readonly string[]): BundleFile[] {
   const out: BundleFile[] = [];
   for (const name of names) {
     const p = parseBundleFileName(name);

@@ -39,10 +39,15 @@ export function leftoverNames(names: readonly string[]): string[] {
  * Removes the leftovers of dead operations; returns the names removed. Call with the agent lock held.
  * With `olderThanMs`, entries modified more recently are left alone (retention's grace period).
  */
-export async function cleanLeftovers(dir: string, olderThanMs = 0): Promise<string[]> {
-  let names: string[];
+export async function cleanLeftovers(
+  dir: string,
+  olderThanMs = 0,
+  /** A listing of `dir` taken under the lock, to save reading it again. */
+  listed?: readonly string[],
+): Promise<string[]> {
+  let names: readonly string[];
   try {
-    names = await readdir(dir);
+    names = listed ?? (await readdir(dir));
   } catch {
     return [];
   }
