@@ -19,7 +19,13 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { buildSampleAgent, git, REF_170, type SampleAgentPaths } from '../scripts/sample-agent.js';
+import {
+  buildSampleAgent,
+  git,
+  REF_170,
+  type SampleAgentOptions,
+  type SampleAgentPaths,
+} from '../scripts/sample-agent.js';
 import { MANIFEST_PATH } from '../src/format/constants.js';
 import { type Manifest, type ManifestDraft, sealManifest } from '../src/format/manifest.js';
 import { BundleReader } from '../src/format/reader.js';
@@ -90,9 +96,14 @@ function measureSizes(p: SampleAgentPaths): RefSizes {
 
 /** The reference agent ref-170, generated into .bench/ref-170 unless a matching marker says it exists. */
 export function ensureRefAgent(): RefAgent {
-  const root = join(WORK_DIR, 'ref-170');
+  return ensureSampleAgent('ref-170', REF_170);
+}
+
+/** A generated agent under .bench/<name> (agent id `ref`), reused while its options are unchanged. */
+export function ensureSampleAgent(name: string, options: SampleAgentOptions): RefAgent {
+  const root = join(WORK_DIR, name);
   const marker = join(root, 'GENERATED.json');
-  const wanted = JSON.stringify(REF_170);
+  const wanted = JSON.stringify(options);
   if (existsSync(marker)) {
     const m = JSON.parse(readFileSync(marker, 'utf8')) as { options: string; generationMs: number };
     if (m.options === wanted) {
@@ -103,7 +114,7 @@ export function ensureRefAgent(): RefAgent {
   rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
   const t0 = performance.now();
-  const paths = buildSampleAgent(root, REF_AGENT, REF_170);
+  const paths = buildSampleAgent(root, REF_AGENT, options);
   const generationMs = performance.now() - t0;
   writeFileSync(marker, `${JSON.stringify({ options: wanted, generationMs })}\n`);
   return { paths, reused: false, generationMs, sizes: measureSizes(paths) };

@@ -3,7 +3,7 @@
 // bundle + cp + `tar -I 'zstd -3 -T2'` + `openssl dgst` (and the original's zstd -19 recipe), verify vs
 // `zstd -dc | openssl dgst`, restore vs unpack + quick_check + clone, peak RSS of snapshot, verify,
 // restore and diff, diff of two ref-170 snapshots (the agent is restored afterwards), list of 10,000
-// bundles, and a retention sweep over 1,000 agents × 50 bundles. Our operations run in child processes
+// bundles, a retention sweep over 1,000 agents × 50 bundles, and peak RSS on a ~2 GB agent. Our operations run in child processes
 // (bench/*-child.ts) so each peak RSS is that process's own. Prints tables and a last line
 // `BENCH_JSON {...}`. Exits 0 even when a budget fails, unless BENCH_STRICT=1.
 
@@ -12,6 +12,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { verifyBundleFile } from '../src/verify/verify.js';
+import { type BigAgentResult, measureBigAgent } from './big-agent.js';
 import {
   changeRefAgent,
   checkSidecarFormat,
@@ -358,6 +359,8 @@ async function main(): Promise<void> {
     timeout: GC_COPY_LIMIT_MS,
   });
   const gcCopyMs = performance.now() - t0;
+  // The copy's dirty pages are written back now, not during the sweep being measured.
+  spawnSync('sync', [], { timeout: GC_COPY_LIMIT_MS });
   let gcSweep: (ChildResult & { processMs: number }) | undefined;
   let gcSweepNote: string;
   if (cp.status === 0 && gcCopyMs < GC_COPY_LIMIT_MS) {
@@ -384,6 +387,20 @@ async function main(): Promise<void> {
   }
   rmSync(gcCopy, { recursive: true, force: true });
 
+  // 4c. Peak RSS on a ~2 GB agent: flat in agent size (BENCH_BIG=0 skips it).
+  let big: BigAgentResult | undefined;
+  if (process.env.BENCH_BIG !== '0') {
+    section('4c. peak RSS on a ~2 GB agent (one snapshot, verify and restore)');
+    t0 = performance.now();
+    big = measureBigAgent();
+    const bz = big.agent.sizes;
+    log(
+      `agent: ${fmtMB(bz.dbBytes)} of databases, ${bz.memdirFiles} files, ${bz.commits} commits ` +
+        `(${readyNote(big.agent.reused, t0)}); snapshot ${fmtMs(big.snapshot.ms)} (bundle ${fmtMB(Number(big.snapshot.bundleSize))}), ` +
+        `verify ${fmtMs(big.verify.ms)}, restore ${fmtMs(big.restore.ms)}`,
+    );
+  }
+
   // The floor of a child's RSS: node + our modules, doing nothing.
   const idle = runChild('idle-child.ts', {});
 
@@ -406,6 +423,13 @@ async function main(): Promise<void> {
     diffRss: diffRssKiB / 1024 <= BUDGET.peakRssMB,
     gcDryRun: gcDryMs <= BUDGET.gcMs,
     ...(gcSweep ? { gcSweep: gcSweep.ms <= BUDGET.gcMs } : {}),
+    ...(big
+      ? {
+          bigSnapshotRss: big.snapshot.hwmKiB / 1024 <= BUDGET.peakRssMB,
+          bigVerifyRss: big.verify.hwmKiB / 1024 <= BUDGET.peakRssMB,
+          bigRestoreRss: big.restore.hwmKiB / 1024 <= BUDGET.peakRssMB,
+        }
+      : {}),
   };
   section('results (ref-170; MB = MiB; peak RSS = VmHWM of the child process)');
   log(
@@ -511,6 +535,22 @@ async function main(): Promise<void> {
               verdict(gcSweep.ms <= BUDGET.gcMs),
             ]
           : [`gc sweep ${GC_AGENTS} agents × ${GC_PER_AGENT}`, 'not measured', '—', '—', 'info', 'info'],
+        ...(big
+          ? (
+              [
+                ['snapshot', big.snapshot],
+                ['verify', big.verify],
+                ['restore', big.restore],
+              ] as const
+            ).map(([op, r]) => [
+              `peak RSS ${op}, 2 GB agent`,
+              `${(r.hwmKiB / 1024).toFixed(1)} MB`,
+              '—',
+              '—',
+              `≤ ${BUDGET.peakRssMB} MB`,
+              verdict(r.hwmKiB / 1024 <= BUDGET.peakRssMB),
+            ])
+          : [['peak RSS, 2 GB agent', 'not measured (BENCH_BIG=0)', '—', '—', 'info', 'info']]),
         ['idle child (node + modules)', `${fmtKiB(idle.hwmKiB)} RSS`, '—', '—', 'info', 'info'],
         [
           'bundle size',
@@ -612,6 +652,19 @@ async function main(): Promise<void> {
       sweep_agents_visited: gcSweep ? gcSweep.agents_visited : null,
       sweep_note: gcSweepNote,
     },
+    big_agent: big
+      ? {
+          db_bytes: big.agent.sizes.dbBytes,
+          reused: big.agent.reused,
+          snapshot_ms: round(big.snapshot.ms),
+          snapshot_peak_rss_kib: big.snapshot.hwmKiB,
+          bundle_bytes: Number(big.snapshot.bundleSize),
+          verify_ms: round(big.verify.ms),
+          verify_peak_rss_kib: big.verify.hwmKiB,
+          restore_ms: round(big.restore.ms),
+          restore_peak_rss_kib: big.restore.hwmKiB,
+        }
+      : null,
     idle_child_peak_rss_kib: idle.hwmKiB,
     budgets: BUDGET,
     pass: checks,
