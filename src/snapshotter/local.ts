@@ -514,7 +514,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const file = await locate(this.layout.snapshotsDir(t, a), id);
-    await pinBundle(file.path, note);
+    // Under the agent lock: a gc sweep must neither delete the bundle being pinned nor remove the pin's
+    // temporary file as a leftover (found by the gc-in-a-loop test).
+    const lock = await this.lockAgent(a, t, 'pin');
+    try {
+      if (!existsSync(file.path)) throw new NotFoundError(file.id, 'deleted meanwhile');
+      await pinBundle(file.path, note);
+    } finally {
+      lock.release();
+    }
     return bundleMeta(file);
   }
 
@@ -523,7 +531,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const file = await locate(this.layout.snapshotsDir(t, a), id);
-    return unpinBundle(file.path);
+    const lock = await this.lockAgent(a, t, 'unpin');
+    try {
+      return await unpinBundle(file.path);
+    } finally {
+      lock.release();
+    }
   }
 
   async list(agentId: string, tenant: string = DEFAULT_TENANT): Promise<SnapshotMeta[]> {
