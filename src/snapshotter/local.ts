@@ -151,9 +151,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       value = await op;
     } catch (err) {
-      const e = asSnapshotError(err, 'operation');
-      if (!reported.has(e) && !(err instanceof Object && reported.has(err)))
-        this.observe(onFailure(e, performance.now() - started));
+      const e = asSnapshotError(err, 'operation'); // the same object when it already is a SnapshotError
+      if (!reported.has(e)) this.observe(onFailure(e, performance.now() - started));
       throw err;
     }
     if (onSuccess) this.observe(onSuccess(value, performance.now() - started));
