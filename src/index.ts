@@ -1,6 +1,15 @@
 // The library entry: the MemorySnapshotter port, the local-filesystem implementation, the pluggable
 // interfaces (paths, state, write gate), the public types and the errors.
 
+export {
+  PRE_DREAM_CREATED_BY,
+  PRE_DREAM_LABEL_PREFIX,
+  type PreDreamResult,
+  PreDreamSnapshotAdapter,
+  type PreDreamSnapshotHook,
+  preDreamHookFromConfig,
+  preDreamLabel,
+} from './agent/pre-dream.js';
 export { ClosureResolver, DefaultPathResolver, type PathResolver } from './agent/resolver.js';
 export {
   JsonFileStateProvider,
@@ -9,9 +18,70 @@ export {
   type StateValue,
 } from './agent/state.js';
 export { WriteGate, type WriteGateOptions, WriteGateTimeoutError } from './agent/write-gate.js';
+export {
+  CONFIG_DEFAULTS,
+  type EncryptionConfig,
+  type EventsConfig,
+  type LoadedConfig,
+  loadConfig,
+  type MetricsConfig,
+  type RetentionConfig,
+  type ScheduleEntry,
+  type ServerConfig,
+  type SnapshotConfig,
+} from './config/config.js';
+export {
+  checkNatsUrl,
+  defaultRecipients,
+  natsOptionsFromConfig,
+  natsPublisherFromConfig,
+  retentionPolicyFromConfig,
+  retentionWorkerOptionsFromConfig,
+  type StoreOverrides,
+  scheduleFromConfig,
+  snapshotterOptionsFromConfig,
+  toolRedactDefault,
+} from './config/runtime.js';
 export type { DiffRequest, SnapshotDiff } from './diff/diff.js';
 export type { FileChange } from './diff/memdir.js';
 export type { DatabaseDiff, SchemaChange, TableDiff } from './diff/sqlite.js';
+export {
+  MemoryMutationPublisher,
+  type MemoryMutationPublisherOptions,
+  type MutationHashes,
+} from './events/mutation.js';
+export { NatsEventPublisher, type NatsPublisherOptions } from './events/nats.js';
+export { LifecycleEventsObserver } from './events/observer.js';
+export {
+  type CreatedEvent,
+  createdEvent,
+  type DeletedEvent,
+  deletedEvent,
+  type GcEvent,
+  type GcEventReport,
+  gcEvent,
+  type LifecycleEvent,
+  type LifecycleKind,
+  MUTATION_OPS,
+  MUTATION_SCOPES,
+  type MutationEvent,
+  type MutationOp,
+  type MutationScope,
+  mutationEvent,
+  type RestoredEvent,
+  restoredEvent,
+} from './events/payloads.js';
+export { type EventPublisher, NoopPublisher, type PublisherStats } from './events/publisher.js';
+export {
+  ALL_AGENTS_TOKEN,
+  DEFAULT_PREFIXES,
+  gcSubject,
+  LIFECYCLE_SUBJECT_PREFIX,
+  lifecycleSubject,
+  MUTATION_SUBJECT_PREFIX,
+  mutationSubject,
+  type SubjectPrefixes,
+} from './events/subjects.js';
 export {
   ARTIFACT_KINDS,
   type ArtifactKind,
@@ -30,6 +100,18 @@ export {
   parseManifest,
 } from './format/manifest.js';
 export { readManifestOnly } from './format/reader.js';
+export {
+  DURATION_BUCKETS_MS,
+  LABEL_CAP,
+  METRIC,
+  type MeteredOperation,
+  type MetricLabels,
+  OVERFLOW_LABEL,
+  SnapshotMetrics,
+  type SnapshotMetricsOptions,
+} from './metrics/metrics.js';
+export { MetricsObserver } from './metrics/observer.js';
+export { writeMetricsTextfile } from './metrics/textfile.js';
 export * from './model/errors.js';
 export {
   DEFAULT_TENANT,
@@ -48,4 +130,5 @@ export {
 } from './snapshotter/gc.js';
 export type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './snapshotter/interface.js';
 export { LocalSnapshotter, type LocalSnapshotterOptions } from './snapshotter/local.js';
+export { notifyObservers, type OperationObserver, type OperationRecord } from './snapshotter/observer.js';
 export { verifyExitCode } from './verify/verify.js';
