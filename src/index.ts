@@ -9,6 +9,15 @@ export {
   type StateValue,
 } from './agent/state.js';
 export { WriteGate, type WriteGateOptions, WriteGateTimeoutError } from './agent/write-gate.js';
+export {
+  generateSigningKey,
+  loadSigningKey,
+  loadTrustedKeys,
+  type PublicSigningKey,
+  parsePublicKey,
+  parseSigningKey,
+  type SigningKey,
+} from './crypto/sign.js';
 export type { DiffRequest, SnapshotDiff } from './diff/diff.js';
 export type { FileChange } from './diff/memdir.js';
 export type { DatabaseDiff, SchemaChange, TableDiff } from './diff/sqlite.js';
@@ -16,9 +25,11 @@ export {
   ARTIFACT_KINDS,
   type ArtifactKind,
   BUNDLE_FORMAT,
+  BUNDLE_FORMAT_SIGNED,
   BUNDLE_FORMAT_V1,
   CURRENT_SCHEMA,
   MANIFEST_VERSION,
+  SIGNED_MANIFEST_VERSION,
 } from './format/constants.js';
 export {
   type Artifact,
@@ -30,6 +41,7 @@ export {
   parseManifest,
 } from './format/manifest.js';
 export { readManifestOnly } from './format/reader.js';
+export { checkSignature, type SignatureCheck, type SignatureStatus } from './format/signature.js';
 export * from './model/errors.js';
 export {
   DEFAULT_TENANT,

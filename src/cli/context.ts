@@ -3,6 +3,7 @@
 // JSON error object on stdout under --json and a one-line message on stderr always.
 
 import { type LoadedConfig, loadConfig } from '../config/config.js';
+import { type TrustPolicy, trustPolicy } from '../format/signature.js';
 import { ExitCode, InvalidInputError, SnapshotError } from '../model/errors.js';
 import { LocalSnapshotter } from '../snapshotter/local.js';
 import { ProgressReporter } from './progress.js';
@@ -38,7 +39,21 @@ export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
     ...(cfg.zstd_workers !== undefined ? { zstdWorkers: cfg.zstd_workers } : {}),
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
     ...(cfg.encryption?.recipients ? { recipients: cfg.encryption.recipients } : {}),
+    ...(cfg.signing?.key_path ? { signingKey: cfg.signing.key_path } : {}),
+    ...(cfg.signing?.trusted_keys ? { trustedKeys: cfg.signing.trusted_keys } : {}),
+    ...(cfg.signing?.require_signature ? { requireSignature: true } : {}),
   });
+}
+
+/**
+ * The trust of a verify or export: `--trust` keys when given (then a trusted signature is required),
+ * else the config's trusted keys when the config requires signatures, else none.
+ */
+export function trustFrom(flags: StoreFlags & { trust?: string[] }): TrustPolicy | undefined {
+  if (flags.trust?.length) return trustPolicy(flags.trust, true);
+  const sg = loadFlagsConfig(flags)?.snapshot.signing;
+  if (sg?.require_signature && sg.trusted_keys?.length) return trustPolicy(sg.trusted_keys, true);
+  return undefined;
 }
 
 /** The identity file: --decrypt-identity, else the config's encryption.identity_path. */

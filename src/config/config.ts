@@ -28,6 +28,15 @@ const encryptionSection = z.strictObject({
   identity_path: z.string().min(1).optional(),
 });
 
+const signingSection = z.strictObject({
+  /** Secret key file every snapshot is signed with (pre-restore anchors too). */
+  key_path: z.string().min(1).optional(),
+  /** Public keys restore (and verify, when require_signature) trust: nexo-sign-pub1… strings or files. */
+  trusted_keys: z.array(z.string().min(1)).optional(),
+  /** Restore refuses bundles without a valid signature by a trusted key. */
+  require_signature: z.boolean().optional(),
+});
+
 const snapshotSection = z.strictObject({
   /** The snapshot store root (the original's `root`). */
   root: z.string().min(1).optional(),
@@ -38,6 +47,7 @@ const snapshotSection = z.strictObject({
   zstd_workers: z.number().int().min(0).max(16).optional(),
   retention: retentionSection.optional(),
   encryption: encryptionSection.optional(),
+  signing: signingSection.optional(),
 });
 
 export type SnapshotConfig = z.infer<typeof snapshotSection>;
@@ -119,5 +129,18 @@ export function loadConfig(path: string): LoadedConfig {
   }
   if (cfg.encryption?.identity_path)
     cfg.encryption = { ...cfg.encryption, identity_path: resolve(base, cfg.encryption.identity_path) };
+  if (cfg.signing) {
+    const sg = { ...cfg.signing };
+    if (sg.key_path) sg.key_path = resolve(base, sg.key_path);
+    if (sg.trusted_keys)
+      sg.trusted_keys = sg.trusted_keys.map((k) =>
+        /^nexo-sign-pub1/i.test(k.trim()) ? k : resolve(base, k),
+      );
+    if (sg.require_signature && !sg.trusted_keys?.length)
+      throw new ConfigError(
+        `${prefix}.signing.require_signature: needs at least one signing.trusted_keys entry`,
+      );
+    cfg.signing = sg;
+  }
   return { path: abs, snapshot: cfg };
 }

@@ -9,11 +9,13 @@ import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import { closeGate } from '../agent/write-gate.js';
 import { captureAgent, hashCapture, pathKind } from '../capture/capture.js';
-import { parseRecipient, recipientFingerprint } from '../crypto/age.js';
+import { loadIdentities, parseRecipient, recipientFingerprint } from '../crypto/age.js';
+import { loadSigningKey, type SigningKey } from '../crypto/sign.js';
 import { type DiffRequest, diffSnapshots, type SnapshotDiff } from '../diff/diff.js';
 import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
 import { type ManifestDraft, sealManifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
+import { type TrustPolicy, trustPolicy } from '../format/signature.js';
 import { packBundle } from '../format/writer.js';
 import {
   asSnapshotError,
@@ -96,6 +98,12 @@ export interface LocalSnapshotterOptions {
   onWarning?: (message: string) => void;
   /** age recipients every snapshot is encrypted to unless its request says otherwise (pre-restore anchors too). */
   recipients?: string[];
+  /** ed25519 key (secret key file path, or loaded) every snapshot is signed with (pre-restore anchors too). */
+  signingKey?: string | SigningKey;
+  /** Public keys (`nexo-sign-pub1…` or files) that restore trusts; verify uses them when given none. */
+  trustedKeys?: string[];
+  /** Restore refuses bundles without a valid signature by a trusted key (needs trustedKeys). */
+  requireSignature?: boolean;
 }
 
 export class LocalSnapshotter implements MemorySnapshotter {
@@ -107,6 +115,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private readonly zstdWorkers: number;
   private readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
+  readonly signingKey: SigningKey | undefined;
+  /** The trust restore applies unless a request says otherwise. */
+  readonly trust: TrustPolicy;
 
   constructor(opts: LocalSnapshotterOptions) {
     if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
@@ -121,6 +132,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.warn = opts.onWarning ?? (() => {});
     this.recipients = opts.recipients ?? [];
     for (const r of this.recipients) parseRecipient(r);
+    this.signingKey = typeof opts.signingKey === 'string' ? loadSigningKey(opts.signingKey) : opts.signingKey;
+    this.trust = trustPolicy(opts.trustedKeys, opts.requireSignature === true);
   }
 
   /** Takes the (tenant, agent) lock, waiting up to the lock timeout; ConcurrentError when it stays busy. */
@@ -165,6 +178,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const createdBy = validateCreatedBy(req.createdBy ?? 'library');
     const recipients = req.encrypt ?? [...this.recipients];
     for (const r of recipients) parseRecipient(r); // a bad recipient fails before anything is created
+    // so does a bad signing key
+    const signingKey =
+      req.sign === false
+        ? undefined
+        : typeof req.sign === 'string'
+          ? loadSigningKey(req.sign)
+          : (req.sign ?? this.signingKey);
     const memdir = this.resolver.memdir(agentId, tenant);
     const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
     if (!(await this.agentExists(agentId, tenant))) {
@@ -192,6 +212,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         sqliteDir,
         dir,
         recipients,
+        signingKey,
         onProgress: req.onProgress,
       });
     } finally {
@@ -210,6 +231,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     dir: string;
     /** age recipients; empty for a plaintext bundle. */
     recipients: readonly string[];
+    /** Signs the manifest (a v3 bundle) when given. */
+    signingKey: SigningKey | undefined;
     onProgress: SnapshotRequest['onProgress'];
   }): Promise<SnapshotMeta> {
     const id = newSnapshotId();
@@ -279,7 +302,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
           : {}),
         tool_versions: await toolVersions(),
       };
-      const { manifest, bytes } = sealManifest(draft);
+      const { manifest, bytes } = sealManifest(draft, p.signingKey);
       const total = bytes.length + artifacts.reduce((s, a) => s + a.size, 0);
       p.onProgress?.({ phase: 'pack', bytes: 0, total });
       const packed = await packBundle({
@@ -444,7 +467,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   async verify(bundlePath: string, opts: VerifyRequestOptions = {}): Promise<VerifyReport> {
-    return verifyBundleFile(bundlePath, opts);
+    const { trust, decryptIdentity, ...rest } = opts;
+    return verifyBundleFile(bundlePath, {
+      ...rest,
+      ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
+      ...(trust !== undefined
+        ? { trust: trustPolicy(trust, trust.length > 0) }
+        : this.trust.keys.length > 0
+          ? { trust: this.trust }
+          : {}),
+    });
   }
 
   async delete(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult> {
@@ -496,7 +528,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
     // Shared with other exports; delete and retention wait (or skip) until the copy is done.
     const reading = await this.takeLock(this.layout.readersLockPath(t, a), 'shared', a, t);
     try {
-      return await exportBundle(file, target, opts);
+      const { decryptIdentity, trust, ...rest } = opts;
+      return await exportBundle(file, target, {
+        ...rest,
+        ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
+        ...(trust !== undefined ? { trust: trustPolicy(trust, trust.length > 0) } : {}),
+      });
     } catch (err) {
       if (err instanceof SnapshotError) throw err;
       throw asSnapshotError(err, `exporting ${file.path}`);

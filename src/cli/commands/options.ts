@@ -33,3 +33,16 @@ export const encryptOption = () =>
     '--encrypt <recipient>',
     'encrypt to this age1… recipient (repeatable; default: encryption.recipients)',
   ).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
+
+const repeatable = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
+
+export const signOption = () =>
+  new Option(
+    '--sign <keyfile>',
+    'sign the manifest with this ed25519 secret key file (default: signing.key_path)',
+  );
+export const trustOption = () =>
+  new Option(
+    '--trust <pubkey>',
+    'require a valid signature by this key: nexo-sign-pub1… or a file of keys (repeatable)',
+  ).argParser(repeatable);

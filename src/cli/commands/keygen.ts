@@ -1,0 +1,83 @@
+// `nexo-memory keygen`: create an ed25519 signing key pair (secret key file, mode 0600, and its `.pub`
+// beside it), or print the public key of an existing secret key file.
+
+import { type FileHandle, open, unlink } from 'node:fs/promises';
+import { Command } from '@commander-js/extra-typings';
+import { generateSigningKey, loadSigningKey, secretKeyFileText } from '../../crypto/sign.js';
+import { AlreadyExistsError, asSnapshotError, InvalidInputError } from '../../model/errors.js';
+import { printJson, runCommand } from '../context.js';
+import { jsonOption } from './options.js';
+
+/** Creates `path` exclusively with `mode` and writes `text` durably; never replaces a file. */
+async function writeNew(path: string, text: string, mode: number): Promise<void> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'wx', mode);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new AlreadyExistsError(path);
+    throw asSnapshotError(err, `creating ${path}`);
+  }
+  try {
+    await fh.chmod(mode); // the umask may have removed bits; never added any
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export function keygenCommand() {
+  return new Command('keygen')
+    .description(
+      "create an ed25519 signing key (secret key file 0600 + .pub), or show a key file's public key",
+    )
+    .option(
+      '-o, --out <file>',
+      'write the secret key here (never overwritten) and its public key to <file>.pub',
+    )
+    .option('-y, --public <file>', 'print the public key of this secret key file')
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      `
+The secret key signs snapshots (snapshot --sign FILE, or signing.key_path); hand out the one-line
+public key (nexo-sign-pub1…) to whoever verifies or restores them (verify --trust, signing.trusted_keys).
+
+Examples:
+  nexo-memory keygen --out /etc/nexo/sign.key
+  nexo-memory keygen -y /etc/nexo/sign.key`,
+    )
+    .action(async (opts) => {
+      await runCommand(opts, async () => {
+        if (opts.out && opts.public) throw new InvalidInputError('pass either --out or --public, not both');
+        if (opts.public) {
+          const k = loadSigningKey(opts.public);
+          if (opts.json) printJson({ public_key: k.publicKey, key_id: k.keyId });
+          else process.stdout.write(`${k.publicKey}\n`);
+          return 0;
+        }
+        if (!opts.out) throw new InvalidInputError('keygen needs --out <file> (or --public <file>)');
+        const k = generateSigningKey();
+        const pub = `${opts.out}.pub`;
+        await writeNew(pub, `${k.publicKey}\n`, 0o644);
+        try {
+          await writeNew(opts.out, secretKeyFileText(k), 0o600);
+        } catch (err) {
+          await unlink(pub).catch(() => {});
+          throw err;
+        }
+        if (opts.json)
+          printJson({
+            secret_key_path: opts.out,
+            public_key_path: pub,
+            public_key: k.publicKey,
+            key_id: k.keyId,
+          });
+        else {
+          process.stderr.write(`secret key written to ${opts.out} (mode 0600); public key in ${pub}\n`);
+          process.stdout.write(`public key: ${k.publicKey}\nkey id:     ${k.keyId}\n`);
+        }
+        return 0;
+      });
+    });
+}
