@@ -15,7 +15,10 @@ export interface EncryptedMeasurement {
   encryptedPackMs: number[];
   plainBytes: number;
   encryptedBytes: number;
+  /** median(encrypted) / median(plaintext). */
   ratio: number;
+  /** Median of the ratios of each adjacent pair: steadier when the machine's load drifts. */
+  pairedRatio: number;
 }
 
 const removeBundle = (path: string): void => {
@@ -70,5 +73,6 @@ export async function measureEncrypted(
     plainBytes: Number(plain[plain.length - 1]!.bundleSize),
     encryptedBytes: Number(enc[enc.length - 1]!.bundleSize),
     ratio: median(encryptedMs) / median(plainMs),
+    pairedRatio: median(encryptedMs.map((e, i) => e / plainMs[i]!)),
   };
 }

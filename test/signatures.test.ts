@@ -5,6 +5,7 @@
 // corrupt and wrong-type key files; export --decrypt-identity verifies the copy before publishing.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -80,6 +81,15 @@ test('keygen writes a 0600 secret key and a .pub, never overwrites, and -y print
   r = await runCli(['keygen', '-y', key]);
   assert.equal(r.code, 0);
   assert.equal(r.stdout.trim(), out.public_key);
+  // --age: an identity file the age CLI reads, 0600, whose recipient encrypts for it
+  const ageFile = join(dir, 'age.txt');
+  r = await runCli(['keygen', '--age', '--out', ageFile, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const { recipient } = JSON.parse(r.stdout) as { recipient: string };
+  assert.equal(statSync(ageFile).mode & 0o777, 0o600);
+  assert.equal(execFileSync('age-keygen', ['-y', ageFile]).toString().trim(), recipient);
+  const sealed = execFileSync('age', ['-r', recipient], { input: 'hello' });
+  assert.equal(execFileSync('age', ['-d', '-i', ageFile], { input: sealed }).toString(), 'hello');
 });
 
 test('a signed snapshot: v3 manifest, key id in list and verify, --trust exits 0, GNU tar reads it', async (t) => {
