@@ -238,6 +238,23 @@ test('unsigned bundle or wrong key with --trust: exit 2; the same through the li
   assert.deepEqual(codes(rep), ['SIGNATURE_UNTRUSTED']);
   const ok = await a.snapshotter.verify(signed.bundle_path, { trust: [k.publicKey] });
   assert.equal(ok.status, 'verified');
+  // trusted keys in the config without require_signature: reported, not required
+  const cfg = join(keys, 'config.yaml');
+  writeFileSync(cfg, `snapshot:\n  signing:\n    trusted_keys: [${wrong.publicKey}]\n`);
+  r = await runCli(['verify', signed.bundle_path, '--config', cfg, '--json']);
+  assert.equal(r.code, 0, r.stdout);
+  assert.equal(JSON.parse(r.stdout).signature.status, 'untrusted');
+  writeFileSync(
+    cfg,
+    `snapshot:\n  signing:\n    trusted_keys: [${wrong.publicKey}]\n    require_signature: true\n`,
+  );
+  r = await runCli(['verify', signed.bundle_path, '--config', cfg]);
+  assert.equal(r.code, 2);
+  // a library restore given trusted keys requires a signature by one of them
+  await assert.rejects(
+    a.snapshotter.restore({ agentId: 'ana', bundle: unsigned.bundle_path, trust: [k.publicKey] }),
+    { code: 'SIGNATURE_MISSING' },
+  );
 });
 
 test('restore with require_signature: unsigned, tampered and untrusted bundles are refused before anything is written', async (t) => {
@@ -287,6 +304,7 @@ test('restore with require_signature: unsigned, tampered and untrusted bundles a
 
   // a bundle signed by the trusted key restores; its anchor is signed too, so undo works under the rule
   const r = await s.restore({ agentId: 'ana', bundle: signedSnap.bundle_path });
+  assert.deepEqual(r.signature, { status: 'trusted', key_id: k.keyId });
   const check = new Database(join(base.sqliteDir, 'long_term.sqlite'), { readonly: true });
   assert.equal(check.prepare('SELECT count(*) FROM memories').pluck().get(), 200);
   check.close();

@@ -46,13 +46,13 @@ export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
 }
 
 /**
- * The trust of a verify or export: `--trust` keys when given (then a trusted signature is required),
- * else the config's trusted keys when the config requires signatures, else none.
+ * The trust of a verify: `--trust` keys when given (then a trusted signature is required), else the
+ * config's trusted keys (required when the config says `require_signature`), else none.
  */
 export function trustFrom(flags: StoreFlags & { trust?: string[] }): TrustPolicy | undefined {
   if (flags.trust?.length) return trustPolicy(flags.trust, true);
   const sg = loadFlagsConfig(flags)?.snapshot.signing;
-  if (sg?.require_signature && sg.trusted_keys?.length) return trustPolicy(sg.trusted_keys, true);
+  if (sg?.trusted_keys?.length) return trustPolicy(sg.trusted_keys, sg.require_signature === true);
   return undefined;
 }
 

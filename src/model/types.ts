@@ -169,7 +169,10 @@ export interface RestoreRequest {
   decryptIdentity?: string;
   /** Trusted public keys (`nexo-sign-pub1…` strings or files); default: the snapshotter's. */
   trust?: string[];
-  /** Refuse bundles without a valid signature by a trusted key (default: the snapshotter's setting). */
+  /**
+   * Refuse bundles without a valid signature by a trusted key. Default: true when `trust` lists keys,
+   * else the snapshotter's setting. An invalid signature is refused always.
+   */
   requireSignature?: boolean;
   hooks?: RestoreHooks;
   onProgress?: ProgressListener;
@@ -215,6 +218,8 @@ export interface RestoreReport {
   redacted: boolean;
   components: ComponentChange[];
   warnings: string[];
+  /** The bundle's signature as checked before the restore (against the trusted keys, if any). */
+  signature?: SignatureInfo;
 }
 
 export interface RecoverResult {

@@ -21,7 +21,8 @@ export interface VerifyRequestOptions {
   decryptIdentity?: string;
   /**
    * Trusted public keys (`nexo-sign-pub1…` strings or files); a non-empty list requires a valid
-   * signature by one of them. Default: the snapshotter's trusted keys.
+   * signature by one of them. Default: the snapshotter's trusted keys (required when it requires
+   * signatures; otherwise they only tell `trusted` from `untrusted` in the report).
    */
   trust?: string[];
 }
@@ -31,7 +32,10 @@ export interface ExportOptions {
   onProgress?: ProgressListener;
   /** age identity file, so the exported copy of an encrypted bundle is verified fully before publishing. */
   decryptIdentity?: string;
-  /** Trusted public keys: the copy is published only if signed by one of them. */
+  /**
+   * Trusted public keys: the copy is published only if signed by one of them. Default: the
+   * snapshotter's trusted keys when it requires signatures.
+   */
   trust?: string[];
 }
 

@@ -532,7 +532,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
       return await exportBundle(file, target, {
         ...rest,
         ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
-        ...(trust !== undefined ? { trust: trustPolicy(trust, trust.length > 0) } : {}),
+        ...(trust !== undefined
+          ? { trust: trustPolicy(trust, trust.length > 0) }
+          : this.trust.required
+            ? { trust: this.trust }
+            : {}),
       });
     } catch (err) {
       if (err instanceof SnapshotError) throw err;

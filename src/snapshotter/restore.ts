@@ -156,11 +156,12 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
     throw asSnapshotError(err, `reading ${bundle}`);
   });
   // Authenticity before anything else acts on the manifest: refused before any lock, staging or snapshot.
+  // Trusted keys given with the request require a signature unless the request says otherwise.
   const trust =
     req.trust !== undefined || req.requireSignature !== undefined
       ? trustPolicy(
           req.trust ?? s.trust.keys.map((k) => k.publicKey),
-          req.requireSignature ?? s.trust.required,
+          req.requireSignature ?? (req.trust?.length ? true : s.trust.required),
         )
       : s.trust;
   const signature = checkSignature(head.parsed, trust.keys);
@@ -168,9 +169,13 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
   if (refusal) throw refusal;
   checkIdentity(head.parsed.manifest, agentId, tenant, req.import !== undefined);
   try {
-    return await (req.dryRun
+    const report = await (req.dryRun
       ? dryRun(s, req, agentId, tenant, bundle, identities)
       : restoreLocked(s, req, agentId, tenant, bundle, identities, head.parsed.raw));
+    return {
+      ...report,
+      signature: { status: signature.status, ...(signature.key_id ? { key_id: signature.key_id } : {}) },
+    };
   } catch (err) {
     throw asSnapshotError(err, `restore of agent ${agentId}`);
   }

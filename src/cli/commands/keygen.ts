@@ -17,7 +17,11 @@ async function writeNew(path: string, text: string, mode: number): Promise<void>
   try {
     fh = await open(path, 'wx', mode);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new AlreadyExistsError(path);
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      const e = new AlreadyExistsError(path);
+      e.message = `${path} already exists: keygen never replaces a key file`;
+      throw e;
+    }
     throw asSnapshotError(err, `creating ${path}`);
   }
   try {
