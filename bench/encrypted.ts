@@ -19,6 +19,10 @@ export interface EncryptedMeasurement {
   ratio: number;
   /** Median of the ratios of each adjacent pair: steadier when the machine's load drifts. */
   pairedRatio: number;
+  /** CPU time (all threads) of each snapshot, and median(encrypted) / median(plaintext) of it. */
+  plainCpuMs: number[];
+  encryptedCpuMs: number[];
+  cpuRatio: number;
 }
 
 const removeBundle = (path: string): void => {
@@ -58,8 +62,8 @@ export async function measureEncrypted(
     const p = plain[plain.length - 1]!;
     const e = enc[enc.length - 1]!;
     log(
-      `run ${i + 1}: plaintext ${Math.round(p.ms)} ms (pack ${Math.round(Number(p.packMs))} ms) | ` +
-        `encrypted ${Math.round(e.ms)} ms (pack ${Math.round(Number(e.packMs))} ms)`,
+      `run ${i + 1}: plaintext ${Math.round(p.ms)} ms (pack ${Math.round(Number(p.packMs))} ms, CPU ${Math.round(Number(p.cpuMs))} ms) | ` +
+        `encrypted ${Math.round(e.ms)} ms (pack ${Math.round(Number(e.packMs))} ms, CPU ${Math.round(Number(e.cpuMs))} ms)`,
     );
   }
   rmSync(identityFile, { force: true });
@@ -74,5 +78,8 @@ export async function measureEncrypted(
     encryptedBytes: Number(enc[enc.length - 1]!.bundleSize),
     ratio: median(encryptedMs) / median(plainMs),
     pairedRatio: median(encryptedMs.map((e, i) => e / plainMs[i]!)),
+    plainCpuMs: plain.map((r) => Number(r.cpuMs)),
+    encryptedCpuMs: enc.map((r) => Number(r.cpuMs)),
+    cpuRatio: median(enc.map((r) => Number(r.cpuMs))) / median(plain.map((r) => Number(r.cpuMs))),
   };
 }

@@ -23,6 +23,7 @@ const s = new LocalSnapshotter({
   sqliteRoot: args.sqliteRoot,
 });
 const phaseStart = new Map<string, number>();
+const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 const meta = await s.snapshot({
   agentId: args.agentId,
@@ -33,6 +34,9 @@ const meta = await s.snapshot({
 });
 const end = performance.now();
 const ms = end - t0;
+// CPU time of every thread of the process (main, workers, zstd's threads): steadier than wall time
+// when other work shares the machine.
+const cpu = process.cpuUsage(cpu0);
 const at = (phase: string) => phaseStart.get(phase) ?? end;
 console.log(
   JSON.stringify({
@@ -40,6 +44,7 @@ console.log(
     captureMs: at('hash') - t0,
     hashMs: at('pack') - at('hash'),
     packMs: end - at('pack'),
+    cpuMs: (cpu.user + cpu.system) / 1000,
     ...rssFields(),
     bundlePath: meta.bundle_path,
     bundleSize: meta.bundle_size_bytes,
