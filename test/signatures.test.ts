@@ -294,6 +294,10 @@ test('restore with require_signature: unsigned, tampered and untrusted bundles a
     await assert.rejects(s.restore({ agentId: 'ana', bundle }), { code, exitCode: 2, outcome: 'untrusted' });
     await assert.rejects(s.restore({ agentId: 'ana', bundle, dryRun: true }), { code });
   }
+  // an invalid signature is refused even where signatures are not required
+  await assert.rejects(base.snapshotter.restore({ agentId: 'ana', bundle: tampered }), {
+    code: 'SIGNATURE_INVALID',
+  });
   assert.ok(live().equals(liveBefore), 'live data byte-identical');
   assert.deepEqual(readdirSync(snapDir).sort(), filesBefore, 'no pre-restore anchor, no leftovers');
   assert.deepEqual(readdirSync(base.memdir).sort(), memdirBefore);
