@@ -134,6 +134,9 @@ export function formatRestore(r: RestoreReport): string {
     `sqlite_restored: [${r.sqlite_restored_dbs.join(', ')}]${r.sqlite_removed_dbs.length ? ` removed: [${r.sqlite_removed_dbs.join(', ')}]` : ''}`,
     `state_files:  [${r.state_files_restored.join(', ')}]`,
     `workers_restarted: ${r.workers_restarted}`,
+    ...(r.signature && r.signature.status !== 'unsigned'
+      ? [`signature:    ${r.signature.status} (key ${r.signature.key_id})`]
+      : []),
     ...(r.redacted ? ['note: the snapshot was redacted; secrets it held were not restored'] : []),
     ...r.backups.map((b) => `backup:       ${b}`),
     'changes:',

@@ -181,7 +181,12 @@ export function loadTrustedKeys(values: readonly string[]): PublicSigningKey[] {
   const out: PublicSigningKey[] = [];
   for (const v of values) {
     const inline = v.trim();
-    if (inline.toLowerCase().startsWith(PUBLIC_KEY_PREFIX) || kindOf(inline)) {
+    // inline keys (a secret key passed inline is refused without echoing it as a file name)
+    if (
+      inline.toLowerCase().startsWith(PUBLIC_KEY_PREFIX) ||
+      inline.toUpperCase().startsWith(SECRET_KEY_PREFIX) ||
+      kindOf(inline)
+    ) {
       out.push(parsePublicKey(inline, 'trusted key'));
       continue;
     }
