@@ -1,11 +1,13 @@
 // Owns `npm run bench`: the budgets of design.md §5 that this version can measure, each beside its
 // baseline in the same run. Generates (or reuses) ref-170, then snapshot vs `VACUUM INTO` ×4 + git
-// bundle + cp + `tar -I 'zstd -3 -T2'` + `openssl dgst` (and the original's zstd -19 recipe), verify vs
+// bundle + cp + `tar -I 'zstd -3 -T2'` + `openssl dgst` (and the original's zstd -19 recipe), an
+// age-encrypted snapshot vs a plaintext one (bench/encrypted.ts), verify vs
 // `zstd -dc | openssl dgst`, restore vs unpack + quick_check + clone, peak RSS of snapshot, verify,
 // restore and diff, diff of two ref-170 snapshots (the agent is restored afterwards), list of 10,000
 // bundles, a retention sweep over 1,000 agents × 50 bundles, and peak RSS on a ~2 GB agent. Our operations run in child processes
 // (bench/*-child.ts) so each peak RSS is that process's own. Prints tables and a last line
-// `BENCH_JSON {...}`. Exits 0 even when a budget fails, unless BENCH_STRICT=1.
+// `BENCH_JSON {...}`. Exits 0 even when a budget fails, unless BENCH_STRICT=1. `BENCH_ONLY=encrypted`
+// runs only the encrypted-vs-plaintext snapshot case (after the reference agent), BENCH_RUNS times.
 
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -13,6 +15,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { verifyBundleFile } from '../src/verify/verify.js';
 import { type BigAgentResult, measureBigAgent } from './big-agent.js';
+import { measureEncrypted } from './encrypted.js';
 import {
   changeRefAgent,
   checkSidecarFormat,
@@ -53,6 +56,7 @@ const GC_POLICY = { keepCount: 30, maxAgeDays: 90 };
 const GC_COPY_LIMIT_MS = 30_000;
 const BUDGET = {
   snapshotVsBaseline: 1.25,
+  encryptedVsPlaintext: 1.15,
   recipe19VsSnapshot: 20,
   verifyVsBaseline: 1.25,
   restoreVsBaseline: 1.5,
@@ -164,6 +168,19 @@ async function main(): Promise<void> {
     sqliteRoot: ref.paths.sqliteRoot,
     agentId: REF_AGENT,
   };
+  if (process.env.BENCH_ONLY === 'encrypted') {
+    section('2b. encrypted snapshot vs plaintext snapshot (interleaved)');
+    const runs = Number(process.env.BENCH_RUNS ?? RUNS);
+    const e = await measureEncrypted(snapArgs, runs, join(WORK_DIR, 'bench-identity.txt'), log);
+    const ok = e.ratio <= BUDGET.encryptedVsPlaintext;
+    log(
+      `encrypted ${fmtMs(median(e.encryptedMs))} vs plaintext ${fmtMs(median(e.plainMs))}: ` +
+        `${ratioStr(e.ratio)} (median of paired ratios ${ratioStr(e.pairedRatio)}, CPU time ${ratioStr(e.cpuRatio)}; ` +
+        `budget ≤ ${BUDGET.encryptedVsPlaintext}×) ${verdict(ok)}`,
+    );
+    log(`BENCH_JSON ${JSON.stringify({ encrypted: encryptedSummary(e), pass: { encrypted: ok } })}`);
+    return;
+  }
   const ours: Array<ChildResult & { processMs: number }> = [];
   const base: Array<{ ms: number; size: number }> = [];
   let lastBundle = '';
@@ -181,6 +198,10 @@ async function main(): Promise<void> {
     );
   }
   const snapMs = median(ours.map((r) => r.ms));
+
+  // 2b. Encrypted vs plaintext snapshot (age X25519, one recipient).
+  section(`2b. encrypted snapshot vs plaintext snapshot (${RUNS} runs each, interleaved)`);
+  const enc = await measureEncrypted(snapArgs, RUNS, join(WORK_DIR, 'bench-identity.txt'), log);
   const snapRssKiB = Math.max(...ours.map((r) => r.hwmKiB));
   const baseMs = median(base.map((b) => b.ms));
   log('original recipe (zstd -19 -T2), once …');
@@ -412,6 +433,7 @@ async function main(): Promise<void> {
   const verifyRssMB = verifyRssKiB / 1024;
   const checks = {
     snapshot: snapRatio <= BUDGET.snapshotVsBaseline,
+    encrypted: enc.ratio <= BUDGET.encryptedVsPlaintext,
     recipe19: recipeRatio >= BUDGET.recipe19VsSnapshot,
     verify: verifyRatio <= BUDGET.verifyVsBaseline,
     restore: restoreRatio <= BUDGET.restoreVsBaseline,
@@ -443,6 +465,14 @@ async function main(): Promise<void> {
           ratioStr(snapRatio),
           `≤ ${BUDGET.snapshotVsBaseline}×`,
           verdict(checks.snapshot),
+        ],
+        [
+          'encrypted snapshot (age, 1 recipient)',
+          fmtMs(median(enc.encryptedMs)),
+          `${fmtMs(median(enc.plainMs))} (plaintext snapshot)`,
+          ratioStr(enc.ratio),
+          `≤ ${BUDGET.encryptedVsPlaintext}×`,
+          verdict(checks.encrypted),
         ],
         [
           'snapshot vs original recipe',
@@ -598,6 +628,7 @@ async function main(): Promise<void> {
       ratio_vs_baseline: round(snapRatio, 3),
       recipe19_speedup: round(recipeRatio, 2),
     },
+    encrypted: encryptedSummary(enc),
     verify: {
       runs_ms: vOurs.map((r) => round(r.ms)),
       median_ms: round(verifyMs),
@@ -673,6 +704,22 @@ async function main(): Promise<void> {
   };
   log(`BENCH_JSON ${JSON.stringify(summary)}`);
   if (failed.length > 0 && process.env.BENCH_STRICT === '1') process.exitCode = 1;
+}
+
+function encryptedSummary(e: Awaited<ReturnType<typeof measureEncrypted>>) {
+  return {
+    plaintext_runs_ms: e.plainMs.map((x) => round(x)),
+    encrypted_runs_ms: e.encryptedMs.map((x) => round(x)),
+    plaintext_pack_ms: e.plainPackMs.map((x) => round(x)),
+    encrypted_pack_ms: e.encryptedPackMs.map((x) => round(x)),
+    plaintext_bytes: e.plainBytes,
+    encrypted_bytes: e.encryptedBytes,
+    ratio: round(e.ratio, 3),
+    paired_ratio: round(e.pairedRatio, 3),
+    plaintext_cpu_ms: e.plainCpuMs.map((x) => round(x)),
+    encrypted_cpu_ms: e.encryptedCpuMs.map((x) => round(x)),
+    cpu_ratio: round(e.cpuRatio, 3),
+  };
 }
 
 await main();

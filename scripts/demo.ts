@@ -1,6 +1,7 @@
 // `npm run demo`: builds a sample agent on the embedded default (local files, SQLite), then drives the
 // real CLI: snapshot, verify --deep, list, change the agent, snapshot again, diff, dry-run and restore
-// the baseline, undo, export. Prints each command and what it answered, and checks the outcomes.
+// the baseline, undo, export, a signed and encrypted snapshot. Prints each command and what it
+// answered, and checks the outcomes.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -126,10 +127,52 @@ const damaged = join(root, 'exported');
 execFileSync('sh', ['-c', `printf 'X' | dd of=${damaged} bs=1 seek=200 conv=notrunc status=none`]);
 nexo(['verify', damaged], 2);
 
+step('Sign and encrypt a snapshot: keys, --sign, --encrypt; verify needs the identity and trusts the key');
+nexo(['keygen', '--out', join(root, 'sign.key')]);
+const recipient = /age1[0-9a-z]+/.exec(nexo(['keygen', '--age', '--out', join(root, 'age.txt')]))?.[0];
+if (!recipient) throw new Error('keygen --age printed no recipient');
+const sealed = parseSnapshot(
+  nexo([
+    'snapshot',
+    '--agent',
+    'ana',
+    '--label',
+    'signed-encrypted',
+    '--sign',
+    join(root, 'sign.key'),
+    '--encrypt',
+    recipient,
+    ...roots,
+  ]),
+);
+nexo(['verify', sealed.bundle_path], 3);
+nexo([
+  'verify',
+  sealed.bundle_path,
+  '--decrypt-identity',
+  join(root, 'age.txt'),
+  '--trust',
+  join(root, 'sign.key.pub'),
+]);
+nexo(['keygen', '--out', join(root, 'other.key')]);
+process.stdout.write('a key that did not sign it is not trusted (exit 2):\n');
+nexo(
+  [
+    'verify',
+    sealed.bundle_path,
+    '--decrypt-identity',
+    join(root, 'age.txt'),
+    '--trust',
+    join(root, 'other.key.pub'),
+  ],
+  2,
+);
+
 step('Summary');
 process.stdout.write(
   `snapshots of ana: ${first.id} (demo-baseline), ${second.id} (after-change)\n` +
     `both verified; the second captures the uncommitted edit and the new row; restore brought the\n` +
-    `baseline back and undo returned to the changed state.\n` +
+    `baseline back and undo returned to the changed state; a signed, encrypted snapshot verified only\n` +
+    `with the identity, and only against the key that signed it.\n` +
     `Demo files are in ${root} (remove them when done).\n`,
 );

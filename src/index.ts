@@ -42,6 +42,15 @@ export {
   snapshotterOptionsFromConfig,
   toolRedactDefault,
 } from './config/runtime.js';
+export {
+  generateSigningKey,
+  loadSigningKey,
+  loadTrustedKeys,
+  type PublicSigningKey,
+  parsePublicKey,
+  parseSigningKey,
+  type SigningKey,
+} from './crypto/sign.js';
 export type { DiffRequest, SnapshotDiff } from './diff/diff.js';
 export type { FileChange } from './diff/memdir.js';
 export type { DatabaseDiff, SchemaChange, TableDiff } from './diff/sqlite.js';
@@ -86,9 +95,11 @@ export {
   ARTIFACT_KINDS,
   type ArtifactKind,
   BUNDLE_FORMAT,
+  BUNDLE_FORMAT_SIGNED,
   BUNDLE_FORMAT_V1,
   CURRENT_SCHEMA,
   MANIFEST_VERSION,
+  SIGNED_MANIFEST_VERSION,
 } from './format/constants.js';
 export {
   type Artifact,
@@ -100,6 +111,7 @@ export {
   parseManifest,
 } from './format/manifest.js';
 export { readManifestOnly } from './format/reader.js';
+export { checkSignature, type SignatureCheck, type SignatureStatus } from './format/signature.js';
 export {
   DURATION_BUCKETS_MS,
   LABEL_CAP,

@@ -199,3 +199,21 @@ test('an encrypted bundle without its sidecar still lists (from its name and the
   assert.equal(m!.encrypted, true);
   assert.equal(m!.file_sha256, snap.file_sha256);
 });
+
+test('the STREAM encoder at chunk boundaries: the age CLI decrypts every size, however the input is split', async (t) => {
+  const { ageEncrypt, CHUNK } = await import('../src/crypto/age.js');
+  const { randomBytes } = await import('node:crypto');
+  const k = keyFile(tempDir(t), 'k.txt');
+  for (const size of [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 3 * CHUNK + 17]) {
+    for (const split of [size || 1, 1000, CHUNK, 7 * 1024 + 3]) {
+      const data = randomBytes(size);
+      async function* pieces(): AsyncGenerator<Buffer> {
+        for (let i = 0; i < data.length; i += split) yield data.subarray(i, i + split);
+      }
+      const parts: Buffer[] = [];
+      for await (const c of ageEncrypt(pieces(), [k.recipient])) parts.push(Buffer.from(c));
+      const plain = execFileSync('age', ['-d', '-i', k.path], { input: Buffer.concat(parts) });
+      assert.ok(plain.equals(data), `size ${size}, split ${split}`);
+    }
+  }
+});

@@ -37,6 +37,7 @@ export function formatSnapshot(m: SnapshotMeta): string {
     ...(m.file_sha256 ? [`file sha256:  ${m.file_sha256}`] : []),
     `git head:     ${m.git_oid ?? '(none)'}`,
     `encrypted:    ${m.encrypted}`,
+    `signed by:    ${m.signed_by ? `key ${m.signed_by}` : '(unsigned)'}`,
     `redactions:   ${m.redactions_applied}`,
   ].join('\n');
 }
@@ -47,8 +48,11 @@ export function formatList(metas: SnapshotMeta[]): string {
     m.id,
     iso(m.created_at_ms),
     humanBytes(m.bundle_size_bytes),
-    `${m.encrypted ? 'enc' : ''}${m.encrypted && m.redactions_applied ? ',' : ''}${m.redactions_applied ? 'red' : ''}` ||
-      '-',
+    [
+      ...(m.encrypted ? ['enc'] : []),
+      ...(m.redactions_applied ? ['red'] : []),
+      ...(m.signed_by ? [`sig:${m.signed_by}`] : []),
+    ].join(',') || '-',
     m.created_by ?? '-',
     m.label ?? '-',
   ]);
@@ -72,6 +76,9 @@ export function formatVerify(r: VerifyReport): string {
     `layout_ok:        ${r.layout_ok}`,
     `size_ok:          ${r.size_ok}`,
     `age_protected:    ${r.age_protected}`,
+    ...(r.signature
+      ? [`signature:        ${r.signature.status}${r.signature.key_id ? ` (key ${r.signature.key_id})` : ''}`]
+      : []),
     ...(r.bundle_format
       ? [`format:           ${r.bundle_format} (manifest_version ${r.manifest_version})`]
       : []),
@@ -99,6 +106,11 @@ export function formatExport(r: ExportResult): string {
     `size:     ${r.bundle_size_bytes} (${humanBytes(r.bundle_size_bytes)})`,
     `sha256:   ${r.file_sha256}`,
     `verify:   ${r.verify.status}`,
+    ...(r.verify.signature
+      ? [
+          `signature: ${r.verify.signature.status}${r.verify.signature.key_id ? ` (key ${r.verify.signature.key_id})` : ''}`,
+        ]
+      : []),
   ].join('\n');
 }
 
@@ -122,6 +134,9 @@ export function formatRestore(r: RestoreReport): string {
     `sqlite_restored: [${r.sqlite_restored_dbs.join(', ')}]${r.sqlite_removed_dbs.length ? ` removed: [${r.sqlite_removed_dbs.join(', ')}]` : ''}`,
     `state_files:  [${r.state_files_restored.join(', ')}]`,
     `workers_restarted: ${r.workers_restarted}`,
+    ...(r.signature && r.signature.status !== 'unsigned'
+      ? [`signature:    ${r.signature.status} (key ${r.signature.key_id})`]
+      : []),
     ...(r.redacted ? ['note: the snapshot was redacted; secrets it held were not restored'] : []),
     ...r.backups.map((b) => `backup:       ${b}`),
     'changes:',

@@ -9,6 +9,7 @@ import { deleteCommand } from './commands/delete.js';
 import { diffCommand } from './commands/diff.js';
 import { exportCommand } from './commands/export.js';
 import { gcCommand, pinCommand, unpinCommand } from './commands/gc.js';
+import { keygenCommand } from './commands/keygen.js';
 import { listCommand } from './commands/list.js';
 import { metricsFileOption, natsOption } from './commands/options.js';
 import { importCommand, recoverCommand, restoreCommand } from './commands/restore.js';
@@ -33,7 +34,8 @@ Examples:
   nexo-memory snapshot --agent ana --label before-dream
   nexo-memory list --agent ana
   NEXO_MEMORY_RESTORE_ALLOW=true nexo-memory restore --agent ana --from <bundle> --dry-run
-  nexo-memory verify state/tenants/default/snapshots/ana/<id>.tar.zst --deep`,
+  nexo-memory verify state/tenants/default/snapshots/ana/<id>.tar.zst --deep
+  nexo-memory keygen --out sign.key && nexo-memory snapshot --agent ana --sign sign.key`,
     );
   for (const cmd of [
     snapshotCommand(),
@@ -48,6 +50,7 @@ Examples:
     gcCommand(),
     pinCommand(),
     unpinCommand(),
+    keygenCommand(),
   ]) {
     program.addCommand(cmd);
   }

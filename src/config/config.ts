@@ -89,6 +89,15 @@ const eventsSection = z.strictObject({
   close_timeout_ms: count().max(60_000, 'must be ≤ 60000').optional(),
 });
 
+const signingSection = z.strictObject({
+  /** Secret key file every snapshot is signed with (pre-restore anchors too). */
+  key_path: z.string().min(1).optional(),
+  /** Public keys restore (and verify, when require_signature) trust: nexo-sign-pub1… strings or files. */
+  trusted_keys: z.array(z.string().min(1)).optional(),
+  /** Restore refuses bundles without a valid signature by a trusted key. */
+  require_signature: z.boolean().optional(),
+});
+
 const metricsSection = z.strictObject({
   /** node_exporter textfile the CLI rewrites after each run (`--metrics-file` overrides). */
   textfile: z.string().min(1, 'must not be empty').optional(),
@@ -143,6 +152,7 @@ const snapshotSection = z
     zstd_workers: z.number().int().min(0, 'must be ≥ 0').max(16, 'must be ≤ 16').optional(),
     retention: retentionSection.optional(),
     encryption: encryptionSection.optional(),
+    signing: signingSection.optional(),
     events: eventsSection.optional(),
     metrics: metricsSection.optional(),
     schedule: z.array(scheduleEntry).optional(),
@@ -161,6 +171,7 @@ const snapshotSection = z
 export type SnapshotConfig = z.infer<typeof snapshotSection>;
 export type RetentionConfig = z.infer<typeof retentionSection>;
 export type EncryptionConfig = z.infer<typeof encryptionSection>;
+export type SigningConfig = z.infer<typeof signingSection>;
 export type EventsConfig = z.infer<typeof eventsSection>;
 export type MetricsConfig = z.infer<typeof metricsSection>;
 export type ScheduleEntry = z.infer<typeof scheduleEntry>;
@@ -288,5 +299,18 @@ export function loadConfig(path: string): LoadedConfig {
   if (cfg.encryption?.identity_path)
     cfg.encryption = { ...cfg.encryption, identity_path: resolve(base, cfg.encryption.identity_path) };
   if (cfg.metrics?.textfile) cfg.metrics = { ...cfg.metrics, textfile: resolve(base, cfg.metrics.textfile) };
+  if (cfg.signing) {
+    const sg = { ...cfg.signing };
+    if (sg.key_path) sg.key_path = resolve(base, sg.key_path);
+    if (sg.trusted_keys)
+      sg.trusted_keys = sg.trusted_keys.map((k) =>
+        /^nexo-sign-pub1/i.test(k.trim()) ? k : resolve(base, k),
+      );
+    if (sg.require_signature && !sg.trusted_keys?.length)
+      throw new ConfigError(
+        `${prefix}.signing.require_signature: needs at least one signing.trusted_keys entry`,
+      );
+    cfg.signing = sg;
+  }
   return { path: abs, snapshot: cfg };
 }

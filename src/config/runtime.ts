@@ -39,6 +39,9 @@ export function snapshotterOptionsFromConfig(
     zstdLevel: o.zstdLevel ?? cfg.zstd_level ?? CONFIG_DEFAULTS.zstd_level,
     zstdWorkers: cfg.zstd_workers ?? CONFIG_DEFAULTS.zstd_workers,
     ...(recipients.length ? { recipients } : {}),
+    ...(cfg.signing?.key_path ? { signingKey: cfg.signing.key_path } : {}),
+    ...(cfg.signing?.trusted_keys ? { trustedKeys: cfg.signing.trusted_keys } : {}),
+    ...(cfg.signing?.require_signature ? { requireSignature: true } : {}),
   };
 }
 

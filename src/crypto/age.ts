@@ -314,7 +314,28 @@ function chunkNonce(counter: number, last: boolean): Buffer {
   return n;
 }
 
-/** Encrypts a byte stream to the complete age file (header, nonce, STREAM chunks). */
+/** Seals one STREAM chunk into `out` at `at` (ciphertext then tag); returns the bytes written. */
+function sealChunk(
+  key: Buffer,
+  counter: number,
+  last: boolean,
+  data: Buffer,
+  out: Buffer,
+  at: number,
+): number {
+  const c = createCipheriv('chacha20-poly1305', key, chunkNonce(counter, last), { authTagLength: TAG });
+  const body = c.update(data);
+  body.copy(out, at);
+  c.final();
+  c.getAuthTag().copy(out, at + body.length);
+  return body.length + TAG;
+}
+
+/**
+ * Encrypts a byte stream to the complete age file (header, nonce, STREAM chunks). Chunks are sealed
+ * straight from the input where they lie whole in one input buffer (only chunks that straddle two
+ * inputs are gathered), and everything sealed from one input leaves as one buffer.
+ */
 export async function* ageEncrypt(
   source: AsyncIterable<Buffer>,
   recipients: readonly string[],
@@ -323,17 +344,36 @@ export async function* ageEncrypt(
   const nonce = randomBytes(16);
   const key = payloadKey(fileKey, nonce);
   yield Buffer.concat([header, nonce]);
-  let pending = Buffer.alloc(0);
+  // A full chunk is held back until more input arrives: only the end of the input tells the last one.
+  const held = Buffer.allocUnsafe(CHUNK);
+  let fill = 0;
   let counter = 0;
   for await (const chunk of source) {
-    pending = pending.length ? Buffer.concat([pending, chunk]) : Buffer.from(chunk);
-    // Keep at least one full chunk back: only the end of the input tells which chunk is the last.
-    while (pending.length > CHUNK) {
-      yield aead(key, chunkNonce(counter++, false), pending.subarray(0, CHUNK), false);
-      pending = pending.subarray(CHUNK);
+    if (chunk.length === 0) continue;
+    const out = Buffer.allocUnsafe((Math.floor((fill + chunk.length) / CHUNK) + 1) * (CHUNK + TAG));
+    let used = 0;
+    let off = 0;
+    while (off < chunk.length) {
+      if (fill === CHUNK) {
+        used += sealChunk(key, counter++, false, held, out, used);
+        fill = 0;
+      }
+      if (fill === 0 && chunk.length - off > CHUNK) {
+        // a whole chunk, and more input after it: seal it in place
+        used += sealChunk(key, counter++, false, chunk.subarray(off, off + CHUNK), out, used);
+        off += CHUNK;
+        continue;
+      }
+      const n = Math.min(CHUNK - fill, chunk.length - off);
+      chunk.copy(held, fill, off, off + n);
+      fill += n;
+      off += n;
     }
+    if (used > 0) yield out.subarray(0, used);
   }
-  yield aead(key, chunkNonce(counter, true), pending, false);
+  const out = Buffer.allocUnsafe(fill + TAG);
+  sealChunk(key, counter, true, held.subarray(0, fill), out, 0);
+  yield out;
 }
 
 /**

@@ -6,6 +6,13 @@ import type { DbName, SchemaVersions, StateKey } from '../model/types.js';
 /** The format this version writes. Every change an older reader would misread bumps both. */
 export const MANIFEST_VERSION = 2;
 export const BUNDLE_FORMAT = 'nexo-memory-snapshot-v2';
+/**
+ * A signed bundle: the v2 layout plus a mandatory `signature` in the manifest (docs/signatures.md).
+ * Its own version, so readers that predate signatures refuse it (schema too new) instead of failing
+ * its seal, and so removing the signature cannot turn it into a valid unsigned bundle of the same kind.
+ */
+export const SIGNED_MANIFEST_VERSION = 3;
+export const BUNDLE_FORMAT_SIGNED = 'nexo-memory-snapshot-v3';
 /** The original Rust crate's format (raw `.git` files under `git/`), read by verify and list. */
 export const BUNDLE_FORMAT_V1 = 'nexo-memory-snapshot-v1';
 
@@ -19,6 +26,12 @@ export const CURRENT_SCHEMA: Readonly<SchemaVersions> = Object.freeze({
   concepts: 1,
   compactions: 1,
   manifest: 2,
+});
+
+/** The highest versions this runtime reads (signed bundles: manifest 3). */
+export const READABLE_SCHEMA: Readonly<SchemaVersions> = Object.freeze({
+  ...CURRENT_SCHEMA,
+  manifest: SIGNED_MANIFEST_VERSION,
 });
 
 export const ARTIFACT_KINDS = [

@@ -1,18 +1,21 @@
 // Owns manifest.json: its schema (lenient on unknown fields, strict on the ones we act on), the two
 // seals (the original digest-list seal `bundle_sha256` and the whole-manifest `manifest_seal`), the
-// schema gate, and serialisation. Pure.
+// optional signature over the seal (signed bundles are v3), the schema gate, and serialisation. Pure
+// apart from signing with a key the caller loaded.
 
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { type SigningKey, signMessage } from '../crypto/sign.js';
 import { SchemaTooNewError } from '../model/errors.js';
 import type { SchemaVersions } from '../model/types.js';
 import {
   ARTIFACT_KINDS,
   type ArtifactKind,
   BUNDLE_FORMAT,
+  BUNDLE_FORMAT_SIGNED,
   BUNDLE_FORMAT_V1,
-  CURRENT_SCHEMA,
-  MANIFEST_VERSION,
+  READABLE_SCHEMA,
+  SIGNED_MANIFEST_VERSION,
 } from './constants.js';
 import type { LayoutVersion } from './layout.js';
 
@@ -59,6 +62,14 @@ export const databaseInfoSchema = z.object({
   page_size: u,
 });
 
+/** v3: who signed the seal. `value` is base64 of the 64-byte ed25519 signature of signedMessage(). */
+export const signatureSchema = z.object({
+  scheme: z.literal('ed25519'),
+  key_id: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex characters'),
+  public_key: z.string().min(1),
+  value: z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+});
+
 export const manifestSchema = z.object({
   manifest_version: u,
   bundle_format: z.string(),
@@ -85,11 +96,13 @@ export const manifestSchema = z.object({
   tool_versions: z.record(z.string(), z.string()),
   bundle_sha256: hex64,
   manifest_seal: hex64.optional(),
+  signature: signatureSchema.optional(),
 });
 
 export type Manifest = z.infer<typeof manifestSchema>;
 export type Artifact = z.infer<typeof artifactSchema>;
 export type GitInfo = z.infer<typeof gitInfoSchema>;
+export type ManifestSignature = z.infer<typeof signatureSchema>;
 export type SkippedEntry = z.infer<typeof skippedSchema>;
 export type MemdirInfo = z.infer<typeof memdirInfoSchema>;
 export type DatabaseInfo = z.infer<typeof databaseInfoSchema>;
@@ -117,18 +130,52 @@ export function canonicalJson(value: unknown): string {
   return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
 }
 
-/** SHA-256 of the canonical JSON of the raw manifest object without its `manifest_seal` field. */
+/**
+ * SHA-256 of the canonical JSON of the raw manifest object without its `manifest_seal` field, and, in
+ * a signed (v3) manifest, without its `signature` (which signs the seal). In v1/v2 a `signature` field
+ * is ordinary content, covered by the seal and never honoured.
+ */
 export function manifestSeal(raw: Record<string, unknown>): string {
   const { manifest_seal: _ignored, ...rest } = raw;
+  if (typeof raw.manifest_version === 'number' && raw.manifest_version >= SIGNED_MANIFEST_VERSION)
+    delete rest.signature;
   return createHash('sha256').update(canonicalJson(rest), 'utf8').digest('hex');
 }
 
-export type ManifestDraft = Omit<Manifest, 'bundle_sha256' | 'manifest_seal'>;
+/** Domain separation of the signed message: no other signature by the same key can be replayed as one. */
+export const SIGNATURE_CONTEXT = 'nexo-memory-snapshot/manifest-signature/v1';
 
-/** Seals a draft: fills `bundle_sha256` and `manifest_seal`, returns the manifest and its file bytes. */
-export function sealManifest(draft: ManifestDraft): { manifest: Manifest; bytes: Buffer } {
-  const withDigest = { ...draft, bundle_sha256: digestSeal(draft.artifacts) } as Manifest;
-  const manifest: Manifest = { ...withDigest, manifest_seal: manifestSeal(withDigest) };
+/** The bytes an ed25519 signature of a manifest covers: context, bundle format and seal, one per line. */
+export function signedMessage(bundleFormat: string, seal: string): Buffer {
+  return Buffer.from(`${SIGNATURE_CONTEXT}\n${bundleFormat}\n${seal}`, 'utf8');
+}
+
+export type ManifestDraft = Omit<Manifest, 'bundle_sha256' | 'manifest_seal' | 'signature'>;
+
+/**
+ * Seals a draft: fills `bundle_sha256` and `manifest_seal`; with a key, makes it a signed (v3) manifest
+ * and adds the `signature` over its seal. Returns the manifest and its file bytes.
+ */
+export function sealManifest(draft: ManifestDraft, key?: SigningKey): { manifest: Manifest; bytes: Buffer } {
+  const versioned: ManifestDraft = key
+    ? {
+        ...draft,
+        manifest_version: SIGNED_MANIFEST_VERSION,
+        bundle_format: BUNDLE_FORMAT_SIGNED,
+        schema_versions: { ...draft.schema_versions, manifest: SIGNED_MANIFEST_VERSION },
+      }
+    : draft;
+  const withDigest = { ...versioned, bundle_sha256: digestSeal(versioned.artifacts) } as Manifest;
+  const seal = manifestSeal(withDigest);
+  const manifest: Manifest = { ...withDigest, manifest_seal: seal };
+  if (key) {
+    manifest.signature = {
+      scheme: 'ed25519',
+      key_id: key.keyId,
+      public_key: key.publicKey,
+      value: signMessage(key, signedMessage(manifest.bundle_format, seal)).toString('base64'),
+    };
+  }
   return { manifest, bytes: Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`, 'utf8') };
 }
 
@@ -170,19 +217,23 @@ function layoutVersionOf(m: Manifest): LayoutVersion {
  * and each `schema_versions` entry (the original checked only the latter).
  */
 export function checkSchema(m: Manifest): void {
-  if (m.manifest_version > MANIFEST_VERSION) {
-    throw new SchemaTooNewError(m.manifest_version, MANIFEST_VERSION, 'manifest_version');
+  if (m.manifest_version > SIGNED_MANIFEST_VERSION) {
+    throw new SchemaTooNewError(m.manifest_version, SIGNED_MANIFEST_VERSION, 'manifest_version');
   }
-  if (m.bundle_format !== BUNDLE_FORMAT && m.bundle_format !== BUNDLE_FORMAT_V1) {
+  if (
+    m.bundle_format !== BUNDLE_FORMAT &&
+    m.bundle_format !== BUNDLE_FORMAT_V1 &&
+    m.bundle_format !== BUNDLE_FORMAT_SIGNED
+  ) {
     throw new SchemaTooNewError(
       m.schema_versions.manifest,
-      CURRENT_SCHEMA.manifest,
+      READABLE_SCHEMA.manifest,
       `bundle_format ${m.bundle_format}`,
     );
   }
-  for (const key of Object.keys(CURRENT_SCHEMA) as Array<keyof SchemaVersions>) {
-    if (m.schema_versions[key] > CURRENT_SCHEMA[key]) {
-      throw new SchemaTooNewError(m.schema_versions[key], CURRENT_SCHEMA[key], `schema_versions.${key}`);
+  for (const key of Object.keys(READABLE_SCHEMA) as Array<keyof SchemaVersions>) {
+    if (m.schema_versions[key] > READABLE_SCHEMA[key]) {
+      throw new SchemaTooNewError(m.schema_versions[key], READABLE_SCHEMA[key], `schema_versions.${key}`);
     }
   }
 }

@@ -11,7 +11,8 @@ export type Outcome =
   | 'refused'
   | 'not_found'
   | 'invalid_input'
-  | 'damaged';
+  | 'damaged'
+  | 'untrusted';
 
 /** CLI exit statuses. Stable: scripts depend on them. */
 export const ExitCode = {
@@ -178,6 +179,29 @@ export class EncryptionError extends SnapshotError {
   }
 }
 
+/** A bad, missing or untrusted signature: the manifest's authenticity could not be established. */
+export class SignatureError extends SnapshotError {
+  readonly exitCode = ExitCode.damaged;
+  readonly outcome = 'untrusted' as const;
+  constructor(
+    readonly code: 'SIGNATURE_INVALID' | 'SIGNATURE_MISSING' | 'SIGNATURE_UNTRUSTED',
+    message: string,
+    details?: Record<string, unknown>,
+  ) {
+    super(`signature: ${message}`, details ? { details } : undefined);
+  }
+}
+
+/** A signing or trusted key that cannot be used: unreadable, corrupt, or of the wrong type. */
+export class KeyError extends SnapshotError {
+  readonly code = 'KEY';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'invalid_input' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(`key: ${message}`, options);
+  }
+}
+
 export class RetentionError extends SnapshotError {
   readonly code = 'RETENTION';
   readonly exitCode = ExitCode.refused;
@@ -334,6 +358,25 @@ export const ERROR_TABLE: ReadonlyArray<{
     outcome: 'schema_too_new',
     meaning: 'bundle written by a newer version',
   },
+  {
+    code: 'SIGNATURE_INVALID',
+    exitCode: 2,
+    outcome: 'untrusted',
+    meaning: 'the signature does not verify (manifest changed after signing)',
+  },
+  {
+    code: 'SIGNATURE_MISSING',
+    exitCode: 2,
+    outcome: 'untrusted',
+    meaning: 'a signature is required and the bundle is unsigned',
+  },
+  {
+    code: 'SIGNATURE_UNTRUSTED',
+    exitCode: 2,
+    outcome: 'untrusted',
+    meaning: 'validly signed, but by a key that is not trusted',
+  },
+  { code: 'KEY', exitCode: 1, outcome: 'invalid_input', meaning: 'unreadable, corrupt or wrong-type key' },
   { code: 'CONCURRENT', exitCode: 4, outcome: 'concurrent', meaning: 'agent lock held by another operation' },
   { code: 'NOT_FOUND', exitCode: 5, outcome: 'not_found', meaning: 'snapshot id not found' },
   {

@@ -2,6 +2,8 @@
 // contract (snake_case, optional fields omitted, never null); fields the port adds are documented in
 // docs/format.md. Pure: no I/O.
 
+import type { SigningKey } from '../crypto/sign.js';
+
 export const DB_NAMES = ['long_term', 'vector', 'concepts', 'compactions'] as const;
 export type DbName = (typeof DB_NAMES)[number];
 
@@ -35,8 +37,10 @@ export interface SnapshotMeta {
   file_sha256?: string;
   /** Added: who made it (`cli`, `tool`, `auto-pre-restore`, …). */
   created_by?: string;
-  /** Added: `bundle_format` of the manifest (`nexo-memory-snapshot-v1` or `-v2`). */
+  /** Added: `bundle_format` of the manifest (`nexo-memory-snapshot-v1`, `-v2`, or `-v3` when signed). */
   bundle_format?: string;
+  /** Added: key id of the key that signed the manifest, as recorded (verify --trust checks it). */
+  signed_by?: string;
 }
 
 export type ProgressPhase = 'capture' | 'hash' | 'pack' | 'verify' | 'copy';
@@ -58,6 +62,11 @@ export interface SnapshotRequest {
   createdBy?: string;
   /** age X25519 recipients (`age1…`) to encrypt the bundle to; default: the snapshotter's recipients. */
   encrypt?: string[];
+  /**
+   * Sign the manifest with this ed25519 key (a secret key file path, or a key from loadSigningKey);
+   * default: the snapshotter's signing key; `false` for an unsigned bundle.
+   */
+  sign?: string | SigningKey | false;
   onProgress?: ProgressListener;
 }
 
@@ -112,8 +121,18 @@ export interface VerifyReport {
   bytes_checked: number;
   file_sha256?: string;
   deep?: DeepReport;
+  /**
+   * The manifest's ed25519 signature, when the manifest was read: `trusted` (by a trusted key),
+   * `valid` (no trusted keys given), `untrusted`, `invalid` or `unsigned`; `key_id` names the signer.
+   */
+  signature?: SignatureInfo;
   problems: VerifyProblem[];
   not_checked: NotChecked[];
+}
+
+export interface SignatureInfo {
+  status: 'trusted' | 'valid' | 'untrusted' | 'invalid' | 'unsigned';
+  key_id?: string;
 }
 
 export interface ExportResult {
@@ -148,6 +167,13 @@ export interface RestoreRequest {
   /** Take an automatic pre-restore snapshot first (default true). */
   autoPreSnapshot?: boolean;
   decryptIdentity?: string;
+  /** Trusted public keys (`nexo-sign-pub1…` strings or files); default: the snapshotter's. */
+  trust?: string[];
+  /**
+   * Refuse bundles without a valid signature by a trusted key. Default: true when `trust` lists keys,
+   * else the snapshotter's setting. An invalid signature is refused always.
+   */
+  requireSignature?: boolean;
   hooks?: RestoreHooks;
   onProgress?: ProgressListener;
   /** Restore a bundle of another agent (or tenant) as this one: `nexo-memory import`. */
@@ -192,6 +218,8 @@ export interface RestoreReport {
   redacted: boolean;
   components: ComponentChange[];
   warnings: string[];
+  /** The bundle's signature as checked before the restore (against the trusted keys, if any). */
+  signature?: SignatureInfo;
 }
 
 export interface RecoverResult {

@@ -1,9 +1,12 @@
 // Owns exporting one bundle out of the store: copy (hashed) to a temporary name beside the target,
-// check the copy's bytes against the source sibling, verify the copy fully, then publish bundle and
+// check the copy's bytes against the source sibling, verify the copy fully (an encrypted one with the
+// identity, when given; its signature against trusted keys, when given), then publish bundle and
 // sibling. An existing target is never replaced without `force`; a failed export leaves nothing.
 
 import { mkdir, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import type { Identity } from '../crypto/age.js';
+import type { TrustPolicy } from '../format/signature.js';
 import {
   AlreadyExistsError,
   BundleDamagedError,
@@ -16,8 +19,13 @@ import type { BundleFile } from '../store/catalog.js';
 import { siblingPathOf } from '../store/paths.js';
 import { readSibling, writeSibling } from '../store/sibling.js';
 import { copyFileHashed } from '../util/hash.js';
-import { verifyBundleFile } from '../verify/verify.js';
+import { problemsError, verifyBundleFile } from '../verify/verify.js';
 import type { ExportOptions } from './interface.js';
+
+export interface ExportBundleOptions extends Omit<ExportOptions, 'decryptIdentity' | 'trust'> {
+  identities?: readonly Identity[];
+  trust?: TrustPolicy;
+}
 
 const exists = (p: string): Promise<boolean> =>
   stat(p).then(
@@ -34,7 +42,7 @@ async function destinationFor(file: BundleFile, target: string): Promise<string>
 export async function exportBundle(
   file: BundleFile,
   target: string,
-  opts: ExportOptions,
+  opts: ExportBundleOptions,
 ): Promise<ExportResult> {
   const dest = await destinationFor(file, target);
   if (dest === resolve(file.path)) throw new InvalidInputError('export target is the bundle itself');
@@ -58,9 +66,14 @@ export async function exportBundle(
       throw new ChecksumMismatchError(`${basename(file.path)} does not match its .sha256 sibling`);
     }
     await writeSibling(tmp, copied.sha256);
-    const report = await verifyBundleFile(tmp, { onProgress: opts.onProgress });
+    const report = await verifyBundleFile(tmp, {
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      ...(opts.identities ? { identities: opts.identities } : {}),
+      ...(opts.trust ? { trust: opts.trust } : {}),
+    });
     if (report.status === 'damaged') {
       const first = report.problems[0];
+      if (first?.code.startsWith('SIGNATURE_')) throw problemsError(report.problems);
       throw new BundleDamagedError(
         `the exported copy does not verify: ${first?.message ?? 'unknown problem'}`,
         {

@@ -17,11 +17,26 @@ import type {
 export interface VerifyRequestOptions {
   deep?: boolean;
   onProgress?: ProgressListener;
+  /** age identity file that opens encrypted bundles (otherwise only the outside is checked: exit 3). */
+  decryptIdentity?: string;
+  /**
+   * Trusted public keys (`nexo-sign-pub1…` strings or files); a non-empty list requires a valid
+   * signature by one of them. Default: the snapshotter's trusted keys (required when it requires
+   * signatures; otherwise they only tell `trusted` from `untrusted` in the report).
+   */
+  trust?: string[];
 }
 
 export interface ExportOptions {
   force?: boolean;
   onProgress?: ProgressListener;
+  /** age identity file, so the exported copy of an encrypted bundle is verified fully before publishing. */
+  decryptIdentity?: string;
+  /**
+   * Trusted public keys: the copy is published only if signed by one of them. Default: the
+   * snapshotter's trusted keys when it requires signatures.
+   */
+  trust?: string[];
 }
 
 export interface MemorySnapshotter {

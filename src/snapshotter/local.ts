@@ -9,11 +9,13 @@ import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import { closeGate } from '../agent/write-gate.js';
 import { captureAgent, hashCapture, pathKind } from '../capture/capture.js';
-import { parseRecipient, recipientFingerprint } from '../crypto/age.js';
+import { loadIdentities, parseRecipient, recipientFingerprint } from '../crypto/age.js';
+import { loadSigningKey, type SigningKey } from '../crypto/sign.js';
 import { type DiffRequest, diffSnapshots, type SnapshotDiff } from '../diff/diff.js';
 import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
 import { type ManifestDraft, sealManifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
+import { type TrustPolicy, trustPolicy } from '../format/signature.js';
 import { packBundle } from '../format/writer.js';
 import {
   asSnapshotError,
@@ -106,6 +108,12 @@ export interface LocalSnapshotterOptions {
    * (`MetricsObserver`), lifecycle events (`LifecycleEventsObserver`), or the host's own.
    */
   observers?: OperationObserver[];
+  /** ed25519 key (secret key file path, or loaded) every snapshot is signed with (pre-restore anchors too). */
+  signingKey?: string | SigningKey;
+  /** Public keys (`nexo-sign-pub1…` or files) that restore trusts; verify uses them when given none. */
+  trustedKeys?: string[];
+  /** Restore refuses bundles without a valid signature by a trusted key (needs trustedKeys). */
+  requireSignature?: boolean;
 }
 
 /** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
@@ -121,6 +129,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
   readonly observers: readonly OperationObserver[];
+  readonly signingKey: SigningKey | undefined;
+  /** The trust restore applies unless a request says otherwise. */
+  readonly trust: TrustPolicy;
 
   constructor(opts: LocalSnapshotterOptions) {
     if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
@@ -136,6 +147,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.recipients = opts.recipients ?? [];
     for (const r of this.recipients) parseRecipient(r);
     this.observers = opts.observers ?? [];
+    this.signingKey = typeof opts.signingKey === 'string' ? loadSigningKey(opts.signingKey) : opts.signingKey;
+    this.trust = trustPolicy(opts.trustedKeys, opts.requireSignature === true);
   }
 
   /** Reports an operation to the observers; never throws. */
@@ -219,6 +232,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const createdBy = validateCreatedBy(req.createdBy ?? 'library');
     const recipients = req.encrypt ?? [...this.recipients];
     for (const r of recipients) parseRecipient(r); // a bad recipient fails before anything is created
+    // so does a bad signing key
+    const signingKey =
+      req.sign === false
+        ? undefined
+        : typeof req.sign === 'string'
+          ? loadSigningKey(req.sign)
+          : (req.sign ?? this.signingKey);
     const memdir = this.resolver.memdir(agentId, tenant);
     const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
     if (!(await this.agentExists(agentId, tenant))) {
@@ -246,6 +266,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         sqliteDir,
         dir,
         recipients,
+        signingKey,
         onProgress: req.onProgress,
         started,
       });
@@ -265,6 +286,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     dir: string;
     /** age recipients; empty for a plaintext bundle. */
     recipients: readonly string[];
+    /** Signs the manifest (a v3 bundle) when given. */
+    signingKey: SigningKey | undefined;
     onProgress: SnapshotRequest['onProgress'];
     /** performance.now() when the operation began (default: now). */
     started?: number;
@@ -353,7 +376,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
           : {}),
         tool_versions: await toolVersions(),
       };
-      const { manifest, bytes } = sealManifest(draft);
+      const { manifest, bytes } = sealManifest(draft, p.signingKey);
       const total = bytes.length + artifacts.reduce((s, a) => s + a.size, 0);
       p.onProgress?.({ phase: 'pack', bytes: 0, total });
       const packed = await packBundle({
@@ -558,7 +581,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   async verify(bundlePath: string, opts: VerifyRequestOptions = {}): Promise<VerifyReport> {
-    return verifyBundleFile(bundlePath, opts);
+    const { trust, decryptIdentity, ...rest } = opts;
+    return verifyBundleFile(bundlePath, {
+      ...rest,
+      ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
+      ...(trust !== undefined
+        ? { trust: trustPolicy(trust, trust.length > 0) }
+        : this.trust.keys.length > 0
+          ? { trust: this.trust }
+          : {}),
+    });
   }
 
   async delete(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult> {
@@ -626,7 +658,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
     // Shared with other exports; delete and retention wait (or skip) until the copy is done.
     const reading = await this.takeLock(this.layout.readersLockPath(t, a), 'shared', a, t);
     try {
-      return await exportBundle(file, target, opts);
+      const { decryptIdentity, trust, ...rest } = opts;
+      return await exportBundle(file, target, {
+        ...rest,
+        ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
+        ...(trust !== undefined
+          ? { trust: trustPolicy(trust, trust.length > 0) }
+          : this.trust.required
+            ? { trust: this.trust }
+            : {}),
+      });
     } catch (err) {
       if (err instanceof SnapshotError) throw err;
       throw asSnapshotError(err, `exporting ${file.path}`);

@@ -1,5 +1,5 @@
 // Owns orchestrating a restore (and its variants: dry run, import as another agent, undo): check the
-// bundle's identity from its head → take the agent lock → finish any interrupted restore → verify and
+// bundle's signature (when one is required or present) and identity from its head → take the agent lock → finish any interrupted restore → verify and
 // stage in one streaming pass beside the live paths → check every staged database and the rebuilt
 // repository → pre-restore snapshot, inside the same lock → host hook → write gate held: journal,
 // swap by renames, state replay, commit → host hook → clean up. Any failure before the commit point
@@ -14,6 +14,7 @@ import { type Identity, loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
+import { checkSignature, signatureRefusal, trustPolicy } from '../format/signature.js';
 import {
   asSnapshotError,
   BundleDamagedError,
@@ -154,11 +155,27 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
   const head = await readManifestOnly(bundle, identities).catch((err: unknown) => {
     throw asSnapshotError(err, `reading ${bundle}`);
   });
+  // Authenticity before anything else acts on the manifest: refused before any lock, staging or snapshot.
+  // Trusted keys given with the request require a signature unless the request says otherwise.
+  const trust =
+    req.trust !== undefined || req.requireSignature !== undefined
+      ? trustPolicy(
+          req.trust ?? s.trust.keys.map((k) => k.publicKey),
+          req.requireSignature ?? (req.trust?.length ? true : s.trust.required),
+        )
+      : s.trust;
+  const signature = checkSignature(head.parsed, trust.keys);
+  const refusal = signatureRefusal(signature, trust);
+  if (refusal) throw refusal;
   checkIdentity(head.parsed.manifest, agentId, tenant, req.import !== undefined);
   try {
-    return await (req.dryRun
+    const report = await (req.dryRun
       ? dryRun(s, req, agentId, tenant, bundle, identities)
       : restoreLocked(s, req, agentId, tenant, bundle, identities, head.parsed.raw));
+    return {
+      ...report,
+      signature: { status: signature.status, ...(signature.key_id ? { key_id: signature.key_id } : {}) },
+    };
   } catch (err) {
     throw asSnapshotError(err, `restore of agent ${agentId}`);
   }
@@ -301,6 +318,8 @@ async function restoreLocked(
             dir: snapDir,
             // the anchor of an encrypted restore is encrypted too, to the configured recipients
             recipients: s.recipients,
+            // and signed with the configured key, so a host that requires signatures can undo
+            signingKey: s.signingKey,
             onProgress: undefined,
           });
           report.pre_snapshot = pre.id;

@@ -90,6 +90,7 @@ export function metaFromManifest(m: Manifest, path: string, size: number, fileSh
     ...(fileSha256 ? { file_sha256: fileSha256 } : {}),
     created_by: m.created_by,
     bundle_format: m.bundle_format,
+    ...(m.signature ? { signed_by: m.signature.key_id } : {}),
   };
 }
 

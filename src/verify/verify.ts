@@ -1,5 +1,5 @@
 // Owns verifying a bundle file, streaming and in constant memory: the sibling against the file's bytes,
-// the seals, the schema gate, every entry's type, path and size against the manifest's layout, every
+// the seals, the signature (against trusted keys, when given), the schema gate, every entry's type, path and size against the manifest's layout, every
 // artifact's SHA-256, the decompressed-size bound, and with `deep` PRAGMA integrity_check on every
 // database and `git bundle verify` (v1: git fsck). Content problems become report entries with stable
 // codes; only I/O errors on the path itself are thrown.
@@ -13,6 +13,7 @@ import { type Identity, readAgeHeader } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, sqlitePath } from '../format/constants.js';
 import { type Artifact, digestSeal, manifestSeal, type ParsedManifest } from '../format/manifest.js';
 import { BundleReader, manifestLayoutProblems } from '../format/reader.js';
+import { checkSignature, signatureRefusal, type TrustPolicy } from '../format/signature.js';
 import { fsckGitDir, verifyBundle as gitVerifyBundle } from '../git/git.js';
 import {
   BundleDamagedError,
@@ -20,6 +21,7 @@ import {
   IoError,
   MissingArtifactError,
   NotABundleError,
+  SignatureError,
   SnapshotError,
   UnsafeBundleError,
 } from '../model/errors.js';
@@ -52,6 +54,8 @@ export interface VerifyOptions {
   sink?: EntrySink;
   /** Identities to open age-encrypted bundles; without them only sibling and header are checked. */
   identities?: readonly Identity[];
+  /** Trusted signing keys; with `required`, an unsigned or untrusted bundle is damaged (exit 2). */
+  trust?: TrustPolicy;
 }
 
 export interface VerifyResult {
@@ -90,15 +94,17 @@ export function problemsError(problems: VerifyProblem[]): SnapshotError {
   const p = problems[0]!;
   const details = { problems };
   const err =
-    p.code === 'CHECKSUM_MISMATCH'
-      ? new ChecksumMismatchError(p.path ? `${p.path}: ${p.message}` : p.message)
-      : p.code === 'MISSING_ARTIFACT'
-        ? new MissingArtifactError(p.path ?? p.message)
-        : p.code === 'UNSAFE_ENTRY'
-          ? new UnsafeBundleError(p.path ? `${p.path}: ${p.message}` : p.message, details)
-          : p.code === 'NOT_A_BUNDLE'
-            ? new NotABundleError(p.message, { details })
-            : new BundleDamagedError(p.path ? `${p.path}: ${p.message}` : p.message, { details });
+    p.code === 'SIGNATURE_INVALID' || p.code === 'SIGNATURE_MISSING' || p.code === 'SIGNATURE_UNTRUSTED'
+      ? new SignatureError(p.code, p.message.replace(/^signature: /, ''), details)
+      : p.code === 'CHECKSUM_MISMATCH'
+        ? new ChecksumMismatchError(p.path ? `${p.path}: ${p.message}` : p.message)
+        : p.code === 'MISSING_ARTIFACT'
+          ? new MissingArtifactError(p.path ?? p.message)
+          : p.code === 'UNSAFE_ENTRY'
+            ? new UnsafeBundleError(p.path ? `${p.path}: ${p.message}` : p.message, details)
+            : p.code === 'NOT_A_BUNDLE'
+              ? new NotABundleError(p.message, { details })
+              : new BundleDamagedError(p.path ? `${p.path}: ${p.message}` : p.message, { details });
   return err;
 }
 
@@ -151,6 +157,11 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
         reason:
           'age-encrypted bundle and no identity given (--decrypt-identity): manifest, seals and artifacts were not checked',
       });
+      if (opts.trust?.required)
+        report.not_checked.push({
+          check: 'signature',
+          reason: 'the signature is inside the encrypted payload: give an identity to check it',
+        });
     }
     report.status = report.problems.length > 0 ? 'damaged' : 'incomplete';
     return { report, written: new Map() };
@@ -173,7 +184,10 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
       report.problems.push({ code: err.code, message: err.message });
       streamFailed = true;
     }
-    if (reader) await checkEntries(reader, report, sink, written, () => (streamFailed = true));
+    if (reader) {
+      checkManifestSignature(reader, report, opts.trust);
+      await checkEntries(reader, report, sink, written, () => (streamFailed = true));
+    }
     const fileSha = (reader && !streamFailed && reader.fileSha256()) || (await sha256File(path)).sha256;
     report.file_sha256 = fileSha;
     settleSibling(report, sibling, fileSha);
@@ -237,6 +251,30 @@ function settleSibling(
     report.problems.push({
       code: 'CHECKSUM_MISMATCH',
       message: 'sibling .sha256 does not match the bundle file',
+    });
+  }
+}
+
+/** The signature of the manifest against the trusted keys: a report field, and problems when it fails. */
+function checkManifestSignature(
+  reader: BundleReader,
+  report: VerifyReport,
+  trust: TrustPolicy | undefined,
+): void {
+  const check = checkSignature(reader.manifest, trust?.keys ?? []);
+  report.signature = { status: check.status, ...(check.key_id ? { key_id: check.key_id } : {}) };
+  const refusal = signatureRefusal(check, trust ?? { keys: [], required: false });
+  if (refusal) {
+    report.problems.push({ code: refusal.code, message: refusal.message });
+  } else if (check.status === 'valid') {
+    report.not_checked.push({
+      check: 'signature_trust',
+      reason: `signed by key ${check.key_id}; no trusted keys given (--trust), so who signed was not checked`,
+    });
+  } else if (check.status === 'untrusted') {
+    report.not_checked.push({
+      check: 'signature_trust',
+      reason: `signed by key ${check.key_id}, which is not among the trusted keys (not required here)`,
     });
   }
 }

@@ -1,15 +1,17 @@
 // `nexo-memory export`: copy one bundle and its sibling out of the store, verified.
 
 import { Command } from '@commander-js/extra-typings';
-import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatExport } from '../format.js';
 import {
   agentOption,
   configOption,
+  identityOption,
   jsonOption,
   noProgressOption,
   stateRootOption,
   tenantOption,
+  trustOption,
 } from './options.js';
 
 export function exportCommand() {
@@ -22,16 +24,27 @@ export function exportCommand() {
     .requiredOption('--id <snapshot>', 'snapshot id (or a unique prefix)')
     .requiredOption('--to <path>', 'target file, or an existing directory')
     .option('--force', 'overwrite an existing target')
+    .addOption(identityOption())
+    .addOption(trustOption())
     .addOption(jsonOption())
     .addOption(noProgressOption())
     .addHelpText(
       'after',
-      '\nExamples:\n  nexo-memory export --agent ana --id 0190c3a2 --to /backups/\n  nexo-memory export --agent ana --id 0190c3a2-… --to ana.tar.zst --force',
+      `
+An encrypted bundle's copy is verified fully only with --decrypt-identity (otherwise only its bytes
+against the sibling); with --trust the copy is published only if signed by a trusted key.
+
+Examples:
+  nexo-memory export --agent ana --id 0190c3a2 --to /backups/
+  nexo-memory export --agent ana --id 0190c3a2 --to /backups/ --decrypt-identity ~/.nexo/age.txt
+  nexo-memory export --agent ana --id 0190c3a2-… --to ana.tar.zst --force --trust nexo-sign-pub1…`,
     )
     .action(async (opts) => {
       await runCommand(opts, async (progress) => {
         const r = await snapshotterFrom(opts).export(opts.agent, opts.tenant, opts.id, opts.to, {
           force: opts.force === true,
+          ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
+          ...(opts.trust?.length ? { trust: opts.trust } : {}),
           onProgress: progress.listener,
         });
         progress.done();

@@ -41,3 +41,15 @@ export const metricsFileOption = () =>
     '--metrics-file <path>',
     'write metrics in the node_exporter textfile format at the end of the run (default: metrics.textfile)',
   );
+const repeatable = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v];
+
+export const signOption = () =>
+  new Option(
+    '--sign <keyfile>',
+    'sign the manifest with this ed25519 secret key file (default: signing.key_path)',
+  );
+export const trustOption = () =>
+  new Option(
+    '--trust <pubkey>',
+    'require a valid signature by this key: nexo-sign-pub1… or a file of keys (repeatable)',
+  ).argParser(repeatable);

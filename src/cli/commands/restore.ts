@@ -16,6 +16,7 @@ import {
   sqliteRootOption,
   stateRootOption,
   tenantOption,
+  trustOption,
 } from './options.js';
 
 const ALLOW = ['1', 'true', 'yes', 'on'];
@@ -45,6 +46,7 @@ export function restoreCommand() {
     .option('--undo', "restore the agent's latest pre-restore snapshot (undo the last restore)")
     .addOption(noPreOption())
     .addOption(identityOption())
+    .addOption(trustOption())
     .addOption(stateRootOption())
     .addOption(memdirRootOption())
     .addOption(sqliteRootOption())
@@ -54,7 +56,9 @@ export function restoreCommand() {
     .addHelpText(
       'after',
       `
-Requires NEXO_MEMORY_RESTORE_ALLOW=true (1, true, yes or on).
+Requires NEXO_MEMORY_RESTORE_ALLOW=true (1, true, yes or on). With --trust (or the config's
+signing.require_signature) a bundle without a valid signature by a trusted key is refused (exit 2)
+before anything is written.
 
 Examples:
   nexo-memory restore --agent ana --from state/tenants/default/snapshots/ana/<id>.tar.zst --dry-run
@@ -75,6 +79,7 @@ Examples:
           dryRun: opts.dryRun === true,
           autoPreSnapshot: autoPreSnapshotFrom(opts),
           ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
+          ...(opts.trust?.length ? { trust: opts.trust, requireSignature: true } : {}),
           onProgress: progress.listener,
         });
         progress.done();
@@ -99,6 +104,7 @@ export function importCommand() {
     )
     .addOption(noPreOption())
     .addOption(identityOption())
+    .addOption(trustOption())
     .addOption(stateRootOption())
     .addOption(memdirRootOption())
     .addOption(sqliteRootOption())
@@ -119,6 +125,7 @@ export function importCommand() {
           import: { force: opts.force === true },
           autoPreSnapshot: autoPreSnapshotFrom(opts),
           ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
+          ...(opts.trust?.length ? { trust: opts.trust, requireSignature: true } : {}),
           onProgress: progress.listener,
         });
         progress.done();

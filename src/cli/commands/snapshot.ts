@@ -10,6 +10,7 @@ import {
   jsonOption,
   memdirRootOption,
   noProgressOption,
+  signOption,
   sqliteRootOption,
   stateRootOption,
   tenantOption,
@@ -29,6 +30,7 @@ export function snapshotCommand() {
     .addOption(configOption())
     .addOption(zstdLevelOption())
     .addOption(encryptOption())
+    .addOption(signOption())
     .option('--label <text>', 'free-text label (at most 200 characters)')
     .addOption(jsonOption())
     .addOption(noProgressOption())
@@ -38,6 +40,7 @@ export function snapshotCommand() {
 Examples:
   nexo-memory snapshot --agent ana --label before-dream
   nexo-memory snapshot --agent ana --encrypt age1… --encrypt age1…
+  nexo-memory snapshot --agent ana --sign /etc/nexo/sign.key
   nexo-memory snapshot --agent ana --state-root /var/lib/nexo/state --memdir-root /srv/agents --json`,
     )
     .action(async (opts) => {
@@ -49,6 +52,7 @@ Examples:
           ...(opts.label !== undefined ? { label: opts.label } : {}),
           createdBy: 'cli',
           ...(opts.encrypt ? { encrypt: opts.encrypt } : {}),
+          ...(opts.sign ? { sign: opts.sign } : {}),
           onProgress: progress.listener,
         });
         progress.done();

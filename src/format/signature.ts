@@ -1,0 +1,87 @@
+// Owns checking a manifest's signature against a set of trusted keys: whether the bundle is signed,
+// whether the signature verifies over the seal that the manifest's content recomputes to, and whether
+// the key is trusted. Pure. The rules are in docs/signatures.md; verify and restore decide what a
+// result means for them (a report entry, or a refusal before anything is written).
+
+import { loadTrustedKeys, type PublicSigningKey, parsePublicKey, verifyMessage } from '../crypto/sign.js';
+import { KeyError, SignatureError } from '../model/errors.js';
+import { BUNDLE_FORMAT_SIGNED, SIGNED_MANIFEST_VERSION } from './constants.js';
+import { manifestSeal, type ParsedManifest, signedMessage } from './manifest.js';
+
+/**
+ * `trusted`: valid, by a trusted key. `valid`: valid, and no trusted keys were given (it proves only
+ * that the key named in the manifest signed it). `untrusted`: valid, by a key not trusted. `invalid`:
+ * the signature does not verify (or is malformed). `unsigned`: the bundle carries no signature.
+ */
+export type SignatureStatus = 'trusted' | 'valid' | 'untrusted' | 'invalid' | 'unsigned';
+
+export interface SignatureCheck {
+  status: SignatureStatus;
+  /** The signing key's id as the manifest names it (checked against its public key). */
+  key_id?: string;
+  /** Why the signature is invalid or untrusted. */
+  reason?: string;
+}
+
+/** Trust settings of a verify or restore: the keys, and whether a trusted signature is required. */
+export interface TrustPolicy {
+  keys: readonly PublicSigningKey[];
+  /** Refuse (exit 2) unsigned, invalid and untrusted bundles. */
+  required: boolean;
+}
+
+/** A TrustPolicy from key strings or files; `required` needs at least one key. */
+export function trustPolicy(values: readonly string[] | undefined, required: boolean): TrustPolicy {
+  const keys = loadTrustedKeys(values ?? []);
+  if (required && keys.length === 0)
+    throw new KeyError('a signature is required but no trusted key is configured (trusted_keys / --trust)');
+  return { keys, required };
+}
+
+export function checkSignature(parsed: ParsedManifest, trusted: readonly PublicSigningKey[]): SignatureCheck {
+  const { manifest: m, raw, layout } = parsed;
+  const signedFormat =
+    m.manifest_version >= SIGNED_MANIFEST_VERSION || m.bundle_format === BUNDLE_FORMAT_SIGNED;
+  if (layout === 1 || !signedFormat) return { status: 'unsigned' };
+  const sig = m.signature;
+  if (!sig) return { status: 'invalid', reason: 'a signed-format (v3) manifest without its signature' };
+  const invalid = (reason: string): SignatureCheck => ({ status: 'invalid', key_id: sig.key_id, reason });
+  if (m.manifest_version !== SIGNED_MANIFEST_VERSION || m.bundle_format !== BUNDLE_FORMAT_SIGNED)
+    return invalid('manifest_version and bundle_format disagree about the signed format');
+  let key: PublicSigningKey;
+  try {
+    key = parsePublicKey(sig.public_key, 'signature.public_key');
+  } catch (err) {
+    return invalid((err as Error).message);
+  }
+  if (key.keyId !== sig.key_id) return invalid('signature.key_id does not belong to signature.public_key');
+  const seal = manifestSeal(raw);
+  if (m.manifest_seal !== seal) return invalid('the manifest does not match its seal');
+  const value = Buffer.from(sig.value, 'base64');
+  if (!verifyMessage(key, signedMessage(m.bundle_format, seal), value))
+    return invalid('the signature does not verify over the manifest seal');
+  if (trusted.length === 0) return { status: 'valid', key_id: key.keyId };
+  if (trusted.some((t) => t.raw.equals(key.raw))) return { status: 'trusted', key_id: key.keyId };
+  return { status: 'untrusted', key_id: key.keyId, reason: `key ${key.keyId} is not among the trusted keys` };
+}
+
+/** The refusal a check means under `policy`, or undefined when the bundle may be used. */
+export function signatureRefusal(check: SignatureCheck, policy: TrustPolicy): SignatureError | undefined {
+  const details = { status: check.status, ...(check.key_id ? { key_id: check.key_id } : {}) };
+  if (check.status === 'invalid')
+    return new SignatureError('SIGNATURE_INVALID', check.reason ?? 'invalid signature', details);
+  if (!policy.required) return undefined;
+  if (check.status === 'unsigned')
+    return new SignatureError(
+      'SIGNATURE_MISSING',
+      'the bundle is not signed and a signature is required',
+      details,
+    );
+  if (check.status === 'untrusted')
+    return new SignatureError(
+      'SIGNATURE_UNTRUSTED',
+      check.reason ?? 'signed by a key that is not trusted',
+      details,
+    );
+  return undefined;
+}
