@@ -13,6 +13,43 @@ export type { DiffRequest, SnapshotDiff } from './diff/diff.js';
 export type { FileChange } from './diff/memdir.js';
 export type { DatabaseDiff, SchemaChange, TableDiff } from './diff/sqlite.js';
 export {
+  MemoryMutationPublisher,
+  type MemoryMutationPublisherOptions,
+  type MutationHashes,
+} from './events/mutation.js';
+export { NatsEventPublisher, type NatsPublisherOptions } from './events/nats.js';
+export { LifecycleEventsObserver } from './events/observer.js';
+export {
+  type CreatedEvent,
+  createdEvent,
+  type DeletedEvent,
+  deletedEvent,
+  type GcEvent,
+  type GcEventReport,
+  gcEvent,
+  type LifecycleEvent,
+  type LifecycleKind,
+  MUTATION_OPS,
+  MUTATION_SCOPES,
+  type MutationEvent,
+  type MutationOp,
+  type MutationScope,
+  mutationEvent,
+  type RestoredEvent,
+  restoredEvent,
+} from './events/payloads.js';
+export { type EventPublisher, NoopPublisher, type PublisherStats } from './events/publisher.js';
+export {
+  ALL_AGENTS_TOKEN,
+  DEFAULT_PREFIXES,
+  gcSubject,
+  LIFECYCLE_SUBJECT_PREFIX,
+  lifecycleSubject,
+  MUTATION_SUBJECT_PREFIX,
+  mutationSubject,
+  type SubjectPrefixes,
+} from './events/subjects.js';
+export {
   ARTIFACT_KINDS,
   type ArtifactKind,
   BUNDLE_FORMAT,
@@ -30,6 +67,18 @@ export {
   parseManifest,
 } from './format/manifest.js';
 export { readManifestOnly } from './format/reader.js';
+export {
+  DURATION_BUCKETS_MS,
+  LABEL_CAP,
+  METRIC,
+  type MeteredOperation,
+  type MetricLabels,
+  OVERFLOW_LABEL,
+  SnapshotMetrics,
+  type SnapshotMetricsOptions,
+} from './metrics/metrics.js';
+export { MetricsObserver } from './metrics/observer.js';
+export { writeMetricsTextfile } from './metrics/textfile.js';
 export * from './model/errors.js';
 export {
   DEFAULT_TENANT,
@@ -48,4 +97,5 @@ export {
 } from './snapshotter/gc.js';
 export type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './snapshotter/interface.js';
 export { LocalSnapshotter, type LocalSnapshotterOptions } from './snapshotter/local.js';
+export { notifyObservers, type OperationObserver, type OperationRecord } from './snapshotter/observer.js';
 export { verifyExitCode } from './verify/verify.js';

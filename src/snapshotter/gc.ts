@@ -227,7 +227,8 @@ export class RetentionWorker {
 
   /** One sweep (waits for a sweep already running instead of starting a second). */
   tick(): Promise<RetentionTickReport> {
-    this.running ??= collectGarbage(this.snapshotter, this.opts).finally(() => {
+    // Through the snapshotter, so its observers (metrics, events) see every sweep.
+    this.running ??= this.snapshotter.gc(this.opts).finally(() => {
       this.running = undefined;
     });
     return this.running;

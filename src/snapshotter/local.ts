@@ -74,6 +74,7 @@ import { verifyBundleFile } from '../verify/verify.js';
 import { exportBundle } from './export.js';
 import { collectGarbage, type GcOptions, type RetentionTickReport } from './gc.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
+import { notifyObservers, type OperationObserver, type OperationRecord } from './observer.js';
 import { restoreAgent } from './restore.js';
 
 export interface LocalSnapshotterOptions {
@@ -96,7 +97,15 @@ export interface LocalSnapshotterOptions {
   onWarning?: (message: string) => void;
   /** age recipients every snapshot is encrypted to unless its request says otherwise (pre-restore anchors too). */
   recipients?: string[];
+  /**
+   * Told the outcome of every snapshot (pre-restore ones included), restore, delete and gc: metrics
+   * (`MetricsObserver`), lifecycle events (`LifecycleEventsObserver`), or the host's own.
+   */
+  observers?: OperationObserver[];
 }
+
+/** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
+const reported = new WeakSet<object>();
 
 export class LocalSnapshotter implements MemorySnapshotter {
   readonly layout: StoreLayout;
@@ -107,6 +116,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private readonly zstdWorkers: number;
   private readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
+  readonly observers: readonly OperationObserver[];
 
   constructor(opts: LocalSnapshotterOptions) {
     if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
@@ -121,6 +131,33 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.warn = opts.onWarning ?? (() => {});
     this.recipients = opts.recipients ?? [];
     for (const r of this.recipients) parseRecipient(r);
+    this.observers = opts.observers ?? [];
+  }
+
+  /** Reports an operation to the observers; never throws. */
+  observe(record: OperationRecord): void {
+    if (record.error) reported.add(record.error);
+    notifyObservers(this.observers, record, this.warn);
+  }
+
+  /** Runs an operation, reporting its failure (typed, with its outcome label) unless already reported. */
+  private async observed<T>(
+    op: Promise<T>,
+    started: number,
+    onSuccess: ((value: T, durationMs: number) => OperationRecord) | undefined,
+    onFailure: (error: SnapshotError, durationMs: number) => OperationRecord,
+  ): Promise<T> {
+    let value: T;
+    try {
+      value = await op;
+    } catch (err) {
+      const e = asSnapshotError(err, 'operation');
+      if (!reported.has(e) && !(err instanceof Object && reported.has(err)))
+        this.observe(onFailure(e, performance.now() - started));
+      throw err;
+    }
+    if (onSuccess) this.observe(onSuccess(value, performance.now() - started));
+    return value;
   }
 
   /** Takes the (tenant, agent) lock, waiting up to the lock timeout; ConcurrentError when it stays busy. */
@@ -159,6 +196,20 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   async snapshot(req: SnapshotRequest): Promise<SnapshotMeta> {
+    const started = performance.now();
+    // Success is reported by snapshotLocked (which restore's pre-snapshot uses too).
+    return this.observed(this.snapshotUnlocked(req, started), started, undefined, (error, durationMs) => ({
+      op: 'snapshot',
+      agentId: String(req.agentId),
+      tenant: String(req.tenant ?? DEFAULT_TENANT),
+      createdBy: String(req.createdBy ?? 'library'),
+      outcome: error.outcome,
+      error,
+      durationMs,
+    }));
+  }
+
+  private async snapshotUnlocked(req: SnapshotRequest, started: number): Promise<SnapshotMeta> {
     const agentId = validateAgentId(req.agentId);
     const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
     const label = validateLabel(req.label);
@@ -193,6 +244,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         dir,
         recipients,
         onProgress: req.onProgress,
+        started,
       });
     } finally {
       lock.release();
@@ -211,7 +263,26 @@ export class LocalSnapshotter implements MemorySnapshotter {
     /** age recipients; empty for a plaintext bundle. */
     recipients: readonly string[];
     onProgress: SnapshotRequest['onProgress'];
+    /** performance.now() when the operation began (default: now). */
+    started?: number;
   }): Promise<SnapshotMeta> {
+    const started = p.started ?? performance.now();
+    const record = (durationMs: number) => ({
+      op: 'snapshot' as const,
+      agentId: p.agentId,
+      tenant: p.tenant,
+      createdBy: p.createdBy,
+      durationMs,
+    });
+    return this.observed(
+      this.snapshotSteps(p),
+      started,
+      (meta, durationMs) => ({ ...record(durationMs), outcome: 'ok', meta }),
+      (error, durationMs) => ({ ...record(durationMs), outcome: error.outcome, error }),
+    );
+  }
+
+  private async snapshotSteps(p: Parameters<LocalSnapshotter['snapshotLocked']>[0]): Promise<SnapshotMeta> {
     const id = newSnapshotId();
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
     const encrypted = p.recipients.length > 0;
@@ -401,7 +472,20 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   async restore(req: RestoreRequest): Promise<RestoreReport> {
-    return restoreAgent(this, req);
+    const started = performance.now();
+    const record = (durationMs: number) => ({
+      op: 'restore' as const,
+      agentId: String(req.agentId),
+      tenant: String(req.tenant ?? DEFAULT_TENANT),
+      dryRun: req.dryRun === true,
+      durationMs,
+    });
+    return this.observed(
+      restoreAgent(this, req),
+      started,
+      (report, durationMs) => ({ ...record(durationMs), outcome: 'ok', report }),
+      (error, durationMs) => ({ ...record(durationMs), outcome: error.outcome, error }),
+    );
   }
 
   /** Compares two snapshots (ids, unique prefixes, or `live`). */
@@ -415,7 +499,14 @@ export class LocalSnapshotter implements MemorySnapshotter {
 
   /** One retention sweep (see snapshotter/gc.ts). */
   async gc(opts: GcOptions = {}): Promise<RetentionTickReport> {
-    return collectGarbage(this, opts);
+    const started = performance.now();
+    const dryRun = opts.dryRun === true;
+    return this.observed(
+      collectGarbage(this, opts),
+      started,
+      (report, durationMs) => ({ op: 'gc', dryRun, outcome: 'ok', report, durationMs }),
+      (error, durationMs) => ({ op: 'gc', dryRun, outcome: error.outcome, error, durationMs }),
+    );
   }
 
   /** Pins a snapshot: retention never deletes it. Returns its metadata. */
@@ -448,6 +539,22 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   async delete(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult> {
+    const started = performance.now();
+    const record = (durationMs: number) => ({
+      op: 'delete' as const,
+      agentId: String(agentId),
+      tenant: String(tenant ?? DEFAULT_TENANT),
+      durationMs,
+    });
+    return this.observed(
+      this.deleteSteps(agentId, tenant, id),
+      started,
+      (result, durationMs) => ({ ...record(durationMs), outcome: 'ok', result }),
+      (error, durationMs) => ({ ...record(durationMs), outcome: error.outcome, error }),
+    );
+  }
+
+  private async deleteSteps(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const dir = this.layout.snapshotsDir(t, a);

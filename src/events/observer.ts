@@ -1,0 +1,41 @@
+// Owns turning snapshotter operation records into lifecycle events: `created` for every snapshot
+// written (pre-restore snapshots included), `restored` for every committed restore, `deleted` for every
+// bundle removed (by delete, or by a gc sweep: one per bundle), and one `gc` per sweep. Failures and dry
+// runs publish nothing: events announce changes to the store.
+
+import type { OperationObserver, OperationRecord } from '../snapshotter/observer.js';
+import { createdEvent, deletedEvent, gcEvent, restoredEvent } from './payloads.js';
+import type { EventPublisher } from './publisher.js';
+
+export class LifecycleEventsObserver implements OperationObserver {
+  constructor(readonly publisher: EventPublisher) {}
+
+  onOperation(r: OperationRecord): void {
+    if (r.outcome !== 'ok') return;
+    switch (r.op) {
+      case 'snapshot':
+        if (r.meta) this.publisher.publishLifecycle(createdEvent(r.meta));
+        break;
+      case 'restore':
+        if (r.report && !r.dryRun) this.publisher.publishLifecycle(restoredEvent(r.report));
+        break;
+      case 'delete':
+        if (r.result) this.publisher.publishLifecycle(deletedEvent(r.result, 'operator'));
+        break;
+      case 'gc': {
+        if (r.dryRun || !r.report) break;
+        const now = Date.now();
+        for (const a of r.report.agents) {
+          for (const d of a.decisions) {
+            if (d.action === 'delete')
+              this.publisher.publishLifecycle(
+                deletedEvent({ agent_id: a.agent_id, tenant: a.tenant, id: d.id }, 'retention', now),
+              );
+          }
+        }
+        this.publisher.publishLifecycle(gcEvent(r.report, now));
+        break;
+      }
+    }
+  }
+}
