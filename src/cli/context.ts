@@ -4,7 +4,7 @@
 
 import { type LoadedConfig, loadConfig } from '../config/config.js';
 import { ExitCode, InvalidInputError, SnapshotError } from '../model/errors.js';
-import { LocalSnapshotter } from '../snapshotter/local.js';
+import { LocalSnapshotter, type LocalSnapshotterOptions } from '../snapshotter/local.js';
 import { ProgressReporter } from './progress.js';
 
 export interface StoreFlags {
@@ -25,8 +25,14 @@ export function loadFlagsConfig(flags: StoreFlags): LoadedConfig | undefined {
   return path ? loadConfig(path) : undefined;
 }
 
-/** Flags override the config file, which overrides the defaults (state root `./state`). */
-export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
+/**
+ * Flags override the config file, which overrides the defaults (state root `./state`). `extra` adds
+ * what only some commands set (the daemon's observers).
+ */
+export function snapshotterFrom(
+  flags: StoreFlags,
+  extra: Partial<LocalSnapshotterOptions> = {},
+): LocalSnapshotter {
   const cfg = loadFlagsConfig(flags)?.snapshot ?? {};
   const stateRoot = flags.stateRoot ?? cfg.root ?? './state';
   return new LocalSnapshotter({
@@ -38,6 +44,7 @@ export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
     ...(cfg.zstd_workers !== undefined ? { zstdWorkers: cfg.zstd_workers } : {}),
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
     ...(cfg.encryption?.recipients ? { recipients: cfg.encryption.recipients } : {}),
+    ...extra,
   });
 }
 

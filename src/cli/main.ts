@@ -10,7 +10,9 @@ import { diffCommand } from './commands/diff.js';
 import { exportCommand } from './commands/export.js';
 import { gcCommand, pinCommand, unpinCommand } from './commands/gc.js';
 import { listCommand } from './commands/list.js';
+import { mcpCommand } from './commands/mcp.js';
 import { importCommand, recoverCommand, restoreCommand } from './commands/restore.js';
+import { serveCommand } from './commands/serve.js';
 import { snapshotCommand } from './commands/snapshot.js';
 import { verifyCommand } from './commands/verify.js';
 
@@ -31,7 +33,9 @@ Examples:
   nexo-memory snapshot --agent ana --label before-dream
   nexo-memory list --agent ana
   NEXO_MEMORY_RESTORE_ALLOW=true nexo-memory restore --agent ana --from <bundle> --dry-run
-  nexo-memory verify state/tenants/default/snapshots/ana/<id>.tar.zst --deep`,
+  nexo-memory verify state/tenants/default/snapshots/ana/<id>.tar.zst --deep
+  nexo-memory serve --config memory.yaml --listen 127.0.0.1:0
+  nexo-memory mcp --agent ana --config memory.yaml`,
     );
   for (const cmd of [
     snapshotCommand(),
@@ -46,6 +50,8 @@ Examples:
     gcCommand(),
     pinCommand(),
     unpinCommand(),
+    serveCommand(),
+    mcpCommand(),
   ]) {
     program.addCommand(cmd);
   }

@@ -416,7 +416,12 @@ export const ERROR_TABLE: ReadonlyArray<{
     meaning: 'bundle or path belongs to another tenant',
   },
   { code: 'ENCRYPTION', exitCode: 7, outcome: 'error', meaning: 'age encryption or decryption failed' },
-  { code: 'UNAUTHORIZED', exitCode: 6, outcome: 'refused', meaning: 'HTTP API: missing or wrong bearer token' },
+  {
+    code: 'UNAUTHORIZED',
+    exitCode: 6,
+    outcome: 'refused',
+    meaning: 'HTTP API: missing or wrong bearer token',
+  },
   { code: 'FORBIDDEN', exitCode: 6, outcome: 'refused', meaning: 'switched off by configuration' },
   { code: 'ROUTE_NOT_FOUND', exitCode: 5, outcome: 'not_found', meaning: 'HTTP API: no such route' },
   {

@@ -12,11 +12,11 @@ import { apiRoutes, type MetricsSource } from './routes.js';
 import { type ScheduleEntry, type ScheduleOutcome, Scheduler } from './scheduler.js';
 import { OperationTracker } from './tracker.js';
 
-export const DEFAULT_LISTEN = '127.0.0.1:7411';
+export const DEFAULT_LISTEN = '127.0.0.1:9464';
 
 export interface DaemonOptions {
   snapshotter: LocalSnapshotter;
-  /** HOST:PORT (`[::1]:PORT` for IPv6); port 0 picks a free port. Default 127.0.0.1:7411. */
+  /** HOST:PORT (`[::1]:PORT` for IPv6); port 0 picks a free port. Default 127.0.0.1:9464. */
   listen?: string;
   /** Bearer token for the API; required for mutating routes, and to listen beyond loopback. */
   token?: string;
@@ -40,7 +40,9 @@ export function parseListen(value: string): ListenAddress {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(value.trim());
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || port > 65535) {
-    throw new ConfigError(`listen address ${JSON.stringify(value)}: expected HOST:PORT (e.g. 127.0.0.1:7411)`);
+    throw new ConfigError(
+      `listen address ${JSON.stringify(value)}: expected HOST:PORT (e.g. 127.0.0.1:9464)`,
+    );
   }
   return { host: (m[1] ?? m[2])!, port };
 }
@@ -65,7 +67,7 @@ export class Daemon {
   private stopping: Promise<void> | undefined;
   url = '';
 
-  constructor(private readonly opts: DaemonOptions) {
+  constructor(opts: DaemonOptions) {
     this.log = opts.log ?? (() => {});
     this.listen = parseListen(opts.listen ?? DEFAULT_LISTEN);
     if (!isLoopback(this.listen.host) && !opts.token) {

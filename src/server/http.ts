@@ -4,7 +4,13 @@
 // the status of its stable code. Each request is a tracked operation, so a shutdown waits for it.
 // No operation logic: routes.ts maps each route to one library call.
 
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
@@ -118,7 +124,12 @@ function send(res: ServerResponse, status: number, headers: Record<string, strin
 }
 
 function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}) {
-  send(res, status, { 'content-type': 'application/json; charset=utf-8', ...headers }, `${JSON.stringify(value)}\n`);
+  send(
+    res,
+    status,
+    { 'content-type': 'application/json; charset=utf-8', ...headers },
+    `${JSON.stringify(value)}\n`,
+  );
 }
 
 export function createApiServer(opts: ApiServerOptions): Server {
@@ -160,7 +171,14 @@ export function createApiServer(opts: ApiServerOptions): Server {
       }
     }
     const body = method === 'GET' ? {} : await readBody(req, limit);
-    const result = await route.handle({ method, path, params, query: url.searchParams, headers: req.headers, body });
+    const result = await route.handle({
+      method,
+      path,
+      params,
+      query: url.searchParams,
+      headers: req.headers,
+      body,
+    });
     const status = result.status ?? 200;
     if ('json' in result) sendJson(res, status, result.json, result.headers);
     else if ('text' in result) send(res, status, { 'content-type': result.contentType }, result.text);

@@ -59,7 +59,9 @@ function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
   const issue = r.error.issues[0]!;
   const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [];
   const where = ['body', ...issue.path.map(String), ...keys.slice(0, 1)].join('.');
-  throw new InvalidInputError(`${where}: ${issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message}`);
+  throw new InvalidInputError(
+    `${where}: ${issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message}`,
+  );
 }
 
 /** Query parameters: only the listed ones are accepted. */

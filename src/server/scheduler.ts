@@ -12,7 +12,7 @@ export interface ScheduleEntry {
   agentId: string;
   tenant: string;
   intervalMs: number;
-  /** Label of the scheduled snapshots (default `auto:scheduled`). */
+  /** Label of the scheduled snapshots (default `scheduled`). */
   label?: string;
 }
 
@@ -37,7 +37,7 @@ export type ScheduleOutcome =
   | { kind: 'skipped'; reason: string }
   | { kind: 'failed'; error: unknown };
 
-export const SCHEDULED_LABEL = 'auto:scheduled';
+export const SCHEDULED_LABEL = 'scheduled';
 export const SCHEDULED_CREATED_BY = 'scheduled';
 
 interface Slot {

@@ -1,0 +1,358 @@
+// The daemon (`nexo-memory serve`) as operators run it: the real binary on port 0, real HTTP calls.
+// Auth, JSON errors, every API operation against the store, /metrics, restore gating, scheduled
+// snapshots, and SIGTERM in the middle of a snapshot.
+
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, test } from 'node:test';
+import { Daemon } from '../src/server/daemon.js';
+import { BIN, ensureBuilt } from './helpers/built-cli.js';
+import { type Agent, REPO, sampleAgent, startFixture } from './helpers/env.js';
+
+const TOKEN = 'test-token-0123456789abcdef';
+const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20, concepts: 10, compactions: 5 };
+
+before(() => ensureBuilt());
+
+interface Running {
+  url: string;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  stderr: () => string;
+}
+
+/** Starts `nexo-memory serve --listen 127.0.0.1:0` and resolves with the address it printed. */
+function serve(t: { after(fn: () => void): void }, args: string[], env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
+    cwd: REPO,
+    env: { ...process.env, NEXO_MEMORY_TOKEN: '', NEXO_MEMORY_RESTORE_ALLOW: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (c) => {
+    err += c;
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  return new Promise<Running>((resolve, reject) => {
+    child.stdout!.on('data', (c) => {
+      out += c;
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)\n/.exec(out);
+      if (m) resolve({ url: m[1]!, child, exited, stderr: () => err });
+    });
+    child.on('exit', (code) => reject(new Error(`serve exited ${code} before listening: ${err}`)));
+  });
+}
+
+const storeFlags = (a: Agent) => a.flags;
+
+const auth = (token = TOKEN) => ({ authorization: `Bearer ${token}` });
+const jsonHeaders = (token = TOKEN) => ({ ...auth(token), 'content-type': 'application/json' });
+
+async function call(url: string, init: RequestInit = {}) {
+  const res = await fetch(url, init);
+  const text = await res.text();
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = text;
+  }
+  // biome-ignore lint/suspicious/noExplicitAny: the API's JSON bodies, asserted field by field
+  return { status: res.status, headers: res.headers, body: body as any, text };
+}
+
+function storeEntries(a: Agent, agent = 'ana'): string[] {
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', agent);
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}
+
+test('serve: address printed, /healthz, JSON 4xx for unknown routes, bad methods and bad bodies; a wrong token does nothing', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+
+  const h = await call(`${d.url}/healthz`);
+  assert.equal(h.status, 200);
+  assert.equal(h.body.status, 'ok');
+
+  const snapUrl = `${d.url}/v1/agents/ana/snapshots`;
+  for (const headers of [{}, auth('wrong-token-0123456789abcdef'), { authorization: TOKEN }]) {
+    const r = await call(snapUrl, {
+      method: 'POST',
+      headers: { ...headers, 'content-type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(r.status, 401, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'UNAUTHORIZED');
+    assert.equal(r.headers.get('www-authenticate'), 'Bearer');
+  }
+  // With a token configured, reads need it too.
+  assert.equal((await call(snapUrl)).status, 401);
+  assert.deepEqual(storeEntries(a), [], 'nothing was written by refused calls');
+
+  const notFound = await call(`${d.url}/v1/nothing/here`, { headers: auth() });
+  assert.equal(notFound.status, 404);
+  assert.equal(notFound.body.error.code, 'ROUTE_NOT_FOUND');
+  assert.match(notFound.headers.get('content-type') ?? '', /application\/json/);
+
+  const method = await call(snapUrl, { method: 'PUT', headers: auth() });
+  assert.equal(method.status, 405);
+  assert.equal(method.body.error.code, 'METHOD_NOT_ALLOWED');
+  assert.equal(method.headers.get('allow'), 'GET, POST');
+
+  const badJson = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"label": ' });
+  assert.equal(badJson.status, 400);
+  assert.equal(badJson.body.error.code, 'INVALID_INPUT');
+  assert.match(badJson.body.error.message, /not valid JSON/);
+
+  const unknownKey = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"lable":"x"}' });
+  assert.equal(unknownKey.status, 400);
+  assert.match(unknownKey.body.error.message, /body\.lable: unknown key/);
+
+  const wrongType = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"label":5}' });
+  assert.equal(wrongType.status, 400);
+
+  const notJson = await call(snapUrl, {
+    method: 'POST',
+    headers: { ...auth(), 'content-type': 'text/plain' },
+    body: 'label=x',
+  });
+  assert.equal(notJson.status, 400);
+
+  const big = await call(snapUrl, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: JSON.stringify({ label: 'x'.repeat(70 * 1024) }),
+  });
+  assert.equal(big.status, 413);
+  assert.equal(big.body.error.code, 'PAYLOAD_TOO_LARGE');
+
+  const badAgent = await call(`${d.url}/v1/agents/Not%20An%20Agent/snapshots`, { headers: auth() });
+  assert.equal(badAgent.status, 400);
+  const badTenant = await call(`${snapUrl}?tenant=a&x=1`, { headers: auth() });
+  assert.equal(badTenant.status, 400);
+
+  const unknownAgent = await call(`${d.url}/v1/agents/bob/snapshots`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{}',
+  });
+  assert.equal(unknownAgent.status, 404);
+  assert.equal(unknownAgent.body.error.code, 'UNKNOWN_AGENT');
+
+  assert.deepEqual(storeEntries(a), [], 'no bad request wrote anything');
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
+test('serve: snapshot, list, get, verify, diff, export download, delete over HTTP; /metrics counts them', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+  const base = `${d.url}/v1/agents/ana`;
+
+  const s1 = await call(`${base}/snapshots`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: JSON.stringify({ label: 'first' }),
+  });
+  assert.equal(s1.status, 201, JSON.stringify(s1.body));
+  assert.equal(s1.body.label, 'first');
+  assert.equal(s1.body.created_by, 'api');
+  assert.ok(existsSync(s1.body.bundle_path));
+  assert.equal(s1.headers.get('location'), `/v1/agents/ana/snapshots/${s1.body.id}?tenant=default`);
+
+  writeFileSync(join(a.memdir, 'new-topic.md'), 'learned something new\n');
+  const s2 = await call(`${base}/snapshots`, { method: 'POST', headers: auth() }); // no body at all
+  assert.equal(s2.status, 201, JSON.stringify(s2.body));
+
+  const list = await call(`${base}/snapshots`, { headers: auth() });
+  assert.equal(list.status, 200);
+  assert.deepEqual(
+    list.body.map((m: { id: string }) => m.id),
+    [s2.body.id, s1.body.id],
+    'newest first',
+  );
+  const viaHeader = await call(`${base}/snapshots`, { headers: { ...auth(), 'x-nexo-tenant': 'other' } });
+  assert.deepEqual(viaHeader.body, [], 'tenant from the header');
+
+  const one = await call(`${base}/snapshots/${s1.body.id.slice(0, 13)}`, { headers: auth() });
+  assert.equal(one.status, 200);
+  assert.equal(one.body.id, s1.body.id, 'a unique prefix finds the snapshot');
+
+  const v = await call(`${base}/snapshots/${s1.body.id}/verify?deep=true`, { headers: auth() });
+  assert.equal(v.status, 200);
+  assert.equal(v.body.status, 'verified');
+  assert.equal(v.body.per_artifact_ok, true);
+  assert.ok(v.body.deep, 'deep checks ran');
+
+  const diff = await call(`${base}/diff?a=${s1.body.id}&b=${s2.body.id}`, { headers: auth() });
+  assert.equal(diff.status, 200, JSON.stringify(diff.body));
+  assert.equal(diff.body.a, s1.body.id);
+  assert.ok(
+    diff.body.files.some((f: { path: string }) => f.path.endsWith('new-topic.md')),
+    JSON.stringify(diff.body.files),
+  );
+  const noB = await call(`${base}/diff?a=${s1.body.id}`, { headers: auth() });
+  assert.equal(noB.status, 400);
+
+  const dl = await fetch(`${base}/snapshots/${s1.body.id}/export`, { headers: auth() });
+  assert.equal(dl.status, 200);
+  const bytes = Buffer.from(await dl.arrayBuffer());
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  const sibling = readFileSync(`${s1.body.bundle_path}.sha256`, 'utf8').trim();
+  assert.equal(sha, sibling, 'the download is the bundle the sibling describes');
+  assert.equal(dl.headers.get('x-nexo-file-sha256'), sibling);
+  assert.equal(Number(dl.headers.get('content-length')), bytes.length);
+  assert.match(dl.headers.get('content-disposition') ?? '', new RegExp(`${s1.body.id}\\.tar\\.zst`));
+  assert.equal((await call(`${base}/snapshots/${s1.body.id}/export`)).status, 401);
+
+  const missing = await call(`${base}/snapshots/0000000000/verify`, { headers: auth() });
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.error.code, 'NOT_FOUND');
+
+  const del = await call(`${base}/snapshots/${s1.body.id}`, { method: 'DELETE', headers: auth() });
+  assert.equal(del.status, 200, JSON.stringify(del.body));
+  assert.equal(del.body.id, s1.body.id);
+  assert.ok(!existsSync(s1.body.bundle_path));
+  const last = await call(`${base}/snapshots/${s2.body.id}`, { method: 'DELETE', headers: auth() });
+  assert.equal(last.status, 409);
+  assert.equal(last.body.error.code, 'RETENTION');
+  assert.ok(existsSync(s2.body.bundle_path), 'the last snapshot is kept');
+
+  const restore = await call(`${base}/snapshots/${s2.body.id}/restore`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"dry_run": true}',
+  });
+  assert.equal(restore.status, 403, 'restore is off unless the config allows it');
+  assert.equal(restore.body.error.code, 'RESTORE_REFUSED');
+
+  const m = await call(`${d.url}/metrics`);
+  assert.equal(m.status, 200);
+  assert.match(m.headers.get('content-type') ?? '', /text\/plain/);
+  for (const family of [
+    'nexo_memory_snapshot_total',
+    'nexo_memory_snapshot_restore_total',
+    'nexo_memory_snapshot_gc_total',
+    'nexo_memory_snapshot_bytes_total',
+    'nexo_memory_snapshot_duration_ms',
+  ]) {
+    assert.match(m.text, new RegExp(`^# TYPE ${family} (counter|histogram)$`, 'm'), family);
+  }
+  assert.match(m.text, /^nexo_memory_snapshot_total\{agent="ana",tenant="default",outcome="ok"\} 2$/m);
+  assert.match(m.text, /^nexo_memory_snapshot_duration_ms_count\{agent="ana",tenant="default"\} 2$/m);
+  const bytesTotal = s1.body.bundle_size_bytes + s2.body.bundle_size_bytes;
+  assert.match(
+    m.text,
+    new RegExp(`^nexo_memory_snapshot_bytes_total\\{agent="ana",tenant="default"\\} ${bytesTotal}$`, 'm'),
+  );
+
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
+test('serve: without a token mutating routes are refused and reads are open; no wide listen without one', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, storeFlags(a));
+  const r = await call(`${d.url}/v1/agents/ana/snapshots`, { method: 'POST' });
+  assert.equal(r.status, 403);
+  assert.equal(r.body.error.code, 'FORBIDDEN');
+  assert.deepEqual(storeEntries(a), []);
+  const list = await call(`${d.url}/v1/agents/ana/snapshots`);
+  assert.equal(list.status, 200);
+  assert.deepEqual(list.body, []);
+  d.child.kill('SIGINT');
+  assert.equal(await d.exited, 0);
+
+  const wide = spawn(process.execPath, [BIN, 'serve', '--listen', '0.0.0.0:0', ...storeFlags(a)], {
+    env: { ...process.env, NEXO_MEMORY_TOKEN: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  wide.stderr.on('data', (c) => {
+    err += c;
+  });
+  const code = await new Promise<number | null>((res) => wide.on('exit', res));
+  assert.equal(code, 1);
+  assert.match(err, /without an API token/);
+});
+
+test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves no leftovers, exits 0', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+  // A memory writer in the middle of a batch: the snapshot waits in its capture step.
+  const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
+  await writer.ready;
+  const pending = call(`${d.url}/v1/agents/ana/snapshots`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"label":"in flight"}',
+  });
+  const deadline = Date.now() + 15_000;
+  while (!storeEntries(a).some((n) => n.startsWith('.staging-'))) {
+    assert.ok(Date.now() < deadline, 'the snapshot started');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  d.child.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(d.child.exitCode, null, 'still finishing the snapshot in progress');
+  await assert.rejects(
+    fetch(`${d.url}/healthz`, { signal: AbortSignal.timeout(2000) }),
+    'no new connection is accepted',
+  );
+  writer.child.kill('SIGKILL'); // the writer's batch ends: the gate opens
+  const r = await pending;
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  assert.equal(await d.exited, 0);
+  assert.match(d.stderr(), /SIGTERM: shutting down, waiting for 1 operation/);
+  const entries = storeEntries(a);
+  assert.deepEqual(
+    entries.filter((n) => n.startsWith('.') || n.endsWith('.partial')),
+    [],
+    `no leftovers: ${entries.join(', ')}`,
+  );
+  assert.ok(entries.includes(`${r.body.id}.tar.zst`));
+  assert.equal((await a.snapshotter.verify(r.body.bundle_path)).status, 'verified');
+});
+
+test('daemon: scheduled snapshots appear every interval, never overlap, and show in /v1/schedule', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const daemon = new Daemon({
+    snapshotter: a.snapshotter,
+    listen: '127.0.0.1:0',
+    schedule: [{ agentId: 'ana', tenant: 'default', intervalMs: 700 }],
+  });
+  // Hold the write gate over several intervals: the run in progress blocks, later ticks are skipped.
+  const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
+  await writer.ready;
+  const { url } = await daemon.start();
+  t.after(() => daemon.stop());
+  await new Promise((r) => setTimeout(r, 2600));
+  const busy = (await call(`${url}/v1/schedule`)).body[0];
+  assert.equal(busy.running, true);
+  assert.ok(busy.skipped_busy >= 1, JSON.stringify(busy));
+  assert.equal(busy.runs, 0);
+  assert.equal((await a.snapshotter.list('ana')).length, 0);
+  writer.child.kill('SIGKILL');
+  const deadline = Date.now() + 20_000;
+  while ((await a.snapshotter.list('ana')).length < 2) {
+    assert.ok(Date.now() < deadline, 'two scheduled snapshots were taken');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const metas = await a.snapshotter.list('ana');
+  assert.ok(metas.every((m) => m.label === 'scheduled' && m.created_by === 'scheduled'));
+  const status = (await call(`${url}/v1/schedule`)).body[0];
+  assert.ok(status.runs >= 2, JSON.stringify(status));
+  assert.equal(status.failures, 0, JSON.stringify(status));
+  assert.equal(status.interval_secs, 0.7);
+  await daemon.stop();
+  const after = (await a.snapshotter.list('ana')).length;
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal((await a.snapshotter.list('ana')).length, after, 'nothing runs after stop');
+});
