@@ -1,6 +1,15 @@
 // The library entry: the MemorySnapshotter port, the local-filesystem implementation, the pluggable
 // interfaces (paths, state, write gate), the public types and the errors.
 
+export {
+  PRE_DREAM_CREATED_BY,
+  PRE_DREAM_LABEL_PREFIX,
+  type PreDreamResult,
+  PreDreamSnapshotAdapter,
+  type PreDreamSnapshotHook,
+  preDreamHookFromConfig,
+  preDreamLabel,
+} from './agent/pre-dream.js';
 export { ClosureResolver, DefaultPathResolver, type PathResolver } from './agent/resolver.js';
 export {
   JsonFileStateProvider,
@@ -9,6 +18,28 @@ export {
   type StateValue,
 } from './agent/state.js';
 export { WriteGate, type WriteGateOptions, WriteGateTimeoutError } from './agent/write-gate.js';
+export {
+  CONFIG_DEFAULTS,
+  type EncryptionConfig,
+  type EventsConfig,
+  type LoadedConfig,
+  loadConfig,
+  type MetricsConfig,
+  type RetentionConfig,
+  type ScheduleEntry,
+  type ServerConfig,
+  type SnapshotConfig,
+} from './config/config.js';
+export {
+  checkNatsUrl,
+  defaultRecipients,
+  natsOptionsFromConfig,
+  natsPublisherFromConfig,
+  retentionPolicyFromConfig,
+  retentionWorkerOptionsFromConfig,
+  type StoreOverrides,
+  snapshotterOptionsFromConfig,
+} from './config/runtime.js';
 export type { DiffRequest, SnapshotDiff } from './diff/diff.js';
 export type { FileChange } from './diff/memdir.js';
 export type { DatabaseDiff, SchemaChange, TableDiff } from './diff/sqlite.js';

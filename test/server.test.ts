@@ -356,3 +356,62 @@ test('daemon: scheduled snapshots appear every interval, never overlap, and show
   await new Promise((r) => setTimeout(r, 1000));
   assert.equal((await a.snapshotter.list('ana')).length, after, 'nothing runs after stop');
 });
+
+test('serve: restore over HTTP needs server.allow_restore in the config and NEXO_MEMORY_RESTORE_ALLOW', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'memory:',
+      '  snapshot:',
+      `    root: ${a.stateRoot}`,
+      `    memdir_root: ${a.memdirRoot}`,
+      `    sqlite_root: ${a.sqliteRoot}`,
+      '    lock_timeout_secs: 10',
+      '    server:',
+      '      listen: 127.0.0.1:9',
+      '      token: ${NEXO_TEST_API_TOKEN}',
+      '      allow_restore: true',
+      '',
+    ].join('\n'),
+  );
+  const env = { NEXO_TEST_API_TOKEN: TOKEN };
+
+  const closed = await serve(t, ['--config', cfg], env);
+  const s1 = await call(`${closed.url}/v1/agents/ana/snapshots`, { method: 'POST', headers: auth() });
+  assert.equal(s1.status, 201, 'the token of the config file is the one required');
+  const refused = await call(`${closed.url}/v1/agents/ana/snapshots/${s1.body.id}/restore`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"dry_run": true}',
+  });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body.error.code, 'RESTORE_REFUSED');
+  assert.match(refused.body.error.message, /NEXO_MEMORY_RESTORE_ALLOW/);
+  closed.child.kill('SIGTERM');
+  assert.equal(await closed.exited, 0);
+
+  const file = join(a.memdir, 'MEMORY.md');
+  const before = readFileSync(file, 'utf8');
+  writeFileSync(file, 'a bad dream rewrote this\n');
+  const open = await serve(t, ['--config', cfg], { ...env, NEXO_MEMORY_RESTORE_ALLOW: 'true' });
+  const restoreUrl = `${open.url}/v1/agents/ana/snapshots/${s1.body.id}/restore`;
+  assert.equal((await call(restoreUrl, { method: 'POST', headers: auth('x'.repeat(20)) })).status, 401);
+  const dry = await call(restoreUrl, { method: 'POST', headers: jsonHeaders(), body: '{"dry_run": true}' });
+  assert.equal(dry.status, 200, JSON.stringify(dry.body));
+  assert.equal(dry.body.dry_run, true);
+  assert.equal(readFileSync(file, 'utf8'), 'a bad dream rewrote this\n', 'a dry run changes nothing');
+  const done = await call(restoreUrl, { method: 'POST', headers: auth() });
+  assert.equal(done.status, 200, JSON.stringify(done.body));
+  assert.equal(done.body.from, s1.body.id);
+  assert.ok(done.body.pre_snapshot, 'an automatic pre-restore snapshot was taken');
+  assert.equal(readFileSync(file, 'utf8'), before, 'the memory is back');
+  const m = await call(`${open.url}/metrics`);
+  assert.match(
+    m.text,
+    /^nexo_memory_snapshot_restore_total\{agent="ana",tenant="default",outcome="ok"\} 1$/m,
+  );
+  open.child.kill('SIGTERM');
+  assert.equal(await open.exited, 0);
+});

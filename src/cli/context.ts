@@ -2,17 +2,45 @@
 // running a command body with uniform error handling: typed errors become their exit status, with a
 // JSON error object on stdout under --json and a one-line message on stderr always.
 
-import { type LoadedConfig, loadConfig } from '../config/config.js';
-import { ExitCode, InvalidInputError, SnapshotError } from '../model/errors.js';
-import { LocalSnapshotter, type LocalSnapshotterOptions } from '../snapshotter/local.js';
+import { CONFIG_DEFAULTS, type LoadedConfig, loadConfig } from '../config/config.js';
+import { snapshotterOptionsFromConfig } from '../config/runtime.js';
+import { ConfigError, ExitCode, InvalidInputError, SnapshotError } from '../model/errors.js';
+import { LocalSnapshotter } from '../snapshotter/local.js';
 import { ProgressReporter } from './progress.js';
+import { finishRunTelemetry, runTelemetry, type TelemetryFlags } from './telemetry.js';
 
-export interface StoreFlags {
+export interface StoreFlags extends TelemetryFlags {
   stateRoot?: string;
   memdirRoot?: string;
   sqliteRoot?: string;
   config?: string;
   zstdLevel?: number;
+}
+
+/** Commands that write the store: refused when the config says `enabled: false`. */
+const WRITING_COMMANDS = new Set([
+  'snapshot',
+  'restore',
+  'import',
+  'recover',
+  'delete',
+  'gc',
+  'pin',
+  'unpin',
+]);
+/** What the program tells us about the command about to run. */
+export interface RunningCommand {
+  name(): string;
+  /** `cli` when the user gave the option, `default` when commander filled it in. */
+  getOptionValueSource(key: string): string | undefined;
+}
+let running: RunningCommand | undefined;
+let currentCommand: string | undefined;
+
+/** Set by the program before a command runs (the `enabled` gate and flag-vs-config need it). */
+export function setCurrentCommand(cmd: RunningCommand): void {
+  running = cmd;
+  currentCommand = cmd.name();
 }
 
 export interface OutputFlags {
@@ -25,27 +53,27 @@ export function loadFlagsConfig(flags: StoreFlags): LoadedConfig | undefined {
   return path ? loadConfig(path) : undefined;
 }
 
-/**
- * Flags override the config file, which overrides the defaults (state root `./state`). `extra` adds
- * what only some commands set (the daemon's observers).
- */
-export function snapshotterFrom(
-  flags: StoreFlags,
-  extra: Partial<LocalSnapshotterOptions> = {},
-): LocalSnapshotter {
-  const cfg = loadFlagsConfig(flags)?.snapshot ?? {};
-  const stateRoot = flags.stateRoot ?? cfg.root ?? './state';
+/** Flags override the config file, which overrides the defaults (state root `./state`). */
+export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
+  const loaded = loadFlagsConfig(flags);
+  const cfg = loaded?.snapshot ?? {};
+  if (cfg.enabled === false && currentCommand && WRITING_COMMANDS.has(currentCommand)) {
+    throw new ConfigError(
+      `memory.snapshot.enabled is false in ${loaded?.path}: \`${currentCommand}\` is disabled on this host`,
+    );
+  }
   return new LocalSnapshotter({
-    stateRoot,
-    memdirRoot: flags.memdirRoot ?? cfg.memdir_root ?? stateRoot,
-    sqliteRoot: flags.sqliteRoot ?? cfg.sqlite_root ?? stateRoot,
-    ...(cfg.lock_timeout_secs !== undefined ? { lockTimeoutMs: cfg.lock_timeout_secs * 1000 } : {}),
-    zstdLevel: flags.zstdLevel ?? cfg.zstd_level ?? 3,
-    ...(cfg.zstd_workers !== undefined ? { zstdWorkers: cfg.zstd_workers } : {}),
+    ...snapshotterOptionsFromConfig(cfg, flags),
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
-    ...(cfg.encryption?.recipients ? { recipients: cfg.encryption.recipients } : {}),
-    ...extra,
+    observers: runTelemetry(cfg, flags).observers,
   });
+}
+
+/** Restore's automatic pre-restore snapshot: the flag (`--no-auto-pre-snapshot`), else auto_pre_restore. */
+export function autoPreSnapshotFrom(flags: StoreFlags & { autoPreSnapshot?: boolean }): boolean {
+  if (flags.autoPreSnapshot === false || running?.getOptionValueSource('autoPreSnapshot') === 'cli')
+    return flags.autoPreSnapshot !== false;
+  return loadFlagsConfig(flags)?.snapshot.auto_pre_restore ?? CONFIG_DEFAULTS.auto_pre_restore;
 }
 
 /** The identity file: --decrypt-identity, else the config's encryption.identity_path. */
@@ -67,7 +95,7 @@ export function parseIntFlag(name: string): (v: string) => number {
 
 /** Runs a command body; sets the exit status from its result or its error. */
 export async function runCommand(
-  flags: OutputFlags,
+  flags: OutputFlags & TelemetryFlags,
   body: (progress: ProgressReporter) => Promise<number | undefined>,
 ): Promise<void> {
   const progress = new ProgressReporter(flags.progress !== false);
@@ -75,7 +103,9 @@ export async function runCommand(
     const code = await body(progress);
     progress.done();
     process.exitCode = code ?? ExitCode.ok;
+    await finishRunTelemetry(flags);
   } catch (err) {
+    await finishRunTelemetry(flags);
     progress.done();
     const e = err instanceof SnapshotError ? err : undefined;
     const message = e ? e.message : err instanceof Error ? err.message : String(err);

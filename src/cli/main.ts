@@ -11,10 +11,12 @@ import { exportCommand } from './commands/export.js';
 import { gcCommand, pinCommand, unpinCommand } from './commands/gc.js';
 import { listCommand } from './commands/list.js';
 import { mcpCommand } from './commands/mcp.js';
+import { metricsFileOption, natsOption } from './commands/options.js';
 import { importCommand, recoverCommand, restoreCommand } from './commands/restore.js';
 import { serveCommand } from './commands/serve.js';
 import { snapshotCommand } from './commands/snapshot.js';
 import { verifyCommand } from './commands/verify.js';
+import { setCurrentCommand } from './context.js';
 
 export function buildProgram() {
   const program = new Command('nexo-memory')
@@ -56,7 +58,11 @@ Examples:
     program.addCommand(cmd);
   }
   program.exitOverride();
-  for (const c of program.commands) c.exitOverride();
+  for (const c of program.commands) {
+    // Global on every command: events and metrics of one-shot runs.
+    c.addOption(natsOption()).addOption(metricsFileOption()).exitOverride();
+  }
+  program.hook('preAction', (_program, actionCommand) => setCurrentCommand(actionCommand));
   return program;
 }
 

@@ -1,50 +1,220 @@
 // Owns the configuration file: YAML with a `memory.snapshot` section (or a top-level `snapshot`
 // section, as in the original's config/memory.yaml), `${VAR}` expansion, unknown keys rejected, and
 // errors that name the dotted key. Relative paths resolve against the config file's directory.
-// The keys here are the ones that take effect today; docs/configuration.md lists them.
+// Every key takes effect (README "Configuration reference" lists what each does); the original's
+// unimplemented `auto_pre_mutating_tool` is accepted only as false.
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { SUBJECT_PREFIX_RE } from '../events/subjects.js';
 import { ConfigError } from '../model/errors.js';
+import { validateAgentId, validateTenant } from '../model/ids.js';
+
+const count = () => z.number().int().min(0, 'must be ≥ 0');
+const positive = () => z.number().int().min(1, 'must be ≥ 1');
+const agentId = () =>
+  z
+    .string()
+    .refine(
+      (v) => isValid(() => validateAgentId(v)),
+      'must be an agent id ([a-z0-9_-], 1..64 bytes, not starting or ending with _ or -)',
+    );
+const tenantId = () =>
+  z
+    .string()
+    .refine(
+      (v) => isValid(() => validateTenant(v)),
+      'must be a tenant ([a-z0-9_-], 1..64 bytes, not starting or ending with _ or -)',
+    );
+
+function isValid(f: () => unknown): boolean {
+  try {
+    f();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `nats://host:port` (or tls://), several separated by commas. */
+export const NATS_URL_RE = /^(nats|tls):\/\/[^\s,/]+(,\s*(nats|tls):\/\/[^\s,/]+)*$/;
+const LISTEN_RE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/;
 
 const retentionSection = z.strictObject({
-  keep_count: z.number().int().min(0).optional(),
-  max_age_days: z.number().int().min(0).optional(),
-  keep_daily: z.number().int().min(0).optional(),
-  keep_weekly: z.number().int().min(0).optional(),
-  keep_monthly: z.number().int().min(0).optional(),
-  backup_max_age_days: z.number().int().min(0).optional(),
-  leftover_grace_secs: z.number().int().min(0).optional(),
+  keep_count: count().optional(),
+  max_age_days: count().optional(),
+  keep_daily: count().optional(),
+  keep_weekly: count().optional(),
+  keep_monthly: count().optional(),
+  backup_max_age_days: count().optional(),
+  leftover_grace_secs: count().optional(),
+  /** The daemon's retention sweep interval (the original's gc_interval_secs, default 3600). */
+  gc_interval_secs: positive().optional(),
 });
 
 const encryptionSection = z.strictObject({
+  /** Encrypt every snapshot to `recipients` (default: true when recipients are listed). */
+  enabled: z.boolean().optional(),
   /** age X25519 recipients every snapshot is encrypted to (pre-restore anchors too). */
   recipients: z
     .array(z.string().regex(/^age1[02-9ac-hj-np-z]+$/, 'must be an age1… X25519 recipient'))
     .optional(),
   /** Identity file used to open encrypted bundles when --decrypt-identity is not given. */
-  identity_path: z.string().min(1).optional(),
+  identity_path: z.string().min(1, 'must not be empty').optional(),
 });
 
-const snapshotSection = z.strictObject({
-  /** The snapshot store root (the original's `root`). */
-  root: z.string().min(1).optional(),
-  memdir_root: z.string().min(1).optional(),
-  sqlite_root: z.string().min(1).optional(),
-  lock_timeout_secs: z.number().int().min(1).optional(),
-  zstd_level: z.number().int().min(1).max(19).optional(),
-  zstd_workers: z.number().int().min(0).max(16).optional(),
-  retention: retentionSection.optional(),
-  encryption: encryptionSection.optional(),
+const eventsSection = z.strictObject({
+  /** Broker for lifecycle and mutation events; none = no events (`--nats URL` overrides). */
+  nats_url: z
+    .string()
+    .regex(NATS_URL_RE, 'must be nats://host:port (or tls://…), several separated by commas')
+    .optional(),
+  lifecycle_subject_prefix: z
+    .string()
+    .regex(SUBJECT_PREFIX_RE, 'must be dot-separated tokens of [A-Za-z0-9_-] (no wildcards)')
+    .optional(),
+  mutation_subject_prefix: z
+    .string()
+    .regex(SUBJECT_PREFIX_RE, 'must be dot-separated tokens of [A-Za-z0-9_-] (no wildcards)')
+    .optional(),
+  /** Gates MemoryMutationPublisher (default true). */
+  mutation_publish_enabled: z.boolean().optional(),
+  /** Delivery attempts per event while the broker is up (default 3). */
+  max_attempts: z.number().int().min(1, 'must be ≥ 1').max(10, 'must be ≤ 10').optional(),
+  /** Per connection attempt, ms (default 2000). */
+  connect_timeout_ms: z.number().int().min(1, 'must be ≥ 1').max(60_000, 'must be ≤ 60000').optional(),
+  /** How long a one-shot CLI run waits for queued events at exit, ms (default 2000). */
+  close_timeout_ms: count().max(60_000, 'must be ≤ 60000').optional(),
 });
+
+const metricsSection = z.strictObject({
+  /** node_exporter textfile the CLI rewrites after each run (`--metrics-file` overrides). */
+  textfile: z.string().min(1, 'must not be empty').optional(),
+});
+
+const scheduleEntry = z.strictObject({
+  /** Agents snapshotted by the daemon every `interval_secs`. */
+  agents: z.array(agentId()).min(1, 'must list at least one agent'),
+  tenant: tenantId().optional(),
+  interval_secs: z.number().int().min(60, 'must be ≥ 60').max(31_536_000, 'must be ≤ 31536000'),
+  /** Label of the scheduled snapshots (default `scheduled`). */
+  label: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
+});
+
+const serverSection = z.strictObject({
+  /** `host:port` of the daemon's HTTP endpoint (default 127.0.0.1:9464). */
+  listen: z
+    .string()
+    .regex(LISTEN_RE, 'must be host:port')
+    .refine((v) => Number(LISTEN_RE.exec(v)?.[2]) <= 65_535, 'port must be ≤ 65535')
+    .optional(),
+  /** Bearer token required on every request but /metrics and /healthz; use ${VAR}. */
+  token: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Allow restore through the daemon (default false; restore is operator-only). */
+  allow_restore: z.boolean().optional(),
+});
+
+const snapshotSection = z
+  .strictObject({
+    /** false: the CLI refuses commands that write the store; the daemon schedules nothing. */
+    enabled: z.boolean().optional(),
+    /** The snapshot store root (the original's `root`). */
+    root: z.string().min(1, 'must not be empty').optional(),
+    memdir_root: z.string().min(1, 'must not be empty').optional(),
+    sqlite_root: z.string().min(1, 'must not be empty').optional(),
+    /** Hosts attach the pre-dream adapter only when true (preDreamHookFromConfig). */
+    auto_pre_dream: z.boolean().optional(),
+    /** Default of restore's automatic pre-restore snapshot (`--no-auto-pre-snapshot` overrides). */
+    auto_pre_restore: z.boolean().optional(),
+    /** Never implemented by the original; only `false` is accepted. */
+    auto_pre_mutating_tool: z
+      .boolean()
+      .refine(
+        (v) => v === false,
+        'is not supported: snapshot before mutating tools is not implemented (the original never was); remove the key or set it to false',
+      )
+      .optional(),
+    lock_timeout_secs: positive().optional(),
+    /** Default redaction of snapshots the CLI and the agent tool take. */
+    redact_secrets_default: z.boolean().optional(),
+    zstd_level: z.number().int().min(1, 'must be ≥ 1').max(19, 'must be ≤ 19').optional(),
+    zstd_workers: z.number().int().min(0, 'must be ≥ 0').max(16, 'must be ≤ 16').optional(),
+    retention: retentionSection.optional(),
+    encryption: encryptionSection.optional(),
+    events: eventsSection.optional(),
+    metrics: metricsSection.optional(),
+    schedule: z.array(scheduleEntry).optional(),
+    server: serverSection.optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.encryption?.enabled === true && !c.encryption.recipients?.length) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['encryption', 'enabled'],
+        message: '= true requires at least one recipient in memory.snapshot.encryption.recipients',
+      });
+    }
+  });
 
 export type SnapshotConfig = z.infer<typeof snapshotSection>;
+export type RetentionConfig = z.infer<typeof retentionSection>;
+export type EncryptionConfig = z.infer<typeof encryptionSection>;
+export type EventsConfig = z.infer<typeof eventsSection>;
+export type MetricsConfig = z.infer<typeof metricsSection>;
+export type ScheduleEntry = z.infer<typeof scheduleEntry>;
+export type ServerConfig = z.infer<typeof serverSection>;
+
+/** The defaults of every key that has one (the original's, and the port's additions). */
+export const CONFIG_DEFAULTS = {
+  enabled: true,
+  root: './state',
+  auto_pre_dream: false,
+  auto_pre_restore: true,
+  auto_pre_mutating_tool: false,
+  lock_timeout_secs: 60,
+  redact_secrets_default: true,
+  zstd_level: 3,
+  zstd_workers: 2,
+  retention: {
+    keep_count: 30,
+    max_age_days: 90,
+    gc_interval_secs: 3600,
+    backup_max_age_days: 7,
+    leftover_grace_secs: 600,
+  },
+  events: {
+    lifecycle_subject_prefix: 'nexo.memory.snapshot',
+    mutation_subject_prefix: 'nexo.memory.mutated',
+    mutation_publish_enabled: true,
+    max_attempts: 3,
+    connect_timeout_ms: 2000,
+    close_timeout_ms: 2000,
+  },
+  schedule_label: 'scheduled',
+  server: { listen: '127.0.0.1:9464', allow_restore: false },
+} as const;
 
 export interface LoadedConfig {
   path: string;
   snapshot: SnapshotConfig;
+}
+
+/** The issue's dotted key and a message that reads after it (`… must be ≥ 0`). */
+function describeIssue(prefix: string, issue: z.core.$ZodIssue): string {
+  let where = prefix;
+  for (const seg of issue.path) where += typeof seg === 'number' ? `[${seg}]` : `.${String(seg)}`;
+  if (issue.code === 'unrecognized_keys') return `${where}.${issue.keys[0]}: unknown key`;
+  if (issue.code === 'invalid_type') {
+    const expected = issue.expected === 'int' ? 'an integer' : `a ${issue.expected}`;
+    return `${where} must be ${expected.replace('a object', 'a mapping').replace('a array', 'a list')}`;
+  }
+  if (issue.code === 'too_small' && issue.message.startsWith('Too small'))
+    return `${where} must be ≥ ${issue.minimum}`;
+  if (issue.code === 'too_big' && issue.message.startsWith('Too big'))
+    return `${where} must be ≤ ${issue.maximum}`;
+  return `${where} ${issue.message}`;
 }
 
 function expandVars(value: unknown, key: string): unknown {
@@ -106,11 +276,7 @@ export function loadConfig(path: string): LoadedConfig {
   const expanded = expandVars(section, prefix);
   const parsed = snapshotSection.safeParse(expanded);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [];
-    const where = [prefix, ...issue.path.map(String), ...(keys.length ? [keys[0]!] : [])].join('.');
-    const what = issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message;
-    throw new ConfigError(`${where}: ${what}`);
+    throw new ConfigError(describeIssue(prefix, parsed.error.issues[0]!));
   }
   const base = dirname(abs);
   const cfg = { ...parsed.data };
@@ -119,5 +285,6 @@ export function loadConfig(path: string): LoadedConfig {
   }
   if (cfg.encryption?.identity_path)
     cfg.encryption = { ...cfg.encryption, identity_path: resolve(base, cfg.encryption.identity_path) };
+  if (cfg.metrics?.textfile) cfg.metrics = { ...cfg.metrics, textfile: resolve(base, cfg.metrics.textfile) };
   return { path: abs, snapshot: cfg };
 }

@@ -46,18 +46,20 @@ interface Item {
   settled: boolean;
 }
 
-/** Resolves to the promise's value, or rejects after `ms` (the timer never keeps the process alive). */
+/**
+ * Resolves to the promise's value, or rejects after `ms`. The timer is a normal (ref'd) one: a run that
+ * awaits close() must not exit before the deadline decided what was delivered and what was dropped.
+ */
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
-    timer.unref();
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 export class NatsEventPublisher implements EventPublisher {

@@ -4,6 +4,7 @@
 // start nothing new, let every operation in progress finish (so nothing is left half-written), close.
 
 import type { AddressInfo } from 'node:net';
+import { CONFIG_DEFAULTS } from '../config/config.js';
 import { ConfigError } from '../model/errors.js';
 import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
@@ -12,7 +13,7 @@ import { apiRoutes, type MetricsSource } from './routes.js';
 import { type ScheduleEntry, type ScheduleOutcome, Scheduler } from './scheduler.js';
 import { OperationTracker } from './tracker.js';
 
-export const DEFAULT_LISTEN = '127.0.0.1:9464';
+export const DEFAULT_LISTEN = CONFIG_DEFAULTS.server.listen;
 
 export interface DaemonOptions {
   snapshotter: LocalSnapshotter;
@@ -21,6 +22,8 @@ export interface DaemonOptions {
   /** Bearer token for the API; required for mutating routes, and to listen beyond loopback. */
   token?: string;
   allowRestore?: boolean;
+  /** Refuse every route that writes the store (`enabled: false`). */
+  readOnly?: boolean;
   identityPath?: string;
   maxBodyBytes?: number;
   schedule?: ScheduleEntry[];
@@ -97,6 +100,7 @@ export class Daemon {
         snapshotter: s,
         tracker: this.tracker,
         allowRestore: opts.allowRestore === true,
+        readOnly: opts.readOnly === true,
         ...(opts.identityPath ? { identityPath: opts.identityPath } : {}),
         ...(opts.metrics ? { metrics: opts.metrics } : {}),
         ...(this.retention && opts.retention

@@ -35,6 +35,8 @@ export interface ApiContext {
   tracker: OperationTracker;
   /** `server.allow_restore` of the config; restore also needs the NEXO_MEMORY_RESTORE_ALLOW gate. */
   allowRestore: boolean;
+  /** `enabled: false` in the config: every route that writes the store is refused (403). */
+  readOnly?: boolean;
   /** age identity file for encrypted bundles (verify, diff, restore). */
   identityPath?: string;
   metrics?: MetricsSource;
@@ -93,6 +95,21 @@ function tenantOf(req: ApiRequest): string {
 }
 
 export function apiRoutes(ctx: ApiContext): Route[] {
+  const routes = allRoutes(ctx);
+  if (!ctx.readOnly) return routes;
+  return routes.map((r) =>
+    r.auth === 'write' && r.path !== '/v1/agents/:agent/snapshots/:id/export'
+      ? {
+          ...r,
+          handle: async () => {
+            throw new ForbiddenError('memory.snapshot.enabled is false: the API does not change the store');
+          },
+        }
+      : r,
+  );
+}
+
+function allRoutes(ctx: ApiContext): Route[] {
   const s = ctx.snapshotter;
   const identities = () => (ctx.identityPath ? { identities: loadIdentities(ctx.identityPath) } : {});
   const identityFile = () => (ctx.identityPath ? { decryptIdentity: ctx.identityPath } : {});

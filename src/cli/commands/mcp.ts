@@ -37,7 +37,7 @@ Example (an MCP client's server entry):
   {"command": "nexo-memory", "args": ["mcp", "--agent", "ana", "--config", "/etc/nexo/memory.yaml"]}`,
     )
     .action(async (opts) => {
-      await runCommand({}, async () => {
+      await runCommand({ ...opts, progress: false }, async () => {
         const agentId = validateAgentId(opts.agent);
         const tenant = validateTenant(opts.tenant);
         const tracker = new OperationTracker();

@@ -33,3 +33,11 @@ export const encryptOption = () =>
     '--encrypt <recipient>',
     'encrypt to this age1… recipient (repeatable; default: encryption.recipients)',
   ).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
+
+export const natsOption = () =>
+  new Option('--nats <url>', 'publish lifecycle events to this NATS broker (default: events.nats_url)');
+export const metricsFileOption = () =>
+  new Option(
+    '--metrics-file <path>',
+    'write metrics in the node_exporter textfile format at the end of the run (default: metrics.textfile)',
+  );

@@ -5,7 +5,7 @@ import { Command, Option } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../../model/errors.js';
 import { checkRestoreGate } from '../../snapshotter/gate.js';
 import { undoAnchor } from '../../snapshotter/restore.js';
-import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
+import { autoPreSnapshotFrom, identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatRecover, formatRestore } from '../format.js';
 import {
   agentOption,
@@ -62,7 +62,7 @@ Examples:
           tenant: opts.tenant,
           bundle,
           dryRun: opts.dryRun === true,
-          autoPreSnapshot: opts.autoPreSnapshot,
+          autoPreSnapshot: autoPreSnapshotFrom(opts),
           ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
           onProgress: progress.listener,
         });
@@ -106,7 +106,7 @@ export function importCommand() {
           tenant: opts.tenant,
           bundle: opts.from,
           import: { force: opts.force === true },
-          autoPreSnapshot: opts.autoPreSnapshot,
+          autoPreSnapshot: autoPreSnapshotFrom(opts),
           ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
           onProgress: progress.listener,
         });

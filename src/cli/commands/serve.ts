@@ -3,14 +3,49 @@
 // once, and exits 0 after a clean shutdown on SIGTERM or SIGINT.
 
 import { Command, Option } from '@commander-js/extra-typings';
-import { SnapshotMetrics } from '../../metrics/metrics.js';
-import { MetricsObserver } from '../../metrics/observer.js';
-import type { RetentionPolicy } from '../../policy/retention.js';
-import { Daemon, DEFAULT_LISTEN } from '../../server/daemon.js';
+import { CONFIG_DEFAULTS, type SnapshotConfig } from '../../config/config.js';
+import { retentionWorkerOptionsFromConfig } from '../../config/runtime.js';
+import { ConfigError } from '../../model/errors.js';
+import { Daemon } from '../../server/daemon.js';
+import type { ScheduleEntry } from '../../server/scheduler.js';
 import { loadFlagsConfig, printJson, runCommand, snapshotterFrom } from '../context.js';
+import { runTelemetry, type TelemetryFlags } from '../telemetry.js';
 import { configOption, jsonOption, memdirRootOption, sqliteRootOption, stateRootOption } from './options.js';
 
 export const TOKEN_ENV = 'NEXO_MEMORY_TOKEN';
+
+/** One entry per (tenant, agent) of `schedule`; an agent listed twice is a config error. */
+function scheduleFrom(cfg: SnapshotConfig): ScheduleEntry[] {
+  const out: ScheduleEntry[] = [];
+  const seen = new Set<string>();
+  (cfg.schedule ?? []).forEach((e, i) => {
+    const tenant = e.tenant ?? 'default';
+    for (const agentId of e.agents) {
+      const key = `${tenant}/${agentId}`;
+      if (seen.has(key))
+        throw new ConfigError(
+          `memory.snapshot.schedule[${i}]: agent ${agentId} (tenant ${tenant}) is listed twice`,
+        );
+      seen.add(key);
+      out.push({
+        agentId,
+        tenant,
+        intervalMs: e.interval_secs * 1000,
+        label: e.label ?? CONFIG_DEFAULTS.schedule_label,
+      });
+    }
+  });
+  return out;
+}
+
+/** server.token, else NEXO_MEMORY_TOKEN (at least 16 characters either way). */
+function tokenFrom(cfg: SnapshotConfig): string | undefined {
+  if (cfg.server?.token) return cfg.server.token;
+  const env = process.env[TOKEN_ENV];
+  if (!env) return undefined;
+  if (env.length < 16) throw new ConfigError(`${TOKEN_ENV} must be at least 16 characters`);
+  return env;
+}
 
 export function serveCommand() {
   return new Command('serve')
@@ -19,7 +54,7 @@ export function serveCommand() {
     .addOption(
       new Option(
         '--listen <host:port>',
-        `address of the HTTP API (default server.listen, else ${DEFAULT_LISTEN}; port 0 picks a free port)`,
+        `address of the HTTP API (default server.listen, else ${CONFIG_DEFAULTS.server.listen}; port 0 picks a free port)`,
       ),
     )
     .addOption(stateRootOption())
@@ -35,38 +70,27 @@ SIGTERM/SIGINT: stop accepting, let the operation in progress finish, exit 0 (a 
 
 Examples:
   nexo-memory serve --config /etc/nexo/memory.yaml
-  NEXO_MEMORY_TOKEN=s3cret nexo-memory serve --listen 127.0.0.1:0 --json`,
+  NEXO_MEMORY_TOKEN=$(openssl rand -hex 16) nexo-memory serve --listen 127.0.0.1:0 --json`,
     )
     .action(async (opts) => {
-      await runCommand(opts, async () => {
+      await runCommand({ ...opts, progress: false }, async () => {
         const log = (line: string) => process.stderr.write(`nexo-memory serve: ${line}\n`);
         const cfg = loadFlagsConfig(opts)?.snapshot ?? {};
-        const metrics = new SnapshotMetrics();
-        const snapshotter = snapshotterFrom(opts, {
-          observers: [new MetricsObserver(metrics)],
-          onWarning: (m) => log(`warning: ${m}`),
-        });
-        const r = cfg.retention ?? {};
-        const policy: Partial<RetentionPolicy> = {
-          ...(r.keep_count !== undefined ? { keepCount: r.keep_count } : {}),
-          ...(r.max_age_days !== undefined ? { maxAgeDays: r.max_age_days } : {}),
-          ...(r.keep_daily !== undefined ? { keepDaily: r.keep_daily } : {}),
-          ...(r.keep_weekly !== undefined ? { keepWeekly: r.keep_weekly } : {}),
-          ...(r.keep_monthly !== undefined ? { keepMonthly: r.keep_monthly } : {}),
-        };
-        const token = process.env[TOKEN_ENV] || undefined;
+        // Metrics of every operation (and lifecycle events when a broker is configured).
+        const snapshotter = snapshotterFrom(opts);
+        const telemetry = runTelemetry(cfg, opts as TelemetryFlags); // --nats, --metrics-file: added by main
+        const enabled = cfg.enabled !== false;
+        const token = tokenFrom(cfg);
         const daemon = new Daemon({
           snapshotter,
-          listen: opts.listen ?? DEFAULT_LISTEN,
+          listen: opts.listen ?? cfg.server?.listen ?? CONFIG_DEFAULTS.server.listen,
           ...(token ? { token } : {}),
+          allowRestore: cfg.server?.allow_restore ?? CONFIG_DEFAULTS.server.allow_restore,
+          readOnly: !enabled,
           ...(cfg.encryption?.identity_path ? { identityPath: cfg.encryption.identity_path } : {}),
-          retention: {
-            intervalMs: 3600_000,
-            policy,
-            ...(r.backup_max_age_days !== undefined ? { backupMaxAgeDays: r.backup_max_age_days } : {}),
-            ...(r.leftover_grace_secs !== undefined ? { leftoverGraceMs: r.leftover_grace_secs * 1000 } : {}),
-          },
-          metrics,
+          schedule: enabled ? scheduleFrom(cfg) : [],
+          ...(enabled ? { retention: retentionWorkerOptionsFromConfig(cfg) } : {}),
+          metrics: telemetry.metrics,
           log,
         });
         const bound = await daemon.start();

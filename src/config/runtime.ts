@@ -1,0 +1,110 @@
+// Owns turning a validated config section (plus explicit overrides, e.g. CLI flags, which win) into the
+// options of the runtime pieces: the snapshotter, the retention sweep, the NATS publisher. The CLI and
+// the daemon share it, so a key means the same thing in both.
+
+import { NatsEventPublisher, type NatsPublisherOptions } from '../events/nats.js';
+import type { SnapshotMetrics } from '../metrics/metrics.js';
+import { InvalidInputError } from '../model/errors.js';
+import type { RetentionPolicy } from '../policy/retention.js';
+import type { GcOptions } from '../snapshotter/gc.js';
+import type { LocalSnapshotterOptions } from '../snapshotter/local.js';
+import { CONFIG_DEFAULTS, NATS_URL_RE, type SnapshotConfig } from './config.js';
+
+export interface StoreOverrides {
+  stateRoot?: string | undefined;
+  memdirRoot?: string | undefined;
+  sqliteRoot?: string | undefined;
+  zstdLevel?: number | undefined;
+}
+
+/** age recipients snapshots are encrypted to by default: `encryption.recipients` unless `enabled: false`. */
+export function defaultRecipients(cfg: SnapshotConfig): string[] {
+  const e = cfg.encryption;
+  if (!e?.recipients?.length || e.enabled === false) return [];
+  return [...e.recipients];
+}
+
+/** LocalSnapshotter options from the config; overrides win, then the file, then the defaults. */
+export function snapshotterOptionsFromConfig(
+  cfg: SnapshotConfig,
+  o: StoreOverrides = {},
+): LocalSnapshotterOptions {
+  const stateRoot = o.stateRoot ?? cfg.root ?? CONFIG_DEFAULTS.root;
+  const recipients = defaultRecipients(cfg);
+  return {
+    stateRoot,
+    memdirRoot: o.memdirRoot ?? cfg.memdir_root ?? stateRoot,
+    sqliteRoot: o.sqliteRoot ?? cfg.sqlite_root ?? stateRoot,
+    lockTimeoutMs: (cfg.lock_timeout_secs ?? CONFIG_DEFAULTS.lock_timeout_secs) * 1000,
+    zstdLevel: o.zstdLevel ?? cfg.zstd_level ?? CONFIG_DEFAULTS.zstd_level,
+    zstdWorkers: cfg.zstd_workers ?? CONFIG_DEFAULTS.zstd_workers,
+    ...(recipients.length ? { recipients } : {}),
+  };
+}
+
+/** The retention policy of `retention.*` (keys absent from the file keep the policy defaults). */
+export function retentionPolicyFromConfig(cfg: SnapshotConfig): Partial<RetentionPolicy> {
+  const r = cfg.retention ?? {};
+  const p: Partial<RetentionPolicy> = {};
+  if (r.keep_count !== undefined) p.keepCount = r.keep_count;
+  if (r.max_age_days !== undefined) p.maxAgeDays = r.max_age_days;
+  if (r.keep_daily !== undefined) p.keepDaily = r.keep_daily;
+  if (r.keep_weekly !== undefined) p.keepWeekly = r.keep_weekly;
+  if (r.keep_monthly !== undefined) p.keepMonthly = r.keep_monthly;
+  return p;
+}
+
+/** gc options of `retention.*` for the daemon's RetentionWorker (interval: `gc_interval_secs`). */
+export function retentionWorkerOptionsFromConfig(cfg: SnapshotConfig): GcOptions & { intervalMs: number } {
+  const r = cfg.retention ?? {};
+  return {
+    policy: retentionPolicyFromConfig(cfg),
+    ...(r.backup_max_age_days !== undefined ? { backupMaxAgeDays: r.backup_max_age_days } : {}),
+    ...(r.leftover_grace_secs !== undefined ? { leftoverGraceMs: r.leftover_grace_secs * 1000 } : {}),
+    intervalMs: (r.gc_interval_secs ?? CONFIG_DEFAULTS.retention.gc_interval_secs) * 1000,
+  };
+}
+
+/** Validates a broker URL given outside the config (`--nats`). */
+export function checkNatsUrl(url: string, what = '--nats'): string {
+  if (!NATS_URL_RE.test(url))
+    throw new InvalidInputError(`${what} must be nats://host:port (or tls://…), several separated by commas`);
+  return url;
+}
+
+/**
+ * Publisher options when a broker is configured (`natsUrl` override, else `events.nats_url`);
+ * undefined when there is none.
+ */
+export function natsOptionsFromConfig(
+  cfg: SnapshotConfig,
+  natsUrl?: string,
+  metrics?: SnapshotMetrics,
+  onWarning?: (message: string) => void,
+): NatsPublisherOptions | undefined {
+  const url = natsUrl !== undefined ? checkNatsUrl(natsUrl) : cfg.events?.nats_url;
+  if (!url) return undefined;
+  const e = cfg.events ?? {};
+  return {
+    url,
+    prefixes: {
+      lifecycle: e.lifecycle_subject_prefix ?? CONFIG_DEFAULTS.events.lifecycle_subject_prefix,
+      mutation: e.mutation_subject_prefix ?? CONFIG_DEFAULTS.events.mutation_subject_prefix,
+    },
+    maxAttempts: e.max_attempts ?? CONFIG_DEFAULTS.events.max_attempts,
+    connectTimeoutMs: e.connect_timeout_ms ?? CONFIG_DEFAULTS.events.connect_timeout_ms,
+    ...(metrics ? { metrics } : {}),
+    ...(onWarning ? { onWarning } : {}),
+  };
+}
+
+/** A NATS publisher for the config (or the override URL), or undefined when no broker is configured. */
+export function natsPublisherFromConfig(
+  cfg: SnapshotConfig,
+  natsUrl?: string,
+  metrics?: SnapshotMetrics,
+  onWarning?: (message: string) => void,
+): NatsEventPublisher | undefined {
+  const o = natsOptionsFromConfig(cfg, natsUrl, metrics, onWarning);
+  return o ? new NatsEventPublisher(o) : undefined;
+}
