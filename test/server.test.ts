@@ -8,7 +8,10 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
-import { Daemon } from '../src/server/daemon.js';
+import { ConfigError, ERROR_TABLE } from '../src/model/errors.js';
+import { bearerToken, tokenMatches } from '../src/server/auth.js';
+import { Daemon, isLoopback, parseListen } from '../src/server/daemon.js';
+import { httpStatusOf } from '../src/server/status.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, REPO, sampleAgent, startFixture } from './helpers/env.js';
 
@@ -414,4 +417,36 @@ test('serve: restore over HTTP needs server.allow_restore in the config and NEXO
   );
   open.child.kill('SIGTERM');
   assert.equal(await open.exited, 0);
+});
+
+test('server units: bearer parsing, constant-time token check, listen addresses, a status for every error code', () => {
+  assert.equal(bearerToken('Bearer abc'), 'abc');
+  assert.equal(bearerToken('bearer   abc  '), 'abc');
+  assert.equal(bearerToken('Basic abc'), undefined);
+  assert.equal(bearerToken(undefined), undefined);
+  assert.equal(tokenMatches(TOKEN, TOKEN), true);
+  assert.equal(tokenMatches(TOKEN, `${TOKEN}x`), false);
+  assert.equal(tokenMatches(TOKEN, TOKEN.slice(0, -1)), false);
+  assert.equal(tokenMatches(TOKEN, undefined), false);
+  assert.equal(tokenMatches('', ''), false, 'an empty token never matches');
+
+  assert.deepEqual(parseListen('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
+  assert.deepEqual(parseListen('[::1]:9464'), { host: '::1', port: 9464 });
+  assert.deepEqual(parseListen('localhost:80'), { host: 'localhost', port: 80 });
+  for (const bad of ['127.0.0.1', ':80', '127.0.0.1:99999', 'a b:1', '::1:80'])
+    assert.throws(() => parseListen(bad), ConfigError, bad);
+  assert.ok(isLoopback('127.0.0.1') && isLoopback('::1') && isLoopback('localhost'));
+  assert.ok(!isLoopback('0.0.0.0') && !isLoopback('10.0.0.1') && !isLoopback('::'));
+
+  const failures = new Set(['IO', 'GIT', 'SQLITE', 'STATE']);
+  for (const e of ERROR_TABLE) {
+    const status = httpStatusOf(e.code);
+    if (failures.has(e.code)) assert.equal(status, 500, e.code);
+    else
+      assert.ok(status >= 400 && status < 500 ? true : e.code === 'SHUTTING_DOWN' && status === 503, e.code);
+  }
+  assert.equal(httpStatusOf('UNAUTHORIZED'), 401);
+  assert.equal(httpStatusOf('CONCURRENT'), 409);
+  assert.equal(httpStatusOf('CHECKSUM_MISMATCH'), 422);
+  assert.equal(httpStatusOf('SOMETHING_NEW'), 500);
 });

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { loadIdentities } from '../crypto/age.js';
 import { SnapshotError } from '../model/errors.js';
 import { MAX_LABEL_CHARS } from '../model/ids.js';
+import type { SnapshotRequest } from '../model/types.js';
 import type { OperationTracker } from '../server/tracker.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { locate } from '../store/catalog.js';
@@ -25,6 +26,8 @@ export interface AgentToolOptions {
   tenant: string;
   /** age identity file to verify and diff encrypted bundles. */
   identityPath?: string;
+  /** `redact_secrets` when a call omits it (config `redact_secrets_default`, default true). */
+  redactDefault: boolean;
   /** Every tool call runs as a tracked operation, so shutdown waits for a snapshot in progress. */
   tracker: OperationTracker;
 }
@@ -87,12 +90,16 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     },
     async (args) =>
       run('memory_snapshot', async () => {
-        const meta = await s.snapshot({
+        // `redact` is read by the snapshotter once redaction is in the library; until then bundles are
+        // exact copies and the result's `redactions_applied` says false.
+        const request: SnapshotRequest & { redact?: boolean } = {
           agentId: o.agentId,
           tenant: o.tenant,
           ...(args.label !== undefined ? { label: args.label } : {}),
           createdBy: TOOL_CREATED_BY,
-        });
+          redact: args.redact_secrets ?? o.redactDefault,
+        };
+        const meta = await s.snapshot(request);
         return {
           snapshot_id: meta.id,
           bundle_path: meta.bundle_path,

@@ -22,6 +22,8 @@ export interface DaemonOptions {
   /** Bearer token for the API; required for mutating routes, and to listen beyond loopback. */
   token?: string;
   allowRestore?: boolean;
+  /** `redact` of API snapshots whose body omits it. */
+  redactDefault?: boolean;
   /** Refuse every route that writes the store (`enabled: false`). */
   readOnly?: boolean;
   identityPath?: string;
@@ -40,7 +42,7 @@ export interface ListenAddress {
 }
 
 export function parseListen(value: string): ListenAddress {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):([0-9]{1,5})$/.exec(value.trim());
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})$/.exec(value.trim());
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || port > 65535) {
     throw new ConfigError(
@@ -101,6 +103,7 @@ export class Daemon {
         tracker: this.tracker,
         allowRestore: opts.allowRestore === true,
         readOnly: opts.readOnly === true,
+        ...(opts.redactDefault !== undefined ? { redactDefault: opts.redactDefault } : {}),
         ...(opts.identityPath ? { identityPath: opts.identityPath } : {}),
         ...(opts.metrics ? { metrics: opts.metrics } : {}),
         ...(this.retention && opts.retention

@@ -14,6 +14,7 @@ import {
   RouteNotFoundError,
 } from '../model/errors.js';
 import { DEFAULT_TENANT, validateTenant } from '../model/ids.js';
+import type { SnapshotRequest } from '../model/types.js';
 import { openDownload } from '../snapshotter/download.js';
 import { checkRestoreGate } from '../snapshotter/gate.js';
 import type { GcOptions, RetentionWorker } from '../snapshotter/gc.js';
@@ -35,6 +36,8 @@ export interface ApiContext {
   tracker: OperationTracker;
   /** `server.allow_restore` of the config; restore also needs the NEXO_MEMORY_RESTORE_ALLOW gate. */
   allowRestore: boolean;
+  /** `redact` of API snapshots whose body omits it (config `redact_secrets_default`). */
+  redactDefault?: boolean;
   /** `enabled: false` in the config: every route that writes the store is refused (403). */
   readOnly?: boolean;
   /** age identity file for encrypted bundles (verify, diff, restore). */
@@ -48,6 +51,7 @@ export interface ApiContext {
 const snapshotBody = zod.strictObject({
   label: zod.string().optional(),
   encrypt: zod.array(zod.string()).min(1).optional(),
+  redact: zod.boolean().optional(),
 });
 const restoreBody = zod.strictObject({
   dry_run: zod.boolean().optional(),
@@ -159,13 +163,16 @@ function allRoutes(ctx: ApiContext): Route[] {
       handle: async (req) => {
         query(req, []);
         const body = parseBody(snapshotBody, req.body);
-        const meta = await s.snapshot({
+        // `redact` takes effect once redaction is in the library (`redactions_applied` tells).
+        const request: SnapshotRequest & { redact?: boolean } = {
           agentId: req.params.agent!,
           tenant: tenantOf(req),
           ...(body.label !== undefined ? { label: body.label } : {}),
           ...(body.encrypt ? { encrypt: body.encrypt } : {}),
           createdBy: 'api',
-        });
+          redact: body.redact ?? ctx.redactDefault ?? true,
+        };
+        const meta = await s.snapshot(request);
         return {
           status: 201,
           json: meta,

@@ -4,10 +4,11 @@
 
 import { Command } from '@commander-js/extra-typings';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { CONFIG_DEFAULTS } from '../../config/config.js';
 import { createAgentToolServer } from '../../mcp/server.js';
 import { validateAgentId, validateTenant } from '../../model/ids.js';
 import { OperationTracker } from '../../server/tracker.js';
-import { identityFrom, runCommand, snapshotterFrom } from '../context.js';
+import { identityFrom, loadFlagsConfig, runCommand, snapshotterFrom } from '../context.js';
 import {
   agentOption,
   configOption,
@@ -42,11 +43,13 @@ Example (an MCP client's server entry):
         const tenant = validateTenant(opts.tenant);
         const tracker = new OperationTracker();
         const identityPath = identityFrom(opts);
+        const cfg = loadFlagsConfig(opts)?.snapshot ?? {};
         const server = createAgentToolServer({
           snapshotter: snapshotterFrom(opts),
           agentId,
           tenant,
           tracker,
+          redactDefault: cfg.redact_secrets_default ?? CONFIG_DEFAULTS.redact_secrets_default,
           ...(identityPath ? { identityPath } : {}),
         });
         const transport = new StdioServerTransport();

@@ -87,6 +87,7 @@ Examples:
           ...(token ? { token } : {}),
           allowRestore: cfg.server?.allow_restore ?? CONFIG_DEFAULTS.server.allow_restore,
           readOnly: !enabled,
+          redactDefault: cfg.redact_secrets_default ?? CONFIG_DEFAULTS.redact_secrets_default,
           ...(cfg.encryption?.identity_path ? { identityPath: cfg.encryption.identity_path } : {}),
           schedule: enabled ? scheduleFrom(cfg) : [],
           ...(enabled ? { retention: retentionWorkerOptionsFromConfig(cfg) } : {}),
