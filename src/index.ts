@@ -38,7 +38,9 @@ export {
   retentionPolicyFromConfig,
   retentionWorkerOptionsFromConfig,
   type StoreOverrides,
+  scheduleFromConfig,
   snapshotterOptionsFromConfig,
+  toolRedactDefault,
 } from './config/runtime.js';
 export type { DiffRequest, SnapshotDiff } from './diff/diff.js';
 export type { FileChange } from './diff/memdir.js';

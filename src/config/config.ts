@@ -137,7 +137,7 @@ const snapshotSection = z
       )
       .optional(),
     lock_timeout_secs: positive().optional(),
-    /** Default redaction of snapshots the CLI and the agent tool take. */
+    /** Default of `redact_secrets` for the agent tool (`memory_snapshot`), as in the original. */
     redact_secrets_default: z.boolean().optional(),
     zstd_level: z.number().int().min(1, 'must be ≥ 1').max(19, 'must be ≤ 19').optional(),
     zstd_workers: z.number().int().min(0, 'must be ≥ 0').max(16, 'must be ≤ 16').optional(),
@@ -206,6 +206,8 @@ function describeIssue(prefix: string, issue: z.core.$ZodIssue): string {
   let where = prefix;
   for (const seg of issue.path) where += typeof seg === 'number' ? `[${seg}]` : `.${String(seg)}`;
   if (issue.code === 'unrecognized_keys') return `${where}.${issue.keys[0]}: unknown key`;
+  if (issue.code === 'invalid_type' && issue.message.endsWith('received undefined'))
+    return `${where} is required`;
   if (issue.code === 'invalid_type') {
     const expected = issue.expected === 'int' ? 'an integer' : `a ${issue.expected}`;
     return `${where} must be ${expected.replace('a object', 'a mapping').replace('a array', 'a list')}`;

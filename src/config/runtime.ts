@@ -108,3 +108,21 @@ export function natsPublisherFromConfig(
   const o = natsOptionsFromConfig(cfg, natsUrl, metrics, onWarning);
   return o ? new NatsEventPublisher(o) : undefined;
 }
+
+/** The agent tool's default for `redact_secrets` when the call does not say (`redact_secrets_default`). */
+export function toolRedactDefault(cfg: SnapshotConfig): boolean {
+  return cfg.redact_secrets_default ?? CONFIG_DEFAULTS.redact_secrets_default;
+}
+
+/** The daemon's scheduled snapshots: one entry per (tenant, agent list, interval, label). */
+export function scheduleFromConfig(
+  cfg: SnapshotConfig,
+): Array<{ agents: string[]; tenant: string; intervalMs: number; label: string }> {
+  if (cfg.enabled === false) return [];
+  return (cfg.schedule ?? []).map((e) => ({
+    agents: [...e.agents],
+    tenant: e.tenant ?? 'default',
+    intervalMs: e.interval_secs * 1000,
+    label: e.label ?? CONFIG_DEFAULTS.schedule_label,
+  }));
+}

@@ -1,0 +1,287 @@
+// Config: each invalid key is refused with an error naming its dotted key; every key of the original's
+// memory.snapshot section takes effect (enabled, auto_pre_restore, encryption.enabled, retention,
+// events); CLI flags override the file.
+
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import {
+  CONFIG_DEFAULTS,
+  loadConfig,
+  natsOptionsFromConfig,
+  preDreamHookFromConfig,
+  retentionWorkerOptionsFromConfig,
+  snapshotterOptionsFromConfig,
+} from '../src/index.js';
+import { runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { collect, deadBrokerUrl, HAS_NATS, startNats } from './helpers/nats.js';
+
+const RECIPIENT = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
+
+function section(body: string): string {
+  return `memory:\n  snapshot:\n${body
+    .split('\n')
+    .map((l) => (l ? `    ${l}` : l))
+    .join('\n')}\n`;
+}
+
+test('each invalid key: a ConfigError naming the dotted key and the rule', (t) => {
+  const f = join(tempDir(t), 'c.yaml');
+  const cases: Array<[string, string]> = [
+    ['enabled: "yes"', 'memory.snapshot.enabled must be a boolean'],
+    ['root: ""', 'memory.snapshot.root must not be empty'],
+    ['memdir_root: 5', 'memory.snapshot.memdir_root must be a string'],
+    ['auto_pre_dream: 1', 'memory.snapshot.auto_pre_dream must be a boolean'],
+    ['auto_pre_restore: null', 'memory.snapshot.auto_pre_restore must be a boolean'],
+    ['auto_pre_mutating_tool: true', 'memory.snapshot.auto_pre_mutating_tool is not supported'],
+    ['lock_timeout_secs: 0', 'memory.snapshot.lock_timeout_secs must be ≥ 1'],
+    ['redact_secrets_default: "no"', 'memory.snapshot.redact_secrets_default must be a boolean'],
+    ['zstd_level: 20', 'memory.snapshot.zstd_level must be ≤ 19'],
+    ['zstd_workers: -1', 'memory.snapshot.zstd_workers must be ≥ 0'],
+    ['retention:\n  keep_count: -1', 'memory.snapshot.retention.keep_count must be ≥ 0'],
+    ['retention:\n  max_age_days: 1.5', 'memory.snapshot.retention.max_age_days must be an integer'],
+    ['retention:\n  gc_interval_secs: 0', 'memory.snapshot.retention.gc_interval_secs must be ≥ 1'],
+    ['retention:\n  keep_hourly: 3', 'memory.snapshot.retention.keep_hourly: unknown key'],
+    [
+      'encryption:\n  enabled: true',
+      'memory.snapshot.encryption.enabled = true requires at least one recipient',
+    ],
+    [
+      'encryption:\n  recipients: [nope]',
+      'memory.snapshot.encryption.recipients[0] must be an age1… X25519 recipient',
+    ],
+    ['events:\n  nats_url: http://broker:4222', 'memory.snapshot.events.nats_url must be nats://host:port'],
+    [
+      'events:\n  lifecycle_subject_prefix: "nexo.>"',
+      'memory.snapshot.events.lifecycle_subject_prefix must be dot-separated',
+    ],
+    [
+      'events:\n  mutation_subject_prefix: "a..b"',
+      'memory.snapshot.events.mutation_subject_prefix must be dot-separated',
+    ],
+    [
+      'events:\n  mutation_publish_enabled: 0',
+      'memory.snapshot.events.mutation_publish_enabled must be a boolean',
+    ],
+    ['events:\n  max_attempts: 0', 'memory.snapshot.events.max_attempts must be ≥ 1'],
+    ['events:\n  connect_timeout_ms: 100000', 'memory.snapshot.events.connect_timeout_ms must be ≤ 60000'],
+    ['events:\n  close_timeout_ms: -5', 'memory.snapshot.events.close_timeout_ms must be ≥ 0'],
+    ['events:\n  url: nats://x:1', 'memory.snapshot.events.url: unknown key'],
+    ['metrics:\n  textfile: ""', 'memory.snapshot.metrics.textfile must not be empty'],
+    ['metrics: yes', 'memory.snapshot.metrics must be a mapping'],
+    ['schedule: {agents: [ana]}', 'memory.snapshot.schedule must be a list'],
+    [
+      'schedule:\n  - agents: []\n    interval_secs: 600',
+      'memory.snapshot.schedule[0].agents must list at least one agent',
+    ],
+    [
+      'schedule:\n  - agents: [ana, Bob]\n    interval_secs: 600',
+      'memory.snapshot.schedule[0].agents[1] must be an agent id',
+    ],
+    [
+      'schedule:\n  - agents: [ana]\n    interval_secs: 59',
+      'memory.snapshot.schedule[0].interval_secs must be ≥ 60',
+    ],
+    ['schedule:\n  - agents: [ana]', 'memory.snapshot.schedule[0].interval_secs is required'],
+    [
+      'schedule:\n  - agents: [ana]\n    interval_secs: 600\n    tenant: "-x"',
+      'memory.snapshot.schedule[0].tenant must be a tenant',
+    ],
+    ['server:\n  listen: localhost', 'memory.snapshot.server.listen must be host:port'],
+    ['server:\n  listen: "127.0.0.1:70000"', 'memory.snapshot.server.listen port must be ≤ 65535'],
+    ['server:\n  token: short', 'memory.snapshot.server.token must be at least 16 characters'],
+    ['server:\n  allow_restore: "true"', 'memory.snapshot.server.allow_restore must be a boolean'],
+    ['server:\n  port: 1', 'memory.snapshot.server.port: unknown key'],
+    [
+      'server:\n  token: ${NEXO_TEST_UNSET_TOKEN}',
+      'memory.snapshot.server.token: environment variable NEXO_TEST_UNSET_TOKEN is not set',
+    ],
+  ];
+  delete process.env.NEXO_TEST_UNSET_TOKEN;
+  for (const [body, message] of cases) {
+    writeFileSync(f, section(body));
+    assert.throws(
+      () => loadConfig(f),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'CONFIG', body);
+        assert.ok(err.message.startsWith(message), `${body}\n  got:  ${err.message}\n  want: ${message}…`);
+        return true;
+      },
+    );
+  }
+});
+
+test('a complete config loads; the runtime options follow it, with the defaults of the original', (t) => {
+  const dir = tempDir(t);
+  const f = join(dir, 'c.yaml');
+  process.env.NEXO_TEST_TOKEN = 'x'.repeat(32);
+  writeFileSync(
+    f,
+    section(`enabled: true
+root: state
+memdir_root: /srv/agents
+auto_pre_dream: true
+auto_pre_restore: false
+auto_pre_mutating_tool: false
+lock_timeout_secs: 7
+redact_secrets_default: false
+zstd_level: 9
+zstd_workers: 0
+retention:
+  keep_count: 5
+  max_age_days: 10
+  gc_interval_secs: 120
+  backup_max_age_days: 2
+encryption:
+  enabled: false
+  recipients: [${RECIPIENT}]
+events:
+  nats_url: nats://127.0.0.1:4222
+  lifecycle_subject_prefix: acme.snap
+  mutation_subject_prefix: acme.mut
+  mutation_publish_enabled: false
+  max_attempts: 2
+metrics:
+  textfile: out/nexo.prom
+schedule:
+  - agents: [ana, bob]
+    interval_secs: 3600
+    tenant: acme
+server:
+  listen: "127.0.0.1:9464"
+  token: \${NEXO_TEST_TOKEN}
+  allow_restore: true`),
+  );
+  const cfg = loadConfig(f).snapshot;
+  assert.equal(cfg.root, join(dir, 'state'));
+  assert.equal(cfg.metrics?.textfile, join(dir, 'out', 'nexo.prom'));
+  assert.equal(cfg.server?.token, 'x'.repeat(32));
+  assert.deepEqual(cfg.schedule, [{ agents: ['ana', 'bob'], interval_secs: 3600, tenant: 'acme' }]);
+
+  const o = snapshotterOptionsFromConfig(cfg);
+  assert.equal(o.stateRoot, join(dir, 'state'));
+  assert.equal(o.memdirRoot, '/srv/agents');
+  assert.equal(o.sqliteRoot, join(dir, 'state'), 'sqlite_root defaults to root');
+  assert.equal(o.lockTimeoutMs, 7000);
+  assert.equal(o.zstdLevel, 9);
+  assert.equal(o.zstdWorkers, 0);
+  assert.equal(o.recipients, undefined, 'encryption.enabled: false keeps recipients from applying');
+  const flags = snapshotterOptionsFromConfig(cfg, { stateRoot: '/x', zstdLevel: 1 });
+  assert.equal(flags.stateRoot, '/x');
+  assert.equal(flags.zstdLevel, 1);
+  assert.equal(flags.memdirRoot, '/srv/agents');
+
+  const w = retentionWorkerOptionsFromConfig(cfg);
+  assert.equal(w.intervalMs, 120_000);
+  assert.deepEqual(w.policy, { keepCount: 5, maxAgeDays: 10 });
+  assert.equal(w.backupMaxAgeDays, 2);
+  assert.equal(
+    retentionWorkerOptionsFromConfig({}).intervalMs,
+    CONFIG_DEFAULTS.retention.gc_interval_secs * 1000,
+  );
+
+  const n = natsOptionsFromConfig(cfg)!;
+  assert.equal(n.url, 'nats://127.0.0.1:4222');
+  assert.deepEqual(n.prefixes, { lifecycle: 'acme.snap', mutation: 'acme.mut' });
+  assert.equal(n.maxAttempts, 2);
+  assert.equal(
+    natsOptionsFromConfig(cfg, 'nats://10.0.0.1:4222')!.url,
+    'nats://10.0.0.1:4222',
+    'the flag wins',
+  );
+  assert.equal(natsOptionsFromConfig({}), undefined, 'no broker, no publisher');
+  assert.throws(() => natsOptionsFromConfig({}, 'localhost:4222'), { code: 'INVALID_INPUT' });
+
+  writeFileSync(f, section(`encryption:\n  recipients: [${RECIPIENT}]`));
+  assert.deepEqual(snapshotterOptionsFromConfig(loadConfig(f).snapshot).recipients, [RECIPIENT]);
+});
+
+test('CLI: enabled: false refuses commands that write the store, read-only ones still work', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 10, embeddings: 5 });
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  const cfg = join(a.root, 'off.yaml');
+  writeFileSync(cfg, section('enabled: false'));
+  let r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--config', cfg, '--json']);
+  assert.equal(r.code, 1);
+  const err = JSON.parse(r.stdout).error;
+  assert.equal(err.code, 'CONFIG');
+  assert.match(err.message, /memory\.snapshot\.enabled is false/);
+  r = await runCli(['gc', '--all', '--state-root', a.stateRoot, '--config', cfg]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /memory\.snapshot\.enabled is false/);
+  r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--config', cfg, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).length, 1);
+  assert.equal((await a.snapshotter.list('ana')).length, 1, 'nothing was written');
+});
+
+test('CLI: auto_pre_restore decides the pre-restore snapshot unless the flag says otherwise', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 10, embeddings: 5 });
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const env = { NEXO_MEMORY_RESTORE_ALLOW: 'true' };
+  const restore = (cfgBody: string, extra: string[] = []) => {
+    const cfg = join(a.root, 'r.yaml');
+    writeFileSync(cfg, section(cfgBody));
+    return runCli(
+      [
+        'restore',
+        '--agent',
+        'ana',
+        '--from',
+        snap.bundle_path,
+        ...a.flags,
+        '--config',
+        cfg,
+        '--json',
+        ...extra,
+      ],
+      { env },
+    );
+  };
+  let r = await restore('auto_pre_restore: false');
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).pre_snapshot, undefined);
+  r = await restore('auto_pre_restore: true');
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(JSON.parse(r.stdout).pre_snapshot);
+  r = await restore('auto_pre_restore: true', ['--no-auto-pre-snapshot']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).pre_snapshot, undefined, 'the flag overrides the file');
+});
+
+test('CLI: --nats overrides events.nats_url; a malformed --nats is a usage error', {
+  skip: HAS_NATS ? false : 'nats-server is not on PATH',
+}, async (t) => {
+  const nats = await startNats(t);
+  const dead = await deadBrokerUrl(t);
+  const sub = await collect(t, nats.url, 'nexo.memory.snapshot.>');
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 10, embeddings: 5 });
+  const cfg = join(a.root, 'n.yaml');
+  writeFileSync(cfg, section(`events:\n  nats_url: ${dead}`));
+  let r = await runCli([
+    'snapshot',
+    '--agent',
+    'ana',
+    ...a.flags,
+    '--config',
+    cfg,
+    '--nats',
+    nats.url,
+    '--json',
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const [m] = await sub.waitFor(1);
+  assert.equal(m!.data.id, JSON.parse(r.stdout).id);
+  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--nats', 'localhost:4222', '--json']);
+  assert.equal(r.code, 1);
+  assert.equal(JSON.parse(r.stdout).error.code, 'INVALID_INPUT');
+  assert.match(r.stderr, /--nats must be nats:\/\/host:port/);
+});
+
+test('auto_pre_dream gates the pre-dream hook', (t) => {
+  const a = sampleAgent(t, 'ana', { files: 1, commits: 1, memories: 1, embeddings: 1 });
+  assert.equal(preDreamHookFromConfig(a.snapshotter, {}), undefined, 'off by default, as the original');
+  assert.ok(preDreamHookFromConfig(a.snapshotter, { auto_pre_dream: true }));
+  assert.equal(preDreamHookFromConfig(a.snapshotter, { auto_pre_dream: true, enabled: false }), undefined);
+});
