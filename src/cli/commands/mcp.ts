@@ -4,7 +4,7 @@
 
 import { Command } from '@commander-js/extra-typings';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { CONFIG_DEFAULTS } from '../../config/config.js';
+import { toolRedactDefault } from '../../config/runtime.js';
 import { createAgentToolServer } from '../../mcp/server.js';
 import { validateAgentId, validateTenant } from '../../model/ids.js';
 import { OperationTracker } from '../../server/tracker.js';
@@ -49,7 +49,7 @@ Example (an MCP client's server entry):
           agentId,
           tenant,
           tracker,
-          redactDefault: cfg.redact_secrets_default ?? CONFIG_DEFAULTS.redact_secrets_default,
+          redactDefault: toolRedactDefault(cfg),
           ...(identityPath ? { identityPath } : {}),
         });
         const transport = new StdioServerTransport();

@@ -4,7 +4,11 @@
 
 import { Command, Option } from '@commander-js/extra-typings';
 import { CONFIG_DEFAULTS, type SnapshotConfig } from '../../config/config.js';
-import { retentionWorkerOptionsFromConfig } from '../../config/runtime.js';
+import {
+  retentionWorkerOptionsFromConfig,
+  scheduleFromConfig,
+  toolRedactDefault,
+} from '../../config/runtime.js';
 import { ConfigError } from '../../model/errors.js';
 import { Daemon } from '../../server/daemon.js';
 import type { ScheduleEntry } from '../../server/scheduler.js';
@@ -18,21 +22,15 @@ export const TOKEN_ENV = 'NEXO_MEMORY_TOKEN';
 function scheduleFrom(cfg: SnapshotConfig): ScheduleEntry[] {
   const out: ScheduleEntry[] = [];
   const seen = new Set<string>();
-  (cfg.schedule ?? []).forEach((e, i) => {
-    const tenant = e.tenant ?? 'default';
+  scheduleFromConfig(cfg).forEach((e, i) => {
     for (const agentId of e.agents) {
-      const key = `${tenant}/${agentId}`;
+      const key = `${e.tenant}/${agentId}`;
       if (seen.has(key))
         throw new ConfigError(
-          `memory.snapshot.schedule[${i}]: agent ${agentId} (tenant ${tenant}) is listed twice`,
+          `memory.snapshot.schedule[${i}]: agent ${agentId} (tenant ${e.tenant}) is listed twice`,
         );
       seen.add(key);
-      out.push({
-        agentId,
-        tenant,
-        intervalMs: e.interval_secs * 1000,
-        label: e.label ?? CONFIG_DEFAULTS.schedule_label,
-      });
+      out.push({ agentId, tenant: e.tenant, intervalMs: e.intervalMs, label: e.label });
     }
   });
   return out;
@@ -87,9 +85,9 @@ Examples:
           ...(token ? { token } : {}),
           allowRestore: cfg.server?.allow_restore ?? CONFIG_DEFAULTS.server.allow_restore,
           readOnly: !enabled,
-          redactDefault: cfg.redact_secrets_default ?? CONFIG_DEFAULTS.redact_secrets_default,
+          redactDefault: toolRedactDefault(cfg),
           ...(cfg.encryption?.identity_path ? { identityPath: cfg.encryption.identity_path } : {}),
-          schedule: enabled ? scheduleFrom(cfg) : [],
+          schedule: scheduleFrom(cfg),
           ...(enabled ? { retention: retentionWorkerOptionsFromConfig(cfg) } : {}),
           metrics: telemetry.metrics,
           log,
