@@ -450,3 +450,69 @@ test('server units: bearer parsing, constant-time token check, listen addresses,
   assert.equal(httpStatusOf('CHECKSUM_MISMATCH'), 422);
   assert.equal(httpStatusOf('SOMETHING_NEW'), 500);
 });
+
+test('serve: a busy agent is 409 CONCURRENT and counted; gc over HTTP; enabled: false makes the API read-only', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const cfg = join(a.root, 'memory.yaml');
+  const write = (extra: string[]) =>
+    writeFileSync(
+      cfg,
+      [
+        'memory:',
+        '  snapshot:',
+        `    root: ${a.stateRoot}`,
+        `    memdir_root: ${a.memdirRoot}`,
+        `    sqlite_root: ${a.sqliteRoot}`,
+        '    lock_timeout_secs: 1',
+        ...extra,
+        '',
+      ].join('\n'),
+    );
+  write([]);
+  const d = await serve(t, ['--config', cfg], { NEXO_MEMORY_TOKEN: TOKEN });
+  const base = `${d.url}/v1/agents/ana`;
+  assert.equal((await call(`${base}/snapshots`, { method: 'POST', headers: auth() })).status, 201);
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  const busy = await call(`${base}/snapshots`, { method: 'POST', headers: auth() });
+  assert.equal(busy.status, 409);
+  assert.equal(busy.body.error.code, 'CONCURRENT');
+  assert.match(busy.body.error.message, /test-holder/);
+  const gcBusy = await call(`${d.url}/v1/gc`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"dry_run":true}',
+  });
+  assert.equal(gcBusy.status, 200);
+  assert.equal(gcBusy.body.agents_busy, 1, 'gc never waits for a busy agent');
+  holder.child.kill('SIGKILL');
+  await holder.exited;
+  const m = await call(`${d.url}/metrics`);
+  assert.match(
+    m.text,
+    /^nexo_memory_snapshot_total\{agent="ana",tenant="default",outcome="concurrent"\} 1$/m,
+  );
+  assert.equal((await call(`${d.url}/v1/gc`, { method: 'POST' })).status, 401);
+  const gc = await call(`${d.url}/v1/gc`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"dry_run":true}',
+  });
+  assert.equal(gc.status, 200, JSON.stringify(gc.body));
+  assert.equal(gc.body.dry_run, true);
+  assert.equal(gc.body.agents_visited, 1);
+  assert.equal(gc.body.bundles_kept, 1);
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+
+  write(['    enabled: false']);
+  const ro = await serve(t, ['--config', cfg], { NEXO_MEMORY_TOKEN: TOKEN });
+  const refused = await call(`${ro.url}/v1/agents/ana/snapshots`, { method: 'POST', headers: auth() });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body.error.code, 'FORBIDDEN');
+  const list = await call(`${ro.url}/v1/agents/ana/snapshots`, { headers: auth() });
+  assert.equal(list.status, 200);
+  assert.equal(list.body.length, 1, 'reads still work, and nothing was added');
+  ro.child.kill('SIGTERM');
+  assert.equal(await ro.exited, 0);
+});
