@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { ConfigError, ERROR_TABLE } from '../src/model/errors.js';
@@ -515,4 +515,42 @@ test('serve: a busy agent is 409 CONCURRENT and counted; gc over HTTP; enabled: 
   assert.equal(list.body.length, 1, 'reads still work, and nothing was added');
   ro.child.kill('SIGTERM');
   assert.equal(await ro.exited, 0);
+});
+
+test('serve: the retention worker removes leftovers of dead operations at start and keeps bundles', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const kept = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  const dead = '01a20000-0000-7000-8000-000000000001';
+  mkdirSync(join(dir, `.staging-${dead}`));
+  writeFileSync(join(dir, `.staging-${dead}`, 'long_term.sqlite'), 'half a copy');
+  writeFileSync(join(dir, `${dead}.tar.zst.partial`), 'half a bundle');
+  writeFileSync(join(dir, `${dead}.tar.zst.sha256`), 'f'.repeat(64));
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'memory:',
+      '  snapshot:',
+      `    root: ${a.stateRoot}`,
+      `    memdir_root: ${a.memdirRoot}`,
+      `    sqlite_root: ${a.sqliteRoot}`,
+      '    retention:',
+      '      leftover_grace_secs: 0',
+      '',
+    ].join('\n'),
+  );
+  const d = await serve(t, ['--config', cfg]);
+  const deadline = Date.now() + 15_000;
+  while (storeEntries(a).some((n) => n.includes(dead))) {
+    assert.ok(Date.now() < deadline, `leftovers removed: ${storeEntries(a).join(', ')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.deepEqual(storeEntries(a), [
+    `${kept.id}.tar.zst`,
+    `${kept.id}.tar.zst.meta.json`,
+    `${kept.id}.tar.zst.sha256`,
+  ]);
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
 });
