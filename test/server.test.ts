@@ -48,6 +48,13 @@ function serve(t: { after(fn: () => void): void }, args: string[], env: NodeJS.P
       out += c;
       const m = /listening on (http:\/\/127\.0\.0\.1:\d+)\n/.exec(out);
       if (m) resolve({ url: m[1]!, child, exited, stderr: () => err });
+      const line = /^(\{.*\})\n/.exec(out);
+      if (line) {
+        const j = JSON.parse(line[1]!);
+        assert.equal(j.pid, child.pid);
+        assert.equal(j.listening, `http://127.0.0.1:${j.port}`);
+        resolve({ url: j.listening, child, exited, stderr: () => err });
+      }
     });
     child.on('exit', (code) => reject(new Error(`serve exited ${code} before listening: ${err}`)));
   });
@@ -262,7 +269,7 @@ test('serve: snapshot, list, get, verify, diff, export download, delete over HTT
 
 test('serve: without a token mutating routes are refused and reads are open; no wide listen without one', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
-  const d = await serve(t, storeFlags(a));
+  const d = await serve(t, [...storeFlags(a), '--json']); // the address as one JSON line
   const r = await call(`${d.url}/v1/agents/ana/snapshots`, { method: 'POST' });
   assert.equal(r.status, 403);
   assert.equal(r.body.error.code, 'FORBIDDEN');

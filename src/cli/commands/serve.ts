@@ -12,7 +12,7 @@ import {
 import { ConfigError } from '../../model/errors.js';
 import { Daemon } from '../../server/daemon.js';
 import type { ScheduleEntry } from '../../server/scheduler.js';
-import { loadFlagsConfig, printJson, runCommand, snapshotterFrom } from '../context.js';
+import { loadFlagsConfig, runCommand, snapshotterFrom } from '../context.js';
 import { runTelemetry, type TelemetryFlags } from '../telemetry.js';
 import { configOption, jsonOption, memdirRootOption, sqliteRootOption, stateRootOption } from './options.js';
 
@@ -93,8 +93,11 @@ Examples:
           log,
         });
         const bound = await daemon.start();
+        // One line either way, so a supervisor (or a test) can read the address as soon as it is bound.
         if (opts.json)
-          printJson({ listening: bound.url, host: bound.host, port: bound.port, pid: process.pid });
+          process.stdout.write(
+            `${JSON.stringify({ listening: bound.url, host: bound.host, port: bound.port, pid: process.pid })}\n`,
+          );
         else process.stdout.write(`listening on ${bound.url}\n`);
         const stopped = new Promise<void>((resolve) => {
           let signals = 0;
