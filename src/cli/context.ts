@@ -17,17 +17,11 @@ export interface StoreFlags extends TelemetryFlags {
   zstdLevel?: number;
 }
 
-/** Commands that write the store: refused when the config says `enabled: false`. */
-const WRITING_COMMANDS = new Set([
-  'snapshot',
-  'restore',
-  'import',
-  'recover',
-  'delete',
-  'gc',
-  'pin',
-  'unpin',
-]);
+/**
+ * Commands that write the store: refused when the config says `enabled: false`. `recover` is not one:
+ * finishing an interrupted restore makes the agent consistent again and must stay possible.
+ */
+const WRITING_COMMANDS = new Set(['snapshot', 'restore', 'import', 'delete', 'gc', 'pin', 'unpin']);
 /** What the program tells us about the command about to run. */
 export interface RunningCommand {
   name(): string;
