@@ -277,6 +277,18 @@ test('serve: without a token mutating routes are refused and reads are open; no 
   const list = await call(`${d.url}/v1/agents/ana/snapshots`);
   assert.equal(list.status, 200);
   assert.deepEqual(list.body, []);
+
+  const taken = spawn(process.execPath, [BIN, 'serve', '--listen', d.url.slice('http://'.length), '--json'], {
+    env: { ...process.env, NEXO_MEMORY_TOKEN: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let takenOut = '';
+  taken.stdout.on('data', (c) => {
+    takenOut += c;
+  });
+  assert.equal(await new Promise<number | null>((res) => taken.on('exit', res)), 1, 'the port is taken');
+  assert.equal(JSON.parse(takenOut).error.code, 'IO');
+  assert.match(JSON.parse(takenOut).error.message, /EADDRINUSE|address already in use/);
   d.child.kill('SIGINT');
   assert.equal(await d.exited, 0);
 

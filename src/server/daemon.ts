@@ -5,7 +5,7 @@
 
 import type { AddressInfo } from 'node:net';
 import { CONFIG_DEFAULTS } from '../config/config.js';
-import { ConfigError } from '../model/errors.js';
+import { asSnapshotError, ConfigError } from '../model/errors.js';
 import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { createApiServer } from './http.js';
@@ -122,9 +122,11 @@ export class Daemon {
   /** Binds the API, then starts the scheduler and the retention worker. Resolves with the bound address. */
   async start(): Promise<ListenAddress & { url: string }> {
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
+      const fail = (err: unknown) =>
+        reject(asSnapshotError(err, `listening on ${this.listen.host}:${this.listen.port}`));
+      this.server.once('error', fail);
       this.server.listen(this.listen.port, this.listen.host, () => {
-        this.server.off('error', reject);
+        this.server.off('error', fail);
         resolve();
       });
     });

@@ -221,7 +221,8 @@ export function createApiServer(opts: ApiServerOptions): Server {
       finish(e.status);
     });
   });
+  // Receiving a request (at most 64 KiB of body) never takes long; responses (downloads) are not bounded.
   server.headersTimeout = 30_000;
-  server.requestTimeout = 0; // downloads of large bundles may take long
+  server.requestTimeout = 60_000;
   return server;
 }
