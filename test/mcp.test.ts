@@ -3,6 +3,7 @@
 // bundle with the original's result fields; invalid arguments are tool errors that write nothing.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,15 +12,16 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, sampleAgent } from './helpers/env.js';
+import { collect, HAS_NATS, startNats } from './helpers/nats.js';
 
 const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20, concepts: 10, compactions: 5 };
 
 before(() => ensureBuilt());
 
-async function connect(t: TestContext, a: Agent, agent = 'ana'): Promise<Client> {
+async function connect(t: TestContext, a: Agent, agent = 'ana', extra: string[] = []): Promise<Client> {
   const transport = new StdioClientTransport({
     command: process.execPath,
-    args: [BIN, 'mcp', '--agent', agent, ...a.flags],
+    args: [BIN, 'mcp', '--agent', agent, ...a.flags, ...extra],
     env: { ...(process.env as Record<string, string>) },
     stderr: 'pipe',
   });
@@ -186,4 +188,47 @@ test('mcp: an unknown agent makes memory_snapshot a tool error; the server keeps
   const list = await callTool(client, 'memory_list', {});
   assert.ok(!list.isError);
   assert.deepEqual(list.structuredContent!.snapshots, []);
+});
+
+test('mcp: exits 0 when stdin closes; a bad agent id fails at start with nothing on stdout', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [BIN, 'mcp', ...args, ...a.flags], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c) => {
+        stdout += c;
+      });
+      child.stderr.on('data', (c) => {
+        stderr += c;
+      });
+      child.stdin.end();
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+  const ok = await run(['--agent', 'ana']);
+  assert.equal(ok.code, 0);
+  assert.equal(ok.stdout, '', 'stdout carries only the protocol');
+  const bad = await run(['--agent', 'Not An Agent']);
+  assert.equal(bad.code, 1);
+  assert.equal(bad.stdout, '');
+  assert.match(bad.stderr, /agent_id/);
+});
+
+test('mcp --nats: a tool snapshot publishes its created event (created_by tool)', {
+  skip: HAS_NATS ? false : 'nats-server is not on PATH',
+}, async (t) => {
+  const nats = await startNats(t);
+  const events = await collect(t, nats.url, 'nexo.memory.snapshot.ana.>');
+  const a = sampleAgent(t, 'ana', SMALL);
+  const client = await connect(t, a, 'ana', ['--nats', nats.url]);
+  const r = await callTool(client, 'memory_snapshot', { label: 'tool run' });
+  assert.ok(!r.isError, textOf(r));
+  const [created] = await events.waitFor(1);
+  assert.equal(created!.subject, 'nexo.memory.snapshot.ana.created');
+  assert.equal(created!.data.id, r.structuredContent!.snapshot_id);
+  assert.equal(created!.data.created_by, 'tool');
+  assert.equal(created!.data.label, 'tool run');
 });

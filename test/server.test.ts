@@ -14,6 +14,7 @@ import { Daemon, isLoopback, parseListen } from '../src/server/daemon.js';
 import { httpStatusOf } from '../src/server/status.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, REPO, sampleAgent, startFixture } from './helpers/env.js';
+import { collect, HAS_NATS, startNats } from './helpers/nats.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20, concepts: 10, compactions: 5 };
@@ -570,6 +571,36 @@ test('serve: the retention worker removes leftovers of dead operations at start 
     `${kept.id}.tar.zst.meta.json`,
     `${kept.id}.tar.zst.sha256`,
   ]);
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
+test('serve --nats: API operations and the retention sweep publish lifecycle events', {
+  skip: HAS_NATS ? false : 'nats-server is not on PATH',
+}, async (t) => {
+  const nats = await startNats(t);
+  const events = await collect(t, nats.url, 'nexo.memory.snapshot.>');
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, [...storeFlags(a), '--nats', nats.url], { NEXO_MEMORY_TOKEN: TOKEN });
+  const base = `${d.url}/v1/agents/ana/snapshots`;
+  const s1 = await call(base, { method: 'POST', headers: jsonHeaders(), body: '{"label":"one"}' });
+  const s2 = await call(base, { method: 'POST', headers: auth() });
+  assert.equal((await call(`${base}/${s1.body.id}`, { method: 'DELETE', headers: auth() })).status, 200);
+  const all = await events.waitFor(4);
+  assert.ok(
+    all.some((m) => m.subject === 'nexo.memory.snapshot._all.gc' && m.data.kind === 'gc'),
+    'the start-up sweep',
+  );
+  const got = all.filter((m) => m.subject.startsWith('nexo.memory.snapshot.ana.'));
+  assert.deepEqual(
+    got.map((m) => [m.subject, m.data.kind, m.data.id ?? m.data.snapshot_id]),
+    [
+      ['nexo.memory.snapshot.ana.created', 'created', s1.body.id],
+      ['nexo.memory.snapshot.ana.created', 'created', s2.body.id],
+      ['nexo.memory.snapshot.ana.deleted', 'deleted', s1.body.id],
+    ],
+  );
+  assert.equal(got[0]!.data.created_by, 'api');
   d.child.kill('SIGTERM');
   assert.equal(await d.exited, 0);
 });
