@@ -151,9 +151,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       value = await op;
     } catch (err) {
-      const e = asSnapshotError(err, 'operation');
-      if (!reported.has(e) && !(err instanceof Object && reported.has(err)))
-        this.observe(onFailure(e, performance.now() - started));
+      const e = asSnapshotError(err, 'operation'); // the same object when it already is a SnapshotError
+      if (!reported.has(e)) this.observe(onFailure(e, performance.now() - started));
       throw err;
     }
     if (onSuccess) this.observe(onSuccess(value, performance.now() - started));
@@ -514,7 +513,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const file = await locate(this.layout.snapshotsDir(t, a), id);
-    await pinBundle(file.path, note);
+    // Under the agent lock: a gc sweep must neither delete the bundle being pinned nor remove the pin's
+    // temporary file as a leftover (found by the gc-in-a-loop test).
+    const lock = await this.lockAgent(a, t, 'pin');
+    try {
+      if (!existsSync(file.path)) throw new NotFoundError(file.id, 'deleted meanwhile');
+      await pinBundle(file.path, note);
+    } finally {
+      lock.release();
+    }
     return bundleMeta(file);
   }
 
@@ -523,7 +530,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const file = await locate(this.layout.snapshotsDir(t, a), id);
-    return unpinBundle(file.path);
+    const lock = await this.lockAgent(a, t, 'unpin');
+    try {
+      return await unpinBundle(file.path);
+    } finally {
+      lock.release();
+    }
   }
 
   async list(agentId: string, tenant: string = DEFAULT_TENANT): Promise<SnapshotMeta[]> {
