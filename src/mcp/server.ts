@@ -144,7 +144,6 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     },
     async (args) =>
       run('memory_verify', async () => {
-        await s.list(o.agentId, o.tenant); // validates the ids
         const file = await locate(s.layout.snapshotsDir(o.tenant, o.agentId), args.snapshot_id);
         const report = await verifyBundleFile(file.path, { deep: args.deep === true, ...identities() });
         return { ...report };

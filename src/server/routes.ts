@@ -3,8 +3,7 @@
 // shape unchanged. Tenant: `?tenant=` or the `X-Nexo-Tenant` header (default `default`). Restore runs
 // only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is open.
 
-import type { z } from 'zod';
-import { z as zod } from 'zod';
+import { z } from 'zod';
 import { loadIdentities } from '../crypto/age.js';
 import {
   ForbiddenError,
@@ -13,7 +12,7 @@ import {
   RestoreRefusedError,
   RouteNotFoundError,
 } from '../model/errors.js';
-import { DEFAULT_TENANT, validateTenant } from '../model/ids.js';
+import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
 import { openDownload } from '../snapshotter/download.js';
 import { checkRestoreGate } from '../snapshotter/gate.js';
@@ -48,16 +47,16 @@ export interface ApiContext {
   startedAt: number;
 }
 
-const snapshotBody = zod.strictObject({
-  label: zod.string().optional(),
-  encrypt: zod.array(zod.string()).min(1).optional(),
-  redact: zod.boolean().optional(),
+const snapshotBody = z.strictObject({
+  label: z.string().optional(),
+  encrypt: z.array(z.string()).min(1).optional(),
+  redact: z.boolean().optional(),
 });
-const restoreBody = zod.strictObject({
-  dry_run: zod.boolean().optional(),
-  auto_pre_snapshot: zod.boolean().optional(),
+const restoreBody = z.strictObject({
+  dry_run: z.boolean().optional(),
+  auto_pre_snapshot: z.boolean().optional(),
 });
-const gcBody = zod.strictObject({ dry_run: zod.boolean().optional() });
+const gcBody = z.strictObject({ dry_run: z.boolean().optional() });
 
 function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
   const r = schema.safeParse(body);
@@ -119,8 +118,7 @@ function allRoutes(ctx: ApiContext): Route[] {
   const identityFile = () => (ctx.identityPath ? { decryptIdentity: ctx.identityPath } : {});
   const bundleOf = async (req: ApiRequest) => {
     const tenant = tenantOf(req);
-    const agent = req.params.agent!;
-    await s.list(agent, tenant); // validates agent and tenant
+    const agent = validateAgentId(req.params.agent!);
     return locate(s.layout.snapshotsDir(tenant, agent), req.params.id!);
   };
 
