@@ -11,8 +11,10 @@ import { exportCommand } from './commands/export.js';
 import { gcCommand, pinCommand, unpinCommand } from './commands/gc.js';
 import { keygenCommand } from './commands/keygen.js';
 import { listCommand } from './commands/list.js';
+import { mcpCommand } from './commands/mcp.js';
 import { metricsFileOption, natsOption } from './commands/options.js';
 import { importCommand, recoverCommand, restoreCommand } from './commands/restore.js';
+import { serveCommand } from './commands/serve.js';
 import { snapshotCommand } from './commands/snapshot.js';
 import { verifyCommand } from './commands/verify.js';
 import { setCurrentCommand } from './context.js';
@@ -35,7 +37,9 @@ Examples:
   nexo-memory list --agent ana
   NEXO_MEMORY_RESTORE_ALLOW=true nexo-memory restore --agent ana --from <bundle> --dry-run
   nexo-memory verify state/tenants/default/snapshots/ana/<id>.tar.zst --deep
-  nexo-memory keygen --out sign.key && nexo-memory snapshot --agent ana --sign sign.key`,
+  nexo-memory keygen --out sign.key && nexo-memory snapshot --agent ana --sign sign.key
+  nexo-memory serve --config memory.yaml --listen 127.0.0.1:0
+  nexo-memory mcp --agent ana --config memory.yaml`,
     );
   for (const cmd of [
     snapshotCommand(),
@@ -51,6 +55,8 @@ Examples:
     pinCommand(),
     unpinCommand(),
     keygenCommand(),
+    serveCommand(),
+    mcpCommand(),
   ]) {
     program.addCommand(cmd);
   }

@@ -295,6 +295,60 @@ export class StateProviderError extends SnapshotError {
   }
 }
 
+/** Surfaces (HTTP API, MCP): a request without the right bearer token. Nothing was done. */
+export class UnauthorizedError extends SnapshotError {
+  readonly code = 'UNAUTHORIZED';
+  readonly exitCode = ExitCode.refused;
+  readonly outcome = 'refused' as const;
+}
+
+/** Surfaces: the operation is switched off by configuration (e.g. no API token configured). */
+export class ForbiddenError extends SnapshotError {
+  readonly code = 'FORBIDDEN';
+  readonly exitCode = ExitCode.refused;
+  readonly outcome = 'refused' as const;
+}
+
+/** HTTP API: no route with that path. */
+export class RouteNotFoundError extends SnapshotError {
+  readonly code = 'ROUTE_NOT_FOUND';
+  readonly exitCode = ExitCode.notFound;
+  readonly outcome = 'not_found' as const;
+}
+
+/** HTTP API: the route exists but not with that method. */
+export class MethodNotAllowedError extends SnapshotError {
+  readonly code = 'METHOD_NOT_ALLOWED';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'invalid_input' as const;
+  constructor(
+    method: string,
+    path: string,
+    readonly allowed: string[],
+  ) {
+    super(`${method} is not allowed on ${path} (allowed: ${allowed.join(', ')})`, {
+      details: { allowed },
+    });
+  }
+}
+
+/** HTTP API: a request body over the size limit. */
+export class PayloadTooLargeError extends SnapshotError {
+  readonly code = 'PAYLOAD_TOO_LARGE';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'invalid_input' as const;
+}
+
+/** Daemon: shutting down, no new operation starts. */
+export class ShuttingDownError extends SnapshotError {
+  readonly code = 'SHUTTING_DOWN';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'error' as const;
+  constructor() {
+    super('the daemon is shutting down; no new operation is started');
+  }
+}
+
 /** Wrap any thrown value: SnapshotErrors pass through, Node errno errors become IoError. */
 export function asSnapshotError(err: unknown, context: string): SnapshotError {
   if (err instanceof SnapshotError) return err;
@@ -405,4 +459,25 @@ export const ERROR_TABLE: ReadonlyArray<{
     meaning: 'bundle or path belongs to another tenant',
   },
   { code: 'ENCRYPTION', exitCode: 7, outcome: 'error', meaning: 'age encryption or decryption failed' },
+  {
+    code: 'UNAUTHORIZED',
+    exitCode: 6,
+    outcome: 'refused',
+    meaning: 'HTTP API: missing or wrong bearer token',
+  },
+  { code: 'FORBIDDEN', exitCode: 6, outcome: 'refused', meaning: 'switched off by configuration' },
+  { code: 'ROUTE_NOT_FOUND', exitCode: 5, outcome: 'not_found', meaning: 'HTTP API: no such route' },
+  {
+    code: 'METHOD_NOT_ALLOWED',
+    exitCode: 1,
+    outcome: 'invalid_input',
+    meaning: 'HTTP API: method not allowed on the route',
+  },
+  {
+    code: 'PAYLOAD_TOO_LARGE',
+    exitCode: 1,
+    outcome: 'invalid_input',
+    meaning: 'HTTP API: request body over the limit',
+  },
+  { code: 'SHUTTING_DOWN', exitCode: 1, outcome: 'error', meaning: 'daemon: shutting down' },
 ];

@@ -2,7 +2,8 @@
 // agent), and finish interrupted restores. restore and import are gated by NEXO_MEMORY_RESTORE_ALLOW.
 
 import { Command, Option } from '@commander-js/extra-typings';
-import { InvalidInputError, RestoreRefusedError } from '../../model/errors.js';
+import { InvalidInputError } from '../../model/errors.js';
+import { checkRestoreGate } from '../../snapshotter/gate.js';
 import { undoAnchor } from '../../snapshotter/restore.js';
 import { autoPreSnapshotFrom, identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatRecover, formatRestore } from '../format.js';
@@ -18,18 +19,6 @@ import {
   tenantOption,
   trustOption,
 } from './options.js';
-
-const ALLOW = ['1', 'true', 'yes', 'on'];
-
-/** The original's capability gate: restore changes an agent's memory, so it must be enabled explicitly. */
-function checkRestoreAllowed(): void {
-  const v = (process.env.NEXO_MEMORY_RESTORE_ALLOW ?? '').trim().toLowerCase();
-  if (!ALLOW.includes(v)) {
-    throw new RestoreRefusedError(
-      "restore is disabled: it replaces an agent's memory. Enable it with `export NEXO_MEMORY_RESTORE_ALLOW=true` (1, true, yes or on)",
-    );
-  }
-}
 
 const fromOption = () => new Option('--from <bundle>', 'path of the bundle to restore');
 const noPreOption = () =>
@@ -67,7 +56,7 @@ Examples:
     )
     .action(async (opts) => {
       await runCommand(opts, async (progress) => {
-        checkRestoreAllowed();
+        checkRestoreGate();
         const s = snapshotterFrom(opts);
         if (opts.undo && opts.from) throw new InvalidInputError('pass either --from or --undo, not both');
         const bundle = opts.undo ? await undoAnchor(s, opts.agent, opts.tenant) : opts.from;
@@ -117,7 +106,7 @@ export function importCommand() {
     )
     .action(async (opts) => {
       await runCommand(opts, async (progress) => {
-        checkRestoreAllowed();
+        checkRestoreGate();
         const r = await snapshotterFrom(opts).restore({
           agentId: opts.agent,
           tenant: opts.tenant,

@@ -1,0 +1,123 @@
+// `nexo-memory serve`: the long-running daemon (HTTP API, scheduled snapshots, retention worker,
+// /metrics). Maps flags, config and environment onto the daemon's options, prints the bound address
+// once, and exits 0 after a clean shutdown on SIGTERM or SIGINT.
+
+import { Command, Option } from '@commander-js/extra-typings';
+import { CONFIG_DEFAULTS, type SnapshotConfig } from '../../config/config.js';
+import {
+  retentionWorkerOptionsFromConfig,
+  scheduleFromConfig,
+  toolRedactDefault,
+} from '../../config/runtime.js';
+import { ConfigError } from '../../model/errors.js';
+import { Daemon } from '../../server/daemon.js';
+import type { ScheduleEntry } from '../../server/scheduler.js';
+import { loadFlagsConfig, runCommand, snapshotterFrom } from '../context.js';
+import { runTelemetry, type TelemetryFlags } from '../telemetry.js';
+import { configOption, jsonOption, memdirRootOption, sqliteRootOption, stateRootOption } from './options.js';
+
+export const TOKEN_ENV = 'NEXO_MEMORY_TOKEN';
+
+/** One entry per (tenant, agent) of `schedule`; an agent listed twice is a config error. */
+function scheduleFrom(cfg: SnapshotConfig): ScheduleEntry[] {
+  const out: ScheduleEntry[] = [];
+  const seen = new Set<string>();
+  scheduleFromConfig(cfg).forEach((e, i) => {
+    for (const agentId of e.agents) {
+      const key = `${e.tenant}/${agentId}`;
+      if (seen.has(key))
+        throw new ConfigError(
+          `memory.snapshot.schedule[${i}]: agent ${agentId} (tenant ${e.tenant}) is listed twice`,
+        );
+      seen.add(key);
+      out.push({ agentId, tenant: e.tenant, intervalMs: e.intervalMs, label: e.label });
+    }
+  });
+  return out;
+}
+
+/** server.token, else NEXO_MEMORY_TOKEN (at least 16 characters either way). */
+function tokenFrom(cfg: SnapshotConfig): string | undefined {
+  if (cfg.server?.token) return cfg.server.token;
+  const env = process.env[TOKEN_ENV];
+  if (!env) return undefined;
+  if (env.length < 16) throw new ConfigError(`${TOKEN_ENV} must be at least 16 characters`);
+  return env;
+}
+
+export function serveCommand() {
+  return new Command('serve')
+    .description('run the daemon: HTTP API, scheduled snapshots, retention worker, /metrics, /healthz')
+    .addOption(configOption())
+    .addOption(
+      new Option(
+        '--listen <host:port>',
+        `address of the HTTP API (default server.listen, else ${CONFIG_DEFAULTS.server.listen}; port 0 picks a free port)`,
+      ),
+    )
+    .addOption(stateRootOption())
+    .addOption(memdirRootOption())
+    .addOption(sqliteRootOption())
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      `
+The API token comes from server.token in the config or ${TOKEN_ENV}; mutating routes need it.
+Restore over the API needs server.allow_restore: true AND NEXO_MEMORY_RESTORE_ALLOW=true.
+SIGTERM/SIGINT: stop accepting, let the operation in progress finish, exit 0 (a second signal exits 1 at once).
+
+Examples:
+  nexo-memory serve --config /etc/nexo/memory.yaml
+  NEXO_MEMORY_TOKEN=$(openssl rand -hex 16) nexo-memory serve --listen 127.0.0.1:0 --json`,
+    )
+    .action(async (opts) => {
+      await runCommand({ ...opts, progress: false }, async () => {
+        const log = (line: string) => process.stderr.write(`nexo-memory serve: ${line}\n`);
+        const cfg = loadFlagsConfig(opts)?.snapshot ?? {};
+        // Metrics of every operation (and lifecycle events when a broker is configured).
+        const snapshotter = snapshotterFrom(opts);
+        const telemetry = runTelemetry(cfg, opts as TelemetryFlags); // --nats, --metrics-file: added by main
+        const enabled = cfg.enabled !== false;
+        const token = tokenFrom(cfg);
+        const daemon = new Daemon({
+          snapshotter,
+          listen: opts.listen ?? cfg.server?.listen ?? CONFIG_DEFAULTS.server.listen,
+          ...(token ? { token } : {}),
+          allowRestore: cfg.server?.allow_restore ?? CONFIG_DEFAULTS.server.allow_restore,
+          readOnly: !enabled,
+          redactDefault: toolRedactDefault(cfg),
+          ...(cfg.encryption?.identity_path ? { identityPath: cfg.encryption.identity_path } : {}),
+          schedule: scheduleFrom(cfg),
+          ...(enabled ? { retention: retentionWorkerOptionsFromConfig(cfg) } : {}),
+          metrics: telemetry.metrics,
+          log,
+        });
+        const bound = await daemon.start();
+        // One line either way, so a supervisor (or a test) can read the address as soon as it is bound.
+        if (opts.json)
+          process.stdout.write(
+            `${JSON.stringify({ listening: bound.url, host: bound.host, port: bound.port, pid: process.pid })}\n`,
+          );
+        else process.stdout.write(`listening on ${bound.url}\n`);
+        const stopped = new Promise<void>((resolve) => {
+          let signals = 0;
+          const onSignal = (sig: NodeJS.Signals) => {
+            signals++;
+            if (signals > 1) {
+              log(`${sig} again: exiting at once (leftovers are cleaned by the next operation)`);
+              process.exit(1);
+            }
+            log(`${sig}: shutting down, waiting for ${daemon.tracker.inFlight} operation(s) in progress`);
+            void daemon.stop().then(resolve);
+          };
+          process.on('SIGTERM', onSignal);
+          process.on('SIGINT', onSignal);
+        });
+        await stopped;
+        log('stopped');
+        return 0;
+      });
+      // Nothing of the daemon is left running; do not wait for stray handles (keep-alive sockets, …).
+      process.exit(process.exitCode ?? 0);
+    });
+}

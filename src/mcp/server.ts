@@ -1,0 +1,182 @@
+// Owns the agent tool over MCP (official SDK): `memory_snapshot` with the original's parameters and
+// result (§15: optional `label` ≤ 200 characters and `redact_secrets`, no other key; result `snapshot_id`,
+// `bundle_path`, `bundle_size_bytes`, `bundle_sha256`, `created_at_ms`, `redactions_applied`,
+// `encrypted`; created_by `tool`), and the read-only `memory_list`, `memory_verify`, `memory_diff`.
+// One server serves one agent (and tenant), fixed when it starts: a tool never names another agent.
+// Restore is never exposed. Invalid arguments are tool errors and do nothing.
+
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+import { loadIdentities } from '../crypto/age.js';
+import { SnapshotError } from '../model/errors.js';
+import { MAX_LABEL_CHARS } from '../model/ids.js';
+import type { SnapshotRequest } from '../model/types.js';
+import type { OperationTracker } from '../server/tracker.js';
+import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { locate } from '../store/catalog.js';
+import { PACKAGE_VERSION } from '../util/version.js';
+import { verifyBundleFile } from '../verify/verify.js';
+
+export const TOOL_CREATED_BY = 'tool';
+
+export interface AgentToolOptions {
+  snapshotter: LocalSnapshotter;
+  agentId: string;
+  tenant: string;
+  /** age identity file to verify and diff encrypted bundles. */
+  identityPath?: string;
+  /** `redact_secrets` when a call omits it (config `redact_secrets_default`, default true). */
+  redactDefault: boolean;
+  /** Every tool call runs as a tracked operation, so shutdown waits for a snapshot in progress. */
+  tracker: OperationTracker;
+}
+
+const snapshotResult = {
+  snapshot_id: z.string(),
+  bundle_path: z.string(),
+  bundle_size_bytes: z.number(),
+  bundle_sha256: z.string(),
+  created_at_ms: z.number(),
+  redactions_applied: z.boolean(),
+  encrypted: z.boolean(),
+};
+
+function ok(value: Record<string, unknown>): CallToolResult {
+  return { content: [{ type: 'text', text: JSON.stringify(value, null, 2) }], structuredContent: value };
+}
+
+function failed(tool: string, err: unknown): CallToolResult {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = err instanceof SnapshotError ? err.code : 'INTERNAL';
+  return { content: [{ type: 'text', text: `${tool} failed: ${message} (${code})` }], isError: true };
+}
+
+export function createAgentToolServer(o: AgentToolOptions): McpServer {
+  const s = o.snapshotter;
+  const server = new McpServer({ name: 'nexo-memory', version: PACKAGE_VERSION });
+  const run = async (tool: string, body: () => Promise<Record<string, unknown>>): Promise<CallToolResult> => {
+    try {
+      return ok(await o.tracker.run(body));
+    } catch (err) {
+      return failed(tool, err);
+    }
+  };
+  const identities = () => (o.identityPath ? { identities: loadIdentities(o.identityPath) } : {});
+
+  server.registerTool(
+    'memory_snapshot',
+    {
+      title: 'Snapshot my memory',
+      description:
+        'Captures your whole memory right now (memory directory with its git history, the SQLite ' +
+        'databases, extractor state) into one verifiable bundle and returns its id, size and SHA-256. ' +
+        'Use it sparingly, e.g. before a risky change of your memory. Restoring a snapshot is an ' +
+        'operator action and is not available as a tool.',
+      inputSchema: z.strictObject({
+        label: z.string().max(MAX_LABEL_CHARS).optional().describe('short note on why (≤ 200 characters)'),
+        redact_secrets: z
+          .boolean()
+          .optional()
+          .describe('ask for secret redaction; the result says whether any was applied (redactions_applied)'),
+      }),
+      outputSchema: snapshotResult,
+      annotations: {
+        readOnlyHint: false,
+        destructiveHint: false,
+        idempotentHint: false,
+        openWorldHint: false,
+      },
+    },
+    async (args) =>
+      run('memory_snapshot', async () => {
+        // `redact` is read by the snapshotter once redaction is in the library; until then bundles are
+        // exact copies and the result's `redactions_applied` says false.
+        const request: SnapshotRequest & { redact?: boolean } = {
+          agentId: o.agentId,
+          tenant: o.tenant,
+          ...(args.label !== undefined ? { label: args.label } : {}),
+          createdBy: TOOL_CREATED_BY,
+          redact: args.redact_secrets ?? o.redactDefault,
+        };
+        const meta = await s.snapshot(request);
+        return {
+          snapshot_id: meta.id,
+          bundle_path: meta.bundle_path,
+          bundle_size_bytes: meta.bundle_size_bytes,
+          bundle_sha256: meta.bundle_sha256,
+          created_at_ms: meta.created_at_ms,
+          redactions_applied: meta.redactions_applied,
+          encrypted: meta.encrypted,
+        };
+      }),
+  );
+
+  server.registerTool(
+    'memory_list',
+    {
+      title: 'List my memory snapshots',
+      description: 'Your memory snapshots, newest first: id, label, time, size, who made it. Read-only.',
+      inputSchema: z.strictObject({
+        limit: z.number().int().min(1).max(1000).optional().describe('at most this many (newest first)'),
+      }),
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async (args) =>
+      run('memory_list', async () => {
+        const all = await s.list(o.agentId, o.tenant);
+        return { snapshots: args.limit ? all.slice(0, args.limit) : all, total: all.length };
+      }),
+  );
+
+  server.registerTool(
+    'memory_verify',
+    {
+      title: 'Verify one of my memory snapshots',
+      description:
+        'Checks a snapshot of yours end to end (seals, every hash, layout; deep: database integrity and ' +
+        'git history) and reports status verified, damaged or incomplete. Read-only.',
+      inputSchema: z.strictObject({
+        snapshot_id: z.string().min(4).max(64).describe('snapshot id or a unique prefix (≥ 4 characters)'),
+        deep: z.boolean().optional().describe('also check database integrity and the git history'),
+      }),
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async (args) =>
+      run('memory_verify', async () => {
+        const file = await locate(s.layout.snapshotsDir(o.tenant, o.agentId), args.snapshot_id);
+        const report = await verifyBundleFile(file.path, { deep: args.deep === true, ...identities() });
+        return { ...report };
+      }),
+  );
+
+  server.registerTool(
+    'memory_diff',
+    {
+      title: 'Compare two of my memory snapshots',
+      description:
+        'What changed between two snapshots of yours, or a snapshot and your live memory ("live"): ' +
+        'commits, files and lines, rows per table, state. Read-only.',
+      inputSchema: z.strictObject({
+        a: z.string().min(1).max(64).describe('snapshot id, unique prefix, or "live"'),
+        b: z.string().min(1).max(64).describe('snapshot id, unique prefix, or "live"'),
+        detail: z.boolean().optional().describe('include text patches and sample rows'),
+      }),
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async (args) =>
+      run('memory_diff', async () => {
+        const diff = await s.diff({
+          agentId: o.agentId,
+          tenant: o.tenant,
+          a: args.a,
+          b: args.b,
+          detail: args.detail === true,
+          ...(o.identityPath ? { decryptIdentity: o.identityPath } : {}),
+        });
+        return { ...diff };
+      }),
+  );
+
+  return server;
+}

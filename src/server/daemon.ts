@@ -1,0 +1,152 @@
+// Owns the daemon's lifecycle (`nexo-memory serve`): bind the HTTP API, start the scheduled snapshots
+// and the retention worker (whose sweeps also finish interrupted restores and remove leftovers of dead
+// operations), report the bound address once, and on SIGTERM/SIGINT shut down cleanly: stop accepting,
+// start nothing new, let every operation in progress finish (so nothing is left half-written), close.
+
+import type { AddressInfo } from 'node:net';
+import { CONFIG_DEFAULTS } from '../config/config.js';
+import { asSnapshotError, ConfigError } from '../model/errors.js';
+import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
+import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { createApiServer } from './http.js';
+import { apiRoutes, type MetricsSource } from './routes.js';
+import { type ScheduleEntry, type ScheduleOutcome, Scheduler } from './scheduler.js';
+import { OperationTracker } from './tracker.js';
+
+export const DEFAULT_LISTEN = CONFIG_DEFAULTS.server.listen;
+
+export interface DaemonOptions {
+  snapshotter: LocalSnapshotter;
+  /** HOST:PORT (`[::1]:PORT` for IPv6); port 0 picks a free port. Default 127.0.0.1:9464. */
+  listen?: string;
+  /** Bearer token for the API; required for mutating routes, and to listen beyond loopback. */
+  token?: string;
+  allowRestore?: boolean;
+  /** `redact` of API snapshots whose body omits it. */
+  redactDefault?: boolean;
+  /** Refuse every route that writes the store (`enabled: false`). */
+  readOnly?: boolean;
+  identityPath?: string;
+  maxBodyBytes?: number;
+  schedule?: ScheduleEntry[];
+  /** Retention worker: sweep options and interval; undefined switches it off. */
+  retention?: GcOptions & { intervalMs: number };
+  metrics?: MetricsSource;
+  /** Diagnostics (one line each): requests, scheduled runs, sweeps, shutdown. */
+  log?: (line: string) => void;
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export function parseListen(value: string): ListenAddress {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) {
+    throw new ConfigError(
+      `listen address ${JSON.stringify(value)}: expected HOST:PORT (e.g. 127.0.0.1:9464)`,
+    );
+  }
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function describe(o: ScheduleOutcome): string {
+  if (o.kind === 'ok') return `snapshot ${o.meta.id} (${o.meta.bundle_size_bytes} bytes)`;
+  if (o.kind === 'skipped') return `skipped: ${o.reason}`;
+  return `failed: ${o.error instanceof Error ? o.error.message : String(o.error)}`;
+}
+
+export class Daemon {
+  readonly tracker = new OperationTracker();
+  private readonly server;
+  private readonly scheduler: Scheduler;
+  private readonly retention: RetentionWorker | undefined;
+  private readonly log: (line: string) => void;
+  private readonly listen: ListenAddress;
+  private stopping: Promise<void> | undefined;
+  url = '';
+
+  constructor(opts: DaemonOptions) {
+    this.log = opts.log ?? (() => {});
+    this.listen = parseListen(opts.listen ?? DEFAULT_LISTEN);
+    if (!isLoopback(this.listen.host) && !opts.token) {
+      throw new ConfigError(
+        `server.listen: refusing to listen on ${this.listen.host} (not loopback) without an API token (server.token or NEXO_MEMORY_TOKEN)`,
+      );
+    }
+    const s = opts.snapshotter;
+    this.scheduler = new Scheduler(s, opts.schedule ?? [], {
+      tracker: this.tracker,
+      onOutcome: (e, o) => this.log(`schedule ${e.tenant}/${e.agentId}: ${describe(o)}`),
+    });
+    this.retention = opts.retention
+      ? new RetentionWorker(s, {
+          ...opts.retention,
+          onTick: (r) => {
+            if (r.bundles_deleted || r.orphan_staging_dirs_removed || r.errors || r.backups_removed)
+              this.log(
+                `gc: ${r.bundles_deleted} deleted, ${r.orphan_staging_dirs_removed} leftovers removed, ${r.backups_removed} backups removed, ${r.errors} errors, ${r.agents_busy} busy`,
+              );
+          },
+          onError: (e) => this.log(`gc failed: ${e instanceof Error ? e.message : String(e)}`),
+        })
+      : undefined;
+    this.server = createApiServer({
+      routes: apiRoutes({
+        snapshotter: s,
+        tracker: this.tracker,
+        allowRestore: opts.allowRestore === true,
+        readOnly: opts.readOnly === true,
+        ...(opts.redactDefault !== undefined ? { redactDefault: opts.redactDefault } : {}),
+        ...(opts.identityPath ? { identityPath: opts.identityPath } : {}),
+        ...(opts.metrics ? { metrics: opts.metrics } : {}),
+        ...(this.retention && opts.retention
+          ? { retention: { worker: this.retention, options: opts.retention } }
+          : {}),
+        scheduler: this.scheduler,
+        startedAt: Date.now(),
+      }),
+      ...(opts.token ? { token: opts.token } : {}),
+      ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}),
+      tracker: this.tracker,
+      log: (l) => this.log(l),
+    });
+  }
+
+  /** Binds the API, then starts the scheduler and the retention worker. Resolves with the bound address. */
+  async start(): Promise<ListenAddress & { url: string }> {
+    await new Promise<void>((resolve, reject) => {
+      const fail = (err: unknown) =>
+        reject(asSnapshotError(err, `listening on ${this.listen.host}:${this.listen.port}`));
+      this.server.once('error', fail);
+      this.server.listen(this.listen.port, this.listen.host, () => {
+        this.server.off('error', fail);
+        resolve();
+      });
+    });
+    const a = this.server.address() as AddressInfo;
+    const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+    this.url = `http://${host}:${a.port}`;
+    this.scheduler.start();
+    this.retention?.start();
+    return { host: a.address, port: a.port, url: this.url };
+  }
+
+  /** Stops accepting, starts nothing new, waits for every operation in progress, closes. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const closed = new Promise<void>((r) => this.server.close(() => r()));
+      this.server.closeIdleConnections();
+      await Promise.all([this.scheduler.stop(), this.retention?.stop(), this.tracker.close()]);
+      this.server.closeAllConnections();
+      await closed;
+    })();
+    return this.stopping;
+  }
+}

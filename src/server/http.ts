@@ -1,0 +1,228 @@
+// Owns the daemon's HTTP server on node:http (no framework): route matching with `:param` segments,
+// the bearer-token gate per route, reading JSON bodies (size limit, content type, syntax), rendering
+// results as JSON, text or a byte stream, and every failure as `{"error": {code, message, …}}` with
+// the status of its stable code. Each request is a tracked operation, so a shutdown waits for it.
+// No operation logic: routes.ts maps each route to one library call.
+
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  ForbiddenError,
+  InvalidInputError,
+  MethodNotAllowedError,
+  PayloadTooLargeError,
+  RouteNotFoundError,
+  SnapshotError,
+  UnauthorizedError,
+} from '../model/errors.js';
+import { bearerToken, tokenMatches } from './auth.js';
+import { httpStatusOf } from './status.js';
+import type { OperationTracker } from './tracker.js';
+
+/** `open`: no token ever; `read`: the token when one is configured; `write`: always the token. */
+export type AuthLevel = 'open' | 'read' | 'write';
+
+export interface ApiRequest {
+  method: string;
+  path: string;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  headers: IncomingHttpHeaders;
+  /** The parsed JSON body; `{}` when the request had none. */
+  body: unknown;
+}
+
+export type ApiResult =
+  | { status?: number; json: unknown; headers?: Record<string, string> }
+  | { status?: number; text: string; contentType: string }
+  | { status?: number; stream: Readable; headers: Record<string, string> };
+
+export interface Route {
+  method: 'GET' | 'POST' | 'DELETE';
+  /** `/v1/agents/:agent/snapshots/:id`: literal segments and `:name` parameters. */
+  path: string;
+  auth: AuthLevel;
+  handle(req: ApiRequest): Promise<ApiResult>;
+}
+
+export interface ApiServerOptions {
+  routes: Route[];
+  /** The bearer token; without one, `write` routes are refused (403) and `read` routes are open. */
+  token?: string;
+  /** Largest accepted request body (default 64 KiB). */
+  maxBodyBytes?: number;
+  tracker: OperationTracker;
+  /** One line per request (method, path, status, milliseconds). */
+  log?: (line: string) => void;
+}
+
+export const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
+
+function match(pattern: string, path: string): Record<string, string> | undefined {
+  const want = pattern.split('/');
+  const got = path.split('/');
+  if (want.length !== got.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < want.length; i++) {
+    const w = want[i]!;
+    const g = got[i]!;
+    if (w.startsWith(':')) {
+      if (g === '') return undefined;
+      try {
+        params[w.slice(1)] = decodeURIComponent(g);
+      } catch {
+        throw new InvalidInputError(`malformed percent-encoding in path segment ${JSON.stringify(g)}`);
+      }
+    } else if (w !== g) {
+      return undefined;
+    }
+  }
+  return params;
+}
+
+function errorBody(err: unknown): { status: number; body: Record<string, unknown> } {
+  if (err instanceof SnapshotError) return { status: httpStatusOf(err.code), body: { error: err.toJSON() } };
+  const message = err instanceof Error ? err.message : String(err);
+  return { status: 500, body: { error: { code: 'INTERNAL', message, outcome: 'error' } } };
+}
+
+async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? '0');
+  if (declared > limit) throw new PayloadTooLargeError(`request body over ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new PayloadTooLargeError(`request body over ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') return {};
+  const type = String(req.headers['content-type'] ?? '');
+  if (!/^application\/(.+\+)?json\b/i.test(type)) {
+    throw new InvalidInputError(
+      `request body must be JSON (Content-Type: application/json), got ${JSON.stringify(type || 'none')}`,
+    );
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new InvalidInputError(`request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function send(res: ServerResponse, status: number, headers: Record<string, string>, body: string): void {
+  res.writeHead(status, { ...headers, 'content-length': String(Buffer.byteLength(body)) });
+  res.end(body);
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}) {
+  send(
+    res,
+    status,
+    { 'content-type': 'application/json; charset=utf-8', ...headers },
+    `${JSON.stringify(value)}\n`,
+  );
+}
+
+export function createApiServer(opts: ApiServerOptions): Server {
+  const limit = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<number> {
+    const method = req.method ?? 'GET';
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+    } catch {
+      throw new InvalidInputError(`malformed request target ${JSON.stringify(req.url)}`);
+    }
+    const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, '') : url.pathname;
+    let route: Route | undefined;
+    let params: Record<string, string> = {};
+    const allowed: string[] = [];
+    for (const r of opts.routes) {
+      const p = match(r.path, path);
+      if (!p) continue;
+      allowed.push(r.method);
+      if (r.method === method && !route) {
+        route = r;
+        params = p;
+      }
+    }
+    if (!route) {
+      if (allowed.length) throw new MethodNotAllowedError(method, path, allowed);
+      throw new RouteNotFoundError(`no route ${method} ${path}`);
+    }
+    if (route.auth !== 'open') {
+      if (route.auth === 'write' && !opts.token) {
+        throw new ForbiddenError(
+          `${method} ${route.path} needs an API token: set server.token in the config or NEXO_MEMORY_TOKEN`,
+        );
+      }
+      if (opts.token && !tokenMatches(opts.token, bearerToken(req.headers.authorization))) {
+        throw new UnauthorizedError('missing or wrong bearer token (Authorization: Bearer <token>)');
+      }
+    }
+    const body = method === 'GET' ? {} : await readBody(req, limit);
+    const result = await route.handle({
+      method,
+      path,
+      params,
+      query: url.searchParams,
+      headers: req.headers,
+      body,
+    });
+    const status = result.status ?? 200;
+    if ('json' in result) sendJson(res, status, result.json, result.headers);
+    else if ('text' in result) send(res, status, { 'content-type': result.contentType }, result.text);
+    else {
+      res.writeHead(status, result.headers);
+      await pipeline(result.stream, res);
+    }
+    return status;
+  }
+
+  const server = createServer((req, res) => {
+    const started = Date.now();
+    const finish = (status: number) =>
+      opts.log?.(`${req.method} ${req.url} ${status} ${Date.now() - started}ms`);
+    let done: () => void;
+    try {
+      done = opts.tracker.begin();
+    } catch (err) {
+      const e = errorBody(err);
+      req.resume();
+      sendJson(res, e.status, e.body, { connection: 'close' });
+      finish(e.status);
+      return;
+    }
+    res.once('close', () => done());
+    if (opts.tracker.closed) res.setHeader('connection', 'close');
+    handle(req, res).then(finish, (err: unknown) => {
+      const e = errorBody(err);
+      if (res.headersSent) {
+        res.destroy(err instanceof Error ? err : undefined);
+      } else {
+        const extra: Record<string, string> = {};
+        if (e.status === 401) extra['www-authenticate'] = 'Bearer';
+        if (err instanceof MethodNotAllowedError) extra.allow = err.allowed.join(', ');
+        // An oversized body is not read to its end: close the connection instead. Others are drained.
+        if (err instanceof PayloadTooLargeError) extra.connection = 'close';
+        else req.resume();
+        sendJson(res, e.status, e.body, extra);
+      }
+      finish(e.status);
+    });
+  });
+  // Receiving a request (at most 64 KiB of body) never takes long; responses (downloads) are not bounded.
+  server.headersTimeout = 30_000;
+  server.requestTimeout = 60_000;
+  return server;
+}

@@ -1,0 +1,304 @@
+// Owns the HTTP API's route table: each route parses its path, query and body, makes one library call
+// (list, snapshot, verify, diff, export download, delete, restore, gc) and returns the library's JSON
+// shape unchanged. Tenant: `?tenant=` or the `X-Nexo-Tenant` header (default `default`). Restore runs
+// only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is open.
+
+import { z } from 'zod';
+import { loadIdentities } from '../crypto/age.js';
+import {
+  ForbiddenError,
+  InvalidInputError,
+  NotFoundError,
+  RestoreRefusedError,
+  RouteNotFoundError,
+} from '../model/errors.js';
+import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
+import type { SnapshotRequest } from '../model/types.js';
+import { openDownload } from '../snapshotter/download.js';
+import { checkRestoreGate } from '../snapshotter/gate.js';
+import type { GcOptions, RetentionWorker } from '../snapshotter/gc.js';
+import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { locate } from '../store/catalog.js';
+import { PACKAGE_VERSION } from '../util/version.js';
+import { verifyBundleFile } from '../verify/verify.js';
+import type { ApiRequest, Route } from './http.js';
+import type { Scheduler } from './scheduler.js';
+import type { OperationTracker } from './tracker.js';
+
+export interface MetricsSource {
+  contentType: string;
+  render(): Promise<string>;
+}
+
+export interface ApiContext {
+  snapshotter: LocalSnapshotter;
+  tracker: OperationTracker;
+  /** `server.allow_restore` of the config; restore also needs the NEXO_MEMORY_RESTORE_ALLOW gate. */
+  allowRestore: boolean;
+  /** `redact` of API snapshots whose body omits it (config `redact_secrets_default`). */
+  redactDefault?: boolean;
+  /** `enabled: false` in the config: every route that writes the store is refused (403). */
+  readOnly?: boolean;
+  /** age identity file for encrypted bundles (verify, diff, restore). */
+  identityPath?: string;
+  metrics?: MetricsSource;
+  retention?: { worker: RetentionWorker; options: GcOptions };
+  scheduler?: Scheduler;
+  startedAt: number;
+}
+
+const snapshotBody = z.strictObject({
+  label: z.string().optional(),
+  encrypt: z.array(z.string()).min(1).optional(),
+  redact: z.boolean().optional(),
+});
+const restoreBody = z.strictObject({
+  dry_run: z.boolean().optional(),
+  auto_pre_snapshot: z.boolean().optional(),
+});
+const gcBody = z.strictObject({ dry_run: z.boolean().optional() });
+
+function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [];
+  const where = ['body', ...issue.path.map(String), ...keys.slice(0, 1)].join('.');
+  throw new InvalidInputError(
+    `${where}: ${issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message}`,
+  );
+}
+
+/** Query parameters: only the listed ones are accepted. */
+function query(req: ApiRequest, allowed: readonly string[]): URLSearchParams {
+  for (const k of req.query.keys()) {
+    if (k !== 'tenant' && !allowed.includes(k)) throw new InvalidInputError(`unknown query parameter ${k}`);
+  }
+  return req.query;
+}
+
+function flag(q: URLSearchParams, name: string): boolean {
+  const v = q.get(name);
+  if (v === null) return false;
+  if (['', '1', 'true', 'yes'].includes(v.toLowerCase())) return true;
+  if (['0', 'false', 'no'].includes(v.toLowerCase())) return false;
+  throw new InvalidInputError(`query parameter ${name} must be true or false, got ${JSON.stringify(v)}`);
+}
+
+function tenantOf(req: ApiRequest): string {
+  const fromQuery = req.query.get('tenant') ?? undefined;
+  const header = req.headers['x-nexo-tenant'];
+  const fromHeader = Array.isArray(header) ? header[0] : header;
+  if (fromQuery !== undefined && fromHeader !== undefined && fromQuery !== fromHeader) {
+    throw new InvalidInputError(
+      `tenant given twice and differently: ?tenant=${fromQuery}, X-Nexo-Tenant: ${fromHeader}`,
+    );
+  }
+  return validateTenant(fromQuery ?? fromHeader ?? DEFAULT_TENANT);
+}
+
+export function apiRoutes(ctx: ApiContext): Route[] {
+  const routes = allRoutes(ctx);
+  if (!ctx.readOnly) return routes;
+  return routes.map((r) =>
+    r.auth === 'write' && r.path !== '/v1/agents/:agent/snapshots/:id/export'
+      ? {
+          ...r,
+          handle: async () => {
+            throw new ForbiddenError('memory.snapshot.enabled is false: the API does not change the store');
+          },
+        }
+      : r,
+  );
+}
+
+function allRoutes(ctx: ApiContext): Route[] {
+  const s = ctx.snapshotter;
+  const identities = () => (ctx.identityPath ? { identities: loadIdentities(ctx.identityPath) } : {});
+  const identityFile = () => (ctx.identityPath ? { decryptIdentity: ctx.identityPath } : {});
+  const bundleOf = async (req: ApiRequest) => {
+    const tenant = tenantOf(req);
+    const agent = validateAgentId(req.params.agent!);
+    return locate(s.layout.snapshotsDir(tenant, agent), req.params.id!);
+  };
+
+  return [
+    {
+      method: 'GET',
+      path: '/healthz',
+      auth: 'open',
+      handle: async () => ({
+        json: {
+          status: ctx.tracker.closed ? 'shutting_down' : 'ok',
+          version: PACKAGE_VERSION,
+          uptime_ms: Date.now() - ctx.startedAt,
+          in_flight: Math.max(0, ctx.tracker.inFlight - 1),
+        },
+      }),
+    },
+    {
+      method: 'GET',
+      path: '/metrics',
+      auth: 'open',
+      handle: async () => {
+        if (!ctx.metrics) throw new RouteNotFoundError('metrics are switched off in the config');
+        return { text: await ctx.metrics.render(), contentType: ctx.metrics.contentType };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agents/:agent/snapshots',
+      auth: 'read',
+      handle: async (req) => {
+        query(req, []);
+        return { json: await s.list(req.params.agent!, tenantOf(req)) };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/agents/:agent/snapshots',
+      auth: 'write',
+      handle: async (req) => {
+        query(req, []);
+        const body = parseBody(snapshotBody, req.body);
+        // `redact` takes effect once redaction is in the library (`redactions_applied` tells).
+        const request: SnapshotRequest & { redact?: boolean } = {
+          agentId: req.params.agent!,
+          tenant: tenantOf(req),
+          ...(body.label !== undefined ? { label: body.label } : {}),
+          ...(body.encrypt ? { encrypt: body.encrypt } : {}),
+          createdBy: 'api',
+          redact: body.redact ?? ctx.redactDefault ?? true,
+        };
+        const meta = await s.snapshot(request);
+        return {
+          status: 201,
+          json: meta,
+          headers: {
+            location: `/v1/agents/${encodeURIComponent(meta.agent_id)}/snapshots/${meta.id}?tenant=${meta.tenant}`,
+          },
+        };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agents/:agent/snapshots/:id',
+      auth: 'read',
+      handle: async (req) => {
+        query(req, []);
+        const file = await bundleOf(req);
+        const meta = (await s.list(req.params.agent!, tenantOf(req))).find((m) => m.id === file.id);
+        if (!meta) throw new NotFoundError(file.id, 'the bundle is unreadable (see verify)');
+        return { json: meta };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agents/:agent/snapshots/:id/verify',
+      auth: 'read',
+      handle: async (req) => {
+        const q = query(req, ['deep']);
+        const file = await bundleOf(req);
+        return { json: await verifyBundleFile(file.path, { deep: flag(q, 'deep'), ...identities() }) };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agents/:agent/snapshots/:id/export',
+      auth: 'write',
+      handle: async (req) => {
+        query(req, []);
+        const d = await openDownload(s, req.params.agent!, tenantOf(req), req.params.id!);
+        return {
+          stream: d.stream,
+          headers: {
+            'content-type': d.encrypted ? 'application/age-encryption' : 'application/zstd',
+            'content-length': String(d.size),
+            'content-disposition': `attachment; filename="${d.name}"`,
+            'x-nexo-snapshot-id': d.id,
+            ...(d.sha256 ? { 'x-nexo-file-sha256': d.sha256 } : {}),
+          },
+        };
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/agents/:agent/snapshots/:id',
+      auth: 'write',
+      handle: async (req) => {
+        query(req, []);
+        return { json: await s.delete(req.params.agent!, tenantOf(req), req.params.id!) };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/agents/:agent/snapshots/:id/restore',
+      auth: 'write',
+      handle: async (req) => {
+        query(req, []);
+        if (!ctx.allowRestore) {
+          throw new RestoreRefusedError(
+            'restore over the HTTP API is disabled: set server.allow_restore: true in the config',
+          );
+        }
+        checkRestoreGate();
+        const body = parseBody(restoreBody, req.body);
+        const file = await bundleOf(req);
+        return {
+          json: await s.restore({
+            agentId: req.params.agent!,
+            tenant: tenantOf(req),
+            bundle: file.path,
+            dryRun: body.dry_run === true,
+            autoPreSnapshot: body.auto_pre_snapshot ?? true,
+            ...identityFile(),
+          }),
+        };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agents/:agent/diff',
+      auth: 'read',
+      handle: async (req) => {
+        const q = query(req, ['a', 'b', 'detail']);
+        const a = q.get('a');
+        const b = q.get('b');
+        if (!a || !b) throw new InvalidInputError('diff needs ?a=<id|prefix|live>&b=<id|prefix|live>');
+        return {
+          json: await s.diff({
+            agentId: req.params.agent!,
+            tenant: tenantOf(req),
+            a,
+            b,
+            detail: flag(q, 'detail'),
+            ...identityFile(),
+          }),
+        };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/gc',
+      auth: 'write',
+      handle: async (req) => {
+        query(req, []);
+        const body = parseBody(gcBody, req.body);
+        if (!ctx.retention) throw new ForbiddenError('the retention worker is switched off in the config');
+        const report = body.dry_run
+          ? await s.gc({ ...ctx.retention.options, dryRun: true })
+          : await ctx.retention.worker.tick();
+        return { json: report };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/schedule',
+      auth: 'read',
+      handle: async (req) => {
+        query(req, []);
+        return { json: ctx.scheduler?.status() ?? [] };
+      },
+    },
+  ];
+}

@@ -1,0 +1,163 @@
+// Owns the daemon's scheduled snapshots: one fixed-rate timer per (tenant, agent) — runs at start +
+// k × interval, no jitter, no drift — whose runs never overlap: a tick that finds the previous run of
+// that agent still going, or the agent locked by another process, is skipped and counted. Runs are
+// tracked operations, so a shutdown waits for the one in progress and starts no new one.
+
+import { ConcurrentError, SnapshotError } from '../model/errors.js';
+import type { SnapshotMeta } from '../model/types.js';
+import type { LocalSnapshotter } from '../snapshotter/local.js';
+import type { OperationTracker } from './tracker.js';
+
+export interface ScheduleEntry {
+  agentId: string;
+  tenant: string;
+  intervalMs: number;
+  /** Label of the scheduled snapshots (default `scheduled`). */
+  label?: string;
+}
+
+export interface ScheduleStatus {
+  agent_id: string;
+  tenant: string;
+  interval_secs: number;
+  running: boolean;
+  runs: number;
+  failures: number;
+  /** Ticks skipped because the previous run was still going or another process held the agent. */
+  skipped_busy: number;
+  next_at_ms?: number;
+  last_started_at_ms?: number;
+  last_finished_at_ms?: number;
+  last_snapshot_id?: string;
+  last_error?: { code: string; message: string };
+}
+
+export type ScheduleOutcome =
+  | { kind: 'ok'; meta: SnapshotMeta }
+  | { kind: 'skipped'; reason: string }
+  | { kind: 'failed'; error: unknown };
+
+export const SCHEDULED_LABEL = 'scheduled';
+export const SCHEDULED_CREATED_BY = 'scheduled';
+
+interface Slot {
+  entry: ScheduleEntry;
+  status: ScheduleStatus;
+  timer?: NodeJS.Timeout;
+  startedAt: number;
+  k: number;
+  running?: Promise<void>;
+}
+
+export class Scheduler {
+  private readonly slots: Slot[];
+  private stopped = true;
+
+  constructor(
+    private readonly snapshotter: LocalSnapshotter,
+    entries: readonly ScheduleEntry[],
+    private readonly opts: {
+      tracker: OperationTracker;
+      onOutcome?: (entry: ScheduleEntry, outcome: ScheduleOutcome) => void;
+    },
+  ) {
+    this.slots = entries.map((entry) => ({
+      entry,
+      startedAt: 0,
+      k: 0,
+      status: {
+        agent_id: entry.agentId,
+        tenant: entry.tenant,
+        interval_secs: entry.intervalMs / 1000,
+        running: false,
+        runs: 0,
+        failures: 0,
+        skipped_busy: 0,
+      },
+    }));
+  }
+
+  start(now = Date.now()): void {
+    this.stopped = false;
+    for (const slot of this.slots) {
+      slot.startedAt = now;
+      slot.k = 0;
+      this.arm(slot);
+    }
+  }
+
+  private arm(slot: Slot): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    const interval = slot.entry.intervalMs;
+    // The next slot strictly in the future; missed slots (a long run, a suspended host) are not replayed.
+    slot.k = Math.max(slot.k + 1, Math.floor((now - slot.startedAt) / interval) + 1);
+    const at = slot.startedAt + slot.k * interval;
+    slot.status.next_at_ms = at;
+    slot.timer = setTimeout(() => this.fire(slot), Math.max(0, at - now));
+  }
+
+  private fire(slot: Slot): void {
+    if (this.stopped) return;
+    if (slot.running) {
+      slot.status.skipped_busy++;
+      this.opts.onOutcome?.(slot.entry, { kind: 'skipped', reason: 'the previous run is still going' });
+    } else {
+      slot.running = this.runOnce(slot).finally(() => {
+        slot.running = undefined;
+      });
+    }
+    this.arm(slot);
+  }
+
+  private async runOnce(slot: Slot): Promise<void> {
+    const { entry, status } = slot;
+    let meta: SnapshotMeta;
+    status.running = true;
+    status.last_started_at_ms = Date.now();
+    try {
+      meta = await this.opts.tracker.run(() =>
+        this.snapshotter.snapshot({
+          agentId: entry.agentId,
+          tenant: entry.tenant,
+          label: entry.label ?? SCHEDULED_LABEL,
+          createdBy: SCHEDULED_CREATED_BY,
+        }),
+      );
+    } catch (err) {
+      if (err instanceof ConcurrentError) {
+        status.skipped_busy++;
+        this.opts.onOutcome?.(entry, { kind: 'skipped', reason: err.message });
+      } else {
+        status.failures++;
+        status.last_error = {
+          code: err instanceof SnapshotError ? err.code : 'INTERNAL',
+          message: err instanceof Error ? err.message : String(err),
+        };
+        this.opts.onOutcome?.(entry, { kind: 'failed', error: err });
+      }
+      return;
+    } finally {
+      status.running = false;
+      status.last_finished_at_ms = Date.now();
+    }
+    status.runs++;
+    status.last_snapshot_id = meta.id;
+    delete status.last_error;
+    this.opts.onOutcome?.(entry, { kind: 'ok', meta });
+  }
+
+  status(): ScheduleStatus[] {
+    return this.slots.map((s) => ({ ...s.status }));
+  }
+
+  /** No new runs; resolves when the runs in progress have finished. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const s of this.slots) {
+      if (s.timer) clearTimeout(s.timer);
+      delete s.status.next_at_ms;
+    }
+    await Promise.all(this.slots.map((s) => s.running));
+  }
+}

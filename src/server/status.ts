@@ -1,0 +1,32 @@
+// Owns the mapping from the stable error codes (model/errors.ts) to HTTP statuses, so every surface
+// error has one status: bad input 4xx, refusals 401/403/409, damaged bundles 422, failures 5xx.
+
+const STATUS: Record<string, number> = {
+  INVALID_INPUT: 400,
+  CONFIG: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  RESTORE_REFUSED: 403,
+  CROSS_TENANT: 403,
+  NOT_FOUND: 404,
+  UNKNOWN_AGENT: 404,
+  ROUTE_NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  CONCURRENT: 409,
+  RETENTION: 409,
+  ALREADY_EXISTS: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  BUNDLE_DAMAGED: 422,
+  NOT_A_BUNDLE: 422,
+  UNSAFE_ENTRY: 422,
+  MISSING_ARTIFACT: 422,
+  CHECKSUM_MISMATCH: 422,
+  SCHEMA_TOO_NEW: 422,
+  ENCRYPTION: 422,
+  SHUTTING_DOWN: 503,
+};
+
+/** The HTTP status of an error code; 500 for failures (IO, GIT, SQLITE, STATE) and unknown codes. */
+export function httpStatusOf(code: string): number {
+  return STATUS[code] ?? 500;
+}

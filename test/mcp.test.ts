@@ -1,0 +1,234 @@
+// The agent tool over MCP as an agent runtime uses it: the official SDK's Client over stdio, spawning
+// the real `nexo-memory mcp` binary. Exactly four tools, no restore; memory_snapshot writes a real
+// bundle with the original's result fields; invalid arguments are tool errors that write nothing.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, type TestContext, test } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { BIN, ensureBuilt } from './helpers/built-cli.js';
+import { type Agent, sampleAgent } from './helpers/env.js';
+import { collect, HAS_NATS, startNats } from './helpers/nats.js';
+
+const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20, concepts: 10, compactions: 5 };
+
+before(() => ensureBuilt());
+
+async function connect(t: TestContext, a: Agent, agent = 'ana', extra: string[] = []): Promise<Client> {
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [BIN, 'mcp', '--agent', agent, ...a.flags, ...extra],
+    env: { ...(process.env as Record<string, string>) },
+    stderr: 'pipe',
+  });
+  const client = new Client({ name: 'nexo-memory-test', version: '1.0.0' });
+  await client.connect(transport);
+  t.after(() => client.close());
+  return client;
+}
+
+function storeEntries(a: Agent): string[] {
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}
+
+type ToolResult = {
+  isError?: boolean;
+  content: Array<{ type: string; text?: string }>;
+  structuredContent?: Record<string, unknown>;
+};
+
+async function callTool(client: Client, name: string, args: Record<string, unknown>): Promise<ToolResult> {
+  return (await client.callTool({ name, arguments: args })) as ToolResult;
+}
+
+const textOf = (r: ToolResult) => r.content.map((c) => c.text ?? '').join('\n');
+
+test('mcp: exactly memory_snapshot, memory_list, memory_verify, memory_diff; the original parameters', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const client = await connect(t, a);
+  const { tools } = await client.listTools();
+  assert.deepEqual(tools.map((x) => x.name).sort(), [
+    'memory_diff',
+    'memory_list',
+    'memory_snapshot',
+    'memory_verify',
+  ]);
+  assert.ok(!tools.some((x) => /restore/.test(x.name)), 'restore is never a tool');
+  const snap = tools.find((x) => x.name === 'memory_snapshot')!;
+  const schema = snap.inputSchema as {
+    properties: Record<string, { type: string; maxLength?: number }>;
+    additionalProperties?: boolean;
+    required?: string[];
+  };
+  assert.deepEqual(Object.keys(schema.properties).sort(), ['label', 'redact_secrets']);
+  assert.equal(schema.properties.label!.type, 'string');
+  assert.equal(schema.properties.label!.maxLength, 200);
+  assert.equal(schema.properties.redact_secrets!.type, 'boolean');
+  assert.equal(schema.additionalProperties, false);
+  assert.equal(schema.required, undefined, 'every parameter is optional');
+  for (const name of ['memory_list', 'memory_verify', 'memory_diff'])
+    assert.equal(tools.find((x) => x.name === name)!.annotations?.readOnlyHint, true, name);
+});
+
+test('mcp: memory_snapshot writes a real bundle that verifies; list, verify and diff read it', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const client = await connect(t, a);
+
+  const r1 = await callTool(client, 'memory_snapshot', { label: 'before the dream', redact_secrets: false });
+  assert.ok(!r1.isError, textOf(r1));
+  const res = r1.structuredContent!;
+  assert.deepEqual(Object.keys(res).sort(), [
+    'bundle_path',
+    'bundle_sha256',
+    'bundle_size_bytes',
+    'created_at_ms',
+    'encrypted',
+    'redactions_applied',
+    'snapshot_id',
+  ]);
+  assert.deepEqual(JSON.parse(textOf(r1)), res, 'the text content is the same JSON');
+  const bundle = String(res.bundle_path);
+  assert.ok(existsSync(bundle));
+  const bytes = readFileSync(bundle);
+  assert.equal(res.bundle_size_bytes, bytes.length);
+  assert.equal(
+    createHash('sha256').update(bytes).digest('hex'),
+    readFileSync(`${bundle}.sha256`, 'utf8').trim(),
+  );
+  assert.equal((await a.snapshotter.verify(bundle, { deep: true })).status, 'verified');
+  const [meta] = await a.snapshotter.list('ana');
+  assert.equal(meta!.id, res.snapshot_id);
+  assert.equal(meta!.bundle_sha256, res.bundle_sha256);
+  assert.equal(meta!.label, 'before the dream');
+  assert.equal(meta!.created_by, 'tool', 'agent tool snapshots are created_by "tool"');
+
+  writeFileSync(join(a.memdir, 'dream-output.md'), 'consolidated\n');
+  const r2 = await callTool(client, 'memory_snapshot', {});
+  assert.ok(!r2.isError, textOf(r2));
+  const id2 = String(r2.structuredContent!.snapshot_id);
+
+  const list = await callTool(client, 'memory_list', {});
+  assert.ok(!list.isError, textOf(list));
+  const listed = list.structuredContent!.snapshots as Array<{ id: string }>;
+  assert.deepEqual(
+    listed.map((m) => m.id),
+    [id2, res.snapshot_id],
+  );
+  const limited = await callTool(client, 'memory_list', { limit: 1 });
+  assert.equal((limited.structuredContent!.snapshots as unknown[]).length, 1);
+  assert.equal(limited.structuredContent!.total, 2);
+
+  const v = await callTool(client, 'memory_verify', { snapshot_id: String(res.snapshot_id).slice(0, 13) });
+  assert.ok(!v.isError, textOf(v));
+  assert.equal(v.structuredContent!.status, 'verified');
+  assert.equal(v.structuredContent!.per_artifact_ok, true);
+
+  const d = await callTool(client, 'memory_diff', { a: String(res.snapshot_id), b: id2 });
+  assert.ok(!d.isError, textOf(d));
+  const files = d.structuredContent!.files as Array<{ path: string }>;
+  assert.ok(
+    files.some((f) => f.path.endsWith('dream-output.md')),
+    JSON.stringify(files),
+  );
+  const live = await callTool(client, 'memory_diff', { a: id2, b: 'live' });
+  assert.ok(!live.isError, textOf(live));
+  assert.equal((live.structuredContent!.git_summary as { files_changed: number }).files_changed, 0);
+});
+
+test('mcp: invalid arguments are tool errors and write nothing; no restore tool can be called', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const client = await connect(t, a);
+  for (const args of [
+    { label: 5 },
+    { label: 'x'.repeat(201) },
+    { redact_secrets: 'yes' },
+    { agent_id: 'bob' },
+    { label: 'ok', bundle: '/etc/passwd' },
+  ]) {
+    const r = await callTool(client, 'memory_snapshot', args);
+    assert.equal(r.isError, true, JSON.stringify(args));
+    assert.match(textOf(r), /Invalid arguments|Input validation/, JSON.stringify(args));
+  }
+  const ctl = await callTool(client, 'memory_snapshot', { label: 'bad\u0007bell' });
+  assert.equal(ctl.isError, true, 'the library rejects control characters in labels');
+  assert.match(textOf(ctl), /^memory_snapshot failed: .*\(INVALID_INPUT\)$/s);
+  assert.deepEqual(storeEntries(a), [], 'no snapshot was written');
+
+  const v = await callTool(client, 'memory_verify', {});
+  assert.equal(v.isError, true);
+  const nf = await callTool(client, 'memory_verify', { snapshot_id: '01234567' });
+  assert.equal(nf.isError, true);
+  assert.match(textOf(nf), /NOT_FOUND/);
+  const d = await callTool(client, 'memory_diff', { a: 'live' });
+  assert.equal(d.isError, true);
+
+  let refused: string;
+  try {
+    const r = await callTool(client, 'memory_restore', { snapshot_id: '01234567' });
+    assert.equal(r.isError, true);
+    refused = textOf(r);
+  } catch (err) {
+    refused = (err as Error).message;
+  }
+  assert.match(refused, /not found/i);
+  assert.deepEqual(storeEntries(a), []);
+});
+
+test('mcp: an unknown agent makes memory_snapshot a tool error; the server keeps serving', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const client = await connect(t, a, 'bob');
+  const r = await callTool(client, 'memory_snapshot', { label: 'x' });
+  assert.equal(r.isError, true);
+  assert.match(textOf(r), /^memory_snapshot failed: unknown agent bob.*\(UNKNOWN_AGENT\)$/s);
+  const list = await callTool(client, 'memory_list', {});
+  assert.ok(!list.isError);
+  assert.deepEqual(list.structuredContent!.snapshots, []);
+});
+
+test('mcp: exits 0 when stdin closes; a bad agent id fails at start with nothing on stdout', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [BIN, 'mcp', ...args, ...a.flags], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c) => {
+        stdout += c;
+      });
+      child.stderr.on('data', (c) => {
+        stderr += c;
+      });
+      child.stdin.end();
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+  const ok = await run(['--agent', 'ana']);
+  assert.equal(ok.code, 0);
+  assert.equal(ok.stdout, '', 'stdout carries only the protocol');
+  const bad = await run(['--agent', 'Not An Agent']);
+  assert.equal(bad.code, 1);
+  assert.equal(bad.stdout, '');
+  assert.match(bad.stderr, /agent_id/);
+});
+
+test('mcp --nats: a tool snapshot publishes its created event (created_by tool)', {
+  skip: HAS_NATS ? false : 'nats-server is not on PATH',
+}, async (t) => {
+  const nats = await startNats(t);
+  const events = await collect(t, nats.url, 'nexo.memory.snapshot.ana.>');
+  const a = sampleAgent(t, 'ana', SMALL);
+  const client = await connect(t, a, 'ana', ['--nats', nats.url]);
+  const r = await callTool(client, 'memory_snapshot', { label: 'tool run' });
+  assert.ok(!r.isError, textOf(r));
+  const [created] = await events.waitFor(1);
+  assert.equal(created!.subject, 'nexo.memory.snapshot.ana.created');
+  assert.equal(created!.data.id, r.structuredContent!.snapshot_id);
+  assert.equal(created!.data.created_by, 'tool');
+  assert.equal(created!.data.label, 'tool run');
+});

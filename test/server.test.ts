@@ -1,0 +1,606 @@
+// The daemon (`nexo-memory serve`) as operators run it: the real binary on port 0, real HTTP calls.
+// Auth, JSON errors, every API operation against the store, /metrics, restore gating, scheduled
+// snapshots, and SIGTERM in the middle of a snapshot.
+
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, test } from 'node:test';
+import { ConfigError, ERROR_TABLE } from '../src/model/errors.js';
+import { bearerToken, tokenMatches } from '../src/server/auth.js';
+import { Daemon, isLoopback, parseListen } from '../src/server/daemon.js';
+import { httpStatusOf } from '../src/server/status.js';
+import { BIN, ensureBuilt } from './helpers/built-cli.js';
+import { type Agent, REPO, sampleAgent, startFixture } from './helpers/env.js';
+import { collect, HAS_NATS, startNats } from './helpers/nats.js';
+
+const TOKEN = 'test-token-0123456789abcdef';
+const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20, concepts: 10, compactions: 5 };
+
+before(() => ensureBuilt());
+
+interface Running {
+  url: string;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  stderr: () => string;
+}
+
+/** Starts `nexo-memory serve --listen 127.0.0.1:0` and resolves with the address it printed. */
+function serve(t: { after(fn: () => void): void }, args: string[], env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
+    cwd: REPO,
+    env: { ...process.env, NEXO_MEMORY_TOKEN: '', NEXO_MEMORY_RESTORE_ALLOW: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (c) => {
+    err += c;
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  return new Promise<Running>((resolve, reject) => {
+    child.stdout!.on('data', (c) => {
+      out += c;
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)\n/.exec(out);
+      if (m) resolve({ url: m[1]!, child, exited, stderr: () => err });
+      const line = /^(\{.*\})\n/.exec(out);
+      if (line) {
+        const j = JSON.parse(line[1]!);
+        assert.equal(j.pid, child.pid);
+        assert.equal(j.listening, `http://127.0.0.1:${j.port}`);
+        resolve({ url: j.listening, child, exited, stderr: () => err });
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`serve exited ${code} before listening: ${err}`)));
+  });
+}
+
+const storeFlags = (a: Agent) => a.flags;
+
+const auth = (token = TOKEN) => ({ authorization: `Bearer ${token}` });
+const jsonHeaders = (token = TOKEN) => ({ ...auth(token), 'content-type': 'application/json' });
+
+async function call(url: string, init: RequestInit = {}) {
+  const res = await fetch(url, init);
+  const text = await res.text();
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = text;
+  }
+  // biome-ignore lint/suspicious/noExplicitAny: the API's JSON bodies, asserted field by field
+  return { status: res.status, headers: res.headers, body: body as any, text };
+}
+
+function storeEntries(a: Agent, agent = 'ana'): string[] {
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', agent);
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}
+
+test('serve: address printed, /healthz, JSON 4xx for unknown routes, bad methods and bad bodies; a wrong token does nothing', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+
+  const h = await call(`${d.url}/healthz`);
+  assert.equal(h.status, 200);
+  assert.equal(h.body.status, 'ok');
+
+  const snapUrl = `${d.url}/v1/agents/ana/snapshots`;
+  for (const headers of [{}, auth('wrong-token-0123456789abcdef'), { authorization: TOKEN }]) {
+    const r = await call(snapUrl, {
+      method: 'POST',
+      headers: { ...headers, 'content-type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(r.status, 401, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'UNAUTHORIZED');
+    assert.equal(r.headers.get('www-authenticate'), 'Bearer');
+  }
+  // With a token configured, reads need it too.
+  assert.equal((await call(snapUrl)).status, 401);
+  assert.deepEqual(storeEntries(a), [], 'nothing was written by refused calls');
+
+  const notFound = await call(`${d.url}/v1/nothing/here`, { headers: auth() });
+  assert.equal(notFound.status, 404);
+  assert.equal(notFound.body.error.code, 'ROUTE_NOT_FOUND');
+  assert.match(notFound.headers.get('content-type') ?? '', /application\/json/);
+
+  const method = await call(snapUrl, { method: 'PUT', headers: auth() });
+  assert.equal(method.status, 405);
+  assert.equal(method.body.error.code, 'METHOD_NOT_ALLOWED');
+  assert.equal(method.headers.get('allow'), 'GET, POST');
+
+  const badJson = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"label": ' });
+  assert.equal(badJson.status, 400);
+  assert.equal(badJson.body.error.code, 'INVALID_INPUT');
+  assert.match(badJson.body.error.message, /not valid JSON/);
+
+  const unknownKey = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"lable":"x"}' });
+  assert.equal(unknownKey.status, 400);
+  assert.match(unknownKey.body.error.message, /body\.lable: unknown key/);
+
+  const wrongType = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"label":5}' });
+  assert.equal(wrongType.status, 400);
+
+  const notJson = await call(snapUrl, {
+    method: 'POST',
+    headers: { ...auth(), 'content-type': 'text/plain' },
+    body: 'label=x',
+  });
+  assert.equal(notJson.status, 400);
+
+  const big = await call(snapUrl, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: JSON.stringify({ label: 'x'.repeat(70 * 1024) }),
+  });
+  assert.equal(big.status, 413);
+  assert.equal(big.body.error.code, 'PAYLOAD_TOO_LARGE');
+
+  const badAgent = await call(`${d.url}/v1/agents/Not%20An%20Agent/snapshots`, { headers: auth() });
+  assert.equal(badAgent.status, 400);
+  const badTenant = await call(`${snapUrl}?tenant=a&x=1`, { headers: auth() });
+  assert.equal(badTenant.status, 400);
+
+  const unknownAgent = await call(`${d.url}/v1/agents/bob/snapshots`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{}',
+  });
+  assert.equal(unknownAgent.status, 404);
+  assert.equal(unknownAgent.body.error.code, 'UNKNOWN_AGENT');
+
+  assert.deepEqual(storeEntries(a), [], 'no bad request wrote anything');
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
+test('serve: snapshot, list, get, verify, diff, export download, delete over HTTP; /metrics counts them', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+  const base = `${d.url}/v1/agents/ana`;
+
+  const s1 = await call(`${base}/snapshots`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: JSON.stringify({ label: 'first' }),
+  });
+  assert.equal(s1.status, 201, JSON.stringify(s1.body));
+  assert.equal(s1.body.label, 'first');
+  assert.equal(s1.body.created_by, 'api');
+  assert.ok(existsSync(s1.body.bundle_path));
+  assert.equal(s1.headers.get('location'), `/v1/agents/ana/snapshots/${s1.body.id}?tenant=default`);
+
+  writeFileSync(join(a.memdir, 'new-topic.md'), 'learned something new\n');
+  const s2 = await call(`${base}/snapshots`, { method: 'POST', headers: auth() }); // no body at all
+  assert.equal(s2.status, 201, JSON.stringify(s2.body));
+
+  const list = await call(`${base}/snapshots`, { headers: auth() });
+  assert.equal(list.status, 200);
+  assert.deepEqual(
+    list.body.map((m: { id: string }) => m.id),
+    [s2.body.id, s1.body.id],
+    'newest first',
+  );
+  const viaHeader = await call(`${base}/snapshots`, { headers: { ...auth(), 'x-nexo-tenant': 'other' } });
+  assert.deepEqual(viaHeader.body, [], 'tenant from the header');
+
+  const one = await call(`${base}/snapshots/${s1.body.id.slice(0, 13)}`, { headers: auth() });
+  assert.equal(one.status, 200);
+  assert.equal(one.body.id, s1.body.id, 'a unique prefix finds the snapshot');
+
+  const v = await call(`${base}/snapshots/${s1.body.id}/verify?deep=true`, { headers: auth() });
+  assert.equal(v.status, 200);
+  assert.equal(v.body.status, 'verified');
+  assert.equal(v.body.per_artifact_ok, true);
+  assert.ok(v.body.deep, 'deep checks ran');
+
+  const diff = await call(`${base}/diff?a=${s1.body.id}&b=${s2.body.id}`, { headers: auth() });
+  assert.equal(diff.status, 200, JSON.stringify(diff.body));
+  assert.equal(diff.body.a, s1.body.id);
+  assert.ok(
+    diff.body.files.some((f: { path: string }) => f.path.endsWith('new-topic.md')),
+    JSON.stringify(diff.body.files),
+  );
+  const noB = await call(`${base}/diff?a=${s1.body.id}`, { headers: auth() });
+  assert.equal(noB.status, 400);
+
+  const dl = await fetch(`${base}/snapshots/${s1.body.id}/export`, { headers: auth() });
+  assert.equal(dl.status, 200);
+  const bytes = Buffer.from(await dl.arrayBuffer());
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  const sibling = readFileSync(`${s1.body.bundle_path}.sha256`, 'utf8').trim();
+  assert.equal(sha, sibling, 'the download is the bundle the sibling describes');
+  assert.equal(dl.headers.get('x-nexo-file-sha256'), sibling);
+  assert.equal(Number(dl.headers.get('content-length')), bytes.length);
+  assert.match(dl.headers.get('content-disposition') ?? '', new RegExp(`${s1.body.id}\\.tar\\.zst`));
+  assert.equal((await call(`${base}/snapshots/${s1.body.id}/export`)).status, 401);
+
+  const missing = await call(`${base}/snapshots/0000000000/verify`, { headers: auth() });
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.error.code, 'NOT_FOUND');
+
+  const del = await call(`${base}/snapshots/${s1.body.id}`, { method: 'DELETE', headers: auth() });
+  assert.equal(del.status, 200, JSON.stringify(del.body));
+  assert.equal(del.body.id, s1.body.id);
+  assert.ok(!existsSync(s1.body.bundle_path));
+  const last = await call(`${base}/snapshots/${s2.body.id}`, { method: 'DELETE', headers: auth() });
+  assert.equal(last.status, 409);
+  assert.equal(last.body.error.code, 'RETENTION');
+  assert.ok(existsSync(s2.body.bundle_path), 'the last snapshot is kept');
+
+  const restore = await call(`${base}/snapshots/${s2.body.id}/restore`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"dry_run": true}',
+  });
+  assert.equal(restore.status, 403, 'restore is off unless the config allows it');
+  assert.equal(restore.body.error.code, 'RESTORE_REFUSED');
+
+  const m = await call(`${d.url}/metrics`);
+  assert.equal(m.status, 200);
+  assert.match(m.headers.get('content-type') ?? '', /text\/plain/);
+  for (const family of [
+    'nexo_memory_snapshot_total',
+    'nexo_memory_snapshot_restore_total',
+    'nexo_memory_snapshot_gc_total',
+    'nexo_memory_snapshot_bytes_total',
+    'nexo_memory_snapshot_duration_ms',
+  ]) {
+    assert.match(m.text, new RegExp(`^# TYPE ${family} (counter|histogram)$`, 'm'), family);
+  }
+  assert.match(m.text, /^nexo_memory_snapshot_total\{agent="ana",tenant="default",outcome="ok"\} 2$/m);
+  assert.match(m.text, /^nexo_memory_snapshot_duration_ms_count\{agent="ana",tenant="default"\} 2$/m);
+  const bytesTotal = s1.body.bundle_size_bytes + s2.body.bundle_size_bytes;
+  assert.match(
+    m.text,
+    new RegExp(`^nexo_memory_snapshot_bytes_total\\{agent="ana",tenant="default"\\} ${bytesTotal}$`, 'm'),
+  );
+
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
+test('serve: without a token mutating routes are refused and reads are open; no wide listen without one', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, [...storeFlags(a), '--json']); // the address as one JSON line
+  const r = await call(`${d.url}/v1/agents/ana/snapshots`, { method: 'POST' });
+  assert.equal(r.status, 403);
+  assert.equal(r.body.error.code, 'FORBIDDEN');
+  assert.deepEqual(storeEntries(a), []);
+  const list = await call(`${d.url}/v1/agents/ana/snapshots`);
+  assert.equal(list.status, 200);
+  assert.deepEqual(list.body, []);
+
+  const taken = spawn(process.execPath, [BIN, 'serve', '--listen', d.url.slice('http://'.length), '--json'], {
+    env: { ...process.env, NEXO_MEMORY_TOKEN: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let takenOut = '';
+  taken.stdout.on('data', (c) => {
+    takenOut += c;
+  });
+  assert.equal(await new Promise<number | null>((res) => taken.on('exit', res)), 1, 'the port is taken');
+  assert.equal(JSON.parse(takenOut).error.code, 'IO');
+  assert.match(JSON.parse(takenOut).error.message, /EADDRINUSE|address already in use/);
+  d.child.kill('SIGINT');
+  assert.equal(await d.exited, 0);
+
+  const wide = spawn(process.execPath, [BIN, 'serve', '--listen', '0.0.0.0:0', ...storeFlags(a)], {
+    env: { ...process.env, NEXO_MEMORY_TOKEN: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  wide.stderr.on('data', (c) => {
+    err += c;
+  });
+  const code = await new Promise<number | null>((res) => wide.on('exit', res));
+  assert.equal(code, 1);
+  assert.match(err, /without an API token/);
+});
+
+test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves no leftovers, exits 0', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+  // A memory writer in the middle of a batch: the snapshot waits in its capture step.
+  const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
+  await writer.ready;
+  const pending = call(`${d.url}/v1/agents/ana/snapshots`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"label":"in flight"}',
+  });
+  const deadline = Date.now() + 15_000;
+  while (!storeEntries(a).some((n) => n.startsWith('.staging-'))) {
+    assert.ok(Date.now() < deadline, 'the snapshot started');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  d.child.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(d.child.exitCode, null, 'still finishing the snapshot in progress');
+  await assert.rejects(
+    fetch(`${d.url}/healthz`, { signal: AbortSignal.timeout(2000) }),
+    'no new connection is accepted',
+  );
+  writer.child.kill('SIGKILL'); // the writer's batch ends: the gate opens
+  const r = await pending;
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  assert.equal(await d.exited, 0);
+  assert.match(d.stderr(), /SIGTERM: shutting down, waiting for 1 operation/);
+  const entries = storeEntries(a);
+  assert.deepEqual(
+    entries.filter((n) => n.startsWith('.') || n.endsWith('.partial')),
+    [],
+    `no leftovers: ${entries.join(', ')}`,
+  );
+  assert.ok(entries.includes(`${r.body.id}.tar.zst`));
+  assert.equal((await a.snapshotter.verify(r.body.bundle_path)).status, 'verified');
+});
+
+test('daemon: scheduled snapshots appear every interval, never overlap, and show in /v1/schedule', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const daemon = new Daemon({
+    snapshotter: a.snapshotter,
+    listen: '127.0.0.1:0',
+    schedule: [{ agentId: 'ana', tenant: 'default', intervalMs: 700 }],
+  });
+  // Hold the write gate over several intervals: the run in progress blocks, later ticks are skipped.
+  const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
+  await writer.ready;
+  const { url } = await daemon.start();
+  t.after(() => daemon.stop());
+  await new Promise((r) => setTimeout(r, 2600));
+  const busy = (await call(`${url}/v1/schedule`)).body[0];
+  assert.equal(busy.running, true);
+  assert.ok(busy.skipped_busy >= 1, JSON.stringify(busy));
+  assert.equal(busy.runs, 0);
+  assert.equal((await a.snapshotter.list('ana')).length, 0);
+  writer.child.kill('SIGKILL');
+  const deadline = Date.now() + 20_000;
+  while ((await a.snapshotter.list('ana')).length < 2) {
+    assert.ok(Date.now() < deadline, 'two scheduled snapshots were taken');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const metas = await a.snapshotter.list('ana');
+  assert.ok(metas.every((m) => m.label === 'scheduled' && m.created_by === 'scheduled'));
+  const status = (await call(`${url}/v1/schedule`)).body[0];
+  assert.ok(status.runs >= 2, JSON.stringify(status));
+  assert.equal(status.failures, 0, JSON.stringify(status));
+  assert.equal(status.interval_secs, 0.7);
+  await daemon.stop();
+  const after = (await a.snapshotter.list('ana')).length;
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal((await a.snapshotter.list('ana')).length, after, 'nothing runs after stop');
+});
+
+test('serve: restore over HTTP needs server.allow_restore in the config and NEXO_MEMORY_RESTORE_ALLOW', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'memory:',
+      '  snapshot:',
+      `    root: ${a.stateRoot}`,
+      `    memdir_root: ${a.memdirRoot}`,
+      `    sqlite_root: ${a.sqliteRoot}`,
+      '    lock_timeout_secs: 10',
+      '    server:',
+      '      listen: 127.0.0.1:9',
+      '      token: ${NEXO_TEST_API_TOKEN}',
+      '      allow_restore: true',
+      '',
+    ].join('\n'),
+  );
+  const env = { NEXO_TEST_API_TOKEN: TOKEN };
+
+  const closed = await serve(t, ['--config', cfg], env);
+  const s1 = await call(`${closed.url}/v1/agents/ana/snapshots`, { method: 'POST', headers: auth() });
+  assert.equal(s1.status, 201, 'the token of the config file is the one required');
+  const refused = await call(`${closed.url}/v1/agents/ana/snapshots/${s1.body.id}/restore`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"dry_run": true}',
+  });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body.error.code, 'RESTORE_REFUSED');
+  assert.match(refused.body.error.message, /NEXO_MEMORY_RESTORE_ALLOW/);
+  closed.child.kill('SIGTERM');
+  assert.equal(await closed.exited, 0);
+
+  const file = join(a.memdir, 'MEMORY.md');
+  const before = readFileSync(file, 'utf8');
+  writeFileSync(file, 'a bad dream rewrote this\n');
+  const open = await serve(t, ['--config', cfg], { ...env, NEXO_MEMORY_RESTORE_ALLOW: 'true' });
+  const restoreUrl = `${open.url}/v1/agents/ana/snapshots/${s1.body.id}/restore`;
+  assert.equal((await call(restoreUrl, { method: 'POST', headers: auth('x'.repeat(20)) })).status, 401);
+  const dry = await call(restoreUrl, { method: 'POST', headers: jsonHeaders(), body: '{"dry_run": true}' });
+  assert.equal(dry.status, 200, JSON.stringify(dry.body));
+  assert.equal(dry.body.dry_run, true);
+  assert.equal(readFileSync(file, 'utf8'), 'a bad dream rewrote this\n', 'a dry run changes nothing');
+  const done = await call(restoreUrl, { method: 'POST', headers: auth() });
+  assert.equal(done.status, 200, JSON.stringify(done.body));
+  assert.equal(done.body.from, s1.body.id);
+  assert.ok(done.body.pre_snapshot, 'an automatic pre-restore snapshot was taken');
+  assert.equal(readFileSync(file, 'utf8'), before, 'the memory is back');
+  const m = await call(`${open.url}/metrics`);
+  assert.match(
+    m.text,
+    /^nexo_memory_snapshot_restore_total\{agent="ana",tenant="default",outcome="ok"\} 1$/m,
+  );
+  open.child.kill('SIGTERM');
+  assert.equal(await open.exited, 0);
+});
+
+test('server units: bearer parsing, constant-time token check, listen addresses, a status for every error code', () => {
+  assert.equal(bearerToken('Bearer abc'), 'abc');
+  assert.equal(bearerToken('bearer   abc  '), 'abc');
+  assert.equal(bearerToken('Basic abc'), undefined);
+  assert.equal(bearerToken(undefined), undefined);
+  assert.equal(tokenMatches(TOKEN, TOKEN), true);
+  assert.equal(tokenMatches(TOKEN, `${TOKEN}x`), false);
+  assert.equal(tokenMatches(TOKEN, TOKEN.slice(0, -1)), false);
+  assert.equal(tokenMatches(TOKEN, undefined), false);
+  assert.equal(tokenMatches('', ''), false, 'an empty token never matches');
+
+  assert.deepEqual(parseListen('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
+  assert.deepEqual(parseListen('[::1]:9464'), { host: '::1', port: 9464 });
+  assert.deepEqual(parseListen('localhost:80'), { host: 'localhost', port: 80 });
+  for (const bad of ['127.0.0.1', ':80', '127.0.0.1:99999', 'a b:1', '::1:80'])
+    assert.throws(() => parseListen(bad), ConfigError, bad);
+  assert.ok(isLoopback('127.0.0.1') && isLoopback('::1') && isLoopback('localhost'));
+  assert.ok(!isLoopback('0.0.0.0') && !isLoopback('10.0.0.1') && !isLoopback('::'));
+
+  const failures = new Set(['IO', 'GIT', 'SQLITE', 'STATE']);
+  for (const e of ERROR_TABLE) {
+    const status = httpStatusOf(e.code);
+    if (failures.has(e.code)) assert.equal(status, 500, e.code);
+    else
+      assert.ok(status >= 400 && status < 500 ? true : e.code === 'SHUTTING_DOWN' && status === 503, e.code);
+  }
+  assert.equal(httpStatusOf('UNAUTHORIZED'), 401);
+  assert.equal(httpStatusOf('CONCURRENT'), 409);
+  assert.equal(httpStatusOf('CHECKSUM_MISMATCH'), 422);
+  assert.equal(httpStatusOf('SOMETHING_NEW'), 500);
+});
+
+test('serve: a busy agent is 409 CONCURRENT and counted; gc over HTTP; enabled: false makes the API read-only', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const cfg = join(a.root, 'memory.yaml');
+  const write = (extra: string[]) =>
+    writeFileSync(
+      cfg,
+      [
+        'memory:',
+        '  snapshot:',
+        `    root: ${a.stateRoot}`,
+        `    memdir_root: ${a.memdirRoot}`,
+        `    sqlite_root: ${a.sqliteRoot}`,
+        '    lock_timeout_secs: 1',
+        ...extra,
+        '',
+      ].join('\n'),
+    );
+  write([]);
+  const d = await serve(t, ['--config', cfg], { NEXO_MEMORY_TOKEN: TOKEN });
+  const base = `${d.url}/v1/agents/ana`;
+  assert.equal((await call(`${base}/snapshots`, { method: 'POST', headers: auth() })).status, 201);
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  const busy = await call(`${base}/snapshots`, { method: 'POST', headers: auth() });
+  assert.equal(busy.status, 409);
+  assert.equal(busy.body.error.code, 'CONCURRENT');
+  assert.match(busy.body.error.message, /test-holder/);
+  const gcBusy = await call(`${d.url}/v1/gc`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"dry_run":true}',
+  });
+  assert.equal(gcBusy.status, 200);
+  assert.equal(gcBusy.body.agents_busy, 1, 'gc never waits for a busy agent');
+  holder.child.kill('SIGKILL');
+  await holder.exited;
+  const m = await call(`${d.url}/metrics`);
+  assert.match(
+    m.text,
+    /^nexo_memory_snapshot_total\{agent="ana",tenant="default",outcome="concurrent"\} 1$/m,
+  );
+  assert.equal((await call(`${d.url}/v1/gc`, { method: 'POST' })).status, 401);
+  const gc = await call(`${d.url}/v1/gc`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"dry_run":true}',
+  });
+  assert.equal(gc.status, 200, JSON.stringify(gc.body));
+  assert.equal(gc.body.dry_run, true);
+  assert.equal(gc.body.agents_visited, 1);
+  assert.equal(gc.body.bundles_kept, 1);
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+
+  write(['    enabled: false']);
+  const ro = await serve(t, ['--config', cfg], { NEXO_MEMORY_TOKEN: TOKEN });
+  const refused = await call(`${ro.url}/v1/agents/ana/snapshots`, { method: 'POST', headers: auth() });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body.error.code, 'FORBIDDEN');
+  const list = await call(`${ro.url}/v1/agents/ana/snapshots`, { headers: auth() });
+  assert.equal(list.status, 200);
+  assert.equal(list.body.length, 1, 'reads still work, and nothing was added');
+  ro.child.kill('SIGTERM');
+  assert.equal(await ro.exited, 0);
+});
+
+test('serve: the retention worker removes leftovers of dead operations at start and keeps bundles', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const kept = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  const dead = '01a20000-0000-7000-8000-000000000001';
+  mkdirSync(join(dir, `.staging-${dead}`));
+  writeFileSync(join(dir, `.staging-${dead}`, 'long_term.sqlite'), 'half a copy');
+  writeFileSync(join(dir, `${dead}.tar.zst.partial`), 'half a bundle');
+  writeFileSync(join(dir, `${dead}.tar.zst.sha256`), 'f'.repeat(64));
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'memory:',
+      '  snapshot:',
+      `    root: ${a.stateRoot}`,
+      `    memdir_root: ${a.memdirRoot}`,
+      `    sqlite_root: ${a.sqliteRoot}`,
+      '    retention:',
+      '      leftover_grace_secs: 0',
+      '',
+    ].join('\n'),
+  );
+  const d = await serve(t, ['--config', cfg]);
+  const deadline = Date.now() + 15_000;
+  while (storeEntries(a).some((n) => n.includes(dead))) {
+    assert.ok(Date.now() < deadline, `leftovers removed: ${storeEntries(a).join(', ')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.deepEqual(storeEntries(a), [
+    `${kept.id}.tar.zst`,
+    `${kept.id}.tar.zst.meta.json`,
+    `${kept.id}.tar.zst.sha256`,
+  ]);
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
+test('serve --nats: API operations and the retention sweep publish lifecycle events', {
+  skip: HAS_NATS ? false : 'nats-server is not on PATH',
+}, async (t) => {
+  const nats = await startNats(t);
+  const events = await collect(t, nats.url, 'nexo.memory.snapshot.>');
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, [...storeFlags(a), '--nats', nats.url], { NEXO_MEMORY_TOKEN: TOKEN });
+  const base = `${d.url}/v1/agents/ana/snapshots`;
+  const s1 = await call(base, { method: 'POST', headers: jsonHeaders(), body: '{"label":"one"}' });
+  const s2 = await call(base, { method: 'POST', headers: auth() });
+  assert.equal((await call(`${base}/${s1.body.id}`, { method: 'DELETE', headers: auth() })).status, 200);
+  const all = await events.waitFor(4);
+  assert.ok(
+    all.some((m) => m.subject === 'nexo.memory.snapshot._all.gc' && m.data.kind === 'gc'),
+    'the start-up sweep',
+  );
+  const got = all.filter((m) => m.subject.startsWith('nexo.memory.snapshot.ana.'));
+  assert.deepEqual(
+    got.map((m) => [m.subject, m.data.kind, m.data.id ?? m.data.snapshot_id]),
+    [
+      ['nexo.memory.snapshot.ana.created', 'created', s1.body.id],
+      ['nexo.memory.snapshot.ana.created', 'created', s2.body.id],
+      ['nexo.memory.snapshot.ana.deleted', 'deleted', s1.body.id],
+    ],
+  );
+  assert.equal(got[0]!.data.created_by, 'api');
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
