@@ -39,7 +39,7 @@ export interface SnapshotMeta {
   bundle_format?: string;
 }
 
-export type ProgressPhase = 'capture' | 'hash' | 'pack' | 'verify' | 'copy';
+export type ProgressPhase = 'capture' | 'redact' | 'hash' | 'pack' | 'verify' | 'copy';
 
 /** Progress of a long operation; `total` is known for byte phases. */
 export interface ProgressEvent {
@@ -58,6 +58,12 @@ export interface SnapshotRequest {
   createdBy?: string;
   /** age X25519 recipients (`age1…`) to encrypt the bundle to; default: the snapshotter's recipients. */
   encrypt?: string[];
+  /**
+   * Redact secrets from everything the bundle ships (docs/redaction.md), with the snapshotter's
+   * `redaction` options. Default false in the library (the original's request had no default; its CLI
+   * constructor turned it on, and so does this CLI). Anchors (pre-restore, pre-dream) are never redacted.
+   */
+  redact?: boolean;
   onProgress?: ProgressListener;
 }
 

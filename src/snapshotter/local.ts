@@ -12,12 +12,13 @@ import { captureAgent, hashCapture, pathKind } from '../capture/capture.js';
 import { parseRecipient, recipientFingerprint } from '../crypto/age.js';
 import { type DiffRequest, diffSnapshots, type SnapshotDiff } from '../diff/diff.js';
 import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
-import { type ManifestDraft, sealManifest } from '../format/manifest.js';
+import { type ManifestDraft, type RedactionReport, sealManifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
 import { packBundle } from '../format/writer.js';
 import {
   asSnapshotError,
   ConcurrentError,
+  InvalidInputError,
   IoError,
   NotFoundError,
   RetentionError,
@@ -44,6 +45,8 @@ import {
   STATE_KEYS,
   type VerifyReport,
 } from '../model/types.js';
+import { redactStaging } from '../policy/redaction/redact.js';
+import { compilePolicy, type RedactionOptions, type RedactionPolicy } from '../policy/redaction/scan.js';
 import { recoverJournal } from '../restore/journal.js';
 import { restoreLeftovers } from '../restore/stage.js';
 import { SqliteWorker } from '../sqlite/worker.js';
@@ -96,6 +99,8 @@ export interface LocalSnapshotterOptions {
   onWarning?: (message: string) => void;
   /** age recipients every snapshot is encrypted to unless its request says otherwise (pre-restore anchors too). */
   recipients?: string[];
+  /** Allowlist and excluded rules for snapshots that ask for redaction (docs/redaction.md). */
+  redaction?: RedactionOptions;
 }
 
 export class LocalSnapshotter implements MemorySnapshotter {
@@ -107,6 +112,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private readonly zstdWorkers: number;
   private readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
+  readonly redactionPolicy: RedactionPolicy;
 
   constructor(opts: LocalSnapshotterOptions) {
     if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
@@ -121,6 +127,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.warn = opts.onWarning ?? (() => {});
     this.recipients = opts.recipients ?? [];
     for (const r of this.recipients) parseRecipient(r);
+    this.redactionPolicy = compilePolicy(opts.redaction);
   }
 
   /** Takes the (tenant, agent) lock, waiting up to the lock timeout; ConcurrentError when it stays busy. */
@@ -163,6 +170,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
     const label = validateLabel(req.label);
     const createdBy = validateCreatedBy(req.createdBy ?? 'library');
+    if (req.redact !== undefined && typeof req.redact !== 'boolean')
+      throw new InvalidInputError('redact must be a boolean');
     const recipients = req.encrypt ?? [...this.recipients];
     for (const r of recipients) parseRecipient(r); // a bad recipient fails before anything is created
     const memdir = this.resolver.memdir(agentId, tenant);
@@ -192,6 +201,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         sqliteDir,
         dir,
         recipients,
+        ...(req.redact === true ? { redact: this.redactionPolicy } : {}),
         onProgress: req.onProgress,
       });
     } finally {
@@ -210,6 +220,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     dir: string;
     /** age recipients; empty for a plaintext bundle. */
     recipients: readonly string[];
+    /** Redact the staging with this policy; absent for an exact copy (anchors are never redacted). */
+    redact?: RedactionPolicy;
     onProgress: SnapshotRequest['onProgress'];
   }): Promise<SnapshotMeta> {
     const id = newSnapshotId();
@@ -251,6 +263,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
           this.resolver.stateDir(p.agentId, p.tenant),
         ]);
       }
+      // After the gate is released and before anything is hashed: the seals cover the redacted bytes.
+      let redactions: RedactionReport | undefined;
+      if (p.redact) {
+        p.onProgress?.({ phase: 'redact', bytes: 0 });
+        faultPoint('snapshot.redact');
+        redactions = await redactStaging(p.redact, captured, staging);
+      }
       p.onProgress?.({ phase: 'hash', bytes: 0 });
       const artifacts = await hashCapture(captured, workers);
       await closeWorkers();
@@ -274,6 +293,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         })),
         ...(captured.memdir ? { memdir: captured.memdir } : {}),
         databases: captured.databaseInfo,
+        ...(redactions ? { redactions } : {}),
         ...(encrypted
           ? { encryption: { scheme: 'age', recipients_fingerprint: p.recipients.map(recipientFingerprint) } }
           : {}),

@@ -1,0 +1,209 @@
+// Owns rewriting the history carried in a git bundle, never the live repository: the bundle is fetched
+// into a scratch bare repository, streamed through `git fast-export`, every data block (file contents,
+// commit and tag messages) is passed to a transform, and — only when the transform changed something —
+// the stream is imported into a second scratch repository whose refs and HEAD are bundled back over
+// the original bundle. Signed tags lose their signatures (they would no longer verify).
+
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { mkdir, rename } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { GitError } from '../model/errors.js';
+import { gitEnv, runGit } from './git.js';
+
+export type DataKind = 'blob' | 'commit' | 'tag';
+
+/** Returns new bytes for a data block, or undefined to keep it. */
+export type DataTransform = (data: Buffer, kind: DataKind) => Buffer | undefined;
+
+export interface RewriteResult {
+  changed: boolean;
+  commits: number;
+  /** HEAD of the rewritten history (only when changed and HEAD points at a commit). */
+  headOid?: string;
+}
+
+async function gitOk(cwd: string, args: string[], what: string): Promise<string> {
+  const r = await runGit(cwd, args);
+  if (r.code !== 0) throw new GitError(`${what} failed: ${r.stderr || `exit ${r.code}`}`);
+  return r.stdout;
+}
+
+/** Runs git with stdout (or stdin) bound to a file descriptor or a callback; rejects on non-zero exit. */
+function gitStream(
+  cwd: string,
+  args: string[],
+  io: { stdinFd?: number; onStdout?: (chunk: Buffer) => void },
+  what: string,
+): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn('git', ['-c', `safe.directory=${resolve(cwd)}`, ...args], {
+      cwd,
+      env: gitEnv(cwd),
+      stdio: [io.stdinFd ?? 'ignore', io.onStdout ? 'pipe' : 'ignore', 'pipe'],
+    });
+    const err: Buffer[] = [];
+    let failed: unknown;
+    child.stderr!.on('data', (c: Buffer) => err.push(c));
+    child.stdout?.on('data', (c: Buffer) => {
+      if (failed) return;
+      try {
+        io.onStdout!(c);
+      } catch (e) {
+        failed = e;
+        child.kill();
+      }
+    });
+    child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
+    child.on('close', (code) => {
+      if (failed) reject(failed);
+      else if (code !== 0)
+        reject(
+          new GitError(`${what} failed: ${Buffer.concat(err).toString('utf8').trim() || `exit ${code}`}`),
+        );
+      else resolvePromise();
+    });
+  });
+}
+
+/** Incremental parser of a fast-export stream that rewrites data blocks into a file. */
+class StreamRewriter {
+  private pending: Buffer = Buffer.alloc(0);
+  private need = -1; // bytes of data still to collect; -1 while reading command lines
+  private context: DataKind = 'blob';
+  changed = false;
+  commits = 0;
+
+  constructor(
+    private readonly fd: number,
+    private readonly transform: DataTransform,
+  ) {}
+
+  push(chunk: Buffer): void {
+    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    let pos = 0;
+    for (;;) {
+      if (this.need >= 0) {
+        if (this.pending.length - pos < this.need) break;
+        const data = this.pending.subarray(pos, pos + this.need);
+        pos += this.need;
+        this.need = -1;
+        const out = this.transform(data, this.context);
+        if (out !== undefined) this.changed = true;
+        const body = out ?? data;
+        writeSync(this.fd, `data ${body.length}\n`);
+        writeSync(this.fd, body);
+        continue;
+      }
+      const nl = this.pending.indexOf(10, pos);
+      if (nl === -1) break;
+      const start = pos;
+      const line = this.pending.toString('utf8', pos, nl);
+      pos = nl + 1;
+      if (line.startsWith('data ')) {
+        if (line.startsWith('data <<'))
+          throw new GitError('fast-export wrote delimited data, which is not expected');
+        this.need = Number(line.slice(5));
+        if (!Number.isSafeInteger(this.need)) throw new GitError(`fast-export: bad data line ${line}`);
+        continue;
+      }
+      if (line === 'blob') this.context = 'blob';
+      else if (line.startsWith('commit ')) {
+        this.context = 'commit';
+        this.commits++;
+      } else if (line.startsWith('tag ')) this.context = 'tag';
+      writeSync(this.fd, this.pending.subarray(start, pos));
+    }
+    this.pending = pos >= this.pending.length ? Buffer.alloc(0) : this.pending.subarray(pos);
+  }
+
+  end(): void {
+    if (this.pending.length > 0 || this.need >= 0) throw new GitError('fast-export stream ended mid-record');
+  }
+}
+
+function readMarks(path: string): Map<string, string> {
+  const marks = new Map<string, string>();
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    const [mark, oid] = line.split(' ');
+    if (mark && oid) marks.set(mark, oid);
+  }
+  return marks;
+}
+
+const DETACHED_REF = 'refs/nexo-redact/detached-head';
+
+/**
+ * Rewrites the history in `bundle` through `transform`, working in `workDir` (created; the caller
+ * removes it). `head` says how HEAD looked when the bundle was made. The bundle is replaced only when
+ * something changed.
+ */
+export async function rewriteBundle(
+  bundle: string,
+  workDir: string,
+  head: { oid?: string; ref?: string; detached: boolean },
+  transform: DataTransform,
+): Promise<RewriteResult> {
+  const src = join(workDir, 'src.git');
+  const dst = join(workDir, 'dst.git');
+  const stream = join(workDir, 'history.fi');
+  const srcMarks = join(workDir, 'src.marks');
+  const dstMarks = join(workDir, 'dst.marks');
+  await mkdir(src, { recursive: true });
+  await gitOk(src, ['init', '-q', '--bare'], 'git init');
+  const specs = ['+refs/*:refs/*', ...(head.detached ? [`HEAD:${DETACHED_REF}`] : [])];
+  await gitOk(src, ['fetch', '-q', '--no-tags', resolve(bundle), ...specs], 'git fetch from the bundle');
+
+  const fd = openSync(stream, 'w', 0o600);
+  const rewriter = new StreamRewriter(fd, transform);
+  try {
+    await gitStream(
+      src,
+      [
+        'fast-export',
+        '--all',
+        '--signed-tags=strip',
+        '--tag-of-filtered-object=rewrite',
+        '--reencode=yes',
+        `--export-marks=${srcMarks}`,
+      ],
+      { onStdout: (c) => rewriter.push(c) },
+      'git fast-export',
+    );
+    rewriter.end();
+  } finally {
+    closeSync(fd);
+  }
+  if (!rewriter.changed) return { changed: false, commits: rewriter.commits };
+
+  await mkdir(dst, { recursive: true });
+  await gitOk(dst, ['init', '-q', '--bare'], 'git init');
+  const input = openSync(stream, 'r');
+  try {
+    await gitStream(
+      dst,
+      ['fast-import', '--quiet', `--export-marks=${dstMarks}`],
+      { stdinFd: input },
+      'git fast-import',
+    );
+  } finally {
+    closeSync(input);
+  }
+  let headOid: string | undefined;
+  if (head.detached && head.oid) {
+    const oldToMark = new Map([...readMarks(srcMarks)].map(([mark, oid]) => [oid, mark]));
+    const mark = oldToMark.get(head.oid);
+    headOid = mark ? readMarks(dstMarks).get(mark) : undefined;
+    if (!headOid) throw new GitError(`rewritten history lost the detached HEAD ${head.oid}`);
+    await gitOk(dst, ['update-ref', '--no-deref', 'HEAD', headOid], 'setting a detached HEAD');
+    await gitOk(dst, ['update-ref', '-d', DETACHED_REF], 'removing a scratch ref');
+  } else if (head.ref) {
+    await gitOk(dst, ['symbolic-ref', 'HEAD', head.ref], 'setting HEAD');
+    const r = await runGit(dst, ['rev-parse', '-q', '--verify', 'HEAD^{commit}']);
+    if (r.code === 0) headOid = r.stdout.trim();
+  }
+  const tmp = `${resolve(bundle)}.rewritten`;
+  await gitOk(dst, ['bundle', 'create', '-q', tmp, '--all'], 'git bundle create');
+  await rename(tmp, resolve(bundle));
+  return { changed: true, commits: rewriter.commits, ...(headOid ? { headOid } : {}) };
+}

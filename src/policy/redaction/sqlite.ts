@@ -1,0 +1,188 @@
+// Owns redacting one staged SQLite copy in place (never a live database): every TEXT value of every
+// ordinary table is scanned and rewritten where a rule fires, full-text indexes (FTS3/4/5) are rebuilt
+// from the redacted text, and freed pages are wiped (secure_delete, then VACUUM) so no old bytes of a
+// secret stay in the file. Triggers are dropped for the duration and recreated with their own SQL, so
+// redaction changes nothing but the secrets. BLOB values, contentless full-text indexes and other
+// virtual tables are not scanned and are reported as such. Synchronous: runs on a worker thread.
+
+import Database from 'better-sqlite3';
+import { addCounts, type RedactionPolicy, redactText } from './scan.js';
+
+export interface NotScanned {
+  artifact: string;
+  what: string;
+  reason: string;
+  count?: number;
+  bytes?: number;
+}
+
+export interface SqliteRedaction {
+  tables: number;
+  values_scanned: number;
+  values_redacted: number;
+  /** Rows whose redacted value collided with a UNIQUE key and got a ` #<n>` suffix. */
+  unique_conflicts: number;
+  counts: Record<string, number>;
+  matches: number;
+  not_scanned: NotScanned[];
+}
+
+interface SchemaRow {
+  type: string;
+  name: string;
+  tbl_name: string;
+  sql: string | null;
+}
+
+const q = (name: string): string => `"${name.replace(/"/g, '""')}"`;
+
+function moduleOf(sql: string): string | undefined {
+  return /\bUSING\s+([A-Za-z0-9_]+)/i.exec(sql)?.[1]?.toLowerCase();
+}
+
+/** The `content=` option of an FTS table: undefined (internal), '' (contentless) or a table name. */
+function ftsContent(sql: string): string | undefined {
+  const m = /\bcontent\s*=\s*(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)"|([A-Za-z0-9_]+))/i.exec(sql);
+  if (!m) return undefined;
+  return m[1] ?? m[2] ?? m[3] ?? '';
+}
+
+function isConstraint(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? '';
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}
+
+/** Redacts the database file at `path` (a staged copy). `artifact` names it in the report. */
+export function redactDatabase(policy: RedactionPolicy, path: string, artifact: string): SqliteRedaction {
+  const out: SqliteRedaction = {
+    tables: 0,
+    values_scanned: 0,
+    values_redacted: 0,
+    unique_conflicts: 0,
+    counts: {},
+    matches: 0,
+    not_scanned: [],
+  };
+  const db = new Database(path, { fileMustExist: true });
+  try {
+    db.pragma('secure_delete = ON');
+    const schema = db.prepare('SELECT type, name, tbl_name, sql FROM sqlite_master').all() as SchemaRow[];
+    const tables = schema.filter((r) => r.type === 'table');
+    const virtual = tables.filter((r) => r.sql && /^\s*CREATE\s+VIRTUAL\s+TABLE/i.test(r.sql));
+    const isShadow = (name: string) => virtual.some((v) => name.startsWith(`${v.name}_`));
+    const triggers = schema.filter((r) => r.type === 'trigger' && r.sql);
+
+    const redactTable = (name: string, isVirtual: boolean): boolean => {
+      const cols = (
+        db.prepare(`PRAGMA table_info(${q(name)})`).all() as Array<{ name: string; pk: number }>
+      ).map((c) => c);
+      if (cols.length === 0) return false;
+      let key: string[];
+      try {
+        db.prepare(`SELECT rowid FROM ${q(name)} LIMIT 0`);
+        key = ['rowid'];
+      } catch {
+        key = cols
+          .filter((c) => c.pk > 0)
+          .sort((a, b) => a.pk - b.pk)
+          .map((c) => q(c.name));
+      }
+      out.tables++;
+      if (!isVirtual) {
+        const agg = cols.flatMap((c) => [
+          `sum(typeof(${q(c.name)}) = 'blob')`,
+          `sum(CASE WHEN typeof(${q(c.name)}) = 'blob' THEN length(${q(c.name)}) END)`,
+        ]);
+        const sums = db
+          .prepare(`SELECT ${agg.join(', ')} FROM ${q(name)}`)
+          .raw()
+          .get() as Array<number | null>;
+        cols.forEach((c, i) => {
+          const count = sums[2 * i] ?? 0;
+          if (count > 0)
+            out.not_scanned.push({
+              artifact,
+              what: `${name}.${c.name}`,
+              reason: 'BLOB values (binary data)',
+              count,
+              bytes: sums[2 * i + 1] ?? 0,
+            });
+        });
+      }
+      const select = `SELECT ${key.join(', ')}, ${cols
+        .map((c) => `CASE WHEN typeof(${q(c.name)}) = 'text' THEN ${q(c.name)} END`)
+        .join(', ')} FROM ${q(name)}`;
+      const changes: Array<{ keys: unknown[]; col: number; value: string }> = [];
+      for (const row of db.prepare(select).raw().iterate() as Iterable<unknown[]>) {
+        for (let i = 0; i < cols.length; i++) {
+          const v = row[key.length + i];
+          if (typeof v !== 'string') continue;
+          out.values_scanned++;
+          const r = redactText(policy, v);
+          if (r.matches === 0) continue;
+          addCounts(out.counts, r.counts);
+          out.matches += r.matches;
+          changes.push({ keys: row.slice(0, key.length), col: i, value: r.text });
+        }
+      }
+      const where = key.map((k) => `${k} IS ?`).join(' AND ');
+      for (const ch of changes) {
+        const stmt = db.prepare(`UPDATE ${q(name)} SET ${q(cols[ch.col]!.name)} = ? WHERE ${where}`);
+        for (let attempt = 0; ; attempt++) {
+          try {
+            stmt.run(attempt === 0 ? ch.value : `${ch.value} #${attempt + 1}`, ...ch.keys);
+            if (attempt > 0) out.unique_conflicts++;
+            break;
+          } catch (err) {
+            if (!isConstraint(err) || attempt >= 1000) throw err;
+          }
+        }
+        out.values_redacted++;
+      }
+      return changes.length > 0;
+    };
+
+    const changedTables = new Set<string>();
+    db.transaction(() => {
+      for (const t of triggers) db.exec(`DROP TRIGGER ${q(t.name)}`);
+      for (const t of tables) {
+        if (t.name.startsWith('sqlite_') || isShadow(t.name) || virtual.includes(t)) continue;
+        if (redactTable(t.name, false)) changedTables.add(t.name);
+      }
+      for (const v of virtual) {
+        const mod = moduleOf(v.sql!);
+        if (mod !== 'fts3' && mod !== 'fts4' && mod !== 'fts5') {
+          out.not_scanned.push({
+            artifact,
+            what: v.name,
+            reason: `virtual table (module ${mod ?? 'unknown'}) and its shadow tables`,
+          });
+          continue;
+        }
+        const content = ftsContent(v.sql!);
+        if (content === '') {
+          out.not_scanned.push({
+            artifact,
+            what: v.name,
+            reason: 'contentless full-text index: its text cannot be read back',
+          });
+          continue;
+        }
+        // Internal content is redacted through the virtual table; external content was redacted in
+        // its own table. Either way the index is rebuilt so no token of a secret stays in it.
+        const dirty = content === undefined ? redactTable(v.name, true) : changedTables.has(content);
+        if (!dirty) continue;
+        db.prepare(`INSERT INTO ${q(v.name)}(${q(v.name)}) VALUES ('rebuild')`).run();
+        changedTables.add(v.name);
+      }
+      for (const t of tables)
+        if (t.name === 'sqlite_stat4' || t.name === 'sqlite_stat3')
+          out.not_scanned.push({ artifact, what: t.name, reason: 'query planner samples (binary records)' });
+      for (const t of triggers) db.exec(t.sql!);
+    })();
+    if (changedTables.size > 0) db.exec('VACUUM');
+  } finally {
+    db.close();
+  }
+  return out;
+}
