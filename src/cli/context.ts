@@ -38,6 +38,14 @@ export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
     ...(cfg.zstd_workers !== undefined ? { zstdWorkers: cfg.zstd_workers } : {}),
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
     ...(cfg.encryption?.recipients ? { recipients: cfg.encryption.recipients } : {}),
+    ...(cfg.redaction
+      ? {
+          redaction: {
+            ...(cfg.redaction.allowlist ? { allowlist: cfg.redaction.allowlist } : {}),
+            ...(cfg.redaction.exclude_rules ? { excludeRules: cfg.redaction.exclude_rules } : {}),
+          },
+        }
+      : {}),
   });
 }
 

@@ -37,7 +37,7 @@ export function formatSnapshot(m: SnapshotMeta): string {
     ...(m.file_sha256 ? [`file sha256:  ${m.file_sha256}`] : []),
     `git head:     ${m.git_oid ?? '(none)'}`,
     `encrypted:    ${m.encrypted}`,
-    `redactions:   ${m.redactions_applied}`,
+    `redactions:   ${m.redactions_applied}${m.redactions_applied ? ' (redacted: secrets were replaced; not a complete copy)' : ''}`,
   ].join('\n');
 }
 
@@ -122,7 +122,12 @@ export function formatRestore(r: RestoreReport): string {
     `sqlite_restored: [${r.sqlite_restored_dbs.join(', ')}]${r.sqlite_removed_dbs.length ? ` removed: [${r.sqlite_removed_dbs.join(', ')}]` : ''}`,
     `state_files:  [${r.state_files_restored.join(', ')}]`,
     `workers_restarted: ${r.workers_restarted}`,
-    ...(r.redacted ? ['note: the snapshot was redacted; secrets it held were not restored'] : []),
+    ...(r.redacted
+      ? [
+          `redacted:     yes (${r.redaction?.matches_redacted ?? '?'} secret(s) replaced${r.redaction?.rules_applied.length ? `: ${r.redaction.rules_applied.join(', ')}` : ''}${r.redaction?.git_history === 'rewritten' ? '; git history rewritten' : ''})`,
+          'note: the snapshot was redacted; secrets it held were not restored',
+        ]
+      : []),
     ...r.backups.map((b) => `backup:       ${b}`),
     'changes:',
   ];

@@ -8,6 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../model/errors.js';
+import { RULE_IDS } from '../policy/redaction/rules.js';
 
 const retentionSection = z.strictObject({
   keep_count: z.number().int().min(0).optional(),
@@ -28,6 +29,28 @@ const encryptionSection = z.strictObject({
   identity_path: z.string().min(1).optional(),
 });
 
+const redactionSection = z.strictObject({
+  /** Whether CLI snapshots redact by default (default true; `--redact`/`--no-redact` override). */
+  enabled: z.boolean().optional(),
+  /** Regular expressions; a match whose secret text matches one is kept. */
+  allowlist: z
+    .array(
+      z.string().refine((s) => {
+        try {
+          new RegExp(s);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'not a valid regular expression'),
+    )
+    .optional(),
+  /** Rule ids that do not run (docs/redaction.md lists them). */
+  exclude_rules: z
+    .array(z.string().refine((s) => RULE_IDS.includes(s), 'unknown redaction rule id'))
+    .optional(),
+});
+
 const snapshotSection = z.strictObject({
   /** The snapshot store root (the original's `root`). */
   root: z.string().min(1).optional(),
@@ -38,6 +61,7 @@ const snapshotSection = z.strictObject({
   zstd_workers: z.number().int().min(0).max(16).optional(),
   retention: retentionSection.optional(),
   encryption: encryptionSection.optional(),
+  redaction: redactionSection.optional(),
 });
 
 export type SnapshotConfig = z.infer<typeof snapshotSection>;

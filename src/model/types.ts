@@ -196,6 +196,13 @@ export interface RestoreReport {
   /** The bundle's agent and tenant when it was imported as another agent. */
   imported_from?: { agent_id: string; tenant: string };
   redacted: boolean;
+  /** When `redacted`: what the snapshot's redaction replaced (from its manifest). */
+  redaction?: {
+    policy: string;
+    rules_applied: string[];
+    matches_redacted: number;
+    git_history?: 'absent' | 'unchanged' | 'rewritten';
+  };
   components: ComponentChange[];
   warnings: string[];
 }

@@ -1,7 +1,7 @@
 // `nexo-memory snapshot`: capture one agent into a new bundle.
 
 import { Command } from '@commander-js/extra-typings';
-import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { loadFlagsConfig, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatSnapshot } from '../format.js';
 import {
   agentOption,
@@ -30,6 +30,8 @@ export function snapshotCommand() {
     .addOption(zstdLevelOption())
     .addOption(encryptOption())
     .option('--label <text>', 'free-text label (at most 200 characters)')
+    .option('--redact', 'redact secrets from everything the bundle ships (the default)')
+    .option('--no-redact', 'ship an exact copy, secrets included (config: redaction.enabled: false)')
     .addOption(jsonOption())
     .addOption(noProgressOption())
     .addHelpText(
@@ -37,17 +39,20 @@ export function snapshotCommand() {
       `
 Examples:
   nexo-memory snapshot --agent ana --label before-dream
+  nexo-memory snapshot --agent ana --no-redact        # exact copy, secrets included
   nexo-memory snapshot --agent ana --encrypt age1… --encrypt age1…
   nexo-memory snapshot --agent ana --state-root /var/lib/nexo/state --memdir-root /srv/agents --json`,
     )
     .action(async (opts) => {
       await runCommand(opts, async (progress) => {
         const s = snapshotterFrom(opts);
+        const redact = opts.redact ?? loadFlagsConfig(opts)?.snapshot.redaction?.enabled ?? true;
         const meta = await s.snapshot({
           agentId: opts.agent,
           tenant: opts.tenant,
           ...(opts.label !== undefined ? { label: opts.label } : {}),
           createdBy: 'cli',
+          redact,
           ...(opts.encrypt ? { encrypt: opts.encrypt } : {}),
           onProgress: progress.listener,
         });

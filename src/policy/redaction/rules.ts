@@ -36,6 +36,9 @@ export const ORIGINAL_RULE_IDS = [
 const KEY_WORDS =
   'api[_.-]?key|apikey|secret|token|passw(?:or)?d|passwd|pwd|passphrase|credentials?|private[_.-]?key|access[_.-]?key|auth[_.-]?key|client[_.-]?secret';
 
+/** Characters of a generic secret value. */
+const VALUE = '[A-Za-z0-9_+/=.~!$%^&*-]';
+
 export const RULES: readonly RedactionRule[] = [
   {
     id: 'private-key',
@@ -116,7 +119,10 @@ export const RULES: readonly RedactionRule[] = [
     description:
       'a high-entropy value assigned to a key, secret, token or password name (`api_key = …`, `"password": "…"`); only the value is replaced',
     pattern: new RegExp(
-      `(?<![A-Za-z0-9])[A-Za-z0-9_.-]{0,40}(?:${KEY_WORDS})[A-Za-z0-9_.-]{0,40}["']?[ \\t]{0,5}(?:=>|:=|=|:)[ \\t]{0,5}["']?([A-Za-z0-9_+/=.~!$%^&*-]{8,256})`,
+      // key name, optional (JSON-escaped) quote, operator, optional quote, the value; a value that is
+      // itself followed by an operator is the next key (`note: api_key = …`), not a secret
+      `(?<![A-Za-z0-9])[A-Za-z0-9_.-]{0,40}(?:${KEY_WORDS})[A-Za-z0-9_.-]{0,40}(?:\\\\?["'])?[ \\t]{0,5}(?:=>|:=|=|:)[ \\t]{0,5}(?:\\\\?["'])?` +
+        `(${VALUE}{8,256})(?!${VALUE}|(?:\\\\?["'])?[ \\t]{0,5}(?:=|:(?!//)))`,
       'gi',
     ),
     group: 1,

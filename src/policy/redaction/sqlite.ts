@@ -112,8 +112,10 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
       const select = `SELECT ${key.join(', ')}, ${cols
         .map((c) => `CASE WHEN typeof(${q(c.name)}) = 'text' THEN ${q(c.name)} END`)
         .join(', ')} FROM ${q(name)}`;
-      const changes: Array<{ keys: unknown[]; col: number; value: string }> = [];
+      // all columns of one row change in one UPDATE: a key column may be among them
+      const changes: Array<{ keys: unknown[]; cols: number[]; values: string[] }> = [];
       for (const row of db.prepare(select).raw().iterate() as Iterable<unknown[]>) {
+        let change: { keys: unknown[]; cols: number[]; values: string[] } | undefined;
         for (let i = 0; i < cols.length; i++) {
           const v = row[key.length + i];
           if (typeof v !== 'string') continue;
@@ -122,22 +124,27 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
           if (r.matches === 0) continue;
           addCounts(out.counts, r.counts);
           out.matches += r.matches;
-          changes.push({ keys: row.slice(0, key.length), col: i, value: r.text });
+          change ??= { keys: row.slice(0, key.length), cols: [], values: [] };
+          change.cols.push(i);
+          change.values.push(r.text);
         }
+        if (change) changes.push(change);
       }
       const where = key.map((k) => `${k} IS ?`).join(' AND ');
       for (const ch of changes) {
-        const stmt = db.prepare(`UPDATE ${q(name)} SET ${q(cols[ch.col]!.name)} = ? WHERE ${where}`);
+        const set = ch.cols.map((i) => `${q(cols[i]!.name)} = ?`).join(', ');
+        const stmt = db.prepare(`UPDATE ${q(name)} SET ${set} WHERE ${where}`);
         for (let attempt = 0; ; attempt++) {
           try {
-            stmt.run(attempt === 0 ? ch.value : `${ch.value} #${attempt + 1}`, ...ch.keys);
+            // a redacted value that collides with a UNIQUE key gets a ` #<n>` suffix
+            stmt.run(...ch.values.map((v) => (attempt === 0 ? v : `${v} #${attempt + 1}`)), ...ch.keys);
             if (attempt > 0) out.unique_conflicts++;
             break;
           } catch (err) {
             if (!isConstraint(err) || attempt >= 1000) throw err;
           }
         }
-        out.values_redacted++;
+        out.values_redacted += ch.cols.length;
       }
       return changes.length > 0;
     };
