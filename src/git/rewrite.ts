@@ -6,7 +6,7 @@
 
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { mkdir, rename } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
 import { gitEnv, runGit } from './git.js';
@@ -134,15 +134,68 @@ function readMarks(path: string): Map<string, string> {
 const DETACHED_REF = 'refs/nexo-redact/detached-head';
 
 /**
+ * Points `scratch` at the objects of `repo` (read-only, through `objects/info/alternates`) and sets
+ * its refs to the ones recorded in `bundle`. False when that is not possible (then the caller fetches).
+ */
+async function borrowObjects(
+  scratch: string,
+  bundle: string,
+  repo: string,
+  detached: boolean,
+): Promise<boolean> {
+  const common = await runGit(repo, ['rev-parse', '--path-format=absolute', '--git-common-dir']);
+  if (common.code !== 0) return false;
+  const heads = await gitOk(scratch, ['bundle', 'list-heads', resolve(bundle)], 'git bundle list-heads');
+  const updates: string[] = [];
+  for (const line of heads.split('\n')) {
+    const [oid, ref] = line.split(' ');
+    if (!oid || !ref) continue;
+    if (ref === 'HEAD') {
+      if (detached) updates.push(`create ${DETACHED_REF} ${oid}`);
+    } else updates.push(`create ${ref} ${oid}`);
+  }
+  await writeFile(
+    join(scratch, 'objects', 'info', 'alternates'),
+    `${join(common.stdout.trim(), 'objects')}\n`,
+  );
+  const r = await runGitInput(scratch, ['update-ref', '--stdin'], `${updates.join('\n')}\n`);
+  if (r.code === 0) return true;
+  // e.g. an object the bundle holds is gone from the repository: start over from the bundle itself
+  await rm(join(scratch, 'objects', 'info', 'alternates'), { force: true });
+  return false;
+}
+
+/** Runs git with `input` on stdin; resolves with the exit code and stderr. */
+function runGitInput(cwd: string, args: string[], input: string): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn('git', ['-c', `safe.directory=${resolve(cwd)}`, ...args], {
+      cwd,
+      env: gitEnv(cwd),
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
+    const err: Buffer[] = [];
+    child.stderr!.on('data', (c: Buffer) => err.push(c));
+    child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
+    child.on('close', (code) =>
+      resolvePromise({ code: code ?? 128, stderr: Buffer.concat(err).toString('utf8') }),
+    );
+    child.stdin!.end(input);
+  });
+}
+
+/**
  * Rewrites the history in `bundle` through `transform`, working in `workDir` (created; the caller
  * removes it). `head` says how HEAD looked when the bundle was made. The bundle is replaced only when
- * something changed.
+ * something changed. `objectsFrom` (the repository the bundle was made from) lets the scratch
+ * repository read the bundle's objects in place instead of unpacking the bundle: objects are immutable,
+ * so the refs recorded in the bundle name exactly the captured history. Nothing is written there.
  */
 export async function rewriteBundle(
   bundle: string,
   workDir: string,
   head: { oid?: string; ref?: string; detached: boolean },
   transform: DataTransform,
+  objectsFrom?: string,
 ): Promise<RewriteResult> {
   const src = join(workDir, 'src.git');
   const dst = join(workDir, 'dst.git');
@@ -151,8 +204,10 @@ export async function rewriteBundle(
   const dstMarks = join(workDir, 'dst.marks');
   await mkdir(src, { recursive: true });
   await gitOk(src, ['init', '-q', '--bare'], 'git init');
-  const specs = ['+refs/*:refs/*', ...(head.detached ? [`HEAD:${DETACHED_REF}`] : [])];
-  await gitOk(src, ['fetch', '-q', '--no-tags', resolve(bundle), ...specs], 'git fetch from the bundle');
+  if (!(objectsFrom && (await borrowObjects(src, bundle, objectsFrom, head.detached)))) {
+    const specs = ['+refs/*:refs/*', ...(head.detached ? [`HEAD:${DETACHED_REF}`] : [])];
+    await gitOk(src, ['fetch', '-q', '--no-tags', resolve(bundle), ...specs], 'git fetch from the bundle');
+  }
 
   const fd = openSync(stream, 'w', 0o600);
   const rewriter = new StreamRewriter(fd, transform);

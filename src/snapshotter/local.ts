@@ -268,7 +268,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       if (p.redact) {
         p.onProgress?.({ phase: 'redact', bytes: 0 });
         faultPoint('snapshot.redact');
-        redactions = await redactStaging(p.redact, captured, staging);
+        redactions = await redactStaging(p.redact, captured, staging, p.memdir);
       }
       p.onProgress?.({ phase: 'hash', bytes: 0 });
       const artifacts = await hashCapture(captured, workers);

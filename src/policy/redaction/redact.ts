@@ -4,6 +4,7 @@
 // a secret). Updates the captured artifacts (bytes, sizes, hashes, HEAD) in place and returns the
 // manifest's `redactions` report, which also says what was not scanned.
 
+import { statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CaptureResult, StagedArtifact } from '../../capture/capture.js';
@@ -109,6 +110,7 @@ async function redactHistory(
   c: CaptureResult,
   stagingDir: string,
   t: Tally,
+  memdir: string | undefined,
 ): Promise<Pick<RedactionReport, 'git_history' | 'git'>> {
   // The manifest's copy of the HEAD commit's subject and author is text that ships too.
   for (const field of ['head_subject', 'head_author'] as const) {
@@ -146,6 +148,7 @@ async function redactHistory(
       detached: c.git.detached === true,
     },
     transform,
+    memdir,
   );
   if (stats.binary > 0)
     t.notScanned.push({
@@ -179,6 +182,8 @@ export async function redactStaging(
   policy: RedactionPolicy,
   c: CaptureResult,
   stagingDir: string,
+  /** The live memdir the history was bundled from: its objects are read in place (never written). */
+  memdir?: string,
 ): Promise<RedactionReport> {
   const t: Tally = { counts: {}, matches: 0, touched: new Set(), notScanned: [] };
   const threads: RedactionThread[] = [];
@@ -191,15 +196,17 @@ export async function redactStaging(
     for (const a of c.state) redactState(policy, a, t);
     const sqliteStats: NonNullable<RedactionReport['sqlite']> = {};
     const [history] = await allSettledOrThrow([
-      redactHistory(policy, c, stagingDir, t),
+      redactHistory(policy, c, stagingDir, t, memdir),
       (async () => {
-        // largest database first on the first thread, so the two lanes finish close together
-        await Promise.all(
-          c.databases.map(async (d, i) => {
+        // a shared queue, largest database first: each thread takes the next job when it is free
+        const size = new Map(c.databases.map((d) => [d, statSync(d.stagedPath).size]));
+        const queue = [...c.databases].sort((x, y) => size.get(y)! - size.get(x)!);
+        const lane = async (th: RedactionThread) => {
+          for (let d = queue.shift(); d; d = queue.shift()) {
             const artifact = sqlitePath(d.db);
             let r: Awaited<ReturnType<RedactionThread['sqlite']>>;
             try {
-              r = await thread(i).sqlite(d.stagedPath, artifact);
+              r = await th.sqlite(d.stagedPath, artifact);
             } catch (err) {
               throw new RedactionError(`${artifact}: ${(err as Error).message}`, { cause: err });
             }
@@ -211,9 +218,10 @@ export async function redactStaging(
               values_redacted: r.values_redacted,
               unique_conflicts: r.unique_conflicts,
             };
-          }),
-        );
-        await redactMemory(policy, c.memory, t, () => thread(1));
+          }
+        };
+        await allSettledOrThrow(Array.from({ length: wanted }, (_, i) => lane(thread(i))));
+        await redactMemory(policy, c.memory, t, () => thread(0));
       })(),
     ] as const);
     if (c.memdir) c.memdir.bytes = c.memory.reduce((sum, m) => sum + m.size, 0);

@@ -10,6 +10,7 @@ import {
   RULE_IDS,
   RULES,
   RULESET_VERSION,
+  TRIGGER,
 } from './rules.js';
 
 /** What the caller may configure (config `redaction.allowlist` / `redaction.exclude_rules`). */
@@ -114,7 +115,7 @@ function applyRule(policy: RedactionPolicy, rule: RedactionRule, text: string): 
 
 /** Runs every rule of the policy, in order, each on the output of the previous one. */
 export function redactText(policy: RedactionPolicy, text: string): TextResult {
-  if (!PREFILTER.test(text)) return { text, counts: {}, matches: 0 };
+  if (!TRIGGER.test(text) || !PREFILTER.test(text)) return { text, counts: {}, matches: 0 };
   const counts: Record<string, number> = {};
   let matches = 0;
   let cur = text;
