@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git, rng } from '../scripts/sample-agent.js';
+import { rewriteBundle } from '../src/git/rewrite.js';
 import {
   compileRedactionPolicy,
   LocalSnapshotter,
@@ -160,6 +161,8 @@ function plantEverywhere(a: Agent): void {
     `${readFileSync(join(m, 'MEMORY.md'), 'utf8')}\nNew: ${SECRETS[2]!.secret}\n`,
   );
   writeFileSync(join(m, 'untracked.md'), `${ALL_TEXT}\n`);
+  // larger than the in-memory capture limit: staged on disk, redacted by the worker thread
+  writeFileSync(join(m, 'big.md'), `${'Plain prose line of the agent. '.repeat(40_000)}\n${ALL_TEXT}\n`);
   // binary file: not scanned, reported
   writeFileSync(join(m, 'avatar.bin'), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2, 3, 0, 255]));
   // state
@@ -325,6 +328,7 @@ test('a redacted snapshot ships no planted secret in any component, and no git o
     'memory_files/MEMORY.md',
     'memory_files/notes/secrets.md',
     'memory_files/untracked.md',
+    'memory_files/big.md',
     'manifest.json',
   ])
     assert.ok(red.artifacts_touched.includes(p), `artifacts_touched has ${p}`);
@@ -363,7 +367,7 @@ test('a redacted snapshot ships no planted secret in any component, and no git o
       .split('\n')
       .map((l) => l.trim())
       .sort(),
-    ['?? avatar.bin', '?? untracked.md', 'M MEMORY.md'],
+    ['?? avatar.bin', '?? big.md', '?? untracked.md', 'M MEMORY.md'],
   );
   assert.match(readFileSync(join(bob, 'notes', 'secrets.md'), 'utf8'), /\[REDACTED:private-key\]/);
   const bobDbs = readdirSync(join(a.sqliteRoot, 'bob')).filter((f) => f.endsWith('.sqlite'));
@@ -442,6 +446,44 @@ test('a detached HEAD with a secret in its commit is rewritten and restored deta
   assert.equal(git(carl, ['rev-parse', 'HEAD']).trim(), m.git.head_oid);
   assert.throws(() => git(carl, ['symbolic-ref', '-q', 'HEAD']), 'HEAD is detached');
   assert.ok(!allGitObjects(carl).includes(gh.needle));
+});
+
+test('history rewrite without the memdir: the bundle itself is unpacked; clean history is left as it is', async (t) => {
+  const dir = tempDir(t);
+  const repo = join(dir, 'repo');
+  mkdirSync(repo);
+  git(repo, ['init', '-q', '-b', 'main']);
+  const gh = SECRETS.find((s) => s.rule === 'github-token')!;
+  writeFileSync(join(repo, 'a.md'), `key ${gh.secret}\n`);
+  git(repo, ['add', '-A']);
+  git(repo, ['commit', '-q', '-m', 'one']);
+  const bundle = join(dir, 'b.bundle');
+  git(repo, ['bundle', 'create', '-q', bundle, '--all']);
+  const before = readFileSync(bundle);
+  const policy = compileRedactionPolicy();
+  const clean = await rewriteBundle(
+    bundle,
+    join(dir, 'w1'),
+    { ref: 'refs/heads/main', detached: false },
+    () => undefined,
+  );
+  assert.equal(clean.changed, false);
+  assert.ok(readFileSync(bundle).equals(before), 'unchanged bundle kept byte for byte');
+  const res = await rewriteBundle(
+    bundle,
+    join(dir, 'w2'),
+    { oid: git(repo, ['rev-parse', 'HEAD']).trim(), ref: 'refs/heads/main', detached: false },
+    (data) => {
+      const out = redactText(policy, data.toString('utf8'));
+      return out.matches ? Buffer.from(out.text) : undefined;
+    },
+  );
+  assert.equal(res.changed, true);
+  assert.equal(res.commits, 1);
+  const clone = cloneBundle(t, bundle);
+  assert.equal(git(clone, ['rev-parse', 'HEAD']).trim(), res.headOid);
+  assert.equal(git(clone, ['show', 'HEAD:a.md']), 'key [REDACTED:github-token]\n');
+  assert.ok(!allGitObjects(clone).includes(gh.needle));
 });
 
 test('CLI: on by default, --no-redact and config turn it off; list and restore show it; config errors name the key', async (t) => {
