@@ -102,6 +102,7 @@ function lookAlikes(): string {
     `![diagram](data:image/png;base64,${bytes.toString('base64')})`,
     'The key points: keep the secret recipe safe, and the password is written on no sticky note.',
     'password: see the vault. token: refreshed hourly. secret = unknown. api_key = changeme',
+    'The key = consolidation. The token: well-known-and-boring. secret: documentation-pipeline.',
     'Ask about the sk-learn pipeline and the task-management-system-overview doc.',
     'Mail ana@example.com or open https://docs.example.com/a/b?x=1#frag and https://user@example.com/.',
     'Version 1.2.3-beta, ids AKIA-like-but-short AKIA1234, ghp_short, eyJhbGciOi.not-a-token.',

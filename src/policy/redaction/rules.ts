@@ -12,7 +12,7 @@ export interface RedactionRule {
   group?: number;
   /** Minimum Shannon entropy (bits per character) of the replaced text; lower values are kept. */
   minEntropy?: number;
-  /** Minimum number of character classes (lower, upper, digit, other) in the replaced text. */
+  /** Minimum number of character classes (lowercase, uppercase, digits) in the replaced text. */
   minClasses?: number;
 }
 

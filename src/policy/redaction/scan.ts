@@ -74,13 +74,9 @@ export function shannonEntropy(s: string): number {
   return h;
 }
 
+/** How many of lowercase, uppercase and digits occur (punctuation does not count: prose has it). */
 function charClasses(s: string): number {
-  return (
-    Number(/[a-z]/.test(s)) +
-    Number(/[A-Z]/.test(s)) +
-    Number(/[0-9]/.test(s)) +
-    Number(/[^A-Za-z0-9]/.test(s))
-  );
+  return Number(/[a-z]/.test(s)) + Number(/[A-Z]/.test(s)) + Number(/[0-9]/.test(s));
 }
 
 function keep(policy: RedactionPolicy, rule: RedactionRule, secret: string): boolean {

@@ -48,12 +48,12 @@ function ftsContent(sql: string): string | undefined {
 }
 
 /**
- * The SQL form of rules.ts TRIGGER (a superset of it): a text value holding `- _ : =`, `eyJ`, `AIza`,
- * or `A` and three capitals or digits (the AWS key prefixes).
+ * The SQL form of rules.ts TRIGGER (a superset of it): a text value holding `- _ : =`, `eyJ`, or `A`
+ * followed by a capital or digit and two letters or digits (the AWS key prefixes and `AIza`).
  */
 function sqlTrigger(col: string): string {
   // one literal per GLOB: SQLite skips to a literal fast, while a leading `*[set]` is ~40× slower
-  const globs = ['-', '_', ':', '=', 'eyJ', 'AIza', 'A[A-Z0-9][A-Z0-9][A-Z0-9]'];
+  const globs = ['-', '_', ':', '=', 'eyJ', 'A[A-Z0-9][A-Za-z0-9][A-Za-z0-9]'];
   return `(typeof(${col}) = 'text' AND (${globs.map((g) => `${col} GLOB '*${g}*'`).join(' OR ')}))`;
 }
 
