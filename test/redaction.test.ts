@@ -184,11 +184,13 @@ function plantEverywhere(a: Agent): void {
       INSERT INTO memories_fts(memories_fts, rowid, content) VALUES ('delete', old.id, old.content);
       INSERT INTO memories_fts(rowid, content) VALUES (new.id, new.content); END;
     CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE notes_fts_archive (body TEXT);
   `);
   const ins = lt.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)');
   for (const s of SECRETS) ins.run(1, 'fact', `The user pasted ${s.secret} into the chat.`, 0.5);
   ins.run(2, 'fact', ALL_TEXT, 0.9);
   for (const s of SECRETS) lt.prepare('INSERT INTO notes_fts (body) VALUES (?)').run(`note ${s.secret} end`);
+  lt.prepare('INSERT INTO notes_fts_archive (body) VALUES (?)').run(ALL_TEXT); // named like a shadow table
   lt.prepare('INSERT INTO kv (k, v) VALUES (?, ?)').run(`cfg-${SECRETS[6]!.secret}`, SECRETS[4]!.secret);
   lt.close();
   const con = new Database(join(a.sqliteDir, 'concepts.sqlite'));

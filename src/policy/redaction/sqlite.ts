@@ -79,7 +79,14 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
     const schema = db.prepare('SELECT type, name, tbl_name, sql FROM sqlite_master').all() as SchemaRow[];
     const tables = schema.filter((r) => r.type === 'table');
     const virtual = tables.filter((r) => r.sql && /^\s*CREATE\s+VIRTUAL\s+TABLE/i.test(r.sql));
-    const isShadow = (name: string) => virtual.some((v) => name.startsWith(`${v.name}_`));
+    // Shadow tables of modules SQLite knows (FTS, R-Tree) are marked by table_list; for a module it does
+    // not know, tables named after the virtual table are taken as its shadow tables (and reported).
+    const listed = db.prepare('PRAGMA main.table_list').all() as Array<{ name: string; type: string }>;
+    const marked = new Set(listed.filter((r) => r.type === 'shadow').map((r) => r.name));
+    const foreign = virtual.filter(
+      (v) => !['fts3', 'fts4', 'fts5', 'rtree'].includes(moduleOf(v.sql!) ?? ''),
+    );
+    const isShadow = (name: string) => marked.has(name) || foreign.some((v) => name.startsWith(`${v.name}_`));
     const triggers = schema.filter((r) => r.type === 'trigger' && r.sql);
 
     const redactTable = (name: string, isVirtual: boolean): boolean => {
