@@ -562,6 +562,13 @@ test('bad input: typed errors before anything is created; a refused redaction le
   await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana', redact: 'yes' as unknown as boolean }), {
     code: 'INVALID_INPUT',
   });
+  await assert.rejects(
+    a.snapshotter.snapshot({ agentId: 'ana', redact: true, createdBy: 'auto-pre-dream' }),
+    {
+      code: 'INVALID_INPUT',
+      message: /anchor .*never redacted/,
+    },
+  );
   // a CHECK constraint refuses the redacted value: the snapshot fails as REDACTION, nothing stays
   const lt = new Database(join(a.sqliteDir, 'long_term.sqlite'));
   lt.exec("CREATE TABLE strict_keys (k TEXT CHECK (k NOT LIKE '%REDACTED%'))");

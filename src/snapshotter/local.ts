@@ -172,6 +172,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const createdBy = validateCreatedBy(req.createdBy ?? 'library');
     if (req.redact !== undefined && typeof req.redact !== 'boolean')
       throw new InvalidInputError('redact must be a boolean');
+    if (req.redact && createdBy.startsWith('auto-pre-'))
+      throw new InvalidInputError(`an anchor (${createdBy}) is never redacted: it must restore exactly`);
     const recipients = req.encrypt ?? [...this.recipients];
     for (const r of recipients) parseRecipient(r); // a bad recipient fails before anything is created
     const memdir = this.resolver.memdir(agentId, tenant);
