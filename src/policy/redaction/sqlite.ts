@@ -1,6 +1,6 @@
 // Owns redacting one staged SQLite copy in place (never a live database): every TEXT value of every
 // ordinary table is scanned and rewritten where a rule fires, full-text indexes (FTS3/4/5) are rebuilt
-// from the redacted text, and freed pages are wiped (secure_delete, then VACUUM) so no old bytes of a
+// from the redacted text, and freed cells and pages are zeroed as they are freed (secure_delete) so no old bytes of a
 // secret stay in the file. Triggers are dropped for the duration and recreated with their own SQL, so
 // redaction changes nothing but the secrets. BLOB values, contentless full-text indexes and other
 // virtual tables are not scanned and are reported as such. Synchronous: runs on a worker thread.
@@ -205,7 +205,7 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
           out.not_scanned.push({ artifact, what: t.name, reason: 'query planner samples (binary records)' });
       for (const t of triggers) db.exec(t.sql!);
     })();
-    if (changedTables.size > 0) db.exec('VACUUM');
+    // secure_delete already zeroed every freed cell and page; the WAL is checkpointed and removed on close
   } finally {
     db.close();
   }
