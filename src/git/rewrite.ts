@@ -1,11 +1,13 @@
-// Owns rewriting the history carried in a git bundle, never the live repository: the bundle is fetched
-// into a scratch bare repository, streamed through `git fast-export`, every data block (file contents,
-// commit and tag messages) is passed to a transform, and — only when the transform changed something —
-// the stream is imported into a second scratch repository whose refs and HEAD are bundled back over
-// the original bundle. Signed tags lose their signatures (they would no longer verify).
+// Owns rewriting the history carried in a git bundle, never the live repository. The bundle's refs are
+// set up in a scratch bare repository (its objects read in place from the repository the bundle was made
+// from, or fetched from the bundle). Pass 1 streams `git fast-export` and passes every data block (each
+// file version once, each commit and tag message) to a transform. Only when something changed, pass 2
+// exports the history without file contents, gives the redacted file versions inline and the redacted
+// messages, and `git fast-import`s it into a second scratch repository that borrows the unchanged
+// objects; its refs and HEAD are bundled over the original bundle. Signed tags lose their signatures.
 
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
@@ -66,17 +68,18 @@ function gitStream(
   });
 }
 
-/** Incremental parser of a fast-export stream that rewrites data blocks into a file. */
-class StreamRewriter {
+/** Incremental parser of a fast-export stream: hands each command line and each data block on. */
+class StreamParser {
   private pending: Buffer = Buffer.alloc(0);
   private need = -1; // bytes of data still to collect; -1 while reading command lines
-  private context: DataKind = 'blob';
-  changed = false;
+  /** What the current data block belongs to, and the id of the current blob (`--show-original-ids`). */
+  context: DataKind = 'blob';
+  mark = '';
   commits = 0;
 
   constructor(
-    private readonly fd: number,
-    private readonly transform: DataTransform,
+    private readonly onLine: (line: string, raw: Buffer) => void,
+    private readonly onData: (data: Buffer) => void,
   ) {}
 
   push(chunk: Buffer): void {
@@ -88,11 +91,7 @@ class StreamRewriter {
         const data = this.pending.subarray(pos, pos + this.need);
         pos += this.need;
         this.need = -1;
-        const out = this.transform(data, this.context);
-        if (out !== undefined) this.changed = true;
-        const body = out ?? data;
-        writeSync(this.fd, `data ${body.length}\n`);
-        writeSync(this.fd, body);
+        this.onData(data);
         continue;
       }
       const nl = this.pending.indexOf(10, pos);
@@ -107,12 +106,15 @@ class StreamRewriter {
         if (!Number.isSafeInteger(this.need)) throw new GitError(`fast-export: bad data line ${line}`);
         continue;
       }
-      if (line === 'blob') this.context = 'blob';
-      else if (line.startsWith('commit ')) {
+      if (line === 'blob') {
+        this.context = 'blob';
+        this.mark = '';
+      } else if (line.startsWith('commit ')) {
         this.context = 'commit';
         this.commits++;
       } else if (line.startsWith('tag ')) this.context = 'tag';
-      writeSync(this.fd, this.pending.subarray(start, pos));
+      else if (line.startsWith('original-oid ') && this.context === 'blob') this.mark = line.slice(13);
+      this.onLine(line, this.pending.subarray(start, pos));
     }
     this.pending = pos >= this.pending.length ? Buffer.alloc(0) : this.pending.subarray(pos);
   }
@@ -132,6 +134,7 @@ function readMarks(path: string): Map<string, string> {
 }
 
 const DETACHED_REF = 'refs/nexo-redact/detached-head';
+const EXPORT_FLAGS = ['--signed-tags=strip', '--tag-of-filtered-object=rewrite', '--reencode=yes'];
 
 /**
  * Points `scratch` at the objects of `repo` (read-only, through `objects/info/alternates`) and sets
@@ -209,30 +212,71 @@ export async function rewriteBundle(
     await gitOk(src, ['fetch', '-q', '--no-tags', resolve(bundle), ...specs], 'git fetch from the bundle');
   }
 
+  // Pass 1: every data block (each blob once, each message) goes through the transform; redacted blobs
+  // are kept by their id, redacted messages by their original bytes.
+  const blobDir = join(workDir, 'blobs');
+  await mkdir(blobDir);
+  const changedBlobs = new Map<string, string>(); // blob id -> file holding the redacted bytes
+  const changedMessages = new Map<string, Buffer>(); // original message (latin1) -> redacted
+  const scan: StreamParser = new StreamParser(
+    () => {},
+    (data) => {
+      const out = transform(data, scan.context);
+      if (out === undefined) return;
+      if (scan.context === 'blob') {
+        const file = join(blobDir, String(changedBlobs.size));
+        writeFileSync(file, out);
+        changedBlobs.set(scan.mark, file);
+      } else changedMessages.set(data.toString('latin1'), out);
+    },
+  );
+  await gitStream(
+    src,
+    ['fast-export', '--all', '--show-original-ids', ...EXPORT_FLAGS],
+    { onStdout: (c) => scan.push(c) },
+    'git fast-export',
+  );
+  scan.end();
+  if (changedBlobs.size === 0 && changedMessages.size === 0) return { changed: false, commits: scan.commits };
+
+  // Pass 2: the history without file contents; a file entry naming a redacted blob gets the redacted
+  // bytes inline, every other entry keeps naming the existing blob (read through alternates).
+  const replace = changedBlobs;
   const fd = openSync(stream, 'w', 0o600);
-  const rewriter = new StreamRewriter(fd, transform);
+  const write: StreamParser = new StreamParser(
+    (line, raw) => {
+      const m = /^M ([0-7]{6}) ([0-9a-f]{40}) (.*)$/.exec(line);
+      const file = m ? replace.get(m[2]!) : undefined;
+      if (!m || !file) {
+        writeSync(fd, raw);
+        return;
+      }
+      const bytes = readFileSync(file);
+      writeSync(fd, `M ${m[1]} inline ${m[3]}\ndata ${bytes.length}\n`);
+      writeSync(fd, bytes);
+      writeSync(fd, '\n');
+    },
+    (data) => {
+      const out = changedMessages.get(data.toString('latin1')) ?? data;
+      writeSync(fd, `data ${out.length}\n`);
+      writeSync(fd, out);
+    },
+  );
   try {
     await gitStream(
       src,
-      [
-        'fast-export',
-        '--all',
-        '--signed-tags=strip',
-        '--tag-of-filtered-object=rewrite',
-        '--reencode=yes',
-        `--export-marks=${srcMarks}`,
-      ],
-      { onStdout: (c) => rewriter.push(c) },
-      'git fast-export',
+      ['fast-export', '--all', '--no-data', ...EXPORT_FLAGS, `--export-marks=${srcMarks}`],
+      { onStdout: (c) => write.push(c) },
+      'git fast-export --no-data',
     );
-    rewriter.end();
+    write.end();
   } finally {
     closeSync(fd);
   }
-  if (!rewriter.changed) return { changed: false, commits: rewriter.commits };
 
   await mkdir(dst, { recursive: true });
   await gitOk(dst, ['init', '-q', '--bare'], 'git init');
+  await writeFile(join(dst, 'objects', 'info', 'alternates'), `${join(resolve(src), 'objects')}\n`);
   const input = openSync(stream, 'r');
   try {
     await gitStream(
@@ -260,5 +304,5 @@ export async function rewriteBundle(
   const tmp = `${resolve(bundle)}.rewritten`;
   await gitOk(dst, ['bundle', 'create', '-q', tmp, '--all'], 'git bundle create');
   await rename(tmp, resolve(bundle));
-  return { changed: true, commits: rewriter.commits, ...(headOid ? { headOid } : {}) };
+  return { changed: true, commits: scan.commits, ...(headOid ? { headOid } : {}) };
 }
