@@ -269,7 +269,9 @@ test('the rule table: stable ids, the original seven keep their names, every rul
 });
 
 test('a redacted snapshot ships no planted secret in any component, and no git object holds one after restore', async (t) => {
-  const a = sampleAgent(t, 'ana', { files: 6, commits: 3 });
+  // 6,000 embeddings make the databases larger than the inline limit: they are redacted on worker threads
+  // (the smaller agents of the other tests take the inline path)
+  const a = sampleAgent(t, 'ana', { files: 6, commits: 3, embeddings: 6000 });
   plantEverywhere(a);
   const liveHead = git(a.memdir, ['rev-parse', 'HEAD']).trim();
   const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true, createdBy: 'cli' });

@@ -15,8 +15,11 @@ import { RedactionError, SnapshotError } from '../../model/errors.js';
 import { sha256File, sha256Hex } from '../../util/hash.js';
 import { allSettledOrThrow } from '../../util/settle.js';
 import { addCounts, type RedactionPolicy, redactBytes, redactText } from './scan.js';
-import type { NotScanned } from './sqlite.js';
+import { type NotScanned, redactDatabase } from './sqlite.js';
 import { RedactionThread } from './thread.js';
+
+/** Up to this many bytes of databases in all, redaction runs on the calling thread. */
+const INLINE_SQLITE_BYTES = 8 * 1024 * 1024;
 
 /** Staged files larger than this are not scanned (reported); they are read whole into memory. */
 export const MAX_SCANNED_FILE_BYTES = 256 * 1024 * 1024;
@@ -201,12 +204,16 @@ export async function redactStaging(
         // a shared queue, largest database first: each thread takes the next job when it is free
         const size = new Map(c.databases.map((d) => [d, statSync(d.stagedPath).size]));
         const queue = [...c.databases].sort((x, y) => size.get(y)! - size.get(x)!);
-        const lane = async (th: RedactionThread) => {
+        // Small databases are redacted right here: starting a thread costs more than the work.
+        const inline = [...size.values()].reduce((x, y) => x + y, 0) <= INLINE_SQLITE_BYTES;
+        const lane = async (th: RedactionThread | undefined) => {
           for (let d = queue.shift(); d; d = queue.shift()) {
             const artifact = sqlitePath(d.db);
             let r: Awaited<ReturnType<RedactionThread['sqlite']>>;
             try {
-              r = await th.sqlite(d.stagedPath, artifact);
+              r = th
+                ? await th.sqlite(d.stagedPath, artifact)
+                : redactDatabase(policy, d.stagedPath, artifact);
             } catch (err) {
               throw new RedactionError(`${artifact}: ${(err as Error).message}`, { cause: err });
             }
@@ -220,7 +227,8 @@ export async function redactStaging(
             };
           }
         };
-        await allSettledOrThrow(Array.from({ length: wanted }, (_, i) => lane(thread(i))));
+        if (inline) await lane(undefined);
+        else await allSettledOrThrow(Array.from({ length: wanted }, (_, i) => lane(thread(i))));
         await redactMemory(policy, c.memory, t, () => thread(0));
       })(),
     ] as const);
