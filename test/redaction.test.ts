@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git, rng } from '../scripts/sample-agent.js';
+import { generateIdentity } from '../src/crypto/age.js';
 import { rewriteBundle } from '../src/git/rewrite.js';
 import {
   compileRedactionPolicy,
@@ -451,6 +452,23 @@ test('a detached HEAD with a secret in its commit is rewritten and restored deta
   assert.equal(git(carl, ['rev-parse', 'HEAD']).trim(), m.git.head_oid);
   assert.throws(() => git(carl, ['symbolic-ref', '-q', 'HEAD']), 'HEAD is detached');
   assert.ok(!allGitObjects(carl).includes(gh.needle));
+});
+
+test('redacted and encrypted: the age CLI decrypts a bundle that holds no planted secret; list shows both flags', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 3, commits: 2 });
+  writeFileSync(join(a.memdir, 'keys.md'), `${ALL_TEXT}\n`);
+  const id = generateIdentity();
+  const key = join(tempDir(t), 'key.txt');
+  writeFileSync(key, `${id.identity}\n`);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true, encrypt: [id.recipient] });
+  assert.equal(meta.encrypted, true);
+  assert.equal(meta.redactions_applied, true);
+  const plain = execFileSync('age', ['-d', '-i', key, meta.bundle_path], { maxBuffer: 256 * 1024 * 1024 });
+  const tar = execFileSync('zstd', ['-dc'], { input: plain, maxBuffer: 256 * 1024 * 1024 });
+  assert.ok(tar.includes(Buffer.from('[REDACTED:private-key]')));
+  assert.deepEqual(leaks(tar), []);
+  const listed = (await a.snapshotter.list('ana')).find((m) => m.id === meta.id)!;
+  assert.equal(listed.encrypted && listed.redactions_applied, true);
 });
 
 test('history rewrite without the memdir: the bundle itself is unpacked; clean history is left as it is', async (t) => {
