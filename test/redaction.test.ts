@@ -20,7 +20,7 @@ import {
   REDACTION_RULES,
   redactText,
 } from '../src/index.js';
-import { type Agent, gnuExtract, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { type Agent, gnuExtract, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
 const r = rng(20261126);
 const ALNUM = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
@@ -571,6 +571,36 @@ test('CLI: on by default, --no-redact and config turn it off; list and restore s
     assert.match(r.stderr, key);
   }
   assert.deepEqual(storeEntries(a), before, 'nothing created');
+});
+
+test('kill -9 while redacting: the live agent is untouched, nothing lists, the next snapshot cleans up', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 3, commits: 2 });
+  plantEverywhere(a);
+  const liveDb = readFileSync(join(a.sqliteDir, 'long_term.sqlite'));
+  const liveHead = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const child = startFixture(
+    t,
+    'snapshot-once.ts',
+    [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', 'redact'],
+    {
+      NEXO_MEMORY_FAULTS: 'snapshot.redact=kill',
+    },
+  );
+  assert.equal(await child.exited, -1, 'killed by the signal');
+  assert.ok(
+    storeEntries(a).some((n) => n.startsWith('.staging-')),
+    'the kill left its staging',
+  );
+  assert.deepEqual(await a.snapshotter.list('ana'), []);
+  assert.ok(readFileSync(join(a.sqliteDir, 'long_term.sqlite')).equals(liveDb));
+  assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), liveHead);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  assert.deepEqual(storeEntries(a), [
+    `${meta.id}.tar.zst`,
+    `${meta.id}.tar.zst.meta.json`,
+    `${meta.id}.tar.zst.sha256`,
+  ]);
+  assert.deepEqual(leaks(tarStream(meta.bundle_path)), []);
 });
 
 test('bad input: typed errors before anything is created; a refused redaction leaves nothing behind', async (t) => {
