@@ -348,11 +348,10 @@ test('a redacted snapshot ships no planted secret in any component, and no git o
   assert.ok(notScanned.some((n) => n.artifact === 'sqlite/vector.sqlite' && n.what === 'embeddings.vec'));
   assert.ok(notScanned.some((n) => n.artifact === 'memory_files/avatar.bin' && n.reason === 'binary data'));
   assert.ok(JSON.parse(readFileSync(join(x, 'state', 'extract_cursor.json'), 'utf8')).last_message_id === 99);
-  assert.equal(
-    (await a.snapshotter.verify(meta.bundle_path)).status,
-    'verified',
-    'seals cover redacted bytes',
-  );
+  const deep = await a.snapshotter.verify(meta.bundle_path, { deep: true });
+  assert.equal(deep.status, 'verified', 'seals cover the redacted bytes');
+  assert.equal(deep.deep?.git, 'ok', 'the rewritten history is a valid bundle');
+  assert.deepEqual(Object.values(deep.deep?.sqlite_integrity ?? {}), ['ok', 'ok', 'ok', 'ok']);
 
   // 5. the live agent was never written
   assert.equal(leaks(allGitObjects(a.memdir)).length, SECRETS.length);
