@@ -109,6 +109,7 @@ export {
   type Manifest,
   manifestSeal,
   parseManifest,
+  type RedactionReport,
 } from './format/manifest.js';
 export { readManifestOnly } from './format/reader.js';
 export { checkSignature, type SignatureCheck, type SignatureStatus } from './format/signature.js';
@@ -133,6 +134,19 @@ export {
   validateTenant,
 } from './model/ids.js';
 export * from './model/types.js';
+export {
+  DEFAULT_POLICY_ID as REDACTION_POLICY_ID,
+  ORIGINAL_RULE_IDS,
+  type RedactionRule,
+  RULES as REDACTION_RULES,
+  RULESET_VERSION,
+} from './policy/redaction/rules.js';
+export {
+  compilePolicy as compileRedactionPolicy,
+  type RedactionOptions,
+  type RedactionPolicy,
+  redactText,
+} from './policy/redaction/scan.js';
 export { DEFAULT_POLICY, type Decision, type RetentionPolicy } from './policy/retention.js';
 export {
   type AgentGcReport,

@@ -38,7 +38,7 @@ export function formatSnapshot(m: SnapshotMeta): string {
     `git head:     ${m.git_oid ?? '(none)'}`,
     `encrypted:    ${m.encrypted}`,
     `signed by:    ${m.signed_by ? `key ${m.signed_by}` : '(unsigned)'}`,
-    `redactions:   ${m.redactions_applied}`,
+    `redactions:   ${m.redactions_applied}${m.redactions_applied ? ' (redacted: secrets were replaced; not a complete copy)' : ''}`,
   ].join('\n');
 }
 
@@ -137,7 +137,12 @@ export function formatRestore(r: RestoreReport): string {
     ...(r.signature && r.signature.status !== 'unsigned'
       ? [`signature:    ${r.signature.status} (key ${r.signature.key_id})`]
       : []),
-    ...(r.redacted ? ['note: the snapshot was redacted; secrets it held were not restored'] : []),
+    ...(r.redacted
+      ? [
+          `redacted:     yes (${r.redaction?.matches_redacted ?? '?'} secret(s) replaced${r.redaction?.rules_applied.length ? `: ${r.redaction.rules_applied.join(', ')}` : ''}${r.redaction?.git_history === 'rewritten' ? '; git history rewritten' : ''})`,
+          'note: the snapshot was redacted; secrets it held were not restored',
+        ]
+      : []),
     ...r.backups.map((b) => `backup:       ${b}`),
     'changes:',
   ];

@@ -42,6 +42,8 @@ function isValid(f: () => unknown): boolean {
 export const NATS_URL_RE = /^(nats|tls):\/\/[^\s,/]+(,\s*(nats|tls):\/\/[^\s,/]+)*$/;
 const LISTEN_RE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/;
 
+import { RULE_IDS } from '../policy/redaction/rules.js';
+
 const retentionSection = z.strictObject({
   keep_count: count().optional(),
   max_age_days: count().optional(),
@@ -87,6 +89,28 @@ const eventsSection = z.strictObject({
   connect_timeout_ms: z.number().int().min(1, 'must be ≥ 1').max(60_000, 'must be ≤ 60000').optional(),
   /** How long a one-shot CLI run waits for queued events at exit, ms (default 2000). */
   close_timeout_ms: count().max(60_000, 'must be ≤ 60000').optional(),
+});
+
+const redactionSection = z.strictObject({
+  /** Whether CLI snapshots redact by default (default true; `--redact`/`--no-redact` override). */
+  enabled: z.boolean().optional(),
+  /** Regular expressions; a match whose secret text matches one is kept. */
+  allowlist: z
+    .array(
+      z.string().refine((s) => {
+        try {
+          new RegExp(s);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'not a valid regular expression'),
+    )
+    .optional(),
+  /** Rule ids that do not run (docs/redaction.md lists them). */
+  exclude_rules: z
+    .array(z.string().refine((s) => RULE_IDS.includes(s), 'unknown redaction rule id'))
+    .optional(),
 });
 
 const signingSection = z.strictObject({
@@ -153,6 +177,7 @@ const snapshotSection = z
     retention: retentionSection.optional(),
     encryption: encryptionSection.optional(),
     signing: signingSection.optional(),
+    redaction: redactionSection.optional(),
     events: eventsSection.optional(),
     metrics: metricsSection.optional(),
     schedule: z.array(scheduleEntry).optional(),
@@ -172,6 +197,7 @@ export type SnapshotConfig = z.infer<typeof snapshotSection>;
 export type RetentionConfig = z.infer<typeof retentionSection>;
 export type EncryptionConfig = z.infer<typeof encryptionSection>;
 export type SigningConfig = z.infer<typeof signingSection>;
+export type RedactionConfig = z.infer<typeof redactionSection>;
 export type EventsConfig = z.infer<typeof eventsSection>;
 export type MetricsConfig = z.infer<typeof metricsSection>;
 export type ScheduleEntry = z.infer<typeof scheduleEntry>;

@@ -42,6 +42,14 @@ export function snapshotterOptionsFromConfig(
     ...(cfg.signing?.key_path ? { signingKey: cfg.signing.key_path } : {}),
     ...(cfg.signing?.trusted_keys ? { trustedKeys: cfg.signing.trusted_keys } : {}),
     ...(cfg.signing?.require_signature ? { requireSignature: true } : {}),
+    ...(cfg.redaction
+      ? {
+          redaction: {
+            ...(cfg.redaction.allowlist ? { allowlist: cfg.redaction.allowlist } : {}),
+            ...(cfg.redaction.exclude_rules ? { excludeRules: cfg.redaction.exclude_rules } : {}),
+          },
+        }
+      : {}),
   };
 }
 

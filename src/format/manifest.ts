@@ -70,6 +70,41 @@ export const signatureSchema = z.object({
   value: z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
 });
 
+export const notScannedSchema = z.object({
+  artifact: z.string(),
+  what: z.string(),
+  reason: z.string(),
+  count: u.optional(),
+  bytes: u.optional(),
+});
+
+/** The original's four fields, plus what the port records (all optional for readers of v1 bundles). */
+export const redactionReportSchema = z.looseObject({
+  policy: z.string(),
+  rules_applied: z.array(z.string()),
+  matches_redacted: u,
+  artifacts_touched: z.array(z.string()),
+  ruleset: z.string().optional(),
+  rule_counts: z.record(z.string(), u).optional(),
+  excluded_rules: z.array(z.string()).optional(),
+  allowlist_entries: u.optional(),
+  /** `absent` (no history shipped), `unchanged` (scanned, nothing found), `rewritten` (secrets removed). */
+  git_history: z.enum(['absent', 'unchanged', 'rewritten']).optional(),
+  git: z
+    .object({
+      commits: u,
+      data_scanned: u,
+      data_redacted: u,
+      messages_redacted: u,
+      original_head_oid: z.string().optional(),
+    })
+    .optional(),
+  sqlite: z
+    .record(z.string(), z.object({ tables: u, values_scanned: u, values_redacted: u, unique_conflicts: u }))
+    .optional(),
+  not_scanned: z.array(notScannedSchema).optional(),
+});
+
 export const manifestSchema = z.object({
   manifest_version: u,
   bundle_format: z.string(),
@@ -84,14 +119,7 @@ export const manifestSchema = z.object({
   artifacts: z.array(artifactSchema),
   memdir: memdirInfoSchema.optional(),
   databases: z.record(z.string(), databaseInfoSchema).optional(),
-  redactions: z
-    .looseObject({
-      policy: z.string(),
-      rules_applied: z.array(z.string()),
-      matches_redacted: u,
-      artifacts_touched: z.array(z.string()),
-    })
-    .optional(),
+  redactions: redactionReportSchema.optional(),
   encryption: z.object({ scheme: z.string(), recipients_fingerprint: z.array(z.string()) }).optional(),
   tool_versions: z.record(z.string(), z.string()),
   bundle_sha256: hex64,
@@ -106,6 +134,7 @@ export type ManifestSignature = z.infer<typeof signatureSchema>;
 export type SkippedEntry = z.infer<typeof skippedSchema>;
 export type MemdirInfo = z.infer<typeof memdirInfoSchema>;
 export type DatabaseInfo = z.infer<typeof databaseInfoSchema>;
+export type RedactionReport = z.infer<typeof redactionReportSchema>;
 
 export type { ArtifactKind };
 

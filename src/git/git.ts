@@ -15,7 +15,7 @@ export interface GitResult {
   stderr: string;
 }
 
-function gitEnv(cwd: string): NodeJS.ProcessEnv {
+export function gitEnv(cwd: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of ['GIT_DIR', 'GIT_WORK_TREE', 'GIT_INDEX_FILE', 'GIT_OBJECT_DIRECTORY', 'GIT_COMMON_DIR'])
     delete env[k];

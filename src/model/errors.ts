@@ -349,6 +349,15 @@ export class ShuttingDownError extends SnapshotError {
   }
 }
 
+export class RedactionError extends SnapshotError {
+  readonly code = 'REDACTION';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'error' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(`redaction: ${message}`, options);
+  }
+}
+
 /** Wrap any thrown value: SnapshotErrors pass through, Node errno errors become IoError. */
 export function asSnapshotError(err: unknown, context: string): SnapshotError {
   if (err instanceof SnapshotError) return err;
@@ -386,6 +395,12 @@ export const ERROR_TABLE: ReadonlyArray<{
   { code: 'GIT', exitCode: 1, outcome: 'error', meaning: 'git failed (e.g. corrupt memdir repository)' },
   { code: 'SQLITE', exitCode: 1, outcome: 'error', meaning: 'SQLite copy or check failed' },
   { code: 'STATE', exitCode: 1, outcome: 'error', meaning: 'the state provider failed' },
+  {
+    code: 'REDACTION',
+    exitCode: 1,
+    outcome: 'error',
+    meaning: 'a staged copy could not be redacted (e.g. a constraint refused the redacted value)',
+  },
   {
     code: 'BUNDLE_DAMAGED',
     exitCode: 2,

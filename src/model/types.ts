@@ -43,7 +43,7 @@ export interface SnapshotMeta {
   signed_by?: string;
 }
 
-export type ProgressPhase = 'capture' | 'hash' | 'pack' | 'verify' | 'copy';
+export type ProgressPhase = 'capture' | 'redact' | 'hash' | 'pack' | 'verify' | 'copy';
 
 /** Progress of a long operation; `total` is known for byte phases. */
 export interface ProgressEvent {
@@ -67,6 +67,12 @@ export interface SnapshotRequest {
    * default: the snapshotter's signing key; `false` for an unsigned bundle.
    */
   sign?: string | SigningKey | false;
+  /**
+   * Redact secrets from everything the bundle ships (docs/redaction.md), with the snapshotter's
+   * `redaction` options. Default false in the library (the original's request had no default; its CLI
+   * constructor turned it on, and so does this CLI). Anchors (pre-restore, pre-dream) are never redacted.
+   */
+  redact?: boolean;
   onProgress?: ProgressListener;
 }
 
@@ -216,6 +222,13 @@ export interface RestoreReport {
   /** The bundle's agent and tenant when it was imported as another agent. */
   imported_from?: { agent_id: string; tenant: string };
   redacted: boolean;
+  /** When `redacted`: what the snapshot's redaction replaced (from its manifest). */
+  redaction?: {
+    policy: string;
+    rules_applied: string[];
+    matches_redacted: number;
+    git_history?: 'absent' | 'unchanged' | 'rewritten';
+  };
   components: ComponentChange[];
   warnings: string[];
   /** The bundle's signature as checked before the restore (against the trusted keys, if any). */

@@ -4,6 +4,7 @@
 const STATUS: Record<string, number> = {
   INVALID_INPUT: 400,
   CONFIG: 400,
+  KEY: 400,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
   RESTORE_REFUSED: 403,
@@ -23,10 +24,13 @@ const STATUS: Record<string, number> = {
   CHECKSUM_MISMATCH: 422,
   SCHEMA_TOO_NEW: 422,
   ENCRYPTION: 422,
+  SIGNATURE_INVALID: 422,
+  SIGNATURE_MISSING: 422,
+  SIGNATURE_UNTRUSTED: 422,
   SHUTTING_DOWN: 503,
 };
 
-/** The HTTP status of an error code; 500 for failures (IO, GIT, SQLITE, STATE) and unknown codes. */
+/** The HTTP status of an error code; 500 for failures (IO, GIT, SQLITE, STATE, REDACTION) and unknown codes. */
 export function httpStatusOf(code: string): number {
   return STATUS[code] ?? 500;
 }

@@ -13,13 +13,14 @@ import { loadIdentities, parseRecipient, recipientFingerprint } from '../crypto/
 import { loadSigningKey, type SigningKey } from '../crypto/sign.js';
 import { type DiffRequest, diffSnapshots, type SnapshotDiff } from '../diff/diff.js';
 import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
-import { type ManifestDraft, sealManifest } from '../format/manifest.js';
+import { type ManifestDraft, type RedactionReport, sealManifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
 import { type TrustPolicy, trustPolicy } from '../format/signature.js';
 import { packBundle } from '../format/writer.js';
 import {
   asSnapshotError,
   ConcurrentError,
+  InvalidInputError,
   IoError,
   NotFoundError,
   RetentionError,
@@ -46,6 +47,8 @@ import {
   STATE_KEYS,
   type VerifyReport,
 } from '../model/types.js';
+import { redactStaging } from '../policy/redaction/redact.js';
+import { compilePolicy, type RedactionOptions, type RedactionPolicy } from '../policy/redaction/scan.js';
 import { recoverJournal } from '../restore/journal.js';
 import { restoreLeftovers } from '../restore/stage.js';
 import { SqliteWorker } from '../sqlite/worker.js';
@@ -114,6 +117,8 @@ export interface LocalSnapshotterOptions {
   trustedKeys?: string[];
   /** Restore refuses bundles without a valid signature by a trusted key (needs trustedKeys). */
   requireSignature?: boolean;
+  /** Allowlist and excluded rules for snapshots that ask for redaction (docs/redaction.md). */
+  redaction?: RedactionOptions;
 }
 
 /** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
@@ -132,6 +137,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly signingKey: SigningKey | undefined;
   /** The trust restore applies unless a request says otherwise. */
   readonly trust: TrustPolicy;
+  readonly redactionPolicy: RedactionPolicy;
 
   constructor(opts: LocalSnapshotterOptions) {
     if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
@@ -146,6 +152,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.warn = opts.onWarning ?? (() => {});
     this.recipients = opts.recipients ?? [];
     for (const r of this.recipients) parseRecipient(r);
+    this.redactionPolicy = compilePolicy(opts.redaction);
     this.observers = opts.observers ?? [];
     this.signingKey = typeof opts.signingKey === 'string' ? loadSigningKey(opts.signingKey) : opts.signingKey;
     this.trust = trustPolicy(opts.trustedKeys, opts.requireSignature === true);
@@ -230,6 +237,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
     const label = validateLabel(req.label);
     const createdBy = validateCreatedBy(req.createdBy ?? 'library');
+    if (req.redact !== undefined && typeof req.redact !== 'boolean')
+      throw new InvalidInputError('redact must be a boolean');
+    if (req.redact && createdBy.startsWith('auto-pre-'))
+      throw new InvalidInputError(`an anchor (${createdBy}) is never redacted: it must restore exactly`);
     const recipients = req.encrypt ?? [...this.recipients];
     for (const r of recipients) parseRecipient(r); // a bad recipient fails before anything is created
     // so does a bad signing key
@@ -267,6 +278,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         dir,
         recipients,
         signingKey,
+        ...(req.redact === true ? { redact: this.redactionPolicy } : {}),
         onProgress: req.onProgress,
         started,
       });
@@ -288,6 +300,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     recipients: readonly string[];
     /** Signs the manifest (a v3 bundle) when given. */
     signingKey: SigningKey | undefined;
+    /** Redact the staging with this policy; absent for an exact copy (anchors are never redacted). */
+    redact?: RedactionPolicy;
     onProgress: SnapshotRequest['onProgress'];
     /** performance.now() when the operation began (default: now). */
     started?: number;
@@ -348,6 +362,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
           this.resolver.stateDir(p.agentId, p.tenant),
         ]);
       }
+      // After the gate is released and before anything is hashed: the seals cover the redacted bytes.
+      let redactions: RedactionReport | undefined;
+      if (p.redact) {
+        p.onProgress?.({ phase: 'redact', bytes: 0 });
+        faultPoint('snapshot.redact');
+        redactions = await redactStaging(p.redact, captured, staging, p.memdir);
+      }
       p.onProgress?.({ phase: 'hash', bytes: 0 });
       const artifacts = await hashCapture(captured, workers);
       await closeWorkers();
@@ -371,6 +392,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         })),
         ...(captured.memdir ? { memdir: captured.memdir } : {}),
         databases: captured.databaseInfo,
+        ...(redactions ? { redactions } : {}),
         ...(encrypted
           ? { encryption: { scheme: 'age', recipients_fingerprint: p.recipients.map(recipientFingerprint) } }
           : {}),

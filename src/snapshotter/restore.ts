@@ -112,6 +112,16 @@ function baseReport(
     sqlite_removed_dbs: [],
     backups: [],
     redacted: m.redactions !== undefined,
+    ...(m.redactions
+      ? {
+          redaction: {
+            policy: m.redactions.policy,
+            rules_applied: m.redactions.rules_applied,
+            matches_redacted: m.redactions.matches_redacted,
+            ...(m.redactions.git_history ? { git_history: m.redactions.git_history } : {}),
+          },
+        }
+      : {}),
     components: [],
     warnings: [],
     ...(m.agent_id !== agentId || m.tenant !== tenant

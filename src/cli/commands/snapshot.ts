@@ -1,7 +1,7 @@
 // `nexo-memory snapshot`: capture one agent into a new bundle.
 
 import { Command } from '@commander-js/extra-typings';
-import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { loadFlagsConfig, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatSnapshot } from '../format.js';
 import {
   agentOption,
@@ -32,6 +32,8 @@ export function snapshotCommand() {
     .addOption(encryptOption())
     .addOption(signOption())
     .option('--label <text>', 'free-text label (at most 200 characters)')
+    .option('--redact', 'redact secrets from everything the bundle ships (the default)')
+    .option('--no-redact', 'ship an exact copy, secrets included (config: redaction.enabled: false)')
     .addOption(jsonOption())
     .addOption(noProgressOption())
     .addHelpText(
@@ -39,6 +41,7 @@ export function snapshotCommand() {
       `
 Examples:
   nexo-memory snapshot --agent ana --label before-dream
+  nexo-memory snapshot --agent ana --no-redact        # exact copy, secrets included
   nexo-memory snapshot --agent ana --encrypt age1… --encrypt age1…
   nexo-memory snapshot --agent ana --sign /etc/nexo/sign.key
   nexo-memory snapshot --agent ana --state-root /var/lib/nexo/state --memdir-root /srv/agents --json`,
@@ -46,11 +49,13 @@ Examples:
     .action(async (opts) => {
       await runCommand(opts, async (progress) => {
         const s = snapshotterFrom(opts);
+        const redact = opts.redact ?? loadFlagsConfig(opts)?.snapshot.redaction?.enabled ?? true;
         const meta = await s.snapshot({
           agentId: opts.agent,
           tenant: opts.tenant,
           ...(opts.label !== undefined ? { label: opts.label } : {}),
           createdBy: 'cli',
+          redact,
           ...(opts.encrypt ? { encrypt: opts.encrypt } : {}),
           ...(opts.sign ? { sign: opts.sign } : {}),
           onProgress: progress.listener,

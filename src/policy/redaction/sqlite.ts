@@ -1,0 +1,213 @@
+// Owns redacting one staged SQLite copy in place (never a live database): every TEXT value of every
+// ordinary table is scanned and rewritten where a rule fires, full-text indexes (FTS3/4/5) are rebuilt
+// from the redacted text, and freed cells and pages are zeroed as they are freed (secure_delete) so no old bytes of a
+// secret stay in the file. Triggers are dropped for the duration and recreated with their own SQL, so
+// redaction changes nothing but the secrets. BLOB values, contentless full-text indexes and other
+// virtual tables are not scanned and are reported as such. Synchronous: runs on a worker thread.
+
+import Database from 'better-sqlite3';
+import { addCounts, type RedactionPolicy, redactText } from './scan.js';
+
+export interface NotScanned {
+  artifact: string;
+  what: string;
+  reason: string;
+  count?: number;
+  bytes?: number;
+}
+
+export interface SqliteRedaction {
+  tables: number;
+  values_scanned: number;
+  values_redacted: number;
+  /** Rows whose redacted value collided with a UNIQUE key and got a ` #<n>` suffix. */
+  unique_conflicts: number;
+  counts: Record<string, number>;
+  matches: number;
+  not_scanned: NotScanned[];
+}
+
+interface SchemaRow {
+  type: string;
+  name: string;
+  tbl_name: string;
+  sql: string | null;
+}
+
+const q = (name: string): string => `"${name.replace(/"/g, '""')}"`;
+
+function moduleOf(sql: string): string | undefined {
+  return /\bUSING\s+([A-Za-z0-9_]+)/i.exec(sql)?.[1]?.toLowerCase();
+}
+
+/** The `content=` option of an FTS table: undefined (internal), '' (contentless) or a table name. */
+function ftsContent(sql: string): string | undefined {
+  const m = /\bcontent\s*=\s*(?:'((?:[^']|'')*)'|"((?:[^"]|"")*)"|([A-Za-z0-9_]+))/i.exec(sql);
+  if (!m) return undefined;
+  return m[1] ?? m[2] ?? m[3] ?? '';
+}
+
+/**
+ * The SQL form of rules.ts TRIGGER (a superset of it): a text value holding `- _ : =`, `eyJ`, or `A`
+ * followed by a capital or digit and two letters or digits (the AWS key prefixes and `AIza`).
+ */
+function sqlTrigger(col: string): string {
+  // one literal per GLOB: SQLite skips to a literal fast, while a leading `*[set]` is ~40× slower
+  const globs = ['-', '_', ':', '=', 'eyJ', 'A[A-Z0-9][A-Za-z0-9][A-Za-z0-9]'];
+  return `(typeof(${col}) = 'text' AND (${globs.map((g) => `${col} GLOB '*${g}*'`).join(' OR ')}))`;
+}
+
+function isConstraint(err: unknown): boolean {
+  const code = (err as { code?: string }).code ?? '';
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}
+
+/** Redacts the database file at `path` (a staged copy). `artifact` names it in the report. */
+export function redactDatabase(policy: RedactionPolicy, path: string, artifact: string): SqliteRedaction {
+  const out: SqliteRedaction = {
+    tables: 0,
+    values_scanned: 0,
+    values_redacted: 0,
+    unique_conflicts: 0,
+    counts: {},
+    matches: 0,
+    not_scanned: [],
+  };
+  const db = new Database(path, { fileMustExist: true });
+  try {
+    db.pragma('secure_delete = ON');
+    const schema = db.prepare('SELECT type, name, tbl_name, sql FROM sqlite_master').all() as SchemaRow[];
+    const tables = schema.filter((r) => r.type === 'table');
+    const virtual = tables.filter((r) => r.sql && /^\s*CREATE\s+VIRTUAL\s+TABLE/i.test(r.sql));
+    // Shadow tables of modules SQLite knows (FTS, R-Tree) are marked by table_list; for a module it does
+    // not know, tables named after the virtual table are taken as its shadow tables (and reported).
+    const listed = db.prepare('PRAGMA main.table_list').all() as Array<{ name: string; type: string }>;
+    const marked = new Set(listed.filter((r) => r.type === 'shadow').map((r) => r.name));
+    const foreign = virtual.filter(
+      (v) => !['fts3', 'fts4', 'fts5', 'rtree'].includes(moduleOf(v.sql!) ?? ''),
+    );
+    const isShadow = (name: string) => marked.has(name) || foreign.some((v) => name.startsWith(`${v.name}_`));
+    const triggers = schema.filter((r) => r.type === 'trigger' && r.sql);
+
+    const redactTable = (name: string, isVirtual: boolean): boolean => {
+      const cols = (
+        db.prepare(`PRAGMA table_info(${q(name)})`).all() as Array<{ name: string; pk: number }>
+      ).map((c) => c);
+      if (cols.length === 0) return false;
+      let key: string[];
+      try {
+        db.prepare(`SELECT rowid FROM ${q(name)} LIMIT 0`);
+        key = ['rowid'];
+      } catch {
+        key = cols
+          .filter((c) => c.pk > 0)
+          .sort((a, b) => a.pk - b.pk)
+          .map((c) => q(c.name));
+      }
+      out.tables++;
+      const agg = cols.flatMap((c) => [
+        `sum(typeof(${q(c.name)}) = 'text')`,
+        `sum(typeof(${q(c.name)}) = 'blob')`,
+        `sum(CASE WHEN typeof(${q(c.name)}) = 'blob' THEN length(${q(c.name)}) END)`,
+      ]);
+      const sums = db
+        .prepare(`SELECT ${agg.join(', ')} FROM ${q(name)}`)
+        .raw()
+        .get() as Array<number | null>;
+      cols.forEach((c, i) => {
+        out.values_scanned += sums[3 * i] ?? 0;
+        const count = sums[3 * i + 1] ?? 0;
+        if (count > 0 && !isVirtual)
+          out.not_scanned.push({
+            artifact,
+            what: `${name}.${c.name}`,
+            reason: 'BLOB values (binary data)',
+            count,
+            bytes: sums[3 * i + 2] ?? 0,
+          });
+      });
+      // Only rows with a text value that passes the trigger test (rules.ts TRIGGER, done by SQLite in
+      // C) reach JavaScript; every text value is still scanned, the others simply cannot match.
+      const select = `SELECT ${key.join(', ')}, ${cols
+        .map((c) => `CASE WHEN typeof(${q(c.name)}) = 'text' THEN ${q(c.name)} END`)
+        .join(', ')} FROM ${q(name)} WHERE ${cols.map((c) => sqlTrigger(q(c.name))).join(' OR ')}`;
+      // all columns of one row change in one UPDATE: a key column may be among them
+      const changes: Array<{ keys: unknown[]; cols: number[]; values: string[] }> = [];
+      for (const row of db.prepare(select).raw().iterate() as Iterable<unknown[]>) {
+        let change: { keys: unknown[]; cols: number[]; values: string[] } | undefined;
+        for (let i = 0; i < cols.length; i++) {
+          const v = row[key.length + i];
+          if (typeof v !== 'string') continue;
+          const r = redactText(policy, v);
+          if (r.matches === 0) continue;
+          addCounts(out.counts, r.counts);
+          out.matches += r.matches;
+          change ??= { keys: row.slice(0, key.length), cols: [], values: [] };
+          change.cols.push(i);
+          change.values.push(r.text);
+        }
+        if (change) changes.push(change);
+      }
+      const where = key.map((k) => `${k} IS ?`).join(' AND ');
+      for (const ch of changes) {
+        const set = ch.cols.map((i) => `${q(cols[i]!.name)} = ?`).join(', ');
+        const stmt = db.prepare(`UPDATE ${q(name)} SET ${set} WHERE ${where}`);
+        for (let attempt = 0; ; attempt++) {
+          try {
+            // a redacted value that collides with a UNIQUE key gets a ` #<n>` suffix
+            stmt.run(...ch.values.map((v) => (attempt === 0 ? v : `${v} #${attempt + 1}`)), ...ch.keys);
+            if (attempt > 0) out.unique_conflicts++;
+            break;
+          } catch (err) {
+            if (!isConstraint(err) || attempt >= 1000) throw err;
+          }
+        }
+        out.values_redacted += ch.cols.length;
+      }
+      return changes.length > 0;
+    };
+
+    const changedTables = new Set<string>();
+    db.transaction(() => {
+      for (const t of triggers) db.exec(`DROP TRIGGER ${q(t.name)}`);
+      for (const t of tables) {
+        if (t.name.startsWith('sqlite_') || isShadow(t.name) || virtual.includes(t)) continue;
+        if (redactTable(t.name, false)) changedTables.add(t.name);
+      }
+      for (const v of virtual) {
+        const mod = moduleOf(v.sql!);
+        if (mod !== 'fts3' && mod !== 'fts4' && mod !== 'fts5') {
+          out.not_scanned.push({
+            artifact,
+            what: v.name,
+            reason: `virtual table (module ${mod ?? 'unknown'}) and its shadow tables`,
+          });
+          continue;
+        }
+        const content = ftsContent(v.sql!);
+        if (content === '') {
+          out.not_scanned.push({
+            artifact,
+            what: v.name,
+            reason: 'contentless full-text index: its text cannot be read back',
+          });
+          continue;
+        }
+        // Internal content is redacted through the virtual table; external content was redacted in
+        // its own table. Either way the index is rebuilt so no token of a secret stays in it.
+        const dirty = content === undefined ? redactTable(v.name, true) : changedTables.has(content);
+        if (!dirty) continue;
+        db.prepare(`INSERT INTO ${q(v.name)}(${q(v.name)}) VALUES ('rebuild')`).run();
+        changedTables.add(v.name);
+      }
+      for (const t of tables)
+        if (t.name === 'sqlite_stat4' || t.name === 'sqlite_stat3')
+          out.not_scanned.push({ artifact, what: t.name, reason: 'query planner samples (binary records)' });
+      for (const t of triggers) db.exec(t.sql!);
+    })();
+    // secure_delete already zeroed every freed cell and page; the WAL is checkpointed and removed on close
+  } finally {
+    db.close();
+  }
+  return out;
+}

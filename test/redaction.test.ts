@@ -1,0 +1,641 @@
+// Redaction: synthetic secrets of every rule planted in every component (memory files, history blobs,
+// commit and tag messages, state, SQLite text incl. full-text indexes) are gone from the decompressed
+// bundle and from every git object after a restore; look-alikes stay byte for byte; anchors are exact;
+// the CLI and config switch it; bad input fails with typed errors and leaves nothing behind.
+// Every secret is assembled at run time, so this file holds no literal secret-shaped string.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { git, rng } from '../scripts/sample-agent.js';
+import { generateIdentity } from '../src/crypto/age.js';
+import { rewriteBundle } from '../src/git/rewrite.js';
+import {
+  compileRedactionPolicy,
+  LocalSnapshotter,
+  ORIGINAL_RULE_IDS,
+  REDACTION_RULES,
+  redactText,
+} from '../src/index.js';
+import { type Agent, gnuExtract, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+
+const r = rng(20261126);
+const ALNUM = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+const UPPER_DIGITS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+const rnd = (n: number, alphabet = ALNUM): string =>
+  Array.from({ length: n }, () => alphabet[Math.floor(r() * alphabet.length)]).join('');
+
+interface Planted {
+  rule: string;
+  secret: string;
+  /** The part that must never ship (the random body). */
+  needle: string;
+}
+
+/** One or more synthetic secrets per rule, built from pieces. */
+function syntheticSecrets(): Planted[] {
+  const p = (rule: string, secret: string, needle: string): Planted => ({ rule, secret, needle });
+  const pemBody = Array.from({ length: 6 }, () => rnd(64, `${ALNUM}+/`)).join('\n');
+  const dash5 = '-'.repeat(5);
+  const jwtParts = [`eyJ${rnd(24)}`, `eyJ${rnd(40)}`, rnd(43)];
+  const out: Planted[] = [];
+  let b: string;
+  b = pemBody;
+  out.push(
+    p(
+      'private-key',
+      `${dash5}BEGIN RSA PRIVATE ${'KEY'}${dash5}\n${b}\n${dash5}END RSA PRIVATE ${'KEY'}${dash5}`,
+      b.slice(0, 60),
+    ),
+  );
+  b = rnd(86);
+  out.push(p('anthropic-api-key', `${'sk'}-ant-api03-${b}AA`, b));
+  b = rnd(48);
+  out.push(p('openai-api-key', `${'sk'}-proj-${b}`, b));
+  b = rnd(48);
+  out.push(p('openai-api-key', `${'sk'}-${b}`, b));
+  b = rnd(16, UPPER_DIGITS);
+  out.push(p('aws-access-key-id', `${'AK'}IA${b}`, b));
+  b = rnd(16, UPPER_DIGITS);
+  out.push(p('aws-access-key-id', `${'AS'}IA${b}`, b));
+  b = rnd(36);
+  out.push(p('github-token', `${'gh'}p_${b}`, b));
+  b = rnd(36);
+  out.push(p('github-token', `${'gh'}s_${b}`, b));
+  b = `${rnd(22)}_${rnd(59)}`;
+  out.push(p('github-fine-grained-pat', `${'github'}_pat_${b}`, b));
+  b = rnd(20);
+  out.push(p('gitlab-token', `${'gl'}pat-${b}`, b));
+  b = `${rnd(12, '0123456789')}-${rnd(13, '0123456789')}-${rnd(24)}`;
+  out.push(p('slack-token', `${'xo'}xb-${b}`, b));
+  b = `T${rnd(10, UPPER_DIGITS)}/B${rnd(10, UPPER_DIGITS)}/${rnd(24)}`;
+  out.push(p('slack-webhook-url', `https://hooks.${'slack'}.com/services/${b}`, b));
+  b = rnd(40);
+  out.push(p('bearer-token', `Authorization: ${'Bear'}er ${b}`, b));
+  out.push(p('jwt', jwtParts.join('.'), jwtParts[2]!));
+  b = rnd(24);
+  out.push(p('stripe-api-key', `${'sk'}_live_${b}`, b));
+  b = rnd(35);
+  out.push(p('google-api-key', `${'AI'}za${b}`, b));
+  b = rnd(18);
+  out.push(p('url-credentials', `postgres://admin:${b}@db.internal.example:5432/memory`, b));
+  b = rnd(28);
+  out.push(p('generic-secret', `client_${'secret'} = ${b}`, b));
+  b = `${rnd(10)}_${rnd(10)}`;
+  out.push(p('generic-secret', `"api_${'key'}": "${b}"`, b));
+  return out;
+}
+
+const SECRETS = syntheticSecrets();
+const ALL_TEXT = SECRETS.map((s) => `- ${s.rule}: ${s.secret}`).join('\n');
+
+/** Strings that look a little like secrets and must never be touched. */
+function lookAlikes(): string {
+  const uuid = '3f2b8c1e-9d4a-4e7b-8a6c-2d1f0e9b7a54';
+  const gitHash = 'e83c5163316f89bfbde7d9ab23ca2e25604af290';
+  const bytes = Buffer.from(Array.from({ length: 3000 }, () => Math.floor(r() * 256)));
+  return [
+    '# Look-alikes',
+    `Request ${uuid} was traced through commit ${gitHash} (short ${gitHash.slice(0, 12)}).`,
+    `![diagram](data:image/png;base64,${bytes.toString('base64')})`,
+    'The key points: keep the secret recipe safe, and the password is written on no sticky note.',
+    'password: see the vault. token: refreshed hourly. secret = unknown. api_key = changeme',
+    'The key = consolidation. The token: well-known-and-boring. secret: documentation-pipeline.',
+    'Ask about the sk-learn pipeline and the task-management-system-overview doc.',
+    'Mail ana@example.com or open https://docs.example.com/a/b?x=1#frag and https://user@example.com/.',
+    'Version 1.2.3-beta, ids AKIA-like-but-short AKIA1234, ghp_short, eyJhbGciOi.not-a-token.',
+    `Checksum sha256:${'ab'.repeat(32)} and a path /home/ana/.ssh/known_hosts.`,
+    '',
+  ].join('\n');
+}
+
+function tarStream(bundle: string): Buffer {
+  return execFileSync('zstd', ['-dc', bundle], { maxBuffer: 512 * 1024 * 1024 });
+}
+
+/** Every object of every git repository: commits, tags, trees, blobs, as one buffer. */
+function allGitObjects(repo: string): Buffer {
+  return execFileSync('git', ['cat-file', '--batch-all-objects', '--batch'], {
+    cwd: repo,
+    maxBuffer: 512 * 1024 * 1024,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+function cloneBundle(t: Parameters<typeof tempDir>[0], bundle: string): string {
+  const dir = join(tempDir(t, 'nexo-clone-'), 'repo.git');
+  execFileSync('git', ['clone', '-q', '--mirror', bundle, dir], { stdio: 'pipe' });
+  return dir;
+}
+
+function leaks(haystack: Buffer): string[] {
+  return SECRETS.filter((s) => haystack.includes(s.needle)).map(
+    (s) => `${s.rule}: ${s.needle.slice(0, 12)}…`,
+  );
+}
+
+function storeEntries(a: Agent, agentId = 'ana'): string[] {
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', agentId);
+  return existsSync(dir) ? readdirSync(dir).sort() : [];
+}
+
+/** Plants every secret in every component of the sample agent `a`. */
+function plantEverywhere(a: Agent): void {
+  const m = a.memdir;
+  // history only: added, committed, then deleted
+  writeFileSync(join(m, 'old-credentials.md'), `# Old\n${ALL_TEXT}\n`);
+  git(m, ['add', '-A']);
+  git(m, ['commit', '-q', '-m', `add credentials\n\n${ALL_TEXT}`]);
+  git(m, ['rm', '-q', 'old-credentials.md']);
+  git(m, ['commit', '-q', '-m', 'remove credentials']);
+  // committed and still in the working tree
+  mkdirSync(join(m, 'notes'), { recursive: true });
+  writeFileSync(join(m, 'notes', 'secrets.md'), `# Keys the agent saw\n${ALL_TEXT}\n`);
+  git(m, ['add', '-A']);
+  git(m, ['commit', '-q', '-m', `notes: ${SECRETS[6]!.secret}`]);
+  git(m, ['tag', '-a', 'v1', '-m', `release with ${ALL_TEXT}`]);
+  // uncommitted: an edit and an untracked file
+  writeFileSync(
+    join(m, 'MEMORY.md'),
+    `${readFileSync(join(m, 'MEMORY.md'), 'utf8')}\nNew: ${SECRETS[2]!.secret}\n`,
+  );
+  writeFileSync(join(m, 'untracked.md'), `${ALL_TEXT}\n`);
+  // larger than the in-memory capture limit: staged on disk, redacted by the worker thread
+  writeFileSync(join(m, 'big.md'), `${'Plain prose line of the agent. '.repeat(40_000)}\n${ALL_TEXT}\n`);
+  // binary file: not scanned, reported
+  writeFileSync(join(m, 'avatar.bin'), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2, 3, 0, 255]));
+  // state
+  writeFileSync(
+    join(a.sqliteDir, 'extract_cursor.json'),
+    `${JSON.stringify({ last_message_id: 99, note: ALL_TEXT, api_key: SECRETS[SECRETS.length - 1]!.needle })}\n`,
+  );
+  // databases: plain text columns, an internal and an external-content FTS5 index with sync triggers,
+  // a UNIQUE column, a WITHOUT ROWID table
+  const lt = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  lt.exec(`
+    CREATE VIRTUAL TABLE notes_fts USING fts5(body);
+    CREATE VIRTUAL TABLE memories_fts USING fts5(content, content='memories', content_rowid='id');
+    INSERT INTO memories_fts(memories_fts) VALUES ('rebuild');
+    CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+      INSERT INTO memories_fts(rowid, content) VALUES (new.id, new.content); END;
+    CREATE TRIGGER memories_au AFTER UPDATE ON memories BEGIN
+      INSERT INTO memories_fts(memories_fts, rowid, content) VALUES ('delete', old.id, old.content);
+      INSERT INTO memories_fts(rowid, content) VALUES (new.id, new.content); END;
+    CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE notes_fts_archive (body TEXT);
+  `);
+  const ins = lt.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)');
+  for (const s of SECRETS) ins.run(1, 'fact', `The user pasted ${s.secret} into the chat.`, 0.5);
+  ins.run(2, 'fact', ALL_TEXT, 0.9);
+  for (const s of SECRETS) lt.prepare('INSERT INTO notes_fts (body) VALUES (?)').run(`note ${s.secret} end`);
+  lt.prepare('INSERT INTO notes_fts_archive (body) VALUES (?)').run(ALL_TEXT); // named like a shadow table
+  lt.prepare('INSERT INTO kv (k, v) VALUES (?, ?)').run(`cfg-${SECRETS[6]!.secret}`, SECRETS[4]!.secret);
+  lt.close();
+  const con = new Database(join(a.sqliteDir, 'concepts.sqlite'));
+  // two names that redact to the same text collide on UNIQUE(name)
+  con
+    .prepare('INSERT INTO concepts (name, summary) VALUES (?, ?)')
+    .run(`token ${SECRETS[6]!.secret}`, ALL_TEXT);
+  con.prepare('INSERT INTO concepts (name, summary) VALUES (?, ?)').run(`token ${SECRETS[7]!.secret}`, 'x');
+  con.close();
+  const cmp = new Database(join(a.sqliteDir, 'compactions.sqlite'));
+  cmp
+    .prepare('INSERT INTO compactions (session_id, created_at, summary) VALUES (?, ?, ?)')
+    .run('s-x', 1, ALL_TEXT);
+  cmp.close();
+  const vec = new Database(join(a.sqliteDir, 'vector.sqlite'));
+  vec
+    .prepare('INSERT INTO embeddings (memory_id, model, dim, vec) VALUES (?, ?, ?, ?)')
+    .run(1, `model-with-${SECRETS[0]!.secret}`, 2, Buffer.alloc(8));
+  vec.close();
+}
+
+test('the rule table: stable ids, the original seven keep their names, every rule fires on its secret', () => {
+  assert.deepEqual(
+    REDACTION_RULES.map((x) => x.id),
+    [
+      'private-key',
+      'anthropic-api-key',
+      'openai-api-key',
+      'aws-access-key-id',
+      'github-token',
+      'slack-token',
+      'bearer-token',
+      'jwt',
+      'github-fine-grained-pat',
+      'gitlab-token',
+      'slack-webhook-url',
+      'stripe-api-key',
+      'google-api-key',
+      'url-credentials',
+      'generic-secret',
+    ],
+  );
+  for (const id of ORIGINAL_RULE_IDS)
+    assert.ok(
+      REDACTION_RULES.some((x) => x.id === id),
+      id,
+    );
+  const policy = compileRedactionPolicy();
+  for (const s of SECRETS) {
+    const out = redactText(policy, `before ${s.secret} after`);
+    assert.deepEqual(Object.keys(out.counts), [s.rule], `${s.rule} fired alone on ${s.secret.slice(0, 16)}`);
+    assert.ok(out.text.includes(`[REDACTED:${s.rule}]`), out.text);
+    assert.ok(!out.text.includes(s.needle), `${s.rule} left its body`);
+    assert.ok(out.text.startsWith('before ') && out.text.endsWith(' after'));
+  }
+  // only the password of a URL and only the value of an assignment are replaced
+  assert.equal(
+    redactText(policy, SECRETS.find((s) => s.rule === 'url-credentials')!.secret).text,
+    'postgres://admin:[REDACTED:url-credentials]@db.internal.example:5432/memory',
+  );
+  assert.equal(
+    redactText(policy, SECRETS.find((s) => s.rule === 'generic-secret')!.secret).text,
+    'client_secret = [REDACTED:generic-secret]',
+  );
+  // the look-alike corpus passes untouched
+  const corpus = lookAlikes();
+  assert.deepEqual(redactText(policy, corpus), { text: corpus, counts: {}, matches: 0 });
+  // allowlist and exclusions
+  const gh = SECRETS.find((s) => s.rule === 'github-token')!;
+  const allow = compileRedactionPolicy({ allowlist: [gh.needle.slice(0, 20)], excludeRules: ['jwt'] });
+  assert.equal(redactText(allow, gh.secret).matches, 0);
+  const jwt = SECRETS.find((s) => s.rule === 'jwt')!;
+  assert.equal(redactText(allow, jwt.secret).matches, 0);
+  assert.throws(() => compileRedactionPolicy({ excludeRules: ['no-such-rule'] }), { code: 'INVALID_INPUT' });
+  assert.throws(() => compileRedactionPolicy({ allowlist: ['(unclosed'] }), { code: 'INVALID_INPUT' });
+});
+
+test('a redacted snapshot ships no planted secret in any component, and no git object holds one after restore', async (t) => {
+  // 6,000 embeddings make the databases larger than the inline limit: they are redacted on worker threads
+  // (the smaller agents of the other tests take the inline path)
+  const a = sampleAgent(t, 'ana', { files: 6, commits: 3, embeddings: 6000 });
+  plantEverywhere(a);
+  const liveHead = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true, createdBy: 'cli' });
+  assert.equal(meta.redactions_applied, true);
+
+  // 1. the decompressed tar stream: memory files, state, manifest and the SQLite pages are plain bytes
+  assert.deepEqual(leaks(tarStream(meta.bundle_path)), []);
+  // 2. the history: every object of the shipped git bundle
+  const x = gnuExtract(t, meta.bundle_path);
+  const clone = cloneBundle(t, join(x, 'git', 'memdir.bundle'));
+  assert.deepEqual(leaks(allGitObjects(clone)), []);
+  assert.match(git(clone, ['tag', '-l', '-n9', 'v1']), /REDACTED:github-token/);
+  assert.equal(git(clone, ['rev-list', '--all']).trim().split('\n').length, 6, 'every commit kept');
+  // 3. the full-text indexes hold no token of a secret, and every database is intact
+  const db = new Database(join(x, 'sqlite', 'long_term.sqlite'));
+  for (const fts of ['notes_fts', 'memories_fts']) {
+    db.exec(`CREATE VIRTUAL TABLE temp.${fts}_terms USING fts5vocab(main, ${fts}, 'row')`);
+    const terms = db.prepare(`SELECT term FROM temp.${fts}_terms`).pluck().all() as string[];
+    assert.ok(terms.includes('redacted'), `${fts} indexes the redacted text`);
+    for (const s of SECRETS)
+      for (const piece of s.needle.split(/[^A-Za-z0-9]/).filter((p) => p.length >= 8))
+        assert.ok(
+          !terms.some((term) => term.includes(piece.toLowerCase())),
+          `${fts} still indexes ${s.rule}`,
+        );
+  }
+  assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+  assert.equal(
+    (db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'trigger'").get() as { n: number }).n,
+    2,
+    'triggers recreated',
+  );
+  assert.match((db.prepare('SELECT v FROM kv').get() as { v: string }).v, /^\[REDACTED:aws-access-key-id\]$/);
+  db.close();
+  const con = new Database(join(x, 'sqlite', 'concepts.sqlite'), { readonly: true });
+  const names = con
+    .prepare("SELECT name FROM concepts WHERE name LIKE 'token %' ORDER BY id")
+    .pluck()
+    .all() as string[];
+  assert.deepEqual(names, ['token [REDACTED:github-token]', 'token [REDACTED:github-token] #2']);
+  con.close();
+
+  // 4. the manifest says what happened, and what was not scanned
+  const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8'));
+  const red = m.redactions;
+  assert.equal(red.policy, 'memory-snapshot:default');
+  assert.deepEqual(red.rules_applied, [...new Set(SECRETS.map((s) => s.rule))].sort());
+  assert.equal(
+    red.matches_redacted,
+    Object.values(red.rule_counts as Record<string, number>).reduce((s, n) => s + n, 0),
+  );
+  for (const p of [
+    'sqlite/long_term.sqlite',
+    'sqlite/vector.sqlite',
+    'sqlite/concepts.sqlite',
+    'sqlite/compactions.sqlite',
+    'state/extract_cursor.json',
+    'git/memdir.bundle',
+    'memory_files/MEMORY.md',
+    'memory_files/notes/secrets.md',
+    'memory_files/untracked.md',
+    'memory_files/big.md',
+    'manifest.json',
+  ])
+    assert.ok(red.artifacts_touched.includes(p), `artifacts_touched has ${p}`);
+  assert.equal(red.git_history, 'rewritten');
+  assert.equal(red.git.original_head_oid, liveHead);
+  assert.notEqual(m.git.head_oid, liveHead);
+  assert.equal(git(clone, ['rev-parse', 'refs/heads/main']).trim(), m.git.head_oid);
+  assert.match(m.git.head_subject, /^notes: \[REDACTED:github-token\]$/);
+  assert.equal(red.sqlite.concepts.unique_conflicts, 1);
+  const notScanned = red.not_scanned as Array<{ artifact: string; what: string; reason: string }>;
+  assert.ok(notScanned.some((n) => n.artifact === 'sqlite/vector.sqlite' && n.what === 'embeddings.vec'));
+  assert.ok(notScanned.some((n) => n.artifact === 'memory_files/avatar.bin' && n.reason === 'binary data'));
+  assert.ok(JSON.parse(readFileSync(join(x, 'state', 'extract_cursor.json'), 'utf8')).last_message_id === 99);
+  const deep = await a.snapshotter.verify(meta.bundle_path, { deep: true });
+  assert.equal(deep.status, 'verified', 'seals cover the redacted bytes');
+  assert.equal(deep.deep?.git, 'ok', 'the rewritten history is a valid bundle');
+  assert.deepEqual(Object.values(deep.deep?.sqlite_integrity ?? {}), ['ok', 'ok', 'ok', 'ok']);
+
+  // 5. the live agent was never written
+  assert.equal(leaks(allGitObjects(a.memdir)).length, SECRETS.length);
+  assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), liveHead);
+  assert.equal(leaks(readFileSync(join(a.sqliteDir, 'long_term.sqlite'))).length > 0, true);
+
+  // 6. restored elsewhere (import as a new agent): no git object, file or database holds a secret
+  const report = await a.snapshotter.restore({ agentId: 'bob', bundle: meta.bundle_path, import: {} });
+  assert.equal(report.redacted, true);
+  assert.equal(report.redaction?.git_history, 'rewritten');
+  const bob = join(a.memdirRoot, 'bob');
+  assert.deepEqual(leaks(allGitObjects(bob)), []);
+  assert.equal(git(bob, ['rev-parse', 'HEAD']).trim(), m.git.head_oid);
+  // the redacted working tree matches the redacted history: only the uncommitted changes show
+  assert.deepEqual(
+    git(bob, ['status', '--porcelain'])
+      .trim()
+      .split('\n')
+      .map((l) => l.trim())
+      .sort(),
+    ['?? avatar.bin', '?? big.md', '?? untracked.md', 'M MEMORY.md'],
+  );
+  assert.match(readFileSync(join(bob, 'notes', 'secrets.md'), 'utf8'), /\[REDACTED:private-key\]/);
+  const bobDbs = readdirSync(join(a.sqliteRoot, 'bob')).filter((f) => f.endsWith('.sqlite'));
+  assert.equal(bobDbs.length, 4);
+  for (const f of bobDbs) assert.deepEqual(leaks(readFileSync(join(a.sqliteRoot, 'bob', f))), [], f);
+});
+
+test('look-alikes stay byte for byte: nothing fires, history is shipped as captured', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 4, commits: 2 });
+  const corpus = lookAlikes();
+  writeFileSync(join(a.memdir, 'lookalikes.md'), corpus);
+  git(a.memdir, ['add', '-A']);
+  git(a.memdir, ['commit', '-q', '-m', `look-alikes ${corpus.split('\n')[1]}`]);
+  const lt = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  lt.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (1, ?, ?, 0)').run(
+    'x',
+    corpus,
+  );
+  lt.close();
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  const x = gnuExtract(t, meta.bundle_path);
+  const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8'));
+  assert.equal(m.redactions.matches_redacted, 0);
+  assert.deepEqual(m.redactions.rules_applied, []);
+  assert.deepEqual(m.redactions.artifacts_touched, []);
+  assert.equal(m.redactions.git_history, 'unchanged');
+  assert.equal(m.git.head_oid, head);
+  assert.equal(readFileSync(join(x, 'memory_files', 'lookalikes.md'), 'utf8'), corpus);
+  const db = new Database(join(x, 'sqlite', 'long_term.sqlite'), { readonly: true });
+  assert.equal(db.prepare('SELECT content FROM memories WHERE kind = ?').pluck().get('x'), corpus);
+  db.close();
+  // an unredacted snapshot of the same agent has the same database bytes: redaction changed nothing
+  const plain = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const y = gnuExtract(t, plain.bundle_path);
+  assert.equal(JSON.parse(readFileSync(join(y, 'manifest.json'), 'utf8')).redactions, undefined);
+  for (const f of ['sqlite/long_term.sqlite', 'git/memdir.bundle', 'memory_files/lookalikes.md'])
+    assert.ok(readFileSync(join(x, f)).equals(readFileSync(join(y, f))), f);
+});
+
+test('anchors are exact: the pre-restore snapshot is not redacted and undo brings the secrets back', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 4, commits: 2 });
+  plantEverywhere(a);
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const red = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  const report = await a.snapshotter.restore({ agentId: 'ana', bundle: red.bundle_path });
+  assert.ok(report.pre_snapshot);
+  assert.equal(report.redacted, true);
+  const anchor = (await a.snapshotter.list('ana')).find((s) => s.id === report.pre_snapshot)!;
+  assert.equal(anchor.redactions_applied, false);
+  assert.equal(anchor.created_by, 'auto-pre-restore');
+  assert.equal(leaks(tarStream(anchor.bundle_path)).length, SECRETS.length, 'the anchor holds every secret');
+  await a.snapshotter.restore({ agentId: 'ana', bundle: anchor.bundle_path, autoPreSnapshot: false });
+  assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), head);
+  assert.equal(
+    readFileSync(join(a.memdir, 'notes', 'secrets.md'), 'utf8'),
+    `# Keys the agent saw\n${ALL_TEXT}\n`,
+  );
+  assert.equal(leaks(readFileSync(join(a.sqliteDir, 'extract_cursor.json'))).length, SECRETS.length);
+});
+
+test('a detached HEAD with a secret in its commit is rewritten and restored detached', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 3, commits: 2 });
+  const gh = SECRETS.find((s) => s.rule === 'github-token')!;
+  git(a.memdir, ['checkout', '-q', '--detach']);
+  writeFileSync(join(a.memdir, 'detached.md'), `${gh.secret}\n`);
+  git(a.memdir, ['add', '-A']);
+  git(a.memdir, ['commit', '-q', '-m', 'detached work']);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  const x = gnuExtract(t, meta.bundle_path);
+  const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8'));
+  assert.equal(m.git.detached, true);
+  assert.equal(m.redactions.git_history, 'rewritten');
+  await a.snapshotter.restore({ agentId: 'carl', bundle: meta.bundle_path, import: {} });
+  const carl = join(a.memdirRoot, 'carl');
+  assert.equal(git(carl, ['rev-parse', 'HEAD']).trim(), m.git.head_oid);
+  assert.throws(() => git(carl, ['symbolic-ref', '-q', 'HEAD']), 'HEAD is detached');
+  assert.ok(!allGitObjects(carl).includes(gh.needle));
+});
+
+test('redacted and encrypted: the age CLI decrypts a bundle that holds no planted secret; list shows both flags', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 3, commits: 2 });
+  writeFileSync(join(a.memdir, 'keys.md'), `${ALL_TEXT}\n`);
+  const id = generateIdentity();
+  const key = join(tempDir(t), 'key.txt');
+  writeFileSync(key, `${id.identity}\n`);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true, encrypt: [id.recipient] });
+  assert.equal(meta.encrypted, true);
+  assert.equal(meta.redactions_applied, true);
+  const plain = execFileSync('age', ['-d', '-i', key, meta.bundle_path], { maxBuffer: 256 * 1024 * 1024 });
+  const tar = execFileSync('zstd', ['-dc'], { input: plain, maxBuffer: 256 * 1024 * 1024 });
+  assert.ok(tar.includes(Buffer.from('[REDACTED:private-key]')));
+  assert.deepEqual(leaks(tar), []);
+  const listed = (await a.snapshotter.list('ana')).find((m) => m.id === meta.id)!;
+  assert.equal(listed.encrypted && listed.redactions_applied, true);
+});
+
+test('history rewrite without the memdir: the bundle itself is unpacked; clean history is left as it is', async (t) => {
+  const dir = tempDir(t);
+  const repo = join(dir, 'repo');
+  mkdirSync(repo);
+  git(repo, ['init', '-q', '-b', 'main']);
+  const gh = SECRETS.find((s) => s.rule === 'github-token')!;
+  writeFileSync(join(repo, 'a.md'), `key ${gh.secret}\n`);
+  git(repo, ['add', '-A']);
+  git(repo, ['commit', '-q', '-m', 'one']);
+  const bundle = join(dir, 'b.bundle');
+  git(repo, ['bundle', 'create', '-q', bundle, '--all']);
+  const before = readFileSync(bundle);
+  const policy = compileRedactionPolicy();
+  const clean = await rewriteBundle(
+    bundle,
+    join(dir, 'w1'),
+    { ref: 'refs/heads/main', detached: false },
+    () => undefined,
+  );
+  assert.equal(clean.changed, false);
+  assert.ok(readFileSync(bundle).equals(before), 'unchanged bundle kept byte for byte');
+  const res = await rewriteBundle(
+    bundle,
+    join(dir, 'w2'),
+    { oid: git(repo, ['rev-parse', 'HEAD']).trim(), ref: 'refs/heads/main', detached: false },
+    (data) => {
+      const out = redactText(policy, data.toString('utf8'));
+      return out.matches ? Buffer.from(out.text) : undefined;
+    },
+  );
+  assert.equal(res.changed, true);
+  assert.equal(res.commits, 1);
+  const clone = cloneBundle(t, bundle);
+  assert.equal(git(clone, ['rev-parse', 'HEAD']).trim(), res.headOid);
+  assert.equal(git(clone, ['show', 'HEAD:a.md']), 'key [REDACTED:github-token]\n');
+  assert.ok(!allGitObjects(clone).includes(gh.needle));
+});
+
+test('CLI: on by default, --no-redact and config turn it off; list and restore show it; config errors name the key', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 3, commits: 2 });
+  const gh = SECRETS.find((s) => s.rule === 'github-token')!;
+  const jwt = SECRETS.find((s) => s.rule === 'jwt')!;
+  writeFileSync(join(a.memdir, 'keys.md'), `${gh.secret}\n${jwt.secret}\n`);
+  let r = await runCli(['snapshot', '--agent', 'ana', '--json', '--no-progress', ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  const redacted = JSON.parse(r.stdout);
+  assert.equal(redacted.redactions_applied, true);
+  assert.deepEqual(leaks(tarStream(redacted.bundle_path)), []);
+  r = await runCli(['snapshot', '--agent', 'ana', '--no-redact', '--json', '--no-progress', ...a.flags]);
+  const exact = JSON.parse(r.stdout);
+  assert.equal(exact.redactions_applied, false);
+  assert.ok(tarStream(exact.bundle_path).includes(gh.needle));
+  r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot]);
+  const rows = r.stdout.split('\n');
+  assert.match(rows.find((l) => l.startsWith(redacted.id))!, /\bred\b/);
+  assert.doesNotMatch(rows.find((l) => l.startsWith(exact.id))!, /\bred\b/);
+  r = await runCli(['list', '--agent', 'ana', '--json', '--state-root', a.stateRoot]);
+  const listed = JSON.parse(r.stdout) as Array<{ id: string; redactions_applied: boolean }>;
+  assert.equal(listed.find((s) => s.id === redacted.id)!.redactions_applied, true);
+  r = await runCli(['restore', '--agent', 'ana', '--from', redacted.bundle_path, '--dry-run', ...a.flags], {
+    env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /redacted: +yes \(2 secret\(s\) replaced: github-token, jwt\)/);
+
+  const cfg = join(a.root, 'nexo.yaml');
+  writeFileSync(
+    cfg,
+    `memory:\n  snapshot:\n    redaction:\n      exclude_rules: [jwt]\n      allowlist: ['^${'gh'}p_${gh.needle.slice(0, 6)}']\n`,
+  );
+  r = await runCli(['snapshot', '--agent', 'ana', '--json', '--config', cfg, ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  const kept = tarStream(JSON.parse(r.stdout).bundle_path);
+  assert.ok(kept.includes(gh.needle), 'allowlisted');
+  assert.ok(kept.includes(jwt.needle), 'excluded rule');
+  writeFileSync(cfg, 'snapshot:\n  redaction:\n    enabled: false\n');
+  r = await runCli(['snapshot', '--agent', 'ana', '--json', '--config', cfg, ...a.flags]);
+  assert.equal(JSON.parse(r.stdout).redactions_applied, false);
+  r = await runCli(['snapshot', '--agent', 'ana', '--redact', '--json', '--config', cfg, ...a.flags]);
+  assert.equal(JSON.parse(r.stdout).redactions_applied, true);
+
+  const before = storeEntries(a);
+  for (const [yaml, key] of [
+    ['snapshot:\n  redaction:\n    enable: true\n', /memory\.snapshot\.redaction\.enable: unknown key/],
+    [
+      "snapshot:\n  redaction:\n    allowlist: ['(']\n",
+      /memory\.snapshot\.redaction\.allowlist\.0: not a valid regular expression/,
+    ],
+    [
+      'snapshot:\n  redaction:\n    exclude_rules: [nope]\n',
+      /memory\.snapshot\.redaction\.exclude_rules\.0: unknown redaction rule id/,
+    ],
+  ] as const) {
+    writeFileSync(cfg, yaml);
+    r = await runCli(['snapshot', '--agent', 'ana', '--json', '--config', cfg, ...a.flags]);
+    assert.equal(r.code, 1);
+    assert.equal(JSON.parse(r.stdout).error.code, 'CONFIG');
+    assert.match(r.stderr, key);
+  }
+  assert.deepEqual(storeEntries(a), before, 'nothing created');
+});
+
+test('kill -9 while redacting: the live agent is untouched, nothing lists, the next snapshot cleans up', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 3, commits: 2 });
+  plantEverywhere(a);
+  const liveDb = readFileSync(join(a.sqliteDir, 'long_term.sqlite'));
+  const liveHead = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const child = startFixture(
+    t,
+    'snapshot-once.ts',
+    [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', 'redact'],
+    {
+      NEXO_MEMORY_FAULTS: 'snapshot.redact=kill',
+    },
+  );
+  assert.equal(await child.exited, -1, 'killed by the signal');
+  assert.ok(
+    storeEntries(a).some((n) => n.startsWith('.staging-')),
+    'the kill left its staging',
+  );
+  assert.deepEqual(await a.snapshotter.list('ana'), []);
+  assert.ok(readFileSync(join(a.sqliteDir, 'long_term.sqlite')).equals(liveDb));
+  assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), liveHead);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  assert.deepEqual(storeEntries(a), [
+    `${meta.id}.tar.zst`,
+    `${meta.id}.tar.zst.meta.json`,
+    `${meta.id}.tar.zst.sha256`,
+  ]);
+  assert.deepEqual(leaks(tarStream(meta.bundle_path)), []);
+});
+
+test('bad input: typed errors before anything is created; a refused redaction leaves nothing behind', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1 });
+  assert.throws(
+    () => new LocalSnapshotter({ stateRoot: a.stateRoot, redaction: { excludeRules: ['nope'] } }),
+    { code: 'INVALID_INPUT' },
+  );
+  await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana', redact: 'yes' as unknown as boolean }), {
+    code: 'INVALID_INPUT',
+  });
+  await assert.rejects(
+    a.snapshotter.snapshot({ agentId: 'ana', redact: true, createdBy: 'auto-pre-dream' }),
+    {
+      code: 'INVALID_INPUT',
+      message: /anchor .*never redacted/,
+    },
+  );
+  // a CHECK constraint refuses the redacted value: the snapshot fails as REDACTION, nothing stays
+  const lt = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  lt.exec("CREATE TABLE strict_keys (k TEXT CHECK (k NOT LIKE '%REDACTED%'))");
+  lt.prepare('INSERT INTO strict_keys VALUES (?)').run(
+    SECRETS.find((s) => s.rule === 'github-token')!.secret,
+  );
+  lt.close();
+  const live = readFileSync(join(a.sqliteDir, 'long_term.sqlite'));
+  await assert.rejects(
+    a.snapshotter.snapshot({ agentId: 'ana', redact: true }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'REDACTION');
+      assert.match(err.message, /sqlite\/long_term\.sqlite: .*CHECK/);
+      return true;
+    },
+  );
+  assert.deepEqual(storeEntries(a), []);
+  assert.ok(readFileSync(join(a.sqliteDir, 'long_term.sqlite')).equals(live), 'live database untouched');
+  // without redaction the same agent snapshots fine
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+});
