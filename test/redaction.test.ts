@@ -556,11 +556,11 @@ test('CLI: on by default, --no-redact and config turn it off; list and restore s
     ['snapshot:\n  redaction:\n    enable: true\n', /memory\.snapshot\.redaction\.enable: unknown key/],
     [
       "snapshot:\n  redaction:\n    allowlist: ['(']\n",
-      /memory\.snapshot\.redaction\.allowlist\.0: not a valid regular expression/,
+      /memory\.snapshot\.redaction\.allowlist\[0\] must be a valid regular expression/,
     ],
     [
       'snapshot:\n  redaction:\n    exclude_rules: [nope]\n',
-      /memory\.snapshot\.redaction\.exclude_rules\.0: unknown redaction rule id/,
+      /memory\.snapshot\.redaction\.exclude_rules\[0\] must be a redaction rule id/,
     ],
   ] as const) {
     writeFileSync(cfg, yaml);

@@ -104,12 +104,12 @@ const redactionSection = z.strictObject({
         } catch {
           return false;
         }
-      }, 'not a valid regular expression'),
+      }, 'must be a valid regular expression'),
     )
     .optional(),
   /** Rule ids that do not run (docs/redaction.md lists them). */
   exclude_rules: z
-    .array(z.string().refine((s) => RULE_IDS.includes(s), 'unknown redaction rule id'))
+    .array(z.string().refine((s) => RULE_IDS.includes(s), 'must be a redaction rule id (docs/redaction.md)'))
     .optional(),
 });
 
