@@ -149,6 +149,7 @@ test('tampering under a signature exits 2: edited + re-sealed, stripped, re-sign
     assert.equal(r.code, 2, 'a signature that does not verify is damage, trusted keys or not');
     const rep = JSON.parse(r.stdout);
     assert.equal(rep.signature.status, 'invalid');
+    assert.equal(rep.status, 'damaged');
     assert.deepEqual(codes(rep), ['SIGNATURE_INVALID']);
     assert.equal(rep.manifest_ok, true, 'the seals themselves match: the attacker recomputed them');
   }
@@ -228,13 +229,14 @@ test('unsigned bundle or wrong key with --trust: exit 2; the same through the li
   let r = await runCli(['verify', unsigned.bundle_path, '--trust', k.publicKey, '--json']);
   assert.equal(r.code, 2);
   assert.equal(JSON.parse(r.stdout).signature.status, 'unsigned');
+  assert.equal(JSON.parse(r.stdout).status, 'untrusted');
   assert.deepEqual(codes(JSON.parse(r.stdout)), ['SIGNATURE_MISSING']);
   const signed = await a.snapshotter.snapshot({ agentId: 'ana', sign: loadSigningKey(k.secretPath) });
   r = await runCli(['verify', signed.bundle_path, '--trust', wrong.publicKey]);
   assert.equal(r.code, 2);
   assert.match(r.stdout, /SIGNATURE_UNTRUSTED/);
   const rep = await a.snapshotter.verify(signed.bundle_path, { trust: [`${wrong.secretPath}.pub`] });
-  assert.equal(rep.status, 'damaged');
+  assert.equal(rep.status, 'untrusted', 'intact but signed by a key not trusted: untrusted, not damaged');
   assert.deepEqual(codes(rep), ['SIGNATURE_UNTRUSTED']);
   const ok = await a.snapshotter.verify(signed.bundle_path, { trust: [k.publicKey] });
   assert.equal(ok.status, 'verified');

@@ -16,7 +16,7 @@ import { bundleHasMemdir } from '../restore/stage.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { LockTimeoutError } from '../store/lock.js';
-import { problemsError, verifyBundle } from '../verify/verify.js';
+import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 
 export interface Side {
   /** The snapshot id, or `live`. */
@@ -95,7 +95,7 @@ export async function bundleSide(
       },
     },
   });
-  if (v.report.status === 'damaged') throw problemsError(v.report.problems);
+  if (refused(v.report)) throw problemsError(v.report.problems);
   if (!v.manifest)
     throw new EncryptionError('the bundle is age-encrypted: pass --decrypt-identity to diff it');
   const { manifest: m, layout } = v.manifest;

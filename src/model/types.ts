@@ -108,8 +108,11 @@ export interface VerifyReport {
   per_artifact_ok: boolean;
   schema_versions?: SchemaVersions;
   age_protected: boolean;
-  /** `verified` (exit 0), `damaged` (exit 2) or `incomplete` (exit 3). */
-  status: 'verified' | 'damaged' | 'incomplete';
+  /**
+   * verified (exit 0); damaged (exit 2): a check failed; untrusted (exit 2): intact, but the signature
+   * that trust requires is missing or by a key not trusted; incomplete (exit 3): not fully checked.
+   */
+  status: 'verified' | 'damaged' | 'untrusted' | 'incomplete';
   sibling: SiblingStatus;
   /** Every tar entry is a regular file at a safe path inside the layout; no duplicates. */
   layout_ok: boolean;

@@ -19,7 +19,7 @@ import type { BundleFile } from '../store/catalog.js';
 import { siblingPathOf } from '../store/paths.js';
 import { readSibling, writeSibling } from '../store/sibling.js';
 import { copyFileHashed } from '../util/hash.js';
-import { problemsError, verifyBundleFile } from '../verify/verify.js';
+import { problemsError, refused, verifyBundleFile } from '../verify/verify.js';
 import type { ExportOptions } from './interface.js';
 
 export interface ExportBundleOptions extends Omit<ExportOptions, 'decryptIdentity' | 'trust'> {
@@ -71,7 +71,7 @@ export async function exportBundle(
       ...(opts.identities ? { identities: opts.identities } : {}),
       ...(opts.trust ? { trust: opts.trust } : {}),
     });
-    if (report.status === 'damaged') {
+    if (refused(report)) {
       const first = report.problems[0];
       if (first?.code.startsWith('SIGNATURE_')) throw problemsError(report.problems);
       throw new BundleDamagedError(

@@ -79,7 +79,7 @@ import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins
 import { writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { toolVersions } from '../util/version.js';
-import { verifyBundleFile } from '../verify/verify.js';
+import { refused, verifyBundleFile } from '../verify/verify.js';
 import { exportBundle } from './export.js';
 import { collectGarbage, type GcOptions, type RetentionTickReport } from './gc.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
@@ -481,7 +481,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     for (const file of bundleFilesIn(dir, [...present])) {
       if (file.encrypted || present.has(`${file.name}${SIBLING_EXT}`)) continue;
       const report = await verifyBundleFile(file.path).catch(() => undefined);
-      if (!report || report.status === 'damaged' || !report.file_sha256) {
+      if (!report || refused(report) || !report.file_sha256) {
         warn(`bundle ${file.name} has no sibling and does not verify; left as it is`);
         continue;
       }

@@ -51,7 +51,7 @@ import { syncFileSystemsOf } from '../store/atomic.js';
 import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
 import { faultPoint } from '../util/faults.js';
 import { allSettledOrThrow } from '../util/settle.js';
-import { problemsError, verifyBundle } from '../verify/verify.js';
+import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
 
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
@@ -211,7 +211,7 @@ async function dryRun(
             : undefined,
       },
     });
-    if (v.report.status === 'damaged' || !v.manifest) throw problemsError(v.report.problems);
+    if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
     const m = v.manifest.manifest;
     const report = baseReport(m, agentId, tenant, bundle, true);
     if (v.report.sibling !== 'ok')
@@ -269,7 +269,7 @@ async function restoreLocked(
         ...(req.onProgress ? { onProgress: req.onProgress } : {}),
         ...(identities ? { identities } : {}),
       });
-      if (v.report.status === 'damaged' || !v.manifest) throw problemsError(v.report.problems);
+      if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
       const { manifest: m, layout, raw } = v.manifest;
       if (JSON.stringify(raw) !== JSON.stringify(headRaw)) {
         throw new BundleDamagedError('the bundle changed while it was being restored');

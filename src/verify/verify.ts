@@ -108,9 +108,14 @@ export function problemsError(problems: VerifyProblem[]): SnapshotError {
   return err;
 }
 
-/** Exit status for a report: 0 verified, 2 damaged, 3 not fully verified. */
+/** Exit status for a report: 0 verified, 2 damaged or untrusted, 3 not fully verified. */
 export function verifyExitCode(r: VerifyReport): number {
-  return r.status === 'verified' ? 0 : r.status === 'damaged' ? 2 : 3;
+  return r.status === 'verified' ? 0 : r.status === 'incomplete' ? 3 : 2;
+}
+
+/** True when the report refuses the bundle (damaged, or untrusted under a required signature). */
+export function refused(r: VerifyReport): boolean {
+  return r.status === 'damaged' || r.status === 'untrusted';
 }
 
 export async function verifyBundleFile(path: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
@@ -220,8 +225,17 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
       });
     }
   }
+  const trustOnly =
+    report.problems.length > 0 &&
+    report.problems.every((p) => p.code === 'SIGNATURE_MISSING' || p.code === 'SIGNATURE_UNTRUSTED');
   report.status =
-    report.problems.length > 0 ? 'damaged' : report.sibling !== 'ok' ? 'incomplete' : 'verified';
+    report.problems.length > 0
+      ? trustOnly
+        ? 'untrusted'
+        : 'damaged'
+      : report.sibling !== 'ok'
+        ? 'incomplete'
+        : 'verified';
   return { report, ...(reader ? { manifest: reader.manifest } : {}), written };
 }
 
