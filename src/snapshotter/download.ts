@@ -6,8 +6,6 @@
 import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { asSnapshotError } from '../model/errors.js';
-import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
-import { locate } from '../store/catalog.js';
 import { readSibling } from '../store/sibling.js';
 import type { LocalSnapshotter } from './local.js';
 
@@ -29,10 +27,7 @@ export async function openDownload(
   tenant: string | undefined,
   id: string,
 ): Promise<BundleDownload> {
-  const a = validateAgentId(agentId);
-  const t = validateTenant(tenant ?? DEFAULT_TENANT);
-  const file = await locate(s.layout.snapshotsDir(t, a), id);
-  const reading = await s.takeLock(s.layout.readersLockPath(t, a), 'shared', a, t);
+  const { file, reading } = await s.locateForReading(agentId, tenant, id);
   try {
     const handle = await open(file.path, 'r');
     try {

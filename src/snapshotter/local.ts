@@ -54,6 +54,7 @@ import { restoreLeftovers } from '../restore/stage.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { fsyncDir, removeQuietly } from '../store/atomic.js';
 import {
+  type BundleFile,
   bundleFiles,
   bundleFilesIn,
   bundleMeta,
@@ -667,6 +668,21 @@ export class LocalSnapshotter implements MemorySnapshotter {
     }
   }
 
+  /**
+   * A bundle of the agent found by id or unique prefix, with the agent's readers lock held shared (other
+   * readers share it; delete and retention wait or skip until the caller releases it).
+   */
+  async locateForReading(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+  ): Promise<{ file: BundleFile; reading: HeldLock }> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    const file = await locate(this.layout.snapshotsDir(t, a), id);
+    return { file, reading: await this.takeLock(this.layout.readersLockPath(t, a), 'shared', a, t) };
+  }
+
   async export(
     agentId: string,
     tenant: string | undefined,
@@ -674,11 +690,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     target: string,
     opts: ExportOptions = {},
   ): Promise<ExportResult> {
-    const a = validateAgentId(agentId);
-    const t = validateTenant(tenant ?? DEFAULT_TENANT);
-    const file = await locate(this.layout.snapshotsDir(t, a), id);
-    // Shared with other exports; delete and retention wait (or skip) until the copy is done.
-    const reading = await this.takeLock(this.layout.readersLockPath(t, a), 'shared', a, t);
+    const { file, reading } = await this.locateForReading(agentId, tenant, id);
     try {
       const { decryptIdentity, trust, ...rest } = opts;
       return await exportBundle(file, target, {

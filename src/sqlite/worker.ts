@@ -6,6 +6,7 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { SqliteError } from '../model/errors.js';
+import { WorkerRpc } from '../util/worker-rpc.js';
 
 export interface CopyResult {
   journal_mode: string;
@@ -78,45 +79,17 @@ const driverPath = createRequire(import.meta.url).resolve('better-sqlite3');
 
 /** One worker thread serving SQLite jobs in order. Call close() when done. */
 export class SqliteWorker {
-  private readonly worker: Worker;
-  private nextId = 0;
-  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private failure: Error | undefined;
+  private readonly rpc: WorkerRpc<Job>;
 
   constructor() {
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver: driverPath } });
-    this.worker.on(
-      'message',
-      (msg: { id: number; value?: unknown; error?: { message: string; code?: string } }) => {
-        const w = this.waiting.get(msg.id);
-        if (!w) return;
-        this.waiting.delete(msg.id);
-        if (msg.error) {
-          const e = new Error(msg.error.message) as NodeJS.ErrnoException;
-          if (msg.error.code) e.code = msg.error.code;
-          w.reject(e);
-        } else {
-          w.resolve(msg.value);
-        }
-      },
+    this.rpc = new WorkerRpc(
+      new Worker(WORKER_SOURCE, { eval: true, workerData: { driver: driverPath } }),
+      'sqlite worker',
     );
-    this.worker.on('error', (err) => this.failAll(err));
-    this.worker.on('exit', (code) => this.failAll(new Error(`sqlite worker exited with code ${code}`)));
-  }
-
-  private failAll(err: Error): void {
-    this.failure ??= err;
-    for (const w of this.waiting.values()) w.reject(err);
-    this.waiting.clear();
   }
 
   private run<T>(job: Job): Promise<T> {
-    if (this.failure) return Promise.reject(this.failure);
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ id, job });
-    });
+    return this.rpc.run<T>(job);
   }
 
   /** Consistent copy of a live database into `dst` (which must not exist). */
@@ -143,8 +116,7 @@ export class SqliteWorker {
     }
   }
 
-  async close(): Promise<void> {
-    this.worker.removeAllListeners('exit');
-    await this.worker.terminate();
+  close(): Promise<void> {
+    return this.rpc.close();
   }
 }

@@ -2,6 +2,7 @@
 // from dist when installed), sending jobs in order and turning failures into rejections.
 
 import { Worker } from 'node:worker_threads';
+import { WorkerRpc } from '../../util/worker-rpc.js';
 import type { RedactionOptions } from './scan.js';
 import type { SqliteRedaction } from './sqlite.js';
 import type { ThreadJob } from './thread-main.js';
@@ -18,43 +19,14 @@ const BOOT = fromSource
   : `import(${JSON.stringify(MAIN_URL)})`;
 
 export class RedactionThread {
-  private readonly worker: Worker;
-  private nextId = 0;
-  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private failure: Error | undefined;
+  private readonly rpc: WorkerRpc<ThreadJob>;
 
   constructor(options: RedactionOptions) {
-    this.worker = new Worker(BOOT, { eval: true, workerData: options });
-    this.worker.on(
-      'message',
-      (msg: { id: number; value?: unknown; error?: { message: string; code?: string } }) => {
-        const w = this.waiting.get(msg.id);
-        if (!w) return;
-        this.waiting.delete(msg.id);
-        if (msg.error) {
-          const e = new Error(msg.error.message) as NodeJS.ErrnoException;
-          if (msg.error.code) e.code = msg.error.code;
-          w.reject(e);
-        } else w.resolve(msg.value);
-      },
-    );
-    this.worker.on('error', (err) => this.failAll(err));
-    this.worker.on('exit', (code) => this.failAll(new Error(`redaction worker exited with code ${code}`)));
-  }
-
-  private failAll(err: Error): void {
-    this.failure ??= err;
-    for (const w of this.waiting.values()) w.reject(err);
-    this.waiting.clear();
+    this.rpc = new WorkerRpc(new Worker(BOOT, { eval: true, workerData: options }), 'redaction worker');
   }
 
   private run<T>(job: ThreadJob): Promise<T> {
-    if (this.failure) return Promise.reject(this.failure);
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ id, job });
-    });
+    return this.rpc.run<T>(job);
   }
 
   sqlite(path: string, artifact: string): Promise<SqliteRedaction> {
@@ -65,8 +37,7 @@ export class RedactionThread {
     return this.run({ kind: 'file', path, maxBytes });
   }
 
-  async close(): Promise<void> {
-    this.worker.removeAllListeners('exit');
-    await this.worker.terminate();
+  close(): Promise<void> {
+    return this.rpc.close();
   }
 }
