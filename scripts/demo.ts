@@ -67,14 +67,15 @@ process.stdout.write(
     '\n',
 );
 
-step('Change the agent: a new memory row, an edited topic file (uncommitted), a commit');
-const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
-db.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)').run(
-  Date.now(),
-  'fact',
-  'The demo ran.',
-  1,
+step(
+  'Change the agent: new memory rows (one holds an API key), an edited topic file (uncommitted), a commit',
 );
+// A made-up key in the shape of an Anthropic one, built here so no secret-looking literal is in the repo.
+const fakeKey = `sk-ant-api03-${'demo'.repeat(6)}${Date.now().toString(36)}AbCdEf0123456789`;
+const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+const insert = db.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)');
+insert.run(Date.now(), 'fact', 'The demo ran.', 1);
+insert.run(Date.now(), 'fact', `The deploy script uses ${fakeKey} for the API.`, 1);
 db.close();
 appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- learned during the demo\n');
 execFileSync('git', ['commit', '-qam', 'memory: demo change'], { cwd: a.memdir, env: gitEnv });
@@ -84,6 +85,16 @@ process.stdout.write('done\n');
 step('Snapshot again and list (newest first)');
 const second = parseSnapshot(nexo(['snapshot', '--agent', 'ana', '--label', 'after-change', ...roots]));
 nexo(['list', '--agent', 'ana', '--state-root', a.stateRoot]);
+
+step('Redaction (on by default in the CLI): the key is in the live database, not in the bundle');
+const live = readFileSync(join(a.sqliteDir, 'long_term.sqlite')).includes(fakeKey);
+const body = execFileSync('zstd', ['-dc', second.bundle_path], { maxBuffer: 1 << 30 });
+const shipped = body.includes(fakeKey);
+process.stdout.write(
+  `check: live database ${live ? 'holds the key' : 'LOST THE KEY'}; decompressed bundle ${shipped ? 'STILL HOLDS IT' : 'does not'}; ` +
+    `it holds ${body.includes('[REDACTED:anthropic-api-key]') ? '[REDACTED:anthropic-api-key] instead' : 'NO MARKER'}\n`,
+);
+if (!live || shipped) process.exit(1);
 
 step('What changed between the two snapshots (commits, files, lines, rows, state)');
 nexo(['diff', first.id, second.id, '--agent', 'ana', '--state-root', a.stateRoot]);
@@ -171,7 +182,8 @@ nexo(
 step('Summary');
 process.stdout.write(
   `snapshots of ana: ${first.id} (demo-baseline), ${second.id} (after-change)\n` +
-    `both verified; the second captures the uncommitted edit and the new row; restore brought the\n` +
+    `both verified; the second captures the uncommitted edit and the new rows, with the API key in\n` +
+    `one of them redacted from the bundle (not from the live database); restore brought the\n` +
     `baseline back and undo returned to the changed state; a signed, encrypted snapshot verified only\n` +
     `with the identity, and only against the key that signed it.\n` +
     `Demo files are in ${root} (remove them when done).\n`,

@@ -38,7 +38,7 @@ export function formatSnapshot(m: SnapshotMeta): string {
     `git head:     ${m.git_oid ?? '(none)'}`,
     `encrypted:    ${m.encrypted}`,
     `signed by:    ${m.signed_by ? `key ${m.signed_by}` : '(unsigned)'}`,
-    `redactions:   ${m.redactions_applied}${m.redactions_applied ? ' (redacted: secrets were replaced; not a complete copy)' : ''}`,
+    `redactions:   ${m.redactions_applied}${m.redactions_applied ? ' (scanned by the redaction rules; what they found was replaced, see the manifest)' : ''}`,
   ].join('\n');
 }
 
@@ -137,12 +137,7 @@ export function formatRestore(r: RestoreReport): string {
     ...(r.signature && r.signature.status !== 'unsigned'
       ? [`signature:    ${r.signature.status} (key ${r.signature.key_id})`]
       : []),
-    ...(r.redacted
-      ? [
-          `redacted:     yes (${r.redaction?.matches_redacted ?? '?'} secret(s) replaced${r.redaction?.rules_applied.length ? `: ${r.redaction.rules_applied.join(', ')}` : ''}${r.redaction?.git_history === 'rewritten' ? '; git history rewritten' : ''})`,
-          'note: the snapshot was redacted; secrets it held were not restored',
-        ]
-      : []),
+    ...(r.redacted ? redactionLines(r.redaction) : []),
     ...r.backups.map((b) => `backup:       ${b}`),
     'changes:',
   ];
@@ -271,4 +266,16 @@ export function formatDiff(d: SnapshotDiff): string {
     }
   }
   return lines.join('\n');
+}
+
+/** A restore's redaction lines: what the snapshot's redaction replaced, and a note only when it did. */
+function redactionLines(red: RestoreReport['redaction']): string[] {
+  if (red && red.matches_redacted === 0)
+    return ['redacted:     scanned, no secret found (nothing was replaced)'];
+  const rules = red?.rules_applied.length ? `: ${red.rules_applied.join(', ')}` : '';
+  const history = red?.git_history === 'rewritten' ? '; git history rewritten' : '';
+  return [
+    `redacted:     yes (${red?.matches_redacted ?? '?'} secret(s) replaced${rules}${history})`,
+    'note: the snapshot was redacted; the secrets it replaced were not restored',
+  ];
 }
