@@ -1,21 +1,30 @@
-// Owns reading a whole bundle file on a worker thread: the worker reads the file, hashes its bytes
-// (the sibling check, over exactly the bytes decompressed), decrypts an age payload chunk by
-// authenticated chunk when given its key, and decompresses into a ring of shared-memory slots; the main thread parses and hashes the output as it arrives. Two cores instead
-// of one for verify and restore. The decompression step mirrors zstdDecompress() in zstd.ts (magic
+// Owns reading a whole bundle file on a worker thread: the worker reads the file into a ring of
+// shared-memory input slots, decrypts an age payload chunk by authenticated chunk when given its key,
+// and decompresses into a second ring of output slots. The main thread hashes the input slots (the
+// sibling check, over exactly the bytes decompressed: a slot is reused only once hashed) and parses
+// and hashes the output as it arrives. Two cores instead of one for verify and restore. The decompression step mirrors zstdDecompress() in zstd.ts (magic
 // check, truncation and corruption errors); the size limit is enforced here on the main thread.
 
+import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { BundleDamagedError, EncryptionError, NotABundleError, UnsafeBundleError } from '../model/errors.js';
 import type { SizeLimit } from './zstd.js';
 
-const SLOTS = 8;
-const SLOT_SIZE = 256 * 1024;
-// Control words: produced count, consumed count, state (0 running, 1 ended), stop request.
+// Output ring (decompressed) and input ring (the file's bytes as read). Fewer, larger slots: every
+// hand-over costs a wake-up of the other thread.
+const SLOTS = 16;
+const SLOT_SIZE = 1024 * 1024;
+const RAW_SLOTS = 8;
+const RAW_SIZE = 1024 * 1024;
+// Control words: produced count, consumed count, state (0 running, 1 ended), stop request, input
+// slots read, input slots hashed. The main thread waits on HEAD for both rings.
 const HEAD = 0;
 const TAIL = 1;
 const STATE = 2;
 const STOP = 3;
+const RAW_HEAD = 4;
+const RAW_TAIL = 5;
 
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -26,6 +35,9 @@ const { path, slots, slotSize } = workerData;
 const C = new Int32Array(workerData.ctrl);
 const lens = new Int32Array(workerData.lens);
 const views = Array.from({ length: slots }, (_, i) => new Uint8Array(workerData.data, i * slotSize, slotSize));
+const { rawSlots, rawSize } = workerData;
+const rawLens = new Int32Array(workerData.rawLens);
+const rawViews = Array.from({ length: rawSlots }, (_, i) => Buffer.from(workerData.raw, i * rawSize, rawSize));
 const MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
 class Stop extends Error {}
 function end(message) {
@@ -38,8 +50,6 @@ const AGE_CHUNK = 65536 + 16;
 let fd;
 try {
   fd = fs.openSync(path, 'r');
-  const input = Buffer.allocUnsafe(1 << 20);
-  const hash = crypto.createHash('sha256');
   const dctx = new binding.DCtx();
   let total = 0, reported = 0, first = true, inFrame = false;
   // zstd: decompress one buffer into the slots
@@ -88,10 +98,19 @@ try {
     while (pending.length > AGE_CHUNK) { feed(open(pending.subarray(0, AGE_CHUNK), false)); pending = pending.subarray(AGE_CHUNK); }
   };
   for (;;) {
-    const n = fs.readSync(fd, input, 0, input.length, null);
+    // an input slot is free once the main thread has hashed it (and this thread is done with it)
+    while (Atomics.load(C, 4) - Atomics.load(C, 5) >= rawSlots) {
+      if (Atomics.load(C, 3)) throw new Stop();
+      Atomics.wait(C, 5, Atomics.load(C, 5), 200);
+    }
+    const rawHead = Atomics.load(C, 4);
+    const rawSlot = rawHead % rawSlots;
+    const n = fs.readSync(fd, rawViews[rawSlot], 0, rawSize, null);
     if (n === 0) break;
-    const raw = input.subarray(0, n);
-    hash.update(raw);
+    const raw = rawViews[rawSlot].subarray(0, n);
+    rawLens[rawSlot] = n;
+    Atomics.store(C, 4, rawHead + 1);
+    Atomics.notify(C, 0);
     total += n;
     if (total - reported >= 4 << 20) { reported = total; parentPort.postMessage({ type: 'read', bytes: total }); }
     onRaw(raw);
@@ -102,7 +121,7 @@ try {
   }
   if (first) end({ type: 'error', code: 'NOT_A_BUNDLE', message: 'empty file' });
   else if (inFrame) end({ type: 'error', code: 'BUNDLE_DAMAGED', message: 'truncated zstd stream (ends inside a frame)' });
-  else end({ type: 'end', sha256: hash.digest('hex'), bytes: total });
+  else end({ type: 'end', bytes: total });
 } catch (err) {
   if (!(err instanceof Stop)) end({ type: 'error', code: err && err.code || 'IO', message: String(err && err.message || err) });
 } finally {
@@ -112,9 +131,7 @@ try {
 
 const bindingPath = createRequire(import.meta.url).resolve('zstd-napi/binding');
 
-type EndMessage =
-  | { type: 'end'; sha256: string; bytes: number }
-  | { type: 'error'; code: string; message: string };
+type EndMessage = { type: 'end'; bytes: number } | { type: 'error'; code: string; message: string };
 
 interface AtomicsWithWaitAsync {
   waitAsync(
@@ -139,12 +156,32 @@ export function decompressFileOffThread(
   onRead?: (compressedBytes: number) => void,
   decrypt?: { key: Buffer; offset: number },
 ): OffThreadStream {
-  const ctrl = new SharedArrayBuffer(4 * 4);
+  const ctrl = new SharedArrayBuffer(6 * 4);
   const lensBuf = new SharedArrayBuffer(4 * SLOTS);
   const data = new SharedArrayBuffer(SLOTS * SLOT_SIZE);
+  const rawLensBuf = new SharedArrayBuffer(4 * RAW_SLOTS);
+  const rawData = new SharedArrayBuffer(RAW_SLOTS * RAW_SIZE);
   const C = new Int32Array(ctrl);
   const lens = new Int32Array(lensBuf);
   const out = Buffer.from(data);
+  const rawLens = new Int32Array(rawLensBuf);
+  const rawOut = Buffer.from(rawData);
+  const fileHash = createHash('sha256');
+  let fileBytes = 0;
+  let fileDigest: string | undefined;
+  /** Hashes every input slot the worker has filled, and hands the slots back. */
+  const hashInput = (): void => {
+    for (;;) {
+      const tail = Atomics.load(C, RAW_TAIL);
+      if (tail >= Atomics.load(C, RAW_HEAD)) return;
+      const slot = tail % RAW_SLOTS;
+      const n = rawLens[slot]!;
+      fileHash.update(rawOut.subarray(slot * RAW_SIZE, slot * RAW_SIZE + n));
+      fileBytes += n;
+      Atomics.store(C, RAW_TAIL, tail + 1);
+      Atomics.notify(C, RAW_TAIL);
+    }
+  };
   const worker = new Worker(WORKER_SOURCE, {
     eval: true,
     workerData: {
@@ -155,6 +192,10 @@ export function decompressFileOffThread(
       ctrl,
       lens: lensBuf,
       data,
+      rawSlots: RAW_SLOTS,
+      rawSize: RAW_SIZE,
+      rawLens: rawLensBuf,
+      raw: rawData,
       decrypt: decrypt ? { key: new Uint8Array(decrypt.key), offset: decrypt.offset } : null,
     },
   });
@@ -180,6 +221,7 @@ export function decompressFileOffThread(
   async function* chunks(): AsyncGenerator<Buffer, void, undefined> {
     try {
       for (;;) {
+        hashInput();
         const state = Atomics.load(C, STATE);
         const head = Atomics.load(C, HEAD);
         const tail = Atomics.load(C, TAIL);
@@ -199,7 +241,12 @@ export function decompressFileOffThread(
         }
         if (state !== 0) {
           const m = await endPromise;
-          if (m.type === 'end') return;
+          if (m.type === 'end') {
+            hashInput(); // every slot was filled before the state changed
+            if (fileBytes !== m.bytes) throw new Error(`read ${m.bytes} bytes but hashed ${fileBytes}`);
+            fileDigest = fileHash.digest('hex');
+            return;
+          }
           if (m.code === 'NOT_A_BUNDLE') throw new NotABundleError(m.message);
           if (m.code === 'BUNDLE_DAMAGED') throw new BundleDamagedError(m.message);
           if (m.code === 'ENCRYPTION') throw new EncryptionError(m.message);
@@ -220,6 +267,6 @@ export function decompressFileOffThread(
 
   return {
     chunks: chunks(),
-    file: () => (ended?.type === 'end' ? { sha256: ended.sha256, bytes: ended.bytes } : undefined),
+    file: () => (fileDigest !== undefined ? { sha256: fileDigest, bytes: fileBytes } : undefined),
   };
 }
