@@ -13,9 +13,9 @@ import type { SizeLimit } from './zstd.js';
 
 // Output ring (decompressed) and input ring (the file's bytes as read). Fewer, larger slots: every
 // hand-over costs a wake-up of the other thread.
-const SLOTS = 16;
+const SLOTS = 8;
 const SLOT_SIZE = 1024 * 1024;
-const RAW_SLOTS = 8;
+const RAW_SLOTS = 4;
 const RAW_SIZE = 1024 * 1024;
 // Control words: produced count, consumed count, state (0 running, 1 ended), stop request, input
 // slots read, input slots hashed. The main thread waits on HEAD for both rings.
