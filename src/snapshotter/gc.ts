@@ -3,12 +3,12 @@
 // interrupted restore, remove leftovers older than the grace period, delete what the policy does not
 // keep (with the rule that keeps each kept one), and remove restore backups older than their age.
 
-import { unlinkSync } from 'node:fs';
-import { readdir, rm, stat } from 'node:fs/promises';
+import { readdir, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { validateAgentId, validateTenant } from '../model/ids.js';
 import { DEFAULT_POLICY, type Decision, decide, type RetentionPolicy } from '../policy/retention.js';
 import { PRE_RESTORE_PREFIX } from '../restore/stage.js';
+import { removeQuietly } from '../store/atomic.js';
 import { cachedLister, type DirLister, dirNames, listDir } from '../store/catalog.js';
 import { type HeldLock, recordOwner, tryAcquire } from '../store/lock.js';
 import { siblingPathOf, sidecarPathOf } from '../store/paths.js';
@@ -59,6 +59,8 @@ export interface RetentionTickReport {
 const DAY_MS = 86_400_000;
 /** Agents swept at once (their file-system waits overlap). */
 const AGENT_PARALLELISM = 4;
+/** Unlinks in flight per agent. */
+const UNLINK_PARALLELISM = 16;
 
 /** (tenant, agent) pairs that have a snapshot directory, names validated. */
 async function scanAgents(s: LocalSnapshotter, tenant?: string): Promise<Array<[string, string]>> {
@@ -150,25 +152,19 @@ async function sweepAgent(
     const byId = new Map(metas.map((m) => [m.id, m]));
     if (!o.dryRun) {
       const doomed = report.decisions.filter((d) => d.action === 'delete').map((d) => byId.get(d.id)!);
-      // Only the companions that exist are unlinked (one listing instead of three failed unlinks each).
-      // Synchronous on purpose (measured here: 6,000 unlinks take 70 ms in a loop, 320 ms as awaited
-      // promises); a sweep deletes tens of thousands of files, ~150 per agent between two awaits.
+      // Only the companions that exist are unlinked (one listing instead of three failed unlinks each),
+      // several bundles at once: an unlink waits on the file system's journal, and waits overlap
+      // (measured here: 4,500 unlinks in 130-210 ms 16 at a time, 270-320 ms one after the other).
       const names = doomed.length > 0 ? new Set(await dirNames(dir)) : new Set<string>();
-      for (const m of doomed) {
-        unlinkSync(m.bundle_path);
+      await mapLimit(doomed, UNLINK_PARALLELISM, async (m) => {
+        await unlink(m.bundle_path);
         for (const extra of [
           siblingPathOf(m.bundle_path),
           sidecarPathOf(m.bundle_path),
           pinPathOf(m.bundle_path),
-        ]) {
-          if (!names.has(basename(extra))) continue;
-          try {
-            unlinkSync(extra);
-          } catch {
-            // gone meanwhile
-          }
-        }
-      }
+        ])
+          if (names.has(basename(extra))) await removeQuietly(extra);
+      });
       for (const m of doomed) report.bytes_freed += m.bundle_size_bytes;
       // No directory fsync: a deletion lost to a power cut is redone by the next sweep, and a bundle
       // whose sibling went first is verified and completed by recoverInterrupted.
