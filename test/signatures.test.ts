@@ -517,3 +517,31 @@ test('export --decrypt-identity verifies the copy of an encrypted bundle before 
   // the identity from the library and the CLI both accept loadIdentities-compatible files
   assert.equal(loadIdentities(age.path).length, 1);
 });
+
+test('an unreadable configured signing key: list and verify still work, snapshot and restore refuse before creating anything', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 3, commits: 2 });
+  const first = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const dir = tempDir(t);
+  const cfg = join(dir, 'config.yaml');
+  writeFileSync(cfg, `snapshot:\n  signing:\n    key_path: ${join(dir, 'missing.key')}\n`);
+  const store = () => readdirSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana')).sort();
+  const before = store();
+  let r = await runCli(['list', '--agent', 'ana', '--json', '--config', cfg, '--state-root', a.stateRoot]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(
+    (JSON.parse(r.stdout) as Array<{ id: string }>).map((m) => m.id),
+    [first.id],
+  );
+  r = await runCli(['verify', first.bundle_path, '--config', cfg, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  r = await runCli(['snapshot', '--agent', 'ana', '--json', '--config', cfg, ...a.flags]);
+  assert.equal(r.code, 1);
+  assert.equal(JSON.parse(r.stdout).error.code, 'KEY');
+  r = await runCli(
+    ['restore', '--agent', 'ana', '--from', first.bundle_path, '--json', '--config', cfg, ...a.flags],
+    { env: { NEXO_MEMORY_RESTORE_ALLOW: 'true' } },
+  );
+  assert.equal(r.code, 1);
+  assert.equal(JSON.parse(r.stdout).error.code, 'KEY');
+  assert.deepEqual(store(), before, 'nothing created, no anchor');
+});

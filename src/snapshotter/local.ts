@@ -135,7 +135,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
   readonly observers: readonly OperationObserver[];
-  readonly signingKey: SigningKey | undefined;
+  private readonly signingKeySource: string | SigningKey | undefined;
+  private loadedSigningKey: SigningKey | undefined;
   /** The trust restore applies unless a request says otherwise. */
   readonly trust: TrustPolicy;
   readonly redactionPolicy: RedactionPolicy;
@@ -155,8 +156,18 @@ export class LocalSnapshotter implements MemorySnapshotter {
     for (const r of this.recipients) parseRecipient(r);
     this.redactionPolicy = compilePolicy(opts.redaction);
     this.observers = opts.observers ?? [];
-    this.signingKey = typeof opts.signingKey === 'string' ? loadSigningKey(opts.signingKey) : opts.signingKey;
+    this.signingKeySource = opts.signingKey;
     this.trust = trustPolicy(opts.trustedKeys, opts.requireSignature === true);
+  }
+
+  /**
+   * The configured signing key, read on first use: commands that never sign (list, verify, gc) work
+   * even when the key file is unreadable; snapshot and restore read it before they create anything.
+   */
+  get signingKey(): SigningKey | undefined {
+    if (typeof this.signingKeySource !== 'string') return this.signingKeySource;
+    this.loadedSigningKey ??= loadSigningKey(this.signingKeySource);
+    return this.loadedSigningKey;
   }
 
   /** Reports an operation to the observers; never throws. */

@@ -161,6 +161,8 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
     throw new IoError(`bundle not found: ${bundle}`, err);
   }
   const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
+  // The anchor's signing key is read (and cached) now: an unreadable key fails the restore before it starts.
+  void s.signingKey;
   // Identity and schema from the head of the bundle: refused before any lock, staging or snapshot.
   const head = await readManifestOnly(bundle, identities).catch((err: unknown) => {
     throw asSnapshotError(err, `reading ${bundle}`);
