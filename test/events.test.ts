@@ -15,6 +15,7 @@ import {
 } from '../src/index.js';
 import { runCli, sampleAgent } from './helpers/env.js';
 import { collect, deadBrokerUrl, HAS_NATS, startNats } from './helpers/nats.js';
+import { sample } from './helpers/prom.js';
 
 const skip = HAS_NATS ? false : 'nats-server is not on PATH';
 const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20 };
@@ -38,20 +39,6 @@ function observedAgent(
     observers: [new MetricsObserver(metrics), new LifecycleEventsObserver(publisher)],
   });
   return { a, metrics, publisher };
-}
-
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const want = Object.entries(labels)
-    .map(([k, v]) => `${k}="${v}"`)
-    .sort()
-    .join(',');
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got = (m[2] ?? '').split(',').filter(Boolean).sort().join(',');
-    if (got === want) return Number(m[3]);
-  }
-  return undefined;
 }
 
 test('library: created, restored, deleted and gc events with the original subjects and payloads', {

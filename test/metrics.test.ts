@@ -14,23 +14,9 @@ import {
   writeMetricsTextfile,
 } from '../src/index.js';
 import { runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import { sample } from './helpers/prom.js';
 
 const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20 };
-
-/** One sample's value by name and exact label set; undefined when absent. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  const want = Object.entries(labels)
-    .map(([k, v]) => `${k}="${v}"`)
-    .sort()
-    .join(',');
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got = (m[2] ?? '').split(',').filter(Boolean).sort().join(',');
-    if (got === want) return Number(m[3]);
-  }
-  return undefined;
-}
 
 /** Every line is a comment, blank, or `name{labels} number`: what the textfile collector accepts. */
 function assertParseable(text: string): void {

@@ -3,10 +3,21 @@
 
 import { Command, Option } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../../model/errors.js';
+import type { RestoreRequest } from '../../model/types.js';
 import { checkRestoreGate } from '../../snapshotter/gate.js';
+import type { LocalSnapshotter } from '../../snapshotter/local.js';
 import { undoAnchor } from '../../snapshotter/restore.js';
-import { autoPreSnapshotFrom, identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
+import {
+  autoPreSnapshotFrom,
+  identityFrom,
+  type OutputFlags,
+  printJson,
+  runCommand,
+  type StoreFlags,
+  snapshotterFrom,
+} from '../context.js';
 import { formatRecover, formatRestore } from '../format.js';
+import type { ProgressReporter } from '../progress.js';
 import {
   agentOption,
   configOption,
@@ -23,6 +34,30 @@ import {
 const fromOption = () => new Option('--from <bundle>', 'path of the bundle to restore');
 const noPreOption = () =>
   new Option('--no-auto-pre-snapshot', 'do not take the automatic pre-restore snapshot');
+type RestoreFlags = StoreFlags &
+  OutputFlags & { autoPreSnapshot?: boolean; decryptIdentity?: string; trust?: string[] };
+
+/** restore and import alike: the flags every restore takes, the run, and its report. */
+async function restoreAndPrint(
+  s: LocalSnapshotter,
+  opts: RestoreFlags,
+  progress: ProgressReporter,
+  req: Pick<RestoreRequest, 'agentId' | 'tenant' | 'bundle' | 'dryRun' | 'import'>,
+): Promise<number> {
+  const identity = identityFrom(opts);
+  const r = await s.restore({
+    ...req,
+    autoPreSnapshot: autoPreSnapshotFrom(opts),
+    ...(identity ? { decryptIdentity: identity } : {}),
+    ...(opts.trust?.length ? { trust: opts.trust, requireSignature: true } : {}),
+    onProgress: progress.listener,
+  });
+  progress.done();
+  if (opts.json) printJson(r);
+  else process.stdout.write(`${formatRestore(r)}\n`);
+  return 0;
+}
+
 export function restoreCommand() {
   return new Command('restore')
     .description(
@@ -61,20 +96,12 @@ Examples:
         if (opts.undo && opts.from) throw new InvalidInputError('pass either --from or --undo, not both');
         const bundle = opts.undo ? await undoAnchor(s, opts.agent, opts.tenant) : opts.from;
         if (!bundle) throw new InvalidInputError('restore needs --from <bundle> (or --undo)');
-        const r = await s.restore({
+        return restoreAndPrint(s, opts, progress, {
           agentId: opts.agent,
           tenant: opts.tenant,
           bundle,
           dryRun: opts.dryRun === true,
-          autoPreSnapshot: autoPreSnapshotFrom(opts),
-          ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
-          ...(opts.trust?.length ? { trust: opts.trust, requireSignature: true } : {}),
-          onProgress: progress.listener,
         });
-        progress.done();
-        if (opts.json) printJson(r);
-        else process.stdout.write(`${formatRestore(r)}\n`);
-        return 0;
       });
     });
 }
@@ -107,20 +134,12 @@ export function importCommand() {
     .action(async (opts) => {
       await runCommand(opts, async (progress) => {
         checkRestoreGate();
-        const r = await snapshotterFrom(opts).restore({
+        return restoreAndPrint(snapshotterFrom(opts), opts, progress, {
           agentId: opts.agent,
           tenant: opts.tenant,
           bundle: opts.from,
           import: { force: opts.force === true },
-          autoPreSnapshot: autoPreSnapshotFrom(opts),
-          ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
-          ...(opts.trust?.length ? { trust: opts.trust, requireSignature: true } : {}),
-          onProgress: progress.listener,
         });
-        progress.done();
-        if (opts.json) printJson(r);
-        else process.stdout.write(`${formatRestore(r)}\n`);
-        return 0;
       });
     });
 }
