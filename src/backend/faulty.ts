@@ -127,6 +127,18 @@ function injectedError(call: FaultCall): Error {
 }
 
 type Matched = { fault: Fault; call: FaultCall };
+type FaultOf<K extends Fault['kind']> = Extract<Fault, { kind: K }>;
+
+/** The first matched fault of kind `kind` (passing `test`), typed. */
+function pick<K extends Fault['kind']>(
+  matched: Matched[],
+  kind: K,
+  test: (f: FaultOf<K>) => boolean = () => true,
+): { m: Matched; fault: FaultOf<K> } | undefined {
+  for (const m of matched)
+    if (m.fault.kind === kind && test(m.fault as FaultOf<K>)) return { m, fault: m.fault as FaultOf<K> };
+  return undefined;
+}
 
 export class FaultyBackend implements Backend {
   /** Every fault that took effect, in order. */
@@ -196,7 +208,7 @@ export class FaultyBackend implements Backend {
   }
 
   private errorOf(m: Matched): Error {
-    const f = m.fault as Extract<Fault, { kind: 'error' }>;
+    const f = m.fault as FaultOf<'error'>;
     return typeof f.error === 'function' ? f.error(m.call) : (f.error ?? injectedError(m.call));
   }
 
@@ -207,20 +219,18 @@ export class FaultyBackend implements Backend {
         this.record(m, { ms: m.fault.ms });
         await sleep(m.fault.ms);
       }
-    const plain = matched.find(
-      (m) => m.fault.kind === 'error' && m.fault.afterBytes === undefined && !m.fault.afterCommit,
-    );
+    const plain = pick(matched, 'error', (f) => f.afterBytes === undefined && !f.afterCommit);
     if (plain) {
-      this.record(plain);
-      throw this.errorOf(plain);
+      this.record(plain.m);
+      throw this.errorOf(plain.m);
     }
   }
 
-  private async afterCommit(matched: Matched[]): Promise<void> {
-    const m = matched.find((x) => x.fault.kind === 'error' && x.fault.afterCommit);
-    if (m) {
-      this.record(m, { after_commit: true });
-      throw this.errorOf(m);
+  private afterCommit(matched: Matched[]): void {
+    const late = pick(matched, 'error', (f) => f.afterCommit === true);
+    if (late) {
+      this.record(late.m, { after_commit: true });
+      throw this.errorOf(late.m);
     }
   }
 
@@ -229,17 +239,16 @@ export class FaultyBackend implements Backend {
     const matched = this.match('save', h.type, h.name);
     await this.before(matched);
     let source: SaveSource = data;
-    const truncate = matched.find((m) => m.fault.kind === 'truncate');
-    if (truncate) source = this.truncated(source, truncate);
-    const failing = matched.find((m) => m.fault.kind === 'error' && m.fault.afterBytes !== undefined);
-    if (failing) source = this.failingAfter(source, failing);
+    const truncate = pick(matched, 'truncate');
+    if (truncate) source = this.truncated(source, truncate.m, truncate.fault.keep);
+    const failing = pick(matched, 'error', (f) => f.afterBytes !== undefined);
+    if (failing) source = this.failingAfter(source, failing.m, failing.fault.afterBytes!);
     await this.inner.save(h, source, opts);
-    await this.afterCommit(matched);
+    this.afterCommit(matched);
   }
 
   /** The first `keep` bytes of the source (default: half of it, which needs the whole source first). */
-  private async *truncated(data: SaveSource, m: Matched): AsyncGenerator<Uint8Array> {
-    const given = (m.fault as Extract<Fault, { kind: 'truncate' }>).keep;
+  private async *truncated(data: SaveSource, m: Matched, given?: number): AsyncGenerator<Uint8Array> {
     let chunks: AsyncIterable<Uint8Array> = sourceChunks(data);
     let keep = given;
     if (keep === undefined) {
@@ -259,8 +268,7 @@ export class FaultyBackend implements Backend {
   }
 
   /** The source until `afterBytes` bytes, then the fault's error. */
-  private async *failingAfter(data: SaveSource, m: Matched): AsyncGenerator<Uint8Array> {
-    const limit = (m.fault as Extract<Fault, { kind: 'error' }>).afterBytes!;
+  private async *failingAfter(data: SaveSource, m: Matched, limit: number): AsyncGenerator<Uint8Array> {
     let total = 0;
     for await (const c of sourceChunks(data)) {
       const room = limit - total;
@@ -280,19 +288,20 @@ export class FaultyBackend implements Backend {
     range = validateRange(range);
     const matched = this.match('load', h.type, h.name);
     await this.before(matched);
-    const short = matched.find((m) => m.fault.kind === 'short-read');
-    const flip = matched.find((m) => m.fault.kind === 'bit-flip');
-    const failing = matched.find((m) => m.fault.kind === 'error' && m.fault.afterBytes !== undefined);
-    let asked: number | undefined = range?.length;
-    const needsLength =
-      (short && (short.fault as { keep?: number }).keep === undefined) ||
-      (flip && (flip.fault as { bit?: number }).bit === undefined);
-    if (needsLength && asked === undefined)
+    const short = pick(matched, 'short-read');
+    const flip = pick(matched, 'bit-flip');
+    const failing = pick(matched, 'error', (f) => f.afterBytes !== undefined);
+    // The bytes asked for, when a default needs them: the range's length, or the object's size after it.
+    let asked = range?.length;
+    if (
+      asked === undefined &&
+      ((short && short.fault.keep === undefined) || (flip && flip.fault.bit === undefined))
+    )
       asked = Math.max(0, (await this.inner.stat(h)).size - (range?.offset ?? 0));
-    const keep = short ? ((short.fault as { keep?: number }).keep ?? Math.floor(asked! / 2)) : Infinity;
-    let bit = flip ? (flip.fault as { bit?: number }).bit : undefined;
+    const keep = short ? (short.fault.keep ?? Math.floor(asked! / 2)) : Infinity;
+    let bit = flip?.fault.bit;
     if (flip && bit === undefined && asked! > 0) bit = Math.floor(this.random() * asked! * 8);
-    const failAt = failing ? (failing.fault as { afterBytes: number }).afterBytes : Infinity;
+    const failAt = failing ? failing.fault.afterBytes! : Infinity;
     const stop = Math.min(keep, failAt);
 
     let pos = 0;
@@ -309,17 +318,17 @@ export class FaultyBackend implements Backend {
       }
       if (bit !== undefined && bit >= pos * 8 && bit < (pos + c.length) * 8) {
         c[Math.floor(bit / 8) - pos]! ^= 1 << (bit % 8);
-        this.record(flip!, { bit });
+        this.record(flip!.m, { bit });
       }
       pos += c.length;
       yield c;
       if (cut) break;
     }
     if (failing && (pos >= failAt || !cut)) {
-      this.record(failing, { after_bytes: failAt });
-      throw this.errorOf(failing);
+      this.record(failing.m, { after_bytes: failAt });
+      throw this.errorOf(failing.m);
     }
-    if (short && cut) this.record(short, { kept: keep });
+    if (short && cut) this.record(short.m, { kept: keep });
   }
 
   async stat(h: Handle): Promise<ObjectInfo> {
@@ -339,7 +348,7 @@ export class FaultyBackend implements Backend {
     const matched = this.match('remove', h.type, h.name);
     await this.before(matched);
     await this.inner.remove(h);
-    await this.afterCommit(matched);
+    this.afterCommit(matched);
   }
 
   async close(): Promise<void> {
