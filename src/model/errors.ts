@@ -422,6 +422,16 @@ export class UnsafeObjectError extends SnapshotError {
   }
 }
 
+/** A repository lock (docs/locking.md) stayed held by a conflicting operation past the timeout. */
+export class RepositoryLockedError extends SnapshotError {
+  readonly code = 'REPOSITORY_LOCKED';
+  readonly exitCode = ExitCode.concurrent;
+  readonly outcome = 'concurrent' as const;
+  constructor(holder: string) {
+    super(`the repository is locked: ${holder}`, { details: { holder } });
+  }
+}
+
 /** Wrap any thrown value: SnapshotErrors pass through, Node errno errors become IoError. */
 export function asSnapshotError(err: unknown, context: string): SnapshotError {
   if (err instanceof SnapshotError) return err;
@@ -511,6 +521,12 @@ export const ERROR_TABLE: ReadonlyArray<{
   },
   { code: 'KEY', exitCode: 1, outcome: 'invalid_input', meaning: 'unreadable, corrupt or wrong-type key' },
   { code: 'CONCURRENT', exitCode: 4, outcome: 'concurrent', meaning: 'agent lock held by another operation' },
+  {
+    code: 'REPOSITORY_LOCKED',
+    exitCode: 4,
+    outcome: 'concurrent',
+    meaning: 'repository lock held by a conflicting operation (prune and the others exclude each other)',
+  },
   { code: 'NOT_FOUND', exitCode: 5, outcome: 'not_found', meaning: 'snapshot id not found' },
   {
     code: 'UNKNOWN_AGENT',
