@@ -601,8 +601,11 @@ test('a v1 bundle of the original (raw .git files) restores with its history', a
   const v1 = writeBundleFile(join(tempDir(t), 'v1.tar.zst'), bundleOf(manifest, arts, [], { v1: true }));
   mutate(a);
   cpSync(a.memdir, join(tempDir(t), 'unused'), { recursive: true });
+  const dry = await a.snapshotter.restore({ agentId: 'ana', bundle: v1, dryRun: true });
+  assert.equal(dry.git_reset_oid, head, 'the dry run names the HEAD a v1 restore resets to');
   const r = await a.snapshotter.restore({ agentId: 'ana', bundle: v1 });
   assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), head);
+  assert.equal(r.git_reset_oid, head, 'a v1 restore reports the HEAD it reset to');
   git(a.memdir, ['fsck', '--no-dangling']);
   assert.deepEqual(r.sqlite_removed_dbs, ['vector', 'concepts', 'compactions']);
   assert.equal(readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8').startsWith('# Memory index'), true);
