@@ -1,15 +1,14 @@
 // Owns moving git history in and out of the repository as git packs (docs/repository.md §6): the refs
 // of a memdir recorded at a point in time, an incremental ("thin") pack of what those refs reach beyond
 // a previous snapshot's refs, the pack inside a git bundle file, and rebuilding a repository by
-// indexing a chain of packs in order. Every git runs through runGit's environment (git.ts).
+// indexing a chain of packs in order. Every git runs sanitized through git.ts.
 
-import { spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BundleDamagedError, GitError } from '../model/errors.js';
-import { gitEnv, runGit } from './git.js';
+import { runGit, spawnGit } from './git.js';
 
 export interface GitRef {
   name: string;
@@ -123,11 +122,7 @@ function gitIo(
   toFile?: string,
 ): Promise<Buffer> {
   return new Promise((resolveRun, reject) => {
-    const child = spawn('git', ['-c', `safe.directory=${resolve(cwd)}`, ...args], {
-      cwd,
-      env: gitEnv(cwd),
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const child = spawnGit(cwd, args, ['pipe', 'pipe', 'pipe']) as ChildProcessWithoutNullStreams;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stderr.on('data', (c: Buffer) => err.push(c));
