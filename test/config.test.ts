@@ -38,9 +38,11 @@ test('each invalid key: a ConfigError naming the dotted key and the rule', (t) =
     ['lock_timeout_secs: 0', 'memory.snapshot.lock_timeout_secs must be ≥ 1'],
     ['redact_secrets_default: "no"', 'memory.snapshot.redact_secrets_default must be a boolean'],
     ['zstd_level: 20', 'memory.snapshot.zstd_level must be ≤ 19'],
+    ['zstd_level: 0', 'memory.snapshot.zstd_level must be ≥ 1'],
     ['zstd_workers: -1', 'memory.snapshot.zstd_workers must be ≥ 0'],
     ['retention:\n  keep_count: -1', 'memory.snapshot.retention.keep_count must be ≥ 0'],
     ['retention:\n  max_age_days: 1.5', 'memory.snapshot.retention.max_age_days must be an integer'],
+    ['retention:\n  anchor_keep_count: -1', 'memory.snapshot.retention.anchor_keep_count must be ≥ 0'],
     ['retention:\n  gc_interval_secs: 0', 'memory.snapshot.retention.gc_interval_secs must be ≥ 1'],
     ['retention:\n  keep_hourly: 3', 'memory.snapshot.retention.keep_hourly: unknown key'],
     [
@@ -131,6 +133,8 @@ zstd_workers: 0
 retention:
   keep_count: 5
   max_age_days: 10
+  anchor_keep_count: 3
+  anchor_max_age_days: 7
   gc_interval_secs: 120
   backup_max_age_days: 2
 encryption:
@@ -174,7 +178,7 @@ server:
 
   const w = retentionWorkerOptionsFromConfig(cfg);
   assert.equal(w.intervalMs, 120_000);
-  assert.deepEqual(w.policy, { keepCount: 5, maxAgeDays: 10 });
+  assert.deepEqual(w.policy, { keepCount: 5, maxAgeDays: 10, anchorKeepCount: 3, anchorMaxAgeDays: 7 });
   assert.equal(w.backupMaxAgeDays, 2);
   assert.equal(
     retentionWorkerOptionsFromConfig({}).intervalMs,

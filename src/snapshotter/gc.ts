@@ -1,12 +1,20 @@
 // Owns the retention sweep (`nexo-memory gc`, the daemon's worker): for each agent whose locks are
 // free — an agent being snapshotted, restored or exported is skipped, never touched — finish an
 // interrupted restore, remove leftovers older than the grace period, delete what the policy does not
-// keep (with the rule that keeps each kept one), and remove restore backups older than their age.
+// keep (with the group — user snapshot or automatic anchor — and the rule that keeps each kept one),
+// and remove restore backups older than their age.
 
 import { readdir, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { validateAgentId, validateTenant } from '../model/ids.js';
-import { DEFAULT_POLICY, type Decision, decide, type RetentionPolicy } from '../policy/retention.js';
+import {
+  DEFAULT_POLICY,
+  type Decision,
+  decide,
+  policyReport,
+  type RetentionPolicy,
+  type RetentionPolicyReport,
+} from '../policy/retention.js';
 import { PRE_RESTORE_PREFIX } from '../restore/stage.js';
 import { removeQuietly } from '../store/atomic.js';
 import { cachedLister, type DirLister, dirNames, listDir } from '../store/catalog.js';
@@ -52,7 +60,8 @@ export interface RetentionTickReport {
   backups_removed: number;
   agents_busy: number;
   dry_run: boolean;
-  policy: RetentionPolicy;
+  /** The rules applied, under the config's key names. */
+  policy: RetentionPolicyReport;
   agents: AgentGcReport[];
 }
 
@@ -214,7 +223,7 @@ export async function collectGarbage(
     backups_removed: count((r) => r.backups_removed.length),
     agents_busy: agents.filter((r) => r.skipped).length,
     dry_run: o.dryRun,
-    policy,
+    policy: policyReport(policy),
     agents,
   };
 }
