@@ -4,7 +4,7 @@
 // keep (with the group — user snapshot or automatic anchor — and the rule that keeps each kept one),
 // and remove restore backups older than their age.
 
-import { readdir, rm, stat, unlink } from 'node:fs/promises';
+import { rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { validateAgentId, validateTenant } from '../model/ids.js';
 import {
@@ -17,7 +17,7 @@ import {
 } from '../policy/retention.js';
 import { PRE_RESTORE_PREFIX } from '../restore/stage.js';
 import { removeQuietly } from '../store/atomic.js';
-import { cachedLister, type DirLister, dirNames, listDir } from '../store/catalog.js';
+import { cachedLister, type DirLister, dirNames, listDir, storeAgents } from '../store/catalog.js';
 import { type HeldLock, recordOwner, tryAcquire } from '../store/lock.js';
 import { siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { isPinned, pinPathOf } from '../store/pins.js';
@@ -70,31 +70,6 @@ const DAY_MS = 86_400_000;
 const AGENT_PARALLELISM = 4;
 /** Unlinks in flight per agent. */
 const UNLINK_PARALLELISM = 16;
-
-/** (tenant, agent) pairs that have a snapshot directory, names validated. */
-async function scanAgents(s: LocalSnapshotter, tenant?: string): Promise<Array<[string, string]>> {
-  const out: Array<[string, string]> = [];
-  const tenants = tenant
-    ? [tenant]
-    : await readdir(join(s.layout.root, 'tenants')).catch(() => [] as string[]);
-  for (const t of tenants.sort()) {
-    try {
-      validateTenant(t);
-    } catch {
-      continue;
-    }
-    const agents = await readdir(join(s.layout.root, 'tenants', t, 'snapshots')).catch(() => [] as string[]);
-    for (const a of agents.sort()) {
-      try {
-        validateAgentId(a);
-        out.push([t, a]);
-      } catch {
-        // not an agent directory
-      }
-    }
-  }
-  return out;
-}
 
 /** Restore backups of an agent (`.pre-restore-<rid>` beside its databases and memdir) older than `maxAgeMs`. */
 async function oldBackups(
@@ -208,7 +183,7 @@ export async function collectGarbage(
   const tenant = opts.tenant === undefined ? undefined : validateTenant(opts.tenant);
   const pairs: Array<[string, string]> = opts.agentId
     ? [[tenant ?? 'default', validateAgentId(opts.agentId)]]
-    : await scanAgents(s, tenant);
+    : await storeAgents(s.layout, tenant);
   // Agents are independent (each swept under its own locks); a few at a time hide file-system latency.
   const list = cachedLister();
   const agents = await mapLimit(pairs, AGENT_PARALLELISM, ([t, a]) => sweepAgent(s, t, a, policy, o, list));

@@ -3,8 +3,8 @@
 // format/ and store/; this file decides their order and what is left behind on failure (nothing).
 
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, rm, stat, unlink } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import { closeGate } from '../agent/write-gate.js';
@@ -64,6 +64,7 @@ import {
   locate,
   metaFromManifest,
   readNames,
+  storeAgents,
   writeSidecar,
 } from '../store/catalog.js';
 import { cleanLeftovers } from '../store/leftovers.js';
@@ -519,20 +520,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
     }
   }
 
-  /** `nexo-memory recover --all`: every agent of every tenant that has a restore journal. */
+  /**
+   * `nexo-memory recover --all`: `recover` for every agent of the store (a snapshot directory or a
+   * journal), so it removes exactly what `recover --agent` removes, leftovers of kills before any
+   * journal was written included.
+   */
   async recoverAll(): Promise<RecoverResult[]> {
     const out: RecoverResult[] = [];
-    const tenants = await readdir(join(this.layout.root, 'tenants')).catch(() => [] as string[]);
-    for (const t of tenants) {
-      const journals = await readdir(join(this.layout.root, 'tenants', t, 'journals')).catch(
-        () => [] as string[],
-      );
-      for (const name of journals) {
-        const agent = name.endsWith('.restore.json') ? name.slice(0, -'.restore.json'.length) : undefined;
-        if (!agent) continue;
-        const r = await this.recover(agent, t);
-        if (r) out.push(r);
-      }
+    for (const [tenant, agent] of await storeAgents(this.layout)) {
+      const r = await this.recover(agent, tenant);
+      if (r) out.push(r);
     }
     return out;
   }

@@ -1,7 +1,8 @@
-// Owns the catalogue of one agent's snapshot directory: which files are bundles (only `<uuid>.tar.zst`
-// and `<uuid>.tar.zst.age`; partial files, staging dirs, orphan siblings and sidecars never count),
-// their metadata (from the sidecar cache, else from the manifest at the head of the bundle), and
-// finding a bundle by id or unique id prefix.
+// Owns the catalogue of the store: which agents it holds (a snapshot directory or a restore journal),
+// and in one agent's snapshot directory which files are bundles (only `<uuid>.tar.zst` and
+// `<uuid>.tar.zst.age`; partial files, staging dirs, orphan siblings and sidecars never count), their
+// metadata (from the sidecar cache, else from the manifest at the head of the bundle), whether they
+// are pinned, and finding a bundle by id or unique id prefix.
 
 import { readFileSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
@@ -10,10 +11,16 @@ import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
 import { InvalidInputError, IoError, NotFoundError } from '../model/errors.js';
-import { parseSnapshotId } from '../model/ids.js';
+import { parseSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
 import type { SnapshotMeta } from '../model/types.js';
 import { writeFileAtomic } from './atomic.js';
-import { bundleFileName, parseBundleFileName, sidecarPathOf } from './paths.js';
+import {
+  bundleFileName,
+  JOURNAL_EXT,
+  parseBundleFileName,
+  type StoreLayout,
+  sidecarPathOf,
+} from './paths.js';
 import { readSibling } from './sibling.js';
 
 export interface BundleFile {
@@ -53,6 +60,33 @@ export function cachedLister(): DirLister {
     }
     return names;
   };
+}
+
+const isValid = (check: () => unknown): boolean => {
+  try {
+    check();
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * The (tenant, agent) pairs of the store, sorted: every agent with a snapshot directory (where
+ * snapshots, exports and restores leave their staging) or a restore journal. Names that are not valid
+ * ids are not agents. `tenant` restricts the scan to one tenant.
+ */
+export async function storeAgents(layout: StoreLayout, tenant?: string): Promise<Array<[string, string]>> {
+  const tenants = tenant ? [tenant] : await readNames(join(layout.root, 'tenants'));
+  const out: Array<[string, string]> = [];
+  for (const t of [...tenants].sort()) {
+    if (!isValid(() => validateTenant(t))) continue;
+    const agents = new Set(await readNames(join(layout.tenantDir(t), 'snapshots')));
+    for (const n of await readNames(join(layout.tenantDir(t), 'journals')))
+      if (n.endsWith(JOURNAL_EXT)) agents.add(n.slice(0, -JOURNAL_EXT.length));
+    for (const a of [...agents].sort()) if (isValid(() => validateAgentId(a))) out.push([t, a]);
+  }
+  return out;
 }
 
 /** The bundle files in `dir` (empty when the directory does not exist). */
