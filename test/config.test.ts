@@ -3,11 +3,12 @@
 // events); CLI flags override the file.
 
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
   CONFIG_DEFAULTS,
+  LocalSnapshotter,
   loadConfig,
   natsOptionsFromConfig,
   preDreamHookFromConfig,
@@ -199,6 +200,24 @@ server:
 
   writeFileSync(f, section(`encryption:\n  recipients: [${RECIPIENT}]`));
   assert.deepEqual(snapshotterOptionsFromConfig(loadConfig(f).snapshot).recipients, [RECIPIENT]);
+});
+
+test('zstd level: 1..19 in the flag, the config and the library; 0 and 42 are INVALID_INPUT', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 3, memories: 10, embeddings: 5, concepts: 5, compactions: 2 });
+  for (const level of ['0', '42', '-3']) {
+    const r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--zstd-level', level, '--json']);
+    assert.equal(r.code, 1, `--zstd-level ${level}: ${r.stderr}`);
+    assert.equal(JSON.parse(r.stdout).error.code, 'INVALID_INPUT');
+    assert.match(r.stderr, /--zstd-level must be 1\.\.19/);
+  }
+  assert.deepEqual(readdirSync(a.stateRoot), [], 'nothing was written');
+  const r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--zstd-level', '19', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  for (const zstdLevel of [0, 20, 2.5])
+    assert.throws(() => new LocalSnapshotter({ stateRoot: a.stateRoot, zstdLevel }), {
+      code: 'INVALID_INPUT',
+      message: /zstdLevel must be an integer 1\.\.19/,
+    });
 });
 
 test('CLI: enabled: false refuses commands that write the store, read-only ones still work', async (t) => {

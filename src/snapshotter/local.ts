@@ -151,6 +151,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.state = opts.stateProvider ?? new JsonFileStateProvider(this.resolver);
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 60_000;
     this.zstdLevel = opts.zstdLevel ?? 3;
+    if (!Number.isInteger(this.zstdLevel) || this.zstdLevel < 1 || this.zstdLevel > 19)
+      throw new InvalidInputError(`zstdLevel must be an integer 1..19, got ${this.zstdLevel}`);
     this.zstdWorkers = opts.zstdWorkers ?? 2;
     this.warn = opts.onWarning ?? (() => {});
     this.recipients = opts.recipients ?? [];
