@@ -300,6 +300,24 @@ test('CLI: gc --dry-run --json shows each decision and its rule; pin and unpin',
   const root = ['--state-root', a.stateRoot];
   let r = await runCli(['pin', '--agent', 'ana', '--id', ids[0]!.slice(0, 13), ...root]);
   assert.equal(r.code, 0, r.stderr);
+  // list shows the pin: a `pinned` field in JSON, a flag in the table
+  r = await runCli(['list', '--agent', 'ana', '--json', ...root]);
+  assert.deepEqual(
+    JSON.parse(r.stdout).map((m: { id: string; pinned: boolean }) => [m.id, m.pinned]),
+    [
+      [ids[2], false],
+      [ids[1], false],
+      [ids[0], true],
+    ],
+  );
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.pinned),
+    [false, false, true],
+  );
+  r = await runCli(['list', '--agent', 'ana', ...root]);
+  const row = (id: string) => r.stdout.split('\n').find((l) => l.startsWith(id))!;
+  assert.match(row(ids[0]!), /\bpinned\b/);
+  assert.doesNotMatch(row(ids[1]!), /pinned/);
   r = await runCli(['gc', '--agent', 'ana', '--keep-count', '1', '--dry-run', '--json', ...root]);
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);

@@ -282,4 +282,9 @@ test('CLI: list, export and delete with JSON output and exit codes', async (t) =
   r = await runCli(['delete', '--agent', 'ana', '--id', s2.id, '--yes', '--state-root', a.stateRoot]);
   assert.equal(r.code, 6);
   assert.match(r.stderr, /last snapshot/);
+  // the human snapshot output names bundle_sha256 for what it is: the digest seal
+  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--no-progress']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^sha256: +[0-9a-f]{64} \(digest seal\)$/m);
+  assert.doesNotMatch(r.stdout, /manifest seal/);
 });

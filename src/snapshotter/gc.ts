@@ -20,7 +20,7 @@ import { removeQuietly } from '../store/atomic.js';
 import { cachedLister, type DirLister, dirNames, listDir, storeAgents } from '../store/catalog.js';
 import { type HeldLock, recordOwner, tryAcquire } from '../store/lock.js';
 import { siblingPathOf, sidecarPathOf } from '../store/paths.js';
-import { isPinned, pinPathOf } from '../store/pins.js';
+import { pinPathOf } from '../store/pins.js';
 import { mapLimit } from '../util/settle.js';
 import type { LocalSnapshotter } from './local.js';
 
@@ -131,7 +131,7 @@ async function sweepAgent(
     }
     const dir = s.layout.snapshotsDir(tenant, agentId);
     const { metas } = await listDir(dir, agentId, tenant);
-    const pinned = new Set(metas.filter((m) => isPinned(m.bundle_path)).map((m) => m.id));
+    const pinned = new Set(metas.filter((m) => m.pinned).map((m) => m.id));
     report.decisions = decide(metas, policy, pinned, o.now);
     const byId = new Map(metas.map((m) => [m.id, m]));
     if (!o.dryRun) {

@@ -435,7 +435,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       const meta = metaFromManifest(manifest, bundlePath, packed.size, packed.sha256);
       faultPoint('snapshot.sidecar');
       await writeSidecar(meta);
-      return meta;
+      return { ...meta, pinned: false }; // as list() shows it: a new snapshot is never pinned
     } catch (err) {
       if (published) {
         // A bundle without its sibling and sidecar must not stay visible.
@@ -586,7 +586,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       const file = await locate(this.layout.snapshotsDir(t, a), id);
       await pinBundle(file.path, note);
-      return await bundleMeta(file);
+      return { ...(await bundleMeta(file)), pinned: true };
     } finally {
       lock.release();
     }

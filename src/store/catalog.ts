@@ -21,6 +21,7 @@ import {
   type StoreLayout,
   sidecarPathOf,
 } from './paths.js';
+import { PIN_EXT } from './pins.js';
 import { readSibling } from './sibling.js';
 
 export interface BundleFile {
@@ -132,7 +133,8 @@ const SIDECAR_VERSION = 1;
 
 /** Writes the list cache next to a bundle (atomically; bundle_path is not stored). */
 export async function writeSidecar(meta: SnapshotMeta): Promise<void> {
-  const { bundle_path: _path, ...rest } = meta;
+  // Neither the path nor the pin is cached: the pin is its own file, read with the listing.
+  const { bundle_path: _path, pinned: _pinned, ...rest } = meta;
   await writeFileAtomic(
     sidecarPathOf(meta.bundle_path),
     `${JSON.stringify({ sidecar_version: SIDECAR_VERSION, meta: rest })}\n`,
@@ -164,6 +166,7 @@ function readSidecarSync(file: BundleFile, size: number): SnapshotMeta | undefin
     label,
     created_at_ms,
     bundle_path: _stored,
+    pinned: _pinned,
     ...rest
   } = m as unknown as SnapshotMeta;
   return {
@@ -215,7 +218,11 @@ export interface ListResult {
 
 /** Lists the bundles of one agent directory, newest first; unreadable or misplaced bundles are warned about. */
 export async function listDir(dir: string, agentId: string, tenant: string): Promise<ListResult> {
-  const files = await bundleFiles(dir);
+  const names = await dirNames(dir);
+  const files = bundleFilesIn(dir, names);
+  // Pins are marker files beside the bundles: the listing already says which exist.
+  const pins = new Set(names.filter((n) => n.endsWith(PIN_EXT)));
+  const pinned = (f: BundleFile) => pins.has(`${f.name}${PIN_EXT}`);
   const metas: SnapshotMeta[] = [];
   const warnings: string[] = [];
   const BATCH = 64;
@@ -230,13 +237,14 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
       } else if (r.value.id !== f.id) {
         warnings.push(`skipping ${f.name}: its manifest says snapshot ${r.value.id}`);
       } else if (r.value.encrypted && r.value.agent_id === '') {
-        metas.push({ ...r.value, agent_id: agentId, tenant }); // encrypted, no sidecar: its directory says whose
+        // encrypted, no sidecar: its directory says whose
+        metas.push({ ...r.value, agent_id: agentId, tenant, pinned: pinned(f) });
       } else if (r.value.agent_id !== agentId || r.value.tenant !== tenant) {
         warnings.push(
           `skipping ${f.name}: it belongs to agent ${r.value.agent_id} (tenant ${r.value.tenant})`,
         );
       } else {
-        metas.push(r.value);
+        metas.push({ ...r.value, pinned: pinned(f) });
       }
     });
   }
