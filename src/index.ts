@@ -157,4 +157,3 @@ export {
 export type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './snapshotter/interface.js';
 export { LocalSnapshotter, type LocalSnapshotterOptions } from './snapshotter/local.js';
 export { notifyObservers, type OperationObserver, type OperationRecord } from './snapshotter/observer.js';
-export { verifyExitCode } from './verify/verify.js';

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { before, type TestContext, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { generateSigningKey, parseSigningKey } from '../src/index.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, sampleAgent } from './helpers/env.js';
 import { collect, HAS_NATS, startNats } from './helpers/nats.js';
@@ -138,6 +139,29 @@ test('mcp: memory_snapshot writes a real bundle that verifies; list, verify and 
   const live = await callTool(client, 'memory_diff', { a: id2, b: 'live' });
   assert.ok(!live.isError, textOf(live));
   assert.equal((live.structuredContent!.git_summary as { files_changed: number }).files_changed, 0);
+});
+
+test('mcp: memory_verify applies the configured trust: under require_signature an unsigned snapshot is untrusted', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const key = generateSigningKey();
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    `memory:\n  snapshot:\n    signing:\n      trusted_keys: [${key.publicKey}]\n      require_signature: true\n`,
+  );
+  const unsigned = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const signed = await a.snapshotter.snapshot({ agentId: 'ana', sign: parseSigningKey(key.secretKey) });
+  const client = await connect(t, a, 'ana', ['--config', cfg]);
+  const v = await callTool(client, 'memory_verify', { snapshot_id: unsigned.id });
+  assert.ok(!v.isError, textOf(v));
+  assert.equal(v.structuredContent!.status, 'untrusted', 'the tool applies require_signature like the CLI');
+  assert.deepEqual(
+    (v.structuredContent!.problems as Array<{ code: string }>).map((p) => p.code),
+    ['SIGNATURE_MISSING'],
+  );
+  const ok = await callTool(client, 'memory_verify', { snapshot_id: signed.id, deep: true });
+  assert.equal(ok.structuredContent!.status, 'verified', textOf(ok));
+  assert.equal((ok.structuredContent!.signature as { status: string }).status, 'trusted');
 });
 
 test('mcp: invalid arguments are tool errors and write nothing; no restore tool can be called', async (t) => {

@@ -8,12 +8,13 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
+import { generateSigningKey, parseSigningKey } from '../src/index.js';
 import { ConfigError, ERROR_TABLE } from '../src/model/errors.js';
 import { bearerToken, tokenMatches } from '../src/server/auth.js';
 import { Daemon, isLoopback, parseListen } from '../src/server/daemon.js';
 import { httpStatusOf } from '../src/server/status.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { type Agent, REPO, sampleAgent, startFixture } from './helpers/env.js';
+import { type Agent, REPO, runCli, sampleAgent, startFixture } from './helpers/env.js';
 import { collect, HAS_NATS, startNats } from './helpers/nats.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -264,6 +265,51 @@ test('serve: snapshot, list, get, verify, diff, export download, delete over HTT
     new RegExp(`^nexo_memory_snapshot_bytes_total\\{agent="ana",tenant="default"\\} ${bytesTotal}$`, 'm'),
   );
 
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
+test('serve: verify applies the configured trust: under require_signature an unsigned snapshot is untrusted, as in the CLI', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const key = generateSigningKey();
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'memory:',
+      '  snapshot:',
+      `    root: ${a.stateRoot}`,
+      `    memdir_root: ${a.memdirRoot}`,
+      `    sqlite_root: ${a.sqliteRoot}`,
+      '    signing:',
+      `      trusted_keys: [${key.publicKey}]`,
+      '      require_signature: true',
+      '',
+    ].join('\n'),
+  );
+  const unsigned = await a.snapshotter.snapshot({ agentId: 'ana', label: 'unsigned' });
+  const signed = await a.snapshotter.snapshot({ agentId: 'ana', sign: parseSigningKey(key.secretKey) });
+
+  // The CLI, by path and by id: untrusted, exit 2.
+  for (const args of [[unsigned.bundle_path], ['--agent', 'ana', '--id', unsigned.id.slice(0, 13)]]) {
+    const r = await runCli(['verify', ...args, '--config', cfg, '--json']);
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    assert.equal(JSON.parse(r.stdout).status, 'untrusted', args.join(' '));
+  }
+
+  const d = await serve(t, ['--config', cfg], { NEXO_MEMORY_TOKEN: TOKEN });
+  const base = `${d.url}/v1/agents/ana/snapshots`;
+  const v = await call(`${base}/${unsigned.id}/verify`, { headers: auth() });
+  assert.equal(v.status, 200, JSON.stringify(v.body));
+  assert.equal(v.body.status, 'untrusted', 'the daemon applies require_signature like the CLI');
+  assert.equal(v.body.signature.status, 'unsigned');
+  assert.deepEqual(
+    v.body.problems.map((p: { code: string }) => p.code),
+    ['SIGNATURE_MISSING'],
+  );
+  const ok = await call(`${base}/${signed.id}/verify?deep=true`, { headers: auth() });
+  assert.equal(ok.body.status, 'verified', JSON.stringify(ok.body));
+  assert.equal(ok.body.signature.status, 'trusted');
   d.child.kill('SIGTERM');
   assert.equal(await d.exited, 0);
 });

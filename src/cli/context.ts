@@ -4,7 +4,6 @@
 
 import { CONFIG_DEFAULTS, type LoadedConfig, loadConfig } from '../config/config.js';
 import { snapshotterOptionsFromConfig } from '../config/runtime.js';
-import { type TrustPolicy, trustPolicy } from '../format/signature.js';
 import { ConfigError, ExitCode, InvalidInputError, SnapshotError } from '../model/errors.js';
 import { LocalSnapshotter } from '../snapshotter/local.js';
 import { ProgressReporter } from './progress.js';
@@ -69,17 +68,6 @@ export function autoPreSnapshotFrom(flags: StoreFlags & { autoPreSnapshot?: bool
   if (flags.autoPreSnapshot === false || running?.getOptionValueSource('autoPreSnapshot') === 'cli')
     return flags.autoPreSnapshot !== false;
   return loadFlagsConfig(flags)?.snapshot.auto_pre_restore ?? CONFIG_DEFAULTS.auto_pre_restore;
-}
-
-/**
- * The trust of a verify: `--trust` keys when given (then a trusted signature is required), else the
- * config's trusted keys (required when the config says `require_signature`), else none.
- */
-export function trustFrom(flags: StoreFlags & { trust?: string[] }): TrustPolicy | undefined {
-  if (flags.trust?.length) return trustPolicy(flags.trust, true);
-  const sg = loadFlagsConfig(flags)?.snapshot.signing;
-  if (sg?.trusted_keys?.length) return trustPolicy(sg.trusted_keys, sg.require_signature === true);
-  return undefined;
 }
 
 /** The identity file: --decrypt-identity, else the config's encryption.identity_path. */

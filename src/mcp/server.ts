@@ -8,15 +8,12 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { loadIdentities } from '../crypto/age.js';
 import { SnapshotError } from '../model/errors.js';
 import { MAX_LABEL_CHARS } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
 import type { OperationTracker } from '../server/tracker.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
-import { locate } from '../store/catalog.js';
 import { PACKAGE_VERSION } from '../util/version.js';
-import { verifyBundleFile } from '../verify/verify.js';
 
 export const TOOL_CREATED_BY = 'tool';
 
@@ -62,7 +59,6 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       return failed(tool, err);
     }
   };
-  const identities = () => (o.identityPath ? { identities: loadIdentities(o.identityPath) } : {});
 
   server.registerTool(
     'memory_snapshot',
@@ -144,8 +140,11 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     },
     async (args) =>
       run('memory_verify', async () => {
-        const file = await locate(s.layout.snapshotsDir(o.tenant, o.agentId), args.snapshot_id);
-        const report = await verifyBundleFile(file.path, { deep: args.deep === true, ...identities() });
+        // The snapshotter's one trust rule (trusted keys, require_signature), as the CLI and the API.
+        const report = await s.verifySnapshot(o.agentId, o.tenant, args.snapshot_id, {
+          deep: args.deep === true,
+          ...(o.identityPath ? { decryptIdentity: o.identityPath } : {}),
+        });
         return { ...report };
       }),
   );
