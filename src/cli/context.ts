@@ -2,7 +2,7 @@
 // running a command body with uniform error handling: typed errors become their exit status, with a
 // JSON error object on stdout under --json and a one-line message on stderr always.
 
-import { CONFIG_DEFAULTS, type LoadedConfig, loadConfig } from '../config/config.js';
+import { CONFIG_DEFAULTS, type LoadedConfig, loadConfig, type OnDemandSection } from '../config/config.js';
 import { snapshotterOptionsFromConfig } from '../config/runtime.js';
 import { ConfigError, ExitCode, InvalidInputError, SnapshotError } from '../model/errors.js';
 import { LocalSnapshotter } from '../snapshotter/local.js';
@@ -42,9 +42,12 @@ export interface OutputFlags {
   progress?: boolean;
 }
 
+/** The on-demand config sections a command reads; the others are left unresolved (config.ts). */
+const SECTIONS_READ: Record<string, OnDemandSection[]> = { serve: ['server'] };
+
 export function loadFlagsConfig(flags: StoreFlags): LoadedConfig | undefined {
   const path = flags.config ?? process.env.NEXO_MEMORY_CONFIG;
-  return path ? loadConfig(path) : undefined;
+  return path ? loadConfig(path, { sections: SECTIONS_READ[currentCommand ?? ''] ?? [] }) : undefined;
 }
 
 /** Flags override the config file, which overrides the defaults (state root `./state`). */
