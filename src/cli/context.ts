@@ -4,7 +4,13 @@
 
 import { CONFIG_DEFAULTS, type LoadedConfig, loadConfig, type OnDemandSection } from '../config/config.js';
 import { snapshotterOptionsFromConfig } from '../config/runtime.js';
-import { ConfigError, ExitCode, InvalidInputError, SnapshotError } from '../model/errors.js';
+import {
+  ConfigError,
+  ExitCode,
+  InvalidInputError,
+  nativeModuleError,
+  SnapshotError,
+} from '../model/errors.js';
 import { LocalSnapshotter } from '../snapshotter/local.js';
 import { ProgressReporter } from './progress.js';
 import { finishRunTelemetry, runTelemetry, type TelemetryFlags } from './telemetry.js';
@@ -104,7 +110,7 @@ export async function runCommand(
   } catch (err) {
     await finishRunTelemetry(flags);
     progress.done();
-    const e = err instanceof SnapshotError ? err : undefined;
+    const e = err instanceof SnapshotError ? err : nativeModuleError(err);
     const message = e ? e.message : err instanceof Error ? err.message : String(err);
     if (flags.json) {
       printJson({
