@@ -241,6 +241,65 @@ test('mcp: exits 0 when stdin closes; a bad agent id fails at start with nothing
   assert.match(bad.stderr, /agent_id/);
 });
 
+test('mcp: a line that is not JSON gets -32700 Parse error, JSON that is not JSON-RPC -32600; the server keeps serving', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const child = spawn(process.execPath, [BIN, 'mcp', '--agent', 'ana', ...a.flags], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  t.after(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  let buffered = '';
+  const lines: string[] = [];
+  const waiting: Array<(line: string) => void> = [];
+  child.stdout.on('data', (c) => {
+    buffered += c;
+    for (let i = buffered.indexOf('\n'); i >= 0; i = buffered.indexOf('\n')) {
+      lines.push(buffered.slice(0, i));
+      buffered = buffered.slice(i + 1);
+    }
+    while (lines.length && waiting.length) waiting.shift()!(lines.shift()!);
+  });
+  /** Writes the lines; resolves with the next reply (each bad line is followed by a good request, so a
+   * server that ignores the bad line still replies, and the test fails instead of waiting). */
+  const next = (...send: string[]) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const take = (l: string) => resolve(JSON.parse(l));
+      if (lines.length) take(lines.shift()!);
+      else waiting.push(take);
+      if (send.length) child.stdin.write(send.map((l) => `${l}\n`).join(''));
+    });
+  const ping = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'ping' });
+
+  const parse = await next('{"jsonrpc": "2.0", "id": 1, "method": "tools/list"', ping(2));
+  assert.deepEqual(Object.keys(parse).sort(), ['error', 'id', 'jsonrpc'], JSON.stringify(parse));
+  assert.equal(parse.jsonrpc, '2.0');
+  assert.equal(parse.id, null);
+  assert.equal((parse.error as { code: number }).code, -32700);
+  assert.match((parse.error as { message: string }).message, /^Parse error/);
+  assert.deepEqual(await next(), { jsonrpc: '2.0', id: 2, result: {} }, 'the request after it is answered');
+
+  const invalid = await next('{"hello": "world"}', ping(3));
+  assert.equal(invalid.id, null, JSON.stringify(invalid));
+  assert.equal((invalid.error as { code: number }).code, -32600);
+  assert.match((invalid.error as { message: string }).message, /^Invalid Request/);
+  assert.deepEqual(await next(), { jsonrpc: '2.0', id: 3, result: {} });
+
+  const init = await next(
+    JSON.stringify({
+      jsonrpc: '2.0',
+      id: 7,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } },
+    }),
+  );
+  assert.equal(init.id, 7, 'the server keeps serving');
+  assert.equal((init.result as { serverInfo: { name: string } }).serverInfo.name, 'nexo-memory');
+  child.stdin.end();
+  assert.equal(await exited, 0);
+});
+
 test('mcp --nats: a tool snapshot publishes its created event (created_by tool)', {
   skip: HAS_NATS ? false : 'nats-server is not on PATH',
 }, async (t) => {

@@ -6,13 +6,17 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { before, test } from 'node:test';
 import { generateSigningKey, parseSigningKey } from '../src/index.js';
 import { ConfigError, ERROR_TABLE } from '../src/model/errors.js';
 import { bearerToken, tokenMatches } from '../src/server/auth.js';
 import { Daemon, isLoopback, parseListen } from '../src/server/daemon.js';
+import { createApiServer } from '../src/server/http.js';
 import { httpStatusOf } from '../src/server/status.js';
+import { OperationTracker } from '../src/server/tracker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, REPO, runCli, sampleAgent, startFixture } from './helpers/env.js';
 import { collect, HAS_NATS, startNats } from './helpers/nats.js';
@@ -485,6 +489,63 @@ test('serve: restore over HTTP needs server.allow_restore in the config and NEXO
   );
   open.child.kill('SIGTERM');
   assert.equal(await open.exited, 0);
+});
+
+test('http: a download the client got in full is logged with its status, one it left is "client went away", never 500', async (t) => {
+  const SIZE = 256 * 1024;
+  const lines: string[] = [];
+  let logged: (line: string) => void = () => {};
+  const tracker = new OperationTracker();
+  // The body is all there, but its end never comes: as a file stream whose client has every byte and
+  // closes before the stream's end is seen (the race that made delivered exports log 500).
+  const server = createApiServer({
+    routes: [
+      {
+        method: 'GET',
+        path: '/body/:declared',
+        auth: 'open',
+        handle: async (req) => {
+          const stream = new Readable({ read() {} });
+          stream.push(Buffer.alloc(SIZE, 7));
+          return { stream, headers: { 'content-length': req.params.declared! } };
+        },
+      },
+    ],
+    tracker,
+    log: (line) => {
+      lines.push(line);
+      logged(line);
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+
+  /** GETs `path`, reads `want` bytes of body, closes the connection; resolves with the log line. */
+  const download = (path: string, want: number) =>
+    new Promise<string>((resolve, reject) => {
+      logged = resolve;
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', reject);
+      let got = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        got = Buffer.concat([got, chunk]);
+        const head = got.indexOf('\r\n\r\n');
+        if (head >= 0 && got.length - head - 4 >= want) socket.destroy();
+      });
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    });
+
+  const full = await download(`/body/${SIZE}`, SIZE);
+  assert.match(full, new RegExp(`^GET /body/${SIZE} 200 \\d+ms$`), full);
+  const left = await download(`/body/${2 * SIZE}`, SIZE);
+  assert.match(
+    left,
+    new RegExp(`^GET /body/${2 * SIZE} 200, client went away after ${SIZE} of ${2 * SIZE} bytes \\d+ms$`),
+    left,
+  );
+  assert.ok(!lines.some((l) => / 500 /.test(l)), lines.join('\n'));
+  await tracker.close(); // every request was finished (the tracker waits for them)
 });
 
 test('server units: bearer parsing, constant-time token check, listen addresses, a status for every error code', () => {
