@@ -93,6 +93,7 @@ test('mcp: memory_snapshot writes a real bundle that verifies; list, verify and 
     'snapshot_id',
   ]);
   assert.deepEqual(JSON.parse(textOf(r1)), res, 'the text content is the same JSON');
+  assert.equal(res.redactions_applied, false, 'redact_secrets: false is an exact copy');
   const bundle = String(res.bundle_path);
   assert.ok(existsSync(bundle));
   const bytes = readFileSync(bundle);
@@ -139,6 +140,14 @@ test('mcp: memory_snapshot writes a real bundle that verifies; list, verify and 
   const live = await callTool(client, 'memory_diff', { a: id2, b: 'live' });
   assert.ok(!live.isError, textOf(live));
   assert.equal((live.structuredContent!.git_summary as { files_changed: number }).files_changed, 0);
+
+  // redact_secrets: true runs the redaction policy, and the result says so (docs/daemon.md).
+  const r3 = await callTool(client, 'memory_snapshot', { redact_secrets: true });
+  assert.ok(!r3.isError, textOf(r3));
+  assert.equal(r3.structuredContent!.redactions_applied, true);
+  const [redacted] = await a.snapshotter.list('ana');
+  assert.equal(redacted!.id, r3.structuredContent!.snapshot_id);
+  assert.equal(redacted!.redactions_applied, true);
 });
 
 test('mcp: memory_verify applies the configured trust: under require_signature an unsigned snapshot is untrusted', async (t) => {

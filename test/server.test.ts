@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -691,16 +691,31 @@ test('serve --nats: API operations and the retention sweep publish lifecycle eve
   const nats = await startNats(t);
   const events = await collect(t, nats.url, 'nexo.memory.snapshot.>');
   const a = sampleAgent(t, 'ana', SMALL);
+  // A leftover of an operation that died an hour ago: the start-up sweep removes it, a change it announces.
+  const leftover = join(
+    a.stateRoot,
+    'tenants',
+    'default',
+    'snapshots',
+    'ana',
+    '.staging-01a20000-0000-7000-8000-000000000002',
+  );
+  mkdirSync(leftover, { recursive: true });
+  const anHourAgo = new Date(Date.now() - 3_600_000);
+  utimesSync(leftover, anHourAgo, anHourAgo);
   const d = await serve(t, [...storeFlags(a), '--nats', nats.url], { NEXO_MEMORY_TOKEN: TOKEN });
   const base = `${d.url}/v1/agents/ana/snapshots`;
   const s1 = await call(base, { method: 'POST', headers: jsonHeaders(), body: '{"label":"one"}' });
   const s2 = await call(base, { method: 'POST', headers: auth() });
   assert.equal((await call(`${base}/${s1.body.id}`, { method: 'DELETE', headers: auth() })).status, 200);
   const all = await events.waitFor(4);
-  assert.ok(
-    all.some((m) => m.subject === 'nexo.memory.snapshot._all.gc' && m.data.kind === 'gc'),
-    'the start-up sweep',
+  const sweep = all.find((m) => m.subject === 'nexo.memory.snapshot._all.gc');
+  assert.equal(sweep?.data.kind, 'gc', 'the start-up sweep');
+  assert.equal(
+    (sweep!.data.report as { orphan_staging_dirs_removed: number }).orphan_staging_dirs_removed,
+    1,
   );
+  assert.ok(!existsSync(leftover));
   const got = all.filter((m) => m.subject.startsWith('nexo.memory.snapshot.ana.'));
   assert.deepEqual(
     got.map((m) => [m.subject, m.data.kind, m.data.id ?? m.data.snapshot_id]),

@@ -86,9 +86,8 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     },
     async (args) =>
       run('memory_snapshot', async () => {
-        // `redact` is read by the snapshotter once redaction is in the library; until then bundles are
-        // exact copies and the result's `redactions_applied` says false.
-        const request: SnapshotRequest & { redact?: boolean } = {
+        // `redactions_applied` in the result: the snapshot was scanned by the redaction policy.
+        const request: SnapshotRequest = {
           agentId: o.agentId,
           tenant: o.tenant,
           ...(args.label !== undefined ? { label: args.label } : {}),

@@ -80,7 +80,11 @@ Examples:
           const text = `# created: ${new Date().toISOString()}\n# public key: ${id.recipient}\n${id.identity}\n`;
           await writeNew(opts.out, text, 0o600);
           if (opts.json) printJson({ identity_path: opts.out, recipient: id.recipient });
-          else process.stdout.write(`public key: ${id.recipient}\n`);
+          else {
+            // "recipient", as --encrypt and encryption.recipients call it ("public key" is a signing key's).
+            process.stderr.write(`age identity written to ${opts.out} (mode 0600)\n`);
+            process.stdout.write(`recipient: ${id.recipient}\n`);
+          }
           return 0;
         }
         const k = generateSigningKey();
