@@ -102,7 +102,7 @@ test('each invalid key: a ConfigError naming the dotted key and the rule', (t) =
   for (const [body, message] of cases) {
     writeFileSync(f, section(body));
     assert.throws(
-      () => loadConfig(f),
+      () => loadConfig(f, { sections: ['server'] }),
       (err: Error & { code?: string }) => {
         assert.equal(err.code, 'CONFIG', body);
         assert.ok(err.message.startsWith(message), `${body}\n  got:  ${err.message}\n  want: ${message}…`);
@@ -153,7 +153,7 @@ server:
   token: \${NEXO_TEST_TOKEN}
   allow_restore: true`),
   );
-  const cfg = loadConfig(f).snapshot;
+  const cfg = loadConfig(f, { sections: ['server'] }).snapshot;
   assert.equal(cfg.root, join(dir, 'state'));
   assert.equal(cfg.metrics?.textfile, join(dir, 'out', 'nexo.prom'));
   assert.equal(cfg.server?.token, 'x'.repeat(32));
@@ -248,11 +248,14 @@ server:
   );
   assert.doesNotMatch(r.stdout, /listening/);
 
-  // The library: a program that does not read `server` leaves it out; its keys are still checked.
-  const lib = loadConfig(cfg, { sections: [] });
+  // The library reads no on-demand section unless asked: it leaves `server` out; its keys are still checked.
+  const lib = loadConfig(cfg);
   assert.equal(lib.snapshot.server, undefined);
   assert.equal(lib.snapshot.root, a.stateRoot);
-  assert.throws(() => loadConfig(cfg), /server\.token: environment variable NEXO_TEST_DAEMON_TOKEN/);
+  assert.throws(
+    () => loadConfig(cfg, { sections: ['server'] }),
+    /server\.token: environment variable NEXO_TEST_DAEMON_TOKEN/,
+  );
   process.env.NEXO_TEST_DAEMON_TOKEN = 't'.repeat(20);
   assert.equal(loadConfig(cfg, { sections: ['server'] }).snapshot.server?.token, 't'.repeat(20));
   delete process.env.NEXO_TEST_DAEMON_TOKEN;
@@ -262,7 +265,7 @@ server:
     ['server: 5', 'memory.snapshot.server must be a mapping'],
   ] as const) {
     writeFileSync(f, section(body));
-    assert.throws(() => loadConfig(f, { sections: [] }), { code: 'CONFIG', message });
+    assert.throws(() => loadConfig(f), { code: 'CONFIG', message });
     r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--config', f]);
     assert.equal(r.code, 1, body);
     assert.match(r.stderr, new RegExp(message.replace(/\./g, '\\.')));

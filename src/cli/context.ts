@@ -53,7 +53,9 @@ const SECTIONS_READ: Record<string, OnDemandSection[]> = { serve: ['server'] };
 
 export function loadFlagsConfig(flags: StoreFlags): LoadedConfig | undefined {
   const path = flags.config ?? process.env.NEXO_MEMORY_CONFIG;
-  return path ? loadConfig(path, { sections: SECTIONS_READ[currentCommand ?? ''] ?? [] }) : undefined;
+  if (!path) return undefined;
+  const sections = SECTIONS_READ[currentCommand ?? ''];
+  return loadConfig(path, sections ? { sections } : {});
 }
 
 /** Flags override the config file, which overrides the defaults (state root `./state`). */

@@ -249,7 +249,10 @@ const ON_DEMAND = { server: serverSection } as const;
 export type OnDemandSection = keyof typeof ON_DEMAND;
 
 export interface LoadConfigOptions {
-  /** The on-demand sections this program reads (`serve`: `server`). Default: all of them. */
+  /**
+   * The on-demand sections this program reads (`serve`: `server`). Default: none — the library itself
+   * reads no on-demand section, so a host embedding it is not stopped by the daemon's variables.
+   */
   sections?: readonly OnDemandSection[];
 }
 
@@ -306,7 +309,8 @@ function expandVars(value: unknown, key: string): unknown {
 
 /**
  * Reads and validates a config file. Throws ConfigError naming the offending dotted key. On-demand
- * sections (`server`) are resolved only when `opts.sections` asks for them (default: all).
+ * sections (`server`) are resolved only when `opts.sections` asks for them; otherwise only their keys
+ * are checked and they are left out.
  */
 export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedConfig {
   const abs = resolve(path);
@@ -346,8 +350,7 @@ export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedCo
       );
     section = top.snapshot ?? {};
   }
-  const read = opts.sections ?? (Object.keys(ON_DEMAND) as OnDemandSection[]);
-  const expanded = expandVars(withoutUnread(section, prefix, read), prefix);
+  const expanded = expandVars(withoutUnread(section, prefix, opts.sections ?? []), prefix);
   const parsed = snapshotSection.safeParse(expanded);
   if (!parsed.success) {
     throw new ConfigError(describeIssue(prefix, parsed.error.issues[0]!));

@@ -130,7 +130,9 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       title: 'Verify one of my memory snapshots',
       description:
         'Checks a snapshot of yours end to end (seals, every hash, layout; deep: database integrity and ' +
-        'git history) and reports status verified, damaged or incomplete. Read-only.',
+        "git history; the signature against the host's trusted keys) and reports status verified, " +
+        'damaged, untrusted (a signature this host requires is missing or not by a trusted key) or ' +
+        'incomplete. Read-only.',
       inputSchema: z.strictObject({
         snapshot_id: z.string().min(4).max(64).describe('snapshot id or a unique prefix (≥ 4 characters)'),
         deep: z.boolean().optional().describe('also check database integrity and the git history'),
