@@ -149,7 +149,13 @@ export {
   type RedactionPolicy,
   redactText,
 } from './policy/redaction/scan.js';
-export { DEFAULT_POLICY, type Decision, type RetentionPolicy } from './policy/retention.js';
+export {
+  DEFAULT_POLICY,
+  type Decision,
+  isAnchor,
+  type RetentionPolicy,
+  type RetentionPolicyReport,
+} from './policy/retention.js';
 export {
   type AgentGcReport,
   type GcOptions,

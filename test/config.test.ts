@@ -3,11 +3,12 @@
 // events); CLI flags override the file.
 
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
   CONFIG_DEFAULTS,
+  LocalSnapshotter,
   loadConfig,
   natsOptionsFromConfig,
   preDreamHookFromConfig,
@@ -38,9 +39,11 @@ test('each invalid key: a ConfigError naming the dotted key and the rule', (t) =
     ['lock_timeout_secs: 0', 'memory.snapshot.lock_timeout_secs must be ≥ 1'],
     ['redact_secrets_default: "no"', 'memory.snapshot.redact_secrets_default must be a boolean'],
     ['zstd_level: 20', 'memory.snapshot.zstd_level must be ≤ 19'],
+    ['zstd_level: 0', 'memory.snapshot.zstd_level must be ≥ 1'],
     ['zstd_workers: -1', 'memory.snapshot.zstd_workers must be ≥ 0'],
     ['retention:\n  keep_count: -1', 'memory.snapshot.retention.keep_count must be ≥ 0'],
     ['retention:\n  max_age_days: 1.5', 'memory.snapshot.retention.max_age_days must be an integer'],
+    ['retention:\n  anchor_keep_count: -1', 'memory.snapshot.retention.anchor_keep_count must be ≥ 0'],
     ['retention:\n  gc_interval_secs: 0', 'memory.snapshot.retention.gc_interval_secs must be ≥ 1'],
     ['retention:\n  keep_hourly: 3', 'memory.snapshot.retention.keep_hourly: unknown key'],
     [
@@ -131,6 +134,8 @@ zstd_workers: 0
 retention:
   keep_count: 5
   max_age_days: 10
+  anchor_keep_count: 3
+  anchor_max_age_days: 7
   gc_interval_secs: 120
   backup_max_age_days: 2
 encryption:
@@ -174,7 +179,7 @@ server:
 
   const w = retentionWorkerOptionsFromConfig(cfg);
   assert.equal(w.intervalMs, 120_000);
-  assert.deepEqual(w.policy, { keepCount: 5, maxAgeDays: 10 });
+  assert.deepEqual(w.policy, { keepCount: 5, maxAgeDays: 10, anchorKeepCount: 3, anchorMaxAgeDays: 7 });
   assert.equal(w.backupMaxAgeDays, 2);
   assert.equal(
     retentionWorkerOptionsFromConfig({}).intervalMs,
@@ -195,6 +200,24 @@ server:
 
   writeFileSync(f, section(`encryption:\n  recipients: [${RECIPIENT}]`));
   assert.deepEqual(snapshotterOptionsFromConfig(loadConfig(f).snapshot).recipients, [RECIPIENT]);
+});
+
+test('zstd level: 1..19 in the flag, the config and the library; 0 and 42 are INVALID_INPUT', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 3, memories: 10, embeddings: 5, concepts: 5, compactions: 2 });
+  for (const level of ['0', '42', '-3']) {
+    const r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--zstd-level', level, '--json']);
+    assert.equal(r.code, 1, `--zstd-level ${level}: ${r.stderr}`);
+    assert.equal(JSON.parse(r.stdout).error.code, 'INVALID_INPUT');
+    assert.match(r.stderr, /--zstd-level must be 1\.\.19/);
+  }
+  assert.deepEqual(readdirSync(a.stateRoot), [], 'nothing was written');
+  const r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--zstd-level', '19', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  for (const zstdLevel of [0, 20, 2.5])
+    assert.throws(() => new LocalSnapshotter({ stateRoot: a.stateRoot, zstdLevel }), {
+      code: 'INVALID_INPUT',
+      message: /zstdLevel must be an integer 1\.\.19/,
+    });
 });
 
 test('CLI: enabled: false refuses commands that write the store, read-only ones still work', async (t) => {

@@ -99,7 +99,8 @@ test('library: created, restored, deleted and gc events with the original subjec
   assert.equal(typeof deleted!.data.ts_ms, 'number');
 
   // gc: one `deleted` per bundle it removes, then one `gc` on the _all subject.
-  const gc = await a.snapshotter.gc({ agentId: 'ana', policy: { keepCount: 1, maxAgeDays: 0 } });
+  // [pre-restore anchor, first]: keep-count 0 leaves the user none; the anchor is the newest
+  const gc = await a.snapshotter.gc({ agentId: 'ana', policy: { keepCount: 0, maxAgeDays: 0 } });
   assert.equal(gc.bundles_deleted, 1);
   const all = await sub.waitFor(7);
   assert.equal(all[5]!.subject, 'nexo.memory.snapshot.ana.deleted');
@@ -180,7 +181,18 @@ test('CLI --nats: every command that changes the store publishes; config sets th
   });
   assert.equal(r.code, 0, r.stderr);
   r = await runCli(
-    ['gc', '--all', '--keep-count', '1', '--max-age-days', '0', '--state-root', a.stateRoot, '--config', cfg],
+    [
+      'gc',
+      '--all',
+      '--keep-count',
+      '1',
+      '--anchor-keep-count',
+      '0',
+      '--state-root',
+      a.stateRoot,
+      '--config',
+      cfg,
+    ],
     {
       env: { NEXO_TEST_NATS: nats.url },
     },

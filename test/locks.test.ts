@@ -131,7 +131,7 @@ test('write gate: every snapshot taken while a writer runs shows one counter in 
       assert.equal(manifest.git.head_subject, `counter ${committed}`, 'git HEAD matches the same batch');
     counters.push(n);
   }
-  writer.child.kill('SIGKILL');
+  await writer.killGroup();
   assert.ok(new Set(counters).size >= 3, `the writer kept writing between snapshots: ${counters}`);
   assert.deepEqual(
     [...counters].sort((x, y) => x - y),

@@ -68,8 +68,8 @@ test('after real operations: outcomes of successes and failures, bytes, duration
 
   await a.snapshotter.delete('ana', undefined, s2.id);
   await assert.rejects(a.snapshotter.delete('ana', undefined, '00000000'), { outcome: 'not_found' });
-  const gc = await a.snapshotter.gc({ agentId: 'ana', policy: { keepCount: 1, maxAgeDays: 0 } });
-  await a.snapshotter.gc({ agentId: 'ana', policy: { keepCount: 1, maxAgeDays: 0 }, dryRun: true });
+  const gc = await a.snapshotter.gc({ agentId: 'ana', policy: { keepCount: 0, maxAgeDays: 0 } });
+  await a.snapshotter.gc({ agentId: 'ana', policy: { keepCount: 0, maxAgeDays: 0 }, dryRun: true });
 
   const text = await metrics.render();
   assertParseable(text);

@@ -9,7 +9,7 @@ import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } 
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { git, gitEnv } from '../scripts/sample-agent.js';
+import { buildSampleAgent, git, gitEnv } from '../scripts/sample-agent.js';
 import { walkMemdir } from '../src/capture/memdir.js';
 import {
   canonicalJson,
@@ -522,6 +522,75 @@ for (const [point, outcome] of KILL_POINTS) {
   });
 }
 
+/** Kills that leave restore staging, capture staging or a partial bundle behind, but no journal. */
+const LEFTOVER_KILLS = [
+  ['restore-once.ts', 'stage.write', 'a restore killed while staging'],
+  ['restore-once.ts', 'pack.write', 'a restore killed while packing its pre-restore anchor'],
+  ['snapshot-once.ts', 'pack.write', 'a snapshot killed while packing'],
+] as const;
+
+for (const [fixture, point, what] of LEFTOVER_KILLS) {
+  test(`recover --all removes exactly what recover --agent removes after ${what}`, async (t) => {
+    const a = agent(t);
+    buildSampleAgent(a.root, 'bob', { files: 6, commits: 3, memories: 50, embeddings: 20, concepts: 10 });
+    const agents = ['ana', 'bob'];
+    const s = a.snapshotter;
+    const snaps = new Map<string, string>();
+    for (const id of agents) snaps.set(id, (await s.snapshot({ agentId: id })).bundle_path);
+    const args = (id: string) =>
+      fixture === 'restore-once.ts'
+        ? [a.stateRoot, a.memdirRoot, a.sqliteRoot, id, snaps.get(id)!]
+        : [a.stateRoot, a.memdirRoot, a.sqliteRoot, id];
+    for (const id of agents) {
+      const child = startFixture(t, fixture, args(id), { NEXO_MEMORY_FAULTS: `${point}=kill` });
+      assert.equal(await child.exited, -1, `killed at ${point}: ${child.errors()}`);
+    }
+    // What lies in the agent's directories, its id and every UUID masked so two agents compare.
+    const entries = (id: string): Set<string> => {
+      const dirs: Array<[string, (n: string) => boolean]> = [
+        [s.layout.snapshotsDir('default', id), () => true],
+        [join(a.sqliteRoot, id), () => true],
+        [a.memdirRoot, (n) => n.startsWith(`.${id}.`)],
+      ];
+      const out = new Set<string>();
+      for (const [dir, mine] of dirs)
+        for (const n of existsSync(dir) ? readdirSync(dir) : [])
+          if (mine(n))
+            out.add(
+              `${dir === a.memdirRoot ? 'memdir' : dir.startsWith(a.sqliteRoot) ? 'sqlite' : 'store'}/${n}`
+                .replaceAll(`.${id}.`, '.<agent>.')
+                .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<id>'),
+            );
+      return out;
+    };
+    const leftover = (e: Set<string>) =>
+      [...e].filter((n) => /\/\.(restore-|staging-)|\.<agent>\.restore-|\.partial$/.test(n)).sort();
+    const before = new Map(agents.map((id) => [id, entries(id)]));
+    assert.ok(leftover(before.get('ana')!).length > 0, `the kill left something: ${[...before.get('ana')!]}`);
+    assert.deepEqual(leftover(before.get('bob')!), leftover(before.get('ana')!), 'the same kill, twice');
+
+    let r = await runCli(['recover', '--agent', 'ana', ...a.flags, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runCli(['recover', '--all', ...a.flags, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const removed = (id: string) => {
+      const after = entries(id);
+      assert.deepEqual(leftover(after), [], `${id}: no leftover remains`);
+      return [...before.get(id)!].filter((n) => !after.has(n)).sort();
+    };
+    assert.deepEqual(removed('bob'), removed('ana'), '--all removed what --agent removed');
+    assert.deepEqual(removed('ana'), leftover(before.get('ana')!), 'and nothing but the leftovers');
+
+    // Both agents work normally afterwards.
+    for (const id of agents) {
+      const done = await s.restore({ agentId: id, bundle: snaps.get(id)! });
+      assert.ok(done.restore_id);
+      await s.snapshot({ agentId: id });
+      assert.deepEqual(leftover(entries(id)), []);
+    }
+  });
+}
+
 test('an interrupted restore is recovered by the next snapshot before it captures anything', async (t) => {
   const a = agent(t);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
@@ -601,8 +670,11 @@ test('a v1 bundle of the original (raw .git files) restores with its history', a
   const v1 = writeBundleFile(join(tempDir(t), 'v1.tar.zst'), bundleOf(manifest, arts, [], { v1: true }));
   mutate(a);
   cpSync(a.memdir, join(tempDir(t), 'unused'), { recursive: true });
+  const dry = await a.snapshotter.restore({ agentId: 'ana', bundle: v1, dryRun: true });
+  assert.equal(dry.git_reset_oid, head, 'the dry run names the HEAD a v1 restore resets to');
   const r = await a.snapshotter.restore({ agentId: 'ana', bundle: v1 });
   assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), head);
+  assert.equal(r.git_reset_oid, head, 'a v1 restore reports the HEAD it reset to');
   git(a.memdir, ['fsck', '--no-dangling']);
   assert.deepEqual(r.sqlite_removed_dbs, ['vector', 'concepts', 'compactions']);
   assert.equal(readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8').startsWith('# Memory index'), true);

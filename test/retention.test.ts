@@ -14,7 +14,7 @@ import { runCli, sampleAgent, startFixture } from './helpers/env.js';
 const DAY = 86_400_000;
 const NOW = Date.parse('2026-11-26T12:00:00Z');
 
-function metas(ages: number[]): SnapshotMeta[] {
+function metas(ages: number[], createdBy: string[] = []): SnapshotMeta[] {
   return ages.map((ageDays, i) => ({
     id: `0190c3a2-0000-7000-8000-${String(i).padStart(12, '0')}`,
     agent_id: 'ana',
@@ -26,6 +26,7 @@ function metas(ages: number[]): SnapshotMeta[] {
     schema_versions: { long_term: 1, vector: 1, concepts: 1, compactions: 1, manifest: 2 },
     encrypted: false,
     redactions_applied: false,
+    ...(createdBy[i] ? { created_by: createdBy[i] } : {}),
   }));
 }
 
@@ -52,6 +53,43 @@ test('policy: keep-count keeps the newest, max age limits it, the newest and pin
   assert.match(none[1]!.because!, /beyond the 0 newest/);
 });
 
+test('policy: automatic anchors have their own rule per kind and never count against the user rules', () => {
+  const m = metas(
+    [0, 0.5, 1, 2, 4, 5, 6],
+    [
+      'auto-pre-restore',
+      'auto-pre-restore',
+      'cli',
+      'auto-pre-dream',
+      'auto-pre-dream',
+      'auto-pre-dream',
+      'cli',
+    ],
+  );
+  const policy = { ...DEFAULT_POLICY, keepCount: 2, anchorKeepCount: 2, anchorMaxAgeDays: 0 };
+  const show = (d: ReturnType<typeof decide>) =>
+    d.map((x) => `${x.group}:${x.action}:${x.reasons.join('+')}`);
+  let d = decide(m, policy, new Set(), NOW);
+  assert.deepEqual(show(d), [
+    'anchor:keep:newest+anchor-keep-count',
+    'anchor:keep:anchor-keep-count',
+    'user:keep:keep-count',
+    'anchor:keep:anchor-keep-count',
+    'anchor:keep:anchor-keep-count',
+    'anchor:delete:',
+    'user:keep:keep-count',
+  ]);
+  assert.match(d[5]!.because!, /beyond the 2 newest auto-pre-dream anchors/);
+  d = decide(m, { ...policy, anchorMaxAgeDays: 3 }, new Set(), NOW);
+  assert.equal(d[4]!.action, 'delete');
+  assert.match(d[4]!.because!, /anchor older than 3 days/);
+  // the user's buckets see only the user's snapshots: the newest of the day is the user snapshot
+  d = decide(m, { ...policy, keepCount: 0, keepDaily: 1 }, new Set(), NOW);
+  assert.deepEqual(d[2]!.reasons, ['daily']);
+  assert.equal(d[6]!.action, 'delete');
+  assert.match(d[6]!.because!, /beyond the 0 newest snapshots/);
+});
+
 test('policy: daily, weekly and monthly keep the newest snapshot of each recent bucket', () => {
   // two a day for 40 days, newest first
   const ages: number[] = [];
@@ -59,7 +97,7 @@ test('policy: daily, weekly and monthly keep the newest snapshot of each recent 
   const m = metas(ages);
   const d = decide(
     m,
-    { keepCount: 0, maxAgeDays: 0, keepDaily: 3, keepWeekly: 2, keepMonthly: 2 },
+    { ...DEFAULT_POLICY, keepCount: 0, maxAgeDays: 0, keepDaily: 3, keepWeekly: 2, keepMonthly: 2 },
     new Set(),
     NOW,
   );
@@ -125,6 +163,54 @@ test('gc deletes what no rule keeps, with sibling, sidecar and pin; dry run dele
     'the newest always stays',
   );
   assert.equal(later.bundles_deleted, 2);
+});
+
+test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores are kept by their own rule', async (t) => {
+  const a = sampleAgent(t);
+  const s = a.snapshotter;
+  const first = await s.snapshot({ agentId: 'ana', createdBy: 'cli', label: 'mine' });
+  const second = await s.snapshot({ agentId: 'ana', createdBy: 'cli' });
+  const r1 = await s.restore({ agentId: 'ana', bundle: first.bundle_path });
+  const r2 = await s.restore({ agentId: 'ana', bundle: first.bundle_path });
+  const anchors = [r2.pre_snapshot!, r1.pre_snapshot!];
+  const root = ['--state-root', a.stateRoot];
+  let r = await runCli(['gc', '--agent', 'ana', '--keep-count', '2', '--json', ...root]);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.equal(report.bundles_deleted, 0, 'the user snapshots are not evicted by the anchors');
+  assert.deepEqual(
+    report.agents[0].decisions.map(
+      (d: { id: string; group: string; reasons: string[] }) => `${d.id}:${d.group}:${d.reasons.join('+')}`,
+    ),
+    [
+      `${anchors[0]}:anchor:newest+anchor-keep-count`,
+      `${anchors[1]}:anchor:anchor-keep-count`,
+      `${second.id}:user:keep-count`,
+      `${first.id}:user:keep-count`,
+    ],
+  );
+  assert.deepEqual(report.policy, {
+    keep_count: 2,
+    max_age_days: 90,
+    keep_daily: 0,
+    keep_weekly: 0,
+    keep_monthly: 0,
+    anchor_keep_count: 5,
+    anchor_max_age_days: 30,
+  });
+  // each group with its rule in the human output
+  r = await runCli(['gc', '--agent', 'ana', '--keep-count', '1', '--anchor-keep-count', '1', ...root]);
+  assert.equal(r.code, 0, r.stderr);
+  const out = r.stdout;
+  assert.match(out, /^ {2}snapshots \(keep-count 1, max-age-days 90, daily 0, weekly 0, monthly 0\):$/m);
+  assert.match(out, /^ {2}automatic anchors \(the 1 newest of each kind, none older than 30 days\):$/m);
+  assert.ok(out.indexOf(`keep    ${second.id}`) > out.indexOf('  snapshots ('), out);
+  assert.ok(out.indexOf(`delete  ${anchors[1]}`) > out.indexOf('  automatic anchors ('), out);
+  assert.match(out, new RegExp(`delete  ${first.id} .*\\(beyond the 1 newest snapshots\\)`));
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [anchors[0], second.id],
+  );
 });
 
 test('gc removes stale leftovers and old restore backups, and leaves fresh ones', async (t) => {
@@ -214,6 +300,24 @@ test('CLI: gc --dry-run --json shows each decision and its rule; pin and unpin',
   const root = ['--state-root', a.stateRoot];
   let r = await runCli(['pin', '--agent', 'ana', '--id', ids[0]!.slice(0, 13), ...root]);
   assert.equal(r.code, 0, r.stderr);
+  // list shows the pin: a `pinned` field in JSON, a flag in the table
+  r = await runCli(['list', '--agent', 'ana', '--json', ...root]);
+  assert.deepEqual(
+    JSON.parse(r.stdout).map((m: { id: string; pinned: boolean }) => [m.id, m.pinned]),
+    [
+      [ids[2], false],
+      [ids[1], false],
+      [ids[0], true],
+    ],
+  );
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.pinned),
+    [false, false, true],
+  );
+  r = await runCli(['list', '--agent', 'ana', ...root]);
+  const row = (id: string) => r.stdout.split('\n').find((l) => l.startsWith(id))!;
+  assert.match(row(ids[0]!), /\bpinned\b/);
+  assert.doesNotMatch(row(ids[1]!), /pinned/);
   r = await runCli(['gc', '--agent', 'ana', '--keep-count', '1', '--dry-run', '--json', ...root]);
   assert.equal(r.code, 0, r.stderr);
   const report = JSON.parse(r.stdout);

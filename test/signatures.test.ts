@@ -66,6 +66,13 @@ test('keygen writes a 0600 secret key and a .pub, never overwrites, and -y print
   let r = await runCli(['keygen', '--out', key, '--json']);
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout) as { public_key: string; key_id: string };
+  assert.deepEqual(out, {
+    kind: 'ed25519',
+    public_key: out.public_key,
+    key_id: out.key_id,
+    secret_key_path: key,
+    public_key_path: `${key}.pub`,
+  });
   assert.match(out.public_key, /^nexo-sign-pub1[02-9ac-hj-np-z]+$/);
   assert.match(out.key_id, /^[0-9a-f]{16}$/);
   assert.equal(statSync(key).mode & 0o777, 0o600);
@@ -85,7 +92,14 @@ test('keygen writes a 0600 secret key and a .pub, never overwrites, and -y print
   const ageFile = join(dir, 'age.txt');
   r = await runCli(['keygen', '--age', '--out', ageFile, '--json']);
   assert.equal(r.code, 0, r.stderr);
-  const { recipient } = JSON.parse(r.stdout) as { recipient: string };
+  // one shape for every key: kind, public_key, then what applies (key_id, the files written)
+  const made = JSON.parse(r.stdout) as { public_key: string };
+  const recipient = made.public_key;
+  assert.deepEqual(made, { kind: 'age', public_key: recipient, secret_key_path: ageFile });
+  r = await runCli(['keygen', '-y', ageFile, '--json']);
+  assert.deepEqual(JSON.parse(r.stdout), { kind: 'age', public_key: recipient });
+  r = await runCli(['keygen', '-y', key, '--json']);
+  assert.deepEqual(JSON.parse(r.stdout), { kind: 'ed25519', public_key: out.public_key, key_id: out.key_id });
   assert.equal(statSync(ageFile).mode & 0o777, 0o600);
   assert.equal(execFileSync('age-keygen', ['-y', ageFile]).toString().trim(), recipient);
   const sealed = execFileSync('age', ['-r', recipient], { input: 'hello' });

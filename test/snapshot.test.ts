@@ -385,8 +385,11 @@ test('CLI progress: plain lines on stderr when it is not a terminal, nothing for
     env: { NEXO_MEMORY_PROGRESS_AFTER_MS: '0' },
   });
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stderr, /^pack: [\d.]+\/[\d.]+ MB \([\d.]+ MB\/s\)$/m);
-  assert.match(r.stderr, /^pack: done, [\d.]+ MB in [\d.]+ s$/m);
+  assert.match(r.stderr, /^pack: [\d.]+\/[\d.]+ MB \([\d.]+ [kM]B\/s\)$/m);
+  assert.match(r.stderr, /^pack: done, [\d.]+ MB in [\d.]+ s \([\d.]+ [kM]B\/s\)$/m);
+  assert.equal(r.stderr.match(/: done/g)?.length, 1, `one done line:\n${r.stderr}`);
+  assert.doesNotMatch(r.stderr, / 0\.0 [kM]B\/s/, 'no rate for a phase that has moved no bytes yet');
+  assert.match(r.stderr, /^capture: started$/m, 'phases without byte counts are named, without numbers');
   assert.equal(JSON.parse(r.stdout).agent_id, 'ana', 'stdout stays pure JSON');
   r = await runCli(['snapshot', '--agent', 'ana', ...a.flags]);
   assert.equal(r.code, 0, r.stderr);

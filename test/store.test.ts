@@ -107,6 +107,12 @@ test('export copies bundle and sibling, verifies the copy, and never overwrites 
     exitCode: 6,
   });
   const named = join(out, 'sub', 'ana.tar.zst');
+  await assert.rejects(a.snapshotter.export('ana', 'default', meta.id, named), {
+    code: 'INVALID_INPUT',
+    message: /directory .*sub does not exist/,
+  });
+  assert.ok(!existsSync(join(out, 'sub')), 'export never creates directories');
+  mkdirSync(join(out, 'sub'));
   writeFileSync(join(out, 'keep.tar.zst'), 'precious');
   await assert.rejects(a.snapshotter.export('ana', 'default', meta.id, join(out, 'keep.tar.zst')), {
     code: 'ALREADY_EXISTS',
@@ -121,6 +127,42 @@ test('export copies bundle and sibling, verifies the copy, and never overwrites 
   );
   assert.ok(readFileSync(forced.path).equals(readFileSync(meta.bundle_path)));
   assert.equal((await a.snapshotter.export('ana', 'default', meta.id, named)).path, named);
+});
+
+test('export --to: a trailing slash or a directory means into it under the bundle name; a missing directory is an error', async (t) => {
+  const a = sampleAgent(t);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const out = tempDir(t);
+  const exp = (to: string, ...more: string[]) =>
+    runCli(['export', '--agent', 'ana', '--id', meta.id, '--to', to, '--state-root', a.stateRoot, ...more]);
+  // the issue's case: a directory that does not exist, named with a trailing slash
+  let r = await exp(`${join(out, 'missing', 'dir')}/`, '--json');
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(JSON.parse(r.stdout).error.code, 'INVALID_INPUT');
+  assert.match(r.stderr, /export directory .*missing\/dir does not exist/);
+  // a file name in a directory that does not exist
+  r = await exp(join(out, 'missing', 'ana.tar.zst'));
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /directory .*missing does not exist/);
+  // a "directory" that is a file
+  writeFileSync(join(out, 'plain'), 'x');
+  r = await exp(join(out, 'plain', 'ana.tar.zst'));
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /plain is not a directory/);
+  r = await exp(`${join(out, 'plain')}/`);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /plain is not a directory/);
+  assert.deepEqual(readdirSync(out), ['plain'], 'nothing was created');
+  // an existing directory, with or without the slash: the bundle's own name inside it
+  mkdirSync(join(out, 'dir'));
+  r = await exp(`${join(out, 'dir')}/`, '--json');
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).path, join(out, 'dir', `${meta.id}.tar.zst`));
+  mkdirSync(join(out, 'dir2'));
+  r = await exp(join(out, 'dir2'), '--json');
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).path, join(out, 'dir2', `${meta.id}.tar.zst`));
+  assert.deepEqual(readdirSync(join(out, 'dir')).sort(), [`${meta.id}.tar.zst`, `${meta.id}.tar.zst.sha256`]);
 });
 
 test('export refuses a damaged bundle and leaves nothing at the target', async (t) => {
@@ -184,6 +226,22 @@ test('CLI: list, export and delete with JSON output and exit codes', async (t) =
     list.map((m: { id: string }) => m.id),
     [s2.id, s1.id],
   );
+  // argument errors answer --json like every other error
+  for (const args of [
+    ['list', '--json'],
+    ['list', '--agent', 'ana', '--bogus', '--json'],
+    ['nope', '--json'],
+  ]) {
+    r = await runCli([...args, '--state-root', a.stateRoot]);
+    assert.equal(r.code, 1, args.join(' '));
+    const { error } = JSON.parse(r.stdout);
+    assert.equal(error.code, 'INVALID_INPUT', args.join(' '));
+    assert.equal(error.exit_code, 1);
+    assert.match(
+      r.stderr,
+      new RegExp(`^error: ${error.message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`, 'm'),
+    );
+  }
   r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot]);
   assert.match(r.stdout, /ID\s+CREATED\s+SIZE/);
   assert.match(r.stdout, new RegExp(`${s1.id}.*one`));
@@ -224,4 +282,9 @@ test('CLI: list, export and delete with JSON output and exit codes', async (t) =
   r = await runCli(['delete', '--agent', 'ana', '--id', s2.id, '--yes', '--state-root', a.stateRoot]);
   assert.equal(r.code, 6);
   assert.match(r.stderr, /last snapshot/);
+  // the human snapshot output names bundle_sha256 for what it is: the digest seal
+  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--no-progress']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^sha256: +[0-9a-f]{64} \(digest seal\)$/m);
+  assert.doesNotMatch(r.stdout, /manifest seal/);
 });

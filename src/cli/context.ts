@@ -112,15 +112,23 @@ export async function runCommand(
   } catch (err) {
     await finishRunTelemetry(flags);
     progress.done();
-    const e = err instanceof SnapshotError ? err : nativeModuleError(err);
-    const message = e ? e.message : err instanceof Error ? err.message : String(err);
-    if (flags.json) {
-      printJson({
-        error: e ? e.toJSON() : { code: 'INTERNAL', message, exit_code: ExitCode.error, outcome: 'error' },
-      });
-    }
-    process.stderr.write(`error: ${message}\n`);
-    if (!e && process.env.NEXO_MEMORY_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
-    process.exitCode = e ? e.exitCode : ExitCode.error;
+    process.exitCode = reportError(err, flags.json === true);
   }
+}
+
+/**
+ * Prints an error as every command does — a JSON error object on stdout under --json, one line on
+ * stderr always — and returns its exit status. `alreadyPrinted`: commander wrote the line itself.
+ */
+export function reportError(err: unknown, json: boolean, alreadyPrinted = false): number {
+  const e = err instanceof SnapshotError ? err : nativeModuleError(err);
+  const message = e ? e.message : err instanceof Error ? err.message : String(err);
+  if (json) {
+    printJson({
+      error: e ? e.toJSON() : { code: 'INTERNAL', message, exit_code: ExitCode.error, outcome: 'error' },
+    });
+  }
+  if (!alreadyPrinted) process.stderr.write(`error: ${message}\n`);
+  if (!e && process.env.NEXO_MEMORY_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+  return e ? e.exitCode : ExitCode.error;
 }

@@ -33,7 +33,7 @@ export function formatSnapshot(m: SnapshotMeta): string {
     `created:      ${iso(m.created_at_ms)}`,
     `bundle:       ${m.bundle_path}`,
     `size_bytes:   ${m.bundle_size_bytes} (${humanBytes(m.bundle_size_bytes)})`,
-    `sha256:       ${m.bundle_sha256} (manifest seal)`,
+    `sha256:       ${m.bundle_sha256} (digest seal)`,
     ...(m.file_sha256 ? [`file sha256:  ${m.file_sha256}`] : []),
     `git head:     ${m.git_oid ?? '(none)'}`,
     `encrypted:    ${m.encrypted}`,
@@ -52,6 +52,7 @@ export function formatList(metas: SnapshotMeta[]): string {
       ...(m.encrypted ? ['enc'] : []),
       ...(m.redactions_applied ? ['red'] : []),
       ...(m.signed_by ? [`sig:${m.signed_by}`] : []),
+      ...(m.pinned ? ['pinned'] : []),
     ].join(',') || '-',
     m.created_by ?? '-',
     m.label ?? '-',
@@ -169,18 +170,25 @@ export function formatRecover(results: RecoverResult[]): string {
 
 export function formatGc(r: RetentionTickReport): string {
   const p = r.policy;
-  const lines = [
-    `${r.dry_run ? 'dry run (nothing deleted): ' : ''}policy keep-count ${p.keepCount}, max-age-days ${p.maxAgeDays}, daily ${p.keepDaily}, weekly ${p.keepWeekly}, monthly ${p.keepMonthly}`,
-  ];
+  const rules = {
+    user: `snapshots (keep-count ${p.keep_count}, max-age-days ${p.max_age_days}, daily ${p.keep_daily}, weekly ${p.keep_weekly}, monthly ${p.keep_monthly})`,
+    anchor: `automatic anchors (the ${p.anchor_keep_count} newest of each kind, ${p.anchor_max_age_days > 0 ? `none older than ${p.anchor_max_age_days} days` : 'no age limit'})`,
+  };
+  const action = (a: 'keep' | 'delete') =>
+    (a === 'keep' ? 'keep' : r.dry_run ? 'would delete' : 'delete').padEnd(r.dry_run ? 12 : 6);
+  const lines = r.dry_run ? ['dry run: nothing was deleted'] : [];
   for (const a of r.agents) {
     lines.push(
       `${a.agent_id} (tenant ${a.tenant})${a.skipped ? `: skipped, ${a.skipped}` : ''}${a.error ? `: error: ${a.error}` : ''}`,
     );
-    for (const d of a.decisions) {
-      const why = d.action === 'keep' ? d.reasons.join(', ') : d.because;
-      lines.push(
-        `  ${d.action === 'keep' ? 'keep  ' : r.dry_run ? 'would delete' : 'delete'} ${d.id}  ${iso(d.created_at_ms)}  ${d.label ?? '-'}  (${why})`,
-      );
+    for (const group of ['user', 'anchor'] as const) {
+      const decisions = a.decisions.filter((d) => d.group === group);
+      if (decisions.length === 0) continue;
+      lines.push(`  ${rules[group]}:`);
+      for (const d of decisions) {
+        const why = d.action === 'keep' ? d.reasons.join(', ') : d.because;
+        lines.push(`    ${action(d.action)}  ${d.id}  ${iso(d.created_at_ms)}  ${d.label ?? '-'}  (${why})`);
+      }
     }
     for (const l of a.leftovers_removed) lines.push(`  ${l}`);
     for (const b of a.backups_removed)

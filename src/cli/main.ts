@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // The `nexo-memory` command line: parses arguments with commander and hands each command to its module
-// in cli/commands/. No logic of its own beyond exit statuses for usage errors.
+// in cli/commands/. No logic of its own beyond reporting usage errors (exit 1, and the JSON error object
+// under --json, like every other error).
 
 import { Command, CommanderError } from '@commander-js/extra-typings';
-import { ExitCode } from '../model/errors.js';
+import { InvalidInputError } from '../model/errors.js';
 import { PACKAGE_DESCRIPTION, PACKAGE_VERSION } from '../util/version.js';
 import { deleteCommand } from './commands/delete.js';
 import { diffCommand } from './commands/diff.js';
@@ -17,7 +18,7 @@ import { importCommand, recoverCommand, restoreCommand } from './commands/restor
 import { serveCommand } from './commands/serve.js';
 import { snapshotCommand } from './commands/snapshot.js';
 import { verifyCommand } from './commands/verify.js';
-import { setCurrentCommand } from './context.js';
+import { reportError, setCurrentCommand } from './context.js';
 
 export function buildProgram() {
   const program = new Command('nexo-memory')
@@ -67,17 +68,28 @@ Examples:
   return program;
 }
 
+/** Whether the command line asks for JSON (`--json` before any `--`). */
+function wantsJson(argv: readonly string[]): boolean {
+  const args = argv.slice(2);
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).includes('--json');
+}
+
 export async function main(argv: string[]): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      process.exitCode =
-        err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : ExitCode.error;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') {
+        process.exitCode = 0;
+        return;
+      }
+      // commander printed its message already; --json gets the error object as well
+      const usage = new InvalidInputError(err.message.replace(/^error: /, ''));
+      process.exitCode = reportError(usage, wantsJson(argv), true);
       return;
     }
-    process.stderr.write(`error: ${(err as Error).message}\n`);
-    process.exitCode = ExitCode.error;
+    process.exitCode = reportError(err, wantsJson(argv));
   }
 }
 

@@ -1,5 +1,6 @@
 // Owns progress display on stderr for work that runs longer than about a second: a byte bar with rate
-// when stderr is a terminal, one plain line per second otherwise (CI logs). Silent for short work.
+// when stderr is a terminal, plain lines otherwise (CI logs): a phase without byte counts is named once,
+// a byte phase prints at most one line per second and a `done` line when it ends. Silent for short work.
 
 import cliProgress from 'cli-progress';
 import type { ProgressEvent, ProgressListener } from '../model/types.js';
@@ -10,13 +11,26 @@ const SHOW_AFTER_MS = Number(process.env.NEXO_MEMORY_PROGRESS_AFTER_MS ?? 1000);
 const LINE_EVERY_MS = Math.min(1000, Math.max(0, SHOW_AFTER_MS));
 const mb = (n: number): string => (n / 1e6).toFixed(1);
 
+/** A rate for humans; undefined until the phase has moved bytes (no "0.0 MB/s"). */
+function rate(bytes: number, ms: number): string | undefined {
+  if (bytes <= 0) return undefined;
+  const perSec = bytes / Math.max(1, ms) / 1e-3;
+  return perSec >= 1e5 ? `${mb(perSec)} MB/s` : `${(perSec / 1e3).toFixed(1)} kB/s`;
+}
+
+/** Phases that report no byte counts (capture, redact, hash) announce themselves only. */
+const counts = (e: ProgressEvent): boolean => e.bytes > 0 || e.total !== undefined;
+
 export class ProgressReporter {
   private readonly started = Date.now();
   private phase: string | undefined;
   private phaseStart = Date.now();
+  /** Whether anything was shown for the current phase (it then gets its `done` line). */
+  private shown = false;
   private bar: cliProgress.SingleBar | undefined;
   private lastLine = 0;
   private last: ProgressEvent | undefined;
+  private finished = false;
 
   constructor(
     private readonly enabled: boolean,
@@ -26,55 +40,65 @@ export class ProgressReporter {
   readonly listener: ProgressListener = (e) => this.update(e);
 
   private update(e: ProgressEvent): void {
-    if (!this.enabled) return;
+    if (!this.enabled || this.finished) return;
     const now = Date.now();
     if (e.phase !== this.phase) {
-      this.finishBar();
+      this.endPhase(now);
       this.phase = e.phase;
       this.phaseStart = now;
+      this.shown = false;
     }
     this.last = e;
     if (now - this.started < SHOW_AFTER_MS) return;
-    const elapsed = Math.max(0.001, (now - this.phaseStart) / 1000);
-    const rate = mb(e.bytes / elapsed);
-    if (this.stream.isTTY) {
+    const r = rate(e.bytes, now - this.phaseStart);
+    if (!counts(e)) {
+      if (!this.shown) this.stream.write(`${e.phase}: started\n`);
+    } else if (this.stream.isTTY) {
+      const payload = {
+        phase: e.phase,
+        done: mb(e.bytes),
+        all: mb(e.total ?? e.bytes),
+        rate: r ? ` ${r}` : '',
+      };
       if (!this.bar) {
         this.bar = new cliProgress.SingleBar(
           {
             stream: this.stream,
-            format: '{phase} [{bar}] {percentage}% {done}/{all} MB {rate} MB/s',
+            format: '{phase} [{bar}] {percentage}% {done}/{all} MB{rate}',
             hideCursor: true,
             clearOnComplete: true,
           },
           cliProgress.Presets.shades_classic,
         );
-        this.bar.start(e.total ?? e.bytes, e.bytes, {
-          phase: e.phase,
-          done: mb(e.bytes),
-          all: mb(e.total ?? e.bytes),
-          rate,
-        });
+        this.bar.start(e.total ?? e.bytes, e.bytes, payload);
       }
       this.bar.setTotal(e.total ?? e.bytes);
-      this.bar.update(e.bytes, { phase: e.phase, done: mb(e.bytes), all: mb(e.total ?? e.bytes), rate });
-    } else if (now - this.lastLine >= LINE_EVERY_MS) {
+      this.bar.update(e.bytes, payload);
+    } else if (!this.shown || now - this.lastLine >= LINE_EVERY_MS) {
       this.lastLine = now;
       const total = e.total !== undefined ? `/${mb(e.total)}` : '';
-      this.stream.write(`${e.phase}: ${mb(e.bytes)}${total} MB (${rate} MB/s)\n`);
+      this.stream.write(`${e.phase}: ${mb(e.bytes)}${total} MB${r ? ` (${r})` : ''}\n`);
     }
+    this.shown = true;
   }
 
-  private finishBar(): void {
+  /** Closes the current phase: its bar goes, and a shown byte phase gets one `done` line (plain output). */
+  private endPhase(now: number): void {
     this.bar?.stop();
     this.bar = undefined;
+    const e = this.last;
+    if (!this.shown || !e || !counts(e) || this.stream.isTTY) return;
+    const ms = now - this.phaseStart;
+    const r = rate(e.bytes, ms);
+    this.stream.write(
+      `${e.phase}: done, ${mb(e.bytes)} MB in ${(ms / 1000).toFixed(1)} s${r ? ` (${r})` : ''}\n`,
+    );
   }
 
-  /** Ends the display; prints a final line for plain output when anything was shown. */
+  /** Ends the display (once; later calls do nothing). */
   done(): void {
-    this.finishBar();
-    if (this.enabled && !this.stream.isTTY && this.lastLine > 0 && this.last) {
-      const secs = ((Date.now() - this.phaseStart) / 1000).toFixed(1);
-      this.stream.write(`${this.last.phase}: done, ${mb(this.last.bytes)} MB in ${secs} s\n`);
-    }
+    if (this.finished) return;
+    this.finished = true;
+    if (this.enabled) this.endPhase(Date.now());
   }
 }

@@ -51,6 +51,10 @@ const retentionSection = z.strictObject({
   keep_daily: count().optional(),
   keep_weekly: count().optional(),
   keep_monthly: count().optional(),
+  /** Automatic anchors (created_by auto-…): the N newest of each kind (default 5). */
+  anchor_keep_count: count().optional(),
+  /** … none older than this (default 30; 0 = no limit). */
+  anchor_max_age_days: count().optional(),
   backup_max_age_days: count().optional(),
   leftover_grace_secs: count().optional(),
   /** The daemon's retention sweep interval (the original's gc_interval_secs, default 3600). */
@@ -218,6 +222,8 @@ export const CONFIG_DEFAULTS = {
   retention: {
     keep_count: 30,
     max_age_days: 90,
+    anchor_keep_count: 5,
+    anchor_max_age_days: 30,
     gc_interval_secs: 3600,
     backup_max_age_days: 7,
     leftover_grace_secs: 600,

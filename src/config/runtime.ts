@@ -62,6 +62,8 @@ export function retentionPolicyFromConfig(cfg: SnapshotConfig): Partial<Retentio
   if (r.keep_daily !== undefined) p.keepDaily = r.keep_daily;
   if (r.keep_weekly !== undefined) p.keepWeekly = r.keep_weekly;
   if (r.keep_monthly !== undefined) p.keepMonthly = r.keep_monthly;
+  if (r.anchor_keep_count !== undefined) p.anchorKeepCount = r.anchor_keep_count;
+  if (r.anchor_max_age_days !== undefined) p.anchorMaxAgeDays = r.anchor_max_age_days;
   return p;
 }
 

@@ -1,11 +1,12 @@
 // Owns the memdir half of a diff: commits reachable from one side and not the other (each history
 // fetched into its own scratch repository at the same time, then walked together), and the working trees compared file by file with git's own
-// diff (`git diff --no-index`: line counts, binary detection, unified patches for --detail).
+// diff (`git diff --no-index`: line counts, binary detection, unified patches for --detail; no external
+// diff or textconv, whatever attributes the trees ship).
 
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { runGit } from '../git/git.js';
-import { GitError } from '../model/errors.js';
+import { BundleDamagedError, GitError } from '../model/errors.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import type { Side } from './sides.js';
 
@@ -30,7 +31,12 @@ async function fetchHistory(side: Side, repo: string): Promise<void> {
   await mkdir(repo, { recursive: true });
   await git(repo, ['init', '-q', '--bare']);
   if (!side.history || !side.head) return;
-  await git(repo, ['fetch', '-q', '--no-tags', side.history.path, '+refs/*:refs/side/*']);
+  const r = await runGit(repo, ['fetch', '-q', '--no-tags', side.history.path, '+refs/*:refs/side/*']);
+  if (r.code !== 0) {
+    // a snapshot's history that git cannot fetch is damaged (a v1 bundle's, say, that needs alternates)
+    const message = `the history of ${side.label} cannot be read: ${r.stderr}`;
+    throw side.label === 'live' ? new GitError(message) : new BundleDamagedError(message);
+  }
   await runGit(repo, ['fetch', '-q', '--no-tags', side.history.path, '+HEAD:refs/side-head']);
 }
 
@@ -75,6 +81,7 @@ export async function treeChanges(a: Side, b: Side, cwd: string, detail: boolean
     '--no-renames',
     '--no-color',
     '--no-ext-diff',
+    '--no-textconv',
   ];
   const numstat = await runGit(cwd, [...base, '--numstat', '-z', ta, tb]);
   if (numstat.code > 1) throw new GitError(`diff of the working trees failed: ${numstat.stderr}`);

@@ -1,7 +1,8 @@
 // Owns materialising one side of a diff in a temporary directory: a snapshot bundle (streamed through
-// verify, so only verified bytes are compared; v1 and v2 layouts) or the live agent (captured exactly
-// as a snapshot captures it, under the write gate). Each side ends up as a working tree on disk,
-// database copies, state values, and the source of its git history.
+// verify, so only verified bytes are compared; v1 and v2 layouts, a v1 bundle's git data quarantined
+// into a repository of its own) or the live agent (captured exactly as a snapshot captures it, under
+// the write gate). Each side ends up as a working tree on disk, database copies, state values, and the
+// source of its git history.
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -10,6 +11,7 @@ import { captureAgent, hashCapture } from '../capture/capture.js';
 import type { Identity } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MEMORY_FILES_PREFIX, statePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
+import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { ConcurrentError, EncryptionError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS, type StateKey } from '../model/types.js';
 import { bundleHasMemdir } from '../restore/stage.js';
@@ -87,10 +89,11 @@ export async function bundleSide(
         }
         if (p.startsWith('sqlite/') && skip.dbs.has(p.slice('sqlite/'.length, -'.sqlite'.length) as DbName))
           return undefined;
-        if (a.kind === 'git_bundle')
-          return layout === 2
-            ? join(dir, 'memdir.bundle')
-            : join(dir, 'v1', '.git', p.slice(GIT_V1_PREFIX.length));
+        if (a.kind === 'git_bundle') {
+          if (layout === 2) return join(dir, 'memdir.bundle');
+          const rel = p.slice(GIT_V1_PREFIX.length);
+          return isV1GitData(rel) ? join(dir, 'v1-git', rel) : undefined; // config, hooks, …: hashed only
+        }
         return join(dir, p);
       },
     },
@@ -119,8 +122,11 @@ export async function bundleSide(
   }
   if (layout === 2 && v.written.has(GIT_BUNDLE_PATH))
     side.history = { kind: 'bundle', path: join(dir, 'memdir.bundle') };
-  if (layout === 1 && [...v.written.keys()].some((p) => p.startsWith(GIT_V1_PREFIX)))
-    side.history = { kind: 'repo', path: join(dir, 'v1') };
+  if (layout === 1 && v.written.has(`${GIT_V1_PREFIX}HEAD`)) {
+    // the raw data becomes a repository of its own (our config, no alternates) before git reads it
+    await quarantineV1(join(dir, 'v1-git'), join(dir, 'v1.git'));
+    side.history = { kind: 'repo', path: join(dir, 'v1.git') };
+  }
   if (m.git.repository === 'present' || (layout === 1 && side.history)) side.head = m.git.head_oid;
   return side;
 }

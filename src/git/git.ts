@@ -1,11 +1,20 @@
-// Owns every use of the git CLI: inspecting a memdir repository (HEAD, branch or detached, author
-// metadata), writing its whole history as a `git bundle` of all refs, and checking a bundle. git runs
-// with a clean environment: no discovery above the memdir, no prompts, no optional locks (so the
-// agent's own git is never blocked), C locale.
+// Owns every use of the git CLI: the one place git is spawned (sanitized, below), inspecting a memdir
+// repository (HEAD, branch or detached, author metadata), writing its whole history as a `git bundle`
+// of all refs, and checking a bundle.
+//
+// git runs on hostile content (bundles, a v1 bundle's raw `.git` files, memory files with any
+// `.gitattributes`), so every command gets the same environment, whatever repository it runs in: no
+// system or global config and no GIT_* variable from the caller, no discovery above `cwd`, no prompts,
+// no pager, no optional locks (so the agent's own git is never blocked), C locale, replace refs ignored,
+// and `-c` overrides that take precedence over any repository config: no fsmonitor, no hooks, no
+// transport but local files, no ssh command, editor or askpass, no automatic gc or maintenance, no
+// submodule recursion, no signature checks. Filters, textconv and diff drivers run only where a
+// config defines them; the only config git reads here is a repository's own, and every repository built
+// from bundle content gets a config git wrote (docs/decisions.md, "Git on untrusted content").
 
-import { spawn } from 'node:child_process';
+import { type ChildProcess, type IOType, type StdioNull, type StdioPipe, spawn } from 'node:child_process';
 import { lstat, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { devNull, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
 
@@ -15,29 +24,86 @@ export interface GitResult {
   stderr: string;
 }
 
-export function gitEnv(cwd: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of ['GIT_DIR', 'GIT_WORK_TREE', 'GIT_INDEX_FILE', 'GIT_OBJECT_DIRECTORY', 'GIT_COMMON_DIR'])
-    delete env[k];
+/** Variables of the caller that can make git run a program or read config outside the repository. */
+const DROPPED_ENV = ['PAGER', 'EDITOR', 'VISUAL', 'SSH_ASKPASS', 'XDG_CONFIG_HOME', 'EXINIT'];
+
+/** The environment of every git command: the caller's, minus GIT_* and DROPPED_ENV, plus ours. */
+function gitEnv(cwd: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (k.toUpperCase().startsWith('GIT_') || DROPPED_ENV.includes(k.toUpperCase())) continue;
+    env[k] = v;
+  }
+  env.GIT_CONFIG_NOSYSTEM = '1';
+  env.GIT_CONFIG_GLOBAL = devNull;
+  env.HOME = devNull; // no global config for a git older than 2.32 either (it ignores GIT_CONFIG_GLOBAL)
+  env.GIT_ATTR_NOSYSTEM = '1';
   env.GIT_CEILING_DIRECTORIES = dirname(resolve(cwd));
   env.GIT_TERMINAL_PROMPT = '0';
   env.GIT_OPTIONAL_LOCKS = '0';
+  env.GIT_NO_REPLACE_OBJECTS = '1';
   env.LC_ALL = 'C';
   return env;
 }
 
-/** Runs git in `cwd`; resolves with the exit code (never rejects on a non-zero exit). */
-export function runGit(cwd: string, args: string[]): Promise<GitResult> {
+/**
+ * Settings given on the command line, which win over any repository's config (git passes them on to the
+ * git processes it starts, except the `upload-pack` of a local fetch, which runs in the source
+ * repository: a bundle, a quarantine with git's own config, or the live memdir). Values git treats as
+ * "off": `cat` (pager), `:` (editor), an empty askpass. An ssh command can only be reached through the
+ * ssh transport, which is not allowed; `false` stands in case it ever were.
+ */
+const SANITIZED_CONFIG = [
+  'core.fsmonitor=false',
+  `core.hooksPath=${devNull}`,
+  `core.attributesFile=${devNull}`,
+  `core.excludesFile=${devNull}`,
+  'core.pager=cat',
+  'core.editor=:',
+  'sequence.editor=:',
+  'core.askPass=',
+  'credential.helper=',
+  'core.sshCommand=false',
+  'protocol.allow=never',
+  'protocol.file.allow=always',
+  'gc.auto=0',
+  'maintenance.auto=false',
+  'fetch.recurseSubmodules=false',
+  'submodule.recurse=false',
+  'log.showSignature=false',
+];
+
+/** The arguments git is spawned with for `args` run in `cwd`. */
+function gitArgs(cwd: string, args: readonly string[]): string[] {
+  return [
+    '--no-pager',
+    ...SANITIZED_CONFIG.flatMap((c) => ['-c', c]),
+    '-c',
+    `safe.directory=${resolve(cwd)}`,
+    ...args,
+  ];
+}
+
+/** Spawns git, sanitized, in `cwd`: every git process of this package starts here. */
+export function spawnGit(
+  cwd: string,
+  args: readonly string[],
+  stdio: [IOType | number, StdioPipe | StdioNull, StdioPipe],
+): ChildProcess {
+  return spawn('git', gitArgs(cwd, args), { cwd, env: gitEnv(cwd), stdio });
+}
+
+/**
+ * Runs git in `cwd`, with `input` on stdin when given; resolves with the exit code (never rejects on a
+ * non-zero exit).
+ */
+export function runGit(cwd: string, args: string[], input?: string): Promise<GitResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn('git', ['-c', `safe.directory=${resolve(cwd)}`, ...args], {
-      cwd,
-      env: gitEnv(cwd),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawnGit(cwd, args, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe']);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
+    child.stdout!.on('data', (c: Buffer) => out.push(c));
+    child.stderr!.on('data', (c: Buffer) => err.push(c));
     child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
     child.on('close', (code) =>
       resolvePromise({
@@ -46,6 +112,7 @@ export function runGit(cwd: string, args: string[]): Promise<GitResult> {
         stderr: Buffer.concat(err).toString('utf8').trim(),
       }),
     );
+    if (input !== undefined) child.stdin!.end(input);
   });
 }
 
@@ -132,12 +199,6 @@ export async function verifyBundle(bundlePath: string): Promise<string> {
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
-}
-
-/** `ok`, or what `git fsck` reports for a raw `.git` directory (v1 bundles). */
-export async function fsckGitDir(gitDir: string): Promise<string> {
-  const r = await runGit(dirname(gitDir), ['--git-dir', gitDir, 'fsck', '--no-progress', '--no-dangling']);
-  return r.code === 0 ? 'ok' : r.stderr || `git fsck exited ${r.code}`;
 }
 
 export async function gitVersion(): Promise<string> {

@@ -6,12 +6,11 @@
 // messages, and `git fast-import`s it into a second scratch repository that borrows the unchanged
 // objects; its refs and HEAD are bundled over the original bundle. Signed tags lose their signatures.
 
-import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
-import { gitEnv, runGit } from './git.js';
+import { runGit, spawnGit } from './git.js';
 
 export type DataKind = 'blob' | 'commit' | 'tag';
 
@@ -39,11 +38,7 @@ function gitStream(
   what: string,
 ): Promise<void> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn('git', ['-c', `safe.directory=${resolve(cwd)}`, ...args], {
-      cwd,
-      env: gitEnv(cwd),
-      stdio: [io.stdinFd ?? 'ignore', io.onStdout ? 'pipe' : 'ignore', 'pipe'],
-    });
+    const child = spawnGit(cwd, args, [io.stdinFd ?? 'ignore', io.onStdout ? 'pipe' : 'ignore', 'pipe']);
     const err: Buffer[] = [];
     let failed: unknown;
     child.stderr!.on('data', (c: Buffer) => err.push(c));
@@ -161,29 +156,11 @@ async function borrowObjects(
     join(scratch, 'objects', 'info', 'alternates'),
     `${join(common.stdout.trim(), 'objects')}\n`,
   );
-  const r = await runGitInput(scratch, ['update-ref', '--stdin'], `${updates.join('\n')}\n`);
+  const r = await runGit(scratch, ['update-ref', '--stdin'], `${updates.join('\n')}\n`);
   if (r.code === 0) return true;
   // e.g. an object the bundle holds is gone from the repository: start over from the bundle itself
   await rm(join(scratch, 'objects', 'info', 'alternates'), { force: true });
   return false;
-}
-
-/** Runs git with `input` on stdin; resolves with the exit code and stderr. */
-function runGitInput(cwd: string, args: string[], input: string): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn('git', ['-c', `safe.directory=${resolve(cwd)}`, ...args], {
-      cwd,
-      env: gitEnv(cwd),
-      stdio: ['pipe', 'ignore', 'pipe'],
-    });
-    const err: Buffer[] = [];
-    child.stderr!.on('data', (c: Buffer) => err.push(c));
-    child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
-    child.on('close', (code) =>
-      resolvePromise({ code: code ?? 128, stderr: Buffer.concat(err).toString('utf8') }),
-    );
-    child.stdin!.end(input);
-  });
 }
 
 /**

@@ -358,6 +358,70 @@ export class RedactionError extends SnapshotError {
   }
 }
 
+/** Storage backend: no object with that type and name. */
+export class ObjectNotFoundError extends SnapshotError {
+  readonly code = 'OBJECT_NOT_FOUND';
+  readonly exitCode = ExitCode.notFound;
+  readonly outcome = 'not_found' as const;
+  constructor(
+    readonly objectType: string,
+    readonly objectName: string,
+    location: string,
+  ) {
+    super(`object ${objectType}/${objectName} not found in ${location}`, {
+      details: { type: objectType, name: objectName },
+    });
+  }
+}
+
+/** Storage backend: a save with `ifAbsent` found the object already there (it was left unchanged). */
+export class ObjectExistsError extends SnapshotError {
+  readonly code = 'OBJECT_EXISTS';
+  readonly exitCode = ExitCode.refused;
+  readonly outcome = 'refused' as const;
+  constructor(
+    readonly objectType: string,
+    readonly objectName: string,
+    location: string,
+  ) {
+    super(`object ${objectType}/${objectName} already exists in ${location}`, {
+      details: { type: objectType, name: objectName },
+    });
+  }
+}
+
+/** Storage backend: an object is shorter than the range read (truncated, or its stream ended early). */
+export class ShortReadError extends SnapshotError {
+  readonly code = 'SHORT_READ';
+  readonly exitCode = ExitCode.damaged;
+  readonly outcome = 'damaged' as const;
+  constructor(message: string, details?: Record<string, unknown>) {
+    super(`short read: ${message}`, details ? { details } : undefined);
+  }
+}
+
+/** Storage backend: an object read whole is larger than the caller's cap (a damaged or hostile object). */
+export class ObjectTooLargeError extends SnapshotError {
+  readonly code = 'OBJECT_TOO_LARGE';
+  readonly exitCode = ExitCode.damaged;
+  readonly outcome = 'damaged' as const;
+  constructor(objectType: string, objectName: string, maxBytes: number) {
+    super(`object ${objectType}/${objectName} is larger than ${maxBytes} bytes`, {
+      details: { type: objectType, name: objectName, max_bytes: maxBytes },
+    });
+  }
+}
+
+/** Storage backend: something that is not an object (symlink, directory, device) where one is expected. */
+export class UnsafeObjectError extends SnapshotError {
+  readonly code = 'UNSAFE_OBJECT';
+  readonly exitCode = ExitCode.damaged;
+  readonly outcome = 'damaged' as const;
+  constructor(message: string) {
+    super(`unsafe storage: ${message}`);
+  }
+}
+
 /**
  * A native module (better-sqlite3, zstd-napi) cannot be loaded: built for another Node.js, for another
  * platform, or never built. The message says which, and how to fix it (`npm rebuild`).
@@ -571,6 +635,36 @@ export const ERROR_TABLE: ReadonlyArray<{
     meaning: 'HTTP API: request body over the limit',
   },
   { code: 'SHUTTING_DOWN', exitCode: 1, outcome: 'error', meaning: 'daemon: shutting down' },
+  {
+    code: 'OBJECT_NOT_FOUND',
+    exitCode: 5,
+    outcome: 'not_found',
+    meaning: 'storage: no object with that type and name',
+  },
+  {
+    code: 'OBJECT_EXISTS',
+    exitCode: 6,
+    outcome: 'refused',
+    meaning: 'storage: a save that must not replace found the object there',
+  },
+  {
+    code: 'SHORT_READ',
+    exitCode: 2,
+    outcome: 'damaged',
+    meaning: 'storage: an object is shorter than the range read',
+  },
+  {
+    code: 'OBJECT_TOO_LARGE',
+    exitCode: 2,
+    outcome: 'damaged',
+    meaning: 'storage: an object read whole is over the size cap',
+  },
+  {
+    code: 'UNSAFE_OBJECT',
+    exitCode: 2,
+    outcome: 'damaged',
+    meaning: 'storage: a symlink, directory or device where an object is expected',
+  },
   {
     code: 'NATIVE_MODULE',
     exitCode: 1,

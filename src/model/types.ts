@@ -18,7 +18,7 @@ export interface SchemaVersions {
   manifest: number;
 }
 
-/** One snapshot as listed: the original's SnapshotMeta plus `file_sha256`, `created_by`, `format`. */
+/** One snapshot as listed: the original's SnapshotMeta plus `file_sha256`, `created_by`, `format`, `pinned`, …. */
 export interface SnapshotMeta {
   id: string;
   agent_id: string;
@@ -41,6 +41,8 @@ export interface SnapshotMeta {
   bundle_format?: string;
   /** Added: key id of the key that signed the manifest, as recorded (verify --trust checks it). */
   signed_by?: string;
+  /** Added by list: whether the snapshot is pinned (retention never deletes it). */
+  pinned?: boolean;
 }
 
 export type ProgressPhase = 'capture' | 'redact' | 'hash' | 'pack' | 'verify' | 'copy';

@@ -1,22 +1,29 @@
 // Owns the retention policy as a pure decision: given an agent's snapshots (newest first), which to
-// keep and why, which to delete. Rules, each keeping snapshots independently (a snapshot is kept when
-// any rule keeps it):
-//   keep_count N     the N newest, but none older than max_age_days (the original's pair)
-//   keep_daily N     the newest snapshot of each of the N most recent days that have one (UTC)
-//   keep_weekly N    … of each of the N most recent ISO weeks; keep_monthly N … months
-//   pinned           always (nexo-memory pin)
-//   newest           the agent's newest snapshot is never deleted
-// A snapshot that is in use (being exported or restored from) is skipped, never deleted.
+// keep and why, which to delete. Snapshots fall in two groups: automatic anchors (every `created_by`
+// starting with `auto-`: pre-restore, pre-dream, …) and the user's snapshots (everything else). Each
+// group has its own rules and never counts against the other's. Rules, each keeping snapshots
+// independently (a snapshot is kept when any rule keeps it):
+//   keep_count N          the user's N newest, but none older than max_age_days (the original's pair)
+//   keep_daily N          the newest user snapshot of each of the N most recent days that have one (UTC)
+//   keep_weekly N         … of each of the N most recent ISO weeks; keep_monthly N … months
+//   anchor_keep_count N   the N newest anchors of each kind, none older than anchor_max_age_days
+//   pinned                always (nexo-memory pin)
+//   newest                the agent's newest snapshot is never deleted
 
 import type { SnapshotMeta } from '../model/types.js';
 
 export interface RetentionPolicy {
+  /** The user's snapshots: the N newest. */
   keepCount: number;
   /** 0 disables the age limit. */
   maxAgeDays: number;
   keepDaily: number;
   keepWeekly: number;
   keepMonthly: number;
+  /** Automatic anchors: the N newest of each kind (`created_by`). */
+  anchorKeepCount: number;
+  /** No anchor older than this is kept by anchorKeepCount; 0 disables the age limit. */
+  anchorMaxAgeDays: number;
 }
 
 export const DEFAULT_POLICY: Readonly<RetentionPolicy> = Object.freeze({
@@ -25,14 +32,56 @@ export const DEFAULT_POLICY: Readonly<RetentionPolicy> = Object.freeze({
   keepDaily: 0,
   keepWeekly: 0,
   keepMonthly: 0,
+  anchorKeepCount: 5,
+  anchorMaxAgeDays: 30,
 });
 
-export type KeepReason = 'pinned' | 'newest' | 'keep-count' | 'daily' | 'weekly' | 'monthly';
+/** The policy as reports print it (snake_case, the config's key names). */
+export interface RetentionPolicyReport {
+  keep_count: number;
+  max_age_days: number;
+  keep_daily: number;
+  keep_weekly: number;
+  keep_monthly: number;
+  anchor_keep_count: number;
+  anchor_max_age_days: number;
+}
+
+export function policyReport(p: RetentionPolicy): RetentionPolicyReport {
+  return {
+    keep_count: p.keepCount,
+    max_age_days: p.maxAgeDays,
+    keep_daily: p.keepDaily,
+    keep_weekly: p.keepWeekly,
+    keep_monthly: p.keepMonthly,
+    anchor_keep_count: p.anchorKeepCount,
+    anchor_max_age_days: p.anchorMaxAgeDays,
+  };
+}
+
+export type KeepReason =
+  | 'pinned'
+  | 'newest'
+  | 'keep-count'
+  | 'daily'
+  | 'weekly'
+  | 'monthly'
+  | 'anchor-keep-count';
+
+/** `anchor`: an automatic snapshot (created_by `auto-…`); `user`: every other snapshot. */
+export type RetentionGroup = 'user' | 'anchor';
+
+/** Whether a snapshot is an automatic anchor (pre-restore, pre-dream, and any later `auto-…` kind). */
+export const isAnchor = (m: Pick<SnapshotMeta, 'created_by'>): boolean =>
+  m.created_by?.startsWith('auto-') === true;
 
 export interface Decision {
   id: string;
   created_at_ms: number;
   label?: string;
+  created_by?: string;
+  /** Whose rules decided it. */
+  group: RetentionGroup;
   action: 'keep' | 'delete';
   /** Why it is kept (every rule that keeps it), empty when deleted. */
   reasons: KeepReason[];
@@ -75,8 +124,8 @@ function bucketRule(
 }
 
 /**
- * Decides, for snapshots sorted newest first, what the policy keeps. `pinned` and `inUse` are ids.
- * Decisions come back in the same order.
+ * Decides, for snapshots sorted newest first, what the policy keeps. `pinned` holds ids. Decisions come
+ * back in the same order.
  */
 export function decide(
   newestFirst: readonly SnapshotMeta[],
@@ -84,29 +133,54 @@ export function decide(
   pinned: ReadonlySet<string>,
   nowMs: number,
 ): Decision[] {
-  const daily = bucketRule(newestFirst, policy.keepDaily, dayKey);
-  const weekly = bucketRule(newestFirst, policy.keepWeekly, weekKey);
-  const monthly = bucketRule(newestFirst, policy.keepMonthly, monthKey);
-  const maxAgeMs = policy.maxAgeDays > 0 ? policy.maxAgeDays * DAY_MS : Number.POSITIVE_INFINITY;
+  const user = newestFirst.filter((m) => !isAnchor(m));
+  const daily = bucketRule(user, policy.keepDaily, dayKey);
+  const weekly = bucketRule(user, policy.keepWeekly, weekKey);
+  const monthly = bucketRule(user, policy.keepMonthly, monthKey);
+  // Position of each snapshot within its group (anchors: within their kind).
+  const rank = new Map<string, number>(user.map((m, i) => [m.id, i]));
+  const perKind = new Map<string, number>();
+  for (const m of newestFirst) {
+    if (!isAnchor(m)) continue;
+    const n = perKind.get(m.created_by!) ?? 0;
+    rank.set(m.id, n);
+    perKind.set(m.created_by!, n + 1);
+  }
+  const limit = (days: number) => (days > 0 ? days * DAY_MS : Number.POSITIVE_INFINITY);
   return newestFirst.map((m, i) => {
+    const group: RetentionGroup = isAnchor(m) ? 'anchor' : 'user';
+    const j = rank.get(m.id)!;
     const reasons: KeepReason[] = [];
     if (pinned.has(m.id)) reasons.push('pinned');
     if (i === 0) reasons.push('newest');
-    const tooOld = nowMs - m.created_at_ms > maxAgeMs;
-    if (i < policy.keepCount && !tooOld) reasons.push('keep-count');
-    if (daily.has(m.id)) reasons.push('daily');
-    if (weekly.has(m.id)) reasons.push('weekly');
-    if (monthly.has(m.id)) reasons.push('monthly');
+    const age = nowMs - m.created_at_ms;
+    let because: string;
+    if (group === 'anchor') {
+      const tooOld = age > limit(policy.anchorMaxAgeDays);
+      if (j < policy.anchorKeepCount && !tooOld) reasons.push('anchor-keep-count');
+      because =
+        j >= policy.anchorKeepCount
+          ? `beyond the ${policy.anchorKeepCount} newest ${m.created_by} anchors`
+          : `anchor older than ${policy.anchorMaxAgeDays} days`;
+    } else {
+      const tooOld = age > limit(policy.maxAgeDays);
+      if (j < policy.keepCount && !tooOld) reasons.push('keep-count');
+      if (daily.has(m.id)) reasons.push('daily');
+      if (weekly.has(m.id)) reasons.push('weekly');
+      if (monthly.has(m.id)) reasons.push('monthly');
+      because =
+        j >= policy.keepCount
+          ? `beyond the ${policy.keepCount} newest snapshots`
+          : `older than ${policy.maxAgeDays} days`;
+    }
     const base = {
       id: m.id,
       created_at_ms: m.created_at_ms,
       ...(m.label !== undefined ? { label: m.label } : {}),
+      ...(m.created_by !== undefined ? { created_by: m.created_by } : {}),
+      group,
     };
     if (reasons.length > 0) return { ...base, action: 'keep', reasons };
-    const because =
-      i >= policy.keepCount
-        ? `beyond the ${policy.keepCount} newest`
-        : `older than ${policy.maxAgeDays} days`;
     return { ...base, action: 'delete', reasons, because };
   });
 }

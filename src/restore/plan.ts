@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { walkMemdir } from '../capture/memdir.js';
-import { MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
+import { GIT_V1_PREFIX, MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { inspectRepo } from '../git/git.js';
 import { type ComponentChange, DB_NAMES } from '../model/types.js';
@@ -99,8 +99,12 @@ export async function planMemdir(m: Manifest, memdir: string): Promise<Component
   const liveSet = new Set(liveFiles);
   for (const rel of bundleFiles.keys()) if (!liveSet.has(rel)) added.push(rel);
   const liveRepo = liveExists ? await inspectRepo(memdir).catch(() => undefined) : undefined;
+  // v2 says whether HEAD has a commit; a v1 bundle has one when it ships git/HEAD and records a commit
   const newHead =
-    m.git.repository === 'present' || (m.git.repository === undefined && m.git.head_oid !== '0'.repeat(40));
+    m.git.repository === 'present' ||
+    (m.git.repository === undefined &&
+      m.git.head_oid !== '0'.repeat(40) &&
+      m.artifacts.some((a) => a.path_in_bundle === `${GIT_V1_PREFIX}HEAD`));
   const head = {
     ...(liveRepo?.headOid ? { old: liveRepo.headOid } : {}),
     ...(newHead ? { new: m.git.head_oid } : {}),

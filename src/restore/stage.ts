@@ -1,13 +1,17 @@
 // Owns preparing a restore beside the live paths (same file system, so the swap is a rename): where
 // each staged, backup and work path goes, the sink that writes verified bundle entries there, and
-// rebuilding the memdir repository from the staged git bundle (every ref, HEAD as it was, index reset
-// so uncommitted edits show as they did, the pre-restore HEAD kept as a tag, `git fsck` clean).
+// rebuilding the memdir repository from the staged history (v2: the git bundle; v1: the raw `.git`
+// files' object and ref data, quarantined first) by `git init` and fetch: every ref, HEAD as it was,
+// index reset so uncommitted edits show as they did, the pre-restore HEAD kept as a tag, `git fsck`
+// clean, and last the live repository's config. Nothing of a bundle becomes config, hooks or info/.
 
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { GIT_V1_PREFIX } from '../format/constants.js';
 import type { Artifact, Manifest } from '../format/manifest.js';
 import { inspectRepo, runGit } from '../git/git.js';
+import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
 import { DB_NAMES } from '../model/types.js';
 import { type DirLister, readNames } from '../store/catalog.js';
@@ -25,12 +29,15 @@ export interface RestorePaths {
   memdirStage: string;
   /** The replaced memdir: `<parent>/.<name>.pre-restore-<id>`. */
   memdirBackup: string;
-  /** Git bundle and state values: `<snapshots dir>/.restore-staging-<id>/`. */
+  /** Git bundle (v1: raw git data), state values: `<snapshots dir>/.restore-staging-<id>/`. */
   work: string;
 }
 
 export const RESTORE_STAGE_PREFIX = '.restore-';
 export const PRE_RESTORE_PREFIX = '.pre-restore-';
+/** Under the work dir: a v1 bundle's raw git data as staged, and the repository built from it. */
+const V1_RAW = 'v1-git';
+const V1_QUARANTINE = 'v1-quarantine.git';
 
 export function restorePaths(
   memdir: string,
@@ -67,9 +74,9 @@ export function stagingSink(p: RestorePaths): EntrySink {
       if (a.kind.startsWith('state_')) return join(p.work, path);
       if (a.kind === 'memory_file') return join(p.memdirStage, path.slice('memory_files/'.length));
       if (a.kind === 'git_bundle') {
-        return layout === 2
-          ? join(p.work, 'memdir.bundle')
-          : join(p.memdirStage, '.git', path.slice('git/'.length));
+        if (layout === 2) return join(p.work, 'memdir.bundle');
+        const rel = path.slice(GIT_V1_PREFIX.length);
+        return isV1GitData(rel) ? join(p.work, V1_RAW, rel) : undefined; // config, hooks, …: hashed only
       }
       return undefined;
     },
@@ -83,6 +90,13 @@ async function git(cwd: string, args: string[], what: string): Promise<string> {
   return r.stdout.trim();
 }
 
+/** A git step on the bundle's history: failing means the history is damaged (or incomplete). */
+async function gitOnBundle(cwd: string, args: string[], what: string): Promise<void> {
+  const r = await runGit(cwd, args);
+  if (r.code !== 0)
+    throw new BundleDamagedError(`${what} failed while staging the restore: ${r.stderr || `exit ${r.code}`}`);
+}
+
 export interface StagedRepo {
   /** HEAD of the restored repository, when it has one. */
   head?: string;
@@ -91,10 +105,46 @@ export interface StagedRepo {
   warnings: string[];
 }
 
+/** Where the snapshot's history comes from, and how its HEAD looked. */
+interface HistorySource {
+  /** A git bundle (v2) or the quarantined repository (v1); absent when there are no commits. */
+  from?: string;
+  ref?: string;
+  oid?: string;
+  detached: boolean;
+}
+
+/** The history source of a restore, or undefined when the snapshot had no repository. */
+async function historySource(
+  p: RestorePaths,
+  m: Manifest,
+  layout: 1 | 2,
+): Promise<HistorySource | undefined> {
+  if (layout === 2) {
+    if ((m.git.repository ?? 'absent') === 'absent') return undefined;
+    const bundle = join(p.work, 'memdir.bundle');
+    return {
+      ...(existsSync(bundle) ? { from: bundle } : {}),
+      ...(m.git.head_ref ? { ref: m.git.head_ref } : {}),
+      oid: m.git.head_oid,
+      detached: m.git.detached === true,
+    };
+  }
+  const raw = join(p.work, V1_RAW);
+  if (!existsSync(join(raw, 'HEAD'))) return undefined;
+  const repo = join(p.work, V1_QUARANTINE);
+  const head = await quarantineV1(raw, repo);
+  return head.detached
+    ? { from: repo, oid: head.oid, detached: true }
+    : { from: repo, ref: head.ref, detached: false };
+}
+
 /**
- * Turns the staged working tree into the snapshot's memdir: the repository from the git bundle (v2) or
- * the raw `.git` files (v1), HEAD as it was (branch or detached), the index matching HEAD so uncommitted
- * edits show as such, the live repository's config carried over, the pre-restore HEAD tagged.
+ * Turns the staged working tree into the snapshot's memdir: a new repository (`git init`, so its config
+ * is git's own) that fetches the history from the git bundle (v2) or the quarantined v1 data, HEAD as it
+ * was (branch or detached), the index matching HEAD so uncommitted edits show as such, the pre-restore
+ * HEAD tagged. Every step runs before the live repository's config is copied in, so no setting of the
+ * agent's (a filter, say) is applied to the bundle's files; the config is carried over last.
  */
 export async function buildMemdir(
   p: RestorePaths,
@@ -105,37 +155,28 @@ export async function buildMemdir(
   await mkdir(p.memdirStage, { recursive: true });
   const warnings: string[] = [];
   const dir = p.memdirStage;
-  const repository =
-    layout === 1
-      ? existsSync(join(dir, '.git', 'HEAD'))
-        ? 'present'
-        : 'absent'
-      : (m.git.repository ?? 'absent');
-  if (repository === 'absent') return { warnings };
-  if (layout === 2) {
-    await git(dir, ['init', '-q'], 'git init');
-    const bundle = join(p.work, 'memdir.bundle');
-    if (existsSync(bundle)) {
-      await git(
-        dir,
-        ['fetch', '-q', '--update-head-ok', '--no-tags', bundle, 'refs/*:refs/*'],
-        'git fetch from the bundle',
-      );
-      if (m.git.detached) await git(dir, ['fetch', '-q', '--no-tags', bundle, 'HEAD'], 'git fetch HEAD');
-    }
-    if (m.git.detached)
-      await git(dir, ['update-ref', '--no-deref', 'HEAD', m.git.head_oid], 'setting a detached HEAD');
-    else if (m.git.head_ref) await git(dir, ['symbolic-ref', 'HEAD', m.git.head_ref], 'setting HEAD');
-    const liveConfig = join(liveMemdir, '.git', 'config');
-    if (existsSync(liveConfig)) await copyFile(liveConfig, join(dir, '.git', 'config')); // remotes and settings stay
+  const source = await historySource(p, m, layout);
+  if (!source) return { warnings };
+  await git(dir, ['init', '-q'], 'git init');
+  if (source.from) {
+    await gitOnBundle(
+      dir,
+      ['fetch', '-q', '--update-head-ok', '--no-tags', source.from, 'refs/*:refs/*'],
+      'git fetch of the snapshot history',
+    );
+    if (source.detached)
+      await gitOnBundle(dir, ['fetch', '-q', '--no-tags', source.from, 'HEAD'], 'git fetch HEAD');
   }
+  if (source.detached && source.oid)
+    await gitOnBundle(dir, ['update-ref', '--no-deref', 'HEAD', source.oid], 'setting a detached HEAD');
+  else if (source.ref) await gitOnBundle(dir, ['symbolic-ref', 'HEAD', source.ref], 'setting HEAD');
   let head: string | undefined;
   const rev = await runGit(dir, ['rev-parse', '-q', '--verify', 'HEAD^{commit}']);
   if (rev.code === 0) head = rev.stdout.trim();
-  if (repository === 'present' && layout === 2 && head !== m.git.head_oid) {
+  if (layout === 2 && m.git.repository === 'present' && head !== m.git.head_oid) {
     throw new BundleDamagedError(`restored HEAD ${head ?? '(none)'} is not the snapshot's ${m.git.head_oid}`);
   }
-  if (head && layout === 2) await git(dir, ['reset', '-q'], 'git reset (index to HEAD)');
+  if (head) await git(dir, ['reset', '-q'], 'git reset (index to HEAD)');
   let preRestoreTag: string | undefined;
   try {
     const live = await inspectRepo(liveMemdir);
@@ -156,6 +197,8 @@ export async function buildMemdir(
   const fsck = await runGit(dir, ['fsck', '--connectivity-only', '--no-progress', '--no-dangling']);
   if (fsck.code !== 0)
     throw new BundleDamagedError(`git fsck of the restored repository failed: ${fsck.stderr}`);
+  const liveConfig = join(liveMemdir, '.git', 'config');
+  if (existsSync(liveConfig)) await copyFile(liveConfig, join(dir, '.git', 'config')); // remotes and settings stay
   return { ...(head ? { head } : {}), ...(preRestoreTag ? { preRestoreTag } : {}), warnings };
 }
 

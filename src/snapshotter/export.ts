@@ -1,10 +1,11 @@
 // Owns exporting one bundle out of the store: copy (hashed) to a temporary name beside the target,
 // check the copy's bytes against the source sibling, verify the copy fully (an encrypted one with the
 // identity, when given; its signature against trusted keys, when given), then publish bundle and
-// sibling. An existing target is never replaced without `force`; a failed export leaves nothing.
+// sibling. An existing target is never replaced without `force`; a failed export leaves nothing; no
+// directory is ever created (a target ending in `/` or naming a directory means "into it").
 
-import { mkdir, rename, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { rename, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { Identity } from '../crypto/age.js';
 import type { TrustPolicy } from '../format/signature.js';
 import {
@@ -33,10 +34,24 @@ const exists = (p: string): Promise<boolean> =>
     () => false,
   );
 
+/**
+ * Where the copy goes: into `target` under the bundle's own name when `target` ends in `/` or names an
+ * existing directory, else `target` itself. The directory must exist: export never creates one (a
+ * mistyped path would otherwise become a tree of directories and a file named like the last one).
+ */
 async function destinationFor(file: BundleFile, target: string): Promise<string> {
   const t = resolve(target);
+  const intoDir = target.endsWith('/') || target.endsWith(sep);
   const s = await stat(t).catch(() => undefined);
-  return s?.isDirectory() ? join(t, file.name) : t;
+  if (s?.isDirectory()) return join(t, file.name);
+  const dir = intoDir ? t : dirname(t);
+  const d = intoDir ? s : await stat(dir).catch(() => undefined);
+  if (!d)
+    throw new InvalidInputError(
+      `export directory ${dir} does not exist (export never creates directories; create it first)`,
+    );
+  if (!d.isDirectory()) throw new InvalidInputError(`export target: ${dir} is not a directory`);
+  return t;
 }
 
 export async function exportBundle(
@@ -51,7 +66,6 @@ export async function exportBundle(
     if (await exists(dest)) throw new AlreadyExistsError(dest);
     if (await exists(destSibling)) throw new AlreadyExistsError(destSibling);
   }
-  await mkdir(dirname(dest), { recursive: true });
   const tmp = tempPathFor(dest);
   const tmpSibling = siblingPathOf(tmp);
   try {

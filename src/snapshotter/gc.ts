@@ -1,18 +1,26 @@
 // Owns the retention sweep (`nexo-memory gc`, the daemon's worker): for each agent whose locks are
 // free — an agent being snapshotted, restored or exported is skipped, never touched — finish an
 // interrupted restore, remove leftovers older than the grace period, delete what the policy does not
-// keep (with the rule that keeps each kept one), and remove restore backups older than their age.
+// keep (with the group — user snapshot or automatic anchor — and the rule that keeps each kept one),
+// and remove restore backups older than their age.
 
-import { readdir, rm, stat, unlink } from 'node:fs/promises';
+import { rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { validateAgentId, validateTenant } from '../model/ids.js';
-import { DEFAULT_POLICY, type Decision, decide, type RetentionPolicy } from '../policy/retention.js';
+import {
+  DEFAULT_POLICY,
+  type Decision,
+  decide,
+  policyReport,
+  type RetentionPolicy,
+  type RetentionPolicyReport,
+} from '../policy/retention.js';
 import { PRE_RESTORE_PREFIX } from '../restore/stage.js';
 import { removeQuietly } from '../store/atomic.js';
-import { cachedLister, type DirLister, dirNames, listDir } from '../store/catalog.js';
+import { cachedLister, type DirLister, dirNames, listDir, storeAgents } from '../store/catalog.js';
 import { type HeldLock, recordOwner, tryAcquire } from '../store/lock.js';
 import { siblingPathOf, sidecarPathOf } from '../store/paths.js';
-import { isPinned, pinPathOf } from '../store/pins.js';
+import { pinPathOf } from '../store/pins.js';
 import { mapLimit } from '../util/settle.js';
 import type { LocalSnapshotter } from './local.js';
 
@@ -52,7 +60,8 @@ export interface RetentionTickReport {
   backups_removed: number;
   agents_busy: number;
   dry_run: boolean;
-  policy: RetentionPolicy;
+  /** The rules applied, under the config's key names. */
+  policy: RetentionPolicyReport;
   agents: AgentGcReport[];
 }
 
@@ -61,31 +70,6 @@ const DAY_MS = 86_400_000;
 const AGENT_PARALLELISM = 4;
 /** Unlinks in flight per agent. */
 const UNLINK_PARALLELISM = 16;
-
-/** (tenant, agent) pairs that have a snapshot directory, names validated. */
-async function scanAgents(s: LocalSnapshotter, tenant?: string): Promise<Array<[string, string]>> {
-  const out: Array<[string, string]> = [];
-  const tenants = tenant
-    ? [tenant]
-    : await readdir(join(s.layout.root, 'tenants')).catch(() => [] as string[]);
-  for (const t of tenants.sort()) {
-    try {
-      validateTenant(t);
-    } catch {
-      continue;
-    }
-    const agents = await readdir(join(s.layout.root, 'tenants', t, 'snapshots')).catch(() => [] as string[]);
-    for (const a of agents.sort()) {
-      try {
-        validateAgentId(a);
-        out.push([t, a]);
-      } catch {
-        // not an agent directory
-      }
-    }
-  }
-  return out;
-}
 
 /** Restore backups of an agent (`.pre-restore-<rid>` beside its databases and memdir) older than `maxAgeMs`. */
 async function oldBackups(
@@ -147,7 +131,7 @@ async function sweepAgent(
     }
     const dir = s.layout.snapshotsDir(tenant, agentId);
     const { metas } = await listDir(dir, agentId, tenant);
-    const pinned = new Set(metas.filter((m) => isPinned(m.bundle_path)).map((m) => m.id));
+    const pinned = new Set(metas.filter((m) => m.pinned).map((m) => m.id));
     report.decisions = decide(metas, policy, pinned, o.now);
     const byId = new Map(metas.map((m) => [m.id, m]));
     if (!o.dryRun) {
@@ -199,7 +183,7 @@ export async function collectGarbage(
   const tenant = opts.tenant === undefined ? undefined : validateTenant(opts.tenant);
   const pairs: Array<[string, string]> = opts.agentId
     ? [[tenant ?? 'default', validateAgentId(opts.agentId)]]
-    : await scanAgents(s, tenant);
+    : await storeAgents(s.layout, tenant);
   // Agents are independent (each swept under its own locks); a few at a time hide file-system latency.
   const list = cachedLister();
   const agents = await mapLimit(pairs, AGENT_PARALLELISM, ([t, a]) => sweepAgent(s, t, a, policy, o, list));
@@ -214,7 +198,7 @@ export async function collectGarbage(
     backups_removed: count((r) => r.backups_removed.length),
     agents_busy: agents.filter((r) => r.skipped).length,
     dry_run: o.dryRun,
-    policy,
+    policy: policyReport(policy),
     agents,
   };
 }

@@ -3,8 +3,8 @@
 // format/ and store/; this file decides their order and what is left behind on failure (nothing).
 
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, rm, stat, unlink } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import { closeGate } from '../agent/write-gate.js';
@@ -64,6 +64,7 @@ import {
   locate,
   metaFromManifest,
   readNames,
+  storeAgents,
   writeSidecar,
 } from '../store/catalog.js';
 import { cleanLeftovers } from '../store/leftovers.js';
@@ -150,6 +151,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.state = opts.stateProvider ?? new JsonFileStateProvider(this.resolver);
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 60_000;
     this.zstdLevel = opts.zstdLevel ?? 3;
+    if (!Number.isInteger(this.zstdLevel) || this.zstdLevel < 1 || this.zstdLevel > 19)
+      throw new InvalidInputError(`zstdLevel must be an integer 1..19, got ${this.zstdLevel}`);
     this.zstdWorkers = opts.zstdWorkers ?? 2;
     this.warn = opts.onWarning ?? (() => {});
     this.recipients = opts.recipients ?? [];
@@ -432,7 +435,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       const meta = metaFromManifest(manifest, bundlePath, packed.size, packed.sha256);
       faultPoint('snapshot.sidecar');
       await writeSidecar(meta);
-      return meta;
+      return { ...meta, pinned: false }; // as list() shows it: a new snapshot is never pinned
     } catch (err) {
       if (published) {
         // A bundle without its sibling and sidecar must not stay visible.
@@ -519,20 +522,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
     }
   }
 
-  /** `nexo-memory recover --all`: every agent of every tenant that has a restore journal. */
+  /**
+   * `nexo-memory recover --all`: `recover` for every agent of the store (a snapshot directory or a
+   * journal), so it removes exactly what `recover --agent` removes, leftovers of kills before any
+   * journal was written included.
+   */
   async recoverAll(): Promise<RecoverResult[]> {
     const out: RecoverResult[] = [];
-    const tenants = await readdir(join(this.layout.root, 'tenants')).catch(() => [] as string[]);
-    for (const t of tenants) {
-      const journals = await readdir(join(this.layout.root, 'tenants', t, 'journals')).catch(
-        () => [] as string[],
-      );
-      for (const name of journals) {
-        const agent = name.endsWith('.restore.json') ? name.slice(0, -'.restore.json'.length) : undefined;
-        if (!agent) continue;
-        const r = await this.recover(agent, t);
-        if (r) out.push(r);
-      }
+    for (const [tenant, agent] of await storeAgents(this.layout)) {
+      const r = await this.recover(agent, tenant);
+      if (r) out.push(r);
     }
     return out;
   }
@@ -587,7 +586,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       const file = await locate(this.layout.snapshotsDir(t, a), id);
       await pinBundle(file.path, note);
-      return await bundleMeta(file);
+      return { ...(await bundleMeta(file)), pinned: true };
     } finally {
       lock.release();
     }

@@ -231,7 +231,7 @@ async function dryRun(
     report.sqlite_removed_dbs = report.components
       .filter((c) => c.action === 'remove' && c.component.startsWith('sqlite:'))
       .map((c) => c.component.slice(7));
-    if (mem && m.git.repository === 'present') report.git_reset_oid = m.git.head_oid;
+    if (mem?.head?.new) report.git_reset_oid = mem.head.new; // v1 too: HEAD as its manifest records it
     return report;
   } finally {
     await rm(tmp, { recursive: true, force: true });
@@ -439,7 +439,7 @@ async function restoreLocked(
       }
       await finishJournal(journalPath, { ...journal, phase: 'committed' });
       report.backups = [p.sqliteBackup, p.memdirBackup].filter((b) => existsSync(b));
-      if (hasMemdir && m.git.repository === 'present') report.git_reset_oid = m.git.head_oid;
+      if (repo?.head) report.git_reset_oid = repo.head; // the HEAD of the restored repository (v1 and v2)
       if (repo?.preRestoreTag) report.pre_restore_tag = repo.preRestoreTag;
       return report;
     } finally {

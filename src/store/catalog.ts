@@ -1,7 +1,8 @@
-// Owns the catalogue of one agent's snapshot directory: which files are bundles (only `<uuid>.tar.zst`
-// and `<uuid>.tar.zst.age`; partial files, staging dirs, orphan siblings and sidecars never count),
-// their metadata (from the sidecar cache, else from the manifest at the head of the bundle), and
-// finding a bundle by id or unique id prefix.
+// Owns the catalogue of the store: which agents it holds (a snapshot directory or a restore journal),
+// and in one agent's snapshot directory which files are bundles (only `<uuid>.tar.zst` and
+// `<uuid>.tar.zst.age`; partial files, staging dirs, orphan siblings and sidecars never count), their
+// metadata (from the sidecar cache, else from the manifest at the head of the bundle), whether they
+// are pinned, and finding a bundle by id or unique id prefix.
 
 import { readFileSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
@@ -10,10 +11,17 @@ import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
 import { InvalidInputError, IoError, NotFoundError } from '../model/errors.js';
-import { parseSnapshotId } from '../model/ids.js';
+import { parseSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
 import type { SnapshotMeta } from '../model/types.js';
 import { writeFileAtomic } from './atomic.js';
-import { bundleFileName, parseBundleFileName, sidecarPathOf } from './paths.js';
+import {
+  bundleFileName,
+  JOURNAL_EXT,
+  parseBundleFileName,
+  type StoreLayout,
+  sidecarPathOf,
+} from './paths.js';
+import { PIN_EXT } from './pins.js';
 import { readSibling } from './sibling.js';
 
 export interface BundleFile {
@@ -53,6 +61,33 @@ export function cachedLister(): DirLister {
     }
     return names;
   };
+}
+
+const isValid = (check: () => unknown): boolean => {
+  try {
+    check();
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * The (tenant, agent) pairs of the store, sorted: every agent with a snapshot directory (where
+ * snapshots, exports and restores leave their staging) or a restore journal. Names that are not valid
+ * ids are not agents. `tenant` restricts the scan to one tenant.
+ */
+export async function storeAgents(layout: StoreLayout, tenant?: string): Promise<Array<[string, string]>> {
+  const tenants = tenant ? [tenant] : await readNames(join(layout.root, 'tenants'));
+  const out: Array<[string, string]> = [];
+  for (const t of [...tenants].sort()) {
+    if (!isValid(() => validateTenant(t))) continue;
+    const agents = new Set(await readNames(join(layout.tenantDir(t), 'snapshots')));
+    for (const n of await readNames(join(layout.tenantDir(t), 'journals')))
+      if (n.endsWith(JOURNAL_EXT)) agents.add(n.slice(0, -JOURNAL_EXT.length));
+    for (const a of [...agents].sort()) if (isValid(() => validateAgentId(a))) out.push([t, a]);
+  }
+  return out;
 }
 
 /** The bundle files in `dir` (empty when the directory does not exist). */
@@ -98,7 +133,8 @@ const SIDECAR_VERSION = 1;
 
 /** Writes the list cache next to a bundle (atomically; bundle_path is not stored). */
 export async function writeSidecar(meta: SnapshotMeta): Promise<void> {
-  const { bundle_path: _path, ...rest } = meta;
+  // Neither the path nor the pin is cached: the pin is its own file, read with the listing.
+  const { bundle_path: _path, pinned: _pinned, ...rest } = meta;
   await writeFileAtomic(
     sidecarPathOf(meta.bundle_path),
     `${JSON.stringify({ sidecar_version: SIDECAR_VERSION, meta: rest })}\n`,
@@ -130,6 +166,7 @@ function readSidecarSync(file: BundleFile, size: number): SnapshotMeta | undefin
     label,
     created_at_ms,
     bundle_path: _stored,
+    pinned: _pinned,
     ...rest
   } = m as unknown as SnapshotMeta;
   return {
@@ -181,7 +218,11 @@ export interface ListResult {
 
 /** Lists the bundles of one agent directory, newest first; unreadable or misplaced bundles are warned about. */
 export async function listDir(dir: string, agentId: string, tenant: string): Promise<ListResult> {
-  const files = await bundleFiles(dir);
+  const names = await dirNames(dir);
+  const files = bundleFilesIn(dir, names);
+  // Pins are marker files beside the bundles: the listing already says which exist.
+  const pins = new Set(names.filter((n) => n.endsWith(PIN_EXT)));
+  const pinned = (f: BundleFile) => pins.has(`${f.name}${PIN_EXT}`);
   const metas: SnapshotMeta[] = [];
   const warnings: string[] = [];
   const BATCH = 64;
@@ -196,13 +237,14 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
       } else if (r.value.id !== f.id) {
         warnings.push(`skipping ${f.name}: its manifest says snapshot ${r.value.id}`);
       } else if (r.value.encrypted && r.value.agent_id === '') {
-        metas.push({ ...r.value, agent_id: agentId, tenant }); // encrypted, no sidecar: its directory says whose
+        // encrypted, no sidecar: its directory says whose
+        metas.push({ ...r.value, agent_id: agentId, tenant, pinned: pinned(f) });
       } else if (r.value.agent_id !== agentId || r.value.tenant !== tenant) {
         warnings.push(
           `skipping ${f.name}: it belongs to agent ${r.value.agent_id} (tenant ${r.value.tenant})`,
         );
       } else {
-        metas.push(r.value);
+        metas.push({ ...r.value, pinned: pinned(f) });
       }
     });
   }

@@ -20,6 +20,7 @@ export const SIDECAR_EXT = '.meta.json';
 export const PARTIAL_EXT = '.partial';
 export const STAGING_PREFIX = '.staging-';
 export const RESTORE_WORK_PREFIX = '.restore-staging-';
+export const JOURNAL_EXT = '.restore.json';
 
 const BUNDLE_NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.tar\.zst(\.age)?$/;
 
@@ -53,7 +54,7 @@ export class StoreLayout {
 
   /** The journal of a restore in progress (see restore/journal.ts). */
   journalPath(tenant: string, agentId: string): string {
-    return confined(this.root, join(this.tenantDir(tenant), 'journals', `${agentId}.restore.json`));
+    return confined(this.root, join(this.tenantDir(tenant), 'journals', `${agentId}${JOURNAL_EXT}`));
   }
 
   /** Held shared while a bundle is read out of the store (export), exclusively by delete and gc. */

@@ -1,14 +1,11 @@
 // Owns pins: a snapshot is pinned by a `<bundle>.pin` marker next to it (JSON: when, optional note).
 // Retention never deletes a pinned snapshot; deleting it explicitly removes the pin with it.
 
-import { existsSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic.js';
 
 export const PIN_EXT = '.pin';
 export const pinPathOf = (bundlePath: string): string => `${bundlePath}${PIN_EXT}`;
-
-export const isPinned = (bundlePath: string): boolean => existsSync(pinPathOf(bundlePath));
 
 export async function pin(bundlePath: string, note?: string): Promise<void> {
   await writeFileAtomic(

@@ -1,7 +1,7 @@
 // Owns verifying a bundle file, streaming and in constant memory: the sibling against the file's bytes,
 // the seals, the signature (against trusted keys, when given), the schema gate, every entry's type, path and size against the manifest's layout, every
 // artifact's SHA-256, the decompressed-size bound, and with `deep` PRAGMA integrity_check on every
-// database and `git bundle verify` (v1: git fsck). Content problems become report entries with stable
+// database and `git bundle verify` (v1: git fsck of the quarantined history). Content problems become report entries with stable
 // codes; only I/O errors on the path itself are thrown.
 
 import { createHash } from 'node:crypto';
@@ -14,7 +14,8 @@ import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, sqlitePath } from '../format/constants.
 import { type Artifact, digestSeal, manifestSeal, type ParsedManifest } from '../format/manifest.js';
 import { BundleReader, manifestLayoutProblems } from '../format/reader.js';
 import { checkSignature, signatureRefusal, type TrustPolicy } from '../format/signature.js';
-import { fsckGitDir, verifyBundle as gitVerifyBundle } from '../git/git.js';
+import { verifyBundle as gitVerifyBundle } from '../git/git.js';
+import { fsckV1, isV1GitData } from '../git/quarantine.js';
 import {
   BundleDamagedError,
   ChecksumMismatchError,
@@ -436,8 +437,9 @@ function deepSink(dir: string): EntrySink {
       const p = a.path_in_bundle;
       if (p.startsWith('sqlite/')) return join(dir, p);
       if (layout === 2 && p === GIT_BUNDLE_PATH) return join(dir, p);
-      if (layout === 1 && p.startsWith(GIT_V1_PREFIX))
-        return join(dir, 'v1repo', '.git', p.slice(GIT_V1_PREFIX.length));
+      // v1: only object and ref data is written, and checked in quarantine (git/quarantine.ts)
+      if (layout === 1 && p.startsWith(GIT_V1_PREFIX) && isV1GitData(p.slice(GIT_V1_PREFIX.length)))
+        return join(dir, 'v1-git', p.slice(GIT_V1_PREFIX.length));
       return undefined;
     },
   };
@@ -504,7 +506,7 @@ async function deepChecks(written: Map<string, string>, layout: 1 | 2): Promise<
     if (b) deep.git = await gitVerifyBundle(b);
   } else {
     const head = [...written].find(([p]) => p === `${GIT_V1_PREFIX}HEAD`)?.[1];
-    if (head) deep.git = await fsckGitDir(dirname(head));
+    if (head) deep.git = await fsckV1(dirname(head));
   }
   return deep;
 }

@@ -17,9 +17,15 @@ import { LocalSnapshotter, type LocalSnapshotterOptions } from '../../src/index.
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(REPO, 'src', 'cli', 'main.ts');
 
+/** Fixture processes still running per test: stopped before that test's directories are removed. */
+const fixtures = new WeakMap<TestContext, Array<() => Promise<void>>>();
+
 export function tempDir(t: TestContext, prefix = 'nexo-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  t.after(async () => {
+    await Promise.all((fixtures.get(t) ?? []).map((stop) => stop()));
+    rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
+  });
   return dir;
 }
 
@@ -86,6 +92,7 @@ export function startFixture(t: TestContext, file: string, args: string[], env: 
     cwd: REPO,
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true, // its own process group: killGroup also ends the git or sqlite3 it spawned
   });
   let out = '';
   let err = '';
@@ -103,10 +110,20 @@ export function startFixture(t: TestContext, file: string, args: string[], env: 
   const exited = new Promise<number | null>((r) =>
     child.on('exit', (code, signal) => r(code ?? (signal ? -1 : null))),
   );
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  return { child, ready, exited, output: () => out, errors: () => err };
+  /** Sends `signal` to the fixture and everything it started, then waits for the fixture to exit. */
+  const killGroup = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        // already gone
+      }
+    }
+    await exited;
+  };
+  fixtures.set(t, [...(fixtures.get(t) ?? []), () => killGroup()]);
+  t.after(() => killGroup());
+  return { child, ready, exited, killGroup, output: () => out, errors: () => err };
 }
 
 /** Extracts a bundle with GNU tar (zstd filter) into a new directory. */

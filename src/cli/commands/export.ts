@@ -22,7 +22,10 @@ export function exportCommand() {
     .addOption(stateRootOption())
     .addOption(configOption())
     .requiredOption('--id <snapshot>', 'snapshot id (or a unique prefix)')
-    .requiredOption('--to <path>', 'target file, or an existing directory')
+    .requiredOption(
+      '--to <path>',
+      'target file, or a directory (ending in / or existing) to write <id>.tar.zst into; never created',
+    )
     .option('--force', 'overwrite an existing target')
     .addOption(identityOption())
     .addOption(trustOption())

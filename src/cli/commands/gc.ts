@@ -1,6 +1,7 @@
 // `nexo-memory gc`, `pin`, `unpin`: retention of snapshots and leftovers, and the pins it respects.
 
 import { Command, Option } from '@commander-js/extra-typings';
+import { retentionPolicyFromConfig } from '../../config/runtime.js';
 import { InvalidInputError } from '../../model/errors.js';
 import type { RetentionPolicy } from '../../policy/retention.js';
 import { loadFlagsConfig, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
@@ -45,6 +46,18 @@ export function gcCommand() {
     )
     .addOption(
       new Option(
+        '--anchor-keep-count <n>',
+        'automatic anchors (pre-restore, pre-dream, …): keep the N newest of each kind (default 5)',
+      ).argParser(parseIntFlag('--anchor-keep-count')),
+    )
+    .addOption(
+      new Option(
+        '--anchor-max-age-days <n>',
+        'anchor-keep-count keeps no anchor older than D days (default 30, 0 = no limit)',
+      ).argParser(parseIntFlag('--anchor-max-age-days')),
+    )
+    .addOption(
+      new Option(
         '--backup-max-age-days <n>',
         'remove restore backups older than D days (default 7, 0 = keep)',
       ).argParser(parseIntFlag('--backup-max-age-days')),
@@ -56,7 +69,9 @@ export function gcCommand() {
     .addHelpText(
       'after',
       `
-Pinned snapshots and each agent's newest snapshot are always kept; agents in use are skipped.
+Automatic anchors (created_by auto-…: pre-restore, pre-dream) have their own rule and never count
+against the user's rules. Pinned snapshots and each agent's newest snapshot are always kept; agents in
+use are skipped.
 
 Examples:
   nexo-memory gc --all --dry-run
@@ -65,20 +80,26 @@ Examples:
     .action(async (opts) => {
       await runCommand(opts, async () => {
         if (!opts.agent && !opts.all) throw new InvalidInputError('gc needs --agent <id> or --all');
-        const cfg = loadFlagsConfig(opts)?.snapshot.retention ?? {};
-        const policy: Partial<RetentionPolicy> = {};
-        const pick = (flag: number | undefined, key: number | undefined, name: keyof RetentionPolicy) => {
-          const v = flag ?? key;
-          if (v !== undefined) {
-            if (v < 0) throw new InvalidInputError(`--${name} must be ≥ 0`);
-            policy[name] = v;
-          }
-        };
-        pick(opts.keepCount, cfg.keep_count, 'keepCount');
-        pick(opts.maxAgeDays, cfg.max_age_days, 'maxAgeDays');
-        pick(opts.keepDaily, cfg.keep_daily, 'keepDaily');
-        pick(opts.keepWeekly, cfg.keep_weekly, 'keepWeekly');
-        pick(opts.keepMonthly, cfg.keep_monthly, 'keepMonthly');
+        const loaded = loadFlagsConfig(opts)?.snapshot ?? {};
+        const cfg = loaded.retention ?? {};
+        // The config's rules, then the flags over them.
+        const policy: Partial<RetentionPolicy> = retentionPolicyFromConfig(loaded);
+        const flags: Array<[number | undefined, string, keyof RetentionPolicy]> = [
+          [opts.keepCount, '--keep-count', 'keepCount'],
+          [opts.maxAgeDays, '--max-age-days', 'maxAgeDays'],
+          [opts.keepDaily, '--keep-daily', 'keepDaily'],
+          [opts.keepWeekly, '--keep-weekly', 'keepWeekly'],
+          [opts.keepMonthly, '--keep-monthly', 'keepMonthly'],
+          [opts.anchorKeepCount, '--anchor-keep-count', 'anchorKeepCount'],
+          [opts.anchorMaxAgeDays, '--anchor-max-age-days', 'anchorMaxAgeDays'],
+        ];
+        for (const [v, flag, key] of flags) {
+          if (v === undefined) continue;
+          if (v < 0) throw new InvalidInputError(`${flag} must be ≥ 0`);
+          policy[key] = v;
+        }
+        if (opts.backupMaxAgeDays !== undefined && opts.backupMaxAgeDays < 0)
+          throw new InvalidInputError('--backup-max-age-days must be ≥ 0');
         const backupMaxAgeDays = opts.backupMaxAgeDays ?? cfg.backup_max_age_days;
         const r = await snapshotterFrom(opts).gc({
           ...(opts.agent ? { agentId: opts.agent } : {}),

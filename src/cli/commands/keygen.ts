@@ -33,6 +33,27 @@ async function writeNew(path: string, text: string, mode: number): Promise<void>
   }
 }
 
+/**
+ * The one JSON shape of every keygen answer: `kind` (`ed25519` signing key or `age` identity) and
+ * `public_key` (nexo-sign-pub1… or the age1… recipient), then what applies: `key_id` (ed25519), and the
+ * files written (`secret_key_path`, and `public_key_path` for the ed25519 `.pub`).
+ */
+function keyJson(k: {
+  kind: 'ed25519' | 'age';
+  publicKey: string;
+  keyId?: string;
+  secretKeyPath?: string;
+  publicKeyPath?: string;
+}): Record<string, string> {
+  return {
+    kind: k.kind,
+    public_key: k.publicKey,
+    ...(k.keyId ? { key_id: k.keyId } : {}),
+    ...(k.secretKeyPath ? { secret_key_path: k.secretKeyPath } : {}),
+    ...(k.publicKeyPath ? { public_key_path: k.publicKeyPath } : {}),
+  };
+}
+
 export function keygenCommand() {
   return new Command('keygen')
     .description(
@@ -65,12 +86,17 @@ Examples:
         if (opts.public) {
           if (/AGE-SECRET-KEY-1/i.test(readFileSync(opts.public, 'utf8'))) {
             const recipients = loadIdentities(opts.public).map((i) => i.recipient);
-            if (opts.json) printJson({ recipients });
-            else process.stdout.write(`${recipients.join('\n')}\n`);
+            if (opts.json) {
+              if (recipients.length !== 1)
+                throw new InvalidInputError(
+                  `${opts.public} holds ${recipients.length} identities and --json describes one key; without --json every recipient is printed`,
+                );
+              printJson(keyJson({ kind: 'age', publicKey: recipients[0]! }));
+            } else process.stdout.write(`${recipients.join('\n')}\n`);
             return 0;
           }
           const k = loadSigningKey(opts.public);
-          if (opts.json) printJson({ public_key: k.publicKey, key_id: k.keyId });
+          if (opts.json) printJson(keyJson({ kind: 'ed25519', publicKey: k.publicKey, keyId: k.keyId }));
           else process.stdout.write(`${k.publicKey}\n`);
           return 0;
         }
@@ -79,7 +105,8 @@ Examples:
           const id = generateIdentity();
           const text = `# created: ${new Date().toISOString()}\n# public key: ${id.recipient}\n${id.identity}\n`;
           await writeNew(opts.out, text, 0o600);
-          if (opts.json) printJson({ identity_path: opts.out, recipient: id.recipient });
+          if (opts.json)
+            printJson(keyJson({ kind: 'age', publicKey: id.recipient, secretKeyPath: opts.out }));
           else {
             // "recipient", as --encrypt and encryption.recipients call it ("public key" is a signing key's).
             process.stderr.write(`age identity written to ${opts.out} (mode 0600)\n`);
@@ -97,12 +124,15 @@ Examples:
           throw err;
         }
         if (opts.json)
-          printJson({
-            secret_key_path: opts.out,
-            public_key_path: pub,
-            public_key: k.publicKey,
-            key_id: k.keyId,
-          });
+          printJson(
+            keyJson({
+              kind: 'ed25519',
+              publicKey: k.publicKey,
+              keyId: k.keyId,
+              secretKeyPath: opts.out,
+              publicKeyPath: pub,
+            }),
+          );
         else {
           process.stderr.write(`secret key written to ${opts.out} (mode 0600); public key in ${pub}\n`);
           process.stdout.write(`public key: ${k.publicKey}\nkey id:     ${k.keyId}\n`);

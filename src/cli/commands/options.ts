@@ -1,6 +1,7 @@
 // Owns the option groups several commands share, so each flag is spelled and documented once.
 
 import { Option } from '@commander-js/extra-typings';
+import { InvalidInputError } from '../../model/errors.js';
 import { parseIntFlag } from '../context.js';
 
 export const agentOption = () =>
@@ -21,7 +22,11 @@ export const sqliteRootOption = () =>
     'root of agent databases and state files (<root>/<agent>; default: state root)',
   );
 export const zstdLevelOption = () =>
-  new Option('--zstd-level <n>', 'zstd level 1..19 (default 3)').argParser(parseIntFlag('--zstd-level'));
+  new Option('--zstd-level <n>', 'zstd level 1..19 (default 3)').argParser((v: string) => {
+    const n = parseIntFlag('--zstd-level')(v);
+    if (n < 1 || n > 19) throw new InvalidInputError(`--zstd-level must be 1..19, got ${n}`);
+    return n;
+  });
 
 export const identityOption = () =>
   new Option(

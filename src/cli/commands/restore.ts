@@ -146,9 +146,11 @@ export function importCommand() {
 
 export function recoverCommand() {
   return new Command('recover')
-    .description('finish or roll back interrupted restores (after a crash or kill)')
+    .description(
+      'finish or roll back interrupted restores and remove what killed operations left (after a crash or kill)',
+    )
     .addOption(new Option('--agent <id>', 'one agent').conflicts('all'))
-    .option('--all', 'every agent with an interrupted restore')
+    .option('--all', 'every agent of the store (the same recovery as --agent, for each)')
     .addOption(tenantOption())
     .addOption(stateRootOption())
     .addOption(memdirRootOption())

@@ -1,0 +1,203 @@
+// Owns the storage seam: the Backend interface that every store of repository objects implements (a local
+// directory, memory, later NATS and S3), the object types, the one name check every backend runs before
+// any I/O, range resolution, and readAll. An object is a typed, named byte string, written whole or not at
+// all; no file system path crosses this seam. docs/repository.md §1 defines types and names.
+
+import { InvalidInputError, ObjectTooLargeError, ShortReadError } from '../model/errors.js';
+
+export const OBJECT_TYPES = [
+  'config',
+  'keys',
+  'packs',
+  'index',
+  'snapshots',
+  'listing',
+  'pins',
+  'locks',
+] as const;
+
+export type ObjectType = (typeof OBJECT_TYPES)[number];
+
+/** Names an object. Backends check it with validateHandle before any I/O. */
+export interface Handle {
+  readonly type: ObjectType;
+  readonly name: string;
+}
+
+export interface ObjectInfo {
+  readonly name: string;
+  /** Bytes. */
+  readonly size: number;
+}
+
+/** A byte range of an object: `length` bytes from `offset` (to the end when `length` is absent). */
+export interface Range {
+  readonly offset: number;
+  readonly length?: number;
+}
+
+export interface SaveOptions {
+  /** Fail with ObjectExistsError (leaving the object unchanged) when the name exists. */
+  readonly ifAbsent?: boolean;
+}
+
+export type SaveSource = Uint8Array | AsyncIterable<Uint8Array>;
+
+/**
+ * A store of typed, named objects. Every method validates its handle or type first (InvalidInputError,
+ * nothing touched) and reports a missing object as ObjectNotFoundError. Node errno failures are IoError.
+ */
+export interface Backend {
+  /** Where the objects are, for messages. Never contains a secret. */
+  readonly location: string;
+  /**
+   * Stores `data` under `h`. The object becomes visible (to load, stat, list, other clients) only once
+   * complete; when the source throws, the save rejects with the source's own error and nothing of it is
+   * visible. Without `ifAbsent` an existing object is replaced atomically (readers see the old or the new
+   * one, whole). The source's buffers may be reused by the caller once `save` has consumed them.
+   */
+  save(h: Handle, data: SaveSource, opts?: SaveOptions): Promise<void>;
+  /**
+   * Streams the object, or the range of it. Errors (invalid handle, not found, a range past the end as
+   * ShortReadError) surface on the first iteration; an object that ends before the range does is a
+   * ShortReadError, never a silently short stream. Each yielded buffer belongs to the caller.
+   */
+  load(h: Handle, range?: Range): AsyncIterable<Uint8Array>;
+  stat(h: Handle): Promise<ObjectInfo>;
+  /** Every complete object of `type`, in no particular order. In-progress saves are never listed. */
+  list(type: ObjectType): AsyncIterable<ObjectInfo>;
+  /** Removes the object; removing a missing object is not an error (prune can be run again). */
+  remove(h: Handle): Promise<void>;
+  /** Releases connections and handles. The backend is not used afterwards. */
+  close(): Promise<void>;
+}
+
+type NameRule = 'config' | 'hex' | 'uuid';
+
+const NAME_RULES: Record<ObjectType, NameRule> = {
+  config: 'config',
+  keys: 'hex',
+  packs: 'hex',
+  index: 'hex',
+  snapshots: 'uuid',
+  listing: 'uuid',
+  pins: 'uuid',
+  locks: 'hex',
+};
+
+const HEX64 = /^[0-9a-f]{64}$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+const RULE_TEXT: Record<NameRule, string> = {
+  config: 'the name "config"',
+  hex: '64 lowercase hex characters',
+  uuid: 'a lowercase hyphenated UUID',
+};
+
+/** A value for an error message: quoted, control characters escaped, at most 80 characters. */
+function shown(value: unknown): string {
+  const text = typeof value === 'string' ? JSON.stringify(value) : `a ${typeof value}`;
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+export function isObjectType(type: unknown): type is ObjectType {
+  return typeof type === 'string' && (OBJECT_TYPES as readonly string[]).includes(type);
+}
+
+export function validateType(type: unknown): ObjectType {
+  if (!isObjectType(type))
+    throw new InvalidInputError(`object type ${shown(type)} is not one of ${OBJECT_TYPES.join(', ')}`);
+  return type;
+}
+
+/** Whether `name` is a valid name for objects of `type` (list uses it to skip anything else). */
+export function isValidName(type: ObjectType, name: string): boolean {
+  const rule = NAME_RULES[type];
+  if (rule === 'config') return name === 'config';
+  return (rule === 'hex' ? HEX64 : UUID).test(name);
+}
+
+/** The one name check: `config` for type config, 64 lowercase hex or a lowercase UUID per type. */
+export function validateHandle(h: unknown): Handle {
+  if (h === null || typeof h !== 'object')
+    throw new InvalidInputError('an object handle must be {type, name}');
+  const { type, name } = h as { type: unknown; name: unknown };
+  const t = validateType(type);
+  if (typeof name !== 'string' || !isValidName(t, name))
+    throw new InvalidInputError(
+      `object name ${shown(name)} is not valid for type ${t}: it must be ${RULE_TEXT[NAME_RULES[t]]}`,
+    );
+  return { type: t, name };
+}
+
+function isByteCount(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+}
+
+/** Checks a range's shape (non-negative integers); throws InvalidInputError. */
+export function validateRange(range: Range | undefined): Range | undefined {
+  if (range === undefined) return undefined;
+  if (range === null || typeof range !== 'object')
+    throw new InvalidInputError('a range must be {offset, length?}');
+  if (!isByteCount(range.offset))
+    throw new InvalidInputError(`range offset must be a non-negative integer (got ${String(range.offset)})`);
+  if (range.length !== undefined && !isByteCount(range.length))
+    throw new InvalidInputError(`range length must be a non-negative integer (got ${String(range.length)})`);
+  return range;
+}
+
+/** The byte span [start, end) of `range` in an object of `size` bytes; past the end is a ShortReadError. */
+export function resolveRange(
+  h: Handle,
+  range: Range | undefined,
+  size: number,
+): { start: number; end: number } {
+  const start = range?.offset ?? 0;
+  const end = range?.length === undefined ? Math.max(start, size) : start + range.length;
+  if (end > size)
+    throw new ShortReadError(
+      `${h.type}/${h.name} has ${size} bytes; the range ${start}..${end} goes past its end`,
+      { type: h.type, name: h.name, size, offset: start, end },
+    );
+  return { start, end };
+}
+
+/** The chunks of a save source, each checked to be bytes. */
+export async function* sourceChunks(data: SaveSource): AsyncGenerator<Uint8Array> {
+  if (data instanceof Uint8Array) {
+    yield data;
+    return;
+  }
+  if (data === null || typeof data !== 'object' || !(Symbol.asyncIterator in data))
+    throw new InvalidInputError('save data must be a Uint8Array or an async iterable of them');
+  for await (const chunk of data) {
+    if (!(chunk instanceof Uint8Array))
+      throw new InvalidInputError(`save data yielded ${shown(chunk)}, not a Uint8Array`);
+    yield chunk;
+  }
+}
+
+/**
+ * Reads an object (or a range of it) into one Buffer, refusing more than `maxBytes` (ObjectTooLargeError):
+ * before any I/O when the range's length is over it, otherwise as soon as the stream passes it.
+ */
+export async function readAll(
+  backend: Backend,
+  h: Handle,
+  opts: { maxBytes: number; range?: Range },
+): Promise<Buffer> {
+  validateHandle(h);
+  if (!isByteCount(opts.maxBytes))
+    throw new InvalidInputError('readAll: maxBytes must be a non-negative integer');
+  const range = validateRange(opts.range);
+  if (range?.length !== undefined && range.length > opts.maxBytes)
+    throw new ObjectTooLargeError(h.type, h.name, opts.maxBytes);
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of backend.load(h, range)) {
+    total += chunk.length;
+    if (total > opts.maxBytes) throw new ObjectTooLargeError(h.type, h.name, opts.maxBytes);
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts, total);
+}

@@ -1,0 +1,275 @@
+// Owns the local directory backend: objects are files `<root>/<type>/<name>`, packs
+// `<root>/packs/<first two hex>/<name>`. A save writes a temp file (O_EXCL | O_NOFOLLOW, mode 0600) in the
+// object's directory, fsyncs it, publishes it by rename (replace) or link (ifAbsent: never replaces) and
+// fsyncs the directory; directories are created on first save. Temp files and anything that is not a
+// regular file with a valid name are never listed. A symlink or other non-regular entry inside the root is
+// never followed: UnsafeObjectError.
+
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { type FileHandle, link, lstat, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import {
+  IoError,
+  ObjectExistsError,
+  ObjectNotFoundError,
+  ShortReadError,
+  SnapshotError,
+  UnsafeObjectError,
+} from '../model/errors.js';
+import {
+  type Backend,
+  type Handle,
+  isValidName,
+  type ObjectInfo,
+  type ObjectType,
+  type Range,
+  resolveRange,
+  type SaveOptions,
+  type SaveSource,
+  sourceChunks,
+  validateHandle,
+  validateRange,
+  validateType,
+} from './backend.js';
+
+/** Bytes per read of a load. */
+const READ_CHUNK = 1 << 20;
+const PACK_PREFIX = /^[0-9a-f]{2}$/;
+
+function errnoOf(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** Runs one file system step; errno failures become IoError naming the step, typed errors pass through. */
+async function io<T>(what: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    if (err instanceof SnapshotError) throw err;
+    throw new IoError(what, err);
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < chunk.length) {
+    const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);
+    off += bytesWritten;
+  }
+}
+
+export class LocalBackend implements Backend {
+  readonly location: string;
+  private readonly root: string;
+  /** Directories already checked to be real directories (not symlinks) under the root. */
+  private readonly checked = new Set<string>();
+
+  constructor(root: string) {
+    this.root = resolve(root);
+    this.location = this.root;
+  }
+
+  private dirOf(h: Handle): string {
+    return h.type === 'packs' ? join(this.root, 'packs', h.name.slice(0, 2)) : join(this.root, h.type);
+  }
+
+  /** The directories between the root and `dir`, outermost first. */
+  private chain(dir: string): string[] {
+    const out: string[] = [];
+    for (let d = dir; d !== this.root; d = dirname(d)) out.unshift(d);
+    return out;
+  }
+
+  /** Checks that `dir` (inside the root) is a real directory; false when it does not exist. */
+  private async isRealDir(dir: string): Promise<boolean> {
+    if (this.checked.has(dir)) return true;
+    let st: Awaited<ReturnType<typeof lstat>>;
+    try {
+      st = await lstat(dir);
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return false;
+      throw new IoError(`stat ${dir}`, err);
+    }
+    if (!st.isDirectory())
+      throw new UnsafeObjectError(
+        `${dir} is a ${st.isSymbolicLink() ? 'symlink' : 'non-directory'}, not a directory of ${this.location}`,
+      );
+    this.checked.add(dir);
+    return true;
+  }
+
+  /** Whether every directory from the root to `dir` exists as a real directory (never creates). */
+  private async dirExists(dir: string): Promise<boolean> {
+    for (const d of this.chain(dir)) if (!(await this.isRealDir(d))) return false;
+    return true;
+  }
+
+  /** Creates the directories from the root to `dir` as needed, each made durable in its parent. */
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.checked.has(dir)) return;
+    await io(`create ${this.root}`, () => mkdir(this.root, { recursive: true, mode: 0o700 }));
+    for (const d of this.chain(dir)) {
+      if (await this.isRealDir(d)) continue;
+      try {
+        await mkdir(d, { mode: 0o700 });
+        await fsyncDir(dirname(d));
+      } catch (err) {
+        if (errnoOf(err) !== 'EEXIST') throw new IoError(`create ${d}`, err);
+      }
+      if (!(await this.isRealDir(d))) throw new IoError(`create ${d}: it vanished`);
+    }
+  }
+
+  async save(h: Handle, data: SaveSource, opts?: SaveOptions): Promise<void> {
+    h = validateHandle(h);
+    const dir = this.dirOf(h);
+    const final = join(dir, h.name);
+    const what = `save ${h.type}/${h.name} in ${this.location}`;
+    await this.ensureDir(dir);
+    const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    const fh = await io(what, () =>
+      open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600),
+    );
+    let open_ = true;
+    let published = false;
+    try {
+      // The source's own errors pass through unchanged; only file system steps become IoError.
+      for await (const chunk of sourceChunks(data)) await io(what, () => writeAll(fh, chunk));
+      await io(what, () => fh.sync());
+      open_ = false;
+      await io(what, () => fh.close());
+      if (opts?.ifAbsent) {
+        try {
+          await link(tmp, final);
+        } catch (err) {
+          if (errnoOf(err) === 'EEXIST') throw new ObjectExistsError(h.type, h.name, this.location);
+          throw new IoError(what, err);
+        }
+        published = true;
+        await io(what, () => unlink(tmp));
+      } else {
+        await io(what, () => rename(tmp, final));
+        published = true;
+      }
+      await io(what, () => fsyncDir(dir));
+    } finally {
+      if (open_) await fh.close().catch(() => {});
+      if (!published) await unlink(tmp).catch(() => {});
+    }
+  }
+
+  /** Opens the object for reading without following a symlink or blocking on a FIFO. */
+  private async openObject(h: Handle): Promise<{ fh: FileHandle; size: number }> {
+    const dir = this.dirOf(h);
+    const missing = () => new ObjectNotFoundError(h.type, h.name, this.location);
+    if (!(await this.dirExists(dir))) throw missing();
+    let fh: FileHandle;
+    try {
+      fh = await open(join(dir, h.name), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') throw missing();
+      if (errnoOf(err) === 'ELOOP') throw new UnsafeObjectError(`${h.type}/${h.name} is a symlink`);
+      throw new IoError(`load ${h.type}/${h.name} from ${this.location}`, err);
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new UnsafeObjectError(`${h.type}/${h.name} is not a regular file`);
+      return { fh, size: st.size };
+    } catch (err) {
+      await fh.close().catch(() => {});
+      if (err instanceof SnapshotError) throw err;
+      throw new IoError(`load ${h.type}/${h.name} from ${this.location}`, err);
+    }
+  }
+
+  async *load(h: Handle, range?: Range): AsyncGenerator<Uint8Array> {
+    h = validateHandle(h);
+    range = validateRange(range);
+    const what = `load ${h.type}/${h.name} from ${this.location}`;
+    const { fh, size } = await this.openObject(h);
+    try {
+      const { start, end } = resolveRange(h, range, size);
+      let pos = start;
+      while (pos < end) {
+        const want = Math.min(READ_CHUNK, end - pos);
+        const buf = Buffer.allocUnsafe(want);
+        const { bytesRead } = await io(what, () => fh.read(buf, 0, want, pos));
+        if (bytesRead === 0)
+          throw new ShortReadError(`${h.type}/${h.name} ended at byte ${pos}, before ${end}`, {
+            type: h.type,
+            name: h.name,
+            offset: pos,
+            end,
+          });
+        pos += bytesRead;
+        yield bytesRead === want ? buf : buf.subarray(0, bytesRead);
+      }
+    } finally {
+      await fh.close().catch(() => {});
+    }
+  }
+
+  async stat(h: Handle): Promise<ObjectInfo> {
+    h = validateHandle(h);
+    const { fh, size } = await this.openObject(h);
+    await fh.close().catch(() => {});
+    return { name: h.name, size };
+  }
+
+  async *list(type: ObjectType): AsyncGenerator<ObjectInfo> {
+    type = validateType(type);
+    const dir = join(this.root, type);
+    if (!(await this.dirExists(dir))) return;
+    if (type !== 'packs') {
+      yield* this.listDir(type, dir, '');
+      return;
+    }
+    const prefixes = await io(`list ${dir}`, () => readdir(dir, { withFileTypes: true }));
+    for (const p of prefixes) {
+      if (!p.isDirectory() || !PACK_PREFIX.test(p.name)) continue;
+      yield* this.listDir(type, join(dir, p.name), p.name);
+    }
+  }
+
+  /** The regular files of `dir` whose names are valid for `type` and start with `prefix`. */
+  private async *listDir(type: ObjectType, dir: string, prefix: string): AsyncGenerator<ObjectInfo> {
+    const entries = await io(`list ${dir}`, () => readdir(dir, { withFileTypes: true }));
+    for (const e of entries) {
+      if (!e.isFile() || !isValidName(type, e.name) || !e.name.startsWith(prefix)) continue;
+      let size: number;
+      try {
+        size = (await lstat(join(dir, e.name))).size;
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT') continue; // removed since readdir
+        throw new IoError(`list ${dir}`, err);
+      }
+      yield { name: e.name, size };
+    }
+  }
+
+  async remove(h: Handle): Promise<void> {
+    h = validateHandle(h);
+    const dir = this.dirOf(h);
+    if (!(await this.dirExists(dir))) return;
+    const what = `remove ${h.type}/${h.name} from ${this.location}`;
+    try {
+      await unlink(join(dir, h.name));
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return;
+      throw new IoError(what, err);
+    }
+    await io(what, () => fsyncDir(dir));
+  }
+
+  async close(): Promise<void> {}
+}
