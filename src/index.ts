@@ -22,9 +22,11 @@ export {
   CONFIG_DEFAULTS,
   type EncryptionConfig,
   type EventsConfig,
+  type LoadConfigOptions,
   type LoadedConfig,
   loadConfig,
   type MetricsConfig,
+  type OnDemandSection,
   type RetentionConfig,
   type ScheduleEntry,
   type ServerConfig,
@@ -163,4 +165,3 @@ export {
 export type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './snapshotter/interface.js';
 export { LocalSnapshotter, type LocalSnapshotterOptions } from './snapshotter/local.js';
 export { notifyObservers, type OperationObserver, type OperationRecord } from './snapshotter/observer.js';
-export { verifyExitCode } from './verify/verify.js';

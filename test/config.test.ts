@@ -105,7 +105,7 @@ test('each invalid key: a ConfigError naming the dotted key and the rule', (t) =
   for (const [body, message] of cases) {
     writeFileSync(f, section(body));
     assert.throws(
-      () => loadConfig(f),
+      () => loadConfig(f, { sections: ['server'] }),
       (err: Error & { code?: string }) => {
         assert.equal(err.code, 'CONFIG', body);
         assert.ok(err.message.startsWith(message), `${body}\n  got:  ${err.message}\n  want: ${message}…`);
@@ -158,7 +158,7 @@ server:
   token: \${NEXO_TEST_TOKEN}
   allow_restore: true`),
   );
-  const cfg = loadConfig(f).snapshot;
+  const cfg = loadConfig(f, { sections: ['server'] }).snapshot;
   assert.equal(cfg.root, join(dir, 'state'));
   assert.equal(cfg.metrics?.textfile, join(dir, 'out', 'nexo.prom'));
   assert.equal(cfg.server?.token, 'x'.repeat(32));
@@ -237,6 +237,62 @@ test('CLI: enabled: false refuses commands that write the store, read-only ones 
   assert.equal(r.code, 0, r.stderr);
   assert.equal(JSON.parse(r.stdout).length, 1);
   assert.equal((await a.snapshotter.list('ana')).length, 1, 'nothing was written');
+});
+
+test('the server section is resolved only where it is used: a ${VAR} only the daemon has does not stop the CLI', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 10, embeddings: 5 });
+  const cfg = join(a.root, 'shared.yaml');
+  writeFileSync(
+    cfg,
+    section(`root: ${a.stateRoot}
+memdir_root: ${a.memdirRoot}
+sqlite_root: ${a.sqliteRoot}
+server:
+  listen: 127.0.0.1:0
+  token: \${NEXO_TEST_DAEMON_TOKEN}`),
+  );
+  delete process.env.NEXO_TEST_DAEMON_TOKEN;
+  // Every CLI command but serve works while the daemon's variable is unset.
+  let r = await runCli(['snapshot', '--agent', 'ana', '--config', cfg, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const id = JSON.parse(r.stdout).id as string;
+  r = await runCli(['list', '--agent', 'ana', '--config', cfg, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout)[0].id, id);
+  r = await runCli(['verify', '--agent', 'ana', '--id', id, '--config', cfg, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  // serve needs the section: the unset variable is a CONFIG error naming the key, before it listens.
+  r = await runCli(['serve', '--config', cfg, '--json']);
+  assert.equal(r.code, 1, r.stdout);
+  assert.equal(JSON.parse(r.stdout).error.code, 'CONFIG');
+  assert.match(
+    r.stderr,
+    /memory\.snapshot\.server\.token: environment variable NEXO_TEST_DAEMON_TOKEN is not set/,
+  );
+  assert.doesNotMatch(r.stdout, /listening/);
+
+  // The library reads no on-demand section unless asked: it leaves `server` out; its keys are still checked.
+  const lib = loadConfig(cfg);
+  assert.equal(lib.snapshot.server, undefined);
+  assert.equal(lib.snapshot.root, a.stateRoot);
+  assert.throws(
+    () => loadConfig(cfg, { sections: ['server'] }),
+    /server\.token: environment variable NEXO_TEST_DAEMON_TOKEN/,
+  );
+  process.env.NEXO_TEST_DAEMON_TOKEN = 't'.repeat(20);
+  assert.equal(loadConfig(cfg, { sections: ['server'] }).snapshot.server?.token, 't'.repeat(20));
+  delete process.env.NEXO_TEST_DAEMON_TOKEN;
+  const f = join(a.root, 'typo.yaml');
+  for (const [body, message] of [
+    ['server:\n  tokn: x', 'memory.snapshot.server.tokn: unknown key'],
+    ['server: 5', 'memory.snapshot.server must be a mapping'],
+  ] as const) {
+    writeFileSync(f, section(body));
+    assert.throws(() => loadConfig(f), { code: 'CONFIG', message });
+    r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--config', f]);
+    assert.equal(r.code, 1, body);
+    assert.match(r.stderr, new RegExp(message.replace(/\./g, '\\.')));
+  }
 });
 
 test('CLI: auto_pre_restore decides the pre-restore snapshot unless the flag says otherwise', async (t) => {

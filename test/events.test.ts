@@ -112,9 +112,12 @@ test('library: created, restored, deleted and gc events with the original subjec
   assert.equal(r.agents_visited, 1);
   assert.equal(r.errors, 0);
   assert.equal(r.orphan_staging_dirs_removed, 0);
+  // A sweep that changes nothing announces nothing (events announce changes to the store).
+  const idle = await a.snapshotter.gc({ agentId: 'ana', policy: { keepCount: 1, maxAgeDays: 0 } });
+  assert.equal(idle.bundles_deleted + idle.orphan_staging_dirs_removed + idle.backups_removed, 0);
+  assert.deepEqual(await publisher.close(), { published: 7, dropped: 0, queued: 0 });
   await new Promise((res) => setTimeout(res, 100));
   assert.equal(sub.messages.length, 7, 'nothing else was published');
-  assert.deepEqual(await publisher.close(), { published: 7, dropped: 0, queued: 0 });
 });
 
 test('CLI --nats: every command that changes the store publishes; config sets the subject prefix', {

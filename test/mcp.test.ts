@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { before, type TestContext, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { generateSigningKey, parseSigningKey } from '../src/index.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, sampleAgent } from './helpers/env.js';
 import { collect, HAS_NATS, startNats } from './helpers/nats.js';
@@ -92,6 +93,7 @@ test('mcp: memory_snapshot writes a real bundle that verifies; list, verify and 
     'snapshot_id',
   ]);
   assert.deepEqual(JSON.parse(textOf(r1)), res, 'the text content is the same JSON');
+  assert.equal(res.redactions_applied, false, 'redact_secrets: false is an exact copy');
   const bundle = String(res.bundle_path);
   assert.ok(existsSync(bundle));
   const bytes = readFileSync(bundle);
@@ -138,6 +140,37 @@ test('mcp: memory_snapshot writes a real bundle that verifies; list, verify and 
   const live = await callTool(client, 'memory_diff', { a: id2, b: 'live' });
   assert.ok(!live.isError, textOf(live));
   assert.equal((live.structuredContent!.git_summary as { files_changed: number }).files_changed, 0);
+
+  // redact_secrets: true runs the redaction policy, and the result says so (docs/daemon.md).
+  const r3 = await callTool(client, 'memory_snapshot', { redact_secrets: true });
+  assert.ok(!r3.isError, textOf(r3));
+  assert.equal(r3.structuredContent!.redactions_applied, true);
+  const [redacted] = await a.snapshotter.list('ana');
+  assert.equal(redacted!.id, r3.structuredContent!.snapshot_id);
+  assert.equal(redacted!.redactions_applied, true);
+});
+
+test('mcp: memory_verify applies the configured trust: under require_signature an unsigned snapshot is untrusted', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const key = generateSigningKey();
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    `memory:\n  snapshot:\n    signing:\n      trusted_keys: [${key.publicKey}]\n      require_signature: true\n`,
+  );
+  const unsigned = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const signed = await a.snapshotter.snapshot({ agentId: 'ana', sign: parseSigningKey(key.secretKey) });
+  const client = await connect(t, a, 'ana', ['--config', cfg]);
+  const v = await callTool(client, 'memory_verify', { snapshot_id: unsigned.id });
+  assert.ok(!v.isError, textOf(v));
+  assert.equal(v.structuredContent!.status, 'untrusted', 'the tool applies require_signature like the CLI');
+  assert.deepEqual(
+    (v.structuredContent!.problems as Array<{ code: string }>).map((p) => p.code),
+    ['SIGNATURE_MISSING'],
+  );
+  const ok = await callTool(client, 'memory_verify', { snapshot_id: signed.id, deep: true });
+  assert.equal(ok.structuredContent!.status, 'verified', textOf(ok));
+  assert.equal((ok.structuredContent!.signature as { status: string }).status, 'trusted');
 });
 
 test('mcp: invalid arguments are tool errors and write nothing; no restore tool can be called', async (t) => {
@@ -215,6 +248,65 @@ test('mcp: exits 0 when stdin closes; a bad agent id fails at start with nothing
   assert.equal(bad.code, 1);
   assert.equal(bad.stdout, '');
   assert.match(bad.stderr, /agent_id/);
+});
+
+test('mcp: a line that is not JSON gets -32700 Parse error, JSON that is not JSON-RPC -32600; the server keeps serving', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const child = spawn(process.execPath, [BIN, 'mcp', '--agent', 'ana', ...a.flags], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  t.after(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  let buffered = '';
+  const lines: string[] = [];
+  const waiting: Array<(line: string) => void> = [];
+  child.stdout.on('data', (c) => {
+    buffered += c;
+    for (let i = buffered.indexOf('\n'); i >= 0; i = buffered.indexOf('\n')) {
+      lines.push(buffered.slice(0, i));
+      buffered = buffered.slice(i + 1);
+    }
+    while (lines.length && waiting.length) waiting.shift()!(lines.shift()!);
+  });
+  /** Writes the lines; resolves with the next reply (each bad line is followed by a good request, so a
+   * server that ignores the bad line still replies, and the test fails instead of waiting). */
+  const next = (...send: string[]) =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const take = (l: string) => resolve(JSON.parse(l));
+      if (lines.length) take(lines.shift()!);
+      else waiting.push(take);
+      if (send.length) child.stdin.write(send.map((l) => `${l}\n`).join(''));
+    });
+  const ping = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'ping' });
+
+  const parse = await next('{"jsonrpc": "2.0", "id": 1, "method": "tools/list"', ping(2));
+  assert.deepEqual(Object.keys(parse).sort(), ['error', 'id', 'jsonrpc'], JSON.stringify(parse));
+  assert.equal(parse.jsonrpc, '2.0');
+  assert.equal(parse.id, null);
+  assert.equal((parse.error as { code: number }).code, -32700);
+  assert.match((parse.error as { message: string }).message, /^Parse error/);
+  assert.deepEqual(await next(), { jsonrpc: '2.0', id: 2, result: {} }, 'the request after it is answered');
+
+  const invalid = await next('{"hello": "world"}', ping(3));
+  assert.equal(invalid.id, null, JSON.stringify(invalid));
+  assert.equal((invalid.error as { code: number }).code, -32600);
+  assert.match((invalid.error as { message: string }).message, /^Invalid Request/);
+  assert.deepEqual(await next(), { jsonrpc: '2.0', id: 3, result: {} });
+
+  const init = await next(
+    JSON.stringify({
+      jsonrpc: '2.0',
+      id: 7,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } },
+    }),
+  );
+  assert.equal(init.id, 7, 'the server keeps serving');
+  assert.equal((init.result as { serverInfo: { name: string } }).serverInfo.name, 'nexo-memory');
+  child.stdin.end();
+  assert.equal(await exited, 0);
 });
 
 test('mcp --nats: a tool snapshot publishes its created event (created_by tool)', {

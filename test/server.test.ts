@@ -5,15 +5,20 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { before, test } from 'node:test';
+import { generateSigningKey, parseSigningKey } from '../src/index.js';
 import { ConfigError, ERROR_TABLE } from '../src/model/errors.js';
 import { bearerToken, tokenMatches } from '../src/server/auth.js';
 import { Daemon, isLoopback, parseListen } from '../src/server/daemon.js';
+import { createApiServer } from '../src/server/http.js';
 import { httpStatusOf } from '../src/server/status.js';
+import { OperationTracker } from '../src/server/tracker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { type Agent, REPO, sampleAgent, startFixture } from './helpers/env.js';
+import { type Agent, REPO, runCli, sampleAgent, startFixture } from './helpers/env.js';
 import { collect, HAS_NATS, startNats } from './helpers/nats.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -268,6 +273,51 @@ test('serve: snapshot, list, get, verify, diff, export download, delete over HTT
   assert.equal(await d.exited, 0);
 });
 
+test('serve: verify applies the configured trust: under require_signature an unsigned snapshot is untrusted, as in the CLI', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const key = generateSigningKey();
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'memory:',
+      '  snapshot:',
+      `    root: ${a.stateRoot}`,
+      `    memdir_root: ${a.memdirRoot}`,
+      `    sqlite_root: ${a.sqliteRoot}`,
+      '    signing:',
+      `      trusted_keys: [${key.publicKey}]`,
+      '      require_signature: true',
+      '',
+    ].join('\n'),
+  );
+  const unsigned = await a.snapshotter.snapshot({ agentId: 'ana', label: 'unsigned' });
+  const signed = await a.snapshotter.snapshot({ agentId: 'ana', sign: parseSigningKey(key.secretKey) });
+
+  // The CLI, by path and by id: untrusted, exit 2.
+  for (const args of [[unsigned.bundle_path], ['--agent', 'ana', '--id', unsigned.id.slice(0, 13)]]) {
+    const r = await runCli(['verify', ...args, '--config', cfg, '--json']);
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    assert.equal(JSON.parse(r.stdout).status, 'untrusted', args.join(' '));
+  }
+
+  const d = await serve(t, ['--config', cfg], { NEXO_MEMORY_TOKEN: TOKEN });
+  const base = `${d.url}/v1/agents/ana/snapshots`;
+  const v = await call(`${base}/${unsigned.id}/verify`, { headers: auth() });
+  assert.equal(v.status, 200, JSON.stringify(v.body));
+  assert.equal(v.body.status, 'untrusted', 'the daemon applies require_signature like the CLI');
+  assert.equal(v.body.signature.status, 'unsigned');
+  assert.deepEqual(
+    v.body.problems.map((p: { code: string }) => p.code),
+    ['SIGNATURE_MISSING'],
+  );
+  const ok = await call(`${base}/${signed.id}/verify?deep=true`, { headers: auth() });
+  assert.equal(ok.body.status, 'verified', JSON.stringify(ok.body));
+  assert.equal(ok.body.signature.status, 'trusted');
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
 test('serve: without a token mutating routes are refused and reads are open; no wide listen without one', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const d = await serve(t, [...storeFlags(a), '--json']); // the address as one JSON line
@@ -441,6 +491,63 @@ test('serve: restore over HTTP needs server.allow_restore in the config and NEXO
   assert.equal(await open.exited, 0);
 });
 
+test('http: a download the client got in full is logged with its status, one it left is "client went away", never 500', async (t) => {
+  const SIZE = 256 * 1024;
+  const lines: string[] = [];
+  let logged: (line: string) => void = () => {};
+  const tracker = new OperationTracker();
+  // The body is all there, but its end never comes: as a file stream whose client has every byte and
+  // closes before the stream's end is seen (the race that made delivered exports log 500).
+  const server = createApiServer({
+    routes: [
+      {
+        method: 'GET',
+        path: '/body/:declared',
+        auth: 'open',
+        handle: async (req) => {
+          const stream = new Readable({ read() {} });
+          stream.push(Buffer.alloc(SIZE, 7));
+          return { stream, headers: { 'content-length': req.params.declared! } };
+        },
+      },
+    ],
+    tracker,
+    log: (line) => {
+      lines.push(line);
+      logged(line);
+    },
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+
+  /** GETs `path`, reads `want` bytes of body, closes the connection; resolves with the log line. */
+  const download = (path: string, want: number) =>
+    new Promise<string>((resolve, reject) => {
+      logged = resolve;
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', reject);
+      let got = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        got = Buffer.concat([got, chunk]);
+        const head = got.indexOf('\r\n\r\n');
+        if (head >= 0 && got.length - head - 4 >= want) socket.destroy();
+      });
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    });
+
+  const full = await download(`/body/${SIZE}`, SIZE);
+  assert.match(full, new RegExp(`^GET /body/${SIZE} 200 \\d+ms$`), full);
+  const left = await download(`/body/${2 * SIZE}`, SIZE);
+  assert.match(
+    left,
+    new RegExp(`^GET /body/${2 * SIZE} 200, client went away after ${SIZE} of ${2 * SIZE} bytes \\d+ms$`),
+    left,
+  );
+  assert.ok(!lines.some((l) => / 500 /.test(l)), lines.join('\n'));
+  await tracker.close(); // every request was finished (the tracker waits for them)
+});
+
 test('server units: bearer parsing, constant-time token check, listen addresses, a status for every error code', () => {
   assert.equal(bearerToken('Bearer abc'), 'abc');
   assert.equal(bearerToken('bearer   abc  '), 'abc');
@@ -460,7 +567,7 @@ test('server units: bearer parsing, constant-time token check, listen addresses,
   assert.ok(isLoopback('127.0.0.1') && isLoopback('::1') && isLoopback('localhost'));
   assert.ok(!isLoopback('0.0.0.0') && !isLoopback('10.0.0.1') && !isLoopback('::'));
 
-  const failures = new Set(['IO', 'GIT', 'SQLITE', 'STATE', 'REDACTION']);
+  const failures = new Set(['IO', 'GIT', 'SQLITE', 'STATE', 'REDACTION', 'NATIVE_MODULE']);
   for (const e of ERROR_TABLE) {
     const status = httpStatusOf(e.code);
     if (failures.has(e.code)) assert.equal(status, 500, e.code);
@@ -584,16 +691,31 @@ test('serve --nats: API operations and the retention sweep publish lifecycle eve
   const nats = await startNats(t);
   const events = await collect(t, nats.url, 'nexo.memory.snapshot.>');
   const a = sampleAgent(t, 'ana', SMALL);
+  // A leftover of an operation that died an hour ago: the start-up sweep removes it, a change it announces.
+  const leftover = join(
+    a.stateRoot,
+    'tenants',
+    'default',
+    'snapshots',
+    'ana',
+    '.staging-01a20000-0000-7000-8000-000000000002',
+  );
+  mkdirSync(leftover, { recursive: true });
+  const anHourAgo = new Date(Date.now() - 3_600_000);
+  utimesSync(leftover, anHourAgo, anHourAgo);
   const d = await serve(t, [...storeFlags(a), '--nats', nats.url], { NEXO_MEMORY_TOKEN: TOKEN });
   const base = `${d.url}/v1/agents/ana/snapshots`;
   const s1 = await call(base, { method: 'POST', headers: jsonHeaders(), body: '{"label":"one"}' });
   const s2 = await call(base, { method: 'POST', headers: auth() });
   assert.equal((await call(`${base}/${s1.body.id}`, { method: 'DELETE', headers: auth() })).status, 200);
   const all = await events.waitFor(4);
-  assert.ok(
-    all.some((m) => m.subject === 'nexo.memory.snapshot._all.gc' && m.data.kind === 'gc'),
-    'the start-up sweep',
+  const sweep = all.find((m) => m.subject === 'nexo.memory.snapshot._all.gc');
+  assert.equal(sweep?.data.kind, 'gc', 'the start-up sweep');
+  assert.equal(
+    (sweep!.data.report as { orphan_staging_dirs_removed: number }).orphan_staging_dirs_removed,
+    1,
   );
+  assert.ok(!existsSync(leftover));
   const got = all.filter((m) => m.subject.startsWith('nexo.memory.snapshot.ana.'));
   assert.deepEqual(
     got.map((m) => [m.subject, m.data.kind, m.data.id ?? m.data.snapshot_id]),

@@ -104,6 +104,14 @@ test('keygen writes a 0600 secret key and a .pub, never overwrites, and -y print
   assert.equal(execFileSync('age-keygen', ['-y', ageFile]).toString().trim(), recipient);
   const sealed = execFileSync('age', ['-r', recipient], { input: 'hello' });
   assert.equal(execFileSync('age', ['-d', '-i', ageFile], { input: sealed }).toString(), 'hello');
+  // Human output says what README and --help say it prints: the recipient (for --encrypt), not a
+  // "public key" that could be taken for a signing key (--trust).
+  const ageFile2 = join(dir, 'age2.txt');
+  r = await runCli(['keygen', '--age', '--out', ageFile2]);
+  assert.equal(r.code, 0, r.stderr);
+  const recipient2 = execFileSync('age-keygen', ['-y', ageFile2]).toString().trim();
+  assert.equal(r.stdout, `recipient: ${recipient2}\n`);
+  assert.equal(r.stderr, `age identity written to ${ageFile2} (mode 0600)\n`);
 });
 
 test('a signed snapshot: v3 manifest, key id in list and verify, --trust exits 0, GNU tar reads it', async (t) => {

@@ -12,7 +12,7 @@ import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/forma
 import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
 import { newSnapshotId, parseSnapshotId, validateAgentId, validateTenant } from '../src/model/ids.js';
 import { tarOf } from './helpers/bundles.js';
-import { runCli, tempDir } from './helpers/env.js';
+import { REPO, runCli, tempDir } from './helpers/env.js';
 
 async function* chunks(buf: Buffer, size = 1000): AsyncGenerator<Buffer> {
   for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
@@ -168,6 +168,10 @@ test('CLI: --help has examples, --version prints, usage errors exit 1', async (t
   let r = await runCli(['--help']);
   assert.equal(r.code, 0);
   assert.match(r.stdout, /Examples:/);
+  // The program's description is the package's (README's first line), not a partial list of commands.
+  const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { description: string };
+  const description = r.stdout.split('\n\n')[1]!.replace(/\s+/g, ' ');
+  assert.equal(description, pkg.description);
   for (const cmd of ['snapshot', 'verify', 'list', 'export', 'delete']) {
     r = await runCli([cmd, '--help']);
     assert.equal(r.code, 0, cmd);

@@ -2,10 +2,15 @@
 // running a command body with uniform error handling: typed errors become their exit status, with a
 // JSON error object on stdout under --json and a one-line message on stderr always.
 
-import { CONFIG_DEFAULTS, type LoadedConfig, loadConfig } from '../config/config.js';
+import { CONFIG_DEFAULTS, type LoadedConfig, loadConfig, type OnDemandSection } from '../config/config.js';
 import { snapshotterOptionsFromConfig } from '../config/runtime.js';
-import { type TrustPolicy, trustPolicy } from '../format/signature.js';
-import { ConfigError, ExitCode, InvalidInputError, SnapshotError } from '../model/errors.js';
+import {
+  ConfigError,
+  ExitCode,
+  InvalidInputError,
+  nativeModuleError,
+  SnapshotError,
+} from '../model/errors.js';
 import { LocalSnapshotter } from '../snapshotter/local.js';
 import { ProgressReporter } from './progress.js';
 import { finishRunTelemetry, runTelemetry, type TelemetryFlags } from './telemetry.js';
@@ -43,9 +48,14 @@ export interface OutputFlags {
   progress?: boolean;
 }
 
+/** The on-demand config sections a command reads; the others are left unresolved (config.ts). */
+const SECTIONS_READ: Record<string, OnDemandSection[]> = { serve: ['server'] };
+
 export function loadFlagsConfig(flags: StoreFlags): LoadedConfig | undefined {
   const path = flags.config ?? process.env.NEXO_MEMORY_CONFIG;
-  return path ? loadConfig(path) : undefined;
+  if (!path) return undefined;
+  const sections = SECTIONS_READ[currentCommand ?? ''];
+  return loadConfig(path, sections ? { sections } : {});
 }
 
 /** Flags override the config file, which overrides the defaults (state root `./state`). */
@@ -69,17 +79,6 @@ export function autoPreSnapshotFrom(flags: StoreFlags & { autoPreSnapshot?: bool
   if (flags.autoPreSnapshot === false || running?.getOptionValueSource('autoPreSnapshot') === 'cli')
     return flags.autoPreSnapshot !== false;
   return loadFlagsConfig(flags)?.snapshot.auto_pre_restore ?? CONFIG_DEFAULTS.auto_pre_restore;
-}
-
-/**
- * The trust of a verify: `--trust` keys when given (then a trusted signature is required), else the
- * config's trusted keys (required when the config says `require_signature`), else none.
- */
-export function trustFrom(flags: StoreFlags & { trust?: string[] }): TrustPolicy | undefined {
-  if (flags.trust?.length) return trustPolicy(flags.trust, true);
-  const sg = loadFlagsConfig(flags)?.snapshot.signing;
-  if (sg?.trusted_keys?.length) return trustPolicy(sg.trusted_keys, sg.require_signature === true);
-  return undefined;
 }
 
 /** The identity file: --decrypt-identity, else the config's encryption.identity_path. */
@@ -122,7 +121,7 @@ export async function runCommand(
  * stderr always — and returns its exit status. `alreadyPrinted`: commander wrote the line itself.
  */
 export function reportError(err: unknown, json: boolean, alreadyPrinted = false): number {
-  const e = err instanceof SnapshotError ? err : undefined;
+  const e = err instanceof SnapshotError ? err : nativeModuleError(err);
   const message = e ? e.message : err instanceof Error ? err.message : String(err);
   if (json) {
     printJson({

@@ -5,7 +5,7 @@
 
 import { Command, CommanderError } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../model/errors.js';
-import { PACKAGE_VERSION } from '../util/version.js';
+import { PACKAGE_DESCRIPTION, PACKAGE_VERSION } from '../util/version.js';
 import { deleteCommand } from './commands/delete.js';
 import { diffCommand } from './commands/diff.js';
 import { exportCommand } from './commands/export.js';
@@ -22,9 +22,7 @@ import { reportError, setCurrentCommand } from './context.js';
 
 export function buildProgram() {
   const program = new Command('nexo-memory')
-    .description(
-      "Atomic point-in-time snapshots of an AI agent's memory: snapshot, verify, list, export, delete.",
-    )
+    .description(PACKAGE_DESCRIPTION)
     .version(PACKAGE_VERSION)
     .showSuggestionAfterError()
     .addHelpText(

@@ -1,6 +1,7 @@
 // Owns the configuration file: YAML with a `memory.snapshot` section (or a top-level `snapshot`
 // section, as in the original's config/memory.yaml), `${VAR}` expansion, unknown keys rejected, and
-// errors that name the dotted key. Relative paths resolve against the config file's directory.
+// errors that name the dotted key. A section only some programs read (the daemon's `server`) is
+// resolved only by a program that asks for it. Relative paths resolve against the config file's directory.
 // Every key takes effect (README "Configuration reference" lists what each does); the original's
 // unimplemented `auto_pre_mutating_tool` is accepted only as false.
 
@@ -244,6 +245,39 @@ export interface LoadedConfig {
   snapshot: SnapshotConfig;
 }
 
+/**
+ * Sections only some programs read (the daemon's `server`). Such a section is resolved — `${VAR}`
+ * expanded, values validated — only by a program that asks for it; the others check its keys only and
+ * leave it out, so one config file serves the CLI and the daemon although only the daemon has, say,
+ * the variable that holds the API token.
+ */
+const ON_DEMAND = { server: serverSection } as const;
+export type OnDemandSection = keyof typeof ON_DEMAND;
+
+export interface LoadConfigOptions {
+  /**
+   * The on-demand sections this program reads (`serve`: `server`). Default: none — the library itself
+   * reads no on-demand section, so a host embedding it is not stopped by the daemon's variables.
+   */
+  sections?: readonly OnDemandSection[];
+}
+
+/** Leaves out the on-demand sections not asked for, after checking they are mappings of known keys. */
+function withoutUnread(section: unknown, prefix: string, read: readonly OnDemandSection[]): unknown {
+  if (!section || typeof section !== 'object' || Array.isArray(section)) return section;
+  const out = { ...(section as Record<string, unknown>) };
+  for (const [name, schema] of Object.entries(ON_DEMAND) as Array<[OnDemandSection, typeof serverSection]>) {
+    if (read.includes(name) || out[name] === undefined || out[name] === null) continue;
+    const value = out[name];
+    if (typeof value !== 'object' || Array.isArray(value))
+      throw new ConfigError(`${prefix}.${name} must be a mapping`);
+    const unknown = Object.keys(value as object).find((k) => !(k in schema.shape));
+    if (unknown !== undefined) throw new ConfigError(`${prefix}.${name}.${unknown}: unknown key`);
+    delete out[name];
+  }
+  return out;
+}
+
 /** The issue's dotted key and a message that reads after it (`… must be ≥ 0`). */
 function describeIssue(prefix: string, issue: z.core.$ZodIssue): string {
   let where = prefix;
@@ -279,8 +313,12 @@ function expandVars(value: unknown, key: string): unknown {
   return value;
 }
 
-/** Reads and validates a config file. Throws ConfigError naming the offending dotted key. */
-export function loadConfig(path: string): LoadedConfig {
+/**
+ * Reads and validates a config file. Throws ConfigError naming the offending dotted key. On-demand
+ * sections (`server`) are resolved only when `opts.sections` asks for them; otherwise only their keys
+ * are checked and they are left out.
+ */
+export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedConfig {
   const abs = resolve(path);
   let text: string;
   try {
@@ -318,7 +356,7 @@ export function loadConfig(path: string): LoadedConfig {
       );
     section = top.snapshot ?? {};
   }
-  const expanded = expandVars(section, prefix);
+  const expanded = expandVars(withoutUnread(section, prefix, opts.sections ?? []), prefix);
   const parsed = snapshotSection.safeParse(expanded);
   if (!parsed.success) {
     throw new ConfigError(describeIssue(prefix, parsed.error.issues[0]!));

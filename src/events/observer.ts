@@ -1,7 +1,8 @@
 // Owns turning snapshotter operation records into lifecycle events: `created` for every snapshot
 // written (pre-restore snapshots included), `restored` for every committed restore, `deleted` for every
-// bundle removed (by delete, or by a gc sweep: one per bundle), and one `gc` per sweep. Failures and dry
-// runs publish nothing: events announce changes to the store.
+// bundle removed (by delete, or by a gc sweep: one per bundle), and one `gc` per sweep that deleted or
+// removed something. Failures, dry runs and sweeps that changed nothing publish nothing: events
+// announce changes to the store.
 
 import type { OperationObserver, OperationRecord } from '../snapshotter/observer.js';
 import { createdEvent, deletedEvent, gcEvent, restoredEvent } from './payloads.js';
@@ -24,6 +25,9 @@ export class LifecycleEventsObserver implements OperationObserver {
         break;
       case 'gc': {
         if (r.dryRun || !r.report) break;
+        const g = r.report;
+        // A sweep that deleted and removed nothing changed nothing: no event (a quiet store stays quiet).
+        if (g.bundles_deleted + g.orphan_staging_dirs_removed + g.backups_removed === 0) break;
         const now = Date.now();
         for (const a of r.report.agents) {
           for (const d of a.decisions) {

@@ -8,7 +8,13 @@
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import { BundleDamagedError, EncryptionError, NotABundleError, UnsafeBundleError } from '../model/errors.js';
+import {
+  BundleDamagedError,
+  EncryptionError,
+  NotABundleError,
+  nativeModuleError,
+  UnsafeBundleError,
+} from '../model/errors.js';
 import type { SizeLimit } from './zstd.js';
 
 // Output ring (decompressed) and input ring (the file's bytes as read). Fewer, larger slots: every
@@ -252,7 +258,7 @@ export function decompressFileOffThread(
           if (m.code === 'ENCRYPTION') throw new EncryptionError(m.message);
           const e = new Error(m.message) as NodeJS.ErrnoException;
           e.code = m.code;
-          throw e;
+          throw nativeModuleError(e) ?? e;
         }
         // The timeout covers the end of the stream, which changes STATE but not HEAD.
         const w = atomics.waitAsync(C, HEAD, head, 20);

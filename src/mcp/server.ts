@@ -8,15 +8,12 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { loadIdentities } from '../crypto/age.js';
 import { SnapshotError } from '../model/errors.js';
 import { MAX_LABEL_CHARS } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
 import type { OperationTracker } from '../server/tracker.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
-import { locate } from '../store/catalog.js';
 import { PACKAGE_VERSION } from '../util/version.js';
-import { verifyBundleFile } from '../verify/verify.js';
 
 export const TOOL_CREATED_BY = 'tool';
 
@@ -62,7 +59,6 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       return failed(tool, err);
     }
   };
-  const identities = () => (o.identityPath ? { identities: loadIdentities(o.identityPath) } : {});
 
   server.registerTool(
     'memory_snapshot',
@@ -90,9 +86,8 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     },
     async (args) =>
       run('memory_snapshot', async () => {
-        // `redact` is read by the snapshotter once redaction is in the library; until then bundles are
-        // exact copies and the result's `redactions_applied` says false.
-        const request: SnapshotRequest & { redact?: boolean } = {
+        // `redactions_applied` in the result: the snapshot was scanned by the redaction policy.
+        const request: SnapshotRequest = {
           agentId: o.agentId,
           tenant: o.tenant,
           ...(args.label !== undefined ? { label: args.label } : {}),
@@ -135,7 +130,9 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       title: 'Verify one of my memory snapshots',
       description:
         'Checks a snapshot of yours end to end (seals, every hash, layout; deep: database integrity and ' +
-        'git history) and reports status verified, damaged or incomplete. Read-only.',
+        "git history; the signature against the host's trusted keys) and reports status verified, " +
+        'damaged, untrusted (a signature this host requires is missing or not by a trusted key) or ' +
+        'incomplete. Read-only.',
       inputSchema: z.strictObject({
         snapshot_id: z.string().min(4).max(64).describe('snapshot id or a unique prefix (≥ 4 characters)'),
         deep: z.boolean().optional().describe('also check database integrity and the git history'),
@@ -144,8 +141,11 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     },
     async (args) =>
       run('memory_verify', async () => {
-        const file = await locate(s.layout.snapshotsDir(o.tenant, o.agentId), args.snapshot_id);
-        const report = await verifyBundleFile(file.path, { deep: args.deep === true, ...identities() });
+        // The snapshotter's one trust rule (trusted keys, require_signature), as the CLI and the API.
+        const report = await s.verifySnapshot(o.agentId, o.tenant, args.snapshot_id, {
+          deep: args.deep === true,
+          ...(o.identityPath ? { decryptIdentity: o.identityPath } : {}),
+        });
         return { ...report };
       }),
   );

@@ -432,9 +432,85 @@ export class RepositoryLockedError extends SnapshotError {
   }
 }
 
-/** Wrap any thrown value: SnapshotErrors pass through, Node errno errors become IoError. */
+/**
+ * A native module (better-sqlite3, zstd-napi) cannot be loaded: built for another Node.js, for another
+ * platform, or never built. The message says which, and how to fix it (`npm rebuild`).
+ */
+export class NativeModuleError extends SnapshotError {
+  readonly code = 'NATIVE_MODULE';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'error' as const;
+}
+
+/** NODE_MODULE_VERSION → the Node.js major version that uses it (Node's abi_version_registry.json). */
+const NODE_OF_ABI: Readonly<Record<number, string>> = {
+  93: '16',
+  108: '18',
+  111: '19',
+  115: '20',
+  120: '21',
+  127: '22',
+  131: '23',
+  137: '24',
+  141: '25',
+};
+
+/**
+ * The NativeModuleError a load failure of a native module means, or undefined for any other error.
+ * Recognises Node's loader errors (ERR_DLOPEN_FAILED, NODE_MODULE_VERSION), dlopen's `<file>.node:
+ * <reason>`, and a compiled module that is missing (`bindings`, `require` of a `.node` file), also when
+ * they come back from a worker thread as a bare message.
+ */
+export function nativeModuleError(err: unknown): NativeModuleError | undefined {
+  if (err instanceof NativeModuleError) return err;
+  if (!err || typeof err !== 'object' || typeof (err as Error).message !== 'string') return undefined;
+  const message = (err as Error).message;
+  const code = (err as { code?: unknown }).code;
+  const versions = /NODE_MODULE_VERSION (\d+)\.[\s\S]*?requires\s+NODE_MODULE_VERSION (\d+)/.exec(message);
+  const missing = /Could not locate the bindings file|Cannot find module '[^']*\.node'/.test(message);
+  const dlopen = code === 'ERR_DLOPEN_FAILED' || /\.node: /.test(message);
+  if (!versions && !missing && !dlopen) return undefined;
+  const path =
+    /'([^']+\.node)'/.exec(message)?.[1] ??
+    /(\S+\.node): /.exec(message)?.[1] ??
+    /(\/\S*\/node_modules\/\S+)/.exec(message)?.[1];
+  const where = path ? /^(.*)\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(path) : null;
+  const module = where?.[2] ?? 'a native module';
+  const fix =
+    `run \`npm rebuild${where ? ` ${where[2]}` : ''}\`${where ? ` in ${where[1]}` : ''} with the Node.js ` +
+    'that runs nexo-memory (or reinstall nexo-memory-snapshot with it)';
+  const here = `Node.js ${process.version}`;
+  const details: Record<string, unknown> = {
+    module,
+    node: process.version,
+    node_module_version: Number(process.versions.modules),
+  };
+  let what: string;
+  if (versions) {
+    const built = Number(versions[1]);
+    const node = NODE_OF_ABI[built];
+    details.built_for_node_module_version = built;
+    if (node) details.built_for_node = node;
+    what =
+      `was built for ${node ? `Node.js ${node}` : 'another Node.js'} (NODE_MODULE_VERSION ${built}), ` +
+      `but this is ${here} (NODE_MODULE_VERSION ${versions[2]})`;
+  } else if (missing) {
+    what = 'is not built (its compiled .node file is missing)';
+  } else {
+    what = `cannot be loaded by ${here} on ${process.platform}-${process.arch} (${message.split('\n')[0]})`;
+  }
+  if (path) details.path = path;
+  return new NativeModuleError(`native module ${module} ${what}: ${fix}`, { cause: err, details });
+}
+
+/**
+ * Wrap any thrown value: SnapshotErrors pass through, a native module that cannot be loaded becomes
+ * NativeModuleError, Node errno errors become IoError.
+ */
 export function asSnapshotError(err: unknown, context: string): SnapshotError {
   if (err instanceof SnapshotError) return err;
+  const native = nativeModuleError(err);
+  if (native) return native;
   if (
     err &&
     typeof err === 'object' &&
@@ -604,5 +680,11 @@ export const ERROR_TABLE: ReadonlyArray<{
     exitCode: 2,
     outcome: 'damaged',
     meaning: 'storage: a symlink, directory or device where an object is expected',
+  },
+  {
+    code: 'NATIVE_MODULE',
+    exitCode: 1,
+    outcome: 'error',
+    meaning: 'better-sqlite3 or zstd-napi built for another Node.js or platform: `npm rebuild`',
   },
 ];

@@ -141,6 +141,11 @@ export interface VerifyReport {
   not_checked: NotChecked[];
 }
 
+/** Exit status for a verify report: 0 verified, 2 damaged or untrusted, 3 not fully verified. */
+export function verifyExitCode(r: VerifyReport): number {
+  return r.status === 'verified' ? 0 : r.status === 'incomplete' ? 3 : 2;
+}
+
 export interface SignatureInfo {
   status: 'trusted' | 'valid' | 'untrusted' | 'invalid' | 'unsigned';
   key_id?: string;

@@ -1,7 +1,9 @@
 // Owns the daemon's HTTP server on node:http (no framework): route matching with `:param` segments,
 // the bearer-token gate per route, reading JSON bodies (size limit, content type, syntax), rendering
 // results as JSON, text or a byte stream, and every failure as `{"error": {code, message, …}}` with
-// the status of its stable code. Each request is a tracked operation, so a shutdown waits for it.
+// the status of its stable code. Each request is a tracked operation, so a shutdown waits for it. The
+// log line of a request says its true outcome: its status, and whether the client went away first
+// (a client that closed after the whole body is a delivery, not an error).
 // No operation logic: routes.ts maps each route to one library call.
 
 import {
@@ -12,7 +14,6 @@ import {
   type ServerResponse,
 } from 'node:http';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import {
   ForbiddenError,
   InvalidInputError,
@@ -59,7 +60,7 @@ export interface ApiServerOptions {
   /** Largest accepted request body (default 64 KiB). */
   maxBodyBytes?: number;
   tracker: OperationTracker;
-  /** One line per request (method, path, status, milliseconds). */
+  /** One line per request (method, path, status and whether the client went away, milliseconds). */
   log?: (line: string) => void;
 }
 
@@ -118,6 +119,57 @@ async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
   }
 }
 
+/**
+ * Streams `body` into the response and resolves with the bytes the connection took (writes that
+ * completed, so handed to the kernel), once the response is over: all of them, or fewer when the
+ * client went away. A client that has every byte may close before the end of the stream is seen;
+ * counting completed writes tells that apart from one that left in the middle. A read error of the
+ * body (the client still there) rejects.
+ */
+async function streamBody(body: Readable, res: ServerResponse): Promise<number> {
+  let flushed = 0;
+  let gone = false;
+  let wake: (() => void) | undefined;
+  const closed = new Promise<void>((resolve) =>
+    res.once('close', () => {
+      gone = !res.writableFinished;
+      if (gone) body.destroy(); // ends the iteration below; releases what the stream holds
+      wake?.();
+      resolve();
+    }),
+  );
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (gone) break;
+      const more = res.write(chunk, (err) => {
+        if (!err) flushed += chunk.length;
+      });
+      if (!more && !gone) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          res.once('drain', resolve);
+        });
+        res.off('drain', wake!);
+      }
+    }
+    if (!gone) res.end();
+  } catch (err) {
+    if (!gone) throw err;
+  }
+  await closed;
+  return flushed;
+}
+
+/** Errors that say the client closed the connection (not a failure of the request). */
+function clientWentAway(err: unknown, res: ServerResponse): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return (
+    res.destroyed &&
+    !res.writableFinished &&
+    ['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE'].includes(String(code))
+  );
+}
+
 function send(res: ServerResponse, status: number, headers: Record<string, string>, body: string): void {
   res.writeHead(status, { ...headers, 'content-length': String(Buffer.byteLength(body)) });
   res.end(body);
@@ -135,7 +187,8 @@ function sendJson(res: ServerResponse, status: number, value: unknown, headers: 
 export function createApiServer(opts: ApiServerOptions): Server {
   const limit = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<number> {
+  /** Serves one request; resolves with what the log line says of its outcome (the status, and more). */
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<string> {
     const method = req.method ?? 'GET';
     let url: URL;
     try {
@@ -180,19 +233,24 @@ export function createApiServer(opts: ApiServerOptions): Server {
       body,
     });
     const status = result.status ?? 200;
-    if ('json' in result) sendJson(res, status, result.json, result.headers);
-    else if ('text' in result) send(res, status, { 'content-type': result.contentType }, result.text);
-    else {
-      res.writeHead(status, result.headers);
-      await pipeline(result.stream, res);
+    if (!('stream' in result)) {
+      if (res.destroyed) return `${status}, client went away before the response`;
+      if ('json' in result) sendJson(res, status, result.json, result.headers);
+      else send(res, status, { 'content-type': result.contentType }, result.text);
+      return String(status);
     }
-    return status;
+    res.writeHead(status, result.headers);
+    const flushed = await streamBody(result.stream, res);
+    const declared = Number(result.headers['content-length']);
+    // Delivered: every declared byte went out, whether or not the client stayed for the end.
+    if (res.writableFinished || flushed === declared) return String(status);
+    return `${status}, client went away after ${flushed}${Number.isNaN(declared) ? '' : ` of ${declared}`} bytes`;
   }
 
   const server = createServer((req, res) => {
     const started = Date.now();
-    const finish = (status: number) =>
-      opts.log?.(`${req.method} ${req.url} ${status} ${Date.now() - started}ms`);
+    const finish = (outcome: number | string) =>
+      opts.log?.(`${req.method} ${req.url} ${outcome} ${Date.now() - started}ms`);
     let done: () => void;
     try {
       done = opts.tracker.begin();
@@ -206,6 +264,8 @@ export function createApiServer(opts: ApiServerOptions): Server {
     res.once('close', () => done());
     if (opts.tracker.closed) res.setHeader('connection', 'close');
     handle(req, res).then(finish, (err: unknown) => {
+      // The client left (reading its request body, say): nothing failed here, and nothing can be sent.
+      if (clientWentAway(err, res)) return finish('client went away');
       const e = errorBody(err);
       if (res.headersSent) {
         res.destroy(err instanceof Error ? err : undefined);

@@ -4,7 +4,6 @@
 // only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is open.
 
 import { z } from 'zod';
-import { loadIdentities } from '../crypto/age.js';
 import {
   ForbiddenError,
   InvalidInputError,
@@ -12,15 +11,13 @@ import {
   RestoreRefusedError,
   RouteNotFoundError,
 } from '../model/errors.js';
-import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
+import { DEFAULT_TENANT, validateTenant } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
 import { openDownload } from '../snapshotter/download.js';
 import { checkRestoreGate } from '../snapshotter/gate.js';
 import type { GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
-import { locate } from '../store/catalog.js';
 import { PACKAGE_VERSION } from '../util/version.js';
-import { verifyBundleFile } from '../verify/verify.js';
 import type { ApiRequest, Route } from './http.js';
 import type { Scheduler } from './scheduler.js';
 import type { OperationTracker } from './tracker.js';
@@ -114,13 +111,8 @@ export function apiRoutes(ctx: ApiContext): Route[] {
 
 function allRoutes(ctx: ApiContext): Route[] {
   const s = ctx.snapshotter;
-  const identities = () => (ctx.identityPath ? { identities: loadIdentities(ctx.identityPath) } : {});
   const identityFile = () => (ctx.identityPath ? { decryptIdentity: ctx.identityPath } : {});
-  const bundleOf = async (req: ApiRequest) => {
-    const tenant = tenantOf(req);
-    const agent = validateAgentId(req.params.agent!);
-    return locate(s.layout.snapshotsDir(tenant, agent), req.params.id!);
-  };
+  const bundleOf = (req: ApiRequest) => s.locateSnapshot(req.params.agent!, tenantOf(req), req.params.id!);
 
   return [
     {
@@ -198,8 +190,13 @@ function allRoutes(ctx: ApiContext): Route[] {
       auth: 'read',
       handle: async (req) => {
         const q = query(req, ['deep']);
-        const file = await bundleOf(req);
-        return { json: await verifyBundleFile(file.path, { deep: flag(q, 'deep'), ...identities() }) };
+        // The snapshotter's one trust rule (trusted keys, require_signature), as the CLI and MCP.
+        return {
+          json: await s.verifySnapshot(req.params.agent!, tenantOf(req), req.params.id!, {
+            deep: flag(q, 'deep'),
+            ...identityFile(),
+          }),
+        };
       },
     },
     {

@@ -36,7 +36,10 @@ const STATUS: Record<string, number> = {
   SHUTTING_DOWN: 503,
 };
 
-/** The HTTP status of an error code; 500 for failures (IO, GIT, SQLITE, STATE, REDACTION) and unknown codes. */
+/**
+ * The HTTP status of an error code; 500 for failures (IO, GIT, SQLITE, STATE, REDACTION, NATIVE_MODULE)
+ * and unknown codes.
+ */
 export function httpStatusOf(code: string): number {
   return STATUS[code] ?? 500;
 }

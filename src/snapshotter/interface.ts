@@ -51,6 +51,17 @@ export interface MemorySnapshotter {
   list(agentId: string, tenant?: string): Promise<SnapshotMeta[]>;
   /** Any bundle path; no agent or tenant confinement. */
   verify(bundlePath: string, opts?: VerifyRequestOptions): Promise<VerifyReport>;
+  /**
+   * One of the agent's snapshots, by id or unique prefix, with the same trust rule as `verify` (the
+   * snapshotter's trusted keys, required when it requires signatures, unless `opts.trust` says
+   * otherwise). The CLI, the HTTP API and the MCP tool all verify a snapshot through this.
+   */
+  verifySnapshot(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+    opts?: VerifyRequestOptions,
+  ): Promise<VerifyReport>;
   delete(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult>;
   export(
     agentId: string,

@@ -613,6 +613,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
     return metas;
   }
 
+  /**
+   * The one trust rule of every verify: `opts.trust` when given (then a trusted signature is required),
+   * else the snapshotter's trusted keys (required when it requires signatures), else none.
+   */
   async verify(bundlePath: string, opts: VerifyRequestOptions = {}): Promise<VerifyReport> {
     const { trust, decryptIdentity, ...rest } = opts;
     return verifyBundleFile(bundlePath, {
@@ -624,6 +628,31 @@ export class LocalSnapshotter implements MemorySnapshotter {
           ? { trust: this.trust }
           : {}),
     });
+  }
+
+  /**
+   * One of the agent's snapshots by id or unique prefix, verified as `verify` does; the agent's readers
+   * lock is held meanwhile, so retention and delete leave the bundle alone until the report is made.
+   */
+  async verifySnapshot(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+    opts: VerifyRequestOptions = {},
+  ): Promise<VerifyReport> {
+    const { file, reading } = await this.locateForReading(agentId, tenant, id);
+    try {
+      return await this.verify(file.path, opts);
+    } finally {
+      reading.release();
+    }
+  }
+
+  /** The bundle file of one of the agent's snapshots, by id or unique prefix (no lock is taken). */
+  async locateSnapshot(agentId: string, tenant: string | undefined, id: string): Promise<BundleFile> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    return locate(this.layout.snapshotsDir(t, a), id);
   }
 
   async delete(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult> {

@@ -5,7 +5,7 @@
 
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import { SqliteError } from '../model/errors.js';
+import { NativeModuleError, SqliteError } from '../model/errors.js';
 import { WorkerRpc } from '../util/worker-rpc.js';
 
 export interface CopyResult {
@@ -97,6 +97,7 @@ export class SqliteWorker {
     try {
       return await this.run<CopyResult>({ kind: 'copy', src, dst, busyTimeoutMs });
     } catch (err) {
+      if (err instanceof NativeModuleError) throw err;
       throw new SqliteError(`copying ${src}: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -112,6 +113,7 @@ export class SqliteWorker {
       const { result } = await this.run<{ result: string[] }>({ kind: 'integrity', path, maxErrors });
       return result.length === 1 && result[0] === 'ok' ? 'ok' : result.join('; ');
     } catch (err) {
+      if (err instanceof NativeModuleError) throw err; // says nothing about the database
       return `not a valid database: ${(err as Error).message}`;
     }
   }

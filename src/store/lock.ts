@@ -38,11 +38,21 @@ function isBusy(err: unknown): boolean {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * What a held lock uses of its SQLite connection. Declared here so the public types (HeldLock is part
+ * of the snapshotter's API) need nothing of better-sqlite3's, whose types are a dev dependency.
+ */
+export interface LockConnection {
+  readonly inTransaction: boolean;
+  exec(sql: string): unknown;
+  close(): unknown;
+}
+
 /** One held lock. release() is idempotent. */
 export class HeldLock {
   private released = false;
   constructor(
-    private readonly db: Database.Database,
+    private readonly db: LockConnection,
     readonly path: string,
     readonly mode: LockMode,
   ) {}

@@ -1,5 +1,6 @@
 // Owns the versions stamped into manifests: this package's own (read from its package.json, found by
-// walking up from this module, which works from src/ and from dist/) and the tools that made a bundle.
+// walking up from this module, which works from src/ and from dist/; its description too) and the
+// tools that made a bundle.
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -7,24 +8,28 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gitVersion } from '../git/git.js';
 
-function findPackageVersion(): string {
+function findPackage(): { version?: string; description?: string } {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 6; i++) {
     try {
       const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
         name?: string;
         version?: string;
+        description?: string;
       };
-      if (pkg.name === 'nexo-memory-snapshot' && pkg.version) return pkg.version;
+      if (pkg.name === 'nexo-memory-snapshot' && pkg.version) return pkg;
     } catch {
       // keep walking up
     }
     dir = dirname(dir);
   }
-  return '0.0.0';
+  return {};
 }
 
-export const PACKAGE_VERSION = findPackageVersion();
+const pkg = findPackage();
+export const PACKAGE_VERSION = pkg.version ?? '0.0.0';
+/** The package's one-line description (the CLI's top-level description, the README's first line). */
+export const PACKAGE_DESCRIPTION = pkg.description ?? "Snapshots of an AI agent's memory";
 
 let tools: Promise<Record<string, string>> | undefined;
 

@@ -1,8 +1,10 @@
 // Owns the main thread's side of a job-serving worker thread: numbered jobs posted in order, each
 // answered by `{id, value}` or `{id, error: {message, code}}`, failures turned into rejections (an
-// error or exit of the worker rejects every waiting job and every later one).
+// error or exit of the worker rejects every waiting job and every later one; a native module the
+// worker cannot load rejects with NativeModuleError).
 
 import type { Worker } from 'node:worker_threads';
+import { nativeModuleError } from '../model/errors.js';
 
 type Reply = { id: number; value?: unknown; error?: { message: string; code?: string } };
 
@@ -23,12 +25,12 @@ export class WorkerRpc<Job> {
       if (msg.error) {
         const e = new Error(msg.error.message) as NodeJS.ErrnoException;
         if (msg.error.code) e.code = msg.error.code;
-        w.reject(e);
+        w.reject(nativeModuleError(e) ?? e);
       } else {
         w.resolve(msg.value);
       }
     });
-    worker.on('error', (err) => this.failAll(err));
+    worker.on('error', (err) => this.failAll(nativeModuleError(err) ?? err));
     worker.on('exit', (code) => this.failAll(new Error(`${name} exited with code ${code}`)));
   }
 

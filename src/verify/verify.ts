@@ -109,10 +109,7 @@ export function problemsError(problems: VerifyProblem[]): SnapshotError {
   return err;
 }
 
-/** Exit status for a report: 0 verified, 2 damaged or untrusted, 3 not fully verified. */
-export function verifyExitCode(r: VerifyReport): number {
-  return r.status === 'verified' ? 0 : r.status === 'incomplete' ? 3 : 2;
-}
+export { verifyExitCode } from '../model/types.js';
 
 /** True when the report refuses the bundle (damaged, or untrusted under a required signature). */
 export function refused(r: VerifyReport): boolean {

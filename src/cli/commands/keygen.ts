@@ -107,7 +107,11 @@ Examples:
           await writeNew(opts.out, text, 0o600);
           if (opts.json)
             printJson(keyJson({ kind: 'age', publicKey: id.recipient, secretKeyPath: opts.out }));
-          else process.stdout.write(`public key: ${id.recipient}\n`);
+          else {
+            // "recipient", as --encrypt and encryption.recipients call it ("public key" is a signing key's).
+            process.stderr.write(`age identity written to ${opts.out} (mode 0600)\n`);
+            process.stdout.write(`recipient: ${id.recipient}\n`);
+          }
           return 0;
         }
         const k = generateSigningKey();

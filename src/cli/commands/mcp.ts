@@ -1,11 +1,12 @@
 // `nexo-memory mcp`: the agent tool as an MCP server on stdio, for one agent. stdout carries only the
-// protocol (warnings go to stderr). Ends when stdin closes or on SIGTERM/SIGINT, after the tool call
-// in progress has finished, with exit status 0.
+// protocol (warnings go to stderr; a line that is not JSON-RPC gets its JSON-RPC error response). Ends
+// when stdin closes or on SIGTERM/SIGINT, after the tool call in progress has finished, with exit
+// status 0.
 
 import { Command } from '@commander-js/extra-typings';
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { toolRedactDefault } from '../../config/runtime.js';
 import { createAgentToolServer } from '../../mcp/server.js';
+import { stdioTransport } from '../../mcp/transport.js';
 import { validateAgentId, validateTenant } from '../../model/ids.js';
 import { OperationTracker } from '../../server/tracker.js';
 import { identityFrom, loadFlagsConfig, runCommand, snapshotterFrom } from '../context.js';
@@ -52,7 +53,7 @@ Example (an MCP client's server entry):
           redactDefault: toolRedactDefault(cfg),
           ...(identityPath ? { identityPath } : {}),
         });
-        const transport = new StdioServerTransport();
+        const transport = stdioTransport((m) => process.stderr.write(`warning: ${m}\n`));
         await server.connect(transport);
         await new Promise<void>((resolve) => {
           const end = () => resolve();

@@ -1,19 +1,32 @@
-// `nexo-memory verify`: check any bundle file; exit 0 verified, 2 damaged (or, with --trust, a bad,
-// missing or untrusted signature), 3 not fully verified.
+// `nexo-memory verify`: check any bundle file, or one snapshot of the store by agent and id; exit 0
+// verified, 2 damaged (or a bad, missing or untrusted signature where trust requires one), 3 not fully
+// verified. Trust and identity come from the snapshotter (the config), as in the daemon and MCP.
 
 import { Command, Option } from '@commander-js/extra-typings';
-import { loadIdentities } from '../../crypto/age.js';
 import { InvalidInputError } from '../../model/errors.js';
-import { verifyBundleFile, verifyExitCode } from '../../verify/verify.js';
-import { identityFrom, printJson, runCommand, trustFrom } from '../context.js';
+import { verifyExitCode } from '../../model/types.js';
+import type { VerifyRequestOptions } from '../../snapshotter/interface.js';
+import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatVerify } from '../format.js';
-import { configOption, identityOption, jsonOption, noProgressOption, trustOption } from './options.js';
+import {
+  configOption,
+  identityOption,
+  jsonOption,
+  noProgressOption,
+  stateRootOption,
+  tenantOption,
+  trustOption,
+} from './options.js';
 
 export function verifyCommand() {
   return new Command('verify')
     .description('verify a bundle: sibling, seals, schema, layout, every artifact hash (streaming)')
     .argument('[bundle]', 'path of the bundle file')
     .addOption(new Option('--bundle <path>', 'path of the bundle file (the original spelling)').hideHelp())
+    .addOption(new Option('--agent <id>', 'verify a snapshot of this agent in the store (with --id)'))
+    .addOption(new Option('--id <snapshot>', 'snapshot id (or a unique prefix) of --agent'))
+    .addOption(tenantOption())
+    .addOption(stateRootOption())
     .option('--deep', 'also run PRAGMA integrity_check on every database and git bundle verify')
     .addOption(identityOption())
     .addOption(trustOption())
@@ -23,27 +36,38 @@ export function verifyCommand() {
     .addHelpText(
       'after',
       `
-Exit status: 0 verified, 2 damaged or not a bundle (with --trust: also a bad, missing or untrusted
-signature), 3 not fully verified (no sibling; encrypted and no identity), 7 the identity does not open
-the bundle, 1 usage, key or I/O error.
+Without --trust, the config's signing.trusted_keys apply (a signature by one of them is required when
+signing.require_signature is set), as for the daemon's verify route and the MCP tool.
+
+Exit status: 0 verified, 2 damaged or not a bundle (with --trust or require_signature: also a bad,
+missing or untrusted signature), 3 not fully verified (no sibling; encrypted and no identity), 7 the
+identity does not open the bundle, 1 usage, key or I/O error.
 
 Examples:
   nexo-memory verify state/tenants/default/snapshots/ana/0190c3a2-….tar.zst
+  nexo-memory verify --agent ana --id 0190c3a2 --deep
   nexo-memory verify exported.tar.zst --deep --json
   nexo-memory verify ana.tar.zst --trust nexo-sign-pub1… --trust /etc/nexo/ops.pub`,
     )
     .action(async (positional, opts) => {
       await runCommand(opts, async (progress) => {
         const path = positional ?? opts.bundle;
-        if (!path) throw new InvalidInputError('verify needs a bundle path');
+        const byId = opts.agent !== undefined || opts.id !== undefined;
+        if (path && byId)
+          throw new InvalidInputError('verify takes a bundle path or --agent and --id, not both');
+        if (byId && (!opts.agent || !opts.id)) throw new InvalidInputError('--agent and --id go together');
+        if (!path && !byId) throw new InvalidInputError('verify needs a bundle path (or --agent and --id)');
+        const s = snapshotterFrom(opts);
         const identity = identityFrom(opts);
-        const trust = trustFrom(opts);
-        const report = await verifyBundleFile(path, {
+        const request: VerifyRequestOptions = {
           deep: opts.deep === true,
           onProgress: progress.listener,
-          ...(identity ? { identities: loadIdentities(identity) } : {}),
-          ...(trust ? { trust } : {}),
-        });
+          ...(identity ? { decryptIdentity: identity } : {}),
+          ...(opts.trust?.length ? { trust: opts.trust } : {}),
+        };
+        const report = path
+          ? await s.verify(path, request)
+          : await s.verifySnapshot(opts.agent!, opts.tenant, opts.id!, request);
         progress.done();
         if (opts.json) printJson(report);
         else process.stdout.write(`${formatVerify(report)}\n`);
