@@ -15,7 +15,13 @@ import type { SigningKey } from '../crypto/sign.js';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
 import type { Manifest, RedactionReport } from '../format/manifest.js';
 import { checkSignature, signatureRefusal, type TrustPolicy } from '../format/signature.js';
-import { asSnapshotError, ConcurrentError, InvalidInputError, UnknownAgentError } from '../model/errors.js';
+import {
+  asSnapshotError,
+  ConcurrentError,
+  ConfigError,
+  InvalidInputError,
+  UnknownAgentError,
+} from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
 import type { ProgressListener, SnapshotMeta, VerifyReport } from '../model/types.js';
 import { redactStaging } from '../policy/redaction/redact.js';
@@ -46,6 +52,20 @@ import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
 import { STAGING_PREFIX } from '../store/paths.js';
 import { toolVersions } from '../util/version.js';
 import type { LocalSnapshotter } from './local.js';
+
+export const STORE_FORMATS = ['auto', 'repository', 'bundles'] as const;
+export type StoreFormat = (typeof STORE_FORMATS)[number];
+
+/** NEXO_MEMORY_STORE_FORMAT, when set (it overrides the config file's `store.format`). */
+export function storeFormatFromEnv(): StoreFormat | undefined {
+  const env = process.env.NEXO_MEMORY_STORE_FORMAT;
+  if (env === undefined || env === '') return undefined;
+  if (!(STORE_FORMATS as readonly string[]).includes(env))
+    throw new ConfigError(
+      `NEXO_MEMORY_STORE_FORMAT must be one of ${STORE_FORMATS.join(', ')}, got ${JSON.stringify(env)}`,
+    );
+  return env as StoreFormat;
+}
 
 /** The repository of a state root: `<state_root>/repository/`. */
 export const repositoryRoot = (stateRoot: string): string => join(resolve(stateRoot), 'repository');
