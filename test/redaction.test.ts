@@ -639,3 +639,116 @@ test('bad input: typed errors before anything is created; a refused redaction le
   // without redaction the same agent snapshots fine
   await a.snapshotter.snapshot({ agentId: 'ana' });
 });
+
+test('no byte of a secret survives in any shipped database file, whatever the page splits did', async (t) => {
+  // Secrets in rows that land in pages that split while VACUUM INTO builds the copy (the first rows end
+  // up in the root page's unused space once it becomes interior) and while redaction rewrites them (a
+  // short generic secret grows into its placeholder, splitting index pages): many rows, secrets at the
+  // start, the middle and the end, long values on overflow pages, an index and a WITHOUT ROWID key on
+  // the secret column, an FTS5 index. Every byte of every shipped file is scanned, not the SQL view.
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 500, compactions: 300 });
+  const r2 = rng(4711);
+  /** `n` distinct characters: a generic secret needs some entropy to be one. */
+  const distinct = (n: number): string => {
+    for (;;) {
+      const pool = [...ALNUM];
+      const s = Array.from({ length: n }, () => pool.splice(Math.floor(r2() * pool.length), 1)[0]).join('');
+      if (/[0-9]/.test(s) && /[A-Za-z]/.test(s)) return s;
+    }
+  };
+  const planted: string[] = [];
+  const secretFor = (i: number): string => {
+    if (i % 3 === 0) {
+      const body = distinct(36);
+      planted.push(body);
+      return `${'gh'}p_${body}`;
+    }
+    const body = distinct(12); // grows into `[REDACTED:generic-secret]`
+    planted.push(body);
+    return `api_${'key'} = ${body}`;
+  };
+  const at = (n: number): number[] => [
+    ...Array.from({ length: 12 }, (_, i) => i + 1),
+    ...Array.from({ length: Math.floor(n / 23) }, (_, i) => 13 + i * 23),
+    n - 1,
+    n,
+  ];
+  const lt = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  lt.exec(`
+    CREATE INDEX memories_content ON memories(content);
+    CREATE TABLE facts (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE notes_fts USING fts5(body);
+  `);
+  const ins = lt.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)');
+  const fact = lt.prepare('INSERT INTO facts (k, v) VALUES (?, ?)');
+  const note = lt.prepare('INSERT INTO notes_fts (body) VALUES (?)');
+  lt.transaction(() => {
+    for (let i = 1; i <= 4000; i++) {
+      const long = i % 50 === 0 ? 'A long recollection of the day. '.repeat(300) : '';
+      ins.run(i, 'fact', `Memory ${i} ${'of the agent '.repeat(1 + (i % 17))}${long}`, 0.5);
+      fact.run(`fact-${String(i).padStart(5, '0')} ${'x'.repeat(i % 40)}`, `value ${i}`);
+      note.run(`note ${i} ${'plain words '.repeat(1 + (i % 9))}`);
+    }
+  })();
+  const put = lt.prepare('UPDATE memories SET content = ? WHERE id = ?');
+  const putFact = lt.prepare(
+    "UPDATE facts SET k = ?, v = ? WHERE k = (SELECT k FROM facts WHERE v = 'value ' || ?)",
+  );
+  const putNote = lt.prepare('UPDATE notes_fts SET body = ? WHERE rowid = ?');
+  lt.transaction(() => {
+    for (const id of at(4500)) {
+      const long = id % 5 === 0 ? ` ${'and then some more detail '.repeat(400)}` : '';
+      put.run(`Memory ${id}: the user pasted ${secretFor(id)} here.${long} End ${secretFor(id + 1)}`, id);
+    }
+    for (const id of at(4000)) {
+      putFact.run(`fact ${secretFor(id)}`, `the value ${secretFor(id + 2)}`, String(id));
+      putNote.run(`note ${secretFor(id)} end`, id);
+    }
+  })();
+  lt.close();
+  const cmp = new Database(join(a.sqliteDir, 'compactions.sqlite'));
+  const putCmp = cmp.prepare('UPDATE compactions SET summary = summary || ? WHERE id = ?');
+  cmp.transaction(() => {
+    for (const id of at(300)) putCmp.run(` ${secretFor(id)}`, id);
+  })();
+  cmp.close();
+
+  // Many short rows in an indexed column, a third of them with a short secret that grows when redacted:
+  // the index pages split again and again while redaction runs (secure_delete alone left one behind).
+  const con = new Database(join(a.sqliteDir, 'concepts.sqlite'));
+  con.exec('CREATE TABLE hints (id INTEGER PRIMARY KEY, hint TEXT); CREATE INDEX hints_hint ON hints(hint)');
+  const hint = con.prepare('INSERT INTO hints (hint) VALUES (?)');
+  let lcg = 42;
+  const next = (): number => {
+    lcg = (lcg * 1103515245 + 12345) & 0x7fffffff;
+    return lcg / 0x7fffffff;
+  };
+  con.transaction(() => {
+    for (let i = 0; i < 20_000; i++) {
+      let h = `${String(Math.floor(next() * 1e6)).padStart(7, '0')} ${'x'.repeat(Math.floor(next() * 60))}`;
+      if (next() < 0.3) {
+        const body = distinct(9);
+        planted.push(body);
+        h = `${h} api_${'key'} = ${body} `;
+      }
+      hint.run(h);
+    }
+  })();
+  con.close();
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  const x = gnuExtract(t, meta.bundle_path);
+  const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8'));
+  assert.equal(m.redactions.matches_redacted, planted.length, 'every planted secret was found');
+  const found = (bytes: Buffer): string[] =>
+    planted.filter((p) => bytes.includes(p) || bytes.includes(p.toLowerCase()));
+  assert.deepEqual(found(tarStream(meta.bundle_path)), [], 'the decompressed tar stream');
+  for (const f of ['long_term', 'concepts', 'compactions']) {
+    const file = join(x, 'sqlite', `${f}.sqlite`);
+    assert.deepEqual(found(readFileSync(file)), [], `${f}.sqlite, every byte`);
+    const db = new Database(file, { readonly: true });
+    assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+    db.close();
+  }
+  // the live databases still hold them: the test planted where it meant to
+  assert.ok(found(readFileSync(join(a.sqliteDir, 'long_term.sqlite'))).length > 0);
+});
