@@ -209,9 +209,12 @@ export function formatDiff(d: SnapshotDiff): string {
     const scale = Math.min(1, 40 / maxChange);
     for (const f of d.files) {
       const n = f.insertions + f.deletions;
-      const graph = f.binary
-        ? 'Bin'
-        : `${String(n).padStart(5)} ${'+'.repeat(Math.ceil(f.insertions * scale))}${'-'.repeat(Math.ceil(f.deletions * scale))}`;
+      const graph =
+        f.status === 'redacted'
+          ? 'redacted'
+          : f.binary
+            ? 'Bin'
+            : `${String(n).padStart(5)} ${'+'.repeat(Math.ceil(f.insertions * scale))}${'-'.repeat(Math.ceil(f.deletions * scale))}`;
       const tag = f.status === 'added' ? ' (new)' : f.status === 'removed' ? ' (gone)' : '';
       lines.push(` ${f.path.padEnd(width)} | ${graph}${tag}`);
     }
@@ -219,25 +222,37 @@ export function formatDiff(d: SnapshotDiff): string {
   lines.push(
     ` ${g.files_changed} file(s) changed, ${g.insertions} insertion(s)(+), ${g.deletions} deletion(s)(-)`,
   );
+  // the REDACTED column only when some row differs only by redaction
+  const withRedacted = d.redactions.rows > 0;
   const rows = d.databases.flatMap((db) =>
     db.tables
-      .filter((t) => t.added || t.removed || t.changed)
+      .filter((t) => t.added || t.removed || t.changed || t.redacted)
       .map((t) => [
         db.db,
         t.table,
         String(t.added),
         String(t.removed),
         String(t.changed),
+        ...(withRedacted ? [String(t.redacted)] : []),
         `${t.rows_a} → ${t.rows_b}`,
       ]),
   );
   if (rows.length > 0) {
-    const header = ['DB', 'TABLE', 'ADDED', 'REMOVED', 'CHANGED', 'ROWS'];
+    const header = [
+      'DB',
+      'TABLE',
+      'ADDED',
+      'REMOVED',
+      'CHANGED',
+      ...(withRedacted ? ['REDACTED'] : []),
+      'ROWS',
+    ];
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const numeric = (i: number) => i >= 2 && i < header.length - 1;
     lines.push('sqlite:');
     for (const r of [header, ...rows])
       lines.push(
-        `  ${r.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ')}`,
+        `  ${r.map((c, i) => (numeric(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ')}`,
       );
   } else {
     lines.push('sqlite: no row changes');
@@ -247,8 +262,10 @@ export function formatDiff(d: SnapshotDiff): string {
     for (const c of db.schema_changes) lines.push(`  ${db.db}: schema ${c.change}: ${c.type} ${c.name}`);
   }
   const st = d.state_summary;
+  const stateWord = (changed: boolean, key: string) =>
+    changed ? 'changed' : d.redactions.state.includes(key) ? 'redacted' : 'unchanged';
   lines.push(
-    `state: extract_cursor ${st.extract_cursor_changed ? 'changed' : 'unchanged'}, dream_run ${st.last_dream_run_changed ? 'changed' : 'unchanged'}`,
+    `state: extract_cursor ${stateWord(st.extract_cursor_changed, 'extract_cursor')}, dream_run ${stateWord(st.last_dream_run_changed, 'dream_run')}`,
   );
   if (d.state) {
     for (const [k, v] of Object.entries(d.state))
@@ -263,8 +280,24 @@ export function formatDiff(d: SnapshotDiff): string {
       for (const r of t.rows.removed) lines.push(`- ${db.db}.${t.table} ${JSON.stringify(r)}`);
       for (const r of t.rows.changed)
         lines.push(`~ ${db.db}.${t.table} ${JSON.stringify(r.before)} → ${JSON.stringify(r.after)}`);
+      for (const r of t.rows.redacted)
+        lines.push(
+          `r ${db.db}.${t.table} ${JSON.stringify(r.key)} ${r.columns.join(', ')}: placeholder in ${r.placeholders_in}, the secret on the other side`,
+        );
     }
   }
+  const red = d.redactions;
+  if (red.files + red.rows + red.state.length > 0)
+    lines.push(
+      `redacted only (placeholders on one side for secrets on the other, not counted as changes): ${red.files} file(s), ${red.rows} row(s)${red.state.length ? `, state ${red.state.join(', ')}` : ''}`,
+    );
+  if (d.state)
+    // --detail: values were shown
+    lines.push(
+      red.output === 'redacted'
+        ? 'secrets in values are shown redacted (--show-secrets shows them)'
+        : 'values are shown as stored, secrets included (--show-secrets)',
+    );
   return lines.join('\n');
 }
 
