@@ -99,12 +99,31 @@ export function formatVerify(r: VerifyReport): string {
   return lines.join('\n');
 }
 
+/** What the exported copy is, in one line. */
+function exportCopyLine(r: ExportResult): string {
+  switch (r.copy) {
+    case 'redacted': {
+      const red = r.redaction;
+      const rules = red?.rules_applied.length ? `: ${red.rules_applied.join(', ')}` : '';
+      const history = red?.git_history === 'rewritten' ? '; git history rewritten' : '';
+      return `redacted: yes, re-packed (${red?.matches_redacted ?? 0} secret(s) replaced${rules}${history}); --no-redact for an exact copy`;
+    }
+    case 'already_redacted':
+      return 'redacted: yes (the snapshot itself is redacted; copied as it is)';
+    case 'encrypted':
+      return 'redacted: no (age-encrypted, so protected: copied as it is)';
+    default:
+      return 'redacted: no (--no-redact: an exact copy, secrets included)';
+  }
+}
+
 export function formatExport(r: ExportResult): string {
   return [
     `exported: ${r.path}`,
     `sibling:  ${r.sibling_path}`,
     `size:     ${r.bundle_size_bytes} (${humanBytes(r.bundle_size_bytes)})`,
     `sha256:   ${r.file_sha256}`,
+    exportCopyLine(r),
     `verify:   ${r.verify.status}`,
     ...(r.verify.signature
       ? [
@@ -137,8 +156,9 @@ export function formatRestore(r: RestoreReport): string {
     ...(r.signature && r.signature.status !== 'unsigned'
       ? [`signature:    ${r.signature.status} (key ${r.signature.key_id})`]
       : []),
-    ...(r.redacted ? redactionLines(r.redaction) : []),
+    ...(r.redacted ? redactionLines(r.redaction, r.dry_run) : []),
     ...r.backups.map((b) => `backup:       ${b}`),
+    ...placeholderLines(r),
     'changes:',
   ];
   for (const c of r.components) {
@@ -302,13 +322,39 @@ export function formatDiff(d: SnapshotDiff): string {
 }
 
 /** A restore's redaction lines: what the snapshot's redaction replaced, and a note only when it did. */
-function redactionLines(red: RestoreReport['redaction']): string[] {
+function redactionLines(red: RestoreReport['redaction'], dryRun: boolean): string[] {
   if (red && red.matches_redacted === 0)
     return ['redacted:     scanned, no secret found (nothing was replaced)'];
   const rules = red?.rules_applied.length ? `: ${red.rules_applied.join(', ')}` : '';
   const history = red?.git_history === 'rewritten' ? '; git history rewritten' : '';
   return [
     `redacted:     yes (${red?.matches_redacted ?? '?'} secret(s) replaced${rules}${history})`,
-    'note: the snapshot was redacted; the secrets it replaced were not restored',
+    dryRun
+      ? 'note: the snapshot is redacted: restoring it in place writes its placeholders over the live values and needs --allow-redacted'
+      : 'note: the snapshot was redacted; the secrets it replaced were not restored',
   ];
+}
+
+/** How many placeholder locations a human report lists (JSON lists up to 1,000). */
+const PLACEHOLDER_LINES = 50;
+
+/** A dry run of a redacted bundle: where its placeholders would replace live values. */
+function placeholderLines(r: RestoreReport): string[] {
+  if (!r.placeholders) return [];
+  const where = (p: NonNullable<RestoreReport['placeholders']>[number]): string =>
+    p.table !== undefined
+      ? `${p.table}.${p.column} ${p.rowid !== undefined ? `rowid ${p.rowid}` : `key ${JSON.stringify(p.key)}`}`
+      : `line ${p.line}`;
+  const total = r.placeholders_total ?? r.placeholders.length;
+  const lines = [
+    `placeholders: ${total} value(s) would become placeholders:`,
+    ...r.placeholders
+      .slice(0, PLACEHOLDER_LINES)
+      .map((p) => `  ${p.artifact} ${where(p)}: [REDACTED:${p.rule}]`),
+  ];
+  if (total > PLACEHOLDER_LINES)
+    lines.push(`  … and ${total - PLACEHOLDER_LINES} more (--json lists up to 1,000)`);
+  if (r.redaction?.git_history === 'rewritten')
+    lines.push('  git history: rewritten (the redacted file versions and messages; commit ids change)');
+  return lines;
 }

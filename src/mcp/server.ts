@@ -26,7 +26,7 @@ export interface AgentToolOptions {
   tenant: string;
   /** age identity file to verify and diff encrypted bundles. */
   identityPath?: string;
-  /** `redact_secrets` when a call omits it (config `redact_secrets_default`, default true). */
+  /** `redact_secrets` when a call omits it (config `redaction.enabled`, default false: an exact snapshot). */
   redactDefault: boolean;
   /** Every tool call runs as a tracked operation, so shutdown waits for a snapshot in progress. */
   tracker: OperationTracker;
@@ -90,9 +90,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     },
     async (args) =>
       run('memory_snapshot', async () => {
-        // `redact` is read by the snapshotter once redaction is in the library; until then bundles are
-        // exact copies and the result's `redactions_applied` says false.
-        const request: SnapshotRequest & { redact?: boolean } = {
+        const request: SnapshotRequest = {
           agentId: o.agentId,
           tenant: o.tenant,
           ...(args.label !== undefined ? { label: args.label } : {}),

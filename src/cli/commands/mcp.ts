@@ -4,7 +4,7 @@
 
 import { Command } from '@commander-js/extra-typings';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { toolRedactDefault } from '../../config/runtime.js';
+import { snapshotRedactDefault } from '../../config/runtime.js';
 import { createAgentToolServer } from '../../mcp/server.js';
 import { validateAgentId, validateTenant } from '../../model/ids.js';
 import { OperationTracker } from '../../server/tracker.js';
@@ -49,7 +49,7 @@ Example (an MCP client's server entry):
           agentId,
           tenant,
           tracker,
-          redactDefault: toolRedactDefault(cfg),
+          redactDefault: snapshotRedactDefault(cfg),
           ...(identityPath ? { identityPath } : {}),
         });
         const transport = new StdioServerTransport();
