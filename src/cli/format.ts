@@ -127,7 +127,11 @@ export function formatExport(r: ExportResult): string {
     `verify:   ${r.verify.status}`,
     ...(r.verify.signature
       ? [
-          `signature: ${r.verify.signature.status}${r.verify.signature.key_id ? ` (key ${r.verify.signature.key_id})` : ''}`,
+          `signature: ${r.verify.signature.status}${r.verify.signature.key_id ? ` (key ${r.verify.signature.key_id})` : ''}${
+            r.copy === 'redacted' && r.verify.signature.status === 'unsigned'
+              ? ' (a re-packed copy is signed with signing.key_path; none is configured)'
+              : ''
+          }`,
         ]
       : []),
   ].join('\n');
