@@ -175,6 +175,7 @@ test('serve: snapshot, list, get, verify, diff, export download, delete over HTT
   assert.equal(s1.status, 201, JSON.stringify(s1.body));
   assert.equal(s1.body.label, 'first');
   assert.equal(s1.body.created_by, 'api');
+  assert.equal(s1.body.redactions_applied, false, 'an API snapshot stays on the host: exact unless asked');
   assert.ok(existsSync(s1.body.bundle_path));
   assert.equal(s1.headers.get('location'), `/v1/agents/ana/snapshots/${s1.body.id}?tenant=default`);
 
