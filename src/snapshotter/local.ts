@@ -119,8 +119,14 @@ export interface LocalSnapshotterOptions {
   trustedKeys?: string[];
   /** Restore refuses bundles without a valid signature by a trusted key (needs trustedKeys). */
   requireSignature?: boolean;
-  /** Allowlist and excluded rules for snapshots that ask for redaction (docs/redaction.md). */
+  /** Allowlist and excluded rules for snapshots that ask for redaction and for exports (docs/redaction.md). */
   redaction?: RedactionOptions;
+  /**
+   * What leaves the host is redacted unless asked otherwise: `export` (and the HTTP download) of a
+   * plaintext bundle that is not redacted re-packs it redacted. Default true (config
+   * `redact_secrets_default`); a request's `redact` overrides it.
+   */
+  redactExports?: boolean;
 }
 
 /** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
@@ -131,8 +137,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly resolver: PathResolver;
   readonly state: StateProvider;
   readonly lockTimeoutMs: number;
-  private readonly zstdLevel: number;
-  private readonly zstdWorkers: number;
+  readonly zstdLevel: number;
+  readonly zstdWorkers: number;
   private readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
   readonly observers: readonly OperationObserver[];
@@ -141,6 +147,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** The trust restore applies unless a request says otherwise. */
   readonly trust: TrustPolicy;
   readonly redactionPolicy: RedactionPolicy;
+  readonly redactExports: boolean;
 
   constructor(opts: LocalSnapshotterOptions) {
     if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
@@ -158,6 +165,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.recipients = opts.recipients ?? [];
     for (const r of this.recipients) parseRecipient(r);
     this.redactionPolicy = compilePolicy(opts.redaction);
+    this.redactExports = opts.redactExports ?? true;
     this.observers = opts.observers ?? [];
     this.signingKeySource = opts.signingKey;
     this.trust = trustPolicy(opts.trustedKeys, opts.requireSignature === true);
@@ -731,9 +739,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<ExportResult> {
     const { file, reading } = await this.locateForReading(agentId, tenant, id);
     try {
-      const { decryptIdentity, trust, ...rest } = opts;
+      const { decryptIdentity, trust, redact, ...rest } = opts;
+      if (redact !== undefined && typeof redact !== 'boolean')
+        throw new InvalidInputError('redact must be a boolean');
       return await exportBundle(file, target, {
         ...rest,
+        redact: redact ?? this.redactExports,
+        policy: this.redactionPolicy,
+        signingKey: () => this.signingKey,
+        zstd: { level: this.zstdLevel, workers: this.zstdWorkers },
         ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
         ...(trust !== undefined
           ? { trust: trustPolicy(trust, trust.length > 0) }
