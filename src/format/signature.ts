@@ -5,7 +5,7 @@
 
 import { loadTrustedKeys, type PublicSigningKey, parsePublicKey, verifyMessage } from '../crypto/sign.js';
 import { KeyError, SignatureError } from '../model/errors.js';
-import { BUNDLE_FORMAT_SIGNED, SIGNED_MANIFEST_VERSION } from './constants.js';
+import { SIGNED_MANIFEST_VERSION } from './constants.js';
 import { manifestSeal, type ParsedManifest, signedMessage } from './manifest.js';
 
 /**
@@ -39,15 +39,12 @@ export function trustPolicy(values: readonly string[] | undefined, required: boo
 }
 
 export function checkSignature(parsed: ParsedManifest, trusted: readonly PublicSigningKey[]): SignatureCheck {
-  const { manifest: m, raw, layout } = parsed;
-  const signedFormat =
-    m.manifest_version >= SIGNED_MANIFEST_VERSION || m.bundle_format === BUNDLE_FORMAT_SIGNED;
-  if (layout === 1 || !signedFormat) return { status: 'unsigned' };
+  const { manifest: m, raw, version } = parsed;
+  // The version fields agree (manifest.ts refuses them otherwise); only v3 carries a signature.
+  if (version !== SIGNED_MANIFEST_VERSION) return { status: 'unsigned' };
   const sig = m.signature;
   if (!sig) return { status: 'invalid', reason: 'a signed-format (v3) manifest without its signature' };
   const invalid = (reason: string): SignatureCheck => ({ status: 'invalid', key_id: sig.key_id, reason });
-  if (m.manifest_version !== SIGNED_MANIFEST_VERSION || m.bundle_format !== BUNDLE_FORMAT_SIGNED)
-    return invalid('manifest_version and bundle_format disagree about the signed format');
   let key: PublicSigningKey;
   try {
     key = parsePublicKey(sig.public_key, 'signature.public_key');

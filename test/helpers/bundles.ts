@@ -183,3 +183,42 @@ export async function readEntries(
 export function repack(entries: Array<{ path: string; data: Buffer; type?: string }>): Buffer {
   return zstd(tarOf(entries.map((e) => ({ path: e.path, data: e.data, type: e.type ?? '0' }))));
 }
+
+export type Entries = Array<{ path: string; data: Buffer; type?: string }>;
+
+/**
+ * A bundle forged from the entries of a real one, as an attacker who recomputes every hash would:
+ * `edit` changes the manifest object and the entries; then each artifact's size and SHA-256 are taken
+ * from its entry, and (unless told otherwise) the digest seal and the manifest seal are recomputed.
+ * `text` may rewrite the manifest's JSON text at the end (for what JSON.stringify cannot write).
+ */
+export function forgeBundle(
+  entries: Entries,
+  edit: (m: Record<string, unknown>, entries: Entries) => void,
+  opts: { reseal?: boolean; text?: (json: string) => string } = {},
+): Buffer {
+  const m = JSON.parse(entries[0]!.data.toString()) as Record<string, unknown>;
+  const rest = entries.slice(1).map((e) => ({ ...e }));
+  edit(m, rest);
+  const byPath = new Map(rest.map((e) => [e.path, e.data]));
+  for (const a of m.artifacts as Array<{ path_in_bundle: string; size_bytes: number; sha256: string }>) {
+    const data = byPath.get(a.path_in_bundle);
+    if (!data) continue;
+    a.size_bytes = data.length;
+    a.sha256 = sha(data);
+  }
+  if (opts.reseal !== false) {
+    m.bundle_sha256 = digestSeal(m.artifacts as Array<{ sha256: string }>);
+    if ('manifest_seal' in m) m.manifest_seal = manifestSeal(m);
+  }
+  let json = JSON.stringify(m, null, 2);
+  if (opts.text) json = opts.text(json);
+  return repack([{ path: 'manifest.json', data: Buffer.from(json) }, ...rest]);
+}
+
+/** The byte offset where the pack starts in a git bundle (after the blank line ending the header). */
+export function packOffset(gitBundle: Buffer): number {
+  const end = gitBundle.indexOf('\n\n');
+  if (end === -1) throw new Error('not a git bundle');
+  return end + 2;
+}
