@@ -16,6 +16,7 @@ import {
   forgeBundle,
   manifestFor,
   packOffset,
+  paxEntry,
   readEntries,
   repack,
   reseal,
@@ -182,6 +183,10 @@ for (const [name, path] of [
     assert.equal(r.status, 'damaged');
     assert.equal(r.layout_ok, false);
     assert.ok(codes(r).includes('UNSAFE_ENTRY'), JSON.stringify(r.problems));
+    assert.ok(
+      codes(r).every((c) => c === 'UNSAFE_ENTRY'),
+      `nothing else is wrong: ${JSON.stringify(r.problems)}`,
+    );
   });
 }
 
@@ -803,5 +808,91 @@ test('order: tar entries out of manifest order and unsorted memory files are dam
   for (const arts of [[g('git/memdir.bundle')], [m('memory_files/sub/.GIT/config')]]) {
     const bad = await verifyBundleFile(v1(arts));
     assert.equal(bad.status, 'damaged', JSON.stringify(arts));
+  }
+});
+
+test('tar: a PAX key given twice, an extended header without its entry, two of a kind, or a GNU long name and a PAX path for one entry are damaged', async (t) => {
+  const { a, dir } = await hostileBase(t);
+  const arts = [mem('memory_files/MEMORY.md', 'x')];
+  const manifest = JSON.stringify(manifestFor(arts));
+  const head = { path: 'manifest.json', data: manifest };
+  const body = { path: 'placeholder', data: 'x' };
+  const long = Buffer.from('memory_files/evil\0');
+  const cases: Array<[string, Parameters<typeof tarOf>[0]]> = [
+    [
+      'path twice',
+      [
+        head,
+        paxEntry([
+          ['path', 'memory_files/evil'],
+          ['path', 'memory_files/MEMORY.md'],
+        ]),
+        body,
+      ],
+    ],
+    [
+      'two PAX headers',
+      [head, paxEntry([['path', 'memory_files/evil']]), paxEntry([['path', 'memory_files/MEMORY.md']]), body],
+    ],
+    [
+      'two GNU long names',
+      [
+        head,
+        { path: '././@LongLink', type: 'L', data: long },
+        { path: '././@LongLink', type: 'L', data: Buffer.from('memory_files/MEMORY.md\0') },
+        body,
+      ],
+    ],
+    [
+      'GNU long name and PAX path',
+      [
+        head,
+        { path: '././@LongLink', type: 'L', data: long },
+        paxEntry([['path', 'memory_files/MEMORY.md']]),
+        body,
+      ],
+    ],
+    [
+      'PAX header before the end',
+      [head, { path: 'memory_files/MEMORY.md', data: 'x' }, paxEntry([['comment', 'dangling']])],
+    ],
+  ];
+  for (const [name, entries] of cases) {
+    const p = writeBundleFile(join(dir, `${name.replaceAll(' ', '-')}.tar.zst`), zstd(tarOf(entries)));
+    await t.test(name, () => refusedEverywhere(a, p, 'BUNDLE_DAMAGED'));
+  }
+  // one PAX header naming the entry, other records ignored: fine
+  const ok = writeBundleFile(
+    join(dir, 'ok.tar.zst'),
+    zstd(
+      tarOf([
+        head,
+        paxEntry([
+          ['mtime', '1.5'],
+          ['path', 'memory_files/MEMORY.md'],
+        ]),
+        body,
+      ]),
+    ),
+  );
+  assert.equal((await verifyBundleFile(ok)).status, 'verified');
+});
+
+test('sibling: ASCII whitespace and the sha256sum forms are accepted, other bytes around the digest are not', async (t) => {
+  const { meta } = await hostileBase(t);
+  const hex = meta.file_sha256!;
+  for (const [text, ok] of [
+    [`${hex}`, true],
+    [`  ${hex.toUpperCase()}\r\n`, true],
+    [`${hex}  ${meta.id}.tar.zst\n`, true],
+    [`${hex} *${meta.id}.tar.zst\n`, true],
+    [`\u00a0${hex}`, false],
+    [`\ufeff${hex}\n`, false],
+    [`${hex}x`, false],
+  ] as const) {
+    writeFileSync(`${meta.bundle_path}.sha256`, text);
+    const r = await verifyBundleFile(meta.bundle_path);
+    assert.equal(r.status, ok ? 'verified' : 'damaged', JSON.stringify(text));
+    if (!ok) assert.equal(r.sibling, 'unreadable');
   }
 });

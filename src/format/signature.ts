@@ -38,6 +38,11 @@ export function trustPolicy(values: readonly string[] | undefined, required: boo
   return { keys, required };
 }
 
+/** `nexo-sign-pub1` and 58 bech32 characters: 32 bytes and the checksum, lowercase. */
+const PUBLIC_KEY_TEXT = /^nexo-sign-pub1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$/;
+/** 64 bytes in standard base64 (RFC 4648 §4) with padding: 86 characters and `==`. */
+const SIGNATURE_TEXT = /^[A-Za-z0-9+/]{86}==$/;
+
 export function checkSignature(parsed: ParsedManifest, trusted: readonly PublicSigningKey[]): SignatureCheck {
   const { manifest: m, raw, version } = parsed;
   // The version fields agree (manifest.ts refuses them otherwise); only v3 carries a signature.
@@ -45,6 +50,11 @@ export function checkSignature(parsed: ParsedManifest, trusted: readonly PublicS
   const sig = m.signature;
   if (!sig) return { status: 'invalid', reason: 'a signed-format (v3) manifest without its signature' };
   const invalid = (reason: string): SignatureCheck => ({ status: 'invalid', key_id: sig.key_id, reason });
+  // One spelling of each, so what a reader checks is what docs/format.md states.
+  if (!PUBLIC_KEY_TEXT.test(sig.public_key))
+    return invalid('signature.public_key is not a nexo-sign-pub1… key (lowercase bech32 of 32 bytes)');
+  if (!SIGNATURE_TEXT.test(sig.value) || Buffer.from(sig.value, 'base64').toString('base64') !== sig.value)
+    return invalid('signature.value is not the padded standard base64 of 64 bytes');
   let key: PublicSigningKey;
   try {
     key = parsePublicKey(sig.public_key, 'signature.public_key');

@@ -102,7 +102,10 @@ export interface ArtifactSpec {
   data: Buffer | string;
 }
 
-/** A manifest object for `artifacts` (v2 by default), sealed like the real writer seals it. */
+/**
+ * A manifest object for `artifacts` (v2 by default: no repository, a memdir block when there are memory
+ * files), sealed like the real writer seals it. The artifacts must be given in the format's order.
+ */
 export function manifestFor(
   artifacts: ArtifactSpec[],
   overrides: Record<string, unknown> = {},
@@ -129,8 +132,15 @@ export function manifestFor(
     },
     artifacts: list,
     tool_versions: { nexo_version: '0.1.0', git2: '0.19', sqlx: '0.8' },
-    ...overrides,
   };
+  if (version === 2) {
+    // what v2 requires besides: the repository state, and the memdir block when there are memory files
+    Object.assign(m.git as object, { repository: 'absent', detached: false });
+    const files = list.filter((a) => a.kind === 'memory_file');
+    if (files.length > 0)
+      m.memdir = { files: files.length, bytes: files.reduce((n, a) => n + a.size_bytes, 0), skipped: [] };
+  }
+  Object.assign(m, overrides);
   m.bundle_sha256 = digestSeal(m.artifacts as Array<{ sha256: string }>);
   if (version === 2) m.manifest_seal = manifestSeal(m);
   return m;
@@ -221,4 +231,18 @@ export function packOffset(gitBundle: Buffer): number {
   const end = gitBundle.indexOf('\n\n');
   if (end === -1) throw new Error('not a git bundle');
   return end + 2;
+}
+
+/** A PAX extended header entry ('x') carrying `records` in order (duplicates allowed: tests need them). */
+export function paxEntry(records: Array<[string, string]>): RawEntry {
+  const text = records
+    .map(([k, v]) => {
+      const body = ` ${k}=${v}\n`;
+      let len = Buffer.byteLength(body) + 1;
+      while (String(len).length + Buffer.byteLength(body) !== len)
+        len = String(len).length + Buffer.byteLength(body);
+      return `${len}${body}`;
+    })
+    .join('');
+  return { path: 'PaxHeader/x', type: 'x', data: text };
 }
