@@ -149,8 +149,10 @@ export function digestSeal(artifacts: ReadonlyArray<{ sha256: string }>): string
 }
 
 /**
- * Canonical JSON: object keys sorted by UTF-16 code units, no whitespace, arrays in order. Manifest
- * numbers are integers, so JSON.stringify renders them canonically.
+ * Canonical JSON (docs/format.md §5): object members sorted by name in UTF-16 code unit order, no
+ * whitespace, arrays in order, strings as JSON.stringify writes them. Manifest numbers are integers
+ * within ±(2^53 − 1) (parseManifest refuses others), so JSON.stringify renders them canonically, and
+ * nesting is at most 64 deep, so the recursion is bounded.
  */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value);
@@ -164,8 +166,8 @@ export function canonicalJson(value: unknown): string {
 
 /**
  * SHA-256 of the canonical JSON of the raw manifest object without its `manifest_seal` field, and, in
- * a signed (v3) manifest, without its `signature` (which signs the seal). In v1/v2 a `signature` field
- * is ordinary content, covered by the seal and never honoured.
+ * a signed (v3) manifest, without its `signature` (which signs the seal). A v1 or v2 manifest carrying a
+ * `signature` is refused by parseManifest().
  */
 export function manifestSeal(raw: Record<string, unknown>): string {
   const { manifest_seal: _ignored, ...rest } = raw;
