@@ -896,3 +896,66 @@ test('sibling: ASCII whitespace and the sha256sum forms are accepted, other byte
     if (!ok) assert.equal(r.sibling, 'unreadable');
   }
 });
+
+test('every hostile bundle of the foundation tests above is refused by restore and import too, the live agent unchanged', async (t) => {
+  const { a, meta, entries, dir } = await hostileBase(t);
+  const arts = [mem('memory_files/MEMORY.md')];
+  const ok = manifestFor(arts);
+  const bytes = readFileSync(meta.bundle_path);
+  const flipped = Buffer.from(bytes);
+  flipped[Math.floor(bytes.length / 3)]! ^= 0x01;
+  const cases: Array<[string, Buffer]> = [
+    ...['../x', 'memory_files//etc/x', '/abs/x', 'memory_files/../../x', 'memory_files/.git/config'].map(
+      (path): [string, Buffer] => {
+        const list = [mem('memory_files/MEMORY.md'), mem(path, 'evil')];
+        return [`unsafe ${path}`, bundleOf(manifestFor(list), list)];
+      },
+    ),
+    ...(['2', '1', '5', '6'] as const).map((type): [string, Buffer] => [
+      `type ${type}`,
+      bundleOf(ok, arts, [{ path: 'memory_files/evil', type, linkpath: '/etc/passwd' }]),
+    ]),
+    ['duplicate entry', bundleOf(ok, arts, [{ path: 'memory_files/MEMORY.md', data: 'x' }])],
+    ['undeclared entry', bundleOf(ok, arts, [{ path: 'memory_files/extra.md', data: 'x' }])],
+    ['missing artifact', bundleOf(manifestFor([...arts, mem('memory_files/gone.md')]), arts)],
+    [
+      'zeros after the end',
+      zstd(
+        Buffer.concat([
+          tarOf([
+            { path: 'manifest.json', data: JSON.stringify(ok) },
+            { path: 'memory_files/MEMORY.md', data: 'x' },
+          ]),
+          Buffer.alloc(64 * 1024 * 1024),
+        ]),
+        19,
+      ),
+    ],
+    ['too new', bundleOf(manifestFor(arts, { manifest_version: 4 }), arts)],
+    ['empty file', Buffer.alloc(0)],
+    ['text', Buffer.from('not a bundle')],
+    [
+      'manifest not first',
+      zstd(
+        tarOf([
+          { path: 'memory_files/a.md', data: 'x' },
+          { path: 'manifest.json', data: '{}' },
+        ]),
+      ),
+    ],
+    ['truncated', bytes.subarray(0, Math.floor(bytes.length / 2))],
+    ['flipped byte', flipped],
+    [
+      'replaced artifact',
+      repack(
+        entries.map((e, i) =>
+          i === entries.length - 1 ? { ...e, data: Buffer.alloc(e.data.length, 0x41) } : e,
+        ),
+      ),
+    ],
+  ];
+  for (const [name, data] of cases) {
+    const p = writeBundleFile(join(dir, `${name.replaceAll(/[^a-z0-9]+/gi, '-')}.tar.zst`), data);
+    await t.test(name, () => refusedEverywhere(a, p));
+  }
+});
