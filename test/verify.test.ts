@@ -752,6 +752,15 @@ test('a state value nested deeper than a bundle may carry is refused when the sn
   assert.equal((await verifyBundleFile(meta.bundle_path)).status, 'verified');
 });
 
+test('a label or created_by with a lone surrogate is refused when the snapshot is taken (a manifest cannot carry it)', async (t) => {
+  const { a } = await hostileBase(t);
+  for (const req of [{ label: 'x\ud800' }, { createdBy: '\udc00' }]) {
+    await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana', ...req }), { code: 'INVALID_INPUT' });
+  }
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', label: 'paired \u{1F600}' });
+  assert.equal((await verifyBundleFile(meta.bundle_path)).status, 'verified');
+});
+
 test('order: tar entries out of manifest order and unsorted memory files are damaged in v2; v1 keeps its own order', async (t) => {
   const { a, entries, dir } = await hostileBase(t);
   const memIdx = entries.map((e, i) => (e.path.startsWith('memory_files/') ? i : -1)).filter((i) => i >= 0);
