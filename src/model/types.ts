@@ -96,7 +96,10 @@ export interface NotChecked {
 export interface DeepReport {
   /** `ok` or the first lines integrity_check printed, per database in the bundle. */
   sqlite_integrity: Record<string, string>;
-  /** `ok`, the problem, or absent when the bundle has no git history. */
+  /**
+   * `ok` or the problem, absent when the bundle has no git history: v2's git bundle is checked by every
+   * verify (header and pack), so here it repeats that result; v1's raw `.git` files get `git fsck`.
+   */
   git?: string;
 }
 

@@ -13,8 +13,10 @@ import { join, resolve } from 'node:path';
 import { closeGate } from '../agent/write-gate.js';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
+import { parseStrictJson } from '../format/json.js';
 import type { Manifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
+import { manifestProblems } from '../format/rules.js';
 import { checkSignature, signatureRefusal, trustPolicy } from '../format/signature.js';
 import {
   asSnapshotError,
@@ -57,13 +59,8 @@ import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
 
+/** Whether the bundle is this agent's (its ids were validated with the manifest's rules). */
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
-  try {
-    validateAgentId(m.agent_id);
-    validateTenant(m.tenant);
-  } catch (err) {
-    throw new BundleDamagedError(`manifest identity is invalid: ${(err as Error).message}`);
-  }
   if (importing) return;
   if (m.agent_id !== agentId) {
     throw new RestoreRefusedError(
@@ -82,11 +79,11 @@ async function readStateValues(work: string, m: Manifest): Promise<Map<string, u
   const out = new Map<string, unknown>();
   for (const key of STATE_KEYS) {
     if (!m.artifacts.some((a) => a.path_in_bundle === statePath(key))) continue;
-    const text = await readFile(join(work, statePath(key)), 'utf8');
+    const bytes = await readFile(join(work, statePath(key)));
     try {
-      out.set(key, JSON.parse(text));
-    } catch {
-      throw new BundleDamagedError(`${statePath(key)} is not valid JSON`);
+      out.set(key, parseStrictJson(bytes));
+    } catch (err) {
+      throw new BundleDamagedError(`${statePath(key)} is not valid JSON: ${(err as Error).message}`);
     }
   }
   return out;
@@ -182,6 +179,9 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
   const signature = checkSignature(head.parsed, trust.keys);
   const refusal = signatureRefusal(signature, trust);
   if (refusal) throw refusal;
+  // Every rule on the manifest that verify applies, before the lock: identity, layout, git block.
+  const problems = manifestProblems(head.parsed);
+  if (problems.length > 0) throw problemsError(problems);
   checkIdentity(head.parsed.manifest, agentId, tenant, req.import !== undefined);
   checkRedaction(head.parsed.manifest, req);
   try {
