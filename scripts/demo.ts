@@ -1,7 +1,8 @@
 // `npm run demo`: builds a sample agent on the embedded default (local files, SQLite), then drives the
-// real CLI: snapshot, verify --deep, list, change the agent, snapshot again, diff, dry-run and restore
-// the baseline, undo, export, a signed and encrypted snapshot. Prints each command and what it
-// answered, and checks the outcomes.
+// real CLI: snapshot, verify --deep, list, change the agent (one change holds an API key), snapshot
+// again (exact: it stays on the host), diff, dry-run and restore the baseline, undo, export (redacted:
+// it leaves the host), a refused restore of the redacted copy, a signed and encrypted snapshot. Prints
+// each command and what it answered, and checks the outcomes.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -86,18 +87,20 @@ step('Snapshot again and list (newest first)');
 const second = parseSnapshot(nexo(['snapshot', '--agent', 'ana', '--label', 'after-change', ...roots]));
 nexo(['list', '--agent', 'ana', '--state-root', a.stateRoot]);
 
-step('Redaction (on by default in the CLI): the key is in the live database, not in the bundle');
+step('A snapshot stays on the host for rollback, so it is exact: the key is in the bundle too');
 const live = readFileSync(join(a.sqliteDir, 'long_term.sqlite')).includes(fakeKey);
-const body = execFileSync('zstd', ['-dc', second.bundle_path], { maxBuffer: 1 << 30 });
-const shipped = body.includes(fakeKey);
+const kept = execFileSync('zstd', ['-dc', second.bundle_path], { maxBuffer: 1 << 30 }).includes(fakeKey);
 process.stdout.write(
-  `check: live database ${live ? 'holds the key' : 'LOST THE KEY'}; decompressed bundle ${shipped ? 'STILL HOLDS IT' : 'does not'}; ` +
-    `it holds ${body.includes('[REDACTED:anthropic-api-key]') ? '[REDACTED:anthropic-api-key] instead' : 'NO MARKER'}\n`,
+  `check: live database ${live ? 'holds the key' : 'LOST THE KEY'}; decompressed bundle ${kept ? 'holds it too (a rollback restores it)' : 'LOST IT'}\n`,
 );
-if (!live || shipped) process.exit(1);
+if (!live || !kept) process.exit(1);
 
-step('What changed between the two snapshots (commits, files, lines, rows, state)');
-nexo(['diff', first.id, second.id, '--agent', 'ana', '--state-root', a.stateRoot]);
+step('What changed between the two snapshots (commits, files, lines, rows, state; values shown redacted)');
+const diff = nexo(['diff', first.id, second.id, '--agent', 'ana', '--detail', '--state-root', a.stateRoot]);
+if (diff.includes(fakeKey) || !diff.includes('[REDACTED:anthropic-api-key]')) {
+  process.stderr.write('demo: diff --detail must show the key as [REDACTED:anthropic-api-key]\n');
+  process.exit(1);
+}
 
 step('Dry run: what restoring the baseline would change (nothing is changed)');
 nexo(['restore', '--agent', 'ana', '--from', first.bundle_path, '--dry-run', ...roots]);
@@ -120,23 +123,38 @@ const again = readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8').includes('learne
 process.stdout.write(`check: the change is ${again ? 'back' : 'MISSING'}\n`);
 if (!again) process.exit(1);
 
-step('Export the first snapshot (the copy is verified)');
+step('Export the second snapshot to share it: what leaves the host is redacted (the copy is verified)');
+const shared = join(root, 'ana-shared.tar.zst');
 nexo([
   'export',
   '--agent',
   'ana',
   '--id',
-  first.id.slice(0, 13),
+  second.id.slice(0, 13),
   '--to',
-  join(root, 'exported'),
+  shared,
   '--state-root',
   a.stateRoot,
 ]);
+const copy = execFileSync('zstd', ['-dc', shared], { maxBuffer: 1 << 30 });
+const inStore = execFileSync('zstd', ['-dc', second.bundle_path], { maxBuffer: 1 << 30 }).includes(fakeKey);
+process.stdout.write(
+  `check: the copy ${copy.includes(fakeKey) ? 'STILL HOLDS THE KEY' : 'does not hold the key'}, it holds ` +
+    `${copy.includes('[REDACTED:anthropic-api-key]') ? '[REDACTED:anthropic-api-key] instead' : 'NO MARKER'}; ` +
+    `the snapshot in the store ${inStore ? 'is unchanged (exact)' : 'LOST THE KEY'}\n`,
+);
+if (copy.includes(fakeKey) || !inStore) process.exit(1);
+
+step(
+  'Restoring the redacted copy in place would replace the live key by a placeholder: the dry run says where',
+);
+nexo(['restore', '--agent', 'ana', '--from', shared, '--dry-run', ...roots]);
+process.stdout.write('without --allow-redacted it is refused (exit 6), nothing changes:\n');
+nexo(['restore', '--agent', 'ana', '--from', shared, ...roots], 6);
 
 step('A damaged copy is refused (exit 2)');
-const damaged = join(root, 'exported');
-execFileSync('sh', ['-c', `printf 'X' | dd of=${damaged} bs=1 seek=200 conv=notrunc status=none`]);
-nexo(['verify', damaged], 2);
+execFileSync('sh', ['-c', `printf 'X' | dd of=${shared} bs=1 seek=200 conv=notrunc status=none`]);
+nexo(['verify', shared], 2);
 
 step('Sign and encrypt a snapshot: keys, --sign, --encrypt; verify needs the identity and trusts the key');
 nexo(['keygen', '--out', join(root, 'sign.key')]);
@@ -182,9 +200,10 @@ nexo(
 step('Summary');
 process.stdout.write(
   `snapshots of ana: ${first.id} (demo-baseline), ${second.id} (after-change)\n` +
-    `both verified; the second captures the uncommitted edit and the new rows, with the API key in\n` +
-    `one of them redacted from the bundle (not from the live database); restore brought the\n` +
-    `baseline back and undo returned to the changed state; a signed, encrypted snapshot verified only\n` +
-    `with the identity, and only against the key that signed it.\n` +
+    `both verified; the second captures the uncommitted edit and the new rows, the API key in one of\n` +
+    `them included (a snapshot stays on the host and restores exactly); restore brought the baseline\n` +
+    `back and undo returned to the changed state; the exported copy has the key replaced by a\n` +
+    `placeholder, and restoring it in place needs --allow-redacted; a signed, encrypted snapshot\n` +
+    `verified only with the identity, and only against the key that signed it.\n` +
     `Demo files are in ${root} (remove them when done).\n`,
 );

@@ -41,8 +41,8 @@ export {
   retentionWorkerOptionsFromConfig,
   type StoreOverrides,
   scheduleFromConfig,
+  snapshotRedactDefault,
   snapshotterOptionsFromConfig,
-  toolRedactDefault,
 } from './config/runtime.js';
 export {
   generateSigningKey,

@@ -229,3 +229,62 @@ test('CLI diff: a git diff --stat plus a table per database; JSON keeps the orig
   assert.equal(d.git_summary.commits_between, 2);
   for (const k of ['a', 'b', 'git_summary', 'sqlite_summary', 'state_summary']) assert.ok(k in d, k);
 });
+
+test('diff … live --detail prints no live secret unless asked; a placeholder against its secret is a redaction, not a change', async (t) => {
+  const a = agent(t);
+  // secrets assembled at run time: this file holds no secret-shaped literal
+  const token = `${'gh'}p_${'Z9'.repeat(18)}`;
+  const other = `${'gh'}p_${'Q7'.repeat(18)}`;
+  const needles = [token.slice(4), other.slice(4)];
+  writeFileSync(join(a.memdir, 'keys.md'), `# Keys\nThe deploy token is ${token}.\n`);
+  git(a.memdir, ['add', 'keys.md']);
+  git(a.memdir, ['commit', '-qm', 'keys']);
+  const lt = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  lt.prepare('UPDATE memories SET content = ? WHERE id = 3').run(`The user pasted ${token} into the chat.`);
+  lt.close();
+  writeFileSync(
+    join(a.sqliteDir, 'extract_cursor.json'),
+    JSON.stringify({ last_message_id: 5, note: token }),
+  );
+  // the redacted snapshot holds placeholders where the live agent holds the secrets
+  const red = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  // and one real change that also brings a new secret
+  const lt2 = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  lt2.prepare('UPDATE memories SET content = ? WHERE id = 4').run(`Rotated: now ${other}.`);
+  lt2.close();
+
+  const d = await a.snapshotter.diff({ agentId: 'ana', a: red.id, b: 'live', detail: true });
+  const json = JSON.stringify(d);
+  for (const n of needles) assert.ok(!json.includes(n), 'no secret in the library result');
+  const keys = d.files.find((f) => f.path === 'keys.md')!;
+  assert.equal(keys.status, 'redacted');
+  assert.equal(d.git_summary.files_changed, d.files.filter((f) => f.status !== 'redacted').length);
+  const memories = d.databases.find((x) => x.db === 'long_term')!.tables.find((x) => x.table === 'memories')!;
+  assert.deepEqual([memories.changed, memories.redacted], [1, 1], 'row 4 changed, row 3 only redacted');
+  assert.equal(
+    (memories.rows!.changed[0]!.after as Record<string, unknown>).content,
+    'Rotated: now [REDACTED:github-token].',
+  );
+  assert.deepEqual(memories.rows!.redacted[0], {
+    key: { id: 3 },
+    columns: ['content'],
+    placeholders_in: red.id,
+  });
+  assert.equal(d.state_summary.extract_cursor_changed, false, 'only redacted');
+  assert.deepEqual(d.redactions, { output: 'redacted', files: 1, rows: 1, state: ['extract_cursor'] });
+
+  // the CLI prints the same, placeholders shown as such; --show-secrets prints the values as stored
+  let r = await runCli(['diff', red.id, 'live', '--detail', '--agent', 'ana', ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  for (const n of needles) assert.ok(!r.stdout.includes(n), `stdout holds ${n.slice(0, 6)}…`);
+  assert.match(r.stdout, /^ keys\.md +\| +redacted$/m);
+  assert.match(r.stdout, /long_term\s+memories\s+0\s+0\s+1\s+1\s+40 → 40/);
+  assert.match(r.stdout, /^r long_term\.memories \{"id":3\} content: placeholder in /m);
+  assert.match(r.stdout, /secrets in values are shown redacted \(--show-secrets shows them\)/);
+  r = await runCli(['diff', red.id, 'live', '--detail', '--json', '--agent', 'ana', ...a.flags]);
+  for (const n of needles) assert.ok(!r.stdout.includes(n));
+  r = await runCli(['diff', red.id, 'live', '--detail', '--show-secrets', '--agent', 'ana', ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.stdout.includes(other.slice(4)), 'shown when asked');
+  assert.ok(r.stdout.includes(token.slice(4)), 'shown when asked');
+});

@@ -6,12 +6,14 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git, rng } from '../scripts/sample-agent.js';
 import { generateIdentity } from '../src/crypto/age.js';
+import { generateSigningKey, secretKeyFileText } from '../src/crypto/sign.js';
 import { rewriteBundle } from '../src/git/rewrite.js';
 import {
   compileRedactionPolicy,
@@ -20,6 +22,8 @@ import {
   REDACTION_RULES,
   redactText,
 } from '../src/index.js';
+import { Daemon } from '../src/server/daemon.js';
+import { bundleOf, manifestFor, writeBundleFile } from './helpers/bundles.js';
 import { type Agent, gnuExtract, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
 const r = rng(20261126);
@@ -418,7 +422,11 @@ test('anchors are exact: the pre-restore snapshot is not redacted and undo bring
   plantEverywhere(a);
   const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
   const red = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
-  const report = await a.snapshotter.restore({ agentId: 'ana', bundle: red.bundle_path });
+  const report = await a.snapshotter.restore({
+    agentId: 'ana',
+    bundle: red.bundle_path,
+    allowRedacted: true,
+  });
   assert.ok(report.pre_snapshot);
   assert.equal(report.redacted, true);
   const anchor = (await a.snapshotter.list('ana')).find((s) => s.id === report.pre_snapshot)!;
@@ -508,20 +516,20 @@ test('history rewrite without the memdir: the bundle itself is unpacked; clean h
   assert.ok(!allGitObjects(clone).includes(gh.needle));
 });
 
-test('CLI: on by default, --no-redact and config turn it off; list and restore show it; config errors name the key', async (t) => {
+test('CLI: exact by default, --redact and config turn it on; list and restore show it; config errors name the key', async (t) => {
   const a = sampleAgent(t, 'ana', { files: 3, commits: 2 });
   const gh = SECRETS.find((s) => s.rule === 'github-token')!;
   const jwt = SECRETS.find((s) => s.rule === 'jwt')!;
   writeFileSync(join(a.memdir, 'keys.md'), `${gh.secret}\n${jwt.secret}\n`);
   let r = await runCli(['snapshot', '--agent', 'ana', '--json', '--no-progress', ...a.flags]);
   assert.equal(r.code, 0, r.stderr);
+  const exact = JSON.parse(r.stdout);
+  assert.equal(exact.redactions_applied, false, 'a snapshot stays on the host: exact by default');
+  assert.ok(tarStream(exact.bundle_path).includes(gh.needle));
+  r = await runCli(['snapshot', '--agent', 'ana', '--redact', '--json', '--no-progress', ...a.flags]);
   const redacted = JSON.parse(r.stdout);
   assert.equal(redacted.redactions_applied, true);
   assert.deepEqual(leaks(tarStream(redacted.bundle_path)), []);
-  r = await runCli(['snapshot', '--agent', 'ana', '--no-redact', '--json', '--no-progress', ...a.flags]);
-  const exact = JSON.parse(r.stdout);
-  assert.equal(exact.redactions_applied, false);
-  assert.ok(tarStream(exact.bundle_path).includes(gh.needle));
   r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot]);
   const rows = r.stdout.split('\n');
   assert.match(rows.find((l) => l.startsWith(redacted.id))!, /\bred\b/);
@@ -538,16 +546,17 @@ test('CLI: on by default, --no-redact and config turn it off; list and restore s
   const cfg = join(a.root, 'nexo.yaml');
   writeFileSync(
     cfg,
-    `memory:\n  snapshot:\n    redaction:\n      exclude_rules: [jwt]\n      allowlist: ['^${'gh'}p_${gh.needle.slice(0, 6)}']\n`,
+    `memory:\n  snapshot:\n    redaction:\n      enabled: true\n      exclude_rules: [jwt]\n      allowlist: ['^${'gh'}p_${gh.needle.slice(0, 6)}']\n`,
   );
   r = await runCli(['snapshot', '--agent', 'ana', '--json', '--config', cfg, ...a.flags]);
   assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).redactions_applied, true, 'redaction.enabled: true');
   const kept = tarStream(JSON.parse(r.stdout).bundle_path);
   assert.ok(kept.includes(gh.needle), 'allowlisted');
   assert.ok(kept.includes(jwt.needle), 'excluded rule');
-  writeFileSync(cfg, 'snapshot:\n  redaction:\n    enabled: false\n');
-  r = await runCli(['snapshot', '--agent', 'ana', '--json', '--config', cfg, ...a.flags]);
+  r = await runCli(['snapshot', '--agent', 'ana', '--no-redact', '--json', '--config', cfg, ...a.flags]);
   assert.equal(JSON.parse(r.stdout).redactions_applied, false);
+  writeFileSync(cfg, 'snapshot:\n  redaction:\n    enabled: false\n');
   r = await runCli(['snapshot', '--agent', 'ana', '--redact', '--json', '--config', cfg, ...a.flags]);
   assert.equal(JSON.parse(r.stdout).redactions_applied, true);
 
@@ -638,4 +647,318 @@ test('bad input: typed errors before anything is created; a refused redaction le
   assert.ok(readFileSync(join(a.sqliteDir, 'long_term.sqlite')).equals(live), 'live database untouched');
   // without redaction the same agent snapshots fine
   await a.snapshotter.snapshot({ agentId: 'ana' });
+});
+
+test('no byte of a secret survives in any shipped database file, whatever the page splits did', async (t) => {
+  // Secrets in rows that land in pages that split while VACUUM INTO builds the copy (the first rows end
+  // up in the root page's unused space once it becomes interior) and while redaction rewrites them (a
+  // short generic secret grows into its placeholder, splitting index pages): many rows, secrets at the
+  // start, the middle and the end, long values on overflow pages, an index and a WITHOUT ROWID key on
+  // the secret column, an FTS5 index. Every byte of every shipped file is scanned, not the SQL view.
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 500, compactions: 300 });
+  const r2 = rng(4711);
+  /** `n` distinct characters: a generic secret needs some entropy to be one. */
+  const distinct = (n: number): string => {
+    for (;;) {
+      const pool = [...ALNUM];
+      const s = Array.from({ length: n }, () => pool.splice(Math.floor(r2() * pool.length), 1)[0]).join('');
+      if (/[0-9]/.test(s) && /[A-Za-z]/.test(s)) return s;
+    }
+  };
+  const planted: string[] = [];
+  const secretFor = (i: number): string => {
+    if (i % 3 === 0) {
+      const body = distinct(36);
+      planted.push(body);
+      return `${'gh'}p_${body}`;
+    }
+    const body = distinct(12); // grows into `[REDACTED:generic-secret]`
+    planted.push(body);
+    return `api_${'key'} = ${body}`;
+  };
+  const at = (n: number): number[] => [
+    ...Array.from({ length: 12 }, (_, i) => i + 1),
+    ...Array.from({ length: Math.floor(n / 23) }, (_, i) => 13 + i * 23),
+    n - 1,
+    n,
+  ];
+  const lt = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  lt.exec(`
+    CREATE INDEX memories_content ON memories(content);
+    CREATE TABLE facts (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE notes_fts USING fts5(body);
+  `);
+  const ins = lt.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)');
+  const fact = lt.prepare('INSERT INTO facts (k, v) VALUES (?, ?)');
+  const note = lt.prepare('INSERT INTO notes_fts (body) VALUES (?)');
+  lt.transaction(() => {
+    for (let i = 1; i <= 4000; i++) {
+      const long = i % 50 === 0 ? 'A long recollection of the day. '.repeat(300) : '';
+      ins.run(i, 'fact', `Memory ${i} ${'of the agent '.repeat(1 + (i % 17))}${long}`, 0.5);
+      fact.run(`fact-${String(i).padStart(5, '0')} ${'x'.repeat(i % 40)}`, `value ${i}`);
+      note.run(`note ${i} ${'plain words '.repeat(1 + (i % 9))}`);
+    }
+  })();
+  const put = lt.prepare('UPDATE memories SET content = ? WHERE id = ?');
+  const putFact = lt.prepare(
+    "UPDATE facts SET k = ?, v = ? WHERE k = (SELECT k FROM facts WHERE v = 'value ' || ?)",
+  );
+  const putNote = lt.prepare('UPDATE notes_fts SET body = ? WHERE rowid = ?');
+  lt.transaction(() => {
+    for (const id of at(4500)) {
+      const long = id % 5 === 0 ? ` ${'and then some more detail '.repeat(400)}` : '';
+      put.run(`Memory ${id}: the user pasted ${secretFor(id)} here.${long} End ${secretFor(id + 1)}`, id);
+    }
+    for (const id of at(4000)) {
+      putFact.run(`fact ${secretFor(id)}`, `the value ${secretFor(id + 2)}`, String(id));
+      putNote.run(`note ${secretFor(id)} end`, id);
+    }
+  })();
+  lt.close();
+  const cmp = new Database(join(a.sqliteDir, 'compactions.sqlite'));
+  const putCmp = cmp.prepare('UPDATE compactions SET summary = summary || ? WHERE id = ?');
+  cmp.transaction(() => {
+    for (const id of at(300)) putCmp.run(` ${secretFor(id)}`, id);
+  })();
+  cmp.close();
+
+  // Many short rows in an indexed column, a third of them with a short secret that grows when redacted:
+  // the index pages split again and again while redaction runs (secure_delete alone left one behind).
+  const con = new Database(join(a.sqliteDir, 'concepts.sqlite'));
+  con.exec('CREATE TABLE hints (id INTEGER PRIMARY KEY, hint TEXT); CREATE INDEX hints_hint ON hints(hint)');
+  const hint = con.prepare('INSERT INTO hints (hint) VALUES (?)');
+  let lcg = 42;
+  const next = (): number => {
+    lcg = (lcg * 1103515245 + 12345) & 0x7fffffff;
+    return lcg / 0x7fffffff;
+  };
+  con.transaction(() => {
+    for (let i = 0; i < 20_000; i++) {
+      let h = `${String(Math.floor(next() * 1e6)).padStart(7, '0')} ${'x'.repeat(Math.floor(next() * 60))}`;
+      if (next() < 0.3) {
+        const body = distinct(9);
+        planted.push(body);
+        h = `${h} api_${'key'} = ${body} `;
+      }
+      hint.run(h);
+    }
+  })();
+  con.close();
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  const x = gnuExtract(t, meta.bundle_path);
+  const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8'));
+  assert.equal(m.redactions.matches_redacted, planted.length, 'every planted secret was found');
+  const found = (bytes: Buffer): string[] =>
+    planted.filter((p) => bytes.includes(p) || bytes.includes(p.toLowerCase()));
+  assert.deepEqual(found(tarStream(meta.bundle_path)), [], 'the decompressed tar stream');
+  for (const f of ['long_term', 'concepts', 'compactions']) {
+    const file = join(x, 'sqlite', `${f}.sqlite`);
+    assert.deepEqual(found(readFileSync(file)), [], `${f}.sqlite, every byte`);
+    const db = new Database(file, { readonly: true });
+    assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+    db.close();
+  }
+  // the live databases still hold them: the test planted where it meant to
+  assert.ok(found(readFileSync(join(a.sqliteDir, 'long_term.sqlite'))).length > 0);
+});
+
+test('export redacts what leaves the host: re-packed with the same id, a report, fresh seals and a new signature; --no-redact is exact; encrypted is copied as it is', async (t) => {
+  const keys = tempDir(t);
+  const k = generateSigningKey();
+  writeFileSync(join(keys, 'sign.key'), secretKeyFileText(k), { mode: 0o600 });
+  const a = sampleAgent(t, 'ana', { files: 4, commits: 2 }, { signingKey: join(keys, 'sign.key') });
+  plantEverywhere(a);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana', label: 'to share' });
+  assert.equal(leaks(tarStream(snap.bundle_path)).length, SECRETS.length, 'the snapshot itself is exact');
+  const source = readFileSync(snap.bundle_path);
+  const out = tempDir(t);
+
+  const r = await a.snapshotter.export('ana', undefined, snap.id, out);
+  assert.equal(r.path, join(out, `${snap.id}.tar.zst`));
+  assert.deepEqual([r.copy, r.redacted, r.encrypted], ['redacted', true, false]);
+  assert.equal(r.redaction?.git_history, 'rewritten');
+  assert.equal(r.verify.status, 'verified');
+  assert.deepEqual(r.verify.signature, { status: 'valid', key_id: k.keyId }, 'signed again by the host key');
+  assert.equal(readFileSync(r.sibling_path, 'utf8').trim(), r.file_sha256);
+  // every byte of the copy, and every object of its history
+  assert.deepEqual(leaks(tarStream(r.path)), []);
+  const x = gnuExtract(t, r.path);
+  assert.deepEqual(leaks(allGitObjects(cloneBundle(t, join(x, 'git', 'memdir.bundle')))), []);
+  const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8'));
+  assert.deepEqual(
+    [m.snapshot_id, m.agent_id, m.label, m.created_at_ms, m.created_by],
+    [snap.id, 'ana', 'to share', snap.created_at_ms, 'library'],
+  );
+  assert.equal(m.redactions.git_history, 'rewritten');
+  assert.ok(m.redactions.matches_redacted >= SECRETS.length);
+  assert.notEqual(m.bundle_sha256, snap.bundle_sha256, 'fresh seals over the redacted bytes');
+  assert.equal(m.signature.key_id, k.keyId);
+  assert.ok(readFileSync(snap.bundle_path).equals(source), 'the snapshot in the store is untouched');
+  // restoring the copy in place needs the flag; importing it does not
+  await assert.rejects(a.snapshotter.restore({ agentId: 'ana', bundle: r.path }), {
+    code: 'REDACTED_BUNDLE',
+  });
+  const imported = await a.snapshotter.restore({ agentId: 'bob', bundle: r.path, import: {} });
+  assert.equal(imported.from, snap.id);
+
+  // an exact copy when asked; a redacted snapshot is copied as it is
+  const exact = await a.snapshotter.export('ana', undefined, snap.id, join(out, 'exact.tar.zst'), {
+    redact: false,
+  });
+  assert.deepEqual([exact.copy, exact.redacted], ['exact', false]);
+  assert.ok(readFileSync(exact.path).equals(source));
+  const red = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  const again = await a.snapshotter.export('ana', undefined, red.id, join(out, 'red.tar.zst'));
+  assert.equal(again.copy, 'already_redacted');
+  assert.ok(readFileSync(again.path).equals(readFileSync(red.bundle_path)));
+
+  // encrypted: protected, copied as it is; decrypted, the plaintext copy is redacted unless asked
+  const id = generateIdentity();
+  const idFile = join(keys, 'age.txt');
+  writeFileSync(idFile, `${id.identity}\n`);
+  const enc = await a.snapshotter.snapshot({ agentId: 'ana', encrypt: [id.recipient] });
+  const e1 = await a.snapshotter.export('ana', undefined, enc.id, out);
+  assert.deepEqual([e1.copy, e1.encrypted, e1.redacted], ['encrypted', true, false]);
+  assert.equal(e1.path, join(out, `${enc.id}.tar.zst.age`));
+  assert.ok(readFileSync(e1.path).equals(readFileSync(enc.bundle_path)));
+  const e2 = await a.snapshotter.export('ana', undefined, enc.id, out, {
+    decrypt: true,
+    decryptIdentity: idFile,
+  });
+  assert.equal(e2.path, join(out, `${enc.id}.tar.zst`));
+  assert.deepEqual([e2.copy, e2.encrypted, e2.redacted], ['redacted', false, true]);
+  assert.deepEqual(leaks(tarStream(e2.path)), []);
+  const e3 = await a.snapshotter.export('ana', undefined, enc.id, join(out, 'plain.tar.zst'), {
+    decrypt: true,
+    decryptIdentity: idFile,
+    redact: false,
+  });
+  assert.deepEqual([e3.copy, e3.encrypted], ['exact', false]);
+  assert.equal(leaks(tarStream(e3.path)).length, SECRETS.length);
+  await assert.rejects(
+    a.snapshotter.export('ana', undefined, enc.id, join(out, 'no-id'), { decrypt: true }),
+    {
+      code: 'INVALID_INPUT',
+    },
+  );
+
+  // a v1 bundle's history (raw .git files) cannot be redacted: refused, nothing written; exact on request
+  const v1id = '0190c3a2-0000-7000-8000-0000000000aa';
+  const arts = [
+    { path: 'memory_files/a.md', kind: 'memory_file', data: Buffer.from(`${SECRETS[6]!.secret}\n`) },
+  ];
+  writeBundleFile(
+    join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana', `${v1id}.tar.zst`),
+    bundleOf(manifestFor(arts, { snapshot_id: v1id }, 1), arts, [], { v1: true }),
+  );
+  await assert.rejects(a.snapshotter.export('ana', undefined, v1id, join(out, 'v1.tar.zst')), {
+    code: 'REDACTION',
+    message: /v1 bundle .*--no-redact/,
+  });
+  assert.equal(existsSync(join(out, 'v1.tar.zst')), false);
+  assert.equal(
+    (await a.snapshotter.export('ana', undefined, v1id, join(out, 'v1.tar.zst'), { redact: false })).copy,
+    'exact',
+  );
+  assert.deepEqual(
+    readdirSync(out).filter((n) => n.includes('.tmp-')),
+    [],
+    'no temporary file left at the target',
+  );
+
+  // the CLI: redacted by default and says so; --no-redact; the config key turns the default off
+  const cliOut = tempDir(t);
+  let c = await runCli([
+    'export',
+    '--agent',
+    'ana',
+    '--id',
+    snap.id,
+    '--to',
+    cliOut,
+    '--state-root',
+    a.stateRoot,
+  ]);
+  assert.equal(c.code, 0, c.stderr);
+  assert.match(c.stdout, /^redacted: yes, re-packed \(\d+ secret\(s\) replaced: .*git history rewritten\)/m);
+  assert.deepEqual(leaks(tarStream(join(cliOut, `${snap.id}.tar.zst`))), []);
+  c = await runCli([
+    'export',
+    '--agent',
+    'ana',
+    '--id',
+    snap.id,
+    '--to',
+    join(cliOut, 'x.tar.zst'),
+    '--no-redact',
+    '--json',
+    '--state-root',
+    a.stateRoot,
+  ]);
+  assert.equal(JSON.parse(c.stdout).copy, 'exact');
+  c = await runCli(['export', '--agent', 'ana', '--id', enc.id, '--to', cliOut, '--state-root', a.stateRoot]);
+  assert.match(c.stdout, /^redacted: no \(age-encrypted, so protected: copied as it is\)$/m);
+  const cfg = join(a.root, 'nexo.yaml');
+  writeFileSync(cfg, 'memory:\n  snapshot:\n    redact_secrets_default: false\n');
+  c = await runCli([
+    'export',
+    '--agent',
+    'ana',
+    '--id',
+    snap.id,
+    '--to',
+    join(cliOut, 'y.tar.zst'),
+    '--json',
+    '--config',
+    cfg,
+    '--state-root',
+    a.stateRoot,
+  ]);
+  assert.equal(JSON.parse(c.stdout).copy, 'exact');
+});
+
+test('the HTTP download is redacted unless ?redact=false: a re-packed bundle with its own digest; encrypted as it is', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 3, commits: 2 });
+  plantEverywhere(a);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const id = generateIdentity();
+  const enc = await a.snapshotter.snapshot({ agentId: 'ana', encrypt: [id.recipient] });
+  const token = 't'.repeat(32);
+  const d = new Daemon({ snapshotter: a.snapshotter, listen: '127.0.0.1:0', token });
+  const { url } = await d.start();
+  t.after(() => d.stop());
+  const get = async (path: string) => {
+    const res = await fetch(`${url}/v1/agents/ana/snapshots/${path}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    return { res, bytes: Buffer.from(await res.arrayBuffer()) };
+  };
+  const file = join(tempDir(t), 'download.tar.zst');
+
+  let { res, bytes } = await get(`${snap.id}/export`);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-nexo-redacted'), 'true');
+  assert.equal(res.headers.get('x-nexo-copy'), 'redacted');
+  assert.equal(res.headers.get('x-nexo-file-sha256'), createHash('sha256').update(bytes).digest('hex'));
+  assert.equal(Number(res.headers.get('content-length')), bytes.length);
+  writeFileSync(file, bytes);
+  assert.deepEqual(leaks(tarStream(file)), []);
+  const report = await a.snapshotter.verify(file);
+  assert.equal(report.snapshot_id, snap.id);
+  assert.equal(report.per_artifact_ok && report.manifest_ok, true, 'a sealed bundle');
+
+  ({ res, bytes } = await get(`${snap.id}/export?redact=false`));
+  assert.equal(res.headers.get('x-nexo-copy'), 'exact');
+  assert.ok(bytes.equals(readFileSync(snap.bundle_path)), 'the bundle as it is, on request');
+  assert.equal(res.headers.get('x-nexo-file-sha256'), snap.file_sha256);
+
+  ({ res, bytes } = await get(`${enc.id}/export`));
+  assert.equal(res.headers.get('x-nexo-copy'), 'encrypted');
+  assert.ok(bytes.equals(readFileSync(enc.bundle_path)));
+  assert.equal((await get(`${snap.id}/export?redact=maybe`)).res.status, 400);
+  assert.deepEqual(
+    readdirSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana')).filter((n) => n.startsWith('.')),
+    [],
+    'nothing left in the store',
+  );
 });

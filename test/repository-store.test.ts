@@ -13,7 +13,10 @@ import { type Agent, runCli, sampleAgent } from './helpers/env.js';
 
 const repoEnv = { NEXO_MEMORY_STORE_FORMAT: '' };
 
-function repoAgent(t: Parameters<typeof sampleAgent>[0], opts: Parameters<typeof sampleAgent>[2] = {}): Agent {
+function repoAgent(
+  t: Parameters<typeof sampleAgent>[0],
+  opts: Parameters<typeof sampleAgent>[2] = {},
+): Agent {
   const a = sampleAgent(t, 'ana', { memories: 3000, embeddings: 500, files: 30, commits: 6, ...opts });
   const snapshotter = new LocalSnapshotter({
     stateRoot: a.stateRoot,
@@ -37,12 +40,17 @@ test('repository store: a new state root snapshots into the repository; the seco
   assert.ok(existsSync(join(a.stateRoot, 'repository', 'config', 'config')), 'the repository was created');
   assert.equal(first.bundle_format, 'nexo-memory-snapshot-v4');
   assert.ok(first.bundle_path.endsWith(`#${first.id}`));
-  assert.equal(existsSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana', `${first.id}.tar.zst`)), false);
+  assert.equal(
+    existsSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana', `${first.id}.tar.zst`)),
+    false,
+  );
   const added1 = (first as { added_bytes?: number }).added_bytes!;
   assert.ok(added1 > 0);
 
   const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
-  db.prepare("INSERT INTO memories (created_at, kind, content, importance) VALUES (1, 'fact', 'one new memory', 0.5)").run();
+  db.prepare(
+    "INSERT INTO memories (created_at, kind, content, importance) VALUES (1, 'fact', 'one new memory', 0.5)",
+  ).run();
   db.close();
   writeFileSync(join(a.memdir, 'topics', 'new.md'), 'a new topic\n');
   git(a.memdir, ['add', '.']);
@@ -132,7 +140,12 @@ test('a state root that holds bundles keeps writing bundles (auto) until migrate
     sqliteRoot: a.sqliteRoot,
     store: 'bundles',
   }).snapshot({ agentId: 'ana' });
-  const auto = new LocalSnapshotter({ stateRoot: a.stateRoot, memdirRoot: a.memdirRoot, sqliteRoot: a.sqliteRoot, store: 'auto' });
+  const auto = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'auto',
+  });
   const next = await auto.snapshot({ agentId: 'ana' });
   assert.ok(next.bundle_path.endsWith('.tar.zst'), next.bundle_path);
   assert.equal(existsSync(join(a.stateRoot, 'repository')), false);

@@ -728,3 +728,127 @@ test('CLI: restore and import are gated by NEXO_MEMORY_RESTORE_ALLOW; --json kee
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout), []);
 });
+
+/** Secrets in a memory file (line 3), a row (memories.id 5) and state, assembled at run time. */
+function plantSecrets(a: Agent): { token: string; needle: string } {
+  const needle = 'Kx8'.repeat(12);
+  const token = `${'gh'}p_${needle}`;
+  writeFileSync(join(a.memdir, 'keys.md'), `# Keys\n\nDeploy with ${token} please.\n`);
+  git(a.memdir, ['add', 'keys.md']);
+  git(a.memdir, ['commit', '-qm', 'keys']);
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  db.prepare('UPDATE memories SET content = ? WHERE id = 5').run(`The user pasted ${token} into the chat.`);
+  db.close();
+  writeFileSync(
+    join(a.sqliteDir, 'extract_cursor.json'),
+    `${JSON.stringify({ last_message_id: 12, note: `saw ${token}` }, null, 2)}\n`,
+  );
+  return { token, needle };
+}
+
+test('a default CLI snapshot is exact: restoring it puts the live secrets back, not placeholders', async (t) => {
+  const a = agent(t);
+  const { token } = plantSecrets(a);
+  let r = await runCli(['snapshot', '--agent', 'ana', '--json', '--no-progress', ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  const snap = JSON.parse(r.stdout);
+  assert.equal(snap.redactions_applied, false, 'what stays on the host is exact');
+  const want = await expected(snap.bundle_path);
+  mutate(a);
+  writeFileSync(join(a.memdir, 'keys.md'), 'gone\n');
+  r = await runCli(['restore', '--agent', 'ana', '--from', snap.bundle_path, ...a.flags], {
+    env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(await fingerprint(a), want);
+  assert.match(readFileSync(join(a.memdir, 'keys.md'), 'utf8'), new RegExp(token));
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'), { readonly: true });
+  assert.match(
+    String(db.prepare('SELECT content FROM memories WHERE id = 5').pluck().get()),
+    new RegExp(token),
+  );
+  db.close();
+  assert.doesNotMatch(r.stdout, /redacted: +yes/);
+  // asking still gives a redacted snapshot (flag, or the config key)
+  r = await runCli(['snapshot', '--agent', 'ana', '--redact', '--json', '--no-progress', ...a.flags]);
+  assert.equal(JSON.parse(r.stdout).redactions_applied, true);
+  const cfg = join(a.root, 'nexo.yaml');
+  writeFileSync(cfg, 'memory:\n  snapshot:\n    redaction:\n      enabled: true\n');
+  r = await runCli(['snapshot', '--agent', 'ana', '--json', '--config', cfg, ...a.flags]);
+  assert.equal(JSON.parse(r.stdout).redactions_applied, true);
+  r = await runCli(['snapshot', '--agent', 'ana', '--no-redact', '--json', '--config', cfg, ...a.flags]);
+  assert.equal(JSON.parse(r.stdout).redactions_applied, false);
+});
+
+test('restoring a redacted bundle needs --allow-redacted; the dry run lists the values that would become placeholders', async (t) => {
+  const a = agent(t);
+  const { token, needle } = plantSecrets(a);
+  const red = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  const before = await fingerprint(a);
+  const listed = (await a.snapshotter.list('ana')).length;
+  // refused, typed, before any lock, staging or anchor
+  await assert.rejects(a.snapshotter.restore({ agentId: 'ana', bundle: red.bundle_path }), (err: Error) => {
+    const e = err as Error & { code: string; exitCode: number; outcome: string };
+    assert.equal(e.code, 'REDACTED_BUNDLE');
+    assert.equal(e.exitCode, 6);
+    assert.equal(e.outcome, 'refused');
+    assert.match(e.message, /4 secret\(s\) were replaced .*--allow-redacted/);
+    return true;
+  });
+  assert.deepEqual(await fingerprint(a), before);
+  assert.equal((await a.snapshotter.list('ana')).length, listed, 'no pre-restore anchor');
+
+  // the dry run says where each placeholder would land
+  const dry = await a.snapshotter.restore({ agentId: 'ana', bundle: red.bundle_path, dryRun: true });
+  assert.equal(dry.placeholders_total, 3);
+  assert.deepEqual(
+    dry.placeholders!.map((p) => ({ ...p })),
+    [
+      {
+        artifact: 'sqlite/long_term.sqlite',
+        table: 'memories',
+        column: 'content',
+        rowid: 5,
+        rule: 'github-token',
+      },
+      { artifact: 'state/extract_cursor.json', line: 3, rule: 'github-token' },
+      { artifact: 'memory_files/keys.md', file: 'keys.md', line: 3, rule: 'github-token' },
+    ],
+  );
+  assert.deepEqual(await fingerprint(a), before);
+  const allow = { env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' } };
+  let r = await runCli(
+    ['restore', '--agent', 'ana', '--from', red.bundle_path, '--dry-run', ...a.flags],
+    allow,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /^ {2}sqlite\/long_term\.sqlite memories\.content rowid 5: \[REDACTED:github-token\]$/m,
+  );
+  assert.match(r.stdout, /^ {2}memory_files\/keys\.md line 3: \[REDACTED:github-token\]$/m);
+  assert.match(r.stdout, /--allow-redacted/);
+  r = await runCli(['restore', '--agent', 'ana', '--from', red.bundle_path, '--json', ...a.flags], allow);
+  assert.equal(r.code, 6);
+  assert.equal(JSON.parse(r.stdout).error.code, 'REDACTED_BUNDLE');
+  assert.match(r.stderr, /--allow-redacted/);
+  assert.deepEqual(await fingerprint(a), before);
+
+  // asked for explicitly: the placeholders replace the secrets, and undo brings them back
+  r = await runCli(
+    ['restore', '--agent', 'ana', '--from', red.bundle_path, '--allow-redacted', ...a.flags],
+    allow,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /redacted: +yes/);
+  assert.doesNotMatch(readFileSync(join(a.memdir, 'keys.md'), 'utf8'), new RegExp(needle));
+  r = await runCli(['restore', '--agent', 'ana', '--undo', ...a.flags], allow);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(readFileSync(join(a.memdir, 'keys.md'), 'utf8'), new RegExp(token));
+  const again = await a.snapshotter.restore({ agentId: 'ana', bundle: red.bundle_path, allowRedacted: true });
+  assert.equal(again.redacted, true);
+  assert.doesNotMatch(readFileSync(join(a.memdir, 'keys.md'), 'utf8'), new RegExp(needle));
+  // import as another agent replaces no live secret: no flag needed
+  const imported = await a.snapshotter.restore({ agentId: 'bob', bundle: red.bundle_path, import: {} });
+  assert.equal(imported.redacted, true);
+});

@@ -200,18 +200,20 @@ test('tampering under a signature exits 2: edited + re-sealed, stripped, re-sign
   assert.equal(r.code, 2);
   assert.deepEqual(codes(JSON.parse(r.stdout)), ['SIGNATURE_INVALID']);
 
-  // a signature field smuggled into an unsigned v2 manifest is content: its seal no longer matches
-  const smuggled = await forge(
-    stripped,
-    join(dir, 'smuggled.tar.zst'),
-    (m) => {
-      m.signature = { scheme: 'ed25519', key_id: k.keyId, public_key: k.publicKey, value: 'AAAA' };
-    },
-    { reseal: false },
-  );
-  r = await runCli(['verify', smuggled, '--json']);
-  assert.equal(r.code, 2);
-  assert.ok(codes(JSON.parse(r.stdout)).includes('CHECKSUM_MISMATCH'));
+  // a signature field smuggled into an unsigned v2 manifest, sealed or not: only v3 carries one
+  for (const reseal of [false, true]) {
+    const smuggled = await forge(
+      stripped,
+      join(dir, `smuggled-${reseal}.tar.zst`),
+      (m) => {
+        m.signature = { scheme: 'ed25519', key_id: k.keyId, public_key: k.publicKey, value: 'AAAA' };
+      },
+      { reseal },
+    );
+    r = await runCli(['verify', smuggled, '--json']);
+    assert.equal(r.code, 2);
+    assert.deepEqual(codes(JSON.parse(r.stdout)), ['BUNDLE_DAMAGED']);
+  }
 
   // edited and re-signed with the attacker's own key: valid, but not by a trusted key
   const { sealManifest } = await import('../src/format/manifest.js');
@@ -239,6 +241,40 @@ test('tampering under a signature exits 2: edited + re-sealed, stripped, re-sign
   const rep = JSON.parse(r.stdout);
   assert.deepEqual(codes(rep), ['SIGNATURE_UNTRUSTED']);
   assert.equal(rep.signature.key_id, attacker.keyId);
+});
+
+test('a signature spelled another way is invalid: public key in upper case or with spaces, base64 without padding or with stray bits', async (t) => {
+  const a = sampleAgent(t);
+  const keys = tempDir(t);
+  const k = signingKeyFile(keys, 'sign.key');
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', sign: k.secretPath });
+  const dir = tempDir(t);
+  assert.equal(
+    (await verifyBundleFile(meta.bundle_path, { trust: trustPolicy([k.publicKey], true) })).status,
+    'verified',
+  );
+  const respell: Array<[string, (sig: Record<string, string>) => void]> = [
+    ['upper-case public key', (sig) => (sig.public_key = sig.public_key!.toUpperCase())],
+    ['public key with a space', (sig) => (sig.public_key = ` ${sig.public_key}`)],
+    ['value without padding', (sig) => (sig.value = sig.value!.replace(/=+$/, ''))],
+    [
+      'value with non-zero padding bits',
+      (sig) => {
+        const v = sig.value!;
+        const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+        const last = alphabet.indexOf(v[85]!);
+        sig.value = `${v.slice(0, 85)}${alphabet[last ^ 1]}==`; // the same 64 bytes, another text
+      },
+    ],
+  ];
+  for (const [name, edit] of respell) {
+    const p = await forge(meta.bundle_path, join(dir, `${name.replaceAll(' ', '-')}.tar.zst`), (m) =>
+      edit(m.signature as Record<string, string>),
+    );
+    const r = await verifyBundleFile(p, { trust: trustPolicy([k.publicKey], true) });
+    assert.equal(r.signature?.status, 'invalid', name);
+    assert.deepEqual(codes(r), ['SIGNATURE_INVALID'], name);
+  }
 });
 
 test('unsigned bundle or wrong key with --trust: exit 2; the same through the library', async (t) => {

@@ -1,15 +1,22 @@
-// Verify against real and hostile bundles: every hostile case the foundation issue lists is built
-// byte by byte here and must be reported as damaged (exit 2) with the right problem code.
+// Verify against real and hostile bundles: every hostile case the foundation and hardening issues list
+// is built byte by byte here and must be reported as damaged (exit 2) with the right problem code; the
+// hostile bundles verify refuses are refused by restore and import too, before the live agent changes.
 
 import assert from 'node:assert/strict';
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
+import { git } from '../scripts/sample-agent.js';
 import { verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
 import {
   type ArtifactSpec,
   bundleOf,
+  type Entries,
+  forgeBundle,
   manifestFor,
+  packOffset,
+  paxEntry,
   readEntries,
   repack,
   reseal,
@@ -17,7 +24,7 @@ import {
   writeBundleFile,
   zstd,
 } from './helpers/bundles.js';
-import { runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
 
 const codes = (r: { problems: Array<{ code: string }> }): string[] => r.problems.map((p) => p.code);
 
@@ -176,6 +183,10 @@ for (const [name, path] of [
     assert.equal(r.status, 'damaged');
     assert.equal(r.layout_ok, false);
     assert.ok(codes(r).includes('UNSAFE_ENTRY'), JSON.stringify(r.problems));
+    assert.ok(
+      codes(r).every((c) => c === 'UNSAFE_ENTRY'),
+      `nothing else is wrong: ${JSON.stringify(r.problems)}`,
+    );
   });
 }
 
@@ -360,4 +371,600 @@ test('CLI verify: exit statuses 0, 2, 3 and 1 with JSON reports', async (t) => {
   r = await runCli(['verify', join(dir, 'missing.tar.zst')]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /bundle not found/);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Hardening (issue 10, items 4, 5, 9 and 11): what verify refuses, restore and import refuse too.
+
+/** SHA-256 of every file under the agent's memdir (its .git included) and database directory. */
+function liveDigest(a: Agent): string {
+  const h = createHash('sha256');
+  const walk = (dir: string): void => {
+    if (!existsSync(dir)) {
+      h.update(`absent ${dir}\n`);
+      return;
+    }
+    for (const e of readdirSync(dir, { withFileTypes: true }).sort((x, y) => (x.name < y.name ? -1 : 1))) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else h.update(`${p}\n`).update(readFileSync(p));
+    }
+  };
+  walk(a.memdir);
+  walk(a.sqliteDir);
+  return h.digest('hex');
+}
+
+/** A small real agent with history, its snapshot's entries and a directory for forged bundles. */
+async function hostileBase(t: TestContext) {
+  const a = sampleAgent(t, 'ana', {
+    files: 3,
+    memories: 20,
+    embeddings: 5,
+    concepts: 5,
+    compactions: 2,
+    commits: 3,
+  });
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  return { a, meta, entries: await readEntries(meta.bundle_path), dir: tempDir(t, 'nexo-hostile-') };
+}
+
+/**
+ * Verify says damaged (exit 2, with `code` among the problems); restore and import refuse with exit 2
+ * (with `code` when given); the live agent is unchanged, no pre-restore snapshot was taken, and the
+ * import target was not created.
+ */
+async function refusedEverywhere(a: Agent, bundle: string, code?: string): Promise<void> {
+  const r = await verifyBundleFile(bundle);
+  assert.equal(r.status, 'damaged', `verify: ${JSON.stringify(r.problems)}`);
+  assert.equal(verifyExitCode(r), 2);
+  if (code) assert.ok(codes(r).includes(code), `verify: ${JSON.stringify(r.problems)}`);
+  const before = liveDigest(a);
+  const listed = (await a.snapshotter.list('ana')).map((m) => m.id);
+  for (const req of [
+    { agentId: 'ana', bundle },
+    { agentId: 'clone', bundle, import: {} },
+  ]) {
+    await assert.rejects(a.snapshotter.restore(req), (err: Error & { code?: string; exitCode?: number }) => {
+      assert.equal(err.exitCode, 2, `${req.agentId}: ${err.code} ${err.message}`);
+      if (code) assert.equal(err.code, code, `${req.agentId}: ${err.message}`);
+      return true;
+    });
+  }
+  assert.equal(liveDigest(a), before, 'the live agent is unchanged');
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.id),
+    listed,
+    'no pre-restore snapshot',
+  );
+  assert.equal(await a.snapshotter.agentExists('clone', 'default'), false, 'no imported agent');
+}
+
+const setVersion = (m: Record<string, unknown>, v: number, format = v, schema = v): void => {
+  m.manifest_version = v;
+  m.bundle_format = `nexo-memory-snapshot-v${format}`;
+  (m.schema_versions as Record<string, number>).manifest = schema;
+};
+
+test('version downgrade: a v2 bundle relabelled as v1 (seal left stale) or with disagreeing version fields is damaged', async (t) => {
+  const { a, entries, dir } = await hostileBase(t);
+  // [name, edit, reseal]: the digest seal is always recomputed (anyone can); the manifest seal too
+  // unless the case is about a seal left stale
+  const cases: Array<[string, (m: Record<string, unknown>) => void, boolean]> = [
+    // the attacker's aim: edit a field and escape the manifest seal, which v1 does not have
+    [
+      'v1 with a changed label, no new seal',
+      (m) => {
+        setVersion(m, 1);
+        m.label = 'tampered';
+      },
+      false,
+    ],
+    ['only manifest_version 1', (m) => setVersion(m, 1, 2, 2), true],
+    ['bundle_format v1 with manifest_version 2', (m) => setVersion(m, 2, 1, 2), true],
+    ['schema_versions.manifest 1 with v2', (m) => setVersion(m, 2, 2, 1), true],
+    ['manifest_version 3 without the rest of v3', (m) => setVersion(m, 3, 2, 2), true],
+    ['manifest_version 0', (m) => setVersion(m, 0, 2, 2), true],
+    ['manifest_version missing', (m) => delete m.manifest_version, true],
+    ['manifest_version a string', (m) => setVersion(m, '2' as never, 2, 2), true],
+    ['bundle_format of another tool', (m) => (m.bundle_format = 'something-else'), true],
+  ];
+  for (const [name, edit, reseal] of cases) {
+    const p = writeBundleFile(
+      join(dir, `${name.replaceAll(/[^a-z0-9]+/gi, '-')}.tar.zst`),
+      forgeBundle(entries, (m) => edit(m), { reseal }),
+    );
+    await t.test(name, () => refusedEverywhere(a, p, 'BUNDLE_DAMAGED'));
+  }
+});
+
+test('a v1 manifest that carries v2-only fields is damaged, even with nothing else wrong', async (t) => {
+  const { a, entries, dir } = await hostileBase(t);
+  // a genuine-looking v1 manifest: v2 fields removed one by one except the one under test
+  const v1 = (keep: string) => (m: Record<string, unknown>) => {
+    setVersion(m, 1);
+    const g = m.git as Record<string, unknown>;
+    for (const k of ['manifest_seal', 'memdir', 'databases']) if (k !== keep) delete m[k];
+    for (const k of ['repository', 'head_ref', 'detached']) if (`git.${k}` !== keep) delete g[k];
+  };
+  for (const field of ['manifest_seal', 'memdir', 'databases', 'git.repository', 'git.head_ref']) {
+    const p = writeBundleFile(
+      join(dir, `${field}.tar.zst`),
+      forgeBundle(entries, v1(field), { reseal: false }),
+    );
+    await t.test(field, () => refusedEverywhere(a, p, 'BUNDLE_DAMAGED'));
+  }
+  // without any of them the same bundle is a v1 bundle whose git/memdir.bundle is still v2-only
+  const p = writeBundleFile(join(dir, 'none.tar.zst'), forgeBundle(entries, v1('-'), { reseal: false }));
+  await refusedEverywhere(a, p, 'BUNDLE_DAMAGED');
+  // a signature belongs to v3 only
+  const signed = writeBundleFile(
+    join(dir, 'sig.tar.zst'),
+    forgeBundle(entries, (m) => {
+      m.signature = { scheme: 'ed25519', key_id: '0'.repeat(16), public_key: 'x', value: 'AAAA' };
+    }),
+  );
+  await refusedEverywhere(a, signed, 'BUNDLE_DAMAGED');
+});
+
+test('a manifest nested 5,000 deep, with duplicate names or non-integer numbers is BUNDLE_DAMAGED (exit 2) from verify, restore and import', async (t) => {
+  const { a, entries, dir } = await hostileBase(t);
+  const deep = writeBundleFile(
+    join(dir, 'deep.tar.zst'),
+    forgeBundle(entries, () => {}, {
+      text: (json) => json.replace('{', `{"x": ${'['.repeat(5000)}${']'.repeat(5000)},`),
+    }),
+  );
+  const env = { env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' } };
+  const runs: Array<[string, string[]]> = [
+    ['verify', ['verify', deep, '--json']],
+    ['restore', ['restore', '--agent', 'ana', '--from', deep, '--json', ...a.flags]],
+    ['import', ['import', '--agent', 'clone', '--from', deep, '--json', ...a.flags]],
+  ];
+  const before = liveDigest(a);
+  for (const [name, args] of runs) {
+    const r = await runCli(args, env);
+    assert.equal(r.code, 2, `${name}: ${r.stdout} ${r.stderr}`);
+    assert.match(r.stdout + r.stderr, /BUNDLE_DAMAGED/, name);
+    assert.match(r.stdout + r.stderr, /deeper than 64/, name);
+  }
+  assert.equal(liveDigest(a), before);
+
+  // Each of these is sealed over the value JSON.parse returns, so only the strict reading refuses it.
+  const sealedText = (name: string, rewrite: (json: string) => string) =>
+    writeBundleFile(
+      join(dir, `${name}.tar.zst`),
+      forgeBundle(entries, () => {}, {
+        text: (json) => {
+          const edited = rewrite(json);
+          const parsed = JSON.parse(edited.replace(/^\ufeff/, '')) as Record<string, unknown>;
+          delete parsed.manifest_seal;
+          return edited.replace(
+            /"manifest_seal": "[0-9a-f]{64}"/,
+            `"manifest_seal": "${manifestSealOf(parsed)}"`,
+          );
+        },
+      }),
+    );
+  const cases: Array<[string, (json: string) => string]> = [
+    // JSON.parse keeps the last: another reader may take the first
+    [
+      'duplicate agent_id',
+      (json) => json.replace('"agent_id": "ana",', '"agent_id": "bob", "agent_id": "ana",'),
+    ],
+    ['duplicate unknown member', (json) => json.replace('{', '{"x": 1, "x": 1,')],
+    ['a fraction', (json) => json.replace('{', '{"x": 1.5,')],
+    ['an integer written as 2.0', (json) => json.replace('"manifest_version": 2', '"manifest_version": 2.0')],
+    ['an exponent', (json) => json.replace('{', '{"x": 1e3,')],
+    ['an unpaired surrogate', (json) => json.replace('{', '{"x": "\\ud800",')],
+    ['a byte order mark', (json) => `\ufeff${json}`],
+  ];
+  for (const [name, rewrite] of cases) {
+    const p = sealedText(name.replaceAll(' ', '-'), rewrite);
+    await t.test(name, () => refusedEverywhere(a, p, 'BUNDLE_DAMAGED'));
+  }
+});
+
+const manifestSealOf = (m: Record<string, unknown>): string =>
+  createHash('sha256').update(canonical(m)).digest('hex');
+/** Canonical JSON as docs/format.md §5 defines it, written from the doc (not the library's). */
+function canonical(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v);
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  const o = v as Record<string, unknown>;
+  return `{${Object.keys(o)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+    .join(',')}}`;
+}
+
+test('paths restore cannot write are refused from the manifest alone: a file that is also a directory, a 256-byte segment', async (t) => {
+  const { a, entries, dir } = await hostileBase(t);
+  const withFiles = (...files: Array<[string, string]>) =>
+    forgeBundle(entries, (m, rest) => {
+      const arts = m.artifacts as Array<Record<string, unknown>>;
+      for (const [path, data] of files) {
+        arts.push({ path_in_bundle: path, kind: 'memory_file', size_bytes: 0, sha256: '0'.repeat(64) });
+        rest.push({ path, data: Buffer.from(data) });
+      }
+      // keep the canonical order: memory files sorted by their UTF-8 bytes
+      const isMem = (x: Record<string, unknown>) => String(x.path_in_bundle).startsWith('memory_files/');
+      const mem = arts
+        .filter(isMem)
+        .sort((x, y) =>
+          Buffer.compare(Buffer.from(String(x.path_in_bundle)), Buffer.from(String(y.path_in_bundle))),
+        );
+      m.artifacts = [...arts.filter((x) => !isMem(x)), ...mem];
+      const order = new Map(
+        (m.artifacts as Array<Record<string, unknown>>).map((x, i) => [x.path_in_bundle, i]),
+      );
+      rest.sort((x, y) => order.get(x.path)! - order.get(y.path)!);
+    });
+  const collide = writeBundleFile(
+    join(dir, 'collide.tar.zst'),
+    withFiles(['memory_files/zz', 'file'], ['memory_files/zz/b', 'inside']),
+  );
+  await refusedEverywhere(a, collide, 'UNSAFE_ENTRY');
+  const long = writeBundleFile(
+    join(dir, 'long.tar.zst'),
+    withFiles([`memory_files/${'a'.repeat(256)}`, 'x']),
+  );
+  await refusedEverywhere(a, long, 'UNSAFE_ENTRY');
+  // 255 bytes is a valid name
+  const ok = writeBundleFile(join(dir, 'ok.tar.zst'), withFiles([`memory_files/${'a'.repeat(255)}`, 'x']));
+  assert.equal((await verifyBundleFile(ok)).status, 'verified');
+});
+
+test('git block rules: head_ref must be a safe branch name, HEAD must be what the git bundle carries', async (t) => {
+  const { a, entries, dir } = await hostileBase(t);
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const first = git(a.memdir, ['rev-list', '--max-parents=0', 'HEAD']).trim();
+  const cases: Array<[string, (g: Record<string, unknown>, m: Record<string, unknown>) => void]> = [
+    ['head_ref refs/heads/../../x', (g) => (g.head_ref = 'refs/heads/../../x')],
+    ['head_ref with a control character', (g) => (g.head_ref = 'refs/heads/a\u0001b')],
+    ['head_ref outside refs/heads', (g) => (g.head_ref = 'refs/tags/v1')],
+    ['head_ref ending in .lock', (g) => (g.head_ref = 'refs/heads/main.lock')],
+    ['head_ref missing on a branch', (g) => delete g.head_ref],
+    ['head_oid another commit of the history', (g) => (g.head_oid = first)],
+    ['head_oid not an object id', (g) => (g.head_oid = 'HEAD')],
+    [
+      'repository present without the git bundle',
+      (_g, m) => {
+        m.artifacts = (m.artifacts as Array<{ path_in_bundle: string }>).filter(
+          (x) => x.path_in_bundle !== 'git/memdir.bundle',
+        );
+      },
+    ],
+    [
+      'repository absent with a git bundle',
+      (g) => {
+        Object.assign(g, { repository: 'absent', head_oid: '0'.repeat(40), detached: false });
+        delete g.head_ref;
+      },
+    ],
+    ['detached with a head_ref', (g) => (g.detached = true)],
+    ['repository missing', (g) => delete g.repository],
+    ['snapshot_id not a UUID', (_g, m) => (m.snapshot_id = 'bad\nid')],
+    ['agent_id invalid', (_g, m) => (m.agent_id = '../ana')],
+  ];
+  assert.notEqual(head, first);
+  for (const [name, edit] of cases) {
+    const p = writeBundleFile(
+      join(dir, `${name.replaceAll(/[^a-z0-9]+/gi, '-')}.tar.zst`),
+      forgeBundle(entries, (m, rest) => {
+        edit(m.git as Record<string, unknown>, m);
+        if (
+          !(m.artifacts as Array<{ path_in_bundle: string }>).some(
+            (x) => x.path_in_bundle === 'git/memdir.bundle',
+          )
+        )
+          rest.splice(
+            rest.findIndex((e) => e.path === 'git/memdir.bundle'),
+            1,
+          );
+      }),
+    );
+    await t.test(name, () => refusedEverywhere(a, p, 'BUNDLE_DAMAGED'));
+  }
+});
+
+test('a corrupt git bundle whose hashes were recomputed is refused by plain verify, restore and import', async (t) => {
+  const { a, entries, dir } = await hostileBase(t);
+  const gitEntry = entries.find((e) => e.path === 'git/memdir.bundle')!;
+  const original = gitEntry.data;
+  const start = packOffset(original);
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const commitOnlyPack = Buffer.from(
+    git(a.memdir, ['pack-objects', '--stdout'], `${head}\n`) as unknown as string,
+    'latin1',
+  );
+  const header = original.subarray(0, start);
+  const cases: Array<[string, Buffer]> = [
+    [
+      'a flipped byte in the pack',
+      (() => {
+        const b = Buffer.from(original);
+        b[start + Math.floor((b.length - start) / 2)]! ^= 0x55;
+        return b;
+      })(),
+    ],
+    ['a truncated pack', original.subarray(0, original.length - 30)],
+    ['no pack at all', header],
+    ['a pack without the trees and blobs', Buffer.concat([header, commitOnlyPack])],
+    [
+      'prerequisites',
+      Buffer.concat([
+        Buffer.from(header.toString('latin1').replace('\n', `\n-${head} partial\n`), 'latin1'),
+        original.subarray(start),
+      ]),
+    ],
+    [
+      'a ref name with ..',
+      Buffer.from(original.toString('latin1').replace(' refs/heads/main', ' refs/heads/a..b'), 'latin1'),
+    ],
+    ['not a git bundle', Buffer.from('PK\u0003\u0004 not a bundle\n\n')],
+    ['junk after the pack', Buffer.concat([original, Buffer.from('junk')])],
+  ];
+  for (const [name, data] of cases) {
+    const p = writeBundleFile(
+      join(dir, `${name.replaceAll(/[^a-z0-9]+/gi, '-')}.tar.zst`),
+      forgeBundle(entries, (_m, rest) => {
+        rest.find((e) => e.path === 'git/memdir.bundle')!.data = data;
+      }),
+    );
+    await t.test(name, () => refusedEverywhere(a, p, 'BUNDLE_DAMAGED'));
+  }
+});
+
+test('a state value restore cannot parse is refused by verify too', async (t) => {
+  const { a, entries, dir } = await hostileBase(t);
+  for (const [name, text] of [
+    ['not JSON', '{"last_message_id": '],
+    ['nested too deep', `${'['.repeat(100)}${']'.repeat(100)}`],
+    ['a duplicate name', '{"a": 1, "a": 2}'],
+  ] as const) {
+    const p = writeBundleFile(
+      join(dir, `${name.replaceAll(' ', '-')}.tar.zst`),
+      forgeBundle(entries, (_m, rest) => {
+        rest.find((e) => e.path === 'state/extract_cursor.json')!.data = Buffer.from(text);
+      }),
+    );
+    await t.test(name, () => refusedEverywhere(a, p, 'BUNDLE_DAMAGED'));
+  }
+});
+
+test('a state value nested deeper than a bundle may carry is refused when the snapshot is taken', async (t) => {
+  const { a } = await hostileBase(t);
+  const before = (await a.snapshotter.list('ana')).map((m) => m.id);
+  writeFileSync(join(a.sqliteDir, 'extract_cursor.json'), `${'['.repeat(65)}${']'.repeat(65)}`);
+  await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'STATE');
+    assert.match(err.message, /extract_cursor.*deeper than 64/);
+    return true;
+  });
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.id),
+    before,
+    'nothing was written',
+  );
+  writeFileSync(join(a.sqliteDir, 'extract_cursor.json'), `${'['.repeat(64)}${']'.repeat(64)}`);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.equal((await verifyBundleFile(meta.bundle_path)).status, 'verified');
+});
+
+test('a label or created_by with a lone surrogate is refused when the snapshot is taken (a manifest cannot carry it)', async (t) => {
+  const { a } = await hostileBase(t);
+  for (const req of [{ label: 'x\ud800' }, { createdBy: '\udc00' }]) {
+    await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana', ...req }), { code: 'INVALID_INPUT' });
+  }
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', label: 'paired \u{1F600}' });
+  assert.equal((await verifyBundleFile(meta.bundle_path)).status, 'verified');
+});
+
+test('order: tar entries out of manifest order and unsorted memory files are damaged in v2; v1 keeps its own order', async (t) => {
+  const { a, entries, dir } = await hostileBase(t);
+  const memIdx = entries.map((e, i) => (e.path.startsWith('memory_files/') ? i : -1)).filter((i) => i >= 0);
+  assert.ok(memIdx.length >= 2);
+  const [i, j] = [memIdx[0]!, memIdx[1]!];
+  const swapped = (list: Entries): Entries =>
+    list.map((e, k) => (k === i ? list[j]! : k === j ? list[i]! : e));
+  // the tar swaps two memory files; the manifest keeps its order
+  const tarOrder = writeBundleFile(join(dir, 'tar-order.tar.zst'), repack(swapped(entries)));
+  await refusedEverywhere(a, tarOrder, 'BUNDLE_DAMAGED');
+  // the manifest lists them unsorted, and the tar follows the manifest (sealed)
+  const unsorted = writeBundleFile(
+    join(dir, 'unsorted.tar.zst'),
+    forgeBundle(swapped(entries), (m) => {
+      const arts = m.artifacts as unknown[];
+      const [x, y] = [i - 1, j - 1];
+      [arts[x], arts[y]] = [arts[y], arts[x]];
+    }),
+  );
+  await refusedEverywhere(a, unsorted, 'BUNDLE_DAMAGED');
+  // the git bundle after the memory files
+  const late = writeBundleFile(
+    join(dir, 'late.tar.zst'),
+    forgeBundle(entries, (m, rest) => {
+      const arts = m.artifacts as Array<{ path_in_bundle: string }>;
+      const g = arts.findIndex((x) => x.path_in_bundle === 'git/memdir.bundle');
+      arts.push(...arts.splice(g, 1));
+      rest.push(
+        ...rest.splice(
+          rest.findIndex((e) => e.path === 'git/memdir.bundle'),
+          1,
+        ),
+      );
+    }),
+  );
+  await refusedEverywhere(a, late, 'BUNDLE_DAMAGED');
+
+  // v1 (the original walked in readdir order): unsorted memory files verify, git files before them do not
+  const v1 = (arts: ArtifactSpec[]) =>
+    writeBundleFile(
+      join(dir, `v1-${arts.map((x) => x.path.length).join('-')}.tar.zst`),
+      bundleOf(manifestFor(arts, {}, 1), arts, [], { v1: true }),
+    );
+  const m = (p: string): ArtifactSpec => ({ path: p, kind: 'memory_file', data: p });
+  const g = (p: string): ArtifactSpec => ({ path: p, kind: 'git_bundle', data: 'ref: refs/heads/main\n' });
+  assert.equal(
+    (await verifyBundleFile(v1([m('memory_files/zz.md'), m('memory_files/a.md'), g('git/HEAD')]))).status,
+    'verified',
+  );
+  const r = await verifyBundleFile(v1([g('git/HEAD'), m('memory_files/a.md')]));
+  assert.equal(r.status, 'damaged');
+  assert.ok(codes(r).includes('BUNDLE_DAMAGED'), JSON.stringify(r.problems));
+  // a v1 bundle cannot carry v2's git bundle path, nor a .git segment in memory files (any case)
+  for (const arts of [[g('git/memdir.bundle')], [m('memory_files/sub/.GIT/config')]]) {
+    const bad = await verifyBundleFile(v1(arts));
+    assert.equal(bad.status, 'damaged', JSON.stringify(arts));
+  }
+});
+
+test('tar: a PAX key given twice, an extended header without its entry, two of a kind, or a GNU long name and a PAX path for one entry are damaged', async (t) => {
+  const { a, dir } = await hostileBase(t);
+  const arts = [mem('memory_files/MEMORY.md', 'x')];
+  const manifest = JSON.stringify(manifestFor(arts));
+  const head = { path: 'manifest.json', data: manifest };
+  const body = { path: 'placeholder', data: 'x' };
+  const long = Buffer.from('memory_files/evil\0');
+  const cases: Array<[string, Parameters<typeof tarOf>[0]]> = [
+    [
+      'path twice',
+      [
+        head,
+        paxEntry([
+          ['path', 'memory_files/evil'],
+          ['path', 'memory_files/MEMORY.md'],
+        ]),
+        body,
+      ],
+    ],
+    [
+      'two PAX headers',
+      [head, paxEntry([['path', 'memory_files/evil']]), paxEntry([['path', 'memory_files/MEMORY.md']]), body],
+    ],
+    [
+      'two GNU long names',
+      [
+        head,
+        { path: '././@LongLink', type: 'L', data: long },
+        { path: '././@LongLink', type: 'L', data: Buffer.from('memory_files/MEMORY.md\0') },
+        body,
+      ],
+    ],
+    [
+      'GNU long name and PAX path',
+      [
+        head,
+        { path: '././@LongLink', type: 'L', data: long },
+        paxEntry([['path', 'memory_files/MEMORY.md']]),
+        body,
+      ],
+    ],
+    [
+      'PAX header before the end',
+      [head, { path: 'memory_files/MEMORY.md', data: 'x' }, paxEntry([['comment', 'dangling']])],
+    ],
+  ];
+  for (const [name, entries] of cases) {
+    const p = writeBundleFile(join(dir, `${name.replaceAll(' ', '-')}.tar.zst`), zstd(tarOf(entries)));
+    await t.test(name, () => refusedEverywhere(a, p, 'BUNDLE_DAMAGED'));
+  }
+  // one PAX header naming the entry, other records ignored: fine
+  const ok = writeBundleFile(
+    join(dir, 'ok.tar.zst'),
+    zstd(
+      tarOf([
+        head,
+        paxEntry([
+          ['mtime', '1.5'],
+          ['path', 'memory_files/MEMORY.md'],
+        ]),
+        body,
+      ]),
+    ),
+  );
+  assert.equal((await verifyBundleFile(ok)).status, 'verified');
+});
+
+test('sibling: ASCII whitespace and the sha256sum forms are accepted, other bytes around the digest are not', async (t) => {
+  const { meta } = await hostileBase(t);
+  const hex = meta.file_sha256!;
+  for (const [text, ok] of [
+    [`${hex}`, true],
+    [`  ${hex.toUpperCase()}\r\n`, true],
+    [`${hex}  ${meta.id}.tar.zst\n`, true],
+    [`${hex} *${meta.id}.tar.zst\n`, true],
+    [`\u00a0${hex}`, false],
+    [`\ufeff${hex}\n`, false],
+    [`${hex}x`, false],
+  ] as const) {
+    writeFileSync(`${meta.bundle_path}.sha256`, text);
+    const r = await verifyBundleFile(meta.bundle_path);
+    assert.equal(r.status, ok ? 'verified' : 'damaged', JSON.stringify(text));
+    if (!ok) assert.equal(r.sibling, 'unreadable');
+  }
+});
+
+test('every hostile bundle of the foundation tests above is refused by restore and import too, the live agent unchanged', async (t) => {
+  const { a, meta, entries, dir } = await hostileBase(t);
+  const arts = [mem('memory_files/MEMORY.md')];
+  const ok = manifestFor(arts);
+  const bytes = readFileSync(meta.bundle_path);
+  const flipped = Buffer.from(bytes);
+  flipped[Math.floor(bytes.length / 3)]! ^= 0x01;
+  const cases: Array<[string, Buffer]> = [
+    ...['../x', 'memory_files//etc/x', '/abs/x', 'memory_files/../../x', 'memory_files/.git/config'].map(
+      (path): [string, Buffer] => {
+        const list = [mem('memory_files/MEMORY.md'), mem(path, 'evil')];
+        return [`unsafe ${path}`, bundleOf(manifestFor(list), list)];
+      },
+    ),
+    ...(['2', '1', '5', '6'] as const).map((type): [string, Buffer] => [
+      `type ${type}`,
+      bundleOf(ok, arts, [{ path: 'memory_files/evil', type, linkpath: '/etc/passwd' }]),
+    ]),
+    ['duplicate entry', bundleOf(ok, arts, [{ path: 'memory_files/MEMORY.md', data: 'x' }])],
+    ['undeclared entry', bundleOf(ok, arts, [{ path: 'memory_files/extra.md', data: 'x' }])],
+    ['missing artifact', bundleOf(manifestFor([...arts, mem('memory_files/gone.md')]), arts)],
+    [
+      'zeros after the end',
+      zstd(
+        Buffer.concat([
+          tarOf([
+            { path: 'manifest.json', data: JSON.stringify(ok) },
+            { path: 'memory_files/MEMORY.md', data: 'x' },
+          ]),
+          Buffer.alloc(64 * 1024 * 1024),
+        ]),
+        19,
+      ),
+    ],
+    ['too new', bundleOf(manifestFor(arts, { manifest_version: 4 }), arts)],
+    ['empty file', Buffer.alloc(0)],
+    ['text', Buffer.from('not a bundle')],
+    [
+      'manifest not first',
+      zstd(
+        tarOf([
+          { path: 'memory_files/a.md', data: 'x' },
+          { path: 'manifest.json', data: '{}' },
+        ]),
+      ),
+    ],
+    ['truncated', bytes.subarray(0, Math.floor(bytes.length / 2))],
+    ['flipped byte', flipped],
+    [
+      'replaced artifact',
+      repack(
+        entries.map((e, i) =>
+          i === entries.length - 1 ? { ...e, data: Buffer.alloc(e.data.length, 0x41) } : e,
+        ),
+      ),
+    ],
+  ];
+  for (const [name, data] of cases) {
+    const p = writeBundleFile(join(dir, `${name.replaceAll(/[^a-z0-9]+/gi, '-')}.tar.zst`), data);
+    await t.test(name, () => refusedEverywhere(a, p));
+  }
 });

@@ -18,10 +18,11 @@ import {
   statePath,
   ZERO_OID,
 } from '../format/constants.js';
+import { scanJson } from '../format/json.js';
 import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
 import { createBundle, inspectRepo, type RepoInfo } from '../git/git.js';
 import { type GitRef, recordRefs } from '../git/history.js';
-import { IoError } from '../model/errors.js';
+import { IoError, StateProviderError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
 import type { SqliteWorker } from '../sqlite/worker.js';
 import { sha256Hex } from '../util/hash.js';
@@ -157,7 +158,15 @@ async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {
   for (const key of STATE_KEYS) {
     const value = await input.state.capture(key, input.agentId, input.tenant);
     if (value === undefined) continue;
-    const data = Buffer.from(`${JSON.stringify(value, null, 2)}\n`, 'utf8');
+    const text = `${JSON.stringify(value, null, 2)}\n`;
+    try {
+      scanJson(text); // what restore accepts: a value nested deeper than the limit could not come back
+    } catch (err) {
+      throw new StateProviderError(
+        `state value ${key} cannot be stored in a bundle: ${(err as Error).message}`,
+      );
+    }
+    const data = Buffer.from(text, 'utf8');
     out.push({
       pathInBundle: statePath(key),
       kind: stateKind(key),

@@ -100,16 +100,39 @@ export function formatVerify(r: VerifyReport): string {
   return lines.join('\n');
 }
 
+/** What the exported copy is, in one line. */
+function exportCopyLine(r: ExportResult): string {
+  switch (r.copy) {
+    case 'redacted': {
+      const red = r.redaction;
+      const rules = red?.rules_applied.length ? `: ${red.rules_applied.join(', ')}` : '';
+      const history = red?.git_history === 'rewritten' ? '; git history rewritten' : '';
+      return `redacted: yes, re-packed (${red?.matches_redacted ?? 0} secret(s) replaced${rules}${history}); --no-redact for an exact copy`;
+    }
+    case 'already_redacted':
+      return 'redacted: yes (the snapshot itself is redacted; copied as it is)';
+    case 'encrypted':
+      return 'redacted: no (age-encrypted, so protected: copied as it is)';
+    default:
+      return 'redacted: no (--no-redact: an exact copy, secrets included)';
+  }
+}
+
 export function formatExport(r: ExportResult): string {
   return [
     `exported: ${r.path}`,
     `sibling:  ${r.sibling_path}`,
     `size:     ${r.bundle_size_bytes} (${humanBytes(r.bundle_size_bytes)})`,
     `sha256:   ${r.file_sha256}`,
+    exportCopyLine(r),
     `verify:   ${r.verify.status}`,
     ...(r.verify.signature
       ? [
-          `signature: ${r.verify.signature.status}${r.verify.signature.key_id ? ` (key ${r.verify.signature.key_id})` : ''}`,
+          `signature: ${r.verify.signature.status}${r.verify.signature.key_id ? ` (key ${r.verify.signature.key_id})` : ''}${
+            r.copy === 'redacted' && r.verify.signature.status === 'unsigned'
+              ? ' (a re-packed copy is signed with signing.key_path; none is configured)'
+              : ''
+          }`,
         ]
       : []),
   ].join('\n');
@@ -138,8 +161,9 @@ export function formatRestore(r: RestoreReport): string {
     ...(r.signature && r.signature.status !== 'unsigned'
       ? [`signature:    ${r.signature.status} (key ${r.signature.key_id})`]
       : []),
-    ...(r.redacted ? redactionLines(r.redaction) : []),
+    ...(r.redacted ? redactionLines(r.redaction, r.dry_run) : []),
     ...r.backups.map((b) => `backup:       ${b}`),
+    ...placeholderLines(r),
     'changes:',
   ];
   for (const c of r.components) {
@@ -217,9 +241,12 @@ export function formatDiff(d: SnapshotDiff): string {
     const scale = Math.min(1, 40 / maxChange);
     for (const f of d.files) {
       const n = f.insertions + f.deletions;
-      const graph = f.binary
-        ? 'Bin'
-        : `${String(n).padStart(5)} ${'+'.repeat(Math.ceil(f.insertions * scale))}${'-'.repeat(Math.ceil(f.deletions * scale))}`;
+      const graph =
+        f.status === 'redacted'
+          ? 'redacted'
+          : f.binary
+            ? 'Bin'
+            : `${String(n).padStart(5)} ${'+'.repeat(Math.ceil(f.insertions * scale))}${'-'.repeat(Math.ceil(f.deletions * scale))}`;
       const tag = f.status === 'added' ? ' (new)' : f.status === 'removed' ? ' (gone)' : '';
       lines.push(` ${f.path.padEnd(width)} | ${graph}${tag}`);
     }
@@ -227,25 +254,37 @@ export function formatDiff(d: SnapshotDiff): string {
   lines.push(
     ` ${g.files_changed} file(s) changed, ${g.insertions} insertion(s)(+), ${g.deletions} deletion(s)(-)`,
   );
+  // the REDACTED column only when some row differs only by redaction
+  const withRedacted = d.redactions.rows > 0;
   const rows = d.databases.flatMap((db) =>
     db.tables
-      .filter((t) => t.added || t.removed || t.changed)
+      .filter((t) => t.added || t.removed || t.changed || t.redacted)
       .map((t) => [
         db.db,
         t.table,
         String(t.added),
         String(t.removed),
         String(t.changed),
+        ...(withRedacted ? [String(t.redacted)] : []),
         `${t.rows_a} → ${t.rows_b}`,
       ]),
   );
   if (rows.length > 0) {
-    const header = ['DB', 'TABLE', 'ADDED', 'REMOVED', 'CHANGED', 'ROWS'];
+    const header = [
+      'DB',
+      'TABLE',
+      'ADDED',
+      'REMOVED',
+      'CHANGED',
+      ...(withRedacted ? ['REDACTED'] : []),
+      'ROWS',
+    ];
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const numeric = (i: number) => i >= 2 && i < header.length - 1;
     lines.push('sqlite:');
     for (const r of [header, ...rows])
       lines.push(
-        `  ${r.map((c, i) => (i >= 2 && i <= 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ')}`,
+        `  ${r.map((c, i) => (numeric(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ')}`,
       );
   } else {
     lines.push('sqlite: no row changes');
@@ -255,8 +294,10 @@ export function formatDiff(d: SnapshotDiff): string {
     for (const c of db.schema_changes) lines.push(`  ${db.db}: schema ${c.change}: ${c.type} ${c.name}`);
   }
   const st = d.state_summary;
+  const stateWord = (changed: boolean, key: string) =>
+    changed ? 'changed' : d.redactions.state.includes(key) ? 'redacted' : 'unchanged';
   lines.push(
-    `state: extract_cursor ${st.extract_cursor_changed ? 'changed' : 'unchanged'}, dream_run ${st.last_dream_run_changed ? 'changed' : 'unchanged'}`,
+    `state: extract_cursor ${stateWord(st.extract_cursor_changed, 'extract_cursor')}, dream_run ${stateWord(st.last_dream_run_changed, 'dream_run')}`,
   );
   if (d.state) {
     for (const [k, v] of Object.entries(d.state))
@@ -271,19 +312,61 @@ export function formatDiff(d: SnapshotDiff): string {
       for (const r of t.rows.removed) lines.push(`- ${db.db}.${t.table} ${JSON.stringify(r)}`);
       for (const r of t.rows.changed)
         lines.push(`~ ${db.db}.${t.table} ${JSON.stringify(r.before)} → ${JSON.stringify(r.after)}`);
+      for (const r of t.rows.redacted)
+        lines.push(
+          `r ${db.db}.${t.table} ${JSON.stringify(r.key)} ${r.columns.join(', ')}: placeholder in ${r.placeholders_in}, the secret on the other side`,
+        );
     }
   }
+  const red = d.redactions;
+  if (red.files + red.rows + red.state.length > 0)
+    lines.push(
+      `redacted only (placeholders on one side for secrets on the other, not counted as changes): ${red.files} file(s), ${red.rows} row(s)${red.state.length ? `, state ${red.state.join(', ')}` : ''}`,
+    );
+  if (d.state)
+    // --detail: values were shown
+    lines.push(
+      red.output === 'redacted'
+        ? 'secrets in values are shown redacted (--show-secrets shows them)'
+        : 'values are shown as stored, secrets included (--show-secrets)',
+    );
   return lines.join('\n');
 }
 
 /** A restore's redaction lines: what the snapshot's redaction replaced, and a note only when it did. */
-function redactionLines(red: RestoreReport['redaction']): string[] {
+function redactionLines(red: RestoreReport['redaction'], dryRun: boolean): string[] {
   if (red && red.matches_redacted === 0)
     return ['redacted:     scanned, no secret found (nothing was replaced)'];
   const rules = red?.rules_applied.length ? `: ${red.rules_applied.join(', ')}` : '';
   const history = red?.git_history === 'rewritten' ? '; git history rewritten' : '';
   return [
     `redacted:     yes (${red?.matches_redacted ?? '?'} secret(s) replaced${rules}${history})`,
-    'note: the snapshot was redacted; the secrets it replaced were not restored',
+    dryRun
+      ? 'note: the snapshot is redacted: restoring it in place writes its placeholders over the live values and needs --allow-redacted'
+      : 'note: the snapshot was redacted; the secrets it replaced were not restored',
   ];
+}
+
+/** How many placeholder locations a human report lists (JSON lists up to 1,000). */
+const PLACEHOLDER_LINES = 50;
+
+/** A dry run of a redacted bundle: where its placeholders would replace live values. */
+function placeholderLines(r: RestoreReport): string[] {
+  if (!r.placeholders) return [];
+  const where = (p: NonNullable<RestoreReport['placeholders']>[number]): string =>
+    p.table !== undefined
+      ? `${p.table}.${p.column} ${p.rowid !== undefined ? `rowid ${p.rowid}` : `key ${JSON.stringify(p.key)}`}`
+      : `line ${p.line}`;
+  const total = r.placeholders_total ?? r.placeholders.length;
+  const lines = [
+    `placeholders: ${total} value(s) would become placeholders:`,
+    ...r.placeholders
+      .slice(0, PLACEHOLDER_LINES)
+      .map((p) => `  ${p.artifact} ${where(p)}: [REDACTED:${p.rule}]`),
+  ];
+  if (total > PLACEHOLDER_LINES)
+    lines.push(`  … and ${total - PLACEHOLDER_LINES} more (--json lists up to 1,000)`);
+  if (r.redaction?.git_history === 'rewritten')
+    lines.push('  git history: rewritten (the redacted file versions and messages; commit ids change)');
+  return lines;
 }

@@ -106,7 +106,10 @@ const eventsSection = z.strictObject({
 });
 
 const redactionSection = z.strictObject({
-  /** Whether CLI snapshots redact by default (default true; `--redact`/`--no-redact` override). */
+  /**
+   * Whether snapshots taken on request (CLI, API, agent tool) are redacted by default (default false:
+   * what stays on the host restores exactly; `--redact`/`--no-redact`, `redact`, `redact_secrets` override).
+   */
   enabled: z.boolean().optional(),
   /** Regular expressions; a match whose secret text matches one is kept. */
   allowlist: z
@@ -184,7 +187,11 @@ const snapshotSection = z
       )
       .optional(),
     lock_timeout_secs: positive().optional(),
-    /** Default of `redact_secrets` for the agent tool (`memory_snapshot`), as in the original. */
+    /**
+     * Whether what leaves the host (export, HTTP download) is redacted by default (default true;
+     * `--no-redact`, `?redact=false` override). The original's key made the agent tool redact; see
+     * docs/decisions.md.
+     */
     redact_secrets_default: z.boolean().optional(),
     zstd_level: z.number().int().min(1, 'must be ≥ 1').max(19, 'must be ≤ 19').optional(),
     zstd_workers: z.number().int().min(0, 'must be ≥ 0').max(16, 'must be ≤ 16').optional(),
@@ -246,6 +253,8 @@ export const CONFIG_DEFAULTS = {
     connect_timeout_ms: 2000,
     close_timeout_ms: 2000,
   },
+  /** `enabled`: snapshots on request are exact unless asked. */
+  redaction: { enabled: false },
   schedule_label: 'scheduled',
   server: { listen: '127.0.0.1:9464', allow_restore: false },
 } as const;

@@ -46,6 +46,8 @@ export function snapshotterOptionsFromConfig(
     ...(cfg.signing?.key_path ? { signingKey: cfg.signing.key_path } : {}),
     ...(cfg.signing?.trusted_keys ? { trustedKeys: cfg.signing.trusted_keys } : {}),
     ...(cfg.signing?.require_signature ? { requireSignature: true } : {}),
+    // what leaves the host (export, download) is redacted unless this says otherwise
+    redactExports: cfg.redact_secrets_default ?? CONFIG_DEFAULTS.redact_secrets_default,
     ...(cfg.redaction
       ? {
           redaction: {
@@ -131,9 +133,13 @@ export function natsPublisherFromConfig(
   return o ? new NatsEventPublisher(o) : undefined;
 }
 
-/** The agent tool's default for `redact_secrets` when the call does not say (`redact_secrets_default`). */
-export function toolRedactDefault(cfg: SnapshotConfig): boolean {
-  return cfg.redact_secrets_default ?? CONFIG_DEFAULTS.redact_secrets_default;
+/**
+ * Whether a snapshot taken on request (CLI, HTTP API, agent tool) is redacted when the request does not
+ * say: `redaction.enabled`, default false — what stays on the host for rollback is exact. Scheduled
+ * snapshots and anchors are never redacted. (`redact_secrets_default` governs what leaves the host.)
+ */
+export function snapshotRedactDefault(cfg: SnapshotConfig): boolean {
+  return cfg.redaction?.enabled ?? CONFIG_DEFAULTS.redaction.enabled;
 }
 
 /** The daemon's scheduled snapshots: one entry per (tenant, agent list, interval, label). */

@@ -166,7 +166,10 @@ export function generateIdentity(): { identity: string; recipient: string } {
   };
 }
 
-/** A short, non-secret fingerprint of a recipient for the manifest (SHA-256 of the key, 16 hex). */
+/**
+ * A short, non-secret fingerprint of a recipient for the manifest: HMAC-SHA-256 keyed with
+ * `nexo-memory-snapshot/recipient` over the raw 32-byte X25519 key, first 16 hex characters.
+ */
 export function recipientFingerprint(recipient: string): string {
   return createHmac('sha256', 'nexo-memory-snapshot/recipient')
     .update(parseRecipient(recipient))

@@ -1,7 +1,9 @@
 // Owns a diff between two sides (snapshot ids, unique prefixes, or `live`): materialises both in one
 // temporary directory that is always removed, then compares history, working tree, databases and
 // state. The result keeps the original's SnapshotDiff fields, now carrying real numbers, and adds
-// the per-file and per-table detail.
+// the per-file and per-table detail. Differences that are only redactions (placeholders on one side
+// for the other side's secrets) are reported as such, not as changes; every value the result shows
+// goes through the redaction rules unless the caller asks for the values as stored (`showSecrets`).
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,6 +18,7 @@ import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { locate } from '../store/catalog.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { commitsBetween, type FileChange, treeChanges } from './memdir.js';
+import { placeholdersInJson, showJson } from './secrets.js';
 import {
   bundleSide,
   type Contents,
@@ -25,7 +28,7 @@ import {
   SKIP_NOTHING,
   type Skip,
 } from './sides.js';
-import { type DatabaseDiff, diffDatabase, identicalDatabase } from './sqlite.js';
+import { type DatabaseDiff, diffDatabase, identicalDatabase, type SecretsView } from './sqlite.js';
 
 export const LIVE = 'live';
 
@@ -57,6 +60,12 @@ export interface SnapshotDiff {
   databases: DatabaseDiff[];
   /** With --detail: both values of each state entry. */
   state?: { extract_cursor: { a?: unknown; b?: unknown }; dream_run: { a?: unknown; b?: unknown } };
+  /**
+   * How secrets are treated: `output` says whether the values shown (patches, rows, state) went through
+   * the redaction rules (`redacted`, the default) or are as stored (`shown`, --show-secrets); `files`,
+   * `rows` and `state` count what differs only by redaction (not counted as changed above).
+   */
+  redactions: { output: 'redacted' | 'shown'; files: number; rows: number; state: string[] };
 }
 
 export interface DiffRequest {
@@ -65,6 +74,8 @@ export interface DiffRequest {
   a: string;
   b: string;
   detail?: boolean;
+  /** Show values (patches, rows, state) as stored, secrets included; default: redacted. */
+  showSecrets?: boolean;
   /** Identity file for age-encrypted bundles. */
   decryptIdentity?: string;
 }
@@ -136,18 +147,29 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
       sideOf(s, agentId, tenant, ra, rb, skipA, join(tmp, 'a'), identities),
       sideOf(s, agentId, tenant, rb, ra, skipB, join(tmp, 'b'), identities),
     ]);
-    const [commits, files] = await allSettledOrThrow([
+    const secrets: SecretsView = {
+      policy: s.redactionPolicy,
+      shown: { policy: req.showSecrets === true ? undefined : s.redactionPolicy },
+      labels: { a: a.label, b: b.label },
+    };
+    const [commits, allFiles] = await allSettledOrThrow([
       commitsBetween(a, b, join(tmp, 'history')),
-      treeChanges(a, b, tmp, detail),
+      treeChanges(a, b, tmp, detail, secrets),
     ]);
+    const files = allFiles.filter((f) => f.status !== 'redacted');
     const databases = DB_NAMES.filter((db) => a.dbHashes.has(db) || b.dbHashes.has(db)).map((db) =>
       a.dbHashes.has(db) && a.dbHashes.get(db) === b.dbHashes.get(db)
         ? identicalDatabase(db, (a.dbs.get(db) ?? b.dbs.get(db))!, detail)
-        : diffDatabase(db, a.dbs.get(db), b.dbs.get(db), detail),
+        : diffDatabase(db, a.dbs.get(db), b.dbs.get(db), detail, secrets),
     );
     const byDb = (db: string) => databases.find((d) => d.db === db);
+    const redactedState = (['extract_cursor', 'dream_run'] as const).filter(
+      (key) => placeholdersInJson(s.redactionPolicy, a.state.get(key), b.state.get(key)) !== undefined,
+    );
     const changed = (key: 'extract_cursor' | 'dream_run') =>
+      !redactedState.includes(key) &&
       canonicalJson(a.state.get(key) ?? null) !== canonicalJson(b.state.get(key) ?? null);
+    const show = (v: unknown) => showJson(secrets.shown, v);
     return {
       a: a.label,
       b: b.label,
@@ -173,16 +195,25 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
         extract_cursor_changed: changed('extract_cursor'),
         last_dream_run_changed: changed('dream_run'),
       },
-      files,
+      files: allFiles,
       databases,
       ...(detail
         ? {
             state: {
-              extract_cursor: { a: a.state.get('extract_cursor'), b: b.state.get('extract_cursor') },
-              dream_run: { a: a.state.get('dream_run'), b: b.state.get('dream_run') },
+              extract_cursor: {
+                a: show(a.state.get('extract_cursor')),
+                b: show(b.state.get('extract_cursor')),
+              },
+              dream_run: { a: show(a.state.get('dream_run')), b: show(b.state.get('dream_run')) },
             },
           }
         : {}),
+      redactions: {
+        output: req.showSecrets === true ? 'shown' : 'redacted',
+        files: allFiles.length - files.length,
+        rows: databases.reduce((n, d) => n + d.tables.reduce((m, t) => m + t.redacted, 0), 0),
+        state: redactedState,
+      },
     };
   } finally {
     await rm(tmp, { recursive: true, force: true });

@@ -1,18 +1,25 @@
 // Owns the memdir half of a diff: commits reachable from one side and not the other (each history
 // fetched into its own scratch repository at the same time, then walked together), and the working trees compared file by file with git's own
 // diff (`git diff --no-index`: line counts, binary detection, unified patches for --detail; no external
-// diff or textconv, whatever attributes the trees ship).
+// diff or textconv, whatever attributes the trees ship). A file whose only difference is placeholders on
+// one side for the other side's secrets is `redacted`, not `modified`; patches are shown redacted unless
+// the caller asked for the values as stored.
 
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { runGit } from '../git/git.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
 import { allSettledOrThrow } from '../util/settle.js';
+import { placeholdersInBytes, showText } from './secrets.js';
 import type { Side } from './sides.js';
+import type { SecretsView } from './sqlite.js';
 
 export interface FileChange {
   path: string;
-  status: 'added' | 'removed' | 'modified';
+  /** `redacted`: the only difference is placeholders on one side where the other has the secrets. */
+  status: 'added' | 'removed' | 'modified' | 'redacted';
+  /** When `redacted`: the side (its label) that holds the placeholders. */
+  placeholders_in?: string;
   insertions: number;
   deletions: number;
   binary: boolean;
@@ -62,12 +69,27 @@ export async function commitsBetween(
 }
 
 /** The working-tree changes from a to b. */
-export async function treeChanges(a: Side, b: Side, cwd: string, detail: boolean): Promise<FileChange[]> {
+export async function treeChanges(
+  a: Side,
+  b: Side,
+  cwd: string,
+  detail: boolean,
+  secrets: SecretsView,
+): Promise<FileChange[]> {
   const changed = new Map<string, FileChange['status']>();
+  const placeholders = new Map<string, string>();
   for (const [rel, sha] of b.files) {
     const before = a.files.get(rel);
     if (before === undefined) changed.set(rel, 'added');
-    else if (before !== sha) changed.set(rel, 'modified');
+    else if (before !== sha) {
+      const side = placeholdersInBytes(
+        secrets.policy,
+        await readFile(join(a.tree, rel)),
+        await readFile(join(b.tree, rel)),
+      );
+      changed.set(rel, side ? 'redacted' : 'modified');
+      if (side) placeholders.set(rel, side === 'a' ? secrets.labels.a : secrets.labels.b);
+    }
   }
   for (const rel of a.files.keys()) if (!b.files.has(rel)) changed.set(rel, 'removed');
   if (changed.size === 0) return [];
@@ -111,17 +133,19 @@ export async function treeChanges(a: Side, b: Side, cwd: string, detail: boolean
       let patch = c;
       for (const side of [ta, tb])
         patch = patch.replaceAll(`a/${side}/`, 'a/').replaceAll(`b/${side}/`, 'b/');
-      patches.set(rel, patch);
+      patches.set(rel, showText(secrets.shown, patch));
     });
   }
   return [...changed]
     .sort(([x], [y]) => Buffer.compare(Buffer.from(x), Buffer.from(y)))
     .map(([path, status]) => {
       const st = stats.get(path) ?? { ins: 0, del: 0, binary: false };
-      const patch = patches.get(path);
+      const patch = status === 'redacted' ? undefined : patches.get(path);
+      const side = placeholders.get(path);
       return {
         path,
         status,
+        ...(side !== undefined ? { placeholders_in: side } : {}),
         insertions: st.ins,
         deletions: st.del,
         binary: st.binary,

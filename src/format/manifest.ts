@@ -1,12 +1,13 @@
-// Owns manifest.json: its schema (lenient on unknown fields, strict on the ones we act on), the two
-// seals (the original digest-list seal `bundle_sha256` and the whole-manifest `manifest_seal`), the
-// optional signature over the seal (signed bundles are v3), the schema gate, and serialisation. Pure
-// apart from signing with a key the caller loaded.
+// Owns manifest.json: its schema (lenient on unknown fields, strict on the ones we act on), reading it
+// (strict JSON, the version gate and the agreement of the three version fields, the fields each
+// version may carry), the two seals (the original digest-list seal `bundle_sha256` and the
+// whole-manifest `manifest_seal`) over canonical JSON, the optional signature over the seal (signed
+// bundles are v3), and serialisation. Pure apart from signing with a key the caller loaded.
 
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { type SigningKey, signMessage } from '../crypto/sign.js';
-import { SchemaTooNewError } from '../model/errors.js';
+import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
 import type { SchemaVersions } from '../model/types.js';
 import {
   ARTIFACT_KINDS,
@@ -14,9 +15,11 @@ import {
   BUNDLE_FORMAT,
   BUNDLE_FORMAT_SIGNED,
   BUNDLE_FORMAT_V1,
+  GIT_BUNDLE_PATH,
   READABLE_SCHEMA,
   SIGNED_MANIFEST_VERSION,
 } from './constants.js';
+import { parseStrictJson } from './json.js';
 import type { LayoutVersion } from './layout.js';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
@@ -146,8 +149,10 @@ export function digestSeal(artifacts: ReadonlyArray<{ sha256: string }>): string
 }
 
 /**
- * Canonical JSON: object keys sorted by UTF-16 code units, no whitespace, arrays in order. Manifest
- * numbers are integers, so JSON.stringify renders them canonically.
+ * Canonical JSON (docs/format.md §5): object members sorted by name in UTF-16 code unit order, no
+ * whitespace, arrays in order, strings as JSON.stringify writes them. Manifest numbers are integers
+ * within ±(2^53 − 1) (parseManifest refuses others), so JSON.stringify renders them canonically, and
+ * nesting is at most 64 deep, so the recursion is bounded.
  */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value);
@@ -161,8 +166,8 @@ export function canonicalJson(value: unknown): string {
 
 /**
  * SHA-256 of the canonical JSON of the raw manifest object without its `manifest_seal` field, and, in
- * a signed (v3) manifest, without its `signature` (which signs the seal). In v1/v2 a `signature` field
- * is ordinary content, covered by the seal and never honoured.
+ * a signed (v3) manifest, without its `signature` (which signs the seal). A v1 or v2 manifest carrying a
+ * `signature` is refused by parseManifest().
  */
 export function manifestSeal(raw: Record<string, unknown>): string {
   const { manifest_seal: _ignored, ...rest } = raw;
@@ -211,58 +216,123 @@ export function sealManifest(draft: ManifestDraft, key?: SigningKey): { manifest
 export interface ParsedManifest {
   manifest: Manifest;
   raw: Record<string, unknown>;
+  /** The format version all three version fields agree on: 1 (original), 2, 3 (signed). */
+  version: FormatVersion;
   layout: LayoutVersion;
 }
 
-/** Parses manifest bytes. Throws a plain Error with a precise message when the shape is wrong. */
+export type FormatVersion = 1 | 2 | 3;
+
+/**
+ * Parses and gates manifest bytes: strict JSON (json.ts: depth, duplicate names, integers only), the
+ * version fields (SchemaTooNewError when a newer writer made it, BundleDamagedError when missing,
+ * malformed or disagreeing), the schema, and the fields a version may carry. Every other rule on the
+ * manifest's content is manifestProblems() (rules.ts), so verify can report them all.
+ */
 export function parseManifest(bytes: Buffer): ParsedManifest {
   let raw: unknown;
   try {
-    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    raw = parseStrictJson(bytes, { manifest: true });
   } catch (err) {
-    throw new Error(`manifest.json is not valid UTF-8 JSON: ${(err as Error).message}`);
+    throw new BundleDamagedError(`manifest.json is not valid: ${(err as Error).message}`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new Error('manifest.json is not a JSON object');
+    throw new BundleDamagedError('manifest.json is not a JSON object');
   }
+  const obj = raw as Record<string, unknown>;
+  const version = formatVersion(obj);
   const parsed = manifestSchema.safeParse(raw);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
-    throw new Error(
+    throw new BundleDamagedError(
       `manifest.json field ${first?.path.join('.') || '(root)'}: ${first?.message ?? 'invalid'}`,
     );
   }
-  return { manifest: parsed.data, raw: raw as Record<string, unknown>, layout: layoutVersionOf(parsed.data) };
+  const misplaced = fieldsForeignTo(version, obj, parsed.data);
+  if (misplaced) throw new BundleDamagedError(misplaced);
+  return { manifest: parsed.data, raw: obj, version, layout: version === 1 ? 1 : 2 };
 }
 
-function layoutVersionOf(m: Manifest): LayoutVersion {
-  // The original wrote manifest_version 1 and never checked it; anything that says v1 is read as v1.
-  if (m.manifest_version <= 1 || m.bundle_format === BUNDLE_FORMAT_V1) return 1;
-  return 2;
-}
+const FORMAT_NAME = /^nexo-memory-snapshot-v([0-9]+)$/;
+const FORMAT_OF: Record<FormatVersion, string> = {
+  1: BUNDLE_FORMAT_V1,
+  2: BUNDLE_FORMAT,
+  3: BUNDLE_FORMAT_SIGNED,
+};
 
 /**
- * The schema gate: refuses manifests from a newer writer. Checks `manifest_version`, `bundle_format`
- * and each `schema_versions` entry (the original checked only the latter).
+ * The format version of a raw manifest. First the gate against newer writers (any of
+ * `manifest_version`, `bundle_format` or a `schema_versions` entry above what this reader knows:
+ * SchemaTooNewError), then agreement: `manifest_version` N in 1..3, `bundle_format`
+ * `nexo-memory-snapshot-vN` and `schema_versions.manifest` N, or the bundle is damaged.
  */
-export function checkSchema(m: Manifest): void {
-  if (m.manifest_version > SIGNED_MANIFEST_VERSION) {
-    throw new SchemaTooNewError(m.manifest_version, SIGNED_MANIFEST_VERSION, 'manifest_version');
-  }
-  if (
-    m.bundle_format !== BUNDLE_FORMAT &&
-    m.bundle_format !== BUNDLE_FORMAT_V1 &&
-    m.bundle_format !== BUNDLE_FORMAT_SIGNED
-  ) {
-    throw new SchemaTooNewError(
-      m.schema_versions.manifest,
-      READABLE_SCHEMA.manifest,
-      `bundle_format ${m.bundle_format}`,
-    );
-  }
-  for (const key of Object.keys(READABLE_SCHEMA) as Array<keyof SchemaVersions>) {
-    if (m.schema_versions[key] > READABLE_SCHEMA[key]) {
-      throw new SchemaTooNewError(m.schema_versions[key], READABLE_SCHEMA[key], `schema_versions.${key}`);
+function formatVersion(raw: Record<string, unknown>): FormatVersion {
+  const mv = raw.manifest_version;
+  const bf = raw.bundle_format;
+  const sv = raw.schema_versions;
+  const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
+  if (isInt(mv) && mv > SIGNED_MANIFEST_VERSION)
+    throw new SchemaTooNewError(mv, SIGNED_MANIFEST_VERSION, 'manifest_version');
+  const named = typeof bf === 'string' ? FORMAT_NAME.exec(bf) : null;
+  if (named && Number(named[1]) > SIGNED_MANIFEST_VERSION)
+    throw new SchemaTooNewError(Number(named[1]), SIGNED_MANIFEST_VERSION, `bundle_format ${bf}`);
+  if (sv !== null && typeof sv === 'object' && !Array.isArray(sv)) {
+    for (const key of Object.keys(READABLE_SCHEMA) as Array<keyof SchemaVersions>) {
+      const v = (sv as Record<string, unknown>)[key];
+      if (isInt(v) && v > READABLE_SCHEMA[key])
+        throw new SchemaTooNewError(v, READABLE_SCHEMA[key], `schema_versions.${key}`);
     }
   }
+  if (!isInt(mv) || mv < 1)
+    throw new BundleDamagedError('manifest.json: manifest_version is missing or not a positive integer');
+  const version = mv as FormatVersion;
+  if (bf !== FORMAT_OF[version])
+    throw new BundleDamagedError(
+      `manifest.json: bundle_format ${JSON.stringify(bf)} disagrees with manifest_version ${mv} (${FORMAT_OF[version]})`,
+    );
+  const svManifest =
+    sv !== null && typeof sv === 'object' ? (sv as Record<string, unknown>).manifest : undefined;
+  if (svManifest !== mv)
+    throw new BundleDamagedError(
+      `manifest.json: schema_versions.manifest ${JSON.stringify(svManifest)} disagrees with manifest_version ${mv}`,
+    );
+  return version;
+}
+
+/** Manifest members that only v2 and v3 define: a v1 (original) manifest carrying one is damaged. */
+export const V2_ONLY_FIELDS = ['manifest_seal', 'signature', 'memdir', 'databases'] as const;
+/** Members of `git` that only v2 and v3 define. */
+export const V2_ONLY_GIT_FIELDS = ['repository', 'head_ref', 'detached'] as const;
+/** Members of `redactions` beyond the original's four, which only v2 and v3 define. */
+export const V2_ONLY_REDACTION_FIELDS = [
+  'ruleset',
+  'rule_counts',
+  'excluded_rules',
+  'allowlist_entries',
+  'git_history',
+  'git',
+  'sqlite',
+  'not_scanned',
+] as const;
+
+/** Why the manifest carries a member its version does not define (v1: v2-only fields; v1/v2: a signature). */
+function fieldsForeignTo(
+  version: FormatVersion,
+  raw: Record<string, unknown>,
+  m: Manifest,
+): string | undefined {
+  if (version === 2 && Object.hasOwn(raw, 'signature'))
+    return 'manifest.json: a v2 manifest carries a signature (signed bundles are v3)';
+  if (version !== 1) return undefined;
+  const has = (o: unknown, k: string): boolean =>
+    o !== null && typeof o === 'object' && Object.hasOwn(o as object, k);
+  const found = [
+    ...V2_ONLY_FIELDS.filter((k) => has(raw, k)),
+    ...V2_ONLY_GIT_FIELDS.filter((k) => has(raw.git, k)).map((k) => `git.${k}`),
+    ...V2_ONLY_REDACTION_FIELDS.filter((k) => has(raw.redactions, k)).map((k) => `redactions.${k}`),
+    ...(m.artifacts.some((a) => a.path_in_bundle === GIT_BUNDLE_PATH) ? [`artifact ${GIT_BUNDLE_PATH}`] : []),
+  ];
+  return found.length > 0
+    ? `manifest.json: a v1 manifest carries what only v2 defines: ${found.join(', ')}`
+    : undefined;
 }

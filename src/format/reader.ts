@@ -1,7 +1,8 @@
 // Owns reading a bundle as a stream: compressed bytes (optionally hashed as they pass) → bounded zstd
-// decompression (after age decryption, for encrypted bundles) → strict tar reader → manifest.json first (size-capped, parsed, schema-gated, layout
-// checked) → every further entry classified against the manifest. Callers (verify, list, restore)
-// decide what to do with each entry; nothing here writes to disk.
+// decompression (after age decryption, for encrypted bundles) → strict tar reader → manifest.json first
+// (size-capped, parsed and version-gated by manifest.ts) → every further entry classified against the
+// manifest (type, path, declared, once, in manifest order, size). Callers (verify, list, restore) decide
+// what to do with each entry; nothing here writes to disk.
 
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -15,7 +16,7 @@ import {
 } from '../model/errors.js';
 import { MANIFEST_PATH, MAX_MANIFEST_BYTES, TAR_ENTRY_OVERHEAD, TAR_TRAILER_ALLOWANCE } from './constants.js';
 import { layoutProblem, unsafePathReason } from './layout.js';
-import { type Artifact, checkSchema, type ParsedManifest, parseManifest } from './manifest.js';
+import { type Artifact, type ParsedManifest, parseManifest } from './manifest.js';
 import { padding, readTar, type TarEntry } from './tar.js';
 import { type SizeLimit, zstdDecompress } from './zstd.js';
 import { decompressFileOffThread, type OffThreadStream } from './zstd-worker.js';
@@ -47,20 +48,6 @@ export function decompressedBound(manifestSize: number, artifacts: readonly Arti
     total += TAR_ENTRY_OVERHEAD + nameBytes + padding(nameBytes) + a.size_bytes + padding(a.size_bytes);
   }
   return total;
-}
-
-/** Problems in the manifest's own artifact list: unsafe or undeclared paths, wrong kinds, duplicates. */
-export function manifestLayoutProblems(parsed: ParsedManifest): Array<{ path: string; message: string }> {
-  const out: Array<{ path: string; message: string }> = [];
-  const seen = new Set<string>();
-  for (const a of parsed.manifest.artifacts) {
-    const p = layoutProblem(a.path_in_bundle, a.kind, parsed.layout);
-    if (p) out.push({ path: a.path_in_bundle, message: p });
-    if (seen.has(a.path_in_bundle))
-      out.push({ path: a.path_in_bundle, message: 'artifact listed twice in the manifest' });
-    seen.add(a.path_in_bundle);
-  }
-  return out;
 }
 
 export class BundleReader {
@@ -167,9 +154,8 @@ export class BundleReader {
     try {
       this.manifest = parseManifest(this.manifestBytes);
     } catch (err) {
-      throw new BundleDamagedError((err as Error).message);
+      throw err instanceof SnapshotError ? err : new BundleDamagedError((err as Error).message);
     }
-    checkSchema(this.manifest.manifest);
     this.limit.maxBytes = decompressedBound(this.manifestBytes.length, this.manifest.manifest.artifacts);
     if (this.limit.produced > this.limit.maxBytes) {
       throw new UnsafeBundleError('decompressed size exceeds what the manifest declares');
@@ -178,12 +164,14 @@ export class BundleReader {
 
   /** Remaining entries, each classified against the manifest. Unsafe entries are reported, not thrown. */
   async *entries(): AsyncGenerator<BundleEntry, void, undefined> {
-    const declared = new Map(this.manifest.manifest.artifacts.map((a) => [a.path_in_bundle, a]));
+    const declared = new Map(this.manifest.manifest.artifacts.map((a, i) => [a.path_in_bundle, { a, i }]));
     const seen = new Set<string>();
+    let last = -1; // manifest index of the furthest artifact seen so far
     for await (const e of this.tar) {
-      const problem = this.classify(e, declared, seen);
+      const problem = this.classify(e, declared, seen, last);
       seen.add(e.path);
-      const artifact = problem ? undefined : declared.get(e.path);
+      if (!problem) last = declared.get(e.path)!.i;
+      const artifact = problem ? undefined : declared.get(e.path)?.a;
       yield {
         path: e.path,
         size: e.size,
@@ -196,8 +184,9 @@ export class BundleReader {
 
   private classify(
     e: TarEntry,
-    declared: Map<string, Artifact>,
+    declared: Map<string, { a: Artifact; i: number }>,
     seen: Set<string>,
+    last: number,
   ): EntryProblem | undefined {
     const unsafe = (message: string): EntryProblem => ({ code: 'UNSAFE_ENTRY', message });
     if (e.type === '1')
@@ -210,10 +199,16 @@ export class BundleReader {
     if (bad) return unsafe(`${bad}: ${JSON.stringify(e.path)}`);
     if (e.path === MANIFEST_PATH || seen.has(e.path))
       return unsafe(`duplicate entry ${JSON.stringify(e.path)}`);
-    const a = declared.get(e.path);
-    if (!a) return unsafe(`entry ${JSON.stringify(e.path)} is not declared in the manifest`);
+    const d = declared.get(e.path);
+    if (!d) return unsafe(`entry ${JSON.stringify(e.path)} is not declared in the manifest`);
+    const a = d.a;
     const layout = layoutProblem(a.path_in_bundle, a.kind, this.manifest.layout);
     if (layout) return unsafe(layout);
+    if (d.i < last)
+      return {
+        code: 'BUNDLE_DAMAGED',
+        message: `entry ${JSON.stringify(e.path)} comes after an entry the manifest lists after it`,
+      };
     if (e.size !== a.size_bytes) {
       return {
         code: 'BUNDLE_DAMAGED',

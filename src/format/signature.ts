@@ -5,7 +5,7 @@
 
 import { loadTrustedKeys, type PublicSigningKey, parsePublicKey, verifyMessage } from '../crypto/sign.js';
 import { KeyError, SignatureError } from '../model/errors.js';
-import { BUNDLE_FORMAT_SIGNED, SIGNED_MANIFEST_VERSION } from './constants.js';
+import { SIGNED_MANIFEST_VERSION } from './constants.js';
 import { manifestSeal, type ParsedManifest, signedMessage } from './manifest.js';
 
 /**
@@ -38,16 +38,41 @@ export function trustPolicy(values: readonly string[] | undefined, required: boo
   return { keys, required };
 }
 
+/** `nexo-sign-pub1` and 58 bech32 characters: 32 bytes and the checksum, lowercase. */
+const PUBLIC_KEY_TEXT = /^nexo-sign-pub1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$/;
+/** 64 bytes in standard base64 (RFC 4648 §4) with padding: 86 characters and `==`. */
+const SIGNATURE_TEXT = /^[A-Za-z0-9+/]{86}==$/;
+
 export function checkSignature(parsed: ParsedManifest, trusted: readonly PublicSigningKey[]): SignatureCheck {
-  const { manifest: m, raw, layout } = parsed;
-  const signedFormat =
-    m.manifest_version >= SIGNED_MANIFEST_VERSION || m.bundle_format === BUNDLE_FORMAT_SIGNED;
-  if (layout === 1 || !signedFormat) return { status: 'unsigned' };
+  // The version fields agree (manifest.ts refuses them otherwise); only v3 carries a signature.
+  return checkSealSignature(
+    { manifest: parsed.manifest, raw: parsed.raw, signed: parsed.version === SIGNED_MANIFEST_VERSION },
+    trusted,
+  );
+}
+
+/**
+ * The signature rules of any signed manifest format (bundles v3, repository snapshots v5): `signed`
+ * says whether its version is a signed one; the signature covers the format and the manifest seal.
+ */
+export function checkSealSignature(
+  parsed: {
+    manifest: Pick<ParsedManifest['manifest'], 'signature' | 'manifest_seal' | 'bundle_format'>;
+    raw: Record<string, unknown>;
+    signed: boolean;
+  },
+  trusted: readonly PublicSigningKey[],
+): SignatureCheck {
+  const { manifest: m, raw } = parsed;
+  if (!parsed.signed) return { status: 'unsigned' };
   const sig = m.signature;
-  if (!sig) return { status: 'invalid', reason: 'a signed-format (v3) manifest without its signature' };
+  if (!sig) return { status: 'invalid', reason: 'a signed-format manifest without its signature' };
   const invalid = (reason: string): SignatureCheck => ({ status: 'invalid', key_id: sig.key_id, reason });
-  if (m.manifest_version !== SIGNED_MANIFEST_VERSION || m.bundle_format !== BUNDLE_FORMAT_SIGNED)
-    return invalid('manifest_version and bundle_format disagree about the signed format');
+  // One spelling of each, so what a reader checks is what docs/format.md states.
+  if (!PUBLIC_KEY_TEXT.test(sig.public_key))
+    return invalid('signature.public_key is not a nexo-sign-pub1… key (lowercase bech32 of 32 bytes)');
+  if (!SIGNATURE_TEXT.test(sig.value) || Buffer.from(sig.value, 'base64').toString('base64') !== sig.value)
+    return invalid('signature.value is not the padded standard base64 of 64 bytes');
   let key: PublicSigningKey;
   try {
     key = parsePublicKey(sig.public_key, 'signature.public_key');

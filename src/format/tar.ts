@@ -1,6 +1,7 @@
 // Owns the tar container: encoding headers for regular-file entries (POSIX ustar, PAX records for long
 // paths and huge sizes) and a strict streaming reader (ustar, GNU and v7 headers, PAX and GNU long
-// names, checksums checked, truncation detected, data after the end-of-archive marker refused).
+// names — at most one of each kind per entry, never both for one name, each PAX key once — checksums
+// checked, truncation detected, data after the end-of-archive marker refused). docs/format.md §2.
 // One reader serves verify, list and restore, so they always agree on what a bundle contains.
 
 import { BundleDamagedError } from '../model/errors.js';
@@ -206,7 +207,8 @@ function parsePax(body: Buffer): Map<string, string> {
   while (pos < body.length) {
     const sp = body.indexOf(0x20, pos);
     if (sp === -1) break;
-    const len = Number.parseInt(body.subarray(pos, sp).toString('ascii'), 10);
+    const digits = body.subarray(pos, sp).toString('latin1');
+    const len = /^[0-9]{1,7}$/.test(digits) ? Number(digits) : Number.NaN;
     if (
       !Number.isInteger(len) ||
       len <= sp - pos ||
@@ -218,7 +220,9 @@ function parsePax(body: Buffer): Map<string, string> {
     const rec = decodeUtf8(body.subarray(sp + 1, pos + len - 1), 'PAX record');
     const eq = rec.indexOf('=');
     if (eq <= 0) throw new BundleDamagedError('malformed PAX record');
-    out.set(rec.slice(0, eq), rec.slice(eq + 1));
+    const key = rec.slice(0, eq);
+    if (out.has(key)) throw new BundleDamagedError(`PAX record ${JSON.stringify(key)} given twice`);
+    out.set(key, rec.slice(eq + 1));
     pos += len;
   }
   return out;
@@ -235,6 +239,7 @@ export async function* readTar(source: AsyncIterable<Buffer>): AsyncGenerator<Ta
   let longName: string | undefined;
   let longLink: string | undefined;
   let pax = new Map<string, string>();
+  let havePax = false;
 
   for (;;) {
     if (pending > 0) {
@@ -244,6 +249,8 @@ export async function* readTar(source: AsyncIterable<Buffer>): AsyncGenerator<Ta
     const block = await reader.readExact(BLOCK);
     if (block === null) throw new BundleDamagedError('tar stream ends without an end-of-archive marker');
     if (block.equals(ZERO_BLOCK)) {
+      if (longName !== undefined || longLink !== undefined || havePax)
+        throw new BundleDamagedError('an extended header is not followed by the entry it describes');
       if (!(await reader.restIsZero()))
         throw new BundleDamagedError('data after the tar end-of-archive marker');
       return;
@@ -265,8 +272,15 @@ export async function* readTar(source: AsyncIterable<Buffer>): AsyncGenerator<Ta
       if (body === null) throw new BundleDamagedError('truncated tar stream');
       const copy = Buffer.from(body);
       await reader.skip(padding(size));
-      if (type === 'x') pax = parsePax(copy);
-      else if (type === 'L') longName = decodeUtf8(cString(copy, 0, copy.length), 'GNU long name');
+      const twice =
+        (type === 'x' && havePax) ||
+        (type === 'L' && longName !== undefined) ||
+        (type === 'K' && longLink !== undefined);
+      if (twice) throw new BundleDamagedError(`two extended headers of type '${type}' before one entry`);
+      if (type === 'x') {
+        pax = parsePax(copy);
+        havePax = true;
+      } else if (type === 'L') longName = decodeUtf8(cString(copy, 0, copy.length), 'GNU long name');
       else if (type === 'K') longLink = decodeUtf8(cString(copy, 0, copy.length), 'GNU long link');
       // 'g' (global PAX) carries nothing we act on
       continue;
@@ -280,6 +294,8 @@ export async function* readTar(source: AsyncIterable<Buffer>): AsyncGenerator<Ta
     let linkpath = decodeUtf8(cString(block, 157, 257), 'tar link name');
     if (longName !== undefined) path = longName;
     if (longLink !== undefined) linkpath = longLink;
+    if ((longName !== undefined && pax.has('path')) || (longLink !== undefined && pax.has('linkpath')))
+      throw new BundleDamagedError('an entry named by both a GNU long name and a PAX record');
     const paxPath = pax.get('path');
     if (paxPath !== undefined) path = paxPath;
     const paxLink = pax.get('linkpath');
@@ -293,6 +309,7 @@ export async function* readTar(source: AsyncIterable<Buffer>): AsyncGenerator<Ta
     longName = undefined;
     longLink = undefined;
     pax = new Map();
+    havePax = false;
 
     // Links, directories and devices carry no data in practice; their size field still frames the stream.
     let remaining = size;

@@ -1,6 +1,6 @@
 // Owns every use of the git CLI: the one place git is spawned (sanitized, below), inspecting a memdir
-// repository (HEAD, branch or detached, author metadata), writing its whole history as a `git bundle`
-// of all refs, and checking a bundle.
+// repository (HEAD, branch or detached, author metadata), and writing its whole history as a `git
+// bundle` of all refs. (Checking a bundle's pack is git/pack-check.ts.)
 //
 // git runs on hostile content (bundles, a v1 bundle's raw `.git` files, memory files with any
 // `.gitattributes`), so every command gets the same environment, whatever repository it runs in: no
@@ -13,7 +13,7 @@
 // from bundle content gets a config git wrote (docs/decisions.md, "Git on untrusted content").
 
 import { type ChildProcess, type IOType, type StdioNull, type StdioPipe, spawn } from 'node:child_process';
-import { lstat, mkdtemp, rm } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { devNull, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
@@ -187,18 +187,6 @@ export async function createBundle(memdir: string, info: RepoInfo, dst: string):
   if (refs.trim() === '' && info.headOid === undefined) return false;
   await gitOk(memdir, ['bundle', 'create', '-q', resolve(dst), '--all'], 'git bundle create');
   return true;
-}
-
-/** `ok`, or why `git bundle verify` refuses the bundle (run in a scratch repository). */
-export async function verifyBundle(bundlePath: string): Promise<string> {
-  const scratch = await mkdtemp(join(tmpdir(), 'nexo-git-verify-'));
-  try {
-    await gitOk(scratch, ['init', '-q', '--bare'], 'git init');
-    const r = await runGit(scratch, ['bundle', 'verify', '-q', resolve(bundlePath)]);
-    return r.code === 0 ? 'ok' : r.stderr || `git bundle verify exited ${r.code}`;
-  } finally {
-    await rm(scratch, { recursive: true, force: true });
-  }
 }
 
 export async function gitVersion(): Promise<string> {

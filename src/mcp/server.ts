@@ -23,7 +23,7 @@ export interface AgentToolOptions {
   tenant: string;
   /** age identity file to verify and diff encrypted bundles. */
   identityPath?: string;
-  /** `redact_secrets` when a call omits it (config `redact_secrets_default`, default true). */
+  /** `redact_secrets` when a call omits it (config `redaction.enabled`, default false: an exact snapshot). */
   redactDefault: boolean;
   /** Every tool call runs as a tracked operation, so shutdown waits for a snapshot in progress. */
   tracker: OperationTracker;

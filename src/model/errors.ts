@@ -170,6 +170,19 @@ export class RestoreRefusedError extends SnapshotError {
   }
 }
 
+/**
+ * A restore in place of a redacted bundle without an explicit permission: its placeholders would
+ * replace the live secrets (`--allow-redacted`; the dry run lists where).
+ */
+export class RedactedBundleError extends SnapshotError {
+  readonly code = 'REDACTED_BUNDLE';
+  readonly exitCode = ExitCode.refused;
+  readonly outcome = 'refused' as const;
+  constructor(message: string, details?: Record<string, unknown>) {
+    super(`restore refused: ${message}`, details ? { details } : undefined);
+  }
+}
+
 export class EncryptionError extends SnapshotError {
   readonly code = 'ENCRYPTION';
   readonly exitCode = ExitCode.encryption;
@@ -623,6 +636,13 @@ export const ERROR_TABLE: ReadonlyArray<{
     meaning: 'target exists and --force was not given',
   },
   { code: 'RESTORE_REFUSED', exitCode: 6, outcome: 'refused', meaning: 'restore refused by a precondition' },
+  {
+    code: 'REDACTED_BUNDLE',
+    exitCode: 6,
+    outcome: 'refused',
+    meaning:
+      'restoring a redacted bundle in place needs --allow-redacted (placeholders would replace secrets)',
+  },
   {
     code: 'CROSS_TENANT',
     exitCode: 6,

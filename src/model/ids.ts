@@ -90,7 +90,10 @@ export function newSnapshotId(now = Date.now()): string {
 
 export const MAX_LABEL_CHARS = 200;
 
-/** Labels: at most 200 characters, no control characters (they end up in file listings and logs). */
+/**
+ * Labels: at most 200 characters, no control characters (they end up in file listings and logs), no
+ * lone surrogates.
+ */
 export function validateLabel(label: string | undefined): string | undefined {
   if (label === undefined) return undefined;
   if ([...label].length > MAX_LABEL_CHARS) {
@@ -99,12 +102,19 @@ export function validateLabel(label: string | undefined): string | undefined {
   if (/[\u0000-\u001f\u007f]/.test(label)) {
     throw new InvalidInputError('invalid label: must not contain control characters');
   }
+  // A lone surrogate has no UTF-8 form: the manifest could not carry it (docs/format.md §4.1).
+  if (/\p{Surrogate}/u.test(label)) throw new InvalidInputError('invalid label: not valid Unicode text');
   return label;
 }
 
 /** created_by: free text in the original; here 1..64 printable characters. */
 export function validateCreatedBy(createdBy: string): string {
-  if (createdBy.length < 1 || createdBy.length > 64 || /[\u0000-\u001f\u007f]/.test(createdBy)) {
+  if (
+    createdBy.length < 1 ||
+    createdBy.length > 64 ||
+    /[\u0000-\u001f\u007f]/.test(createdBy) ||
+    /\p{Surrogate}/u.test(createdBy)
+  ) {
     throw new InvalidInputError('invalid created_by: 1..64 printable characters');
   }
   return createdBy;

@@ -71,8 +71,9 @@ export interface SnapshotRequest {
   sign?: string | SigningKey | false;
   /**
    * Redact secrets from everything the bundle ships (docs/redaction.md), with the snapshotter's
-   * `redaction` options. Default false in the library (the original's request had no default; its CLI
-   * constructor turned it on, and so does this CLI). Anchors (pre-restore, pre-dream) are never redacted.
+   * `redaction` options. Default false: a snapshot stays on the host for rollback and restores exactly
+   * (the original's CLI redacted by default; what leaves the host is redacted by `export` instead).
+   * Anchors (pre-restore, pre-dream) are never redacted.
    */
   redact?: boolean;
   onProgress?: ProgressListener;
@@ -95,7 +96,10 @@ export interface NotChecked {
 export interface DeepReport {
   /** `ok` or the first lines integrity_check printed, per database in the bundle. */
   sqlite_integrity: Record<string, string>;
-  /** `ok`, the problem, or absent when the bundle has no git history. */
+  /**
+   * `ok` or the problem, absent when the bundle has no git history: v2's git bundle is checked by every
+   * verify (header and pack), so here it repeats that result; v1's raw `.git` files get `git fsck`.
+   */
   git?: string;
 }
 
@@ -157,6 +161,18 @@ export interface ExportResult {
   bundle_size_bytes: number;
   file_sha256: string;
   verify: VerifyReport;
+  /**
+   * How the copy relates to the snapshot: `redacted` (re-packed here with secrets replaced, same
+   * snapshot id), `already_redacted` (the snapshot itself is redacted; copied as it is), `encrypted`
+   * (age-encrypted, so protected: copied as it is, not redacted), `exact` (asked: a copy with secrets).
+   */
+  copy: 'redacted' | 'already_redacted' | 'encrypted' | 'exact';
+  /** Whether the copy is age-encrypted. */
+  encrypted: boolean;
+  /** Whether the copy is redacted (`redactions_applied` of its manifest). */
+  redacted: boolean;
+  /** When the copy was redacted here: what its redaction replaced. */
+  redaction?: RestoreReport['redaction'];
 }
 
 export interface DeleteResult {
@@ -194,6 +210,29 @@ export interface RestoreRequest {
   onProgress?: ProgressListener;
   /** Restore a bundle of another agent (or tenant) as this one: `nexo-memory import`. */
   import?: { force?: boolean };
+  /**
+   * Restore a redacted bundle in place although its placeholders replace the live secrets
+   * (`--allow-redacted`); without it such a restore is refused (`REDACTED_BUNDLE`). Dry runs and
+   * imports never need it.
+   */
+  allowRedacted?: boolean;
+}
+
+/** Where a redacted bundle holds a placeholder `[REDACTED:<rule>]`: what a restore would write there. */
+export interface PlaceholderLocation {
+  /** Path in the bundle (`memory_files/…`, `state/….json`, `sqlite/….sqlite`). */
+  artifact: string;
+  /** Memory files: the path in the memdir. */
+  file?: string;
+  /** Memory files and state: the 1-based line. */
+  line?: number;
+  /** Databases: table and column, and the row's rowid (or its primary key, for WITHOUT ROWID tables). */
+  table?: string;
+  column?: string;
+  rowid?: number;
+  key?: Record<string, unknown>;
+  /** The rule id in the placeholder. */
+  rule: string;
 }
 
 /** What a restore changes (or, in a dry run, would change) in one component. */
@@ -239,6 +278,13 @@ export interface RestoreReport {
     matches_redacted: number;
     git_history?: 'absent' | 'unchanged' | 'rewritten';
   };
+  /**
+   * Dry run of a redacted bundle: where its placeholders are, i.e. which values the restore would
+   * replace by placeholders (the first 1,000; `placeholders_total` counts all). The rewritten git
+   * history is summarised by `redaction.git_history`, not listed.
+   */
+  placeholders?: PlaceholderLocation[];
+  placeholders_total?: number;
   components: ComponentChange[];
   warnings: string[];
   /** The bundle's signature as checked before the restore (against the trusted keys, if any). */

@@ -22,7 +22,7 @@ export interface DaemonOptions {
   /** Bearer token for the API; required for mutating routes, and to listen beyond loopback. */
   token?: string;
   allowRestore?: boolean;
-  /** `redact` of API snapshots whose body omits it. */
+  /** `redact` of API snapshots whose body omits it (config `redaction.enabled`; default false). */
   redactDefault?: boolean;
   /** Refuse every route that writes the store (`enabled: false`). */
   readOnly?: boolean;

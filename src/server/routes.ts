@@ -32,7 +32,7 @@ export interface ApiContext {
   tracker: OperationTracker;
   /** `server.allow_restore` of the config; restore also needs the NEXO_MEMORY_RESTORE_ALLOW gate. */
   allowRestore: boolean;
-  /** `redact` of API snapshots whose body omits it (config `redact_secrets_default`). */
+  /** `redact` of API snapshots whose body omits it (config `redaction.enabled`; default false: exact). */
   redactDefault?: boolean;
   /** `enabled: false` in the config: every route that writes the store is refused (403). */
   readOnly?: boolean;
@@ -52,6 +52,7 @@ const snapshotBody = z.strictObject({
 const restoreBody = z.strictObject({
   dry_run: z.boolean().optional(),
   auto_pre_snapshot: z.boolean().optional(),
+  allow_redacted: z.boolean().optional(),
 });
 const gcBody = z.strictObject({ dry_run: z.boolean().optional() });
 
@@ -153,14 +154,13 @@ function allRoutes(ctx: ApiContext): Route[] {
       handle: async (req) => {
         query(req, []);
         const body = parseBody(snapshotBody, req.body);
-        // `redact` takes effect once redaction is in the library (`redactions_applied` tells).
-        const request: SnapshotRequest & { redact?: boolean } = {
+        const request: SnapshotRequest = {
           agentId: req.params.agent!,
           tenant: tenantOf(req),
           ...(body.label !== undefined ? { label: body.label } : {}),
           ...(body.encrypt ? { encrypt: body.encrypt } : {}),
           createdBy: 'api',
-          redact: body.redact ?? ctx.redactDefault ?? true,
+          redact: body.redact ?? ctx.redactDefault ?? false,
         };
         const meta = await s.snapshot(request);
         return {
@@ -204,8 +204,11 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/snapshots/:id/export',
       auth: 'write',
       handle: async (req) => {
-        query(req, []);
-        const d = await openDownload(s, req.params.agent!, tenantOf(req), req.params.id!);
+        // what leaves the host is redacted unless ?redact=false (config redact_secrets_default)
+        const q = query(req, ['redact']);
+        const d = await openDownload(s, req.params.agent!, tenantOf(req), req.params.id!, {
+          ...(q.has('redact') ? { redact: flag(q, 'redact') } : {}),
+        });
         return {
           stream: d.stream,
           headers: {
@@ -213,6 +216,8 @@ function allRoutes(ctx: ApiContext): Route[] {
             'content-length': String(d.size),
             'content-disposition': `attachment; filename="${d.name}"`,
             'x-nexo-snapshot-id': d.id,
+            'x-nexo-redacted': String(d.redacted),
+            'x-nexo-copy': d.copy,
             ...(d.sha256 ? { 'x-nexo-file-sha256': d.sha256 } : {}),
           },
         };
@@ -248,6 +253,7 @@ function allRoutes(ctx: ApiContext): Route[] {
             bundle: file.path,
             dryRun: body.dry_run === true,
             autoPreSnapshot: body.auto_pre_snapshot ?? true,
+            ...(body.allow_redacted ? { allowRedacted: true } : {}),
             ...identityFile(),
           }),
         };

@@ -1,13 +1,21 @@
-// Owns reading one bundle out of the store as a byte stream (the HTTP API's download): the bundle is
-// found by id or unique prefix, the agent's readers lock is held shared from the open until the stream
-// closes (delete and retention wait or skip meanwhile, as for `export`), and the sibling's SHA-256 is
-// handed out with the stream so the receiver can check what it got.
+// Owns reading one bundle out of the store as a byte stream (the HTTP API's download) — what leaves
+// the host, so a plaintext bundle that is not redacted is re-packed redacted (into a temporary file
+// that is removed when the stream closes) unless the caller asks for the exact bundle; an encrypted or
+// already redacted one is streamed as it is. The bundle is found by id or unique prefix, the agent's
+// readers lock is held shared from the open until the stream closes (delete and retention wait or skip
+// meanwhile, as for `export`), and the SHA-256 of the bytes streamed is handed out with the stream so
+// the receiver can check what it got.
 
-import { open } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { asSnapshotError } from '../model/errors.js';
+import type { ExportResult } from '../model/types.js';
 import { readSibling } from '../store/sibling.js';
+import { planExport } from './export.js';
 import type { LocalSnapshotter } from './local.js';
+import { repackBundle } from './repack.js';
 
 export interface BundleDownload {
   id: string;
@@ -15,7 +23,11 @@ export interface BundleDownload {
   name: string;
   encrypted: boolean;
   size: number;
-  /** The `.sha256` sibling's digest of the file; absent when the sibling is missing or unreadable. */
+  /** What is streamed: a redacted re-pack, or the bundle as it is (already redacted, encrypted, exact). */
+  copy: ExportResult['copy'];
+  /** Whether the bytes streamed are redacted. */
+  redacted: boolean;
+  /** SHA-256 of the bytes streamed (the sibling's, for a bundle streamed as it is, when it has one). */
   sha256?: string;
   /** The bundle bytes; the readers lock is released when it closes (ends, fails or is destroyed). */
   stream: Readable;
@@ -26,21 +38,49 @@ export async function openDownload(
   agentId: string,
   tenant: string | undefined,
   id: string,
+  /** `redact`: default the snapshotter's `redactExports`. */
+  opts: { redact?: boolean } = {},
 ): Promise<BundleDownload> {
   const { file, reading } = await s.locateForReading(agentId, tenant, id);
+  let scratch: string | undefined;
+  const done = () => {
+    reading.release();
+    if (scratch) void rm(scratch, { recursive: true, force: true });
+  };
   try {
-    const handle = await open(file.path, 'r');
+    const plan = await planExport(file, { redact: opts.redact ?? s.redactExports });
+    let path = file.path;
+    let sha256: string | undefined;
+    if (plan.repack) {
+      scratch = await mkdtemp(join(tmpdir(), 'nexo-download-'));
+      path = join(scratch, file.name);
+      const signingKey = s.signingKey;
+      sha256 = (
+        await repackBundle({
+          source: file.path,
+          dest: path,
+          policy: s.redactionPolicy,
+          ...(signingKey ? { signingKey } : {}),
+          zstd: { level: s.zstdLevel, workers: s.zstdWorkers },
+        })
+      ).sha256;
+    } else {
+      const sibling = await readSibling(file.path);
+      if (sibling.status === 'ok') sha256 = sibling.sha256;
+    }
+    const handle = await open(path, 'r');
     try {
       const size = (await handle.stat()).size;
-      const sibling = await readSibling(file.path);
       const stream = handle.createReadStream({ autoClose: true });
-      stream.once('close', () => reading.release());
+      stream.once('close', done);
       return {
         id: file.id,
         name: file.name,
         encrypted: file.encrypted,
         size,
-        ...(sibling.status === 'ok' ? { sha256: sibling.sha256 } : {}),
+        copy: plan.copy,
+        redacted: plan.copy === 'redacted' || plan.copy === 'already_redacted',
+        ...(sha256 ? { sha256 } : {}),
         stream,
       };
     } catch (err) {
@@ -48,7 +88,7 @@ export async function openDownload(
       throw err;
     }
   } catch (err) {
-    reading.release();
+    done();
     throw asSnapshotError(err, `opening ${file.path}`);
   }
 }

@@ -1,13 +1,19 @@
-// Owns exporting one bundle out of the store: copy (hashed) to a temporary name beside the target,
-// check the copy's bytes against the source sibling, verify the copy fully (an encrypted one with the
-// identity, when given; its signature against trusted keys, when given), then publish bundle and
-// sibling. An existing target is never replaced without `force`; a failed export leaves nothing; no
-// directory is ever created (a target ending in `/` or naming a directory means "into it").
+// Owns exporting one bundle out of the store — what leaves the host. A plaintext bundle that is not
+// redacted is re-packed redacted unless the caller asks for an exact copy; an encrypted one is copied as
+// it is (it is protected), or re-packed as plaintext (redacted unless asked) when the caller decrypts
+// it; a redacted one is copied as it is. A copy is hashed while written beside the target, checked
+// against the source sibling, verified fully (an encrypted one with the identity, when given; a
+// signature against trusted keys, when given), then published with its sibling. An existing target
+// is never replaced without `force`; a failed export leaves nothing; no directory is ever created (a
+// target ending in `/` or naming a directory means "into it").
 
 import { rename, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { Identity } from '../crypto/age.js';
+import type { SigningKey } from '../crypto/sign.js';
+import { readManifestOnly } from '../format/reader.js';
 import type { TrustPolicy } from '../format/signature.js';
+import type { CompressOptions } from '../format/zstd.js';
 import {
   AlreadyExistsError,
   BundleDamagedError,
@@ -15,6 +21,7 @@ import {
   InvalidInputError,
 } from '../model/errors.js';
 import type { ExportResult } from '../model/types.js';
+import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { fsyncDir, publishNoClobber, removeQuietly, tempPathFor } from '../store/atomic.js';
 import type { BundleFile } from '../store/catalog.js';
 import { siblingPathOf } from '../store/paths.js';
@@ -22,10 +29,27 @@ import { readSibling, writeSibling } from '../store/sibling.js';
 import { copyFileHashed } from '../util/hash.js';
 import { problemsError, refused, verifyBundleFile } from '../verify/verify.js';
 import type { ExportOptions } from './interface.js';
+import { repackBundle } from './repack.js';
 
-export interface ExportBundleOptions extends Omit<ExportOptions, 'decryptIdentity' | 'trust'> {
+export interface ExportBundleOptions extends Omit<ExportOptions, 'decryptIdentity' | 'trust' | 'redact'> {
   identities?: readonly Identity[];
   trust?: TrustPolicy;
+  /** Redact a plaintext copy that is not redacted yet (resolved by the caller). */
+  redact: boolean;
+  policy: RedactionPolicy;
+  /** The key a re-packed copy is signed with (read only when a copy is re-packed). */
+  signingKey: () => SigningKey | undefined;
+  zstd: CompressOptions;
+}
+
+/**
+ * What the export does with the bundle, decided before anything is written: copy it as it is, or
+ * re-pack it (decrypted, when it is encrypted; redacted here, when `redactHere`).
+ */
+export interface Plan {
+  copy: ExportResult['copy'];
+  repack: boolean;
+  redactHere: boolean;
 }
 
 const exists = (p: string): Promise<boolean> =>
@@ -39,11 +63,11 @@ const exists = (p: string): Promise<boolean> =>
  * existing directory, else `target` itself. The directory must exist: export never creates one (a
  * mistyped path would otherwise become a tree of directories and a file named like the last one).
  */
-async function destinationFor(file: BundleFile, target: string): Promise<string> {
+async function destinationFor(name: string, target: string): Promise<string> {
   const t = resolve(target);
   const intoDir = target.endsWith('/') || target.endsWith(sep);
   const s = await stat(t).catch(() => undefined);
-  if (s?.isDirectory()) return join(t, file.name);
+  if (s?.isDirectory()) return join(t, name);
   const dir = intoDir ? t : dirname(t);
   const d = intoDir ? s : await stat(dir).catch(() => undefined);
   if (!d)
@@ -54,12 +78,34 @@ async function destinationFor(file: BundleFile, target: string): Promise<string>
   return t;
 }
 
+/** What an export (or download) of `file` does; decided from the head of the bundle. */
+export async function planExport(
+  file: BundleFile,
+  opts: Pick<ExportBundleOptions, 'redact' | 'decrypt' | 'identities'>,
+): Promise<Plan> {
+  if (file.encrypted) {
+    if (!opts.decrypt) return { copy: 'encrypted', repack: false, redactHere: false };
+    if (!opts.identities?.length)
+      throw new InvalidInputError('a decrypted copy needs the identity (--decrypt-identity)');
+  }
+  const { parsed } = await readManifestOnly(file.path, file.encrypted ? opts.identities : undefined);
+  // Only a sealed (v2+) manifest's redaction report is believed: the copy's verify checks the seal.
+  const decrypt = file.encrypted;
+  if (parsed.manifest.redactions && parsed.layout >= 2)
+    return { copy: 'already_redacted', repack: decrypt, redactHere: false };
+  if (opts.redact) return { copy: 'redacted', repack: true, redactHere: true };
+  return { copy: 'exact', repack: decrypt, redactHere: false };
+}
+
 export async function exportBundle(
   file: BundleFile,
   target: string,
   opts: ExportBundleOptions,
 ): Promise<ExportResult> {
-  const dest = await destinationFor(file, target);
+  const plan = await planExport(file, opts);
+  // a decrypted copy is a plaintext bundle: `<id>.tar.zst`
+  const name = file.encrypted && plan.repack ? file.name.replace(/\.age$/i, '') : file.name;
+  const dest = await destinationFor(name, target);
   if (dest === resolve(file.path)) throw new InvalidInputError('export target is the bundle itself');
   const destSibling = siblingPathOf(dest);
   if (!opts.force) {
@@ -69,21 +115,47 @@ export async function exportBundle(
   const tmp = tempPathFor(dest);
   const tmpSibling = siblingPathOf(tmp);
   try {
-    const total = (await stat(file.path)).size;
-    const source = await readSibling(file.path);
-    const copied = await copyFileHashed(file.path, tmp, {
-      sync: true,
-      mode: 0o600,
-      onBytes: (n) => opts.onProgress?.({ phase: 'copy', bytes: n, total }),
-    });
-    if (source.status === 'ok' && source.sha256 !== copied.sha256) {
-      throw new ChecksumMismatchError(`${basename(file.path)} does not match its .sha256 sibling`);
+    let written: { size: number; sha256: string };
+    let redaction: ExportResult['redaction'];
+    if (plan.repack) {
+      const r = await repackBundle({
+        source: file.path,
+        dest: tmp,
+        ...(plan.redactHere ? { policy: opts.policy } : {}),
+        ...(opts.identities ? { identities: opts.identities } : {}),
+        ...(opts.trust ? { trust: opts.trust } : {}),
+        ...(opts.signingKey() ? { signingKey: opts.signingKey()! } : {}),
+        zstd: opts.zstd,
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      });
+      written = r;
+      const red = r.manifest.redactions;
+      if (plan.redactHere && red)
+        redaction = {
+          policy: red.policy,
+          rules_applied: red.rules_applied,
+          matches_redacted: red.matches_redacted,
+          ...(red.git_history ? { git_history: red.git_history } : {}),
+        };
+    } else {
+      const total = (await stat(file.path)).size;
+      const source = await readSibling(file.path);
+      written = await copyFileHashed(file.path, tmp, {
+        sync: true,
+        mode: 0o600,
+        onBytes: (n) => opts.onProgress?.({ phase: 'copy', bytes: n, total }),
+      });
+      if (source.status === 'ok' && source.sha256 !== written.sha256) {
+        throw new ChecksumMismatchError(`${basename(file.path)} does not match its .sha256 sibling`);
+      }
     }
-    await writeSibling(tmp, copied.sha256);
+    await writeSibling(tmp, written.sha256);
+    // A re-packed copy is a new bundle signed (or not) by this host: trust was required of its source.
+    const trust = plan.repack && opts.trust ? { ...opts.trust, required: false } : opts.trust;
     const report = await verifyBundleFile(tmp, {
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.identities ? { identities: opts.identities } : {}),
-      ...(opts.trust ? { trust: opts.trust } : {}),
+      ...(trust ? { trust } : {}),
     });
     if (refused(report)) {
       const first = report.problems[0];
@@ -108,12 +180,17 @@ export async function exportBundle(
         throw err;
       }
     }
+    const encrypted = file.encrypted && !plan.repack;
     return {
       path: dest,
       sibling_path: destSibling,
-      bundle_size_bytes: copied.size,
-      file_sha256: copied.sha256,
+      bundle_size_bytes: written.size,
+      file_sha256: written.sha256,
       verify: { ...report, bundle: dest },
+      copy: plan.copy,
+      encrypted,
+      redacted: plan.copy === 'redacted' || plan.copy === 'already_redacted',
+      ...(redaction ? { redaction } : {}),
     };
   } catch (err) {
     await removeQuietly(tmp);

@@ -30,7 +30,19 @@ export interface VerifyRequestOptions {
 export interface ExportOptions {
   force?: boolean;
   onProgress?: ProgressListener;
-  /** age identity file, so the exported copy of an encrypted bundle is verified fully before publishing. */
+  /**
+   * Redact what leaves the host: a plaintext bundle that is not redacted yet is re-packed with its
+   * secrets replaced (same snapshot id and metadata, fresh seals, signed again with the signing key).
+   * Default: the snapshotter's `redactExports` (true). `false` copies it exactly. An encrypted bundle
+   * copied encrypted is protected and copied as it is.
+   */
+  redact?: boolean;
+  /** Write a plaintext copy of an encrypted bundle (needs `decryptIdentity`); redacted unless `redact: false`. */
+  decrypt?: boolean;
+  /**
+   * age identity file: the exported copy of an encrypted bundle is verified fully before publishing
+   * (and `decrypt` opens it).
+   */
   decryptIdentity?: string;
   /**
    * Trusted public keys: the copy is published only if signed by one of them. Default: the

@@ -124,7 +124,7 @@ export interface LocalSnapshotterOptions {
   trustedKeys?: string[];
   /** Restore refuses bundles without a valid signature by a trusted key (needs trustedKeys). */
   requireSignature?: boolean;
-  /** Allowlist and excluded rules for snapshots that ask for redaction (docs/redaction.md). */
+  /** Allowlist and excluded rules for snapshots that ask for redaction and for exports (docs/redaction.md). */
   redaction?: RedactionOptions;
   /**
    * Where new snapshots go: `repository` (content-addressed, docs/repository.md), `bundles` (one
@@ -134,6 +134,12 @@ export interface LocalSnapshotterOptions {
   store?: StoreFormat;
   /** age identity file that opens an encrypted repository (snapshots into it need it too). */
   identityPath?: string;
+  /**
+   * What leaves the host is redacted unless asked otherwise: `export` (and the HTTP download) of a
+   * plaintext bundle that is not redacted re-packs it redacted. Default true (config
+   * `redact_secrets_default`); a request's `redact` overrides it.
+   */
+  redactExports?: boolean;
 }
 
 /** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
@@ -144,8 +150,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly resolver: PathResolver;
   readonly state: StateProvider;
   readonly lockTimeoutMs: number;
-  private readonly zstdLevel: number;
-  private readonly zstdWorkers: number;
+  readonly zstdLevel: number;
+  readonly zstdWorkers: number;
   private readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
   readonly observers: readonly OperationObserver[];
@@ -158,6 +164,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly repository: RepositoryStore;
   private readonly storeChoice: StoreFormat;
   private repositoryChosen: boolean | undefined;
+  readonly redactExports: boolean;
 
   constructor(opts: LocalSnapshotterOptions) {
     if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
@@ -175,6 +182,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.recipients = opts.recipients ?? [];
     for (const r of this.recipients) parseRecipient(r);
     this.redactionPolicy = compilePolicy(opts.redaction);
+    this.redactExports = opts.redactExports ?? true;
     this.observers = opts.observers ?? [];
     this.signingKeySource = opts.signingKey;
     this.trust = trustPolicy(opts.trustedKeys, opts.requireSignature === true);
@@ -828,9 +836,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<ExportResult> {
     const { file, reading } = await this.locateForReading(agentId, tenant, id);
     try {
-      const { decryptIdentity, trust, ...rest } = opts;
+      const { decryptIdentity, trust, redact, ...rest } = opts;
+      if (redact !== undefined && typeof redact !== 'boolean')
+        throw new InvalidInputError('redact must be a boolean');
       return await exportBundle(file, target, {
         ...rest,
+        redact: redact ?? this.redactExports,
+        policy: this.redactionPolicy,
+        signingKey: () => this.signingKey,
+        zstd: { level: this.zstdLevel, workers: this.zstdWorkers },
         ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
         ...(trust !== undefined
           ? { trust: trustPolicy(trust, trust.length > 0) }

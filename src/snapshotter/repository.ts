@@ -14,7 +14,7 @@ import { type Identity, loadIdentities, recipientFingerprint } from '../crypto/a
 import type { SigningKey } from '../crypto/sign.js';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
 import type { Manifest, RedactionReport } from '../format/manifest.js';
-import { checkSignature, signatureRefusal, type TrustPolicy } from '../format/signature.js';
+import { checkSealSignature, signatureRefusal, type TrustPolicy } from '../format/signature.js';
 import {
   asSnapshotError,
   ConcurrentError,
@@ -29,7 +29,12 @@ import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { type CheckOptions, type CheckReport, checkRepository } from '../repository/check.js';
 import type { PreviousHistory } from '../repository/git-history.js';
 import { lockRepository } from '../repository/locks.js';
-import { GIT_HISTORY_KIND, type RepoManifest, sealRepoManifest } from '../repository/manifest.js';
+import {
+  GIT_HISTORY_KIND,
+  REPO_MANIFEST_VERSION_SIGNED,
+  type RepoManifest,
+  sealRepoManifest,
+} from '../repository/manifest.js';
 import { type PruneOptions, type PruneReport, pruneRepository } from '../repository/prune.js';
 import { Repository } from '../repository/repository.js';
 import {
@@ -318,12 +323,11 @@ export class RepositoryStore {
     const problems = [...r.problems];
     let signature: VerifyReport['signature'];
     if (r.parsed) {
-      const parsed = {
-        manifest: r.parsed.manifest as unknown as Manifest,
-        raw: r.parsed.raw,
-        layout: 2 as const,
-      };
-      const check = checkSignature(parsed, trust?.keys ?? []);
+      const signed = r.parsed.manifest.manifest_version === REPO_MANIFEST_VERSION_SIGNED;
+      const check = checkSealSignature(
+        { manifest: r.parsed.manifest, raw: r.parsed.raw, signed },
+        trust?.keys ?? [],
+      );
       signature = { status: check.status, ...(check.key_id ? { key_id: check.key_id } : {}) };
       const refusal = signatureRefusal(check, trust ?? { keys: [], required: false });
       if (refusal) problems.push({ code: refusal.code, message: refusal.message });

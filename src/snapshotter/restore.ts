@@ -1,5 +1,6 @@
 // Owns orchestrating a restore (and its variants: dry run, import as another agent, undo): check the
-// bundle's signature (when one is required or present) and identity from its head → take the agent lock → finish any interrupted restore → verify and
+// bundle's signature (when one is required or present), identity and redaction (a redacted bundle is
+// restored in place only when allowed; a dry run lists its placeholders) from its head → take the agent lock → finish any interrupted restore → verify and
 // stage in one streaming pass beside the live paths → check every staged database and the rebuilt
 // repository → pre-restore snapshot, inside the same lock → host hook → write gate held: journal,
 // swap by renames, state replay, commit → host hook → clean up. Any failure before the commit point
@@ -12,8 +13,10 @@ import { join, resolve } from 'node:path';
 import { closeGate } from '../agent/write-gate.js';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
+import { parseStrictJson } from '../format/json.js';
 import type { Manifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
+import { manifestProblems } from '../format/rules.js';
 import { checkSignature, signatureRefusal, trustPolicy } from '../format/signature.js';
 import {
   asSnapshotError,
@@ -22,6 +25,7 @@ import {
   CrossTenantError,
   IoError,
   NotFoundError,
+  RedactedBundleError,
   RestoreRefusedError,
   SnapshotError,
 } from '../model/errors.js';
@@ -44,6 +48,7 @@ import {
   swapIn,
   writeJournal,
 } from '../restore/journal.js';
+import { findPlaceholders, placeholderArtifacts } from '../restore/placeholders.js';
 import { planDatabases, planMemdir } from '../restore/plan.js';
 import { buildMemdir, bundleHasMemdir, restorePaths, stagingSink } from '../restore/stage.js';
 import { SqliteWorker } from '../sqlite/worker.js';
@@ -54,13 +59,8 @@ import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
 
+/** Whether the bundle is this agent's (its ids were validated with the manifest's rules). */
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
-  try {
-    validateAgentId(m.agent_id);
-    validateTenant(m.tenant);
-  } catch (err) {
-    throw new BundleDamagedError(`manifest identity is invalid: ${(err as Error).message}`);
-  }
   if (importing) return;
   if (m.agent_id !== agentId) {
     throw new RestoreRefusedError(
@@ -79,11 +79,11 @@ async function readStateValues(work: string, m: Manifest): Promise<Map<string, u
   const out = new Map<string, unknown>();
   for (const key of STATE_KEYS) {
     if (!m.artifacts.some((a) => a.path_in_bundle === statePath(key))) continue;
-    const text = await readFile(join(work, statePath(key)), 'utf8');
+    const bytes = await readFile(join(work, statePath(key)));
     try {
-      out.set(key, JSON.parse(text));
-    } catch {
-      throw new BundleDamagedError(`${statePath(key)} is not valid JSON`);
+      out.set(key, parseStrictJson(bytes));
+    } catch (err) {
+      throw new BundleDamagedError(`${statePath(key)} is not valid JSON: ${(err as Error).message}`);
     }
   }
   return out;
@@ -179,10 +179,14 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
   const signature = checkSignature(head.parsed, trust.keys);
   const refusal = signatureRefusal(signature, trust);
   if (refusal) throw refusal;
+  // Every rule on the manifest that verify applies, before the lock: identity, layout, git block.
+  const problems = manifestProblems(head.parsed);
+  if (problems.length > 0) throw problemsError(problems);
   checkIdentity(head.parsed.manifest, agentId, tenant, req.import !== undefined);
+  checkRedaction(head.parsed.manifest, req);
   try {
     const report = await (req.dryRun
-      ? dryRun(s, req, agentId, tenant, bundle, identities)
+      ? dryRun(s, req, agentId, tenant, bundle, identities, head.parsed.manifest)
       : restoreLocked(s, req, agentId, tenant, bundle, identities, head.parsed.raw));
     return {
       ...report,
@@ -193,6 +197,23 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
   }
 }
 
+/**
+ * A redacted bundle restored in place would write its placeholders over the live agent's secrets:
+ * refused unless the request allows it. Dry runs (which list where) and imports (a new agent, nothing
+ * live replaced) never need it; a bundle whose redaction replaced nothing is an exact copy.
+ */
+function checkRedaction(m: Manifest, req: RestoreRequest): void {
+  const red = m.redactions;
+  if (!red || red.matches_redacted === 0 || req.dryRun || req.import || req.allowRedacted === true) return;
+  throw new RedactedBundleError(
+    `snapshot ${m.snapshot_id} is redacted: ${red.matches_redacted} secret(s) were replaced by placeholders ` +
+      `(${red.rules_applied.join(', ')}${red.git_history === 'rewritten' ? '; its git history was rewritten' : ''}), ` +
+      'and restoring it would write them over the live values; restore an exact snapshot, or pass ' +
+      '--allow-redacted (library: allowRedacted) to restore it anyway (restore --dry-run lists where)',
+    { matches_redacted: red.matches_redacted, rules_applied: red.rules_applied },
+  );
+}
+
 async function dryRun(
   s: LocalSnapshotter,
   req: RestoreRequest,
@@ -200,15 +221,20 @@ async function dryRun(
   tenant: string,
   bundle: string,
   identities: Identity[] | undefined,
+  headManifest: Manifest,
 ): Promise<RestoreReport> {
   const tmp = await mkdtemp(join(tmpdir(), 'nexo-dry-run-'));
   try {
+    // the memory files the redaction touched are read too, to say where their placeholders are
+    const touched = placeholderArtifacts(headManifest);
     const v = await verifyBundle(bundle, {
       ...(req.onProgress ? { onProgress: req.onProgress } : {}),
       ...(identities ? { identities } : {}),
       sink: {
         target: (a) =>
-          a.kind.startsWith('sqlite_') || a.kind.startsWith('state_')
+          a.kind.startsWith('sqlite_') ||
+          a.kind.startsWith('state_') ||
+          (a.kind === 'memory_file' && touched.has(a.path_in_bundle))
             ? join(tmp, a.path_in_bundle)
             : undefined,
       },
@@ -216,6 +242,11 @@ async function dryRun(
     if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
     const m = v.manifest.manifest;
     const report = baseReport(m, agentId, tenant, bundle, true);
+    if (touched.size > 0) {
+      const found = await findPlaceholders(m, v.written);
+      report.placeholders = found.list;
+      report.placeholders_total = found.total;
+    }
     if (v.report.sibling !== 'ok')
       report.warnings.push(
         `sibling .sha256 ${v.report.sibling}: the bundle file as a whole was not checked against it`,

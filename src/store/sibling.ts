@@ -1,5 +1,6 @@
 // Owns the `.sha256` sibling of a bundle: written atomically as 64 bare lowercase hex characters (the
-// original's format); read leniently (whitespace, uppercase, and `sha256sum` "<hex>  <name>" lines).
+// original's format); read leniently (ASCII whitespace around it, uppercase, and the `sha256sum` forms
+// "<hex>  <name>" and "<hex> *<name>": the first token is the digest).
 
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic.js';
@@ -18,7 +19,13 @@ export async function readSibling(bundlePath: string): Promise<SiblingRead> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { status: 'missing' };
     return { status: 'unreadable', reason: (err as Error).message };
   }
-  const first = text.trim().split(/\s+/)[0]?.toLowerCase() ?? '';
+  // ASCII whitespace only (docs/format.md §1): the first token is the digest, the rest (a sha256sum
+  // file name) is ignored.
+  const first =
+    text
+      .replace(/^[\t\n\v\f\r ]+/, '')
+      .split(/[\t\n\v\f\r ]/)[0]
+      ?.toLowerCase() ?? '';
   if (!/^[0-9a-f]{64}$/.test(first)) return { status: 'unreadable', reason: 'not a SHA-256 hex digest' };
   return { status: 'ok', sha256: first };
 }

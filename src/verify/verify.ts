@@ -1,8 +1,11 @@
-// Owns verifying a bundle file, streaming and in constant memory: the sibling against the file's bytes,
-// the seals, the signature (against trusted keys, when given), the schema gate, every entry's type, path and size against the manifest's layout, every
-// artifact's SHA-256, the decompressed-size bound, and with `deep` PRAGMA integrity_check on every
-// database and `git bundle verify` (v1: git fsck of the quarantined history). Content problems become report entries with stable
-// codes; only I/O errors on the path itself are thrown.
+// Owns verifying a bundle file, streaming and in constant memory, by every rule restore applies before
+// it writes: the sibling against the file's bytes, the seals, the signature (against trusted keys, when
+// given), the version gate, the manifest's rules (format/rules.ts: layout, order, identity, git block),
+// every entry's type, path, order and size, every artifact's SHA-256, the decompressed-size bound, the
+// state values as strict JSON, and a v2 git bundle's header and pack (git-stream.ts, beside the
+// stream). With `deep`: PRAGMA integrity_check on every database (restore runs it too) and, for v1's
+// raw `.git` files, git fsck of the quarantined history. Content problems become report entries with stable codes; only I/O errors
+// on the path itself are thrown.
 
 import { createHash } from 'node:crypto';
 import { closeSync, constants, mkdirSync, openSync, writeSync } from 'node:fs';
@@ -10,11 +13,12 @@ import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { type Identity, readAgeHeader } from '../crypto/age.js';
-import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, sqlitePath } from '../format/constants.js';
+import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MAX_MANIFEST_BYTES, sqlitePath } from '../format/constants.js';
+import { parseStrictJson } from '../format/json.js';
 import { type Artifact, digestSeal, manifestSeal, type ParsedManifest } from '../format/manifest.js';
-import { BundleReader, manifestLayoutProblems } from '../format/reader.js';
+import { BundleReader } from '../format/reader.js';
+import { manifestProblems } from '../format/rules.js';
 import { checkSignature, signatureRefusal, type TrustPolicy } from '../format/signature.js';
-import { verifyBundle as gitVerifyBundle } from '../git/git.js';
 import { fsckV1, isV1GitData } from '../git/quarantine.js';
 import {
   BundleDamagedError,
@@ -37,6 +41,7 @@ import { SqliteWorker } from '../sqlite/worker.js';
 import { readSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { sha256File } from '../util/hash.js';
+import { GitStreamCheck } from './git-stream.js';
 
 /**
  * Where verified artifacts are written while they stream (restore staging, dry runs, deep checks).
@@ -195,15 +200,20 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
     report.file_sha256 = fileSha;
     settleSibling(report, sibling, fileSha);
     if (opts.deep && reader && report.problems.length === 0)
-      report.deep = await deepChecks(written, reader.manifest.layout);
+      report.deep = await deepChecks(written, reader.manifest);
   } finally {
     reader?.close();
     if (deepDir) await rm(deepDir, { recursive: true, force: true });
   }
   if (!opts.deep) {
+    const v1Git =
+      reader?.manifest.layout === 1 &&
+      reader.manifest.manifest.artifacts.some((a) => a.kind === 'git_bundle');
     report.not_checked.push({
       check: 'deep',
-      reason: 'SQLite integrity_check and git bundle verify run with --deep',
+      reason: v1Git
+        ? "SQLite PRAGMA integrity_check and git fsck of the v1 bundle's raw .git files run with --deep (restore runs both)"
+        : 'SQLite PRAGMA integrity_check runs with --deep (restore runs it)',
     });
   } else if (!report.deep) {
     report.not_checked.push({ check: 'deep', reason: 'skipped because the bundle is damaged' });
@@ -339,14 +349,20 @@ async function checkEntries(
   report.manifest_ok = digestOk && sealOk;
 
   let layoutOk = true;
-  for (const p of manifestLayoutProblems(reader.manifest)) {
-    layoutOk = false;
-    report.problems.push({ code: 'UNSAFE_ENTRY', message: `manifest: ${p.message}`, path: p.path });
+  for (const p of manifestProblems(reader.manifest)) {
+    if (p.layout) layoutOk = false;
+    else report.manifest_ok = false;
+    report.problems.push({
+      code: p.code,
+      message: p.message.startsWith('manifest') ? p.message : `manifest: ${p.message}`,
+      ...(p.path !== undefined ? { path: p.path } : {}),
+    });
   }
 
   let artifactsOk = true;
   const verified = new Set<string>();
   const madeDirs = new Set<string>();
+  let gitCheck: { check: GitStreamCheck; path: string } | undefined;
   try {
     for await (const e of reader.entries()) {
       if (e.problem) {
@@ -358,19 +374,31 @@ async function checkEntries(
       const a = e.artifact!;
       const target = sink?.target(a, layout);
       const hash = createHash('sha256');
+      // What restore reads besides the bytes: state values are parsed, the git bundle is rebuilt.
+      const isState = a.kind.startsWith('state_');
+      const git = layout === 2 && a.kind === 'git_bundle' ? new GitStreamCheck(m.git) : undefined;
+      if (git) gitCheck = { check: git, path: a.path_in_bundle };
+      let body: AsyncIterable<Buffer> = e.body();
+      if (git) body = tee(body, (chunk) => git.write(chunk));
+      if (isState && e.size > MAX_MANIFEST_BYTES) {
+        artifactsOk = false;
+        report.problems.push({
+          code: 'BUNDLE_DAMAGED',
+          message: `state value of ${e.size} bytes exceeds ${MAX_MANIFEST_BYTES}`,
+          path: a.path_in_bundle,
+        });
+        continue;
+      }
+      let small: Buffer | undefined;
       if (target) {
         try {
           if (e.size <= SMALL_ENTRY) {
             // Small entries (thousands of memory files): one synchronous write each, ~20× cheaper.
-            const parts: Buffer[] = [];
-            for await (const chunk of e.body()) {
-              hash.update(chunk);
-              parts.push(Buffer.from(chunk)); // chunks are reused by the reader: copy
-            }
+            small = await collect(body, hash);
             faultPoint('stage.write');
-            writeSmall(target, Buffer.concat(parts), madeDirs);
+            writeSmall(target, small, madeDirs);
           } else {
-            await writeLarge(target, e.body(), hash, madeDirs, sink?.sync === true);
+            await writeLarge(target, body, hash, madeDirs, sink?.sync === true);
           }
         } catch (err) {
           const code = (err as NodeJS.ErrnoException).code;
@@ -387,8 +415,10 @@ async function checkEntries(
           continue;
         }
         written.set(a.path_in_bundle, target);
+      } else if (isState) {
+        small = await collect(body, hash);
       } else {
-        for await (const chunk of e.body()) hash.update(chunk);
+        for await (const chunk of body) hash.update(chunk);
       }
       report.bytes_checked += e.size;
       if (hash.digest('hex') !== a.sha256) {
@@ -398,13 +428,34 @@ async function checkEntries(
           message: 'artifact SHA-256 does not match the manifest',
           path: a.path_in_bundle,
         });
-      } else {
-        verified.add(a.path_in_bundle);
-        report.artifacts_checked++;
+        continue;
       }
+      const stateProblem = isState ? stateValueProblem(small!) : undefined;
+      if (stateProblem) {
+        artifactsOk = false;
+        report.problems.push({ code: 'BUNDLE_DAMAGED', message: stateProblem, path: a.path_in_bundle });
+        continue;
+      }
+      verified.add(a.path_in_bundle);
+      report.artifacts_checked++;
     }
     report.size_ok = true;
+    if (gitCheck) {
+      const problem = await gitCheck.check.finish();
+      gitCheck = undefined;
+      if (problem !== undefined && verified.has(GIT_BUNDLE_PATH)) {
+        artifactsOk = false;
+        report.problems.push({
+          code: 'BUNDLE_DAMAGED',
+          message: `git bundle: ${problem}`,
+          path: GIT_BUNDLE_PATH,
+        });
+        verified.delete(GIT_BUNDLE_PATH);
+        report.artifacts_checked--;
+      }
+    }
   } catch (err) {
+    await gitCheck?.check.abort();
     if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw err;
     onStreamFailure();
     artifactsOk = false;
@@ -430,13 +481,43 @@ async function checkEntries(
   report.per_artifact_ok = artifactsOk;
 }
 
-/** The sink of a plain `verify --deep`: databases and git data into a temporary directory. */
+/** Passes `body` through, handing each chunk to `side` first (which may wait). */
+async function* tee(
+  body: AsyncIterable<Buffer>,
+  side: (chunk: Buffer) => Promise<void>,
+): AsyncGenerator<Buffer, void, undefined> {
+  for await (const chunk of body) {
+    await side(chunk);
+    yield chunk;
+  }
+}
+
+/** The whole body, hashed (chunks are reused by the reader: copied). */
+async function collect(body: AsyncIterable<Buffer>, hash: ReturnType<typeof createHash>): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of body) {
+    hash.update(chunk);
+    parts.push(Buffer.from(chunk));
+  }
+  return Buffer.concat(parts);
+}
+
+/** Why a state value cannot be restored (restore parses it with the same rules), or undefined. */
+function stateValueProblem(bytes: Buffer): string | undefined {
+  try {
+    parseStrictJson(bytes);
+    return undefined;
+  } catch (err) {
+    return `state value is not valid JSON: ${(err as Error).message}`;
+  }
+}
+
+/** The sink of a plain `verify --deep`: databases and v1 raw git files into a temporary directory. */
 function deepSink(dir: string): EntrySink {
   return {
     target(a, layout) {
       const p = a.path_in_bundle;
       if (p.startsWith('sqlite/')) return join(dir, p);
-      if (layout === 2 && p === GIT_BUNDLE_PATH) return join(dir, p);
       // v1: only object and ref data is written, and checked in quarantine (git/quarantine.ts)
       if (layout === 1 && p.startsWith(GIT_V1_PREFIX) && isV1GitData(p.slice(GIT_V1_PREFIX.length)))
         return join(dir, 'v1-git', p.slice(GIT_V1_PREFIX.length));
@@ -489,8 +570,11 @@ async function writeLarge(
   }
 }
 
-/** integrity_check of every written database; git bundle verify (v2) or git fsck (v1) of the history. */
-async function deepChecks(written: Map<string, string>, layout: 1 | 2): Promise<DeepReport> {
+/**
+ * integrity_check of every written database; the git history: v2's git bundle was checked while it
+ * streamed (index-pack), v1's raw `.git` files get `git fsck`.
+ */
+async function deepChecks(written: Map<string, string>, parsed: ParsedManifest): Promise<DeepReport> {
   const deep: DeepReport = { sqlite_integrity: {} };
   const worker = new SqliteWorker();
   try {
@@ -501,9 +585,8 @@ async function deepChecks(written: Map<string, string>, layout: 1 | 2): Promise<
   } finally {
     await worker.close();
   }
-  if (layout === 2) {
-    const b = written.get(GIT_BUNDLE_PATH);
-    if (b) deep.git = await gitVerifyBundle(b);
+  if (parsed.layout === 2) {
+    if (parsed.manifest.artifacts.some((a) => a.path_in_bundle === GIT_BUNDLE_PATH)) deep.git = 'ok';
   } else {
     const head = [...written].find(([p]) => p === `${GIT_V1_PREFIX}HEAD`)?.[1];
     if (head) deep.git = await fsckV1(dirname(head));

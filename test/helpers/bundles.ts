@@ -102,7 +102,10 @@ export interface ArtifactSpec {
   data: Buffer | string;
 }
 
-/** A manifest object for `artifacts` (v2 by default), sealed like the real writer seals it. */
+/**
+ * A manifest object for `artifacts` (v2 by default: no repository, a memdir block when there are memory
+ * files), sealed like the real writer seals it. The artifacts must be given in the format's order.
+ */
 export function manifestFor(
   artifacts: ArtifactSpec[],
   overrides: Record<string, unknown> = {},
@@ -129,8 +132,15 @@ export function manifestFor(
     },
     artifacts: list,
     tool_versions: { nexo_version: '0.1.0', git2: '0.19', sqlx: '0.8' },
-    ...overrides,
   };
+  if (version === 2) {
+    // what v2 requires besides: the repository state, and the memdir block when there are memory files
+    Object.assign(m.git as object, { repository: 'absent', detached: false });
+    const files = list.filter((a) => a.kind === 'memory_file');
+    if (files.length > 0)
+      m.memdir = { files: files.length, bytes: files.reduce((n, a) => n + a.size_bytes, 0), skipped: [] };
+  }
+  Object.assign(m, overrides);
   m.bundle_sha256 = digestSeal(m.artifacts as Array<{ sha256: string }>);
   if (version === 2) m.manifest_seal = manifestSeal(m);
   return m;
@@ -182,4 +192,57 @@ export async function readEntries(
 /** Repacks edited entries of a real bundle. */
 export function repack(entries: Array<{ path: string; data: Buffer; type?: string }>): Buffer {
   return zstd(tarOf(entries.map((e) => ({ path: e.path, data: e.data, type: e.type ?? '0' }))));
+}
+
+export type Entries = Array<{ path: string; data: Buffer; type?: string }>;
+
+/**
+ * A bundle forged from the entries of a real one, as an attacker who recomputes every hash would:
+ * `edit` changes the manifest object and the entries; then each artifact's size and SHA-256 are taken
+ * from its entry, and (unless told otherwise) the digest seal and the manifest seal are recomputed.
+ * `text` may rewrite the manifest's JSON text at the end (for what JSON.stringify cannot write).
+ */
+export function forgeBundle(
+  entries: Entries,
+  edit: (m: Record<string, unknown>, entries: Entries) => void,
+  opts: { reseal?: boolean; text?: (json: string) => string } = {},
+): Buffer {
+  const m = JSON.parse(entries[0]!.data.toString()) as Record<string, unknown>;
+  const rest = entries.slice(1).map((e) => ({ ...e }));
+  edit(m, rest);
+  const byPath = new Map(rest.map((e) => [e.path, e.data]));
+  for (const a of m.artifacts as Array<{ path_in_bundle: string; size_bytes: number; sha256: string }>) {
+    const data = byPath.get(a.path_in_bundle);
+    if (!data) continue;
+    a.size_bytes = data.length;
+    a.sha256 = sha(data);
+  }
+  if (opts.reseal !== false) {
+    m.bundle_sha256 = digestSeal(m.artifacts as Array<{ sha256: string }>);
+    if ('manifest_seal' in m) m.manifest_seal = manifestSeal(m);
+  }
+  let json = JSON.stringify(m, null, 2);
+  if (opts.text) json = opts.text(json);
+  return repack([{ path: 'manifest.json', data: Buffer.from(json) }, ...rest]);
+}
+
+/** The byte offset where the pack starts in a git bundle (after the blank line ending the header). */
+export function packOffset(gitBundle: Buffer): number {
+  const end = gitBundle.indexOf('\n\n');
+  if (end === -1) throw new Error('not a git bundle');
+  return end + 2;
+}
+
+/** A PAX extended header entry ('x') carrying `records` in order (duplicates allowed: tests need them). */
+export function paxEntry(records: Array<[string, string]>): RawEntry {
+  const text = records
+    .map(([k, v]) => {
+      const body = ` ${k}=${v}\n`;
+      let len = Buffer.byteLength(body) + 1;
+      while (String(len).length + Buffer.byteLength(body) !== len)
+        len = String(len).length + Buffer.byteLength(body);
+      return `${len}${body}`;
+    })
+    .join('');
+  return { path: 'PaxHeader/x', type: 'x', data: text };
 }

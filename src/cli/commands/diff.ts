@@ -22,6 +22,7 @@ export function diffCommand() {
     .addOption(agentOption())
     .addOption(tenantOption())
     .option('--detail', 'unified diffs of text files, sample rows per table, state values')
+    .option('--show-secrets', 'show values as stored, secrets included (default: redacted)')
     .addOption(identityOption())
     .addOption(stateRootOption())
     .addOption(memdirRootOption())
@@ -34,7 +35,11 @@ export function diffCommand() {
 Examples:
   nexo-memory diff --agent ana 0190c3a2 0190c3b7
   nexo-memory diff --agent ana 0190c3a2 live --detail
-  nexo-memory diff --agent ana <a> <b> --json`,
+  nexo-memory diff --agent ana <a> <b> --json
+
+Values shown (patches, rows, state) are redacted by the redaction rules unless --show-secrets; a
+difference that is only a placeholder on one side for a secret on the other is listed as redacted,
+not counted as a change.`,
     )
     .action(async (a, b, opts) => {
       await runCommand(opts, async () => {
@@ -45,6 +50,7 @@ Examples:
           a,
           b,
           detail: opts.detail === true,
+          showSecrets: opts.showSecrets === true,
           ...(identity ? { decryptIdentity: identity } : {}),
         });
         if (opts.json) printJson(d);

@@ -1,4 +1,5 @@
-// `nexo-memory export`: copy one bundle and its sibling out of the store, verified.
+// `nexo-memory export`: copy one bundle and its sibling out of the store, verified; what leaves the
+// host is redacted unless asked otherwise.
 
 import { Command } from '@commander-js/extra-typings';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
@@ -16,7 +17,9 @@ import {
 
 export function exportCommand() {
   return new Command('export')
-    .description('copy a snapshot bundle and its .sha256 sibling to a path; the copy is verified')
+    .description(
+      'copy a snapshot bundle and its .sha256 sibling to a path, redacted unless --no-redact; the copy is verified',
+    )
     .addOption(agentOption())
     .addOption(tenantOption())
     .addOption(stateRootOption())
@@ -27,6 +30,9 @@ export function exportCommand() {
       'target file, or a directory (ending in / or existing) to write <id>.tar.zst into; never created',
     )
     .option('--force', 'overwrite an existing target')
+    .option('--redact', 'redact secrets from the copy (the default, config redact_secrets_default)')
+    .option('--no-redact', 'an exact copy, secrets included')
+    .option('--decrypt', 'write a plaintext copy of an encrypted bundle (needs --decrypt-identity)')
     .addOption(identityOption())
     .addOption(trustOption())
     .addOption(jsonOption())
@@ -34,11 +40,16 @@ export function exportCommand() {
     .addHelpText(
       'after',
       `
-An encrypted bundle's copy is verified fully only with --decrypt-identity (otherwise only its bytes
-against the sibling); with --trust the copy is published only if signed by a trusted key.
+What leaves the host is redacted: a plaintext snapshot that is not redacted is re-packed with its
+secrets replaced by [REDACTED:<rule>] (same snapshot id, a redactions report, fresh seals, signed with
+the configured signing key); --no-redact copies it exactly. An encrypted bundle is protected and is
+copied as it is; --decrypt --decrypt-identity FILE writes a plaintext copy instead, redacted unless
+--no-redact. An encrypted copy is verified fully only with --decrypt-identity (otherwise only its bytes
+against the sibling); with --trust the snapshot must be signed by a trusted key.
 
 Examples:
   nexo-memory export --agent ana --id 0190c3a2 --to /backups/
+  nexo-memory export --agent ana --id 0190c3a2 --to /backups/ --no-redact   # exact copy, secrets included
   nexo-memory export --agent ana --id 0190c3a2 --to /backups/ --decrypt-identity ~/.nexo/age.txt
   nexo-memory export --agent ana --id 0190c3a2-… --to ana.tar.zst --force --trust nexo-sign-pub1…`,
     )
@@ -46,6 +57,8 @@ Examples:
       await runCommand(opts, async (progress) => {
         const r = await snapshotterFrom(opts).export(opts.agent, opts.tenant, opts.id, opts.to, {
           force: opts.force === true,
+          ...(opts.redact !== undefined ? { redact: opts.redact } : {}),
+          ...(opts.decrypt ? { decrypt: true } : {}),
           ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
           ...(opts.trust?.length ? { trust: opts.trust } : {}),
           onProgress: progress.listener,

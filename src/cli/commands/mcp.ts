@@ -4,7 +4,7 @@
 // status 0.
 
 import { Command } from '@commander-js/extra-typings';
-import { toolRedactDefault } from '../../config/runtime.js';
+import { snapshotRedactDefault } from '../../config/runtime.js';
 import { createAgentToolServer } from '../../mcp/server.js';
 import { stdioTransport } from '../../mcp/transport.js';
 import { validateAgentId, validateTenant } from '../../model/ids.js';
@@ -50,7 +50,7 @@ Example (an MCP client's server entry):
           agentId,
           tenant,
           tracker,
-          redactDefault: toolRedactDefault(cfg),
+          redactDefault: snapshotRedactDefault(cfg),
           ...(identityPath ? { identityPath } : {}),
         });
         const transport = stdioTransport((m) => process.stderr.write(`warning: ${m}\n`));

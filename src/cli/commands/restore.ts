@@ -35,7 +35,12 @@ const fromOption = () => new Option('--from <bundle>', 'path of the bundle to re
 const noPreOption = () =>
   new Option('--no-auto-pre-snapshot', 'do not take the automatic pre-restore snapshot');
 type RestoreFlags = StoreFlags &
-  OutputFlags & { autoPreSnapshot?: boolean; decryptIdentity?: string; trust?: string[] };
+  OutputFlags & {
+    autoPreSnapshot?: boolean;
+    decryptIdentity?: string;
+    trust?: string[];
+    allowRedacted?: boolean;
+  };
 
 /** restore and import alike: the flags every restore takes, the run, and its report. */
 async function restoreAndPrint(
@@ -50,6 +55,7 @@ async function restoreAndPrint(
     autoPreSnapshot: autoPreSnapshotFrom(opts),
     ...(identity ? { decryptIdentity: identity } : {}),
     ...(opts.trust?.length ? { trust: opts.trust, requireSignature: true } : {}),
+    ...(opts.allowRedacted ? { allowRedacted: true } : {}),
     onProgress: progress.listener,
   });
   progress.done();
@@ -68,6 +74,10 @@ export function restoreCommand() {
     .addOption(tenantOption())
     .option('--dry-run', 'report what would change, change nothing')
     .option('--undo', "restore the agent's latest pre-restore snapshot (undo the last restore)")
+    .option(
+      '--allow-redacted',
+      'restore a redacted bundle although its placeholders replace the live secrets',
+    )
     .addOption(noPreOption())
     .addOption(identityOption())
     .addOption(trustOption())
@@ -82,7 +92,8 @@ export function restoreCommand() {
       `
 Requires NEXO_MEMORY_RESTORE_ALLOW=true (1, true, yes or on). With --trust (or the config's
 signing.require_signature) a bundle without a valid signature by a trusted key is refused (exit 2)
-before anything is written.
+before anything is written. A redacted bundle (secrets replaced by [REDACTED:<rule>]) is refused
+(exit 6, REDACTED_BUNDLE) unless --allow-redacted: --dry-run lists where its placeholders would land.
 
 Examples:
   nexo-memory restore --agent ana --from state/tenants/default/snapshots/ana/<id>.tar.zst --dry-run

@@ -7,7 +7,7 @@ import { CONFIG_DEFAULTS, type SnapshotConfig } from '../../config/config.js';
 import {
   retentionWorkerOptionsFromConfig,
   scheduleFromConfig,
-  toolRedactDefault,
+  snapshotRedactDefault,
 } from '../../config/runtime.js';
 import { ConfigError } from '../../model/errors.js';
 import { Daemon } from '../../server/daemon.js';
@@ -85,7 +85,7 @@ Examples:
           ...(token ? { token } : {}),
           allowRestore: cfg.server?.allow_restore ?? CONFIG_DEFAULTS.server.allow_restore,
           readOnly: !enabled,
-          redactDefault: toolRedactDefault(cfg),
+          redactDefault: snapshotRedactDefault(cfg),
           ...(cfg.encryption?.identity_path ? { identityPath: cfg.encryption.identity_path } : {}),
           schedule: scheduleFrom(cfg),
           ...(enabled ? { retention: retentionWorkerOptionsFromConfig(cfg) } : {}),

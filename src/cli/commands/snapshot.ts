@@ -1,6 +1,7 @@
 // `nexo-memory snapshot`: capture one agent into a new bundle.
 
 import { Command } from '@commander-js/extra-typings';
+import { snapshotRedactDefault } from '../../config/runtime.js';
 import { loadFlagsConfig, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatSnapshot } from '../format.js';
 import {
@@ -32,8 +33,8 @@ export function snapshotCommand() {
     .addOption(encryptOption())
     .addOption(signOption())
     .option('--label <text>', 'free-text label (at most 200 characters)')
-    .option('--redact', 'redact secrets from everything the bundle ships (the default)')
-    .option('--no-redact', 'ship an exact copy, secrets included (config: redaction.enabled: false)')
+    .option('--redact', 'redact secrets from everything the bundle ships (default: an exact copy)')
+    .option('--no-redact', 'an exact copy, secrets included (the default unless redaction.enabled: true)')
     .addOption(jsonOption())
     .addOption(noProgressOption())
     .addHelpText(
@@ -41,7 +42,7 @@ export function snapshotCommand() {
       `
 Examples:
   nexo-memory snapshot --agent ana --label before-dream
-  nexo-memory snapshot --agent ana --no-redact        # exact copy, secrets included
+  nexo-memory snapshot --agent ana --redact           # secrets replaced by [REDACTED:<rule>]
   nexo-memory snapshot --agent ana --encrypt age1… --encrypt age1…
   nexo-memory snapshot --agent ana --sign /etc/nexo/sign.key
   nexo-memory snapshot --agent ana --state-root /var/lib/nexo/state --memdir-root /srv/agents --json`,
@@ -49,7 +50,8 @@ Examples:
     .action(async (opts) => {
       await runCommand(opts, async (progress) => {
         const s = snapshotterFrom(opts);
-        const redact = opts.redact ?? loadFlagsConfig(opts)?.snapshot.redaction?.enabled ?? true;
+        // exact unless asked: a snapshot stays on the host for rollback (export redacts what leaves it)
+        const redact = opts.redact ?? snapshotRedactDefault(loadFlagsConfig(opts)?.snapshot ?? {});
         const meta = await s.snapshot({
           agentId: opts.agent,
           tenant: opts.tenant,

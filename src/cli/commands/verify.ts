@@ -27,7 +27,10 @@ export function verifyCommand() {
     .addOption(new Option('--id <snapshot>', 'snapshot id (or a unique prefix) of --agent'))
     .addOption(tenantOption())
     .addOption(stateRootOption())
-    .option('--deep', 'also run PRAGMA integrity_check on every database and git bundle verify')
+    .option(
+      '--deep',
+      "also run PRAGMA integrity_check on every database (and git fsck of a v1 bundle's history)",
+    )
     .addOption(identityOption())
     .addOption(trustOption())
     .addOption(configOption())

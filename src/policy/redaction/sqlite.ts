@@ -1,10 +1,13 @@
-// Owns redacting one staged SQLite copy in place (never a live database): every TEXT value of every
-// ordinary table is scanned and rewritten where a rule fires, full-text indexes (FTS3/4/5) are rebuilt
-// from the redacted text, and freed cells and pages are zeroed as they are freed (secure_delete) so no old bytes of a
-// secret stay in the file. Triggers are dropped for the duration and recreated with their own SQL, so
-// redaction changes nothing but the secrets. BLOB values, contentless full-text indexes and other
-// virtual tables are not scanned and are reported as such. Synchronous: runs on a worker thread.
+// Owns redacting one staged SQLite copy (never a live database): every TEXT value of every ordinary
+// table is scanned and rewritten where a rule fires, full-text indexes (FTS3/4/5) are rebuilt from the
+// redacted text, and a copy in which anything changed is then rebuilt into a fresh file (`VACUUM INTO`),
+// so the shipped file is written only from redacted rows and no old byte of a secret survives in it
+// (page splits leave stale bytes in unused page space that secure_delete does not zero). Triggers are
+// dropped for the duration and recreated with their own SQL, so redaction changes nothing but the
+// secrets. BLOB values, contentless full-text indexes and other virtual tables are not scanned and are
+// reported as such. Synchronous: runs on a worker thread.
 
+import { renameSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { addCounts, type RedactionPolicy, redactText } from './scan.js';
 
@@ -74,8 +77,10 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
     not_scanned: [],
   };
   const db = new Database(path, { fileMustExist: true });
+  const fresh = `${path}.rebuilt`;
+  let rebuilt = false;
+  let wal = false;
   try {
-    db.pragma('secure_delete = ON');
     const schema = db.prepare('SELECT type, name, tbl_name, sql FROM sqlite_master').all() as SchemaRow[];
     const tables = schema.filter((r) => r.type === 'table');
     const virtual = tables.filter((r) => r.sql && /^\s*CREATE\s+VIRTUAL\s+TABLE/i.test(r.sql));
@@ -205,9 +210,30 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
           out.not_scanned.push({ artifact, what: t.name, reason: 'query planner samples (binary records)' });
       for (const t of triggers) db.exec(t.sql!);
     })();
-    // secure_delete already zeroed every freed cell and page; the WAL is checkpointed and removed on close
+    if (out.matches > 0) {
+      // The redacted copy still holds old bytes wherever a page split or a freed cell left them
+      // (measured: secure_delete on both the capture and this connection still left secrets in index
+      // pages). A fresh file built from the redacted rows holds no byte the redacted rows do not.
+      wal = String(db.pragma('journal_mode', { simple: true })).toLowerCase() === 'wal';
+      rmSync(fresh, { force: true });
+      db.prepare('VACUUM INTO ?').run(fresh);
+      rebuilt = true;
+    }
   } finally {
-    db.close();
+    db.close(); // checkpoints and removes the copy's -wal and -shm
+  }
+  if (rebuilt) {
+    if (wal) {
+      // the captured copy's journal mode (the live database's) stays in the header, as capture set it
+      const f = new Database(fresh, { fileMustExist: true });
+      try {
+        f.pragma('journal_mode = WAL');
+      } finally {
+        f.close();
+      }
+    }
+    for (const extra of ['-wal', '-shm', '-journal']) rmSync(`${path}${extra}`, { force: true });
+    renameSync(fresh, path);
   }
   return out;
 }

@@ -1,0 +1,119 @@
+// Owns checking the pack of a git bundle while the bundle streams: the pack bytes are piped into
+// `git index-pack --stdin --check-self-contained-and-connected` in a scratch bare repository, which runs
+// beside the stream (on another core) and checks every object's id, every delta, the pack's trailer
+// (and that nothing follows it), and that every object a commit, tree or tag names is in the pack; then
+// every ref of the bundle's header must name an object of the pack (branches and HEAD a commit). The
+// scratch repository is always removed. git is spawned sanitized (spawnGit, runGit).
+
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GitError } from '../model/errors.js';
+import { type GitResult, runGit, spawnGit } from './git.js';
+
+const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
+
+/** Up to this much pack data may wait for git, so the stream moves on to the memory files meanwhile. */
+const MAX_QUEUED = 16 * 1024 * 1024;
+
+export class PackCheck {
+  private exited = false;
+
+  private constructor(
+    private readonly scratch: string,
+    private readonly child: ChildProcess,
+    private readonly result: Promise<GitResult>,
+  ) {
+    const exited = () => {
+      this.exited = true;
+    };
+    result.then(exited, exited);
+  }
+
+  /** A scratch repository of the bundle's object format, and index-pack waiting for the pack. */
+  static async start(objectFormat: 'sha1' | 'sha256'): Promise<PackCheck> {
+    const scratch = await mkdtemp(join(tmpdir(), 'nexo-pack-check-'));
+    try {
+      const init = await runGit(scratch, ['init', '-q', '--bare', `--object-format=${objectFormat}`, '.']);
+      if (init.code !== 0) throw new GitError(`git init of a scratch repository failed: ${init.stderr}`);
+      const child = spawnGit(
+        scratch,
+        ['index-pack', '--stdin', '--check-self-contained-and-connected'],
+        ['pipe', 'pipe', 'pipe'],
+      );
+      return new PackCheck(scratch, child, collect(child));
+    } catch (err) {
+      await rm(scratch, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Feeds pack bytes (copied: callers reuse their buffers); waits while git is far behind. */
+  async write(chunk: Buffer): Promise<void> {
+    const stdin = this.child.stdin!;
+    if (this.exited || chunk.length === 0) return;
+    stdin.write(Buffer.from(chunk));
+    if (stdin.writableLength > MAX_QUEUED)
+      await Promise.race([once(stdin, 'drain'), this.result]).catch(() => undefined);
+  }
+
+  /**
+   * Ends the pack and waits for git: undefined when the pack is sound and holds every ref of `refs`,
+   * otherwise why not.
+   */
+  async finish(refs: ReadonlyMap<string, string>): Promise<string | undefined> {
+    try {
+      this.child.stdin!.end();
+      const r = await this.result;
+      if (r.code !== 0) return `git index-pack refused the pack: ${lastLine(r.stderr) || `exit ${r.code}`}`;
+      // index-pack --stdin passes bytes after the pack's trailer through to its output (git fetch refuses them)
+      if (!/^pack\t[0-9a-f]+\n$/.test(r.stdout)) return 'data after the end of the pack';
+      const oids = [...new Set(refs.values())];
+      const batch = await runGit(this.scratch, ['cat-file', '--batch-check'], `${oids.join('\n')}\n`);
+      if (batch.code !== 0) return `git cat-file failed on the pack: ${lastLine(batch.stderr)}`;
+      const types = new Map<string, string>();
+      for (const line of batch.stdout.split('\n')) {
+        const [oid, type] = line.split(' ');
+        if (oid && type) types.set(oid, type);
+      }
+      for (const [name, oid] of refs) {
+        const type = types.get(oid);
+        if (type === undefined || type === 'missing')
+          return `the git bundle's ${name} names ${oid}, which its pack does not hold`;
+        if ((name === 'HEAD' || name.startsWith('refs/heads/')) && type !== 'commit')
+          return `the git bundle's ${name} names a ${type}, not a commit`;
+      }
+      return undefined;
+    } finally {
+      await rm(this.scratch, { recursive: true, force: true });
+    }
+  }
+
+  /** Stops git and removes the scratch repository (the stream failed before the pack ended). */
+  async abort(): Promise<void> {
+    this.child.stdin!.end(); // a truncated pack: git stops with an error
+    await this.result.catch(() => undefined);
+    await rm(this.scratch, { recursive: true, force: true });
+  }
+}
+
+/** Exit code and output of a spawned git; a spawn failure is a GitError. */
+function collect(child: ChildProcess): Promise<GitResult> {
+  return new Promise((resolvePromise, reject) => {
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdin!.on('error', () => {}); // EPIPE when git stops early: its exit code says why
+    child.stdout!.on('data', (c: Buffer) => out.push(c));
+    child.stderr!.on('data', (c: Buffer) => err.push(c));
+    child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
+    child.on('close', (code) =>
+      resolvePromise({
+        code: code ?? 128,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8').trim(),
+      }),
+    );
+  });
+}

@@ -1,0 +1,162 @@
+// Owns re-packing a bundle for what leaves the host: the bundle is streamed through verify into a
+// temporary staging (only verified bytes are used; an encrypted one is opened with the identity), the
+// redaction a snapshot would run goes over that staging (the history is rewritten from the bundle
+// itself), and a new plaintext bundle is written with the same snapshot id and metadata, the
+// redaction report, fresh seals, and a signature when a signing key is given. The staging is always
+// removed; on failure nothing is left at the destination.
+
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type CaptureResult, hashCapture, type StagedArtifact } from '../capture/capture.js';
+import type { Identity } from '../crypto/age.js';
+import type { SigningKey } from '../crypto/sign.js';
+import { BUNDLE_FORMAT, CURRENT_SCHEMA, GIT_BUNDLE_PATH, MANIFEST_VERSION } from '../format/constants.js';
+import { type Manifest, type ManifestDraft, sealManifest } from '../format/manifest.js';
+import { readManifestOnly } from '../format/reader.js';
+import type { TrustPolicy } from '../format/signature.js';
+import { packBundle } from '../format/writer.js';
+import type { CompressOptions } from '../format/zstd.js';
+import { RedactionError } from '../model/errors.js';
+import { DB_NAMES, type ProgressListener } from '../model/types.js';
+import { redactStaging } from '../policy/redaction/redact.js';
+import type { RedactionPolicy } from '../policy/redaction/scan.js';
+import { SqliteWorker } from '../sqlite/worker.js';
+import { toolVersions } from '../util/version.js';
+import { problemsError, refused, verifyBundle } from '../verify/verify.js';
+
+/** Memory files up to this size are held in memory while redacted (as capture does). */
+const IN_MEMORY_FILE_MAX = 1024 * 1024;
+const IN_MEMORY_TOTAL_MAX = 64 * 1024 * 1024;
+
+export interface RepackOptions {
+  source: string;
+  /** The file to write (must not exist): published whole or not at all. */
+  dest: string;
+  /** Redact with this policy; absent for a plaintext copy of the same content (a decrypted copy). */
+  policy?: RedactionPolicy;
+  /** Opens an encrypted source. */
+  identities?: readonly Identity[];
+  /** The source must satisfy this trust policy (its signature checked before anything is used). */
+  trust?: TrustPolicy;
+  /** Signs the new manifest; without it the copy is unsigned. */
+  signingKey?: SigningKey;
+  zstd: CompressOptions;
+  onProgress?: ProgressListener;
+}
+
+export interface Repacked {
+  manifest: Manifest;
+  size: number;
+  sha256: string;
+}
+
+/** Refuses what cannot be re-packed before anything is written: a v1 bundle (raw `.git` files). */
+export async function checkRepackable(source: string, identities?: readonly Identity[]): Promise<void> {
+  const { parsed } = await readManifestOnly(source, identities);
+  if (parsed.layout === 1)
+    throw new RedactionError(
+      'a v1 bundle (raw .git files) cannot be re-packed: its history cannot be redacted; export it with ' +
+        '--no-redact (an exact copy), or restore it and take a new snapshot',
+    );
+}
+
+export async function repackBundle(o: RepackOptions): Promise<Repacked> {
+  await checkRepackable(o.source, o.identities);
+  const staging = await mkdtemp(join(tmpdir(), 'nexo-repack-'));
+  const workers: SqliteWorker[] = [];
+  try {
+    const v = await verifyBundle(o.source, {
+      ...(o.identities ? { identities: o.identities } : {}),
+      ...(o.trust ? { trust: o.trust } : {}),
+      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+      sink: { target: (a) => join(staging, 'bundle', a.path_in_bundle) },
+    });
+    if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
+    const m = v.manifest.manifest;
+    const captured = await capturedFrom(m, v.written);
+    let redactions: Manifest['redactions'];
+    if (o.policy) {
+      o.onProgress?.({ phase: 'redact', bytes: 0 });
+      redactions = await redactStaging(o.policy, captured, staging);
+    }
+    workers.push(new SqliteWorker(), new SqliteWorker());
+    const artifacts = await hashCapture(captured, workers);
+    const draft: ManifestDraft = {
+      manifest_version: MANIFEST_VERSION,
+      bundle_format: BUNDLE_FORMAT,
+      snapshot_id: m.snapshot_id,
+      agent_id: m.agent_id,
+      tenant: m.tenant,
+      ...(m.label !== undefined ? { label: m.label } : {}),
+      created_at_ms: m.created_at_ms,
+      created_by: m.created_by,
+      schema_versions: { ...m.schema_versions, manifest: CURRENT_SCHEMA.manifest },
+      git: captured.git,
+      artifacts: artifacts.map((a) => ({
+        path_in_bundle: a.pathInBundle,
+        kind: a.kind,
+        size_bytes: a.size,
+        sha256: a.sha256,
+      })),
+      ...(captured.memdir ? { memdir: captured.memdir } : {}),
+      ...(m.databases ? { databases: m.databases } : {}),
+      ...(redactions ? { redactions } : m.redactions ? { redactions: m.redactions } : {}),
+      tool_versions: await toolVersions(),
+    };
+    const { manifest, bytes } = sealManifest(draft, o.signingKey);
+    const total = bytes.length + artifacts.reduce((s, a) => s + a.size, 0);
+    o.onProgress?.({ phase: 'pack', bytes: 0, total });
+    const packed = await packBundle({
+      finalPath: o.dest,
+      manifestBytes: bytes,
+      entries: artifacts.map((a) => ({
+        pathInBundle: a.pathInBundle,
+        size: a.size,
+        ...(a.data ? { data: a.data } : { sourcePath: a.stagedPath! }),
+      })),
+      mtimeSec: Math.floor(m.created_at_ms / 1000),
+      zstd: o.zstd,
+      onBytes: (n) => o.onProgress?.({ phase: 'pack', bytes: n, total }),
+    });
+    return { manifest, ...packed };
+  } finally {
+    await Promise.all(workers.map((w) => w.close()));
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+/** The staged bundle as a capture: what the redaction of a snapshot works on. */
+async function capturedFrom(m: Manifest, written: ReadonlyMap<string, string>): Promise<CaptureResult> {
+  const at = (p: string): string => {
+    const f = written.get(p);
+    if (!f) throw new RedactionError(`${p} was not staged`);
+    return f;
+  };
+  let inMemory = 0;
+  const staged = async (a: Manifest['artifacts'][number]): Promise<StagedArtifact> => {
+    const path = at(a.path_in_bundle);
+    const base = { pathInBundle: a.path_in_bundle, kind: a.kind, size: a.size_bytes, sha256: a.sha256 };
+    const small =
+      a.kind.startsWith('state_') ||
+      (a.size_bytes <= IN_MEMORY_FILE_MAX && inMemory + a.size_bytes <= IN_MEMORY_TOTAL_MAX);
+    if (!small) return { ...base, stagedPath: path };
+    inMemory += a.size_bytes;
+    return { ...base, data: await readFile(path) };
+  };
+  const databases = DB_NAMES.flatMap((db) => {
+    const a = m.artifacts.find((x) => x.kind === `sqlite_${db}`);
+    return a ? [{ db, stagedPath: at(a.path_in_bundle) }] : [];
+  });
+  const git = m.artifacts.find((x) => x.path_in_bundle === GIT_BUNDLE_PATH);
+  return {
+    databases,
+    databaseInfo: m.databases ?? {},
+    state: await Promise.all(m.artifacts.filter((a) => a.kind.startsWith('state_')).map(staged)),
+    ...(git ? { gitBundlePath: at(git.path_in_bundle) } : {}),
+    memory: await Promise.all(m.artifacts.filter((a) => a.kind === 'memory_file').map(staged)),
+    git: { ...m.git },
+    ...(m.memdir ? { memdir: { ...m.memdir, skipped: [...m.memdir.skipped] } } : {}),
+    found: true,
+  };
+}

@@ -1,0 +1,61 @@
+// Owns checking a v2 bundle's git history (`git/memdir.bundle`) while it streams through verify: the
+// git bundle's header (format/git-bundle.ts) against the manifest's HEAD, and its pack through
+// `git index-pack` in a scratch repository (git/pack-check.ts), which runs beside the rest of the stream.
+// The result is one problem message or undefined; restore can rebuild a repository from what passes.
+
+import { type ExpectedHead, GitBundleHeaderReader, headProblem } from '../format/git-bundle.js';
+import type { GitInfo } from '../format/manifest.js';
+import { PackCheck } from '../git/pack-check.js';
+
+export class GitStreamCheck {
+  private readonly reader = new GitBundleHeaderReader();
+  private pack: Promise<PackCheck> | undefined;
+  private problem: string | undefined;
+
+  constructor(private readonly git: GitInfo) {}
+
+  /** Feeds the next bytes of the git bundle, in order. */
+  async write(chunk: Buffer): Promise<void> {
+    if (this.problem !== undefined) return;
+    let packBytes: Buffer;
+    try {
+      packBytes = this.reader.push(chunk);
+    } catch (err) {
+      this.problem = (err as Error).message;
+      return;
+    }
+    const header = this.reader.header;
+    if (!header) return;
+    if (!this.pack) {
+      if (this.git.repository === 'present') {
+        this.problem = headProblem(header, this.git as ExpectedHead);
+        if (this.problem !== undefined) return;
+      }
+      this.pack = PackCheck.start(header.objectFormat);
+    }
+    await (await this.pack).write(packBytes);
+  }
+
+  /** After the last byte: why the git bundle cannot be restored, or undefined. */
+  async finish(): Promise<string | undefined> {
+    if (this.problem === undefined) {
+      try {
+        this.reader.end();
+      } catch (err) {
+        this.problem = (err as Error).message;
+      }
+    }
+    const pack = await this.pack;
+    if (!pack) return this.problem;
+    if (this.problem !== undefined) {
+      await pack.abort();
+      return this.problem;
+    }
+    return pack.finish(this.reader.header!.refs);
+  }
+
+  /** The stream failed: stop git and clean up. */
+  async abort(): Promise<void> {
+    await (await this.pack?.catch(() => undefined))?.abort();
+  }
+}
