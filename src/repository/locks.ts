@@ -1,7 +1,6 @@
 // Owns repository locks (docs/locking.md, "Repository locks"): lock objects in the backend, shared for
 // operations that add or read data (snapshot, import, restore, verify, check) and exclusive for prune.
-// A lock is written first and then checked against the others; when two conflict, the younger one
-// (later created_at_ms, then greater name) withdraws and retries, so both sides decide the same way.
+// A held lock blocks a newcomer; two lockers that raced both see each other after writing and withdraw.
 // Locks are refreshed while held; a lock not refreshed for STALE_MS, or of a dead process on this
 // host, is stale and ignored (and removed by the next exclusive locker).
 
@@ -57,12 +56,26 @@ async function readLocks(backend: Backend): Promise<Map<string, LockInfo>> {
   return out;
 }
 
-const older = (a: [string, LockInfo], b: [string, LockInfo]): boolean =>
-  a[1].created_at_ms < b[1].created_at_ms || (a[1].created_at_ms === b[1].created_at_ms && a[0] < b[0]);
+/** The first non-stale lock in `all` (other than `self`) that conflicts with a lock of this kind. */
+function conflicting(
+  all: Map<string, LockInfo>,
+  exclusive: boolean,
+  self?: string,
+): [string, LockInfo] | undefined {
+  for (const entry of all) {
+    const [name, l] = entry;
+    if (name === self || isStale(l)) continue;
+    if (exclusive || l.exclusive) return entry;
+  }
+  return undefined;
+}
 
 /**
- * Takes a repository lock, retrying for up to `timeoutMs` while a conflicting lock is held;
- * RepositoryLockedError (naming the holder) when it stays busy.
+ * Takes a repository lock, retrying with jittered backoff for up to `timeoutMs` while a conflicting
+ * lock is held; RepositoryLockedError (naming the holder) when it stays busy. restic's protocol: look
+ * first (a held lock blocks), write our lock, look again — a conflicting lock written meanwhile means
+ * two lockers raced, and ours is withdrawn before retrying (the other may withdraw too; the backoff's
+ * jitter separates the next attempts).
  */
 export async function lockRepository(
   backend: Backend,
@@ -73,36 +86,29 @@ export async function lockRepository(
   const deadline = Date.now() + timeoutMs;
   let delay = 50;
   for (;;) {
-    const name = randomBytes(32).toString('hex');
-    const now = Date.now();
-    const mine: LockInfo = {
-      exclusive,
-      operation,
-      host: hostname(),
-      pid: process.pid,
-      created_at_ms: now,
-      refreshed_at_ms: now,
-    };
-    await backend.save({ type: 'locks', name }, Buffer.from(JSON.stringify(mine)), { ifAbsent: true });
-    const all = await readLocks(backend);
-    all.set(name, mine);
-    let blocker: [string, LockInfo] | undefined;
-    for (const entry of all) {
-      const [other, l] = entry;
-      if (other === name || isStale(l)) continue;
-      if (!exclusive && !l.exclusive) continue;
-      if (older(entry, [name, mine])) {
-        blocker = entry;
-        break;
-      }
-    }
+    let blocker = conflicting(await readLocks(backend), exclusive);
     if (!blocker) {
-      if (exclusive)
-        for (const [other, l] of all)
-          if (other !== name && isStale(l)) await backend.remove({ type: 'locks', name: other });
-      return held(backend, name, mine);
+      const name = randomBytes(32).toString('hex');
+      const now = Date.now();
+      const mine: LockInfo = {
+        exclusive,
+        operation,
+        host: hostname(),
+        pid: process.pid,
+        created_at_ms: now,
+        refreshed_at_ms: now,
+      };
+      await backend.save({ type: 'locks', name }, Buffer.from(JSON.stringify(mine)), { ifAbsent: true });
+      const all = await readLocks(backend);
+      blocker = conflicting(all, exclusive, name);
+      if (!blocker) {
+        if (exclusive)
+          for (const [other, l] of all)
+            if (other !== name && isStale(l)) await backend.remove({ type: 'locks', name: other });
+        return held(backend, name, mine);
+      }
+      await backend.remove({ type: 'locks', name });
     }
-    await backend.remove({ type: 'locks', name });
     if (Date.now() >= deadline) {
       const b = blocker[1];
       throw new RepositoryLockedError(
