@@ -11,7 +11,7 @@ import { git } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { type Agent, runCli, sampleAgent } from './helpers/env.js';
 
-const repoEnv = { NEXO_MEMORY_STORE_FORMAT: '' };
+const repoEnv = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
 
 function repoAgent(
   t: Parameters<typeof sampleAgent>[0],
@@ -23,7 +23,7 @@ function repoAgent(
     memdirRoot: a.memdirRoot,
     sqliteRoot: a.sqliteRoot,
     lockTimeoutMs: 5_000,
-    store: 'auto',
+    store: 'repository',
   });
   return { ...a, snapshotter };
 }
@@ -132,7 +132,7 @@ test('repository store through the CLI: snapshot, list, verify --id, check, dama
   assert.equal(r.code, 0, r.stdout);
 });
 
-test('a state root that holds bundles keeps writing bundles (auto) until migrated', async (t) => {
+test('auto: a state root without a repository keeps writing bundles; one with a repository writes into it', async (t) => {
   const a = sampleAgent(t);
   const bundle = await new LocalSnapshotter({
     stateRoot: a.stateRoot,
@@ -152,5 +152,23 @@ test('a state root that holds bundles keeps writing bundles (auto) until migrate
   assert.deepEqual(
     (await auto.list('ana')).map((m) => m.id),
     [next.id, bundle.id],
+  );
+  const inRepo = await new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+  }).snapshot({ agentId: 'ana' });
+  const auto2 = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'auto',
+  });
+  const third = await auto2.snapshot({ agentId: 'ana' });
+  assert.equal(third.bundle_format, 'nexo-memory-snapshot-v4', 'the repository, once it exists');
+  assert.deepEqual(
+    (await auto2.list('ana')).map((m) => m.id),
+    [third.id, inRepo.id, next.id, bundle.id],
   );
 });

@@ -63,7 +63,6 @@ import {
   bundleMeta,
   type DirLister,
   dirNames,
-  hasBundles,
   listDir,
   locate,
   metaFromManifest,
@@ -128,8 +127,8 @@ export interface LocalSnapshotterOptions {
   redaction?: RedactionOptions;
   /**
    * Where new snapshots go: `repository` (content-addressed, docs/repository.md), `bundles` (one
-   * `.tar.zst` per snapshot, the 0.2 store), or `auto` (default): the repository, unless the state root
-   * already holds bundles and no repository (it keeps bundles until `migrate`).
+   * `.tar.zst` per snapshot, the 0.2 store), or `auto` (default): the repository when this state root
+   * has one, else bundles.
    */
   store?: StoreFormat;
   /** age identity file that opens an encrypted repository (snapshots into it need it too). */
@@ -193,8 +192,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** Whether new snapshots go into the repository (see LocalSnapshotterOptions.store). */
   usesRepository(): boolean {
     if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
-    if (this.repositoryChosen === undefined)
-      this.repositoryChosen = this.repository.exists() || !hasBundles(this.layout.root);
+    // Until restore, diff, export and import read repository snapshots, `auto` keeps bundles unless a
+    // repository was created explicitly (store: repository); then it stays the store of this state root.
+    this.repositoryChosen ??= this.repository.exists();
     return this.repositoryChosen;
   }
 

@@ -23,7 +23,7 @@ import {
   UnknownAgentError,
 } from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
-import type { ProgressListener, SnapshotMeta, VerifyReport } from '../model/types.js';
+import type { ProgressListener, VerifyReport } from '../model/types.js';
 import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { type CheckOptions, type CheckReport, checkRepository } from '../repository/check.js';

@@ -4,7 +4,7 @@
 // metadata (from the sidecar cache, else from the manifest at the head of the bundle), whether they
 // are pinned, and finding a bundle by id or unique id prefix.
 
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
@@ -277,22 +277,4 @@ export async function locate(dir: string, idOrPrefix: string): Promise<BundleFil
     );
   }
   return hits[0]!;
-}
-
-/** Whether any agent of the store has a bundle file (a 0.2 state root), checked directory by directory. */
-export function hasBundles(root: string): boolean {
-  const tenants = join(root, 'tenants');
-  if (!existsSync(tenants)) return false;
-  for (const t of readdirSync(tenants)) {
-    const snaps = join(tenants, t, 'snapshots');
-    if (!existsSync(snaps)) continue;
-    for (const a of readdirSync(snaps)) {
-      try {
-        if (readdirSync(join(snaps, a)).some((n) => parseBundleFileName(n) !== undefined)) return true;
-      } catch {
-        // not a directory
-      }
-    }
-  }
-  return false;
 }
