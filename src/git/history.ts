@@ -109,6 +109,19 @@ export async function readBundleHeader(path: string): Promise<{ refs: GitRef[]; 
   }
 }
 
+/**
+ * Creates `refs` in the repository `repo` in one transaction (`git update-ref --stdin`): each must be
+ * new and name an object the repository has. Names are the caller's to check (a manifest's rules).
+ */
+export async function writeRefs(repo: string, refs: readonly GitRef[]): Promise<void> {
+  if (refs.length === 0) return;
+  await gitIo(
+    repo,
+    ['update-ref', '--stdin', '-z'],
+    refs.map((r) => `create ${r.name}\0${r.oid}\0`).join(''),
+  );
+}
+
 /** Indexes one pack (streamed) into the repository `repo` (`git index-pack --stdin --fix-thin`). */
 export async function indexPack(repo: string, pack: AsyncIterable<Buffer>): Promise<void> {
   await gitIo(repo, ['index-pack', '--stdin', '--fix-thin'], pack);

@@ -2,12 +2,20 @@
 // first, where each snapshot adds a thin pack of what its refs reach beyond the previous snapshot's
 // refs (nothing when the history did not change), and starts a new chain with one full pack when the
 // chain is long or the previous refs are gone. Restoring indexes the chain in order into a new
-// repository.
+// repository and creates the recorded refs there.
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
-import { type GitRef, indexPack, packObjects, presentObjects, readBundleHeader } from '../git/history.js';
+import { runGit } from '../git/git.js';
+import {
+  type GitRef,
+  indexPack,
+  packObjects,
+  presentObjects,
+  readBundleHeader,
+  writeRefs,
+} from '../git/history.js';
 import { BundleDamagedError } from '../model/errors.js';
 import type { ChunkerParams } from './chunker.js';
 import { readContent, storeContent } from './content.js';
@@ -101,6 +109,38 @@ export async function restoreHistory(
     throw new BundleDamagedError(`${artifact.path_in_bundle}: sha256 does not match its packs`);
   for (const [i, p] of packs.entries()) {
     await indexPack(repoDir, readContent(repo, p, `${artifact.path_in_bundle} pack ${i}`));
+  }
+}
+
+/**
+ * Creates a snapshot's refs (its manifest's `git_refs`) in a repository its pack chain was indexed into.
+ * A `HEAD` entry is not a ref: the caller sets HEAD from the manifest's git block.
+ */
+export async function writeHistoryRefs(repoDir: string, refs: readonly GitRef[]): Promise<void> {
+  await writeRefs(
+    repoDir,
+    refs.filter((r) => r.name !== 'HEAD'),
+  );
+}
+
+/**
+ * Gives a repository the chain was indexed into the snapshot's refs and its HEAD as the git block
+ * records it (a branch, or detached at the commit). Any git failure is damage of the snapshot.
+ */
+export async function setSnapshotRefs(
+  repoDir: string,
+  refs: readonly GitRef[],
+  git: { head_oid: string; head_ref?: string | undefined; detached?: boolean | undefined },
+): Promise<void> {
+  try {
+    await writeHistoryRefs(repoDir, refs);
+    const head =
+      git.detached === true || !git.head_ref
+        ? await runGit(repoDir, ['update-ref', '--no-deref', 'HEAD', git.head_oid])
+        : await runGit(repoDir, ['symbolic-ref', 'HEAD', git.head_ref]);
+    if (head.code !== 0) throw new Error(head.stderr || `exit ${head.code}`);
+  } catch (err) {
+    throw new BundleDamagedError(`the snapshot's refs cannot be set: ${(err as Error).message}`);
   }
 }
 

@@ -295,7 +295,14 @@ export class Repository {
       } else runs.push({ pack: loc.pack, offset: loc.offset, length: loc.stored, blobs: [{ id, at: 0 }] });
     }
     const fetchRun = async (r: Run): Promise<Buffer[]> => {
-      const bytes = await readObjectRange(this.backend, r.pack, r.offset, r.length);
+      const bytes = await readObjectRange(this.backend, r.pack, r.offset, r.length).catch((err: unknown) => {
+        // the index places the blob in this pack: a pack that is gone is missing data, not a wrong name
+        if (err instanceof ObjectNotFoundError)
+          throw new BundleDamagedError(
+            `packs/${r.pack} is missing (the index places blob ${r.blobs[0]!.id} in it)`,
+          );
+        throw err;
+      });
       const salt = this.index.packs.get(r.pack)?.salt;
       const key = this.key && salt ? packKey(this.key, Buffer.from(salt, 'hex')) : undefined;
       if (this.key && !key) throw new BundleDamagedError(`packs/${r.pack}: the index has no key salt for it`);

@@ -695,9 +695,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<VerifyReport> {
     const inRepository = await this.findInRepository(agentId, tenant, id);
     if (inRepository) {
-      const { trust, decryptIdentity, deep: _deep, onProgress } = opts;
+      const { trust, decryptIdentity, deep, onProgress } = opts;
       return (
         await this.repository.verify(inRepository.id, {
+          ...(deep ? { deep: true } : {}),
           ...(decryptIdentity ? { decryptIdentity } : {}),
           ...(onProgress ? { onProgress } : {}),
           ...(trust !== undefined
@@ -725,6 +726,32 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     return this.repository.find(a, t, id);
+  }
+
+  /**
+   * One of the agent's snapshots by id or unique prefix, in either store: a repository snapshot or a
+   * bundle (no lock is taken). A prefix that matches in both stores is ambiguous.
+   */
+  async findSnapshot(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+  ): Promise<
+    { repository: ListingMeta; bundle?: undefined } | { bundle: BundleFile; repository?: undefined }
+  > {
+    const inRepository = await this.findInRepository(agentId, tenant, id);
+    const bundle = await this.locateSnapshot(agentId, tenant, id).catch((err: unknown) => {
+      if (err instanceof NotFoundError || (inRepository && err instanceof InvalidInputError))
+        return undefined;
+      throw err;
+    });
+    if (inRepository && bundle && bundle.id !== inRepository.id)
+      throw new InvalidInputError(
+        `snapshot id prefix ${id} is ambiguous: ${inRepository.id} (repository) and ${bundle.id} (bundle)`,
+      );
+    if (inRepository) return { repository: inRepository };
+    if (bundle) return { bundle };
+    throw new NotFoundError(id);
   }
 
   /** `nexo-memory check`: the repository's structure, and with readData its packs. */

@@ -23,14 +23,16 @@ import {
   UnknownAgentError,
 } from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
-import type { ProgressListener, VerifyReport } from '../model/types.js';
+import type { DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
 import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { type CheckOptions, type CheckReport, checkRepository } from '../repository/check.js';
+import { deepVerifyRepoSnapshot } from '../repository/deep-check.js';
 import type { PreviousHistory } from '../repository/git-history.js';
 import { lockRepository } from '../repository/locks.js';
 import {
   GIT_HISTORY_KIND,
+  type ParsedRepoManifest,
   REPO_MANIFEST_VERSION_SIGNED,
   type RepoManifest,
   sealRepoManifest,
@@ -299,26 +301,41 @@ export class RepositoryStore {
     return hits[0];
   }
 
-  /** Verifies a snapshot streamed from the packs; the report has the shape of a bundle's. */
+  /**
+   * Verifies a snapshot streamed from the packs; the report has the shape of a bundle's. With `deep`,
+   * every database gets `integrity_check` and the history is rebuilt and `git fsck`ed
+   * (repository/deep-check.ts); `target` and `gitDir` are then not used.
+   */
   async verify(
     id: string,
     opts: RepoVerifyOptions & {
       trust?: TrustPolicy;
       decryptIdentity?: string;
       onProgress?: ProgressListener;
+      deep?: boolean;
     } = {},
   ): Promise<{ report: VerifyReport; result: RepoVerifyResult }> {
-    const repo = await this.open(false, [], opts.decryptIdentity);
+    // A handle of its own: its index is read under the lock, so it names every pack as it is now (a
+    // long-lived handle's index may predate snapshots and prunes of other processes).
+    const repo = await this.fresh(opts.decryptIdentity);
     return this.locked(repo, false, 'verify', async () => {
-      const result = await verifyRepoSnapshot(repo, id, {
-        ...opts,
-        onBytes: (bytes) => opts.onProgress?.({ phase: 'verify', bytes }),
-      });
-      return { report: this.reportOf(id, result, opts.trust), result };
+      const onBytes = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes });
+      if (opts.deep) {
+        const { result, deep } = await deepVerifyRepoSnapshot(repo, id, { onBytes });
+        return { report: this.reportOf(id, result, opts.trust, deep ?? 'skipped'), result };
+      }
+      const result = await verifyRepoSnapshot(repo, id, { ...opts, onBytes });
+      return { report: this.reportOf(id, result, opts.trust, undefined), result };
     });
   }
 
-  private reportOf(id: string, r: RepoVerifyResult, trust: TrustPolicy | undefined): VerifyReport {
+  private reportOf(
+    id: string,
+    r: RepoVerifyResult,
+    trust: TrustPolicy | undefined,
+    /** The deep checks' report, `skipped` (the snapshot is damaged), or undefined (not asked for). */
+    deep: DeepReport | 'skipped' | undefined,
+  ): VerifyReport {
     const m = r.parsed?.manifest;
     const problems = [...r.problems];
     let signature: VerifyReport['signature'];
@@ -331,6 +348,26 @@ export class RepositoryStore {
       signature = { status: check.status, ...(check.key_id ? { key_id: check.key_id } : {}) };
       const refusal = signatureRefusal(check, trust ?? { keys: [], required: false });
       if (refusal) problems.push({ code: refusal.code, message: refusal.message });
+    }
+    const notChecked: VerifyReport['not_checked'] = [];
+    if (deep === undefined)
+      notChecked.push({
+        check: 'deep',
+        reason:
+          "SQLite PRAGMA integrity_check and git's checks of the history (index-pack, fsck) run with --deep (restore runs both)",
+      });
+    else if (deep === 'skipped')
+      notChecked.push({ check: 'deep', reason: 'skipped because the snapshot is damaged' });
+    else {
+      for (const [db, result] of Object.entries(deep.sqlite_integrity))
+        if (result !== 'ok')
+          problems.push({
+            code: 'BUNDLE_DAMAGED',
+            message: `integrity_check failed: ${result}`,
+            path: `sqlite/${db}.sqlite`,
+          });
+      if (deep.git !== undefined && deep.git !== 'ok')
+        problems.push({ code: 'BUNDLE_DAMAGED', message: `git history check failed: ${deep.git}` });
     }
     const trustOnly =
       problems.length > 0 &&
@@ -360,9 +397,10 @@ export class RepositoryStore {
       artifacts_checked: r.artifactsChecked,
       artifacts_total: r.artifactsTotal,
       bytes_checked: r.bytesChecked,
+      ...(deep !== undefined && deep !== 'skipped' ? { deep } : {}),
       ...(signature ? { signature } : {}),
       problems,
-      not_checked: [],
+      not_checked: notChecked,
     };
   }
 
@@ -386,6 +424,12 @@ export class RepositoryStore {
   async check(opts: CheckOptions = {}): Promise<CheckReport> {
     const repo = await this.open();
     return this.locked(repo, false, 'check', () => checkRepository(repo, opts));
+  }
+
+  /** A snapshot's manifest with its raw JSON, checked (seals, versions, repository id), for restore. */
+  async parsed(id: string, identityPath?: string): Promise<ParsedRepoManifest> {
+    const repo = await this.open(false, [], identityPath);
+    return loadSnapshot(repo, id);
   }
 
   /** A snapshot's manifest, for restore and diff (NotFoundError when absent). */
