@@ -14,6 +14,7 @@ import Database from 'better-sqlite3';
 import { git, gitEnv } from '../scripts/sample-agent.js';
 import { LocalBackend } from '../src/backend/local.js';
 import { walkMemdir } from '../src/capture/memdir.js';
+import { generateIdentity } from '../src/crypto/age.js';
 import { digestSeal, manifestSeal } from '../src/format/manifest.js';
 import {
   canonicalJson,
@@ -611,4 +612,39 @@ test('HTTP: the restore route reaches repository snapshots by id', async (t) => 
   });
   assert.equal(missing.status, 404);
   child.kill('SIGTERM');
+});
+
+test('an encrypted repository: restore and diff need the identity; the anchor goes in encrypted', async (t) => {
+  const dir = tempDir(t);
+  const id = generateIdentity();
+  const identityPath = join(dir, 'id.txt');
+  writeFileSync(identityPath, `${id.identity}\n`);
+  const a = repoAgent(t, { recipients: [id.recipient], identityPath });
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a, 'enc');
+  const before = await fingerprint(a);
+  const want = await expectedOf(a, snap.id, before);
+  const blind = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+  });
+  await assert.rejects(
+    blind.restore({ agentId: 'ana', snapshot: snap.id }),
+    (e: { code?: string }) => e.code === 'ENCRYPTION',
+  );
+  assert.deepEqual(await fingerprint(a), before);
+  const withIdentity = await blind.diff({
+    agentId: 'ana',
+    a: snap.id,
+    b: 'live',
+    decryptIdentity: identityPath,
+  });
+  assert.equal(withIdentity.git_summary.commits_between, 1);
+  const r = await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id });
+  const after = await fingerprint(a);
+  for (const db of DBS) assert.equal(after[`db:${db}`], want[`db:${db}`]);
+  const anchor = (await a.snapshotter.list('ana')).find((m) => m.id === r.pre_snapshot)!;
+  assert.equal(anchor.encrypted, true);
 });

@@ -76,7 +76,8 @@ function parseListing(bytes: Buffer, name: string, location: string): ListingMet
  * unreadable are reported through `warn` and skipped (the manifest is what counts).
  */
 export async function listSnapshots(
-  repo: Repository,
+  /** Only the backend is read: listing needs no key (docs/repository.md §8). */
+  repo: Pick<Repository, 'backend'>,
   filter: { agentId?: string; tenant?: string } = {},
   warn: (m: string) => void = () => {},
 ): Promise<ListingMeta[]> {

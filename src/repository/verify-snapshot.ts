@@ -4,13 +4,13 @@
 // diff, deep checks) or only hashed; the git history's packs likewise (indexed into `gitDir` when
 // given). Content problems are collected as report entries with stable codes, not thrown.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { GIT_BUNDLE_PATH } from '../format/constants.js';
 import { refNameProblem } from '../format/git-bundle.js';
 import { manifestProblems } from '../format/rules.js';
 import { indexPack } from '../git/history.js';
-import { SnapshotError } from '../model/errors.js';
+import { BundleDamagedError, SnapshotError } from '../model/errors.js';
 import type { VerifyProblem } from '../model/types.js';
 import { readContent, writeContent } from './content.js';
 import {
@@ -134,8 +134,8 @@ export async function verifyRepoSnapshot(
   res.problems.push(...repoManifestProblems(m));
   if (res.problems.length > 0) return res;
   await repo.ensureIndex();
-  for (const a of m.artifacts) {
-    if (opts.skip?.(a)) continue;
+  // Each artifact on its own: a content problem is reported for it, and the others are still read.
+  const one = async (a: RepoArtifact): Promise<void> => {
     try {
       if (a.kind === GIT_HISTORY_KIND) {
         for (const [i, p] of (a.packs ?? []).entries()) {
@@ -156,11 +156,90 @@ export async function verifyRepoSnapshot(
       }
       res.artifactsChecked++;
     } catch (err) {
-      if (!(err instanceof SnapshotError) || (err.exitCode !== 2 && err.code !== 'GIT')) throw err;
+      if (!isContentError(err)) throw err;
       res.problems.push(asProblem(err, a.path_in_bundle));
     }
+  };
+  const wanted = m.artifacts.filter((a) => !opts.skip?.(a));
+  // git indexes the history's packs in its own process while the rest streams.
+  const history = wanted.find((a) => a.kind === GIT_HISTORY_KIND);
+  const historyDone = history ? one(history) : Promise.resolve();
+  historyDone.catch(() => {}); // awaited below
+  try {
+    const rest = wanted.filter((a) => a !== history);
+    // The artifacts of one blob each (memory files: mostly file-system work) alongside the chunked ones
+    // (databases: reads, decompression and hashing), which go one at a time.
+    const whole = readWhole(
+      repo,
+      rest.filter((a) => !a.chunks && !a.chunk_lists),
+      res,
+      opts,
+      one,
+    );
+    whole.catch(() => {}); // awaited below
+    try {
+      for (const a of rest) if (a.chunks || a.chunk_lists) await one(a);
+    } finally {
+      await whole;
+    }
+  } finally {
+    await historyDone;
   }
   return res;
+}
+
+/** Content damage (exit 2) or a git failure on content that hashed right: reported, not thrown. */
+const isContentError = (err: unknown): err is SnapshotError =>
+  err instanceof SnapshotError && (err.exitCode === 2 || err.code === 'GIT');
+
+/**
+ * Artifacts stored as one blob each (memory files, state values, small databases: the blob's id is the
+ * artifact's SHA-256, so the blob's check is the artifact's), read in one pass over the packs (runs of
+ * neighbouring blobs are one ranged read) and written whole, each file once its blob checked. After a
+ * content problem, the artifacts not done yet are read one by one, so each problem names its artifact.
+ */
+async function readWhole(
+  repo: Repository,
+  list: readonly RepoArtifact[],
+  res: RepoVerifyResult,
+  opts: RepoVerifyOptions,
+  one: (a: RepoArtifact) => Promise<void>,
+): Promise<void> {
+  const made = new Set<string>();
+  const done = (a: RepoArtifact, data: Buffer) => {
+    const target = opts.target?.(a);
+    if (target) {
+      const dir = dirname(target);
+      if (!made.has(dir)) mkdirSync(dir, { recursive: true });
+      made.add(dir);
+      writeFileSync(target, data, { flag: 'wx', mode: 0o600 });
+      res.written.set(a.path_in_bundle, target);
+    }
+    res.bytesChecked += data.length;
+    opts.onBytes?.(res.bytesChecked);
+    res.artifactsChecked++;
+  };
+  for (const a of list) if (a.size_bytes === 0) done(a, Buffer.alloc(0));
+  const full = list.filter((a) => a.size_bytes > 0);
+  let next = 0;
+  try {
+    for await (const blob of repo.streamBlobs(
+      full.map((a) => a.sha256),
+      2,
+      2 * 1024 * 1024,
+    )) {
+      const a = full[next]!;
+      if (blob.length !== a.size_bytes)
+        throw new BundleDamagedError(
+          `${a.path_in_bundle}: ${blob.length} bytes, the manifest says ${a.size_bytes}`,
+        );
+      done(a, blob);
+      next++;
+    }
+  } catch (err) {
+    if (!isContentError(err)) throw err;
+    for (const a of full.slice(next)) await one(a);
+  }
 }
 
 async function* counted(

@@ -282,8 +282,8 @@ export class RepositoryStore {
   /** The agent's repository snapshots, newest first (empty when there is no repository). */
   async list(agentId: string, tenant: string): Promise<ListingMeta[]> {
     if (!this.exists()) return [];
-    const repo = await this.open();
-    return listSnapshots(repo, { agentId, tenant }, this.warn);
+    // the plaintext listing: no identity needed, even for an encrypted repository
+    return listSnapshots({ backend: new LocalBackend(this.root) }, { agentId, tenant }, this.warn);
   }
 
   /** A snapshot of the agent by id or unique prefix (≥ 4 characters); undefined when none matches. */
