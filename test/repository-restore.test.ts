@@ -454,7 +454,9 @@ test('verify --deep of a repository snapshot: integrity_check of every database 
     sqlite: false,
   });
   await writer.finish();
+  let goodHistory: object = {};
   await rewriteManifest(a, bad.id, (m) => {
+    goodHistory = structuredClone(m.artifacts.find((x) => x.kind === 'git_history')!);
     const db = m.artifacts.find((x) => x.path_in_bundle === 'sqlite/concepts.sqlite')!;
     Object.assign(db, garbage);
     if (!garbage.chunks) delete db.chunks;
@@ -464,12 +466,38 @@ test('verify --deep of a repository snapshot: integrity_check of every database 
     h.size_bytes = thin.size_bytes;
     h.sha256 = packChainDigest(h.packs);
   });
+  // every verify rebuilds the history as restore does (so "verified" means restore will not refuse it);
+  // a database that is not one is found by --deep, as for a bundle
   const plainBad = await a.snapshotter.verifySnapshot('ana', 'default', bad.id);
-  assert.equal(plainBad.status, 'verified', `every hash is right: ${JSON.stringify(plainBad.problems)}`);
+  assert.equal(plainBad.status, 'damaged');
+  assert.deepEqual(
+    plainBad.problems.map((p) => p.path),
+    ['git/history'],
+    JSON.stringify(plainBad.problems),
+  );
+  assert.match(plainBad.problems[0]!.message, /fsck|missing|broken/i);
   const deepBad = await a.snapshotter.verifySnapshot('ana', 'default', bad.id, { deep: true });
   assert.equal(deepBad.status, 'damaged');
-  assert.notEqual(deepBad.deep?.sqlite_integrity.concepts, 'ok');
-  assert.match(deepBad.deep?.git ?? '', /fsck|missing|broken/i);
+  assert.deepEqual(deepBad.not_checked, [
+    { check: 'deep', reason: 'skipped because the snapshot is damaged' },
+  ]);
+  // restore runs the same check
+  const before = await fingerprint(a);
+  await assert.rejects(
+    a.snapshotter.restore({ agentId: 'ana', snapshot: bad.id }),
+    (e: { exitCode?: number }) => e.exitCode === 2,
+  );
+  assert.deepEqual(await fingerprint(a), before);
+  assert.deepEqual(await anchors(a), []);
+  // the history put right, the database alone: only --deep (and restore) see it
+  await rewriteManifest(a, bad.id, (m) => {
+    Object.assign(m.artifacts.find((x) => x.kind === 'git_history')!, goodHistory);
+  });
+  assert.equal((await a.snapshotter.verifySnapshot('ana', 'default', bad.id)).status, 'verified');
+  const deepDb = await a.snapshotter.verifySnapshot('ana', 'default', bad.id, { deep: true });
+  assert.equal(deepDb.status, 'damaged');
+  assert.notEqual(deepDb.deep?.sqlite_integrity.concepts, 'ok');
+  assert.equal(deepDb.deep?.git, 'ok');
   let r = await runCli([
     'verify',
     '--agent',
@@ -494,11 +522,11 @@ test('verify --deep of a repository snapshot: integrity_check of every database 
     a.stateRoot,
   ]);
   assert.equal(r.code, 0, r.stdout);
-  // restore runs the same checks
-  const before = await fingerprint(a);
+  // restore runs integrity_check on the staged databases
   await assert.rejects(
     a.snapshotter.restore({ agentId: 'ana', snapshot: bad.id }),
-    (e: { exitCode?: number }) => e.exitCode === 2,
+    (e: { exitCode?: number; message?: string }) =>
+      e.exitCode === 2 && /integrity_check/.test(e.message ?? ''),
   );
   assert.deepEqual(await fingerprint(a), before);
   assert.deepEqual(await anchors(a), []);
@@ -647,4 +675,23 @@ test('an encrypted repository: restore and diff need the identity; the anchor go
   for (const db of DBS) assert.equal(after[`db:${db}`], want[`db:${db}`]);
   const anchor = (await a.snapshotter.list('ana')).find((m) => m.id === r.pre_snapshot)!;
   assert.equal(anchor.encrypted, true);
+});
+
+test('a repository manifest with a field nested 5,000 deep is damage (exit 2) for restore and verify, not a crash', async (t) => {
+  const a = repoAgent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const repo = await Repository.open(new LocalBackend(repoDir(a)));
+  const file = join(repoDir(a), 'snapshots', snap.id);
+  const text = repo.decodeFile(readFileSync(file), snap.id).toString('utf8');
+  const deep = `${text.slice(0, -1)},"x_unknown":${'['.repeat(5000)}${']'.repeat(5000)}}`;
+  writeFileSync(file, repo.encodeFile(Buffer.from(deep)));
+  const before = await fingerprint(a);
+  let r = await runCli(['restore', '--agent', 'ana', '--from', snap.id, '--json', ...a.flags], {
+    env: allow,
+  });
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stderr, /bundle damaged: .*nesting deeper/);
+  assert.deepEqual(await fingerprint(a), before);
+  r = await runCli(['verify', '--agent', 'ana', '--id', snap.id, '--json', '--state-root', a.stateRoot]);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
 });

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { type SigningKey, signMessage } from '../crypto/sign.js';
 import { ARTIFACT_KINDS, GIT_BUNDLE_PATH } from '../format/constants.js';
+import { parseStrictJson } from '../format/json.js';
 import {
   type Artifact,
   digestSeal,
@@ -106,9 +107,10 @@ export interface ParsedRepoManifest {
 export function parseRepoManifest(json: Buffer, repositoryId: string, what: string): ParsedRepoManifest {
   let raw: unknown;
   try {
-    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
+    // strictly, as a bundle's manifest (depth, duplicate names, integers) before anything recursive runs
+    raw = parseStrictJson(json, { manifest: true });
   } catch (err) {
-    throw new BundleDamagedError(`${what}: not valid UTF-8 JSON (${(err as Error).message})`);
+    throw new BundleDamagedError(`${what}: not valid manifest JSON (${(err as Error).message})`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
     throw new BundleDamagedError(`${what}: not a JSON object`);

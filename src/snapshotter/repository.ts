@@ -27,7 +27,6 @@ import type { DeepReport, ProgressListener, VerifyReport } from '../model/types.
 import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { type CheckOptions, type CheckReport, checkRepository } from '../repository/check.js';
-import { deepVerifyRepoSnapshot } from '../repository/deep-check.js';
 import type { PreviousHistory } from '../repository/git-history.js';
 import { lockRepository } from '../repository/locks.js';
 import {
@@ -48,6 +47,7 @@ import {
   setPinned,
 } from '../repository/snapshots.js';
 import { storeCapture } from '../repository/store-capture.js';
+import { checkedVerifyRepoSnapshot } from '../repository/verify-checks.js';
 import {
   type RepoVerifyOptions,
   type RepoVerifyResult,
@@ -302,9 +302,10 @@ export class RepositoryStore {
   }
 
   /**
-   * Verifies a snapshot streamed from the packs; the report has the shape of a bundle's. With `deep`,
-   * every database gets `integrity_check` and the history is rebuilt and `git fsck`ed
-   * (repository/deep-check.ts); `target` and `gitDir` are then not used.
+   * Verifies a snapshot streamed from the packs; the report has the shape of a bundle's. Without
+   * `gitDir` (whose caller checks the history itself: restore, diff) the history is rebuilt in a scratch
+   * repository and `git fsck`ed, and with `deep` every database gets `integrity_check`
+   * (repository/verify-checks.ts).
    */
   async verify(
     id: string,
@@ -320,12 +321,19 @@ export class RepositoryStore {
     const repo = await this.fresh(opts.decryptIdentity);
     return this.locked(repo, false, 'verify', async () => {
       const onBytes = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes });
-      if (opts.deep) {
-        const { result, deep } = await deepVerifyRepoSnapshot(repo, id, { onBytes });
-        return { report: this.reportOf(id, result, opts.trust, deep ?? 'skipped'), result };
+      if (opts.gitDir) {
+        const result = await verifyRepoSnapshot(repo, id, { ...opts, onBytes });
+        return { report: this.reportOf(id, result, opts.trust, undefined), result };
       }
-      const result = await verifyRepoSnapshot(repo, id, { ...opts, onBytes });
-      return { report: this.reportOf(id, result, opts.trust, undefined), result };
+      const { result, deep } = await checkedVerifyRepoSnapshot(repo, id, {
+        ...(opts.deep ? { deep: true } : {}),
+        ...(opts.target ? { target: opts.target } : {}),
+        onBytes,
+      });
+      return {
+        report: this.reportOf(id, result, opts.trust, opts.deep ? (deep ?? 'skipped') : undefined),
+        result,
+      };
     });
   }
 
@@ -353,8 +361,7 @@ export class RepositoryStore {
     if (deep === undefined)
       notChecked.push({
         check: 'deep',
-        reason:
-          "SQLite PRAGMA integrity_check and git's checks of the history (index-pack, fsck) run with --deep (restore runs both)",
+        reason: 'SQLite PRAGMA integrity_check runs with --deep (restore runs it)',
       });
     else if (deep === 'skipped')
       notChecked.push({ check: 'deep', reason: 'skipped because the snapshot is damaged' });
@@ -366,8 +373,6 @@ export class RepositoryStore {
             message: `integrity_check failed: ${result}`,
             path: `sqlite/${db}.sqlite`,
           });
-      if (deep.git !== undefined && deep.git !== 'ok')
-        problems.push({ code: 'BUNDLE_DAMAGED', message: `git history check failed: ${deep.git}` });
     }
     const trustOnly =
       problems.length > 0 &&

@@ -29,7 +29,7 @@ export function verifyCommand() {
     .addOption(stateRootOption())
     .option(
       '--deep',
-      "also run PRAGMA integrity_check on every database (and git fsck of a v1 bundle's or a repository snapshot's history)",
+      "also run PRAGMA integrity_check on every database (and git fsck of a v1 bundle's history)",
     )
     .addOption(identityOption())
     .addOption(trustOption())
