@@ -89,6 +89,7 @@ import { exportBundle } from './export.js';
 import { collectGarbage, type GcOptions, type RetentionTickReport } from './gc.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
 import { notifyObservers, type OperationObserver, type OperationRecord } from './observer.js';
+import { exportRepoSnapshot } from './repo-export.js';
 import { RepositoryStore, type StoreFormat, storeFormatFromEnv } from './repository.js';
 import { restoreAgent } from './restore.js';
 
@@ -834,6 +835,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     target: string,
     opts: ExportOptions = {},
   ): Promise<ExportResult> {
+    const inRepository = await this.findInRepository(agentId, tenant, id);
+    if (inRepository) return exportRepoSnapshot(this, inRepository, target, opts);
     const { file, reading } = await this.locateForReading(agentId, tenant, id);
     try {
       const { decryptIdentity, trust, redact, ...rest } = opts;

@@ -1,0 +1,284 @@
+// Moving snapshots between the repository and bundles: export (library, CLI, HTTP download) of a
+// repository snapshot as a v2/v3 bundle that GNU tar, zstd, age and `git clone` read, redacted by
+// default, encrypted to the recipients for an encrypted repository; import of a bundle (v1 included)
+// into the repository, alone (--store-only) or with the restore as another agent; and migrate of a
+// bundle store into the repository, idempotent and resumable after kill -9.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { git } from '../scripts/sample-agent.js';
+import { secretKeyFileText } from '../src/crypto/sign.js';
+import { trustPolicy } from '../src/format/signature.js';
+import { generateSigningKey, LocalSnapshotter, type LocalSnapshotterOptions } from '../src/index.js';
+import { createApiServer } from '../src/server/http.js';
+import { apiRoutes } from '../src/server/routes.js';
+import { OperationTracker } from '../src/server/tracker.js';
+import { verifyBundleFile } from '../src/verify/verify.js';
+import { readEntries } from './helpers/bundles.js';
+import { type Agent, gnuExtract, gnuList, runCli, sampleAgent, tempDir } from './helpers/env.js';
+
+const repoEnv = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
+const SMALL = { files: 8, commits: 4, memories: 200, embeddings: 40, concepts: 20, compactions: 6 };
+
+/** A snapshotter over the agent's roots with these options (the repository store unless told). */
+function snapshotterOf(a: Agent, opts: Partial<LocalSnapshotterOptions> = {}): LocalSnapshotter {
+  return new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+    ...opts,
+  });
+}
+
+/** A synthetic GitHub token (assembled at run time) planted in a committed file and a database row. */
+function plantSecret(a: Agent): string {
+  const token = `${'gh'}p_${randomBytes(27).toString('base64url').replace(/[-_]/g, 'x').slice(0, 36)}`;
+  writeFileSync(join(a.memdir, 'topics', 'keys.md'), `# keys\nthe deploy token is ${token}\n`);
+  git(a.memdir, ['add', '.']);
+  git(a.memdir, ['commit', '-qm', 'keys']);
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  db.prepare("INSERT INTO memories (created_at, kind, content, importance) VALUES (1, 'fact', ?, 0.5)").run(
+    `the user pasted ${token}`,
+  );
+  db.close();
+  return token;
+}
+
+/** Every file under `dir` (recursively), as one string, to search for a secret. */
+function allBytes(dir: string): string {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else out.push(readFileSync(p, 'latin1'));
+    }
+  };
+  walk(dir);
+  return out.join('\n');
+}
+
+/** The artifacts of a bundle's manifest but the git history: path → sha256. */
+async function contentOf(bundle: string): Promise<Map<string, string>> {
+  const entries = await readEntries(bundle);
+  const m = JSON.parse(entries[0]!.data.toString('utf8')) as {
+    artifacts: Array<{ path_in_bundle: string; kind: string; sha256: string }>;
+  };
+  return new Map(m.artifacts.filter((x) => x.kind !== 'git_bundle').map((x) => [x.path_in_bundle, x.sha256]));
+}
+
+/** `git clone` of the git bundle inside an exported bundle (GNU tar extracts it); returns the clone. */
+function cloneHistory(t: TestContext, bundle: string): string {
+  const dir = gnuExtract(t, bundle);
+  const clone = join(tempDir(t, 'nexo-clone-'), 'clone');
+  execFileSync('git', ['clone', '-q', join(dir, 'git', 'memdir.bundle'), clone], {
+    env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1', HOME: '/dev/null' },
+  });
+  return clone;
+}
+
+test('export of a repository snapshot: a v3 bundle (signed with the host key) that GNU tar, zstd and git clone read; exact with --no-redact, redacted by default', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const token = plantSecret(a);
+  const keyFile = join(tempDir(t), 'sign.key');
+  const key = generateSigningKey();
+  writeFileSync(keyFile, secretKeyFileText(key), { mode: 0o600 });
+  const s = snapshotterOf(a, { signingKey: keyFile });
+  const snap = await s.snapshot({ agentId: 'ana', label: 'before dream' });
+  assert.equal(snap.bundle_format, 'nexo-memory-snapshot-v5');
+  const out = tempDir(t, 'nexo-export-');
+
+  const exact = await s.export('ana', 'default', snap.id.slice(0, 8), `${out}/`, { redact: false });
+  assert.equal(exact.path, join(out, `${snap.id}.tar.zst`));
+  assert.equal(exact.copy, 'exact');
+  assert.equal(exact.redacted, false);
+  assert.equal(exact.verify.status, 'verified', JSON.stringify(exact.verify.problems));
+  assert.equal(readFileSync(exact.sibling_path, 'utf8').trim(), exact.file_sha256);
+  const report = await verifyBundleFile(exact.path, {
+    deep: true,
+    trust: trustPolicy([key.publicKey], true),
+  });
+  assert.equal(report.status, 'verified', JSON.stringify(report.problems));
+  assert.equal(report.bundle_format, 'nexo-memory-snapshot-v3');
+  assert.equal(report.signature?.status, 'trusted');
+  assert.equal(report.snapshot_id, snap.id);
+  // zstd and GNU tar read it; the manifest is the first entry; the content is the live agent's
+  execFileSync('zstd', ['-t', '-q', exact.path]);
+  const names = gnuList(exact.path);
+  assert.equal(names[0], 'manifest.json');
+  assert.ok(names.includes('git/memdir.bundle'));
+  assert.ok(names.includes('memory_files/topics/keys.md'));
+  const files = gnuExtract(t, exact.path);
+  assert.equal(
+    readFileSync(join(files, 'memory_files', 'topics', 'keys.md'), 'utf8'),
+    readFileSync(join(a.memdir, 'topics', 'keys.md'), 'utf8'),
+  );
+  const manifest = JSON.parse(readFileSync(join(files, 'manifest.json'), 'utf8'));
+  assert.equal(manifest.label, 'before dream');
+  assert.equal(manifest.created_at_ms, snap.created_at_ms);
+  const db = new Database(join(files, 'sqlite', 'long_term.sqlite'), { readonly: true });
+  assert.equal(
+    (db.prepare('SELECT count(*) AS n FROM memories WHERE content LIKE ?').get(`%${token}%`) as { n: number })
+      .n,
+    1,
+  );
+  db.close();
+  // git clone reads its history: every commit, HEAD on the same branch and commit as the live memdir
+  const clone = cloneHistory(t, exact.path);
+  assert.equal(git(clone, ['rev-parse', 'HEAD']).trim(), git(a.memdir, ['rev-parse', 'HEAD']).trim());
+  assert.equal(
+    git(clone, ['rev-list', '--count', 'HEAD']).trim(),
+    git(a.memdir, ['rev-list', '--count', 'HEAD']).trim(),
+  );
+
+  // the default: what leaves the host is redacted, history included
+  const redacted = await s.export('ana', 'default', snap.id, join(out, 'shared.tar.zst'));
+  assert.equal(redacted.copy, 'redacted');
+  assert.equal(redacted.redacted, true);
+  assert.ok((redacted.redaction?.matches_redacted ?? 0) >= 2, JSON.stringify(redacted.redaction));
+  assert.equal(redacted.redaction?.git_history, 'rewritten');
+  assert.equal(redacted.verify.status, 'verified', JSON.stringify(redacted.verify.problems));
+  const shared = gnuExtract(t, redacted.path);
+  assert.equal(allBytes(shared).includes(token), false, 'no byte of the secret in the redacted export');
+  const sharedClone = cloneHistory(t, redacted.path);
+  assert.equal(git(sharedClone, ['log', '-p', '--all']).includes(token), false);
+  assert.match(readFileSync(join(shared, 'memory_files', 'topics', 'keys.md'), 'utf8'), /\[REDACTED:/);
+
+  // never replaced without --force; a missing directory is not created
+  await assert.rejects(s.export('ana', 'default', snap.id, `${out}/`, { redact: false }), {
+    code: 'ALREADY_EXISTS',
+  });
+  await assert.rejects(s.export('ana', 'default', snap.id, join(out, 'missing', 'x.tar.zst')), {
+    code: 'INVALID_INPUT',
+  });
+});
+
+test("the exact export of a repository snapshot restores as today's bundles do", async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const s = snapshotterOf(a);
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const exported = await s.export('ana', 'default', snap.id, `${tempDir(t)}/`, { redact: false });
+  const bundles = snapshotterOf(a, { store: 'bundles' });
+  const r = await bundles.restore({ agentId: 'copy', bundle: exported.path, import: {} });
+  assert.equal(r.from, snap.id);
+  assert.equal(git(join(a.memdirRoot, 'copy'), ['rev-parse', 'HEAD']).trim(), snap.git_oid);
+  for (const rel of ['MEMORY.md', 'topics/people/topic-0004.md'])
+    assert.equal(
+      readFileSync(join(a.memdirRoot, 'copy', rel), 'utf8'),
+      readFileSync(join(a.memdir, rel), 'utf8'),
+    );
+  const rows = (dir: string) => {
+    const db = new Database(join(dir, 'long_term.sqlite'), { readonly: true });
+    const n = (db.prepare('SELECT count(*) AS n FROM memories').get() as { n: number }).n;
+    db.close();
+    return n;
+  };
+  assert.equal(rows(join(a.sqliteRoot, 'copy')), rows(a.sqliteDir));
+});
+
+function ageIdentity(t: TestContext): { path: string; recipient: string } {
+  const path = join(tempDir(t), 'age.txt');
+  execFileSync('age-keygen', ['-o', path], { stdio: 'ignore' });
+  return { path, recipient: execFileSync('age-keygen', ['-y', path]).toString().trim() };
+}
+
+test('export of an encrypted repository snapshot: encrypted to the configured recipients (age reads it), or a redacted plaintext copy with --decrypt; the identity is needed', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const token = plantSecret(a);
+  const id = ageIdentity(t);
+  const s = snapshotterOf(a, { recipients: [id.recipient], identityPath: id.path });
+  const snap = await s.snapshot({ agentId: 'ana' });
+  assert.equal(snap.encrypted, true);
+  const out = tempDir(t, 'nexo-export-');
+
+  const enc = await s.export('ana', 'default', snap.id, `${out}/`, { decryptIdentity: id.path });
+  assert.equal(enc.path, join(out, `${snap.id}.tar.zst.age`));
+  assert.equal(enc.copy, 'encrypted');
+  assert.equal(enc.encrypted, true);
+  assert.equal(enc.verify.status, 'verified', JSON.stringify(enc.verify.problems));
+  assert.equal(enc.verify.bundle_format, 'nexo-memory-snapshot-v2');
+  // the age CLI decrypts it; GNU tar reads what it decrypts, secrets included (it is protected)
+  const plain = join(out, 'decrypted.tar.zst');
+  execFileSync('age', ['-d', '-i', id.path, '-o', plain, enc.path]);
+  assert.ok(gnuList(plain).includes('memory_files/topics/keys.md'));
+  assert.ok(allBytes(gnuExtract(t, plain)).includes(token));
+
+  const dec = await s.export('ana', 'default', snap.id, join(out, 'plain.tar.zst'), { decrypt: true });
+  assert.equal(dec.copy, 'redacted');
+  assert.equal(dec.encrypted, false);
+  assert.equal(allBytes(gnuExtract(t, dec.path)).includes(token), false);
+
+  // no recipients configured: no silent plaintext copy of an encrypted snapshot
+  const noRecipients = snapshotterOf(a, { identityPath: id.path });
+  await assert.rejects(noRecipients.export('ana', 'default', snap.id, join(out, 'x.tar.zst')), {
+    code: 'INVALID_INPUT',
+  });
+  // no identity: the repository cannot be read (exit 7)
+  const noIdentity = snapshotterOf(a, { recipients: [id.recipient] });
+  await assert.rejects(noIdentity.export('ana', 'default', snap.id, join(out, 'y.tar.zst')), {
+    code: 'ENCRYPTION',
+    exitCode: 7,
+  });
+  assert.deepEqual(readdirSync(out).sort(), [
+    `${snap.id}.tar.zst.age`,
+    `${snap.id}.tar.zst.age.sha256`,
+    'decrypted.tar.zst',
+    'plain.tar.zst',
+    'plain.tar.zst.sha256',
+  ]);
+});
+
+test('export of a repository snapshot through the CLI and the HTTP download route', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const token = plantSecret(a);
+  const s = snapshotterOf(a);
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const out = tempDir(t, 'nexo-export-');
+  const root = ['--state-root', a.stateRoot];
+  const r = await runCli(
+    ['export', '--agent', 'ana', '--id', snap.id, '--to', `${out}/`, '--json', ...root],
+    {
+      env: repoEnv,
+    },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const res = JSON.parse(r.stdout) as { path: string; copy: string; verify: { status: string } };
+  assert.equal(res.copy, 'redacted');
+  assert.equal(res.verify.status, 'verified');
+  assert.equal(allBytes(gnuExtract(t, res.path)).includes(token), false);
+
+  const tracker = new OperationTracker();
+  const server = createApiServer({
+    routes: apiRoutes({ snapshotter: s, tracker, allowRestore: false, startedAt: Date.now() }),
+    token: 'test-token-0123456789abcdef',
+    tracker,
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  for (const [query, copy] of [
+    ['', 'redacted'],
+    ['?redact=false', 'exact'],
+  ] as const) {
+    const got = await fetch(`http://127.0.0.1:${port}/v1/agents/ana/snapshots/${snap.id}/export${query}`, {
+      headers: { authorization: 'Bearer test-token-0123456789abcdef' },
+    });
+    assert.equal(got.status, 200);
+    assert.equal(got.headers.get('x-nexo-copy'), copy);
+    assert.equal(got.headers.get('x-nexo-snapshot-id'), snap.id);
+    const path = join(out, `download${query ? '-exact' : ''}.tar.zst`);
+    writeFileSync(path, Buffer.from(await got.arrayBuffer()));
+    writeFileSync(`${path}.sha256`, got.headers.get('x-nexo-file-sha256')!);
+    const v = await verifyBundleFile(path);
+    assert.equal(v.status, 'verified', JSON.stringify(v.problems));
+    assert.equal(allBytes(gnuExtract(t, path)).includes(token), copy === 'exact');
+  }
+});
