@@ -87,6 +87,7 @@ import { toolVersions } from '../util/version.js';
 import { refused, verifyBundleFile } from '../verify/verify.js';
 import { exportBundle } from './export.js';
 import { collectGarbage, type GcOptions, type RetentionTickReport } from './gc.js';
+import { importIntoRepository, type StoreBundleRequest, type StoredBundle, storeBundle } from './import.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
 import { notifyObservers, type OperationObserver, type OperationRecord } from './observer.js';
 import { exportRepoSnapshot } from './repo-export.js';
@@ -193,8 +194,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** Whether new snapshots go into the repository (see LocalSnapshotterOptions.store). */
   usesRepository(): boolean {
     if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
-    // Until restore, diff, export and import read repository snapshots, `auto` keeps bundles unless a
-    // repository was created explicitly (store: repository); then it stays the store of this state root.
+    // Until restore and diff read repository snapshots, `auto` keeps bundles unless a repository was
+    // created explicitly (store: repository); then it stays the store of this state root.
     this.repositoryChosen ??= this.repository.exists();
     return this.repositoryChosen;
   }
@@ -582,12 +583,25 @@ export class LocalSnapshotter implements MemorySnapshotter {
       dryRun: req.dryRun === true,
       durationMs,
     });
+    // an import into a repository store also keeps the bundle as a snapshot of the new agent
+    const steps =
+      req.import && !req.dryRun && this.usesRepository()
+        ? importIntoRepository(this, req)
+        : restoreAgent(this, req);
     return this.observed(
-      restoreAgent(this, req),
+      steps,
       started,
       (report, durationMs) => ({ ...record(durationMs), outcome: 'ok', report }),
       (error, durationMs) => ({ ...record(durationMs), outcome: error.outcome, error }),
     );
+  }
+
+  /**
+   * `import --store-only`: stores a bundle (v1 included) as a snapshot of an agent in the repository,
+   * changing nothing live (snapshotter/import.ts). Needs the repository store.
+   */
+  async storeBundle(req: StoreBundleRequest): Promise<StoredBundle> {
+    return storeBundle(this, req);
   }
 
   /** Compares two snapshots (ids, unique prefixes, or `live`). */
@@ -662,7 +676,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
     ]);
     for (const w of warnings) this.warn(w);
     if (inRepository.length === 0) return metas;
-    return [...inRepository, ...metas].sort(
+    // a bundle migrate has stored but not removed yet (it was interrupted) is listed once
+    const ids = new Set(inRepository.map((m) => m.id));
+    return [...inRepository, ...metas.filter((m) => !ids.has(m.id))].sort(
       (x, y) => y.created_at_ms - x.created_at_ms || (x.id < y.id ? 1 : -1),
     );
   }
