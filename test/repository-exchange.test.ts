@@ -2,26 +2,36 @@
 // repository snapshot as a v2/v3 bundle that GNU tar, zstd, age and `git clone` read, redacted by
 // default, encrypted to the recipients for an encrypted repository; import of a bundle (v1 included)
 // into the repository, alone (--store-only) or with the restore as another agent; and migrate of a
-// bundle store into the repository, idempotent and resumable after kill -9.
+// bundle store into the repository (ids, labels, pins kept; each checked before its bundle goes),
+// idempotent and resumable after kill -9 at chosen steps and at random instants.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { git } from '../scripts/sample-agent.js';
+import { buildSampleAgent, git } from '../scripts/sample-agent.js';
 import { secretKeyFileText } from '../src/crypto/sign.js';
 import { trustPolicy } from '../src/format/signature.js';
 import { generateSigningKey, LocalSnapshotter, type LocalSnapshotterOptions } from '../src/index.js';
 import { createApiServer } from '../src/server/http.js';
 import { apiRoutes } from '../src/server/routes.js';
 import { OperationTracker } from '../src/server/tracker.js';
+import type { MigrateReport } from '../src/snapshotter/migrate.js';
 import { verifyBundleFile } from '../src/verify/verify.js';
 import { bundleOf, manifestFor, readEntries, writeBundleFile } from './helpers/bundles.js';
-import { type Agent, gnuExtract, gnuList, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import {
+  type Agent,
+  gnuExtract,
+  gnuList,
+  runCli,
+  sampleAgent,
+  startFixture,
+  tempDir,
+} from './helpers/env.js';
 
 const repoEnv = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
 const SMALL = { files: 8, commits: 4, memories: 200, embeddings: 40, concepts: 20, compactions: 6 };
@@ -447,4 +457,238 @@ test('a v1 bundle of the original is stored in the repository (raw history quara
   const exportedContent = await contentOf(exported.path);
   for (const [path, sha] of await contentOf(v1)) assert.equal(exportedContent.get(path), sha, path);
   assert.equal(existsSync(marker), false, 'nothing from the bundle ran');
+});
+
+const V1_ID = '0190c3a2-0000-7000-8000-000000000001';
+
+interface Expected {
+  label?: string;
+  created_by?: string;
+  created_at_ms: number;
+  pinned: boolean;
+  content: Map<string, string>;
+  git_oid?: string;
+  /** path of the bundle, while it exists */
+  path: string;
+}
+
+/**
+ * A 0.2 state root holding bundles of two agents: ana's pinned one, a redacted one, one signed with
+ * `signingKey`, a v1 bundle of the original; bob's one. Returns what each bundle holds, by id.
+ */
+async function bundleStore(t: TestContext, signingKey: string) {
+  const a = sampleAgent(t, 'ana', SMALL);
+  buildSampleAgent(a.root, 'bob', SMALL);
+  const b = snapshotterOf(a, { store: 'bundles' });
+  const dir = b.layout.snapshotsDir('default', 'ana');
+  mkdirSync(dir, { recursive: true });
+  v1BundleOf(a, join(dir, `${V1_ID}.tar.zst`));
+  const one = await b.snapshot({ agentId: 'ana', label: 'one', createdBy: 'cli' });
+  await b.pin('ana', 'default', one.id, 'keep');
+  plantSecret(a);
+  await b.snapshot({ agentId: 'ana', label: 'two', redact: true });
+  await b.snapshot({ agentId: 'ana', label: 'signed', sign: signingKey, createdBy: 'scheduled' });
+  await b.snapshot({ agentId: 'bob', label: 'bob' });
+  const expected = new Map<string, Expected>();
+  for (const agent of ['ana', 'bob'])
+    for (const m of await b.list(agent))
+      expected.set(m.id, {
+        ...(m.label !== undefined ? { label: m.label } : {}),
+        ...(m.created_by !== undefined ? { created_by: m.created_by } : {}),
+        created_at_ms: m.created_at_ms,
+        pinned: m.pinned === true,
+        content: await contentOf(m.bundle_path),
+        ...(m.git_oid ? { git_oid: m.git_oid } : {}),
+        path: m.bundle_path,
+      });
+  assert.equal(expected.size, 5);
+  return { a, expected };
+}
+
+/** Bundle files, siblings, sidecars, pins and staging left in an agent's snapshot directory. */
+function bundleLeftovers(a: Agent, agent: string): string[] {
+  const dir = snapshotterOf(a).layout.snapshotsDir('default', agent);
+  return existsSync(dir) ? readdirSync(dir).filter((n) => /\.tar\.zst|^\.staging-/.test(n)) : [];
+}
+
+/**
+ * Everything moved and nothing lost: no bundle left, every snapshot listed once with its id, label,
+ * creator, time and pin, verified, its export holding exactly what its bundle held, check clean.
+ */
+async function assertMigrated(t: TestContext, a: Agent, expected: Map<string, Expected>): Promise<void> {
+  const s = snapshotterOf(a, { store: 'auto' });
+  assert.equal(s.usesRepository(), true, 'auto picks the repository after migrate');
+  for (const agent of ['ana', 'bob']) assert.deepEqual(bundleLeftovers(a, agent), [], agent);
+  const listed = [...(await s.list('ana')), ...(await s.list('bob'))];
+  assert.deepEqual(listed.map((m) => m.id).sort(), [...expected.keys()].sort());
+  const out = tempDir(t, 'nexo-migrated-');
+  for (const m of listed) {
+    const e = expected.get(m.id)!;
+    assert.ok(m.bundle_format?.startsWith('nexo-memory-snapshot-v'), m.bundle_format);
+    assert.ok(m.bundle_path.includes('#'), 'a repository snapshot');
+    assert.equal(m.label, e.label, m.id);
+    assert.equal(m.created_by, e.created_by, m.id);
+    assert.equal(m.created_at_ms, e.created_at_ms, m.id);
+    assert.equal(m.pinned, e.pinned, m.id);
+    if (e.git_oid) assert.equal(m.git_oid, e.git_oid, m.id);
+    const v = await s.verifySnapshot(m.agent_id, 'default', m.id);
+    assert.equal(v.status, 'verified', `${m.id}: ${JSON.stringify(v.problems)}`);
+    const x = await s.export(m.agent_id, 'default', m.id, join(out, `${m.id}.tar.zst`), { redact: false });
+    assert.deepEqual(await contentOf(x.path), e.content, m.id);
+  }
+  const check = await s.check({ readData: true });
+  assert.equal(check.ok, true, JSON.stringify(check.problems));
+}
+
+function signingKeyFile(t: TestContext): { path: string; keyId: string } {
+  const key = generateSigningKey();
+  const path = join(tempDir(t), 'sign.key');
+  writeFileSync(path, secretKeyFileText(key), { mode: 0o600 });
+  return { path, keyId: key.keyId };
+}
+
+test('migrate moves every bundle into the repository with its id, label, creator, time and pin; signed again with the host key, the bundle signature recorded; auto picks the repository; a second run has nothing to do', async (t) => {
+  const original = signingKeyFile(t);
+  const host = signingKeyFile(t);
+  const { a, expected } = await bundleStore(t, original.path);
+  const s = snapshotterOf(a, { store: 'auto', signingKey: host.path });
+  assert.equal(s.usesRepository(), false);
+  const r = await s.migrate();
+  assert.equal(r.created_repository, true);
+  assert.deepEqual([r.bundles, r.migrated, r.skipped, r.failed], [5, 5, 0, 0], JSON.stringify(r));
+  assert.ok(r.added_bytes > 0);
+  assert.equal(s.usesRepository(), true);
+  for (const b of r.results) {
+    assert.equal(b.outcome, 'migrated');
+    assert.equal(b.signed_by, host.keyId, 'signed with the host key');
+    assert.equal(b.bundle_path, expected.get(b.id)!.path);
+    assert.equal(existsSync(b.bundle_path), false);
+  }
+  const signed = r.results.find((b) => b.signature);
+  assert.deepEqual(signed?.signature, { key_id: original.keyId, status: 'valid' });
+  assert.equal(r.results.find((b) => b.id === V1_ID)?.outcome, 'migrated', 'the v1 bundle too');
+  // the ana bundles went oldest first: the v1 bundle of the original, then in time order
+  assert.deepEqual(
+    r.results.filter((b) => b.agent_id === 'ana').map((b) => b.id),
+    [...expected]
+      .filter(([, e]) => e.path.includes('/ana/'))
+      .sort((x, y) => x[1].created_at_ms - y[1].created_at_ms)
+      .map(([id]) => id),
+  );
+  await assertMigrated(t, a, expected);
+  const again = await s.migrate();
+  assert.deepEqual([again.bundles, again.created_repository], [0, false]);
+  // new snapshots of this state root go into the repository
+  const next = await snapshotterOf(a, { store: 'auto' }).snapshot({ agentId: 'ana' });
+  assert.ok(next.bundle_path.includes('#'), next.bundle_path);
+});
+
+test('migrate leaves what cannot move, with a clear line: a damaged bundle fails (exit 2), an encrypted one into a plaintext repository is skipped; into an encrypted repository with the identity it moves', async (t) => {
+  const id = ageIdentity(t);
+  const a = sampleAgent(t, 'ana', SMALL);
+  const b = snapshotterOf(a, { store: 'bundles' });
+  const good = await b.snapshot({ agentId: 'ana', label: 'good' });
+  const enc = await b.snapshot({ agentId: 'ana', label: 'secret', encrypt: [id.recipient] });
+  const bad = await b.snapshot({ agentId: 'ana', label: 'bad' });
+  const bytes = readFileSync(bad.bundle_path);
+  bytes[Math.floor(bytes.length / 2)]! ^= 0x10;
+  writeFileSync(bad.bundle_path, bytes);
+  writeFileSync(`${bad.bundle_path}.sha256`, createHash('sha256').update(bytes).digest('hex'));
+
+  const r = await runCli(['migrate', '--json', '--state-root', a.stateRoot], {
+    env: { NEXO_MEMORY_STORE_FORMAT: 'auto' },
+  });
+  const report = JSON.parse(r.stdout) as MigrateReport;
+  const outcome = (x: string) => report.results.find((b) => b.id === x);
+  assert.equal(outcome(good.id)?.outcome, 'migrated');
+  assert.equal(outcome(enc.id)?.outcome, 'skipped');
+  assert.equal(outcome(enc.id)?.error?.code, 'ENCRYPTION');
+  assert.match(String(outcome(enc.id)?.error?.message), /encrypted repository/);
+  assert.equal(outcome(bad.id)?.outcome, 'failed');
+  assert.equal(outcome(bad.id)?.error?.exit_code, 2);
+  assert.equal(r.code, 7, 'the status of the first bundle that did not move');
+  assert.ok(existsSync(enc.bundle_path) && existsSync(bad.bundle_path), 'both are kept');
+  assert.equal(existsSync(good.bundle_path), false);
+  const human = await runCli(['migrate', '--state-root', a.stateRoot], {
+    env: { NEXO_MEMORY_STORE_FORMAT: 'auto' },
+  });
+  assert.match(human.stdout, new RegExp(`skipped ${enc.id} .*ENCRYPTION`));
+  assert.match(human.stdout, new RegExp(`failed ${bad.id} .*BUNDLE_DAMAGED|failed ${bad.id} .*CHECKSUM`));
+  assert.match(human.stdout, /0 of 2 bundles migrated, 1 skipped, 1 failed/);
+
+  // a state root whose repository is encrypted (recipients configured): encrypted bundles move, with the identity
+  const c = sampleAgent(t, 'ana', SMALL);
+  const cb = snapshotterOf(c, { store: 'bundles' });
+  const e1 = await cb.snapshot({ agentId: 'ana', encrypt: [id.recipient] });
+  const p1 = await cb.snapshot({ agentId: 'ana' });
+  const noIdentity = await snapshotterOf(c, { store: 'auto', recipients: [id.recipient] }).migrate();
+  assert.equal(noIdentity.results.find((x) => x.id === e1.id)?.outcome, 'skipped');
+  const withIdentity = snapshotterOf(c, { store: 'auto', recipients: [id.recipient], identityPath: id.path });
+  const moved = await withIdentity.migrate();
+  assert.deepEqual(
+    moved.results.map((x) => [x.id, x.outcome]),
+    [[e1.id, 'migrated']],
+  );
+  const listed = await withIdentity.list('ana');
+  assert.deepEqual(
+    listed.map((m) => [m.id, m.encrypted]).sort(),
+    [
+      [e1.id, true],
+      [p1.id, true],
+    ].sort(),
+  );
+  assert.equal((await withIdentity.verifySnapshot('ana', 'default', e1.id)).status, 'verified');
+});
+
+test('migrate refuses what would make the snapshots useless: the bundles store, or required signatures without a signing key', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  await bundleSnapshot(a);
+  await assert.rejects(snapshotterOf(a, { store: 'bundles' }).migrate(), { code: 'INVALID_INPUT' });
+  const key = generateSigningKey();
+  await assert.rejects(
+    snapshotterOf(a, { store: 'auto', trustedKeys: [key.publicKey], requireSignature: true }).migrate(),
+    { code: 'INVALID_INPUT' },
+  );
+  assert.equal(existsSync(join(a.stateRoot, 'repository')), false);
+});
+
+for (const [step, n] of [
+  ['stored', 1],
+  ['checked', 2],
+  ['removed', 3],
+  ['stored', 5],
+] as const) {
+  test(`kill -9 of migrate after bundle ${n} was ${step}: the next run finishes it, nothing lost`, async (t) => {
+    const key = signingKeyFile(t);
+    const { a, expected } = await bundleStore(t, key.path);
+    const child = startFixture(t, 'migrate-once.ts', [a.stateRoot, step, String(n)]);
+    assert.equal(await child.exited, -1, `killed after ${step} ${n}: ${child.errors()}`);
+    const r = await snapshotterOf(a, { store: 'auto' }).migrate();
+    assert.equal(r.failed + r.skipped, 0, JSON.stringify(r.results));
+    if (step !== 'removed')
+      assert.ok(
+        r.results.some((b) => b.resumed),
+        'the interrupted bundle was resumed',
+      );
+    await assertMigrated(t, a, expected);
+  });
+}
+
+test('kill -9 of migrate at random instants: every run after a kill finishes the job, nothing lost', async (t) => {
+  for (let trial = 0; trial < 3; trial++) {
+    await t.test(`trial ${trial}`, async (tt) => {
+      const key = signingKeyFile(tt);
+      const { a, expected } = await bundleStore(tt, key.path);
+      const child = startFixture(tt, 'migrate-once.ts', [a.stateRoot]);
+      await child.ready;
+      const delay = Math.floor(Math.random() * 2500);
+      await new Promise((r) => setTimeout(r, delay));
+      await child.killGroup('SIGKILL');
+      const finished = child.output().includes('"results"');
+      tt.diagnostic(`killed after ${delay} ms: ${finished ? 'it had finished' : 'in the middle of the run'}`);
+      const r = await snapshotterOf(a, { store: 'auto' }).migrate();
+      assert.equal(r.failed + r.skipped, 0, JSON.stringify(r.results));
+      await assertMigrated(tt, a, expected);
+    });
+  }
 });

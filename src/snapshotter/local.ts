@@ -89,6 +89,7 @@ import { exportBundle } from './export.js';
 import { collectGarbage, type GcOptions, type RetentionTickReport } from './gc.js';
 import { importIntoRepository, type StoreBundleRequest, type StoredBundle, storeBundle } from './import.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
+import { type MigrateOptions, type MigrateReport, migrateBundles } from './migrate.js';
 import { notifyObservers, type OperationObserver, type OperationRecord } from './observer.js';
 import { exportRepoSnapshot } from './repo-export.js';
 import { RepositoryStore, type StoreFormat, storeFormatFromEnv } from './repository.js';
@@ -163,7 +164,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly redactionPolicy: RedactionPolicy;
   /** The content-addressed repository of this state root (created by the first snapshot into it). */
   readonly repository: RepositoryStore;
-  private readonly storeChoice: StoreFormat;
+  /** The configured store (LocalSnapshotterOptions.store). */
+  readonly storeChoice: StoreFormat;
   private repositoryChosen: boolean | undefined;
   readonly redactExports: boolean;
 
@@ -195,8 +197,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
   usesRepository(): boolean {
     if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
     // Until restore and diff read repository snapshots, `auto` keeps bundles unless a repository was
-    // created explicitly (store: repository); then it stays the store of this state root.
-    this.repositoryChosen ??= this.repository.exists();
+    // created explicitly (store: repository, or migrate); then it stays the store of this state root.
+    // Only the answer "yes" is kept: a running daemon picks a repository that migrate created meanwhile.
+    if (!this.repositoryChosen) this.repositoryChosen = this.repository.exists();
     return this.repositoryChosen;
   }
 
@@ -602,6 +605,24 @@ export class LocalSnapshotter implements MemorySnapshotter {
    */
   async storeBundle(req: StoreBundleRequest): Promise<StoredBundle> {
     return storeBundle(this, req);
+  }
+
+  /**
+   * `nexo-memory migrate`: moves every bundle of the state root into the repository (created when there
+   * is none; `auto` picks it from then on). See snapshotter/migrate.ts.
+   */
+  async migrate(opts: MigrateOptions = {}): Promise<MigrateReport> {
+    if (this.storeChoice === 'bundles')
+      throw new InvalidInputError(
+        'the store is configured as bundles (store.format: bundles): migrate moves bundles into the repository, which this configuration does not use',
+      );
+    try {
+      return await migrateBundles(this, opts);
+    } catch (err) {
+      throw asSnapshotError(err, 'migrate');
+    } finally {
+      this.repositoryChosen = this.repository.exists() || this.repositoryChosen;
+    }
   }
 
   /** Compares two snapshots (ids, unique prefixes, or `live`). */
