@@ -467,3 +467,57 @@ export async function ensureGcFixture(agents: number, perAgent: number): Promise
   writeFileSync(marker, `${JSON.stringify(m)}\n`);
   return { ...paths, nowMs, reused: false };
 }
+
+/** The repository issue's "1 % change" (design.md §5): what an hour of a busy agent adds. */
+export const ONE_PERCENT = {
+  memoriesInserted: 2_400,
+  embeddingsInserted: 600,
+  conceptsEdited: 100,
+  compactionsInserted: 60,
+  filesTouched: 5,
+} as const;
+
+/**
+ * Applies the 1 % change to the live agent: new memories, embeddings and compactions appended, concept
+ * summaries lengthened (rows grow, pages reflow), five topic files edited in one commit. `step` makes
+ * successive changes differ.
+ */
+export function changeRefAgentOnePercent(p: SampleAgentPaths, step = 0): void {
+  const open = (name: string) => new Database(join(p.sqliteDir, `${name}.sqlite`));
+  const lt = open('long_term');
+  lt.transaction(() => {
+    const ins = lt.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)');
+    for (let i = 0; i < ONE_PERCENT.memoriesInserted; i++)
+      ins.run(1_780_000_000_000 + step * 1e7 + i, 'fact', `step ${step} memory ${i}: ${'lorem ipsum '.repeat(40)}`, 0.5);
+  })();
+  lt.close();
+  const vec = open('vector');
+  vec.transaction(() => {
+    const ins = vec.prepare('INSERT INTO embeddings (memory_id, model, dim, vec) VALUES (?, ?, ?, ?)');
+    const f = new Float32Array(384);
+    for (let i = 0; i < ONE_PERCENT.embeddingsInserted; i++) {
+      for (let d = 0; d < f.length; d++) f[d] = Math.sin(step * 7919 + i * 31 + d);
+      ins.run(1_000_000 + step * 10_000 + i, 'all-MiniLM-L6-v2', 384, Buffer.from(f.buffer));
+    }
+  })();
+  vec.close();
+  const con = open('concepts');
+  con
+    .prepare('UPDATE concepts SET summary = summary || ? WHERE id % 300 = ?')
+    .run(` (revised in step ${step})`, step % 300);
+  con.close();
+  const cmp = open('compactions');
+  cmp.transaction(() => {
+    const ins = cmp.prepare('INSERT INTO compactions (session_id, created_at, summary) VALUES (?, ?, ?)');
+    for (let i = 0; i < ONE_PERCENT.compactionsInserted; i++)
+      ins.run(`session-step-${step}-${i}`, 1_780_000_000_000 + i, `compaction ${i}: ${'summary text '.repeat(140)}`);
+  })();
+  cmp.close();
+  const files = git(p.memdir, ['ls-files', 'topics'])
+    .split('\n')
+    .filter((f) => f.endsWith('.md'))
+    .sort();
+  for (let i = 0; i < ONE_PERCENT.filesTouched; i++)
+    appendFileSync(join(p.memdir, files[(step * 37 + i * 401) % files.length]!), `Step ${step}: learned ${i}.\n`);
+  git(p.memdir, ['commit', '-qam', `step ${step}: the 1 % change`]);
+}

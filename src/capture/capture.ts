@@ -21,6 +21,7 @@ import {
 import { scanJson } from '../format/json.js';
 import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
 import { createBundle, inspectRepo, type RepoInfo } from '../git/git.js';
+import { type GitRef, recordRefs } from '../git/history.js';
 import { IoError, StateProviderError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
 import type { SqliteWorker } from '../sqlite/worker.js';
@@ -47,6 +48,12 @@ export interface CaptureInput {
   stagingDir: string;
   /** Worker threads for the database copies (at least one). */
   sqlite: readonly SqliteWorker[];
+  /**
+   * How the history is captured: `bundle` (a git bundle of every ref, the default) or `refs` (only the
+   * refs are recorded; the repository packs what they reach after the gate is released — objects are
+   * immutable, refs are the point in time).
+   */
+  history?: 'bundle' | 'refs';
 }
 
 interface CopiedDb {
@@ -59,6 +66,8 @@ export interface CaptureResult {
   databaseInfo: Record<string, DatabaseInfo>;
   state: StagedArtifact[];
   gitBundlePath?: string;
+  /** `history: refs`: every ref (and a detached HEAD) at the point in time. */
+  gitRefs?: GitRef[];
   memory: StagedArtifact[];
   git: GitInfo;
   memdir?: MemdirInfo;
@@ -182,9 +191,20 @@ async function captureMemdirAndHistory(input: CaptureInput) {
   const [history, tree] = await allSettledOrThrow([
     (async () => {
       const info = await inspectRepo(input.memdir);
+      if (input.history === 'refs') {
+        const refs =
+          info.repository === 'present'
+            ? await recordRefs(input.memdir, info.detached ? info.headOid : undefined)
+            : [];
+        return { info, bundle: undefined, refs };
+      }
       const dst = join(input.stagingDir, GIT_BUNDLE_PATH);
       await mkdir(join(input.stagingDir, 'git'), { recursive: true });
-      return { info, bundle: (await createBundle(input.memdir, info, dst)) ? dst : undefined };
+      return {
+        info,
+        bundle: (await createBundle(input.memdir, info, dst)) ? dst : undefined,
+        refs: undefined,
+      };
     })(),
     captureMemdir(input.memdir, filesDir),
   ]);
@@ -196,7 +216,13 @@ async function captureMemdirAndHistory(input: CaptureInput) {
     ...(f.data ? { data: f.data } : { stagedPath: f.stagedPath! }),
   }));
   const memdir: MemdirInfo = { files: tree.files.length, bytes: tree.bytes, skipped: tree.skipped };
-  return { git: gitBlock(history.info), gitBundlePath: history.bundle, memory, memdir };
+  return {
+    git: gitBlock(history.info),
+    gitBundlePath: history.bundle,
+    gitRefs: history.refs,
+    memory,
+    memdir,
+  };
 }
 
 /** Phase 1, under the write gate: copies the agent into `input.stagingDir` (existing, empty). */
@@ -210,6 +236,7 @@ export async function captureAgent(input: CaptureInput): Promise<CaptureResult> 
     ...dbs,
     state,
     ...(mem.gitBundlePath ? { gitBundlePath: mem.gitBundlePath } : {}),
+    ...('gitRefs' in mem && mem.gitRefs ? { gitRefs: mem.gitRefs } : {}),
     memory: mem.memory,
     git: mem.git,
     ...(mem.memdir ? { memdir: mem.memdir } : {}),

@@ -27,7 +27,17 @@ export interface StoreFlags extends TelemetryFlags {
  * Commands that write the store: refused when the config says `enabled: false`. `recover` is not one:
  * finishing an interrupted restore makes the agent consistent again and must stay possible.
  */
-const WRITING_COMMANDS = new Set(['snapshot', 'restore', 'import', 'delete', 'gc', 'pin', 'unpin']);
+const WRITING_COMMANDS = new Set([
+  'snapshot',
+  'restore',
+  'import',
+  'delete',
+  'gc',
+  'pin',
+  'unpin',
+  'prune',
+  'migrate',
+]);
 /** What the program tells us about the command about to run. */
 export interface RunningCommand {
   name(): string;

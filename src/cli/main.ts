@@ -14,6 +14,7 @@ import { keygenCommand } from './commands/keygen.js';
 import { listCommand } from './commands/list.js';
 import { mcpCommand } from './commands/mcp.js';
 import { metricsFileOption, natsOption } from './commands/options.js';
+import { checkCommand, pruneCommand } from './commands/repository.js';
 import { importCommand, recoverCommand, restoreCommand } from './commands/restore.js';
 import { serveCommand } from './commands/serve.js';
 import { snapshotCommand } from './commands/snapshot.js';
@@ -53,6 +54,8 @@ Examples:
     gcCommand(),
     pinCommand(),
     unpinCommand(),
+    checkCommand(),
+    pruneCommand(),
     keygenCommand(),
     serveCommand(),
     mcpCommand(),

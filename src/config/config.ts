@@ -72,6 +72,15 @@ const encryptionSection = z.strictObject({
   identity_path: z.string().min(1, 'must not be empty').optional(),
 });
 
+const storeSection = z.strictObject({
+  /**
+   * Where new snapshots go: `repository` (content-addressed, incremental), `bundles` (one .tar.zst per
+   * snapshot, as 0.2), `auto` (default: the repository, unless the state root holds bundles and no
+   * repository). Environment: NEXO_MEMORY_STORE_FORMAT.
+   */
+  format: z.enum(['auto', 'repository', 'bundles']).optional(),
+});
+
 const eventsSection = z.strictObject({
   /** Broker for lifecycle and mutation events; none = no events (`--nats URL` overrides). */
   nats_url: z
@@ -188,6 +197,7 @@ const snapshotSection = z
     zstd_workers: z.number().int().min(0, 'must be ≥ 0').max(16, 'must be ≤ 16').optional(),
     retention: retentionSection.optional(),
     encryption: encryptionSection.optional(),
+    store: storeSection.optional(),
     signing: signingSection.optional(),
     redaction: redactionSection.optional(),
     events: eventsSection.optional(),

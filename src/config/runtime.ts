@@ -8,6 +8,7 @@ import { InvalidInputError } from '../model/errors.js';
 import type { RetentionPolicy } from '../policy/retention.js';
 import type { GcOptions } from '../snapshotter/gc.js';
 import type { LocalSnapshotterOptions } from '../snapshotter/local.js';
+import { type StoreFormat, storeFormatFromEnv } from '../snapshotter/repository.js';
 import { CONFIG_DEFAULTS, NATS_URL_RE, type SnapshotConfig } from './config.js';
 
 export interface StoreOverrides {
@@ -31,8 +32,11 @@ export function snapshotterOptionsFromConfig(
 ): LocalSnapshotterOptions {
   const stateRoot = o.stateRoot ?? cfg.root ?? CONFIG_DEFAULTS.root;
   const recipients = defaultRecipients(cfg);
+  const store = storeFormat(cfg);
   return {
     stateRoot,
+    ...(store ? { store } : {}),
+    ...(cfg.encryption?.identity_path ? { identityPath: cfg.encryption.identity_path } : {}),
     memdirRoot: o.memdirRoot ?? cfg.memdir_root ?? stateRoot,
     sqliteRoot: o.sqliteRoot ?? cfg.sqlite_root ?? stateRoot,
     lockTimeoutMs: (cfg.lock_timeout_secs ?? CONFIG_DEFAULTS.lock_timeout_secs) * 1000,
@@ -53,6 +57,11 @@ export function snapshotterOptionsFromConfig(
         }
       : {}),
   };
+}
+
+/** The store format: NEXO_MEMORY_STORE_FORMAT, else `store.format`, else undefined (auto). */
+export function storeFormat(cfg: SnapshotConfig): StoreFormat | undefined {
+  return storeFormatFromEnv() ?? cfg.store?.format;
 }
 
 /** The retention policy of `retention.*` (keys absent from the file keep the policy defaults). */

@@ -44,11 +44,29 @@ const PUBLIC_KEY_TEXT = /^nexo-sign-pub1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$/
 const SIGNATURE_TEXT = /^[A-Za-z0-9+/]{86}==$/;
 
 export function checkSignature(parsed: ParsedManifest, trusted: readonly PublicSigningKey[]): SignatureCheck {
-  const { manifest: m, raw, version } = parsed;
   // The version fields agree (manifest.ts refuses them otherwise); only v3 carries a signature.
-  if (version !== SIGNED_MANIFEST_VERSION) return { status: 'unsigned' };
+  return checkSealSignature(
+    { manifest: parsed.manifest, raw: parsed.raw, signed: parsed.version === SIGNED_MANIFEST_VERSION },
+    trusted,
+  );
+}
+
+/**
+ * The signature rules of any signed manifest format (bundles v3, repository snapshots v5): `signed`
+ * says whether its version is a signed one; the signature covers the format and the manifest seal.
+ */
+export function checkSealSignature(
+  parsed: {
+    manifest: Pick<ParsedManifest['manifest'], 'signature' | 'manifest_seal' | 'bundle_format'>;
+    raw: Record<string, unknown>;
+    signed: boolean;
+  },
+  trusted: readonly PublicSigningKey[],
+): SignatureCheck {
+  const { manifest: m, raw } = parsed;
+  if (!parsed.signed) return { status: 'unsigned' };
   const sig = m.signature;
-  if (!sig) return { status: 'invalid', reason: 'a signed-format (v3) manifest without its signature' };
+  if (!sig) return { status: 'invalid', reason: 'a signed-format manifest without its signature' };
   const invalid = (reason: string): SignatureCheck => ({ status: 'invalid', key_id: sig.key_id, reason });
   // One spelling of each, so what a reader checks is what docs/format.md states.
   if (!PUBLIC_KEY_TEXT.test(sig.public_key))

@@ -435,6 +435,16 @@ export class UnsafeObjectError extends SnapshotError {
   }
 }
 
+/** A repository lock (docs/locking.md) stayed held by a conflicting operation past the timeout. */
+export class RepositoryLockedError extends SnapshotError {
+  readonly code = 'REPOSITORY_LOCKED';
+  readonly exitCode = ExitCode.concurrent;
+  readonly outcome = 'concurrent' as const;
+  constructor(holder: string) {
+    super(`the repository is locked: ${holder}`, { details: { holder } });
+  }
+}
+
 /**
  * A native module (better-sqlite3, zstd-napi) cannot be loaded: built for another Node.js, for another
  * platform, or never built. The message says which, and how to fix it (`npm rebuild`).
@@ -600,6 +610,12 @@ export const ERROR_TABLE: ReadonlyArray<{
   },
   { code: 'KEY', exitCode: 1, outcome: 'invalid_input', meaning: 'unreadable, corrupt or wrong-type key' },
   { code: 'CONCURRENT', exitCode: 4, outcome: 'concurrent', meaning: 'agent lock held by another operation' },
+  {
+    code: 'REPOSITORY_LOCKED',
+    exitCode: 4,
+    outcome: 'concurrent',
+    meaning: 'repository lock held by a conflicting operation (prune and the others exclude each other)',
+  },
   { code: 'NOT_FOUND', exitCode: 5, outcome: 'not_found', meaning: 'snapshot id not found' },
   {
     code: 'UNKNOWN_AGENT',

@@ -49,6 +49,9 @@ import {
 } from '../model/types.js';
 import { redactStaging } from '../policy/redaction/redact.js';
 import { compilePolicy, type RedactionOptions, type RedactionPolicy } from '../policy/redaction/scan.js';
+import type { CheckOptions, CheckReport } from '../repository/check.js';
+import type { PruneOptions, PruneReport } from '../repository/prune.js';
+import type { ListingMeta } from '../repository/snapshots.js';
 import { recoverJournal } from '../restore/journal.js';
 import { restoreLeftovers } from '../restore/stage.js';
 import { SqliteWorker } from '../sqlite/worker.js';
@@ -86,6 +89,7 @@ import { exportBundle } from './export.js';
 import { collectGarbage, type GcOptions, type RetentionTickReport } from './gc.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
 import { notifyObservers, type OperationObserver, type OperationRecord } from './observer.js';
+import { RepositoryStore, type StoreFormat, storeFormatFromEnv } from './repository.js';
 import { restoreAgent } from './restore.js';
 
 export interface LocalSnapshotterOptions {
@@ -122,6 +126,14 @@ export interface LocalSnapshotterOptions {
   /** Allowlist and excluded rules for snapshots that ask for redaction and for exports (docs/redaction.md). */
   redaction?: RedactionOptions;
   /**
+   * Where new snapshots go: `repository` (content-addressed, docs/repository.md), `bundles` (one
+   * `.tar.zst` per snapshot, the 0.2 store), or `auto` (default): the repository when this state root
+   * has one, else bundles.
+   */
+  store?: StoreFormat;
+  /** age identity file that opens an encrypted repository (snapshots into it need it too). */
+  identityPath?: string;
+  /**
    * What leaves the host is redacted unless asked otherwise: `export` (and the HTTP download) of a
    * plaintext bundle that is not redacted re-packs it redacted. Default true (config
    * `redact_secrets_default`); a request's `redact` overrides it.
@@ -147,6 +159,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** The trust restore applies unless a request says otherwise. */
   readonly trust: TrustPolicy;
   readonly redactionPolicy: RedactionPolicy;
+  /** The content-addressed repository of this state root (created by the first snapshot into it). */
+  readonly repository: RepositoryStore;
+  private readonly storeChoice: StoreFormat;
+  private repositoryChosen: boolean | undefined;
   readonly redactExports: boolean;
 
   constructor(opts: LocalSnapshotterOptions) {
@@ -169,6 +185,17 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.observers = opts.observers ?? [];
     this.signingKeySource = opts.signingKey;
     this.trust = trustPolicy(opts.trustedKeys, opts.requireSignature === true);
+    this.storeChoice = opts.store ?? storeFormatFromEnv() ?? 'auto';
+    this.repository = new RepositoryStore(this, opts.stateRoot, opts.identityPath, this.zstdLevel, this.warn);
+  }
+
+  /** Whether new snapshots go into the repository (see LocalSnapshotterOptions.store). */
+  usesRepository(): boolean {
+    if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
+    // Until restore, diff, export and import read repository snapshots, `auto` keeps bundles unless a
+    // repository was created explicitly (store: repository); then it stays the store of this state root.
+    this.repositoryChosen ??= this.repository.exists();
+    return this.repositoryChosen;
   }
 
   /**
@@ -346,6 +373,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   private async snapshotSteps(p: Parameters<LocalSnapshotter['snapshotLocked']>[0]): Promise<SnapshotMeta> {
+    if (this.usesRepository()) return this.repository.snapshot(p);
     const id = newSnapshotId();
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
     const encrypted = p.recipients.length > 0;
@@ -592,6 +620,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const lock = await this.lockAgent(a, t, 'pin');
     try {
+      const inRepository = await this.repository.find(a, t, id);
+      if (inRepository) {
+        await this.repository.setPinned(inRepository.id, true);
+        return { ...inRepository, pinned: true };
+      }
       const file = await locate(this.layout.snapshotsDir(t, a), id);
       await pinBundle(file.path, note);
       return { ...(await bundleMeta(file)), pinned: true };
@@ -606,6 +639,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const lock = await this.lockAgent(a, t, 'unpin');
     try {
+      const inRepository = await this.repository.find(a, t, id);
+      if (inRepository) {
+        const was = inRepository.pinned === true;
+        await this.repository.setPinned(inRepository.id, false);
+        return was;
+      }
       const file = await locate(this.layout.snapshotsDir(t, a), id);
       return await unpinBundle(file.path);
     } finally {
@@ -616,9 +655,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
   async list(agentId: string, tenant: string = DEFAULT_TENANT): Promise<SnapshotMeta[]> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant);
-    const { metas, warnings } = await listDir(this.layout.snapshotsDir(t, a), a, t);
+    const [{ metas, warnings }, inRepository] = await Promise.all([
+      listDir(this.layout.snapshotsDir(t, a), a, t),
+      this.repository.list(a, t),
+    ]);
     for (const w of warnings) this.warn(w);
-    return metas;
+    if (inRepository.length === 0) return metas;
+    return [...inRepository, ...metas].sort(
+      (x, y) => y.created_at_ms - x.created_at_ms || (x.id < y.id ? 1 : -1),
+    );
   }
 
   /**
@@ -648,12 +693,52 @@ export class LocalSnapshotter implements MemorySnapshotter {
     id: string,
     opts: VerifyRequestOptions = {},
   ): Promise<VerifyReport> {
+    const inRepository = await this.findInRepository(agentId, tenant, id);
+    if (inRepository) {
+      const { trust, decryptIdentity, deep: _deep, onProgress } = opts;
+      return (
+        await this.repository.verify(inRepository.id, {
+          ...(decryptIdentity ? { decryptIdentity } : {}),
+          ...(onProgress ? { onProgress } : {}),
+          ...(trust !== undefined
+            ? { trust: trustPolicy(trust, trust.length > 0) }
+            : this.trust.keys.length > 0
+              ? { trust: this.trust }
+              : {}),
+        })
+      ).report;
+    }
     const { file, reading } = await this.locateForReading(agentId, tenant, id);
     try {
       return await this.verify(file.path, opts);
     } finally {
       reading.release();
     }
+  }
+
+  /** A repository snapshot of the agent by id or unique prefix, or undefined (then look for a bundle). */
+  async findInRepository(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+  ): Promise<ListingMeta | undefined> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    return this.repository.find(a, t, id);
+  }
+
+  /** `nexo-memory check`: the repository's structure, and with readData its packs. */
+  async check(opts: CheckOptions & { decryptIdentity?: string } = {}): Promise<CheckReport> {
+    if (!this.repository.exists())
+      throw new NotFoundError('(repository)', `no repository under ${this.layout.root}`);
+    return this.repository.check(opts);
+  }
+
+  /** `nexo-memory prune`: removes data no snapshot references, under the exclusive repository lock. */
+  async prune(opts: PruneOptions & { decryptIdentity?: string } = {}): Promise<PruneReport> {
+    if (!this.repository.exists())
+      throw new NotFoundError('(repository)', `no repository under ${this.layout.root}`);
+    return this.repository.prune(opts);
   }
 
   /** The bundle file of one of the agent's snapshots, by id or unique prefix (no lock is taken). */
@@ -682,6 +767,18 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private async deleteSteps(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    const inRepository = await this.repository.find(a, t, id);
+    if (inRepository) {
+      const lock = await this.lockAgent(a, t, 'delete');
+      try {
+        if ((await this.list(a, t)).length <= 1)
+          throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
+        await this.repository.forget(inRepository.id);
+        return { id: inRepository.id, agent_id: a, tenant: t, bundle_path: inRepository.bundle_path };
+      } finally {
+        lock.release();
+      }
+    }
     const dir = this.layout.snapshotsDir(t, a);
     const file = await locate(dir, id);
     const lock = await this.lockAgent(a, t, 'delete');

@@ -14,6 +14,10 @@ import {
 } from '../../scripts/sample-agent.js';
 import { LocalSnapshotter, type LocalSnapshotterOptions } from '../../src/index.js';
 
+// The suite's existing tests exercise the bundle store (the exchange format, and 0.2 state roots);
+// test/repository-*.test.ts exercise the repository, the default of new state roots.
+process.env.NEXO_MEMORY_STORE_FORMAT ??= 'bundles';
+
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(REPO, 'src', 'cli', 'main.ts');
 

@@ -1,0 +1,80 @@
+// `nexo-memory check` and `nexo-memory prune`: the repository's structure (and data, with --read-data)
+// checked, and unreferenced data removed under the exclusive repository lock (docs/repository.md).
+
+import { Command } from '@commander-js/extra-typings';
+import { InvalidInputError } from '../../model/errors.js';
+import { parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
+import { configOption, identityOption, jsonOption, stateRootOption } from './options.js';
+
+const MB = 1024 * 1024;
+
+export function checkCommand() {
+  return new Command('check')
+    .description("check the repository's structure; --read-data also reads and hashes every pack")
+    .addOption(stateRootOption())
+    .addOption(configOption())
+    .addOption(identityOption())
+    .option('--read-data', 'read every pack whole and check every blob')
+    .option(
+      '--read-data-subset <percent>',
+      'read this percentage of the packs (1..100), chosen at random',
+      (v) => {
+        const n = parseIntFlag('--read-data-subset')(v.replace(/%$/, ''));
+        if (n < 1 || n > 100) throw new InvalidInputError(`--read-data-subset must be 1..100, got ${n}`);
+        return n;
+      },
+    )
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      '\nExit status: 0 no problem found, 2 damage found.\n\nExamples:\n  nexo-memory check\n  nexo-memory check --read-data\n  nexo-memory check --read-data-subset 10%',
+    )
+    .action(async (opts) => {
+      await runCommand(opts, async () => {
+        const r = await snapshotterFrom(opts).check({
+          ...(opts.readData
+            ? { readData: true }
+            : opts.readDataSubset
+              ? { readData: opts.readDataSubset }
+              : {}),
+          ...(opts.decryptIdentity ? { decryptIdentity: opts.decryptIdentity } : {}),
+        });
+        if (opts.json) printJson(r);
+        else {
+          process.stdout.write(
+            `${r.snapshots} snapshots, ${r.packs} packs, ${r.blobs} blobs; ${r.packs_read} packs read (${(r.bytes_read / MB).toFixed(1)} MB)\n`,
+          );
+          for (const p of r.problems) process.stdout.write(`problem: ${p.object}: ${p.code}: ${p.message}\n`);
+          if (r.damaged_snapshots.length > 0)
+            process.stdout.write(`damaged snapshots: ${r.damaged_snapshots.join(', ')}\n`);
+          process.stdout.write(r.ok ? 'no problems found\n' : `${r.problems.length} problem(s) found\n`);
+        }
+        return r.ok ? 0 : 2;
+      });
+    });
+}
+
+export function pruneCommand() {
+  return new Command('prune')
+    .description('remove repository data no snapshot references (waits for running snapshots)')
+    .addOption(stateRootOption())
+    .addOption(configOption())
+    .addOption(identityOption())
+    .option('--dry-run', 'report what would be removed, remove nothing')
+    .addOption(jsonOption())
+    .addHelpText('after', '\nExamples:\n  nexo-memory prune --dry-run\n  nexo-memory prune')
+    .action(async (opts) => {
+      await runCommand(opts, async () => {
+        const r = await snapshotterFrom(opts).prune({
+          ...(opts.dryRun ? { dryRun: true } : {}),
+          ...(opts.decryptIdentity ? { decryptIdentity: opts.decryptIdentity } : {}),
+        });
+        if (opts.json) printJson(r);
+        else
+          process.stdout.write(
+            `${r.dry_run ? 'would remove' : 'removed'} ${r.packs_removed + r.packs_unindexed_removed} packs, rewrote ${r.packs_rewritten}; ${(r.bytes_freed / MB).toFixed(1)} MB freed of ${(r.bytes_before / MB).toFixed(1)} MB (${r.snapshots} snapshots kept)\n`,
+          );
+        return 0;
+      });
+    });
+}

@@ -1,0 +1,173 @@
+// Owns moving git history in and out of the repository as git packs (docs/repository.md §6): the refs
+// of a memdir recorded at a point in time, an incremental ("thin") pack of what those refs reach beyond
+// a previous snapshot's refs, the pack inside a git bundle file, and rebuilding a repository by
+// indexing a chain of packs in order. Every git runs sanitized through git.ts.
+
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { BundleDamagedError, GitError } from '../model/errors.js';
+import { runGit, spawnGit } from './git.js';
+
+export interface GitRef {
+  name: string;
+  oid: string;
+}
+
+const OID = /^[0-9a-f]{40}$/;
+
+/** Every ref of the repository (branches, tags, others), sorted by name, plus `HEAD` when detached. */
+export async function recordRefs(memdir: string, detachedHead?: string): Promise<GitRef[]> {
+  const r = await runGit(memdir, ['for-each-ref', '--format=%(objectname) %(refname)']);
+  if (r.code !== 0) throw new GitError(`listing refs of ${memdir} failed: ${r.stderr}`);
+  const refs: GitRef[] = [];
+  for (const line of r.stdout.split('\n')) {
+    if (line === '') continue;
+    const sp = line.indexOf(' ');
+    refs.push({ oid: line.slice(0, sp), name: line.slice(sp + 1) });
+  }
+  if (detachedHead) refs.push({ name: 'HEAD', oid: detachedHead });
+  return refs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Which of `oids` the repository has (as objects). */
+export async function presentObjects(repo: string, oids: readonly string[]): Promise<Set<string>> {
+  if (oids.length === 0) return new Set();
+  const out = await gitIo(
+    repo,
+    ['cat-file', '--batch-check=%(objectname) %(objecttype)'],
+    `${oids.join('\n')}\n`,
+  );
+  const have = new Set<string>();
+  for (const line of out.toString('utf8').split('\n')) {
+    const [oid, type] = line.split(' ');
+    if (oid && OID.test(oid) && type !== 'missing') have.add(oid);
+  }
+  return have;
+}
+
+/**
+ * Writes to `dst` a pack of every object reachable from `include` and not from `exclude` (thin: deltas
+ * may refer to excluded objects). Returns the number of objects in it.
+ */
+export async function packObjects(
+  repo: string,
+  include: readonly string[],
+  exclude: readonly string[],
+  dst: string,
+): Promise<number> {
+  const input = `${[...new Set(include)].join('\n')}\n${exclude.map((o) => `^${o}`).join('\n')}\n`;
+  const args = ['pack-objects', '--stdout', '--revs', '-q', '--delta-base-offset'];
+  if (exclude.length > 0) args.push('--thin');
+  await gitIo(repo, args, input, dst);
+  return packObjectCount(dst);
+}
+
+/** The object count of a pack file (bytes 8..11 of its header). */
+export async function packObjectCount(path: string): Promise<number> {
+  const fh = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(12);
+    const { bytesRead } = await fh.read(head, 0, 12, 0);
+    if (bytesRead !== 12 || head.toString('latin1', 0, 4) !== 'PACK')
+      throw new GitError(`${path} is not a git pack`);
+    return head.readUInt32BE(8);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * The refs and where the pack starts in a git bundle file (v2 or v3). A bundle with prerequisites is
+ * refused: the repository stores complete histories.
+ */
+export async function readBundleHeader(path: string): Promise<{ refs: GitRef[]; packOffset: number }> {
+  const fh = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(1024 * 1024);
+    const { bytesRead } = await fh.read(head, 0, head.length, 0);
+    const text = head.subarray(0, bytesRead).toString('latin1');
+    const end = text.indexOf('\n\n');
+    if (end < 0) throw new BundleDamagedError('git bundle: header not terminated');
+    const lines = text.slice(0, end).split('\n');
+    if (lines[0] !== '# v2 git bundle' && lines[0] !== '# v3 git bundle')
+      throw new BundleDamagedError('git bundle: unknown signature line');
+    const refs: GitRef[] = [];
+    for (const line of lines.slice(1)) {
+      if (line.startsWith('@')) continue; // v3 capabilities (object-format=sha1 is the only one we write)
+      if (line.startsWith('-'))
+        throw new BundleDamagedError('git bundle: has prerequisites (not a full history)');
+      const sp = line.indexOf(' ');
+      const oid = line.slice(0, sp);
+      if (!OID.test(oid)) throw new BundleDamagedError('git bundle: malformed ref line');
+      refs.push({ oid, name: line.slice(sp + 1) });
+    }
+    return { refs, packOffset: end + 2 };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Indexes one pack (streamed) into the repository `repo` (`git index-pack --stdin --fix-thin`). */
+export async function indexPack(repo: string, pack: AsyncIterable<Buffer>): Promise<void> {
+  await gitIo(repo, ['index-pack', '--stdin', '--fix-thin'], pack);
+}
+
+/** Runs git with stdin from a string or stream; stdout to a file (`toFile`) or returned. */
+function gitIo(
+  cwd: string,
+  args: string[],
+  input: string | AsyncIterable<Buffer>,
+  toFile?: string,
+): Promise<Buffer> {
+  return new Promise((resolveRun, reject) => {
+    const child = spawnGit(cwd, args, ['pipe', 'pipe', 'pipe']) as ChildProcessWithoutNullStreams;
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    const sink = toFile
+      ? pipeline(child.stdout, createWriteStream(toFile, { flags: 'wx', mode: 0o600 }))
+      : (async () => {
+          for await (const c of child.stdout) out.push(c as Buffer);
+        })();
+    const feed = (async () => {
+      try {
+        if (typeof input === 'string') child.stdin.end(input);
+        else {
+          for await (const c of input) {
+            if (child.stdin.destroyed) break; // git stopped reading: its exit status says why
+            if (!child.stdin.write(c))
+              await new Promise((r) => {
+                child.stdin.once('drain', r);
+                child.stdin.once('close', r);
+              });
+          }
+          child.stdin.end();
+        }
+      } catch (e) {
+        child.kill('SIGKILL');
+        throw e;
+      }
+    })();
+    feed.catch(() => {});
+    child.stdin.on('error', () => {}); // git exiting early closes the pipe; its status says why
+    child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
+    child.on('close', async (code) => {
+      try {
+        await feed;
+        await sink;
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      if (code !== 0)
+        reject(
+          new GitError(
+            `git ${args[0]} failed: ${Buffer.concat(err).toString('utf8').trim() || `exit ${code}`}`,
+          ),
+        );
+      else resolveRun(Buffer.concat(out));
+    });
+  });
+}

@@ -1,0 +1,172 @@
+// Owns `check` of a repository (restic's model): the structure — config, index files (each hashing to
+// its name), every indexed pack present with the size its blobs need, every snapshot manifest sealed,
+// every blob a snapshot references indexed, every listing entry backed by a manifest — and with
+// `readData` (or a percentage of the packs) every pack read whole: its bytes hash to its name, its
+// header matches the index, and every blob opens and hashes to its id. Problems are collected, not
+// thrown, so one run reports everything.
+
+import { createHash } from 'node:crypto';
+import { BundleDamagedError, SnapshotError } from '../model/errors.js';
+import { headerLength, openStoredBlob, type PackEntry, parseHeader, TRAILER } from './pack.js';
+import { ReferenceSet } from './references.js';
+import { mapLimit, type Repository } from './repository.js';
+import { loadSnapshot } from './snapshots.js';
+
+export interface CheckProblem {
+  code: string;
+  object: string;
+  message: string;
+}
+
+export interface CheckReport {
+  ok: boolean;
+  snapshots: number;
+  packs: number;
+  blobs: number;
+  packs_read: number;
+  bytes_read: number;
+  problems: CheckProblem[];
+  /** Snapshots damaged by a problem (their ids). */
+  damaged_snapshots: string[];
+}
+
+export interface CheckOptions {
+  /** Read every pack (true), or this percentage of them (1..100), chosen at random. */
+  readData?: boolean | number;
+}
+
+function problem(err: unknown, object: string): CheckProblem {
+  const e = err as SnapshotError;
+  return { code: e instanceof SnapshotError ? e.code : 'IO', object, message: (err as Error).message };
+}
+
+export async function checkRepository(repo: Repository, opts: CheckOptions = {}): Promise<CheckReport> {
+  const problems: CheckProblem[] = [];
+  const damaged = new Set<string>();
+  try {
+    await repo.loadIndex();
+  } catch (err) {
+    problems.push(problem(err, 'index'));
+  }
+  const packsOnDisk = new Map<string, number>();
+  for await (const p of repo.backend.list('packs')) packsOnDisk.set(p.name, p.size);
+
+  // Indexed packs: present, big enough for the blobs the index places in them.
+  const extent = new Map<string, number>();
+  for (const [, loc] of repo.index.entries())
+    extent.set(loc.pack, Math.max(extent.get(loc.pack) ?? 0, loc.offset + loc.stored));
+  for (const [pack, end] of extent) {
+    const size = packsOnDisk.get(pack);
+    if (size === undefined)
+      problems.push({
+        code: 'MISSING_ARTIFACT',
+        object: `packs/${pack}`,
+        message: 'indexed pack is missing',
+      });
+    else if (size < end + TRAILER)
+      problems.push({
+        code: 'BUNDLE_DAMAGED',
+        object: `packs/${pack}`,
+        message: `pack is ${size} bytes, its blobs need ${end + TRAILER}`,
+      });
+  }
+
+  // Snapshots: manifests sealed, every referenced blob indexed.
+  const names: string[] = [];
+  for await (const s of repo.backend.list('snapshots')) names.push(s.name);
+  const refs = new ReferenceSet(repo);
+  for (const id of names) {
+    try {
+      const { manifest } = await loadSnapshot(repo, id);
+      const before = new ReferenceSet(repo);
+      await before.addManifest(manifest);
+      for (const b of before.blobs) {
+        if (!repo.index.has(b)) {
+          damaged.add(id);
+          problems.push({
+            code: 'MISSING_ARTIFACT',
+            object: `snapshots/${id}`,
+            message: `references blob ${b}, which is not in the index`,
+          });
+          break;
+        }
+      }
+      await refs.addManifest(manifest);
+    } catch (err) {
+      damaged.add(id);
+      problems.push(problem(err, `snapshots/${id}`));
+    }
+  }
+  const manifests = new Set(names);
+  for await (const l of repo.backend.list('listing'))
+    if (!manifests.has(l.name))
+      problems.push({
+        code: 'BUNDLE_DAMAGED',
+        object: `listing/${l.name}`,
+        message: 'listed snapshot has no manifest',
+      });
+
+  // Data: read packs whole.
+  let toRead = [...packsOnDisk.keys()];
+  if (opts.readData !== undefined && opts.readData !== true) {
+    const pct = opts.readData === false ? 0 : Math.min(100, Math.max(0, opts.readData));
+    toRead = toRead.filter(() => Math.random() * 100 < pct);
+  } else if (opts.readData !== true) toRead = [];
+  let bytesRead = 0;
+  const byPack = new Map<string, { id: string; loc: ReturnType<Repository['index']['get']> }[]>();
+  for (const [id, loc] of repo.index.entries()) {
+    const list = byPack.get(loc.pack) ?? [];
+    list.push({ id, loc });
+    byPack.set(loc.pack, list);
+  }
+  await mapLimit(toRead, 2, async (pack) => {
+    try {
+      bytesRead += await readPack(repo, pack, byPack.get(pack) ?? []);
+    } catch (err) {
+      problems.push(problem(err, `packs/${pack}`));
+      for (const [id, loc] of repo.index.entries())
+        if (loc.pack === pack) for (const s of names) if (refs.blobs.has(id)) damaged.add(s);
+    }
+  });
+  return {
+    ok: problems.length === 0,
+    snapshots: names.length,
+    packs: packsOnDisk.size,
+    blobs: repo.index.blobCount,
+    packs_read: toRead.length,
+    bytes_read: bytesRead,
+    problems,
+    damaged_snapshots: [...damaged].sort(),
+  };
+}
+
+/** Reads a pack whole: name, header, every blob. Returns its size. */
+async function readPack(
+  repo: Repository,
+  pack: string,
+  indexed: { id: string; loc: ReturnType<Repository['index']['get']> }[],
+): Promise<number> {
+  const parts: Buffer[] = [];
+  for await (const c of repo.backend.load({ type: 'packs', name: pack })) parts.push(Buffer.from(c));
+  const bytes = Buffer.concat(parts);
+  const what = `packs/${pack}`;
+  if (createHash('sha256').update(bytes).digest('hex') !== pack)
+    throw new BundleDamagedError(`${what}: content does not hash to its name (damaged)`);
+  if (bytes.length < TRAILER) throw new BundleDamagedError(`${what}: too short to be a pack`);
+  const n = headerLength(bytes.subarray(bytes.length - TRAILER), bytes.length, what);
+  const header = parseHeader(
+    bytes.subarray(bytes.length - TRAILER - n, bytes.length - TRAILER),
+    repo.key,
+    what,
+  );
+  const entries: PackEntry[] = header.entries;
+  for (const e of entries)
+    openStoredBlob(bytes.subarray(e.offset, e.offset + e.stored), e, header.key, `blob ${e.id} in ${what}`);
+  const byId = new Map(entries.map((e) => [e.id, e]));
+  for (const { id, loc } of indexed) {
+    const e = byId.get(id);
+    if (!e || !loc || e.offset !== loc.offset || e.stored !== loc.stored || e.raw !== loc.raw)
+      throw new BundleDamagedError(`${what}: the index places blob ${id} where the pack header does not`);
+  }
+  return bytes.length;
+}

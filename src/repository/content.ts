@@ -1,0 +1,121 @@
+// Owns turning content into repository references and back: a file (or bytes) into chunks stored
+// through a BlobWriter and the reference a manifest records for it (§6: inline chunk ids, chunk lists,
+// or one blob), and a reference back into verified bytes (streamed into a file, or a buffer).
+
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { BundleDamagedError } from '../model/errors.js';
+import { type ChunkerParams, chunkFile, gearChunks, listChunks } from './chunker.js';
+import type { Located } from './manifest.js';
+import { KIND_DATA, KIND_TREE } from './pack.js';
+import type { BlobWriter, Repository } from './repository.js';
+
+/** At most this many chunk ids are recorded inline; more go into chunk lists. */
+const INLINE_CHUNKS = 64;
+const ID_BYTES = 32;
+
+async function* once(b: Buffer): AsyncGenerator<Buffer> {
+  yield b;
+}
+
+/**
+ * Stores a file (`path`, chunked as SQLite when `sqlite`) or a buffer; returns its size, SHA-256 and
+ * where its chunks are.
+ */
+export async function storeContent(
+  writer: BlobWriter,
+  params: ChunkerParams,
+  src: { path: string; sqlite: boolean } | { data: Buffer },
+): Promise<Located> {
+  const whole = createHash('sha256');
+  let size = 0;
+  const ids: string[] = [];
+  const chunks =
+    'path' in src
+      ? chunkFile(src.path, params, src.sqlite)
+      : src.data.length <= params.single_max
+        ? (async function* () {
+            if (src.data.length > 0)
+              yield { id: createHash('sha256').update(src.data).digest('hex'), data: src.data };
+          })()
+        : gearChunks(once(src.data), params);
+  for await (const c of chunks) {
+    whole.update(c.data);
+    size += c.data.length;
+    ids.push(c.id);
+    await writer.add(KIND_DATA, c.id, c.data);
+  }
+  const sha256 = whole.digest('hex');
+  if (ids.length === 1 && ids[0] === sha256) return { size_bytes: size, sha256 };
+  if (ids.length <= INLINE_CHUNKS) return { size_bytes: size, sha256, chunks: ids };
+  const list = Buffer.concat(ids.map((id) => Buffer.from(id, 'hex')));
+  const lists = listChunks(list, ID_BYTES, ID_BYTES - 1);
+  for (const l of lists) await writer.add(KIND_TREE, l.id, l.data);
+  return { size_bytes: size, sha256, chunk_lists: lists.map((l) => l.id) };
+}
+
+/** The chunk ids of a reference, in order (reading its chunk lists). */
+export async function chunkIds(repo: Repository, ref: Located): Promise<string[]> {
+  if (ref.chunks) return ref.chunks;
+  if (!ref.chunk_lists) return ref.size_bytes === 0 ? [] : [ref.sha256];
+  const ids: string[] = [];
+  for await (const list of repo.streamBlobs(ref.chunk_lists)) {
+    if (list.length % ID_BYTES !== 0) throw new BundleDamagedError('a chunk list has a partial entry');
+    for (let at = 0; at < list.length; at += ID_BYTES) ids.push(list.toString('hex', at, at + ID_BYTES));
+  }
+  return ids;
+}
+
+/** The blobs a reference needs directly: its chunk lists and its chunks (for check and prune). */
+export async function referencedBlobs(
+  repo: Repository,
+  ref: Located,
+): Promise<{ trees: string[]; data: string[] }> {
+  return { trees: ref.chunk_lists ?? [], data: await chunkIds(repo, ref) };
+}
+
+/**
+ * Streams a reference's bytes, checking every chunk (by the reader) and then the whole size and
+ * SHA-256 against the reference; throws BundleDamagedError at the first difference.
+ */
+export async function* readContent(repo: Repository, ref: Located, what: string): AsyncGenerator<Buffer> {
+  const whole = createHash('sha256');
+  let size = 0;
+  for await (const b of repo.streamBlobs(await chunkIds(repo, ref))) {
+    size += b.length;
+    if (size > ref.size_bytes) throw new BundleDamagedError(`${what}: longer than its recorded size`);
+    whole.update(b);
+    yield b;
+  }
+  if (size !== ref.size_bytes)
+    throw new BundleDamagedError(`${what}: ${size} bytes, the manifest says ${ref.size_bytes}`);
+  if (whole.digest('hex') !== ref.sha256)
+    throw new BundleDamagedError(`${what}: SHA-256 does not match the manifest`);
+}
+
+/** Writes a reference's bytes to a new file (exclusive create), verified; `sync` makes it durable. */
+export async function writeContent(
+  repo: Repository,
+  ref: Located,
+  path: string,
+  what: string,
+  sync = false,
+): Promise<void> {
+  const fh = await open(path, 'wx', 0o600);
+  try {
+    for await (const b of readContent(repo, ref, what)) {
+      let off = 0;
+      while (off < b.length) off += (await fh.write(b, off)).bytesWritten;
+    }
+    if (sync) await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A reference's bytes in one buffer (small content: state values, memory files). */
+export async function loadContent(repo: Repository, ref: Located, what: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const b of readContent(repo, ref, what)) parts.push(b);
+  return Buffer.concat(parts);
+}

@@ -1,0 +1,109 @@
+// Owns the memdir history in the repository (docs/repository.md §6): a chain of git packs, oldest
+// first, where each snapshot adds a thin pack of what its refs reach beyond the previous snapshot's
+// refs (nothing when the history did not change), and starts a new chain with one full pack when the
+// chain is long or the previous refs are gone. Restoring indexes the chain in order into a new
+// repository.
+
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { type GitRef, indexPack, packObjects, presentObjects, readBundleHeader } from '../git/history.js';
+import { BundleDamagedError } from '../model/errors.js';
+import type { ChunkerParams } from './chunker.js';
+import { readContent, storeContent } from './content.js';
+import {
+  GIT_HISTORY_KIND,
+  GIT_HISTORY_PATH,
+  type GitPack,
+  packChainDigest,
+  type RepoArtifact,
+} from './manifest.js';
+import type { BlobWriter, Repository } from './repository.js';
+
+/** A chain longer than this starts over with one full pack (restore indexes every pack of the chain). */
+export const MAX_CHAIN = 16;
+
+export interface PreviousHistory {
+  packs: GitPack[];
+  refs: { name: string; oid: string }[];
+}
+
+const artifactOf = (packs: GitPack[]): RepoArtifact => ({
+  path_in_bundle: GIT_HISTORY_PATH,
+  kind: GIT_HISTORY_KIND,
+  size_bytes: packs.reduce((n, p) => n + p.size_bytes, 0),
+  sha256: packChainDigest(packs),
+  packs,
+});
+
+async function storePackFile(writer: BlobWriter, params: ChunkerParams, path: string): Promise<GitPack> {
+  const ref = await storeContent(writer, params, { path, sqlite: false });
+  return { ...ref };
+}
+
+/**
+ * Stores the history of the live repository `memdir` at `refs`: the previous snapshot's chain plus a
+ * thin pack of what is new, or a new chain with one full pack. `work` is a scratch directory.
+ */
+export async function storeLiveHistory(
+  writer: BlobWriter,
+  params: ChunkerParams,
+  memdir: string,
+  refs: readonly GitRef[],
+  previous: PreviousHistory | undefined,
+  work: string,
+): Promise<RepoArtifact | undefined> {
+  if (refs.length === 0) return undefined;
+  const tips = refs.map((r) => r.oid);
+  let base: GitPack[] = [];
+  let exclude: string[] = [];
+  if (previous && previous.packs.length > 0 && previous.packs.length < MAX_CHAIN) {
+    const old = [...new Set(previous.refs.map((r) => r.oid))];
+    const have = await presentObjects(memdir, old);
+    if (have.size === old.length) {
+      base = previous.packs;
+      exclude = old;
+    }
+  }
+  const file = join(work, 'history.pack');
+  const count = await packObjects(memdir, tips, exclude, file);
+  if (count === 0 && base.length > 0) return artifactOf(base);
+  return artifactOf([...base, await storePackFile(writer, params, file)]);
+}
+
+/** Stores the history carried by a git bundle file (capture of a redacted snapshot, import). */
+export async function storeBundleHistory(
+  writer: BlobWriter,
+  params: ChunkerParams,
+  bundlePath: string,
+  work: string,
+): Promise<{ artifact: RepoArtifact; refs: GitRef[] }> {
+  const { refs, packOffset } = await readBundleHeader(bundlePath);
+  const packPath = join(work, 'bundle.pack');
+  const { pipeline } = await import('node:stream/promises');
+  const { createWriteStream } = await import('node:fs');
+  await pipeline(
+    createReadStream(bundlePath, { start: packOffset }),
+    createWriteStream(packPath, { flags: 'wx' }),
+  );
+  const pack = await storePackFile(writer, params, packPath);
+  return { artifact: artifactOf([pack]), refs };
+}
+
+/** Indexes the chain into the repository at `repoDir` (initialised by the caller), pack by pack. */
+export async function restoreHistory(
+  repo: Repository,
+  artifact: RepoArtifact,
+  repoDir: string,
+): Promise<void> {
+  const packs = artifact.packs ?? [];
+  if (packChainDigest(packs) !== artifact.sha256)
+    throw new BundleDamagedError(`${artifact.path_in_bundle}: sha256 does not match its packs`);
+  for (const [i, p] of packs.entries()) {
+    await indexPack(repoDir, readContent(repo, p, `${artifact.path_in_bundle} pack ${i}`));
+  }
+}
+
+/** Git's id of an object from its type and content (for checks). */
+export const gitObjectId = (type: string, content: Buffer): string =>
+  createHash('sha1').update(`${type} ${content.length}\0`).update(content).digest('hex');

@@ -1,0 +1,146 @@
+// Owns the snapshot manifest of a repository (v4, v5 when signed; docs/repository.md §6): the bundle
+// manifest's fields plus where every artifact's bytes are (chunk ids, chunk-list ids, the git pack
+// chain) and the git refs; sealing and signing it with the bundle's rules; parsing it (untrusted).
+
+import { z } from 'zod';
+import { type SigningKey, signMessage } from '../crypto/sign.js';
+import { ARTIFACT_KINDS } from '../format/constants.js';
+import { digestSeal, manifestSchema, manifestSeal, signedMessage } from '../format/manifest.js';
+import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
+
+export const REPO_MANIFEST_VERSION = 4;
+export const REPO_MANIFEST_VERSION_SIGNED = 5;
+export const REPO_FORMAT = 'nexo-memory-snapshot-v4';
+export const REPO_FORMAT_SIGNED = 'nexo-memory-snapshot-v5';
+export const GIT_HISTORY_PATH = 'git/history';
+export const GIT_HISTORY_KIND = 'git_history';
+
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
+const u = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+/** Where a byte string is: inline chunk ids, chunk lists, or (neither) one blob whose id is its sha256. */
+const located = {
+  chunks: z.array(hex64).max(1024).optional(),
+  chunk_lists: z.array(hex64).max(1_000_000).optional(),
+};
+
+export const gitPackSchema = z.object({ size_bytes: u, sha256: hex64, ...located });
+
+export const repoArtifactSchema = z.object({
+  path_in_bundle: z.string().min(1),
+  kind: z.enum([...ARTIFACT_KINDS, GIT_HISTORY_KIND]),
+  size_bytes: u,
+  sha256: hex64,
+  ...located,
+  /** git_history only: the pack chain, oldest first. */
+  packs: z.array(gitPackSchema).max(4096).optional(),
+});
+
+export const gitRefSchema = z.object({
+  name: z.string().min(1).max(1024),
+  oid: z.string().regex(/^[0-9a-f]{40}$/),
+});
+
+export const repoManifestSchema = manifestSchema.extend({
+  artifacts: z.array(repoArtifactSchema),
+  git_refs: z.array(gitRefSchema).max(1_000_000).optional(),
+  repository_id: hex64,
+});
+
+export type RepoManifest = z.infer<typeof repoManifestSchema>;
+export type RepoArtifact = z.infer<typeof repoArtifactSchema>;
+export type GitPack = z.infer<typeof gitPackSchema>;
+export type Located = Pick<RepoArtifact, 'chunks' | 'chunk_lists' | 'sha256' | 'size_bytes'>;
+
+export type RepoManifestDraft = Omit<
+  RepoManifest,
+  'bundle_sha256' | 'manifest_seal' | 'signature' | 'manifest_version' | 'bundle_format'
+>;
+
+/** The digest of a git history artifact: SHA-256 over its packs' hex digests, in chain order. */
+export const packChainDigest = (packs: readonly { sha256: string }[]): string => digestSeal(packs);
+
+/** Seals (and with a key, signs: v5) a draft; returns the manifest and its JSON bytes. */
+export function sealRepoManifest(
+  draft: RepoManifestDraft,
+  key?: SigningKey,
+): { manifest: RepoManifest; json: Buffer } {
+  const version = key ? REPO_MANIFEST_VERSION_SIGNED : REPO_MANIFEST_VERSION;
+  const withVersion = {
+    manifest_version: version,
+    bundle_format: key ? REPO_FORMAT_SIGNED : REPO_FORMAT,
+    ...draft,
+    schema_versions: { ...draft.schema_versions, manifest: version },
+  };
+  const withDigest = { ...withVersion, bundle_sha256: digestSeal(draft.artifacts) } as RepoManifest;
+  const seal = manifestSeal(withDigest);
+  const manifest: RepoManifest = { ...withDigest, manifest_seal: seal };
+  if (key) {
+    manifest.signature = {
+      scheme: 'ed25519',
+      key_id: key.keyId,
+      public_key: key.publicKey,
+      value: signMessage(key, signedMessage(manifest.bundle_format, seal)).toString('base64'),
+    };
+  }
+  return { manifest, json: Buffer.from(JSON.stringify(manifest)) };
+}
+
+export interface ParsedRepoManifest {
+  manifest: RepoManifest;
+  raw: Record<string, unknown>;
+}
+
+/**
+ * Parses a repository manifest and checks what needs no other object: versions agree, both seals, the
+ * repository id. Signatures are checked by the caller against its trust policy.
+ */
+export function parseRepoManifest(json: Buffer, repositoryId: string, what: string): ParsedRepoManifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
+  } catch (err) {
+    throw new BundleDamagedError(`${what}: not valid UTF-8 JSON (${(err as Error).message})`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new BundleDamagedError(`${what}: not a JSON object`);
+  const v = (raw as { manifest_version?: unknown }).manifest_version;
+  if (typeof v === 'number' && v > REPO_MANIFEST_VERSION_SIGNED)
+    throw new SchemaTooNewError(v, REPO_MANIFEST_VERSION_SIGNED, 'manifest_version');
+  const parsed = repoManifestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    throw new BundleDamagedError(
+      `${what}: field ${first?.path.join('.') || '(root)'}: ${first?.message ?? 'invalid'}`,
+    );
+  }
+  const m = parsed.data;
+  const signed = m.manifest_version === REPO_MANIFEST_VERSION_SIGNED;
+  if (
+    (m.manifest_version !== REPO_MANIFEST_VERSION && !signed) ||
+    m.bundle_format !== (signed ? REPO_FORMAT_SIGNED : REPO_FORMAT) ||
+    m.schema_versions.manifest !== m.manifest_version
+  )
+    throw new BundleDamagedError(
+      `${what}: manifest_version, bundle_format and schema_versions.manifest disagree`,
+    );
+  if (signed !== (m.signature !== undefined))
+    throw new BundleDamagedError(
+      `${what}: ${signed ? 'a v5 manifest without its signature' : 'a v4 manifest with a signature'}`,
+    );
+  if (digestSeal(m.artifacts) !== m.bundle_sha256)
+    throw new BundleDamagedError(`${what}: bundle_sha256 does not match the artifact digests`);
+  if (m.manifest_seal === undefined || manifestSeal(raw as Record<string, unknown>) !== m.manifest_seal)
+    throw new BundleDamagedError(`${what}: manifest_seal does not match the manifest (tampered?)`);
+  if (m.repository_id !== repositoryId)
+    throw new BundleDamagedError(`${what}: belongs to another repository (${m.repository_id.slice(0, 12)}…)`);
+  for (const a of m.artifacts) {
+    if ((a.kind === GIT_HISTORY_KIND) !== (a.packs !== undefined))
+      throw new BundleDamagedError(`${what}: ${a.path_in_bundle}: packs belong to the git history only`);
+    if (a.packs && packChainDigest(a.packs) !== a.sha256)
+      throw new BundleDamagedError(`${what}: ${a.path_in_bundle}: sha256 does not match its packs`);
+    if (a.chunks && a.chunk_lists)
+      throw new BundleDamagedError(`${what}: ${a.path_in_bundle}: both chunks and chunk_lists`);
+  }
+  return { manifest: m, raw: raw as Record<string, unknown> };
+}

@@ -1,0 +1,189 @@
+// Owns the pack file (docs/repository.md §4): blobs compressed (zstd) and, in an encrypted repository,
+// sealed one by one, followed by a header that lists them, the header's length and a magic. Building a
+// pack in memory (bounded by the pack size), parsing a pack's header, and turning one stored blob back
+// into its verified plaintext.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { BundleDamagedError } from '../model/errors.js';
+import {
+  openBlob,
+  openPackHeader,
+  packKey,
+  type RepoKey,
+  SALT,
+  sealBlob,
+  sealPackHeader,
+  TAG,
+} from './crypto.js';
+
+type Binding = typeof import('zstd-napi/binding.js');
+const zstd: Binding = createRequire(import.meta.url)('zstd-napi/binding');
+
+export const PACK_MAGIC = Buffer.from('NXPK1\0\0\0', 'latin1');
+export const ENTRY_SIZE = 42;
+/** A pack is closed once its blobs reach this size. */
+export const PACK_TARGET = 16 * 1024 * 1024;
+/** No blob is larger than this (the chunkers' maximum is 4 MiB). */
+export const MAX_BLOB = 16 * 1024 * 1024;
+
+export type BlobKind = 1 | 2; // 1 data, 2 tree
+export const KIND_DATA: BlobKind = 1;
+export const KIND_TREE: BlobKind = 2;
+/** Flag bit 0: the blob is stored without compression (it did not compress). */
+export const FLAG_RAW = 1;
+
+export interface PackEntry {
+  id: string;
+  kind: BlobKind;
+  flags: number;
+  offset: number;
+  stored: number;
+  raw: number;
+}
+
+let cctx: InstanceType<Binding['CCtx']> | undefined;
+let dctx: InstanceType<Binding['DCtx']> | undefined;
+let scratch = Buffer.allocUnsafe(0);
+
+/** zstd at `level`, or the raw bytes (flag FLAG_RAW) when compression does not save anything. */
+export function compressBlob(data: Buffer, level: number): { bytes: Buffer; flags: number } {
+  cctx ??= new zstd.CCtx();
+  cctx.setParameter(zstd.CParameter.compressionLevel, level);
+  const bound = zstd.compressBound(data.length);
+  if (scratch.length < bound) scratch = Buffer.allocUnsafe(Math.max(bound, 1 << 20));
+  const n = cctx.compress2(scratch, data);
+  if (n >= data.length) return { bytes: data, flags: FLAG_RAW };
+  return { bytes: Buffer.from(scratch.subarray(0, n)), flags: 0 };
+}
+
+function decompressBlob(stored: Buffer, raw: number, what: string): Buffer {
+  dctx ??= new zstd.DCtx();
+  const out = Buffer.allocUnsafe(raw);
+  let n: number;
+  try {
+    n = dctx.decompress(out, stored);
+  } catch (err) {
+    throw new BundleDamagedError(`${what}: corrupt zstd data (${(err as Error).message})`);
+  }
+  if (n !== raw) throw new BundleDamagedError(`${what}: decompressed to ${n} bytes, the index says ${raw}`);
+  return out;
+}
+
+/** Collects blobs into one pack, in memory. */
+export class PackBuilder {
+  readonly entries: PackEntry[] = [];
+  private readonly parts: Buffer[] = [];
+  private readonly salt: Buffer | undefined;
+  private readonly key: Buffer | undefined;
+  size = 0;
+
+  constructor(repoKey: RepoKey | undefined) {
+    if (repoKey) {
+      this.salt = randomBytes(SALT);
+      this.key = packKey(repoKey, this.salt);
+    }
+  }
+
+  /** Adds a blob already compressed by compressBlob (its plaintext length is `raw`). */
+  add(id: string, kind: BlobKind, compressed: { bytes: Buffer; flags: number }, raw: number): PackEntry {
+    const bytes = this.key ? sealBlob(this.key, this.size, compressed.bytes) : compressed.bytes;
+    const e: PackEntry = { id, kind, flags: compressed.flags, offset: this.size, stored: bytes.length, raw };
+    this.entries.push(e);
+    this.parts.push(bytes);
+    this.size += bytes.length;
+    return e;
+  }
+
+  /** The salt of the pack key (encrypted repositories): the index records it beside the pack. */
+  get packSalt(): Buffer | undefined {
+    return this.salt;
+  }
+
+  /** The pack's bytes (as parts) and its name, the SHA-256 of those bytes. */
+  finish(): { id: string; parts: Buffer[]; size: number } {
+    const table = Buffer.alloc(this.entries.length * ENTRY_SIZE);
+    this.entries.forEach((e, i) => {
+      const at = i * ENTRY_SIZE;
+      table[at] = e.kind;
+      table[at + 1] = e.flags;
+      table.writeUInt32LE(e.raw, at + 2);
+      table.writeUInt32LE(e.stored, at + 6);
+      Buffer.from(e.id, 'hex').copy(table, at + 10);
+    });
+    const header = this.key ? Buffer.concat([this.salt!, sealPackHeader(this.key, table)]) : table;
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(header.length);
+    const parts = [...this.parts, header, len, PACK_MAGIC];
+    const h = createHash('sha256');
+    for (const p of parts) h.update(p);
+    return { id: h.digest('hex'), parts, size: this.size + header.length + 4 + PACK_MAGIC.length };
+  }
+}
+
+/** Length of the trailer (header length + magic) that ends every pack. */
+export const TRAILER = 4 + PACK_MAGIC.length;
+
+/** Parses the trailer: the header's length. */
+export function headerLength(trailer: Buffer, packSize: number, what: string): number {
+  if (trailer.length !== TRAILER || !trailer.subarray(4).equals(PACK_MAGIC))
+    throw new BundleDamagedError(`${what}: not a pack (no pack magic at its end)`);
+  const n = trailer.readUInt32LE(0);
+  if (n + TRAILER > packSize) throw new BundleDamagedError(`${what}: header length ${n} exceeds the pack`);
+  return n;
+}
+
+/** Parses a pack header (decrypting it with the repository key when there is one). */
+export function parseHeader(
+  header: Buffer,
+  repoKey: RepoKey | undefined,
+  what: string,
+): {
+  entries: PackEntry[];
+  key?: Buffer;
+  salt?: Buffer;
+} {
+  let table = header;
+  let key: Buffer | undefined;
+  if (repoKey) {
+    if (header.length < SALT + TAG) throw new BundleDamagedError(`${what}: pack header too short`);
+    key = packKey(repoKey, header.subarray(0, SALT));
+    table = openPackHeader(key, header.subarray(SALT), `${what} header`);
+  }
+  if (table.length % ENTRY_SIZE !== 0)
+    throw new BundleDamagedError(`${what}: pack header has a partial entry`);
+  const entries: PackEntry[] = [];
+  let offset = 0;
+  for (let at = 0; at < table.length; at += ENTRY_SIZE) {
+    const kind = table[at]!;
+    if (kind !== KIND_DATA && kind !== KIND_TREE)
+      throw new BundleDamagedError(`${what}: unknown blob kind ${kind} in the pack header`);
+    const flags = table[at + 1]!;
+    if ((flags & ~FLAG_RAW) !== 0) throw new BundleDamagedError(`${what}: unknown blob flags ${flags}`);
+    const raw = table.readUInt32LE(at + 2);
+    const stored = table.readUInt32LE(at + 6);
+    if (raw > MAX_BLOB) throw new BundleDamagedError(`${what}: blob of ${raw} bytes exceeds the limit`);
+    entries.push({ id: table.toString('hex', at + 10, at + 42), kind, flags, offset, stored, raw });
+    offset += stored;
+  }
+  return { entries, ...(key ? { key, salt: Buffer.from(header.subarray(0, SALT)) } : {}) };
+}
+
+/**
+ * Turns the stored bytes of a blob back into its plaintext and checks its SHA-256 against its id.
+ * `key` is the pack's key (encrypted repositories; the blob's offset in the pack is its nonce).
+ */
+export function openStoredBlob(
+  stored: Buffer,
+  e: Pick<PackEntry, 'id' | 'flags' | 'raw' | 'offset'>,
+  key: Buffer | undefined,
+  what: string,
+): Buffer {
+  const compressed = key ? openBlob(key, e.offset, stored, what) : stored;
+  const data = e.flags & FLAG_RAW ? compressed : decompressBlob(compressed, e.raw, what);
+  if (data.length !== e.raw)
+    throw new BundleDamagedError(`${what}: ${data.length} bytes, the index says ${e.raw}`);
+  if (createHash('sha256').update(data).digest('hex') !== e.id)
+    throw new BundleDamagedError(`${what}: content does not hash to its id (damaged)`);
+  return data;
+}

@@ -1,0 +1,134 @@
+// Owns `prune` (restic's model, under the exclusive repository lock the caller holds): find every blob
+// a snapshot references, then remove packs that hold nothing referenced, rewrite packs that are mostly
+// unreferenced (their live blobs copied into new packs), remove packs no index knows (left by killed
+// writers), and replace the index files by one describing what is kept. Order makes every instant
+// safe to be killed at: new packs → new index → old index files removed → packs removed. A manifest
+// that cannot be read stops prune before anything is removed: what it references is unknown.
+
+import { decodeIndex, type PackRecord } from './index-file.js';
+import { compressBlob, PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
+import { ReferenceSet } from './references.js';
+import { ignoreExists, mapLimit, type Repository, readObject } from './repository.js';
+import { loadSnapshot } from './snapshots.js';
+
+export interface PruneReport {
+  dry_run: boolean;
+  snapshots: number;
+  packs_before: number;
+  packs_removed: number;
+  packs_rewritten: number;
+  packs_unindexed_removed: number;
+  blobs_removed: number;
+  bytes_before: number;
+  bytes_freed: number;
+  index_files_replaced: number;
+}
+
+export interface PruneOptions {
+  dryRun?: boolean;
+  /** Rewrite a pack when at least this fraction of its bytes is unreferenced (default 0.5). */
+  rewriteThreshold?: number;
+}
+
+export async function pruneRepository(repo: Repository, opts: PruneOptions = {}): Promise<PruneReport> {
+  const threshold = opts.rewriteThreshold ?? 0.5;
+  // Every index file as it is now, pack by pack (the master index keeps one copy per blob only).
+  const indexFiles: string[] = [];
+  for await (const f of repo.backend.list('index')) indexFiles.push(f.name);
+  const records = (
+    await mapLimit(indexFiles, 8, async (name) =>
+      decodeIndex(
+        repo.decodeFile(await readObject(repo.backend, 'index', name), `index/${name}`),
+        `index/${name}`,
+      ),
+    )
+  ).flat();
+  await repo.loadIndex();
+
+  const snapshots: string[] = [];
+  for await (const s of repo.backend.list('snapshots')) snapshots.push(s.name);
+  const refs = new ReferenceSet(repo);
+  for (const id of snapshots) await refs.addManifest((await loadSnapshot(repo, id)).manifest);
+
+  const onDisk = new Map<string, number>();
+  for await (const p of repo.backend.list('packs')) onDisk.set(p.name, p.size);
+
+  // Each referenced blob is kept in one pack: the first (in index order) that holds it and exists.
+  const keeper = new Map<string, string>();
+  const packs = new Map<string, PackRecord>();
+  for (const r of records) {
+    if (!onDisk.has(r.id) || packs.has(r.id)) continue;
+    packs.set(r.id, r);
+    for (const e of r.entries) if (refs.blobs.has(e.id) && !keeper.has(e.id)) keeper.set(e.id, r.id);
+  }
+  const keep: PackRecord[] = [];
+  const remove: string[] = [];
+  const rewrite: { record: PackRecord; live: PackEntry[] }[] = [];
+  let blobsRemoved = 0;
+  let bytesFreed = 0;
+  for (const r of packs.values()) {
+    const live = r.entries.filter((e) => keeper.get(e.id) === r.id);
+    const size = onDisk.get(r.id)!;
+    const liveBytes = live.reduce((n, e) => n + e.stored, 0);
+    if (live.length === 0) {
+      remove.push(r.id);
+      blobsRemoved += r.entries.length;
+      bytesFreed += size;
+    } else if (live.length < r.entries.length && (size - liveBytes) / size >= threshold) {
+      rewrite.push({ record: r, live });
+      blobsRemoved += r.entries.length - live.length;
+      bytesFreed += size - liveBytes;
+    } else keep.push(r);
+  }
+  const unindexed = [...onDisk.keys()].filter((p) => !packs.has(p));
+  for (const p of unindexed) bytesFreed += onDisk.get(p)!;
+  const report: PruneReport = {
+    dry_run: opts.dryRun === true,
+    snapshots: snapshots.length,
+    packs_before: onDisk.size,
+    packs_removed: remove.length,
+    packs_rewritten: rewrite.length,
+    packs_unindexed_removed: unindexed.length,
+    blobs_removed: blobsRemoved,
+    bytes_before: [...onDisk.values()].reduce((a, b) => a + b, 0),
+    bytes_freed: bytesFreed,
+    index_files_replaced: indexFiles.length,
+  };
+  if (
+    opts.dryRun ||
+    (remove.length === 0 && rewrite.length === 0 && unindexed.length === 0 && indexFiles.length <= 1)
+  )
+    return report;
+
+  // 1. Live blobs of rewritten packs into new packs.
+  const fresh: PackRecord[] = [];
+  let builder: PackBuilder | undefined;
+  const flush = async () => {
+    if (!builder || builder.entries.length === 0) return;
+    const done = builder.finish();
+    async function* parts() {
+      for (const p of done.parts) yield p;
+    }
+    await repo.backend
+      .save({ type: 'packs', name: done.id }, parts(), { ifAbsent: true })
+      .catch(ignoreExists);
+    const salt = builder.packSalt;
+    fresh.push({ id: done.id, ...(salt ? { salt: salt.toString('hex') } : {}), entries: builder.entries });
+    builder = undefined;
+  };
+  for (const { live } of rewrite) {
+    const blobs = await repo.loadBlobs(live.map((e) => e.id));
+    for (const [i, e] of live.entries()) {
+      builder ??= new PackBuilder(repo.key);
+      builder.add(e.id, e.kind, compressBlob(blobs[i]!, repo.zstdLevel), blobs[i]!.length);
+      if (builder.size >= PACK_TARGET) await flush();
+    }
+  }
+  await flush();
+  // 2. One index for everything kept; 3. the old index files go; 4. then the packs.
+  const name = await repo.saveIndex([...keep, ...fresh]);
+  for (const f of indexFiles) if (f !== name) await repo.backend.remove({ type: 'index', name: f });
+  for (const p of [...remove, ...rewrite.map((r) => r.record.id), ...unindexed])
+    await repo.backend.remove({ type: 'packs', name: p });
+  return report;
+}

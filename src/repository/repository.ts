@@ -1,0 +1,431 @@
+// Owns one repository on a backend (docs/repository.md): creating and opening it (config, master key),
+// the index, writing blobs into packs with deduplication, reading blobs back verified, and the small
+// whole-file objects (index, snapshot manifests, listing entries, pins). Operations (snapshot, restore,
+// check, prune) are built on these in their own modules.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { type Backend, type ObjectType, readAll } from '../backend/backend.js';
+import type { Identity } from '../crypto/age.js';
+import { recipientFingerprint } from '../crypto/age.js';
+import {
+  BundleDamagedError,
+  EncryptionError,
+  ObjectExistsError,
+  ObjectNotFoundError,
+  SchemaTooNewError,
+} from '../model/errors.js';
+import { type ChunkerParams, DEFAULT_CHUNKER, LIST_AVG_BITS } from './chunker.js';
+import { newKeyFile, openFile, openKeyFile, packKey, type RepoKey, sealFile } from './crypto.js';
+import { decodeIndex, encodeIndex, MasterIndex, type PackRecord } from './index-file.js';
+import {
+  type BlobKind,
+  compressBlob,
+  headerLength,
+  openStoredBlob,
+  PACK_TARGET,
+  PackBuilder,
+  parseHeader,
+  TRAILER,
+} from './pack.js';
+
+type Binding = typeof import('zstd-napi/binding.js');
+const zstd: Binding = createRequire(import.meta.url)('zstd-napi/binding');
+
+export const REPOSITORY_VERSION = 1;
+/** Largest small object (index file, manifest, listing) read whole into memory. */
+const SMALL_OBJECT_MAX = 256 * 1024 * 1024;
+
+export interface RepoConfig {
+  repository_version: number;
+  id: string;
+  created_at_ms: number;
+  chunker: ChunkerParams;
+  list_avg_bits: number;
+  encryption: null | { scheme: 'age-envelope'; recipients_fingerprint: string[] };
+}
+
+export interface OpenOptions {
+  /** Identities that open the key file of an encrypted repository. */
+  identities?: readonly Identity[];
+  /** zstd level for blobs (default 3). */
+  zstdLevel?: number;
+}
+
+/** Reads a whole object (bounded). */
+export const readObject = (
+  backend: Backend,
+  type: ObjectType,
+  name: string,
+  max = SMALL_OBJECT_MAX,
+): Promise<Buffer> => readAll(backend, { type, name }, { maxBytes: max });
+
+const zstdFrame = (data: Buffer, level: number): Buffer => {
+  const c = new zstd.CCtx();
+  c.setParameter(zstd.CParameter.compressionLevel, level);
+  c.setParameter(zstd.CParameter.checksumFlag, 1);
+  const out = Buffer.allocUnsafe(zstd.compressBound(data.length));
+  return Buffer.from(out.subarray(0, c.compress2(out, data)));
+};
+
+function unzstdFrame(data: Buffer, what: string, max = SMALL_OBJECT_MAX): Buffer {
+  const size = zstd.getFrameContentSize(data);
+  if (size === null || size > max) throw new BundleDamagedError(`${what}: not a bounded zstd frame`);
+  const out = Buffer.allocUnsafe(size);
+  let n: number;
+  try {
+    n = new zstd.DCtx().decompress(out, data);
+  } catch (err) {
+    throw new BundleDamagedError(`${what}: corrupt zstd data (${(err as Error).message})`);
+  }
+  if (n !== size) throw new BundleDamagedError(`${what}: frame size mismatch`);
+  return out;
+}
+
+function parseConfig(bytes: Buffer): RepoConfig {
+  let c: RepoConfig;
+  try {
+    c = JSON.parse(bytes.toString('utf8')) as RepoConfig;
+  } catch {
+    throw new BundleDamagedError('repository config is not JSON');
+  }
+  if (typeof c?.repository_version !== 'number')
+    throw new BundleDamagedError('repository config has no version');
+  if (c.repository_version > REPOSITORY_VERSION)
+    throw new SchemaTooNewError(c.repository_version, REPOSITORY_VERSION, 'repository_version');
+  if (c.repository_version !== REPOSITORY_VERSION || typeof c.id !== 'string' || !/^[0-9a-f]{64}$/.test(c.id))
+    throw new BundleDamagedError('repository config is malformed');
+  return c;
+}
+
+export interface WriteStats {
+  blobsNew: number;
+  blobsKnown: number;
+  /** Plaintext bytes of the new blobs. */
+  rawNew: number;
+  /** Bytes of the new packs (what was uploaded). */
+  storedNew: number;
+  packs: string[];
+}
+
+export class Repository {
+  readonly index = new MasterIndex();
+  private indexLoaded = false;
+  readonly zstdLevel: number;
+
+  private constructor(
+    readonly backend: Backend,
+    readonly config: RepoConfig,
+    readonly key: RepoKey | undefined,
+    opts: OpenOptions,
+  ) {
+    this.zstdLevel = opts.zstdLevel ?? 3;
+  }
+
+  get encrypted(): boolean {
+    return this.key !== undefined;
+  }
+
+  get id(): string {
+    return this.config.id;
+  }
+
+  /** Creates a repository (config, and a key file when `recipients` are given). Fails if one exists. */
+  static async init(
+    backend: Backend,
+    recipients: readonly string[] = [],
+    opts: OpenOptions = {},
+  ): Promise<Repository> {
+    const config: RepoConfig = {
+      repository_version: REPOSITORY_VERSION,
+      id: randomBytes(32).toString('hex'),
+      created_at_ms: Date.now(),
+      chunker: { ...DEFAULT_CHUNKER },
+      list_avg_bits: LIST_AVG_BITS,
+      encryption:
+        recipients.length > 0
+          ? { scheme: 'age-envelope', recipients_fingerprint: recipients.map(recipientFingerprint) }
+          : null,
+    };
+    let key: RepoKey | undefined;
+    if (recipients.length > 0) {
+      const k = await newKeyFile(recipients);
+      key = k.key;
+      await backend.save({ type: 'keys', name: sha256(k.bytes) }, k.bytes, { ifAbsent: true });
+    }
+    await backend.save(
+      { type: 'config', name: 'config' },
+      Buffer.from(`${JSON.stringify(config, null, 2)}\n`),
+      {
+        ifAbsent: true,
+      },
+    );
+    return new Repository(backend, config, key, opts);
+  }
+
+  /** Opens an existing repository; NotFoundError when there is none. */
+  static async open(backend: Backend, opts: OpenOptions = {}): Promise<Repository> {
+    const config = parseConfig(await readObject(backend, 'config', 'config', 1024 * 1024));
+    let key: RepoKey | undefined;
+    if (config.encryption) {
+      if (!opts.identities || opts.identities.length === 0)
+        throw new EncryptionError(
+          'the repository is encrypted: give an identity (--decrypt-identity, encryption.identity_path)',
+        );
+      let lastErr: unknown;
+      for await (const k of backend.list('keys')) {
+        try {
+          key = await openKeyFile(await readObject(backend, 'keys', k.name, 1024 * 1024), opts.identities);
+          break;
+        } catch (err) {
+          lastErr = err;
+        }
+      }
+      if (!key) {
+        if (lastErr instanceof EncryptionError || lastErr === undefined)
+          throw new EncryptionError('none of the identities opens a key of this repository');
+        throw lastErr;
+      }
+    }
+    return new Repository(backend, config, key, opts);
+  }
+
+  /** Opens the repository, creating it when there is none. */
+  static async openOrInit(
+    backend: Backend,
+    recipients: readonly string[],
+    opts: OpenOptions = {},
+  ): Promise<Repository> {
+    try {
+      return await Repository.open(backend, opts);
+    } catch (err) {
+      if (!(err instanceof ObjectNotFoundError)) throw err;
+    }
+    try {
+      return await Repository.init(backend, recipients, opts);
+    } catch (err) {
+      // Another process created it at the same moment.
+      if (err instanceof ObjectExistsError) return Repository.open(backend, opts);
+      throw err;
+    }
+  }
+
+  // -- whole-file objects ----------------------------------------------------------------------------
+
+  /** Encodes a JSON document for storage: zstd, sealed when the repository is encrypted. */
+  encodeFile(json: Buffer): Buffer {
+    const z = zstdFrame(json, this.zstdLevel);
+    return this.key ? sealFile(this.key, z) : z;
+  }
+
+  decodeFile(bytes: Buffer, what: string): Buffer {
+    return unzstdFrame(this.key ? openFile(this.key, bytes, what) : bytes, what);
+  }
+
+  /** Loads every index file not loaded yet (all of them the first time). */
+  async loadIndex(): Promise<MasterIndex> {
+    const names: string[] = [];
+    for await (const f of this.backend.list('index')) if (!this.index.files.has(f.name)) names.push(f.name);
+    const records = await mapLimit(names, 8, async (name) => {
+      const bytes = await readObject(this.backend, 'index', name);
+      if (sha256(bytes) !== name) throw new BundleDamagedError(`index/${name}: does not hash to its name`);
+      return { name, packs: decodeIndex(this.decodeFile(bytes, `index/${name}`), `index/${name}`) };
+    });
+    for (const r of records) {
+      for (const p of r.packs) this.index.addPack(p);
+      this.index.files.add(r.name);
+    }
+    this.indexLoaded = true;
+    return this.index;
+  }
+
+  async ensureIndex(): Promise<MasterIndex> {
+    return this.indexLoaded ? this.index : this.loadIndex();
+  }
+
+  /** Writes an index file for `packs`; returns its name. */
+  async saveIndex(packs: readonly PackRecord[]): Promise<string> {
+    const bytes = this.encodeFile(encodeIndex(packs));
+    const name = sha256(bytes);
+    await this.backend.save({ type: 'index', name }, bytes, { ifAbsent: true }).catch(ignoreExists);
+    this.index.files.add(name);
+    return name;
+  }
+
+  // -- blobs -----------------------------------------------------------------------------------------
+
+  /** A session that stores new blobs into packs (deduplicated against the index and itself). */
+  writer(): BlobWriter {
+    return new BlobWriter(this);
+  }
+
+  /** Loads one blob, verified against its id. */
+  async loadBlob(id: string): Promise<Buffer> {
+    const [b] = await this.loadBlobs([id]);
+    return b!;
+  }
+
+  /** Loads blobs (in the given order), coalescing adjacent ones of a pack into one ranged read. */
+  async loadBlobs(ids: readonly string[]): Promise<Buffer[]> {
+    const out: Buffer[] = [];
+    for await (const b of this.streamBlobs(ids)) out.push(b);
+    return out;
+  }
+
+  /**
+   * Streams blobs in order, each verified against its id. Runs of blobs stored next to each other in
+   * one pack are read with one ranged request, up to `window` bytes; `ahead` requests run at once.
+   */
+  async *streamBlobs(ids: readonly string[], ahead = 4, window = 8 * 1024 * 1024): AsyncGenerator<Buffer> {
+    await this.ensureIndex();
+    type Run = { pack: string; offset: number; length: number; blobs: { id: string; at: number }[] };
+    const runs: Run[] = [];
+    for (const id of ids) {
+      const loc = this.index.get(id);
+      if (!loc) throw new BundleDamagedError(`blob ${id} is not in the repository index (missing data)`);
+      const last = runs[runs.length - 1];
+      if (
+        last &&
+        last.pack === loc.pack &&
+        last.offset + last.length === loc.offset &&
+        last.length + loc.stored <= window
+      ) {
+        last.blobs.push({ id, at: last.length });
+        last.length += loc.stored;
+      } else runs.push({ pack: loc.pack, offset: loc.offset, length: loc.stored, blobs: [{ id, at: 0 }] });
+    }
+    const fetchRun = async (r: Run): Promise<Buffer[]> => {
+      const bytes = await readObjectRange(this.backend, r.pack, r.offset, r.length);
+      const salt = this.index.packs.get(r.pack)?.salt;
+      const key = this.key && salt ? packKey(this.key, Buffer.from(salt, 'hex')) : undefined;
+      if (this.key && !key) throw new BundleDamagedError(`packs/${r.pack}: the index has no key salt for it`);
+      return r.blobs.map(({ id, at }) => {
+        const loc = this.index.get(id)!;
+        return openStoredBlob(
+          bytes.subarray(at, at + loc.stored),
+          { id, flags: loc.flags, raw: loc.raw, offset: loc.offset },
+          key,
+          `blob ${id} in packs/${r.pack}`,
+        );
+      });
+    };
+    const inflight: Promise<Buffer[]>[] = [];
+    let next = 0;
+    while (next < runs.length || inflight.length > 0) {
+      while (next < runs.length && inflight.length < ahead) {
+        const p = fetchRun(runs[next++]!);
+        p.catch(() => {}); // awaited below in order
+        inflight.push(p);
+      }
+      for (const b of await inflight.shift()!) yield b;
+    }
+  }
+
+  /** The header entries of a pack, read from the pack itself (check, index rebuild). */
+  async readPackHeader(pack: string): Promise<ReturnType<typeof parseHeader> & { size: number }> {
+    const { size } = await this.backend.stat({ type: 'packs', name: pack });
+    const what = `packs/${pack}`;
+    if (size < TRAILER) throw new BundleDamagedError(`${what}: too short to be a pack`);
+    const trailer = await readObjectRange(this.backend, pack, size - TRAILER, TRAILER);
+    const n = headerLength(trailer, size, what);
+    const header = await readObjectRange(this.backend, pack, size - TRAILER - n, n);
+    return { ...parseHeader(header, this.key, what), size };
+  }
+}
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** Content-addressed objects: the same name is the same bytes, so one already there is fine. */
+export const ignoreExists = (err: unknown): void => {
+  if (!(err instanceof ObjectExistsError)) throw err;
+};
+
+const readObjectRange = (backend: Backend, pack: string, offset: number, length: number): Promise<Buffer> =>
+  readAll(backend, { type: 'packs', name: pack }, { maxBytes: length, range: { offset, length } });
+
+/** Runs `fn` over `items` with at most `limit` at once; results in input order. */
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (t: T) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const run = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
+  return out;
+}
+
+/** Adds blobs to packs; `finish` writes the last pack and the index file of this session's packs. */
+export class BlobWriter {
+  private pack: PackBuilder | undefined;
+  private readonly pending = new Set<string>();
+  private readonly written: PackRecord[] = [];
+  private saving: Promise<void> = Promise.resolve();
+  readonly stats: WriteStats = { blobsNew: 0, blobsKnown: 0, rawNew: 0, storedNew: 0, packs: [] };
+
+  constructor(private readonly repo: Repository) {}
+
+  /** Stores a blob unless the repository (or this session) has it; returns whether it was new. */
+  async add(kind: BlobKind, id: string, data: Buffer): Promise<boolean> {
+    if (this.repo.index.has(id) || this.pending.has(id)) {
+      this.stats.blobsKnown++;
+      return false;
+    }
+    this.pending.add(id);
+    this.pack ??= new PackBuilder(this.repo.key);
+    this.pack.add(id, kind, compressBlob(data, this.repo.zstdLevel), data.length);
+    this.stats.blobsNew++;
+    this.stats.rawNew += data.length;
+    if (this.pack.size >= PACK_TARGET) await this.flush();
+    return true;
+  }
+
+  /** Closes the current pack and saves it (one save in flight at a time). */
+  private async flush(): Promise<void> {
+    const p = this.pack;
+    this.pack = undefined;
+    if (!p || p.entries.length === 0) return;
+    await this.saving; // at most one pack uploading while the next fills
+    const done = p.finish();
+    const salt = p.packSalt;
+    const record: PackRecord = {
+      id: done.id,
+      ...(salt ? { salt: salt.toString('hex') } : {}),
+      entries: p.entries,
+    };
+    this.saving = (async () => {
+      async function* parts() {
+        for (const part of done.parts) yield part;
+      }
+      await this.repo.backend
+        .save({ type: 'packs', name: done.id }, parts(), { ifAbsent: true })
+        .catch(ignoreExists);
+      this.written.push(record);
+      this.stats.packs.push(done.id);
+      this.stats.storedNew += done.size;
+    })();
+    this.saving.catch(() => {});
+  }
+
+  /** Saves the last pack and the index file of every pack of this session; the blobs are then usable. */
+  async finish(): Promise<WriteStats> {
+    await this.flush();
+    await this.saving;
+    if (this.written.length > 0) {
+      await this.repo.saveIndex(this.written);
+      for (const r of this.written) this.repo.index.addPack(r);
+    }
+    return this.stats;
+  }
+
+  /** The packs this session saved (to remove them when the operation fails before referencing them). */
+  get packsWritten(): readonly string[] {
+    return this.written.map((r) => r.id);
+  }
+}

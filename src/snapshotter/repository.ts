@@ -1,0 +1,396 @@
+// Owns the snapshotter's repository store (docs/repository.md): where it lives under the state root,
+// opening it (created on the first snapshot), and the operations on it — taking a snapshot (capture
+// under the write gate, history recorded as refs, only new chunks written), listing, finding by id or
+// prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
+// lock that prune's exclusive lock excludes. local.ts decides which store an operation goes to.
+
+import { existsSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { closeGate } from '../agent/write-gate.js';
+import { LocalBackend } from '../backend/local.js';
+import { captureAgent } from '../capture/capture.js';
+import { type Identity, loadIdentities, recipientFingerprint } from '../crypto/age.js';
+import type { SigningKey } from '../crypto/sign.js';
+import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
+import type { Manifest, RedactionReport } from '../format/manifest.js';
+import { checkSealSignature, signatureRefusal, type TrustPolicy } from '../format/signature.js';
+import {
+  asSnapshotError,
+  ConcurrentError,
+  ConfigError,
+  InvalidInputError,
+  UnknownAgentError,
+} from '../model/errors.js';
+import { newSnapshotId } from '../model/ids.js';
+import type { ProgressListener, VerifyReport } from '../model/types.js';
+import { redactStaging } from '../policy/redaction/redact.js';
+import type { RedactionPolicy } from '../policy/redaction/scan.js';
+import { type CheckOptions, type CheckReport, checkRepository } from '../repository/check.js';
+import type { PreviousHistory } from '../repository/git-history.js';
+import { lockRepository } from '../repository/locks.js';
+import {
+  GIT_HISTORY_KIND,
+  REPO_MANIFEST_VERSION_SIGNED,
+  type RepoManifest,
+  sealRepoManifest,
+} from '../repository/manifest.js';
+import { type PruneOptions, type PruneReport, pruneRepository } from '../repository/prune.js';
+import { Repository } from '../repository/repository.js';
+import {
+  forgetSnapshot,
+  type ListingMeta,
+  listSnapshots,
+  loadSnapshot,
+  saveSnapshot,
+  setPinned,
+} from '../repository/snapshots.js';
+import { storeCapture } from '../repository/store-capture.js';
+import {
+  type RepoVerifyOptions,
+  type RepoVerifyResult,
+  verifyRepoSnapshot,
+} from '../repository/verify-snapshot.js';
+import { SqliteWorker } from '../sqlite/worker.js';
+import { metaFromManifest } from '../store/catalog.js';
+import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
+import { STAGING_PREFIX } from '../store/paths.js';
+import { toolVersions } from '../util/version.js';
+import type { LocalSnapshotter } from './local.js';
+
+export const STORE_FORMATS = ['auto', 'repository', 'bundles'] as const;
+export type StoreFormat = (typeof STORE_FORMATS)[number];
+
+/** NEXO_MEMORY_STORE_FORMAT, when set (it overrides the config file's `store.format`). */
+export function storeFormatFromEnv(): StoreFormat | undefined {
+  const env = process.env.NEXO_MEMORY_STORE_FORMAT;
+  if (env === undefined || env === '') return undefined;
+  if (!(STORE_FORMATS as readonly string[]).includes(env))
+    throw new ConfigError(
+      `NEXO_MEMORY_STORE_FORMAT must be one of ${STORE_FORMATS.join(', ')}, got ${JSON.stringify(env)}`,
+    );
+  return env as StoreFormat;
+}
+
+/** The repository of a state root: `<state_root>/repository/`. */
+export const repositoryRoot = (stateRoot: string): string => join(resolve(stateRoot), 'repository');
+
+export interface RepoSnapshotParams {
+  agentId: string;
+  tenant: string;
+  label: string | undefined;
+  createdBy: string;
+  memdir: string;
+  sqliteDir: string;
+  /** The agent's snapshot directory (staging lives there). */
+  dir: string;
+  recipients: readonly string[];
+  signingKey: SigningKey | undefined;
+  redact?: RedactionPolicy;
+  onProgress: ProgressListener | undefined;
+}
+
+export class RepositoryStore {
+  readonly root: string;
+  private opened: Promise<Repository> | undefined;
+
+  constructor(
+    private readonly s: LocalSnapshotter,
+    stateRoot: string,
+    /** age identity file opening an encrypted repository. */
+    private readonly identityPath: string | undefined,
+    private readonly zstdLevel: number,
+    private readonly warn: (message: string) => void,
+  ) {
+    this.root = repositoryRoot(stateRoot);
+  }
+
+  /** Whether the repository has been created (its config exists). */
+  exists(): boolean {
+    return existsSync(join(this.root, 'config', 'config'));
+  }
+
+  get location(): string {
+    return this.root;
+  }
+
+  private identities(extra?: string): Identity[] | undefined {
+    const path = extra ?? this.identityPath;
+    return path ? loadIdentities(path) : undefined;
+  }
+
+  /** A new handle on the repository (its own index), opened with `identityPath` or the configured identity. */
+  fresh(identityPath?: string): Promise<Repository> {
+    const ids = this.identities(identityPath);
+    return Repository.open(new LocalBackend(this.root), {
+      zstdLevel: this.zstdLevel,
+      ...(ids ? { identities: ids } : {}),
+    });
+  }
+
+  /** Opens the repository (creating it with `recipients` when `create` and it does not exist). */
+  async open(create = false, recipients: readonly string[] = [], identityPath?: string): Promise<Repository> {
+    if (identityPath) return this.fresh(identityPath);
+    if (!this.opened) {
+      const ids = this.identities();
+      const backend = new LocalBackend(this.root);
+      const opts = { zstdLevel: this.zstdLevel, ...(ids ? { identities: ids } : {}) };
+      this.opened = (
+        create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts)
+      ).catch((err: unknown) => {
+        this.opened = undefined;
+        throw err;
+      });
+    }
+    return this.opened;
+  }
+
+  /** Runs `fn` under the repository lock (shared unless `exclusive`). */
+  async locked<T>(repo: Repository, exclusive: boolean, operation: string, fn: () => Promise<T>): Promise<T> {
+    const lock = await lockRepository(repo.backend, exclusive, operation, this.s.lockTimeoutMs);
+    try {
+      return await fn();
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** The agent's newest snapshot's history, to add to it (none when the history was rewritten). */
+  private async previousHistory(
+    repo: Repository,
+    agentId: string,
+    tenant: string,
+  ): Promise<PreviousHistory | undefined> {
+    const latest = (await listSnapshots(repo, { agentId, tenant }))[0];
+    if (!latest) return undefined;
+    try {
+      const { manifest } = await loadSnapshot(repo, latest.id);
+      const git = manifest.artifacts.find((a) => a.kind === GIT_HISTORY_KIND);
+      if (!git?.packs || manifest.redactions?.git_history === 'rewritten') return undefined;
+      return { packs: git.packs, refs: manifest.git_refs ?? [] };
+    } catch {
+      return undefined; // an unreadable previous snapshot: start a new chain
+    }
+  }
+
+  /** The snapshot steps (the caller holds the agent lock). */
+  async snapshot(p: RepoSnapshotParams): Promise<ListingMeta> {
+    const repo = await this.open(true, p.recipients);
+    if (p.recipients.length > 0 && !repo.encrypted)
+      throw new InvalidInputError(
+        'this repository is not encrypted: encryption is chosen when a repository is created (docs/repository.md §7)',
+      );
+    const id = newSnapshotId();
+    const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
+    try {
+      await mkdir(staging, { mode: 0o700 });
+      p.onProgress?.({ phase: 'capture', bytes: 0 });
+      let gate: WorkerHeldLock;
+      try {
+        gate = await closeGate(this.s.layout.writeGatePath(p.tenant, p.agentId), this.s.lockTimeoutMs);
+      } catch (err) {
+        if (err instanceof LockTimeoutError)
+          throw new ConcurrentError(p.agentId, p.tenant, 'memory writers (write gate)');
+        throw err;
+      }
+      const workers = [new SqliteWorker(), new SqliteWorker()];
+      let captured: Awaited<ReturnType<typeof captureAgent>>;
+      try {
+        captured = await captureAgent({
+          agentId: p.agentId,
+          tenant: p.tenant,
+          memdir: p.memdir,
+          sqliteDir: p.sqliteDir,
+          state: this.s.state,
+          stagingDir: staging,
+          sqlite: workers,
+          history: p.redact ? 'bundle' : 'refs',
+        });
+      } finally {
+        await gate.release();
+        await Promise.all(workers.map((w) => w.close()));
+      }
+      if (!captured.found)
+        throw new UnknownAgentError(p.agentId, p.tenant, [
+          p.memdir,
+          p.sqliteDir,
+          this.s.resolver.stateDir(p.agentId, p.tenant),
+        ]);
+      let redactions: RedactionReport | undefined;
+      if (p.redact) {
+        p.onProgress?.({ phase: 'redact', bytes: 0 });
+        redactions = await redactStaging(p.redact, captured, staging, p.memdir);
+      }
+      return await this.locked(repo, false, 'snapshot', async () => {
+        await repo.ensureIndex();
+        const previous = captured.gitRefs ? await this.previousHistory(repo, p.agentId, p.tenant) : undefined;
+        const writer = repo.writer();
+        const stored = await storeCapture(repo, writer, captured, p.memdir, previous, staging, p.onProgress);
+        const stats = await writer.finish();
+        const createdAt = Date.now();
+        const { manifest, json } = sealRepoManifest(
+          {
+            snapshot_id: id,
+            agent_id: p.agentId,
+            tenant: p.tenant,
+            ...(p.label !== undefined ? { label: p.label } : {}),
+            created_at_ms: createdAt,
+            created_by: p.createdBy,
+            schema_versions: { ...CURRENT_SCHEMA },
+            git: captured.git,
+            artifacts: stored.artifacts,
+            ...(stored.refs.length > 0 ? { git_refs: stored.refs } : {}),
+            ...(captured.memdir ? { memdir: captured.memdir } : {}),
+            databases: captured.databaseInfo,
+            ...(redactions ? { redactions } : {}),
+            ...(repo.encrypted
+              ? {
+                  encryption: {
+                    scheme: 'age-envelope',
+                    recipients_fingerprint:
+                      repo.config.encryption?.recipients_fingerprint ??
+                      p.recipients.map(recipientFingerprint),
+                  },
+                }
+              : {}),
+            tool_versions: await toolVersions(),
+            repository_id: repo.id,
+          },
+          p.signingKey,
+        );
+        const meta = this.metaOf(manifest, stats.storedNew);
+        await saveSnapshot(repo, manifest, json, meta);
+        return { ...meta, pinned: false };
+      });
+    } catch (err) {
+      throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
+    } finally {
+      await rm(staging, { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  /** SnapshotMeta of a repository manifest (`bundle_path` names the repository and the id). */
+  metaOf(m: RepoManifest, addedBytes?: number): ListingMeta {
+    const size = m.artifacts.reduce((n, a) => n + a.size_bytes, 0);
+    const meta = metaFromManifest(m as unknown as Manifest, `${this.root}#${m.snapshot_id}`, size);
+    if (m.git.head_oid === ZERO_OID) delete meta.git_oid;
+    return { ...meta, ...(addedBytes !== undefined ? { added_bytes: addedBytes } : {}) };
+  }
+
+  /** The agent's repository snapshots, newest first (empty when there is no repository). */
+  async list(agentId: string, tenant: string): Promise<ListingMeta[]> {
+    if (!this.exists()) return [];
+    const repo = await this.open();
+    return listSnapshots(repo, { agentId, tenant }, this.warn);
+  }
+
+  /** A snapshot of the agent by id or unique prefix (≥ 4 characters); undefined when none matches. */
+  async find(agentId: string, tenant: string, idOrPrefix: string): Promise<ListingMeta | undefined> {
+    const want = idOrPrefix.toLowerCase();
+    const all = await this.list(agentId, tenant);
+    const exact = all.find((m) => m.id === want);
+    if (exact) return exact;
+    if (want.length < 4) return undefined;
+    const hits = all.filter(
+      (m) => m.id.startsWith(want) || m.id.replaceAll('-', '').startsWith(want.replaceAll('-', '')),
+    );
+    if (hits.length > 1)
+      throw new InvalidInputError(`snapshot prefix ${idOrPrefix} is ambiguous (${hits.length} snapshots)`);
+    return hits[0];
+  }
+
+  /** Verifies a snapshot streamed from the packs; the report has the shape of a bundle's. */
+  async verify(
+    id: string,
+    opts: RepoVerifyOptions & {
+      trust?: TrustPolicy;
+      decryptIdentity?: string;
+      onProgress?: ProgressListener;
+    } = {},
+  ): Promise<{ report: VerifyReport; result: RepoVerifyResult }> {
+    const repo = await this.open(false, [], opts.decryptIdentity);
+    return this.locked(repo, false, 'verify', async () => {
+      const result = await verifyRepoSnapshot(repo, id, {
+        ...opts,
+        onBytes: (bytes) => opts.onProgress?.({ phase: 'verify', bytes }),
+      });
+      return { report: this.reportOf(id, result, opts.trust), result };
+    });
+  }
+
+  private reportOf(id: string, r: RepoVerifyResult, trust: TrustPolicy | undefined): VerifyReport {
+    const m = r.parsed?.manifest;
+    const problems = [...r.problems];
+    let signature: VerifyReport['signature'];
+    if (r.parsed) {
+      const signed = r.parsed.manifest.manifest_version === REPO_MANIFEST_VERSION_SIGNED;
+      const check = checkSealSignature(
+        { manifest: r.parsed.manifest, raw: r.parsed.raw, signed },
+        trust?.keys ?? [],
+      );
+      signature = { status: check.status, ...(check.key_id ? { key_id: check.key_id } : {}) };
+      const refusal = signatureRefusal(check, trust ?? { keys: [], required: false });
+      if (refusal) problems.push({ code: refusal.code, message: refusal.message });
+    }
+    const trustOnly =
+      problems.length > 0 &&
+      problems.every((p) => p.code === 'SIGNATURE_MISSING' || p.code === 'SIGNATURE_UNTRUSTED');
+    return {
+      bundle: `${this.root}#${id}`,
+      manifest_ok: r.parsed !== undefined,
+      bundle_sha256_ok: r.parsed !== undefined,
+      per_artifact_ok: r.parsed !== undefined && r.artifactsChecked === r.artifactsTotal,
+      ...(m ? { schema_versions: m.schema_versions } : {}),
+      age_protected: m?.encryption !== undefined,
+      status: problems.length === 0 ? 'verified' : trustOnly ? 'untrusted' : 'damaged',
+      sibling: 'ok',
+      layout_ok: !problems.some((p) => p.code === 'UNSAFE_ENTRY'),
+      size_ok: true,
+      schema_ok: r.parsed !== undefined,
+      ...(m
+        ? {
+            manifest_version: m.manifest_version,
+            bundle_format: m.bundle_format,
+            snapshot_id: m.snapshot_id,
+            agent_id: m.agent_id,
+            tenant: m.tenant,
+            created_at_ms: m.created_at_ms,
+          }
+        : {}),
+      artifacts_checked: r.artifactsChecked,
+      artifacts_total: r.artifactsTotal,
+      bytes_checked: r.bytesChecked,
+      ...(signature ? { signature } : {}),
+      problems,
+      not_checked: [],
+    };
+  }
+
+  /** Forgets a snapshot (its data goes with the next prune). */
+  async forget(id: string): Promise<void> {
+    const repo = await this.open();
+    await this.locked(repo, false, 'forget', () => forgetSnapshot(repo, id));
+  }
+
+  async setPinned(id: string, pinned: boolean): Promise<void> {
+    const repo = await this.open();
+    await setPinned(repo, id, pinned);
+  }
+
+  /** Removes unreferenced data (exclusive repository lock). */
+  async prune(opts: PruneOptions = {}): Promise<PruneReport> {
+    const repo = await this.open();
+    return this.locked(repo, true, 'prune', async () => pruneRepository(await this.fresh(), opts));
+  }
+
+  async check(opts: CheckOptions = {}): Promise<CheckReport> {
+    const repo = await this.open();
+    return this.locked(repo, false, 'check', () => checkRepository(repo, opts));
+  }
+
+  /** A snapshot's manifest, for restore and diff (NotFoundError when absent). */
+  async manifest(id: string, identityPath?: string): Promise<RepoManifest> {
+    const repo = await this.open(false, [], identityPath);
+    return (await loadSnapshot(repo, id)).manifest;
+  }
+}

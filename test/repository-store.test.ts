@@ -1,0 +1,174 @@
+// The repository as the snapshotter's store (the default of new state roots): snapshots through the
+// library and the CLI, what the second one adds, list, verify by id, check and check --read-data on
+// real damage, delete, pin, prune, and a state root holding bundles that keeps them.
+
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { git } from '../scripts/sample-agent.js';
+import { LocalSnapshotter } from '../src/index.js';
+import { type Agent, runCli, sampleAgent } from './helpers/env.js';
+
+const repoEnv = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
+
+function repoAgent(
+  t: Parameters<typeof sampleAgent>[0],
+  opts: Parameters<typeof sampleAgent>[2] = {},
+): Agent {
+  const a = sampleAgent(t, 'ana', { memories: 3000, embeddings: 500, files: 30, commits: 6, ...opts });
+  const snapshotter = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+  });
+  return { ...a, snapshotter };
+}
+
+function packFiles(root: string): string[] {
+  const dir = join(root, 'repository', 'packs');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).flatMap((d) => readdirSync(join(dir, d)).map((f) => join(dir, d, f)));
+}
+
+test('repository store: a new state root snapshots into the repository; the second snapshot adds only what changed', async (t) => {
+  const a = repoAgent(t);
+  const first = await a.snapshotter.snapshot({ agentId: 'ana', label: 'one' });
+  assert.ok(existsSync(join(a.stateRoot, 'repository', 'config', 'config')), 'the repository was created');
+  assert.equal(first.bundle_format, 'nexo-memory-snapshot-v4');
+  assert.ok(first.bundle_path.endsWith(`#${first.id}`));
+  assert.equal(
+    existsSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana', `${first.id}.tar.zst`)),
+    false,
+  );
+  const added1 = (first as { added_bytes?: number }).added_bytes!;
+  assert.ok(added1 > 0);
+
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  db.prepare(
+    "INSERT INTO memories (created_at, kind, content, importance) VALUES (1, 'fact', 'one new memory', 0.5)",
+  ).run();
+  db.close();
+  writeFileSync(join(a.memdir, 'topics', 'new.md'), 'a new topic\n');
+  git(a.memdir, ['add', '.']);
+  git(a.memdir, ['commit', '-qm', 'new topic']);
+  const second = await a.snapshotter.snapshot({ agentId: 'ana', label: 'two' });
+  const added2 = (second as { added_bytes?: number }).added_bytes!;
+  assert.ok(added2 < added1 / 5, `second snapshot added ${added2} bytes, the first ${added1}`);
+
+  const listed = await a.snapshotter.list('ana');
+  assert.deepEqual(
+    listed.map((m) => m.id),
+    [second.id, first.id],
+  );
+  assert.equal(listed[0]!.label, 'two');
+  for (const m of [first, second]) {
+    const report = await a.snapshotter.verifySnapshot('ana', 'default', m.id.slice(0, 13));
+    assert.equal(report.status, 'verified', JSON.stringify(report.problems));
+    assert.equal(report.artifacts_checked, report.artifacts_total);
+  }
+});
+
+test('repository store through the CLI: snapshot, list, verify --id, check, damage found by check --read-data and verify, delete, pin, prune', async (t) => {
+  const a = repoAgent(t);
+  const full = ['--state-root', a.stateRoot, '--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
+  const root = ['--state-root', a.stateRoot];
+  const snap = async () => {
+    const r = await runCli(['snapshot', '--agent', 'ana', '--json', ...full], { env: repoEnv });
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as { id: string };
+  };
+  const one = await snap();
+  const two = await snap();
+  let r = await runCli(['list', '--agent', 'ana', '--json', ...root], { env: repoEnv });
+  assert.deepEqual(
+    (JSON.parse(r.stdout) as { id: string }[]).map((m) => m.id),
+    [two.id, one.id],
+  );
+  r = await runCli(['verify', '--agent', 'ana', '--id', one.id, '--json', ...root], { env: repoEnv });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  r = await runCli(['check', '--read-data', '--json', ...root], { env: repoEnv });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.equal(JSON.parse(r.stdout).ok, true);
+
+  r = await runCli(['pin', '--agent', 'ana', '--id', one.id, ...root], { env: repoEnv });
+  assert.equal(r.code, 0, r.stderr);
+  r = await runCli(['list', '--agent', 'ana', '--json', ...root], { env: repoEnv });
+  assert.equal((JSON.parse(r.stdout) as { pinned: boolean }[])[1]!.pinned, true);
+
+  // One flipped byte in the first snapshot's data: the structure check cannot see it, read-data and verify do.
+  const packs = packFiles(a.stateRoot).sort();
+  const victim = packs[0]!;
+  const bytes = readFileSync(victim);
+  bytes[100] = bytes[100]! ^ 0x40;
+  writeFileSync(victim, bytes);
+  r = await runCli(['check', '--json', ...root], { env: repoEnv });
+  assert.equal(r.code, 0, 'structure alone is intact');
+  r = await runCli(['check', '--read-data', '--json', ...root], { env: repoEnv });
+  assert.equal(r.code, 2, r.stdout);
+  const report = JSON.parse(r.stdout) as { damaged_snapshots: string[] };
+  assert.ok(report.damaged_snapshots.includes(one.id), JSON.stringify(report));
+  r = await runCli(['verify', '--agent', 'ana', '--id', one.id, '--json', ...root], { env: repoEnv });
+  assert.equal(r.code, 2, r.stdout);
+  bytes[100] = bytes[100]! ^ 0x40;
+  writeFileSync(victim, bytes);
+
+  r = await runCli(['delete', '--agent', 'ana', '--id', two.id, '--yes', ...root], { env: repoEnv });
+  assert.equal(r.code, 0, r.stderr);
+  r = await runCli(['delete', '--agent', 'ana', '--id', one.id, '--yes', ...root], { env: repoEnv });
+  assert.equal(r.code, 6, 'the last snapshot is refused');
+  const before = packFiles(a.stateRoot).length;
+  r = await runCli(['prune', '--json', ...root], { env: repoEnv });
+  assert.equal(r.code, 0, r.stderr);
+  const pruned = JSON.parse(r.stdout) as { snapshots: number };
+  assert.equal(pruned.snapshots, 1);
+  assert.ok(packFiles(a.stateRoot).length <= before);
+  r = await runCli(['check', '--read-data', ...root], { env: repoEnv });
+  assert.equal(r.code, 0, r.stdout);
+  r = await runCli(['verify', '--agent', 'ana', '--id', one.id, ...root], { env: repoEnv });
+  assert.equal(r.code, 0, r.stdout);
+});
+
+test('auto: a state root without a repository keeps writing bundles; one with a repository writes into it', async (t) => {
+  const a = sampleAgent(t);
+  const bundle = await new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'bundles',
+  }).snapshot({ agentId: 'ana' });
+  const auto = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'auto',
+  });
+  const next = await auto.snapshot({ agentId: 'ana' });
+  assert.ok(next.bundle_path.endsWith('.tar.zst'), next.bundle_path);
+  assert.equal(existsSync(join(a.stateRoot, 'repository')), false);
+  assert.deepEqual(
+    (await auto.list('ana')).map((m) => m.id),
+    [next.id, bundle.id],
+  );
+  const inRepo = await new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+  }).snapshot({ agentId: 'ana' });
+  const auto2 = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'auto',
+  });
+  const third = await auto2.snapshot({ agentId: 'ana' });
+  assert.equal(third.bundle_format, 'nexo-memory-snapshot-v4', 'the repository, once it exists');
+  assert.deepEqual(
+    (await auto2.list('ana')).map((m) => m.id),
+    [third.id, inRepo.id, next.id, bundle.id],
+  );
+});

@@ -1,0 +1,329 @@
+// Tests of the repository core on the in-memory backend and real files: chunkers (boundaries follow
+// content), packs and the index, encryption, content round trips with deduplication, sealed manifests,
+// the git pack chain (real git), check (structure and data), prune, and repository locks.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { gitEnv } from '../scripts/sample-agent.js';
+import { FaultyBackend } from '../src/backend/faulty.js';
+import { MemoryBackend, MemoryStore } from '../src/backend/memory.js';
+import { generateIdentity, parseIdentity } from '../src/crypto/age.js';
+import { recordRefs } from '../src/git/history.js';
+import { EncryptionError } from '../src/model/errors.js';
+import { newSnapshotId } from '../src/model/ids.js';
+import { checkRepository } from '../src/repository/check.js';
+import { chunkFile, DEFAULT_CHUNKER, gearChunks, listChunks } from '../src/repository/chunker.js';
+import { loadContent, storeContent, writeContent } from '../src/repository/content.js';
+import { restoreHistory, storeLiveHistory } from '../src/repository/git-history.js';
+import { lockRepository } from '../src/repository/locks.js';
+import { sealRepoManifest } from '../src/repository/manifest.js';
+import { pruneRepository } from '../src/repository/prune.js';
+import { Repository } from '../src/repository/repository.js';
+import { forgetSnapshot, listSnapshots, loadSnapshot, saveSnapshot } from '../src/repository/snapshots.js';
+import { tempDir } from './helpers/env.js';
+
+const git = (cwd: string, args: string[]) =>
+  execFileSync('git', args, { cwd, env: gitEnv, encoding: 'utf8' });
+
+function sqliteFile(path: string, rows: number, seed = 1): void {
+  const db = new Database(path);
+  db.exec('CREATE TABLE m (id INTEGER PRIMARY KEY, body TEXT, emb BLOB)');
+  const ins = db.prepare('INSERT INTO m (id, body, emb) VALUES (?, ?, ?)');
+  db.transaction(() => {
+    for (let i = 0; i < rows; i++)
+      ins.run(i * 10 + seed, `memory ${i} ${'x'.repeat(200 + (i % 50))}`, randomBytes(64));
+  })();
+  db.close();
+}
+
+async function ids(path: string, sqlite: boolean): Promise<string[]> {
+  const out: string[] = [];
+  for await (const c of chunkFile(path, DEFAULT_CHUNKER, sqlite)) out.push(c.id);
+  return out;
+}
+
+test('chunkers: SQLite chunks end at page boundaries and survive edits elsewhere; gear chunks resynchronise', async (t) => {
+  const dir = tempDir(t);
+  const a = join(dir, 'a.sqlite');
+  sqliteFile(a, 20_000);
+  const bytes = readFileSync(a);
+  const parts: Buffer[] = [];
+  for await (const c of chunkFile(a, DEFAULT_CHUNKER, true)) {
+    assert.equal(c.data.length % 4096, 0, 'whole pages');
+    assert.ok(c.data.length <= 32 * 4096);
+    parts.push(c.data);
+  }
+  assert.ok(Buffer.concat(parts).equals(bytes), 'chunks concatenate to the file');
+  assert.ok(parts.length > bytes.length / (64 * 1024), `about 16 KiB on average (${parts.length} chunks)`);
+  const before = new Set(await ids(a, true));
+  const db = new Database(a);
+  db.prepare('UPDATE m SET body = ? WHERE id = ?').run('changed', 10_001);
+  db.close();
+  const after = await ids(a, true);
+  const fresh = after.filter((id) => !before.has(id)).length;
+  assert.ok(fresh <= 4, `one changed row changes few chunks (${fresh} of ${after.length})`);
+
+  const big = randomBytes(6 * 1024 * 1024);
+  const g = async (b: Buffer) => {
+    const out: string[] = [];
+    for await (const c of gearChunks(
+      (async function* () {
+        yield b;
+      })(),
+      DEFAULT_CHUNKER,
+    ))
+      out.push(c.id);
+    return out;
+  };
+  const g1 = await g(big);
+  const g2 = await g(Buffer.concat([big.subarray(0, 100), Buffer.from('inserted'), big.subarray(100)]));
+  const shared = g2.filter((id) => g1.includes(id)).length;
+  assert.ok(
+    g1.length >= 3 && shared >= g1.length - 2,
+    `insertion at the start changes only the first chunks (${shared}/${g1.length})`,
+  );
+
+  const list = randomBytes(32 * 5000);
+  const l1 = listChunks(list, 32, 31).map((c) => c.id);
+  const l2 = listChunks(
+    Buffer.concat([list.subarray(0, 32 * 2500), randomBytes(32), list.subarray(32 * 2500)]),
+    32,
+    31,
+  ).map((c) => c.id);
+  assert.ok(
+    l2.filter((id) => l1.includes(id)).length >= l1.length - 1,
+    'a list entry inserted changes one list chunk',
+  );
+});
+
+test('repository: content round trips verified, deduplicated; encrypted repository needs its identity', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'db.sqlite');
+  sqliteFile(file, 5_000);
+  const { identity, recipient } = generateIdentity();
+  for (const recipients of [[], [recipient]]) {
+    const backend = new MemoryBackend();
+    const repo = await Repository.init(backend, recipients);
+    const w = repo.writer();
+    const ref = await storeContent(w, repo.config.chunker, { path: file, sqlite: true });
+    const small = await storeContent(w, repo.config.chunker, { data: Buffer.from('hello') });
+    const empty = await storeContent(w, repo.config.chunker, { data: Buffer.alloc(0) });
+    const first = await w.finish();
+    assert.ok(first.blobsNew > 3 && first.packs.length >= 1);
+    const w2 = repo.writer();
+    await storeContent(w2, repo.config.chunker, { path: file, sqlite: true });
+    const second = await w2.finish();
+    assert.equal(second.blobsNew, 0, 'the same content stores nothing new');
+    assert.equal(second.packs.length, 0);
+
+    const reopened = recipients.length
+      ? await Repository.open(backend, { identities: [parseIdentity(identity)] })
+      : await Repository.open(backend);
+    const out = join(dir, `out-${recipients.length}.sqlite`);
+    await writeContent(reopened, ref, out, 'db');
+    assert.ok(readFileSync(out).equals(readFileSync(file)));
+    assert.equal((await loadContent(reopened, small, 'small')).toString(), 'hello');
+    assert.equal((await loadContent(reopened, empty, 'empty')).length, 0);
+    if (recipients.length) {
+      await assert.rejects(Repository.open(backend), EncryptionError);
+      await assert.rejects(
+        Repository.open(backend, { identities: [parseIdentity(generateIdentity().identity)] }),
+        EncryptionError,
+      );
+      // Nothing of the content is readable in the stored bytes.
+      for (const [, obj] of backend.store.objects.get('packs')!)
+        assert.equal(obj.includes(Buffer.from('memory 17 xxxx')), false, 'pack bytes are ciphertext');
+    }
+  }
+});
+
+async function snapshotOf(repo: Repository, agent: string, data: string, createdAt = Date.now()) {
+  const w = repo.writer();
+  const ref = await storeContent(w, repo.config.chunker, { data: Buffer.from(data) });
+  const stats = await w.finish();
+  const id = newSnapshotId();
+  const { manifest, json } = sealRepoManifest({
+    snapshot_id: id,
+    agent_id: agent,
+    tenant: 'default',
+    created_at_ms: createdAt,
+    created_by: 'test',
+    schema_versions: { long_term: 1, vector: 1, concepts: 1, compactions: 1, manifest: 4 },
+    git: {
+      head_oid: '0'.repeat(40),
+      head_subject: '',
+      head_author: '',
+      head_ts_ms: 0,
+      repository: 'absent',
+      detached: false,
+    },
+    artifacts: [{ path_in_bundle: 'memory_files/a.md', kind: 'memory_file', ...ref }],
+    tool_versions: {},
+    repository_id: repo.id,
+  });
+  await saveSnapshot(repo, manifest, json, {
+    id,
+    agent_id: agent,
+    tenant: 'default',
+    created_at_ms: createdAt,
+    bundle_path: '',
+    bundle_size_bytes: ref.size_bytes,
+    bundle_sha256: manifest.bundle_sha256,
+    schema_versions: manifest.schema_versions,
+    encrypted: false,
+    redactions_applied: false,
+    added_bytes: stats.storedNew,
+  });
+  return id;
+}
+
+test('snapshots: sealed manifests listed newest first; tampering and foreign repositories are refused', async () => {
+  const backend = new MemoryBackend();
+  const repo = await Repository.init(backend);
+  const a = await snapshotOf(repo, 'ana', 'one', 1000);
+  const b = await snapshotOf(repo, 'ana', 'two', 2000);
+  await snapshotOf(repo, 'bob', 'three', 3000);
+  assert.deepEqual(
+    (await listSnapshots(repo, { agentId: 'ana' })).map((m) => m.id),
+    [b, a],
+  );
+  assert.equal((await loadSnapshot(repo, a)).manifest.artifacts.length, 1);
+  // A manifest edited in storage (label added, seal kept) is refused.
+  const stored = repo.decodeFile(backend.store.objects.get('snapshots')!.get(a)!, 'x');
+  const edited = JSON.parse(stored.toString());
+  edited.label = 'changed';
+  backend.store.objects.get('snapshots')!.set(a, repo.encodeFile(Buffer.from(JSON.stringify(edited))));
+  await assert.rejects(loadSnapshot(repo, a), /manifest_seal does not match/);
+  // The same manifest in another repository is refused.
+  const other = await Repository.init(new MemoryBackend());
+  await other.backend.save(
+    { type: 'snapshots', name: b },
+    other.encodeFile(repo.decodeFile(backend.store.objects.get('snapshots')!.get(b)!, 'x')),
+  );
+  await assert.rejects(loadSnapshot(other, b), /another repository/);
+});
+
+test('git history: a thin pack per snapshot on top of the previous chain; the chain rebuilds the refs', async (t) => {
+  const dir = tempDir(t);
+  const live = join(dir, 'live');
+  mkdirSync(live);
+  git(live, ['init', '-q', '-b', 'main']);
+  for (let i = 0; i < 5; i++) {
+    writeFileSync(join(live, `f${i}.md`), `file ${i}\n`.repeat(100));
+    git(live, ['add', '.']);
+    git(live, ['commit', '-qm', `c${i}`]);
+  }
+  git(live, ['tag', 'v1']);
+  const repo = await Repository.init(new MemoryBackend());
+  const store = async (previous?: Parameters<typeof storeLiveHistory>[4]) => {
+    const w = repo.writer();
+    const work = tempDir(t);
+    const refs = await recordRefs(live);
+    const art = await storeLiveHistory(w, repo.config.chunker, live, refs, previous, work);
+    const stats = await w.finish();
+    return { art: art!, refs, stats };
+  };
+  const first = await store();
+  assert.equal(first.art.packs!.length, 1);
+  const same = await store({ packs: first.art.packs!, refs: first.refs });
+  assert.deepEqual(same.art.packs, first.art.packs, 'nothing new: the same chain');
+  assert.equal(same.stats.blobsNew, 0);
+  writeFileSync(join(live, 'f1.md'), 'edited\n');
+  git(live, ['commit', '-qam', 'edit']);
+  const second = await store({ packs: first.art.packs!, refs: first.refs });
+  assert.equal(second.art.packs!.length, 2, 'one thin pack added');
+  assert.ok(second.art.packs![1]!.size_bytes < first.art.packs![0]!.size_bytes / 2);
+
+  const target = join(dir, 'restored');
+  mkdirSync(target);
+  git(target, ['init', '-q', '--bare']);
+  await restoreHistory(repo, second.art, target);
+  for (const r of second.refs) git(target, ['update-ref', r.name, r.oid]);
+  git(target, ['fsck', '--connectivity-only', '--no-dangling']);
+  assert.equal(git(target, ['log', '--format=%s', 'refs/heads/main']).trim().split('\n')[0], 'edit');
+});
+
+test('check finds a flipped byte, a missing pack and a damaged index; prune keeps what is referenced', async () => {
+  const store = new MemoryStore();
+  const backend = new MemoryBackend(store);
+  const repo = await Repository.init(backend);
+  const a = await snapshotOf(repo, 'ana', 'a'.repeat(10_000) + randomBytes(1000).toString('hex'));
+  const b = await snapshotOf(repo, 'ana', 'b'.repeat(10_000) + randomBytes(1000).toString('hex'));
+  const clean = await checkRepository(await Repository.open(backend), { readData: true });
+  assert.equal(clean.ok, true, JSON.stringify(clean.problems));
+  assert.equal(clean.packs_read, 2);
+
+  // prune after forgetting a: its pack goes, b still loads and checks clean.
+  await forgetSnapshot(repo, a);
+  const pruned = await pruneRepository(await Repository.open(backend));
+  assert.equal(pruned.packs_removed, 1);
+  const after = await Repository.open(backend);
+  assert.equal((await checkRepository(after, { readData: true })).ok, true);
+  assert.equal((await listSnapshots(after)).length, 1);
+
+  // One flipped byte in b's pack: structure passes, read-data names the pack and the snapshot.
+  const packs = store.objects.get('packs')!;
+  const [packName, packBytes] = [...packs][0]!;
+  const flipped = Buffer.from(packBytes);
+  flipped[5] = flipped[5]! ^ 0x01;
+  packs.set(packName, flipped);
+  assert.equal(
+    (await checkRepository(await Repository.open(backend))).ok,
+    true,
+    'structure alone cannot see it',
+  );
+  const bad = await checkRepository(await Repository.open(backend), { readData: true });
+  assert.equal(bad.ok, false);
+  assert.deepEqual(bad.damaged_snapshots, [b]);
+  // Missing pack: the structure check sees it.
+  packs.delete(packName);
+  const missing = await checkRepository(await Repository.open(backend));
+  assert.ok(missing.problems.some((p) => p.code === 'MISSING_ARTIFACT' && p.object === `packs/${packName}`));
+  // A truncated index file.
+  const idx = store.objects.get('index')!;
+  const [idxName, idxBytes] = [...idx][0]!;
+  idx.set(idxName, idxBytes.subarray(0, 10));
+  const trunc = await checkRepository(await Repository.open(backend));
+  assert.ok(trunc.problems.some((p) => p.object === 'index'));
+});
+
+test('locks: shared locks coexist; exclusive waits for them and times out naming the holder; stale locks are ignored', async () => {
+  const backend = new MemoryBackend();
+  const s1 = await lockRepository(backend, false, 'snapshot', 1000);
+  const s2 = await lockRepository(backend, false, 'snapshot', 1000);
+  await assert.rejects(lockRepository(backend, true, 'prune', 200), /locked: shared lock of snapshot/);
+  await s1.release();
+  await s2.release();
+  const ex = await lockRepository(backend, true, 'prune', 1000);
+  await assert.rejects(lockRepository(backend, false, 'snapshot', 200), /exclusive lock of prune/);
+  await ex.release();
+  // A lock last refreshed long ago (a crashed host) does not block.
+  const old = Date.now() - 60 * 60 * 1000;
+  await backend.save(
+    { type: 'locks', name: 'a'.repeat(64) },
+    Buffer.from(
+      JSON.stringify({
+        exclusive: true,
+        operation: 'prune',
+        host: 'gone',
+        pid: 1,
+        created_at_ms: old,
+        refreshed_at_ms: old,
+      }),
+    ),
+  );
+  const s3 = await lockRepository(backend, false, 'snapshot', 200);
+  await s3.release();
+  // Faults while saving a pack leave no snapshot: the writer fails, nothing references the data.
+  const faulty = new FaultyBackend(new MemoryBackend(), {
+    rules: [{ op: 'save', types: ['packs'], fault: { kind: 'error' } }],
+  });
+  const repo = await Repository.init(faulty);
+  await assert.rejects(snapshotOf(repo, 'ana', 'x'));
+  assert.equal((await listSnapshots(repo)).length, 0);
+});
