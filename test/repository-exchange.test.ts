@@ -616,7 +616,8 @@ test('migrate leaves what cannot move, with a clear line: a damaged bundle fails
   assert.match(human.stdout, new RegExp(`failed ${bad.id} .*BUNDLE_DAMAGED|failed ${bad.id} .*CHECKSUM`));
   assert.match(human.stdout, /0 of 2 bundles migrated, 1 skipped, 1 failed/);
 
-  // a state root whose repository is encrypted (recipients configured): encrypted bundles move, with the identity
+  // a state root whose repository is encrypted (recipients configured): encrypted bundles move, with
+  // the identity
   const c = sampleAgent(t, 'ana', SMALL);
   const cb = snapshotterOf(c, { store: 'bundles' });
   const e1 = await cb.snapshot({ agentId: 'ana', encrypt: [id.recipient] });

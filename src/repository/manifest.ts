@@ -1,6 +1,7 @@
 // Owns the snapshot manifest of a repository (v4, v5 when signed; docs/repository.md §6): the bundle
 // manifest's fields plus where every artifact's bytes are (chunk ids, chunk-list ids, the git pack
-// chain), the git refs and, for a snapshot stored from a bundle, its origin; sealing and signing it with the bundle's rules; parsing it (untrusted).
+// chain), the git refs and, for a snapshot stored from a bundle, its origin; sealing and signing it
+// with the bundle's rules; parsing it (untrusted).
 
 import { z } from 'zod';
 import { type SigningKey, signMessage } from '../crypto/sign.js';

@@ -198,7 +198,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
     // Until restore and diff read repository snapshots, `auto` keeps bundles unless a repository was
     // created explicitly (store: repository, or migrate); then it stays the store of this state root.
-    // Only the answer "yes" is kept: a running daemon picks a repository that migrate created meanwhile.
+    // Only "yes" is kept: a running daemon picks up a repository that migrate created meanwhile.
     if (!this.repositoryChosen) this.repositoryChosen = this.repository.exists();
     return this.repositoryChosen;
   }

@@ -3,8 +3,8 @@
 // agent lock, oldest first. Per bundle: verified fully and stored (ingest.ts) with its snapshot id,
 // label, creator, time and pin, signed with the host's key (the bundle's signature, which signs another
 // manifest, is recorded in `origin` as checked); the stored snapshot is checked against the bundle
-// (ingest.ts checkStored), and only then are the bundle, its sibling, sidecar and pin removed. Every step
-// is idempotent, so a run killed at any instant is finished by the next one: a snapshot already stored
+// (ingest.ts checkStored), and only then are the bundle, its sibling, sidecar and pin removed. Every
+// step is idempotent, so a run killed at any instant is finished by the next one: a snapshot stored
 // from the same bundle is checked and its bundle removed; leftovers are removed under the agent lock. A
 // bundle that cannot move (damaged, untrusted, encrypted without the identity or into a plaintext
 // repository, busy) stays where it is, and the report says why.
