@@ -486,9 +486,16 @@ export function changeRefAgentOnePercent(p: SampleAgentPaths, step = 0): void {
   const open = (name: string) => new Database(join(p.sqliteDir, `${name}.sqlite`));
   const lt = open('long_term');
   lt.transaction(() => {
-    const ins = lt.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)');
+    const ins = lt.prepare(
+      'INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)',
+    );
     for (let i = 0; i < ONE_PERCENT.memoriesInserted; i++)
-      ins.run(1_780_000_000_000 + step * 1e7 + i, 'fact', `step ${step} memory ${i}: ${'lorem ipsum '.repeat(40)}`, 0.5);
+      ins.run(
+        1_780_000_000_000 + step * 1e7 + i,
+        'fact',
+        `step ${step} memory ${i}: ${'lorem ipsum '.repeat(40)}`,
+        0.5,
+      );
   })();
   lt.close();
   const vec = open('vector');
@@ -510,7 +517,11 @@ export function changeRefAgentOnePercent(p: SampleAgentPaths, step = 0): void {
   cmp.transaction(() => {
     const ins = cmp.prepare('INSERT INTO compactions (session_id, created_at, summary) VALUES (?, ?, ?)');
     for (let i = 0; i < ONE_PERCENT.compactionsInserted; i++)
-      ins.run(`session-step-${step}-${i}`, 1_780_000_000_000 + i, `compaction ${i}: ${'summary text '.repeat(140)}`);
+      ins.run(
+        `session-step-${step}-${i}`,
+        1_780_000_000_000 + i,
+        `compaction ${i}: ${'summary text '.repeat(140)}`,
+      );
   })();
   cmp.close();
   const files = git(p.memdir, ['ls-files', 'topics'])
@@ -518,6 +529,9 @@ export function changeRefAgentOnePercent(p: SampleAgentPaths, step = 0): void {
     .filter((f) => f.endsWith('.md'))
     .sort();
   for (let i = 0; i < ONE_PERCENT.filesTouched; i++)
-    appendFileSync(join(p.memdir, files[(step * 37 + i * 401) % files.length]!), `Step ${step}: learned ${i}.\n`);
+    appendFileSync(
+      join(p.memdir, files[(step * 37 + i * 401) % files.length]!),
+      `Step ${step}: learned ${i}.\n`,
+    );
   git(p.memdir, ['commit', '-qam', `step ${step}: the 1 % change`]);
 }

@@ -162,6 +162,13 @@ export {
   type RetentionTickReport,
   RetentionWorker,
 } from './snapshotter/gc.js';
+export type { StoreBundleRequest, StoredBundle } from './snapshotter/import.js';
 export type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './snapshotter/interface.js';
 export { LocalSnapshotter, type LocalSnapshotterOptions } from './snapshotter/local.js';
+export type {
+  MigratedBundle,
+  MigrateOptions,
+  MigrateReport,
+  MigrateStep,
+} from './snapshotter/migrate.js';
 export { notifyObservers, type OperationObserver, type OperationRecord } from './snapshotter/observer.js';

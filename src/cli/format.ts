@@ -146,6 +146,7 @@ export function formatRestore(r: RestoreReport): string {
     ...(r.imported_from
       ? [`imported from: agent ${r.imported_from.agent_id} (tenant ${r.imported_from.tenant})`]
       : []),
+    ...(r.stored_snapshot ? [`stored as:    snapshot ${r.stored_snapshot} in the repository`] : []),
     ...(r.restore_id ? [`restore id:   ${r.restore_id}`] : []),
     ...(r.pre_snapshot
       ? [`pre_snapshot: ${r.pre_snapshot} (undo: nexo-memory restore --undo --agent ${r.agent_id})`]

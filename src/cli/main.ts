@@ -13,6 +13,7 @@ import { gcCommand, pinCommand, unpinCommand } from './commands/gc.js';
 import { keygenCommand } from './commands/keygen.js';
 import { listCommand } from './commands/list.js';
 import { mcpCommand } from './commands/mcp.js';
+import { migrateCommand } from './commands/migrate.js';
 import { metricsFileOption, natsOption } from './commands/options.js';
 import { checkCommand, pruneCommand } from './commands/repository.js';
 import { importCommand, recoverCommand, restoreCommand } from './commands/restore.js';
@@ -56,6 +57,7 @@ Examples:
     unpinCommand(),
     checkCommand(),
     pruneCommand(),
+    migrateCommand(),
     keygenCommand(),
     serveCommand(),
     mcpCommand(),

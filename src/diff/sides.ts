@@ -14,10 +14,10 @@ import type { Identity } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MEMORY_FILES_PREFIX, statePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { runGit } from '../git/git.js';
+import { setHead, writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import { ConcurrentError, EncryptionError, GitError } from '../model/errors.js';
+import { BundleDamagedError, ConcurrentError, EncryptionError, GitError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS, type StateKey } from '../model/types.js';
-import { setSnapshotRefs } from '../repository/git-history.js';
 import { bundleView, GIT_HISTORY_KIND } from '../repository/manifest.js';
 import { bundleHasMemdir } from '../restore/stage.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
@@ -190,7 +190,16 @@ export async function repositorySide(
     if (file) side.state.set(key, JSON.parse(await readFile(file, 'utf8')));
   }
   if (m.artifacts.some((a) => a.kind === GIT_HISTORY_KIND) && m.git.repository === 'present') {
-    await setSnapshotRefs(history, m.git_refs ?? [], m.git);
+    const g = m.git;
+    try {
+      await writeRefs(
+        history,
+        (m.git_refs ?? []).filter((r) => r.name !== 'HEAD'),
+      );
+      await setHead(history, g.detached === true || !g.head_ref ? { oid: g.head_oid } : { ref: g.head_ref });
+    } catch (err) {
+      throw new BundleDamagedError(`the history of ${label} cannot be read: ${(err as Error).message}`);
+    }
     side.history = { kind: 'repo', path: history };
     side.head = m.git.head_oid;
   }

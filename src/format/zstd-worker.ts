@@ -265,9 +265,12 @@ export function decompressFileOffThread(
         if (w.async) await w.value;
       }
     } finally {
+      // The worker ends by itself on STOP: it checks it between zstd calls and at least every 200 ms
+      // while it waits. Never terminate() it: on Node 22 and 24, a worker terminated inside a
+      // zstd-napi call aborts the whole process ("terminate called after throwing 'Napi::Error'").
       Atomics.store(C, STOP, 1);
       Atomics.notify(C, TAIL);
-      void worker.terminate();
+      Atomics.notify(C, RAW_TAIL);
     }
   }
 

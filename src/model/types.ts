@@ -276,6 +276,8 @@ export interface RestoreReport {
   pre_restore_tag?: string;
   /** The bundle's agent and tenant when it was imported as another agent. */
   imported_from?: { agent_id: string; tenant: string };
+  /** An import into a repository store: the repository snapshot that holds the imported bundle. */
+  stored_snapshot?: string;
   redacted: boolean;
   /** When `redacted`: what the snapshot's redaction replaced (from its manifest). */
   redaction?: {

@@ -2,18 +2,21 @@
 // first, where each snapshot adds a thin pack of what its refs reach beyond the previous snapshot's
 // refs (nothing when the history did not change), and starts a new chain with one full pack when the
 // chain is long or the previous refs are gone. Restoring indexes the chain in order into a new
-// repository and creates the recorded refs there.
+// repository.
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
-import { runGit } from '../git/git.js';
+import { headRefProblem, refNameProblem } from '../format/git-bundle.js';
 import {
+  connectivityProblem,
   type GitRef,
+  headCommit,
   indexPack,
   packObjects,
   presentObjects,
   readBundleHeader,
+  setHead,
   writeRefs,
 } from '../git/history.js';
 import { BundleDamagedError } from '../model/errors.js';
@@ -25,6 +28,7 @@ import {
   type GitPack,
   packChainDigest,
   type RepoArtifact,
+  type RepoManifest,
 } from './manifest.js';
 import type { BlobWriter, Repository } from './repository.js';
 
@@ -107,41 +111,57 @@ export async function restoreHistory(
   const packs = artifact.packs ?? [];
   if (packChainDigest(packs) !== artifact.sha256)
     throw new BundleDamagedError(`${artifact.path_in_bundle}: sha256 does not match its packs`);
-  for (const [i, p] of packs.entries()) {
-    await indexPack(repoDir, readContent(repo, p, `${artifact.path_in_bundle} pack ${i}`));
-  }
+  await indexChain(repo, packs, repoDir);
 }
 
-/**
- * Creates a snapshot's refs (its manifest's `git_refs`) in a repository its pack chain was indexed into.
- * A `HEAD` entry is not a ref: the caller sets HEAD from the manifest's git block.
- */
-export async function writeHistoryRefs(repoDir: string, refs: readonly GitRef[]): Promise<void> {
-  await writeRefs(
-    repoDir,
-    refs.filter((r) => r.name !== 'HEAD'),
-  );
-}
-
-/**
- * Gives a repository the chain was indexed into the snapshot's refs and its HEAD as the git block
- * records it (a branch, or detached at the commit). Any git failure is damage of the snapshot.
- */
-export async function setSnapshotRefs(
+/** Indexes the packs of a chain, in order, into the repository at `repoDir`. */
+export async function indexChain(
+  repo: Repository,
+  packs: readonly GitPack[],
   repoDir: string,
-  refs: readonly GitRef[],
-  git: { head_oid: string; head_ref?: string | undefined; detached?: boolean | undefined },
 ): Promise<void> {
-  try {
-    await writeHistoryRefs(repoDir, refs);
-    const head =
-      git.detached === true || !git.head_ref
-        ? await runGit(repoDir, ['update-ref', '--no-deref', 'HEAD', git.head_oid])
-        : await runGit(repoDir, ['symbolic-ref', 'HEAD', git.head_ref]);
-    if (head.code !== 0) throw new Error(head.stderr || `exit ${head.code}`);
-  } catch (err) {
-    throw new BundleDamagedError(`the snapshot's refs cannot be set: ${(err as Error).message}`);
+  for (const [i, p] of packs.entries())
+    await indexPack(repoDir, readContent(repo, p, `${GIT_HISTORY_PATH} pack ${i}`));
+}
+
+const damaged = (what: string, err?: unknown): BundleDamagedError =>
+  new BundleDamagedError(err ? `${what}: ${(err as Error).message}` : what);
+
+/**
+ * Sets the refs and HEAD a snapshot recorded (`git_refs` and the git block) in `repoDir`, where its
+ * history was indexed, and checks them: every name a valid ref under `refs/` (HEAD only as the git
+ * block says), every object present, HEAD the manifest's commit, the history reachable from every ref
+ * complete (`git fsck --connectivity-only`). Anything else is damage.
+ */
+export async function applyRefs(repoDir: string, m: Pick<RepoManifest, 'git' | 'git_refs'>): Promise<void> {
+  const refs = (m.git_refs ?? []).filter((r) => r.name !== 'HEAD');
+  for (const r of refs) {
+    const bad = r.name.startsWith('refs/') ? refNameProblem(r.name) : 'is not under refs/';
+    if (bad) throw damaged(`git_refs: ${JSON.stringify(r.name)} ${bad}`);
   }
+  try {
+    await writeRefs(repoDir, refs);
+  } catch (err) {
+    throw damaged('the git refs cannot be set', err);
+  }
+  const g = m.git;
+  if (g.repository === 'present') {
+    const bad = g.detached ? undefined : g.head_ref === undefined ? 'missing' : headRefProblem(g.head_ref);
+    if (bad) throw damaged(`git.head_ref ${bad}`);
+    try {
+      await setHead(repoDir, g.detached ? { oid: g.head_oid } : { ref: g.head_ref! });
+    } catch (err) {
+      throw damaged('HEAD cannot be set', err);
+    }
+    const head = await headCommit(repoDir);
+    if (head !== g.head_oid) throw damaged(`HEAD is ${head ?? '(none)'}, the manifest says ${g.head_oid}`);
+  } else if (g.head_ref !== undefined && headRefProblem(g.head_ref) === undefined) {
+    await setHead(repoDir, { ref: g.head_ref }).catch((err: unknown) => {
+      throw damaged('HEAD cannot be set', err);
+    });
+  }
+  const problem = await connectivityProblem(repoDir);
+  if (problem) throw damaged(`the git history is incomplete: ${problem}`);
 }
 
 /** Git's id of an object from its type and content (for checks). */

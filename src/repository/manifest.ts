@@ -1,7 +1,8 @@
 // Owns the snapshot manifest of a repository (v4, v5 when signed; docs/repository.md §6): the bundle
 // manifest's fields plus where every artifact's bytes are (chunk ids, chunk-list ids, the git pack
-// chain) and the git refs; sealing and signing it with the bundle's rules; parsing it (untrusted); and
-// its bundle view (what restore, diff and the manifest rules read as they read a v2 bundle's).
+// chain), the git refs and, for a snapshot stored from a bundle, its origin; sealing and signing it
+// with the bundle's rules; parsing it (untrusted); and its bundle view (what restore, diff and the
+// manifest rules read as they read a v2 bundle's).
 
 import { z } from 'zod';
 import { type SigningKey, signMessage } from '../crypto/sign.js';
@@ -50,15 +51,40 @@ export const gitRefSchema = z.object({
   oid: z.string().regex(/^[0-9a-f]{40}$/),
 });
 
+/**
+ * A snapshot stored from a bundle (import, migrate): the bundle it was verified from — its format, id,
+ * agent, tenant, time, seals, the file's SHA-256 when it had a sibling, and its signature's key and
+ * status as checked then (a signature signs the bundle's manifest, so it cannot be carried over).
+ */
+export const originSchema = z.object({
+  via: z.enum(['import', 'migrate']),
+  bundle_format: z.string().max(64),
+  snapshot_id: z.string().max(64),
+  agent_id: z.string().max(1024),
+  tenant: z.string().max(1024),
+  created_at_ms: z.number().int(),
+  bundle_sha256: hex64,
+  manifest_seal: hex64.optional(),
+  file_sha256: hex64.optional(),
+  signature: z
+    .object({
+      key_id: z.string().regex(/^[0-9a-f]{16}$/),
+      status: z.enum(['trusted', 'valid', 'untrusted']),
+    })
+    .optional(),
+});
+
 export const repoManifestSchema = manifestSchema.extend({
   artifacts: z.array(repoArtifactSchema),
   git_refs: z.array(gitRefSchema).max(1_000_000).optional(),
   repository_id: hex64,
+  origin: originSchema.optional(),
 });
 
 export type RepoManifest = z.infer<typeof repoManifestSchema>;
 export type RepoArtifact = z.infer<typeof repoArtifactSchema>;
 export type GitPack = z.infer<typeof gitPackSchema>;
+export type SnapshotOrigin = z.infer<typeof originSchema>;
 export type Located = Pick<RepoArtifact, 'chunks' | 'chunk_lists' | 'sha256' | 'size_bytes'>;
 
 export type RepoManifestDraft = Omit<

@@ -13,7 +13,7 @@ import { runGit } from '../git/git.js';
 import { GitError } from '../model/errors.js';
 import { DB_NAMES, type DeepReport } from '../model/types.js';
 import { SqliteWorker } from '../sqlite/worker.js';
-import { setSnapshotRefs } from './git-history.js';
+import { applyRefs } from './git-history.js';
 import { GIT_HISTORY_KIND, type RepoArtifact } from './manifest.js';
 import type { Repository } from './repository.js';
 import { type RepoVerifyResult, verifyRepoSnapshot } from './verify-snapshot.js';
@@ -24,16 +24,14 @@ export interface CheckedVerifyResult {
   deep?: DeepReport;
 }
 
-const firstLine = (s: string): string => s.trim().split('\n')[0] ?? '';
-
 /** Why the indexed history cannot be restored (refs, HEAD, connectivity), or undefined. */
-async function historyProblem(git: string, m: NonNullable<RepoVerifyResult['parsed']>['manifest']) {
+async function historyProblem(
+  git: string,
+  m: NonNullable<RepoVerifyResult['parsed']>['manifest'],
+): Promise<string | undefined> {
   try {
-    if (m.git.repository === 'present') await setSnapshotRefs(git, m.git_refs ?? [], m.git);
-    const fsck = await runGit(git, ['fsck', '--connectivity-only', '--no-progress', '--no-dangling']);
-    return fsck.code === 0
-      ? undefined
-      : `git fsck: ${firstLine(fsck.stderr || fsck.stdout) || `exit ${fsck.code}`}`;
+    await applyRefs(git, m);
+    return undefined;
   } catch (err) {
     return (err as Error).message;
   }

@@ -87,8 +87,11 @@ import { toolVersions } from '../util/version.js';
 import { refused, verifyBundleFile } from '../verify/verify.js';
 import { exportBundle } from './export.js';
 import { collectGarbage, type GcOptions, type RetentionTickReport } from './gc.js';
+import { importIntoRepository, type StoreBundleRequest, type StoredBundle, storeBundle } from './import.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
+import { type MigrateOptions, type MigrateReport, migrateBundles } from './migrate.js';
 import { notifyObservers, type OperationObserver, type OperationRecord } from './observer.js';
+import { exportRepoSnapshot } from './repo-export.js';
 import { RepositoryStore, type StoreFormat, storeFormatFromEnv } from './repository.js';
 import { restoreAgent } from './restore.js';
 
@@ -161,7 +164,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly redactionPolicy: RedactionPolicy;
   /** The content-addressed repository of this state root (created by the first snapshot into it). */
   readonly repository: RepositoryStore;
-  private readonly storeChoice: StoreFormat;
+  /** The configured store (LocalSnapshotterOptions.store). */
+  readonly storeChoice: StoreFormat;
   private repositoryChosen: boolean | undefined;
   readonly redactExports: boolean;
 
@@ -192,9 +196,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** Whether new snapshots go into the repository (see LocalSnapshotterOptions.store). */
   usesRepository(): boolean {
     if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
-    // Until restore, diff, export and import read repository snapshots, `auto` keeps bundles unless a
-    // repository was created explicitly (store: repository); then it stays the store of this state root.
-    this.repositoryChosen ??= this.repository.exists();
+    // Until restore and diff read repository snapshots, `auto` keeps bundles unless a repository was
+    // created explicitly (store: repository, or migrate); then it stays the store of this state root.
+    // Only "yes" is kept: a running daemon picks up a repository that migrate created meanwhile.
+    if (!this.repositoryChosen) this.repositoryChosen = this.repository.exists();
     return this.repositoryChosen;
   }
 
@@ -581,12 +586,43 @@ export class LocalSnapshotter implements MemorySnapshotter {
       dryRun: req.dryRun === true,
       durationMs,
     });
+    // an import into a repository store also keeps the bundle as a snapshot of the new agent
+    const steps =
+      req.import && !req.dryRun && this.usesRepository()
+        ? importIntoRepository(this, req)
+        : restoreAgent(this, req);
     return this.observed(
-      restoreAgent(this, req),
+      steps,
       started,
       (report, durationMs) => ({ ...record(durationMs), outcome: 'ok', report }),
       (error, durationMs) => ({ ...record(durationMs), outcome: error.outcome, error }),
     );
+  }
+
+  /**
+   * `import --store-only`: stores a bundle (v1 included) as a snapshot of an agent in the repository,
+   * changing nothing live (snapshotter/import.ts). Needs the repository store.
+   */
+  async storeBundle(req: StoreBundleRequest): Promise<StoredBundle> {
+    return storeBundle(this, req);
+  }
+
+  /**
+   * `nexo-memory migrate`: moves every bundle of the state root into the repository (created when there
+   * is none; `auto` picks it from then on). See snapshotter/migrate.ts.
+   */
+  async migrate(opts: MigrateOptions = {}): Promise<MigrateReport> {
+    if (this.storeChoice === 'bundles')
+      throw new InvalidInputError(
+        'the store is configured as bundles (store.format: bundles): migrate moves bundles into the repository, which this configuration does not use',
+      );
+    try {
+      return await migrateBundles(this, opts);
+    } catch (err) {
+      throw asSnapshotError(err, 'migrate');
+    } finally {
+      this.repositoryChosen = this.repository.exists() || this.repositoryChosen;
+    }
   }
 
   /** Compares two snapshots (ids, unique prefixes, or `live`). */
@@ -661,7 +697,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
     ]);
     for (const w of warnings) this.warn(w);
     if (inRepository.length === 0) return metas;
-    return [...inRepository, ...metas].sort(
+    // a bundle migrate has stored but not removed yet (it was interrupted) is listed once
+    const ids = new Set(inRepository.map((m) => m.id));
+    return [...inRepository, ...metas.filter((m) => !ids.has(m.id))].sort(
       (x, y) => y.created_at_ms - x.created_at_ms || (x.id < y.id ? 1 : -1),
     );
   }
@@ -861,6 +899,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     target: string,
     opts: ExportOptions = {},
   ): Promise<ExportResult> {
+    const inRepository = await this.findInRepository(agentId, tenant, id);
+    if (inRepository) return exportRepoSnapshot(this, inRepository, target, opts);
     const { file, reading } = await this.locateForReading(agentId, tenant, id);
     try {
       const { decryptIdentity, trust, redact, ...rest } = opts;

@@ -116,6 +116,19 @@ export class RepositoryStore {
     return this.root;
   }
 
+  /** The configured identity file that opens an encrypted repository, if any. */
+  get identityFile(): string | undefined {
+    return this.identityPath;
+  }
+
+  /**
+   * The repository to store into: created with `recipients` when there is none; an existing one opened
+   * with `identityPath` when given (else the configured identity).
+   */
+  openForWriting(recipients: readonly string[], identityPath?: string): Promise<Repository> {
+    return identityPath && this.exists() ? this.fresh(identityPath) : this.open(true, recipients);
+  }
+
   private identities(extra?: string): Identity[] | undefined {
     const path = extra ?? this.identityPath;
     return path ? loadIdentities(path) : undefined;
@@ -158,7 +171,7 @@ export class RepositoryStore {
   }
 
   /** The agent's newest snapshot's history, to add to it (none when the history was rewritten). */
-  private async previousHistory(
+  async previousHistory(
     repo: Repository,
     agentId: string,
     tenant: string,

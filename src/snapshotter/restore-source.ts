@@ -14,6 +14,7 @@ import { readManifestOnly } from '../format/reader.js';
 import { manifestProblems } from '../format/rules.js';
 import { checkSealSignature, checkSignature, type SignatureCheck } from '../format/signature.js';
 import { runGit } from '../git/git.js';
+import { writeRefs } from '../git/history.js';
 import {
   asSnapshotError,
   BundleDamagedError,
@@ -23,7 +24,6 @@ import {
   SnapshotError,
 } from '../model/errors.js';
 import type { ProgressListener, VerifyProblem } from '../model/types.js';
-import { writeHistoryRefs } from '../repository/git-history.js';
 import {
   bundleView,
   GIT_HISTORY_KIND,
@@ -216,7 +216,10 @@ export function repositorySource(
                 ? {
                     load: async (dir: string) => {
                       try {
-                        await writeHistoryRefs(dir, refs);
+                        await writeRefs(
+                          dir,
+                          refs.filter((r) => r.name !== 'HEAD'),
+                        );
                       } catch (err) {
                         throw new BundleDamagedError(
                           `setting the snapshot's refs failed while staging the restore: ${(err as Error).message}`,

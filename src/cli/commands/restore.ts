@@ -146,6 +146,10 @@ export function importCommand() {
       '--force',
       'replace the memory the target agent already has (a pre-restore snapshot is taken first)',
     )
+    .option(
+      '--store-only',
+      'only store the bundle as a snapshot of the agent in the repository; nothing live changes',
+    )
     .addOption(noPreOption())
     .addOption(identityOption())
     .addOption(trustOption())
@@ -157,12 +161,42 @@ export function importCommand() {
     .addOption(noProgressOption())
     .addHelpText(
       'after',
-      '\nRequires NEXO_MEMORY_RESTORE_ALLOW=true.\n\nExamples:\n  nexo-memory import --from /backups/ana.tar.zst --agent ana-copy\n  nexo-memory import --from ana.tar.zst --agent ana --tenant acme --force',
+      `
+Requires NEXO_MEMORY_RESTORE_ALLOW=true (not with --store-only). When the store is a repository the
+bundle is also stored as a snapshot of the agent (\`stored_snapshot\`): with the bundle's id, label and
+time when it is the same agent and tenant, else a new id and created_by "import". --store-only does
+only that (the agent may already have memory).
+
+Examples:
+  nexo-memory import --from /backups/ana.tar.zst --agent ana-copy
+  nexo-memory import --from ana.tar.zst --agent ana --tenant acme --force
+  nexo-memory import --from old/ana-0190c3a2.tar.zst --agent ana --store-only`,
     )
     .action(async (opts) => {
       await runCommand(opts, async (progress) => {
+        const s = snapshotterFrom(opts);
+        if (opts.storeOnly) {
+          if (opts.force)
+            throw new InvalidInputError('--store-only changes nothing live: --force does not apply');
+          const identity = identityFrom(opts);
+          const r = await s.storeBundle({
+            bundle: opts.from,
+            agentId: opts.agent,
+            tenant: opts.tenant,
+            ...(identity ? { decryptIdentity: identity } : {}),
+            ...(opts.trust?.length ? { trust: opts.trust, requireSignature: true } : {}),
+            onProgress: progress.listener,
+          });
+          progress.done();
+          if (opts.json) printJson(r);
+          else
+            process.stdout.write(
+              `${r.stored === 'new' ? 'stored' : 'already stored'} ${r.imported_from.snapshot_id} (agent ${r.imported_from.agent_id}) as snapshot ${r.snapshot.id} of agent ${r.snapshot.agent_id}\n`,
+            );
+          return 0;
+        }
         checkRestoreGate();
-        return restoreAndPrint(snapshotterFrom(opts), opts, progress, {
+        return restoreAndPrint(s, opts, progress, {
           agentId: opts.agent,
           tenant: opts.tenant,
           bundle: opts.from,
