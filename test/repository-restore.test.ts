@@ -28,7 +28,7 @@ import { storeContent } from '../src/repository/content.js';
 import { packChainDigest, type RepoManifest } from '../src/repository/manifest.js';
 import { Repository } from '../src/repository/repository.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { type Agent, REPO, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { type Agent, REPO, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 const DBS = ['long_term', 'vector', 'concepts', 'compactions'];
@@ -695,3 +695,36 @@ test('a repository manifest with a field nested 5,000 deep is damage (exit 2) fo
   r = await runCli(['verify', '--agent', 'ana', '--id', snap.id, '--json', '--state-root', a.stateRoot]);
   assert.equal(r.code, 2, r.stdout + r.stderr);
 });
+
+for (const [point, outcome] of [
+  ['restore.journal.prepared', 'old'],
+  ['restore.swap.memdir.in', 'old'],
+  ['restore.commit', 'old'],
+  ['restore.journal.committed', 'new'],
+] as const) {
+  test(`a restore of a repository snapshot killed at ${point}: after recovery the live agent is the ${outcome} state`, async (t) => {
+    const a = repoAgent(t);
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const atSnapshot = await fingerprint(a);
+    mutate(a, 'kill');
+    const old = await fingerprint(a);
+    const child = startFixture(
+      t,
+      'restore-once.ts',
+      [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', snap.id],
+      {
+        NEXO_MEMORY_FAULTS: `${point}=kill`,
+      },
+    );
+    assert.equal(await child.exited, -1, `killed at ${point}: ${child.errors()}`);
+    const r = await a.snapshotter.recover('ana');
+    assert.equal(r?.outcome, outcome === 'old' ? 'rolled_back' : 'completed');
+    assert.deepEqual(
+      await fingerprint(a),
+      outcome === 'old' ? old : await expectedOf(a, snap.id, atSnapshot),
+    );
+    assert.deepEqual(restoreDirs(a), []);
+    const again = await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id });
+    assert.equal(again.from, snap.id, 'the next restore works');
+  });
+}

@@ -196,8 +196,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** Whether new snapshots go into the repository (see LocalSnapshotterOptions.store). */
   usesRepository(): boolean {
     if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
-    // Until restore and diff read repository snapshots, `auto` keeps bundles unless a repository was
-    // created explicitly (store: repository, or migrate); then it stays the store of this state root.
+    // `auto` keeps bundles unless a repository was created explicitly (store: repository, or migrate);
+    // then it stays the store of this state root. (Every operation reads repository snapshots; making
+    // the repository the default of new state roots is a decision of its own.)
     // Only "yes" is kept: a running daemon picks up a repository that migrate created meanwhile.
     if (!this.repositoryChosen) this.repositoryChosen = this.repository.exists();
     return this.repositoryChosen;
