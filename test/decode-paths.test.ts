@@ -351,7 +351,7 @@ test('every case built is checked', () => {
   assert.equal(cases.length, 31);
 });
 
-test('the worker ends by itself when the reader stops early, its rings full', async () => {
+test('the worker ends by itself when the reader stops early, while it is still reading', async () => {
   const c = bySame.get('plain')!;
   const path = pathOf(c);
   for (const stopAfter of [0, 1, 5]) {
