@@ -4,10 +4,10 @@
 // check, prune) are built on these in their own modules.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { type Backend, type ObjectType, readAll } from '../backend/backend.js';
 import type { Identity } from '../crypto/age.js';
 import { recipientFingerprint } from '../crypto/age.js';
+import { zstdBinding } from '../format/zstd.js';
 import {
   BundleDamagedError,
   EncryptionError,
@@ -28,9 +28,6 @@ import {
   parseHeader,
   TRAILER,
 } from './pack.js';
-
-type Binding = typeof import('zstd-napi/binding.js');
-const zstd: Binding = createRequire(import.meta.url)('zstd-napi/binding');
 
 export const REPOSITORY_VERSION = 1;
 /** Largest small object (index file, manifest, listing) read whole into memory. */
@@ -61,20 +58,20 @@ export const readObject = (
 ): Promise<Buffer> => readAll(backend, { type, name }, { maxBytes: max });
 
 const zstdFrame = (data: Buffer, level: number): Buffer => {
-  const c = new zstd.CCtx();
-  c.setParameter(zstd.CParameter.compressionLevel, level);
-  c.setParameter(zstd.CParameter.checksumFlag, 1);
-  const out = Buffer.allocUnsafe(zstd.compressBound(data.length));
+  const c = new (zstdBinding().CCtx)();
+  c.setParameter(zstdBinding().CParameter.compressionLevel, level);
+  c.setParameter(zstdBinding().CParameter.checksumFlag, 1);
+  const out = Buffer.allocUnsafe(zstdBinding().compressBound(data.length));
   return Buffer.from(out.subarray(0, c.compress2(out, data)));
 };
 
 function unzstdFrame(data: Buffer, what: string, max = SMALL_OBJECT_MAX): Buffer {
-  const size = zstd.getFrameContentSize(data);
+  const size = zstdBinding().getFrameContentSize(data);
   if (size === null || size > max) throw new BundleDamagedError(`${what}: not a bounded zstd frame`);
   const out = Buffer.allocUnsafe(size);
   let n: number;
   try {
-    n = new zstd.DCtx().decompress(out, data);
+    n = new (zstdBinding().DCtx)().decompress(out, data);
   } catch (err) {
     throw new BundleDamagedError(`${what}: corrupt zstd data (${(err as Error).message})`);
   }
