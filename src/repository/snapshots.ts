@@ -20,7 +20,10 @@ export interface ListingMeta extends SnapshotMeta {
 
 export const snapshotLocation = (repo: Repository, id: string): string => `${repo.backend.location}#${id}`;
 
-/** Saves the manifest, then its listing entry: a snapshot is listed only once its manifest exists. */
+/**
+ * Saves the manifest, then its listing entry: a snapshot is listed only once its manifest exists, and a
+ * manifest without a listing entry (a kill between the two) is not a snapshot: prune removes it.
+ */
 export async function saveSnapshot(
   repo: Repository,
   manifest: RepoManifest,
@@ -30,7 +33,13 @@ export async function saveSnapshot(
   await repo.backend.save({ type: 'snapshots', name: manifest.snapshot_id }, repo.encodeFile(json), {
     ifAbsent: true,
   });
-  await saveListing(repo, meta);
+  try {
+    await saveListing(repo, meta);
+  } catch (err) {
+    // Not listed, so not taken: the manifest goes too (if this fails as well, prune removes it).
+    await repo.backend.remove({ type: 'snapshots', name: manifest.snapshot_id }).catch(() => {});
+    throw err;
+  }
 }
 
 export async function saveListing(repo: Repository, meta: ListingMeta): Promise<void> {

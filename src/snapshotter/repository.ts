@@ -28,7 +28,7 @@ import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { type CheckOptions, type CheckReport, checkRepository } from '../repository/check.js';
 import type { PreviousHistory } from '../repository/git-history.js';
-import { lockRepository } from '../repository/locks.js';
+import { type HeldRepoLock, lockRepository } from '../repository/locks.js';
 import {
   GIT_HISTORY_KIND,
   REPO_MANIFEST_VERSION_SIGNED,
@@ -145,11 +145,22 @@ export class RepositoryStore {
     return this.opened;
   }
 
-  /** Runs `fn` under the repository lock (shared unless `exclusive`). */
-  async locked<T>(repo: Repository, exclusive: boolean, operation: string, fn: () => Promise<T>): Promise<T> {
-    const lock = await lockRepository(repo.backend, exclusive, operation, this.s.lockTimeoutMs);
+  /**
+   * Runs `fn` under the repository lock (shared unless `exclusive`), waiting up to `waitMs` (default:
+   * the lock timeout) for it. An index this handle loaded before is refreshed first: a prune may have
+   * replaced it since.
+   */
+  async locked<T>(
+    repo: Repository,
+    exclusive: boolean,
+    operation: string,
+    fn: (lock: HeldRepoLock) => Promise<T>,
+    waitMs = this.s.lockTimeoutMs,
+  ): Promise<T> {
+    const lock = await lockRepository(repo.backend, exclusive, operation, waitMs);
     try {
-      return await fn();
+      await repo.refreshIndex();
+      return await fn(lock);
     } finally {
       await lock.release();
     }
@@ -221,7 +232,7 @@ export class RepositoryStore {
         p.onProgress?.({ phase: 'redact', bytes: 0 });
         redactions = await redactStaging(p.redact, captured, staging, p.memdir);
       }
-      return await this.locked(repo, false, 'snapshot', async () => {
+      return await this.locked(repo, false, 'snapshot', async (lock) => {
         await repo.ensureIndex();
         const previous = captured.gitRefs ? await this.previousHistory(repo, p.agentId, p.tenant) : undefined;
         const writer = repo.writer();
@@ -259,6 +270,8 @@ export class RepositoryStore {
           p.signingKey,
         );
         const meta = this.metaOf(manifest, stats.storedNew);
+        // Only while our lock holds may the manifest reference what the index showed us (prune waits for it).
+        await lock.check();
         await saveSnapshot(repo, manifest, json, meta);
         return { ...meta, pinned: false };
       });
@@ -377,10 +390,20 @@ export class RepositoryStore {
     await setPinned(repo, id, pinned);
   }
 
-  /** Removes unreferenced data (exclusive repository lock). */
-  async prune(opts: PruneOptions = {}): Promise<PruneReport> {
+  /**
+   * Removes unreferenced data under the exclusive repository lock, waiting up to `waitMs` (default: the
+   * lock timeout; gc passes 0 and reports a busy repository instead of waiting).
+   */
+  async prune(opts: Omit<PruneOptions, 'lock'> & { waitMs?: number } = {}): Promise<PruneReport> {
+    const { waitMs, ...rest } = opts;
     const repo = await this.open();
-    return this.locked(repo, true, 'prune', async () => pruneRepository(await this.fresh(), opts));
+    return this.locked(
+      repo,
+      true,
+      'prune',
+      async (lock) => pruneRepository(await this.fresh(), { ...rest, lock }),
+      waitMs,
+    );
   }
 
   async check(opts: CheckOptions = {}): Promise<CheckReport> {
