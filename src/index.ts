@@ -153,12 +153,14 @@ export {
   DEFAULT_POLICY,
   type Decision,
   isAnchor,
+  PRE_MUTATING_TOOL_KIND,
   type RetentionPolicy,
   type RetentionPolicyReport,
 } from './policy/retention.js';
 export {
   type AgentGcReport,
   type GcOptions,
+  type GcPruneReport,
   type RetentionTickReport,
   RetentionWorker,
 } from './snapshotter/gc.js';

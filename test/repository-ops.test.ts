@@ -6,15 +6,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
-import { LocalSnapshotter } from '../src/index.js';
+import { LocalSnapshotter, type RetentionTickReport, RetentionWorker } from '../src/index.js';
 import { lockRepository } from '../src/repository/locks.js';
-import { type Agent, sampleAgent } from './helpers/env.js';
+import { type Agent, runCli, sampleAgent, startFixture } from './helpers/env.js';
 
 function repoAgent(
   t: Parameters<typeof sampleAgent>[0],
@@ -38,6 +38,12 @@ const freshOf = (a: Agent) =>
     lockTimeoutMs: 5_000,
     store: 'repository',
   });
+
+function packCount(a: Agent): number {
+  const dir = join(a.stateRoot, 'repository', 'packs');
+  if (!existsSync(dir)) return 0;
+  return readdirSync(dir).reduce((n, d) => n + readdirSync(join(dir, d)).length, 0);
+}
 
 /** Every listed snapshot of `agent` verifies (through a fresh snapshotter); returns their ids. */
 async function allVerify(a: Agent, agent = 'ana'): Promise<string[]> {
@@ -141,4 +147,123 @@ test('prune finishes interrupted forgets and snapshots: a manifest without a lis
   assert.equal(check.ok, true, JSON.stringify(check.problems));
   assert.deepEqual(check.unlisted_snapshots, []);
   assert.deepEqual(await allVerify(a), [two.id]);
+});
+
+test('gc applies retention to repository snapshots, then prunes; a busy repository is not waited for', async (t) => {
+  const a = repoAgent(t);
+  const s = a.snapshotter;
+  const alt = join(a.memdir, 'topics', 'alt.md');
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    writeFileSync(alt, randomBytes(200 * 1024).toString('base64'));
+    ids.push((await s.snapshot({ agentId: 'ana', label: `s${i}` })).id);
+  }
+  await s.pin('ana', 'default', ids[0]!);
+  const packsBefore = packCount(a);
+
+  const dry = await s.gc({ agentId: 'ana', policy: { keepCount: 1 }, dryRun: true });
+  assert.deepEqual(
+    dry.agents[0]!.decisions.map((d) => [d.action, d.reasons]),
+    [
+      ['keep', ['newest', 'keep-count']],
+      ['delete', []],
+      ['delete', []],
+      ['keep', ['pinned']],
+    ],
+  );
+  assert.equal(dry.prune?.status, 'dry-run');
+  assert.ok(
+    dry.prune && 'bytes_freed' in dry.prune && dry.prune.bytes_freed > 400 * 1024,
+    JSON.stringify(dry.prune),
+  );
+  assert.equal((await s.list('ana')).length, 4, 'a dry run deletes nothing');
+  assert.equal(packCount(a), packsBefore);
+
+  // The daemon's worker sweeps through the same method.
+  const worker = new RetentionWorker(s, { policy: { keepCount: 1 }, intervalMs: 60_000 });
+  const swept = await worker.tick();
+  assert.equal(swept.bundles_deleted, 2);
+  assert.equal(swept.errors, 0);
+  assert.equal(swept.prune?.status, 'pruned');
+  assert.ok(swept.prune && 'bytes_freed' in swept.prune && swept.prune.bytes_freed > 400 * 1024);
+  assert.ok(swept.bytes_freed >= swept.prune.bytes_freed);
+  assert.ok(packCount(a) < packsBefore);
+  assert.deepEqual(await allVerify(a), [ids[3], ids[0]]);
+  assert.equal((await freshOf(a).check({ readData: true })).ok, true);
+
+  // Another process holds the repository lock: forgetting still happens, the prune is reported busy.
+  writeFileSync(alt, randomBytes(200 * 1024).toString('base64'));
+  const next = await s.snapshot({ agentId: 'ana' });
+  const holder = startFixture(t, 'hold-repo-lock.ts', [join(a.stateRoot, 'repository'), 'shared']);
+  await holder.ready;
+  const busy = await s.gc({ agentId: 'ana', policy: { keepCount: 1 } });
+  assert.equal(busy.prune?.status, 'busy');
+  assert.match(
+    busy.prune && 'skipped' in busy.prune ? busy.prune.skipped : '',
+    /^busy: shared lock of test-holder/,
+  );
+  assert.equal(busy.errors, 0);
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [next.id, ids[0]],
+    'the snapshot no rule keeps was forgotten',
+  );
+  // Its holder killed, the lock is stale at once: the next sweep prunes.
+  await holder.killGroup('SIGKILL');
+  const after = await s.gc({ agentId: 'ana', policy: { keepCount: 1 } });
+  assert.equal(after.prune?.status, 'pruned');
+  assert.ok(after.prune && 'bytes_freed' in after.prune && after.prune.bytes_freed > 100 * 1024);
+  assert.deepEqual(await allVerify(a), [next.id, ids[0]]);
+  assert.equal((await freshOf(a).check({ readData: true })).ok, true);
+});
+
+test('gc over bundles and repository snapshots of one agent applies one policy; gc --all finds agents only the repository knows', async (t) => {
+  const a = repoAgent(t);
+  const bundles = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'bundles',
+  });
+  const b1 = await bundles.snapshot({ agentId: 'ana' });
+  const b2 = await bundles.snapshot({ agentId: 'ana' });
+  const r1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const r2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  // The repository knows an agent whose snapshot directory is gone (e.g. one imported on another host).
+  const bob = repoAgent(t, {}, 'bob');
+  const bobS = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: bob.memdirRoot,
+    sqliteRoot: bob.sqliteRoot,
+    store: 'repository',
+  });
+  await bobS.snapshot({ agentId: 'bob' });
+  await bobS.snapshot({ agentId: 'bob' });
+  rmSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'bob'), { recursive: true });
+
+  const r = await runCli(['gc', '--all', '--keep-count', '2', '--json', '--state-root', a.stateRoot]);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as RetentionTickReport;
+  assert.deepEqual(
+    report.agents.map((x) => x.agent_id),
+    ['ana', 'bob'],
+  );
+  const ana = report.agents[0]!;
+  assert.deepEqual(
+    ana.decisions.map((d) => [d.id, d.action]),
+    [
+      [r2.id, 'keep'],
+      [r1.id, 'keep'],
+      [b2.id, 'delete'],
+      [b1.id, 'delete'],
+    ],
+  );
+  assert.equal(report.agents[1]!.decisions.length, 2);
+  assert.equal(report.prune?.status, 'pruned');
+  assert.deepEqual(
+    (await freshOf(a).list('ana')).map((m) => m.id),
+    [r2.id, r1.id],
+  );
+  const human = await runCli(['gc', '--all', '--state-root', a.stateRoot]);
+  assert.match(human.stdout, /^repository: removed \d+ pack\(s\), rewrote \d+/m);
 });

@@ -55,6 +55,10 @@ const retentionSection = z.strictObject({
   anchor_keep_count: count().optional(),
   /** … none older than this (default 30; 0 = no limit). */
   anchor_max_age_days: count().optional(),
+  /** Anchors taken before memory-mutating tools (auto-pre-mutating-tool): the N newest (default 20). */
+  pre_mutating_tool_keep_count: count().optional(),
+  /** … none older than this many hours (default 24; 0 = no limit). */
+  pre_mutating_tool_max_age_hours: count().optional(),
   backup_max_age_days: count().optional(),
   leftover_grace_secs: count().optional(),
   /** The daemon's retention sweep interval (the original's gc_interval_secs, default 3600). */
@@ -241,6 +245,8 @@ export const CONFIG_DEFAULTS = {
     max_age_days: 90,
     anchor_keep_count: 5,
     anchor_max_age_days: 30,
+    pre_mutating_tool_keep_count: 20,
+    pre_mutating_tool_max_age_hours: 24,
     gc_interval_secs: 3600,
     backup_max_age_days: 7,
     leftover_grace_secs: 600,

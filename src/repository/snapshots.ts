@@ -1,6 +1,7 @@
 // Owns the snapshot objects of a repository: saving a sealed manifest and its plaintext listing entry,
 // loading and checking a manifest, listing (from the listing entries, no identity needed), pins, and
-// forgetting a snapshot (listing first, so a half-forgotten snapshot is never listed).
+// forgetting a snapshot (listing first, so a half-forgotten snapshot is never listed). Listing, pins and
+// forgetting need only the backend (no key): retention works without the identity.
 
 import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
 import type { SnapshotMeta } from '../model/types.js';
@@ -85,7 +86,7 @@ function parseListing(bytes: Buffer, name: string, location: string): ListingMet
  * unreadable are reported through `warn` and skipped (the manifest is what counts).
  */
 export async function listSnapshots(
-  repo: Repository,
+  repo: Pick<Repository, 'backend'>,
   filter: { agentId?: string; tenant?: string } = {},
   warn: (m: string) => void = () => {},
 ): Promise<ListingMeta[]> {
@@ -119,13 +120,17 @@ export async function listSnapshots(
 }
 
 /** Removes a snapshot: listing entry and pin first, then the manifest (its data goes with the next prune). */
-export async function forgetSnapshot(repo: Repository, id: string): Promise<void> {
+export async function forgetSnapshot(repo: Pick<Repository, 'backend'>, id: string): Promise<void> {
   await repo.backend.remove({ type: 'listing', name: id });
   await repo.backend.remove({ type: 'pins', name: id });
   await repo.backend.remove({ type: 'snapshots', name: id });
 }
 
-export async function setPinned(repo: Repository, id: string, pinned: boolean): Promise<void> {
+export async function setPinned(
+  repo: Pick<Repository, 'backend'>,
+  id: string,
+  pinned: boolean,
+): Promise<void> {
   if (pinned) await repo.backend.save({ type: 'pins', name: id }, Buffer.alloc(0));
   else await repo.backend.remove({ type: 'pins', name: id });
 }

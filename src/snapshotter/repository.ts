@@ -20,6 +20,7 @@ import {
   ConcurrentError,
   ConfigError,
   InvalidInputError,
+  ObjectNotFoundError,
   UnknownAgentError,
 } from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
@@ -36,7 +37,7 @@ import {
   sealRepoManifest,
 } from '../repository/manifest.js';
 import { type PruneOptions, type PruneReport, pruneRepository } from '../repository/prune.js';
-import { Repository } from '../repository/repository.js';
+import { mapLimit, Repository } from '../repository/repository.js';
 import {
   forgetSnapshot,
   type ListingMeta,
@@ -93,6 +94,7 @@ export interface RepoSnapshotParams {
 export class RepositoryStore {
   readonly root: string;
   private opened: Promise<Repository> | undefined;
+  private plainBackend: LocalBackend | undefined;
 
   constructor(
     private readonly s: LocalSnapshotter,
@@ -290,11 +292,51 @@ export class RepositoryStore {
     return { ...meta, ...(addedBytes !== undefined ? { added_bytes: addedBytes } : {}) };
   }
 
+  /** The repository's backend alone: listing, pins and forgetting need no key. */
+  private get backend(): LocalBackend {
+    this.plainBackend ??= new LocalBackend(this.root);
+    return this.plainBackend;
+  }
+
   /** The agent's repository snapshots, newest first (empty when there is no repository). */
   async list(agentId: string, tenant: string): Promise<ListingMeta[]> {
     if (!this.exists()) return [];
-    const repo = await this.open();
-    return listSnapshots(repo, { agentId, tenant }, this.warn);
+    return listSnapshots({ backend: this.backend }, { agentId, tenant }, this.warn);
+  }
+
+  /** Every listed snapshot (of `tenant`, or of every tenant), newest first; no identity needed. */
+  async listAll(tenant?: string): Promise<ListingMeta[]> {
+    if (!this.exists()) return [];
+    return listSnapshots({ backend: this.backend }, tenant !== undefined ? { tenant } : {}, this.warn);
+  }
+
+  /** Which of `ids` are still listed, and which of those are pinned (retention looks again under the agent lock). */
+  async stillListed(ids: readonly string[]): Promise<{ listed: Set<string>; pinned: Set<string> }> {
+    const listed = new Set<string>();
+    const pinned = new Set<string>();
+    const present = async (type: 'listing' | 'pins', id: string) =>
+      this.backend.stat({ type, name: id }).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof ObjectNotFoundError) return false;
+          throw err;
+        },
+      );
+    await mapLimit(ids, 16, async (id) => {
+      if (!(await present('listing', id))) return;
+      listed.add(id);
+      if (await present('pins', id)) pinned.add(id);
+    });
+    return { listed, pinned };
+  }
+
+  /**
+   * Forgets a snapshot for retention, under the agent lock but without the repository lock: forgetting
+   * removes only its listing entry, pin and manifest, and a prune running meanwhile at worst keeps its
+   * data one round longer. So gc never waits for a prune.
+   */
+  async forgetForRetention(id: string): Promise<void> {
+    await forgetSnapshot({ backend: this.backend }, id);
   }
 
   /** A snapshot of the agent by id or unique prefix (≥ 4 characters); undefined when none matches. */
@@ -386,8 +428,7 @@ export class RepositoryStore {
   }
 
   async setPinned(id: string, pinned: boolean): Promise<void> {
-    const repo = await this.open();
-    await setPinned(repo, id, pinned);
+    await setPinned({ backend: this.backend }, id, pinned);
   }
 
   /**
