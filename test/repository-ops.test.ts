@@ -4,17 +4,30 @@
 // snapshot and prune, and retention (gc) over repository snapshots.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { concurrentRounds, killTrials, trialAgent } from '../scripts/trials/driver.js';
 import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { LocalSnapshotter, type RetentionTickReport, RetentionWorker } from '../src/index.js';
 import { lockRepository } from '../src/repository/locks.js';
-import { type Agent, runCli, sampleAgent, startFixture } from './helpers/env.js';
+import { type Agent, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
 function repoAgent(
   t: Parameters<typeof sampleAgent>[0],
@@ -266,4 +279,99 @@ test('gc over bundles and repository snapshots of one agent applies one policy; 
   );
   const human = await runCli(['gc', '--all', '--state-root', a.stateRoot]);
   assert.match(human.stdout, /^repository: removed \d+ pack\(s\), rewrote \d+/m);
+});
+
+test('snapshot and prune started at once from two processes, prune removing data the snapshot brings back: both succeed, nothing is lost', async (t) => {
+  const ctx = await trialAgent(tempDir(t), { memories: 600, embeddings: 100, files: 15 });
+  const rounds = await concurrentRounds(ctx, { rounds: 3, seed: 11 });
+  assert.equal(rounds.length, 3);
+});
+
+test('kill -9 at random instants of snapshot and prune: check passes and every listed snapshot verifies (npm run kill-trials runs many more)', async (t) => {
+  const ctx = await trialAgent(tempDir(t), { memories: 600, embeddings: 100, files: 15 });
+  const records = await killTrials(ctx, { trials: 4, seed: 5, readDataEvery: 1 });
+  assert.deepEqual(
+    records.map((r) => r.op),
+    ['snapshot', 'prune', 'snapshot', 'prune'],
+  );
+});
+
+/** Runs `fn` with a tmpfs of `size` mounted at `dir` (created); `resize` changes its size. */
+async function withTmpfs(dir: string, size: string, fn: (resize: (size: string) => void) => Promise<void>) {
+  mkdirSync(dir, { recursive: true });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+  try {
+    await fn((next) => execFileSync('mount', ['-o', `remount,size=${next}`, dir]));
+  } finally {
+    execFileSync('umount', ['-l', dir]);
+  }
+}
+
+/** Fills the file system of `dir` with one file until it is full; returns its path. */
+function fill(dir: string): string {
+  const path = join(dir, 'filler');
+  const fd = openSync(path, 'w');
+  const block = Buffer.alloc(4096, 1);
+  try {
+    for (;;) writeSync(fd, block);
+  } catch (err) {
+    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}
+
+const noSpace = (err: Error & { code?: string }) => {
+  assert.equal(err.code, 'IO', err.message);
+  assert.match(err.message, /no space left on device/);
+  return true;
+};
+
+test('a full disk (a real small tmpfs) during snapshot and during prune: a clear error, nothing half-visible, check clean afterwards', async (t) => {
+  const a = repoAgent(t, { memories: 2000 });
+  const s = a.snapshotter;
+  const repoDir = join(a.stateRoot, 'repository');
+  await withTmpfs(repoDir, '256k', async (resize) => {
+    const alt = join(a.memdir, 'topics', 'alt.md');
+    writeFileSync(alt, randomBytes(600 * 1024).toString('base64'));
+
+    // Snapshot: its packs do not fit.
+    await assert.rejects(s.snapshot({ agentId: 'ana' }), noSpace);
+    assert.deepEqual(await s.list('ana'), [], 'nothing listed');
+    assert.deepEqual(
+      readdirSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana')),
+      [],
+      'no staging left',
+    );
+    let check = await freshOf(a).check({ readData: true });
+    assert.equal(check.ok, true, JSON.stringify(check.problems));
+    assert.equal(check.snapshots, 0);
+
+    // With room, snapshots work; then the disk fills up again and prune must rewrite a pack.
+    resize('16m');
+    const one = await s.snapshot({ agentId: 'ana' });
+    writeFileSync(alt, randomBytes(600 * 1024).toString('base64'));
+    const two = await s.snapshot({ agentId: 'ana' });
+    await s.delete('ana', 'default', one.id);
+    // Full but for a few blocks: the lock fits, the rewritten pack does not.
+    const filler = fill(repoDir);
+    truncateSync(filler, statSync(filler).size - 32 * 1024);
+    await assert.rejects(s.prune(), noSpace);
+    // A snapshot into the full repository fails the same way.
+    writeFileSync(alt, randomBytes(600 * 1024).toString('base64'));
+    await assert.rejects(s.snapshot({ agentId: 'ana' }), noSpace);
+    truncateSync(filler, 0);
+    check = await freshOf(a).check({ readData: true });
+    assert.equal(check.ok, true, JSON.stringify(check.problems));
+    assert.deepEqual(await allVerify(a), [two.id]);
+
+    // Room again: prune completes and removes what the failed operations left.
+    rmSync(filler);
+    const pruned = await s.prune();
+    assert.ok(pruned.packs_rewritten + pruned.packs_removed + pruned.packs_unindexed_removed > 0);
+    check = await freshOf(a).check({ readData: true });
+    assert.equal(check.ok, true, JSON.stringify(check.problems));
+    assert.deepEqual(await allVerify(a), [two.id]);
+  });
 });
