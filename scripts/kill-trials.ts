@@ -34,7 +34,7 @@ try {
     onTrial: (r) =>
       process.stdout.write(
         `trial ${String(r.trial).padStart(3)} ${r.op.padEnd(8)} kill at ${r.killAtMs.toFixed(0).padStart(5)} ms: ` +
-          `${r.killed ? 'killed' : 'finished first'}; check ok, ${r.snapshots} snapshot(s) verified\n`,
+          `${r.killed ? 'killed' : 'finished first'} (${r.effect}); check ok, ${r.snapshots} snapshot(s) verified\n`,
       ),
   });
   const concurrent = await concurrentRounds(ctx, {
@@ -45,20 +45,24 @@ try {
         `round ${String(r.round).padStart(3)} snapshot + prune ${r.pruneDelayMs.toFixed(0).padStart(5)} ms later: both ok; check --read-data ok, ${r.snapshots} snapshot(s) verified\n`,
       ),
   });
-  const summary: Record<string, { trials: number; killed: number }> = {};
+  const summary: Record<string, { trials: number; killed: number; effects: Map<string, number> }> = {};
   for (const r of records) {
-    const s = summary[r.op] ?? { trials: 0, killed: 0 };
+    const s = summary[r.op] ?? { trials: 0, killed: 0, effects: new Map<string, number>() };
     summary[r.op] = s;
     s.trials++;
     if (r.killed) s.killed++;
+    s.effects.set(r.effect, (s.effects.get(r.effect) ?? 0) + 1);
   }
+  const secs = ((Date.now() - t0) / 1000).toFixed(0);
   process.stdout.write(
-    `\nall intact after ${records.length} kill trials (${Object.entries(summary)
-      .map(([op, s]) => `${op}: ${s.trials}, ${s.killed} killed while running`)
-      .join(
-        '; ',
-      )}) and ${concurrent.length} concurrent rounds, in ${((Date.now() - t0) / 1000).toFixed(0)} s (seed ${seed})\n`,
+    `\nall intact after ${records.length} kill trials and ${concurrent.length} concurrent rounds, in ${secs} s (seed ${seed})\n`,
   );
+  for (const [op, s] of Object.entries(summary)) {
+    const effects = [...s.effects].map(([e, n]) => `${e} ${n}`).join(', ');
+    process.stdout.write(
+      `  ${op}: ${s.trials} trials, ${s.killed} killed while running; got as far as: ${effects}\n`,
+    );
+  }
   if (!values.keep) rmSync(root, { recursive: true, force: true });
 } catch (err) {
   process.stdout.write(`\nDAMAGE: ${(err as Error).message}\n(left in ${root}; seed ${seed})\n`);

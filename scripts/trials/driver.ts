@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSampleAgent, type SampleAgentOptions, rng as seeded } from '../sample-agent.js';
-import { snapshotterOf, TRIAL_OPS, type TrialContext } from './ops.js';
+import { repoObjects, snapshotterOf, TRIAL_OPS, type TrialContext } from './ops.js';
 
 const RUN_OP = join(dirname(fileURLToPath(import.meta.url)), 'run-op.ts');
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -122,6 +122,8 @@ export interface TrialRecord {
   killAtMs: number;
   /** Killed while running (false: it finished before the kill). */
   killed: boolean;
+  /** How far it got (the operation's `effect`). */
+  effect: string;
   snapshots: number;
 }
 
@@ -132,30 +134,44 @@ export interface KillTrialOptions {
   ops?: string[];
   /** check --read-data every N trials (and after the last). */
   readDataEvery?: number;
+  /** Measure each operation's duration again every N of its trials (default 10). */
+  recalibrateEvery?: number;
   onTrial?: (r: TrialRecord) => void;
 }
 
 /**
  * Kill trials: each trial prepares an operation, starts it, kills it with SIGKILL at a random instant
- * within 1.1× its measured duration, and checks the repository. Throws at the first damage.
+ * (within 1.2× its measured duration, half of them in its writing end), notes how far it got, and
+ * checks the repository. Throws at the first damage.
  */
 export async function killTrials(ctx: TrialContext, o: KillTrialOptions): Promise<TrialRecord[]> {
   const ops = o.ops ?? Object.keys(TRIAL_OPS);
   const random = seeded(o.seed);
+  // Each operation's duration: the longest of its runs to completion, measured again every few
+  // trials (the repository changes as the trials go on).
   const duration = new Map<string, number>();
-  for (const op of ops) duration.set(op, await runToCompletion(op, ctx));
+  const calibrate = async (op: string) => {
+    const runs = [await runToCompletion(op, ctx), await runToCompletion(op, ctx)];
+    duration.set(op, Math.max(...runs));
+  };
   const records: TrialRecord[] = [];
   for (let i = 0; i < o.trials; i++) {
     const op = ops[i % ops.length]!;
+    if (Math.floor(i / ops.length) % (o.recalibrateEvery ?? 10) === 0) await calibrate(op);
     await TRIAL_OPS[op]!.prepare(ctx);
+    const before = await repoObjects(ctx);
     const p = startOp(op, ctx);
     await p.ready;
-    const killAtMs = random() * 1.1 * duration.get(op)!;
+    // Uniform over 1.2× the duration for half the trials; the other half over its last 40 % and
+    // beyond, where the operations write and remove (the start is mostly reading and capturing).
+    const d = duration.get(op)!;
+    const killAtMs = random() < 0.5 ? random() * 1.2 * d : (0.6 + random() * 0.6) * d;
     p.go();
     const timer = setTimeout(p.kill, killAtMs);
     const e = await p.exited;
     clearTimeout(timer);
     if (e.signal === null && e.code !== 0) throw new Error(`trial ${i}: ${op} failed: ${e.stderr}`);
+    const effect = await TRIAL_OPS[op]!.effect(before, await repoObjects(ctx), ctx);
     const readData = (i + 1) % (o.readDataEvery ?? 5) === 0 || i === o.trials - 1;
     let snapshots: number;
     try {
@@ -163,7 +179,7 @@ export async function killTrials(ctx: TrialContext, o: KillTrialOptions): Promis
     } catch (err) {
       throw new Error(`trial ${i} (${op} killed at ${killAtMs.toFixed(0)} ms): ${(err as Error).message}`);
     }
-    const r = { trial: i, op, killAtMs, killed: e.signal === 'SIGKILL', snapshots };
+    const r = { trial: i, op, killAtMs, killed: e.signal === 'SIGKILL', effect, snapshots };
     records.push(r);
     o.onTrial?.(r);
   }

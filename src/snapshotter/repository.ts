@@ -2,7 +2,9 @@
 // opening it (created on the first snapshot), and the operations on it — taking a snapshot (capture
 // under the write gate, history recorded as refs, only new chunks written), listing, finding by id or
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
-// lock that prune's exclusive lock excludes. local.ts decides which store an operation goes to.
+// lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
+// and what retention needs without the identity (the whole listing, forgetting without that lock).
+// local.ts decides which store an operation goes to.
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
