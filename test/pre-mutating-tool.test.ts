@@ -1,7 +1,8 @@
 // The pre-mutating-tool hook (auto_pre_mutating_tool): a snapshot labelled with the tool before a
-// memory-mutating call, created_by auto-pre-mutating-tool, at most one per interval per agent — in this
-// process and across processes — skipped calls counted by reason, concurrent calls sharing one
-// snapshot, failures returned not thrown, the config keys, and retention's own rule for these anchors.
+// memory-mutating call (created_by auto-pre-mutating-tool; the call rolls back exactly from it), at
+// most one per interval per agent — in this process and across processes — skipped calls counted by
+// reason, concurrent calls sharing one snapshot, failures returned not thrown, the config keys, and
+// retention's own rule for these anchors.
 
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -127,6 +128,25 @@ test('after the interval the next call snapshots again; concurrent calls share o
   assert.equal(results.filter((r) => r.ok && 'skipped' in r && r.skipped === 'in_flight').length, 2);
   assert.equal(await skipped('in_flight'), 2);
   assert.equal((await a.snapshotter.list('ana')).length, 2);
+});
+
+test('the tool call rolls back exactly from its snapshot (bundle store: restore reads bundles)', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 50, files: 3 }, { store: 'bundles' });
+  const hook = new PreMutatingToolSnapshotAdapter(a.snapshotter, { minIntervalSecs: 60 });
+  const before = await hook.snapshotBeforeTool('ana', undefined, 'memory_forget');
+  assert.ok(before.ok && 'snapshot' in before);
+  // The tool forgets a memory.
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  const victim = db.prepare('SELECT id, content FROM memories ORDER BY id LIMIT 1').get() as {
+    id: number;
+    content: string;
+  };
+  db.prepare('DELETE FROM memories WHERE id = ?').run(victim.id);
+  db.close();
+  await a.snapshotter.restore({ agentId: 'ana', bundle: before.snapshot.bundle_path });
+  const after = new Database(join(a.sqliteDir, 'long_term.sqlite'), { readonly: true });
+  t.after(() => after.close());
+  assert.deepEqual(after.prepare('SELECT id, content FROM memories WHERE id = ?').get(victim.id), victim);
 });
 
 test('failures are returned, never thrown: an unknown agent, a bad tool name', async (t) => {
