@@ -92,7 +92,7 @@ export class SnapshotMetrics {
     });
     this.gcTotal = new Counter({
       name: METRIC.gcTotal,
-      help: 'Bundles deleted by retention.',
+      help: 'Snapshots deleted by retention (bundles removed, repository snapshots forgotten).',
       labelNames: agentLabels,
       registers,
     });
