@@ -219,10 +219,16 @@ export class Repository {
     return unzstdFrame(this.key ? openFile(this.key, bytes, what) : bytes, what);
   }
 
-  /** Loads every index file not loaded yet (all of them the first time). */
+  /**
+   * Brings the index up to date with the backend: loads the index files not loaded yet (all of them the
+   * first time). When a file loaded before is gone — a prune replaced the index since — the index is
+   * rebuilt from the files there are now, so no blob is ever located in a pack that prune removed.
+   */
   async loadIndex(): Promise<MasterIndex> {
-    const names: string[] = [];
-    for await (const f of this.backend.list('index')) if (!this.index.files.has(f.name)) names.push(f.name);
+    const present = new Set<string>();
+    for await (const f of this.backend.list('index')) present.add(f.name);
+    if ([...this.index.files].some((f) => !present.has(f))) this.index.clear();
+    const names = [...present].filter((n) => !this.index.files.has(n));
     const records = await mapLimit(names, 8, async (name) => {
       const bytes = await readObject(this.backend, 'index', name);
       if (sha256(bytes) !== name) throw new BundleDamagedError(`index/${name}: does not hash to its name`);
@@ -234,6 +240,14 @@ export class Repository {
     }
     this.indexLoaded = true;
     return this.index;
+  }
+
+  /**
+   * Refreshes an index loaded before (operations call it once they hold the repository lock: a handle
+   * kept across operations, as the daemon's, may have seen the index before a prune replaced it).
+   */
+  async refreshIndex(): Promise<void> {
+    if (this.indexLoaded) await this.loadIndex();
   }
 
   async ensureIndex(): Promise<MasterIndex> {
