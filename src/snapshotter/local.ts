@@ -70,6 +70,7 @@ import {
   storeAgents,
   writeSidecar,
 } from '../store/catalog.js';
+import { readLastTaken, writeLastTaken } from '../store/last-taken.js';
 import { cleanLeftovers } from '../store/leftovers.js';
 import {
   acquire,
@@ -142,6 +143,12 @@ export interface LocalSnapshotterOptions {
    * `redact_secrets_default`); a request's `redact` overrides it.
    */
   redactExports?: boolean;
+}
+
+/** A condition checked under the agent lock before an automatic snapshot, and told when it was taken. */
+interface SnapshotDue {
+  check(agentId: string, tenant: string, layout: StoreLayout): Promise<boolean>;
+  taken(agentId: string, tenant: string, layout: StoreLayout, meta: SnapshotMeta): Promise<void>;
 }
 
 /** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
@@ -288,7 +295,71 @@ export class LocalSnapshotter implements MemorySnapshotter {
     }));
   }
 
-  private async snapshotUnlocked(req: SnapshotRequest, started: number): Promise<SnapshotMeta> {
+  /**
+   * An automatic snapshot of kind `req.createdBy` (`auto-…`), unless the agent's last one of that kind
+   * was taken less than `minIntervalMs` ago — by any process: the time is kept beside the agent lock and
+   * read under it. The pre-mutating-tool hook (agent/pre-mutating-tool.ts) is built on this.
+   */
+  async snapshotUnlessRecent(
+    req: SnapshotRequest,
+    minIntervalMs: number,
+  ): Promise<{ snapshot: SnapshotMeta } | { skipped: 'interval'; last_at_ms: number }> {
+    const started = performance.now();
+    const kind = String(req.createdBy);
+    if (!/^auto-[a-z0-9-]{1,59}$/.test(kind))
+      throw new InvalidInputError(
+        `an automatic snapshot's created_by is auto-<kind> ([a-z0-9-]), got ${kind}`,
+      );
+    if (!Number.isSafeInteger(minIntervalMs) || minIntervalMs < 0)
+      throw new InvalidInputError('minIntervalMs must be an integer ≥ 0');
+    let last: number | undefined;
+    const due = {
+      async check(agentId: string, tenant: string, layout: StoreLayout): Promise<boolean> {
+        last = await readLastTaken(layout.lastTakenPath(tenant, agentId, kind));
+        const now = Date.now();
+        return last === undefined || now < last || now - last >= minIntervalMs;
+      },
+      taken: async (agentId: string, tenant: string, layout: StoreLayout, meta: SnapshotMeta) =>
+        writeLastTaken(layout.lastTakenPath(tenant, agentId, kind), meta),
+    };
+    const meta = await this.observed(
+      this.snapshotUnlocked(req, started, due),
+      started,
+      undefined,
+      (error, durationMs) => ({
+        op: 'snapshot',
+        agentId: String(req.agentId),
+        tenant: String(req.tenant ?? DEFAULT_TENANT),
+        createdBy: kind,
+        outcome: error.outcome,
+        error,
+        durationMs,
+      }),
+    );
+    if (meta) return { snapshot: meta };
+    this.observe({
+      op: 'snapshot-skipped',
+      agentId: String(req.agentId),
+      tenant: String(req.tenant ?? DEFAULT_TENANT),
+      createdBy: kind,
+      reason: 'interval',
+      outcome: 'ok',
+      durationMs: performance.now() - started,
+    });
+    return { skipped: 'interval', last_at_ms: last! };
+  }
+
+  private async snapshotUnlocked(req: SnapshotRequest, started: number): Promise<SnapshotMeta>;
+  private async snapshotUnlocked(
+    req: SnapshotRequest,
+    started: number,
+    due: SnapshotDue,
+  ): Promise<SnapshotMeta | undefined>;
+  private async snapshotUnlocked(
+    req: SnapshotRequest,
+    started: number,
+    due?: SnapshotDue,
+  ): Promise<SnapshotMeta | undefined> {
     const agentId = validateAgentId(req.agentId);
     const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
     const label = validateLabel(req.label);
@@ -324,7 +395,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const lock = await this.lockAgent(agentId, tenant, 'snapshot');
     try {
       await this.recoverInterrupted(agentId, tenant);
-      return await this.snapshotLocked({
+      if (due && !(await due.check(agentId, tenant, this.layout))) return undefined;
+      const meta = await this.snapshotLocked({
         agentId,
         tenant,
         label,
@@ -338,6 +410,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
         onProgress: req.onProgress,
         started,
       });
+      // Not recorded: one more automatic snapshot later, never a failed one now.
+      await due
+        ?.taken(agentId, tenant, this.layout, meta)
+        .catch((err: unknown) =>
+          this.warn(`recording the time of snapshot ${meta.id}: ${(err as Error).message}`),
+        );
+      return meta;
     } finally {
       lock.release();
     }

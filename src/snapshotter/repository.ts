@@ -2,7 +2,9 @@
 // opening it (created on the first snapshot), and the operations on it — taking a snapshot (capture
 // under the write gate, history recorded as refs, only new chunks written), listing, finding by id or
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
-// lock that prune's exclusive lock excludes. local.ts decides which store an operation goes to.
+// lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
+// and what retention needs without the identity (the whole listing, forgetting without that lock).
+// local.ts decides which store an operation goes to.
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -20,6 +22,7 @@ import {
   ConcurrentError,
   ConfigError,
   InvalidInputError,
+  ObjectNotFoundError,
   UnknownAgentError,
 } from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
@@ -28,7 +31,7 @@ import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { type CheckOptions, type CheckReport, checkRepository } from '../repository/check.js';
 import type { PreviousHistory } from '../repository/git-history.js';
-import { lockRepository } from '../repository/locks.js';
+import { type HeldRepoLock, lockRepository } from '../repository/locks.js';
 import {
   GIT_HISTORY_KIND,
   type ParsedRepoManifest,
@@ -37,7 +40,7 @@ import {
   sealRepoManifest,
 } from '../repository/manifest.js';
 import { type PruneOptions, type PruneReport, pruneRepository } from '../repository/prune.js';
-import { Repository } from '../repository/repository.js';
+import { mapLimit, Repository } from '../repository/repository.js';
 import {
   forgetSnapshot,
   type ListingMeta,
@@ -95,6 +98,7 @@ export interface RepoSnapshotParams {
 export class RepositoryStore {
   readonly root: string;
   private opened: Promise<Repository> | undefined;
+  private plainBackend: LocalBackend | undefined;
 
   constructor(
     private readonly s: LocalSnapshotter,
@@ -160,11 +164,22 @@ export class RepositoryStore {
     return this.opened;
   }
 
-  /** Runs `fn` under the repository lock (shared unless `exclusive`). */
-  async locked<T>(repo: Repository, exclusive: boolean, operation: string, fn: () => Promise<T>): Promise<T> {
-    const lock = await lockRepository(repo.backend, exclusive, operation, this.s.lockTimeoutMs);
+  /**
+   * Runs `fn` under the repository lock (shared unless `exclusive`), waiting up to `waitMs` (default:
+   * the lock timeout) for it. An index this handle loaded before is refreshed first: a prune may have
+   * replaced it since.
+   */
+  async locked<T>(
+    repo: Repository,
+    exclusive: boolean,
+    operation: string,
+    fn: (lock: HeldRepoLock) => Promise<T>,
+    waitMs = this.s.lockTimeoutMs,
+  ): Promise<T> {
+    const lock = await lockRepository(repo.backend, exclusive, operation, waitMs);
     try {
-      return await fn();
+      await repo.refreshIndex();
+      return await fn(lock);
     } finally {
       await lock.release();
     }
@@ -236,7 +251,7 @@ export class RepositoryStore {
         p.onProgress?.({ phase: 'redact', bytes: 0 });
         redactions = await redactStaging(p.redact, captured, staging, p.memdir);
       }
-      return await this.locked(repo, false, 'snapshot', async () => {
+      return await this.locked(repo, false, 'snapshot', async (lock) => {
         await repo.ensureIndex();
         const previous = captured.gitRefs ? await this.previousHistory(repo, p.agentId, p.tenant) : undefined;
         const writer = repo.writer();
@@ -274,6 +289,8 @@ export class RepositoryStore {
           p.signingKey,
         );
         const meta = this.metaOf(manifest, stats.storedNew);
+        // Only while our lock holds may the manifest reference what the index showed us (prune waits for it).
+        await lock.check();
         await saveSnapshot(repo, manifest, json, meta);
         return { ...meta, pinned: false };
       });
@@ -292,11 +309,51 @@ export class RepositoryStore {
     return { ...meta, ...(addedBytes !== undefined ? { added_bytes: addedBytes } : {}) };
   }
 
+  /** The repository's backend alone: listing, pins and forgetting need no key. */
+  private get backend(): LocalBackend {
+    this.plainBackend ??= new LocalBackend(this.root);
+    return this.plainBackend;
+  }
+
   /** The agent's repository snapshots, newest first (empty when there is no repository). */
   async list(agentId: string, tenant: string): Promise<ListingMeta[]> {
     if (!this.exists()) return [];
-    // the plaintext listing: no identity needed, even for an encrypted repository
-    return listSnapshots({ backend: new LocalBackend(this.root) }, { agentId, tenant }, this.warn);
+    return listSnapshots({ backend: this.backend }, { agentId, tenant }, this.warn);
+  }
+
+  /** Every listed snapshot (of `tenant`, or of every tenant), newest first; no identity needed. */
+  async listAll(tenant?: string): Promise<ListingMeta[]> {
+    if (!this.exists()) return [];
+    return listSnapshots({ backend: this.backend }, tenant !== undefined ? { tenant } : {}, this.warn);
+  }
+
+  /** Which of `ids` are still listed, and which of those are pinned (retention looks again under the agent lock). */
+  async stillListed(ids: readonly string[]): Promise<{ listed: Set<string>; pinned: Set<string> }> {
+    const listed = new Set<string>();
+    const pinned = new Set<string>();
+    const present = async (type: 'listing' | 'pins', id: string) =>
+      this.backend.stat({ type, name: id }).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof ObjectNotFoundError) return false;
+          throw err;
+        },
+      );
+    await mapLimit(ids, 16, async (id) => {
+      if (!(await present('listing', id))) return;
+      listed.add(id);
+      if (await present('pins', id)) pinned.add(id);
+    });
+    return { listed, pinned };
+  }
+
+  /**
+   * Forgets a snapshot for retention, under the agent lock but without the repository lock: forgetting
+   * removes only its listing entry, pin and manifest, and a prune running meanwhile at worst keeps its
+   * data one round longer. So gc never waits for a prune.
+   */
+  async forgetForRetention(id: string): Promise<void> {
+    await forgetSnapshot({ backend: this.backend }, id);
   }
 
   /** A snapshot of the agent by id or unique prefix (≥ 4 characters); undefined when none matches. */
@@ -329,9 +386,7 @@ export class RepositoryStore {
       deep?: boolean;
     } = {},
   ): Promise<{ report: VerifyReport; result: RepoVerifyResult }> {
-    // A handle of its own: its index is read under the lock, so it names every pack as it is now (a
-    // long-lived handle's index may predate snapshots and prunes of other processes).
-    const repo = await this.fresh(opts.decryptIdentity);
+    const repo = await this.open(false, [], opts.decryptIdentity);
     return this.locked(repo, false, 'verify', async () => {
       const onBytes = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes });
       if (opts.gitDir) {
@@ -429,14 +484,23 @@ export class RepositoryStore {
   }
 
   async setPinned(id: string, pinned: boolean): Promise<void> {
-    const repo = await this.open();
-    await setPinned(repo, id, pinned);
+    await setPinned({ backend: this.backend }, id, pinned);
   }
 
-  /** Removes unreferenced data (exclusive repository lock). */
-  async prune(opts: PruneOptions = {}): Promise<PruneReport> {
+  /**
+   * Removes unreferenced data under the exclusive repository lock, waiting up to `waitMs` (default: the
+   * lock timeout; gc passes 0 and reports a busy repository instead of waiting).
+   */
+  async prune(opts: Omit<PruneOptions, 'lock'> & { waitMs?: number } = {}): Promise<PruneReport> {
+    const { waitMs, ...rest } = opts;
     const repo = await this.open();
-    return this.locked(repo, true, 'prune', async () => pruneRepository(await this.fresh(), opts));
+    return this.locked(
+      repo,
+      true,
+      'prune',
+      async (lock) => pruneRepository(await this.fresh(), { ...rest, lock }),
+      waitMs,
+    );
   }
 
   async check(opts: CheckOptions = {}): Promise<CheckReport> {
