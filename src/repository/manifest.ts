@@ -1,12 +1,21 @@
 // Owns the snapshot manifest of a repository (v4, v5 when signed; docs/repository.md §6): the bundle
 // manifest's fields plus where every artifact's bytes are (chunk ids, chunk-list ids, the git pack
 // chain), the git refs and, for a snapshot stored from a bundle, its origin; sealing and signing it
-// with the bundle's rules; parsing it (untrusted).
+// with the bundle's rules; parsing it (untrusted); and its bundle view (what restore, diff and the
+// manifest rules read as they read a v2 bundle's).
 
 import { z } from 'zod';
 import { type SigningKey, signMessage } from '../crypto/sign.js';
-import { ARTIFACT_KINDS } from '../format/constants.js';
-import { digestSeal, manifestSchema, manifestSeal, signedMessage } from '../format/manifest.js';
+import { ARTIFACT_KINDS, GIT_BUNDLE_PATH } from '../format/constants.js';
+import { parseStrictJson } from '../format/json.js';
+import {
+  type Artifact,
+  digestSeal,
+  type Manifest,
+  manifestSchema,
+  manifestSeal,
+  signedMessage,
+} from '../format/manifest.js';
 import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
 
 export const REPO_MANIFEST_VERSION = 4;
@@ -124,9 +133,10 @@ export interface ParsedRepoManifest {
 export function parseRepoManifest(json: Buffer, repositoryId: string, what: string): ParsedRepoManifest {
   let raw: unknown;
   try {
-    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
+    // strictly, as a bundle's manifest (depth, duplicate names, integers) before anything recursive runs
+    raw = parseStrictJson(json, { manifest: true });
   } catch (err) {
-    throw new BundleDamagedError(`${what}: not valid UTF-8 JSON (${(err as Error).message})`);
+    throw new BundleDamagedError(`${what}: not valid manifest JSON (${(err as Error).message})`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
     throw new BundleDamagedError(`${what}: not a JSON object`);
@@ -169,4 +179,25 @@ export function parseRepoManifest(json: Buffer, repositoryId: string, what: stri
       throw new BundleDamagedError(`${what}: ${a.path_in_bundle}: both chunks and chunk_lists`);
   }
   return { manifest: m, raw: raw as Record<string, unknown> };
+}
+
+/**
+ * The manifest as a v2 bundle would carry it: the same fields, each artifact without its chunk
+ * references, and the git history in the place (and under the path and kind) of the git bundle. The
+ * parts of restore and diff that describe or compare a snapshot read this view, whatever its store.
+ * Artifacts of the kind `git_bundle` (never written into a repository) are left out: the rules refuse them.
+ */
+export function bundleView(m: RepoManifest): Manifest {
+  const { git_refs: _refs, repository_id: _repo, artifacts, ...rest } = m;
+  const view: Artifact[] = [];
+  for (const a of artifacts) {
+    if (a.kind === 'git_bundle') continue;
+    view.push({
+      path_in_bundle: a.kind === GIT_HISTORY_KIND ? GIT_BUNDLE_PATH : a.path_in_bundle,
+      kind: a.kind === GIT_HISTORY_KIND ? 'git_bundle' : a.kind,
+      size_bytes: a.size_bytes,
+      sha256: a.sha256,
+    });
+  }
+  return { ...rest, artifacts: view };
 }

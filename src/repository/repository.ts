@@ -287,7 +287,7 @@ export class Repository {
    * Streams blobs in order, each verified against its id. Runs of blobs stored next to each other in
    * one pack are read with one ranged request, up to `window` bytes; `ahead` requests run at once.
    */
-  async *streamBlobs(ids: readonly string[], ahead = 4, window = 8 * 1024 * 1024): AsyncGenerator<Buffer> {
+  async *streamBlobs(ids: readonly string[], ahead = 4, window = 4 * 1024 * 1024): AsyncGenerator<Buffer> {
     await this.ensureIndex();
     type Run = { pack: string; offset: number; length: number; blobs: { id: string; at: number }[] };
     const runs: Run[] = [];
@@ -305,22 +305,22 @@ export class Repository {
         last.length += loc.stored;
       } else runs.push({ pack: loc.pack, offset: loc.offset, length: loc.stored, blobs: [{ id, at: 0 }] });
     }
-    const fetchRun = async (r: Run): Promise<Buffer[]> => {
-      const bytes = await readObjectRange(this.backend, r.pack, r.offset, r.length);
+    // Runs in flight hold their stored (compressed) bytes only; each blob is opened as it is yielded.
+    const fetchRun = async (r: Run): Promise<{ r: Run; bytes: Buffer; key: Buffer | undefined }> => {
+      const bytes = await readObjectRange(this.backend, r.pack, r.offset, r.length).catch((err: unknown) => {
+        // the index places the blob in this pack: a pack that is gone is missing data, not a wrong name
+        if (err instanceof ObjectNotFoundError)
+          throw new BundleDamagedError(
+            `packs/${r.pack} is missing (the index places blob ${r.blobs[0]!.id} in it)`,
+          );
+        throw err;
+      });
       const salt = this.index.packs.get(r.pack)?.salt;
       const key = this.key && salt ? packKey(this.key, Buffer.from(salt, 'hex')) : undefined;
       if (this.key && !key) throw new BundleDamagedError(`packs/${r.pack}: the index has no key salt for it`);
-      return r.blobs.map(({ id, at }) => {
-        const loc = this.index.get(id)!;
-        return openStoredBlob(
-          bytes.subarray(at, at + loc.stored),
-          { id, flags: loc.flags, raw: loc.raw, offset: loc.offset },
-          key,
-          `blob ${id} in packs/${r.pack}`,
-        );
-      });
+      return { r, bytes, key };
     };
-    const inflight: Promise<Buffer[]>[] = [];
+    const inflight: ReturnType<typeof fetchRun>[] = [];
     let next = 0;
     while (next < runs.length || inflight.length > 0) {
       while (next < runs.length && inflight.length < ahead) {
@@ -328,7 +328,16 @@ export class Repository {
         p.catch(() => {}); // awaited below in order
         inflight.push(p);
       }
-      for (const b of await inflight.shift()!) yield b;
+      const { r, bytes, key } = await inflight.shift()!;
+      for (const { id, at } of r.blobs) {
+        const loc = this.index.get(id)!;
+        yield openStoredBlob(
+          bytes.subarray(at, at + loc.stored),
+          { id, flags: loc.flags, raw: loc.raw, offset: loc.offset },
+          key,
+          `blob ${id} in packs/${r.pack}`,
+        );
+      }
     }
   }
 

@@ -156,6 +156,7 @@ export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest):
 export async function importIntoRepository(s: LocalSnapshotter, req: RestoreRequest): Promise<RestoreReport> {
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
+  if (req.bundle === undefined) throw new InvalidInputError('import takes a bundle file (bundle)');
   if (!req.import?.force && (await s.agentExists(agentId, tenant)))
     throw new RestoreRefusedError(
       `agent ${agentId} (tenant ${tenant}) already has memory; pass --force to replace it`,

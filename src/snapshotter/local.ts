@@ -203,8 +203,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** Whether new snapshots go into the repository (see LocalSnapshotterOptions.store). */
   usesRepository(): boolean {
     if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
-    // Until restore and diff read repository snapshots, `auto` keeps bundles unless a repository was
-    // created explicitly (store: repository, or migrate); then it stays the store of this state root.
+    // `auto` keeps bundles unless a repository was created explicitly (store: repository, or migrate);
+    // then it stays the store of this state root. (Every operation reads repository snapshots; making
+    // the repository the default of new state roots is a decision of its own.)
     // Only "yes" is kept: a running daemon picks up a repository that migrate created meanwhile.
     if (!this.repositoryChosen) this.repositoryChosen = this.repository.exists();
     return this.repositoryChosen;
@@ -812,9 +813,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<VerifyReport> {
     const inRepository = await this.findInRepository(agentId, tenant, id);
     if (inRepository) {
-      const { trust, decryptIdentity, deep: _deep, onProgress } = opts;
+      const { trust, decryptIdentity, deep, onProgress } = opts;
       return (
         await this.repository.verify(inRepository.id, {
+          ...(deep ? { deep: true } : {}),
           ...(decryptIdentity ? { decryptIdentity } : {}),
           ...(onProgress ? { onProgress } : {}),
           ...(trust !== undefined
@@ -842,6 +844,32 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     return this.repository.find(a, t, id);
+  }
+
+  /**
+   * One of the agent's snapshots by id or unique prefix, in either store: a repository snapshot or a
+   * bundle (no lock is taken). A prefix that matches in both stores is ambiguous.
+   */
+  async findSnapshot(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+  ): Promise<
+    { repository: ListingMeta; bundle?: undefined } | { bundle: BundleFile; repository?: undefined }
+  > {
+    const inRepository = await this.findInRepository(agentId, tenant, id);
+    const bundle = await this.locateSnapshot(agentId, tenant, id).catch((err: unknown) => {
+      if (err instanceof NotFoundError || (inRepository && err instanceof InvalidInputError))
+        return undefined;
+      throw err;
+    });
+    if (inRepository && bundle && bundle.id !== inRepository.id)
+      throw new InvalidInputError(
+        `snapshot id prefix ${id} is ambiguous: ${inRepository.id} (repository) and ${bundle.id} (bundle)`,
+      );
+    if (inRepository) return { repository: inRepository };
+    if (bundle) return { bundle };
+    throw new NotFoundError(id);
   }
 
   /** `nexo-memory check`: the repository's structure, and with readData its packs. */

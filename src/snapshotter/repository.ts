@@ -26,7 +26,7 @@ import {
   UnknownAgentError,
 } from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
-import type { ProgressListener, VerifyReport } from '../model/types.js';
+import type { DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
 import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { type CheckOptions, type CheckReport, checkRepository } from '../repository/check.js';
@@ -34,6 +34,7 @@ import type { PreviousHistory } from '../repository/git-history.js';
 import { type HeldRepoLock, lockRepository } from '../repository/locks.js';
 import {
   GIT_HISTORY_KIND,
+  type ParsedRepoManifest,
   REPO_MANIFEST_VERSION_SIGNED,
   type RepoManifest,
   sealRepoManifest,
@@ -49,6 +50,7 @@ import {
   setPinned,
 } from '../repository/snapshots.js';
 import { storeCapture } from '../repository/store-capture.js';
+import { checkedVerifyRepoSnapshot } from '../repository/verify-checks.js';
 import {
   type RepoVerifyOptions,
   type RepoVerifyResult,
@@ -369,26 +371,47 @@ export class RepositoryStore {
     return hits[0];
   }
 
-  /** Verifies a snapshot streamed from the packs; the report has the shape of a bundle's. */
+  /**
+   * Verifies a snapshot streamed from the packs; the report has the shape of a bundle's. Without
+   * `gitDir` (whose caller checks the history itself: restore, diff) the history is rebuilt in a scratch
+   * repository and `git fsck`ed, and with `deep` every database gets `integrity_check`
+   * (repository/verify-checks.ts).
+   */
   async verify(
     id: string,
     opts: RepoVerifyOptions & {
       trust?: TrustPolicy;
       decryptIdentity?: string;
       onProgress?: ProgressListener;
+      deep?: boolean;
     } = {},
   ): Promise<{ report: VerifyReport; result: RepoVerifyResult }> {
     const repo = await this.open(false, [], opts.decryptIdentity);
     return this.locked(repo, false, 'verify', async () => {
-      const result = await verifyRepoSnapshot(repo, id, {
-        ...opts,
-        onBytes: (bytes) => opts.onProgress?.({ phase: 'verify', bytes }),
+      const onBytes = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes });
+      if (opts.gitDir) {
+        const result = await verifyRepoSnapshot(repo, id, { ...opts, onBytes });
+        return { report: this.reportOf(id, result, opts.trust, undefined), result };
+      }
+      const { result, deep } = await checkedVerifyRepoSnapshot(repo, id, {
+        ...(opts.deep ? { deep: true } : {}),
+        ...(opts.target ? { target: opts.target } : {}),
+        onBytes,
       });
-      return { report: this.reportOf(id, result, opts.trust), result };
+      return {
+        report: this.reportOf(id, result, opts.trust, opts.deep ? (deep ?? 'skipped') : undefined),
+        result,
+      };
     });
   }
 
-  private reportOf(id: string, r: RepoVerifyResult, trust: TrustPolicy | undefined): VerifyReport {
+  private reportOf(
+    id: string,
+    r: RepoVerifyResult,
+    trust: TrustPolicy | undefined,
+    /** The deep checks' report, `skipped` (the snapshot is damaged), or undefined (not asked for). */
+    deep: DeepReport | 'skipped' | undefined,
+  ): VerifyReport {
     const m = r.parsed?.manifest;
     const problems = [...r.problems];
     let signature: VerifyReport['signature'];
@@ -401,6 +424,23 @@ export class RepositoryStore {
       signature = { status: check.status, ...(check.key_id ? { key_id: check.key_id } : {}) };
       const refusal = signatureRefusal(check, trust ?? { keys: [], required: false });
       if (refusal) problems.push({ code: refusal.code, message: refusal.message });
+    }
+    const notChecked: VerifyReport['not_checked'] = [];
+    if (deep === undefined)
+      notChecked.push({
+        check: 'deep',
+        reason: 'SQLite PRAGMA integrity_check runs with --deep (restore runs it)',
+      });
+    else if (deep === 'skipped')
+      notChecked.push({ check: 'deep', reason: 'skipped because the snapshot is damaged' });
+    else {
+      for (const [db, result] of Object.entries(deep.sqlite_integrity))
+        if (result !== 'ok')
+          problems.push({
+            code: 'BUNDLE_DAMAGED',
+            message: `integrity_check failed: ${result}`,
+            path: `sqlite/${db}.sqlite`,
+          });
     }
     const trustOnly =
       problems.length > 0 &&
@@ -430,9 +470,10 @@ export class RepositoryStore {
       artifacts_checked: r.artifactsChecked,
       artifacts_total: r.artifactsTotal,
       bytes_checked: r.bytesChecked,
+      ...(deep !== undefined && deep !== 'skipped' ? { deep } : {}),
       ...(signature ? { signature } : {}),
       problems,
-      not_checked: [],
+      not_checked: notChecked,
     };
   }
 
@@ -465,6 +506,12 @@ export class RepositoryStore {
   async check(opts: CheckOptions = {}): Promise<CheckReport> {
     const repo = await this.open();
     return this.locked(repo, false, 'check', () => checkRepository(repo, opts));
+  }
+
+  /** A snapshot's manifest with its raw JSON, checked (seals, versions, repository id), for restore. */
+  async parsed(id: string, identityPath?: string): Promise<ParsedRepoManifest> {
+    const repo = await this.open(false, [], identityPath);
+    return loadSnapshot(repo, id);
   }
 
   /** A snapshot's manifest, for restore and diff (NotFoundError when absent). */
