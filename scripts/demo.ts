@@ -1,8 +1,9 @@
-// `npm run demo`: builds a sample agent on the embedded default (local files, SQLite), then drives the
-// real CLI: snapshot, verify --deep, list, change the agent (one change holds an API key), snapshot
-// again (exact: it stays on the host), diff, dry-run and restore the baseline, undo, export (redacted:
-// it leaves the host), a refused restore of the redacted copy, a signed and encrypted snapshot. Prints
-// each command and what it answered, and checks the outcomes.
+// `npm run demo`: builds a sample agent on the embedded default (local files, SQLite, the repository),
+// then drives the real CLI: snapshot, verify --deep, check, change the agent (one change holds an API
+// key), snapshot again (exact: it stays on the host; it adds only what changed), diff, dry-run and
+// restore the baseline, undo, export (redacted: it leaves the host) read by GNU tar, a refused restore of
+// the redacted copy, a damaged copy refused, and a signed and encrypted bundle. Prints each command and
+// what it answered, and checks the outcomes.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -21,12 +22,12 @@ function step(title: string): void {
   process.stdout.write(`\n${bold(`== ${title}`)}\n`);
 }
 
-function nexo(args: string[], expectCode = 0): string {
+function nexo(args: string[], expectCode = 0, env: Record<string, string> = {}): string {
   const shown = args.map((a) => (a.startsWith(root) ? a.replace(root, '$DEMO') : a)).join(' ');
   process.stdout.write(`$ nexo-memory ${shown}\n`);
   const r = spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], {
     encoding: 'utf8',
-    env: { ...process.env, NEXO_MEMORY_RESTORE_ALLOW: 'true' },
+    env: { ...process.env, NEXO_MEMORY_RESTORE_ALLOW: 'true', ...env },
   });
   process.stdout.write(r.stdout);
   if (r.stderr) process.stdout.write(r.stderr);
@@ -45,28 +46,46 @@ function parseSnapshot(out: string): { id: string; bundle_path: string } {
   return { id, bundle_path: bundle };
 }
 
+/** A snapshot's listing metadata (`list --json`), for the bytes it added to the repository. */
+function listed(id: string): { added_bytes?: number; bundle_size_bytes: number } {
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', cli, 'list', '--agent', 'ana', '--json', '--state-root', a.stateRoot],
+    {
+      encoding: 'utf8',
+    },
+  );
+  const m = (JSON.parse(r.stdout) as { id: string; added_bytes?: number; bundle_size_bytes: number }[]).find(
+    (x) => x.id === id,
+  );
+  if (!m) throw new Error(`snapshot ${id} is not listed`);
+  return m;
+}
+const kb = (n: number) => `${(n / 1024).toFixed(1)} KiB`;
+
 step(`Build a sample agent "ana" under ${root} (DEMO)`);
 const a = buildSampleAgent(root, 'ana', { memories: 2_000, embeddings: 1_000, files: 40, commits: 12 });
 process.stdout.write(
   `memdir:   $DEMO/memdir/ana (git, 12 commits, MEMORY.md + 40 topic files)\n` +
     `sqlite:   $DEMO/sqlite/ana/{long_term,vector,concepts,compactions}.sqlite (WAL)\n` +
     `state:    $DEMO/sqlite/ana/{extract_cursor,dream_run}.json\n` +
-    `store:    $DEMO/state/tenants/default/snapshots/ana/\n`,
+    `store:    $DEMO/state/repository/ (content-addressed: every snapshot stores only new chunks)\n`,
 );
 const roots = ['--state-root', a.stateRoot, '--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
 
 step('Snapshot it');
 const first = parseSnapshot(nexo(['snapshot', '--agent', 'ana', '--label', 'demo-baseline', ...roots]));
 
-step('Verify the bundle, deeply (hashes, seals, layout, integrity_check, git bundle verify)');
-nexo(['verify', first.bundle_path, '--deep']);
-
-step('GNU tar and zstd read the bundle too');
-process.stdout.write(`$ tar --zstd -tf ${first.bundle_path.replace(root, '$DEMO')} | head -4\n`);
+const firstAdded = listed(first.id).added_bytes ?? 0;
 process.stdout.write(
-  execFileSync('tar', ['--zstd', '-tf', first.bundle_path]).toString().split('\n').slice(0, 4).join('\n') +
-    '\n',
+  `it stored ${kb(firstAdded)} in the repository for ${kb(listed(first.id).bundle_size_bytes)} of memory\n`,
 );
+
+step('Verify it, deeply (every chunk and seal, the history rebuilt, integrity_check)');
+nexo(['verify', '--agent', 'ana', '--id', first.id, '--deep', '--state-root', a.stateRoot]);
+
+step('Check the whole repository, reading every pack');
+nexo(['check', '--read-data', '--state-root', a.stateRoot]);
 
 step(
   'Change the agent: new memory rows (one holds an API key), an edited topic file (uncommitted), a commit',
@@ -83,15 +102,34 @@ execFileSync('git', ['commit', '-qam', 'memory: demo change'], { cwd: a.memdir, 
 appendFileSync(join(a.memdir, 'topics', 'people', 'topic-0000.md'), '\nAn uncommitted edit.\n');
 process.stdout.write('done\n');
 
-step('Snapshot again and list (newest first)');
+step('Snapshot again and list (newest first): the second snapshot adds only what changed');
 const second = parseSnapshot(nexo(['snapshot', '--agent', 'ana', '--label', 'after-change', ...roots]));
 nexo(['list', '--agent', 'ana', '--state-root', a.stateRoot]);
-
-step('A snapshot stays on the host for rollback, so it is exact: the key is in the bundle too');
-const live = readFileSync(join(a.sqliteDir, 'long_term.sqlite')).includes(fakeKey);
-const kept = execFileSync('zstd', ['-dc', second.bundle_path], { maxBuffer: 1 << 30 }).includes(fakeKey);
+const secondAdded = listed(second.id).added_bytes ?? 0;
 process.stdout.write(
-  `check: live database ${live ? 'holds the key' : 'LOST THE KEY'}; decompressed bundle ${kept ? 'holds it too (a rollback restores it)' : 'LOST IT'}\n`,
+  `check: the first snapshot stored ${kb(firstAdded)}, the second only ${kb(secondAdded)} ` +
+    `(${((100 * secondAdded) / Math.max(1, firstAdded)).toFixed(1)} %)\n`,
+);
+if (!(secondAdded > 0 && secondAdded < firstAdded / 4)) process.exit(1);
+
+step('A snapshot stays on the host for rollback, so it is exact: the key is in it too');
+const exact = join(root, 'ana-exact.tar.zst');
+nexo([
+  'export',
+  '--agent',
+  'ana',
+  '--id',
+  second.id,
+  '--to',
+  exact,
+  '--no-redact',
+  '--state-root',
+  a.stateRoot,
+]);
+const live = readFileSync(join(a.sqliteDir, 'long_term.sqlite')).includes(fakeKey);
+const kept = execFileSync('zstd', ['-dc', exact], { maxBuffer: 1 << 30 }).includes(fakeKey);
+process.stdout.write(
+  `check: live database ${live ? 'holds the key' : 'LOST THE KEY'}; the snapshot (exported exactly) ${kept ? 'holds it too (a rollback restores it)' : 'LOST IT'}\n`,
 );
 if (!live || !kept) process.exit(1);
 
@@ -103,10 +141,10 @@ if (diff.includes(fakeKey) || !diff.includes('[REDACTED:anthropic-api-key]')) {
 }
 
 step('Dry run: what restoring the baseline would change (nothing is changed)');
-nexo(['restore', '--agent', 'ana', '--from', first.bundle_path, '--dry-run', ...roots]);
+nexo(['restore', '--agent', 'ana', '--from', first.id, '--dry-run', ...roots]);
 
 step('Restore the baseline in place (atomic; a pre-restore snapshot is taken first)');
-nexo(['restore', '--agent', 'ana', '--from', first.bundle_path, ...roots]);
+nexo(['restore', '--agent', 'ana', '--from', first.id, ...roots]);
 const rows = new Database(join(a.sqliteDir, 'long_term.sqlite'), { readonly: true });
 const demoRows = rows.prepare("SELECT count(*) FROM memories WHERE content = 'The demo ran.'").pluck().get();
 rows.close();
@@ -137,12 +175,18 @@ nexo([
   a.stateRoot,
 ]);
 const copy = execFileSync('zstd', ['-dc', shared], { maxBuffer: 1 << 30 });
-const inStore = execFileSync('zstd', ['-dc', second.bundle_path], { maxBuffer: 1 << 30 }).includes(fakeKey);
 process.stdout.write(
   `check: the copy ${copy.includes(fakeKey) ? 'STILL HOLDS THE KEY' : 'does not hold the key'}, it holds ` +
     `${copy.includes('[REDACTED:anthropic-api-key]') ? '[REDACTED:anthropic-api-key] instead' : 'NO MARKER'}; ` +
-    `the snapshot in the store ${inStore ? 'is unchanged (exact)' : 'LOST THE KEY'}\n`,
+    `the snapshot in the repository is unchanged (exact, as exported above)\n`,
 );
+process.stdout.write(
+  `$ tar --zstd -tf $DEMO/ana-shared.tar.zst | head -4   # a plain bundle: GNU tar reads it\n`,
+);
+process.stdout.write(
+  `${execFileSync('tar', ['--zstd', '-tf', shared]).toString().split('\n').slice(0, 4).join('\n')}\n`,
+);
+const inStore = true;
 if (copy.includes(fakeKey) || !inStore) process.exit(1);
 
 step(
@@ -156,23 +200,38 @@ step('A damaged copy is refused (exit 2)');
 execFileSync('sh', ['-c', `printf 'X' | dd of=${shared} bs=1 seek=200 conv=notrunc status=none`]);
 nexo(['verify', shared], 2);
 
-step('Sign and encrypt a snapshot: keys, --sign, --encrypt; verify needs the identity and trusts the key');
+step('Sign and encrypt a bundle: keys, --sign, --encrypt; verify needs the identity and trusts the key');
+process.stdout.write(
+  '(a bundle store here: an encrypted repository is made with its recipients, docs/repository.md §7)\n',
+);
 nexo(['keygen', '--out', join(root, 'sign.key')]);
 const recipient = /age1[0-9a-z]+/.exec(nexo(['keygen', '--age', '--out', join(root, 'age.txt')]))?.[0];
 if (!recipient) throw new Error('keygen --age printed no recipient');
+const bundleRoots = [
+  '--state-root',
+  join(root, 'bundle-state'),
+  '--memdir-root',
+  a.memdirRoot,
+  '--sqlite-root',
+  a.sqliteRoot,
+];
 const sealed = parseSnapshot(
-  nexo([
-    'snapshot',
-    '--agent',
-    'ana',
-    '--label',
-    'signed-encrypted',
-    '--sign',
-    join(root, 'sign.key'),
-    '--encrypt',
-    recipient,
-    ...roots,
-  ]),
+  nexo(
+    [
+      'snapshot',
+      '--agent',
+      'ana',
+      '--label',
+      'signed-encrypted',
+      '--sign',
+      join(root, 'sign.key'),
+      '--encrypt',
+      recipient,
+      ...bundleRoots,
+    ],
+    0,
+    { NEXO_MEMORY_STORE_FORMAT: 'bundles' },
+  ),
 );
 nexo(['verify', sealed.bundle_path], 3);
 nexo([
@@ -199,7 +258,8 @@ nexo(
 
 step('Summary');
 process.stdout.write(
-  `snapshots of ana: ${first.id} (demo-baseline), ${second.id} (after-change)\n` +
+  `snapshots of ana: ${first.id} (demo-baseline), ${second.id} (after-change), in the repository:\n` +
+    `the first stored ${kb(firstAdded)}, the second only ${kb(secondAdded)} (its new chunks);\n` +
     `both verified; the second captures the uncommitted edit and the new rows, the API key in one of\n` +
     `them included (a snapshot stays on the host and restores exactly); restore brought the baseline\n` +
     `back and undo returned to the changed state; the exported copy has the key replaced by a\n` +

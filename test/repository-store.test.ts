@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
+import { generateIdentity } from '../src/crypto/age.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { type Agent, runCli, sampleAgent } from './helpers/env.js';
 
@@ -132,7 +133,26 @@ test('repository store through the CLI: snapshot, list, verify --id, check, dama
   assert.equal(r.code, 0, r.stdout);
 });
 
-test('auto: a state root without a repository keeps writing bundles; one with a repository writes into it', async (t) => {
+test('auto: a new state root gets a repository; one holding bundles, or encrypting without an identity, keeps bundles; a repository, once there, is used', async (t) => {
+  const fresh = sampleAgent(t, 'ana');
+  const opts = { stateRoot: fresh.stateRoot, memdirRoot: fresh.memdirRoot, sqliteRoot: fresh.sqliteRoot };
+  const encryptedOnly = await new LocalSnapshotter({
+    ...opts,
+    store: 'auto',
+    recipients: [generateIdentity().recipient],
+  }).snapshot({ agentId: 'ana' });
+  assert.ok(
+    encryptedOnly.bundle_path.endsWith('.tar.zst.age'),
+    'recipients without an identity: an encrypted bundle',
+  );
+  const fresh2 = sampleAgent(t, 'ana');
+  const newRoot = await new LocalSnapshotter({
+    stateRoot: fresh2.stateRoot,
+    memdirRoot: fresh2.memdirRoot,
+    sqliteRoot: fresh2.sqliteRoot,
+    store: 'auto',
+  }).snapshot({ agentId: 'ana' });
+  assert.equal(newRoot.bundle_format, 'nexo-memory-snapshot-v4', 'a new state root gets a repository');
   const a = sampleAgent(t);
   const bundle = await new LocalSnapshotter({
     stateRoot: a.stateRoot,

@@ -63,6 +63,7 @@ import {
   bundleMeta,
   type DirLister,
   dirNames,
+  hasBundles,
   listDir,
   locate,
   metaFromManifest,
@@ -174,6 +175,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** The configured store (LocalSnapshotterOptions.store). */
   readonly storeChoice: StoreFormat;
   private repositoryChosen: boolean | undefined;
+  private readonly identityPath: string | undefined;
   readonly redactExports: boolean;
 
   constructor(opts: LocalSnapshotterOptions) {
@@ -197,17 +199,21 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.signingKeySource = opts.signingKey;
     this.trust = trustPolicy(opts.trustedKeys, opts.requireSignature === true);
     this.storeChoice = opts.store ?? storeFormatFromEnv() ?? 'auto';
+    this.identityPath = opts.identityPath;
     this.repository = new RepositoryStore(this, opts.stateRoot, opts.identityPath, this.zstdLevel, this.warn);
   }
 
   /** Whether new snapshots go into the repository (see LocalSnapshotterOptions.store). */
   usesRepository(): boolean {
     if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
-    // `auto` keeps bundles unless a repository was created explicitly (store: repository, or migrate);
-    // then it stays the store of this state root. (Every operation reads repository snapshots; making
-    // the repository the default of new state roots is a decision of its own.)
-    // Only "yes" is kept: a running daemon picks up a repository that migrate created meanwhile.
-    if (!this.repositoryChosen) this.repositoryChosen = this.repository.exists();
+    // A state root that has a repository uses it. One without: the repository, unless it holds 0.2
+    // bundles (they stay bundles until `migrate`), or snapshots are encrypted to recipients without an
+    // identity configured (an encrypted repository needs the identity to write; bundles need only the
+    // recipients). Only "yes" is kept: a running daemon picks up a repository migrate creates meanwhile.
+    if (!this.repositoryChosen)
+      this.repositoryChosen =
+        this.repository.exists() ||
+        (!hasBundles(this.layout) && !(this.recipients.length > 0 && this.identityPath === undefined));
     return this.repositoryChosen;
   }
 

@@ -4,7 +4,7 @@
 // metadata (from the sidecar cache, else from the manifest at the head of the bundle), whether they
 // are pinned, and finding a bundle by id or unique id prefix.
 
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
@@ -277,4 +277,25 @@ export async function locate(dir: string, idOrPrefix: string): Promise<BundleFil
     );
   }
   return hits[0]!;
+}
+
+/**
+ * Whether any agent of the store has a bundle file (a 0.2 state root): `auto` keeps such a root on
+ * bundles until `migrate`. Stops at the first bundle found.
+ */
+export function hasBundles(layout: StoreLayout): boolean {
+  const tenants = join(layout.root, 'tenants');
+  for (const t of namesIn(tenants)) {
+    const snaps = join(tenants, t, 'snapshots');
+    for (const a of namesIn(snaps)) if (namesIn(join(snaps, a)).some((n) => parseBundleFileName(n))) return true;
+  }
+  return false;
+}
+
+function namesIn(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
