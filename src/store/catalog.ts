@@ -287,7 +287,8 @@ export function hasBundles(layout: StoreLayout): boolean {
   const tenants = join(layout.root, 'tenants');
   for (const t of namesIn(tenants)) {
     const snaps = join(tenants, t, 'snapshots');
-    for (const a of namesIn(snaps)) if (namesIn(join(snaps, a)).some((n) => parseBundleFileName(n))) return true;
+    for (const a of namesIn(snaps))
+      if (namesIn(join(snaps, a)).some((n) => parseBundleFileName(n))) return true;
   }
   return false;
 }
