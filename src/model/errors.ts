@@ -12,7 +12,8 @@ export type Outcome =
   | 'not_found'
   | 'invalid_input'
   | 'damaged'
-  | 'untrusted';
+  | 'untrusted'
+  | 'store_unavailable';
 
 /** CLI exit statuses. Stable: scripts depend on them. */
 export const ExitCode = {
@@ -31,6 +32,8 @@ export const ExitCode = {
   refused: 6,
   /** encryption or decryption failed */
   encryption: 7,
+  /** the repository's store cannot be used: unreachable, credentials refused, bucket or stream missing, permission denied */
+  storeUnavailable: 8,
 } as const;
 
 export abstract class SnapshotError extends Error {
@@ -442,6 +445,29 @@ export class RepositoryLockedError extends SnapshotError {
   readonly outcome = 'concurrent' as const;
   constructor(holder: string) {
     super(`the repository is locked: ${holder}`, { details: { holder } });
+  }
+}
+
+export type StoreErrorCode = 'STORE_UNREACHABLE' | 'STORE_AUTH' | 'STORE_MISSING' | 'STORE_DENIED';
+
+/**
+ * A remote store (NATS JetStream, S3) cannot be used: not reachable after the retries (STORE_UNREACHABLE),
+ * credentials refused (STORE_AUTH), the bucket or stream does not exist (STORE_MISSING), or the
+ * credentials lack a permission (STORE_DENIED). `backend` is `nats` or `s3`; `location` never holds a
+ * secret. Nothing the failed operation wrote is visible as a snapshot.
+ */
+export class StoreUnavailableError extends SnapshotError {
+  readonly exitCode = ExitCode.storeUnavailable;
+  readonly outcome = 'store_unavailable' as const;
+  constructor(
+    readonly code: StoreErrorCode,
+    message: string,
+    opts: { backend: string; location: string; cause?: unknown },
+  ) {
+    super(message, {
+      cause: opts.cause,
+      details: { backend: opts.backend, location: opts.location },
+    });
   }
 }
 
