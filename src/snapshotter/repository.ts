@@ -3,13 +3,13 @@
 // under the write gate, history recorded as refs, only new chunks written), listing, finding by id or
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
 // lock that prune's exclusive lock excludes. local.ts decides which store an operation goes to.
+// The repository machinery is imported by the operations that use it, not with this module: a state
+// root without a repository lists without loading it (CLI start-up).
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { closeGate } from '../agent/write-gate.js';
-import { LocalBackend } from '../backend/local.js';
-import { captureAgent } from '../capture/capture.js';
+import type { captureAgent } from '../capture/capture.js';
 import { type Identity, loadIdentities, recipientFingerprint } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
@@ -24,36 +24,16 @@ import {
 } from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
 import type { ProgressListener, VerifyReport } from '../model/types.js';
-import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
-import { type CheckOptions, type CheckReport, checkRepository } from '../repository/check.js';
+import type { CheckOptions, CheckReport } from '../repository/check.js';
 import type { PreviousHistory } from '../repository/git-history.js';
-import { lockRepository } from '../repository/locks.js';
-import {
-  GIT_HISTORY_KIND,
-  REPO_MANIFEST_VERSION_SIGNED,
-  type RepoManifest,
-  sealRepoManifest,
-} from '../repository/manifest.js';
-import { type PruneOptions, type PruneReport, pruneRepository } from '../repository/prune.js';
-import { Repository } from '../repository/repository.js';
-import {
-  forgetSnapshot,
-  type ListingMeta,
-  listSnapshots,
-  loadSnapshot,
-  saveSnapshot,
-  setPinned,
-} from '../repository/snapshots.js';
-import { storeCapture } from '../repository/store-capture.js';
-import {
-  type RepoVerifyOptions,
-  type RepoVerifyResult,
-  verifyRepoSnapshot,
-} from '../repository/verify-snapshot.js';
-import { SqliteWorker } from '../sqlite/worker.js';
+import type { RepoManifest } from '../repository/manifest.js';
+import type { PruneOptions, PruneReport } from '../repository/prune.js';
+import type { Repository } from '../repository/repository.js';
+import type { ListingMeta } from '../repository/snapshots.js';
+import type { RepoVerifyOptions, RepoVerifyResult } from '../repository/verify-snapshot.js';
 import { metaFromManifest } from '../store/catalog.js';
-import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
+import type { WorkerHeldLock } from '../store/lock.js';
 import { STAGING_PREFIX } from '../store/paths.js';
 import { toolVersions } from '../util/version.js';
 import type { LocalSnapshotter } from './local.js';
@@ -120,8 +100,12 @@ export class RepositoryStore {
   }
 
   /** A new handle on the repository (its own index), opened with `identityPath` or the configured identity. */
-  fresh(identityPath?: string): Promise<Repository> {
+  async fresh(identityPath?: string): Promise<Repository> {
     const ids = this.identities(identityPath);
+    const [{ Repository }, { LocalBackend }] = await Promise.all([
+      import('../repository/repository.js'),
+      import('../backend/local.js'),
+    ]);
     return Repository.open(new LocalBackend(this.root), {
       zstdLevel: this.zstdLevel,
       ...(ids ? { identities: ids } : {}),
@@ -133,20 +117,23 @@ export class RepositoryStore {
     if (identityPath) return this.fresh(identityPath);
     if (!this.opened) {
       const ids = this.identities();
-      const backend = new LocalBackend(this.root);
       const opts = { zstdLevel: this.zstdLevel, ...(ids ? { identities: ids } : {}) };
-      this.opened = (
-        create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts)
-      ).catch((err: unknown) => {
-        this.opened = undefined;
-        throw err;
-      });
+      this.opened = Promise.all([import('../repository/repository.js'), import('../backend/local.js')])
+        .then(([{ Repository }, { LocalBackend }]) => {
+          const backend = new LocalBackend(this.root);
+          return create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts);
+        })
+        .catch((err: unknown) => {
+          this.opened = undefined;
+          throw err;
+        });
     }
     return this.opened;
   }
 
   /** Runs `fn` under the repository lock (shared unless `exclusive`). */
   async locked<T>(repo: Repository, exclusive: boolean, operation: string, fn: () => Promise<T>): Promise<T> {
+    const { lockRepository } = await import('../repository/locks.js');
     const lock = await lockRepository(repo.backend, exclusive, operation, this.s.lockTimeoutMs);
     try {
       return await fn();
@@ -161,6 +148,10 @@ export class RepositoryStore {
     agentId: string,
     tenant: string,
   ): Promise<PreviousHistory | undefined> {
+    const [{ listSnapshots, loadSnapshot }, { GIT_HISTORY_KIND }] = await Promise.all([
+      import('../repository/snapshots.js'),
+      import('../repository/manifest.js'),
+    ]);
     const latest = (await listSnapshots(repo, { agentId, tenant }))[0];
     if (!latest) return undefined;
     try {
@@ -175,6 +166,25 @@ export class RepositoryStore {
 
   /** The snapshot steps (the caller holds the agent lock). */
   async snapshot(p: RepoSnapshotParams): Promise<ListingMeta> {
+    const [
+      { closeGate },
+      { captureAgent },
+      { redactStaging },
+      { sealRepoManifest },
+      { saveSnapshot },
+      { storeCapture },
+      { SqliteWorker },
+      { LockTimeoutError },
+    ] = await Promise.all([
+      import('../agent/write-gate.js'),
+      import('../capture/capture.js'),
+      import('../policy/redaction/redact.js'),
+      import('../repository/manifest.js'),
+      import('../repository/snapshots.js'),
+      import('../repository/store-capture.js'),
+      import('../sqlite/worker.js'),
+      import('../store/lock.js'),
+    ]);
     const repo = await this.open(true, p.recipients);
     if (p.recipients.length > 0 && !repo.encrypted)
       throw new InvalidInputError(
@@ -281,6 +291,7 @@ export class RepositoryStore {
   async list(agentId: string, tenant: string): Promise<ListingMeta[]> {
     if (!this.exists()) return [];
     const repo = await this.open();
+    const { listSnapshots } = await import('../repository/snapshots.js');
     return listSnapshots(repo, { agentId, tenant }, this.warn);
   }
 
@@ -309,6 +320,7 @@ export class RepositoryStore {
     } = {},
   ): Promise<{ report: VerifyReport; result: RepoVerifyResult }> {
     const repo = await this.open(false, [], opts.decryptIdentity);
+    const { verifyRepoSnapshot } = await import('../repository/verify-snapshot.js');
     return this.locked(repo, false, 'verify', async () => {
       const result = await verifyRepoSnapshot(repo, id, {
         ...opts,
@@ -323,7 +335,8 @@ export class RepositoryStore {
     const problems = [...r.problems];
     let signature: VerifyReport['signature'];
     if (r.parsed) {
-      const signed = r.parsed.manifest.manifest_version === REPO_MANIFEST_VERSION_SIGNED;
+      // v5 (signed) exactly when it carries a signature: parseRepoManifest refuses every other pairing
+      const signed = r.parsed.manifest.signature !== undefined;
       const check = checkSealSignature(
         { manifest: r.parsed.manifest, raw: r.parsed.raw, signed },
         trust?.keys ?? [],
@@ -369,28 +382,33 @@ export class RepositoryStore {
   /** Forgets a snapshot (its data goes with the next prune). */
   async forget(id: string): Promise<void> {
     const repo = await this.open();
+    const { forgetSnapshot } = await import('../repository/snapshots.js');
     await this.locked(repo, false, 'forget', () => forgetSnapshot(repo, id));
   }
 
   async setPinned(id: string, pinned: boolean): Promise<void> {
     const repo = await this.open();
+    const { setPinned } = await import('../repository/snapshots.js');
     await setPinned(repo, id, pinned);
   }
 
   /** Removes unreferenced data (exclusive repository lock). */
   async prune(opts: PruneOptions = {}): Promise<PruneReport> {
     const repo = await this.open();
+    const { pruneRepository } = await import('../repository/prune.js');
     return this.locked(repo, true, 'prune', async () => pruneRepository(await this.fresh(), opts));
   }
 
   async check(opts: CheckOptions = {}): Promise<CheckReport> {
     const repo = await this.open();
+    const { checkRepository } = await import('../repository/check.js');
     return this.locked(repo, false, 'check', () => checkRepository(repo, opts));
   }
 
   /** A snapshot's manifest, for restore and diff (NotFoundError when absent). */
   async manifest(id: string, identityPath?: string): Promise<RepoManifest> {
     const repo = await this.open(false, [], identityPath);
+    const { loadSnapshot } = await import('../repository/snapshots.js');
     return (await loadSnapshot(repo, id)).manifest;
   }
 }
