@@ -251,7 +251,12 @@ async function main(): Promise<void> {
   ] as const;
   log(
     table(
-      ['operation', 'in-process call', 'whole CLI process (median)', 'the rest (start-up, parsing, exit)'],
+      [
+        'operation',
+        'in-process call',
+        'whole CLI process (median)',
+        'difference (start-up, parsing, exit; ± the drift between the runs)',
+      ],
       breakdown.map(([op, inMs, cliMs]) => [op, fmtMs(inMs), fmtMs(cliMs), fmtMs(cliMs - inMs)]),
     ),
   );
