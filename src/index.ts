@@ -10,6 +10,18 @@ export {
   preDreamHookFromConfig,
   preDreamLabel,
 } from './agent/pre-dream.js';
+export {
+  PRE_MUTATING_TOOL_CREATED_BY,
+  PRE_MUTATING_TOOL_LABEL_PREFIX,
+  type PreMutatingToolOptions,
+  type PreMutatingToolResult,
+  PreMutatingToolSnapshotAdapter,
+  type PreMutatingToolSnapshotHook,
+  preMutatingToolHookFromConfig,
+  preMutatingToolLabel,
+  type SkipReason,
+  type ThrottledSnapshotter,
+} from './agent/pre-mutating-tool.js';
 export { ClosureResolver, DefaultPathResolver, type PathResolver } from './agent/resolver.js';
 export {
   JsonFileStateProvider,
@@ -27,6 +39,7 @@ export {
   loadConfig,
   type MetricsConfig,
   type OnDemandSection,
+  type PreMutatingToolConfig,
   type RetentionConfig,
   type ScheduleEntry,
   type ServerConfig,
@@ -153,15 +166,24 @@ export {
   DEFAULT_POLICY,
   type Decision,
   isAnchor,
+  PRE_MUTATING_TOOL_KIND,
   type RetentionPolicy,
   type RetentionPolicyReport,
 } from './policy/retention.js';
 export {
   type AgentGcReport,
   type GcOptions,
+  type GcPruneReport,
   type RetentionTickReport,
   RetentionWorker,
 } from './snapshotter/gc.js';
+export type { StoreBundleRequest, StoredBundle } from './snapshotter/import.js';
 export type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './snapshotter/interface.js';
 export { LocalSnapshotter, type LocalSnapshotterOptions } from './snapshotter/local.js';
+export type {
+  MigratedBundle,
+  MigrateOptions,
+  MigrateReport,
+  MigrateStep,
+} from './snapshotter/migrate.js';
 export { notifyObservers, type OperationObserver, type OperationRecord } from './snapshotter/observer.js';

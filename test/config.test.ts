@@ -35,7 +35,16 @@ test('each invalid key: a ConfigError naming the dotted key and the rule', (t) =
     ['memdir_root: 5', 'memory.snapshot.memdir_root must be a string'],
     ['auto_pre_dream: 1', 'memory.snapshot.auto_pre_dream must be a boolean'],
     ['auto_pre_restore: null', 'memory.snapshot.auto_pre_restore must be a boolean'],
-    ['auto_pre_mutating_tool: true', 'memory.snapshot.auto_pre_mutating_tool is not supported'],
+    ['auto_pre_mutating_tool: "yes"', 'memory.snapshot.auto_pre_mutating_tool must be a boolean'],
+    [
+      'pre_mutating_tool:\n  min_interval_secs: -1',
+      'memory.snapshot.pre_mutating_tool.min_interval_secs must be ≥ 0',
+    ],
+    ['pre_mutating_tool:\n  interval: 5', 'memory.snapshot.pre_mutating_tool.interval: unknown key'],
+    [
+      'retention:\n  pre_mutating_tool_max_age_hours: 1.5',
+      'memory.snapshot.retention.pre_mutating_tool_max_age_hours must be an integer',
+    ],
     ['lock_timeout_secs: 0', 'memory.snapshot.lock_timeout_secs must be ≥ 1'],
     ['redact_secrets_default: "no"', 'memory.snapshot.redact_secrets_default must be a boolean'],
     ['zstd_level: 20', 'memory.snapshot.zstd_level must be ≤ 19'],
@@ -126,7 +135,9 @@ root: state
 memdir_root: /srv/agents
 auto_pre_dream: true
 auto_pre_restore: false
-auto_pre_mutating_tool: false
+auto_pre_mutating_tool: true
+pre_mutating_tool:
+  min_interval_secs: 30
 lock_timeout_secs: 7
 redact_secrets_default: false
 zstd_level: 9
@@ -136,6 +147,8 @@ retention:
   max_age_days: 10
   anchor_keep_count: 3
   anchor_max_age_days: 7
+  pre_mutating_tool_keep_count: 12
+  pre_mutating_tool_max_age_hours: 6
   gc_interval_secs: 120
   backup_max_age_days: 2
 encryption:
@@ -179,7 +192,14 @@ server:
 
   const w = retentionWorkerOptionsFromConfig(cfg);
   assert.equal(w.intervalMs, 120_000);
-  assert.deepEqual(w.policy, { keepCount: 5, maxAgeDays: 10, anchorKeepCount: 3, anchorMaxAgeDays: 7 });
+  assert.deepEqual(w.policy, {
+    keepCount: 5,
+    maxAgeDays: 10,
+    anchorKeepCount: 3,
+    anchorMaxAgeDays: 7,
+    preToolKeepCount: 12,
+    preToolMaxAgeHours: 6,
+  });
   assert.equal(w.backupMaxAgeDays, 2);
   assert.equal(
     retentionWorkerOptionsFromConfig({}).intervalMs,

@@ -748,8 +748,27 @@ test('no byte of a secret survives in any shipped database file, whatever the pa
   const x = gnuExtract(t, meta.bundle_path);
   const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8'));
   assert.equal(m.redactions.matches_redacted, planted.length, 'every planted secret was found');
-  const found = (bytes: Buffer): string[] =>
-    planted.filter((p) => bytes.includes(p) || bytes.includes(p.toLowerCase()));
+  // One pass over the bytes (searching each of ~7,000 secrets separately took minutes): every run of
+  // ASCII letters and digits, and each of its substrings of a planted length, looked up in a set.
+  const wanted = new Map<string, string>();
+  for (const p of planted) {
+    wanted.set(p, p);
+    wanted.set(p.toLowerCase(), p);
+  }
+  const lengths = [...new Set(planted.map((p) => p.length))];
+  const found = (bytes: Buffer): string[] => {
+    const hits = new Set<string>();
+    const text = bytes.toString('latin1');
+    for (const run of text.matchAll(/[A-Za-z0-9]{9,}/g)) {
+      const r = run[0];
+      for (const len of lengths)
+        for (let i = 0; i + len <= r.length; i++) {
+          const p = wanted.get(r.slice(i, i + len));
+          if (p) hits.add(p);
+        }
+    }
+    return [...hits];
+  };
   assert.deepEqual(found(tarStream(meta.bundle_path)), [], 'the decompressed tar stream');
   for (const f of ['long_term', 'concepts', 'compactions']) {
     const file = join(x, 'sqlite', `${f}.sqlite`);

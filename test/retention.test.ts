@@ -90,6 +90,46 @@ test('policy: automatic anchors have their own rule per kind and never count aga
   assert.match(d[6]!.because!, /beyond the 0 newest snapshots/);
 });
 
+test('policy: anchors taken before mutating tools have their own rule (the N newest within H hours), apart from the other anchors', () => {
+  const HOUR = 1 / 24;
+  const ages = [0, 1 * HOUR, 2 * HOUR, 3 * HOUR, 5 * HOUR, 30 * HOUR, 2, 3];
+  const kinds = [
+    'auto-pre-mutating-tool',
+    'auto-pre-mutating-tool',
+    'auto-pre-mutating-tool',
+    'auto-pre-mutating-tool',
+    'auto-pre-mutating-tool',
+    'auto-pre-mutating-tool',
+    'auto-pre-dream',
+    'cli',
+  ];
+  const m = metas(ages, kinds);
+  const policy = { ...DEFAULT_POLICY, anchorKeepCount: 1, preToolKeepCount: 3, preToolMaxAgeHours: 24 };
+  const show = (d: ReturnType<typeof decide>) => d.map((x) => `${x.action}:${x.reasons.join('+')}`);
+  let d = decide(m, policy, new Set(), NOW);
+  assert.deepEqual(show(d), [
+    'keep:newest+pre-mutating-tool-keep-count',
+    'keep:pre-mutating-tool-keep-count',
+    'keep:pre-mutating-tool-keep-count',
+    'delete:',
+    'delete:',
+    'delete:',
+    'keep:anchor-keep-count',
+    'keep:keep-count',
+  ]);
+  assert.match(d[3]!.because!, /beyond the 3 newest auto-pre-mutating-tool anchors/);
+  // the age limit: none older than 24 hours, however many the count allows
+  d = decide(m, { ...policy, preToolKeepCount: 10 }, new Set(), NOW);
+  assert.deepEqual(
+    d.slice(0, 6).map((x) => x.action),
+    ['keep', 'keep', 'keep', 'keep', 'keep', 'delete'],
+  );
+  assert.match(d[5]!.because!, /anchor older than 24 hours/);
+  // 0 hours: no age limit
+  d = decide(m, { ...policy, preToolKeepCount: 10, preToolMaxAgeHours: 0 }, new Set(), NOW);
+  assert.equal(d[5]!.action, 'keep');
+});
+
 test('policy: daily, weekly and monthly keep the newest snapshot of each recent bucket', () => {
   // two a day for 40 days, newest first
   const ages: number[] = [];
@@ -197,6 +237,8 @@ test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores ar
     keep_monthly: 0,
     anchor_keep_count: 5,
     anchor_max_age_days: 30,
+    pre_mutating_tool_keep_count: 20,
+    pre_mutating_tool_max_age_hours: 24,
   });
   // each group with its rule in the human output
   r = await runCli(['gc', '--agent', 'ana', '--keep-count', '1', '--anchor-keep-count', '1', ...root]);

@@ -8,6 +8,7 @@ import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSyn
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { git } from '../scripts/sample-agent.js';
+import { LocalSnapshotter } from '../src/index.js';
 import { verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
 import {
   type ArtifactSpec,
@@ -411,8 +412,9 @@ async function hostileBase(t: TestContext) {
 
 /**
  * Verify says damaged (exit 2, with `code` among the problems); restore and import refuse with exit 2
- * (with `code` when given); the live agent is unchanged, no pre-restore snapshot was taken, and the
- * import target was not created.
+ * (with `code` when given), import into a repository store too (with the restore as another agent,
+ * and --store-only as another agent and as the bundle's own); the live agent is unchanged, no
+ * pre-restore snapshot was taken, the import target was not created, and nothing reached a repository.
  */
 async function refusedEverywhere(a: Agent, bundle: string, code?: string): Promise<void> {
   const r = await verifyBundleFile(bundle);
@@ -431,6 +433,24 @@ async function refusedEverywhere(a: Agent, bundle: string, code?: string): Promi
       return true;
     });
   }
+  const repository = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+  });
+  for (const [name, attempt] of [
+    ['import into a repository', () => repository.restore({ agentId: 'clone', bundle, import: {} })],
+    ['import --store-only', () => repository.storeBundle({ agentId: 'clone', bundle })],
+    ['import --store-only as its agent', () => repository.storeBundle({ agentId: 'ana', bundle })],
+  ] as const) {
+    await assert.rejects(attempt(), (err: Error & { code?: string; exitCode?: number }) => {
+      assert.equal(err.exitCode, 2, `${name}: ${err.code} ${err.message}`);
+      if (code) assert.equal(err.code, code, `${name}: ${err.message}`);
+      return true;
+    });
+  }
   assert.equal(liveDigest(a), before, 'the live agent is unchanged');
   assert.deepEqual(
     (await a.snapshotter.list('ana')).map((m) => m.id),
@@ -438,6 +458,7 @@ async function refusedEverywhere(a: Agent, bundle: string, code?: string): Promi
     'no pre-restore snapshot',
   );
   assert.equal(await a.snapshotter.agentExists('clone', 'default'), false, 'no imported agent');
+  assert.equal(existsSync(join(a.stateRoot, 'repository')), false, 'nothing reached a repository');
 }
 
 const setVersion = (m: Record<string, unknown>, v: number, format = v, schema = v): void => {

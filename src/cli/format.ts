@@ -9,6 +9,7 @@ import type {
   SnapshotMeta,
   VerifyReport,
 } from '../model/types.js';
+import { PRE_MUTATING_TOOL_KIND } from '../policy/retention.js';
 import type { RetentionTickReport } from '../snapshotter/gc.js';
 
 export function humanBytes(n: number): string {
@@ -146,6 +147,7 @@ export function formatRestore(r: RestoreReport): string {
     ...(r.imported_from
       ? [`imported from: agent ${r.imported_from.agent_id} (tenant ${r.imported_from.tenant})`]
       : []),
+    ...(r.stored_snapshot ? [`stored as:    snapshot ${r.stored_snapshot} in the repository`] : []),
     ...(r.restore_id ? [`restore id:   ${r.restore_id}`] : []),
     ...(r.pre_snapshot
       ? [`pre_snapshot: ${r.pre_snapshot} (undo: nexo-memory restore --undo --agent ${r.agent_id})`]
@@ -198,6 +200,8 @@ export function formatGc(r: RetentionTickReport): string {
     user: `snapshots (keep-count ${p.keep_count}, max-age-days ${p.max_age_days}, daily ${p.keep_daily}, weekly ${p.keep_weekly}, monthly ${p.keep_monthly})`,
     anchor: `automatic anchors (the ${p.anchor_keep_count} newest of each kind, ${p.anchor_max_age_days > 0 ? `none older than ${p.anchor_max_age_days} days` : 'no age limit'})`,
   };
+  // Said only where such anchors are: their rule replaces the per-kind one.
+  const preTool = `; pre-mutating-tool anchors: the ${p.pre_mutating_tool_keep_count} newest, ${p.pre_mutating_tool_max_age_hours > 0 ? `none older than ${p.pre_mutating_tool_max_age_hours} hours` : 'no age limit'})`;
   const action = (a: 'keep' | 'delete') =>
     (a === 'keep' ? 'keep' : r.dry_run ? 'would delete' : 'delete').padEnd(r.dry_run ? 12 : 6);
   const lines = r.dry_run ? ['dry run: nothing was deleted'] : [];
@@ -208,7 +212,11 @@ export function formatGc(r: RetentionTickReport): string {
     for (const group of ['user', 'anchor'] as const) {
       const decisions = a.decisions.filter((d) => d.group === group);
       if (decisions.length === 0) continue;
-      lines.push(`  ${rules[group]}:`);
+      const header =
+        group === 'anchor' && decisions.some((d) => d.created_by === PRE_MUTATING_TOOL_KIND)
+          ? `${rules.anchor.slice(0, -1)}${preTool}`
+          : rules[group];
+      lines.push(`  ${header}:`);
       for (const d of decisions) {
         const why = d.action === 'keep' ? d.reasons.join(', ') : d.because;
         lines.push(`    ${action(d.action)}  ${d.id}  ${iso(d.created_at_ms)}  ${d.label ?? '-'}  (${why})`);
@@ -223,6 +231,14 @@ export function formatGc(r: RetentionTickReport): string {
       `${r.backups_removed} backup(s), ${r.orphan_staging_dirs_removed} leftover(s); ${r.agents_visited} agent(s) swept, ` +
       `${r.agents_busy} busy, ${r.errors} error(s)`,
   );
+  const pr = r.prune;
+  if (pr?.status === 'busy') lines.push(`repository: not pruned, ${pr.skipped} (the next sweep prunes)`);
+  else if (pr?.status === 'error') lines.push(`repository: prune failed: ${pr.error}`);
+  else if (pr)
+    lines.push(
+      `repository: ${pr.status === 'dry-run' ? 'would remove' : 'removed'} ${pr.packs_removed + pr.packs_unindexed_removed} pack(s), ` +
+        `rewrote ${pr.packs_rewritten}, ${humanBytes(pr.bytes_freed)} of ${humanBytes(pr.bytes_before)} (${pr.snapshots} snapshot(s) kept)`,
+    );
   return lines.join('\n');
 }
 

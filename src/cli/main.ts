@@ -28,6 +28,7 @@ const COMMANDS: ReadonlyArray<readonly [string, () => Promise<SubCommand>]> = [
   ['unpin', async () => (await import('./commands/gc.js')).unpinCommand()],
   ['check', async () => (await import('./commands/repository.js')).checkCommand()],
   ['prune', async () => (await import('./commands/repository.js')).pruneCommand()],
+  ['migrate', async () => (await import('./commands/migrate.js')).migrateCommand()],
   ['keygen', async () => (await import('./commands/keygen.js')).keygenCommand()],
   ['serve', async () => (await import('./commands/serve.js')).serveCommand()],
   ['mcp', async () => (await import('./commands/mcp.js')).mcpCommand()],

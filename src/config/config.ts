@@ -2,8 +2,7 @@
 // section, as in the original's config/memory.yaml), `${VAR}` expansion, unknown keys rejected, and
 // errors that name the dotted key. A section only some programs read (the daemon's `server`) is
 // resolved only by a program that asks for it. Relative paths resolve against the config file's directory.
-// Every key takes effect (README "Configuration reference" lists what each does); the original's
-// unimplemented `auto_pre_mutating_tool` is accepted only as false.
+// Every key takes effect (README "Configuration reference" lists what each does).
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -56,10 +55,19 @@ const retentionSection = z.strictObject({
   anchor_keep_count: count().optional(),
   /** … none older than this (default 30; 0 = no limit). */
   anchor_max_age_days: count().optional(),
+  /** Anchors taken before memory-mutating tools (auto-pre-mutating-tool): the N newest (default 20). */
+  pre_mutating_tool_keep_count: count().optional(),
+  /** … none older than this many hours (default 24; 0 = no limit). */
+  pre_mutating_tool_max_age_hours: count().optional(),
   backup_max_age_days: count().optional(),
   leftover_grace_secs: count().optional(),
   /** The daemon's retention sweep interval (the original's gc_interval_secs, default 3600). */
   gc_interval_secs: positive().optional(),
+});
+
+const preMutatingToolSection = z.strictObject({
+  /** At most one pre-mutating-tool snapshot per agent per this many seconds (default 60; 0 = every call). */
+  min_interval_secs: count().optional(),
 });
 
 const encryptionSection = z.strictObject({
@@ -179,14 +187,9 @@ const snapshotSection = z
     auto_pre_dream: z.boolean().optional(),
     /** Default of restore's automatic pre-restore snapshot (`--no-auto-pre-snapshot` overrides). */
     auto_pre_restore: z.boolean().optional(),
-    /** Never implemented by the original; only `false` is accepted. */
-    auto_pre_mutating_tool: z
-      .boolean()
-      .refine(
-        (v) => v === false,
-        'is not supported: snapshot before mutating tools is not implemented (the original never was); remove the key or set it to false',
-      )
-      .optional(),
+    /** Hosts attach the pre-mutating-tool hook only when true (preMutatingToolHookFromConfig). */
+    auto_pre_mutating_tool: z.boolean().optional(),
+    pre_mutating_tool: preMutatingToolSection.optional(),
     lock_timeout_secs: positive().optional(),
     /**
      * Whether what leaves the host (export, HTTP download) is redacted by default (default true;
@@ -218,6 +221,7 @@ const snapshotSection = z
 
 export type SnapshotConfig = z.infer<typeof snapshotSection>;
 export type RetentionConfig = z.infer<typeof retentionSection>;
+export type PreMutatingToolConfig = z.infer<typeof preMutatingToolSection>;
 export type EncryptionConfig = z.infer<typeof encryptionSection>;
 export type SigningConfig = z.infer<typeof signingSection>;
 export type RedactionConfig = z.infer<typeof redactionSection>;

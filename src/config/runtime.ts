@@ -76,6 +76,9 @@ export function retentionPolicyFromConfig(cfg: SnapshotConfig): Partial<Retentio
   if (r.keep_monthly !== undefined) p.keepMonthly = r.keep_monthly;
   if (r.anchor_keep_count !== undefined) p.anchorKeepCount = r.anchor_keep_count;
   if (r.anchor_max_age_days !== undefined) p.anchorMaxAgeDays = r.anchor_max_age_days;
+  if (r.pre_mutating_tool_keep_count !== undefined) p.preToolKeepCount = r.pre_mutating_tool_keep_count;
+  if (r.pre_mutating_tool_max_age_hours !== undefined)
+    p.preToolMaxAgeHours = r.pre_mutating_tool_max_age_hours;
   return p;
 }
 

@@ -1,7 +1,8 @@
 // Owns the age v1 file format (age-encryption.org/v1) with X25519 recipients, built on node:crypto:
 // bech32 keys (`age1…` recipients, `AGE-SECRET-KEY-1…` identities), identity files (comments and
 // blank lines allowed), the header (stanzas, HMAC), and the STREAM payload (ChaCha20-Poly1305 over
-// 64 KiB chunks) as streaming generators. Interoperable with the `age` CLI both ways (tested).
+// 64 KiB chunks) as streaming generators, opened by one synchronous opener that the decompression
+// worker uses too. Interoperable with the `age` CLI both ways (tested).
 
 import {
   createCipheriv,
@@ -380,6 +381,71 @@ export async function* ageEncrypt(
 }
 
 /**
+ * Opens one sealed STREAM chunk (ciphertext, then its 16-byte tag) with the payload key: the chunk's
+ * plaintext, or BundleDamagedError when it fails authentication (tampered, truncated, out of order, or
+ * the last-chunk flag does not match).
+ */
+export function openChunk(key: Buffer, counter: number, last: boolean, sealed: Buffer): Buffer {
+  try {
+    const d = createDecipheriv('chacha20-poly1305', key, chunkNonce(counter, last), { authTagLength: TAG });
+    d.setAuthTag(sealed.subarray(sealed.length - TAG));
+    const plain = d.update(sealed.subarray(0, sealed.length - TAG));
+    d.final();
+    return plain;
+  } catch {
+    throw new BundleDamagedError('age payload failed authentication (tampered or truncated)');
+  }
+}
+
+const SEALED = CHUNK + TAG;
+
+/**
+ * Opens a STREAM payload (the bytes after header and nonce) pushed in pieces of any size, synchronously:
+ * each chunk is authenticated before a byte of it is returned, and a full chunk is held until more input
+ * shows that it is not the last one. Chunks that lie whole in one input are opened where they lie; only
+ * chunks that straddle two inputs are gathered (into a buffer of its own: the inputs may be reused). Both
+ * readers use it: ageDecryptPayload and the decompression worker (format/zstd-worker-main.ts).
+ */
+export class PayloadOpener {
+  private readonly held = Buffer.allocUnsafe(SEALED);
+  private fill = 0;
+  private counter = 0;
+
+  constructor(private readonly key: Buffer) {}
+
+  /** The plaintext of every chunk in `data` that more input follows; the rest is kept for later. */
+  *push(data: Buffer): Generator<Buffer, void, undefined> {
+    let off = 0;
+    while (off < data.length) {
+      if (this.fill === SEALED) {
+        const plain = this.open(this.held, false);
+        this.fill = 0;
+        yield plain;
+      }
+      if (this.fill === 0 && data.length - off > SEALED) {
+        yield this.open(data.subarray(off, off + SEALED), false);
+        off += SEALED;
+        continue;
+      }
+      const n = Math.min(SEALED - this.fill, data.length - off);
+      data.copy(this.held, this.fill, off, off + n);
+      this.fill += n;
+      off += n;
+    }
+  }
+
+  /** The plaintext of the last chunk, once the input has ended; BundleDamagedError when truncated. */
+  end(): Buffer {
+    if (this.fill < TAG) throw new BundleDamagedError('age payload truncated');
+    return this.open(this.held.subarray(0, this.fill), true);
+  }
+
+  private open(sealed: Buffer, last: boolean): Buffer {
+    return openChunk(this.key, this.counter++, last, sealed);
+  }
+}
+
+/**
  * Decrypts a STREAM payload (the bytes after header and nonce) chunk by chunk; throws BundleDamagedError
  * as soon as a chunk fails authentication or the stream is truncated, before yielding that chunk.
  */
@@ -387,24 +453,9 @@ export async function* ageDecryptPayload(
   payload: AsyncIterable<Buffer>,
   key: Buffer,
 ): AsyncGenerator<Buffer> {
-  let pending = Buffer.alloc(0);
-  let counter = 0;
-  const open = (data: Buffer, last: boolean): Buffer => {
-    try {
-      return aead(key, chunkNonce(counter++, last), data, true);
-    } catch {
-      throw new BundleDamagedError('age payload failed authentication (tampered or truncated)');
-    }
-  };
-  for await (const chunk of payload) {
-    pending = pending.length ? Buffer.concat([pending, chunk]) : Buffer.from(chunk);
-    while (pending.length > CHUNK + TAG) {
-      yield open(pending.subarray(0, CHUNK + TAG), false);
-      pending = pending.subarray(CHUNK + TAG);
-    }
-  }
-  if (pending.length < TAG) throw new BundleDamagedError('age payload truncated');
-  yield open(pending, true);
+  const opener = new PayloadOpener(key);
+  for await (const chunk of payload) yield* opener.push(chunk);
+  yield opener.end();
 }
 
 /** The age header of the file at `path`, or undefined when the file is not an age file. */

@@ -1,4 +1,5 @@
-// Owns a diff between two sides (snapshot ids, unique prefixes, or `live`): materialises both in one
+// Owns a diff between two sides (snapshot ids or unique prefixes of bundles or repository snapshots, or
+// `live`): materialises both in one
 // temporary directory that is always removed, then compares history, working tree, databases and
 // state. The result keeps the original's SnapshotDiff fields, now carrying real numbers, and adds
 // the per-file and per-table detail. Differences that are only redactions (placeholders on one side
@@ -14,8 +15,8 @@ import { readManifestOnly } from '../format/reader.js';
 import { EncryptionError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { DB_NAMES, type DbName } from '../model/types.js';
+import { bundleView } from '../repository/manifest.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
-import { locate } from '../store/catalog.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { commitsBetween, type FileChange, treeChanges } from './memdir.js';
 import { placeholdersInJson, showJson } from './secrets.js';
@@ -24,6 +25,7 @@ import {
   type Contents,
   contentsOf,
   liveSide,
+  repositorySide,
   type Side,
   SKIP_NOTHING,
   type Skip,
@@ -80,8 +82,14 @@ export interface DiffRequest {
   decryptIdentity?: string;
 }
 
-/** A side as named on the command line: `live`, or a located bundle with its manifest's contents. */
-type Ref = { live: true } | { live: false; id: string; path: string; contents: Contents };
+/**
+ * A side as named on the command line: `live`, or one of the agent's snapshots (a bundle or a repository
+ * snapshot) with its manifest's contents.
+ */
+type Ref =
+  | { live: true }
+  | { live: false; id: string; contents: Contents; bundle: string }
+  | { live: false; id: string; contents: Contents; repository: true };
 
 async function resolveRef(
   s: LocalSnapshotter,
@@ -89,13 +97,24 @@ async function resolveRef(
   tenant: string,
   ref: string,
   identities: Identity[] | undefined,
+  identityPath: string | undefined,
 ): Promise<Ref> {
   if (ref === LIVE) return { live: true };
-  const file = await locate(s.layout.snapshotsDir(tenant, agentId), ref);
+  const found = await s.findSnapshot(agentId, tenant, ref);
+  if (found.repository) {
+    const { manifest } = await s.repository.parsed(found.repository.id, identityPath);
+    return {
+      live: false,
+      id: manifest.snapshot_id,
+      contents: contentsOf(bundleView(manifest)),
+      repository: true,
+    };
+  }
+  const file = found.bundle;
   if (file.encrypted && !identities)
     throw new EncryptionError('the bundle is age-encrypted: pass --decrypt-identity to diff it');
   const { parsed } = await readManifestOnly(file.path, identities);
-  return { live: false, id: file.id, path: file.path, contents: contentsOf(parsed.manifest) };
+  return { live: false, id: file.id, bundle: file.path, contents: contentsOf(parsed.manifest) };
 }
 
 /**
@@ -123,9 +142,11 @@ function sideOf(
   skip: Skip,
   dir: string,
   identities: Identity[] | undefined,
+  identityPath: string | undefined,
 ): Promise<Side> {
   if (ref.live) return liveSide(s, agentId, tenant, dir, other.live ? undefined : other.contents);
-  return bundleSide(ref.id, ref.path, dir, identities, skip);
+  if ('repository' in ref) return repositorySide(s, ref.id, ref.id, dir, identityPath, skip);
+  return bundleSide(ref.id, ref.bundle, dir, identities, skip);
 }
 
 const sum = (d: DatabaseDiff | undefined, f: 'added' | 'removed'): number =>
@@ -139,13 +160,13 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
   const tmp = await mkdtemp(join(tmpdir(), 'nexo-diff-'));
   try {
     const [ra, rb] = await allSettledOrThrow([
-      resolveRef(s, agentId, tenant, req.a, identities),
-      resolveRef(s, agentId, tenant, req.b, identities),
+      resolveRef(s, agentId, tenant, req.a, identities, req.decryptIdentity),
+      resolveRef(s, agentId, tenant, req.b, identities, req.decryptIdentity),
     ]);
     const [skipA, skipB] = skipsFor(ra, rb);
     const [a, b] = await allSettledOrThrow([
-      sideOf(s, agentId, tenant, ra, rb, skipA, join(tmp, 'a'), identities),
-      sideOf(s, agentId, tenant, rb, ra, skipB, join(tmp, 'b'), identities),
+      sideOf(s, agentId, tenant, ra, rb, skipA, join(tmp, 'a'), identities, req.decryptIdentity),
+      sideOf(s, agentId, tenant, rb, ra, skipB, join(tmp, 'b'), identities, req.decryptIdentity),
     ]);
     const secrets: SecretsView = {
       policy: s.redactionPolicy,

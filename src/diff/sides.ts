@@ -1,8 +1,10 @@
 // Owns materialising one side of a diff in a temporary directory: a snapshot bundle (streamed through
 // verify, so only verified bytes are compared; v1 and v2 layouts, a v1 bundle's git data quarantined
-// into a repository of its own) or the live agent (captured exactly as a snapshot captures it, under
-// the write gate). Each side ends up as a working tree on disk, database copies, state values, and the
-// source of its git history.
+// into a repository of its own), a repository snapshot (its chunks read from the packs, each checked;
+// what both sides hold identically is not read at all; its git packs indexed into a scratch repository
+// with its refs), or the live agent (captured exactly as a snapshot captures it, under the write gate).
+// Each side ends up as a working tree on disk, database copies, state values, and the source of its git
+// history.
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -11,9 +13,12 @@ import { captureAgent, hashCapture } from '../capture/capture.js';
 import type { Identity } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MEMORY_FILES_PREFIX, statePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
+import { runGit } from '../git/git.js';
+import { setHead, writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import { ConcurrentError, EncryptionError } from '../model/errors.js';
+import { BundleDamagedError, ConcurrentError, EncryptionError, GitError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS, type StateKey } from '../model/types.js';
+import { bundleView, GIT_HISTORY_KIND } from '../repository/manifest.js';
 import { bundleHasMemdir } from '../restore/stage.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { SqliteWorker } from '../sqlite/worker.js';
@@ -128,6 +133,76 @@ export async function bundleSide(
     side.history = { kind: 'repo', path: join(dir, 'v1.git') };
   }
   if (m.git.repository === 'present' || (layout === 1 && side.history)) side.head = m.git.head_oid;
+  return side;
+}
+
+/**
+ * A repository snapshot, its chunks read from the packs and checked into `dir`. Components in `skip` are
+ * not read at all (each side knows the other's hashes from the manifests); the git packs are indexed into
+ * a scratch repository that gets the snapshot's refs and HEAD.
+ */
+export async function repositorySide(
+  s: LocalSnapshotter,
+  label: string,
+  id: string,
+  dir: string,
+  identityPath: string | undefined,
+  skip: Skip = SKIP_NOTHING,
+): Promise<Side> {
+  const tree = join(dir, 'tree');
+  const history = join(dir, 'history.git');
+  await mkdir(tree, { recursive: true });
+  await mkdir(history, { recursive: true });
+  const init = await runGit(history, ['init', '-q', '--bare']);
+  if (init.code !== 0) throw new GitError(`git init of a scratch repository failed: ${init.stderr}`);
+  const skipped = (p: string): boolean =>
+    p.startsWith(MEMORY_FILES_PREFIX)
+      ? skip.files.has(p.slice(MEMORY_FILES_PREFIX.length))
+      : p.startsWith('sqlite/') && skip.dbs.has(p.slice('sqlite/'.length, -'.sqlite'.length) as DbName);
+  const { report, result } = await s.repository.verify(id, {
+    skip: (a) => skipped(a.path_in_bundle),
+    target: (a) =>
+      a.kind === 'memory_file'
+        ? join(tree, a.path_in_bundle.slice(MEMORY_FILES_PREFIX.length))
+        : join(dir, a.path_in_bundle),
+    gitDir: history,
+    ...(identityPath ? { decryptIdentity: identityPath } : {}),
+  });
+  if (refused(report) || !result.parsed) throw problemsError(report.problems);
+  const m = result.parsed.manifest;
+  const view = bundleView(m);
+  const contents = contentsOf(view);
+  const side: Side = {
+    label,
+    files: contents.files,
+    tree,
+    dbs: new Map(),
+    dbHashes: contents.dbs,
+    state: new Map(),
+    memdir: bundleHasMemdir(view),
+  };
+  for (const db of DB_NAMES) {
+    const file = result.written.get(`sqlite/${db}.sqlite`);
+    if (file) side.dbs.set(db, file);
+  }
+  for (const key of STATE_KEYS) {
+    const file = result.written.get(statePath(key));
+    if (file) side.state.set(key, JSON.parse(await readFile(file, 'utf8')));
+  }
+  if (m.artifacts.some((a) => a.kind === GIT_HISTORY_KIND) && m.git.repository === 'present') {
+    const g = m.git;
+    try {
+      await writeRefs(
+        history,
+        (m.git_refs ?? []).filter((r) => r.name !== 'HEAD'),
+      );
+      await setHead(history, g.detached === true || !g.head_ref ? { oid: g.head_oid } : { ref: g.head_ref });
+    } catch (err) {
+      throw new BundleDamagedError(`the history of ${label} cannot be read: ${(err as Error).message}`);
+    }
+    side.history = { kind: 'repo', path: history };
+    side.head = m.git.head_oid;
+  }
   return side;
 }
 

@@ -1,7 +1,8 @@
 // Owns zstd streaming over the zstd-napi binding: compression with a level and worker threads, and
 // bounded decompression that pulls one output buffer at a time, so a decompression bomb is stopped at
 // the limit instead of being inflated into memory first (zstd-napi's DecompressStream pushes all output
-// of an input chunk at once).
+// of an input chunk at once). The decoding rules (magic, zstd's errors, truncation) and the size limit
+// live here once, for this reader and the decompression worker's (zstd-worker*.ts) alike.
 
 import { createRequire } from 'node:module';
 import {
@@ -18,7 +19,7 @@ let loaded: Binding | undefined;
  * The binding, loaded on first use: a module built for another Node.js fails the operation that needs
  * it with NATIVE_MODULE instead of the import of every command.
  */
-function zstd(): Binding {
+export function zstdBinding(): Binding {
   if (!loaded) {
     try {
       loaded = createRequire(import.meta.url)('zstd-napi/binding') as Binding;
@@ -43,19 +44,19 @@ export async function* zstdCompress(
   source: AsyncIterable<Buffer>,
   opts: CompressOptions,
 ): AsyncGenerator<Buffer, void, undefined> {
-  const cctx = cctxPool.pop() ?? new (zstd().CCtx)();
-  cctx.reset(zstd().ResetDirective.sessionAndParameters);
-  cctx.setParameter(zstd().CParameter.compressionLevel, opts.level);
+  const cctx = cctxPool.pop() ?? new (zstdBinding().CCtx)();
+  cctx.reset(zstdBinding().ResetDirective.sessionAndParameters);
+  cctx.setParameter(zstdBinding().CParameter.compressionLevel, opts.level);
   if (opts.workers > 0) {
-    cctx.setParameter(zstd().CParameter.nbWorkers, opts.workers);
+    cctx.setParameter(zstdBinding().CParameter.nbWorkers, opts.workers);
     // Smaller jobs than the default (4 × window) keep peak memory ~25 MB lower at the same speed.
-    cctx.setParameter(zstd().CParameter.jobSize, 4 * 1024 * 1024);
+    cctx.setParameter(zstdBinding().CParameter.jobSize, 4 * 1024 * 1024);
   }
-  cctx.setParameter(zstd().CParameter.checksumFlag, 1);
+  cctx.setParameter(zstdBinding().CParameter.checksumFlag, 1);
   try {
     yield* compressWith(cctx, source);
   } finally {
-    cctx.reset(zstd().ResetDirective.sessionAndParameters);
+    cctx.reset(zstdBinding().ResetDirective.sessionAndParameters);
     if (cctxPool.length < POOL_MAX) cctxPool.push(cctx);
   }
 }
@@ -75,7 +76,7 @@ async function* compressWith(
   let out = Buffer.allocUnsafe(OUT_CHUNK);
   let outLen = 0;
   const run = function* (src: Buffer, end: boolean): Generator<Buffer> {
-    const directive = end ? zstd().EndDirective.end : zstd().EndDirective.continue;
+    const directive = end ? zstdBinding().EndDirective.end : zstdBinding().EndDirective.continue;
     for (;;) {
       const [ret, produced, consumed] = cctx.compressStream2(out.subarray(outLen), src, directive);
       outLen += produced;
@@ -100,6 +101,80 @@ export interface SizeLimit {
 }
 
 /**
+ * Counts `n` more decompressed bytes against `limit`; UnsafeBundleError once the output exceeds it. Both
+ * readers count with it: zstdDecompress, and the main thread's side of the decompression worker.
+ */
+export function countDecompressed(limit: SizeLimit, n: number): void {
+  limit.produced += n;
+  if (limit.produced > limit.maxBytes) {
+    throw new UnsafeBundleError(
+      `decompressed size exceeds the ${limit.maxBytes} bytes the manifest allows (decompression bomb?)`,
+    );
+  }
+}
+
+/**
+ * The decoding rules of a bundle's zstd stream (one or more frames), shared by zstdDecompress and the
+ * decompression worker (zstd-worker-main.ts): the zstd magic at the start (NotABundleError), one
+ * decompression step with zstd's own errors as BundleDamagedError ("corrupt zstd data (…)"), and at the
+ * end of the input, nothing read (NotABundleError) or a stream that stops inside a frame
+ * (BundleDamagedError). Synchronous; the caller supplies an output buffer for each step.
+ */
+export class ZstdDecoder {
+  private readonly dctx = dctxPool.pop() ?? new (zstdBinding().DCtx)();
+  private started = false;
+  private inFrame = false;
+
+  constructor() {
+    this.dctx.reset(zstdBinding().ResetDirective.sessionAndParameters);
+  }
+
+  /**
+   * Decompresses all of `src`, one step into each buffer `output()` returns, and yields what each step
+   * produced (a view of that buffer; empty input is ignored).
+   */
+  *push(src: Buffer, output: () => Buffer): Generator<Buffer, void, undefined> {
+    if (src.length === 0) return;
+    if (!this.started) {
+      this.started = true;
+      if (src.length < 4 || !src.subarray(0, 4).equals(ZSTD_MAGIC)) {
+        throw new NotABundleError('not a zstd stream (bad magic)');
+      }
+    }
+    for (;;) {
+      const dst = output();
+      const [ret, produced, consumed] = this.step(dst, src);
+      src = src.subarray(consumed);
+      if (produced > 0) yield dst.subarray(0, produced);
+      if (src.length === 0 && produced < dst.length) {
+        this.inFrame = ret !== 0;
+        return;
+      }
+    }
+  }
+
+  /** Checks that the input ended where a zstd stream may end. */
+  end(): void {
+    if (!this.started) throw new NotABundleError('empty file');
+    if (this.inFrame) throw new BundleDamagedError('truncated zstd stream (ends inside a frame)');
+  }
+
+  /** Hands the zstd context back for reuse; the decoder is not used afterwards. */
+  release(): void {
+    this.dctx.reset(zstdBinding().ResetDirective.sessionAndParameters);
+    if (dctxPool.length < POOL_MAX) dctxPool.push(this.dctx);
+  }
+
+  private step(dst: Buffer, src: Buffer): [number, number, number] {
+    try {
+      return this.dctx.decompressStream(dst, src);
+    } catch (err) {
+      throw new BundleDamagedError(`corrupt zstd data (${(err as Error).message})`, { cause: err });
+    }
+  }
+}
+
+/**
  * Decompresses a zstd stream (one or more frames). Each yielded chunk is valid until the consumer
  * pulls the next one (output buffers are reused). Throws NotABundleError when the input does not start
  * with the zstd magic, BundleDamagedError on corrupt or truncated data, UnsafeBundleError when the
@@ -109,63 +184,21 @@ export async function* zstdDecompress(
   source: AsyncIterable<Buffer>,
   limit: SizeLimit,
 ): AsyncGenerator<Buffer, void, undefined> {
-  const dctx = dctxPool.pop() ?? new (zstd().DCtx)();
-  dctx.reset(zstd().ResetDirective.sessionAndParameters);
-  try {
-    yield* decompressWith(dctx, source, limit);
-  } finally {
-    dctx.reset(zstd().ResetDirective.sessionAndParameters);
-    if (dctxPool.length < POOL_MAX) dctxPool.push(dctx);
-  }
-}
-
-async function* decompressWith(
-  dctx: InstanceType<Binding['DCtx']>,
-  source: AsyncIterable<Buffer>,
-  limit: SizeLimit,
-): AsyncGenerator<Buffer, void, undefined> {
-  let first = true;
-  let inFrame = false;
-  let sawInput = false;
+  const decoder = new ZstdDecoder();
   // Output buffers are reused in turn: each yielded chunk is valid until the consumer pulls again
   // (every reader here finishes with a chunk first), which spares the GC ~1,000 fresh buffers per 200 MB.
   const ring = [Buffer.allocUnsafe(OUT_CHUNK), Buffer.allocUnsafe(OUT_CHUNK)];
   let turn = 0;
-  for await (let src of source) {
-    if (src.length === 0) continue;
-    if (first) {
-      first = false;
-      if (src.length < 4 || !src.subarray(0, 4).equals(ZSTD_MAGIC)) {
-        throw new NotABundleError('not a zstd stream (bad magic)');
+  const output = (): Buffer => ring[turn++ & 1]!;
+  try {
+    for await (const src of source) {
+      for (const out of decoder.push(src, output)) {
+        countDecompressed(limit, out.length);
+        yield out;
       }
     }
-    sawInput = true;
-    for (;;) {
-      const dst = ring[turn++ & 1]!;
-      let ret: number;
-      let produced: number;
-      let consumed: number;
-      try {
-        [ret, produced, consumed] = dctx.decompressStream(dst, src);
-      } catch (err) {
-        throw new BundleDamagedError(`corrupt zstd data (${(err as Error).message})`, { cause: err });
-      }
-      src = src.subarray(consumed);
-      if (produced > 0) {
-        limit.produced += produced;
-        if (limit.produced > limit.maxBytes) {
-          throw new UnsafeBundleError(
-            `decompressed size exceeds the ${limit.maxBytes} bytes the manifest allows (decompression bomb?)`,
-          );
-        }
-        yield dst.subarray(0, produced);
-      }
-      if (src.length === 0 && produced < dst.length) {
-        inFrame = ret !== 0;
-        break;
-      }
-    }
+    decoder.end();
+  } finally {
+    decoder.release();
   }
-  if (!sawInput) throw new NotABundleError('empty file');
-  if (inFrame) throw new BundleDamagedError('truncated zstd stream (ends inside a frame)');
 }

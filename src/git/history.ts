@@ -1,11 +1,13 @@
 // Owns moving git history in and out of the repository as git packs (docs/repository.md §6): the refs
 // of a memdir recorded at a point in time, an incremental ("thin") pack of what those refs reach beyond
-// a previous snapshot's refs, the pack inside a git bundle file, and rebuilding a repository by
-// indexing a chain of packs in order. Every git runs sanitized through git.ts.
+// a previous snapshot's refs, the pack inside a git bundle file, rebuilding a repository by indexing a
+// chain of packs in order, setting its refs and HEAD as a snapshot recorded them, and writing it out as
+// a git bundle of every ref (export). Every git runs sanitized through git.ts.
 
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BundleDamagedError, GitError } from '../model/errors.js';
 import { runGit, spawnGit } from './git.js';
@@ -112,6 +114,82 @@ export async function readBundleHeader(path: string): Promise<{ refs: GitRef[]; 
 /** Indexes one pack (streamed) into the repository `repo` (`git index-pack --stdin --fix-thin`). */
 export async function indexPack(repo: string, pack: AsyncIterable<Buffer>): Promise<void> {
   await gitIo(repo, ['index-pack', '--stdin', '--fix-thin'], pack);
+}
+
+/** Creates an empty bare repository at `dir` (its config is the one git writes). */
+export async function initBare(dir: string): Promise<void> {
+  const r = await runGit(dirname(resolve(dir)), ['init', '-q', '--bare', resolve(dir)]);
+  if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
+}
+
+/**
+ * Fetches every ref of `source` (a git bundle file or a repository) into the same names in `repo`, and
+ * with `head` the objects of its HEAD too (a detached HEAD is no ref). git checks what it receives:
+ * every object hashed, the history of every ref complete.
+ */
+export async function fetchAll(repo: string, source: string, head: boolean): Promise<void> {
+  const steps = [['fetch', '-q', '--no-tags', '--update-head-ok', resolve(source), 'refs/*:refs/*']];
+  if (head) steps.push(['fetch', '-q', '--no-tags', resolve(source), 'HEAD']);
+  for (const args of steps) {
+    const r = await runGit(repo, args);
+    if (r.code !== 0)
+      throw new GitError(`git ${args.slice(0, 1)} of ${source} failed: ${r.stderr || `exit ${r.code}`}`);
+  }
+}
+
+/**
+ * Sets `refs` (names the caller validated, all under `refs/`) in the repository `repo`, in one
+ * transaction (`update-ref -z --stdin`): a ref naming an object the repository lacks fails it all.
+ */
+export async function writeRefs(repo: string, refs: readonly GitRef[]): Promise<void> {
+  if (refs.length === 0) return;
+  await gitIo(
+    repo,
+    ['update-ref', '-z', '--stdin'],
+    refs.map((r) => `update ${r.name}\0${r.oid}\0\0`).join(''),
+  );
+}
+
+/** Points HEAD of `repo` at the branch `ref` (symbolic), or detaches it at the commit `oid`. */
+export async function setHead(repo: string, head: { ref: string } | { oid: string }): Promise<void> {
+  const r =
+    'ref' in head
+      ? await runGit(repo, ['symbolic-ref', 'HEAD', head.ref])
+      : await runGit(repo, ['update-ref', '--no-deref', 'HEAD', head.oid]);
+  if (r.code !== 0) throw new GitError(`setting HEAD failed: ${r.stderr || `exit ${r.code}`}`);
+}
+
+/** The commit HEAD of `repo` resolves to, or undefined (unborn, or not a commit). */
+export async function headCommit(repo: string): Promise<string | undefined> {
+  const r = await runGit(repo, ['rev-parse', '-q', '--verify', 'HEAD^{commit}']);
+  return r.code === 0 ? r.stdout.trim() : undefined;
+}
+
+/** Subject, author and author time of the commit `oid` in `repo` (as a manifest's git block records them). */
+export async function commitMeta(
+  repo: string,
+  oid: string,
+): Promise<{ subject: string; author: string; authorTsMs: number }> {
+  const r = await runGit(repo, ['log', '-1', '--format=%an%x00%ae%x00%at%x00%s', oid, '--']);
+  if (r.code !== 0) throw new GitError(`reading commit ${oid} failed: ${r.stderr || `exit ${r.code}`}`);
+  const [name, email, at, subject] = r.stdout.replace(/\n$/, '').split('\0');
+  return {
+    subject: subject ?? '',
+    author: `${name || 'unknown'} <${email ?? ''}>`,
+    authorTsMs: Number(at) * 1000,
+  };
+}
+
+/** Why the history reachable from every ref of `repo` is incomplete (`git fsck --connectivity-only`), or undefined. */
+export async function connectivityProblem(repo: string): Promise<string | undefined> {
+  const r = await runGit(repo, ['fsck', '--connectivity-only', '--no-progress', '--no-dangling']);
+  return r.code === 0 ? undefined : r.stderr || `git fsck exited ${r.code}`;
+}
+
+/** Writes every ref of `repo`, and HEAD, as a git bundle at `dst` (`git bundle create --all`). */
+export async function bundleAll(repo: string, dst: string): Promise<void> {
+  const r = await runGit(repo, ['bundle', 'create', '-q', resolve(dst), '--all']);
+  if (r.code !== 0) throw new GitError(`git bundle create failed: ${r.stderr || `exit ${r.code}`}`);
 }
 
 /** Runs git with stdin from a string or stream; stdout to a file (`toFile`) or returned. */

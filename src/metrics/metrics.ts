@@ -1,7 +1,8 @@
 // Owns the Prometheus metric families of the original (§12) and the recorder that feeds them: a
 // prom-client Registry per instance, `agent`/`tenant` label values capped at 256 distinct values each
 // (the 257th and later report as `other`, shared across families, as the original), and the families
-// the port adds (restore and delete outcomes, restore duration, event delivery counters).
+// the port adds (restore and delete outcomes, restore duration, event delivery counters, automatic
+// snapshots skipped by their throttle).
 
 import { Counter, Histogram, Registry } from 'prom-client';
 import type { Outcome } from '../model/errors.js';
@@ -17,6 +18,7 @@ export const METRIC = {
   deleteTotal: 'nexo_memory_snapshot_delete_total',
   eventsPublished: 'nexo_memory_snapshot_events_published_total',
   eventsDropped: 'nexo_memory_snapshot_events_dropped_total',
+  skippedTotal: 'nexo_memory_snapshot_skipped_total',
 } as const;
 
 /** The original's histogram bounds, in milliseconds (`+Inf` is implicit). */
@@ -66,6 +68,7 @@ export class SnapshotMetrics {
   private readonly restoreDuration: Histogram<'agent' | 'tenant'>;
   private readonly published: Counter<'kind'>;
   private readonly dropped: Counter<'kind'>;
+  private readonly skipped: Counter<'agent' | 'tenant' | 'reason'>;
 
   constructor(opts: SnapshotMetricsOptions = {}) {
     this.registry = opts.registry ?? new Registry();
@@ -89,7 +92,7 @@ export class SnapshotMetrics {
     });
     this.gcTotal = new Counter({
       name: METRIC.gcTotal,
-      help: 'Bundles deleted by retention.',
+      help: 'Snapshots deleted by retention (bundles removed, repository snapshots forgotten).',
       labelNames: agentLabels,
       registers,
     });
@@ -123,6 +126,12 @@ export class SnapshotMetrics {
       name: METRIC.eventsPublished,
       help: 'Events delivered to the broker, by kind.',
       labelNames: ['kind'] as const,
+      registers,
+    });
+    this.skipped = new Counter({
+      name: METRIC.skippedTotal,
+      help: 'Automatic snapshots not taken, by reason (interval: one was taken less than min_interval_secs ago; in_flight: one was being taken).',
+      labelNames: ['agent', 'tenant', 'reason'] as const,
       registers,
     });
     this.dropped = new Counter({
@@ -166,6 +175,11 @@ export class SnapshotMetrics {
   /** Adds the bundles retention deleted for one agent (nothing when zero, as the original). */
   observeGc(who: MetricLabels, deleted: number): void {
     if (deleted > 0) this.gcTotal.inc(this.labels(who.agent, who.tenant), deleted);
+  }
+
+  /** Counts an automatic snapshot that was not taken (the pre-mutating-tool hook's throttle). */
+  observeSkipped(who: MetricLabels, reason: string): void {
+    this.skipped.inc({ ...this.labels(who.agent, who.tenant), reason });
   }
 
   eventPublished(kind: string): void {

@@ -1,5 +1,6 @@
 // Owns turning snapshotter operation records into metric samples: snapshot and restore outcomes,
-// bytes and durations, delete outcomes, and the bundles each gc sweep deleted per agent. Dry runs
+// bytes and durations, delete outcomes, the bundles each gc sweep deleted per agent, and automatic
+// snapshots skipped by their throttle. Dry runs
 // change nothing and are not counted.
 
 import type { OperationObserver, OperationRecord } from '../snapshotter/observer.js';
@@ -25,6 +26,9 @@ export class MetricsObserver implements OperationObserver {
         break;
       case 'delete':
         this.metrics.observe('delete', { agent: r.agentId, tenant: r.tenant }, r.outcome);
+        break;
+      case 'snapshot-skipped':
+        this.metrics.observeSkipped({ agent: r.agentId, tenant: r.tenant }, r.reason);
         break;
       case 'gc':
         if (r.dryRun || !r.report) break;

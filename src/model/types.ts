@@ -193,8 +193,13 @@ export interface RestoreHooks {
 export interface RestoreRequest {
   agentId: string;
   tenant?: string;
-  /** Path of the bundle to restore (any path). */
-  bundle: string;
+  /** Path of the bundle to restore (any path). Give this or `snapshot`. */
+  bundle?: string;
+  /**
+   * One of the agent's snapshots, by id or unique prefix: a repository snapshot or one of its bundles
+   * (the alternative to `bundle`).
+   */
+  snapshot?: string;
   dryRun?: boolean;
   /** Take an automatic pre-restore snapshot first (default true). */
   autoPreSnapshot?: boolean;
@@ -260,6 +265,7 @@ export interface RestoreReport {
   workers_restarted: boolean;
   dry_run: boolean;
   tenant: string;
+  /** The bundle's path, or `<repository>#<snapshot id>` for a repository snapshot (as `list` names it). */
   bundle: string;
   restore_id?: string;
   /** Live databases absent from the bundle, moved aside so the live state equals the snapshot. */
@@ -270,6 +276,8 @@ export interface RestoreReport {
   pre_restore_tag?: string;
   /** The bundle's agent and tenant when it was imported as another agent. */
   imported_from?: { agent_id: string; tenant: string };
+  /** An import into a repository store: the repository snapshot that holds the imported bundle. */
+  stored_snapshot?: string;
   redacted: boolean;
   /** When `redacted`: what the snapshot's redaction replaced (from its manifest). */
   redaction?: {

@@ -7,6 +7,8 @@
 //   keep_daily N          the newest user snapshot of each of the N most recent days that have one (UTC)
 //   keep_weekly N         … of each of the N most recent ISO weeks; keep_monthly N … months
 //   anchor_keep_count N   the N newest anchors of each kind, none older than anchor_max_age_days
+//   pre_mutating_tool_keep_count N   instead, for the anchors taken before memory-mutating tools (many
+//                         a day): the N newest, none older than pre_mutating_tool_max_age_hours
 //   pinned                always (nexo-memory pin)
 //   newest                the agent's newest snapshot is never deleted
 
@@ -24,7 +26,14 @@ export interface RetentionPolicy {
   anchorKeepCount: number;
   /** No anchor older than this is kept by anchorKeepCount; 0 disables the age limit. */
   anchorMaxAgeDays: number;
+  /** Anchors taken before memory-mutating tools (`auto-pre-mutating-tool`): the N newest. */
+  preToolKeepCount: number;
+  /** … none older than this many hours; 0 disables the age limit. */
+  preToolMaxAgeHours: number;
 }
+
+/** `created_by` of the anchors taken before memory-mutating tool calls (agent/pre-mutating-tool.ts). */
+export const PRE_MUTATING_TOOL_KIND = 'auto-pre-mutating-tool';
 
 export const DEFAULT_POLICY: Readonly<RetentionPolicy> = Object.freeze({
   keepCount: 30,
@@ -34,6 +43,8 @@ export const DEFAULT_POLICY: Readonly<RetentionPolicy> = Object.freeze({
   keepMonthly: 0,
   anchorKeepCount: 5,
   anchorMaxAgeDays: 30,
+  preToolKeepCount: 20,
+  preToolMaxAgeHours: 24,
 });
 
 /** The policy as reports print it (snake_case, the config's key names). */
@@ -45,6 +56,8 @@ export interface RetentionPolicyReport {
   keep_monthly: number;
   anchor_keep_count: number;
   anchor_max_age_days: number;
+  pre_mutating_tool_keep_count: number;
+  pre_mutating_tool_max_age_hours: number;
 }
 
 export function policyReport(p: RetentionPolicy): RetentionPolicyReport {
@@ -56,6 +69,8 @@ export function policyReport(p: RetentionPolicy): RetentionPolicyReport {
     keep_monthly: p.keepMonthly,
     anchor_keep_count: p.anchorKeepCount,
     anchor_max_age_days: p.anchorMaxAgeDays,
+    pre_mutating_tool_keep_count: p.preToolKeepCount,
+    pre_mutating_tool_max_age_hours: p.preToolMaxAgeHours,
   };
 }
 
@@ -66,7 +81,8 @@ export type KeepReason =
   | 'daily'
   | 'weekly'
   | 'monthly'
-  | 'anchor-keep-count';
+  | 'anchor-keep-count'
+  | 'pre-mutating-tool-keep-count';
 
 /** `anchor`: an automatic snapshot (created_by `auto-…`); `user`: every other snapshot. */
 export type RetentionGroup = 'user' | 'anchor';
@@ -90,6 +106,7 @@ export interface Decision {
 }
 
 const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
 
 const dayKey = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
 const monthKey = (ms: number): string => new Date(ms).toISOString().slice(0, 7);
@@ -155,7 +172,14 @@ export function decide(
     if (i === 0) reasons.push('newest');
     const age = nowMs - m.created_at_ms;
     let because: string;
-    if (group === 'anchor') {
+    if (m.created_by === PRE_MUTATING_TOOL_KIND) {
+      const tooOld = age > (policy.preToolMaxAgeHours > 0 ? policy.preToolMaxAgeHours * HOUR_MS : Infinity);
+      if (j < policy.preToolKeepCount && !tooOld) reasons.push('pre-mutating-tool-keep-count');
+      because =
+        j >= policy.preToolKeepCount
+          ? `beyond the ${policy.preToolKeepCount} newest ${m.created_by} anchors`
+          : `anchor older than ${policy.preToolMaxAgeHours} hours`;
+    } else if (group === 'anchor') {
       const tooOld = age > limit(policy.anchorMaxAgeDays);
       if (j < policy.anchorKeepCount && !tooOld) reasons.push('anchor-keep-count');
       because =

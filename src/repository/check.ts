@@ -28,6 +28,11 @@ export interface CheckReport {
   problems: CheckProblem[];
   /** Snapshots damaged by a problem (their ids). */
   damaged_snapshots: string[];
+  /**
+   * Manifests without a listing entry: not snapshots (a snapshot killed before it was listed, or a
+   * forget killed after unlisting it). Not a problem; the next prune removes them.
+   */
+  unlisted_snapshots: string[];
 }
 
 export interface CheckOptions {
@@ -98,13 +103,16 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
     }
   }
   const manifests = new Set(names);
-  for await (const l of repo.backend.list('listing'))
+  const listed = new Set<string>();
+  for await (const l of repo.backend.list('listing')) {
+    listed.add(l.name);
     if (!manifests.has(l.name))
       problems.push({
         code: 'BUNDLE_DAMAGED',
         object: `listing/${l.name}`,
         message: 'listed snapshot has no manifest',
       });
+  }
 
   // Data: read packs whole.
   let toRead = [...packsOnDisk.keys()];
@@ -137,6 +145,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
     bytes_read: bytesRead,
     problems,
     damaged_snapshots: [...damaged].sort(),
+    unlisted_snapshots: names.filter((n) => !listed.has(n)).sort(),
   };
 }
 

@@ -13,6 +13,8 @@ import type { BlobWriter, Repository } from './repository.js';
 /** At most this many chunk ids are recorded inline; more go into chunk lists. */
 const INLINE_CHUNKS = 64;
 const ID_BYTES = 32;
+/** writeContent writes about this many bytes at a time. */
+const WRITE_BATCH = 1024 * 1024;
 
 async function* once(b: Buffer): AsyncGenerator<Buffer> {
   yield b;
@@ -102,11 +104,23 @@ export async function writeContent(
   sync = false,
 ): Promise<void> {
   const fh = await open(path, 'wx', 0o600);
+  // chunks are small (16 KiB on average for databases): written in batches of about WRITE_BATCH bytes
+  let batch: Buffer[] = [];
+  let batched = 0;
+  const flush = async () => {
+    const b = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+    batch = [];
+    batched = 0;
+    let off = 0;
+    while (off < b.length) off += (await fh.write(b, off)).bytesWritten;
+  };
   try {
     for await (const b of readContent(repo, ref, what)) {
-      let off = 0;
-      while (off < b.length) off += (await fh.write(b, off)).bytesWritten;
+      batch.push(b);
+      batched += b.length;
+      if (batched >= WRITE_BATCH) await flush();
     }
+    if (batched > 0) await flush();
     if (sync) await fh.sync();
   } finally {
     await fh.close();

@@ -7,7 +7,18 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
-import { type GitRef, indexPack, packObjects, presentObjects, readBundleHeader } from '../git/history.js';
+import { headRefProblem, refNameProblem } from '../format/git-bundle.js';
+import {
+  connectivityProblem,
+  type GitRef,
+  headCommit,
+  indexPack,
+  packObjects,
+  presentObjects,
+  readBundleHeader,
+  setHead,
+  writeRefs,
+} from '../git/history.js';
 import { BundleDamagedError } from '../model/errors.js';
 import type { ChunkerParams } from './chunker.js';
 import { readContent, storeContent } from './content.js';
@@ -17,6 +28,7 @@ import {
   type GitPack,
   packChainDigest,
   type RepoArtifact,
+  type RepoManifest,
 } from './manifest.js';
 import type { BlobWriter, Repository } from './repository.js';
 
@@ -99,9 +111,57 @@ export async function restoreHistory(
   const packs = artifact.packs ?? [];
   if (packChainDigest(packs) !== artifact.sha256)
     throw new BundleDamagedError(`${artifact.path_in_bundle}: sha256 does not match its packs`);
-  for (const [i, p] of packs.entries()) {
-    await indexPack(repoDir, readContent(repo, p, `${artifact.path_in_bundle} pack ${i}`));
+  await indexChain(repo, packs, repoDir);
+}
+
+/** Indexes the packs of a chain, in order, into the repository at `repoDir`. */
+export async function indexChain(
+  repo: Repository,
+  packs: readonly GitPack[],
+  repoDir: string,
+): Promise<void> {
+  for (const [i, p] of packs.entries())
+    await indexPack(repoDir, readContent(repo, p, `${GIT_HISTORY_PATH} pack ${i}`));
+}
+
+const damaged = (what: string, err?: unknown): BundleDamagedError =>
+  new BundleDamagedError(err ? `${what}: ${(err as Error).message}` : what);
+
+/**
+ * Sets the refs and HEAD a snapshot recorded (`git_refs` and the git block) in `repoDir`, where its
+ * history was indexed, and checks them: every name a valid ref under `refs/` (HEAD only as the git
+ * block says), every object present, HEAD the manifest's commit, the history reachable from every ref
+ * complete (`git fsck --connectivity-only`). Anything else is damage.
+ */
+export async function applyRefs(repoDir: string, m: Pick<RepoManifest, 'git' | 'git_refs'>): Promise<void> {
+  const refs = (m.git_refs ?? []).filter((r) => r.name !== 'HEAD');
+  for (const r of refs) {
+    const bad = r.name.startsWith('refs/') ? refNameProblem(r.name) : 'is not under refs/';
+    if (bad) throw damaged(`git_refs: ${JSON.stringify(r.name)} ${bad}`);
   }
+  try {
+    await writeRefs(repoDir, refs);
+  } catch (err) {
+    throw damaged('the git refs cannot be set', err);
+  }
+  const g = m.git;
+  if (g.repository === 'present') {
+    const bad = g.detached ? undefined : g.head_ref === undefined ? 'missing' : headRefProblem(g.head_ref);
+    if (bad) throw damaged(`git.head_ref ${bad}`);
+    try {
+      await setHead(repoDir, g.detached ? { oid: g.head_oid } : { ref: g.head_ref! });
+    } catch (err) {
+      throw damaged('HEAD cannot be set', err);
+    }
+    const head = await headCommit(repoDir);
+    if (head !== g.head_oid) throw damaged(`HEAD is ${head ?? '(none)'}, the manifest says ${g.head_oid}`);
+  } else if (g.head_ref !== undefined && headRefProblem(g.head_ref) === undefined) {
+    await setHead(repoDir, { ref: g.head_ref }).catch((err: unknown) => {
+      throw damaged('HEAD cannot be set', err);
+    });
+  }
+  const problem = await connectivityProblem(repoDir);
+  if (problem) throw damaged(`the git history is incomplete: ${problem}`);
 }
 
 /** Git's id of an object from its type and content (for checks). */

@@ -58,6 +58,13 @@ export class MasterIndex {
     this.packs.set(p.id, { ...(p.salt ? { salt: p.salt } : {}), blobs: p.entries.length, bytes });
   }
 
+  /** Forgets everything (the index is then loaded again from the files there are). */
+  clear(): void {
+    this.blobs.clear();
+    this.packs.clear();
+    this.files.clear();
+  }
+
   /** Every blob location, for check and prune. */
   entries(): IterableIterator<[string, BlobLocation]> {
     return this.blobs.entries();

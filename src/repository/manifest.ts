@@ -1,11 +1,21 @@
 // Owns the snapshot manifest of a repository (v4, v5 when signed; docs/repository.md §6): the bundle
 // manifest's fields plus where every artifact's bytes are (chunk ids, chunk-list ids, the git pack
-// chain) and the git refs; sealing and signing it with the bundle's rules; parsing it (untrusted).
+// chain), the git refs and, for a snapshot stored from a bundle, its origin; sealing and signing it
+// with the bundle's rules; parsing it (untrusted); and its bundle view (what restore, diff and the
+// manifest rules read as they read a v2 bundle's).
 
 import { z } from 'zod';
 import { type SigningKey, signMessage } from '../crypto/sign.js';
-import { ARTIFACT_KINDS } from '../format/constants.js';
-import { digestSeal, manifestSchema, manifestSeal, signedMessage } from '../format/manifest.js';
+import { ARTIFACT_KINDS, GIT_BUNDLE_PATH } from '../format/constants.js';
+import { parseStrictJson } from '../format/json.js';
+import {
+  type Artifact,
+  digestSeal,
+  type Manifest,
+  manifestSchema,
+  manifestSeal,
+  signedMessage,
+} from '../format/manifest.js';
 import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
 
 export const REPO_MANIFEST_VERSION = 4;
@@ -41,15 +51,40 @@ export const gitRefSchema = z.object({
   oid: z.string().regex(/^[0-9a-f]{40}$/),
 });
 
+/**
+ * A snapshot stored from a bundle (import, migrate): the bundle it was verified from — its format, id,
+ * agent, tenant, time, seals, the file's SHA-256 when it had a sibling, and its signature's key and
+ * status as checked then (a signature signs the bundle's manifest, so it cannot be carried over).
+ */
+export const originSchema = z.object({
+  via: z.enum(['import', 'migrate']),
+  bundle_format: z.string().max(64),
+  snapshot_id: z.string().max(64),
+  agent_id: z.string().max(1024),
+  tenant: z.string().max(1024),
+  created_at_ms: z.number().int(),
+  bundle_sha256: hex64,
+  manifest_seal: hex64.optional(),
+  file_sha256: hex64.optional(),
+  signature: z
+    .object({
+      key_id: z.string().regex(/^[0-9a-f]{16}$/),
+      status: z.enum(['trusted', 'valid', 'untrusted']),
+    })
+    .optional(),
+});
+
 export const repoManifestSchema = manifestSchema.extend({
   artifacts: z.array(repoArtifactSchema),
   git_refs: z.array(gitRefSchema).max(1_000_000).optional(),
   repository_id: hex64,
+  origin: originSchema.optional(),
 });
 
 export type RepoManifest = z.infer<typeof repoManifestSchema>;
 export type RepoArtifact = z.infer<typeof repoArtifactSchema>;
 export type GitPack = z.infer<typeof gitPackSchema>;
+export type SnapshotOrigin = z.infer<typeof originSchema>;
 export type Located = Pick<RepoArtifact, 'chunks' | 'chunk_lists' | 'sha256' | 'size_bytes'>;
 
 export type RepoManifestDraft = Omit<
@@ -98,9 +133,10 @@ export interface ParsedRepoManifest {
 export function parseRepoManifest(json: Buffer, repositoryId: string, what: string): ParsedRepoManifest {
   let raw: unknown;
   try {
-    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
+    // strictly, as a bundle's manifest (depth, duplicate names, integers) before anything recursive runs
+    raw = parseStrictJson(json, { manifest: true });
   } catch (err) {
-    throw new BundleDamagedError(`${what}: not valid UTF-8 JSON (${(err as Error).message})`);
+    throw new BundleDamagedError(`${what}: not valid manifest JSON (${(err as Error).message})`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
     throw new BundleDamagedError(`${what}: not a JSON object`);
@@ -143,4 +179,25 @@ export function parseRepoManifest(json: Buffer, repositoryId: string, what: stri
       throw new BundleDamagedError(`${what}: ${a.path_in_bundle}: both chunks and chunk_lists`);
   }
   return { manifest: m, raw: raw as Record<string, unknown> };
+}
+
+/**
+ * The manifest as a v2 bundle would carry it: the same fields, each artifact without its chunk
+ * references, and the git history in the place (and under the path and kind) of the git bundle. The
+ * parts of restore and diff that describe or compare a snapshot read this view, whatever its store.
+ * Artifacts of the kind `git_bundle` (never written into a repository) are left out: the rules refuse them.
+ */
+export function bundleView(m: RepoManifest): Manifest {
+  const { git_refs: _refs, repository_id: _repo, artifacts, ...rest } = m;
+  const view: Artifact[] = [];
+  for (const a of artifacts) {
+    if (a.kind === 'git_bundle') continue;
+    view.push({
+      path_in_bundle: a.kind === GIT_HISTORY_KIND ? GIT_BUNDLE_PATH : a.path_in_bundle,
+      kind: a.kind === GIT_HISTORY_KIND ? 'git_bundle' : a.kind,
+      size_bytes: a.size_bytes,
+      sha256: a.sha256,
+    });
+  }
+  return { ...rest, artifacts: view };
 }

@@ -4,7 +4,7 @@
 // into its verified plaintext.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
+import { zstdBinding } from '../format/zstd.js';
 import { BundleDamagedError } from '../model/errors.js';
 import {
   openBlob,
@@ -16,9 +16,6 @@ import {
   sealPackHeader,
   TAG,
 } from './crypto.js';
-
-type Binding = typeof import('zstd-napi/binding.js');
-const zstd: Binding = createRequire(import.meta.url)('zstd-napi/binding');
 
 export const PACK_MAGIC = Buffer.from('NXPK1\0\0\0', 'latin1');
 export const ENTRY_SIZE = 42;
@@ -42,15 +39,15 @@ export interface PackEntry {
   raw: number;
 }
 
-let cctx: InstanceType<Binding['CCtx']> | undefined;
-let dctx: InstanceType<Binding['DCtx']> | undefined;
+let cctx: InstanceType<ReturnType<typeof zstdBinding>['CCtx']> | undefined;
+let dctx: InstanceType<ReturnType<typeof zstdBinding>['DCtx']> | undefined;
 let scratch = Buffer.allocUnsafe(0);
 
 /** zstd at `level`, or the raw bytes (flag FLAG_RAW) when compression does not save anything. */
 export function compressBlob(data: Buffer, level: number): { bytes: Buffer; flags: number } {
-  cctx ??= new zstd.CCtx();
-  cctx.setParameter(zstd.CParameter.compressionLevel, level);
-  const bound = zstd.compressBound(data.length);
+  cctx ??= new (zstdBinding().CCtx)();
+  cctx.setParameter(zstdBinding().CParameter.compressionLevel, level);
+  const bound = zstdBinding().compressBound(data.length);
   if (scratch.length < bound) scratch = Buffer.allocUnsafe(Math.max(bound, 1 << 20));
   const n = cctx.compress2(scratch, data);
   if (n >= data.length) return { bytes: data, flags: FLAG_RAW };
@@ -58,7 +55,7 @@ export function compressBlob(data: Buffer, level: number): { bytes: Buffer; flag
 }
 
 function decompressBlob(stored: Buffer, raw: number, what: string): Buffer {
-  dctx ??= new zstd.DCtx();
+  dctx ??= new (zstdBinding().DCtx)();
   const out = Buffer.allocUnsafe(raw);
   let n: number;
   try {

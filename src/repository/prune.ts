@@ -1,11 +1,16 @@
 // Owns `prune` (restic's model, under the exclusive repository lock the caller holds): find every blob
 // a snapshot references, then remove packs that hold nothing referenced, rewrite packs that are mostly
 // unreferenced (their live blobs copied into new packs), remove packs no index knows (left by killed
-// writers), and replace the index files by one describing what is kept. Order makes every instant
-// safe to be killed at: new packs → new index → old index files removed → packs removed. A manifest
-// that cannot be read stops prune before anything is removed: what it references is unknown.
+// writers), and replace the index files by one describing what is kept. A manifest without a listing
+// entry is not a snapshot (a snapshot killed before listing it, or a forget killed after unlisting it):
+// it is removed first, and its data with the rest. Order makes every instant safe to be killed at:
+// unlisted manifests → new packs → new index → old index files removed → packs removed. A manifest that
+// cannot be read stops prune before anything is removed: what it references is unknown. The caller's
+// lock is checked before each removing step: a lost lock stops prune.
 
+import { NotFoundError } from '../model/errors.js';
 import { decodeIndex, type PackRecord } from './index-file.js';
+import type { HeldRepoLock } from './locks.js';
 import { compressBlob, PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
 import { ReferenceSet } from './references.js';
 import { ignoreExists, mapLimit, type Repository, readObject } from './repository.js';
@@ -13,7 +18,10 @@ import { loadSnapshot } from './snapshots.js';
 
 export interface PruneReport {
   dry_run: boolean;
+  /** Snapshots kept (listed manifests). */
   snapshots: number;
+  /** Manifests without a listing entry removed (interrupted snapshots and forgets). */
+  unlisted_removed: number;
   packs_before: number;
   packs_removed: number;
   packs_rewritten: number;
@@ -28,6 +36,10 @@ export interface PruneOptions {
   dryRun?: boolean;
   /** Rewrite a pack when at least this fraction of its bytes is unreferenced (default 0.5). */
   rewriteThreshold?: number;
+  /** Snapshots to count as forgotten (gc's dry run: what prune would free after the forgets). */
+  forgotten?: ReadonlySet<string>;
+  /** The exclusive lock prune runs under: checked before each step that removes something. */
+  lock?: HeldRepoLock;
 }
 
 export async function pruneRepository(repo: Repository, opts: PruneOptions = {}): Promise<PruneReport> {
@@ -45,10 +57,27 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
   ).flat();
   await repo.loadIndex();
 
+  const listed = new Set<string>();
+  for await (const l of repo.backend.list('listing')) listed.add(l.name);
   const snapshots: string[] = [];
-  for await (const s of repo.backend.list('snapshots')) snapshots.push(s.name);
+  const unlisted: string[] = [];
+  for await (const s of repo.backend.list('snapshots')) {
+    if (opts.forgotten?.has(s.name)) continue;
+    (listed.has(s.name) ? snapshots : unlisted).push(s.name);
+  }
   const refs = new ReferenceSet(repo);
-  for (const id of snapshots) await refs.addManifest((await loadSnapshot(repo, id)).manifest);
+  let kept = 0;
+  for (const id of snapshots) {
+    let manifest: Awaited<ReturnType<typeof loadSnapshot>>['manifest'];
+    try {
+      ({ manifest } = await loadSnapshot(repo, id));
+    } catch (err) {
+      if (err instanceof NotFoundError) continue; // forgotten meanwhile (gc forgets without this lock)
+      throw err;
+    }
+    await refs.addManifest(manifest);
+    kept++;
+  }
 
   const onDisk = new Map<string, number>();
   for await (const p of repo.backend.list('packs')) onDisk.set(p.name, p.size);
@@ -84,7 +113,8 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
   for (const p of unindexed) bytesFreed += onDisk.get(p)!;
   const report: PruneReport = {
     dry_run: opts.dryRun === true,
-    snapshots: snapshots.length,
+    snapshots: kept,
+    unlisted_removed: unlisted.length,
     packs_before: onDisk.size,
     packs_removed: remove.length,
     packs_rewritten: rewrite.length,
@@ -96,9 +126,20 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
   };
   if (
     opts.dryRun ||
-    (remove.length === 0 && rewrite.length === 0 && unindexed.length === 0 && indexFiles.length <= 1)
+    (unlisted.length === 0 &&
+      remove.length === 0 &&
+      rewrite.length === 0 &&
+      unindexed.length === 0 &&
+      indexFiles.length <= 1)
   )
     return report;
+
+  // 0. Manifests that are not snapshots, before any data they reference goes.
+  await opts.lock?.check();
+  for (const id of unlisted) {
+    await repo.backend.remove({ type: 'pins', name: id });
+    await repo.backend.remove({ type: 'snapshots', name: id });
+  }
 
   // 1. Live blobs of rewritten packs into new packs.
   const fresh: PackRecord[] = [];
@@ -127,7 +168,9 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
   await flush();
   // 2. One index for everything kept; 3. the old index files go; 4. then the packs.
   const name = await repo.saveIndex([...keep, ...fresh]);
+  await opts.lock?.check();
   for (const f of indexFiles) if (f !== name) await repo.backend.remove({ type: 'index', name: f });
+  await opts.lock?.check();
   for (const p of [...remove, ...rewrite.map((r) => r.record.id), ...unindexed])
     await repo.backend.remove({ type: 'packs', name: p });
   return report;

@@ -4,10 +4,10 @@
 // check, prune) are built on these in their own modules.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { type Backend, type ObjectType, readAll } from '../backend/backend.js';
 import type { Identity } from '../crypto/age.js';
 import { recipientFingerprint } from '../crypto/age.js';
+import { zstdBinding } from '../format/zstd.js';
 import {
   BundleDamagedError,
   EncryptionError,
@@ -28,9 +28,6 @@ import {
   parseHeader,
   TRAILER,
 } from './pack.js';
-
-type Binding = typeof import('zstd-napi/binding.js');
-const zstd: Binding = createRequire(import.meta.url)('zstd-napi/binding');
 
 export const REPOSITORY_VERSION = 1;
 /** Largest small object (index file, manifest, listing) read whole into memory. */
@@ -61,20 +58,20 @@ export const readObject = (
 ): Promise<Buffer> => readAll(backend, { type, name }, { maxBytes: max });
 
 const zstdFrame = (data: Buffer, level: number): Buffer => {
-  const c = new zstd.CCtx();
-  c.setParameter(zstd.CParameter.compressionLevel, level);
-  c.setParameter(zstd.CParameter.checksumFlag, 1);
-  const out = Buffer.allocUnsafe(zstd.compressBound(data.length));
+  const c = new (zstdBinding().CCtx)();
+  c.setParameter(zstdBinding().CParameter.compressionLevel, level);
+  c.setParameter(zstdBinding().CParameter.checksumFlag, 1);
+  const out = Buffer.allocUnsafe(zstdBinding().compressBound(data.length));
   return Buffer.from(out.subarray(0, c.compress2(out, data)));
 };
 
 function unzstdFrame(data: Buffer, what: string, max = SMALL_OBJECT_MAX): Buffer {
-  const size = zstd.getFrameContentSize(data);
+  const size = zstdBinding().getFrameContentSize(data);
   if (size === null || size > max) throw new BundleDamagedError(`${what}: not a bounded zstd frame`);
   const out = Buffer.allocUnsafe(size);
   let n: number;
   try {
-    n = new zstd.DCtx().decompress(out, data);
+    n = new (zstdBinding().DCtx)().decompress(out, data);
   } catch (err) {
     throw new BundleDamagedError(`${what}: corrupt zstd data (${(err as Error).message})`);
   }
@@ -222,10 +219,16 @@ export class Repository {
     return unzstdFrame(this.key ? openFile(this.key, bytes, what) : bytes, what);
   }
 
-  /** Loads every index file not loaded yet (all of them the first time). */
+  /**
+   * Brings the index up to date with the backend: loads the index files not loaded yet (all of them the
+   * first time). When a file loaded before is gone — a prune replaced the index since — the index is
+   * rebuilt from the files there are now, so no blob is ever located in a pack that prune removed.
+   */
   async loadIndex(): Promise<MasterIndex> {
-    const names: string[] = [];
-    for await (const f of this.backend.list('index')) if (!this.index.files.has(f.name)) names.push(f.name);
+    const present = new Set<string>();
+    for await (const f of this.backend.list('index')) present.add(f.name);
+    if ([...this.index.files].some((f) => !present.has(f))) this.index.clear();
+    const names = [...present].filter((n) => !this.index.files.has(n));
     const records = await mapLimit(names, 8, async (name) => {
       const bytes = await readObject(this.backend, 'index', name);
       if (sha256(bytes) !== name) throw new BundleDamagedError(`index/${name}: does not hash to its name`);
@@ -237,6 +240,14 @@ export class Repository {
     }
     this.indexLoaded = true;
     return this.index;
+  }
+
+  /**
+   * Refreshes an index loaded before (operations call it once they hold the repository lock: a handle
+   * kept across operations, as the daemon's, may have seen the index before a prune replaced it).
+   */
+  async refreshIndex(): Promise<void> {
+    if (this.indexLoaded) await this.loadIndex();
   }
 
   async ensureIndex(): Promise<MasterIndex> {
@@ -276,7 +287,7 @@ export class Repository {
    * Streams blobs in order, each verified against its id. Runs of blobs stored next to each other in
    * one pack are read with one ranged request, up to `window` bytes; `ahead` requests run at once.
    */
-  async *streamBlobs(ids: readonly string[], ahead = 4, window = 8 * 1024 * 1024): AsyncGenerator<Buffer> {
+  async *streamBlobs(ids: readonly string[], ahead = 4, window = 4 * 1024 * 1024): AsyncGenerator<Buffer> {
     await this.ensureIndex();
     type Run = { pack: string; offset: number; length: number; blobs: { id: string; at: number }[] };
     const runs: Run[] = [];
@@ -294,22 +305,22 @@ export class Repository {
         last.length += loc.stored;
       } else runs.push({ pack: loc.pack, offset: loc.offset, length: loc.stored, blobs: [{ id, at: 0 }] });
     }
-    const fetchRun = async (r: Run): Promise<Buffer[]> => {
-      const bytes = await readObjectRange(this.backend, r.pack, r.offset, r.length);
+    // Runs in flight hold their stored (compressed) bytes only; each blob is opened as it is yielded.
+    const fetchRun = async (r: Run): Promise<{ r: Run; bytes: Buffer; key: Buffer | undefined }> => {
+      const bytes = await readObjectRange(this.backend, r.pack, r.offset, r.length).catch((err: unknown) => {
+        // the index places the blob in this pack: a pack that is gone is missing data, not a wrong name
+        if (err instanceof ObjectNotFoundError)
+          throw new BundleDamagedError(
+            `packs/${r.pack} is missing (the index places blob ${r.blobs[0]!.id} in it)`,
+          );
+        throw err;
+      });
       const salt = this.index.packs.get(r.pack)?.salt;
       const key = this.key && salt ? packKey(this.key, Buffer.from(salt, 'hex')) : undefined;
       if (this.key && !key) throw new BundleDamagedError(`packs/${r.pack}: the index has no key salt for it`);
-      return r.blobs.map(({ id, at }) => {
-        const loc = this.index.get(id)!;
-        return openStoredBlob(
-          bytes.subarray(at, at + loc.stored),
-          { id, flags: loc.flags, raw: loc.raw, offset: loc.offset },
-          key,
-          `blob ${id} in packs/${r.pack}`,
-        );
-      });
+      return { r, bytes, key };
     };
-    const inflight: Promise<Buffer[]>[] = [];
+    const inflight: ReturnType<typeof fetchRun>[] = [];
     let next = 0;
     while (next < runs.length || inflight.length > 0) {
       while (next < runs.length && inflight.length < ahead) {
@@ -317,7 +328,16 @@ export class Repository {
         p.catch(() => {}); // awaited below in order
         inflight.push(p);
       }
-      for (const b of await inflight.shift()!) yield b;
+      const { r, bytes, key } = await inflight.shift()!;
+      for (const { id, at } of r.blobs) {
+        const loc = this.index.get(id)!;
+        yield openStoredBlob(
+          bytes.subarray(at, at + loc.stored),
+          { id, flags: loc.flags, raw: loc.raw, offset: loc.offset },
+          key,
+          `blob ${id} in packs/${r.pack}`,
+        );
+      }
     }
   }
 

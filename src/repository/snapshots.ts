@@ -1,6 +1,7 @@
 // Owns the snapshot objects of a repository: saving a sealed manifest and its plaintext listing entry,
 // loading and checking a manifest, listing (from the listing entries, no identity needed), pins, and
-// forgetting a snapshot (listing first, so a half-forgotten snapshot is never listed).
+// forgetting a snapshot (listing first, so a half-forgotten snapshot is never listed). Listing, pins and
+// forgetting need only the backend (no key): retention works without the identity.
 
 import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
 import type { SnapshotMeta } from '../model/types.js';
@@ -20,7 +21,10 @@ export interface ListingMeta extends SnapshotMeta {
 
 export const snapshotLocation = (repo: Repository, id: string): string => `${repo.backend.location}#${id}`;
 
-/** Saves the manifest, then its listing entry: a snapshot is listed only once its manifest exists. */
+/**
+ * Saves the manifest, then its listing entry: a snapshot is listed only once its manifest exists, and a
+ * manifest without a listing entry (a kill between the two) is not a snapshot: prune removes it.
+ */
 export async function saveSnapshot(
   repo: Repository,
   manifest: RepoManifest,
@@ -30,7 +34,13 @@ export async function saveSnapshot(
   await repo.backend.save({ type: 'snapshots', name: manifest.snapshot_id }, repo.encodeFile(json), {
     ifAbsent: true,
   });
-  await saveListing(repo, meta);
+  try {
+    await saveListing(repo, meta);
+  } catch (err) {
+    // Not listed, so not taken: the manifest goes too (if this fails as well, prune removes it).
+    await repo.backend.remove({ type: 'snapshots', name: manifest.snapshot_id }).catch(() => {});
+    throw err;
+  }
 }
 
 export async function saveListing(repo: Repository, meta: ListingMeta): Promise<void> {
@@ -76,7 +86,7 @@ function parseListing(bytes: Buffer, name: string, location: string): ListingMet
  * unreadable are reported through `warn` and skipped (the manifest is what counts).
  */
 export async function listSnapshots(
-  repo: Repository,
+  repo: Pick<Repository, 'backend'>,
   filter: { agentId?: string; tenant?: string } = {},
   warn: (m: string) => void = () => {},
 ): Promise<ListingMeta[]> {
@@ -110,13 +120,17 @@ export async function listSnapshots(
 }
 
 /** Removes a snapshot: listing entry and pin first, then the manifest (its data goes with the next prune). */
-export async function forgetSnapshot(repo: Repository, id: string): Promise<void> {
+export async function forgetSnapshot(repo: Pick<Repository, 'backend'>, id: string): Promise<void> {
   await repo.backend.remove({ type: 'listing', name: id });
   await repo.backend.remove({ type: 'pins', name: id });
   await repo.backend.remove({ type: 'snapshots', name: id });
 }
 
-export async function setPinned(repo: Repository, id: string, pinned: boolean): Promise<void> {
+export async function setPinned(
+  repo: Pick<Repository, 'backend'>,
+  id: string,
+  pinned: boolean,
+): Promise<void> {
   if (pinned) await repo.backend.save({ type: 'pins', name: id }, Buffer.alloc(0));
   else await repo.backend.remove({ type: 'pins', name: id });
 }

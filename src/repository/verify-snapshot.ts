@@ -1,22 +1,25 @@
 // Owns verifying one repository snapshot, the way verify/verify.ts verifies a bundle: the manifest
-// (versions, seals, repository id, layout), then every artifact streamed from the packs — each chunk
+// (versions, seals, repository id, and every rule restore applies: layout, identity, git block, refs), then every artifact streamed from the packs — each chunk
 // checked against its id, each artifact against its size and SHA-256 — into a sink (restore staging,
 // diff, deep checks) or only hashed; the git history's packs likewise (indexed into `gitDir` when
 // given). Content problems are collected as report entries with stable codes, not thrown.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { MEMORY_FILES_PREFIX } from '../format/constants.js';
-import { layoutProblem } from '../format/layout.js';
+import { GIT_BUNDLE_PATH } from '../format/constants.js';
+import { refNameProblem } from '../format/git-bundle.js';
+import { manifestProblems } from '../format/rules.js';
 import { indexPack } from '../git/history.js';
-import { SnapshotError } from '../model/errors.js';
+import { BundleDamagedError, SnapshotError } from '../model/errors.js';
 import type { VerifyProblem } from '../model/types.js';
 import { readContent, writeContent } from './content.js';
 import {
+  bundleView,
   GIT_HISTORY_KIND,
   GIT_HISTORY_PATH,
   type ParsedRepoManifest,
   type RepoArtifact,
+  type RepoManifest,
 } from './manifest.js';
 import type { Repository } from './repository.js';
 import { loadSnapshot } from './snapshots.js';
@@ -26,6 +29,11 @@ export interface RepoVerifyOptions {
   target?: (a: RepoArtifact) => string | undefined;
   /** A git repository (initialised) to index the history's packs into. */
   gitDir?: string;
+  /**
+   * Artifacts not read at all (a diff needs nothing of a component both sides hold identically); they
+   * are not counted as checked.
+   */
+  skip?: (a: RepoArtifact) => boolean;
   onBytes?: (bytes: number) => void;
 }
 
@@ -47,44 +55,56 @@ function asProblem(err: unknown, path?: string): VerifyProblem {
   return { code, message: (err as Error).message, ...(path ? { path } : {}) };
 }
 
-/** Layout rules of a repository manifest: the bundle's v2 rules, with the git history in place of the bundle. */
-export function repoLayoutProblems(m: ParsedRepoManifest['manifest']): VerifyProblem[] {
+/**
+ * Every rule a repository manifest must satisfy before restore acts on it, and that verify reports: the
+ * rules of a v2 bundle's manifest (format/rules.ts: paths and order, identity, the git block) applied to
+ * its bundle view, with the git history in the git bundle's place; the history at its path; and the
+ * refs: `HEAD` (naming HEAD's commit) or valid names under `refs/`, sorted, each once, and only with a
+ * history. Pure.
+ */
+export function repoManifestProblems(m: RepoManifest): VerifyProblem[] {
   const out: VerifyProblem[] = [];
-  const seen = new Set<string>();
   for (const a of m.artifacts) {
-    if (seen.has(a.path_in_bundle))
-      out.push({ code: 'UNSAFE_ENTRY', message: 'duplicate artifact path', path: a.path_in_bundle });
-    seen.add(a.path_in_bundle);
-    if (a.kind === GIT_HISTORY_KIND) {
-      if (a.path_in_bundle !== GIT_HISTORY_PATH)
-        out.push({
-          code: 'UNSAFE_ENTRY',
-          message: `git history must be at ${GIT_HISTORY_PATH}`,
-          path: a.path_in_bundle,
-        });
-      continue;
-    }
-    const why = layoutProblem(a.path_in_bundle, a.kind, 2);
-    if (why) out.push({ code: 'UNSAFE_ENTRY', message: why, path: a.path_in_bundle });
+    if (a.kind === 'git_bundle')
+      out.push({
+        code: 'UNSAFE_ENTRY',
+        message: 'a repository snapshot carries its history as git packs, not a git bundle',
+        path: a.path_in_bundle,
+      });
+    if (a.kind === GIT_HISTORY_KIND && a.path_in_bundle !== GIT_HISTORY_PATH)
+      out.push({
+        code: 'UNSAFE_ENTRY',
+        message: `git history must be at ${GIT_HISTORY_PATH}`,
+        path: a.path_in_bundle,
+      });
   }
-  // A path that is a file and also a directory of another (`a` and `a/b`) cannot be restored.
-  const files = m.artifacts
-    .filter((a) => a.path_in_bundle.startsWith(MEMORY_FILES_PREFIX))
-    .map((a) => a.path_in_bundle);
-  const set = new Set(files);
-  for (const f of files) {
-    const segs = f.split('/');
-    for (let i = 1; i < segs.length; i++) {
-      const prefix = segs.slice(0, i).join('/');
-      if (set.has(prefix))
-        out.push({ code: 'UNSAFE_ENTRY', message: `${prefix} is both a file and a directory`, path: f });
-    }
+  const view = bundleView(m);
+  const asHistory = (s: string) => s.replaceAll(GIT_BUNDLE_PATH, GIT_HISTORY_PATH);
+  for (const p of manifestProblems({ manifest: view, raw: {}, version: 2, layout: 2 })) {
+    out.push({
+      code: p.code,
+      message: asHistory(p.message),
+      ...(p.path !== undefined ? { path: asHistory(p.path) } : {}),
+    });
   }
-  if (
-    (m.git.repository === 'present') !== m.artifacts.some((a) => a.kind === GIT_HISTORY_KIND) &&
-    m.git.repository !== 'empty'
-  )
-    out.push({ code: 'BUNDLE_DAMAGED', message: 'the git block and the git history artifact disagree' });
+  const refs = m.git_refs ?? [];
+  const damaged = (message: string) => out.push({ code: 'BUNDLE_DAMAGED', message: `manifest: ${message}` });
+  if (refs.length > 0 && !m.artifacts.some((a) => a.kind === GIT_HISTORY_KIND))
+    damaged('git_refs without a git history');
+  let prev: string | undefined;
+  for (const r of refs) {
+    if (r.name === 'HEAD') {
+      if (r.oid !== m.git.head_oid) damaged(`git_refs: HEAD ${r.oid} is not git.head_oid`);
+    } else if (!r.name.startsWith('refs/')) {
+      damaged(`git_refs: ${JSON.stringify(r.name)} is neither HEAD nor under refs/`);
+    } else {
+      const bad = refNameProblem(r.name);
+      if (bad) damaged(`git_refs: ${JSON.stringify(r.name)} ${bad}`);
+    }
+    if (prev !== undefined && !(prev < r.name))
+      damaged(`git_refs: ${JSON.stringify(r.name)} is listed twice or out of order`);
+    prev = r.name;
+  }
   return out;
 }
 
@@ -111,10 +131,11 @@ export async function verifyRepoSnapshot(
   }
   const m = res.parsed.manifest;
   res.artifactsTotal = m.artifacts.length;
-  res.problems.push(...repoLayoutProblems(m));
+  res.problems.push(...repoManifestProblems(m));
   if (res.problems.length > 0) return res;
   await repo.ensureIndex();
-  for (const a of m.artifacts) {
+  // Each artifact on its own: a content problem is reported for it, and the others are still read.
+  const one = async (a: RepoArtifact): Promise<void> => {
     try {
       if (a.kind === GIT_HISTORY_KIND) {
         for (const [i, p] of (a.packs ?? []).entries()) {
@@ -135,11 +156,90 @@ export async function verifyRepoSnapshot(
       }
       res.artifactsChecked++;
     } catch (err) {
-      if (!(err instanceof SnapshotError) || (err.exitCode !== 2 && err.code !== 'GIT')) throw err;
+      if (!isContentError(err)) throw err;
       res.problems.push(asProblem(err, a.path_in_bundle));
     }
+  };
+  const wanted = m.artifacts.filter((a) => !opts.skip?.(a));
+  // git indexes the history's packs in its own process while the rest streams.
+  const history = wanted.find((a) => a.kind === GIT_HISTORY_KIND);
+  const historyDone = history ? one(history) : Promise.resolve();
+  historyDone.catch(() => {}); // awaited below
+  try {
+    const rest = wanted.filter((a) => a !== history);
+    // The artifacts of one blob each (memory files: mostly file-system work) alongside the chunked ones
+    // (databases: reads, decompression and hashing), which go one at a time.
+    const whole = readWhole(
+      repo,
+      rest.filter((a) => !a.chunks && !a.chunk_lists),
+      res,
+      opts,
+      one,
+    );
+    whole.catch(() => {}); // awaited below
+    try {
+      for (const a of rest) if (a.chunks || a.chunk_lists) await one(a);
+    } finally {
+      await whole;
+    }
+  } finally {
+    await historyDone;
   }
   return res;
+}
+
+/** Content damage (exit 2) or a git failure on content that hashed right: reported, not thrown. */
+const isContentError = (err: unknown): err is SnapshotError =>
+  err instanceof SnapshotError && (err.exitCode === 2 || err.code === 'GIT');
+
+/**
+ * Artifacts stored as one blob each (memory files, state values, small databases: the blob's id is the
+ * artifact's SHA-256, so the blob's check is the artifact's), read in one pass over the packs (runs of
+ * neighbouring blobs are one ranged read) and written whole, each file once its blob checked. After a
+ * content problem, the artifacts not done yet are read one by one, so each problem names its artifact.
+ */
+async function readWhole(
+  repo: Repository,
+  list: readonly RepoArtifact[],
+  res: RepoVerifyResult,
+  opts: RepoVerifyOptions,
+  one: (a: RepoArtifact) => Promise<void>,
+): Promise<void> {
+  const made = new Set<string>();
+  const done = (a: RepoArtifact, data: Buffer) => {
+    const target = opts.target?.(a);
+    if (target) {
+      const dir = dirname(target);
+      if (!made.has(dir)) mkdirSync(dir, { recursive: true });
+      made.add(dir);
+      writeFileSync(target, data, { flag: 'wx', mode: 0o600 });
+      res.written.set(a.path_in_bundle, target);
+    }
+    res.bytesChecked += data.length;
+    opts.onBytes?.(res.bytesChecked);
+    res.artifactsChecked++;
+  };
+  for (const a of list) if (a.size_bytes === 0) done(a, Buffer.alloc(0));
+  const full = list.filter((a) => a.size_bytes > 0);
+  let next = 0;
+  try {
+    for await (const blob of repo.streamBlobs(
+      full.map((a) => a.sha256),
+      2,
+      2 * 1024 * 1024,
+    )) {
+      const a = full[next]!;
+      if (blob.length !== a.size_bytes)
+        throw new BundleDamagedError(
+          `${a.path_in_bundle}: ${blob.length} bytes, the manifest says ${a.size_bytes}`,
+        );
+      done(a, blob);
+      next++;
+    }
+  } catch (err) {
+    if (!isContentError(err)) throw err;
+    for (const a of full.slice(next)) await one(a);
+  }
 }
 
 async function* counted(

@@ -105,17 +105,35 @@ export interface StagedRepo {
   warnings: string[];
 }
 
-/** Where the snapshot's history comes from, and how its HEAD looked. */
-interface HistorySource {
-  /** A git bundle (v2) or the quarantined repository (v1); absent when there are no commits. */
-  from?: string;
+/**
+ * Where the snapshot's history comes from, and how its HEAD looked. `load` puts the history (objects
+ * and refs) into the new repository: a fetch from the git bundle (v2) or the quarantined v1 data, or
+ * refs set over the packs a repository snapshot indexed while it streamed. Absent when there are no
+ * commits.
+ */
+export interface HistorySource {
+  load?: (repoDir: string) => Promise<void>;
   ref?: string;
   oid?: string;
   detached: boolean;
+  /** The commit HEAD must resolve to once loaded (v2 and repository snapshots with history). */
+  expectHead?: string;
 }
 
-/** The history source of a restore, or undefined when the snapshot had no repository. */
-async function historySource(
+/** Fetches every ref (and a detached HEAD) from a git bundle or a repository git can read. */
+const fetchFrom =
+  (from: string, detached: boolean) =>
+  async (dir: string): Promise<void> => {
+    await gitOnBundle(
+      dir,
+      ['fetch', '-q', '--update-head-ok', '--no-tags', from, 'refs/*:refs/*'],
+      'git fetch of the snapshot history',
+    );
+    if (detached) await gitOnBundle(dir, ['fetch', '-q', '--no-tags', from, 'HEAD'], 'git fetch HEAD');
+  };
+
+/** The history source of a bundle's restore, or undefined when the snapshot had no repository. */
+export async function bundleHistorySource(
   p: RestorePaths,
   m: Manifest,
   layout: 1 | 2,
@@ -123,11 +141,13 @@ async function historySource(
   if (layout === 2) {
     if ((m.git.repository ?? 'absent') === 'absent') return undefined;
     const bundle = join(p.work, 'memdir.bundle');
+    const detached = m.git.detached === true;
     return {
-      ...(existsSync(bundle) ? { from: bundle } : {}),
+      ...(existsSync(bundle) ? { load: fetchFrom(bundle, detached) } : {}),
       ...(m.git.head_ref ? { ref: m.git.head_ref } : {}),
       oid: m.git.head_oid,
-      detached: m.git.detached === true,
+      detached,
+      ...(m.git.repository === 'present' ? { expectHead: m.git.head_oid } : {}),
     };
   }
   const raw = join(p.work, V1_RAW);
@@ -135,46 +155,39 @@ async function historySource(
   const repo = join(p.work, V1_QUARANTINE);
   const head = await quarantineV1(raw, repo);
   return head.detached
-    ? { from: repo, oid: head.oid, detached: true }
-    : { from: repo, ref: head.ref, detached: false };
+    ? { load: fetchFrom(repo, true), oid: head.oid, detached: true }
+    : { load: fetchFrom(repo, false), ref: head.ref, detached: false };
 }
 
 /**
- * Turns the staged working tree into the snapshot's memdir: a new repository (`git init`, so its config
- * is git's own) that fetches the history from the git bundle (v2) or the quarantined v1 data, HEAD as it
- * was (branch or detached), the index matching HEAD so uncommitted edits show as such, the pre-restore
- * HEAD tagged. Every step runs before the live repository's config is copied in, so no setting of the
- * agent's (a filter, say) is applied to the bundle's files; the config is carried over last.
+ * Turns the staged working tree into the snapshot's memdir: a repository (`git init`, so its config is
+ * git's own; a repository snapshot's source initialised it already and indexed its packs) that loads the
+ * history from `source`, HEAD as it was (branch or detached), the index matching HEAD so uncommitted
+ * edits show as such, the pre-restore HEAD tagged. Every step runs before the live repository's config is
+ * copied in, so no setting of the agent's (a filter, say) is applied to the snapshot's files; the config
+ * is carried over last.
  */
 export async function buildMemdir(
   p: RestorePaths,
-  m: Manifest,
-  layout: 1 | 2,
+  source: HistorySource | undefined,
   liveMemdir: string,
 ): Promise<StagedRepo> {
   await mkdir(p.memdirStage, { recursive: true });
   const warnings: string[] = [];
   const dir = p.memdirStage;
-  const source = await historySource(p, m, layout);
   if (!source) return { warnings };
-  await git(dir, ['init', '-q'], 'git init');
-  if (source.from) {
-    await gitOnBundle(
-      dir,
-      ['fetch', '-q', '--update-head-ok', '--no-tags', source.from, 'refs/*:refs/*'],
-      'git fetch of the snapshot history',
-    );
-    if (source.detached)
-      await gitOnBundle(dir, ['fetch', '-q', '--no-tags', source.from, 'HEAD'], 'git fetch HEAD');
-  }
+  if (!existsSync(join(dir, '.git'))) await git(dir, ['init', '-q'], 'git init');
+  await source.load?.(dir);
   if (source.detached && source.oid)
     await gitOnBundle(dir, ['update-ref', '--no-deref', 'HEAD', source.oid], 'setting a detached HEAD');
   else if (source.ref) await gitOnBundle(dir, ['symbolic-ref', 'HEAD', source.ref], 'setting HEAD');
   let head: string | undefined;
   const rev = await runGit(dir, ['rev-parse', '-q', '--verify', 'HEAD^{commit}']);
   if (rev.code === 0) head = rev.stdout.trim();
-  if (layout === 2 && m.git.repository === 'present' && head !== m.git.head_oid) {
-    throw new BundleDamagedError(`restored HEAD ${head ?? '(none)'} is not the snapshot's ${m.git.head_oid}`);
+  if (source.expectHead !== undefined && head !== source.expectHead) {
+    throw new BundleDamagedError(
+      `restored HEAD ${head ?? '(none)'} is not the snapshot's ${source.expectHead}`,
+    );
   }
   if (head) await git(dir, ['reset', '-q'], 'git reset (index to HEAD)');
   let preRestoreTag: string | undefined;

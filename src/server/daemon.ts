@@ -89,9 +89,25 @@ export class Daemon {
       ? new RetentionWorker(s, {
           ...opts.retention,
           onTick: (r) => {
-            if (r.bundles_deleted || r.orphan_staging_dirs_removed || r.errors || r.backups_removed)
+            const p = r.prune;
+            const pruned = p && 'bytes_freed' in p && p.bytes_freed > 0;
+            if (
+              r.bundles_deleted ||
+              r.orphan_staging_dirs_removed ||
+              r.errors ||
+              r.backups_removed ||
+              pruned ||
+              p?.status === 'busy'
+            )
               this.log(
-                `gc: ${r.bundles_deleted} deleted, ${r.orphan_staging_dirs_removed} leftovers removed, ${r.backups_removed} backups removed, ${r.errors} errors, ${r.agents_busy} busy`,
+                `gc: ${r.bundles_deleted} deleted, ${r.orphan_staging_dirs_removed} leftovers removed, ${r.backups_removed} backups removed, ${r.errors} errors, ${r.agents_busy} busy` +
+                  (!p
+                    ? ''
+                    : 'bytes_freed' in p
+                      ? `; repository pruned, ${p.bytes_freed} bytes freed`
+                      : p.status === 'busy'
+                        ? `; repository not pruned (${p.skipped})`
+                        : `; repository prune failed: ${p.error}`),
               );
           },
           onError: (e) => this.log(`gc failed: ${e instanceof Error ? e.message : String(e)}`),

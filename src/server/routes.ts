@@ -245,12 +245,12 @@ function allRoutes(ctx: ApiContext): Route[] {
         }
         checkRestoreGate();
         const body = parseBody(restoreBody, req.body);
-        const file = await bundleOf(req);
         return {
           json: await s.restore({
             agentId: req.params.agent!,
             tenant: tenantOf(req),
-            bundle: file.path,
+            // one of the agent's snapshots by id or prefix: a repository snapshot or a bundle
+            snapshot: req.params.id!,
             dryRun: body.dry_run === true,
             autoPreSnapshot: body.auto_pre_snapshot ?? true,
             ...(body.allow_redacted ? { allowRedacted: true } : {}),

@@ -1,10 +1,11 @@
-// Owns reading one bundle out of the store as a byte stream (the HTTP API's download) — what leaves
-// the host, so a plaintext bundle that is not redacted is re-packed redacted (into a temporary file
-// that is removed when the stream closes) unless the caller asks for the exact bundle; an encrypted or
-// already redacted one is streamed as it is. The bundle is found by id or unique prefix, the agent's
-// readers lock is held shared from the open until the stream closes (delete and retention wait or skip
-// meanwhile, as for `export`), and the SHA-256 of the bytes streamed is handed out with the stream so
-// the receiver can check what it got.
+// Owns reading one snapshot out of the store as a bundle byte stream (the HTTP API's download) — what
+// leaves the host, so a plaintext bundle that is not redacted is re-packed redacted (into a temporary
+// file that is removed when the stream closes) unless the caller asks for the exact bundle; an
+// encrypted or already redacted one is streamed as it is. A bundle is found by id or unique prefix,
+// the agent's readers lock is held shared from the open until the stream closes (delete and retention
+// wait or skip meanwhile, as for `export`). A repository snapshot is written as a bundle by
+// repo-export.ts (the same rules) into such a temporary file. The SHA-256 of the bytes streamed is
+// handed out with the stream so the receiver can check what it got.
 
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,10 +13,12 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { asSnapshotError } from '../model/errors.js';
 import type { ExportResult } from '../model/types.js';
+import type { ListingMeta } from '../repository/snapshots.js';
 import { readSibling } from '../store/sibling.js';
 import { planExport } from './export.js';
 import type { LocalSnapshotter } from './local.js';
 import { repackBundle } from './repack.js';
+import { exportName, exportRecipients, writeRepoBundle } from './repo-export.js';
 
 export interface BundleDownload {
   id: string;
@@ -41,6 +44,8 @@ export async function openDownload(
   /** `redact`: default the snapshotter's `redactExports`. */
   opts: { redact?: boolean } = {},
 ): Promise<BundleDownload> {
+  const inRepository = await s.findInRepository(agentId, tenant, id);
+  if (inRepository) return openRepoDownload(s, inRepository, opts);
   const { file, reading } = await s.locateForReading(agentId, tenant, id);
   let scratch: string | undefined;
   const done = () => {
@@ -90,5 +95,49 @@ export async function openDownload(
   } catch (err) {
     done();
     throw asSnapshotError(err, `opening ${file.path}`);
+  }
+}
+
+/**
+ * A repository snapshot as a download: a bundle written from it (repo-export.ts: redacted unless asked
+ * otherwise, or encrypted to the configured recipients for an encrypted repository) into a temporary
+ * file that is removed when the stream closes.
+ */
+async function openRepoDownload(
+  s: LocalSnapshotter,
+  meta: ListingMeta,
+  opts: { redact?: boolean },
+): Promise<BundleDownload> {
+  const scratch = await mkdtemp(join(tmpdir(), 'nexo-download-'));
+  const done = () => void rm(scratch, { recursive: true, force: true });
+  try {
+    const encrypted = exportRecipients(s, meta.encrypted, false).length > 0;
+    const name = exportName(meta.id, encrypted);
+    const path = join(scratch, name);
+    const written = await writeRepoBundle(s, meta.id, path, {
+      redact: opts.redact ?? s.redactExports,
+      ...(s.trust.required ? { trust: s.trust } : {}),
+    });
+    const handle = await open(path, 'r');
+    try {
+      const stream = handle.createReadStream({ autoClose: true });
+      stream.once('close', done);
+      return {
+        id: meta.id,
+        name,
+        encrypted: written.encrypted,
+        size: written.size,
+        copy: written.copy,
+        redacted: written.copy === 'redacted' || written.copy === 'already_redacted',
+        sha256: written.sha256,
+        stream,
+      };
+    } catch (err) {
+      await handle.close().catch(() => {});
+      throw err;
+    }
+  } catch (err) {
+    done();
+    throw asSnapshotError(err, `exporting snapshot ${meta.id}`);
   }
 }

@@ -18,16 +18,17 @@ import {
   AlreadyExistsError,
   BundleDamagedError,
   ChecksumMismatchError,
+  EncryptionError,
   InvalidInputError,
 } from '../model/errors.js';
-import type { ExportResult } from '../model/types.js';
+import type { ExportResult, VerifyReport } from '../model/types.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { fsyncDir, publishNoClobber, removeQuietly, tempPathFor } from '../store/atomic.js';
 import type { BundleFile } from '../store/catalog.js';
 import { siblingPathOf } from '../store/paths.js';
 import { readSibling, writeSibling } from '../store/sibling.js';
 import { copyFileHashed } from '../util/hash.js';
-import { problemsError, refused, verifyBundleFile } from '../verify/verify.js';
+import { problemsError, refused, type VerifyOptions, verifyBundleFile } from '../verify/verify.js';
 import type { ExportOptions } from './interface.js';
 import { repackBundle } from './repack.js';
 
@@ -105,18 +106,7 @@ export async function exportBundle(
   const plan = await planExport(file, opts);
   // a decrypted copy is a plaintext bundle: `<id>.tar.zst`
   const name = file.encrypted && plan.repack ? file.name.replace(/\.age$/i, '') : file.name;
-  const dest = await destinationFor(name, target);
-  if (dest === resolve(file.path)) throw new InvalidInputError('export target is the bundle itself');
-  const destSibling = siblingPathOf(dest);
-  if (!opts.force) {
-    if (await exists(dest)) throw new AlreadyExistsError(dest);
-    if (await exists(destSibling)) throw new AlreadyExistsError(destSibling);
-  }
-  const tmp = tempPathFor(dest);
-  const tmpSibling = siblingPathOf(tmp);
-  try {
-    let written: { size: number; sha256: string };
-    let redaction: ExportResult['redaction'];
+  return publishExport(name, target, file.path, opts, async (tmp) => {
     if (plan.repack) {
       const r = await repackBundle({
         source: file.path,
@@ -128,31 +118,79 @@ export async function exportBundle(
         zstd: opts.zstd,
         ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       });
-      written = r;
       const red = r.manifest.redactions;
-      if (plan.redactHere && red)
-        redaction = {
-          policy: red.policy,
-          rules_applied: red.rules_applied,
-          matches_redacted: red.matches_redacted,
-          ...(red.git_history ? { git_history: red.git_history } : {}),
-        };
-    } else {
-      const total = (await stat(file.path)).size;
-      const source = await readSibling(file.path);
-      written = await copyFileHashed(file.path, tmp, {
-        sync: true,
-        mode: 0o600,
-        onBytes: (n) => opts.onProgress?.({ phase: 'copy', bytes: n, total }),
-      });
-      if (source.status === 'ok' && source.sha256 !== written.sha256) {
-        throw new ChecksumMismatchError(`${basename(file.path)} does not match its .sha256 sibling`);
-      }
+      return {
+        size: r.size,
+        sha256: r.sha256,
+        copy: plan.copy,
+        encrypted: false,
+        repacked: true,
+        ...(plan.redactHere && red
+          ? {
+              redaction: {
+                policy: red.policy,
+                rules_applied: red.rules_applied,
+                matches_redacted: red.matches_redacted,
+                ...(red.git_history ? { git_history: red.git_history } : {}),
+              },
+            }
+          : {}),
+      };
     }
+    const total = (await stat(file.path)).size;
+    const source = await readSibling(file.path);
+    const written = await copyFileHashed(file.path, tmp, {
+      sync: true,
+      mode: 0o600,
+      onBytes: (n) => opts.onProgress?.({ phase: 'copy', bytes: n, total }),
+    });
+    if (source.status === 'ok' && source.sha256 !== written.sha256) {
+      throw new ChecksumMismatchError(`${basename(file.path)} does not match its .sha256 sibling`);
+    }
+    return { ...written, copy: plan.copy, encrypted: file.encrypted, repacked: false };
+  });
+}
+
+/** What an export wrote into its temporary file. */
+export interface WrittenCopy {
+  size: number;
+  sha256: string;
+  copy: ExportResult['copy'];
+  encrypted: boolean;
+  /** A new bundle (re-packed or written from the repository), signed (or not) by this host. */
+  repacked: boolean;
+  redaction?: ExportResult['redaction'];
+}
+
+/**
+ * The steps every export shares: where the copy goes (`name` in a directory, or the target file; never
+ * a directory created, never an existing file replaced without `force`), `write` into a temporary file
+ * beside it, its sibling, a full verify of the copy (trust as asked; a new bundle's own signature is
+ * this host's, so trust was required of its source instead), and the no-clobber publish. On failure
+ * nothing is left at the target.
+ */
+export async function publishExport(
+  name: string,
+  target: string,
+  sourcePath: string | undefined,
+  opts: Pick<ExportBundleOptions, 'force' | 'identities' | 'trust' | 'onProgress'>,
+  write: (tmp: string) => Promise<WrittenCopy>,
+): Promise<ExportResult> {
+  const dest = await destinationFor(name, target);
+  if (sourcePath !== undefined && dest === resolve(sourcePath))
+    throw new InvalidInputError('export target is the bundle itself');
+  const destSibling = siblingPathOf(dest);
+  if (!opts.force) {
+    if (await exists(dest)) throw new AlreadyExistsError(dest);
+    if (await exists(destSibling)) throw new AlreadyExistsError(destSibling);
+  }
+  const tmp = tempPathFor(dest);
+  const tmpSibling = siblingPathOf(tmp);
+  try {
+    const written = await write(tmp);
     await writeSibling(tmp, written.sha256);
-    // A re-packed copy is a new bundle signed (or not) by this host: trust was required of its source.
-    const trust = plan.repack && opts.trust ? { ...opts.trust, required: false } : opts.trust;
-    const report = await verifyBundleFile(tmp, {
+    const trust = written.repacked && opts.trust ? { ...opts.trust, required: false } : opts.trust;
+    const report = await verifyCopy(tmp, written, {
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.identities ? { identities: opts.identities } : {}),
       ...(trust ? { trust } : {}),
@@ -180,21 +218,34 @@ export async function exportBundle(
         throw err;
       }
     }
-    const encrypted = file.encrypted && !plan.repack;
     return {
       path: dest,
       sibling_path: destSibling,
       bundle_size_bytes: written.size,
       file_sha256: written.sha256,
       verify: { ...report, bundle: dest },
-      copy: plan.copy,
-      encrypted,
-      redacted: plan.copy === 'redacted' || plan.copy === 'already_redacted',
-      ...(redaction ? { redaction } : {}),
+      copy: written.copy,
+      encrypted: written.encrypted,
+      redacted: written.copy === 'redacted' || written.copy === 'already_redacted',
+      ...(written.redaction ? { redaction: written.redaction } : {}),
     };
   } catch (err) {
     await removeQuietly(tmp);
     await removeQuietly(tmpSibling);
     throw err;
+  }
+}
+
+/**
+ * Verifies the copy fully. A new encrypted bundle written to recipients the identity does not open
+ * (exported to other keys) is checked from the outside only: sibling and age header.
+ */
+async function verifyCopy(tmp: string, written: WrittenCopy, o: VerifyOptions): Promise<VerifyReport> {
+  try {
+    return await verifyBundleFile(tmp, o);
+  } catch (err) {
+    if (!(err instanceof EncryptionError) || !written.repacked || !written.encrypted) throw err;
+    const { identities: _none, ...outside } = o;
+    return verifyBundleFile(tmp, outside);
   }
 }

@@ -37,7 +37,10 @@ export interface ExportOptions {
    * copied encrypted is protected and copied as it is.
    */
   redact?: boolean;
-  /** Write a plaintext copy of an encrypted bundle (needs `decryptIdentity`); redacted unless `redact: false`. */
+  /**
+   * Write a plaintext copy of an encrypted bundle, or of an encrypted repository's snapshot (which is
+   * otherwise written encrypted to the configured recipients); redacted unless `redact: false`.
+   */
   decrypt?: boolean;
   /**
    * age identity file: the exported copy of an encrypted bundle is verified fully before publishing

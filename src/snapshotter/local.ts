@@ -65,6 +65,7 @@ import {
   storeAgents,
   writeSidecar,
 } from '../store/catalog.js';
+import { readLastTaken, writeLastTaken } from '../store/last-taken.js';
 import { cleanLeftovers } from '../store/leftovers.js';
 import type { HeldLock, WorkerHeldLock } from '../store/lock.js';
 import { SIBLING_EXT, STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
@@ -73,7 +74,9 @@ import { writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { toolVersions } from '../util/version.js';
 import type { GcOptions, RetentionTickReport } from './gc.js';
+import type { StoreBundleRequest, StoredBundle } from './import.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
+import type { MigrateOptions, MigrateReport } from './migrate.js';
 import { notifyObservers, type OperationObserver, type OperationRecord } from './observer.js';
 import { RepositoryStore, type StoreFormat, storeFormatFromEnv } from './repository.js';
 
@@ -126,6 +129,12 @@ export interface LocalSnapshotterOptions {
   redactExports?: boolean;
 }
 
+/** A condition checked under the agent lock before an automatic snapshot, and told when it was taken. */
+interface SnapshotDue {
+  check(agentId: string, tenant: string, layout: StoreLayout): Promise<boolean>;
+  taken(agentId: string, tenant: string, layout: StoreLayout, meta: SnapshotMeta): Promise<void>;
+}
+
 /** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
 const reported = new WeakSet<object>();
 
@@ -146,7 +155,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly redactionPolicy: RedactionPolicy;
   /** The content-addressed repository of this state root (created by the first snapshot into it). */
   readonly repository: RepositoryStore;
-  private readonly storeChoice: StoreFormat;
+  /** The configured store (LocalSnapshotterOptions.store). */
+  readonly storeChoice: StoreFormat;
   private repositoryChosen: boolean | undefined;
   readonly redactExports: boolean;
 
@@ -177,9 +187,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** Whether new snapshots go into the repository (see LocalSnapshotterOptions.store). */
   usesRepository(): boolean {
     if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
-    // Until restore, diff, export and import read repository snapshots, `auto` keeps bundles unless a
-    // repository was created explicitly (store: repository); then it stays the store of this state root.
-    this.repositoryChosen ??= this.repository.exists();
+    // `auto` keeps bundles unless a repository was created explicitly (store: repository, or migrate);
+    // then it stays the store of this state root. (Every operation reads repository snapshots; making
+    // the repository the default of new state roots is a decision of its own.)
+    // Only "yes" is kept: a running daemon picks up a repository that migrate created meanwhile.
+    if (!this.repositoryChosen) this.repositoryChosen = this.repository.exists();
     return this.repositoryChosen;
   }
 
@@ -270,7 +282,71 @@ export class LocalSnapshotter implements MemorySnapshotter {
     }));
   }
 
-  private async snapshotUnlocked(req: SnapshotRequest, started: number): Promise<SnapshotMeta> {
+  /**
+   * An automatic snapshot of kind `req.createdBy` (`auto-…`), unless the agent's last one of that kind
+   * was taken less than `minIntervalMs` ago — by any process: the time is kept beside the agent lock and
+   * read under it. The pre-mutating-tool hook (agent/pre-mutating-tool.ts) is built on this.
+   */
+  async snapshotUnlessRecent(
+    req: SnapshotRequest,
+    minIntervalMs: number,
+  ): Promise<{ snapshot: SnapshotMeta } | { skipped: 'interval'; last_at_ms: number }> {
+    const started = performance.now();
+    const kind = String(req.createdBy);
+    if (!/^auto-[a-z0-9-]{1,59}$/.test(kind))
+      throw new InvalidInputError(
+        `an automatic snapshot's created_by is auto-<kind> ([a-z0-9-]), got ${kind}`,
+      );
+    if (!Number.isSafeInteger(minIntervalMs) || minIntervalMs < 0)
+      throw new InvalidInputError('minIntervalMs must be an integer ≥ 0');
+    let last: number | undefined;
+    const due = {
+      async check(agentId: string, tenant: string, layout: StoreLayout): Promise<boolean> {
+        last = await readLastTaken(layout.lastTakenPath(tenant, agentId, kind));
+        const now = Date.now();
+        return last === undefined || now < last || now - last >= minIntervalMs;
+      },
+      taken: async (agentId: string, tenant: string, layout: StoreLayout, meta: SnapshotMeta) =>
+        writeLastTaken(layout.lastTakenPath(tenant, agentId, kind), meta),
+    };
+    const meta = await this.observed(
+      this.snapshotUnlocked(req, started, due),
+      started,
+      undefined,
+      (error, durationMs) => ({
+        op: 'snapshot',
+        agentId: String(req.agentId),
+        tenant: String(req.tenant ?? DEFAULT_TENANT),
+        createdBy: kind,
+        outcome: error.outcome,
+        error,
+        durationMs,
+      }),
+    );
+    if (meta) return { snapshot: meta };
+    this.observe({
+      op: 'snapshot-skipped',
+      agentId: String(req.agentId),
+      tenant: String(req.tenant ?? DEFAULT_TENANT),
+      createdBy: kind,
+      reason: 'interval',
+      outcome: 'ok',
+      durationMs: performance.now() - started,
+    });
+    return { skipped: 'interval', last_at_ms: last! };
+  }
+
+  private async snapshotUnlocked(req: SnapshotRequest, started: number): Promise<SnapshotMeta>;
+  private async snapshotUnlocked(
+    req: SnapshotRequest,
+    started: number,
+    due: SnapshotDue,
+  ): Promise<SnapshotMeta | undefined>;
+  private async snapshotUnlocked(
+    req: SnapshotRequest,
+    started: number,
+    due?: SnapshotDue,
+  ): Promise<SnapshotMeta | undefined> {
     const agentId = validateAgentId(req.agentId);
     const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
     const label = validateLabel(req.label);
@@ -306,7 +382,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const lock = await this.lockAgent(agentId, tenant, 'snapshot');
     try {
       await this.recoverInterrupted(agentId, tenant);
-      return await this.snapshotLocked({
+      if (due && !(await due.check(agentId, tenant, this.layout))) return undefined;
+      const meta = await this.snapshotLocked({
         agentId,
         tenant,
         label,
@@ -320,6 +397,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
         onProgress: req.onProgress,
         started,
       });
+      // Not recorded: one more automatic snapshot later, never a failed one now.
+      await due
+        ?.taken(agentId, tenant, this.layout, meta)
+        .catch((err: unknown) =>
+          this.warn(`recording the time of snapshot ${meta.id}: ${(err as Error).message}`),
+        );
+      return meta;
     } finally {
       lock.release();
     }
@@ -595,12 +679,45 @@ export class LocalSnapshotter implements MemorySnapshotter {
       dryRun: req.dryRun === true,
       durationMs,
     });
+    // an import into a repository store also keeps the bundle as a snapshot of the new agent
+    const steps =
+      req.import && !req.dryRun && this.usesRepository()
+        ? import('./import.js').then(({ importIntoRepository }) => importIntoRepository(this, req))
+        : import('./restore.js').then(({ restoreAgent }) => restoreAgent(this, req));
     return this.observed(
-      import('./restore.js').then(({ restoreAgent }) => restoreAgent(this, req)),
+      steps,
       started,
       (report, durationMs) => ({ ...record(durationMs), outcome: 'ok', report }),
       (error, durationMs) => ({ ...record(durationMs), outcome: error.outcome, error }),
     );
+  }
+
+  /**
+   * `import --store-only`: stores a bundle (v1 included) as a snapshot of an agent in the repository,
+   * changing nothing live (snapshotter/import.ts). Needs the repository store.
+   */
+  async storeBundle(req: StoreBundleRequest): Promise<StoredBundle> {
+    const { storeBundle } = await import('./import.js');
+    return storeBundle(this, req);
+  }
+
+  /**
+   * `nexo-memory migrate`: moves every bundle of the state root into the repository (created when there
+   * is none; `auto` picks it from then on). See snapshotter/migrate.ts.
+   */
+  async migrate(opts: MigrateOptions = {}): Promise<MigrateReport> {
+    if (this.storeChoice === 'bundles')
+      throw new InvalidInputError(
+        'the store is configured as bundles (store.format: bundles): migrate moves bundles into the repository, which this configuration does not use',
+      );
+    try {
+      const { migrateBundles } = await import('./migrate.js');
+      return await migrateBundles(this, opts);
+    } catch (err) {
+      throw asSnapshotError(err, 'migrate');
+    } finally {
+      this.repositoryChosen = this.repository.exists() || this.repositoryChosen;
+    }
   }
 
   /** Compares two snapshots (ids, unique prefixes, or `live`). */
@@ -676,7 +793,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
     ]);
     for (const w of warnings) this.warn(w);
     if (inRepository.length === 0) return metas;
-    return [...inRepository, ...metas].sort(
+    // a bundle migrate has stored but not removed yet (it was interrupted) is listed once
+    const ids = new Set(inRepository.map((m) => m.id));
+    return [...inRepository, ...metas.filter((m) => !ids.has(m.id))].sort(
       (x, y) => y.created_at_ms - x.created_at_ms || (x.id < y.id ? 1 : -1),
     );
   }
@@ -711,9 +830,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<VerifyReport> {
     const inRepository = await this.findInRepository(agentId, tenant, id);
     if (inRepository) {
-      const { trust, decryptIdentity, deep: _deep, onProgress } = opts;
+      const { trust, decryptIdentity, deep, onProgress } = opts;
       return (
         await this.repository.verify(inRepository.id, {
+          ...(deep ? { deep: true } : {}),
           ...(decryptIdentity ? { decryptIdentity } : {}),
           ...(onProgress ? { onProgress } : {}),
           ...(trust !== undefined
@@ -741,6 +861,32 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     return this.repository.find(a, t, id);
+  }
+
+  /**
+   * One of the agent's snapshots by id or unique prefix, in either store: a repository snapshot or a
+   * bundle (no lock is taken). A prefix that matches in both stores is ambiguous.
+   */
+  async findSnapshot(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+  ): Promise<
+    { repository: ListingMeta; bundle?: undefined } | { bundle: BundleFile; repository?: undefined }
+  > {
+    const inRepository = await this.findInRepository(agentId, tenant, id);
+    const bundle = await this.locateSnapshot(agentId, tenant, id).catch((err: unknown) => {
+      if (err instanceof NotFoundError || (inRepository && err instanceof InvalidInputError))
+        return undefined;
+      throw err;
+    });
+    if (inRepository && bundle && bundle.id !== inRepository.id)
+      throw new InvalidInputError(
+        `snapshot id prefix ${id} is ambiguous: ${inRepository.id} (repository) and ${bundle.id} (bundle)`,
+      );
+    if (inRepository) return { repository: inRepository };
+    if (bundle) return { bundle };
+    throw new NotFoundError(id);
   }
 
   /** `nexo-memory check`: the repository's structure, and with readData its packs. */
@@ -850,6 +996,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
     target: string,
     opts: ExportOptions = {},
   ): Promise<ExportResult> {
+    const inRepository = await this.findInRepository(agentId, tenant, id);
+    if (inRepository) {
+      const { exportRepoSnapshot } = await import('./repo-export.js');
+      return exportRepoSnapshot(this, inRepository, target, opts);
+    }
     const { file, reading } = await this.locateForReading(agentId, tenant, id);
     try {
       const { decryptIdentity, trust, redact, ...rest } = opts;

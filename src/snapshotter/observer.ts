@@ -1,5 +1,5 @@
 // Owns the observer port of the snapshotter: every operation that changes the store (snapshot, restore,
-// delete, gc) reports its outcome — success with its result, failure with the typed error and its
+// delete, gc), and every automatic snapshot a throttle skipped, reports its outcome — success with its result, failure with the typed error and its
 // metric `outcome` label — to the observers given at construction (metrics, lifecycle events, a host's
 // own). Observers are called synchronously after the operation; one that throws is reported as a
 // warning and never changes the operation's result.
@@ -26,7 +26,16 @@ export type OperationRecord =
     })
   | (Base & { op: 'restore'; agentId: string; tenant: string; dryRun: boolean; report?: RestoreReport })
   | (Base & { op: 'delete'; agentId: string; tenant: string; result?: DeleteResult })
-  | (Base & { op: 'gc'; dryRun: boolean; report?: RetentionTickReport });
+  | (Base & { op: 'gc'; dryRun: boolean; report?: RetentionTickReport })
+  | (Base & {
+      /** An automatic snapshot that was not taken (outcome `ok`: nothing failed). */
+      op: 'snapshot-skipped';
+      agentId: string;
+      tenant: string;
+      createdBy: string;
+      /** `interval`: one was taken less than the minimum interval ago; `in_flight`: one was being taken. */
+      reason: 'interval' | 'in_flight';
+    });
 
 export interface OperationObserver {
   onOperation(record: OperationRecord): void;

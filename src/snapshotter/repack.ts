@@ -1,24 +1,31 @@
-// Owns re-packing a bundle for what leaves the host: the bundle is streamed through verify into a
-// temporary staging (only verified bytes are used; an encrypted one is opened with the identity), the
-// redaction a snapshot would run goes over that staging (the history is rewritten from the bundle
-// itself), and a new plaintext bundle is written with the same snapshot id and metadata, the
-// redaction report, fresh seals, and a signature when a signing key is given. The staging is always
-// removed; on failure nothing is left at the destination.
+// Owns writing copies of snapshots as bundles for what leaves the host. packStaged is the one writer
+// of copies: a snapshot staged as a capture (verified bytes only) is redacted when asked (the history
+// rewritten from the capture's git bundle), hashed, sealed with the same snapshot id and metadata and
+// fresh seals, signed when a key is given, and packed (encrypted when recipients are given).
+// repackBundle stages a bundle through verify (an encrypted one opened with the identity) and packs it
+// plaintext; export of a repository snapshot (repo-export.ts) stages it from the repository. The
+// staging is always removed; on failure nothing is left at the destination.
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type CaptureResult, hashCapture, type StagedArtifact } from '../capture/capture.js';
-import type { Identity } from '../crypto/age.js';
+import { type Identity, recipientFingerprint } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
-import { BUNDLE_FORMAT, CURRENT_SCHEMA, GIT_BUNDLE_PATH, MANIFEST_VERSION } from '../format/constants.js';
+import {
+  type ArtifactKind,
+  BUNDLE_FORMAT,
+  CURRENT_SCHEMA,
+  GIT_BUNDLE_PATH,
+  MANIFEST_VERSION,
+} from '../format/constants.js';
 import { type Manifest, type ManifestDraft, sealManifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
 import type { TrustPolicy } from '../format/signature.js';
 import { packBundle } from '../format/writer.js';
 import type { CompressOptions } from '../format/zstd.js';
 import { RedactionError } from '../model/errors.js';
-import { DB_NAMES, type ProgressListener } from '../model/types.js';
+import { DB_NAMES, type DbName, type ProgressListener } from '../model/types.js';
 import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { SqliteWorker } from '../sqlite/worker.js';
@@ -64,7 +71,6 @@ export async function checkRepackable(source: string, identities?: readonly Iden
 export async function repackBundle(o: RepackOptions): Promise<Repacked> {
   await checkRepackable(o.source, o.identities);
   const staging = await mkdtemp(join(tmpdir(), 'nexo-repack-'));
-  const workers: SqliteWorker[] = [];
   try {
     const v = await verifyBundle(o.source, {
       ...(o.identities ? { identities: o.identities } : {}),
@@ -74,14 +80,69 @@ export async function repackBundle(o: RepackOptions): Promise<Repacked> {
     });
     if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
     const m = v.manifest.manifest;
-    const captured = await capturedFrom(m, v.written);
+    return await packStaged(
+      { meta: m, captured: await capturedFrom(m, v.written), staging },
+      {
+        dest: o.dest,
+        ...(o.policy ? { policy: o.policy } : {}),
+        ...(o.signingKey ? { signingKey: o.signingKey } : {}),
+        zstd: o.zstd,
+        ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+      },
+    );
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+/** A snapshot staged as a capture (from a bundle or a repository snapshot), and the metadata it keeps. */
+export interface StagedSnapshot {
+  meta: Pick<
+    Manifest,
+    | 'snapshot_id'
+    | 'agent_id'
+    | 'tenant'
+    | 'label'
+    | 'created_at_ms'
+    | 'created_by'
+    | 'schema_versions'
+    | 'databases'
+    | 'redactions'
+  >;
+  captured: CaptureResult;
+  /** The directory the capture's files are in (redaction works there). */
+  staging: string;
+}
+
+export interface PackStagedOptions {
+  /** The file to write (must not exist): published whole or not at all. */
+  dest: string;
+  /** Redact with this policy first; absent for an exact copy. */
+  policy?: RedactionPolicy;
+  signingKey?: SigningKey;
+  /** age recipients the bundle is encrypted to; none for a plaintext bundle. */
+  recipients?: readonly string[];
+  zstd: CompressOptions;
+  onProgress?: ProgressListener;
+}
+
+/**
+ * Writes a staged snapshot as a v2 bundle (v3 when signed) with its snapshot id and metadata: redacted
+ * first when a policy is given (the history rewritten from the capture's git bundle), hashed, sealed,
+ * packed (encrypted to `recipients` when given). The one writer of copies: export, download, repack.
+ */
+export async function packStaged(s: StagedSnapshot, o: PackStagedOptions): Promise<Repacked> {
+  const { meta: m, captured } = s;
+  const workers: SqliteWorker[] = [];
+  try {
     let redactions: Manifest['redactions'];
     if (o.policy) {
       o.onProgress?.({ phase: 'redact', bytes: 0 });
-      redactions = await redactStaging(o.policy, captured, staging);
+      redactions = await redactStaging(o.policy, captured, s.staging);
     }
     workers.push(new SqliteWorker(), new SqliteWorker());
     const artifacts = await hashCapture(captured, workers);
+    const recipients = o.recipients ?? [];
     const draft: ManifestDraft = {
       manifest_version: MANIFEST_VERSION,
       bundle_format: BUNDLE_FORMAT,
@@ -102,10 +163,13 @@ export async function repackBundle(o: RepackOptions): Promise<Repacked> {
       ...(captured.memdir ? { memdir: captured.memdir } : {}),
       ...(m.databases ? { databases: m.databases } : {}),
       ...(redactions ? { redactions } : m.redactions ? { redactions: m.redactions } : {}),
+      ...(recipients.length > 0
+        ? { encryption: { scheme: 'age', recipients_fingerprint: recipients.map(recipientFingerprint) } }
+        : {}),
       tool_versions: await toolVersions(),
     };
     const { manifest, bytes } = sealManifest(draft, o.signingKey);
-    const total = bytes.length + artifacts.reduce((s, a) => s + a.size, 0);
+    const total = bytes.length + artifacts.reduce((n, a) => n + a.size, 0);
     o.onProgress?.({ phase: 'pack', bytes: 0, total });
     const packed = await packBundle({
       finalPath: o.dest,
@@ -117,26 +181,47 @@ export async function repackBundle(o: RepackOptions): Promise<Repacked> {
       })),
       mtimeSec: Math.floor(m.created_at_ms / 1000),
       zstd: o.zstd,
+      ...(recipients.length > 0 ? { recipients } : {}),
       onBytes: (n) => o.onProgress?.({ phase: 'pack', bytes: n, total }),
     });
     return { manifest, ...packed };
   } finally {
     await Promise.all(workers.map((w) => w.close()));
-    await rm(staging, { recursive: true, force: true });
   }
 }
 
-/** The staged bundle as a capture: what the redaction of a snapshot works on. */
-async function capturedFrom(m: Manifest, written: ReadonlyMap<string, string>): Promise<CaptureResult> {
+/** What capturedFrom needs of a manifest: a bundle's, or a repository snapshot's. */
+export interface StagedManifest {
+  artifacts: ReadonlyArray<{ path_in_bundle: string; kind: string; size_bytes: number; sha256: string }>;
+  git: Manifest['git'];
+  memdir?: Manifest['memdir'];
+  databases?: Manifest['databases'];
+}
+
+/**
+ * Verified, staged artifacts (`written`: path in the bundle → file) as a capture: what the redaction
+ * of a snapshot works on and what a bundle is packed from. Memory files in byte order of their paths
+ * (the v2 order); the git bundle is `git/memdir.bundle` unless `gitBundlePath` names it.
+ */
+export async function capturedFrom(
+  m: StagedManifest,
+  written: ReadonlyMap<string, string>,
+  gitBundlePath?: string,
+): Promise<CaptureResult> {
   const at = (p: string): string => {
     const f = written.get(p);
     if (!f) throw new RedactionError(`${p} was not staged`);
     return f;
   };
   let inMemory = 0;
-  const staged = async (a: Manifest['artifacts'][number]): Promise<StagedArtifact> => {
+  const staged = async (a: StagedManifest['artifacts'][number]): Promise<StagedArtifact> => {
     const path = at(a.path_in_bundle);
-    const base = { pathInBundle: a.path_in_bundle, kind: a.kind, size: a.size_bytes, sha256: a.sha256 };
+    const base = {
+      pathInBundle: a.path_in_bundle,
+      kind: a.kind as ArtifactKind,
+      size: a.size_bytes,
+      sha256: a.sha256,
+    };
     const small =
       a.kind.startsWith('state_') ||
       (a.size_bytes <= IN_MEMORY_FILE_MAX && inMemory + a.size_bytes <= IN_MEMORY_TOTAL_MAX);
@@ -146,15 +231,23 @@ async function capturedFrom(m: Manifest, written: ReadonlyMap<string, string>): 
   };
   const databases = DB_NAMES.flatMap((db) => {
     const a = m.artifacts.find((x) => x.kind === `sqlite_${db}`);
-    return a ? [{ db, stagedPath: at(a.path_in_bundle) }] : [];
+    return a ? [{ db: db as DbName, stagedPath: at(a.path_in_bundle) }] : [];
   });
   const git = m.artifacts.find((x) => x.path_in_bundle === GIT_BUNDLE_PATH);
+  const bundle = gitBundlePath ?? (git ? at(git.path_in_bundle) : undefined);
+  const byBytes = (x: { path_in_bundle: string }, y: { path_in_bundle: string }): number =>
+    Buffer.compare(Buffer.from(x.path_in_bundle, 'utf8'), Buffer.from(y.path_in_bundle, 'utf8'));
   return {
     databases,
     databaseInfo: m.databases ?? {},
     state: await Promise.all(m.artifacts.filter((a) => a.kind.startsWith('state_')).map(staged)),
-    ...(git ? { gitBundlePath: at(git.path_in_bundle) } : {}),
-    memory: await Promise.all(m.artifacts.filter((a) => a.kind === 'memory_file').map(staged)),
+    ...(bundle ? { gitBundlePath: bundle } : {}),
+    memory: await Promise.all(
+      m.artifacts
+        .filter((a) => a.kind === 'memory_file')
+        .sort(byBytes)
+        .map(staged),
+    ),
     git: { ...m.git },
     ...(m.memdir ? { memdir: { ...m.memdir, skipped: [...m.memdir.skipped] } } : {}),
     found: true,

@@ -2,13 +2,16 @@
 // opening it (created on the first snapshot), and the operations on it — taking a snapshot (capture
 // under the write gate, history recorded as refs, only new chunks written), listing, finding by id or
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
-// lock that prune's exclusive lock excludes. local.ts decides which store an operation goes to.
-// The repository machinery is imported by the operations that use it, not with this module: a state
-// root without a repository lists without loading it (CLI start-up).
+// lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
+// and what retention needs without the identity (the whole listing, forgetting without that lock).
+// local.ts decides which store an operation goes to. The repository machinery is imported by the
+// operations that use it, not with this module: a state root without a repository lists without
+// loading it (CLI start-up).
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { LocalBackend } from '../backend/local.js';
 import type { captureAgent } from '../capture/capture.js';
 import { type Identity, loadIdentities, recipientFingerprint } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
@@ -20,14 +23,16 @@ import {
   ConcurrentError,
   ConfigError,
   InvalidInputError,
+  ObjectNotFoundError,
   UnknownAgentError,
 } from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
-import type { ProgressListener, VerifyReport } from '../model/types.js';
+import type { DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import type { CheckOptions, CheckReport } from '../repository/check.js';
 import type { PreviousHistory } from '../repository/git-history.js';
-import type { RepoManifest } from '../repository/manifest.js';
+import type { HeldRepoLock } from '../repository/locks.js';
+import type { ParsedRepoManifest, RepoManifest } from '../repository/manifest.js';
 import type { PruneOptions, PruneReport } from '../repository/prune.js';
 import type { Repository } from '../repository/repository.js';
 import type { ListingMeta } from '../repository/snapshots.js';
@@ -73,6 +78,7 @@ export interface RepoSnapshotParams {
 export class RepositoryStore {
   readonly root: string;
   private opened: Promise<Repository> | undefined;
+  private plainBackend: LocalBackend | undefined;
 
   constructor(
     private readonly s: LocalSnapshotter,
@@ -94,6 +100,19 @@ export class RepositoryStore {
     return this.root;
   }
 
+  /** The configured identity file that opens an encrypted repository, if any. */
+  get identityFile(): string | undefined {
+    return this.identityPath;
+  }
+
+  /**
+   * The repository to store into: created with `recipients` when there is none; an existing one opened
+   * with `identityPath` when given (else the configured identity).
+   */
+  openForWriting(recipients: readonly string[], identityPath?: string): Promise<Repository> {
+    return identityPath && this.exists() ? this.fresh(identityPath) : this.open(true, recipients);
+  }
+
   private identities(extra?: string): Identity[] | undefined {
     const path = extra ?? this.identityPath;
     return path ? loadIdentities(path) : undefined;
@@ -102,10 +121,7 @@ export class RepositoryStore {
   /** A new handle on the repository (its own index), opened with `identityPath` or the configured identity. */
   async fresh(identityPath?: string): Promise<Repository> {
     const ids = this.identities(identityPath);
-    const [{ Repository }, { LocalBackend }] = await Promise.all([
-      import('../repository/repository.js'),
-      import('../backend/local.js'),
-    ]);
+    const { Repository } = await import('../repository/repository.js');
     return Repository.open(new LocalBackend(this.root), {
       zstdLevel: this.zstdLevel,
       ...(ids ? { identities: ids } : {}),
@@ -117,12 +133,12 @@ export class RepositoryStore {
     if (identityPath) return this.fresh(identityPath);
     if (!this.opened) {
       const ids = this.identities();
+      const backend = new LocalBackend(this.root);
       const opts = { zstdLevel: this.zstdLevel, ...(ids ? { identities: ids } : {}) };
-      this.opened = Promise.all([import('../repository/repository.js'), import('../backend/local.js')])
-        .then(([{ Repository }, { LocalBackend }]) => {
-          const backend = new LocalBackend(this.root);
-          return create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts);
-        })
+      this.opened = import('../repository/repository.js')
+        .then(({ Repository }) =>
+          create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts),
+        )
         .catch((err: unknown) => {
           this.opened = undefined;
           throw err;
@@ -131,19 +147,30 @@ export class RepositoryStore {
     return this.opened;
   }
 
-  /** Runs `fn` under the repository lock (shared unless `exclusive`). */
-  async locked<T>(repo: Repository, exclusive: boolean, operation: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` under the repository lock (shared unless `exclusive`), waiting up to `waitMs` (default:
+   * the lock timeout) for it. An index this handle loaded before is refreshed first: a prune may have
+   * replaced it since.
+   */
+  async locked<T>(
+    repo: Repository,
+    exclusive: boolean,
+    operation: string,
+    fn: (lock: HeldRepoLock) => Promise<T>,
+    waitMs = this.s.lockTimeoutMs,
+  ): Promise<T> {
     const { lockRepository } = await import('../repository/locks.js');
-    const lock = await lockRepository(repo.backend, exclusive, operation, this.s.lockTimeoutMs);
+    const lock = await lockRepository(repo.backend, exclusive, operation, waitMs);
     try {
-      return await fn();
+      await repo.refreshIndex();
+      return await fn(lock);
     } finally {
       await lock.release();
     }
   }
 
   /** The agent's newest snapshot's history, to add to it (none when the history was rewritten). */
-  private async previousHistory(
+  async previousHistory(
     repo: Repository,
     agentId: string,
     tenant: string,
@@ -231,7 +258,7 @@ export class RepositoryStore {
         p.onProgress?.({ phase: 'redact', bytes: 0 });
         redactions = await redactStaging(p.redact, captured, staging, p.memdir);
       }
-      return await this.locked(repo, false, 'snapshot', async () => {
+      return await this.locked(repo, false, 'snapshot', async (lock) => {
         await repo.ensureIndex();
         const previous = captured.gitRefs ? await this.previousHistory(repo, p.agentId, p.tenant) : undefined;
         const writer = repo.writer();
@@ -269,6 +296,8 @@ export class RepositoryStore {
           p.signingKey,
         );
         const meta = this.metaOf(manifest, stats.storedNew);
+        // Only while our lock holds may the manifest reference what the index showed us (prune waits for it).
+        await lock.check();
         await saveSnapshot(repo, manifest, json, meta);
         return { ...meta, pinned: false };
       });
@@ -287,12 +316,55 @@ export class RepositoryStore {
     return { ...meta, ...(addedBytes !== undefined ? { added_bytes: addedBytes } : {}) };
   }
 
+  /** The repository's backend alone: listing, pins and forgetting need no key. */
+  private get backend(): LocalBackend {
+    this.plainBackend ??= new LocalBackend(this.root);
+    return this.plainBackend;
+  }
+
   /** The agent's repository snapshots, newest first (empty when there is no repository). */
   async list(agentId: string, tenant: string): Promise<ListingMeta[]> {
     if (!this.exists()) return [];
-    const repo = await this.open();
     const { listSnapshots } = await import('../repository/snapshots.js');
-    return listSnapshots(repo, { agentId, tenant }, this.warn);
+    return listSnapshots({ backend: this.backend }, { agentId, tenant }, this.warn);
+  }
+
+  /** Every listed snapshot (of `tenant`, or of every tenant), newest first; no identity needed. */
+  async listAll(tenant?: string): Promise<ListingMeta[]> {
+    if (!this.exists()) return [];
+    const { listSnapshots } = await import('../repository/snapshots.js');
+    return listSnapshots({ backend: this.backend }, tenant !== undefined ? { tenant } : {}, this.warn);
+  }
+
+  /** Which of `ids` are still listed, and which of those are pinned (retention looks again under the agent lock). */
+  async stillListed(ids: readonly string[]): Promise<{ listed: Set<string>; pinned: Set<string> }> {
+    const listed = new Set<string>();
+    const pinned = new Set<string>();
+    const present = async (type: 'listing' | 'pins', id: string) =>
+      this.backend.stat({ type, name: id }).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof ObjectNotFoundError) return false;
+          throw err;
+        },
+      );
+    const { mapLimit } = await import('../repository/repository.js');
+    await mapLimit(ids, 16, async (id) => {
+      if (!(await present('listing', id))) return;
+      listed.add(id);
+      if (await present('pins', id)) pinned.add(id);
+    });
+    return { listed, pinned };
+  }
+
+  /**
+   * Forgets a snapshot for retention, under the agent lock but without the repository lock: forgetting
+   * removes only its listing entry, pin and manifest, and a prune running meanwhile at worst keeps its
+   * data one round longer. So gc never waits for a prune.
+   */
+  async forgetForRetention(id: string): Promise<void> {
+    const { forgetSnapshot } = await import('../repository/snapshots.js');
+    await forgetSnapshot({ backend: this.backend }, id);
   }
 
   /** A snapshot of the agent by id or unique prefix (≥ 4 characters); undefined when none matches. */
@@ -310,27 +382,51 @@ export class RepositoryStore {
     return hits[0];
   }
 
-  /** Verifies a snapshot streamed from the packs; the report has the shape of a bundle's. */
+  /**
+   * Verifies a snapshot streamed from the packs; the report has the shape of a bundle's. Without
+   * `gitDir` (whose caller checks the history itself: restore, diff) the history is rebuilt in a scratch
+   * repository and `git fsck`ed, and with `deep` every database gets `integrity_check`
+   * (repository/verify-checks.ts).
+   */
   async verify(
     id: string,
     opts: RepoVerifyOptions & {
       trust?: TrustPolicy;
       decryptIdentity?: string;
       onProgress?: ProgressListener;
+      deep?: boolean;
     } = {},
   ): Promise<{ report: VerifyReport; result: RepoVerifyResult }> {
     const repo = await this.open(false, [], opts.decryptIdentity);
-    const { verifyRepoSnapshot } = await import('../repository/verify-snapshot.js');
+    const [{ verifyRepoSnapshot }, { checkedVerifyRepoSnapshot }] = await Promise.all([
+      import('../repository/verify-snapshot.js'),
+      import('../repository/verify-checks.js'),
+    ]);
     return this.locked(repo, false, 'verify', async () => {
-      const result = await verifyRepoSnapshot(repo, id, {
-        ...opts,
-        onBytes: (bytes) => opts.onProgress?.({ phase: 'verify', bytes }),
+      const onBytes = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes });
+      if (opts.gitDir) {
+        const result = await verifyRepoSnapshot(repo, id, { ...opts, onBytes });
+        return { report: this.reportOf(id, result, opts.trust, undefined), result };
+      }
+      const { result, deep } = await checkedVerifyRepoSnapshot(repo, id, {
+        ...(opts.deep ? { deep: true } : {}),
+        ...(opts.target ? { target: opts.target } : {}),
+        onBytes,
       });
-      return { report: this.reportOf(id, result, opts.trust), result };
+      return {
+        report: this.reportOf(id, result, opts.trust, opts.deep ? (deep ?? 'skipped') : undefined),
+        result,
+      };
     });
   }
 
-  private reportOf(id: string, r: RepoVerifyResult, trust: TrustPolicy | undefined): VerifyReport {
+  private reportOf(
+    id: string,
+    r: RepoVerifyResult,
+    trust: TrustPolicy | undefined,
+    /** The deep checks' report, `skipped` (the snapshot is damaged), or undefined (not asked for). */
+    deep: DeepReport | 'skipped' | undefined,
+  ): VerifyReport {
     const m = r.parsed?.manifest;
     const problems = [...r.problems];
     let signature: VerifyReport['signature'];
@@ -344,6 +440,23 @@ export class RepositoryStore {
       signature = { status: check.status, ...(check.key_id ? { key_id: check.key_id } : {}) };
       const refusal = signatureRefusal(check, trust ?? { keys: [], required: false });
       if (refusal) problems.push({ code: refusal.code, message: refusal.message });
+    }
+    const notChecked: VerifyReport['not_checked'] = [];
+    if (deep === undefined)
+      notChecked.push({
+        check: 'deep',
+        reason: 'SQLite PRAGMA integrity_check runs with --deep (restore runs it)',
+      });
+    else if (deep === 'skipped')
+      notChecked.push({ check: 'deep', reason: 'skipped because the snapshot is damaged' });
+    else {
+      for (const [db, result] of Object.entries(deep.sqlite_integrity))
+        if (result !== 'ok')
+          problems.push({
+            code: 'BUNDLE_DAMAGED',
+            message: `integrity_check failed: ${result}`,
+            path: `sqlite/${db}.sqlite`,
+          });
     }
     const trustOnly =
       problems.length > 0 &&
@@ -373,9 +486,10 @@ export class RepositoryStore {
       artifacts_checked: r.artifactsChecked,
       artifacts_total: r.artifactsTotal,
       bytes_checked: r.bytesChecked,
+      ...(deep !== undefined && deep !== 'skipped' ? { deep } : {}),
       ...(signature ? { signature } : {}),
       problems,
-      not_checked: [],
+      not_checked: notChecked,
     };
   }
 
@@ -387,22 +501,38 @@ export class RepositoryStore {
   }
 
   async setPinned(id: string, pinned: boolean): Promise<void> {
-    const repo = await this.open();
     const { setPinned } = await import('../repository/snapshots.js');
-    await setPinned(repo, id, pinned);
+    await setPinned({ backend: this.backend }, id, pinned);
   }
 
-  /** Removes unreferenced data (exclusive repository lock). */
-  async prune(opts: PruneOptions = {}): Promise<PruneReport> {
+  /**
+   * Removes unreferenced data under the exclusive repository lock, waiting up to `waitMs` (default: the
+   * lock timeout; gc passes 0 and reports a busy repository instead of waiting).
+   */
+  async prune(opts: Omit<PruneOptions, 'lock'> & { waitMs?: number } = {}): Promise<PruneReport> {
+    const { waitMs, ...rest } = opts;
     const repo = await this.open();
     const { pruneRepository } = await import('../repository/prune.js');
-    return this.locked(repo, true, 'prune', async () => pruneRepository(await this.fresh(), opts));
+    return this.locked(
+      repo,
+      true,
+      'prune',
+      async (lock) => pruneRepository(await this.fresh(), { ...rest, lock }),
+      waitMs,
+    );
   }
 
   async check(opts: CheckOptions = {}): Promise<CheckReport> {
     const repo = await this.open();
     const { checkRepository } = await import('../repository/check.js');
     return this.locked(repo, false, 'check', () => checkRepository(repo, opts));
+  }
+
+  /** A snapshot's manifest with its raw JSON, checked (seals, versions, repository id), for restore. */
+  async parsed(id: string, identityPath?: string): Promise<ParsedRepoManifest> {
+    const repo = await this.open(false, [], identityPath);
+    const { loadSnapshot } = await import('../repository/snapshots.js');
+    return loadSnapshot(repo, id);
   }
 
   /** A snapshot's manifest, for restore and diff (NotFoundError when absent). */

@@ -1,33 +1,31 @@
-// Owns orchestrating a restore (and its variants: dry run, import as another agent, undo): check the
-// bundle's signature (when one is required or present), identity and redaction (a redacted bundle is
-// restored in place only when allowed; a dry run lists its placeholders) from its head → take the agent lock → finish any interrupted restore → verify and
-// stage in one streaming pass beside the live paths → check every staged database and the rebuilt
-// repository → pre-restore snapshot, inside the same lock → host hook → write gate held: journal,
-// swap by renames, state replay, commit → host hook → clean up. Any failure before the commit point
-// puts every component back; nothing is changed before every check passed.
+// Owns orchestrating a restore (and its variants: dry run, import as another agent, undo) from either
+// source (restore-source.ts: a bundle file or a repository snapshot): check the snapshot's signature
+// (when one is required or present), rules, identity and redaction (a redacted snapshot is restored in
+// place only when allowed; a dry run lists its placeholders) from its manifest → take the agent lock →
+// finish any interrupted restore → verify and stage in one streaming pass beside the live paths → check
+// every staged database and the rebuilt repository → pre-restore snapshot, inside the same lock → host
+// hook → write gate held: journal, swap by renames, state replay, commit → host hook → clean up. Any
+// failure before the commit point puts every component back; nothing is changed before every check
+// passed.
 
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { closeGate } from '../agent/write-gate.js';
-import { type Identity, loadIdentities } from '../crypto/age.js';
+import { loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
 import { parseStrictJson } from '../format/json.js';
 import type { Manifest } from '../format/manifest.js';
-import { readManifestOnly } from '../format/reader.js';
-import { manifestProblems } from '../format/rules.js';
-import { checkSignature, signatureRefusal, trustPolicy } from '../format/signature.js';
+import { signatureRefusal, trustPolicy } from '../format/signature.js';
 import {
   asSnapshotError,
   BundleDamagedError,
   ConcurrentError,
   CrossTenantError,
-  IoError,
   NotFoundError,
   RedactedBundleError,
   RestoreRefusedError,
-  SnapshotError,
 } from '../model/errors.js';
 import { DEFAULT_TENANT, newSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
 import {
@@ -50,14 +48,15 @@ import {
 } from '../restore/journal.js';
 import { findPlaceholders, placeholderArtifacts } from '../restore/placeholders.js';
 import { planDatabases, planMemdir } from '../restore/plan.js';
-import { buildMemdir, bundleHasMemdir, restorePaths, stagingSink } from '../restore/stage.js';
+import { buildMemdir, bundleHasMemdir, restorePaths } from '../restore/stage.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { syncFileSystemsOf } from '../store/atomic.js';
 import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
 import { faultPoint } from '../util/faults.js';
 import { allSettledOrThrow } from '../util/settle.js';
-import { problemsError, refused, verifyBundle } from '../verify/verify.js';
+import { problemsError } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
+import { locateSource, type RestoreSource } from './restore-source.js';
 
 /** Whether the bundle is this agent's (its ids were validated with the manifest's rules). */
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
@@ -153,21 +152,10 @@ async function stateChanges(
 export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Promise<RestoreReport> {
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
-  const bundle = resolve(req.bundle);
-  try {
-    if (!(await stat(bundle)).isFile()) throw new IoError(`${bundle} is not a regular file`);
-  } catch (err) {
-    if (err instanceof SnapshotError) throw err;
-    throw new IoError(`bundle not found: ${bundle}`, err);
-  }
   const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
   // The anchor's signing key is read (and cached) now: an unreadable key fails the restore before it starts.
   void s.signingKey;
-  // Identity and schema from the head of the bundle: refused before any lock, staging or snapshot.
-  const head = await readManifestOnly(bundle, identities).catch((err: unknown) => {
-    throw asSnapshotError(err, `reading ${bundle}`);
-  });
-  // Authenticity before anything else acts on the manifest: refused before any lock, staging or snapshot.
+  const source = await locateSource(s, req, agentId, tenant, identities);
   // Trusted keys given with the request require a signature unless the request says otherwise.
   const trust =
     req.trust !== undefined || req.requireSignature !== undefined
@@ -176,18 +164,20 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
           req.requireSignature ?? (req.trust?.length ? true : s.trust.required),
         )
       : s.trust;
-  const signature = checkSignature(head.parsed, trust.keys);
-  const refusal = signatureRefusal(signature, trust);
+  // The manifest, read first: everything below is refused before any lock, staging or snapshot.
+  const head = await source.head(trust.keys);
+  // Authenticity before anything else acts on the manifest.
+  const refusal = signatureRefusal(head.signature, trust);
   if (refusal) throw refusal;
-  // Every rule on the manifest that verify applies, before the lock: identity, layout, git block.
-  const problems = manifestProblems(head.parsed);
-  if (problems.length > 0) throw problemsError(problems);
-  checkIdentity(head.parsed.manifest, agentId, tenant, req.import !== undefined);
-  checkRedaction(head.parsed.manifest, req);
+  // Every rule on the manifest that verify applies: identity, layout, git block.
+  if (head.problems.length > 0) throw problemsError(head.problems);
+  checkIdentity(head.manifest, agentId, tenant, req.import !== undefined);
+  checkRedaction(head.manifest, req);
+  const signature = head.signature;
   try {
     const report = await (req.dryRun
-      ? dryRun(s, req, agentId, tenant, bundle, identities, head.parsed.manifest)
-      : restoreLocked(s, req, agentId, tenant, bundle, identities, head.parsed.raw));
+      ? dryRun(s, req, agentId, tenant, source, head.manifest)
+      : restoreLocked(s, req, agentId, tenant, source, head.raw));
     return {
       ...report,
       signature: { status: signature.status, ...(signature.key_id ? { key_id: signature.key_id } : {}) },
@@ -219,38 +209,30 @@ async function dryRun(
   req: RestoreRequest,
   agentId: string,
   tenant: string,
-  bundle: string,
-  identities: Identity[] | undefined,
+  source: RestoreSource,
   headManifest: Manifest,
 ): Promise<RestoreReport> {
   const tmp = await mkdtemp(join(tmpdir(), 'nexo-dry-run-'));
   try {
     // the memory files the redaction touched are read too, to say where their placeholders are
     const touched = placeholderArtifacts(headManifest);
-    const v = await verifyBundle(bundle, {
-      ...(req.onProgress ? { onProgress: req.onProgress } : {}),
-      ...(identities ? { identities } : {}),
-      sink: {
-        target: (a) =>
-          a.kind.startsWith('sqlite_') ||
-          a.kind.startsWith('state_') ||
-          (a.kind === 'memory_file' && touched.has(a.path_in_bundle))
-            ? join(tmp, a.path_in_bundle)
-            : undefined,
-      },
-    });
-    if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
-    const m = v.manifest.manifest;
-    const report = baseReport(m, agentId, tenant, bundle, true);
+    const v = await source.inspect(
+      (a) =>
+        a.kind.startsWith('sqlite_') ||
+        a.kind.startsWith('state_') ||
+        (a.kind === 'memory_file' && touched.has(a.path_in_bundle))
+          ? join(tmp, a.path_in_bundle)
+          : undefined,
+      req.onProgress,
+    );
+    const m = v.manifest;
+    const report = baseReport(m, agentId, tenant, source.location, true);
     if (touched.size > 0) {
       const found = await findPlaceholders(m, v.written);
       report.placeholders = found.list;
       report.placeholders_total = found.total;
     }
-    if (v.report.sibling !== 'ok')
-      report.warnings.push(
-        `sibling .sha256 ${v.report.sibling}: the bundle file as a whole was not checked against it`,
-      );
+    report.warnings.push(...v.warnings);
     const memdir = s.resolver.memdir(agentId, tenant);
     const sqliteDir = s.resolver.sqliteDir(agentId, tenant);
     const mem = await planMemdir(m, memdir);
@@ -274,8 +256,7 @@ async function restoreLocked(
   req: RestoreRequest,
   agentId: string,
   tenant: string,
-  bundle: string,
-  identities: Identity[] | undefined,
+  source: RestoreSource,
   headRaw: Record<string, unknown>,
 ): Promise<RestoreReport> {
   const lock = await s.lockAgent(agentId, tenant, req.import ? 'import' : 'restore');
@@ -297,23 +278,11 @@ async function restoreLocked(
       await mkdir(p.work, { recursive: true });
       await mkdir(p.sqliteStage, { recursive: true });
       await mkdir(p.memdirStage, { recursive: true });
-      const v = await verifyBundle(bundle, {
-        sink: stagingSink(p),
-        ...(req.onProgress ? { onProgress: req.onProgress } : {}),
-        ...(identities ? { identities } : {}),
-      });
-      if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
-      const { manifest: m, layout, raw } = v.manifest;
-      if (JSON.stringify(raw) !== JSON.stringify(headRaw)) {
-        throw new BundleDamagedError('the bundle changed while it was being restored');
-      }
-      const report = baseReport(m, agentId, tenant, bundle, false);
+      const v = await source.stage(p, headRaw, req.onProgress);
+      const m = v.manifest;
+      const report = baseReport(m, agentId, tenant, source.location, false);
       report.restore_id = restoreId;
-      if (v.report.sibling !== 'ok') {
-        report.warnings.push(
-          `sibling .sha256 ${v.report.sibling}: every internal hash and seal verified, the file as a whole could not be`,
-        );
-      }
+      report.warnings.push(...v.warnings);
       // Databases are checked on two worker threads while git rebuilds the repository beside them.
       const hasMemdir = bundleHasMemdir(m);
       const staged = DB_NAMES.flatMap((db) => {
@@ -338,7 +307,7 @@ async function restoreLocked(
           sqlite[1]!,
           staged.filter((_, i) => i % 2 === 1),
         ),
-        hasMemdir ? buildMemdir(p, m, layout, memdir) : Promise.resolve(undefined),
+        hasMemdir ? buildMemdir(p, v.history, memdir) : Promise.resolve(undefined),
       ] as const);
       report.warnings.push(...(repo?.warnings ?? []));
       const incoming = await readStateValues(p.work, m);
@@ -412,7 +381,7 @@ async function restoreLocked(
         agent_id: agentId,
         tenant,
         snapshot_id: m.snapshot_id,
-        bundle,
+        bundle: source.location,
         phase: 'prepared',
         created_at_ms: Date.now(),
         items,
@@ -482,7 +451,10 @@ async function restoreLocked(
   }
 }
 
-/** The newest pre-restore anchor of an agent: what `restore --undo` restores. */
+/**
+ * The newest pre-restore anchor of an agent (a bundle or a repository snapshot): the snapshot id
+ * `restore --undo` restores.
+ */
 export async function undoAnchor(s: LocalSnapshotter, agentId: string, tenant: string): Promise<string> {
   const anchor = (await s.list(agentId, tenant)).find((m) => m.created_by === 'auto-pre-restore');
   if (!anchor)
@@ -490,5 +462,5 @@ export async function undoAnchor(s: LocalSnapshotter, agentId: string, tenant: s
       '(pre-restore anchor)',
       `agent ${agentId} has no pre-restore snapshot to undo to`,
     );
-  return anchor.bundle_path;
+  return anchor.id;
 }

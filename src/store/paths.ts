@@ -7,6 +7,7 @@
 //   <state_root>/tenants/<tenant>/locks/<agent>.lock                        agent lock
 //   <state_root>/tenants/<tenant>/locks/<agent>.gate                        write gate
 //   <state_root>/tenants/<tenant>/locks/<agent>.readers                     exports in progress
+//   <state_root>/tenants/<tenant>/locks/<agent>.<kind>.last                 last automatic snapshot of a kind
 //   <state_root>/tenants/<tenant>/journals/<agent>.restore.json             restore in progress
 // Callers pass validated ids; every path is re-checked to stay under the state root.
 
@@ -60,6 +61,11 @@ export class StoreLayout {
   /** Held shared while a bundle is read out of the store (export), exclusively by delete and gc. */
   readersLockPath(tenant: string, agentId: string): string {
     return confined(this.root, join(this.locksDir(tenant), `${agentId}.readers`));
+  }
+
+  /** When the agent's last automatic snapshot of `kind` (`auto-…`) was taken (a throttle's memory). */
+  lastTakenPath(tenant: string, agentId: string, kind: string): string {
+    return confined(this.root, join(this.locksDir(tenant), `${agentId}.${kind}.last`));
   }
 
   writeGatePath(tenant: string, agentId: string): string {

@@ -18,7 +18,7 @@ import {
 export function exportCommand() {
   return new Command('export')
     .description(
-      'copy a snapshot bundle and its .sha256 sibling to a path, redacted unless --no-redact; the copy is verified',
+      'copy a snapshot as a bundle with its .sha256 sibling to a path, redacted unless --no-redact; the copy is verified',
     )
     .addOption(agentOption())
     .addOption(tenantOption())
@@ -45,7 +45,9 @@ secrets replaced by [REDACTED:<rule>] (same snapshot id, a redactions report, fr
 the configured signing key); --no-redact copies it exactly. An encrypted bundle is protected and is
 copied as it is; --decrypt --decrypt-identity FILE writes a plaintext copy instead, redacted unless
 --no-redact. An encrypted copy is verified fully only with --decrypt-identity (otherwise only its bytes
-against the sibling); with --trust the snapshot must be signed by a trusted key.
+against the sibling); with --trust the snapshot must be signed by a trusted key. A repository
+snapshot is written as a new bundle under the same rules; one of an encrypted repository is written
+encrypted to encryption.recipients, or as a plaintext copy with --decrypt.
 
 Examples:
   nexo-memory export --agent ana --id 0190c3a2 --to /backups/

@@ -11,7 +11,7 @@ import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } 
 export function gcCommand() {
   return new Command('gc')
     .description(
-      'apply the retention policy: delete snapshots no rule keeps, remove stale leftovers and old restore backups',
+      'apply the retention policy: delete snapshots no rule keeps, prune the repository, remove stale leftovers and old restore backups',
     )
     .addOption(new Option('--agent <id>', 'one agent').conflicts('all'))
     .option('--all', 'every agent (of --tenant, or of every tenant)')
@@ -58,6 +58,18 @@ export function gcCommand() {
     )
     .addOption(
       new Option(
+        '--pre-mutating-tool-keep-count <n>',
+        'anchors taken before memory-mutating tools: keep the N newest (default 20)',
+      ).argParser(parseIntFlag('--pre-mutating-tool-keep-count')),
+    )
+    .addOption(
+      new Option(
+        '--pre-mutating-tool-max-age-hours <n>',
+        'pre-mutating-tool-keep-count keeps none older than H hours (default 24, 0 = no limit)',
+      ).argParser(parseIntFlag('--pre-mutating-tool-max-age-hours')),
+    )
+    .addOption(
+      new Option(
         '--backup-max-age-days <n>',
         'remove restore backups older than D days (default 7, 0 = keep)',
       ).argParser(parseIntFlag('--backup-max-age-days')),
@@ -69,9 +81,10 @@ export function gcCommand() {
     .addHelpText(
       'after',
       `
-Automatic anchors (created_by auto-…: pre-restore, pre-dream) have their own rule and never count
-against the user's rules. Pinned snapshots and each agent's newest snapshot are always kept; agents in
-use are skipped.
+Automatic anchors (created_by auto-…: pre-restore, pre-dream, pre-mutating-tool) have their own
+rules and never count against the user's rules. Pinned snapshots and each agent's newest snapshot are
+always kept; agents in use are skipped. Repository snapshots are forgotten, then the repository is
+pruned; a repository locked by another process is not waited for (reported busy, pruned next time).
 
 Examples:
   nexo-memory gc --all --dry-run
@@ -92,6 +105,8 @@ Examples:
           [opts.keepMonthly, '--keep-monthly', 'keepMonthly'],
           [opts.anchorKeepCount, '--anchor-keep-count', 'anchorKeepCount'],
           [opts.anchorMaxAgeDays, '--anchor-max-age-days', 'anchorMaxAgeDays'],
+          [opts.preMutatingToolKeepCount, '--pre-mutating-tool-keep-count', 'preToolKeepCount'],
+          [opts.preMutatingToolMaxAgeHours, '--pre-mutating-tool-max-age-hours', 'preToolMaxAgeHours'],
         ];
         for (const [v, flag, key] of flags) {
           if (v === undefined) continue;

@@ -47,6 +47,10 @@ export function checkCommand() {
           for (const p of r.problems) process.stdout.write(`problem: ${p.object}: ${p.code}: ${p.message}\n`);
           if (r.damaged_snapshots.length > 0)
             process.stdout.write(`damaged snapshots: ${r.damaged_snapshots.join(', ')}\n`);
+          if (r.unlisted_snapshots.length > 0)
+            process.stdout.write(
+              `${r.unlisted_snapshots.length} manifest(s) without a listing entry (an interrupted snapshot or forget; the next prune removes them)\n`,
+            );
           process.stdout.write(r.ok ? 'no problems found\n' : `${r.problems.length} problem(s) found\n`);
         }
         return r.ok ? 0 : 2;
@@ -72,7 +76,7 @@ export function pruneCommand() {
         if (opts.json) printJson(r);
         else
           process.stdout.write(
-            `${r.dry_run ? 'would remove' : 'removed'} ${r.packs_removed + r.packs_unindexed_removed} packs, rewrote ${r.packs_rewritten}; ${(r.bytes_freed / MB).toFixed(1)} MB freed of ${(r.bytes_before / MB).toFixed(1)} MB (${r.snapshots} snapshots kept)\n`,
+            `${r.dry_run ? 'would remove' : 'removed'} ${r.packs_removed + r.packs_unindexed_removed} packs, rewrote ${r.packs_rewritten}; ${(r.bytes_freed / MB).toFixed(1)} MB freed of ${(r.bytes_before / MB).toFixed(1)} MB (${r.snapshots} snapshots kept${r.unlisted_removed > 0 ? `, ${r.unlisted_removed} unlisted manifest(s) removed` : ''})\n`,
           );
         return 0;
       });

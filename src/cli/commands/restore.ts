@@ -1,6 +1,8 @@
-// `nexo-memory restore`, `import` and `recover`: put a bundle back in place (or clone it as another
-// agent), and finish interrupted restores. restore and import are gated by NEXO_MEMORY_RESTORE_ALLOW.
+// `nexo-memory restore`, `import` and `recover`: put a snapshot back in place (a bundle file, or one of
+// the agent's snapshots by id: repository or bundle) or clone a bundle as another agent, and finish
+// interrupted restores. restore and import are gated by NEXO_MEMORY_RESTORE_ALLOW.
 
+import { existsSync } from 'node:fs';
 import { Command, Option } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../../model/errors.js';
 import type { RestoreRequest } from '../../model/types.js';
@@ -32,8 +34,15 @@ import {
 } from './options.js';
 
 const fromOption = () => new Option('--from <bundle>', 'path of the bundle to restore');
+const restoreFromOption = () =>
+  new Option(
+    '--from <bundle|id>',
+    "a bundle file, or one of the agent's snapshots by id or unique prefix (repository or bundle)",
+  );
 const noPreOption = () =>
   new Option('--no-auto-pre-snapshot', 'do not take the automatic pre-restore snapshot');
+/** What `--from` must look like to name a snapshot (a UUID or a prefix) rather than a file. */
+const SNAPSHOT_REF = /^[0-9a-fA-F-]{4,36}$/;
 type RestoreFlags = StoreFlags &
   OutputFlags & {
     autoPreSnapshot?: boolean;
@@ -47,7 +56,7 @@ async function restoreAndPrint(
   s: LocalSnapshotter,
   opts: RestoreFlags,
   progress: ProgressReporter,
-  req: Pick<RestoreRequest, 'agentId' | 'tenant' | 'bundle' | 'dryRun' | 'import'>,
+  req: Pick<RestoreRequest, 'agentId' | 'tenant' | 'bundle' | 'snapshot' | 'dryRun' | 'import'>,
 ): Promise<number> {
   const identity = identityFrom(opts);
   const r = await s.restore({
@@ -67,10 +76,10 @@ async function restoreAndPrint(
 export function restoreCommand() {
   return new Command('restore')
     .description(
-      "restore an agent's memory from a bundle, in place and atomically (a pre-restore snapshot is taken first)",
+      "restore an agent's memory from a snapshot, in place and atomically (a pre-restore snapshot is taken first)",
     )
     .addOption(agentOption())
-    .addOption(fromOption())
+    .addOption(restoreFromOption())
     .addOption(tenantOption())
     .option('--dry-run', 'report what would change, change nothing')
     .option('--undo', "restore the agent's latest pre-restore snapshot (undo the last restore)")
@@ -90,12 +99,15 @@ export function restoreCommand() {
     .addHelpText(
       'after',
       `
-Requires NEXO_MEMORY_RESTORE_ALLOW=true (1, true, yes or on). With --trust (or the config's
+Requires NEXO_MEMORY_RESTORE_ALLOW=true (1, true, yes or on). --from names a bundle file when such a
+file exists, else one of the agent's snapshots by id or unique prefix (in the repository or among its
+bundles: \`nexo-memory list\` shows them). With --trust (or the config's
 signing.require_signature) a bundle without a valid signature by a trusted key is refused (exit 2)
 before anything is written. A redacted bundle (secrets replaced by [REDACTED:<rule>]) is refused
 (exit 6, REDACTED_BUNDLE) unless --allow-redacted: --dry-run lists where its placeholders would land.
 
 Examples:
+  nexo-memory restore --agent ana --from 0190a5c3 --dry-run
   nexo-memory restore --agent ana --from state/tenants/default/snapshots/ana/<id>.tar.zst --dry-run
   nexo-memory restore --agent ana --from /backups/ana.tar.zst --json
   nexo-memory restore --agent ana --undo`,
@@ -105,12 +117,17 @@ Examples:
         checkRestoreGate();
         const s = snapshotterFrom(opts);
         if (opts.undo && opts.from) throw new InvalidInputError('pass either --from or --undo, not both');
-        const bundle = opts.undo ? await undoAnchor(s, opts.agent, opts.tenant) : opts.from;
-        if (!bundle) throw new InvalidInputError('restore needs --from <bundle> (or --undo)');
+        const from = opts.undo ? undefined : opts.from;
+        if (!opts.undo && !from) throw new InvalidInputError('restore needs --from <bundle|id> (or --undo)');
+        // an existing file is a bundle path; an id or prefix names one of the agent's snapshots
+        const source =
+          from !== undefined && (existsSync(from) || !SNAPSHOT_REF.test(from))
+            ? { bundle: from }
+            : { snapshot: from ?? (await undoAnchor(s, opts.agent, opts.tenant)) };
         return restoreAndPrint(s, opts, progress, {
           agentId: opts.agent,
           tenant: opts.tenant,
-          bundle,
+          ...source,
           dryRun: opts.dryRun === true,
         });
       });
@@ -129,6 +146,10 @@ export function importCommand() {
       '--force',
       'replace the memory the target agent already has (a pre-restore snapshot is taken first)',
     )
+    .option(
+      '--store-only',
+      'only store the bundle as a snapshot of the agent in the repository; nothing live changes',
+    )
     .addOption(noPreOption())
     .addOption(identityOption())
     .addOption(trustOption())
@@ -140,12 +161,42 @@ export function importCommand() {
     .addOption(noProgressOption())
     .addHelpText(
       'after',
-      '\nRequires NEXO_MEMORY_RESTORE_ALLOW=true.\n\nExamples:\n  nexo-memory import --from /backups/ana.tar.zst --agent ana-copy\n  nexo-memory import --from ana.tar.zst --agent ana --tenant acme --force',
+      `
+Requires NEXO_MEMORY_RESTORE_ALLOW=true (not with --store-only). When the store is a repository the
+bundle is also stored as a snapshot of the agent (\`stored_snapshot\`): with the bundle's id, label and
+time when it is the same agent and tenant, else a new id and created_by "import". --store-only does
+only that (the agent may already have memory).
+
+Examples:
+  nexo-memory import --from /backups/ana.tar.zst --agent ana-copy
+  nexo-memory import --from ana.tar.zst --agent ana --tenant acme --force
+  nexo-memory import --from old/ana-0190c3a2.tar.zst --agent ana --store-only`,
     )
     .action(async (opts) => {
       await runCommand(opts, async (progress) => {
+        const s = snapshotterFrom(opts);
+        if (opts.storeOnly) {
+          if (opts.force)
+            throw new InvalidInputError('--store-only changes nothing live: --force does not apply');
+          const identity = identityFrom(opts);
+          const r = await s.storeBundle({
+            bundle: opts.from,
+            agentId: opts.agent,
+            tenant: opts.tenant,
+            ...(identity ? { decryptIdentity: identity } : {}),
+            ...(opts.trust?.length ? { trust: opts.trust, requireSignature: true } : {}),
+            onProgress: progress.listener,
+          });
+          progress.done();
+          if (opts.json) printJson(r);
+          else
+            process.stdout.write(
+              `${r.stored === 'new' ? 'stored' : 'already stored'} ${r.imported_from.snapshot_id} (agent ${r.imported_from.agent_id}) as snapshot ${r.snapshot.id} of agent ${r.snapshot.agent_id}\n`,
+            );
+          return 0;
+        }
         checkRestoreGate();
-        return restoreAndPrint(snapshotterFrom(opts), opts, progress, {
+        return restoreAndPrint(s, opts, progress, {
           agentId: opts.agent,
           tenant: opts.tenant,
           bundle: opts.from,

@@ -1,7 +1,7 @@
 // Owns the redaction worker thread from the main thread's side: starting it (under tsx in development,
 // from dist when installed), sending jobs in order and turning failures into rejections.
 
-import { Worker } from 'node:worker_threads';
+import { startModuleWorker } from '../../util/module-worker.js';
 import { WorkerRpc } from '../../util/worker-rpc.js';
 import type { RedactionOptions } from './scan.js';
 import type { SqliteRedaction } from './sqlite.js';
@@ -11,18 +11,14 @@ export type FileOutcome =
   | { status: 'too_large' | 'binary'; size: number }
   | { status: 'text'; size: number; counts: Record<string, number>; matches: number };
 
-const fromSource = import.meta.url.endsWith('.ts');
-const MAIN_URL = new URL(`./thread-main${fromSource ? '.ts' : '.js'}`, import.meta.url).href;
-// Worker threads do not inherit tsx's loader hooks: register them inside the worker first.
-const BOOT = fromSource
-  ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(MAIN_URL)}); })`
-  : `import(${JSON.stringify(MAIN_URL)})`;
-
 export class RedactionThread {
   private readonly rpc: WorkerRpc<ThreadJob>;
 
   constructor(options: RedactionOptions) {
-    this.rpc = new WorkerRpc(new Worker(BOOT, { eval: true, workerData: options }), 'redaction worker');
+    this.rpc = new WorkerRpc(
+      startModuleWorker(import.meta.url, 'thread-main', { workerData: options }),
+      'redaction worker',
+    );
   }
 
   private run<T>(job: ThreadJob): Promise<T> {

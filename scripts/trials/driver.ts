@@ -1,0 +1,232 @@
+// Drives operations in real processes and checks the repository after each: kill trials (an operation
+// killed with SIGKILL at a random instant) and concurrency rounds (snapshot and prune started at once).
+// After every trial the repository must pass `check` (and `check --read-data` every few trials) and
+// every listed snapshot must verify. Used by `npm run kill-trials` and, with a few trials, by the tests.
+
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildSampleAgent, type SampleAgentOptions, rng as seeded } from '../sample-agent.js';
+import { repoObjects, snapshotterOf, TRIAL_OPS, type TrialContext } from './ops.js';
+
+const RUN_OP = join(dirname(fileURLToPath(import.meta.url)), 'run-op.ts');
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** A sample agent with one repository snapshot. */
+export async function trialAgent(root: string, opts: SampleAgentOptions = {}): Promise<TrialContext> {
+  const paths = buildSampleAgent(root, 'ana', {
+    memories: 1500,
+    embeddings: 300,
+    files: 40,
+    commits: 6,
+    ...opts,
+  });
+  const ctx: TrialContext = {
+    ...paths,
+    alternates: [randomBytes(240 * 1024).toString('base64'), randomBytes(240 * 1024).toString('base64')],
+    round: 0,
+  };
+  await snapshotterOf(ctx).snapshot({ agentId: ctx.agentId, label: 'first' });
+  return ctx;
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunningOp {
+  ready: Promise<void>;
+  /** Lets the operation start (it waits for this after `ready`). */
+  go(): void;
+  exited: Promise<Exit>;
+  kill(): void;
+}
+
+/** Starts `op` in its own process group; it runs once `go` is called. */
+export function startOp(op: string, ctx: TrialContext): RunningOp {
+  const { alternates: _a, round: _r, ...paths } = ctx;
+  const child: ChildProcessWithoutNullStreams = spawn(
+    process.execPath,
+    ['--import', 'tsx', RUN_OP, op, JSON.stringify(paths)],
+    { cwd: REPO, detached: true, stdio: 'pipe' },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (c) => {
+    stderr += c;
+  });
+  const exited = new Promise<Exit>((r) =>
+    child.on('exit', (code, signal) => r({ code, signal, stdout, stderr })),
+  );
+  const ready = new Promise<void>((resolvePromise, reject) => {
+    child.stdout.on('data', (c) => {
+      stdout += c;
+      if (stdout.includes('ready\n')) resolvePromise();
+    });
+    void exited.then((e) => reject(new Error(`${op} exited before ready: ${e.stderr}`)));
+  });
+  ready.catch(() => {});
+  return {
+    ready,
+    go: () => child.stdin.write('go\n'),
+    exited,
+    kill: () => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    },
+  };
+}
+
+/**
+ * The repository passes check (with readData: every pack read) and every listed snapshot of the agent
+ * verifies, through a new snapshotter (a new process's view). Throws naming what is wrong. Returns the
+ * number of listed snapshots. (Once restore reads repository snapshots, each is restored here too.)
+ */
+export async function assertIntact(ctx: TrialContext, readData: boolean): Promise<number> {
+  const s = snapshotterOf(ctx);
+  const check = await s.check({ readData });
+  if (!check.ok) throw new Error(`check found problems: ${JSON.stringify(check.problems)}`);
+  const listed = await s.list(ctx.agentId);
+  for (const m of listed) {
+    const r = await s.verifySnapshot(ctx.agentId, 'default', m.id);
+    if (r.status !== 'verified')
+      throw new Error(`snapshot ${m.id} does not verify: ${JSON.stringify(r.problems)}`);
+  }
+  return listed.length;
+}
+
+const elapsed = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+
+/** Runs `op` to completion (its preparation first); its duration in ms, from `go` to exit. */
+export async function runToCompletion(op: string, ctx: TrialContext): Promise<number> {
+  await TRIAL_OPS[op]!.prepare(ctx);
+  const p = startOp(op, ctx);
+  await p.ready;
+  const t0 = process.hrtime.bigint();
+  p.go();
+  const e = await p.exited;
+  if (e.code !== 0) throw new Error(`${op} failed: ${e.stderr}`);
+  return elapsed(t0);
+}
+
+export interface TrialRecord {
+  trial: number;
+  op: string;
+  killAtMs: number;
+  /** Killed while running (false: it finished before the kill). */
+  killed: boolean;
+  /** How far it got (the operation's `effect`). */
+  effect: string;
+  snapshots: number;
+}
+
+export interface KillTrialOptions {
+  trials: number;
+  seed: number;
+  /** Operations to cycle through (default: every operation of ops.ts). */
+  ops?: string[];
+  /** check --read-data every N trials (and after the last). */
+  readDataEvery?: number;
+  /** Measure each operation's duration again every N of its trials (default 10). */
+  recalibrateEvery?: number;
+  onTrial?: (r: TrialRecord) => void;
+}
+
+/**
+ * Kill trials: each trial prepares an operation, starts it, kills it with SIGKILL at a random instant
+ * (within 1.2× its measured duration, half of them in its writing end), notes how far it got, and
+ * checks the repository. Throws at the first damage.
+ */
+export async function killTrials(ctx: TrialContext, o: KillTrialOptions): Promise<TrialRecord[]> {
+  const ops = o.ops ?? Object.keys(TRIAL_OPS);
+  const random = seeded(o.seed);
+  // Each operation's duration: the longest of its runs to completion, measured again every few
+  // trials (the repository changes as the trials go on).
+  const duration = new Map<string, number>();
+  const calibrate = async (op: string) => {
+    const runs = [await runToCompletion(op, ctx), await runToCompletion(op, ctx)];
+    duration.set(op, Math.max(...runs));
+  };
+  const records: TrialRecord[] = [];
+  for (let i = 0; i < o.trials; i++) {
+    const op = ops[i % ops.length]!;
+    if (Math.floor(i / ops.length) % (o.recalibrateEvery ?? 10) === 0) await calibrate(op);
+    await TRIAL_OPS[op]!.prepare(ctx);
+    const before = await repoObjects(ctx);
+    const p = startOp(op, ctx);
+    await p.ready;
+    // Uniform over 1.2× the duration for half the trials; the other half over its last 40 % and
+    // beyond, where the operations write and remove (the start is mostly reading and capturing).
+    const d = duration.get(op)!;
+    const killAtMs = random() < 0.5 ? random() * 1.2 * d : (0.6 + random() * 0.6) * d;
+    p.go();
+    const timer = setTimeout(p.kill, killAtMs);
+    const e = await p.exited;
+    clearTimeout(timer);
+    if (e.signal === null && e.code !== 0) throw new Error(`trial ${i}: ${op} failed: ${e.stderr}`);
+    const effect = await TRIAL_OPS[op]!.effect(before, await repoObjects(ctx), ctx);
+    const readData = (i + 1) % (o.readDataEvery ?? 5) === 0 || i === o.trials - 1;
+    let snapshots: number;
+    try {
+      snapshots = await assertIntact(ctx, readData);
+    } catch (err) {
+      throw new Error(`trial ${i} (${op} killed at ${killAtMs.toFixed(0)} ms): ${(err as Error).message}`);
+    }
+    const r = { trial: i, op, killAtMs, killed: e.signal === 'SIGKILL', effect, snapshots };
+    records.push(r);
+    o.onTrial?.(r);
+  }
+  return records;
+}
+
+export interface ConcurrentRecord {
+  round: number;
+  pruneDelayMs: number;
+  snapshots: number;
+}
+
+/**
+ * Concurrency rounds: a snapshot and a prune process started together (the prune after a random delay
+ * within the snapshot's duration), with data to remove that the snapshot also needs; both must succeed
+ * and the repository must stay intact. Throws at the first failure or damage.
+ */
+export async function concurrentRounds(
+  ctx: TrialContext,
+  o: { rounds: number; seed: number; onRound?: (r: ConcurrentRecord) => void },
+): Promise<ConcurrentRecord[]> {
+  const random = seeded(o.seed);
+  const snapshotMs = await runToCompletion('snapshot', ctx);
+  const out: ConcurrentRecord[] = [];
+  for (let i = 0; i < o.rounds; i++) {
+    // The previous state's snapshot is forgotten, so prune removes data this round's snapshot brings back.
+    await TRIAL_OPS.snapshot!.prepare(ctx);
+    const s = snapshotterOf(ctx);
+    for (const m of (await s.list(ctx.agentId)).slice(1)) await s.delete(ctx.agentId, 'default', m.id);
+    const snap = startOp('snapshot', ctx);
+    const prune = startOp('prune', ctx);
+    await Promise.all([snap.ready, prune.ready]);
+    const pruneDelayMs = i === 0 ? 0 : random() * snapshotMs;
+    snap.go();
+    setTimeout(prune.go, pruneDelayMs);
+    const [a, b] = await Promise.all([snap.exited, prune.exited]);
+    if (a.code !== 0) throw new Error(`round ${i}: the snapshot failed: ${a.stderr}`);
+    if (b.code !== 0) throw new Error(`round ${i}: the prune failed: ${b.stderr}`);
+    let snapshots: number;
+    try {
+      snapshots = await assertIntact(ctx, true);
+    } catch (err) {
+      throw new Error(`round ${i} (prune ${pruneDelayMs.toFixed(0)} ms after): ${(err as Error).message}`);
+    }
+    const r = { round: i, pruneDelayMs, snapshots };
+    out.push(r);
+    o.onRound?.(r);
+  }
+  return out;
+}

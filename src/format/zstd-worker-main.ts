@@ -1,0 +1,134 @@
+// Owns the body of the decompression worker thread: reads the bundle file into the input ring, opens an
+// age STREAM payload when given its key (crypto/age.ts's PayloadOpener), and decompresses into the output
+// ring (zstd.ts's ZstdDecoder), so the rules and errors are those of the main thread's reader. Posts its
+// end or its failure, and ends by itself as soon as the main thread sets STOP: it looks between zstd
+// calls and at least every STOP_CHECK_MS while it waits (the main thread never terminates it, see
+// zstd-worker.ts). Started by zstd-worker.ts; never imported by anything else.
+
+import { closeSync, openSync, readSync } from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import { PayloadOpener } from '../crypto/age.js';
+import { NativeModuleError, SnapshotError } from '../model/errors.js';
+import { ZstdDecoder } from './zstd.js';
+import {
+  HEAD,
+  RAW_HEAD,
+  RAW_SIZE,
+  RAW_SLOTS,
+  RAW_TAIL,
+  SLOT_SIZE,
+  SLOTS,
+  STATE,
+  STOP,
+  STOP_CHECK_MS,
+  TAIL,
+  type WorkerFailure,
+  type WorkerInput,
+  type WorkerMessage,
+} from './zstd-ring.js';
+
+const input = workerData as WorkerInput;
+const C = new Int32Array(input.ctrl);
+const lens = new Int32Array(input.lens);
+const views = Array.from({ length: SLOTS }, (_, i) => Buffer.from(input.data, i * SLOT_SIZE, SLOT_SIZE));
+const rawLens = new Int32Array(input.rawLens);
+const rawViews = Array.from({ length: RAW_SLOTS }, (_, i) => Buffer.from(input.raw, i * RAW_SIZE, RAW_SIZE));
+const PROGRESS_EVERY = 4 * 1024 * 1024;
+
+/** Unwinds the worker when the main thread asked it to stop; nothing more is posted. */
+class Stopped extends Error {}
+
+const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
+
+function end(m: WorkerMessage): void {
+  post(m);
+  Atomics.store(C, STATE, 1);
+  Atomics.notify(C, HEAD);
+}
+
+/** Waits until the ring whose head is `head` has a free slot (its tail at `tailIndex`), or STOP. */
+function waitForSlot(slots: number, head: number, tailIndex: number): void {
+  for (;;) {
+    if (Atomics.load(C, STOP)) throw new Stopped();
+    const tail = Atomics.load(C, tailIndex);
+    if (head - tail < slots) return;
+    Atomics.wait(C, tailIndex, tail, STOP_CHECK_MS);
+  }
+}
+
+/** The next free output slot: each decompression step writes into one. */
+function nextOutput(): Buffer {
+  const head = Atomics.load(C, HEAD);
+  waitForSlot(SLOTS, head, TAIL);
+  return views[head % SLOTS]!;
+}
+
+/** Hands the slot nextOutput() returned, holding `out`, to the main thread. */
+function publish(out: Buffer): void {
+  const head = Atomics.load(C, HEAD);
+  lens[head % SLOTS] = out.length;
+  Atomics.store(C, HEAD, head + 1);
+  Atomics.notify(C, HEAD);
+}
+
+function failure(err: unknown): WorkerFailure {
+  // The loader's own error, so that the main thread describes it for its Node.js (nativeModuleError).
+  if (err instanceof NativeModuleError && err.cause instanceof Error) err = err.cause;
+  if (err instanceof SnapshotError)
+    return { type: 'error', typed: true, code: err.code, message: err.message };
+  const e = err as NodeJS.ErrnoException | undefined;
+  return { type: 'error', typed: false, code: e?.code ?? 'IO', message: String(e?.message ?? e) };
+}
+
+function run(fd: number): void {
+  const decoder = new ZstdDecoder();
+  const opener = input.decrypt ? new PayloadOpener(Buffer.from(input.decrypt.key)) : undefined;
+  const decode = (src: Buffer): void => {
+    for (const out of decoder.push(src, nextOutput)) publish(out);
+  };
+  let skip = input.decrypt?.offset ?? 0; // the age header and nonce are hashed, not decrypted
+  let total = 0;
+  let reported = 0;
+  try {
+    for (;;) {
+      // an input slot is free once the main thread has hashed it (and this thread is done with it)
+      const rawHead = Atomics.load(C, RAW_HEAD);
+      waitForSlot(RAW_SLOTS, rawHead, RAW_TAIL);
+      const slot = rawHead % RAW_SLOTS;
+      const n = readSync(fd, rawViews[slot]!, 0, RAW_SIZE, null);
+      if (n === 0) break;
+      rawLens[slot] = n;
+      Atomics.store(C, RAW_HEAD, rawHead + 1);
+      Atomics.notify(C, HEAD);
+      total += n;
+      if (total - reported >= PROGRESS_EVERY) {
+        reported = total;
+        post({ type: 'read', bytes: total });
+      }
+      let raw = rawViews[slot]!.subarray(0, n);
+      if (!opener) {
+        decode(raw);
+        continue;
+      }
+      const skipped = Math.min(skip, raw.length);
+      skip -= skipped;
+      raw = raw.subarray(skipped);
+      for (const plain of opener.push(raw)) decode(plain);
+    }
+    if (opener) decode(opener.end());
+    decoder.end();
+    end({ type: 'end', bytes: total });
+  } finally {
+    decoder.release();
+  }
+}
+
+let fd: number | undefined;
+try {
+  fd = openSync(input.path, 'r');
+  run(fd);
+} catch (err) {
+  if (!(err instanceof Stopped)) end(failure(err));
+} finally {
+  if (fd !== undefined) closeSync(fd);
+}

@@ -1,0 +1,179 @@
+// Owns `import` when the store is a repository: the bundle (v1 included) becomes a snapshot of the
+// target agent in the repository (ingest.ts) — alone with `storeOnly` (nothing live changes, so the
+// target may have memory and the restore gate does not apply), or first, before the bundle is restored
+// as that agent as `import` always did (a refused restore forgets the snapshot again). Same agent and
+// tenant (a move between hosts): the snapshot keeps the bundle's id, label, time and creator, and the
+// same bundle imported twice is stored once. Another agent or tenant (a clone): a new id, the time of
+// the import, created_by `import` and the bundle's label. Its origin names the bundle either way.
+
+import { mkdir, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { loadIdentities } from '../crypto/age.js';
+import { type TrustPolicy, trustPolicy } from '../format/signature.js';
+import { asSnapshotError, InvalidInputError, NotFoundError, RestoreRefusedError } from '../model/errors.js';
+import { DEFAULT_TENANT, newSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
+import type { ProgressListener, RestoreReport, RestoreRequest, SignatureInfo } from '../model/types.js';
+import type { RepoManifest } from '../repository/manifest.js';
+import type { Repository } from '../repository/repository.js';
+import { type ListingMeta, listSnapshots, loadSnapshot, saveListing } from '../repository/snapshots.js';
+import { STAGING_PREFIX } from '../store/paths.js';
+import { fromBundle, originOf, type StoreTarget, stageBundle, storeStaged } from './ingest.js';
+import type { LocalSnapshotter } from './local.js';
+import { restoreAgent } from './restore.js';
+
+export interface StoreBundleRequest {
+  /** Path of the bundle (any path). */
+  bundle: string;
+  /** The agent (and tenant) the snapshot belongs to. */
+  agentId: string;
+  tenant?: string;
+  /** age identity file that opens an encrypted bundle. */
+  decryptIdentity?: string;
+  /** Trusted public keys; default: the snapshotter's (as restore). */
+  trust?: string[];
+  /** Refuse a bundle without a valid signature by a trusted key (default as restore). */
+  requireSignature?: boolean;
+  onProgress?: ProgressListener;
+}
+
+export interface StoredBundle {
+  /** The repository snapshot that holds the bundle. */
+  snapshot: ListingMeta;
+  /** `new`, or `already_present` when this bundle was stored before (same agent, same id). */
+  stored: 'new' | 'already_present';
+  /** The bundle's own snapshot id, agent and tenant. */
+  imported_from: { snapshot_id: string; agent_id: string; tenant: string };
+  /** The bundle's signature as checked. */
+  signature?: SignatureInfo;
+}
+
+/** The trust restore applies to a request (its keys, or the snapshotter's). */
+export function requestTrust(
+  s: LocalSnapshotter,
+  req: { trust?: string[]; requireSignature?: boolean },
+): TrustPolicy {
+  return req.trust !== undefined || req.requireSignature !== undefined
+    ? trustPolicy(
+        req.trust ?? s.trust.keys.map((k) => k.publicKey),
+        req.requireSignature ?? (req.trust?.length ? true : s.trust.required),
+      )
+    : s.trust;
+}
+
+/** Lists a stored snapshot whose listing entry was lost (a kill between manifest and listing). */
+export async function ensureListed(
+  s: LocalSnapshotter,
+  repo: Repository,
+  m: RepoManifest,
+): Promise<ListingMeta> {
+  const listed = (await listSnapshots(repo, { agentId: m.agent_id, tenant: m.tenant })).find(
+    (x) => x.id === m.snapshot_id,
+  );
+  if (listed) return listed;
+  const meta = s.repository.metaOf(m);
+  await saveListing(repo, meta);
+  return { ...meta, pinned: false };
+}
+
+/** `import --store-only` (and the first step of an import into a repository). */
+export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest): Promise<StoredBundle> {
+  if (!s.usesRepository())
+    throw new InvalidInputError(
+      'storing a bundle needs the repository store (store.format: repository, or `nexo-memory migrate` first)',
+    );
+  const agentId = validateAgentId(req.agentId);
+  const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
+  const bundle = resolve(req.bundle);
+  const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
+  const trust = requestTrust(s, req);
+  const signingKey = s.signingKey; // an unreadable key fails before anything is written
+  const dir = s.layout.snapshotsDir(tenant, agentId);
+  await mkdir(dir, { recursive: true });
+  const lock = await s.lockAgent(agentId, tenant, 'import');
+  const staging = join(dir, `${STAGING_PREFIX}${newSnapshotId()}`);
+  try {
+    await s.recoverInterrupted(agentId, tenant);
+    await mkdir(staging, { mode: 0o700 });
+    const b = await stageBundle(bundle, staging, {
+      ...(identities ? { identities } : {}),
+      trust,
+      ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+    });
+    const m = b.manifest;
+    const repo = await s.repository.openForWriting(s.recipients, req.decryptIdentity);
+    const imported_from = { snapshot_id: m.snapshot_id, agent_id: m.agent_id, tenant: m.tenant };
+    const signature = b.report.signature;
+    const result = (snapshot: ListingMeta, stored: StoredBundle['stored']): StoredBundle => ({
+      snapshot,
+      stored,
+      imported_from,
+      ...(signature ? { signature } : {}),
+    });
+    const same = m.agent_id === agentId && m.tenant === tenant;
+    let idFree = same;
+    if (same) {
+      const existing = await loadSnapshot(repo, m.snapshot_id).catch((err: unknown) => {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      });
+      if (existing) {
+        const e = existing.manifest;
+        if (fromBundle(e, m) && e.agent_id === agentId && e.tenant === tenant)
+          return result(await ensureListed(s, repo, e), 'already_present');
+        idFree = false; // another snapshot has this id: a new one
+      }
+    }
+    const target: StoreTarget = same
+      ? {
+          id: idFree ? m.snapshot_id : newSnapshotId(),
+          agentId,
+          tenant,
+          ...(m.label !== undefined ? { label: m.label } : {}),
+          createdAtMs: m.created_at_ms,
+          createdBy: m.created_by,
+        }
+      : {
+          id: newSnapshotId(),
+          agentId,
+          tenant,
+          ...(m.label !== undefined ? { label: m.label } : {}),
+          createdAtMs: Date.now(),
+          createdBy: 'import',
+        };
+    return result(await storeStaged(s.repository, repo, b, target, originOf(b, 'import'), signingKey), 'new');
+  } catch (err) {
+    throw asSnapshotError(err, `storing ${bundle}`);
+  } finally {
+    await rm(staging, { recursive: true, force: true }).catch(() => {});
+    lock.release();
+  }
+}
+
+/**
+ * `import` into a repository store: the bundle is stored as a snapshot of the target agent, then
+ * restored as that agent; when the restore fails, the stored snapshot is forgotten again.
+ */
+export async function importIntoRepository(s: LocalSnapshotter, req: RestoreRequest): Promise<RestoreReport> {
+  const agentId = validateAgentId(req.agentId);
+  const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
+  if (req.bundle === undefined) throw new InvalidInputError('import takes a bundle file (bundle)');
+  if (!req.import?.force && (await s.agentExists(agentId, tenant)))
+    throw new RestoreRefusedError(
+      `agent ${agentId} (tenant ${tenant}) already has memory; pass --force to replace it`,
+    );
+  const stored = await storeBundle(s, {
+    bundle: req.bundle,
+    agentId,
+    tenant,
+    ...(req.decryptIdentity ? { decryptIdentity: req.decryptIdentity } : {}),
+    ...(req.trust ? { trust: req.trust } : {}),
+    ...(req.requireSignature !== undefined ? { requireSignature: req.requireSignature } : {}),
+    ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+  });
+  try {
+    return { ...(await restoreAgent(s, req)), stored_snapshot: stored.snapshot.id };
+  } catch (err) {
+    if (stored.stored === 'new') await s.repository.forget(stored.snapshot.id).catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,287 @@
+// Owns `nexo-memory migrate`: every bundle of a state root moves into the repository (created with the
+// configured recipients when there is none, so `auto` picks it from then on), agent by agent under the
+// agent lock, oldest first. Per bundle: verified fully and stored (ingest.ts) with its snapshot id,
+// label, creator, time and pin, signed with the host's key (the bundle's signature, which signs another
+// manifest, is recorded in `origin` as checked); the stored snapshot is checked against the bundle
+// (ingest.ts checkStored), and only then are the bundle, its sibling, sidecar and pin removed. Every
+// step is idempotent, so a run killed at any instant is finished by the next one: a snapshot stored
+// from the same bundle is checked and its bundle removed; leftovers are removed under the agent lock. A
+// bundle that cannot move (damaged, untrusted, encrypted without the identity or into a plaintext
+// repository, busy) stays where it is, and the report says why.
+
+import { existsSync } from 'node:fs';
+import { mkdir, rm, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Identity, loadIdentities } from '../crypto/age.js';
+import type { SigningKey } from '../crypto/sign.js';
+import { readManifestOnly } from '../format/reader.js';
+import {
+  AlreadyExistsError,
+  asSnapshotError,
+  BundleDamagedError,
+  EncryptionError,
+  InvalidInputError,
+  NotFoundError,
+} from '../model/errors.js';
+import { newSnapshotId } from '../model/ids.js';
+import type { Repository } from '../repository/repository.js';
+import { forgetSnapshot, loadSnapshot, setPinned } from '../repository/snapshots.js';
+import { fsyncDir, removeQuietly } from '../store/atomic.js';
+import { type BundleFile, bundleFiles, bundleMeta, storeAgents } from '../store/catalog.js';
+import { STAGING_PREFIX, siblingPathOf, sidecarPathOf } from '../store/paths.js';
+import { pinPathOf } from '../store/pins.js';
+import { ensureListed } from './import.js';
+import { checkStored, fromBundle, originOf, stageBundle, storeStaged } from './ingest.js';
+import type { LocalSnapshotter } from './local.js';
+
+/** The steps of one bundle's migration, as reported to `onBundle`. */
+export type MigrateStep = 'stored' | 'checked' | 'removed';
+
+export interface MigrateOptions {
+  /** age identity file that opens encrypted bundles and the repository (default: the configured one). */
+  decryptIdentity?: string;
+  /** Told after each step of each bundle (progress; a test kills the process there). */
+  onBundle?: (event: { id: string; agent_id: string; tenant: string; step: MigrateStep }) => void;
+}
+
+export interface MigratedBundle {
+  id: string;
+  agent_id: string;
+  tenant: string;
+  /** Where the bundle was. */
+  bundle_path: string;
+  /** `migrated` (in the repository, bundle removed), `skipped` (left as it is, by rule), `failed`. */
+  outcome: 'migrated' | 'skipped' | 'failed';
+  /** Stored by an earlier run that was interrupted; checked and its bundle removed by this one. */
+  resumed?: boolean;
+  pinned?: boolean;
+  /** The bundle's signature as checked at migration (key id and status). */
+  signature?: { key_id: string; status: string };
+  /** Key id of the repository snapshot's signature (the host's key), when signed. */
+  signed_by?: string;
+  /** Bytes of new packs this bundle added to the repository. */
+  added_bytes?: number;
+  /** Why a bundle was skipped or failed: the typed error (code, message, exit_code). */
+  error?: Record<string, unknown>;
+}
+
+export interface MigrateReport {
+  repository: string;
+  /** Whether this run created the repository. */
+  created_repository: boolean;
+  bundles: number;
+  migrated: number;
+  skipped: number;
+  failed: number;
+  added_bytes: number;
+  results: MigratedBundle[];
+}
+
+interface Context {
+  s: LocalSnapshotter;
+  repo: Repository;
+  identities: readonly Identity[] | undefined;
+  signingKey: SigningKey | undefined;
+  opts: MigrateOptions;
+}
+
+export async function migrateBundles(s: LocalSnapshotter, opts: MigrateOptions = {}): Promise<MigrateReport> {
+  const signingKey = s.signingKey; // an unreadable key fails before anything moves
+  if (s.trust.required && !signingKey)
+    throw new InvalidInputError(
+      'signatures are required (signing.require_signature) but no signing key is configured: migrated ' +
+        'snapshots are signed with the host key, and unsigned ones could not be restored here',
+    );
+  const identityPath = opts.decryptIdentity ?? s.repository.identityFile;
+  const identities = identityPath ? loadIdentities(identityPath) : undefined;
+  const created = !s.repository.exists();
+  const repo = await s.repository.openForWriting(s.recipients, opts.decryptIdentity);
+  const ctx: Context = { s, repo, identities, signingKey, opts };
+  const results: MigratedBundle[] = [];
+  for (const [tenant, agent] of await storeAgents(s.layout)) {
+    const dir = s.layout.snapshotsDir(tenant, agent);
+    let lock: Awaited<ReturnType<LocalSnapshotter['lockAgent']>>;
+    try {
+      lock = await s.lockAgent(agent, tenant, 'migrate');
+    } catch (err) {
+      const error = asSnapshotError(err, `migrating agent ${agent}`).toJSON();
+      for (const f of await bundleFiles(dir))
+        results.push({ id: f.id, agent_id: agent, tenant, bundle_path: f.path, outcome: 'failed', error });
+      continue;
+    }
+    try {
+      await s.recoverInterrupted(agent, tenant);
+      for (const file of await oldestFirst(await bundleFiles(dir)))
+        results.push(await migrateOne(ctx, file, agent, tenant, dir));
+    } finally {
+      lock.release();
+    }
+  }
+  const count = (o: MigratedBundle['outcome']) => results.filter((r) => r.outcome === o).length;
+  return {
+    repository: s.repository.location,
+    created_repository: created,
+    bundles: results.length,
+    migrated: count('migrated'),
+    skipped: count('skipped'),
+    failed: count('failed'),
+    added_bytes: results.reduce((n, r) => n + (r.added_bytes ?? 0), 0),
+    results,
+  };
+}
+
+/** Bundles by creation time (the sidecar's, else the head's; unreadable ones last), so chains grow in order. */
+async function oldestFirst(files: BundleFile[]): Promise<BundleFile[]> {
+  const at = new Map<string, number>();
+  for (const f of files)
+    at.set(
+      f.id,
+      await bundleMeta(f).then(
+        (m) => m.created_at_ms,
+        () => Number.MAX_SAFE_INTEGER,
+      ),
+    );
+  return files.sort((a, b) => at.get(a.id)! - at.get(b.id)! || (a.id < b.id ? -1 : 1));
+}
+
+async function migrateOne(
+  ctx: Context,
+  file: BundleFile,
+  agent: string,
+  tenant: string,
+  dir: string,
+): Promise<MigratedBundle> {
+  const { s, repo } = ctx;
+  const base = { id: file.id, agent_id: agent, tenant, bundle_path: file.path };
+  const step = (st: MigrateStep) => ctx.opts.onBundle?.({ id: file.id, agent_id: agent, tenant, step: st });
+  try {
+    const pinned = existsSync(pinPathOf(file.path));
+    if (file.encrypted && !repo.encrypted)
+      return skipped(
+        new EncryptionError(
+          'an encrypted bundle moves only into an encrypted repository (this one is not: it would be stored in plaintext); the bundle is kept',
+        ),
+      );
+    if (file.encrypted && !ctx.identities)
+      return skipped(
+        new EncryptionError(
+          'an encrypted bundle needs the identity (--decrypt-identity) to be migrated; kept',
+        ),
+      );
+    const m = (await readManifestOnly(file.path, file.encrypted ? ctx.identities : undefined)).parsed
+      .manifest;
+    if (m.snapshot_id !== file.id || m.agent_id !== agent || m.tenant !== tenant)
+      throw new BundleDamagedError(
+        `${file.name} holds snapshot ${m.snapshot_id} of agent ${m.agent_id} (tenant ${m.tenant}): not this directory's`,
+      );
+    const existing = await loadSnapshot(repo, file.id).catch((err: unknown) => {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    });
+    let added: number | undefined;
+    let resumed = false;
+    if (existing) {
+      const e = existing.manifest;
+      if (!fromBundle(e, m) || e.agent_id !== agent || e.tenant !== tenant)
+        throw new AlreadyExistsError(
+          `repository snapshot ${file.id} (it was not stored from this bundle; the bundle is kept)`,
+        );
+      resumed = true;
+      if (pinned) await setPinned(repo, file.id, true);
+      await ensureListed(s, repo, e);
+    } else {
+      await withStaging(dir, async (staging) => {
+        const b = await stageBundle(file.path, staging, {
+          ...(ctx.identities ? { identities: ctx.identities } : {}),
+          trust: s.trust,
+        });
+        const meta = await storeStaged(
+          s.repository,
+          repo,
+          b,
+          {
+            id: m.snapshot_id,
+            agentId: agent,
+            tenant,
+            ...(m.label !== undefined ? { label: m.label } : {}),
+            createdAtMs: m.created_at_ms,
+            createdBy: m.created_by,
+            pinned,
+          },
+          originOf(b, 'migrate'),
+          ctx.signingKey,
+        );
+        added = meta.added_bytes;
+      });
+    }
+    step('stored');
+    const stored = await withStaging(dir, async (work) => {
+      try {
+        return await s.repository.locked(repo, false, 'migrate', () => checkStored(repo, file.id, m, work));
+      } catch (err) {
+        // the bundle stays the one copy: the snapshot is not kept beside it (a re-run stores it again)
+        await s.repository.locked(repo, false, 'forget', () => forgetSnapshot(repo, file.id)).catch(() => {});
+        throw err;
+      }
+    });
+    step('checked');
+    await removeBundle(s, file, agent, tenant, dir);
+    step('removed');
+    const sig = stored.origin?.signature;
+    return {
+      ...base,
+      outcome: 'migrated',
+      ...(resumed ? { resumed: true } : {}),
+      pinned,
+      ...(sig ? { signature: sig } : {}),
+      ...(stored.signature ? { signed_by: stored.signature.key_id } : {}),
+      ...(added !== undefined ? { added_bytes: added } : {}),
+    };
+  } catch (err) {
+    return { ...base, outcome: 'failed', error: asSnapshotError(err, `migrating ${file.path}`).toJSON() };
+  }
+
+  function skipped(error: EncryptionError): MigratedBundle {
+    return { ...base, outcome: 'skipped', error: error.toJSON() };
+  }
+}
+
+/** Runs `fn` with a new staging directory in the agent's snapshot directory (a leftover if killed). */
+async function withStaging<T>(dir: string, fn: (staging: string) => Promise<T>): Promise<T> {
+  const staging = join(dir, `${STAGING_PREFIX}${newSnapshotId()}`);
+  await mkdir(staging, { mode: 0o700 });
+  try {
+    return await fn(staging);
+  } finally {
+    await rm(staging, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/**
+ * Removes a migrated bundle as delete does (the bundle first: a sibling, sidecar or pin left by a kill
+ * is a leftover the next run removes), with the agent's readers lock held exclusively (exports wait).
+ */
+async function removeBundle(
+  s: LocalSnapshotter,
+  file: BundleFile,
+  agent: string,
+  tenant: string,
+  dir: string,
+): Promise<void> {
+  const readers = await s.takeLock(
+    s.layout.readersLockPath(tenant, agent),
+    'exclusive',
+    agent,
+    tenant,
+    'an export of this agent',
+  );
+  try {
+    await unlink(file.path);
+    await removeQuietly(siblingPathOf(file.path));
+    await removeQuietly(sidecarPathOf(file.path));
+    await removeQuietly(pinPathOf(file.path));
+    await fsyncDir(dir);
+  } finally {
+    readers.release();
+  }
+}

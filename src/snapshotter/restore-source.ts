@@ -1,0 +1,265 @@
+// Owns where a restore reads its snapshot from, behind one interface: a bundle file (any path, or one
+// of the agent's bundles by id) or a snapshot of the repository (by id or unique prefix). Each source
+// gives the manifest as read before anything else (its bundle view, the signature check, every rule on
+// it), one verified streaming pass that writes the artifacts into restore staging (the repository's git
+// packs indexed straight into the staged repository) or into a dry run's scratch directory, and the
+// source the rebuilt repository loads its history from. restore.ts runs the same steps on either.
+
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { Identity } from '../crypto/age.js';
+import type { PublicSigningKey } from '../crypto/sign.js';
+import type { Artifact, Manifest } from '../format/manifest.js';
+import { readManifestOnly } from '../format/reader.js';
+import { manifestProblems } from '../format/rules.js';
+import { checkSealSignature, checkSignature, type SignatureCheck } from '../format/signature.js';
+import { runGit } from '../git/git.js';
+import { writeRefs } from '../git/history.js';
+import {
+  asSnapshotError,
+  BundleDamagedError,
+  GitError,
+  InvalidInputError,
+  IoError,
+  SnapshotError,
+} from '../model/errors.js';
+import type { ProgressListener, VerifyProblem } from '../model/types.js';
+import {
+  bundleView,
+  GIT_HISTORY_KIND,
+  type ParsedRepoManifest,
+  REPO_MANIFEST_VERSION_SIGNED,
+} from '../repository/manifest.js';
+import { repoManifestProblems } from '../repository/verify-snapshot.js';
+import { bundleHistorySource, type HistorySource, type RestorePaths, stagingSink } from '../restore/stage.js';
+import { problemsError, refused, verifyBundle } from '../verify/verify.js';
+import type { LocalSnapshotter } from './local.js';
+
+/** The manifest as read before the lock: what identity, trust, redaction and the rules are checked on. */
+export interface SourceHead {
+  /** The manifest (a repository snapshot's as its bundle view, repository/manifest.ts). */
+  manifest: Manifest;
+  raw: Record<string, unknown>;
+  signature: SignatureCheck;
+  /** Every rule on the manifest it breaks (format/rules.ts; repository: repoManifestProblems). */
+  problems: VerifyProblem[];
+}
+
+/** What one verified pass over the snapshot wrote. */
+export interface ReadSnapshot {
+  manifest: Manifest;
+  /** Artifact path → the file it was written to. */
+  written: Map<string, string>;
+  warnings: string[];
+}
+
+export interface StagedSnapshot extends ReadSnapshot {
+  /** Where the rebuilt repository loads the history from; undefined without a repository. */
+  history: HistorySource | undefined;
+}
+
+/** Which artifacts a dry run writes, and where. */
+export type ArtifactTarget = (a: { path_in_bundle: string; kind: string }) => string | undefined;
+
+export interface RestoreSource {
+  /** What reports and journals name: the bundle's path, or `<repository>#<snapshot id>`. */
+  readonly location: string;
+  head(trusted: readonly PublicSigningKey[]): Promise<SourceHead>;
+  /**
+   * Verifies every byte and writes each artifact beside the live paths (`p`); fails (typed, exit 2 for
+   * damage) when anything does not verify or the manifest is not the one `head` read.
+   */
+  stage(
+    p: RestorePaths,
+    headRaw: Record<string, unknown>,
+    onProgress?: ProgressListener,
+  ): Promise<StagedSnapshot>;
+  /** Verifies every byte, writing the artifacts `target` names (a dry run). */
+  inspect(target: ArtifactTarget, onProgress?: ProgressListener): Promise<ReadSnapshot>;
+}
+
+const changed = (a: Record<string, unknown>, b: Record<string, unknown>) =>
+  JSON.stringify(a) !== JSON.stringify(b);
+
+/** A bundle file (v1, v2 or v3, encrypted or not). */
+export function bundleSource(path: string, identities: readonly Identity[] | undefined): RestoreSource {
+  const bundle = resolve(path);
+  const withIds = identities ? { identities } : {};
+  const siblingWarning = (sibling: string, staged: boolean) =>
+    staged
+      ? `sibling .sha256 ${sibling}: every internal hash and seal verified, the file as a whole could not be`
+      : `sibling .sha256 ${sibling}: the bundle file as a whole was not checked against it`;
+  return {
+    location: bundle,
+    async head(trusted) {
+      try {
+        if (!(await stat(bundle)).isFile()) throw new IoError(`${bundle} is not a regular file`);
+      } catch (err) {
+        if (err instanceof SnapshotError) throw err;
+        throw new IoError(`bundle not found: ${bundle}`, err);
+      }
+      const { parsed } = await readManifestOnly(bundle, identities).catch((err: unknown) => {
+        throw asSnapshotError(err, `reading ${bundle}`);
+      });
+      return {
+        manifest: parsed.manifest,
+        raw: parsed.raw,
+        signature: checkSignature(parsed, trusted),
+        problems: manifestProblems(parsed).map(({ layout: _l, ...p }) => p),
+      };
+    },
+    async stage(p, headRaw, onProgress) {
+      const v = await verifyBundle(bundle, {
+        sink: stagingSink(p),
+        ...(onProgress ? { onProgress } : {}),
+        ...withIds,
+      });
+      if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
+      const { manifest, layout, raw } = v.manifest;
+      if (changed(raw, headRaw))
+        throw new BundleDamagedError('the bundle changed while it was being restored');
+      return {
+        manifest,
+        written: v.written,
+        warnings: v.report.sibling !== 'ok' ? [siblingWarning(v.report.sibling, true)] : [],
+        history: await bundleHistorySource(p, manifest, layout),
+      };
+    },
+    async inspect(target, onProgress) {
+      const v = await verifyBundle(bundle, {
+        ...(onProgress ? { onProgress } : {}),
+        ...withIds,
+        sink: { target: (a) => target(a) },
+      });
+      if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
+      return {
+        manifest: v.manifest.manifest,
+        written: v.written,
+        warnings: v.report.sibling !== 'ok' ? [siblingWarning(v.report.sibling, false)] : [],
+      };
+    },
+  };
+}
+
+/**
+ * A snapshot of the state root's repository. Its chunks stream from the packs, each checked against its
+ * id and every artifact against its size and SHA-256 (repository/verify-snapshot.ts), under the
+ * repository's shared lock (prune waits). The git packs of the history are indexed, in chain order,
+ * straight into the staged repository; its refs are created there from the manifest's `git_refs`.
+ */
+export function repositorySource(
+  s: LocalSnapshotter,
+  id: string,
+  identityPath: string | undefined,
+): RestoreSource {
+  const store = s.repository;
+  const withIdentity = identityPath ? { decryptIdentity: identityPath } : {};
+  let parsed: ParsedRepoManifest | undefined;
+  const read = async (
+    target: ArtifactTarget,
+    gitDir: string | undefined,
+    onProgress: ProgressListener | undefined,
+  ) => {
+    const { report, result } = await store.verify(id, {
+      target,
+      ...(gitDir ? { gitDir } : {}),
+      ...(onProgress ? { onProgress } : {}),
+      ...withIdentity,
+    });
+    if (refused(report) || !result.parsed) throw problemsError(report.problems);
+    return result;
+  };
+  return {
+    location: `${store.location}#${id}`,
+    async head(trusted) {
+      parsed = await store.parsed(id, identityPath);
+      const m = parsed.manifest;
+      return {
+        manifest: bundleView(m),
+        raw: parsed.raw,
+        signature: checkSealSignature(
+          { manifest: m, raw: parsed.raw, signed: m.manifest_version === REPO_MANIFEST_VERSION_SIGNED },
+          trusted,
+        ),
+        problems: repoManifestProblems(m),
+      };
+    },
+    async stage(p, headRaw, onProgress) {
+      const m = parsed?.manifest;
+      const hasHistory = m?.artifacts.some((a) => a.kind === GIT_HISTORY_KIND) === true;
+      // The staged repository exists before the stream, so the packs are indexed into it as they arrive.
+      if (hasHistory) {
+        const init = await runGit(p.memdirStage, ['init', '-q']);
+        if (init.code !== 0)
+          throw new GitError(
+            `git init failed while staging the restore: ${init.stderr || `exit ${init.code}`}`,
+          );
+      }
+      const sink = stagingSink(p);
+      const result = await read(
+        (a) => sink.target(a as Artifact, 2),
+        hasHistory ? p.memdirStage : undefined,
+        onProgress,
+      );
+      const r = result.parsed!;
+      if (changed(r.raw, headRaw))
+        throw new BundleDamagedError('the snapshot changed while it was being restored');
+      if (hasHistory && !result.historyIndexed)
+        throw new BundleDamagedError('the git history was not indexed while staging the restore');
+      const g = r.manifest.git;
+      const refs = r.manifest.git_refs ?? [];
+      const history: HistorySource | undefined =
+        (g.repository ?? 'absent') === 'absent'
+          ? undefined
+          : {
+              ...(hasHistory
+                ? {
+                    load: async (dir: string) => {
+                      try {
+                        await writeRefs(
+                          dir,
+                          refs.filter((r) => r.name !== 'HEAD'),
+                        );
+                      } catch (err) {
+                        throw new BundleDamagedError(
+                          `setting the snapshot's refs failed while staging the restore: ${(err as Error).message}`,
+                        );
+                      }
+                    },
+                  }
+                : {}),
+              ...(g.head_ref ? { ref: g.head_ref } : {}),
+              oid: g.head_oid,
+              detached: g.detached === true,
+              ...(g.repository === 'present' ? { expectHead: g.head_oid } : {}),
+            };
+      return { manifest: bundleView(r.manifest), written: result.written, warnings: [], history };
+    },
+    async inspect(target, onProgress) {
+      const r = await read(target, undefined, onProgress);
+      return { manifest: bundleView(r.parsed!.manifest), written: r.written, warnings: [] };
+    },
+  };
+}
+
+/**
+ * The source a request names: `bundle` (a path) or `snapshot` (an id or unique prefix of one of the
+ * agent's snapshots, in the repository or among its bundles; a prefix matching in both is ambiguous).
+ */
+export async function locateSource(
+  s: LocalSnapshotter,
+  req: { bundle?: string; snapshot?: string; decryptIdentity?: string },
+  agentId: string,
+  tenant: string,
+  identities: readonly Identity[] | undefined,
+): Promise<RestoreSource> {
+  if ((req.bundle === undefined) === (req.snapshot === undefined))
+    throw new InvalidInputError(
+      'a restore needs exactly one of bundle (a path) and snapshot (an id or prefix)',
+    );
+  if (req.bundle !== undefined) return bundleSource(req.bundle, identities);
+  const found = await s.findSnapshot(agentId, tenant, req.snapshot!);
+  return found.repository
+    ? repositorySource(s, found.repository.id, req.decryptIdentity)
+    : bundleSource(found.bundle.path, identities);
+}

@@ -1,0 +1,212 @@
+// The pre-mutating-tool hook (auto_pre_mutating_tool): a snapshot labelled with the tool before a
+// memory-mutating call (created_by auto-pre-mutating-tool; the call rolls back exactly from it), at
+// most one per interval per agent — in this process and across processes — skipped calls counted by
+// reason, concurrent calls sharing one snapshot, failures returned not thrown, the config keys, and
+// retention's own rule for these anchors.
+
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import {
+  CONFIG_DEFAULTS,
+  LocalSnapshotter,
+  METRIC,
+  MetricsObserver,
+  PRE_MUTATING_TOOL_CREATED_BY,
+  PreMutatingToolSnapshotAdapter,
+  preMutatingToolHookFromConfig,
+  SnapshotMetrics,
+} from '../src/index.js';
+import { runTs, sampleAgent } from './helpers/env.js';
+import { sample } from './helpers/prom.js';
+
+function setup(t: Parameters<typeof sampleAgent>[0], minIntervalSecs = 3600) {
+  const metrics = new SnapshotMetrics();
+  const a = sampleAgent(
+    t,
+    'ana',
+    { memories: 400, files: 10 },
+    { store: 'repository', observers: [new MetricsObserver(metrics)] },
+  );
+  const hook = new PreMutatingToolSnapshotAdapter(a.snapshotter, { minIntervalSecs });
+  const skipped = async (reason: string) =>
+    sample(await metrics.render(), METRIC.skippedTotal, { agent: 'ana', tenant: 'default', reason }) ?? 0;
+  const taken = async () =>
+    sample(await metrics.render(), METRIC.snapshotTotal, {
+      agent: 'ana',
+      tenant: 'default',
+      outcome: 'ok',
+    }) ?? 0;
+  return { a, hook, metrics, skipped, taken };
+}
+
+const oneRow = (sqliteDir: string, n: number) => {
+  const db = new Database(join(sqliteDir, 'long_term.sqlite'));
+  db.prepare("INSERT INTO memories (created_at, kind, content, importance) VALUES (?, 'fact', ?, 0.5)").run(
+    n,
+    `tool call ${n}`,
+  );
+  db.close();
+};
+
+test('before a mutating tool: a snapshot labelled with the tool; within the interval none, counted as skipped', async (t) => {
+  const { a, hook, skipped, taken } = setup(t);
+  const first = await hook.snapshotBeforeTool('ana', undefined, 'memory_write');
+  assert.ok(first.ok && 'snapshot' in first, JSON.stringify(first));
+  assert.equal(first.snapshot.created_by, PRE_MUTATING_TOOL_CREATED_BY);
+  assert.equal(first.snapshot.label, 'auto:pre-mutating-tool-memory_write');
+  assert.equal(first.snapshot.redactions_applied, false);
+  oneRow(a.sqliteDir, 1);
+  const second = await hook.snapshotBeforeTool('ana', undefined, 'memory_delete');
+  assert.deepEqual(second, { ok: true, skipped: 'interval' });
+  assert.equal(await skipped('interval'), 1);
+  assert.equal(await taken(), 1);
+  const listed = await a.snapshotter.list('ana');
+  assert.deepEqual(
+    listed.map((m) => m.id),
+    [first.snapshot.id],
+  );
+  // The anchor holds the memory as it was before the call, and verifies.
+  assert.equal((await a.snapshotter.verifySnapshot('ana', 'default', first.snapshot.id)).status, 'verified');
+  // Another agent is throttled on its own.
+  const bob = sampleAgent(t, 'bob', { memories: 100 });
+  const s2 = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: bob.memdirRoot,
+    sqliteRoot: bob.sqliteRoot,
+    store: 'repository',
+  });
+  const r = await new PreMutatingToolSnapshotAdapter(s2, { minIntervalSecs: 3600 }).snapshotBeforeTool(
+    'bob',
+    undefined,
+    'memory_write',
+  );
+  assert.ok(r.ok && 'snapshot' in r);
+});
+
+test('the interval holds across processes: another runtime of the same agent takes none inside it', async (t) => {
+  const { a, hook } = setup(t);
+  const first = await hook.snapshotBeforeTool('ana', 'default', 'memory_write');
+  assert.ok(first.ok && 'snapshot' in first);
+  const args = [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', 'memory_write'];
+  let r = await runTs(join('test', 'fixtures', 'pre-tool-once.ts'), [...args, '3600']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { ok: true, skipped: 'interval' });
+  // With interval 0 every call snapshots, in any process.
+  r = await runTs(join('test', 'fixtures', 'pre-tool-once.ts'), [...args, '0']);
+  assert.equal(r.code, 0, r.stderr);
+  const other = JSON.parse(r.stdout) as { ok: boolean; snapshot?: { id: string; created_by: string } };
+  assert.equal(other.snapshot?.created_by, PRE_MUTATING_TOOL_CREATED_BY);
+  assert.equal((await a.snapshotter.list('ana')).length, 2);
+  // This process learns of the other's snapshot from the record beside the lock, not from memory.
+  const fresh = new PreMutatingToolSnapshotAdapter(
+    new LocalSnapshotter({
+      stateRoot: a.stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store: 'repository',
+    }),
+    { minIntervalSecs: 3600 },
+  );
+  assert.deepEqual(await fresh.snapshotBeforeTool('ana', undefined, 'x'), { ok: true, skipped: 'interval' });
+});
+
+test('after the interval the next call snapshots again; concurrent calls share one snapshot', async (t) => {
+  const { a, hook, skipped } = setup(t, 1);
+  const first = await hook.snapshotBeforeTool('ana', undefined, 'memory_write');
+  assert.ok(first.ok && 'snapshot' in first);
+  await new Promise((r) => setTimeout(r, 1100)); // longer than the interval
+  oneRow(a.sqliteDir, 2);
+  const results = await Promise.all([
+    hook.snapshotBeforeTool('ana', undefined, 'a'),
+    hook.snapshotBeforeTool('ana', undefined, 'b'),
+    hook.snapshotBeforeTool('ana', undefined, 'c'),
+  ]);
+  assert.equal(results.filter((r) => r.ok && 'snapshot' in r).length, 1, JSON.stringify(results));
+  assert.equal(results.filter((r) => r.ok && 'skipped' in r && r.skipped === 'in_flight').length, 2);
+  assert.equal(await skipped('in_flight'), 2);
+  assert.equal((await a.snapshotter.list('ana')).length, 2);
+});
+
+test('the tool call rolls back exactly from its snapshot (bundle store: restore reads bundles)', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 50, files: 3 }, { store: 'bundles' });
+  const hook = new PreMutatingToolSnapshotAdapter(a.snapshotter, { minIntervalSecs: 60 });
+  const before = await hook.snapshotBeforeTool('ana', undefined, 'memory_forget');
+  assert.ok(before.ok && 'snapshot' in before);
+  // The tool forgets a memory.
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  const victim = db.prepare('SELECT id, content FROM memories ORDER BY id LIMIT 1').get() as {
+    id: number;
+    content: string;
+  };
+  db.prepare('DELETE FROM memories WHERE id = ?').run(victim.id);
+  db.close();
+  await a.snapshotter.restore({ agentId: 'ana', bundle: before.snapshot.bundle_path });
+  const after = new Database(join(a.sqliteDir, 'long_term.sqlite'), { readonly: true });
+  t.after(() => after.close());
+  assert.deepEqual(after.prepare('SELECT id, content FROM memories WHERE id = ?').get(victim.id), victim);
+});
+
+test('failures are returned, never thrown: an unknown agent, a bad tool name', async (t) => {
+  const { hook } = setup(t);
+  const r = await hook.snapshotBeforeTool('nobody', undefined, 'memory_write');
+  assert.equal(r.ok, false);
+  assert.equal(!r.ok && r.code, 'UNKNOWN_AGENT');
+  const bad = await hook.snapshotBeforeTool('ana', undefined, 'bad\ntool');
+  assert.equal(!bad.ok && bad.code, 'INVALID_INPUT');
+  const bad2 = await hook.snapshotBeforeTool('ana', undefined, '');
+  assert.equal(!bad2.ok && bad2.code, 'INVALID_INPUT');
+  // A failed call is not remembered: the next one tries again.
+  const ok = await hook.snapshotBeforeTool('ana', undefined, 'memory_write');
+  assert.ok(ok.ok && 'snapshot' in ok);
+});
+
+test('config: auto_pre_mutating_tool attaches the hook with pre_mutating_tool.min_interval_secs', (t) => {
+  const { a } = setup(t);
+  assert.equal(preMutatingToolHookFromConfig(a.snapshotter, {}), undefined, 'off by default');
+  const on = preMutatingToolHookFromConfig(a.snapshotter, { auto_pre_mutating_tool: true });
+  assert.equal(on?.minIntervalMs, CONFIG_DEFAULTS.pre_mutating_tool.min_interval_secs * 1000);
+  assert.equal(
+    preMutatingToolHookFromConfig(a.snapshotter, {
+      auto_pre_mutating_tool: true,
+      pre_mutating_tool: { min_interval_secs: 5 },
+    })?.minIntervalMs,
+    5000,
+  );
+  assert.equal(
+    preMutatingToolHookFromConfig(a.snapshotter, { auto_pre_mutating_tool: true, enabled: false }),
+    undefined,
+  );
+});
+
+test('gc keeps pre-mutating-tool anchors by their own rule and never lets them evict the other snapshots', async (t) => {
+  const { a } = setup(t);
+  const s = a.snapshotter;
+  const user = await s.snapshot({ agentId: 'ana', label: 'mine' });
+  const hook = new PreMutatingToolSnapshotAdapter(s, { minIntervalSecs: 0 });
+  const anchors: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    writeFileSync(join(a.memdir, 'topics', 'tool.md'), `call ${i}\n`);
+    const r = await hook.snapshotBeforeTool('ana', undefined, `tool_${i}`);
+    assert.ok(r.ok && 'snapshot' in r);
+    anchors.unshift(r.snapshot.id);
+  }
+  const report = await s.gc({ agentId: 'ana', policy: { keepCount: 1, preToolKeepCount: 2 } });
+  assert.deepEqual(
+    report.agents[0]!.decisions.map((d) => [d.id, d.action, d.reasons.join('+')]),
+    [
+      [anchors[0], 'keep', 'newest+pre-mutating-tool-keep-count'],
+      [anchors[1], 'keep', 'pre-mutating-tool-keep-count'],
+      [anchors[2], 'delete', ''],
+      [anchors[3], 'delete', ''],
+      [user.id, 'keep', 'keep-count'],
+    ],
+  );
+  assert.equal(report.prune?.status, 'pruned');
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [anchors[0], anchors[1], user.id],
+  );
+});

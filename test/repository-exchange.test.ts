@@ -1,0 +1,695 @@
+// Moving snapshots between the repository and bundles: export (library, CLI, HTTP download) of a
+// repository snapshot as a v2/v3 bundle that GNU tar, zstd, age and `git clone` read, redacted by
+// default, encrypted to the recipients for an encrypted repository; import of a bundle (v1 included)
+// into the repository, alone (--store-only) or with the restore as another agent; and migrate of a
+// bundle store into the repository (ids, labels, pins kept; each checked before its bundle goes),
+// idempotent and resumable after kill -9 at chosen steps and at random instants.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { buildSampleAgent, git } from '../scripts/sample-agent.js';
+import { secretKeyFileText } from '../src/crypto/sign.js';
+import { trustPolicy } from '../src/format/signature.js';
+import { generateSigningKey, LocalSnapshotter, type LocalSnapshotterOptions } from '../src/index.js';
+import { createApiServer } from '../src/server/http.js';
+import { apiRoutes } from '../src/server/routes.js';
+import { OperationTracker } from '../src/server/tracker.js';
+import type { MigrateReport } from '../src/snapshotter/migrate.js';
+import { verifyBundleFile } from '../src/verify/verify.js';
+import { bundleOf, manifestFor, readEntries, writeBundleFile } from './helpers/bundles.js';
+import {
+  type Agent,
+  gnuExtract,
+  gnuList,
+  runCli,
+  sampleAgent,
+  startFixture,
+  tempDir,
+} from './helpers/env.js';
+
+const repoEnv = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
+const SMALL = { files: 8, commits: 4, memories: 200, embeddings: 40, concepts: 20, compactions: 6 };
+
+/** A snapshotter over the agent's roots with these options (the repository store unless told). */
+function snapshotterOf(a: Agent, opts: Partial<LocalSnapshotterOptions> = {}): LocalSnapshotter {
+  return new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+    ...opts,
+  });
+}
+
+/** A synthetic GitHub token (assembled at run time) planted in a committed file and a database row. */
+function plantSecret(a: Agent): string {
+  const token = `${'gh'}p_${randomBytes(27).toString('base64url').replace(/[-_]/g, 'x').slice(0, 36)}`;
+  writeFileSync(join(a.memdir, 'topics', 'keys.md'), `# keys\nthe deploy token is ${token}\n`);
+  git(a.memdir, ['add', '.']);
+  git(a.memdir, ['commit', '-qm', 'keys']);
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  db.prepare("INSERT INTO memories (created_at, kind, content, importance) VALUES (1, 'fact', ?, 0.5)").run(
+    `the user pasted ${token}`,
+  );
+  db.close();
+  return token;
+}
+
+/** Every file under `dir` (recursively), as one string, to search for a secret. */
+function allBytes(dir: string): string {
+  const out: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else out.push(readFileSync(p, 'latin1'));
+    }
+  };
+  walk(dir);
+  return out.join('\n');
+}
+
+/** The artifacts of a bundle's manifest but the git history: path → sha256. */
+async function contentOf(bundle: string): Promise<Map<string, string>> {
+  const entries = await readEntries(bundle);
+  const m = JSON.parse(entries[0]!.data.toString('utf8')) as {
+    artifacts: Array<{ path_in_bundle: string; kind: string; sha256: string }>;
+  };
+  return new Map(m.artifacts.filter((x) => x.kind !== 'git_bundle').map((x) => [x.path_in_bundle, x.sha256]));
+}
+
+/** `git clone` of the git bundle inside an exported bundle (GNU tar extracts it); returns the clone. */
+function cloneHistory(t: TestContext, bundle: string): string {
+  const dir = gnuExtract(t, bundle);
+  const clone = join(tempDir(t, 'nexo-clone-'), 'clone');
+  execFileSync('git', ['clone', '-q', join(dir, 'git', 'memdir.bundle'), clone], {
+    env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1', HOME: '/dev/null' },
+  });
+  return clone;
+}
+
+test('export of a repository snapshot: a v3 bundle (signed with the host key) that GNU tar, zstd and git clone read; exact with --no-redact, redacted by default', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const token = plantSecret(a);
+  const keyFile = join(tempDir(t), 'sign.key');
+  const key = generateSigningKey();
+  writeFileSync(keyFile, secretKeyFileText(key), { mode: 0o600 });
+  const s = snapshotterOf(a, { signingKey: keyFile });
+  const snap = await s.snapshot({ agentId: 'ana', label: 'before dream' });
+  assert.equal(snap.bundle_format, 'nexo-memory-snapshot-v5');
+  const out = tempDir(t, 'nexo-export-');
+
+  const exact = await s.export('ana', 'default', snap.id.slice(0, 8), `${out}/`, { redact: false });
+  assert.equal(exact.path, join(out, `${snap.id}.tar.zst`));
+  assert.equal(exact.copy, 'exact');
+  assert.equal(exact.redacted, false);
+  assert.equal(exact.verify.status, 'verified', JSON.stringify(exact.verify.problems));
+  assert.equal(readFileSync(exact.sibling_path, 'utf8').trim(), exact.file_sha256);
+  const report = await verifyBundleFile(exact.path, {
+    deep: true,
+    trust: trustPolicy([key.publicKey], true),
+  });
+  assert.equal(report.status, 'verified', JSON.stringify(report.problems));
+  assert.equal(report.bundle_format, 'nexo-memory-snapshot-v3');
+  assert.equal(report.signature?.status, 'trusted');
+  assert.equal(report.snapshot_id, snap.id);
+  // zstd and GNU tar read it; the manifest is the first entry; the content is the live agent's
+  execFileSync('zstd', ['-t', '-q', exact.path]);
+  const names = gnuList(exact.path);
+  assert.equal(names[0], 'manifest.json');
+  assert.ok(names.includes('git/memdir.bundle'));
+  assert.ok(names.includes('memory_files/topics/keys.md'));
+  const files = gnuExtract(t, exact.path);
+  assert.equal(
+    readFileSync(join(files, 'memory_files', 'topics', 'keys.md'), 'utf8'),
+    readFileSync(join(a.memdir, 'topics', 'keys.md'), 'utf8'),
+  );
+  const manifest = JSON.parse(readFileSync(join(files, 'manifest.json'), 'utf8'));
+  assert.equal(manifest.label, 'before dream');
+  assert.equal(manifest.created_at_ms, snap.created_at_ms);
+  const db = new Database(join(files, 'sqlite', 'long_term.sqlite'), { readonly: true });
+  assert.equal(
+    (db.prepare('SELECT count(*) AS n FROM memories WHERE content LIKE ?').get(`%${token}%`) as { n: number })
+      .n,
+    1,
+  );
+  db.close();
+  // git clone reads its history: every commit, HEAD on the same branch and commit as the live memdir
+  const clone = cloneHistory(t, exact.path);
+  assert.equal(git(clone, ['rev-parse', 'HEAD']).trim(), git(a.memdir, ['rev-parse', 'HEAD']).trim());
+  assert.equal(
+    git(clone, ['rev-list', '--count', 'HEAD']).trim(),
+    git(a.memdir, ['rev-list', '--count', 'HEAD']).trim(),
+  );
+
+  // the default: what leaves the host is redacted, history included
+  const redacted = await s.export('ana', 'default', snap.id, join(out, 'shared.tar.zst'));
+  assert.equal(redacted.copy, 'redacted');
+  assert.equal(redacted.redacted, true);
+  assert.ok((redacted.redaction?.matches_redacted ?? 0) >= 2, JSON.stringify(redacted.redaction));
+  assert.equal(redacted.redaction?.git_history, 'rewritten');
+  assert.equal(redacted.verify.status, 'verified', JSON.stringify(redacted.verify.problems));
+  const shared = gnuExtract(t, redacted.path);
+  assert.equal(allBytes(shared).includes(token), false, 'no byte of the secret in the redacted export');
+  const sharedClone = cloneHistory(t, redacted.path);
+  assert.equal(git(sharedClone, ['log', '-p', '--all']).includes(token), false);
+  assert.match(readFileSync(join(shared, 'memory_files', 'topics', 'keys.md'), 'utf8'), /\[REDACTED:/);
+
+  // never replaced without --force; a missing directory is not created
+  await assert.rejects(s.export('ana', 'default', snap.id, `${out}/`, { redact: false }), {
+    code: 'ALREADY_EXISTS',
+  });
+  await assert.rejects(s.export('ana', 'default', snap.id, join(out, 'missing', 'x.tar.zst')), {
+    code: 'INVALID_INPUT',
+  });
+});
+
+test("the exact export of a repository snapshot restores as today's bundles do", async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const s = snapshotterOf(a);
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const exported = await s.export('ana', 'default', snap.id, `${tempDir(t)}/`, { redact: false });
+  const bundles = snapshotterOf(a, { store: 'bundles' });
+  const r = await bundles.restore({ agentId: 'copy', bundle: exported.path, import: {} });
+  assert.equal(r.from, snap.id);
+  assert.equal(git(join(a.memdirRoot, 'copy'), ['rev-parse', 'HEAD']).trim(), snap.git_oid);
+  for (const rel of ['MEMORY.md', 'topics/people/topic-0004.md'])
+    assert.equal(
+      readFileSync(join(a.memdirRoot, 'copy', rel), 'utf8'),
+      readFileSync(join(a.memdir, rel), 'utf8'),
+    );
+  const rows = (dir: string) => {
+    const db = new Database(join(dir, 'long_term.sqlite'), { readonly: true });
+    const n = (db.prepare('SELECT count(*) AS n FROM memories').get() as { n: number }).n;
+    db.close();
+    return n;
+  };
+  assert.equal(rows(join(a.sqliteRoot, 'copy')), rows(a.sqliteDir));
+});
+
+function ageIdentity(t: TestContext): { path: string; recipient: string } {
+  const path = join(tempDir(t), 'age.txt');
+  execFileSync('age-keygen', ['-o', path], { stdio: 'ignore' });
+  return { path, recipient: execFileSync('age-keygen', ['-y', path]).toString().trim() };
+}
+
+test('export of an encrypted repository snapshot: encrypted to the configured recipients (age reads it), or a redacted plaintext copy with --decrypt; the identity is needed', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const token = plantSecret(a);
+  const id = ageIdentity(t);
+  const s = snapshotterOf(a, { recipients: [id.recipient], identityPath: id.path });
+  const snap = await s.snapshot({ agentId: 'ana' });
+  assert.equal(snap.encrypted, true);
+  const out = tempDir(t, 'nexo-export-');
+
+  const enc = await s.export('ana', 'default', snap.id, `${out}/`, { decryptIdentity: id.path });
+  assert.equal(enc.path, join(out, `${snap.id}.tar.zst.age`));
+  assert.equal(enc.copy, 'encrypted');
+  assert.equal(enc.encrypted, true);
+  assert.equal(enc.verify.status, 'verified', JSON.stringify(enc.verify.problems));
+  assert.equal(enc.verify.bundle_format, 'nexo-memory-snapshot-v2');
+  // the age CLI decrypts it; GNU tar reads what it decrypts, secrets included (it is protected)
+  const plain = join(out, 'decrypted.tar.zst');
+  execFileSync('age', ['-d', '-i', id.path, '-o', plain, enc.path]);
+  assert.ok(gnuList(plain).includes('memory_files/topics/keys.md'));
+  assert.ok(allBytes(gnuExtract(t, plain)).includes(token));
+
+  const dec = await s.export('ana', 'default', snap.id, join(out, 'plain.tar.zst'), { decrypt: true });
+  assert.equal(dec.copy, 'redacted');
+  assert.equal(dec.encrypted, false);
+  assert.equal(allBytes(gnuExtract(t, dec.path)).includes(token), false);
+
+  // no recipients configured: no silent plaintext copy of an encrypted snapshot
+  const noRecipients = snapshotterOf(a, { identityPath: id.path });
+  await assert.rejects(noRecipients.export('ana', 'default', snap.id, join(out, 'x.tar.zst')), {
+    code: 'INVALID_INPUT',
+  });
+  // no identity: the repository cannot be read (exit 7)
+  const noIdentity = snapshotterOf(a, { recipients: [id.recipient] });
+  await assert.rejects(noIdentity.export('ana', 'default', snap.id, join(out, 'y.tar.zst')), {
+    code: 'ENCRYPTION',
+    exitCode: 7,
+  });
+  assert.deepEqual(readdirSync(out).sort(), [
+    `${snap.id}.tar.zst.age`,
+    `${snap.id}.tar.zst.age.sha256`,
+    'decrypted.tar.zst',
+    'plain.tar.zst',
+    'plain.tar.zst.sha256',
+  ]);
+});
+
+test('export of a repository snapshot through the CLI and the HTTP download route', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const token = plantSecret(a);
+  const s = snapshotterOf(a);
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const out = tempDir(t, 'nexo-export-');
+  const root = ['--state-root', a.stateRoot];
+  const r = await runCli(
+    ['export', '--agent', 'ana', '--id', snap.id, '--to', `${out}/`, '--json', ...root],
+    {
+      env: repoEnv,
+    },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const res = JSON.parse(r.stdout) as { path: string; copy: string; verify: { status: string } };
+  assert.equal(res.copy, 'redacted');
+  assert.equal(res.verify.status, 'verified');
+  assert.equal(allBytes(gnuExtract(t, res.path)).includes(token), false);
+
+  const tracker = new OperationTracker();
+  const server = createApiServer({
+    routes: apiRoutes({ snapshotter: s, tracker, allowRestore: false, startedAt: Date.now() }),
+    token: 'test-token-0123456789abcdef',
+    tracker,
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  for (const [query, copy] of [
+    ['', 'redacted'],
+    ['?redact=false', 'exact'],
+  ] as const) {
+    const got = await fetch(`http://127.0.0.1:${port}/v1/agents/ana/snapshots/${snap.id}/export${query}`, {
+      headers: { authorization: 'Bearer test-token-0123456789abcdef' },
+    });
+    assert.equal(got.status, 200);
+    assert.equal(got.headers.get('x-nexo-copy'), copy);
+    assert.equal(got.headers.get('x-nexo-snapshot-id'), snap.id);
+    const path = join(out, `download${query ? '-exact' : ''}.tar.zst`);
+    writeFileSync(path, Buffer.from(await got.arrayBuffer()));
+    writeFileSync(`${path}.sha256`, got.headers.get('x-nexo-file-sha256')!);
+    const v = await verifyBundleFile(path);
+    assert.equal(v.status, 'verified', JSON.stringify(v.problems));
+    assert.equal(allBytes(gnuExtract(t, path)).includes(token), copy === 'exact');
+  }
+});
+
+/** A snapshot of the agent in the bundle store (0.2 state roots, and bundles received from elsewhere). */
+async function bundleSnapshot(a: Agent, label?: string) {
+  return snapshotterOf(a, { store: 'bundles' }).snapshot({ agentId: 'ana', ...(label ? { label } : {}) });
+}
+
+/** Memory files and database rows of an agent, to compare two agents (or one, before and after). */
+function liveContent(a: Agent, agent: string): string {
+  const memdir = join(a.memdirRoot, agent);
+  const files = git(memdir, ['ls-files', '-co', '--exclude-standard'])
+    .split('\n')
+    .filter(Boolean)
+    .sort()
+    .map((f) => `${f}:${readFileSync(join(memdir, f), 'utf8')}`);
+  const db = new Database(join(a.sqliteRoot, agent, 'long_term.sqlite'), { readonly: true });
+  const rows = JSON.stringify(db.prepare('SELECT * FROM memories ORDER BY rowid').all());
+  db.close();
+  return `${git(memdir, ['rev-parse', 'HEAD'])}${files.join('\n')}${rows}`;
+}
+
+test('import into a repository store: restored as the new agent and kept as its snapshot; --store-only changes nothing live; the same agent keeps the id, stored once', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const bundle = await bundleSnapshot(a, 'from host A');
+  const s = snapshotterOf(a);
+
+  const r = await s.restore({ agentId: 'clone', bundle: bundle.bundle_path, import: {} });
+  assert.deepEqual(r.imported_from, { agent_id: 'ana', tenant: 'default' });
+  assert.ok(r.stored_snapshot);
+  assert.equal(liveContent(a, 'clone'), liveContent(a, 'ana'), 'the clone is the bundle');
+  const [cloned] = await s.list('clone');
+  assert.equal(cloned?.id, r.stored_snapshot);
+  assert.notEqual(cloned?.id, bundle.id, 'a clone is a new snapshot');
+  assert.equal(cloned?.created_by, 'import');
+  assert.equal(cloned?.label, 'from host A');
+  assert.equal(cloned?.bundle_format, 'nexo-memory-snapshot-v4');
+  const v = await s.verifySnapshot('clone', 'default', cloned!.id);
+  assert.equal(v.status, 'verified', JSON.stringify(v.problems));
+
+  // an agent with memory is refused without --force, and nothing is stored
+  await assert.rejects(s.restore({ agentId: 'clone', bundle: bundle.bundle_path, import: {} }), {
+    code: 'RESTORE_REFUSED',
+  });
+  assert.equal((await s.list('clone')).length, 1);
+
+  // --store-only as the bundle's own agent: its id, label, time and creator; nothing live changes
+  const before = liveContent(a, 'ana');
+  const stored = await s.storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' });
+  assert.equal(stored.stored, 'new');
+  assert.equal(stored.snapshot.id, bundle.id);
+  assert.equal(stored.snapshot.created_at_ms, bundle.created_at_ms);
+  assert.equal(stored.snapshot.created_by, bundle.created_by);
+  assert.equal(stored.snapshot.label, 'from host A');
+  assert.equal(liveContent(a, 'ana'), before);
+  const again = await s.storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' });
+  assert.equal(again.stored, 'already_present');
+  assert.equal(again.snapshot.id, bundle.id);
+  // listed once, although the bundle is still in the bundle store beside it
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => [m.id, m.bundle_format]),
+    [[bundle.id, 'nexo-memory-snapshot-v4']],
+  );
+  // its export is the same content as the bundle
+  const exported = await s.export('ana', 'default', bundle.id, `${tempDir(t)}/`, { redact: false });
+  assert.deepEqual(await contentOf(exported.path), await contentOf(bundle.bundle_path));
+
+  // the bundle store has no place for it
+  await assert.rejects(
+    snapshotterOf(a, { store: 'bundles' }).storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' }),
+    { code: 'INVALID_INPUT' },
+  );
+});
+
+test('import through the CLI: --store-only needs no restore gate; a full import reports the stored snapshot', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const bundle = await bundleSnapshot(a);
+  let r = await runCli(
+    ['import', '--from', bundle.bundle_path, '--agent', 'bob', '--store-only', '--json', ...a.flags],
+    { env: { ...repoEnv, NEXO_MEMORY_RESTORE_ALLOW: '' } },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const stored = JSON.parse(r.stdout) as { stored: string; snapshot: { id: string; agent_id: string } };
+  assert.equal(stored.stored, 'new');
+  assert.equal(stored.snapshot.agent_id, 'bob');
+  assert.equal(existsSync(join(a.memdirRoot, 'bob')), false, 'nothing live was created');
+  r = await runCli(['import', '--from', bundle.bundle_path, '--agent', 'carl', '--json', ...a.flags], {
+    env: { ...repoEnv, NEXO_MEMORY_RESTORE_ALLOW: '' },
+  });
+  assert.equal(r.code, 6, 'a full import needs the restore gate');
+  r = await runCli(['import', '--from', bundle.bundle_path, '--agent', 'carl', '--json', ...a.flags], {
+    env: { ...repoEnv, NEXO_MEMORY_RESTORE_ALLOW: 'true' },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { stored_snapshot: string };
+  r = await runCli(['list', '--agent', 'carl', '--json', '--state-root', a.stateRoot], { env: repoEnv });
+  assert.deepEqual(
+    (JSON.parse(r.stdout) as { id: string }[]).map((m) => m.id),
+    [report.stored_snapshot],
+  );
+});
+
+/** The agent as a v1 bundle of the original: raw `.git` files under `git/`, plus `extraGit` files. */
+function v1BundleOf(a: Agent, path: string, extraGit: Record<string, string> = {}): string {
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const arts: Array<{ path: string; kind: string; data: Buffer | string }> = [
+    {
+      path: 'sqlite/long_term.sqlite',
+      kind: 'sqlite_long_term',
+      data: readFileSync(join(a.sqliteDir, 'long_term.sqlite')),
+    },
+  ];
+  const memory = git(a.memdir, ['ls-files', '-co', '--exclude-standard']).split('\n').filter(Boolean).sort();
+  for (const rel of memory)
+    arts.push({ path: `memory_files/${rel}`, kind: 'memory_file', data: readFileSync(join(a.memdir, rel)) });
+  const raw = new Map<string, Buffer | string>();
+  const gitDir = join(a.memdir, '.git');
+  const walk = (d: string): void => {
+    for (const e of readdirSync(join(gitDir, d), { withFileTypes: true })) {
+      const rel = d ? `${d}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(rel);
+      else if (e.isFile()) raw.set(rel, readFileSync(join(gitDir, rel)));
+    }
+  };
+  walk('');
+  for (const [rel, data] of Object.entries(extraGit)) raw.set(rel, data);
+  for (const [rel, data] of [...raw].sort()) arts.push({ path: `git/${rel}`, kind: 'git_bundle', data });
+  const manifest = manifestFor(
+    arts,
+    {
+      label: 'from the original',
+      created_by: 'cli',
+      created_at_ms: 1_700_000_000_000,
+      git: { head_oid: head, head_subject: 'the subject', head_author: 'a <b>', head_ts_ms: 1 },
+    },
+    1,
+  );
+  return writeBundleFile(path, bundleOf(manifest, arts, [], { v1: true }));
+}
+
+test('a v1 bundle of the original is stored in the repository (raw history quarantined, nothing of it run) and exports as a v2 bundle git clone reads', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const marker = join(tempDir(t), 'ran');
+  const v1 = v1BundleOf(a, join(tempDir(t), 'v1.tar.zst'), {
+    config: `[core]\n\tfsmonitor = "touch ${marker}"\n\thooksPath = hooks\n`,
+    'hooks/post-checkout': `#!/bin/sh\ntouch ${marker}\n`,
+    'hooks/reference-transaction': `#!/bin/sh\ntouch ${marker}\n`,
+  });
+  const s = snapshotterOf(a);
+  const stored = await s.storeBundle({ bundle: v1, agentId: 'ana' });
+  const id = stored.snapshot.id;
+  assert.equal(stored.stored, 'new');
+  assert.equal(stored.snapshot.label, 'from the original');
+  assert.equal(stored.snapshot.created_at_ms, 1_700_000_000_000);
+  assert.equal(stored.snapshot.git_oid, git(a.memdir, ['rev-parse', 'HEAD']).trim());
+  assert.equal((await s.verifySnapshot('ana', 'default', id)).status, 'verified');
+  const exported = await s.export('ana', 'default', id, `${tempDir(t)}/`, { redact: false });
+  assert.equal(exported.verify.status, 'verified', JSON.stringify(exported.verify.problems));
+  const clone = cloneHistory(t, exported.path);
+  assert.equal(git(clone, ['rev-parse', 'HEAD']).trim(), git(a.memdir, ['rev-parse', 'HEAD']).trim());
+  assert.equal(
+    git(clone, ['log', '-1', '--format=%s']).trim(),
+    git(a.memdir, ['log', '-1', '--format=%s']).trim(),
+  );
+  const exportedContent = await contentOf(exported.path);
+  for (const [path, sha] of await contentOf(v1)) assert.equal(exportedContent.get(path), sha, path);
+  assert.equal(existsSync(marker), false, 'nothing from the bundle ran');
+});
+
+const V1_ID = '0190c3a2-0000-7000-8000-000000000001';
+
+interface Expected {
+  label?: string;
+  created_by?: string;
+  created_at_ms: number;
+  pinned: boolean;
+  content: Map<string, string>;
+  git_oid?: string;
+  /** path of the bundle, while it exists */
+  path: string;
+}
+
+/**
+ * A 0.2 state root holding bundles of two agents: ana's pinned one, a redacted one, one signed with
+ * `signingKey`, a v1 bundle of the original; bob's one. Returns what each bundle holds, by id.
+ */
+async function bundleStore(t: TestContext, signingKey: string) {
+  const a = sampleAgent(t, 'ana', SMALL);
+  buildSampleAgent(a.root, 'bob', SMALL);
+  const b = snapshotterOf(a, { store: 'bundles' });
+  const dir = b.layout.snapshotsDir('default', 'ana');
+  mkdirSync(dir, { recursive: true });
+  v1BundleOf(a, join(dir, `${V1_ID}.tar.zst`));
+  const one = await b.snapshot({ agentId: 'ana', label: 'one', createdBy: 'cli' });
+  await b.pin('ana', 'default', one.id, 'keep');
+  plantSecret(a);
+  await b.snapshot({ agentId: 'ana', label: 'two', redact: true });
+  await b.snapshot({ agentId: 'ana', label: 'signed', sign: signingKey, createdBy: 'scheduled' });
+  await b.snapshot({ agentId: 'bob', label: 'bob' });
+  const expected = new Map<string, Expected>();
+  for (const agent of ['ana', 'bob'])
+    for (const m of await b.list(agent))
+      expected.set(m.id, {
+        ...(m.label !== undefined ? { label: m.label } : {}),
+        ...(m.created_by !== undefined ? { created_by: m.created_by } : {}),
+        created_at_ms: m.created_at_ms,
+        pinned: m.pinned === true,
+        content: await contentOf(m.bundle_path),
+        ...(m.git_oid ? { git_oid: m.git_oid } : {}),
+        path: m.bundle_path,
+      });
+  assert.equal(expected.size, 5);
+  return { a, expected };
+}
+
+/** Bundle files, siblings, sidecars, pins and staging left in an agent's snapshot directory. */
+function bundleLeftovers(a: Agent, agent: string): string[] {
+  const dir = snapshotterOf(a).layout.snapshotsDir('default', agent);
+  return existsSync(dir) ? readdirSync(dir).filter((n) => /\.tar\.zst|^\.staging-/.test(n)) : [];
+}
+
+/**
+ * Everything moved and nothing lost: no bundle left, every snapshot listed once with its id, label,
+ * creator, time and pin, verified, its export holding exactly what its bundle held, check clean.
+ */
+async function assertMigrated(t: TestContext, a: Agent, expected: Map<string, Expected>): Promise<void> {
+  const s = snapshotterOf(a, { store: 'auto' });
+  assert.equal(s.usesRepository(), true, 'auto picks the repository after migrate');
+  for (const agent of ['ana', 'bob']) assert.deepEqual(bundleLeftovers(a, agent), [], agent);
+  const listed = [...(await s.list('ana')), ...(await s.list('bob'))];
+  assert.deepEqual(listed.map((m) => m.id).sort(), [...expected.keys()].sort());
+  const out = tempDir(t, 'nexo-migrated-');
+  for (const m of listed) {
+    const e = expected.get(m.id)!;
+    assert.ok(m.bundle_format?.startsWith('nexo-memory-snapshot-v'), m.bundle_format);
+    assert.ok(m.bundle_path.includes('#'), 'a repository snapshot');
+    assert.equal(m.label, e.label, m.id);
+    assert.equal(m.created_by, e.created_by, m.id);
+    assert.equal(m.created_at_ms, e.created_at_ms, m.id);
+    assert.equal(m.pinned, e.pinned, m.id);
+    if (e.git_oid) assert.equal(m.git_oid, e.git_oid, m.id);
+    const v = await s.verifySnapshot(m.agent_id, 'default', m.id);
+    assert.equal(v.status, 'verified', `${m.id}: ${JSON.stringify(v.problems)}`);
+    const x = await s.export(m.agent_id, 'default', m.id, join(out, `${m.id}.tar.zst`), { redact: false });
+    assert.deepEqual(await contentOf(x.path), e.content, m.id);
+  }
+  const check = await s.check({ readData: true });
+  assert.equal(check.ok, true, JSON.stringify(check.problems));
+}
+
+function signingKeyFile(t: TestContext): { path: string; keyId: string } {
+  const key = generateSigningKey();
+  const path = join(tempDir(t), 'sign.key');
+  writeFileSync(path, secretKeyFileText(key), { mode: 0o600 });
+  return { path, keyId: key.keyId };
+}
+
+test('migrate moves every bundle into the repository with its id, label, creator, time and pin; signed again with the host key, the bundle signature recorded; auto picks the repository; a second run has nothing to do', async (t) => {
+  const original = signingKeyFile(t);
+  const host = signingKeyFile(t);
+  const { a, expected } = await bundleStore(t, original.path);
+  const s = snapshotterOf(a, { store: 'auto', signingKey: host.path });
+  assert.equal(s.usesRepository(), false);
+  const r = await s.migrate();
+  assert.equal(r.created_repository, true);
+  assert.deepEqual([r.bundles, r.migrated, r.skipped, r.failed], [5, 5, 0, 0], JSON.stringify(r));
+  assert.ok(r.added_bytes > 0);
+  assert.equal(s.usesRepository(), true);
+  for (const b of r.results) {
+    assert.equal(b.outcome, 'migrated');
+    assert.equal(b.signed_by, host.keyId, 'signed with the host key');
+    assert.equal(b.bundle_path, expected.get(b.id)!.path);
+    assert.equal(existsSync(b.bundle_path), false);
+  }
+  const signed = r.results.find((b) => b.signature);
+  assert.deepEqual(signed?.signature, { key_id: original.keyId, status: 'valid' });
+  assert.equal(r.results.find((b) => b.id === V1_ID)?.outcome, 'migrated', 'the v1 bundle too');
+  // the ana bundles went oldest first: the v1 bundle of the original, then in time order
+  assert.deepEqual(
+    r.results.filter((b) => b.agent_id === 'ana').map((b) => b.id),
+    [...expected]
+      .filter(([, e]) => e.path.includes('/ana/'))
+      .sort((x, y) => x[1].created_at_ms - y[1].created_at_ms)
+      .map(([id]) => id),
+  );
+  await assertMigrated(t, a, expected);
+  const again = await s.migrate();
+  assert.deepEqual([again.bundles, again.created_repository], [0, false]);
+  // new snapshots of this state root go into the repository
+  const next = await snapshotterOf(a, { store: 'auto' }).snapshot({ agentId: 'ana' });
+  assert.ok(next.bundle_path.includes('#'), next.bundle_path);
+});
+
+test('migrate leaves what cannot move, with a clear line: a damaged bundle fails (exit 2), an encrypted one into a plaintext repository is skipped; into an encrypted repository with the identity it moves', async (t) => {
+  const id = ageIdentity(t);
+  const a = sampleAgent(t, 'ana', SMALL);
+  const b = snapshotterOf(a, { store: 'bundles' });
+  const good = await b.snapshot({ agentId: 'ana', label: 'good' });
+  const enc = await b.snapshot({ agentId: 'ana', label: 'secret', encrypt: [id.recipient] });
+  const bad = await b.snapshot({ agentId: 'ana', label: 'bad' });
+  const bytes = readFileSync(bad.bundle_path);
+  bytes[Math.floor(bytes.length / 2)]! ^= 0x10;
+  writeFileSync(bad.bundle_path, bytes);
+  writeFileSync(`${bad.bundle_path}.sha256`, createHash('sha256').update(bytes).digest('hex'));
+
+  const r = await runCli(['migrate', '--json', '--state-root', a.stateRoot], {
+    env: { NEXO_MEMORY_STORE_FORMAT: 'auto' },
+  });
+  const report = JSON.parse(r.stdout) as MigrateReport;
+  const outcome = (x: string) => report.results.find((b) => b.id === x);
+  assert.equal(outcome(good.id)?.outcome, 'migrated');
+  assert.equal(outcome(enc.id)?.outcome, 'skipped');
+  assert.equal(outcome(enc.id)?.error?.code, 'ENCRYPTION');
+  assert.match(String(outcome(enc.id)?.error?.message), /encrypted repository/);
+  assert.equal(outcome(bad.id)?.outcome, 'failed');
+  assert.equal(outcome(bad.id)?.error?.exit_code, 2);
+  assert.equal(r.code, 7, 'the status of the first bundle that did not move');
+  assert.ok(existsSync(enc.bundle_path) && existsSync(bad.bundle_path), 'both are kept');
+  assert.equal(existsSync(good.bundle_path), false);
+  const human = await runCli(['migrate', '--state-root', a.stateRoot], {
+    env: { NEXO_MEMORY_STORE_FORMAT: 'auto' },
+  });
+  assert.match(human.stdout, new RegExp(`skipped ${enc.id} .*ENCRYPTION`));
+  assert.match(human.stdout, new RegExp(`failed ${bad.id} .*BUNDLE_DAMAGED|failed ${bad.id} .*CHECKSUM`));
+  assert.match(human.stdout, /0 of 2 bundles migrated, 1 skipped, 1 failed/);
+
+  // a state root whose repository is encrypted (recipients configured): encrypted bundles move, with
+  // the identity
+  const c = sampleAgent(t, 'ana', SMALL);
+  const cb = snapshotterOf(c, { store: 'bundles' });
+  const e1 = await cb.snapshot({ agentId: 'ana', encrypt: [id.recipient] });
+  const p1 = await cb.snapshot({ agentId: 'ana' });
+  const noIdentity = await snapshotterOf(c, { store: 'auto', recipients: [id.recipient] }).migrate();
+  assert.equal(noIdentity.results.find((x) => x.id === e1.id)?.outcome, 'skipped');
+  const withIdentity = snapshotterOf(c, { store: 'auto', recipients: [id.recipient], identityPath: id.path });
+  const moved = await withIdentity.migrate();
+  assert.deepEqual(
+    moved.results.map((x) => [x.id, x.outcome]),
+    [[e1.id, 'migrated']],
+  );
+  const listed = await withIdentity.list('ana');
+  assert.deepEqual(
+    listed.map((m) => [m.id, m.encrypted]).sort(),
+    [
+      [e1.id, true],
+      [p1.id, true],
+    ].sort(),
+  );
+  assert.equal((await withIdentity.verifySnapshot('ana', 'default', e1.id)).status, 'verified');
+});
+
+test('migrate refuses what would make the snapshots useless: the bundles store, or required signatures without a signing key', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  await bundleSnapshot(a);
+  await assert.rejects(snapshotterOf(a, { store: 'bundles' }).migrate(), { code: 'INVALID_INPUT' });
+  const key = generateSigningKey();
+  await assert.rejects(
+    snapshotterOf(a, { store: 'auto', trustedKeys: [key.publicKey], requireSignature: true }).migrate(),
+    { code: 'INVALID_INPUT' },
+  );
+  assert.equal(existsSync(join(a.stateRoot, 'repository')), false);
+});
+
+for (const [step, n] of [
+  ['stored', 1],
+  ['checked', 2],
+  ['removed', 3],
+  ['stored', 5],
+] as const) {
+  test(`kill -9 of migrate after bundle ${n} was ${step}: the next run finishes it, nothing lost`, async (t) => {
+    const key = signingKeyFile(t);
+    const { a, expected } = await bundleStore(t, key.path);
+    const child = startFixture(t, 'migrate-once.ts', [a.stateRoot, step, String(n)]);
+    assert.equal(await child.exited, -1, `killed after ${step} ${n}: ${child.errors()}`);
+    const r = await snapshotterOf(a, { store: 'auto' }).migrate();
+    assert.equal(r.failed + r.skipped, 0, JSON.stringify(r.results));
+    if (step !== 'removed')
+      assert.ok(
+        r.results.some((b) => b.resumed),
+        'the interrupted bundle was resumed',
+      );
+    await assertMigrated(t, a, expected);
+  });
+}
+
+test('kill -9 of migrate at random instants: every run after a kill finishes the job, nothing lost', async (t) => {
+  for (let trial = 0; trial < 3; trial++) {
+    await t.test(`trial ${trial}`, async (tt) => {
+      const key = signingKeyFile(tt);
+      const { a, expected } = await bundleStore(tt, key.path);
+      const child = startFixture(tt, 'migrate-once.ts', [a.stateRoot]);
+      await child.ready;
+      const delay = Math.floor(Math.random() * 2500);
+      await new Promise((r) => setTimeout(r, delay));
+      await child.killGroup('SIGKILL');
+      const finished = child.output().includes('"results"');
+      tt.diagnostic(`killed after ${delay} ms: ${finished ? 'it had finished' : 'in the middle of the run'}`);
+      const r = await snapshotterOf(a, { store: 'auto' }).migrate();
+      assert.equal(r.failed + r.skipped, 0, JSON.stringify(r.results));
+      await assertMigrated(tt, a, expected);
+    });
+  }
+});

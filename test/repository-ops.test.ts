@@ -1,0 +1,377 @@
+// Operations on the repository store that must never lose data: a long-lived snapshotter (the daemon)
+// after a prune, repository locks (dead holders, reused pids, a lock lost while held), snapshots and
+// manifests left unlisted by a kill, snapshot and prune from two processes at once, a full disk during
+// snapshot and prune, and retention (gc) over repository snapshots.
+
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { concurrentRounds, killTrials, trialAgent } from '../scripts/trials/driver.js';
+import { LocalBackend } from '../src/backend/local.js';
+import { MemoryBackend } from '../src/backend/memory.js';
+import { LocalSnapshotter, type RetentionTickReport, RetentionWorker } from '../src/index.js';
+import { lockRepository } from '../src/repository/locks.js';
+import { type Agent, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+
+function repoAgent(
+  t: Parameters<typeof sampleAgent>[0],
+  opts: Parameters<typeof sampleAgent>[2] = {},
+  agentId = 'ana',
+): Agent {
+  return sampleAgent(
+    t,
+    agentId,
+    { memories: 300, embeddings: 50, files: 10, commits: 3, ...opts },
+    { store: 'repository' },
+  );
+}
+
+/** A fresh snapshotter on the same roots (a new process's view: no cached repository handle). */
+const freshOf = (a: Agent) =>
+  new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+  });
+
+function packCount(a: Agent): number {
+  const dir = join(a.stateRoot, 'repository', 'packs');
+  if (!existsSync(dir)) return 0;
+  return readdirSync(dir).reduce((n, d) => n + readdirSync(join(dir, d)).length, 0);
+}
+
+/** Every listed snapshot of `agent` verifies (through a fresh snapshotter); returns their ids. */
+async function allVerify(a: Agent, agent = 'ana'): Promise<string[]> {
+  const s = freshOf(a);
+  const ids: string[] = [];
+  for (const m of await s.list(agent)) {
+    const r = await s.verifySnapshot(agent, 'default', m.id);
+    assert.equal(r.status, 'verified', `${m.id}: ${JSON.stringify(r.problems)}`);
+    ids.push(m.id);
+  }
+  return ids;
+}
+
+test('a long-lived snapshotter sees what a prune removed: its next snapshot and check are right', async (t) => {
+  const a = repoAgent(t);
+  const s = a.snapshotter;
+  const alt = join(a.memdir, 'topics', 'alt.md');
+  // Incompressible content that dominates the first pack, so prune rewrites that pack.
+  const contentA = randomBytes(600 * 1024).toString('base64');
+  writeFileSync(alt, contentA);
+  const one = await s.snapshot({ agentId: 'ana', label: 'A' });
+  writeFileSync(alt, randomBytes(600 * 1024).toString('base64'));
+  await s.snapshot({ agentId: 'ana', label: 'B' });
+  await s.delete('ana', 'default', one.id);
+  const pruned = await s.prune();
+  assert.ok(pruned.packs_removed + pruned.packs_rewritten > 0, JSON.stringify(pruned));
+  // The same snapshotter (one cached repository handle, as in the daemon) checks and snapshots again.
+  const check = await s.check({ readData: true });
+  assert.equal(check.ok, true, JSON.stringify(check.problems));
+  writeFileSync(alt, contentA); // content whose data the prune removed
+  await s.snapshot({ agentId: 'ana', label: 'A again' });
+  assert.equal((await allVerify(a)).length, 2);
+  assert.equal((await freshOf(a).check({ readData: true })).ok, true);
+});
+
+test('repository locks: a dead holder, a reused pid and a zombie do not block; a lost lock is detected', async (t) => {
+  const backend = new MemoryBackend();
+  const now = Date.now();
+  const lockOf = (pid: number, extra: object = {}) =>
+    Buffer.from(
+      JSON.stringify({
+        exclusive: false,
+        operation: 'snapshot',
+        host: hostname(),
+        pid,
+        created_at_ms: now,
+        refreshed_at_ms: now,
+        ...extra,
+      }),
+    );
+  // A live process of this host holds a pid; the lock names that pid but another process start:
+  // the pid was reused after the lock's process died.
+  const sleeper = spawn('sleep', ['60'], { stdio: 'ignore' });
+  t.after(() => sleeper.kill('SIGKILL'));
+  await new Promise((r) => sleeper.once('spawn', r));
+  await backend.save({ type: 'locks', name: 'b'.repeat(64) }, lockOf(sleeper.pid!, { start: '1' }));
+  const ex = await lockRepository(backend, true, 'prune', 0);
+  await ex.release();
+  // A zombie: a process that exited but whose parent never reaped it still answers kill(pid, 0).
+  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 60'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  t.after(() => parent.kill('SIGKILL'));
+  const zombiePid = Number((await new Promise<Buffer>((r) => parent.stdout.once('data', r))).toString());
+  for (let i = 0; i < 200 && !readFileSync(`/proc/${zombiePid}/stat`, 'utf8').includes(') Z '); i++)
+    await new Promise((r) => setTimeout(r, 10));
+  await backend.save({ type: 'locks', name: 'c'.repeat(64) }, lockOf(zombiePid, { exclusive: true }));
+  const sh = await lockRepository(backend, false, 'snapshot', 0);
+  await sh.release();
+  // A lock removed while held (judged stale by another host) is lost: its holder finds out.
+  const held = await lockRepository(backend, false, 'snapshot', 0);
+  await held.check();
+  await backend.remove({ type: 'locks', name: held.name });
+  await assert.rejects(held.check(), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'REPOSITORY_LOCKED');
+    assert.match(err.message, /lost/);
+    return true;
+  });
+  await held.release();
+});
+
+test('prune finishes interrupted forgets and snapshots: a manifest without a listing entry goes, with its data', async (t) => {
+  const a = repoAgent(t);
+  const s = a.snapshotter;
+  const alt = join(a.memdir, 'topics', 'alt.md');
+  writeFileSync(alt, randomBytes(300 * 1024).toString('base64'));
+  const one = await s.snapshot({ agentId: 'ana' });
+  writeFileSync(alt, randomBytes(300 * 1024).toString('base64'));
+  const two = await s.snapshot({ agentId: 'ana' });
+  // A forget killed after removing the listing entry (or a snapshot killed before writing it).
+  const backend = new LocalBackend(join(a.stateRoot, 'repository'));
+  await backend.remove({ type: 'listing', name: one.id });
+  let check = await freshOf(a).check();
+  assert.equal(check.ok, true, JSON.stringify(check.problems));
+  assert.deepEqual(check.unlisted_snapshots, [one.id]);
+  const pruned = await freshOf(a).prune();
+  assert.equal(pruned.snapshots, 1);
+  assert.equal(pruned.unlisted_removed, 1);
+  assert.ok(pruned.bytes_freed > 300 * 1024, JSON.stringify(pruned));
+  check = await freshOf(a).check({ readData: true });
+  assert.equal(check.ok, true, JSON.stringify(check.problems));
+  assert.deepEqual(check.unlisted_snapshots, []);
+  assert.deepEqual(await allVerify(a), [two.id]);
+});
+
+test('gc applies retention to repository snapshots, then prunes; a busy repository is not waited for', async (t) => {
+  const a = repoAgent(t);
+  const s = a.snapshotter;
+  const alt = join(a.memdir, 'topics', 'alt.md');
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    writeFileSync(alt, randomBytes(200 * 1024).toString('base64'));
+    ids.push((await s.snapshot({ agentId: 'ana', label: `s${i}` })).id);
+  }
+  await s.pin('ana', 'default', ids[0]!);
+  const packsBefore = packCount(a);
+
+  const dry = await s.gc({ agentId: 'ana', policy: { keepCount: 1 }, dryRun: true });
+  assert.deepEqual(
+    dry.agents[0]!.decisions.map((d) => [d.action, d.reasons]),
+    [
+      ['keep', ['newest', 'keep-count']],
+      ['delete', []],
+      ['delete', []],
+      ['keep', ['pinned']],
+    ],
+  );
+  assert.equal(dry.prune?.status, 'dry-run');
+  assert.ok(
+    dry.prune && 'bytes_freed' in dry.prune && dry.prune.bytes_freed > 400 * 1024,
+    JSON.stringify(dry.prune),
+  );
+  assert.equal((await s.list('ana')).length, 4, 'a dry run deletes nothing');
+  assert.equal(packCount(a), packsBefore);
+
+  // The daemon's worker sweeps through the same method.
+  const worker = new RetentionWorker(s, { policy: { keepCount: 1 }, intervalMs: 60_000 });
+  const swept = await worker.tick();
+  assert.equal(swept.bundles_deleted, 2);
+  assert.equal(swept.errors, 0);
+  assert.equal(swept.prune?.status, 'pruned');
+  assert.ok(swept.prune && 'bytes_freed' in swept.prune && swept.prune.bytes_freed > 400 * 1024);
+  assert.ok(swept.bytes_freed >= swept.prune.bytes_freed);
+  assert.ok(packCount(a) < packsBefore);
+  assert.deepEqual(await allVerify(a), [ids[3], ids[0]]);
+  assert.equal((await freshOf(a).check({ readData: true })).ok, true);
+
+  // Another process holds the repository lock: forgetting still happens, the prune is reported busy.
+  writeFileSync(alt, randomBytes(200 * 1024).toString('base64'));
+  const next = await s.snapshot({ agentId: 'ana' });
+  const holder = startFixture(t, 'hold-repo-lock.ts', [join(a.stateRoot, 'repository'), 'shared']);
+  await holder.ready;
+  const busy = await s.gc({ agentId: 'ana', policy: { keepCount: 1 } });
+  assert.equal(busy.prune?.status, 'busy');
+  assert.match(
+    busy.prune && 'skipped' in busy.prune ? busy.prune.skipped : '',
+    /^busy: shared lock of test-holder/,
+  );
+  assert.equal(busy.errors, 0);
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [next.id, ids[0]],
+    'the snapshot no rule keeps was forgotten',
+  );
+  // Its holder killed, the lock is stale at once: the next sweep prunes.
+  await holder.killGroup('SIGKILL');
+  const after = await s.gc({ agentId: 'ana', policy: { keepCount: 1 } });
+  assert.equal(after.prune?.status, 'pruned');
+  assert.ok(after.prune && 'bytes_freed' in after.prune && after.prune.bytes_freed > 100 * 1024);
+  assert.deepEqual(await allVerify(a), [next.id, ids[0]]);
+  assert.equal((await freshOf(a).check({ readData: true })).ok, true);
+});
+
+test('gc over bundles and repository snapshots of one agent applies one policy; gc --all finds agents only the repository knows', async (t) => {
+  const a = repoAgent(t);
+  const bundles = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'bundles',
+  });
+  const b1 = await bundles.snapshot({ agentId: 'ana' });
+  const b2 = await bundles.snapshot({ agentId: 'ana' });
+  const r1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const r2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  // The repository knows an agent whose snapshot directory is gone (e.g. one imported on another host).
+  const bob = repoAgent(t, {}, 'bob');
+  const bobS = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: bob.memdirRoot,
+    sqliteRoot: bob.sqliteRoot,
+    store: 'repository',
+  });
+  await bobS.snapshot({ agentId: 'bob' });
+  await bobS.snapshot({ agentId: 'bob' });
+  rmSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'bob'), { recursive: true });
+
+  const r = await runCli(['gc', '--all', '--keep-count', '2', '--json', '--state-root', a.stateRoot]);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as RetentionTickReport;
+  assert.deepEqual(
+    report.agents.map((x) => x.agent_id),
+    ['ana', 'bob'],
+  );
+  const ana = report.agents[0]!;
+  assert.deepEqual(
+    ana.decisions.map((d) => [d.id, d.action]),
+    [
+      [r2.id, 'keep'],
+      [r1.id, 'keep'],
+      [b2.id, 'delete'],
+      [b1.id, 'delete'],
+    ],
+  );
+  assert.equal(report.agents[1]!.decisions.length, 2);
+  assert.equal(report.prune?.status, 'pruned');
+  assert.deepEqual(
+    (await freshOf(a).list('ana')).map((m) => m.id),
+    [r2.id, r1.id],
+  );
+  const human = await runCli(['gc', '--all', '--state-root', a.stateRoot]);
+  assert.match(human.stdout, /^repository: removed \d+ pack\(s\), rewrote \d+/m);
+});
+
+test('snapshot and prune started at once from two processes, prune removing data the snapshot brings back: both succeed, nothing is lost', async (t) => {
+  const ctx = await trialAgent(tempDir(t), { memories: 600, embeddings: 100, files: 15 });
+  const rounds = await concurrentRounds(ctx, { rounds: 3, seed: 11 });
+  assert.equal(rounds.length, 3);
+});
+
+test('kill -9 at random instants of snapshot and prune: check passes and every listed snapshot verifies (npm run kill-trials runs many more)', async (t) => {
+  const ctx = await trialAgent(tempDir(t), { memories: 600, embeddings: 100, files: 15 });
+  const records = await killTrials(ctx, { trials: 4, seed: 5, readDataEvery: 1 });
+  assert.deepEqual(
+    records.map((r) => r.op),
+    ['snapshot', 'prune', 'snapshot', 'prune'],
+  );
+});
+
+/** Runs `fn` with a tmpfs of `size` mounted at `dir` (created); `resize` changes its size. */
+async function withTmpfs(dir: string, size: string, fn: (resize: (size: string) => void) => Promise<void>) {
+  mkdirSync(dir, { recursive: true });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+  try {
+    await fn((next) => execFileSync('mount', ['-o', `remount,size=${next}`, dir]));
+  } finally {
+    execFileSync('umount', ['-l', dir]);
+  }
+}
+
+/** Fills the file system of `dir` with one file until it is full; returns its path. */
+function fill(dir: string): string {
+  const path = join(dir, 'filler');
+  const fd = openSync(path, 'w');
+  const block = Buffer.alloc(4096, 1);
+  try {
+    for (;;) writeSync(fd, block);
+  } catch (err) {
+    assert.equal((err as NodeJS.ErrnoException).code, 'ENOSPC');
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}
+
+const noSpace = (err: Error & { code?: string }) => {
+  assert.equal(err.code, 'IO', err.message);
+  assert.match(err.message, /no space left on device/);
+  return true;
+};
+
+test('a full disk (a real small tmpfs) during snapshot and during prune: a clear error, nothing half-visible, check clean afterwards', async (t) => {
+  const a = repoAgent(t, { memories: 2000 });
+  const s = a.snapshotter;
+  const repoDir = join(a.stateRoot, 'repository');
+  await withTmpfs(repoDir, '256k', async (resize) => {
+    const alt = join(a.memdir, 'topics', 'alt.md');
+    writeFileSync(alt, randomBytes(600 * 1024).toString('base64'));
+
+    // Snapshot: its packs do not fit.
+    await assert.rejects(s.snapshot({ agentId: 'ana' }), noSpace);
+    assert.deepEqual(await s.list('ana'), [], 'nothing listed');
+    assert.deepEqual(
+      readdirSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana')),
+      [],
+      'no staging left',
+    );
+    let check = await freshOf(a).check({ readData: true });
+    assert.equal(check.ok, true, JSON.stringify(check.problems));
+    assert.equal(check.snapshots, 0);
+
+    // With room, snapshots work; then the disk fills up again and prune must rewrite a pack.
+    resize('16m');
+    const one = await s.snapshot({ agentId: 'ana' });
+    writeFileSync(alt, randomBytes(600 * 1024).toString('base64'));
+    const two = await s.snapshot({ agentId: 'ana' });
+    await s.delete('ana', 'default', one.id);
+    // Full but for a few blocks: the lock fits, the rewritten pack does not.
+    const filler = fill(repoDir);
+    truncateSync(filler, statSync(filler).size - 32 * 1024);
+    await assert.rejects(s.prune(), noSpace);
+    // A snapshot into the full repository fails the same way.
+    writeFileSync(alt, randomBytes(600 * 1024).toString('base64'));
+    await assert.rejects(s.snapshot({ agentId: 'ana' }), noSpace);
+    truncateSync(filler, 0);
+    check = await freshOf(a).check({ readData: true });
+    assert.equal(check.ok, true, JSON.stringify(check.problems));
+    assert.deepEqual(await allVerify(a), [two.id]);
+
+    // Room again: prune completes and removes what the failed operations left.
+    rmSync(filler);
+    const pruned = await s.prune();
+    assert.ok(pruned.packs_rewritten + pruned.packs_removed + pruned.packs_unindexed_removed > 0);
+    check = await freshOf(a).check({ readData: true });
+    assert.equal(check.ok, true, JSON.stringify(check.problems));
+    assert.deepEqual(await allVerify(a), [two.id]);
+  });
+});

@@ -1,0 +1,730 @@
+// Reading repository snapshots back: restore (library, CLI by id or prefix, HTTP route) byte for byte
+// with refs, HEAD, log, uncommitted edits and state; damage in the repository (a flipped pack byte, a
+// missing pack, a truncated index file, a manifest naming a chunk that does not exist) refused with
+// exit 2, the live agent unchanged and no anchor; signatures and trust, identity, hostile manifests;
+// the dry run and placeholders of a redacted snapshot; undo; verify --deep; diff against bundles.
+
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { git, gitEnv } from '../scripts/sample-agent.js';
+import { LocalBackend } from '../src/backend/local.js';
+import { walkMemdir } from '../src/capture/memdir.js';
+import { generateIdentity } from '../src/crypto/age.js';
+import { digestSeal, manifestSeal } from '../src/format/manifest.js';
+import {
+  canonicalJson,
+  generateSigningKey,
+  LocalSnapshotter,
+  type LocalSnapshotterOptions,
+  parseSigningKey,
+  type SnapshotDiff,
+} from '../src/index.js';
+import { storeContent } from '../src/repository/content.js';
+import { packChainDigest, type RepoManifest } from '../src/repository/manifest.js';
+import { Repository } from '../src/repository/repository.js';
+import { BIN, ensureBuilt } from './helpers/built-cli.js';
+import { type Agent, REPO, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+
+const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
+const DBS = ['long_term', 'vector', 'concepts', 'compactions'];
+const SMALL = { files: 8, commits: 4, memories: 300, embeddings: 60, concepts: 20, compactions: 10 };
+const allow = { NEXO_MEMORY_RESTORE_ALLOW: 'yes' };
+
+function repoAgent(t: Parameters<typeof sampleAgent>[0], snap: Partial<LocalSnapshotterOptions> = {}): Agent {
+  return sampleAgent(t, 'ana', SMALL, { store: 'repository', ...snap });
+}
+
+/** What an observer of the live agent sees, databases by bytes; refs without the pre-restore tags. */
+async function fingerprint(a: Agent): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const db of DBS) {
+    const p = join(a.sqliteDir, `${db}.sqlite`);
+    out[`db:${db}`] = existsSync(p) ? sha(readFileSync(p)) : 'absent';
+  }
+  for (const key of ['extract_cursor', 'dream_run']) {
+    const p = join(a.sqliteDir, `${key}.json`);
+    out[`state:${key}`] = existsSync(p) ? canonicalJson(JSON.parse(readFileSync(p, 'utf8'))) : 'absent';
+  }
+  for (const rel of (await walkMemdir(a.memdir)).files)
+    out[`file:${rel}`] = sha(readFileSync(join(a.memdir, rel)));
+  out.head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  try {
+    out.head_ref = git(a.memdir, ['symbolic-ref', '-q', 'HEAD']).trim();
+  } catch {
+    out.head_ref = '(detached)';
+  }
+  out.refs = git(a.memdir, ['for-each-ref', '--format=%(objectname) %(objecttype) %(refname)'])
+    .split('\n')
+    .filter((l) => !l.includes('refs/tags/pre-restore-'))
+    .join('\n');
+  out.log = git(a.memdir, ['log', '--format=%H %T %P %s', '--exclude=refs/tags/pre-restore-*', '--all']);
+  out.status = git(a.memdir, ['status', '--porcelain', '--untracked-files=all']);
+  return out;
+}
+
+const withoutDbBytes = (f: Record<string, string>) =>
+  Object.fromEntries(Object.entries(f).filter(([k]) => !k.startsWith('db:')));
+
+/** Rows of every table, for comparing databases whose bytes differ (a live file and its copy). */
+function dbContent(a: Agent): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of DBS) {
+    const db = new Database(join(a.sqliteDir, `${name}.sqlite`), { readonly: true });
+    const tables = db
+      .prepare("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+      .pluck()
+      .all() as string[];
+    for (const t of tables)
+      out[`${name}.${t}`] = sha(
+        JSON.stringify(db.prepare(`SELECT * FROM "${t}" ORDER BY rowid`).raw().all(), (_k, v) =>
+          Buffer.isBuffer(v) ? v.toString('hex') : v,
+        ),
+      );
+    db.close();
+  }
+  return out;
+}
+
+/** The fingerprint after restoring a snapshot whose live agent had `live`: databases from its manifest. */
+async function expectedOf(
+  a: Agent,
+  id: string,
+  live: Record<string, string>,
+): Promise<Record<string, string>> {
+  const { manifest } = await a.snapshotter.repository.parsed(id);
+  const out = { ...live };
+  for (const db of DBS)
+    out[`db:${db}`] =
+      manifest.artifacts.find((x) => x.path_in_bundle === `sqlite/${db}.sqlite`)?.sha256 ?? 'absent';
+  return out;
+}
+
+/** Changes every component: rows, a commit, a branch, an uncommitted edit, a new and a deleted file, state. */
+function mutate(a: Agent, tag: string): void {
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  db.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (1, ?, ?, 1)').run(
+    'fact',
+    tag,
+  );
+  db.prepare('DELETE FROM memories WHERE id <= 3').run();
+  db.close();
+  writeFileSync(join(a.memdir, 'MEMORY.md'), `# replaced (${tag})\n`);
+  git(a.memdir, ['commit', '-qam', `mutate ${tag}`]);
+  git(a.memdir, ['branch', '-f', `b-${tag}`]);
+  writeFileSync(join(a.memdir, `new-${tag}.md`), 'untracked\n');
+  writeFileSync(join(a.sqliteDir, 'extract_cursor.json'), JSON.stringify({ last_message_id: 9999, tag }));
+}
+
+/** Snapshot ids of the agent's pre-restore anchors. */
+async function anchors(a: Agent): Promise<string[]> {
+  return (await a.snapshotter.list('ana'))
+    .filter((m) => m.created_by === 'auto-pre-restore')
+    .map((m) => m.id);
+}
+
+/** Names of restore staging and backup directories next to the live paths. */
+function restoreDirs(a: Agent): string[] {
+  return [
+    ...readdirSync(a.sqliteDir).filter((n) => n.startsWith('.restore-')),
+    ...readdirSync(dirname(a.memdir)).filter((n) => n.includes('.restore-')),
+  ];
+}
+
+const repoDir = (a: Agent) => join(a.stateRoot, 'repository');
+
+function packFiles(a: Agent): string[] {
+  const dir = join(repoDir(a), 'packs');
+  return readdirSync(dir)
+    .flatMap((d) => readdirSync(join(dir, d)).map((f) => join(dir, d, f)))
+    .sort();
+}
+
+/**
+ * Rewrites a snapshot's manifest in place (as a hostile writer with the repository's files could), with
+ * fresh seals so only the rules (or the data) can refuse it.
+ */
+async function rewriteManifest(a: Agent, id: string, edit: (m: RepoManifest) => void): Promise<void> {
+  const repo = await Repository.open(new LocalBackend(repoDir(a)));
+  const file = join(repoDir(a), 'snapshots', id);
+  const m = JSON.parse(repo.decodeFile(readFileSync(file), id).toString('utf8')) as RepoManifest;
+  edit(m);
+  m.bundle_sha256 = digestSeal(m.artifacts);
+  m.manifest_seal = manifestSeal(m as unknown as Record<string, unknown>);
+  writeFileSync(file, repo.encodeFile(Buffer.from(JSON.stringify(m))));
+}
+
+test('a repository snapshot restores byte for byte: databases, memory files, refs, HEAD, log, state, uncommitted edits', async (t) => {
+  const a = repoAgent(t);
+  git(a.memdir, ['tag', '-a', 'v1', '-m', 'first release']);
+  git(a.memdir, ['branch', 'side']);
+  writeFileSync(join(a.memdir, 'draft.md'), 'untracked at snapshot time\n');
+  writeFileSync(join(a.memdir, 'topics', 'people', 'topic-0000.md'), 'uncommitted edit\n');
+  const first = await a.snapshotter.snapshot({ agentId: 'ana', label: 'one' });
+  const liveOne = await fingerprint(a);
+  // a second snapshot on top: its history is the first one's pack plus a thin pack
+  mutate(a, 'two');
+  const second = await a.snapshotter.snapshot({ agentId: 'ana', label: 'two' });
+  const liveTwo = await fingerprint(a);
+  const { manifest } = await a.snapshotter.repository.parsed(second.id);
+  assert.equal(manifest.artifacts.find((x) => x.kind === 'git_history')?.packs?.length, 2, 'a chain of two');
+  // and a detached HEAD
+  mutate(a, 'three');
+  git(a.memdir, ['checkout', '-q', '--detach', 'HEAD~1']);
+  const third = await a.snapshotter.snapshot({ agentId: 'ana', label: 'three' });
+  const liveThree = await fingerprint(a);
+  mutate(a, 'four');
+  git(a.memdir, ['checkout', '-q', 'main']);
+  git(a.memdir, ['tag', '-d', 'v1']);
+
+  for (const [snap, live] of [
+    [first, liveOne],
+    [second, liveTwo],
+    [third, liveThree],
+  ] as const) {
+    const want = await expectedOf(a, snap.id, live);
+    const r = await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id });
+    assert.deepEqual(await fingerprint(a), want, `restore of ${snap.label}`);
+    assert.equal(r.from, snap.id);
+    assert.equal(r.bundle, `${repoDir(a)}#${snap.id}`);
+    assert.equal(r.git_reset_oid, live.head);
+    assert.deepEqual(r.sqlite_restored_dbs, DBS);
+    assert.ok(r.pre_restore_tag && r.pre_snapshot);
+    assert.deepEqual(restoreDirs(a), [], 'no staging left');
+    const anchor = (await a.snapshotter.list('ana')).find((m) => m.id === r.pre_snapshot)!;
+    assert.equal(anchor.bundle_format, 'nexo-memory-snapshot-v4', 'the anchor went into the repository');
+    assert.equal(anchor.created_by, 'auto-pre-restore');
+  }
+  assert.equal(git(a.memdir, ['rev-parse', '--abbrev-ref', 'HEAD']).trim(), 'HEAD', 'detached as it was');
+});
+
+test('damage in the repository (flipped pack byte, missing pack, truncated index, unknown chunk) is refused with exit 2: nothing changes, no anchor', async (t) => {
+  const a = repoAgent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a, 'after');
+  const before = await fingerprint(a);
+  const restore = () =>
+    runCli(['restore', '--agent', 'ana', '--from', snap.id, '--json', ...a.flags], { env: allow });
+  const refusedCleanly = async (what: string, pattern: RegExp) => {
+    const r = await restore();
+    assert.equal(r.code, 2, `${what}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, pattern, what);
+    assert.deepEqual(await fingerprint(a), before, `${what}: the live agent is unchanged`);
+    assert.deepEqual(await anchors(a), [], `${what}: no anchor`);
+    assert.deepEqual(restoreDirs(a), [], `${what}: no staging left`);
+  };
+
+  const pack = packFiles(a)[0]!;
+  const bytes = readFileSync(pack);
+  const flipped = Buffer.from(bytes);
+  flipped[200] = flipped[200]! ^ 0x10;
+  writeFileSync(pack, flipped);
+  await refusedCleanly('a flipped byte in a pack', /BUNDLE_DAMAGED|CHECKSUM|damaged|does not match|corrupt/i);
+  writeFileSync(pack, bytes);
+
+  renameSync(pack, `${pack}.away`);
+  await refusedCleanly('a missing pack', /missing|not found|BUNDLE_DAMAGED/i);
+  renameSync(`${pack}.away`, pack);
+
+  const indexDir = join(repoDir(a), 'index');
+  const index = join(indexDir, readdirSync(indexDir)[0]!);
+  const indexBytes = readFileSync(index);
+  truncateSync(index, Math.floor(indexBytes.length / 2));
+  await refusedCleanly('a truncated index file', /index/i);
+  writeFileSync(index, indexBytes);
+
+  const manifestFile = join(repoDir(a), 'snapshots', snap.id);
+  const manifestBytes = readFileSync(manifestFile);
+  await rewriteManifest(a, snap.id, (m) => {
+    const db = m.artifacts.find((x) => x.path_in_bundle === 'sqlite/long_term.sqlite')!;
+    const unknown = randomBytes(32).toString('hex');
+    if (db.chunks) db.chunks[0] = unknown;
+    else db.chunk_lists![0] = unknown;
+  });
+  await refusedCleanly(
+    'a manifest naming a chunk that does not exist',
+    /not in the repository index|missing/i,
+  );
+  writeFileSync(manifestFile, manifestBytes);
+
+  // repaired: the same restore now works
+  const r = await restore();
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await anchors(a)).length, 1);
+});
+
+test('signatures and trust, identity and hostile manifests are checked before the lock: nothing changes', async (t) => {
+  const key = generateSigningKey();
+  const other = generateSigningKey();
+  const a = repoAgent(t, { signingKey: parseSigningKey(key.secretKey) });
+  const signed = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.equal(signed.bundle_format, 'nexo-memory-snapshot-v5');
+  const unsigned = await a.snapshotter.snapshot({ agentId: 'ana', sign: false });
+  mutate(a, 'after');
+  const before = await fingerprint(a);
+  const unchanged = async (what: string) => {
+    assert.deepEqual(await fingerprint(a), before, what);
+    assert.deepEqual(await anchors(a), [], what);
+  };
+  const refuse = async (what: string, req: Parameters<LocalSnapshotter['restore']>[0], code: string) => {
+    await assert.rejects(a.snapshotter.restore(req), (e: { code?: string }) => e.code === code, what);
+    await unchanged(what);
+  };
+  await refuse(
+    'signed by an untrusted key',
+    { agentId: 'ana', snapshot: signed.id, trust: [other.publicKey] },
+    'SIGNATURE_UNTRUSTED',
+  );
+  await refuse(
+    'unsigned, a signature required',
+    { agentId: 'ana', snapshot: unsigned.id, trust: [key.publicKey] },
+    'SIGNATURE_MISSING',
+  );
+  const dry = await a.snapshotter.restore({
+    agentId: 'ana',
+    snapshot: signed.id,
+    trust: [key.publicKey],
+    dryRun: true,
+  });
+  assert.equal(dry.signature?.status, 'trusted');
+
+  // a signature that does not verify is refused always
+  const manifestFile = join(repoDir(a), 'snapshots', signed.id);
+  const original = readFileSync(manifestFile);
+  await rewriteManifest(a, signed.id, (m) => {
+    const v = Buffer.from(m.signature!.value, 'base64');
+    v[0] = v[0]! ^ 1;
+    m.signature!.value = v.toString('base64');
+  });
+  await refuse('a broken signature', { agentId: 'ana', snapshot: signed.id }, 'SIGNATURE_INVALID');
+  writeFileSync(manifestFile, original);
+
+  // a hostile ref name, sealed again: refused (exit 2) by restore and by verify
+  await rewriteManifest(a, unsigned.id, (m) => {
+    m.git_refs = [...(m.git_refs ?? []), { name: 'refs/heads/../../x', oid: m.git.head_oid }];
+  });
+  await refuse('a hostile ref name', { agentId: 'ana', snapshot: unsigned.id }, 'BUNDLE_DAMAGED');
+  const v = await a.snapshotter.verifySnapshot('ana', 'default', unsigned.id);
+  assert.equal(v.status, 'damaged');
+  assert.ok(v.problems.some((p) => p.message.includes('refs/heads/../../x')));
+
+  // the listing is a cache: a snapshot listed as ana's whose manifest is another agent's is refused
+  const b = sampleAgent(t, 'bob', SMALL, { store: 'repository' });
+  const bobs = await new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: b.memdirRoot,
+    sqliteRoot: b.sqliteRoot,
+    store: 'repository',
+  }).snapshot({ agentId: 'bob' });
+  const listing = join(repoDir(a), 'listing', bobs.id);
+  const entry = JSON.parse(readFileSync(listing, 'utf8'));
+  entry.meta.agent_id = 'ana';
+  writeFileSync(listing, JSON.stringify(entry));
+  await refuse("another agent's snapshot", { agentId: 'ana', snapshot: bobs.id }, 'RESTORE_REFUSED');
+});
+
+/** Secrets in a memory file, a row (memories.id 5) and state, assembled at run time. */
+function plantSecrets(a: Agent): string {
+  const token = `${'gh'}p_${'Kx8'.repeat(12)}`;
+  writeFileSync(join(a.memdir, 'keys.md'), `# Keys\n\nDeploy with ${token} please.\n`);
+  git(a.memdir, ['add', 'keys.md']);
+  git(a.memdir, ['commit', '-qm', 'keys']);
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  db.prepare('UPDATE memories SET content = ? WHERE id = 5').run(`The user pasted ${token} into the chat.`);
+  db.close();
+  writeFileSync(
+    join(a.sqliteDir, 'extract_cursor.json'),
+    `${JSON.stringify({ last_message_id: 12, note: `saw ${token}` }, null, 2)}\n`,
+  );
+  return token;
+}
+
+test('dry run of a repository snapshot; a redacted one needs allowRedacted, lists its placeholders, and undo brings the secrets back', async (t) => {
+  const a = repoAgent(t);
+  const token = plantSecrets(a);
+  const redacted = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  mutate(a, 'later');
+  const before = await fingerprint(a);
+
+  const dry = await a.snapshotter.restore({ agentId: 'ana', snapshot: redacted.id, dryRun: true });
+  assert.equal(dry.dry_run, true);
+  assert.deepEqual(await fingerprint(a), before, 'a dry run changes nothing');
+  assert.equal(dry.redacted, true);
+  const memdir = dry.components.find((c) => c.component === 'memdir')!;
+  assert.ok(memdir.files?.removed.includes('new-later.md'));
+  const rows = dry.components.find((c) => c.component === 'sqlite:long_term')!.rows!;
+  assert.equal(rows.memories!.new, rows.memories!.old + 2, 'the rows it would bring back');
+  const where = (dry.placeholders ?? []).map((p) => p.artifact);
+  assert.ok(where.includes('sqlite/long_term.sqlite'), JSON.stringify(dry.placeholders));
+  assert.ok(where.includes('memory_files/keys.md'));
+  assert.ok(where.includes('state/extract_cursor.json'));
+  assert.deepEqual(await anchors(a), []);
+
+  await assert.rejects(
+    a.snapshotter.restore({ agentId: 'ana', snapshot: redacted.id }),
+    (e: { code?: string }) => e.code === 'REDACTED_BUNDLE',
+  );
+  assert.deepEqual(await fingerprint(a), before);
+  const r = await a.snapshotter.restore({ agentId: 'ana', snapshot: redacted.id, allowRedacted: true });
+  assert.match(readFileSync(join(a.memdir, 'keys.md'), 'utf8'), /\[REDACTED:github-token\]/);
+  assert.ok(!readFileSync(join(a.memdir, 'keys.md'), 'utf8').includes(token));
+
+  // undo (CLI): the newest anchor is a repository snapshot, exact
+  const u = await runCli(['restore', '--agent', 'ana', '--undo', '--json', ...a.flags], { env: allow });
+  assert.equal(u.code, 0, u.stderr);
+  assert.equal(JSON.parse(u.stdout).from, r.pre_snapshot);
+  assert.deepEqual(withoutDbBytes(await fingerprint(a)), withoutDbBytes(before));
+});
+
+test('CLI: --from takes an id or prefix of a repository snapshot (a file stays a bundle); undo returns to before', async (t) => {
+  const a = repoAgent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a, 'cli');
+  const before = await fingerprint(a);
+  const beforeRows = dbContent(a);
+  const want = await expectedOf(a, snap.id, before);
+  let r = await runCli(
+    ['restore', '--agent', 'ana', '--from', snap.id.slice(0, 8), '--dry-run', ...a.flags],
+    {
+      env: allow,
+    },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /dry run: nothing was changed/);
+  r = await runCli(['restore', '--agent', 'ana', '--from', snap.id.slice(0, 8), '--json', ...a.flags], {
+    env: allow,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.equal(report.from, snap.id);
+  assert.equal(report.git_reset_oid, git(a.memdir, ['rev-parse', 'HEAD']).trim());
+  const after = await fingerprint(a);
+  for (const db of DBS) assert.equal(after[`db:${db}`], want[`db:${db}`]);
+  r = await runCli(['restore', '--agent', 'ana', '--undo', ...a.flags], { env: allow });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(withoutDbBytes(await fingerprint(a)), withoutDbBytes(before));
+  assert.deepEqual(dbContent(a), beforeRows);
+  r = await runCli(['restore', '--agent', 'ana', '--from', 'ffffffff', ...a.flags], { env: allow });
+  assert.equal(r.code, 5, 'an id that matches nothing is NOT_FOUND');
+  r = await runCli(['restore', '--agent', 'ana', '--from', join(a.root, 'missing.tar.zst'), ...a.flags], {
+    env: allow,
+  });
+  assert.equal(r.code, 1, 'a path that does not exist is still a bundle path');
+  assert.match(r.stderr, /bundle not found/);
+});
+
+test('verify --deep of a repository snapshot: integrity_check of every database and the history fsck-ed', async (t) => {
+  const a = repoAgent(t);
+  const good = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const deep = await a.snapshotter.verifySnapshot('ana', 'default', good.id, { deep: true });
+  assert.equal(deep.status, 'verified', JSON.stringify(deep.problems));
+  assert.deepEqual(deep.deep, {
+    sqlite_integrity: { long_term: 'ok', vector: 'ok', concepts: 'ok', compactions: 'ok' },
+    git: 'ok',
+  });
+  assert.deepEqual(deep.not_checked, []);
+  const plain = await a.snapshotter.verifySnapshot('ana', 'default', good.id);
+  assert.deepEqual(
+    plain.not_checked.map((n) => n.check),
+    ['deep'],
+  );
+
+  // A snapshot whose every hash is right, written by a hostile (or buggy) writer: a database that is not
+  // one, and a history whose only pack lacks everything but HEAD's commit.
+  const bad = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const repo = await Repository.open(new LocalBackend(repoDir(a)));
+  await repo.ensureIndex();
+  const writer = repo.writer();
+  const page = Buffer.alloc(8192);
+  readFileSync(join(a.sqliteDir, 'concepts.sqlite')).copy(page, 0, 0, 100); // a header, garbage pages
+  page.fill(0x5a, 100);
+  const garbage = await storeContent(writer, repo.config.chunker, { data: page });
+  const work = tempDir(t);
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  execFileSync('sh', ['-c', `echo ${head} | git pack-objects --stdout -q > ${join(work, 'one.pack')}`], {
+    cwd: a.memdir,
+    env: gitEnv,
+  });
+  const thin = await storeContent(writer, repo.config.chunker, {
+    path: join(work, 'one.pack'),
+    sqlite: false,
+  });
+  await writer.finish();
+  let goodHistory: object = {};
+  await rewriteManifest(a, bad.id, (m) => {
+    goodHistory = structuredClone(m.artifacts.find((x) => x.kind === 'git_history')!);
+    const db = m.artifacts.find((x) => x.path_in_bundle === 'sqlite/concepts.sqlite')!;
+    Object.assign(db, garbage);
+    if (!garbage.chunks) delete db.chunks;
+    delete db.chunk_lists;
+    const h = m.artifacts.find((x) => x.kind === 'git_history')!;
+    h.packs = [thin];
+    h.size_bytes = thin.size_bytes;
+    h.sha256 = packChainDigest(h.packs);
+  });
+  // every verify rebuilds the history as restore does (so "verified" means restore will not refuse it);
+  // a database that is not one is found by --deep, as for a bundle
+  const plainBad = await a.snapshotter.verifySnapshot('ana', 'default', bad.id);
+  assert.equal(plainBad.status, 'damaged');
+  assert.deepEqual(
+    plainBad.problems.map((p) => p.path),
+    ['git/history'],
+    JSON.stringify(plainBad.problems),
+  );
+  assert.match(plainBad.problems[0]!.message, /fsck|missing|broken/i);
+  const deepBad = await a.snapshotter.verifySnapshot('ana', 'default', bad.id, { deep: true });
+  assert.equal(deepBad.status, 'damaged');
+  assert.deepEqual(deepBad.not_checked, [
+    { check: 'deep', reason: 'skipped because the snapshot is damaged' },
+  ]);
+  // restore runs the same check
+  const before = await fingerprint(a);
+  await assert.rejects(
+    a.snapshotter.restore({ agentId: 'ana', snapshot: bad.id }),
+    (e: { exitCode?: number }) => e.exitCode === 2,
+  );
+  assert.deepEqual(await fingerprint(a), before);
+  assert.deepEqual(await anchors(a), []);
+  // the history put right, the database alone: only --deep (and restore) see it
+  await rewriteManifest(a, bad.id, (m) => {
+    Object.assign(m.artifacts.find((x) => x.kind === 'git_history')!, goodHistory);
+  });
+  assert.equal((await a.snapshotter.verifySnapshot('ana', 'default', bad.id)).status, 'verified');
+  const deepDb = await a.snapshotter.verifySnapshot('ana', 'default', bad.id, { deep: true });
+  assert.equal(deepDb.status, 'damaged');
+  assert.notEqual(deepDb.deep?.sqlite_integrity.concepts, 'ok');
+  assert.equal(deepDb.deep?.git, 'ok');
+  let r = await runCli([
+    'verify',
+    '--agent',
+    'ana',
+    '--id',
+    bad.id,
+    '--deep',
+    '--json',
+    '--state-root',
+    a.stateRoot,
+  ]);
+  assert.equal(r.code, 2, r.stdout);
+  r = await runCli([
+    'verify',
+    '--agent',
+    'ana',
+    '--id',
+    good.id,
+    '--deep',
+    '--json',
+    '--state-root',
+    a.stateRoot,
+  ]);
+  assert.equal(r.code, 0, r.stdout);
+  // restore runs integrity_check on the staged databases
+  await assert.rejects(
+    a.snapshotter.restore({ agentId: 'ana', snapshot: bad.id }),
+    (e: { exitCode?: number; message?: string }) =>
+      e.exitCode === 2 && /integrity_check/.test(e.message ?? ''),
+  );
+  assert.deepEqual(await fingerprint(a), before);
+  assert.deepEqual(await anchors(a), []);
+});
+
+/** A diff without the labels and ids that name the sides. */
+const numbers = (d: SnapshotDiff) => {
+  const { a: _a, b: _b, ...rest } = d;
+  return rest;
+};
+
+test('diff reads repository snapshots: the same numbers as the same diff on bundles, live included', async (t) => {
+  const a = repoAgent(t);
+  const bundles = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'bundles',
+  });
+  const r1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const b1 = await bundles.snapshot({ agentId: 'ana' });
+  mutate(a, 'diff');
+  const db = new Database(join(a.sqliteDir, 'vector.sqlite'));
+  db.prepare('DELETE FROM embeddings WHERE rowid IN (SELECT rowid FROM embeddings LIMIT 5)').run();
+  db.close();
+  const r2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const b2 = await bundles.snapshot({ agentId: 'ana' });
+  writeFileSync(join(a.memdir, 'MEMORY.md'), '# live edit\n');
+
+  const diff = (x: string, y: string, detail = true) =>
+    a.snapshotter.diff({ agentId: 'ana', a: x, b: y, detail });
+  const onBundles = await diff(b1.id, b2.id);
+  assert.ok(onBundles.git_summary.commits_between > 0 && onBundles.sqlite_summary.long_term_rows_removed > 0);
+  assert.ok(onBundles.sqlite_summary.vector_rows_removed === 5);
+  assert.deepEqual(numbers(await diff(r1.id, r2.id)), numbers(onBundles));
+  assert.deepEqual(
+    numbers(await diff(r1.id, b2.id)),
+    numbers(onBundles),
+    'a repository snapshot against a bundle',
+  );
+  assert.deepEqual(numbers(await diff(r2.id, r1.id)), numbers(await diff(b2.id, b1.id)));
+  assert.deepEqual(numbers(await diff(r1.id, 'live')), numbers(await diff(b1.id, 'live')));
+  assert.deepEqual(numbers(await diff('live', r2.id, false)), numbers(await diff('live', b2.id, false)));
+  const same = await diff(r2.id, r2.id);
+  assert.equal(same.files.length, 0);
+  assert.equal(same.git_summary.commits_between, 0);
+});
+
+test('HTTP: the restore route reaches repository snapshots by id', async (t) => {
+  ensureBuilt();
+  const a = repoAgent(t);
+  const token = 'test-token-0123456789abcdef';
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const file = join(a.memdir, 'MEMORY.md');
+  const good = readFileSync(file, 'utf8');
+  writeFileSync(file, 'a bad dream rewrote this\n');
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'memory:',
+      '  snapshot:',
+      `    root: ${a.stateRoot}`,
+      `    memdir_root: ${a.memdirRoot}`,
+      `    sqlite_root: ${a.sqliteRoot}`,
+      '    server:',
+      '      allow_restore: true',
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', '--config', cfg], {
+    cwd: REPO,
+    env: {
+      ...process.env,
+      NEXO_MEMORY_TOKEN: token,
+      NEXO_MEMORY_RESTORE_ALLOW: 'true',
+      NEXO_MEMORY_STORE_FORMAT: 'repository',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (c) => {
+      out += c;
+      const m = /(http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    child.on('exit', (code) => reject(new Error(`serve exited ${code}`)));
+  });
+  const post = async (body: string) => {
+    const res = await fetch(`${url}/v1/agents/ana/snapshots/${snap.id.slice(0, 13)}/restore`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body,
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+  const dry = await post('{"dry_run": true}');
+  assert.equal(dry.status, 200, JSON.stringify(dry.body));
+  assert.equal(readFileSync(file, 'utf8'), 'a bad dream rewrote this\n');
+  const done = await post('{}');
+  assert.equal(done.status, 200, JSON.stringify(done.body));
+  assert.equal(done.body.from, snap.id);
+  assert.equal(readFileSync(file, 'utf8'), good, 'the memory is back');
+  const missing = await fetch(`${url}/v1/agents/ana/snapshots/ffffffff/restore`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.equal(missing.status, 404);
+  child.kill('SIGTERM');
+});
+
+test('an encrypted repository: restore and diff need the identity; the anchor goes in encrypted', async (t) => {
+  const dir = tempDir(t);
+  const id = generateIdentity();
+  const identityPath = join(dir, 'id.txt');
+  writeFileSync(identityPath, `${id.identity}\n`);
+  const a = repoAgent(t, { recipients: [id.recipient], identityPath });
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a, 'enc');
+  const before = await fingerprint(a);
+  const want = await expectedOf(a, snap.id, before);
+  const blind = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+  });
+  await assert.rejects(
+    blind.restore({ agentId: 'ana', snapshot: snap.id }),
+    (e: { code?: string }) => e.code === 'ENCRYPTION',
+  );
+  assert.deepEqual(await fingerprint(a), before);
+  const withIdentity = await blind.diff({
+    agentId: 'ana',
+    a: snap.id,
+    b: 'live',
+    decryptIdentity: identityPath,
+  });
+  assert.equal(withIdentity.git_summary.commits_between, 1);
+  const r = await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id });
+  const after = await fingerprint(a);
+  for (const db of DBS) assert.equal(after[`db:${db}`], want[`db:${db}`]);
+  const anchor = (await a.snapshotter.list('ana')).find((m) => m.id === r.pre_snapshot)!;
+  assert.equal(anchor.encrypted, true);
+});
+
+test('a repository manifest with a field nested 5,000 deep is damage (exit 2) for restore and verify, not a crash', async (t) => {
+  const a = repoAgent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const repo = await Repository.open(new LocalBackend(repoDir(a)));
+  const file = join(repoDir(a), 'snapshots', snap.id);
+  const text = repo.decodeFile(readFileSync(file), snap.id).toString('utf8');
+  const deep = `${text.slice(0, -1)},"x_unknown":${'['.repeat(5000)}${']'.repeat(5000)}}`;
+  writeFileSync(file, repo.encodeFile(Buffer.from(deep)));
+  const before = await fingerprint(a);
+  let r = await runCli(['restore', '--agent', 'ana', '--from', snap.id, '--json', ...a.flags], {
+    env: allow,
+  });
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stderr, /bundle damaged: .*nesting deeper/);
+  assert.deepEqual(await fingerprint(a), before);
+  r = await runCli(['verify', '--agent', 'ana', '--id', snap.id, '--json', '--state-root', a.stateRoot]);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+});
+
+for (const [point, outcome] of [
+  ['restore.journal.prepared', 'old'],
+  ['restore.swap.memdir.in', 'old'],
+  ['restore.commit', 'old'],
+  ['restore.journal.committed', 'new'],
+] as const) {
+  test(`a restore of a repository snapshot killed at ${point}: after recovery the live agent is the ${outcome} state`, async (t) => {
+    const a = repoAgent(t);
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const atSnapshot = await fingerprint(a);
+    mutate(a, 'kill');
+    const old = await fingerprint(a);
+    const child = startFixture(
+      t,
+      'restore-once.ts',
+      [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', snap.id],
+      {
+        NEXO_MEMORY_FAULTS: `${point}=kill`,
+      },
+    );
+    assert.equal(await child.exited, -1, `killed at ${point}: ${child.errors()}`);
+    const r = await a.snapshotter.recover('ana');
+    assert.equal(r?.outcome, outcome === 'old' ? 'rolled_back' : 'completed');
+    assert.deepEqual(
+      await fingerprint(a),
+      outcome === 'old' ? old : await expectedOf(a, snap.id, atSnapshot),
+    );
+    assert.deepEqual(restoreDirs(a), []);
+    const again = await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id });
+    assert.equal(again.from, snap.id, 'the next restore works');
+  });
+}
