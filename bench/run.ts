@@ -226,7 +226,15 @@ async function main(): Promise<void> {
   const repository = repositoryRows(work, PAIRS, prune, log);
   rmSync(work.root, { recursive: true, force: true });
   const mainRows = [...bundles.rows, ...startup, ...repository];
-  const rssChecks = rssRows(mainRows, ['snapshot', 'verify', 'restore']);
+  const rssChecks = rssRows(mainRows, [
+    'snapshot',
+    'verify',
+    'restore',
+    'repoFirstSnapshot',
+    'repoSecondTime',
+    'repoCheckReadData',
+    'repoRestore',
+  ]);
 
   // 5. Breakdown: the same operations in-process (no start-up, no exit), snapshot by phase.
   section(`5. breakdown: the same operations in-process (${RUNS} runs each, plain node, compiled)`);
