@@ -1,11 +1,12 @@
 // Owns the "flat in agent size" half of the RSS budget (design.md §5): generates (or reuses) an agent
 // of about 2 GB — the ref-170 shape with twelve times the rows — and runs one snapshot, one verify and
-// one restore of it, each in its own child process, reporting their peak RSS beside ref-170's.
+// one restore of it with the CLI, each a whole process, reporting their time and peak RSS beside
+// ref-170's.
 
-import { rmSync } from 'node:fs';
 import type { SampleAgentOptions } from '../scripts/sample-agent.js';
+import { jsonOf, type ProcessRun, runCli } from './cli.js';
+import { cleanRestore, cliEnv, rootsOf } from './cli-rows.js';
 import { clearRefSnapshots, ensureSampleAgent, REF_AGENT, type RefAgent } from './fixtures.js';
-import { type ChildResult, runChild } from './lib.js';
 
 export const BIG_2G: SampleAgentOptions = {
   seed: 2048,
@@ -21,29 +22,43 @@ export const BIG_2G: SampleAgentOptions = {
 
 export interface BigAgentResult {
   agent: RefAgent;
-  snapshot: ChildResult & { processMs: number };
-  verify: ChildResult & { processMs: number };
-  restore: ChildResult & { processMs: number };
+  snapshot: ProcessRun;
+  bundleBytes: number;
+  verify: ProcessRun;
+  restore: ProcessRun;
 }
 
 export function measureBigAgent(): BigAgentResult {
   const agent = ensureSampleAgent('big-2g', BIG_2G);
   clearRefSnapshots(agent);
-  const args = {
-    stateRoot: agent.paths.stateRoot,
-    memdirRoot: agent.paths.memdirRoot,
-    sqliteRoot: agent.paths.sqliteRoot,
-    agentId: REF_AGENT,
-  };
-  const snapshot = runChild('snapshot-child.ts', args);
-  const bundle = String(snapshot.bundlePath);
+  const env = cliEnv('bundles');
+  const roots = rootsOf(agent.paths);
+  const snapshot = runCli(
+    ['snapshot', '--agent', REF_AGENT, ...roots, '--no-redact', '--no-progress', '--json'],
+    env,
+  );
+  const meta = jsonOf<{ bundle_path: string; bundle_size_bytes: number }>(snapshot);
   try {
-    const verify = runChild('verify-child.ts', { bundle });
-    if (verify.status !== 'verified')
-      throw new Error(`verify of the 2 GB agent said ${String(verify.status)}`);
-    const restore = runChild('restore-child.ts', { ...args, bundle });
-    return { agent, snapshot, verify, restore };
+    const verify = runCli(['verify', meta.bundle_path, '--no-progress', '--json'], env);
+    const status = jsonOf<{ status: string }>(verify).status;
+    if (status !== 'verified') throw new Error(`verify of the 2 GB agent said ${status}`);
+    const restore = runCli(
+      [
+        'restore',
+        '--agent',
+        REF_AGENT,
+        '--from',
+        meta.bundle_path,
+        '--no-auto-pre-snapshot',
+        ...roots,
+        '--no-progress',
+        '--json',
+      ],
+      env,
+    );
+    cleanRestore(agent.paths, jsonOf(restore));
+    return { agent, snapshot, bundleBytes: meta.bundle_size_bytes, verify, restore };
   } finally {
-    for (const suffix of ['', '.sha256', '.meta.json']) rmSync(`${bundle}${suffix}`, { force: true });
+    clearRefSnapshots(agent);
   }
 }

@@ -1,7 +1,9 @@
 // Owns the benchmark's generated inputs under .bench/: the reference agent ref-170 (built once, reused
-// while its marker file matches the options) and the change the diff measurement makes to it, a tiny
-// agent, a snapshot directory of 10,000 bundles with valid sidecars (hard links of one real bundle), one
-// of 1,000 distinct bundles without sidecars, and a store of 1,000 agents × 50 bundles for retention.
+// while its marker file matches the options), a working copy of it for the repository rows (which
+// change it), the changes the diff and repository measurements make, a tiny agent, a snapshot
+// directory of 10,000 bundles with valid sidecars (hard links of one real bundle), one of 1,000
+// distinct bundles without sidecars, a store of 1,000 agents × 50 bundles for retention, and a
+// repository of 100 small agents × 50 snapshots with 40 of each agent's forgotten, for prune.
 
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -534,4 +536,102 @@ export function changeRefAgentOnePercent(p: SampleAgentPaths, step = 0): void {
       `Step ${step}: learned ${i}.\n`,
     );
   git(p.memdir, ['commit', '-qam', `step ${step}: the 1 % change`]);
+}
+
+/**
+ * A fresh working copy of an agent (memdir and databases, `cp -a`) under .bench/<name>, with an empty
+ * state root of its own: the repository rows change the agent they snapshot, ref-170 stays as it is.
+ */
+export function copyAgent(src: RefAgent, name: string): SampleAgentPaths {
+  const root = join(WORK_DIR, name);
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(join(root, 'state'), { recursive: true });
+  execFileSync('cp', ['-a', src.paths.memdirRoot, src.paths.sqliteRoot, `${root}/`]);
+  return pathsOf(root, REF_AGENT);
+}
+
+export interface PruneFixture {
+  /** State root holding the repository (`<stateRoot>/repository`). */
+  stateRoot: string;
+  agents: number;
+  perAgent: number;
+  forgotten: number;
+  reused: boolean;
+  generationMs: number;
+}
+
+/** Bumped when the prune fixture's layout changes, so an older one is regenerated. */
+const PRUNE_FIXTURE_VERSION = 1;
+
+/**
+ * `agents` small agents (`agent-000` …, each its own seed), each snapshotted `perAgent` times into one
+ * repository (the library, in this process: generation, not measurement) with a few new memories
+ * between snapshots so that every snapshot stores data of its own, then the `forget` oldest snapshots
+ * of every agent forgotten. What is left for prune: their data, unreferenced, in packs shared with
+ * kept data. Reused while its marker matches; prune runs on a copy of it.
+ */
+export async function ensurePruneFixture(
+  agents: number,
+  perAgent: number,
+  forget: number,
+  log: (s: string) => void = () => {},
+): Promise<PruneFixture> {
+  const root = join(WORK_DIR, `prune-${agents}x${perAgent}-${forget}`);
+  const marker = join(root, 'READY.json');
+  const stateRoot = join(root, 'state');
+  const wanted = { version: PRUNE_FIXTURE_VERSION, agents, perAgent, forget };
+  if (existsSync(marker)) {
+    const m = JSON.parse(readFileSync(marker, 'utf8')) as typeof wanted & { generationMs: number };
+    if (m.version === wanted.version && m.agents === agents && m.perAgent === perAgent && m.forget === forget)
+      return { stateRoot, agents, perAgent, forgotten: forget, reused: true, generationMs: m.generationMs };
+  }
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  const t0 = performance.now();
+  const ids = Array.from({ length: agents }, (_, a) => `agent-${String(a).padStart(3, '0')}`);
+  let paths: SampleAgentPaths | undefined;
+  for (const [a, agentId] of ids.entries())
+    paths = buildSampleAgent(root, agentId, {
+      seed: 5000 + a,
+      memories: 150,
+      embeddings: 60,
+      concepts: 40,
+      compactions: 10,
+      files: 8,
+      commits: 3,
+    });
+  const s = new LocalSnapshotter({
+    stateRoot,
+    memdirRoot: paths!.memdirRoot,
+    sqliteRoot: paths!.sqliteRoot,
+    store: 'repository',
+    zstdWorkers: 0,
+  });
+  for (let j = 0; j < perAgent; j++) {
+    for (const agentId of ids) {
+      const db = new Database(join(paths!.sqliteRoot, agentId, 'long_term.sqlite'));
+      const ins = db.prepare(
+        'INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)',
+      );
+      db.transaction(() => {
+        for (let k = 0; k < 4; k++)
+          ins.run(
+            1_790_000_000_000 + j * 1000 + k,
+            'fact',
+            `${agentId} step ${j}.${k} ${randomBytes(600).toString('base64')}`,
+            0.5,
+          );
+      })();
+      db.close();
+      await s.snapshot({ agentId, createdBy: 'bench' });
+    }
+    if ((j + 1) % 10 === 0) log(`prune fixture: ${(j + 1) * agents} of ${perAgent * agents} snapshots`);
+  }
+  for (const agentId of ids) {
+    const metas = await s.list(agentId); // newest first
+    for (const m of metas.slice(perAgent - forget)) await s.repository.forget(m.id);
+  }
+  const generationMs = performance.now() - t0;
+  writeFileSync(marker, `${JSON.stringify({ ...wanted, generationMs })}\n`);
+  return { stateRoot, agents, perAgent, forgotten: forget, reused: false, generationMs };
 }

@@ -1,6 +1,7 @@
 // Owns the benchmark's shared helpers: where its work directories live, running a bench child script
-// (tsx) and reading the JSON line it prints, timing a shell pipeline, statistics and number formatting.
-// No measurements are taken here; run.ts decides what is measured.
+// (compiled, plain node) and reading the JSON line it prints, timing a shell pipeline, statistics of
+// interleaved pairs and number formatting. No measurements are taken here; run.ts decides what is
+// measured (cli.ts runs whole processes).
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -102,6 +103,34 @@ export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Timings of interleaved pairs (ours₁ base₁ ours₂ base₂ …), milliseconds. */
+export interface PairStats {
+  ours: number[];
+  base: number[];
+  oursMedian: number;
+  baseMedian: number;
+  /** median(ours) / median(base). */
+  ratioOfMedians: number;
+  /** Median of ours[i] / base[i]: each pair shares the machine's load of its moment. The budgets apply to it. */
+  pairedRatio: number;
+  /** Median of ours[i] − base[i], ms. */
+  pairedDiff: number;
+}
+
+export function pairStats(ours: readonly number[], base: readonly number[]): PairStats {
+  if (ours.length !== base.length || ours.length === 0)
+    throw new Error('pairStats needs equal, non-empty runs');
+  return {
+    ours: [...ours],
+    base: [...base],
+    oursMedian: median(ours),
+    baseMedian: median(base),
+    ratioOfMedians: median(ours) / median(base),
+    pairedRatio: median(ours.map((o, i) => o / base[i]!)),
+    pairedDiff: median(ours.map((o, i) => o - base[i]!)),
+  };
 }
 
 /** Total size of the regular files under `dir`; `skip` names directories not descended into. */

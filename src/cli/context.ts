@@ -1,9 +1,11 @@
 // Owns turning CLI flags (and the config file they point at) into a configured LocalSnapshotter, and
 // running a command body with uniform error handling: typed errors become their exit status, with a
-// JSON error object on stdout under --json and a one-line message on stderr always.
+// JSON error object on stdout under --json and a one-line message on stderr always. Before a body runs,
+// runCommand loads what it uses synchronously (the library, the config file when one is given, the
+// run's telemetry); nothing here imports them at start-up, so `--version` and help load none of it.
 
-import { CONFIG_DEFAULTS, type LoadedConfig, loadConfig, type OnDemandSection } from '../config/config.js';
-import { snapshotterOptionsFromConfig } from '../config/runtime.js';
+import type { LoadedConfig, OnDemandSection } from '../config/config.js';
+import { CONFIG_DEFAULTS } from '../config/defaults.js';
 import {
   ConfigError,
   ExitCode,
@@ -11,9 +13,9 @@ import {
   nativeModuleError,
   SnapshotError,
 } from '../model/errors.js';
-import { LocalSnapshotter } from '../snapshotter/local.js';
+import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { ProgressReporter } from './progress.js';
-import { finishRunTelemetry, runTelemetry, type TelemetryFlags } from './telemetry.js';
+import type { TelemetryFlags } from './telemetry.js';
 
 export interface StoreFlags extends TelemetryFlags {
   stateRoot?: string;
@@ -61,26 +63,74 @@ export interface OutputFlags {
 /** The on-demand config sections a command reads; the others are left unresolved (config.ts). */
 const SECTIONS_READ: Record<string, OnDemandSection[]> = { serve: ['server'] };
 
+/** What a command body uses synchronously, loaded by runCommand (prepareRun) before it runs. */
+interface RunSupport {
+  local: typeof import('../snapshotter/local.js');
+  runtime: typeof import('../config/runtime.js');
+  telemetry: typeof import('./telemetry.js');
+  /** The config file named by the flags: what it holds, or why it could not be read. */
+  config?: { path: string; loaded?: LoadedConfig; error?: unknown };
+}
+let support: RunSupport | undefined;
+
+const configPath = (flags: StoreFlags): string | undefined => flags.config ?? process.env.NEXO_MEMORY_CONFIG;
+
+/**
+ * Loads the library, the config file (when one is named) and the run's telemetry. A config file that
+ * does not load is remembered, not reported: its error surfaces where the command reads the config, as
+ * if it had been read there (a command that never reads it, keygen, is not stopped by it).
+ */
+async function prepareRun(flags: StoreFlags): Promise<RunSupport> {
+  const path = configPath(flags);
+  const [local, runtime, telemetry, config] = await Promise.all([
+    import('../snapshotter/local.js'),
+    import('../config/runtime.js'),
+    import('./telemetry.js'),
+    path
+      ? import('../config/config.js').then(({ loadConfig }) => {
+          const sections = SECTIONS_READ[currentCommand ?? ''];
+          try {
+            return { path, loaded: loadConfig(path, sections ? { sections } : {}) };
+          } catch (error) {
+            return { path, error };
+          }
+        })
+      : undefined,
+  ]);
+  await telemetry.prepareRunTelemetry(config?.loaded?.snapshot ?? {}, flags, currentCommand === 'serve');
+  support = { local, runtime, telemetry, ...(config ? { config } : {}) };
+  return support;
+}
+
+function loaded(): RunSupport {
+  if (!support) throw new Error('internal: a command body ran outside runCommand');
+  return support;
+}
+
 export function loadFlagsConfig(flags: StoreFlags): LoadedConfig | undefined {
-  const path = flags.config ?? process.env.NEXO_MEMORY_CONFIG;
+  const path = configPath(flags);
   if (!path) return undefined;
-  const sections = SECTIONS_READ[currentCommand ?? ''];
-  return loadConfig(path, sections ? { sections } : {});
+  const c = loaded().config;
+  if (c?.path !== path)
+    throw new Error(`internal: the config file ${path} was not loaded before the command`);
+  if (c.error !== undefined) throw c.error;
+  return c.loaded;
 }
 
 /** Flags override the config file, which overrides the defaults (state root `./state`). */
 export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
-  const loaded = loadFlagsConfig(flags);
-  const cfg = loaded?.snapshot ?? {};
+  const { local, runtime, telemetry } = loaded();
+  const loadedConfig = loadFlagsConfig(flags);
+  const cfg = loadedConfig?.snapshot ?? {};
   if (cfg.enabled === false && currentCommand && WRITING_COMMANDS.has(currentCommand)) {
     throw new ConfigError(
-      `memory.snapshot.enabled is false in ${loaded?.path}: \`${currentCommand}\` is disabled on this host`,
+      `memory.snapshot.enabled is false in ${loadedConfig?.path}: \`${currentCommand}\` is disabled on this host`,
     );
   }
-  return new LocalSnapshotter({
-    ...snapshotterOptionsFromConfig(cfg, flags),
+  return new local.LocalSnapshotter({
+    ...runtime.snapshotterOptionsFromConfig(cfg, flags),
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
-    observers: runTelemetry(cfg, flags).observers,
+    observers: telemetry.runTelemetry(cfg, flags).observers,
   });
 }
 
@@ -110,17 +160,20 @@ export function parseIntFlag(name: string): (v: string) => number {
 
 /** Runs a command body; sets the exit status from its result or its error. */
 export async function runCommand(
-  flags: OutputFlags & TelemetryFlags,
+  flags: OutputFlags & TelemetryFlags & StoreFlags,
   body: (progress: ProgressReporter) => Promise<number | undefined>,
 ): Promise<void> {
   const progress = new ProgressReporter(flags.progress !== false);
+  let run: RunSupport | undefined;
   try {
+    run = await prepareRun(flags);
     const code = await body(progress);
     progress.done();
     process.exitCode = code ?? ExitCode.ok;
-    await finishRunTelemetry(flags);
+    await run.telemetry.finishRunTelemetry(flags);
   } catch (err) {
-    await finishRunTelemetry(flags);
+    const telemetry = run?.telemetry ?? (await import('./telemetry.js').catch(() => undefined));
+    await telemetry?.finishRunTelemetry(flags);
     progress.done();
     process.exitCode = reportError(err, flags.json === true);
   }

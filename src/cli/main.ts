@@ -1,28 +1,58 @@
 #!/usr/bin/env node
 // The `nexo-memory` command line: parses arguments with commander and hands each command to its module
 // in cli/commands/. No logic of its own beyond reporting usage errors (exit 1, and the JSON error object
-// under --json, like every other error).
+// under --json, like every other error). Start-up is kept short: only the module of the command being
+// run is imported (each imports what its command needs); help, an unknown command or none load them all.
 
 import { Command, CommanderError } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../model/errors.js';
 import { PACKAGE_DESCRIPTION, PACKAGE_VERSION } from '../util/version.js';
-import { deleteCommand } from './commands/delete.js';
-import { diffCommand } from './commands/diff.js';
-import { exportCommand } from './commands/export.js';
-import { gcCommand, pinCommand, unpinCommand } from './commands/gc.js';
-import { keygenCommand } from './commands/keygen.js';
-import { listCommand } from './commands/list.js';
-import { mcpCommand } from './commands/mcp.js';
-import { migrateCommand } from './commands/migrate.js';
 import { metricsFileOption, natsOption } from './commands/options.js';
-import { checkCommand, pruneCommand } from './commands/repository.js';
-import { importCommand, recoverCommand, restoreCommand } from './commands/restore.js';
-import { serveCommand } from './commands/serve.js';
-import { snapshotCommand } from './commands/snapshot.js';
-import { verifyCommand } from './commands/verify.js';
 import { reportError, setCurrentCommand } from './context.js';
 
-export function buildProgram() {
+type SubCommand = Parameters<Command['addCommand']>[0];
+
+/** Every command in the order help lists them, each built by its own module, imported on demand. */
+const COMMANDS: ReadonlyArray<readonly [string, () => Promise<SubCommand>]> = [
+  ['snapshot', async () => (await import('./commands/snapshot.js')).snapshotCommand()],
+  ['restore', async () => (await import('./commands/restore.js')).restoreCommand()],
+  ['import', async () => (await import('./commands/restore.js')).importCommand()],
+  ['recover', async () => (await import('./commands/restore.js')).recoverCommand()],
+  ['verify', async () => (await import('./commands/verify.js')).verifyCommand()],
+  ['list', async () => (await import('./commands/list.js')).listCommand()],
+  ['diff', async () => (await import('./commands/diff.js')).diffCommand()],
+  ['export', async () => (await import('./commands/export.js')).exportCommand()],
+  ['delete', async () => (await import('./commands/delete.js')).deleteCommand()],
+  ['gc', async () => (await import('./commands/gc.js')).gcCommand()],
+  ['pin', async () => (await import('./commands/gc.js')).pinCommand()],
+  ['unpin', async () => (await import('./commands/gc.js')).unpinCommand()],
+  ['check', async () => (await import('./commands/repository.js')).checkCommand()],
+  ['prune', async () => (await import('./commands/repository.js')).pruneCommand()],
+  ['migrate', async () => (await import('./commands/migrate.js')).migrateCommand()],
+  ['keygen', async () => (await import('./commands/keygen.js')).keygenCommand()],
+  ['serve', async () => (await import('./commands/serve.js')).serveCommand()],
+  ['mcp', async () => (await import('./commands/mcp.js')).mcpCommand()],
+];
+
+/**
+ * The commands the program needs for this command line: the one named first (the program itself has
+ * no option taking a value), none for `--version` alone, and every one otherwise (help, `help <cmd>`,
+ * no command, a misspelt one: commander lists them or suggests the nearest).
+ */
+export function commandsFor(
+  argv: readonly string[],
+): ReadonlyArray<readonly [string, () => Promise<SubCommand>]> {
+  const args = argv.slice(2);
+  const first = args.find((a) => !a.startsWith('-'));
+  const named = COMMANDS.find(([name]) => name === first);
+  if (named) return [named];
+  if (first === undefined && args.length > 0 && args.every((a) => a === '--version' || a === '-V')) return [];
+  return COMMANDS;
+}
+
+/** The program with the commands `argv` needs (default: every command). */
+export async function buildProgram(argv?: readonly string[]) {
+  const commands = await Promise.all((argv ? commandsFor(argv) : COMMANDS).map(([, build]) => build()));
   const program = new Command('nexo-memory')
     .description(PACKAGE_DESCRIPTION)
     .version(PACKAGE_VERSION)
@@ -42,28 +72,7 @@ Examples:
   nexo-memory serve --config memory.yaml --listen 127.0.0.1:0
   nexo-memory mcp --agent ana --config memory.yaml`,
     );
-  for (const cmd of [
-    snapshotCommand(),
-    restoreCommand(),
-    importCommand(),
-    recoverCommand(),
-    verifyCommand(),
-    listCommand(),
-    diffCommand(),
-    exportCommand(),
-    deleteCommand(),
-    gcCommand(),
-    pinCommand(),
-    unpinCommand(),
-    checkCommand(),
-    pruneCommand(),
-    migrateCommand(),
-    keygenCommand(),
-    serveCommand(),
-    mcpCommand(),
-  ]) {
-    program.addCommand(cmd);
-  }
+  for (const cmd of commands) program.addCommand(cmd);
   program.exitOverride();
   for (const c of program.commands) {
     // Global on every command: events and metrics of one-shot runs.
@@ -82,7 +91,7 @@ function wantsJson(argv: readonly string[]): boolean {
 
 export async function main(argv: string[]): Promise<void> {
   try {
-    await buildProgram().parseAsync(argv);
+    await (await buildProgram(argv)).parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') {

@@ -1,9 +1,15 @@
 // Owns progress display on stderr for work that runs longer than about a second: a byte bar with rate
 // when stderr is a terminal, plain lines otherwise (CI logs): a phase without byte counts is named once,
 // a byte phase prints at most one line per second and a `done` line when it ends. Silent for short work.
+// The bar library is loaded when a bar is first drawn: most runs never draw one (CLI start-up).
 
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgress from 'cli-progress';
 import type { ProgressEvent, ProgressListener } from '../model/types.js';
+
+/** cli-progress (a CommonJS package, so it loads synchronously) on first use. */
+const loadCliProgress = (): typeof cliProgress =>
+  createRequire(import.meta.url)('cli-progress') as typeof cliProgress;
 
 /** Work shorter than this shows no progress (NEXO_MEMORY_PROGRESS_AFTER_MS overrides, e.g. 0 for always). */
 const SHOW_AFTER_MS = Number(process.env.NEXO_MEMORY_PROGRESS_AFTER_MS ?? 1000);
@@ -61,6 +67,7 @@ export class ProgressReporter {
         rate: r ? ` ${r}` : '',
       };
       if (!this.bar) {
+        const cliProgress = loadCliProgress();
         this.bar = new cliProgress.SingleBar(
           {
             stream: this.stream,

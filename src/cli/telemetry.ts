@@ -1,17 +1,17 @@
-// Owns a CLI run's metrics and events: one SnapshotMetrics registry and, when a broker is configured
+// Owns a CLI run's metrics and events: one SnapshotMetrics registry when the run writes a metrics
+// textfile (`--metrics-file` or `metrics.textfile`) or serves /metrics, and, when a broker is configured
 // (`--nats URL` or `events.nats_url`), one NATS publisher, both observing every snapshotter the run
-// builds. At the end of the run, queued events get until `events.close_timeout_ms` to be delivered
-// (the rest is dropped and counted), then the metrics textfile (`--metrics-file` or
-// `metrics.textfile`) is written atomically, failure outcome included.
+// builds. A run that writes no metrics never loads prom-client. At the end of the run, queued events get
+// until `events.close_timeout_ms` to be delivered (the rest is dropped and counted), then the metrics
+// textfile is written atomically, failure outcome included.
 
 import type { SnapshotConfig } from '../config/config.js';
-import { CONFIG_DEFAULTS } from '../config/config.js';
+import { CONFIG_DEFAULTS } from '../config/defaults.js';
 import { natsPublisherFromConfig } from '../config/runtime.js';
 import type { NatsEventPublisher } from '../events/nats.js';
 import { LifecycleEventsObserver } from '../events/observer.js';
-import { SnapshotMetrics } from '../metrics/metrics.js';
+import type { SnapshotMetrics } from '../metrics/metrics.js';
 import { MetricsObserver } from '../metrics/observer.js';
-import { writeMetricsTextfile } from '../metrics/textfile.js';
 import type { OperationObserver } from '../snapshotter/observer.js';
 
 export interface TelemetryFlags {
@@ -24,16 +24,20 @@ export interface TelemetryFlags {
 const warn = (m: string) => process.stderr.write(`warning: ${m}\n`);
 
 export class RunTelemetry {
-  readonly metrics = new SnapshotMetrics();
   readonly publisher: NatsEventPublisher | undefined;
   readonly observers: OperationObserver[];
   private readonly textfile: string | undefined;
   private readonly closeTimeoutMs: number;
 
-  constructor(cfg: SnapshotConfig, flags: TelemetryFlags) {
-    this.publisher = natsPublisherFromConfig(cfg, flags.nats, this.metrics, warn);
+  /** `metrics`: the registry of the run, when it writes a textfile or serves /metrics. */
+  constructor(
+    cfg: SnapshotConfig,
+    flags: TelemetryFlags,
+    readonly metrics: SnapshotMetrics | undefined,
+  ) {
+    this.publisher = natsPublisherFromConfig(cfg, flags.nats, metrics, warn);
     this.observers = [
-      new MetricsObserver(this.metrics),
+      ...(metrics ? [new MetricsObserver(metrics)] : []),
       ...(this.publisher ? [new LifecycleEventsObserver(this.publisher)] : []),
     ];
     this.textfile = flags.metricsFile ?? cfg.metrics?.textfile;
@@ -43,8 +47,9 @@ export class RunTelemetry {
   /** Delivers or drops queued events within the deadline, then writes the textfile. Never throws. */
   async finish(): Promise<void> {
     await this.publisher?.close(this.closeTimeoutMs);
-    if (!this.textfile) return;
+    if (!this.textfile || !this.metrics) return;
     try {
+      const { writeMetricsTextfile } = await import('../metrics/textfile.js');
       await writeMetricsTextfile(this.textfile, this.metrics);
     } catch (err) {
       warn(`could not write the metrics file ${this.textfile}: ${(err as Error).message}`);
@@ -54,9 +59,25 @@ export class RunTelemetry {
 
 let current: RunTelemetry | undefined;
 
-/** The run's telemetry, created on first use (a run builds one or more snapshotters). */
+/**
+ * Creates the run's telemetry before its command body runs (which builds snapshotters synchronously):
+ * the metrics registry only when the run writes a textfile or (`serveMetrics`) serves /metrics.
+ */
+export async function prepareRunTelemetry(
+  cfg: SnapshotConfig,
+  flags: TelemetryFlags,
+  serveMetrics: boolean,
+): Promise<RunTelemetry> {
+  if (current) return current;
+  const wanted = serveMetrics || (flags.metricsFile ?? cfg.metrics?.textfile) !== undefined;
+  const metrics = wanted ? new (await import('../metrics/metrics.js')).SnapshotMetrics() : undefined;
+  current ??= new RunTelemetry(cfg, flags, metrics);
+  return current;
+}
+
+/** The run's telemetry (prepared by prepareRunTelemetry; without it, one that writes no metrics). */
 export function runTelemetry(cfg: SnapshotConfig, flags: TelemetryFlags): RunTelemetry {
-  current ??= new RunTelemetry(cfg, flags);
+  current ??= new RunTelemetry(cfg, flags, undefined);
   return current;
 }
 
@@ -66,7 +87,10 @@ export function runTelemetry(cfg: SnapshotConfig, flags: TelemetryFlags): RunTel
  */
 export async function finishRunTelemetry(flags: TelemetryFlags): Promise<void> {
   const t =
-    current ?? (flags.metricsFile ? new RunTelemetry({}, { metricsFile: flags.metricsFile }) : undefined);
+    current ??
+    (flags.metricsFile
+      ? await prepareRunTelemetry({}, { metricsFile: flags.metricsFile }, false)
+      : undefined);
   current = undefined;
   await t?.finish();
 }

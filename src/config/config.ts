@@ -11,6 +11,9 @@ import { z } from 'zod';
 import { SUBJECT_PREFIX_RE } from '../events/subjects.js';
 import { ConfigError } from '../model/errors.js';
 import { validateAgentId, validateTenant } from '../model/ids.js';
+import { CONFIG_DEFAULTS, NATS_URL_RE } from './defaults.js';
+
+export { CONFIG_DEFAULTS, NATS_URL_RE };
 
 const count = () => z.number().int().min(0, 'must be ≥ 0');
 const positive = () => z.number().int().min(1, 'must be ≥ 1');
@@ -38,8 +41,6 @@ function isValid(f: () => unknown): boolean {
   }
 }
 
-/** `nats://host:port` (or tls://), several separated by commas. */
-export const NATS_URL_RE = /^(nats|tls):\/\/[^\s,/]+(,\s*(nats|tls):\/\/[^\s,/]+)*$/;
 const LISTEN_RE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/;
 
 import { RULE_IDS } from '../policy/redaction/rules.js';
@@ -228,43 +229,6 @@ export type EventsConfig = z.infer<typeof eventsSection>;
 export type MetricsConfig = z.infer<typeof metricsSection>;
 export type ScheduleEntry = z.infer<typeof scheduleEntry>;
 export type ServerConfig = z.infer<typeof serverSection>;
-
-/** The defaults of every key that has one (the original's, and the port's additions). */
-export const CONFIG_DEFAULTS = {
-  enabled: true,
-  root: './state',
-  auto_pre_dream: false,
-  auto_pre_restore: true,
-  auto_pre_mutating_tool: false,
-  pre_mutating_tool: { min_interval_secs: 60 },
-  lock_timeout_secs: 60,
-  redact_secrets_default: true,
-  zstd_level: 3,
-  zstd_workers: 2,
-  retention: {
-    keep_count: 30,
-    max_age_days: 90,
-    anchor_keep_count: 5,
-    anchor_max_age_days: 30,
-    pre_mutating_tool_keep_count: 20,
-    pre_mutating_tool_max_age_hours: 24,
-    gc_interval_secs: 3600,
-    backup_max_age_days: 7,
-    leftover_grace_secs: 600,
-  },
-  events: {
-    lifecycle_subject_prefix: 'nexo.memory.snapshot',
-    mutation_subject_prefix: 'nexo.memory.mutated',
-    mutation_publish_enabled: true,
-    max_attempts: 3,
-    connect_timeout_ms: 2000,
-    close_timeout_ms: 2000,
-  },
-  /** `enabled`: snapshots on request are exact unless asked. */
-  redaction: { enabled: false },
-  schedule_label: 'scheduled',
-  server: { listen: '127.0.0.1:9464', allow_restore: false },
-} as const;
 
 export interface LoadedConfig {
   path: string;

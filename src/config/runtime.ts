@@ -9,7 +9,8 @@ import type { RetentionPolicy } from '../policy/retention.js';
 import type { GcOptions } from '../snapshotter/gc.js';
 import type { LocalSnapshotterOptions } from '../snapshotter/local.js';
 import { type StoreFormat, storeFormatFromEnv } from '../snapshotter/repository.js';
-import { CONFIG_DEFAULTS, NATS_URL_RE, type SnapshotConfig } from './config.js';
+import type { SnapshotConfig } from './config.js';
+import { CONFIG_DEFAULTS, NATS_URL_RE } from './defaults.js';
 
 export interface StoreOverrides {
   stateRoot?: string | undefined;

@@ -5,7 +5,7 @@
 // client: each attempt reconnects itself, so every wait is bounded. `close()` has a deadline, so a
 // one-shot CLI run exits promptly even when the broker is gone.
 
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { SnapshotMetrics } from '../metrics/metrics.js';
 import type { LifecycleEvent, MutationEvent } from './payloads.js';
 import type { EventPublisher, PublisherStats } from './publisher.js';
@@ -200,6 +200,8 @@ export class NatsEventPublisher implements EventPublisher {
   private async connection(): Promise<NatsConnection> {
     if (this.nc && !this.nc.isClosed()) return this.nc;
     let gaveUp = false;
+    // The client library is loaded by the first connection: a run that publishes nothing never loads it.
+    const { connect } = await import('@nats-io/transport-node');
     const pending = connect({
       servers: this.url.split(',').map((s) => s.trim()),
       timeout: this.o.connectTimeoutMs,

@@ -6,7 +6,8 @@
 import { loadTrustedKeys, type PublicSigningKey, parsePublicKey, verifyMessage } from '../crypto/sign.js';
 import { KeyError, SignatureError } from '../model/errors.js';
 import { SIGNED_MANIFEST_VERSION } from './constants.js';
-import { manifestSeal, type ParsedManifest, signedMessage } from './manifest.js';
+import type { ParsedManifest } from './manifest.js';
+import { manifestSeal, signedMessage } from './seal.js';
 
 /**
  * `trusted`: valid, by a trusted key. `valid`: valid, and no trusted keys were given (it proves only

@@ -1,22 +1,21 @@
 // Owns orchestrating each operation of the local-filesystem snapshotter (the embedded default):
 // validate → lock → steps → publish → clean up. The steps themselves live in capture/, verify/,
 // format/ and store/; this file decides their order and what is left behind on failure (nothing).
+// The modules of an operation's steps are imported when the operation runs, not with this module, so a
+// short command (list, pin) does not load the snapshot, verify or restore machinery (CLI start-up).
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
-import { closeGate } from '../agent/write-gate.js';
-import { captureAgent, hashCapture, pathKind } from '../capture/capture.js';
+import type { captureAgent } from '../capture/capture.js';
 import { loadIdentities, parseRecipient, recipientFingerprint } from '../crypto/age.js';
 import { loadSigningKey, type SigningKey } from '../crypto/sign.js';
-import { type DiffRequest, diffSnapshots, type SnapshotDiff } from '../diff/diff.js';
+import type { DiffRequest, SnapshotDiff } from '../diff/diff.js';
 import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
-import { type ManifestDraft, type RedactionReport, sealManifest } from '../format/manifest.js';
-import { readManifestOnly } from '../format/reader.js';
+import type { ManifestDraft, RedactionReport } from '../format/manifest.js';
 import { type TrustPolicy, trustPolicy } from '../format/signature.js';
-import { packBundle } from '../format/writer.js';
 import {
   asSnapshotError,
   ConcurrentError,
@@ -47,14 +46,10 @@ import {
   STATE_KEYS,
   type VerifyReport,
 } from '../model/types.js';
-import { redactStaging } from '../policy/redaction/redact.js';
 import { compilePolicy, type RedactionOptions, type RedactionPolicy } from '../policy/redaction/scan.js';
 import type { CheckOptions, CheckReport } from '../repository/check.js';
 import type { PruneOptions, PruneReport } from '../repository/prune.js';
 import type { ListingMeta } from '../repository/snapshots.js';
-import { recoverJournal } from '../restore/journal.js';
-import { restoreLeftovers } from '../restore/stage.js';
-import { SqliteWorker } from '../sqlite/worker.js';
 import { fsyncDir, removeQuietly } from '../store/atomic.js';
 import {
   type BundleFile,
@@ -73,29 +68,18 @@ import {
 } from '../store/catalog.js';
 import { readLastTaken, writeLastTaken } from '../store/last-taken.js';
 import { cleanLeftovers } from '../store/leftovers.js';
-import {
-  acquire,
-  describeOwner,
-  type HeldLock,
-  LockTimeoutError,
-  recordOwner,
-  type WorkerHeldLock,
-} from '../store/lock.js';
+import type { HeldLock, WorkerHeldLock } from '../store/lock.js';
 import { SIBLING_EXT, STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins.js';
 import { writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { toolVersions } from '../util/version.js';
-import { refused, verifyBundleFile } from '../verify/verify.js';
-import { exportBundle } from './export.js';
-import { collectGarbage, type GcOptions, type RetentionTickReport } from './gc.js';
-import { importIntoRepository, type StoreBundleRequest, type StoredBundle, storeBundle } from './import.js';
+import type { GcOptions, RetentionTickReport } from './gc.js';
+import type { StoreBundleRequest, StoredBundle } from './import.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
-import { type MigrateOptions, type MigrateReport, migrateBundles } from './migrate.js';
+import type { MigrateOptions, MigrateReport } from './migrate.js';
 import { notifyObservers, type OperationObserver, type OperationRecord } from './observer.js';
-import { exportRepoSnapshot } from './repo-export.js';
 import { RepositoryStore, type StoreFormat, storeFormatFromEnv } from './repository.js';
-import { restoreAgent } from './restore.js';
 
 export interface LocalSnapshotterOptions {
   /** Root of the snapshot store (`<state_root>/tenants/...`). Required. */
@@ -256,6 +240,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   async lockAgent(agentId: string, tenant: string, operation: string): Promise<HeldLock> {
     const path = this.layout.agentLockPath(tenant, agentId);
     const held = await this.takeLock(path, 'exclusive', agentId, tenant);
+    const { recordOwner } = await import('../store/lock.js');
     await recordOwner(path, operation);
     return held;
   }
@@ -268,6 +253,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     tenant: string,
     holder?: string,
   ): Promise<HeldLock> {
+    const { acquire, describeOwner, LockTimeoutError } = await import('../store/lock.js');
     try {
       return await acquire(path, mode, this.lockTimeoutMs);
     } catch (err) {
@@ -279,6 +265,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
 
   /** Is there anything of this agent to capture? Checked before anything is created. */
   async agentExists(agentId: string, tenant: string): Promise<boolean> {
+    const { pathKind } = await import('../capture/capture.js');
     if ((await pathKind(this.resolver.memdir(agentId, tenant))) !== undefined) return true;
     const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
     for (const db of DB_NAMES) if ((await pathKind(`${sqliteDir}/${db}.sqlite`)) !== undefined) return true;
@@ -465,6 +452,23 @@ export class LocalSnapshotter implements MemorySnapshotter {
 
   private async snapshotSteps(p: Parameters<LocalSnapshotter['snapshotLocked']>[0]): Promise<SnapshotMeta> {
     if (this.usesRepository()) return this.repository.snapshot(p);
+    const [
+      { closeGate },
+      { captureAgent, hashCapture },
+      { sealManifest },
+      { packBundle },
+      { redactStaging },
+      { SqliteWorker },
+      { LockTimeoutError },
+    ] = await Promise.all([
+      import('../agent/write-gate.js'),
+      import('../capture/capture.js'),
+      import('../format/manifest.js'),
+      import('../format/writer.js'),
+      import('../policy/redaction/redact.js'),
+      import('../sqlite/worker.js'),
+      import('../store/lock.js'),
+    ]);
     const id = newSnapshotId();
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
     const encrypted = p.recipients.length > 0;
@@ -592,7 +596,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<RecoverResult | undefined> {
     const journalPath = this.layout.journalPath(tenant, agentId);
     let recovered: RecoverResult | undefined;
+    const { restoreLeftovers } = await import('../restore/stage.js');
     if (existsSync(journalPath)) {
+      const [{ closeGate }, { recoverJournal }] = await Promise.all([
+        import('../agent/write-gate.js'),
+        import('../restore/journal.js'),
+      ]);
       const gate = await closeGate(this.layout.writeGatePath(tenant, agentId), this.lockTimeoutMs);
       try {
         const r = await recoverJournal(journalPath, this.state);
@@ -622,6 +631,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const present = new Set(names.filter((n) => !removed.has(n)));
     for (const file of bundleFilesIn(dir, [...present])) {
       if (file.encrypted || present.has(`${file.name}${SIBLING_EXT}`)) continue;
+      const [{ refused, verifyBundleFile }, { readManifestOnly }] = await Promise.all([
+        import('../verify/verify.js'),
+        import('../format/reader.js'),
+      ]);
       const report = await verifyBundleFile(file.path).catch(() => undefined);
       if (!report || refused(report) || !report.file_sha256) {
         warn(`bundle ${file.name} has no sibling and does not verify; left as it is`);
@@ -675,8 +688,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     // an import into a repository store also keeps the bundle as a snapshot of the new agent
     const steps =
       req.import && !req.dryRun && this.usesRepository()
-        ? importIntoRepository(this, req)
-        : restoreAgent(this, req);
+        ? import('./import.js').then(({ importIntoRepository }) => importIntoRepository(this, req))
+        : import('./restore.js').then(({ restoreAgent }) => restoreAgent(this, req));
     return this.observed(
       steps,
       started,
@@ -690,6 +703,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
    * changing nothing live (snapshotter/import.ts). Needs the repository store.
    */
   async storeBundle(req: StoreBundleRequest): Promise<StoredBundle> {
+    const { storeBundle } = await import('./import.js');
     return storeBundle(this, req);
   }
 
@@ -703,6 +717,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         'the store is configured as bundles (store.format: bundles): migrate moves bundles into the repository, which this configuration does not use',
       );
     try {
+      const { migrateBundles } = await import('./migrate.js');
       return await migrateBundles(this, opts);
     } catch (err) {
       throw asSnapshotError(err, 'migrate');
@@ -714,6 +729,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** Compares two snapshots (ids, unique prefixes, or `live`). */
   async diff(req: DiffRequest): Promise<SnapshotDiff> {
     try {
+      const { diffSnapshots } = await import('../diff/diff.js');
       return await diffSnapshots(this, req);
     } catch (err) {
       throw asSnapshotError(err, `diff of agent ${req.agentId}`);
@@ -725,7 +741,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const started = performance.now();
     const dryRun = opts.dryRun === true;
     return this.observed(
-      collectGarbage(this, opts),
+      import('./gc.js').then(({ collectGarbage }) => collectGarbage(this, opts)),
       started,
       (report, durationMs) => ({ op: 'gc', dryRun, outcome: 'ok', report, durationMs }),
       (error, durationMs) => ({ op: 'gc', dryRun, outcome: error.outcome, error, durationMs }),
@@ -796,6 +812,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
    */
   async verify(bundlePath: string, opts: VerifyRequestOptions = {}): Promise<VerifyReport> {
     const { trust, decryptIdentity, ...rest } = opts;
+    const { verifyBundleFile } = await import('../verify/verify.js');
     return verifyBundleFile(bundlePath, {
       ...rest,
       ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
@@ -986,12 +1003,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
     opts: ExportOptions = {},
   ): Promise<ExportResult> {
     const inRepository = await this.findInRepository(agentId, tenant, id);
-    if (inRepository) return exportRepoSnapshot(this, inRepository, target, opts);
+    if (inRepository) {
+      const { exportRepoSnapshot } = await import('./repo-export.js');
+      return exportRepoSnapshot(this, inRepository, target, opts);
+    }
     const { file, reading } = await this.locateForReading(agentId, tenant, id);
     try {
       const { decryptIdentity, trust, redact, ...rest } = opts;
       if (redact !== undefined && typeof redact !== 'boolean')
         throw new InvalidInputError('redact must be a boolean');
+      const { exportBundle } = await import('./export.js');
       return await exportBundle(file, target, {
         ...rest,
         redact: redact ?? this.redactExports,

@@ -4,14 +4,15 @@
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
 // lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
 // and what retention needs without the identity (the whole listing, forgetting without that lock).
-// local.ts decides which store an operation goes to.
+// local.ts decides which store an operation goes to. The repository machinery is imported by the
+// operations that use it, not with this module: a state root without a repository lists without
+// loading it (CLI start-up).
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { closeGate } from '../agent/write-gate.js';
 import { LocalBackend } from '../backend/local.js';
-import { captureAgent } from '../capture/capture.js';
+import type { captureAgent } from '../capture/capture.js';
 import { type Identity, loadIdentities, recipientFingerprint } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
@@ -27,38 +28,17 @@ import {
 } from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
 import type { DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
-import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
-import { type CheckOptions, type CheckReport, checkRepository } from '../repository/check.js';
+import type { CheckOptions, CheckReport } from '../repository/check.js';
 import type { PreviousHistory } from '../repository/git-history.js';
-import { type HeldRepoLock, lockRepository } from '../repository/locks.js';
-import {
-  GIT_HISTORY_KIND,
-  type ParsedRepoManifest,
-  REPO_MANIFEST_VERSION_SIGNED,
-  type RepoManifest,
-  sealRepoManifest,
-} from '../repository/manifest.js';
-import { type PruneOptions, type PruneReport, pruneRepository } from '../repository/prune.js';
-import { mapLimit, Repository } from '../repository/repository.js';
-import {
-  forgetSnapshot,
-  type ListingMeta,
-  listSnapshots,
-  loadSnapshot,
-  saveSnapshot,
-  setPinned,
-} from '../repository/snapshots.js';
-import { storeCapture } from '../repository/store-capture.js';
-import { checkedVerifyRepoSnapshot } from '../repository/verify-checks.js';
-import {
-  type RepoVerifyOptions,
-  type RepoVerifyResult,
-  verifyRepoSnapshot,
-} from '../repository/verify-snapshot.js';
-import { SqliteWorker } from '../sqlite/worker.js';
+import type { HeldRepoLock } from '../repository/locks.js';
+import type { ParsedRepoManifest, RepoManifest } from '../repository/manifest.js';
+import type { PruneOptions, PruneReport } from '../repository/prune.js';
+import type { Repository } from '../repository/repository.js';
+import type { ListingMeta } from '../repository/snapshots.js';
+import type { RepoVerifyOptions, RepoVerifyResult } from '../repository/verify-snapshot.js';
 import { metaFromManifest } from '../store/catalog.js';
-import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
+import type { WorkerHeldLock } from '../store/lock.js';
 import { STAGING_PREFIX } from '../store/paths.js';
 import { toolVersions } from '../util/version.js';
 import type { LocalSnapshotter } from './local.js';
@@ -139,8 +119,9 @@ export class RepositoryStore {
   }
 
   /** A new handle on the repository (its own index), opened with `identityPath` or the configured identity. */
-  fresh(identityPath?: string): Promise<Repository> {
+  async fresh(identityPath?: string): Promise<Repository> {
     const ids = this.identities(identityPath);
+    const { Repository } = await import('../repository/repository.js');
     return Repository.open(new LocalBackend(this.root), {
       zstdLevel: this.zstdLevel,
       ...(ids ? { identities: ids } : {}),
@@ -154,12 +135,14 @@ export class RepositoryStore {
       const ids = this.identities();
       const backend = new LocalBackend(this.root);
       const opts = { zstdLevel: this.zstdLevel, ...(ids ? { identities: ids } : {}) };
-      this.opened = (
-        create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts)
-      ).catch((err: unknown) => {
-        this.opened = undefined;
-        throw err;
-      });
+      this.opened = import('../repository/repository.js')
+        .then(({ Repository }) =>
+          create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts),
+        )
+        .catch((err: unknown) => {
+          this.opened = undefined;
+          throw err;
+        });
     }
     return this.opened;
   }
@@ -176,6 +159,7 @@ export class RepositoryStore {
     fn: (lock: HeldRepoLock) => Promise<T>,
     waitMs = this.s.lockTimeoutMs,
   ): Promise<T> {
+    const { lockRepository } = await import('../repository/locks.js');
     const lock = await lockRepository(repo.backend, exclusive, operation, waitMs);
     try {
       await repo.refreshIndex();
@@ -191,6 +175,10 @@ export class RepositoryStore {
     agentId: string,
     tenant: string,
   ): Promise<PreviousHistory | undefined> {
+    const [{ listSnapshots, loadSnapshot }, { GIT_HISTORY_KIND }] = await Promise.all([
+      import('../repository/snapshots.js'),
+      import('../repository/manifest.js'),
+    ]);
     const latest = (await listSnapshots(repo, { agentId, tenant }))[0];
     if (!latest) return undefined;
     try {
@@ -205,6 +193,25 @@ export class RepositoryStore {
 
   /** The snapshot steps (the caller holds the agent lock). */
   async snapshot(p: RepoSnapshotParams): Promise<ListingMeta> {
+    const [
+      { closeGate },
+      { captureAgent },
+      { redactStaging },
+      { sealRepoManifest },
+      { saveSnapshot },
+      { storeCapture },
+      { SqliteWorker },
+      { LockTimeoutError },
+    ] = await Promise.all([
+      import('../agent/write-gate.js'),
+      import('../capture/capture.js'),
+      import('../policy/redaction/redact.js'),
+      import('../repository/manifest.js'),
+      import('../repository/snapshots.js'),
+      import('../repository/store-capture.js'),
+      import('../sqlite/worker.js'),
+      import('../store/lock.js'),
+    ]);
     const repo = await this.open(true, p.recipients);
     if (p.recipients.length > 0 && !repo.encrypted)
       throw new InvalidInputError(
@@ -318,12 +325,14 @@ export class RepositoryStore {
   /** The agent's repository snapshots, newest first (empty when there is no repository). */
   async list(agentId: string, tenant: string): Promise<ListingMeta[]> {
     if (!this.exists()) return [];
+    const { listSnapshots } = await import('../repository/snapshots.js');
     return listSnapshots({ backend: this.backend }, { agentId, tenant }, this.warn);
   }
 
   /** Every listed snapshot (of `tenant`, or of every tenant), newest first; no identity needed. */
   async listAll(tenant?: string): Promise<ListingMeta[]> {
     if (!this.exists()) return [];
+    const { listSnapshots } = await import('../repository/snapshots.js');
     return listSnapshots({ backend: this.backend }, tenant !== undefined ? { tenant } : {}, this.warn);
   }
 
@@ -339,6 +348,7 @@ export class RepositoryStore {
           throw err;
         },
       );
+    const { mapLimit } = await import('../repository/repository.js');
     await mapLimit(ids, 16, async (id) => {
       if (!(await present('listing', id))) return;
       listed.add(id);
@@ -353,6 +363,7 @@ export class RepositoryStore {
    * data one round longer. So gc never waits for a prune.
    */
   async forgetForRetention(id: string): Promise<void> {
+    const { forgetSnapshot } = await import('../repository/snapshots.js');
     await forgetSnapshot({ backend: this.backend }, id);
   }
 
@@ -387,6 +398,10 @@ export class RepositoryStore {
     } = {},
   ): Promise<{ report: VerifyReport; result: RepoVerifyResult }> {
     const repo = await this.open(false, [], opts.decryptIdentity);
+    const [{ verifyRepoSnapshot }, { checkedVerifyRepoSnapshot }] = await Promise.all([
+      import('../repository/verify-snapshot.js'),
+      import('../repository/verify-checks.js'),
+    ]);
     return this.locked(repo, false, 'verify', async () => {
       const onBytes = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes });
       if (opts.gitDir) {
@@ -416,7 +431,8 @@ export class RepositoryStore {
     const problems = [...r.problems];
     let signature: VerifyReport['signature'];
     if (r.parsed) {
-      const signed = r.parsed.manifest.manifest_version === REPO_MANIFEST_VERSION_SIGNED;
+      // v5 (signed) exactly when it carries a signature: parseRepoManifest refuses every other pairing
+      const signed = r.parsed.manifest.signature !== undefined;
       const check = checkSealSignature(
         { manifest: r.parsed.manifest, raw: r.parsed.raw, signed },
         trust?.keys ?? [],
@@ -480,10 +496,12 @@ export class RepositoryStore {
   /** Forgets a snapshot (its data goes with the next prune). */
   async forget(id: string): Promise<void> {
     const repo = await this.open();
+    const { forgetSnapshot } = await import('../repository/snapshots.js');
     await this.locked(repo, false, 'forget', () => forgetSnapshot(repo, id));
   }
 
   async setPinned(id: string, pinned: boolean): Promise<void> {
+    const { setPinned } = await import('../repository/snapshots.js');
     await setPinned({ backend: this.backend }, id, pinned);
   }
 
@@ -494,6 +512,7 @@ export class RepositoryStore {
   async prune(opts: Omit<PruneOptions, 'lock'> & { waitMs?: number } = {}): Promise<PruneReport> {
     const { waitMs, ...rest } = opts;
     const repo = await this.open();
+    const { pruneRepository } = await import('../repository/prune.js');
     return this.locked(
       repo,
       true,
@@ -505,18 +524,21 @@ export class RepositoryStore {
 
   async check(opts: CheckOptions = {}): Promise<CheckReport> {
     const repo = await this.open();
+    const { checkRepository } = await import('../repository/check.js');
     return this.locked(repo, false, 'check', () => checkRepository(repo, opts));
   }
 
   /** A snapshot's manifest with its raw JSON, checked (seals, versions, repository id), for restore. */
   async parsed(id: string, identityPath?: string): Promise<ParsedRepoManifest> {
     const repo = await this.open(false, [], identityPath);
+    const { loadSnapshot } = await import('../repository/snapshots.js');
     return loadSnapshot(repo, id);
   }
 
   /** A snapshot's manifest, for restore and diff (NotFoundError when absent). */
   async manifest(id: string, identityPath?: string): Promise<RepoManifest> {
     const repo = await this.open(false, [], identityPath);
+    const { loadSnapshot } = await import('../repository/snapshots.js');
     return (await loadSnapshot(repo, id)).manifest;
   }
 }

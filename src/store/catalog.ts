@@ -9,7 +9,6 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
-import { readManifestOnly } from '../format/reader.js';
 import { InvalidInputError, IoError, NotFoundError } from '../model/errors.js';
 import { parseSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
 import type { SnapshotMeta } from '../model/types.js';
@@ -202,6 +201,8 @@ export async function bundleMeta(file: BundleFile): Promise<SnapshotMeta> {
       ...(sibling.status === 'ok' ? { file_sha256: sibling.sha256 } : {}),
     };
   }
+  // The bundle reader (and the manifest schema) only for a bundle without a sidecar.
+  const { readManifestOnly } = await import('../format/reader.js');
   const { parsed } = await readManifestOnly(file.path);
   return metaFromManifest(
     parsed.manifest,
