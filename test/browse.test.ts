@@ -156,6 +156,12 @@ for (const store of STORES) {
     const page = await f.s.cat('ana', undefined, s1.id, 'memdir/MEMORY.md', { offset: 2, limit: 5 });
     assert.equal(page.kind === 'file' && page.content, f.memoryV1.slice(2, 7));
     assert.equal(page.kind === 'file' && page.truncated, true);
+    const state = await f.s.ls('ana', undefined, s1.id, 'state');
+    assert.ok(state.entries.length > 0);
+    for (const e of state.entries) {
+      const v = await f.s.cat('ana', undefined, s1.id, e.path);
+      assert.ok(v.kind === 'file' && JSON.parse(v.content!) !== undefined, e.path);
+    }
     const odd = old.entries.find((e) => e.name === HOSTILE)!;
     assert.equal(odd.path, `memdir/${HOSTILE}`);
     const oddCat = await f.s.cat('ana', undefined, s1.id, odd.path);
