@@ -4,9 +4,9 @@
 // content (SHA-256); a repository's databases by page chunk (content-addressed: a chunk is a candidate
 // when it holds the text, or either half of a longer text; a regex is matched against the chunk read as
 // UTF-8), a database with candidates opened once per distinct set of pages holding candidates (by
-// content) and the hit confirmed by a row query; a bundle's databases by their SHA-256, each confirmed by a row query. Unless
-// the caller asks for secrets, a match counts only when it is still there once the redaction rules have
-// been applied to its file, value or row, and snippets are shown redacted.
+// content) and the hit confirmed by a row query; a bundle's databases by their SHA-256, each confirmed
+// by a row query. Unless the caller asks for secrets, a match counts only when it is still there once
+// the redaction rules have been applied to its file, value or row, and snippets are shown redacted.
 
 import { createHash } from 'node:crypto';
 import type { Shown } from '../diff/secrets.js';

@@ -1,7 +1,7 @@
 // Owns the HTTP API's route table: each route parses its path, query and body, makes one library call
-// (list, snapshot, verify, diff, ls/cat/find of a snapshot, export download, delete, restore, gc) and returns the library's JSON
-// shape unchanged. Tenant: `?tenant=` or the `X-Nexo-Tenant` header (default `default`). Restore runs
-// only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is open.
+// (list, snapshot, verify, diff, ls/cat/find of a snapshot, export download, delete, restore, gc) and
+// returns the library's JSON shape unchanged. Tenant: `?tenant=` or the `X-Nexo-Tenant` header (default
+// `default`). Restore runs only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is open.
 
 import { z } from 'zod';
 import { parseSince } from '../browse/since.js';
