@@ -34,8 +34,8 @@ const MAX_QUERY_CHARS = 1000;
 const SNIPPET_CONTEXT = 40;
 /** A text longer than this is prefiltered by its halves (found even when cut by one page boundary). */
 const SPLIT_ABOVE = 8;
-/** Chunks scanned per batch (their bytes are dropped once scanned). */
-const SCAN_BATCH = 512;
+/** Ranged pack reads in flight while chunks are scanned (each up to 4 MiB). */
+const SCAN_AHEAD = 8;
 const ID_BYTES = 32;
 const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
 const PAGE_SIZES = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
@@ -419,21 +419,19 @@ async function searchRepository(
     if (!lx || !ly) return lx ? -1 : ly ? 1 : 0;
     return lx.pack < ly.pack ? -1 : lx.pack > ly.pack ? 1 : lx.offset - ly.offset;
   });
-  for (let i = 0; i < order.length; i += SCAN_BATCH) {
-    const batch = order.slice(i, i + SCAN_BATCH);
-    let j = 0;
-    for await (const b of repo.streamBlobs(batch)) {
-      ctx.stats.units_searched++;
-      ctx.stats.bytes_scanned += b.length;
-      const id = batch[j++]!;
-      const hit = ctx.m.maybe(b);
-      scanned.set(id, hit);
-      if (b.length >= 100 && b.subarray(0, 16).equals(SQLITE_MAGIC)) {
-        const ps = b.readUInt16BE(16);
-        pageSizeOf.set(id, ps === 1 ? 65536 : ps);
-      }
-      if (hit) pagesOf.set(id, candidatePages(ctx.m, b));
+  // one stream, so reads stay ahead of the scan (it holds at most its read-ahead in memory)
+  let j = 0;
+  for await (const b of repo.streamBlobs(order, SCAN_AHEAD)) {
+    ctx.stats.units_searched++;
+    ctx.stats.bytes_scanned += b.length;
+    const id = order[j++]!;
+    const hit = ctx.m.maybe(b);
+    scanned.set(id, hit);
+    if (b.length >= 100 && b.subarray(0, 16).equals(SQLITE_MAGIC)) {
+      const ps = b.readUInt16BE(16);
+      pageSizeOf.set(id, ps === 1 ? 65536 : ps);
     }
+    if (hit) pagesOf.set(id, candidatePages(ctx.m, b));
   }
   // 3. per snapshot: files by content, databases by their candidate chunks
   const out: FindSnapshotHit[] = [];
