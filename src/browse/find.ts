@@ -391,7 +391,11 @@ async function searchRepository(
     return a.chunk_lists.flatMap((l) => lists.get(l)!);
   };
   // 1. manifests and the chunk ids of every database
-  const snaps: { src: SnapshotSource; dbs: { db: DbName; sha256: string; chunks: string[] }[] }[] = [];
+  const snaps: {
+    src: SnapshotSource;
+    files: Rows;
+    dbs: { db: DbName; sha256: string; chunks: string[] }[];
+  }[] = [];
   const scanned = new Map<string, boolean>(); // chunk → holds a candidate
   const pagesOf = new Map<string, Map<number, string[]> | undefined>(); // candidate chunk → page size → pages
   const pageSizeOf = new Map<string, number>(); // a database's first chunk → its page size
@@ -410,7 +414,13 @@ async function searchRepository(
       }
       dbs.push({ db, sha256: a.sha256, chunks });
     }
-    snaps.push({ src, dbs });
+    // files are searched now; only the databases' part of the manifest is kept for the confirmations
+    const files = await searchFiles(ctx, src);
+    const dbOnly = {
+      ...manifest,
+      artifacts: manifest.artifacts.filter((x) => x.path_in_bundle.startsWith('sqlite/')),
+    };
+    snaps.push({ src: repositorySource(repo, dbOnly), files, dbs });
   }
   // 2. every distinct chunk once, in pack order (adjacent blobs are read together)
   const order = [...toScan].sort((x, y) => {
@@ -435,8 +445,8 @@ async function searchRepository(
   }
   // 3. per snapshot: files by content, databases by their candidate chunks
   const out: FindSnapshotHit[] = [];
-  for (const { src, dbs } of snaps) {
-    const parts = [await searchFiles(ctx, src)];
+  for (const { src, files, dbs } of snaps) {
+    const parts = [files];
     for (const { db, sha256, chunks } of dbs) {
       const candidates = [...new Set(chunks.filter((c) => scanned.get(c)))].sort();
       if (candidates.length === 0) continue;
