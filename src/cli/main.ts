@@ -7,7 +7,7 @@
 import { Command, CommanderError } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../model/errors.js';
 import { PACKAGE_DESCRIPTION, PACKAGE_VERSION } from '../util/version.js';
-import { metricsFileOption, natsOption } from './commands/options.js';
+import { metricsFileOption, natsOption, repoOption } from './commands/options.js';
 import { reportError, setCurrentCommand } from './context.js';
 
 type SubCommand = Parameters<Command['addCommand']>[0];
@@ -75,8 +75,8 @@ Examples:
   for (const cmd of commands) program.addCommand(cmd);
   program.exitOverride();
   for (const c of program.commands) {
-    // Global on every command: events and metrics of one-shot runs.
-    c.addOption(natsOption()).addOption(metricsFileOption()).exitOverride();
+    // Global on every command: the repository's location, events and metrics of one-shot runs.
+    c.addOption(repoOption()).addOption(natsOption()).addOption(metricsFileOption()).exitOverride();
   }
   program.hook('preAction', (_program, actionCommand) => setCurrentCommand(actionCommand));
   return program;

@@ -217,7 +217,7 @@ export async function collectGarbage(
   };
   const tenant = opts.tenant === undefined ? undefined : validateTenant(opts.tenant);
   const agentId = opts.agentId === undefined ? undefined : validateAgentId(opts.agentId);
-  const hasRepository = s.repository.exists();
+  const hasRepository = await s.repository.exists();
   // The repository's listing, read once for every agent (no identity needed).
   const byAgent = new Map<string, ListingMeta[]>();
   for (const m of await s.repository.listAll(tenant))
