@@ -190,6 +190,7 @@ export async function openBackend(location: RepoLocation, settings: BackendSetti
   if (settings.observer) b = new MeteredBackend(b, settings.observer);
   b = new RetryingBackend(b, {
     backend: location.kind,
+    location: location.display,
     ...(settings.retry ?? {}),
     ...(settings.observer ? { observer: settings.observer } : {}),
   });

@@ -2,10 +2,12 @@
 // tried up to `attempts` times, waiting a random time in [0, min(maxDelayMs, baseDelayMs · 2^n)] between
 // tries ("full jitter", so many clients that failed together do not retry together). A save from an
 // async iterable is buffered (up to REPLAY_LIMIT bytes) so it can be sent again; a bigger stream gets one
-// attempt. A load that fails mid-stream resumes with a range from the byte it reached, so the caller
+// attempt. A load that fails or ends early mid-stream resumes with a range from the byte it reached, so the caller
 // sees each byte once; a load that ends before the range it asked for is a failure too. A list that fails
 // mid-way starts again and skips the names it already gave. When the attempts are spent the error is
 // StoreUnavailableError(STORE_UNREACHABLE) naming the store (never a secret) and the last failure.
+// The end of a load without a length is the object's size, from the list that named it (types that
+// never change) or a stat, so a stream cut short without an error is retried too.
 
 import { ObjectExistsError, StoreUnavailableError } from '../model/errors.js';
 import {
@@ -29,12 +31,24 @@ export const REPLAY_LIMIT = 64 * 1024 * 1024;
 export interface RetryingOptions extends RetryOptions {
   /** `nats`, `s3`: named in the final error. */
   readonly backend: string;
+  /** The store as shown in messages (default: the inner backend's location). Never a secret. */
+  readonly location?: string;
   readonly observer?: BackendObserver;
   /** Waits `ms` (tests pass a recorder; default: a timer). */
   readonly sleep?: (ms: number) => Promise<void>;
   /** A number in [0, 1) (default Math.random). */
   readonly random?: () => number;
 }
+
+/** Types whose objects never change once written (a listed size stays true). */
+const IMMUTABLE: ReadonlySet<ObjectType> = new Set([
+  'config',
+  'keys',
+  'packs',
+  'index',
+  'snapshots',
+  'listing',
+]);
 
 const isTransient = (err: unknown): boolean => err instanceof TransientStoreError;
 
@@ -46,6 +60,8 @@ export class RetryingBackend implements Backend {
   private readonly max: number;
   private readonly sleep: (ms: number) => Promise<void>;
   private readonly random: () => number;
+  /** Sizes of immutable objects seen in lists, `type/name` → bytes. */
+  private readonly sizes = new Map<string, number>();
 
   constructor(
     readonly inner: Backend,
@@ -59,7 +75,7 @@ export class RetryingBackend implements Backend {
   }
 
   get location(): string {
-    return this.inner.location;
+    return this.opts.location ?? this.inner.location;
   }
 
   /** The wait before retry number `n` (1 = the first retry). */
@@ -135,7 +151,9 @@ export class RetryingBackend implements Backend {
     range = validateRange(range);
     const what = `load ${h.type}/${h.name}`;
     const start = range?.offset ?? 0;
-    const end = range?.length === undefined ? undefined : start + range.length;
+    // A stream that ends early without an error must not pass for the whole object: the end is the
+    // range's, else the size a list showed (objects that never change) or a stat.
+    const end = range?.length === undefined ? await this.sizeOf(h, what) : start + range.length;
     let pos = start;
     for (let failed = 0; ; ) {
       const resumed: Range = end === undefined ? { offset: pos } : { offset: pos, length: end - pos };
@@ -145,7 +163,7 @@ export class RetryingBackend implements Backend {
           pos += chunk.length;
           yield chunk;
         }
-        if (end !== undefined && pos < end)
+        if (pos < end)
           throw new TransientStoreError(`${what}: the stream ended at byte ${pos}, before ${end}`, {
             backend: this.opts.backend,
             location: this.location,
@@ -155,6 +173,13 @@ export class RetryingBackend implements Backend {
         await this.backoff('load', what, ++failed, err);
       }
     }
+  }
+
+  /** The size of `h`: as a list showed it when its type never changes, else asked for. */
+  private async sizeOf(h: Handle, what: string): Promise<number> {
+    const known = IMMUTABLE.has(h.type) ? this.sizes.get(`${h.type}/${h.name}`) : undefined;
+    if (known !== undefined) return known;
+    return (await this.run('stat', what, () => this.inner.stat(h))).size;
   }
 
   stat(h: Handle): Promise<ObjectInfo> {
@@ -169,6 +194,7 @@ export class RetryingBackend implements Backend {
         for await (const info of this.inner.list(type)) {
           if (given.has(info.name)) continue;
           given.add(info.name);
+          if (IMMUTABLE.has(type)) this.sizes.set(`${type}/${info.name}`, info.size);
           yield info;
         }
         return;
