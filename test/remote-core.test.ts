@@ -6,6 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { readAll, TransientStoreError } from '../src/backend/backend.js';
@@ -16,6 +17,7 @@ import { cacheDirOf, parseRepoLocation } from '../src/backend/open.js';
 import { RetryingBackend } from '../src/backend/retry.js';
 import { backendSettingsFromConfig, snapshotterOptionsFromConfig } from '../src/config/runtime.js';
 import { ConfigError, StoreUnavailableError } from '../src/model/errors.js';
+import { isStale, lockRepository, ownHostId, REFRESH_MS, TRUST_MS } from '../src/repository/locks.js';
 import { REPO, type RunResult, runCli, runTs, sampleAgent, tempDir } from './helpers/env.js';
 
 const SMALL = { memories: 40, embeddings: 10, files: 3, commits: 2 };
@@ -465,3 +467,74 @@ test('CachedBackend: a damaged cache entry of a hash-named object is never trust
   await readAll(c, { type: 'pins', name: '01a2322e-8ca4-772c-8993-6dd27eec3a37' }, { maxBytes: 10 });
   assert.ok(!existsSync(join(dir, 'pins')));
 });
+
+/** A backend whose lock saves move `clock` forward by `slowMs` each (a save that takes that long). */
+function slowLockSaves(inner: MemoryBackend, clock: { t: number }, slowMs: () => number): MemoryBackend {
+  const save = inner.save.bind(inner);
+  inner.save = async (h, data, opts) => {
+    await save(h, data, opts);
+    if (h.type === 'locks') clock.t += slowMs();
+  };
+  return inner;
+}
+
+test('repository locks across hosts: same host name elsewhere, a slow lock write, a late refresh', async () => {
+  const backend = new MemoryBackend();
+  const t0 = Date.now();
+  // Another machine (or container) with the same host name: its pid means nothing here.
+  const elsewhere = {
+    exclusive: false,
+    operation: 'snapshot',
+    host: hostname(),
+    host_id: 'another-boot/pid:[1]',
+    pid: 2 ** 22 + 12345, // no such process on this host
+    created_at_ms: t0,
+    refreshed_at_ms: t0,
+  };
+  assert.equal(isStale(elsewhere, t0), false, 'a live lock of another machine is not judged by pid');
+  assert.equal(isStale({ ...elsewhere, host_id: ownHostId() }, t0), true, 'a dead pid of this very host is');
+  await backend.save({ type: 'locks', name: 'e'.repeat(64) }, Buffer.from(JSON.stringify(elsewhere)));
+  await assert.rejects(lockRepository(backend, true, 'prune', 0), /locked: shared lock of snapshot/);
+  await backend.remove({ type: 'locks', name: 'e'.repeat(64) });
+
+  // New locks carry this host's identity.
+  const l = await lockRepository(backend, false, 'snapshot', 0);
+  const info = JSON.parse(
+    (await readAll(backend, { type: 'locks', name: l.name }, { maxBytes: 4096 })).toString(),
+  );
+  assert.equal(info.host_id, ownHostId());
+  await l.release();
+
+  // A lock whose save took longer than the trust window is withdrawn, never counted on.
+  const clock = { t: t0 };
+  let slow = TRUST_MS + 1000;
+  const slowB = slowLockSaves(new MemoryBackend(), clock, () => slow);
+  await assert.rejects(lockRepository(slowB, true, 'prune', 0, { now: () => clock.t }), /not trusted/);
+  assert.deepEqual(await names(slowB), [], 'the slow lock was withdrawn');
+
+  // A holder whose refresh comes after the trust window (suspended, or a slow store) has lost its lock:
+  // it does not write it again, and check() stops the operation.
+  slow = 0;
+  const held = await lockRepository(slowB, false, 'snapshot', 0, { now: () => clock.t });
+  const before = (await readAll(slowB, { type: 'locks', name: held.name }, { maxBytes: 4096 })).toString();
+  clock.t += TRUST_MS + 1;
+  await held.refresh();
+  const after = (await readAll(slowB, { type: 'locks', name: held.name }, { maxBytes: 4096 })).toString();
+  assert.equal(after, before, 'not rewritten');
+  await assert.rejects(held.check(), /lost/);
+  await held.release();
+
+  // A refresh whose write itself outlasts the trust window is not counted on either.
+  const held2 = await lockRepository(slowB, false, 'snapshot', 0, { now: () => clock.t });
+  clock.t += REFRESH_MS;
+  slow = TRUST_MS;
+  await held2.refresh();
+  await assert.rejects(held2.check(), /lost/);
+  await held2.release();
+});
+
+async function names(b: MemoryBackend): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of b.list('locks')) out.push(o.name);
+  return out;
+}
