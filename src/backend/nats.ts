@@ -177,7 +177,7 @@ class NatsBackend implements Backend {
   readonly location: string;
   private readonly stream: string;
   private readonly prefix: string;
-  private readonly retry: Required<RetryOptions>;
+  private readonly retry: RetryPolicy;
   private readonly observer: BackendObserver | undefined;
 
   constructor(
@@ -192,9 +192,9 @@ class NatsBackend implements Backend {
     this.location = location;
     this.stream = `OBJ_${bucket}`;
     this.prefix = `$O.${bucket}`;
-    this.retry = retryDefaults(opts.retry);
-    this.observer = opts.observer;
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.retry = retryPolicy(opts.retry, this.timeoutMs);
+    this.observer = opts.observer;
   }
 
   private readonly timeoutMs: number;
@@ -239,6 +239,18 @@ class NatsBackend implements Backend {
 
   private async purge(subject: string): Promise<void> {
     await this.run('purge', () => this.jsm.streams.purge(this.stream, { filter: subject }));
+  }
+
+  /** Cleanup after a failed or replaced save: one attempt, never an error (docs/remote.md: leftovers). */
+  private async purgeQuietly(subject: string): Promise<void> {
+    const once = { ...this.retry, attempts: 1 };
+    await withRetry(
+      'purge',
+      () => this.jsm.streams.purge(this.stream, { filter: subject }),
+      once,
+      undefined,
+      this.location,
+    ).catch(() => {});
   }
 
   save(h: Handle, data: SaveSource, opts?: SaveOptions): Promise<void> {
@@ -309,7 +321,7 @@ class NatsBackend implements Backend {
         if (failure !== undefined) throw failure;
       } catch (err) {
         await Promise.allSettled(inflight);
-        await this.purge(subject).catch(() => {}); // best effort: docs/remote.md says what may be left
+        await this.purgeQuietly(subject);
         throw err;
       }
 
@@ -337,11 +349,11 @@ class NatsBackend implements Backend {
           }),
         );
       } catch (err) {
-        await this.purge(subject).catch(() => {});
-        if (err instanceof SnapshotError) throw err;
+        await this.purgeQuietly(subject);
+        if (classify(err) === 'exists') throw new ObjectExistsError(h.type, h.name, this.location);
         throw err;
       }
-      if (old && old.nuid !== id) await this.purge(this.chunkSubject(old.nuid)).catch(() => {});
+      if (old && old.nuid !== id) await this.purgeQuietly(this.chunkSubject(old.nuid));
     });
   }
 
@@ -553,39 +565,59 @@ class NatsBackend implements Backend {
   }
 }
 
-function retryDefaults(r: RetryOptions | undefined): Required<RetryOptions> {
+interface RetryPolicy extends Required<RetryOptions> {
+  /** An attempt lasts this long: a request refused at once (no responders, no leader) is repeated within it. */
+  readonly attemptMs: number;
+}
+
+function retryPolicy(r: RetryOptions | undefined, timeoutMs: number): RetryPolicy {
   return {
     attempts: Math.max(1, r?.attempts ?? 5),
     baseDelayMs: r?.baseDelayMs ?? 200,
     maxDelayMs: r?.maxDelayMs ?? 5000,
+    attemptMs: timeoutMs,
   };
 }
 
+/** Full jitter: a random delay between 0 and the capped exponential backoff. */
+const jitter = (p: RetryPolicy, step: number): number =>
+  randomInt(0, Math.max(1, Math.floor(Math.min(p.maxDelayMs, p.baseDelayMs * 2 ** step))) + 1);
+
 /**
  * Runs `fn`, retrying transient failures with exponential backoff and full jitter; maps what is left to
- * the typed errors: unreachable, auth, denied, missing; our own SnapshotErrors pass through.
+ * the typed errors: unreachable, auth, denied, missing; our own SnapshotErrors pass through. A failure
+ * that comes back faster than a timeout would (no responders while a leader is elected, a refused
+ * connection) does not use up an attempt until the attempt has lasted `attemptMs`: a leader election of a
+ * few seconds is waited out as a timeout would be.
  */
 async function withRetry<T>(
   op: string,
   fn: () => Promise<T>,
-  retry: Required<RetryOptions>,
+  policy: RetryPolicy,
   observer: BackendObserver | undefined,
   location: string,
 ): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
+  let attempt = 1;
+  let started = Date.now();
+  let within = 0;
+  for (;;) {
     try {
       return await fn();
     } catch (err) {
       if (err instanceof SnapshotError) throw err;
       const kind = classify(err);
-      if (kind === 'transient' && attempt < retry.attempts) {
-        const cap = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (attempt - 1));
-        const delay = randomInt(0, Math.max(1, Math.floor(cap)) + 1);
-        observer?.retry?.(op, attempt, delay, message(err));
-        await sleep(delay);
-        continue;
-      }
-      throw storeError(kind, err, location, attempt);
+      if (kind !== 'transient') throw storeError(kind, err, location, attempt);
+      let delay: number;
+      if (Date.now() - started < policy.attemptMs) {
+        delay = Math.min(jitter(policy, within++), Math.max(0, started + policy.attemptMs - Date.now()));
+      } else if (attempt < policy.attempts) {
+        delay = jitter(policy, attempt - 1);
+        attempt++;
+        within = 0;
+        started = Date.now() + delay;
+      } else throw storeError(kind, err, location, attempt);
+      observer?.retry?.(op, attempt, delay, message(err));
+      await sleep(delay);
     }
   }
 }
@@ -642,8 +674,8 @@ export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions)
   if (!Array.isArray(opts.servers) || opts.servers.length === 0)
     throw new InvalidInputError('a NATS repository needs at least one server URL');
   const location = describe(opts.servers, bucket);
-  const retry = retryDefaults(opts.retry);
   const timeout = opts.timeoutMs ?? 10_000;
+  const retry = retryPolicy(opts.retry, timeout);
   const auth = opts.credsFile ? credsAuthenticator(readFileSync(opts.credsFile)) : undefined;
   const nc = await withRetry(
     'connect',
