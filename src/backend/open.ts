@@ -3,9 +3,10 @@
 // (the local backend), `nats://host:port[,host:port…]/bucket` or `s3://bucket[/prefix]` — refusing
 // credentials in a URL, empty or malformed buckets, bad ports and `..`, without ever echoing the text
 // back when it may hold a secret. `openBackend` builds the Backend: the local one directly; a remote
-// one by importing its module on demand (the CLI loads no client library for a local repository),
-// wrapped in metering (metered.ts), retries (retry.ts) and the local cache of immutable objects
-// (cache.ts), in that order from the inside out.
+// one (nats.ts, s3.ts) by importing its module on demand (the CLI loads no client library for a local
+// repository), wrapped in metering (metered.ts), retries (retry.ts: what the backend itself does not
+// see, a stream that ends early) and the local cache of immutable objects (cache.ts), in that order
+// from the inside out.
 
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
@@ -138,37 +139,41 @@ export function cacheDirOf(cacheRoot: string, location: RepoLocation): string {
   return join(cacheRoot, createHash('sha256').update(location.display).digest('hex'));
 }
 
-/**
- * The remote backend factories, imported on demand. Until a backend's module is part of this build, its
- * kind fails with a ConfigError saying so.
- */
+/** The remote backend factories, imported on demand (tests may point them elsewhere). */
 export const remoteFactories = {
   async nats(): Promise<OpenNatsBackend> {
-    throw new ConfigError(
-      'NATS JetStream repositories are not available in this build (src/backend/nats.ts is missing)',
-    );
+    return (await import('./nats.js')).openNatsBackend;
   },
   async s3(): Promise<OpenS3Backend> {
-    throw new ConfigError('S3 repositories are not available in this build (src/backend/s3.ts is missing)');
+    return (await import('./s3.js')).openS3Backend;
   },
 };
 
-/** The raw remote backend (no wrappers). Retries are the wrapper's: the backend makes one attempt. */
+/**
+ * The raw remote backend. It retries its own transient failures per `settings.retry` (it knows which
+ * of its requests may be repeated) and tells `retry` to the observer; its requests are counted by the
+ * metering wrapper, so the observer it gets counts only retries.
+ */
 async function openRemote(location: RepoLocation, settings: BackendSettings): Promise<Backend> {
-  const once: RetryOptions = { attempts: 1 };
+  const common = {
+    ...(settings.retry ? { retry: settings.retry } : {}),
+    ...(settings.observer?.retry
+      ? { observer: { request: () => {}, retry: settings.observer.retry.bind(settings.observer) } }
+      : {}),
+  };
   if (location.kind === 'nats') {
     const open = await remoteFactories.nats();
     return open({
       ...(settings.nats ?? {}),
+      ...common,
       servers: location.servers,
       bucket: location.bucket,
       ...(settings.create ? { create: true } : {}),
-      retry: once,
     });
   }
   if (location.kind === 's3') {
     const open = await remoteFactories.s3();
-    return open({ ...(settings.s3 ?? {}), bucket: location.bucket, prefix: location.prefix, retry: once });
+    return open({ ...(settings.s3 ?? {}), ...common, bucket: location.bucket, prefix: location.prefix });
   }
   throw new ConfigError(`internal: ${location.kind} is not a remote location`);
 }

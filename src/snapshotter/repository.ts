@@ -29,7 +29,6 @@ import {
   ConfigError,
   InvalidInputError,
   ObjectNotFoundError,
-  StoreUnavailableError,
   UnknownAgentError,
 } from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
@@ -135,7 +134,8 @@ export class RepositoryStore {
 
   /**
    * Whether the repository has been created (its config exists): on the file system for a local one;
-   * for a remote one, its `config` object (asked once per handle once found; a missing bucket is "no").
+   * for a remote one, its `config` object (asked once per handle once found; a missing bucket or stream
+   * is StoreUnavailableError STORE_MISSING).
    */
   async exists(): Promise<boolean> {
     if (this.place.kind === 'local') return this.existsLocally();
@@ -145,8 +145,8 @@ export class RepositoryStore {
       this.seen = true;
       return true;
     } catch (err) {
+      // A missing bucket is an error (STORE_MISSING), not an empty repository: likely a typo.
       if (err instanceof ObjectNotFoundError) return false;
-      if (err instanceof StoreUnavailableError && err.code === 'STORE_MISSING') return false;
       throw err;
     }
   }
