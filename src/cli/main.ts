@@ -61,11 +61,13 @@ export async function buildProgram(argv?: readonly string[]) {
       'after',
       `
 Exit status: 0 ok, 1 usage/config/I/O error, 2 bundle damaged, 3 not fully verified, 4 agent busy,
-5 not found, 6 refused, 7 encryption error. See README.md for the full table.
+5 not found, 6 refused, 7 encryption error, 8 remote store unavailable. See README.md for the
+full table.
 
 Examples:
   nexo-memory snapshot --agent ana --label before-dream
   nexo-memory list --agent ana
+  nexo-memory list --agent ana --repo s3://fleet-bucket/agents
   NEXO_MEMORY_RESTORE_ALLOW=true nexo-memory restore --agent ana --from <bundle> --dry-run
   nexo-memory verify state/tenants/default/snapshots/ana/<id>.tar.zst --deep
   nexo-memory keygen --out sign.key && nexo-memory snapshot --agent ana --sign sign.key
