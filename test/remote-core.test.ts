@@ -15,6 +15,7 @@ import { FaultyBackend } from '../src/backend/faulty.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { cacheDirOf, parseRepoLocation } from '../src/backend/open.js';
 import { RetryingBackend } from '../src/backend/retry.js';
+import { loadConfig } from '../src/config/config.js';
 import { backendSettingsFromConfig, snapshotterOptionsFromConfig } from '../src/config/runtime.js';
 import { ConfigError, StoreUnavailableError } from '../src/model/errors.js';
 import { isStale, lockRepository, ownHostId, REFRESH_MS, TRUST_MS } from '../src/repository/locks.js';
@@ -130,6 +131,31 @@ suite('remote core', { concurrency: 4 }, () => {
       () => snapshotterOptionsFromConfig({ store: { backend: 'nats' } }, {}),
       /store\.nats\.servers and .*bucket are required/,
     );
+    // the config file: secrets in the wrong place are refused without being repeated
+    const dir = tempDir(t, 'nexo-cfg-');
+    const file = join(dir, 'memory.yaml');
+    for (const [yaml, why] of [
+      [
+        'snapshot:\n  store:\n    s3:\n      endpoint: http://AKIA:hunter2-secret@minio:9000\n',
+        /store\.s3\.endpoint/,
+      ],
+      [
+        'snapshot:\n  store:\n    nats:\n      servers: [nats://u:hunter2-secret@h:4222]\n',
+        /store\.nats\.servers/,
+      ],
+      ['snapshot:\n  store:\n    backend: ftp\n', /store\.backend/],
+      ['snapshot:\n  store:\n    s3:\n      secret: hunter2-secret\n', /store\.s3\.secret: unknown key/],
+    ] as const) {
+      writeFileSync(file, yaml);
+      assert.throws(
+        () => loadConfig(file),
+        (e: unknown) =>
+          e instanceof ConfigError && why.test(e.message) && !e.message.includes('hunter2-secret'),
+        yaml,
+      );
+    }
+    writeFileSync(file, 'snapshot:\n  store:\n    nats:\n      creds_file: keys/fleet.creds\n');
+    assert.equal(loadConfig(file).snapshot.store?.nats?.creds_file, join(dir, 'keys', 'fleet.creds'));
     // nothing configured → nothing passed: the SDK's own chain (AWS_REGION, AWS_ENDPOINT_URL_S3) applies
     assert.deepEqual(backendSettingsFromConfig({ store: { backend: 's3', s3: { bucket: 'b' } } }), {});
     assert.deepEqual(backendSettingsFromConfig(cfg).s3, {
