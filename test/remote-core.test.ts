@@ -650,6 +650,11 @@ suite('remote core', { concurrency: 4 }, () => {
       runCli([...args, '--json', '--config', config], {
         env: { TEST_NATS_PASSWORD: pass, NEXO_MEMORY_REPO: repo, ...allow },
       });
+    // before the first snapshot the buckets do not exist: list says so, retention has nothing to do
+    const early = await cli(['list', '--agent', 'ana', '--state-root', b.stateRoot]);
+    assert.equal(early.code, 8, early.stdout + early.stderr);
+    assert.equal(json(early).error.code, 'STORE_MISSING');
+    ok(await cli(['gc', '--all', '--state-root', b.stateRoot]), 'gc before the first snapshot');
     const snap = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
     assert.equal(snap.bundle_path, `${repo}#${snap.id}`);
     const listed = snapshotsOf(
