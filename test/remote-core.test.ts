@@ -314,9 +314,13 @@ suite('remote core', { concurrency: 4 }, () => {
     );
     assert.deepEqual(readFileSync(entry), good, 'and the cache holds the right bytes again');
 
+    // a snapshot another host forgot (its listing entry removed first) is gone, and leaves the cache
+    rmSync(join(remote, 'fleet-bucket', 'agents', 'listing', s2.id));
+    assert.deepEqual(await list(), [s1.id]);
+    assert.deepEqual(readdirSync(join(cacheDir, 'listing')), [s1.id]);
     // deleting the cache loses nothing
     rmSync(join(a.stateRoot, 'cache'), { recursive: true, force: true });
-    assert.deepEqual(await list(), want, 'after the cache was deleted');
+    assert.deepEqual(await list(), [s1.id], 'after the cache was deleted');
     const restored = await remoteCli(
       t,
       remote,

@@ -4,10 +4,11 @@
 // reads ranges of them), nor pins and locks (they change). Listing names always come from the store, so
 // a snapshot forgotten on another host disappears at once. Each entry is `sha256(content) | content`,
 // written to a temporary file and renamed; an entry whose checksum (or, for hex-named types, whose name)
-// does not match is removed and fetched again, never used. Deleting the cache loses nothing.
+// does not match is removed and fetched again, never used; entries of objects a complete list no longer
+// shows are dropped. Deleting the cache loses nothing.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type Backend,
@@ -127,8 +128,27 @@ export class CachedBackend implements Backend {
     return this.inner.stat(h);
   }
 
-  list(type: ObjectType): AsyncIterable<ObjectInfo> {
-    return this.inner.list(type);
+  /**
+   * The store's list (never the cache's). A list read to its end also drops cached entries of that type
+   * the store no longer has (forgotten snapshots, index files a prune replaced), so the cache does not grow
+   * without bound.
+   */
+  async *list(type: ObjectType): AsyncGenerator<ObjectInfo> {
+    const seen = new Set<string>();
+    for await (const info of this.inner.list(type)) {
+      seen.add(info.name);
+      yield info;
+    }
+    if (!CACHED_TYPES.has(type)) return;
+    let names: string[];
+    try {
+      names = await readdir(join(this.dir, type));
+    } catch {
+      return;
+    }
+    for (const n of names)
+      if (!seen.has(n) && !n.startsWith('.tmp-'))
+        await rm(join(this.dir, type, n), { force: true }).catch(() => {});
   }
 
   async remove(h: Handle): Promise<void> {

@@ -49,16 +49,19 @@ export class MeteredBackend implements Backend {
 
   async *load(h: Handle, range?: Range): AsyncGenerator<Uint8Array> {
     let bytes = 0;
+    let failed = false;
     try {
       for await (const c of this.inner.load(h, range)) {
         bytes += c.length;
         yield c;
       }
     } catch (err) {
-      this.report('load', false, bytes);
+      failed = true;
       throw err;
+    } finally {
+      // also when the caller stops reading early: the request happened, with the bytes it moved
+      this.report('load', !failed, bytes);
     }
-    this.report('load', true, bytes);
   }
 
   async stat(h: Handle): Promise<ObjectInfo> {
