@@ -17,7 +17,7 @@ import { cacheDirOf, parseRepoLocation } from '../src/backend/open.js';
 import { RetryingBackend } from '../src/backend/retry.js';
 import { loadConfig } from '../src/config/config.js';
 import { backendSettingsFromConfig, snapshotterOptionsFromConfig } from '../src/config/runtime.js';
-import { ConfigError, StoreUnavailableError } from '../src/model/errors.js';
+import { ConfigError, ObjectExistsError, StoreUnavailableError } from '../src/model/errors.js';
 import { isStale, lockRepository, ownHostId, REFRESH_MS, TRUST_MS } from '../src/repository/locks.js';
 import { REPO, type RunResult, runCli, runTs, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
@@ -563,6 +563,17 @@ suite('remote core', { concurrency: 4 }, () => {
     await assert.rejects(held.check(), /lost/);
     await held.release();
 
+    // A store that took the lock, lost its answer and, retrying, reports the name as taken: it is ours.
+    const lossy = new MemoryBackend();
+    const store = lossy.save.bind(lossy);
+    lossy.save = async (h, data, opts) => {
+      await store(h, data, opts);
+      if (h.type === 'locks' && opts?.ifAbsent) throw new ObjectExistsError(h.type, h.name, lossy.location);
+    };
+    const mine = await lockRepository(lossy, true, 'prune', 0);
+    await mine.check();
+    assert.deepEqual(await names(lossy), [mine.name]);
+    await mine.release();
     // A refresh whose write itself outlasts the trust window is not counted on either.
     const held2 = await lockRepository(slowB, false, 'snapshot', 0, { now: () => clock.t });
     clock.t += REFRESH_MS;

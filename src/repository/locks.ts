@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Backend } from '../backend/backend.js';
-import { ObjectNotFoundError, RepositoryLockedError } from '../model/errors.js';
+import { ObjectExistsError, ObjectNotFoundError, RepositoryLockedError } from '../model/errors.js';
 import { readObject } from './repository.js';
 
 export const STALE_MS = 30 * 60 * 1000;
@@ -175,7 +175,12 @@ export async function lockRepository(
         created_at_ms: t0,
         refreshed_at_ms: t0,
       };
-      await backend.save({ type: 'locks', name }, Buffer.from(JSON.stringify(mine)), { ifAbsent: true });
+      try {
+        await backend.save({ type: 'locks', name }, Buffer.from(JSON.stringify(mine)), { ifAbsent: true });
+      } catch (err) {
+        // A remote store that took the lock but lost its answer, retried: the random name is ours.
+        if (!(err instanceof ObjectExistsError)) throw err;
+      }
       const all = await readLocks(backend);
       blocker = conflicting(all, exclusive, now(), name);
       if (!blocker && now() - t0 <= TRUST_MS) {
