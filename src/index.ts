@@ -30,6 +30,8 @@ export {
   type StateValue,
 } from './agent/state.js';
 export { WriteGate, type WriteGateOptions, WriteGateTimeoutError } from './agent/write-gate.js';
+export { type BackendSettings, parseRepoLocation, type RepoLocation } from './backend/open.js';
+export type { BackendObserver, RetryOptions } from './backend/remote.js';
 export { parseSince } from './browse/since.js';
 export type {
   CatDatabase,
@@ -61,10 +63,12 @@ export {
   type SnapshotConfig,
 } from './config/config.js';
 export {
+  backendSettingsFromConfig,
   checkNatsUrl,
   defaultRecipients,
   natsOptionsFromConfig,
   natsPublisherFromConfig,
+  repoFromConfig,
   retentionPolicyFromConfig,
   retentionWorkerOptionsFromConfig,
   type StoreOverrides,

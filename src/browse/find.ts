@@ -196,7 +196,7 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
     .filter((x) => req.sinceMs === undefined || x.created_at_ms >= req.sinceMs)
     .reverse();
   const inRepository = new Set(
-    s.repository.exists() ? (await s.repository.list(agentId, tenant)).map((x) => x.id) : [],
+    (await s.repository.exists()) ? (await s.repository.list(agentId, tenant)).map((x) => x.id) : [],
   );
   const stats: FindResult['stats'] = {
     snapshots: metas.length,

@@ -733,4 +733,28 @@ export const ERROR_TABLE: ReadonlyArray<{
     outcome: 'error',
     meaning: 'better-sqlite3 or zstd-napi built for another Node.js or platform: `npm rebuild`',
   },
+  {
+    code: 'STORE_UNREACHABLE',
+    exitCode: 8,
+    outcome: 'store_unavailable',
+    meaning: 'a remote repository did not answer after the retries',
+  },
+  {
+    code: 'STORE_AUTH',
+    exitCode: 8,
+    outcome: 'store_unavailable',
+    meaning: 'a remote repository refused the credentials',
+  },
+  {
+    code: 'STORE_MISSING',
+    exitCode: 8,
+    outcome: 'store_unavailable',
+    meaning: "a remote repository's bucket does not exist",
+  },
+  {
+    code: 'STORE_DENIED',
+    exitCode: 8,
+    outcome: 'store_unavailable',
+    meaning: 'the credentials lack a permission the operation needs',
+  },
 ];

@@ -1,5 +1,6 @@
 // Owns the mapping from the stable error codes (model/errors.ts) to HTTP statuses, so every surface
-// error has one status: bad input 4xx, refusals 401/403/409, damaged bundles 422, failures 5xx.
+// error has one status: bad input 4xx, refusals 401/403/409, damaged bundles 422, failures 5xx (a
+// remote repository that cannot be used: 502/503).
 
 const STATUS: Record<string, number> = {
   INVALID_INPUT: 400,
@@ -35,6 +36,11 @@ const STATUS: Record<string, number> = {
   SIGNATURE_MISSING: 422,
   SIGNATURE_UNTRUSTED: 422,
   SHUTTING_DOWN: 503,
+  // a remote repository is the daemon's upstream: unreachable 503 (try again), refused 502
+  STORE_UNREACHABLE: 503,
+  STORE_AUTH: 502,
+  STORE_MISSING: 502,
+  STORE_DENIED: 502,
 };
 
 /**
