@@ -256,7 +256,8 @@ export class S3Backend implements Backend {
       // Plain bodies with Content-MD5: what every S3-compatible server understands.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: { requestTimeout: this.timeoutMs, connectionTimeout: this.timeoutMs },
+      // timeoutMs bounds connecting and any silence of a request or its answer (not a transfer's length).
+      requestHandler: { connectionTimeout: this.timeoutMs, socketTimeout: this.timeoutMs },
       ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
       ...(opts.credentials ? { credentials: { ...opts.credentials } } : {}),
     };
@@ -564,8 +565,9 @@ export class S3Backend implements Backend {
     const parts: Array<{ PartNumber: number; ETag: string; md5: Buffer }> = [];
     const inFlight = new Set<Promise<void>>();
     let failed: { err: unknown } | undefined;
+    let numbered = 0;
     const send = (body: Buffer) => {
-      const PartNumber = parts.length + inFlight.size + 1;
+      const PartNumber = ++numbered;
       if (PartNumber > MAX_PARTS)
         throw new IoError(`${what}: the object needs more than ${MAX_PARTS} parts of ${PART_SIZE} bytes`);
       const digest = md5(body);
@@ -626,7 +628,7 @@ export class S3Backend implements Backend {
         await take(r.value);
         check();
       }
-      if (fill > 0 || parts.length + inFlight.size === 0) send(part.subarray(0, fill));
+      if (fill > 0 || numbered === 0) send(part.subarray(0, fill));
       while (inFlight.size > 0) await Promise.race(inFlight);
       check();
       parts.sort((a, b) => a.PartNumber - b.PartNumber);
