@@ -4,8 +4,10 @@
 // classification of a missing bucket and refused credentials, multipart uploads and their abort.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { once } from 'node:events';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { after, before, type TestContext, test } from 'node:test';
 import { inspect } from 'node:util';
@@ -14,6 +16,7 @@ import type { BackendObserver, S3BackendOptions } from '../src/backend/remote.js
 import { openS3Backend, S3Backend } from '../src/backend/s3.js';
 import { ExitCode, type StoreUnavailableError } from '../src/model/errors.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
+import { REPO, tempDir } from './helpers/env.js';
 import { type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
 import { type S3Server, startS3Server } from './helpers/s3-server.js';
 
@@ -400,3 +403,140 @@ function bucketKeys(prefix: string): string[] {
   walk(join(root, prefix));
   return out.sort();
 }
+
+// ---- ifAbsent: conditional writes, or claims where the endpoint ignores them ---------------------------
+
+test('s3: ifAbsent on s3rver (no conditional writes) goes through claims and leaves none behind', async (t) => {
+  const prefix = `claims/${randomUUID()}`;
+  const b = await openS3Backend(server.options(BUCKET, prefix));
+  t.after(() => b.close());
+  const h = { type: 'locks', name: hexName('claimed') } as const;
+  await b.save(h, Buffer.from('first'), { ifAbsent: true });
+  await assert.rejects(b.save(h, Buffer.from('second'), { ifAbsent: true }), code('OBJECT_EXISTS'));
+  assert.equal((await collect(b.load(h))).toString(), 'first');
+  // The probe found If-None-Match ignored; its object and every claim are gone.
+  assert.deepEqual(bucketKeys(prefix), [`${prefix}/locks/${h.name}`]);
+});
+
+test('s3: where the endpoint honours If-None-Match, ifAbsent is one conditional write; a lost answer is no false refusal', async (t) => {
+  const { b, prefix } = await viaProxy(t);
+  // The proxy plays an endpoint with conditional writes: the probe's second write is refused with 412.
+  proxy.inject({
+    method: 'PUT',
+    path: /\/\.probe\//,
+    skip: 1,
+    fault: { kind: 'error', status: 412, code: 'PreconditionFailed' },
+  });
+  const h = { type: 'packs', name: hexName('conditional') } as const;
+  await b.save(h, Buffer.from('first'), { ifAbsent: true });
+  const writes = proxy.seen.filter((r) => r.method === 'PUT' && r.url.includes(h.name));
+  assert.deepEqual(
+    writes.map((r) => r.ifNoneMatch),
+    ['*'],
+  );
+  assert.ok(!proxy.seen.some((r) => r.url.includes('.claims')), 'no claims');
+  // The endpoint refuses the write: OBJECT_EXISTS, the object unchanged.
+  proxy.inject({
+    method: 'PUT',
+    path: new RegExp(h.name),
+    fault: { kind: 'error', status: 412, code: 'PreconditionFailed' },
+  });
+  await assert.rejects(b.save(h, Buffer.from('second'), { ifAbsent: true }), code('OBJECT_EXISTS'));
+  assert.equal((await collect(b.load(h))).toString(), 'first');
+  // The first attempt is stored but its answer lost; the retry is refused (412) because the object is
+  // there — with this save's own bytes, so the save succeeded.
+  const lost = { type: 'packs', name: hexName('lost answer') } as const;
+  proxy.inject({ method: 'PUT', path: new RegExp(lost.name), fault: { kind: 'reset-after' } });
+  proxy.inject({
+    method: 'PUT',
+    path: new RegExp(lost.name),
+    fault: { kind: 'error', status: 412, code: 'PreconditionFailed' },
+  });
+  await b.save(lost, Buffer.from('mine'), { ifAbsent: true });
+  assert.equal(proxy.fired('reset-after'), 1);
+  assert.equal((await collect(b.load(lost))).toString(), 'mine');
+  // Someone else's object under that name is still a refusal.
+  const taken = { type: 'packs', name: hexName('taken') } as const;
+  await b.save(taken, Buffer.from('theirs'));
+  proxy.inject({ method: 'PUT', path: new RegExp(taken.name), fault: { kind: 'reset' } });
+  proxy.inject({
+    method: 'PUT',
+    path: new RegExp(taken.name),
+    fault: { kind: 'error', status: 412, code: 'PreconditionFailed' },
+  });
+  await assert.rejects(b.save(taken, Buffer.from('mine'), { ifAbsent: true }), code('OBJECT_EXISTS'));
+  assert.deepEqual(
+    bucketKeys(prefix),
+    [`${prefix}/packs/${h.name}`, `${prefix}/packs/${lost.name}`, `${prefix}/packs/${taken.name}`].sort(),
+  );
+});
+
+// ---- the SDK's standard configuration, a killed writer ---------------------------------------------------
+
+test('s3: with no endpoint or credentials in the options, AWS_ENDPOINT_URL_S3 and the credential chain are used', async (t) => {
+  const keys = ['AWS_ENDPOINT_URL_S3', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION'] as const;
+  const saved = keys.map((k) => [k, process.env[k]] as const);
+  t.after(() => {
+    for (const [k, v] of saved)
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+  });
+  process.env.AWS_ENDPOINT_URL_S3 = server.endpoint;
+  process.env.AWS_ACCESS_KEY_ID = 'S3RVER';
+  process.env.AWS_SECRET_ACCESS_KEY = 'S3RVER';
+  delete process.env.AWS_REGION;
+  const b = await openS3Backend({ bucket: BUCKET, prefix: 'from-env', forcePathStyle: true });
+  t.after(() => b.close());
+  assert.equal(b.location, `s3://${BUCKET}/from-env`);
+  const h = { type: 'snapshots', name: randomUUID() } as const;
+  await b.save(h, Buffer.from('via the environment'));
+  assert.deepEqual(bucketKeys('from-env'), [`from-env/snapshots/${h.name}`]);
+  // And the chain's refusal is STORE_AUTH.
+  process.env.AWS_ACCESS_KEY_ID = 'UNKNOWN';
+  await assert.rejects(
+    openS3Backend({ bucket: BUCKET, prefix: 'from-env', forcePathStyle: true, retry: { attempts: 1 } }),
+    code('STORE_AUTH'),
+  );
+});
+
+test('s3: a writer killed during a multipart upload leaves an incomplete upload, never an object', async (t) => {
+  const dir = tempDir(t, 'nexo-s3-kill-');
+  const prefix = `killed/${randomUUID()}`;
+  const name = hexName('killed');
+  const script = join(dir, 'writer.mts');
+  writeFileSync(
+    script,
+    `import { openS3Backend } from ${JSON.stringify(join(REPO, 'src', 'backend', 's3.ts'))};
+let parts = 0;
+const b = await openS3Backend({
+  ...${JSON.stringify(server.options(BUCKET, prefix))},
+  multipartThreshold: ${8 * MiB},
+  observer: { request(op, outcome, bytes) { if (op === 'save' && outcome === 'ok' && bytes > 0 && ++parts === 2) console.log('two parts up'); } },
+});
+async function* forever() {
+  for (;;) { yield Buffer.alloc(${MiB}, 7); if (parts >= 2) await new Promise(() => {}); }
+}
+await b.save({ type: 'packs', name: ${JSON.stringify(name)} }, forever());
+`,
+  );
+  const child = spawn(process.execPath, ['--import', 'tsx', script], {
+    cwd: REPO,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  for await (const c of child.stdout) {
+    out += String(c);
+    if (out.includes('two parts up')) break;
+  }
+  assert.match(out, /two parts up/);
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  const b = await openS3Backend(server.options(BUCKET, prefix));
+  t.after(() => b.close());
+  await assert.rejects(b.stat({ type: 'packs', name }), code('OBJECT_NOT_FOUND'));
+  assert.equal((await listAll(b, 'packs')).size, 0);
+  assert.deepEqual(bucketKeys(prefix), []);
+  // The parts are in s3rver's upload area (a lifecycle rule or abort clears them on a real store).
+  const uploads = join(server.dir, BUCKET, '._S3rver_uploads');
+  assert.ok(readdirSync(uploads).some((id) => readdirSync(join(uploads, id)).includes('2')));
+});

@@ -30,6 +30,8 @@ export interface ProxyRule {
   readonly path?: RegExp;
   /** Matches the request's Range header. */
   readonly range?: RegExp;
+  /** How many matching requests pass before it fires (default 0). */
+  readonly skip?: number;
   /** How many matching requests it fires on (default 1). */
   readonly times?: number;
   readonly fault: ProxyFault;
@@ -39,6 +41,8 @@ export interface SeenRequest {
   readonly method: string;
   readonly url: string;
   readonly fault?: ProxyFault['kind'];
+  /** The request's If-None-Match header. */
+  readonly ifNoneMatch?: string;
 }
 
 export interface FaultProxy {
@@ -63,7 +67,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const target = new URL(upstream);
-  const rules: Array<{ rule: ProxyRule; left: number }> = [];
+  const rules: Array<{ rule: ProxyRule; skip: number; left: number }> = [];
   const seen: SeenRequest[] = [];
   const sockets = new Set<Socket>();
 
@@ -73,6 +77,10 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       if (r.rule.method && r.rule.method !== req.method) continue;
       if (r.rule.path && !r.rule.path.test(req.url ?? '')) continue;
       if (r.rule.range && !r.rule.range.test(req.headers.range ?? '')) continue;
+      if (r.skip > 0) {
+        r.skip--;
+        continue;
+      }
       r.left--;
       return r.rule.fault;
     }
@@ -99,7 +107,13 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const fault = take(req);
-    seen.push({ method: req.method ?? '', url: req.url ?? '', ...(fault ? { fault: fault.kind } : {}) });
+    const inm = req.headers['if-none-match'];
+    seen.push({
+      method: req.method ?? '',
+      url: req.url ?? '',
+      ...(fault ? { fault: fault.kind } : {}),
+      ...(inm ? { ifNoneMatch: inm } : {}),
+    });
     if (fault?.kind === 'reset') {
       req.socket.destroy();
       return;
@@ -167,7 +181,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     endpoint: `http://127.0.0.1:${port}`,
     seen,
     inject(rule) {
-      rules.push({ rule, left: rule.times ?? 1 });
+      rules.push({ rule, skip: rule.skip ?? 0, left: rule.times ?? 1 });
     },
     reset() {
       rules.length = 0;
