@@ -30,6 +30,8 @@ export {
   type StateValue,
 } from './agent/state.js';
 export { WriteGate, type WriteGateOptions, WriteGateTimeoutError } from './agent/write-gate.js';
+export { type BackendSettings, parseRepoLocation, type RepoLocation } from './backend/open.js';
+export type { BackendObserver, RetryOptions } from './backend/remote.js';
 export {
   CONFIG_DEFAULTS,
   type EncryptionConfig,
@@ -46,10 +48,12 @@ export {
   type SnapshotConfig,
 } from './config/config.js';
 export {
+  backendSettingsFromConfig,
   checkNatsUrl,
   defaultRecipients,
   natsOptionsFromConfig,
   natsPublisherFromConfig,
+  repoFromConfig,
   retentionPolicyFromConfig,
   retentionWorkerOptionsFromConfig,
   type StoreOverrides,

@@ -1,0 +1,728 @@
+// Owns the NATS JetStream backend (`nats://host:port/bucket`): repository objects in a JetStream object
+// store bucket, locks in a KV bucket (create = ifAbsent, compare-and-set by revision). Object chunks are
+// published with a message id (a retried publish is deduplicated) and their stream sequences recorded in
+// the object's meta message, which is published last: that publish is the commit, so an interrupted save
+// is never listed or loadable, and a ranged load fetches only the chunks it needs. Transient failures
+// (connection refused, no responders, timeouts, no JetStream leader) are retried with backoff and jitter,
+// then reported as StoreUnavailableError. docs/remote.md §NATS JetStream describes the layout.
+
+import { createHash, randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager, jetstream } from '@nats-io/jetstream';
+import { type KV, Kvm } from '@nats-io/kv';
+import { Objm, StorageType } from '@nats-io/obj';
+import {
+  AuthorizationError,
+  ConnectionError,
+  connect,
+  credsAuthenticator,
+  headers,
+  type NatsConnection,
+  NoRespondersError,
+  nuid,
+  PermissionViolationError,
+  RequestError,
+  TimeoutError,
+  UserAuthenticationExpiredError,
+} from '@nats-io/transport-node';
+import {
+  ChecksumMismatchError,
+  InvalidInputError,
+  IoError,
+  ObjectExistsError,
+  ObjectNotFoundError,
+  ShortReadError,
+  SnapshotError,
+  StoreUnavailableError,
+} from '../model/errors.js';
+import {
+  type Backend,
+  type Handle,
+  type ObjectInfo,
+  type ObjectType,
+  type Range,
+  resolveRange,
+  type SaveOptions,
+  type SaveSource,
+  sourceChunks,
+  validateHandle,
+  validateRange,
+  validateType,
+} from './backend.js';
+import type { BackendObserver, NatsBackendOptions, OpenNatsBackend, RetryOptions } from './remote.js';
+
+/** Bytes per chunk message: a ranged load reads at most two chunks it does not need. */
+export const NATS_CHUNK_SIZE = 256 * 1024;
+/** Chunk publishes of one save awaiting their acknowledgement (bounds a save's memory). */
+const PUBLISH_WINDOW = 8;
+/** Chunk gets of one load in flight ahead of the consumer (bounds a load's memory). */
+const READ_AHEAD = 4;
+/** Lock objects live in KV values, which a NATS message must hold whole. */
+export const NATS_LOCK_MAX = 512 * 1024;
+/** Server error codes (JetStream API). */
+const WRONG_LAST_SEQUENCE = [10071, 10164];
+const STREAM_NOT_FOUND = 10059;
+
+/**
+ * A failure worth retrying: the store may answer the same request a moment later. Local to this backend
+ * until the shared one (backend/retry.ts) lands.
+ */
+export class TransientStoreError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'TransientStoreError';
+  }
+}
+
+/** The object's meta message: the object store's meta fields plus where each chunk is. */
+interface Meta {
+  name: string;
+  bucket: string;
+  nuid: string;
+  size: number;
+  chunks: number;
+  digest: string;
+  mtime: string;
+  deleted?: boolean;
+  options: { max_chunk_size: number };
+  /** Stream sequences of the chunks, in order, as runs [first sequence, count]. */
+  seqs: Array<[number, number]>;
+}
+
+type Op = 'save' | 'load' | 'stat' | 'list' | 'remove';
+type Kind = 'transient' | 'auth' | 'denied' | 'missing' | 'exists' | 'other';
+
+const has = (err: unknown, name: string): boolean =>
+  err instanceof Error && (err.name === name || err.constructor?.name === name);
+
+/** What a failure of the client or server means for us. */
+export function classify(err: unknown): Kind {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof AuthorizationError || e instanceof UserAuthenticationExpiredError) return 'auth';
+    if (e instanceof PermissionViolationError) return 'denied';
+    const code = (e as { code?: unknown }).code;
+    const apiCode = typeof code === 'number' ? code : undefined;
+    if (apiCode === STREAM_NOT_FOUND || has(e, 'StreamNotFoundError')) return 'missing';
+    if (apiCode !== undefined && WRONG_LAST_SEQUENCE.includes(apiCode)) return 'exists';
+    const status = (e as { status?: unknown }).status;
+    if (status === 403 || status === 401) return 'denied';
+    if (
+      e instanceof TimeoutError ||
+      e instanceof NoRespondersError ||
+      e instanceof ConnectionError ||
+      (e instanceof RequestError && e.isNoResponders()) ||
+      has(e, 'JetStreamNotEnabled') ||
+      status === 503 ||
+      status === 408 ||
+      apiCode === 503 ||
+      apiCode === 408 ||
+      ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH'].includes(String(code)) ||
+      /no responders|timeout|timed out|temporarily unavailable|no suitable peers|leader|not current|disconnect|connection (closed|lost|refused)/i.test(
+        e.message,
+      )
+    )
+      return 'transient';
+  }
+  return 'other';
+}
+
+const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+function checkBucket(bucket: unknown): string {
+  if (typeof bucket !== 'string' || !/^[A-Za-z0-9_-]{1,200}$/.test(bucket))
+    throw new InvalidInputError(
+      `NATS bucket ${JSON.stringify(bucket)} must be 1 to 200 letters, digits, '-' or '_'`,
+    );
+  return bucket;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Sequences of chunks as runs [first, count]. */
+function toRuns(seqs: number[]): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  for (const s of seqs) {
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === s) last[1]++;
+    else runs.push([s, 1]);
+  }
+  return runs;
+}
+
+function fromRuns(runs: Array<[number, number]>): number[] {
+  const out: number[] = [];
+  for (const [first, count] of runs) for (let i = 0; i < count; i++) out.push(first + i);
+  return out;
+}
+
+function parseMeta(data: Uint8Array): Meta | null {
+  try {
+    const m = JSON.parse(Buffer.from(data).toString('utf8')) as Meta;
+    if (
+      typeof m.nuid !== 'string' ||
+      !Number.isSafeInteger(m.size) ||
+      !Number.isSafeInteger(m.options?.max_chunk_size) ||
+      !Array.isArray(m.seqs)
+    )
+      return null;
+    return m;
+  } catch {
+    return null;
+  }
+}
+
+const sha256Digest = (hash: ReturnType<typeof createHash>): string => `SHA-256=${hash.digest('base64url')}=`;
+
+class NatsBackend implements Backend {
+  readonly location: string;
+  private readonly stream: string;
+  private readonly prefix: string;
+  private readonly retry: RetryPolicy;
+  private readonly observer: BackendObserver | undefined;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly kv: KV,
+    readonly bucket: string,
+    opts: NatsBackendOptions,
+    location: string,
+  ) {
+    this.location = location;
+    this.stream = `OBJ_${bucket}`;
+    this.prefix = `$O.${bucket}`;
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.retry = retryPolicy(opts.retry, this.timeoutMs);
+    this.observer = opts.observer;
+  }
+
+  private readonly timeoutMs: number;
+
+  private metaSubject(h: Handle): string {
+    return `${this.prefix}.M.${h.type}.${h.name}`;
+  }
+
+  private chunkSubject(id: string): string {
+    return `${this.prefix}.C.${id}`;
+  }
+
+  private run<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    return withRetry(op, fn, this.retry, this.observer, this.location);
+  }
+
+  /** Runs one backend operation and reports it to the observer. */
+  private async track<T>(op: Op, fn: (moved: (n: number) => void) => Promise<T>): Promise<T> {
+    let bytes = 0;
+    try {
+      const r = await fn((n) => {
+        bytes += n;
+      });
+      this.observer?.request(op, 'ok', bytes);
+      return r;
+    } catch (err) {
+      this.observer?.request(op, 'error', bytes);
+      throw err;
+    }
+  }
+
+  /** The live meta of `h` and its stream sequence, or null. Read from the stream leader (never stale). */
+  private async meta(h: Handle): Promise<{ meta: Meta; seq: number } | null> {
+    const m = await this.run('meta', () =>
+      this.jsm.streams.getMessage(this.stream, { last_by_subj: this.metaSubject(h) }),
+    );
+    if (m === null) return null;
+    const meta = parseMeta(m.data);
+    if (meta === null || meta.deleted) return null;
+    return { meta, seq: m.seq };
+  }
+
+  private async purge(subject: string): Promise<void> {
+    await this.run('purge', () => this.jsm.streams.purge(this.stream, { filter: subject }));
+  }
+
+  /** Cleanup after a failed or replaced save: one attempt, never an error (docs/remote.md: leftovers). */
+  private async purgeQuietly(subject: string): Promise<void> {
+    const once = { ...this.retry, attempts: 1 };
+    await withRetry(
+      'purge',
+      () => this.jsm.streams.purge(this.stream, { filter: subject }),
+      once,
+      undefined,
+      this.location,
+    ).catch(() => {});
+  }
+
+  save(h: Handle, data: SaveSource, opts?: SaveOptions): Promise<void> {
+    return this.track('save', async (moved) => {
+      h = validateHandle(h);
+      if (h.type === 'locks') return this.saveLock(h, data, opts, moved);
+      let expect: number | undefined;
+      let old: Meta | undefined;
+      const current = await this.meta(h);
+      if (opts?.ifAbsent) {
+        if (current) throw new ObjectExistsError(h.type, h.name, this.location);
+        const raw = await this.run('meta', () =>
+          this.jsm.streams.getMessage(this.stream, { last_by_subj: this.metaSubject(h) }),
+        );
+        expect = raw?.seq ?? 0; // a deleted marker (another client's remove) may stand on the subject
+      } else old = current?.meta;
+
+      const id = nuid.next();
+      const subject = this.chunkSubject(id);
+      const seqs: number[] = [];
+      const hash = createHash('sha256');
+      const inflight = new Set<Promise<void>>();
+      let failure: unknown;
+      let size = 0;
+      let index = 0;
+      let pending = Buffer.allocUnsafe(NATS_CHUNK_SIZE);
+      let fill = 0;
+      const publish = async (payload: Buffer, i: number) => {
+        const ack = await this.run('save', () =>
+          this.js.publish(subject, payload, { msgID: `${id}.${i}`, timeout: this.timeoutMs }),
+        );
+        seqs[i] = ack.seq;
+        moved(payload.length);
+      };
+      const send = async (payload: Buffer) => {
+        hash.update(payload);
+        size += payload.length;
+        const p = publish(payload, index++).then(
+          () => {
+            inflight.delete(p);
+          },
+          (err: unknown) => {
+            inflight.delete(p);
+            failure ??= err;
+          },
+        );
+        inflight.add(p);
+        while (inflight.size >= PUBLISH_WINDOW) await Promise.race(inflight);
+        if (failure !== undefined) throw failure;
+      };
+      try {
+        for await (const chunk of sourceChunks(data)) {
+          let at = 0;
+          while (at < chunk.length) {
+            const n = Math.min(chunk.length - at, NATS_CHUNK_SIZE - fill);
+            pending.set(chunk.subarray(at, at + n), fill);
+            fill += n;
+            at += n;
+            if (fill === NATS_CHUNK_SIZE) {
+              await send(pending);
+              pending = Buffer.allocUnsafe(NATS_CHUNK_SIZE);
+              fill = 0;
+            }
+          }
+        }
+        if (fill > 0) await send(pending.subarray(0, fill));
+        await Promise.all(inflight);
+        if (failure !== undefined) throw failure;
+      } catch (err) {
+        await Promise.allSettled(inflight);
+        await this.purgeQuietly(subject);
+        throw err;
+      }
+
+      const meta: Meta = {
+        name: `${h.type}/${h.name}`,
+        bucket: this.bucket,
+        nuid: id,
+        size,
+        chunks: seqs.length,
+        digest: sha256Digest(hash),
+        mtime: new Date().toISOString(),
+        deleted: false,
+        options: { max_chunk_size: NATS_CHUNK_SIZE },
+        seqs: toRuns(seqs),
+      };
+      const hdrs = headers();
+      hdrs.set('Nats-Rollup', 'sub');
+      try {
+        await this.run('save', () =>
+          this.js.publish(this.metaSubject(h), JSON.stringify(meta), {
+            msgID: `${id}.meta`,
+            timeout: this.timeoutMs,
+            headers: hdrs,
+            ...(expect === undefined ? {} : { expect: { lastSubjectSequence: expect } }),
+          }),
+        );
+      } catch (err) {
+        await this.purgeQuietly(subject);
+        if (classify(err) === 'exists') throw new ObjectExistsError(h.type, h.name, this.location);
+        throw err;
+      }
+      if (old && old.nuid !== id) await this.purgeQuietly(this.chunkSubject(old.nuid));
+    });
+  }
+
+  private async saveLock(
+    h: Handle,
+    data: SaveSource,
+    opts: SaveOptions | undefined,
+    moved: (n: number) => void,
+  ): Promise<void> {
+    const parts: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of sourceChunks(data)) {
+      total += chunk.length;
+      if (total <= NATS_LOCK_MAX) parts.push(Buffer.from(chunk));
+    }
+    if (total > NATS_LOCK_MAX)
+      throw new InvalidInputError(
+        `${h.type}/${h.name} has ${total} bytes; a lock on NATS holds at most ${NATS_LOCK_MAX}`,
+      );
+    const value = Buffer.concat(parts, total);
+    let attempt = 0;
+    try {
+      await this.run('save', () => {
+        attempt++;
+        return opts?.ifAbsent ? this.kv.create(h.name, value) : this.kv.put(h.name, value);
+      });
+    } catch (err) {
+      if (opts?.ifAbsent && (err instanceof ObjectExistsError || classify(err) === 'exists')) {
+        // A retried create whose first attempt went through finds its own value: that is a success.
+        if (attempt > 1) {
+          const e = await this.run('load', () => this.kv.get(h.name));
+          if (e?.operation === 'PUT' && Buffer.from(e.value).equals(value)) {
+            moved(total);
+            return;
+          }
+        }
+        throw new ObjectExistsError(h.type, h.name, this.location);
+      }
+      throw err;
+    }
+    moved(total);
+  }
+
+  private async lockValue(h: Handle): Promise<Buffer> {
+    const e = await this.run('load', () => this.kv.get(h.name));
+    if (e === null || e.operation !== 'PUT') throw new ObjectNotFoundError(h.type, h.name, this.location);
+    return Buffer.from(e.value);
+  }
+
+  load(h: Handle, range?: Range): AsyncIterable<Uint8Array> {
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        let bytes = 0;
+        try {
+          for await (const c of self.loadChunks(h, range)) {
+            bytes += c.length;
+            yield c;
+          }
+          self.observer?.request('load', 'ok', bytes);
+        } catch (err) {
+          self.observer?.request('load', 'error', bytes);
+          throw err;
+        }
+      },
+    };
+  }
+
+  private async *loadChunks(h: Handle, range?: Range): AsyncGenerator<Uint8Array> {
+    h = validateHandle(h);
+    range = validateRange(range);
+    if (h.type === 'locks') {
+      const value = await this.lockValue(h);
+      const { start, end } = resolveRange(h, range, value.length);
+      if (end > start) yield value.subarray(start, end);
+      return;
+    }
+    const found = await this.meta(h);
+    if (!found) throw new ObjectNotFoundError(h.type, h.name, this.location);
+    const { meta } = found;
+    const { start, end } = resolveRange(h, range, meta.size);
+    if (start === end) return;
+    const cs = meta.options.max_chunk_size;
+    const seqs = fromRuns(meta.seqs);
+    if (seqs.length !== meta.chunks || meta.chunks !== Math.ceil(meta.size / cs))
+      throw new ShortReadError(
+        `${h.type}/${h.name}: its meta names ${seqs.length} chunks for ${meta.size} bytes`,
+      );
+    const first = Math.floor(start / cs);
+    const last = Math.floor((end - 1) / cs);
+    const whole = start === 0 && end === meta.size;
+    const hash = whole ? createHash('sha256') : undefined;
+    const subject = this.chunkSubject(meta.nuid);
+    const fetchChunk = (i: number): Promise<Buffer> =>
+      this.chunk(h, subject, seqs[i]!, i === meta.chunks - 1 ? meta.size - i * cs : cs);
+    const ahead: Array<Promise<Buffer>> = [];
+    let next = first;
+    const fillAhead = () => {
+      while (next <= last && ahead.length < READ_AHEAD) {
+        const p = fetchChunk(next++);
+        p.catch(() => {}); // surfaced when awaited; an abandoned load leaves no unhandled rejection
+        ahead.push(p);
+      }
+    };
+    for (let i = first; i <= last; i++) {
+      fillAhead();
+      const data = await ahead.shift()!;
+      hash?.update(data);
+      const from = i === first ? start - i * cs : 0;
+      const to = i === last ? end - i * cs : data.length;
+      yield from === 0 && to === data.length ? data : data.subarray(from, to);
+    }
+    if (hash && sha256Digest(hash) !== meta.digest)
+      throw new ChecksumMismatchError(`${h.type}/${h.name} in ${this.location} does not match its digest`);
+  }
+
+  /** One chunk by sequence: from any replica (direct get), from the leader when that one lacks it. */
+  private async chunk(h: Handle, subject: string, seq: number, length: number): Promise<Buffer> {
+    let m = await this.run('load', () => this.jsm.direct.getMessage(this.stream, { seq }));
+    if (m === null || m.subject !== subject)
+      m = await this.run('load', () => this.jsm.streams.getMessage(this.stream, { seq }));
+    if (m === null || m.subject !== subject) throw new ObjectNotFoundError(h.type, h.name, this.location); // removed or replaced while read
+    if (m.data.length !== length)
+      throw new ShortReadError(
+        `${h.type}/${h.name}: chunk at ${seq} has ${m.data.length} bytes, not ${length}`,
+      );
+    return Buffer.from(m.data);
+  }
+
+  stat(h: Handle): Promise<ObjectInfo> {
+    return this.track('stat', async () => {
+      h = validateHandle(h);
+      if (h.type === 'locks') return { name: h.name, size: (await this.lockValue(h)).length };
+      const found = await this.meta(h);
+      if (!found) throw new ObjectNotFoundError(h.type, h.name, this.location);
+      return { name: h.name, size: found.meta.size };
+    });
+  }
+
+  list(type: ObjectType): AsyncIterable<ObjectInfo> {
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        const all = await self.track('list', () => self.listAll(validateType(type)));
+        yield* all;
+      },
+    };
+  }
+
+  private async listAll(type: ObjectType): Promise<ObjectInfo[]> {
+    if (type === 'locks') {
+      return this.run('list', async () => {
+        const out: ObjectInfo[] = [];
+        const names: string[] = [];
+        for await (const k of await this.kv.keys()) names.push(k);
+        for (const name of names) {
+          const e = await this.kv.get(name);
+          if (e?.operation === 'PUT') out.push({ name, size: e.value.length });
+        }
+        return out;
+      });
+    }
+    const filter = `${this.prefix}.M.${type}.>`;
+    return this.run('list', async () => {
+      const any = await this.jsm.streams.getMessage(this.stream, { last_by_subj: filter });
+      if (any === null) return [];
+      const consumer = await this.js.consumers.get(this.stream, {
+        filter_subjects: filter,
+        deliver_policy: DeliverPolicy.LastPerSubject,
+      });
+      const found = new Map<string, number>();
+      for (;;) {
+        const batch = await consumer.fetch({ max_messages: 1000, expires: Math.max(1000, this.timeoutMs) });
+        let got = 0;
+        let done = false;
+        for await (const m of batch) {
+          got++;
+          const name = m.subject.slice(filter.length - 1);
+          const meta = parseMeta(m.data);
+          if (meta && !meta.deleted) found.set(name, meta.size);
+          else found.delete(name);
+          if (m.info.pending === 0) {
+            done = true;
+            break;
+          }
+        }
+        if (done || got === 0) break;
+      }
+      await consumer.delete().catch(() => {});
+      return [...found].map(([name, size]) => ({ name, size }));
+    });
+  }
+
+  remove(h: Handle): Promise<void> {
+    return this.track('remove', async () => {
+      h = validateHandle(h);
+      if (h.type === 'locks') {
+        await this.run('remove', () => this.kv.purge(h.name));
+        return;
+      }
+      const found = await this.meta(h);
+      await this.purge(this.metaSubject(h));
+      if (found) await this.purge(this.chunkSubject(found.meta.nuid));
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.nc.close().catch(() => {});
+  }
+}
+
+interface RetryPolicy extends Required<RetryOptions> {
+  /** An attempt lasts this long: a request refused at once (no responders, no leader) is repeated within it. */
+  readonly attemptMs: number;
+}
+
+function retryPolicy(r: RetryOptions | undefined, timeoutMs: number): RetryPolicy {
+  return {
+    attempts: Math.max(1, r?.attempts ?? 5),
+    baseDelayMs: r?.baseDelayMs ?? 200,
+    maxDelayMs: r?.maxDelayMs ?? 5000,
+    attemptMs: timeoutMs,
+  };
+}
+
+/** Full jitter: a random delay between 0 and the capped exponential backoff. */
+const jitter = (p: RetryPolicy, step: number): number =>
+  randomInt(0, Math.max(1, Math.floor(Math.min(p.maxDelayMs, p.baseDelayMs * 2 ** step))) + 1);
+
+/**
+ * Runs `fn`, retrying transient failures with exponential backoff and full jitter; maps what is left to
+ * the typed errors: unreachable, auth, denied, missing; our own SnapshotErrors pass through. A failure
+ * that comes back faster than a timeout would (no responders while a leader is elected, a refused
+ * connection) does not use up an attempt until the attempt has lasted `attemptMs`: a leader election of a
+ * few seconds is waited out as a timeout would be.
+ */
+async function withRetry<T>(
+  op: string,
+  fn: () => Promise<T>,
+  policy: RetryPolicy,
+  observer: BackendObserver | undefined,
+  location: string,
+): Promise<T> {
+  let attempt = 1;
+  let started = Date.now();
+  let within = 0;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof SnapshotError) throw err;
+      const kind = classify(err);
+      if (kind !== 'transient') throw storeError(kind, err, location, attempt);
+      let delay: number;
+      if (Date.now() - started < policy.attemptMs) {
+        delay = Math.min(jitter(policy, within++), Math.max(0, started + policy.attemptMs - Date.now()));
+      } else if (attempt < policy.attempts) {
+        delay = jitter(policy, attempt - 1);
+        attempt++;
+        within = 0;
+        started = Date.now() + delay;
+      } else throw storeError(kind, err, location, attempt);
+      observer?.retry?.(op, attempt, delay, message(err));
+      await sleep(delay);
+    }
+  }
+}
+
+function storeError(kind: Kind, err: unknown, location: string, attempts: number): Error {
+  const opts = { backend: 'nats', location, cause: err };
+  switch (kind) {
+    case 'transient':
+      return new StoreUnavailableError(
+        'STORE_UNREACHABLE',
+        `the NATS store ${location} did not answer after ${attempts} attempt(s): ${message(err)}`,
+        opts,
+      );
+    case 'auth':
+      return new StoreUnavailableError(
+        'STORE_AUTH',
+        `the NATS server refused the credentials for ${location}: ${message(err)}`,
+        opts,
+      );
+    case 'denied':
+      return new StoreUnavailableError(
+        'STORE_DENIED',
+        `permission denied on the NATS store ${location}: ${message(err)}`,
+        opts,
+      );
+    case 'missing':
+      return new StoreUnavailableError(
+        'STORE_MISSING',
+        `the NATS bucket of ${location} does not exist (create it with the first snapshot, or check the name)`,
+        opts,
+      );
+    case 'exists':
+      return err instanceof Error ? err : new Error(message(err));
+    default:
+      return new IoError(`NATS store ${location}`, err);
+  }
+}
+
+/** `nats://host:port/bucket` for messages: no credentials. */
+function describe(servers: readonly string[], bucket: string): string {
+  const shown = servers.map((s) => {
+    try {
+      const u = new URL(s.includes('://') ? s : `nats://${s}`);
+      return `${u.protocol}//${u.host}`;
+    } catch {
+      return '?';
+    }
+  });
+  return `${shown.join(',')}/${bucket}`;
+}
+
+export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions): Promise<Backend> => {
+  const bucket = checkBucket(opts?.bucket);
+  if (!Array.isArray(opts.servers) || opts.servers.length === 0)
+    throw new InvalidInputError('a NATS repository needs at least one server URL');
+  const location = describe(opts.servers, bucket);
+  const timeout = opts.timeoutMs ?? 10_000;
+  const retry = retryPolicy(opts.retry, timeout);
+  const auth = opts.credsFile ? credsAuthenticator(readFileSync(opts.credsFile)) : undefined;
+  const nc = await withRetry(
+    'connect',
+    () =>
+      connect({
+        servers: [...opts.servers],
+        name: 'nexo-memory',
+        timeout,
+        reconnect: true,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        ...(opts.user !== undefined ? { user: opts.user, pass: opts.password ?? '' } : {}),
+        ...(opts.token !== undefined ? { token: opts.token } : {}),
+        ...(auth ? { authenticator: auth } : {}),
+      }),
+    retry,
+    opts.observer,
+    location,
+  );
+  try {
+    const js = jetstream(nc, { timeout });
+    const jsm = await js.jetstreamManager(false);
+    const replicas = opts.replicas ?? 1;
+    const kvName = `${bucket}-locks`;
+    const ensure = async (stream: string, create: () => Promise<unknown>) => {
+      try {
+        await withRetry('open', () => jsm.streams.info(stream), retry, opts.observer, location);
+      } catch (err) {
+        if (!(err instanceof StoreUnavailableError && err.code === 'STORE_MISSING') || !opts.create)
+          throw err;
+        await withRetry('create', create, retry, opts.observer, location);
+      }
+    };
+    await ensure(`OBJ_${bucket}`, () => new Objm(js).create(bucket, { replicas, storage: StorageType.File }));
+    await ensure(`KV_${kvName}`, () =>
+      new Kvm(js).create(kvName, { replicas, history: 1, allow_direct: false, timeout }),
+    );
+    const kv = await withRetry(
+      'open',
+      () => new Kvm(js).open(kvName, { timeout }),
+      retry,
+      opts.observer,
+      location,
+    );
+    return new NatsBackend(nc, js, jsm, kv, bucket, opts, location);
+  } catch (err) {
+    await nc.close().catch(() => {});
+    throw err;
+  }
+};

@@ -1,0 +1,278 @@
+// The NATS JetStream backend against a real 3-node nats-server cluster (started once for this file,
+// buckets with 3 replicas): the backend conformance suite; a node killed during a large save; the
+// majority killed (STORE_UNREACHABLE, nothing half-visible, success once the nodes are back); an
+// interrupted save; wrong credentials (STORE_AUTH); a missing bucket (STORE_MISSING).
+
+import assert from 'node:assert/strict';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import type { Backend } from '../src/backend/backend.js';
+import { NATS_CHUNK_SIZE, openNatsBackend } from '../src/backend/nats.js';
+import type { NatsBackendOptions } from '../src/backend/remote.js';
+import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
+import { type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
+
+let cluster: NatsCluster;
+before(async () => {
+  cluster = await startNatsCluster();
+});
+after(async () => {
+  await cluster?.stop();
+});
+
+const FAST = { attempts: 4, baseDelayMs: 50, maxDelayMs: 400 } as const;
+
+function options(bucket: string, extra: Partial<NatsBackendOptions> = {}): NatsBackendOptions {
+  return { servers: cluster.urls, bucket, replicas: 3, create: true, timeoutMs: 3000, retry: FAST, ...extra };
+}
+
+const bucketOf = new WeakMap<Backend, string>();
+
+async function open(bucket: string, extra: Partial<NatsBackendOptions> = {}): Promise<Backend> {
+  const b = await openNatsBackend(options(bucket, extra));
+  bucketOf.set(b, bucket);
+  return b;
+}
+
+/** Deletes a repository's streams (the object store and the lock KV). */
+async function dropBucket(bucket: string): Promise<void> {
+  const nc = await connect({ servers: cluster.urls });
+  try {
+    const jsm = await jetstreamManager(nc);
+    for (const s of [`OBJ_${bucket}`, `KV_${bucket}-locks`]) await jsm.streams.delete(s).catch(() => {});
+  } finally {
+    await nc.close();
+  }
+}
+
+const fresh = () => `t-${randomUUID().slice(0, 8)}`;
+
+backendConformance('nats (3-node cluster, R3)', {
+  make: async () => open(fresh()),
+  reopen: async (b) => open(bucketOf.get(b)!, { create: false }),
+  teardown: async (b) => dropBucket(bucketOf.get(b)!),
+});
+
+const MiB = 1 << 20;
+
+/** `count` 1 MiB chunks of one random block stamped with their index; `during(i)` runs before chunk i. */
+function bigSource(count: number, during?: (i: number) => Promise<void>) {
+  const block = randomBytes(MiB);
+  const want = createHash('sha256');
+  for (let i = 0; i < count; i++) {
+    const c = Buffer.from(block);
+    c.writeUInt32BE(i, 0);
+    want.update(c);
+  }
+  return {
+    sha256: want.digest('hex'),
+    async *chunks(): AsyncGenerator<Uint8Array> {
+      for (let i = 0; i < count; i++) {
+        await during?.(i);
+        const c = Buffer.from(block);
+        c.writeUInt32BE(i, 0);
+        yield c;
+      }
+    },
+  };
+}
+
+async function sha256Of(chunks: AsyncIterable<Uint8Array>): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of chunks) h.update(c);
+  return h.digest('hex');
+}
+
+/** Admin view of a bucket's stream: its leader and the chunk subjects it holds. */
+async function streamState(bucket: string): Promise<{ leader?: string; chunkSubjects: number }> {
+  const nc = await connect({ servers: cluster.urls.filter((_, i) => cluster.nodes[i]!.running) });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const si = await jsm.streams.info(`OBJ_${bucket}`, { subjects_filter: `$O.${bucket}.C.>` });
+    return { leader: si.cluster?.leader, chunkSubjects: Object.keys(si.state.subjects ?? {}).length };
+  } finally {
+    await nc.close();
+  }
+}
+
+/** Waits until the bucket's stream has a leader again (after nodes came back). */
+async function waitForStreamLeader(bucket: string): Promise<void> {
+  await cluster.waitForMetaLeader();
+  for (let i = 0; ; i++) {
+    try {
+      if ((await streamState(bucket)).leader) return;
+    } catch (err) {
+      if (i > 150) throw err;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function restartAll(): Promise<void> {
+  await Promise.all(cluster.nodes.map((n) => n.start()));
+  await cluster.waitForMetaLeader();
+}
+
+test('a node killed (SIGKILL) while a 33 MiB object is being saved: the save completes, byte-identical', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  let retries = 0;
+  const b = await open(bucket, {
+    observer: { request: () => {}, retry: () => void retries++ },
+    retry: { attempts: 6, baseDelayMs: 100, maxDelayMs: 1000 },
+    timeoutMs: 2000,
+  });
+  t.after(() => b.close());
+  t.after(restartAll);
+  const { leader } = await streamState(bucket);
+  const victim = cluster.nodes.find((n) => n.url && leader === n.name) ?? cluster.nodes[0]!;
+  const src = bigSource(33, async (i) => {
+    if (i === 10) await victim.kill();
+  });
+  const h = { type: 'packs', name: hexName('survives a node') } as const;
+  await b.save(h, src.chunks());
+  assert.ok(!victim.running, 'the node was killed during the save');
+  assert.ok(retries > 0, 'the kill interrupted some requests, which were retried');
+  assert.deepEqual(await b.stat(h), { name: h.name, size: 33 * MiB });
+  assert.equal(await sha256Of(b.load(h)), src.sha256);
+  await victim.start();
+  await cluster.waitForMetaLeader();
+  // Read again with the node back (any replica may serve a chunk now).
+  assert.equal(await sha256Of(b.load(h)), src.sha256);
+});
+
+test('the majority killed: STORE_UNREACHABLE, nothing half-visible; the same save succeeds once the nodes are back', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  t.after(restartAll);
+  const b = await open(bucket, { timeoutMs: 500, retry: { attempts: 3, baseDelayMs: 50, maxDelayMs: 200 } });
+  t.after(() => b.close());
+  const kept = { type: 'snapshots', name: randomUUID() } as const;
+  await b.save(kept, Buffer.from('before the outage'));
+  const h = { type: 'packs', name: hexName('during the outage') } as const;
+  const src = bigSource(4, async (i) => {
+    if (i === 2) await Promise.all([cluster.nodes[0]!.kill(), cluster.nodes[1]!.kill()]);
+  });
+  await assert.rejects(b.save(h, src.chunks()), code('STORE_UNREACHABLE', 8));
+  // Reads fail the same way while the majority is down.
+  await assert.rejects(b.stat(kept), code('STORE_UNREACHABLE'));
+  await assert.rejects(listAll(b, 'packs'), code('STORE_UNREACHABLE'));
+
+  await restartAll();
+  await waitForStreamLeader(bucket);
+  assert.deepEqual(await listAll(b, 'packs'), new Map());
+  await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
+  assert.deepEqual(await listAll(b, 'snapshots'), new Map([[kept.name, 17]]));
+  const again = bigSource(4);
+  await b.save(h, again.chunks());
+  assert.equal(await sha256Of(b.load(h)), again.sha256);
+  assert.deepEqual(await listAll(b, 'packs'), new Map([[h.name, 4 * MiB]]));
+});
+
+test('an interrupted save (the source throws) is never listed or loadable, and its chunks are purged', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const b = await open(bucket);
+  t.after(() => b.close());
+  const boom = new Error('source died');
+  const h = { type: 'packs', name: hexName('interrupted') } as const;
+  const src = bigSource(3, async (i) => {
+    if (i === 2) throw boom;
+  });
+  await assert.rejects(b.save(h, src.chunks()), (e) => e === boom);
+  assert.deepEqual(await listAll(b, 'packs'), new Map());
+  await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
+  await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
+  assert.equal((await streamState(bucket)).chunkSubjects, 0, 'no chunk left behind');
+});
+
+test('ifAbsent on the object store: of concurrent saves of one pack by two clients exactly one wins', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const a = await open(bucket);
+  t.after(() => a.close());
+  const c = await open(bucket, { create: false });
+  t.after(() => c.close());
+  for (let round = 0; round < 4; round++) {
+    const h = { type: 'packs', name: hexName(`pack race ${round}`) } as const;
+    let arrived = 0;
+    let release!: () => void;
+    const both = new Promise<void>((r) => {
+      release = r;
+    });
+    // Both saves have their chunks uploaded before either commits: the commit decides.
+    async function* racer(content: Buffer): AsyncGenerator<Uint8Array> {
+      yield content.subarray(0, 1000);
+      if (++arrived === 2) release();
+      await both;
+      yield content.subarray(1000);
+    }
+    const contents = [randomBytes(300_000), randomBytes(310_000)];
+    const results = await Promise.allSettled([
+      a.save(h, racer(contents[0]!), { ifAbsent: true }),
+      c.save(h, racer(contents[1]!), { ifAbsent: true }),
+    ]);
+    const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+    assert.equal(winners.length, 1, results.map((r) => r.status).join(', '));
+    code('OBJECT_EXISTS', 6)((results[1 - winners[0]!] as PromiseRejectedResult).reason);
+    assert.deepEqual(await collect(c.load(h)), contents[winners[0]!]);
+  }
+  assert.equal((await streamState(bucket)).chunkSubjects, 4, "the losers' chunks are purged");
+});
+
+test('a ranged load reads only the chunks of its range', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const b = await open(bucket);
+  t.after(() => b.close());
+  const data = randomBytes(4 * NATS_CHUNK_SIZE + 100);
+  const h = { type: 'packs', name: hexName('ranged chunks') } as const;
+  await b.save(h, data);
+  // Erase the first chunk's message behind the backend's back: ranges past it still load.
+  const nc = await connect({ servers: cluster.urls });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const m = await jsm.streams.getMessage(`OBJ_${bucket}`, {
+      last_by_subj: `$O.${bucket}.M.packs.${h.name}`,
+    });
+    const first = (m!.json() as { seqs: Array<[number, number]> }).seqs[0]![0];
+    assert.ok(await jsm.streams.deleteMessage(`OBJ_${bucket}`, first));
+  } finally {
+    await nc.close();
+  }
+  const offset = NATS_CHUNK_SIZE + 7;
+  assert.deepEqual(
+    await collect(b.load(h, { offset, length: 2 * NATS_CHUNK_SIZE })),
+    data.subarray(offset, offset + 2 * NATS_CHUNK_SIZE),
+  );
+  assert.deepEqual(await collect(b.load(h, { offset: data.length - 50 })), data.subarray(-50));
+  await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
+});
+
+test('wrong credentials are STORE_AUTH; a missing bucket is STORE_MISSING; a dead server is STORE_UNREACHABLE', async (t) => {
+  const server = await startAuthServer('nexo', 'right-secret');
+  t.after(() => server.stop());
+  const base = { servers: [server.url], bucket: 'auth-test', timeoutMs: 2000, retry: FAST };
+  await assert.rejects(
+    openNatsBackend({ ...base, user: 'nexo', password: 'wrong-secret', create: true }),
+    code('STORE_AUTH', 8),
+  );
+  await assert.rejects(openNatsBackend({ ...base, create: true }), code('STORE_AUTH'));
+  await assert.rejects(
+    openNatsBackend({ ...base, user: 'nexo', password: 'right-secret' }),
+    code('STORE_MISSING', 8),
+  );
+  const b = await openNatsBackend({ ...base, user: 'nexo', password: 'right-secret', create: true });
+  await b.save({ type: 'config', name: 'config' }, Buffer.from('{}'));
+  await b.close();
+  const err = await openNatsBackend({ ...base, user: 'nexo', password: 'wrong-secret' }).catch((e) => e);
+  code('STORE_AUTH')(err);
+  assert.ok(!String(err.message).includes('secret'), 'the message shows no credential');
+  await server.stop();
+  await assert.rejects(
+    openNatsBackend({ ...base, user: 'nexo', password: 'right-secret', timeoutMs: 300 }),
+    code('STORE_UNREACHABLE', 8),
+  );
+});

@@ -1,0 +1,195 @@
+// Test helpers for the NATS backend: a real 3-node nats-server cluster with JetStream on loopback (free
+// ports, one config file and store directory per node), started once per test file; nodes can be killed
+// (SIGKILL) and restarted on their ports and store directories. Also a single server that requires a
+// user and password (the wrong-credentials case).
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Fails loudly (never skips) when nats-server is not installed. */
+export function requireNatsServer(): void {
+  if (spawnSync('nats-server', ['--version']).status !== 0)
+    throw new Error('nats-server is not installed (the NATS backend tests need it; .ci/run installs it)');
+}
+
+/** A TCP port that was free a moment ago. */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const port = (srv.address() as { port: number }).port;
+  srv.close();
+  await once(srv, 'close');
+  return port;
+}
+
+export interface NatsNode {
+  readonly name: string;
+  readonly url: string;
+  readonly running: boolean;
+  kill(): Promise<void>;
+  start(): Promise<void>;
+}
+
+export interface NatsCluster {
+  readonly nodes: NatsNode[];
+  readonly urls: string[];
+  /** Resolves once a JetStream meta leader is elected among the running nodes (rejects after `ms`). */
+  waitForMetaLeader(ms?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+class Node implements NatsNode {
+  private proc: ChildProcess | undefined;
+  readonly url: string;
+  constructor(
+    readonly name: string,
+    private readonly config: string,
+    port: number,
+    readonly monitor: number,
+  ) {
+    this.url = `nats://127.0.0.1:${port}`;
+  }
+
+  get running(): boolean {
+    return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    const proc = spawn('nats-server', ['-c', this.config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    proc.stderr?.on('data', (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-4000);
+    });
+    this.proc = proc;
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      if (!this.running) throw new Error(`nats-server ${this.name} exited: ${stderr}`);
+      try {
+        const r = await fetch(`http://127.0.0.1:${this.monitor}/healthz`);
+        if (r.status < 600) return;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`nats-server ${this.name} did not start: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async kill(): Promise<void> {
+    const proc = this.proc;
+    if (proc && proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGKILL');
+      await once(proc, 'exit');
+    }
+  }
+
+  async jsz(): Promise<{ meta_cluster?: { leader?: string } } | null> {
+    try {
+      const r = await fetch(`http://127.0.0.1:${this.monitor}/jsz`);
+      return (await r.json()) as { meta_cluster?: { leader?: string } };
+    } catch {
+      return null;
+    }
+  }
+}
+
+const live = new Set<Node>();
+process.once('exit', () => {
+  for (const n of live) void n.kill();
+});
+
+/** Starts a 3-node JetStream cluster on loopback and waits for its meta leader. */
+export async function startNatsCluster(size = 3): Promise<NatsCluster> {
+  requireNatsServer();
+  const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-cluster-'));
+  const ports = await Promise.all(
+    Array.from({ length: size }, async () => ({
+      client: await freePort(),
+      route: await freePort(),
+      monitor: await freePort(),
+    })),
+  );
+  const routes = ports.map((p) => `nats-route://127.0.0.1:${p.route}`);
+  const nodes = ports.map((p, i) => {
+    const name = `n${i + 1}`;
+    const store = join(dir, name);
+    mkdirSync(store);
+    const config = join(dir, `${name}.conf`);
+    writeFileSync(
+      config,
+      [
+        `server_name: ${name}`,
+        `listen: 127.0.0.1:${p.client}`,
+        `http: 127.0.0.1:${p.monitor}`,
+        `jetstream { store_dir: ${JSON.stringify(store)}, max_memory_store: 64MB, max_file_store: 1GB }`,
+        `cluster { name: nexo, listen: 127.0.0.1:${p.route}, routes: [${routes.filter((_, k) => k !== i).join(', ')}] }`,
+        '',
+      ].join('\n'),
+    );
+    const node = new Node(name, config, p.client, p.monitor);
+    live.add(node);
+    return node;
+  });
+  await Promise.all(nodes.map((n) => n.start()));
+  const cluster: NatsCluster = {
+    nodes,
+    urls: nodes.map((n) => n.url),
+    async waitForMetaLeader(ms = 30_000) {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        for (const n of nodes) {
+          if (!n.running) continue;
+          const j = await n.jsz();
+          if (j?.meta_cluster?.leader) return;
+        }
+        if (Date.now() > deadline) throw new Error('the NATS cluster elected no JetStream meta leader');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    async stop() {
+      await Promise.all(nodes.map((n) => n.kill()));
+      for (const n of nodes) live.delete(n);
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+    },
+  };
+  await cluster.waitForMetaLeader();
+  return cluster;
+}
+
+/** One JetStream server that requires `user`/`password`. */
+export async function startAuthServer(
+  user: string,
+  password: string,
+): Promise<{ url: string; stop(): Promise<void> }> {
+  requireNatsServer();
+  const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-auth-'));
+  const [client, monitor] = [await freePort(), await freePort()];
+  const config = join(dir, 'auth.conf');
+  writeFileSync(
+    config,
+    [
+      `listen: 127.0.0.1:${client}`,
+      `http: 127.0.0.1:${monitor}`,
+      `jetstream { store_dir: ${JSON.stringify(join(dir, 'js'))} }`,
+      `authorization { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)} }`,
+      '',
+    ].join('\n'),
+  );
+  const node = new Node('auth', config, client, monitor);
+  live.add(node);
+  await node.start();
+  return {
+    url: node.url,
+    async stop() {
+      await node.kill();
+      live.delete(node);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
