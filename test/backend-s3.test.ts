@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { after, before, type TestContext, test } from 'node:test';
 import { inspect } from 'node:util';
@@ -18,7 +18,7 @@ import { ExitCode, type StoreUnavailableError } from '../src/model/errors.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
 import { REPO, tempDir } from './helpers/env.js';
 import { type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
-import { type S3Server, startS3Server } from './helpers/s3-server.js';
+import { type S3Server, startS3ServerProcess } from './helpers/s3-server.js';
 
 const BUCKET = 'nexo-test';
 let server: S3Server;
@@ -26,7 +26,7 @@ let server: S3Server;
 let proxy: FaultProxy;
 
 before(async () => {
-  server = await startS3Server([BUCKET]);
+  server = await startS3ServerProcess([BUCKET]);
   proxy = await startFaultProxy(server.endpoint);
 });
 after(async () => {
@@ -405,6 +405,28 @@ function bucketKeys(prefix: string): string[] {
 }
 
 // ---- ifAbsent: conditional writes, or claims where the endpoint ignores them ---------------------------
+
+test('s3: list pages through more than 1000 objects', async (t) => {
+  const prefix = `paged/${randomUUID()}`;
+  const obs = observed();
+  const b = await openS3Backend({ ...server.options(BUCKET, prefix), observer: obs.observer });
+  t.after(() => b.close());
+  const names = Array.from({ length: 1203 }, (_, i) => hexName(`paged ${i}`));
+  // Seeded straight into s3rver's directory (<key>._S3rver_object and its .md5): 1203 PUTs take long.
+  const dir = join(server.dir, BUCKET, prefix, 'index');
+  mkdirSync(dir, { recursive: true });
+  for (const [i, name] of names.entries()) {
+    const body = Buffer.alloc(i % 7);
+    writeFileSync(join(dir, `${name}._S3rver_object`), body);
+    writeFileSync(join(dir, `${name}._S3rver_object.md5`), createHash('md5').update(body).digest('hex'));
+  }
+  await b.save({ type: 'index', name: names[0]! }, Buffer.alloc(0)); // and one through the backend
+  obs.requests.length = 0;
+  const listed = await listAll(b, 'index');
+  assert.equal(listed.size, names.length);
+  for (const [i, name] of names.entries()) assert.equal(listed.get(name), i % 7, name);
+  assert.equal(obs.requests.filter((r) => r.op === 'list').length, 2, 'two pages');
+});
 
 test('s3: ifAbsent on s3rver (no conditional writes) goes through claims and leaves none behind', async (t) => {
   const prefix = `claims/${randomUUID()}`;
