@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { after, before, type TestContext, test } from 'node:test';
 import { inspect } from 'node:util';
-import type { Backend } from '../src/backend/backend.js';
+import { type Backend, OBJECT_TYPES } from '../src/backend/backend.js';
 import type { BackendObserver, S3BackendOptions } from '../src/backend/remote.js';
 import { openS3Backend, S3Backend } from '../src/backend/s3.js';
 import { ExitCode, type StoreUnavailableError } from '../src/model/errors.js';
@@ -562,3 +562,32 @@ await b.save({ type: 'packs', name: ${JSON.stringify(name)} }, forever());
   const uploads = join(server.dir, BUCKET, '._S3rver_uploads');
   assert.ok(readdirSync(uploads).some((id) => readdirSync(join(uploads, id)).includes('2')));
 });
+
+// ---- an operator's own endpoint ------------------------------------------------------------------------
+
+// NEXO_TEST_S3_BUCKET (with the SDK's AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, … and
+// optionally NEXO_TEST_S3_PATH_STYLE=1) runs the conformance suite once more against that bucket, under
+// a fresh prefix per test that is emptied afterwards: for MinIO, Ceph RGW, R2 or AWS S3.
+const operatorBucket = process.env.NEXO_TEST_S3_BUCKET;
+if (operatorBucket) {
+  const operatorOptions = (prefix: string): S3BackendOptions => ({
+    bucket: operatorBucket,
+    prefix,
+    ...(process.env.NEXO_TEST_S3_PATH_STYLE === '1' ? { forcePathStyle: true } : {}),
+  });
+  backendConformance(`s3 (${operatorBucket}, from NEXO_TEST_S3_BUCKET)`, {
+    make: async () => {
+      const prefix = `nexo-conformance/${randomUUID()}`;
+      const b = await openS3Backend(operatorOptions(prefix));
+      prefixOf.set(b, prefix);
+      return b;
+    },
+    reopen: async (b) => openS3Backend(operatorOptions(prefixOf.get(b)!)),
+    teardown: async (b) => {
+      const c = await openS3Backend(operatorOptions(prefixOf.get(b)!));
+      for (const type of OBJECT_TYPES)
+        for await (const o of c.list(type)) await c.remove({ type, name: o.name });
+      await c.close();
+    },
+  });
+}

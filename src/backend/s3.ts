@@ -66,17 +66,19 @@ const CLAIM_ROUNDS = 60;
 type Op = 'save' | 'load' | 'stat' | 'list' | 'remove';
 
 /**
- * A failure worth another attempt: connection reset or refused, timeout, HTTP 5xx/429, SlowDown, or a
- * body shorter than its Content-Length or range (`short`). Internal: after the last attempt it becomes
- * StoreUnavailableError('STORE_UNREACHABLE') or, for a short body, ShortReadError.
+ * A failure worth another attempt of one request: connection reset or refused, timeout, HTTP 5xx/429,
+ * SlowDown, or a body shorter than its Content-Length or range (`short`). Internal to this backend,
+ * which retries its own requests: after the last attempt it becomes StoreUnavailableError
+ * ('STORE_UNREACHABLE') or, for a short body, ShortReadError — never backend.ts's RetryableFailure,
+ * so the retry wrapper (retry.ts) does not multiply the attempts.
  */
-export class TransientStoreError extends Error {
+class RetryableFailure extends Error {
   constructor(
     readonly reason: string,
     readonly short = false,
   ) {
     super(reason);
-    this.name = 'TransientStoreError';
+    this.name = 'RetryableFailure';
   }
 }
 
@@ -276,9 +278,9 @@ export class S3Backend implements Backend {
     }
   }
 
-  /** The typed error for a final failure, or a TransientStoreError for one worth retrying. */
+  /** The typed error for a final failure, or a RetryableFailure for one worth retrying. */
   private classify(err: unknown, what: string): Error {
-    if (err instanceof SnapshotError || err instanceof TransientStoreError) return err;
+    if (err instanceof SnapshotError || err instanceof RetryableFailure) return err;
     const name = nameOf(err);
     const status = statusOf(err);
     const errno = errnoOf(err);
@@ -287,14 +289,14 @@ export class S3Backend implements Backend {
       TRANSIENT_NAMES.has(name) ||
       (status !== undefined && (status >= 500 || status === 429 || status === 408))
     )
-      return new TransientStoreError(describe(err));
+      return new RetryableFailure(describe(err));
     // A request that died before an HTTP answer (socket hang up, aborted body) is transient too.
     if (
       status === undefined &&
       !AUTH_NAMES.has(name) &&
       /aborted|socket|hang up|ECONN/i.test(String((err as SdkError)?.message))
     )
-      return new TransientStoreError(describe(err));
+      return new RetryableFailure(describe(err));
     const fail = (code: StoreErrorCode, text: string) =>
       new StoreUnavailableError(code, `${what}: ${text} (${describe(err)})`, {
         backend: 's3',
@@ -327,7 +329,7 @@ export class S3Backend implements Backend {
         if (answer) throw err;
         failure = this.classify(err, what);
       }
-      if (!(failure instanceof TransientStoreError)) throw failure;
+      if (!(failure instanceof RetryableFailure)) throw failure;
       if (attempt >= this.attempts) {
         if (failure.short) throw new ShortReadError(`${what}: ${failure.reason}`);
         throw new StoreUnavailableError(
@@ -713,17 +715,17 @@ export class S3Backend implements Backend {
             size = r.ContentLength; // the whole object: the server ignored the range
           } else {
             (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
-            throw new TransientStoreError('an answer without Content-Range to a ranged GET', true);
+            throw new RetryableFailure('an answer without Content-Range to a ranged GET', true);
           }
           const end = Math.min(b, size);
           const want = Math.max(0, end - a);
           const body = r.Body as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined;
           if (want === 0 || a < first) {
             body?.destroy?.();
-            if (a < first) throw new TransientStoreError(`the answer starts at ${first}, not ${a}`, true);
+            if (a < first) throw new RetryableFailure(`the answer starts at ${first}, not ${a}`, true);
             return { data: Buffer.alloc(0), size, etag: unquote(r.ETag) };
           }
-          if (!body) throw new TransientStoreError('an answer without a body', true);
+          if (!body) throw new RetryableFailure('an answer without a body', true);
           const data = await this.readBody(body, a - first, want);
           return { data, size, etag: unquote(r.ETag) };
         },
@@ -771,14 +773,14 @@ export class S3Backend implements Backend {
         if (got === want) break;
       }
     } catch (err) {
-      if (stalled) throw new TransientStoreError(`no data for ${this.timeoutMs} ms`);
+      if (stalled) throw new RetryableFailure(`no data for ${this.timeoutMs} ms`);
       throw err;
     } finally {
       clearTimeout(idle);
       body.destroy?.();
     }
-    if (stalled) throw new TransientStoreError(`no data for ${this.timeoutMs} ms`);
-    if (got < want) throw new TransientStoreError(`the body ended after ${got} of ${want} bytes`, true);
+    if (stalled) throw new RetryableFailure(`no data for ${this.timeoutMs} ms`);
+    if (got < want) throw new RetryableFailure(`the body ended after ${got} of ${want} bytes`, true);
     return out;
   }
 
