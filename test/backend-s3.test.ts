@@ -1,7 +1,9 @@
-// The S3-compatible backend against a real S3-compatible server (s3rver, started once for the file):
-// the backend conformance suite, then a fault-injecting HTTP proxy between client and server
-// (connection resets, 500 and 503 SlowDown, stalled and slow answers, truncated bodies), the
-// classification of a missing bucket and refused credentials, multipart uploads and their abort.
+// The S3-compatible backend against a real S3-compatible server (s3rver in a process of its own, started
+// once for the file): the backend conformance suite, then a fault-injecting HTTP proxy between client and
+// server (connection resets, 500 and 503 SlowDown, stalled and slow answers, truncated bodies), the
+// classification of a missing bucket and refused credentials, multipart uploads, their abort and a killed
+// writer, list paging, ifAbsent with and without conditional writes, the SDK's environment; and, with
+// NEXO_TEST_S3_BUCKET, the conformance suite against an operator's bucket.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

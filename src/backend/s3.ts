@@ -696,6 +696,7 @@ export class S3Backend implements Backend {
         'load',
         what,
         async () => {
+          if (signal.aborted) throw new IoError(`${what}: the load was abandoned`);
           const r = await this.client.send(
             new GetObjectCommand({
               Bucket: this.bucket,
