@@ -250,8 +250,9 @@ export class S3Backend implements Backend {
     this.observer = opts.observer;
     const where = `s3://${opts.bucket}${opts.prefix ? `/${opts.prefix}` : ''}`;
     this.location = opts.endpoint ? `${where} at ${safeEndpoint(opts.endpoint)}` : where;
+    let region: Promise<string> | undefined;
     const config: S3ClientConfig = {
-      region: opts.region ?? defaultRegion,
+      region: opts.region ?? (() => (region ??= defaultRegion())),
       forcePathStyle: opts.forcePathStyle ?? false,
       // Retries are ours (RetryOptions): one attempt per SDK call.
       maxAttempts: 1,
