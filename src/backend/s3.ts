@@ -66,17 +66,19 @@ const CLAIM_ROUNDS = 60;
 type Op = 'save' | 'load' | 'stat' | 'list' | 'remove';
 
 /**
- * A failure worth another attempt: connection reset or refused, timeout, HTTP 5xx/429, SlowDown, or a
- * body shorter than its Content-Length or range (`short`). Internal: after the last attempt it becomes
- * StoreUnavailableError('STORE_UNREACHABLE') or, for a short body, ShortReadError.
+ * A failure worth another attempt of one request: connection reset or refused, timeout, HTTP 5xx/429,
+ * SlowDown, or a body shorter than its Content-Length or range (`short`). Internal to this backend,
+ * which retries its own requests: after the last attempt it becomes StoreUnavailableError
+ * ('STORE_UNREACHABLE') or, for a short body, ShortReadError — never backend.ts's RetryableFailure,
+ * so the retry wrapper (retry.ts) does not multiply the attempts.
  */
-export class TransientStoreError extends Error {
+class RetryableFailure extends Error {
   constructor(
     readonly reason: string,
     readonly short = false,
   ) {
     super(reason);
-    this.name = 'TransientStoreError';
+    this.name = 'RetryableFailure';
   }
 }
 
@@ -248,15 +250,17 @@ export class S3Backend implements Backend {
     this.observer = opts.observer;
     const where = `s3://${opts.bucket}${opts.prefix ? `/${opts.prefix}` : ''}`;
     this.location = opts.endpoint ? `${where} at ${safeEndpoint(opts.endpoint)}` : where;
+    let region: Promise<string> | undefined;
     const config: S3ClientConfig = {
-      region: opts.region ?? defaultRegion,
+      region: opts.region ?? (() => (region ??= defaultRegion())),
       forcePathStyle: opts.forcePathStyle ?? false,
       // Retries are ours (RetryOptions): one attempt per SDK call.
       maxAttempts: 1,
       // Plain bodies with Content-MD5: what every S3-compatible server understands.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: { requestTimeout: this.timeoutMs, connectionTimeout: this.timeoutMs },
+      // timeoutMs bounds connecting and any silence of a request or its answer (not a transfer's length).
+      requestHandler: { connectionTimeout: this.timeoutMs, socketTimeout: this.timeoutMs },
       ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
       ...(opts.credentials ? { credentials: { ...opts.credentials } } : {}),
     };
@@ -275,9 +279,9 @@ export class S3Backend implements Backend {
     }
   }
 
-  /** The typed error for a final failure, or a TransientStoreError for one worth retrying. */
+  /** The typed error for a final failure, or a RetryableFailure for one worth retrying. */
   private classify(err: unknown, what: string): Error {
-    if (err instanceof SnapshotError || err instanceof TransientStoreError) return err;
+    if (err instanceof SnapshotError || err instanceof RetryableFailure) return err;
     const name = nameOf(err);
     const status = statusOf(err);
     const errno = errnoOf(err);
@@ -286,14 +290,14 @@ export class S3Backend implements Backend {
       TRANSIENT_NAMES.has(name) ||
       (status !== undefined && (status >= 500 || status === 429 || status === 408))
     )
-      return new TransientStoreError(describe(err));
+      return new RetryableFailure(describe(err));
     // A request that died before an HTTP answer (socket hang up, aborted body) is transient too.
     if (
       status === undefined &&
       !AUTH_NAMES.has(name) &&
       /aborted|socket|hang up|ECONN/i.test(String((err as SdkError)?.message))
     )
-      return new TransientStoreError(describe(err));
+      return new RetryableFailure(describe(err));
     const fail = (code: StoreErrorCode, text: string) =>
       new StoreUnavailableError(code, `${what}: ${text} (${describe(err)})`, {
         backend: 's3',
@@ -326,7 +330,7 @@ export class S3Backend implements Backend {
         if (answer) throw err;
         failure = this.classify(err, what);
       }
-      if (!(failure instanceof TransientStoreError)) throw failure;
+      if (!(failure instanceof RetryableFailure)) throw failure;
       if (attempt >= this.attempts) {
         if (failure.short) throw new ShortReadError(`${what}: ${failure.reason}`);
         throw new StoreUnavailableError(
@@ -564,8 +568,9 @@ export class S3Backend implements Backend {
     const parts: Array<{ PartNumber: number; ETag: string; md5: Buffer }> = [];
     const inFlight = new Set<Promise<void>>();
     let failed: { err: unknown } | undefined;
+    let numbered = 0;
     const send = (body: Buffer) => {
-      const PartNumber = parts.length + inFlight.size + 1;
+      const PartNumber = ++numbered;
       if (PartNumber > MAX_PARTS)
         throw new IoError(`${what}: the object needs more than ${MAX_PARTS} parts of ${PART_SIZE} bytes`);
       const digest = md5(body);
@@ -626,7 +631,7 @@ export class S3Backend implements Backend {
         await take(r.value);
         check();
       }
-      if (fill > 0 || parts.length + inFlight.size === 0) send(part.subarray(0, fill));
+      if (fill > 0 || numbered === 0) send(part.subarray(0, fill));
       while (inFlight.size > 0) await Promise.race(inFlight);
       check();
       parts.sort((a, b) => a.PartNumber - b.PartNumber);
@@ -692,6 +697,7 @@ export class S3Backend implements Backend {
         'load',
         what,
         async () => {
+          if (signal.aborted) throw new IoError(`${what}: the load was abandoned`);
           const r = await this.client.send(
             new GetObjectCommand({
               Bucket: this.bucket,
@@ -711,17 +717,17 @@ export class S3Backend implements Backend {
             size = r.ContentLength; // the whole object: the server ignored the range
           } else {
             (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
-            throw new TransientStoreError('an answer without Content-Range to a ranged GET', true);
+            throw new RetryableFailure('an answer without Content-Range to a ranged GET', true);
           }
           const end = Math.min(b, size);
           const want = Math.max(0, end - a);
           const body = r.Body as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined;
           if (want === 0 || a < first) {
             body?.destroy?.();
-            if (a < first) throw new TransientStoreError(`the answer starts at ${first}, not ${a}`, true);
+            if (a < first) throw new RetryableFailure(`the answer starts at ${first}, not ${a}`, true);
             return { data: Buffer.alloc(0), size, etag: unquote(r.ETag) };
           }
-          if (!body) throw new TransientStoreError('an answer without a body', true);
+          if (!body) throw new RetryableFailure('an answer without a body', true);
           const data = await this.readBody(body, a - first, want);
           return { data, size, etag: unquote(r.ETag) };
         },
@@ -769,14 +775,14 @@ export class S3Backend implements Backend {
         if (got === want) break;
       }
     } catch (err) {
-      if (stalled) throw new TransientStoreError(`no data for ${this.timeoutMs} ms`);
+      if (stalled) throw new RetryableFailure(`no data for ${this.timeoutMs} ms`);
       throw err;
     } finally {
       clearTimeout(idle);
       body.destroy?.();
     }
-    if (stalled) throw new TransientStoreError(`no data for ${this.timeoutMs} ms`);
-    if (got < want) throw new TransientStoreError(`the body ended after ${got} of ${want} bytes`, true);
+    if (stalled) throw new RetryableFailure(`no data for ${this.timeoutMs} ms`);
+    if (got < want) throw new RetryableFailure(`the body ended after ${got} of ${want} bytes`, true);
     return out;
   }
 

@@ -1,13 +1,16 @@
-// Test helper: a local S3-compatible server (the `s3rver` package, in this process) on a free loopback
-// port with a temporary directory, started once per test file, and the options that reach it path-style
-// with its fixed credentials. s3rver checks the access key id but not SigV4 signatures, ignores
+// Test helper: a local S3-compatible server (the `s3rver` package, in this process or in one of its own)
+// on a free loopback port with a temporary directory, started once per test file, and the options that
+// reach it path-style with its fixed credentials. s3rver checks the access key id but not SigV4 signatures, ignores
 // `If-None-Match` on writes and does not implement AbortMultipartUpload (docs/remote.md).
 
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { S3BackendOptions } from '../../src/backend/remote.js';
+import { REPO } from './env.js';
 
 interface S3rverInstance {
   run(): Promise<{ address: string; port: number }>;
@@ -56,6 +59,53 @@ export async function startS3Server(buckets: readonly string[]): Promise<S3Serve
     async stop() {
       await server.close();
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * The same server in a process of its own (test/fixtures/s3rver.ts) with OpenSSL's legacy provider:
+ * s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 refuses otherwise (HTTP
+ * 500 on any listing of more than 1000 keys). Stopped (SIGTERM) by `stop`.
+ */
+export async function startS3ServerProcess(buckets: readonly string[]): Promise<S3Server> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(REPO, 'test', 'fixtures', 's3rver.ts'), ...buckets],
+    {
+      cwd: REPO,
+      env: { ...process.env, NODE_OPTIONS: '--openssl-legacy-provider' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  let out = '';
+  for await (const c of child.stdout) {
+    out += String(c);
+    if (out.includes('\n')) break;
+  }
+  const m = /^ready (http:\/\/127\.0\.0\.1:(\d+)) (\S+)/.exec(out);
+  if (!m) {
+    child.kill('SIGKILL');
+    throw new Error(`s3rver did not start: ${out}`);
+  }
+  const endpoint = m[1]!;
+  return {
+    endpoint,
+    port: Number(m[2]),
+    dir: m[3]!,
+    options: (bucket, prefix, via = endpoint) => ({
+      bucket,
+      prefix,
+      endpoint: via,
+      forcePathStyle: true,
+      region: 'us-east-1',
+      credentials: { ...S3RVER_CREDENTIALS },
+    }),
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await exited;
     },
   };
 }
