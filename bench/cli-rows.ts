@@ -4,7 +4,8 @@
 // median of the paired ratios (the budget applies to it), the budget, pass or fail, and the peak RSS
 // of both process trees (cli.ts). Bundle store: snapshot, verify, restore. Start-up: `--version` and
 // `list` of an empty store against `node -e 0`. Repository: first snapshot, the 1 % change and a second
-// snapshot, `check --read-data`, restore (once `restore --from <id>` exists) and prune.
+// snapshot, `check --read-data`, `list` of the two snapshots (≤ 150 ms), restore (once `restore --from
+// <id>` exists), prune, and the auto_pre_mutating_tool cost (preToolRow, reported).
 
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -33,6 +34,8 @@ export const CLI_BUDGET = {
   repoSecondTime: { budget: 0.5, goal: 0.3 },
   repoRestore: { budget: 1.2, goal: 1.0 },
   repoCheckReadData: { budget: 1.2, goal: 1.1 },
+  /** `list --agent <id> --json` of a store with 2 snapshots: wall time, ms (issue 13: ≤ 0.15 s). */
+  listMs: { budget: 150, goal: 120 },
 } as const;
 
 export interface Row {
@@ -502,6 +505,7 @@ export function repositoryRows(
   );
   rmSync(checkInputs.FRAMES, { force: true });
   rmSync(checkInputs.RAW, { force: true });
+  rows.push(listRow(p, pairs, log));
   rows.push(repositoryRestoreRow(p, secondId, baseOut, pairs, log));
   rmSync(baseOut, { force: true });
   if (prune) rows.push(pruneRow(prune, Math.min(pairs, 3), log));
@@ -597,5 +601,81 @@ function pruneRow(f: PruneFixture, runs: number, log: (s: string) => void): Row 
       peak_rss_mb: rssMB(results) ?? null,
       report,
     },
+  };
+}
+
+/**
+ * `list --agent ref --json` of the repository holding the two snapshots of the last pair (issue 13's
+ * list row; the default store of a new state root is the repository) against `node -e 0`, interleaved;
+ * the budget is the wall time itself.
+ */
+function listRow(p: SampleAgentPaths, pairs: number, log: (s: string) => void): Row {
+  const args = ['list', '--agent', REF_AGENT, '--json', '--state-root', p.stateRoot];
+  const m = interleave(
+    Math.max(pairs, 5),
+    () => {
+      const r = runCli(args, cliEnv('repository'));
+      const n = jsonOf<unknown[]>(r).length;
+      if (n < 2) throw new Error(`list found ${n} snapshots, expected at least 2`);
+      return r;
+    },
+    () => runBash(BASELINE_NODE),
+    log,
+    'list (2 snapshots)',
+  );
+  const budget = CLI_BUDGET.listMs;
+  return {
+    key: 'repoList',
+    operation: 'list --agent ref --json (repository, 2 snapshots)',
+    ours: fmtMs(m.stats.oursMedian),
+    baseline: `${fmtMs(m.stats.baseMedian)} (node -e 0)`,
+    ratio: `${(m.stats.oursMedian / budget.budget).toFixed(2)}× of the budget (${ratio(m.stats.pairedRatio)} of node)`,
+    budget: `≤ ${budget.budget} ms (goal ${budget.goal} ms)`,
+    result: verdict(m.stats.oursMedian <= budget.budget),
+    peakRss: `${fmtRss(rssMB(m.ours))} | ${fmtRss(rssMB(m.base))}`,
+    data: {
+      runs_ms: m.stats.ours.map((x) => round(x)),
+      baseline_runs_ms: m.stats.base.map((x) => round(x)),
+      median_ms: round(m.stats.oursMedian),
+      baseline_median_ms: round(m.stats.baseMedian),
+      paired_ratio: round(m.stats.pairedRatio, 3),
+      budget_ms: budget.budget,
+      goal_ms: budget.goal,
+      peak_rss_mb: rssMB(m.ours) ?? null,
+    },
+  };
+}
+
+/**
+ * `auto_pre_mutating_tool` after a one-row change (bench/pre-tool-cost.ts, compiled, in its own process):
+ * wall time and bytes added of the hook's snapshot into the repository (and as a bundle, for contrast).
+ * Reported, no budget (issue 11).
+ */
+export function preToolRow(log: (s: string) => void): Row {
+  const script = join(WORK_DIR, 'dist', 'bench', 'pre-tool-cost.js');
+  const r = runProcess(process.execPath, [script], {});
+  if (r.status !== 0) throw new Error(`pre-tool-cost exited with ${r.status}:\n${r.stderr}`);
+  log(r.stdout.trim());
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  type Cost = {
+    store: string;
+    pre_tool_ms: number;
+    pre_tool_cpu_ms: number;
+    pre_tool_bytes: number;
+    agent_bytes: number;
+  };
+  const rows = JSON.parse(line.replace(/^PRE_TOOL_JSON /, '')) as Cost[];
+  const repo = rows.find((x) => x.store === 'repository')!;
+  const bundle = rows.find((x) => x.store === 'bundles');
+  return {
+    key: 'repoPreTool',
+    operation: `auto_pre_mutating_tool after a one-row change (agent of ${fmtMB(repo.agent_bytes)})`,
+    ours: `${fmtMs(repo.pre_tool_ms)}, ${(repo.pre_tool_bytes / 1024).toFixed(1)} KiB added`,
+    baseline: bundle ? `bundle: ${fmtMs(bundle.pre_tool_ms)}, ${fmtMB(bundle.pre_tool_bytes)}` : '—',
+    ratio: '—',
+    budget: 'report',
+    result: 'info',
+    peakRss: '—',
+    data: { runs: rows },
   };
 }

@@ -4,15 +4,19 @@
 // median of paired ratios (the budget applies to it) and peak RSS of both process trees: snapshot
 // --no-redact, verify and restore of ref-170 in the bundle store; start-up (`--version`, `list` of an
 // empty store) against `node -e 0`; the repository (first snapshot, the 1 % change and a second
-// snapshot, check --read-data, restore from the repository once it exists, prune of 100 small agents ×
-// 50 snapshots with 40 of each forgotten; BENCH_PRUNE_AGENTS=n for fewer agents). Then the in-process
+// snapshot, check --read-data, `list` of the two snapshots (≤ 150 ms), restore from the repository,
+// prune of 100 small agents × 50 snapshots with 40 of each forgotten (BENCH_PRUNE_AGENTS=n for fewer
+// agents), and the auto_pre_mutating_tool cost after a one-row change (bench/pre-tool-cost.ts)); every
+// row prints its ratio beside its budget, and the peak-RSS rows check ≤ 150 MB. Then the in-process
 // breakdown of the same operations (bench/*-child.ts: capture under the gate, hash, pack), and the
 // library-level budgets: an age-encrypted snapshot vs a plaintext one (bench/encrypted.ts), the
 // original's zstd -19 recipe, diff of two ref-170 snapshots (the agent is restored afterwards), list of
-// 10,000 bundles, a retention sweep over 1,000 agents × 50 bundles, and peak RSS on a ~2 GB agent (CLI;
-// BENCH_BIG=0 skips it). BENCH_ONLY=cli stops after the breakdown; BENCH_ONLY=encrypted runs only the
-// encrypted-vs-plaintext case; BENCH_ONLY=find runs only `find` over N snapshots a 1 % change apart
-// (bench/find.ts; BENCH_FIND_SCALE, BENCH_FIND_SNAPSHOTS). Prints tables and a last line `BENCH_JSON {...}`. Exits 0 even when a
+// 10,000 bundles, a retention sweep over 1,000 agents × 50 bundles, and peak RSS on a ~2 GB agent (CLI,
+// bundle store and repository; BENCH_BIG=0 skips it; `node --import tsx bench/big-agent.ts repository`
+// runs only its repository half). BENCH_ONLY=cli stops after the breakdown; BENCH_ONLY=encrypted runs
+// only the encrypted-vs-plaintext case; BENCH_ONLY=find runs only `find` over N snapshots a 1 % change
+// apart (bench/find.ts; BENCH_FIND_SCALE, BENCH_FIND_SNAPSHOTS). Prints tables and a last line
+// `BENCH_JSON {...}`. Exits 0 even when a
 // budget fails, unless BENCH_STRICT=1.
 
 import { spawnSync } from 'node:child_process';
@@ -20,12 +24,18 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { verifyBundleFile } from '../src/verify/verify.js';
-import { type BigAgentResult, measureBigAgent } from './big-agent.js';
+import {
+  type BigAgentResult,
+  type BigRepositoryResult,
+  measureBigAgent,
+  measureBigAgentRepository,
+} from './big-agent.js';
 import { buildCli, gnuTimeAvailable } from './cli.js';
 import {
   BASELINE_SNAPSHOT,
   bundleRows,
   CLI_BUDGET,
+  preToolRow,
   type Row,
   repositoryRows,
   rssRows,
@@ -261,6 +271,7 @@ async function main(): Promise<void> {
   log(`working copy of ref-170 made in ${fmtMs(performance.now() - t0)}`);
   const repository = repositoryRows(work, PAIRS, prune, log);
   rmSync(work.root, { recursive: true, force: true });
+  repository.push(preToolRow(log));
   const mainRows = [...bundles.rows, ...startup, ...repository];
   const rssChecks = rssRows(mainRows, [
     'snapshot',
@@ -485,10 +496,19 @@ async function main(): Promise<void> {
 
   // 9. Peak RSS on a ~2 GB agent: flat in agent size (BENCH_BIG=0 skips it).
   let big: BigAgentResult | undefined;
+  let bigRepo: BigRepositoryResult | undefined;
   if (process.env.BENCH_BIG !== '0') {
-    section('9. peak RSS on a ~2 GB agent (CLI: one snapshot, verify and restore)');
+    section(
+      '9. peak RSS on a ~2 GB agent (CLI: snapshot, verify and restore of a bundle; snapshot, check --read-data and restore in a repository)',
+    );
     t0 = performance.now();
     big = measureBigAgent();
+    bigRepo = measureBigAgentRepository();
+    log(
+      `repository: snapshot ${fmtMs(bigRepo.snapshot.ms)} (${fmtRssKiB(bigRepo.snapshot.peakRssKiB)}, added ` +
+        `${fmtMB(bigRepo.addedBytes)}), check --read-data ${fmtMs(bigRepo.check.ms)} (${fmtRssKiB(bigRepo.check.peakRssKiB)}), ` +
+        `restore ${fmtMs(bigRepo.restore.ms)} (${fmtRssKiB(bigRepo.restore.peakRssKiB)})`,
+    );
     const bz = big.agent.sizes;
     log(
       `agent: ${fmtMB(bz.dbBytes)} of databases, ${bz.memdirFiles} files, ${bz.commits} commits ` +
@@ -512,6 +532,13 @@ async function main(): Promise<void> {
           bigSnapshotRss: (big.snapshot.peakRssKiB ?? 0) / 1024 <= BUDGET.peakRssMB,
           bigVerifyRss: (big.verify.peakRssKiB ?? 0) / 1024 <= BUDGET.peakRssMB,
           bigRestoreRss: (big.restore.peakRssKiB ?? 0) / 1024 <= BUDGET.peakRssMB,
+        }
+      : {}),
+    ...(bigRepo
+      ? {
+          bigRepoSnapshotRss: (bigRepo.snapshot.peakRssKiB ?? 0) / 1024 <= BUDGET.peakRssMB,
+          bigRepoCheckRss: (bigRepo.check.peakRssKiB ?? 0) / 1024 <= BUDGET.peakRssMB,
+          bigRepoRestoreRss: (bigRepo.restore.peakRssKiB ?? 0) / 1024 <= BUDGET.peakRssMB,
         }
       : {}),
   };
@@ -581,6 +608,13 @@ async function main(): Promise<void> {
             ['snapshot', big.snapshot],
             ['verify', big.verify],
             ['restore', big.restore],
+            ...(bigRepo
+              ? ([
+                  ['repository snapshot', bigRepo.snapshot],
+                  ['repository check --read-data', bigRepo.check],
+                  ['repository restore', bigRepo.restore],
+                ] as const)
+              : []),
           ] as const
         ).map(([op, r]) => [
           `peak RSS ${op}, 2 GB agent (CLI)`,
@@ -633,6 +667,19 @@ async function main(): Promise<void> {
             verify_peak_rss_kib: big.verify.peakRssKiB ?? null,
             restore_ms: round(big.restore.ms),
             restore_peak_rss_kib: big.restore.peakRssKiB ?? null,
+            ...(bigRepo
+              ? {
+                  repository: {
+                    snapshot_ms: round(bigRepo.snapshot.ms),
+                    snapshot_peak_rss_kib: bigRepo.snapshot.peakRssKiB ?? null,
+                    added_bytes: bigRepo.addedBytes,
+                    check_ms: round(bigRepo.check.ms),
+                    check_peak_rss_kib: bigRepo.check.peakRssKiB ?? null,
+                    restore_ms: round(bigRepo.restore.ms),
+                    restore_peak_rss_kib: bigRepo.restore.peakRssKiB ?? null,
+                  },
+                }
+              : {}),
           }
         : null,
     },

@@ -109,6 +109,27 @@ test('local: <root>/<type>/<name>, packs under a two-hex prefix, mode 0600; the 
   assert.equal(statSync(join(root, 'packs')).mode & 0o777, 0o700);
 });
 
+test("local: readInto fills the caller's buffer from an offset, says how much there was, refuses as load does", async (t) => {
+  const { b } = localRepo(t);
+  const pack = hexName('read into');
+  const bytes = randomBytes(3 * 1024 * 1024 + 17); // more than one read of the file
+  await b.save({ type: 'packs', name: pack }, bytes);
+  const into = Buffer.alloc(bytes.length + 10, 0xaa);
+  assert.equal(await b.readInto({ type: 'packs', name: pack }, 0, into), bytes.length);
+  assert.ok(into.subarray(0, bytes.length).equals(bytes));
+  assert.ok(into.subarray(bytes.length).equals(Buffer.alloc(10, 0xaa)), 'nothing written past the object');
+  const part = Buffer.alloc(100);
+  assert.equal(await b.readInto({ type: 'packs', name: pack }, 5000, part), 100);
+  assert.ok(part.equals(bytes.subarray(5000, 5100)));
+  assert.equal(await b.readInto({ type: 'packs', name: pack }, bytes.length, part), 0);
+  await assert.rejects(
+    b.readInto({ type: 'packs', name: hexName('absent') }, 0, part),
+    code('OBJECT_NOT_FOUND'),
+  );
+  await assert.rejects(b.readInto({ type: 'packs', name: '../x' }, 0, part), code('INVALID_INPUT'));
+  await assert.rejects(b.readInto({ type: 'packs', name: pack }, -1, part), code('INVALID_INPUT'));
+});
+
 test('local: temp files, junk, misplaced packs, directories and symlinks are never listed', async (t) => {
   const { base, root, b } = localRepo(t);
   const real = hexName('real');

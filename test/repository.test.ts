@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -139,6 +139,35 @@ test('repository: content round trips verified, deduplicated; encrypted reposito
       for (const [, obj] of backend.store.objects.get('packs')!)
         assert.equal(obj.includes(Buffer.from('memory 17 xxxx')), false, 'pack bytes are ciphertext');
     }
+  }
+});
+
+test('packs: a blob larger than a pack buffer holds, content over several packs (buffers reused), round trip and check', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'big.bin');
+  // incompressible and compressible parts: raw and zstd blobs, chunked across many 4 MiB reads
+  writeFileSync(file, Buffer.concat([randomBytes(40 * 1024 * 1024), Buffer.alloc(12 * 1024 * 1024, 7)]));
+  const { identity, recipient } = generateIdentity();
+  for (const recipients of [[], [recipient]]) {
+    const backend = new MemoryBackend();
+    const repo = await Repository.init(backend, recipients);
+    const w = repo.writer();
+    const blobs = [randomBytes(6 * 1024 * 1024), randomBytes(15 * 1024 * 1024)]; // 21 MiB: one pack, grown
+    for (const b of blobs) await w.add(1, createHash('sha256').update(b).digest('hex'), b);
+    const ref = await storeContent(w, repo.config.chunker, { path: file, sqlite: false });
+    const stats = await w.finish();
+    assert.ok(stats.packs.length >= 4, `${stats.packs.length} packs`);
+    const reopened = recipients.length
+      ? await Repository.open(backend, { identities: [parseIdentity(identity)] })
+      : await Repository.open(backend);
+    const out = join(dir, `out-${recipients.length}.bin`);
+    await writeContent(reopened, ref, out, 'big');
+    assert.ok(readFileSync(out).equals(readFileSync(file)));
+    for (const b of blobs)
+      assert.ok((await reopened.loadBlob(createHash('sha256').update(b).digest('hex'))).equals(b));
+    const report = await checkRepository(reopened, { readData: true });
+    assert.deepEqual(report.problems, []);
+    assert.equal(report.packs_read, stats.packs.length);
   }
 });
 

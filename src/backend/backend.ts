@@ -68,6 +68,12 @@ export interface Backend {
    * ShortReadError, never a silently short stream. Each yielded buffer belongs to the caller.
    */
   load(h: Handle, range?: Range): AsyncIterable<Uint8Array>;
+  /**
+   * Optional: reads the object from byte `offset` into the caller's buffer until it is full or the
+   * object ends; returns the bytes read. Offered by backends over local files so that hot readers
+   * (check --read-data) reuse one buffer instead of a fresh one per piece. Errors as `load`.
+   */
+  readInto?(h: Handle, offset: number, into: Uint8Array): Promise<number>;
   stat(h: Handle): Promise<ObjectInfo>;
   /** Every complete object of `type`, in no particular order. In-progress saves are never listed. */
   list(type: ObjectType): AsyncIterable<ObjectInfo>;

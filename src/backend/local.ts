@@ -219,6 +219,26 @@ export class LocalBackend implements Backend {
     }
   }
 
+  async readInto(h: Handle, offset: number, into: Uint8Array): Promise<number> {
+    h = validateHandle(h);
+    validateRange({ offset });
+    const what = `load ${h.type}/${h.name} from ${this.location}`;
+    const { fh } = await this.openObject(h);
+    try {
+      let filled = 0;
+      while (filled < into.length) {
+        const { bytesRead } = await io(what, () =>
+          fh.read(into, filled, into.length - filled, offset + filled),
+        );
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+      }
+      return filled;
+    } finally {
+      await fh.close().catch(() => {});
+    }
+  }
+
   async stat(h: Handle): Promise<ObjectInfo> {
     h = validateHandle(h);
     const { fh, size } = await this.openObject(h);

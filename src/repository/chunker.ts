@@ -46,6 +46,15 @@ export interface Chunk {
 
 const READ = 4 * 1024 * 1024;
 
+export interface ChunkOptions {
+  /**
+   * Yield views instead of fresh buffers where a chunk lies within one block read: such a chunk is
+   * valid only until the next one is requested (a consumer that compresses and hashes each chunk at
+   * once, as storing does, then allocates nothing per chunk).
+   */
+  views?: boolean;
+}
+
 /** The page size of a SQLite file's header (bytes 16–17; 1 means 65536), or undefined if not SQLite. */
 export function sqlitePageSize(header: Buffer): number | undefined {
   if (header.length < 100 || header.subarray(0, 16).toString('latin1') !== 'SQLite format 3\0')
@@ -60,12 +69,17 @@ const chunkOf = (data: Buffer): Chunk => ({ id: createHash('sha256').update(data
 
 /**
  * Chunks a file: page-aligned content-defined chunks for a SQLite database (`sqlite`), otherwise one
- * chunk up to `single_max` bytes and gear-hash chunks beyond. Yields fresh buffers (safe to keep).
+ * chunk up to `single_max` bytes and gear-hash chunks beyond. Yields fresh buffers (safe to keep) unless
+ * `opts.views`.
+ * Memory: a small file is read into one buffer of its size; a large one through one read buffer of at
+ * most READ bytes, reused for every block (the chunkers copy what they keep), so chunking a file
+ * allocates no block per read (allocating and freeing 4 MiB blocks fragments the C heap: peak RSS).
  */
 export async function* chunkFile(
   path: string,
   params: ChunkerParams,
   sqlite: boolean,
+  opts: ChunkOptions = {},
 ): AsyncGenerator<Chunk, void, undefined> {
   const fh = await open(path, 'r');
   try {
@@ -74,45 +88,70 @@ export async function* chunkFile(
     const head = Buffer.alloc(Math.min(100, size));
     await fh.read(head, 0, head.length, 0);
     const pageSize = sqlite ? sqlitePageSize(head) : undefined;
-    const reads = readAll(fh, pageSize ? Math.max(pageSize, READ - (READ % pageSize)) : READ);
-    if (pageSize !== undefined) yield* pageChunks(reads, pageSize, params);
-    else if (size <= params.single_max) {
-      const parts: Buffer[] = [];
-      for await (const b of reads) parts.push(b);
-      yield chunkOf(Buffer.concat(parts));
-    } else yield* gearChunks(reads, params);
+    if (pageSize === undefined && size <= params.single_max) {
+      const whole = await readWhole(fh, size);
+      if (whole.length > 0) yield chunkOf(whole);
+      return;
+    }
+    const block = pageSize ? Math.max(pageSize, READ - (READ % pageSize)) : READ;
+    const reads = readBlocks(fh, Math.min(block, pageSize ? Math.ceil(size / pageSize) * pageSize : size));
+    if (pageSize !== undefined) yield* pageChunks(reads, pageSize, params, opts);
+    else yield* gearChunks(reads, params, opts);
   } finally {
     await fh.close();
   }
 }
 
-async function* readAll(fh: import('node:fs/promises').FileHandle, block: number): AsyncGenerator<Buffer> {
+/** A file of `size` bytes (from its start) in one buffer; shorter if the file shrank meanwhile. */
+async function readWhole(fh: import('node:fs/promises').FileHandle, size: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(size);
+  let filled = 0;
+  while (filled < size) {
+    const { bytesRead } = await fh.read(buf, filled, size - filled, filled);
+    if (bytesRead === 0) break;
+    filled += bytesRead;
+  }
+  return filled === size ? buf : buf.subarray(0, filled);
+}
+
+/**
+ * The file from its start in blocks of `block` bytes, read into one buffer reused for every block: a
+ * block is valid only until the consumer asks for the next one.
+ */
+async function* readBlocks(fh: import('node:fs/promises').FileHandle, block: number): AsyncGenerator<Buffer> {
+  const buf = Buffer.allocUnsafe(block);
+  let pos = 0;
   for (;;) {
-    const buf = Buffer.allocUnsafe(block);
     let filled = 0;
     while (filled < block) {
-      const { bytesRead } = await fh.read(buf, filled, block - filled, null);
+      const { bytesRead } = await fh.read(buf, filled, block - filled, pos + filled);
       if (bytesRead === 0) break;
       filled += bytesRead;
     }
     if (filled === 0) return;
+    pos += filled;
     yield buf.subarray(0, filled);
     if (filled < block) return;
   }
 }
 
-/** Page-aligned content-defined chunks (§3.1). A trailing partial page ends the last chunk. */
+/**
+ * Page-aligned content-defined chunks (§3.1). A trailing partial page ends the last chunk. A source may
+ * reuse its buffer for the next block: what a chunk keeps is copied.
+ */
 export async function* pageChunks(
   source: AsyncIterable<Buffer>,
   pageSize: number,
   params: ChunkerParams,
+  opts: ChunkOptions = {},
 ): AsyncGenerator<Chunk> {
   const mask = (1 << params.page_avg_bits) - 1;
   let pending: Buffer[] = [];
   let pages = 0;
   let carry = Buffer.alloc(0);
   const flush = (): Chunk => {
-    const c = chunkOf(pending.length === 1 ? Buffer.from(pending[0]!) : Buffer.concat(pending));
+    const one = pending.length === 1 ? pending[0]! : undefined;
+    const c = chunkOf(one ? (opts.views ? one : Buffer.from(one)) : Buffer.concat(pending));
     pending = [];
     pages = 0;
     return c;
@@ -152,11 +191,13 @@ for (let i = 0; i < 256; i++) {
 /**
  * Gear-hash content-defined chunks (§3.2): hash = (hash << 1) + gear[byte] over 64 bits (so it sees the
  * last 64 bytes); a boundary after the byte where the high `file_avg_bits` bits (at most 32) are zero,
- * once `file_min` bytes are in the chunk, or at `file_max` bytes.
+ * once `file_min` bytes are in the chunk, or at `file_max` bytes. A source may reuse its buffer for the
+ * next block: what a chunk keeps is copied.
  */
 export async function* gearChunks(
   source: AsyncIterable<Buffer>,
   params: ChunkerParams,
+  opts: ChunkOptions = {},
 ): AsyncGenerator<Chunk> {
   const shift = 32 - Math.min(32, params.file_avg_bits);
   let pending: Buffer[] = [];
@@ -192,7 +233,7 @@ export async function* gearChunks(
       const size = inChunk + 1;
       if ((size >= params.file_min && hi >>> shift === 0) || size >= params.file_max) {
         pending.push(block.subarray(start, i));
-        yield chunkOf(Buffer.concat(pending));
+        yield chunkOf(opts.views && pending.length === 1 ? pending[0]! : Buffer.concat(pending));
         pending = [];
         len = 0;
         start = i;

@@ -34,13 +34,14 @@ export async function storeContent(
   const ids: string[] = [];
   const chunks =
     'path' in src
-      ? chunkFile(src.path, params, src.sqlite)
+      ? chunkFile(src.path, params, src.sqlite, { views: true })
       : src.data.length <= params.single_max
         ? (async function* () {
             if (src.data.length > 0)
               yield { id: createHash('sha256').update(src.data).digest('hex'), data: src.data };
           })()
-        : gearChunks(once(src.data), params);
+        : gearChunks(once(src.data), params, { views: true });
+  // each chunk may be a view valid until the next one is asked for: hashed and packed (copied) at once
   for await (const c of chunks) {
     whole.update(c.data);
     size += c.data.length;
@@ -78,12 +79,18 @@ export async function referencedBlobs(
 
 /**
  * Streams a reference's bytes, checking every chunk (by the reader) and then the whole size and
- * SHA-256 against the reference; throws BundleDamagedError at the first difference.
+ * SHA-256 against the reference; throws BundleDamagedError at the first difference. With `view`, a
+ * buffer yielded is valid only until the next one is asked for.
  */
-export async function* readContent(repo: Repository, ref: Located, what: string): AsyncGenerator<Buffer> {
+export async function* readContent(
+  repo: Repository,
+  ref: Located,
+  what: string,
+  view = false,
+): AsyncGenerator<Buffer> {
   const whole = createHash('sha256');
   let size = 0;
-  for await (const b of repo.streamBlobs(await chunkIds(repo, ref))) {
+  for await (const b of repo.streamBlobs(await chunkIds(repo, ref), undefined, undefined, view)) {
     size += b.length;
     if (size > ref.size_bytes) throw new BundleDamagedError(`${what}: longer than its recorded size`);
     whole.update(b);
@@ -104,21 +111,26 @@ export async function writeContent(
   sync = false,
 ): Promise<void> {
   const fh = await open(path, 'wx', 0o600);
-  // chunks are small (16 KiB on average for databases): written in batches of about WRITE_BATCH bytes
-  let batch: Buffer[] = [];
+  // chunks are small (16 KiB on average for databases), read as views: copied into one batch buffer,
+  // written about WRITE_BATCH bytes at a time (a larger chunk is written from its view directly)
+  const batch = Buffer.allocUnsafe(Math.min(WRITE_BATCH, ref.size_bytes));
   let batched = 0;
-  const flush = async () => {
-    const b = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
-    batch = [];
-    batched = 0;
+  const write = async (b: Buffer) => {
     let off = 0;
     while (off < b.length) off += (await fh.write(b, off)).bytesWritten;
   };
+  const flush = async () => {
+    await write(batch.subarray(0, batched));
+    batched = 0;
+  };
   try {
-    for await (const b of readContent(repo, ref, what)) {
-      batch.push(b);
-      batched += b.length;
-      if (batched >= WRITE_BATCH) await flush();
+    for await (const b of readContent(repo, ref, what, true)) {
+      if (batched + b.length > batch.length) await flush();
+      if (b.length > batch.length) await write(b);
+      else {
+        b.copy(batch, batched);
+        batched += b.length;
+      }
     }
     if (batched > 0) await flush();
     if (sync) await fh.sync();

@@ -1,6 +1,6 @@
 // Owns the pack file (docs/repository.md §4): blobs compressed (zstd) and, in an encrypted repository,
 // sealed one by one, followed by a header that lists them, the header's length and a magic. Building a
-// pack in memory (bounded by the pack size), parsing a pack's header, and turning one stored blob back
+// pack in memory (one reused buffer, bounded by the pack size), parsing a pack's header, and turning one stored blob back
 // into its verified plaintext.
 
 import { createHash, randomBytes } from 'node:crypto';
@@ -43,20 +43,34 @@ let cctx: InstanceType<ReturnType<typeof zstdBinding>['CCtx']> | undefined;
 let dctx: InstanceType<ReturnType<typeof zstdBinding>['DCtx']> | undefined;
 let scratch = Buffer.allocUnsafe(0);
 
-/** zstd at `level`, or the raw bytes (flag FLAG_RAW) when compression does not save anything. */
-export function compressBlob(data: Buffer, level: number): { bytes: Buffer; flags: number } {
+/**
+ * Compresses `data` at `level` into `dst` (which has room for compressBound bytes) and returns the
+ * stored length and flags: zstd, or the raw bytes (flag FLAG_RAW) when compression does not save
+ * anything.
+ */
+function compressInto(dst: Buffer, data: Buffer, level: number): { n: number; flags: number } {
   cctx ??= new (zstdBinding().CCtx)();
   cctx.setParameter(zstdBinding().CParameter.compressionLevel, level);
-  const bound = zstdBinding().compressBound(data.length);
-  if (scratch.length < bound) scratch = Buffer.allocUnsafe(Math.max(bound, 1 << 20));
-  const n = cctx.compress2(scratch, data);
-  if (n >= data.length) return { bytes: data, flags: FLAG_RAW };
-  return { bytes: Buffer.from(scratch.subarray(0, n)), flags: 0 };
+  const n = cctx.compress2(dst, data);
+  if (n < data.length) return { n, flags: 0 };
+  data.copy(dst);
+  return { n: data.length, flags: FLAG_RAW };
 }
 
-function decompressBlob(stored: Buffer, raw: number, what: string): Buffer {
+/** A buffer one reader reuses for the blobs it opens (openStoredBlob), grown as needed. */
+export interface BlobScratch {
+  buf: Buffer;
+}
+
+export const newBlobScratch = (): BlobScratch => ({ buf: Buffer.allocUnsafe(0) });
+
+function decompressBlob(stored: Buffer, raw: number, what: string, scratch: BlobScratch | undefined): Buffer {
   dctx ??= new (zstdBinding().DCtx)();
-  const out = Buffer.allocUnsafe(raw);
+  let out: Buffer;
+  if (scratch) {
+    if (scratch.buf.length < raw) scratch.buf = Buffer.allocUnsafe(Math.max(raw, 1 << 20));
+    out = scratch.buf.subarray(0, raw);
+  } else out = Buffer.allocUnsafe(raw);
   let n: number;
   try {
     n = dctx.decompress(out, stored);
@@ -67,10 +81,22 @@ function decompressBlob(stored: Buffer, raw: number, what: string): Buffer {
   return out;
 }
 
-/** Collects blobs into one pack, in memory. */
+/**
+ * Pack buffers no longer in use, kept for the next pack: a pack assembled from one buffer per blob, freed
+ * once saved, fragments the C heap (peak RSS grew with every pack); at most SPARE_BUFFERS are kept.
+ */
+const spare: Buffer[] = [];
+const SPARE_BUFFERS = 2;
+/** A pack buffer's usual capacity: the target plus the largest chunk the chunkers cut (and its bound). */
+const PACK_CAPACITY = PACK_TARGET + 4 * 1024 * 1024 + 64 * 1024;
+
+/**
+ * Collects blobs into one pack, in memory: compressed (and sealed) straight into one buffer of about
+ * PACK_CAPACITY bytes, reused by the next pack once release() is called after the pack is saved.
+ */
 export class PackBuilder {
   readonly entries: PackEntry[] = [];
-  private readonly parts: Buffer[] = [];
+  private buf: Buffer | undefined;
   private readonly salt: Buffer | undefined;
   private readonly key: Buffer | undefined;
   size = 0;
@@ -82,13 +108,46 @@ export class PackBuilder {
     }
   }
 
-  /** Adds a blob already compressed by compressBlob (its plaintext length is `raw`). */
-  add(id: string, kind: BlobKind, compressed: { bytes: Buffer; flags: number }, raw: number): PackEntry {
-    const bytes = this.key ? sealBlob(this.key, this.size, compressed.bytes) : compressed.bytes;
-    const e: PackEntry = { id, kind, flags: compressed.flags, offset: this.size, stored: bytes.length, raw };
+  /** Room for `n` more bytes (a larger buffer only for a blob beyond the usual capacity). */
+  private room(n: number): Buffer {
+    const need = this.size + n;
+    if (this.buf && this.buf.length >= need) return this.buf;
+    const next = spare.pop() ?? Buffer.allocUnsafe(Math.max(PACK_CAPACITY, need));
+    if (next.length < need) return this.grow(next, need);
+    if (this.buf) this.buf.copy(next, 0, 0, this.size);
+    this.buf = next;
+    return next;
+  }
+
+  private grow(unfit: Buffer, need: number): Buffer {
+    spare.push(unfit);
+    const next = Buffer.allocUnsafe(Math.max(need, 2 * (this.buf?.length ?? 0)));
+    if (this.buf) this.buf.copy(next, 0, 0, this.size);
+    this.buf = next;
+    return next;
+  }
+
+  /** Compresses `data` at `level` (and seals it in an encrypted repository) into the pack. */
+  add(id: string, kind: BlobKind, data: Buffer, level: number): PackEntry {
+    const bound = zstdBinding().compressBound(data.length);
+    let flags: number;
+    let stored: number;
+    if (this.key) {
+      if (scratch.length < bound) scratch = Buffer.allocUnsafe(Math.max(bound, 1 << 20));
+      const c = compressInto(scratch, data, level);
+      const sealed = sealBlob(this.key, this.size, scratch.subarray(0, c.n));
+      sealed.copy(this.room(sealed.length), this.size);
+      flags = c.flags;
+      stored = sealed.length;
+    } else {
+      const dst = this.room(bound);
+      const c = compressInto(dst.subarray(this.size, this.size + bound), data, level);
+      flags = c.flags;
+      stored = c.n;
+    }
+    const e: PackEntry = { id, kind, flags, offset: this.size, stored, raw: data.length };
     this.entries.push(e);
-    this.parts.push(bytes);
-    this.size += bytes.length;
+    this.size += stored;
     return e;
   }
 
@@ -97,7 +156,10 @@ export class PackBuilder {
     return this.salt;
   }
 
-  /** The pack's bytes (as parts) and its name, the SHA-256 of those bytes. */
+  /**
+   * The pack's bytes (as parts, the first one a view of this builder's buffer: valid until release())
+   * and its name, the SHA-256 of those bytes.
+   */
   finish(): { id: string; parts: Buffer[]; size: number } {
     const table = Buffer.alloc(this.entries.length * ENTRY_SIZE);
     this.entries.forEach((e, i) => {
@@ -111,10 +173,17 @@ export class PackBuilder {
     const header = this.key ? Buffer.concat([this.salt!, sealPackHeader(this.key, table)]) : table;
     const len = Buffer.alloc(4);
     len.writeUInt32LE(header.length);
-    const parts = [...this.parts, header, len, PACK_MAGIC];
+    const body = this.buf ? this.buf.subarray(0, this.size) : Buffer.alloc(0);
+    const parts = [body, header, len, PACK_MAGIC];
     const h = createHash('sha256');
     for (const p of parts) h.update(p);
     return { id: h.digest('hex'), parts, size: this.size + header.length + 4 + PACK_MAGIC.length };
+  }
+
+  /** Gives the buffer back for the next pack (call once the pack's bytes are saved, never before). */
+  release(): void {
+    if (this.buf && this.buf.length === PACK_CAPACITY && spare.length < SPARE_BUFFERS) spare.push(this.buf);
+    this.buf = undefined;
   }
 }
 
@@ -168,16 +237,19 @@ export function parseHeader(
 
 /**
  * Turns the stored bytes of a blob back into its plaintext and checks its SHA-256 against its id.
- * `key` is the pack's key (encrypted repositories; the blob's offset in the pack is its nonce).
+ * `key` is the pack's key (encrypted repositories; the blob's offset in the pack is its nonce). With
+ * `scratch`, a compressed blob is decompressed into that reader's buffer, which its next call reuses (for
+ * a reader that only checks, or copies at once): no allocation per blob.
  */
 export function openStoredBlob(
   stored: Buffer,
   e: Pick<PackEntry, 'id' | 'flags' | 'raw' | 'offset'>,
   key: Buffer | undefined,
   what: string,
+  scratch?: BlobScratch,
 ): Buffer {
   const compressed = key ? openBlob(key, e.offset, stored, what) : stored;
-  const data = e.flags & FLAG_RAW ? compressed : decompressBlob(compressed, e.raw, what);
+  const data = e.flags & FLAG_RAW ? compressed : decompressBlob(compressed, e.raw, what, scratch);
   if (data.length !== e.raw)
     throw new BundleDamagedError(`${what}: ${data.length} bytes, the index says ${e.raw}`);
   if (createHash('sha256').update(data).digest('hex') !== e.id)

@@ -11,7 +11,7 @@
 import { NotFoundError } from '../model/errors.js';
 import { decodeIndex, type PackRecord } from './index-file.js';
 import type { HeldRepoLock } from './locks.js';
-import { compressBlob, PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
+import { PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
 import { ReferenceSet } from './references.js';
 import { ignoreExists, mapLimit, type Repository, readObject } from './repository.js';
 import { loadSnapshot } from './snapshots.js';
@@ -153,6 +153,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     await repo.backend
       .save({ type: 'packs', name: done.id }, parts(), { ifAbsent: true })
       .catch(ignoreExists);
+    builder.release();
     const salt = builder.packSalt;
     fresh.push({ id: done.id, ...(salt ? { salt: salt.toString('hex') } : {}), entries: builder.entries });
     builder = undefined;
@@ -161,7 +162,7 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     const blobs = await repo.loadBlobs(live.map((e) => e.id));
     for (const [i, e] of live.entries()) {
       builder ??= new PackBuilder(repo.key);
-      builder.add(e.id, e.kind, compressBlob(blobs[i]!, repo.zstdLevel), blobs[i]!.length);
+      builder.add(e.id, e.kind, blobs[i]!, repo.zstdLevel);
       if (builder.size >= PACK_TARGET) await flush();
     }
   }

@@ -13,6 +13,7 @@ import {
   EncryptionError,
   ObjectExistsError,
   ObjectNotFoundError,
+  ObjectTooLargeError,
   SchemaTooNewError,
 } from '../model/errors.js';
 import { type ChunkerParams, DEFAULT_CHUNKER, LIST_AVG_BITS } from './chunker.js';
@@ -20,8 +21,8 @@ import { newKeyFile, openFile, openKeyFile, packKey, type RepoKey, sealFile } fr
 import { decodeIndex, encodeIndex, MasterIndex, type PackRecord } from './index-file.js';
 import {
   type BlobKind,
-  compressBlob,
   headerLength,
+  newBlobScratch,
   openStoredBlob,
   PACK_TARGET,
   PackBuilder,
@@ -285,9 +286,16 @@ export class Repository {
 
   /**
    * Streams blobs in order, each verified against its id. Runs of blobs stored next to each other in
-   * one pack are read with one ranged request, up to `window` bytes; `ahead` requests run at once.
+   * one pack are read with one ranged request, up to `window` bytes (1 MiB: the local backend's read, so
+   * a run arrives in one piece, uncopied); `ahead` requests run at once. With `view`, a blob is valid
+   * only until the next one is asked for (no allocation per blob).
    */
-  async *streamBlobs(ids: readonly string[], ahead = 4, window = 4 * 1024 * 1024): AsyncGenerator<Buffer> {
+  async *streamBlobs(
+    ids: readonly string[],
+    ahead = 4,
+    window = 1024 * 1024,
+    view = false,
+  ): AsyncGenerator<Buffer> {
     await this.ensureIndex();
     type Run = { pack: string; offset: number; length: number; blobs: { id: string; at: number }[] };
     const runs: Run[] = [];
@@ -320,6 +328,7 @@ export class Repository {
       if (this.key && !key) throw new BundleDamagedError(`packs/${r.pack}: the index has no key salt for it`);
       return { r, bytes, key };
     };
+    const scratch = view ? newBlobScratch() : undefined;
     const inflight: ReturnType<typeof fetchRun>[] = [];
     let next = 0;
     while (next < runs.length || inflight.length > 0) {
@@ -336,6 +345,7 @@ export class Repository {
           { id, flags: loc.flags, raw: loc.raw, offset: loc.offset },
           key,
           `blob ${id} in packs/${r.pack}`,
+          scratch,
         );
       }
     }
@@ -360,8 +370,33 @@ export const ignoreExists = (err: unknown): void => {
   if (!(err instanceof ObjectExistsError)) throw err;
 };
 
-const readObjectRange = (backend: Backend, pack: string, offset: number, length: number): Promise<Buffer> =>
-  readAll(backend, { type: 'packs', name: pack }, { maxBytes: length, range: { offset, length } });
+/**
+ * `length` bytes of a pack from `offset`: the backend's one piece as it is (no copy), or its pieces
+ * copied into one buffer of `length` bytes (readAll would keep every piece and then concatenate).
+ */
+async function readObjectRange(
+  backend: Backend,
+  pack: string,
+  offset: number,
+  length: number,
+): Promise<Buffer> {
+  let one: Buffer | undefined;
+  let out: Buffer | undefined;
+  let at = 0;
+  for await (const c of backend.load({ type: 'packs', name: pack }, { offset, length })) {
+    if (at + c.length > length) throw new ObjectTooLargeError('packs', pack, length);
+    if (at === 0 && c.length === length) one = Buffer.from(c.buffer, c.byteOffset, c.length);
+    else {
+      out ??= Buffer.allocUnsafe(length);
+      if (one) out.set(one, 0);
+      one = undefined;
+      out.set(c, at);
+    }
+    at += c.length;
+  }
+  if (one) return one;
+  return (out ?? Buffer.alloc(0)).subarray(0, at);
+}
 
 /** Runs `fn` over `items` with at most `limit` at once; results in input order. */
 export async function mapLimit<T, R>(
@@ -391,7 +426,10 @@ export class BlobWriter {
 
   constructor(private readonly repo: Repository) {}
 
-  /** Stores a blob unless the repository (or this session) has it; returns whether it was new. */
+  /**
+   * Stores a blob unless the repository (or this session) has it; returns whether it was new. `data` is
+   * compressed into the pack before the first await, so it may be a view its caller reuses afterwards.
+   */
   async add(kind: BlobKind, id: string, data: Buffer): Promise<boolean> {
     if (this.repo.index.has(id) || this.pending.has(id)) {
       this.stats.blobsKnown++;
@@ -399,7 +437,7 @@ export class BlobWriter {
     }
     this.pending.add(id);
     this.pack ??= new PackBuilder(this.repo.key);
-    this.pack.add(id, kind, compressBlob(data, this.repo.zstdLevel), data.length);
+    this.pack.add(id, kind, data, this.repo.zstdLevel);
     this.stats.blobsNew++;
     this.stats.rawNew += data.length;
     if (this.pack.size >= PACK_TARGET) await this.flush();
@@ -426,6 +464,7 @@ export class BlobWriter {
       await this.repo.backend
         .save({ type: 'packs', name: done.id }, parts(), { ifAbsent: true })
         .catch(ignoreExists);
+      p.release();
       this.written.push(record);
       this.stats.packs.push(done.id);
       this.stats.storedNew += done.size;

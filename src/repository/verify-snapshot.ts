@@ -225,8 +225,8 @@ async function readWhole(
   try {
     for await (const blob of repo.streamBlobs(
       full.map((a) => a.sha256),
-      2,
-      2 * 1024 * 1024,
+      4,
+      1024 * 1024,
     )) {
       const a = full[next]!;
       if (blob.length !== a.size_bytes)

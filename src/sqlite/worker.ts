@@ -24,6 +24,10 @@ const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const crypto = require('node:crypto');
 const fs = require('node:fs');
+// Page cache of each connection: 2 MiB (SQLite's default) instead of better-sqlite3's 16 MiB. A copy
+// (the source and the VACUUM INTO target) and an integrity check read each page about once, so the
+// large cache only raised the peak RSS (by ~30 MB per worker), not the speed (measured: no slower).
+const CACHE_KIB = -2000;
 
 function sha256File(path) {
   const h = crypto.createHash('sha256');
@@ -47,6 +51,7 @@ function copy(job) {
   try {
     journal_mode = String(src.pragma('journal_mode', { simple: true })).toLowerCase();
     page_size = Number(src.pragma('page_size', { simple: true }));
+    src.pragma('cache_size = ' + CACHE_KIB);
     src.prepare('VACUUM INTO ?').run(job.dst);
   } finally { src.close(); }
   if (journal_mode === 'wal') {
@@ -60,6 +65,7 @@ function copy(job) {
 function integrity(job) {
   const db = new Database(job.path, { fileMustExist: true });
   try {
+    db.pragma('cache_size = ' + CACHE_KIB);
     const rows = db.prepare('PRAGMA integrity_check(' + Number(job.maxErrors) + ')').pluck().all();
     return { result: rows.map(String) };
   } finally { db.close(); }
