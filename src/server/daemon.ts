@@ -2,12 +2,16 @@
 // and the retention worker (whose sweeps also finish interrupted restores and remove leftovers of dead
 // operations), report the bound address once, and on SIGTERM/SIGINT shut down cleanly: stop accepting,
 // start nothing new, let every operation in progress finish (so nothing is left half-written), close.
+// It also serves the web console (the built files, see console-assets.ts) and the live feed of the
+// operations it runs (activity.ts); open feeds are ended first on shutdown.
 
 import type { AddressInfo } from 'node:net';
 import { CONFIG_DEFAULTS } from '../config/config.js';
 import { asSnapshotError, ConfigError } from '../model/errors.js';
 import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { ActivityBoard } from './activity.js';
+import { loadConsoleAssets } from './console-assets.js';
 import { createApiServer } from './http.js';
 import { apiRoutes, type MetricsSource } from './routes.js';
 import { type ScheduleEntry, type ScheduleOutcome, Scheduler } from './scheduler.js';
@@ -21,6 +25,8 @@ export interface DaemonOptions {
   listen?: string;
   /** Bearer token for the API; required for mutating routes, and to listen beyond loopback. */
   token?: string;
+  /** A token that only reads (read routes, the console without write controls). */
+  readToken?: string;
   allowRestore?: boolean;
   /** `redact` of API snapshots whose body omits it (config `redaction.enabled`; default false). */
   redactDefault?: boolean;
@@ -64,6 +70,7 @@ function describe(o: ScheduleOutcome): string {
 
 export class Daemon {
   readonly tracker = new OperationTracker();
+  readonly activity = new ActivityBoard();
   private readonly server;
   private readonly scheduler: Scheduler;
   private readonly retention: RetentionWorker | undefined;
@@ -75,7 +82,7 @@ export class Daemon {
   constructor(opts: DaemonOptions) {
     this.log = opts.log ?? (() => {});
     this.listen = parseListen(opts.listen ?? DEFAULT_LISTEN);
-    if (!isLoopback(this.listen.host) && !opts.token) {
+    if (!isLoopback(this.listen.host) && !opts.token && !opts.readToken) {
       throw new ConfigError(
         `server.listen: refusing to listen on ${this.listen.host} (not loopback) without an API token (server.token or NEXO_MEMORY_TOKEN)`,
       );
@@ -83,6 +90,7 @@ export class Daemon {
     const s = opts.snapshotter;
     this.scheduler = new Scheduler(s, opts.schedule ?? [], {
       tracker: this.tracker,
+      activity: this.activity,
       onOutcome: (e, o) => this.log(`schedule ${e.tenant}/${e.agentId}: ${describe(o)}`),
     });
     this.retention = opts.retention
@@ -127,8 +135,11 @@ export class Daemon {
           : {}),
         scheduler: this.scheduler,
         startedAt: Date.now(),
+        activity: this.activity,
+        consoleAssets: loadConsoleAssets(),
       }),
       ...(opts.token ? { token: opts.token } : {}),
+      ...(opts.readToken ? { readToken: opts.readToken } : {}),
       ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}),
       tracker: this.tracker,
       log: (l) => this.log(l),
@@ -159,6 +170,7 @@ export class Daemon {
     this.stopping ??= (async () => {
       const closed = new Promise<void>((r) => this.server.close(() => r()));
       this.server.closeIdleConnections();
+      this.activity.close();
       await Promise.all([this.scheduler.stop(), this.retention?.stop(), this.tracker.close()]);
       this.server.closeAllConnections();
       await closed;
