@@ -284,14 +284,15 @@ function allRoutes(ctx: ApiContext): Route[] {
       auth: 'write',
       handle: async (req) => {
         query(req, []);
-        if (!ctx.allowRestore) {
+        const body = parseBody(restoreBody, req.body);
+        const dryRun = body.dry_run === true;
+        // A dry run changes nothing: any write token may preview; the restore itself is gated.
+        if (!dryRun && !ctx.allowRestore) {
           throw new RestoreRefusedError(
             'restore over the HTTP API is disabled: set server.allow_restore: true in the config',
           );
         }
-        checkRestoreGate();
-        const body = parseBody(restoreBody, req.body);
-        const dryRun = body.dry_run === true;
+        if (!dryRun) checkRestoreGate();
         return {
           json: await board.track(
             {
