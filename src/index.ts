@@ -30,6 +30,21 @@ export {
   type StateValue,
 } from './agent/state.js';
 export { WriteGate, type WriteGateOptions, WriteGateTimeoutError } from './agent/write-gate.js';
+export { parseSince } from './browse/since.js';
+export type {
+  CatDatabase,
+  CatFile,
+  CatOptions,
+  CatResult,
+  CatTable,
+  CellValue,
+  FindLocation,
+  FindRequest,
+  FindResult,
+  FindSnapshotHit,
+  LsEntry,
+  LsResult,
+} from './browse/types.js';
 export {
   CONFIG_DEFAULTS,
   type EncryptionConfig,

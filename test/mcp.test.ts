@@ -1,5 +1,5 @@
 // The agent tool over MCP as an agent runtime uses it: the official SDK's Client over stdio, spawning
-// the real `nexo-memory mcp` binary. Exactly four tools, no restore; memory_snapshot writes a real
+// the real `nexo-memory mcp` binary. Exactly seven tools (one writes), no restore; memory_snapshot writes a real
 // bundle with the original's result fields; invalid arguments are tool errors that write nothing.
 
 import assert from 'node:assert/strict';
@@ -49,13 +49,16 @@ async function callTool(client: Client, name: string, args: Record<string, unkno
 
 const textOf = (r: ToolResult) => r.content.map((c) => c.text ?? '').join('\n');
 
-test('mcp: exactly memory_snapshot, memory_list, memory_verify, memory_diff; the original parameters', async (t) => {
+test('mcp: exactly memory_snapshot and the read-only list, verify, diff, ls, cat, find; the original parameters', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const client = await connect(t, a);
   const { tools } = await client.listTools();
   assert.deepEqual(tools.map((x) => x.name).sort(), [
+    'memory_cat',
     'memory_diff',
+    'memory_find',
     'memory_list',
+    'memory_ls',
     'memory_snapshot',
     'memory_verify',
   ]);
@@ -72,7 +75,14 @@ test('mcp: exactly memory_snapshot, memory_list, memory_verify, memory_diff; the
   assert.equal(schema.properties.redact_secrets!.type, 'boolean');
   assert.equal(schema.additionalProperties, false);
   assert.equal(schema.required, undefined, 'every parameter is optional');
-  for (const name of ['memory_list', 'memory_verify', 'memory_diff'])
+  for (const name of [
+    'memory_list',
+    'memory_verify',
+    'memory_diff',
+    'memory_ls',
+    'memory_cat',
+    'memory_find',
+  ])
     assert.equal(tools.find((x) => x.name === name)!.annotations?.readOnlyHint, true, name);
 });
 

@@ -1,7 +1,8 @@
 // Owns the agent tool over MCP (official SDK): `memory_snapshot` with the original's parameters and
 // result (§15: optional `label` ≤ 200 characters and `redact_secrets`, no other key; result `snapshot_id`,
 // `bundle_path`, `bundle_size_bytes`, `bundle_sha256`, `created_at_ms`, `redactions_applied`,
-// `encrypted`; created_by `tool`), and the read-only `memory_list`, `memory_verify`, `memory_diff`.
+// `encrypted`; created_by `tool`), and the read-only `memory_list`, `memory_verify`, `memory_diff`, and
+// `memory_ls`, `memory_cat`, `memory_find` (memory as of a snapshot; values shown redacted).
 // One server serves one agent (and tenant), fixed when it starts: a tool never names another agent.
 // Restore is never exposed. Invalid arguments are tool errors and do nothing.
 
@@ -176,6 +177,86 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
         });
         return { ...diff };
       }),
+  );
+
+  const identity = o.identityPath ? { decryptIdentity: o.identityPath } : {};
+  const snapshotId = z.string().min(4).max(64).describe('snapshot id or a unique prefix (≥ 4 characters)');
+
+  server.registerTool(
+    'memory_ls',
+    {
+      title: 'List my memory as of a snapshot',
+      description:
+        'The tree of one of your snapshots at a path: "" (memdir/, sqlite/, state/), "memdir/…" (your ' +
+        'memory files as they were, with sizes), "sqlite" (your databases), "sqlite/<db>" (its tables ' +
+        'with row counts). Read-only.',
+      inputSchema: z.strictObject({
+        snapshot_id: snapshotId,
+        path: z.string().max(4096).optional().describe('browse path, default the root'),
+      }),
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async (args) =>
+      run('memory_ls', async () => ({
+        ...(await s.ls(o.agentId, o.tenant, args.snapshot_id, args.path ?? '', identity)),
+      })),
+  );
+
+  server.registerTool(
+    'memory_cat',
+    {
+      title: 'Read my memory as of a snapshot',
+      description:
+        'One of your memory files as it was in a snapshot ("memdir/<file>", bytes paged by offset and ' +
+        'limit), a state value ("state/extract_cursor"), or a table\'s rows ("sqlite/<db>/<table>", paged ' +
+        'by offset and limit). Secrets are shown redacted. Read-only.',
+      inputSchema: z.strictObject({
+        snapshot_id: snapshotId,
+        path: z
+          .string()
+          .min(1)
+          .max(4096)
+          .describe('memdir/<file>, state/<key>, sqlite/<db> or sqlite/<db>/<table>'),
+        offset: z.number().int().min(0).optional().describe('bytes (file) or rows (table) to skip'),
+        limit: z.number().int().min(1).optional().describe('bytes (≤ 1 MiB) or rows (≤ 1000, default 100)'),
+      }),
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async (args) =>
+      run('memory_cat', async () => ({
+        ...(await s.cat(o.agentId, o.tenant, args.snapshot_id, args.path, {
+          ...(args.offset !== undefined ? { offset: args.offset } : {}),
+          ...(args.limit !== undefined ? { limit: args.limit } : {}),
+          ...identity,
+        })),
+      })),
+  );
+
+  server.registerTool(
+    'memory_find',
+    {
+      title: 'When did I learn or forget this?',
+      description:
+        'Which of your snapshots hold a text (or a regex match), in which memory file, table row or state ' +
+        'value, the first snapshot where it appears and the first where it is gone. Read-only.',
+      inputSchema: z.strictObject({
+        text: z.string().min(1).max(1000).optional().describe('plain text, case-sensitive'),
+        regex: z.string().min(1).max(1000).optional().describe('JavaScript regular expression'),
+        since_ms: z.number().int().min(0).optional().describe('only snapshots taken at or after this time'),
+      }),
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async (args) =>
+      run('memory_find', async () => ({
+        ...(await s.find({
+          agentId: o.agentId,
+          tenant: o.tenant,
+          ...(args.text !== undefined ? { text: args.text } : {}),
+          ...(args.regex !== undefined ? { regex: args.regex } : {}),
+          ...(args.since_ms !== undefined ? { sinceMs: args.since_ms } : {}),
+          ...identity,
+        })),
+      })),
   );
 
   return server;

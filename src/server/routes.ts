@@ -1,5 +1,5 @@
 // Owns the HTTP API's route table: each route parses its path, query and body, makes one library call
-// (list, snapshot, verify, diff, export download, delete, restore, gc) and returns the library's JSON
+// (list, snapshot, verify, diff, ls/cat/find of a snapshot, export download, delete, restore, gc) and returns the library's JSON
 // shape unchanged. Tenant: `?tenant=` or the `X-Nexo-Tenant` header (default `default`). Restore runs
 // only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is open. Snapshots, restores
 // and gc run on the activity board (their live progress: `GET /v1/events`). The console's routes:
@@ -7,6 +7,7 @@
 // an agent's retention preview (gc dry run) — every data route needs the token as the API does.
 
 import { z } from 'zod';
+import { parseSince } from '../browse/since.js';
 import {
   ForbiddenError,
   InvalidInputError,
@@ -94,6 +95,15 @@ function flag(q: URLSearchParams, name: string): boolean {
   if (['', '1', 'true', 'yes'].includes(v.toLowerCase())) return true;
   if (['0', 'false', 'no'].includes(v.toLowerCase())) return false;
   throw new InvalidInputError(`query parameter ${name} must be true or false, got ${JSON.stringify(v)}`);
+}
+
+/** A non-negative integer query parameter, when given. */
+function intParam(q: URLSearchParams, name: string): number | undefined {
+  const v = q.get(name);
+  if (v === null) return undefined;
+  if (!/^\d{1,15}$/.test(v))
+    throw new InvalidInputError(`query parameter ${name} must be a non-negative integer`);
+  return Number(v);
 }
 
 function tenantOf(req: ApiRequest): string {
@@ -321,6 +331,65 @@ function allRoutes(ctx: ApiContext): Route[] {
               components: r.components.filter((c) => c.action !== 'unchanged').length,
             }),
           ),
+        };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agents/:agent/snapshots/:id/ls',
+      auth: 'read',
+      handle: async (req) => {
+        const q = query(req, ['path']);
+        return {
+          json: await s.ls(
+            req.params.agent!,
+            tenantOf(req),
+            req.params.id!,
+            q.get('path') ?? '',
+            identityFile(),
+          ),
+        };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agents/:agent/snapshots/:id/cat',
+      auth: 'read',
+      handle: async (req) => {
+        // values are shown redacted: the API never offers them as stored (as diff)
+        const q = query(req, ['path', 'offset', 'limit']);
+        const path = q.get('path');
+        if (path === null)
+          throw new InvalidInputError('cat needs ?path=<memdir/…|sqlite/<db>[/<table>]|state/<key>>');
+        const offset = intParam(q, 'offset');
+        const limit = intParam(q, 'limit');
+        return {
+          json: await s.cat(req.params.agent!, tenantOf(req), req.params.id!, path, {
+            ...(offset !== undefined ? { offset } : {}),
+            ...(limit !== undefined ? { limit } : {}),
+            ...identityFile(),
+          }),
+        };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agents/:agent/find',
+      auth: 'read',
+      handle: async (req) => {
+        const q = query(req, ['text', 'regex', 'since']);
+        const text = q.get('text');
+        const regex = q.get('regex');
+        const since = q.get('since');
+        return {
+          json: await s.find({
+            agentId: req.params.agent!,
+            tenant: tenantOf(req),
+            ...(text !== null ? { text } : {}),
+            ...(regex !== null ? { regex } : {}),
+            ...(since !== null ? { sinceMs: parseSince(since) } : {}),
+            ...identityFile(),
+          }),
         };
       },
     },

@@ -1,6 +1,7 @@
 // Owns the MemorySnapshotter port: the operations every backend offers, as the original's trait
-// (§1.2), restore and diff included.
+// (§1.2), restore and diff included, and reading memory as of a snapshot (ls, cat, find).
 
+import type { CatOptions, CatResult, FindRequest, FindResult, LsResult } from '../browse/types.js';
 import type { DiffRequest, SnapshotDiff } from '../diff/diff.js';
 import type {
   DeleteResult,
@@ -78,6 +79,27 @@ export interface MemorySnapshotter {
     opts?: VerifyRequestOptions,
   ): Promise<VerifyReport>;
   delete(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult>;
+  /**
+   * Memory as of a snapshot (docs/browse.md): the tree at a browse path (`''`, `memdir/…`, `sqlite`,
+   * `sqlite/<db>`, `state`). Read-only; only what the path needs is read.
+   */
+  ls(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+    path?: string,
+    opts?: { decryptIdentity?: string },
+  ): Promise<LsResult>;
+  /** A memory file, a state value, a table's rows (`sqlite/<db>/<table>`) or a database's (`sqlite/<db>`). */
+  cat(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+    path: string,
+    opts?: CatOptions & { decryptIdentity?: string },
+  ): Promise<CatResult>;
+  /** Which snapshots hold a text (or regex match), where, and when it first appeared and was gone. */
+  find(req: FindRequest): Promise<FindResult>;
   export(
     agentId: string,
     tenant: string | undefined,

@@ -9,6 +9,7 @@ import { mkdir, rm, stat, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
+import type { CatOptions, CatResult, FindRequest, FindResult, LsResult } from '../browse/types.js';
 import type { captureAgent } from '../capture/capture.js';
 import { loadIdentities, parseRecipient, recipientFingerprint } from '../crypto/age.js';
 import { loadSigningKey, type SigningKey } from '../crypto/sign.js';
@@ -1032,5 +1033,34 @@ export class LocalSnapshotter implements MemorySnapshotter {
     } finally {
       reading.release();
     }
+  }
+
+  // -- reading memory as of a snapshot (browse/: ls, cat, find; docs/browse.md) ---------------------
+
+  async ls(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+    path = '',
+    opts: { decryptIdentity?: string } = {},
+  ): Promise<LsResult> {
+    const { lsSnapshot } = await import('../browse/browse.js');
+    return lsSnapshot(this, agentId, tenant, id, path, opts);
+  }
+
+  async cat(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+    path: string,
+    opts: CatOptions & { decryptIdentity?: string } = {},
+  ): Promise<CatResult> {
+    const { catSnapshot } = await import('../browse/browse.js');
+    return catSnapshot(this, agentId, tenant, id, path, opts);
+  }
+
+  async find(req: FindRequest): Promise<FindResult> {
+    const { findInSnapshots } = await import('../browse/find.js');
+    return findInSnapshots(this, req);
   }
 }

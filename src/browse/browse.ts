@@ -1,0 +1,333 @@
+// Owns `ls` and `cat` of a snapshot (docs/browse.md): a browse path resolved against the snapshot's
+// manifest entries (never joined onto a directory), reading only what it names — nothing for the memdir
+// tree, the database list and the state list; one file's bytes; one database materialised in a private
+// temporary directory (removed afterwards) and opened read-only. Text is shown through the redaction
+// rules unless the caller asks for it as stored; pages are bounded (types.ts).
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type Database from 'better-sqlite3';
+import { type Shown, showText } from '../diff/secrets.js';
+import { MEMORY_FILES_PREFIX, sqlitePath, statePath } from '../format/constants.js';
+import { InvalidInputError, NotFoundError } from '../model/errors.js';
+import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
+import { asText } from '../policy/redaction/scan.js';
+import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { type BrowsePath, parseBrowsePath } from './paths.js';
+import { type OpenOptions, type SnapshotSource, withSnapshot } from './source.js';
+import {
+  openReadOnly,
+  readRows,
+  rowCount,
+  shownColumns,
+  type TableShape,
+  table,
+  tablesOf,
+} from './tables.js';
+import {
+  type CatFile,
+  type CatOptions,
+  type CatResult,
+  type CatTable,
+  DEFAULT_CAT_ROWS,
+  type LsEntry,
+  type LsResult,
+  MAX_CAT_BYTES,
+  MAX_CAT_ROWS,
+  MAX_FILE_BYTES,
+} from './types.js';
+
+/** The memory files of a snapshot: path relative to the memdir → manifest entry path. */
+function memoryFiles(src: SnapshotSource): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const a of src.manifest.artifacts)
+    if (a.kind === 'memory_file')
+      out.set(a.path_in_bundle.slice(MEMORY_FILES_PREFIX.length), a.path_in_bundle);
+  return out;
+}
+
+/** Runs `fn` on one database of the snapshot, copied into a private temporary directory and opened read-only. */
+export async function withDatabase<T>(
+  src: SnapshotSource,
+  db: DbName,
+  fn: (d: Database.Database) => T,
+): Promise<T> {
+  if (!src.entry(sqlitePath(db))) throw new NotFoundError(src.id, `the snapshot has no ${db} database`);
+  const dir = await mkdtemp(join(tmpdir(), 'nexo-browse-'));
+  try {
+    const file = join(dir, 'db.sqlite');
+    await src.writeTo(sqlitePath(db), file);
+    const d = openReadOnly(file);
+    try {
+      return fn(d);
+    } finally {
+      d.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+export async function lsSnapshot(
+  s: LocalSnapshotter,
+  agentId: string,
+  tenant: string | undefined,
+  id: string,
+  path = '',
+  opts: OpenOptions = {},
+): Promise<LsResult> {
+  const p = parseBrowsePath(path);
+  return withSnapshot(s, agentId, tenant, id, opts, async (src) => ({
+    snapshot_id: src.id,
+    agent_id: src.agentId,
+    tenant: src.tenant,
+    created_at_ms: src.createdAtMs,
+    path: canonical(p),
+    entries: await entriesAt(src, p),
+  }));
+}
+
+/** The browse path as shown (no trailing slash). */
+function canonical(p: BrowsePath): string {
+  switch (p.kind) {
+    case 'root':
+      return '';
+    case 'memdir':
+      return p.rel ? `memdir/${p.rel}` : 'memdir';
+    case 'sqlite':
+      return 'sqlite';
+    case 'db':
+      return `sqlite/${p.db}`;
+    case 'table':
+      return `sqlite/${p.db}/${p.table}`;
+    case 'state':
+      return 'state';
+    case 'state_value':
+      return `state/${p.key}`;
+  }
+}
+
+async function entriesAt(src: SnapshotSource, p: BrowsePath): Promise<LsEntry[]> {
+  switch (p.kind) {
+    case 'root':
+      return ['memdir', 'sqlite', 'state'].map((name) => ({ name, path: name, type: 'dir' as const }));
+    case 'memdir':
+      return memdirEntries(src, p.rel);
+    case 'sqlite':
+      return DB_NAMES.flatMap((db) => {
+        const e = src.entry(sqlitePath(db));
+        return e
+          ? [
+              {
+                name: db,
+                path: `sqlite/${db}`,
+                type: 'database' as const,
+                size_bytes: e.size_bytes,
+                sha256: e.sha256,
+              },
+            ]
+          : [];
+      });
+    case 'db':
+      return withDatabase(src, p.db, (d) =>
+        tablesOf(d).map((t) => ({
+          name: t.name,
+          path: `sqlite/${p.db}/${t.name}`,
+          type: 'table' as const,
+          rows: rowCount(d, t),
+        })),
+      );
+    case 'table':
+      return withDatabase(src, p.db, (d) => {
+        const t = table(d, p.table, src.id, canonical(p));
+        return [{ name: t.name, path: canonical(p), type: 'table' as const, rows: rowCount(d, t) }];
+      });
+    case 'state':
+      return STATE_KEYS.flatMap((key) => {
+        const e = src.entry(statePath(key));
+        return e
+          ? [
+              {
+                name: key,
+                path: `state/${key}`,
+                type: 'state' as const,
+                size_bytes: e.size_bytes,
+                sha256: e.sha256,
+              },
+            ]
+          : [];
+      });
+    case 'state_value': {
+      const e = src.entry(statePath(p.key));
+      if (!e) throw new NotFoundError(src.id, `no state value ${p.key} in the snapshot`);
+      return [{ name: p.key, path: canonical(p), type: 'state', size_bytes: e.size_bytes, sha256: e.sha256 }];
+    }
+  }
+}
+
+function memdirEntries(src: SnapshotSource, rel: string): LsEntry[] {
+  const files = memoryFiles(src);
+  const exact = files.get(rel);
+  if (rel !== '' && exact) {
+    const e = src.entry(exact)!;
+    const name = rel.slice(rel.lastIndexOf('/') + 1);
+    return [{ name, path: `memdir/${rel}`, type: 'file', size_bytes: e.size_bytes, sha256: e.sha256 }];
+  }
+  const prefix = rel === '' ? '' : `${rel}/`;
+  const dirs = new Set<string>();
+  const out: LsEntry[] = [];
+  for (const [f, entryPath] of files) {
+    if (!f.startsWith(prefix)) continue;
+    const rest = f.slice(prefix.length);
+    const slash = rest.indexOf('/');
+    if (slash >= 0) {
+      const name = rest.slice(0, slash);
+      if (!dirs.has(name)) {
+        dirs.add(name);
+        out.push({ name, path: `memdir/${prefix}${name}`, type: 'dir' });
+      }
+    } else {
+      const e = src.entry(entryPath)!;
+      out.push({ name: rest, path: `memdir/${f}`, type: 'file', size_bytes: e.size_bytes, sha256: e.sha256 });
+    }
+  }
+  if (rel !== '' && out.length === 0) throw new NotFoundError(src.id, `no memdir/${rel} in the snapshot`);
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+function pageArgs(opts: CatOptions, max: number, dflt: number): { offset: number; limit: number } {
+  const offset = opts.offset ?? 0;
+  const limit = opts.limit ?? dflt;
+  if (!Number.isSafeInteger(offset) || offset < 0)
+    throw new InvalidInputError(`offset must be a non-negative integer, got ${offset}`);
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > max)
+    throw new InvalidInputError(`limit must be an integer 1..${max}, got ${limit}`);
+  return { offset, limit };
+}
+
+export async function catSnapshot(
+  s: LocalSnapshotter,
+  agentId: string,
+  tenant: string | undefined,
+  id: string,
+  path: string,
+  opts: CatOptions & OpenOptions = {},
+): Promise<CatResult> {
+  const p = parseBrowsePath(path);
+  const shown: Shown = { policy: opts.showSecrets === true ? undefined : s.redactionPolicy };
+  const output = opts.showSecrets === true ? ('shown' as const) : ('redacted' as const);
+  const isDir = () => new InvalidInputError(`${JSON.stringify(canonical(p) || '/')} is a directory: use ls`);
+  return withSnapshot(s, agentId, tenant, id, opts, async (src): Promise<CatResult> => {
+    switch (p.kind) {
+      case 'memdir': {
+        const entryPath = memoryFiles(src).get(p.rel);
+        if (!entryPath) {
+          if (p.rel === '' || memdirEntries(src, p.rel).length > 0) throw isDir();
+          throw new NotFoundError(src.id, `no memdir/${p.rel} in the snapshot`);
+        }
+        return catFile(src, entryPath, canonical(p), opts, shown, output);
+      }
+      case 'state_value': {
+        if (!src.entry(statePath(p.key)))
+          throw new NotFoundError(src.id, `no state value ${p.key} in the snapshot`);
+        return catFile(src, statePath(p.key), canonical(p), opts, shown, output);
+      }
+      case 'table': {
+        const { offset, limit } = pageArgs(opts, MAX_CAT_ROWS, DEFAULT_CAT_ROWS);
+        return withDatabase(src, p.db, (d) => ({
+          kind: 'table' as const,
+          snapshot_id: src.id,
+          ...tablePage(d, table(d, p.table, src.id, canonical(p)), p.db, offset, limit, shown),
+          output,
+        }));
+      }
+      case 'db': {
+        const { offset, limit } = pageArgs(opts, MAX_CAT_ROWS, DEFAULT_CAT_ROWS);
+        return withDatabase(src, p.db, (d) => ({
+          kind: 'database' as const,
+          snapshot_id: src.id,
+          path: canonical(p),
+          db: p.db,
+          tables: tablesOf(d).map((t) => tablePage(d, t, p.db, offset, limit, shown)),
+          output,
+        }));
+      }
+      default:
+        throw isDir();
+    }
+  });
+}
+
+function tablePage(
+  d: Database.Database,
+  t: TableShape,
+  db: DbName,
+  offset: number,
+  limit: number,
+  shown: Shown,
+): Omit<CatTable, 'kind' | 'snapshot_id' | 'output'> {
+  const total = rowCount(d, t);
+  const rows = readRows(d, t, offset, limit, shown);
+  return {
+    path: `sqlite/${db}/${t.name}`,
+    db,
+    table: t.name,
+    columns: shownColumns(t),
+    rows,
+    total_rows: total,
+    offset,
+    limit,
+    truncated: offset + rows.length < total,
+  };
+}
+
+async function catFile(
+  src: SnapshotSource,
+  entryPath: string,
+  path: string,
+  opts: CatOptions,
+  shown: Shown,
+  output: 'redacted' | 'shown',
+): Promise<CatFile> {
+  const e = src.entry(entryPath)!;
+  if (e.size_bytes > MAX_FILE_BYTES)
+    throw new InvalidInputError(`${path} has ${e.size_bytes} bytes: cat reads files up to ${MAX_FILE_BYTES}`);
+  const { offset, limit } = pageArgs(opts, MAX_CAT_BYTES, MAX_CAT_BYTES);
+  const bytes = (await src.read([entryPath])).get(entryPath)!;
+  const base = {
+    kind: 'file' as const,
+    snapshot_id: src.id,
+    path,
+    size_bytes: e.size_bytes,
+    sha256: e.sha256,
+    output,
+  };
+  const text = asText(bytes);
+  if (text === undefined) {
+    const page = bytes.subarray(Math.min(offset, bytes.length), Math.min(offset + limit, bytes.length));
+    return {
+      ...base,
+      offset,
+      length: page.length,
+      truncated: offset + page.length < bytes.length,
+      binary: true,
+      content_base64: page.toString('base64'),
+    };
+  }
+  const b = Buffer.from(showText(shown, text), 'utf8');
+  // pages start and end on character boundaries of the shown text
+  const boundary = (i: number) => i >= b.length || (b[i]! & 0xc0) !== 0x80;
+  let start = Math.min(offset, b.length);
+  while (!boundary(start)) start++;
+  let end = Math.min(start + limit, b.length);
+  while (end > start && !boundary(end)) end--;
+  return {
+    ...base,
+    offset: start,
+    length: end - start,
+    truncated: end < b.length,
+    binary: false,
+    content: b.toString('utf8', start, end),
+  };
+}

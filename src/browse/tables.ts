@@ -1,0 +1,181 @@
+// Owns reading a materialised database copy (never a live file): opened read-only, its tables with row
+// counts, a page of a table's rows as JSON-safe values (text through the caller's redaction view and cut
+// at MAX_VALUE_CHARS, blobs as base64 cut at MAX_VALUE_CHARS bytes), and the rows whose text columns hold
+// a text or match a regex (find's confirmation). Table names come from the copy's own schema and are
+// always quoted; a caller's table name is only compared with them.
+
+import Database from 'better-sqlite3';
+import { type Shown, showText } from '../diff/secrets.js';
+import { NotFoundError } from '../model/errors.js';
+import { type CellValue, MAX_VALUE_CHARS } from './types.js';
+
+const q = (name: string): string => `"${name.replaceAll('"', '""')}"`;
+
+export interface TableShape {
+  name: string;
+  /** Declared columns. */
+  columns: string[];
+  /** Whether the table has a rowid (not WITHOUT ROWID, not virtual). */
+  rowid: boolean;
+  /** Primary-key columns (ordering of a table without rowid). */
+  key: string[];
+}
+
+export function openReadOnly(path: string): Database.Database {
+  return new Database(path, { readonly: true, fileMustExist: true });
+}
+
+/** The ordinary tables of a database, sorted by name (virtual tables and sqlite_ internals left out). */
+export function tablesOf(db: Database.Database): TableShape[] {
+  const rows = db
+    .prepare(
+      "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .all() as { name: string; sql: string | null }[];
+  const out: TableShape[] = [];
+  for (const r of rows) {
+    if (r.sql && /^\s*CREATE\s+VIRTUAL\s/i.test(r.sql)) continue;
+    const cols = db.prepare(`PRAGMA table_info(${q(r.name)})`).all() as { name: string; pk: number }[];
+    const rowid = !(r.sql && /\)\s*WITHOUT\s+ROWID\s*;?\s*$/i.test(r.sql));
+    out.push({
+      name: r.name,
+      columns: cols.map((c) => c.name),
+      rowid,
+      key: cols
+        .filter((c) => c.pk > 0)
+        .sort((x, y) => x.pk - y.pk)
+        .map((c) => c.name),
+    });
+  }
+  return out;
+}
+
+export function table(db: Database.Database, name: string, snapshotId: string, path: string): TableShape {
+  const t = tablesOf(db).find((x) => x.name === name);
+  if (!t) throw new NotFoundError(snapshotId, `no table ${JSON.stringify(name)} at ${path}`);
+  return t;
+}
+
+export function rowCount(db: Database.Database, t: TableShape): number {
+  return (db.prepare(`SELECT count(*) AS n FROM ${q(t.name)}`).get() as { n: number }).n;
+}
+
+/** A cell as JSON: text shown (redacted unless shown as stored) and cut, blobs as base64, big integers as strings. */
+export function cell(v: unknown, shown: Shown): CellValue {
+  if (v === null || v === undefined) return null;
+  if (typeof v === 'string') {
+    const t = showText(shown, v);
+    return t.length > MAX_VALUE_CHARS
+      ? { text: t.slice(0, MAX_VALUE_CHARS), size_chars: t.length, truncated: true }
+      : t;
+  }
+  if (typeof v === 'bigint')
+    return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)
+      ? Number(v)
+      : v.toString();
+  if (typeof v === 'number') return Number.isFinite(v) ? v : String(v);
+  if (Buffer.isBuffer(v) || v instanceof Uint8Array) {
+    const b = Buffer.from(v);
+    return b.length > MAX_VALUE_CHARS
+      ? {
+          blob_base64: b.subarray(0, MAX_VALUE_CHARS).toString('base64'),
+          size_bytes: b.length,
+          truncated: true,
+        }
+      : { blob_base64: b.toString('base64'), size_bytes: b.length };
+  }
+  return String(v);
+}
+
+const ROWID = '__nexo_rowid';
+
+/** The columns shown for a table: `rowid` first when it has one (and no column of that name). */
+export function shownColumns(t: TableShape): string[] {
+  return t.rowid && !t.columns.includes('rowid') ? ['rowid', ...t.columns] : t.columns;
+}
+
+/** A page of a table's rows, in rowid (or primary-key) order. */
+export function readRows(
+  db: Database.Database,
+  t: TableShape,
+  offset: number,
+  limit: number,
+  shown: Shown,
+): Record<string, CellValue>[] {
+  const withRowid = t.rowid && !t.columns.includes('rowid');
+  const order = t.rowid ? 'rowid' : t.key.length > 0 ? t.key.map(q).join(', ') : '1';
+  const stmt = db
+    .prepare(
+      `SELECT ${withRowid ? `rowid AS ${ROWID}, ` : ''}* FROM ${q(t.name)} ORDER BY ${order} LIMIT ? OFFSET ?`,
+    )
+    .safeIntegers(true);
+  const out: Record<string, CellValue>[] = [];
+  for (const r of stmt.iterate(limit, offset) as Iterable<Record<string, unknown>>) {
+    const row: Record<string, CellValue> = {};
+    if (withRowid) row.rowid = cell(r[ROWID], shown);
+    for (const c of t.columns) row[c] = cell(r[c], shown);
+    out.push(row);
+  }
+  return out;
+}
+
+export interface RowHit {
+  table: string;
+  rowid: number | string;
+  column: string;
+  /** The stored value holding the match. */
+  value: string;
+}
+
+/**
+ * Rows whose text values contain `text` (or match `regex`), per column; at most `max` hits are returned
+ * and `count` is exact. Only text values are searched (a blob or number never matches).
+ */
+export function searchRows(
+  db: Database.Database,
+  needle: { text: string } | { regex: RegExp },
+  max: number,
+  /** Whether a match in this stored value counts (find: still visible once redacted). */
+  visible: (value: string) => boolean = () => true,
+): { hits: RowHit[]; count: number } {
+  const hits: RowHit[] = [];
+  let count = 0;
+  if ('regex' in needle) {
+    const re = needle.regex;
+    db.function('nexo_match', { deterministic: true }, (v: unknown) => {
+      if (typeof v !== 'string') return 0;
+      return re.test(v) ? 1 : 0;
+    });
+  }
+  const test = (c: string) =>
+    'regex' in needle ? `nexo_match(${q(c)})` : `(typeof(${q(c)}) = 'text' AND instr(${q(c)}, @needle) > 0)`;
+  for (const t of tablesOf(db)) {
+    if (t.columns.length === 0) continue;
+    const id = t.rowid ? 'rowid' : t.key.length > 0 ? t.key.map(q).join(` || '|' || `) : "''";
+    const sql = `SELECT ${id} AS ${ROWID}, * FROM ${q(t.name)} WHERE ${t.columns.map(test).join(' OR ')}`;
+    const stmt = db.prepare(sql).safeIntegers(true);
+    const rows = ('text' in needle ? stmt.iterate({ needle: needle.text }) : stmt.iterate()) as Iterable<
+      Record<string, unknown>
+    >;
+    for (const r of rows) {
+      for (const c of t.columns) {
+        const v = r[c];
+        if (typeof v !== 'string') continue;
+        const hit = 'text' in needle ? v.includes(needle.text) : needle.regex.test(v);
+        if (!hit || !visible(v)) continue;
+        count++;
+        if (hits.length < max) {
+          const rid = r[ROWID];
+          hits.push({
+            table: t.name,
+            rowid:
+              typeof rid === 'bigint' ? (cell(rid, { policy: undefined }) as number | string) : String(rid),
+            column: c,
+            value: v,
+          });
+        }
+      }
+    }
+  }
+  return { hits, count };
+}

@@ -1,0 +1,384 @@
+// Reading memory as of a snapshot (ls, cat, find) from both stores (repository and bundles): a file as it
+// was after it changed live, a table's rows as they were, find's first-seen / first-gone over four
+// snapshots (a secret not reported unless asked), hostile paths refused, and the HTTP routes, the MCP
+// tools and the CLI returning what the library returns.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import Database from 'better-sqlite3';
+import { buildSampleAgent, gitEnv, type SampleAgentPaths } from '../scripts/sample-agent.js';
+import { InvalidInputError, LocalSnapshotter, NotFoundError, type SnapshotMeta } from '../src/index.js';
+import { createAgentToolServer } from '../src/mcp/server.js';
+import { createApiServer } from '../src/server/http.js';
+import { apiRoutes } from '../src/server/routes.js';
+import { OperationTracker } from '../src/server/tracker.js';
+import { runCli } from './helpers/env.js';
+
+const STORES = ['repository', 'bundles'] as const;
+type Store = (typeof STORES)[number];
+const WHALE = 'blue whale sighted off the coast';
+const SECRET = 'sk-abcdefghijklmnopqrstuvwx12345';
+
+interface Fixture extends SampleAgentPaths {
+  s: LocalSnapshotter;
+  flags: string[];
+  snaps: SnapshotMeta[];
+  memoryV1: string;
+  memoryV2: string;
+  rowsV1: Record<string, unknown>[];
+  whaleRowId: number;
+}
+
+const roots: string[] = [];
+after(() => {
+  for (const r of roots) rmSync(r, { recursive: true, force: true });
+});
+
+const commit = (dir: string, msg: string) => {
+  execFileSync('git', ['add', '-A'], { cwd: dir, env: gitEnv });
+  execFileSync('git', ['commit', '-qm', msg], { cwd: dir, env: gitEnv });
+};
+
+/** Four snapshots: s1 before, s2 and s3 with the whale (file, topic file, row) and a secret, s4 after it is gone. */
+async function fixture(store: Store): Promise<Fixture> {
+  const root = mkdtempSync(join(tmpdir(), 'nexo-browse-'));
+  roots.push(root);
+  const p = buildSampleAgent(root, 'ana', {
+    files: 4,
+    commits: 2,
+    memories: 40,
+    embeddings: 10,
+    concepts: 5,
+    compactions: 4,
+  });
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store,
+  });
+  const memory = join(p.memdir, 'MEMORY.md');
+  const lt = join(p.sqliteDir, 'long_term.sqlite');
+  const memoryV1 = readFileSync(memory, 'utf8');
+  const db = new Database(lt);
+  // `rowid` is an alias of `id` here: cat shows it first, under its own name
+  const rowsV1 = (db.prepare('SELECT * FROM memories ORDER BY rowid').all() as Record<string, unknown>[]).map(
+    (r) => ({ rowid: r.id, ...r }),
+  );
+  db.close();
+  const snaps = [await s.snapshot({ agentId: 'ana', label: 's1' })];
+  const memoryV2 = `${memoryV1}- ${WHALE}\n- api key ${SECRET}\n`;
+  writeFileSync(memory, memoryV2);
+  writeFileSync(join(p.memdir, 'whale.md'), `# Whales\n\nA ${WHALE}.\n`);
+  commit(p.memdir, 'memory: whales');
+  const db2 = new Database(lt);
+  const whaleRowId = Number(
+    db2
+      .prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)')
+      .run(5, 'fact', `Today: ${WHALE}.`, 0.9).lastInsertRowid,
+  );
+  db2.prepare('DELETE FROM memories WHERE id = 3').run();
+  db2.close();
+  snaps.push(await s.snapshot({ agentId: 'ana', label: 's2' }));
+  const db3 = new Database(lt);
+  db3.prepare("UPDATE memories SET content = 'changed' WHERE id = 5").run();
+  db3.close();
+  snaps.push(await s.snapshot({ agentId: 'ana', label: 's3' }));
+  writeFileSync(memory, memoryV1);
+  unlinkSync(join(p.memdir, 'whale.md'));
+  commit(p.memdir, 'memory: no whales');
+  const db4 = new Database(lt);
+  db4.prepare('DELETE FROM memories WHERE id = ?').run(whaleRowId);
+  db4.close();
+  snaps.push(await s.snapshot({ agentId: 'ana', label: 's4' }));
+  return {
+    ...p,
+    s,
+    flags: ['--state-root', p.stateRoot, '--memdir-root', p.memdirRoot, '--sqlite-root', p.sqliteRoot],
+    snaps,
+    memoryV1,
+    memoryV2,
+    rowsV1,
+    whaleRowId,
+  };
+}
+
+const fixtures = new Map<Store, Fixture>();
+before(async () => {
+  for (const store of STORES) fixtures.set(store, await fixture(store));
+});
+
+for (const store of STORES) {
+  test(`${store}: ls and cat show the memdir as it was in an older snapshot after it changed live`, async () => {
+    const f = fixtures.get(store)!;
+    const [s1, s2] = f.snaps as [SnapshotMeta, SnapshotMeta];
+    // the snapshots are in the store this test is about
+    assert.equal(f.snaps[0]!.bundle_path.includes('#'), store === 'repository');
+    const root = await f.s.ls('ana', undefined, s1.id);
+    assert.deepEqual(
+      root.entries.map((e) => [e.path, e.type]),
+      [
+        ['memdir', 'dir'],
+        ['sqlite', 'dir'],
+        ['state', 'dir'],
+      ],
+    );
+    assert.equal(root.snapshot_id, s1.id);
+    const old = await f.s.ls('ana', undefined, s1.id.slice(0, 13), 'memdir/');
+    const names = old.entries.map((e) => e.name);
+    assert.ok(names.includes('MEMORY.md') && !names.includes('whale.md'), names.join(','));
+    assert.equal(old.entries.find((e) => e.name === 'MEMORY.md')!.size_bytes, Buffer.byteLength(f.memoryV1));
+    const now = await f.s.ls('ana', undefined, s2.id, 'memdir');
+    assert.ok(now.entries.some((e) => e.name === 'whale.md' && e.type === 'file'));
+    // the live file changed twice since s1; s1 still shows the first version, s2 the second (redacted)
+    const c1 = await f.s.cat('ana', undefined, s1.id, 'memdir/MEMORY.md');
+    assert.equal(c1.kind, 'file');
+    assert.equal(c1.kind === 'file' && c1.content, f.memoryV1);
+    const c2 = await f.s.cat('ana', undefined, s2.id, 'memdir/MEMORY.md');
+    assert.ok(c2.kind === 'file' && c2.content!.includes(WHALE));
+    assert.ok(c2.kind === 'file' && !c2.content!.includes(SECRET), 'secrets are redacted by default');
+    assert.equal(c2.kind === 'file' && c2.output, 'redacted');
+    const shown = await f.s.cat('ana', undefined, s2.id, 'memdir/MEMORY.md', { showSecrets: true });
+    assert.equal(shown.kind === 'file' && shown.content, f.memoryV2);
+    // paged by bytes
+    const page = await f.s.cat('ana', undefined, s1.id, 'memdir/MEMORY.md', { offset: 2, limit: 5 });
+    assert.equal(page.kind === 'file' && page.content, f.memoryV1.slice(2, 7));
+    assert.equal(page.kind === 'file' && page.truncated, true);
+    // subdirectories
+    const dirs = old.entries.filter((e) => e.type === 'dir');
+    assert.ok(dirs.length > 0);
+    const sub = await f.s.ls('ana', undefined, s1.id, dirs[0]!.path);
+    assert.ok(sub.entries.length > 0 && sub.entries.every((e) => e.path.startsWith(`${dirs[0]!.path}/`)));
+  });
+
+  test(`${store}: ls lists databases and tables with row counts; cat returns a table's rows as they were`, async () => {
+    const f = fixtures.get(store)!;
+    const [s1, s2] = f.snaps as [SnapshotMeta, SnapshotMeta];
+    const dbs = await f.s.ls('ana', undefined, s1.id, 'sqlite');
+    assert.deepEqual(
+      dbs.entries.map((e) => e.name),
+      ['long_term', 'vector', 'concepts', 'compactions'],
+    );
+    const tables = await f.s.ls('ana', undefined, s1.id, 'sqlite/long_term');
+    assert.equal(tables.entries.find((e) => e.name === 'memories')!.rows, 40);
+    const tables2 = await f.s.ls('ana', undefined, s2.id, 'sqlite/long_term');
+    assert.equal(tables2.entries.find((e) => e.name === 'memories')!.rows, 40); // +1 −1
+    const rows = await f.s.cat('ana', undefined, s1.id, 'sqlite/long_term/memories', { offset: 2, limit: 5 });
+    assert.equal(rows.kind, 'table');
+    if (rows.kind !== 'table') return;
+    assert.equal(rows.total_rows, 40);
+    assert.equal(rows.truncated, true);
+    assert.deepEqual(rows.columns, ['rowid', 'id', 'created_at', 'kind', 'content', 'importance']);
+    assert.deepEqual(rows.rows, f.rowsV1.slice(2, 7)); // row 3 deleted live since; s1 still has it
+    const vec = await f.s.cat('ana', undefined, s1.id, 'sqlite/vector/embeddings', { limit: 1 });
+    assert.ok(vec.kind === 'table');
+    const blob =
+      vec.kind === 'table' ? (vec.rows[0]!.vec as { blob_base64: string; size_bytes: number }) : undefined;
+    assert.equal(Buffer.from(blob!.blob_base64, 'base64').length, blob!.size_bytes);
+    const whole = await f.s.cat('ana', undefined, s1.id, 'sqlite/long_term', { limit: 1 });
+    assert.ok(
+      whole.kind === 'database' && whole.tables.some((t) => t.table === 'memories' && t.rows.length === 1),
+    );
+  });
+
+  test(`${store}: find reports where the text is, the first snapshot with it and the first without it`, async () => {
+    const f = fixtures.get(store)!;
+    const [s1, s2, s3, s4] = f.snaps as [SnapshotMeta, SnapshotMeta, SnapshotMeta, SnapshotMeta];
+    const r = await f.s.find({ agentId: 'ana', text: 'blue whale' });
+    assert.deepEqual(
+      r.snapshots.map((x) => [x.snapshot_id, x.found]),
+      [
+        [s1.id, false],
+        [s2.id, true],
+        [s3.id, true],
+        [s4.id, false],
+      ],
+    );
+    assert.equal(r.first_seen!.snapshot_id, s2.id);
+    assert.equal(r.first_gone!.snapshot_id, s4.id);
+    assert.deepEqual(
+      r.transitions.map((x) => [x.snapshot_id, x.change]),
+      [
+        [s2.id, 'appears'],
+        [s4.id, 'gone'],
+      ],
+    );
+    const where = r.snapshots[1]!.locations.map((l) =>
+      l.kind === 'row' ? `${l.db}/${l.table}/${l.rowid}/${l.column}` : l.path,
+    );
+    assert.deepEqual(
+      where.sort(),
+      ['long_term/memories/41/content', 'memdir/MEMORY.md', 'memdir/whale.md'].sort(),
+    );
+    assert.equal(f.whaleRowId, 41);
+    assert.equal(r.snapshots[1]!.count, 3);
+    // each distinct unit is searched once: s3 shares the memdir files with s2
+    assert.ok(r.stats.units_reused > 0);
+    // since: only s3 and s4 → appears in s3, gone in s4
+    const later = await f.s.find({ agentId: 'ana', text: 'blue whale', sinceMs: s3.created_at_ms });
+    assert.deepEqual(
+      later.snapshots.map((x) => x.snapshot_id),
+      [s3.id, s4.id],
+    );
+    assert.equal(later.first_seen!.snapshot_id, s3.id);
+    // a regex
+    const re = await f.s.find({ agentId: 'ana', regex: 'blue\\s+wh[a-z]+e' });
+    assert.deepEqual(
+      re.snapshots.map((x) => x.found),
+      [false, true, true, false],
+    );
+    // a secret is not reported unless asked for
+    const hidden = await f.s.find({ agentId: 'ana', text: SECRET });
+    assert.equal(hidden.first_seen, undefined);
+    assert.ok(!JSON.stringify(hidden.snapshots).includes(SECRET));
+    const shown = await f.s.find({ agentId: 'ana', text: SECRET, showSecrets: true });
+    assert.equal(shown.first_seen!.snapshot_id, s2.id);
+    assert.equal(shown.first_gone!.snapshot_id, s4.id);
+  });
+
+  test(`${store}: hostile and unknown paths are refused with typed errors`, async () => {
+    const f = fixtures.get(store)!;
+    const id = f.snaps[0]!.id;
+    for (const bad of [
+      '../x',
+      '/etc/passwd',
+      'memdir/../../../etc/passwd',
+      'memdir//MEMORY.md',
+      'memdir/./x',
+      'sqlite/../state',
+      'C:\\x',
+      'a\0b',
+      'elsewhere/x',
+    ])
+      await assert.rejects(f.s.cat('ana', undefined, id, bad), InvalidInputError, bad);
+    await assert.rejects(f.s.ls('ana', undefined, id, 'memdir/..'), InvalidInputError);
+    await assert.rejects(f.s.ls('ana', undefined, id, 'sqlite/nope'), InvalidInputError);
+    await assert.rejects(f.s.cat('ana', undefined, id, 'memdir/nope.md'), NotFoundError);
+    await assert.rejects(f.s.cat('ana', undefined, id, 'sqlite/long_term/nope'), NotFoundError);
+    await assert.rejects(f.s.cat('ana', undefined, id, 'memdir'), InvalidInputError);
+    await assert.rejects(
+      f.s.ls('ana', undefined, '00000000-0000-7000-8000-000000000000'),
+      (e: NotFoundError) => e.exitCode === 5,
+    );
+    await assert.rejects(f.s.find({ agentId: 'ana', regex: '(' }), InvalidInputError);
+    await assert.rejects(f.s.find({ agentId: 'ana', text: 'a', regex: 'b' }), InvalidInputError);
+  });
+}
+
+test('HTTP routes and MCP tools return what the library returns; bad paths are 400 and tool errors', async (t) => {
+  const f = fixtures.get('repository')!;
+  const [s1, s2] = f.snaps as [SnapshotMeta, SnapshotMeta];
+  const tracker = new OperationTracker();
+  const server = createApiServer({
+    routes: apiRoutes({ snapshotter: f.s, tracker, allowRestore: false, startedAt: Date.now() }),
+    tracker,
+    token: 'browse-test-token-0123456789',
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => server.close(() => r())));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/agents/ana`;
+  const get = async (path: string, token = 'browse-test-token-0123456789') => {
+    const res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${token}` } });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  };
+  const q = encodeURIComponent;
+  assert.deepEqual(
+    (await get(`/snapshots/${s1.id}/ls?path=memdir`)).body,
+    await f.s.ls('ana', undefined, s1.id, 'memdir'),
+  );
+  assert.deepEqual(
+    (await get(`/snapshots/${s2.id}/cat?path=${q('memdir/MEMORY.md')}`)).body,
+    await f.s.cat('ana', undefined, s2.id, 'memdir/MEMORY.md'),
+  );
+  assert.deepEqual(
+    (await get(`/snapshots/${s1.id}/cat?path=${q('sqlite/long_term/memories')}&offset=3&limit=4`)).body,
+    await f.s.cat('ana', undefined, s1.id, 'sqlite/long_term/memories', { offset: 3, limit: 4 }),
+  );
+  const viaHttp = (await get(`/find?text=${q('blue whale')}`)).body;
+  const direct = await f.s.find({ agentId: 'ana', text: 'blue whale' });
+  assert.deepEqual(viaHttp.snapshots, direct.snapshots);
+  assert.deepEqual(viaHttp.first_gone, direct.first_gone);
+  const bad = await get(`/snapshots/${s1.id}/cat?path=${q('../../etc/passwd')}`);
+  assert.equal(bad.status, 400);
+  assert.equal((bad.body.error as { code: string }).code, 'INVALID_INPUT');
+  assert.equal((await get(`/snapshots/${s1.id}/cat?path=${q('memdir/nope.md')}`)).status, 404);
+  assert.equal((await get(`/snapshots/${s1.id}/ls`, 'wrong-token-0123456789abc')).status, 401);
+  assert.equal((await get(`/snapshots/${s1.id}/cat?path=memdir/MEMORY.md&show_secrets=true`)).status, 400);
+  // the agent's own tools
+  const mcp = createAgentToolServer({
+    snapshotter: f.s,
+    agentId: 'ana',
+    tenant: 'default',
+    redactDefault: false,
+    tracker,
+  });
+  const [ct, st] = InMemoryTransport.createLinkedPair();
+  await mcp.connect(st);
+  const client = new Client({ name: 'browse-test', version: '1.0.0' });
+  await client.connect(ct);
+  t.after(() => client.close());
+  const call = async (name: string, args: Record<string, unknown>) =>
+    (await client.callTool({ name, arguments: args })) as {
+      isError?: boolean;
+      structuredContent?: unknown;
+      content: { text?: string }[];
+    };
+  assert.deepEqual(
+    (await call('memory_ls', { snapshot_id: s1.id, path: 'sqlite/long_term' })).structuredContent,
+    await f.s.ls('ana', undefined, s1.id, 'sqlite/long_term'),
+  );
+  assert.deepEqual(
+    (await call('memory_cat', { snapshot_id: s1.id, path: 'memdir/MEMORY.md' })).structuredContent,
+    await f.s.cat('ana', undefined, s1.id, 'memdir/MEMORY.md'),
+  );
+  const found = (await call('memory_find', { text: 'blue whale' })).structuredContent as typeof direct;
+  assert.deepEqual(found.snapshots, direct.snapshots);
+  const refused = await call('memory_cat', { snapshot_id: s1.id, path: '../x' });
+  assert.equal(refused.isError, true);
+  assert.match(refused.content[0]!.text!, /INVALID_INPUT/);
+});
+
+test('CLI: ls, cat (table rows as JSON lines), find --json; exit 5 for an unknown snapshot, 1 for a bad path', async () => {
+  const f = fixtures.get('bundles')!;
+  const [s1, s2, , s4] = f.snaps as [SnapshotMeta, SnapshotMeta, SnapshotMeta, SnapshotMeta];
+  const cat = await runCli([
+    'cat',
+    '--agent',
+    'ana',
+    ...f.flags,
+    s1.id,
+    'sqlite/long_term/memories',
+    '--limit',
+    '3',
+  ]);
+  assert.equal(cat.code, 0, cat.stderr);
+  assert.deepEqual(
+    cat.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l)),
+    f.rowsV1.slice(0, 3),
+  );
+  const file = await runCli(['cat', '--agent', 'ana', ...f.flags, s1.id, 'memdir/MEMORY.md']);
+  assert.equal(file.stdout, f.memoryV1);
+  const ls = await runCli(['ls', '--agent', 'ana', ...f.flags, s2.id, 'memdir', '--json']);
+  assert.deepEqual(JSON.parse(ls.stdout), await f.s.ls('ana', undefined, s2.id, 'memdir'));
+  const find = await runCli(['find', '--agent', 'ana', ...f.flags, 'blue whale', '--json']);
+  assert.equal(find.code, 0, find.stderr);
+  assert.equal(JSON.parse(find.stdout).first_gone.snapshot_id, s4.id);
+  const human = await runCli(['find', '--agent', 'ana', ...f.flags, 'blue whale']);
+  assert.match(human.stdout, new RegExp(`first seen.*${s2.id}`));
+  const unknown = await runCli(['ls', '--agent', 'ana', ...f.flags, '00000000-0000-7000-8000-000000000000']);
+  assert.equal(unknown.code, 5, unknown.stderr);
+  const bad = await runCli(['cat', '--agent', 'ana', ...f.flags, s1.id, '../../etc/passwd', '--json']);
+  assert.equal(bad.code, 1);
+  assert.equal(JSON.parse(bad.stdout).error.code, 'INVALID_INPUT');
+});
