@@ -63,10 +63,12 @@ before(async () => {
     concepts: 5,
     compactions: 3,
   });
+  // the default store, the repository (test/helpers/env.ts makes other tests use bundles)
   snapshotter = new LocalSnapshotter({
     stateRoot: a.stateRoot,
     memdirRoot: a.memdirRoot,
     sqliteRoot: a.sqliteRoot,
+    store: 'repository',
   });
   mkdirSync(join(a.memdir, 'topics'), { recursive: true });
   writeFileSync(join(a.memdir, SCRIPT_FILE), SCRIPT_V1);
@@ -102,6 +104,7 @@ before(async () => {
         NEXO_MEMORY_TOKEN: WRITE_TOKEN,
         NEXO_MEMORY_READ_TOKEN: READ_TOKEN,
         NEXO_MEMORY_RESTORE_ALLOW: '',
+        NEXO_MEMORY_STORE_FORMAT: 'repository',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -162,6 +165,15 @@ test('the console and the API are served with a strict CSP, nosniff and their co
   // only the built files: no path on disk behind /assets
   assert.equal((await fetch(`${url}/assets/..%2Fpackage.json`)).status, 404);
   assert.equal((await fetch(`${url}/assets/package.json`)).status, 404);
+  // the snapshot page's metadata, for repository snapshots too
+  assert.ok(snapshotter.usesRepository(), 'the store is the repository (the default)');
+  for (const m of metas) {
+    const r = await fetch(`${url}/v1/agents/ana/snapshots/${m.id}`, {
+      headers: { authorization: `Bearer ${READ_TOKEN}` },
+    });
+    assert.equal(r.status, 200, `GET …/snapshots/${m.id}`);
+    assert.equal(((await r.json()) as SnapshotMeta).label, m.label);
+  }
   const api = await fetch(`${url}/v1/fleet`);
   assert.equal(api.status, 401, 'the console adds no unguarded data route');
   assert.match(api.headers.get('content-security-policy') ?? '', /default-src 'self'/);
@@ -222,6 +234,11 @@ test('the diff page shows the row counts the library diff reports', async () => 
       (await page.textContent('#diff-git')) ?? '',
       new RegExp(`^${lib.git_summary.commits_between} commits`),
     );
+    // the file's unified diff, line by line, its HTML as text
+    const patch = (await page.locator('#diff pre.patch').first().textContent()) ?? '';
+    assert.match(patch, /\n-version one <script>alert\(2\)<\/script>\n/);
+    assert.match(patch, /\n\+version two, rewritten later\n/);
+    assert.equal(await page.locator('#diff script, #diff img').count(), 0);
     assert.deepEqual(dialogs, []);
   } finally {
     await context.close();

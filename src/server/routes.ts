@@ -160,7 +160,6 @@ function allRoutes(ctx: ApiContext): Route[] {
   const s = ctx.snapshotter;
   const board = ctx.activity ?? new ActivityBoard();
   const identityFile = () => (ctx.identityPath ? { decryptIdentity: ctx.identityPath } : {});
-  const bundleOf = (req: ApiRequest) => s.locateSnapshot(req.params.agent!, tenantOf(req), req.params.id!);
 
   return [
     {
@@ -229,9 +228,11 @@ function allRoutes(ctx: ApiContext): Route[] {
       auth: 'read',
       handle: async (req) => {
         query(req, []);
-        const file = await bundleOf(req);
-        const meta = (await s.list(req.params.agent!, tenantOf(req))).find((m) => m.id === file.id);
-        if (!meta) throw new NotFoundError(file.id, 'the bundle is unreadable (see verify)');
+        // a repository snapshot or a bundle, by id or unique prefix
+        const found = await s.findSnapshot(req.params.agent!, tenantOf(req), req.params.id!);
+        const id = found.repository ? found.repository.id : found.bundle.id;
+        const meta = (await s.list(req.params.agent!, tenantOf(req))).find((m) => m.id === id);
+        if (!meta) throw new NotFoundError(id, 'the bundle is unreadable (see verify)');
         return { json: meta };
       },
     },

@@ -13,7 +13,7 @@ import { diffHref, ErrorNote, Flags, Loading, snapshotHref } from './common.js';
 
 const W = 860;
 const H = 220;
-const PAD = { l: 60, r: 20, t: 16, b: 34 };
+const PAD = { l: 76, r: 24, t: 16, b: 34 };
 
 function Chart({
   metas,
@@ -36,10 +36,10 @@ function Chart({
   const base = H - PAD.b;
   return html`<figure class="chart">
     <svg id="timeline-chart" viewBox=${`0 0 ${W} ${H}`} role="img" aria-label="snapshots over time">
-      <line class="axis" x1=${PAD.l} y1=${base} x2=${W - PAD.r} y2=${base} />
-      <line class="axis" x1=${PAD.l} y1=${PAD.t} x2=${PAD.l} y2=${base} />
-      <text class="tick" x=${PAD.l - 6} y=${PAD.t + 4} text-anchor="end">${bytes(top)}</text>
-      <text class="tick" x=${PAD.l - 6} y=${base} text-anchor="end">0</text>
+      <line class="axis" x1=${PAD.l - 12} y1=${base} x2=${W - PAD.r} y2=${base} />
+      <line class="axis" x1=${PAD.l - 12} y1=${PAD.t} x2=${PAD.l - 12} y2=${base} />
+      <text class="tick" x=${PAD.l - 18} y=${PAD.t + 4} text-anchor="end">${bytes(top)}</text>
+      <text class="tick" x=${PAD.l - 18} y=${base} text-anchor="end">0</text>
       <text class="tick" x=${PAD.l} y=${H - 10}>${when(t0)}</text>
       <text class="tick" x=${W - PAD.r} y=${H - 10} text-anchor="end">${when(t1)}</text>
       ${metas.map((m) => {

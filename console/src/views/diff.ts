@@ -12,7 +12,7 @@ import { agentHref, diffHref, ErrorNote, Loading } from './common.js';
 function Patch({ text }: { text: string }) {
   return html`<pre class="patch">${text.split('\n').map((l) => {
     const cls = l.startsWith('+') ? 'add' : l.startsWith('-') ? 'del' : l.startsWith('@@') ? 'hunk' : '';
-    return html`<span class=${cls}>${l}\n</span>`;
+    return html`<span class=${cls}>${`${l}\n`}</span>`;
   })}</pre>`;
 }
 
