@@ -4,7 +4,15 @@
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -332,6 +340,38 @@ test('live progress: a snapshot started elsewhere appears in the activity panel 
     const done = page.locator('#activity-recent li.ended.ok[data-op="snapshot"]');
     await done.first().waitFor();
     assert.match((await done.first().textContent()) ?? '', new RegExp(`snapshot_id=${meta.id}`));
+  } finally {
+    await context.close();
+  }
+});
+
+test('the fleet alerts a damaged snapshot once a verify finds it (last: it damages the store)', async () => {
+  // flip one byte in the middle of every pack file of the repository
+  const packs = join(root, 'state', 'repository', 'packs');
+  for (const dir of readdirSync(packs))
+    for (const name of readdirSync(join(packs, dir))) {
+      const file = join(packs, dir, name);
+      const bytes = readFileSync(file);
+      const i = bytes.length >> 1;
+      bytes[i] = bytes[i]! ^ 0xff;
+      writeFileSync(file, bytes);
+    }
+  const newest = (await snapshotter.list('ana'))[0]!;
+  const v = await fetch(`${url}/v1/agents/ana/snapshots/${newest.id}/verify`, {
+    headers: { authorization: `Bearer ${READ_TOKEN}` },
+  });
+  assert.equal(v.status, 200);
+  assert.equal(((await v.json()) as { status: string }).status, 'damaged');
+  const { context, page } = await newPage();
+  try {
+    await login(page, READ_TOKEN);
+    const row = page.locator('#fleet tr[data-agent="ana"]');
+    await row.waitFor();
+    assert.equal(await row.getAttribute('class'), 'alerting');
+    assert.match(
+      (await row.locator('.alerts').textContent()) ?? '',
+      new RegExp(`${newest.id} verified damaged`),
+    );
   } finally {
     await context.close();
   }
