@@ -22,7 +22,7 @@ import { buildSampleAgent, gitEnv } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
 import type { SnapshotMeta } from '../src/model/types.js';
 import { BIN, ensureBuilt, ensureConsoleBuilt } from './helpers/built-cli.js';
-import { REPO } from './helpers/env.js';
+import { REPO, startFixture } from './helpers/env.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const WRITE_TOKEN = 'console-write-token-0123456789';
@@ -40,6 +40,7 @@ let snapshotter: LocalSnapshotter;
 let metas: SnapshotMeta[];
 const dialogs: string[] = [];
 let daemonLog = '';
+let storeFlags: string[];
 
 async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
   const context = await browser.newContext();
@@ -95,6 +96,7 @@ before(async () => {
   await snapshotter.snapshot({ agentId: 'ana', label: HOSTILE_LABEL, createdBy: 'cli' });
   await snapshotter.snapshot({ agentId: 'ana', label: 'third', createdBy: 'scheduled' });
   metas = await snapshotter.list('ana'); // newest first
+  storeFlags = ['--state-root', a.stateRoot, '--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
 
   daemon = spawn(
     process.execPath,
@@ -340,6 +342,49 @@ test('live progress: a snapshot started elsewhere appears in the activity panel 
     const done = page.locator('#activity-recent li.ended.ok[data-op="snapshot"]');
     await done.first().waitFor();
     assert.match((await done.first().textContent()) ?? '', new RegExp(`snapshot_id=${meta.id}`));
+  } finally {
+    await context.close();
+  }
+});
+
+test('live progress: a snapshot the CLI takes shows while it runs, and its result when it ends', async (t) => {
+  const { context, page } = await newPage();
+  try {
+    await login(page, READ_TOKEN);
+    await page.waitForSelector('#activity .ok');
+    // a memory writer mid-batch: the CLI snapshot holds the agent lock and waits in its capture step
+    const writer = startFixture(t, 'hold-gate.ts', [join(root, 'state'), 'ana']);
+    await writer.ready;
+    const cli = spawn(
+      process.execPath,
+      [BIN, 'snapshot', '--agent', 'ana', '--label', 'from-the-cli', '--json', ...storeFlags],
+      {
+        cwd: REPO,
+        env: { ...process.env, NEXO_MEMORY_STORE_FORMAT: 'repository' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    cli.stdout!.on('data', (c) => {
+      out += c;
+    });
+    const cliExit = new Promise<number | null>((r) => cli.once('exit', r));
+    const running = page.locator('#activity-running li.running[data-op="snapshot"]');
+    await running.waitFor();
+    assert.match(
+      (await running.textContent()) ?? '',
+      new RegExp(`snapshot ana .*other process.*pid ${cli.pid}`),
+    );
+    await writer.killGroup(); // the batch ends: the snapshot goes on
+    assert.equal(await cliExit, 0);
+    const id = (JSON.parse(out) as { id?: string; snapshot_id?: string }).id;
+    assert.ok(id, out);
+    const done = page.locator(`#activity-recent li.ended.ok[data-op="snapshot"]`, {
+      hasText: `snapshot_id=${id}`,
+    });
+    await done.waitFor();
+    assert.match((await done.textContent()) ?? '', /other process/);
+    assert.equal(await running.count(), 0, 'no longer running');
   } finally {
     await context.close();
   }

@@ -57,8 +57,10 @@ export interface Decision {
 
 export interface Activity {
   id: string;
-  op: 'snapshot' | 'restore' | 'gc';
+  op: string;
   source: string;
+  pid?: number;
+  host?: string;
   agent_id?: string;
   tenant?: string;
   dry_run?: boolean;
@@ -67,7 +69,7 @@ export interface Activity {
   bytes?: number;
   total?: number;
   ended_at_ms?: number;
-  outcome?: 'ok' | 'failed';
+  outcome?: 'ok' | 'failed' | 'unknown';
   result?: Record<string, unknown>;
   error?: { code: string; message: string };
 }

@@ -1,20 +1,36 @@
 // Owns the daemon's board of operations in progress (snapshots, restores, gc sweeps the daemon runs:
 // API calls, scheduled runs, retention sweeps) with their progress, the last ones that ended with their
-// result, and the live feed of both as server-sent events (`GET /v1/events`). Verify reports the
-// daemon produced are remembered per agent (the fleet's "last verify"). Memory only: a restart forgets.
+// result, and the live feed of both as server-sent events (`GET /v1/events`). While a feed is open it
+// also watches the operations of other processes (a CLI snapshot: an agent lock another process
+// holds), from their start to their end, without progress. Verify reports the daemon produced are
+// remembered per agent (the fleet's "last verify"). Memory only: a restart forgets.
 
 import { randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import { SnapshotError } from '../model/errors.js';
 import type { ProgressListener } from '../model/types.js';
 
-export type ActivityOp = 'snapshot' | 'restore' | 'gc';
+/** The daemon's own: snapshot, restore, gc; another process's: what it recorded (`snapshot`, `delete`, …). */
+export type ActivityOp = string;
+
+/** An operation another process runs now (the agent lock it holds). */
+export interface OtherOperation {
+  agent_id: string;
+  tenant: string;
+  operation: string;
+  pid: number;
+  host: string;
+  since_ms: number;
+}
 
 export interface Activity {
   id: string;
   op: ActivityOp;
   /** Who started it: an API call, the scheduler, the retention worker. */
-  source: 'api' | 'scheduled' | 'retention';
+  source: 'api' | 'scheduled' | 'retention' | 'other-process';
+  /** Of another process's operation. */
+  pid?: number;
+  host?: string;
   agent_id?: string;
   tenant?: string;
   dry_run?: boolean;
@@ -26,7 +42,8 @@ export interface Activity {
 
 export interface EndedActivity extends Activity {
   ended_at_ms: number;
-  outcome: 'ok' | 'failed';
+  /** `unknown`: another process's operation ended, and what it did is not known here. */
+  outcome: 'ok' | 'failed' | 'unknown';
   /** A short summary of the result (ids, counts), never memory content. */
   result?: Record<string, unknown>;
   error?: { code: string; message: string };
@@ -56,6 +73,8 @@ export class ActivityBoard {
   private readonly streams = new Set<PassThrough>();
   private readonly verifies = new Map<string, VerifyRecord>();
   private closed = false;
+  private readonly others = new Map<string, Activity>();
+  private watcher: NodeJS.Timeout | undefined;
 
   running(): Activity[] {
     return [...this.active.values()].map((a) => ({ ...a }));
@@ -109,6 +128,55 @@ export class ActivityBoard {
     this.emit({ type: 'ended', activity: done });
   }
 
+  /**
+   * Every `everyMs` while a feed is open: `poll` says what other processes run now; a new one is
+   * started, one no longer there is ended with the result `ended` finds (undefined: outcome unknown).
+   */
+  watchOthers(
+    poll: () => Promise<OtherOperation[]>,
+    ended: (a: Activity) => Promise<Record<string, unknown> | undefined>,
+    everyMs = 1000,
+  ): void {
+    let busy = false;
+    const tick = async () => {
+      if (busy || this.closed || this.listeners.size === 0) return;
+      busy = true;
+      try {
+        const seen = new Set<string>();
+        for (const o of await poll()) {
+          const key = `other:${o.tenant}/${o.agent_id}/${o.host}/${o.pid}/${o.since_ms}`;
+          seen.add(key);
+          if (this.others.has(key)) continue;
+          const a: Activity = {
+            id: key,
+            op: o.operation,
+            source: 'other-process',
+            agent_id: o.agent_id,
+            tenant: o.tenant,
+            pid: o.pid,
+            host: o.host,
+            started_at_ms: o.since_ms,
+          };
+          this.others.set(key, a);
+          this.active.set(key, a);
+          this.emit({ type: 'started', activity: { ...a } });
+        }
+        for (const [key, a] of [...this.others]) {
+          if (seen.has(key)) continue;
+          this.others.delete(key);
+          const result = await ended(a).catch(() => undefined);
+          this.finish(a, result ? { outcome: 'ok', result } : { outcome: 'unknown' });
+        }
+      } catch {
+        // the next tick tries again (a store being created, an agent removed meanwhile)
+      } finally {
+        busy = false;
+      }
+    };
+    this.watcher = setInterval(() => void tick(), everyMs);
+    this.watcher.unref();
+  }
+
   /** Remembers the newest verify report of an agent's snapshot. */
   recordVerify(tenant: string, agentId: string, rec: VerifyRecord): void {
     this.verifies.set(`${tenant}/${agentId}`, rec);
@@ -158,6 +226,7 @@ export class ActivityBoard {
   /** Ends every event stream (so a shutdown does not wait for open consoles) and opens no new one. */
   close(): void {
     this.closed = true;
+    if (this.watcher) clearInterval(this.watcher);
     for (const s of [...this.streams]) s.end();
   }
 }

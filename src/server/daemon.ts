@@ -8,6 +8,7 @@
 import type { AddressInfo } from 'node:net';
 import { CONFIG_DEFAULTS } from '../config/config.js';
 import { asSnapshotError, ConfigError } from '../model/errors.js';
+import { operationsOfOthers, storeAgentPairs } from '../snapshotter/fleet.js';
 import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { ActivityBoard } from './activity.js';
@@ -72,6 +73,7 @@ export class Daemon {
   readonly tracker = new OperationTracker();
   readonly activity = new ActivityBoard();
   private readonly server;
+  private readonly snapshotter: LocalSnapshotter;
   private readonly scheduler: Scheduler;
   private readonly retention: RetentionWorker | undefined;
   private readonly log: (line: string) => void;
@@ -88,6 +90,7 @@ export class Daemon {
       );
     }
     const s = opts.snapshotter;
+    this.snapshotter = s;
     this.scheduler = new Scheduler(s, opts.schedule ?? [], {
       tracker: this.tracker,
       activity: this.activity,
@@ -162,6 +165,18 @@ export class Daemon {
     this.url = `http://${host}:${a.port}`;
     this.scheduler.start();
     this.retention?.start();
+    const s = this.snapshotter;
+    this.activity.watchOthers(
+      async () => operationsOfOthers(s, await storeAgentPairs(s)),
+      async (a) => {
+        // a snapshot of another process: the agent's newest snapshot, if taken since it started
+        if (a.op !== 'snapshot' || !a.agent_id) return undefined;
+        const newest = (await s.list(a.agent_id, a.tenant))[0];
+        return newest && newest.created_at_ms >= a.started_at_ms
+          ? { snapshot_id: newest.id, ...(newest.label !== undefined ? { label: newest.label } : {}) }
+          : undefined;
+      },
+    );
     return { host: a.address, port: a.port, url: this.url };
   }
 

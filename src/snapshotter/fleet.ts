@@ -1,10 +1,15 @@
 // Owns the fleet overview: every agent of the store (its bundles and its repository snapshots) with
 // its snapshot count, last snapshot, bytes stored and added, pins, and the kinds of its snapshots, plus
 // the kind of one snapshot from its `created_by` (manual, scheduled, pre-dream, pre-restore,
-// pre-mutating-tool). Reads only listings: no bundle is opened, nothing is locked.
+// pre-mutating-tool). Reads only listings: no bundle is opened, nothing is locked. Also the operations
+// other processes run now (a CLI snapshot, say): the agent locks held by another process, with what
+// the holder recorded (operation, pid, host, since).
 
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
 import type { SnapshotMeta } from '../model/types.js';
 import { storeAgents } from '../store/catalog.js';
+import { readOwner, tryAcquire } from '../store/lock.js';
 import type { LocalSnapshotter } from './local.js';
 
 export type SnapshotKind = 'manual' | 'scheduled' | 'pre-dream' | 'pre-restore' | 'pre-mutating-tool';
@@ -80,5 +85,42 @@ export function overviewOf(agentId: string, tenant: string, metas: readonly Snap
 export async function fleetOverview(s: LocalSnapshotter, tenant?: string): Promise<AgentOverview[]> {
   const out: AgentOverview[] = [];
   for (const [t, a] of await storeAgentPairs(s, tenant)) out.push(overviewOf(a, t, await s.list(a, t)));
+  return out;
+}
+
+/** An agent lock another process holds now. */
+export interface HeldOperation {
+  agent_id: string;
+  tenant: string;
+  /** What the holder recorded: `snapshot`, `restore`, `gc`, `delete`, …. */
+  operation: string;
+  pid: number;
+  host: string;
+  since_ms: number;
+}
+
+/**
+ * The agent locks held now by other processes. A lock is probed with a shared try (never waited
+ * for; released at once), so a holder is only ever reported while it holds the lock; this process's
+ * own operations are left out.
+ */
+export function operationsOfOthers(
+  s: LocalSnapshotter,
+  pairs: ReadonlyArray<[string, string]>,
+): HeldOperation[] {
+  const out: HeldOperation[] = [];
+  const me = hostname();
+  for (const [t, a] of pairs) {
+    const path = s.layout.agentLockPath(t, a);
+    if (!existsSync(path)) continue;
+    const owner = readOwner(path);
+    if (!owner || (owner.pid === process.pid && owner.host === me)) continue;
+    const probe = tryAcquire(path, 'shared');
+    if (probe) {
+      probe.release();
+      continue;
+    }
+    out.push({ agent_id: a, tenant: t, ...owner });
+  }
   return out;
 }

@@ -34,7 +34,8 @@ export function ActivityPanel({ onEnded }: { onEnded: () => void }) {
     );
     return () => stop.abort();
   }, [onEnded]);
-  const what = (a: Activity) => `${a.op}${a.dry_run ? ' (dry run)' : ''} ${a.agent_id ?? ''} · ${a.source}`;
+  const what = (a: Activity) =>
+    `${a.op}${a.dry_run ? ' (dry run)' : ''} ${a.agent_id ?? ''} · ${a.source === 'other-process' ? `other process (pid ${a.pid} on ${a.host})` : a.source}`;
   return html`<aside id="activity">
     <h2>Activity <span class=${connected ? 'ok' : 'muted'}>${connected ? '● live' : '○ offline'}</span></h2>
     ${running.length === 0 ? html`<p class="muted">Nothing running.</p>` : null}
@@ -42,7 +43,7 @@ export function ActivityPanel({ onEnded }: { onEnded: () => void }) {
       ${running.map(
         (a) => html`<li class="running" data-op=${a.op}>
           <div>${what(a)}</div>
-          <div class="muted">${a.phase ?? 'starting'} ${a.bytes !== undefined ? bytes(a.bytes) : ''}${a.total ? ` of ${bytes(a.total)}` : ''}</div>
+          <div class="muted">${a.phase ?? (a.source === 'other-process' ? `since ${when(a.started_at_ms)}` : 'starting')} ${a.bytes !== undefined ? bytes(a.bytes) : ''}${a.total ? ` of ${bytes(a.total)}` : ''}</div>
           ${a.total ? html`<progress max=${a.total} value=${a.bytes ?? 0}></progress>` : html`<progress></progress>`}
         </li>`,
       )}
@@ -50,7 +51,7 @@ export function ActivityPanel({ onEnded }: { onEnded: () => void }) {
     <ul id="activity-recent">
       ${recent.map(
         (a) => html`<li class=${`ended ${a.outcome}`} data-op=${a.op}>
-          <div>${a.outcome === 'ok' ? '✓' : '✗'} ${what(a)}</div>
+          <div>${a.outcome === 'ok' ? '✓' : a.outcome === 'failed' ? '✗' : '•'} ${what(a)}</div>
           <div class="muted">${a.ended_at_ms ? when(a.ended_at_ms) : ''} ${
             a.error
               ? `${a.error.code}: ${a.error.message}`
