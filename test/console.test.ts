@@ -189,6 +189,21 @@ test('the console and the API are served with a strict CSP, nosniff and their co
   assert.match(api.headers.get('content-security-policy') ?? '', /default-src 'self'/);
 });
 
+test('serve refuses a read token equal to the write token', async () => {
+  const r = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...storeFlags], {
+    cwd: REPO,
+    env: { ...process.env, NEXO_MEMORY_TOKEN: WRITE_TOKEN, NEXO_MEMORY_READ_TOKEN: WRITE_TOKEN },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  r.stderr!.on('data', (c) => {
+    err += c;
+  });
+  const code = await new Promise<number | null>((res) => r.once('exit', res));
+  assert.equal(code, 1);
+  assert.match(err, /read_token must differ from server\.token/);
+});
+
 test('log in; the fleet and the timeline show the agent and its snapshots; hostile labels are text', async () => {
   const { context, page } = await newPage();
   try {
@@ -321,7 +336,12 @@ test('the write token previews a restore, but the restore button needs the serve
     await page.waitForSelector('#restore-report');
     assert.match((await page.textContent('#restore-report')) ?? '', /would change/);
     assert.equal(await page.locator('#restore').count(), 0, 'allow_restore is off: no restore button');
-    assert.equal(await page.locator('#download').count(), 1);
+    // the download goes through fetch with the token in its header, then to the browser as a file
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    assert.match(download.suggestedFilename(), /\.tar\.zst$/);
+    const saved = join(root, 'downloaded.tar.zst');
+    await download.saveAs(saved);
+    assert.equal(readFileSync(saved).readUInt32LE(0), 0xfd2fb528, 'a zstd stream (the bundle)');
   } finally {
     await context.close();
   }
