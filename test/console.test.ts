@@ -193,8 +193,10 @@ test('serve refuses a read token equal to the write token', async () => {
   const r = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...storeFlags], {
     cwd: REPO,
     env: { ...process.env, NEXO_MEMORY_TOKEN: WRITE_TOKEN, NEXO_MEMORY_READ_TOKEN: WRITE_TOKEN },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // a daemon that starts anyway is stopped at once (and the exit code below fails the test)
+  r.stdout!.on('data', () => r.kill('SIGKILL'));
   let err = '';
   r.stderr!.on('data', (c) => {
     err += c;
