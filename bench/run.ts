@@ -11,7 +11,8 @@
 // original's zstd -19 recipe, diff of two ref-170 snapshots (the agent is restored afterwards), list of
 // 10,000 bundles, a retention sweep over 1,000 agents × 50 bundles, and peak RSS on a ~2 GB agent (CLI;
 // BENCH_BIG=0 skips it). BENCH_ONLY=cli stops after the breakdown; BENCH_ONLY=encrypted runs only the
-// encrypted-vs-plaintext case. Prints tables and a last line `BENCH_JSON {...}`. Exits 0 even when a
+// encrypted-vs-plaintext case; BENCH_ONLY=find runs only `find` over N snapshots a 1 % change apart
+// (bench/find.ts; BENCH_FIND_SCALE, BENCH_FIND_SNAPSHOTS). Prints tables and a last line `BENCH_JSON {...}`. Exits 0 even when a
 // budget fails, unless BENCH_STRICT=1.
 
 import { spawnSync } from 'node:child_process';
@@ -31,6 +32,7 @@ import {
   startupRows,
 } from './cli-rows.js';
 import { measureEncrypted } from './encrypted.js';
+import { FIND_BUDGET_MS, measureFind } from './find.js';
 import {
   changeRefAgent,
   checkSidecarFormat,
@@ -157,6 +159,40 @@ async function main(): Promise<void> {
   );
   buildCli();
   compileForChildren();
+
+  if (process.env.BENCH_ONLY === 'find') {
+    const scale = Number(process.env.BENCH_FIND_SCALE ?? 1);
+    const n = Number(process.env.BENCH_FIND_SNAPSHOTS ?? 200);
+    section(
+      `find over ${n} repository snapshots of ${scale === 1 ? 'ref-170' : `${scale} × ref-170`}, a 1 % change apart`,
+    );
+    const f = await measureFind(Number(process.env.BENCH_RUNS ?? RUNS), log);
+    const ok = f.medianMs <= FIND_BUDGET_MS;
+    log(
+      `fixture ${f.fixture.reused ? 'reused' : `built in ${fmtMs(f.fixture.buildMs)}`}, repository ${fmtMB(f.repositoryBytes)}; ` +
+        `find ${fmtMs(f.medianMs)} (median of ${f.runsMs.length}; peak RSS ${fmtRssKiB(f.peakRssKiB)}; ` +
+        `${f.stats.units_searched} units searched, ${f.stats.units_reused} reused, ${fmtMB(f.stats.bytes_scanned)} scanned, ` +
+        `${f.stats.databases_opened} databases opened): budget ≤ ${FIND_BUDGET_MS / 1000} s ${verdict(ok)}` +
+        (scale === 1 && n === 200
+          ? ''
+          : " (not the budget's size: BENCH_FIND_SCALE=1 BENCH_FIND_SNAPSHOTS=200)"),
+    );
+    log(
+      `BENCH_JSON ${JSON.stringify({
+        find: {
+          scale,
+          snapshots: n,
+          runs_ms: f.runsMs.map((x) => round(x)),
+          median_ms: round(f.medianMs),
+          peak_rss_kib: f.peakRssKiB,
+          repository_bytes: f.repositoryBytes,
+          stats: f.stats,
+        },
+        pass: { find: ok },
+      })}`,
+    );
+    return;
+  }
 
   // 1. Reference agent.
   section('1. reference agent ref-170');

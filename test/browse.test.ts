@@ -25,6 +25,7 @@ const STORES = ['repository', 'bundles'] as const;
 type Store = (typeof STORES)[number];
 const WHALE = 'blue whale sighted off the coast';
 const SECRET = 'sk-abcdefghijklmnopqrstuvwx12345';
+const HOSTILE = '<img src=x onerror=alert(1)> ..%2f..%2fetc.md';
 
 interface Fixture extends SampleAgentPaths {
   s: LocalSnapshotter;
@@ -74,6 +75,9 @@ async function fixture(store: Store): Promise<Fixture> {
     (r) => ({ rowid: r.id, ...r }),
   );
   db.close();
+  // a hostile name is data: listed and read by its name, never a path on disk
+  writeFileSync(join(p.memdir, HOSTILE), '<script>alert(1)</script>\n');
+  commit(p.memdir, 'memory: odd name');
   const snaps = [await s.snapshot({ agentId: 'ana', label: 's1' })];
   const memoryV2 = `${memoryV1}- ${WHALE}\n- api key ${SECRET}\n`;
   writeFileSync(memory, memoryV2);
@@ -152,6 +156,16 @@ for (const store of STORES) {
     const page = await f.s.cat('ana', undefined, s1.id, 'memdir/MEMORY.md', { offset: 2, limit: 5 });
     assert.equal(page.kind === 'file' && page.content, f.memoryV1.slice(2, 7));
     assert.equal(page.kind === 'file' && page.truncated, true);
+    const state = await f.s.ls('ana', undefined, s1.id, 'state');
+    assert.ok(state.entries.length > 0);
+    for (const e of state.entries) {
+      const v = await f.s.cat('ana', undefined, s1.id, e.path);
+      assert.ok(v.kind === 'file' && JSON.parse(v.content!) !== undefined, e.path);
+    }
+    const odd = old.entries.find((e) => e.name === HOSTILE)!;
+    assert.equal(odd.path, `memdir/${HOSTILE}`);
+    const oddCat = await f.s.cat('ana', undefined, s1.id, odd.path);
+    assert.equal(oddCat.kind === 'file' && oddCat.content, '<script>alert(1)</script>\n');
     // subdirectories
     const dirs = old.entries.filter((e) => e.type === 'dir');
     assert.ok(dirs.length > 0);

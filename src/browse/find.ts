@@ -3,11 +3,12 @@
 // unit is searched once, whatever the number of snapshots that hold it: memory files and state values by
 // content (SHA-256); a repository's databases by page chunk (content-addressed: a chunk is a candidate
 // when it holds the text, or either half of a longer text; a regex is matched against the chunk read as
-// UTF-8), a database with candidates opened once per distinct set of candidate chunks and the hit
-// confirmed by a row query; a bundle's databases by their SHA-256, each confirmed by a row query. Unless
-// the caller asks for secrets, a match counts only when it is still there once the redaction rules have
-// been applied to its file, value or row, and snippets are shown redacted.
+// UTF-8), a database with candidates opened once per distinct set of pages holding candidates (by
+// content) and the hit confirmed by a row query; a bundle's databases by their SHA-256, each confirmed
+// by a row query. Unless the caller asks for secrets, a match counts only when it is still there once
+// the redaction rules have been applied to its file, value or row, and snippets are shown redacted.
 
+import { createHash } from 'node:crypto';
 import type { Shown } from '../diff/secrets.js';
 import { showText } from '../diff/secrets.js';
 import { MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
@@ -33,9 +34,54 @@ const MAX_QUERY_CHARS = 1000;
 const SNIPPET_CONTEXT = 40;
 /** A text longer than this is prefiltered by its halves (found even when cut by one page boundary). */
 const SPLIT_ABOVE = 8;
-/** Chunks scanned per batch (their bytes are dropped once scanned). */
-const SCAN_BATCH = 512;
+/** Ranged pack reads in flight while chunks are scanned (each up to 4 MiB). */
+const SCAN_AHEAD = 8;
 const ID_BYTES = 32;
+const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
+const PAGE_SIZES = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
+
+/**
+ * The pages of a candidate chunk that hold a candidate match, by content (SHA-256 of the page), for
+ * every possible page size (the chunk starts on a page boundary; the database's page size is known
+ * only from its header, read later). Undefined when the match offsets cannot be told (a regex).
+ */
+function candidatePages(m: Matcher, b: Buffer): Map<number, string[]> | undefined {
+  const offsets = m.offsets(b);
+  if (!offsets) return undefined;
+  const out = new Map<number, string[]>();
+  for (const ps of PAGE_SIZES) {
+    const starts = [...new Set(offsets.map((o) => o - (o % ps)))].sort((x, y) => x - y);
+    out.set(
+      ps,
+      starts.map((st) =>
+        createHash('sha256')
+          .update(b.subarray(st, st + ps))
+          .digest('hex'),
+      ),
+    );
+  }
+  return out;
+}
+
+/**
+ * What decides a database's matching rows: the content of the pages that hold candidate matches
+ * (identical pages hold the same rows: a snapshot's database is a VACUUM INTO copy without free pages),
+ * or, when those cannot be told, the candidate chunks themselves.
+ */
+function candidateKey(
+  candidates: readonly string[],
+  pagesOf: ReadonlyMap<string, Map<number, string[]> | undefined>,
+  pageSize: number | undefined,
+): string {
+  const pages: string[] = [];
+  for (const c of candidates) {
+    const byPs = pagesOf.get(c);
+    const hashes = pageSize === undefined ? undefined : byPs?.get(pageSize);
+    if (!hashes) return `chunks:${candidates.join(',')}`;
+    pages.push(...hashes);
+  }
+  return `pages:${[...new Set(pages)].sort().join(',')}`;
+}
 
 /** What a query looks for, in text and in raw bytes. */
 interface Matcher {
@@ -45,6 +91,8 @@ interface Matcher {
   first(text: string): number;
   /** Whether raw bytes may hold a match (a candidate; confirmed on the text). */
   maybe(bytes: Buffer): boolean;
+  /** Byte offsets of the candidate matches in raw bytes; undefined when they cannot be told (a regex). */
+  offsets(bytes: Buffer): number[] | undefined;
   needle: { text: string } | { regex: RegExp };
 }
 
@@ -70,6 +118,12 @@ export function matcherOf(req: Pick<FindRequest, 'text' | 'regex'>): Matcher {
       },
       first: (t) => t.indexOf(text),
       maybe: (b) => pieces.some((p) => b.indexOf(p) >= 0),
+      offsets(b) {
+        const out: number[] = [];
+        for (const p of pieces)
+          for (let i = b.indexOf(p); i >= 0; i = b.indexOf(p, i + 1)) out.push(i, i + p.length - 1);
+        return out;
+      },
     };
   }
   let re: RegExp;
@@ -93,6 +147,7 @@ export function matcherOf(req: Pick<FindRequest, 'text' | 'regex'>): Matcher {
     },
     first: (t) => t.search(re),
     maybe: (b) => re.test(b.toString('utf8')),
+    offsets: () => undefined,
   };
 }
 
@@ -336,8 +391,14 @@ async function searchRepository(
     return a.chunk_lists.flatMap((l) => lists.get(l)!);
   };
   // 1. manifests and the chunk ids of every database
-  const snaps: { src: SnapshotSource; dbs: { db: DbName; sha256: string; chunks: string[] }[] }[] = [];
+  const snaps: {
+    src: SnapshotSource;
+    files: Rows;
+    dbs: { db: DbName; sha256: string; chunks: string[] }[];
+  }[] = [];
   const scanned = new Map<string, boolean>(); // chunk → holds a candidate
+  const pagesOf = new Map<string, Map<number, string[]> | undefined>(); // candidate chunk → page size → pages
+  const pageSizeOf = new Map<string, number>(); // a database's first chunk → its page size
   const toScan = new Set<string>();
   for (const id of ids) {
     const { manifest } = await loadSnapshot(repo, id);
@@ -353,7 +414,13 @@ async function searchRepository(
       }
       dbs.push({ db, sha256: a.sha256, chunks });
     }
-    snaps.push({ src, dbs });
+    // files are searched now; only the databases' part of the manifest is kept for the confirmations
+    const files = await searchFiles(ctx, src);
+    const dbOnly = {
+      ...manifest,
+      artifacts: manifest.artifacts.filter((x) => x.path_in_bundle.startsWith('sqlite/')),
+    };
+    snaps.push({ src: repositorySource(repo, dbOnly), files, dbs });
   }
   // 2. every distinct chunk once, in pack order (adjacent blobs are read together)
   const order = [...toScan].sort((x, y) => {
@@ -362,24 +429,29 @@ async function searchRepository(
     if (!lx || !ly) return lx ? -1 : ly ? 1 : 0;
     return lx.pack < ly.pack ? -1 : lx.pack > ly.pack ? 1 : lx.offset - ly.offset;
   });
-  for (let i = 0; i < order.length; i += SCAN_BATCH) {
-    const batch = order.slice(i, i + SCAN_BATCH);
-    let j = 0;
-    for await (const b of repo.streamBlobs(batch)) {
-      ctx.stats.units_searched++;
-      ctx.stats.bytes_scanned += b.length;
-      scanned.set(batch[j++]!, ctx.m.maybe(b));
+  // one stream, so reads stay ahead of the scan (it holds at most its read-ahead in memory)
+  let j = 0;
+  for await (const b of repo.streamBlobs(order, SCAN_AHEAD)) {
+    ctx.stats.units_searched++;
+    ctx.stats.bytes_scanned += b.length;
+    const id = order[j++]!;
+    const hit = ctx.m.maybe(b);
+    scanned.set(id, hit);
+    if (b.length >= 100 && b.subarray(0, 16).equals(SQLITE_MAGIC)) {
+      const ps = b.readUInt16BE(16);
+      pageSizeOf.set(id, ps === 1 ? 65536 : ps);
     }
+    if (hit) pagesOf.set(id, candidatePages(ctx.m, b));
   }
   // 3. per snapshot: files by content, databases by their candidate chunks
   const out: FindSnapshotHit[] = [];
-  for (const { src, dbs } of snaps) {
-    const parts = [await searchFiles(ctx, src)];
+  for (const { src, files, dbs } of snaps) {
+    const parts = [files];
     for (const { db, sha256, chunks } of dbs) {
       const candidates = [...new Set(chunks.filter((c) => scanned.get(c)))].sort();
       if (candidates.length === 0) continue;
       const byDb = `${db}:${sha256}`;
-      const byChunks = `${db}:chunks:${candidates.join(',')}`;
+      const byChunks = `${db}:${candidateKey(candidates, pagesOf, pageSizeOf.get(chunks[0]!))}`;
       let rows = rowsCache.get(byDb) ?? rowsCache.get(byChunks);
       if (!rows) {
         rows = await confirmRows(ctx, src, db);

@@ -1,10 +1,11 @@
 // Owns the HTTP API's route table: each route parses its path, query and body, makes one library call
-// (list, snapshot, verify, diff, ls/cat/find of a snapshot, export download, delete, restore, gc) and returns the library's JSON
-// shape unchanged. Tenant: `?tenant=` or the `X-Nexo-Tenant` header (default `default`). Restore runs
-// only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is open. Snapshots, restores
-// and gc run on the activity board (their live progress: `GET /v1/events`). The console's routes:
-// its static files (open, like /healthz: they hold no data), the token's rights, the fleet overview,
-// an agent's retention preview (gc dry run) — every data route needs the token as the API does.
+// (list, snapshot, verify, diff, ls/cat/find of a snapshot, export download, delete, restore, gc) and
+// returns the library's JSON shape unchanged. Tenant: `?tenant=` or the `X-Nexo-Tenant` header (default
+// `default`). A restore runs only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is
+// open (a dry run needs only the write token). Snapshots, restores and gc run on the activity board
+// (their live progress: `GET /v1/events`). The console's routes: its static files (open, like /healthz:
+// they hold no data), the token's rights, the fleet overview, an agent's retention preview (gc dry
+// run) — every data route needs the token as the API does.
 
 import { z } from 'zod';
 import { parseSince } from '../browse/since.js';
