@@ -3,10 +3,12 @@
 // key), snapshot again (exact: it stays on the host; it adds only what changed), diff, dry-run and
 // restore the baseline, undo, export (redacted: it leaves the host) read by GNU tar, a refused restore of
 // the redacted copy, a damaged copy refused, and a signed and encrypted bundle. Prints each command and
-// what it answered, and checks the outcomes.
+// what it answered, and checks the outcomes. `npm run demo -- --serve` then starts `nexo-memory serve`
+// on the demo's store and prints the web console's address and a token to log in with (Ctrl-C ends it).
 
-import { execFileSync, spawnSync } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -267,3 +269,33 @@ process.stdout.write(
     `verified only with the identity, and only against the key that signed it.\n` +
     `Demo files are in ${root} (remove them when done).\n`,
 );
+
+if (process.argv.includes('--serve')) {
+  step('Serve the web console on the demo store (Ctrl-C stops it)');
+  if (!existsSync(join(repo, 'dist', 'console', 'index.html')))
+    execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'scripts', 'build-console.ts')], {
+      stdio: 'inherit',
+    });
+  const token = randomBytes(16).toString('hex');
+  const daemon = spawn(
+    process.execPath,
+    ['--import', 'tsx', cli, 'serve', '--listen', '127.0.0.1:0', ...roots],
+    { env: { ...process.env, NEXO_MEMORY_TOKEN: token }, stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  daemon.stdout!.on('data', (c: Buffer) => {
+    out += c.toString();
+    const m = /listening on (http:\/\/\S+)\n/.exec(out);
+    if (m) {
+      process.stdout.write(
+        `console:  ${m[1]}/\ntoken:    ${token}   (paste it on the login page; it has write rights)\n` +
+          `The request log follows; Ctrl-C stops the daemon.\n`,
+      );
+      out = '';
+    }
+  });
+  process.on('SIGINT', () => daemon.kill('SIGTERM'));
+  daemon.on('exit', (code) => process.exit(code ?? 0));
+} else {
+  process.stdout.write('(`npm run demo -- --serve` also serves the web console on this store)\n');
+}

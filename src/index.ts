@@ -190,6 +190,13 @@ export {
   type RetentionPolicyReport,
 } from './policy/retention.js';
 export {
+  type AgentOverview,
+  fleetOverview,
+  type SnapshotKind,
+  snapshotKind,
+  storeAgentPairs,
+} from './snapshotter/fleet.js';
+export {
   type AgentGcReport,
   type GcOptions,
   type GcPruneReport,

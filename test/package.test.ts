@@ -9,7 +9,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { REPO } from './helpers/env.js';
-import { runtimeDependencies, scratchProject } from './helpers/installed.js';
+import { packTarball, runtimeDependencies, scratchProject } from './helpers/installed.js';
 
 const CONSUMER = `import {
   type ExportResult,
@@ -96,4 +96,11 @@ test('the packed package type-checks in a consumer under tsc --strict without sk
     output = e.stdout + e.stderr;
   }
   assert.equal(status, 0, output);
+});
+
+test('the packed package ships the built web console (served by `serve` at /), not its sources', () => {
+  const names = execFileSync('tar', ['-tzf', packTarball()], { encoding: 'utf8' }).split('\n');
+  for (const f of ['index.html', 'console.js', 'console.css'])
+    assert.ok(names.includes(`package/dist/console/${f}`), `dist/console/${f} is packed`);
+  assert.ok(!names.some((n) => n.startsWith('package/console/')), 'the console sources are not packed');
 });

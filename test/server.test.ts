@@ -246,10 +246,17 @@ test('serve: snapshot, list, get, verify, diff, export download, delete over HTT
   const restore = await call(`${base}/snapshots/${s2.body.id}/restore`, {
     method: 'POST',
     headers: jsonHeaders(),
-    body: '{"dry_run": true}',
+    body: '{}',
   });
   assert.equal(restore.status, 403, 'restore is off unless the config allows it');
   assert.equal(restore.body.error.code, 'RESTORE_REFUSED');
+  const preview = await call(`${base}/snapshots/${s2.body.id}/restore`, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: '{"dry_run": true}',
+  });
+  assert.equal(preview.status, 200, 'a dry run changes nothing: the write token may preview');
+  assert.equal(preview.body.dry_run, true);
 
   const m = await call(`${d.url}/metrics`);
   assert.equal(m.status, 200);
@@ -461,7 +468,7 @@ test('serve: restore over HTTP needs server.allow_restore in the config and NEXO
   const refused = await call(`${closed.url}/v1/agents/ana/snapshots/${s1.body.id}/restore`, {
     method: 'POST',
     headers: jsonHeaders(),
-    body: '{"dry_run": true}',
+    body: '{"dry_run": false}',
   });
   assert.equal(refused.status, 403);
   assert.equal(refused.body.error.code, 'RESTORE_REFUSED');

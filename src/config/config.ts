@@ -230,6 +230,8 @@ const serverSection = z.strictObject({
     .optional(),
   /** Bearer token required on every request but /metrics and /healthz; use ${VAR}. */
   token: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** A second bearer token that only reads (GET routes, the console without write controls); use ${VAR}. */
+  read_token: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Allow restore through the daemon (default false; restore is operator-only). */
   allow_restore: z.boolean().optional(),
 });

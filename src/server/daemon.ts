@@ -2,12 +2,17 @@
 // and the retention worker (whose sweeps also finish interrupted restores and remove leftovers of dead
 // operations), report the bound address once, and on SIGTERM/SIGINT shut down cleanly: stop accepting,
 // start nothing new, let every operation in progress finish (so nothing is left half-written), close.
+// It also serves the web console (the built files, see console-assets.ts) and the live feed of the
+// operations it runs (activity.ts); open feeds are ended first on shutdown.
 
 import type { AddressInfo } from 'node:net';
 import { CONFIG_DEFAULTS } from '../config/config.js';
 import { asSnapshotError, ConfigError } from '../model/errors.js';
+import { operationsOfOthers, storeAgentPairs } from '../snapshotter/fleet.js';
 import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { ActivityBoard } from './activity.js';
+import { loadConsoleAssets } from './console-assets.js';
 import { createApiServer } from './http.js';
 import { apiRoutes, type MetricsSource } from './routes.js';
 import { type ScheduleEntry, type ScheduleOutcome, Scheduler } from './scheduler.js';
@@ -21,6 +26,8 @@ export interface DaemonOptions {
   listen?: string;
   /** Bearer token for the API; required for mutating routes, and to listen beyond loopback. */
   token?: string;
+  /** A token that only reads (read routes, the console without write controls). */
+  readToken?: string;
   allowRestore?: boolean;
   /** `redact` of API snapshots whose body omits it (config `redaction.enabled`; default false). */
   redactDefault?: boolean;
@@ -64,7 +71,9 @@ function describe(o: ScheduleOutcome): string {
 
 export class Daemon {
   readonly tracker = new OperationTracker();
+  readonly activity = new ActivityBoard();
   private readonly server;
+  private readonly snapshotter: LocalSnapshotter;
   private readonly scheduler: Scheduler;
   private readonly retention: RetentionWorker | undefined;
   private readonly log: (line: string) => void;
@@ -75,14 +84,16 @@ export class Daemon {
   constructor(opts: DaemonOptions) {
     this.log = opts.log ?? (() => {});
     this.listen = parseListen(opts.listen ?? DEFAULT_LISTEN);
-    if (!isLoopback(this.listen.host) && !opts.token) {
+    if (!isLoopback(this.listen.host) && !opts.token && !opts.readToken) {
       throw new ConfigError(
         `server.listen: refusing to listen on ${this.listen.host} (not loopback) without an API token (server.token or NEXO_MEMORY_TOKEN)`,
       );
     }
     const s = opts.snapshotter;
+    this.snapshotter = s;
     this.scheduler = new Scheduler(s, opts.schedule ?? [], {
       tracker: this.tracker,
+      activity: this.activity,
       onOutcome: (e, o) => this.log(`schedule ${e.tenant}/${e.agentId}: ${describe(o)}`),
     });
     this.retention = opts.retention
@@ -127,8 +138,11 @@ export class Daemon {
           : {}),
         scheduler: this.scheduler,
         startedAt: Date.now(),
+        activity: this.activity,
+        consoleAssets: loadConsoleAssets(),
       }),
       ...(opts.token ? { token: opts.token } : {}),
+      ...(opts.readToken ? { readToken: opts.readToken } : {}),
       ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}),
       tracker: this.tracker,
       log: (l) => this.log(l),
@@ -151,6 +165,18 @@ export class Daemon {
     this.url = `http://${host}:${a.port}`;
     this.scheduler.start();
     this.retention?.start();
+    const s = this.snapshotter;
+    this.activity.watchOthers(
+      async () => operationsOfOthers(s, await storeAgentPairs(s)),
+      async (a) => {
+        // a snapshot of another process: the agent's newest snapshot, if taken since it started
+        if (a.op !== 'snapshot' || !a.agent_id) return undefined;
+        const newest = (await s.list(a.agent_id, a.tenant))[0];
+        return newest && newest.created_at_ms >= a.started_at_ms
+          ? { snapshot_id: newest.id, ...(newest.label !== undefined ? { label: newest.label } : {}) }
+          : undefined;
+      },
+    );
     return { host: a.address, port: a.port, url: this.url };
   }
 
@@ -159,6 +185,7 @@ export class Daemon {
     this.stopping ??= (async () => {
       const closed = new Promise<void>((r) => this.server.close(() => r()));
       this.server.closeIdleConnections();
+      this.activity.close();
       await Promise.all([this.scheduler.stop(), this.retention?.stop(), this.tracker.close()]);
       this.server.closeAllConnections();
       await closed;

@@ -4,6 +4,10 @@
 // the status of its stable code. Each request is a tracked operation, so a shutdown waits for it. The
 // log line of a request says its true outcome: its status, and whether the client went away first
 // (a client that closed after the whole body is a delivery, not an error).
+// Every response carries the security headers (a strict Content-Security-Policy, nosniff, no framing,
+// no referrer), so the console's pages and the API's JSON alike are never run as anything else.
+// Two tokens: the write token (every route) and an optional read token (read routes only); a request's
+// rights are what its token allows.
 // No operation logic: routes.ts maps each route to one library call.
 
 import {
@@ -30,8 +34,12 @@ import type { OperationTracker } from './tracker.js';
 /** `open`: no token ever; `read`: the token when one is configured; `write`: always the token. */
 export type AuthLevel = 'open' | 'read' | 'write';
 
+/** What a request's bearer token allows: `read` also when no token is configured at all (reads open). */
+export type Rights = 'none' | 'read' | 'write';
+
 export interface ApiRequest {
   method: string;
+  rights: Rights;
   path: string;
   params: Record<string, string>;
   query: URLSearchParams;
@@ -43,6 +51,7 @@ export interface ApiRequest {
 export type ApiResult =
   | { status?: number; json: unknown; headers?: Record<string, string> }
   | { status?: number; text: string; contentType: string }
+  | { status?: number; bytes: Buffer; headers: Record<string, string> }
   | { status?: number; stream: Readable; headers: Record<string, string> };
 
 export interface Route {
@@ -57,6 +66,8 @@ export interface ApiServerOptions {
   routes: Route[];
   /** The bearer token; without one, `write` routes are refused (403) and `read` routes are open. */
   token?: string;
+  /** A token that only reads: `read` routes accept it, `write` routes refuse it (403). */
+  readToken?: string;
   /** Largest accepted request body (default 64 KiB). */
   maxBodyBytes?: number;
   tracker: OperationTracker;
@@ -65,6 +76,31 @@ export interface ApiServerOptions {
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
+
+/**
+ * On every response. The console's scripts and styles are files of this origin (no inline script or
+ * style, no eval); nothing may frame it; the API's JSON is never sniffed as HTML.
+ */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy':
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-resource-policy': 'same-origin',
+};
+
+/** The rights of the presented token (constant-time comparisons with both configured tokens). */
+function rightsOf(opts: ApiServerOptions, header: string | undefined): Rights {
+  const presented = bearerToken(header);
+  const write = opts.token !== undefined && tokenMatches(opts.token, presented);
+  const read = opts.readToken !== undefined && tokenMatches(opts.readToken, presented);
+  if (write) return 'write';
+  if (read) return 'read';
+  return opts.token || opts.readToken ? 'none' : 'read';
+}
 
 function match(pattern: string, path: string): Record<string, string> | undefined {
   const want = pattern.split('/');
@@ -213,19 +249,24 @@ export function createApiServer(opts: ApiServerOptions): Server {
       if (allowed.length) throw new MethodNotAllowedError(method, path, allowed);
       throw new RouteNotFoundError(`no route ${method} ${path}`);
     }
+    const rights = rightsOf(opts, req.headers.authorization);
     if (route.auth !== 'open') {
       if (route.auth === 'write' && !opts.token) {
         throw new ForbiddenError(
           `${method} ${route.path} needs an API token: set server.token in the config or NEXO_MEMORY_TOKEN`,
         );
       }
-      if (opts.token && !tokenMatches(opts.token, bearerToken(req.headers.authorization))) {
+      if (rights === 'none') {
         throw new UnauthorizedError('missing or wrong bearer token (Authorization: Bearer <token>)');
+      }
+      if (route.auth === 'write' && rights !== 'write') {
+        throw new ForbiddenError(`${method} ${route.path} needs the write token; this token only reads`);
       }
     }
     const body = method === 'GET' ? {} : await readBody(req, limit);
     const result = await route.handle({
       method,
+      rights,
       path,
       params,
       query: url.searchParams,
@@ -236,7 +277,10 @@ export function createApiServer(opts: ApiServerOptions): Server {
     if (!('stream' in result)) {
       if (res.destroyed) return `${status}, client went away before the response`;
       if ('json' in result) sendJson(res, status, result.json, result.headers);
-      else send(res, status, { 'content-type': result.contentType }, result.text);
+      else if ('bytes' in result) {
+        res.writeHead(status, { ...result.headers, 'content-length': String(result.bytes.length) });
+        res.end(result.bytes);
+      } else send(res, status, { 'content-type': result.contentType }, result.text);
       return String(status);
     }
     res.writeHead(status, result.headers);
@@ -262,6 +306,7 @@ export function createApiServer(opts: ApiServerOptions): Server {
       return;
     }
     res.once('close', () => done());
+    for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
     if (opts.tracker.closed) res.setHeader('connection', 'close');
     handle(req, res).then(finish, (err: unknown) => {
       // The client left (reading its request body, say): nothing failed here, and nothing can be sent.

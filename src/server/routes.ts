@@ -1,7 +1,11 @@
 // Owns the HTTP API's route table: each route parses its path, query and body, makes one library call
 // (list, snapshot, verify, diff, ls/cat/find of a snapshot, export download, delete, restore, gc) and
 // returns the library's JSON shape unchanged. Tenant: `?tenant=` or the `X-Nexo-Tenant` header (default
-// `default`). Restore runs only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is open.
+// `default`). A restore runs only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is
+// open (a dry run needs only the write token). Snapshots, restores and gc run on the activity board
+// (their live progress: `GET /v1/events`). The console's routes: its static files (open, like /healthz:
+// they hold no data), the token's rights, the fleet overview, an agent's retention preview (gc dry
+// run) — every data route needs the token as the API does.
 
 import { z } from 'zod';
 import { parseSince } from '../browse/since.js';
@@ -13,12 +17,15 @@ import {
   RouteNotFoundError,
 } from '../model/errors.js';
 import { DEFAULT_TENANT, validateTenant } from '../model/ids.js';
-import type { SnapshotRequest } from '../model/types.js';
+import type { SnapshotMeta, SnapshotRequest } from '../model/types.js';
 import { openDownload } from '../snapshotter/download.js';
-import { checkRestoreGate } from '../snapshotter/gate.js';
+import { overviewOf, storeAgentPairs } from '../snapshotter/fleet.js';
+import { checkRestoreGate, restoreGateOpen } from '../snapshotter/gate.js';
 import type { GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { PACKAGE_VERSION } from '../util/version.js';
+import { ActivityBoard } from './activity.js';
+import type { ConsoleAsset } from './console-assets.js';
 import type { ApiRequest, Route } from './http.js';
 import type { Scheduler } from './scheduler.js';
 import type { OperationTracker } from './tracker.js';
@@ -43,7 +50,14 @@ export interface ApiContext {
   retention?: { worker: RetentionWorker; options: GcOptions };
   scheduler?: Scheduler;
   startedAt: number;
+  /** Operations in progress and lately ended, their live feed, the last verify per agent (default: a new board). */
+  activity?: ActivityBoard;
+  /** The console's built files (`/`); none: `/` says the console is not built. */
+  consoleAssets?: Map<string, ConsoleAsset>;
 }
+
+/** A scheduled agent is late once its last snapshot is this much older than its interval. */
+export const SCHEDULE_GRACE_MS = 60_000;
 
 const snapshotBody = z.strictObject({
   label: z.string().optional(),
@@ -120,10 +134,33 @@ export function apiRoutes(ctx: ApiContext): Route[] {
   );
 }
 
+function asset(ctx: ApiContext, name: string) {
+  const a = ctx.consoleAssets?.get(name);
+  if (!a) {
+    throw new RouteNotFoundError(
+      name === 'index.html' ? 'the web console is not built: run `npm run build`' : `no console file ${name}`,
+    );
+  }
+  return {
+    bytes: a.bytes,
+    headers: {
+      'content-type': a.contentType,
+      'cache-control': name === 'index.html' ? 'no-store' : 'no-cache',
+    },
+  };
+}
+
+const summarizeSnapshot = (m: SnapshotMeta & { added_bytes?: number }) => ({
+  snapshot_id: m.id,
+  label: m.label,
+  bundle_size_bytes: m.bundle_size_bytes,
+  ...(m.added_bytes !== undefined ? { added_bytes: m.added_bytes } : {}),
+});
+
 function allRoutes(ctx: ApiContext): Route[] {
   const s = ctx.snapshotter;
+  const board = ctx.activity ?? new ActivityBoard();
   const identityFile = () => (ctx.identityPath ? { decryptIdentity: ctx.identityPath } : {});
-  const bundleOf = (req: ApiRequest) => s.locateSnapshot(req.params.agent!, tenantOf(req), req.params.id!);
 
   return [
     {
@@ -172,7 +209,11 @@ function allRoutes(ctx: ApiContext): Route[] {
           createdBy: 'api',
           redact: body.redact ?? ctx.redactDefault ?? false,
         };
-        const meta = await s.snapshot(request);
+        const meta = await board.track(
+          { op: 'snapshot', source: 'api', agent_id: request.agentId, tenant: request.tenant! },
+          (onProgress) => s.snapshot({ ...request, onProgress }),
+          summarizeSnapshot,
+        );
         return {
           status: 201,
           json: meta,
@@ -188,9 +229,11 @@ function allRoutes(ctx: ApiContext): Route[] {
       auth: 'read',
       handle: async (req) => {
         query(req, []);
-        const file = await bundleOf(req);
-        const meta = (await s.list(req.params.agent!, tenantOf(req))).find((m) => m.id === file.id);
-        if (!meta) throw new NotFoundError(file.id, 'the bundle is unreadable (see verify)');
+        // a repository snapshot or a bundle, by id or unique prefix
+        const found = await s.findSnapshot(req.params.agent!, tenantOf(req), req.params.id!);
+        const id = found.repository ? found.repository.id : found.bundle.id;
+        const meta = (await s.list(req.params.agent!, tenantOf(req))).find((m) => m.id === id);
+        if (!meta) throw new NotFoundError(id, 'the bundle is unreadable (see verify)');
         return { json: meta };
       },
     },
@@ -201,12 +244,17 @@ function allRoutes(ctx: ApiContext): Route[] {
       handle: async (req) => {
         const q = query(req, ['deep']);
         // The snapshotter's one trust rule (trusted keys, require_signature), as the CLI and MCP.
-        return {
-          json: await s.verifySnapshot(req.params.agent!, tenantOf(req), req.params.id!, {
-            deep: flag(q, 'deep'),
-            ...identityFile(),
-          }),
-        };
+        const report = await s.verifySnapshot(req.params.agent!, tenantOf(req), req.params.id!, {
+          deep: flag(q, 'deep'),
+          ...identityFile(),
+        });
+        board.recordVerify(tenantOf(req), req.params.agent!, {
+          snapshot_id: report.snapshot_id ?? req.params.id!,
+          status: report.status,
+          deep: flag(q, 'deep'),
+          at_ms: Date.now(),
+        });
+        return { json: report };
       },
     },
     {
@@ -248,24 +296,43 @@ function allRoutes(ctx: ApiContext): Route[] {
       auth: 'write',
       handle: async (req) => {
         query(req, []);
-        if (!ctx.allowRestore) {
+        const body = parseBody(restoreBody, req.body);
+        const dryRun = body.dry_run === true;
+        // A dry run changes nothing: any write token may preview; the restore itself is gated.
+        if (!dryRun && !ctx.allowRestore) {
           throw new RestoreRefusedError(
             'restore over the HTTP API is disabled: set server.allow_restore: true in the config',
           );
         }
-        checkRestoreGate();
-        const body = parseBody(restoreBody, req.body);
+        if (!dryRun) checkRestoreGate();
         return {
-          json: await s.restore({
-            agentId: req.params.agent!,
-            tenant: tenantOf(req),
-            // one of the agent's snapshots by id or prefix: a repository snapshot or a bundle
-            snapshot: req.params.id!,
-            dryRun: body.dry_run === true,
-            autoPreSnapshot: body.auto_pre_snapshot ?? true,
-            ...(body.allow_redacted ? { allowRedacted: true } : {}),
-            ...identityFile(),
-          }),
+          json: await board.track(
+            {
+              op: 'restore',
+              source: 'api',
+              agent_id: req.params.agent!,
+              tenant: tenantOf(req),
+              dry_run: dryRun,
+            },
+            (onProgress) =>
+              s.restore({
+                agentId: req.params.agent!,
+                tenant: tenantOf(req),
+                // one of the agent's snapshots by id or prefix: a repository snapshot or a bundle
+                snapshot: req.params.id!,
+                dryRun,
+                autoPreSnapshot: body.auto_pre_snapshot ?? true,
+                ...(body.allow_redacted ? { allowRedacted: true } : {}),
+                ...identityFile(),
+                onProgress,
+              }),
+            (r) => ({
+              from: r.from,
+              dry_run: r.dry_run,
+              ...(r.pre_snapshot ? { pre_snapshot: r.pre_snapshot } : {}),
+              components: r.components.filter((c) => c.action !== 'unchanged').length,
+            }),
+          ),
         };
       },
     },
@@ -357,10 +424,151 @@ function allRoutes(ctx: ApiContext): Route[] {
         query(req, []);
         const body = parseBody(gcBody, req.body);
         if (!ctx.retention) throw new ForbiddenError('the retention worker is switched off in the config');
-        const report = body.dry_run
-          ? await s.gc({ ...ctx.retention.options, dryRun: true })
-          : await ctx.retention.worker.tick();
+        const retention = ctx.retention;
+        const report = await board.track(
+          { op: 'gc', source: 'api', dry_run: body.dry_run === true },
+          () => (body.dry_run ? s.gc({ ...retention.options, dryRun: true }) : retention.worker.tick()),
+          (r) => ({ bundles_deleted: r.bundles_deleted, bytes_freed: r.bytes_freed, errors: r.errors }),
+        );
         return { json: report };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/',
+      auth: 'open',
+      handle: async () => asset(ctx, 'index.html'),
+    },
+    {
+      method: 'GET',
+      path: '/assets/:file',
+      auth: 'open',
+      handle: async (req) => asset(ctx, req.params.file!),
+    },
+    {
+      method: 'GET',
+      path: '/v1/rights',
+      auth: 'read',
+      handle: async (req) => {
+        query(req, []);
+        const write = req.rights === 'write' && !ctx.readOnly;
+        const gate = restoreGateOpen();
+        return {
+          json: {
+            rights: req.rights,
+            write,
+            // the restore button: the write token, server.allow_restore and the environment's gate
+            restore: write && ctx.allowRestore && gate,
+            ...(write && !(ctx.allowRestore && gate)
+              ? {
+                  restore_refused: !ctx.allowRestore
+                    ? 'server.allow_restore is false in the config'
+                    : 'NEXO_MEMORY_RESTORE_ALLOW is not set in the daemon environment',
+                }
+              : {}),
+            read_only: ctx.readOnly === true,
+            retention: ctx.retention !== undefined,
+            version: PACKAGE_VERSION,
+          },
+        };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/fleet',
+      auth: 'read',
+      handle: async (req) => {
+        query(req, []);
+        const tenant = req.query.get('tenant') ?? undefined;
+        const schedule = ctx.scheduler?.status() ?? [];
+        const pairs = await storeAgentPairs(s, tenant);
+        for (const e of schedule)
+          if ((!tenant || e.tenant === tenant) && !pairs.some(([t, a]) => t === e.tenant && a === e.agent_id))
+            pairs.push([e.tenant, e.agent_id]);
+        const now = Date.now();
+        const agents = [];
+        for (const [t, a] of pairs) {
+          const o = overviewOf(a, t, await s.list(a, t));
+          const sched = schedule.find((e) => e.tenant === t && e.agent_id === a);
+          const verify = board.lastVerify(t, a);
+          const alerts: Array<{ code: string; message: string }> = [];
+          if (sched) {
+            const since = o.last_snapshot_at_ms ?? ctx.startedAt;
+            if (now - since > sched.interval_secs * 1000 + SCHEDULE_GRACE_MS)
+              alerts.push({
+                code: 'late',
+                message: `no snapshot for ${Math.round((now - since) / 1000)} s (scheduled every ${sched.interval_secs} s)`,
+              });
+            if (sched.last_error)
+              alerts.push({
+                code: 'schedule_failed',
+                message: `the last scheduled run failed: ${sched.last_error.message} (${sched.last_error.code})`,
+              });
+          }
+          if (verify && verify.status !== 'verified')
+            alerts.push({
+              code: verify.status,
+              message: `snapshot ${verify.snapshot_id} verified ${verify.status}`,
+            });
+          agents.push({
+            ...o,
+            ...(verify ? { last_verify: verify } : {}),
+            ...(sched ? { schedule: sched } : {}),
+            alerts,
+          });
+        }
+        return { json: { now_ms: now, agents } };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/agents/:agent/retention',
+      auth: 'read',
+      handle: async (req) => {
+        query(req, []);
+        // What the next sweep would remove: the configured sweep as a dry run, for this agent only.
+        if (!ctx.retention) return { json: { enabled: false } };
+        const r = await s.gc({
+          ...ctx.retention.options,
+          agentId: req.params.agent!,
+          tenant: tenantOf(req),
+          dryRun: true,
+        });
+        const mine = r.agents[0];
+        return {
+          json: {
+            enabled: true,
+            policy: r.policy,
+            decisions: mine?.decisions ?? [],
+            ...(mine?.skipped ? { skipped: mine.skipped } : {}),
+            ...(mine?.error ? { error: mine.error } : {}),
+          },
+        };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/activity',
+      auth: 'read',
+      handle: async (req) => {
+        query(req, []);
+        return { json: { running: board.running(), recent: board.recent() } };
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/events',
+      auth: 'read',
+      handle: async (req) => {
+        query(req, []);
+        return {
+          stream: board.eventStream(),
+          headers: {
+            'content-type': 'text/event-stream; charset=utf-8',
+            'cache-control': 'no-store',
+            'x-accel-buffering': 'no',
+          },
+        };
       },
     },
     {

@@ -4,8 +4,9 @@
 // tracked operations, so a shutdown waits for the one in progress and starts no new one.
 
 import { ConcurrentError, SnapshotError } from '../model/errors.js';
-import type { SnapshotMeta } from '../model/types.js';
+import type { ProgressEvent, SnapshotMeta } from '../model/types.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import type { ActivityBoard } from './activity.js';
 import type { OperationTracker } from './tracker.js';
 
 export interface ScheduleEntry {
@@ -58,6 +59,8 @@ export class Scheduler {
     entries: readonly ScheduleEntry[],
     private readonly opts: {
       tracker: OperationTracker;
+      /** Shows each run (and its progress) on the daemon's activity board. */
+      activity?: ActivityBoard;
       onOutcome?: (entry: ScheduleEntry, outcome: ScheduleOutcome) => void;
     },
   ) {
@@ -116,13 +119,23 @@ export class Scheduler {
     status.running = true;
     status.last_started_at_ms = Date.now();
     try {
-      meta = await this.opts.tracker.run(() =>
+      const take = (onProgress?: (p: ProgressEvent) => void) =>
         this.snapshotter.snapshot({
           agentId: entry.agentId,
           tenant: entry.tenant,
           label: entry.label ?? SCHEDULED_LABEL,
           createdBy: SCHEDULED_CREATED_BY,
-        }),
+          ...(onProgress ? { onProgress } : {}),
+        });
+      const board = this.opts.activity;
+      meta = await this.opts.tracker.run(() =>
+        board
+          ? board.track(
+              { op: 'snapshot', source: 'scheduled', agent_id: entry.agentId, tenant: entry.tenant },
+              take,
+              (m) => ({ snapshot_id: m.id, label: m.label, bundle_size_bytes: m.bundle_size_bytes }),
+            )
+          : take(),
       );
     } catch (err) {
       if (err instanceof ConcurrentError) {

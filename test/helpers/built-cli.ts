@@ -1,5 +1,6 @@
 // Test helper: the installed entry point `bin/nexo-memory.js` runs the compiled dist/; this rebuilds
-// dist when any source file is newer, so tests that spawn the real binary never run stale code.
+// dist when any source file is newer, so tests that spawn the real binary never run stale code; the
+// same for the web console's bundle (dist/console, built from console/).
 
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -28,4 +29,14 @@ export function ensureBuilt(): void {
       stdio: 'inherit',
     },
   );
+}
+
+/** Rebuilds dist/console (the web console's bundle) when a file under console/ is newer. */
+export function ensureConsoleBuilt(): void {
+  const out = join(REPO, 'dist', 'console', 'console.js');
+  if (existsSync(out) && statSync(out).mtimeMs >= newestMtime(join(REPO, 'console'))) return;
+  execFileSync(process.execPath, ['--import', 'tsx', join(REPO, 'scripts', 'build-console.ts')], {
+    cwd: REPO,
+    stdio: 'inherit',
+  });
 }

@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { ensureBuilt } from './built-cli.js';
+import { ensureBuilt, ensureConsoleBuilt } from './built-cli.js';
 import { REPO, tempDir } from './env.js';
 
 export const PACKAGE_NAME = 'nexo-memory-snapshot';
@@ -19,6 +19,7 @@ let packed: string | undefined;
 export function packTarball(): string {
   if (packed) return packed;
   ensureBuilt();
+  ensureConsoleBuilt();
   const dir = mkdtempSync(join(tmpdir(), 'nexo-pack-'));
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   // --ignore-scripts: `prepare` would rebuild dist/, which ensureBuilt() just brought up to date.

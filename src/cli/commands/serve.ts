@@ -17,6 +17,7 @@ import { runTelemetry, type TelemetryFlags } from '../telemetry.js';
 import { configOption, jsonOption, memdirRootOption, sqliteRootOption, stateRootOption } from './options.js';
 
 export const TOKEN_ENV = 'NEXO_MEMORY_TOKEN';
+export const READ_TOKEN_ENV = 'NEXO_MEMORY_READ_TOKEN';
 
 /** One entry per (tenant, agent) of `schedule`; an agent listed twice is a config error. */
 function scheduleFrom(cfg: SnapshotConfig): ScheduleEntry[] {
@@ -38,10 +39,18 @@ function scheduleFrom(cfg: SnapshotConfig): ScheduleEntry[] {
 
 /** server.token, else NEXO_MEMORY_TOKEN (at least 16 characters either way). */
 function tokenFrom(cfg: SnapshotConfig): string | undefined {
-  if (cfg.server?.token) return cfg.server.token;
-  const env = process.env[TOKEN_ENV];
+  return cfg.server?.token ?? envToken(TOKEN_ENV);
+}
+
+/** server.read_token, else NEXO_MEMORY_READ_TOKEN: a token that only reads. */
+function readTokenFrom(cfg: SnapshotConfig): string | undefined {
+  return cfg.server?.read_token ?? envToken(READ_TOKEN_ENV);
+}
+
+function envToken(name: string): string | undefined {
+  const env = process.env[name];
   if (!env) return undefined;
-  if (env.length < 16) throw new ConfigError(`${TOKEN_ENV} must be at least 16 characters`);
+  if (env.length < 16) throw new ConfigError(`${name} must be at least 16 characters`);
   return env;
 }
 
@@ -63,6 +72,8 @@ export function serveCommand() {
       'after',
       `
 The API token comes from server.token in the config or ${TOKEN_ENV}; mutating routes need it.
+A read-only token (server.read_token or ${READ_TOKEN_ENV}) reads but never writes.
+The web console is at the daemon's address (/); log in with either token.
 Restore over the API needs server.allow_restore: true AND NEXO_MEMORY_RESTORE_ALLOW=true.
 SIGTERM/SIGINT: stop accepting, let the operation in progress finish, exit 0 (a second signal exits 1 at once).
 
@@ -79,10 +90,14 @@ Examples:
         const telemetry = runTelemetry(cfg, opts as TelemetryFlags); // --nats, --metrics-file: added by main
         const enabled = cfg.enabled !== false;
         const token = tokenFrom(cfg);
+        const readToken = readTokenFrom(cfg);
+        if (token && readToken && token === readToken)
+          throw new ConfigError('server.read_token must differ from server.token');
         const daemon = new Daemon({
           snapshotter,
           listen: opts.listen ?? cfg.server?.listen ?? CONFIG_DEFAULTS.server.listen,
           ...(token ? { token } : {}),
+          ...(readToken ? { readToken } : {}),
           allowRestore: cfg.server?.allow_restore ?? CONFIG_DEFAULTS.server.allow_restore,
           readOnly: !enabled,
           redactDefault: snapshotRedactDefault(cfg),

@@ -1,0 +1,135 @@
+// The console's client of the daemon's HTTP API: the bearer token (kept in sessionStorage, sent only
+// as `Authorization: Bearer`, never in a URL, no cookie), JSON calls with the API's error shape, and
+// the live feed (`/v1/events`) read with fetch — EventSource cannot send the header.
+
+const KEY = 'nexo-memory-token';
+
+export function getToken(): string | undefined {
+  return sessionStorage.getItem(KEY) ?? undefined;
+}
+
+export function setToken(token: string | undefined): void {
+  if (token) sessionStorage.setItem(KEY, token);
+  else sessionStorage.removeItem(KEY);
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function headers(extra: Record<string, string> = {}): Record<string, string> {
+  const token = getToken();
+  return { ...(token ? { authorization: `Bearer ${token}` } : {}), ...extra };
+}
+
+async function failure(res: Response): Promise<ApiError> {
+  try {
+    const body = (await res.json()) as { error?: { code?: string; message?: string } };
+    return new ApiError(res.status, body.error?.code ?? 'HTTP', body.error?.message ?? res.statusText);
+  } catch {
+    return new ApiError(res.status, 'HTTP', res.statusText);
+  }
+}
+
+/** A path under the API with its query (values encoded). */
+export function apiPath(
+  path: string,
+  query: Record<string, string | number | boolean | undefined> = {},
+): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) q.set(k, String(v));
+  const s = q.toString();
+  return s ? `${path}?${s}` : path;
+}
+
+export const seg = (s: string): string => encodeURIComponent(s);
+
+export async function call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+  const res = await fetch(path, {
+    method,
+    headers: headers(body === undefined ? {} : { 'content-type': 'application/json' }),
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    credentials: 'omit',
+    cache: 'no-store',
+  });
+  if (!res.ok) throw await failure(res);
+  return (await res.json()) as T;
+}
+
+export const get = <T>(path: string): Promise<T> => call<T>('GET', path);
+
+/** Downloads a file through fetch (the token in the header) and hands it to the browser as a blob. */
+export async function download(path: string, fallbackName: string): Promise<void> {
+  const res = await fetch(path, { headers: headers(), credentials: 'omit', cache: 'no-store' });
+  if (!res.ok) throw await failure(res);
+  const disposition = res.headers.get('content-disposition') ?? '';
+  const name = /filename="([A-Za-z0-9._-]+)"/.exec(disposition)?.[1] ?? fallbackName;
+  const url = URL.createObjectURL(await res.blob());
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+export interface FeedEvent {
+  event: string;
+  data: unknown;
+}
+
+/**
+ * Reads `/v1/events` until `signal` aborts, calling `onEvent` per event; reconnects after a pause when
+ * the stream ends or fails (the daemon restarting, say). `onState` tells whether it is connected.
+ */
+export async function followEvents(
+  onEvent: (e: FeedEvent) => void,
+  onState: (connected: boolean) => void,
+  signal: AbortSignal,
+): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      const res = await fetch('/v1/events', {
+        headers: headers(),
+        credentials: 'omit',
+        cache: 'no-store',
+        signal,
+      });
+      if (!res.ok || !res.body) throw await failure(res);
+      onState(true);
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let cut = buf.indexOf('\n\n');
+        while (cut >= 0) {
+          const block = buf.slice(0, cut);
+          buf = buf.slice(cut + 2);
+          cut = buf.indexOf('\n\n');
+          let event = 'message';
+          const data: string[] = [];
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event: ')) event = line.slice(7);
+            else if (line.startsWith('data: ')) data.push(line.slice(6));
+          }
+          if (data.length) onEvent({ event, data: JSON.parse(data.join('\n')) });
+        }
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      if (err instanceof ApiError && err.status === 401) {
+        onState(false);
+        return;
+      }
+    }
+    onState(false);
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}

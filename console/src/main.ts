@@ -1,0 +1,116 @@
+// The web console's entry: the login (the operator pastes the bearer token; it stays in this tab's
+// sessionStorage), the shell (navigation, the live activity panel), and the hash router of the views.
+// Write controls appear only when `/v1/rights` says the token may write.
+
+import { render } from 'preact';
+import { useCallback, useEffect, useState } from 'preact/hooks';
+import { ApiError, get, getToken, setToken } from './api.js';
+import { html } from './html.js';
+import type { Rights } from './types.js';
+import { ActivityPanel } from './views/activity.js';
+import { Agent } from './views/agent.js';
+import { Diff } from './views/diff.js';
+import { Fleet } from './views/fleet.js';
+import { Snapshot } from './views/snapshot.js';
+
+type Route =
+  | { view: 'fleet' }
+  | { view: 'agent'; tenant: string; agent: string }
+  | { view: 'snapshot'; tenant: string; agent: string; id: string }
+  | { view: 'diff'; tenant: string; agent: string; a: string; b: string };
+
+function parseRoute(hash: string): Route {
+  const parts = hash.replace(/^#\/?/, '').split('/').filter(Boolean);
+  let p: string[];
+  try {
+    p = parts.map(decodeURIComponent);
+  } catch {
+    return { view: 'fleet' };
+  }
+  if (p[0] === 'agent' && p.length === 3) return { view: 'agent', tenant: p[1]!, agent: p[2]! };
+  if (p[0] === 'snapshot' && p.length === 4)
+    return { view: 'snapshot', tenant: p[1]!, agent: p[2]!, id: p[3]! };
+  if (p[0] === 'diff' && p.length === 5)
+    return { view: 'diff', tenant: p[1]!, agent: p[2]!, a: p[3]!, b: p[4]! };
+  return { view: 'fleet' };
+}
+
+function Login({ onLogin, error }: { onLogin: (token: string) => void; error?: string }) {
+  const [token, setTokenField] = useState('');
+  return html`<main class="login">
+    <h1>nexo-memory console</h1>
+    <form id="login" onSubmit=${(e: Event) => {
+      e.preventDefault();
+      onLogin(token.trim());
+    }}>
+      <label>API token <input id="token" type="password" autocomplete="off" value=${token} onInput=${(e: Event) => setTokenField((e.target as HTMLInputElement).value)} /></label>
+      <button type="submit">Log in</button>
+      <p class="muted">The daemon's bearer token (server.token, or server.read_token to only read). It stays in this tab and is sent only in the Authorization header.</p>
+      ${error ? html`<p class="error" role="alert">${error}</p>` : null}
+    </form>
+  </main>`;
+}
+
+function App() {
+  const [rights, setRights] = useState<Rights | undefined>();
+  const [loginError, setLoginError] = useState<string | undefined>();
+  const [route, setRoute] = useState<Route>(parseRoute(location.hash));
+  const [refresh, setRefresh] = useState(0);
+  const bump = useCallback(() => setRefresh((n) => n + 1), []);
+
+  const login = useCallback(async (token: string | undefined) => {
+    setToken(token);
+    try {
+      setRights(await get<Rights>('/v1/rights'));
+      setLoginError(undefined);
+    } catch (e) {
+      setToken(undefined);
+      setRights(undefined);
+      if (token !== undefined || !(e instanceof ApiError && e.status === 401))
+        setLoginError(
+          e instanceof ApiError && e.status === 401 ? 'That token is not accepted.' : (e as Error).message,
+        );
+    }
+  }, []);
+
+  useEffect(() => {
+    void login(getToken());
+    const onHash = () => setRoute(parseRoute(location.hash));
+    addEventListener('hashchange', onHash);
+    return () => removeEventListener('hashchange', onHash);
+  }, [login]);
+
+  if (!rights) return html`<${Login} onLogin=${(t: string) => void login(t)} error=${loginError} />`;
+  const logout = () => {
+    setToken(undefined);
+    setRights(undefined);
+  };
+  let view: unknown;
+  switch (route.view) {
+    case 'agent':
+      view = html`<${Agent} tenant=${route.tenant} agent=${route.agent} rights=${rights} refresh=${refresh} />`;
+      break;
+    case 'snapshot':
+      view = html`<${Snapshot} tenant=${route.tenant} agent=${route.agent} id=${route.id} rights=${rights} />`;
+      break;
+    case 'diff':
+      view = html`<${Diff} tenant=${route.tenant} agent=${route.agent} a=${route.a} b=${route.b} />`;
+      break;
+    default:
+      view = html`<${Fleet} refresh=${refresh} />`;
+  }
+  return html`<div class="shell">
+    <header>
+      <a href="#/" class="brand">nexo-memory</a>
+      <a href="#/">Fleet</a>
+      <span class="spacer"></span>
+      <span id="rights" class=${rights.write ? 'rights-write' : 'rights-read'}>${rights.write ? 'read and write' : 'read only'}</span>
+      <span class="muted">v${rights.version}</span>
+      <button id="logout" onClick=${logout}>Log out</button>
+    </header>
+    <main>${view}</main>
+    <${ActivityPanel} onEnded=${bump} />
+  </div>`;
+}
+
+render(html`<${App} />`, document.getElementById('app')!);

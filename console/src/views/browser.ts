@@ -1,0 +1,107 @@
+// The memory browser of one snapshot: the tree as it was (memdir directories and files, databases and
+// tables, state values) and the selected entry — a memory file rendered as markdown (or as text), a
+// table's rows page by page. Everything shown is the snapshot's content, so it is hostile: it is only
+// ever given to Preact as text (the markdown renderer builds elements, never HTML).
+
+import { useState } from 'preact/hooks';
+import { apiPath, get } from '../api.js';
+import { bytes } from '../format.js';
+import { useLoad } from '../hooks.js';
+import { html } from '../html.js';
+import { renderMarkdown } from '../markdown.js';
+import type { CatResult, Cell, LsEntry, LsResult } from '../types.js';
+import { ErrorNote, Loading } from './common.js';
+
+const PAGE = 50;
+
+function cell(v: Cell): string {
+  if (v === null) return 'NULL';
+  if (typeof v !== 'object') return String(v);
+  if (v.blob_base64 !== undefined) return `<blob ${v.size_bytes ?? '?'} bytes>`;
+  return `${v.text ?? ''}${v.truncated ? '…' : ''}`;
+}
+
+function Content({ base, tenant, entry }: { base: string; tenant: string; entry: LsEntry }) {
+  const [offset, setOffset] = useState(0);
+  const [asText, setAsText] = useState(false);
+  const isTable = entry.type === 'table';
+  const r = useLoad(
+    () =>
+      get<CatResult>(
+        apiPath(`${base}/cat`, { tenant, path: entry.path, ...(isTable ? { limit: PAGE, offset } : {}) }),
+      ),
+    [base, tenant, entry.path, offset],
+  );
+  const c = r.data;
+  return html`<div class="content" id="browser-content">
+    <h3><code>${entry.path}</code></h3>
+    <${ErrorNote} error=${r.error} />
+    <${Loading} when=${r.loading} />
+    ${
+      c?.kind === 'file'
+        ? c.binary
+          ? html`<p class="muted">binary file, ${bytes(c.size_bytes)}</p>`
+          : html`<div>
+            ${entry.path.endsWith('.md') ? html`<label><input type="checkbox" checked=${asText} onChange=${() => setAsText(!asText)} /> show as text</label>` : null}
+            ${entry.path.endsWith('.md') && !asText ? renderMarkdown(c.content ?? '') : html`<pre class="file-text">${c.content ?? ''}</pre>`}
+            ${c.truncated ? html`<p class="muted">(first ${bytes(c.length)} of ${bytes(c.size_bytes)})</p>` : null}
+          </div>`
+        : null
+    }
+    ${
+      c?.kind === 'table'
+        ? html`<div>
+          <p>rows ${c.total_rows === 0 ? 0 : c.offset + 1}–${c.offset + c.rows.length} of ${c.total_rows}
+            <button disabled=${c.offset === 0} onClick=${() => setOffset(Math.max(0, offset - PAGE))}>previous</button>
+            <button disabled=${!c.truncated} onClick=${() => setOffset(offset + PAGE)}>next</button></p>
+          <div class="scroll"><table class="grid rows" id="table-rows">
+            <thead><tr>${c.columns.map((k) => html`<th>${k}</th>`)}</tr></thead>
+            <tbody>${c.rows.map((row) => html`<tr>${c.columns.map((k) => html`<td>${cell(row[k] ?? null)}</td>`)}</tr>`)}</tbody>
+          </table></div>
+        </div>`
+        : null
+    }
+    ${c?.kind === 'database' ? html`<p>${c.tables.map((t) => `${t.table}: ${t.total_rows} rows`).join(' · ')}</p>` : null}
+  </div>`;
+}
+
+export function Browser({ base, tenant }: { base: string; tenant: string }) {
+  const [path, setPath] = useState('');
+  const [open, setOpen] = useState<LsEntry | undefined>();
+  const ls = useLoad(() => get<LsResult>(apiPath(`${base}/ls`, { tenant, path })), [base, tenant, path]);
+  const parts = path === '' ? [] : path.split('/');
+  const pick = (e: LsEntry) => {
+    if (e.type === 'dir' || e.type === 'database') {
+      setPath(e.path);
+      setOpen(undefined);
+    } else setOpen(e);
+  };
+  return html`<section id="browser">
+    <h2>Memory as of this snapshot</h2>
+    <p class="crumbs">
+      <button class="link" onClick=${() => {
+        setPath('');
+        setOpen(undefined);
+      }}>/</button>
+      ${parts.map(
+        (p, i) =>
+          html`<span> / </span><button class="link" onClick=${() => {
+            setPath(parts.slice(0, i + 1).join('/'));
+            setOpen(undefined);
+          }}>${p}</button>`,
+      )}
+    </p>
+    <${ErrorNote} error=${ls.error} />
+    <div class="browser">
+      <ul class="tree" id="browser-tree">
+        ${(ls.data?.entries ?? []).map(
+          (e) => html`<li class=${`entry entry-${e.type}`}>
+            <button class="link" data-path=${e.path} onClick=${() => pick(e)}>${e.name}${e.type === 'dir' || e.type === 'database' ? '/' : ''}</button>
+            <span class="muted"> ${e.rows !== undefined ? `${e.rows} rows` : e.size_bytes !== undefined ? bytes(e.size_bytes) : ''}</span>
+          </li>`,
+        )}
+      </ul>
+      ${open ? html`<${Content} base=${base} tenant=${tenant} entry=${open} />` : null}
+    </div>
+  </section>`;
+}

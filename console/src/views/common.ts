@@ -1,0 +1,34 @@
+// Pieces every view uses: links between views (hash routes), error and loading notes, flags.
+
+import type { ComponentChildren } from 'preact';
+import { seg } from '../api.js';
+import { html } from '../html.js';
+import type { SnapshotMeta } from '../types.js';
+
+export const agentHref = (tenant: string, agent: string): string => `#/agent/${seg(tenant)}/${seg(agent)}`;
+export const snapshotHref = (tenant: string, agent: string, id: string): string =>
+  `#/snapshot/${seg(tenant)}/${seg(agent)}/${seg(id)}`;
+export const diffHref = (tenant: string, agent: string, a: string, b: string): string =>
+  `#/diff/${seg(tenant)}/${seg(agent)}/${seg(a)}/${seg(b)}`;
+
+export function ErrorNote({ error }: { error?: Error }) {
+  if (!error) return null;
+  return html`<p class="error" role="alert">${error.message}</p>`;
+}
+
+export function Loading({ when }: { when: boolean }) {
+  return when ? html`<p class="muted">loading…</p>` : null;
+}
+
+export function Section({ title, children }: { title: string; children?: ComponentChildren }) {
+  return html`<section><h2>${title}</h2>${children}</section>`;
+}
+
+export function Flags({ m }: { m: SnapshotMeta }) {
+  return html`<span class="flags">
+    ${m.pinned ? html`<span class="flag" title="pinned: retention keeps it">pinned</span>` : null}
+    ${m.signed_by ? html`<span class="flag" title=${`signed by ${m.signed_by}`}>signed</span>` : null}
+    ${m.encrypted ? html`<span class="flag">encrypted</span>` : null}
+    ${m.redactions_applied ? html`<span class="flag">redacted</span>` : null}
+  </span>`;
+}

@@ -1,0 +1,107 @@
+// The diff page between two snapshots, or a snapshot and live: commits between, every file with its
+// unified diff, rows added/removed/changed per table with samples, and state — the API's diff with
+// detail (values shown redacted, as the API always does).
+
+import { apiPath, get, seg } from '../api.js';
+import { shortId } from '../format.js';
+import { useLoad } from '../hooks.js';
+import { html } from '../html.js';
+import type { SnapshotDiff, SnapshotMeta } from '../types.js';
+import { agentHref, diffHref, ErrorNote, Loading } from './common.js';
+
+function Patch({ text }: { text: string }) {
+  return html`<pre class="patch">${text.split('\n').map((l) => {
+    const cls = l.startsWith('+') ? 'add' : l.startsWith('-') ? 'del' : l.startsWith('@@') ? 'hunk' : '';
+    return html`<span class=${cls}>${`${l}\n`}</span>`;
+  })}</pre>`;
+}
+
+const sample = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n');
+
+function Side({
+  name,
+  value,
+  metas,
+  onPick,
+}: {
+  name: string;
+  value: string;
+  metas: SnapshotMeta[];
+  onPick: (v: string) => void;
+}) {
+  return html`<label>${name}
+    <select onChange=${(e: Event) => onPick((e.target as HTMLSelectElement).value)}>
+      <option value="live" selected=${value === 'live'}>live</option>
+      ${metas.map((m) => html`<option value=${m.id} selected=${m.id === value}>${shortId(m.id)} ${m.label ?? ''}</option>`)}
+    </select></label>`;
+}
+
+export function Diff({ tenant, agent, a, b }: { tenant: string; agent: string; a: string; b: string }) {
+  const base = `/v1/agents/${seg(agent)}`;
+  const list = useLoad(() => get<SnapshotMeta[]>(apiPath(`${base}/snapshots`, { tenant })), [tenant, agent]);
+  const d = useLoad(
+    () => get<SnapshotDiff>(apiPath(`${base}/diff`, { tenant, a, b, detail: true })),
+    [tenant, agent, a, b],
+  );
+  const metas = list.data ?? [];
+  const go = (x: string, y: string) => {
+    location.hash = diffHref(tenant, agent, x, y);
+  };
+  const r = d.data;
+  return html`<div>
+    <p><a href=${agentHref(tenant, agent)}>← ${agent}</a></p>
+    <h1>Diff</h1>
+    <p class="inline">
+      <${Side} name="A" value=${a} metas=${metas} onPick=${(v: string) => go(v, b)} />
+      <${Side} name="B" value=${b} metas=${metas} onPick=${(v: string) => go(a, v)} />
+    </p>
+    <${ErrorNote} error=${d.error} />
+    <${Loading} when=${d.loading} />
+    ${
+      r && !d.loading
+        ? html`<div id="diff">
+          <h2>History</h2>
+          <p id="diff-git">${r.git_summary.commits_between} commits from A to B${r.git_summary.commits_reverse ? `, ${r.git_summary.commits_reverse} only in A` : ''} · ${r.git_summary.files_changed} files changed, +${r.git_summary.insertions} −${r.git_summary.deletions}</p>
+          <h2>Tables</h2>
+          <table class="grid" id="diff-tables">
+            <thead><tr><th>database</th><th>table</th><th>rows A</th><th>rows B</th><th>added</th><th>removed</th><th>changed</th></tr></thead>
+            <tbody>
+              ${r.databases.flatMap((db) =>
+                db.tables.map(
+                  (t) => html`<tr data-table=${`${db.db}.${t.table}`}>
+                    <td>${db.db}</td><td>${t.table}</td><td class="num">${t.rows_a}</td><td class="num">${t.rows_b}</td>
+                    <td class="num added">${t.added}</td><td class="num removed">${t.removed}</td><td class="num changed">${t.changed}</td>
+                  </tr>`,
+                ),
+              )}
+            </tbody>
+          </table>
+          ${r.databases.flatMap((db) =>
+            db.tables
+              .filter(
+                (t) => t.rows && (t.rows.added.length || t.rows.removed.length || t.rows.changed.length),
+              )
+              .map(
+                (t) => html`<details class="samples"><summary>${db.db}.${t.table}: samples</summary>
+                  ${t.rows!.added.length ? html`<h4>added</h4><pre>${sample(t.rows!.added)}</pre>` : null}
+                  ${t.rows!.removed.length ? html`<h4>removed</h4><pre>${sample(t.rows!.removed)}</pre>` : null}
+                  ${t.rows!.changed.length ? html`<h4>changed</h4><pre>${t.rows!.changed.map((c) => `- ${JSON.stringify(c.before)}\n+ ${JSON.stringify(c.after)}`).join('\n')}</pre>` : null}
+                </details>`,
+              ),
+          )}
+          <h2>Files</h2>
+          ${r.files.length === 0 ? html`<p class="muted">No file differs.</p>` : null}
+          ${r.files.map(
+            (f) => html`<details class="file" open=${r.files.length <= 5}>
+              <summary><code>${f.path}</code> ${f.status} +${f.insertions} −${f.deletions}</summary>
+              ${f.binary ? html`<p class="muted">binary</p>` : f.patch ? html`<${Patch} text=${f.patch} />` : null}
+            </details>`,
+          )}
+          <h2>State</h2>
+          <p>extract cursor ${r.state_summary.extract_cursor_changed ? 'changed' : 'unchanged'} · last dream run ${r.state_summary.last_dream_run_changed ? 'changed' : 'unchanged'}</p>
+          ${r.state ? html`<pre>${JSON.stringify(r.state, null, 2)}</pre>` : null}
+        </div>`
+        : null
+    }
+  </div>`;
+}

@@ -1,0 +1,159 @@
+// A snapshot page: its metadata and components (HEAD, databases with rows per table, state), verify
+// and deep verify with the report, download (write rights), the restore preview (a dry run, write
+// rights) and the restore itself (only where the server allows restore, after typing the agent's
+// name), and the browser of the memory as it was (memdir files, tables, state; read-asof routes).
+
+import { useState } from 'preact/hooks';
+import { apiPath, call, download, get, seg } from '../api.js';
+import { bytes, kindOf, when } from '../format.js';
+import { useLoad } from '../hooks.js';
+import { html } from '../html.js';
+import type { LsResult, RestoreReport, Rights, SnapshotMeta, VerifyReport } from '../types.js';
+import { Browser } from './browser.js';
+import { agentHref, diffHref, ErrorNote, Flags, Loading } from './common.js';
+
+function VerifyView({ r }: { r: VerifyReport }) {
+  return html`<div id="verify-report" class=${`report status-${r.status}`}>
+    <p>Status: <strong class=${`status-${r.status}`}>${r.status}</strong> — ${r.artifacts_checked} of ${r.artifacts_total} artifacts, ${bytes(r.bytes_checked)} checked; manifest ${r.manifest_ok ? 'ok' : 'NOT ok'}${r.signature ? `, signature ${r.signature.status}` : ''}</p>
+    ${r.problems.length ? html`<ul class="problems">${r.problems.map((p) => html`<li><code>${p.code}</code> ${p.message}${p.path ? html` (<code>${p.path}</code>)` : null}</li>`)}</ul>` : null}
+    ${r.not_checked.length ? html`<p class="muted">Not checked: ${r.not_checked.map((n) => `${n.check} (${n.reason})`).join('; ')}</p>` : null}
+    ${r.deep ? html`<details open><summary>deep checks</summary><pre>${JSON.stringify(r.deep, null, 2)}</pre></details>` : null}
+  </div>`;
+}
+
+function RestoreView({ r }: { r: RestoreReport }) {
+  return html`<div id="restore-report" class="report">
+    <p>${r.dry_run ? 'A restore would change:' : `Restored from ${r.from}${r.pre_snapshot ? ` (pre-restore snapshot ${r.pre_snapshot})` : ''}:`}</p>
+    <table class="grid"><thead><tr><th>component</th><th>action</th><th>detail</th></tr></thead><tbody>
+      ${r.components.map(
+        (c) => html`<tr><td>${c.component}</td><td>${c.action}</td><td>
+          ${c.rows ? Object.entries(c.rows).map(([t, n]) => html`<div>${t}: ${n.old} → ${n.new} rows</div>`) : null}
+          ${c.head ? html`<div>HEAD ${c.head.old?.slice(0, 10) ?? '—'} → ${c.head.new?.slice(0, 10) ?? '—'}</div>` : null}
+          ${c.files ? html`<div>files: +${c.files.added.length} −${c.files.removed.length} ~${c.files.changed.length}</div>` : null}
+        </td></tr>`,
+      )}
+    </tbody></table>
+    ${r.warnings.map((w) => html`<p class="warning">${w}</p>`)}
+  </div>`;
+}
+
+function Components({ base, tenant, meta }: { base: string; tenant: string; meta: SnapshotMeta }) {
+  const comps = useLoad(async () => {
+    const ls = (path: string) => get<LsResult>(apiPath(`${base}/ls`, { tenant, path }));
+    const [dbs, state, memdir] = await Promise.all([ls('sqlite'), ls('state'), ls('memdir')]);
+    const tables = await Promise.all(
+      dbs.entries.map(async (d) => ({ db: d, tables: (await ls(d.path)).entries })),
+    );
+    return { tables, state: state.entries, memdir: memdir.entries };
+  }, [base, tenant]);
+  return html`<section id="components">
+    <h2>Components</h2>
+    <p>HEAD <code>${meta.git_oid ?? '—'}</code></p>
+    <${ErrorNote} error=${comps.error} />
+    ${
+      comps.data
+        ? html`<table class="grid"><thead><tr><th>database</th><th>table</th><th>rows</th></tr></thead><tbody>
+          ${comps.data.tables.flatMap(({ db, tables }) =>
+            tables.map(
+              (t) =>
+                html`<tr><td>${db.name}</td><td>${t.name}</td><td class="num">${t.rows ?? '—'}</td></tr>`,
+            ),
+          )}
+        </tbody></table>
+        <p>memdir: ${comps.data.memdir.length} entries at the top · state: ${comps.data.state.map((s) => s.name).join(', ') || 'none'}</p>`
+        : null
+    }
+  </section>`;
+}
+
+export function Snapshot({
+  tenant,
+  agent,
+  id,
+  rights,
+}: {
+  tenant: string;
+  agent: string;
+  id: string;
+  rights: Rights;
+}) {
+  const agentBase = `/v1/agents/${seg(agent)}`;
+  const base = `${agentBase}/snapshots/${seg(id)}`;
+  const meta = useLoad(() => get<SnapshotMeta>(apiPath(base, { tenant })), [base, tenant]);
+  const [verify, setVerify] = useState<VerifyReport | undefined>();
+  const [restore, setRestore] = useState<RestoreReport | undefined>();
+  const [confirmName, setConfirmName] = useState('');
+  const [busy, setBusy] = useState<string | undefined>();
+  const [err, setErr] = useState<Error | undefined>();
+
+  const run = async (what: string, f: () => Promise<void>) => {
+    setBusy(what);
+    setErr(undefined);
+    try {
+      await f();
+    } catch (e) {
+      setErr(e as Error);
+    } finally {
+      setBusy(undefined);
+    }
+  };
+  const doVerify = (deep: boolean) =>
+    run('verify', async () =>
+      setVerify(await get<VerifyReport>(apiPath(`${base}/verify`, { tenant, deep: deep || undefined }))),
+    );
+  const doRestore = (dry: boolean) =>
+    run('restore', async () =>
+      setRestore(await call<RestoreReport>('POST', apiPath(`${base}/restore`, { tenant }), { dry_run: dry })),
+    );
+  const m = meta.data;
+
+  return html`<div>
+    <p><a href=${agentHref(tenant, agent)}>← ${agent}</a></p>
+    <h1>Snapshot <code>${id}</code></h1>
+    <${ErrorNote} error=${meta.error} />
+    <${Loading} when=${meta.loading && !m} />
+    ${
+      m
+        ? html`<dl class="meta">
+          <dt>taken</dt><dd>${when(m.created_at_ms)}</dd>
+          <dt>kind</dt><dd>${kindOf(m.created_by)} <span class="muted">(${m.created_by ?? 'unknown'})</span></dd>
+          <dt>label</dt><dd class="label" id="snapshot-label">${m.label ?? ''}</dd>
+          <dt>size</dt><dd>${bytes(m.bundle_size_bytes)}${m.added_bytes !== undefined ? ` (added ${bytes(m.added_bytes)})` : ''}</dd>
+          <dt>flags</dt><dd><${Flags} m=${m} /></dd>
+        </dl>`
+        : null
+    }
+    <div class="actions">
+      <button id="verify" disabled=${!!busy} onClick=${() => doVerify(false)}>Verify</button>
+      <button id="verify-deep" disabled=${!!busy} onClick=${() => doVerify(true)}>Deep verify</button>
+      <a class="button" href=${diffHref(tenant, agent, id, 'live')}>Diff with live</a>
+      ${
+        rights.write
+          ? html`<button id="download" disabled=${!!busy} onClick=${() => run('download', () => download(apiPath(`${base}/export`, { tenant }), `${id}.tar.zst`))}>Download (redacted)</button>
+            <button id="restore-preview" disabled=${!!busy} onClick=${() => doRestore(true)}>Restore preview (dry run)</button>`
+          : null
+      }
+    </div>
+    ${busy ? html`<p class="muted">${busy}…</p>` : null}
+    <${ErrorNote} error=${err} />
+    ${verify ? html`<${VerifyView} r=${verify} />` : null}
+    ${restore ? html`<${RestoreView} r=${restore} />` : null}
+    ${
+      rights.restore
+        ? html`<form class="restore" id="restore-form" onSubmit=${(e: Event) => {
+            e.preventDefault();
+            if (confirmName === agent) void doRestore(false);
+          }}>
+          <h2>Restore agent <span class="name">${agent}</span> to this snapshot</h2>
+          <p>This replaces the agent's memory (a pre-restore snapshot is taken first). Type the agent's name to confirm.</p>
+          <input id="restore-confirm" aria-label="agent name" value=${confirmName} onInput=${(e: Event) => setConfirmName((e.target as HTMLInputElement).value)} />
+          <button id="restore" class="danger" type="submit" disabled=${confirmName !== agent || !!busy}>Restore ${agent}</button>
+        </form>`
+        : rights.write && rights.restore_refused
+          ? html`<p class="muted">Restore is off on this server: ${rights.restore_refused}.</p>`
+          : null
+    }
+    ${m ? html`<${Components} base=${base} tenant=${tenant} meta=${m} />` : null}
+    <${Browser} base=${base} tenant=${tenant} />
+  </div>`;
+}

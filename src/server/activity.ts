@@ -1,0 +1,232 @@
+// Owns the daemon's board of operations in progress (snapshots, restores, gc sweeps the daemon runs:
+// API calls, scheduled runs, retention sweeps) with their progress, the last ones that ended with their
+// result, and the live feed of both as server-sent events (`GET /v1/events`). While a feed is open it
+// also watches the operations of other processes (a CLI snapshot: an agent lock another process
+// holds), from their start to their end, without progress. Verify reports the daemon produced are
+// remembered per agent (the fleet's "last verify"). Memory only: a restart forgets.
+
+import { randomUUID } from 'node:crypto';
+import { PassThrough, type Readable } from 'node:stream';
+import { SnapshotError } from '../model/errors.js';
+import type { ProgressListener } from '../model/types.js';
+
+/** The daemon's own: snapshot, restore, gc; another process's: what it recorded (`snapshot`, `delete`, …). */
+export type ActivityOp = string;
+
+/** An operation another process runs now (the agent lock it holds). */
+export interface OtherOperation {
+  agent_id: string;
+  tenant: string;
+  operation: string;
+  pid: number;
+  host: string;
+  since_ms: number;
+}
+
+export interface Activity {
+  id: string;
+  op: ActivityOp;
+  /** Who started it: an API call, the scheduler, the retention worker. */
+  source: 'api' | 'scheduled' | 'retention' | 'other-process';
+  /** Of another process's operation. */
+  pid?: number;
+  host?: string;
+  agent_id?: string;
+  tenant?: string;
+  dry_run?: boolean;
+  started_at_ms: number;
+  phase?: string;
+  bytes?: number;
+  total?: number;
+}
+
+export interface EndedActivity extends Activity {
+  ended_at_ms: number;
+  /** `unknown`: another process's operation ended, and what it did is not known here. */
+  outcome: 'ok' | 'failed' | 'unknown';
+  /** A short summary of the result (ids, counts), never memory content. */
+  result?: Record<string, unknown>;
+  error?: { code: string; message: string };
+}
+
+export type ActivityEvent =
+  | { type: 'started' | 'progress'; activity: Activity }
+  | { type: 'ended'; activity: EndedActivity };
+
+const RECENT = 20;
+/** Progress events of one operation are sent at most this often. */
+const PROGRESS_EVERY_MS = 200;
+/** A comment line keeps idle connections (and proxies) from timing out. */
+const KEEPALIVE_MS = 15_000;
+
+export interface VerifyRecord {
+  snapshot_id: string;
+  status: string;
+  deep: boolean;
+  at_ms: number;
+}
+
+export class ActivityBoard {
+  private readonly active = new Map<string, Activity>();
+  private readonly ended: EndedActivity[] = [];
+  private readonly listeners = new Set<(e: ActivityEvent) => void>();
+  private readonly streams = new Set<PassThrough>();
+  private readonly verifies = new Map<string, VerifyRecord>();
+  private closed = false;
+  private readonly others = new Map<string, Activity>();
+  private watcher: NodeJS.Timeout | undefined;
+
+  running(): Activity[] {
+    return [...this.active.values()].map((a) => ({ ...a }));
+  }
+
+  recent(): EndedActivity[] {
+    return [...this.ended];
+  }
+
+  /** Runs `op` as a board entry: started, its progress, and its end (summarised by `summarize`). */
+  async track<T>(
+    what: Omit<Activity, 'id' | 'started_at_ms'>,
+    op: (onProgress: ProgressListener) => Promise<T>,
+    summarize: (result: T) => Record<string, unknown>,
+  ): Promise<T> {
+    const a: Activity = { ...what, id: randomUUID(), started_at_ms: Date.now() };
+    this.active.set(a.id, a);
+    this.emit({ type: 'started', activity: { ...a } });
+    let last = 0;
+    const onProgress: ProgressListener = (p) => {
+      a.phase = p.phase;
+      a.bytes = p.bytes;
+      if (p.total !== undefined) a.total = p.total;
+      else delete a.total;
+      const now = Date.now();
+      if (now - last < PROGRESS_EVERY_MS) return;
+      last = now;
+      this.emit({ type: 'progress', activity: { ...a } });
+    };
+    try {
+      const result = await op(onProgress);
+      this.finish(a, { outcome: 'ok', result: summarize(result) });
+      return result;
+    } catch (err) {
+      this.finish(a, {
+        outcome: 'failed',
+        error: {
+          code: err instanceof SnapshotError ? err.code : 'INTERNAL',
+          message: err instanceof Error ? err.message : String(err),
+        },
+      });
+      throw err;
+    }
+  }
+
+  private finish(a: Activity, end: Pick<EndedActivity, 'outcome' | 'result' | 'error'>): void {
+    this.active.delete(a.id);
+    const done: EndedActivity = { ...a, ...end, ended_at_ms: Date.now() };
+    this.ended.unshift(done);
+    this.ended.length = Math.min(this.ended.length, RECENT);
+    this.emit({ type: 'ended', activity: done });
+  }
+
+  /**
+   * Every `everyMs` while a feed is open: `poll` says what other processes run now; a new one is
+   * started, one no longer there is ended with the result `ended` finds (undefined: outcome unknown).
+   */
+  watchOthers(
+    poll: () => Promise<OtherOperation[]>,
+    ended: (a: Activity) => Promise<Record<string, unknown> | undefined>,
+    everyMs = 1000,
+  ): void {
+    let busy = false;
+    const tick = async () => {
+      if (busy || this.closed || this.listeners.size === 0) return;
+      busy = true;
+      try {
+        const seen = new Set<string>();
+        for (const o of await poll()) {
+          const key = `other:${o.tenant}/${o.agent_id}/${o.host}/${o.pid}/${o.since_ms}`;
+          seen.add(key);
+          if (this.others.has(key)) continue;
+          const a: Activity = {
+            id: key,
+            op: o.operation,
+            source: 'other-process',
+            agent_id: o.agent_id,
+            tenant: o.tenant,
+            pid: o.pid,
+            host: o.host,
+            started_at_ms: o.since_ms,
+          };
+          this.others.set(key, a);
+          this.active.set(key, a);
+          this.emit({ type: 'started', activity: { ...a } });
+        }
+        for (const [key, a] of [...this.others]) {
+          if (seen.has(key)) continue;
+          this.others.delete(key);
+          const result = await ended(a).catch(() => undefined);
+          this.finish(a, result ? { outcome: 'ok', result } : { outcome: 'unknown' });
+        }
+      } catch {
+        // the next tick tries again (a store being created, an agent removed meanwhile)
+      } finally {
+        busy = false;
+      }
+    };
+    this.watcher = setInterval(() => void tick(), everyMs);
+    this.watcher.unref();
+  }
+
+  /** Remembers the newest verify report of an agent's snapshot. */
+  recordVerify(tenant: string, agentId: string, rec: VerifyRecord): void {
+    this.verifies.set(`${tenant}/${agentId}`, rec);
+  }
+
+  lastVerify(tenant: string, agentId: string): VerifyRecord | undefined {
+    return this.verifies.get(`${tenant}/${agentId}`);
+  }
+
+  subscribe(listener: (e: ActivityEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(e: ActivityEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+
+  /**
+   * A text/event-stream: first a `snapshot` event (what runs now and what ended lately), then one event
+   * per start, progress and end. It ends when the board closes (daemon shutdown) or the client leaves.
+   */
+  eventStream(): Readable {
+    const out = new PassThrough();
+    if (this.closed) {
+      out.end();
+      return out;
+    }
+    const send = (event: string, data: unknown) =>
+      out.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    out.write('retry: 2000\n\n');
+    send('snapshot', { running: this.running(), recent: this.recent() });
+    const unsubscribe = this.subscribe((e) => send(e.type, e.activity));
+    const keepalive = setInterval(() => out.write(': keep-alive\n\n'), KEEPALIVE_MS);
+    keepalive.unref();
+    this.streams.add(out);
+    const stop = () => {
+      clearInterval(keepalive);
+      unsubscribe();
+      this.streams.delete(out);
+    };
+    out.once('close', stop);
+    out.once('end', stop);
+    return out;
+  }
+
+  /** Ends every event stream (so a shutdown does not wait for open consoles) and opens no new one. */
+  close(): void {
+    this.closed = true;
+    if (this.watcher) clearInterval(this.watcher);
+    for (const s of [...this.streams]) s.end();
+  }
+}

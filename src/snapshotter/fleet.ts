@@ -1,0 +1,126 @@
+// Owns the fleet overview: every agent of the store (its bundles and its repository snapshots) with
+// its snapshot count, last snapshot, bytes stored and added, pins, and the kinds of its snapshots, plus
+// the kind of one snapshot from its `created_by` (manual, scheduled, pre-dream, pre-restore,
+// pre-mutating-tool). Reads only listings: no bundle is opened, nothing is locked. Also the operations
+// other processes run now (a CLI snapshot, say): the agent locks held by another process, with what
+// the holder recorded (operation, pid, host, since).
+
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
+import type { SnapshotMeta } from '../model/types.js';
+import { storeAgents } from '../store/catalog.js';
+import { readOwner, tryAcquire } from '../store/lock.js';
+import type { LocalSnapshotter } from './local.js';
+
+export type SnapshotKind = 'manual' | 'scheduled' | 'pre-dream' | 'pre-restore' | 'pre-mutating-tool';
+
+/** The kind of a snapshot, from who made it (anything not automatic is manual: cli, api, tool, …). */
+export function snapshotKind(createdBy: string | undefined): SnapshotKind {
+  switch (createdBy) {
+    case 'scheduled':
+      return 'scheduled';
+    case 'auto-pre-dream':
+      return 'pre-dream';
+    case 'auto-pre-restore':
+      return 'pre-restore';
+    case 'auto-pre-mutating-tool':
+      return 'pre-mutating-tool';
+    default:
+      return 'manual';
+  }
+}
+
+export interface AgentOverview {
+  agent_id: string;
+  tenant: string;
+  snapshots: number;
+  last_snapshot_id?: string;
+  last_snapshot_at_ms?: number;
+  /** Bytes the agent's snapshots hold in the store: repository bytes added, else bundle sizes. */
+  bytes_stored: number;
+  /** Bytes the newest snapshot added (its bundle's size in a bundle store). */
+  bytes_added_last?: number;
+  pins: number;
+  kinds: Partial<Record<SnapshotKind, number>>;
+}
+
+/** Every (tenant, agent) with snapshots, bundles or a journal, sorted by tenant then agent. */
+export async function storeAgentPairs(
+  s: LocalSnapshotter,
+  tenant?: string,
+): Promise<Array<[string, string]>> {
+  const pairs = new Map<string, [string, string]>();
+  for (const [t, a] of await storeAgents(s.layout, tenant)) pairs.set(`${t}/${a}`, [t, a]);
+  if (s.usesRepository())
+    for (const m of await s.repository.listAll(tenant))
+      pairs.set(`${m.tenant}/${m.agent_id}`, [m.tenant, m.agent_id]);
+  return [...pairs.values()].sort(([t1, a1], [t2, a2]) =>
+    t1 === t2 ? (a1 < a2 ? -1 : 1) : t1 < t2 ? -1 : 1,
+  );
+}
+
+/** The overview of one agent from its listing (newest first, as `list` returns it). */
+export function overviewOf(agentId: string, tenant: string, metas: readonly SnapshotMeta[]): AgentOverview {
+  const added = (m: SnapshotMeta) => (m as { added_bytes?: number }).added_bytes;
+  const kinds: Partial<Record<SnapshotKind, number>> = {};
+  for (const m of metas) {
+    const k = snapshotKind(m.created_by);
+    kinds[k] = (kinds[k] ?? 0) + 1;
+  }
+  const last = metas[0];
+  const lastAdded = last ? (added(last) ?? last.bundle_size_bytes) : undefined;
+  return {
+    agent_id: agentId,
+    tenant,
+    snapshots: metas.length,
+    ...(last ? { last_snapshot_id: last.id, last_snapshot_at_ms: last.created_at_ms } : {}),
+    bytes_stored: metas.reduce((n, m) => n + (added(m) ?? m.bundle_size_bytes), 0),
+    ...(lastAdded !== undefined ? { bytes_added_last: lastAdded } : {}),
+    pins: metas.filter((m) => m.pinned).length,
+    kinds,
+  };
+}
+
+/** The overview of every agent of the store (of `tenant`, or of every tenant). */
+export async function fleetOverview(s: LocalSnapshotter, tenant?: string): Promise<AgentOverview[]> {
+  const out: AgentOverview[] = [];
+  for (const [t, a] of await storeAgentPairs(s, tenant)) out.push(overviewOf(a, t, await s.list(a, t)));
+  return out;
+}
+
+/** An agent lock another process holds now. */
+export interface HeldOperation {
+  agent_id: string;
+  tenant: string;
+  /** What the holder recorded: `snapshot`, `restore`, `gc`, `delete`, …. */
+  operation: string;
+  pid: number;
+  host: string;
+  since_ms: number;
+}
+
+/**
+ * The agent locks held now by other processes. A lock is probed with a shared try (never waited
+ * for; released at once), so a holder is only ever reported while it holds the lock; this process's
+ * own operations are left out.
+ */
+export function operationsOfOthers(
+  s: LocalSnapshotter,
+  pairs: ReadonlyArray<[string, string]>,
+): HeldOperation[] {
+  const out: HeldOperation[] = [];
+  const me = hostname();
+  for (const [t, a] of pairs) {
+    const path = s.layout.agentLockPath(t, a);
+    if (!existsSync(path)) continue;
+    const owner = readOwner(path);
+    if (!owner || (owner.pid === process.pid && owner.host === me)) continue;
+    const probe = tryAcquire(path, 'shared');
+    if (probe) {
+      probe.release();
+      continue;
+    }
+    out.push({ agent_id: a, tenant: t, ...owner });
+  }
+  return out;
+}

@@ -1,0 +1,445 @@
+// The web console in a real browser: the Debian chromium package driven headless by playwright-core
+// against the real daemon (`nexo-memory serve`, built binary) on a sample agent with hostile memory (a
+// label and a memory file that are HTML). One daemon and one browser for the whole file.
+
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { buildSampleAgent, gitEnv } from '../scripts/sample-agent.js';
+import { LocalSnapshotter } from '../src/index.js';
+import type { SnapshotMeta } from '../src/model/types.js';
+import { BIN, ensureBuilt, ensureConsoleBuilt } from './helpers/built-cli.js';
+import { REPO, startFixture } from './helpers/env.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const WRITE_TOKEN = 'console-write-token-0123456789';
+const READ_TOKEN = 'console-read-token-0123456789';
+const HOSTILE_LABEL = '<img src=x onerror=alert(1)>';
+const SCRIPT_FILE = 'topics/hostile.md';
+const SCRIPT_V1 = '# Notes\n\nversion one <script>alert(2)</script>\n\n<img src=y onerror=alert(3)>\n';
+const SCRIPT_V2 = '# Notes\n\nversion two, rewritten later\n';
+
+let root: string;
+let daemon: ChildProcess;
+let url: string;
+let browser: Browser;
+let snapshotter: LocalSnapshotter;
+let metas: SnapshotMeta[];
+const dialogs: string[] = [];
+let daemonLog = '';
+let storeFlags: string[];
+
+async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('dialog', (d) => {
+    dialogs.push(d.message());
+    void d.dismiss();
+  });
+  return { context, page };
+}
+
+async function login(page: Page, token: string): Promise<void> {
+  await page.goto(`${url}/`);
+  await page.fill('#token', token);
+  await page.click('#login button[type=submit]');
+  await page.waitForSelector('#rights');
+}
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)`);
+  ensureBuilt();
+  ensureConsoleBuilt();
+  root = mkdtempSync(join(tmpdir(), 'nexo-console-'));
+  const a = buildSampleAgent(root, 'ana', {
+    files: 4,
+    commits: 2,
+    memories: 40,
+    embeddings: 10,
+    concepts: 5,
+    compactions: 3,
+  });
+  // the default store, the repository (test/helpers/env.ts makes other tests use bundles)
+  snapshotter = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+  });
+  mkdirSync(join(a.memdir, 'topics'), { recursive: true });
+  writeFileSync(join(a.memdir, SCRIPT_FILE), SCRIPT_V1);
+  execFileSync('git', ['add', '-A'], { cwd: a.memdir, env: gitEnv });
+  execFileSync('git', ['commit', '-qm', 'hostile notes'], { cwd: a.memdir, env: gitEnv });
+  await snapshotter.snapshot({ agentId: 'ana', label: 'first', createdBy: 'cli' });
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  const insert = db.prepare(
+    'INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)',
+  );
+  for (let i = 0; i < 7; i++) insert.run(Date.now(), 'fact', `learned fact ${i}`, 1);
+  db.prepare('DELETE FROM memories WHERE rowid IN (SELECT rowid FROM memories ORDER BY rowid LIMIT 2)').run();
+  db.close();
+  writeFileSync(join(a.memdir, SCRIPT_FILE), SCRIPT_V2);
+  execFileSync('git', ['commit', '-qam', 'rewrite notes'], { cwd: a.memdir, env: gitEnv });
+  await snapshotter.snapshot({ agentId: 'ana', label: HOSTILE_LABEL, createdBy: 'cli' });
+  await snapshotter.snapshot({ agentId: 'ana', label: 'third', createdBy: 'scheduled' });
+  metas = await snapshotter.list('ana'); // newest first
+  storeFlags = ['--state-root', a.stateRoot, '--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
+
+  daemon = spawn(
+    process.execPath,
+    [
+      BIN,
+      'serve',
+      '--listen',
+      '127.0.0.1:0',
+      ...['--state-root', a.stateRoot, '--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot],
+    ],
+    {
+      cwd: REPO,
+      env: {
+        ...process.env,
+        NEXO_MEMORY_TOKEN: WRITE_TOKEN,
+        NEXO_MEMORY_READ_TOKEN: READ_TOKEN,
+        NEXO_MEMORY_RESTORE_ALLOW: '',
+        NEXO_MEMORY_STORE_FORMAT: 'repository',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  daemon.stderr!.on('data', (c) => {
+    daemonLog += c;
+  });
+  url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    daemon.stdout!.on('data', (c) => {
+      out += c;
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)\n/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    daemon.once('exit', (code) => reject(new Error(`serve exited ${code} before listening`)));
+  });
+  // launch() gives the browser a fresh, temporary user-data directory of its own
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  if (process.env.NEXO_TEST_VERBOSE) process.stderr.write(daemonLog);
+  await browser?.close();
+  if (daemon && daemon.exitCode === null) {
+    const exited = new Promise((r) => daemon.once('exit', r));
+    daemon.kill('SIGTERM');
+    await exited;
+  }
+  if (root) rmSync(root, { recursive: true, force: true, maxRetries: 5 });
+});
+
+test('the console and the API are served with a strict CSP, nosniff and their content types', async () => {
+  const index = await fetch(`${url}/`);
+  assert.equal(index.status, 200);
+  assert.match(index.headers.get('content-type') ?? '', /^text\/html/);
+  const csp = index.headers.get('content-security-policy') ?? '';
+  assert.match(csp, /default-src 'self'/);
+  assert.match(csp, /script-src 'self';/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  assert.equal(index.headers.get('x-content-type-options'), 'nosniff');
+  const js = await fetch(`${url}/assets/console.js`);
+  assert.match(js.headers.get('content-type') ?? '', /^text\/javascript/);
+  const html = await index.text();
+  assert.doesNotMatch(html, /<script>|<script [^>]*>[^<]/, 'no inline script');
+  // only the built files: no path on disk behind /assets
+  assert.equal((await fetch(`${url}/assets/..%2Fpackage.json`)).status, 404);
+  assert.equal((await fetch(`${url}/assets/package.json`)).status, 404);
+  // the snapshot page's metadata, for repository snapshots too
+  assert.ok(snapshotter.usesRepository(), 'the store is the repository (the default)');
+  for (const m of metas) {
+    const r = await fetch(`${url}/v1/agents/ana/snapshots/${m.id}`, {
+      headers: { authorization: `Bearer ${READ_TOKEN}` },
+    });
+    assert.equal(r.status, 200, `GET …/snapshots/${m.id}`);
+    assert.equal(((await r.json()) as SnapshotMeta).label, m.label);
+  }
+  const api = await fetch(`${url}/v1/fleet`);
+  assert.equal(api.status, 401, 'the console adds no unguarded data route');
+  assert.match(api.headers.get('content-security-policy') ?? '', /default-src 'self'/);
+});
+
+test('serve refuses a read token equal to the write token', async () => {
+  const r = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...storeFlags], {
+    cwd: REPO,
+    env: { ...process.env, NEXO_MEMORY_TOKEN: WRITE_TOKEN, NEXO_MEMORY_READ_TOKEN: WRITE_TOKEN },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  // a daemon that starts anyway is stopped at once (and the exit code below fails the test)
+  r.stdout!.on('data', () => r.kill('SIGKILL'));
+  let err = '';
+  r.stderr!.on('data', (c) => {
+    err += c;
+  });
+  const code = await new Promise<number | null>((res) => r.once('exit', res));
+  assert.equal(code, 1);
+  assert.match(err, /read_token must differ from server\.token/);
+});
+
+test('log in; the fleet and the timeline show the agent and its snapshots; hostile labels are text', async () => {
+  const { context, page } = await newPage();
+  try {
+    await page.goto(`${url}/`);
+    await page.fill('#token', 'not-the-token-at-all-000');
+    await page.click('#login button[type=submit]');
+    await page.waitForSelector('#login .error');
+    await login(page, WRITE_TOKEN);
+    assert.equal(await page.textContent('#rights'), 'read and write');
+    await page.waitForSelector('#fleet tr[data-agent="ana"]');
+    assert.match((await page.textContent('#fleet tr[data-agent="ana"]')) ?? '', /ana\s*default\s*3/);
+    await page.click('#fleet a');
+    await page.waitForSelector('#timeline tbody tr');
+    assert.equal(await page.locator('#timeline tbody tr').count(), metas.length);
+    assert.equal(await page.locator('#timeline-chart .mark').count(), metas.length);
+    assert.equal((await page.textContent('#snapshot-count'))?.trim(), `${metas.length} snapshots`);
+    const hostile = metas.find((m) => m.label === HOSTILE_LABEL)!;
+    const cell = page.locator(`#timeline tr[data-id="${hostile.id}"] td.label`);
+    assert.equal(await cell.textContent(), HOSTILE_LABEL, 'the label is shown as its text');
+    assert.equal(await cell.locator('img').count(), 0, 'no element is made from it');
+    assert.equal(await page.locator('img').count(), 0);
+    assert.match((await page.textContent('#timeline')) ?? '', /scheduled/);
+    // the snapshot page shows it as text too
+    await page.click(`#timeline tr[data-id="${hostile.id}"] td a`);
+    await page.waitForSelector('#snapshot-label');
+    assert.equal(await page.textContent('#snapshot-label'), HOSTILE_LABEL);
+    assert.equal(await page.locator('img').count(), 0);
+    assert.deepEqual(dialogs, [], 'no dialog fired');
+  } finally {
+    await context.close();
+  }
+});
+
+test('the diff page shows the row counts the library diff reports', async () => {
+  const [third, , first] = metas;
+  const lib = await snapshotter.diff({ agentId: 'ana', a: first!.id, b: third!.id, detail: true });
+  const memories = lib.databases
+    .find((d) => d.db === 'long_term')!
+    .tables.find((t) => t.table === 'memories')!;
+  assert.ok(memories.added > 0 && memories.removed > 0, 'the fixture changed rows');
+  const { context, page } = await newPage();
+  try {
+    await login(page, WRITE_TOKEN);
+    await page.goto(`${url}/#/diff/default/ana/${first!.id}/${third!.id}`);
+    const row = page.locator('#diff-tables tr[data-table="long_term.memories"]');
+    await row.waitFor();
+    assert.equal(await row.locator('td.added').textContent(), String(memories.added));
+    assert.equal(await row.locator('td.removed').textContent(), String(memories.removed));
+    assert.equal(await row.locator('td.changed').textContent(), String(memories.changed));
+    const cells = await row.locator('td.num').allTextContents();
+    assert.deepEqual(cells.slice(0, 2), [String(memories.rows_a), String(memories.rows_b)]);
+    assert.match(
+      (await page.textContent('#diff-git')) ?? '',
+      new RegExp(`^${lib.git_summary.commits_between} commits`),
+    );
+    // the file's unified diff, line by line, its HTML as text
+    const patch = (await page.locator('#diff pre.patch').first().textContent()) ?? '';
+    assert.match(patch, /\n-version one <script>alert\(2\)<\/script>\n/);
+    assert.match(patch, /\n\+version two, rewritten later\n/);
+    assert.equal(await page.locator('#diff script, #diff img').count(), 0);
+    assert.deepEqual(dialogs, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('the memdir browser shows a file as of an older snapshot, its HTML as text', async () => {
+  const first = metas[metas.length - 1]!;
+  const { context, page } = await newPage();
+  try {
+    await login(page, WRITE_TOKEN);
+    await page.goto(`${url}/#/snapshot/default/ana/${first.id}`);
+    await page.click('#browser-tree button[data-path="memdir"]');
+    await page.click('#browser-tree button[data-path="memdir/topics"]');
+    await page.click(`#browser-tree button[data-path="memdir/${SCRIPT_FILE}"]`);
+    const content = page.locator('#browser-content .markdown');
+    await content.waitFor();
+    const text = (await content.textContent()) ?? '';
+    assert.match(text, /version one <script>alert\(2\)<\/script>/, 'the older content, as text');
+    assert.doesNotMatch(text, /version two/);
+    assert.equal(await page.locator('#browser-content script, #browser-content img').count(), 0);
+    assert.equal(await page.locator('script:not([src])').count(), 0, 'no script element was created');
+    assert.deepEqual(dialogs, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('a read token sees no write control, and the API refuses its writes', async () => {
+  const { context, page } = await newPage();
+  try {
+    await login(page, READ_TOKEN);
+    assert.equal(await page.textContent('#rights'), 'read only');
+    await page.goto(`${url}/#/agent/default/ana`);
+    await page.waitForSelector('#timeline tbody tr');
+    assert.equal(await page.locator('button.delete').count(), 0, 'no delete control');
+    assert.equal(await page.locator('#snapshot-now').count(), 0, 'no snapshot control');
+    await page.goto(`${url}/#/snapshot/default/ana/${metas[0]!.id}`);
+    await page.waitForSelector('#verify');
+    for (const sel of ['#restore', '#restore-form', '#restore-preview', '#download'])
+      assert.equal(await page.locator(sel).count(), 0, `no ${sel}`);
+    // reading works with it
+    await page.click('#verify');
+    await page.waitForSelector('#verify-report');
+    assert.match((await page.textContent('#verify-report')) ?? '', /verified/);
+    // the API refuses a write with it anyway
+    const headers = { authorization: `Bearer ${READ_TOKEN}`, 'content-type': 'application/json' };
+    const del = await fetch(`${url}/v1/agents/ana/snapshots/${metas[0]!.id}`, { method: 'DELETE', headers });
+    assert.equal(del.status, 403);
+    const restore = await fetch(`${url}/v1/agents/ana/snapshots/${metas[0]!.id}/restore`, {
+      method: 'POST',
+      headers,
+      body: '{"dry_run":true}',
+    });
+    assert.equal(restore.status, 403);
+    const snap = await fetch(`${url}/v1/agents/ana/snapshots`, { method: 'POST', headers, body: '{}' });
+    assert.equal(snap.status, 403);
+    assert.equal((await snapshotter.list('ana')).length, metas.length, 'nothing was written');
+  } finally {
+    await context.close();
+  }
+});
+
+test('the write token previews a restore, but the restore button needs the server to allow restore', async () => {
+  const { context, page } = await newPage();
+  try {
+    await login(page, WRITE_TOKEN);
+    await page.goto(`${url}/#/snapshot/default/ana/${metas[metas.length - 1]!.id}`);
+    await page.click('#restore-preview');
+    await page.waitForSelector('#restore-report');
+    assert.match((await page.textContent('#restore-report')) ?? '', /would change/);
+    assert.equal(await page.locator('#restore').count(), 0, 'allow_restore is off: no restore button');
+    // the download goes through fetch with the token in its header, then to the browser as a file
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    assert.match(download.suggestedFilename(), /\.tar\.zst$/);
+    const saved = join(root, 'downloaded.tar.zst');
+    await download.saveAs(saved);
+    assert.equal(readFileSync(saved).readUInt32LE(0), 0xfd2fb528, 'a zstd stream (the bundle)');
+  } finally {
+    await context.close();
+  }
+});
+
+test('live progress: a snapshot started elsewhere appears in the activity panel with its result', async () => {
+  const { context, page } = await newPage();
+  try {
+    await login(page, WRITE_TOKEN);
+    await page.waitForSelector('#activity .ok');
+    const res = await fetch(`${url}/v1/agents/ana/snapshots`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${WRITE_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ label: 'from-the-api' }),
+    });
+    assert.equal(res.status, 201);
+    const meta = (await res.json()) as SnapshotMeta;
+    const done = page.locator('#activity-recent li.ended.ok[data-op="snapshot"]');
+    await done.first().waitFor();
+    assert.match((await done.first().textContent()) ?? '', new RegExp(`snapshot_id=${meta.id}`));
+  } finally {
+    await context.close();
+  }
+});
+
+test('live progress: a snapshot the CLI takes shows while it runs, and its result when it ends', async (t) => {
+  const { context, page } = await newPage();
+  try {
+    await login(page, READ_TOKEN);
+    await page.waitForSelector('#activity .ok');
+    // a memory writer mid-batch: the CLI snapshot holds the agent lock and waits in its capture step
+    const writer = startFixture(t, 'hold-gate.ts', [join(root, 'state'), 'ana']);
+    await writer.ready;
+    const cli = spawn(
+      process.execPath,
+      [BIN, 'snapshot', '--agent', 'ana', '--label', 'from-the-cli', '--json', ...storeFlags],
+      {
+        cwd: REPO,
+        env: { ...process.env, NEXO_MEMORY_STORE_FORMAT: 'repository' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    cli.stdout!.on('data', (c) => {
+      out += c;
+    });
+    const cliExit = new Promise<number | null>((r) => cli.once('exit', r));
+    const running = page.locator('#activity-running li.running[data-op="snapshot"]');
+    await running.waitFor();
+    assert.match(
+      (await running.textContent()) ?? '',
+      new RegExp(`snapshot ana .*other process.*pid ${cli.pid}`),
+    );
+    await writer.killGroup(); // the batch ends: the snapshot goes on
+    assert.equal(await cliExit, 0);
+    const id = (JSON.parse(out) as { id?: string; snapshot_id?: string }).id;
+    assert.ok(id, out);
+    const done = page.locator(`#activity-recent li.ended.ok[data-op="snapshot"]`, {
+      hasText: `snapshot_id=${id}`,
+    });
+    await done.waitFor();
+    assert.match((await done.textContent()) ?? '', /other process/);
+    assert.equal(await running.count(), 0, 'no longer running');
+  } finally {
+    await context.close();
+  }
+});
+
+test('the fleet alerts a damaged snapshot once a verify finds it (last: it damages the store)', async () => {
+  // flip one byte in the middle of every pack file of the repository
+  const packs = join(root, 'state', 'repository', 'packs');
+  for (const dir of readdirSync(packs))
+    for (const name of readdirSync(join(packs, dir))) {
+      const file = join(packs, dir, name);
+      const bytes = readFileSync(file);
+      const i = bytes.length >> 1;
+      bytes[i] = bytes[i]! ^ 0xff;
+      writeFileSync(file, bytes);
+    }
+  const newest = (await snapshotter.list('ana'))[0]!;
+  const v = await fetch(`${url}/v1/agents/ana/snapshots/${newest.id}/verify`, {
+    headers: { authorization: `Bearer ${READ_TOKEN}` },
+  });
+  assert.equal(v.status, 200);
+  assert.equal(((await v.json()) as { status: string }).status, 'damaged');
+  const { context, page } = await newPage();
+  try {
+    await login(page, READ_TOKEN);
+    const row = page.locator('#fleet tr[data-agent="ana"]');
+    await row.waitFor();
+    assert.equal(await row.getAttribute('class'), 'alerting');
+    assert.match(
+      (await row.locator('.alerts').textContent()) ?? '',
+      new RegExp(`${newest.id} verified damaged`),
+    );
+  } finally {
+    await context.close();
+  }
+});
