@@ -251,7 +251,7 @@ test('a ranged load reads only the chunks of its range', async (t) => {
   await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
 });
 
-test('wrong credentials are STORE_AUTH; a missing bucket is STORE_MISSING; a dead server is STORE_UNREACHABLE', async (t) => {
+test('wrong credentials are STORE_AUTH; no permission is STORE_DENIED; a missing bucket is STORE_MISSING; a dead server is STORE_UNREACHABLE', async (t) => {
   const server = await startAuthServer('nexo', 'right-secret');
   t.after(() => server.stop());
   const base = { servers: [server.url], bucket: 'auth-test', timeoutMs: 2000, retry: FAST };
@@ -267,6 +267,13 @@ test('wrong credentials are STORE_AUTH; a missing bucket is STORE_MISSING; a dea
   const b = await openNatsBackend({ ...base, user: 'nexo', password: 'right-secret', create: true });
   await b.save({ type: 'config', name: 'config' }, Buffer.from('{}'));
   await b.close();
+  // A user the server does not allow to publish into the bucket: STORE_DENIED, nothing saved.
+  const reader = await openNatsBackend({ ...base, user: 'reader', password: 'reader' });
+  const pack = { type: 'packs', name: hexName('denied') } as const;
+  await assert.rejects(reader.save(pack, Buffer.from('x')), code('STORE_DENIED', 8));
+  assert.deepEqual(await listAll(reader, 'packs'), new Map());
+  assert.equal((await collect(reader.load({ type: 'config', name: 'config' }))).toString(), '{}');
+  await reader.close();
   const err = await openNatsBackend({ ...base, user: 'nexo', password: 'wrong-secret' }).catch((e) => e);
   code('STORE_AUTH')(err);
   assert.ok(!String(err.message).includes('secret'), 'the message shows no credential');
@@ -275,4 +282,35 @@ test('wrong credentials are STORE_AUTH; a missing bucket is STORE_MISSING; a dea
     openNatsBackend({ ...base, user: 'nexo', password: 'right-secret', timeoutMs: 300 }),
     code('STORE_UNREACHABLE', 8),
   );
+});
+
+test('the observer sees each request with its outcome and the bytes moved', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const seen: string[] = [];
+  const b = await open(bucket, {
+    observer: { request: (op, outcome, bytes) => void seen.push(`${op} ${outcome} ${bytes}`) },
+  });
+  t.after(() => b.close());
+  const h = { type: 'index', name: hexName('observed') } as const;
+  const data = randomBytes(NATS_CHUNK_SIZE + 10);
+  await b.save(h, data);
+  await collect(b.load(h, { offset: 5, length: 100 }));
+  await b.stat(h);
+  await listAll(b, 'index');
+  await b.remove(h);
+  await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
+  const lock = { type: 'locks', name: hexName('observed lock') } as const;
+  await b.save(lock, Buffer.from('held'), { ifAbsent: true });
+  await assert.rejects(b.save(lock, Buffer.from('held'), { ifAbsent: true }), code('OBJECT_EXISTS'));
+  assert.deepEqual(seen, [
+    `save ok ${data.length}`,
+    'load ok 100',
+    'stat ok 0',
+    'list ok 0',
+    'remove ok 0',
+    'stat error 0',
+    'save ok 4',
+    'save error 0',
+  ]);
 });

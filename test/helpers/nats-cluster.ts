@@ -162,7 +162,10 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
   return cluster;
 }
 
-/** One JetStream server that requires `user`/`password`. */
+/**
+ * One JetStream server that requires `user`/`password`; the user `reader` (password `reader`) may use the
+ * JetStream API but publish nothing into object store buckets.
+ */
 export async function startAuthServer(
   user: string,
   password: string,
@@ -177,7 +180,10 @@ export async function startAuthServer(
       `listen: 127.0.0.1:${client}`,
       `http: 127.0.0.1:${monitor}`,
       `jetstream { store_dir: ${JSON.stringify(join(dir, 'js'))} }`,
-      `authorization { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)} }`,
+      'authorization { users: [',
+      `  { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)} },`,
+      '  { user: reader, password: reader, permissions: { publish: { deny: ["$O.>", "$KV.>"] } } }',
+      '] }',
       '',
     ].join('\n'),
   );
