@@ -63,17 +63,6 @@ export const NATS_LOCK_MAX = 512 * 1024;
 const WRONG_LAST_SEQUENCE = [10071, 10164];
 const STREAM_NOT_FOUND = 10059;
 
-/**
- * A failure worth retrying: the store may answer the same request a moment later. Local to this backend
- * until the shared one (backend/retry.ts) lands.
- */
-export class TransientStoreError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'TransientStoreError';
-  }
-}
-
 /** The object's meta message: the object store's meta fields plus where each chunk is. */
 interface Meta {
   name: string;
@@ -656,17 +645,17 @@ function storeError(kind: Kind, err: unknown, location: string, attempts: number
   }
 }
 
-/** `nats://host:port/bucket` for messages: no credentials. */
+/** `nats://host:port[,host:port…]/bucket` for messages (open.ts's display form): no credentials. */
 function describe(servers: readonly string[], bucket: string): string {
   const shown = servers.map((s) => {
     try {
       const u = new URL(s.includes('://') ? s : `nats://${s}`);
-      return `${u.protocol}//${u.host}`;
+      return u.host;
     } catch {
       return '?';
     }
   });
-  return `${shown.join(',')}/${bucket}`;
+  return `nats://${shown.join(',')}/${bucket}`;
 }
 
 export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions): Promise<Backend> => {
