@@ -4,12 +4,16 @@
 // interrupted save; wrong credentials (STORE_AUTH); a missing bucket (STORE_MISSING).
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import type { Backend } from '../src/backend/backend.js';
-import { NATS_CHUNK_SIZE, openNatsBackend } from '../src/backend/nats.js';
+import { NATS_CHUNK_SIZE, type NatsBackend, openNatsBackend } from '../src/backend/nats.js';
 import type { NatsBackendOptions } from '../src/backend/remote.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
 import { type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
@@ -186,6 +190,46 @@ test('an interrupted save (the source throws) is never listed or loadable, and i
   await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
   await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
   assert.equal((await streamState(bucket)).chunkSubjects, 0, 'no chunk left behind');
+});
+
+test('a process killed mid-save leaves nothing listed or loadable; sweepOrphans purges its chunks', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const b = (await open(bucket)) as NatsBackend;
+  t.after(() => b.close());
+  const kept = { type: 'packs', name: hexName('complete') } as const;
+  const keptData = randomBytes(NATS_CHUNK_SIZE * 2 + 1);
+  await b.save(kept, keptData);
+  const h = { type: 'packs', name: hexName('killed mid-save') } as const;
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      fileURLToPath(new URL('fixtures/nats-save-forever.ts', import.meta.url)),
+      cluster.urls.join(','),
+      bucket,
+      h.name,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  t.after(() => child.kill('SIGKILL'));
+  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+  assert.equal(line, 'saving');
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+
+  assert.deepEqual(await listAll(b, 'packs'), new Map([[kept.name, keptData.length]]));
+  await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
+  await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
+  assert.equal((await streamState(bucket)).chunkSubjects, 2, 'the killed save left its chunks behind');
+  // Younger than the minimum age: kept (it could be a save under way).
+  assert.deepEqual(await b.sweepOrphans(60_000), { saves: 0, chunks: 0 });
+  const swept = await b.sweepOrphans(0);
+  assert.equal(swept.saves, 1);
+  assert.ok(swept.chunks >= 8, `${swept.chunks} chunks purged`);
+  assert.equal((await streamState(bucket)).chunkSubjects, 1);
+  assert.deepEqual(await collect(b.load(kept)), keptData);
 });
 
 test('ifAbsent on the object store: of concurrent saves of one pack by two clients exactly one wins', async (t) => {

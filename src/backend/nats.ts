@@ -162,7 +162,8 @@ function parseMeta(data: Uint8Array): Meta | null {
 
 const sha256Digest = (hash: ReturnType<typeof createHash>): string => `SHA-256=${hash.digest('base64url')}=`;
 
-class NatsBackend implements Backend {
+/** The NATS backend; `sweepOrphans` is beyond the Backend interface. */
+export class NatsBackend implements Backend {
   readonly location: string;
   private readonly stream: string;
   private readonly prefix: string;
@@ -507,32 +508,71 @@ class NatsBackend implements Backend {
     }
     const filter = `${this.prefix}.M.${type}.>`;
     return this.run('list', async () => {
-      const any = await this.jsm.streams.getMessage(this.stream, { last_by_subj: filter });
-      if (any === null) return [];
-      const consumer = await this.js.consumers.get(this.stream, {
-        filter_subjects: filter,
-        deliver_policy: DeliverPolicy.LastPerSubject,
-      });
-      const found = new Map<string, number>();
+      const found: ObjectInfo[] = [];
+      for (const [subject, meta] of await this.metas(filter))
+        found.push({ name: subject.slice(filter.length - 1), size: meta.size });
+      return found;
+    });
+  }
+
+  /** The live meta message of every subject under `filter` (one request per 1,000). */
+  private async metas(filter: string): Promise<Map<string, Meta>> {
+    const found = new Map<string, Meta>();
+    const any = await this.jsm.streams.getMessage(this.stream, { last_by_subj: filter });
+    if (any === null) return found;
+    const consumer = await this.js.consumers.get(this.stream, {
+      filter_subjects: filter,
+      deliver_policy: DeliverPolicy.LastPerSubject,
+    });
+    try {
       for (;;) {
         const batch = await consumer.fetch({ max_messages: 1000, expires: Math.max(1000, this.timeoutMs) });
         let got = 0;
         let done = false;
         for await (const m of batch) {
           got++;
-          const name = m.subject.slice(filter.length - 1);
           const meta = parseMeta(m.data);
-          if (meta && !meta.deleted) found.set(name, meta.size);
-          else found.delete(name);
+          if (meta && !meta.deleted) found.set(m.subject, meta);
+          else found.delete(m.subject);
           if (m.info.pending === 0) {
             done = true;
             break;
           }
         }
-        if (done || got === 0) break;
+        if (done || got === 0) return found;
       }
+    } finally {
       await consumer.delete().catch(() => {});
-      return [...found].map(([name, size]) => ({ name, size }));
+    }
+  }
+
+  /**
+   * Purges the chunks of saves that never committed (a process killed or a connection lost mid-save):
+   * chunk subjects no meta message names whose last chunk is older than `minAgeMs`. Run it where no
+   * save can be under way, e.g. under the repository's exclusive lock (prune): a save that stalled
+   * longer than `minAgeMs` between its last chunk and its commit would otherwise lose its chunks.
+   * Returns how many subjects (saves) and chunk messages were purged.
+   */
+  async sweepOrphans(minAgeMs = 60 * 60 * 1000): Promise<{ saves: number; chunks: number }> {
+    return this.run('sweep', async () => {
+      const chunkFilter = `${this.prefix}.C.>`;
+      const si = await this.jsm.streams.info(this.stream, { subjects_filter: chunkFilter });
+      const subjects = Object.keys(si.state.subjects ?? {});
+      if (subjects.length === 0) return { saves: 0, chunks: 0 };
+      const referenced = new Set<string>();
+      for (const meta of (await this.metas(`${this.prefix}.M.>`)).values())
+        referenced.add(this.chunkSubject(meta.nuid));
+      let saves = 0;
+      let chunks = 0;
+      for (const subject of subjects) {
+        if (referenced.has(subject)) continue;
+        const last = await this.jsm.streams.getMessage(this.stream, { last_by_subj: subject });
+        if (last === null || Date.now() - last.time.getTime() < minAgeMs) continue;
+        const r = await this.jsm.streams.purge(this.stream, { filter: subject });
+        saves++;
+        chunks += r.purged;
+      }
+      return { saves, chunks };
     });
   }
 
