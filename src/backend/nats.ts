@@ -539,7 +539,10 @@ export class NatsBackend implements Backend {
             break;
           }
         }
-        if (done || got === 0) return found;
+        if (done) return found;
+        // The probe saw a meta message, or pending said more were coming: a batch that ends without the
+        // last one is a pull that expired (a slow or changing cluster), retried from the start.
+        if (got === 0) throw new TimeoutError();
       }
     } finally {
       await consumer.delete().catch(() => {});
