@@ -3,7 +3,12 @@
 // any I/O, range resolution, and readAll. An object is a typed, named byte string, written whole or not at
 // all; no file system path crosses this seam. docs/repository.md §1 defines types and names.
 
-import { InvalidInputError, ObjectTooLargeError, ShortReadError } from '../model/errors.js';
+import {
+  InvalidInputError,
+  ObjectTooLargeError,
+  ShortReadError,
+  StoreUnavailableError,
+} from '../model/errors.js';
 
 export const OBJECT_TYPES = [
   'config',
@@ -70,6 +75,17 @@ export interface Backend {
   remove(h: Handle): Promise<void>;
   /** Releases connections and handles. The backend is not used afterwards. */
   close(): Promise<void>;
+}
+
+/**
+ * A failure of a remote backend that may pass if tried again (connection reset, timeout, HTTP 500/503,
+ * no JetStream leader yet). Remote backends throw it; the retry wrapper (retry.ts) retries it and, once
+ * the attempts are spent, reports StoreUnavailableError(STORE_UNREACHABLE). Unretried, it is that error.
+ */
+export class TransientStoreError extends StoreUnavailableError {
+  constructor(message: string, opts: { backend: string; location: string; cause?: unknown }) {
+    super('STORE_UNREACHABLE', message, opts);
+  }
 }
 
 type NameRule = 'config' | 'hex' | 'uuid';

@@ -23,6 +23,8 @@ export interface StoreFlags extends TelemetryFlags {
   sqliteRoot?: string;
   config?: string;
   zstdLevel?: number;
+  /** `--repo`: the repository's location (path, nats://…, s3://…); else NEXO_MEMORY_REPO, else the config. */
+  repo?: string;
 }
 
 /**
@@ -127,11 +129,23 @@ export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
       `memory.snapshot.enabled is false in ${loadedConfig?.path}: \`${currentCommand}\` is disabled on this host`,
     );
   }
-  return new local.LocalSnapshotter({
+  const run = telemetry.runTelemetry(cfg, flags);
+  const metrics = run.metrics;
+  const s = new local.LocalSnapshotter({
     ...runtime.snapshotterOptionsFromConfig(cfg, flags),
     onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
-    observers: telemetry.runTelemetry(cfg, flags).observers,
+    observers: run.observers,
+    ...(metrics ? { backendObserver: (backend: string) => metrics.storeObserver(backend) } : {}),
   });
+  built.push(s);
+  return s;
+}
+
+/** The snapshotters this run built: closed when the command ends (a remote store's connections). */
+const built: LocalSnapshotter[] = [];
+
+async function closeBuilt(): Promise<void> {
+  await Promise.all(built.splice(0).map((s) => s.close().catch(() => {})));
 }
 
 /** Restore's automatic pre-restore snapshot: the flag (`--no-auto-pre-snapshot`), else auto_pre_restore. */
@@ -168,10 +182,12 @@ export async function runCommand(
   try {
     run = await prepareRun(flags);
     const code = await body(progress);
+    await closeBuilt();
     progress.done();
     process.exitCode = code ?? ExitCode.ok;
     await run.telemetry.finishRunTelemetry(flags);
   } catch (err) {
+    await closeBuilt();
     const telemetry = run?.telemetry ?? (await import('./telemetry.js').catch(() => undefined));
     await telemetry?.finishRunTelemetry(flags);
     progress.done();

@@ -7,7 +7,7 @@
 import { Command, CommanderError } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../model/errors.js';
 import { PACKAGE_DESCRIPTION, PACKAGE_VERSION } from '../util/version.js';
-import { metricsFileOption, natsOption } from './commands/options.js';
+import { metricsFileOption, natsOption, repoOption } from './commands/options.js';
 import { reportError, setCurrentCommand } from './context.js';
 
 type SubCommand = Parameters<Command['addCommand']>[0];
@@ -61,11 +61,13 @@ export async function buildProgram(argv?: readonly string[]) {
       'after',
       `
 Exit status: 0 ok, 1 usage/config/I/O error, 2 bundle damaged, 3 not fully verified, 4 agent busy,
-5 not found, 6 refused, 7 encryption error. See README.md for the full table.
+5 not found, 6 refused, 7 encryption error, 8 remote store unavailable. See README.md for the
+full table.
 
 Examples:
   nexo-memory snapshot --agent ana --label before-dream
   nexo-memory list --agent ana
+  nexo-memory list --agent ana --repo s3://fleet-bucket/agents
   NEXO_MEMORY_RESTORE_ALLOW=true nexo-memory restore --agent ana --from <bundle> --dry-run
   nexo-memory verify state/tenants/default/snapshots/ana/<id>.tar.zst --deep
   nexo-memory keygen --out sign.key && nexo-memory snapshot --agent ana --sign sign.key
@@ -75,8 +77,8 @@ Examples:
   for (const cmd of commands) program.addCommand(cmd);
   program.exitOverride();
   for (const c of program.commands) {
-    // Global on every command: events and metrics of one-shot runs.
-    c.addOption(natsOption()).addOption(metricsFileOption()).exitOverride();
+    // Global on every command: the repository's location, events and metrics of one-shot runs.
+    c.addOption(repoOption()).addOption(natsOption()).addOption(metricsFileOption()).exitOverride();
   }
   program.hook('preAction', (_program, actionCommand) => setCurrentCommand(actionCommand));
   return program;

@@ -88,6 +88,65 @@ const storeSection = z.strictObject({
    * repository). Environment: NEXO_MEMORY_STORE_FORMAT.
    */
   format: z.enum(['auto', 'repository', 'bundles']).optional(),
+  /**
+   * Where the repository is: `local` (default: `<root>/repository`), `nats` or `s3` (a remote
+   * repository; the store format is then `repository`). `--repo URL` and NEXO_MEMORY_REPO override the
+   * location; the settings below still apply. docs/remote.md.
+   */
+  backend: z.enum(['local', 'nats', 's3']).optional(),
+  /** NATS JetStream: `servers` and `bucket` name the repository (nats://host:port[,…]/bucket). */
+  nats: z
+    .strictObject({
+      servers: z
+        .array(
+          z
+            .string()
+            .regex(
+              /^nats:\/\/[^\s@/,]+$/,
+              'must be nats://host:port (credentials go in user/password/token)',
+            ),
+        )
+        .min(1, 'must list at least one server')
+        .optional(),
+      bucket: z
+        .string()
+        .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1..64 characters of [A-Za-z0-9_-]')
+        .optional(),
+      /** JetStream replicas of buckets this tool creates (default 1; 3 on a 3-node cluster). */
+      replicas: z.number().int().min(1, 'must be ≥ 1').max(5, 'must be ≤ 5').optional(),
+      user: z.string().min(1, 'must not be empty').optional(),
+      password: z.string().min(1, 'must not be empty').optional(),
+      token: z.string().min(1, 'must not be empty').optional(),
+      creds_file: z.string().min(1, 'must not be empty').optional(),
+    })
+    .optional(),
+  /** S3-compatible storage: `bucket` and `prefix` name the repository (s3://bucket/prefix). */
+  s3: z
+    .strictObject({
+      bucket: z.string().min(1, 'must not be empty').optional(),
+      prefix: z.string().optional(),
+      region: z.string().min(1, 'must not be empty').optional(),
+      endpoint: z
+        .string()
+        .regex(
+          /^https?:\/\/[^\s@/?#]+\/?$/,
+          'must be http(s)://host[:port] (credentials go in access_key_id/secret_access_key)',
+        )
+        .optional(),
+      force_path_style: z.boolean().optional(),
+      access_key_id: z.string().min(1, 'must not be empty').optional(),
+      secret_access_key: z.string().min(1, 'must not be empty').optional(),
+      session_token: z.string().min(1, 'must not be empty').optional(),
+    })
+    .optional(),
+  /** Retries of a remote store's transient failures (docs/remote.md). */
+  retry: z
+    .strictObject({
+      attempts: z.number().int().min(1, 'must be ≥ 1').max(20, 'must be ≤ 20').optional(),
+      base_delay_ms: count().max(60_000, 'must be ≤ 60000').optional(),
+      max_delay_ms: count().max(600_000, 'must be ≤ 600000').optional(),
+    })
+    .optional(),
 });
 
 const eventsSection = z.strictObject({
@@ -229,6 +288,7 @@ export type EventsConfig = z.infer<typeof eventsSection>;
 export type MetricsConfig = z.infer<typeof metricsSection>;
 export type ScheduleEntry = z.infer<typeof scheduleEntry>;
 export type ServerConfig = z.infer<typeof serverSection>;
+export type StoreConfig = z.infer<typeof storeSection>;
 
 export interface LoadedConfig {
   path: string;
@@ -358,6 +418,11 @@ export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedCo
   }
   if (cfg.encryption?.identity_path)
     cfg.encryption = { ...cfg.encryption, identity_path: resolve(base, cfg.encryption.identity_path) };
+  if (cfg.store?.nats?.creds_file)
+    cfg.store = {
+      ...cfg.store,
+      nats: { ...cfg.store.nats, creds_file: resolve(base, cfg.store.nats.creds_file) },
+    };
   if (cfg.metrics?.textfile) cfg.metrics = { ...cfg.metrics, textfile: resolve(base, cfg.metrics.textfile) };
   if (cfg.signing) {
     const sg = { ...cfg.signing };

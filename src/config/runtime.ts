@@ -2,9 +2,10 @@
 // options of the runtime pieces: the snapshotter, the retention sweep, the NATS publisher. The CLI and
 // the daemon share it, so a key means the same thing in both.
 
+import type { BackendSettings } from '../backend/open.js';
 import { NatsEventPublisher, type NatsPublisherOptions } from '../events/nats.js';
 import type { SnapshotMetrics } from '../metrics/metrics.js';
-import { InvalidInputError } from '../model/errors.js';
+import { ConfigError, InvalidInputError } from '../model/errors.js';
 import type { RetentionPolicy } from '../policy/retention.js';
 import type { GcOptions } from '../snapshotter/gc.js';
 import type { LocalSnapshotterOptions } from '../snapshotter/local.js';
@@ -14,6 +15,8 @@ import { CONFIG_DEFAULTS, NATS_URL_RE } from './defaults.js';
 
 export interface StoreOverrides {
   stateRoot?: string | undefined;
+  /** `--repo`: the repository's location (a path, nats://…, s3://…). */
+  repo?: string | undefined;
   memdirRoot?: string | undefined;
   sqliteRoot?: string | undefined;
   zstdLevel?: number | undefined;
@@ -34,9 +37,13 @@ export function snapshotterOptionsFromConfig(
   const stateRoot = o.stateRoot ?? cfg.root ?? CONFIG_DEFAULTS.root;
   const recipients = defaultRecipients(cfg);
   const store = storeFormat(cfg);
+  const repo = repoFromConfig(cfg, o.repo);
+  const repoSettings = backendSettingsFromConfig(cfg);
   return {
     stateRoot,
     ...(store ? { store } : {}),
+    ...(repo !== undefined ? { repo } : {}),
+    ...(Object.keys(repoSettings).length > 0 ? { repoSettings } : {}),
     ...(cfg.encryption?.identity_path ? { identityPath: cfg.encryption.identity_path } : {}),
     memdirRoot: o.memdirRoot ?? cfg.memdir_root ?? stateRoot,
     sqliteRoot: o.sqliteRoot ?? cfg.sqlite_root ?? stateRoot,
@@ -58,6 +65,82 @@ export function snapshotterOptionsFromConfig(
         }
       : {}),
   };
+}
+
+/**
+ * Where the repository is, as text for parseRepoLocation: `--repo` (`flag`), else NEXO_MEMORY_REPO, else
+ * the config's `store.backend` with its `nats`/`s3` keys; undefined: the state root's own repository.
+ */
+export function repoFromConfig(cfg: SnapshotConfig, flag?: string): string | undefined {
+  if (flag !== undefined && flag !== '') return flag;
+  const env = process.env.NEXO_MEMORY_REPO;
+  if (env !== undefined && env !== '') return env;
+  const st = cfg.store ?? {};
+  const key = 'memory.snapshot.store';
+  if (st.backend === 'nats') {
+    const n = st.nats ?? {};
+    if (!n.servers?.length || !n.bucket)
+      throw new ConfigError(
+        `${key}.backend is nats: ${key}.nats.servers and ${key}.nats.bucket are required`,
+      );
+    return `nats://${n.servers.map((s) => s.slice('nats://'.length)).join(',')}/${n.bucket}`;
+  }
+  if (st.backend === 's3') {
+    const b = st.s3 ?? {};
+    if (!b.bucket) throw new ConfigError(`${key}.backend is s3: ${key}.s3.bucket is required`);
+    const prefix = (b.prefix ?? '').replace(/^\/+/, '');
+    return `s3://${b.bucket}${prefix ? `/${prefix}` : ''}`;
+  }
+  return undefined;
+}
+
+/**
+ * A remote backend's settings from `store.nats`, `store.s3` and `store.retry`. Only keys the file sets
+ * are passed: without them the S3 client uses the SDK's own chain (AWS_REGION, AWS_ENDPOINT_URL(_S3),
+ * profiles, instance credentials). The values may be secrets: never printed.
+ */
+export function backendSettingsFromConfig(cfg: SnapshotConfig): BackendSettings {
+  const st = cfg.store ?? {};
+  const out: { -readonly [K in keyof BackendSettings]: BackendSettings[K] } = {};
+  const n = st.nats;
+  if (n && (n.replicas ?? n.user ?? n.password ?? n.token ?? n.creds_file) !== undefined)
+    out.nats = {
+      ...(n.replicas !== undefined ? { replicas: n.replicas } : {}),
+      ...(n.user !== undefined ? { user: n.user } : {}),
+      ...(n.password !== undefined ? { password: n.password } : {}),
+      ...(n.token !== undefined ? { token: n.token } : {}),
+      ...(n.creds_file !== undefined ? { credsFile: n.creds_file } : {}),
+    };
+  const s = st.s3;
+  if (s) {
+    if ((s.access_key_id === undefined) !== (s.secret_access_key === undefined))
+      throw new ConfigError(
+        'memory.snapshot.store.s3: access_key_id and secret_access_key go together (or neither: the SDK chain)',
+      );
+    const s3 = {
+      ...(s.region !== undefined ? { region: s.region } : {}),
+      ...(s.endpoint !== undefined ? { endpoint: s.endpoint } : {}),
+      ...(s.force_path_style !== undefined ? { forcePathStyle: s.force_path_style } : {}),
+      ...(s.access_key_id !== undefined && s.secret_access_key !== undefined
+        ? {
+            credentials: {
+              accessKeyId: s.access_key_id,
+              secretAccessKey: s.secret_access_key,
+              ...(s.session_token !== undefined ? { sessionToken: s.session_token } : {}),
+            },
+          }
+        : {}),
+    };
+    if (Object.keys(s3).length > 0) out.s3 = s3;
+  }
+  const r = st.retry;
+  if (r)
+    out.retry = {
+      ...(r.attempts !== undefined ? { attempts: r.attempts } : {}),
+      ...(r.base_delay_ms !== undefined ? { baseDelayMs: r.base_delay_ms } : {}),
+      ...(r.max_delay_ms !== undefined ? { maxDelayMs: r.max_delay_ms } : {}),
+    };
+  return out;
 }
 
 /** The store format: NEXO_MEMORY_STORE_FORMAT, else `store.format`, else undefined (auto). */

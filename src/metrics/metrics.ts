@@ -2,9 +2,11 @@
 // prom-client Registry per instance, `agent`/`tenant` label values capped at 256 distinct values each
 // (the 257th and later report as `other`, shared across families, as the original), and the families
 // the port adds (restore and delete outcomes, restore duration, event delivery counters, automatic
-// snapshots skipped by their throttle).
+// snapshots skipped by their throttle, and a remote repository's requests, bytes and retries per
+// backend: `storeObserver` is the BackendObserver backend/metered.ts and backend/retry.ts report to).
 
 import { Counter, Histogram, Registry } from 'prom-client';
+import type { BackendObserver } from '../backend/remote.js';
 import type { Outcome } from '../model/errors.js';
 
 /** The family names. The first five are the original's wire contract. */
@@ -19,6 +21,9 @@ export const METRIC = {
   eventsPublished: 'nexo_memory_snapshot_events_published_total',
   eventsDropped: 'nexo_memory_snapshot_events_dropped_total',
   skippedTotal: 'nexo_memory_snapshot_skipped_total',
+  storeRequests: 'nexo_memory_snapshot_store_requests_total',
+  storeBytes: 'nexo_memory_snapshot_store_bytes_total',
+  storeRetries: 'nexo_memory_snapshot_store_retries_total',
 } as const;
 
 /** The original's histogram bounds, in milliseconds (`+Inf` is implicit). */
@@ -69,6 +74,9 @@ export class SnapshotMetrics {
   private readonly published: Counter<'kind'>;
   private readonly dropped: Counter<'kind'>;
   private readonly skipped: Counter<'agent' | 'tenant' | 'reason'>;
+  private readonly storeRequests: Counter<'backend' | 'op' | 'outcome'>;
+  private readonly storeBytes: Counter<'backend' | 'direction'>;
+  private readonly storeRetries: Counter<'backend' | 'op'>;
 
   constructor(opts: SnapshotMetricsOptions = {}) {
     this.registry = opts.registry ?? new Registry();
@@ -134,12 +142,47 @@ export class SnapshotMetrics {
       labelNames: ['agent', 'tenant', 'reason'] as const,
       registers,
     });
+    this.storeRequests = new Counter({
+      name: METRIC.storeRequests,
+      help: 'Requests to a remote repository (each attempt), by backend, operation and outcome.',
+      labelNames: ['backend', 'op', 'outcome'] as const,
+      registers,
+    });
+    this.storeBytes = new Counter({
+      name: METRIC.storeBytes,
+      help: 'Bytes moved to (up) and from (down) a remote repository, by backend.',
+      labelNames: ['backend', 'direction'] as const,
+      registers,
+    });
+    this.storeRetries = new Counter({
+      name: METRIC.storeRetries,
+      help: 'Retries of transient failures of a remote repository, by backend and operation.',
+      labelNames: ['backend', 'op'] as const,
+      registers,
+    });
     this.dropped = new Counter({
       name: METRIC.eventsDropped,
       help: 'Events dropped after the retry bound (broker down or gone), by kind.',
       labelNames: ['kind'] as const,
       registers,
     });
+  }
+
+  /**
+   * The observer of one remote repository's backend (`nats`, `s3`): requests by operation and outcome,
+   * bytes uploaded (`up`) and downloaded (`down`), and retries of transient failures.
+   */
+  storeObserver(backend: string): BackendObserver {
+    return {
+      request: (op, outcome, bytes) => {
+        this.storeRequests.inc({ backend, op, outcome });
+        if (bytes > 0) {
+          if (op === 'save') this.storeBytes.inc({ backend, direction: 'up' }, bytes);
+          else if (op === 'load') this.storeBytes.inc({ backend, direction: 'down' }, bytes);
+        }
+      },
+      retry: (op) => this.storeRetries.inc({ backend, op }),
+    };
   }
 
   /** The capped label values for an (agent, tenant) pair. */

@@ -1,14 +1,18 @@
-// Owns repository locks (docs/locking.md, "Repository locks"): lock objects in the backend, shared for
-// operations that add or read data (snapshot, import, restore, verify, check) and exclusive for prune.
-// A held lock blocks a newcomer; two lockers that raced both see each other after writing and withdraw.
-// Locks are refreshed while held. A lock not refreshed for STALE_MS is stale, and so is one of a process
-// of this host that is gone (no such pid, a zombie, or a pid reused by a process that started later);
-// stale locks are ignored, and removed by the next exclusive locker. A holder checks that its lock is
-// still its own (`check`) before a step that others rely on it for: a lock removed by another process,
-// or not refreshed in time, is lost, and the operation stops.
+// Owns repository locks (docs/locking.md, "Repository locks" and "… across hosts"): lock objects in the
+// backend, shared for operations that add or read data (snapshot, import, restore, verify, check) and
+// exclusive for prune. A held lock blocks a newcomer; two lockers that raced both see each other after
+// writing and withdraw. Locks are refreshed while held. A lock not refreshed for STALE_MS (by the
+// reader's clock) is stale, and so is one of a process of this very host that is gone (no such pid, a
+// zombie, or a pid reused by a process that started later) — "this host" is the boot and pid namespace
+// (`host_id`), not the host name, which other machines and containers may share; stale locks are
+// ignored, and removed by the next exclusive locker. A holder counts on its lock only for TRUST_MS after
+// the start of its last successful write (a save that took too long, or a refresh that came too late, is
+// not trusted: the lock is withdrawn or lost), so clocks may differ by up to STALE_MS − TRUST_MS between
+// hosts. A holder checks that its lock is still its own (`check`) before a step that others rely on it
+// for: a lock removed by another process, or not refreshed in time, is lost, and the operation stops.
 
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Backend } from '../backend/backend.js';
 import { ObjectNotFoundError, RepositoryLockedError } from '../model/errors.js';
@@ -16,13 +20,21 @@ import { readObject } from './repository.js';
 
 export const STALE_MS = 30 * 60 * 1000;
 export const REFRESH_MS = 5 * 60 * 1000;
-/** A holder whose last refresh is older than this no longer counts on its lock (others may soon not). */
-const TRUST_MS = STALE_MS - REFRESH_MS;
+/**
+ * A holder whose last write of its lock started longer ago than this no longer counts on it (others may
+ * soon judge it stale): the margin STALE_MS − TRUST_MS covers clock differences between hosts.
+ */
+export const TRUST_MS = STALE_MS - REFRESH_MS;
 
 export interface LockInfo {
   exclusive: boolean;
   operation: string;
   host: string;
+  /**
+   * This boot of this machine and the process's pid namespace (Linux: boot_id and /proc/self/ns/pid):
+   * a pid means something only where both are the same. Absent where there is no /proc.
+   */
+  host_id?: string;
   pid: number;
   /** When the process started (Linux: clock ticks after boot, /proc/<pid>/stat field 22), to tell a reused pid. */
   start?: string;
@@ -32,6 +44,8 @@ export interface LockInfo {
 
 export interface HeldRepoLock {
   readonly name: string;
+  /** Writes the lock again now (it is also refreshed every REFRESH_MS); a lock no longer trusted is lost. */
+  refresh(): Promise<void>;
   /** Throws RepositoryLockedError when the lock was lost (removed by another process, or not refreshed in time). */
   check(): Promise<void>;
   release(): Promise<void>;
@@ -54,6 +68,30 @@ function procStat(pid: number): { state: string; start: string } | undefined | n
 /** This process's start time, recorded in its locks. */
 const ownStart = (): string | undefined => procStat(process.pid)?.start;
 
+let hostIdCache: string | null | undefined;
+/** This boot of this machine and this pid namespace, or undefined without /proc. */
+export function ownHostId(): string | undefined {
+  if (hostIdCache === undefined) {
+    try {
+      const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      const ns = readlinkSync('/proc/self/ns/pid');
+      hostIdCache = `${boot}/${ns}`;
+    } catch {
+      hostIdCache = null;
+    }
+  }
+  return hostIdCache ?? undefined;
+}
+
+/**
+ * Whether the lock's pid names a process this process can see: written on this host in this boot and
+ * pid namespace. A lock without `host_id` (written before it existed) goes by its host name.
+ */
+function sameProcessSpace(l: LockInfo): boolean {
+  if (l.host !== hostname()) return false;
+  return l.host_id === undefined || l.host_id === ownHostId();
+}
+
 function alive(pid: number, start: string | undefined): boolean {
   try {
     process.kill(pid, 0);
@@ -69,7 +107,7 @@ function alive(pid: number, start: string | undefined): boolean {
 
 export function isStale(l: LockInfo, now = Date.now()): boolean {
   if (now - l.refreshed_at_ms > STALE_MS) return true;
-  return l.host === hostname() && l.pid !== process.pid && !alive(l.pid, l.start);
+  return sameProcessSpace(l) && l.pid !== process.pid && !alive(l.pid, l.start);
 }
 
 async function readLocks(backend: Backend): Promise<Map<string, LockInfo>> {
@@ -91,11 +129,12 @@ async function readLocks(backend: Backend): Promise<Map<string, LockInfo>> {
 function conflicting(
   all: Map<string, LockInfo>,
   exclusive: boolean,
+  now: number,
   self?: string,
 ): [string, LockInfo] | undefined {
   for (const entry of all) {
     const [name, l] = entry;
-    if (name === self || isStale(l)) continue;
+    if (name === self || isStale(l, now)) continue;
     if (exclusive || l.exclusive) return entry;
   }
   return undefined;
@@ -113,47 +152,63 @@ export async function lockRepository(
   exclusive: boolean,
   operation: string,
   timeoutMs: number,
+  opts: LockOptions = {},
 ): Promise<HeldRepoLock> {
-  const deadline = Date.now() + timeoutMs;
+  const now = opts.now ?? Date.now;
+  const deadline = now() + timeoutMs;
   const start = ownStart();
+  const hostId = ownHostId();
   let delay = 50;
   for (;;) {
-    let blocker = conflicting(await readLocks(backend), exclusive);
+    let blocker = conflicting(await readLocks(backend), exclusive, now());
+    let why: string | undefined;
     if (!blocker) {
       const name = randomBytes(32).toString('hex');
-      const now = Date.now();
+      const t0 = now();
       const mine: LockInfo = {
         exclusive,
         operation,
         host: hostname(),
+        ...(hostId !== undefined ? { host_id: hostId } : {}),
         pid: process.pid,
         ...(start !== undefined ? { start } : {}),
-        created_at_ms: now,
-        refreshed_at_ms: now,
+        created_at_ms: t0,
+        refreshed_at_ms: t0,
       };
       await backend.save({ type: 'locks', name }, Buffer.from(JSON.stringify(mine)), { ifAbsent: true });
       const all = await readLocks(backend);
-      blocker = conflicting(all, exclusive, name);
-      if (!blocker) {
+      blocker = conflicting(all, exclusive, now(), name);
+      if (!blocker && now() - t0 <= TRUST_MS) {
         if (exclusive)
           for (const [other, l] of all)
-            if (other !== name && isStale(l)) await backend.remove({ type: 'locks', name: other });
-        return held(backend, name, mine);
+            if (other !== name && isStale(l, now())) await backend.remove({ type: 'locks', name: other });
+        return held(backend, name, mine, now);
       }
+      // Raced with another locker, or writing the lock took so long that others may already judge it
+      // stale: it is withdrawn, not counted on.
+      if (!blocker) why = `writing the lock took ${Math.round((now() - t0) / 1000)} s; it is not trusted`;
       await backend.remove({ type: 'locks', name });
     }
-    if (Date.now() >= deadline) {
-      const b = blocker[1];
-      throw new RepositoryLockedError(
-        `${b.exclusive ? 'exclusive' : 'shared'} lock of ${b.operation} (pid ${b.pid} on ${b.host})`,
-      );
+    if (now() >= deadline) {
+      if (blocker) {
+        const b = blocker[1];
+        throw new RepositoryLockedError(
+          `${b.exclusive ? 'exclusive' : 'shared'} lock of ${b.operation} (pid ${b.pid} on ${b.host})`,
+        );
+      }
+      throw new RepositoryLockedError(`no lock could be taken in time: ${why}`);
     }
     await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random())));
     delay = Math.min(delay * 2, 1000);
   }
 }
 
-function held(backend: Backend, name: string, info: LockInfo): HeldRepoLock {
+export interface LockOptions {
+  /** The clock (tests); default Date.now. */
+  now?: () => number;
+}
+
+function held(backend: Backend, name: string, info: LockInfo, now: () => number): HeldRepoLock {
   let released = false;
   let lost = false;
   let refreshedAt = info.refreshed_at_ms;
@@ -167,17 +222,23 @@ function held(backend: Backend, name: string, info: LockInfo): HeldRepoLock {
     }
   };
   const refresh = async () => {
+    // A lock no longer trusted (its last write started too long ago) may have been judged stale and
+    // removed by another host: writing it again would bring it back behind that host's back. It is lost.
+    if (!lost && now() - refreshedAt > TRUST_MS) lost = true;
     // A lock another process removed (it judged it stale) is not written again: it is lost.
     if (lost || !(await exists())) {
       lost = true;
       return;
     }
-    const now = Date.now();
-    await backend.save(
-      { type: 'locks', name },
-      Buffer.from(JSON.stringify({ ...info, refreshed_at_ms: now })),
-    );
-    refreshedAt = now;
+    const t = now();
+    await backend.save({ type: 'locks', name }, Buffer.from(JSON.stringify({ ...info, refreshed_at_ms: t })));
+    // A refresh that completed only after the old write stopped being trusted may have revived a lock
+    // another host had removed meanwhile: not counted on either.
+    if (now() - refreshedAt > TRUST_MS) {
+      lost = true;
+      return;
+    }
+    refreshedAt = t;
   };
   let refreshing: Promise<void> = Promise.resolve();
   const timer = setInterval(() => {
@@ -187,8 +248,14 @@ function held(backend: Backend, name: string, info: LockInfo): HeldRepoLock {
   const what = `${info.exclusive ? 'exclusive' : 'shared'} lock of ${info.operation}`;
   return {
     name,
+    refresh() {
+      refreshing = refreshing.then(refresh);
+      const done = refreshing;
+      refreshing = refreshing.catch(() => {});
+      return done;
+    },
     async check() {
-      if (!lost && Date.now() - refreshedAt > TRUST_MS) lost = true;
+      if (!lost && now() - refreshedAt > TRUST_MS) lost = true;
       if (!lost && !(await exists())) lost = true;
       if (lost)
         throw new RepositoryLockedError(

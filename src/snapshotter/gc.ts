@@ -8,7 +8,7 @@
 
 import { rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { RepositoryLockedError } from '../model/errors.js';
+import { RepositoryLockedError, StoreUnavailableError } from '../model/errors.js';
 import { validateAgentId, validateTenant } from '../model/ids.js';
 import type { SnapshotMeta } from '../model/types.js';
 import {
@@ -217,10 +217,14 @@ export async function collectGarbage(
   };
   const tenant = opts.tenant === undefined ? undefined : validateTenant(opts.tenant);
   const agentId = opts.agentId === undefined ? undefined : validateAgentId(opts.agentId);
-  const hasRepository = s.repository.exists();
+  // A remote repository whose buckets the first snapshot has not created yet has nothing to sweep.
+  const hasRepository = await s.repository.exists().catch((err: unknown) => {
+    if (err instanceof StoreUnavailableError && err.code === 'STORE_MISSING') return false;
+    throw err;
+  });
   // The repository's listing, read once for every agent (no identity needed).
   const byAgent = new Map<string, ListingMeta[]>();
-  for (const m of await s.repository.listAll(tenant))
+  for (const m of hasRepository ? await s.repository.listAll(tenant) : [])
     if (
       agentId === undefined
         ? validIds(m.tenant, m.agent_id) // a listing entry is untrusted: its ids become lock paths

@@ -9,6 +9,8 @@ import { mkdir, rm, stat, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
+import type { BackendSettings } from '../backend/open.js';
+import type { BackendObserver } from '../backend/remote.js';
 import type { captureAgent } from '../capture/capture.js';
 import { loadIdentities, parseRecipient, recipientFingerprint } from '../crypto/age.js';
 import { loadSigningKey, type SigningKey } from '../crypto/sign.js';
@@ -123,6 +125,16 @@ export interface LocalSnapshotterOptions {
   /** age identity file that opens an encrypted repository (snapshots into it need it too). */
   identityPath?: string;
   /**
+   * Where the repository is: a directory, `nats://host:port[,…]/bucket` or `s3://bucket[/prefix]`
+   * (docs/remote.md). Default: `<stateRoot>/repository`. A remote repository makes the store format
+   * `repository`; staging, journals and agent locks stay under the state root.
+   */
+  repo?: string;
+  /** A remote repository's backend settings (credentials, region, retries): config `store.nats/s3/retry`. */
+  repoSettings?: BackendSettings;
+  /** Told every request to a remote repository (metrics: SnapshotMetrics.storeObserver). */
+  backendObserver?: (backend: string) => BackendObserver;
+  /**
    * What leaves the host is redacted unless asked otherwise: `export` (and the HTTP download) of a
    * plaintext bundle that is not redacted re-packs it redacted. Default true (config
    * `redact_secrets_default`); a request's `redact` overrides it.
@@ -184,11 +196,28 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.trust = trustPolicy(opts.trustedKeys, opts.requireSignature === true);
     this.storeChoice = opts.store ?? storeFormatFromEnv() ?? 'auto';
     this.identityPath = opts.identityPath;
-    this.repository = new RepositoryStore(this, opts.stateRoot, opts.identityPath, this.zstdLevel, this.warn);
+    this.repository = new RepositoryStore(
+      this,
+      opts.stateRoot,
+      opts.identityPath,
+      this.zstdLevel,
+      this.warn,
+      {
+        ...(opts.repo !== undefined ? { repo: opts.repo } : {}),
+        ...(opts.repoSettings ? { settings: opts.repoSettings } : {}),
+        ...(opts.backendObserver ? { observer: opts.backendObserver } : {}),
+      },
+    );
+  }
+
+  /** Releases what the snapshotter holds open (a remote repository's connections). */
+  async close(): Promise<void> {
+    await this.repository.close();
   }
 
   /** Whether new snapshots go into the repository (see LocalSnapshotterOptions.store). */
   usesRepository(): boolean {
+    if (this.repository.explicit) return true; // a repository given by place (--repo) is the store
     if (this.storeChoice !== 'auto') return this.storeChoice === 'repository';
     // A state root that has a repository uses it. One without: the repository, unless it holds 0.2
     // bundles (they stay bundles until `migrate`), or snapshots are encrypted to recipients without an
@@ -196,7 +225,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     // recipients). Only "yes" is kept: a running daemon picks up a repository migrate creates meanwhile.
     if (!this.repositoryChosen)
       this.repositoryChosen =
-        this.repository.exists() ||
+        this.repository.existsLocally() ||
         (!hasBundles(this.layout) && !(this.recipients.length > 0 && this.identityPath === undefined));
     return this.repositoryChosen;
   }
@@ -722,7 +751,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     } catch (err) {
       throw asSnapshotError(err, 'migrate');
     } finally {
-      this.repositoryChosen = this.repository.exists() || this.repositoryChosen;
+      this.repositoryChosen = (await this.repository.exists()) || this.repositoryChosen;
     }
   }
 
@@ -897,15 +926,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
 
   /** `nexo-memory check`: the repository's structure, and with readData its packs. */
   async check(opts: CheckOptions & { decryptIdentity?: string } = {}): Promise<CheckReport> {
-    if (!this.repository.exists())
-      throw new NotFoundError('(repository)', `no repository under ${this.layout.root}`);
+    if (!(await this.repository.exists()))
+      throw new NotFoundError('(repository)', `no repository at ${this.repository.location}`);
     return this.repository.check(opts);
   }
 
   /** `nexo-memory prune`: removes data no snapshot references, under the exclusive repository lock. */
   async prune(opts: PruneOptions & { decryptIdentity?: string } = {}): Promise<PruneReport> {
-    if (!this.repository.exists())
-      throw new NotFoundError('(repository)', `no repository under ${this.layout.root}`);
+    if (!(await this.repository.exists()))
+      throw new NotFoundError('(repository)', `no repository at ${this.repository.location}`);
     return this.repository.prune(opts);
   }
 

@@ -94,7 +94,7 @@ export async function migrateBundles(s: LocalSnapshotter, opts: MigrateOptions =
     );
   const identityPath = opts.decryptIdentity ?? s.repository.identityFile;
   const identities = identityPath ? loadIdentities(identityPath) : undefined;
-  const created = !s.repository.exists();
+  const created = !(await s.repository.exists());
   const repo = await s.repository.openForWriting(s.recipients, opts.decryptIdentity);
   const ctx: Context = { s, repo, identities, signingKey, opts };
   const results: MigratedBundle[] = [];

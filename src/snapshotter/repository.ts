@@ -4,14 +4,19 @@
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
 // lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
 // and what retention needs without the identity (the whole listing, forgetting without that lock).
-// local.ts decides which store an operation goes to. The repository machinery is imported by the
+// local.ts decides which store an operation goes to. The repository may be remote (`repo`: nats://,
+// s3://, or another directory; backend/open.ts): its one backend is opened here, on first use, and
+// shared by every handle; staging, journals, agent locks and the write gate stay under the state root,
+// and a remote repository's cache goes to `<state_root>/cache/`. The repository machinery is imported by the
 // operations that use it, not with this module: a state root without a repository lists without
 // loading it (CLI start-up).
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { LocalBackend } from '../backend/local.js';
+import type { Backend } from '../backend/backend.js';
+import { type BackendSettings, parseRepoLocation, type RepoLocation } from '../backend/open.js';
+import type { BackendObserver } from '../backend/remote.js';
 import type { captureAgent } from '../capture/capture.js';
 import { type Identity, loadIdentities, recipientFingerprint } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
@@ -75,10 +80,25 @@ export interface RepoSnapshotParams {
   onProgress: ProgressListener | undefined;
 }
 
+/** Where a RepositoryStore's repository is and how its backend is opened (LocalSnapshotterOptions). */
+export interface RepositoryPlace {
+  /** A path, nats://… or s3://… (default `<state_root>/repository`). */
+  repo?: string;
+  settings?: BackendSettings;
+  observer?: (backend: string) => BackendObserver;
+}
+
 export class RepositoryStore {
+  /** Where the repository is, as shown in messages and `bundle_path` (never a secret). */
   readonly root: string;
+  readonly place: RepoLocation;
   private opened: Promise<Repository> | undefined;
-  private plainBackend: LocalBackend | undefined;
+  private backendP: Promise<Backend> | undefined;
+  /** Whether backendP was opened to create missing remote buckets. */
+  private backendCreates = false;
+  /** A remote repository's `config` was seen (exists() asks the store once per handle). */
+  private seen = false;
+  private readonly stateRoot: string;
 
   constructor(
     private readonly s: LocalSnapshotter,
@@ -87,17 +107,89 @@ export class RepositoryStore {
     private readonly identityPath: string | undefined,
     private readonly zstdLevel: number,
     private readonly warn: (message: string) => void,
+    private readonly where: RepositoryPlace = {},
   ) {
-    this.root = repositoryRoot(stateRoot);
+    this.stateRoot = resolve(stateRoot);
+    this.place =
+      where.repo !== undefined
+        ? parseRepoLocation(where.repo)
+        : { kind: 'local', path: repositoryRoot(stateRoot), display: repositoryRoot(stateRoot) };
+    this.root = this.place.display;
   }
 
-  /** Whether the repository has been created (its config exists). */
-  exists(): boolean {
-    return existsSync(join(this.root, 'config', 'config'));
+  /** Whether the repository's place was given (`repo`): then it is the store, whatever the format says. */
+  get explicit(): boolean {
+    return this.where.repo !== undefined;
+  }
+
+  /** Whether the repository is in a remote store (NATS, S3). */
+  get remote(): boolean {
+    return this.place.kind !== 'local';
+  }
+
+  /** Whether a local repository has been created (its config file exists); false for a remote one. */
+  existsLocally(): boolean {
+    return this.place.kind === 'local' && existsSync(join(this.place.path, 'config', 'config'));
+  }
+
+  /**
+   * Whether the repository has been created (its config exists): on the file system for a local one;
+   * for a remote one, its `config` object (asked once per handle once found; a missing bucket or stream
+   * is StoreUnavailableError STORE_MISSING).
+   */
+  async exists(): Promise<boolean> {
+    if (this.place.kind === 'local') return this.existsLocally();
+    if (this.seen) return true;
+    try {
+      await (await this.backendFor()).stat({ type: 'config', name: 'config' });
+      this.seen = true;
+      return true;
+    } catch (err) {
+      // A missing bucket is an error (STORE_MISSING), not an empty repository: likely a typo.
+      if (err instanceof ObjectNotFoundError) return false;
+      throw err;
+    }
   }
 
   get location(): string {
     return this.root;
+  }
+
+  /**
+   * The repository's backend, opened once and shared (`create`: a remote store may create its buckets,
+   * for the first snapshot into a new repository).
+   */
+  backendFor(create = false): Promise<Backend> {
+    if (this.backendP && (this.backendCreates || !create)) return this.backendP;
+    const openIt = async (withCreate: boolean): Promise<Backend> => {
+      const { openBackend } = await import('../backend/open.js');
+      const kind = this.place.kind;
+      return openBackend(this.place, {
+        ...(this.where.settings ?? {}),
+        ...(kind !== 'local' && this.where.observer ? { observer: this.where.observer(kind) } : {}),
+        cacheRoot: join(this.stateRoot, 'cache'),
+        ...(withCreate ? { create: true } : {}),
+      });
+    };
+    const previous = this.backendP;
+    this.backendCreates = create;
+    const p = previous
+      ? previous.catch(() => openIt(true)) // opened without create: it serves if it opened at all
+      : openIt(create);
+    this.backendP = p.catch((err: unknown) => {
+      if (this.backendP === guarded) this.backendP = undefined;
+      throw err;
+    });
+    const guarded = this.backendP;
+    return guarded;
+  }
+
+  /** Closes the backend (a remote store's connections). The store can be opened again afterwards. */
+  async close(): Promise<void> {
+    const p = this.backendP;
+    this.backendP = undefined;
+    this.opened = undefined;
+    if (p) await (await p.catch(() => undefined))?.close();
   }
 
   /** The configured identity file that opens an encrypted repository, if any. */
@@ -109,8 +201,8 @@ export class RepositoryStore {
    * The repository to store into: created with `recipients` when there is none; an existing one opened
    * with `identityPath` when given (else the configured identity).
    */
-  openForWriting(recipients: readonly string[], identityPath?: string): Promise<Repository> {
-    return identityPath && this.exists() ? this.fresh(identityPath) : this.open(true, recipients);
+  async openForWriting(recipients: readonly string[], identityPath?: string): Promise<Repository> {
+    return identityPath && (await this.exists()) ? this.fresh(identityPath) : this.open(true, recipients);
   }
 
   private identities(extra?: string): Identity[] | undefined {
@@ -122,7 +214,7 @@ export class RepositoryStore {
   async fresh(identityPath?: string): Promise<Repository> {
     const ids = this.identities(identityPath);
     const { Repository } = await import('../repository/repository.js');
-    return Repository.open(new LocalBackend(this.root), {
+    return Repository.open(await this.backendFor(), {
       zstdLevel: this.zstdLevel,
       ...(ids ? { identities: ids } : {}),
     });
@@ -133,10 +225,9 @@ export class RepositoryStore {
     if (identityPath) return this.fresh(identityPath);
     if (!this.opened) {
       const ids = this.identities();
-      const backend = new LocalBackend(this.root);
       const opts = { zstdLevel: this.zstdLevel, ...(ids ? { identities: ids } : {}) };
-      this.opened = import('../repository/repository.js')
-        .then(({ Repository }) =>
+      this.opened = Promise.all([import('../repository/repository.js'), this.backendFor(create)])
+        .then(([{ Repository }, backend]) =>
           create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts),
         )
         .catch((err: unknown) => {
@@ -316,32 +407,31 @@ export class RepositoryStore {
     return { ...meta, ...(addedBytes !== undefined ? { added_bytes: addedBytes } : {}) };
   }
 
-  /** The repository's backend alone: listing, pins and forgetting need no key. */
-  private get backend(): LocalBackend {
-    this.plainBackend ??= new LocalBackend(this.root);
-    return this.plainBackend;
-  }
-
   /** The agent's repository snapshots, newest first (empty when there is no repository). */
   async list(agentId: string, tenant: string): Promise<ListingMeta[]> {
-    if (!this.exists()) return [];
+    if (!(await this.exists())) return [];
     const { listSnapshots } = await import('../repository/snapshots.js');
-    return listSnapshots({ backend: this.backend }, { agentId, tenant }, this.warn);
+    return listSnapshots({ backend: await this.backendFor() }, { agentId, tenant }, this.warn);
   }
 
   /** Every listed snapshot (of `tenant`, or of every tenant), newest first; no identity needed. */
   async listAll(tenant?: string): Promise<ListingMeta[]> {
-    if (!this.exists()) return [];
+    if (!(await this.exists())) return [];
     const { listSnapshots } = await import('../repository/snapshots.js');
-    return listSnapshots({ backend: this.backend }, tenant !== undefined ? { tenant } : {}, this.warn);
+    return listSnapshots(
+      { backend: await this.backendFor() },
+      tenant !== undefined ? { tenant } : {},
+      this.warn,
+    );
   }
 
   /** Which of `ids` are still listed, and which of those are pinned (retention looks again under the agent lock). */
   async stillListed(ids: readonly string[]): Promise<{ listed: Set<string>; pinned: Set<string> }> {
     const listed = new Set<string>();
     const pinned = new Set<string>();
+    const backend = await this.backendFor();
     const present = async (type: 'listing' | 'pins', id: string) =>
-      this.backend.stat({ type, name: id }).then(
+      backend.stat({ type, name: id }).then(
         () => true,
         (err: unknown) => {
           if (err instanceof ObjectNotFoundError) return false;
@@ -364,7 +454,7 @@ export class RepositoryStore {
    */
   async forgetForRetention(id: string): Promise<void> {
     const { forgetSnapshot } = await import('../repository/snapshots.js');
-    await forgetSnapshot({ backend: this.backend }, id);
+    await forgetSnapshot({ backend: await this.backendFor() }, id);
   }
 
   /** A snapshot of the agent by id or unique prefix (≥ 4 characters); undefined when none matches. */
@@ -502,7 +592,7 @@ export class RepositoryStore {
 
   async setPinned(id: string, pinned: boolean): Promise<void> {
     const { setPinned } = await import('../repository/snapshots.js');
-    await setPinned({ backend: this.backend }, id, pinned);
+    await setPinned({ backend: await this.backendFor() }, id, pinned);
   }
 
   /**

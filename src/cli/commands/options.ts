@@ -39,6 +39,11 @@ export const encryptOption = () =>
     'encrypt to this age1… recipient (repeatable; default: encryption.recipients)',
   ).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
 
+export const repoOption = () =>
+  new Option(
+    '--repo <location>',
+    'the repository: a path, nats://host:port[,host:port]/bucket or s3://bucket[/prefix] (default $NEXO_MEMORY_REPO, then store: in the config, then <state root>/repository)',
+  );
 export const natsOption = () =>
   new Option('--nats <url>', 'publish lifecycle events to this NATS broker (default: events.nats_url)');
 export const metricsFileOption = () =>

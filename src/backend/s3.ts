@@ -1,0 +1,954 @@
+// Owns the S3-compatible backend (AWS S3, MinIO, Ceph RGW, R2): objects are keys `<prefix>/<type>/<name>`
+// of one bucket. A save buffers up to multipartThreshold and PUTs the object whole; a bigger one is a
+// multipart upload (8 MiB parts, two in flight) completed only at the end and aborted on any failure, so
+// nothing partial is ever visible. ifAbsent uses `If-None-Match: *` where a probe shows the endpoint
+// honours it, otherwise claim objects under `<prefix>/.claims/` (docs/remote.md, S3-compatible storage).
+// Loads are ranged GETs of 4 MiB blocks, `parallelReads` at once, each checked to be exactly as long as
+// asked before it is yielded. Transient failures are retried here with exponential backoff and full
+// jitter (the SDK's own retries are off); errors are classified into the StoreUnavailableError codes
+// and never carry a credential.
+
+import { createHash, randomUUID } from 'node:crypto';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import {
+  ConfigError,
+  IoError,
+  ObjectExistsError,
+  ObjectNotFoundError,
+  ShortReadError,
+  SnapshotError,
+  type StoreErrorCode,
+  StoreUnavailableError,
+} from '../model/errors.js';
+import {
+  type Backend,
+  type Handle,
+  isValidName,
+  type ObjectInfo,
+  type ObjectType,
+  type Range,
+  resolveRange,
+  type SaveOptions,
+  type SaveSource,
+  sourceChunks,
+  validateHandle,
+  validateRange,
+  validateType,
+} from './backend.js';
+import type { BackendObserver, OpenS3Backend, S3BackendOptions } from './remote.js';
+
+const MiB = 1 << 20;
+const DEFAULT_THRESHOLD = 16 * MiB;
+/** Bytes per part of a multipart upload (S3 wants ≥ 5 MiB for every part but the last). */
+export const PART_SIZE = 8 * MiB;
+/** Parts of one upload in flight at once. */
+const PARTS_IN_FLIGHT = 2;
+const MAX_PARTS = 10_000;
+/** Bytes per ranged GET of a load (and the largest chunk a load yields). */
+export const BLOCK_SIZE = 4 * MiB;
+const DEFAULT_TIMEOUT_MS = 30_000;
+/** A claim older than this (by the store's clock) belongs to a writer that died: it is ignored. */
+const CLAIM_STALE_MS = 120_000;
+const CLAIM_ROUNDS = 60;
+
+type Op = 'save' | 'load' | 'stat' | 'list' | 'remove';
+
+/**
+ * A failure worth another attempt: connection reset or refused, timeout, HTTP 5xx/429, SlowDown, or a
+ * body shorter than its Content-Length or range (`short`). Internal: after the last attempt it becomes
+ * StoreUnavailableError('STORE_UNREACHABLE') or, for a short body, ShortReadError.
+ */
+export class TransientStoreError extends Error {
+  constructor(
+    readonly reason: string,
+    readonly short = false,
+  ) {
+    super(reason);
+    this.name = 'TransientStoreError';
+  }
+}
+
+const TRANSIENT_ERRNO = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+const TRANSIENT_NAMES = new Set([
+  'TimeoutError',
+  'RequestTimeout',
+  'RequestTimeTooSkewed',
+  'SlowDown',
+  'InternalError',
+  'ServiceUnavailable',
+  'ConditionalRequestConflict',
+  'OperationAborted',
+]);
+const AUTH_NAMES = new Set([
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'InvalidToken',
+  'ExpiredToken',
+  'TokenRefreshRequired',
+  'CredentialsProviderError',
+  'InvalidClientTokenId',
+]);
+
+interface SdkError {
+  name?: string;
+  code?: string;
+  Code?: string;
+  message?: string;
+  $metadata?: { httpStatusCode?: number };
+  cause?: unknown;
+}
+
+function statusOf(err: unknown): number | undefined {
+  return (err as SdkError | undefined)?.$metadata?.httpStatusCode;
+}
+
+function nameOf(err: unknown): string {
+  const e = err as SdkError | undefined;
+  return String(e?.Code ?? e?.name ?? 'Error');
+}
+
+/** The errno of `err` or of its causes (the SDK wraps socket errors). */
+function errnoOf(err: unknown): string | undefined {
+  for (let e = err as SdkError | undefined, i = 0; e && i < 5; e = e.cause as SdkError, i++)
+    if (typeof e.code === 'string' && TRANSIENT_ERRNO.has(e.code)) return e.code;
+  return undefined;
+}
+
+function isNotFound(err: unknown): boolean {
+  const n = nameOf(err);
+  return n === 'NoSuchKey' || n === 'NotFound' || (statusOf(err) === 404 && n !== 'NoSuchBucket');
+}
+
+function isPreconditionFailed(err: unknown): boolean {
+  return nameOf(err) === 'PreconditionFailed' || statusOf(err) === 412;
+}
+
+function isInvalidRange(err: unknown): boolean {
+  return nameOf(err) === 'InvalidRange' || statusOf(err) === 416;
+}
+
+/** A description of an SDK failure that holds no credential: the error's name and HTTP status. */
+function describe(err: unknown): string {
+  const errno = errnoOf(err);
+  if (errno) return errno;
+  const status = statusOf(err);
+  return status ? `${nameOf(err)}, HTTP ${status}` : nameOf(err);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function md5(data: Uint8Array): Buffer {
+  return createHash('md5').update(data).digest();
+}
+
+/** The ETag S3 gives an object, without quotes. */
+function unquote(etag: string | undefined): string | undefined {
+  return etag?.replace(/^"|"$/g, '');
+}
+
+/** `<scheme>://host[:port]/path` of an endpoint: no user info, query or fragment. */
+function safeEndpoint(endpoint: string): string {
+  try {
+    const u = new URL(endpoint);
+    return `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`;
+  } catch {
+    throw new ConfigError('the S3 endpoint is not a URL');
+  }
+}
+
+function checkOptions(o: S3BackendOptions): void {
+  if (o === null || typeof o !== 'object') throw new ConfigError('S3 backend options are missing');
+  if (typeof o.bucket !== 'string' || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(o.bucket))
+    throw new ConfigError('the S3 bucket must be 3..63 characters of [a-z0-9.-]');
+  if (typeof o.prefix !== 'string' || o.prefix.startsWith('/') || o.prefix.endsWith('/'))
+    throw new ConfigError('the S3 prefix must be a string without a leading or trailing slash');
+  if (o.prefix.split('/').some((s) => s === '.' || s === '..' || (o.prefix !== '' && s === '')))
+    throw new ConfigError('the S3 prefix must not hold empty, . or .. segments');
+  const positive = (v: unknown) => v === undefined || (Number.isSafeInteger(v) && (v as number) >= 1);
+  for (const f of ['multipartThreshold', 'parallelReads', 'timeoutMs'] as const)
+    if (!positive(o[f])) throw new ConfigError(`S3 option ${f} must be a positive integer`);
+  const r = o.retry ?? {};
+  for (const f of ['attempts', 'baseDelayMs', 'maxDelayMs'] as const)
+    if (r[f] !== undefined && !(Number.isSafeInteger(r[f]) && (r[f] as number) >= (f === 'attempts' ? 1 : 0)))
+      throw new ConfigError(`S3 retry option ${f} must be a non-negative integer (attempts ≥ 1)`);
+}
+
+/** The region: the option, else the SDK's chain (AWS_REGION, the profile), else us-east-1. */
+async function defaultRegion(): Promise<string> {
+  const probe = new S3Client({});
+  try {
+    return await probe.config.region();
+  } catch {
+    return 'us-east-1';
+  } finally {
+    probe.destroy();
+  }
+}
+
+interface Block {
+  readonly data: Buffer;
+  /** The object's size, from Content-Range (or Content-Length of a whole-object answer). */
+  readonly size: number;
+  readonly etag: string | undefined;
+}
+
+export class S3Backend implements Backend {
+  readonly location: string;
+  private readonly client: S3Client;
+  private readonly bucket: string;
+  /** `prefix/` or ''. */
+  private readonly root: string;
+  private readonly threshold: number;
+  private readonly parallel: number;
+  private readonly timeoutMs: number;
+  private readonly attempts: number;
+  private readonly baseDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly observer: BackendObserver | undefined;
+  /** Whether the endpoint honours `If-None-Match: *` on writes (probed once, on the first ifAbsent save). */
+  private conditional: Promise<boolean> | undefined;
+  private closed = false;
+
+  constructor(opts: S3BackendOptions) {
+    checkOptions(opts);
+    this.bucket = opts.bucket;
+    this.root = opts.prefix === '' ? '' : `${opts.prefix}/`;
+    this.threshold = opts.multipartThreshold ?? DEFAULT_THRESHOLD;
+    this.parallel = opts.parallelReads ?? 4;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.attempts = opts.retry?.attempts ?? 5;
+    this.baseDelayMs = opts.retry?.baseDelayMs ?? 200;
+    this.maxDelayMs = opts.retry?.maxDelayMs ?? 5000;
+    this.observer = opts.observer;
+    const where = `s3://${opts.bucket}${opts.prefix ? `/${opts.prefix}` : ''}`;
+    this.location = opts.endpoint ? `${where} at ${safeEndpoint(opts.endpoint)}` : where;
+    const config: S3ClientConfig = {
+      region: opts.region ?? defaultRegion,
+      forcePathStyle: opts.forcePathStyle ?? false,
+      // Retries are ours (RetryOptions): one attempt per SDK call.
+      maxAttempts: 1,
+      // Plain bodies with Content-MD5: what every S3-compatible server understands.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: { requestTimeout: this.timeoutMs, connectionTimeout: this.timeoutMs },
+      ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
+      ...(opts.credentials ? { credentials: { ...opts.credentials } } : {}),
+    };
+    this.client = new S3Client(config);
+  }
+
+  private key(h: Handle): string {
+    return `${this.root}${h.type}/${h.name}`;
+  }
+
+  private observe(op: Op, outcome: 'ok' | 'error', bytes: number): void {
+    try {
+      this.observer?.request(op, outcome, bytes);
+    } catch {
+      // An observer's failure is not the store's.
+    }
+  }
+
+  /** The typed error for a final failure, or a TransientStoreError for one worth retrying. */
+  private classify(err: unknown, what: string): Error {
+    if (err instanceof SnapshotError || err instanceof TransientStoreError) return err;
+    const name = nameOf(err);
+    const status = statusOf(err);
+    const errno = errnoOf(err);
+    if (
+      errno ||
+      TRANSIENT_NAMES.has(name) ||
+      (status !== undefined && (status >= 500 || status === 429 || status === 408))
+    )
+      return new TransientStoreError(describe(err));
+    // A request that died before an HTTP answer (socket hang up, aborted body) is transient too.
+    if (
+      status === undefined &&
+      !AUTH_NAMES.has(name) &&
+      /aborted|socket|hang up|ECONN/i.test(String((err as SdkError)?.message))
+    )
+      return new TransientStoreError(describe(err));
+    const fail = (code: StoreErrorCode, text: string) =>
+      new StoreUnavailableError(code, `${what}: ${text} (${describe(err)})`, {
+        backend: 's3',
+        location: this.location,
+        cause: new Error(describe(err)),
+      });
+    if (AUTH_NAMES.has(name)) return fail('STORE_AUTH', 'the S3 store refused the credentials');
+    if (name === 'NoSuchBucket') return fail('STORE_MISSING', `the bucket ${this.bucket} does not exist`);
+    if (name === 'AccessDenied' || name === 'AllAccessDisabled' || status === 403)
+      return fail('STORE_DENIED', 'the credentials lack a permission this needs');
+    return new IoError(`${what}: the S3 store answered ${describe(err)}`);
+  }
+
+  /**
+   * Runs one request with the retries of RetryOptions. Every attempt is told to the observer; answers
+   * about the object (not found, exists, range) count as ok. After the last attempt a transient failure
+   * is STORE_UNREACHABLE, a short body SHORT_READ.
+   */
+  private async run<T>(op: Op, what: string, fn: () => Promise<T>, bytes: (v: T) => number): Promise<T> {
+    if (this.closed) throw new IoError(`${what}: the S3 backend is closed`);
+    for (let attempt = 1; ; attempt++) {
+      let failure: Error;
+      try {
+        const v = await fn();
+        this.observe(op, 'ok', bytes(v));
+        return v;
+      } catch (err) {
+        const answer = isNotFound(err) || isPreconditionFailed(err) || isInvalidRange(err);
+        this.observe(op, answer ? 'ok' : 'error', 0);
+        if (answer) throw err;
+        failure = this.classify(err, what);
+      }
+      if (!(failure instanceof TransientStoreError)) throw failure;
+      if (attempt >= this.attempts) {
+        if (failure.short) throw new ShortReadError(`${what}: ${failure.reason}`);
+        throw new StoreUnavailableError(
+          'STORE_UNREACHABLE',
+          `${what}: the S3 store did not answer after ${attempt} attempt${attempt === 1 ? '' : 's'} (${failure.reason})`,
+          { backend: 's3', location: this.location, cause: failure },
+        );
+      }
+      const delay = Math.floor(
+        Math.random() * Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (attempt - 1)),
+      );
+      try {
+        this.observer?.retry?.(op, attempt, delay, failure.reason);
+      } catch {}
+      await sleep(delay);
+    }
+  }
+
+  /** Checks that the bucket is there and the credentials work (one listing request). */
+  async probe(): Promise<void> {
+    await this.run(
+      'list',
+      `open ${this.location}`,
+      () =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.root, MaxKeys: 1 })),
+      () => 0,
+    );
+  }
+
+  // ---- save ------------------------------------------------------------------------------------------
+
+  async save(h: Handle, data: SaveSource, opts?: SaveOptions): Promise<void> {
+    h = validateHandle(h);
+    const key = this.key(h);
+    const what = `save ${h.type}/${h.name} to ${this.location}`;
+    const ifAbsent = opts?.ifAbsent === true;
+    const source = sourceChunks(data)[Symbol.asyncIterator]();
+    // Up to the threshold the object is gathered in memory (copies: the caller may reuse its buffers).
+    const head: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    while (size < this.threshold) {
+      const r = await source.next();
+      if (r.done) {
+        done = true;
+        break;
+      }
+      if (r.value.length === 0) continue;
+      head.push(Buffer.from(r.value));
+      size += r.value.length;
+    }
+    if (done) {
+      const body = Buffer.concat(head, size);
+      head.length = 0;
+      await this.publish(h, what, ifAbsent, (conditional) => this.putWhole(key, body, what, conditional));
+      return;
+    }
+    await this.multipart(h, key, what, ifAbsent, head, source);
+  }
+
+  /** PUTs `body` as the object; with `conditional`, only if absent (false when it exists). */
+  private async putWhole(key: string, body: Buffer, what: string, conditional: boolean): Promise<boolean> {
+    const digest = md5(body);
+    let attempts = 0;
+    try {
+      await this.run(
+        'save',
+        what,
+        () => {
+          attempts++;
+          return this.client.send(
+            new PutObjectCommand({
+              Bucket: this.bucket,
+              Key: key,
+              Body: body,
+              ContentLength: body.length,
+              ContentMD5: digest.toString('base64'),
+              ...(conditional ? { IfNoneMatch: '*' } : {}),
+            }),
+          );
+        },
+        () => body.length,
+      );
+      return true;
+    } catch (err) {
+      if (!(conditional && isPreconditionFailed(err))) throw err;
+      // A retried PUT may find the object its lost first attempt wrote: that is a success.
+      return attempts > 1 && (await this.etagOf(key, what)) === digest.toString('hex');
+    }
+  }
+
+  private async etagOf(key: string, what: string): Promise<string | undefined> {
+    try {
+      const r = await this.run(
+        'stat',
+        what,
+        () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
+        () => 0,
+      );
+      return unquote(r.ETag);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Makes the object visible through `write` (false: it existed). Without ifAbsent, `write` replaces.
+   * With ifAbsent, `write` is conditional where the endpoint honours `If-None-Match: *`; elsewhere the
+   * claim protocol decides who may write (docs/remote.md).
+   */
+  private async publish(
+    h: Handle,
+    what: string,
+    ifAbsent: boolean,
+    write: (conditional: boolean) => Promise<boolean>,
+  ): Promise<void> {
+    if (!ifAbsent) {
+      await write(false);
+      return;
+    }
+    const exists = () => new ObjectExistsError(h.type, h.name, this.location);
+    if (await this.supportsConditional(what)) {
+      if (!(await write(true))) throw exists();
+      return;
+    }
+    await this.claimAndWrite(h, what, async () => {
+      if (!(await write(false))) throw exists();
+    });
+  }
+
+  private supportsConditional(what: string): Promise<boolean> {
+    if (!this.conditional) {
+      this.conditional = this.probeConditional(what);
+      this.conditional.catch(() => {
+        this.conditional = undefined;
+      });
+    }
+    return this.conditional;
+  }
+
+  /** Writes a probe object twice with `If-None-Match: *`: the second must be refused (412). */
+  private async probeConditional(what: string): Promise<boolean> {
+    const key = `${this.root}.probe/${randomUUID()}`;
+    const put = () =>
+      this.run(
+        'save',
+        what,
+        () =>
+          this.client.send(
+            new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: Buffer.alloc(0), IfNoneMatch: '*' }),
+          ),
+        () => 0,
+      );
+    try {
+      try {
+        await put();
+      } catch (err) {
+        if (nameOf(err) === 'NotImplemented' || statusOf(err) === 501) return false;
+        throw err;
+      }
+      try {
+        await put();
+        return false;
+      } catch (err) {
+        if (isPreconditionFailed(err)) return true;
+        if (nameOf(err) === 'NotImplemented' || statusOf(err) === 501) return false;
+        throw err;
+      }
+    } finally {
+      await this.deleteKey(key, what).catch(() => {});
+    }
+  }
+
+  /**
+   * ifAbsent without conditional writes: a writer puts a claim `<prefix>/.claims/<type>/<name>/<uuid>`,
+   * lists the claims of the name and writes only when it sees no live claim but its own and the object
+   * is still absent; otherwise it withdraws and tries again after a jittered pause. With a strongly
+   * consistent store, of two writers at least one sees the other's claim, so at most one writes.
+   */
+  private async claimAndWrite(h: Handle, what: string, write: () => Promise<void>): Promise<void> {
+    const prefix = `${this.root}.claims/${h.type}/${h.name}/`;
+    const target = this.key(h);
+    for (let round = 1; round <= CLAIM_ROUNDS; round++) {
+      if ((await this.etagOf(target, what)) !== undefined)
+        throw new ObjectExistsError(h.type, h.name, this.location);
+      const mine = `${prefix}${randomUUID()}`;
+      await this.run(
+        'save',
+        what,
+        () =>
+          this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: mine, Body: Buffer.alloc(0) })),
+        () => 0,
+      );
+      let won = false;
+      try {
+        const claims = await this.listKeys(prefix, what, 'save');
+        const myTime = claims.find((c) => c.key === mine)?.modified ?? Date.now();
+        const live = claims.filter((c) => c.key !== mine && myTime - c.modified < CLAIM_STALE_MS);
+        for (const c of claims)
+          if (c.key !== mine && myTime - c.modified >= CLAIM_STALE_MS)
+            await this.deleteKey(c.key, what).catch(() => {});
+        if (live.length === 0) {
+          won = true;
+          if ((await this.etagOf(target, what)) !== undefined)
+            throw new ObjectExistsError(h.type, h.name, this.location);
+          await write();
+          return;
+        }
+      } finally {
+        // The winner's claim goes only after its object is visible (or its write failed).
+        await this.deleteKey(mine, what).catch(() => {});
+      }
+      if (!won) await sleep(Math.floor(Math.random() * Math.min(2000, 50 * 2 ** Math.min(round, 6))));
+    }
+    throw new IoError(`${what}: other writers of the same name kept their claims for too long`);
+  }
+
+  private async multipart(
+    h: Handle,
+    key: string,
+    what: string,
+    ifAbsent: boolean,
+    head: Buffer[],
+    source: AsyncIterator<Uint8Array>,
+  ): Promise<void> {
+    const created = await this.run(
+      'save',
+      what,
+      () => this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key })),
+      () => 0,
+    );
+    const uploadId = created.UploadId;
+    if (!uploadId) throw new IoError(`${what}: the S3 store gave no upload id`);
+    const parts: Array<{ PartNumber: number; ETag: string; md5: Buffer }> = [];
+    const inFlight = new Set<Promise<void>>();
+    let failed: { err: unknown } | undefined;
+    const send = (body: Buffer) => {
+      const PartNumber = parts.length + inFlight.size + 1;
+      if (PartNumber > MAX_PARTS)
+        throw new IoError(`${what}: the object needs more than ${MAX_PARTS} parts of ${PART_SIZE} bytes`);
+      const digest = md5(body);
+      const p = this.run(
+        'save',
+        what,
+        () =>
+          this.client.send(
+            new UploadPartCommand({
+              Bucket: this.bucket,
+              Key: key,
+              UploadId: uploadId,
+              PartNumber,
+              Body: body,
+              ContentLength: body.length,
+              ContentMD5: digest.toString('base64'),
+            }),
+          ),
+        () => body.length,
+      ).then(
+        (r) => {
+          parts.push({ PartNumber, ETag: r.ETag ?? '', md5: digest });
+        },
+        (err: unknown) => {
+          failed ??= { err };
+        },
+      );
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+    };
+    const check = () => {
+      if (failed) throw failed.err;
+    };
+    let part = Buffer.allocUnsafe(PART_SIZE);
+    let fill = 0;
+    const take = async (chunk: Uint8Array) => {
+      let off = 0;
+      while (off < chunk.length) {
+        const n = Math.min(PART_SIZE - fill, chunk.length - off);
+        part.set(chunk.subarray(off, off + n), fill);
+        fill += n;
+        off += n;
+        if (fill === PART_SIZE) {
+          while (inFlight.size >= PARTS_IN_FLIGHT) await Promise.race(inFlight);
+          check();
+          send(part);
+          part = Buffer.allocUnsafe(PART_SIZE);
+          fill = 0;
+        }
+      }
+    };
+    try {
+      for (const chunk of head) await take(chunk);
+      head.length = 0;
+      for (;;) {
+        const r = await source.next();
+        if (r.done) break;
+        await take(r.value);
+        check();
+      }
+      if (fill > 0 || parts.length + inFlight.size === 0) send(part.subarray(0, fill));
+      while (inFlight.size > 0) await Promise.race(inFlight);
+      check();
+      parts.sort((a, b) => a.PartNumber - b.PartNumber);
+      const expected = `${md5(Buffer.concat(parts.map((p) => p.md5))).toString('hex')}-${parts.length}`;
+      await this.publish(h, what, ifAbsent, async (conditional) => {
+        let attempts = 0;
+        try {
+          await this.run(
+            'save',
+            what,
+            () => {
+              attempts++;
+              return this.client.send(
+                new CompleteMultipartUploadCommand({
+                  Bucket: this.bucket,
+                  Key: key,
+                  UploadId: uploadId,
+                  MultipartUpload: { Parts: parts.map(({ PartNumber, ETag }) => ({ PartNumber, ETag })) },
+                  ...(conditional ? { IfNoneMatch: '*' } : {}),
+                }),
+              );
+            },
+            () => 0,
+          );
+          return true;
+        } catch (err) {
+          if (!(conditional && isPreconditionFailed(err))) throw err;
+          return attempts > 1 && (await this.etagOf(key, what)) === expected;
+        }
+      });
+    } catch (err) {
+      // Nothing of the upload may stay: wait for the parts in flight, then abort it.
+      await Promise.allSettled([...inFlight]);
+      await this.run(
+        'save',
+        what,
+        () =>
+          this.client.send(
+            new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }),
+          ),
+        () => 0,
+      ).catch(() => {});
+      throw err;
+    }
+  }
+
+  // ---- load ------------------------------------------------------------------------------------------
+
+  /**
+   * GETs bytes [a, b) of the object (b may pass its end: the answer stops there). The body must hold
+   * every byte its headers promise, else the attempt is retried; `etag` pins the version being read.
+   */
+  private async getBlock(
+    key: string,
+    a: number,
+    b: number,
+    what: string,
+    etag: string | undefined,
+    signal: AbortSignal,
+  ): Promise<Block | 'invalid-range'> {
+    try {
+      return await this.run(
+        'load',
+        what,
+        async () => {
+          const r = await this.client.send(
+            new GetObjectCommand({
+              Bucket: this.bucket,
+              Key: key,
+              Range: `bytes=${a}-${b - 1}`,
+              ...(etag ? { IfMatch: `"${etag}"` } : {}),
+            }),
+            { abortSignal: signal },
+          );
+          let first = 0;
+          let size: number;
+          const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(r.ContentRange ?? '');
+          if (cr) {
+            first = Number(cr[1]);
+            size = Number(cr[3]);
+          } else if (r.$metadata.httpStatusCode === 200 && r.ContentLength !== undefined) {
+            size = r.ContentLength; // the whole object: the server ignored the range
+          } else {
+            (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
+            throw new TransientStoreError('an answer without Content-Range to a ranged GET', true);
+          }
+          const end = Math.min(b, size);
+          const want = Math.max(0, end - a);
+          const body = r.Body as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined;
+          if (want === 0 || a < first) {
+            body?.destroy?.();
+            if (a < first) throw new TransientStoreError(`the answer starts at ${first}, not ${a}`, true);
+            return { data: Buffer.alloc(0), size, etag: unquote(r.ETag) };
+          }
+          if (!body) throw new TransientStoreError('an answer without a body', true);
+          const data = await this.readBody(body, a - first, want);
+          return { data, size, etag: unquote(r.ETag) };
+        },
+        (v) => v.data.length,
+      );
+    } catch (err) {
+      if (isInvalidRange(err)) return 'invalid-range';
+      if (isNotFound(err)) throw err;
+      if (etag && isPreconditionFailed(err))
+        throw new IoError(`${what}: the object was replaced while it was being read`);
+      throw err;
+    }
+  }
+
+  /** Reads `want` bytes after skipping `skip` from `body`; a body that ends early is a short answer. */
+  private async readBody(
+    body: AsyncIterable<Uint8Array> & { destroy?: () => void },
+    skip: number,
+    want: number,
+  ): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(want);
+    let got = 0;
+    let idle: NodeJS.Timeout | undefined;
+    let stalled = false;
+    const arm = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => {
+        stalled = true;
+        body.destroy?.();
+      }, this.timeoutMs);
+    };
+    try {
+      arm();
+      for await (const chunk of body) {
+        arm();
+        let c = chunk;
+        if (skip > 0) {
+          const s = Math.min(skip, c.length);
+          skip -= s;
+          c = c.subarray(s);
+        }
+        const n = Math.min(c.length, want - got);
+        out.set(c.subarray(0, n), got);
+        got += n;
+        if (got === want) break;
+      }
+    } catch (err) {
+      if (stalled) throw new TransientStoreError(`no data for ${this.timeoutMs} ms`);
+      throw err;
+    } finally {
+      clearTimeout(idle);
+      body.destroy?.();
+    }
+    if (stalled) throw new TransientStoreError(`no data for ${this.timeoutMs} ms`);
+    if (got < want) throw new TransientStoreError(`the body ended after ${got} of ${want} bytes`, true);
+    return out;
+  }
+
+  async *load(h: Handle, range?: Range): AsyncGenerator<Uint8Array> {
+    h = validateHandle(h);
+    range = validateRange(range);
+    const key = this.key(h);
+    const what = `load ${h.type}/${h.name} from ${this.location}`;
+    const start = range?.offset ?? 0;
+    const asked = range?.length === undefined ? undefined : start + range.length;
+    const abort = new AbortController();
+    const missing = () => new ObjectNotFoundError(h.type, h.name, this.location);
+    try {
+      let first: Block | 'invalid-range' | undefined;
+      if (asked !== start) {
+        const firstEnd = asked === undefined ? start + BLOCK_SIZE : Math.min(asked, start + BLOCK_SIZE);
+        try {
+          first = await this.getBlock(key, start, firstEnd, what, undefined, abort.signal);
+        } catch (err) {
+          if (isNotFound(err)) throw missing();
+          throw err;
+        }
+      }
+      if (first === undefined || first === 'invalid-range') {
+        // A zero-length range, or one starting at or past the end: the size decides.
+        const { size } = await this.stat(h);
+        resolveRange(h, range, size);
+        return;
+      }
+      const { start: s, end } = resolveRange(h, range, first.size);
+      if (first.data.length > 0) yield first.data;
+      const pending: Array<Promise<Block | 'invalid-range'>> = [];
+      let next = s + first.data.length;
+      const launch = () => {
+        while (pending.length < this.parallel && next < end) {
+          const a = next;
+          const b = Math.min(end, a + BLOCK_SIZE);
+          next = b;
+          const p = this.getBlock(key, a, b, what, first.etag, abort.signal);
+          p.catch(() => {});
+          pending.push(p);
+        }
+      };
+      launch();
+      let pos = s + first.data.length;
+      while (pending.length > 0) {
+        let block: Block | 'invalid-range';
+        try {
+          block = await pending.shift()!;
+        } catch (err) {
+          if (isNotFound(err)) throw new IoError(`${what}: the object was removed while it was being read`);
+          throw err;
+        }
+        const want = Math.min(BLOCK_SIZE, end - pos);
+        if (block === 'invalid-range' || block.data.length !== want)
+          throw new ShortReadError(`${h.type}/${h.name} ended at byte ${pos}, before ${end}`, {
+            type: h.type,
+            name: h.name,
+            offset: pos,
+            end,
+          });
+        pos += want;
+        launch();
+        yield block.data;
+      }
+    } finally {
+      abort.abort();
+    }
+  }
+
+  // ---- stat, list, remove ----------------------------------------------------------------------------
+
+  async stat(h: Handle): Promise<ObjectInfo> {
+    h = validateHandle(h);
+    const what = `stat ${h.type}/${h.name} in ${this.location}`;
+    try {
+      const r = await this.run(
+        'stat',
+        what,
+        () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(h) })),
+        () => 0,
+      );
+      return { name: h.name, size: r.ContentLength ?? 0 };
+    } catch (err) {
+      if (isNotFound(err)) throw new ObjectNotFoundError(h.type, h.name, this.location);
+      throw err;
+    }
+  }
+
+  /** Every key under `prefix` (all pages), with its size and last-modified time. */
+  private async listKeys(
+    prefix: string,
+    what: string,
+    op: Op,
+  ): Promise<Array<{ key: string; size: number; modified: number }>> {
+    const out: Array<{ key: string; size: number; modified: number }> = [];
+    for await (const page of this.pages(prefix, what, op))
+      for (const o of page)
+        out.push({ key: o.Key ?? '', size: o.Size ?? 0, modified: o.LastModified?.getTime() ?? 0 });
+    return out;
+  }
+
+  private async *pages(
+    prefix: string,
+    what: string,
+    op: Op,
+  ): AsyncGenerator<Array<{ Key?: string; Size?: number; LastModified?: Date }>> {
+    let token: string | undefined;
+    do {
+      const r = await this.run(
+        op,
+        what,
+        () =>
+          this.client.send(
+            new ListObjectsV2Command({
+              Bucket: this.bucket,
+              Prefix: prefix,
+              Delimiter: '/',
+              ...(token ? { ContinuationToken: token } : {}),
+            }),
+          ),
+        () => 0,
+      );
+      yield r.Contents ?? [];
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async *list(type: ObjectType): AsyncGenerator<ObjectInfo> {
+    type = validateType(type);
+    const prefix = `${this.root}${type}/`;
+    for await (const page of this.pages(prefix, `list ${type} in ${this.location}`, 'list'))
+      for (const o of page) {
+        const name = (o.Key ?? '').slice(prefix.length);
+        if ((o.Key ?? '').startsWith(prefix) && isValidName(type, name)) yield { name, size: o.Size ?? 0 };
+      }
+  }
+
+  private async deleteKey(key: string, what: string): Promise<void> {
+    try {
+      await this.run(
+        'remove',
+        what,
+        () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })),
+        () => 0,
+      );
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw err;
+    }
+  }
+
+  async remove(h: Handle): Promise<void> {
+    h = validateHandle(h);
+    await this.deleteKey(this.key(h), `remove ${h.type}/${h.name} from ${this.location}`);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.destroy();
+  }
+}
+
+/** Opens the backend and checks (one listing request) that the bucket exists and the credentials work. */
+export const openS3Backend: OpenS3Backend = async (opts) => {
+  const b = new S3Backend(opts);
+  try {
+    await b.probe();
+  } catch (err) {
+    await b.close();
+    throw err;
+  }
+  return b;
+};

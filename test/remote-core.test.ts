@@ -1,0 +1,680 @@
+// What lies between the user and a remote repository: locations (hostile ones refused without echoing
+// a secret), flag > env > config, two state roots ("hosts") sharing one repository through --repo, the
+// cache of immutable objects (deleted: nothing lost; corrupt: fetched again), and retries of transient
+// failures (resumed loads; spent → exit 8, STORE_UNREACHABLE). The "remote" store of the CLI runs is a
+// directory behind FaultyBackend (test/fixtures/remote-cli.ts), wrapped exactly as nats:// and s3:// are.
+
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { suite, test } from 'node:test';
+import { readAll, TransientStoreError } from '../src/backend/backend.js';
+import { CachedBackend } from '../src/backend/cache.js';
+import { FaultyBackend } from '../src/backend/faulty.js';
+import { MemoryBackend } from '../src/backend/memory.js';
+import { cacheDirOf, parseRepoLocation } from '../src/backend/open.js';
+import { RetryingBackend } from '../src/backend/retry.js';
+import { loadConfig } from '../src/config/config.js';
+import { backendSettingsFromConfig, snapshotterOptionsFromConfig } from '../src/config/runtime.js';
+import { ConfigError, StoreUnavailableError } from '../src/model/errors.js';
+import { isStale, lockRepository, ownHostId, REFRESH_MS, TRUST_MS } from '../src/repository/locks.js';
+import { REPO, type RunResult, runCli, runTs, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+
+const SMALL = { memories: 40, embeddings: 10, files: 3, commits: 2 };
+const allow = { NEXO_MEMORY_RESTORE_ALLOW: 'yes' };
+const FIXTURE = join(REPO, 'test', 'fixtures', 'remote-cli.ts');
+
+// biome-ignore lint/suspicious/noExplicitAny: the CLI's JSON output, read field by field
+type Json = any;
+
+function json(r: RunResult): Json {
+  try {
+    return JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`not JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
+  }
+}
+
+function ok(r: RunResult, what: string): Json {
+  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+  return json(r);
+}
+
+const snapshotsOf = (out: Json): Json[] => (Array.isArray(out) ? out : out.snapshots);
+
+// The CLI runs mostly wait (fsync, child start-up): the tests run side by side.
+suite('remote core', { concurrency: 4 }, () => {
+  test('parseRepoLocation: paths, nats://, s3:// and hostile input', () => {
+    assert.deepEqual(parseRepoLocation('repo', '/base'), {
+      kind: 'local',
+      path: '/base/repo',
+      display: '/base/repo',
+    });
+    assert.equal(parseRepoLocation('/abs/../x').kind, 'local');
+    const n = parseRepoLocation('nats://a.example:4222,10.0.0.2:4223/memory_repo');
+    assert.deepEqual(n, {
+      kind: 'nats',
+      servers: ['nats://a.example:4222', 'nats://10.0.0.2:4223'],
+      bucket: 'memory_repo',
+      display: 'nats://a.example:4222,10.0.0.2:4223/memory_repo',
+    });
+    assert.deepEqual(parseRepoLocation('s3://my-bucket/fleet/agents/'), {
+      kind: 's3',
+      bucket: 'my-bucket',
+      prefix: 'fleet/agents',
+      display: 's3://my-bucket/fleet/agents',
+    });
+    assert.deepEqual(parseRepoLocation('s3://my-bucket'), {
+      kind: 's3',
+      bucket: 'my-bucket',
+      prefix: '',
+      display: 's3://my-bucket',
+    });
+    const refused: Array<[string, RegExp]> = [
+      ['', /empty/],
+      ['nats://host:4222/', /bucket is empty/],
+      ['nats://host:4222', /bucket is missing/],
+      ['nats://host:0/b', /1\.\.65535/],
+      ['nats://host:99999/b', /1\.\.65535/],
+      ['nats://host:abc/b', /1\.\.65535/],
+      ['nats://host/b', /host:port/],
+      ['nats://h:1/a.b', /bucket/],
+      ['s3:///prefix', /bucket is empty/],
+      ['s3://Bad_Bucket/x', /S3 bucket/],
+      ['s3://bucket/a/../b', /\.\./],
+      ['s3://bucket/a//b', /empty segment/],
+      ['s3://bucket/x?y=1', /query/],
+      ['http://example.com/x', /unknown scheme/],
+      ['file:///tmp/x', /as a path/],
+      ['/tmp/x\u0000y', /control/],
+    ];
+    for (const [text, why] of refused)
+      assert.throws(
+        () => parseRepoLocation(text),
+        (e: unknown) => e instanceof ConfigError && why.test(e.message),
+        text,
+      );
+    // credentials in the URL: refused, and never repeated
+    for (const text of [
+      'nats://alice:hunter2-secret@host:4222/b',
+      's3://AKIAEXAMPLE:hunter2-secret@bucket/p',
+      'nats://hunter2-secret@host:4222/b',
+    ])
+      assert.throws(
+        () => parseRepoLocation(text),
+        (e: unknown) =>
+          e instanceof ConfigError && /credentials/.test(e.message) && !e.message.includes('hunter2-secret'),
+      );
+  });
+
+  test('repository location: --repo beats NEXO_MEMORY_REPO beats store: in the config; secrets pass only as set', (t) => {
+    const cfg = {
+      store: {
+        backend: 's3' as const,
+        s3: { bucket: 'cfg-bucket', prefix: 'p', access_key_id: 'AK', secret_access_key: 'SK' },
+      },
+    };
+    const saved = process.env.NEXO_MEMORY_REPO;
+    t.after(() => {
+      if (saved === undefined) delete process.env.NEXO_MEMORY_REPO;
+      else process.env.NEXO_MEMORY_REPO = saved;
+    });
+    delete process.env.NEXO_MEMORY_REPO;
+    assert.equal(snapshotterOptionsFromConfig(cfg, {}).repo, 's3://cfg-bucket/p');
+    process.env.NEXO_MEMORY_REPO = 'nats://h:4222/env';
+    assert.equal(snapshotterOptionsFromConfig(cfg, {}).repo, 'nats://h:4222/env');
+    assert.equal(snapshotterOptionsFromConfig(cfg, { repo: '/flag/repo' }).repo, '/flag/repo');
+    delete process.env.NEXO_MEMORY_REPO;
+    assert.equal(snapshotterOptionsFromConfig({}, {}).repo, undefined, 'no store: → the state root');
+    assert.throws(
+      () => snapshotterOptionsFromConfig({ store: { backend: 'nats' } }, {}),
+      /store\.nats\.servers and .*bucket are required/,
+    );
+    // the config file: secrets in the wrong place are refused without being repeated
+    const dir = tempDir(t, 'nexo-cfg-');
+    const file = join(dir, 'memory.yaml');
+    for (const [yaml, why] of [
+      [
+        'snapshot:\n  store:\n    s3:\n      endpoint: http://AKIA:hunter2-secret@minio:9000\n',
+        /store\.s3\.endpoint/,
+      ],
+      [
+        'snapshot:\n  store:\n    nats:\n      servers: [nats://u:hunter2-secret@h:4222]\n',
+        /store\.nats\.servers/,
+      ],
+      ['snapshot:\n  store:\n    backend: ftp\n', /store\.backend/],
+      ['snapshot:\n  store:\n    s3:\n      secret: hunter2-secret\n', /store\.s3\.secret: unknown key/],
+    ] as const) {
+      writeFileSync(file, yaml);
+      assert.throws(
+        () => loadConfig(file),
+        (e: unknown) =>
+          e instanceof ConfigError && why.test(e.message) && !e.message.includes('hunter2-secret'),
+        yaml,
+      );
+    }
+    writeFileSync(file, 'snapshot:\n  store:\n    nats:\n      creds_file: keys/fleet.creds\n');
+    assert.equal(loadConfig(file).snapshot.store?.nats?.creds_file, join(dir, 'keys', 'fleet.creds'));
+    // nothing configured → nothing passed: the SDK's own chain (AWS_REGION, AWS_ENDPOINT_URL_S3) applies
+    assert.deepEqual(backendSettingsFromConfig({ store: { backend: 's3', s3: { bucket: 'b' } } }), {});
+    assert.deepEqual(backendSettingsFromConfig(cfg).s3, {
+      credentials: { accessKeyId: 'AK', secretAccessKey: 'SK' },
+    });
+  });
+
+  test('two hosts share one repository through --repo: snapshot on A, list/verify/restore on B, B snapshots another agent, prune on A', async (t) => {
+    const a = sampleAgent(t, 'ana', SMALL);
+    const b = sampleAgent(t, 'bob', { ...SMALL, seed: 7 });
+    const shared = join(tempDir(t), 'shared-repo');
+    const onA = (args: string[], env = {}) => runCli([...args, '--json', '--repo', shared], { env });
+    const rootsA = a.flags;
+    const rootsB = b.flags;
+
+    const snapA = ok(await onA(['snapshot', '--agent', 'ana', ...rootsA]), 'snapshot on A');
+    assert.equal(snapA.bundle_path, `${shared}#${snapA.id}`);
+    assert.ok(existsSync(join(shared, 'config', 'config')), 'the repository is where --repo says');
+    assert.ok(!existsSync(join(a.stateRoot, 'repository')), "not in A's state root");
+
+    // B: NEXO_MEMORY_REPO instead of the flag
+    const viaEnv = { NEXO_MEMORY_REPO: shared };
+    const listB = snapshotsOf(
+      ok(
+        await runCli(['list', '--agent', 'ana', '--json', '--state-root', b.stateRoot], { env: viaEnv }),
+        'list on B',
+      ),
+    );
+    assert.deepEqual(
+      listB.map((m) => m.id),
+      [snapA.id],
+    );
+    const verified = ok(
+      await runCli(['verify', '--agent', 'ana', '--id', snapA.id, '--json', '--state-root', b.stateRoot], {
+        env: viaEnv,
+      }),
+      'verify on B',
+    );
+    assert.equal(verified.status, 'verified');
+    ok(
+      await runCli(['restore', '--agent', 'ana', '--from', snapA.id, '--json', ...rootsB], {
+        env: { ...allow, ...viaEnv },
+      }),
+      'restore on B',
+    );
+    assert.equal(
+      readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
+      readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
+      "ana's memory arrived on B",
+    );
+
+    const snapB = ok(
+      await runCli(['snapshot', '--agent', 'bob', '--json', ...rootsB], { env: viaEnv }),
+      'snapshot of bob on B',
+    );
+    const pruned = ok(await onA(['prune', '--state-root', a.stateRoot]), 'prune on A');
+    assert.ok(pruned, 'prune reports');
+    const check = ok(await onA(['check', '--read-data', '--state-root', a.stateRoot]), 'check on A');
+    assert.deepEqual(check.problems ?? [], []);
+    for (const [agent, id, roots] of [
+      ['ana', snapA.id, rootsA],
+      ['bob', snapB.id, rootsB],
+    ] as const) {
+      const v = ok(
+        await onA(['verify', '--agent', agent, '--id', id, '--state-root', roots[1]!]),
+        `verify ${agent} after prune`,
+      );
+      assert.equal(v.status, 'verified');
+    }
+    // the local state of each host stayed local: staging, locks, journals under its own state root
+    assert.ok(!existsSync(join(shared, 'tenants')));
+  });
+
+  /** Runs the CLI whose s3:// store is `remoteDir` behind FaultyBackend (fixture), with a fast retry config. */
+  async function remoteCli(
+    t: Parameters<typeof tempDir>[0],
+    remoteDir: string,
+    args: string[],
+    opts: { faults?: unknown[]; env?: NodeJS.ProcessEnv } = {},
+  ): Promise<RunResult> {
+    const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
+    writeFileSync(
+      config,
+      'snapshot:\n  store:\n    retry:\n      attempts: 10\n      base_delay_ms: 1\n      max_delay_ms: 5\n',
+    );
+    return runTs(FIXTURE, [...args, '--config', config], {
+      env: {
+        NEXO_TEST_REMOTE_DIR: remoteDir,
+        NEXO_TEST_FAULTS: JSON.stringify(opts.faults ?? []),
+        ...opts.env,
+      },
+    });
+  }
+
+  function metricValue(text: string, name: string, labels: Record<string, string>): number {
+    let total = 0;
+    for (const line of text.split('\n')) {
+      if (!line.startsWith(`${name}{`)) continue;
+      if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`)))
+        total += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    return total;
+  }
+
+  test('a remote repository: the cache serves what was seen, deleting it loses nothing, a corrupt entry is fetched again', async (t) => {
+    const a = sampleAgent(t, 'ana', SMALL);
+    const remote = tempDir(t, 'nexo-remote-');
+    const repo = 's3://fleet-bucket/agents';
+    const metrics = join(tempDir(t), 'm.prom');
+    const run = (args: string[]) =>
+      remoteCli(t, remote, [...args, '--json', '--repo', repo, '--metrics-file', metrics]);
+
+    const s1 = ok(await run(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot 1');
+    const s2 = ok(await run(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot 2');
+    assert.ok(
+      existsSync(join(remote, 'fleet-bucket', 'agents', 'config', 'config')),
+      'objects went to the store',
+    );
+    assert.ok(!existsSync(join(a.stateRoot, 'repository')), 'nothing of the repository in the state root');
+    const up = metricValue(readFileSync(metrics, 'utf8'), 'nexo_memory_snapshot_store_bytes_total', {
+      backend: 's3',
+      direction: 'up',
+    });
+    assert.ok(up > 0, 'uploads are metered');
+
+    const list = async () =>
+      snapshotsOf(ok(await run(['list', '--agent', 'ana', '--state-root', a.stateRoot]), 'list'))
+        .map((m: { id: string }) => m.id)
+        .sort();
+    const want = [s1.id, s2.id].sort();
+    assert.deepEqual(await list(), want, 'cold');
+    const cacheDir = cacheDirOf(join(a.stateRoot, 'cache'), parseRepoLocation(repo));
+    assert.equal(readdirSync(join(cacheDir, 'listing')).length, 2, 'the listing entries are cached');
+    assert.deepEqual(await list(), want, 'warm');
+    const loads = metricValue(readFileSync(metrics, 'utf8'), 'nexo_memory_snapshot_store_requests_total', {
+      op: 'load',
+    });
+    assert.equal(loads, 0, 'a warm list loads nothing from the store');
+
+    // a corrupt entry: detected, removed and fetched again — never shown
+    const entry = join(cacheDir, 'listing', s1.id);
+    const good = readFileSync(entry);
+    const bad = Buffer.from(good);
+    bad[bad.length - 5]! ^= 0x20;
+    writeFileSync(entry, bad);
+    const listed = snapshotsOf(
+      ok(await run(['list', '--agent', 'ana', '--state-root', a.stateRoot]), 'list'),
+    );
+    assert.deepEqual(listed.map((m: { id: string }) => m.id).sort(), want);
+    assert.equal(listed.find((m: { id: string }) => m.id === s1.id).agent_id, 'ana');
+    assert.ok(
+      metricValue(readFileSync(metrics, 'utf8'), 'nexo_memory_snapshot_store_requests_total', {
+        op: 'load',
+      }) >= 1,
+      'the corrupt entry was fetched again',
+    );
+    assert.deepEqual(readFileSync(entry), good, 'and the cache holds the right bytes again');
+
+    // deleting the cache loses nothing
+    rmSync(join(a.stateRoot, 'cache'), { recursive: true, force: true });
+    assert.deepEqual(await list(), want, 'after the cache was deleted');
+    const restored = await remoteCli(
+      t,
+      remote,
+      ['restore', '--agent', 'ana', '--from', s1.id, '--json', '--repo', repo, ...a.flags],
+      {
+        env: allow,
+      },
+    );
+    ok(restored, 'restore from the remote repository');
+  });
+
+  test('transient failures are retried; once the attempts are spent: exit 8, STORE_UNREACHABLE', async (t) => {
+    const a = sampleAgent(t, 'ana', SMALL);
+    const remote = tempDir(t, 'nexo-remote-');
+    const repo = 's3://fleet-bucket';
+    const metrics = join(tempDir(t), 'm.prom');
+    // every third save, load, list and stat fails (the 1st, 4th, 7th, …) and succeeds when tried again
+    const flaky = (['save', 'load', 'list', 'stat'] as const).flatMap((op) =>
+      Array.from({ length: 100 }, (_, i) => ({ op, when: { nth: 3 * i + 1 }, fault: { kind: 'error' } })),
+    );
+    const snap = ok(
+      await remoteCli(
+        t,
+        remote,
+        ['snapshot', '--agent', 'ana', '--json', '--repo', repo, '--metrics-file', metrics, ...a.flags],
+        {
+          faults: flaky,
+        },
+      ),
+      'snapshot through transient faults',
+    );
+    const text = readFileSync(metrics, 'utf8');
+    assert.ok(
+      metricValue(text, 'nexo_memory_snapshot_store_retries_total', { backend: 's3' }) > 0,
+      'retries happened',
+    );
+    assert.ok(metricValue(text, 'nexo_memory_snapshot_store_requests_total', { outcome: 'error' }) > 0);
+    const v = ok(
+      await remoteCli(
+        t,
+        remote,
+        ['verify', '--agent', 'ana', '--id', snap.id, '--json', '--repo', repo, '--state-root', a.stateRoot],
+        {
+          faults: [
+            ...flaky,
+            ...Array.from({ length: 50 }, (_, i) => ({
+              op: 'load',
+              when: { nth: 6 * i + 2 },
+              fault: { kind: 'short-read' },
+            })),
+          ],
+        },
+      ),
+      'verify through transient faults and short reads',
+    );
+    assert.equal(v.status, 'verified');
+
+    const down = await remoteCli(
+      t,
+      remote,
+      ['list', '--agent', 'ana', '--json', '--repo', repo, '--state-root', a.stateRoot],
+      {
+        faults: [
+          { op: 'list', fault: { kind: 'error' } },
+          { op: 'stat', fault: { kind: 'error' } },
+        ],
+      },
+    );
+    assert.equal(down.code, 8, down.stderr);
+    const err = json(down).error;
+    assert.equal(err.code, 'STORE_UNREACHABLE');
+    assert.equal(err.outcome, 'store_unavailable');
+    assert.equal(err.details.location, repo);
+    assert.match(down.stderr, /unreachable/);
+  });
+
+  test('RetryingBackend: a load cut short or failing mid-stream resumes from the byte it reached; a streamed save is replayed', async () => {
+    const inner = new MemoryBackend();
+    const data = Buffer.alloc(300_000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7) % 251;
+    const h = { type: 'packs' as const, name: 'a'.repeat(64) };
+    await inner.save(h, data);
+    const transient = () => new TransientStoreError('reset', { backend: 'test', location: inner.location });
+    const faulty = new FaultyBackend(inner, {
+      rules: [
+        { op: 'load', when: { nth: 1 }, fault: { kind: 'error', afterBytes: 100_000, error: transient } },
+        { op: 'load', when: { nth: 2 }, fault: { kind: 'short-read', keep: 50_000 } },
+        { op: 'save', when: { nth: 1 }, fault: { kind: 'error', afterBytes: 10, error: transient } },
+        { op: 'save', when: { nth: 2 }, fault: { kind: 'error', afterCommit: true, error: transient } },
+      ],
+    });
+    const delays: number[] = [];
+    const r = new RetryingBackend(faulty, {
+      backend: 'test',
+      attempts: 5,
+      baseDelayMs: 100,
+      maxDelayMs: 1000,
+      random: () => 0.999,
+      sleep: async (ms) => {
+        delays.push(ms);
+      },
+    });
+    const got = await readAll(r, h, { maxBytes: 1e6, range: { offset: 1000, length: 250_000 } });
+    assert.ok(got.equals(data.subarray(1000, 251_000)), 'every byte once, in order');
+    assert.deepEqual(
+      faulty.fired.map((f) => f.kind),
+      ['error', 'short-read'],
+    );
+    assert.deepEqual(delays, [99, 199], 'full jitter under a doubling cap');
+
+    // a streamed save: the first attempt's stream fails, the second's answer is lost after the commit
+    const h2 = { type: 'packs' as const, name: 'b'.repeat(64) };
+    async function* parts() {
+      const reused = Buffer.alloc(1000);
+      for (let i = 0; i < 5; i++) {
+        reused.fill(i); // the caller reuses its buffer: the replay must not see the change
+        yield reused;
+      }
+    }
+    await r.save(h2, parts(), { ifAbsent: true });
+    const stored = await readAll(inner, h2, { maxBytes: 1e6 });
+    assert.deepEqual([...new Set(stored)], [0, 1, 2, 3, 4]);
+    assert.equal(stored.length, 5000);
+
+    // spent: STORE_UNREACHABLE naming the store
+    const dead = new RetryingBackend(
+      new FaultyBackend(inner, { rules: [{ op: 'stat', fault: { kind: 'error', error: transient } }] }),
+      { backend: 'test', attempts: 3, sleep: async () => {} },
+    );
+    await assert.rejects(
+      dead.stat(h),
+      (e: unknown) =>
+        e instanceof StoreUnavailableError &&
+        e.code === 'STORE_UNREACHABLE' &&
+        e.exitCode === 8 &&
+        /3 times/.test(e.message),
+    );
+    // not transient: no retry
+    let calls = 0;
+    const plain = new RetryingBackend(
+      new FaultyBackend(inner, {
+        rules: [
+          {
+            op: 'stat',
+            fault: {
+              kind: 'error',
+              error: () => {
+                calls++;
+                return new Error('permanent');
+              },
+            },
+          },
+        ],
+      }),
+      { backend: 'test', sleep: async () => {} },
+    );
+    await assert.rejects(plain.stat(h), /permanent/);
+    assert.equal(calls, 1);
+  });
+
+  test('CachedBackend: a damaged cache entry of a hash-named object is never trusted', async (t) => {
+    const inner = new MemoryBackend();
+    const dir = tempDir(t);
+    const bytes = Buffer.from('index bytes');
+    const { createHash } = await import('node:crypto');
+    const h = { type: 'index' as const, name: createHash('sha256').update(bytes).digest('hex') };
+    await inner.save(h, bytes);
+    const c = new CachedBackend(inner, dir);
+    assert.ok((await readAll(c, h, { maxBytes: 1000 })).equals(bytes));
+    const entry = join(dir, 'index', h.name);
+    assert.ok(existsSync(entry));
+    // an entry whose checksum matches its content but not its name (a swapped file)
+    const other = Buffer.from('other bytes');
+    writeFileSync(entry, Buffer.concat([createHash('sha256').update(other).digest(), other]));
+    assert.ok((await readAll(c, h, { maxBytes: 1000 })).equals(bytes));
+    assert.equal(c.refetched, 1);
+    // not cached: pins and locks (they change), and packs
+    await inner.save({ type: 'pins', name: '01a2322e-8ca4-772c-8993-6dd27eec3a37' }, Buffer.alloc(0));
+    await readAll(c, { type: 'pins', name: '01a2322e-8ca4-772c-8993-6dd27eec3a37' }, { maxBytes: 10 });
+    assert.ok(!existsSync(join(dir, 'pins')));
+  });
+
+  /** A backend whose lock saves move `clock` forward by `slowMs` each (a save that takes that long). */
+  function slowLockSaves(inner: MemoryBackend, clock: { t: number }, slowMs: () => number): MemoryBackend {
+    const save = inner.save.bind(inner);
+    inner.save = async (h, data, opts) => {
+      await save(h, data, opts);
+      if (h.type === 'locks') clock.t += slowMs();
+    };
+    return inner;
+  }
+
+  test('repository locks across hosts: same host name elsewhere, a slow lock write, a late refresh', async () => {
+    const backend = new MemoryBackend();
+    const t0 = Date.now();
+    // Another machine (or container) with the same host name: its pid means nothing here.
+    const elsewhere = {
+      exclusive: false,
+      operation: 'snapshot',
+      host: hostname(),
+      host_id: 'another-boot/pid:[1]',
+      pid: 2 ** 22 + 12345, // no such process on this host
+      created_at_ms: t0,
+      refreshed_at_ms: t0,
+    };
+    assert.equal(isStale(elsewhere, t0), false, 'a live lock of another machine is not judged by pid');
+    assert.equal(
+      isStale({ ...elsewhere, host_id: ownHostId() }, t0),
+      true,
+      'a dead pid of this very host is',
+    );
+    await backend.save({ type: 'locks', name: 'e'.repeat(64) }, Buffer.from(JSON.stringify(elsewhere)));
+    await assert.rejects(lockRepository(backend, true, 'prune', 0), /locked: shared lock of snapshot/);
+    await backend.remove({ type: 'locks', name: 'e'.repeat(64) });
+
+    // New locks carry this host's identity.
+    const l = await lockRepository(backend, false, 'snapshot', 0);
+    const info = JSON.parse(
+      (await readAll(backend, { type: 'locks', name: l.name }, { maxBytes: 4096 })).toString(),
+    );
+    assert.equal(info.host_id, ownHostId());
+    await l.release();
+
+    // A lock whose save took longer than the trust window is withdrawn, never counted on.
+    const clock = { t: t0 };
+    let slow = TRUST_MS + 1000;
+    const slowB = slowLockSaves(new MemoryBackend(), clock, () => slow);
+    await assert.rejects(lockRepository(slowB, true, 'prune', 0, { now: () => clock.t }), /not trusted/);
+    assert.deepEqual(await names(slowB), [], 'the slow lock was withdrawn');
+
+    // A holder whose refresh comes after the trust window (suspended, or a slow store) has lost its lock:
+    // it does not write it again, and check() stops the operation.
+    slow = 0;
+    const held = await lockRepository(slowB, false, 'snapshot', 0, { now: () => clock.t });
+    const before = (await readAll(slowB, { type: 'locks', name: held.name }, { maxBytes: 4096 })).toString();
+    clock.t += TRUST_MS + 1;
+    await held.refresh();
+    const after = (await readAll(slowB, { type: 'locks', name: held.name }, { maxBytes: 4096 })).toString();
+    assert.equal(after, before, 'not rewritten');
+    await assert.rejects(held.check(), /lost/);
+    await held.release();
+
+    // A refresh whose write itself outlasts the trust window is not counted on either.
+    const held2 = await lockRepository(slowB, false, 'snapshot', 0, { now: () => clock.t });
+    clock.t += REFRESH_MS;
+    slow = TRUST_MS;
+    await held2.refresh();
+    await assert.rejects(held2.check(), /lost/);
+    await held2.release();
+  });
+
+  async function names(b: MemoryBackend): Promise<string[]> {
+    const out: string[] = [];
+    for await (const o of b.list('locks')) out.push(o.name);
+    return out;
+  }
+
+  test('the CLI on S3-compatible storage (s3rver): config with ${VAR} secrets, snapshot on A, list and restore on B', async (t) => {
+    const s3 = startFixture(t, 's3rver.ts', ['fleet'], { NODE_OPTIONS: '--openssl-legacy-provider' });
+    await s3.ready;
+    const [, endpoint, dir] = s3.output().trim().split(' ') as [string, string, string];
+    const server = { endpoint, dir };
+    const a = sampleAgent(t, 'ana', SMALL);
+    const b = sampleAgent(t, 'bob', { ...SMALL, seed: 3 });
+    const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
+    writeFileSync(
+      config,
+      [
+        'snapshot:',
+        '  store:',
+        '    backend: s3',
+        '    s3:',
+        '      bucket: fleet',
+        '      prefix: agents/prod',
+        `      endpoint: ${server.endpoint}`,
+        '      region: us-east-1',
+        '      force_path_style: true',
+        '      access_key_id: ${TEST_S3_KEY}',
+        '      secret_access_key: ${TEST_S3_SECRET}',
+        '',
+      ].join('\n'),
+    );
+    const secret = 'S3RVER-does-not-check-this-secret';
+    const env = { TEST_S3_KEY: 'S3RVER', TEST_S3_SECRET: secret, ...allow };
+    const cli = (args: string[]) => runCli([...args, '--json', '--config', config], { env });
+    const snap = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
+    assert.equal(snap.bundle_path, `s3://fleet/agents/prod#${snap.id}`);
+    assert.ok(existsSync(join(server.dir, 'fleet')), 'the objects are in the bucket');
+    const listed = snapshotsOf(
+      ok(await cli(['list', '--agent', 'ana', '--state-root', b.stateRoot]), 'list on B'),
+    );
+    assert.deepEqual(
+      listed.map((m: { id: string }) => m.id),
+      [snap.id],
+    );
+    ok(await cli(['restore', '--agent', 'ana', '--from', snap.id, ...b.flags]), 'restore on B');
+    assert.equal(
+      readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
+      readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
+    );
+    // --repo overrides the config's bucket; the settings (endpoint, credentials) still apply
+    const other = await cli([
+      'list',
+      '--agent',
+      'ana',
+      '--state-root',
+      b.stateRoot,
+      '--repo',
+      's3://missing-bucket',
+    ]);
+    assert.equal(other.code, 8, other.stdout + other.stderr);
+    assert.equal(json(other).error.code, 'STORE_MISSING');
+    for (const r of [other])
+      assert.ok(!`${r.stdout}${r.stderr}`.includes(secret), 'the secret is never printed');
+  });
+
+  test('the CLI on NATS JetStream: --repo nats://…, credentials from the config through ${VAR}; wrong ones: STORE_AUTH, never printed', async (t) => {
+    const { startAuthServer } = await import('./helpers/nats-cluster.js');
+    const password = 'nats-pass-never-printed';
+    const server = await startAuthServer('fleet-user', password);
+    t.after(() => server.stop());
+    const a = sampleAgent(t, 'ana', SMALL);
+    const b = sampleAgent(t, 'bob', { ...SMALL, seed: 5 });
+    const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
+    writeFileSync(
+      config,
+      'snapshot:\n  store:\n    nats:\n      user: fleet-user\n      password: ${TEST_NATS_PASSWORD}\n',
+    );
+    const repo = `${server.url}/fleet_repo`;
+    const cli = (args: string[], pass = password) =>
+      runCli([...args, '--json', '--config', config], {
+        env: { TEST_NATS_PASSWORD: pass, NEXO_MEMORY_REPO: repo, ...allow },
+      });
+    // before the first snapshot the buckets do not exist: list says so, retention has nothing to do
+    const early = await cli(['list', '--agent', 'ana', '--state-root', b.stateRoot]);
+    assert.equal(early.code, 8, early.stdout + early.stderr);
+    assert.equal(json(early).error.code, 'STORE_MISSING');
+    ok(await cli(['gc', '--all', '--state-root', b.stateRoot]), 'gc before the first snapshot');
+    const snap = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
+    assert.equal(snap.bundle_path, `${repo}#${snap.id}`);
+    const listed = snapshotsOf(
+      ok(await cli(['list', '--agent', 'ana', '--state-root', b.stateRoot]), 'list on B'),
+    );
+    assert.deepEqual(
+      listed.map((m: { id: string }) => m.id),
+      [snap.id],
+    );
+    const v = ok(
+      await cli(['verify', '--agent', 'ana', '--id', snap.id, '--state-root', b.stateRoot]),
+      'verify on B',
+    );
+    assert.equal(v.status, 'verified');
+    const wrong = await cli(['list', '--agent', 'ana', '--state-root', b.stateRoot], 'wrong-password-xyz');
+    assert.equal(wrong.code, 8, wrong.stdout + wrong.stderr);
+    assert.equal(json(wrong).error.code, 'STORE_AUTH');
+    for (const r of [wrong]) {
+      assert.ok(!`${r.stdout}${r.stderr}`.includes('wrong-password-xyz'));
+      assert.ok(!`${r.stdout}${r.stderr}`.includes(password));
+    }
+  });
+});
