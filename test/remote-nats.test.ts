@@ -1,0 +1,136 @@
+// The CLI on a real 3-node JetStream cluster (started once for this file, buckets with 3 replicas):
+// snapshot on host A with --repo nats://n1,n2,n3/bucket, list/verify/restore on host B, prune and
+// check --read-data; with the cluster's majority killed a snapshot fails with exit 8 STORE_UNREACHABLE,
+// nothing of it is visible, and the same command succeeds once the nodes are back.
+
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+
+let cluster: NatsCluster;
+before(async () => {
+  cluster = await startNatsCluster();
+});
+after(async () => {
+  await cluster?.stop();
+});
+
+const SMALL = { memories: 40, embeddings: 10, files: 3, commits: 2 };
+
+// biome-ignore lint/suspicious/noExplicitAny: the CLI's JSON output, read field by field
+type Json = any;
+
+function json(r: RunResult): Json {
+  try {
+    return JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`not JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
+  }
+}
+
+function ok(r: RunResult, what: string): Json {
+  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+  return json(r);
+}
+
+const ids = (out: Json): string[] => (Array.isArray(out) ? out : out.snapshots).map((m: Json) => m.id);
+
+/** Waits until the repository's object store stream has a leader (after nodes came back). */
+async function waitForStreamLeader(bucket: string): Promise<void> {
+  await cluster.waitForMetaLeader();
+  for (let i = 0; ; i++) {
+    try {
+      const nc = await connect({ servers: cluster.urls });
+      try {
+        const si = await (await jetstreamManager(nc)).streams.info(`OBJ_${bucket}`);
+        if (si.cluster?.leader) return;
+      } finally {
+        await nc.close();
+      }
+    } catch (err) {
+      if (i > 150) throw err;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+test('two hosts share a repository on a 3-node JetStream cluster; the majority down: exit 8, nothing half-visible, the same snapshot succeeds once back', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const b = sampleAgent(t, 'bob', { ...SMALL, seed: 11 });
+  const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
+  writeFileSync(
+    config,
+    [
+      'snapshot:',
+      '  store:',
+      '    nats:',
+      '      replicas: 3',
+      '    retry:',
+      '      attempts: 1',
+      '      base_delay_ms: 20',
+      '      max_delay_ms: 100',
+      '',
+    ].join('\n'),
+  );
+  const bucket = 'fleet_e2e';
+  const repo = `nats://${cluster.urls.map((u) => u.slice('nats://'.length)).join(',')}/${bucket}`;
+  const cli = (args: string[]) =>
+    runCli([...args, '--json', '--config', config, '--repo', repo], {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+    });
+
+  const first = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
+  assert.equal(first.bundle_path, `${repo}#${first.id}`);
+  const nc = await connect({ servers: cluster.urls });
+  try {
+    const si = await (await jetstreamManager(nc)).streams.info(`OBJ_${bucket}`);
+    assert.equal(si.config.num_replicas, 3, 'the repository is replicated on 3 nodes');
+  } finally {
+    await nc.close();
+  }
+
+  // Host B: its own state root, the same repository.
+  assert.deepEqual(ids(ok(await cli(['list', '--agent', 'ana', '--state-root', b.stateRoot]), 'list on B')), [
+    first.id,
+  ]);
+  const verified = ok(
+    await cli(['verify', '--agent', 'ana', '--id', first.id, '--state-root', b.stateRoot]),
+    'verify on B',
+  );
+  assert.equal(verified.status, 'verified');
+  ok(await cli(['restore', '--agent', 'ana', '--from', first.id, ...b.flags]), 'restore on B');
+  assert.equal(
+    readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
+    readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
+    "ana's memory arrived on B",
+  );
+  ok(await cli(['prune', '--state-root', a.stateRoot]), 'prune on A');
+  assert.deepEqual(
+    ok(await cli(['check', '--read-data', '--state-root', b.stateRoot]), 'check on B').problems ?? [],
+    [],
+  );
+
+  // The majority down: the snapshot of bob on B fails as unreachable, and leaves nothing visible.
+  t.after(async () => {
+    await Promise.all(cluster.nodes.map((n) => n.start()));
+  });
+  await Promise.all([cluster.nodes[0]!.kill(), cluster.nodes[2]!.kill()]);
+  const down = await cli(['snapshot', '--agent', 'bob', ...b.flags]);
+  assert.equal(down.code, 8, down.stdout + down.stderr);
+  assert.equal(json(down).error.code, 'STORE_UNREACHABLE');
+
+  await Promise.all(cluster.nodes.map((n) => n.start()));
+  await waitForStreamLeader(bucket);
+  assert.deepEqual(ids(ok(await cli(['list', '--agent', 'bob', '--state-root', a.stateRoot]), 'list')), []);
+  const again = ok(await cli(['snapshot', '--agent', 'bob', ...b.flags]), 'the same snapshot, nodes back');
+  assert.deepEqual(ids(ok(await cli(['list', '--agent', 'bob', '--state-root', a.stateRoot]), 'list')), [
+    again.id,
+  ]);
+  const check = ok(await cli(['check', '--read-data', '--state-root', a.stateRoot]), 'check on A');
+  assert.deepEqual(check.problems ?? [], []);
+});
