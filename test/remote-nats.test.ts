@@ -1,10 +1,11 @@
 // The CLI on a real 3-node JetStream cluster (started once for this file, buckets with 3 replicas):
 // snapshot on host A with --repo nats://n1,n2,n3/bucket, list/verify/restore on host B, prune and
 // check --read-data; with the cluster's majority killed a snapshot fails with exit 8 STORE_UNREACHABLE,
-// nothing of it is visible, and the same command succeeds once the nodes are back.
+// nothing of it is visible, and the same command succeeds once the nodes are back. Two hosts snapshot
+// different agents while a third prunes: nothing lost.
 
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -59,9 +60,8 @@ async function waitForStreamLeader(bucket: string): Promise<void> {
   }
 }
 
-test('two hosts share a repository on a 3-node JetStream cluster; the majority down: exit 8, nothing half-visible, the same snapshot succeeds once back', async (t) => {
-  const a = sampleAgent(t, 'ana', SMALL);
-  const b = sampleAgent(t, 'bob', { ...SMALL, seed: 11 });
+/** A config for the CLI runs: R3 buckets, one attempt per request (the nodes' loss is the point). */
+function natsConfig(t: Parameters<typeof tempDir>[0]): string {
   const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
   writeFileSync(
     config,
@@ -77,8 +77,18 @@ test('two hosts share a repository on a 3-node JetStream cluster; the majority d
       '',
     ].join('\n'),
   );
+  return config;
+}
+
+const repoUrl = (bucket: string) =>
+  `nats://${cluster.urls.map((u) => u.slice('nats://'.length)).join(',')}/${bucket}`;
+
+test('two hosts share a repository on a 3-node JetStream cluster; the majority down: exit 8, nothing half-visible, the same snapshot succeeds once back', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const b = sampleAgent(t, 'bob', { ...SMALL, seed: 11 });
+  const config = natsConfig(t);
   const bucket = 'fleet_e2e';
-  const repo = `nats://${cluster.urls.map((u) => u.slice('nats://'.length)).join(',')}/${bucket}`;
+  const repo = repoUrl(bucket);
   const cli = (args: string[]) =>
     runCli([...args, '--json', '--config', config, '--repo', repo], {
       env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
@@ -133,4 +143,54 @@ test('two hosts share a repository on a 3-node JetStream cluster; the majority d
   ]);
   const check = ok(await cli(['check', '--read-data', '--state-root', a.stateRoot]), 'check on A');
   assert.deepEqual(check.problems ?? [], []);
+});
+
+test('two hosts snapshot different agents into one JetStream repository while a third prunes: nothing lost', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const b = sampleAgent(t, 'bob', { ...SMALL, seed: 13 });
+  const c = sampleAgent(t, 'cyd', { ...SMALL, seed: 17 });
+  const config = natsConfig(t);
+  const repo = repoUrl('fleet_busy');
+  const cli = (args: string[]) =>
+    runCli([...args, '--json', '--config', config, '--repo', repo], {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+    });
+  // Garbage for prune: ana's first snapshot, deleted after a second one.
+  const s1 = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'first snapshot of ana');
+  appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- a line only the second snapshot has\n');
+  const s2 = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'second snapshot of ana');
+  ok(await cli(['delete', '--agent', 'ana', '--id', s1.id, '--yes', '--state-root', a.stateRoot]), 'delete');
+  appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- and a line only the third has\n');
+
+  const [s3, sb, pruned] = await Promise.all([
+    cli(['snapshot', '--agent', 'ana', ...a.flags]),
+    cli(['snapshot', '--agent', 'bob', ...b.flags]),
+    cli(['prune', '--state-root', c.stateRoot]),
+  ]);
+  const third = ok(s3, 'snapshot of ana on A');
+  const ofBob = ok(sb, 'snapshot of bob on B');
+  ok(pruned, 'prune on C');
+
+  const check = ok(await cli(['check', '--read-data', '--state-root', c.stateRoot]), 'check on C');
+  assert.deepEqual(check.problems ?? [], []);
+  assert.deepEqual(
+    ids(ok(await cli(['list', '--agent', 'ana', '--state-root', c.stateRoot]), 'list ana')).sort(),
+    [s2.id, third.id].sort(),
+  );
+  assert.deepEqual(ids(ok(await cli(['list', '--agent', 'bob', '--state-root', c.stateRoot]), 'list bob')), [
+    ofBob.id,
+  ]);
+  for (const [agent, id] of [
+    ['ana', s2.id],
+    ['ana', third.id],
+    ['bob', ofBob.id],
+  ] as const) {
+    const v = ok(await cli(['verify', '--agent', agent, '--id', id, '--state-root', c.stateRoot]), 'verify');
+    assert.equal(v.status, 'verified', `${agent} ${id}`);
+  }
+  ok(await cli(['restore', '--agent', 'ana', '--from', third.id, ...c.flags]), 'restore on C');
+  assert.equal(
+    readFileSync(join(c.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
+    readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
+  );
 });
