@@ -2,14 +2,19 @@
 // snapshot on host A with --repo nats://n1,n2,n3/bucket, list/verify/restore on host B, prune and
 // check --read-data; with the cluster's majority killed a snapshot fails with exit 8 STORE_UNREACHABLE,
 // nothing of it is visible, and the same command succeeds once the nodes are back. Two hosts snapshot
-// different agents while a third prunes: nothing lost.
+// different agents while a third prunes: nothing lost; prune waits for (and never removes a pack of) a
+// snapshot holding the repository lock on another host.
 
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { openNatsBackend } from '../src/backend/nats.js';
+import { lockRepository } from '../src/repository/locks.js';
+import { hexName } from './helpers/backend-conformance.js';
 import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 
@@ -61,7 +66,7 @@ async function waitForStreamLeader(bucket: string): Promise<void> {
 }
 
 /** A config for the CLI runs: R3 buckets, one attempt per request (the nodes' loss is the point). */
-function natsConfig(t: Parameters<typeof tempDir>[0]): string {
+function natsConfig(t: Parameters<typeof tempDir>[0], extra: string[] = []): string {
   const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
   writeFileSync(
     config,
@@ -74,6 +79,7 @@ function natsConfig(t: Parameters<typeof tempDir>[0]): string {
       '      attempts: 1',
       '      base_delay_ms: 20',
       '      max_delay_ms: 100',
+      ...extra,
       '',
     ].join('\n'),
   );
@@ -193,4 +199,34 @@ test('two hosts snapshot different agents into one JetStream repository while a 
     readFileSync(join(c.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
     readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
   );
+});
+
+test('prune waits for a snapshot holding the shared lock on another host and leaves its uploaded pack alone', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const c = sampleAgent(t, 'cyd', { ...SMALL, seed: 19 });
+  const config = natsConfig(t, ['  lock_timeout_secs: 2']);
+  const bucket = 'fleet_locked';
+  const cli = (args: string[]) =>
+    runCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+    });
+  ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
+  // "Host B" in the middle of a snapshot: its shared lock held, one pack uploaded, no index yet.
+  const backend = await openNatsBackend({ servers: cluster.urls, bucket, timeoutMs: 3000 });
+  t.after(() => backend.close());
+  const held = await lockRepository(backend, false, 'snapshot', 0);
+  const pack = { type: 'packs', name: hexName('a pack of a snapshot under way') } as const;
+  await backend.save(pack, randomBytes(4096));
+
+  const refused = await cli(['prune', '--state-root', c.stateRoot]);
+  assert.equal(json(refused).error?.code, 'REPOSITORY_LOCKED', refused.stdout + refused.stderr);
+  assert.equal((await backend.stat(pack)).size, 4096, 'the pack of the running snapshot is still there');
+
+  // Once that snapshot is over (here: abandoned), prune takes its lock and removes the unindexed pack.
+  await held.release();
+  const pruned = ok(await cli(['prune', '--state-root', c.stateRoot]), 'prune after the release');
+  assert.ok(pruned.packs_unindexed_removed >= 1, JSON.stringify(pruned));
+  await assert.rejects(backend.stat(pack), /not found/);
+  const check = ok(await cli(['check', '--read-data', '--state-root', c.stateRoot]), 'check');
+  assert.deepEqual(check.problems ?? [], []);
 });
