@@ -104,14 +104,17 @@ async function streamState(bucket: string): Promise<{ leader?: string; chunkSubj
 /** Waits until the bucket's stream has a leader again (after nodes came back). */
 async function waitForStreamLeader(bucket: string): Promise<void> {
   await cluster.waitForMetaLeader();
-  for (let i = 0; ; i++) {
+  let last: unknown;
+  for (let i = 0; i < 300; i++) {
     try {
       if ((await streamState(bucket)).leader) return;
+      last = undefined;
     } catch (err) {
-      if (i > 150) throw err;
+      last = err;
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+  throw new Error(`the stream of ${bucket} has no leader after its nodes came back`, { cause: last });
 }
 
 async function restartAll(): Promise<void> {

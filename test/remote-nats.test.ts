@@ -49,7 +49,8 @@ const ids = (out: Json): string[] => (Array.isArray(out) ? out : out.snapshots).
 /** Waits until the repository's object store stream has a leader (after nodes came back). */
 async function waitForStreamLeader(bucket: string): Promise<void> {
   await cluster.waitForMetaLeader();
-  for (let i = 0; ; i++) {
+  let last: unknown;
+  for (let i = 0; i < 300; i++) {
     try {
       const nc = await connect({ servers: cluster.urls });
       try {
@@ -59,10 +60,11 @@ async function waitForStreamLeader(bucket: string): Promise<void> {
         await nc.close();
       }
     } catch (err) {
-      if (i > 150) throw err;
+      last = err;
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+  throw new Error(`the stream of ${bucket} has no leader after its nodes came back`, { cause: last });
 }
 
 /** A config for the CLI runs: R3 buckets, one attempt per request (the nodes' loss is the point). */
