@@ -4,12 +4,16 @@
 // interrupted save; wrong credentials (STORE_AUTH); a missing bucket (STORE_MISSING).
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import type { Backend } from '../src/backend/backend.js';
-import { NATS_CHUNK_SIZE, openNatsBackend } from '../src/backend/nats.js';
+import { NATS_CHUNK_SIZE, type NatsBackend, openNatsBackend } from '../src/backend/nats.js';
 import type { NatsBackendOptions } from '../src/backend/remote.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
 import { type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
@@ -100,14 +104,17 @@ async function streamState(bucket: string): Promise<{ leader?: string; chunkSubj
 /** Waits until the bucket's stream has a leader again (after nodes came back). */
 async function waitForStreamLeader(bucket: string): Promise<void> {
   await cluster.waitForMetaLeader();
-  for (let i = 0; ; i++) {
+  let last: unknown;
+  for (let i = 0; i < 300; i++) {
     try {
       if ((await streamState(bucket)).leader) return;
+      last = undefined;
     } catch (err) {
-      if (i > 150) throw err;
+      last = err;
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+  throw new Error(`the stream of ${bucket} has no leader after its nodes came back`, { cause: last });
 }
 
 async function restartAll(): Promise<void> {
@@ -162,12 +169,15 @@ test('the majority killed: STORE_UNREACHABLE, nothing half-visible; the same sav
 
   await restartAll();
   await waitForStreamLeader(bucket);
-  assert.deepEqual(await listAll(b, 'packs'), new Map());
-  await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
-  assert.deepEqual(await listAll(b, 'snapshots'), new Map([[kept.name, 17]]));
+  // The same save, as the command run again would do it (a new client, the usual timeouts).
+  const c = await open(bucket, { create: false });
+  t.after(() => c.close());
+  assert.deepEqual(await listAll(c, 'packs'), new Map());
+  await assert.rejects(c.stat(h), code('OBJECT_NOT_FOUND'));
+  assert.deepEqual(await listAll(c, 'snapshots'), new Map([[kept.name, 17]]));
   const again = bigSource(4);
-  await b.save(h, again.chunks());
-  assert.equal(await sha256Of(b.load(h)), again.sha256);
+  await c.save(h, again.chunks());
+  assert.equal(await sha256Of(c.load(h)), again.sha256);
   assert.deepEqual(await listAll(b, 'packs'), new Map([[h.name, 4 * MiB]]));
 });
 
@@ -186,6 +196,46 @@ test('an interrupted save (the source throws) is never listed or loadable, and i
   await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
   await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
   assert.equal((await streamState(bucket)).chunkSubjects, 0, 'no chunk left behind');
+});
+
+test('a process killed mid-save leaves nothing listed or loadable; sweepOrphans purges its chunks', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const b = (await open(bucket)) as NatsBackend;
+  t.after(() => b.close());
+  const kept = { type: 'packs', name: hexName('complete') } as const;
+  const keptData = randomBytes(NATS_CHUNK_SIZE * 2 + 1);
+  await b.save(kept, keptData);
+  const h = { type: 'packs', name: hexName('killed mid-save') } as const;
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      fileURLToPath(new URL('fixtures/nats-save-forever.ts', import.meta.url)),
+      cluster.urls.join(','),
+      bucket,
+      h.name,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  t.after(() => child.kill('SIGKILL'));
+  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+  assert.equal(line, 'saving');
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+
+  assert.deepEqual(await listAll(b, 'packs'), new Map([[kept.name, keptData.length]]));
+  await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
+  await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
+  assert.equal((await streamState(bucket)).chunkSubjects, 2, 'the killed save left its chunks behind');
+  // Younger than the minimum age: kept (it could be a save under way).
+  assert.deepEqual(await b.sweepOrphans(60_000), { saves: 0, chunks: 0 });
+  const swept = await b.sweepOrphans(0);
+  assert.equal(swept.saves, 1);
+  assert.ok(swept.chunks >= 8, `${swept.chunks} chunks purged`);
+  assert.equal((await streamState(bucket)).chunkSubjects, 1);
+  assert.deepEqual(await collect(b.load(kept)), keptData);
 });
 
 test('ifAbsent on the object store: of concurrent saves of one pack by two clients exactly one wins', async (t) => {
@@ -251,7 +301,7 @@ test('a ranged load reads only the chunks of its range', async (t) => {
   await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
 });
 
-test('wrong credentials are STORE_AUTH; a missing bucket is STORE_MISSING; a dead server is STORE_UNREACHABLE', async (t) => {
+test('wrong credentials are STORE_AUTH; no permission is STORE_DENIED; a missing bucket is STORE_MISSING; a dead server is STORE_UNREACHABLE', async (t) => {
   const server = await startAuthServer('nexo', 'right-secret');
   t.after(() => server.stop());
   const base = { servers: [server.url], bucket: 'auth-test', timeoutMs: 2000, retry: FAST };
@@ -267,6 +317,13 @@ test('wrong credentials are STORE_AUTH; a missing bucket is STORE_MISSING; a dea
   const b = await openNatsBackend({ ...base, user: 'nexo', password: 'right-secret', create: true });
   await b.save({ type: 'config', name: 'config' }, Buffer.from('{}'));
   await b.close();
+  // A user the server does not allow to publish into the bucket: STORE_DENIED, nothing saved.
+  const reader = await openNatsBackend({ ...base, user: 'reader', password: 'reader' });
+  const pack = { type: 'packs', name: hexName('denied') } as const;
+  await assert.rejects(reader.save(pack, Buffer.from('x')), code('STORE_DENIED', 8));
+  assert.deepEqual(await listAll(reader, 'packs'), new Map());
+  assert.equal((await collect(reader.load({ type: 'config', name: 'config' }))).toString(), '{}');
+  await reader.close();
   const err = await openNatsBackend({ ...base, user: 'nexo', password: 'wrong-secret' }).catch((e) => e);
   code('STORE_AUTH')(err);
   assert.ok(!String(err.message).includes('secret'), 'the message shows no credential');
@@ -275,4 +332,35 @@ test('wrong credentials are STORE_AUTH; a missing bucket is STORE_MISSING; a dea
     openNatsBackend({ ...base, user: 'nexo', password: 'right-secret', timeoutMs: 300 }),
     code('STORE_UNREACHABLE', 8),
   );
+});
+
+test('the observer sees each request with its outcome and the bytes moved', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const seen: string[] = [];
+  const b = await open(bucket, {
+    observer: { request: (op, outcome, bytes) => void seen.push(`${op} ${outcome} ${bytes}`) },
+  });
+  t.after(() => b.close());
+  const h = { type: 'index', name: hexName('observed') } as const;
+  const data = randomBytes(NATS_CHUNK_SIZE + 10);
+  await b.save(h, data);
+  await collect(b.load(h, { offset: 5, length: 100 }));
+  await b.stat(h);
+  await listAll(b, 'index');
+  await b.remove(h);
+  await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
+  const lock = { type: 'locks', name: hexName('observed lock') } as const;
+  await b.save(lock, Buffer.from('held'), { ifAbsent: true });
+  await assert.rejects(b.save(lock, Buffer.from('held'), { ifAbsent: true }), code('OBJECT_EXISTS'));
+  assert.deepEqual(seen, [
+    `save ok ${data.length}`,
+    'load ok 100',
+    'stat ok 0',
+    'list ok 0',
+    'remove ok 0',
+    'stat error 0',
+    'save ok 4',
+    'save error 0',
+  ]);
 });

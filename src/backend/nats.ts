@@ -63,17 +63,6 @@ export const NATS_LOCK_MAX = 512 * 1024;
 const WRONG_LAST_SEQUENCE = [10071, 10164];
 const STREAM_NOT_FOUND = 10059;
 
-/**
- * A failure worth retrying: the store may answer the same request a moment later. Local to this backend
- * until the shared one (backend/retry.ts) lands.
- */
-export class TransientStoreError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'TransientStoreError';
-  }
-}
-
 /** The object's meta message: the object store's meta fields plus where each chunk is. */
 interface Meta {
   name: string;
@@ -173,7 +162,8 @@ function parseMeta(data: Uint8Array): Meta | null {
 
 const sha256Digest = (hash: ReturnType<typeof createHash>): string => `SHA-256=${hash.digest('base64url')}=`;
 
-class NatsBackend implements Backend {
+/** The NATS backend; `sweepOrphans` is beyond the Backend interface. */
+export class NatsBackend implements Backend {
   readonly location: string;
   private readonly stream: string;
   private readonly prefix: string;
@@ -518,32 +508,74 @@ class NatsBackend implements Backend {
     }
     const filter = `${this.prefix}.M.${type}.>`;
     return this.run('list', async () => {
-      const any = await this.jsm.streams.getMessage(this.stream, { last_by_subj: filter });
-      if (any === null) return [];
-      const consumer = await this.js.consumers.get(this.stream, {
-        filter_subjects: filter,
-        deliver_policy: DeliverPolicy.LastPerSubject,
-      });
-      const found = new Map<string, number>();
+      const found: ObjectInfo[] = [];
+      for (const [subject, meta] of await this.metas(filter))
+        found.push({ name: subject.slice(filter.length - 1), size: meta.size });
+      return found;
+    });
+  }
+
+  /** The live meta message of every subject under `filter` (one request per 1,000). */
+  private async metas(filter: string): Promise<Map<string, Meta>> {
+    const found = new Map<string, Meta>();
+    const any = await this.jsm.streams.getMessage(this.stream, { last_by_subj: filter });
+    if (any === null) return found;
+    const consumer = await this.js.consumers.get(this.stream, {
+      filter_subjects: filter,
+      deliver_policy: DeliverPolicy.LastPerSubject,
+    });
+    try {
       for (;;) {
         const batch = await consumer.fetch({ max_messages: 1000, expires: Math.max(1000, this.timeoutMs) });
         let got = 0;
         let done = false;
         for await (const m of batch) {
           got++;
-          const name = m.subject.slice(filter.length - 1);
           const meta = parseMeta(m.data);
-          if (meta && !meta.deleted) found.set(name, meta.size);
-          else found.delete(name);
+          if (meta && !meta.deleted) found.set(m.subject, meta);
+          else found.delete(m.subject);
           if (m.info.pending === 0) {
             done = true;
             break;
           }
         }
-        if (done || got === 0) break;
+        if (done) return found;
+        // The probe saw a meta message, or pending said more were coming: a batch that ends without the
+        // last one is a pull that expired (a slow or changing cluster), retried from the start.
+        if (got === 0) throw new TimeoutError();
       }
+    } finally {
       await consumer.delete().catch(() => {});
-      return [...found].map(([name, size]) => ({ name, size }));
+    }
+  }
+
+  /**
+   * Purges the chunks of saves that never committed (a process killed or a connection lost mid-save):
+   * chunk subjects no meta message names whose last chunk is older than `minAgeMs`. Run it where no
+   * save can be under way, e.g. under the repository's exclusive lock (prune): a save that stalled
+   * longer than `minAgeMs` between its last chunk and its commit would otherwise lose its chunks.
+   * Returns how many subjects (saves) and chunk messages were purged.
+   */
+  async sweepOrphans(minAgeMs = 60 * 60 * 1000): Promise<{ saves: number; chunks: number }> {
+    return this.run('sweep', async () => {
+      const chunkFilter = `${this.prefix}.C.>`;
+      const si = await this.jsm.streams.info(this.stream, { subjects_filter: chunkFilter });
+      const subjects = Object.keys(si.state.subjects ?? {});
+      if (subjects.length === 0) return { saves: 0, chunks: 0 };
+      const referenced = new Set<string>();
+      for (const meta of (await this.metas(`${this.prefix}.M.>`)).values())
+        referenced.add(this.chunkSubject(meta.nuid));
+      let saves = 0;
+      let chunks = 0;
+      for (const subject of subjects) {
+        if (referenced.has(subject)) continue;
+        const last = await this.jsm.streams.getMessage(this.stream, { last_by_subj: subject });
+        if (last === null || Date.now() - last.time.getTime() < minAgeMs) continue;
+        const r = await this.jsm.streams.purge(this.stream, { filter: subject });
+        saves++;
+        chunks += r.purged;
+      }
+      return { saves, chunks };
     });
   }
 
@@ -656,17 +688,17 @@ function storeError(kind: Kind, err: unknown, location: string, attempts: number
   }
 }
 
-/** `nats://host:port/bucket` for messages: no credentials. */
+/** `nats://host:port[,host:port…]/bucket` for messages (open.ts's display form): no credentials. */
 function describe(servers: readonly string[], bucket: string): string {
   const shown = servers.map((s) => {
     try {
       const u = new URL(s.includes('://') ? s : `nats://${s}`);
-      return `${u.protocol}//${u.host}`;
+      return u.host;
     } catch {
       return '?';
     }
   });
-  return `${shown.join(',')}/${bucket}`;
+  return `nats://${shown.join(',')}/${bucket}`;
 }
 
 export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions): Promise<Backend> => {

@@ -38,7 +38,10 @@ export interface NatsNode {
 export interface NatsCluster {
   readonly nodes: NatsNode[];
   readonly urls: string[];
-  /** Resolves once a JetStream meta leader is elected among the running nodes (rejects after `ms`). */
+  /**
+   * Resolves once a JetStream meta leader is elected among the running nodes and every running node is
+   * healthy (`/healthz`: its JetStream assets are current); rejects after `ms`.
+   */
   waitForMetaLeader(ms?: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -86,6 +89,14 @@ class Node implements NatsNode {
     if (proc && proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGKILL');
       await once(proc, 'exit');
+    }
+  }
+
+  async healthy(): Promise<boolean> {
+    try {
+      return (await fetch(`http://127.0.0.1:${this.monitor}/healthz`)).status === 200;
+    } catch {
+      return false;
     }
   }
 
@@ -143,10 +154,11 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
     async waitForMetaLeader(ms = 30_000) {
       const deadline = Date.now() + ms;
       for (;;) {
-        for (const n of nodes) {
-          if (!n.running) continue;
-          const j = await n.jsz();
-          if (j?.meta_cluster?.leader) return;
+        const running = nodes.filter((n) => n.running);
+        const leader = await Promise.all(running.map((n) => n.jsz()));
+        if (leader.some((j) => j?.meta_cluster?.leader)) {
+          const healthy = await Promise.all(running.map((n) => n.healthy()));
+          if (healthy.every(Boolean)) return;
         }
         if (Date.now() > deadline) throw new Error('the NATS cluster elected no JetStream meta leader');
         await new Promise((r) => setTimeout(r, 100));
@@ -162,7 +174,10 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
   return cluster;
 }
 
-/** One JetStream server that requires `user`/`password`. */
+/**
+ * One JetStream server that requires `user`/`password`; the user `reader` (password `reader`) may use the
+ * JetStream API but publish nothing into object store buckets.
+ */
 export async function startAuthServer(
   user: string,
   password: string,
@@ -177,7 +192,10 @@ export async function startAuthServer(
       `listen: 127.0.0.1:${client}`,
       `http: 127.0.0.1:${monitor}`,
       `jetstream { store_dir: ${JSON.stringify(join(dir, 'js'))} }`,
-      `authorization { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)} }`,
+      'authorization { users: [',
+      `  { user: ${JSON.stringify(user)}, password: ${JSON.stringify(password)} },`,
+      '  { user: reader, password: reader, permissions: { publish: { deny: ["$O.>", "$KV.>"] } } }',
+      '] }',
       '',
     ].join('\n'),
   );

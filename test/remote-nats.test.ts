@@ -1,0 +1,234 @@
+// The CLI on a real 3-node JetStream cluster (started once for this file, buckets with 3 replicas):
+// snapshot on host A with --repo nats://n1,n2,n3/bucket, list/verify/restore on host B, prune and
+// check --read-data; with the cluster's majority killed a snapshot fails with exit 8 STORE_UNREACHABLE,
+// nothing of it is visible, and the same command succeeds once the nodes are back. Two hosts snapshot
+// different agents while a third prunes: nothing lost; prune waits for (and never removes a pack of) a
+// snapshot holding the repository lock on another host.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { openNatsBackend } from '../src/backend/nats.js';
+import { lockRepository } from '../src/repository/locks.js';
+import { hexName } from './helpers/backend-conformance.js';
+import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+
+let cluster: NatsCluster;
+before(async () => {
+  cluster = await startNatsCluster();
+});
+after(async () => {
+  await cluster?.stop();
+});
+
+const SMALL = { memories: 40, embeddings: 10, files: 3, commits: 2 };
+
+// biome-ignore lint/suspicious/noExplicitAny: the CLI's JSON output, read field by field
+type Json = any;
+
+function json(r: RunResult): Json {
+  try {
+    return JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`not JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
+  }
+}
+
+function ok(r: RunResult, what: string): Json {
+  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+  return json(r);
+}
+
+const ids = (out: Json): string[] => (Array.isArray(out) ? out : out.snapshots).map((m: Json) => m.id);
+
+/** Waits until the repository's object store stream has a leader (after nodes came back). */
+async function waitForStreamLeader(bucket: string): Promise<void> {
+  await cluster.waitForMetaLeader();
+  let last: unknown;
+  for (let i = 0; i < 300; i++) {
+    try {
+      const nc = await connect({ servers: cluster.urls });
+      try {
+        const si = await (await jetstreamManager(nc)).streams.info(`OBJ_${bucket}`);
+        if (si.cluster?.leader) return;
+      } finally {
+        await nc.close();
+      }
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`the stream of ${bucket} has no leader after its nodes came back`, { cause: last });
+}
+
+/** A config for the CLI runs: R3 buckets, one attempt per request (the nodes' loss is the point). */
+function natsConfig(t: Parameters<typeof tempDir>[0], extra: string[] = []): string {
+  const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
+  writeFileSync(
+    config,
+    [
+      'snapshot:',
+      '  store:',
+      '    nats:',
+      '      replicas: 3',
+      '    retry:',
+      '      attempts: 1',
+      '      base_delay_ms: 20',
+      '      max_delay_ms: 100',
+      ...extra,
+      '',
+    ].join('\n'),
+  );
+  return config;
+}
+
+const repoUrl = (bucket: string) =>
+  `nats://${cluster.urls.map((u) => u.slice('nats://'.length)).join(',')}/${bucket}`;
+
+test('two hosts share a repository on a 3-node JetStream cluster; the majority down: exit 8, nothing half-visible, the same snapshot succeeds once back', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const b = sampleAgent(t, 'bob', { ...SMALL, seed: 11 });
+  const config = natsConfig(t);
+  const bucket = 'fleet_e2e';
+  const repo = repoUrl(bucket);
+  const cli = (args: string[]) =>
+    runCli([...args, '--json', '--config', config, '--repo', repo], {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+    });
+
+  const first = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
+  assert.equal(first.bundle_path, `${repo}#${first.id}`);
+  const nc = await connect({ servers: cluster.urls });
+  try {
+    const si = await (await jetstreamManager(nc)).streams.info(`OBJ_${bucket}`);
+    assert.equal(si.config.num_replicas, 3, 'the repository is replicated on 3 nodes');
+  } finally {
+    await nc.close();
+  }
+
+  // Host B: its own state root, the same repository.
+  assert.deepEqual(ids(ok(await cli(['list', '--agent', 'ana', '--state-root', b.stateRoot]), 'list on B')), [
+    first.id,
+  ]);
+  const verified = ok(
+    await cli(['verify', '--agent', 'ana', '--id', first.id, '--state-root', b.stateRoot]),
+    'verify on B',
+  );
+  assert.equal(verified.status, 'verified');
+  ok(await cli(['restore', '--agent', 'ana', '--from', first.id, ...b.flags]), 'restore on B');
+  assert.equal(
+    readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
+    readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
+    "ana's memory arrived on B",
+  );
+  ok(await cli(['prune', '--state-root', a.stateRoot]), 'prune on A');
+  assert.deepEqual(
+    ok(await cli(['check', '--read-data', '--state-root', b.stateRoot]), 'check on B').problems ?? [],
+    [],
+  );
+
+  // The majority down: the snapshot of bob on B fails as unreachable, and leaves nothing visible.
+  t.after(async () => {
+    await Promise.all(cluster.nodes.map((n) => n.start()));
+  });
+  await Promise.all([cluster.nodes[0]!.kill(), cluster.nodes[2]!.kill()]);
+  const down = await cli(['snapshot', '--agent', 'bob', ...b.flags]);
+  assert.equal(down.code, 8, down.stdout + down.stderr);
+  assert.equal(json(down).error.code, 'STORE_UNREACHABLE');
+
+  await Promise.all(cluster.nodes.map((n) => n.start()));
+  await waitForStreamLeader(bucket);
+  assert.deepEqual(ids(ok(await cli(['list', '--agent', 'bob', '--state-root', a.stateRoot]), 'list')), []);
+  const again = ok(await cli(['snapshot', '--agent', 'bob', ...b.flags]), 'the same snapshot, nodes back');
+  assert.deepEqual(ids(ok(await cli(['list', '--agent', 'bob', '--state-root', a.stateRoot]), 'list')), [
+    again.id,
+  ]);
+  const check = ok(await cli(['check', '--read-data', '--state-root', a.stateRoot]), 'check on A');
+  assert.deepEqual(check.problems ?? [], []);
+});
+
+test('two hosts snapshot different agents into one JetStream repository while a third prunes: nothing lost', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const b = sampleAgent(t, 'bob', { ...SMALL, seed: 13 });
+  const c = sampleAgent(t, 'cyd', { ...SMALL, seed: 17 });
+  const config = natsConfig(t);
+  const repo = repoUrl('fleet_busy');
+  const cli = (args: string[]) =>
+    runCli([...args, '--json', '--config', config, '--repo', repo], {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+    });
+  // Garbage for prune: ana's first snapshot, deleted after a second one.
+  const s1 = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'first snapshot of ana');
+  appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- a line only the second snapshot has\n');
+  const s2 = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'second snapshot of ana');
+  ok(await cli(['delete', '--agent', 'ana', '--id', s1.id, '--yes', '--state-root', a.stateRoot]), 'delete');
+  appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- and a line only the third has\n');
+
+  const [s3, sb, pruned] = await Promise.all([
+    cli(['snapshot', '--agent', 'ana', ...a.flags]),
+    cli(['snapshot', '--agent', 'bob', ...b.flags]),
+    cli(['prune', '--state-root', c.stateRoot]),
+  ]);
+  const third = ok(s3, 'snapshot of ana on A');
+  const ofBob = ok(sb, 'snapshot of bob on B');
+  ok(pruned, 'prune on C');
+
+  const check = ok(await cli(['check', '--read-data', '--state-root', c.stateRoot]), 'check on C');
+  assert.deepEqual(check.problems ?? [], []);
+  assert.deepEqual(
+    ids(ok(await cli(['list', '--agent', 'ana', '--state-root', c.stateRoot]), 'list ana')).sort(),
+    [s2.id, third.id].sort(),
+  );
+  assert.deepEqual(ids(ok(await cli(['list', '--agent', 'bob', '--state-root', c.stateRoot]), 'list bob')), [
+    ofBob.id,
+  ]);
+  for (const [agent, id] of [
+    ['ana', s2.id],
+    ['ana', third.id],
+    ['bob', ofBob.id],
+  ] as const) {
+    const v = ok(await cli(['verify', '--agent', agent, '--id', id, '--state-root', c.stateRoot]), 'verify');
+    assert.equal(v.status, 'verified', `${agent} ${id}`);
+  }
+  ok(await cli(['restore', '--agent', 'ana', '--from', third.id, ...c.flags]), 'restore on C');
+  assert.equal(
+    readFileSync(join(c.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
+    readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
+  );
+});
+
+test('prune waits for a snapshot holding the shared lock on another host and leaves its uploaded pack alone', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const c = sampleAgent(t, 'cyd', { ...SMALL, seed: 19 });
+  const config = natsConfig(t, ['  lock_timeout_secs: 2']);
+  const bucket = 'fleet_locked';
+  const cli = (args: string[]) =>
+    runCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+    });
+  ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
+  // "Host B" in the middle of a snapshot: its shared lock held, one pack uploaded, no index yet.
+  const backend = await openNatsBackend({ servers: cluster.urls, bucket, timeoutMs: 3000 });
+  t.after(() => backend.close());
+  const held = await lockRepository(backend, false, 'snapshot', 0);
+  const pack = { type: 'packs', name: hexName('a pack of a snapshot under way') } as const;
+  await backend.save(pack, randomBytes(4096));
+
+  const refused = await cli(['prune', '--state-root', c.stateRoot]);
+  assert.equal(json(refused).error?.code, 'REPOSITORY_LOCKED', refused.stdout + refused.stderr);
+  assert.equal((await backend.stat(pack)).size, 4096, 'the pack of the running snapshot is still there');
+
+  // Once that snapshot is over (here: abandoned), prune takes its lock and removes the unindexed pack.
+  await held.release();
+  const pruned = ok(await cli(['prune', '--state-root', c.stateRoot]), 'prune after the release');
+  assert.ok(pruned.packs_unindexed_removed >= 1, JSON.stringify(pruned));
+  await assert.rejects(backend.stat(pack), /not found/);
+  const check = ok(await cli(['check', '--read-data', '--state-root', c.stateRoot]), 'check');
+  assert.deepEqual(check.problems ?? [], []);
+});
