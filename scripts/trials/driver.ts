@@ -1,7 +1,7 @@
 // Drives operations in real processes and checks the repository after each: kill trials (an operation
 // killed with SIGKILL at a random instant) and concurrency rounds (snapshot and prune started at once).
-// After every trial the repository must pass `check` (and `check --read-data` every few trials), every
-// listed snapshot must verify, and snapshots must restore byte-for-byte what they captured
+// After every trial no snapshot listed before the operation may be missing, the repository must pass
+// `check` (and `check --read-data` every few trials), every listed snapshot must verify, and snapshots must restore byte-for-byte what they captured
 // (restore-check.ts): each snapshot not restored before, plus a random sample of the others, at most
 // `restoreEach` per trial (default 3), and every listed one after the last trial. Used by
 // `npm run kill-trials` and, with a few trials, by the tests.
@@ -226,6 +226,7 @@ export async function killTrials(ctx: TrialContext, o: KillTrialOptions): Promis
     if (Math.floor(i / ops.length) % (o.recalibrateEvery ?? 10) === 0) await calibrate(op);
     await TRIAL_OPS[op]!.prepare(ctx);
     const before = await repoObjects(ctx);
+    const listedBefore = (await snapshotterOf(ctx).list(ctx.agentId)).map((m) => m.id);
     const p = startOp(op, ctx);
     await p.ready;
     // Uniform over 1.2× the duration for half the trials; the other half over its last 40 % and
@@ -244,6 +245,10 @@ export async function killTrials(ctx: TrialContext, o: KillTrialOptions): Promis
     let intact: { snapshots: number; restored: number };
     let settled: string | undefined;
     try {
+      // no operation drops a listed snapshot (prune removes only what was forgotten before it started)
+      const listedAfter = new Set((await snapshotterOf(ctx).list(ctx.agentId)).map((m) => m.id));
+      const lost = listedBefore.filter((id) => !listedAfter.has(id));
+      if (lost.length > 0) throw new Error(`snapshot(s) ${lost.join(', ')} no longer listed`);
       intact = await assertIntact(ctx, {
         readData,
         random,
