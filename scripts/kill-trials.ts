@@ -1,8 +1,13 @@
-// `npm run kill-trials [-- --trials N] [--concurrent N] [--seed S] [--keep]`: kill -9 trials of every
-// repository operation of scripts/trials/ops.ts at random instants (default 120 in all), then rounds
-// of a snapshot and a prune started at once (default 30); after each, `check` passes and every listed
-// snapshot verifies. Prints one line per trial and a summary; exits 1 at the first damage, leaving the
-// directory for inspection.
+// `npm run kill-trials [-- --trials N] [--concurrent N] [--restore-each N] [--seed S] [--keep]`: kill -9
+// trials of every operation of scripts/trials/ops.ts (snapshot, prune, import, migrate) at random
+// instants (default 120 in all), then rounds of a snapshot and a prune started at once (default 30).
+// After each: `check` passes, every listed snapshot verifies, and snapshots restore byte-for-byte what
+// they captured — the ones not restored before and a random sample of the rest, at most N per trial
+// (default 3), every listed one after the last trial. The restore is compared with the agent's content
+// recorded when the snapshot was prepared (memdir files and HEAD, state values, database dumps) and its
+// database files with an export of the snapshot unpacked by GNU tar (scripts/trials/restore-check.ts).
+// Prints one line per trial and a summary; exits 1 at the first damage, leaving the directory for
+// inspection.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +19,7 @@ const { values } = parseArgs({
   options: {
     trials: { type: 'string', default: '120' },
     concurrent: { type: 'string', default: '30' },
+    'restore-each': { type: 'string', default: '3' },
     seed: { type: 'string' },
     keep: { type: 'boolean', default: false },
   },
@@ -31,10 +37,12 @@ try {
   const records = await killTrials(ctx, {
     trials,
     seed,
+    restoreEach: Number(values['restore-each']),
     onTrial: (r) =>
       process.stdout.write(
         `trial ${String(r.trial).padStart(3)} ${r.op.padEnd(8)} kill at ${r.killAtMs.toFixed(0).padStart(5)} ms: ` +
-          `${r.killed ? 'killed' : 'finished first'} (${r.effect}); check ok, ${r.snapshots} snapshot(s) verified\n`,
+          `${r.killed ? 'killed' : 'finished first'} (${r.effect}${r.settled ? `; ${r.settled}` : ''}); ` +
+          `check ok, ${r.snapshots} snapshot(s) verified, ${r.restored} restored byte-for-byte\n`,
       ),
   });
   const concurrent = await concurrentRounds(ctx, {

@@ -287,13 +287,21 @@ test('snapshot and prune started at once from two processes, prune removing data
   assert.equal(rounds.length, 3);
 });
 
-test('kill -9 at random instants of snapshot and prune: check passes and every listed snapshot verifies (npm run kill-trials runs many more)', async (t) => {
+test('kill -9 at random instants of snapshot, prune, import and migrate: check passes, every listed snapshot verifies and restores byte-for-byte what it captured (npm run kill-trials runs many more)', async (t) => {
   const ctx = await trialAgent(tempDir(t), { memories: 600, embeddings: 100, files: 15 });
-  const records = await killTrials(ctx, { trials: 4, seed: 5, readDataEvery: 1 });
+  const records = await killTrials(ctx, {
+    trials: 4,
+    seed: 5,
+    readDataEvery: 1,
+    restoreEach: 1,
+    calibrationRuns: 1,
+  });
   assert.deepEqual(
     records.map((r) => r.op),
-    ['snapshot', 'prune', 'snapshot', 'prune'],
+    ['snapshot', 'prune', 'import', 'migrate'],
   );
+  assert.ok(records.at(-1)!.restored >= 1, 'the last trial restores every listed snapshot');
+  assert.match(records[3]!.settled ?? '', /next run moved/);
 });
 
 /** Runs `fn` with a tmpfs of `size` mounted at `dir` (created); `resize` changes its size. */
