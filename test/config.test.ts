@@ -15,6 +15,7 @@ import {
   retentionWorkerOptionsFromConfig,
   snapshotterOptionsFromConfig,
 } from '../src/index.js';
+import { runBuiltCli } from './helpers/built-cli.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { collect, deadBrokerUrl, HAS_NATS, startNats } from './helpers/nats.js';
 
@@ -282,7 +283,7 @@ server:
   r = await runCli(['verify', '--agent', 'ana', '--id', id, '--config', cfg, '--json']);
   assert.equal(r.code, 0, r.stderr);
   // serve needs the section: the unset variable is a CONFIG error naming the key, before it listens.
-  r = await runCli(['serve', '--config', cfg, '--json']);
+  r = await runBuiltCli(['serve', '--config', cfg, '--json']);
   assert.equal(r.code, 1, r.stdout);
   assert.equal(JSON.parse(r.stdout).error.code, 'CONFIG');
   assert.match(

@@ -1,5 +1,6 @@
 // Test helpers: temporary directories that are removed after each test, a sample agent with a ready
-// snapshotter, running the CLI and fixture scripts as real child processes, reading bundles with GNU tar.
+// snapshotter, running the CLI (in-process, helpers/cli.ts) and fixture scripts as real child processes,
+// reading bundles with GNU tar.
 
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,6 +14,7 @@ import {
   type SampleAgentPaths,
 } from '../../scripts/sample-agent.js';
 import { LocalSnapshotter, type LocalSnapshotterOptions } from '../../src/index.js';
+import { runCliInProcess } from './cli.js';
 
 // The suite's existing tests exercise the bundle store (the exchange format, and 0.2 state roots);
 // test/repository-*.test.ts exercise the repository, the default of new state roots.
@@ -85,10 +87,15 @@ export function runTs(
   });
 }
 
+/**
+ * Runs `nexo-memory ARGS` in this process (helpers/cli.ts): for tests of what a command does and prints.
+ * Tests of the process itself (exit of a real process, signals, kills, stdin, start-up) use runBuiltCli
+ * (helpers/built-cli.ts).
+ */
 export const runCli = (
   args: string[],
   opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
-): Promise<RunResult> => runTs(CLI, args, opts);
+): Promise<RunResult> => runCliInProcess(args, opts);
 
 /** Starts a fixture script and resolves once it prints `ready` on stdout. */
 export function startFixture(t: TestContext, file: string, args: string[], env: NodeJS.ProcessEnv = {}) {
