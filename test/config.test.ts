@@ -17,7 +17,7 @@ import {
 } from '../src/index.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
-import { collect, deadBrokerUrl, HAS_NATS, startNats } from './helpers/nats.js';
+import { collect, deadBrokerUrl, startNats } from './helpers/nats.js';
 
 const RECIPIENT = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
 
@@ -350,9 +350,7 @@ test('CLI: auto_pre_restore decides the pre-restore snapshot unless the flag say
   assert.equal(JSON.parse(r.stdout).pre_snapshot, undefined, 'the flag overrides the file');
 });
 
-test('CLI: --nats overrides events.nats_url; a malformed --nats is a usage error', {
-  skip: HAS_NATS ? false : 'nats-server is not on PATH',
-}, async (t) => {
+test('CLI: --nats overrides events.nats_url; a malformed --nats is a usage error', async (t) => {
   const nats = await startNats(t);
   const dead = await deadBrokerUrl(t);
   const sub = await collect(t, nats.url, 'nexo.memory.snapshot.>');
