@@ -26,7 +26,6 @@ import {
   type Agent,
   gnuExtract,
   gnuList,
-  runCli,
   sampleAgent,
   startFixture,
   tempDir,
