@@ -22,14 +22,7 @@ import { git } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { leftoverNames } from '../src/store/leftovers.js';
 import { runBuiltCli } from './helpers/built-cli.js';
-import {
-  type Agent,
-  gnuExtract,
-  gnuList,
-  sampleAgent,
-  startFixture,
-  tempDir,
-} from './helpers/env.js';
+import { type Agent, gnuExtract, gnuList, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
 function manifestOf(dir: string) {
   return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
