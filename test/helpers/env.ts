@@ -100,7 +100,27 @@ export function sampleAgent(
   snap: Partial<LocalSnapshotterOptions> = {},
 ): Agent {
   const root = tempDir(t);
-  const p = copySampleAgent(root, agentId, opts);
+  copySampleAgent(root, agentId, opts);
+  return agentAt(root, agentId, snap);
+}
+
+/** An agent copied from `from` (a sample agent's root, as a test left it) into a directory of its own. */
+export function copiedAgent(t: TestContext, from: string, agentId = 'ana'): Agent {
+  const root = tempDir(t);
+  cpSync(from, root, { recursive: true, preserveTimestamps: true });
+  return agentAt(root, agentId);
+}
+
+function agentAt(root: string, agentId: string, snap: Partial<LocalSnapshotterOptions> = {}): Agent {
+  const p: SampleAgentPaths = {
+    root,
+    agentId,
+    memdirRoot: join(root, 'memdir'),
+    sqliteRoot: join(root, 'sqlite'),
+    stateRoot: join(root, 'state'),
+    memdir: join(root, 'memdir', agentId),
+    sqliteDir: join(root, 'sqlite', agentId),
+  };
   return {
     ...p,
     snapshotter: new LocalSnapshotter({
