@@ -1,7 +1,7 @@
 // Test helper: waiting for a condition by polling it, with no deadline of its own. Tests assert what
 // happened, not how long it took: a machine under load is slow, not wrong. A condition that never
-// comes true is caught by the runner's per-test timeout (`--test-timeout` in package.json), a hang
-// guard, not an assertion.
+// comes true is caught by the runner's timeout (`--test-timeout` in package.json), a hang guard, not
+// an assertion.
 
 import { setTimeout as sleep } from 'node:timers/promises';
 
