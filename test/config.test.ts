@@ -15,8 +15,9 @@ import {
   retentionWorkerOptionsFromConfig,
   snapshotterOptionsFromConfig,
 } from '../src/index.js';
+import { runBuiltCli } from './helpers/built-cli.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
-import { collect, deadBrokerUrl, HAS_NATS, startNats } from './helpers/nats.js';
+import { collect, deadBrokerUrl, startNats } from './helpers/nats.js';
 
 const RECIPIENT = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
 
@@ -282,7 +283,7 @@ server:
   r = await runCli(['verify', '--agent', 'ana', '--id', id, '--config', cfg, '--json']);
   assert.equal(r.code, 0, r.stderr);
   // serve needs the section: the unset variable is a CONFIG error naming the key, before it listens.
-  r = await runCli(['serve', '--config', cfg, '--json']);
+  r = await runBuiltCli(['serve', '--config', cfg, '--json']);
   assert.equal(r.code, 1, r.stdout);
   assert.equal(JSON.parse(r.stdout).error.code, 'CONFIG');
   assert.match(
@@ -349,9 +350,7 @@ test('CLI: auto_pre_restore decides the pre-restore snapshot unless the flag say
   assert.equal(JSON.parse(r.stdout).pre_snapshot, undefined, 'the flag overrides the file');
 });
 
-test('CLI: --nats overrides events.nats_url; a malformed --nats is a usage error', {
-  skip: HAS_NATS ? false : 'nats-server is not on PATH',
-}, async (t) => {
+test('CLI: --nats overrides events.nats_url; a malformed --nats is a usage error', async (t) => {
   const nats = await startNats(t);
   const dead = await deadBrokerUrl(t);
   const sub = await collect(t, nats.url, 'nexo.memory.snapshot.>');

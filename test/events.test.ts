@@ -14,24 +14,30 @@ import {
   SnapshotMetrics,
 } from '../src/index.js';
 import { runCli, sampleAgent } from './helpers/env.js';
-import { collect, deadBrokerUrl, HAS_NATS, startNats } from './helpers/nats.js';
+import { collect, deadBrokerUrl, silentBroker, startNats } from './helpers/nats.js';
 import { sample } from './helpers/prom.js';
+import { until } from './helpers/wait.js';
 
-const skip = HAS_NATS ? false : 'nats-server is not on PATH';
 const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20 };
 
 /** A sample agent whose snapshotter publishes to `url` and records metrics. */
 function observedAgent(
   t: Parameters<typeof sampleAgent>[0],
   url: string,
-  o: { maxAttempts?: number; prefixes?: { lifecycle?: string; mutation?: string } } = {},
+  o: {
+    maxAttempts?: number;
+    connectTimeoutMs?: number;
+    prefixes?: { lifecycle?: string; mutation?: string };
+    onWarning?: (m: string) => void;
+  } = {},
 ) {
   const metrics = new SnapshotMetrics();
   const publisher = new NatsEventPublisher({
     url,
     metrics,
-    connectTimeoutMs: 1000,
+    connectTimeoutMs: o.connectTimeoutMs ?? 1000,
     ...(o.maxAttempts ? { maxAttempts: o.maxAttempts } : {}),
+    ...(o.onWarning ? { onWarning: o.onWarning } : {}),
     ...(o.prefixes ? { prefixes: o.prefixes } : {}),
   });
   t.after(() => publisher.close(0));
@@ -41,9 +47,7 @@ function observedAgent(
   return { a, metrics, publisher };
 }
 
-test('library: created, restored, deleted and gc events with the original subjects and payloads', {
-  skip,
-}, async (t) => {
+test('library: created, restored, deleted and gc events with the original subjects and payloads', async (t) => {
   const nats = await startNats(t);
   const sub = await collect(t, nats.url, 'nexo.memory.snapshot.>');
   const { a, publisher } = observedAgent(t, nats.url);
@@ -120,9 +124,7 @@ test('library: created, restored, deleted and gc events with the original subjec
   assert.equal(sub.messages.length, 7, 'nothing else was published');
 });
 
-test('CLI --nats: every command that changes the store publishes; config sets the subject prefix', {
-  skip,
-}, async (t) => {
+test('CLI --nats: every command that changes the store publishes; config sets the subject prefix', async (t) => {
   const nats = await startNats(t);
   const sub = await collect(t, nats.url, '>');
   const a = sampleAgent(t, 'ana', SMALL);
@@ -206,18 +208,28 @@ test('CLI --nats: every command that changes the store publishes; config sets th
   assert.equal((rest[2]!.data.report as { bundles_deleted: number }).bundles_deleted, 1);
 });
 
-test('a broker that is down: the operation succeeds at once, the event is dropped and counted', {
-  skip,
-}, async (t) => {
+test('a broker that is down: the operation succeeds at once, the event is dropped and counted', async (t) => {
+  // At once: a broker that accepts the connection and never answers holds the event's delivery for
+  // as long as the publisher waits to connect; the snapshot returns while its event is still queued.
+  const silent = await silentBroker(t);
+  const held = observedAgent(t, silent, { connectTimeoutMs: 3_600_000 });
+  const first = await held.a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.ok(first.id);
+  assert.deepEqual(held.publisher.stats(), { published: 0, dropped: 0, queued: 1 }, 'not waited for');
+  assert.deepEqual(await held.publisher.close(0), { published: 0, dropped: 1, queued: 0 });
+
   const url = await deadBrokerUrl(t);
-  const { a, metrics, publisher } = observedAgent(t, url);
+  const warnings: string[] = [];
+  const { a, metrics, publisher } = observedAgent(t, url, { onWarning: (m) => warnings.push(m) });
   const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
   assert.ok(meta.id);
-  const started = performance.now();
+  // Refused attempts end on their own, within the retry bound: the event is dropped with the warning
+  // (a drop forced by close's deadline gives none), and close has nothing left to wait for.
+  await until(() => publisher.stats().dropped === 1);
+  assert.equal(warnings.length, 1, warnings.join('\n'));
+  assert.match(warnings[0]!, /unreachable/);
   const stats = await publisher.close(5000);
-  const closeMs = performance.now() - started;
   assert.deepEqual(stats, { published: 0, dropped: 1, queued: 0 });
-  assert.ok(closeMs < 2000, `three refused attempts take well under the deadline (${closeMs} ms)`);
   const text = await metrics.render();
   assert.equal(sample(text, 'nexo_memory_snapshot_events_dropped_total', { kind: 'created' }), 1);
   assert.equal(
@@ -225,14 +237,13 @@ test('a broker that is down: the operation succeeds at once, the event is droppe
     1,
   );
 
-  // The CLI: same exit status and output, no noticeable delay, the drop in the metrics file.
+  // The CLI: same exit status and output, the drop in the metrics file; the warning says the event
+  // was dropped after its refused attempts, not when the run's close deadline ran out.
   const b = sampleAgent(t, 'ana', SMALL);
-  let t0 = performance.now();
   let r = await runCli(['snapshot', '--agent', 'ana', ...b.flags, '--json']);
-  const plainMs = performance.now() - t0;
   assert.equal(r.code, 0, r.stderr);
+  const plain = JSON.parse(r.stdout);
   const prom = join(b.root, 'run.prom');
-  t0 = performance.now();
   r = await runCli([
     'snapshot',
     '--agent',
@@ -244,14 +255,11 @@ test('a broker that is down: the operation succeeds at once, the event is droppe
     prom,
     '--json',
   ]);
-  const downMs = performance.now() - t0;
   assert.equal(r.code, 0, r.stderr);
-  assert.ok(JSON.parse(r.stdout).id);
-  assert.match(r.stderr, /unreachable/);
-  assert.ok(
-    downMs - plainMs < 2500,
-    `a dead broker adds little (${Math.round(downMs)} vs ${Math.round(plainMs)} ms)`,
-  );
+  const down = JSON.parse(r.stdout);
+  assert.ok(down.id);
+  assert.deepEqual(Object.keys(down).sort(), Object.keys(plain).sort(), 'the same output');
+  assert.match(r.stderr, /warning: event broker .* unreachable/);
   const file = readFileSync(prom, 'utf8');
   assert.equal(sample(file, 'nexo_memory_snapshot_events_dropped_total', { kind: 'created' }), 1);
   assert.equal(
@@ -260,9 +268,7 @@ test('a broker that is down: the operation succeeds at once, the event is droppe
   );
 });
 
-test('a broker that goes away mid-run: operations go on, events are dropped after the retry bound, delivery resumes when it is back', {
-  skip,
-}, async (t) => {
+test('a broker that goes away mid-run: operations go on, events are dropped after the retry bound, delivery resumes when it is back', async (t) => {
   const nats = await startNats(t);
   const sub = await collect(t, nats.url, 'nexo.memory.snapshot.>');
   const { a, metrics, publisher } = observedAgent(t, nats.url);
@@ -273,8 +279,7 @@ test('a broker that goes away mid-run: operations go on, events are dropped afte
   await nats.kill();
   const during = await a.snapshotter.snapshot({ agentId: 'ana' });
   assert.ok(during.id, 'the snapshot succeeds while the broker is gone');
-  const deadline = Date.now() + 10_000;
-  while (publisher.stats().dropped < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await until(() => publisher.stats().dropped >= 1);
   assert.equal(publisher.stats().dropped, 1);
   assert.equal(
     sample(await metrics.render(), 'nexo_memory_snapshot_events_dropped_total', { kind: 'created' }),
@@ -290,12 +295,18 @@ test('a broker that goes away mid-run: operations go on, events are dropped afte
   assert.deepEqual(await publisher.close(), { published: 2, dropped: 1, queued: 0 });
 });
 
-test('close() has a deadline: queued events of an unreachable broker are dropped, not waited for', {
-  skip,
-}, async (t) => {
+test('close() has a deadline: queued events of an unreachable broker are dropped, not waited for', async (t) => {
   const url = await deadBrokerUrl(t);
   const metrics = new SnapshotMetrics();
-  const p = new NatsEventPublisher({ url, metrics, maxAttempts: 10, retryBackoffMs: 1000 });
+  const warnings: string[] = [];
+  // Ten attempts with backoffs doubling from 1 s: the retry bound alone is over eight minutes.
+  const p = new NatsEventPublisher({
+    url,
+    metrics,
+    maxAttempts: 10,
+    retryBackoffMs: 1000,
+    onWarning: (m) => warnings.push(m),
+  });
   for (let i = 0; i < 5; i++)
     p.publishLifecycle({
       kind: 'deleted',
@@ -304,10 +315,9 @@ test('close() has a deadline: queued events of an unreachable broker are dropped
       snapshot_id: `s${i}`,
       ts_ms: i,
     });
-  const t0 = performance.now();
   const stats = await p.close(300);
-  assert.ok(performance.now() - t0 < 1500, 'close returned near its deadline');
   assert.deepEqual(stats, { published: 0, dropped: 5, queued: 0 });
+  assert.deepEqual(warnings, [], 'the deadline cut the attempts short: they never ran out');
   assert.equal(
     sample(await metrics.render(), 'nexo_memory_snapshot_events_dropped_total', { kind: 'deleted' }),
     5,
@@ -316,9 +326,7 @@ test('close() has a deadline: queued events of an unreachable broker are dropped
   assert.equal(p.stats().dropped, 6, 'after close, events are dropped at once');
 });
 
-test('MemoryMutationPublisher: nexo.memory.mutated.<agent> with scope, op, key, hashes, ts_ms', {
-  skip,
-}, async (t) => {
+test('MemoryMutationPublisher: nexo.memory.mutated.<agent> with scope, op, key, hashes, ts_ms', async (t) => {
   const nats = await startNats(t);
   const sub = await collect(t, nats.url, 'nexo.memory.mutated.>');
   const publisher = new NatsEventPublisher({ url: nats.url });

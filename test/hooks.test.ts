@@ -14,7 +14,7 @@ import {
   WriteGate,
 } from '../src/index.js';
 import { sampleAgent } from './helpers/env.js';
-import { collect, HAS_NATS, startNats } from './helpers/nats.js';
+import { collect, startNats } from './helpers/nats.js';
 
 test('pre-dream adapter: label auto:pre-dream-<run id>, created_by auto-pre-dream, unredacted; failures are returned', async (t) => {
   const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 10, embeddings: 5 });
@@ -39,9 +39,7 @@ test('pre-dream adapter: label auto:pre-dream-<run id>, created_by auto-pre-drea
   assert.equal(bad.ok, false, 'a label over 200 characters is refused, not thrown');
 });
 
-test('the README runtime example: gated writes, mutation events, a dream rolled back from its pre-dream snapshot', {
-  skip: HAS_NATS ? false : 'nats-server is not on PATH',
-}, async (t) => {
+test('the README runtime example: gated writes, mutation events, a dream rolled back from its pre-dream snapshot', async (t) => {
   const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 10, embeddings: 5 });
   const nats = await startNats(t);
   const sub = await collect(t, nats.url, 'nexo.memory.mutated.ana');

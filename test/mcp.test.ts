@@ -13,7 +13,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { generateSigningKey, parseSigningKey } from '../src/index.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, sampleAgent } from './helpers/env.js';
-import { collect, HAS_NATS, startNats } from './helpers/nats.js';
+import { collect, startNats } from './helpers/nats.js';
 
 const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20, concepts: 10, compactions: 5 };
 
@@ -319,9 +319,7 @@ test('mcp: a line that is not JSON gets -32700 Parse error, JSON that is not JSO
   assert.equal(await exited, 0);
 });
 
-test('mcp --nats: a tool snapshot publishes its created event (created_by tool)', {
-  skip: HAS_NATS ? false : 'nats-server is not on PATH',
-}, async (t) => {
+test('mcp --nats: a tool snapshot publishes its created event (created_by tool)', async (t) => {
   const nats = await startNats(t);
   const events = await collect(t, nats.url, 'nexo.memory.snapshot.ana.>');
   const a = sampleAgent(t, 'ana', SMALL);

@@ -8,8 +8,18 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -25,6 +35,7 @@ import { verifyBundleFile } from '../src/verify/verify.js';
 import { bundleOf, manifestFor, readEntries, writeBundleFile } from './helpers/bundles.js';
 import {
   type Agent,
+  copiedAgent,
   gnuExtract,
   gnuList,
   runCli,
@@ -653,6 +664,25 @@ test('migrate refuses what would make the snapshots useless: the bundles store, 
   assert.equal(existsSync(join(a.stateRoot, 'repository')), false);
 });
 
+/**
+ * The bundle store every kill test starts from: built by the first, copied (an agent of its own, the
+ * same bundles, pins and signature) for the others.
+ */
+let killTemplate: { dir: string; expected: Map<string, Expected> } | undefined;
+async function killStore(t: TestContext): Promise<{ a: Agent; expected: Map<string, Expected> }> {
+  if (!killTemplate) {
+    const { a, expected } = await bundleStore(t, signingKeyFile(t).path);
+    const dir = mkdtempSync(join(tmpdir(), 'nexo-kill-store-'));
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    cpSync(a.root, dir, { recursive: true, preserveTimestamps: true });
+    killTemplate = { dir, expected };
+    return { a, expected };
+  }
+  const a = copiedAgent(t, killTemplate.dir, 'ana');
+  for (const agent of ['ana', 'bob']) git(join(a.memdirRoot, agent), ['update-index', '-q', '--refresh']);
+  return { a, expected: killTemplate.expected };
+}
+
 for (const [step, n] of [
   ['stored', 1],
   ['checked', 2],
@@ -660,8 +690,7 @@ for (const [step, n] of [
   ['stored', 5],
 ] as const) {
   test(`kill -9 of migrate after bundle ${n} was ${step}: the next run finishes it, nothing lost`, async (t) => {
-    const key = signingKeyFile(t);
-    const { a, expected } = await bundleStore(t, key.path);
+    const { a, expected } = await killStore(t);
     const child = startFixture(t, 'migrate-once.ts', [a.stateRoot, step, String(n)]);
     assert.equal(await child.exited, -1, `killed after ${step} ${n}: ${child.errors()}`);
     const r = await snapshotterOf(a, { store: 'auto' }).migrate();
@@ -678,8 +707,7 @@ for (const [step, n] of [
 test('kill -9 of migrate at random instants: every run after a kill finishes the job, nothing lost', async (t) => {
   for (let trial = 0; trial < 3; trial++) {
     await t.test(`trial ${trial}`, async (tt) => {
-      const key = signingKeyFile(tt);
-      const { a, expected } = await bundleStore(tt, key.path);
+      const { a, expected } = await killStore(tt);
       const child = startFixture(tt, 'migrate-once.ts', [a.stateRoot]);
       await child.ready;
       const delay = Math.floor(Math.random() * 2500);

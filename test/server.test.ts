@@ -19,7 +19,8 @@ import { httpStatusOf } from '../src/server/status.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, REPO, runCli, sampleAgent, startFixture } from './helpers/env.js';
-import { collect, HAS_NATS, startNats } from './helpers/nats.js';
+import { collect, startNats } from './helpers/nats.js';
+import { until } from './helpers/wait.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20, concepts: 10, compactions: 5 };
@@ -82,6 +83,15 @@ async function call(url: string, init: RequestInit = {}) {
   }
   // biome-ignore lint/suspicious/noExplicitAny: the API's JSON bodies, asserted field by field
   return { status: res.status, headers: res.headers, body: body as any, text };
+}
+
+/** One agent's row of /v1/schedule. */
+interface Schedule {
+  running: boolean;
+  skipped_busy: number;
+  runs: number;
+  failures: number;
+  interval_secs: number;
 }
 
 function storeEntries(a: Agent, agent = 'ana'): string[] {
@@ -376,11 +386,7 @@ test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves 
     headers: jsonHeaders(),
     body: '{"label":"in flight"}',
   });
-  const deadline = Date.now() + 15_000;
-  while (!storeEntries(a).some((n) => n.startsWith('.staging-'))) {
-    assert.ok(Date.now() < deadline, 'the snapshot started');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await until(() => storeEntries(a).some((n) => n.startsWith('.staging-'))); // the snapshot started
   d.child.kill('SIGTERM');
   await new Promise((r) => setTimeout(r, 400));
   assert.equal(d.child.exitCode, null, 'still finishing the snapshot in progress');
@@ -415,21 +421,22 @@ test('daemon: scheduled snapshots appear every interval, never overlap, and show
   await writer.ready;
   const { url } = await daemon.start();
   t.after(() => daemon.stop());
-  await new Promise((r) => setTimeout(r, 2600));
-  const busy = (await call(`${url}/v1/schedule`)).body[0];
+  // A tick that finds the first run still blocked is skipped, however long the ticks take to come.
+  const busy = await until<Schedule>(
+    async () => (await call(`${url}/v1/schedule`)).body[0],
+    (b) => b.skipped_busy >= 1,
+    100,
+  );
   assert.equal(busy.running, true);
-  assert.ok(busy.skipped_busy >= 1, JSON.stringify(busy));
   assert.equal(busy.runs, 0);
   assert.equal((await a.snapshotter.list('ana')).length, 0);
   writer.child.kill('SIGKILL');
   // Wait on the schedule's own count: a bundle is listed a moment before its run is counted as done.
-  const deadline = Date.now() + 30_000;
-  let status = (await call(`${url}/v1/schedule`)).body[0];
-  while (status.runs < 2) {
-    assert.ok(Date.now() < deadline, `two scheduled snapshots were taken: ${JSON.stringify(status)}`);
-    await new Promise((r) => setTimeout(r, 100));
-    status = (await call(`${url}/v1/schedule`)).body[0];
-  }
+  const status = await until<Schedule>(
+    async () => (await call(`${url}/v1/schedule`)).body[0],
+    (st) => st.runs >= 2, // two scheduled snapshots were taken
+    100,
+  );
   const metas = await a.snapshotter.list('ana');
   assert.ok(metas.length >= 2);
   assert.ok(metas.every((m) => m.label === 'scheduled' && m.created_by === 'scheduled'));
@@ -686,11 +693,7 @@ test('serve: the retention worker removes leftovers of dead operations at start 
     ].join('\n'),
   );
   const d = await serve(t, ['--config', cfg]);
-  const deadline = Date.now() + 15_000;
-  while (storeEntries(a).some((n) => n.includes(dead))) {
-    assert.ok(Date.now() < deadline, `leftovers removed: ${storeEntries(a).join(', ')}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await until(() => !storeEntries(a).some((n) => n.includes(dead)), Boolean, 100); // leftovers removed
   assert.deepEqual(storeEntries(a), [
     `${kept.id}.tar.zst`,
     `${kept.id}.tar.zst.meta.json`,
@@ -700,9 +703,7 @@ test('serve: the retention worker removes leftovers of dead operations at start 
   assert.equal(await d.exited, 0);
 });
 
-test('serve --nats: API operations and the retention sweep publish lifecycle events', {
-  skip: HAS_NATS ? false : 'nats-server is not on PATH',
-}, async (t) => {
+test('serve --nats: API operations and the retention sweep publish lifecycle events', async (t) => {
   const nats = await startNats(t);
   const events = await collect(t, nats.url, 'nexo.memory.snapshot.>');
   const a = sampleAgent(t, 'ana', SMALL);

@@ -21,15 +21,8 @@ import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { leftoverNames } from '../src/store/leftovers.js';
-import {
-  type Agent,
-  gnuExtract,
-  gnuList,
-  runCli,
-  sampleAgent,
-  startFixture,
-  tempDir,
-} from './helpers/env.js';
+import { runBuiltCli } from './helpers/built-cli.js';
+import { type Agent, gnuExtract, gnuList, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
 function manifestOf(dir: string) {
   return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
@@ -380,8 +373,9 @@ for (const point of ['pack.write', 'pack.publish', 'snapshot.sibling']) {
 }
 
 test('CLI progress: plain lines on stderr when it is not a terminal, nothing for work shorter than the threshold', async (t) => {
+  // The threshold is read when the process starts: a real process per run.
   const a = sampleAgent(t);
-  let r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], {
+  let r = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], {
     env: { NEXO_MEMORY_PROGRESS_AFTER_MS: '0' },
   });
   assert.equal(r.code, 0, r.stderr);
@@ -392,7 +386,7 @@ test('CLI progress: plain lines on stderr when it is not a terminal, nothing for
   assert.match(r.stderr, /^capture: started$/m, 'phases without byte counts are named, without numbers');
   assert.equal(JSON.parse(r.stdout).agent_id, 'ana', 'stdout stays pure JSON');
   // Work shorter than the threshold prints nothing (a threshold no snapshot here reaches: no timing).
-  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags], {
+  r = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags], {
     env: { NEXO_MEMORY_PROGRESS_AFTER_MS: '3600000' },
   });
   assert.equal(r.code, 0, r.stderr);

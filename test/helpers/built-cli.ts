@@ -1,11 +1,13 @@
 // Test helper: the installed entry point `bin/nexo-memory.js` runs the compiled dist/; this rebuilds
-// dist when any source file is newer, so tests that spawn the real binary never run stale code; the
-// same for the web console's bundle (dist/console, built from console/).
+// dist when any source file is newer (one test process at a time: a lock directory), so tests that
+// spawn the real binary never run stale code, and runs it as a child process for the tests where the
+// process boundary is what is tested (exit status of a real process, signals, kills, stdin, start-up);
+// the same rebuild for the web console's bundle (dist/console, built from console/).
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO } from './env.js';
+import { REPO, type RunResult } from './env.js';
 
 export const BIN = join(REPO, 'bin', 'nexo-memory.js');
 
@@ -18,17 +20,59 @@ function newestMtime(dir: string): number {
   return newest;
 }
 
-export function ensureBuilt(): void {
+const fresh = (): boolean => {
   const out = join(REPO, 'dist', 'src', 'cli', 'main.js');
-  if (existsSync(out) && statSync(out).mtimeMs >= newestMtime(join(REPO, 'src'))) return;
-  execFileSync(
-    process.execPath,
-    [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'],
-    {
-      cwd: REPO,
-      stdio: 'inherit',
-    },
-  );
+  return existsSync(out) && statSync(out).mtimeMs >= newestMtime(join(REPO, 'src'));
+};
+
+const sleep = (ms: number): void => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms) as never;
+
+export function ensureBuilt(): void {
+  if (fresh()) return;
+  // Test files run in parallel: one builds while the others wait, then finds dist fresh.
+  const lock = join(REPO, 'dist', '.build-lock');
+  mkdirSync(join(REPO, 'dist'), { recursive: true });
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch {
+      // a build older than 5 minutes died with its process
+      const since = statSync(lock, { throwIfNoEntry: false })?.mtimeMs;
+      if (since !== undefined && Date.now() - since > 300_000) rmSync(lock, { recursive: true, force: true });
+      sleep(200);
+    }
+  }
+  try {
+    if (fresh()) return;
+    execFileSync(
+      process.execPath,
+      [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'],
+      { cwd: REPO, stdio: 'inherit' },
+    );
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+/** Runs the built `nexo-memory ARGS` as a child process (building dist first when it is stale). */
+export function runBuiltCli(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {},
+): Promise<RunResult> {
+  ensureBuilt();
+  return new Promise((resolvePromise) => {
+    const child = execFile(
+      process.execPath,
+      [BIN, ...args],
+      { cwd: opts.cwd ?? REPO, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err ? ((err as { code?: number }).code ?? 1) : 0;
+        resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr });
+      },
+    );
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+  });
 }
 
 /** Rebuilds dist/console (the web console's bundle) when a file under console/ is newer. */

@@ -1,18 +1,22 @@
 // Test helpers: temporary directories that are removed after each test, a sample agent with a ready
-// snapshotter, running the CLI and fixture scripts as real child processes, reading bundles with GNU tar.
+// snapshotter, running the CLI (in-process, helpers/cli.ts) and fixture scripts as real child processes,
+// reading bundles with GNU tar.
 
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
   buildSampleAgent,
+  gitEnv,
   type SampleAgentOptions,
   type SampleAgentPaths,
 } from '../../scripts/sample-agent.js';
 import { LocalSnapshotter, type LocalSnapshotterOptions } from '../../src/index.js';
+import { runCliInProcess } from './cli.js';
 
 // The suite's existing tests exercise the bundle store (the exchange format, and 0.2 state roots);
 // test/repository-*.test.ts exercise the repository, the default of new state roots.
@@ -33,6 +37,56 @@ export function tempDir(t: TestContext, prefix = 'nexo-test-'): string {
   return dir;
 }
 
+/**
+ * The sample agent is seeded and deterministic, so each set of options is built once (by the first
+ * test process that needs it, into a cache under the temporary directory keyed by the builder's
+ * source) and copied for every test: each test still owns a real, writable agent of its own. The copy
+ * keeps modification times and refreshes the git index, so git sees the same clean work tree.
+ */
+const BUILDER = join(REPO, 'scripts', 'sample-agent.ts');
+const CACHE = join(
+  tmpdir(),
+  `nexo-test-agents-${createHash('sha256').update(readFileSync(BUILDER)).digest('hex').slice(0, 16)}`,
+);
+
+export function copySampleAgent(
+  root: string,
+  agentId: string,
+  opts: SampleAgentOptions = {},
+): SampleAgentPaths {
+  const key = createHash('sha256')
+    .update(JSON.stringify([agentId, opts]))
+    .digest('hex')
+    .slice(0, 16);
+  const template = join(CACHE, key);
+  if (!existsSync(template)) {
+    mkdirSync(CACHE, { recursive: true });
+    const building = mkdtempSync(join(CACHE, `.${key}-`));
+    buildSampleAgent(building, agentId, opts);
+    try {
+      renameSync(building, template); // atomic: another test process may have built it meanwhile
+    } catch {
+      rmSync(building, { recursive: true, force: true });
+    }
+  }
+  cpSync(template, root, { recursive: true, preserveTimestamps: true });
+  const paths: SampleAgentPaths = {
+    root,
+    agentId,
+    memdirRoot: join(root, 'memdir'),
+    sqliteRoot: join(root, 'sqlite'),
+    stateRoot: join(root, 'state'),
+    memdir: join(root, 'memdir', agentId),
+    sqliteDir: join(root, 'sqlite', agentId),
+  };
+  execFileSync('git', ['update-index', '-q', '--refresh'], {
+    cwd: paths.memdir,
+    env: gitEnv,
+    stdio: 'ignore',
+  });
+  return paths;
+}
+
 export interface Agent extends SampleAgentPaths {
   snapshotter: LocalSnapshotter;
   /** CLI flags pointing at this agent's roots. */
@@ -46,7 +100,27 @@ export function sampleAgent(
   snap: Partial<LocalSnapshotterOptions> = {},
 ): Agent {
   const root = tempDir(t);
-  const p = buildSampleAgent(root, agentId, opts);
+  copySampleAgent(root, agentId, opts);
+  return agentAt(root, agentId, snap);
+}
+
+/** An agent copied from `from` (a sample agent's root, as a test left it) into a directory of its own. */
+export function copiedAgent(t: TestContext, from: string, agentId = 'ana'): Agent {
+  const root = tempDir(t);
+  cpSync(from, root, { recursive: true, preserveTimestamps: true });
+  return agentAt(root, agentId);
+}
+
+function agentAt(root: string, agentId: string, snap: Partial<LocalSnapshotterOptions> = {}): Agent {
+  const p: SampleAgentPaths = {
+    root,
+    agentId,
+    memdirRoot: join(root, 'memdir'),
+    sqliteRoot: join(root, 'sqlite'),
+    stateRoot: join(root, 'state'),
+    memdir: join(root, 'memdir', agentId),
+    sqliteDir: join(root, 'sqlite', agentId),
+  };
   return {
     ...p,
     snapshotter: new LocalSnapshotter({
@@ -85,10 +159,15 @@ export function runTs(
   });
 }
 
+/**
+ * Runs `nexo-memory ARGS` in this process (helpers/cli.ts): for tests of what a command does and prints.
+ * Tests of the process itself (exit of a real process, signals, kills, stdin, start-up) use runBuiltCli
+ * (helpers/built-cli.ts).
+ */
 export const runCli = (
   args: string[],
   opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
-): Promise<RunResult> => runTs(CLI, args, opts);
+): Promise<RunResult> => runCliInProcess(args, opts);
 
 /** Starts a fixture script and resolves once it prints `ready` on stdout. */
 export function startFixture(t: TestContext, file: string, args: string[], env: NodeJS.ProcessEnv = {}) {

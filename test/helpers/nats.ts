@@ -1,15 +1,16 @@
 // Test helpers for events: a real nats-server on 127.0.0.1 (random port, read from its ports file),
-// stopped after the test, and a subscriber that collects what the broker delivers.
+// stopped after the test, and a subscriber that collects what the broker delivers. A missing nats-server
+// fails the test that needs it (CI installs it: .ci/run), never skips it.
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-
-export const HAS_NATS = spawnSync('nats-server', ['--version']).status === 0;
+import { until } from './wait.js';
 
 export interface NatsServer {
   url: string;
@@ -29,10 +30,14 @@ export async function startNats(t: TestContext, port = 0): Promise<NatsServer> {
       stdio: ['ignore', 'ignore', 'pipe'],
     },
   );
+  let spawnError: Error | undefined;
+  proc.on('error', (err) => {
+    spawnError = err;
+  });
   const killOnExit = () => proc.kill('SIGKILL');
   process.once('exit', killOnExit);
   const kill = async () => {
-    if (proc.exitCode === null && proc.signalCode === null) {
+    if (spawnError === undefined && proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGKILL');
       await once(proc, 'exit');
     }
@@ -43,7 +48,6 @@ export async function startNats(t: TestContext, port = 0): Promise<NatsServer> {
     rmSync(dir, { recursive: true, force: true });
   });
   const portsFile = join(dir, `nats-server_${proc.pid}.ports`);
-  const deadline = Date.now() + 10_000;
   for (;;) {
     if (existsSync(portsFile)) {
       try {
@@ -53,7 +57,9 @@ export async function startNats(t: TestContext, port = 0): Promise<NatsServer> {
         // written but not complete yet
       }
     }
-    if (Date.now() > deadline || proc.exitCode !== null) throw new Error('nats-server did not start');
+    if (spawnError)
+      throw new Error(`nats-server did not start (${spawnError.message}): these tests need it on PATH`);
+    if (proc.exitCode !== null) throw new Error(`nats-server exited ${proc.exitCode} before it listened`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }
@@ -61,8 +67,8 @@ export async function startNats(t: TestContext, port = 0): Promise<NatsServer> {
 export interface Collector {
   nc: NatsConnection;
   messages: Array<{ subject: string; data: Record<string, unknown> }>;
-  /** Resolves once `n` messages arrived (rejects after `timeoutMs`). */
-  waitFor(n: number, timeoutMs?: number): Promise<Array<{ subject: string; data: Record<string, unknown> }>>;
+  /** Resolves once `n` messages arrived (no deadline: the runner's test timeout guards a hang). */
+  waitFor(n: number): Promise<Array<{ subject: string; data: Record<string, unknown> }>>;
 }
 
 /** Subscribes to `subject` (wildcards allowed) and collects every message as parsed JSON. */
@@ -78,15 +84,8 @@ export async function collect(t: TestContext, url: string, subject: string): Pro
   return {
     nc,
     messages,
-    async waitFor(n, timeoutMs = 10_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (messages.length < n) {
-        if (Date.now() > deadline)
-          throw new Error(
-            `expected ${n} messages, got ${messages.length}: ${messages.map((m) => m.subject)}`,
-          );
-        await new Promise((r) => setTimeout(r, 10));
-      }
+    async waitFor(n) {
+      await until(() => messages.length >= n, Boolean, 10);
       return messages.slice(0, n);
     },
   };
@@ -97,4 +96,21 @@ export async function deadBrokerUrl(t: TestContext): Promise<string> {
   const s = await startNats(t);
   await s.kill();
   return s.url;
+}
+
+/** A broker that accepts connections and never says a word (`nats://` URL): connecting to it hangs. */
+export async function silentBroker(t: TestContext): Promise<string> {
+  const sockets = new Set<Socket>();
+  const server = createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  });
+  const { port } = server.address() as { port: number };
+  return `nats://127.0.0.1:${port}`;
 }
