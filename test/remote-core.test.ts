@@ -19,7 +19,8 @@ import { loadConfig } from '../src/config/config.js';
 import { backendSettingsFromConfig, snapshotterOptionsFromConfig } from '../src/config/runtime.js';
 import { ConfigError, ObjectExistsError, StoreUnavailableError } from '../src/model/errors.js';
 import { isStale, lockRepository, ownHostId, REFRESH_MS, TRUST_MS } from '../src/repository/locks.js';
-import { REPO, type RunResult, runCli, runTs, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import { runBuiltCli } from './helpers/built-cli.js';
+import { REPO, type RunResult, runTs, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
 const SMALL = { memories: 40, embeddings: 10, files: 3, commits: 2 };
 const allow = { NEXO_MEMORY_RESTORE_ALLOW: 'yes' };
@@ -167,7 +168,7 @@ suite('remote core', { concurrency: 4 }, () => {
     const a = sampleAgent(t, 'ana', SMALL);
     const b = sampleAgent(t, 'bob', { ...SMALL, seed: 7 });
     const shared = join(tempDir(t), 'shared-repo');
-    const onA = (args: string[], env = {}) => runCli([...args, '--json', '--repo', shared], { env });
+    const onA = (args: string[], env = {}) => runBuiltCli([...args, '--json', '--repo', shared], { env });
     const rootsA = a.flags;
     const rootsB = b.flags;
 
@@ -180,7 +181,7 @@ suite('remote core', { concurrency: 4 }, () => {
     const viaEnv = { NEXO_MEMORY_REPO: shared };
     const listB = snapshotsOf(
       ok(
-        await runCli(['list', '--agent', 'ana', '--json', '--state-root', b.stateRoot], { env: viaEnv }),
+        await runBuiltCli(['list', '--agent', 'ana', '--json', '--state-root', b.stateRoot], { env: viaEnv }),
         'list on B',
       ),
     );
@@ -189,14 +190,17 @@ suite('remote core', { concurrency: 4 }, () => {
       [snapA.id],
     );
     const verified = ok(
-      await runCli(['verify', '--agent', 'ana', '--id', snapA.id, '--json', '--state-root', b.stateRoot], {
-        env: viaEnv,
-      }),
+      await runBuiltCli(
+        ['verify', '--agent', 'ana', '--id', snapA.id, '--json', '--state-root', b.stateRoot],
+        {
+          env: viaEnv,
+        },
+      ),
       'verify on B',
     );
     assert.equal(verified.status, 'verified');
     ok(
-      await runCli(['restore', '--agent', 'ana', '--from', snapA.id, '--json', ...rootsB], {
+      await runBuiltCli(['restore', '--agent', 'ana', '--from', snapA.id, '--json', ...rootsB], {
         env: { ...allow, ...viaEnv },
       }),
       'restore on B',
@@ -208,7 +212,7 @@ suite('remote core', { concurrency: 4 }, () => {
     );
 
     const snapB = ok(
-      await runCli(['snapshot', '--agent', 'bob', '--json', ...rootsB], { env: viaEnv }),
+      await runBuiltCli(['snapshot', '--agent', 'bob', '--json', ...rootsB], { env: viaEnv }),
       'snapshot of bob on B',
     );
     const pruned = ok(await onA(['prune', '--state-root', a.stateRoot]), 'prune on A');
@@ -616,7 +620,7 @@ suite('remote core', { concurrency: 4 }, () => {
     );
     const secret = 'S3RVER-does-not-check-this-secret';
     const env = { TEST_S3_KEY: 'S3RVER', TEST_S3_SECRET: secret, ...allow };
-    const cli = (args: string[]) => runCli([...args, '--json', '--config', config], { env });
+    const cli = (args: string[]) => runBuiltCli([...args, '--json', '--config', config], { env });
     const snap = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
     assert.equal(snap.bundle_path, `s3://fleet/agents/prod#${snap.id}`);
     assert.ok(existsSync(join(server.dir, 'fleet')), 'the objects are in the bucket');
@@ -662,7 +666,7 @@ suite('remote core', { concurrency: 4 }, () => {
     );
     const repo = `${server.url}/fleet_repo`;
     const cli = (args: string[], pass = password) =>
-      runCli([...args, '--json', '--config', config], {
+      runBuiltCli([...args, '--json', '--config', config], {
         env: { TEST_NATS_PASSWORD: pass, NEXO_MEMORY_REPO: repo, ...allow },
       });
     // before the first snapshot the buckets do not exist: list says so, retention has nothing to do

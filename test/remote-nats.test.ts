@@ -15,7 +15,8 @@ import { connect } from '@nats-io/transport-node';
 import { openNatsBackend } from '../src/backend/nats.js';
 import { lockRepository } from '../src/repository/locks.js';
 import { hexName } from './helpers/backend-conformance.js';
-import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { runBuiltCli } from './helpers/built-cli.js';
+import { type RunResult, sampleAgent, tempDir } from './helpers/env.js';
 import { type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 
 let cluster: NatsCluster;
@@ -98,7 +99,7 @@ test('two hosts share a repository on a 3-node JetStream cluster; the majority d
   const bucket = 'fleet_e2e';
   const repo = repoUrl(bucket);
   const cli = (args: string[]) =>
-    runCli([...args, '--json', '--config', config, '--repo', repo], {
+    runBuiltCli([...args, '--json', '--config', config, '--repo', repo], {
       env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
     });
 
@@ -160,7 +161,7 @@ test('two hosts snapshot different agents into one JetStream repository while a 
   const config = natsConfig(t);
   const repo = repoUrl('fleet_busy');
   const cli = (args: string[]) =>
-    runCli([...args, '--json', '--config', config, '--repo', repo], {
+    runBuiltCli([...args, '--json', '--config', config, '--repo', repo], {
       env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
     });
   // Garbage for prune: ana's first snapshot, deleted after a second one.
@@ -209,7 +210,7 @@ test('prune waits for a snapshot holding the shared lock on another host and lea
   const config = natsConfig(t, ['  lock_timeout_secs: 2']);
   const bucket = 'fleet_locked';
   const cli = (args: string[]) =>
-    runCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
+    runBuiltCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
       env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
     });
   ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
