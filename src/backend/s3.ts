@@ -36,6 +36,7 @@ import {
 import {
   type Backend,
   type Handle,
+  isObjectType,
   isValidName,
   type ObjectInfo,
   type ObjectType,
@@ -947,7 +948,7 @@ export class S3Backend implements Backend {
     let removed = 0;
     let bytes = 0;
     const notes: string[] = [];
-    // The store's clock: a claim's age is measured against the newest claim time seen, or ours.
+    // Ages by this host's clock: with ages of hours, its difference from the store's does not matter.
     const now = Date.now();
     const claims: Array<{ key: string; size: number; modified: number }> = [];
     let token: string | undefined;
@@ -975,6 +976,12 @@ export class S3Backend implements Backend {
         removed++;
         bytes += c.size;
       }
+    // Uploads of repository objects only (`<prefix>/<type>/<name>`): a bucket may hold others' too.
+    const ours = (key: string): boolean => {
+      if (!key.startsWith(this.root)) return false;
+      const [type, name, ...rest] = key.slice(this.root.length).split('/');
+      return rest.length === 0 && isObjectType(type) && isValidName(type, name ?? '');
+    };
     {
       let keyMarker: string | undefined;
       let idMarker: string | undefined;
@@ -1008,7 +1015,8 @@ export class S3Backend implements Backend {
           break;
         }
         for (const u of r.Uploads ?? []) {
-          if (!u.Key || !u.UploadId || now - (u.Initiated?.getTime() ?? now) < olderThanMs) continue;
+          if (!u.Key || !u.UploadId || !ours(u.Key)) continue;
+          if (now - (u.Initiated?.getTime() ?? now) < olderThanMs) continue;
           await this.run(
             'remove',
             what,
