@@ -578,6 +578,35 @@ await b.save({ type: 'packs', name: ${JSON.stringify(name)} }, forever());
   assert.match(swept.notes?.join('\n') ?? '', /ListMultipartUploads/);
 });
 
+test("s3: prune's sweep aborts the repository's multipart uploads older than the age, no others (an endpoint with ListMultipartUploads, played by the proxy)", async (t) => {
+  const { b, prefix } = await viaProxy(t);
+  const upload = (key: string, id: string, initiated: string) =>
+    `<Upload><Key>${key}</Key><UploadId>${id}</UploadId><Initiated>${initiated}</Initiated></Upload>`;
+  const old = '2020-01-01T00:00:00.000Z';
+  const pack = `${prefix}/packs/${hexName('a killed upload')}`;
+  proxy.inject({
+    method: 'GET',
+    path: /[?&]uploads/,
+    fault: {
+      kind: 'answer',
+      status: 200,
+      body: `<?xml version="1.0" encoding="UTF-8"?><ListMultipartUploadsResult><Bucket>${BUCKET}</Bucket><IsTruncated>false</IsTruncated>${upload(pack, 'old-ours', old)}${upload(`${prefix}/packs/${hexName('under way')}`, 'young-ours', new Date().toISOString())}${upload(`${prefix}/other/file.bin`, 'old-foreign', old)}</ListMultipartUploadsResult>`,
+    },
+  });
+  proxy.inject({
+    method: 'DELETE',
+    path: /uploadId=/,
+    times: 3,
+    fault: { kind: 'answer', status: 204, body: '' },
+  });
+  const swept = await b.sweepLeftovers!(60 * 60 * 1000);
+  assert.deepEqual(swept, { removed: 1, bytes: 0 });
+  const aborted = proxy.seen
+    .filter((r) => r.method === 'DELETE')
+    .map((r) => /uploadId=([^&]*)/.exec(r.url)?.[1]);
+  assert.deepEqual(aborted, ['old-ours']);
+});
+
 // ---- an operator's own endpoint ------------------------------------------------------------------------
 
 // NEXO_TEST_S3_BUCKET (with the SDK's AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, … and
