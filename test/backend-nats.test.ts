@@ -1,20 +1,28 @@
 // The NATS JetStream backend against a real 3-node nats-server cluster (started once for this file,
 // buckets with 3 replicas): the backend conformance suite; a node killed during a large save; the
 // majority killed (STORE_UNREACHABLE, nothing half-visible, success once the nodes are back); an
-// interrupted save; wrong credentials (STORE_AUTH); a missing bucket (STORE_MISSING).
+// interrupted save; prune sweeping the chunks of a save killed long enough ago (never of one under way);
+// wrong credentials (STORE_AUTH); a missing bucket (STORE_MISSING).
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { after, before, test } from 'node:test';
+import { after, before, type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import type { Backend } from '../src/backend/backend.js';
 import { NATS_CHUNK_SIZE, type NatsBackend, openNatsBackend } from '../src/backend/nats.js';
+import { openBackend, parseRepoLocation } from '../src/backend/open.js';
 import type { NatsBackendOptions } from '../src/backend/remote.js';
+import { lockRepository } from '../src/repository/locks.js';
+import { pruneRepository } from '../src/repository/prune.js';
+import { Repository } from '../src/repository/repository.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
 import { type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
 
@@ -237,12 +245,90 @@ test('a process killed mid-save leaves nothing listed or loadable; sweepOrphans 
   await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
   assert.equal((await streamState(bucket)).chunkSubjects, 2, 'the killed save left its chunks behind');
   // Younger than the minimum age: kept (it could be a save under way).
-  assert.deepEqual(await b.sweepOrphans(60_000), { saves: 0, chunks: 0 });
+  assert.deepEqual(await b.sweepOrphans(60_000), { saves: 0, chunks: 0, bytes: 0 });
   const swept = await b.sweepOrphans(0);
   assert.equal(swept.saves, 1);
   assert.ok(swept.chunks >= 8, `${swept.chunks} chunks purged`);
   assert.equal((await streamState(bucket)).chunkSubjects, 1);
   assert.deepEqual(await collect(b.load(kept)), keptData);
+});
+
+/** A process saving a pack into `bucket` from an endless source, once it has handed over 2 MiB. */
+async function savingForever(t: TestContext, bucket: string, name: string): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      fileURLToPath(new URL('fixtures/nats-save-forever.ts', import.meta.url)),
+      cluster.urls.join(','),
+      bucket,
+      name,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  t.after(() => child.kill('SIGKILL'));
+  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+  assert.equal(line, 'saving');
+  return child;
+}
+
+/** The chunk subjects of the bucket's stream, with their message counts. */
+async function chunkSubjects(bucket: string): Promise<Record<string, number>> {
+  const nc = await connect({ servers: cluster.urls });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const si = await jsm.streams.info(`OBJ_${bucket}`, { subjects_filter: `$O.${bucket}.C.>` });
+    return si.state.subjects ?? {};
+  } finally {
+    await nc.close();
+  }
+}
+
+test('prune (through the metered, retrying, cached backend) sweeps the chunks of a save killed long enough ago, never those of a save under way', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const requests: string[] = [];
+  const cacheRoot = mkdtempSync(join(tmpdir(), 'nexo-cache-'));
+  t.after(() => rmSync(cacheRoot, { recursive: true, force: true }));
+  const hosts = cluster.urls.map((u) => u.slice('nats://'.length)).join(',');
+  const b = await openBackend(parseRepoLocation(`nats://${hosts}/${bucket}`), {
+    nats: { replicas: 3, timeoutMs: 3000 },
+    retry: FAST,
+    create: true,
+    cacheRoot,
+    observer: { request: (op) => requests.push(op) },
+  });
+  t.after(() => b.close());
+  const repo = await Repository.init(b);
+  const committed = Object.keys(await chunkSubjects(bucket)); // the repository's config
+  // A save killed mid-way: its chunks stay, named by no object.
+  const killed = await savingForever(t, bucket, hexName('killed mid-save'));
+  killed.kill('SIGKILL');
+  await once(killed, 'exit');
+  const killedAt = Date.now();
+  const orphaned = Object.keys(await chunkSubjects(bucket)).filter((s) => !committed.includes(s));
+  assert.equal(orphaned.length, 1, 'the killed save left its chunks');
+  // A save under way (another host's snapshot): its chunks are younger than any age prune uses.
+  const running = await savingForever(t, bucket, hexName('a save under way'));
+  const AGE = 2000;
+  await new Promise((r) => setTimeout(r, Math.max(0, killedAt + AGE + 200 - Date.now())));
+
+  const lock = await lockRepository(b, true, 'prune', 0);
+  const report = await pruneRepository(repo, { lock, leftoverAgeMs: AGE });
+  await lock.release();
+  assert.equal(report.leftovers_removed, 1, JSON.stringify(report));
+  assert.ok(report.leftover_bytes_freed >= 2 * MiB, `${report.leftover_bytes_freed} bytes swept`);
+  const left = Object.keys(await chunkSubjects(bucket)).filter((s) => !committed.includes(s));
+  assert.equal(left.length, 1, 'the save under way keeps its chunks');
+  assert.ok(!left.includes(orphaned[0]!), 'the killed save lost its chunks');
+  running.kill('SIGKILL');
+  await once(running, 'exit');
+  // The default age (far past the lock staleness) leaves the second one alone as well.
+  const again = await pruneRepository(repo);
+  assert.equal(again.leftovers_removed, 0);
+  assert.equal(Object.keys(await chunkSubjects(bucket)).length, committed.length + 1);
+  assert.ok(requests.includes('remove'), 'the sweep went through the metering wrapper');
 });
 
 test('ifAbsent on the object store: of concurrent saves of one pack by two clients exactly one wins', async (t) => {

@@ -1,14 +1,16 @@
 // The CLI on S3-compatible storage (s3rver in a process of its own) with nothing but the SDK's own
 // environment (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …) and NEXO_MEMORY_REPO=s3://bucket/prefix:
-// snapshot on host A, list, verify and restore on host B, prune; the secret is never printed. A file of
-// its own so it runs beside test/backend-s3.test.ts.
+// snapshot on host A, list, verify and restore on host B, prune; the secret is never printed. A bundle
+// exported from host A's local store is imported (--store-only) on host B into the S3 repository. Two
+// hosts snapshot different agents while a third prunes: nothing lost. A file of its own so it runs
+// beside test/backend-s3.test.ts.
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { type RunResult, runCli, sampleAgent } from './helpers/env.js';
+import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { type S3Server, startS3ServerProcess } from './helpers/s3-server.js';
 
 const BUCKET = 'nexo-cli';
@@ -59,4 +61,133 @@ test('s3: the CLI with --repo s3://… and the SDK environment: snapshot on A, l
     readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
   );
   okJson(await cli(['prune', '--state-root', b.stateRoot]), 'prune on B');
+});
+
+/** The SDK's environment for s3rver and a fresh repository prefix. */
+function s3Env(): Record<string, string> {
+  return {
+    AWS_ENDPOINT_URL_S3: server.endpoint,
+    AWS_ACCESS_KEY_ID: 'S3RVER',
+    AWS_SECRET_ACCESS_KEY: SECRET,
+    AWS_REGION: 'us-east-1',
+    NEXO_MEMORY_RESTORE_ALLOW: 'yes',
+  };
+}
+
+function okJson(r: RunResult, what: string) {
+  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+const idsOf = (listed: { id: string }[] | { snapshots: { id: string }[] }) =>
+  (Array.isArray(listed) ? listed : listed.snapshots).map((m) => m.id);
+
+test('s3: a bundle exported from the local store of host A is imported on host B into the S3 repository (--store-only): it lists, verifies and restores', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 20, embeddings: 5, files: 2, commits: 2, seed: 5 });
+  const b = sampleAgent(t, 'bob', { memories: 5, embeddings: 2, files: 1, commits: 1, seed: 7 });
+  const repo = `s3://${BUCKET}/import/${randomUUID()}`;
+  const env = s3Env();
+  const cli = (args: string[]) => runCli([...args, '--json'], { env });
+  // Host A: its own local repository, and a bundle exported from it.
+  const local = okJson(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'local snapshot on A');
+  const out = tempDir(t, 'nexo-bundle-');
+  const exported = okJson(
+    await cli([
+      'export',
+      '--agent',
+      'ana',
+      '--id',
+      local.id,
+      '--to',
+      `${out}/`,
+      '--no-redact',
+      '--state-root',
+      a.stateRoot,
+    ]),
+    'export on A',
+  );
+  // Host B: into the S3 repository, nothing live.
+  const imported = okJson(
+    await cli([
+      'import',
+      '--from',
+      exported.path,
+      '--agent',
+      'ana',
+      '--store-only',
+      '--repo',
+      repo,
+      ...b.flags,
+    ]),
+    'import on B',
+  );
+  assert.equal(imported.stored, 'new');
+  assert.equal(imported.snapshot.id, local.id);
+  const remote = (args: string[]) => cli([...args, '--repo', repo]);
+  assert.deepEqual(
+    idsOf(okJson(await remote(['list', '--agent', 'ana', '--state-root', b.stateRoot]), 'list')),
+    [local.id],
+  );
+  const v = okJson(
+    await remote(['verify', '--agent', 'ana', '--id', local.id, '--state-root', b.stateRoot]),
+    'verify on B',
+  );
+  assert.equal(v.status, 'verified');
+  okJson(await remote(['restore', '--agent', 'ana', '--from', local.id, ...b.flags]), 'restore on B');
+  assert.equal(
+    readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
+    readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
+  );
+});
+
+test('s3: two hosts snapshot different agents into one S3 repository while a third prunes: nothing lost', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 20, embeddings: 5, files: 2, commits: 2, seed: 31 });
+  const b = sampleAgent(t, 'bob', { memories: 20, embeddings: 5, files: 2, commits: 2, seed: 37 });
+  const c = sampleAgent(t, 'cyd', { memories: 5, embeddings: 2, files: 1, commits: 1, seed: 41 });
+  const env = { ...s3Env(), NEXO_MEMORY_REPO: `s3://${BUCKET}/busy/${randomUUID()}` };
+  const cli = (args: string[]) => runCli([...args, '--json'], { env });
+  // Garbage for prune: ana's first snapshot, deleted after a second one.
+  const s1 = okJson(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'first snapshot of ana');
+  appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- a line only the second snapshot has\n');
+  const s2 = okJson(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'second snapshot of ana');
+  okJson(
+    await cli(['delete', '--agent', 'ana', '--id', s1.id, '--yes', '--state-root', a.stateRoot]),
+    'delete',
+  );
+  appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- and a line only the third has\n');
+
+  const [s3, sb, pruned] = await Promise.all([
+    cli(['snapshot', '--agent', 'ana', ...a.flags]),
+    cli(['snapshot', '--agent', 'bob', ...b.flags]),
+    cli(['prune', '--state-root', c.stateRoot]),
+  ]);
+  const third = okJson(s3, 'snapshot of ana on A');
+  const ofBob = okJson(sb, 'snapshot of bob on B');
+  okJson(pruned, 'prune on C');
+
+  const check = okJson(await cli(['check', '--read-data', '--state-root', c.stateRoot]), 'check on C');
+  assert.deepEqual(check.problems ?? [], []);
+  assert.deepEqual(
+    idsOf(okJson(await cli(['list', '--agent', 'ana', '--state-root', c.stateRoot]), 'list ana')).sort(),
+    [s2.id, third.id].sort(),
+  );
+  assert.deepEqual(
+    idsOf(okJson(await cli(['list', '--agent', 'bob', '--state-root', c.stateRoot]), 'list bob')),
+    [ofBob.id],
+  );
+  for (const [agent, id, from] of [
+    ['ana', s2.id, a],
+    ['ana', third.id, a],
+    ['bob', ofBob.id, b],
+  ] as const) {
+    const root = tempDir(t, 'nexo-restore-');
+    const flags = ['--state-root', join(root, 'state'), '--memdir-root', root, '--sqlite-root', root];
+    okJson(await cli(['restore', '--agent', agent, '--from', id, ...flags]), `restore ${agent} ${id}`);
+    if (id !== s2.id)
+      assert.equal(
+        readFileSync(join(root, agent, 'MEMORY.md'), 'utf8'),
+        readFileSync(join(from.memdir, 'MEMORY.md'), 'utf8'),
+        `${agent} ${id}`,
+      );
+  }
 });

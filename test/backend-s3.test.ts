@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { after, before, type TestContext, test } from 'node:test';
 import { inspect } from 'node:util';
 import { type Backend, OBJECT_TYPES } from '../src/backend/backend.js';
@@ -563,6 +563,48 @@ await b.save({ type: 'packs', name: ${JSON.stringify(name)} }, forever());
   // The parts are in s3rver's upload area (a lifecycle rule or abort clears them on a real store).
   const uploads = join(server.dir, BUCKET, '._S3rver_uploads');
   assert.ok(readdirSync(uploads).some((id) => readdirSync(join(uploads, id)).includes('2')));
+  // Prune's sweep: a claim left by a dead writer goes once old enough (a young one stays); s3rver has no
+  // ListMultipartUploads, which the report says instead of failing.
+  const claim = (n: string) => `${prefix}/.claims/locks/${hexName('claimed')}/${n}`;
+  // Seeded as s3rver stores objects (<key>._S3rver_object and its .md5), as the dead writer left it.
+  const file = join(server.dir, BUCKET, `${claim('dead')}._S3rver_object`);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, '');
+  writeFileSync(`${file}.md5`, createHash('md5').update('').digest('hex'));
+  assert.equal((await b.sweepLeftovers!(60_000)).removed, 0, 'a young claim stays');
+  const swept = await b.sweepLeftovers!(0);
+  assert.equal(swept.removed, 1);
+  assert.deepEqual(bucketKeys(prefix), []);
+  assert.match(swept.notes?.join('\n') ?? '', /ListMultipartUploads/);
+});
+
+test("s3: prune's sweep aborts the repository's multipart uploads older than the age, no others (an endpoint with ListMultipartUploads, played by the proxy)", async (t) => {
+  const { b, prefix } = await viaProxy(t);
+  const upload = (key: string, id: string, initiated: string) =>
+    `<Upload><Key>${key}</Key><UploadId>${id}</UploadId><Initiated>${initiated}</Initiated></Upload>`;
+  const old = '2020-01-01T00:00:00.000Z';
+  const pack = `${prefix}/packs/${hexName('a killed upload')}`;
+  proxy.inject({
+    method: 'GET',
+    path: /[?&]uploads/,
+    fault: {
+      kind: 'answer',
+      status: 200,
+      body: `<?xml version="1.0" encoding="UTF-8"?><ListMultipartUploadsResult><Bucket>${BUCKET}</Bucket><IsTruncated>false</IsTruncated>${upload(pack, 'old-ours', old)}${upload(`${prefix}/packs/${hexName('under way')}`, 'young-ours', new Date().toISOString())}${upload(`${prefix}/other/file.bin`, 'old-foreign', old)}</ListMultipartUploadsResult>`,
+    },
+  });
+  proxy.inject({
+    method: 'DELETE',
+    path: /uploadId=/,
+    times: 3,
+    fault: { kind: 'answer', status: 204, body: '' },
+  });
+  const swept = await b.sweepLeftovers!(60 * 60 * 1000);
+  assert.deepEqual(swept, { removed: 1, bytes: 0 });
+  const aborted = proxy.seen
+    .filter((r) => r.method === 'DELETE')
+    .map((r) => /uploadId=([^&]*)/.exec(r.url)?.[1]);
+  assert.deepEqual(aborted, ['old-ours']);
 });
 
 // ---- an operator's own endpoint ------------------------------------------------------------------------

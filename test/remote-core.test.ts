@@ -1,11 +1,13 @@
 // What lies between the user and a remote repository: locations (hostile ones refused without echoing
 // a secret), flag > env > config, two state roots ("hosts") sharing one repository through --repo, the
 // cache of immutable objects (deleted: nothing lost; corrupt: fetched again), and retries of transient
-// failures (resumed loads; spent → exit 8, STORE_UNREACHABLE). The "remote" store of the CLI runs is a
-// directory behind FaultyBackend (test/fixtures/remote-cli.ts), wrapped exactly as nats:// and s3:// are.
+// failures (resumed loads; spent → exit 8, STORE_UNREACHABLE; store.nats.timeout_ms bounding each
+// attempt against a dead port). The "remote" store of the CLI runs is a directory behind FaultyBackend
+// (test/fixtures/remote-cli.ts), wrapped exactly as nats:// and s3:// are.
 
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { suite, test } from 'node:test';
@@ -399,6 +401,58 @@ suite('remote core', { concurrency: 4 }, () => {
     assert.equal(err.outcome, 'store_unavailable');
     assert.equal(err.details.location, repo);
     assert.match(down.stderr, /unreachable/);
+  });
+
+  test('store.nats.timeout_ms bounds each attempt against an unreachable cluster; the store.s3 library options come from the config', async (t) => {
+    const dir = tempDir(t, 'nexo-cfg-');
+    const file = join(dir, 'memory.yaml');
+    writeFileSync(
+      file,
+      [
+        'snapshot:',
+        '  store:',
+        '    nats:',
+        '      timeout_ms: 300',
+        '    s3:',
+        '      timeout_ms: 4000',
+        '      multipart_threshold: 8388608',
+        '      parallel_reads: 2',
+        '    retry:',
+        '      attempts: 2',
+        '      base_delay_ms: 10',
+        '      max_delay_ms: 20',
+        '',
+      ].join('\n'),
+    );
+    const settings = backendSettingsFromConfig(loadConfig(file).snapshot);
+    assert.equal(settings.nats?.timeoutMs, 300);
+    assert.deepEqual(settings.s3, { timeoutMs: 4000, multipartThreshold: 8388608, parallelReads: 2 });
+    // A port nothing listens on: two attempts of 300 ms each, then exit 8 (not 2 × 10 s).
+    const port = await new Promise<number>((done) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as AddressInfo).port;
+        srv.close(() => done(p));
+      });
+    });
+    const a = sampleAgent(t, 'ana', { memories: 2, embeddings: 1, files: 1, commits: 1 });
+    const down = await runCli([
+      'list',
+      '--agent',
+      'ana',
+      '--json',
+      '--config',
+      file,
+      '--repo',
+      `nats://127.0.0.1:${port}/gone`,
+      '--state-root',
+      a.stateRoot,
+    ]);
+    assert.equal(down.code, 8, down.stdout + down.stderr);
+    assert.equal(json(down).error.code, 'STORE_UNREACHABLE');
+    assert.match(json(down).error.message, /2 attempt/);
+    // Out of range: refused by name.
+    writeFileSync(file, 'snapshot:\n  store:\n    s3:\n      multipart_threshold: 1024\n');
+    assert.throws(() => loadConfig(file), /store\.s3\.multipart_threshold/);
   });
 
   test('RetryingBackend: a load cut short or failing mid-stream resumes from the byte it reached; a streamed save is replayed', async () => {

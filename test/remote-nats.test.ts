@@ -3,7 +3,9 @@
 // check --read-data; with the cluster's majority killed a snapshot fails with exit 8 STORE_UNREACHABLE,
 // nothing of it is visible, and the same command succeeds once the nodes are back. Two hosts snapshot
 // different agents while a third prunes: nothing lost; prune waits for (and never removes a pack of) a
-// snapshot holding the repository lock on another host.
+// snapshot holding the repository lock on another host. A bundle exported from host A's local store is
+// imported (--store-only) on host B into the JetStream repository, and lists, verifies and restores. A
+// CLI snapshot whose stream leader is killed (SIGKILL) mid-upload completes and restores elsewhere.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -232,4 +234,123 @@ test('prune waits for a snapshot holding the shared lock on another host and lea
   await assert.rejects(backend.stat(pack), /not found/);
   const check = ok(await cli(['check', '--read-data', '--state-root', c.stateRoot]), 'check');
   assert.deepEqual(check.problems ?? [], []);
+});
+
+test('a bundle exported from the local store of host A is imported on host B into the JetStream repository (--store-only): it lists, verifies and restores', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const b = sampleAgent(t, 'bob', { ...SMALL, seed: 23 });
+  const config = natsConfig(t);
+  const repo = repoUrl('fleet_import');
+  const cli = (args: string[]) =>
+    runCli([...args, '--json', '--config', config], { env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' } });
+  // Host A snapshots into its own local repository and exports the snapshot as a bundle.
+  const local = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'local snapshot on A');
+  const out = tempDir(t, 'nexo-bundle-');
+  const exported = ok(
+    await cli([
+      'export',
+      '--agent',
+      'ana',
+      '--id',
+      local.id,
+      '--to',
+      `${out}/`,
+      '--no-redact',
+      '--state-root',
+      a.stateRoot,
+    ]),
+    'export on A',
+  );
+  // Host B stores it in the shared repository; nothing live changes there.
+  const imported = ok(
+    await cli([
+      'import',
+      '--from',
+      exported.path,
+      '--agent',
+      'ana',
+      '--store-only',
+      '--repo',
+      repo,
+      ...b.flags,
+    ]),
+    'import on B',
+  );
+  assert.equal(imported.stored, 'new');
+  const id = imported.snapshot.id;
+  assert.equal(id, local.id, 'the bundle keeps its snapshot id');
+  const remote = (args: string[]) => cli([...args, '--repo', repo]);
+  assert.deepEqual(ids(ok(await remote(['list', '--agent', 'ana', '--state-root', b.stateRoot]), 'list')), [
+    id,
+  ]);
+  const v = ok(await remote(['verify', '--agent', 'ana', '--id', id, '--state-root', b.stateRoot]), 'verify');
+  assert.equal(v.status, 'verified');
+  ok(await remote(['restore', '--agent', 'ana', '--from', id, ...b.flags]), 'restore on B');
+  assert.equal(
+    readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
+    readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
+    "ana's memory arrived on B through the imported bundle",
+  );
+});
+
+test('a CLI snapshot with the stream leader killed (SIGKILL) mid-upload completes, and restores on another host', async (t) => {
+  // ~24 MiB of embeddings that barely compress: the upload lasts long enough to lose a node in it.
+  const a = sampleAgent(t, 'ana', {
+    memories: 100,
+    embeddings: 6000,
+    embeddingDim: 1024,
+    files: 2,
+    commits: 2,
+  });
+  const b = sampleAgent(t, 'bob', { ...SMALL, seed: 29 });
+  const bucket = 'fleet_node_loss';
+  // The default retries (5 attempts) carry the snapshot through the leader election.
+  const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
+  writeFileSync(config, ['snapshot:', '  store:', '    nats:', '      replicas: 3', ''].join('\n'));
+  const cli = (args: string[]) =>
+    runCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+    });
+  t.after(async () => {
+    await Promise.all(cluster.nodes.filter((n) => !n.running).map((n) => n.start()));
+  });
+
+  let finished = false;
+  const snapshot = cli(['snapshot', '--agent', 'ana', ...a.flags]).finally(() => {
+    finished = true;
+  });
+  // Once a pack is on its way (a chunk subject with more than one chunk), its stream's leader dies.
+  const nc = await connect({ servers: cluster.urls });
+  let killed: string | undefined;
+  try {
+    // Short requests: one that stalls (the cluster busy creating the stream) is simply asked again.
+    const jsm = await jetstreamManager(nc, { timeout: 500 });
+    while (!finished && killed === undefined) {
+      const si = await jsm.streams
+        .info(`OBJ_${bucket}`, { subjects_filter: `$O.${bucket}.C.>` })
+        .catch(() => undefined);
+      const uploading = Object.values(si?.state.subjects ?? {}).some((n) => n > 1);
+      const leader = cluster.nodes.find((n) => n.name === si?.cluster?.leader);
+      if (uploading && leader) {
+        await leader.kill();
+        killed = leader.name;
+      } else await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    await nc.close();
+  }
+  const r = await snapshot;
+  assert.ok(killed, `no node was killed while the snapshot was uploading (exit ${r.code}): ${r.stderr}`);
+  const snap = ok(r, `snapshot with ${killed} killed`);
+
+  await Promise.all(cluster.nodes.filter((n) => !n.running).map((n) => n.start()));
+  await waitForStreamLeader(bucket);
+  assert.deepEqual(ids(ok(await cli(['list', '--agent', 'ana', '--state-root', b.stateRoot]), 'list on B')), [
+    snap.id,
+  ]);
+  ok(await cli(['restore', '--agent', 'ana', '--from', snap.id, ...b.flags]), 'restore on B');
+  assert.equal(
+    readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
+    readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
+  );
 });

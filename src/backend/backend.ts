@@ -46,6 +46,16 @@ export interface SaveOptions {
   readonly ifAbsent?: boolean;
 }
 
+/** What `sweepLeftovers` removed. */
+export interface SweepReport {
+  /** Leftovers removed (NATS: saves whose chunks went; S3: claims and aborted uploads). */
+  readonly removed: number;
+  /** Their bytes, where the store tells them (an aborted multipart upload's parts are not counted). */
+  readonly bytes: number;
+  /** What could not be swept and why (e.g. an endpoint without ListMultipartUploads). */
+  readonly notes?: readonly string[];
+}
+
 export type SaveSource = Uint8Array | AsyncIterable<Uint8Array>;
 
 /**
@@ -79,6 +89,13 @@ export interface Backend {
   list(type: ObjectType): AsyncIterable<ObjectInfo>;
   /** Removes the object; removing a missing object is not an error (prune can be run again). */
   remove(h: Handle): Promise<void>;
+  /**
+   * Optional: removes what interrupted saves of this store left outside the objects (never listed, never
+   * loadable, but paid for) when it is older than `olderThanMs`: NATS chunks no meta names, S3 claim
+   * objects and multipart uploads never completed. Prune calls it under the exclusive repository lock
+   * with an age well past the lock staleness, so a save still under way on another host is never touched.
+   */
+  sweepLeftovers?(olderThanMs: number): Promise<SweepReport>;
   /** Releases connections and handles. The backend is not used afterwards. */
   close(): Promise<void>;
 }

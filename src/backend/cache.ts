@@ -19,6 +19,7 @@ import {
   resolveRange,
   type SaveOptions,
   type SaveSource,
+  type SweepReport,
   validateHandle,
   validateRange,
 } from './backend.js';
@@ -155,6 +156,11 @@ export class CachedBackend implements Backend {
     h = validateHandle(h);
     await this.inner.remove(h);
     if (CACHED_TYPES.has(h.type)) await rm(this.pathOf(h), { force: true }).catch(() => {});
+  }
+
+  /** The inner backend's sweep (none: nothing to sweep); leftovers are never cached. */
+  sweepLeftovers(olderThanMs: number): Promise<SweepReport> {
+    return this.inner.sweepLeftovers?.(olderThanMs) ?? Promise.resolve({ removed: 0, bytes: 0 });
   }
 
   close(): Promise<void> {

@@ -4,7 +4,16 @@
 // a run feeds the store families of src/metrics/metrics.ts. Under the retry wrapper, each attempt is a
 // request of its own.
 
-import type { Backend, Handle, ObjectInfo, ObjectType, Range, SaveOptions, SaveSource } from './backend.js';
+import type {
+  Backend,
+  Handle,
+  ObjectInfo,
+  ObjectType,
+  Range,
+  SaveOptions,
+  SaveSource,
+  SweepReport,
+} from './backend.js';
 import { sourceChunks } from './backend.js';
 import type { BackendObserver } from './remote.js';
 
@@ -93,6 +102,19 @@ export class MeteredBackend implements Backend {
       throw err;
     }
     this.report('remove', true, 0);
+  }
+
+  /** The inner backend's sweep (none: nothing to sweep), counted as one `remove` request. */
+  async sweepLeftovers(olderThanMs: number): Promise<SweepReport> {
+    if (!this.inner.sweepLeftovers) return { removed: 0, bytes: 0 };
+    try {
+      const r = await this.inner.sweepLeftovers(olderThanMs);
+      this.report('remove', true, 0);
+      return r;
+    } catch (err) {
+      this.report('remove', false, 0);
+      throw err;
+    }
   }
 
   close(): Promise<void> {

@@ -44,6 +44,7 @@ import {
   resolveRange,
   type SaveOptions,
   type SaveSource,
+  type SweepReport,
   sourceChunks,
   validateHandle,
   validateRange,
@@ -162,7 +163,7 @@ function parseMeta(data: Uint8Array): Meta | null {
 
 const sha256Digest = (hash: ReturnType<typeof createHash>): string => `SHA-256=${hash.digest('base64url')}=`;
 
-/** The NATS backend; `sweepOrphans` is beyond the Backend interface. */
+/** The NATS backend; `sweepOrphans` (with counts of chunks) is beyond the Backend interface. */
 export class NatsBackend implements Backend {
   readonly location: string;
   private readonly stream: string;
@@ -556,17 +557,18 @@ export class NatsBackend implements Backend {
    * longer than `minAgeMs` between its last chunk and its commit would otherwise lose its chunks.
    * Returns how many subjects (saves) and chunk messages were purged.
    */
-  async sweepOrphans(minAgeMs = 60 * 60 * 1000): Promise<{ saves: number; chunks: number }> {
+  async sweepOrphans(minAgeMs = 60 * 60 * 1000): Promise<{ saves: number; chunks: number; bytes: number }> {
     return this.run('sweep', async () => {
       const chunkFilter = `${this.prefix}.C.>`;
       const si = await this.jsm.streams.info(this.stream, { subjects_filter: chunkFilter });
       const subjects = Object.keys(si.state.subjects ?? {});
-      if (subjects.length === 0) return { saves: 0, chunks: 0 };
+      if (subjects.length === 0) return { saves: 0, chunks: 0, bytes: 0 };
       const referenced = new Set<string>();
       for (const meta of (await this.metas(`${this.prefix}.M.>`)).values())
         referenced.add(this.chunkSubject(meta.nuid));
       let saves = 0;
       let chunks = 0;
+      let bytes = 0;
       for (const subject of subjects) {
         if (referenced.has(subject)) continue;
         const last = await this.jsm.streams.getMessage(this.stream, { last_by_subj: subject });
@@ -574,9 +576,17 @@ export class NatsBackend implements Backend {
         const r = await this.jsm.streams.purge(this.stream, { filter: subject });
         saves++;
         chunks += r.purged;
+        // Every chunk of a save but its last is full.
+        if (r.purged > 0) bytes += (r.purged - 1) * NATS_CHUNK_SIZE + last.data.length;
       }
-      return { saves, chunks };
+      return { saves, chunks, bytes };
     });
+  }
+
+  /** The Backend's sweep: the orphaned chunks of saves that never committed (sweepOrphans). */
+  async sweepLeftovers(olderThanMs: number): Promise<SweepReport> {
+    const r = await this.sweepOrphans(olderThanMs);
+    return { removed: r.saves, bytes: r.bytes };
   }
 
   remove(h: Handle): Promise<void> {

@@ -19,6 +19,7 @@ import {
   readAll,
   type SaveOptions,
   type SaveSource,
+  type SweepReport,
   TransientStoreError,
   validateHandle,
   validateRange,
@@ -207,6 +208,13 @@ export class RetryingBackend implements Backend {
   remove(h: Handle): Promise<void> {
     h = validateHandle(h);
     return this.run('remove', `remove ${h.type}/${h.name}`, () => this.inner.remove(h));
+  }
+
+  /** The inner backend's sweep (none: nothing to sweep), retried as a whole (a sweep can run again). */
+  sweepLeftovers(olderThanMs: number): Promise<SweepReport> {
+    const inner = this.inner;
+    if (!inner.sweepLeftovers) return Promise.resolve({ removed: 0, bytes: 0 });
+    return this.run('remove', 'sweep leftovers', () => inner.sweepLeftovers!(olderThanMs));
   }
 
   close(): Promise<void> {

@@ -16,6 +16,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -35,6 +36,7 @@ import {
 import {
   type Backend,
   type Handle,
+  isObjectType,
   isValidName,
   type ObjectInfo,
   type ObjectType,
@@ -42,6 +44,7 @@ import {
   resolveRange,
   type SaveOptions,
   type SaveSource,
+  type SweepReport,
   sourceChunks,
   validateHandle,
   validateRange,
@@ -933,6 +936,107 @@ export class S3Backend implements Backend {
       if (isNotFound(err)) return;
       throw err;
     }
+  }
+
+  /**
+   * The Backend's sweep: claim objects (`.claims/`) of writers that died and multipart uploads never
+   * completed, both older than `olderThanMs` by the store's clock. An endpoint without
+   * ListMultipartUploads (s3rver) keeps its uploads; the report's notes say so.
+   */
+  async sweepLeftovers(olderThanMs: number): Promise<SweepReport> {
+    const what = `sweep leftovers of ${this.location}`;
+    let removed = 0;
+    let bytes = 0;
+    const notes: string[] = [];
+    // Ages by this host's clock: with ages of hours, its difference from the store's does not matter.
+    const now = Date.now();
+    const claims: Array<{ key: string; size: number; modified: number }> = [];
+    let token: string | undefined;
+    do {
+      const r = await this.run(
+        'list',
+        what,
+        () =>
+          this.client.send(
+            new ListObjectsV2Command({
+              Bucket: this.bucket,
+              Prefix: `${this.root}.claims/`,
+              ...(token ? { ContinuationToken: token } : {}),
+            }),
+          ),
+        () => 0,
+      );
+      for (const o of r.Contents ?? [])
+        claims.push({ key: o.Key ?? '', size: o.Size ?? 0, modified: o.LastModified?.getTime() ?? 0 });
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    for (const c of claims)
+      if (c.key !== '' && now - c.modified >= olderThanMs) {
+        await this.deleteKey(c.key, what);
+        removed++;
+        bytes += c.size;
+      }
+    // Uploads of repository objects only (`<prefix>/<type>/<name>`): a bucket may hold others' too.
+    const ours = (key: string): boolean => {
+      if (!key.startsWith(this.root)) return false;
+      const [type, name, ...rest] = key.slice(this.root.length).split('/');
+      return rest.length === 0 && isObjectType(type) && isValidName(type, name ?? '');
+    };
+    {
+      let keyMarker: string | undefined;
+      let idMarker: string | undefined;
+      for (;;) {
+        const r = await this.run(
+          'list',
+          what,
+          () =>
+            this.client
+              .send(
+                new ListMultipartUploadsCommand({
+                  Bucket: this.bucket,
+                  Prefix: this.root,
+                  ...(keyMarker ? { KeyMarker: keyMarker } : {}),
+                  ...(idMarker ? { UploadIdMarker: idMarker } : {}),
+                }),
+              )
+              .catch((err: unknown) => {
+                // Not implemented (501, or 405 on some gateways) is an answer, not a failure to retry.
+                const status = statusOf(err);
+                if (nameOf(err) === 'NotImplemented' || status === 501 || status === 405)
+                  return { unsupported: describe(err) } as const;
+                throw err;
+              }),
+          () => 0,
+        );
+        if ('unsupported' in r) {
+          notes.push(
+            `incomplete multipart uploads were not swept: the endpoint does not support ListMultipartUploads (${r.unsupported}); a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes them`,
+          );
+          break;
+        }
+        for (const u of r.Uploads ?? []) {
+          if (!u.Key || !u.UploadId || !ours(u.Key)) continue;
+          if (now - (u.Initiated?.getTime() ?? now) < olderThanMs) continue;
+          await this.run(
+            'remove',
+            what,
+            () =>
+              this.client.send(
+                new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }),
+              ),
+            () => 0,
+          ).catch((err: unknown) => {
+            if (!isNotFound(err)) throw err;
+          });
+          removed++;
+        }
+        if (!r.IsTruncated) break;
+        keyMarker = r.NextKeyMarker;
+        idMarker = r.NextUploadIdMarker;
+        if (!keyMarker && !idMarker) break;
+      }
+    }
+    return { removed, bytes, ...(notes.length > 0 ? { notes } : {}) };
   }
 
   async remove(h: Handle): Promise<void> {

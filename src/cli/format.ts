@@ -237,7 +237,8 @@ export function formatGc(r: RetentionTickReport): string {
   else if (pr)
     lines.push(
       `repository: ${pr.status === 'dry-run' ? 'would remove' : 'removed'} ${pr.packs_removed + pr.packs_unindexed_removed} pack(s), ` +
-        `rewrote ${pr.packs_rewritten}, ${humanBytes(pr.bytes_freed)} of ${humanBytes(pr.bytes_before)} (${pr.snapshots} snapshot(s) kept)`,
+        `rewrote ${pr.packs_rewritten}, ${humanBytes(pr.bytes_freed)} of ${humanBytes(pr.bytes_before)} (${pr.snapshots} snapshot(s) kept)` +
+        (pr.leftovers_removed > 0 ? `; swept ${pr.leftovers_removed} leftover(s) of interrupted saves` : ''),
     );
   return lines.join('\n');
 }

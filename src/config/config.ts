@@ -118,6 +118,8 @@ const storeSection = z.strictObject({
       password: z.string().min(1, 'must not be empty').optional(),
       token: z.string().min(1, 'must not be empty').optional(),
       creds_file: z.string().min(1, 'must not be empty').optional(),
+      /** How long one request (and one attempt of it) may take, ms (default 10000). */
+      timeout_ms: z.number().int().min(100, 'must be ≥ 100').max(600_000, 'must be ≤ 600000').optional(),
     })
     .optional(),
   /** S3-compatible storage: `bucket` and `prefix` name the repository (s3://bucket/prefix). */
@@ -137,6 +139,17 @@ const storeSection = z.strictObject({
       access_key_id: z.string().min(1, 'must not be empty').optional(),
       secret_access_key: z.string().min(1, 'must not be empty').optional(),
       session_token: z.string().min(1, 'must not be empty').optional(),
+      /** The longest connection attempt or silence inside a request, ms (default 30000). */
+      timeout_ms: z.number().int().min(100, 'must be ≥ 100').max(600_000, 'must be ≤ 600000').optional(),
+      /** Objects at least this big go up as multipart uploads (default 16 MiB; at least 5 MiB). */
+      multipart_threshold: z
+        .number()
+        .int()
+        .min(5 * 1024 * 1024, 'must be ≥ 5242880 (5 MiB)')
+        .max(5 * 1024 * 1024 * 1024, 'must be ≤ 5 GiB')
+        .optional(),
+      /** Ranged GETs of one load in flight at once (default 4). */
+      parallel_reads: z.number().int().min(1, 'must be ≥ 1').max(32, 'must be ≤ 32').optional(),
     })
     .optional(),
   /** Retries of a remote store's transient failures (docs/remote.md). */

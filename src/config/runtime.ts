@@ -103,8 +103,9 @@ export function backendSettingsFromConfig(cfg: SnapshotConfig): BackendSettings 
   const st = cfg.store ?? {};
   const out: { -readonly [K in keyof BackendSettings]: BackendSettings[K] } = {};
   const n = st.nats;
-  if (n && (n.replicas ?? n.user ?? n.password ?? n.token ?? n.creds_file) !== undefined)
+  if (n && (n.replicas ?? n.user ?? n.password ?? n.token ?? n.creds_file ?? n.timeout_ms) !== undefined)
     out.nats = {
+      ...(n.timeout_ms !== undefined ? { timeoutMs: n.timeout_ms } : {}),
       ...(n.replicas !== undefined ? { replicas: n.replicas } : {}),
       ...(n.user !== undefined ? { user: n.user } : {}),
       ...(n.password !== undefined ? { password: n.password } : {}),
@@ -121,6 +122,9 @@ export function backendSettingsFromConfig(cfg: SnapshotConfig): BackendSettings 
       ...(s.region !== undefined ? { region: s.region } : {}),
       ...(s.endpoint !== undefined ? { endpoint: s.endpoint } : {}),
       ...(s.force_path_style !== undefined ? { forcePathStyle: s.force_path_style } : {}),
+      ...(s.timeout_ms !== undefined ? { timeoutMs: s.timeout_ms } : {}),
+      ...(s.multipart_threshold !== undefined ? { multipartThreshold: s.multipart_threshold } : {}),
+      ...(s.parallel_reads !== undefined ? { parallelReads: s.parallel_reads } : {}),
       ...(s.access_key_id !== undefined && s.secret_access_key !== undefined
         ? {
             credentials: {

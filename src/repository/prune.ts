@@ -6,11 +6,12 @@
 // it is removed first, and its data with the rest. Order makes every instant safe to be killed at:
 // unlisted manifests → new packs → new index → old index files removed → packs removed. A manifest that
 // cannot be read stops prune before anything is removed: what it references is unknown. The caller's
-// lock is checked before each removing step: a lost lock stops prune.
+// lock is checked before each removing step: a lost lock stops prune. Last, the store sweeps what
+// interrupted saves left beside the objects (Backend.sweepLeftovers) when it is older than LEFTOVER_AGE_MS.
 
 import { NotFoundError } from '../model/errors.js';
 import { decodeIndex, type PackRecord } from './index-file.js';
-import type { HeldRepoLock } from './locks.js';
+import { type HeldRepoLock, STALE_MS } from './locks.js';
 import { PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
 import { ReferenceSet } from './references.js';
 import { ignoreExists, mapLimit, type Repository, readObject } from './repository.js';
@@ -30,7 +31,21 @@ export interface PruneReport {
   bytes_before: number;
   bytes_freed: number;
   index_files_replaced: number;
+  /**
+   * Leftovers of interrupted saves the store swept (NATS chunks no object names, S3 claims and
+   * incomplete multipart uploads) older than the leftover age; 0 on a dry run or a local repository.
+   */
+  leftovers_removed: number;
+  leftover_bytes_freed: number;
+  /** What the store could not sweep, and why (e.g. no ListMultipartUploads). */
+  leftover_notes?: string[];
 }
+
+/**
+ * How old a leftover must be before prune sweeps it: far past the lock staleness (STALE_MS), so a save
+ * of a snapshot still running on another host (its lock refreshed, its chunks written) is never touched.
+ */
+export const LEFTOVER_AGE_MS = 12 * STALE_MS;
 
 export interface PruneOptions {
   dryRun?: boolean;
@@ -40,9 +55,23 @@ export interface PruneOptions {
   forgotten?: ReadonlySet<string>;
   /** The exclusive lock prune runs under: checked before each step that removes something. */
   lock?: HeldRepoLock;
+  /** The age of leftovers of interrupted saves that prune sweeps (default LEFTOVER_AGE_MS). */
+  leftoverAgeMs?: number;
 }
 
 export async function pruneRepository(repo: Repository, opts: PruneOptions = {}): Promise<PruneReport> {
+  const report = await prunePacks(repo, opts);
+  if (opts.dryRun || !repo.backend.sweepLeftovers) return report;
+  // 5. What interrupted saves left beside the objects (the store's own kind of garbage).
+  await opts.lock?.check();
+  const swept = await repo.backend.sweepLeftovers(opts.leftoverAgeMs ?? LEFTOVER_AGE_MS);
+  report.leftovers_removed = swept.removed;
+  report.leftover_bytes_freed = swept.bytes;
+  if (swept.notes && swept.notes.length > 0) report.leftover_notes = [...swept.notes];
+  return report;
+}
+
+async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneReport> {
   const threshold = opts.rewriteThreshold ?? 0.5;
   // Every index file as it is now, pack by pack (the master index keeps one copy per blob only).
   const indexFiles: string[] = [];
@@ -123,6 +152,8 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
     bytes_before: [...onDisk.values()].reduce((a, b) => a + b, 0),
     bytes_freed: bytesFreed,
     index_files_replaced: indexFiles.length,
+    leftovers_removed: 0,
+    leftover_bytes_freed: 0,
   };
   if (
     opts.dryRun ||

@@ -1,6 +1,6 @@
 // Test helper: a fault-injecting HTTP proxy on a free loopback port in front of an upstream HTTP server.
 // Requests pass through unchanged unless a rule matches: then the proxy resets the connection, answers
-// with an S3 error (status, code), holds the answer back forever (stall), trickles the answer in small
+// with an S3 error (status, code) or a given XML answer, holds the answer back forever (stall), trickles the answer in small
 // pieces (slow), or cuts the body short — closing the connection (truncate) or with a Content-Length that
 // matches the short body (lie). Every request is recorded; rules fire a given number of times.
 
@@ -15,6 +15,8 @@ export type ProxyFault =
   | { readonly kind: 'reset-after' }
   /** Answers `status` with an S3 error document of `code` (nothing is forwarded). */
   | { readonly kind: 'error'; readonly status: number; readonly code: string }
+  /** Answers `status` with `body` as XML (nothing is forwarded): plays a call the upstream lacks. */
+  | { readonly kind: 'answer'; readonly status: number; readonly body: string }
   /** Never answers (the client must time out). */
   | { readonly kind: 'stall' }
   /** Forwards and passes the answer on in pieces of `piece` bytes, `delayMs` apart. */
@@ -122,6 +124,16 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       req.resume();
       await once(req, 'end');
       s3Error(res, fault.status, fault.code);
+      return;
+    }
+    if (fault?.kind === 'answer') {
+      req.resume();
+      await once(req, 'end');
+      res.writeHead(fault.status, {
+        'content-type': 'application/xml',
+        'content-length': Buffer.byteLength(fault.body),
+      });
+      res.end(fault.body);
       return;
     }
     if (fault?.kind === 'stall') {

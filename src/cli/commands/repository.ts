@@ -74,10 +74,16 @@ export function pruneCommand() {
           ...(opts.decryptIdentity ? { decryptIdentity: opts.decryptIdentity } : {}),
         });
         if (opts.json) printJson(r);
-        else
+        else {
           process.stdout.write(
             `${r.dry_run ? 'would remove' : 'removed'} ${r.packs_removed + r.packs_unindexed_removed} packs, rewrote ${r.packs_rewritten}; ${(r.bytes_freed / MB).toFixed(1)} MB freed of ${(r.bytes_before / MB).toFixed(1)} MB (${r.snapshots} snapshots kept${r.unlisted_removed > 0 ? `, ${r.unlisted_removed} unlisted manifest(s) removed` : ''})\n`,
           );
+          if (r.leftovers_removed > 0)
+            process.stdout.write(
+              `swept ${r.leftovers_removed} leftover(s) of interrupted saves (${(r.leftover_bytes_freed / MB).toFixed(1)} MB)\n`,
+            );
+          for (const note of r.leftover_notes ?? []) process.stdout.write(`note: ${note}\n`);
+        }
         return 0;
       });
     });
