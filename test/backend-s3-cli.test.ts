@@ -10,7 +10,8 @@ import { randomUUID } from 'node:crypto';
 import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { runBuiltCli } from './helpers/built-cli.js';
+import { type RunResult, sampleAgent, tempDir } from './helpers/env.js';
 import { type S3Server, startS3ServerProcess } from './helpers/s3-server.js';
 
 const BUCKET = 'nexo-cli';
@@ -37,7 +38,7 @@ test('s3: the CLI with --repo s3://… and the SDK environment: snapshot on A, l
     NEXO_MEMORY_RESTORE_ALLOW: 'yes',
   };
   const cli = async (args: string[]) => {
-    const r = await runCli([...args, '--json'], { env });
+    const r = await runBuiltCli([...args, '--json'], { env });
     assert.ok(!`${r.stdout}${r.stderr}`.includes(SECRET), 'the secret is never printed');
     return r;
   };
@@ -87,7 +88,7 @@ test('s3: a bundle exported from the local store of host A is imported on host B
   const b = sampleAgent(t, 'bob', { memories: 5, embeddings: 2, files: 1, commits: 1, seed: 7 });
   const repo = `s3://${BUCKET}/import/${randomUUID()}`;
   const env = s3Env();
-  const cli = (args: string[]) => runCli([...args, '--json'], { env });
+  const cli = (args: string[]) => runBuiltCli([...args, '--json'], { env });
   // Host A: its own local repository, and a bundle exported from it.
   const local = okJson(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'local snapshot on A');
   const out = tempDir(t, 'nexo-bundle-');
@@ -145,7 +146,7 @@ test('s3: two hosts snapshot different agents into one S3 repository while a thi
   const b = sampleAgent(t, 'bob', { memories: 20, embeddings: 5, files: 2, commits: 2, seed: 37 });
   const c = sampleAgent(t, 'cyd', { memories: 5, embeddings: 2, files: 1, commits: 1, seed: 41 });
   const env = { ...s3Env(), NEXO_MEMORY_REPO: `s3://${BUCKET}/busy/${randomUUID()}` };
-  const cli = (args: string[]) => runCli([...args, '--json'], { env });
+  const cli = (args: string[]) => runBuiltCli([...args, '--json'], { env });
   // Garbage for prune: ana's first snapshot, deleted after a second one.
   const s1 = okJson(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'first snapshot of ana');
   appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- a line only the second snapshot has\n');

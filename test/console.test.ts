@@ -251,7 +251,12 @@ test('the diff page shows the row counts the library diff reports', async () => 
     await login(page, WRITE_TOKEN);
     await page.goto(`${url}/#/diff/default/ana/${first!.id}/${third!.id}`);
     const row = page.locator('#diff-tables tr[data-table="long_term.memories"]');
-    await row.waitFor();
+    await row.waitFor({ timeout: 90_000 }).catch(async (err: unknown) => {
+      // say what the page shows instead (an API error, still loading) rather than only the timeout
+      throw new Error(
+        `${String(err)}\nthe page shows: ${(await page.textContent('main, body'))?.slice(0, 2000)}`,
+      );
+    });
     assert.equal(await row.locator('td.added').textContent(), String(memories.added));
     assert.equal(await row.locator('td.removed').textContent(), String(memories.removed));
     assert.equal(await row.locator('td.changed').textContent(), String(memories.changed));

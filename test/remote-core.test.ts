@@ -435,7 +435,7 @@ suite('remote core', { concurrency: 4 }, () => {
       });
     });
     const a = sampleAgent(t, 'ana', { memories: 2, embeddings: 1, files: 1, commits: 1 });
-    const down = await runCli([
+    const down = await runBuiltCli([
       'list',
       '--agent',
       'ana',

@@ -242,7 +242,7 @@ test('a bundle exported from the local store of host A is imported on host B int
   const config = natsConfig(t);
   const repo = repoUrl('fleet_import');
   const cli = (args: string[]) =>
-    runCli([...args, '--json', '--config', config], { env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' } });
+    runBuiltCli([...args, '--json', '--config', config], { env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' } });
   // Host A snapshots into its own local repository and exports the snapshot as a bundle.
   const local = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'local snapshot on A');
   const out = tempDir(t, 'nexo-bundle-');
@@ -308,7 +308,7 @@ test('a CLI snapshot with the stream leader killed (SIGKILL) mid-upload complete
   const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
   writeFileSync(config, ['snapshot:', '  store:', '    nats:', '      replicas: 3', ''].join('\n'));
   const cli = (args: string[]) =>
-    runCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
+    runBuiltCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
       env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
     });
   t.after(async () => {
