@@ -111,14 +111,14 @@ export const BASELINE_NODE = `node -e 0`;
 
 const ratio = (r: number): string => `${r.toFixed(2)}×`;
 const verdict = (ok: boolean): 'PASS' | 'FAIL' => (ok ? 'PASS' : 'FAIL');
-const rssMB = (runs: readonly ProcessRun[]): number | undefined => {
+export const rssMB = (runs: readonly ProcessRun[]): number | undefined => {
   const v = runs.map((r) => r.peakRssKiB).filter((x): x is number => x !== undefined);
   return v.length === runs.length ? Math.max(...v) / 1024 : undefined;
 };
-const fmtRss = (mb: number | undefined): string => (mb === undefined ? 'n/a' : `${mb.toFixed(0)} MB`);
+export const fmtRss = (mb: number | undefined): string => (mb === undefined ? 'n/a' : `${mb.toFixed(0)} MB`);
 
 /** `ours` and the baseline in interleaved pairs; `after` runs between pairs (clean-up), untimed. */
-function interleave(
+export function interleave(
   pairs: number,
   ours: (i: number) => ProcessRun,
   base: (i: number) => ProcessRun,
@@ -144,7 +144,7 @@ function interleave(
   };
 }
 
-function ratioRow(
+export function ratioRow(
   key: string,
   operation: string,
   baselineName: string,

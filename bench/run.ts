@@ -13,7 +13,9 @@
 // original's zstd -19 recipe, diff of two ref-170 snapshots (the agent is restored afterwards), list of
 // 10,000 bundles, a retention sweep over 1,000 agents × 50 bundles, and peak RSS on a ~2 GB agent (CLI,
 // bundle store and repository; BENCH_BIG=0 skips it; `node --import tsx bench/big-agent.ts repository`
-// runs only its repository half). BENCH_ONLY=cli stops after the breakdown; BENCH_ONLY=encrypted runs
+// runs only its repository half). Section 4b (bench/remote.ts): the remote repository on a 3-node
+// JetStream cluster on loopback — snapshot, the 1 % change's upload, restore, list of 10,000 snapshots
+// (BENCH_REMOTE_LIST=n), peak RSS; BENCH_ONLY=remote runs only it (and the reference agent). BENCH_ONLY=cli stops after the breakdown; BENCH_ONLY=encrypted runs
 // only the encrypted-vs-plaintext case; BENCH_ONLY=find runs only `find` over N snapshots a 1 % change
 // apart (bench/find.ts; BENCH_FIND_SCALE, BENCH_FIND_SNAPSHOTS). Prints tables and a last line
 // `BENCH_JSON {...}`. Exits 0 even when a
@@ -74,6 +76,7 @@ import {
   timeBash,
   WORK_DIR,
 } from './lib.js';
+import { remoteRows } from './remote.js';
 
 const QUICK = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
 /** Interleaved pairs of each whole-process row. */
@@ -86,6 +89,8 @@ const PRUNE_AGENTS = Number(process.env.BENCH_PRUNE_AGENTS ?? 100);
 const PRUNE_PER_AGENT = 50;
 const PRUNE_FORGET = 40;
 const LIST_COUNT = 10_000;
+/** Snapshots in the remote list fixture (BENCH_REMOTE_LIST=n for fewer; the budget is for 10,000). */
+const REMOTE_LIST_COUNT = Number(process.env.BENCH_REMOTE_LIST ?? 10_000);
 const FALLBACK_COUNT = 1_000;
 const GC_AGENTS = 1_000;
 const GC_PER_AGENT = 50;
@@ -233,6 +238,18 @@ async function main(): Promise<void> {
     sqliteRoot: ref.paths.sqliteRoot,
     agentId: REF_AGENT,
   };
+  if (process.env.BENCH_ONLY === 'remote') {
+    section(
+      `remote repository: JetStream (3 nodes, R3) vs the local repository (${PAIRS} interleaved pairs)`,
+    );
+    const remote = await remoteRows(ref, { pairs: PAIRS, listCount: REMOTE_LIST_COUNT }, log);
+    report(remote, [], [], started, loadAtStart, {
+      bundles: { bundleBytes: 0, baselineBytes: 0 },
+      breakdown: [],
+      ref,
+    });
+    return;
+  }
   if (process.env.BENCH_ONLY === 'encrypted') {
     section('encrypted snapshot vs plaintext snapshot (interleaved)');
     const runs = Number(process.env.BENCH_RUNS ?? RUNS);
@@ -272,7 +289,13 @@ async function main(): Promise<void> {
   const repository = repositoryRows(work, PAIRS, prune, log);
   rmSync(work.root, { recursive: true, force: true });
   repository.push(preToolRow(log));
-  const mainRows = [...bundles.rows, ...startup, ...repository];
+
+  // 4b. Remote repository (issue 12).
+  section(
+    `4b. remote repository: JetStream (3 nodes, R3) vs the local repository (${PAIRS} interleaved pairs)`,
+  );
+  const remote = await remoteRows(ref, { pairs: PAIRS, listCount: REMOTE_LIST_COUNT }, log);
+  const mainRows = [...bundles.rows, ...startup, ...repository, ...remote];
   const rssChecks = rssRows(mainRows, [
     'snapshot',
     'verify',

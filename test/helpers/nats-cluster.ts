@@ -1,6 +1,7 @@
 // Test helpers for the NATS backend: a real 3-node nats-server cluster with JetStream on loopback (free
 // ports, one config file and store directory per node), started once per test file; nodes can be killed
-// (SIGKILL) and restarted on their ports and store directories. Also a single server that requires a
+// (SIGKILL) and restarted on their ports and store directories. The bench (bench/remote.ts) starts its
+// cluster here too. Also a single server that requires a
 // user and password (the wrong-credentials case).
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -115,8 +116,15 @@ process.once('exit', () => {
   for (const n of live) void n.kill();
 });
 
-/** Starts a 3-node JetStream cluster on loopback and waits for its meta leader. */
-export async function startNatsCluster(size = 3): Promise<NatsCluster> {
+/**
+ * Starts a 3-node JetStream cluster on loopback and waits for its meta leader. `logToFile`: each node
+ * logs to `<node>.log` in its directory instead of stderr (for a caller that blocks its event loop for
+ * long, as the bench's synchronous CLI runs do, and so would not drain the pipe).
+ */
+export async function startNatsCluster(
+  size = 3,
+  opts: { logToFile?: boolean; maxFileStore?: string } = {},
+): Promise<NatsCluster> {
   requireNatsServer();
   const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-cluster-'));
   const ports = await Promise.all(
@@ -138,7 +146,8 @@ export async function startNatsCluster(size = 3): Promise<NatsCluster> {
         `server_name: ${name}`,
         `listen: 127.0.0.1:${p.client}`,
         `http: 127.0.0.1:${p.monitor}`,
-        `jetstream { store_dir: ${JSON.stringify(store)}, max_memory_store: 64MB, max_file_store: 1GB }`,
+        ...(opts.logToFile ? [`log_file: ${JSON.stringify(join(dir, `${name}.log`))}`] : []),
+        `jetstream { store_dir: ${JSON.stringify(store)}, max_memory_store: 64MB, max_file_store: ${opts.maxFileStore ?? '1GB'} }`,
         `cluster { name: nexo, listen: 127.0.0.1:${p.route}, routes: [${routes.filter((_, k) => k !== i).join(', ')}] }`,
         '',
       ].join('\n'),

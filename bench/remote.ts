@@ -1,0 +1,384 @@
+// Owns the remote-repository rows of the bench (issue 12, "Benchmarks"): a 3-node nats-server cluster
+// with JetStream on loopback (test/helpers/nats-cluster.ts, logging to files), buckets with 3 replicas,
+// and the built CLI as whole processes with `--repo nats://…`: the first snapshot of ref-170 into a new
+// JetStream repository against the same into a new local repository (interleaved pairs), the bytes the
+// second snapshot after the 1 % change uploads (the store metrics of `--metrics-file`), restore from
+// JetStream on another state root against restore from the local repository (interleaved), and `list`
+// of 10,000 snapshots of a remote repository with a warm and a cold cache (alternating); the peak RSS of
+// each. The 10,000 snapshots are one real snapshot of a tiny agent (taken by the CLI) re-sealed under
+// new ids and times through the library's repository API (manifest and listing entry, saveSnapshot):
+// valid, restorable snapshots sharing one set of packs, made in seconds instead of 10,000 CLI runs.
+
+import { randomUUID } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openBackend, parseRepoLocation } from '../src/backend/open.js';
+import { type RepoManifestDraft, sealRepoManifest } from '../src/repository/manifest.js';
+import { mapLimit, Repository } from '../src/repository/repository.js';
+import { listSnapshots, loadSnapshot, saveSnapshot } from '../src/repository/snapshots.js';
+import { type NatsCluster, startNatsCluster } from '../test/helpers/nats-cluster.js';
+import { jsonOf, type ProcessRun, runBash, runCli } from './cli.js';
+import {
+  BASELINE_NODE,
+  CLI_BUDGET,
+  cleanRestore,
+  cliEnv,
+  fmtRss,
+  interleave,
+  type Row,
+  ratioRow,
+  rootsOf,
+  rssMB,
+} from './cli-rows.js';
+import {
+  changeRefAgentOnePercent,
+  copyAgent,
+  ensureSampleAgent,
+  REF_AGENT,
+  type RefAgent,
+} from './fixtures.js';
+import { fmtMB, fmtMs, median, round, WORK_DIR } from './lib.js';
+
+/** Issue 12's budgets. */
+export const REMOTE_BUDGET = {
+  /** First snapshot into JetStream (3 nodes, R3) / the same into the local repository. */
+  snapshot: 1.5,
+  /** Bytes the second snapshot (after the 1 % change) uploads, % of the first's. */
+  secondUpPct: 3,
+  /** Restore from JetStream (another state root) / restore from the local repository. */
+  restore: 1.5,
+  /** `list` of 10,000 snapshots of a remote repository, warm cache. */
+  listWarmMs: 500,
+  /** Peak RSS of each, MB. */
+  peakRssMB: CLI_BUDGET.peakRssMB.budget,
+} as const;
+
+/** The tiny agent whose one snapshot becomes the list fixture's 10,000. */
+const TINY = { seed: 12, memories: 20, embeddings: 4, concepts: 5, compactions: 2, files: 2, commits: 1 };
+const TINY_AGENT = REF_AGENT;
+
+const verdict = (ok: boolean): 'PASS' | 'FAIL' => (ok ? 'PASS' : 'FAIL');
+
+/** Sum of nexo_memory_snapshot_store_bytes_total{backend="nats",direction=…} in a metrics textfile. */
+function storeBytes(file: string, direction: 'up' | 'down'): number {
+  let total = 0;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.startsWith('nexo_memory_snapshot_store_bytes_total{')) continue;
+    if (!line.includes('backend="nats"') || !line.includes(`direction="${direction}"`)) continue;
+    total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return total;
+}
+
+function rssRow(key: string, operation: string, runs: readonly ProcessRun[]): Row {
+  const mb = rssMB(runs);
+  return {
+    key: `${key}Rss`,
+    operation: `peak RSS ${operation}`,
+    ours: fmtRss(mb),
+    baseline: '—',
+    ratio: '—',
+    budget: `≤ ${REMOTE_BUDGET.peakRssMB} MB`,
+    result: mb === undefined ? 'skipped' : verdict(mb <= REMOTE_BUDGET.peakRssMB),
+    peakRss: fmtRss(mb),
+    data: { peak_rss_mb: mb === undefined ? null : round(mb), budget_mb: REMOTE_BUDGET.peakRssMB },
+  };
+}
+
+/**
+ * Writes `count - 1` copies of the repository's one snapshot under new ids, one second apart and older
+ * than it: each a sealed manifest and its listing entry, as a snapshot saves them.
+ */
+async function multiplySnapshot(url: string, count: number): Promise<void> {
+  const backend = await openBackend(parseRepoLocation(url));
+  try {
+    const repo = await Repository.open(backend);
+    const [meta, ...rest] = await listSnapshots(repo);
+    if (!meta || rest.length > 0)
+      throw new Error(`expected one snapshot in ${url}, found ${rest.length + 1}`);
+    const { manifest } = await loadSnapshot(repo, meta.id);
+    const {
+      bundle_sha256: _d,
+      manifest_seal: _s,
+      signature: _g,
+      manifest_version: _v,
+      bundle_format: _f,
+      ...draft
+    } = manifest;
+    await mapLimit(
+      Array.from({ length: count - 1 }, (_, i) => i + 1),
+      32,
+      async (i) => {
+        const id = randomUUID();
+        const created = meta.created_at_ms - i * 1000;
+        const sealed = sealRepoManifest({
+          ...(draft as RepoManifestDraft),
+          snapshot_id: id,
+          created_at_ms: created,
+        });
+        await saveSnapshot(repo, sealed.manifest, sealed.json, { ...meta, id, created_at_ms: created });
+      },
+    );
+  } finally {
+    await backend.close();
+  }
+}
+
+export interface RemoteOptions {
+  pairs: number;
+  /** Snapshots in the list fixture (10,000 for the budget). */
+  listCount: number;
+}
+
+/** The remote rows (see the top comment); starts and stops its own cluster. */
+export async function remoteRows(ref: RefAgent, o: RemoteOptions, log: (s: string) => void): Promise<Row[]> {
+  const t0 = performance.now();
+  const cluster: NatsCluster = await startNatsCluster(3, { logToFile: true, maxFileStore: '8GB' });
+  log(`3-node JetStream cluster on loopback started in ${fmtMs(performance.now() - t0)}; buckets R3`);
+  try {
+    return await rows(cluster, ref, o, log);
+  } finally {
+    await cluster.stop();
+  }
+}
+
+async function rows(
+  cluster: NatsCluster,
+  ref: RefAgent,
+  o: RemoteOptions,
+  log: (s: string) => void,
+): Promise<Row[]> {
+  const servers = cluster.urls.map((u) => u.slice('nats://'.length)).join(',');
+  const repoUrl = (bucket: string): string => `nats://${servers}/${bucket}`;
+  const config = join(WORK_DIR, 'remote-config.yaml');
+  writeFileSync(config, ['snapshot:', '  store:', '    nats:', '      replicas: 3', ''].join('\n'));
+  const env = { ...cliEnv('repository'), NEXO_MEMORY_CONFIG: config };
+  const metrics = join(WORK_DIR, 'remote-metrics.prom');
+  const p = copyAgent(ref, 'ref-170-remote');
+  const localRepo = join(p.stateRoot, 'repository');
+  const snapArgs = [
+    'snapshot',
+    '--agent',
+    REF_AGENT,
+    ...rootsOf(p),
+    '--no-redact',
+    '--no-progress',
+    '--json',
+  ];
+  const firstUp: number[] = [];
+  const secondUp: number[] = [];
+  const seconds: ProcessRun[] = [];
+  let lastBucket = '';
+  let secondId = '';
+
+  // 1. First snapshot: a new JetStream repository vs a new local repository; per pair, after it, the
+  // 1 % change and the second snapshot into the same JetStream repository (untimed in the pair).
+  const first = interleave(
+    o.pairs,
+    (i) => {
+      lastBucket = `bench_snap_${i}_${Date.now()}`;
+      rmSync(metrics, { force: true });
+      const r = runCli([...snapArgs, '--repo', repoUrl(lastBucket), '--metrics-file', metrics], env);
+      firstUp.push(storeBytes(metrics, 'up'));
+      return r;
+    },
+    (i) => {
+      rmSync(localRepo, { recursive: true, force: true });
+      const b = runCli(snapArgs, env);
+      changeRefAgentOnePercent(p, i);
+      rmSync(metrics, { force: true });
+      const r = runCli([...snapArgs, '--repo', repoUrl(lastBucket), '--metrics-file', metrics], env);
+      seconds.push(r);
+      secondUp.push(storeBytes(metrics, 'up'));
+      secondId = jsonOf<{ id: string }>(r).id;
+      log(
+        `  after the 1 % change: second snapshot into JetStream ${fmtMs(r.ms)} (${fmtRss(rssMB([r]))}), ` +
+          `uploaded ${fmtMB(secondUp[i]!)} (the first uploaded ${fmtMB(firstUp[i]!)})`,
+      );
+      return b;
+    },
+    log,
+    'snapshot JetStream | local',
+  );
+  const upPct = median(secondUp.map((s, i) => (s / firstUp[i]!) * 100));
+  const out: Row[] = [
+    ratioRow(
+      'remoteSnapshot',
+      'JetStream (3 nodes, R3): first snapshot of ref-170',
+      'the same into the local repository',
+      first,
+      REMOTE_BUDGET.snapshot,
+      undefined,
+      { first_up_bytes: firstUp },
+    ),
+    {
+      key: 'remoteSecondUp',
+      operation: 'JetStream: bytes the snapshot after the 1 % change uploads',
+      ours: `${fmtMB(median(secondUp))} = ${upPct.toFixed(2)} %`,
+      baseline: `${fmtMB(median(firstUp))} (first snapshot)`,
+      ratio: `${upPct.toFixed(2)} %`,
+      budget: `≤ ${REMOTE_BUDGET.secondUpPct} %`,
+      result: verdict(upPct <= REMOTE_BUDGET.secondUpPct),
+      peakRss: fmtRss(rssMB(seconds)),
+      data: {
+        first_up_bytes: firstUp,
+        second_up_bytes: secondUp,
+        up_pct: round(upPct, 3),
+        second_runs_ms: seconds.map((r) => round(r.ms)),
+        peak_rss_mb: rssMB(seconds) ?? null,
+      },
+    },
+  ];
+
+  // 2. Restore of the live state (the last second snapshot) from JetStream on another state root (its
+  // cache removed each time: what another host pays) vs from the local repository (a snapshot of the
+  // same state, untimed).
+  const localId = jsonOf<{ id: string }>(runCli(snapArgs, env)).id;
+  const otherState = join(WORK_DIR, 'remote-restore-state');
+  const restoreArgs = (id: string, stateRoot: string, extra: string[]): string[] => [
+    'restore',
+    '--agent',
+    REF_AGENT,
+    '--from',
+    id,
+    '--state-root',
+    stateRoot,
+    '--memdir-root',
+    p.memdirRoot,
+    '--sqlite-root',
+    p.sqliteRoot,
+    '--no-auto-pre-snapshot',
+    '--no-progress',
+    '--json',
+    ...extra,
+  ];
+  const restore = interleave(
+    o.pairs,
+    () => {
+      rmSync(otherState, { recursive: true, force: true });
+      const r = runCli(restoreArgs(secondId, otherState, ['--repo', repoUrl(lastBucket)]), env);
+      cleanRestore(p, jsonOf(r));
+      return r;
+    },
+    () => {
+      const r = runCli(restoreArgs(localId, p.stateRoot, []), env);
+      cleanRestore(p, jsonOf(r));
+      return r;
+    },
+    log,
+    'restore JetStream | local',
+  );
+  rmSync(otherState, { recursive: true, force: true });
+  out.push(
+    ratioRow(
+      'remoteRestore',
+      'JetStream: restore of ref-170 (another state root)',
+      'restore from the local repository',
+      restore,
+      REMOTE_BUDGET.restore,
+    ),
+  );
+
+  // 3. list of listCount snapshots: one real snapshot of a tiny agent, multiplied (top comment).
+  const tiny = ensureSampleAgent('tiny-remote', TINY);
+  const listBucket = `bench_list_${Date.now()}`;
+  let t0 = performance.now();
+  runCli(
+    [
+      'snapshot',
+      '--agent',
+      TINY_AGENT,
+      ...rootsOf(tiny.paths),
+      '--no-progress',
+      '--json',
+      '--repo',
+      repoUrl(listBucket),
+    ],
+    env,
+  );
+  await multiplySnapshot(repoUrl(listBucket), o.listCount);
+  log(
+    `list fixture: ${o.listCount} snapshots (1 taken by the CLI, ${o.listCount - 1} re-sealed copies through the ` +
+      `repository API) in ${fmtMs(performance.now() - t0)}`,
+  );
+  const listState = join(WORK_DIR, 'remote-list-state');
+  rmSync(listState, { recursive: true, force: true });
+  const listArgs = [
+    'list',
+    '--agent',
+    TINY_AGENT,
+    '--json',
+    '--state-root',
+    listState,
+    '--repo',
+    repoUrl(listBucket),
+  ];
+  const listed = (r: ProcessRun): ProcessRun => {
+    const n = jsonOf<unknown[]>(r).length;
+    if (n !== o.listCount) throw new Error(`list found ${n} snapshots, expected ${o.listCount}`);
+    return r;
+  };
+  t0 = performance.now();
+  const runs = Math.max(o.pairs, 3);
+  const cold: ProcessRun[] = [];
+  const warm: ProcessRun[] = [];
+  for (let i = 0; i < runs; i++) {
+    rmSync(join(listState, 'cache'), { recursive: true, force: true });
+    cold.push(listed(runCli(listArgs, env)));
+    warm.push(listed(runCli(listArgs, env)));
+    log(
+      `list run ${i + 1}: cold ${fmtMs(cold[i]!.ms)} (${fmtRss(rssMB([cold[i]!]))}) | warm ${fmtMs(warm[i]!.ms)} ` +
+        `(${fmtRss(rssMB([warm[i]!]))})`,
+    );
+  }
+  const node = median(Array.from({ length: 3 }, () => runBash(BASELINE_NODE).ms));
+  rmSync(listState, { recursive: true, force: true });
+  const warmMs = median(warm.map((r) => r.ms));
+  const coldMs = median(cold.map((r) => r.ms));
+  out.push(
+    {
+      key: 'remoteListWarm',
+      operation: `JetStream: list of ${o.listCount} snapshots, warm cache`,
+      ours: fmtMs(warmMs),
+      baseline: `${fmtMs(node)} (node -e 0)`,
+      ratio: `${(warmMs / REMOTE_BUDGET.listWarmMs).toFixed(2)}× of the budget`,
+      budget: `≤ ${REMOTE_BUDGET.listWarmMs / 1000} s`,
+      result: o.listCount === 10_000 ? verdict(warmMs <= REMOTE_BUDGET.listWarmMs) : 'info',
+      peakRss: fmtRss(rssMB(warm)),
+      data: {
+        count: o.listCount,
+        runs_ms: warm.map((r) => round(r.ms)),
+        median_ms: round(warmMs),
+        node_ms: round(node),
+        peak_rss_mb: rssMB(warm) ?? null,
+      },
+    },
+    {
+      key: 'remoteListCold',
+      operation: `JetStream: list of ${o.listCount} snapshots, cold cache`,
+      ours: fmtMs(coldMs),
+      baseline: `${fmtMs(node)} (node -e 0)`,
+      ratio: '—',
+      budget: 'report',
+      result: 'info',
+      peakRss: fmtRss(rssMB(cold)),
+      data: {
+        count: o.listCount,
+        runs_ms: cold.map((r) => round(r.ms)),
+        median_ms: round(coldMs),
+        peak_rss_mb: rssMB(cold) ?? null,
+      },
+    },
+  );
+  rmSync(p.root, { recursive: true, force: true });
+
+  // 4. Peak RSS of each.
+  out.push(
+    rssRow('remoteSnapshot', 'JetStream first snapshot', first.ours),
+    rssRow('remoteSecond', 'JetStream second snapshot', seconds),
+    rssRow('remoteRestore', 'JetStream restore', restore.ours),
+    rssRow('remoteListWarm', 'JetStream list (warm)', warm),
+    rssRow('remoteListCold', 'JetStream list (cold)', cold),
+  );
+  return out;
+}
