@@ -89,7 +89,7 @@ function rssRow(key: string, operation: string, runs: readonly ProcessRun[]): Ro
  * Writes `count - 1` copies of the repository's one snapshot under new ids, one second apart and older
  * than it: each a sealed manifest and its listing entry, as a snapshot saves them.
  */
-async function multiplySnapshot(url: string, count: number): Promise<void> {
+export async function multiplySnapshot(url: string, count: number): Promise<void> {
   const backend = await openBackend(parseRepoLocation(url));
   try {
     const repo = await Repository.open(backend);
