@@ -42,4 +42,9 @@ export function kindOf(createdBy: string | undefined): Kind {
   }
 }
 
-export const shortId = (id: string): string => id.slice(0, 8);
+/**
+ * A snapshot id short enough for a table, long enough to tell snapshots apart: ids are UUIDv7, whose
+ * first 12 hex digits are the millisecond, so 8 characters are the same for every snapshot of a minute;
+ * the first 18 (the millisecond and 12 random bits) differ, and are a prefix the CLI accepts.
+ */
+export const shortId = (id: string): string => id.slice(0, 18);
