@@ -45,6 +45,9 @@ let storeFlags: string[];
 async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
   const context = await browser.newContext();
   const page = await context.newPage();
+  // A loaded CI machine (native builds beside the suite) can keep a page waiting for the API for a
+  // while: wait long rather than fail on a timing (no test asserts a duration).
+  page.setDefaultTimeout(90_000);
   page.on('dialog', (d) => {
     dialogs.push(d.message());
     void d.dismiss();
