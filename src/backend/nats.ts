@@ -6,7 +6,7 @@
 // (connection refused, no responders, timeouts, no JetStream leader) are retried with backoff and jitter,
 // then reported as StoreUnavailableError. docs/remote.md §NATS JetStream describes the layout.
 
-import { createHash, randomInt } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, jetstream } from '@nats-io/jetstream';
 import { type KV, Kvm } from '@nats-io/kv';
@@ -51,6 +51,7 @@ import {
   validateType,
 } from './backend.js';
 import type { BackendObserver, NatsBackendOptions, OpenNatsBackend, RetryOptions } from './remote.js';
+import { fullJitter } from './retry.js';
 
 /** Bytes per chunk message: a ranged load reads at most two chunks it does not need. */
 export const NATS_CHUNK_SIZE = 256 * 1024;
@@ -621,9 +622,8 @@ function retryPolicy(r: RetryOptions | undefined, timeoutMs: number): RetryPolic
   };
 }
 
-/** Full jitter: a random delay between 0 and the capped exponential backoff. */
-const jitter = (p: RetryPolicy, step: number): number =>
-  randomInt(0, Math.max(1, Math.floor(Math.min(p.maxDelayMs, p.baseDelayMs * 2 ** step))) + 1);
+/** Full jitter (backend/retry.ts) before the retry after `step` earlier ones. */
+const jitter = (p: RetryPolicy, step: number): number => fullJitter(p.baseDelayMs, p.maxDelayMs, step + 1);
 
 /**
  * Runs `fn`, retrying transient failures with exponential backoff and full jitter; maps what is left to

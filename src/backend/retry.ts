@@ -27,6 +27,19 @@ import {
 import type { BackendObserver, RetryOptions } from './remote.js';
 
 /** Bytes of a streamed save kept in memory so it can be sent again (a pack is at most ~16 MiB). */
+/**
+ * Full jitter: the wait before retry number `n` (1 = the first retry), a random time in
+ * [0, min(maxMs, baseMs · 2^(n-1))). Shared by this wrapper and the remote backends' own retries.
+ */
+export function fullJitter(
+  baseMs: number,
+  maxMs: number,
+  n: number,
+  random: () => number = Math.random,
+): number {
+  return Math.floor(random() * Math.min(maxMs, baseMs * 2 ** (n - 1)));
+}
+
 export const REPLAY_LIMIT = 64 * 1024 * 1024;
 
 export interface RetryingOptions extends RetryOptions {
@@ -81,8 +94,7 @@ export class RetryingBackend implements Backend {
 
   /** The wait before retry number `n` (1 = the first retry). */
   delayFor(n: number): number {
-    const cap = Math.min(this.max, this.base * 2 ** (n - 1));
-    return Math.floor(this.random() * cap);
+    return fullJitter(this.base, this.max, n, this.random);
   }
 
   private exhausted(what: string, tries: number, last: unknown): StoreUnavailableError {

@@ -51,6 +51,7 @@ import {
   validateType,
 } from './backend.js';
 import type { BackendObserver, OpenS3Backend, S3BackendOptions } from './remote.js';
+import { fullJitter } from './retry.js';
 
 const MiB = 1 << 20;
 const DEFAULT_THRESHOLD = 16 * MiB;
@@ -342,9 +343,7 @@ export class S3Backend implements Backend {
           { backend: 's3', location: this.location, cause: failure },
         );
       }
-      const delay = Math.floor(
-        Math.random() * Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (attempt - 1)),
-      );
+      const delay = fullJitter(this.baseDelayMs, this.maxDelayMs, attempt);
       try {
         this.observer?.retry?.(op, attempt, delay, failure.reason);
       } catch {}
