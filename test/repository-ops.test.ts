@@ -116,13 +116,17 @@ test('repository locks: a dead holder, a reused pid and a zombie do not block; a
   const ex = await lockRepository(backend, true, 'prune', 0);
   await ex.release();
   // A zombie: a process that exited but whose parent never reaped it still answers kill(pid, 0).
-  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 60'], {
+  // The child exits only once its parent shell has become `sleep` (which never reaps): a child that
+  // exited before the exec could be reaped by the shell and leave no zombie (seen once in CI).
+  const child = 'until grep -qx sleep /proc/$PPID/comm; do sleep 0.01; done';
+  const parent = spawn('sh', ['-c', `sh -c '${child}' & echo $!; exec sleep 60`], {
     stdio: ['ignore', 'pipe', 'ignore'],
   });
   t.after(() => parent.kill('SIGKILL'));
   const zombiePid = Number((await new Promise<Buffer>((r) => parent.stdout.once('data', r))).toString());
-  for (let i = 0; i < 200 && !readFileSync(`/proc/${zombiePid}/stat`, 'utf8').includes(') Z '); i++)
-    await new Promise((r) => setTimeout(r, 10));
+  const state = () => /\) (\S) /.exec(readFileSync(`/proc/${zombiePid}/stat`, 'utf8'))?.[1];
+  for (let i = 0; i < 1000 && state() !== 'Z'; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(state(), 'Z', 'the child is a zombie');
   await backend.save({ type: 'locks', name: 'c'.repeat(64) }, lockOf(zombiePid, { exclusive: true }));
   const sh = await lockRepository(backend, false, 'snapshot', 0);
   await sh.release();
