@@ -8,6 +8,8 @@
 // each. The 10,000 snapshots are one real snapshot of a tiny agent (taken by the CLI) re-sealed under
 // new ids and times through the library's repository API (manifest and listing entry, saveSnapshot):
 // valid, restorable snapshots sharing one set of packs, made in seconds instead of 10,000 CLI runs.
+// BENCH_REMOTE_LIST=0 runs only the snapshot and restore rows; BENCH_REMOTE_PROF=dir gives every CLI
+// run of these rows (JetStream and local) `--cpu-prof` into that directory.
 
 import { randomUUID } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,7 +19,7 @@ import { type RepoManifestDraft, sealRepoManifest } from '../src/repository/mani
 import { mapLimit, Repository } from '../src/repository/repository.js';
 import { listSnapshots, loadSnapshot, saveSnapshot } from '../src/repository/snapshots.js';
 import { type NatsCluster, startNatsCluster } from '../test/helpers/nats-cluster.js';
-import { jsonOf, type ProcessRun, runBash, runCli } from './cli.js';
+import { CLI_BIN, jsonOf, type ProcessRun, runBash, runCli as runCliPlain, runProcess } from './cli.js';
 import {
   BASELINE_NODE,
   CLI_BUDGET,
@@ -56,6 +58,11 @@ export const REMOTE_BUDGET = {
 /** The tiny agent whose one snapshot becomes the list fixture's 10,000. */
 const TINY = { seed: 12, memories: 20, embeddings: 4, concepts: 5, compactions: 2, files: 2, commits: 1 };
 const TINY_AGENT = REF_AGENT;
+
+function checked(r: ProcessRun, args: readonly string[]): ProcessRun {
+  if (r.status !== 0) throw new Error(`nexo-memory ${args.join(' ')} exited with ${r.status}:\n${r.stderr}`);
+  return r;
+}
 
 const verdict = (ok: boolean): 'PASS' | 'FAIL' => (ok ? 'PASS' : 'FAIL');
 
@@ -126,8 +133,10 @@ export async function multiplySnapshot(url: string, count: number): Promise<void
 
 export interface RemoteOptions {
   pairs: number;
-  /** Snapshots in the list fixture (10,000 for the budget). */
+  /** Snapshots in the list fixture (10,000 for the budget; 0 leaves the list rows out). */
   listCount: number;
+  /** A directory for `--cpu-prof` profiles of every CLI run of these rows. */
+  cpuProfDir?: string;
 }
 
 /** The remote rows (see the top comment); starts and stops its own cluster. */
@@ -148,11 +157,20 @@ async function rows(
   o: RemoteOptions,
   log: (s: string) => void,
 ): Promise<Row[]> {
+  // node refuses --cpu-prof in NODE_OPTIONS: the flags go before the CLI's script.
+  const prof = o.cpuProfDir;
+  const runCli = (args: readonly string[], env: NodeJS.ProcessEnv): ProcessRun =>
+    prof
+      ? checked(
+          runProcess(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${prof}`, CLI_BIN, ...args], { env }),
+          args,
+        )
+      : runCliPlain(args, env);
   const servers = cluster.urls.map((u) => u.slice('nats://'.length)).join(',');
   const repoUrl = (bucket: string): string => `nats://${servers}/${bucket}`;
   const config = join(WORK_DIR, 'remote-config.yaml');
   writeFileSync(config, ['snapshot:', '  store:', '    nats:', '      replicas: 3', ''].join('\n'));
-  const env = { ...cliEnv('repository'), NEXO_MEMORY_CONFIG: config };
+  const env: NodeJS.ProcessEnv = { ...cliEnv('repository'), NEXO_MEMORY_CONFIG: config };
   const metrics = join(WORK_DIR, 'remote-metrics.prom');
   const p = copyAgent(ref, 'ref-170-remote');
   const localRepo = join(p.stateRoot, 'repository');
@@ -278,6 +296,16 @@ async function rows(
       REMOTE_BUDGET.restore,
     ),
   );
+
+  if (o.listCount === 0) {
+    rmSync(p.root, { recursive: true, force: true });
+    out.push(
+      rssRow('remoteSnapshot', 'JetStream first snapshot', first.ours),
+      rssRow('remoteSecond', 'JetStream second snapshot', seconds),
+      rssRow('remoteRestore', 'JetStream restore', restore.ours),
+    );
+    return out;
+  }
 
   // 3. list of listCount snapshots: one real snapshot of a tiny agent, multiplied (top comment).
   const tiny = ensureSampleAgent('tiny-remote', TINY);

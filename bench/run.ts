@@ -15,7 +15,7 @@
 // bundle store and repository; BENCH_BIG=0 skips it; `node --import tsx bench/big-agent.ts repository`
 // runs only its repository half). Section 4b (bench/remote.ts): the remote repository on a 3-node
 // JetStream cluster on loopback — snapshot, the 1 % change's upload, restore, list of 10,000 snapshots
-// (BENCH_REMOTE_LIST=n), peak RSS; BENCH_ONLY=remote runs only it (and the reference agent). BENCH_ONLY=cli stops after the breakdown; BENCH_ONLY=encrypted runs
+// (BENCH_REMOTE_LIST=n; 0 leaves it out), peak RSS (BENCH_REMOTE_PROF=dir: CPU profiles of its runs); BENCH_ONLY=remote runs only it (and the reference agent). BENCH_ONLY=cli stops after the breakdown; BENCH_ONLY=encrypted runs
 // only the encrypted-vs-plaintext case; BENCH_ONLY=find runs only `find` over N snapshots a 1 % change
 // apart (bench/find.ts; BENCH_FIND_SCALE, BENCH_FIND_SNAPSHOTS). Prints tables and a last line
 // `BENCH_JSON {...}`. Exits 0 even when a
@@ -91,6 +91,11 @@ const PRUNE_FORGET = 40;
 const LIST_COUNT = 10_000;
 /** Snapshots in the remote list fixture (BENCH_REMOTE_LIST=n for fewer; the budget is for 10,000). */
 const REMOTE_LIST_COUNT = Number(process.env.BENCH_REMOTE_LIST ?? 10_000);
+const REMOTE_OPTIONS = {
+  pairs: PAIRS,
+  listCount: REMOTE_LIST_COUNT,
+  ...(process.env.BENCH_REMOTE_PROF ? { cpuProfDir: process.env.BENCH_REMOTE_PROF } : {}),
+};
 const FALLBACK_COUNT = 1_000;
 const GC_AGENTS = 1_000;
 const GC_PER_AGENT = 50;
@@ -242,7 +247,7 @@ async function main(): Promise<void> {
     section(
       `remote repository: JetStream (3 nodes, R3) vs the local repository (${PAIRS} interleaved pairs)`,
     );
-    const remote = await remoteRows(ref, { pairs: PAIRS, listCount: REMOTE_LIST_COUNT }, log);
+    const remote = await remoteRows(ref, REMOTE_OPTIONS, log);
     report(remote, [], [], started, loadAtStart, {
       bundles: { bundleBytes: 0, baselineBytes: 0 },
       breakdown: [],
@@ -294,7 +299,7 @@ async function main(): Promise<void> {
   section(
     `4b. remote repository: JetStream (3 nodes, R3) vs the local repository (${PAIRS} interleaved pairs)`,
   );
-  const remote = await remoteRows(ref, { pairs: PAIRS, listCount: REMOTE_LIST_COUNT }, log);
+  const remote = await remoteRows(ref, REMOTE_OPTIONS, log);
   const mainRows = [...bundles.rows, ...startup, ...repository, ...remote];
   const rssChecks = rssRows(mainRows, [
     'snapshot',

@@ -394,6 +394,24 @@ test('a ranged load reads only the chunks of its range', async (t) => {
   await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
 });
 
+test('a save given the SHA-256 of its bytes records it as the digest instead of hashing them again', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const b = await open(bucket);
+  t.after(() => b.close());
+  const data = randomBytes(2 * NATS_CHUNK_SIZE + 33);
+  const right = { type: 'packs', name: hexName('given digest, right') } as const;
+  await b.save(right, data, { sha256: createHash('sha256').update(data).digest('hex') });
+  assert.deepEqual(await collect(b.load(right)), data);
+  // A wrong one is what the meta records (the bytes were not hashed): a whole load fails its check,
+  // ranges (which the digest does not cover) still load.
+  const wrong = { type: 'packs', name: hexName('given digest, wrong') } as const;
+  await b.save(wrong, data, { sha256: hexName('not these bytes') });
+  await assert.rejects(collect(b.load(wrong)), code('CHECKSUM_MISMATCH', 2));
+  assert.deepEqual(await collect(b.load(wrong, { offset: 5, length: 100 })), data.subarray(5, 105));
+  await assert.rejects(b.save(wrong, data, { sha256: 'ABC' }), code('INVALID_INPUT'));
+});
+
 test('wrong credentials are STORE_AUTH; no permission is STORE_DENIED; a missing bucket is STORE_MISSING; a dead server is STORE_UNREACHABLE', async (t) => {
   const server = await startAuthServer('nexo', 'right-secret');
   t.after(() => server.stop());

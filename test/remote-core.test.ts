@@ -503,6 +503,26 @@ suite('remote core', { concurrency: 4 }, () => {
     assert.deepEqual([...new Set(stored)], [0, 1, 2, 3, 4]);
     assert.equal(stored.length, 5000);
 
+    // parts past the room the replay copy was sized with (small first, then larger than it): replayed whole
+    const h3 = { type: 'packs' as const, name: 'c'.repeat(64) };
+    const sizes = [10, 300_000, 700_000, 1];
+    async function* growing() {
+      const reused = Buffer.alloc(700_000);
+      for (const [i, n] of sizes.entries()) {
+        reused.fill(i + 1);
+        yield reused.subarray(0, n);
+      }
+    }
+    const once = new FaultyBackend(inner, {
+      rules: [
+        { op: 'save', when: { nth: 1 }, fault: { kind: 'error', afterBytes: 500_000, error: transient } },
+      ],
+    });
+    await new RetryingBackend(once, { backend: 'test', sleep: async () => {} }).save(h3, growing());
+    assert.equal(once.fired.length, 1, 'the first attempt failed');
+    const want = Buffer.concat(sizes.map((n, i) => Buffer.alloc(n, i + 1)));
+    assert.ok((await readAll(inner, h3, { maxBytes: 2e6 })).equals(want));
+
     // spent: STORE_UNREACHABLE naming the store
     const dead = new RetryingBackend(
       new FaultyBackend(inner, { rules: [{ op: 'stat', fault: { kind: 'error', error: transient } }] }),

@@ -44,6 +44,12 @@ export interface Range {
 export interface SaveOptions {
   /** Fail with ObjectExistsError (leaving the object unchanged) when the name exists. */
   readonly ifAbsent?: boolean;
+  /**
+   * The SHA-256 (hex) of the bytes saved, when the caller has it (a content-addressed object: a pack is
+   * named by it). A backend that records a digest of each object (NATS) takes it instead of hashing the
+   * bytes again; a wrong one makes the object fail its digest check when it is loaded whole.
+   */
+  readonly sha256?: string;
 }
 
 /** What `sweepLeftovers` removed. */

@@ -164,6 +164,13 @@ function parseMeta(data: Uint8Array): Meta | null {
 
 const sha256Digest = (hash: ReturnType<typeof createHash>): string => `SHA-256=${hash.digest('base64url')}=`;
 
+/** The meta's digest of a SHA-256 given in hex (SaveOptions.sha256). */
+function digestOfHex(hex: string): string {
+  if (!/^[0-9a-f]{64}$/.test(hex))
+    throw new InvalidInputError('SaveOptions.sha256 must be 64 lowercase hex characters');
+  return `SHA-256=${Buffer.from(hex, 'hex').toString('base64url')}=`;
+}
+
 /** The NATS backend; `sweepOrphans` (with counts of chunks) is beyond the Backend interface. */
 export class NatsBackend implements Backend {
   readonly location: string;
@@ -263,22 +270,22 @@ export class NatsBackend implements Backend {
       const id = nuid.next();
       const subject = this.chunkSubject(id);
       const seqs: number[] = [];
-      const hash = createHash('sha256');
+      // The caller's SHA-256 of the bytes (a pack's name) spares hashing them again.
+      const given = opts?.sha256 !== undefined ? digestOfHex(opts.sha256) : undefined;
+      const hash = given === undefined ? createHash('sha256') : undefined;
       const inflight = new Set<Promise<void>>();
       let failure: unknown;
       let size = 0;
       let index = 0;
-      let pending = Buffer.allocUnsafe(NATS_CHUNK_SIZE);
-      let fill = 0;
-      const publish = async (payload: Buffer, i: number) => {
+      const publish = async (payload: Uint8Array, i: number) => {
         const ack = await this.run('save', () =>
           this.js.publish(subject, payload, { msgID: `${id}.${i}`, timeout: this.timeoutMs }),
         );
         seqs[i] = ack.seq;
         moved(payload.length);
       };
-      const send = async (payload: Buffer) => {
-        hash.update(payload);
+      const send = async (payload: Uint8Array) => {
+        hash?.update(payload);
         size += payload.length;
         const p = publish(payload, index++).then(
           () => {
@@ -294,21 +301,31 @@ export class NatsBackend implements Backend {
         if (failure !== undefined) throw failure;
       };
       try {
-        for await (const chunk of sourceChunks(data)) {
-          let at = 0;
-          while (at < chunk.length) {
-            const n = Math.min(chunk.length - at, NATS_CHUNK_SIZE - fill);
-            pending.set(chunk.subarray(at, at + n), fill);
-            fill += n;
-            at += n;
-            if (fill === NATS_CHUNK_SIZE) {
-              await send(pending);
-              pending = Buffer.allocUnsafe(NATS_CHUNK_SIZE);
-              fill = 0;
+        if (data instanceof Uint8Array) {
+          // One buffer (the retry wrapper's replay copy, or the caller's, unchanged while we save):
+          // its chunks are views of it, sent without a copy.
+          for (let at = 0; at < data.length; at += NATS_CHUNK_SIZE)
+            await send(data.subarray(at, Math.min(at + NATS_CHUNK_SIZE, data.length)));
+        } else {
+          // A stream's buffers may be reused once consumed: its bytes are copied into chunk buffers.
+          let pending = Buffer.allocUnsafe(NATS_CHUNK_SIZE);
+          let fill = 0;
+          for await (const chunk of sourceChunks(data)) {
+            let at = 0;
+            while (at < chunk.length) {
+              const n = Math.min(chunk.length - at, NATS_CHUNK_SIZE - fill);
+              pending.set(chunk.subarray(at, at + n), fill);
+              fill += n;
+              at += n;
+              if (fill === NATS_CHUNK_SIZE) {
+                await send(pending);
+                pending = Buffer.allocUnsafe(NATS_CHUNK_SIZE);
+                fill = 0;
+              }
             }
           }
+          if (fill > 0) await send(pending.subarray(0, fill));
         }
-        if (fill > 0) await send(pending.subarray(0, fill));
         await Promise.all(inflight);
         if (failure !== undefined) throw failure;
       } catch (err) {
@@ -323,7 +340,7 @@ export class NatsBackend implements Backend {
         nuid: id,
         size,
         chunks: seqs.length,
-        digest: sha256Digest(hash),
+        digest: given ?? sha256Digest(hash!),
         mtime: new Date().toISOString(),
         deleted: false,
         options: { max_chunk_size: NATS_CHUNK_SIZE },
@@ -726,6 +743,8 @@ export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions)
         servers: [...opts.servers],
         name: 'nexo-memory',
         timeout,
+        // no Error (with its stack) captured per request for async traces: a save is a request per chunk
+        noAsyncTraces: true,
         reconnect: true,
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,

@@ -26,7 +26,6 @@ import {
 } from './backend.js';
 import type { BackendObserver, RetryOptions } from './remote.js';
 
-/** Bytes of a streamed save kept in memory so it can be sent again (a pack is at most ~16 MiB). */
 /**
  * Full jitter: the wait before retry number `n` (1 = the first retry), a random time in
  * [0, min(maxMs, baseMs · 2^(n-1))). Shared by this wrapper and the remote backends' own retries.
@@ -40,7 +39,10 @@ export function fullJitter(
   return Math.floor(random() * Math.min(maxMs, baseMs * 2 ** (n - 1)));
 }
 
+/** Bytes of a streamed save kept in memory so it can be sent again (a pack is at most ~16 MiB). */
 export const REPLAY_LIMIT = 64 * 1024 * 1024;
+/** Room after the first part of a streamed save for the parts that follow (a pack's header and trailer). */
+const REPLAY_ROOM = 256 * 1024;
 
 export interface RetryingOptions extends RetryOptions {
   /** `nats`, `s3`: named in the final error. */
@@ -235,30 +237,35 @@ export class RetryingBackend implements Backend {
 }
 
 /**
- * The save source as one buffer when it can be sent again: a Uint8Array as is, an async iterable read
- * into memory (copied: the caller may reuse its buffers) while it stays within REPLAY_LIMIT. A bigger
- * stream comes back as a stream of what was read and the rest, for one attempt.
+ * The save source as one buffer when it can be sent again: a Uint8Array as is, an async iterable copied
+ * (the caller may reuse its buffers) into one buffer while it stays within REPLAY_LIMIT. The buffer is
+ * sized by the first part plus some room (a pack comes as its body and a small header and trailer), and
+ * grown by doubling only when a part does not fit: a pack is copied once. A bigger stream comes back as
+ * a stream of what was read and the rest, for one attempt.
  */
 async function replayable(data: SaveSource): Promise<SaveSource> {
   if (data instanceof Uint8Array) return data;
   if (data === null || typeof data !== 'object' || !(Symbol.asyncIterator in data)) return data;
   const it = data[Symbol.asyncIterator]();
-  const parts: Uint8Array[] = [];
+  let buf = Buffer.allocUnsafe(0);
   let total = 0;
+  /** What was read, for the one attempt of a source too big (or not bytes). */
+  const read = (): Uint8Array[] => (total > 0 ? [buf.subarray(0, total)] : []);
   for (;;) {
     const r = await it.next();
-    if (r.done) return Buffer.concat(parts, total);
+    if (r.done) return buf.subarray(0, total);
     if (!(r.value instanceof Uint8Array)) {
       // let the inner backend reject it with its own message
       const bad = r.value;
+      const parts = read();
       return (async function* () {
         yield* parts;
         yield bad as Uint8Array;
       })();
     }
-    parts.push(Buffer.from(r.value));
-    total += r.value.length;
-    if (total > REPLAY_LIMIT)
+    const part = r.value;
+    if (total + part.length > REPLAY_LIMIT) {
+      const parts = [...read(), part];
       return (async function* () {
         yield* parts;
         for (;;) {
@@ -267,5 +274,14 @@ async function replayable(data: SaveSource): Promise<SaveSource> {
           yield n.value;
         }
       })();
+    }
+    if (total + part.length > buf.length) {
+      const room = total === 0 ? part.length + REPLAY_ROOM : Math.max(total + part.length, 2 * buf.length);
+      const grown = Buffer.allocUnsafe(Math.min(room, REPLAY_LIMIT));
+      buf.copy(grown, 0, 0, total);
+      buf = grown;
+    }
+    buf.set(part, total);
+    total += part.length;
   }
 }

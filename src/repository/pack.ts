@@ -157,8 +157,9 @@ export class PackBuilder {
   }
 
   /**
-   * The pack's bytes (as parts, the first one a view of this builder's buffer: valid until release())
-   * and its name, the SHA-256 of those bytes.
+   * The pack's bytes as parts, views of this builder's buffer valid until release() (one part, the whole
+   * pack, when its header and trailer fit after the blobs: saved without a copy), and its name, the
+   * SHA-256 of those bytes.
    */
   finish(): { id: string; parts: Buffer[]; size: number } {
     const table = Buffer.alloc(this.entries.length * ENTRY_SIZE);
@@ -173,11 +174,16 @@ export class PackBuilder {
     const header = this.key ? Buffer.concat([this.salt!, sealPackHeader(this.key, table)]) : table;
     const len = Buffer.alloc(4);
     len.writeUInt32LE(header.length);
-    const body = this.buf ? this.buf.subarray(0, this.size) : Buffer.alloc(0);
-    const parts = [body, header, len, PACK_MAGIC];
+    const total = this.size + header.length + 4 + PACK_MAGIC.length;
+    let parts: Buffer[];
+    if (this.buf && this.buf.length >= total) {
+      let at = this.size;
+      for (const p of [header, len, PACK_MAGIC]) at += p.copy(this.buf, at);
+      parts = [this.buf.subarray(0, total)];
+    } else parts = [this.buf ? this.buf.subarray(0, this.size) : Buffer.alloc(0), header, len, PACK_MAGIC];
     const h = createHash('sha256');
     for (const p of parts) h.update(p);
-    return { id: h.digest('hex'), parts, size: this.size + header.length + 4 + PACK_MAGIC.length };
+    return { id: h.digest('hex'), parts, size: total };
   }
 
   /** Gives the buffer back for the next pack (call once the pack's bytes are saved, never before). */

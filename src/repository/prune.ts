@@ -182,7 +182,10 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
       for (const p of done.parts) yield p;
     }
     await repo.backend
-      .save({ type: 'packs', name: done.id }, parts(), { ifAbsent: true })
+      .save({ type: 'packs', name: done.id }, done.parts.length === 1 ? done.parts[0]! : parts(), {
+        ifAbsent: true,
+        sha256: done.id,
+      })
       .catch(ignoreExists);
     builder.release();
     const salt = builder.packSalt;

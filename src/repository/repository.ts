@@ -462,7 +462,10 @@ export class BlobWriter {
         for (const part of done.parts) yield part;
       }
       await this.repo.backend
-        .save({ type: 'packs', name: done.id }, parts(), { ifAbsent: true })
+        .save({ type: 'packs', name: done.id }, done.parts.length === 1 ? done.parts[0]! : parts(), {
+          ifAbsent: true,
+          sha256: done.id,
+        })
         .catch(ignoreExists);
       p.release();
       this.written.push(record);
