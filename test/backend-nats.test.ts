@@ -394,6 +394,44 @@ test('a ranged load reads only the chunks of its range', async (t) => {
   await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
 });
 
+test("ranged loads of a pack: neighbouring ranges share a chunk, each buffer is the caller's; a pack removed or saved again by another client is read anew", async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const b = await open(bucket);
+  t.after(() => b.close());
+  const other = await open(bucket, { create: false });
+  t.after(() => other.close());
+  const data = randomBytes(4 * NATS_CHUNK_SIZE + 10);
+  const h = { type: 'packs', name: hexName('ranges of a pack') } as const;
+  await b.save(h, data);
+  const cut = NATS_CHUNK_SIZE + 1000; // inside the second chunk
+  const [left, right] = await Promise.all([
+    collect(b.load(h, { offset: 10, length: cut - 10 })),
+    collect(b.load(h, { offset: cut, length: 2 * NATS_CHUNK_SIZE })),
+  ]);
+  assert.deepEqual(left, data.subarray(10, cut));
+  assert.deepEqual(right, data.subarray(cut, cut + 2 * NATS_CHUNK_SIZE));
+  // The caller may write into what it was given: the next load of the shared chunk is unchanged.
+  for await (const c of b.load(h, { offset: cut - 500, length: 1000 })) c.fill(0);
+  assert.deepEqual(
+    await collect(b.load(h, { offset: cut - 500, length: 1000 })),
+    data.subarray(cut - 500, cut + 500),
+  );
+
+  // Removed by another client: not found (not the bytes this client read before).
+  await other.remove(h);
+  await assert.rejects(collect(b.load(h, { offset: cut - 500, length: 1000 })), code('OBJECT_NOT_FOUND'));
+  // Saved again by the other client (new chunks): read from the new meta.
+  await other.save(h, data);
+  assert.deepEqual(
+    await collect(b.load(h, { offset: 5, length: 2 * NATS_CHUNK_SIZE })),
+    data.subarray(5, 5 + 2 * NATS_CHUNK_SIZE),
+  );
+  // Removed by this client: not found at once.
+  await b.remove(h);
+  await assert.rejects(collect(b.load(h, { offset: 5, length: 10 })), code('OBJECT_NOT_FOUND'));
+});
+
 test('a save given the SHA-256 of its bytes records it as the digest instead of hashing them again', async (t) => {
   const bucket = fresh();
   t.after(() => dropBucket(bucket));

@@ -55,10 +55,14 @@ import { fullJitter } from './retry.js';
 
 /** Bytes per chunk message: a ranged load reads at most two chunks it does not need. */
 export const NATS_CHUNK_SIZE = 256 * 1024;
-/** Chunk publishes of one save awaiting their acknowledgement (bounds a save's memory). */
+/** Chunk publishes of one save awaiting their acknowledgement: of a stream (copies: bounds memory)… */
 const PUBLISH_WINDOW = 8;
+/** …and of one buffer (views of it: no memory of their own), which keeps the stream leader busy. */
+const PUBLISH_WINDOW_VIEWS = 32;
 /** Chunk gets of one load in flight ahead of the consumer (bounds a load's memory). */
 const READ_AHEAD = 4;
+/** Chunks read in part kept for the neighbouring range (at most 4 MiB). */
+const PARTIAL_CHUNKS = 16;
 /** Lock objects live in KV values, which a NATS message must hold whole. */
 export const NATS_LOCK_MAX = 512 * 1024;
 /** Server error codes (JetStream API). */
@@ -197,6 +201,8 @@ export class NatsBackend implements Backend {
   }
 
   private readonly timeoutMs: number;
+  /** Chunks lately read in part, by subject and sequence (chunksOf), at most PARTIAL_CHUNKS. */
+  private readonly partial = new Map<string, Promise<Buffer>>();
 
   private metaSubject(h: Handle): string {
     return `${this.prefix}.M.${h.type}.${h.name}`;
@@ -274,6 +280,7 @@ export class NatsBackend implements Backend {
       const given = opts?.sha256 !== undefined ? digestOfHex(opts.sha256) : undefined;
       const hash = given === undefined ? createHash('sha256') : undefined;
       const inflight = new Set<Promise<void>>();
+      const window = data instanceof Uint8Array ? PUBLISH_WINDOW_VIEWS : PUBLISH_WINDOW;
       let failure: unknown;
       let size = 0;
       let index = 0;
@@ -297,7 +304,7 @@ export class NatsBackend implements Backend {
           },
         );
         inflight.add(p);
-        while (inflight.size >= PUBLISH_WINDOW) await Promise.race(inflight);
+        while (inflight.size >= window) await Promise.race(inflight);
         if (failure !== undefined) throw failure;
       };
       try {
@@ -442,7 +449,11 @@ export class NatsBackend implements Backend {
     }
     const found = await this.meta(h);
     if (!found) throw new ObjectNotFoundError(h.type, h.name, this.location);
-    const { meta } = found;
+    yield* this.chunksOf(h, found.meta, range);
+  }
+
+  /** The bytes of `range` of the object `meta` describes, chunk by chunk (READ_AHEAD fetched ahead). */
+  private async *chunksOf(h: Handle, meta: Meta, range: Range | undefined): AsyncGenerator<Uint8Array> {
     const { start, end } = resolveRange(h, range, meta.size);
     if (start === end) return;
     const cs = meta.options.max_chunk_size;
@@ -456,8 +467,28 @@ export class NatsBackend implements Backend {
     const whole = start === 0 && end === meta.size;
     const hash = whole ? createHash('sha256') : undefined;
     const subject = this.chunkSubject(meta.nuid);
-    const fetchChunk = (i: number): Promise<Buffer> =>
-      this.chunk(h, subject, seqs[i]!, i === meta.chunks - 1 ? meta.size - i * cs : cs);
+    const span = (i: number) => {
+      const length = i === meta.chunks - 1 ? meta.size - i * cs : cs;
+      const from = i === first ? start - i * cs : 0;
+      const to = i === last ? end - i * cs : length;
+      return { length, from, to };
+    };
+    const fetchChunk = (i: number): Promise<Buffer> => {
+      const { length, from, to } = span(i);
+      // A chunk used in part (a range's first or last) is kept a while: the neighbouring range, read next
+      // or alongside, starts or ends in it. Kept by subject and sequence, it is used only by loads whose
+      // meta (read by each load) names that subject: never a removed or replaced object's bytes.
+      if (from === 0 && to === length) return this.chunk(h, subject, seqs[i]!, length);
+      const id = `${subject} ${seqs[i]}`;
+      let p = this.partial.get(id);
+      if (!p) {
+        p = this.chunk(h, subject, seqs[i]!, length);
+        p.catch(() => this.partial.delete(id));
+        if (this.partial.size >= PARTIAL_CHUNKS) this.partial.delete(this.partial.keys().next().value!);
+        this.partial.set(id, p);
+      }
+      return p;
+    };
     const ahead: Array<Promise<Buffer>> = [];
     let next = first;
     const fillAhead = () => {
@@ -471,9 +502,9 @@ export class NatsBackend implements Backend {
       fillAhead();
       const data = await ahead.shift()!;
       hash?.update(data);
-      const from = i === first ? start - i * cs : 0;
-      const to = i === last ? end - i * cs : data.length;
-      yield from === 0 && to === data.length ? data : data.subarray(from, to);
+      const { length, from, to } = span(i);
+      // a whole chunk is this load's own; a part of a kept one is copied (each buffer is the caller's)
+      yield from === 0 && to === length ? data : Buffer.from(data.subarray(from, to));
     }
     if (hash && sha256Digest(hash) !== meta.digest)
       throw new ChecksumMismatchError(`${h.type}/${h.name} in ${this.location} does not match its digest`);
