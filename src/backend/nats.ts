@@ -55,14 +55,19 @@ import { fullJitter } from './retry.js';
 
 /** Bytes per chunk message: a ranged load reads at most two chunks it does not need. */
 export const NATS_CHUNK_SIZE = 256 * 1024;
-/** Chunk publishes of one save awaiting their acknowledgement: of a stream (copies: bounds memory)… */
+/** Chunk publishes of one save awaiting their acknowledgement: of a stream (our copies: bounds memory)… */
 const PUBLISH_WINDOW = 8;
-/** …and of one buffer (views of it: no memory of their own), which keeps the stream leader busy. */
-const PUBLISH_WINDOW_VIEWS = 32;
+/**
+ * …and of one buffer (views of it, copied only by the client as it writes them), which keeps the stream
+ * leader busier; the client's copies waiting for the socket stay under 4 MiB.
+ */
+const PUBLISH_WINDOW_VIEWS = 16;
 /** Chunk gets of one load in flight ahead of the consumer (bounds a load's memory). */
 const READ_AHEAD = 4;
-/** Chunks read in part kept for the neighbouring range (at most 4 MiB). */
-const PARTIAL_CHUNKS = 16;
+/** Bytes node reads from a socket at once (libuv's suggested size). */
+const SOCKET_READ = 64 * 1024;
+/** Chunks read in part kept for the neighbouring range (2 for each of 4 ranges read at once). */
+const PARTIAL_CHUNKS = 8;
 /** Lock objects live in KV values, which a NATS message must hold whole. */
 export const NATS_LOCK_MAX = 512 * 1024;
 /** Server error codes (JetStream API). */
@@ -520,7 +525,10 @@ export class NatsBackend implements Backend {
       throw new ShortReadError(
         `${h.type}/${h.name}: chunk at ${seq} has ${m.data.length} bytes, not ${length}`,
       );
-    return Buffer.from(m.data);
+    // A payload larger than a socket read was gathered by the client into a buffer of its own: ours
+    // without a copy. A smaller one may be a view of a read shared with other messages: copied.
+    const d = m.data;
+    return d.length > SOCKET_READ ? Buffer.from(d.buffer, d.byteOffset, d.length) : Buffer.from(d);
   }
 
   stat(h: Handle): Promise<ObjectInfo> {
