@@ -2,7 +2,9 @@
 // store bucket, locks in a KV bucket (create = ifAbsent, compare-and-set by revision). Object chunks are
 // published with a message id (a retried publish is deduplicated) and their stream sequences recorded in
 // the object's meta message, which is published last: that publish is the commit, so an interrupted save
-// is never listed or loadable, and a ranged load fetches only the chunks it needs. Transient failures
+// is never listed or loadable, and a ranged load fetches only the chunks it needs. A save of one buffer
+// (a pack) publishes views of it and may take the caller's SHA-256 for the meta's digest; a load keeps
+// the chunks it read in part for the neighbouring range. Transient failures
 // (connection refused, no responders, timeouts, no JetStream leader) are retried with backoff and jitter,
 // then reported as StoreUnavailableError. docs/remote.md §NATS JetStream describes the layout.
 
