@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import Database from 'better-sqlite3';
 import type { Browser } from 'playwright-core';
+import { bytes } from '../console/src/format.js';
 import { gitEnv, type SampleAgentPaths } from '../scripts/sample-agent.js';
 import { generateIdentity } from '../src/crypto/age.js';
 import { generateSigningKey, LocalSnapshotter, parseSigningKey } from '../src/index.js';
@@ -282,7 +283,7 @@ test('fleet: a late schedule and a failed scheduled run are alerts; an agent wit
   }
 });
 
-test('timeline: every kind and flag, snapshots taken from the page, and what the next gc removes', async () => {
+test('timeline (after the restore above): every kind and flag, snapshots taken from the page, what the next gc removes', async () => {
   const { context, page } = await newPage(browser, dialogs);
   try {
     await login(page, url, WRITE_TOKEN);
@@ -330,6 +331,10 @@ test('timeline: every kind and flag, snapshots taken from the page, and what the
         ...(m.redactions_applied ? ['redacted'] : []),
       ].sort();
       assert.deepEqual(flags, want, `flags of ${m.label}`);
+      assert.equal(
+        await tr.locator('td.num').textContent(),
+        bytes((m as { added_bytes?: number }).added_bytes ?? m.bundle_size_bytes),
+      );
     }
     assert.deepEqual([...seen].sort(), ['manual', 'pre-dream', 'pre-mutating-tool', 'pre-restore']);
     for (const flag of ['pinned', 'signed', 'encrypted', 'redacted'])

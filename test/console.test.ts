@@ -240,6 +240,11 @@ test('log in; the fleet and the timeline show the agent and its snapshots; hosti
       'no request URL holds the token',
     );
     assert.ok(!page.url().includes(WRITE_TOKEN));
+    // everything the console loads comes from the daemon: no CDN, no other host
+    assert.deepEqual(
+      requests.filter((u) => !u.startsWith(`${url}/`)),
+      [],
+    );
     assert.deepEqual(cookiesSet, [], 'no response sets a cookie');
     assert.deepEqual(await context.cookies(), []);
     assert.equal(await page.evaluate('document.cookie'), '');
