@@ -21,7 +21,7 @@ import type { SnapshotMeta } from '../src/model/types.js';
 import { Daemon } from '../src/server/daemon.js';
 import { launchBrowser, login, newPage, waitShowing } from './helpers/browser.js';
 import { ensureConsoleBuilt } from './helpers/built-cli.js';
-import { copySampleAgent, runTs } from './helpers/env.js';
+import { copySampleAgent, runTs, startFixture } from './helpers/env.js';
 
 const WRITE_TOKEN = 'ops-write-token-0123456789abc';
 const READ_TOKEN = 'ops-read-token-0123456789abcd';
@@ -359,6 +359,37 @@ test('timeline (after the restore above): every kind and flag, snapshots taken f
     assert.equal((await api('/v1/gc', WRITE_TOKEN, { method: 'POST', body: { dry_run: true } })).status, 200);
     await page.locator('#activity-recent li.ended.ok[data-op="gc"]', { hasText: 'gc (dry run)' }).waitFor();
     assert.equal((await s.list('bea')).length, metas.length, 'a dry run removes nothing');
+  } finally {
+    await context.close();
+  }
+});
+
+test('live progress: an API snapshot shows its phase while a memory writer holds it up, then its result', async (t) => {
+  const { context, page } = await newPage(browser, dialogs);
+  try {
+    await login(page, url, READ_TOKEN);
+    await page.waitForSelector('#activity .ok');
+    // a memory writer mid-batch: the snapshot waits in its capture step until the batch ends
+    const writer = startFixture(t, 'hold-gate.ts', [bea.stateRoot, 'bea']);
+    await writer.ready;
+    const res = api('/v1/agents/bea/snapshots', WRITE_TOKEN, {
+      method: 'POST',
+      body: { label: 'while a writer writes' },
+    });
+    const running = page.locator('#activity-running li.running[data-op="snapshot"]', {
+      hasText: 'snapshot bea · api',
+    });
+    await running.waitFor();
+    assert.match((await running.textContent()) ?? '', /capture/);
+    assert.equal(await running.locator('progress').count(), 1);
+    await writer.killGroup();
+    const r = await res;
+    assert.equal(r.status, 201);
+    const meta = (await r.json()) as SnapshotMeta;
+    await page
+      .locator('#activity-recent li.ended.ok[data-op="snapshot"]', { hasText: `snapshot_id=${meta.id}` })
+      .waitFor();
+    assert.equal(await running.count(), 0, 'no longer running');
   } finally {
     await context.close();
   }
