@@ -379,8 +379,8 @@ test('live progress: an API snapshot shows its phase while a memory writer holds
     const running = page.locator('#activity-running li.running[data-op="snapshot"]', {
       hasText: 'snapshot bea · api',
     });
-    await running.waitFor();
-    assert.match((await running.textContent()) ?? '', /capture/);
+    // started, then its phase (the capture step, where it waits for the writer)
+    await running.filter({ hasText: 'capture' }).waitFor();
     assert.equal(await running.locator('progress').count(), 1);
     await writer.killGroup();
     const r = await res;
@@ -434,6 +434,11 @@ test('fleet: a damaged snapshot stays an alert after a later verify of another s
     const row = page.locator('#fleet tr[data-agent="bea"]');
     await row.waitFor();
     assert.equal(await row.getAttribute('class'), 'alerting');
+    assert.match(
+      (await row.locator('td').nth(7).textContent()) ?? '',
+      /^verified /,
+      'the last verify passed',
+    );
     assert.match(
       (await row.locator('li.alert-damaged').textContent()) ?? '',
       new RegExp(`snapshot ${damaged.id} verified damaged`),
