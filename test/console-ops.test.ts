@@ -22,6 +22,7 @@ import { Daemon } from '../src/server/daemon.js';
 import { launchBrowser, login, newPage, waitShowing } from './helpers/browser.js';
 import { ensureConsoleBuilt } from './helpers/built-cli.js';
 import { copySampleAgent, runTs, startFixture } from './helpers/env.js';
+import { until } from './helpers/wait.js';
 
 const WRITE_TOKEN = 'ops-write-token-0123456789abc';
 const READ_TOKEN = 'ops-read-token-0123456789abcd';
@@ -348,8 +349,11 @@ test('timeline (after the restore above): every kind and flag, snapshots taken f
     };
     const doomed = preview.decisions.filter((d) => d.action === 'delete').map((d) => d.id);
     assert.ok(doomed.length > 0, 'keep-count 1 leaves older manual snapshots to remove');
-    await page.locator('#gc-preview li').first().waitFor();
-    assert.equal(await page.locator('#gc-preview li').count(), doomed.length);
+    // (the page reloads the preview after each snapshot: wait for the one after the last)
+    await until(
+      () => page.locator('#gc-preview li').count(),
+      (n) => n === doomed.length,
+    );
     assert.equal(await page.locator('#timeline-chart .doomed').count(), doomed.length);
     for (const id of doomed)
       assert.equal(await page.locator(`#timeline tr[data-id="${id}"] .doomed-key`).textContent(), 'removes');
