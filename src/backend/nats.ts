@@ -495,6 +495,23 @@ export class NatsBackend implements Backend {
     };
   }
 
+  /**
+   * The names of `type`'s objects from the stream's subjects: one stream-info request (per 100,000)
+   * instead of a consumer reading every meta message. A subject holds a meta message only once its save
+   * committed, and remove purges it; another program's object-store delete leaves a marker, so such a
+   * name can be given (its load finds it missing).
+   */
+  listNames(type: ObjectType): Promise<string[]> {
+    return this.track('list', async () => {
+      if (validateType(type) === 'locks') return (await this.listAll(type)).map((o) => o.name);
+      const filter = `${this.prefix}.M.${type}.>`;
+      const si = await this.run('list', () =>
+        this.jsm.streams.info(this.stream, { subjects_filter: filter }),
+      );
+      return Object.keys(si.state.subjects ?? {}).map((subject) => subject.slice(filter.length - 1));
+    });
+  }
+
   private async listAll(type: ObjectType): Promise<ObjectInfo[]> {
     if (type === 'locks') {
       return this.run('list', async () => {

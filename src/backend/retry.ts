@@ -13,6 +13,7 @@ import { ObjectExistsError, StoreUnavailableError } from '../model/errors.js';
 import {
   type Backend,
   type Handle,
+  listNames,
   type ObjectInfo,
   type ObjectType,
   type Range,
@@ -215,6 +216,11 @@ export class RetryingBackend implements Backend {
         await this.backoff('list', `list ${type}`, ++failed, err);
       }
     }
+  }
+
+  /** The inner backend's names (listNames), retried as a whole. */
+  listNames(type: ObjectType): Promise<string[]> {
+    return this.run('list', `list ${type}`, () => listNames(this.inner, type));
   }
 
   remove(h: Handle): Promise<void> {
