@@ -563,6 +563,24 @@ suite('remote core', { concurrency: 4 }, () => {
     assert.ok(!existsSync(join(dir, 'pins')));
   });
 
+  test('RetryingBackend: a whole load asks for the size (a stat) unless the backend says its loads are complete', async () => {
+    const inner = new MemoryBackend();
+    const h = { type: 'snapshots' as const, name: '0190c3a2-0000-7000-8000-000000000001' };
+    await inner.save(h, Buffer.from('manifest'));
+    let stats = 0;
+    const stat = inner.stat.bind(inner);
+    inner.stat = (x) => {
+      stats++;
+      return stat(x);
+    };
+    const r = new RetryingBackend(inner, { backend: 'test', sleep: async () => {} });
+    assert.equal((await readAll(r, h, { maxBytes: 100 })).toString(), 'manifest');
+    assert.equal(stats, 1, 'a stream cut short must be told from the whole object');
+    Object.assign(inner, { completeLoads: true });
+    assert.equal((await readAll(r, h, { maxBytes: 100 })).toString(), 'manifest');
+    assert.equal(stats, 1, 'no stat when the backend never ends a load short without an error');
+  });
+
   /** A memory store with `n` listing entries, counting the loads that reach it. */
   async function listingStore(
     n: number,

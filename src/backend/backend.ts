@@ -67,6 +67,12 @@ export interface Backend {
   /** Where the objects are, for messages. Never contains a secret. */
   readonly location: string;
   /**
+   * Optional: true when a load that ends without an error always gave every byte it asked for (the
+   * backend checks chunk lengths and the object's digest), so the retry wrapper needs no size (a stat)
+   * to tell a stream cut short.
+   */
+  readonly completeLoads?: boolean;
+  /**
    * Stores `data` under `h`. The object becomes visible (to load, stat, list, other clients) only once
    * complete; when the source throws, the save rejects with the source's own error and nothing of it is
    * visible. Without `ifAbsent` an existing object is replaced atomically (readers see the old or the new

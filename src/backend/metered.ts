@@ -27,6 +27,10 @@ export class MeteredBackend implements Backend {
     return this.inner.location;
   }
 
+  get completeLoads(): boolean {
+    return this.inner.completeLoads === true;
+  }
+
   private report(op: Parameters<BackendObserver['request']>[0], ok: boolean, bytes: number): void {
     try {
       this.observer.request(op, ok ? 'ok' : 'error', bytes);

@@ -167,6 +167,8 @@ const sha256Digest = (hash: ReturnType<typeof createHash>): string => `SHA-256=$
 /** The NATS backend; `sweepOrphans` (with counts of chunks) is beyond the Backend interface. */
 export class NatsBackend implements Backend {
   readonly location: string;
+  /** A load checks each chunk's length and a whole one the digest: it never ends short without an error. */
+  readonly completeLoads = true;
   private readonly stream: string;
   private readonly prefix: string;
   private readonly retry: RetryPolicy;
