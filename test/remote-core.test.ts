@@ -302,6 +302,8 @@ suite('remote core', { concurrency: 4 }, () => {
       op: 'load',
     });
     assert.equal(loads, 0, 'a warm list loads nothing from the store');
+    const requests = (op: string) =>
+      metricValue(readFileSync(metrics, 'utf8'), 'nexo_memory_snapshot_store_requests_total', { op });
 
     // a corrupt listing file: detected, and what it held fetched again — never shown
     const good = readFileSync(listingFile);
@@ -329,6 +331,12 @@ suite('remote core', { concurrency: 4 }, () => {
     // deleting the cache loses nothing
     rmSync(join(a.stateRoot, 'cache'), { recursive: true, force: true });
     assert.deepEqual(await list(), [s1.id], 'after the cache was deleted');
+    assert.deepEqual(await list(), [s1.id], 'warm again');
+    assert.deepEqual(
+      ['stat', 'load', 'list', 'save', 'remove'].map(requests),
+      [0, 0, 2, 0, 0],
+      'a warm list asks the store only for the names of the listing entries and of the pins',
+    );
     const restored = await remoteCli(
       t,
       remote,

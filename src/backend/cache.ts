@@ -14,6 +14,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ObjectTooLargeError } from '../model/errors.js';
 import {
   type Backend,
   type Handle,
@@ -25,6 +26,7 @@ import {
   type ObjectInfo,
   type ObjectType,
   type Range,
+  readAll,
   resolveRange,
   type SaveOptions,
   type SaveSource,
@@ -63,6 +65,8 @@ function readRecords(raw: Buffer, from: number, to: number, entries: Map<string,
   for (const [name, content] of found) entries.set(name, content);
   return true;
 }
+/** A config loaded (and kept) by a stat is at most this big; a bigger one is only stat'ed. */
+const CONFIG_MAX = 1024 * 1024;
 /** Objects bigger than this are not cached. */
 export const CACHE_MAX_OBJECT = 16 * 1024 * 1024;
 
@@ -296,6 +300,15 @@ export class CachedBackend implements Backend {
     h = validateHandle(h);
     const hit = STAT_FROM_CACHE.has(h.type) ? await this.cached(h) : undefined;
     if (hit) return { name: h.name, size: hit.length };
+    // The config (small; every command asks whether it exists) is loaded instead, and so kept: the next
+    // stat needs no request.
+    if (h.type === 'config') {
+      try {
+        return { name: h.name, size: (await readAll(this, h, { maxBytes: CONFIG_MAX })).length };
+      } catch (err) {
+        if (!(err instanceof ObjectTooLargeError)) throw err;
+      }
+    }
     return this.inner.stat(h);
   }
 

@@ -770,18 +770,18 @@ export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions)
         await withRetry('create', create, retry, opts.observer, location);
       }
     };
-    await ensure(`OBJ_${bucket}`, () => new Objm(js).create(bucket, { replicas, storage: StorageType.File }));
-    await ensure(`KV_${kvName}`, () =>
-      new Kvm(js).create(kvName, { replicas, history: 1, allow_direct: false, timeout }),
-    );
-    const kv = await withRetry(
-      'open',
-      () => new Kvm(js).open(kvName, { timeout }),
-      retry,
-      opts.observer,
-      location,
-    );
-    return new NatsBackend(nc, js, jsm, kv, bucket, opts, location);
+    // The two buckets at once (a `list` waits for these round trips); both settle before an error counts.
+    const [objects, locks] = await Promise.allSettled([
+      ensure(`OBJ_${bucket}`, () => new Objm(js).create(bucket, { replicas, storage: StorageType.File })),
+      ensure(`KV_${kvName}`, () =>
+        new Kvm(js).create(kvName, { replicas, history: 1, allow_direct: false, timeout }),
+      ).then(() =>
+        withRetry('open', () => new Kvm(js).open(kvName, { timeout }), retry, opts.observer, location),
+      ),
+    ]);
+    if (objects.status === 'rejected') throw objects.reason;
+    if (locks.status === 'rejected') throw locks.reason;
+    return new NatsBackend(nc, js, jsm, locks.value, bucket, opts, location);
   } catch (err) {
     await nc.close().catch(() => {});
     throw err;
