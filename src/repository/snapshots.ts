@@ -6,7 +6,7 @@
 import { listNames, loadObjects } from '../backend/backend.js';
 import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
 import type { SnapshotMeta } from '../model/types.js';
-import { type ParsedRepoManifest, parseRepoManifest, type RepoManifest } from './manifest.js';
+import type { ParsedRepoManifest, RepoManifest } from './manifest.js';
 import { type Repository, readObject } from './repository.js';
 
 const LISTING_VERSION = 1;
@@ -65,6 +65,8 @@ export async function loadSnapshot(repo: Repository, id: string): Promise<Parsed
     throw err;
   }
   const what = `snapshots/${id}`;
+  // Imported here: the manifest's schemas load zod (~100 modules, ~60 ms of CPU), which `list` never needs.
+  const { parseRepoManifest } = await import('./manifest.js');
   const parsed = parseRepoManifest(repo.decodeFile(bytes, what), repo.id, what);
   if (parsed.manifest.snapshot_id !== id)
     throw new BundleDamagedError(`${what}: holds snapshot ${parsed.manifest.snapshot_id}`);
