@@ -1,7 +1,9 @@
 // Owns the storage seam: the Backend interface that every store of repository objects implements (a local
 // directory, memory, later NATS and S3), the object types, the one name check every backend runs before
-// any I/O, range resolution, and readAll. An object is a typed, named byte string, written whole or not at
-// all; no file system path crosses this seam. docs/repository.md §1 defines types and names.
+// any I/O, range resolution, readAll, and reading many objects or names at once (loadObjects, listNames:
+// through a backend's own loadMany/listNames where it has them). An object is a typed, named byte string,
+// written whole or not at all; no file system path crosses this seam. docs/repository.md §1 defines types
+// and names.
 
 import {
   InvalidInputError,

@@ -6,10 +6,10 @@
 // content`, written to a temporary file and renamed; an entry whose checksum (or, for hex-named types,
 // whose name) does not match is removed and fetched again, never used; entries of objects a complete list
 // no longer shows are dropped. The listing entries, read all at once by every `list`, are one file
-// instead (`listing.entries`: a record per entry, each checksummed; loadMany): a warm list reads one file.
-// It holds the entries of the names the last list showed, rewritten whole (temporary file, rename) when
-// that changes; a damaged record ends the file's use there (what follows is fetched again) and the file
-// is rewritten. Deleting the cache loses nothing.
+// instead (`listing.entries`: blocks of entries of ~64 KiB, each checksummed; loadMany): a warm list
+// reads one file. It holds the entries of the names the last list showed, rewritten whole (temporary
+// file, rename) when that changes; a block whose checksum fails is not used (its entries are fetched
+// again) and the file is rewritten. Deleting the cache loses nothing.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
