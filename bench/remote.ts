@@ -151,6 +151,31 @@ export async function remoteRows(ref: RefAgent, o: RemoteOptions, log: (s: strin
   }
 }
 
+/** `list` rows only (BENCH_ONLY=remote-list): starts and stops its own cluster. */
+export async function remoteListRows(o: RemoteOptions, log: (s: string) => void): Promise<Row[]> {
+  const t0 = performance.now();
+  const cluster: NatsCluster = await startNatsCluster(3, { logToFile: true, maxFileStore: '8GB' });
+  log(`3-node JetStream cluster on loopback started in ${fmtMs(performance.now() - t0)}; buckets R3`);
+  try {
+    const { repoUrl, env } = cliSetup(cluster);
+    const list = await listRows(repoUrl, env, o, log);
+    return [list.warmRow, list.coldRow, ...list.rssRows];
+  } finally {
+    await cluster.stop();
+  }
+}
+
+/** The repository URL of a bucket in `cluster`, and the CLI's environment (a config with R3 buckets). */
+function cliSetup(cluster: NatsCluster): { repoUrl: (bucket: string) => string; env: NodeJS.ProcessEnv } {
+  const servers = cluster.urls.map((u) => u.slice('nats://'.length)).join(',');
+  const config = join(WORK_DIR, 'remote-config.yaml');
+  writeFileSync(config, ['snapshot:', '  store:', '    nats:', '      replicas: 3', ''].join('\n'));
+  return {
+    repoUrl: (bucket) => `nats://${servers}/${bucket}`,
+    env: { ...cliEnv('repository'), NEXO_MEMORY_CONFIG: config },
+  };
+}
+
 async function rows(
   cluster: NatsCluster,
   ref: RefAgent,
@@ -166,11 +191,7 @@ async function rows(
           args,
         )
       : runCliPlain(args, env);
-  const servers = cluster.urls.map((u) => u.slice('nats://'.length)).join(',');
-  const repoUrl = (bucket: string): string => `nats://${servers}/${bucket}`;
-  const config = join(WORK_DIR, 'remote-config.yaml');
-  writeFileSync(config, ['snapshot:', '  store:', '    nats:', '      replicas: 3', ''].join('\n'));
-  const env: NodeJS.ProcessEnv = { ...cliEnv('repository'), NEXO_MEMORY_CONFIG: config };
+  const { repoUrl, env } = cliSetup(cluster);
   const metrics = join(WORK_DIR, 'remote-metrics.prom');
   const p = copyAgent(ref, 'ref-170-remote');
   const localRepo = join(p.stateRoot, 'repository');
@@ -297,17 +318,37 @@ async function rows(
     ),
   );
 
+  // 3. list of listCount snapshots (listRows), unless BENCH_REMOTE_LIST=0.
+  const rssRows = [
+    rssRow('remoteSnapshot', 'JetStream first snapshot', first.ours),
+    rssRow('remoteSecond', 'JetStream second snapshot', seconds),
+    rssRow('remoteRestore', 'JetStream restore', restore.ours),
+  ];
   if (o.listCount === 0) {
     rmSync(p.root, { recursive: true, force: true });
-    out.push(
-      rssRow('remoteSnapshot', 'JetStream first snapshot', first.ours),
-      rssRow('remoteSecond', 'JetStream second snapshot', seconds),
-      rssRow('remoteRestore', 'JetStream restore', restore.ours),
-    );
+    out.push(...rssRows);
     return out;
   }
+  const list = await listRows(repoUrl, env, o, log);
+  out.push(list.warmRow, list.coldRow);
+  rmSync(p.root, { recursive: true, force: true });
 
-  // 3. list of listCount snapshots: one real snapshot of a tiny agent, multiplied (top comment).
+  // 4. Peak RSS of each.
+  out.push(...rssRows, ...list.rssRows);
+  return out;
+}
+
+/**
+ * `list` of `o.listCount` snapshots of a new JetStream repository (one real snapshot of a tiny agent,
+ * multiplied: top comment), with a cold and a warm cache, alternating; its rows and their peak RSS.
+ */
+async function listRows(
+  repoUrl: (bucket: string) => string,
+  env: NodeJS.ProcessEnv,
+  o: RemoteOptions,
+  log: (s: string) => void,
+): Promise<{ warmRow: Row; coldRow: Row; rssRows: Row[] }> {
+  const runCli = runCliPlain;
   const tiny = ensureSampleAgent('tiny-remote', TINY);
   const listBucket = `bench_list_${Date.now()}`;
   let t0 = performance.now();
@@ -363,50 +404,45 @@ async function rows(
   rmSync(listState, { recursive: true, force: true });
   const warmMs = median(warm.map((r) => r.ms));
   const coldMs = median(cold.map((r) => r.ms));
-  out.push(
-    {
-      key: 'remoteListWarm',
-      operation: `JetStream: list of ${o.listCount} snapshots, warm cache`,
-      ours: fmtMs(warmMs),
-      baseline: `${fmtMs(node)} (node -e 0)`,
-      ratio: `${(warmMs / REMOTE_BUDGET.listWarmMs).toFixed(2)}× of the budget`,
-      budget: `≤ ${REMOTE_BUDGET.listWarmMs / 1000} s`,
-      result: o.listCount === 10_000 ? verdict(warmMs <= REMOTE_BUDGET.listWarmMs) : 'info',
-      peakRss: fmtRss(rssMB(warm)),
-      data: {
-        count: o.listCount,
-        runs_ms: warm.map((r) => round(r.ms)),
-        median_ms: round(warmMs),
-        node_ms: round(node),
-        peak_rss_mb: rssMB(warm) ?? null,
-      },
+  const warmRow: Row = {
+    key: 'remoteListWarm',
+    operation: `JetStream: list of ${o.listCount} snapshots, warm cache`,
+    ours: fmtMs(warmMs),
+    baseline: `${fmtMs(node)} (node -e 0)`,
+    ratio: `${(warmMs / REMOTE_BUDGET.listWarmMs).toFixed(2)}× of the budget`,
+    budget: `≤ ${REMOTE_BUDGET.listWarmMs / 1000} s`,
+    result: o.listCount === 10_000 ? verdict(warmMs <= REMOTE_BUDGET.listWarmMs) : 'info',
+    peakRss: fmtRss(rssMB(warm)),
+    data: {
+      count: o.listCount,
+      runs_ms: warm.map((r) => round(r.ms)),
+      median_ms: round(warmMs),
+      node_ms: round(node),
+      peak_rss_mb: rssMB(warm) ?? null,
     },
-    {
-      key: 'remoteListCold',
-      operation: `JetStream: list of ${o.listCount} snapshots, cold cache`,
-      ours: fmtMs(coldMs),
-      baseline: `${fmtMs(node)} (node -e 0)`,
-      ratio: '—',
-      budget: 'report',
-      result: 'info',
-      peakRss: fmtRss(rssMB(cold)),
-      data: {
-        count: o.listCount,
-        runs_ms: cold.map((r) => round(r.ms)),
-        median_ms: round(coldMs),
-        peak_rss_mb: rssMB(cold) ?? null,
-      },
+  };
+  const coldRow: Row = {
+    key: 'remoteListCold',
+    operation: `JetStream: list of ${o.listCount} snapshots, cold cache`,
+    ours: fmtMs(coldMs),
+    baseline: `${fmtMs(node)} (node -e 0)`,
+    ratio: '—',
+    budget: 'report',
+    result: 'info',
+    peakRss: fmtRss(rssMB(cold)),
+    data: {
+      count: o.listCount,
+      runs_ms: cold.map((r) => round(r.ms)),
+      median_ms: round(coldMs),
+      peak_rss_mb: rssMB(cold) ?? null,
     },
-  );
-  rmSync(p.root, { recursive: true, force: true });
-
-  // 4. Peak RSS of each.
-  out.push(
-    rssRow('remoteSnapshot', 'JetStream first snapshot', first.ours),
-    rssRow('remoteSecond', 'JetStream second snapshot', seconds),
-    rssRow('remoteRestore', 'JetStream restore', restore.ours),
-    rssRow('remoteListWarm', 'JetStream list (warm)', warm),
-    rssRow('remoteListCold', 'JetStream list (cold)', cold),
-  );
-  return out;
+  };
+  return {
+    warmRow,
+    coldRow,
+    rssRows: [
+      rssRow('remoteListWarm', 'JetStream list (warm)', warm),
+      rssRow('remoteListCold', 'JetStream list (cold)', cold),
+    ],
+  };
 }

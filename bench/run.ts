@@ -15,7 +15,7 @@
 // bundle store and repository; BENCH_BIG=0 skips it; `node --import tsx bench/big-agent.ts repository`
 // runs only its repository half). Section 4b (bench/remote.ts): the remote repository on a 3-node
 // JetStream cluster on loopback — snapshot, the 1 % change's upload, restore, list of 10,000 snapshots
-// (BENCH_REMOTE_LIST=n; 0 leaves it out), peak RSS (BENCH_REMOTE_PROF=dir: CPU profiles of its runs); BENCH_ONLY=remote runs only it (and the reference agent). BENCH_ONLY=cli stops after the breakdown; BENCH_ONLY=encrypted runs
+// (BENCH_REMOTE_LIST=n; 0 leaves it out), peak RSS (BENCH_REMOTE_PROF=dir: CPU profiles of its runs); BENCH_ONLY=remote runs only it (and the reference agent), BENCH_ONLY=remote-list only its `list` rows. BENCH_ONLY=cli stops after the breakdown; BENCH_ONLY=encrypted runs
 // only the encrypted-vs-plaintext case; BENCH_ONLY=find runs only `find` over N snapshots a 1 % change
 // apart (bench/find.ts; BENCH_FIND_SCALE, BENCH_FIND_SNAPSHOTS). Prints tables and a last line
 // `BENCH_JSON {...}`. Exits 0 even when a
@@ -76,7 +76,7 @@ import {
   timeBash,
   WORK_DIR,
 } from './lib.js';
-import { remoteRows } from './remote.js';
+import { remoteListRows, remoteRows } from './remote.js';
 
 const QUICK = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
 /** Interleaved pairs of each whole-process row. */
@@ -211,6 +211,17 @@ async function main(): Promise<void> {
         pass: { find: ok },
       })}`,
     );
+    return;
+  }
+
+  if (process.env.BENCH_ONLY === 'remote-list') {
+    section(`remote repository: list of ${REMOTE_LIST_COUNT} snapshots on JetStream (3 nodes, R3)`);
+    const rows = await remoteListRows({ pairs: PAIRS, listCount: REMOTE_LIST_COUNT }, log);
+    report(rows, [], [], started, loadAtStart, {
+      bundles: { bundleBytes: 0, baselineBytes: 0 },
+      breakdown: [],
+      ref: { reused: true, generationMs: 0, sizes: { dbBytes: 0, memdirFiles: 0, commits: 0 } },
+    });
     return;
   }
 

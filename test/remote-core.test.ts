@@ -12,7 +12,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { suite, test } from 'node:test';
 import { readAll, TransientStoreError } from '../src/backend/backend.js';
-import { CachedBackend } from '../src/backend/cache.js';
+import { CachedBackend, LISTING_FILE } from '../src/backend/cache.js';
 import { FaultyBackend } from '../src/backend/faulty.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { cacheDirOf, parseRepoLocation } from '../src/backend/open.js';
@@ -294,19 +294,22 @@ suite('remote core', { concurrency: 4 }, () => {
     const want = [s1.id, s2.id].sort();
     assert.deepEqual(await list(), want, 'cold');
     const cacheDir = cacheDirOf(join(a.stateRoot, 'cache'), parseRepoLocation(repo));
-    assert.equal(readdirSync(join(cacheDir, 'listing')).length, 2, 'the listing entries are cached');
+    const listingFile = join(cacheDir, LISTING_FILE);
+    assert.ok(existsSync(listingFile), 'the listing entries are cached, in one file');
+    assert.ok(!existsSync(join(cacheDir, 'listing')), 'not one file per entry');
     assert.deepEqual(await list(), want, 'warm');
     const loads = metricValue(readFileSync(metrics, 'utf8'), 'nexo_memory_snapshot_store_requests_total', {
       op: 'load',
     });
     assert.equal(loads, 0, 'a warm list loads nothing from the store');
+    const requests = (op: string) =>
+      metricValue(readFileSync(metrics, 'utf8'), 'nexo_memory_snapshot_store_requests_total', { op });
 
-    // a corrupt entry: detected, removed and fetched again — never shown
-    const entry = join(cacheDir, 'listing', s1.id);
-    const good = readFileSync(entry);
+    // a corrupt listing file: detected, and what it held fetched again — never shown
+    const good = readFileSync(listingFile);
     const bad = Buffer.from(good);
     bad[bad.length - 5]! ^= 0x20;
-    writeFileSync(entry, bad);
+    writeFileSync(listingFile, bad);
     const listed = snapshotsOf(
       ok(await run(['list', '--agent', 'ana', '--state-root', a.stateRoot]), 'list'),
     );
@@ -318,15 +321,22 @@ suite('remote core', { concurrency: 4 }, () => {
       }) >= 1,
       'the corrupt entry was fetched again',
     );
-    assert.deepEqual(readFileSync(entry), good, 'and the cache holds the right bytes again');
+    assert.deepEqual(readFileSync(listingFile), good, 'and the cache holds the right bytes again');
 
     // a snapshot another host forgot (its listing entry removed first) is gone, and leaves the cache
     rmSync(join(remote, 'fleet-bucket', 'agents', 'listing', s2.id));
     assert.deepEqual(await list(), [s1.id]);
-    assert.deepEqual(readdirSync(join(cacheDir, 'listing')), [s1.id]);
+    assert.ok(readFileSync(listingFile).includes(s1.id), 'the listing file keeps the listed entry');
+    assert.ok(!readFileSync(listingFile).includes(s2.id), 'and drops the forgotten one');
     // deleting the cache loses nothing
     rmSync(join(a.stateRoot, 'cache'), { recursive: true, force: true });
     assert.deepEqual(await list(), [s1.id], 'after the cache was deleted');
+    assert.deepEqual(await list(), [s1.id], 'warm again');
+    assert.deepEqual(
+      ['stat', 'load', 'list', 'save', 'remove'].map(requests),
+      [0, 0, 2, 0, 0],
+      'a warm list asks the store only for the names of the listing entries and of the pins',
+    );
     const restored = await remoteCli(
       t,
       remote,
@@ -579,6 +589,136 @@ suite('remote core', { concurrency: 4 }, () => {
     await inner.save({ type: 'pins', name: '01a2322e-8ca4-772c-8993-6dd27eec3a37' }, Buffer.alloc(0));
     await readAll(c, { type: 'pins', name: '01a2322e-8ca4-772c-8993-6dd27eec3a37' }, { maxBytes: 10 });
     assert.ok(!existsSync(join(dir, 'pins')));
+  });
+
+  test('RetryingBackend: a whole load asks for the size (a stat) unless the backend says its loads are complete', async () => {
+    const inner = new MemoryBackend();
+    const h = { type: 'snapshots' as const, name: '0190c3a2-0000-7000-8000-000000000001' };
+    await inner.save(h, Buffer.from('manifest'));
+    let stats = 0;
+    const stat = inner.stat.bind(inner);
+    inner.stat = (x) => {
+      stats++;
+      return stat(x);
+    };
+    const r = new RetryingBackend(inner, { backend: 'test', sleep: async () => {} });
+    assert.equal((await readAll(r, h, { maxBytes: 100 })).toString(), 'manifest');
+    assert.equal(stats, 1, 'a stream cut short must be told from the whole object');
+    Object.assign(inner, { completeLoads: true });
+    assert.equal((await readAll(r, h, { maxBytes: 100 })).toString(), 'manifest');
+    assert.equal(stats, 1, 'no stat when the backend never ends a load short without an error');
+  });
+
+  /** A memory store with `n` listing entries, counting the loads that reach it. */
+  async function listingStore(
+    n: number,
+  ): Promise<{ inner: MemoryBackend; names: string[]; loads: () => number }> {
+    const inner = new MemoryBackend();
+    const names: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const name = `0190c3a2-0000-7000-8000-${String(i).padStart(12, '0')}`;
+      names.push(name);
+      await inner.save(
+        { type: 'listing', name },
+        Buffer.from(`{"entry":${i},"pad":"${'x'.repeat(i * 7)}"}\n`),
+      );
+    }
+    let loads = 0;
+    const load = inner.load.bind(inner);
+    inner.load = (h, range) => {
+      loads++;
+      return load(h, range);
+    };
+    return { inner, names, loads: () => loads };
+  }
+
+  const truth = (inner: MemoryBackend, names: string[]) =>
+    Promise.all(names.map((name) => readAll(inner, { type: 'listing', name }, { maxBytes: 1 << 20 })));
+
+  test('CachedBackend.loadMany: the listing entries in one file; a warm read loads nothing; forgotten names leave it', async (t) => {
+    const { inner, names, loads } = await listingStore(5);
+    const dir = tempDir(t);
+    const c = new CachedBackend(inner, dir);
+    const want = await truth(inner, names);
+    const before = loads();
+    assert.deepEqual(await c.loadMany('listing', names, 1 << 20), want, 'cold');
+    assert.equal(loads() - before, 5, 'each entry loaded once');
+    assert.deepEqual(readdirSync(dir), [LISTING_FILE], 'one file, no file per entry');
+    const file = readFileSync(join(dir, LISTING_FILE));
+    assert.deepEqual(await c.loadMany('listing', names, 1 << 20), want, 'warm');
+    assert.equal(loads() - before, 5, 'a warm read loads nothing');
+    assert.deepEqual(readFileSync(join(dir, LISTING_FILE)), file, 'and does not rewrite the file');
+    // a name the store no longer lists leaves the file; one listed but not there (forgotten meanwhile) is undefined
+    await inner.remove({ type: 'listing', name: names[1]! });
+    assert.deepEqual(await c.loadMany('listing', [names[0]!, names[2]!], 1 << 20), [want[0], want[2]]);
+    assert.equal(loads() - before, 5, 'from the file');
+    const rest = [names[0]!, names[1]!, names[2]!];
+    assert.deepEqual(await c.loadMany('listing', rest, 1 << 20), [want[0], undefined, want[2]]);
+    assert.equal(loads() - before, 6, 'only the entry not in the file was asked for');
+    const fresh = new CachedBackend(new MemoryBackend(), dir); // a store without them: only the file answers
+    assert.deepEqual(await fresh.loadMany('listing', names, 1 << 20), [
+      want[0],
+      undefined,
+      want[2],
+      undefined,
+      undefined,
+    ]);
+    // an entry over the cap is not taken from the file
+    await assert.rejects(c.loadMany('listing', [names[4]!], 4), { code: 'OBJECT_TOO_LARGE' });
+    // deleting the cache loses nothing
+    rmSync(dir, { recursive: true, force: true });
+    assert.deepEqual(await c.loadMany('listing', names, 1 << 20), [
+      want[0],
+      undefined,
+      want[2],
+      want[3],
+      want[4],
+    ]);
+  });
+
+  test('CachedBackend.loadMany: a listing file with any byte flipped, or cut short, is never trusted', async (t) => {
+    const { inner, names } = await listingStore(3);
+    const dir = tempDir(t);
+    const want = await truth(inner, names);
+    await new CachedBackend(inner, dir).loadMany('listing', names, 1 << 20);
+    const path = join(dir, LISTING_FILE);
+    const good = readFileSync(path);
+    const damaged: Buffer[] = [];
+    for (let i = 0; i < good.length; i++) {
+      const bad = Buffer.from(good);
+      bad[i]! ^= 1 << (i % 8);
+      damaged.push(bad);
+    }
+    for (const cut of [1, 20, good.length - 1]) damaged.push(good.subarray(0, cut));
+    damaged.push(Buffer.concat([good, Buffer.from('trailing')]));
+    for (const [k, bad] of damaged.entries()) {
+      writeFileSync(path, bad);
+      const c = new CachedBackend(inner, dir);
+      assert.deepEqual(await c.loadMany('listing', names, 1 << 20), want, `damage ${k}`);
+      assert.equal(c.refetched, 1, `damage ${k} is noticed`);
+      assert.deepEqual(readFileSync(path), good, `damage ${k} is repaired`);
+    }
+  });
+
+  test('CachedBackend.loadMany: a cache of one file per listing entry (before the listing file) is used and replaced', async (t) => {
+    const { inner, names, loads } = await listingStore(3);
+    const dir = tempDir(t);
+    const want = await truth(inner, names);
+    const { createHash } = await import('node:crypto');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(join(dir, 'listing'));
+    for (const [i, name] of names.entries()) {
+      const content = i === 1 ? Buffer.from('damaged') : want[i]!;
+      const sum = createHash('sha256')
+        .update(i === 1 ? want[i]! : content)
+        .digest();
+      writeFileSync(join(dir, 'listing', name), Buffer.concat([sum, content]));
+    }
+    const before = loads();
+    const c = new CachedBackend(inner, dir);
+    assert.deepEqual(await c.loadMany('listing', names, 1 << 20), want);
+    assert.equal(loads() - before, 1, 'only the damaged old entry came from the store');
+    assert.deepEqual(readdirSync(dir), [LISTING_FILE], 'the old layout is gone');
   });
 
   /** A backend whose lock saves move `clock` forward by `slowMs` each (a save that takes that long). */

@@ -1,10 +1,13 @@
 // Owns the storage seam: the Backend interface that every store of repository objects implements (a local
 // directory, memory, later NATS and S3), the object types, the one name check every backend runs before
-// any I/O, range resolution, and readAll. An object is a typed, named byte string, written whole or not at
-// all; no file system path crosses this seam. docs/repository.md §1 defines types and names.
+// any I/O, range resolution, readAll, and reading many objects or names at once (loadObjects, listNames:
+// through a backend's own loadMany/listNames where it has them). An object is a typed, named byte string,
+// written whole or not at all; no file system path crosses this seam. docs/repository.md §1 defines types
+// and names.
 
 import {
   InvalidInputError,
+  ObjectNotFoundError,
   ObjectTooLargeError,
   ShortReadError,
   StoreUnavailableError,
@@ -72,6 +75,12 @@ export interface Backend {
   /** Where the objects are, for messages. Never contains a secret. */
   readonly location: string;
   /**
+   * Optional: true when a load that ends without an error always gave every byte it asked for (the
+   * backend checks chunk lengths and the object's digest), so the retry wrapper needs no size (a stat)
+   * to tell a stream cut short.
+   */
+  readonly completeLoads?: boolean;
+  /**
    * Stores `data` under `h`. The object becomes visible (to load, stat, list, other clients) only once
    * complete; when the source throws, the save rejects with the source's own error and nothing of it is
    * visible. Without `ifAbsent` an existing object is replaced atomically (readers see the old or the new
@@ -91,8 +100,23 @@ export interface Backend {
    */
   readInto?(h: Handle, offset: number, into: Uint8Array): Promise<number>;
   stat(h: Handle): Promise<ObjectInfo>;
+  /**
+   * Optional: the whole objects `names` of `type` (each at most `maxBytes`, else ObjectTooLargeError),
+   * in the order of `names`; undefined for an object that is not there. `names` is every object of the
+   * type the caller knows of (a list's), so a cache may drop what it holds of any other. Offered by the
+   * cache (cache.ts), which answers the listing entries it holds from one file; without it, callers load
+   * the objects one by one (loadObjects).
+   */
+  loadMany?(type: ObjectType, names: readonly string[], maxBytes: number): Promise<Array<Buffer | undefined>>;
   /** Every complete object of `type`, in no particular order. In-progress saves are never listed. */
   list(type: ObjectType): AsyncIterable<ObjectInfo>;
+  /**
+   * Optional: the names `list` would give, without sizes, where the store tells them cheaper (NATS: one
+   * stream-info request instead of reading every object's meta message). It may also name an object that
+   * another program removed leaving a marker (a NATS object-store delete; this project never does): a
+   * load then finds it missing. Callers use listNames(), which falls back to `list`.
+   */
+  listNames?(type: ObjectType): Promise<string[]>;
   /** Removes the object; removing a missing object is not an error (prune can be run again). */
   remove(h: Handle): Promise<void>;
   /**
@@ -245,4 +269,76 @@ export async function readAll(
     parts.push(chunk);
   }
   return Buffer.concat(parts, total);
+}
+
+/**
+ * `fn` over `items`, at most `limit` at once, results in order. After a failure no new call starts; the
+ * first failure is thrown once every call under way has ended (nothing keeps running behind the caller).
+ */
+export async function mapBounded<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (t: T) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  let failure: { err: unknown } | undefined;
+  const run = async () => {
+    while (next < items.length && !failure) {
+      const i = next++;
+      try {
+        out[i] = await fn(items[i]!);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
+  if (failure) throw failure.err;
+  return out;
+}
+
+/** Objects loaded at once by loadObjects (each a request or two on a remote store). */
+export const LOAD_PARALLEL = 32;
+
+/**
+ * The whole objects `names` of `type` (each at most `maxBytes`), undefined for those not there: through
+ * the backend's loadMany when it has one (the cache), else LOAD_PARALLEL loads at a time.
+ */
+export function loadObjects(
+  backend: Backend,
+  type: ObjectType,
+  names: readonly string[],
+  maxBytes: number,
+): Promise<Array<Buffer | undefined>> {
+  if (backend.loadMany) return backend.loadMany(type, names, maxBytes);
+  return mapBounded(names, LOAD_PARALLEL, (name) => loadIfPresent(backend, { type, name }, maxBytes));
+}
+
+/** The whole object, or undefined when it is not there. */
+export async function loadIfPresent(
+  backend: Backend,
+  h: Handle,
+  maxBytes: number,
+): Promise<Buffer | undefined> {
+  try {
+    return await readAll(backend, h, { maxBytes });
+  } catch (err) {
+    if (err instanceof ObjectNotFoundError) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * The names of `type`'s objects: the backend's listNames where it has one, else its list. Names that are
+ * not valid for the type are skipped (as isValidName says), never handed on.
+ */
+export async function listNames(backend: Backend, type: ObjectType): Promise<string[]> {
+  let names: string[];
+  if (backend.listNames) names = await backend.listNames(type);
+  else {
+    names = [];
+    for await (const o of backend.list(type)) names.push(o.name);
+  }
+  return names.filter((n) => isValidName(type, n));
 }

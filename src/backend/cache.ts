@@ -2,36 +2,71 @@
 // the objects that never change once written (config, keys, index, snapshots, listing; docs/repository.md
 // §1), so `list` and `find` fetch only the entries they have not seen. Packs are not cached (restore
 // reads ranges of them), nor pins and locks (they change). Listing names always come from the store, so
-// a snapshot forgotten on another host disappears at once. Each entry is `sha256(content) | content`,
-// written to a temporary file and renamed; an entry whose checksum (or, for hex-named types, whose name)
-// does not match is removed and fetched again, never used; entries of objects a complete list no longer
-// shows are dropped. Deleting the cache loses nothing.
+// a snapshot forgotten on another host disappears at once. Each object is one file `sha256(content) |
+// content`, written to a temporary file and renamed; an entry whose checksum (or, for hex-named types,
+// whose name) does not match is removed and fetched again, never used; entries of objects a complete list
+// no longer shows are dropped. The listing entries, read all at once by every `list`, are one file
+// instead (`listing.entries`: blocks of entries of ~64 KiB, each checksummed; loadMany): a warm list
+// reads one file. It holds the entries of the names the last list showed, rewritten whole (temporary
+// file, rename) when that changes; a block whose checksum fails is not used (its entries are fetched
+// again) and the file is rewritten. Deleting the cache loses nothing.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ObjectTooLargeError } from '../model/errors.js';
 import {
   type Backend,
   type Handle,
+  isValidName,
+  LOAD_PARALLEL,
+  listNames,
+  loadIfPresent,
+  mapBounded,
   type ObjectInfo,
   type ObjectType,
   type Range,
+  readAll,
   resolveRange,
   type SaveOptions,
   type SaveSource,
   type SweepReport,
   validateHandle,
   validateRange,
+  validateType,
 } from './backend.js';
 
-/** The types whose objects never change once written. */
-export const CACHED_TYPES: ReadonlySet<ObjectType> = new Set([
-  'config',
-  'keys',
-  'index',
-  'snapshots',
-  'listing',
-]);
+/** The types whose objects never change once written, cached one file per object. */
+export const CACHED_TYPES: ReadonlySet<ObjectType> = new Set(['config', 'keys', 'index', 'snapshots']);
+/** The listing entries' one file, in the cache directory. */
+export const LISTING_FILE = 'listing.entries';
+/** What the listing file starts with (a file that does not is not used). */
+const LISTING_MAGIC = Buffer.from('nexo-memory listing cache 1\n');
+/**
+ * Then blocks of records: a block's head is its records' length (u32, big-endian) and sha256(that length |
+ * records); a record is its name's length (u8), the name, the content's length (u32) and the content.
+ */
+const BLOCK_HEAD = 4 + 32;
+/** Records are gathered into blocks of about this many bytes (one checksum each). */
+const BLOCK_TARGET = 64 * 1024;
+
+/** Adds the records of raw[from, to) to `entries`; false when they do not fill it exactly. */
+function readRecords(raw: Buffer, from: number, to: number, entries: Map<string, Buffer>): boolean {
+  const found: Array<[string, Buffer]> = [];
+  let pos = from;
+  while (pos < to) {
+    const nameEnd = pos + 1 + raw[pos]!;
+    if (nameEnd + 4 > to) return false;
+    const end = nameEnd + 4 + raw.readUInt32BE(nameEnd);
+    if (end > to) return false;
+    found.push([raw.toString('latin1', pos + 1, nameEnd), raw.subarray(nameEnd + 4, end)]);
+    pos = end;
+  }
+  for (const [name, content] of found) entries.set(name, content);
+  return true;
+}
+/** A config loaded (and kept) by a stat is at most this big; a bigger one is only stat'ed. */
+const CONFIG_MAX = 1024 * 1024;
 /** Objects bigger than this are not cached. */
 export const CACHE_MAX_OBJECT = 16 * 1024 * 1024;
 
@@ -58,8 +93,12 @@ export class CachedBackend implements Backend {
   }
 
   /** The cached content of `h`, or undefined (absent or corrupt: a corrupt entry is removed). */
-  private async cached(h: Handle): Promise<Buffer | undefined> {
-    if (!CACHED_TYPES.has(h.type)) return undefined;
+  private cached(h: Handle): Promise<Buffer | undefined> {
+    return CACHED_TYPES.has(h.type) ? this.cachedFile(h) : Promise.resolve(undefined);
+  }
+
+  /** The content of `h`'s own cache file, or undefined (absent or corrupt: a corrupt file is removed). */
+  private async cachedFile(h: Handle): Promise<Buffer | undefined> {
     let raw: Buffer;
     try {
       raw = await readFile(this.pathOf(h));
@@ -121,11 +160,155 @@ export class CachedBackend implements Backend {
     if (total <= CACHE_MAX_OBJECT) await this.keep(h, Buffer.concat(parts, total));
   }
 
+  /**
+   * The listing entries `names` (every name a list of the store just showed), each at most `maxBytes`:
+   * those the listing file holds from it, the others (also from a cache of the one-file-per-entry
+   * layout, else from the store) LOAD_PARALLEL at a time; undefined for a name the store no longer has.
+   * Then the listing file is rewritten when it should hold other entries than it does (new ones, those
+   * of names no longer listed dropped, damage repaired), also after a failed load (for what was loaded).
+   * Other types: one load per object, each through the per-object cache.
+   */
+  async loadMany(
+    type: ObjectType,
+    names: readonly string[],
+    maxBytes: number,
+  ): Promise<Array<Buffer | undefined>> {
+    type = validateType(type);
+    for (const name of names) if (!isValidName(type, name)) validateHandle({ type, name });
+    if (type !== 'listing')
+      return mapBounded(names, LOAD_PARALLEL, (name) => loadIfPresent(this, { type, name }, maxBytes));
+    const held = await this.readListingFile();
+    const out = new Array<Buffer | undefined>(names.length);
+    const missing: number[] = [];
+    let fromFile = 0;
+    for (let i = 0; i < names.length; i++) {
+      const hit = held.entries.get(names[i]!);
+      if (hit && hit.length <= maxBytes) {
+        out[i] = hit;
+        fromFile++;
+      } else missing.push(i);
+    }
+    const legacy = await readdir(join(this.dir, 'listing')).then(
+      (n) => new Set(n),
+      () => undefined,
+    );
+    let failure: { err: unknown } | undefined;
+    let loaded = 0;
+    try {
+      await mapBounded(missing, LOAD_PARALLEL, async (i) => {
+        const h: Handle = { type, name: names[i]! };
+        const old = legacy?.has(h.name) ? await this.cachedFile(h) : undefined;
+        out[i] = old && old.length <= maxBytes ? old : await loadIfPresent(this.inner, h, maxBytes);
+        if (out[i]) loaded++;
+      });
+    } catch (err) {
+      failure = { err };
+    }
+    if (held.damaged || loaded > 0 || held.entries.size !== fromFile || legacy) {
+      const written = await this.writeListingFile(names, out);
+      if (written && legacy)
+        await rm(join(this.dir, 'listing'), { recursive: true, force: true }).catch(() => {});
+    }
+    if (failure) throw failure.err;
+    return out;
+  }
+
+  /**
+   * The entries of the listing file; `damaged` when some of it was not usable. Each block is used only when
+   * its checksum (over its length and records) matches; after a block that does not, the next one is
+   * tried where the damaged one said it ends (a damaged length leads nowhere valid: the rest is not used).
+   */
+  private async readListingFile(): Promise<{ entries: Map<string, Buffer>; damaged: boolean }> {
+    const entries = new Map<string, Buffer>();
+    let raw: Buffer;
+    try {
+      raw = await readFile(join(this.dir, LISTING_FILE));
+    } catch {
+      return { entries, damaged: false };
+    }
+    let pos = LISTING_MAGIC.length;
+    let damaged = false;
+    if (!raw.subarray(0, pos).equals(LISTING_MAGIC)) {
+      damaged = true;
+      pos = raw.length;
+    }
+    while (pos < raw.length) {
+      const length = pos + BLOCK_HEAD <= raw.length ? raw.readUInt32BE(pos) : -1;
+      const end = pos + BLOCK_HEAD + length;
+      if (length < 0 || end > raw.length) {
+        damaged = true;
+        break;
+      }
+      const sum = createHash('sha256').update(raw.subarray(pos, pos + 4));
+      const ok = sum
+        .update(raw.subarray(pos + BLOCK_HEAD, end))
+        .digest()
+        .equals(raw.subarray(pos + 4, pos + BLOCK_HEAD));
+      if (!ok || !readRecords(raw, pos + BLOCK_HEAD, end, entries)) damaged = true;
+      pos = end;
+    }
+    if (damaged) this.refetched++;
+    return { entries, damaged };
+  }
+
+  /** Writes the listing file of the entries found (a temporary file, renamed). Never throws; false: not written. */
+  private async writeListingFile(
+    names: readonly string[],
+    contents: ReadonlyArray<Buffer | undefined>,
+  ): Promise<boolean> {
+    const parts: Buffer[] = [LISTING_MAGIC];
+    let block: Buffer[] = [];
+    let blockBytes = 0;
+    const endBlock = () => {
+      if (blockBytes === 0) return;
+      const head = Buffer.alloc(BLOCK_HEAD);
+      head.writeUInt32BE(blockBytes, 0);
+      const sum = createHash('sha256').update(head.subarray(0, 4));
+      for (const b of block) sum.update(b);
+      sum.digest().copy(head, 4);
+      parts.push(head, ...block);
+      block = [];
+      blockBytes = 0;
+    };
+    for (let i = 0; i < names.length; i++) {
+      const content = contents[i];
+      if (!content) continue;
+      const name = Buffer.from(names[i]!, 'latin1');
+      const head = Buffer.alloc(1 + name.length + 4);
+      head[0] = name.length;
+      name.copy(head, 1);
+      head.writeUInt32BE(content.length, 1 + name.length);
+      block.push(head, content);
+      blockBytes += head.length + content.length;
+      if (blockBytes >= BLOCK_TARGET) endBlock();
+    }
+    endBlock();
+    const tmp = join(this.dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      await writeFile(tmp, Buffer.concat(parts), { mode: 0o600, flag: 'wx' });
+      await rename(tmp, join(this.dir, LISTING_FILE));
+      return true;
+    } catch {
+      await rm(tmp, { force: true }).catch(() => {});
+      return false;
+    }
+  }
+
   /** From the cache for config, keys and index; listing and manifests may have been forgotten meanwhile. */
   async stat(h: Handle): Promise<ObjectInfo> {
     h = validateHandle(h);
     const hit = STAT_FROM_CACHE.has(h.type) ? await this.cached(h) : undefined;
     if (hit) return { name: h.name, size: hit.length };
+    // The config (small; every command asks whether it exists) is loaded instead, and so kept: the next
+    // stat needs no request.
+    if (h.type === 'config') {
+      try {
+        return { name: h.name, size: (await readAll(this, h, { maxBytes: CONFIG_MAX })).length };
+      } catch (err) {
+        if (!(err instanceof ObjectTooLargeError)) throw err;
+      }
+    }
     return this.inner.stat(h);
   }
 
@@ -150,6 +333,11 @@ export class CachedBackend implements Backend {
     for (const n of names)
       if (!seen.has(n) && !n.startsWith('.tmp-'))
         await rm(join(this.dir, type, n), { force: true }).catch(() => {});
+  }
+
+  /** The store's names (never the cache's). */
+  listNames(type: ObjectType): Promise<string[]> {
+    return listNames(this.inner, type);
   }
 
   async remove(h: Handle): Promise<void> {

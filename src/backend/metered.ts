@@ -14,7 +14,7 @@ import type {
   SaveSource,
   SweepReport,
 } from './backend.js';
-import { sourceChunks } from './backend.js';
+import { listNames, sourceChunks } from './backend.js';
 import type { BackendObserver } from './remote.js';
 
 export class MeteredBackend implements Backend {
@@ -25,6 +25,10 @@ export class MeteredBackend implements Backend {
 
   get location(): string {
     return this.inner.location;
+  }
+
+  get completeLoads(): boolean {
+    return this.inner.completeLoads === true;
   }
 
   private report(op: Parameters<BackendObserver['request']>[0], ok: boolean, bytes: number): void {
@@ -92,6 +96,18 @@ export class MeteredBackend implements Backend {
       throw err;
     }
     this.report('list', true, 0);
+  }
+
+  /** The inner backend's names (listNames), counted as one `list` request. */
+  async listNames(type: ObjectType): Promise<string[]> {
+    try {
+      const names = await listNames(this.inner, type);
+      this.report('list', true, 0);
+      return names;
+    } catch (err) {
+      this.report('list', false, 0);
+      throw err;
+    }
   }
 
   async remove(h: Handle): Promise<void> {

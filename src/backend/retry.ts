@@ -7,12 +7,14 @@
 // mid-way starts again and skips the names it already gave. When the attempts are spent the error is
 // StoreUnavailableError(STORE_UNREACHABLE) naming the store (never a secret) and the last failure.
 // The end of a load without a length is the object's size, from the list that named it (types that
-// never change) or a stat, so a stream cut short without an error is retried too.
+// never change) or a stat, so a stream cut short without an error is retried too; a backend whose loads
+// never end short without an error (completeLoads: NATS checks chunk lengths and digests) needs neither.
 
 import { ObjectExistsError, StoreUnavailableError } from '../model/errors.js';
 import {
   type Backend,
   type Handle,
+  listNames,
   type ObjectInfo,
   type ObjectType,
   type Range,
@@ -167,8 +169,14 @@ export class RetryingBackend implements Backend {
     const what = `load ${h.type}/${h.name}`;
     const start = range?.offset ?? 0;
     // A stream that ends early without an error must not pass for the whole object: the end is the
-    // range's, else the size a list showed (objects that never change) or a stat.
-    const end = range?.length === undefined ? await this.sizeOf(h, what) : start + range.length;
+    // range's, else the size a list showed (objects that never change) or a stat; none is needed from a
+    // backend whose loads never end short without an error (completeLoads).
+    const end =
+      range?.length !== undefined
+        ? start + range.length
+        : this.inner.completeLoads
+          ? undefined
+          : await this.sizeOf(h, what);
     let pos = start;
     for (let failed = 0; ; ) {
       const resumed: Range = end === undefined ? { offset: pos } : { offset: pos, length: end - pos };
@@ -178,7 +186,7 @@ export class RetryingBackend implements Backend {
           pos += chunk.length;
           yield chunk;
         }
-        if (pos < end)
+        if (end !== undefined && pos < end)
           throw new TransientStoreError(`${what}: the stream ended at byte ${pos}, before ${end}`, {
             backend: this.opts.backend,
             location: this.location,
@@ -217,6 +225,11 @@ export class RetryingBackend implements Backend {
         await this.backoff('list', `list ${type}`, ++failed, err);
       }
     }
+  }
+
+  /** The inner backend's names (listNames), retried as a whole. */
+  listNames(type: ObjectType): Promise<string[]> {
+    return this.run('list', `list ${type}`, () => listNames(this.inner, type));
   }
 
   remove(h: Handle): Promise<void> {

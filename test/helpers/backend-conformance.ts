@@ -1,6 +1,6 @@
 // Owns the backend conformance suite: backendConformance(name, fixture) registers the node:test tests that
 // every storage backend (src/backend/) must pass — round trips, streaming, ranges, stat, list, remove,
-// atomicity, ifAbsent races, name checks before I/O, type isolation, a second client's view. A backend
+// listNames, atomicity, ifAbsent races, name checks before I/O, type isolation, a second client's view. A backend
 // joins by giving a factory of fresh empty stores, a way to open a second client, and an optional teardown.
 
 import assert from 'node:assert/strict';
@@ -9,6 +9,7 @@ import { describe, type TestContext, test } from 'node:test';
 import {
   type Backend,
   type Handle,
+  listNames,
   OBJECT_TYPES,
   type ObjectType,
   readAll,
@@ -39,6 +40,12 @@ export async function listAll(b: Backend, type: ObjectType): Promise<Map<string,
     out.set(name, size);
   }
   return out;
+}
+
+/** listNames (the backend's own, or the fallback through list) names exactly what list does. */
+export async function assertListNames(b: Backend, type: ObjectType): Promise<void> {
+  const listed = [...(await listAll(b, type)).keys()].sort();
+  assert.deepEqual((await listNames(b, type)).sort(), listed, `listNames of ${type}`);
 }
 
 /** An assert.rejects/throws validator: a SnapshotError with this code (and exit status, when given). */
@@ -273,6 +280,7 @@ export function backendConformance(name: string, fixture: BackendFixture): void 
       assert.deepEqual(await listAll(b, 'snapshots'), snapshots);
       for (const type of OBJECT_TYPES)
         if (type !== 'packs' && type !== 'snapshots') assert.equal((await listAll(b, type)).size, 0, type);
+      for (const type of OBJECT_TYPES) await assertListNames(b, type);
     });
 
     test('types are isolated: one name in several types is several objects', async (t) => {
@@ -290,6 +298,7 @@ export function backendConformance(name: string, fixture: BackendFixture): void 
       for (const type of idTypes) assert.equal((await load(b, { type, name: id })).toString(), `${type}!`);
       await b.remove({ type: 'index', name: hex });
       await b.remove({ type: 'listing', name: id });
+      for (const type of OBJECT_TYPES) await assertListNames(b, type);
       await assert.rejects(b.stat({ type: 'index', name: hex }), code('OBJECT_NOT_FOUND'));
       for (const type of ['keys', 'packs', 'locks'] as const)
         assert.equal((await load(b, { type, name: hex })).toString(), `${type} content`);
