@@ -16,8 +16,9 @@ import { BundleDamagedError, InvalidInputError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { DB_NAMES, type DbName } from '../model/types.js';
 import { asText } from '../policy/redaction/scan.js';
+import { loadContent } from '../repository/content.js';
 import type { RepoArtifact } from '../repository/manifest.js';
-import type { Repository } from '../repository/repository.js';
+import { mapLimit, type Repository } from '../repository/repository.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { withDatabase } from './browse.js';
 import { repositorySource, type SnapshotSource, withSnapshot } from './source.js';
@@ -34,8 +35,13 @@ const MAX_QUERY_CHARS = 1000;
 const SNIPPET_CONTEXT = 40;
 /** A text longer than this is prefiltered by its halves (found even when cut by one page boundary). */
 const SPLIT_ABOVE = 8;
-/** Ranged pack reads in flight while chunks are scanned (each up to 4 MiB). */
+/** Ranged pack reads in flight while blobs are scanned (each up to SCAN_WINDOW bytes). */
 const SCAN_AHEAD = 8;
+const SCAN_WINDOW = 4 * 1024 * 1024;
+/** Blobs of one pack this close to each other are read with one request (the bytes between dropped). */
+const SCAN_GAP = 256 * 1024;
+/** Manifests read and parsed at once. */
+const MANIFESTS_AHEAD = 8;
 const ID_BYTES = 32;
 const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
 const PAGE_SIZES = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
@@ -265,11 +271,11 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
   };
 }
 
+const isFileUnit = (a: { kind: string }): boolean => a.kind === 'memory_file' || a.kind.startsWith('state_');
+
 /** Files and state values of a snapshot: each distinct content searched once. */
 async function searchFiles(ctx: Ctx, src: SnapshotSource): Promise<Rows> {
-  const entries = src.manifest.artifacts.filter(
-    (a) => a.kind === 'memory_file' || a.kind.startsWith('state_'),
-  );
+  const entries = src.manifest.artifacts.filter(isFileUnit);
   const todo = new Map<string, string>();
   for (const a of entries) {
     if (ctx.units.has(a.sha256) || todo.has(a.sha256)) ctx.stats.units_reused++;
@@ -277,13 +283,22 @@ async function searchFiles(ctx: Ctx, src: SnapshotSource): Promise<Rows> {
   }
   if (todo.size > 0) {
     const bytes = await src.read([...todo.values()]);
-    for (const [sha, path] of todo) {
-      const b = bytes.get(path)!;
-      ctx.stats.units_searched++;
-      ctx.stats.bytes_scanned += b.length;
-      ctx.units.set(sha, searchBytes(b, ctx.m, ctx.shown));
-    }
+    for (const [sha, path] of todo) searchUnit(ctx, sha, bytes.get(path)!);
   }
+  return fileLocations(ctx, entries);
+}
+
+function searchUnit(ctx: Ctx, sha256: string, b: Buffer): void {
+  ctx.stats.units_searched++;
+  ctx.stats.bytes_scanned += b.length;
+  ctx.units.set(sha256, searchBytes(b, ctx.m, ctx.shown));
+}
+
+/** Where the searched files and state values of a snapshot hold the text. */
+function fileLocations(
+  ctx: Ctx,
+  entries: readonly { kind: string; path_in_bundle: string; sha256: string }[],
+): Rows {
   const locations: FindLocation[] = [];
   for (const a of entries) {
     const h = ctx.units.get(a.sha256);
@@ -368,7 +383,13 @@ async function searchBundle(
   return hitOf(src, parts);
 }
 
-/** Repository snapshots: manifests first, every distinct database chunk scanned once, then rows confirmed. */
+/**
+ * Repository snapshots. 1. every manifest (a few read at once), keeping only its files and databases;
+ * 2. the chunk lists of every database, in one stream; 3. every distinct database chunk and every
+ * distinct single-blob file once, in one stream in pack order (blobs of a pack close to each other read
+ * with one request), each checked against its id as it is opened; 4. per snapshot, files by content and
+ * databases by their candidate pages, confirmed by a row query.
+ */
 async function searchRepository(
   ctx: Ctx,
   repo: Repository,
@@ -376,65 +397,100 @@ async function searchRepository(
   rowsCache: Map<string, Rows>,
 ): Promise<FindSnapshotHit[]> {
   const { loadSnapshot } = await import('../repository/snapshots.js');
-  const lists = new Map<string, string[]>(); // chunk-list blob → chunk ids
-  const chunksOf = async (a: RepoArtifact): Promise<string[]> => {
-    if (a.chunks) return a.chunks;
-    if (!a.chunk_lists) return a.size_bytes === 0 ? [] : [a.sha256];
-    const missing = [...new Set(a.chunk_lists.filter((l) => !lists.has(l)))];
-    let i = 0;
-    for await (const b of repo.streamBlobs(missing)) {
-      if (b.length % ID_BYTES !== 0) throw new BundleDamagedError('a chunk list has a partial entry');
-      const out: string[] = [];
-      for (let at = 0; at < b.length; at += ID_BYTES) out.push(b.toString('hex', at, at + ID_BYTES));
-      lists.set(missing[i++]!, out);
-    }
-    return a.chunk_lists.flatMap((l) => lists.get(l)!);
-  };
-  // 1. manifests and the chunk ids of every database
-  const snaps: {
+  type Snap = {
     src: SnapshotSource;
-    files: Rows;
-    dbs: { db: DbName; sha256: string; chunks: string[] }[];
-  }[] = [];
-  const scanned = new Map<string, boolean>(); // chunk → holds a candidate
+    files: RepoArtifact[];
+    dbs: { db: DbName; a: RepoArtifact; chunks: string[] }[];
+  };
+  // 1. manifests: only the databases' part of each is kept as a source (for the confirmations)
+  const snaps: Snap[] = new Array(ids.length);
+  const fileUnits = new Map<string, RepoArtifact>(); // file content (SHA-256) → one artifact holding it
+  await mapLimit(
+    ids.map((id, i) => ({ id, i })),
+    MANIFESTS_AHEAD,
+    async ({ id, i }) => {
+      const { manifest } = await loadSnapshot(repo, id);
+      const files: RepoArtifact[] = [];
+      const dbs: Snap['dbs'] = [];
+      const sqlite: RepoArtifact[] = [];
+      for (const a of manifest.artifacts) {
+        if (isFileUnit(a)) {
+          files.push(a);
+          if (fileUnits.has(a.sha256)) ctx.stats.units_reused++;
+          else fileUnits.set(a.sha256, a);
+        } else if (a.path_in_bundle.startsWith('sqlite/')) sqlite.push(a);
+      }
+      for (const db of DB_NAMES) {
+        const a = sqlite.find((x) => x.path_in_bundle === sqlitePath(db));
+        if (a) dbs.push({ db, a, chunks: [] });
+      }
+      snaps[i] = { src: repositorySource(repo, { ...manifest, artifacts: sqlite }), files, dbs };
+    },
+  );
+  // 2. the chunk ids of every database
+  await repo.ensureIndex();
+  const lists = new Map<string, string[]>(); // chunk-list blob → chunk ids
+  for (const { dbs } of snaps) for (const { a } of dbs) for (const l of a.chunk_lists ?? []) lists.set(l, []);
+  const listIds = [...lists.keys()];
+  let k = 0;
+  for await (const b of repo.streamBlobs(
+    inPackOrder(repo, listIds),
+    SCAN_AHEAD,
+    SCAN_WINDOW,
+    false,
+    SCAN_GAP,
+  )) {
+    if (b.length % ID_BYTES !== 0) throw new BundleDamagedError('a chunk list has a partial entry');
+    const out: string[] = [];
+    for (let at = 0; at < b.length; at += ID_BYTES) out.push(b.toString('hex', at, at + ID_BYTES));
+    lists.set(listIds[k++]!, out);
+  }
+  const toScan = new Set<string>();
+  const dbChunks = new Set<string>();
+  for (const { dbs } of snaps)
+    for (const d of dbs) {
+      const { a } = d;
+      d.chunks =
+        a.chunks ??
+        (a.chunk_lists ? a.chunk_lists.flatMap((l) => lists.get(l)!) : a.size_bytes === 0 ? [] : [a.sha256]);
+      for (const c of d.chunks) {
+        if (dbChunks.has(c)) ctx.stats.units_reused++;
+        else {
+          dbChunks.add(c);
+          toScan.add(c);
+        }
+      }
+    }
+  // files stored as one blob (the blob's id is the file's SHA-256) join the scan; larger ones are read whole
+  const blobFiles = new Map<string, RepoArtifact>();
+  const chunkedFiles: RepoArtifact[] = [];
+  for (const [sha, a] of fileUnits) {
+    if (a.size_bytes === 0) searchUnit(ctx, sha, Buffer.alloc(0));
+    else if (a.chunks || a.chunk_lists) chunkedFiles.push(a);
+    else {
+      blobFiles.set(sha, a);
+      toScan.add(sha);
+    }
+  }
+  // 3. every distinct blob once, in pack order, with the read-ahead of one stream
+  const scanned = new Map<string, boolean>(); // database chunk → holds a candidate
   const pagesOf = new Map<string, Map<number, string[]> | undefined>(); // candidate chunk → page size → pages
   const pageSizeOf = new Map<string, number>(); // a database's first chunk → its page size
-  const toScan = new Set<string>();
-  for (const id of ids) {
-    const { manifest } = await loadSnapshot(repo, id);
-    const src = repositorySource(repo, manifest);
-    const dbs: (typeof snaps)[number]['dbs'] = [];
-    for (const db of DB_NAMES) {
-      const a = manifest.artifacts.find((x) => x.path_in_bundle === sqlitePath(db));
-      if (!a) continue;
-      const chunks = await chunksOf(a);
-      for (const c of chunks) {
-        if (toScan.has(c)) ctx.stats.units_reused++;
-        else toScan.add(c);
-      }
-      dbs.push({ db, sha256: a.sha256, chunks });
-    }
-    // files are searched now; only the databases' part of the manifest is kept for the confirmations
-    const files = await searchFiles(ctx, src);
-    const dbOnly = {
-      ...manifest,
-      artifacts: manifest.artifacts.filter((x) => x.path_in_bundle.startsWith('sqlite/')),
-    };
-    snaps.push({ src: repositorySource(repo, dbOnly), files, dbs });
-  }
-  // 2. every distinct chunk once, in pack order (adjacent blobs are read together)
-  const order = [...toScan].sort((x, y) => {
-    const lx = repo.index.get(x);
-    const ly = repo.index.get(y);
-    if (!lx || !ly) return lx ? -1 : ly ? 1 : 0;
-    return lx.pack < ly.pack ? -1 : lx.pack > ly.pack ? 1 : lx.offset - ly.offset;
-  });
-  // one stream, so reads stay ahead of the scan (it holds at most its read-ahead in memory)
+  const order = inPackOrder(repo, [...toScan]);
   let j = 0;
-  for await (const b of repo.streamBlobs(order, SCAN_AHEAD)) {
+  for await (const b of repo.streamBlobs(order, SCAN_AHEAD, SCAN_WINDOW, false, SCAN_GAP)) {
+    const id = order[j++]!;
+    const file = blobFiles.get(id);
+    if (file) {
+      if (b.length !== file.size_bytes)
+        throw new BundleDamagedError(
+          `${file.path_in_bundle}: ${b.length} bytes, the manifest says ${file.size_bytes}`,
+        );
+      searchUnit(ctx, id, b);
+    }
+    if (!dbChunks.has(id)) continue;
     ctx.stats.units_searched++;
     ctx.stats.bytes_scanned += b.length;
-    const id = order[j++]!;
     const hit = ctx.m.maybe(b);
     scanned.set(id, hit);
     if (b.length >= 100 && b.subarray(0, 16).equals(SQLITE_MAGIC)) {
@@ -443,14 +499,15 @@ async function searchRepository(
     }
     if (hit) pagesOf.set(id, candidatePages(ctx.m, b));
   }
-  // 3. per snapshot: files by content, databases by their candidate chunks
+  for (const a of chunkedFiles) searchUnit(ctx, a.sha256, await loadContent(repo, a, a.path_in_bundle));
+  // 4. per snapshot: files by content, databases by their candidate chunks
   const out: FindSnapshotHit[] = [];
   for (const { src, files, dbs } of snaps) {
-    const parts = [files];
-    for (const { db, sha256, chunks } of dbs) {
+    const parts = [fileLocations(ctx, files)];
+    for (const { db, a, chunks } of dbs) {
       const candidates = [...new Set(chunks.filter((c) => scanned.get(c)))].sort();
       if (candidates.length === 0) continue;
-      const byDb = `${db}:${sha256}`;
+      const byDb = `${db}:${a.sha256}`;
       const byChunks = `${db}:${candidateKey(candidates, pagesOf, pageSizeOf.get(chunks[0]!))}`;
       let rows = rowsCache.get(byDb) ?? rowsCache.get(byChunks);
       if (!rows) {
@@ -463,4 +520,14 @@ async function searchRepository(
     out.push(hitOf(src, parts));
   }
   return out;
+}
+
+/** Blob ids sorted by where they are stored (pack, offset), so that reading them goes forward. */
+function inPackOrder(repo: Repository, ids: string[]): string[] {
+  return ids.sort((x, y) => {
+    const lx = repo.index.get(x);
+    const ly = repo.index.get(y);
+    if (!lx || !ly) return lx ? -1 : ly ? 1 : 0;
+    return lx.pack < ly.pack ? -1 : lx.pack > ly.pack ? 1 : lx.offset - ly.offset;
+  });
 }
