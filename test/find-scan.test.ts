@@ -1,6 +1,7 @@
 // find over a repository reads every distinct blob once, many blobs per request: the reads that join
 // blobs of one pack across a gap return exactly each blob's bytes (plain and encrypted), with fewer
-// requests; and a blob in a pack whose bytes are not those of its id (damaged, or swapped for bytes
+// requests; manifests parsed with an artifact memo (each distinct artifact checked once) come out the
+// same and are refused for the same reasons with the same errors; and a blob in a pack whose bytes are not those of its id (damaged, or swapped for bytes
 // that hold the text) stops find with BundleDamagedError (exit 2) instead of a false hit or a miss.
 
 import assert from 'node:assert/strict';
@@ -14,6 +15,13 @@ import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { generateIdentity } from '../src/crypto/age.js';
 import { BundleDamagedError, LocalSnapshotter } from '../src/index.js';
+import { newSnapshotId } from '../src/model/ids.js';
+import {
+  ArtifactMemo,
+  parseRepoManifest,
+  type RepoArtifact,
+  sealRepoManifest,
+} from '../src/repository/manifest.js';
 import { FLAG_RAW, KIND_DATA } from '../src/repository/pack.js';
 import { Repository } from '../src/repository/repository.js';
 import { tempDir } from './helpers/env.js';
@@ -115,4 +123,83 @@ test('find: a blob whose stored bytes are not its id stops find with BundleDamag
     stored[stored.length >> 1]! ^= 0xff;
   });
   await assert.rejects(s.find({ agentId: 'ana', text: 'anything at all' }), BundleDamagedError);
+});
+
+test('parseRepoManifest with a memo: the same manifests, the same refusals and errors', () => {
+  const repositoryId = 'a'.repeat(64);
+  const art = (i: number, extra: Partial<RepoArtifact> = {}): RepoArtifact => ({
+    path_in_bundle: `memory_files/f${i}.md`,
+    kind: 'memory_file',
+    size_bytes: 10 + i,
+    sha256: sha(Buffer.from(`f${i}`)),
+    ...extra,
+  });
+  const seal = (artifacts: RepoArtifact[]) =>
+    sealRepoManifest({
+      snapshot_id: newSnapshotId(),
+      agent_id: 'ana',
+      tenant: 'default',
+      created_at_ms: 1,
+      created_by: 'test',
+      schema_versions: { long_term: 1, vector: 1, concepts: 1, compactions: 1, manifest: 4 },
+      git: {
+        head_oid: '0'.repeat(40),
+        head_subject: '',
+        head_author: '',
+        head_ts_ms: 0,
+        repository: 'absent',
+        detached: false,
+      },
+      artifacts,
+      tool_versions: {},
+      repository_id: repositoryId,
+    }).json;
+  const base = Array.from({ length: 20 }, (_, i) => art(i));
+  const good = [
+    seal(base),
+    seal([...base.slice(0, 19), art(40)]),
+    seal([art(41, { chunks: [sha(Buffer.from('c'))] }), ...base]),
+  ];
+  const edit = (json: Buffer, f: (o: { artifacts: Record<string, unknown>[] }) => void) => {
+    const o = JSON.parse(json.toString());
+    f(o);
+    return Buffer.from(JSON.stringify(o));
+  };
+  const bad = [
+    // an artifact changed without the seals: the digest list no longer matches
+    edit(good[0]!, (o) => {
+      o.artifacts[3]!.sha256 = 'b'.repeat(64);
+    }),
+    // the same digests, another size: only the manifest seal catches it
+    edit(good[1]!, (o) => {
+      o.artifacts[5]!.size_bytes = 999;
+    }),
+    // sealed, but an artifact is malformed, or both chunks and chunk_lists, or git packs on a file
+    seal([...base, art(42, { sha256: 'XYZ' })]),
+    seal([...base, art(43, { chunks: [sha(Buffer.from('c'))], chunk_lists: [sha(Buffer.from('l'))] })]),
+    seal([...base, art(44, { packs: [] })]),
+    edit(good[0]!, (o) => {
+      (o as unknown as { artifacts: string }).artifacts = 'none';
+    }),
+  ];
+  const memo = new ArtifactMemo();
+  for (const json of good) {
+    const plain = parseRepoManifest(json, repositoryId, 'm');
+    assert.deepEqual(parseRepoManifest(json, repositoryId, 'm', memo), plain);
+  }
+  assert.equal(memo.byJson.size, 22, 'each distinct artifact checked once');
+  for (const json of bad) {
+    let plain: unknown;
+    assert.throws(
+      () => parseRepoManifest(json, repositoryId, 'm'),
+      (e: unknown) => {
+        plain = e;
+        return e instanceof BundleDamagedError;
+      },
+    );
+    assert.throws(
+      () => parseRepoManifest(json, repositoryId, 'm', memo),
+      (e: Error) => e instanceof BundleDamagedError && e.message === (plain as Error).message,
+    );
+  }
 });

@@ -17,7 +17,7 @@ import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js
 import { DB_NAMES, type DbName } from '../model/types.js';
 import { asText } from '../policy/redaction/scan.js';
 import { loadContent } from '../repository/content.js';
-import type { RepoArtifact } from '../repository/manifest.js';
+import { ArtifactMemo, type RepoArtifact } from '../repository/manifest.js';
 import { mapLimit, type Repository } from '../repository/repository.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { withDatabase } from './browse.js';
@@ -397,6 +397,7 @@ async function searchRepository(
   rowsCache: Map<string, Rows>,
 ): Promise<FindSnapshotHit[]> {
   const { loadSnapshot } = await import('../repository/snapshots.js');
+  const memo = new ArtifactMemo(); // the manifests share most artifacts: each distinct one checked once
   type Snap = {
     src: SnapshotSource;
     files: RepoArtifact[];
@@ -409,7 +410,7 @@ async function searchRepository(
     ids.map((id, i) => ({ id, i })),
     MANIFESTS_AHEAD,
     async ({ id, i }) => {
-      const { manifest } = await loadSnapshot(repo, id);
+      const { manifest } = await loadSnapshot(repo, id, memo);
       const files: RepoArtifact[] = [];
       const dbs: Snap['dbs'] = [];
       const sqlite: RepoArtifact[] = [];
@@ -472,13 +473,14 @@ async function searchRepository(
       toScan.add(sha);
     }
   }
-  // 3. every distinct blob once, in pack order, with the read-ahead of one stream
+  // 3. every distinct blob once, in pack order, with the read-ahead of one stream (each blob a view into
+  // one reused buffer: nothing below keeps it)
   const scanned = new Map<string, boolean>(); // database chunk → holds a candidate
   const pagesOf = new Map<string, Map<number, string[]> | undefined>(); // candidate chunk → page size → pages
   const pageSizeOf = new Map<string, number>(); // a database's first chunk → its page size
   const order = inPackOrder(repo, [...toScan]);
   let j = 0;
-  for await (const b of repo.streamBlobs(order, SCAN_AHEAD, SCAN_WINDOW, false, SCAN_GAP)) {
+  for await (const b of repo.streamBlobs(order, SCAN_AHEAD, SCAN_WINDOW, true, SCAN_GAP)) {
     const id = order[j++]!;
     const file = blobFiles.get(id);
     if (file) {

@@ -5,7 +5,12 @@
 
 import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
 import type { SnapshotMeta } from '../model/types.js';
-import { type ParsedRepoManifest, parseRepoManifest, type RepoManifest } from './manifest.js';
+import {
+  type ArtifactMemo,
+  type ParsedRepoManifest,
+  parseRepoManifest,
+  type RepoManifest,
+} from './manifest.js';
 import { mapLimit, type Repository, readObject } from './repository.js';
 
 const LISTING_VERSION = 1;
@@ -51,8 +56,15 @@ export async function saveListing(repo: Repository, meta: ListingMeta): Promise<
   );
 }
 
-/** Loads and checks a snapshot manifest (seals, versions, repository id); NotFoundError when absent. */
-export async function loadSnapshot(repo: Repository, id: string): Promise<ParsedRepoManifest> {
+/**
+ * Loads and checks a snapshot manifest (seals, versions, repository id); NotFoundError when absent.
+ * `memo`: see parseRepoManifest (a reader of many manifests).
+ */
+export async function loadSnapshot(
+  repo: Repository,
+  id: string,
+  memo?: ArtifactMemo,
+): Promise<ParsedRepoManifest> {
   if (!UUID.test(id)) throw new NotFoundError(id, 'not in the repository');
   let bytes: Buffer;
   try {
@@ -62,7 +74,7 @@ export async function loadSnapshot(repo: Repository, id: string): Promise<Parsed
     throw err;
   }
   const what = `snapshots/${id}`;
-  const parsed = parseRepoManifest(repo.decodeFile(bytes, what), repo.id, what);
+  const parsed = parseRepoManifest(repo.decodeFile(bytes, what), repo.id, what, memo);
   if (parsed.manifest.snapshot_id !== id)
     throw new BundleDamagedError(`${what}: holds snapshot ${parsed.manifest.snapshot_id}`);
   return parsed;
