@@ -21,6 +21,8 @@ import { ArtifactMemo, type RepoArtifact } from '../repository/manifest.js';
 import { mapLimit, type Repository } from '../repository/repository.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { withDatabase } from './browse.js';
+import { type Matcher, matcherOf, type Query } from './match.js';
+import { type BlobScan, type ScanRole, ScanWorker } from './scan-worker.js';
 import { repositorySource, type SnapshotSource, withSnapshot } from './source.js';
 import { searchRows } from './tables.js';
 import {
@@ -31,10 +33,7 @@ import {
   MAX_FIND_LOCATIONS,
 } from './types.js';
 
-const MAX_QUERY_CHARS = 1000;
 const SNIPPET_CONTEXT = 40;
-/** A text longer than this is prefiltered by its halves (found even when cut by one page boundary). */
-const SPLIT_ABOVE = 8;
 /** Ranged pack reads in flight while blobs are scanned (each up to SCAN_WINDOW bytes). */
 const SCAN_AHEAD = 8;
 const SCAN_WINDOW = 4 * 1024 * 1024;
@@ -42,32 +41,9 @@ const SCAN_WINDOW = 4 * 1024 * 1024;
 const SCAN_GAP = 256 * 1024;
 /** Manifests read and parsed at once. */
 const MANIFESTS_AHEAD = 8;
+/** Manifests whose new blobs are handed to the scan worker together (it scans while the next are read). */
+const MANIFEST_BATCH = 20;
 const ID_BYTES = 32;
-const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
-const PAGE_SIZES = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
-
-/**
- * The pages of a candidate chunk that hold a candidate match, by content (SHA-256 of the page), for
- * every possible page size (the chunk starts on a page boundary; the database's page size is known
- * only from its header, read later). Undefined when the match offsets cannot be told (a regex).
- */
-function candidatePages(m: Matcher, b: Buffer): Map<number, string[]> | undefined {
-  const offsets = m.offsets(b);
-  if (!offsets) return undefined;
-  const out = new Map<number, string[]>();
-  for (const ps of PAGE_SIZES) {
-    const starts = [...new Set(offsets.map((o) => o - (o % ps)))].sort((x, y) => x - y);
-    out.set(
-      ps,
-      starts.map((st) =>
-        createHash('sha256')
-          .update(b.subarray(st, st + ps))
-          .digest('hex'),
-      ),
-    );
-  }
-  return out;
-}
 
 /**
  * What decides a database's matching rows: the content of the pages that hold candidate matches
@@ -87,74 +63,6 @@ function candidateKey(
     pages.push(...hashes);
   }
   return `pages:${[...new Set(pages)].sort().join(',')}`;
-}
-
-/** What a query looks for, in text and in raw bytes. */
-interface Matcher {
-  /** Matches in a text (0 when none). */
-  count(text: string): number;
-  /** Index of the first match in a text, or -1. */
-  first(text: string): number;
-  /** Whether raw bytes may hold a match (a candidate; confirmed on the text). */
-  maybe(bytes: Buffer): boolean;
-  /** Byte offsets of the candidate matches in raw bytes; undefined when they cannot be told (a regex). */
-  offsets(bytes: Buffer): number[] | undefined;
-  needle: { text: string } | { regex: RegExp };
-}
-
-export function matcherOf(req: Pick<FindRequest, 'text' | 'regex'>): Matcher {
-  const { text, regex } = req;
-  if ((text === undefined) === (regex === undefined))
-    throw new InvalidInputError('find needs exactly one of a text and --regex');
-  const q = (text ?? regex)!;
-  if (q.length === 0) throw new InvalidInputError('find needs a non-empty text or regex');
-  if (q.length > MAX_QUERY_CHARS)
-    throw new InvalidInputError(`the query is longer than ${MAX_QUERY_CHARS} characters`);
-  if (text !== undefined) {
-    const whole = Buffer.from(text, 'utf8');
-    const half = Math.ceil(whole.length / 2);
-    const pieces =
-      whole.length > SPLIT_ABOVE ? [whole.subarray(0, half), whole.subarray(whole.length - half)] : [whole];
-    return {
-      needle: { text },
-      count(t) {
-        let n = 0;
-        for (let i = t.indexOf(text); i >= 0; i = t.indexOf(text, i + text.length)) n++;
-        return n;
-      },
-      first: (t) => t.indexOf(text),
-      maybe: (b) => pieces.some((p) => b.indexOf(p) >= 0),
-      offsets(b) {
-        const out: number[] = [];
-        for (const p of pieces)
-          for (let i = b.indexOf(p); i >= 0; i = b.indexOf(p, i + 1)) out.push(i, i + p.length - 1);
-        return out;
-      },
-    };
-  }
-  let re: RegExp;
-  let global: RegExp;
-  try {
-    re = new RegExp(regex!);
-    global = new RegExp(regex!, 'g');
-  } catch (err) {
-    throw new InvalidInputError(`--regex: ${(err as Error).message}`);
-  }
-  return {
-    needle: { regex: re },
-    count(t) {
-      let n = 0;
-      global.lastIndex = 0;
-      for (let m = global.exec(t); m; m = global.exec(t)) {
-        n++;
-        if (m[0].length === 0) global.lastIndex++;
-      }
-      return n;
-    },
-    first: (t) => t.search(re),
-    maybe: (b) => re.test(b.toString('utf8')),
-    offsets: () => undefined,
-  };
 }
 
 function snippet(text: string, at: number, m: Matcher): string {
@@ -183,6 +91,7 @@ function searchBytes(bytes: Buffer, m: Matcher, shown: Shown): UnitHit | undefin
 interface Ctx {
   s: LocalSnapshotter;
   m: Matcher;
+  query: Query;
   shown: Shown;
   /** Files and state values by SHA-256. */
   units: Map<string, UnitHit | undefined>;
@@ -211,7 +120,8 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
     bytes_scanned: 0,
     databases_opened: 0,
   };
-  const ctx: Ctx = { s, m, shown, units: new Map(), stats };
+  const query: Query = req.text !== undefined ? { text: req.text } : { regex: req.regex };
+  const ctx: Ctx = { s, m, query, shown, units: new Map(), stats };
   const rowsCache = new Map<string, Rows>();
   const hits = new Map<string, FindSnapshotHit>();
   const repoIds = metas.filter((x) => inRepository.has(x.id)).map((x) => x.id);
@@ -384,11 +294,12 @@ async function searchBundle(
 }
 
 /**
- * Repository snapshots. 1. every manifest (a few read at once), keeping only its files and databases;
- * 2. the chunk lists of every database, in one stream; 3. every distinct database chunk and every
- * distinct single-blob file once, in one stream in pack order (blobs of a pack close to each other read
- * with one request), each checked against its id as it is opened; 4. per snapshot, files by content and
- * databases by their candidate pages, confirmed by a row query.
+ * Repository snapshots, in batches of manifests: 1. each manifest of the batch (a few read at once),
+ * keeping only its files and databases; 2. the chunk lists of its databases, in one stream; 3. every
+ * database chunk and single-blob file not seen in an earlier batch, handed to the scan worker in pack
+ * order (blobs of a pack close to each other read with one request), which opens, checks and scans
+ * them while the next batch's manifests are read. 4. Once all is scanned, per snapshot: files by
+ * content and databases by their candidate pages, confirmed by a row query.
  */
 async function searchRepository(
   ctx: Ctx,
@@ -401,116 +312,162 @@ async function searchRepository(
   type Snap = {
     src: SnapshotSource;
     files: RepoArtifact[];
-    dbs: { db: DbName; a: RepoArtifact; chunks: string[] }[];
+    /** Each database's chunk ids, as segments shared by the snapshots (a chunk list, inline chunks). */
+    dbs: { db: DbName; a: RepoArtifact; segments: string[][] }[];
   };
-  // 1. manifests: only the databases' part of each is kept as a source (for the confirmations)
   const snaps: Snap[] = new Array(ids.length);
   const fileUnits = new Map<string, RepoArtifact>(); // file content (SHA-256) → one artifact holding it
-  await mapLimit(
-    ids.map((id, i) => ({ id, i })),
-    MANIFESTS_AHEAD,
-    async ({ id, i }) => {
-      const { manifest } = await loadSnapshot(repo, id, memo);
-      const files: RepoArtifact[] = [];
-      const dbs: Snap['dbs'] = [];
-      const sqlite: RepoArtifact[] = [];
-      for (const a of manifest.artifacts) {
-        if (isFileUnit(a)) {
-          files.push(a);
-          if (fileUnits.has(a.sha256)) ctx.stats.units_reused++;
-          else fileUnits.set(a.sha256, a);
-        } else if (a.path_in_bundle.startsWith('sqlite/')) sqlite.push(a);
-      }
-      for (const db of DB_NAMES) {
-        const a = sqlite.find((x) => x.path_in_bundle === sqlitePath(db));
-        if (a) dbs.push({ db, a, chunks: [] });
-      }
-      snaps[i] = { src: repositorySource(repo, { ...manifest, artifacts: sqlite }), files, dbs };
-    },
-  );
-  // 2. the chunk ids of every database
-  await repo.ensureIndex();
   const lists = new Map<string, string[]>(); // chunk-list blob → chunk ids
-  for (const { dbs } of snaps) for (const { a } of dbs) for (const l of a.chunk_lists ?? []) lists.set(l, []);
-  const listIds = [...lists.keys()];
-  let k = 0;
-  for await (const b of repo.streamBlobs(
-    inPackOrder(repo, listIds),
-    SCAN_AHEAD,
-    SCAN_WINDOW,
-    false,
-    SCAN_GAP,
-  )) {
-    if (b.length % ID_BYTES !== 0) throw new BundleDamagedError('a chunk list has a partial entry');
-    const out: string[] = [];
-    for (let at = 0; at < b.length; at += ID_BYTES) out.push(b.toString('hex', at, at + ID_BYTES));
-    lists.set(listIds[k++]!, out);
-  }
-  const toScan = new Set<string>();
   const dbChunks = new Set<string>();
-  for (const { dbs } of snaps)
-    for (const d of dbs) {
-      const { a } = d;
-      d.chunks =
-        a.chunks ??
-        (a.chunk_lists ? a.chunk_lists.flatMap((l) => lists.get(l)!) : a.size_bytes === 0 ? [] : [a.sha256]);
-      for (const c of d.chunks) {
-        if (dbChunks.has(c)) ctx.stats.units_reused++;
-        else {
-          dbChunks.add(c);
-          toScan.add(c);
-        }
-      }
-    }
-  // files stored as one blob (the blob's id is the file's SHA-256) join the scan; larger ones are read whole
-  const blobFiles = new Map<string, RepoArtifact>();
-  const chunkedFiles: RepoArtifact[] = [];
-  for (const [sha, a] of fileUnits) {
-    if (a.size_bytes === 0) searchUnit(ctx, sha, Buffer.alloc(0));
-    else if (a.chunks || a.chunk_lists) chunkedFiles.push(a);
-    else {
-      blobFiles.set(sha, a);
-      toScan.add(sha);
-    }
-  }
-  // 3. every distinct blob once, in pack order, with the read-ahead of one stream (each blob a view into
-  // one reused buffer: nothing below keeps it)
+  const segmentsSeen = new Set<string[]>();
+  const blobFiles = new Map<string, RepoArtifact>(); // files stored as one blob (its id is their SHA-256)
+  const chunkedFiles: RepoArtifact[] = []; // larger files: read whole at the end
+  const roles = new Map<string, ScanRole>(); // blob → what it was handed to the worker as
+  const again = new Map<string, ScanRole>(); // blobs handed over before one of their roles was known
   const scanned = new Map<string, boolean>(); // database chunk → holds a candidate
   const pagesOf = new Map<string, Map<number, string[]> | undefined>(); // candidate chunk → page size → pages
   const pageSizeOf = new Map<string, number>(); // a database's first chunk → its page size
-  const order = inPackOrder(repo, [...toScan]);
-  let j = 0;
-  for await (const b of repo.streamBlobs(order, SCAN_AHEAD, SCAN_WINDOW, true, SCAN_GAP)) {
-    const id = order[j++]!;
-    const file = blobFiles.get(id);
-    if (file) {
-      if (b.length !== file.size_bytes)
-        throw new BundleDamagedError(
-          `${file.path_in_bundle}: ${b.length} bytes, the manifest says ${file.size_bytes}`,
-        );
-      searchUnit(ctx, id, b);
+  const each = (id: string, raw: number, r: BlobScan) => {
+    if (r.chunk) {
+      ctx.stats.units_searched++;
+      ctx.stats.bytes_scanned += raw;
+      scanned.set(id, r.chunk.hit);
+      if (r.chunk.pageSize !== undefined) pageSizeOf.set(id, r.chunk.pageSize);
+      if (r.chunk.hit) pagesOf.set(id, r.chunk.pages);
     }
-    if (!dbChunks.has(id)) continue;
-    ctx.stats.units_searched++;
-    ctx.stats.bytes_scanned += b.length;
-    const hit = ctx.m.maybe(b);
-    scanned.set(id, hit);
-    if (b.length >= 100 && b.subarray(0, 16).equals(SQLITE_MAGIC)) {
-      const ps = b.readUInt16BE(16);
-      pageSizeOf.set(id, ps === 1 ? 65536 : ps);
+    if (r.file === undefined && !r.fileMiss) return;
+    const f = blobFiles.get(id)!;
+    if (raw !== f.size_bytes)
+      throw new BundleDamagedError(`${f.path_in_bundle}: ${raw} bytes, the manifest says ${f.size_bytes}`);
+    if (r.file) searchUnit(ctx, id, Buffer.from(r.file.buffer, r.file.byteOffset, r.file.byteLength));
+    else {
+      ctx.stats.units_searched++;
+      ctx.stats.bytes_scanned += raw;
+      ctx.units.set(id, undefined);
     }
-    if (hit) pagesOf.set(id, candidatePages(ctx.m, b));
+  };
+  const read = { ahead: SCAN_AHEAD, window: SCAN_WINDOW, gap: SCAN_GAP };
+  await repo.ensureIndex();
+  const worker = new ScanWorker(ctx.query);
+  let scanning: Promise<void> = Promise.resolve();
+  try {
+    for (let from = 0; from < ids.length; from += MANIFEST_BATCH) {
+      const batch = ids.slice(from, from + MANIFEST_BATCH).map((id, k) => ({ id, i: from + k }));
+      const newFiles: RepoArtifact[] = [];
+      // 1. manifests: only the databases' part of each is kept as a source (for the confirmations)
+      await mapLimit(batch, MANIFESTS_AHEAD, async ({ id, i }) => {
+        const { manifest } = await loadSnapshot(repo, id, memo);
+        const files: RepoArtifact[] = [];
+        const dbs: Snap['dbs'] = [];
+        const sqlite: RepoArtifact[] = [];
+        for (const a of manifest.artifacts) {
+          if (isFileUnit(a)) {
+            files.push(a);
+            if (fileUnits.has(a.sha256)) ctx.stats.units_reused++;
+            else {
+              fileUnits.set(a.sha256, a);
+              newFiles.push(a);
+            }
+          } else if (a.path_in_bundle.startsWith('sqlite/')) sqlite.push(a);
+        }
+        for (const db of DB_NAMES) {
+          const a = sqlite.find((x) => x.path_in_bundle === sqlitePath(db));
+          if (a) dbs.push({ db, a, segments: [] });
+        }
+        snaps[i] = { src: repositorySource(repo, { ...manifest, artifacts: sqlite }), files, dbs };
+      });
+      // 2. the chunk ids of the batch's databases
+      const listIds: string[] = [];
+      for (const { i } of batch)
+        for (const { a } of snaps[i]!.dbs)
+          for (const l of a.chunk_lists ?? [])
+            if (!lists.has(l)) {
+              lists.set(l, []);
+              listIds.push(l);
+            }
+      let k = 0;
+      inPackOrder(repo, listIds);
+      for await (const b of repo.streamBlobs(listIds, SCAN_AHEAD, SCAN_WINDOW, false, SCAN_GAP)) {
+        if (b.length % ID_BYTES !== 0) throw new BundleDamagedError('a chunk list has a partial entry');
+        const out: string[] = [];
+        for (let at = 0; at < b.length; at += ID_BYTES) out.push(b.toString('hex', at, at + ID_BYTES));
+        lists.set(listIds[k++]!, out);
+      }
+      // 3. the blobs not seen yet, to the worker (each once; a role learnt later is scanned again at the end)
+      const fresh = new Set<string>();
+      const want = (id: string, role: keyof ScanRole) => {
+        const known = roles.get(id);
+        if (!known) {
+          roles.set(id, { chunk: role === 'chunk', file: role === 'file' });
+          fresh.add(id);
+        } else if (!known[role]) {
+          if (fresh.has(id)) known[role] = true;
+          else again.set(id, { ...(again.get(id) ?? { chunk: false, file: false }), [role]: true });
+        }
+      };
+      for (const { i } of batch)
+        for (const d of snaps[i]!.dbs) {
+          const { a } = d;
+          d.segments = a.chunk_lists
+            ? a.chunk_lists.map((l) => lists.get(l)!)
+            : [a.chunks ?? (a.size_bytes === 0 ? [] : [a.sha256])];
+          for (const seg of d.segments) {
+            // a segment seen before (most of a database's chunk lists): its chunks are all known
+            if (segmentsSeen.has(seg)) {
+              ctx.stats.units_reused += seg.length;
+              continue;
+            }
+            segmentsSeen.add(seg);
+            for (const c of seg) {
+              if (dbChunks.has(c)) ctx.stats.units_reused++;
+              else {
+                dbChunks.add(c);
+                want(c, 'chunk');
+              }
+            }
+          }
+        }
+      for (const a of newFiles) {
+        if (a.size_bytes === 0) searchUnit(ctx, a.sha256, Buffer.alloc(0));
+        else if (a.chunks || a.chunk_lists) chunkedFiles.push(a);
+        else {
+          blobFiles.set(a.sha256, a);
+          want(a.sha256, 'file');
+        }
+      }
+      const order = inPackOrder(repo, [...fresh]);
+      scanning = scanning.then(() => worker.scan(repo, order, (id) => roles.get(id)!, read, each));
+      scanning.catch(() => {}); // awaited below (a failure stops find there)
+    }
+    await scanning;
+    if (again.size > 0) {
+      const order = inPackOrder(repo, [...again.keys()]);
+      await worker.scan(repo, order, (id) => again.get(id)!, read, each);
+    }
+  } finally {
+    await worker.close();
   }
   for (const a of chunkedFiles) searchUnit(ctx, a.sha256, await loadContent(repo, a, a.path_in_bundle));
   // 4. per snapshot: files by content, databases by their candidate chunks
   const out: FindSnapshotHit[] = [];
+  const candidatesIn = new Map<string[], string[]>(); // segment → its candidate chunks
   for (const { src, files, dbs } of snaps) {
     const parts = [fileLocations(ctx, files)];
-    for (const { db, a, chunks } of dbs) {
-      const candidates = [...new Set(chunks.filter((c) => scanned.get(c)))].sort();
-      if (candidates.length === 0) continue;
+    for (const { db, a, segments } of dbs) {
+      const found: string[] = [];
+      for (const seg of segments) {
+        let c = candidatesIn.get(seg);
+        if (!c) {
+          c = seg.filter((id) => scanned.get(id));
+          candidatesIn.set(seg, c);
+        }
+        found.push(...c);
+      }
+      if (found.length === 0) continue;
+      const candidates = [...new Set(found)].sort();
+      const first = segments.find((seg) => seg.length > 0)![0]!;
       const byDb = `${db}:${a.sha256}`;
-      const byChunks = `${db}:${candidateKey(candidates, pagesOf, pageSizeOf.get(chunks[0]!))}`;
+      const byChunks = `${db}:${candidateKey(candidates, pagesOf, pageSizeOf.get(first))}`;
       let rows = rowsCache.get(byDb) ?? rowsCache.get(byChunks);
       if (!rows) {
         rows = await confirmRows(ctx, src, db);
