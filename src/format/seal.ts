@@ -33,10 +33,10 @@ export function canonicalJson(value: unknown): string {
 /**
  * SHA-256 of the canonical JSON of the raw manifest object without its `manifest_seal` field, and, in
  * a signed (v3) manifest, without its `signature` (which signs the seal). With `artifacts`, the
- * canonical JSON of each element of `raw.artifacts`, in order, is taken from there. A v1 or v2 manifest carrying a
+ * canonical JSON of each element of `raw.artifacts` (UTF-8), in order, is taken from there. A v1 or v2 manifest carrying a
  * `signature` is refused by parseManifest().
  */
-export function manifestSeal(raw: Record<string, unknown>, artifacts?: readonly string[]): string {
+export function manifestSeal(raw: Record<string, unknown>, artifacts?: readonly Buffer[]): string {
   const { manifest_seal: _ignored, ...rest } = raw;
   if (typeof raw.manifest_version === 'number' && raw.manifest_version >= SIGNED_MANIFEST_VERSION)
     delete rest.signature;
@@ -50,11 +50,22 @@ export function manifestSeal(raw: Record<string, unknown>, artifacts?: readonly 
   h.update('{');
   keys.forEach((k, i) => {
     h.update(`${i > 0 ? ',' : ''}${JSON.stringify(k)}:`, 'utf8');
-    if (k === 'artifacts') h.update(`[${artifacts.join(',')}]`, 'utf8');
-    else h.update(canonicalJson(rest[k]), 'utf8');
+    if (k === 'artifacts') {
+      const parts: Buffer[] = [OPEN];
+      artifacts.forEach((a, j) => {
+        if (j > 0) parts.push(COMMA);
+        parts.push(a);
+      });
+      parts.push(CLOSE);
+      h.update(Buffer.concat(parts));
+    } else h.update(canonicalJson(rest[k]), 'utf8');
   });
   return h.update('}').digest('hex');
 }
+
+const OPEN = Buffer.from('[');
+const COMMA = Buffer.from(',');
+const CLOSE = Buffer.from(']');
 
 /** Domain separation of the signed message: no other signature by the same key can be replayed as one. */
 export const SIGNATURE_CONTEXT = 'nexo-memory-snapshot/manifest-signature/v1';

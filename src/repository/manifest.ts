@@ -131,11 +131,11 @@ export interface ParsedRepoManifest {
  * What one reader of many manifests learnt about their artifacts, by each artifact's JSON: its parsed
  * value and its canonical JSON. The manifests of one agent share most of their artifacts (a 1 % change
  * rewrites a few), so each distinct artifact is checked and canonicalised once (find reads hundreds of
- * manifests). The parsed artifacts are shared between the manifests: a reader that passes a memo must
+ * manifests; the canonical JSON is kept as UTF-8). The parsed artifacts are shared between the manifests: a reader that passes a memo must
  * not change them.
  */
 export class ArtifactMemo {
-  readonly byJson = new Map<string, { artifact: RepoArtifact; canonical: string }>();
+  readonly byJson = new Map<string, { artifact: RepoArtifact; canonical: Buffer }>();
 }
 
 const repoManifestShellSchema = repoManifestSchema.extend({ artifacts: z.array(z.unknown()) });
@@ -158,18 +158,18 @@ function artifactProblem(a: RepoArtifact): string | undefined {
 function parseWithMemo(
   raw: Record<string, unknown>,
   memo: ArtifactMemo,
-): { m: RepoManifest; canonical: string[] } | undefined {
+): { m: RepoManifest; canonical: Buffer[] } | undefined {
   const shell = repoManifestShellSchema.safeParse(raw);
   if (!shell.success) return undefined;
   const artifacts: RepoArtifact[] = [];
-  const canonical: string[] = [];
+  const canonical: Buffer[] = [];
   for (const el of shell.data.artifacts) {
     const key = JSON.stringify(el);
     let known = memo.byJson.get(key);
     if (!known) {
       const a = repoArtifactSchema.safeParse(el);
       if (!a.success || artifactProblem(a.data) !== undefined) return undefined;
-      known = { artifact: a.data, canonical: canonicalJson(el) };
+      known = { artifact: a.data, canonical: Buffer.from(canonicalJson(el), 'utf8') };
       memo.byJson.set(key, known);
     }
     artifacts.push(known.artifact);
