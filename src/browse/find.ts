@@ -8,7 +8,7 @@
 // by a row query. Unless the caller asks for secrets, a match counts only when it is still there once
 // the redaction rules have been applied to its file, value or row, and snippets are shown redacted.
 
-import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import type { Shown } from '../diff/secrets.js';
 import { showText } from '../diff/secrets.js';
 import { MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
@@ -39,6 +39,8 @@ const SCAN_AHEAD = 8;
 const SCAN_WINDOW = 4 * 1024 * 1024;
 /** Blobs of one pack this close to each other are read with one request (the bytes between dropped). */
 const SCAN_GAP = 256 * 1024;
+/** Scan worker threads at most (fewer on a machine with fewer cores). */
+const SCAN_THREADS = 2;
 /** Manifests read and parsed at once. */
 const MANIFESTS_AHEAD = 8;
 /** Manifests whose new blobs are handed to the scan worker together (it scans while the next are read). */
@@ -348,7 +350,7 @@ async function searchRepository(
   };
   const read = { ahead: SCAN_AHEAD, window: SCAN_WINDOW, gap: SCAN_GAP };
   await repo.ensureIndex();
-  const worker = new ScanWorker(ctx.query);
+  const worker = new ScanWorker(ctx.query, Math.min(SCAN_THREADS, availableParallelism()));
   let scanning: Promise<void> = Promise.resolve();
   try {
     for (let from = 0; from < ids.length; from += MANIFEST_BATCH) {

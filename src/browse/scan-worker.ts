@@ -1,6 +1,6 @@
-// Owns running find's scan of repository blobs on a worker thread (scan-worker-main.ts), so that
+// Owns running find's scan of repository blobs on worker threads (scan-worker-main.ts), so that
 // opening and scanning every distinct chunk (zstd, SHA-256, the search) runs beside the main thread,
-// which reads the manifests and the packs meanwhile. Runs are read here (the repository's backend)
+// which reads the manifests and the packs meanwhile (one worker per core, at most two). Runs are read here (the repository's backend)
 // and handed over; results come back in order. A blob that does not open or check is the same
 // BundleDamagedError as on the main thread.
 
@@ -11,7 +11,7 @@ import { WorkerRpc } from '../util/worker-rpc.js';
 import type { Query } from './match.js';
 import type { BlobScan, ScanJob } from './scan-worker-main.js';
 
-/** Runs handed over at once: enough to keep the worker busy while the main thread reads. */
+/** Runs handed over at once (per worker): enough to keep the workers busy while the main thread reads. */
 const IN_FLIGHT = 6;
 
 export type { BlobScan };
@@ -22,14 +22,20 @@ export interface ScanRole {
 }
 
 export class ScanWorker {
-  private readonly rpc: WorkerRpc<ScanJob>;
+  private readonly rpcs: WorkerRpc<ScanJob>[];
+  private next = 0;
 
-  constructor(query: Query) {
-    this.rpc = new WorkerRpc(
-      startModuleWorker(import.meta.url, 'scan-worker-main', {
-        workerData: { text: query.text, regex: query.regex },
-      }),
-      'find scan worker',
+  /** `threads` workers (runs are handed out in turn; results come back in order). */
+  constructor(query: Query, threads = 1) {
+    this.rpcs = Array.from(
+      { length: Math.max(1, threads) },
+      () =>
+        new WorkerRpc<ScanJob>(
+          startModuleWorker(import.meta.url, 'scan-worker-main', {
+            workerData: { text: query.text, regex: query.regex },
+          }),
+          'find scan worker',
+        ),
     );
   }
 
@@ -38,10 +44,10 @@ export class ScanWorker {
     const own = run.bytes.byteOffset === 0 && run.bytes.byteLength === run.bytes.buffer.byteLength;
     const bytes = own ? new Uint8Array(run.bytes.buffer) : new Uint8Array(run.bytes);
     try {
-      return await this.rpc.run<BlobScan[]>(
-        { pack: run.pack, bytes, key: run.key, blobs: run.blobs, roles },
-        [bytes.buffer as ArrayBuffer],
-      );
+      const rpc = this.rpcs[this.next++ % this.rpcs.length]!;
+      return await rpc.run<BlobScan[]>({ pack: run.pack, bytes, key: run.key, blobs: run.blobs, roles }, [
+        bytes.buffer as ArrayBuffer,
+      ]);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'BUNDLE_DAMAGED') throw new BundleDamagedError(e.message);
@@ -73,7 +79,7 @@ export class ScanWorker {
         ).then((out) => ({ run, out }));
         p.catch(() => {}); // awaited in order below
         pending.push(p);
-        if (pending.length >= IN_FLIGHT) await settle();
+        if (pending.length >= IN_FLIGHT * this.rpcs.length) await settle();
       }
       while (pending.length > 0) await settle();
     } finally {
@@ -81,7 +87,7 @@ export class ScanWorker {
     }
   }
 
-  close(): Promise<void> {
-    return this.rpc.close();
+  async close(): Promise<void> {
+    await Promise.all(this.rpcs.map((r) => r.close()));
   }
 }
