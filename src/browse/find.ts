@@ -7,6 +7,9 @@
 // content) and the hit confirmed by a row query; a bundle's databases by their SHA-256, each confirmed
 // by a row query. Unless the caller asks for secrets, a match counts only when it is still there once
 // the redaction rules have been applied to its file, value or row, and snippets are shown redacted.
+// In a repository, the distinct blobs of all snapshots are read in one stream in pack order and
+// opened, checked and scanned on worker threads (scan-worker.ts) while the main thread reads the next
+// manifests (each distinct manifest artifact checked once: ArtifactMemo).
 
 import { availableParallelism } from 'node:os';
 import type { Shown } from '../diff/secrets.js';
