@@ -1,13 +1,15 @@
 // find over a repository reads every distinct blob once, many blobs per request: the reads that join
 // blobs of one pack across a gap return exactly each blob's bytes (plain and encrypted), with fewer
 // requests; manifests parsed with an artifact memo (each distinct artifact checked once) come out the
-// same and are refused for the same reasons with the same errors; and a blob in a pack whose bytes are not those of its id (damaged, or swapped for bytes
+// same and are refused for the same reasons with the same errors; checked manifests come from find's
+// cache on the next run with the same answer, and a manifest whose stored bytes changed is checked
+// again (a damaged one refused), an unusable cache ignored; and a blob in a pack whose bytes are not those of its id (damaged, or swapped for bytes
 // that hold the text) stops find with BundleDamagedError (exit 2) instead of a false hit or a miss.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { buildSampleAgent, gitEnv } from '../scripts/sample-agent.js';
@@ -202,4 +204,59 @@ test('parseRepoManifest with a memo: the same manifests, the same refusals and e
       (e: Error) => e instanceof BundleDamagedError && e.message === (plain as Error).message,
     );
   }
+});
+
+test("find's manifest cache: the same answer from it; changed stored bytes are checked again", async (t) => {
+  const root = tempDir(t, 'nexo-find-cache-');
+  const p = buildSampleAgent(root, 'ana', {
+    files: 3,
+    commits: 1,
+    memories: 20,
+    embeddings: 5,
+    concepts: 5,
+    compactions: 3,
+  });
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+  });
+  const needle = 'a walrus named Theodore';
+  await s.snapshot({ agentId: 'ana' });
+  writeFileSync(join(p.memdir, 'walrus.md'), `# ${needle}\n`);
+  execFileSync('git', ['add', '-A'], { cwd: p.memdir, env: gitEnv });
+  execFileSync('git', ['commit', '-qm', 'walrus'], { cwd: p.memdir, env: gitEnv });
+  const seen = await s.snapshot({ agentId: 'ana' });
+  await s.snapshot({ agentId: 'ana' });
+
+  const cold = await s.find({ agentId: 'ana', text: needle });
+  assert.equal(cold.stats.manifests_cached, 0);
+  assert.equal(cold.first_seen!.snapshot_id, seen.id);
+  const warm = await s.find({ agentId: 'ana', text: needle });
+  assert.equal(warm.stats.manifests_cached, 3);
+  const { stats: _c, ...coldAnswer } = cold;
+  const { stats: _w, ...warmAnswer } = warm;
+  assert.deepEqual(warmAnswer, coldAnswer);
+
+  // the stored manifest of the snapshot with the text damaged: not taken from the cache, refused
+  const manifest = join(p.stateRoot, 'repository', 'snapshots', seen.id);
+  const good = readFileSync(manifest);
+  const bad = Buffer.from(good);
+  bad[bad.length >> 1]! ^= 0x01;
+  writeFileSync(manifest, bad);
+  await assert.rejects(s.find({ agentId: 'ana', text: needle }), BundleDamagedError);
+  writeFileSync(manifest, good);
+  // the bytes that were checked are back: taken from the cache again
+  assert.equal((await s.find({ agentId: 'ana', text: needle })).stats.manifests_cached, 3);
+
+  // an unusable cache is ignored (and replaced)
+  const dir = join(p.stateRoot, 'cache');
+  const [file] = readdirSync(dir);
+  writeFileSync(join(dir, file!), '{"cache_version": 1, "snapshots": 7}');
+  const again = await s.find({ agentId: 'ana', text: needle });
+  assert.equal(again.stats.manifests_cached, 0);
+  assert.equal(again.first_seen!.snapshot_id, seen.id);
+  assert.equal((await s.find({ agentId: 'ana', text: needle })).stats.manifests_cached, 3);
 });

@@ -24,6 +24,7 @@ import { ArtifactMemo, type RepoArtifact } from '../repository/manifest.js';
 import { mapLimit, type Repository } from '../repository/repository.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { withDatabase } from './browse.js';
+import { ManifestCache, storedDigest } from './manifest-cache.js';
 import { type Matcher, matcherOf, type Query } from './match.js';
 import { type BlobScan, type ScanRole, ScanWorker } from './scan-worker.js';
 import { repositorySource, type SnapshotSource, withSnapshot } from './source.js';
@@ -124,6 +125,7 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
     units_reused: 0,
     bytes_scanned: 0,
     databases_opened: 0,
+    manifests_cached: 0,
   };
   const query: Query = req.text !== undefined ? { text: req.text } : { regex: req.regex };
   const ctx: Ctx = { s, m, query, shown, units: new Map(), stats };
@@ -133,7 +135,8 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
   if (repoIds.length > 0) {
     const repo = await s.repository.open(false, [], req.decryptIdentity);
     await s.repository.locked(repo, false, 'find', async () => {
-      for (const h of await searchRepository(ctx, repo, repoIds, rowsCache)) hits.set(h.snapshot_id, h);
+      for (const h of await searchRepository(ctx, repo, agentId, tenant, repoIds, rowsCache))
+        hits.set(h.snapshot_id, h);
     });
   }
   for (const meta of metas) {
@@ -309,11 +312,14 @@ async function searchBundle(
 async function searchRepository(
   ctx: Ctx,
   repo: Repository,
+  agentId: string,
+  tenant: string,
   ids: readonly string[],
   rowsCache: Map<string, Rows>,
 ): Promise<FindSnapshotHit[]> {
-  const { loadSnapshot } = await import('../repository/snapshots.js');
+  const { parseSnapshot, readSnapshotObject } = await import('../repository/snapshots.js');
   const memo = new ArtifactMemo(); // the manifests share most artifacts: each distinct one checked once
+  const cache = await ManifestCache.open(ctx.s.layout.root, repo.id, tenant, agentId);
   type Snap = {
     src: SnapshotSource;
     files: RepoArtifact[];
@@ -361,7 +367,14 @@ async function searchRepository(
       const newFiles: RepoArtifact[] = [];
       // 1. manifests: only the databases' part of each is kept as a source (for the confirmations)
       await mapLimit(batch, MANIFESTS_AHEAD, async ({ id, i }) => {
-        const { manifest } = await loadSnapshot(repo, id, memo);
+        const bytes = await readSnapshotObject(repo, id);
+        const stored = storedDigest(bytes);
+        let manifest = cache.get(id, stored);
+        if (manifest) ctx.stats.manifests_cached++;
+        else {
+          manifest = parseSnapshot(repo, id, bytes, memo).manifest;
+          cache.put(id, stored, manifest);
+        }
         const files: RepoArtifact[] = [];
         const dbs: Snap['dbs'] = [];
         const sqlite: RepoArtifact[] = [];
@@ -483,6 +496,7 @@ async function searchRepository(
     }
     out.push(hitOf(src, parts));
   }
+  await cache.save();
   return out;
 }
 

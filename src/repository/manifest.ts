@@ -138,7 +138,8 @@ export class ArtifactMemo {
   readonly byJson = new Map<string, { artifact: RepoArtifact; canonical: Buffer }>();
 }
 
-const repoManifestShellSchema = repoManifestSchema.extend({ artifacts: z.array(z.unknown()) });
+/** The manifest's fields, its artifacts unchecked (checked one by one: ArtifactMemo, find's cache). */
+export const repoManifestShellSchema = repoManifestSchema.extend({ artifacts: z.array(z.unknown()) });
 
 /** An artifact's own checks (after the schema), the same with or without a memo. */
 function artifactProblem(a: RepoArtifact): string | undefined {

@@ -65,14 +65,27 @@ export async function loadSnapshot(
   id: string,
   memo?: ArtifactMemo,
 ): Promise<ParsedRepoManifest> {
+  return parseSnapshot(repo, id, await readSnapshotObject(repo, id), memo);
+}
+
+/** The stored bytes of a snapshot manifest, unchecked (loadSnapshot = this + parseSnapshot). */
+export async function readSnapshotObject(repo: Repository, id: string): Promise<Buffer> {
   if (!UUID.test(id)) throw new NotFoundError(id, 'not in the repository');
-  let bytes: Buffer;
   try {
-    bytes = await readObject(repo.backend, 'snapshots', id, 512 * 1024 * 1024);
+    return await readObject(repo.backend, 'snapshots', id, 512 * 1024 * 1024);
   } catch (err) {
     if (err instanceof ObjectNotFoundError) throw new NotFoundError(id, 'not in the repository');
     throw err;
   }
+}
+
+/** Decodes and checks the stored bytes of the snapshot manifest `id`. */
+export function parseSnapshot(
+  repo: Repository,
+  id: string,
+  bytes: Buffer,
+  memo?: ArtifactMemo,
+): ParsedRepoManifest {
   const what = `snapshots/${id}`;
   const parsed = parseRepoManifest(repo.decodeFile(bytes, what), repo.id, what, memo);
   if (parsed.manifest.snapshot_id !== id)
