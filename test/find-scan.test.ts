@@ -3,7 +3,8 @@
 // requests; manifests parsed with an artifact memo (each distinct artifact checked once) come out the
 // same and are refused for the same reasons with the same errors; checked manifests come from find's
 // cache on the next run with the same answer, and a manifest whose stored bytes changed is checked
-// again (a damaged one refused), an unusable cache ignored; and a blob in a pack whose bytes are not those of its id (damaged, or swapped for bytes
+// again (a damaged one refused), an unusable cache ignored; the scan gives the same results on worker
+// threads and on the main thread, and the same BundleDamagedError for a damaged blob; and a blob in a pack whose bytes are not those of its id (damaged, or swapped for bytes
 // that hold the text) stops find with BundleDamagedError (exit 2) instead of a false hit or a miss.
 
 import assert from 'node:assert/strict';
@@ -15,6 +16,7 @@ import { test } from 'node:test';
 import { buildSampleAgent, gitEnv } from '../scripts/sample-agent.js';
 import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
+import { type BlobScan, ScanWorker } from '../src/browse/scan-worker.js';
 import { generateIdentity } from '../src/crypto/age.js';
 import { BundleDamagedError, LocalSnapshotter } from '../src/index.js';
 import { newSnapshotId } from '../src/model/ids.js';
@@ -259,4 +261,56 @@ test("find's manifest cache: the same answer from it; changed stored bytes are c
   assert.equal(again.stats.manifests_cached, 0);
   assert.equal(again.first_seen!.snapshot_id, seen.id);
   assert.equal((await s.find({ agentId: 'ana', text: needle })).stats.manifests_cached, 3);
+});
+
+test('scan: worker threads and the main thread give the same results and the same error', async () => {
+  const backend = new MemoryBackend();
+  const repo = await Repository.init(backend);
+  const needle = 'the narwhal migration of 2031';
+  const blobs = [
+    Buffer.from(`SQLite format 3\0${'x'.repeat(5000)}`),
+    Buffer.from(`${'y'.repeat(3000)} ${needle} ${'z'.repeat(3000)}`),
+    randomBytes(2000),
+    Buffer.from(`a note about ${needle}`),
+  ];
+  const w = repo.writer();
+  for (const b of blobs) await w.add(KIND_DATA, sha(b), b);
+  await w.finish();
+  const ids = blobs.map(sha);
+  const roleOf = (id: string) => ({ chunk: id !== ids[3], file: id === ids[3] || id === ids[2] });
+  const read = { ahead: 2, window: 1024 * 1024, gap: 64 * 1024 };
+  const scan = async (inlineBelow: number) => {
+    const s = new ScanWorker({ text: needle }, 2, inlineBelow);
+    const out: [string, number, BlobScan][] = [];
+    try {
+      await s.scan(repo, ids, roleOf, read, (id, raw, r) => {
+        out.push([id, raw, r]);
+      });
+    } finally {
+      await s.close();
+    }
+    return out.map(([id, raw, r]) => [
+      id,
+      raw,
+      { ...r, ...(r.file ? { file: Buffer.from(r.file).toString() } : {}) },
+    ]);
+  };
+  const inline = await scan(Number.MAX_SAFE_INTEGER);
+  const threaded = await scan(0);
+  assert.deepEqual(threaded, inline);
+  assert.deepEqual(
+    inline.map(([, , r]) => r),
+    [
+      { chunk: { hit: false, pageSize: 30840 } },
+      { chunk: { hit: true, pages: (inline[1]![2] as BlobScan).chunk!.pages } },
+      { chunk: { hit: false }, fileMiss: true },
+      { file: `a note about ${needle}` },
+    ],
+  );
+  // a stored blob damaged: the same typed error from the workers as from the main thread
+  const loc = repo.index.get(ids[1]!)!;
+  const pack = backend.store.objects.get('packs')!.get(loc.pack)!;
+  pack[loc.offset + 3]! ^= 0xff;
+  await assert.rejects(scan(Number.MAX_SAFE_INTEGER), BundleDamagedError);
+  await assert.rejects(scan(0), BundleDamagedError);
 });

@@ -1,18 +1,22 @@
-// Owns running find's scan of repository blobs on worker threads (scan-worker-main.ts), so that
-// opening and scanning every distinct chunk (zstd, SHA-256, the search) runs beside the main thread,
-// which reads the manifests and the packs meanwhile (one worker per core, at most two). Runs are read here (the repository's backend)
-// and handed over; results come back in order. A blob that does not open or check is the same
-// BundleDamagedError as on the main thread.
+// Owns running find's scan of repository blobs (scan-run.ts) on worker threads (scan-worker-main.ts),
+// so that opening and scanning every distinct chunk (zstd, SHA-256, the search) runs beside the main
+// thread, which reads the manifests and the packs meanwhile. The workers start with the first scan of
+// at least INLINE_BELOW bytes; smaller scans (a small agent) run on the main thread, without the
+// workers' start-up. Runs are read here (the repository's backend) and handed over; results come back
+// in order. A blob that does not open or check is the same BundleDamagedError either way.
 
 import { BundleDamagedError } from '../model/errors.js';
+import { newBlobScratch } from '../repository/pack.js';
 import type { Repository, StoredRun } from '../repository/repository.js';
 import { startModuleWorker } from '../util/module-worker.js';
 import { WorkerRpc } from '../util/worker-rpc.js';
-import type { Query } from './match.js';
-import type { BlobScan, ScanJob } from './scan-worker-main.js';
+import { matcherOf, type Query } from './match.js';
+import { type BlobScan, type ScanJob, scanRun } from './scan-run.js';
 
 /** Runs handed over at once (per worker): enough to keep the workers busy while the main thread reads. */
 const IN_FLIGHT = 6;
+/** A scan of fewer bytes (uncompressed) than this, before the workers are started, runs on the main thread. */
+const INLINE_BELOW = 16 * 1024 * 1024;
 
 export type { BlobScan };
 
@@ -22,17 +26,27 @@ export interface ScanRole {
 }
 
 export class ScanWorker {
-  private readonly rpcs: WorkerRpc<ScanJob>[];
+  private rpcs: WorkerRpc<ScanJob>[] = [];
   private next = 0;
+  private readonly scratch = newBlobScratch();
 
-  /** `threads` workers (runs are handed out in turn; results come back in order). */
-  constructor(query: Query, threads = 1) {
+  /**
+   * Up to `threads` workers (runs are handed out in turn; results come back in order), started by the
+   * first scan of at least `inlineBelow` bytes.
+   */
+  constructor(
+    private readonly query: Query,
+    private readonly threads = 1,
+    private readonly inlineBelow = INLINE_BELOW,
+  ) {}
+
+  private start(): void {
     this.rpcs = Array.from(
-      { length: Math.max(1, threads) },
+      { length: Math.max(1, this.threads) },
       () =>
         new WorkerRpc<ScanJob>(
           startModuleWorker(import.meta.url, 'scan-worker-main', {
-            workerData: { text: query.text, regex: query.regex },
+            workerData: { text: this.query.text, regex: this.query.regex },
           }),
           'find scan worker',
         ),
@@ -66,6 +80,27 @@ export class ScanWorker {
     read: { ahead: number; window: number; gap: number },
     each: (id: string, raw: number, r: BlobScan) => void,
   ): Promise<void> {
+    if (this.rpcs.length === 0) {
+      let raw = 0;
+      for (const id of ids) raw += repo.index.get(id)?.raw ?? 0;
+      if (raw < this.inlineBelow) {
+        const m = matcherOf(this.query);
+        for await (const run of repo.storedRuns(ids, read.ahead, read.window, read.gap)) {
+          const job = {
+            pack: run.pack,
+            bytes: run.bytes,
+            key: run.key,
+            blobs: run.blobs,
+            roles: [] as ScanRole[],
+          };
+          job.roles = run.blobs.map((b) => roleOf(b.id));
+          const out = scanRun(m, job, this.scratch);
+          for (const [i, b] of run.blobs.entries()) each(b.id, b.raw, out[i]!);
+        }
+        return;
+      }
+      this.start();
+    }
     const pending: Promise<{ run: StoredRun; out: BlobScan[] }>[] = [];
     const settle = async () => {
       const { run, out } = await pending.shift()!;
