@@ -24,7 +24,7 @@ import { lockRepository } from '../src/repository/locks.js';
 import { pruneRepository } from '../src/repository/prune.js';
 import { Repository } from '../src/repository/repository.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
-import { type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
+import { closeClient, type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
 
 let cluster: NatsCluster;
 before(async () => {
@@ -55,7 +55,7 @@ async function dropBucket(bucket: string): Promise<void> {
     const jsm = await jetstreamManager(nc);
     for (const s of [`OBJ_${bucket}`, `KV_${bucket}-locks`]) await jsm.streams.delete(s).catch(() => {});
   } finally {
-    await nc.close();
+    await closeClient(nc);
   }
 }
 
@@ -105,7 +105,7 @@ async function streamState(bucket: string): Promise<{ leader?: string; chunkSubj
     const si = await jsm.streams.info(`OBJ_${bucket}`, { subjects_filter: `$O.${bucket}.C.>` });
     return { leader: si.cluster?.leader, chunkSubjects: Object.keys(si.state.subjects ?? {}).length };
   } finally {
-    await nc.close();
+    await closeClient(nc);
   }
 }
 
@@ -281,7 +281,7 @@ async function chunkSubjects(bucket: string): Promise<Record<string, number>> {
     const si = await jsm.streams.info(`OBJ_${bucket}`, { subjects_filter: `$O.${bucket}.C.>` });
     return si.state.subjects ?? {};
   } finally {
-    await nc.close();
+    await closeClient(nc);
   }
 }
 
@@ -383,7 +383,7 @@ test('a ranged load reads only the chunks of its range', async (t) => {
     const first = (m!.json() as { seqs: Array<[number, number]> }).seqs[0]![0];
     assert.ok(await jsm.streams.deleteMessage(`OBJ_${bucket}`, first));
   } finally {
-    await nc.close();
+    await closeClient(nc);
   }
   const offset = NATS_CHUNK_SIZE + 7;
   assert.deepEqual(

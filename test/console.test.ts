@@ -4,33 +4,31 @@
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { bytes } from '../console/src/format.js';
 import { buildSampleAgent, gitEnv } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
 import type { SnapshotMeta } from '../src/model/types.js';
+import { type ConsolePage, launchBrowser, login as logIn, newPage, waitShowing } from './helpers/browser.js';
 import { BIN, ensureBuilt, ensureConsoleBuilt } from './helpers/built-cli.js';
 import { REPO, startFixture } from './helpers/env.js';
+import { until } from './helpers/wait.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const WRITE_TOKEN = 'console-write-token-0123456789';
 const READ_TOKEN = 'console-read-token-0123456789';
 const HOSTILE_LABEL = '<img src=x onerror=alert(1)>';
 const SCRIPT_FILE = 'topics/hostile.md';
 const SCRIPT_V1 = '# Notes\n\nversion one <script>alert(2)</script>\n\n<img src=y onerror=alert(3)>\n';
 const SCRIPT_V2 = '# Notes\n\nversion two, rewritten later\n';
+const HOSTILE_NAME = 'topics/<img src=x onerror=alert(4)>.md';
+const HOSTILE_ROW = '<script>alert(5)</script><img src=z onerror=alert(6)>';
 
 let root: string;
 let daemon: ChildProcess;
@@ -41,29 +39,12 @@ let metas: SnapshotMeta[];
 const dialogs: string[] = [];
 let daemonLog = '';
 let storeFlags: string[];
+let memdir: string;
 
-async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  // A loaded CI machine (native builds beside the suite) can keep a page waiting for the API for a
-  // while: wait long rather than fail on a timing (no test asserts a duration).
-  page.setDefaultTimeout(90_000);
-  page.on('dialog', (d) => {
-    dialogs.push(d.message());
-    void d.dismiss();
-  });
-  return { context, page };
-}
-
-async function login(page: Page, token: string): Promise<void> {
-  await page.goto(`${url}/`);
-  await page.fill('#token', token);
-  await page.click('#login button[type=submit]');
-  await page.waitForSelector('#rights');
-}
+const open = (): Promise<ConsolePage> => newPage(browser, dialogs);
+const login = (page: Page, token: string): Promise<void> => logIn(page, url, token);
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)`);
   ensureBuilt();
   ensureConsoleBuilt();
   root = mkdtempSync(join(tmpdir(), 'nexo-console-'));
@@ -84,6 +65,7 @@ before(async () => {
   });
   mkdirSync(join(a.memdir, 'topics'), { recursive: true });
   writeFileSync(join(a.memdir, SCRIPT_FILE), SCRIPT_V1);
+  writeFileSync(join(a.memdir, HOSTILE_NAME), 'a file whose name is HTML\n');
   execFileSync('git', ['add', '-A'], { cwd: a.memdir, env: gitEnv });
   execFileSync('git', ['commit', '-qm', 'hostile notes'], { cwd: a.memdir, env: gitEnv });
   await snapshotter.snapshot({ agentId: 'ana', label: 'first', createdBy: 'cli' });
@@ -92,6 +74,7 @@ before(async () => {
     'INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)',
   );
   for (let i = 0; i < 7; i++) insert.run(Date.now(), 'fact', `learned fact ${i}`, 1);
+  insert.run(Date.now(), 'fact', HOSTILE_ROW, 1);
   db.prepare('DELETE FROM memories WHERE rowid IN (SELECT rowid FROM memories ORDER BY rowid LIMIT 2)').run();
   db.close();
   writeFileSync(join(a.memdir, SCRIPT_FILE), SCRIPT_V2);
@@ -99,6 +82,7 @@ before(async () => {
   await snapshotter.snapshot({ agentId: 'ana', label: HOSTILE_LABEL, createdBy: 'cli' });
   await snapshotter.snapshot({ agentId: 'ana', label: 'third', createdBy: 'scheduled' });
   metas = await snapshotter.list('ana'); // newest first
+  memdir = a.memdir;
   storeFlags = ['--state-root', a.stateRoot, '--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
 
   daemon = spawn(
@@ -134,20 +118,7 @@ before(async () => {
     });
     daemon.once('exit', (code) => reject(new Error(`serve exited ${code} before listening`)));
   });
-  // launch() gives the browser a fresh, temporary user-data directory of its own
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -189,6 +160,18 @@ test('the console and the API are served with a strict CSP, nosniff and their co
   }
   const api = await fetch(`${url}/v1/fleet`);
   assert.equal(api.status, 401, 'the console adds no unguarded data route');
+  // every route the console reads needs the token, as the API's own do
+  for (const path of [
+    '/v1/rights',
+    '/v1/activity',
+    '/v1/events',
+    '/v1/schedule',
+    '/v1/agents/ana/retention',
+    '/v1/agents/ana/snapshots',
+    `/v1/agents/ana/snapshots/${metas[0]!.id}/ls`,
+  ])
+    assert.equal((await fetch(`${url}${path}`)).status, 401, path);
+  assert.equal(index.headers.get('set-cookie'), null, 'no cookie');
   assert.match(api.headers.get('content-security-policy') ?? '', /default-src 'self'/);
 });
 
@@ -210,7 +193,7 @@ test('serve refuses a read token equal to the write token', async () => {
 });
 
 test('log in; the fleet and the timeline show the agent and its snapshots; hostile labels are text', async () => {
-  const { context, page } = await newPage();
+  const { context, page, requests, cookiesSet } = await open();
   try {
     await page.goto(`${url}/`);
     await page.fill('#token', 'not-the-token-at-all-000');
@@ -219,7 +202,23 @@ test('log in; the fleet and the timeline show the agent and its snapshots; hosti
     await login(page, WRITE_TOKEN);
     assert.equal(await page.textContent('#rights'), 'read and write');
     await page.waitForSelector('#fleet tr[data-agent="ana"]');
-    assert.match((await page.textContent('#fleet tr[data-agent="ana"]')) ?? '', /ana\s*default\s*3/);
+    const cells = (await page.locator('#fleet tr[data-agent="ana"] td').allTextContents()).map((c) =>
+      c.trim(),
+    );
+    const fleet = (await (
+      await fetch(`${url}/v1/fleet`, { headers: { authorization: `Bearer ${READ_TOKEN}` } })
+    ).json()) as {
+      agents: Array<{ snapshots: number; bytes_stored: number; bytes_added_last: number; pins: number }>;
+    };
+    const o = fleet.agents[0]!;
+    assert.deepEqual(
+      [cells[0], cells[1], cells[2], cells[6], cells[7], cells[8]],
+      ['ana', 'default', '3', '0', 'not this session', 'none'],
+    );
+    assert.equal(o.snapshots, 3);
+    assert.match(cells[3]!, /^\d+ (s|min) ago$/, "the last snapshot's age");
+    assert.ok(o.bytes_stored > 0);
+    assert.deepEqual([cells[4], cells[5]], [bytes(o.bytes_stored), bytes(o.bytes_added_last)]);
     await page.click('#fleet a');
     await page.waitForSelector('#timeline tbody tr');
     assert.equal(await page.locator('#timeline tbody tr').count(), metas.length);
@@ -237,6 +236,26 @@ test('log in; the fleet and the timeline show the agent and its snapshots; hosti
     assert.equal(await page.textContent('#snapshot-label'), HOSTILE_LABEL);
     assert.equal(await page.locator('img').count(), 0);
     assert.deepEqual(dialogs, [], 'no dialog fired');
+    // the token: in this tab's sessionStorage and the Authorization header only, never in a URL or a cookie
+    assert.ok(requests.length > 5);
+    assert.deepEqual(
+      requests.filter((u) => u.includes(WRITE_TOKEN)),
+      [],
+      'no request URL holds the token',
+    );
+    assert.ok(!page.url().includes(WRITE_TOKEN));
+    // everything the console loads comes from the daemon: no CDN, no other host
+    assert.deepEqual(
+      requests.filter((u) => !u.startsWith(`${url}/`)),
+      [],
+    );
+    assert.deepEqual(cookiesSet, [], 'no response sets a cookie');
+    assert.deepEqual(await context.cookies(), []);
+    assert.equal(await page.evaluate('document.cookie'), '');
+    assert.equal(await page.evaluate("sessionStorage.getItem('nexo-memory-token')"), WRITE_TOKEN);
+    await page.click('#logout');
+    await page.waitForSelector('#login');
+    assert.equal(await page.evaluate("sessionStorage.getItem('nexo-memory-token')"), null);
   } finally {
     await context.close();
   }
@@ -249,7 +268,7 @@ test('the diff page shows the row counts the library diff reports', async () => 
     .find((d) => d.db === 'long_term')!
     .tables.find((t) => t.table === 'memories')!;
   assert.ok(memories.added > 0 && memories.removed > 0, 'the fixture changed rows');
-  const { context, page } = await newPage();
+  const { context, page } = await open();
   try {
     await login(page, WRITE_TOKEN);
     await page.goto(`${url}/#/diff/default/ana/${first!.id}/${third!.id}`);
@@ -282,7 +301,7 @@ test('the diff page shows the row counts the library diff reports', async () => 
 
 test('the memdir browser shows a file as of an older snapshot, its HTML as text', async () => {
   const first = metas[metas.length - 1]!;
-  const { context, page } = await newPage();
+  const { context, page } = await open();
   try {
     await login(page, WRITE_TOKEN);
     await page.goto(`${url}/#/snapshot/default/ana/${first.id}`);
@@ -303,7 +322,7 @@ test('the memdir browser shows a file as of an older snapshot, its HTML as text'
 });
 
 test('a read token sees no write control, and the API refuses its writes', async () => {
-  const { context, page } = await newPage();
+  const { context, page } = await open();
   try {
     await login(page, READ_TOKEN);
     assert.equal(await page.textContent('#rights'), 'read only');
@@ -338,7 +357,7 @@ test('a read token sees no write control, and the API refuses its writes', async
 });
 
 test('the write token previews a restore, but the restore button needs the server to allow restore', async () => {
-  const { context, page } = await newPage();
+  const { context, page } = await open();
   try {
     await login(page, WRITE_TOKEN);
     await page.goto(`${url}/#/snapshot/default/ana/${metas[metas.length - 1]!.id}`);
@@ -346,6 +365,19 @@ test('the write token previews a restore, but the restore button needs the serve
     await page.waitForSelector('#restore-report');
     assert.match((await page.textContent('#restore-report')) ?? '', /would change/);
     assert.equal(await page.locator('#restore').count(), 0, 'allow_restore is off: no restore button');
+    assert.match(
+      (await page.textContent('main')) ?? '',
+      /Restore is off on this server: server\.allow_restore is false in the config\./,
+    );
+    // the API refuses the restore itself to the write token too, and nothing changes
+    const r = await fetch(`${url}/v1/agents/ana/snapshots/${metas[metas.length - 1]!.id}/restore`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${WRITE_TOKEN}`, 'content-type': 'application/json' },
+      body: '{"dry_run":false}',
+    });
+    assert.equal(r.status, 403);
+    assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'RESTORE_REFUSED');
+    assert.equal(readFileSync(join(memdir, SCRIPT_FILE), 'utf8'), SCRIPT_V2, 'the live memory is unchanged');
     // the download goes through fetch with the token in its header, then to the browser as a file
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
     assert.match(download.suggestedFilename(), /\.tar\.zst$/);
@@ -357,8 +389,146 @@ test('the write token previews a restore, but the restore button needs the serve
   }
 });
 
+test('the snapshot page: components, HEAD and state; deep verify; table rows and file names from memory as text', async () => {
+  const [newest] = metas;
+  const lsOf = (path: string) => snapshotter.ls('ana', 'default', newest!.id, path);
+  const tables = (await lsOf('sqlite/long_term')).entries;
+  const memories = tables.find((e) => e.name === 'memories')!;
+  const state = (await lsOf('state')).entries.map((e) => e.name);
+  const { context, page } = await open();
+  try {
+    await login(page, READ_TOKEN);
+    await page.goto(`${url}/#/snapshot/default/ana/${newest!.id}`);
+    await waitShowing(page, '#components table tbody tr');
+    assert.equal(await page.textContent('#components p code'), newest!.git_oid);
+    for (const e of tables) {
+      const row = page.locator('#components tbody tr', { hasText: e.name }).filter({ hasText: 'long_term' });
+      assert.equal(await row.locator('td.num').first().textContent(), String(e.rows), e.name);
+    }
+    const compText = (await page.textContent('#components')) ?? '';
+    assert.ok(state.length > 0);
+    for (const name of state) assert.ok(compText.includes(name), `state ${name}`);
+    // deep verify, with its report
+    await page.click('#verify-deep');
+    await page.locator('#verify-report strong', { hasText: 'verified' }).waitFor();
+    assert.equal(await page.locator('#verify-report details summary').textContent(), 'deep checks');
+    // a table's rows, a hostile value among them as text
+    await page.click('#browser-tree button[data-path="sqlite"]');
+    await page.click('#browser-tree button[data-path="sqlite/long_term"]');
+    await page.click('#browser-tree button[data-path="sqlite/long_term/memories"]');
+    await waitShowing(page, '#table-rows tbody tr');
+    assert.equal(await page.locator('#table-rows tbody tr').count(), Math.min(50, memories.rows!));
+    assert.match((await page.textContent('#browser-content')) ?? '', new RegExp(`of ${memories.rows}`));
+    // the hostile row may be past the first page: go to the last one
+    while (!(await page.isDisabled('#browser-content button:text("next")')))
+      await page.click('#browser-content button:text("next")');
+    const cell = page.locator('#table-rows td', { hasText: HOSTILE_ROW });
+    await cell.waitFor();
+    assert.equal(await cell.textContent(), HOSTILE_ROW);
+    // a file whose name is HTML, and a markdown file rendered as elements
+    await page.click('#browser .crumbs button:text("/")');
+    await page.click('#browser-tree button[data-path="memdir"]');
+    await page.click('#browser-tree button[data-path="memdir/topics"]');
+    const named = page.locator(`#browser-tree button[data-path="memdir/${HOSTILE_NAME}"]`);
+    assert.equal(await named.textContent(), HOSTILE_NAME.split('/')[1]);
+    await named.click();
+    await page.locator('#browser-content', { hasText: 'a file whose name is HTML' }).waitFor();
+    assert.equal(await page.textContent('#browser-content h3 code'), `memdir/${HOSTILE_NAME}`);
+    await page.click(`#browser-tree button[data-path="memdir/${SCRIPT_FILE}"]`);
+    // `# Notes` is a heading element (h3: the page's own h1 and h2 stay above it), not text
+    await page.locator('#browser-content .markdown h3', { hasText: 'Notes' }).waitFor();
+    assert.equal(await page.locator('main img, main script').count(), 0);
+    assert.deepEqual(dialogs, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test("the diff page against live: the library diff's rows, samples of hostile rows as text, and state", async () => {
+  const first = metas[metas.length - 1]!;
+  const lib = await snapshotter.diff({ agentId: 'ana', a: first.id, b: 'live', detail: true });
+  const memories = lib.databases
+    .find((d) => d.db === 'long_term')!
+    .tables.find((t) => t.table === 'memories')!;
+  assert.ok(memories.added > 0);
+  const { context, page } = await open();
+  try {
+    await login(page, READ_TOKEN);
+    await page.goto(`${url}/#/snapshot/default/ana/${first.id}`);
+    await page.click('a.button:text("Diff with live")');
+    const row = page.locator('#diff-tables tr[data-table="long_term.memories"]');
+    await waitShowing(page, '#diff-tables tr[data-table="long_term.memories"]');
+    assert.ok(page.url().endsWith(`/${first.id}/live`));
+    assert.equal(await row.locator('td.added').textContent(), String(memories.added));
+    assert.equal(await row.locator('td.removed').textContent(), String(memories.removed));
+    assert.equal(await row.locator('td.changed').textContent(), String(memories.changed));
+    // the samples of added rows: the hostile value as text
+    const samples = page.locator('#diff details.samples', { hasText: 'long_term.memories' });
+    await samples.locator('summary').click();
+    assert.ok(((await samples.textContent()) ?? '').includes(HOSTILE_ROW));
+    assert.match(
+      (await page.textContent('#diff')) ?? '',
+      /extract cursor (changed|unchanged) · last dream run (changed|unchanged)/,
+    );
+    assert.equal(await page.locator('main img, main script').count(), 0);
+    assert.deepEqual(dialogs, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('CSRF: a page of another origin cannot make the daemon write, with the console logged in beside it', async () => {
+  const target = `${url}/v1/agents/ana/snapshots`;
+  const evil = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(
+      req.url === '/form'
+        ? // a form post carries no custom header: a text/plain body shaped like JSON
+          `<form method="POST" action="${target}" enctype="text/plain"><input name='{"label":"csrf","x":"' value='"}'></form><script>document.forms[0].submit()</script>`
+        : '<p>another site</p>',
+    );
+  });
+  await new Promise<void>((r) => evil.listen(0, '127.0.0.1', r));
+  const evilUrl = `http://127.0.0.1:${(evil.address() as AddressInfo).port}`;
+  const count = (await snapshotter.list('ana')).length;
+  const refusedBefore = daemonLog.split('POST /v1/agents/ana/snapshots 401').length;
+  const { context, page } = await open();
+  try {
+    await login(page, WRITE_TOKEN); // the console is logged in, in the same browser context
+    const other = await context.newPage();
+    await other.goto(`${evilUrl}/form`);
+    await other.waitForURL(target);
+    assert.match((await other.textContent('body')) ?? '', /UNAUTHORIZED/);
+    // a script of that site: a JSON post needs a preflight the daemon never allows; a simple one
+    // reaches it without the token, and its answer is not even readable (Cross-Origin-Resource-Policy)
+    await other.goto(`${evilUrl}/page`);
+    const outcomes = await other.evaluate(async (to) => {
+      const out: string[] = [];
+      const tries: RequestInit[] = [
+        { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"label":"csrf"}' },
+        { method: 'POST', mode: 'no-cors', body: '{"label":"csrf"}' },
+      ];
+      for (const init of tries) {
+        try {
+          out.push(String((await fetch(to, { ...init, credentials: 'include' })).status));
+        } catch {
+          out.push('blocked');
+        }
+      }
+      return out;
+    }, target);
+    assert.deepEqual(outcomes, ['blocked', 'blocked']);
+    assert.equal((await snapshotter.list('ana')).length, count, 'nothing was written');
+    // the form and the simple post reached the daemon and were refused (its log says so)
+    await until(() => daemonLog.split('POST /v1/agents/ana/snapshots 401').length - refusedBefore >= 2);
+  } finally {
+    await context.close();
+    await new Promise((r) => evil.close(r));
+  }
+});
+
 test('live progress: a snapshot started elsewhere appears in the activity panel with its result', async () => {
-  const { context, page } = await newPage();
+  const { context, page } = await open();
   try {
     await login(page, WRITE_TOKEN);
     await page.waitForSelector('#activity .ok');
@@ -378,7 +548,7 @@ test('live progress: a snapshot started elsewhere appears in the activity panel 
 });
 
 test('live progress: a snapshot the CLI takes shows while it runs, and its result when it ends', async (t) => {
-  const { context, page } = await newPage();
+  const { context, page } = await open();
   try {
     await login(page, READ_TOKEN);
     await page.waitForSelector('#activity .ok');
@@ -437,7 +607,7 @@ test('the fleet alerts a damaged snapshot once a verify finds it (last: it damag
   });
   assert.equal(v.status, 200);
   assert.equal(((await v.json()) as { status: string }).status, 'damaged');
-  const { context, page } = await newPage();
+  const { context, page } = await open();
   try {
     await login(page, READ_TOKEN);
     const row = page.locator('#fleet tr[data-agent="ana"]');

@@ -19,7 +19,7 @@ import { lockRepository } from '../src/repository/locks.js';
 import { hexName } from './helpers/backend-conformance.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { type RunResult, sampleAgent, tempDir } from './helpers/env.js';
-import { type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+import { closeClient, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 
 let cluster: NatsCluster;
 before(async () => {
@@ -60,7 +60,7 @@ async function waitForStreamLeader(bucket: string): Promise<void> {
         const si = await (await jetstreamManager(nc)).streams.info(`OBJ_${bucket}`);
         if (si.cluster?.leader) return;
       } finally {
-        await nc.close();
+        await closeClient(nc);
       }
     } catch (err) {
       last = err;
@@ -112,7 +112,7 @@ test('two hosts share a repository on a 3-node JetStream cluster; the majority d
     const si = await (await jetstreamManager(nc)).streams.info(`OBJ_${bucket}`);
     assert.equal(si.config.num_replicas, 3, 'the repository is replicated on 3 nodes');
   } finally {
-    await nc.close();
+    await closeClient(nc);
   }
 
   // Host B: its own state root, the same repository.
@@ -337,7 +337,7 @@ test('a CLI snapshot with the stream leader killed (SIGKILL) mid-upload complete
       } else await new Promise((r) => setTimeout(r, 20));
     }
   } finally {
-    await nc.close();
+    await closeClient(nc);
   }
   const r = await snapshot;
   assert.ok(killed, `no node was killed while the snapshot was uploading (exit ${r.code}): ${r.stderr}`);

@@ -64,6 +64,8 @@ export const NATS_LOCK_MAX = 512 * 1024;
 /** Server error codes (JetStream API). */
 const WRONG_LAST_SEQUENCE = [10071, 10164];
 const STREAM_NOT_FOUND = 10059;
+/** How long close() waits for the client to close. */
+const CLOSE_WITHIN_MS = 2_000;
 
 /** The object's meta message: the object store's meta fields plus where each chunk is. */
 interface Meta {
@@ -603,8 +605,19 @@ export class NatsBackend implements Backend {
     });
   }
 
+  /**
+   * Closes the connection. Bounded: a client whose server was killed under it can leave close() pending
+   * forever, and a command must still end once its work is done (nothing is in flight by then).
+   */
   async close(): Promise<void> {
-    await this.nc.close().catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.nc.close().catch(() => {}),
+      new Promise<void>((r) => {
+        timer = setTimeout(r, CLOSE_WITHIN_MS);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 }
 

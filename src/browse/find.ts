@@ -372,7 +372,7 @@ async function searchRepository(
         let manifest = cache.get(id, stored);
         if (manifest) ctx.stats.manifests_cached++;
         else {
-          manifest = parseSnapshot(repo, id, bytes, memo).manifest;
+          manifest = (await parseSnapshot(repo, id, bytes, memo)).manifest;
           cache.put(id, stored, manifest);
         }
         const files: RepoArtifact[] = [];

@@ -2,16 +2,16 @@
 // (zstd-worker.ts): the two rings of slots in shared memory, the control words, what the worker is
 // given and the messages it posts. Pure: no I/O.
 
-// Output ring (decompressed) and input ring (the file's bytes as read). Fewer, larger slots: every
-// hand-over costs a wake-up of the other thread.
+// The output ring (decompressed bytes). Fewer, larger slots: every hand-over costs a wake-up of the
+// other thread. The file's bytes as read stay on the worker, which hashes them itself.
 export const SLOTS = 8;
 export const SLOT_SIZE = 1024 * 1024;
-export const RAW_SLOTS = 4;
-export const RAW_SIZE = 1024 * 1024;
+/** The worker's read size. */
+export const READ_SIZE = 1024 * 1024;
 
 // Control words (Int32 indexes). The worker alone advances the heads and STATE, the main thread alone
-// the tails and STOP. The main thread waits on HEAD for both rings (the worker notifies HEAD when it
-// fills a slot of either, and when it ends); the worker waits on the tail of the ring it fills.
+// the tail and STOP. The main thread waits on HEAD (the worker notifies HEAD when it fills a slot, and
+// when it ends); the worker waits on TAIL.
 /** Output slots filled. */
 export const HEAD = 0;
 /** Output slots consumed. */
@@ -20,11 +20,7 @@ export const TAIL = 1;
 export const STATE = 2;
 /** Set by the main thread: the worker is to end by itself. */
 export const STOP = 3;
-/** Input slots read. */
-export const RAW_HEAD = 4;
-/** Input slots hashed (and so free again). */
-export const RAW_TAIL = 5;
-export const CONTROL_WORDS = 6;
+export const CONTROL_WORDS = 4;
 
 /** The longest a waiting worker goes without looking at STOP. */
 export const STOP_CHECK_MS = 200;
@@ -35,9 +31,6 @@ export interface Rings {
   /** Int32 per output slot: the bytes it holds. */
   lens: SharedArrayBuffer;
   data: SharedArrayBuffer;
-  /** Int32 per input slot: the bytes it holds. */
-  rawLens: SharedArrayBuffer;
-  raw: SharedArrayBuffer;
 }
 
 export function allocateRings(): Rings {
@@ -45,8 +38,6 @@ export function allocateRings(): Rings {
     ctrl: new SharedArrayBuffer(CONTROL_WORDS * 4),
     lens: new SharedArrayBuffer(SLOTS * 4),
     data: new SharedArrayBuffer(SLOTS * SLOT_SIZE),
-    rawLens: new SharedArrayBuffer(RAW_SLOTS * 4),
-    raw: new SharedArrayBuffer(RAW_SLOTS * RAW_SIZE),
   };
 }
 
@@ -57,8 +48,14 @@ export interface WorkerInput extends Rings {
   decrypt: { key: Uint8Array; offset: number } | null;
 }
 
-/** What the worker posts: progress, then exactly one end or error. */
-export type WorkerMessage = { type: 'read'; bytes: number } | { type: 'end'; bytes: number } | WorkerFailure;
+/**
+ * What the worker posts: progress, then exactly one end (the file's size and the SHA-256 of exactly the
+ * bytes it decompressed) or error.
+ */
+export type WorkerMessage =
+  | { type: 'read'; bytes: number }
+  | { type: 'end'; bytes: number; sha256: string }
+  | WorkerFailure;
 
 /**
  * A failure: `typed` when it was one of the library's errors (code and message as thrown), otherwise

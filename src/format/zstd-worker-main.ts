@@ -1,10 +1,12 @@
-// Owns the body of the decompression worker thread: reads the bundle file into the input ring, opens an
-// age STREAM payload when given its key (crypto/age.ts's PayloadOpener), and decompresses into the output
+// Owns the body of the decompression worker thread: reads the bundle file, hashes every byte it reads
+// (the sibling check covers exactly the bytes decompressed: the file is read once), opens an age STREAM
+// payload when given its key (crypto/age.ts's PayloadOpener), and decompresses into the output
 // ring (zstd.ts's ZstdDecoder), so the rules and errors are those of the main thread's reader. Posts its
 // end or its failure, and ends by itself as soon as the main thread sets STOP: it looks between zstd
 // calls and at least every STOP_CHECK_MS while it waits (the main thread never terminates it, see
 // zstd-worker.ts). Started by zstd-worker.ts; never imported by anything else.
 
+import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { PayloadOpener } from '../crypto/age.js';
@@ -12,10 +14,7 @@ import { NativeModuleError, SnapshotError } from '../model/errors.js';
 import { ZstdDecoder } from './zstd.js';
 import {
   HEAD,
-  RAW_HEAD,
-  RAW_SIZE,
-  RAW_SLOTS,
-  RAW_TAIL,
+  READ_SIZE,
   SLOT_SIZE,
   SLOTS,
   STATE,
@@ -31,8 +30,6 @@ const input = workerData as WorkerInput;
 const C = new Int32Array(input.ctrl);
 const lens = new Int32Array(input.lens);
 const views = Array.from({ length: SLOTS }, (_, i) => Buffer.from(input.data, i * SLOT_SIZE, SLOT_SIZE));
-const rawLens = new Int32Array(input.rawLens);
-const rawViews = Array.from({ length: RAW_SLOTS }, (_, i) => Buffer.from(input.raw, i * RAW_SIZE, RAW_SIZE));
 const PROGRESS_EVERY = 4 * 1024 * 1024;
 
 /** Unwinds the worker when the main thread asked it to stop; nothing more is posted. */
@@ -46,21 +43,15 @@ function end(m: WorkerMessage): void {
   Atomics.notify(C, HEAD);
 }
 
-/** Waits until the ring whose head is `head` has a free slot (its tail at `tailIndex`), or STOP. */
-function waitForSlot(slots: number, head: number, tailIndex: number): void {
-  for (;;) {
-    if (Atomics.load(C, STOP)) throw new Stopped();
-    const tail = Atomics.load(C, tailIndex);
-    if (head - tail < slots) return;
-    Atomics.wait(C, tailIndex, tail, STOP_CHECK_MS);
-  }
-}
-
-/** The next free output slot: each decompression step writes into one. */
+/** The next free output slot (each decompression step writes into one); waits for one, or STOP. */
 function nextOutput(): Buffer {
   const head = Atomics.load(C, HEAD);
-  waitForSlot(SLOTS, head, TAIL);
-  return views[head % SLOTS]!;
+  for (;;) {
+    if (Atomics.load(C, STOP)) throw new Stopped();
+    const tail = Atomics.load(C, TAIL);
+    if (head - tail < SLOTS) return views[head % SLOTS]!;
+    Atomics.wait(C, TAIL, tail, STOP_CHECK_MS);
+  }
 }
 
 /** Hands the slot nextOutput() returned, holding `out`, to the main thread. */
@@ -87,25 +78,23 @@ function run(fd: number): void {
     for (const out of decoder.push(src, nextOutput)) publish(out);
   };
   let skip = input.decrypt?.offset ?? 0; // the age header and nonce are hashed, not decrypted
+  const hash = createHash('sha256');
+  // Decoding copies what it keeps (zstd's window, the opener's partial chunk): one read buffer will do.
+  const read = Buffer.allocUnsafe(READ_SIZE);
   let total = 0;
   let reported = 0;
   try {
     for (;;) {
-      // an input slot is free once the main thread has hashed it (and this thread is done with it)
-      const rawHead = Atomics.load(C, RAW_HEAD);
-      waitForSlot(RAW_SLOTS, rawHead, RAW_TAIL);
-      const slot = rawHead % RAW_SLOTS;
-      const n = readSync(fd, rawViews[slot]!, 0, RAW_SIZE, null);
+      if (Atomics.load(C, STOP)) throw new Stopped();
+      const n = readSync(fd, read, 0, READ_SIZE, null);
       if (n === 0) break;
-      rawLens[slot] = n;
-      Atomics.store(C, RAW_HEAD, rawHead + 1);
-      Atomics.notify(C, HEAD);
       total += n;
       if (total - reported >= PROGRESS_EVERY) {
         reported = total;
         post({ type: 'read', bytes: total });
       }
-      let raw = rawViews[slot]!.subarray(0, n);
+      let raw = read.subarray(0, n);
+      hash.update(raw);
       if (!opener) {
         decode(raw);
         continue;
@@ -117,7 +106,7 @@ function run(fd: number): void {
     }
     if (opener) decode(opener.end());
     decoder.end();
-    end({ type: 'end', bytes: total });
+    end({ type: 'end', bytes: total, sha256: hash.digest('hex') });
   } finally {
     decoder.release();
   }

@@ -1,12 +1,11 @@
 // Owns reading a whole bundle file on a worker thread, from the main thread's side: the worker
-// (zstd-worker-main.ts) reads the file into a ring of shared-memory input slots, decrypts an age payload
-// chunk by authenticated chunk when given its key, and decompresses into a second ring of output slots
-// (zstd-ring.ts). The main thread hashes the input slots (the sibling check, over exactly the bytes
-// decompressed: a slot is reused only once hashed), counts the output against the size limit, and
-// parses and hashes it as it arrives: two cores instead of one for verify and restore. The worker's
+// (zstd-worker-main.ts) reads the file, hashes what it reads (the sibling check, over exactly the bytes
+// decompressed), decrypts an age payload chunk by authenticated chunk when given its key, and
+// decompresses into a ring of shared-memory output slots (zstd-ring.ts). The main thread counts the
+// output against the size limit, and parses and hashes it as it arrives: two cores instead of one for
+// verify and restore, the file's hashing on the worker's. The worker's
 // failures become the same typed errors as those of the main thread's reader (zstd.ts, crypto/age.ts).
 
-import { createHash } from 'node:crypto';
 import {
   BundleDamagedError,
   EncryptionError,
@@ -19,10 +18,6 @@ import { countDecompressed, type SizeLimit } from './zstd.js';
 import {
   allocateRings,
   HEAD,
-  RAW_HEAD,
-  RAW_SIZE,
-  RAW_SLOTS,
-  RAW_TAIL,
   SLOT_SIZE,
   SLOTS,
   STATE,
@@ -85,24 +80,7 @@ export function decompressFileOffThread(
   const C = new Int32Array(rings.ctrl);
   const lens = new Int32Array(rings.lens);
   const out = Buffer.from(rings.data);
-  const rawLens = new Int32Array(rings.rawLens);
-  const rawOut = Buffer.from(rings.raw);
-  const fileHash = createHash('sha256');
-  let fileBytes = 0;
-  let fileDigest: string | undefined;
-  /** Hashes every input slot the worker has filled, and hands the slots back. */
-  const hashInput = (): void => {
-    for (;;) {
-      const tail = Atomics.load(C, RAW_TAIL);
-      if (tail >= Atomics.load(C, RAW_HEAD)) return;
-      const slot = tail % RAW_SLOTS;
-      const n = rawLens[slot]!;
-      fileHash.update(rawOut.subarray(slot * RAW_SIZE, slot * RAW_SIZE + n));
-      fileBytes += n;
-      Atomics.store(C, RAW_TAIL, tail + 1);
-      Atomics.notify(C, RAW_TAIL);
-    }
-  };
+  let file: { sha256: string; bytes: number } | undefined;
   const workerData: WorkerInput = {
     ...rings,
     path,
@@ -145,7 +123,6 @@ export function decompressFileOffThread(
   async function* chunks(): AsyncGenerator<Buffer, void, undefined> {
     try {
       for (;;) {
-        hashInput();
         const state = Atomics.load(C, STATE);
         const head = Atomics.load(C, HEAD);
         const tail = Atomics.load(C, TAIL);
@@ -161,9 +138,7 @@ export function decompressFileOffThread(
         if (state !== 0) {
           const m = await endPromise;
           if (m.type === 'error') throw rebuild(m);
-          hashInput(); // every slot was filled before the state changed
-          if (fileBytes !== m.bytes) throw new Error(`read ${m.bytes} bytes but hashed ${fileBytes}`);
-          fileDigest = fileHash.digest('hex');
+          file = { sha256: m.sha256, bytes: m.bytes };
           return;
         }
         // The timeout covers the end of the stream, which changes STATE but not HEAD.
@@ -176,13 +151,12 @@ export function decompressFileOffThread(
       // zstd-napi call aborts the whole process ("terminate called after throwing 'Napi::Error'").
       Atomics.store(C, STOP, 1);
       Atomics.notify(C, TAIL);
-      Atomics.notify(C, RAW_TAIL);
     }
   }
 
   return {
     chunks: chunks(),
-    file: () => (fileDigest !== undefined ? { sha256: fileDigest, bytes: fileBytes } : undefined),
+    file: () => file,
     exited,
   };
 }

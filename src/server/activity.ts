@@ -3,7 +3,8 @@
 // result, and the live feed of both as server-sent events (`GET /v1/events`). While a feed is open it
 // also watches the operations of other processes (a CLI snapshot: an agent lock another process
 // holds), from their start to their end, without progress. Verify reports the daemon produced are
-// remembered per agent (the fleet's "last verify"). Memory only: a restart forgets.
+// remembered per snapshot (the fleet's "last verify", and its damaged snapshots: one stays damaged
+// until a verify of that very snapshot passes or it is gone). Memory only: a restart forgets.
 
 import { randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
@@ -71,7 +72,8 @@ export class ActivityBoard {
   private readonly ended: EndedActivity[] = [];
   private readonly listeners = new Set<(e: ActivityEvent) => void>();
   private readonly streams = new Set<PassThrough>();
-  private readonly verifies = new Map<string, VerifyRecord>();
+  /** Per agent (`tenant/agent`): the newest verify report of each of its snapshots. */
+  private readonly verifies = new Map<string, Map<string, VerifyRecord>>();
   private closed = false;
   private readonly others = new Map<string, Activity>();
   private watcher: NodeJS.Timeout | undefined;
@@ -177,13 +179,31 @@ export class ActivityBoard {
     this.watcher.unref();
   }
 
-  /** Remembers the newest verify report of an agent's snapshot. */
+  /** Remembers the newest verify report of one of an agent's snapshots. */
   recordVerify(tenant: string, agentId: string, rec: VerifyRecord): void {
-    this.verifies.set(`${tenant}/${agentId}`, rec);
+    const key = `${tenant}/${agentId}`;
+    const mine = this.verifies.get(key) ?? new Map<string, VerifyRecord>();
+    mine.set(rec.snapshot_id, rec);
+    this.verifies.set(key, mine);
   }
 
+  /** The agent's newest verify report, of whichever snapshot. */
   lastVerify(tenant: string, agentId: string): VerifyRecord | undefined {
-    return this.verifies.get(`${tenant}/${agentId}`);
+    let last: VerifyRecord | undefined;
+    for (const r of this.verifies.get(`${tenant}/${agentId}`)?.values() ?? [])
+      if (!last || r.at_ms >= last.at_ms) last = r;
+    return last;
+  }
+
+  /**
+   * The agent's snapshots whose newest verify did not pass (damaged, untrusted, incomplete), among
+   * those still `listed`; the reports of snapshots no longer listed are forgotten.
+   */
+  failedVerifies(tenant: string, agentId: string, listed: ReadonlySet<string>): VerifyRecord[] {
+    const mine = this.verifies.get(`${tenant}/${agentId}`);
+    if (!mine) return [];
+    for (const id of [...mine.keys()]) if (!listed.has(id)) mine.delete(id);
+    return [...mine.values()].filter((r) => r.status !== 'verified').sort((a, b) => a.at_ms - b.at_ms);
   }
 
   subscribe(listener: (e: ActivityEvent) => void): () => void {

@@ -488,7 +488,8 @@ function allRoutes(ctx: ApiContext): Route[] {
         const now = Date.now();
         const agents = [];
         for (const [t, a] of pairs) {
-          const o = overviewOf(a, t, await s.list(a, t));
+          const metas = await s.list(a, t);
+          const o = overviewOf(a, t, metas);
           const sched = schedule.find((e) => e.tenant === t && e.agent_id === a);
           const verify = board.lastVerify(t, a);
           const alerts: Array<{ code: string; message: string }> = [];
@@ -505,11 +506,9 @@ function allRoutes(ctx: ApiContext): Route[] {
                 message: `the last scheduled run failed: ${sched.last_error.message} (${sched.last_error.code})`,
               });
           }
-          if (verify && verify.status !== 'verified')
-            alerts.push({
-              code: verify.status,
-              message: `snapshot ${verify.snapshot_id} verified ${verify.status}`,
-            });
+          // every snapshot whose newest verify failed, not only the one verified last
+          for (const v of board.failedVerifies(t, a, new Set(metas.map((m) => m.id))))
+            alerts.push({ code: v.status, message: `snapshot ${v.snapshot_id} verified ${v.status}` });
           agents.push({
             ...o,
             ...(verify ? { last_verify: verify } : {}),

@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { REPO, type RunResult } from './env.js';
 
 export const BIN = join(REPO, 'bin', 'nexo-memory.js');
+/** The longest a spawned CLI runs (far beyond any test's command on a loaded machine). */
+const CLI_TIMEOUT_MS = 10 * 60_000;
 
 function newestMtime(dir: string): number {
   let newest = 0;
@@ -65,10 +67,20 @@ export function runBuiltCli(
     const child = execFile(
       process.execPath,
       [BIN, ...args],
-      { cwd: opts.cwd ?? REPO, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 },
+      {
+        cwd: opts.cwd ?? REPO,
+        env: { ...process.env, ...opts.env },
+        maxBuffer: 64 * 1024 * 1024,
+        // A command that hangs fails its test with what it printed instead of holding the suite.
+        timeout: CLI_TIMEOUT_MS,
+        killSignal: 'SIGKILL',
+      },
       (err, stdout, stderr) => {
         const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-        resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr });
+        const killed = (err as { killed?: boolean } | null)?.killed
+          ? `\n(killed after ${CLI_TIMEOUT_MS} ms)`
+          : '';
+        resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr: stderr + killed });
       },
     );
     if (opts.input !== undefined) child.stdin?.end(opts.input);

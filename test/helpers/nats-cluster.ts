@@ -220,3 +220,18 @@ export async function startAuthServer(
     },
   };
 }
+
+/**
+ * Closes a test's own client, waiting at most 5 s: a client whose server was killed under it can leave
+ * close() pending forever (a CI run hung there after the stream leader was killed).
+ */
+export async function closeClient(nc: { close(): Promise<void> }): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    nc.close().catch(() => {}),
+    new Promise<void>((r) => {
+      timer = setTimeout(r, 5_000);
+    }),
+  ]);
+  clearTimeout(timer);
+}
