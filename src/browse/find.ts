@@ -9,7 +9,8 @@
 // the redaction rules have been applied to its file, value or row, and snippets are shown redacted.
 // In a repository, the distinct blobs of all snapshots are read in one stream in pack order and
 // opened, checked and scanned on worker threads (scan-worker.ts) while the main thread reads the next
-// manifests (each distinct manifest artifact checked once: ArtifactMemo).
+// manifests (each distinct manifest artifact checked once: ArtifactMemo; a manifest checked by an
+// earlier find whose stored bytes are unchanged taken from manifest-cache.ts).
 
 import { availableParallelism } from 'node:os';
 import type { Shown } from '../diff/secrets.js';
