@@ -4,7 +4,8 @@
 // same and are refused for the same reasons with the same errors; checked manifests come from find's
 // cache on the next run with the same answer, and a manifest whose stored bytes changed is checked
 // again (a damaged one refused), an unusable cache ignored; the scan gives the same results on worker
-// threads and on the main thread, and the same BundleDamagedError for a damaged blob; and a blob in a pack whose bytes are not those of its id (damaged, or swapped for bytes
+// threads and on the main thread, and the same BundleDamagedError for a damaged blob; a blob that is a
+// database chunk in one batch of manifests and a file in a later one is searched as both; and a blob in a pack whose bytes are not those of its id (damaged, or swapped for bytes
 // that hold the text) stops find with BundleDamagedError (exit 2) instead of a false hit or a miss.
 
 import assert from 'node:assert/strict';
@@ -13,6 +14,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import { buildSampleAgent, gitEnv } from '../scripts/sample-agent.js';
 import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
@@ -20,6 +22,7 @@ import { type BlobScan, ScanWorker } from '../src/browse/scan-worker.js';
 import { generateIdentity } from '../src/crypto/age.js';
 import { BundleDamagedError, LocalSnapshotter } from '../src/index.js';
 import { newSnapshotId } from '../src/model/ids.js';
+import { chunkIds } from '../src/repository/content.js';
 import {
   ArtifactMemo,
   parseRepoManifest,
@@ -28,6 +31,7 @@ import {
 } from '../src/repository/manifest.js';
 import { FLAG_RAW, KIND_DATA } from '../src/repository/pack.js';
 import { Repository } from '../src/repository/repository.js';
+import { loadSnapshot } from '../src/repository/snapshots.js';
 import { tempDir } from './helpers/env.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -313,4 +317,60 @@ test('scan: worker threads and the main thread give the same results and the sam
   pack[loc.offset + 3]! ^= 0xff;
   await assert.rejects(scan(Number.MAX_SAFE_INTEGER), BundleDamagedError);
   await assert.rejects(scan(0), BundleDamagedError);
+});
+
+test('find: a blob that is a database chunk in an early batch of manifests and a file in a later one is searched as both', async (t) => {
+  const root = tempDir(t, 'nexo-find-again-');
+  const p = buildSampleAgent(root, 'ana', {
+    files: 2,
+    commits: 1,
+    memories: 5,
+    embeddings: 2,
+    concepts: 2,
+    compactions: 2,
+  });
+  const needle = 'the narwhal migration of 2031';
+  const db = new Database(join(p.sqliteDir, 'compactions.sqlite'));
+  db.prepare('INSERT INTO compactions (session_id, created_at, summary) VALUES (?, ?, ?)').run(
+    's',
+    1,
+    needle,
+  );
+  db.close();
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+  });
+  // more snapshots than find reads in one batch of manifests (20)
+  const first = await s.snapshot({ agentId: 'ana' });
+  for (let i = 1; i < 21; i++) await s.snapshot({ agentId: 'ana' });
+  // the database chunk holding the text, as a memory file of the next snapshot: the same blob
+  const repo = await Repository.open(new LocalBackend(join(p.stateRoot, 'repository')));
+  const { manifest } = await loadSnapshot(repo, first.id);
+  const art = manifest.artifacts.find((a) => a.path_in_bundle === 'sqlite/compactions.sqlite')!;
+  let chunk: Buffer | undefined;
+  for (const id of await chunkIds(repo, art)) {
+    const b = await repo.loadBlob(id);
+    if (b.includes(needle)) chunk = b;
+  }
+  writeFileSync(join(p.memdir, 'copy.md'), chunk!);
+  execFileSync('git', ['add', '-A'], { cwd: p.memdir, env: gitEnv });
+  execFileSync('git', ['commit', '-qm', 'copy'], { cwd: p.memdir, env: gitEnv });
+  const last = await s.snapshot({ agentId: 'ana' });
+
+  const r = await s.find({ agentId: 'ana', text: needle });
+  assert.equal(r.snapshots.length, 22);
+  assert.ok(r.snapshots.every((x) => x.found));
+  const at = (id: string) => r.snapshots.find((x) => x.snapshot_id === id)!.locations;
+  assert.deepEqual(
+    at(last.id).map((l) => `${l.kind} ${l.path}`),
+    ['file memdir/copy.md', 'row sqlite/compactions/compactions'],
+  );
+  assert.deepEqual(
+    at(first.id).map((l) => `${l.kind} ${l.path}`),
+    ['row sqlite/compactions/compactions'],
+  );
 });
