@@ -7,8 +7,12 @@
 // content) and the hit confirmed by a row query; a bundle's databases by their SHA-256, each confirmed
 // by a row query. Unless the caller asks for secrets, a match counts only when it is still there once
 // the redaction rules have been applied to its file, value or row, and snippets are shown redacted.
+// In a repository, the distinct blobs of all snapshots are read in one stream in pack order and
+// opened, checked and scanned on worker threads (scan-worker.ts) while the main thread reads the next
+// manifests (each distinct manifest artifact checked once: ArtifactMemo; a manifest checked by an
+// earlier find whose stored bytes are unchanged taken from manifest-cache.ts).
 
-import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import type { Shown } from '../diff/secrets.js';
 import { showText } from '../diff/secrets.js';
 import { MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
@@ -16,10 +20,14 @@ import { BundleDamagedError, InvalidInputError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { DB_NAMES, type DbName } from '../model/types.js';
 import { asText } from '../policy/redaction/scan.js';
-import type { RepoArtifact } from '../repository/manifest.js';
-import type { Repository } from '../repository/repository.js';
+import { loadContent } from '../repository/content.js';
+import { ArtifactMemo, type RepoArtifact } from '../repository/manifest.js';
+import { mapLimit, type Repository } from '../repository/repository.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { withDatabase } from './browse.js';
+import { ManifestCache, storedDigest } from './manifest-cache.js';
+import { type Matcher, matcherOf, type Query } from './match.js';
+import { type BlobScan, type ScanRole, ScanWorker } from './scan-worker.js';
 import { repositorySource, type SnapshotSource, withSnapshot } from './source.js';
 import { searchRows } from './tables.js';
 import {
@@ -30,38 +38,19 @@ import {
   MAX_FIND_LOCATIONS,
 } from './types.js';
 
-const MAX_QUERY_CHARS = 1000;
 const SNIPPET_CONTEXT = 40;
-/** A text longer than this is prefiltered by its halves (found even when cut by one page boundary). */
-const SPLIT_ABOVE = 8;
-/** Ranged pack reads in flight while chunks are scanned (each up to 4 MiB). */
+/** Ranged pack reads in flight while blobs are scanned (each up to SCAN_WINDOW bytes). */
 const SCAN_AHEAD = 8;
+const SCAN_WINDOW = 4 * 1024 * 1024;
+/** Blobs of one pack this close to each other are read with one request (the bytes between dropped). */
+const SCAN_GAP = 256 * 1024;
+/** Scan worker threads at most (fewer on a machine with fewer cores). */
+const SCAN_THREADS = 2;
+/** Manifests read and parsed at once. */
+const MANIFESTS_AHEAD = 8;
+/** Manifests whose new blobs are handed to the scan worker together (it scans while the next are read). */
+const MANIFEST_BATCH = 20;
 const ID_BYTES = 32;
-const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
-const PAGE_SIZES = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
-
-/**
- * The pages of a candidate chunk that hold a candidate match, by content (SHA-256 of the page), for
- * every possible page size (the chunk starts on a page boundary; the database's page size is known
- * only from its header, read later). Undefined when the match offsets cannot be told (a regex).
- */
-function candidatePages(m: Matcher, b: Buffer): Map<number, string[]> | undefined {
-  const offsets = m.offsets(b);
-  if (!offsets) return undefined;
-  const out = new Map<number, string[]>();
-  for (const ps of PAGE_SIZES) {
-    const starts = [...new Set(offsets.map((o) => o - (o % ps)))].sort((x, y) => x - y);
-    out.set(
-      ps,
-      starts.map((st) =>
-        createHash('sha256')
-          .update(b.subarray(st, st + ps))
-          .digest('hex'),
-      ),
-    );
-  }
-  return out;
-}
 
 /**
  * What decides a database's matching rows: the content of the pages that hold candidate matches
@@ -81,74 +70,6 @@ function candidateKey(
     pages.push(...hashes);
   }
   return `pages:${[...new Set(pages)].sort().join(',')}`;
-}
-
-/** What a query looks for, in text and in raw bytes. */
-interface Matcher {
-  /** Matches in a text (0 when none). */
-  count(text: string): number;
-  /** Index of the first match in a text, or -1. */
-  first(text: string): number;
-  /** Whether raw bytes may hold a match (a candidate; confirmed on the text). */
-  maybe(bytes: Buffer): boolean;
-  /** Byte offsets of the candidate matches in raw bytes; undefined when they cannot be told (a regex). */
-  offsets(bytes: Buffer): number[] | undefined;
-  needle: { text: string } | { regex: RegExp };
-}
-
-export function matcherOf(req: Pick<FindRequest, 'text' | 'regex'>): Matcher {
-  const { text, regex } = req;
-  if ((text === undefined) === (regex === undefined))
-    throw new InvalidInputError('find needs exactly one of a text and --regex');
-  const q = (text ?? regex)!;
-  if (q.length === 0) throw new InvalidInputError('find needs a non-empty text or regex');
-  if (q.length > MAX_QUERY_CHARS)
-    throw new InvalidInputError(`the query is longer than ${MAX_QUERY_CHARS} characters`);
-  if (text !== undefined) {
-    const whole = Buffer.from(text, 'utf8');
-    const half = Math.ceil(whole.length / 2);
-    const pieces =
-      whole.length > SPLIT_ABOVE ? [whole.subarray(0, half), whole.subarray(whole.length - half)] : [whole];
-    return {
-      needle: { text },
-      count(t) {
-        let n = 0;
-        for (let i = t.indexOf(text); i >= 0; i = t.indexOf(text, i + text.length)) n++;
-        return n;
-      },
-      first: (t) => t.indexOf(text),
-      maybe: (b) => pieces.some((p) => b.indexOf(p) >= 0),
-      offsets(b) {
-        const out: number[] = [];
-        for (const p of pieces)
-          for (let i = b.indexOf(p); i >= 0; i = b.indexOf(p, i + 1)) out.push(i, i + p.length - 1);
-        return out;
-      },
-    };
-  }
-  let re: RegExp;
-  let global: RegExp;
-  try {
-    re = new RegExp(regex!);
-    global = new RegExp(regex!, 'g');
-  } catch (err) {
-    throw new InvalidInputError(`--regex: ${(err as Error).message}`);
-  }
-  return {
-    needle: { regex: re },
-    count(t) {
-      let n = 0;
-      global.lastIndex = 0;
-      for (let m = global.exec(t); m; m = global.exec(t)) {
-        n++;
-        if (m[0].length === 0) global.lastIndex++;
-      }
-      return n;
-    },
-    first: (t) => t.search(re),
-    maybe: (b) => re.test(b.toString('utf8')),
-    offsets: () => undefined,
-  };
 }
 
 function snippet(text: string, at: number, m: Matcher): string {
@@ -177,6 +98,7 @@ function searchBytes(bytes: Buffer, m: Matcher, shown: Shown): UnitHit | undefin
 interface Ctx {
   s: LocalSnapshotter;
   m: Matcher;
+  query: Query;
   shown: Shown;
   /** Files and state values by SHA-256. */
   units: Map<string, UnitHit | undefined>;
@@ -204,15 +126,18 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
     units_reused: 0,
     bytes_scanned: 0,
     databases_opened: 0,
+    manifests_cached: 0,
   };
-  const ctx: Ctx = { s, m, shown, units: new Map(), stats };
+  const query: Query = req.text !== undefined ? { text: req.text } : { regex: req.regex };
+  const ctx: Ctx = { s, m, query, shown, units: new Map(), stats };
   const rowsCache = new Map<string, Rows>();
   const hits = new Map<string, FindSnapshotHit>();
   const repoIds = metas.filter((x) => inRepository.has(x.id)).map((x) => x.id);
   if (repoIds.length > 0) {
     const repo = await s.repository.open(false, [], req.decryptIdentity);
     await s.repository.locked(repo, false, 'find', async () => {
-      for (const h of await searchRepository(ctx, repo, repoIds, rowsCache)) hits.set(h.snapshot_id, h);
+      for (const h of await searchRepository(ctx, repo, agentId, tenant, repoIds, rowsCache))
+        hits.set(h.snapshot_id, h);
     });
   }
   for (const meta of metas) {
@@ -265,11 +190,11 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
   };
 }
 
+const isFileUnit = (a: { kind: string }): boolean => a.kind === 'memory_file' || a.kind.startsWith('state_');
+
 /** Files and state values of a snapshot: each distinct content searched once. */
 async function searchFiles(ctx: Ctx, src: SnapshotSource): Promise<Rows> {
-  const entries = src.manifest.artifacts.filter(
-    (a) => a.kind === 'memory_file' || a.kind.startsWith('state_'),
-  );
+  const entries = src.manifest.artifacts.filter(isFileUnit);
   const todo = new Map<string, string>();
   for (const a of entries) {
     if (ctx.units.has(a.sha256) || todo.has(a.sha256)) ctx.stats.units_reused++;
@@ -277,13 +202,22 @@ async function searchFiles(ctx: Ctx, src: SnapshotSource): Promise<Rows> {
   }
   if (todo.size > 0) {
     const bytes = await src.read([...todo.values()]);
-    for (const [sha, path] of todo) {
-      const b = bytes.get(path)!;
-      ctx.stats.units_searched++;
-      ctx.stats.bytes_scanned += b.length;
-      ctx.units.set(sha, searchBytes(b, ctx.m, ctx.shown));
-    }
+    for (const [sha, path] of todo) searchUnit(ctx, sha, bytes.get(path)!);
   }
+  return fileLocations(ctx, entries);
+}
+
+function searchUnit(ctx: Ctx, sha256: string, b: Buffer): void {
+  ctx.stats.units_searched++;
+  ctx.stats.bytes_scanned += b.length;
+  ctx.units.set(sha256, searchBytes(b, ctx.m, ctx.shown));
+}
+
+/** Where the searched files and state values of a snapshot hold the text. */
+function fileLocations(
+  ctx: Ctx,
+  entries: readonly { kind: string; path_in_bundle: string; sha256: string }[],
+): Rows {
   const locations: FindLocation[] = [];
   for (const a of entries) {
     const h = ctx.units.get(a.sha256);
@@ -368,90 +302,191 @@ async function searchBundle(
   return hitOf(src, parts);
 }
 
-/** Repository snapshots: manifests first, every distinct database chunk scanned once, then rows confirmed. */
+/**
+ * Repository snapshots, in batches of manifests: 1. each manifest of the batch (a few read at once),
+ * keeping only its files and databases; 2. the chunk lists of its databases, in one stream; 3. every
+ * database chunk and single-blob file not seen in an earlier batch, handed to the scan worker in pack
+ * order (blobs of a pack close to each other read with one request), which opens, checks and scans
+ * them while the next batch's manifests are read. 4. Once all is scanned, per snapshot: files by
+ * content and databases by their candidate pages, confirmed by a row query.
+ */
 async function searchRepository(
   ctx: Ctx,
   repo: Repository,
+  agentId: string,
+  tenant: string,
   ids: readonly string[],
   rowsCache: Map<string, Rows>,
 ): Promise<FindSnapshotHit[]> {
-  const { loadSnapshot } = await import('../repository/snapshots.js');
-  const lists = new Map<string, string[]>(); // chunk-list blob → chunk ids
-  const chunksOf = async (a: RepoArtifact): Promise<string[]> => {
-    if (a.chunks) return a.chunks;
-    if (!a.chunk_lists) return a.size_bytes === 0 ? [] : [a.sha256];
-    const missing = [...new Set(a.chunk_lists.filter((l) => !lists.has(l)))];
-    let i = 0;
-    for await (const b of repo.streamBlobs(missing)) {
-      if (b.length % ID_BYTES !== 0) throw new BundleDamagedError('a chunk list has a partial entry');
-      const out: string[] = [];
-      for (let at = 0; at < b.length; at += ID_BYTES) out.push(b.toString('hex', at, at + ID_BYTES));
-      lists.set(missing[i++]!, out);
-    }
-    return a.chunk_lists.flatMap((l) => lists.get(l)!);
-  };
-  // 1. manifests and the chunk ids of every database
-  const snaps: {
+  const { parseSnapshot, readSnapshotObject } = await import('../repository/snapshots.js');
+  const memo = new ArtifactMemo(); // the manifests share most artifacts: each distinct one checked once
+  const cache = await ManifestCache.open(ctx.s.layout.root, repo.id, tenant, agentId);
+  type Snap = {
     src: SnapshotSource;
-    files: Rows;
-    dbs: { db: DbName; sha256: string; chunks: string[] }[];
-  }[] = [];
-  const scanned = new Map<string, boolean>(); // chunk → holds a candidate
+    files: RepoArtifact[];
+    /** Each database's chunk ids, as segments shared by the snapshots (a chunk list, inline chunks). */
+    dbs: { db: DbName; a: RepoArtifact; segments: string[][] }[];
+  };
+  const snaps: Snap[] = new Array(ids.length);
+  const fileUnits = new Map<string, RepoArtifact>(); // file content (SHA-256) → one artifact holding it
+  const lists = new Map<string, string[]>(); // chunk-list blob → chunk ids
+  const dbChunks = new Set<string>();
+  const segmentsSeen = new Set<string[]>();
+  const blobFiles = new Map<string, RepoArtifact>(); // files stored as one blob (its id is their SHA-256)
+  const chunkedFiles: RepoArtifact[] = []; // larger files: read whole at the end
+  const roles = new Map<string, ScanRole>(); // blob → what it was handed to the worker as
+  const again = new Map<string, ScanRole>(); // blobs handed over before one of their roles was known
+  const scanned = new Map<string, boolean>(); // database chunk → holds a candidate
   const pagesOf = new Map<string, Map<number, string[]> | undefined>(); // candidate chunk → page size → pages
   const pageSizeOf = new Map<string, number>(); // a database's first chunk → its page size
-  const toScan = new Set<string>();
-  for (const id of ids) {
-    const { manifest } = await loadSnapshot(repo, id);
-    const src = repositorySource(repo, manifest);
-    const dbs: (typeof snaps)[number]['dbs'] = [];
-    for (const db of DB_NAMES) {
-      const a = manifest.artifacts.find((x) => x.path_in_bundle === sqlitePath(db));
-      if (!a) continue;
-      const chunks = await chunksOf(a);
-      for (const c of chunks) {
-        if (toScan.has(c)) ctx.stats.units_reused++;
-        else toScan.add(c);
+  const each = (id: string, raw: number, r: BlobScan) => {
+    if (r.chunk) {
+      ctx.stats.units_searched++;
+      ctx.stats.bytes_scanned += raw;
+      scanned.set(id, r.chunk.hit);
+      if (r.chunk.pageSize !== undefined) pageSizeOf.set(id, r.chunk.pageSize);
+      if (r.chunk.hit) pagesOf.set(id, r.chunk.pages);
+    }
+    if (r.file === undefined && !r.fileMiss) return;
+    const f = blobFiles.get(id)!;
+    if (raw !== f.size_bytes)
+      throw new BundleDamagedError(`${f.path_in_bundle}: ${raw} bytes, the manifest says ${f.size_bytes}`);
+    if (r.file) searchUnit(ctx, id, Buffer.from(r.file.buffer, r.file.byteOffset, r.file.byteLength));
+    else {
+      ctx.stats.units_searched++;
+      ctx.stats.bytes_scanned += raw;
+      ctx.units.set(id, undefined);
+    }
+  };
+  const read = { ahead: SCAN_AHEAD, window: SCAN_WINDOW, gap: SCAN_GAP };
+  await repo.ensureIndex();
+  const worker = new ScanWorker(ctx.query, Math.min(SCAN_THREADS, availableParallelism()));
+  let scanning: Promise<void> = Promise.resolve();
+  try {
+    for (let from = 0; from < ids.length; from += MANIFEST_BATCH) {
+      const batch = ids.slice(from, from + MANIFEST_BATCH).map((id, k) => ({ id, i: from + k }));
+      const newFiles: RepoArtifact[] = [];
+      // 1. manifests: only the databases' part of each is kept as a source (for the confirmations)
+      await mapLimit(batch, MANIFESTS_AHEAD, async ({ id, i }) => {
+        const bytes = await readSnapshotObject(repo, id);
+        const stored = storedDigest(bytes);
+        let manifest = cache.get(id, stored);
+        if (manifest) ctx.stats.manifests_cached++;
+        else {
+          manifest = (await parseSnapshot(repo, id, bytes, memo)).manifest;
+          cache.put(id, stored, manifest);
+        }
+        const files: RepoArtifact[] = [];
+        const dbs: Snap['dbs'] = [];
+        const sqlite: RepoArtifact[] = [];
+        for (const a of manifest.artifacts) {
+          if (isFileUnit(a)) {
+            files.push(a);
+            if (fileUnits.has(a.sha256)) ctx.stats.units_reused++;
+            else {
+              fileUnits.set(a.sha256, a);
+              newFiles.push(a);
+            }
+          } else if (a.path_in_bundle.startsWith('sqlite/')) sqlite.push(a);
+        }
+        for (const db of DB_NAMES) {
+          const a = sqlite.find((x) => x.path_in_bundle === sqlitePath(db));
+          if (a) dbs.push({ db, a, segments: [] });
+        }
+        snaps[i] = { src: repositorySource(repo, { ...manifest, artifacts: sqlite }), files, dbs };
+      });
+      // 2. the chunk ids of the batch's databases
+      const listIds: string[] = [];
+      for (const { i } of batch)
+        for (const { a } of snaps[i]!.dbs)
+          for (const l of a.chunk_lists ?? [])
+            if (!lists.has(l)) {
+              lists.set(l, []);
+              listIds.push(l);
+            }
+      let k = 0;
+      inPackOrder(repo, listIds);
+      for await (const b of repo.streamBlobs(listIds, SCAN_AHEAD, SCAN_WINDOW, false, SCAN_GAP)) {
+        if (b.length % ID_BYTES !== 0) throw new BundleDamagedError('a chunk list has a partial entry');
+        const out: string[] = [];
+        for (let at = 0; at < b.length; at += ID_BYTES) out.push(b.toString('hex', at, at + ID_BYTES));
+        lists.set(listIds[k++]!, out);
       }
-      dbs.push({ db, sha256: a.sha256, chunks });
+      // 3. the blobs not seen yet, to the worker (each once; a role learnt later is scanned again at the end)
+      const fresh = new Set<string>();
+      const want = (id: string, role: keyof ScanRole) => {
+        const known = roles.get(id);
+        if (!known) {
+          roles.set(id, { chunk: role === 'chunk', file: role === 'file' });
+          fresh.add(id);
+        } else if (!known[role]) {
+          if (fresh.has(id)) known[role] = true;
+          else again.set(id, { ...(again.get(id) ?? { chunk: false, file: false }), [role]: true });
+        }
+      };
+      for (const { i } of batch)
+        for (const d of snaps[i]!.dbs) {
+          const { a } = d;
+          d.segments = a.chunk_lists
+            ? a.chunk_lists.map((l) => lists.get(l)!)
+            : [a.chunks ?? (a.size_bytes === 0 ? [] : [a.sha256])];
+          for (const seg of d.segments) {
+            // a segment seen before (most of a database's chunk lists): its chunks are all known
+            if (segmentsSeen.has(seg)) {
+              ctx.stats.units_reused += seg.length;
+              continue;
+            }
+            segmentsSeen.add(seg);
+            for (const c of seg) {
+              if (dbChunks.has(c)) ctx.stats.units_reused++;
+              else {
+                dbChunks.add(c);
+                want(c, 'chunk');
+              }
+            }
+          }
+        }
+      for (const a of newFiles) {
+        if (a.size_bytes === 0) searchUnit(ctx, a.sha256, Buffer.alloc(0));
+        else if (a.chunks || a.chunk_lists) chunkedFiles.push(a);
+        else {
+          blobFiles.set(a.sha256, a);
+          want(a.sha256, 'file');
+        }
+      }
+      const order = inPackOrder(repo, [...fresh]);
+      scanning = scanning.then(() => worker.scan(repo, order, (id) => roles.get(id)!, read, each));
+      scanning.catch(() => {}); // awaited below (a failure stops find there)
     }
-    // files are searched now; only the databases' part of the manifest is kept for the confirmations
-    const files = await searchFiles(ctx, src);
-    const dbOnly = {
-      ...manifest,
-      artifacts: manifest.artifacts.filter((x) => x.path_in_bundle.startsWith('sqlite/')),
-    };
-    snaps.push({ src: repositorySource(repo, dbOnly), files, dbs });
-  }
-  // 2. every distinct chunk once, in pack order (adjacent blobs are read together)
-  const order = [...toScan].sort((x, y) => {
-    const lx = repo.index.get(x);
-    const ly = repo.index.get(y);
-    if (!lx || !ly) return lx ? -1 : ly ? 1 : 0;
-    return lx.pack < ly.pack ? -1 : lx.pack > ly.pack ? 1 : lx.offset - ly.offset;
-  });
-  // one stream, so reads stay ahead of the scan (it holds at most its read-ahead in memory)
-  let j = 0;
-  for await (const b of repo.streamBlobs(order, SCAN_AHEAD)) {
-    ctx.stats.units_searched++;
-    ctx.stats.bytes_scanned += b.length;
-    const id = order[j++]!;
-    const hit = ctx.m.maybe(b);
-    scanned.set(id, hit);
-    if (b.length >= 100 && b.subarray(0, 16).equals(SQLITE_MAGIC)) {
-      const ps = b.readUInt16BE(16);
-      pageSizeOf.set(id, ps === 1 ? 65536 : ps);
+    await scanning;
+    if (again.size > 0) {
+      const order = inPackOrder(repo, [...again.keys()]);
+      await worker.scan(repo, order, (id) => again.get(id)!, read, each);
     }
-    if (hit) pagesOf.set(id, candidatePages(ctx.m, b));
+  } finally {
+    await worker.close();
   }
-  // 3. per snapshot: files by content, databases by their candidate chunks
+  for (const a of chunkedFiles) searchUnit(ctx, a.sha256, await loadContent(repo, a, a.path_in_bundle));
+  // 4. per snapshot: files by content, databases by their candidate chunks
   const out: FindSnapshotHit[] = [];
+  const candidatesIn = new Map<string[], string[]>(); // segment → its candidate chunks
   for (const { src, files, dbs } of snaps) {
-    const parts = [files];
-    for (const { db, sha256, chunks } of dbs) {
-      const candidates = [...new Set(chunks.filter((c) => scanned.get(c)))].sort();
-      if (candidates.length === 0) continue;
-      const byDb = `${db}:${sha256}`;
-      const byChunks = `${db}:${candidateKey(candidates, pagesOf, pageSizeOf.get(chunks[0]!))}`;
+    const parts = [fileLocations(ctx, files)];
+    for (const { db, a, segments } of dbs) {
+      const found: string[] = [];
+      for (const seg of segments) {
+        let c = candidatesIn.get(seg);
+        if (!c) {
+          c = seg.filter((id) => scanned.get(id));
+          candidatesIn.set(seg, c);
+        }
+        found.push(...c);
+      }
+      if (found.length === 0) continue;
+      const candidates = [...new Set(found)].sort();
+      const first = segments.find((seg) => seg.length > 0)![0]!;
+      const byDb = `${db}:${a.sha256}`;
+      const byChunks = `${db}:${candidateKey(candidates, pagesOf, pageSizeOf.get(first))}`;
       let rows = rowsCache.get(byDb) ?? rowsCache.get(byChunks);
       if (!rows) {
         rows = await confirmRows(ctx, src, db);
@@ -462,5 +497,16 @@ async function searchRepository(
     }
     out.push(hitOf(src, parts));
   }
+  await cache.save();
   return out;
+}
+
+/** Blob ids sorted by where they are stored (pack, offset), so that reading them goes forward. */
+function inPackOrder(repo: Repository, ids: string[]): string[] {
+  return ids.sort((x, y) => {
+    const lx = repo.index.get(x);
+    const ly = repo.index.get(y);
+    if (!lx || !ly) return lx ? -1 : ly ? 1 : 0;
+    return lx.pack < ly.pack ? -1 : lx.pack > ly.pack ? 1 : lx.offset - ly.offset;
+  });
 }

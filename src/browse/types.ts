@@ -166,6 +166,8 @@ export interface FindResult {
     units_reused: number;
     bytes_scanned: number;
     databases_opened: number;
+    /** Repository manifests taken from find's cache of checked manifests (stored bytes unchanged). */
+    manifests_cached: number;
   };
   output: 'redacted' | 'shown';
 }

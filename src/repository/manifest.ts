@@ -10,6 +10,7 @@ import { ARTIFACT_KINDS, GIT_BUNDLE_PATH } from '../format/constants.js';
 import { parseStrictJson } from '../format/json.js';
 import {
   type Artifact,
+  canonicalJson,
   digestSeal,
   type Manifest,
   manifestSchema,
@@ -127,10 +128,68 @@ export interface ParsedRepoManifest {
 }
 
 /**
- * Parses a repository manifest and checks what needs no other object: versions agree, both seals, the
- * repository id. Signatures are checked by the caller against its trust policy.
+ * What one reader of many manifests learnt about their artifacts, by each artifact's JSON: its parsed
+ * value and its canonical JSON. The manifests of one agent share most of their artifacts (a 1 % change
+ * rewrites a few), so each distinct artifact is checked and canonicalised once (find reads hundreds of
+ * manifests; the canonical JSON is kept as UTF-8). The parsed artifacts are shared between the manifests: a reader that passes a memo must
+ * not change them.
  */
-export function parseRepoManifest(json: Buffer, repositoryId: string, what: string): ParsedRepoManifest {
+export class ArtifactMemo {
+  readonly byJson = new Map<string, { artifact: RepoArtifact; canonical: Buffer }>();
+}
+
+/** The manifest's fields, its artifacts unchecked (checked one by one: ArtifactMemo, find's cache). */
+export const repoManifestShellSchema = repoManifestSchema.extend({ artifacts: z.array(z.unknown()) });
+
+/** An artifact's own checks (after the schema), the same with or without a memo. */
+function artifactProblem(a: RepoArtifact): string | undefined {
+  if ((a.kind === GIT_HISTORY_KIND) !== (a.packs !== undefined))
+    return `${a.path_in_bundle}: packs belong to the git history only`;
+  if (a.packs && packChainDigest(a.packs) !== a.sha256)
+    return `${a.path_in_bundle}: sha256 does not match its packs`;
+  if (a.chunks && a.chunk_lists) return `${a.path_in_bundle}: both chunks and chunk_lists`;
+  return undefined;
+}
+
+/**
+ * The manifest's fields and its artifacts (each from the memo or checked and added to it), and the
+ * canonical JSON of each artifact; undefined when anything fails (the caller then checks the manifest
+ * whole, which names the first problem as it always does).
+ */
+function parseWithMemo(
+  raw: Record<string, unknown>,
+  memo: ArtifactMemo,
+): { m: RepoManifest; canonical: Buffer[] } | undefined {
+  const shell = repoManifestShellSchema.safeParse(raw);
+  if (!shell.success) return undefined;
+  const artifacts: RepoArtifact[] = [];
+  const canonical: Buffer[] = [];
+  for (const el of shell.data.artifacts) {
+    const key = JSON.stringify(el);
+    let known = memo.byJson.get(key);
+    if (!known) {
+      const a = repoArtifactSchema.safeParse(el);
+      if (!a.success || artifactProblem(a.data) !== undefined) return undefined;
+      known = { artifact: a.data, canonical: Buffer.from(canonicalJson(el), 'utf8') };
+      memo.byJson.set(key, known);
+    }
+    artifacts.push(known.artifact);
+    canonical.push(known.canonical);
+  }
+  return { m: { ...shell.data, artifacts }, canonical };
+}
+
+/**
+ * Parses a repository manifest and checks what needs no other object: versions agree, both seals, the
+ * repository id. Signatures are checked by the caller against its trust policy. With `memo`, artifacts
+ * seen in an earlier manifest are not checked again (the same checks, the same errors).
+ */
+export function parseRepoManifest(
+  json: Buffer,
+  repositoryId: string,
+  what: string,
+  memo?: ArtifactMemo,
+): ParsedRepoManifest {
   let raw: unknown;
   try {
     // strictly, as a bundle's manifest (depth, duplicate names, integers) before anything recursive runs
@@ -143,14 +202,19 @@ export function parseRepoManifest(json: Buffer, repositoryId: string, what: stri
   const v = (raw as { manifest_version?: unknown }).manifest_version;
   if (typeof v === 'number' && v > REPO_MANIFEST_VERSION_SIGNED)
     throw new SchemaTooNewError(v, REPO_MANIFEST_VERSION_SIGNED, 'manifest_version');
-  const parsed = repoManifestSchema.safeParse(raw);
-  if (!parsed.success) {
-    const first = parsed.error.issues[0];
-    throw new BundleDamagedError(
-      `${what}: field ${first?.path.join('.') || '(root)'}: ${first?.message ?? 'invalid'}`,
-    );
+  const memoized = memo ? parseWithMemo(raw as Record<string, unknown>, memo) : undefined;
+  let m: RepoManifest;
+  if (memoized) m = memoized.m;
+  else {
+    const parsed = repoManifestSchema.safeParse(raw);
+    if (!parsed.success) {
+      const first = parsed.error.issues[0];
+      throw new BundleDamagedError(
+        `${what}: field ${first?.path.join('.') || '(root)'}: ${first?.message ?? 'invalid'}`,
+      );
+    }
+    m = parsed.data;
   }
-  const m = parsed.data;
   const signed = m.manifest_version === REPO_MANIFEST_VERSION_SIGNED;
   if (
     (m.manifest_version !== REPO_MANIFEST_VERSION && !signed) ||
@@ -166,18 +230,18 @@ export function parseRepoManifest(json: Buffer, repositoryId: string, what: stri
     );
   if (digestSeal(m.artifacts) !== m.bundle_sha256)
     throw new BundleDamagedError(`${what}: bundle_sha256 does not match the artifact digests`);
-  if (m.manifest_seal === undefined || manifestSeal(raw as Record<string, unknown>) !== m.manifest_seal)
+  if (
+    m.manifest_seal === undefined ||
+    manifestSeal(raw as Record<string, unknown>, memoized?.canonical) !== m.manifest_seal
+  )
     throw new BundleDamagedError(`${what}: manifest_seal does not match the manifest (tampered?)`);
   if (m.repository_id !== repositoryId)
     throw new BundleDamagedError(`${what}: belongs to another repository (${m.repository_id.slice(0, 12)}…)`);
-  for (const a of m.artifacts) {
-    if ((a.kind === GIT_HISTORY_KIND) !== (a.packs !== undefined))
-      throw new BundleDamagedError(`${what}: ${a.path_in_bundle}: packs belong to the git history only`);
-    if (a.packs && packChainDigest(a.packs) !== a.sha256)
-      throw new BundleDamagedError(`${what}: ${a.path_in_bundle}: sha256 does not match its packs`);
-    if (a.chunks && a.chunk_lists)
-      throw new BundleDamagedError(`${what}: ${a.path_in_bundle}: both chunks and chunk_lists`);
-  }
+  if (!memoized)
+    for (const a of m.artifacts) {
+      const problem = artifactProblem(a);
+      if (problem) throw new BundleDamagedError(`${what}: ${problem}`);
+    }
   return { manifest: m, raw: raw as Record<string, unknown> };
 }
 

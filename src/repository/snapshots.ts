@@ -6,7 +6,7 @@
 import { listNames, loadObjects } from '../backend/backend.js';
 import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
 import type { SnapshotMeta } from '../model/types.js';
-import type { ParsedRepoManifest, RepoManifest } from './manifest.js';
+import type { ArtifactMemo, ParsedRepoManifest, RepoManifest } from './manifest.js';
 import { type Repository, readObject } from './repository.js';
 
 const LISTING_VERSION = 1;
@@ -54,20 +54,40 @@ export async function saveListing(repo: Repository, meta: ListingMeta): Promise<
   );
 }
 
-/** Loads and checks a snapshot manifest (seals, versions, repository id); NotFoundError when absent. */
-export async function loadSnapshot(repo: Repository, id: string): Promise<ParsedRepoManifest> {
+/**
+ * Loads and checks a snapshot manifest (seals, versions, repository id); NotFoundError when absent.
+ * `memo`: see parseRepoManifest (a reader of many manifests).
+ */
+export async function loadSnapshot(
+  repo: Repository,
+  id: string,
+  memo?: ArtifactMemo,
+): Promise<ParsedRepoManifest> {
+  return parseSnapshot(repo, id, await readSnapshotObject(repo, id), memo);
+}
+
+/** The stored bytes of a snapshot manifest, unchecked (loadSnapshot = this + parseSnapshot). */
+export async function readSnapshotObject(repo: Repository, id: string): Promise<Buffer> {
   if (!UUID.test(id)) throw new NotFoundError(id, 'not in the repository');
-  let bytes: Buffer;
   try {
-    bytes = await readObject(repo.backend, 'snapshots', id, 512 * 1024 * 1024);
+    return await readObject(repo.backend, 'snapshots', id, 512 * 1024 * 1024);
   } catch (err) {
     if (err instanceof ObjectNotFoundError) throw new NotFoundError(id, 'not in the repository');
     throw err;
   }
+}
+
+/** Decodes and checks the stored bytes of the snapshot manifest `id`. */
+export async function parseSnapshot(
+  repo: Repository,
+  id: string,
+  bytes: Buffer,
+  memo?: ArtifactMemo,
+): Promise<ParsedRepoManifest> {
   const what = `snapshots/${id}`;
   // Imported here: the manifest's schemas load zod (~100 modules, ~60 ms of CPU), which `list` never needs.
   const { parseRepoManifest } = await import('./manifest.js');
-  const parsed = parseRepoManifest(repo.decodeFile(bytes, what), repo.id, what);
+  const parsed = parseRepoManifest(repo.decodeFile(bytes, what), repo.id, what, memo);
   if (parsed.manifest.snapshot_id !== id)
     throw new BundleDamagedError(`${what}: holds snapshot ${parsed.manifest.snapshot_id}`);
   return parsed;

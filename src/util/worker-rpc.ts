@@ -3,7 +3,7 @@
 // error or exit of the worker rejects every waiting job and every later one; a native module the
 // worker cannot load rejects with NativeModuleError).
 
-import type { Worker } from 'node:worker_threads';
+import type { TransferListItem, Worker } from 'node:worker_threads';
 import { nativeModuleError } from '../model/errors.js';
 
 type Reply = { id: number; value?: unknown; error?: { message: string; code?: string } };
@@ -40,12 +40,13 @@ export class WorkerRpc<Job> {
     this.waiting.clear();
   }
 
-  run<T>(job: Job): Promise<T> {
+  /** Posts `job` (the objects in `transfer` are moved to the worker, not copied) and waits for its answer. */
+  run<T>(job: Job, transfer?: readonly TransferListItem[]): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ id, job });
+      this.worker.postMessage({ id, job }, transfer);
     });
   }
 

@@ -1,0 +1,131 @@
+// Owns what `find` looks for in raw bytes (find.ts): the matcher of a text or a regex (a candidate in
+// raw bytes, confirmed and counted in text), and what the scan of one database chunk tells: whether it
+// holds a candidate, the page size when it starts a database, and the pages (by content) that hold the
+// candidates. Pure, so the scan runs on a worker thread as well (scan-worker-main.ts).
+
+import { createHash } from 'node:crypto';
+import { InvalidInputError } from '../model/errors.js';
+
+const MAX_QUERY_CHARS = 1000;
+/** A text longer than this is prefiltered by its halves (found even when cut by one page boundary). */
+const SPLIT_ABOVE = 8;
+const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
+const PAGE_SIZES = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
+
+/** What a query is: a text or a regex (exactly one). */
+export interface Query {
+  text?: string | undefined;
+  regex?: string | undefined;
+}
+
+/** What a query looks for, in text and in raw bytes. */
+export interface Matcher {
+  /** Matches in a text (0 when none). */
+  count(text: string): number;
+  /** Index of the first match in a text, or -1. */
+  first(text: string): number;
+  /** Whether raw bytes may hold a match (a candidate; confirmed on the text). */
+  maybe(bytes: Buffer): boolean;
+  /** Byte offsets of the candidate matches in raw bytes; undefined when they cannot be told (a regex). */
+  offsets(bytes: Buffer): number[] | undefined;
+  needle: { text: string } | { regex: RegExp };
+}
+
+export function matcherOf(req: Query): Matcher {
+  const { text, regex } = req;
+  if ((text === undefined) === (regex === undefined))
+    throw new InvalidInputError('find needs exactly one of a text and --regex');
+  const q = (text ?? regex)!;
+  if (q.length === 0) throw new InvalidInputError('find needs a non-empty text or regex');
+  if (q.length > MAX_QUERY_CHARS)
+    throw new InvalidInputError(`the query is longer than ${MAX_QUERY_CHARS} characters`);
+  if (text !== undefined) {
+    const whole = Buffer.from(text, 'utf8');
+    const half = Math.ceil(whole.length / 2);
+    const pieces =
+      whole.length > SPLIT_ABOVE ? [whole.subarray(0, half), whole.subarray(whole.length - half)] : [whole];
+    return {
+      needle: { text },
+      count(t) {
+        let n = 0;
+        for (let i = t.indexOf(text); i >= 0; i = t.indexOf(text, i + text.length)) n++;
+        return n;
+      },
+      first: (t) => t.indexOf(text),
+      maybe: (b) => pieces.some((p) => b.indexOf(p) >= 0),
+      offsets(b) {
+        const out: number[] = [];
+        for (const p of pieces)
+          for (let i = b.indexOf(p); i >= 0; i = b.indexOf(p, i + 1)) out.push(i, i + p.length - 1);
+        return out;
+      },
+    };
+  }
+  let re: RegExp;
+  let global: RegExp;
+  try {
+    re = new RegExp(regex!);
+    global = new RegExp(regex!, 'g');
+  } catch (err) {
+    throw new InvalidInputError(`--regex: ${(err as Error).message}`);
+  }
+  return {
+    needle: { regex: re },
+    count(t) {
+      let n = 0;
+      global.lastIndex = 0;
+      for (let m = global.exec(t); m; m = global.exec(t)) {
+        n++;
+        if (m[0].length === 0) global.lastIndex++;
+      }
+      return n;
+    },
+    first: (t) => t.search(re),
+    maybe: (b) => re.test(b.toString('utf8')),
+    offsets: () => undefined,
+  };
+}
+
+/**
+ * The pages of a candidate chunk that hold a candidate match, by content (SHA-256 of the page), for
+ * every possible page size (the chunk starts on a page boundary; the database's page size is known
+ * only from its header, read later). Undefined when the match offsets cannot be told (a regex).
+ */
+export function candidatePages(m: Matcher, b: Buffer): Map<number, string[]> | undefined {
+  const offsets = m.offsets(b);
+  if (!offsets) return undefined;
+  const out = new Map<number, string[]>();
+  for (const ps of PAGE_SIZES) {
+    const starts = [...new Set(offsets.map((o) => o - (o % ps)))].sort((x, y) => x - y);
+    out.set(
+      ps,
+      starts.map((st) =>
+        createHash('sha256')
+          .update(b.subarray(st, st + ps))
+          .digest('hex'),
+      ),
+    );
+  }
+  return out;
+}
+
+/** What scanning one database chunk tells. */
+export interface ChunkScan {
+  /** Whether the chunk holds a candidate match. */
+  hit: boolean;
+  /** The database's page size, when the chunk starts a database (its header). */
+  pageSize?: number;
+  /** The candidate pages by page size (hits only; undefined when they cannot be told: a regex). */
+  pages?: Map<number, string[]> | undefined;
+}
+
+export function scanChunk(m: Matcher, b: Buffer): ChunkScan {
+  const hit = m.maybe(b);
+  const out: ChunkScan = { hit };
+  if (b.length >= 100 && b.subarray(0, 16).equals(SQLITE_MAGIC)) {
+    const ps = b.readUInt16BE(16);
+    out.pageSize = ps === 1 ? 65536 : ps;
+  }
+  if (hit) out.pages = candidatePages(m, b);
+  return out;
+}
