@@ -167,6 +167,7 @@ export {
   validateAgentId,
   validateTenant,
 } from './model/ids.js';
+export { SNAPSHOT_KINDS, type SnapshotKind, snapshotKind } from './model/kind.js';
 export * from './model/types.js';
 export {
   DEFAULT_POLICY_ID as REDACTION_POLICY_ID,
@@ -189,13 +190,7 @@ export {
   type RetentionPolicy,
   type RetentionPolicyReport,
 } from './policy/retention.js';
-export {
-  type AgentOverview,
-  fleetOverview,
-  type SnapshotKind,
-  snapshotKind,
-  storeAgentPairs,
-} from './snapshotter/fleet.js';
+export { type AgentOverview, fleetOverview, storeAgentPairs } from './snapshotter/fleet.js';
 export {
   type AgentGcReport,
   type GcOptions,

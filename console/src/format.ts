@@ -24,23 +24,8 @@ export function age(ms: number | undefined, now = Date.now()): string {
 
 export const when = (ms: number): string => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
 
-export const KINDS = ['manual', 'scheduled', 'pre-dream', 'pre-restore', 'pre-mutating-tool'] as const;
-export type Kind = (typeof KINDS)[number];
-
-export function kindOf(createdBy: string | undefined): Kind {
-  switch (createdBy) {
-    case 'scheduled':
-      return 'scheduled';
-    case 'auto-pre-dream':
-      return 'pre-dream';
-    case 'auto-pre-restore':
-      return 'pre-restore';
-    case 'auto-pre-mutating-tool':
-      return 'pre-mutating-tool';
-    default:
-      return 'manual';
-  }
-}
+// The same kinds as the fleet overview's (src/model/kind.ts: pure, bundled in as it is).
+export { SNAPSHOT_KINDS as KINDS, snapshotKind as kindOf } from '../../src/model/kind.js';
 
 /**
  * A snapshot id short enough for a table, long enough to tell snapshots apart: ids are UUIDv7, whose

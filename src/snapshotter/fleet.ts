@@ -1,34 +1,16 @@
 // Owns the fleet overview: every agent of the store (its bundles and its repository snapshots) with
-// its snapshot count, last snapshot, bytes stored and added, pins, and the kinds of its snapshots, plus
-// the kind of one snapshot from its `created_by` (manual, scheduled, pre-dream, pre-restore,
-// pre-mutating-tool). Reads only listings: no bundle is opened, nothing is locked. Also the operations
+// its snapshot count, last snapshot, bytes stored and added, pins, and the kinds of its snapshots
+// (model/kind.ts). Reads only listings: no bundle is opened, nothing is locked. Also the operations
 // other processes run now (a CLI snapshot, say): the agent locks held by another process, with what
 // the holder recorded (operation, pid, host, since).
 
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { type SnapshotKind, snapshotKind } from '../model/kind.js';
 import type { SnapshotMeta } from '../model/types.js';
 import { storeAgents } from '../store/catalog.js';
 import { readOwner, tryAcquire } from '../store/lock.js';
 import type { LocalSnapshotter } from './local.js';
-
-export type SnapshotKind = 'manual' | 'scheduled' | 'pre-dream' | 'pre-restore' | 'pre-mutating-tool';
-
-/** The kind of a snapshot, from who made it (anything not automatic is manual: cli, api, tool, …). */
-export function snapshotKind(createdBy: string | undefined): SnapshotKind {
-  switch (createdBy) {
-    case 'scheduled':
-      return 'scheduled';
-    case 'auto-pre-dream':
-      return 'pre-dream';
-    case 'auto-pre-restore':
-      return 'pre-restore';
-    case 'auto-pre-mutating-tool':
-      return 'pre-mutating-tool';
-    default:
-      return 'manual';
-  }
-}
 
 export interface AgentOverview {
   agent_id: string;
