@@ -136,7 +136,9 @@ test('a node killed (SIGKILL) while a 33 MiB object is being saved: the save com
   let retries = 0;
   const b = await open(bucket, {
     observer: { request: () => {}, retry: () => void retries++ },
-    retry: { attempts: 6, baseDelayMs: 100, maxDelayMs: 1000 },
+    // Long enough for a stream leader election on a busy machine: a CI run saw the
+    // cluster answer "jetstream is not enabled" for the whole of 6 attempts 0.1-1 s apart.
+    retry: { attempts: 8, baseDelayMs: 200, maxDelayMs: 3000 },
     timeoutMs: 2000,
   });
   t.after(() => b.close());
