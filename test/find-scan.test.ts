@@ -11,7 +11,16 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -257,14 +266,28 @@ test("find's manifest cache: the same answer from it; changed stored bytes are c
   // the bytes that were checked are back: taken from the cache again
   assert.equal((await s.find({ agentId: 'ana', text: needle })).stats.manifests_cached, 3);
 
-  // an unusable cache is ignored (and replaced)
+  // a find that checked nothing new leaves the file as it was (not rewritten)
   const dir = join(p.stateRoot, 'cache');
   const [file] = readdirSync(dir);
-  writeFileSync(join(dir, file!), '{"cache_version": 1, "snapshots": 7}');
-  const again = await s.find({ agentId: 'ana', text: needle });
-  assert.equal(again.stats.manifests_cached, 0);
-  assert.equal(again.first_seen!.snapshot_id, seen.id);
+  const cachePath = join(dir, file!);
+  const before = statSync(cachePath);
   assert.equal((await s.find({ agentId: 'ana', text: needle })).stats.manifests_cached, 3);
+  assert.equal(statSync(cachePath).ino, before.ino);
+
+  // an unusable cache is ignored (and replaced): another format, or one byte of the body changed
+  // (the manifest's size field, still valid JSON: only the checksum tells)
+  const written = readFileSync(cachePath, 'utf8');
+  for (const unusable of [
+    '{"cache_version": 1, "snapshots": 7}',
+    written.replace(/"size_bytes":(\d)/, (_m, d: string) => `"size_bytes":${(Number(d) + 1) % 10}`),
+  ]) {
+    assert.notEqual(unusable, written);
+    writeFileSync(cachePath, unusable);
+    const again = await s.find({ agentId: 'ana', text: needle });
+    assert.equal(again.stats.manifests_cached, 0);
+    assert.equal(again.first_seen!.snapshot_id, seen.id);
+    assert.equal((await s.find({ agentId: 'ana', text: needle })).stats.manifests_cached, 3);
+  }
 });
 
 test('scan: worker threads and the main thread give the same results and the same error', async () => {

@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../src/config/config.js';
+import { parseStrictJsonSpans } from '../src/format/json.js';
 import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.js';
 import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/format/tar.js';
 import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
@@ -59,6 +60,24 @@ test('canonical JSON sorts keys at every level; the seals are SHA-256 over it an
   const m = { z: 1, a: 2, manifest_seal: 'ignored' };
   assert.equal(manifestSeal(m), manifestSeal({ a: 2, z: 1 }));
   assert.notEqual(manifestSeal(m), manifestSeal({ a: 3, z: 1 }));
+});
+
+test('strict JSON spans: the text of each element of one top-level array member, nothing else', () => {
+  const doc =
+    '{"a":[1,{"artifacts":[9]}],"artifacts": [ {"p":"x","c":[[],{}]} , 7,"s\\"]" ,[] ,{}],"z":{"artifacts":[5]}}';
+  const { value, text, spans } = parseStrictJsonSpans(Buffer.from(doc), {}, 'artifacts');
+  const pieces: string[] = [];
+  for (let k = 0; k < spans.length; k += 2) pieces.push(text.slice(spans[k], spans[k + 1]));
+  assert.deepEqual(pieces, ['{"p":"x","c":[[],{}]}', '7', '"s\\"]"', '[]', '{}']);
+  // each piece is the JSON of the parsed element
+  assert.deepEqual(
+    pieces.map((t) => JSON.parse(t)),
+    (value as { artifacts: unknown[] }).artifacts,
+  );
+  assert.deepEqual(parseStrictJsonSpans(Buffer.from('{"artifacts":[]}'), {}, 'artifacts').spans, []);
+  assert.deepEqual(parseStrictJsonSpans(Buffer.from('[["x"]]'), {}, 'artifacts').spans, []);
+  assert.deepEqual(parseStrictJsonSpans(Buffer.from('{"artifacts":"[1]"}'), {}, 'artifacts').spans, []);
+  assert.throws(() => parseStrictJsonSpans(Buffer.from('{"artifacts":[1,]}'), {}, 'artifacts'));
 });
 
 test('tar: our headers (long paths via PAX) are read by GNU tar and by our reader', async (t) => {

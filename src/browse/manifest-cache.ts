@@ -3,46 +3,43 @@
 // (artifacts kept once in a table shared by the snapshots). A manifest whose stored bytes hash to the
 // recorded value is taken from the cache instead of being decoded and checked again (the checks are a
 // function of those bytes and the repository); any other is checked as always. Kept at
-// <stateRoot>/cache/find-<repository id>-<hash of tenant and agent>.json, written atomically after a
-// find; a cache that is missing, unreadable or of another repository is ignored, and one that cannot be
-// written (a read-only state root) leaves find's answer unchanged.
+// <stateRoot>/cache/find-<repository id>-<hash of tenant and agent>.json: a header line with the
+// format's version and the SHA-256 of the JSON body after it. The cache is this state root's own
+// derived data, written only from manifests find has checked: a file whose header or checksum does not
+// match (damaged, cut short, of an older version) or of another repository is ignored as a whole, and a
+// matching one is not checked again field by field (that re-check cost more than the find it served).
+// Written (atomically, unsynced: a torn file fails its checksum) after a find that checked a manifest or
+// no longer needs one; one that cannot be written (a read-only state root) leaves find's answer unchanged.
 
 import { createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
-import {
-  type RepoArtifact,
-  type RepoManifest,
-  repoArtifactSchema,
-  repoManifestShellSchema,
-} from '../repository/manifest.js';
-import { writeFileAtomic } from '../store/atomic.js';
+import type { RepoArtifact, RepoManifest } from '../repository/manifest.js';
+import { writeFileAtomicUnsynced } from '../store/atomic.js';
 
-const CACHE_VERSION = 1;
-const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+/** The first line of a cache file: this, a space and the SHA-256 (hex) of the body after the newline. */
+const HEADER = 'nexo-memory find cache 2';
 
-const cacheSchema = z.object({
-  cache_version: z.literal(CACHE_VERSION),
-  repository_id: hex64,
-  artifacts: z.array(repoArtifactSchema),
-  snapshots: z.record(
-    z.string(),
-    z.object({
-      stored_sha256: hex64,
-      manifest: z.record(z.string(), z.unknown()),
-      artifacts: z.array(z.number().int().nonnegative()),
-    }),
-  ),
-});
+/** The body: written by save() from checked manifests, read back only when its checksum matches. */
+interface CacheBody {
+  repository_id: string;
+  artifacts: RepoArtifact[];
+  snapshots: Record<
+    string,
+    { stored_sha256: string; manifest: Omit<RepoManifest, 'artifacts'>; artifacts: number[] }
+  >;
+}
 
 type Entry = { stored: string; manifest: RepoManifest };
 
 export const storedDigest = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
+const sha256Hex = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
 
 export class ManifestCache {
   private readonly known = new Map<string, Entry>();
   private readonly used = new Map<string, Entry>();
+  /** A manifest was checked in this run (put): the file needs writing. */
+  private changed = false;
 
   private constructor(
     private readonly path: string,
@@ -58,20 +55,20 @@ export class ManifestCache {
   ): Promise<ManifestCache> {
     const who = createHash('sha256').update(`${tenant}\0${agentId}`).digest('hex').slice(0, 32);
     const c = new ManifestCache(join(stateRoot, 'cache', `find-${repositoryId}-${who}.json`), repositoryId);
-    let raw: unknown;
+    let body: CacheBody;
     try {
-      raw = JSON.parse(await readFile(c.path, 'utf8'));
+      const text = await readFile(c.path, 'utf8');
+      const nl = text.indexOf('\n');
+      const rest = text.slice(nl + 1);
+      if (nl < 0 || text.slice(0, nl) !== `${HEADER} ${sha256Hex(rest)}`) return c;
+      body = JSON.parse(rest) as CacheBody;
     } catch {
       return c;
     }
-    const parsed = cacheSchema.safeParse(raw);
-    if (!parsed.success || parsed.data.repository_id !== repositoryId) return c;
-    const table = parsed.data.artifacts;
-    for (const [id, e] of Object.entries(parsed.data.snapshots)) {
-      const shell = repoManifestShellSchema.safeParse({ ...e.manifest, artifacts: [] });
-      if (!shell.success || e.artifacts.some((i) => i >= table.length)) continue;
-      const artifacts = e.artifacts.map((i) => table[i]!);
-      c.known.set(id, { stored: e.stored_sha256, manifest: { ...shell.data, artifacts } });
+    if (body.repository_id !== repositoryId) return c;
+    for (const [id, e] of Object.entries(body.snapshots)) {
+      const artifacts = e.artifacts.map((i) => body.artifacts[i]!);
+      c.known.set(id, { stored: e.stored_sha256, manifest: { ...e.manifest, artifacts } as RepoManifest });
     }
     return c;
   }
@@ -87,33 +84,43 @@ export class ManifestCache {
   /** Records a manifest just checked from stored bytes of SHA-256 `stored`. */
   put(id: string, stored: string, manifest: RepoManifest): void {
     this.used.set(id, { stored, manifest });
+    this.changed = true;
   }
 
-  /** Writes the manifests used in this run (the others are dropped); failures are ignored. */
+  /**
+   * Writes the manifests used in this run (the others are dropped) when that changes the file: a
+   * manifest was checked, or one in the file was not used. Failures are ignored.
+   */
   async save(): Promise<void> {
-    const index = new Map<string, number>();
+    if (!this.changed && this.used.size === this.known.size) return;
+    // The manifests share artifact objects (ArtifactMemo, or the table they were loaded from): each is
+    // kept once, found by identity (an equal artifact in another object is only kept twice).
+    const index = new Map<RepoArtifact, number>();
     const artifacts: RepoArtifact[] = [];
-    const snapshots: Record<string, unknown> = {};
+    const snapshots: CacheBody['snapshots'] = {};
     for (const [id, e] of this.used) {
       const { artifacts: list, ...manifest } = e.manifest;
       snapshots[id] = {
         stored_sha256: e.stored,
         manifest,
         artifacts: list.map((a) => {
-          const key = JSON.stringify(a);
-          let i = index.get(key);
+          let i = index.get(a);
           if (i === undefined) {
             i = artifacts.push(a) - 1;
-            index.set(key, i);
+            index.set(a, i);
           }
           return i;
         }),
       };
     }
-    const doc = { cache_version: CACHE_VERSION, repository_id: this.repositoryId, artifacts, snapshots };
+    const body = JSON.stringify({
+      repository_id: this.repositoryId,
+      artifacts,
+      snapshots,
+    } satisfies CacheBody);
     try {
       await mkdir(join(this.path, '..'), { recursive: true, mode: 0o700 });
-      await writeFileAtomic(this.path, JSON.stringify(doc));
+      writeFileAtomicUnsynced(this.path, `${HEADER} ${sha256Hex(body)}\n${body}`);
     } catch {
       // a cache only: find's answer does not depend on it
     }

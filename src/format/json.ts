@@ -30,6 +30,27 @@ export function parseStrictJson(bytes: Uint8Array, opts: StrictJsonOptions = {})
   return JSON.parse(text);
 }
 
+/**
+ * parseStrictJson, and where each element of the top-level object's array member `member` lies in the
+ * text: `spans` holds [start, end) offsets in pairs, in order (empty when there is no such array).
+ * Equal element texts parse to equal values, which lets a reader of many documents check each once.
+ */
+export function parseStrictJsonSpans(
+  bytes: Uint8Array,
+  opts: StrictJsonOptions,
+  member: string,
+): { value: unknown; text: string; spans: number[] } {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    throw new Error('not valid UTF-8');
+  }
+  const spans: number[] = [];
+  scanJson(text, opts, { member, out: spans });
+  return { value: JSON.parse(text), text, spans };
+}
+
 /** What the scanner expects next. */
 const Expect = { Value: 0, ValueOrEnd: 1, Key: 2, KeyOrEnd: 3, After: 4 } as const;
 type Expect = (typeof Expect)[keyof typeof Expect];
@@ -41,12 +62,33 @@ const isWs = (c: number): boolean => c === 0x20 || c === 0x09 || c === 0x0a || c
 const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
 const isHex = (c: number): boolean => isDigit(c) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
 
-/** Checks `text` against the rules without building a value; throws at the first violation. */
-export function scanJson(text: string, opts: StrictJsonOptions = {}): void {
+/**
+ * Checks `text` against the rules without building a value; throws at the first violation. With
+ * `spans`, records the offsets of the elements of the top-level object's array member `spans.member`.
+ */
+export function scanJson(
+  text: string,
+  opts: StrictJsonOptions = {},
+  spans?: { member: string; out: number[] },
+): void {
   const maxDepth = opts.maxDepth ?? MAX_JSON_DEPTH;
   // One frame per open container: the member names seen so far (objects) or undefined (arrays).
   const stack: Array<Set<string> | undefined> = [];
   let i = 0;
+  // spans: the top-level member being read, whether the open array at depth 2 is the one asked for,
+  // and where its current element started
+  let rootKey: string | undefined;
+  let inTarget = false;
+  let elementAt = 0;
+  /** A value just ended at `i` (the stack as it is now): an element of the target array? */
+  const ended = (): void => {
+    if (inTarget && stack.length === 2) spans!.out.push(elementAt, i);
+  };
+  /** A container just closed (popped). */
+  const closed = (): void => {
+    if (stack.length === 1) inTarget = false;
+    ended();
+  };
   let expect: Expect = Expect.Value;
   const n = text.length;
   const fail = (what: string): never => {
@@ -164,6 +206,7 @@ export function scanJson(text: string, opts: StrictJsonOptions = {}): void {
       } else if (c === (keys ? 0x7d : 0x5d)) {
         i++;
         stack.pop();
+        closed();
       } else {
         fail(keys ? "expected ',' or '}'" : "expected ',' or ']'");
       }
@@ -173,6 +216,7 @@ export function scanJson(text: string, opts: StrictJsonOptions = {}): void {
       if (c === (expect === Expect.KeyOrEnd ? 0x7d : 0x5d)) {
         i++;
         stack.pop();
+        closed();
         expect = Expect.After;
         continue;
       }
@@ -188,6 +232,7 @@ export function scanJson(text: string, opts: StrictJsonOptions = {}): void {
         fail(`duplicate member name ${JSON.stringify(key)}`);
       }
       keys.add(key);
+      if (stack.length === 1) rootKey = key;
       while (i < n && isWs(text.charCodeAt(i))) i++;
       if (text.charCodeAt(i) !== 0x3a) fail("expected ':'");
       i++;
@@ -195,8 +240,11 @@ export function scanJson(text: string, opts: StrictJsonOptions = {}): void {
       continue;
     }
     // Expect.Value
+    if (inTarget && stack.length === 2) elementAt = i;
     if (c === 0x7b || c === 0x5b) {
       if (stack.length >= maxDepth) fail(`nesting deeper than ${maxDepth} levels`);
+      if (spans && stack.length === 1 && c === 0x5b && rootKey === spans.member && stack[0] !== undefined)
+        inTarget = true;
       stack.push(c === 0x7b ? new Set() : undefined);
       i++;
       expect = c === 0x7b ? Expect.KeyOrEnd : Expect.ValueOrEnd;
@@ -208,6 +256,7 @@ export function scanJson(text: string, opts: StrictJsonOptions = {}): void {
     else if (c === 0x66) literal('false');
     else if (c === 0x6e) literal('null');
     else fail('unexpected character');
+    ended();
     expect = Expect.After;
   }
 }

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { type SigningKey, signMessage } from '../crypto/sign.js';
 import { ARTIFACT_KINDS, GIT_BUNDLE_PATH } from '../format/constants.js';
-import { parseStrictJson } from '../format/json.js';
+import { parseStrictJson, parseStrictJsonSpans } from '../format/json.js';
 import {
   type Artifact,
   canonicalJson,
@@ -128,11 +128,11 @@ export interface ParsedRepoManifest {
 }
 
 /**
- * What one reader of many manifests learnt about their artifacts, by each artifact's JSON: its parsed
- * value and its canonical JSON. The manifests of one agent share most of their artifacts (a 1 % change
- * rewrites a few), so each distinct artifact is checked and canonicalised once (find reads hundreds of
- * manifests; the canonical JSON is kept as UTF-8). The parsed artifacts are shared between the manifests: a reader that passes a memo must
- * not change them.
+ * What one reader of many manifests learnt about their artifacts, by each artifact's text in its
+ * manifest: its parsed value and its canonical JSON. The manifests of one agent share most of their
+ * artifacts (a 1 % change rewrites a few), so each distinct artifact is checked and canonicalised once
+ * (find reads hundreds of manifests; the canonical JSON is kept as UTF-8). The parsed artifacts are
+ * shared between the manifests: a reader that passes a memo must not change them.
  */
 export class ArtifactMemo {
   readonly byJson = new Map<string, { artifact: RepoArtifact; canonical: Buffer }>();
@@ -159,19 +159,24 @@ function artifactProblem(a: RepoArtifact): string | undefined {
 function parseWithMemo(
   raw: Record<string, unknown>,
   memo: ArtifactMemo,
+  source: { text: string; spans: number[] },
 ): { m: RepoManifest; canonical: Buffer[] } | undefined {
   const shell = repoManifestShellSchema.safeParse(raw);
   if (!shell.success) return undefined;
+  const { text, spans } = source;
+  if (spans.length !== 2 * shell.data.artifacts.length) return undefined;
   const artifacts: RepoArtifact[] = [];
   const canonical: Buffer[] = [];
-  for (const el of shell.data.artifacts) {
-    const key = JSON.stringify(el);
+  for (const [k, el] of shell.data.artifacts.entries()) {
+    // the element's own text: equal texts are equal artifacts
+    const key = text.slice(spans[2 * k], spans[2 * k + 1]);
     let known = memo.byJson.get(key);
     if (!known) {
       const a = repoArtifactSchema.safeParse(el);
       if (!a.success || artifactProblem(a.data) !== undefined) return undefined;
       known = { artifact: a.data, canonical: Buffer.from(canonicalJson(el), 'utf8') };
-      memo.byJson.set(key, known);
+      // a copy: a slice would keep the whole manifest's text alive as long as the memo
+      memo.byJson.set(Buffer.from(key, 'utf8').toString('utf8'), known);
     }
     artifacts.push(known.artifact);
     canonical.push(known.canonical);
@@ -191,9 +196,14 @@ export function parseRepoManifest(
   memo?: ArtifactMemo,
 ): ParsedRepoManifest {
   let raw: unknown;
+  let source: { text: string; spans: number[] } | undefined;
   try {
     // strictly, as a bundle's manifest (depth, duplicate names, integers) before anything recursive runs
-    raw = parseStrictJson(json, { manifest: true });
+    if (memo) {
+      const { value, ...where } = parseStrictJsonSpans(json, { manifest: true }, 'artifacts');
+      raw = value;
+      source = where;
+    } else raw = parseStrictJson(json, { manifest: true });
   } catch (err) {
     throw new BundleDamagedError(`${what}: not valid manifest JSON (${(err as Error).message})`);
   }
@@ -202,7 +212,7 @@ export function parseRepoManifest(
   const v = (raw as { manifest_version?: unknown }).manifest_version;
   if (typeof v === 'number' && v > REPO_MANIFEST_VERSION_SIGNED)
     throw new SchemaTooNewError(v, REPO_MANIFEST_VERSION_SIGNED, 'manifest_version');
-  const memoized = memo ? parseWithMemo(raw as Record<string, unknown>, memo) : undefined;
+  const memoized = memo && source ? parseWithMemo(raw as Record<string, unknown>, memo, source) : undefined;
   let m: RepoManifest;
   if (memoized) m = memoized.m;
   else {
