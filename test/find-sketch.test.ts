@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -29,6 +29,15 @@ test('sketch: a blob holding a piece has all its grams; one without a gram is to
   assert.equal(mayHold(s, gramsOf(Buffer.from('lorem ipsum dolor'))!), false); // "m do" is not in it
   assert.equal(gramsOf(Buffer.from('abc')), undefined);
   assert.equal(mayHold(sketchOf(Buffer.alloc(0)), gramsOf(Buffer.from('abcd'))!), false);
+  // no false negative: any piece of any blob (sizes around the power-of-two steps of the bitmap)
+  for (let i = 0; i < 300; i++) {
+    const size = [4, 63, 64, 65, 127, 128, 4095, 4096, 4097, 70_000][i % 10]!;
+    const b = randomBytes(size);
+    const sk = sketchOf(b);
+    const at = (i * 7919) % (size - 3);
+    const piece = b.subarray(at, Math.min(size, at + 4 + (i % 60)));
+    assert.equal(mayHold(sk, gramsOf(piece)!), true, `${size} bytes, piece at ${at}`);
+  }
 });
 
 test('find with sketches: the same answers as without, after new snapshots, with a damaged cache', async (t) => {

@@ -4,8 +4,9 @@
 // recorded value is taken from the cache instead of being decoded and checked again (the checks are a
 // function of those bytes and the repository); any other is checked as always. Kept at
 // <stateRoot>/cache/find-<repository id>-<hash of tenant and agent>.json, written atomically after a
-// find; a cache that is missing, unreadable or of another repository is ignored, and one that cannot be
-// written (a read-only state root) leaves find's answer unchanged.
+// find that checked a manifest or no longer used one (not rewritten unchanged); a cache that is
+// missing, unreadable or of another repository is ignored, and one that cannot be written (a read-only
+// state root) leaves find's answer unchanged.
 
 import { createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
@@ -31,7 +32,9 @@ const cacheSchema = z.object({
     z.object({
       stored_sha256: hex64,
       manifest: z.record(z.string(), z.unknown()),
-      artifacts: z.array(z.number().int().nonnegative()),
+      // indices into `artifacts`, checked below with a loop (hundreds of thousands: zod per element was
+      // a third of a warm find at 200 snapshots)
+      artifacts: z.array(z.unknown()),
     }),
   ),
 });
@@ -43,6 +46,8 @@ export const storedDigest = (bytes: Buffer): string => createHash('sha256').upda
 export class ManifestCache {
   private readonly known = new Map<string, Entry>();
   private readonly used = new Map<string, Entry>();
+  /** Whether a manifest was checked (put) in this run: otherwise the file already says it all. */
+  private changed = false;
 
   private constructor(
     private readonly path: string,
@@ -69,8 +74,12 @@ export class ManifestCache {
     const table = parsed.data.artifacts;
     for (const [id, e] of Object.entries(parsed.data.snapshots)) {
       const shell = repoManifestShellSchema.safeParse({ ...e.manifest, artifacts: [] });
-      if (!shell.success || e.artifacts.some((i) => i >= table.length)) continue;
-      const artifacts = e.artifacts.map((i) => table[i]!);
+      if (
+        !shell.success ||
+        !e.artifacts.every((i) => Number.isInteger(i) && (i as number) >= 0 && (i as number) < table.length)
+      )
+        continue;
+      const artifacts = e.artifacts.map((i) => table[i as number]!);
       c.known.set(id, { stored: e.stored_sha256, manifest: { ...shell.data, artifacts } });
     }
     return c;
@@ -87,10 +96,15 @@ export class ManifestCache {
   /** Records a manifest just checked from stored bytes of SHA-256 `stored`. */
   put(id: string, stored: string, manifest: RepoManifest): void {
     this.used.set(id, { stored, manifest });
+    this.changed = true;
   }
 
-  /** Writes the manifests used in this run (the others are dropped); failures are ignored. */
+  /**
+   * Writes the manifests used in this run (the others are dropped), unless all of them came from the
+   * file and it holds no others; failures are ignored.
+   */
   async save(): Promise<void> {
+    if (!this.changed && this.used.size === this.known.size) return;
     const index = new Map<string, number>();
     const artifacts: RepoArtifact[] = [];
     const snapshots: Record<string, unknown> = {};
