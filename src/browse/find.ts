@@ -10,7 +10,9 @@
 // In a repository, the distinct blobs of all snapshots are read in one stream in pack order and
 // opened, checked and scanned on worker threads (scan-worker.ts) while the main thread reads the next
 // manifests (each distinct manifest artifact checked once: ArtifactMemo; a manifest checked by an
-// earlier find whose stored bytes are unchanged taken from manifest-cache.ts).
+// earlier find whose stored bytes are unchanged taken from manifest-cache.ts). A blob whose sketch
+// (sketch.ts, kept by sketch-cache.ts; made on the workers for blobs read without one) lacks a gram of
+// each piece the scan looks for is not read: it cannot hold a candidate.
 
 import { availableParallelism } from 'node:os';
 import type { Shown } from '../diff/secrets.js';
