@@ -370,7 +370,7 @@ async function searchRepository(
   /** A blob whose sketch shows it cannot hold the text: its roles answered without reading it. */
   const skipped = (id: string, raw: number, role: ScanRole): boolean => {
     const sk = grams && sketches?.get(id, raw);
-    if (!sk || grams.some((g) => mayHold(sk.bits, g))) return false;
+    if (!sk || grams.some((g) => mayHold(sk.data, g, sk.at, sk.len))) return false;
     if (role.chunk) {
       ctx.stats.units_skipped++;
       scanned.set(id, false);

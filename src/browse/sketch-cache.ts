@@ -31,6 +31,14 @@ export interface Sketch {
   pageSize: number | undefined;
 }
 
+/** A kept sketch: `len` bytes of `data` from `at` (a loaded segment's bytes, not copied). */
+export interface KeptSketch {
+  data: Uint8Array;
+  at: number;
+  len: number;
+  pageSize: number | undefined;
+}
+
 const digest = (b: Uint8Array) => createHash('sha256').update(b).digest();
 
 function header(repositoryId: string, records: number): Buffer {
@@ -48,14 +56,14 @@ function header(repositoryId: string, records: number): Buffer {
 }
 
 /** The records of a segment, or undefined when it is not a usable segment of this repository. */
-function parseSegment(b: Buffer, repositoryId: string): Map<string, Sketch> | undefined {
+function parseSegment(b: Buffer, repositoryId: string): Map<string, KeptSketch> | undefined {
   if (b.length < HEADER + SUM) return undefined;
   const body = b.subarray(0, b.length - SUM);
   if (!digest(body).equals(b.subarray(b.length - SUM))) return undefined;
   const expect = header(repositoryId, 0);
   if (!b.subarray(0, HEADER - 4).equals(expect.subarray(0, HEADER - 4))) return undefined;
   const count = b.readUInt32LE(HEADER - 4);
-  const out = new Map<string, Sketch>();
+  const out = new Map<string, KeptSketch>();
   let at = HEADER;
   for (let i = 0; i < count; i++) {
     if (at + RECORD_HEAD > body.length) return undefined;
@@ -64,28 +72,28 @@ function parseSegment(b: Buffer, repositoryId: string): Map<string, Sketch> | un
     const len = body.readUInt32LE(at + ID_BYTES + 4);
     at += RECORD_HEAD;
     if (at + len > body.length) return undefined;
-    out.set(id, { bits: body.subarray(at, at + len), pageSize: pageSize === 0 ? undefined : pageSize });
+    out.set(id, { data: body, at, len, pageSize: pageSize === 0 ? undefined : pageSize });
     at += len;
   }
   return at === body.length ? out : undefined;
 }
 
-function encodeSegment(repositoryId: string, sketches: ReadonlyMap<string, Sketch>): Buffer {
+function encodeSegment(repositoryId: string, sketches: ReadonlyMap<string, KeptSketch>): Buffer {
   const parts: Buffer[] = [header(repositoryId, sketches.size)];
   for (const [id, s] of sketches) {
     const h = Buffer.alloc(RECORD_HEAD);
     h.write(id, 0, 'hex');
     h.writeUInt32LE(s.pageSize ?? 0, ID_BYTES);
-    h.writeUInt32LE(s.bits.length, ID_BYTES + 4);
-    parts.push(h, Buffer.from(s.bits.buffer, s.bits.byteOffset, s.bits.byteLength));
+    h.writeUInt32LE(s.len, ID_BYTES + 4);
+    parts.push(h, Buffer.from(s.data.buffer, s.data.byteOffset + s.at, s.len));
   }
   const body = Buffer.concat(parts);
   return Buffer.concat([body, digest(body)]);
 }
 
 export class SketchCache {
-  private readonly known = new Map<string, Sketch>();
-  private readonly added = new Map<string, Sketch>();
+  private readonly known = new Map<string, KeptSketch>();
+  private readonly added = new Map<string, KeptSketch>();
   private segments: string[] = [];
 
   private constructor(
@@ -117,9 +125,9 @@ export class SketchCache {
   }
 
   /** The sketch of blob `id` of `raw` bytes, if one is kept with the size a blob of that size has. */
-  get(id: string, raw: number): Sketch | undefined {
+  get(id: string, raw: number): KeptSketch | undefined {
     const s = this.known.get(id) ?? this.added.get(id);
-    return s && s.bits.length === sketchBytes(raw) ? s : undefined;
+    return s && s.len === sketchBytes(raw) ? s : undefined;
   }
 
   has(id: string): boolean {
@@ -128,7 +136,8 @@ export class SketchCache {
 
   /** Records the sketch of blob `id`, computed from its checked bytes. */
   put(id: string, s: Sketch): void {
-    if (!this.known.has(id)) this.added.set(id, s);
+    if (!this.known.has(id))
+      this.added.set(id, { data: s.bits, at: 0, len: s.bits.length, pageSize: s.pageSize });
   }
 
   /**

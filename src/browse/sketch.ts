@@ -55,14 +55,22 @@ export function gramsOf(piece: Uint8Array): number[] | undefined {
   return [...out];
 }
 
-/** Whether a blob with this sketch may hold every gram of `grams` (false: it cannot hold the piece). */
-export function mayHold(sketch: Uint8Array, grams: readonly number[]): boolean {
-  const bits = sketch.length * 8;
+/**
+ * Whether a blob with this sketch (`bytes` bytes of `sketch` from `at`) may hold every gram of `grams`
+ * (false: it cannot hold the piece).
+ */
+export function mayHold(
+  sketch: Uint8Array,
+  grams: readonly number[],
+  at = 0,
+  bytes = sketch.length,
+): boolean {
+  const bits = bytes * 8;
   if (bits < MIN_SKETCH_BITS || (bits & (bits - 1)) !== 0) return true; // not a sketch: proves nothing
   const shift = 32 - Math.log2(bits);
   for (const g of grams) {
     const bit = Math.imul(g, HASH) >>> shift;
-    if ((sketch[bit >>> 3]! & (1 << (bit & 7))) === 0) return false;
+    if ((sketch[at + (bit >>> 3)]! & (1 << (bit & 7))) === 0) return false;
   }
   return true;
 }
