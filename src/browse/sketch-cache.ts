@@ -1,6 +1,6 @@
 // Owns find's cache of blob sketches (sketch.ts), between runs: for each blob of one repository that a
 // find has read, its sketch and the page size of the database it starts (0: none), by blob id. Kept at
-// <stateRoot>/cache/sketch-<repository id>/ as segment files, each written atomically by one find with
+// <stateRoot>/cache/sketch-<repository id>/ as segment files, each written (renamed into place) by one find with
 // the sketches it computed: a header (magic, version, the sketch parameters, the repository id), the
 // records, and the SHA-256 of all that. A segment that is unreadable, damaged, of other parameters or
 // of another repository is ignored (and removed when the segments are merged); a record is used only
@@ -9,9 +9,9 @@
 // repository dropped) and removes those it read. Failing to write leaves find's answer unchanged.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../store/atomic.js';
+import { tempPathFor } from '../store/atomic.js';
 import { GRAM, SKETCH_RATIO, sketchBytes } from './sketch.js';
 
 const MAGIC = Buffer.from('NXSKETCH', 'latin1');
@@ -25,6 +25,8 @@ const SUM = 32;
 /** Segments loaded at which a find merges them into one. */
 const MERGE_AT = 8;
 const SEGMENT = /^seg-[0-9a-z-]+\.bin$/;
+/** Buffers per write call. */
+const WRITE_PARTS = 512;
 
 export interface Sketch {
   bits: Uint8Array;
@@ -78,7 +80,8 @@ function parseSegment(b: Buffer, repositoryId: string): Map<string, KeptSketch> 
   return at === body.length ? out : undefined;
 }
 
-function encodeSegment(repositoryId: string, sketches: ReadonlyMap<string, KeptSketch>): Buffer {
+/** A segment's bytes, in parts (written one after another: no copy of all the sketches at once). */
+function encodeSegment(repositoryId: string, sketches: ReadonlyMap<string, KeptSketch>): Buffer[] {
   const parts: Buffer[] = [header(repositoryId, sketches.size)];
   for (const [id, s] of sketches) {
     const h = Buffer.alloc(RECORD_HEAD);
@@ -87,8 +90,28 @@ function encodeSegment(repositoryId: string, sketches: ReadonlyMap<string, KeptS
     h.writeUInt32LE(s.len, ID_BYTES + 4);
     parts.push(h, Buffer.from(s.data.buffer, s.data.byteOffset + s.at, s.len));
   }
-  const body = Buffer.concat(parts);
-  return Buffer.concat([body, digest(body)]);
+  const sum = createHash('sha256');
+  for (const part of parts) sum.update(part);
+  parts.push(sum.digest());
+  return parts;
+}
+
+/**
+ * Writes `parts` to `path` through a temporary file renamed into place (readers see a whole segment or
+ * none). Not fsynced: a segment cut short by a crash fails its checksum and is ignored.
+ */
+async function writeSegment(path: string, parts: Buffer[]): Promise<void> {
+  const tmp = tempPathFor(path);
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    for (let i = 0; i < parts.length; i += WRITE_PARTS) await fh.writev(parts.slice(i, i + WRITE_PARTS));
+    await fh.close();
+    await rename(tmp, path);
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
 }
 
 export class SketchCache {
@@ -151,7 +174,7 @@ export class SketchCache {
     try {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
       const name = `seg-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}.bin`;
-      await writeFileAtomic(join(this.dir, name), encodeSegment(this.repositoryId, out));
+      await writeSegment(join(this.dir, name), encodeSegment(this.repositoryId, out));
       if (merge) for (const n of this.segments) await unlink(join(this.dir, n)).catch(() => {});
     } catch {
       // a cache only: find's answer does not depend on it
