@@ -396,7 +396,7 @@ async function searchRepository(
     );
   /** A blob's role, asking for its sketch when none is kept. */
   const withSketch = (role: ScanRole, id: string): ScanRole =>
-    sketches && !sketches.has(id) ? { ...role, sketch: true } : role;
+    sketches && !sketches.get(id, repo.index.get(id)?.raw ?? -1) ? { ...role, sketch: true } : role;
   const read = { ahead: SCAN_AHEAD, window: SCAN_WINDOW, gap: SCAN_GAP };
   await repo.ensureIndex();
   const worker = new ScanWorker(ctx.query, Math.min(SCAN_THREADS, availableParallelism()));

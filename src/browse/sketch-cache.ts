@@ -149,17 +149,13 @@ export class SketchCache {
 
   /** The sketch of blob `id` of `raw` bytes, if one is kept with the size a blob of that size has. */
   get(id: string, raw: number): KeptSketch | undefined {
-    const s = this.known.get(id) ?? this.added.get(id);
+    const s = this.added.get(id) ?? this.known.get(id);
     return s && s.len === sketchBytes(raw) ? s : undefined;
   }
 
-  has(id: string): boolean {
-    return this.known.has(id) || this.added.has(id);
-  }
-
-  /** Records the sketch of blob `id`, computed from its checked bytes. */
+  /** Records the sketch of blob `id`, computed from its checked bytes (replacing an unusable one). */
   put(id: string, s: Sketch): void {
-    if (!this.known.has(id))
+    if (this.known.get(id)?.len !== s.bits.length)
       this.added.set(id, { data: s.bits, at: 0, len: s.bits.length, pageSize: s.pageSize });
   }
 
