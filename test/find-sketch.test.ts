@@ -2,7 +2,8 @@
 // cannot hold the text: the same answers with and without it — a text in a memory file, in a state
 // value, in a database row where it is cut by a page boundary (its bytes not contiguous in the
 // database), a text found nowhere — after new snapshots were added (sketches of some blobs only), and
-// with a damaged or foreign cache (ignored). A regex and a text shorter than a gram read every blob.
+// with a damaged or foreign cache (ignored). A regex and a text shorter than a gram read every blob; an
+// encrypted repository keeps no sketches.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -14,6 +15,7 @@ import Database from 'better-sqlite3';
 import { buildSampleAgent, gitEnv } from '../scripts/sample-agent.js';
 import { gramsOf, mayHold, sketchOf } from '../src/browse/sketch.js';
 import type { FindResult } from '../src/browse/types.js';
+import { generateIdentity } from '../src/crypto/age.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { tempDir } from './helpers/env.js';
 
@@ -174,4 +176,43 @@ test('find with sketches: the same answers as without, after new snapshots, with
   assert.equal(re.first_seen?.snapshot_id, seen.id);
   assert.equal((await s.find({ agentId: 'ana', text: 'wal' })).stats.units_skipped, 0);
   await compare(true);
+});
+
+test('find in an encrypted repository keeps no sketches and reads every blob', async (t) => {
+  const root = tempDir(t, 'nexo-find-sketch-enc-');
+  const p = buildSampleAgent(root, 'ana', {
+    files: 3,
+    commits: 1,
+    memories: 20,
+    embeddings: 5,
+    concepts: 5,
+    compactions: 3,
+  });
+  const id = generateIdentity();
+  const key = join(root, 'k.txt');
+  writeFileSync(key, `# public key: ${id.recipient}\n${id.identity}\n`);
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+    recipients: [id.recipient],
+  });
+  writeFileSync(join(p.memdir, 'walrus.md'), `# ${IN_FILE}\n`);
+  execFileSync('git', ['add', '-A'], { cwd: p.memdir, env: gitEnv });
+  execFileSync('git', ['commit', '-qm', 'walrus'], { cwd: p.memdir, env: gitEnv });
+  const snap = await s.snapshot({ agentId: 'ana' });
+  for (let i = 0; i < 2; i++) {
+    const r = await s.find({ agentId: 'ana', text: NOWHERE, decryptIdentity: key });
+    assert.equal(r.stats.units_skipped, 0);
+    assert.ok(r.stats.units_searched > 0);
+  }
+  const hit = await s.find({ agentId: 'ana', text: IN_FILE, decryptIdentity: key });
+  assert.equal(hit.first_seen?.snapshot_id, snap.id);
+  const cache = join(p.stateRoot, 'cache');
+  assert.deepEqual(
+    readdirSync(cache).filter((n) => n.startsWith('sketch-')),
+    [],
+  );
 });
