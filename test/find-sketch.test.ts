@@ -176,6 +176,18 @@ test('find with sketches: the same answers as without, after new snapshots, with
   assert.equal(re.first_seen?.snapshot_id, seen.id);
   assert.equal((await s.find({ agentId: 'ana', text: 'wal' })).stats.units_skipped, 0);
   await compare(true);
+
+  // 8 segments (and a temporary file left by a killed find) are merged into one by the next find
+  const [seg] = readdirSync(sketchDir()).filter((n) => n.startsWith('seg-'));
+  for (let i = 0; i < 7; i++)
+    execFileSync('cp', [join(sketchDir(), seg!), join(sketchDir(), `seg-copy-${i}.bin`)]);
+  writeFileSync(join(sketchDir(), `.${seg}.tmp-0123456789ab`), 'cut short');
+  const merged = await s.find({ agentId: 'ana', text: CUT });
+  assert.ok(merged.stats.units_skipped > 0);
+  assert.equal(readdirSync(sketchDir()).length, 1);
+  const after = await s.find({ agentId: 'ana', text: CUT });
+  assert.equal(after.stats.units_skipped, merged.stats.units_skipped);
+  assert.deepEqual(answer(after), answer(merged));
 });
 
 test('find in an encrypted repository keeps no sketches and reads every blob', async (t) => {

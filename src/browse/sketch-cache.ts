@@ -6,7 +6,8 @@
 // of another repository is ignored (and removed when the segments are merged); a record is used only
 // when its sketch has the size of its blob's (from the repository index), and only to skip reading a
 // blob. When a find has loaded MERGE_AT segments, it writes them as one (blobs no longer in the
-// repository dropped) and removes those it read. Failing to write leaves find's answer unchanged.
+// repository dropped) and removes those it read, and temporary files left by a find that was killed.
+// Failing to write leaves find's answer unchanged.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
@@ -25,6 +26,7 @@ const SUM = 32;
 /** Segments loaded at which a find merges them into one. */
 const MERGE_AT = 8;
 const SEGMENT = /^seg-[0-9a-z-]+\.bin$/;
+const LEFTOVER = /^\.seg-[0-9a-z-]+\.bin\.tmp-[0-9a-f]+$/;
 /** Buffers per write call. */
 const WRITE_PARTS = 512;
 
@@ -118,6 +120,8 @@ export class SketchCache {
   private readonly known = new Map<string, KeptSketch>();
   private readonly added = new Map<string, KeptSketch>();
   private segments: string[] = [];
+  /** Temporary files of segments whose writing was cut short (removed when merging). */
+  private leftovers: string[] = [];
 
   private constructor(
     private readonly dir: string,
@@ -129,7 +133,9 @@ export class SketchCache {
     const c = new SketchCache(join(stateRoot, 'cache', `sketch-${repositoryId}`), repositoryId);
     let names: string[];
     try {
-      names = (await readdir(c.dir)).filter((n) => SEGMENT.test(n));
+      const all = await readdir(c.dir);
+      names = all.filter((n) => SEGMENT.test(n));
+      c.leftovers = all.filter((n) => LEFTOVER.test(n));
     } catch {
       return c;
     }
@@ -171,7 +177,9 @@ export class SketchCache {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
       const name = `seg-${Date.now().toString(36)}-${randomBytes(6).toString('hex')}.bin`;
       await writeSegment(join(this.dir, name), encodeSegment(this.repositoryId, out));
-      if (merge) for (const n of this.segments) await unlink(join(this.dir, n)).catch(() => {});
+      if (merge)
+        for (const n of [...this.segments, ...this.leftovers])
+          await unlink(join(this.dir, n)).catch(() => {});
     } catch {
       // a cache only: find's answer does not depend on it
     }
