@@ -4,7 +4,9 @@
 // loaded 2-core machine 200 snapshots of ref-170 take long to build, so both are parameters and the
 // row says which were run. A text planted at snapshot N/3 (a memory row and a topic file) and removed
 // at 2N/3 must be reported exactly there (first seen / first gone) before the time counts. The
-// fixture is kept under .bench/find-<scale>-<n> and reused while its parameters are unchanged.
+// fixture is kept under .bench/find-<scale>-<n> and reused while its parameters are unchanged, with
+// find's caches in its state root (checked manifests, blob sketches): the first run on a new fixture is
+// cold (every blob read and sketched), later runs warm; delete <fixture>/state/cache for a cold run.
 
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -193,7 +195,7 @@ export async function measureFind(runs: number, log: (s: string) => void): Promi
     rss = r.peakRssKiB === undefined ? rss : Math.max(rss ?? 0, r.peakRssKiB);
     stats = out.stats;
     log(
-      `  find run ${i + 1}: ${Math.round(r.ms)} ms (${out.stats.units_searched} units searched, ${out.stats.databases_opened} databases opened)`,
+      `  find run ${i + 1}: ${Math.round(r.ms)} ms (${out.stats.units_searched} units searched, ${out.stats.units_skipped} skipped by their sketch, ${out.stats.databases_opened} databases opened)`,
     );
   }
   const repositoryBytes = Number(

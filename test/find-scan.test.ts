@@ -6,7 +6,8 @@
 // again (a damaged one refused), an unusable cache ignored; the scan gives the same results on worker
 // threads and on the main thread, and the same BundleDamagedError for a damaged blob; a blob that is a
 // database chunk in one batch of manifests and a file in a later one is searched as both; and a blob in a pack whose bytes are not those of its id (damaged, or swapped for bytes
-// that hold the text) stops find with BundleDamagedError (exit 2) instead of a false hit or a miss.
+// that hold the text) stops find with BundleDamagedError (exit 2) instead of a false hit or a miss
+// when find reads it (a blob that its sketch rules out is not read: no false hit either).
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -17,6 +18,7 @@ import {
   readdirSync,
   readFileSync,
   readSync,
+  rmSync,
   statSync,
   writeFileSync,
   writeSync,
@@ -27,7 +29,9 @@ import Database from 'better-sqlite3';
 import { buildSampleAgent, gitEnv } from '../scripts/sample-agent.js';
 import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
+import { textPieces } from '../src/browse/match.js';
 import { type BlobScan, ScanWorker } from '../src/browse/scan-worker.js';
+import { gramsOf, mayHold, sketchOf } from '../src/browse/sketch.js';
 import { generateIdentity } from '../src/crypto/age.js';
 import { BundleDamagedError, LocalSnapshotter } from '../src/index.js';
 import { newSnapshotId } from '../src/model/ids.js';
@@ -87,8 +91,14 @@ test('find: a blob whose stored bytes are not its id stops find with BundleDamag
     concepts: 5,
     compactions: 3,
   });
-  // incompressible, so the pack stores the file's bytes as they are (raw): easy to swap for others
-  const note = Buffer.from(randomBytes(48).toString('base64'));
+  // incompressible, so the pack stores the file's bytes as they are (raw): easy to swap for others;
+  // and one whose sketch rules the text out (a random note's may not, a few times in a hundred), so the
+  // sketched find below provably does not read it
+  const needle = 'the narwhal migration';
+  const grams = textPieces(needle).map((piece) => gramsOf(piece)!);
+  let note = Buffer.from(randomBytes(48).toString('base64'));
+  while (grams.some((g) => mayHold(sketchOf(note), g)))
+    note = Buffer.from(randomBytes(48).toString('base64'));
   writeFileSync(join(p.memdir, 'note.md'), note);
   execFileSync('git', ['add', '-A'], { cwd: p.memdir, env: gitEnv });
   execFileSync('git', ['commit', '-qm', 'note'], { cwd: p.memdir, env: gitEnv });
@@ -100,7 +110,6 @@ test('find: a blob whose stored bytes are not its id stops find with BundleDamag
     store: 'repository',
   });
   await s.snapshot({ agentId: 'ana' });
-  const needle = 'the narwhal migration';
   assert.equal((await s.find({ agentId: 'ana', text: needle })).first_seen, undefined);
 
   const repoDir = join(p.stateRoot, 'repository');
@@ -127,6 +136,13 @@ test('find: a blob whose stored bytes are not its id stops find with BundleDamag
     stored.write(needle);
   });
   assert.equal(loc.flags & FLAG_RAW, FLAG_RAW, 'the note is stored raw');
+  // with the sketches of the first find (docs/browse.md) the note is not read: the answer of the bytes
+  // that were checked then, no false hit; without them it is read, and refused
+  const sketched = await s.find({ agentId: 'ana', text: needle });
+  assert.equal(sketched.first_seen, undefined);
+  assert.ok(sketched.stats.units_skipped > 0);
+  const noSketches = () => rmSync(join(p.stateRoot, 'cache'), { recursive: true, force: true });
+  noSketches();
   await assert.rejects(
     s.find({ agentId: 'ana', text: needle }),
     (e: BundleDamagedError) => e instanceof BundleDamagedError && e.exitCode === 2,
@@ -139,6 +155,7 @@ test('find: a blob whose stored bytes are not its id stops find with BundleDamag
   patch(dbChunk, (stored) => {
     stored[stored.length >> 1]! ^= 0xff;
   });
+  noSketches();
   await assert.rejects(s.find({ agentId: 'ana', text: 'anything at all' }), BundleDamagedError);
 });
 

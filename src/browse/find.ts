@@ -10,7 +10,9 @@
 // In a repository, the distinct blobs of all snapshots are read in one stream in pack order and
 // opened, checked and scanned on worker threads (scan-worker.ts) while the main thread reads the next
 // manifests (each distinct manifest artifact checked once: ArtifactMemo; a manifest checked by an
-// earlier find whose stored bytes are unchanged taken from manifest-cache.ts).
+// earlier find whose stored bytes are unchanged taken from manifest-cache.ts). A blob whose sketch
+// (sketch.ts, kept by sketch-cache.ts; made on the workers for blobs read without one) lacks a gram of
+// each piece the scan looks for is not read: it cannot hold a candidate.
 
 import { availableParallelism } from 'node:os';
 import type { Shown } from '../diff/secrets.js';
@@ -26,8 +28,10 @@ import { mapLimit, type Repository } from '../repository/repository.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { withDatabase } from './browse.js';
 import { ManifestCache, storedDigest } from './manifest-cache.js';
-import { type Matcher, matcherOf, type Query } from './match.js';
+import { type Matcher, matcherOf, type Query, textPieces } from './match.js';
 import { type BlobScan, type ScanRole, ScanWorker } from './scan-worker.js';
+import { gramsOf, mayHold } from './sketch.js';
+import { SketchCache } from './sketch-cache.js';
 import { repositorySource, type SnapshotSource, withSnapshot } from './source.js';
 import { searchRows } from './tables.js';
 import {
@@ -125,6 +129,7 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
     units_searched: 0,
     units_reused: 0,
     bytes_scanned: 0,
+    units_skipped: 0,
     databases_opened: 0,
     manifests_cached: 0,
   };
@@ -321,6 +326,9 @@ async function searchRepository(
   const { parseSnapshot, readSnapshotObject } = await import('../repository/snapshots.js');
   const memo = new ArtifactMemo(); // the manifests share most artifacts: each distinct one checked once
   const cache = await ManifestCache.open(ctx.s.layout.root, repo.id, tenant, agentId);
+  // sketches are kept for unencrypted repositories only (a sealed one's grams stay sealed)
+  const sketches = repo.encrypted ? undefined : await SketchCache.open(ctx.s.layout.root, repo.id);
+  const grams = queryGrams(ctx.query);
   type Snap = {
     src: SnapshotSource;
     files: RepoArtifact[];
@@ -340,6 +348,7 @@ async function searchRepository(
   const pagesOf = new Map<string, Map<number, string[]> | undefined>(); // candidate chunk → page size → pages
   const pageSizeOf = new Map<string, number>(); // a database's first chunk → its page size
   const each = (id: string, raw: number, r: BlobScan) => {
+    if (r.sketch) sketches?.put(id, r.sketch);
     if (r.chunk) {
       ctx.stats.units_searched++;
       ctx.stats.bytes_scanned += raw;
@@ -358,6 +367,36 @@ async function searchRepository(
       ctx.units.set(id, undefined);
     }
   };
+  /** A blob whose sketch shows it cannot hold the text: its roles answered without reading it. */
+  const skipped = (id: string, raw: number, role: ScanRole): boolean => {
+    const sk = grams && sketches?.get(id, raw);
+    if (!sk || grams.some((g) => mayHold(sk.data, g, sk.at, sk.len))) return false;
+    if (role.chunk) {
+      ctx.stats.units_skipped++;
+      scanned.set(id, false);
+      if (sk.pageSize !== undefined) pageSizeOf.set(id, sk.pageSize);
+    }
+    if (role.file) {
+      const f = blobFiles.get(id)!;
+      if (raw !== f.size_bytes)
+        throw new BundleDamagedError(`${f.path_in_bundle}: ${raw} bytes, the manifest says ${f.size_bytes}`);
+      ctx.stats.units_skipped++;
+      ctx.units.set(id, undefined);
+    }
+    return true;
+  };
+  /** The blobs of `ids` that must be read (the others answered by their sketch), in pack order. */
+  const toRead = (ids: string[], roleOf: (id: string) => ScanRole): string[] =>
+    inPackOrder(
+      repo,
+      ids.filter((id) => {
+        const raw = repo.index.get(id)?.raw;
+        return raw === undefined || !skipped(id, raw, roleOf(id));
+      }),
+    );
+  /** A blob's role, asking for its sketch when none is kept. */
+  const withSketch = (role: ScanRole, id: string): ScanRole =>
+    sketches && !sketches.get(id, repo.index.get(id)?.raw ?? -1) ? { ...role, sketch: true } : role;
   const read = { ahead: SCAN_AHEAD, window: SCAN_WINDOW, gap: SCAN_GAP };
   await repo.ensureIndex();
   const worker = new ScanWorker(ctx.query, Math.min(SCAN_THREADS, availableParallelism()));
@@ -454,14 +493,16 @@ async function searchRepository(
           want(a.sha256, 'file');
         }
       }
-      const order = inPackOrder(repo, [...fresh]);
-      scanning = scanning.then(() => worker.scan(repo, order, (id) => roles.get(id)!, read, each));
+      const order = toRead([...fresh], (id) => roles.get(id)!);
+      scanning = scanning.then(() =>
+        worker.scan(repo, order, (id) => withSketch(roles.get(id)!, id), read, each),
+      );
       scanning.catch(() => {}); // awaited below (a failure stops find there)
     }
     await scanning;
     if (again.size > 0) {
-      const order = inPackOrder(repo, [...again.keys()]);
-      await worker.scan(repo, order, (id) => again.get(id)!, read, each);
+      const order = toRead([...again.keys()], (id) => again.get(id)!);
+      await worker.scan(repo, order, (id) => withSketch(again.get(id)!, id), read, each);
     }
   } finally {
     await worker.close();
@@ -498,6 +539,22 @@ async function searchRepository(
     out.push(hitOf(src, parts));
   }
   await cache.save();
+  await sketches?.save((id) => repo.index.get(id) !== undefined);
+  return out;
+}
+
+/**
+ * The grams of each piece of a text (match.ts textPieces) that a blob's sketch is checked against, or
+ * undefined when sketches cannot tell (a regex, a piece shorter than a gram): every blob is read.
+ */
+function queryGrams(q: Query): number[][] | undefined {
+  if (q.text === undefined) return undefined;
+  const out: number[][] = [];
+  for (const p of textPieces(q.text)) {
+    const g = gramsOf(p);
+    if (!g) return undefined;
+    out.push(g);
+  }
   return out;
 }
 

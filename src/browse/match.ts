@@ -31,6 +31,18 @@ export interface Matcher {
   needle: { text: string } | { regex: RegExp };
 }
 
+/**
+ * What raw bytes are searched for a text: the text, or for a text longer than SPLIT_ABOVE bytes its two
+ * halves, so that a text cut by one page boundary is still a candidate (its pages hold one half each).
+ */
+export function textPieces(text: string): Buffer[] {
+  const whole = Buffer.from(text, 'utf8');
+  const half = Math.ceil(whole.length / 2);
+  return whole.length > SPLIT_ABOVE
+    ? [whole.subarray(0, half), whole.subarray(whole.length - half)]
+    : [whole];
+}
+
 export function matcherOf(req: Query): Matcher {
   const { text, regex } = req;
   if ((text === undefined) === (regex === undefined))
@@ -40,10 +52,7 @@ export function matcherOf(req: Query): Matcher {
   if (q.length > MAX_QUERY_CHARS)
     throw new InvalidInputError(`the query is longer than ${MAX_QUERY_CHARS} characters`);
   if (text !== undefined) {
-    const whole = Buffer.from(text, 'utf8');
-    const half = Math.ceil(whole.length / 2);
-    const pieces =
-      whole.length > SPLIT_ABOVE ? [whole.subarray(0, half), whole.subarray(whole.length - half)] : [whole];
+    const pieces = textPieces(text);
     return {
       needle: { text },
       count(t) {
@@ -119,13 +128,18 @@ export interface ChunkScan {
   pages?: Map<number, string[]> | undefined;
 }
 
+/** The page size of the database that these bytes start (its header), if they start one. */
+export function pageSizeOf(b: Buffer): number | undefined {
+  if (b.length < 100 || !b.subarray(0, 16).equals(SQLITE_MAGIC)) return undefined;
+  const ps = b.readUInt16BE(16);
+  return ps === 1 ? 65536 : ps;
+}
+
 export function scanChunk(m: Matcher, b: Buffer): ChunkScan {
   const hit = m.maybe(b);
   const out: ChunkScan = { hit };
-  if (b.length >= 100 && b.subarray(0, 16).equals(SQLITE_MAGIC)) {
-    const ps = b.readUInt16BE(16);
-    out.pageSize = ps === 1 ? 65536 : ps;
-  }
+  const ps = pageSizeOf(b);
+  if (ps !== undefined) out.pageSize = ps;
   if (hit) out.pages = candidatePages(m, b);
   return out;
 }

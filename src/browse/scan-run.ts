@@ -1,19 +1,24 @@
 // Owns opening and scanning the blobs of one stored run (find): each blob opened and checked against
 // its id (repository/pack.ts openStoredBlob: zstd, decryption, SHA-256, the same errors everywhere),
 // then scanned as a database chunk (match.ts scanChunk) and/or as a file (its bytes handed back only
-// when they may hold the text). Runs on a scan worker thread (scan-worker-main.ts) or, for a small
+// when they may hold the text); and, when asked, its text sketch (sketch.ts) and the page size of the
+// database it starts, for find's cache of sketches (sketch-cache.ts). Runs on a scan worker thread (scan-worker-main.ts) or, for a small
 // scan, on the main thread (scan-worker.ts).
 
 import { type BlobScratch, openStoredBlob } from '../repository/pack.js';
-import { type ChunkScan, type Matcher, scanChunk } from './match.js';
+import { type ChunkScan, type Matcher, pageSizeOf, scanChunk } from './match.js';
+import { sketchOf } from './sketch.js';
 
 export interface ScanJob {
   pack: string;
   bytes: Uint8Array;
   key: Uint8Array | undefined;
   blobs: { id: string; at: number; stored: number; flags: number; raw: number; offset: number }[];
-  /** Per blob: scan it as a database chunk, as a file (bytes back on a candidate), or both. */
-  roles: { chunk: boolean; file: boolean }[];
+  /**
+   * Per blob: scan it as a database chunk, as a file (bytes back on a candidate), or both; and whether
+   * to compute its sketch.
+   */
+  roles: { chunk: boolean; file: boolean; sketch?: boolean }[];
 }
 
 export interface BlobScan {
@@ -22,6 +27,8 @@ export interface BlobScan {
   file?: Uint8Array;
   /** Whether the file was scanned and holds no candidate. */
   fileMiss?: boolean;
+  /** The blob's sketch and the page size of the database it starts (if it starts one), when asked. */
+  sketch?: { bits: Uint8Array; pageSize: number | undefined };
 }
 
 export function scanRun(m: Matcher, job: ScanJob, scratch: BlobScratch): BlobScan[] {
@@ -42,6 +49,7 @@ export function scanRun(m: Matcher, job: ScanJob, scratch: BlobScratch): BlobSca
       if (m.maybe(data)) r.file = new Uint8Array(data);
       else r.fileMiss = true;
     }
+    if (role.sketch) r.sketch = { bits: sketchOf(data), pageSize: pageSizeOf(data) };
     return r;
   });
 }

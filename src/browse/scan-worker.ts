@@ -23,6 +23,8 @@ export type { BlobScan };
 export interface ScanRole {
   chunk: boolean;
   file: boolean;
+  /** Compute the blob's sketch too (BlobScan.sketch). */
+  sketch?: boolean;
 }
 
 export class ScanWorker {

@@ -165,6 +165,8 @@ export interface FindResult {
     units_searched: number;
     units_reused: number;
     bytes_scanned: number;
+    /** Distinct blobs not read because their sketch shows they cannot hold the text (docs/browse.md). */
+    units_skipped: number;
     databases_opened: number;
     /** Repository manifests taken from find's cache of checked manifests (stored bytes unchanged). */
     manifests_cached: number;

@@ -1,0 +1,230 @@
+// find's cache of blob sketches (src/browse/sketch.ts, sketch-cache.ts) only ever skips blobs that
+// cannot hold the text: the same answers with and without it — a text in a memory file, in a state
+// value, in a database row where it is cut by a page boundary (its bytes not contiguous in the
+// database), a text found nowhere — after new snapshots were added (sketches of some blobs only), and
+// with a damaged or foreign cache (ignored). A regex and a text shorter than a gram read every blob; an
+// encrypted repository keeps no sketches.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { buildSampleAgent, gitEnv } from '../scripts/sample-agent.js';
+import { gramsOf, mayHold, sketchOf } from '../src/browse/sketch.js';
+import type { FindResult } from '../src/browse/types.js';
+import { generateIdentity } from '../src/crypto/age.js';
+import { LocalSnapshotter } from '../src/index.js';
+import { tempDir } from './helpers/env.js';
+
+const IN_FILE = 'a walrus named Theodore keeps the ledger';
+const IN_STATE = 'the dream of the seventeen lanterns';
+const CUT = 'the narwhal migration of twenty thirty-one';
+const NOWHERE = 'a phrase that no snapshot has ever held';
+
+test('sketch: a blob holding a piece has all its grams; one without a gram is told apart', () => {
+  const blob = Buffer.from(`${'lorem ipsum '.repeat(500)}${IN_FILE}${'dolor sit '.repeat(300)}`);
+  const s = sketchOf(blob);
+  assert.equal(mayHold(s, gramsOf(Buffer.from(IN_FILE))!), true);
+  assert.equal(mayHold(s, gramsOf(Buffer.from('lorem ipsum dolor'))!), false); // "m do" is not in it
+  assert.equal(gramsOf(Buffer.from('abc')), undefined);
+  assert.equal(mayHold(sketchOf(Buffer.alloc(0)), gramsOf(Buffer.from('abcd'))!), false);
+  // no false negative: any piece of any blob (sizes around the power-of-two steps of the bitmap)
+  for (let i = 0; i < 300; i++) {
+    const size = [4, 63, 64, 65, 127, 128, 4095, 4096, 4097, 70_000][i % 10]!;
+    const b = randomBytes(size);
+    const sk = sketchOf(b);
+    const at = (i * 7919) % (size - 3);
+    const piece = b.subarray(at, Math.min(size, at + 4 + (i % 60)));
+    assert.equal(mayHold(sk, gramsOf(piece)!), true, `${size} bytes, piece at ${at}`);
+  }
+});
+
+test('find with sketches: the same answers as without, after new snapshots, with a damaged cache', async (t) => {
+  const root = tempDir(t, 'nexo-find-sketch-');
+  const p = buildSampleAgent(root, 'ana', {
+    files: 4,
+    commits: 1,
+    memories: 300,
+    embeddings: 20,
+    concepts: 20,
+    compactions: 5,
+  });
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+  });
+  const commit = (msg: string) => {
+    execFileSync('git', ['add', '-A'], { cwd: p.memdir, env: gitEnv });
+    execFileSync('git', ['commit', '-qm', msg], { cwd: p.memdir, env: gitEnv });
+  };
+  await s.snapshot({ agentId: 'ana' });
+
+  // a row whose text is cut by a page boundary: an overflow page starts inside it (no contiguous copy);
+  // where the pages of a row cut its payload depends only on the payload and the page size, so the
+  // place is found in a scratch database of the same page size
+  const dbPath = join(p.sqliteDir, 'long_term.sqlite');
+  const db = new Database(dbPath);
+  const pageSize = db.pragma('page_size', { simple: true }) as number;
+  const body = (k: number) => `${'x'.repeat(k)}${CUT}${'y'.repeat(9000 - k)}`;
+  let cut = -1;
+  for (let k = 0; k < 8000 && cut < 0; k += 7) {
+    const scratch = new Database(':memory:');
+    scratch.pragma(`page_size = ${pageSize}`);
+    scratch.exec('CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)');
+    scratch.prepare('INSERT INTO notes (body) VALUES (?)').run(body(k));
+    if (!scratch.serialize().includes(CUT)) cut = k;
+    scratch.close();
+  }
+  db.exec('CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)');
+  db.prepare('INSERT INTO notes (body) VALUES (?)').run(body(cut));
+  db.close();
+  const copy = join(root, 'copy.sqlite');
+  execFileSync('sqlite3', [dbPath, `VACUUM INTO '${copy}'`]);
+  assert.ok(!readFileSync(copy).includes(CUT), 'no contiguous copy of the text');
+  assert.ok(readFileSync(copy).includes(Buffer.from(CUT.slice(0, 21))));
+  writeFileSync(join(p.memdir, 'walrus.md'), `# Walrus\n\n${IN_FILE}.\n`);
+  commit('walrus');
+  const dream = join(p.sqliteDir, 'dream_run.json');
+  const dreamBefore = readFileSync(dream, 'utf8');
+  writeFileSync(dream, `${JSON.stringify({ ...JSON.parse(dreamBefore), status: IN_STATE })}\n`);
+  const seen = await s.snapshot({ agentId: 'ana' });
+  await s.snapshot({ agentId: 'ana' });
+
+  const cacheDir = join(p.stateRoot, 'cache');
+  const sketchDir = () => join(cacheDir, readdirSync(cacheDir).find((n) => n.startsWith('sketch-'))!);
+  const noCache = () => rmSync(cacheDir, { recursive: true, force: true });
+  const answer = ({ stats: _, ...rest }: FindResult) => rest;
+  const where = (r: FindResult) => r.snapshots.map((h) => h.locations.map((l) => `${l.kind}:${l.path}`));
+  const compare = async (expectSkips: boolean) => {
+    for (const text of [IN_FILE, IN_STATE, CUT, NOWHERE]) {
+      const warm = await s.find({ agentId: 'ana', text });
+      if (expectSkips) assert.ok(warm.stats.units_skipped > 0, `${text}: blobs skipped`);
+      else assert.equal(warm.stats.units_skipped, 0, `${text}: nothing skipped`);
+      const saved = join(root, 'saved-cache');
+      rmSync(saved, { recursive: true, force: true });
+      execFileSync('cp', ['-a', cacheDir, saved]);
+      noCache();
+      const full = await s.find({ agentId: 'ana', text });
+      assert.equal(full.stats.units_skipped, 0);
+      assert.deepEqual(answer(warm), answer(full), text);
+      noCache();
+      execFileSync('cp', ['-a', saved, cacheDir]);
+    }
+  };
+
+  // cold: every blob read (and sketched)
+  noCache();
+  const cold = await s.find({ agentId: 'ana', text: CUT });
+  assert.equal(cold.stats.units_skipped, 0);
+  assert.equal(cold.first_seen?.snapshot_id, seen.id);
+  assert.deepEqual(where(cold)[1], ['row:sqlite/long_term/notes']);
+  const file = await s.find({ agentId: 'ana', text: IN_FILE });
+  assert.deepEqual(where(file)[1], ['file:memdir/walrus.md']);
+  const state = await s.find({ agentId: 'ana', text: IN_STATE });
+  assert.deepEqual(where(state)[2], ['state:state/dream_run']);
+  assert.equal((await s.find({ agentId: 'ana', text: NOWHERE })).transitions.length, 0);
+  // warm: the same answers, blobs skipped
+  await compare(true);
+
+  // new snapshots: the texts gone from the newest, new blobs without sketches yet
+  const db2 = new Database(dbPath);
+  db2.exec('DROP TABLE notes');
+  db2.close();
+  rmSync(join(p.memdir, 'walrus.md'));
+  commit('no walrus');
+  writeFileSync(dream, dreamBefore);
+  const gone = await s.snapshot({ agentId: 'ana' });
+  const later = await s.find({ agentId: 'ana', text: CUT });
+  assert.ok(later.stats.units_skipped > 0);
+  assert.equal(later.first_gone?.snapshot_id, gone.id);
+  await compare(true);
+
+  // a damaged segment is ignored: every blob read again, the same answers
+  for (const n of readdirSync(sketchDir())) {
+    const f = join(sketchDir(), n);
+    const b = readFileSync(f);
+    b[b.length >> 1]! ^= 0x20;
+    writeFileSync(f, b);
+  }
+  const damaged = await s.find({ agentId: 'ana', text: CUT });
+  assert.equal(damaged.stats.units_skipped, 0);
+  assert.equal(damaged.first_gone?.snapshot_id, gone.id);
+  assert.equal((await s.find({ agentId: 'ana', text: CUT })).stats.units_skipped > 0, true);
+  // a segment of another repository (its id in the header, checksum right) is ignored
+  for (const n of readdirSync(sketchDir())) {
+    const f = join(sketchDir(), n);
+    const b = readFileSync(f);
+    b.fill(0x11, 16, 48);
+    createHash('sha256')
+      .update(b.subarray(0, b.length - 32))
+      .digest()
+      .copy(b, b.length - 32);
+    writeFileSync(f, b);
+  }
+  assert.equal((await s.find({ agentId: 'ana', text: CUT })).stats.units_skipped, 0);
+
+  // a regex and a text shorter than a gram read every blob, cache or not
+  await s.find({ agentId: 'ana', text: IN_FILE });
+  const re = await s.find({ agentId: 'ana', regex: 'walrus named \\w+' });
+  assert.equal(re.stats.units_skipped, 0);
+  assert.equal(re.first_seen?.snapshot_id, seen.id);
+  assert.equal((await s.find({ agentId: 'ana', text: 'wal' })).stats.units_skipped, 0);
+  await compare(true);
+
+  // 8 segments (and a temporary file left by a killed find) are merged into one by the next find
+  const [seg] = readdirSync(sketchDir()).filter((n) => n.startsWith('seg-'));
+  for (let i = 0; i < 7; i++)
+    execFileSync('cp', [join(sketchDir(), seg!), join(sketchDir(), `seg-copy-${i}.bin`)]);
+  writeFileSync(join(sketchDir(), `.${seg}.tmp-0123456789ab`), 'cut short');
+  const merged = await s.find({ agentId: 'ana', text: CUT });
+  assert.ok(merged.stats.units_skipped > 0);
+  assert.equal(readdirSync(sketchDir()).length, 1);
+  const after = await s.find({ agentId: 'ana', text: CUT });
+  assert.equal(after.stats.units_skipped, merged.stats.units_skipped);
+  assert.deepEqual(answer(after), answer(merged));
+});
+
+test('find in an encrypted repository keeps no sketches and reads every blob', async (t) => {
+  const root = tempDir(t, 'nexo-find-sketch-enc-');
+  const p = buildSampleAgent(root, 'ana', {
+    files: 3,
+    commits: 1,
+    memories: 20,
+    embeddings: 5,
+    concepts: 5,
+    compactions: 3,
+  });
+  const id = generateIdentity();
+  const key = join(root, 'k.txt');
+  writeFileSync(key, `# public key: ${id.recipient}\n${id.identity}\n`);
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+    recipients: [id.recipient],
+  });
+  writeFileSync(join(p.memdir, 'walrus.md'), `# ${IN_FILE}\n`);
+  execFileSync('git', ['add', '-A'], { cwd: p.memdir, env: gitEnv });
+  execFileSync('git', ['commit', '-qm', 'walrus'], { cwd: p.memdir, env: gitEnv });
+  const snap = await s.snapshot({ agentId: 'ana' });
+  for (let i = 0; i < 2; i++) {
+    const r = await s.find({ agentId: 'ana', text: NOWHERE, decryptIdentity: key });
+    assert.equal(r.stats.units_skipped, 0);
+    assert.ok(r.stats.units_searched > 0);
+  }
+  const hit = await s.find({ agentId: 'ana', text: IN_FILE, decryptIdentity: key });
+  assert.equal(hit.first_seen?.snapshot_id, snap.id);
+  const cache = join(p.stateRoot, 'cache');
+  assert.deepEqual(
+    readdirSync(cache).filter((n) => n.startsWith('sketch-')),
+    [],
+  );
+});
