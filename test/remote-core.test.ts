@@ -3,7 +3,7 @@
 // cache of immutable objects (deleted: nothing lost; corrupt: fetched again), and retries of transient
 // failures (resumed loads; spent → exit 8, STORE_UNREACHABLE; store.nats.timeout_ms bounding each
 // attempt against a dead port). The "remote" store of the CLI runs is a directory behind FaultyBackend
-// (test/fixtures/remote-cli.ts), wrapped exactly as nats:// and s3:// are.
+// (helpers/faulty-remote.ts, the CLI run in this process), wrapped exactly as nats:// and s3:// are.
 
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,18 +15,18 @@ import { readAll, TransientStoreError } from '../src/backend/backend.js';
 import { CachedBackend, LISTING_FILE } from '../src/backend/cache.js';
 import { FaultyBackend } from '../src/backend/faulty.js';
 import { MemoryBackend } from '../src/backend/memory.js';
-import { cacheDirOf, parseRepoLocation } from '../src/backend/open.js';
+import { cacheDirOf, parseRepoLocation, remoteFactories } from '../src/backend/open.js';
 import { RetryingBackend } from '../src/backend/retry.js';
 import { loadConfig } from '../src/config/config.js';
 import { backendSettingsFromConfig, snapshotterOptionsFromConfig } from '../src/config/runtime.js';
 import { ConfigError, ObjectExistsError, StoreUnavailableError } from '../src/model/errors.js';
 import { isStale, lockRepository, ownHostId, REFRESH_MS, TRUST_MS } from '../src/repository/locks.js';
 import { runBuiltCli } from './helpers/built-cli.js';
-import { REPO, type RunResult, runTs, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import { type RunResult, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import { faultyS3 } from './helpers/faulty-remote.js';
 
 const SMALL = { memories: 40, embeddings: 10, files: 3, commits: 2 };
 const allow = { NEXO_MEMORY_RESTORE_ALLOW: 'yes' };
-const FIXTURE = join(REPO, 'test', 'fixtures', 'remote-cli.ts');
 
 // biome-ignore lint/suspicious/noExplicitAny: the CLI's JSON output, read field by field
 type Json = any;
@@ -235,7 +235,12 @@ suite('remote core', { concurrency: 4 }, () => {
     assert.ok(!existsSync(join(shared, 'tenants')));
   });
 
-  /** Runs the CLI whose s3:// store is `remoteDir` behind FaultyBackend (fixture), with a fast retry config. */
+  /**
+   * Runs the CLI in this process (helpers/cli.ts) with its s3:// store `remoteDir` behind FaultyBackend
+   * (helpers/faulty-remote.ts) and a fast retry config. The tests of this suite run side by side, the
+   * in-process CLI one run at a time: the runs take turns.
+   */
+  let turn: Promise<unknown> = Promise.resolve();
   async function remoteCli(
     t: Parameters<typeof tempDir>[0],
     remoteDir: string,
@@ -247,13 +252,17 @@ suite('remote core', { concurrency: 4 }, () => {
       config,
       'snapshot:\n  store:\n    retry:\n      attempts: 10\n      base_delay_ms: 1\n      max_delay_ms: 5\n',
     );
-    return runTs(FIXTURE, [...args, '--config', config], {
-      env: {
-        NEXO_TEST_REMOTE_DIR: remoteDir,
-        NEXO_TEST_FAULTS: JSON.stringify(opts.faults ?? []),
-        ...opts.env,
-      },
+    const run = turn.then(async () => {
+      const real = remoteFactories.s3;
+      remoteFactories.s3 = faultyS3(remoteDir, opts.faults ?? []);
+      try {
+        return await runCli([...args, '--config', config], { env: opts.env ?? {} });
+      } finally {
+        remoteFactories.s3 = real;
+      }
     });
+    turn = run.catch(() => {});
+    return run;
   }
 
   function metricValue(text: string, name: string, labels: Record<string, string>): number {

@@ -3,76 +3,40 @@
 // default, encrypted to the recipients for an encrypted repository; import of a bundle (v1 included)
 // into the repository, alone (--store-only) or with the restore as another agent; and migrate of a
 // bundle store into the repository (ids, labels, pins kept; each checked before its bundle goes),
-// idempotent and resumable after kill -9 at chosen steps and at random instants.
+// idempotent; its resumption after kill -9 is in repository-migrate-kill.test.ts (helpers/exchange.ts
+// holds what both use).
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { buildSampleAgent, git } from '../scripts/sample-agent.js';
+import { git } from '../scripts/sample-agent.js';
 import { secretKeyFileText } from '../src/crypto/sign.js';
 import { trustPolicy } from '../src/format/signature.js';
-import { generateSigningKey, LocalSnapshotter, type LocalSnapshotterOptions } from '../src/index.js';
+import { generateSigningKey } from '../src/index.js';
 import { createApiServer } from '../src/server/http.js';
 import { apiRoutes } from '../src/server/routes.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import type { MigrateReport } from '../src/snapshotter/migrate.js';
 import { verifyBundleFile } from '../src/verify/verify.js';
-import { bundleOf, manifestFor, readEntries, writeBundleFile } from './helpers/bundles.js';
+import { type Agent, gnuExtract, gnuList, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import {
-  type Agent,
-  copiedAgent,
-  gnuExtract,
-  gnuList,
-  runCli,
-  sampleAgent,
-  startFixture,
-  tempDir,
-} from './helpers/env.js';
+  assertMigrated,
+  bundleStore,
+  contentOf,
+  plantSecret,
+  SMALL,
+  signingKeyFile,
+  snapshotterOf,
+  V1_ID,
+  v1BundleOf,
+} from './helpers/exchange.js';
 
 const repoEnv = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
-const SMALL = { files: 8, commits: 4, memories: 200, embeddings: 40, concepts: 20, compactions: 6 };
-
-/** A snapshotter over the agent's roots with these options (the repository store unless told). */
-function snapshotterOf(a: Agent, opts: Partial<LocalSnapshotterOptions> = {}): LocalSnapshotter {
-  return new LocalSnapshotter({
-    stateRoot: a.stateRoot,
-    memdirRoot: a.memdirRoot,
-    sqliteRoot: a.sqliteRoot,
-    lockTimeoutMs: 5_000,
-    store: 'repository',
-    ...opts,
-  });
-}
-
-/** A synthetic GitHub token (assembled at run time) planted in a committed file and a database row. */
-function plantSecret(a: Agent): string {
-  const token = `${'gh'}p_${randomBytes(27).toString('base64url').replace(/[-_]/g, 'x').slice(0, 36)}`;
-  writeFileSync(join(a.memdir, 'topics', 'keys.md'), `# keys\nthe deploy token is ${token}\n`);
-  git(a.memdir, ['add', '.']);
-  git(a.memdir, ['commit', '-qm', 'keys']);
-  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
-  db.prepare("INSERT INTO memories (created_at, kind, content, importance) VALUES (1, 'fact', ?, 0.5)").run(
-    `the user pasted ${token}`,
-  );
-  db.close();
-  return token;
-}
-
 /** Every file under `dir` (recursively), as one string, to search for a secret. */
 function allBytes(dir: string): string {
   const out: string[] = [];
@@ -85,15 +49,6 @@ function allBytes(dir: string): string {
   };
   walk(dir);
   return out.join('\n');
-}
-
-/** The artifacts of a bundle's manifest but the git history: path → sha256. */
-async function contentOf(bundle: string): Promise<Map<string, string>> {
-  const entries = await readEntries(bundle);
-  const m = JSON.parse(entries[0]!.data.toString('utf8')) as {
-    artifacts: Array<{ path_in_bundle: string; kind: string; sha256: string }>;
-  };
-  return new Map(m.artifacts.filter((x) => x.kind !== 'git_bundle').map((x) => [x.path_in_bundle, x.sha256]));
 }
 
 /** `git clone` of the git bundle inside an exported bundle (GNU tar extracts it); returns the clone. */
@@ -403,44 +358,6 @@ test('import through the CLI: --store-only needs no restore gate; a full import 
   );
 });
 
-/** The agent as a v1 bundle of the original: raw `.git` files under `git/`, plus `extraGit` files. */
-function v1BundleOf(a: Agent, path: string, extraGit: Record<string, string> = {}): string {
-  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
-  const arts: Array<{ path: string; kind: string; data: Buffer | string }> = [
-    {
-      path: 'sqlite/long_term.sqlite',
-      kind: 'sqlite_long_term',
-      data: readFileSync(join(a.sqliteDir, 'long_term.sqlite')),
-    },
-  ];
-  const memory = git(a.memdir, ['ls-files', '-co', '--exclude-standard']).split('\n').filter(Boolean).sort();
-  for (const rel of memory)
-    arts.push({ path: `memory_files/${rel}`, kind: 'memory_file', data: readFileSync(join(a.memdir, rel)) });
-  const raw = new Map<string, Buffer | string>();
-  const gitDir = join(a.memdir, '.git');
-  const walk = (d: string): void => {
-    for (const e of readdirSync(join(gitDir, d), { withFileTypes: true })) {
-      const rel = d ? `${d}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(rel);
-      else if (e.isFile()) raw.set(rel, readFileSync(join(gitDir, rel)));
-    }
-  };
-  walk('');
-  for (const [rel, data] of Object.entries(extraGit)) raw.set(rel, data);
-  for (const [rel, data] of [...raw].sort()) arts.push({ path: `git/${rel}`, kind: 'git_bundle', data });
-  const manifest = manifestFor(
-    arts,
-    {
-      label: 'from the original',
-      created_by: 'cli',
-      created_at_ms: 1_700_000_000_000,
-      git: { head_oid: head, head_subject: 'the subject', head_author: 'a <b>', head_ts_ms: 1 },
-    },
-    1,
-  );
-  return writeBundleFile(path, bundleOf(manifest, arts, [], { v1: true }));
-}
-
 test('a v1 bundle of the original is stored in the repository (raw history quarantined, nothing of it run) and exports as a v2 bundle git clone reads', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const marker = join(tempDir(t), 'ran');
@@ -469,94 +386,6 @@ test('a v1 bundle of the original is stored in the repository (raw history quara
   for (const [path, sha] of await contentOf(v1)) assert.equal(exportedContent.get(path), sha, path);
   assert.equal(existsSync(marker), false, 'nothing from the bundle ran');
 });
-
-const V1_ID = '0190c3a2-0000-7000-8000-000000000001';
-
-interface Expected {
-  label?: string;
-  created_by?: string;
-  created_at_ms: number;
-  pinned: boolean;
-  content: Map<string, string>;
-  git_oid?: string;
-  /** path of the bundle, while it exists */
-  path: string;
-}
-
-/**
- * A 0.2 state root holding bundles of two agents: ana's pinned one, a redacted one, one signed with
- * `signingKey`, a v1 bundle of the original; bob's one. Returns what each bundle holds, by id.
- */
-async function bundleStore(t: TestContext, signingKey: string) {
-  const a = sampleAgent(t, 'ana', SMALL);
-  buildSampleAgent(a.root, 'bob', SMALL);
-  const b = snapshotterOf(a, { store: 'bundles' });
-  const dir = b.layout.snapshotsDir('default', 'ana');
-  mkdirSync(dir, { recursive: true });
-  v1BundleOf(a, join(dir, `${V1_ID}.tar.zst`));
-  const one = await b.snapshot({ agentId: 'ana', label: 'one', createdBy: 'cli' });
-  await b.pin('ana', 'default', one.id, 'keep');
-  plantSecret(a);
-  await b.snapshot({ agentId: 'ana', label: 'two', redact: true });
-  await b.snapshot({ agentId: 'ana', label: 'signed', sign: signingKey, createdBy: 'scheduled' });
-  await b.snapshot({ agentId: 'bob', label: 'bob' });
-  const expected = new Map<string, Expected>();
-  for (const agent of ['ana', 'bob'])
-    for (const m of await b.list(agent))
-      expected.set(m.id, {
-        ...(m.label !== undefined ? { label: m.label } : {}),
-        ...(m.created_by !== undefined ? { created_by: m.created_by } : {}),
-        created_at_ms: m.created_at_ms,
-        pinned: m.pinned === true,
-        content: await contentOf(m.bundle_path),
-        ...(m.git_oid ? { git_oid: m.git_oid } : {}),
-        path: m.bundle_path,
-      });
-  assert.equal(expected.size, 5);
-  return { a, expected };
-}
-
-/** Bundle files, siblings, sidecars, pins and staging left in an agent's snapshot directory. */
-function bundleLeftovers(a: Agent, agent: string): string[] {
-  const dir = snapshotterOf(a).layout.snapshotsDir('default', agent);
-  return existsSync(dir) ? readdirSync(dir).filter((n) => /\.tar\.zst|^\.staging-/.test(n)) : [];
-}
-
-/**
- * Everything moved and nothing lost: no bundle left, every snapshot listed once with its id, label,
- * creator, time and pin, verified, its export holding exactly what its bundle held, check clean.
- */
-async function assertMigrated(t: TestContext, a: Agent, expected: Map<string, Expected>): Promise<void> {
-  const s = snapshotterOf(a, { store: 'auto' });
-  assert.equal(s.usesRepository(), true, 'auto picks the repository after migrate');
-  for (const agent of ['ana', 'bob']) assert.deepEqual(bundleLeftovers(a, agent), [], agent);
-  const listed = [...(await s.list('ana')), ...(await s.list('bob'))];
-  assert.deepEqual(listed.map((m) => m.id).sort(), [...expected.keys()].sort());
-  const out = tempDir(t, 'nexo-migrated-');
-  for (const m of listed) {
-    const e = expected.get(m.id)!;
-    assert.ok(m.bundle_format?.startsWith('nexo-memory-snapshot-v'), m.bundle_format);
-    assert.ok(m.bundle_path.includes('#'), 'a repository snapshot');
-    assert.equal(m.label, e.label, m.id);
-    assert.equal(m.created_by, e.created_by, m.id);
-    assert.equal(m.created_at_ms, e.created_at_ms, m.id);
-    assert.equal(m.pinned, e.pinned, m.id);
-    if (e.git_oid) assert.equal(m.git_oid, e.git_oid, m.id);
-    const v = await s.verifySnapshot(m.agent_id, 'default', m.id);
-    assert.equal(v.status, 'verified', `${m.id}: ${JSON.stringify(v.problems)}`);
-    const x = await s.export(m.agent_id, 'default', m.id, join(out, `${m.id}.tar.zst`), { redact: false });
-    assert.deepEqual(await contentOf(x.path), e.content, m.id);
-  }
-  const check = await s.check({ readData: true });
-  assert.equal(check.ok, true, JSON.stringify(check.problems));
-}
-
-function signingKeyFile(t: TestContext): { path: string; keyId: string } {
-  const key = generateSigningKey();
-  const path = join(tempDir(t), 'sign.key');
-  writeFileSync(path, secretKeyFileText(key), { mode: 0o600 });
-  return { path, keyId: key.keyId };
-}
 
 test('migrate moves every bundle into the repository with its id, label, creator, time and pin; signed again with the host key, the bundle signature recorded; auto picks the repository; a second run has nothing to do', async (t) => {
   const original = signingKeyFile(t);
@@ -662,62 +491,4 @@ test('migrate refuses what would make the snapshots useless: the bundles store, 
     { code: 'INVALID_INPUT' },
   );
   assert.equal(existsSync(join(a.stateRoot, 'repository')), false);
-});
-
-/**
- * The bundle store every kill test starts from: built by the first, copied (an agent of its own, the
- * same bundles, pins and signature) for the others.
- */
-let killTemplate: { dir: string; expected: Map<string, Expected> } | undefined;
-async function killStore(t: TestContext): Promise<{ a: Agent; expected: Map<string, Expected> }> {
-  if (!killTemplate) {
-    const { a, expected } = await bundleStore(t, signingKeyFile(t).path);
-    const dir = mkdtempSync(join(tmpdir(), 'nexo-kill-store-'));
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    cpSync(a.root, dir, { recursive: true, preserveTimestamps: true });
-    killTemplate = { dir, expected };
-    return { a, expected };
-  }
-  const a = copiedAgent(t, killTemplate.dir, 'ana');
-  for (const agent of ['ana', 'bob']) git(join(a.memdirRoot, agent), ['update-index', '-q', '--refresh']);
-  return { a, expected: killTemplate.expected };
-}
-
-for (const [step, n] of [
-  ['stored', 1],
-  ['checked', 2],
-  ['removed', 3],
-  ['stored', 5],
-] as const) {
-  test(`kill -9 of migrate after bundle ${n} was ${step}: the next run finishes it, nothing lost`, async (t) => {
-    const { a, expected } = await killStore(t);
-    const child = startFixture(t, 'migrate-once.ts', [a.stateRoot, step, String(n)]);
-    assert.equal(await child.exited, -1, `killed after ${step} ${n}: ${child.errors()}`);
-    const r = await snapshotterOf(a, { store: 'auto' }).migrate();
-    assert.equal(r.failed + r.skipped, 0, JSON.stringify(r.results));
-    if (step !== 'removed')
-      assert.ok(
-        r.results.some((b) => b.resumed),
-        'the interrupted bundle was resumed',
-      );
-    await assertMigrated(t, a, expected);
-  });
-}
-
-test('kill -9 of migrate at random instants: every run after a kill finishes the job, nothing lost', async (t) => {
-  for (let trial = 0; trial < 3; trial++) {
-    await t.test(`trial ${trial}`, async (tt) => {
-      const { a, expected } = await killStore(tt);
-      const child = startFixture(tt, 'migrate-once.ts', [a.stateRoot]);
-      await child.ready;
-      const delay = Math.floor(Math.random() * 2500);
-      await new Promise((r) => setTimeout(r, delay));
-      await child.killGroup('SIGKILL');
-      const finished = child.output().includes('"results"');
-      tt.diagnostic(`killed after ${delay} ms: ${finished ? 'it had finished' : 'in the middle of the run'}`);
-      const r = await snapshotterOf(a, { store: 'auto' }).migrate();
-      assert.equal(r.failed + r.skipped, 0, JSON.stringify(r.results));
-      await assertMigrated(tt, a, expected);
-    });
-  }
 });

@@ -1,52 +1,18 @@
 // Restore: the live agent equals the snapshot exactly afterwards; refusals change nothing and leave no
-// pre-snapshot; a kill at every step of the swap leaves the old or the new state after recovery,
-// never a mix; import, undo, hooks, dry run, v1 bundles, the CLI gate.
+// pre-snapshot; import, undo, hooks, dry run, v1 bundles, the CLI gate. Kills during a restore and
+// their recovery are in restore-recovery.test.ts (helpers/restore.ts holds what both use).
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { buildSampleAgent, git, gitEnv } from '../scripts/sample-agent.js';
+import { git } from '../scripts/sample-agent.js';
 import { walkMemdir } from '../src/capture/memdir.js';
-import {
-  canonicalJson,
-  JsonFileStateProvider,
-  LocalSnapshotter,
-  type Manifest,
-  type StateProvider,
-} from '../src/index.js';
+import { JsonFileStateProvider, LocalSnapshotter, type StateProvider } from '../src/index.js';
 import { bundleOf, manifestFor, readEntries, tarOf, writeBundleFile, zstd } from './helpers/bundles.js';
-import { type Agent, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
-
-const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
-const DBS = ['long_term', 'vector', 'concepts', 'compactions'];
-
-/** What an observer of the live agent sees: DB bytes, working tree files, HEAD, state files. */
-async function fingerprint(a: Agent): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const db of DBS) {
-    const p = join(a.sqliteDir, `${db}.sqlite`);
-    out[`db:${db}`] = existsSync(p) ? sha(readFileSync(p)) : 'absent';
-  }
-  // State travels as values through the StateProvider: compared as values, not bytes.
-  for (const key of ['extract_cursor', 'dream_run']) {
-    const p = join(a.sqliteDir, `${key}.json`);
-    out[`state:${key}`] = existsSync(p) ? canonicalJson(JSON.parse(readFileSync(p, 'utf8'))) : 'absent';
-  }
-  if (existsSync(a.memdir)) {
-    for (const rel of (await walkMemdir(a.memdir)).files)
-      out[`file:${rel}`] = sha(readFileSync(join(a.memdir, rel)));
-    out.head = existsSync(join(a.memdir, '.git'))
-      ? git(a.memdir, ['rev-parse', '-q', '--verify', 'HEAD']).trim() || 'none'
-      : 'no-repo';
-  } else {
-    out.memdir = 'absent';
-  }
-  return out;
-}
+import { type Agent, runCli, startFixture, tempDir } from './helpers/env.js';
+import { agent, DBS, expected, fingerprint, mutate, sha, withoutDbBytes } from './helpers/restore.js';
 
 /** Rows of every table of every database, for comparing content where bytes may differ. */
 function dbContent(a: Agent): Record<string, string> {
@@ -68,61 +34,6 @@ function dbContent(a: Agent): Record<string, string> {
     db.close();
   }
   return out;
-}
-
-const withoutDbBytes = (f: Record<string, string>) =>
-  Object.fromEntries(Object.entries(f).filter(([k]) => !k.startsWith('db:')));
-
-/** The fingerprint the live agent must have after restoring `bundle`. */
-async function expected(bundle: string): Promise<Record<string, string>> {
-  const entries = await readEntries(bundle);
-  const m = JSON.parse(entries[0]!.data.toString()) as Manifest;
-  const out: Record<string, string> = {};
-  const art = (p: string) => m.artifacts.find((x) => x.path_in_bundle === p);
-  for (const db of DBS) out[`db:${db}`] = art(`sqlite/${db}.sqlite`)?.sha256 ?? 'absent';
-  for (const key of ['extract_cursor', 'dream_run']) {
-    const e = entries.find((x) => x.path === `state/${key}.json`);
-    out[`state:${key}`] = e ? canonicalJson(JSON.parse(e.data.toString())) : 'absent';
-  }
-  if (m.memdir) {
-    for (const x of m.artifacts.filter((y) => y.kind === 'memory_file'))
-      out[`file:${x.path_in_bundle.slice(13)}`] = x.sha256;
-    out.head =
-      m.git.repository === 'present' ? m.git.head_oid : m.git.repository === 'empty' ? 'none' : 'no-repo';
-  } else {
-    out.memdir = 'absent';
-  }
-  return out;
-}
-
-/** Changes every component of the agent: rows, a commit, an uncommitted edit, a new and a deleted file, state. */
-function mutate(a: Agent, tag = 'changed'): void {
-  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
-  db.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (?, ?, ?, ?)').run(
-    1,
-    'fact',
-    tag,
-    1,
-  );
-  db.prepare('DELETE FROM memories WHERE id <= 3').run();
-  db.close();
-  writeFileSync(join(a.memdir, 'MEMORY.md'), `# replaced (${tag})\n`);
-  execFileSync('git', ['commit', '-qam', `mutate ${tag}`], { cwd: a.memdir, env: gitEnv });
-  writeFileSync(join(a.memdir, 'topics', 'people', 'topic-0000.md'), `uncommitted ${tag}\n`);
-  writeFileSync(join(a.memdir, `new-${tag}.md`), 'new file\n');
-  rmSync(join(a.memdir, 'topics', 'projects', 'topic-0001.md'));
-  writeFileSync(join(a.sqliteDir, 'extract_cursor.json'), JSON.stringify({ last_message_id: 9999, tag }));
-}
-
-function agent(t: Parameters<typeof sampleAgent>[0], id = 'ana', warnings?: string[]): Agent {
-  return sampleAgent(
-    t,
-    id,
-    { files: 6, commits: 3, memories: 50, embeddings: 20, concepts: 10, compactions: 5 },
-    {
-      ...(warnings ? { onWarning: (w: string) => warnings.push(w) } : {}),
-    },
-  );
 }
 
 test('restore puts every component back exactly, keeps the old HEAD as a tag and an undo anchor', async (t) => {
@@ -474,143 +385,6 @@ test('hooks run around the swap and workers_restarted reports it', async (t) => 
   });
   assert.deepEqual(calls, ['before:true', `after:false:${r.restore_id}`]);
   assert.equal(r.workers_restarted, true);
-});
-
-const KILL_POINTS = [
-  ['restore.journal.prepared', 'old'],
-  ['restore.swap.sqlite.long_term.aside', 'old'],
-  ['restore.swap.sqlite.long_term.in', 'old'],
-  ['restore.swap.sqlite.compactions.in', 'old'],
-  ['restore.swap.memdir.aside', 'old'],
-  ['restore.swap.memdir.in', 'old'],
-  ['restore.state', 'old'],
-  ['restore.commit', 'old'],
-  ['restore.journal.committed', 'new'],
-  ['restore.cleanup', 'new'],
-] as const;
-
-for (const [point, outcome] of KILL_POINTS) {
-  test(`kill -9 at ${point}: after recovery the live agent is exactly the ${outcome} state`, async (t) => {
-    const a = agent(t);
-    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
-    mutate(a);
-    const old = await fingerprint(a);
-    const child = startFixture(
-      t,
-      'restore-once.ts',
-      [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', snap.bundle_path],
-      {
-        NEXO_MEMORY_FAULTS: `${point}=kill`,
-      },
-    );
-    assert.equal(await child.exited, -1, `the restore was killed at ${point}: ${child.errors()}`);
-    assert.ok(existsSync(a.snapshotter.layout.journalPath('default', 'ana')), 'a journal is left');
-    const r = await a.snapshotter.recover('ana');
-    assert.equal(r?.outcome, outcome === 'old' ? 'rolled_back' : 'completed');
-    assert.deepEqual(await fingerprint(a), outcome === 'old' ? old : await expected(snap.bundle_path));
-    assert.ok(!existsSync(a.snapshotter.layout.journalPath('default', 'ana')));
-    assert.deepEqual(
-      readdirSync(a.memdirRoot).filter((n) => n.includes('.restore-')),
-      [],
-    );
-    assert.deepEqual(
-      readdirSync(a.sqliteDir).filter((n) => n.startsWith('.restore-')),
-      [],
-    );
-    // the next operation works normally
-    await a.snapshotter.snapshot({ agentId: 'ana' });
-  });
-}
-
-/** Kills that leave restore staging, capture staging or a partial bundle behind, but no journal. */
-const LEFTOVER_KILLS = [
-  ['restore-once.ts', 'stage.write', 'a restore killed while staging'],
-  ['restore-once.ts', 'pack.write', 'a restore killed while packing its pre-restore anchor'],
-  ['snapshot-once.ts', 'pack.write', 'a snapshot killed while packing'],
-] as const;
-
-for (const [fixture, point, what] of LEFTOVER_KILLS) {
-  test(`recover --all removes exactly what recover --agent removes after ${what}`, async (t) => {
-    const a = agent(t);
-    buildSampleAgent(a.root, 'bob', { files: 6, commits: 3, memories: 50, embeddings: 20, concepts: 10 });
-    const agents = ['ana', 'bob'];
-    const s = a.snapshotter;
-    const snaps = new Map<string, string>();
-    for (const id of agents) snaps.set(id, (await s.snapshot({ agentId: id })).bundle_path);
-    const args = (id: string) =>
-      fixture === 'restore-once.ts'
-        ? [a.stateRoot, a.memdirRoot, a.sqliteRoot, id, snaps.get(id)!]
-        : [a.stateRoot, a.memdirRoot, a.sqliteRoot, id];
-    for (const id of agents) {
-      const child = startFixture(t, fixture, args(id), { NEXO_MEMORY_FAULTS: `${point}=kill` });
-      assert.equal(await child.exited, -1, `killed at ${point}: ${child.errors()}`);
-    }
-    // What lies in the agent's directories, its id and every UUID masked so two agents compare.
-    const entries = (id: string): Set<string> => {
-      const dirs: Array<[string, (n: string) => boolean]> = [
-        [s.layout.snapshotsDir('default', id), () => true],
-        [join(a.sqliteRoot, id), () => true],
-        [a.memdirRoot, (n) => n.startsWith(`.${id}.`)],
-      ];
-      const out = new Set<string>();
-      for (const [dir, mine] of dirs)
-        for (const n of existsSync(dir) ? readdirSync(dir) : [])
-          if (mine(n))
-            out.add(
-              `${dir === a.memdirRoot ? 'memdir' : dir.startsWith(a.sqliteRoot) ? 'sqlite' : 'store'}/${n}`
-                .replaceAll(`.${id}.`, '.<agent>.')
-                .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<id>'),
-            );
-      return out;
-    };
-    const leftover = (e: Set<string>) =>
-      [...e].filter((n) => /\/\.(restore-|staging-)|\.<agent>\.restore-|\.partial$/.test(n)).sort();
-    const before = new Map(agents.map((id) => [id, entries(id)]));
-    assert.ok(leftover(before.get('ana')!).length > 0, `the kill left something: ${[...before.get('ana')!]}`);
-    assert.deepEqual(leftover(before.get('bob')!), leftover(before.get('ana')!), 'the same kill, twice');
-
-    let r = await runCli(['recover', '--agent', 'ana', ...a.flags, '--json']);
-    assert.equal(r.code, 0, r.stderr);
-    r = await runCli(['recover', '--all', ...a.flags, '--json']);
-    assert.equal(r.code, 0, r.stderr);
-    const removed = (id: string) => {
-      const after = entries(id);
-      assert.deepEqual(leftover(after), [], `${id}: no leftover remains`);
-      return [...before.get(id)!].filter((n) => !after.has(n)).sort();
-    };
-    assert.deepEqual(removed('bob'), removed('ana'), '--all removed what --agent removed');
-    assert.deepEqual(removed('ana'), leftover(before.get('ana')!), 'and nothing but the leftovers');
-
-    // Both agents work normally afterwards.
-    for (const id of agents) {
-      const done = await s.restore({ agentId: id, bundle: snaps.get(id)! });
-      assert.ok(done.restore_id);
-      await s.snapshot({ agentId: id });
-      assert.deepEqual(leftover(entries(id)), []);
-    }
-  });
-}
-
-test('an interrupted restore is recovered by the next snapshot before it captures anything', async (t) => {
-  const a = agent(t);
-  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
-  mutate(a);
-  const old = await fingerprint(a);
-  const child = startFixture(
-    t,
-    'restore-once.ts',
-    [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', snap.bundle_path],
-    {
-      NEXO_MEMORY_FAULTS: 'restore.swap.memdir.in=kill',
-    },
-  );
-  await child.exited;
-  const next = await a.snapshotter.snapshot({ agentId: 'ana' });
-  assert.deepEqual(
-    withoutDbBytes(await expected(next.bundle_path)),
-    withoutDbBytes(old),
-    'the snapshot shows the rolled-back state, not a mix',
-  );
 });
 
 test('import clones a bundle as another agent; an agent with memory needs --force', async (t) => {

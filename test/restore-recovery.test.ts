@@ -1,0 +1,150 @@
+// Restore killed (-9) at every step of the swap: after recovery the live agent is exactly the old or
+// the new state, never a mix, and the next operation works; recover --all removes exactly what recover
+// --agent removes after kills that leave staging or a partial bundle behind; the next snapshot recovers
+// an interrupted restore before it captures anything. Real processes (test/fixtures/*-once.ts) killed
+// at fault points; in a file of its own so the suite runs it beside restore.test.ts.
+
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { buildSampleAgent } from '../scripts/sample-agent.js';
+import { runCli, startFixture } from './helpers/env.js';
+import { agent, expected, fingerprint, mutate, withoutDbBytes } from './helpers/restore.js';
+
+const KILL_POINTS = [
+  ['restore.journal.prepared', 'old'],
+  ['restore.swap.sqlite.long_term.aside', 'old'],
+  ['restore.swap.sqlite.long_term.in', 'old'],
+  ['restore.swap.sqlite.compactions.in', 'old'],
+  ['restore.swap.memdir.aside', 'old'],
+  ['restore.swap.memdir.in', 'old'],
+  ['restore.state', 'old'],
+  ['restore.commit', 'old'],
+  ['restore.journal.committed', 'new'],
+  ['restore.cleanup', 'new'],
+] as const;
+
+for (const [point, outcome] of KILL_POINTS) {
+  test(`kill -9 at ${point}: after recovery the live agent is exactly the ${outcome} state`, async (t) => {
+    const a = agent(t);
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    mutate(a);
+    const old = await fingerprint(a);
+    const child = startFixture(
+      t,
+      'restore-once.ts',
+      [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', snap.bundle_path],
+      {
+        NEXO_MEMORY_FAULTS: `${point}=kill`,
+      },
+    );
+    assert.equal(await child.exited, -1, `the restore was killed at ${point}: ${child.errors()}`);
+    assert.ok(existsSync(a.snapshotter.layout.journalPath('default', 'ana')), 'a journal is left');
+    const r = await a.snapshotter.recover('ana');
+    assert.equal(r?.outcome, outcome === 'old' ? 'rolled_back' : 'completed');
+    assert.deepEqual(await fingerprint(a), outcome === 'old' ? old : await expected(snap.bundle_path));
+    assert.ok(!existsSync(a.snapshotter.layout.journalPath('default', 'ana')));
+    assert.deepEqual(
+      readdirSync(a.memdirRoot).filter((n) => n.includes('.restore-')),
+      [],
+    );
+    assert.deepEqual(
+      readdirSync(a.sqliteDir).filter((n) => n.startsWith('.restore-')),
+      [],
+    );
+    // the next operation works normally
+    await a.snapshotter.snapshot({ agentId: 'ana' });
+  });
+}
+
+/** Kills that leave restore staging, capture staging or a partial bundle behind, but no journal. */
+const LEFTOVER_KILLS = [
+  ['restore-once.ts', 'stage.write', 'a restore killed while staging'],
+  ['restore-once.ts', 'pack.write', 'a restore killed while packing its pre-restore anchor'],
+  ['snapshot-once.ts', 'pack.write', 'a snapshot killed while packing'],
+] as const;
+
+for (const [fixture, point, what] of LEFTOVER_KILLS) {
+  test(`recover --all removes exactly what recover --agent removes after ${what}`, async (t) => {
+    const a = agent(t);
+    buildSampleAgent(a.root, 'bob', { files: 6, commits: 3, memories: 50, embeddings: 20, concepts: 10 });
+    const agents = ['ana', 'bob'];
+    const s = a.snapshotter;
+    const snaps = new Map<string, string>();
+    for (const id of agents) snaps.set(id, (await s.snapshot({ agentId: id })).bundle_path);
+    const args = (id: string) =>
+      fixture === 'restore-once.ts'
+        ? [a.stateRoot, a.memdirRoot, a.sqliteRoot, id, snaps.get(id)!]
+        : [a.stateRoot, a.memdirRoot, a.sqliteRoot, id];
+    for (const id of agents) {
+      const child = startFixture(t, fixture, args(id), { NEXO_MEMORY_FAULTS: `${point}=kill` });
+      assert.equal(await child.exited, -1, `killed at ${point}: ${child.errors()}`);
+    }
+    // What lies in the agent's directories, its id and every UUID masked so two agents compare.
+    const entries = (id: string): Set<string> => {
+      const dirs: Array<[string, (n: string) => boolean]> = [
+        [s.layout.snapshotsDir('default', id), () => true],
+        [join(a.sqliteRoot, id), () => true],
+        [a.memdirRoot, (n) => n.startsWith(`.${id}.`)],
+      ];
+      const out = new Set<string>();
+      for (const [dir, mine] of dirs)
+        for (const n of existsSync(dir) ? readdirSync(dir) : [])
+          if (mine(n))
+            out.add(
+              `${dir === a.memdirRoot ? 'memdir' : dir.startsWith(a.sqliteRoot) ? 'sqlite' : 'store'}/${n}`
+                .replaceAll(`.${id}.`, '.<agent>.')
+                .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<id>'),
+            );
+      return out;
+    };
+    const leftover = (e: Set<string>) =>
+      [...e].filter((n) => /\/\.(restore-|staging-)|\.<agent>\.restore-|\.partial$/.test(n)).sort();
+    const before = new Map(agents.map((id) => [id, entries(id)]));
+    assert.ok(leftover(before.get('ana')!).length > 0, `the kill left something: ${[...before.get('ana')!]}`);
+    assert.deepEqual(leftover(before.get('bob')!), leftover(before.get('ana')!), 'the same kill, twice');
+
+    let r = await runCli(['recover', '--agent', 'ana', ...a.flags, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    r = await runCli(['recover', '--all', ...a.flags, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const removed = (id: string) => {
+      const after = entries(id);
+      assert.deepEqual(leftover(after), [], `${id}: no leftover remains`);
+      return [...before.get(id)!].filter((n) => !after.has(n)).sort();
+    };
+    assert.deepEqual(removed('bob'), removed('ana'), '--all removed what --agent removed');
+    assert.deepEqual(removed('ana'), leftover(before.get('ana')!), 'and nothing but the leftovers');
+
+    // Both agents work normally afterwards.
+    for (const id of agents) {
+      const done = await s.restore({ agentId: id, bundle: snaps.get(id)! });
+      assert.ok(done.restore_id);
+      await s.snapshot({ agentId: id });
+      assert.deepEqual(leftover(entries(id)), []);
+    }
+  });
+}
+
+test('an interrupted restore is recovered by the next snapshot before it captures anything', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  const old = await fingerprint(a);
+  const child = startFixture(
+    t,
+    'restore-once.ts',
+    [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', snap.bundle_path],
+    {
+      NEXO_MEMORY_FAULTS: 'restore.swap.memdir.in=kill',
+    },
+  );
+  await child.exited;
+  const next = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.deepEqual(
+    withoutDbBytes(await expected(next.bundle_path)),
+    withoutDbBytes(old),
+    'the snapshot shows the rolled-back state, not a mix',
+  );
+});
