@@ -2,8 +2,7 @@
 // thread's side: a snapshot hands each database copy over as soon as it is made, so reading, cutting and
 // hashing the copies (the snapshot's largest cost after the copies when little changed) runs on other
 // cores, beside the copies still running and beside the main thread. Each file goes to the thread with
-// the fewest bytes waiting. The threads start when the pool is made (before the copies), so their
-// start-up is not waited for.
+// the fewest bytes waiting. The threads start when the planner is made (with the first file).
 
 import { stat } from 'node:fs/promises';
 import { startModuleWorker } from '../util/module-worker.js';

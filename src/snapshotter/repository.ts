@@ -382,7 +382,7 @@ export class RepositoryStore {
       const plan = (async () => {
         const before = await (listed ?? Promise.resolve([])).catch(() => []);
         if (before.length === 0 || finished) return undefined;
-        planner ??= new ChunkPlanner(2);
+        planner ??= new ChunkPlanner(1); // one: the two copy threads already share two cores with it
         return planner.plan(path, repo.config.chunker, true);
       })();
       plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
