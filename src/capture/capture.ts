@@ -1,7 +1,8 @@
 // Owns capturing one agent, in two phases. captureAgent() runs while the caller holds the write gate and
 // only copies: the four SQLite databases (consistent `VACUUM INTO` copies, spread over the worker
-// threads), the memdir's history (git bundle) and working tree, and the state values. hashCapture()
-// runs after the gate is released and hashes what was copied, so writers wait for the copy only.
+// threads; the caller is told as each copy is complete), the memdir's history (git bundle) and working
+// tree, and the state values. hashCapture() runs after the gate is released and hashes what was
+// copied, so writers wait for the copy only.
 // The result is the list of artifacts in manifest order, with sizes and hashes of the exact bytes.
 
 import { mkdir, stat } from 'node:fs/promises';

@@ -1,6 +1,8 @@
 // Owns the snapshotter's repository store (docs/repository.md): where it lives under the state root,
 // opening it (created on the first snapshot), and the operations on it — taking a snapshot (capture
-// under the write gate, history recorded as refs, only new chunks written), listing, finding by id or
+// under the write gate, history recorded as refs, only new chunks written; after the agent's first
+// snapshot each database copy's chunks are planned on a worker thread as soon as it is made, and the
+// index and the previous manifest are read while the copies run), listing, finding by id or
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
 // lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
 // and what retention needs without the identity (the whole listing, forgetting without that lock).
