@@ -50,13 +50,23 @@ export async function storeCapture(
   let history: Promise<PreparedHistory | undefined> | undefined;
   const scratch = await mkdtemp(join(work, 'history-'));
   try {
-    // git writes the live history's new pack (its own process) while the databases and the memory
-    // files are stored; the artifacts keep manifest order (databases, state, history, memory files)
+    // git writes the live history's new pack (its own process) while the databases are stored; the
+    // artifacts keep manifest order (databases, state, history, memory files). The memory files come
+    // after the history as before: stored before it, the first snapshot's peak RSS rose by ~15 MB.
     if (!c.gitBundlePath && c.gitRefs && c.gitRefs.length > 0) {
       history = prepareLiveHistory(memdir, c.gitRefs, previous, scratch);
       history.catch(() => {}); // awaited below
     }
     await storeData(writer, params, c, out, progress, plans);
+    if (c.gitBundlePath) {
+      const h = await storeBundleHistory(writer, params, c.gitBundlePath, scratch);
+      out.push(h.artifact);
+      refs = h.refs;
+    } else if (history) {
+      const a = await storePreparedHistory(writer, params, await history);
+      if (a) out.push(a);
+      refs = c.gitRefs!;
+    }
     const memory: RepoArtifact[] = [];
     for (const f of c.memory) {
       const ref = await storeContent(
@@ -66,15 +76,6 @@ export async function storeCapture(
       );
       memory.push({ path_in_bundle: f.pathInBundle, kind: f.kind, ...ref });
       progress(ref.size_bytes);
-    }
-    if (c.gitBundlePath) {
-      const h = await storeBundleHistory(writer, params, c.gitBundlePath, scratch);
-      out.push(h.artifact);
-      refs = h.refs;
-    } else if (history) {
-      const a = await storePreparedHistory(writer, params, await history);
-      if (a) out.push(a);
-      refs = c.gitRefs!;
     }
     out.push(...memory);
   } finally {
