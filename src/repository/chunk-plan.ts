@@ -1,7 +1,7 @@
 // Owns planning a file's chunks without keeping its bytes: the file is read once and cut as storing
 // cuts it (chunker.ts), and what comes back is its size, SHA-256 and each chunk's id and length, in
-// order. It is pure apart from reading the file, so it runs on a worker thread (chunk-worker.ts) beside
-// the main thread and beside the other planning thread; content.ts then reads back only the chunks the
+// order. A snapshot plans each database copy as soon as it is made, while the other copies still run
+// (before the repository lock, which storing needs); content.ts then reads back only the chunks the
 // repository does not have.
 
 import { createHash } from 'node:crypto';

@@ -1,5 +1,5 @@
 // Owns turning content into repository references and back: a file (or bytes, or a file whose chunks
-// were planned on another thread) into chunks stored through a BlobWriter and the reference a manifest
+// were planned before, chunk-plan.ts) into chunks stored through a BlobWriter and the reference a manifest
 // records for it (§6: inline chunk ids, chunk lists, or one blob), and a reference back into verified
 // bytes (streamed into a file, or a buffer).
 
@@ -54,7 +54,7 @@ export async function storeContent(
 }
 
 /**
- * Stores a file whose chunks were planned (chunk-worker.ts) from exactly its present bytes: only the
+ * Stores a file whose chunks were planned (chunk-plan.ts) from exactly its present bytes: only the
  * chunks the repository (or this writer) does not have are read back, and each is hashed again before
  * it is stored, so a file that changed since its plan fails (IoError) instead of storing bytes under
  * another chunk's id. The reference is the one storeContent would return for the same bytes.

@@ -1,6 +1,6 @@
 // Owns storing one capture (capture/capture.ts) into the repository: every database, state value and
-// memory file as chunks (only new chunks are written; a database whose chunks were planned on another
-// thread is read back only where its chunks are new), and the memdir history as the previous
+// memory file as chunks (only new chunks are written; a database whose chunks were planned before is
+// read back only where its chunks are new), and the memdir history as the previous
 // snapshot's pack chain plus what is new (or the pack of the capture's git bundle when the history was
 // rewritten by redaction). Returns the manifest's artifacts in manifest order and the refs.
 
@@ -36,7 +36,7 @@ export async function storeCapture(
   previous: PreviousHistory | undefined,
   work: string,
   onProgress?: ProgressListener,
-  /** Chunk plans of the staged databases (chunk-worker.ts) made with `repo.config.chunker`, where made. */
+  /** Chunk plans of the staged databases (chunk-plan.ts) made with `repo.config.chunker`, where made. */
   plans?: ReadonlyMap<DbName, Promise<ChunkPlan | undefined>>,
 ): Promise<StoredCapture> {
   const params = repo.config.chunker;

@@ -1,8 +1,8 @@
 // Owns the snapshotter's repository store (docs/repository.md): where it lives under the state root,
 // opening it (created on the first snapshot), and the operations on it — taking a snapshot (capture
 // under the write gate, history recorded as refs, only new chunks written; after the agent's first
-// snapshot each database copy's chunks are planned on a worker thread as soon as it is made, and the
-// index and the previous manifest are read while the copies run), listing, finding by id or
+// snapshot each database copy's chunks are planned as soon as it is made, and the index and the
+// previous manifest are read, while the other copies run), listing, finding by id or
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
 // lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
 // and what retention needs without the identity (the whole listing, forgetting without that lock).
@@ -338,7 +338,7 @@ export class RepositoryStore {
       { storeCapture },
       { SqliteWorker },
       { LockTimeoutError },
-      { ChunkPlanner },
+      { planChunks },
     ] = await Promise.all([
       import('../agent/write-gate.js'),
       import('../capture/capture.js'),
@@ -348,7 +348,7 @@ export class RepositoryStore {
       import('../repository/store-capture.js'),
       import('../sqlite/worker.js'),
       import('../store/lock.js'),
-      import('../repository/chunk-worker.js'),
+      import('../repository/chunk-plan.js'),
     ]);
     const repo = await this.open(true, p.recipients);
     if (p.recipients.length > 0 && !repo.encrypted)
@@ -363,11 +363,12 @@ export class RepositoryStore {
     let indexEarly: Promise<unknown> | undefined;
     let listed: Promise<ListingMeta[]> | undefined;
     let early: ReturnType<RepositoryStore['latestHistory']> | undefined;
-    const readEarly = async () => {
-      const { listSnapshots } = await import('../repository/snapshots.js');
+    const readEarly = () => {
       indexEarly = repo.ensureIndex().catch(() => {});
       toolVersions().catch(() => {}); // `git --version`, asked once, for the manifest
-      listed = listSnapshots(repo, { agentId: p.agentId, tenant: p.tenant });
+      listed = import('../repository/snapshots.js').then(({ listSnapshots }) =>
+        listSnapshots(repo, { agentId: p.agentId, tenant: p.tenant }),
+      );
       listed.catch(() => {});
       if (!p.redact) {
         early = this.latestHistory(repo, p.agentId, p.tenant, listed);
@@ -375,17 +376,16 @@ export class RepositoryStore {
       }
     };
     // When the agent has snapshots here, most of its chunks are known: each database copy's chunks are
-    // planned on other threads as soon as it is made (after redaction instead, when that may change the
-    // copies), and only new chunks are read again. A first snapshot stores every chunk in one pass.
-    let planner: InstanceType<typeof ChunkPlanner> | undefined;
+    // planned as soon as it is made (after redaction instead, when that may change the copies), while
+    // the other copies run on their threads and the main thread would wait, and storing reads back
+    // only new chunks. A first snapshot stores every chunk in one pass.
     let finished = false;
     const plans = new Map<DbName, Promise<ChunkPlan | undefined>>();
     const planOf = (db: DbName, path: string) => {
       const plan = (async () => {
         const before = await (listed ?? Promise.resolve([])).catch(() => []);
         if (before.length === 0 || finished) return undefined;
-        planner ??= new ChunkPlanner(1); // one: the two copy threads already share two cores with it
-        return planner.plan(path, repo.config.chunker, true);
+        return planChunks({ path, params: repo.config.chunker, sqlite: true });
       })();
       plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
       plans.set(db, plan);
@@ -416,7 +416,7 @@ export class RepositoryStore {
           ...(p.redact ? {} : { onDatabaseCopied: planOf }),
         });
         capturing.catch(() => {}); // awaited below
-        await readEarly();
+        readEarly();
         captured = await capturing;
       } finally {
         await gate.release();
@@ -492,8 +492,8 @@ export class RepositoryStore {
     } catch (err) {
       throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
     } finally {
-      finished = true; // a plan still waiting for the listing starts no thread now
-      await (planner as InstanceType<typeof ChunkPlanner> | undefined)?.close();
+      finished = true; // a plan still waiting for the listing does not start now
+      await Promise.allSettled(plans.values()); // none still reads the staging directory
       await rm(staging, { recursive: true, force: true }).catch(() => {});
     }
   }
