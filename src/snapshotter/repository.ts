@@ -376,9 +376,9 @@ export class RepositoryStore {
       }
     };
     // When the agent has snapshots here, most of its chunks are known: each database copy's chunks are
-    // planned as soon as it is made (after redaction instead, when that may change the copies), while
-    // the other copies run on their threads and the main thread would wait, and storing reads back
-    // only new chunks. A first snapshot stores every chunk in one pass.
+    // planned as soon as it is made, while the other copies run on their threads and the main thread
+    // would wait, and storing reads back only new chunks. A first snapshot, and a redacted one (whose
+    // copies change after the gate, so nothing would overlap), store every chunk in one pass.
     let finished = false;
     const plans = new Map<DbName, Promise<ChunkPlan | undefined>>();
     const planOf = (db: DbName, path: string) => {
@@ -432,7 +432,6 @@ export class RepositoryStore {
       if (p.redact) {
         p.onProgress?.({ phase: 'redact', bytes: 0 });
         redactions = await redactStaging(p.redact, captured, staging, p.memdir);
-        for (const d of captured.databases) planOf(d.db, d.stagedPath);
       }
       await indexEarly; // before the lock refreshes the index: one load at a time
       return await this.locked(repo, false, 'snapshot', async (lock) => {
