@@ -3,7 +3,9 @@
 // real damage, delete, pin, prune, and a state root holding bundles that keeps them.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -13,6 +15,7 @@ import { LocalSnapshotter } from '../src/index.js';
 import { type Agent, runCli, sampleAgent } from './helpers/env.js';
 
 const repoEnv = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
+const require = createRequire(import.meta.url);
 
 function repoAgent(
   t: Parameters<typeof sampleAgent>[0],
@@ -71,6 +74,54 @@ test('repository store: a new state root snapshots into the repository; the seco
     assert.equal(report.status, 'verified', JSON.stringify(report.problems));
     assert.equal(report.artifacts_checked, report.artifacts_total);
   }
+});
+
+test('a second snapshot while a writer that ignores the write gate commits rows: a consistent point in time, restored exactly', async (t) => {
+  const a = repoAgent(t);
+  await a.snapshotter.snapshot({ agentId: 'ana', label: 'one' });
+  const path = join(a.sqliteDir, 'long_term.sqlite');
+  const count = () => {
+    const db = new Database(path, { readonly: true });
+    try {
+      return (db.prepare("SELECT count(*) AS n FROM memories WHERE kind = 'racing'").get() as { n: number })
+        .n;
+    } finally {
+      db.close();
+    }
+  };
+  // a separate process committing one row per transaction, numbered, until it is stopped
+  const writer = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const D = require(${JSON.stringify(require.resolve('better-sqlite3'))});
+       const db = new D(process.argv[1]); db.pragma('busy_timeout = 10000');
+       const ins = db.prepare("INSERT INTO memories (created_at, kind, content, importance) VALUES (?, 'racing', ?, 0.5)");
+       for (let i = 1; ; i++) ins.run(i, 'racing row ' + i + ' ' + 'x'.repeat(300));`,
+      path,
+    ],
+    { stdio: 'ignore' },
+  );
+  t.after(() => writer.kill('SIGKILL'));
+  while (count() < 200) await new Promise((r) => setTimeout(r, 20));
+  const before = count();
+  const second = await a.snapshotter.snapshot({ agentId: 'ana', label: 'two' });
+  const after = count();
+  writer.kill('SIGKILL');
+  await new Promise((r) => writer.once('exit', r));
+  const report = await a.snapshotter.verifySnapshot('ana', 'default', second.id, { deep: true });
+  assert.equal(report.status, 'verified', JSON.stringify(report.problems));
+  await a.snapshotter.restore({ agentId: 'ana', snapshot: second.id });
+  const db = new Database(path, { readonly: true });
+  const rows = db
+    .prepare("SELECT created_at AS i, content FROM memories WHERE kind = 'racing' ORDER BY created_at")
+    .all() as Array<{ i: number; content: string }>;
+  db.close();
+  assert.ok(rows.length >= before && rows.length <= after, `${before} <= ${rows.length} <= ${after}`);
+  rows.forEach((r, k) => {
+    assert.equal(r.i, k + 1, 'every committed row up to the point in time, none after a gap');
+    assert.equal(r.content, `racing row ${k + 1} ${'x'.repeat(300)}`);
+  });
 });
 
 test('repository store through the CLI: snapshot, list, verify --id, check, damage found by check --read-data and verify, delete, pin, prune', async (t) => {

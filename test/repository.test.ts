@@ -14,11 +14,12 @@ import { FaultyBackend } from '../src/backend/faulty.js';
 import { MemoryBackend, MemoryStore } from '../src/backend/memory.js';
 import { generateIdentity, parseIdentity } from '../src/crypto/age.js';
 import { recordRefs } from '../src/git/history.js';
-import { EncryptionError } from '../src/model/errors.js';
+import { EncryptionError, IoError } from '../src/model/errors.js';
 import { newSnapshotId } from '../src/model/ids.js';
 import { checkRepository } from '../src/repository/check.js';
+import { planChunks } from '../src/repository/chunk-plan.js';
 import { chunkFile, DEFAULT_CHUNKER, gearChunks, listChunks } from '../src/repository/chunker.js';
-import { loadContent, storeContent, writeContent } from '../src/repository/content.js';
+import { loadContent, storeContent, storePlanned, writeContent } from '../src/repository/content.js';
 import { restoreHistory, storeLiveHistory } from '../src/repository/git-history.js';
 import { lockRepository } from '../src/repository/locks.js';
 import { sealRepoManifest } from '../src/repository/manifest.js';
@@ -149,6 +150,58 @@ test('repository: content round trips verified, deduplicated; encrypted reposito
         assert.equal(obj.includes(Buffer.from('memory 17 xxxx')), false, 'pack bytes are ciphertext');
     }
   }
+});
+
+test('planned content: the same reference as storeContent, only new chunks read; a file changed after its plan is refused', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'db.sqlite');
+  sqliteFile(file, 5_000);
+  const repo = await Repository.init(new MemoryBackend(), []);
+  const params = repo.config.chunker;
+  const w = repo.writer();
+  await storeContent(w, params, { path: file, sqlite: true });
+  await w.finish();
+  const db = new Database(file);
+  db.prepare('UPDATE m SET body = ? WHERE id = ?').run('changed', 20_001);
+  db.close();
+  const plan = await planChunks({ path: file, params, sqlite: true });
+  const direct = await storeContent(repo.writer(), params, { path: file, sqlite: true });
+  const w2 = repo.writer();
+  const planned = await storePlanned(w2, file, plan);
+  const stats = await w2.finish();
+  assert.deepEqual(planned, direct, 'the reference storeContent gives for the same bytes');
+  assert.ok(
+    stats.blobsNew >= 1 && stats.blobsNew <= 4,
+    `only the changed chunks are new (${stats.blobsNew})`,
+  );
+  assert.ok(stats.blobsKnown >= plan.ids.length - stats.blobsNew, 'the other chunks are known');
+  const out = join(dir, 'out.sqlite');
+  await writeContent(repo, planned, out, 'db');
+  assert.ok(readFileSync(out).equals(readFileSync(file)), 'restores the file byte for byte');
+
+  // A plan that no longer describes the file (same size, a byte of a new chunk changed since): storing
+  // fails and stores nothing under the planned id. Known chunks are not read again: the reference then
+  // describes the bytes the plan read, hashed in one pass with the whole file's SHA-256.
+  const edit = new Database(file);
+  edit.prepare('UPDATE m SET body = ? WHERE id = ?').run('changed again', 30_001);
+  edit.close();
+  const stale = await planChunks({ path: file, params, sqlite: true });
+  const w3 = repo.writer();
+  const fresh = stale.ids.findIndex((id) => !w3.has(id));
+  assert.ok(fresh >= 0, 'the edit made a new chunk');
+  const at = stale.lengths.slice(0, fresh).reduce((a, b) => a + b, 0) + 100;
+  const bytes = readFileSync(file);
+  bytes[at] = bytes[at]! ^ 0xff;
+  writeFileSync(file, bytes);
+  await assert.rejects(
+    storePlanned(w3, file, stale),
+    (err: Error) => err instanceof IoError && /changed after its chunks were planned/.test(err.message),
+  );
+  assert.equal(w3.has(stale.ids[fresh]!), false, 'nothing stored under an id its bytes do not hash to');
+  // a file that grew after its plan
+  const grown = await planChunks({ path: file, params, sqlite: true });
+  writeFileSync(file, Buffer.concat([bytes, Buffer.alloc(4096)]));
+  await assert.rejects(storePlanned(repo.writer(), file, grown), IoError);
 });
 
 test('packs: a blob larger than a pack buffer holds, content over several packs (buffers reused), round trip and check', async (t) => {

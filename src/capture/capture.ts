@@ -1,7 +1,8 @@
 // Owns capturing one agent, in two phases. captureAgent() runs while the caller holds the write gate and
 // only copies: the four SQLite databases (consistent `VACUUM INTO` copies, spread over the worker
-// threads), the memdir's history (git bundle) and working tree, and the state values. hashCapture()
-// runs after the gate is released and hashes what was copied, so writers wait for the copy only.
+// threads; the caller is told as each copy is complete), the memdir's history (git bundle) and working
+// tree, and the state values. hashCapture() runs after the gate is released and hashes what was
+// copied, so writers wait for the copy only.
 // The result is the list of artifacts in manifest order, with sizes and hashes of the exact bytes.
 
 import { mkdir, stat } from 'node:fs/promises';
@@ -54,6 +55,11 @@ export interface CaptureInput {
    * immutable, refs are the point in time).
    */
   history?: 'bundle' | 'refs';
+  /**
+   * Called as soon as a database's copy is complete (the copies of the others may still run, under the
+   * gate): the repository starts planning its chunks on other threads then.
+   */
+  onDatabaseCopied?: (db: DbName, stagedPath: string) => void;
 }
 
 interface CopiedDb {
@@ -147,7 +153,11 @@ async function copyDatabases(input: CaptureInput) {
     live.push({ db, src, dst: join(input.stagingDir, sqlitePath(db)), size: (await stat(src)).size });
   }
   if (live.length > 0) await mkdir(join(input.stagingDir, 'sqlite'), { recursive: true });
-  const copied = await spread(live, input.sqlite, (w, job) => w.copy(job.src, job.dst));
+  const copied = await spread(live, input.sqlite, async (w, job) => {
+    const info = await w.copy(job.src, job.dst);
+    input.onDatabaseCopied?.(job.db, job.dst);
+    return info;
+  });
   const databaseInfo: Record<string, DatabaseInfo> = {};
   for (const job of live) databaseInfo[job.db] = copied.get(job)!;
   return { databases: live.map(({ db, dst }) => ({ db, stagedPath: dst })), databaseInfo };

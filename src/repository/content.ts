@@ -1,10 +1,12 @@
-// Owns turning content into repository references and back: a file (or bytes) into chunks stored
-// through a BlobWriter and the reference a manifest records for it (§6: inline chunk ids, chunk lists,
-// or one blob), and a reference back into verified bytes (streamed into a file, or a buffer).
+// Owns turning content into repository references and back: a file (or bytes, or a file whose chunks
+// were planned before, chunk-plan.ts) into chunks stored through a BlobWriter and the reference a manifest
+// records for it (§6: inline chunk ids, chunk lists, or one blob), and a reference back into verified
+// bytes (streamed into a file, or a buffer).
 
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { BundleDamagedError } from '../model/errors.js';
+import { BundleDamagedError, IoError } from '../model/errors.js';
+import type { ChunkPlan } from './chunk-plan.js';
 import { type ChunkerParams, chunkFile, gearChunks, listChunks } from './chunker.js';
 import type { Located } from './manifest.js';
 import { KIND_DATA, KIND_TREE } from './pack.js';
@@ -48,7 +50,50 @@ export async function storeContent(
     ids.push(c.id);
     await writer.add(KIND_DATA, c.id, c.data);
   }
-  const sha256 = whole.digest('hex');
+  return located(writer, ids, size, whole.digest('hex'));
+}
+
+/**
+ * Stores a file whose chunks were planned (chunk-plan.ts) from exactly its present bytes: only the
+ * chunks the repository (or this writer) does not have are read back, and each is hashed again before
+ * it is stored, so a file that changed since its plan fails (IoError) instead of storing bytes under
+ * another chunk's id. The reference is the one storeContent would return for the same bytes.
+ */
+export async function storePlanned(writer: BlobWriter, path: string, plan: ChunkPlan): Promise<Located> {
+  if (plan.ids.length !== plan.lengths.length) throw new Error('a chunk plan with unequal lists');
+  const fh = await open(path, 'r');
+  try {
+    let offset = 0;
+    let buf = Buffer.alloc(0);
+    for (let i = 0; i < plan.ids.length; i++) {
+      const id = plan.ids[i]!;
+      const length = plan.lengths[i]!;
+      if (writer.has(id)) writer.countKnown();
+      else {
+        if (buf.length < length) buf = Buffer.allocUnsafe(Math.max(length, 256 * 1024));
+        const view = buf.subarray(0, length);
+        let filled = 0;
+        while (filled < length) {
+          const { bytesRead } = await fh.read(view, filled, length - filled, offset + filled);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+        }
+        if (filled !== length || createHash('sha256').update(view).digest('hex') !== id)
+          throw new IoError(`storing ${path}`, new Error('the file changed after its chunks were planned'));
+        await writer.add(KIND_DATA, id, view); // compressed before add's first await: the view may be reused
+      }
+      offset += length;
+    }
+    if (offset !== plan.size || (await fh.stat()).size !== plan.size)
+      throw new IoError(`storing ${path}`, new Error('the file changed after its chunks were planned'));
+  } finally {
+    await fh.close();
+  }
+  return located(writer, plan.ids, plan.size, plan.sha256);
+}
+
+/** The reference of content of `size` bytes hashing to `sha256`, cut into `ids` (lists stored as needed). */
+async function located(writer: BlobWriter, ids: string[], size: number, sha256: string): Promise<Located> {
   if (ids.length === 1 && ids[0] === sha256) return { size_bytes: size, sha256 };
   if (ids.length <= INLINE_CHUNKS) return { size_bytes: size, sha256, chunks: ids };
   const list = Buffer.concat(ids.map((id) => Buffer.from(id, 'hex')));

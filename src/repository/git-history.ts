@@ -65,6 +65,24 @@ export async function storeLiveHistory(
   previous: PreviousHistory | undefined,
   work: string,
 ): Promise<RepoArtifact | undefined> {
+  return storePreparedHistory(writer, params, await prepareLiveHistory(memdir, refs, previous, work));
+}
+
+/** The live history's new pack, written by git into `work` (no repository access: it may run beside storing). */
+export interface PreparedHistory {
+  base: GitPack[];
+  /** The pack file of what is new, and how many objects it holds. */
+  file: string;
+  count: number;
+}
+
+/** The first half of storeLiveHistory: which chain to extend, and git's pack of what is new. */
+export async function prepareLiveHistory(
+  memdir: string,
+  refs: readonly GitRef[],
+  previous: PreviousHistory | undefined,
+  work: string,
+): Promise<PreparedHistory | undefined> {
   if (refs.length === 0) return undefined;
   const tips = refs.map((r) => r.oid);
   let base: GitPack[] = [];
@@ -79,8 +97,18 @@ export async function storeLiveHistory(
   }
   const file = join(work, 'history.pack');
   const count = await packObjects(memdir, tips, exclude, file);
-  if (count === 0 && base.length > 0) return artifactOf(base);
-  return artifactOf([...base, await storePackFile(writer, params, file)]);
+  return { base, file, count };
+}
+
+/** The second half of storeLiveHistory: stores the prepared pack and returns the history's artifact. */
+export async function storePreparedHistory(
+  writer: BlobWriter,
+  params: ChunkerParams,
+  prep: PreparedHistory | undefined,
+): Promise<RepoArtifact | undefined> {
+  if (!prep) return undefined;
+  if (prep.count === 0 && prep.base.length > 0) return artifactOf(prep.base);
+  return artifactOf([...prep.base, await storePackFile(writer, params, prep.file)]);
 }
 
 /** Stores the history carried by a git bundle file (capture of a redacted snapshot, import). */

@@ -458,6 +458,16 @@ export class BlobWriter {
    * Stores a blob unless the repository (or this session) has it; returns whether it was new. `data` is
    * compressed into the pack before the first await, so it may be a view its caller reuses afterwards.
    */
+  /** Whether the repository (or this session) has the blob `id`. */
+  has(id: string): boolean {
+    return this.repo.index.has(id) || this.pending.has(id);
+  }
+
+  /** Counts a blob the caller found known (has()) and did not add. */
+  countKnown(): void {
+    this.stats.blobsKnown++;
+  }
+
   async add(kind: BlobKind, id: string, data: Buffer): Promise<boolean> {
     if (this.repo.index.has(id) || this.pending.has(id)) {
       this.stats.blobsKnown++;

@@ -1,6 +1,8 @@
 // Owns the snapshotter's repository store (docs/repository.md): where it lives under the state root,
 // opening it (created on the first snapshot), and the operations on it — taking a snapshot (capture
-// under the write gate, history recorded as refs, only new chunks written), listing, finding by id or
+// under the write gate, history recorded as refs, only new chunks written; after the agent's first
+// snapshot each database copy's chunks are planned as soon as it is made, and the index and the
+// previous manifest are read, while the other copies run), listing, finding by id or
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
 // lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
 // and what retention needs without the identity (the whole listing, forgetting without that lock).
@@ -32,9 +34,10 @@ import {
   UnknownAgentError,
 } from '../model/errors.js';
 import { newSnapshotId } from '../model/ids.js';
-import type { DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
+import type { DbName, DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import type { CheckOptions, CheckReport } from '../repository/check.js';
+import type { ChunkPlan } from '../repository/chunk-plan.js';
 import type { PreviousHistory } from '../repository/git-history.js';
 import type { HeldRepoLock } from '../repository/locks.js';
 import type { ParsedRepoManifest, RepoManifest } from '../repository/manifest.js';
@@ -266,20 +269,62 @@ export class RepositoryStore {
     agentId: string,
     tenant: string,
   ): Promise<PreviousHistory | undefined> {
+    return (await this.latestHistory(repo, agentId, tenant))?.history;
+  }
+
+  /** The agent's newest snapshot (its id) and its history, as previousHistory (`listed`: its listing). */
+  private async latestHistory(
+    repo: Repository,
+    agentId: string,
+    tenant: string,
+    listed?: Promise<ListingMeta[]>,
+  ): Promise<{ id: string; history: PreviousHistory | undefined } | undefined> {
     const [{ listSnapshots, loadSnapshot }, { GIT_HISTORY_KIND }] = await Promise.all([
       import('../repository/snapshots.js'),
       import('../repository/manifest.js'),
     ]);
-    const latest = (await listSnapshots(repo, { agentId, tenant }))[0];
+    const latest = (await (listed ?? listSnapshots(repo, { agentId, tenant })))[0];
     if (!latest) return undefined;
     try {
       const { manifest } = await loadSnapshot(repo, latest.id);
       const git = manifest.artifacts.find((a) => a.kind === GIT_HISTORY_KIND);
-      if (!git?.packs || manifest.redactions?.git_history === 'rewritten') return undefined;
-      return { packs: git.packs, refs: manifest.git_refs ?? [] };
+      if (!git?.packs || manifest.redactions?.git_history === 'rewritten')
+        return { id: latest.id, history: undefined };
+      return { id: latest.id, history: { packs: git.packs, refs: manifest.git_refs ?? [] } };
     } catch {
-      return undefined; // an unreadable previous snapshot: start a new chain
+      return { id: latest.id, history: undefined }; // an unreadable previous snapshot: start a new chain
     }
+  }
+
+  /**
+   * The previous history under the repository lock, from what `early` read before the lock when that
+   * still holds: the agent lock (held by the caller since before `early` started) keeps any newer
+   * snapshot of the agent from appearing, manifests are immutable, and the snapshot still being listed
+   * now, under our lock, keeps prune from removing its data. Otherwise read again.
+   */
+  private async previousUnderLock(
+    repo: Repository,
+    agentId: string,
+    tenant: string,
+    early: Promise<{ id: string; history: PreviousHistory | undefined } | undefined> | undefined,
+  ): Promise<PreviousHistory | undefined> {
+    const seen = early ? await early.catch(() => null) : null;
+    if (seen === undefined) {
+      // there was none before the lock: none can have been made since (agent lock), but an import or
+      // migrate of a bundle of this agent could have: look again, as before
+      return this.previousHistory(repo, agentId, tenant);
+    }
+    if (seen !== null) {
+      const listed = await repo.backend.stat({ type: 'listing', name: seen.id }).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof ObjectNotFoundError) return false;
+          throw err;
+        },
+      );
+      if (listed) return seen.history;
+    }
+    return this.previousHistory(repo, agentId, tenant);
   }
 
   /** The snapshot steps (the caller holds the agent lock). */
@@ -293,6 +338,7 @@ export class RepositoryStore {
       { storeCapture },
       { SqliteWorker },
       { LockTimeoutError },
+      { planChunks },
     ] = await Promise.all([
       import('../agent/write-gate.js'),
       import('../capture/capture.js'),
@@ -302,6 +348,7 @@ export class RepositoryStore {
       import('../repository/store-capture.js'),
       import('../sqlite/worker.js'),
       import('../store/lock.js'),
+      import('../repository/chunk-plan.js'),
     ]);
     const repo = await this.open(true, p.recipients);
     if (p.recipients.length > 0 && !repo.encrypted)
@@ -310,6 +357,39 @@ export class RepositoryStore {
       );
     const id = newSnapshotId();
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
+    // What storing needs from the repository is read while the copies run, before the repository lock:
+    // the index (refreshed under the lock), the agent's snapshots and the newest one's history (checked
+    // under the lock).
+    let indexEarly: Promise<unknown> | undefined;
+    let listed: Promise<ListingMeta[]> | undefined;
+    let early: ReturnType<RepositoryStore['latestHistory']> | undefined;
+    const readEarly = () => {
+      indexEarly = repo.ensureIndex().catch(() => {});
+      toolVersions().catch(() => {}); // `git --version`, asked once, for the manifest
+      listed = import('../repository/snapshots.js').then(({ listSnapshots }) =>
+        listSnapshots(repo, { agentId: p.agentId, tenant: p.tenant }),
+      );
+      listed.catch(() => {});
+      if (!p.redact) {
+        early = this.latestHistory(repo, p.agentId, p.tenant, listed);
+        early.catch(() => {});
+      }
+    };
+    // When the agent has snapshots here, most of its chunks are known: each database copy's chunks are
+    // planned as soon as it is made, while the other copies run on their threads and the main thread
+    // would wait, and storing reads back only new chunks. A first snapshot, and a redacted one (whose
+    // copies change after the gate, so nothing would overlap), store every chunk in one pass.
+    let finished = false;
+    const plans = new Map<DbName, Promise<ChunkPlan | undefined>>();
+    const planOf = (db: DbName, path: string) => {
+      const plan = (async () => {
+        const before = await (listed ?? Promise.resolve([])).catch(() => []);
+        if (before.length === 0 || finished) return undefined;
+        return planChunks({ path, params: repo.config.chunker, sqlite: true });
+      })();
+      plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
+      plans.set(db, plan);
+    };
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
@@ -324,7 +404,7 @@ export class RepositoryStore {
       const workers = [new SqliteWorker(), new SqliteWorker()];
       let captured: Awaited<ReturnType<typeof captureAgent>>;
       try {
-        captured = await captureAgent({
+        const capturing = captureAgent({
           agentId: p.agentId,
           tenant: p.tenant,
           memdir: p.memdir,
@@ -333,7 +413,11 @@ export class RepositoryStore {
           stagingDir: staging,
           sqlite: workers,
           history: p.redact ? 'bundle' : 'refs',
+          ...(p.redact ? {} : { onDatabaseCopied: planOf }),
         });
+        capturing.catch(() => {}); // awaited below
+        readEarly();
+        captured = await capturing;
       } finally {
         await gate.release();
         await Promise.all(workers.map((w) => w.close()));
@@ -349,11 +433,23 @@ export class RepositoryStore {
         p.onProgress?.({ phase: 'redact', bytes: 0 });
         redactions = await redactStaging(p.redact, captured, staging, p.memdir);
       }
+      await indexEarly; // before the lock refreshes the index: one load at a time
       return await this.locked(repo, false, 'snapshot', async (lock) => {
         await repo.ensureIndex();
-        const previous = captured.gitRefs ? await this.previousHistory(repo, p.agentId, p.tenant) : undefined;
+        const previous = captured.gitRefs
+          ? await this.previousUnderLock(repo, p.agentId, p.tenant, early)
+          : undefined;
         const writer = repo.writer();
-        const stored = await storeCapture(repo, writer, captured, p.memdir, previous, staging, p.onProgress);
+        const stored = await storeCapture(
+          repo,
+          writer,
+          captured,
+          p.memdir,
+          previous,
+          staging,
+          p.onProgress,
+          plans,
+        );
         const stats = await writer.finish();
         const createdAt = Date.now();
         const { manifest, json } = sealRepoManifest(
@@ -395,6 +491,8 @@ export class RepositoryStore {
     } catch (err) {
       throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
     } finally {
+      finished = true; // a plan still waiting for the listing does not start now
+      await Promise.allSettled(plans.values()); // none still reads the staging directory
       await rm(staging, { recursive: true, force: true }).catch(() => {});
     }
   }

@@ -52,12 +52,16 @@ function copy(job) {
     journal_mode = String(src.pragma('journal_mode', { simple: true })).toLowerCase();
     page_size = Number(src.pragma('page_size', { simple: true }));
     src.pragma('cache_size = ' + CACHE_KIB);
+    // VACUUM INTO writes its target with the source connection's sync level: the copy is staging, read
+    // once and stored (the repository and the bundle make their own writes durable), so it is not
+    // fsynced; the bytes are the same.
+    src.pragma('synchronous = OFF');
     src.prepare('VACUUM INTO ?').run(job.dst);
   } finally { src.close(); }
   if (journal_mode === 'wal') {
     // keep the live database's WAL mode in the copy's header; closing checkpoints and removes -wal/-shm
     const dst = new Database(job.dst, { fileMustExist: true });
-    try { dst.pragma('journal_mode = WAL'); } finally { dst.close(); }
+    try { dst.pragma('synchronous = OFF'); dst.pragma('journal_mode = WAL'); } finally { dst.close(); }
   }
   return { journal_mode, page_size };
 }
