@@ -11,6 +11,7 @@ import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.
 import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/format/tar.js';
 import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
 import { newSnapshotId, parseSnapshotId, validateAgentId, validateTenant } from '../src/model/ids.js';
+import { ensureBuilt } from './helpers/built-cli.js';
 import { tarOf } from './helpers/bundles.js';
 import { REPO, runCli, tempDir } from './helpers/env.js';
 
@@ -190,4 +191,27 @@ test('CLI: --help has examples, --version prints, usage errors exit 1', async (t
   assert.equal(r.code, 1);
   assert.equal(JSON.parse(r.stdout).error.code, 'CONFIG');
   assert.match(r.stderr, /memory\.snapshot\.nope/);
+});
+
+test('young generation: kept at its initial size in a process that asks for it, also after a worker starts', async (t) => {
+  ensureBuilt();
+  // A fresh process (this one's new space has grown already): the flag set, a watched worker started (which
+  // resets the process's V8 flags), then short-lived garbage; the new space must not have grown.
+  const script = `
+    import { getHeapSpaceStatistics } from 'node:v8';
+    import { Worker } from 'node:worker_threads';
+    import { keepYoungGenerationSmall, watchWorker } from ${JSON.stringify(join(REPO, 'dist/src/util/young-generation.js'))};
+    keepYoungGenerationSmall();
+    const w = watchWorker(new Worker("require('node:worker_threads').parentPort.postMessage('up')", { eval: true }));
+    await new Promise((r) => w.once('message', r));
+    await w.terminate();
+    let keep = [];
+    for (let i = 0; i < 2e6; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 1e5) keep = []; }
+    const ns = getHeapSpaceStatistics().find((s) => s.space_name === 'new_space');
+    process.stdout.write(String(ns.space_size));`;
+  const file = join(tempDir(t), 'young.mjs');
+  writeFileSync(file, script);
+  const out = execFileSync(process.execPath, [file], { encoding: 'utf8' });
+  // Initial semi-spaces are 1 MiB (new space 2 MiB); Node's default growth reaches 32 MiB here.
+  assert.ok(Number(out) <= 4 * 1024 * 1024, `new space grew to ${out} bytes`);
 });
