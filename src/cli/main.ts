@@ -3,7 +3,7 @@
 // program.ts in-process; importing this module runs the CLI.
 
 // First, before the program's modules allocate anything.
-import './young-generation.js';
+import './heap-settings.js';
 import { main } from './program.js';
 
 await main(process.argv);

@@ -11,7 +11,7 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { watchWorker } from '../util/young-generation.js';
+import { watchWorker } from '../util/heap-settings.js';
 import { writeFileAtomicUnsynced } from './atomic.js';
 
 export type LockMode = 'exclusive' | 'shared';

@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
-import { watchWorker } from './young-generation.js';
+import { watchWorker } from './heap-settings.js';
 
 /**
  * Starts the module `name` (no extension), a sibling of the caller's module `from` (its

@@ -5,7 +5,7 @@
 
 import type { TransferListItem, Worker } from 'node:worker_threads';
 import { nativeModuleError } from '../model/errors.js';
-import { watchWorker } from './young-generation.js';
+import { watchWorker } from './heap-settings.js';
 
 type Reply = { id: number; value?: unknown; error?: { message: string; code?: string } };
 
