@@ -355,25 +355,43 @@ export class Repository {
   ): AsyncGenerator<StoredRun> {
     await this.ensureIndex();
     type Run = { pack: string; offset: number; length: number; blobs: StoredRun['blobs'] };
-    const runs: Run[] = [];
-    for (const id of ids) {
-      const loc = this.index.get(id);
-      if (!loc) throw new BundleDamagedError(`blob ${id} is not in the repository index (missing data)`);
-      const blob = { id, flags: loc.flags, raw: loc.raw, offset: loc.offset, stored: loc.stored };
-      const last = runs[runs.length - 1];
-      const end = last ? last.offset + last.length : 0;
-      if (
-        last &&
-        last.pack === loc.pack &&
-        loc.offset >= end &&
-        loc.offset - end <= gap &&
-        loc.offset + loc.stored - last.offset <= window
-      ) {
-        last.blobs.push({ ...blob, at: loc.offset - last.offset });
-        last.length = loc.offset + loc.stored - last.offset;
-      } else
-        runs.push({ pack: loc.pack, offset: loc.offset, length: loc.stored, blobs: [{ ...blob, at: 0 }] });
-    }
+    // Runs are planned as they are fetched, not all first: a plan of every blob of a large database
+    // (an object per blob) was tens of MB of the heap at a restore's peak.
+    const index = this.index;
+    // a blob the index does not have fails the read before anything is fetched, as before
+    for (const id of ids)
+      if (!index.has(id))
+        throw new BundleDamagedError(`blob ${id} is not in the repository index (missing data)`);
+    let pos = 0;
+    let pending: Run | undefined;
+    const nextRun = (): Run | undefined => {
+      while (pos < ids.length) {
+        const id = ids[pos]!;
+        const loc = index.get(id);
+        if (!loc) throw new BundleDamagedError(`blob ${id} is not in the repository index (missing data)`);
+        const blob = { id, flags: loc.flags, raw: loc.raw, offset: loc.offset, stored: loc.stored };
+        const last = pending;
+        const end = last ? last.offset + last.length : 0;
+        if (
+          last &&
+          last.pack === loc.pack &&
+          loc.offset >= end &&
+          loc.offset - end <= gap &&
+          loc.offset + loc.stored - last.offset <= window
+        ) {
+          last.blobs.push({ ...blob, at: loc.offset - last.offset });
+          last.length = loc.offset + loc.stored - last.offset;
+          pos++;
+          continue;
+        }
+        pending = { pack: loc.pack, offset: loc.offset, length: loc.stored, blobs: [{ ...blob, at: 0 }] };
+        pos++;
+        if (last) return last;
+      }
+      const last = pending;
+      pending = undefined;
+      return last;
+    };
     // Runs in flight hold their stored (compressed) bytes only.
     const fetchRun = async (r: Run): Promise<StoredRun> => {
       const bytes = await readObjectRange(this.backend, r.pack, r.offset, r.length).catch((err: unknown) => {
@@ -390,12 +408,13 @@ export class Repository {
       return { pack: r.pack, bytes, key, blobs: r.blobs };
     };
     const inflight: Promise<StoredRun>[] = [];
-    let next = 0;
-    while (next < runs.length || inflight.length > 0) {
-      while (next < runs.length && inflight.length < ahead) {
-        const p = fetchRun(runs[next++]!);
+    let run = nextRun();
+    while (run || inflight.length > 0) {
+      while (run && inflight.length < ahead) {
+        const p = fetchRun(run);
         p.catch(() => {}); // awaited below in order
         inflight.push(p);
+        run = nextRun();
       }
       yield await inflight.shift()!;
     }
