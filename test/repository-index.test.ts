@@ -166,3 +166,40 @@ test('a writer session: its index file, read by a fresh handle, places every blo
   );
   assert.equal((await w2.finish()).packs.length, 0);
 });
+
+test('index file: our layout is parsed pack by pack, any other spelling whole, to the same records; damage either way is refused', () => {
+  const records = Array.from({ length: 5 }, (_, p) => ({
+    id: hex(2000 + p),
+    ...(p % 2 ? { salt: 'cd'.repeat(16) } : {}),
+    entries: Array.from({ length: 3 }, (_, i) => ({
+      id: hex(p * 10 + i),
+      kind: KIND_DATA,
+      flags: 0,
+      offset: i * 7,
+      stored: 7,
+      raw: 9,
+    })),
+  }));
+  const ours = encodeIndex(records);
+  const spaced = Buffer.from(JSON.stringify(JSON.parse(ours.toString()), null, 2));
+  const reordered = Buffer.from(
+    JSON.stringify({ packs: JSON.parse(ours.toString()).packs, index_version: 1 }),
+  );
+  for (const json of [ours, spaced, reordered]) assert.deepEqual(decodeIndex(json, 'index/x'), records);
+  assert.deepEqual(decodeIndex(Buffer.from('{"index_version":1,"packs":[]}'), 'index/x'), []);
+  // a pack member that is not JSON, a trailing comma, a truncated file, an unknown member, a non-object
+  const text = ours.toString();
+  for (const damaged of [
+    text.replace('"blobs":[["', '"blobs":[[x"'),
+    text.replace(/\]\}$/, ',]}'),
+    text.slice(0, text.length - 5),
+    text.replace(`"id":"${hex(2001)}"`, `"id":"${hex(2001)}}"`),
+    '{"index_version":1,"packs":[1]}',
+    '{"index_version":1,"packs":[{"id":"{[\\"}"}]}',
+  ])
+    assert.throws(
+      () => decodeIndex(Buffer.from(damaged), 'index/x'),
+      BundleDamagedError,
+      damaged.slice(0, 80),
+    );
+});

@@ -173,20 +173,34 @@ function visitIndex(
   what: string,
   visit: (id: string, salt: string | undefined, rows: readonly Row[]) => void,
 ): void {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(json.toString('utf8'));
-  } catch {
-    throw new BundleDamagedError(`${what}: not JSON`);
-  }
   const bad = (why: string) => new BundleDamagedError(`${what}: ${why}`);
-  if (typeof raw !== 'object' || raw === null) throw bad('not an object');
-  const o = raw as { index_version?: unknown; packs?: unknown };
-  if (o.index_version !== 1) throw bad(`unknown index_version ${String(o.index_version)}`);
-  if (!Array.isArray(o.packs)) throw bad('packs is not an array');
-  const packs = o.packs as unknown[];
+  const parse = (text: string): unknown => {
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new BundleDamagedError(`${what}: not JSON`);
+    }
+  };
+  // The layout this package writes is parsed one pack at a time (the whole file's parsed JSON was a
+  // spike of ~30 MB for a 2.3 GB agent's index); any other spelling of the same JSON, whole.
+  const spans = packSpans(json);
+  let packs: unknown[];
+  if (spans) packs = spans;
+  else {
+    const raw = parse(json.toString('utf8'));
+    if (typeof raw !== 'object' || raw === null) throw bad('not an object');
+    const o = raw as { index_version?: unknown; packs?: unknown };
+    if (o.index_version !== 1) throw bad(`unknown index_version ${String(o.index_version)}`);
+    if (!Array.isArray(o.packs)) throw bad('packs is not an array');
+    packs = o.packs as unknown[];
+  }
   for (let i = 0; i < packs.length; i++) {
-    const pr = packs[i] as { id?: unknown; salt?: unknown; blobs?: unknown };
+    const span = spans?.[i];
+    const pr = (span ? parse(json.toString('utf8', span[0], span[1])) : packs[i]) as {
+      id?: unknown;
+      salt?: unknown;
+      blobs?: unknown;
+    };
     if (typeof pr?.id !== 'string' || !HEX64.test(pr.id)) throw bad(`packs[${i}].id is not a pack name`);
     if (pr.salt !== undefined && (typeof pr.salt !== 'string' || !/^[0-9a-f]{32}$/.test(pr.salt)))
       throw bad(`packs[${i}].salt is not 16 hex bytes`);
@@ -243,4 +257,48 @@ export function loadIndexInto(index: MasterIndex, json: Buffer, what: string): v
     }
     index.notePack(id, salt, rows.length, bytes);
   });
+}
+
+const PREFIX = Buffer.from('{"index_version":1,"packs":[');
+const SUFFIX = Buffer.from(']}');
+const [QUOTE, BACKSLASH, OPEN, CLOSE, OPEN_ARRAY, CLOSE_ARRAY, COMMA] = [...'"\\{}[],'].map((c) =>
+  c.charCodeAt(0),
+);
+
+/**
+ * Where each pack object is in an index file of exactly the layout encodeIndexOf writes (that prefix,
+ * pack objects separated by commas, that suffix, no whitespace between them), each to be parsed on its
+ * own; undefined for anything else (then the file is parsed whole, which also gives the errors).
+ */
+function packSpans(json: Buffer): [number, number][] | undefined {
+  if (json.length < PREFIX.length + SUFFIX.length) return undefined;
+  if (!json.subarray(0, PREFIX.length).equals(PREFIX)) return undefined;
+  const end = json.length - SUFFIX.length;
+  if (!json.subarray(end).equals(SUFFIX)) return undefined;
+  const spans: [number, number][] = [];
+  let at = PREFIX.length;
+  if (at === end) return spans;
+  for (;;) {
+    if (json[at] !== OPEN) return undefined;
+    const start = at;
+    let depth = 0;
+    let inString = false;
+    for (; at < end; at++) {
+      const c = json[at]!;
+      if (inString) {
+        if (c === BACKSLASH) at++;
+        else if (c === QUOTE) inString = false;
+      } else if (c === QUOTE) inString = true;
+      else if (c === OPEN || c === OPEN_ARRAY) depth++;
+      else if (c === CLOSE || c === CLOSE_ARRAY) {
+        depth--;
+        if (depth === 0) break;
+      }
+    }
+    if (at >= end || depth !== 0 || json[at] !== CLOSE) return undefined;
+    spans.push([start, ++at]);
+    if (at === end) return spans;
+    if (json[at] !== COMMA) return undefined;
+    at++;
+  }
 }
