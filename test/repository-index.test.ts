@@ -46,7 +46,7 @@ test('IdTable: ids sharing their first bytes are told apart (the probe compares 
     return b;
   });
   for (const b of ids) assert.equal(t.insert(b).added, true);
-  ids.forEach((b, i) => assert.equal(t.find(b), i));
+  for (const [i, b] of ids.entries()) assert.equal(t.find(b), i);
   const other = Buffer.from(base);
   other.writeUInt16BE(300, 30);
   assert.equal(t.find(other), -1);
