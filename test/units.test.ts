@@ -12,6 +12,7 @@ import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.
 import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/format/tar.js';
 import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
 import { newSnapshotId, parseSnapshotId, validateAgentId, validateTenant } from '../src/model/ids.js';
+import { ensureBuilt } from './helpers/built-cli.js';
 import { tarOf } from './helpers/bundles.js';
 import { REPO, runCli, tempDir } from './helpers/env.js';
 
@@ -209,4 +210,36 @@ test('CLI: --help has examples, --version prints, usage errors exit 1', async (t
   assert.equal(r.code, 1);
   assert.equal(JSON.parse(r.stdout).error.code, 'CONFIG');
   assert.match(r.stderr, /memory\.snapshot\.nope/);
+});
+
+test('heap settings: the young generation stays at its initial size and the old one is collected early, also after a worker starts', async (t) => {
+  ensureBuilt();
+  // A fresh process (this one's heap has grown already): the settings applied, a watched worker started
+  // (which resets the process's V8 flags), then short-lived garbage (young generation) and garbage that
+  // lives long enough to be promoted (old generation, ~8 MB live at any time).
+  const script = `
+    import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
+    import { Worker } from 'node:worker_threads';
+    import { keepHeapSmall, watchWorker } from ${JSON.stringify(join(REPO, 'dist/src/util/heap-settings.js'))};
+    keepHeapSmall();
+    const w = watchWorker(new Worker("require('node:worker_threads').parentPort.postMessage('up')", { eval: true }));
+    await new Promise((r) => w.once('message', r));
+    await w.terminate();
+    let keep = [];
+    for (let i = 0; i < 2e6; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 1e5) keep = []; }
+    const young = getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size;
+    const ring = new Array(200);
+    let old = 0;
+    for (let i = 0; i < 3000; i++) {
+      ring[i % 200] = Array.from({ length: 10000 }, (_, j) => ({ j })).slice(0, 1000);
+      if (i % 100 === 0) old = Math.max(old, getHeapStatistics().used_heap_size);
+    }
+    process.stdout.write(JSON.stringify({ young, old }));`;
+  const file = join(tempDir(t), 'heap.mjs');
+  writeFileSync(file, script);
+  const { young, old } = JSON.parse(execFileSync(process.execPath, [file], { encoding: 'utf8' }));
+  // Initial semi-spaces are 1 MiB (new space 2 MiB); Node's default growth reaches 32 MiB here.
+  assert.ok(young <= 4 * 1024 * 1024, `new space grew to ${young} bytes`);
+  // Collected at +20 %: about 20 MiB used at most; V8's own growing factor let it reach ~44 MiB here.
+  assert.ok(old <= 32 * 1024 * 1024, `old generation reached ${old} bytes used`);
 });

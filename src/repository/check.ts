@@ -65,8 +65,11 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
 
   // Indexed packs: present, big enough for the blobs the index places in them.
   const extent = new Map<string, number>();
-  for (const [, loc] of repo.index.entries())
-    extent.set(loc.pack, Math.max(extent.get(loc.pack) ?? 0, loc.offset + loc.stored));
+  const table = repo.index.table;
+  for (let i = 0; i < table.size; i++) {
+    const pack = repo.index.packNames[table.packOf(i)]!;
+    extent.set(pack, Math.max(extent.get(pack) ?? 0, table.offsetOf(i) + table.storedOf(i)));
+  }
   for (const [pack, end] of extent) {
     const size = packsOnDisk.get(pack);
     if (size === undefined)
@@ -128,11 +131,13 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
     toRead = toRead.filter(() => Math.random() * 100 < pct);
   } else if (opts.readData !== true) toRead = [];
   let bytesRead = 0;
-  const byPack = new Map<string, { id: string; loc: ReturnType<Repository['index']['get']> }[]>();
-  for (const [id, loc] of repo.index.entries()) {
-    const list = byPack.get(loc.pack) ?? [];
-    list.push({ id, loc });
-    byPack.set(loc.pack, list);
+  // per pack, the numbers of its blobs in the index's table (not an object per blob)
+  const byPack = new Map<string, number[]>();
+  for (let i = 0; i < table.size; i++) {
+    const pack = repo.index.packNames[table.packOf(i)]!;
+    const list = byPack.get(pack);
+    if (list) list.push(i);
+    else byPack.set(pack, [i]);
   }
   // two packs in flight, each read into its lane's buffer, sized once for the largest pack (about
   // 16-20 MiB): a buffer per pack, freed only when V8 collects it, raised the peak RSS by ~80 MB
@@ -146,8 +151,8 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
       bytesRead += r.size;
     } catch (err) {
       problems.push(problem(err, `packs/${pack}`));
-      for (const [id, loc] of repo.index.entries())
-        if (loc.pack === pack) for (const s of names) if (refs.blobs.has(id)) damaged.add(s);
+      for (const i of byPack.get(pack) ?? [])
+        for (const s of names) if (refs.blobs.has(table.idHex(i))) damaged.add(s);
     }
   });
   return {
@@ -172,7 +177,7 @@ async function readPack(
   pack: string,
   listedSize: number,
   buffer: Buffer,
-  indexed: { id: string; loc: ReturnType<Repository['index']['get']> }[],
+  indexed: readonly number[],
 ): Promise<{ size: number; buffer: Buffer }> {
   const what = `packs/${pack}`;
   // one byte more than listed: a pack that grew since it was listed is read whole, not cut short
@@ -218,9 +223,11 @@ async function readPack(
       scratch,
     );
   const byId = new Map(entries.map((e) => [e.id, e]));
-  for (const { id, loc } of indexed) {
+  const t = repo.index.table;
+  for (const i of indexed) {
+    const id = t.idHex(i);
     const e = byId.get(id);
-    if (!e || !loc || e.offset !== loc.offset || e.stored !== loc.stored || e.raw !== loc.raw)
+    if (!e || e.offset !== t.offsetOf(i) || e.stored !== t.storedOf(i) || e.raw !== t.rawOf(i))
       throw new BundleDamagedError(`${what}: the index places blob ${id} where the pack header does not`);
   }
   return { size, buffer: buf };

@@ -1,7 +1,9 @@
 // Owns the repository index (docs/repository.md §5): the in-memory map from blob id to where it is
-// stored (pack, offset, lengths), and the index files it is read from and written to.
+// stored (pack, offset, lengths; a compact BlobTable, blob-table.ts), and the index files it is read
+// from and written to.
 
 import { BundleDamagedError } from '../model/errors.js';
+import { BlobTable } from './blob-table.js';
 import { type BlobKind, KIND_DATA, KIND_TREE, type PackEntry } from './pack.js';
 
 export interface BlobLocation {
@@ -24,90 +26,188 @@ const HEX64 = /^[0-9a-f]{64}$/;
 
 /** The union of the index files that were loaded, plus what this process wrote since. */
 export class MasterIndex {
-  private readonly blobs = new Map<string, BlobLocation>();
+  private blobTable = new BlobTable();
+  /** Pack names by number (the table's pack column). */
+  readonly packNames: string[] = [];
+  private readonly packNumbers = new Map<string, number>();
   readonly packs = new Map<string, { salt?: string; blobs: number; bytes: number }>();
   /** Index files merged into this one. */
   readonly files = new Set<string>();
 
+  /** Every blob: id and location (its pack as a number into packNames). */
+  get table(): BlobTable {
+    return this.blobTable;
+  }
+
   get blobCount(): number {
-    return this.blobs.size;
+    return this.table.size;
   }
 
   has(id: string): boolean {
-    return this.blobs.has(id);
+    return this.table.find(id) >= 0;
   }
 
   get(id: string): BlobLocation | undefined {
-    return this.blobs.get(id);
+    const i = this.table.find(id);
+    return i < 0 ? undefined : this.locationAt(i);
+  }
+
+  /** The location of the blob numbered `i` in the table. */
+  locationAt(i: number): BlobLocation {
+    const t = this.table;
+    return {
+      pack: this.packNames[t.packOf(i)]!,
+      kind: t.kindOf(i) as BlobKind,
+      flags: t.flagsOf(i),
+      offset: t.offsetOf(i),
+      stored: t.storedOf(i),
+      raw: t.rawOf(i),
+    };
+  }
+
+  /** The number of pack `name` in the table's pack column (a new one the first time). */
+  packNumber(name: string): number {
+    let n = this.packNumbers.get(name);
+    if (n === undefined) {
+      n = this.packNames.length;
+      this.packNames.push(name);
+      this.packNumbers.set(name, n);
+    }
+    return n;
+  }
+
+  /** Records a pack (its salt, blob count and bytes); its blobs are added with addBlob. */
+  notePack(id: string, salt: string | undefined, blobs: number, bytes: number): void {
+    this.packs.set(id, { ...(salt ? { salt } : {}), blobs, bytes });
+  }
+
+  /** Adds one blob of pack number `pack` (the first location of an id is kept). */
+  addBlob(id: string | Buffer, pack: number, e: Omit<PackEntry, 'id'>): void {
+    this.table.add(id, {
+      pack,
+      kind: e.kind,
+      flags: e.flags,
+      offset: e.offset,
+      stored: e.stored,
+      raw: e.raw,
+    });
   }
 
   addPack(p: PackRecord): void {
     let bytes = 0;
+    const n = this.packNumber(p.id);
     for (const e of p.entries) {
       bytes += e.stored;
-      if (!this.blobs.has(e.id))
-        this.blobs.set(e.id, {
-          pack: p.id,
-          kind: e.kind,
-          flags: e.flags,
-          offset: e.offset,
-          stored: e.stored,
-          raw: e.raw,
-        });
+      this.addBlob(e.id, n, e);
     }
-    this.packs.set(p.id, { ...(p.salt ? { salt: p.salt } : {}), blobs: p.entries.length, bytes });
+    this.notePack(p.id, p.salt, p.entries.length, bytes);
   }
 
   /** Forgets everything (the index is then loaded again from the files there are). */
   clear(): void {
-    this.blobs.clear();
+    this.blobTable = new BlobTable();
+    this.packNames.length = 0;
+    this.packNumbers.clear();
     this.packs.clear();
     this.files.clear();
   }
 
-  /** Every blob location, for check and prune. */
-  entries(): IterableIterator<[string, BlobLocation]> {
-    return this.blobs.entries();
+  /** Every blob location, for check and prune (one object per blob as it is reached). */
+  *entries(): IterableIterator<[string, BlobLocation]> {
+    for (let i = 0; i < this.table.size; i++) yield [this.table.idHex(i), this.locationAt(i)];
   }
+}
+
+/** A pack as the index file lists it: name, salt, and its blobs' rows read one by one. */
+export interface IndexPackSource {
+  id: string;
+  salt?: string;
+  count: number;
+  /** Row `i`: [id, kind, flags, offset, stored, raw]. */
+  row(i: number): [string, number, number, number, number, number];
+}
+
+/**
+ * The JSON of an index file for `packs` (docs/format.md), built pack by pack into Buffers and joined
+ * once: never one string of the whole file.
+ */
+export function encodeIndexOf(packs: readonly IndexPackSource[]): Buffer {
+  const parts: Buffer[] = [Buffer.from('{"index_version":1,"packs":[')];
+  packs.forEach((p, n) => {
+    let s = `${n > 0 ? ',' : ''}{"id":${JSON.stringify(p.id)},${p.salt ? `"salt":${JSON.stringify(p.salt)},` : ''}"blobs":[`;
+    for (let i = 0; i < p.count; i++) s += `${i > 0 ? ',' : ''}${JSON.stringify(p.row(i))}`;
+    parts.push(Buffer.from(`${s}]}`));
+  });
+  parts.push(Buffer.from(']}'));
+  return Buffer.concat(parts);
 }
 
 /** The JSON of an index file for `packs`. */
 export function encodeIndex(packs: readonly PackRecord[]): Buffer {
-  return Buffer.from(
-    JSON.stringify({
-      index_version: 1,
-      packs: packs.map((p) => ({
-        id: p.id,
-        ...(p.salt ? { salt: p.salt } : {}),
-        blobs: p.entries.map((e) => [e.id, e.kind, e.flags, e.offset, e.stored, e.raw]),
-      })),
-    }),
+  return encodeIndexOf(
+    packs.map((p) => ({
+      id: p.id,
+      ...(p.salt ? { salt: p.salt } : {}),
+      count: p.entries.length,
+      row: (i: number) => {
+        const e = p.entries[i]!;
+        return [e.id, e.kind, e.flags, e.offset, e.stored, e.raw];
+      },
+    })),
   );
 }
 
 const isU32 = (v: unknown): v is number =>
   Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffffffff;
 
-/** Parses an index file's JSON; every field is checked (it comes from storage, so it is untrusted). */
-export function decodeIndex(json: Buffer, what: string): PackRecord[] {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(json.toString('utf8'));
-  } catch {
-    throw new BundleDamagedError(`${what}: not JSON`);
-  }
+/** One pack of an index file as parsed: its name, salt and blob rows (checked by visitIndex). */
+type Row = [string, BlobKind, number, number, number, number];
+
+/**
+ * Parses an index file's JSON and calls `visit` for each pack with its checked rows; every field is
+ * checked (it comes from storage, so it is untrusted). The rows of one pack are handed over and dropped
+ * pack by pack: no object per blob outlives its pack.
+ */
+function visitIndex(
+  json: Buffer,
+  what: string,
+  visit: (id: string, salt: string | undefined, rows: readonly Row[]) => void,
+): void {
   const bad = (why: string) => new BundleDamagedError(`${what}: ${why}`);
-  if (typeof raw !== 'object' || raw === null) throw bad('not an object');
-  const o = raw as { index_version?: unknown; packs?: unknown };
-  if (o.index_version !== 1) throw bad(`unknown index_version ${String(o.index_version)}`);
-  if (!Array.isArray(o.packs)) throw bad('packs is not an array');
-  return o.packs.map((p: unknown, i) => {
-    const pr = p as { id?: unknown; salt?: unknown; blobs?: unknown };
+  const parse = (text: string): unknown => {
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new BundleDamagedError(`${what}: not JSON`);
+    }
+  };
+  // The layout this package writes is parsed one pack at a time (the whole file's parsed JSON was a
+  // spike of ~30 MB for a 2.3 GB agent's index); any other spelling of the same JSON, whole.
+  const spans = packSpans(json);
+  let packs: unknown[];
+  if (spans) packs = spans;
+  else {
+    const raw = parse(json.toString('utf8'));
+    if (typeof raw !== 'object' || raw === null) throw bad('not an object');
+    const o = raw as { index_version?: unknown; packs?: unknown };
+    if (o.index_version !== 1) throw bad(`unknown index_version ${String(o.index_version)}`);
+    if (!Array.isArray(o.packs)) throw bad('packs is not an array');
+    packs = o.packs as unknown[];
+  }
+  for (let i = 0; i < packs.length; i++) {
+    const span = spans?.[i];
+    const pr = (span ? parse(json.toString('utf8', span[0], span[1])) : packs[i]) as {
+      id?: unknown;
+      salt?: unknown;
+      blobs?: unknown;
+    };
     if (typeof pr?.id !== 'string' || !HEX64.test(pr.id)) throw bad(`packs[${i}].id is not a pack name`);
     if (pr.salt !== undefined && (typeof pr.salt !== 'string' || !/^[0-9a-f]{32}$/.test(pr.salt)))
       throw bad(`packs[${i}].salt is not 16 hex bytes`);
     if (!Array.isArray(pr.blobs)) throw bad(`packs[${i}].blobs is not an array`);
-    const entries = pr.blobs.map((b: unknown, j) => {
+    const rows = pr.blobs as unknown[];
+    for (let j = 0; j < rows.length; j++) {
+      const b = rows[j];
       const [id, kind, flags, offset, stored, raw] = Array.isArray(b) ? b : [];
       if (
         typeof id !== 'string' ||
@@ -120,8 +220,85 @@ export function decodeIndex(json: Buffer, what: string): PackRecord[] {
         !isU32(raw)
       )
         throw bad(`packs[${i}].blobs[${j}] is malformed`);
-      return { id, kind, flags, offset, stored, raw } as PackEntry;
-    });
-    return { id: pr.id, ...(typeof pr.salt === 'string' ? { salt: pr.salt } : {}), entries };
+    }
+    visit(pr.id, typeof pr.salt === 'string' ? pr.salt : undefined, rows as Row[]);
+    packs[i] = undefined; // its rows can go now
+  }
+}
+
+/** Parses an index file's JSON into pack records (prune, which rewrites index files). */
+export function decodeIndex(json: Buffer, what: string): PackRecord[] {
+  const out: PackRecord[] = [];
+  visitIndex(json, what, (id, salt, rows) =>
+    out.push({
+      id,
+      ...(salt ? { salt } : {}),
+      entries: rows.map(([blob, kind, flags, offset, stored, raw]) => ({
+        id: blob,
+        kind,
+        flags,
+        offset,
+        stored,
+        raw,
+      })),
+    }),
+  );
+  return out;
+}
+
+/** Parses an index file's JSON straight into `index` (no object per blob kept). */
+export function loadIndexInto(index: MasterIndex, json: Buffer, what: string): void {
+  visitIndex(json, what, (id, salt, rows) => {
+    const n = index.packNumber(id);
+    let bytes = 0;
+    for (const [blob, kind, flags, offset, stored, raw] of rows) {
+      bytes += stored;
+      index.addBlob(blob, n, { kind, flags, offset, stored, raw });
+    }
+    index.notePack(id, salt, rows.length, bytes);
   });
+}
+
+const PREFIX = Buffer.from('{"index_version":1,"packs":[');
+const SUFFIX = Buffer.from(']}');
+const [QUOTE, BACKSLASH, OPEN, CLOSE, OPEN_ARRAY, CLOSE_ARRAY, COMMA] = [...'"\\{}[],'].map((c) =>
+  c.charCodeAt(0),
+);
+
+/**
+ * Where each pack object is in an index file of exactly the layout encodeIndexOf writes (that prefix,
+ * pack objects separated by commas, that suffix, no whitespace between them), each to be parsed on its
+ * own; undefined for anything else (then the file is parsed whole, which also gives the errors).
+ */
+function packSpans(json: Buffer): [number, number][] | undefined {
+  if (json.length < PREFIX.length + SUFFIX.length) return undefined;
+  if (!json.subarray(0, PREFIX.length).equals(PREFIX)) return undefined;
+  const end = json.length - SUFFIX.length;
+  if (!json.subarray(end).equals(SUFFIX)) return undefined;
+  const spans: [number, number][] = [];
+  let at = PREFIX.length;
+  if (at === end) return spans;
+  for (;;) {
+    if (json[at] !== OPEN) return undefined;
+    const start = at;
+    let depth = 0;
+    let inString = false;
+    for (; at < end; at++) {
+      const c = json[at]!;
+      if (inString) {
+        if (c === BACKSLASH) at++;
+        else if (c === QUOTE) inString = false;
+      } else if (c === QUOTE) inString = true;
+      else if (c === OPEN || c === OPEN_ARRAY) depth++;
+      else if (c === CLOSE || c === CLOSE_ARRAY) {
+        depth--;
+        if (depth === 0) break;
+      }
+    }
+    if (at >= end || depth !== 0 || json[at] !== CLOSE) return undefined;
+    spans.push([start, ++at]);
+    if (at === end) return spans;
+    if (json[at] !== COMMA) return undefined;
+    at++;
+  }
 }

@@ -16,9 +16,17 @@ import {
   ObjectTooLargeError,
   SchemaTooNewError,
 } from '../model/errors.js';
+import { BlobTable } from './blob-table.js';
 import { type ChunkerParams, DEFAULT_CHUNKER, LIST_AVG_BITS } from './chunker.js';
 import { newKeyFile, openFile, openKeyFile, packKey, type RepoKey, sealFile } from './crypto.js';
-import { decodeIndex, encodeIndex, MasterIndex, type PackRecord } from './index-file.js';
+import {
+  encodeIndex,
+  encodeIndexOf,
+  type IndexPackSource,
+  loadIndexInto,
+  MasterIndex,
+  type PackRecord,
+} from './index-file.js';
 import {
   type BlobKind,
   headerLength,
@@ -239,14 +247,24 @@ export class Repository {
     for await (const f of this.backend.list('index')) present.add(f.name);
     if ([...this.index.files].some((f) => !present.has(f))) this.index.clear();
     const names = [...present].filter((n) => !this.index.files.has(n));
-    const records = await mapLimit(names, 8, async (name) => {
+    // The stored (compressed) files are read 8 at a time and then parsed one by one, in order, straight
+    // into the compact index: one file's parsed JSON at a time.
+    const stored = await mapLimit(names, 8, async (name) => {
       const bytes = await readObject(this.backend, 'index', name);
       if (sha256(bytes) !== name) throw new BundleDamagedError(`index/${name}: does not hash to its name`);
-      return { name, packs: decodeIndex(this.decodeFile(bytes, `index/${name}`), `index/${name}`) };
+      return bytes;
     });
-    for (const r of records) {
-      for (const p of r.packs) this.index.addPack(p);
-      this.index.files.add(r.name);
+    try {
+      for (let i = 0; i < names.length; i++) {
+        const what = `index/${names[i]}`;
+        loadIndexInto(this.index, this.decodeFile(stored[i]!, what), what);
+        stored[i] = Buffer.alloc(0);
+        this.index.files.add(names[i]!);
+      }
+    } catch (err) {
+      this.index.clear(); // no half-loaded file: the next load starts over
+      this.indexLoaded = false;
+      throw err;
     }
     this.indexLoaded = true;
     return this.index;
@@ -265,8 +283,12 @@ export class Repository {
   }
 
   /** Writes an index file for `packs`; returns its name. */
-  async saveIndex(packs: readonly PackRecord[]): Promise<string> {
-    const bytes = this.encodeFile(encodeIndex(packs));
+  async saveIndex(packs: readonly PackRecord[] | readonly IndexPackSource[]): Promise<string> {
+    const json =
+      packs.length > 0 && 'entries' in packs[0]!
+        ? encodeIndex(packs as readonly PackRecord[])
+        : encodeIndexOf(packs as readonly IndexPackSource[]);
+    const bytes = this.encodeFile(json);
     const name = sha256(bytes);
     await this.backend.save({ type: 'index', name }, bytes, { ifAbsent: true }).catch(ignoreExists);
     this.index.files.add(name);
@@ -333,25 +355,43 @@ export class Repository {
   ): AsyncGenerator<StoredRun> {
     await this.ensureIndex();
     type Run = { pack: string; offset: number; length: number; blobs: StoredRun['blobs'] };
-    const runs: Run[] = [];
-    for (const id of ids) {
-      const loc = this.index.get(id);
-      if (!loc) throw new BundleDamagedError(`blob ${id} is not in the repository index (missing data)`);
-      const blob = { id, flags: loc.flags, raw: loc.raw, offset: loc.offset, stored: loc.stored };
-      const last = runs[runs.length - 1];
-      const end = last ? last.offset + last.length : 0;
-      if (
-        last &&
-        last.pack === loc.pack &&
-        loc.offset >= end &&
-        loc.offset - end <= gap &&
-        loc.offset + loc.stored - last.offset <= window
-      ) {
-        last.blobs.push({ ...blob, at: loc.offset - last.offset });
-        last.length = loc.offset + loc.stored - last.offset;
-      } else
-        runs.push({ pack: loc.pack, offset: loc.offset, length: loc.stored, blobs: [{ ...blob, at: 0 }] });
-    }
+    // Runs are planned as they are fetched, not all first: a plan of every blob of a large database
+    // (an object per blob) was tens of MB of the heap at a restore's peak.
+    const index = this.index;
+    // a blob the index does not have fails the read before anything is fetched, as before
+    for (const id of ids)
+      if (!index.has(id))
+        throw new BundleDamagedError(`blob ${id} is not in the repository index (missing data)`);
+    let pos = 0;
+    let pending: Run | undefined;
+    const nextRun = (): Run | undefined => {
+      while (pos < ids.length) {
+        const id = ids[pos]!;
+        const loc = index.get(id);
+        if (!loc) throw new BundleDamagedError(`blob ${id} is not in the repository index (missing data)`);
+        const blob = { id, flags: loc.flags, raw: loc.raw, offset: loc.offset, stored: loc.stored };
+        const last = pending;
+        const end = last ? last.offset + last.length : 0;
+        if (
+          last &&
+          last.pack === loc.pack &&
+          loc.offset >= end &&
+          loc.offset - end <= gap &&
+          loc.offset + loc.stored - last.offset <= window
+        ) {
+          last.blobs.push({ ...blob, at: loc.offset - last.offset });
+          last.length = loc.offset + loc.stored - last.offset;
+          pos++;
+          continue;
+        }
+        pending = { pack: loc.pack, offset: loc.offset, length: loc.stored, blobs: [{ ...blob, at: 0 }] };
+        pos++;
+        if (last) return last;
+      }
+      const last = pending;
+      pending = undefined;
+      return last;
+    };
     // Runs in flight hold their stored (compressed) bytes only.
     const fetchRun = async (r: Run): Promise<StoredRun> => {
       const bytes = await readObjectRange(this.backend, r.pack, r.offset, r.length).catch((err: unknown) => {
@@ -368,12 +408,13 @@ export class Repository {
       return { pack: r.pack, bytes, key, blobs: r.blobs };
     };
     const inflight: Promise<StoredRun>[] = [];
-    let next = 0;
-    while (next < runs.length || inflight.length > 0) {
-      while (next < runs.length && inflight.length < ahead) {
-        const p = fetchRun(runs[next++]!);
+    let run = nextRun();
+    while (run || inflight.length > 0) {
+      while (run && inflight.length < ahead) {
+        const p = fetchRun(run);
         p.catch(() => {}); // awaited below in order
         inflight.push(p);
+        run = nextRun();
       }
       yield await inflight.shift()!;
     }
@@ -444,23 +485,34 @@ export async function mapLimit<T, R>(
   return out;
 }
 
-/** Adds blobs to packs; `finish` writes the last pack and the index file of this session's packs. */
+/** A pack of a writer's session: its slot in the session table, then its name once saved. */
+interface SessionPack {
+  /** Number of the session table's first blob in this pack; its blobs follow in order. */
+  first: number;
+  count: number;
+  id?: string;
+  salt?: string;
+  bytes: number;
+}
+
+/**
+ * Adds blobs to packs; `finish` writes the last pack and the index file of this session's packs. The
+ * blobs of the session are kept in a compact table (blob-table.ts; pack = the session's pack number),
+ * not as objects: they are the index file written at the end and then part of the master index.
+ */
 export class BlobWriter {
   private pack: PackBuilder | undefined;
-  private readonly pending = new Set<string>();
-  private readonly written: PackRecord[] = [];
+  private readonly session = new BlobTable();
+  private readonly sessionPacks: SessionPack[] = [];
+  private readonly saved: string[] = [];
   private saving: Promise<void> = Promise.resolve();
   readonly stats: WriteStats = { blobsNew: 0, blobsKnown: 0, rawNew: 0, storedNew: 0, packs: [] };
 
   constructor(private readonly repo: Repository) {}
 
-  /**
-   * Stores a blob unless the repository (or this session) has it; returns whether it was new. `data` is
-   * compressed into the pack before the first await, so it may be a view its caller reuses afterwards.
-   */
   /** Whether the repository (or this session) has the blob `id`. */
   has(id: string): boolean {
-    return this.repo.index.has(id) || this.pending.has(id);
+    return this.repo.index.has(id) || this.session.has(id);
   }
 
   /** Counts a blob the caller found known (has()) and did not add. */
@@ -468,14 +520,32 @@ export class BlobWriter {
     this.stats.blobsKnown++;
   }
 
+  /**
+   * Stores a blob unless the repository (or this session) has it; returns whether it was new. `data` is
+   * compressed into the pack before the first await, so it may be a view its caller reuses afterwards.
+   */
   async add(kind: BlobKind, id: string, data: Buffer): Promise<boolean> {
-    if (this.repo.index.has(id) || this.pending.has(id)) {
+    if (this.repo.index.has(id) || this.session.has(id)) {
       this.stats.blobsKnown++;
       return false;
     }
-    this.pending.add(id);
-    this.pack ??= new PackBuilder(this.repo.key);
-    this.pack.add(id, kind, data, this.repo.zstdLevel);
+    if (!this.pack) {
+      this.pack = new PackBuilder(this.repo.key);
+      this.sessionPacks.push({ first: this.session.size, count: 0, bytes: 0 });
+    }
+    const e = this.pack.add(id, kind, data, this.repo.zstdLevel);
+    const slot = this.sessionPacks.length - 1;
+    this.session.add(id, {
+      pack: slot,
+      kind,
+      flags: e.flags,
+      offset: e.offset,
+      stored: e.stored,
+      raw: e.raw,
+    });
+    const sp = this.sessionPacks[slot]!;
+    sp.count++;
+    sp.bytes += e.stored;
     this.stats.blobsNew++;
     this.stats.rawNew += data.length;
     if (this.pack.size >= PACK_TARGET) await this.flush();
@@ -487,14 +557,10 @@ export class BlobWriter {
     const p = this.pack;
     this.pack = undefined;
     if (!p || p.entries.length === 0) return;
+    const sp = this.sessionPacks[this.sessionPacks.length - 1]!;
     await this.saving; // at most one pack uploading while the next fills
     const done = p.finish();
     const salt = p.packSalt;
-    const record: PackRecord = {
-      id: done.id,
-      ...(salt ? { salt: salt.toString('hex') } : {}),
-      entries: p.entries,
-    };
     this.saving = (async () => {
       async function* parts() {
         for (const part of done.parts) yield part;
@@ -506,7 +572,9 @@ export class BlobWriter {
         })
         .catch(ignoreExists);
       p.release();
-      this.written.push(record);
+      sp.id = done.id;
+      if (salt) sp.salt = salt.toString('hex');
+      this.saved.push(done.id);
       this.stats.packs.push(done.id);
       this.stats.storedNew += done.size;
     })();
@@ -517,15 +585,37 @@ export class BlobWriter {
   async finish(): Promise<WriteStats> {
     await this.flush();
     await this.saving;
-    if (this.written.length > 0) {
-      await this.repo.saveIndex(this.written);
-      for (const r of this.written) this.repo.index.addPack(r);
+    const t = this.session;
+    const packs: IndexPackSource[] = this.sessionPacks.map((sp) => ({
+      id: sp.id!,
+      ...(sp.salt ? { salt: sp.salt } : {}),
+      count: sp.count,
+      row: (i: number) => {
+        const b = sp.first + i;
+        return [t.idHex(b), t.kindOf(b), t.flagsOf(b), t.offsetOf(b), t.storedOf(b), t.rawOf(b)];
+      },
+    }));
+    if (packs.length > 0) {
+      await this.repo.saveIndex(packs);
+      const index = this.repo.index;
+      for (const sp of this.sessionPacks) {
+        const n = index.packNumber(sp.id!);
+        for (let b = sp.first; b < sp.first + sp.count; b++)
+          index.addBlob(t.idBytes(b), n, {
+            kind: t.kindOf(b) as BlobKind,
+            flags: t.flagsOf(b),
+            offset: t.offsetOf(b),
+            stored: t.storedOf(b),
+            raw: t.rawOf(b),
+          });
+        index.notePack(sp.id!, sp.salt, sp.count, sp.bytes);
+      }
     }
     return this.stats;
   }
 
   /** The packs this session saved (to remove them when the operation fails before referencing them). */
   get packsWritten(): readonly string[] {
-    return this.written.map((r) => r.id);
+    return this.saved;
   }
 }

@@ -11,6 +11,7 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { watchWorker } from '../util/heap-settings.js';
 import { writeFileAtomicUnsynced } from './atomic.js';
 
 export type LockMode = 'exclusive' | 'shared';
@@ -183,7 +184,9 @@ export class WorkerHeldLock {
 /** Exclusive lock that waiting shared holders cannot starve (used for the write gate). */
 export async function acquireExclusiveFair(path: string, timeoutMs: number): Promise<WorkerHeldLock> {
   mkdirSync(dirname(path), { recursive: true });
-  const worker = new Worker(FAIR_WORKER, { eval: true, workerData: { driver: driverPath, path, timeoutMs } });
+  const worker = watchWorker(
+    new Worker(FAIR_WORKER, { eval: true, workerData: { driver: driverPath, path, timeoutMs } }),
+  );
   const first = await new Promise<unknown>((resolvePromise, reject) => {
     worker.once('message', resolvePromise);
     worker.once('error', reject);

@@ -7,6 +7,7 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
+import { watchWorker } from './heap-settings.js';
 
 /**
  * Starts the module `name` (no extension), a sibling of the caller's module `from` (its
@@ -15,8 +16,8 @@ import { Worker, type WorkerOptions } from 'node:worker_threads';
 export function startModuleWorker(from: string, name: string, options: WorkerOptions): Worker {
   const fromSource = from.endsWith('.ts');
   const body = new URL(`./${name}${fromSource ? '.ts' : '.js'}`, from);
-  if (!fromSource) return new Worker(body, options);
+  if (!fromSource) return watchWorker(new Worker(body, options));
   const tsx = JSON.stringify(createRequire(import.meta.url).resolve('tsx/cjs/api'));
   const boot = `require(${tsx}).register(); require(${JSON.stringify(fileURLToPath(body))});`;
-  return new Worker(boot, { ...options, eval: true });
+  return watchWorker(new Worker(boot, { ...options, eval: true }));
 }

@@ -5,6 +5,7 @@
 
 import type { TransferListItem, Worker } from 'node:worker_threads';
 import { nativeModuleError } from '../model/errors.js';
+import { watchWorker } from './heap-settings.js';
 
 type Reply = { id: number; value?: unknown; error?: { message: string; code?: string } };
 
@@ -18,6 +19,7 @@ export class WorkerRpc<Job> {
     private readonly worker: Worker,
     name: string,
   ) {
+    watchWorker(worker);
     worker.on('message', (msg: Reply) => {
       const w = this.waiting.get(msg.id);
       if (!w) return;

@@ -1,0 +1,30 @@
+// Owns the garbage collector's settings of a process that asks for a small heap (the CLI), set at run
+// time: V8's young generation stays at its initial 1 MiB semi-spaces (`--semi-space-growth-factor=1`)
+// and the old generation is collected once it has grown 20 % past what the last full collection kept
+// (`--heap-growing-percent=20`; V8 otherwise lets it grow 1.1-4× by its own estimate of GC speed).
+// Both are read by V8 each time it sizes a space, so they work set from inside the process. Node puts
+// the process's V8 flags back to their command-line values whenever it starts a worker thread, so every
+// worker this package starts is watched and the flags are set again once the worker is online
+// (worker-rpc.ts, module-worker.ts, store/lock.ts). Why, with numbers: docs/operations.md, "Peak RSS".
+
+import { setFlagsFromString } from 'node:v8';
+import type { Worker } from 'node:worker_threads';
+
+const FLAGS = ['--semi-space-growth-factor=1', '--heap-growing-percent=20'];
+let wanted = false;
+
+const apply = (): void => {
+  for (const f of FLAGS) setFlagsFromString(f);
+};
+
+/** From now on, in this process: a young generation that does not grow, an old one collected early. */
+export function keepHeapSmall(): void {
+  wanted = true;
+  apply();
+}
+
+/** Sets the flags again once `worker` has started (its start reset them); returns the worker. */
+export function watchWorker(worker: Worker): Worker {
+  if (wanted) worker.once('online', apply);
+  return worker;
+}

@@ -1,0 +1,205 @@
+// The compact in-memory index (src/repository/blob-table.ts, index-file.ts): lookups by hex and by
+// bytes, duplicates, growth past the first capacity, and the round trip through the on-disk index file
+// (docs/format.md) — the JSON it writes is the format's, and a repository opened afresh finds every
+// blob the writer stored where the writer put it.
+
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { test } from 'node:test';
+import { MemoryBackend } from '../src/backend/memory.js';
+import { BundleDamagedError } from '../src/model/errors.js';
+import { BlobTable, IdTable } from '../src/repository/blob-table.js';
+import { decodeIndex, encodeIndex, loadIndexInto, MasterIndex } from '../src/repository/index-file.js';
+import { KIND_DATA, KIND_TREE } from '../src/repository/pack.js';
+import { Repository } from '../src/repository/repository.js';
+
+const hex = (i: number) => createHash('sha256').update(`blob ${i}`).digest('hex');
+
+test('IdTable: finds what was added by hex and by bytes, not what was not; duplicates keep their number', () => {
+  const t = new IdTable();
+  assert.equal(t.find(hex(1)), -1);
+  assert.deepEqual(t.insert(hex(1)), { index: 0, added: true });
+  assert.deepEqual(t.insert(Buffer.from(hex(2), 'hex')), { index: 1, added: true });
+  assert.deepEqual(t.insert(hex(1)), { index: 0, added: false });
+  assert.deepEqual(t.insert(Buffer.from(hex(2), 'hex')), { index: 1, added: false });
+  assert.equal(t.size, 2);
+  assert.equal(t.find(Buffer.from(hex(1), 'hex')), 0);
+  assert.equal(t.find(hex(2)), 1);
+  assert.equal(t.idHex(1), hex(2));
+  assert.ok(t.idBytes(0).equals(Buffer.from(hex(1), 'hex')));
+  // not ids: never found, never added
+  assert.equal(t.find(hex(1).toUpperCase()), -1);
+  assert.equal(t.find(hex(1).slice(0, 62)), -1);
+  assert.equal(t.find(`${hex(1).slice(0, 62)}zz`), -1);
+  assert.equal(t.find(Buffer.alloc(31)), -1);
+  assert.throws(() => t.insert('abc'), TypeError);
+  assert.throws(() => t.insert(Buffer.alloc(33)), TypeError);
+  assert.equal(t.size, 2);
+});
+
+test('IdTable: ids sharing their first bytes are told apart (the probe compares whole ids)', () => {
+  const t = new IdTable();
+  const base = randomBytes(32);
+  const ids = Array.from({ length: 300 }, (_, i) => {
+    const b = Buffer.from(base);
+    b.writeUInt16BE(i, 30); // only the last two bytes differ
+    return b;
+  });
+  for (const b of ids) assert.equal(t.insert(b).added, true);
+  for (const [i, b] of ids.entries()) assert.equal(t.find(b), i);
+  const other = Buffer.from(base);
+  other.writeUInt16BE(300, 30);
+  assert.equal(t.find(other), -1);
+});
+
+test('BlobTable: grows past its first capacity keeping every id and location; the first location wins', () => {
+  const t = new BlobTable(16);
+  const n = 20_000; // grows 1024 -> 32768
+  for (let i = 0; i < n; i++)
+    t.add(hex(i), {
+      pack: i % 7,
+      kind: i % 2 ? KIND_TREE : KIND_DATA,
+      flags: i % 3 === 0 ? 1 : 0,
+      offset: i * 1000 + 2 ** 33, // beyond 32 bits: offsets are kept as doubles
+      stored: i,
+      raw: 0xffffffff - i,
+    });
+  assert.equal(t.size, n);
+  const again = t.add(hex(123), { pack: 99, kind: KIND_DATA, flags: 0, offset: 1, stored: 1, raw: 1 });
+  assert.deepEqual(again, { index: 123, added: false });
+  for (let i = 0; i < n; i += 997) {
+    const at = t.find(hex(i));
+    assert.equal(at, i);
+    assert.deepEqual(t.location(at), {
+      pack: i % 7,
+      kind: i % 2 ? KIND_TREE : KIND_DATA,
+      flags: i % 3 === 0 ? 1 : 0,
+      offset: i * 1000 + 2 ** 33,
+      stored: i,
+      raw: 0xffffffff - i,
+    });
+  }
+  assert.equal(t.find(hex(n)), -1);
+});
+
+test('index file: the JSON is the format of docs/format.md, and decodes back to the same records', () => {
+  const records = [
+    {
+      id: hex(1000),
+      salt: 'ab'.repeat(16),
+      entries: [
+        { id: hex(1), kind: KIND_DATA, flags: 0, offset: 0, stored: 10, raw: 20 },
+        { id: hex(2), kind: KIND_TREE, flags: 1, offset: 10, stored: 64, raw: 64 },
+      ],
+    },
+    { id: hex(1001), entries: [{ id: hex(3), kind: KIND_DATA, flags: 0, offset: 0, stored: 5, raw: 9 }] },
+  ];
+  const json = encodeIndex(records);
+  // the same bytes as JSON.stringify of the documented shape
+  assert.equal(
+    json.toString(),
+    JSON.stringify({
+      index_version: 1,
+      packs: records.map((p) => ({
+        id: p.id,
+        ...(p.salt ? { salt: p.salt } : {}),
+        blobs: p.entries.map((e) => [e.id, e.kind, e.flags, e.offset, e.stored, e.raw]),
+      })),
+    }),
+  );
+  assert.deepEqual(decodeIndex(json, 'index/x'), records);
+  const index = new MasterIndex();
+  loadIndexInto(index, json, 'index/x');
+  assert.equal(index.blobCount, 3);
+  assert.deepEqual(index.get(hex(2)), {
+    pack: hex(1000),
+    kind: KIND_TREE,
+    flags: 1,
+    offset: 10,
+    stored: 64,
+    raw: 64,
+  });
+  assert.deepEqual(index.packs.get(hex(1000)), { salt: 'ab'.repeat(16), blobs: 2, bytes: 74 });
+  assert.deepEqual(index.packs.get(hex(1001)), { blobs: 1, bytes: 5 });
+  assert.deepEqual(
+    [...index.entries()].map(([id, l]) => [id, l.pack]),
+    [
+      [hex(1), hex(1000)],
+      [hex(2), hex(1000)],
+      [hex(3), hex(1001)],
+    ],
+  );
+  // damage is still refused, field by field
+  const bad = Buffer.from(json.toString().replace('"blobs":[["', '"blobs":[["zz'));
+  assert.throws(() => loadIndexInto(new MasterIndex(), bad, 'index/x'), BundleDamagedError);
+});
+
+test('a writer session: its index file, read by a fresh handle, places every blob where it was stored', async () => {
+  const backend = new MemoryBackend();
+  const repo = await Repository.init(backend);
+  const w = repo.writer();
+  const blobs = Array.from({ length: 3000 }, (_, i) => randomBytes(100 + (i % 50)));
+  for (const b of blobs) await w.add(KIND_DATA, createHash('sha256').update(b).digest('hex'), b);
+  // a duplicate inside the session is known, not stored twice
+  assert.equal(
+    await w.add(KIND_DATA, createHash('sha256').update(blobs[7]!).digest('hex'), blobs[7]!),
+    false,
+  );
+  const stats = await w.finish();
+  assert.equal(stats.blobsNew, 3000);
+  assert.equal(stats.blobsKnown, 1);
+  assert.equal(repo.index.blobCount, 3000);
+
+  const fresh = await Repository.open(backend);
+  await fresh.loadIndex();
+  assert.equal(fresh.index.blobCount, 3000);
+  for (let i = 0; i < blobs.length; i += 211) {
+    const id = createHash('sha256').update(blobs[i]!).digest('hex');
+    assert.deepEqual(fresh.index.get(id), repo.index.get(id));
+    assert.ok((await fresh.loadBlob(id)).equals(blobs[i]!));
+  }
+  // a second session dedups against the loaded index
+  const w2 = fresh.writer();
+  assert.equal(
+    await w2.add(KIND_DATA, createHash('sha256').update(blobs[5]!).digest('hex'), blobs[5]!),
+    false,
+  );
+  assert.equal((await w2.finish()).packs.length, 0);
+});
+
+test('index file: our layout is parsed pack by pack, any other spelling whole, to the same records; damage either way is refused', () => {
+  const records = Array.from({ length: 5 }, (_, p) => ({
+    id: hex(2000 + p),
+    ...(p % 2 ? { salt: 'cd'.repeat(16) } : {}),
+    entries: Array.from({ length: 3 }, (_, i) => ({
+      id: hex(p * 10 + i),
+      kind: KIND_DATA,
+      flags: 0,
+      offset: i * 7,
+      stored: 7,
+      raw: 9,
+    })),
+  }));
+  const ours = encodeIndex(records);
+  const spaced = Buffer.from(JSON.stringify(JSON.parse(ours.toString()), null, 2));
+  const reordered = Buffer.from(
+    JSON.stringify({ packs: JSON.parse(ours.toString()).packs, index_version: 1 }),
+  );
+  for (const json of [ours, spaced, reordered]) assert.deepEqual(decodeIndex(json, 'index/x'), records);
+  assert.deepEqual(decodeIndex(Buffer.from('{"index_version":1,"packs":[]}'), 'index/x'), []);
+  // a pack member that is not JSON, a trailing comma, a truncated file, an unknown member, a non-object
+  const text = ours.toString();
+  for (const damaged of [
+    text.replace('"blobs":[["', '"blobs":[[x"'),
+    text.replace(/\]\}$/, ',]}'),
+    text.slice(0, text.length - 5),
+    text.replace(`"id":"${hex(2001)}"`, `"id":"${hex(2001)}}"`),
+    '{"index_version":1,"packs":[1]}',
+    '{"index_version":1,"packs":[{"id":"{[\\"}"}]}',
+  ])
+    assert.throws(
+      () => decodeIndex(Buffer.from(damaged), 'index/x'),
+      BundleDamagedError,
+      damaged.slice(0, 80),
+    );
+});
