@@ -12,6 +12,7 @@ import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.
 import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/format/tar.js';
 import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
 import { newSnapshotId, parseSnapshotId, validateAgentId, validateTenant } from '../src/model/ids.js';
+import { smallHeapFor } from '../src/util/heap-settings.js';
 import { ensureBuilt } from './helpers/built-cli.js';
 import { tarOf } from './helpers/bundles.js';
 import { REPO, runCli, tempDir } from './helpers/env.js';
@@ -210,6 +211,23 @@ test('CLI: --help has examples, --version prints, usage errors exit 1', async (t
   assert.equal(r.code, 1);
   assert.equal(JSON.parse(r.stdout).error.code, 'CONFIG');
   assert.match(r.stderr, /memory\.snapshot\.nope/);
+});
+
+test('heap settings: every CLI command but find asks for the small heap (find keeps a large live heap)', () => {
+  for (const args of [
+    ['snapshot', '--agent', 'a'],
+    ['--json', 'restore'],
+    ['list'],
+    ['--version'],
+    [],
+    ['serve'],
+  ])
+    assert.equal(smallHeapFor(args), true, args.join(' '));
+  for (const args of [
+    ['find', '--agent', 'a', 'text'],
+    ['--json', 'find', 'x'],
+  ])
+    assert.equal(smallHeapFor(args), false, args.join(' '));
 });
 
 test('heap settings: the young generation stays at its initial size and the old one is collected early, also after a worker starts', async (t) => {

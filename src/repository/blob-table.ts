@@ -62,9 +62,15 @@ export class IdTable {
     for (let s = this.slotOf(k, 0); ; s = (s + 1) & this.mask) {
       const e = this.slots[s]!;
       if (e === 0) return -1;
-      const at = (e - 1) * ID;
-      if (this.ids.compare(k, 0, ID, at, at + ID) === 0) return e - 1;
+      if (this.sameId(k, (e - 1) * ID)) return e - 1;
     }
+  }
+
+  /** Whether the 32 bytes of `k` are the id stored at byte `at` (in JavaScript: cheaper than a native call). */
+  private sameId(k: Buffer, at: number): boolean {
+    const ids = this.ids;
+    for (let j = 0; j < ID; j += 4) if (k.readUInt32LE(j) !== ids.readUInt32LE(at + j)) return false;
+    return true;
   }
 
   has(id: string | Buffer): boolean {
@@ -82,8 +88,7 @@ export class IdTable {
     for (; ; s = (s + 1) & this.mask) {
       const e = this.slots[s]!;
       if (e === 0) break;
-      const at = (e - 1) * ID;
-      if (this.ids.compare(k, 0, ID, at, at + ID) === 0) return { index: e - 1, added: false };
+      if (this.sameId(k, (e - 1) * ID)) return { index: e - 1, added: false };
     }
     if (this.count === this.capacity) {
       this.grow();

@@ -17,6 +17,19 @@ const apply = (): void => {
   for (const f of FLAGS) setFlagsFromString(f);
 };
 
+/** CLI commands that keep Node's own GC settings: their live heap is large, and they have no RSS budget. */
+const LARGE_HEAP_COMMANDS = new Set(['find']);
+
+/**
+ * Whether the CLI run with these arguments (after `node` and the script) wants the small heap: every
+ * command but those of LARGE_HEAP_COMMANDS. The command is the first argument that is not an option (the
+ * program has no option taking a value).
+ */
+export function smallHeapFor(args: readonly string[]): boolean {
+  const command = args.find((a) => !a.startsWith('-'));
+  return command === undefined || !LARGE_HEAP_COMMANDS.has(command);
+}
+
 /** From now on, in this process: a young generation that does not grow, an old one collected early. */
 export function keepHeapSmall(): void {
   wanted = true;
