@@ -14,7 +14,7 @@ import { FaultyBackend } from '../src/backend/faulty.js';
 import { MemoryBackend, MemoryStore } from '../src/backend/memory.js';
 import { generateIdentity, parseIdentity } from '../src/crypto/age.js';
 import { recordRefs } from '../src/git/history.js';
-import { EncryptionError, IoError } from '../src/model/errors.js';
+import { BundleDamagedError, EncryptionError, IoError } from '../src/model/errors.js';
 import { newSnapshotId } from '../src/model/ids.js';
 import { checkRepository } from '../src/repository/check.js';
 import { planChunks } from '../src/repository/chunk-plan.js';
@@ -150,6 +150,36 @@ test('repository: content round trips verified, deduplicated; encrypted reposito
         assert.equal(obj.includes(Buffer.from('memory 17 xxxx')), false, 'pack bytes are ciphertext');
     }
   }
+});
+
+test("content checks: 'chunks' leaves out only the whole-content SHA-256; a chunk not its id fails either way", async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'db.sqlite');
+  sqliteFile(file, 2_000);
+  const backend = new MemoryBackend();
+  const repo = await Repository.init(backend);
+  const w = repo.writer();
+  const ref = await storeContent(w, repo.config.chunker, { path: file, sqlite: true });
+  await w.finish();
+  // a reference whose recorded SHA-256 is not its chunks' bytes
+  const wrong = { ...ref, sha256: createHash('sha256').update('other').digest('hex') };
+  await assert.rejects(writeContent(repo, wrong, join(dir, 'a'), 'db'), /SHA-256 does not match/);
+  await writeContent(repo, wrong, join(dir, 'b'), 'db', false, 'chunks');
+  assert.ok(readFileSync(join(dir, 'b')).equals(readFileSync(file)), 'the chunks are the bytes');
+  // a wrong size is refused by both
+  await assert.rejects(
+    writeContent(repo, { ...ref, size_bytes: ref.size_bytes + 1 }, join(dir, 'c'), 'db', false, 'chunks'),
+    /bytes, the manifest says/,
+  );
+  // a stored chunk flipped: refused by both (each chunk is checked against its id)
+  const [, pack] = [...backend.store.objects.get('packs')!][0]!;
+  pack[pack.length >> 1]! ^= 0xff;
+  const fresh = await Repository.open(backend);
+  for (const check of ['whole', 'chunks'] as const)
+    await assert.rejects(
+      writeContent(fresh, ref, join(dir, `d-${check}`), 'db', false, check),
+      BundleDamagedError,
+    );
 });
 
 test('planned content: the same reference as storeContent, only new chunks read; a file changed after its plan is refused', async (t) => {

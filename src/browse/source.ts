@@ -107,7 +107,8 @@ export function repositorySource(repo: Repository, m: RepoManifest): SnapshotSou
       for (const p of paths) out.set(p, await loadContent(repo, located(p), p));
       return out;
     },
-    writeTo: (path, dest) => writeContent(repo, located(path), dest, path),
+    // a copy to read from (ls, cat, find): every chunk checked by its id, and the size (ContentCheck)
+    writeTo: (path, dest) => writeContent(repo, located(path), dest, path, false, 'chunks'),
   };
 }
 
