@@ -200,9 +200,11 @@ test('planned content: the same reference as storeContent, only new chunks read;
   const planned = await storePlanned(w2, file, plan);
   const stats = await w2.finish();
   assert.deepEqual(planned, direct, 'the reference storeContent gives for the same bytes');
+  // One row changed: the header page's chunk, the changed page's (two when its page-CRC cut point moved:
+  // the rows' random bytes make that vary) and the chunk lists' blobs; a few in all, never most of them.
   assert.ok(
-    stats.blobsNew >= 1 && stats.blobsNew <= 4,
-    `only the changed chunks are new (${stats.blobsNew})`,
+    stats.blobsNew >= 1 && stats.blobsNew <= 8 && stats.blobsNew * 4 < plan.ids.length,
+    `only the changed chunks are new (${stats.blobsNew} of ${plan.ids.length})`,
   );
   assert.ok(stats.blobsKnown >= plan.ids.length - stats.blobsNew, 'the other chunks are known');
   const out = join(dir, 'out.sqlite');
