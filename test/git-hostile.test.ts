@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { git } from '../scripts/sample-agent.js';
 import { walkMemdir } from '../src/capture/memdir.js';
-import { type ArtifactSpec, bundleOf, manifestFor, writeBundleFile } from './helpers/bundles.js';
+import { type ArtifactSpec, bundleOf, manifestFor, rawGitFiles, writeBundleFile } from './helpers/bundles.js';
 import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
 
 const SNAPSHOT_ID = '0190c3a2-0000-7000-8000-000000000001'; // manifestFor's default
@@ -78,16 +78,7 @@ async function v1Bundle(
   const memory = new Map<string, Buffer | string>();
   for (const rel of (await walkMemdir(a.memdir)).files) memory.set(rel, readFileSync(join(a.memdir, rel)));
   for (const [rel, data] of Object.entries(opts.files ?? {})) memory.set(rel, data);
-  const raw = new Map<string, Buffer | string>();
-  const gitDir = join(a.memdir, '.git');
-  const walk = (d: string): void => {
-    for (const e of readdirSync(join(gitDir, d), { withFileTypes: true })) {
-      const rel = d ? `${d}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(rel);
-      else if (e.isFile()) raw.set(rel, readFileSync(join(gitDir, rel)));
-    }
-  };
-  walk('');
+  const raw: Map<string, Buffer | string> = rawGitFiles(join(a.memdir, '.git'));
   for (const [rel, data] of Object.entries(opts.git ?? {})) raw.set(rel, data);
   const byPath = (x: [string, unknown], y: [string, unknown]) =>
     Buffer.compare(Buffer.from(x[0]), Buffer.from(y[0]));

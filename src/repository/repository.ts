@@ -4,7 +4,7 @@
 // check, prune) are built on these in their own modules.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { type Backend, type ObjectType, readAll } from '../backend/backend.js';
+import { type Backend, mapBounded, type ObjectType, readAll } from '../backend/backend.js';
 import type { Identity } from '../crypto/age.js';
 import { recipientFingerprint } from '../crypto/age.js';
 import { zstdBinding } from '../format/zstd.js';
@@ -467,23 +467,11 @@ async function readObjectRange(
   return (out ?? Buffer.alloc(0)).subarray(0, at);
 }
 
-/** Runs `fn` over `items` with at most `limit` at once; results in input order. */
-export async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (t: T) => Promise<R>,
-): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const run = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
-  return out;
-}
+/**
+ * Runs `fn` over `items` with at most `limit` at once; results in input order (backend.ts's
+ * mapBounded: after a failure no new call starts, and it is thrown once the calls under way ended).
+ */
+export const mapLimit = mapBounded;
 
 /** A pack of a writer's session: its slot in the session table, then its name once saved. */
 interface SessionPack {

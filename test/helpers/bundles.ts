@@ -4,7 +4,8 @@
 
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, writeFileSync } from 'node:fs';
+import { createReadStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { digestSeal, manifestSeal } from '../../src/format/manifest.js';
 import { readTar } from '../../src/format/tar.js';
 import { zstdDecompress } from '../../src/format/zstd.js';
@@ -245,4 +246,18 @@ export function paxEntry(records: Array<[string, string]>): RawEntry {
     })
     .join('');
   return { path: 'PaxHeader/x', type: 'x', data: text };
+}
+
+/** Every file of a `.git` directory by its path inside it (a v1 bundle ships them raw). */
+export function rawGitFiles(gitDir: string): Map<string, Buffer> {
+  const raw = new Map<string, Buffer>();
+  const walk = (d: string): void => {
+    for (const e of readdirSync(join(gitDir, d), { withFileTypes: true })) {
+      const rel = d ? `${d}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(rel);
+      else if (e.isFile()) raw.set(rel, readFileSync(join(gitDir, rel)));
+    }
+  };
+  walk('');
+  return raw;
 }

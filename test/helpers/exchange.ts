@@ -22,7 +22,7 @@ import Database from 'better-sqlite3';
 import { buildSampleAgent, git } from '../../scripts/sample-agent.js';
 import { secretKeyFileText } from '../../src/crypto/sign.js';
 import { generateSigningKey, LocalSnapshotter, type LocalSnapshotterOptions } from '../../src/index.js';
-import { bundleOf, manifestFor, readEntries, writeBundleFile } from './bundles.js';
+import { bundleOf, manifestFor, rawGitFiles, readEntries, writeBundleFile } from './bundles.js';
 import { type Agent, copiedAgent, sampleAgent, tempDir } from './env.js';
 
 export const SMALL = { files: 8, commits: 4, memories: 200, embeddings: 40, concepts: 20, compactions: 6 };
@@ -75,16 +75,7 @@ export function v1BundleOf(a: Agent, path: string, extraGit: Record<string, stri
   const memory = git(a.memdir, ['ls-files', '-co', '--exclude-standard']).split('\n').filter(Boolean).sort();
   for (const rel of memory)
     arts.push({ path: `memory_files/${rel}`, kind: 'memory_file', data: readFileSync(join(a.memdir, rel)) });
-  const raw = new Map<string, Buffer | string>();
-  const gitDir = join(a.memdir, '.git');
-  const walk = (d: string): void => {
-    for (const e of readdirSync(join(gitDir, d), { withFileTypes: true })) {
-      const rel = d ? `${d}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(rel);
-      else if (e.isFile()) raw.set(rel, readFileSync(join(gitDir, rel)));
-    }
-  };
-  walk('');
+  const raw: Map<string, Buffer | string> = rawGitFiles(join(a.memdir, '.git'));
   for (const [rel, data] of Object.entries(extraGit)) raw.set(rel, data);
   for (const [rel, data] of [...raw].sort()) arts.push({ path: `git/${rel}`, kind: 'git_bundle', data });
   const manifest = manifestFor(
