@@ -111,9 +111,18 @@ export class IdTable {
     return this.ids.subarray(i * ID, i * ID + ID);
   }
 
-  /** Twice the capacity: ids copied, slots rebuilt (load factor stays at most 1/2). */
-  private grow(): void {
-    const cap = this.capacity * 2;
+  /**
+   * Room for `n` more ids without growing on the way: the table grows once, to the capacity it would
+   * reach (a table grown by doubling, id by id, leaves each smaller copy behind as garbage).
+   */
+  reserve(n: number): void {
+    let cap = this.capacity;
+    while (cap < this.count + n) cap *= 2;
+    if (cap > this.capacity) this.grow(cap);
+  }
+
+  /** A larger capacity (twice by default): ids copied, slots rebuilt (load factor stays at most 1/2). */
+  private grow(cap = this.capacity * 2): void {
     const ids = Buffer.allocUnsafe(cap * ID);
     this.ids.copy(ids, 0, 0, this.count * ID);
     this.ids = ids;

@@ -33,7 +33,10 @@ export async function storeContent(
 ): Promise<Located> {
   const whole = createHash('sha256');
   let size = 0;
-  const ids: string[] = [];
+  // the chunk ids as 32 bytes each in one growing buffer, not a hex string per chunk: a 1.2 GB database
+  // has ~75,000 chunks (~7 MB of strings on the V8 heap against 2.4 MB here)
+  let ids = Buffer.allocUnsafe(ID_BYTES * INLINE_CHUNKS);
+  let count = 0;
   const chunks =
     'path' in src
       ? chunkFile(src.path, params, src.sqlite, { views: true })
@@ -47,10 +50,15 @@ export async function storeContent(
   for await (const c of chunks) {
     whole.update(c.data);
     size += c.data.length;
-    ids.push(c.id);
+    if ((count + 1) * ID_BYTES > ids.length) {
+      const more = Buffer.allocUnsafe(ids.length * 2);
+      ids.copy(more, 0, 0, count * ID_BYTES);
+      ids = more;
+    }
+    ids.write(c.id, count++ * ID_BYTES, 'hex');
     await writer.add(KIND_DATA, c.id, c.data);
   }
-  return located(writer, ids, size, whole.digest('hex'));
+  return located(writer, ids.subarray(0, count * ID_BYTES), size, whole.digest('hex'));
 }
 
 /**
@@ -89,14 +97,23 @@ export async function storePlanned(writer: BlobWriter, path: string, plan: Chunk
   } finally {
     await fh.close();
   }
-  return located(writer, plan.ids, plan.size, plan.sha256);
+  const list = Buffer.allocUnsafe(plan.ids.length * ID_BYTES);
+  for (let i = 0; i < plan.ids.length; i++) list.write(plan.ids[i]!, i * ID_BYTES, 'hex');
+  return located(writer, list, plan.size, plan.sha256);
 }
 
-/** The reference of content of `size` bytes hashing to `sha256`, cut into `ids` (lists stored as needed). */
-async function located(writer: BlobWriter, ids: string[], size: number, sha256: string): Promise<Located> {
-  if (ids.length === 1 && ids[0] === sha256) return { size_bytes: size, sha256 };
-  if (ids.length <= INLINE_CHUNKS) return { size_bytes: size, sha256, chunks: ids };
-  const list = Buffer.concat(ids.map((id) => Buffer.from(id, 'hex')));
+/**
+ * The reference of content of `size` bytes hashing to `sha256`, cut into the chunks whose ids (32 bytes
+ * each) `list` holds in order (chunk lists stored as needed).
+ */
+async function located(writer: BlobWriter, list: Buffer, size: number, sha256: string): Promise<Located> {
+  const n = list.length / ID_BYTES;
+  if (n === 1 && list.toString('hex') === sha256) return { size_bytes: size, sha256 };
+  if (n <= INLINE_CHUNKS) {
+    const chunks: string[] = [];
+    for (let at = 0; at < list.length; at += ID_BYTES) chunks.push(list.toString('hex', at, at + ID_BYTES));
+    return { size_bytes: size, sha256, chunks };
+  }
   const lists = listChunks(list, ID_BYTES, ID_BYTES - 1);
   for (const l of lists) await writer.add(KIND_TREE, l.id, l.data);
   return { size_bytes: size, sha256, chunk_lists: lists.map((l) => l.id) };

@@ -76,6 +76,37 @@ export class MasterIndex {
     return n;
   }
 
+  /** Room for `n` more blobs without growing on the way (BlobTable.reserve). */
+  reserve(n: number): void {
+    this.table.reserve(n);
+  }
+
+  /**
+   * Whether `table` can become this index as it is (adopt): the index has no blob and no pack yet, so
+   * the packs of the table's pack column can be numbered as the table numbers them.
+   */
+  get empty(): boolean {
+    return this.table.size === 0 && this.packNames.length === 0;
+  }
+
+  /**
+   * Takes `table` as the whole index instead of copying it blob by blob (a first snapshot's blobs
+   * into an empty index: the copy was as large again as the table, at the end of the snapshot). The
+   * table's pack number `i` is `packs[i]`. Only while the index is empty; the table is the index's
+   * from now on (its owner adds nothing to it afterwards).
+   */
+  adopt(
+    table: BlobTable,
+    packs: readonly { id: string; salt?: string; blobs: number; bytes: number }[],
+  ): void {
+    if (!this.empty) throw new Error('MasterIndex.adopt: the index is not empty');
+    for (const [i, p] of packs.entries()) {
+      if (this.packNumber(p.id) !== i) throw new Error('MasterIndex.adopt: a pack is listed twice');
+      this.notePack(p.id, p.salt, p.blobs, p.bytes);
+    }
+    this.blobTable = table;
+  }
+
   /** Records a pack (its salt, blob count and bytes); its blobs are added with addBlob. */
   notePack(id: string, salt: string | undefined, blobs: number, bytes: number): void {
     this.packs.set(id, { ...(salt ? { salt } : {}), blobs, bytes });
@@ -127,34 +158,54 @@ export interface IndexPackSource {
   row(i: number): [string, number, number, number, number, number];
 }
 
+/** At most this many blob rows go into one part of an index file's JSON (indexJsonParts). */
+export const INDEX_PART_ROWS = 1024;
+
 /**
- * The JSON of an index file for `packs` (docs/format.md), built pack by pack into Buffers and joined
- * once: never one string of the whole file.
+ * The JSON of an index file for `packs` (docs/format.md) as consecutive parts, each made when it is
+ * asked for: the opening, then each pack's rows INDEX_PART_ROWS at a time, then the closing. No part
+ * holds more than INDEX_PART_ROWS rows, however many blobs a pack has, so a writer that compresses the
+ * parts as they come (Repository.saveIndex) never holds the whole file's JSON (for a 2.3 GB agent
+ * ~14 MB, and as much again joined).
  */
-export function encodeIndexOf(packs: readonly IndexPackSource[]): Buffer {
-  const parts: Buffer[] = [Buffer.from('{"index_version":1,"packs":[')];
-  packs.forEach((p, n) => {
+export function* indexJsonParts(packs: readonly IndexPackSource[]): Generator<Buffer, void, undefined> {
+  yield Buffer.from('{"index_version":1,"packs":[');
+  for (let n = 0; n < packs.length; n++) {
+    const p = packs[n]!;
     let s = `${n > 0 ? ',' : ''}{"id":${JSON.stringify(p.id)},${p.salt ? `"salt":${JSON.stringify(p.salt)},` : ''}"blobs":[`;
-    for (let i = 0; i < p.count; i++) s += `${i > 0 ? ',' : ''}${JSON.stringify(p.row(i))}`;
-    parts.push(Buffer.from(`${s}]}`));
-  });
-  parts.push(Buffer.from(']}'));
-  return Buffer.concat(parts);
+    for (let i = 0; i < p.count; i++) {
+      if (i > 0 && i % INDEX_PART_ROWS === 0) {
+        yield Buffer.from(s);
+        s = '';
+      }
+      s += `${i > 0 ? ',' : ''}${JSON.stringify(p.row(i))}`;
+    }
+    yield Buffer.from(`${s}]}`);
+  }
+  yield Buffer.from(']}');
+}
+
+/** The JSON of an index file for `packs` in one Buffer (small indexes; prune's rewrite). */
+export function encodeIndexOf(packs: readonly IndexPackSource[]): Buffer {
+  return Buffer.concat([...indexJsonParts(packs)]);
+}
+
+/** Pack records as the index file lists them. */
+export function indexSources(packs: readonly PackRecord[]): IndexPackSource[] {
+  return packs.map((p) => ({
+    id: p.id,
+    ...(p.salt ? { salt: p.salt } : {}),
+    count: p.entries.length,
+    row: (i: number) => {
+      const e = p.entries[i]!;
+      return [e.id, e.kind, e.flags, e.offset, e.stored, e.raw];
+    },
+  }));
 }
 
 /** The JSON of an index file for `packs`. */
 export function encodeIndex(packs: readonly PackRecord[]): Buffer {
-  return encodeIndexOf(
-    packs.map((p) => ({
-      id: p.id,
-      ...(p.salt ? { salt: p.salt } : {}),
-      count: p.entries.length,
-      row: (i: number) => {
-        const e = p.entries[i]!;
-        return [e.id, e.kind, e.flags, e.offset, e.stored, e.raw];
-      },
-    })),
-  );
+  return encodeIndexOf(indexSources(packs));
 }
 
 const isU32 = (v: unknown): v is number =>

@@ -20,9 +20,9 @@ import { BlobTable } from './blob-table.js';
 import { type ChunkerParams, DEFAULT_CHUNKER, LIST_AVG_BITS } from './chunker.js';
 import { newKeyFile, openFile, openKeyFile, packKey, type RepoKey, sealFile } from './crypto.js';
 import {
-  encodeIndex,
-  encodeIndexOf,
   type IndexPackSource,
+  indexJsonParts,
+  indexSources,
   loadIndexInto,
   MasterIndex,
   type PackRecord,
@@ -73,6 +73,45 @@ const zstdFrame = (data: Buffer, level: number): Buffer => {
   const out = Buffer.allocUnsafe(zstdBinding().compressBound(data.length));
   return Buffer.from(out.subarray(0, c.compress2(out, data)));
 };
+
+/** Output pieces of zstdFrameOf: a compressed index file is held as pieces of this size, not one buffer. */
+const FRAME_PIECE = 256 * 1024;
+
+/**
+ * One zstd frame (content size and checksum recorded, as zstdFrame writes it) of the bytes that
+ * `parts()` yields, compressed as they come: its pieces, in order. `parts` is called twice (the first
+ * time for the content size the frame header records, which readers rely on: unzstdFrame), so a
+ * document made part by part is never held whole, neither as JSON nor as a compression bound.
+ */
+export function zstdFrameOf(parts: () => Iterable<Buffer>, level: number): Buffer[] {
+  let size = 0;
+  for (const p of parts()) size += p.length;
+  const z = zstdBinding();
+  const c = new z.CCtx();
+  c.setParameter(z.CParameter.compressionLevel, level);
+  c.setParameter(z.CParameter.checksumFlag, 1);
+  c.setPledgedSrcSize(size);
+  const pieces: Buffer[] = [];
+  let out = Buffer.allocUnsafe(FRAME_PIECE);
+  let used = 0;
+  const step = (src: Buffer, end: boolean) => {
+    const directive = end ? z.EndDirective.end : z.EndDirective.continue;
+    for (;;) {
+      const [left, produced, consumed] = c.compressStream2(out.subarray(used), src, directive);
+      used += produced;
+      src = src.subarray(consumed);
+      if (used === out.length || (end && left === 0 && used > 0)) {
+        pieces.push(used === out.length ? out : Buffer.from(out.subarray(0, used)));
+        out = Buffer.allocUnsafe(FRAME_PIECE);
+        used = 0;
+      }
+      if (src.length === 0 && (!end || left === 0)) return;
+    }
+  };
+  for (const p of parts()) step(p, false);
+  step(Buffer.alloc(0), true);
+  return pieces;
+}
 
 function unzstdFrame(data: Buffer, what: string, max = SMALL_OBJECT_MAX): Buffer {
   const size = zstdBinding().getFrameContentSize(data);
@@ -282,15 +321,30 @@ export class Repository {
     return this.indexLoaded ? this.index : this.loadIndex();
   }
 
-  /** Writes an index file for `packs`; returns its name. */
+  /**
+   * Writes an index file for `packs`; returns its name. The file is compressed as its JSON is made,
+   * part by part (index-file.ts indexJsonParts): it is saved from the compressed pieces (sealed in one
+   * buffer in an encrypted repository), never from the whole JSON (docs/operations.md, "Peak RSS").
+   */
   async saveIndex(packs: readonly PackRecord[] | readonly IndexPackSource[]): Promise<string> {
-    const json =
+    const sources =
       packs.length > 0 && 'entries' in packs[0]!
-        ? encodeIndex(packs as readonly PackRecord[])
-        : encodeIndexOf(packs as readonly IndexPackSource[]);
-    const bytes = this.encodeFile(json);
-    const name = sha256(bytes);
-    await this.backend.save({ type: 'index', name }, bytes, { ifAbsent: true }).catch(ignoreExists);
+        ? indexSources(packs as readonly PackRecord[])
+        : (packs as readonly IndexPackSource[]);
+    const frame = zstdFrameOf(() => indexJsonParts(sources), this.zstdLevel);
+    const pieces = this.key ? [sealFile(this.key, Buffer.concat(frame))] : frame;
+    const h = createHash('sha256');
+    for (const p of pieces) h.update(p);
+    const name = h.digest('hex');
+    async function* each() {
+      yield* pieces;
+    }
+    await this.backend
+      .save({ type: 'index', name }, pieces.length === 1 ? pieces[0]! : each(), {
+        ifAbsent: true,
+        sha256: name,
+      })
+      .catch(ignoreExists);
     this.index.files.add(name);
     return name;
   }
@@ -494,6 +548,8 @@ export class BlobWriter {
   private readonly sessionPacks: SessionPack[] = [];
   private readonly saved: string[] = [];
   private saving: Promise<void> = Promise.resolve();
+  /** Set once finish() has written the index file: the session's table may now be the index's. */
+  private finished = false;
   readonly stats: WriteStats = { blobsNew: 0, blobsKnown: 0, rawNew: 0, storedNew: 0, packs: [] };
 
   constructor(private readonly repo: Repository) {}
@@ -513,6 +569,7 @@ export class BlobWriter {
    * compressed into the pack before the first await, so it may be a view its caller reuses afterwards.
    */
   async add(kind: BlobKind, id: string, data: Buffer): Promise<boolean> {
+    if (this.finished) throw new Error('BlobWriter.add after finish');
     if (this.repo.index.has(id) || this.session.has(id)) {
       this.stats.blobsKnown++;
       return false;
@@ -569,7 +626,11 @@ export class BlobWriter {
     this.saving.catch(() => {});
   }
 
-  /** Saves the last pack and the index file of every pack of this session; the blobs are then usable. */
+  /**
+   * Saves the last pack and the index file of every pack of this session; the blobs are then in the
+   * repository's index (the session's table itself when the index was empty) and the writer takes no
+   * more blobs.
+   */
   async finish(): Promise<WriteStats> {
     await this.flush();
     await this.saving;
@@ -586,6 +647,21 @@ export class BlobWriter {
     if (packs.length > 0) {
       await this.repo.saveIndex(packs);
       const index = this.repo.index;
+      this.finished = true;
+      if (index.empty) {
+        // the session's table becomes the index (its pack column is the session's pack numbering)
+        index.adopt(
+          t,
+          this.sessionPacks.map((sp) => ({
+            id: sp.id!,
+            ...(sp.salt ? { salt: sp.salt } : {}),
+            blobs: sp.count,
+            bytes: sp.bytes,
+          })),
+        );
+        return this.stats;
+      }
+      index.reserve(t.size);
       for (const sp of this.sessionPacks) {
         const n = index.packNumber(sp.id!);
         for (let b = sp.first; b < sp.first + sp.count; b++)

@@ -382,11 +382,15 @@ export class RepositoryStore {
     // one pass.
     let finished = false;
     const plans = new Map<DbName, Promise<ChunkPlan | undefined>>();
-    const planOn = (w: SqliteWorker, copied: readonly CopiedDb[]) => {
-      const known = (listed ?? Promise.resolve([])).then(
+    const plansOf = new Map<SqliteWorker, Promise<ChunkPlan | undefined>[]>();
+    /** Whether the agent has snapshots here (read once the listing is asked for: readEarly). */
+    const knownAgent = () =>
+      (listed ?? Promise.resolve([])).then(
         (before) => before.length > 0,
         () => false,
       );
+    const planOn = (w: SqliteWorker, copied: readonly CopiedDb[]) => {
+      const known = knownAgent();
       for (const { db, stagedPath } of copied) {
         const plan = known.then((yes) =>
           yes && !finished
@@ -399,9 +403,13 @@ export class RepositoryStore {
         );
         plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
         plans.set(db, plan);
+        plansOf.set(w, [...(plansOf.get(w) ?? []), plan]);
       }
     };
-    // The copy workers start while the gate is being closed; they are closed once their plans are made.
+    // The copy workers start while the gate is being closed; each is closed as soon as its copies are
+    // made and planned, and a snapshot that plans nothing has them closed before storing starts: a
+    // worker thread kept through the store phase held ~10 MB of RSS (its isolate and C heap), the
+    // 2.3 GB agent's first snapshot peaked 19 MB higher with both (docs/operations.md, "Peak RSS").
     const workers = [new SqliteWorker(), new SqliteWorker()];
     let workersDone: Promise<unknown> = Promise.resolve();
     try {
@@ -434,7 +442,11 @@ export class RepositoryStore {
       } finally {
         await gate.release();
       }
-      workersDone = Promise.allSettled(plans.values());
+      workersDone = Promise.all(
+        workers.map((w) => Promise.allSettled(plansOf.get(w) ?? []).then(() => w.close())),
+      );
+      workersDone.catch(() => {}); // awaited below
+      if (p.redact || !(await knownAgent())) await workersDone.catch(() => {});
       if (!captured.found)
         throw new UnknownAgentError(p.agentId, p.tenant, [
           p.memdir,
@@ -505,8 +517,8 @@ export class RepositoryStore {
       throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
     } finally {
       finished = true; // a plan still waiting for the listing does not start now
-      await workersDone; // none still reads the staging directory
-      await Promise.all(workers.map((w) => w.close()));
+      await workersDone.catch(() => {}); // none still reads the staging directory
+      await Promise.all(workers.map((w) => w.close())); // closed already unless the capture failed
       await rm(staging, { recursive: true, force: true }).catch(() => {});
     }
   }

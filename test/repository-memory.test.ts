@@ -1,0 +1,136 @@
+// Structural bounds behind the peak RSS of a repository's first snapshot (docs/operations.md, "Peak
+// RSS"; issue 11: ≤ 150 MB, flat in size): what must not be held at once, asserted by structure, not by
+// measuring memory. The index file is made and compressed part by part (no part holds more than
+// INDEX_PART_ROWS rows); a writer's blobs become an empty index without a copy; a snapshot that plans
+// nothing has closed its SQLite copy workers before it stores.
+
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { test } from 'node:test';
+import { MemoryBackend } from '../src/backend/memory.js';
+import { zstdBinding } from '../src/format/zstd.js';
+import { LocalSnapshotter } from '../src/index.js';
+import type { BlobTable } from '../src/repository/blob-table.js';
+import {
+  encodeIndexOf,
+  INDEX_PART_ROWS,
+  type IndexPackSource,
+  indexJsonParts,
+} from '../src/repository/index-file.js';
+import { KIND_DATA } from '../src/repository/pack.js';
+import { Repository, readObject } from '../src/repository/repository.js';
+import { sampleAgent } from './helpers/env.js';
+
+const hex = (i: number) => createHash('sha256').update(`blob ${i}`).digest('hex');
+
+function sources(counts: number[]): IndexPackSource[] {
+  let n = 0;
+  return counts.map((count, p) => {
+    const first = n;
+    n += count;
+    return {
+      id: hex(1_000_000 + p),
+      count,
+      row: (i: number) => [hex(first + i), KIND_DATA, 0, i * 100, 100, 200],
+    };
+  });
+}
+
+test('index file: its JSON comes in parts of at most INDEX_PART_ROWS rows, however many blobs a pack has', () => {
+  const packs = sources([5000, 3, 0, 2049]);
+  const parts = [...indexJsonParts(packs)];
+  for (const part of parts) {
+    const rows = part.toString().split('["').length - 1;
+    assert.ok(rows <= INDEX_PART_ROWS, `a part of ${rows} rows`);
+  }
+  assert.ok(parts.length >= 5 + 1 + 3 + 2, 'the large packs are cut into several parts');
+  // the parts joined are the file's JSON, unchanged
+  const doc = JSON.parse(Buffer.concat(parts).toString()) as {
+    index_version: number;
+    packs: { id: string; blobs: unknown[][] }[];
+  };
+  assert.equal(doc.index_version, 1);
+  assert.deepEqual(
+    doc.packs.map((p) => p.blobs.length),
+    [5000, 3, 0, 2049],
+  );
+  assert.deepEqual(doc.packs[3]!.blobs[2048], [hex(5000 + 3 + 2048), KIND_DATA, 0, 204800, 100, 200]);
+  assert.ok(Buffer.concat(parts).equals(encodeIndexOf(packs)));
+});
+
+test('index file: saved as one zstd frame that records its content size; a fresh handle loads every blob', async () => {
+  const backend = new MemoryBackend();
+  const repo = await Repository.init(backend);
+  const packs = sources([3000, 1500]);
+  const name = await repo.saveIndex(packs);
+  const stored = await readObject(backend, 'index', name);
+  assert.equal(createHash('sha256').update(stored).digest('hex'), name);
+  // the frame header records the JSON's size (what unzstdFrame, and older readers, require)
+  assert.equal(zstdBinding().getFrameContentSize(stored), encodeIndexOf(packs).length);
+  const fresh = await Repository.open(backend);
+  await fresh.loadIndex();
+  assert.equal(fresh.index.blobCount, 4500);
+  assert.deepEqual(fresh.index.get(hex(3000 + 1499)), {
+    pack: hex(1_000_001),
+    kind: KIND_DATA,
+    flags: 0,
+    offset: 149900,
+    stored: 100,
+    raw: 200,
+  });
+});
+
+test("a writer's blobs become an empty index as they are (no copy); into a non-empty index they are added", async () => {
+  const backend = new MemoryBackend();
+  const repo = await Repository.init(backend);
+  const w = repo.writer();
+  const blobs = Array.from({ length: 2500 }, () => randomBytes(64));
+  const id = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  for (const b of blobs) await w.add(KIND_DATA, id(b), b);
+  const session = (w as unknown as { session: BlobTable }).session;
+  await w.finish();
+  assert.equal(repo.index.table, session, 'the index is the session table itself');
+  assert.equal(repo.index.blobCount, 2500);
+  assert.ok((await repo.loadBlob(id(blobs[1234]!))).equals(blobs[1234]!));
+  await assert.rejects(w.add(KIND_DATA, id(blobs[0]!), blobs[0]!), /after finish/);
+
+  // a second session into the (now non-empty) index: added to it, the first session's blobs kept
+  const w2 = repo.writer();
+  const more = Array.from({ length: 1200 }, () => randomBytes(64));
+  for (const b of more) await w2.add(KIND_DATA, id(b), b);
+  await w2.finish();
+  assert.equal(repo.index.blobCount, 3700);
+  assert.ok((await repo.loadBlob(id(blobs[7]!))).equals(blobs[7]!));
+  assert.ok((await repo.loadBlob(id(more[1111]!))).equals(more[1111]!));
+  const fresh = await Repository.open(backend);
+  await fresh.loadIndex();
+  assert.equal(fresh.index.blobCount, 3700);
+  for (const b of [blobs[0]!, blobs[2499]!, more[0]!, more[1199]!])
+    assert.deepEqual(fresh.index.get(id(b)), repo.index.get(id(b)));
+});
+
+test('a first repository snapshot has closed its SQLite copy workers before it stores anything', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 2000, embeddings: 300, files: 10, commits: 3 });
+  const snapshotter = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+  });
+  const threads = () => readdirSync('/proc/self/task').length;
+  await stat(a.stateRoot); // libuv's thread pool is started
+  const before = threads();
+  const during: { phase: string; threads: number }[] = [];
+  await snapshotter.snapshot({
+    agentId: 'ana',
+    onProgress: (e) => {
+      if (e.phase === 'pack') during.push({ phase: e.phase, threads: threads() });
+    },
+  });
+  assert.ok(during.length > 0, 'the store phase reported progress');
+  for (const d of during)
+    assert.ok(d.threads <= before, `${d.threads} threads while storing, ${before} before the snapshot`);
+});
