@@ -2,17 +2,20 @@
 // RSS"; issue 11: ≤ 150 MB, flat in size): what must not be held at once, asserted by structure, not by
 // measuring memory. The index file is made and compressed part by part (no part holds more than
 // INDEX_PART_ROWS rows); a writer's blobs become an empty index without a copy; a snapshot that plans
-// nothing has closed its SQLite copy workers before it stores.
+// nothing has closed its SQLite copy workers before it stores; a table reserved for n more ids takes
+// them without growing (a store in one pass sizes its writer's table from expectedChunks).
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { zstdBinding } from '../src/format/zstd.js';
 import { LocalSnapshotter } from '../src/index.js';
-import type { BlobTable } from '../src/repository/blob-table.js';
+import { BlobTable } from '../src/repository/blob-table.js';
+import { chunkFile, DEFAULT_CHUNKER, expectedChunks } from '../src/repository/chunker.js';
 import {
   encodeIndexOf,
   INDEX_PART_ROWS,
@@ -21,7 +24,7 @@ import {
 } from '../src/repository/index-file.js';
 import { KIND_DATA } from '../src/repository/pack.js';
 import { Repository, readObject } from '../src/repository/repository.js';
-import { sampleAgent } from './helpers/env.js';
+import { sampleAgent, tempDir } from './helpers/env.js';
 
 const hex = (i: number) => createHash('sha256').update(`blob ${i}`).digest('hex');
 
@@ -133,4 +136,37 @@ test('a first repository snapshot has closed its SQLite copy workers before it s
   assert.ok(during.length > 0, 'the store phase reported progress');
   for (const d of during)
     assert.ok(d.threads <= before, `${d.threads} threads while storing, ${before} before the snapshot`);
+});
+
+test('BlobTable.reserve: the table grows once, then takes that many ids without growing again', () => {
+  const t = new BlobTable();
+  t.add(hex(0), { pack: 0, kind: KIND_DATA, flags: 0, offset: 0, stored: 1, raw: 1 });
+  t.reserve(50_000);
+  const ids = t.idBytes(0).buffer; // the ids' storage: replaced whenever the table grows
+  for (let i = 1; i <= 50_000; i++)
+    t.add(hex(i), { pack: 0, kind: KIND_DATA, flags: 0, offset: i, stored: 1, raw: 1 });
+  assert.equal(t.idBytes(0).buffer, ids, 'no growth while the reserved ids came');
+  assert.equal(t.size, 50_001);
+  assert.equal(t.offsetOf(t.find(hex(49_999))), 49_999);
+  t.reserve(0);
+  assert.equal(t.idBytes(0).buffer, ids, 'reserving what fits changes nothing');
+});
+
+test('expectedChunks: the estimate a one-pass store sizes its table by is near the chunks a database is cut into', async (t) => {
+  const dir = tempDir(t);
+  const path = `${dir}/est.sqlite`;
+  const db = new Database(path);
+  db.exec('CREATE TABLE m (id INTEGER PRIMARY KEY, body BLOB)');
+  const ins = db.prepare('INSERT INTO m (body) VALUES (?)');
+  db.transaction(() => {
+    for (let i = 0; i < 6000; i++) ins.run(randomBytes(300 + (i % 700)));
+  })();
+  db.close();
+  let chunks = 0;
+  for await (const _ of chunkFile(path, DEFAULT_CHUNKER, true, { views: true })) chunks++;
+  const estimate = expectedChunks((await stat(path)).size, DEFAULT_CHUNKER, 4096);
+  assert.ok(chunks > 100, `${chunks} chunks`);
+  assert.ok(estimate >= chunks / 2 && estimate <= chunks * 2, `estimate ${estimate} for ${chunks} chunks`);
+  assert.equal(expectedChunks(0, DEFAULT_CHUNKER), 0);
+  assert.equal(expectedChunks(1000, DEFAULT_CHUNKER), 1);
 });

@@ -55,6 +55,18 @@ export interface ChunkOptions {
   views?: boolean;
 }
 
+/**
+ * About how many chunks `size` bytes are cut into: a SQLite database of `pageSize` pages (the average
+ * run of 2^page_avg_bits pages), another file (one chunk up to single_max, then the gear chunker's
+ * average). An estimate for sizing tables ahead (BlobWriter.reserve), never a bound.
+ */
+export function expectedChunks(size: number, params: ChunkerParams, pageSize?: number): number {
+  if (size === 0) return 0;
+  if (pageSize !== undefined) return Math.ceil(size / (pageSize * 2 ** params.page_avg_bits));
+  if (size <= params.single_max) return 1;
+  return Math.ceil(size / (params.file_min + 2 ** Math.min(params.file_avg_bits, 32)));
+}
+
 /** The page size of a SQLite file's header (bytes 16–17; 1 means 65536), or undefined if not SQLite. */
 export function sqlitePageSize(header: Buffer): number | undefined {
   if (header.length < 100 || header.subarray(0, 16).toString('latin1') !== 'SQLite format 3\0')
@@ -115,23 +127,35 @@ async function readWhole(fh: import('node:fs/promises').FileHandle, size: number
 }
 
 /**
+ * Read buffers of READ bytes no longer in use, kept for the next file (at most SPARE_READS): a 4 MiB
+ * buffer per file, freed after it, made glibc raise its mmap threshold (it follows the largest mmapped
+ * block freed), so later multi-MB allocations went to the C heap and stayed there (peak RSS).
+ */
+const spareReads: Buffer[] = [];
+const SPARE_READS = 2;
+
+/**
  * The file from its start in blocks of `block` bytes, read into one buffer reused for every block: a
  * block is valid only until the consumer asks for the next one.
  */
 async function* readBlocks(fh: import('node:fs/promises').FileHandle, block: number): AsyncGenerator<Buffer> {
-  const buf = Buffer.allocUnsafe(block);
-  let pos = 0;
-  for (;;) {
-    let filled = 0;
-    while (filled < block) {
-      const { bytesRead } = await fh.read(buf, filled, block - filled, pos + filled);
-      if (bytesRead === 0) break;
-      filled += bytesRead;
+  const buf = (block <= READ ? spareReads.pop() : undefined) ?? Buffer.allocUnsafe(Math.max(READ, block));
+  try {
+    let pos = 0;
+    for (;;) {
+      let filled = 0;
+      while (filled < block) {
+        const { bytesRead } = await fh.read(buf, filled, block - filled, pos + filled);
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+      }
+      if (filled === 0) return;
+      pos += filled;
+      yield buf.subarray(0, filled);
+      if (filled < block) return;
     }
-    if (filled === 0) return;
-    pos += filled;
-    yield buf.subarray(0, filled);
-    if (filled < block) return;
+  } finally {
+    if (buf.length === READ && spareReads.length < SPARE_READS) spareReads.push(buf);
   }
 }
 

@@ -4,14 +4,14 @@
 // snapshot's pack chain plus what is new (or the pack of the capture's git bundle when the history was
 // rewritten by redaction). Returns the manifest's artifacts in manifest order and the refs.
 
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CaptureResult } from '../capture/capture.js';
 import { sqliteKind, sqlitePath } from '../format/constants.js';
 import type { GitRef } from '../git/history.js';
 import type { DbName, ProgressListener } from '../model/types.js';
 import type { ChunkPlan } from './chunk-plan.js';
-import type { ChunkerParams } from './chunker.js';
+import { type ChunkerParams, expectedChunks } from './chunker.js';
 import { storeContent, storePlanned } from './content.js';
 import {
   type PreparedHistory,
@@ -36,7 +36,10 @@ export async function storeCapture(
   previous: PreviousHistory | undefined,
   work: string,
   onProgress?: ProgressListener,
-  /** Chunk plans of the staged databases (chunk-plan.ts) made with `repo.config.chunker`, where made. */
+  /**
+   * Chunk plans of the staged databases (chunk-plan.ts) made with `repo.config.chunker`, where made;
+   * none when nothing is planned (every chunk stored in one pass).
+   */
   plans?: ReadonlyMap<DbName, Promise<ChunkPlan | undefined>>,
 ): Promise<StoredCapture> {
   const params = repo.config.chunker;
@@ -48,6 +51,13 @@ export async function storeCapture(
   };
   let refs: GitRef[] = [];
   let history: Promise<PreparedHistory | undefined> | undefined;
+  if (!plans) {
+    // every chunk is stored in one pass: the writer's table sized for them at once (BlobWriter.reserve)
+    let expected = c.memory.length + c.state.length;
+    for (const d of c.databases)
+      expected += expectedChunks((await stat(d.stagedPath)).size, params, c.databaseInfo[d.db]?.page_size);
+    writer.reserve(expected);
+  }
   const scratch = await mkdtemp(join(work, 'history-'));
   try {
     // git writes the live history's new pack (its own process) while the databases are stored; the

@@ -446,7 +446,8 @@ export class RepositoryStore {
         workers.map((w) => Promise.allSettled(plansOf.get(w) ?? []).then(() => w.close())),
       );
       workersDone.catch(() => {}); // awaited below
-      if (p.redact || !(await knownAgent())) await workersDone.catch(() => {});
+      const planning = !p.redact && (await knownAgent());
+      if (!planning) await workersDone.catch(() => {});
       if (!captured.found)
         throw new UnknownAgentError(p.agentId, p.tenant, [
           p.memdir,
@@ -473,7 +474,7 @@ export class RepositoryStore {
           previous,
           staging,
           p.onProgress,
-          plans,
+          planning ? plans : undefined,
         );
         const stats = await writer.finish();
         const createdAt = Date.now();
