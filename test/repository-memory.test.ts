@@ -3,7 +3,8 @@
 // measuring memory. The index file is made and compressed part by part (no part holds more than
 // INDEX_PART_ROWS rows); a writer's blobs become an empty index without a copy; a snapshot that plans
 // nothing has closed its SQLite copy workers before it stores; a table reserved for n more ids takes
-// them without growing (a store in one pass sizes its writer's table from expectedChunks).
+// them without growing (a store in one pass sizes its writer's table from expectedChunks); a chunk id
+// list kept in segments is cut into the same chunk lists as whole.
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -15,7 +16,7 @@ import { MemoryBackend } from '../src/backend/memory.js';
 import { zstdBinding } from '../src/format/zstd.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { BlobTable } from '../src/repository/blob-table.js';
-import { chunkFile, DEFAULT_CHUNKER, expectedChunks } from '../src/repository/chunker.js';
+import { chunkFile, DEFAULT_CHUNKER, expectedChunks, listChunks } from '../src/repository/chunker.js';
 import {
   encodeIndexOf,
   INDEX_PART_ROWS,
@@ -169,4 +170,18 @@ test('expectedChunks: the estimate a one-pass store sizes its table by is near t
   assert.ok(estimate >= chunks / 2 && estimate <= chunks * 2, `estimate ${estimate} for ${chunks} chunks`);
   assert.equal(expectedChunks(0, DEFAULT_CHUNKER), 0);
   assert.equal(expectedChunks(1000, DEFAULT_CHUNKER), 1);
+});
+
+test('listChunks: a list given as segments is cut into the same chunks as the list whole', () => {
+  const ids = Buffer.concat(Array.from({ length: 5000 }, (_, i) => Buffer.from(hex(i), 'hex')));
+  const whole = listChunks(ids, 32, 31);
+  const segments = [ids.subarray(0, 2048 * 32), ids.subarray(2048 * 32, 4096 * 32), ids.subarray(4096 * 32)];
+  const cut = listChunks(segments, 32, 31);
+  assert.ok(whole.length > 10, `${whole.length} chunks`);
+  assert.deepEqual(
+    cut.map((c) => c.id),
+    whole.map((c) => c.id),
+  );
+  assert.ok(cut.every((c, i) => c.data.equals(whole[i]!.data)));
+  assert.throws(() => listChunks([ids.subarray(0, 33)], 32, 31), /partial entry/);
 });

@@ -275,21 +275,32 @@ export async function* gearChunks(
 
 /**
  * Cuts a list of fixed-size entries into chunks (§3.3): after an entry whose byte `keyByte` has its
- * low LIST_AVG_BITS bits all set, or after LIST_MAX_ENTRIES entries.
+ * low LIST_AVG_BITS bits all set, or after LIST_MAX_ENTRIES entries. The list may come as consecutive
+ * segments, each a whole number of entries (the chunks are the same as of their concatenation).
  */
-export function listChunks(list: Buffer, entrySize: number, keyByte: number): Chunk[] {
+export function listChunks(list: Buffer | readonly Buffer[], entrySize: number, keyByte: number): Chunk[] {
   const mask = (1 << LIST_AVG_BITS) - 1;
   const out: Chunk[] = [];
-  let start = 0;
+  let parts: Buffer[] = [];
   let entries = 0;
-  for (let off = 0; off + entrySize <= list.length; off += entrySize) {
-    entries++;
-    if ((list[off + keyByte]! & mask) === mask || entries >= LIST_MAX_ENTRIES) {
-      out.push(chunkOf(Buffer.from(list.subarray(start, off + entrySize))));
-      start = off + entrySize;
-      entries = 0;
+  const cut = () => {
+    out.push(chunkOf(parts.length === 1 ? Buffer.from(parts[0]!) : Buffer.concat(parts)));
+    parts = [];
+    entries = 0;
+  };
+  for (const seg of Buffer.isBuffer(list) ? [list] : list) {
+    if (seg.length % entrySize !== 0) throw new Error('listChunks: a segment with a partial entry');
+    let start = 0;
+    for (let off = 0; off + entrySize <= seg.length; off += entrySize) {
+      entries++;
+      if ((seg[off + keyByte]! & mask) === mask || entries >= LIST_MAX_ENTRIES) {
+        parts.push(seg.subarray(start, off + entrySize));
+        start = off + entrySize;
+        cut();
+      }
     }
+    if (start < seg.length) parts.push(seg.subarray(start));
   }
-  if (start < list.length) out.push(chunkOf(Buffer.from(list.subarray(start))));
+  if (parts.length > 0) cut();
   return out;
 }

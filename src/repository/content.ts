@@ -15,6 +15,8 @@ import type { BlobWriter, Repository } from './repository.js';
 /** At most this many chunk ids are recorded inline; more go into chunk lists. */
 const INLINE_CHUNKS = 64;
 const ID_BYTES = 32;
+/** Chunk ids per segment of storeContent's id list (64 KiB). */
+const ID_SEGMENT = 2048;
 /** writeContent writes about this many bytes at a time. */
 const WRITE_BATCH = 1024 * 1024;
 
@@ -33,9 +35,10 @@ export async function storeContent(
 ): Promise<Located> {
   const whole = createHash('sha256');
   let size = 0;
-  // the chunk ids as 32 bytes each in one growing buffer, not a hex string per chunk: a 1.2 GB database
-  // has ~75,000 chunks (~7 MB of strings on the V8 heap against 2.4 MB here)
-  let ids = Buffer.allocUnsafe(ID_BYTES * INLINE_CHUNKS);
+  // the chunk ids as 32 bytes each in segments of ID_SEGMENT ids, not a hex string per chunk (a 1.2 GB
+  // database has ~75,000 chunks: ~7 MB of strings on the V8 heap against 2.4 MB here), nor one buffer
+  // grown by doubling (each multi-MB buffer freed made glibc's mmap threshold rise: docs/operations.md)
+  const ids: Buffer[] = [];
   let count = 0;
   const chunks =
     'path' in src
@@ -50,15 +53,13 @@ export async function storeContent(
   for await (const c of chunks) {
     whole.update(c.data);
     size += c.data.length;
-    if ((count + 1) * ID_BYTES > ids.length) {
-      const more = Buffer.allocUnsafe(ids.length * 2);
-      ids.copy(more, 0, 0, count * ID_BYTES);
-      ids = more;
-    }
-    ids.write(c.id, count++ * ID_BYTES, 'hex');
+    if (count % ID_SEGMENT === 0) ids.push(Buffer.allocUnsafe(ID_SEGMENT * ID_BYTES));
+    ids[ids.length - 1]!.write(c.id, (count++ % ID_SEGMENT) * ID_BYTES, 'hex');
     await writer.add(KIND_DATA, c.id, c.data);
   }
-  return located(writer, ids.subarray(0, count * ID_BYTES), size, whole.digest('hex'));
+  if (ids.length > 0)
+    ids[ids.length - 1] = ids[ids.length - 1]!.subarray(0, (((count - 1) % ID_SEGMENT) + 1) * ID_BYTES);
+  return located(writer, ids, count, size, whole.digest('hex'));
 }
 
 /**
@@ -99,21 +100,28 @@ export async function storePlanned(writer: BlobWriter, path: string, plan: Chunk
   }
   const list = Buffer.allocUnsafe(plan.ids.length * ID_BYTES);
   for (let i = 0; i < plan.ids.length; i++) list.write(plan.ids[i]!, i * ID_BYTES, 'hex');
-  return located(writer, list, plan.size, plan.sha256);
+  return located(writer, [list], plan.ids.length, plan.size, plan.sha256);
 }
 
 /**
- * The reference of content of `size` bytes hashing to `sha256`, cut into the chunks whose ids (32 bytes
- * each) `list` holds in order (chunk lists stored as needed).
+ * The reference of content of `size` bytes hashing to `sha256`, cut into the `n` chunks whose ids (32
+ * bytes each) the segments of `list` hold in order (chunk lists stored as needed).
  */
-async function located(writer: BlobWriter, list: Buffer, size: number, sha256: string): Promise<Located> {
-  const n = list.length / ID_BYTES;
-  if (n === 1 && list.toString('hex') === sha256) return { size_bytes: size, sha256 };
-  if (n <= INLINE_CHUNKS) {
-    const chunks: string[] = [];
-    for (let at = 0; at < list.length; at += ID_BYTES) chunks.push(list.toString('hex', at, at + ID_BYTES));
-    return { size_bytes: size, sha256, chunks };
-  }
+async function located(
+  writer: BlobWriter,
+  list: readonly Buffer[],
+  n: number,
+  size: number,
+  sha256: string,
+): Promise<Located> {
+  const hexAt = (i: number): string => {
+    const seg = list[Math.floor(i / ID_SEGMENT)]!;
+    const at = (i % ID_SEGMENT) * ID_BYTES;
+    return seg.toString('hex', at, at + ID_BYTES);
+  };
+  if (n === 1 && hexAt(0) === sha256) return { size_bytes: size, sha256 };
+  if (n <= INLINE_CHUNKS)
+    return { size_bytes: size, sha256, chunks: Array.from({ length: n }, (_, i) => hexAt(i)) };
   const lists = listChunks(list, ID_BYTES, ID_BYTES - 1);
   for (const l of lists) await writer.add(KIND_TREE, l.id, l.data);
   return { size_bytes: size, sha256, chunk_lists: lists.map((l) => l.id) };
