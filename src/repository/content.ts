@@ -31,17 +31,20 @@ export async function storeContent(
   params: ChunkerParams,
   src: { path: string; sqlite: boolean } | { data: Buffer },
 ): Promise<Located> {
+  if ('data' in src && src.data.length > 0 && src.data.length <= params.single_max) {
+    // one chunk: its id is the content's SHA-256, hashed once
+    const id = createHash('sha256').update(src.data).digest('hex');
+    await writer.add(KIND_DATA, id, src.data);
+    return located(writer, [id], src.data.length, id);
+  }
   const whole = createHash('sha256');
   let size = 0;
   const ids: string[] = [];
   const chunks =
     'path' in src
       ? chunkFile(src.path, params, src.sqlite, { views: true })
-      : src.data.length <= params.single_max
-        ? (async function* () {
-            if (src.data.length > 0)
-              yield { id: createHash('sha256').update(src.data).digest('hex'), data: src.data };
-          })()
+      : src.data.length === 0
+        ? (async function* () {})()
         : gearChunks(once(src.data), params, { views: true });
   // each chunk may be a view valid until the next one is asked for: hashed and packed (copied) at once
   for await (const c of chunks) {

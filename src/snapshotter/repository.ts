@@ -49,7 +49,6 @@ import type { RepoVerifyOptions, RepoVerifyResult } from '../repository/verify-s
 import type { SqliteWorker } from '../sqlite/worker.js';
 import { metaFromManifest } from '../store/catalog.js';
 import { STAGING_PREFIX } from '../store/paths.js';
-import { packageModule } from '../util/module-worker.js';
 import { toolVersions } from '../util/version.js';
 import type { LocalSnapshotter } from './local.js';
 
@@ -340,6 +339,7 @@ export class RepositoryStore {
       { storeCapture },
       { SqliteWorker },
       { LockTimeoutError },
+      { packageModule },
     ] = await Promise.all([
       import('../agent/write-gate.js'),
       import('../capture/capture.js'),
@@ -349,6 +349,7 @@ export class RepositoryStore {
       import('../repository/store-capture.js'),
       import('../sqlite/worker.js'),
       import('../store/lock.js'),
+      import('../util/module-worker.js'),
     ]);
     const repo = await this.open(true, p.recipients);
     if (p.recipients.length > 0 && !repo.encrypted)
