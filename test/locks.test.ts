@@ -6,8 +6,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { LocalSnapshotter, WriteGate } from '../src/index.js';
 import { closeGate } from '../src/agent/write-gate.js';
+import { LocalSnapshotter, WriteGate } from '../src/index.js';
 import { LockTimeoutError, tryAcquire } from '../src/store/lock.js';
 import { gnuExtract, runCli, sampleAgent, startFixture } from './helpers/env.js';
 

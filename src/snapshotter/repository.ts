@@ -402,9 +402,11 @@ export class RepositoryStore {
         plans.set(db, plan);
       }
     };
-    // The copy workers start while the gate is being closed; they are closed once their plans are made.
+    // The copy workers start while the gate is being closed; they are closed as soon as their plans are
+    // made (a worker's memory, its part of the plans included, goes with it, before storing starts).
     const workers = [new SqliteWorker(), new SqliteWorker()];
-    let workersDone: Promise<unknown> = Promise.resolve();
+    const closeWorkers = () => Promise.all(workers.map((w) => w.close()));
+    let workersDone: Promise<unknown> | undefined;
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
@@ -435,7 +437,8 @@ export class RepositoryStore {
       } finally {
         await gate.release();
       }
-      workersDone = Promise.allSettled(plans.values());
+      workersDone = Promise.allSettled(plans.values()).then(closeWorkers);
+      workersDone.catch(() => {}); // awaited below
       if (!captured.found)
         throw new UnknownAgentError(p.agentId, p.tenant, [
           p.memdir,
@@ -506,8 +509,7 @@ export class RepositoryStore {
       throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
     } finally {
       finished = true; // a plan still waiting for the listing does not start now
-      await workersDone; // none still reads the staging directory
-      await Promise.all(workers.map((w) => w.close()));
+      await (workersDone ?? closeWorkers()); // none still reads the staging directory
       await rm(staging, { recursive: true, force: true }).catch(() => {});
     }
   }
