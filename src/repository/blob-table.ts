@@ -112,16 +112,16 @@ export class IdTable {
   }
 
   /**
-   * Room for `n` more ids without growing on the way: the table grows once, to the capacity it would
-   * reach (a table grown by doubling, id by id, leaves each smaller copy behind as garbage).
+   * Room for at least `count` ids without growing on the way (a caller that knows how many are coming
+   * spares the intermediate tables, each garbage once outgrown).
    */
-  reserve(n: number): void {
+  reserve(count: number): void {
     let cap = this.capacity;
-    while (cap < this.count + n) cap *= 2;
+    while (cap < count) cap *= 2;
     if (cap > this.capacity) this.grow(cap);
   }
 
-  /** A larger capacity (twice by default): ids copied, slots rebuilt (load factor stays at most 1/2). */
+  /** More capacity (twice by default): ids copied, slots rebuilt (load factor stays at most 1/2). */
   private grow(cap = this.capacity * 2): void {
     const ids = Buffer.allocUnsafe(cap * ID);
     this.ids.copy(ids, 0, 0, this.count * ID);

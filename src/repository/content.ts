@@ -33,6 +33,12 @@ export async function storeContent(
   params: ChunkerParams,
   src: { path: string; sqlite: boolean } | { data: Buffer },
 ): Promise<Located> {
+  if ('data' in src && src.data.length > 0 && src.data.length <= params.single_max) {
+    // one chunk: its id is the content's SHA-256, hashed once
+    const id = createHash('sha256').update(src.data).digest('hex');
+    await writer.add(KIND_DATA, id, src.data);
+    return located(writer, [Buffer.from(id, 'hex')], 1, src.data.length, id);
+  }
   const whole = createHash('sha256');
   let size = 0;
   // the chunk ids as 32 bytes each in segments of ID_SEGMENT ids, not a hex string per chunk (a 1.2 GB
@@ -43,11 +49,8 @@ export async function storeContent(
   const chunks =
     'path' in src
       ? chunkFile(src.path, params, src.sqlite, { views: true })
-      : src.data.length <= params.single_max
-        ? (async function* () {
-            if (src.data.length > 0)
-              yield { id: createHash('sha256').update(src.data).digest('hex'), data: src.data };
-          })()
+      : src.data.length === 0
+        ? (async function* () {})()
         : gearChunks(once(src.data), params, { views: true });
   // each chunk may be a view valid until the next one is asked for: hashed and packed (copied) at once
   for await (const c of chunks) {
@@ -69,13 +72,15 @@ export async function storeContent(
  * another chunk's id. The reference is the one storeContent would return for the same bytes.
  */
 export async function storePlanned(writer: BlobWriter, path: string, plan: ChunkPlan): Promise<Located> {
-  if (plan.ids.length !== plan.lengths.length) throw new Error('a chunk plan with unequal lists');
+  const n = plan.lengths.length;
+  const ids = Buffer.from(plan.ids.buffer, plan.ids.byteOffset, plan.ids.byteLength);
+  if (ids.length !== n * ID_BYTES) throw new Error('a chunk plan with unequal lists');
   const fh = await open(path, 'r');
   try {
     let offset = 0;
     let buf = Buffer.alloc(0);
-    for (let i = 0; i < plan.ids.length; i++) {
-      const id = plan.ids[i]!;
+    for (let i = 0; i < n; i++) {
+      const id = ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
       const length = plan.lengths[i]!;
       if (writer.has(id)) writer.countKnown();
       else {
@@ -87,9 +92,10 @@ export async function storePlanned(writer: BlobWriter, path: string, plan: Chunk
           if (bytesRead === 0) break;
           filled += bytesRead;
         }
-        if (filled !== length || createHash('sha256').update(view).digest('hex') !== id)
+        if (filled !== length || !createHash('sha256').update(view).digest().equals(id))
           throw new IoError(`storing ${path}`, new Error('the file changed after its chunks were planned'));
-        await writer.add(KIND_DATA, id, view); // compressed before add's first await: the view may be reused
+        // compressed before add's first await: the view may be reused
+        await writer.add(KIND_DATA, id.toString('hex'), view);
       }
       offset += length;
     }
@@ -98,30 +104,28 @@ export async function storePlanned(writer: BlobWriter, path: string, plan: Chunk
   } finally {
     await fh.close();
   }
-  const list = Buffer.allocUnsafe(plan.ids.length * ID_BYTES);
-  for (let i = 0; i < plan.ids.length; i++) list.write(plan.ids[i]!, i * ID_BYTES, 'hex');
-  return located(writer, [list], plan.ids.length, plan.size, plan.sha256);
+  return located(writer, [ids], n, plan.size, plan.sha256);
 }
 
 /**
- * The reference of content of `size` bytes hashing to `sha256`, cut into the `n` chunks whose ids (32
- * bytes each) the segments of `list` hold in order (chunk lists stored as needed).
+ * The reference of content of `size` bytes hashing to `sha256`, cut into the `count` chunks whose ids
+ * (32 bytes each) the segments of `list` hold in order (chunk lists stored as needed).
  */
 async function located(
   writer: BlobWriter,
   list: readonly Buffer[],
-  n: number,
+  count: number,
   size: number,
   sha256: string,
 ): Promise<Located> {
-  const hexAt = (i: number): string => {
-    const seg = list[Math.floor(i / ID_SEGMENT)]!;
-    const at = (i % ID_SEGMENT) * ID_BYTES;
-    return seg.toString('hex', at, at + ID_BYTES);
-  };
-  if (n === 1 && hexAt(0) === sha256) return { size_bytes: size, sha256 };
-  if (n <= INLINE_CHUNKS)
-    return { size_bytes: size, sha256, chunks: Array.from({ length: n }, (_, i) => hexAt(i)) };
+  if (count <= INLINE_CHUNKS) {
+    const chunks: string[] = [];
+    for (const seg of list)
+      for (let at = 0; at + ID_BYTES <= seg.length && chunks.length < count; at += ID_BYTES)
+        chunks.push(seg.toString('hex', at, at + ID_BYTES));
+    if (count === 1 && chunks[0] === sha256) return { size_bytes: size, sha256 };
+    return { size_bytes: size, sha256, chunks };
+  }
   const lists = listChunks(list, ID_BYTES, ID_BYTES - 1);
   for (const l of lists) await writer.add(KIND_TREE, l.id, l.data);
   return { size_bytes: size, sha256, chunk_lists: lists.map((l) => l.id) };

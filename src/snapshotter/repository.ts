@@ -49,7 +49,6 @@ import type { RepoVerifyOptions, RepoVerifyResult } from '../repository/verify-s
 import type { SqliteWorker } from '../sqlite/worker.js';
 import { metaFromManifest } from '../store/catalog.js';
 import { STAGING_PREFIX } from '../store/paths.js';
-import { packageModule } from '../util/module-worker.js';
 import { toolVersions } from '../util/version.js';
 import type { LocalSnapshotter } from './local.js';
 
@@ -340,6 +339,7 @@ export class RepositoryStore {
       { storeCapture },
       { SqliteWorker },
       { LockTimeoutError },
+      { packageModule },
     ] = await Promise.all([
       import('../agent/write-gate.js'),
       import('../capture/capture.js'),
@@ -349,6 +349,7 @@ export class RepositoryStore {
       import('../repository/store-capture.js'),
       import('../sqlite/worker.js'),
       import('../store/lock.js'),
+      import('../util/module-worker.js'),
     ]);
     const repo = await this.open(true, p.recipients);
     if (p.recipients.length > 0 && !repo.encrypted)
@@ -407,11 +408,13 @@ export class RepositoryStore {
       }
     };
     // The copy workers start while the gate is being closed; each is closed as soon as its copies are
-    // made and planned, and a snapshot that plans nothing has them closed before storing starts: a
-    // worker thread kept through the store phase held ~10 MB of RSS (its isolate and C heap), the
-    // 2.3 GB agent's first snapshot peaked 19 MB higher with both (docs/operations.md, "Peak RSS").
+    // made and planned (a worker's memory, its part of the plans included, goes with it), and a snapshot
+    // that plans nothing has them closed before storing starts: a worker thread kept through the store
+    // phase held ~10 MB of RSS (its isolate and C heap), the 2.3 GB agent's first snapshot peaked 19 MB
+    // higher with both (docs/operations.md, "Peak RSS").
     const workers = [new SqliteWorker(), new SqliteWorker()];
-    let workersDone: Promise<unknown> = Promise.resolve();
+    const closeWorkers = () => Promise.all(workers.map((w) => w.close()));
+    let workersDone: Promise<unknown> | undefined;
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
@@ -518,8 +521,7 @@ export class RepositoryStore {
       throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
     } finally {
       finished = true; // a plan still waiting for the listing does not start now
-      await workersDone.catch(() => {}); // none still reads the staging directory
-      await Promise.all(workers.map((w) => w.close())); // closed already unless the capture failed
+      await (workersDone ?? closeWorkers()).catch(() => {}); // none still reads the staging directory
       await rm(staging, { recursive: true, force: true }).catch(() => {});
     }
   }
