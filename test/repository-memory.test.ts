@@ -23,7 +23,7 @@ import {
   type IndexPackSource,
   indexJsonParts,
 } from '../src/repository/index-file.js';
-import { KIND_DATA } from '../src/repository/pack.js';
+import { dropSparePackBuffers, KIND_DATA } from '../src/repository/pack.js';
 import { Repository, readObject } from '../src/repository/repository.js';
 import { sampleAgent, tempDir } from './helpers/env.js';
 
@@ -184,4 +184,17 @@ test('listChunks: a list given as segments is cut into the same chunks as the li
   );
   assert.ok(cut.every((c, i) => c.data.equals(whole[i]!.data)));
   assert.throws(() => listChunks([ids.subarray(0, 33)], 32, 31), /partial entry/);
+});
+
+test('a writer that saved its packs keeps no pack buffer for a next pack once it finishes', async () => {
+  const repo = await Repository.init(new MemoryBackend());
+  const w = repo.writer();
+  // incompressible blobs past one pack's target: one pack saved while the next fills, two buffers used
+  for (let i = 0; i < 20; i++) {
+    const b = randomBytes(1024 * 1024);
+    await w.add(KIND_DATA, createHash('sha256').update(b).digest('hex'), b);
+  }
+  const stats = await w.finish();
+  assert.equal(stats.packs.length, 2);
+  assert.equal(dropSparePackBuffers(), 0, 'no pack buffer kept after finish');
 });

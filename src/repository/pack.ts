@@ -91,6 +91,17 @@ const SPARE_BUFFERS = 2;
 const PACK_CAPACITY = PACK_TARGET + 4 * 1024 * 1024 + 64 * 1024;
 
 /**
+ * Drops the pack buffers kept for a next pack (a writer that saved its last pack: what follows in its
+ * operation, the index file and the manifest, would otherwise be new memory beside them). Returns how
+ * many were kept.
+ */
+export function dropSparePackBuffers(): number {
+  const n = spare.length;
+  spare.length = 0;
+  return n;
+}
+
+/**
  * Collects blobs into one pack, in memory: compressed (and sealed) straight into one buffer of about
  * PACK_CAPACITY bytes, reused by the next pack once release() is called after the pack is saved.
  */

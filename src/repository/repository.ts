@@ -30,6 +30,7 @@ import {
 } from './index-file.js';
 import {
   type BlobKind,
+  dropSparePackBuffers,
   headerLength,
   newBlobScratch,
   openStoredBlob,
@@ -549,6 +550,9 @@ async function readObjectRange(
  */
 export const mapLimit = mapBounded;
 
+/** A session that wrote at least this many packs has its spare pack buffers collected at its finish. */
+const LARGE_STORE_PACKS = 8;
+
 /** A pack of a writer's session: its slot in the session table, then its name once saved. */
 interface SessionPack {
   /** Number of the session table's first blob in this pack; its blobs follow in order. */
@@ -665,6 +669,10 @@ export class BlobWriter {
   async finish(): Promise<WriteStats> {
     await this.flush();
     await this.saving;
+    // The packs are saved: the buffers kept for a next pack go, and after a large store (the first
+    // snapshot of a large agent) they are collected at once, before the index file and the manifest
+    // are made (the CLI; a library host keeps its own GC policy).
+    if (dropSparePackBuffers() > 0 && this.sessionPacks.length >= LARGE_STORE_PACKS) collectGarbageNow();
     const t = this.session;
     const packs: IndexPackSource[] = this.sessionPacks.map((sp) => ({
       id: sp.id!,
