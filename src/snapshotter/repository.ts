@@ -7,11 +7,11 @@
 // lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
 // and what retention needs without the identity (the whole listing, forgetting without that lock).
 // local.ts decides which store an operation goes to. The repository may be remote (`repo`: nats://,
-// s3://, or another directory; backend/open.ts): its one backend is opened here, on first use, and
-// shared by every handle; staging, journals, agent locks and the write gate stay under the state root,
-// and a remote repository's cache goes to `<state_root>/cache/`. The repository machinery is imported by the
-// operations that use it, not with this module: a state root without a repository lists without
-// loading it (CLI start-up).
+// s3://, or another directory; backend/open.ts): its one backend is opened here, on first use (a
+// snapshot opens it while the agent is captured), and shared by every handle; staging, journals, agent
+// locks and the write gate stay under the state root, and a remote repository's cache goes to
+// `<state_root>/cache/`. The repository machinery is imported by the operations that use it, not with
+// this module: a state root without a repository lists without loading it (CLI start-up).
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -350,11 +350,11 @@ export class RepositoryStore {
       import('../store/lock.js'),
       import('../repository/chunk-plan.js'),
     ]);
-    const repo = await this.open(true, p.recipients);
-    if (p.recipients.length > 0 && !repo.encrypted)
-      throw new InvalidInputError(
-        'this repository is not encrypted: encryption is chosen when a repository is created (docs/repository.md §7)',
-      );
+    // The repository opens (a remote one: connecting, and creating its buckets for the first snapshot)
+    // while the agent is captured: the capture needs nothing of it, and the gate is held for the capture
+    // only. A failure to open is thrown once the capture ended (the gate released, the copies removed).
+    const opening = this.open(true, p.recipients);
+    opening.catch(() => {}); // awaited after the capture
     const id = newSnapshotId();
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
     // What storing needs from the repository is read while the copies run, before the repository lock:
@@ -364,14 +364,15 @@ export class RepositoryStore {
     let listed: Promise<ListingMeta[]> | undefined;
     let early: ReturnType<RepositoryStore['latestHistory']> | undefined;
     const readEarly = () => {
-      indexEarly = repo.ensureIndex().catch(() => {});
+      indexEarly = opening.then((repo) => repo.ensureIndex()).catch(() => {});
       toolVersions().catch(() => {}); // `git --version`, asked once, for the manifest
-      listed = import('../repository/snapshots.js').then(({ listSnapshots }) =>
-        listSnapshots(repo, { agentId: p.agentId, tenant: p.tenant }),
+      listed = Promise.all([import('../repository/snapshots.js'), opening]).then(
+        ([{ listSnapshots }, repo]) => listSnapshots(repo, { agentId: p.agentId, tenant: p.tenant }),
       );
       listed.catch(() => {});
       if (!p.redact) {
-        early = this.latestHistory(repo, p.agentId, p.tenant, listed);
+        const seen = listed;
+        early = opening.then((repo) => this.latestHistory(repo, p.agentId, p.tenant, seen));
         early.catch(() => {});
       }
     };
@@ -385,7 +386,7 @@ export class RepositoryStore {
       const plan = (async () => {
         const before = await (listed ?? Promise.resolve([])).catch(() => []);
         if (before.length === 0 || finished) return undefined;
-        return planChunks({ path, params: repo.config.chunker, sqlite: true });
+        return planChunks({ path, params: (await opening).config.chunker, sqlite: true });
       })();
       plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
       plans.set(db, plan);
@@ -422,6 +423,11 @@ export class RepositoryStore {
         await gate.release();
         await Promise.all(workers.map((w) => w.close()));
       }
+      const repo = await opening;
+      if (p.recipients.length > 0 && !repo.encrypted)
+        throw new InvalidInputError(
+          'this repository is not encrypted: encryption is chosen when a repository is created (docs/repository.md §7)',
+        );
       if (!captured.found)
         throw new UnknownAgentError(p.agentId, p.tenant, [
           p.memdir,
