@@ -92,7 +92,7 @@ const SPARE_BUFFERS = 2;
 const PACK_SLACK = 4 * 1024 * 1024 + 64 * 1024;
 
 /** The capacity of a pack buffer for packs closed at `target` bytes. */
-export const packCapacity = (target: number): number => target + PACK_SLACK;
+const packCapacity = (target: number): number => target + PACK_SLACK;
 
 /**
  * Collects blobs into one pack, in memory: compressed (and sealed) straight into one buffer of
