@@ -6,8 +6,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
+import { closeGate } from '../src/agent/write-gate.js';
 import { LocalSnapshotter, WriteGate } from '../src/index.js';
-import { tryAcquire } from '../src/store/lock.js';
+import { LockTimeoutError, tryAcquire } from '../src/store/lock.js';
 import { gnuExtract, runCli, sampleAgent, startFixture } from './helpers/env.js';
 
 test('a second snapshot waits for the lock held by another process, then fails with CONCURRENT', async (t) => {
@@ -161,4 +162,35 @@ test('write gate API: in-process batches run while the gate is open and wait whi
     /write gate/,
   );
   held2.release();
+});
+
+test('closeGate: taken at once when no writer holds the gate, waited for (fairly) while one does', async (t) => {
+  const a = sampleAgent(t);
+  const path = a.snapshotter.layout.writeGatePath('default', 'ana');
+  // free: closed at once; a writer cannot enter until it is released
+  const free = await closeGate(path, 5_000);
+  assert.equal(tryAcquire(path, 'shared'), undefined, 'a writer is kept out while the gate is closed');
+  await free.release();
+  await free.release(); // idempotent
+  const writer = tryAcquire(path, 'shared');
+  assert.ok(writer, 'released: a writer enters again');
+  // held by a writer: closeGate waits, and takes the gate once the writer leaves
+  let closed = false;
+  const waiting = closeGate(path, 5_000).then((g) => {
+    closed = true;
+    return g;
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(closed, false, 'closeGate waits while a writer is inside a batch');
+  writer.release();
+  const g = await waiting;
+  assert.equal(tryAcquire(path, 'shared'), undefined, 'the waiting snapshot now holds the gate');
+  await g.release();
+  const after = tryAcquire(path, 'shared');
+  assert.ok(after, 'and releases it');
+  after.release();
+  // still held: closeGate gives up after its timeout
+  const busy = tryAcquire(path, 'shared')!;
+  await assert.rejects(closeGate(path, 150), LockTimeoutError);
+  busy.release();
 });

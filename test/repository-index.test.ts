@@ -82,6 +82,18 @@ test('BlobTable: grows past its first capacity keeping every id and location; th
   assert.equal(t.find(hex(n)), -1);
 });
 
+test('BlobTable.reserve: room made at once (a larger table, ids rehashed), every id and location kept', () => {
+  const t = new BlobTable(16);
+  const loc = (i: number) => ({ pack: i % 5, kind: KIND_DATA, flags: 0, offset: i, stored: i, raw: i });
+  for (let i = 0; i < 1500; i++) t.add(hex(i), loc(i)); // grown to 2048 on the way
+  t.reserve(40_000); // 65536 at once
+  t.reserve(10); // never smaller
+  for (let i = 1500; i < 40_000; i++) t.add(hex(i), loc(i));
+  assert.equal(t.size, 40_000);
+  for (let i = 0; i < 40_000; i += 331) assert.deepEqual(t.location(t.find(hex(i))), loc(i));
+  assert.equal(t.find(hex(40_000)), -1);
+});
+
 test('index file: the JSON is the format of docs/format.md, and decodes back to the same records', () => {
   const records = [
     {

@@ -3,13 +3,7 @@
 // while it copies the agent into staging, so every component of a snapshot shows the same instant.
 // Protocol for writers in other processes and languages: docs/write-gate.md.
 
-import {
-  acquire,
-  acquireExclusiveFair,
-  type HeldLock,
-  LockTimeoutError,
-  type WorkerHeldLock,
-} from '../store/lock.js';
+import { acquire, acquireExclusiveFair, type HeldLock, LockTimeoutError, tryAcquire } from '../store/lock.js';
 import { StoreLayout } from '../store/paths.js';
 
 export interface WriteGateOptions {
@@ -84,10 +78,18 @@ export class WriteGate {
   }
 }
 
+/** The gate held exclusively by closeGate; release() is idempotent. */
+export interface ClosedGate {
+  release(): Promise<void>;
+}
+
 /**
- * Snapshot/restore side: hold the gate exclusively (no writer inside a batch) for a short step. New
- * batches wait while this waits, so busy writers cannot starve it.
+ * Snapshot/restore side: hold the gate exclusively (no writer inside a batch) for a short step. When no
+ * writer holds it, one attempt on this thread takes it at once; otherwise a worker thread waits for it
+ * while new batches wait behind, so busy writers cannot starve it.
  */
-export async function closeGate(path: string, timeoutMs: number): Promise<WorkerHeldLock> {
+export async function closeGate(path: string, timeoutMs: number): Promise<ClosedGate> {
+  const now = tryAcquire(path, 'exclusive');
+  if (now) return { release: async () => now.release() };
   return acquireExclusiveFair(path, timeoutMs);
 }

@@ -1,6 +1,6 @@
 // Owns capturing one agent, in two phases. captureAgent() runs while the caller holds the write gate and
 // only copies: the four SQLite databases (consistent `VACUUM INTO` copies, spread over the worker
-// threads; the caller is told as each copy is complete), the memdir's history (git bundle) and working
+// threads; the caller is told as each worker's copies are complete), the memdir's history (git bundle) and working
 // tree, and the state values. hashCapture() runs after the gate is released and hashes what was
 // copied, so writers wait for the copy only.
 // The result is the list of artifacts in manifest order, with sizes and hashes of the exact bytes.
@@ -56,13 +56,14 @@ export interface CaptureInput {
    */
   history?: 'bundle' | 'refs';
   /**
-   * Called as soon as a database's copy is complete (the copies of the others may still run, under the
-   * gate): the repository starts planning its chunks on other threads then.
+   * Called as soon as a worker's database copies are complete (the copies of the others may still run,
+   * under the gate), with that worker and what it copied: the repository plans their chunks on it then,
+   * beside the main thread, without delaying a copy.
    */
-  onDatabaseCopied?: (db: DbName, stagedPath: string) => void;
+  onWorkerCopied?: (worker: SqliteWorker, copied: readonly CopiedDb[]) => void;
 }
 
-interface CopiedDb {
+export interface CopiedDb {
   db: DbName;
   stagedPath: string;
 }
@@ -122,11 +123,15 @@ function gitBlock(info: RepoInfo): GitInfo {
   };
 }
 
-/** Splits jobs over the workers by size (largest first, to the least loaded worker); runs each lane in order. */
+/**
+ * Splits jobs over the workers by size (largest first, to the least loaded worker); runs each lane in
+ * order, then calls `laneDone` with the lane's worker and jobs.
+ */
 async function spread<T extends { size: number }, R>(
   jobs: readonly T[],
   workers: readonly SqliteWorker[],
   run: (w: SqliteWorker, job: T) => Promise<R>,
+  laneDone?: (w: SqliteWorker, jobs: readonly T[]) => void,
 ): Promise<Map<T, R>> {
   const lanes = workers.map((w) => ({ w, load: 0, jobs: [] as T[] }));
   for (const job of [...jobs].sort((a, b) => b.size - a.size)) {
@@ -138,6 +143,7 @@ async function spread<T extends { size: number }, R>(
   await allSettledOrThrow(
     lanes.map(async (lane) => {
       for (const job of lane.jobs) out.set(job, await run(lane.w, job));
+      if (lane.jobs.length > 0) laneDone?.(lane.w, lane.jobs);
     }),
   );
   return out;
@@ -153,11 +159,17 @@ async function copyDatabases(input: CaptureInput) {
     live.push({ db, src, dst: join(input.stagingDir, sqlitePath(db)), size: (await stat(src)).size });
   }
   if (live.length > 0) await mkdir(join(input.stagingDir, 'sqlite'), { recursive: true });
-  const copied = await spread(live, input.sqlite, async (w, job) => {
-    const info = await w.copy(job.src, job.dst);
-    input.onDatabaseCopied?.(job.db, job.dst);
-    return info;
-  });
+  const copied = await spread(
+    live,
+    input.sqlite,
+    (w, job) => w.copy(job.src, job.dst),
+    input.onWorkerCopied &&
+      ((w, jobs) =>
+        input.onWorkerCopied!(
+          w,
+          jobs.map(({ db, dst }) => ({ db, stagedPath: dst })),
+        )),
+  );
   const databaseInfo: Record<string, DatabaseInfo> = {};
   for (const job of live) databaseInfo[job.db] = copied.get(job)!;
   return { databases: live.map(({ db, dst }) => ({ db, stagedPath: dst })), databaseInfo };

@@ -111,9 +111,18 @@ export class IdTable {
     return this.ids.subarray(i * ID, i * ID + ID);
   }
 
-  /** Twice the capacity: ids copied, slots rebuilt (load factor stays at most 1/2). */
-  private grow(): void {
-    const cap = this.capacity * 2;
+  /**
+   * Room for at least `count` ids without growing on the way (a caller that knows how many are coming
+   * spares the intermediate tables, each garbage once outgrown).
+   */
+  reserve(count: number): void {
+    let cap = this.capacity;
+    while (cap < count) cap *= 2;
+    if (cap > this.capacity) this.grow(cap);
+  }
+
+  /** More capacity (twice by default): ids copied, slots rebuilt (load factor stays at most 1/2). */
+  private grow(cap = this.capacity * 2): void {
     const ids = Buffer.allocUnsafe(cap * ID);
     this.ids.copy(ids, 0, 0, this.count * ID);
     this.ids = ids;

@@ -53,6 +53,8 @@ export interface ChunkOptions {
    * once, as storing does, then allocates nothing per chunk).
    */
   views?: boolean;
+  /** Bytes read at a time from a large file (default READ, 4 MiB; a SQLite file's reads stay whole pages). */
+  readBlock?: number;
 }
 
 /** The page size of a SQLite file's header (bytes 16–17; 1 means 65536), or undefined if not SQLite. */
@@ -93,7 +95,8 @@ export async function* chunkFile(
       if (whole.length > 0) yield chunkOf(whole);
       return;
     }
-    const block = pageSize ? Math.max(pageSize, READ - (READ % pageSize)) : READ;
+    const read = opts.readBlock ?? READ;
+    const block = pageSize ? Math.max(pageSize, read - (read % pageSize)) : read;
     const reads = readBlocks(fh, Math.min(block, pageSize ? Math.ceil(size / pageSize) * pageSize : size));
     if (pageSize !== undefined) yield* pageChunks(reads, pageSize, params, opts);
     else yield* gearChunks(reads, params, opts);

@@ -31,17 +31,20 @@ export async function storeContent(
   params: ChunkerParams,
   src: { path: string; sqlite: boolean } | { data: Buffer },
 ): Promise<Located> {
+  if ('data' in src && src.data.length > 0 && src.data.length <= params.single_max) {
+    // one chunk: its id is the content's SHA-256, hashed once
+    const id = createHash('sha256').update(src.data).digest('hex');
+    await writer.add(KIND_DATA, id, src.data);
+    return located(writer, [id], src.data.length, id);
+  }
   const whole = createHash('sha256');
   let size = 0;
   const ids: string[] = [];
   const chunks =
     'path' in src
       ? chunkFile(src.path, params, src.sqlite, { views: true })
-      : src.data.length <= params.single_max
-        ? (async function* () {
-            if (src.data.length > 0)
-              yield { id: createHash('sha256').update(src.data).digest('hex'), data: src.data };
-          })()
+      : src.data.length === 0
+        ? (async function* () {})()
         : gearChunks(once(src.data), params, { views: true });
   // each chunk may be a view valid until the next one is asked for: hashed and packed (copied) at once
   for await (const c of chunks) {
@@ -60,13 +63,15 @@ export async function storeContent(
  * another chunk's id. The reference is the one storeContent would return for the same bytes.
  */
 export async function storePlanned(writer: BlobWriter, path: string, plan: ChunkPlan): Promise<Located> {
-  if (plan.ids.length !== plan.lengths.length) throw new Error('a chunk plan with unequal lists');
+  const n = plan.lengths.length;
+  const ids = Buffer.from(plan.ids.buffer, plan.ids.byteOffset, plan.ids.byteLength);
+  if (ids.length !== n * ID_BYTES) throw new Error('a chunk plan with unequal lists');
   const fh = await open(path, 'r');
   try {
     let offset = 0;
     let buf = Buffer.alloc(0);
-    for (let i = 0; i < plan.ids.length; i++) {
-      const id = plan.ids[i]!;
+    for (let i = 0; i < n; i++) {
+      const id = ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
       const length = plan.lengths[i]!;
       if (writer.has(id)) writer.countKnown();
       else {
@@ -78,9 +83,10 @@ export async function storePlanned(writer: BlobWriter, path: string, plan: Chunk
           if (bytesRead === 0) break;
           filled += bytesRead;
         }
-        if (filled !== length || createHash('sha256').update(view).digest('hex') !== id)
+        if (filled !== length || !createHash('sha256').update(view).digest().equals(id))
           throw new IoError(`storing ${path}`, new Error('the file changed after its chunks were planned'));
-        await writer.add(KIND_DATA, id, view); // compressed before add's first await: the view may be reused
+        // compressed before add's first await: the view may be reused
+        await writer.add(KIND_DATA, id.toString('hex'), view);
       }
       offset += length;
     }
@@ -89,14 +95,26 @@ export async function storePlanned(writer: BlobWriter, path: string, plan: Chunk
   } finally {
     await fh.close();
   }
-  return located(writer, plan.ids, plan.size, plan.sha256);
+  return located(writer, ids, plan.size, plan.sha256);
 }
 
-/** The reference of content of `size` bytes hashing to `sha256`, cut into `ids` (lists stored as needed). */
-async function located(writer: BlobWriter, ids: string[], size: number, sha256: string): Promise<Located> {
-  if (ids.length === 1 && ids[0] === sha256) return { size_bytes: size, sha256 };
-  if (ids.length <= INLINE_CHUNKS) return { size_bytes: size, sha256, chunks: ids };
-  const list = Buffer.concat(ids.map((id) => Buffer.from(id, 'hex')));
+/**
+ * The reference of content of `size` bytes hashing to `sha256`, cut into `ids` (hex, or 32 bytes each
+ * side by side; lists stored as needed).
+ */
+async function located(
+  writer: BlobWriter,
+  ids: string[] | Buffer,
+  size: number,
+  sha256: string,
+): Promise<Located> {
+  const count = Array.isArray(ids) ? ids.length : ids.length / ID_BYTES;
+  const hexAt = (i: number): string =>
+    Array.isArray(ids) ? ids[i]! : ids.toString('hex', i * ID_BYTES, (i + 1) * ID_BYTES);
+  if (count === 1 && hexAt(0) === sha256) return { size_bytes: size, sha256 };
+  if (count <= INLINE_CHUNKS)
+    return { size_bytes: size, sha256, chunks: Array.from({ length: count }, (_, i) => hexAt(i)) };
+  const list = Array.isArray(ids) ? Buffer.concat(ids.map((id) => Buffer.from(id, 'hex'))) : ids;
   const lists = listChunks(list, ID_BYTES, ID_BYTES - 1);
   for (const l of lists) await writer.add(KIND_TREE, l.id, l.data);
   return { size_bytes: size, sha256, chunk_lists: lists.map((l) => l.id) };

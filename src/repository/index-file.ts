@@ -43,7 +43,7 @@ export class MasterIndex {
     return this.table.size;
   }
 
-  has(id: string): boolean {
+  has(id: string | Buffer): boolean {
     return this.table.find(id) >= 0;
   }
 
@@ -246,8 +246,13 @@ export function decodeIndex(json: Buffer, what: string): PackRecord[] {
   return out;
 }
 
+/** The fewest bytes a blob's row takes in an index file's JSON: `["<64 hex>",0,0,0,0,0],`. */
+const MIN_ROW_BYTES = 79;
+
 /** Parses an index file's JSON straight into `index` (no object per blob kept). */
 export function loadIndexInto(index: MasterIndex, json: Buffer, what: string): void {
+  // at most this many rows: the table grows once, if at all, instead of doubling its way there
+  index.table.reserve(index.table.size + Math.floor(json.length / MIN_ROW_BYTES));
   visitIndex(json, what, (id, salt, rows) => {
     const n = index.packNumber(id);
     let bytes = 0;

@@ -17,6 +17,7 @@ import {
   ObjectTooLargeError,
   SchemaTooNewError,
 } from '../model/errors.js';
+import { collectGarbageNow } from '../util/heap-settings.js';
 import { BlobTable } from './blob-table.js';
 import { type ChunkerParams, DEFAULT_CHUNKER, LIST_AVG_BITS } from './chunker.js';
 import { newKeyFile, openFile, openKeyFile, packKey, type RepoKey, sealFile } from './crypto.js';
@@ -42,6 +43,8 @@ import {
 export const REPOSITORY_VERSION = 1;
 /** Largest small object (index file, manifest, listing) read whole into memory. */
 const SMALL_OBJECT_MAX = 256 * 1024 * 1024;
+/** Index JSON loaded at once from this many bytes on is followed by a full collection (small-heap processes). */
+const LARGE_INDEX_JSON = 8 * 1024 * 1024;
 
 export interface RepoConfig {
   repository_version: number;
@@ -255,19 +258,27 @@ export class Repository {
       if (sha256(bytes) !== name) throw new BundleDamagedError(`index/${name}: does not hash to its name`);
       return bytes;
     });
+    let decoded = 0;
+    // one file's JSON lives only in this function's frame (gone before the collection below)
+    const loadFile = (i: number): void => {
+      const what = `index/${names[i]}`;
+      const json = this.decodeFile(stored[i]!, what);
+      stored[i] = Buffer.alloc(0);
+      decoded += json.length;
+      loadIndexInto(this.index, json, what);
+      this.index.files.add(names[i]!);
+    };
     try {
-      for (let i = 0; i < names.length; i++) {
-        const what = `index/${names[i]}`;
-        loadIndexInto(this.index, this.decodeFile(stored[i]!, what), what);
-        stored[i] = Buffer.alloc(0);
-        this.index.files.add(names[i]!);
-      }
+      for (let i = 0; i < names.length; i++) loadFile(i);
     } catch (err) {
       this.index.clear(); // no half-loaded file: the next load starts over
       this.indexLoaded = false;
       throw err;
     }
     this.indexLoaded = true;
+    // The files' JSON (and the tables outgrown while loading) are garbage now, held until V8's next
+    // full collection: after a large index, in a process that keeps a small heap, collect it at once.
+    if (decoded >= LARGE_INDEX_JSON) collectGarbageNow();
     return this.index;
   }
 
@@ -509,8 +520,8 @@ export class BlobWriter {
     };
   }
 
-  /** Whether the repository (or this session) has the blob `id`. */
-  has(id: string): boolean {
+  /** Whether the repository (or this session) has the blob `id` (hex, or its 32 bytes). */
+  has(id: string | Buffer): boolean {
     return this.repo.index.has(id) || this.session.has(id);
   }
 

@@ -57,6 +57,10 @@ export async function storeCapture(
       history = prepareLiveHistory(memdir, c.gitRefs, previous, scratch);
       history.catch(() => {}); // awaited below
     }
+    // When the databases' chunks are being planned on the copy threads, the memory files (mostly
+    // known already) are stored while those plans finish, instead of after them.
+    const planned = plans !== undefined && plans.size > 0;
+    const memory = planned ? await storeMemory(writer, params, c, progress) : undefined;
     await storeData(writer, params, c, out, progress, plans);
     if (c.gitBundlePath) {
       const h = await storeBundleHistory(writer, params, c.gitBundlePath, scratch);
@@ -67,22 +71,32 @@ export async function storeCapture(
       if (a) out.push(a);
       refs = c.gitRefs!;
     }
-    const memory: RepoArtifact[] = [];
-    for (const f of c.memory) {
-      const ref = await storeContent(
-        writer,
-        params,
-        f.data ? { data: f.data } : { path: f.stagedPath!, sqlite: false },
-      );
-      memory.push({ path_in_bundle: f.pathInBundle, kind: f.kind, ...ref });
-      progress(ref.size_bytes);
-    }
-    out.push(...memory);
+    out.push(...(memory ?? (await storeMemory(writer, params, c, progress))));
   } finally {
     await history?.catch(() => {}); // git is done with the scratch directory
     await rm(scratch, { recursive: true, force: true });
   }
   return { artifacts: out, refs: [...refs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
+}
+
+/** The memory files, in manifest order. */
+async function storeMemory(
+  writer: BlobWriter,
+  params: ChunkerParams,
+  c: CaptureResult,
+  progress: (n: number) => void,
+): Promise<RepoArtifact[]> {
+  const memory: RepoArtifact[] = [];
+  for (const f of c.memory) {
+    const ref = await storeContent(
+      writer,
+      params,
+      f.data ? { data: f.data } : { path: f.stagedPath!, sqlite: false },
+    );
+    memory.push({ path_in_bundle: f.pathInBundle, kind: f.kind, ...ref });
+    progress(ref.size_bytes);
+  }
+  return memory;
 }
 
 /** The databases and state values, in manifest order, into `out`. */

@@ -9,6 +9,7 @@ import { mkdir, rm, stat, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
+import type { ClosedGate } from '../agent/write-gate.js';
 import type { BackendSettings } from '../backend/open.js';
 import type { BackendObserver } from '../backend/remote.js';
 import type { CatOptions, CatResult, FindRequest, FindResult, LsResult } from '../browse/types.js';
@@ -71,7 +72,7 @@ import {
 } from '../store/catalog.js';
 import { readLastTaken, writeLastTaken } from '../store/last-taken.js';
 import { cleanLeftovers } from '../store/leftovers.js';
-import type { HeldLock, WorkerHeldLock } from '../store/lock.js';
+import type { HeldLock } from '../store/lock.js';
 import { SIBLING_EXT, STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins.js';
 import { writeSibling } from '../store/sibling.js';
@@ -509,7 +510,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
-      let gate: WorkerHeldLock;
+      let gate: ClosedGate;
       try {
         gate = await closeGate(this.layout.writeGatePath(p.tenant, p.agentId), this.lockTimeoutMs);
       } catch (err) {

@@ -16,10 +16,11 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import type { ClosedGate } from '../agent/write-gate.js';
 import type { Backend } from '../backend/backend.js';
 import { type BackendSettings, parseRepoLocation, type RepoLocation } from '../backend/open.js';
 import type { BackendObserver } from '../backend/remote.js';
-import type { captureAgent } from '../capture/capture.js';
+import type { CopiedDb, captureAgent } from '../capture/capture.js';
 import { type Identity, loadIdentities, recipientFingerprint } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
@@ -37,7 +38,7 @@ import { newSnapshotId } from '../model/ids.js';
 import type { DbName, DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import type { CheckOptions, CheckReport } from '../repository/check.js';
-import type { ChunkPlan } from '../repository/chunk-plan.js';
+import type { ChunkPlan, PlanJob } from '../repository/chunk-plan.js';
 import type { PreviousHistory } from '../repository/git-history.js';
 import type { HeldRepoLock } from '../repository/locks.js';
 import type { ParsedRepoManifest, RepoManifest } from '../repository/manifest.js';
@@ -45,8 +46,8 @@ import type { PruneOptions, PruneReport } from '../repository/prune.js';
 import type { Repository } from '../repository/repository.js';
 import type { ListingMeta } from '../repository/snapshots.js';
 import type { RepoVerifyOptions, RepoVerifyResult } from '../repository/verify-snapshot.js';
+import type { SqliteWorker } from '../sqlite/worker.js';
 import { metaFromManifest } from '../store/catalog.js';
-import type { WorkerHeldLock } from '../store/lock.js';
 import { STAGING_PREFIX } from '../store/paths.js';
 import { toolVersions } from '../util/version.js';
 import type { LocalSnapshotter } from './local.js';
@@ -338,7 +339,7 @@ export class RepositoryStore {
       { storeCapture },
       { SqliteWorker },
       { LockTimeoutError },
-      { planChunks },
+      { packageModule },
     ] = await Promise.all([
       import('../agent/write-gate.js'),
       import('../capture/capture.js'),
@@ -348,7 +349,7 @@ export class RepositoryStore {
       import('../repository/store-capture.js'),
       import('../sqlite/worker.js'),
       import('../store/lock.js'),
-      import('../repository/chunk-plan.js'),
+      import('../util/module-worker.js'),
     ]);
     // The repository opens (a remote one: connecting, and creating its buckets for the first snapshot)
     // while the agent is captured: the capture needs nothing of it, and the gate is held for the capture
@@ -376,25 +377,42 @@ export class RepositoryStore {
         early.catch(() => {});
       }
     };
-    // When the agent has snapshots here, most of its chunks are known: each database copy's chunks are
-    // planned as soon as it is made, while the other copies run on their threads and the main thread
-    // would wait, and storing reads back only new chunks. A first snapshot, and a redacted one (whose
-    // copies change after the gate, so nothing would overlap), store every chunk in one pass.
+    // When the agent has snapshots here, most of its chunks are known: a worker's database copies are
+    // planned on that worker as soon as its copies are made (chunk-plan.ts), beside the main thread and
+    // the other worker's copies, and storing reads back only new chunks. A first snapshot, and a
+    // redacted one (whose copies change after the gate, so nothing would overlap), store every chunk in
+    // one pass.
     let finished = false;
     const plans = new Map<DbName, Promise<ChunkPlan | undefined>>();
-    const planOf = (db: DbName, path: string) => {
-      const plan = (async () => {
-        const before = await (listed ?? Promise.resolve([])).catch(() => []);
-        if (before.length === 0 || finished) return undefined;
-        return planChunks({ path, params: (await opening).config.chunker, sqlite: true });
-      })();
-      plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
-      plans.set(db, plan);
+    const planOn = (w: SqliteWorker, copied: readonly CopiedDb[]) => {
+      const known = (listed ?? Promise.resolve([])).then(
+        (before) => before.length > 0,
+        () => false,
+      );
+      for (const { db, stagedPath } of copied) {
+        // (the listing came from the opened repository: `opening` has resolved when it says yes)
+        const plan = known.then(async (yes) =>
+          yes && !finished
+            ? w.call<ChunkPlan>(packageModule(import.meta.url, '../repository/chunk-plan'), 'planChunks', {
+                path: stagedPath,
+                params: (await opening).config.chunker,
+                sqlite: true,
+              } satisfies PlanJob)
+            : undefined,
+        );
+        plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
+        plans.set(db, plan);
+      }
     };
+    // The copy workers start while the gate is being closed; they are closed as soon as their plans are
+    // made (a worker's memory, its part of the plans included, goes with it, before storing starts).
+    const workers = [new SqliteWorker(), new SqliteWorker()];
+    const closeWorkers = () => Promise.all(workers.map((w) => w.close()));
+    let workersDone: Promise<unknown> | undefined;
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
-      let gate: WorkerHeldLock;
+      let gate: ClosedGate;
       try {
         gate = await closeGate(this.s.layout.writeGatePath(p.tenant, p.agentId), this.s.lockTimeoutMs);
       } catch (err) {
@@ -402,7 +420,6 @@ export class RepositoryStore {
           throw new ConcurrentError(p.agentId, p.tenant, 'memory writers (write gate)');
         throw err;
       }
-      const workers = [new SqliteWorker(), new SqliteWorker()];
       let captured: Awaited<ReturnType<typeof captureAgent>>;
       try {
         const capturing = captureAgent({
@@ -414,15 +431,16 @@ export class RepositoryStore {
           stagingDir: staging,
           sqlite: workers,
           history: p.redact ? 'bundle' : 'refs',
-          ...(p.redact ? {} : { onDatabaseCopied: planOf }),
+          ...(p.redact ? {} : { onWorkerCopied: planOn }),
         });
         capturing.catch(() => {}); // awaited below
         readEarly();
         captured = await capturing;
       } finally {
         await gate.release();
-        await Promise.all(workers.map((w) => w.close()));
       }
+      workersDone = Promise.allSettled(plans.values()).then(closeWorkers);
+      workersDone.catch(() => {}); // awaited below
       const repo = await opening;
       if (p.recipients.length > 0 && !repo.encrypted)
         throw new InvalidInputError(
@@ -498,7 +516,7 @@ export class RepositoryStore {
       throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
     } finally {
       finished = true; // a plan still waiting for the listing does not start now
-      await Promise.allSettled(plans.values()); // none still reads the staging directory
+      await (workersDone ?? closeWorkers()); // none still reads the staging directory
       await rm(staging, { recursive: true, force: true }).catch(() => {});
     }
   }

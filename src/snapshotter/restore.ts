@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { closeGate } from '../agent/write-gate.js';
+import { type ClosedGate, closeGate } from '../agent/write-gate.js';
 import { loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
 import { parseStrictJson } from '../format/json.js';
@@ -51,7 +51,7 @@ import { planDatabases, planMemdir } from '../restore/plan.js';
 import { buildMemdir, bundleHasMemdir, restorePaths } from '../restore/stage.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { syncFileSystemsOf } from '../store/atomic.js';
-import { LockTimeoutError, type WorkerHeldLock } from '../store/lock.js';
+import { LockTimeoutError } from '../store/lock.js';
 import { faultPoint } from '../util/faults.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError } from '../verify/verify.js';
@@ -399,7 +399,7 @@ async function restoreLocked(
       // Everything staged (now including the rebuilt repository) is on disk before the swap makes it live.
       await syncFileSystemsOf([p.sqliteStage, p.memdirStage]);
 
-      let gate: WorkerHeldLock;
+      let gate: ClosedGate;
       try {
         gate = await closeGate(s.layout.writeGatePath(tenant, agentId), s.lockTimeoutMs);
       } catch (err) {

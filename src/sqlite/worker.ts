@@ -1,11 +1,14 @@
 // Owns running SQLite work off the event loop: a worker thread that makes transactionally consistent
 // copies (`VACUUM INTO`, one statement, never the stepwise backup that livelocks under a writer),
-// hashes files, and runs `PRAGMA integrity_check`. Blocking statements of better-sqlite3 stay in the
-// worker; the main thread only awaits messages.
+// hashes files, runs `PRAGMA integrity_check`, and calls a function of another package module on what
+// it copied (a snapshot plans a copy's chunks there, beside the main thread; the module is loaded on
+// its first call). Jobs run one at a time, in the order posted. Blocking statements of better-sqlite3
+// stay in the worker; the main thread only awaits messages.
 
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { NativeModuleError, SqliteError } from '../model/errors.js';
+import type { PackageModule } from '../util/module-worker.js';
 import { WorkerRpc } from '../util/worker-rpc.js';
 
 export interface CopyResult {
@@ -16,7 +19,8 @@ export interface CopyResult {
 type Job =
   | { kind: 'copy'; src: string; dst: string; busyTimeoutMs: number }
   | { kind: 'hash'; path: string }
-  | { kind: 'integrity'; path: string; maxErrors: number };
+  | { kind: 'integrity'; path: string; maxErrors: number }
+  | { kind: 'call'; module: PackageModule; fn: string; args: unknown[] };
 
 // Plain CommonJS so the same code runs under tsx (tests) and from dist (installed package).
 const WORKER_SOURCE = `
@@ -75,14 +79,38 @@ function integrity(job) {
   } finally { db.close(); }
 }
 
-parentPort.on('message', ({ id, job }) => {
+// A package module, loaded on its first call: compiled ESM by import(), TypeScript source through tsx.
+const modules = new Map();
+async function call(job) {
+  let m = modules.get(job.module.path);
+  if (m === undefined) {
+    if (job.module.tsx !== undefined) {
+      require(job.module.tsx).register();
+      m = require(job.module.path);
+    } else {
+      m = await import(require('node:url').pathToFileURL(job.module.path).href);
+    }
+    modules.set(job.module.path, m);
+  }
+  return m[job.fn](...job.args);
+}
+
+async function serve({ id, job }) {
   try {
-    const value = job.kind === 'copy' ? copy(job) : job.kind === 'hash' ? sha256File(job.path) : integrity(job);
+    const value =
+      job.kind === 'copy' ? copy(job)
+      : job.kind === 'hash' ? sha256File(job.path)
+      : job.kind === 'call' ? await call(job)
+      : integrity(job);
     parentPort.postMessage({ id, value });
   } catch (err) {
     parentPort.postMessage({ id, error: { message: String(err && err.message || err), code: err && err.code } });
   }
-});
+}
+
+// one job at a time: a call may await, and the next job waits for it
+let queue = Promise.resolve();
+parentPort.on('message', (msg) => { queue = queue.then(() => serve(msg)); });
 `;
 
 const driverPath = createRequire(import.meta.url).resolve('better-sqlite3');
@@ -115,6 +143,14 @@ export class SqliteWorker {
   /** SHA-256 and size of a file, computed on the worker thread. */
   async hash(path: string): Promise<{ size: number; sha256: string }> {
     return this.run({ kind: 'hash', path });
+  }
+
+  /**
+   * `module`'s export `fn` called on the worker thread with `args` (structured-cloned both ways), after
+   * the jobs posted before it.
+   */
+  call<T>(module: PackageModule, fn: string, ...args: unknown[]): Promise<T> {
+    return this.run<T>({ kind: 'call', module, fn, args });
   }
 
   /** `ok`, or the problems PRAGMA integrity_check reported (at most `maxErrors`). */

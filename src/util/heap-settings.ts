@@ -6,8 +6,11 @@
 // the process's V8 flags back to their command-line values whenever it starts a worker thread, so every
 // worker this package starts is watched and the flags are set again once the worker is online
 // (worker-rpc.ts, module-worker.ts, store/lock.ts). Why, with numbers: docs/operations.md, "Peak RSS".
+// Such a process may also ask for a full collection right after a step that left much garbage
+// (collectGarbageNow).
 
 import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { Worker } from 'node:worker_threads';
 
 const FLAGS = ['--semi-space-growth-factor=1', '--heap-growing-percent=20'];
@@ -34,6 +37,23 @@ export function smallHeapFor(args: readonly string[]): boolean {
 export function keepHeapSmall(): void {
   wanted = true;
   apply();
+}
+
+let gc: (() => void) | undefined;
+
+/**
+ * In a process that keeps its heap small, a full collection now: for the moment a step has just made
+ * a large amount of garbage (ArrayBuffers above all, which V8 otherwise lets pile up to tens of MB before
+ * it collects them). V8's own `gc`, made available at run time (`--expose-gc`, in a new context).
+ * Elsewhere it does nothing.
+ */
+export function collectGarbageNow(): void {
+  if (!wanted) return;
+  if (!gc) {
+    setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as () => void;
+  }
+  gc();
 }
 
 /** Sets the flags again once `worker` has started (its start reset them); returns the worker. */
