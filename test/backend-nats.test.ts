@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import type { Backend } from '../src/backend/backend.js';
-import { NATS_CHUNK_SIZE, type NatsBackend, openNatsBackend } from '../src/backend/nats.js';
+import { NATS_CHUNK_SIZE, NATS_PACKING, type NatsBackend, openNatsBackend } from '../src/backend/nats.js';
 import { openBackend, parseRepoLocation } from '../src/backend/open.js';
 import type { NatsBackendOptions } from '../src/backend/remote.js';
 import { lockRepository } from '../src/repository/locks.js';
@@ -303,6 +303,8 @@ test('prune (through the metered, retrying, cached backend) sweeps the chunks of
   });
   t.after(() => b.close());
   const repo = await Repository.init(b);
+  // The wrappers pass on how NATS wants its packs: small ones, several saved at once.
+  assert.deepEqual(repo.writer().packing, NATS_PACKING);
   const committed = Object.keys(await chunkSubjects(bucket)); // the repository's config
   // A save killed mid-way: its chunks stay, named by no object.
   const killed = await savingForever(t, bucket, hexName('killed mid-save'));

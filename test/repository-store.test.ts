@@ -76,6 +76,29 @@ test('repository store: a new state root snapshots into the repository; the seco
   }
 });
 
+test('encrypting into a repository that is not encrypted: INVALID_INPUT once the capture ended, nothing left of it', async (t) => {
+  const a = repoAgent(t);
+  const first = await a.snapshotter.snapshot({ agentId: 'ana' });
+  // The repository opens while the agent is captured: the refusal comes after the capture, which
+  // leaves no staging directory, releases the write gate and adds no snapshot.
+  await assert.rejects(
+    a.snapshotter.snapshot({ agentId: 'ana', encrypt: [generateIdentity().recipient] }),
+    (err: { code?: string; message?: string }) =>
+      err.code === 'INVALID_INPUT' && /not encrypted/.test(err.message ?? ''),
+  );
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.startsWith('.staging-')),
+    [],
+  );
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.id),
+    [first.id],
+  );
+  const again = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.notEqual(again.id, first.id);
+});
+
 test('a second snapshot while a writer that ignores the write gate commits rows: a consistent point in time, restored exactly', async (t) => {
   const a = repoAgent(t);
   await a.snapshotter.snapshot({ agentId: 'ana', label: 'one' });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { gitEnv } from '../scripts/sample-agent.js';
+import type { Handle, SaveOptions, SaveSource } from '../src/backend/backend.js';
 import { FaultyBackend } from '../src/backend/faulty.js';
 import { MemoryBackend, MemoryStore } from '../src/backend/memory.js';
 import { generateIdentity, parseIdentity } from '../src/crypto/age.js';
@@ -264,6 +265,71 @@ test('packs: a blob larger than a pack buffer holds, content over several packs 
     assert.deepEqual(report.problems, []);
     assert.equal(report.packs_read, stats.packs.length);
   }
+});
+
+/**
+ * A memory store that asks for small packs, two saved at once (Backend.packing), and counts the pack
+ * saves under way: each takes a few turns of the event loop, so the writer fills the next packs meanwhile.
+ */
+class PackingBackend extends MemoryBackend {
+  readonly packing = { target: 1024 * 1024, saving: 2 };
+  underWay = 0;
+  most = 0;
+  readonly sizes: number[] = [];
+  failOn: number | undefined;
+  private saves = 0;
+
+  override async save(h: Handle, data: SaveSource, opts?: SaveOptions): Promise<void> {
+    if (h.type !== 'packs') return super.save(h, data, opts);
+    const n = ++this.saves;
+    this.underWay++;
+    this.most = Math.max(this.most, this.underWay);
+    try {
+      for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+      if (n === this.failOn) throw new IoError('pack store', new Error('disk full'));
+      this.sizes.push((data as Uint8Array).length);
+      return await super.save(h, data, opts);
+    } finally {
+      this.underWay--;
+    }
+  }
+}
+
+test("packs: the backend's packing — its pack size, at most its number of saves under way; a failed save is thrown once none is", async () => {
+  const blob = () => randomBytes(300 * 1024); // incompressible: stored raw, 300 KiB each
+  const backend = new PackingBackend();
+  const repo = await Repository.init(backend);
+  const w = repo.writer();
+  assert.deepEqual(w.packing, { target: 1024 * 1024, saving: 2 });
+  const blobs = Array.from({ length: 30 }, blob);
+  for (const b of blobs) await w.add(1, createHash('sha256').update(b).digest('hex'), b);
+  const stats = await w.finish();
+  // The memory bound: never more than two packs being saved (and one filling), each closed at the
+  // backend's target (1 MiB: four 300 KiB blobs, plus the header), not at 16 MiB.
+  assert.equal(backend.most, 2);
+  assert.equal(backend.underWay, 0);
+  assert.equal(stats.packs.length, 8);
+  for (const size of backend.sizes)
+    assert.ok(size <= 1024 * 1024 + 300 * 1024 + 4096, `a pack of ${size} bytes`);
+  const reopened = await Repository.open(backend);
+  for (const b of blobs)
+    assert.ok((await reopened.loadBlob(createHash('sha256').update(b).digest('hex'))).equals(b));
+
+  // The third save fails while others are under way: the writer throws it once none is, and names every
+  // pack that was stored (the caller removes them).
+  const failing = new PackingBackend();
+  failing.failOn = 3;
+  const repo2 = await Repository.init(failing);
+  const w2 = repo2.writer();
+  await assert.rejects(async () => {
+    for (const b of blobs) await w2.add(1, createHash('sha256').update(b).digest('hex'), b);
+    await w2.finish();
+  }, /disk full/);
+  assert.equal(failing.underWay, 0);
+  const stored: string[] = [];
+  for await (const o of failing.list('packs')) stored.push(o.name);
+  assert.ok(stored.length >= 2);
+  assert.deepEqual([...w2.packsWritten].sort(), stored.sort());
 });
 
 async function snapshotOf(repo: Repository, agent: string, data: string, createdAt = Date.now()) {

@@ -67,6 +67,12 @@ export interface SweepReport {
 
 export type SaveSource = Uint8Array | AsyncIterable<Uint8Array>;
 
+/** Backend.packing: the pack size a repository writer closes packs at, and pack saves at once. */
+export interface Packing {
+  readonly target: number;
+  readonly saving: number;
+}
+
 /**
  * A store of typed, named objects. Every method validates its handle or type first (InvalidInputError,
  * nothing touched) and reports a missing object as ObjectNotFoundError. Node errno failures are IoError.
@@ -80,6 +86,13 @@ export interface Backend {
    * to tell a stream cut short.
    */
   readonly completeLoads?: boolean;
+  /**
+   * Optional: how a repository writer packs for this store — packs closed at `target` bytes, at most
+   * `saving` of them being saved at once while the next fills (so at most `saving + 1` pack buffers in
+   * memory). Without it: 16 MiB packs, one saved at a time (repository/pack.ts PACK_TARGET). NATS asks
+   * for smaller packs, more of them in flight (nats.ts NATS_PACKING).
+   */
+  readonly packing?: Packing;
   /**
    * Stores `data` under `h`. The object becomes visible (to load, stat, list, other clients) only once
    * complete; when the source throws, the save rejects with the source's own error and nothing of it is

@@ -25,6 +25,7 @@ import {
   mapBounded,
   type ObjectInfo,
   type ObjectType,
+  type Packing,
   type Range,
   readAll,
   resolveRange,
@@ -86,6 +87,10 @@ export class CachedBackend implements Backend {
 
   get location(): string {
     return this.inner.location;
+  }
+
+  get packing(): Packing | undefined {
+    return this.inner.packing;
   }
 
   private pathOf(h: Handle): string {

@@ -10,6 +10,7 @@ import {
   type Handle,
   type ObjectInfo,
   type ObjectType,
+  type Packing,
   type Range,
   type SaveOptions,
   type SaveSource,
@@ -156,6 +157,10 @@ export class FaultyBackend implements Backend {
 
   get location(): string {
     return this.inner.location;
+  }
+
+  get packing(): Packing | undefined {
+    return this.inner.packing;
   }
 
   /** Adds a rule; rules apply in the order added. */

@@ -9,6 +9,7 @@ import type {
   Handle,
   ObjectInfo,
   ObjectType,
+  Packing,
   Range,
   SaveOptions,
   SaveSource,
@@ -29,6 +30,10 @@ export class MeteredBackend implements Backend {
 
   get completeLoads(): boolean {
     return this.inner.completeLoads === true;
+  }
+
+  get packing(): Packing | undefined {
+    return this.inner.packing;
   }
 
   private report(op: Parameters<BackendObserver['request']>[0], ok: boolean, bytes: number): void {

@@ -3,7 +3,8 @@
 // published with a message id (a retried publish is deduplicated) and their stream sequences recorded in
 // the object's meta message, which is published last: that publish is the commit, so an interrupted save
 // is never listed or loadable, and a ranged load fetches only the chunks it needs. A save of one buffer
-// (a pack) publishes views of it and may take the caller's SHA-256 for the meta's digest; a load keeps
+// (a pack) publishes views of it and may take the caller's SHA-256 for the meta's digest; the backend
+// asks the repository for 4 MiB packs, two saved at once (NATS_PACKING); a load keeps
 // the chunks it read in part for the neighbouring range. Transient failures
 // (connection refused, no responders, timeouts, no JetStream leader) are retried with backoff and jitter,
 // then reported as StoreUnavailableError. docs/remote.md §NATS JetStream describes the layout.
@@ -42,6 +43,7 @@ import {
   type Handle,
   type ObjectInfo,
   type ObjectType,
+  type Packing,
   type Range,
   resolveRange,
   type SaveOptions,
@@ -57,13 +59,21 @@ import { fullJitter } from './retry.js';
 
 /** Bytes per chunk message: a ranged load reads at most two chunks it does not need. */
 export const NATS_CHUNK_SIZE = 256 * 1024;
-/** Chunk publishes of one save awaiting their acknowledgement: of a stream (our copies: bounds memory)… */
+/**
+ * Chunk publishes of one save awaiting their acknowledgement. A stream's chunks are our copies (this
+ * bounds their memory); a buffer's are views of it, copied only by the client as it writes them. With
+ * two pack saves at once (NATS_PACKING) that is 16 publishes, 4 MiB, in flight, as one save of 16 had.
+ */
 const PUBLISH_WINDOW = 8;
 /**
- * …and of one buffer (views of it, copied only by the client as it writes them), which keeps the stream
- * leader busier; the client's copies waiting for the socket stay under 4 MiB.
+ * How a repository packs for NATS (Backend.packing): 4 MiB packs, two saved at once while the next
+ * fills, instead of 16 MiB packs saved one at a time. The writer holds at most three pack buffers of
+ * ~8 MiB capacity (~4-5 MiB used) instead of two of ~20 MiB (~17 MiB used), the client's copies of
+ * what it sends are fewer, and the store stays busy across the packs' boundaries (one save's last
+ * acknowledgements and its meta commit overlap the other's chunks). Measured: docs/operations.md,
+ * "Remote repositories"; the decision: docs/decisions.md.
  */
-const PUBLISH_WINDOW_VIEWS = 16;
+export const NATS_PACKING: Packing = { target: 4 * 1024 * 1024, saving: 2 };
 /** Chunk gets of one load in flight ahead of the consumer (bounds a load's memory). */
 const READ_AHEAD = 4;
 /** Bytes node reads from a socket at once (libuv's suggested size). */
@@ -189,6 +199,8 @@ export class NatsBackend implements Backend {
   readonly location: string;
   /** A load checks each chunk's length and a whole one the digest: it never ends short without an error. */
   readonly completeLoads = true;
+  /** Small packs, several saved at once (NATS_PACKING). */
+  readonly packing = NATS_PACKING;
   private readonly stream: string;
   private readonly prefix: string;
   private readonly retry: RetryPolicy;
@@ -242,15 +254,23 @@ export class NatsBackend implements Backend {
     }
   }
 
-  /** The live meta of `h` and its stream sequence, or null. Read from the stream leader (never stale). */
-  private async meta(h: Handle): Promise<{ meta: Meta; seq: number } | null> {
+  /**
+   * The last message on `h`'s meta subject: its stream sequence and the live meta it holds (null for a
+   * deleted marker or a damaged one); null when the subject is empty. Read from the stream leader.
+   */
+  private async lastMeta(h: Handle): Promise<{ meta: Meta | null; seq: number } | null> {
     const m = await this.run('meta', () =>
       this.jsm.streams.getMessage(this.stream, { last_by_subj: this.metaSubject(h) }),
     );
     if (m === null) return null;
     const meta = parseMeta(m.data);
-    if (meta === null || meta.deleted) return null;
-    return { meta, seq: m.seq };
+    return { meta: meta === null || meta.deleted ? null : meta, seq: m.seq };
+  }
+
+  /** The live meta of `h` and its stream sequence, or null. Read from the stream leader (never stale). */
+  private async meta(h: Handle): Promise<{ meta: Meta; seq: number } | null> {
+    const last = await this.lastMeta(h);
+    return last?.meta ? { meta: last.meta, seq: last.seq } : null;
   }
 
   private async purge(subject: string): Promise<void> {
@@ -275,14 +295,11 @@ export class NatsBackend implements Backend {
       if (h.type === 'locks') return this.saveLock(h, data, opts, moved);
       let expect: number | undefined;
       let old: Meta | undefined;
-      const current = await this.meta(h);
+      const last = await this.lastMeta(h);
       if (opts?.ifAbsent) {
-        if (current) throw new ObjectExistsError(h.type, h.name, this.location);
-        const raw = await this.run('meta', () =>
-          this.jsm.streams.getMessage(this.stream, { last_by_subj: this.metaSubject(h) }),
-        );
-        expect = raw?.seq ?? 0; // a deleted marker (another client's remove) may stand on the subject
-      } else old = current?.meta;
+        if (last?.meta) throw new ObjectExistsError(h.type, h.name, this.location);
+        expect = last?.seq ?? 0; // a deleted marker (another client's remove) may stand on the subject
+      } else old = last?.meta ?? undefined;
 
       const id = nuid.next();
       const subject = this.chunkSubject(id);
@@ -291,7 +308,6 @@ export class NatsBackend implements Backend {
       const given = opts?.sha256 !== undefined ? digestOfHex(opts.sha256) : undefined;
       const hash = given === undefined ? createHash('sha256') : undefined;
       const inflight = new Set<Promise<void>>();
-      const window = data instanceof Uint8Array ? PUBLISH_WINDOW_VIEWS : PUBLISH_WINDOW;
       let failure: unknown;
       let size = 0;
       let index = 0;
@@ -315,7 +331,7 @@ export class NatsBackend implements Backend {
           },
         );
         inflight.add(p);
-        while (inflight.size >= window) await Promise.race(inflight);
+        while (inflight.size >= PUBLISH_WINDOW) await Promise.race(inflight);
         if (failure !== undefined) throw failure;
       };
       try {

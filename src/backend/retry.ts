@@ -17,6 +17,7 @@ import {
   listNames,
   type ObjectInfo,
   type ObjectType,
+  type Packing,
   type Range,
   readAll,
   type SaveOptions,
@@ -94,6 +95,10 @@ export class RetryingBackend implements Backend {
 
   get location(): string {
     return this.opts.location ?? this.inner.location;
+  }
+
+  get packing(): Packing | undefined {
+    return this.inner.packing;
   }
 
   /** The wait before retry number `n` (1 = the first retry). */

@@ -109,7 +109,11 @@ export async function* chunkFile(
     }
     const read = opts.readBlock ?? READ;
     const block = pageSize ? Math.max(pageSize, read - (read % pageSize)) : read;
-    const reads = readBlocks(fh, Math.min(block, pageSize ? Math.ceil(size / pageSize) * pageSize : size));
+    const reads = readBlocks(
+      fh,
+      Math.min(block, pageSize ? Math.ceil(size / pageSize) * pageSize : size),
+      opts.readBlock !== undefined && opts.readBlock < READ,
+    );
     if (pageSize !== undefined) yield* pageChunks(reads, pageSize, params, opts);
     else yield* gearChunks(reads, params, opts);
   } finally {
@@ -139,10 +143,18 @@ const SPARE_READS = 2;
 
 /**
  * The file from its start in blocks of `block` bytes, read into one buffer reused for every block: a
- * block is valid only until the consumer asks for the next one.
+ * block is valid only until the consumer asks for the next one. `small`: the caller asked for reads
+ * below READ (a plan on a copy thread): a buffer of the block's size, neither taken from nor kept among
+ * the spares.
  */
-async function* readBlocks(fh: import('node:fs/promises').FileHandle, block: number): AsyncGenerator<Buffer> {
-  const buf = (block <= READ ? spareReads.pop() : undefined) ?? Buffer.allocUnsafe(Math.max(READ, block));
+async function* readBlocks(
+  fh: import('node:fs/promises').FileHandle,
+  block: number,
+  small = false,
+): AsyncGenerator<Buffer> {
+  const buf = small
+    ? Buffer.allocUnsafe(block)
+    : ((block <= READ ? spareReads.pop() : undefined) ?? Buffer.allocUnsafe(Math.max(READ, block)));
   try {
     let pos = 0;
     for (;;) {

@@ -19,7 +19,7 @@ import {
 
 export const PACK_MAGIC = Buffer.from('NXPK1\0\0\0', 'latin1');
 export const ENTRY_SIZE = 42;
-/** A pack is closed once its blobs reach this size. */
+/** A pack is closed once its blobs reach this size (unless the backend asks for another: Backend.packing). */
 export const PACK_TARGET = 16 * 1024 * 1024;
 /** No blob is larger than this (the chunkers' maximum is 4 MiB). */
 export const MAX_BLOB = 16 * 1024 * 1024;
@@ -82,37 +82,45 @@ function decompressBlob(stored: Buffer, raw: number, what: string, scratch: Blob
 }
 
 /**
- * Pack buffers no longer in use, kept for the next pack: a pack assembled from one buffer per blob, freed
- * once saved, fragments the C heap (peak RSS grew with every pack); at most SPARE_BUFFERS are kept.
+ * Pack buffers no longer in use, by capacity, kept for the next pack: a pack assembled from one buffer
+ * per blob, freed once saved, fragments the C heap (peak RSS grew with every pack); at most
+ * SPARE_BUFFERS of each capacity are kept.
  */
-const spare: Buffer[] = [];
+const spare = new Map<number, Buffer[]>();
 const SPARE_BUFFERS = 2;
-/** A pack buffer's usual capacity: the target plus the largest chunk the chunkers cut (and its bound). */
-const PACK_CAPACITY = PACK_TARGET + 4 * 1024 * 1024 + 64 * 1024;
+/** Room in a pack buffer beyond the target: the largest chunk the chunkers cut (and its bound). */
+const PACK_SLACK = 4 * 1024 * 1024 + 64 * 1024;
+
+/** The capacity of a pack buffer for packs closed at `target` bytes. */
+const packCapacity = (target: number): number => target + PACK_SLACK;
 
 /**
- * Drops the pack buffers kept for a next pack (a writer that saved its last pack: what follows in its
- * operation, the index file and the manifest, would otherwise be new memory beside them). Returns how
- * many were kept.
+ * Drops the pack buffers kept for a next pack, of every capacity (a writer that saved its last pack:
+ * what follows in its operation, the index file and the manifest, would otherwise be new memory beside
+ * them). Returns how many were kept.
  */
 export function dropSparePackBuffers(): number {
-  const n = spare.length;
-  spare.length = 0;
+  let n = 0;
+  for (const kept of spare.values()) n += kept.length;
+  spare.clear();
   return n;
 }
 
 /**
- * Collects blobs into one pack, in memory: compressed (and sealed) straight into one buffer of about
- * PACK_CAPACITY bytes, reused by the next pack once release() is called after the pack is saved.
+ * Collects blobs into one pack, in memory: compressed (and sealed) straight into one buffer of
+ * packCapacity(target) bytes, reused by the next pack once release() is called after the pack is saved.
+ * `target` is where its owner closes the pack (PACK_TARGET, or the backend's `packing.target`).
  */
 export class PackBuilder {
   readonly entries: PackEntry[] = [];
   private buf: Buffer | undefined;
   private readonly salt: Buffer | undefined;
   private readonly key: Buffer | undefined;
+  private readonly capacity: number;
   size = 0;
 
-  constructor(repoKey: RepoKey | undefined) {
+  constructor(repoKey: RepoKey | undefined, target = PACK_TARGET) {
+    this.capacity = packCapacity(target);
     if (repoKey) {
       this.salt = randomBytes(SALT);
       this.key = packKey(repoKey, this.salt);
@@ -123,15 +131,23 @@ export class PackBuilder {
   private room(n: number): Buffer {
     const need = this.size + n;
     if (this.buf && this.buf.length >= need) return this.buf;
-    const next = spare.pop() ?? Buffer.allocUnsafe(Math.max(PACK_CAPACITY, need));
+    const next = spare.get(this.capacity)?.pop() ?? Buffer.allocUnsafe(Math.max(this.capacity, need));
     if (next.length < need) return this.grow(next, need);
     if (this.buf) this.buf.copy(next, 0, 0, this.size);
     this.buf = next;
     return next;
   }
 
+  /** Keeps `buf` for the next pack when it has the usual capacity and fewer than SPARE_BUFFERS are kept. */
+  private keep(buf: Buffer): void {
+    if (buf.length !== this.capacity) return;
+    const kept = spare.get(this.capacity) ?? [];
+    if (kept.length < SPARE_BUFFERS) kept.push(buf);
+    spare.set(this.capacity, kept);
+  }
+
   private grow(unfit: Buffer, need: number): Buffer {
-    spare.push(unfit);
+    this.keep(unfit);
     const next = Buffer.allocUnsafe(Math.max(need, 2 * (this.buf?.length ?? 0)));
     if (this.buf) this.buf.copy(next, 0, 0, this.size);
     this.buf = next;
@@ -199,7 +215,7 @@ export class PackBuilder {
 
   /** Gives the buffer back for the next pack (call once the pack's bytes are saved, never before). */
   release(): void {
-    if (this.buf && this.buf.length === PACK_CAPACITY && spare.length < SPARE_BUFFERS) spare.push(this.buf);
+    if (this.buf) this.keep(this.buf);
     this.buf = undefined;
   }
 }

@@ -174,6 +174,7 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
 
   // 1. Live blobs of rewritten packs into new packs.
   const fresh: PackRecord[] = [];
+  const target = repo.backend.packing?.target ?? PACK_TARGET;
   let builder: PackBuilder | undefined;
   const flush = async () => {
     if (!builder || builder.entries.length === 0) return;
@@ -195,9 +196,9 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
   for (const { live } of rewrite) {
     const blobs = await repo.loadBlobs(live.map((e) => e.id));
     for (const [i, e] of live.entries()) {
-      builder ??= new PackBuilder(repo.key);
+      builder ??= new PackBuilder(repo.key, target);
       builder.add(e.id, e.kind, blobs[i]!, repo.zstdLevel);
-      if (builder.size >= PACK_TARGET) await flush();
+      if (builder.size >= target) await flush();
     }
   }
   await flush();

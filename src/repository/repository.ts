@@ -1,10 +1,11 @@
 // Owns one repository on a backend (docs/repository.md): creating and opening it (config, master key),
-// the index, writing blobs into packs with deduplication, reading blobs back verified, and the small
+// the index, writing blobs into packs with deduplication (packs sized and saved as the backend asks:
+// Backend.packing), reading blobs back verified, and the small
 // whole-file objects (index, snapshot manifests, listing entries, pins). Operations (snapshot, restore,
 // check, prune) are built on these in their own modules.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { type Backend, mapBounded, type ObjectType, readAll } from '../backend/backend.js';
+import { type Backend, mapBounded, type ObjectType, type Packing, readAll } from '../backend/backend.js';
 import type { Identity } from '../crypto/age.js';
 import { recipientFingerprint } from '../crypto/age.js';
 import { zstdBinding } from '../format/zstd.js';
@@ -573,12 +574,22 @@ export class BlobWriter {
   private readonly session = new BlobTable();
   private readonly sessionPacks: SessionPack[] = [];
   private readonly saved: string[] = [];
-  private saving: Promise<void> = Promise.resolve();
   /** Set once finish() has written the index file: the session's table may now be the index's. */
   private finished = false;
+  /** Pack saves under way (at most `packing.saving`), and the first of them that failed. */
+  private readonly saving = new Set<Promise<void>>();
+  private failure: { err: unknown } | undefined;
+  /** Where packs are closed and how many are saved at once: the backend's wish (Backend.packing) or ours. */
+  readonly packing: Packing;
   readonly stats: WriteStats = { blobsNew: 0, blobsKnown: 0, rawNew: 0, storedNew: 0, packs: [] };
 
-  constructor(private readonly repo: Repository) {}
+  constructor(private readonly repo: Repository) {
+    const wish = repo.backend.packing;
+    this.packing = {
+      target: Math.max(1, Math.floor(wish?.target ?? PACK_TARGET)),
+      saving: Math.max(1, Math.floor(wish?.saving ?? 1)),
+    };
+  }
 
   /** Whether the repository (or this session) has the blob `id` (hex, or its 32 bytes). */
   has(id: string | Buffer): boolean {
@@ -610,7 +621,7 @@ export class BlobWriter {
       return false;
     }
     if (!this.pack) {
-      this.pack = new PackBuilder(this.repo.key);
+      this.pack = new PackBuilder(this.repo.key, this.packing.target);
       this.sessionPacks.push({ first: this.session.size, count: 0, bytes: 0 });
     }
     const e = this.pack.add(id, kind, data, this.repo.zstdLevel);
@@ -628,20 +639,34 @@ export class BlobWriter {
     sp.bytes += e.stored;
     this.stats.blobsNew++;
     this.stats.rawNew += data.length;
-    if (this.pack.size >= PACK_TARGET) await this.flush();
+    if (this.pack.size >= this.packing.target) await this.flush();
     return true;
   }
 
-  /** Closes the current pack and saves it (one save in flight at a time). */
+  /**
+   * Throws the first failed save once no save is under way (so packsWritten names every pack that got
+   * stored); otherwise returns once fewer than `limit` saves are under way.
+   */
+  private async settle(limit: number): Promise<void> {
+    while (this.saving.size >= limit && this.failure === undefined) await Promise.race(this.saving);
+    if (this.failure === undefined) return;
+    await Promise.all(this.saving);
+    throw this.failure.err;
+  }
+
+  /**
+   * Closes the current pack and saves it: at most `packing.saving` saves under way while the next pack
+   * fills, so the writer holds at most `packing.saving + 1` pack buffers.
+   */
   private async flush(): Promise<void> {
     const p = this.pack;
     this.pack = undefined;
     if (!p || p.entries.length === 0) return;
     const sp = this.sessionPacks[this.sessionPacks.length - 1]!;
-    await this.saving; // at most one pack uploading while the next fills
+    await this.settle(this.packing.saving);
     const done = p.finish();
     const salt = p.packSalt;
-    this.saving = (async () => {
+    const saving: Promise<void> = (async () => {
       async function* parts() {
         for (const part of done.parts) yield part;
       }
@@ -657,8 +682,16 @@ export class BlobWriter {
       this.saved.push(done.id);
       this.stats.packs.push(done.id);
       this.stats.storedNew += done.size;
-    })();
-    this.saving.catch(() => {});
+    })().then(
+      () => {
+        this.saving.delete(saving);
+      },
+      (err: unknown) => {
+        this.saving.delete(saving);
+        this.failure ??= { err };
+      },
+    );
+    this.saving.add(saving);
   }
 
   /**
@@ -668,7 +701,7 @@ export class BlobWriter {
    */
   async finish(): Promise<WriteStats> {
     await this.flush();
-    await this.saving;
+    await this.settle(1);
     // The packs are saved: the buffers kept for a next pack go, and after a large store (the first
     // snapshot of a large agent) they are collected at once, before the index file and the manifest
     // are made (the CLI; a library host keeps its own GC policy).

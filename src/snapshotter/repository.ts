@@ -7,11 +7,11 @@
 // lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
 // and what retention needs without the identity (the whole listing, forgetting without that lock).
 // local.ts decides which store an operation goes to. The repository may be remote (`repo`: nats://,
-// s3://, or another directory; backend/open.ts): its one backend is opened here, on first use, and
-// shared by every handle; staging, journals, agent locks and the write gate stay under the state root,
-// and a remote repository's cache goes to `<state_root>/cache/`. The repository machinery is imported by the
-// operations that use it, not with this module: a state root without a repository lists without
-// loading it (CLI start-up).
+// s3://, or another directory; backend/open.ts): its one backend is opened here, on first use (a
+// snapshot opens it while the agent is captured), and shared by every handle; staging, journals, agent
+// locks and the write gate stay under the state root, and a remote repository's cache goes to
+// `<state_root>/cache/`. The repository machinery is imported by the operations that use it, not with
+// this module: a state root without a repository lists without loading it (CLI start-up).
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -351,11 +351,11 @@ export class RepositoryStore {
       import('../store/lock.js'),
       import('../util/module-worker.js'),
     ]);
-    const repo = await this.open(true, p.recipients);
-    if (p.recipients.length > 0 && !repo.encrypted)
-      throw new InvalidInputError(
-        'this repository is not encrypted: encryption is chosen when a repository is created (docs/repository.md §7)',
-      );
+    // The repository opens (a remote one: connecting, and creating its buckets for the first snapshot)
+    // while the agent is captured: the capture needs nothing of it, and the gate is held for the capture
+    // only. A failure to open is thrown once the capture ended (the gate released, the copies removed).
+    const opening = this.open(true, p.recipients);
+    opening.catch(() => {}); // awaited after the capture
     const id = newSnapshotId();
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
     // What storing needs from the repository is read while the copies run, before the repository lock:
@@ -365,14 +365,15 @@ export class RepositoryStore {
     let listed: Promise<ListingMeta[]> | undefined;
     let early: ReturnType<RepositoryStore['latestHistory']> | undefined;
     const readEarly = () => {
-      indexEarly = repo.ensureIndex().catch(() => {});
+      indexEarly = opening.then((repo) => repo.ensureIndex()).catch(() => {});
       toolVersions().catch(() => {}); // `git --version`, asked once, for the manifest
-      listed = import('../repository/snapshots.js').then(({ listSnapshots }) =>
-        listSnapshots(repo, { agentId: p.agentId, tenant: p.tenant }),
+      listed = Promise.all([import('../repository/snapshots.js'), opening]).then(
+        ([{ listSnapshots }, repo]) => listSnapshots(repo, { agentId: p.agentId, tenant: p.tenant }),
       );
       listed.catch(() => {});
       if (!p.redact) {
-        early = this.latestHistory(repo, p.agentId, p.tenant, listed);
+        const seen = listed;
+        early = opening.then((repo) => this.latestHistory(repo, p.agentId, p.tenant, seen));
         early.catch(() => {});
       }
     };
@@ -393,11 +394,12 @@ export class RepositoryStore {
     const planOn = (w: SqliteWorker, copied: readonly CopiedDb[]) => {
       const known = knownAgent();
       for (const { db, stagedPath } of copied) {
-        const plan = known.then((yes) =>
+        // (the listing came from the opened repository: `opening` has resolved when it says yes)
+        const plan = known.then(async (yes) =>
           yes && !finished
             ? w.call<ChunkPlan>(packageModule(import.meta.url, '../repository/chunk-plan'), 'planChunks', {
                 path: stagedPath,
-                params: repo.config.chunker,
+                params: (await opening).config.chunker,
                 sqlite: true,
               } satisfies PlanJob)
             : undefined,
@@ -449,6 +451,11 @@ export class RepositoryStore {
         workers.map((w) => Promise.allSettled(plansOf.get(w) ?? []).then(() => w.close())),
       );
       workersDone.catch(() => {}); // awaited below
+      const repo = await opening;
+      if (p.recipients.length > 0 && !repo.encrypted)
+        throw new InvalidInputError(
+          'this repository is not encrypted: encryption is chosen when a repository is created (docs/repository.md §7)',
+        );
       const planning = !p.redact && (await knownAgent());
       if (!planning) await workersDone.catch(() => {});
       if (!captured.found)
