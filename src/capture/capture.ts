@@ -159,20 +159,17 @@ async function copyDatabases(input: CaptureInput) {
     live.push({ db, src, dst: join(input.stagingDir, sqlitePath(db)), size: (await stat(src)).size });
   }
   if (live.length > 0) await mkdir(join(input.stagingDir, 'sqlite'), { recursive: true });
+  const copiedOf = ({ db, dst }: (typeof live)[number]): CopiedDb => ({ db, stagedPath: dst });
+  const told = input.onWorkerCopied;
   const copied = await spread(
     live,
     input.sqlite,
     (w, job) => w.copy(job.src, job.dst),
-    input.onWorkerCopied &&
-      ((w, jobs) =>
-        input.onWorkerCopied!(
-          w,
-          jobs.map(({ db, dst }) => ({ db, stagedPath: dst })),
-        )),
+    told && ((w, jobs) => told(w, jobs.map(copiedOf))),
   );
   const databaseInfo: Record<string, DatabaseInfo> = {};
   for (const job of live) databaseInfo[job.db] = copied.get(job)!;
-  return { databases: live.map(({ db, dst }) => ({ db, stagedPath: dst })), databaseInfo };
+  return { databases: live.map(copiedOf), databaseInfo };
 }
 
 async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {

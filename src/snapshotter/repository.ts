@@ -393,6 +393,8 @@ export class RepositoryStore {
       );
     const planOn = (w: SqliteWorker, copied: readonly CopiedDb[]) => {
       const known = knownAgent();
+      const mine: Promise<ChunkPlan | undefined>[] = [];
+      plansOf.set(w, mine); // called once per worker, when its copies are all made
       for (const { db, stagedPath } of copied) {
         // (the listing came from the opened repository: `opening` has resolved when it says yes)
         const plan = known.then(async (yes) =>
@@ -406,7 +408,7 @@ export class RepositoryStore {
         );
         plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
         plans.set(db, plan);
-        plansOf.set(w, [...(plansOf.get(w) ?? []), plan]);
+        mine.push(plan);
       }
     };
     // The copy workers start while the gate is being closed; each is closed as soon as its copies are
