@@ -256,8 +256,10 @@ test('heap settings: the young generation stays at its initial size and the old 
   const file = join(tempDir(t), 'heap.mjs');
   writeFileSync(file, script);
   const { young, old } = JSON.parse(execFileSync(process.execPath, [file], { encoding: 'utf8' }));
-  // Initial semi-spaces are 1 MiB (new space 2 MiB); Node's default growth reaches 32 MiB here.
-  assert.ok(young <= 4 * 1024 * 1024, `new space grew to ${young} bytes`);
+  // Initial semi-spaces are 1 MiB (new space 2 MiB); Node's default growth reaches 32 MiB here (Node 20,
+  // 22) or 128 MiB (Node 24). Node 24's V8 still grows the new space a little with the flag, now and then
+  // (2.5-5.75 MiB seen on a loaded machine), so the bound is loose enough for that and far below either.
+  assert.ok(young <= 12 * 1024 * 1024, `new space grew to ${young} bytes`);
   // Collected at +20 %: about 20 MiB used at most; V8's own growing factor let it reach ~44 MiB here.
   assert.ok(old <= 32 * 1024 * 1024, `old generation reached ${old} bytes used`);
 });
