@@ -7,11 +7,12 @@
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import type * as Yaml from 'yaml';
 import { SUBJECT_PREFIX_RE } from '../events/subjects.js';
 import { ConfigError } from '../model/errors.js';
 import { validateAgentId, validateTenant } from '../model/ids.js';
 import { RULE_IDS } from '../policy/redaction/rules.js';
+import { vendored } from '../util/vendored.js';
 import { CONFIG_DEFAULTS, NATS_URL_RE } from './defaults.js';
 import {
   array,
@@ -352,7 +353,7 @@ export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedCo
   }
   let doc: unknown;
   try {
-    doc = parseYaml(text) ?? {};
+    doc = vendored<typeof Yaml>('yaml').parse(text) ?? {};
   } catch (err) {
     throw new ConfigError(`config file ${abs} is not valid YAML: ${(err as Error).message}`, { cause: err });
   }
