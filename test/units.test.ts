@@ -214,13 +214,7 @@ test('CLI: --help has examples, --version prints, usage errors exit 1', async (t
 });
 
 test('heap settings: every CLI command but find and list asks for the small heap (their heap is their answer)', () => {
-  for (const args of [
-    ['snapshot', '--agent', 'a'],
-    ['--json', 'restore'],
-    ['--version'],
-    [],
-    ['serve'],
-  ])
+  for (const args of [['snapshot', '--agent', 'a'], ['--json', 'restore'], ['--version'], [], ['serve']])
     assert.equal(smallHeapFor(args), true, args.join(' '));
   for (const args of [
     ['find', '--agent', 'a', 'text'],
