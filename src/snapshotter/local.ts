@@ -70,8 +70,6 @@ import {
   storeAgents,
   writeSidecar,
 } from '../store/catalog.js';
-import { readLastTaken, writeLastTaken } from '../store/last-taken.js';
-import { cleanLeftovers } from '../store/leftovers.js';
 import type { HeldLock } from '../store/lock.js';
 import { SIBLING_EXT, STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins.js';
@@ -337,6 +335,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     if (!Number.isSafeInteger(minIntervalMs) || minIntervalMs < 0)
       throw new InvalidInputError('minIntervalMs must be an integer ≥ 0');
     let last: number | undefined;
+    const { readLastTaken, writeLastTaken } = await import('../store/last-taken.js');
     const due = {
       async check(agentId: string, tenant: string, layout: StoreLayout): Promise<boolean> {
         last = await readLastTaken(layout.lastTakenPath(tenant, agentId, kind));
@@ -657,6 +656,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const dir = this.layout.snapshotsDir(tenant, agentId);
     // One listing of the agent's directory serves both passes (nothing else writes it: we hold the lock).
     const names = await dirNames(dir);
+    const { cleanLeftovers } = await import('../store/leftovers.js');
     const removed = new Set(await cleanLeftovers(dir, graceMs, names));
     for (const name of removed) warn(`removed leftover of an interrupted operation: ${name}`);
     const present = new Set(names.filter((n) => !removed.has(n)));
