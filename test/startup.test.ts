@@ -62,20 +62,26 @@ test('--version and list of a repository and of bundles load none of the heavy d
 });
 
 /**
- * Our own modules `list` without a config does not need (path under dist/src/): the telemetry observers
- * (no metrics, no broker configured), the snapshot steps' store files, and, for a store without a
- * repository, any backend.
+ * What `list` without a config does not need (paths under dist/src/, or built-ins): the telemetry
+ * observers (no metrics, no broker configured); the key and redaction policies (age, ed25519 keys,
+ * signatures, the redaction rules: LocalSnapshotter.policies()) and node:crypto; the snapshot steps' store
+ * files; and, for a store without a repository, any backend.
  */
 const NOT_FOR_LIST = [
   'events/observer.js',
   'events/payloads.js',
   'metrics/',
+  'crypto/',
+  'format/signature.js',
+  'format/seal.js',
+  'policy/redaction/',
   'store/last-taken.js',
   'store/leftovers.js',
+  'node:crypto',
 ];
 const NOT_WITHOUT_REPOSITORY = ['backend/local.js', 'backend/backend.js'];
 
-test('list without a config loads no telemetry observer, and a backend only for a repository', async (t) => {
+test('list without a config loads no telemetry observer, no key or redaction policy, no node:crypto, and a backend only for a repository', async (t) => {
   for (const store of ['repository', 'bundles', 'empty'] as const) {
     const a = sampleAgent(
       t,
@@ -90,7 +96,9 @@ test('list without a config loads no telemetry observer, and a backend only for 
       NEXO_MEMORY_STORE_FORMAT: store === 'empty' ? 'repository' : store,
     });
     assert.equal(JSON.parse(r.stdout).length, store === 'empty' ? 0 : 1, store);
-    const ours = r.urls.filter((u) => u.includes('/dist/src/')).map((u) => u.replace(/^.*\/dist\/src\//, ''));
+    const ours = r.urls
+      .filter((u) => u.includes('/dist/src/') || u.startsWith('node:'))
+      .map((u) => u.replace(/^.*\/dist\/src\//, ''));
     const banned = [...NOT_FOR_LIST, ...(store === 'repository' ? [] : NOT_WITHOUT_REPOSITORY)];
     assert.deepEqual(
       ours.filter((m) => banned.some((b) => m.startsWith(b))),

@@ -87,6 +87,7 @@ Examples:
         const cfg = loadFlagsConfig(opts)?.snapshot ?? {};
         // Metrics of every operation (and lifecycle events when a broker is configured).
         const snapshotter = snapshotterFrom(opts);
+        await snapshotter.policies(); // a bad key or redaction option stops the daemon now, not its first restore
         const telemetry = runTelemetry(); // prepared by runCommand from --nats, --metrics-file and the config
         const enabled = cfg.enabled !== false;
         const token = tokenFrom(cfg);
