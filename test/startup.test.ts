@@ -64,8 +64,8 @@ test('--version and list of a repository and of bundles load none of the heavy d
 /**
  * What `list` without a config does not need (paths under dist/src/, or built-ins): the telemetry
  * observers (no metrics, no broker configured); the key and redaction policies (age, ed25519 keys,
- * signatures, the redaction rules: LocalSnapshotter.policies()) and node:crypto; the snapshot steps' store
- * files; and, for a store without a repository, any backend.
+ * signatures, the redaction rules: LocalSnapshotter.policies()) and node:crypto; retention and the
+ * snapshot steps' store files; and, for a store without a repository, any backend.
  */
 const NOT_FOR_LIST = [
   'events/observer.js',
@@ -75,6 +75,7 @@ const NOT_FOR_LIST = [
   'format/signature.js',
   'format/seal.js',
   'policy/redaction/',
+  'policy/retention.js',
   'store/last-taken.js',
   'store/leftovers.js',
   'node:crypto',
