@@ -200,7 +200,11 @@ export {
 } from './snapshotter/gc.js';
 export type { StoreBundleRequest, StoredBundle } from './snapshotter/import.js';
 export type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './snapshotter/interface.js';
-export { LocalSnapshotter, type LocalSnapshotterOptions } from './snapshotter/local.js';
+export {
+  LocalSnapshotter,
+  type LocalSnapshotterOptions,
+  type SnapshotterPolicies,
+} from './snapshotter/local.js';
 export type {
   MigratedBundle,
   MigrateOptions,

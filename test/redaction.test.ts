@@ -613,10 +613,11 @@ test('kill -9 while redacting: the live agent is untouched, nothing lists, the n
 
 test('bad input: typed errors before anything is created; a refused redaction leaves nothing behind', async (t) => {
   const a = sampleAgent(t, 'ana', { files: 2, commits: 1 });
-  assert.throws(
-    () => new LocalSnapshotter({ stateRoot: a.stateRoot, redaction: { excludeRules: ['nope'] } }),
-    { code: 'INVALID_INPUT' },
-  );
+  // Checked when an operation first needs the policy (LocalSnapshotter.policies), before it creates anything.
+  const unknownRule = new LocalSnapshotter({ stateRoot: a.stateRoot, redaction: { excludeRules: ['nope'] } });
+  await assert.rejects(unknownRule.snapshot({ agentId: 'ana', redact: true }), { code: 'INVALID_INPUT' });
+  await assert.rejects(unknownRule.policies(), { code: 'INVALID_INPUT', message: /unknown rule id "nope"/ });
+  assert.deepEqual(storeEntries(a), []);
   await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana', redact: 'yes' as unknown as boolean }), {
     code: 'INVALID_INPUT',
   });

@@ -302,7 +302,7 @@ suite('remote core', { concurrency: 4 }, () => {
         .sort();
     const want = [s1.id, s2.id].sort();
     assert.deepEqual(await list(), want, 'cold');
-    const cacheDir = cacheDirOf(join(a.stateRoot, 'cache'), parseRepoLocation(repo));
+    const cacheDir = await cacheDirOf(join(a.stateRoot, 'cache'), parseRepoLocation(repo));
     const listingFile = join(cacheDir, LISTING_FILE);
     assert.ok(existsSync(listingFile), 'the listing entries are cached, in one file');
     assert.ok(!existsSync(join(cacheDir, 'listing')), 'not one file per entry');

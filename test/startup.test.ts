@@ -61,6 +61,54 @@ test('--version and list of a repository and of bundles load none of the heavy d
   }
 });
 
+/**
+ * What `list` without a config does not need (paths under dist/src/, or built-ins): the telemetry
+ * observers (no metrics, no broker configured); the key and redaction policies (age, ed25519 keys,
+ * signatures, the redaction rules: LocalSnapshotter.policies()) and node:crypto; retention and the
+ * snapshot steps' store files; and, for a store without a repository, any backend.
+ */
+const NOT_FOR_LIST = [
+  'events/observer.js',
+  'events/payloads.js',
+  'metrics/',
+  'crypto/',
+  'format/signature.js',
+  'format/seal.js',
+  'policy/redaction/',
+  'policy/retention.js',
+  'store/last-taken.js',
+  'store/leftovers.js',
+  'node:crypto',
+];
+const NOT_WITHOUT_REPOSITORY = ['backend/local.js', 'backend/backend.js'];
+
+test('list without a config loads no telemetry observer, no key or redaction policy, no node:crypto, and a backend only for a repository', async (t) => {
+  for (const store of ['repository', 'bundles', 'empty'] as const) {
+    const a = sampleAgent(
+      t,
+      'ana',
+      { memories: 5, embeddings: 2, files: 1, commits: 1 },
+      {
+        store: store === 'empty' ? 'repository' : store,
+      },
+    );
+    if (store !== 'empty') await a.snapshotter.snapshot({ agentId: 'ana' });
+    const r = await loadedBy(t, ['list', '--agent', 'ana', '--json', '--state-root', a.stateRoot], {
+      NEXO_MEMORY_STORE_FORMAT: store === 'empty' ? 'repository' : store,
+    });
+    assert.equal(JSON.parse(r.stdout).length, store === 'empty' ? 0 : 1, store);
+    const ours = r.urls
+      .filter((u) => u.includes('/dist/src/') || u.startsWith('node:'))
+      .map((u) => u.replace(/^.*\/dist\/src\//, ''));
+    const banned = [...NOT_FOR_LIST, ...(store === 'repository' ? [] : NOT_WITHOUT_REPOSITORY)];
+    assert.deepEqual(
+      ours.filter((m) => banned.some((b) => m.startsWith(b))),
+      [],
+      `list of ${store} loads none of ${banned.join(', ')}`,
+    );
+  }
+});
+
 test('list with a config file (--config or NEXO_MEMORY_CONFIG) loads the bundled YAML parser and none of the others', async (t) => {
   const a = sampleAgent(t, 'ana', { memories: 5, embeddings: 2, files: 1, commits: 1 });
   await a.snapshotter.snapshot({ agentId: 'ana' });

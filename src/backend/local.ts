@@ -5,7 +5,6 @@
 // regular file with a valid name are never listed. A symlink or other non-regular entry inside the root is
 // never followed: UnsafeObjectError.
 
-import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { type FileHandle, link, lstat, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -17,6 +16,7 @@ import {
   SnapshotError,
   UnsafeObjectError,
 } from '../model/errors.js';
+import { randomBytes } from '../util/random.js';
 import {
   type Backend,
   type Handle,

@@ -2,17 +2,16 @@
 // (`--repo`, NEXO_MEMORY_REPO, the config's `store:` section) into a checked location — a directory
 // (the local backend), `nats://host:port[,host:port…]/bucket` or `s3://bucket[/prefix]` — refusing
 // credentials in a URL, empty or malformed buckets, bad ports and `..`, without ever echoing the text
-// back when it may hold a secret. `openBackend` builds the Backend: the local one directly; a remote
-// one (nats.ts, s3.ts) by importing its module on demand (the CLI loads no client library for a local
-// repository), wrapped in metering (metered.ts), retries (retry.ts: what the backend itself does not
+// back when it may hold a secret. `openBackend` builds the Backend, importing its module on demand (every
+// snapshotter parses a location; a command that opens no repository loads no backend, and the CLI loads
+// no client library for a local repository): the local one (local.ts) as it is, a remote one (nats.ts,
+// s3.ts) wrapped in metering (metered.ts), retries (retry.ts: what the backend itself does not
 // see, a stream that ends early) and the local cache of immutable objects (cache.ts), in that order
 // from the inside out.
 
-import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { ConfigError } from '../model/errors.js';
 import type { Backend } from './backend.js';
-import { LocalBackend } from './local.js';
 import type {
   BackendObserver,
   NatsBackendOptions,
@@ -135,7 +134,8 @@ export function parseRepoLocation(text: string, base = process.cwd()): RepoLocat
 }
 
 /** The cache directory of a location under `cacheRoot` (the SHA-256 of its display form). */
-export function cacheDirOf(cacheRoot: string, location: RepoLocation): string {
+export async function cacheDirOf(cacheRoot: string, location: RepoLocation): Promise<string> {
+  const { createHash } = await import('node:crypto');
   return join(cacheRoot, createHash('sha256').update(location.display).digest('hex'));
 }
 
@@ -184,7 +184,7 @@ async function openRemote(location: RepoLocation, settings: BackendSettings): Pr
  * `settings.cacheRoot`.
  */
 export async function openBackend(location: RepoLocation, settings: BackendSettings = {}): Promise<Backend> {
-  if (location.kind === 'local') return new LocalBackend(location.path);
+  if (location.kind === 'local') return new (await import('./local.js')).LocalBackend(location.path);
   const raw = await openRemote(location, settings);
   const [{ MeteredBackend }, { RetryingBackend }, { CachedBackend }] = await Promise.all([
     import('./metered.js'),
@@ -199,6 +199,6 @@ export async function openBackend(location: RepoLocation, settings: BackendSetti
     ...(settings.retry ?? {}),
     ...(settings.observer ? { observer: settings.observer } : {}),
   });
-  if (settings.cacheRoot) b = new CachedBackend(b, cacheDirOf(settings.cacheRoot, location));
+  if (settings.cacheRoot) b = new CachedBackend(b, await cacheDirOf(settings.cacheRoot, location));
   return b;
 }

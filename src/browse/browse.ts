@@ -215,7 +215,7 @@ export async function catSnapshot(
   opts: CatOptions & OpenOptions = {},
 ): Promise<CatResult> {
   const p = parseBrowsePath(path);
-  const shown: Shown = { policy: opts.showSecrets === true ? undefined : s.redactionPolicy };
+  const shown: Shown = { policy: opts.showSecrets === true ? undefined : (await s.policies()).redaction };
   const output = opts.showSecrets === true ? ('shown' as const) : ('redacted' as const);
   const isDir = () => new InvalidInputError(`${JSON.stringify(canonical(p) || '/')} is a directory: use ls`);
   return withSnapshot(s, agentId, tenant, id, opts, async (src): Promise<CatResult> => {

@@ -117,7 +117,7 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
   const m = matcherOf(req);
   if (req.sinceMs !== undefined && !Number.isFinite(req.sinceMs))
     throw new InvalidInputError('since must be a time');
-  const shown: Shown = { policy: req.showSecrets === true ? undefined : s.redactionPolicy };
+  const shown: Shown = { policy: req.showSecrets === true ? undefined : (await s.policies()).redaction };
   const metas = (await s.list(agentId, tenant))
     .filter((x) => req.sinceMs === undefined || x.created_at_ms >= req.sinceMs)
     .reverse();

@@ -129,7 +129,7 @@ export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
       `memory.snapshot.enabled is false in ${loadedConfig?.path}: \`${currentCommand}\` is disabled on this host`,
     );
   }
-  const run = telemetry.runTelemetry(cfg, flags);
+  const run = telemetry.runTelemetry();
   const metrics = run.metrics;
   const s = new local.LocalSnapshotter({
     ...runtime.snapshotterOptionsFromConfig(cfg, flags),

@@ -2,6 +2,7 @@
 // through here; it prints the library's objects as they are.
 
 import type { SnapshotDiff } from '../diff/diff.js';
+import { snapshotKind } from '../model/kind.js';
 import type {
   ExportResult,
   RecoverResult,
@@ -9,7 +10,6 @@ import type {
   SnapshotMeta,
   VerifyReport,
 } from '../model/types.js';
-import { PRE_MUTATING_TOOL_KIND } from '../policy/retention.js';
 import type { RetentionTickReport } from '../snapshotter/gc.js';
 
 export function humanBytes(n: number): string {
@@ -213,7 +213,7 @@ export function formatGc(r: RetentionTickReport): string {
       const decisions = a.decisions.filter((d) => d.group === group);
       if (decisions.length === 0) continue;
       const header =
-        group === 'anchor' && decisions.some((d) => d.created_by === PRE_MUTATING_TOOL_KIND)
+        group === 'anchor' && decisions.some((d) => snapshotKind(d.created_by) === 'pre-mutating-tool')
           ? `${rules.anchor.slice(0, -1)}${preTool}`
           : rules[group];
       lines.push(`  ${header}:`);

@@ -1,7 +1,8 @@
 // Owns a CLI run's metrics and events: one SnapshotMetrics registry when the run writes a metrics
 // textfile (`--metrics-file` or `metrics.textfile`) or serves /metrics, and, when a broker is configured
 // (`--nats URL` or `events.nats_url`), one NATS publisher, both observing every snapshotter the run
-// builds. A run that writes no metrics never loads prom-client. At the end of the run, queued events get
+// builds. A run that writes no metrics never loads prom-client, and one without metrics or a broker
+// loads neither observer (CLI start-up: `list` without a config loads none of it). At the end of the run, queued events get
 // until `events.close_timeout_ms` to be delivered (the rest is dropped and counted), then the metrics
 // textfile is written atomically, failure outcome included.
 
@@ -9,9 +10,7 @@ import type { SnapshotConfig } from '../config/config.js';
 import { CONFIG_DEFAULTS } from '../config/defaults.js';
 import { natsPublisherFromConfig } from '../config/runtime.js';
 import type { NatsEventPublisher } from '../events/nats.js';
-import { LifecycleEventsObserver } from '../events/observer.js';
 import type { SnapshotMetrics } from '../metrics/metrics.js';
-import { MetricsObserver } from '../metrics/observer.js';
 import type { OperationObserver } from '../snapshotter/observer.js';
 
 export interface TelemetryFlags {
@@ -29,17 +28,19 @@ export class RunTelemetry {
   private readonly textfile: string | undefined;
   private readonly closeTimeoutMs: number;
 
-  /** `metrics`: the registry of the run, when it writes a textfile or serves /metrics. */
+  /**
+   * `metrics`: the registry of the run, when it writes a textfile or serves /metrics; `publisher`: the
+   * run's broker client, when one is configured; `observers`: theirs (built by prepareRunTelemetry).
+   */
   constructor(
     cfg: SnapshotConfig,
     flags: TelemetryFlags,
     readonly metrics: SnapshotMetrics | undefined,
+    publisher: NatsEventPublisher | undefined,
+    observers: OperationObserver[],
   ) {
-    this.publisher = natsPublisherFromConfig(cfg, flags.nats, metrics, warn);
-    this.observers = [
-      ...(metrics ? [new MetricsObserver(metrics)] : []),
-      ...(this.publisher ? [new LifecycleEventsObserver(this.publisher)] : []),
-    ];
+    this.publisher = publisher;
+    this.observers = observers;
     this.textfile = flags.metricsFile ?? cfg.metrics?.textfile;
     this.closeTimeoutMs = cfg.events?.close_timeout_ms ?? CONFIG_DEFAULTS.events.close_timeout_ms;
   }
@@ -71,13 +72,18 @@ export async function prepareRunTelemetry(
   if (current) return current;
   const wanted = serveMetrics || (flags.metricsFile ?? cfg.metrics?.textfile) !== undefined;
   const metrics = wanted ? new (await import('../metrics/metrics.js')).SnapshotMetrics() : undefined;
-  current ??= new RunTelemetry(cfg, flags, metrics);
+  const publisher = natsPublisherFromConfig(cfg, flags.nats, metrics, warn);
+  const observers: OperationObserver[] = [];
+  if (metrics) observers.push(new (await import('../metrics/observer.js')).MetricsObserver(metrics));
+  if (publisher)
+    observers.push(new (await import('../events/observer.js')).LifecycleEventsObserver(publisher));
+  current ??= new RunTelemetry(cfg, flags, metrics, publisher, observers);
   return current;
 }
 
-/** The run's telemetry (prepared by prepareRunTelemetry; without it, one that writes no metrics). */
-export function runTelemetry(cfg: SnapshotConfig, flags: TelemetryFlags): RunTelemetry {
-  current ??= new RunTelemetry(cfg, flags, undefined);
+/** The run's telemetry, prepared by prepareRunTelemetry (runCommand does, before a command body runs). */
+export function runTelemetry(): RunTelemetry {
+  if (!current) throw new Error('internal: the run telemetry was not prepared before the command');
   return current;
 }
 

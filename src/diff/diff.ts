@@ -168,9 +168,10 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
       sideOf(s, agentId, tenant, ra, rb, skipA, join(tmp, 'a'), identities, req.decryptIdentity),
       sideOf(s, agentId, tenant, rb, ra, skipB, join(tmp, 'b'), identities, req.decryptIdentity),
     ]);
+    const policy = (await s.policies()).redaction;
     const secrets: SecretsView = {
-      policy: s.redactionPolicy,
-      shown: { policy: req.showSecrets === true ? undefined : s.redactionPolicy },
+      policy,
+      shown: { policy: req.showSecrets === true ? undefined : policy },
       labels: { a: a.label, b: b.label },
     };
     const [commits, allFiles] = await allSettledOrThrow([
@@ -185,7 +186,7 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
     );
     const byDb = (db: string) => databases.find((d) => d.db === db);
     const redactedState = (['extract_cursor', 'dream_run'] as const).filter(
-      (key) => placeholdersInJson(s.redactionPolicy, a.state.get(key), b.state.get(key)) !== undefined,
+      (key) => placeholdersInJson(policy, a.state.get(key), b.state.get(key)) !== undefined,
     );
     const changed = (key: 'extract_cursor' | 'dream_run') =>
       !redactedState.includes(key) &&

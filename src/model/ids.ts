@@ -1,7 +1,7 @@
 // Owns identifier rules: agent ids and tenants (validated, the message names the broken rule), snapshot
 // ids (UUID v7 generated, any UUID spelling parsed to the lowercase hyphenated form), labels. Pure.
 
-import { randomBytes } from 'node:crypto';
+import { randomBytes } from '../util/random.js';
 import { InvalidInputError } from './errors.js';
 
 export const DEFAULT_TENANT = 'default';

@@ -59,12 +59,13 @@ export async function openDownload(
     if (plan.repack) {
       scratch = await mkdtemp(join(tmpdir(), 'nexo-download-'));
       path = join(scratch, file.name);
-      const signingKey = s.signingKey;
+      const policies = await s.policies();
+      const signingKey = policies.signingKey();
       sha256 = (
         await repackBundle({
           source: file.path,
           dest: path,
-          policy: s.redactionPolicy,
+          policy: policies.redaction,
           ...(signingKey ? { signingKey } : {}),
           zstd: { level: s.zstdLevel, workers: s.zstdWorkers },
         })
@@ -114,9 +115,10 @@ async function openRepoDownload(
     const encrypted = exportRecipients(s, meta.encrypted, false).length > 0;
     const name = exportName(meta.id, encrypted);
     const path = join(scratch, name);
+    const { trust } = await s.policies();
     const written = await writeRepoBundle(s, meta.id, path, {
       redact: opts.redact ?? s.redactExports,
-      ...(s.trust.required ? { trust: s.trust } : {}),
+      ...(trust.required ? { trust } : {}),
     });
     const handle = await open(path, 'r');
     try {

@@ -47,17 +47,17 @@ export interface StoredBundle {
   signature?: SignatureInfo;
 }
 
-/** The trust restore applies to a request (its keys, or the snapshotter's). */
+/** The trust restore applies to a request (its keys, or the snapshotter's: `own`). */
 export function requestTrust(
-  s: LocalSnapshotter,
+  own: TrustPolicy,
   req: { trust?: string[]; requireSignature?: boolean },
 ): TrustPolicy {
   return req.trust !== undefined || req.requireSignature !== undefined
     ? trustPolicy(
-        req.trust ?? s.trust.keys.map((k) => k.publicKey),
-        req.requireSignature ?? (req.trust?.length ? true : s.trust.required),
+        req.trust ?? own.keys.map((k) => k.publicKey),
+        req.requireSignature ?? (req.trust?.length ? true : own.required),
       )
-    : s.trust;
+    : own;
 }
 
 /** Lists a stored snapshot whose listing entry was lost (a kill between manifest and listing). */
@@ -85,8 +85,9 @@ export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest):
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
   const bundle = resolve(req.bundle);
   const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
-  const trust = requestTrust(s, req);
-  const signingKey = s.signingKey; // an unreadable key fails before anything is written
+  const policies = await s.policies();
+  const trust = requestTrust(policies.trust, req);
+  const signingKey = policies.signingKey(); // an unreadable key fails before anything is written
   const dir = s.layout.snapshotsDir(tenant, agentId);
   await mkdir(dir, { recursive: true });
   const lock = await s.lockAgent(agentId, tenant, 'import');

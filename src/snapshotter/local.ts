@@ -2,7 +2,9 @@
 // validate → lock → steps → publish → clean up. The steps themselves live in capture/, verify/,
 // format/ and store/; this file decides their order and what is left behind on failure (nothing).
 // The modules of an operation's steps are imported when the operation runs, not with this module, so a
-// short command (list, pin) does not load the snapshot, verify or restore machinery (CLI start-up).
+// short command (list, pin) does not load the snapshot, verify or restore machinery (CLI start-up); so
+// are those of the key and redaction policies (`policies()`: age, ed25519 keys, the redaction rules,
+// node:crypto).
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat, unlink } from 'node:fs/promises';
@@ -14,12 +16,11 @@ import type { BackendSettings } from '../backend/open.js';
 import type { BackendObserver } from '../backend/remote.js';
 import type { CatOptions, CatResult, FindRequest, FindResult, LsResult } from '../browse/types.js';
 import type { captureAgent } from '../capture/capture.js';
-import { loadIdentities, parseRecipient, recipientFingerprint } from '../crypto/age.js';
-import { loadSigningKey, type SigningKey } from '../crypto/sign.js';
+import type { SigningKey } from '../crypto/sign.js';
 import type { DiffRequest, SnapshotDiff } from '../diff/diff.js';
 import { BUNDLE_FORMAT, CURRENT_SCHEMA, MANIFEST_VERSION } from '../format/constants.js';
 import type { ManifestDraft, RedactionReport } from '../format/manifest.js';
-import { type TrustPolicy, trustPolicy } from '../format/signature.js';
+import type { TrustPolicy } from '../format/signature.js';
 import {
   asSnapshotError,
   ConcurrentError,
@@ -50,7 +51,7 @@ import {
   STATE_KEYS,
   type VerifyReport,
 } from '../model/types.js';
-import { compilePolicy, type RedactionOptions, type RedactionPolicy } from '../policy/redaction/scan.js';
+import type { RedactionOptions, RedactionPolicy } from '../policy/redaction/scan.js';
 import type { CheckOptions, CheckReport } from '../repository/check.js';
 import type { PruneOptions, PruneReport } from '../repository/prune.js';
 import type { ListingMeta } from '../repository/snapshots.js';
@@ -70,8 +71,6 @@ import {
   storeAgents,
   writeSidecar,
 } from '../store/catalog.js';
-import { readLastTaken, writeLastTaken } from '../store/last-taken.js';
-import { cleanLeftovers } from '../store/leftovers.js';
 import type { HeldLock } from '../store/lock.js';
 import { SIBLING_EXT, STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins.js';
@@ -150,6 +149,19 @@ interface SnapshotDue {
   taken(agentId: string, tenant: string, layout: StoreLayout, meta: SnapshotMeta): Promise<void>;
 }
 
+/** The key and redaction policies of a snapshotter's options (LocalSnapshotter.policies). */
+export interface SnapshotterPolicies {
+  /** The trust restore applies unless a request says otherwise. */
+  readonly trust: TrustPolicy;
+  /** The redaction rules, allowlist and exclusions (snapshots that ask for it, exports, shown values). */
+  readonly redaction: RedactionPolicy;
+  /**
+   * The configured signing key, read on first call: commands that never sign (verify, diff) work even
+   * when the key file is unreadable; snapshot and restore read it before they create anything.
+   */
+  signingKey(): SigningKey | undefined;
+}
+
 /** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
 const reported = new WeakSet<object>();
 
@@ -163,11 +175,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
   readonly observers: readonly OperationObserver[];
-  private readonly signingKeySource: string | SigningKey | undefined;
-  private loadedSigningKey: SigningKey | undefined;
-  /** The trust restore applies unless a request says otherwise. */
-  readonly trust: TrustPolicy;
-  readonly redactionPolicy: RedactionPolicy;
+  private readonly policyOptions: Pick<
+    LocalSnapshotterOptions,
+    'signingKey' | 'trustedKeys' | 'requireSignature' | 'redaction'
+  >;
+  private policiesP: Promise<SnapshotterPolicies> | undefined;
   /** The content-addressed repository of this state root (created by the first snapshot into it). */
   readonly repository: RepositoryStore;
   /** The configured store (LocalSnapshotterOptions.store). */
@@ -190,12 +202,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.zstdWorkers = opts.zstdWorkers ?? 2;
     this.warn = opts.onWarning ?? (() => {});
     this.recipients = opts.recipients ?? [];
-    for (const r of this.recipients) parseRecipient(r);
-    this.redactionPolicy = compilePolicy(opts.redaction);
     this.redactExports = opts.redactExports ?? true;
     this.observers = opts.observers ?? [];
-    this.signingKeySource = opts.signingKey;
-    this.trust = trustPolicy(opts.trustedKeys, opts.requireSignature === true);
+    const { signingKey, trustedKeys, requireSignature, redaction } = opts;
+    this.policyOptions = { signingKey, trustedKeys, requireSignature, redaction };
     this.storeChoice = opts.store ?? storeFormatFromEnv() ?? 'auto';
     this.identityPath = opts.identityPath;
     this.repository = new RepositoryStore(
@@ -233,13 +243,33 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   /**
-   * The configured signing key, read on first use: commands that never sign (list, verify, gc) work
-   * even when the key file is unreadable; snapshot and restore read it before they create anything.
+   * The key and redaction policies of the options, built on the first call: the operations that use
+   * them ask for them first, so commands that do not (list, gc, pin, delete) load none of their modules
+   * (CLI start-up). A bad recipient, trusted key or redaction option fails the first operation that asks,
+   * before it creates anything (the config file's checks refuse them earlier).
    */
-  get signingKey(): SigningKey | undefined {
-    if (typeof this.signingKeySource !== 'string') return this.signingKeySource;
-    this.loadedSigningKey ??= loadSigningKey(this.signingKeySource);
-    return this.loadedSigningKey;
+  policies(): Promise<SnapshotterPolicies> {
+    this.policiesP ??= (async () => {
+      const [{ parseRecipient }, { loadSigningKey }, { trustPolicy }, { compilePolicy }] = await Promise.all([
+        import('../crypto/age.js'),
+        import('../crypto/sign.js'),
+        import('../format/signature.js'),
+        import('../policy/redaction/scan.js'),
+      ]);
+      for (const r of this.recipients) parseRecipient(r);
+      const o = this.policyOptions;
+      const redaction = compilePolicy(o.redaction);
+      const trust = trustPolicy(o.trustedKeys, o.requireSignature === true);
+      const source = o.signingKey;
+      let loaded: SigningKey | undefined;
+      const signingKey = () => {
+        if (typeof source !== 'string') return source;
+        loaded ??= loadSigningKey(source);
+        return loaded;
+      };
+      return { trust, redaction, signingKey };
+    })();
+    return this.policiesP;
   }
 
   /** Reports an operation to the observers; never throws. */
@@ -337,6 +367,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     if (!Number.isSafeInteger(minIntervalMs) || minIntervalMs < 0)
       throw new InvalidInputError('minIntervalMs must be an integer ≥ 0');
     let last: number | undefined;
+    const { readLastTaken, writeLastTaken } = await import('../store/last-taken.js');
     const due = {
       async check(agentId: string, tenant: string, layout: StoreLayout): Promise<boolean> {
         last = await readLastTaken(layout.lastTakenPath(tenant, agentId, kind));
@@ -392,6 +423,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
       throw new InvalidInputError('redact must be a boolean');
     if (req.redact && createdBy.startsWith('auto-pre-'))
       throw new InvalidInputError(`an anchor (${createdBy}) is never redacted: it must restore exactly`);
+    const [policies, { parseRecipient }, { loadSigningKey }] = await Promise.all([
+      this.policies(),
+      import('../crypto/age.js'),
+      import('../crypto/sign.js'),
+    ]);
     const recipients = req.encrypt ?? [...this.recipients];
     for (const r of recipients) parseRecipient(r); // a bad recipient fails before anything is created
     // so does a bad signing key
@@ -400,7 +436,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         ? undefined
         : typeof req.sign === 'string'
           ? loadSigningKey(req.sign)
-          : (req.sign ?? this.signingKey);
+          : (req.sign ?? policies.signingKey());
     const memdir = this.resolver.memdir(agentId, tenant);
     const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
     if (!(await this.agentExists(agentId, tenant))) {
@@ -430,7 +466,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         dir,
         recipients,
         signingKey,
-        ...(req.redact === true ? { redact: this.redactionPolicy } : {}),
+        ...(req.redact === true ? { redact: policies.redaction } : {}),
         onProgress: req.onProgress,
         started,
       });
@@ -491,6 +527,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       { redactStaging },
       { SqliteWorker },
       { LockTimeoutError },
+      { recipientFingerprint },
     ] = await Promise.all([
       import('../agent/write-gate.js'),
       import('../capture/capture.js'),
@@ -499,6 +536,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       import('../policy/redaction/redact.js'),
       import('../sqlite/worker.js'),
       import('../store/lock.js'),
+      import('../crypto/age.js'),
     ]);
     const id = newSnapshotId();
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
@@ -657,6 +695,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const dir = this.layout.snapshotsDir(tenant, agentId);
     // One listing of the agent's directory serves both passes (nothing else writes it: we hold the lock).
     const names = await dirNames(dir);
+    const { cleanLeftovers } = await import('../store/leftovers.js');
     const removed = new Set(await cleanLeftovers(dir, graceMs, names));
     for (const name of removed) warn(`removed leftover of an interrupted operation: ${name}`);
     const present = new Set(names.filter((n) => !removed.has(n)));
@@ -844,16 +883,24 @@ export class LocalSnapshotter implements MemorySnapshotter {
    */
   async verify(bundlePath: string, opts: VerifyRequestOptions = {}): Promise<VerifyReport> {
     const { trust, decryptIdentity, ...rest } = opts;
-    const { verifyBundleFile } = await import('../verify/verify.js');
+    const [{ verifyBundleFile }, { loadIdentities }, verifyTrust] = await Promise.all([
+      import('../verify/verify.js'),
+      import('../crypto/age.js'),
+      this.verifyTrust(trust),
+    ]);
     return verifyBundleFile(bundlePath, {
       ...rest,
       ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
-      ...(trust !== undefined
-        ? { trust: trustPolicy(trust, trust.length > 0) }
-        : this.trust.keys.length > 0
-          ? { trust: this.trust }
-          : {}),
+      ...(verifyTrust ? { trust: verifyTrust } : {}),
     });
+  }
+
+  /** The trust of a verify (see verify): of `trust` when given, else the snapshotter's when it has keys. */
+  private async verifyTrust(trust: string[] | undefined): Promise<TrustPolicy | undefined> {
+    if (trust !== undefined)
+      return (await import('../format/signature.js')).trustPolicy(trust, trust.length > 0);
+    const own = (await this.policies()).trust;
+    return own.keys.length > 0 ? own : undefined;
   }
 
   /**
@@ -869,16 +916,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const inRepository = await this.findInRepository(agentId, tenant, id);
     if (inRepository) {
       const { trust, decryptIdentity, deep, onProgress } = opts;
+      const verifyTrust = await this.verifyTrust(trust);
       return (
         await this.repository.verify(inRepository.id, {
           ...(deep ? { deep: true } : {}),
           ...(decryptIdentity ? { decryptIdentity } : {}),
           ...(onProgress ? { onProgress } : {}),
-          ...(trust !== undefined
-            ? { trust: trustPolicy(trust, trust.length > 0) }
-            : this.trust.keys.length > 0
-              ? { trust: this.trust }
-              : {}),
+          ...(verifyTrust ? { trust: verifyTrust } : {}),
         })
       ).report;
     }
@@ -1044,18 +1088,23 @@ export class LocalSnapshotter implements MemorySnapshotter {
       const { decryptIdentity, trust, redact, ...rest } = opts;
       if (redact !== undefined && typeof redact !== 'boolean')
         throw new InvalidInputError('redact must be a boolean');
-      const { exportBundle } = await import('./export.js');
+      const [{ exportBundle }, { loadIdentities }, { trustPolicy }, policies] = await Promise.all([
+        import('./export.js'),
+        import('../crypto/age.js'),
+        import('../format/signature.js'),
+        this.policies(),
+      ]);
       return await exportBundle(file, target, {
         ...rest,
         redact: redact ?? this.redactExports,
-        policy: this.redactionPolicy,
-        signingKey: () => this.signingKey,
+        policy: policies.redaction,
+        signingKey: policies.signingKey,
         zstd: { level: this.zstdLevel, workers: this.zstdWorkers },
         ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
         ...(trust !== undefined
           ? { trust: trustPolicy(trust, trust.length > 0) }
-          : this.trust.required
-            ? { trust: this.trust }
+          : policies.trust.required
+            ? { trust: policies.trust }
             : {}),
       });
     } catch (err) {

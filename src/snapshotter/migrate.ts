@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
 import { readManifestOnly } from '../format/reader.js';
+import type { TrustPolicy } from '../format/signature.js';
 import {
   AlreadyExistsError,
   asSnapshotError,
@@ -82,12 +83,15 @@ interface Context {
   repo: Repository;
   identities: readonly Identity[] | undefined;
   signingKey: SigningKey | undefined;
+  /** The snapshotter's trust: what a bundle is checked against before it moves. */
+  trust: TrustPolicy;
   opts: MigrateOptions;
 }
 
 export async function migrateBundles(s: LocalSnapshotter, opts: MigrateOptions = {}): Promise<MigrateReport> {
-  const signingKey = s.signingKey; // an unreadable key fails before anything moves
-  if (s.trust.required && !signingKey)
+  const { trust, signingKey: keyOf } = await s.policies();
+  const signingKey = keyOf(); // an unreadable key fails before anything moves
+  if (trust.required && !signingKey)
     throw new InvalidInputError(
       'signatures are required (signing.require_signature) but no signing key is configured: migrated ' +
         'snapshots are signed with the host key, and unsigned ones could not be restored here',
@@ -96,7 +100,7 @@ export async function migrateBundles(s: LocalSnapshotter, opts: MigrateOptions =
   const identities = identityPath ? loadIdentities(identityPath) : undefined;
   const created = !(await s.repository.exists());
   const repo = await s.repository.openForWriting(s.recipients, opts.decryptIdentity);
-  const ctx: Context = { s, repo, identities, signingKey, opts };
+  const ctx: Context = { s, repo, identities, signingKey, trust, opts };
   const results: MigratedBundle[] = [];
   for (const [tenant, agent] of await storeAgents(s.layout)) {
     const dir = s.layout.snapshotsDir(tenant, agent);
@@ -193,7 +197,7 @@ async function migrateOne(
       await withStaging(dir, async (staging) => {
         const b = await stageBundle(file.path, staging, {
           ...(ctx.identities ? { identities: ctx.identities } : {}),
-          trust: s.trust,
+          trust: ctx.trust,
         });
         const meta = await storeStaged(
           s.repository,

@@ -88,12 +88,13 @@ export async function writeRepoBundle(
     const captured = await capturedFrom(m, result.written, gitBundle);
     const alreadyRedacted = m.redactions !== undefined;
     const redactHere = recipients.length === 0 && !alreadyRedacted && o.redact;
-    const signingKey = s.signingKey;
+    const policies = await s.policies();
+    const signingKey = policies.signingKey();
     const packed = await packStaged(
       { meta: m, captured, staging: join(staging, 'snapshot') },
       {
         dest,
-        ...(redactHere ? { policy: s.redactionPolicy } : {}),
+        ...(redactHere ? { policy: policies.redaction } : {}),
         ...(signingKey ? { signingKey } : {}),
         recipients,
         zstd: { level: s.zstdLevel, workers: s.zstdWorkers },
@@ -142,8 +143,8 @@ export async function exportRepoSnapshot(
   const { decryptIdentity, trust, redact, decrypt, force, onProgress } = opts;
   if (redact !== undefined && typeof redact !== 'boolean')
     throw new InvalidInputError('redact must be a boolean');
-  const policy =
-    trust !== undefined ? trustPolicy(trust, trust.length > 0) : s.trust.required ? s.trust : undefined;
+  const own = (await s.policies()).trust;
+  const policy = trust !== undefined ? trustPolicy(trust, trust.length > 0) : own.required ? own : undefined;
   // decided before anything is written: encrypted copies need recipients
   const encrypted = exportRecipients(s, meta.encrypted, decrypt === true).length > 0;
   return publishExport(

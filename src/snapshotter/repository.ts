@@ -21,11 +21,11 @@ import type { Backend } from '../backend/backend.js';
 import { type BackendSettings, parseRepoLocation, type RepoLocation } from '../backend/open.js';
 import type { BackendObserver } from '../backend/remote.js';
 import type { CopiedDb, captureAgent } from '../capture/capture.js';
-import { type Identity, loadIdentities, recipientFingerprint } from '../crypto/age.js';
+import type { Identity } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
 import type { Manifest, RedactionReport } from '../format/manifest.js';
-import { checkSealSignature, signatureRefusal, type TrustPolicy } from '../format/signature.js';
+import type { TrustPolicy } from '../format/signature.js';
 import {
   asSnapshotError,
   ConcurrentError,
@@ -209,14 +209,14 @@ export class RepositoryStore {
     return identityPath && (await this.exists()) ? this.fresh(identityPath) : this.open(true, recipients);
   }
 
-  private identities(extra?: string): Identity[] | undefined {
+  private async identities(extra?: string): Promise<Identity[] | undefined> {
     const path = extra ?? this.identityPath;
-    return path ? loadIdentities(path) : undefined;
+    return path ? (await import('../crypto/age.js')).loadIdentities(path) : undefined;
   }
 
   /** A new handle on the repository (its own index), opened with `identityPath` or the configured identity. */
   async fresh(identityPath?: string): Promise<Repository> {
-    const ids = this.identities(identityPath);
+    const ids = await this.identities(identityPath);
     const { Repository } = await import('../repository/repository.js');
     return Repository.open(await this.backendFor(), {
       zstdLevel: this.zstdLevel,
@@ -228,12 +228,15 @@ export class RepositoryStore {
   async open(create = false, recipients: readonly string[] = [], identityPath?: string): Promise<Repository> {
     if (identityPath) return this.fresh(identityPath);
     if (!this.opened) {
-      const ids = this.identities();
-      const opts = { zstdLevel: this.zstdLevel, ...(ids ? { identities: ids } : {}) };
-      this.opened = Promise.all([import('../repository/repository.js'), this.backendFor(create)])
-        .then(([{ Repository }, backend]) =>
-          create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts),
-        )
+      this.opened = this.identities()
+        .then(async (ids) => {
+          const opts = { zstdLevel: this.zstdLevel, ...(ids ? { identities: ids } : {}) };
+          const [{ Repository }, backend] = await Promise.all([
+            import('../repository/repository.js'),
+            this.backendFor(create),
+          ]);
+          return create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts);
+        })
         .catch((err: unknown) => {
           this.opened = undefined;
           throw err;
@@ -340,6 +343,7 @@ export class RepositoryStore {
       { SqliteWorker },
       { LockTimeoutError },
       { packageModule },
+      { recipientFingerprint },
     ] = await Promise.all([
       import('../agent/write-gate.js'),
       import('../capture/capture.js'),
@@ -350,6 +354,7 @@ export class RepositoryStore {
       import('../sqlite/worker.js'),
       import('../store/lock.js'),
       import('../util/module-worker.js'),
+      import('../crypto/age.js'),
     ]);
     // The repository opens (a remote one: connecting, and creating its buckets for the first snapshot)
     // while the agent is captured: the capture needs nothing of it, and the gate is held for the capture
@@ -624,15 +629,16 @@ export class RepositoryStore {
     } = {},
   ): Promise<{ report: VerifyReport; result: RepoVerifyResult }> {
     const repo = await this.open(false, [], opts.decryptIdentity);
-    const [{ verifyRepoSnapshot }, { checkedVerifyRepoSnapshot }] = await Promise.all([
+    const [{ verifyRepoSnapshot }, { checkedVerifyRepoSnapshot }, signatures] = await Promise.all([
       import('../repository/verify-snapshot.js'),
       import('../repository/verify-checks.js'),
+      import('../format/signature.js'),
     ]);
     return this.locked(repo, false, 'verify', async () => {
       const onBytes = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes });
       if (opts.gitDir) {
         const result = await verifyRepoSnapshot(repo, id, { ...opts, onBytes });
-        return { report: this.reportOf(id, result, opts.trust, undefined), result };
+        return { report: this.reportOf(signatures, id, result, opts.trust, undefined), result };
       }
       const { result, deep } = await checkedVerifyRepoSnapshot(repo, id, {
         ...(opts.deep ? { deep: true } : {}),
@@ -640,13 +646,21 @@ export class RepositoryStore {
         onBytes,
       });
       return {
-        report: this.reportOf(id, result, opts.trust, opts.deep ? (deep ?? 'skipped') : undefined),
+        report: this.reportOf(
+          signatures,
+          id,
+          result,
+          opts.trust,
+          opts.deep ? (deep ?? 'skipped') : undefined,
+        ),
         result,
       };
     });
   }
 
+  /** `signatures`: format/signature.js, imported by verify (the module list does not load it). */
   private reportOf(
+    { checkSealSignature, signatureRefusal }: typeof import('../format/signature.js'),
     id: string,
     r: RepoVerifyResult,
     trust: TrustPolicy | undefined,

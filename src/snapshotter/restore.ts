@@ -153,17 +153,18 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
   const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
+  const policies = await s.policies();
   // The anchor's signing key is read (and cached) now: an unreadable key fails the restore before it starts.
-  void s.signingKey;
+  policies.signingKey();
   const source = await locateSource(s, req, agentId, tenant, identities);
   // Trusted keys given with the request require a signature unless the request says otherwise.
   const trust =
     req.trust !== undefined || req.requireSignature !== undefined
       ? trustPolicy(
-          req.trust ?? s.trust.keys.map((k) => k.publicKey),
-          req.requireSignature ?? (req.trust?.length ? true : s.trust.required),
+          req.trust ?? policies.trust.keys.map((k) => k.publicKey),
+          req.requireSignature ?? (req.trust?.length ? true : policies.trust.required),
         )
-      : s.trust;
+      : policies.trust;
   // The manifest, read first: everything below is refused before any lock, staging or snapshot.
   const head = await source.head(trust.keys);
   // Authenticity before anything else acts on the manifest.
@@ -331,7 +332,7 @@ async function restoreLocked(
             // the anchor of an encrypted restore is encrypted too, to the configured recipients
             recipients: s.recipients,
             // and signed with the configured key, so a host that requires signatures can undo
-            signingKey: s.signingKey,
+            signingKey: (await s.policies()).signingKey(),
             onProgress: undefined,
           });
           report.pre_snapshot = pre.id;

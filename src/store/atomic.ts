@@ -2,10 +2,10 @@
 // small-file writes (temp → fsync → rename → fsync dir) and no-clobber publication of a finished temp file.
 
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { constants, existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { link, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { randomBytes } from '../util/random.js';
 
 export async function fsyncDir(dir: string): Promise<void> {
   const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);

@@ -13,7 +13,7 @@ import { ConfigError } from '../../model/errors.js';
 import { Daemon } from '../../server/daemon.js';
 import type { ScheduleEntry } from '../../server/scheduler.js';
 import { loadFlagsConfig, runCommand, snapshotterFrom } from '../context.js';
-import { runTelemetry, type TelemetryFlags } from '../telemetry.js';
+import { runTelemetry } from '../telemetry.js';
 import { configOption, jsonOption, memdirRootOption, sqliteRootOption, stateRootOption } from './options.js';
 
 export const TOKEN_ENV = 'NEXO_MEMORY_TOKEN';
@@ -87,7 +87,8 @@ Examples:
         const cfg = loadFlagsConfig(opts)?.snapshot ?? {};
         // Metrics of every operation (and lifecycle events when a broker is configured).
         const snapshotter = snapshotterFrom(opts);
-        const telemetry = runTelemetry(cfg, opts as TelemetryFlags); // --nats, --metrics-file: added by main
+        await snapshotter.policies(); // a bad key or redaction option stops the daemon now, not its first restore
+        const telemetry = runTelemetry(); // prepared by runCommand from --nats, --metrics-file and the config
         const enabled = cfg.enabled !== false;
         const token = tokenFrom(cfg);
         const readToken = readTokenFrom(cfg);
