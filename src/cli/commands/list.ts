@@ -2,7 +2,6 @@
 
 import { Command } from '@commander-js/extra-typings';
 import { printJson, runCommand, snapshotterFrom } from '../context.js';
-import { formatList } from '../format.js';
 import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } from './options.js';
 
 export function listCommand() {
@@ -21,7 +20,8 @@ export function listCommand() {
       await runCommand(opts, async () => {
         const metas = await snapshotterFrom(opts).list(opts.agent, opts.tenant);
         if (opts.json) printJson(metas);
-        else process.stdout.write(`${formatList(metas)}\n`);
+        // the table's module only for the table: `list --json` is what runtimes call before an action
+        else process.stdout.write(`${(await import('../format.js')).formatList(metas)}\n`);
         return 0;
       });
     });
