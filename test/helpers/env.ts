@@ -4,11 +4,22 @@
 
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { transformSync } from 'esbuild';
 import {
   buildSampleAgent,
   gitEnv,
@@ -16,6 +27,7 @@ import {
   type SampleAgentPaths,
 } from '../../scripts/sample-agent.js';
 import { LocalSnapshotter, type LocalSnapshotterOptions } from '../../src/index.js';
+import { ensureBuilt } from './built-cli.js';
 import { runCliInProcess } from './cli.js';
 
 // The suite's existing tests exercise the bundle store (the exchange format, and 0.2 state roots);
@@ -140,16 +152,19 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a TypeScript file of this repository under tsx as a child process. */
+/** Runs a TypeScript file of this repository as a child process: under tsx, a fixture as fixtureCommand says. */
 export function runTs(
   file: string,
   args: string[],
   opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Promise<RunResult> {
+  const fixtures = join(REPO, 'test', 'fixtures');
+  const path = resolve(REPO, file);
+  const command = dirname(path) === fixtures ? fixtureCommand(basename(path)) : ['--import', 'tsx', file];
   return new Promise((resolvePromise) => {
     execFile(
       process.execPath,
-      ['--import', 'tsx', file, ...args],
+      [...command, ...args],
       { cwd: opts.cwd ?? REPO, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 },
       (err, stdout, stderr) => {
         const code = err ? ((err as { code?: number }).code ?? 1) : 0;
@@ -169,9 +184,41 @@ export const runCli = (
   opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Promise<RunResult> => runCliInProcess(args, opts);
 
+/**
+ * The command that runs a fixture script (test/fixtures/*.ts) as a real process. A fixture whose only
+ * imports of this repository are modules of src/ runs the built package (dist/, rebuilt when stale, as
+ * for the built CLI): the fixture alone is turned into JavaScript (esbuild, the transform tsx applies)
+ * with those imports pointed at dist/src, so the process starts like the installed package instead of
+ * compiling the library under tsx (about half a second of CPU per process, and again in every worker
+ * thread it starts). Any other fixture runs under tsx.
+ */
+export function fixtureCommand(file: string): string[] {
+  const source = join(REPO, 'test', 'fixtures', file);
+  const text = readFileSync(source, 'utf8');
+  const relative = [...text.matchAll(/from '(\.[^']*)'/g)].map((m) => m[1]!);
+  if (relative.length === 0 || relative.some((spec) => !spec.startsWith('../../src/')))
+    return ['--import', 'tsx', source];
+  ensureBuilt();
+  const out = join(REPO, 'dist', 'test-fixtures', basename(file).replace(/\.ts$/, '.mjs'));
+  if (!existsSync(out) || statSync(out).mtimeMs < statSync(source).mtimeMs) {
+    const dist = `${pathToFileURL(join(REPO, 'dist', 'src')).href}/`;
+    const js = transformSync(text.replaceAll("from '../../src/", `from '${dist}`), {
+      loader: 'ts',
+      format: 'esm',
+      target: 'node20',
+      sourcefile: source,
+    }).code;
+    mkdirSync(dirname(out), { recursive: true });
+    const tmp = `${out}.${process.pid}.tmp`;
+    writeFileSync(tmp, js);
+    renameSync(tmp, out); // atomic: another test process may write the same file meanwhile
+  }
+  return [out];
+}
+
 /** Starts a fixture script and resolves once it prints `ready` on stdout. */
 export function startFixture(t: TestContext, file: string, args: string[], env: NodeJS.ProcessEnv = {}) {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO, 'test', 'fixtures', file), ...args], {
+  const child = spawn(process.execPath, [...fixtureCommand(file), ...args], {
     cwd: REPO,
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
