@@ -12,13 +12,12 @@ import {
   readFileSync,
   renameSync,
   rmSync,
-  statSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { transformSync } from 'esbuild';
 import {
   buildSampleAgent,
@@ -195,14 +194,16 @@ export const runCli = (
 export function fixtureCommand(file: string): string[] {
   const source = join(REPO, 'test', 'fixtures', file);
   const text = readFileSync(source, 'utf8');
-  const relative = [...text.matchAll(/from '(\.[^']*)'/g)].map((m) => m[1]!);
+  const relative = [...text.matchAll(/(?:from |import\()'(\.[^']*)'/g)].map((m) => m[1]!);
   if (relative.length === 0 || relative.some((spec) => !spec.startsWith('../../src/')))
     return ['--import', 'tsx', source];
   ensureBuilt();
-  const out = join(REPO, 'dist', 'test-fixtures', basename(file).replace(/\.ts$/, '.mjs'));
-  if (!existsSync(out) || statSync(out).mtimeMs < statSync(source).mtimeMs) {
-    const dist = `${pathToFileURL(join(REPO, 'dist', 'src')).href}/`;
-    const js = transformSync(text.replaceAll("from '../../src/", `from '${dist}`), {
+  // named by its source's digest: a file of that name is that source's transform
+  const digest = createHash('sha256').update(text).digest('hex').slice(0, 12);
+  const out = join(REPO, 'dist', 'test-fixtures', basename(file).replace(/\.ts$/, `.${digest}.mjs`));
+  if (!existsSync(out)) {
+    // relative, so a copy of the checkout with its dist/ (scripts/node-matrix.sh) runs its own dist/src
+    const js = transformSync(text.replaceAll(/(from |import\()'\.\.\/\.\.\/src\//g, "$1'../src/"), {
       loader: 'ts',
       format: 'esm',
       target: 'node20',
