@@ -2,13 +2,14 @@
 // buckets with 3 replicas): the backend conformance suite; a node killed during a large save; the
 // majority killed (STORE_UNREACHABLE, nothing half-visible, success once the nodes are back); an
 // interrupted save; prune sweeping the chunks of a save killed long enough ago (never of one under way);
-// wrong credentials (STORE_AUTH); a missing bucket (STORE_MISSING).
+// wrong credentials (STORE_AUTH); a missing bucket (STORE_MISSING); the state token and the cache's names
+// answered from it.
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -17,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import type { Backend } from '../src/backend/backend.js';
+import { CachedBackend } from '../src/backend/cache.js';
 import { NATS_CHUNK_SIZE, NATS_PACKING, type NatsBackend, openNatsBackend } from '../src/backend/nats.js';
 import { openBackend, parseRepoLocation } from '../src/backend/open.js';
 import type { NatsBackendOptions } from '../src/backend/remote.js';
@@ -516,4 +518,57 @@ test('the observer sees each request with its outcome and the bytes moved', asyn
     'save ok 4',
     'save error 0',
   ]);
+});
+
+test('the state token changes with every save and remove by any client; the cache lists names from it only while nothing changed', async (t) => {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  let lists = 0;
+  const b = await open(bucket, { observer: { request: (op) => void (op === 'list' && lists++) } });
+  t.after(() => b.close());
+  const other = await open(bucket, { create: false });
+  t.after(() => other.close());
+  const entry = (name: string) => ({ type: 'listing', name }) as const;
+  const [x, y] = [randomUUID(), randomUUID()];
+  const t0 = await b.stateToken!();
+  assert.equal(await b.stateToken!(), t0, 'nothing changed, the same token');
+  await other.save(entry(x), Buffer.from('{}'));
+  const t1 = await b.stateToken!();
+  assert.notEqual(t1, t0, "another client's save");
+  await other.remove(entry(x));
+  const t2 = await b.stateToken!();
+  assert.ok(t2 !== t1 && t2 !== t0, "another client's remove: a new token, never an earlier one");
+
+  const dir = mkdtempSync(join(tmpdir(), 'nexo-names-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const cached = new CachedBackend(b, dir);
+  await other.save(entry(x), Buffer.from('{}'));
+  assert.deepEqual(await cached.listNames('listing'), [x]);
+  assert.equal(lists, 1, 'cold: the store listed the names');
+  assert.deepEqual(await cached.listNames('listing'), [x]);
+  assert.equal(lists, 1, 'warm and unchanged: from the cache');
+  await other.save(entry(y), Buffer.from('{}'));
+  assert.deepEqual(
+    (await cached.listNames('listing')).sort(),
+    [x, y].sort(),
+    "another client's save is seen",
+  );
+  assert.equal(lists, 2);
+  await other.remove(entry(x));
+  assert.deepEqual(await cached.listNames('listing'), [y], "another client's remove is seen");
+  assert.equal(lists, 3);
+  // a save of another type changes the token too: listed again, the same names
+  await other.save({ type: 'index', name: hexName('any') }, Buffer.from('i'));
+  assert.deepEqual(await cached.listNames('listing'), [y]);
+  assert.equal(lists, 4);
+  // a damaged names file is never trusted: listed again
+  const file = join(dir, 'names.listing');
+  const raw = readFileSync(file);
+  raw[raw.length - 3] = raw[raw.length - 3]! ^ 0x20;
+  writeFileSync(file, raw);
+  assert.deepEqual(await cached.listNames('listing'), [y]);
+  assert.equal(lists, 5, 'the damaged file was not used');
+  assert.equal(cached.refetched, 1);
+  assert.deepEqual(await cached.listNames('listing'), [y]);
+  assert.equal(lists, 5, 'rewritten whole, it serves again');
 });

@@ -125,6 +125,207 @@ test('each invalid key: a ConfigError naming the dotted key and the rule', (t) =
   }
 });
 
+test('every kind of rule, in every section: the exact message, and which of several problems is named', (t) => {
+  // The messages users get (main, with zod, 2026-12-02); the config's own validator must keep them.
+  const f = join(tempDir(t), 'c.yaml');
+  const M = 'memory.snapshot';
+  const AGENT = 'must be an agent id ([a-z0-9_-], 1..64 bytes, not starting or ending with _ or -)';
+  const ok = 'agents: [ana]\n    interval_secs: 600';
+  const cases: Array<[string, string]> = [
+    // The section itself.
+    ['', ''],
+    // Top-level keys: boolean, string min, integer bounds, type errors of each kind, unknown key.
+    ['enabled: 1', `${M}.enabled must be a boolean`],
+    ['root: 5', `${M}.root must be a string`],
+    ['sqlite_root: ""', `${M}.sqlite_root must not be empty`],
+    ['lock_timeout_secs: "3"', `${M}.lock_timeout_secs must be a number`],
+    ['lock_timeout_secs: 2.5', `${M}.lock_timeout_secs must be an integer`],
+    ['lock_timeout_secs: -1.5', `${M}.lock_timeout_secs must be an integer`],
+    ['lock_timeout_secs: .nan', `${M}.lock_timeout_secs must be a number`],
+    ['lock_timeout_secs: .inf', `${M}.lock_timeout_secs must be a number`],
+    ['lock_timeout_secs: 1e300', `${M}.lock_timeout_secs must be ≤ 9007199254740991`],
+    ['lock_timeout_secs: -1e300', `${M}.lock_timeout_secs must be ≥ -9007199254740991`],
+    ['zstd_level: 20', `${M}.zstd_level must be ≤ 19`],
+    ['zstd_workers: 17', `${M}.zstd_workers must be ≤ 16`],
+    ['zstd_level: null', `${M}.zstd_level must be a number`],
+    ['retention: 5', `${M}.retention must be a mapping`],
+    ['retention: null', `${M}.retention must be a mapping`],
+    ['retention: [1]', `${M}.retention must be a mapping`],
+    ['schedule: 5', `${M}.schedule must be a list`],
+    ['root: x\nbogus: 1', `${M}.bogus: unknown key`],
+    // pre_mutating_tool, retention.
+    [
+      'pre_mutating_tool:\n  min_interval_secs: true',
+      `${M}.pre_mutating_tool.min_interval_secs must be a number`,
+    ],
+    ['retention:\n  backup_max_age_days: -1', `${M}.retention.backup_max_age_days must be ≥ 0`],
+    ['retention:\n  leftover_grace_secs: 0.5', `${M}.retention.leftover_grace_secs must be an integer`],
+    ['retention:\n  gc_interval_secs: 0', `${M}.retention.gc_interval_secs must be ≥ 1`],
+    // encryption: regex in an array entry, string min, the cross-field rule.
+    ['encryption:\n  recipients: "age1x"', `${M}.encryption.recipients must be a list`],
+    [
+      `encryption:\n  recipients: [${RECIPIENT}, age1B]`,
+      `${M}.encryption.recipients[1] must be an age1… X25519 recipient`,
+    ],
+    ['encryption:\n  identity_path: ""', `${M}.encryption.identity_path must not be empty`],
+    [
+      'encryption:\n  enabled: true\n  recipients: []',
+      `${M}.encryption.enabled = true requires at least one recipient in ${M}.encryption.recipients`,
+    ],
+    ['encryption:\n  enabled: false\n  recipients: []', ''],
+    // store: enums, nats, s3, retry.
+    [
+      'store:\n  format: zip',
+      `${M}.store.format Invalid option: expected one of "auto"|"repository"|"bundles"`,
+    ],
+    [
+      'store:\n  format: null',
+      `${M}.store.format Invalid option: expected one of "auto"|"repository"|"bundles"`,
+    ],
+    ['store:\n  backend: 3', `${M}.store.backend Invalid option: expected one of "local"|"nats"|"s3"`],
+    ['store:\n  nats:\n    servers: []', `${M}.store.nats.servers must list at least one server`],
+    [
+      'store:\n  nats:\n    servers: ["nats://a:4222", "nats://u:p@b:4222"]',
+      `${M}.store.nats.servers[1] must be nats://host:port (credentials go in user/password/token)`,
+    ],
+    [
+      'store:\n  nats:\n    bucket: "a b"',
+      `${M}.store.nats.bucket must be 1..64 characters of [A-Za-z0-9_-]`,
+    ],
+    ['store:\n  nats:\n    replicas: 6', `${M}.store.nats.replicas must be ≤ 5`],
+    ['store:\n  nats:\n    token: ""', `${M}.store.nats.token must not be empty`],
+    ['store:\n  nats:\n    timeout_ms: 99', `${M}.store.nats.timeout_ms must be ≥ 100`],
+    ['store:\n  nats:\n    url: x', `${M}.store.nats.url: unknown key`],
+    ['store:\n  s3:\n    prefix: 5', `${M}.store.s3.prefix must be a string`],
+    [
+      'store:\n  s3:\n    endpoint: "https://k:s@host"',
+      `${M}.store.s3.endpoint must be http(s)://host[:port] (credentials go in access_key_id/secret_access_key)`,
+    ],
+    ['store:\n  s3:\n    force_path_style: "yes"', `${M}.store.s3.force_path_style must be a boolean`],
+    [
+      'store:\n  s3:\n    multipart_threshold: 100',
+      `${M}.store.s3.multipart_threshold must be ≥ 5242880 (5 MiB)`,
+    ],
+    [
+      'store:\n  s3:\n    multipart_threshold: 6000000000',
+      `${M}.store.s3.multipart_threshold must be ≤ 5 GiB`,
+    ],
+    ['store:\n  s3:\n    parallel_reads: 33', `${M}.store.s3.parallel_reads must be ≤ 32`],
+    ['store:\n  retry:\n    attempts: 21', `${M}.store.retry.attempts must be ≤ 20`],
+    ['store:\n  retry:\n    base_delay_ms: -1', `${M}.store.retry.base_delay_ms must be ≥ 0`],
+    ['store:\n  retry:\n    max_delay_ms: 600001', `${M}.store.retry.max_delay_ms must be ≤ 600000`],
+    // events.
+    [
+      'events:\n  nats_url: "nats://a:1,http://b:2"',
+      `${M}.events.nats_url must be nats://host:port (or tls://…), several separated by commas`,
+    ],
+    [
+      'events:\n  lifecycle_subject_prefix: "a.*"',
+      `${M}.events.lifecycle_subject_prefix must be dot-separated tokens of [A-Za-z0-9_-] (no wildcards)`,
+    ],
+    ['events:\n  close_timeout_ms: 60001', `${M}.events.close_timeout_ms must be ≤ 60000`],
+    // redaction: custom checks on array entries.
+    ['redaction:\n  enabled: 0', `${M}.redaction.enabled must be a boolean`],
+    [
+      'redaction:\n  allowlist: ["ok", "("]',
+      `${M}.redaction.allowlist[1] must be a valid regular expression`,
+    ],
+    [
+      'redaction:\n  exclude_rules: [nope]',
+      `${M}.redaction.exclude_rules[0] must be a redaction rule id (docs/redaction.md)`,
+    ],
+    ['redaction:\n  exclude_rules: [5]', `${M}.redaction.exclude_rules[0] must be a string`],
+    // signing: string min without a message of its own, and the rule checked after validation.
+    ['signing:\n  key_path: ""', `${M}.signing.key_path must be ≥ 1`],
+    ['signing:\n  trusted_keys: [a, ""]', `${M}.signing.trusted_keys[1] must be ≥ 1`],
+    ['signing:\n  require_signature: "yes"', `${M}.signing.require_signature must be a boolean`],
+    [
+      'signing:\n  require_signature: true',
+      `${M}.signing.require_signature: needs at least one signing.trusted_keys entry`,
+    ],
+    // metrics.
+    ['metrics:\n  textfile: 5', `${M}.metrics.textfile must be a string`],
+    ['metrics:\n  path: x', `${M}.metrics.path: unknown key`],
+    // schedule: entries of a list, lists in entries, required keys, string max.
+    ['schedule:\n  - 5', `${M}.schedule[0] must be a mapping`],
+    ['schedule:\n  - null', `${M}.schedule[0] must be a mapping`],
+    ['schedule:\n  - interval_secs: 600', `${M}.schedule[0].agents is required`],
+    [
+      `schedule:\n  - ${ok}\n  - agents: [ana, Bob]\n    interval_secs: 600`,
+      `${M}.schedule[1].agents[1] ${AGENT}`,
+    ],
+    [
+      `schedule:\n  - ${ok}\n  - agents: [ana, 5]\n    interval_secs: 600`,
+      `${M}.schedule[1].agents[1] must be a string`,
+    ],
+    [
+      `schedule:\n  - ${ok}\n  - agents: ana\n    interval_secs: 600`,
+      `${M}.schedule[1].agents must be a list`,
+    ],
+    [
+      `schedule:\n  - ${ok}\n  - agents: [ana]\n    interval_secs: 31536001`,
+      `${M}.schedule[1].interval_secs must be ≤ 31536000`,
+    ],
+    [
+      `schedule:\n  - ${ok}\n    label: "${'x'.repeat(201)}"`,
+      `${M}.schedule[0].label must be at most 200 characters`,
+    ],
+    [`schedule:\n  - ${ok}\n    label: ""`, `${M}.schedule[0].label must not be empty`],
+    [`schedule:\n  - ${ok}\n    every: 5`, `${M}.schedule[0].every: unknown key`],
+    [
+      `schedule:\n  - ${ok}\n    tenant: "A"`,
+      `${M}.schedule[0].tenant must be a tenant ([a-z0-9_-], 1..64 bytes, not starting or ending with _ or -)`,
+    ],
+    // server: regex, then a custom check of the same string.
+    ['server:\n  listen: 9464', `${M}.server.listen must be a string`],
+    ['server:\n  listen: "a:99999x"', `${M}.server.listen must be host:port`],
+    ['server:\n  listen: "[::1]:65536"', `${M}.server.listen port must be ≤ 65535`],
+    ['server:\n  read_token: short', `${M}.server.read_token must be at least 16 characters`],
+    // Several problems: the known keys in the order of the schema (nested sections included) come before
+    // unknown keys, the first unknown key in the file's order, and the cross-field rule comes last.
+    ['bogus: 1\nzstd_level: 20', `${M}.zstd_level must be ≤ 19`],
+    ['zstd_level: 20\nenabled: 3', `${M}.enabled must be a boolean`],
+    ['zzz: 1\nbogus: 2', `${M}.zzz: unknown key`],
+    ['bogus: 1\nretention:\n  keep_count: -1', `${M}.retention.keep_count must be ≥ 0`],
+    ['retention:\n  bogus: 1\nzstd_level: 20', `${M}.zstd_level must be ≤ 19`],
+    ['retention:\n  bogus: 1\n  keep_count: -1', `${M}.retention.keep_count must be ≥ 0`],
+    ['encryption:\n  enabled: true\nzstd_level: 20', `${M}.zstd_level must be ≤ 19`],
+    ['encryption:\n  enabled: true\nbogus: 1', `${M}.bogus: unknown key`],
+    [
+      'encryption:\n  enabled: true\n  recipients: [nope]',
+      `${M}.encryption.recipients[0] must be an age1… X25519 recipient`,
+    ],
+    ['schedule:\n  - agents: [Bob]\n    interval_secs: 5', `${M}.schedule[0].agents[0] ${AGENT}`],
+    ['schedule:\n  - agents: [Bob]\n  - agents: []', `${M}.schedule[0].agents[0] ${AGENT}`],
+    ['server:\n  token: short\nbogus: 1', `${M}.server.token must be at least 16 characters`],
+  ];
+  for (const [body, message] of cases) {
+    writeFileSync(f, section(body));
+    if (message === '') {
+      assert.doesNotThrow(() => loadConfig(f, { sections: ['server'] }), body);
+      continue;
+    }
+    assert.throws(
+      () => loadConfig(f, { sections: ['server'] }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'CONFIG', body);
+        assert.equal(err.message, message, body);
+        return true;
+      },
+    );
+  }
+  // The section under a top-level `snapshot` key, and the section itself of the wrong type.
+  for (const [text, message] of [
+    ['snapshot:\n  zstd_level: 0\n', `${M}.zstd_level must be ≥ 1`],
+    ['snapshot: 5\n', `${M} must be a mapping`],
+    ['snapshot: [a]\n', `${M} must be a mapping`],
+    ['memory:\n  snapshot: "x"\n', `${M} must be a mapping`],
+  ] as const) {
+    writeFileSync(f, text);
+    assert.throws(() => loadConfig(f, { sections: ['server'] }), { code: 'CONFIG', message }, text);
+  }
+});
+
 test('a complete config loads; the runtime options follow it, with the defaults of the original', (t) => {
   const dir = tempDir(t);
   const f = join(dir, 'c.yaml');

@@ -104,3 +104,8 @@ test('the packed package ships the built web console (served by `serve` at /), n
     assert.ok(names.includes(`package/dist/console/${f}`), `dist/console/${f} is packed`);
   assert.ok(!names.some((n) => n.startsWith('package/console/')), 'the console sources are not packed');
 });
+
+test('the packed package ships the bundled start-up dependencies (dist/vendor, loaded by src/util/vendored.ts)', () => {
+  const names = execFileSync('tar', ['-tzf', packTarball()], { encoding: 'utf8' }).split('\n');
+  assert.ok(names.includes('package/dist/vendor/yaml.cjs'), 'dist/vendor/yaml.cjs is packed');
+});

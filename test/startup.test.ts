@@ -1,10 +1,12 @@
 // What the quick commands load (issue 13, start-up): `--version` and `list` run as the installed CLI in a
 // process of its own, with a resolve hook recording every module it loads (test/fixtures/record-modules.mjs).
 // They must not load the heavy dependencies the work of other commands needs: zod (the manifest
-// schemas, ~100 modules), SQLite, zstd, the NATS and S3 clients, the MCP SDK, prom-client, the YAML parser.
+// schemas, ~100 modules), SQLite, zstd, the NATS and S3 clients, the MCP SDK, prom-client, the YAML parser;
+// with a config file, only the YAML parser joins them, as its one-file bundle (dist/vendor/yaml.cjs, built
+// by scripts/build-vendor.ts), never the package's 72 files (the config is checked by src/config/schema.ts).
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -22,7 +24,12 @@ const HEAVY = [
   'yaml',
 ];
 
-async function loadedBy(t: import('node:test').TestContext, args: string[], env: NodeJS.ProcessEnv = {}) {
+async function loadedBy(
+  t: import('node:test').TestContext,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  allowed: readonly string[] = [],
+) {
   const record = join(tempDir(t, 'nexo-modules-'), 'loaded.txt');
   const hook = pathToFileURL(join(REPO, 'test', 'fixtures', 'record-modules.mjs')).href;
   const r = await runBuiltCli(args, {
@@ -34,9 +41,10 @@ async function loadedBy(t: import('node:test').TestContext, args: string[], env:
     urls.some((u) => u.includes('/dist/src/cli/')),
     'the hook saw the CLI load',
   );
-  const heavy = urls.filter((u) => HEAVY.some((h) => u.includes(`/node_modules/${h}`)));
-  assert.deepEqual(heavy, [], `${args.join(' ')} loads none of ${HEAVY.join(', ')}`);
-  return r;
+  const banned = HEAVY.filter((h) => !allowed.includes(h));
+  const heavy = urls.filter((u) => banned.some((h) => u.includes(`/node_modules/${h}`)));
+  assert.deepEqual(heavy, [], `${args.join(' ')} loads none of ${banned.join(', ')}`);
+  return { ...r, urls };
 }
 
 test('--version and list of a repository and of bundles load none of the heavy dependencies', async (t) => {
@@ -50,5 +58,44 @@ test('--version and list of a repository and of bundles load none of the heavy d
     });
     const listed = JSON.parse(r.stdout);
     assert.equal((Array.isArray(listed) ? listed : listed.snapshots).length, 2, store);
+  }
+});
+
+test('list with a config file (--config or NEXO_MEMORY_CONFIG) loads the bundled YAML parser and none of the others', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 5, embeddings: 2, files: 1, commits: 1 });
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  // Every section, the daemon's too (its keys are checked, its token variable is not set here).
+  const cfg = join(tempDir(t, 'nexo-config-'), 'memory.yaml');
+  writeFileSync(
+    cfg,
+    `memory:
+  snapshot:
+    root: ${a.stateRoot}
+    zstd_level: 3
+    retention: {keep_count: 10, anchor_keep_count: 5}
+    pre_mutating_tool: {min_interval_secs: 30}
+    encryption: {enabled: false}
+    store: {format: auto, retry: {attempts: 3}}
+    signing: {require_signature: false}
+    redaction: {exclude_rules: []}
+    events: {max_attempts: 2}
+    metrics: {}
+    schedule:
+      - {agents: [ana], interval_secs: 3600}
+    server: {listen: "127.0.0.1:9464", token: "\${NEXO_TEST_UNSET_DAEMON_TOKEN}"}
+`,
+  );
+  const cases: Array<[string[], NodeJS.ProcessEnv]> = [
+    [['--config', cfg], {}],
+    [[], { NEXO_MEMORY_CONFIG: cfg }],
+  ];
+  for (const [flags, env] of cases) {
+    const r = await loadedBy(t, ['list', '--agent', 'ana', '--json', ...flags], env);
+    const listed = JSON.parse(r.stdout);
+    assert.equal((Array.isArray(listed) ? listed : listed.snapshots).length, 1, 'the config named the root');
+    assert.ok(
+      r.urls.some((u) => u.endsWith('/dist/vendor/yaml.cjs')),
+      'the hook saw the config file being parsed by the bundled parser',
+    );
   }
 });

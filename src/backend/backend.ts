@@ -130,6 +130,14 @@ export interface Backend {
    * load then finds it missing. Callers use listNames(), which falls back to `list`.
    */
   listNames?(type: ObjectType): Promise<string[]>;
+  /**
+   * Optional: a token of the whole store's state that changes whenever any client saves or removes any
+   * object of it (locks excepted), never coming back to an earlier value; undefined when the store cannot
+   * tell now. Asked of the store each time (one small request). NATS: the object stream's creation time,
+   * last sequence and message count. The cache (cache.ts) answers listNames from the names it saw under
+   * the same token, so a warm `list` does not fetch 10,000 names again when nothing changed.
+   */
+  stateToken?(): Promise<string | undefined>;
   /** Removes the object; removing a missing object is not an error (prune can be run again). */
   remove(h: Handle): Promise<void>;
   /**

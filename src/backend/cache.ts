@@ -1,9 +1,11 @@
 // Owns the local cache of a remote repository (`<state_root>/cache/<sha256 of the location>/`): copies of
 // the objects that never change once written (config, keys, index, snapshots, listing; docs/repository.md
 // §1), so `list` and `find` fetch only the entries they have not seen. Packs are not cached (restore
-// reads ranges of them), nor pins and locks (they change). Listing names always come from the store, so
-// a snapshot forgotten on another host disappears at once. Each object is one file `sha256(content) |
-// content`, written to a temporary file and renamed; an entry whose checksum (or, for hex-named types,
+// reads ranges of them), nor pins and locks (they change). Listing names always follow the store's
+// current state, so a snapshot forgotten on another host disappears at once: they are listed by the
+// store, or, on a store with a state token (NATS), kept with the token they were seen under and used
+// while the store gives the same token (listNames). Each object is one file `sha256(content) | content`,
+// written to a temporary file and renamed; an entry whose checksum (or, for hex-named types,
 // whose name) does not match is removed and fetched again, never used; entries of objects a complete list
 // no longer shows are dropped. The listing entries, read all at once by every `list`, are one file
 // instead (`listing.entries`: blocks of entries of ~64 KiB, each checksummed; loadMany): a warm list
@@ -66,6 +68,13 @@ function readRecords(raw: Buffer, from: number, to: number, entries: Map<string,
   for (const [name, content] of found) entries.set(name, content);
   return true;
 }
+/**
+ * The types whose names a list is answered with from the cache while the store's state token is the one
+ * they were seen under (listNames): what `list` reads. One file each, `names.<type>`: sha256 | JSON
+ * {token, names}.
+ */
+const NAMES_CACHED: ReadonlySet<ObjectType> = new Set(['listing', 'pins']);
+const NAMES_FILE_PREFIX = 'names.';
 /** A config loaded (and kept) by a stat is at most this big; a bigger one is only stat'ed. */
 const CONFIG_MAX = 1024 * 1024;
 /** Objects bigger than this are not cached. */
@@ -340,9 +349,62 @@ export class CachedBackend implements Backend {
         await rm(join(this.dir, type, n), { force: true }).catch(() => {});
   }
 
-  /** The store's names (never the cache's). */
-  listNames(type: ObjectType): Promise<string[]> {
-    return listNames(this.inner, type);
+  /**
+   * The store's names. For the types of NAMES_CACHED, on a store with a state token (stateToken): the
+   * names this cache saw under the token the store gives now, else the store's (then kept with the token,
+   * asked for before them: a change while they are listed makes the next token differ). A store without a
+   * token is always asked.
+   */
+  async listNames(type: ObjectType): Promise<string[]> {
+    type = validateType(type);
+    if (!NAMES_CACHED.has(type) || !this.inner.stateToken) return listNames(this.inner, type);
+    const token = await this.inner.stateToken();
+    if (token === undefined) return listNames(this.inner, type);
+    const file = join(this.dir, `${NAMES_FILE_PREFIX}${type}`);
+    const held = await this.readNamesFile(file);
+    if (held?.token === token) return held.names;
+    const names = await listNames(this.inner, type);
+    await this.writeFileQuietly(file, Buffer.from(JSON.stringify({ token, names })));
+    return names;
+  }
+
+  /** A names file's token and names, or undefined (absent, damaged or not of this shape: not used). */
+  private async readNamesFile(file: string): Promise<{ token: string; names: string[] } | undefined> {
+    let raw: Buffer;
+    try {
+      raw = await readFile(file);
+    } catch {
+      return undefined;
+    }
+    if (raw.length < 32 || !sha256(raw.subarray(32)).equals(raw.subarray(0, 32))) {
+      this.refetched++;
+      return undefined;
+    }
+    try {
+      const o = JSON.parse(raw.subarray(32).toString('utf8')) as { token?: unknown; names?: unknown };
+      if (
+        typeof o.token === 'string' &&
+        Array.isArray(o.names) &&
+        o.names.every((n) => typeof n === 'string')
+      )
+        return { token: o.token, names: o.names as string[] };
+    } catch {
+      // not JSON: not used
+    }
+    this.refetched++;
+    return undefined;
+  }
+
+  /** Writes `sha256(content) | content` to `file` (a temporary file, renamed). Never throws. */
+  private async writeFileQuietly(file: string, content: Buffer): Promise<void> {
+    const tmp = join(this.dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      await writeFile(tmp, Buffer.concat([sha256(content), content]), { mode: 0o600, flag: 'wx' });
+      await rename(tmp, file);
+    } catch {
+      await rm(tmp, { force: true }).catch(() => {});
+    }
   }
 
   async remove(h: Handle): Promise<void> {

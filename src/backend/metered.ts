@@ -115,6 +115,19 @@ export class MeteredBackend implements Backend {
     }
   }
 
+  /** The inner backend's state token, counted as one `stat` request. */
+  async stateToken(): Promise<string | undefined> {
+    if (!this.inner.stateToken) return undefined;
+    try {
+      const token = await this.inner.stateToken();
+      this.report('stat', true, 0);
+      return token;
+    } catch (err) {
+      this.report('stat', false, 0);
+      throw err;
+    }
+  }
+
   async remove(h: Handle): Promise<void> {
     try {
       await this.inner.remove(h);

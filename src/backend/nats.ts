@@ -563,6 +563,18 @@ export class NatsBackend implements Backend {
     });
   }
 
+  /**
+   * The object stream's creation time, last sequence and message count: any save (a message, so a higher
+   * last sequence; sequences never repeat) or remove (a purge: fewer messages) changes it, and a stream
+   * deleted and made again has another creation time. One stream-info request without subjects.
+   */
+  stateToken(): Promise<string | undefined> {
+    return this.track('stat', async () => {
+      const si = await this.run('stat', () => this.jsm.streams.info(this.stream));
+      return `${si.created}/${si.state.last_seq}/${si.state.messages}`;
+    });
+  }
+
   list(type: ObjectType): AsyncIterable<ObjectInfo> {
     const self = this;
     return {

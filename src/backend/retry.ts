@@ -237,6 +237,13 @@ export class RetryingBackend implements Backend {
     return this.run('list', `list ${type}`, () => listNames(this.inner, type));
   }
 
+  /** The inner backend's state token (undefined when it has none), retried as a whole. */
+  stateToken(): Promise<string | undefined> {
+    const inner = this.inner;
+    if (!inner.stateToken) return Promise.resolve(undefined);
+    return this.run('stat', 'stat (state)', () => inner.stateToken!());
+  }
+
   remove(h: Handle): Promise<void> {
     h = validateHandle(h);
     return this.run('remove', `remove ${h.type}/${h.name}`, () => this.inner.remove(h));

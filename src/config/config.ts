@@ -2,35 +2,44 @@
 // section, as in the original's config/memory.yaml), `${VAR}` expansion, unknown keys rejected, and
 // errors that name the dotted key. A section only some programs read (the daemon's `server`) is
 // resolved only by a program that asks for it. Relative paths resolve against the config file's directory.
-// Every key takes effect (README "Configuration reference" lists what each does).
+// Every key takes effect (README "Configuration reference" lists what each does). The schema is
+// described with ./schema.ts (not a general schema library: start-up cost, docs/decisions.md).
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import type * as Yaml from 'yaml';
 import { SUBJECT_PREFIX_RE } from '../events/subjects.js';
 import { ConfigError } from '../model/errors.js';
 import { validateAgentId, validateTenant } from '../model/ids.js';
+import { RULE_IDS } from '../policy/redaction/rules.js';
+import { vendored } from '../util/vendored.js';
 import { CONFIG_DEFAULTS, NATS_URL_RE } from './defaults.js';
+import {
+  array,
+  boolean,
+  describeIssue,
+  type Infer,
+  integer,
+  object,
+  oneOf,
+  problem,
+  string,
+} from './schema.js';
 
 export { CONFIG_DEFAULTS, NATS_URL_RE };
 
-const count = () => z.number().int().min(0, 'must be ≥ 0');
-const positive = () => z.number().int().min(1, 'must be ≥ 1');
+const count = () => integer().min(0, 'must be ≥ 0');
+const positive = () => integer().min(1, 'must be ≥ 1');
 const agentId = () =>
-  z
-    .string()
-    .refine(
-      (v) => isValid(() => validateAgentId(v)),
-      'must be an agent id ([a-z0-9_-], 1..64 bytes, not starting or ending with _ or -)',
-    );
+  string().refine(
+    (v) => isValid(() => validateAgentId(v)),
+    'must be an agent id ([a-z0-9_-], 1..64 bytes, not starting or ending with _ or -)',
+  );
 const tenantId = () =>
-  z
-    .string()
-    .refine(
-      (v) => isValid(() => validateTenant(v)),
-      'must be a tenant ([a-z0-9_-], 1..64 bytes, not starting or ending with _ or -)',
-    );
+  string().refine(
+    (v) => isValid(() => validateTenant(v)),
+    'must be a tenant ([a-z0-9_-], 1..64 bytes, not starting or ending with _ or -)',
+  );
 
 function isValid(f: () => unknown): boolean {
   try {
@@ -43,9 +52,7 @@ function isValid(f: () => unknown): boolean {
 
 const LISTEN_RE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/;
 
-import { RULE_IDS } from '../policy/redaction/rules.js';
-
-const retentionSection = z.strictObject({
+const retentionSection = object({
   keep_count: count().optional(),
   max_age_days: count().optional(),
   keep_daily: count().optional(),
@@ -65,245 +72,216 @@ const retentionSection = z.strictObject({
   gc_interval_secs: positive().optional(),
 });
 
-const preMutatingToolSection = z.strictObject({
+const preMutatingToolSection = object({
   /** At most one pre-mutating-tool snapshot per agent per this many seconds (default 60; 0 = every call). */
   min_interval_secs: count().optional(),
 });
 
-const encryptionSection = z.strictObject({
+const encryptionSection = object({
   /** Encrypt every snapshot to `recipients` (default: true when recipients are listed). */
-  enabled: z.boolean().optional(),
+  enabled: boolean().optional(),
   /** age X25519 recipients every snapshot is encrypted to (pre-restore anchors too). */
-  recipients: z
-    .array(z.string().regex(/^age1[02-9ac-hj-np-z]+$/, 'must be an age1… X25519 recipient'))
-    .optional(),
+  recipients: array(
+    string().regex(/^age1[02-9ac-hj-np-z]+$/, 'must be an age1… X25519 recipient'),
+  ).optional(),
   /** Identity file used to open encrypted bundles when --decrypt-identity is not given. */
-  identity_path: z.string().min(1, 'must not be empty').optional(),
+  identity_path: string().min(1, 'must not be empty').optional(),
 });
 
-const storeSection = z.strictObject({
+const storeSection = object({
   /**
    * Where new snapshots go: `repository` (content-addressed, incremental), `bundles` (one .tar.zst per
    * snapshot, as 0.2), `auto` (default: the repository, unless the state root holds bundles and no
    * repository). Environment: NEXO_MEMORY_STORE_FORMAT.
    */
-  format: z.enum(['auto', 'repository', 'bundles']).optional(),
+  format: oneOf(['auto', 'repository', 'bundles']).optional(),
   /**
    * Where the repository is: `local` (default: `<root>/repository`), `nats` or `s3` (a remote
    * repository; the store format is then `repository`). `--repo URL` and NEXO_MEMORY_REPO override the
    * location; the settings below still apply. docs/remote.md.
    */
-  backend: z.enum(['local', 'nats', 's3']).optional(),
+  backend: oneOf(['local', 'nats', 's3']).optional(),
   /** NATS JetStream: `servers` and `bucket` name the repository (nats://host:port[,…]/bucket). */
-  nats: z
-    .strictObject({
-      servers: z
-        .array(
-          z
-            .string()
-            .regex(
-              /^nats:\/\/[^\s@/,]+$/,
-              'must be nats://host:port (credentials go in user/password/token)',
-            ),
-        )
-        .min(1, 'must list at least one server')
-        .optional(),
-      bucket: z
-        .string()
-        .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1..64 characters of [A-Za-z0-9_-]')
-        .optional(),
-      /** JetStream replicas of buckets this tool creates (default 1; 3 on a 3-node cluster). */
-      replicas: z.number().int().min(1, 'must be ≥ 1').max(5, 'must be ≤ 5').optional(),
-      user: z.string().min(1, 'must not be empty').optional(),
-      password: z.string().min(1, 'must not be empty').optional(),
-      token: z.string().min(1, 'must not be empty').optional(),
-      creds_file: z.string().min(1, 'must not be empty').optional(),
-      /** How long one request (and one attempt of it) may take, ms (default 10000). */
-      timeout_ms: z.number().int().min(100, 'must be ≥ 100').max(600_000, 'must be ≤ 600000').optional(),
-    })
-    .optional(),
+  nats: object({
+    servers: array(
+      string().regex(
+        /^nats:\/\/[^\s@/,]+$/,
+        'must be nats://host:port (credentials go in user/password/token)',
+      ),
+    )
+      .min(1, 'must list at least one server')
+      .optional(),
+    bucket: string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1..64 characters of [A-Za-z0-9_-]')
+      .optional(),
+    /** JetStream replicas of buckets this tool creates (default 1; 3 on a 3-node cluster). */
+    replicas: integer().min(1, 'must be ≥ 1').max(5, 'must be ≤ 5').optional(),
+    user: string().min(1, 'must not be empty').optional(),
+    password: string().min(1, 'must not be empty').optional(),
+    token: string().min(1, 'must not be empty').optional(),
+    creds_file: string().min(1, 'must not be empty').optional(),
+    /** How long one request (and one attempt of it) may take, ms (default 10000). */
+    timeout_ms: integer().min(100, 'must be ≥ 100').max(600_000, 'must be ≤ 600000').optional(),
+  }).optional(),
   /** S3-compatible storage: `bucket` and `prefix` name the repository (s3://bucket/prefix). */
-  s3: z
-    .strictObject({
-      bucket: z.string().min(1, 'must not be empty').optional(),
-      prefix: z.string().optional(),
-      region: z.string().min(1, 'must not be empty').optional(),
-      endpoint: z
-        .string()
-        .regex(
-          /^https?:\/\/[^\s@/?#]+\/?$/,
-          'must be http(s)://host[:port] (credentials go in access_key_id/secret_access_key)',
-        )
-        .optional(),
-      force_path_style: z.boolean().optional(),
-      access_key_id: z.string().min(1, 'must not be empty').optional(),
-      secret_access_key: z.string().min(1, 'must not be empty').optional(),
-      session_token: z.string().min(1, 'must not be empty').optional(),
-      /** The longest connection attempt or silence inside a request, ms (default 30000). */
-      timeout_ms: z.number().int().min(100, 'must be ≥ 100').max(600_000, 'must be ≤ 600000').optional(),
-      /** Objects at least this big go up as multipart uploads (default 16 MiB; at least 5 MiB). */
-      multipart_threshold: z
-        .number()
-        .int()
-        .min(5 * 1024 * 1024, 'must be ≥ 5242880 (5 MiB)')
-        .max(5 * 1024 * 1024 * 1024, 'must be ≤ 5 GiB')
-        .optional(),
-      /** Ranged GETs of one load in flight at once (default 4). */
-      parallel_reads: z.number().int().min(1, 'must be ≥ 1').max(32, 'must be ≤ 32').optional(),
-    })
-    .optional(),
+  s3: object({
+    bucket: string().min(1, 'must not be empty').optional(),
+    prefix: string().optional(),
+    region: string().min(1, 'must not be empty').optional(),
+    endpoint: string()
+      .regex(
+        /^https?:\/\/[^\s@/?#]+\/?$/,
+        'must be http(s)://host[:port] (credentials go in access_key_id/secret_access_key)',
+      )
+      .optional(),
+    force_path_style: boolean().optional(),
+    access_key_id: string().min(1, 'must not be empty').optional(),
+    secret_access_key: string().min(1, 'must not be empty').optional(),
+    session_token: string().min(1, 'must not be empty').optional(),
+    /** The longest connection attempt or silence inside a request, ms (default 30000). */
+    timeout_ms: integer().min(100, 'must be ≥ 100').max(600_000, 'must be ≤ 600000').optional(),
+    /** Objects at least this big go up as multipart uploads (default 16 MiB; at least 5 MiB). */
+    multipart_threshold: integer()
+      .min(5 * 1024 * 1024, 'must be ≥ 5242880 (5 MiB)')
+      .max(5 * 1024 * 1024 * 1024, 'must be ≤ 5 GiB')
+      .optional(),
+    /** Ranged GETs of one load in flight at once (default 4). */
+    parallel_reads: integer().min(1, 'must be ≥ 1').max(32, 'must be ≤ 32').optional(),
+  }).optional(),
   /** Retries of a remote store's transient failures (docs/remote.md). */
-  retry: z
-    .strictObject({
-      attempts: z.number().int().min(1, 'must be ≥ 1').max(20, 'must be ≤ 20').optional(),
-      base_delay_ms: count().max(60_000, 'must be ≤ 60000').optional(),
-      max_delay_ms: count().max(600_000, 'must be ≤ 600000').optional(),
-    })
-    .optional(),
+  retry: object({
+    attempts: integer().min(1, 'must be ≥ 1').max(20, 'must be ≤ 20').optional(),
+    base_delay_ms: count().max(60_000, 'must be ≤ 60000').optional(),
+    max_delay_ms: count().max(600_000, 'must be ≤ 600000').optional(),
+  }).optional(),
 });
 
-const eventsSection = z.strictObject({
+const eventsSection = object({
   /** Broker for lifecycle and mutation events; none = no events (`--nats URL` overrides). */
-  nats_url: z
-    .string()
+  nats_url: string()
     .regex(NATS_URL_RE, 'must be nats://host:port (or tls://…), several separated by commas')
     .optional(),
-  lifecycle_subject_prefix: z
-    .string()
+  lifecycle_subject_prefix: string()
     .regex(SUBJECT_PREFIX_RE, 'must be dot-separated tokens of [A-Za-z0-9_-] (no wildcards)')
     .optional(),
-  mutation_subject_prefix: z
-    .string()
+  mutation_subject_prefix: string()
     .regex(SUBJECT_PREFIX_RE, 'must be dot-separated tokens of [A-Za-z0-9_-] (no wildcards)')
     .optional(),
   /** Gates MemoryMutationPublisher (default true). */
-  mutation_publish_enabled: z.boolean().optional(),
+  mutation_publish_enabled: boolean().optional(),
   /** Delivery attempts per event while the broker is up (default 3). */
-  max_attempts: z.number().int().min(1, 'must be ≥ 1').max(10, 'must be ≤ 10').optional(),
+  max_attempts: integer().min(1, 'must be ≥ 1').max(10, 'must be ≤ 10').optional(),
   /** Per connection attempt, ms (default 2000). */
-  connect_timeout_ms: z.number().int().min(1, 'must be ≥ 1').max(60_000, 'must be ≤ 60000').optional(),
+  connect_timeout_ms: integer().min(1, 'must be ≥ 1').max(60_000, 'must be ≤ 60000').optional(),
   /** How long a one-shot CLI run waits for queued events at exit, ms (default 2000). */
   close_timeout_ms: count().max(60_000, 'must be ≤ 60000').optional(),
 });
 
-const redactionSection = z.strictObject({
+const redactionSection = object({
   /**
    * Whether snapshots taken on request (CLI, API, agent tool) are redacted by default (default false:
    * what stays on the host restores exactly; `--redact`/`--no-redact`, `redact`, `redact_secrets` override).
    */
-  enabled: z.boolean().optional(),
+  enabled: boolean().optional(),
   /** Regular expressions; a match whose secret text matches one is kept. */
-  allowlist: z
-    .array(
-      z.string().refine((s) => {
-        try {
-          new RegExp(s);
-          return true;
-        } catch {
-          return false;
-        }
-      }, 'must be a valid regular expression'),
-    )
-    .optional(),
+  allowlist: array(
+    string().refine((s) => isValid(() => new RegExp(s)), 'must be a valid regular expression'),
+  ).optional(),
   /** Rule ids that do not run (docs/redaction.md lists them). */
-  exclude_rules: z
-    .array(z.string().refine((s) => RULE_IDS.includes(s), 'must be a redaction rule id (docs/redaction.md)'))
-    .optional(),
+  exclude_rules: array(
+    string().refine((s) => RULE_IDS.includes(s), 'must be a redaction rule id (docs/redaction.md)'),
+  ).optional(),
 });
 
-const signingSection = z.strictObject({
-  /** Secret key file every snapshot is signed with (pre-restore anchors too). */
-  key_path: z.string().min(1).optional(),
+const signingSection = object({
+  /** Secret key file every snapshot is signed with (pre-restore anchors too). ("≥ 1": the wording users had.) */
+  key_path: string().min(1, 'must be ≥ 1').optional(),
   /** Public keys restore (and verify, when require_signature) trust: nexo-sign-pub1… strings or files. */
-  trusted_keys: z.array(z.string().min(1)).optional(),
+  trusted_keys: array(string().min(1, 'must be ≥ 1')).optional(),
   /** Restore refuses bundles without a valid signature by a trusted key. */
-  require_signature: z.boolean().optional(),
+  require_signature: boolean().optional(),
 });
 
-const metricsSection = z.strictObject({
+const metricsSection = object({
   /** node_exporter textfile the CLI rewrites after each run (`--metrics-file` overrides). */
-  textfile: z.string().min(1, 'must not be empty').optional(),
+  textfile: string().min(1, 'must not be empty').optional(),
 });
 
-const scheduleEntry = z.strictObject({
+const scheduleEntry = object({
   /** Agents snapshotted by the daemon every `interval_secs`. */
-  agents: z.array(agentId()).min(1, 'must list at least one agent'),
+  agents: array(agentId()).min(1, 'must list at least one agent'),
   tenant: tenantId().optional(),
-  interval_secs: z.number().int().min(60, 'must be ≥ 60').max(31_536_000, 'must be ≤ 31536000'),
+  interval_secs: integer().min(60, 'must be ≥ 60').max(31_536_000, 'must be ≤ 31536000'),
   /** Label of the scheduled snapshots (default `scheduled`). */
-  label: z.string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
+  label: string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
 });
 
-const serverSection = z.strictObject({
+const serverSection = object({
   /** `host:port` of the daemon's HTTP endpoint (default 127.0.0.1:9464). */
-  listen: z
-    .string()
+  listen: string()
     .regex(LISTEN_RE, 'must be host:port')
     .refine((v) => Number(LISTEN_RE.exec(v)?.[2]) <= 65_535, 'port must be ≤ 65535')
     .optional(),
   /** Bearer token required on every request but /metrics and /healthz; use ${VAR}. */
-  token: z.string().min(16, 'must be at least 16 characters').optional(),
+  token: string().min(16, 'must be at least 16 characters').optional(),
   /** A second bearer token that only reads (GET routes, the console without write controls); use ${VAR}. */
-  read_token: z.string().min(16, 'must be at least 16 characters').optional(),
+  read_token: string().min(16, 'must be at least 16 characters').optional(),
   /** Allow restore through the daemon (default false; restore is operator-only). */
-  allow_restore: z.boolean().optional(),
+  allow_restore: boolean().optional(),
 });
 
-const snapshotSection = z
-  .strictObject({
-    /** false: the CLI refuses commands that write the store; the daemon schedules nothing. */
-    enabled: z.boolean().optional(),
-    /** The snapshot store root (the original's `root`). */
-    root: z.string().min(1, 'must not be empty').optional(),
-    memdir_root: z.string().min(1, 'must not be empty').optional(),
-    sqlite_root: z.string().min(1, 'must not be empty').optional(),
-    /** Hosts attach the pre-dream adapter only when true (preDreamHookFromConfig). */
-    auto_pre_dream: z.boolean().optional(),
-    /** Default of restore's automatic pre-restore snapshot (`--no-auto-pre-snapshot` overrides). */
-    auto_pre_restore: z.boolean().optional(),
-    /** Hosts attach the pre-mutating-tool hook only when true (preMutatingToolHookFromConfig). */
-    auto_pre_mutating_tool: z.boolean().optional(),
-    pre_mutating_tool: preMutatingToolSection.optional(),
-    lock_timeout_secs: positive().optional(),
-    /**
-     * Whether what leaves the host (export, HTTP download) is redacted by default (default true;
-     * `--no-redact`, `?redact=false` override). The original's key made the agent tool redact; see
-     * docs/decisions.md.
-     */
-    redact_secrets_default: z.boolean().optional(),
-    zstd_level: z.number().int().min(1, 'must be ≥ 1').max(19, 'must be ≤ 19').optional(),
-    zstd_workers: z.number().int().min(0, 'must be ≥ 0').max(16, 'must be ≤ 16').optional(),
-    retention: retentionSection.optional(),
-    encryption: encryptionSection.optional(),
-    store: storeSection.optional(),
-    signing: signingSection.optional(),
-    redaction: redactionSection.optional(),
-    events: eventsSection.optional(),
-    metrics: metricsSection.optional(),
-    schedule: z.array(scheduleEntry).optional(),
-    server: serverSection.optional(),
-  })
-  .superRefine((c, ctx) => {
-    if (c.encryption?.enabled === true && !c.encryption.recipients?.length) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['encryption', 'enabled'],
-        message: '= true requires at least one recipient in memory.snapshot.encryption.recipients',
-      });
-    }
-  });
+const snapshotSection = object({
+  /** false: the CLI refuses commands that write the store; the daemon schedules nothing. */
+  enabled: boolean().optional(),
+  /** The snapshot store root (the original's `root`). */
+  root: string().min(1, 'must not be empty').optional(),
+  memdir_root: string().min(1, 'must not be empty').optional(),
+  sqlite_root: string().min(1, 'must not be empty').optional(),
+  /** Hosts attach the pre-dream adapter only when true (preDreamHookFromConfig). */
+  auto_pre_dream: boolean().optional(),
+  /** Default of restore's automatic pre-restore snapshot (`--no-auto-pre-snapshot` overrides). */
+  auto_pre_restore: boolean().optional(),
+  /** Hosts attach the pre-mutating-tool hook only when true (preMutatingToolHookFromConfig). */
+  auto_pre_mutating_tool: boolean().optional(),
+  pre_mutating_tool: preMutatingToolSection.optional(),
+  lock_timeout_secs: positive().optional(),
+  /**
+   * Whether what leaves the host (export, HTTP download) is redacted by default (default true;
+   * `--no-redact`, `?redact=false` override). The original's key made the agent tool redact; see
+   * docs/decisions.md.
+   */
+  redact_secrets_default: boolean().optional(),
+  zstd_level: integer().min(1, 'must be ≥ 1').max(19, 'must be ≤ 19').optional(),
+  zstd_workers: integer().min(0, 'must be ≥ 0').max(16, 'must be ≤ 16').optional(),
+  retention: retentionSection.optional(),
+  encryption: encryptionSection.optional(),
+  store: storeSection.optional(),
+  signing: signingSection.optional(),
+  redaction: redactionSection.optional(),
+  events: eventsSection.optional(),
+  metrics: metricsSection.optional(),
+  schedule: array(scheduleEntry).optional(),
+  server: serverSection.optional(),
+}).refine((c) =>
+  c.encryption?.enabled === true && !c.encryption.recipients?.length
+    ? problem(
+        ['encryption', 'enabled'],
+        '= true requires at least one recipient in memory.snapshot.encryption.recipients',
+      )
+    : undefined,
+);
 
-export type SnapshotConfig = z.infer<typeof snapshotSection>;
-export type RetentionConfig = z.infer<typeof retentionSection>;
-export type PreMutatingToolConfig = z.infer<typeof preMutatingToolSection>;
-export type EncryptionConfig = z.infer<typeof encryptionSection>;
-export type SigningConfig = z.infer<typeof signingSection>;
-export type RedactionConfig = z.infer<typeof redactionSection>;
-export type EventsConfig = z.infer<typeof eventsSection>;
-export type MetricsConfig = z.infer<typeof metricsSection>;
-export type ScheduleEntry = z.infer<typeof scheduleEntry>;
-export type ServerConfig = z.infer<typeof serverSection>;
-export type StoreConfig = z.infer<typeof storeSection>;
+export type SnapshotConfig = Infer<typeof snapshotSection>;
+export type RetentionConfig = Infer<typeof retentionSection>;
+export type PreMutatingToolConfig = Infer<typeof preMutatingToolSection>;
+export type EncryptionConfig = Infer<typeof encryptionSection>;
+export type SigningConfig = Infer<typeof signingSection>;
+export type RedactionConfig = Infer<typeof redactionSection>;
+export type EventsConfig = Infer<typeof eventsSection>;
+export type MetricsConfig = Infer<typeof metricsSection>;
+export type ScheduleEntry = Infer<typeof scheduleEntry>;
+export type ServerConfig = Infer<typeof serverSection>;
+export type StoreConfig = Infer<typeof storeSection>;
 
 export interface LoadedConfig {
   path: string;
@@ -336,29 +314,11 @@ function withoutUnread(section: unknown, prefix: string, read: readonly OnDemand
     const value = out[name];
     if (typeof value !== 'object' || Array.isArray(value))
       throw new ConfigError(`${prefix}.${name} must be a mapping`);
-    const unknown = Object.keys(value as object).find((k) => !(k in schema.shape));
+    const unknown = Object.keys(value as object).find((k) => !schema.has(k));
     if (unknown !== undefined) throw new ConfigError(`${prefix}.${name}.${unknown}: unknown key`);
     delete out[name];
   }
   return out;
-}
-
-/** The issue's dotted key and a message that reads after it (`… must be ≥ 0`). */
-function describeIssue(prefix: string, issue: z.core.$ZodIssue): string {
-  let where = prefix;
-  for (const seg of issue.path) where += typeof seg === 'number' ? `[${seg}]` : `.${String(seg)}`;
-  if (issue.code === 'unrecognized_keys') return `${where}.${issue.keys[0]}: unknown key`;
-  if (issue.code === 'invalid_type' && issue.message.endsWith('received undefined'))
-    return `${where} is required`;
-  if (issue.code === 'invalid_type') {
-    const expected = issue.expected === 'int' ? 'an integer' : `a ${issue.expected}`;
-    return `${where} must be ${expected.replace('a object', 'a mapping').replace('a array', 'a list')}`;
-  }
-  if (issue.code === 'too_small' && issue.message.startsWith('Too small'))
-    return `${where} must be ≥ ${issue.minimum}`;
-  if (issue.code === 'too_big' && issue.message.startsWith('Too big'))
-    return `${where} must be ≤ ${issue.maximum}`;
-  return `${where} ${issue.message}`;
 }
 
 function expandVars(value: unknown, key: string): unknown {
@@ -393,7 +353,7 @@ export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedCo
   }
   let doc: unknown;
   try {
-    doc = parseYaml(text) ?? {};
+    doc = vendored<typeof Yaml>('yaml').parse(text) ?? {};
   } catch (err) {
     throw new ConfigError(`config file ${abs} is not valid YAML: ${(err as Error).message}`, { cause: err });
   }
@@ -422,12 +382,10 @@ export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedCo
     section = top.snapshot ?? {};
   }
   const expanded = expandVars(withoutUnread(section, prefix, opts.sections ?? []), prefix);
-  const parsed = snapshotSection.safeParse(expanded);
-  if (!parsed.success) {
-    throw new ConfigError(describeIssue(prefix, parsed.error.issues[0]!));
-  }
+  const parsed = snapshotSection.check(expanded);
+  if (!parsed.ok) throw new ConfigError(describeIssue(prefix, parsed.issue));
   const base = dirname(abs);
-  const cfg = { ...parsed.data };
+  const cfg = { ...parsed.value };
   for (const k of ['root', 'memdir_root', 'sqlite_root'] as const) {
     if (cfg[k] !== undefined) cfg[k] = resolve(base, cfg[k]);
   }

@@ -3,11 +3,12 @@
 // forgetting a snapshot (listing first, so a half-forgotten snapshot is never listed). Listing, pins and
 // forgetting need only the backend (no key): retention works without the identity.
 
-import { listNames, loadObjects } from '../backend/backend.js';
+import { listNames, loadObjects, readAll } from '../backend/backend.js';
 import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
 import type { SnapshotMeta } from '../model/types.js';
 import type { ArtifactMemo, ParsedRepoManifest, RepoManifest } from './manifest.js';
-import { type Repository, readObject } from './repository.js';
+// Types only from repository.js: at run time it loads the codecs (zstd, age), which `list` never needs.
+import type { Repository } from './repository.js';
 
 const LISTING_VERSION = 1;
 /** Largest listing entry read (one is a few hundred bytes). */
@@ -70,7 +71,7 @@ export async function loadSnapshot(
 export async function readSnapshotObject(repo: Repository, id: string): Promise<Buffer> {
   if (!UUID.test(id)) throw new NotFoundError(id, 'not in the repository');
   try {
-    return await readObject(repo.backend, 'snapshots', id, 512 * 1024 * 1024);
+    return await readAll(repo.backend, { type: 'snapshots', name: id }, { maxBytes: 512 * 1024 * 1024 });
   } catch (err) {
     if (err instanceof ObjectNotFoundError) throw new NotFoundError(id, 'not in the repository');
     throw err;

@@ -830,6 +830,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     ]);
     for (const w of warnings) this.warn(w);
     if (inRepository.length === 0) return metas;
+    if (metas.length === 0) return inRepository; // already newest first (a repository may list 10,000)
     // a bundle migrate has stored but not removed yet (it was interrupted) is listed once
     const ids = new Set(inRepository.map((m) => m.id));
     return [...inRepository, ...metas.filter((m) => !ids.has(m.id))].sort(

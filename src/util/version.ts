@@ -6,7 +6,6 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gitVersion } from '../git/git.js';
 
 function findPackage(): { version?: string; description?: string } {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -43,7 +42,8 @@ export function toolVersions(): Promise<Record<string, string>> {
       nexo_version: PACKAGE_VERSION,
       git2: 'n/a',
       sqlx: 'n/a',
-      git: await gitVersion().catch(() => 'unknown'),
+      // imported here: git.js loads node:child_process, which the CLI's start-up (`--version`, `list`) never needs
+      git: await import('../git/git.js').then(({ gitVersion }) => gitVersion()).catch(() => 'unknown'),
       better_sqlite3: sqlite.version,
       zstd_napi: zstd.version,
       node: process.version,

@@ -2,7 +2,8 @@
 // dist when any source file is newer (one test process at a time: a lock directory), so tests that
 // spawn the real binary never run stale code, and runs it as a child process for the tests where the
 // process boundary is what is tested (exit status of a real process, signals, kills, stdin, start-up);
-// the same rebuild for the web console's bundle (dist/console, built from console/).
+// the same rebuild for the web console's bundle (dist/console, built from console/), and the start-up
+// dependencies' bundles (dist/vendor) when they are missing.
 
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -34,6 +35,7 @@ const fresh = (): boolean => {
 const sleep = (ms: number): void => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms) as never;
 
 export function ensureBuilt(): void {
+  ensureVendorBuilt();
   if (fresh()) return;
   // Test files run in parallel: one builds while the others wait, then finds dist fresh.
   const lock = join(REPO, 'dist', '.build-lock');
@@ -88,6 +90,18 @@ export function runBuiltCli(
       },
     );
     if (opts.input !== undefined) child.stdin?.end(opts.input);
+  });
+}
+
+/**
+ * Builds dist/vendor (the one-file bundles of start-up dependencies, scripts/build-vendor.ts) when it is
+ * missing; `npm ci` builds it, a bare `tsc` does not. It depends only on node_modules.
+ */
+function ensureVendorBuilt(): void {
+  if (existsSync(join(REPO, 'dist', 'vendor', 'yaml.cjs'))) return;
+  execFileSync(process.execPath, ['--import', 'tsx', join(REPO, 'scripts', 'build-vendor.ts')], {
+    cwd: REPO,
+    stdio: 'inherit',
   });
 }
 
