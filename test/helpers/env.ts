@@ -15,7 +15,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { transformSync } from 'esbuild';
@@ -184,37 +184,58 @@ export const runCli = (
 ): Promise<RunResult> => runCliInProcess(args, opts);
 
 /**
+ * A TypeScript file of this repository (outside src/) as a module plain node runs against the built
+ * package: the file alone turned into JavaScript (esbuild, the transform tsx applies), its imports of
+ * src/ pointed at dist/src and its other relative imports at their own transforms, written under
+ * dist/test-build/ (its path in the repository, a name holding the digest of what was written, so a
+ * file of that name is always that transform) with relative imports (a copy of the checkout with its
+ * dist/, as scripts/node-matrix.sh makes, runs its own build). Builds dist/ first when it is stale.
+ */
+export function builtScript(file: string): string {
+  ensureBuilt();
+  return transformed(resolve(REPO, file));
+}
+
+function transformed(source: string): string {
+  const outDir = join(REPO, 'dist', 'test-build', dirname(relative(REPO, source)));
+  const srcDir = join(REPO, 'src');
+  const code = transformSync(readFileSync(source, 'utf8'), {
+    loader: 'ts',
+    format: 'esm',
+    target: 'node20',
+    sourcefile: source,
+  }).code.replace(/(from |import\()"(\.[^"]*)"/g, (_m, how: string, spec: string) => {
+    const target = resolve(dirname(source), spec);
+    const to = target.startsWith(`${srcDir}${sep}`)
+      ? join(REPO, 'dist', 'src', relative(srcDir, target))
+      : transformed(target.replace(/\.js$/, '.ts'));
+    const path = relative(outDir, to);
+    return `${how}"${path.startsWith('.') ? path : `./${path}`}"`;
+  });
+  const digest = createHash('sha256').update(code).digest('hex').slice(0, 12);
+  const out = join(outDir, basename(source).replace(/\.ts$/, `.${digest}.mjs`));
+  if (!existsSync(out)) {
+    mkdirSync(outDir, { recursive: true });
+    const tmp = `${out}.${process.pid}.tmp`;
+    writeFileSync(tmp, code);
+    renameSync(tmp, out); // atomic: another test process may write the same file meanwhile
+  }
+  return out;
+}
+
+/**
  * The command that runs a fixture script (test/fixtures/*.ts) as a real process. A fixture whose only
- * imports of this repository are modules of src/ runs the built package (dist/, rebuilt when stale, as
- * for the built CLI): the fixture alone is turned into JavaScript (esbuild, the transform tsx applies)
- * with those imports pointed at dist/src, so the process starts like the installed package instead of
- * compiling the library under tsx (about half a second of CPU per process, and again in every worker
- * thread it starts). Any other fixture runs under tsx.
+ * imports of this repository are modules of src/ runs the built package (builtScript), so the process
+ * starts like the installed package instead of compiling the library under tsx (about half a second
+ * of CPU per process, and again in every worker thread it starts). Any other fixture runs under tsx.
  */
 export function fixtureCommand(file: string): string[] {
   const source = join(REPO, 'test', 'fixtures', file);
   const text = readFileSync(source, 'utf8');
-  const relative = [...text.matchAll(/(?:from |import\()'(\.[^']*)'/g)].map((m) => m[1]!);
-  if (relative.length === 0 || relative.some((spec) => !spec.startsWith('../../src/')))
+  const imports = [...text.matchAll(/(?:from |import\()'(\.[^']*)'/g)].map((m) => m[1]!);
+  if (imports.length === 0 || imports.some((spec) => !spec.startsWith('../../src/')))
     return ['--import', 'tsx', source];
-  ensureBuilt();
-  // named by its source's digest: a file of that name is that source's transform
-  const digest = createHash('sha256').update(text).digest('hex').slice(0, 12);
-  const out = join(REPO, 'dist', 'test-fixtures', basename(file).replace(/\.ts$/, `.${digest}.mjs`));
-  if (!existsSync(out)) {
-    // relative, so a copy of the checkout with its dist/ (scripts/node-matrix.sh) runs its own dist/src
-    const js = transformSync(text.replaceAll(/(from |import\()'\.\.\/\.\.\/src\//g, "$1'../src/"), {
-      loader: 'ts',
-      format: 'esm',
-      target: 'node20',
-      sourcefile: source,
-    }).code;
-    mkdirSync(dirname(out), { recursive: true });
-    const tmp = `${out}.${process.pid}.tmp`;
-    writeFileSync(tmp, js);
-    renameSync(tmp, out); // atomic: another test process may write the same file meanwhile
-  }
-  return [out];
+  return [builtScript(source)];
 }
 
 /** Starts a fixture script and resolves once it prints `ready` on stdout. */
