@@ -6,10 +6,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { killTrials, trialAgent } from '../scripts/trials/driver.js';
-import { tempDir } from './helpers/env.js';
+import { builtScript, tempDir } from './helpers/env.js';
 
 test('kill -9 at random instants of snapshot, prune, import and migrate: check passes, every listed snapshot verifies and restores byte-for-byte what it captured (npm run kill-trials runs many more)', async (t) => {
   const ctx = await trialAgent(tempDir(t), { memories: 600, embeddings: 100, files: 15 });
+  ctx.runOp = [builtScript('scripts/trials/run-op.ts')];
   const records = await killTrials(ctx, {
     trials: 4,
     seed: 5,

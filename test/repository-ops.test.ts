@@ -28,7 +28,7 @@ import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { LocalSnapshotter, type RetentionTickReport, RetentionWorker } from '../src/index.js';
 import { lockRepository } from '../src/repository/locks.js';
-import { type Agent, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import { type Agent, builtScript, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
 function repoAgent(
   t: Parameters<typeof sampleAgent>[0],
@@ -288,6 +288,7 @@ test('gc over bundles and repository snapshots of one agent applies one policy; 
 
 test('snapshot and prune started at once from two processes, prune removing data the snapshot brings back: both succeed, nothing is lost', async (t) => {
   const ctx = await trialAgent(tempDir(t), { memories: 600, embeddings: 100, files: 15 });
+  ctx.runOp = [builtScript('scripts/trials/run-op.ts')];
   const rounds = await concurrentRounds(ctx, { rounds: 3, seed: 11 });
   assert.equal(rounds.length, 3);
 });

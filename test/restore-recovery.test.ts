@@ -2,15 +2,38 @@
 // the new state, never a mix, and the next operation works; recover --all removes exactly what recover
 // --agent removes after kills that leave staging or a partial bundle behind; the next snapshot recovers
 // an interrupted restore before it captures anything. Real processes (test/fixtures/*-once.ts) killed
-// at fault points; in a file of its own so the suite runs it beside restore.test.ts.
+// at fault points; in a file of its own so the suite runs it beside restore.test.ts. The kills during a
+// restore start from copies of one agent and its snapshot, taken once for the file.
 
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { test } from 'node:test';
-import { buildSampleAgent } from '../scripts/sample-agent.js';
-import { runCli, startFixture } from './helpers/env.js';
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { type TestContext, test } from 'node:test';
+import { buildSampleAgent, git } from '../scripts/sample-agent.js';
+import { type Agent, copiedAgent, runCli, startFixture } from './helpers/env.js';
 import { agent, expected, fingerprint, mutate, withoutDbBytes } from './helpers/restore.js';
+
+/**
+ * The agent with one snapshot that every kill during a restore starts from: made by the first test,
+ * copied (its roots, the snapshot and its state root as they are) for the others, so each test still
+ * owns an agent of its own without taking the same snapshot again.
+ */
+let template: { root: string; bundle: string } | undefined;
+async function agentWithSnapshot(t: TestContext): Promise<{ a: Agent; bundle: string }> {
+  if (!template) {
+    const a = agent(t);
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const root = mkdtempSync(join(tmpdir(), 'nexo-recovery-template-'));
+    process.once('exit', () => rmSync(root, { recursive: true, force: true }));
+    cpSync(a.root, root, { recursive: true, preserveTimestamps: true });
+    template = { root, bundle: relative(a.root, snap.bundle_path) };
+    return { a, bundle: snap.bundle_path };
+  }
+  const a = copiedAgent(t, template.root);
+  git(a.memdir, ['update-index', '-q', '--refresh']);
+  return { a, bundle: join(a.root, template.bundle) };
+}
 
 const KILL_POINTS = [
   ['restore.journal.prepared', 'old'],
@@ -27,14 +50,13 @@ const KILL_POINTS = [
 
 for (const [point, outcome] of KILL_POINTS) {
   test(`kill -9 at ${point}: after recovery the live agent is exactly the ${outcome} state`, async (t) => {
-    const a = agent(t);
-    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const { a, bundle } = await agentWithSnapshot(t);
     mutate(a);
     const old = await fingerprint(a);
     const child = startFixture(
       t,
       'restore-once.ts',
-      [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', snap.bundle_path],
+      [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', bundle],
       {
         NEXO_MEMORY_FAULTS: `${point}=kill`,
       },
@@ -43,7 +65,7 @@ for (const [point, outcome] of KILL_POINTS) {
     assert.ok(existsSync(a.snapshotter.layout.journalPath('default', 'ana')), 'a journal is left');
     const r = await a.snapshotter.recover('ana');
     assert.equal(r?.outcome, outcome === 'old' ? 'rolled_back' : 'completed');
-    assert.deepEqual(await fingerprint(a), outcome === 'old' ? old : await expected(snap.bundle_path));
+    assert.deepEqual(await fingerprint(a), outcome === 'old' ? old : await expected(bundle));
     assert.ok(!existsSync(a.snapshotter.layout.journalPath('default', 'ana')));
     assert.deepEqual(
       readdirSync(a.memdirRoot).filter((n) => n.includes('.restore-')),
@@ -128,18 +150,12 @@ for (const [fixture, point, what] of LEFTOVER_KILLS) {
 }
 
 test('an interrupted restore is recovered by the next snapshot before it captures anything', async (t) => {
-  const a = agent(t);
-  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const { a, bundle } = await agentWithSnapshot(t);
   mutate(a);
   const old = await fingerprint(a);
-  const child = startFixture(
-    t,
-    'restore-once.ts',
-    [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', snap.bundle_path],
-    {
-      NEXO_MEMORY_FAULTS: 'restore.swap.memdir.in=kill',
-    },
-  );
+  const child = startFixture(t, 'restore-once.ts', [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', bundle], {
+    NEXO_MEMORY_FAULTS: 'restore.swap.memdir.in=kill',
+  });
   await child.exited;
   const next = await a.snapshotter.snapshot({ agentId: 'ana' });
   assert.deepEqual(

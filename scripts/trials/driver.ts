@@ -63,7 +63,7 @@ export function startOp(op: string, ctx: TrialContext): RunningOp {
   const paths = opPaths(ctx);
   const child: ChildProcessWithoutNullStreams = spawn(
     process.execPath,
-    ['--import', 'tsx', RUN_OP, op, JSON.stringify(paths)],
+    [...(ctx.runOp ?? ['--import', 'tsx', RUN_OP]), op, JSON.stringify(paths)],
     { cwd: REPO, detached: true, stdio: 'pipe' },
   );
   let stdout = '';

@@ -31,11 +31,16 @@ export interface TrialContext extends OpPaths {
   captures: Map<string, Capture>;
   /** What a snapshot the running operation takes holds (its id is known only afterwards). */
   pending?: Capture;
+  /**
+   * The node arguments that run scripts/trials/run-op.ts (default: it under tsx); the tests give its
+   * transform against the built package (test/helpers/env.ts builtScript).
+   */
+  runOp?: string[];
 }
 
 /** The child's part of the context. */
 export const opPaths = (ctx: TrialContext): OpPaths => {
-  const { alternates: _a, round: _r, captures: _c, pending: _p, ...paths } = ctx;
+  const { alternates: _a, round: _r, captures: _c, pending: _p, runOp: _o, ...paths } = ctx;
   return paths;
 };
 

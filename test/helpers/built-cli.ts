@@ -7,8 +7,12 @@
 
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { REPO, type RunResult } from './env.js';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { RunResult } from './env.js';
+
+// This checkout (as env.ts's REPO; not imported from there: env.ts imports this module).
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export const BIN = join(REPO, 'bin', 'nexo-memory.js');
 /** The longest a spawned CLI runs (far beyond any test's command on a loaded machine). */
