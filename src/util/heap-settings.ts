@@ -20,13 +20,8 @@ const apply = (): void => {
   for (const f of FLAGS) setFlagsFromString(f);
 };
 
-/**
- * CLI commands that keep Node's own GC settings: their live heap is large, and they have no RSS budget.
- * `find` holds the tables it searches; `list` is a short run whose heap is its answer (10,000 entries:
- * ~25 MB live at the end), which the 1 MiB young generation copied through ~70 scavenges: with Node's
- * own growth, ~50 ms less CPU of a warm list of 10,000 (~11 %) for ~7 MB more peak RSS.
- */
-const LARGE_HEAP_COMMANDS = new Set(['find', 'list']);
+/** CLI commands that keep Node's own GC settings: their live heap is large, and they have no RSS budget. */
+const LARGE_HEAP_COMMANDS = new Set(['find']);
 
 /**
  * Whether the CLI run with these arguments (after `node` and the script) wants the small heap: every
