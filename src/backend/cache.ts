@@ -15,7 +15,7 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ObjectTooLargeError } from '../model/errors.js';
 import {
   type Backend,
@@ -135,15 +135,7 @@ export class CachedBackend implements Backend {
   private async keep(h: Handle, content: Buffer): Promise<void> {
     const sum = sha256(content);
     if (HASHED_NAME.has(h.type) && sum.toString('hex') !== h.name) return; // damaged in transit: not kept
-    const dir = join(this.dir, h.type);
-    const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
-    try {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      await writeFile(tmp, Buffer.concat([sum, content]), { mode: 0o600, flag: 'wx' });
-      await rename(tmp, this.pathOf(h));
-    } catch {
-      await rm(tmp, { force: true }).catch(() => {});
-    }
+    await this.writeFileQuietly(this.pathOf(h), content, sum);
   }
 
   save(h: Handle, data: SaveSource, opts?: SaveOptions): Promise<void> {
@@ -395,12 +387,16 @@ export class CachedBackend implements Backend {
     return undefined;
   }
 
-  /** Writes `sha256(content) | content` to `file` (a temporary file, renamed). Never throws. */
-  private async writeFileQuietly(file: string, content: Buffer): Promise<void> {
-    const tmp = join(this.dir, `.tmp-${randomBytes(8).toString('hex')}`);
+  /**
+   * Writes `sha256(content) | content` to `file` (a temporary file beside it, renamed). Never throws.
+   * `sum`: the content's SHA-256 when the caller has it.
+   */
+  private async writeFileQuietly(file: string, content: Buffer, sum = sha256(content)): Promise<void> {
+    const dir = dirname(file);
+    const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
     try {
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
-      await writeFile(tmp, Buffer.concat([sha256(content), content]), { mode: 0o600, flag: 'wx' });
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await writeFile(tmp, Buffer.concat([sum, content]), { mode: 0o600, flag: 'wx' });
       await rename(tmp, file);
     } catch {
       await rm(tmp, { force: true }).catch(() => {});
