@@ -4,7 +4,7 @@
 // diff, deep checks) or only hashed; the git history's packs likewise (indexed into `gitDir` when
 // given). Content problems are collected as report entries with stable codes, not thrown.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { GIT_BUNDLE_PATH } from '../format/constants.js';
 import { refNameProblem } from '../format/git-bundle.js';
@@ -35,6 +35,13 @@ export interface RepoVerifyOptions {
    */
   skip?: (a: RepoArtifact) => boolean;
   onBytes?: (bytes: number) => void;
+  /**
+   * Called once the history is indexed into `gitDir` and every artifact stored as one blob (memory
+   * files, state values) is written, if no problem was found by then: it runs beside the rest of the
+   * stream (the databases), and verify returns only after it settled: a content error (exit 2, or git
+   * failing) is reported as a problem of the history, any other error rejects verify.
+   */
+  afterTree?: () => Promise<void>;
 }
 
 export interface RepoVerifyResult {
@@ -147,7 +154,7 @@ export async function verifyRepoSnapshot(
       } else {
         const target = opts.target?.(a);
         if (target) {
-          mkdirSync(dirname(target), { recursive: true });
+          await mkdir(dirname(target), { recursive: true });
           await writeContent(repo, a, target, a.path_in_bundle);
           res.bytesChecked += a.size_bytes;
           opts.onBytes?.(res.bytesChecked);
@@ -165,6 +172,7 @@ export async function verifyRepoSnapshot(
   const history = wanted.find((a) => a.kind === GIT_HISTORY_KIND);
   const historyDone = history ? one(history) : Promise.resolve();
   historyDone.catch(() => {}); // awaited below
+  let tree: Promise<void> = Promise.resolve();
   try {
     const rest = wanted.filter((a) => a !== history);
     // The artifacts of one blob each (memory files: mostly file-system work) alongside the chunked ones
@@ -177,14 +185,30 @@ export async function verifyRepoSnapshot(
       one,
     );
     whole.catch(() => {}); // awaited below
+    const afterTree = opts.afterTree;
+    if (afterTree) {
+      tree = Promise.all([historyDone, whole]).then(async () => {
+        if (res.problems.length > 0) return;
+        try {
+          await afterTree();
+        } catch (err) {
+          // git failing on a history whose every chunk hashed right: damage at the source
+          if (!isContentError(err)) throw err;
+          res.problems.push(asProblem(err, history?.path_in_bundle));
+        }
+      });
+      tree.catch(() => {}); // awaited below
+    }
     try {
       for (const a of rest) if (a.chunks || a.chunk_lists) await one(a);
     } finally {
       await whole;
     }
   } finally {
+    await Promise.allSettled([historyDone, tree]);
     await historyDone;
   }
+  await tree;
   return res;
 }
 
@@ -192,10 +216,16 @@ export async function verifyRepoSnapshot(
 const isContentError = (err: unknown): err is SnapshotError =>
   err instanceof SnapshotError && (err.exitCode === 2 || err.code === 'GIT');
 
+/** Memory files written at once (the libuv pool runs four; a few more keep it fed). */
+const WRITES_IN_FLIGHT = 16;
+
 /**
  * Artifacts stored as one blob each (memory files, state values, small databases: the blob's id is the
  * artifact's SHA-256, so the blob's check is the artifact's), read in one pass over the packs (runs of
- * neighbouring blobs are one ranged read) and written whole, each file once its blob checked. After a
+ * neighbouring blobs are one ranged read) and written whole, each file once its blob checked. The writes
+ * run on the thread pool, a few at a time, while the main thread goes on with the packs (creating
+ * thousands of files can wait on the file system's journal, which must not stall the decompression and
+ * hashing of the databases beside it); every write has finished when this returns or throws. After a
  * content problem, the artifacts not done yet are read one by one, so each problem names its artifact.
  */
 async function readWhole(
@@ -205,41 +235,72 @@ async function readWhole(
   opts: RepoVerifyOptions,
   one: (a: RepoArtifact) => Promise<void>,
 ): Promise<void> {
-  const made = new Set<string>();
-  const done = (a: RepoArtifact, data: Buffer) => {
+  const made = new Map<string, Promise<unknown>>();
+  const inFlight = new Set<Promise<void>>();
+  let failed: unknown;
+  const write = async (a: RepoArtifact, target: string, data: Buffer) => {
+    const dir = dirname(target);
+    let dirMade = made.get(dir);
+    if (!dirMade) {
+      dirMade = mkdir(dir, { recursive: true });
+      made.set(dir, dirMade);
+    }
+    await dirMade;
+    await writeFile(target, data, { flag: 'wx', mode: 0o600 });
+    res.written.set(a.path_in_bundle, target);
+  };
+  const done = async (a: RepoArtifact, data: Buffer) => {
     const target = opts.target?.(a);
     if (target) {
-      const dir = dirname(target);
-      if (!made.has(dir)) mkdirSync(dir, { recursive: true });
-      made.add(dir);
-      writeFileSync(target, data, { flag: 'wx', mode: 0o600 });
-      res.written.set(a.path_in_bundle, target);
+      if (failed !== undefined) throw failed;
+      const p = write(a, target, data).then(
+        () => {
+          inFlight.delete(p);
+        },
+        (err: unknown) => {
+          inFlight.delete(p);
+          failed ??= err;
+        },
+      );
+      inFlight.add(p);
+      if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
     }
     res.bytesChecked += data.length;
     opts.onBytes?.(res.bytesChecked);
     res.artifactsChecked++;
   };
-  for (const a of list) if (a.size_bytes === 0) done(a, Buffer.alloc(0));
-  const full = list.filter((a) => a.size_bytes > 0);
-  let next = 0;
+  const settle = async () => {
+    while (inFlight.size > 0) await Promise.all(inFlight);
+    if (failed !== undefined) throw failed;
+  };
   try {
-    for await (const blob of repo.streamBlobs(
-      full.map((a) => a.sha256),
-      4,
-      1024 * 1024,
-    )) {
-      const a = full[next]!;
-      if (blob.length !== a.size_bytes)
-        throw new BundleDamagedError(
-          `${a.path_in_bundle}: ${blob.length} bytes, the manifest says ${a.size_bytes}`,
-        );
-      done(a, blob);
-      next++;
+    for (const a of list) if (a.size_bytes === 0) await done(a, Buffer.alloc(0));
+    const full = list.filter((a) => a.size_bytes > 0);
+    let next = 0;
+    try {
+      for await (const blob of repo.streamBlobs(
+        full.map((a) => a.sha256),
+        4,
+        1024 * 1024,
+      )) {
+        const a = full[next]!;
+        if (blob.length !== a.size_bytes)
+          throw new BundleDamagedError(
+            `${a.path_in_bundle}: ${blob.length} bytes, the manifest says ${a.size_bytes}`,
+          );
+        await done(a, blob);
+        next++;
+      }
+    } catch (err) {
+      if (!isContentError(err) || err === failed) throw err;
+      await settle();
+      for (const a of full.slice(next)) await one(a);
     }
-  } catch (err) {
-    if (!isContentError(err)) throw err;
-    for (const a of full.slice(next)) await one(a);
+  } finally {
+    // every write finished (or failed) before the caller goes on, or removes the staging
+    while (inFlight.size > 0) await Promise.all(inFlight);
   }
+  if (failed !== undefined) throw failed;
 }
 
 async function* counted(

@@ -29,9 +29,16 @@ import {
   GIT_HISTORY_KIND,
   type ParsedRepoManifest,
   REPO_MANIFEST_VERSION_SIGNED,
+  type RepoManifest,
 } from '../repository/manifest.js';
 import { repoManifestProblems } from '../repository/verify-snapshot.js';
-import { bundleHistorySource, type HistorySource, type RestorePaths, stagingSink } from '../restore/stage.js';
+import {
+  bundleHistorySource,
+  type HistorySource,
+  type RestorePaths,
+  type StagedRepo,
+  stagingSink,
+} from '../restore/stage.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
 
@@ -56,7 +63,12 @@ export interface ReadSnapshot {
 export interface StagedSnapshot extends ReadSnapshot {
   /** Where the rebuilt repository loads the history from; undefined without a repository. */
   history: HistorySource | undefined;
+  /** The staged repository, when the source built it during the pass (`stage`'s `buildTree`). */
+  tree?: StagedRepo;
 }
+
+/** Builds the staged repository (restore/stage.ts buildMemdir) from a history source. */
+export type TreeBuilder = (history: HistorySource | undefined) => Promise<StagedRepo>;
 
 /** Which artifacts a dry run writes, and where. */
 export type ArtifactTarget = (a: { path_in_bundle: string; kind: string }) => string | undefined;
@@ -67,12 +79,16 @@ export interface RestoreSource {
   head(trusted: readonly PublicSigningKey[]): Promise<SourceHead>;
   /**
    * Verifies every byte and writes each artifact beside the live paths (`p`); fails (typed, exit 2 for
-   * damage) when anything does not verify or the manifest is not the one `head` read.
+   * damage) when anything does not verify or the manifest is not the one `head` read. A source that
+   * stages the history and the memory files before the databases runs `buildTree` as soon as they are
+   * in place, beside the rest of the pass, and returns what it built (`tree`); the others leave it to
+   * the caller.
    */
   stage(
     p: RestorePaths,
     headRaw: Record<string, unknown>,
     onProgress?: ProgressListener,
+    buildTree?: TreeBuilder,
   ): Promise<StagedSnapshot>;
   /** Verifies every byte, writing the artifacts `target` names (a dry run). */
   inspect(target: ArtifactTarget, onProgress?: ProgressListener): Promise<ReadSnapshot>;
@@ -159,11 +175,13 @@ export function repositorySource(
     target: ArtifactTarget,
     gitDir: string | undefined,
     onProgress: ProgressListener | undefined,
+    afterTree?: () => Promise<void>,
   ) => {
     const { report, result } = await store.verify(id, {
       target,
       ...(gitDir ? { gitDir } : {}),
       ...(onProgress ? { onProgress } : {}),
+      ...(afterTree ? { afterTree } : {}),
       ...withIdentity,
     });
     if (refused(report) || !result.parsed) throw problemsError(report.problems);
@@ -184,7 +202,7 @@ export function repositorySource(
         problems: repoManifestProblems(m),
       };
     },
-    async stage(p, headRaw, onProgress) {
+    async stage(p, headRaw, onProgress, buildTree) {
       const m = parsed?.manifest;
       const hasHistory = m?.artifacts.some((a) => a.kind === GIT_HISTORY_KIND) === true;
       // The staged repository exists before the stream, so the packs are indexed into it as they arrive.
@@ -196,49 +214,65 @@ export function repositorySource(
           );
       }
       const sink = stagingSink(p);
+      // The repository is built from the history as `head` read it, once its packs are indexed and the
+      // memory files written, while the databases still stream; the manifest is checked to be that one
+      // below, and a snapshot that changed fails the restore before anything is swapped in.
+      let tree: StagedRepo | undefined;
+      const afterTree =
+        buildTree && m
+          ? async () => {
+              tree = await buildTree(historySourceOf(m, hasHistory));
+            }
+          : undefined;
       const result = await read(
         (a) => sink.target(a as Artifact, 2),
         hasHistory ? p.memdirStage : undefined,
         onProgress,
+        afterTree,
       );
       const r = result.parsed!;
       if (changed(r.raw, headRaw))
         throw new BundleDamagedError('the snapshot changed while it was being restored');
       if (hasHistory && !result.historyIndexed)
         throw new BundleDamagedError('the git history was not indexed while staging the restore');
-      const g = r.manifest.git;
-      const refs = r.manifest.git_refs ?? [];
-      const history: HistorySource | undefined =
-        (g.repository ?? 'absent') === 'absent'
-          ? undefined
-          : {
-              ...(hasHistory
-                ? {
-                    load: async (dir: string) => {
-                      try {
-                        await writeRefs(
-                          dir,
-                          refs.filter((r) => r.name !== 'HEAD'),
-                        );
-                      } catch (err) {
-                        throw new BundleDamagedError(
-                          `setting the snapshot's refs failed while staging the restore: ${(err as Error).message}`,
-                        );
-                      }
-                    },
-                  }
-                : {}),
-              ...(g.head_ref ? { ref: g.head_ref } : {}),
-              oid: g.head_oid,
-              detached: g.detached === true,
-              ...(g.repository === 'present' ? { expectHead: g.head_oid } : {}),
-            };
-      return { manifest: bundleView(r.manifest), written: result.written, warnings: [], history };
+      return {
+        manifest: bundleView(r.manifest),
+        written: result.written,
+        warnings: [],
+        history: historySourceOf(r.manifest, hasHistory),
+        ...(tree ? { tree } : {}),
+      };
     },
     async inspect(target, onProgress) {
       const r = await read(target, undefined, onProgress);
       return { manifest: bundleView(r.parsed!.manifest), written: r.written, warnings: [] };
     },
+  };
+}
+
+/** Where the staged repository of a repository snapshot loads its history from (its refs, its HEAD). */
+function historySourceOf(m: RepoManifest, hasHistory: boolean): HistorySource | undefined {
+  const g = m.git;
+  if ((g.repository ?? 'absent') === 'absent') return undefined;
+  const refs = (m.git_refs ?? []).filter((r) => r.name !== 'HEAD');
+  return {
+    ...(hasHistory
+      ? {
+          load: async (dir: string) => {
+            try {
+              await writeRefs(dir, refs);
+            } catch (err) {
+              throw new BundleDamagedError(
+                `setting the snapshot's refs failed while staging the restore: ${(err as Error).message}`,
+              );
+            }
+          },
+        }
+      : {}),
+    ...(g.head_ref ? { ref: g.head_ref } : {}),
+    oid: g.head_oid,
+    detached: g.detached === true,
+    ...(g.repository === 'present' ? { expectHead: g.head_oid } : {}),
   };
 }
 

@@ -56,7 +56,7 @@ import { faultPoint } from '../util/faults.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
-import { locateSource, type RestoreSource } from './restore-source.js';
+import { locateSource, type RestoreSource, type SourceHead } from './restore-source.js';
 
 /** Whether the bundle is this agent's (its ids were validated with the manifest's rules). */
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
@@ -178,7 +178,7 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
   try {
     const report = await (req.dryRun
       ? dryRun(s, req, agentId, tenant, source, head.manifest)
-      : restoreLocked(s, req, agentId, tenant, source, head.raw));
+      : restoreLocked(s, req, agentId, tenant, source, head));
     return {
       ...report,
       signature: { status: signature.status, ...(signature.key_id ? { key_id: signature.key_id } : {}) },
@@ -258,7 +258,7 @@ async function restoreLocked(
   agentId: string,
   tenant: string,
   source: RestoreSource,
-  headRaw: Record<string, unknown>,
+  head: SourceHead,
 ): Promise<RestoreReport> {
   const lock = await s.lockAgent(agentId, tenant, req.import ? 'import' : 'restore');
   const memdir = s.resolver.memdir(agentId, tenant);
@@ -279,7 +279,13 @@ async function restoreLocked(
       await mkdir(p.work, { recursive: true });
       await mkdir(p.sqliteStage, { recursive: true });
       await mkdir(p.memdirStage, { recursive: true });
-      const v = await source.stage(p, headRaw, req.onProgress);
+      // A source that stages the history before the databases rebuilds the repository meanwhile.
+      const v = await source.stage(
+        p,
+        head.raw,
+        req.onProgress,
+        bundleHasMemdir(head.manifest) ? (history) => buildMemdir(p, history, memdir) : undefined,
+      );
       const m = v.manifest;
       const report = baseReport(m, agentId, tenant, source.location, false);
       report.restore_id = restoreId;
@@ -308,7 +314,11 @@ async function restoreLocked(
           sqlite[1]!,
           staged.filter((_, i) => i % 2 === 1),
         ),
-        hasMemdir ? buildMemdir(p, v.history, memdir) : Promise.resolve(undefined),
+        hasMemdir
+          ? v.tree
+            ? Promise.resolve(v.tree)
+            : buildMemdir(p, v.history, memdir)
+          : Promise.resolve(undefined),
       ] as const);
       report.warnings.push(...(repo?.warnings ?? []));
       const incoming = await readStateValues(p.work, m);
