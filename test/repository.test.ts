@@ -238,6 +238,39 @@ test('planned content: the same reference as storeContent, only new chunks read;
   await assert.rejects(storePlanned(repo.writer(), file, grown), IoError);
 });
 
+test('planned content into an empty repository: runs of new chunks read at once (over 1 MiB, repeats inside), the same reference and bytes', async (t) => {
+  const dir = tempDir(t);
+  const db = join(dir, 'header.sqlite');
+  sqliteFile(db, 10);
+  // a database file's first page (its header names 4 KiB pages), then 3 MiB of random pages with one
+  // 128 KiB run of pages repeated inside: page chunks whose ids repeat within a run of new chunks
+  const first = Buffer.alloc(4096);
+  readFileSync(db).copy(first, 0, 0, 100);
+  const block = randomBytes(128 * 1024);
+  const file = join(dir, 'mixed.sqlite');
+  writeFileSync(
+    file,
+    Buffer.concat([first, randomBytes(1024 * 1024), block, block, randomBytes(1536 * 1024)]),
+  );
+  const repo = await Repository.init(new MemoryBackend(), []);
+  const params = repo.config.chunker;
+  const plan = await planChunks({ path: file, params, sqlite: true });
+  const w = repo.writer();
+  const planned = await storePlanned(w, file, plan);
+  const stats = await w.finish();
+  const ids = new Set(
+    Array.from(plan.lengths, (_, i) => Buffer.from(plan.ids.subarray(i * 32, i * 32 + 32)).toString('hex')),
+  );
+  assert.ok(ids.size < plan.lengths.length, 'some chunk repeats');
+  assert.ok(plan.lengths.length > 100, `many chunks (${plan.lengths.length}): several 1 MiB runs`);
+  assert.equal(stats.blobsKnown, plan.lengths.length - ids.size, 'a repeat is stored once');
+  const direct = await storeContent(repo.writer(), params, { path: file, sqlite: true });
+  assert.deepEqual(planned, direct);
+  const out = join(dir, 'out.sqlite');
+  await writeContent(repo, planned, out, 'file');
+  assert.ok(readFileSync(out).equals(readFileSync(file)), 'restores the file byte for byte');
+});
+
 test('packs: a blob larger than a pack buffer holds, content over several packs (buffers reused), round trip and check', async (t) => {
   const dir = tempDir(t);
   const file = join(dir, 'big.bin');

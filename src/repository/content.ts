@@ -65,6 +65,9 @@ export async function storeContent(
   return located(writer, ids, count, size, whole.digest('hex'));
 }
 
+/** Bytes of neighbouring new chunks storePlanned reads back at once. */
+const PLANNED_RUN = 1024 * 1024;
+
 /**
  * Stores a file whose chunks were planned (chunk-plan.ts) from exactly its present bytes: only the
  * chunks the repository (or this writer) does not have are read back, and each is hashed again before
@@ -75,32 +78,47 @@ export async function storePlanned(writer: BlobWriter, path: string, plan: Chunk
   const n = plan.lengths.length;
   const ids = Buffer.from(plan.ids.buffer, plan.ids.byteOffset, plan.ids.byteLength);
   if (ids.length !== n * ID_BYTES) throw new Error('a chunk plan with unequal lists');
+  const changed = () =>
+    new IoError(`storing ${path}`, new Error('the file changed after its chunks were planned'));
+  const idOf = (i: number) => ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
   const fh = await open(path, 'r');
   try {
     let offset = 0;
     let buf = Buffer.alloc(0);
-    for (let i = 0; i < n; i++) {
-      const id = ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
+    let i = 0;
+    while (i < n) {
       const length = plan.lengths[i]!;
-      if (writer.has(id)) writer.countKnown();
-      else {
-        if (buf.length < length) buf = Buffer.allocUnsafe(Math.max(length, 256 * 1024));
-        const view = buf.subarray(0, length);
-        let filled = 0;
-        while (filled < length) {
-          const { bytesRead } = await fh.read(view, filled, length - filled, offset + filled);
-          if (bytesRead === 0) break;
-          filled += bytesRead;
-        }
-        if (filled !== length || !createHash('sha256').update(view).digest().equals(id))
-          throw new IoError(`storing ${path}`, new Error('the file changed after its chunks were planned'));
+      if (writer.has(idOf(i))) {
+        writer.countKnown();
+        offset += length;
+        i++;
+        continue;
+      }
+      // a run of neighbouring new chunks (a change appended or rewrote a region) is one read
+      let end = i + 1;
+      let runBytes = length;
+      while (end < n && runBytes + plan.lengths[end]! <= PLANNED_RUN && !writer.has(idOf(end)))
+        runBytes += plan.lengths[end++]!;
+      if (buf.length < runBytes) buf = Buffer.allocUnsafe(Math.max(runBytes, 256 * 1024));
+      const run = buf.subarray(0, runBytes);
+      let filled = 0;
+      while (filled < runBytes) {
+        const { bytesRead } = await fh.read(run, filled, runBytes - filled, offset + filled);
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+      }
+      if (filled !== runBytes) throw changed();
+      for (let at = 0; i < end; i++) {
+        const view = run.subarray(at, at + plan.lengths[i]!);
+        at += view.length;
+        const id = idOf(i);
+        if (!createHash('sha256').update(view).digest().equals(id)) throw changed();
         // compressed before add's first await: the view may be reused
         await writer.add(KIND_DATA, id.toString('hex'), view);
       }
-      offset += length;
+      offset += runBytes;
     }
-    if (offset !== plan.size || (await fh.stat()).size !== plan.size)
-      throw new IoError(`storing ${path}`, new Error('the file changed after its chunks were planned'));
+    if (offset !== plan.size || (await fh.stat()).size !== plan.size) throw changed();
   } finally {
     await fh.close();
   }

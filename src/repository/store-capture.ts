@@ -10,6 +10,7 @@ import type { CaptureResult } from '../capture/capture.js';
 import { sqliteKind, sqlitePath } from '../format/constants.js';
 import type { GitRef } from '../git/history.js';
 import type { DbName, ProgressListener } from '../model/types.js';
+import { allSettledOrThrow } from '../util/settle.js';
 import type { ChunkPlan } from './chunk-plan.js';
 import { type ChunkerParams, expectedChunks } from './chunker.js';
 import { storeContent, storePlanned } from './content.js';
@@ -41,6 +42,8 @@ export async function storeCapture(
    * none when nothing is planned (every chunk stored in one pass).
    */
   plans?: ReadonlyMap<DbName, Promise<ChunkPlan | undefined>>,
+  /** Told each staged database copy once it is stored (and no longer read here). */
+  stored?: (stagedPath: string) => void,
 ): Promise<StoredCapture> {
   const params = repo.config.chunker;
   const out: RepoArtifact[] = [];
@@ -71,7 +74,7 @@ export async function storeCapture(
     // known already) are stored while those plans finish, instead of after them.
     const planned = plans !== undefined && plans.size > 0;
     const memory = planned ? await storeMemory(writer, params, c, progress) : undefined;
-    await storeData(writer, params, c, out, progress, plans);
+    await storeData(writer, params, c, out, progress, plans, stored);
     if (c.gitBundlePath) {
       const h = await storeBundleHistory(writer, params, c.gitBundlePath, scratch);
       out.push(h.artifact);
@@ -109,7 +112,12 @@ async function storeMemory(
   return memory;
 }
 
-/** The databases and state values, in manifest order, into `out`. */
+/**
+ * The databases and state values, in manifest order, into `out`. Planned databases are stored one at a
+ * time in the order their plans finish (two threads plan them, in any order), not in manifest order: a
+ * plan that finishes early is not left waiting behind a larger one. Each database copy is handed to
+ * `stored` once its chunks are in the writer.
+ */
 async function storeData(
   writer: BlobWriter,
   params: ChunkerParams,
@@ -117,15 +125,32 @@ async function storeData(
   out: RepoArtifact[],
   progress: (n: number) => void,
   plans: ReadonlyMap<DbName, Promise<ChunkPlan | undefined>> | undefined,
+  stored: ((stagedPath: string) => void) | undefined,
 ): Promise<void> {
-  for (const d of c.databases) {
-    const plan = await plans?.get(d.db);
-    const ref = plan
-      ? await storePlanned(writer, d.stagedPath, plan)
-      : await storeContent(writer, params, { path: d.stagedPath, sqlite: true });
-    out.push({ path_in_bundle: sqlitePath(d.db), kind: sqliteKind(d.db), ...ref });
-    progress(ref.size_bytes);
-  }
+  let turn: Promise<unknown> = Promise.resolve();
+  let failure: { err: unknown } | undefined;
+  const refs = await allSettledOrThrow(
+    c.databases.map((d) =>
+      (plans?.get(d.db) ?? Promise.resolve(undefined)).then((plan) => {
+        const mine = turn.then(async () => {
+          if (failure) throw failure.err; // after one failed, the others are not stored
+          const ref = plan
+            ? await storePlanned(writer, d.stagedPath, plan)
+            : await storeContent(writer, params, { path: d.stagedPath, sqlite: true });
+          progress(ref.size_bytes);
+          stored?.(d.stagedPath);
+          return ref;
+        });
+        turn = mine.catch((err: unknown) => {
+          failure ??= { err };
+        });
+        return mine;
+      }),
+    ),
+  );
+  c.databases.forEach((d, i) => {
+    out.push({ path_in_bundle: sqlitePath(d.db), kind: sqliteKind(d.db), ...refs[i]! });
+  });
   for (const s of c.state) {
     const ref = await storeContent(writer, params, { data: s.data! });
     out.push({ path_in_bundle: s.pathInBundle, kind: s.kind, ...ref });

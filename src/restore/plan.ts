@@ -5,39 +5,14 @@
 
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { walkMemdir } from '../capture/memdir.js';
 import { GIT_V1_PREFIX, MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { inspectRepo } from '../git/git.js';
 import { type ComponentChange, DB_NAMES } from '../model/types.js';
+import { type RowCounts, rowCounts } from '../sqlite/rows.js';
 import { sha256Hex } from '../util/hash.js';
 import { bundleHasMemdir } from './stage.js';
-
-/** Rows per table of a database file; empty when it cannot be read. */
-export function rowCounts(path: string): Record<string, number> {
-  if (!existsSync(path)) return {};
-  const db = new Database(path, { readonly: true, fileMustExist: true, timeout: 5_000 });
-  try {
-    const tables = db
-      .prepare(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-      )
-      .pluck()
-      .all() as string[];
-    const out: Record<string, number> = {};
-    for (const t of tables)
-      out[t] = db
-        .prepare(`SELECT count(*) FROM "${t.replaceAll('"', '""')}"`)
-        .pluck()
-        .get() as number;
-    return out;
-  } catch {
-    return {};
-  } finally {
-    db.close();
-  }
-}
 
 const sizeOf = (p: string): number | undefined => (existsSync(p) ? statSync(p).size : undefined);
 
@@ -45,7 +20,10 @@ export async function planDatabases(
   m: Manifest,
   sqliteDir: string,
   stagedDbs: Map<string, string>,
+  /** Rows of database files already counted (a restore counts them on its worker threads). */
+  counted: ReadonlyMap<string, RowCounts> = new Map(),
 ): Promise<ComponentChange[]> {
+  const rowsOf = (path: string) => counted.get(path) ?? rowCounts(path);
   const out: ComponentChange[] = [];
   for (const db of DB_NAMES) {
     const live = join(sqliteDir, `${db}.sqlite`);
@@ -53,8 +31,8 @@ export async function planDatabases(
     const inBundle = m.artifacts.find((a) => a.path_in_bundle === sqlitePath(db));
     const liveSize = sizeOf(live);
     if (!inBundle && liveSize === undefined) continue;
-    const oldRows = rowCounts(live);
-    const newRows = staged ? rowCounts(staged) : {};
+    const oldRows = rowsOf(live);
+    const newRows = staged ? rowsOf(staged) : {};
     const rows: Record<string, { old: number; new: number }> = {};
     for (const t of new Set([...Object.keys(oldRows), ...Object.keys(newRows)])) {
       rows[t] = { old: oldRows[t] ?? 0, new: newRows[t] ?? 0 };

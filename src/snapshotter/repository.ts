@@ -14,7 +14,7 @@
 // this module: a state root without a repository lists without loading it (CLI start-up).
 
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { ClosedGate } from '../agent/write-gate.js';
 import type { Backend } from '../backend/backend.js';
@@ -424,6 +424,7 @@ export class RepositoryStore {
     const workers = [new SqliteWorker(), new SqliteWorker()];
     const closeWorkers = () => Promise.all(workers.map((w) => w.close()));
     let workersDone: Promise<unknown> | undefined;
+    const discarded: Promise<unknown>[] = [];
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
@@ -492,6 +493,8 @@ export class RepositoryStore {
           staging,
           p.onProgress,
           planning ? plans : undefined,
+          // a stored copy is removed at once, beside the rest of storing, not at the end
+          (path) => discarded.push(unlink(path).catch(() => {})),
         );
         const stats = await writer.finish();
         const createdAt = Date.now();
@@ -536,6 +539,7 @@ export class RepositoryStore {
     } finally {
       finished = true; // a plan still waiting for the listing does not start now
       await (workersDone ?? closeWorkers()).catch(() => {}); // none still reads the staging directory
+      await Promise.all(discarded);
       await rm(staging, { recursive: true, force: true }).catch(() => {});
     }
   }

@@ -49,10 +49,12 @@ import {
 import { findPlaceholders, placeholderArtifacts } from '../restore/placeholders.js';
 import { planDatabases, planMemdir } from '../restore/plan.js';
 import { buildMemdir, bundleHasMemdir, restorePaths } from '../restore/stage.js';
+import type { RowCounts } from '../sqlite/rows.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { syncFileSystemsOf } from '../store/atomic.js';
 import { LockTimeoutError } from '../store/lock.js';
 import { faultPoint } from '../util/faults.js';
+import { packageModule } from '../util/module-worker.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
@@ -296,11 +298,17 @@ async function restoreLocked(
         const file = v.written.get(sqlitePath(db));
         return file ? [{ db, file }] : [];
       });
+      // The report's row counts (the live database's and the staged one's) are taken on the same
+      // threads after each check, while git is still at work.
+      const counted = new Map<string, RowCounts>();
+      const rows = packageModule(import.meta.url, '../sqlite/rows');
       const check = async (w: SqliteWorker, lane: typeof staged) => {
         for (const { db, file } of lane) {
           const result = await w.integrityCheck(file);
           if (result !== 'ok')
             throw new BundleDamagedError(`${sqlitePath(db)}: integrity_check failed: ${result}`);
+          for (const path of [file, join(sqliteDir, `${db}.sqlite`)])
+            counted.set(path, await w.call<RowCounts>(rows, 'rowCounts', path));
         }
       };
       // Flushing the staged bytes to disk starts now and overlaps the checks.
@@ -323,7 +331,7 @@ async function restoreLocked(
       report.warnings.push(...(repo?.warnings ?? []));
       const incoming = await readStateValues(p.work, m);
       report.components = [
-        ...(await planDatabases(m, sqliteDir, v.written)),
+        ...(await planDatabases(m, sqliteDir, v.written, counted)),
         ...((await planMemdir(m, memdir).then((c) => (c ? [c] : []))) as ComponentChange[]),
         ...(await stateChanges(s, agentId, tenant, incoming)),
       ];

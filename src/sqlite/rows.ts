@@ -1,0 +1,34 @@
+// Owns counting the rows of every table of a database file (what a restore reports per component). Runs
+// on the main thread for a dry run and on a SQLite worker thread (sqlite/worker.ts `call`) for a
+// restore, beside the rebuild of the repository.
+
+import { existsSync } from 'node:fs';
+import Database from 'better-sqlite3';
+
+/** Table name → number of rows. */
+export type RowCounts = Record<string, number>;
+
+/** Rows per table of a database file; empty when it cannot be read. Opens it read-only. */
+export function rowCounts(path: string): RowCounts {
+  if (!existsSync(path)) return {};
+  const db = new Database(path, { readonly: true, fileMustExist: true, timeout: 5_000 });
+  try {
+    const tables = db
+      .prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+      )
+      .pluck()
+      .all() as string[];
+    const out: RowCounts = {};
+    for (const t of tables)
+      out[t] = db
+        .prepare(`SELECT count(*) FROM "${t.replaceAll('"', '""')}"`)
+        .pluck()
+        .get() as number;
+    return out;
+  } catch {
+    return {};
+  } finally {
+    db.close();
+  }
+}
