@@ -56,15 +56,32 @@ export async function saveListing(repo: Repository, meta: ListingMeta): Promise<
 }
 
 /**
+ * A manifest kept by loadSnapshot's `keep`, with its stored bytes, until the handle's next load. A
+ * restore reads the manifest before its locks and again under them (the second read is what it
+ * restores from); when the stored bytes are the same, the first parse is the second's (a large agent's
+ * manifest takes ~0.1 s to check). Kept only when asked: a manifest held longer than its reader needs
+ * it would only raise the peak memory.
+ */
+const kept = new WeakMap<Repository, { id: string; bytes: Buffer; parsed: ParsedRepoManifest }>();
+
+/**
  * Loads and checks a snapshot manifest (seals, versions, repository id); NotFoundError when absent.
- * `memo`: see parseRepoManifest (a reader of many manifests).
+ * `memo`: see parseRepoManifest (a reader of many manifests). `keep`: the next load by this handle of
+ * the same stored bytes returns this same object (callers do not change it).
  */
 export async function loadSnapshot(
   repo: Repository,
   id: string,
   memo?: ArtifactMemo,
+  keep = false,
 ): Promise<ParsedRepoManifest> {
-  return parseSnapshot(repo, id, await readSnapshotObject(repo, id), memo);
+  const bytes = await readSnapshotObject(repo, id);
+  const last = kept.get(repo);
+  kept.delete(repo);
+  if (!memo && last && last.id === id && last.bytes.equals(bytes)) return last.parsed;
+  const parsed = await parseSnapshot(repo, id, bytes, memo);
+  if (keep) kept.set(repo, { id, bytes, parsed });
+  return parsed;
 }
 
 /** The stored bytes of a snapshot manifest, unchecked (loadSnapshot = this + parseSnapshot). */

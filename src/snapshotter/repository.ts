@@ -776,7 +776,7 @@ export class RepositoryStore {
   async parsed(id: string, identityPath?: string): Promise<ParsedRepoManifest> {
     const repo = await this.open(false, [], identityPath);
     const { loadSnapshot } = await import('../repository/snapshots.js');
-    return loadSnapshot(repo, id);
+    return loadSnapshot(repo, id, undefined, true); // kept for the read under the lock (restore)
   }
 
   /** A snapshot's manifest, for restore and diff (NotFoundError when absent). */

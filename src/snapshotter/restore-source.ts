@@ -95,7 +95,7 @@ export interface RestoreSource {
 }
 
 const changed = (a: Record<string, unknown>, b: Record<string, unknown>) =>
-  JSON.stringify(a) !== JSON.stringify(b);
+  a !== b && JSON.stringify(a) !== JSON.stringify(b);
 
 /** A bundle file (v1, v2 or v3, encrypted or not). */
 export function bundleSource(path: string, identities: readonly Identity[] | undefined): RestoreSource {
