@@ -79,6 +79,9 @@ const NOT_FOR_LIST = [
   'store/last-taken.js',
   'store/leftovers.js',
   'node:crypto',
+  // the small-heap settings: a local listing is small (util/heap-settings.ts, DEFERRED_COMMANDS)
+  'node:v8',
+  'node:vm',
 ];
 const NOT_WITHOUT_REPOSITORY = ['backend/local.js', 'backend/backend.js'];
 
@@ -107,6 +110,23 @@ test('list without a config loads no telemetry observer, no key or redaction pol
       `list of ${store} loads none of ${banned.join(', ')}`,
     );
   }
+});
+
+test('--version loads no GC settings; list of a remote repository sets them before it lists (a listing there can be large)', async (t) => {
+  const version = await loadedBy(t, ['--version']);
+  assert.deepEqual(
+    version.urls.filter((u) => u === 'node:v8' || u === 'node:vm'),
+    [],
+  );
+  // an address where nothing listens: the settings come before the store is asked, which then fails
+  const record = join(tempDir(t, 'nexo-modules-'), 'loaded.txt');
+  const hook = pathToFileURL(join(REPO, 'test', 'fixtures', 'record-modules.mjs')).href;
+  const r = await runBuiltCli(
+    ['list', '--agent', 'ana', '--json', '--state-root', tempDir(t), '--repo', 'nats://127.0.0.1:9/none'],
+    { env: { NODE_OPTIONS: `--import ${hook}`, NEXO_RECORD_MODULES: record } },
+  );
+  assert.equal(r.code, 8, r.stderr);
+  assert.ok(readFileSync(record, 'utf8').split('\n').includes('node:v8'), 'the settings were applied');
 });
 
 test('list with a config file (--config or NEXO_MEMORY_CONFIG) loads the bundled YAML parser and none of the others', async (t) => {

@@ -213,19 +213,17 @@ test('CLI: --help has examples, --version prints, usage errors exit 1', async (t
   assert.match(r.stderr, /memory\.snapshot\.nope/);
 });
 
-test('heap settings: every CLI command but find asks for the small heap (find keeps a large live heap)', () => {
-  for (const args of [
-    ['snapshot', '--agent', 'a'],
-    ['--json', 'restore'],
-    ['list'],
-    ['--version'],
-    [],
-    ['serve'],
-  ])
+test('heap settings: every CLI command asks for the small heap from its start but find (a large live heap), list (decides once it knows its store) and no command (--version, --help)', () => {
+  for (const args of [['snapshot', '--agent', 'a'], ['--json', 'restore'], ['serve'], ['check']])
     assert.equal(smallHeapFor(args), true, args.join(' '));
   for (const args of [
     ['find', '--agent', 'a', 'text'],
     ['--json', 'find', 'x'],
+    ['list'],
+    ['--json', 'list', '--agent', 'a'],
+    ['--version'],
+    ['--help'],
+    [],
   ])
     assert.equal(smallHeapFor(args), false, args.join(' '));
 });

@@ -9,28 +9,40 @@
 // Such a process may also ask for a full collection right after a step that left much garbage
 // (collectGarbageNow).
 
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { createRequire } from 'node:module';
 import type { Worker } from 'node:worker_threads';
 
 const FLAGS = ['--semi-space-growth-factor=1', '--heap-growing-percent=20'];
 let wanted = false;
 
+// node:v8 and node:vm are loaded on first use: node:v8 brings the heap-snapshot streams with it, and a
+// process that never asks for the small heap (`--version`, a local `list`) need not load either.
+const builtin = createRequire(import.meta.url);
+const setFlags = (flag: string): void =>
+  (builtin('node:v8') as typeof import('node:v8')).setFlagsFromString(flag);
+
 const apply = (): void => {
-  for (const f of FLAGS) setFlagsFromString(f);
+  for (const f of FLAGS) setFlags(f);
 };
 
 /** CLI commands that keep Node's own GC settings: their live heap is large, and they have no RSS budget. */
 const LARGE_HEAP_COMMANDS = new Set(['find']);
+/**
+ * CLI commands that decide for themselves, once they know their store: `list` holds a large listing only
+ * from a remote repository (10,000 snapshots), and a runtime calls it before an action, where loading
+ * the settings (node:v8 and node:vm, ~5 ms) is most of what it adds to a local listing.
+ */
+const DEFERRED_COMMANDS = new Set(['list']);
 
 /**
- * Whether the CLI run with these arguments (after `node` and the script) wants the small heap: every
- * command but those of LARGE_HEAP_COMMANDS. The command is the first argument that is not an option (the
- * program has no option taking a value).
+ * Whether the CLI run with these arguments (after `node` and the script) wants the small heap from its
+ * start: every command but those of LARGE_HEAP_COMMANDS and DEFERRED_COMMANDS; not `--version` or
+ * `--help` without a command. The command is the first argument that is not an option (the program
+ * has no option taking a value).
  */
 export function smallHeapFor(args: readonly string[]): boolean {
   const command = args.find((a) => !a.startsWith('-'));
-  return command === undefined || !LARGE_HEAP_COMMANDS.has(command);
+  return command !== undefined && !LARGE_HEAP_COMMANDS.has(command) && !DEFERRED_COMMANDS.has(command);
 }
 
 /** From now on, in this process: a young generation that does not grow, an old one collected early. */
@@ -50,8 +62,8 @@ let gc: (() => void) | undefined;
 export function collectGarbageNow(): void {
   if (!wanted) return;
   if (!gc) {
-    setFlagsFromString('--expose-gc');
-    gc = runInNewContext('gc') as () => void;
+    setFlags('--expose-gc');
+    gc = (builtin('node:vm') as typeof import('node:vm')).runInNewContext('gc') as () => void;
   }
   gc();
 }

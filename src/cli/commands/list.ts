@@ -18,7 +18,10 @@ export function listCommand() {
     )
     .action(async (opts) => {
       await runCommand(opts, async () => {
-        const metas = await snapshotterFrom(opts).list(opts.agent, opts.tenant);
+        const s = snapshotterFrom(opts);
+        // a remote repository's listing can be large: the small-heap settings before it is read
+        if (s.repository.remote) (await import('../../util/heap-settings.js')).keepHeapSmall();
+        const metas = await s.list(opts.agent, opts.tenant);
         if (opts.json) printJson(metas);
         // the table's module only for the table: `list --json` is what runtimes call before an action
         else process.stdout.write(`${(await import('../format.js')).formatList(metas)}\n`);
