@@ -11,7 +11,9 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { generateIdentity } from '../src/crypto/age.js';
+import { manifestSeal } from '../src/format/seal.js';
 import { LocalSnapshotter } from '../src/index.js';
+import { loadSnapshot } from '../src/repository/snapshots.js';
 import { type Agent, runCli, sampleAgent } from './helpers/env.js';
 
 const repoEnv = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
@@ -265,4 +267,31 @@ test('auto: a new state root gets a repository; one holding bundles, or encrypti
     (await auto2.list('ana')).map((m) => m.id),
     [third.id, inRepo.id, next.id, bundle.id],
   );
+});
+
+test('a manifest read with keep is reused by the next read only while its stored bytes are the same (restore reads it before and under its locks)', async (t) => {
+  const a = sampleAgent(
+    t,
+    'ana',
+    { memories: 5, embeddings: 2, files: 1, commits: 1 },
+    { store: 'repository' },
+  );
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const repo = await a.snapshotter.repository.open();
+  const first = await loadSnapshot(repo, snap.id, undefined, true);
+  assert.equal(await loadSnapshot(repo, snap.id), first, 'the same bytes: the kept parse');
+  assert.notEqual(await loadSnapshot(repo, snap.id), first, 'kept for one read only');
+  // kept again, then the stored manifest replaced (another label, sealed anew): parsed anew
+  await loadSnapshot(repo, snap.id, undefined, true);
+  const file = join(a.stateRoot, 'repository', 'snapshots', snap.id);
+  const m = JSON.parse(repo.decodeFile(readFileSync(file), snap.id).toString('utf8')) as Record<
+    string,
+    unknown
+  >;
+  m.label = 'changed';
+  m.manifest_seal = manifestSeal(m);
+  writeFileSync(file, repo.encodeFile(Buffer.from(JSON.stringify(m))));
+  const again = await loadSnapshot(repo, snap.id);
+  assert.equal(again.manifest.label, 'changed');
+  assert.notEqual(again, first);
 });
