@@ -506,6 +506,7 @@ export function repositoryRows(
   rmSync(checkInputs.FRAMES, { force: true });
   rmSync(checkInputs.RAW, { force: true });
   rows.push(listRow(p, pairs, log));
+  if (process.env.NODE_EXTRA_CA_CERTS) rows.push(listWithoutExtraCaRow(p, pairs, log));
   rows.push(repositoryRestoreRow(p, secondId, baseOut, pairs, log));
   rmSync(baseOut, { force: true });
   if (prune) rows.push(pruneRow(prune, Math.min(pairs, 3), log));
@@ -642,6 +643,40 @@ function listRow(p: SampleAgentPaths, pairs: number, log: (s: string) => void): 
       budget_ms: budget.budget,
       goal_ms: budget.goal,
       peak_rss_mb: rssMB(m.ours) ?? null,
+    },
+  };
+}
+
+/**
+ * The same `list` and `node -e 0` with NODE_EXTRA_CA_CERTS unset, when the bench's environment sets it:
+ * Node then parses that CA bundle at every start (on these machines ~420 M of node -e 0's ~505 M
+ * instructions), which the budget row's absolute milliseconds include. Reported, no budget.
+ */
+function listWithoutExtraCaRow(p: SampleAgentPaths, pairs: number, log: (s: string) => void): Row {
+  const args = ['list', '--agent', REF_AGENT, '--json', '--state-root', p.stateRoot];
+  const noCa = { NODE_EXTRA_CA_CERTS: undefined };
+  const m = interleave(
+    Math.max(pairs, 5),
+    () => runCli(args, { ...cliEnv('repository'), ...noCa }),
+    () => runProcess('bash', ['-c', BASELINE_NODE], { env: noCa }),
+    log,
+    'list (2 snapshots), NODE_EXTRA_CA_CERTS unset',
+  );
+  return {
+    key: 'repoListNoExtraCa',
+    operation: 'the same list, NODE_EXTRA_CA_CERTS unset',
+    ours: fmtMs(m.stats.oursMedian),
+    baseline: `${fmtMs(m.stats.baseMedian)} (node -e 0, unset too)`,
+    ratio: `+${fmtMs(m.stats.pairedDiff)} over node`,
+    budget: 'report',
+    result: 'info',
+    peakRss: `${fmtRss(rssMB(m.ours))} | ${fmtRss(rssMB(m.base))}`,
+    data: {
+      runs_ms: m.stats.ours.map((x) => round(x)),
+      baseline_runs_ms: m.stats.base.map((x) => round(x)),
+      median_ms: round(m.stats.oursMedian),
+      baseline_median_ms: round(m.stats.baseMedian),
+      paired_overhead_ms: round(m.stats.pairedDiff),
     },
   };
 }
