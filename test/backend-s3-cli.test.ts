@@ -2,8 +2,9 @@
 // environment (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …) and NEXO_MEMORY_REPO=s3://bucket/prefix:
 // snapshot on host A, list, verify and restore on host B, prune; the secret is never printed. A bundle
 // exported from host A's local store is imported (--store-only) on host B into the S3 repository. Two
-// hosts snapshot different agents while a third prunes: nothing lost. A file of its own so it runs
-// beside test/backend-s3.test.ts.
+// hosts snapshot different agents while a third prunes: nothing lost. Commands run in this process
+// (runCli) but for the three that overlap, which are processes of the built CLI. A file of its own so it
+// runs beside test/backend-s3.test.ts.
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -11,7 +12,7 @@ import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { runBuiltCli } from './helpers/built-cli.js';
-import { type RunResult, sampleAgent, tempDir } from './helpers/env.js';
+import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { type S3Server, startS3ServerProcess } from './helpers/s3-server.js';
 
 const BUCKET = 'nexo-cli';
@@ -38,7 +39,7 @@ test('s3: the CLI with --repo s3://… and the SDK environment: snapshot on A, l
     NEXO_MEMORY_RESTORE_ALLOW: 'yes',
   };
   const cli = async (args: string[]) => {
-    const r = await runBuiltCli([...args, '--json'], { env });
+    const r = await runCli([...args, '--json'], { env });
     assert.ok(!`${r.stdout}${r.stderr}`.includes(SECRET), 'the secret is never printed');
     return r;
   };
@@ -88,7 +89,7 @@ test('s3: a bundle exported from the local store of host A is imported on host B
   const b = sampleAgent(t, 'bob', { memories: 5, embeddings: 2, files: 1, commits: 1, seed: 7 });
   const repo = `s3://${BUCKET}/import/${randomUUID()}`;
   const env = s3Env();
-  const cli = (args: string[]) => runBuiltCli([...args, '--json'], { env });
+  const cli = (args: string[]) => runCli([...args, '--json'], { env });
   // Host A: its own local repository, and a bundle exported from it.
   const local = okJson(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'local snapshot on A');
   const out = tempDir(t, 'nexo-bundle-');
@@ -146,7 +147,9 @@ test('s3: two hosts snapshot different agents into one S3 repository while a thi
   const b = sampleAgent(t, 'bob', { memories: 20, embeddings: 5, files: 2, commits: 2, seed: 37 });
   const c = sampleAgent(t, 'cyd', { memories: 5, embeddings: 2, files: 1, commits: 1, seed: 41 });
   const env = { ...s3Env(), NEXO_MEMORY_REPO: `s3://${BUCKET}/busy/${randomUUID()}` };
-  const cli = (args: string[]) => runBuiltCli([...args, '--json'], { env });
+  const cli = (args: string[]) => runCli([...args, '--json'], { env });
+  // The three hosts that overlap are processes of the built CLI (in-process runs are one at a time).
+  const host = (args: string[]) => runBuiltCli([...args, '--json'], { env });
   // Garbage for prune: ana's first snapshot, deleted after a second one.
   const s1 = okJson(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'first snapshot of ana');
   appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- a line only the second snapshot has\n');
@@ -158,9 +161,9 @@ test('s3: two hosts snapshot different agents into one S3 repository while a thi
   appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- and a line only the third has\n');
 
   const [s3, sb, pruned] = await Promise.all([
-    cli(['snapshot', '--agent', 'ana', ...a.flags]),
-    cli(['snapshot', '--agent', 'bob', ...b.flags]),
-    cli(['prune', '--state-root', c.stateRoot]),
+    host(['snapshot', '--agent', 'ana', ...a.flags]),
+    host(['snapshot', '--agent', 'bob', ...b.flags]),
+    host(['prune', '--state-root', c.stateRoot]),
   ]);
   const third = okJson(s3, 'snapshot of ana on A');
   const ofBob = okJson(sb, 'snapshot of bob on B');

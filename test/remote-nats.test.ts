@@ -6,6 +6,8 @@
 // snapshot holding the repository lock on another host. A bundle exported from host A's local store is
 // imported (--store-only) on host B into the JetStream repository, and lists, verifies and restores. A
 // CLI snapshot whose stream leader is killed (SIGKILL) mid-upload completes and restores elsewhere.
+// Commands run in this process (runCli) but for those that overlap with others or with the test's own
+// work, which are processes of the built CLI.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -18,7 +20,7 @@ import { openNatsBackend } from '../src/backend/nats.js';
 import { lockRepository } from '../src/repository/locks.js';
 import { hexName } from './helpers/backend-conformance.js';
 import { runBuiltCli } from './helpers/built-cli.js';
-import { type RunResult, sampleAgent, tempDir } from './helpers/env.js';
+import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { closeClient, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 
 let cluster: NatsCluster;
@@ -101,7 +103,7 @@ test('two hosts share a repository on a 3-node JetStream cluster; the majority d
   const bucket = 'fleet_e2e';
   const repo = repoUrl(bucket);
   const cli = (args: string[]) =>
-    runBuiltCli([...args, '--json', '--config', config, '--repo', repo], {
+    runCli([...args, '--json', '--config', config, '--repo', repo], {
       env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
     });
 
@@ -163,7 +165,7 @@ test('two hosts snapshot different agents into one JetStream repository while a 
   const config = natsConfig(t);
   const repo = repoUrl('fleet_busy');
   const cli = (args: string[]) =>
-    runBuiltCli([...args, '--json', '--config', config, '--repo', repo], {
+    runCli([...args, '--json', '--config', config, '--repo', repo], {
       env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
     });
   // Garbage for prune: ana's first snapshot, deleted after a second one.
@@ -173,10 +175,15 @@ test('two hosts snapshot different agents into one JetStream repository while a 
   ok(await cli(['delete', '--agent', 'ana', '--id', s1.id, '--yes', '--state-root', a.stateRoot]), 'delete');
   appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- and a line only the third has\n');
 
+  // The three hosts that overlap are processes of the built CLI (in-process runs are one at a time).
+  const host = (args: string[]) =>
+    runBuiltCli([...args, '--json', '--config', config, '--repo', repo], {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+    });
   const [s3, sb, pruned] = await Promise.all([
-    cli(['snapshot', '--agent', 'ana', ...a.flags]),
-    cli(['snapshot', '--agent', 'bob', ...b.flags]),
-    cli(['prune', '--state-root', c.stateRoot]),
+    host(['snapshot', '--agent', 'ana', ...a.flags]),
+    host(['snapshot', '--agent', 'bob', ...b.flags]),
+    host(['prune', '--state-root', c.stateRoot]),
   ]);
   const third = ok(s3, 'snapshot of ana on A');
   const ofBob = ok(sb, 'snapshot of bob on B');
@@ -212,7 +219,7 @@ test('prune waits for a snapshot holding the shared lock on another host and lea
   const config = natsConfig(t, ['  lock_timeout_secs: 2']);
   const bucket = 'fleet_locked';
   const cli = (args: string[]) =>
-    runBuiltCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
+    runCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
       env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
     });
   ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
@@ -242,7 +249,7 @@ test('a bundle exported from the local store of host A is imported on host B int
   const config = natsConfig(t);
   const repo = repoUrl('fleet_import');
   const cli = (args: string[]) =>
-    runBuiltCli([...args, '--json', '--config', config], { env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' } });
+    runCli([...args, '--json', '--config', config], { env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' } });
   // Host A snapshots into its own local repository and exports the snapshot as a bundle.
   const local = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'local snapshot on A');
   const out = tempDir(t, 'nexo-bundle-');
@@ -308,7 +315,7 @@ test('a CLI snapshot with the stream leader killed (SIGKILL) mid-upload complete
   const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
   writeFileSync(config, ['snapshot:', '  store:', '    nats:', '      replicas: 3', ''].join('\n'));
   const cli = (args: string[]) =>
-    runBuiltCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
+    runCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
       env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
     });
   t.after(async () => {
@@ -316,7 +323,13 @@ test('a CLI snapshot with the stream leader killed (SIGKILL) mid-upload complete
   });
 
   let finished = false;
-  const snapshot = cli(['snapshot', '--agent', 'ana', ...a.flags]).finally(() => {
+  // The snapshot is a process of the built CLI: it runs while this process watches the stream.
+  const snapshot = runBuiltCli(
+    ['snapshot', '--agent', 'ana', ...a.flags, '--json', '--config', config, '--repo', repoUrl(bucket)],
+    {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+    },
+  ).finally(() => {
     finished = true;
   });
   // Once a pack is on its way (a chunk subject with more than one chunk), its stream's leader dies.

@@ -35,6 +35,7 @@ import {
   V1_ID,
   v1BundleOf,
 } from './helpers/exchange.js';
+import { fromTemplate } from './helpers/template.js';
 
 const repoEnv = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
 /** Every file under `dir` (recursively), as one string, to search for a secret. */
@@ -137,10 +138,21 @@ test('export of a repository snapshot: a v3 bundle (signed with the host key) th
   });
 });
 
+/**
+ * The agent with a planted secret and a repository snapshot of it, made once and copied per test
+ * (helpers/template.ts).
+ */
+async function secretSnapshot(t: TestContext) {
+  const { a, made } = await fromTemplate(t, 'secret snapshot', { agent: SMALL }, async (a) => {
+    const token = plantSecret(a);
+    return { token, snap: await snapshotterOf(a).snapshot({ agentId: 'ana' }) };
+  });
+  return { a, ...made };
+}
+
 test("the exact export of a repository snapshot restores as today's bundles do", async (t) => {
-  const a = sampleAgent(t, 'ana', SMALL);
+  const { a, snap } = await secretSnapshot(t);
   const s = snapshotterOf(a);
-  const snap = await s.snapshot({ agentId: 'ana' });
   const exported = await s.export('ana', 'default', snap.id, `${tempDir(t)}/`, { redact: false });
   const bundles = snapshotterOf(a, { store: 'bundles' });
   const r = await bundles.restore({ agentId: 'copy', bundle: exported.path, import: {} });
@@ -213,10 +225,8 @@ test('export of an encrypted repository snapshot: encrypted to the configured re
 });
 
 test('export of a repository snapshot through the CLI and the HTTP download route', async (t) => {
-  const a = sampleAgent(t, 'ana', SMALL);
-  const token = plantSecret(a);
+  const { a, token, snap } = await secretSnapshot(t);
   const s = snapshotterOf(a);
-  const snap = await s.snapshot({ agentId: 'ana' });
   const out = tempDir(t, 'nexo-export-');
   const root = ['--state-root', a.stateRoot];
   const r = await runCli(
@@ -264,6 +274,14 @@ async function bundleSnapshot(a: Agent, label?: string) {
   return snapshotterOf(a, { store: 'bundles' }).snapshot({ agentId: 'ana', ...(label ? { label } : {}) });
 }
 
+/** The agent with a bundle of it labelled 'from host A', made once and copied per test (helpers/template.ts). */
+async function bundled(t: TestContext) {
+  const { a, made } = await fromTemplate(t, 'bundle', { agent: SMALL }, (a) =>
+    bundleSnapshot(a, 'from host A'),
+  );
+  return { a, bundle: made };
+}
+
 /** Memory files and database rows of an agent, to compare two agents (or one, before and after). */
 function liveContent(a: Agent, agent: string): string {
   const memdir = join(a.memdirRoot, agent);
@@ -279,8 +297,7 @@ function liveContent(a: Agent, agent: string): string {
 }
 
 test('import into a repository store: restored as the new agent and kept as its snapshot; --store-only changes nothing live; the same agent keeps the id, stored once', async (t) => {
-  const a = sampleAgent(t, 'ana', SMALL);
-  const bundle = await bundleSnapshot(a, 'from host A');
+  const { a, bundle } = await bundled(t);
   const s = snapshotterOf(a);
 
   const r = await s.restore({ agentId: 'clone', bundle: bundle.bundle_path, import: {} });
@@ -331,8 +348,7 @@ test('import into a repository store: restored as the new agent and kept as its 
 });
 
 test('import through the CLI: --store-only needs no restore gate; a full import reports the stored snapshot', async (t) => {
-  const a = sampleAgent(t, 'ana', SMALL);
-  const bundle = await bundleSnapshot(a);
+  const { a, bundle } = await bundled(t);
   let r = await runCli(
     ['import', '--from', bundle.bundle_path, '--agent', 'bob', '--store-only', '--json', ...a.flags],
     { env: { ...repoEnv, NEXO_MEMORY_RESTORE_ALLOW: '' } },

@@ -29,6 +29,7 @@ import { packChainDigest, type RepoManifest } from '../src/repository/manifest.j
 import { Repository } from '../src/repository/repository.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, REPO, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import { fromTemplate } from './helpers/template.js';
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 const DBS = ['long_term', 'vector', 'concepts', 'compactions'];
@@ -37,6 +38,20 @@ const allow = { NEXO_MEMORY_RESTORE_ALLOW: 'yes' };
 
 function repoAgent(t: Parameters<typeof sampleAgent>[0], snap: Partial<LocalSnapshotterOptions> = {}): Agent {
   return sampleAgent(t, 'ana', SMALL, { store: 'repository', ...snap });
+}
+
+/**
+ * A repository agent with one snapshot of it (taken once for this file and copied per test:
+ * helpers/template.ts), as `repoAgent` and a snapshot would leave it.
+ */
+async function snapshotted(t: Parameters<typeof sampleAgent>[0]) {
+  const { a, made } = await fromTemplate(
+    t,
+    'one snapshot',
+    { agent: SMALL, snap: { store: 'repository' } },
+    (a) => a.snapshotter.snapshot({ agentId: 'ana' }),
+  );
+  return { a, snap: made };
 }
 
 /** What an observer of the live agent sees, databases by bytes; refs without the pre-restore tags. */
@@ -203,8 +218,7 @@ test('a repository snapshot restores byte for byte: databases, memory files, ref
 });
 
 test('damage in the repository (flipped pack byte, missing pack, truncated index, unknown chunk) is refused with exit 2: nothing changes, no anchor', async (t) => {
-  const a = repoAgent(t);
-  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const { a, snap } = await snapshotted(t);
   mutate(a, 'after');
   const before = await fingerprint(a);
   const restore = () =>
@@ -381,8 +395,7 @@ test('dry run of a repository snapshot; a redacted one needs allowRedacted, list
 });
 
 test('CLI: --from takes an id or prefix of a repository snapshot (a file stays a bundle); undo returns to before', async (t) => {
-  const a = repoAgent(t);
-  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const { a, snap } = await snapshotted(t);
   mutate(a, 'cli');
   const before = await fingerprint(a);
   const beforeRows = dbContent(a);
@@ -418,8 +431,7 @@ test('CLI: --from takes an id or prefix of a repository snapshot (a file stays a
 });
 
 test('verify --deep of a repository snapshot: integrity_check of every database and the history fsck-ed', async (t) => {
-  const a = repoAgent(t);
-  const good = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const { a, snap: good } = await snapshotted(t);
   const deep = await a.snapshotter.verifySnapshot('ana', 'default', good.id, { deep: true });
   assert.equal(deep.status, 'verified', JSON.stringify(deep.problems));
   assert.deepEqual(deep.deep, {
@@ -577,9 +589,8 @@ test('diff reads repository snapshots: the same numbers as the same diff on bund
 
 test('HTTP: the restore route reaches repository snapshots by id', async (t) => {
   ensureBuilt();
-  const a = repoAgent(t);
+  const { a, snap } = await snapshotted(t);
   const token = 'test-token-0123456789abcdef';
-  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
   const file = join(a.memdir, 'MEMORY.md');
   const good = readFileSync(file, 'utf8');
   writeFileSync(file, 'a bad dream rewrote this\n');
@@ -678,8 +689,7 @@ test('an encrypted repository: restore and diff need the identity; the anchor go
 });
 
 test('a repository manifest with a field nested 5,000 deep is damage (exit 2) for restore and verify, not a crash', async (t) => {
-  const a = repoAgent(t);
-  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const { a, snap } = await snapshotted(t);
   const repo = await Repository.open(new LocalBackend(repoDir(a)));
   const file = join(repoDir(a), 'snapshots', snap.id);
   const text = repo.decodeFile(readFileSync(file), snap.id).toString('utf8');
@@ -703,8 +713,7 @@ for (const [point, outcome] of [
   ['restore.journal.committed', 'new'],
 ] as const) {
   test(`a restore of a repository snapshot killed at ${point}: after recovery the live agent is the ${outcome} state`, async (t) => {
-    const a = repoAgent(t);
-    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const { a, snap } = await snapshotted(t);
     const atSnapshot = await fingerprint(a);
     mutate(a, 'kill');
     const old = await fingerprint(a);

@@ -23,6 +23,7 @@ import { LocalSnapshotter } from '../src/index.js';
 import { leftoverNames } from '../src/store/leftovers.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { type Agent, gnuExtract, gnuList, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import { fromTemplate } from './helpers/template.js';
 
 function manifestOf(dir: string) {
   return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
@@ -320,7 +321,7 @@ test('a real full disk (small tmpfs) fails cleanly and leaves nothing', async (t
 });
 
 test('the zstd level is configurable and every level is readable by the zstd CLI', async (t) => {
-  const a = sampleAgent(t, 'ana', { memories: 2000 });
+  const a = sampleAgent(t, 'ana', { memories: 500 });
   const fast = await a.snapshotter.snapshot({ agentId: 'ana' });
   const s19 = new LocalSnapshotter({
     stateRoot: a.stateRoot,
@@ -340,8 +341,10 @@ test('the zstd level is configurable and every level is readable by the zstd CLI
 
 for (const point of ['pack.write', 'pack.publish', 'snapshot.sibling']) {
   test(`kill -9 at ${point}: leftovers never list, and the next snapshot cleans them`, async (t) => {
-    const a = sampleAgent(t);
-    const ok = await a.snapshotter.snapshot({ agentId: 'ana' });
+    // The agent with one snapshot, taken once for the three and copied per test (helpers/template.ts).
+    const { a, made: ok } = await fromTemplate(t, 'one snapshot', {}, (a) =>
+      a.snapshotter.snapshot({ agentId: 'ana' }),
+    );
     const child = startFixture(t, 'snapshot-once.ts', [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana'], {
       NEXO_MEMORY_FAULTS: `${point}=kill`,
     });

@@ -23,12 +23,14 @@ import {
   writeBundleFile,
   zstd,
 } from './helpers/bundles.js';
-import { runCli, sampleAgent, tempDir } from './helpers/env.js';
-import { codes, hostileBase, liveDigest, mem, refusedEverywhere } from './helpers/hostile.js';
+import { runCli, tempDir } from './helpers/env.js';
+import { codes, liveDigest, mem, refusedEverywhere } from './helpers/hostile.js';
+import { fromTemplate } from './helpers/template.js';
+
+type T = Parameters<typeof tempDir>[0];
 
 test('a fresh snapshot verifies fully, with --deep checking every database and the git history', async (t) => {
-  const a = sampleAgent(t);
-  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const { meta } = await baseBundle(t);
   const r = await verifyBundleFile(meta.bundle_path, { deep: true });
   assert.equal(r.status, 'verified');
   assert.equal(verifyExitCode(r), 0);
@@ -48,27 +50,25 @@ test('a fresh snapshot verifies fully, with --deep checking every database and t
 });
 
 test('without --deep the report says the deep checks were not run', async (t) => {
-  const a = sampleAgent(t);
-  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const { meta } = await baseBundle(t);
   const r = await verifyBundleFile(meta.bundle_path);
   assert.equal(r.status, 'verified');
   assert.equal(r.deep, undefined);
   assert.ok(r.not_checked.some((n) => n.check === 'deep'));
 });
 
-async function baseBundle(t: Parameters<typeof sampleAgent>[0]) {
-  const a = sampleAgent(t, 'ana', {
-    files: 3,
-    memories: 20,
-    embeddings: 5,
-    concepts: 5,
-    compactions: 2,
-    commits: 2,
-  });
-  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+/** A small agent with one snapshot (taken once, copied per test), its entries and a directory. */
+async function smallBundle(t: T, name: string, commits: number) {
+  const agent = { files: 3, memories: 20, embeddings: 5, concepts: 5, compactions: 2, commits };
+  const { a, made: meta } = await fromTemplate(t, name, { agent }, (a) =>
+    a.snapshotter.snapshot({ agentId: 'ana' }),
+  );
   const entries = await readEntries(meta.bundle_path);
   return { a, meta, entries, dir: tempDir(t, 'nexo-hostile-') };
 }
+const baseBundle = (t: T) => smallBundle(t, 'base', 2);
+/** As helpers/hostile.ts's hostileBase (the same agent), from a template. */
+const hostileBase = (t: T) => smallBundle(t, 'hostile', 3);
 
 test('a missing sibling is reported as not fully verified (exit 3), a wrong one as damaged (exit 2)', async (t) => {
   const { meta } = await baseBundle(t);
