@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -20,8 +20,11 @@ import {
   parseIdentity,
   readAgeHeader,
 } from '../src/crypto/age.js';
+import { OFF_THREAD_MIN_BYTES } from '../src/format/reader.js';
 import { type SizeLimit, zstdDecompress } from '../src/format/zstd.js';
 import { decompressFileOffThread } from '../src/format/zstd-worker.js';
+import { verifyBundle } from '../src/verify/verify.js';
+import { sampleAgent, tempDir } from './helpers/env.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -386,4 +389,32 @@ test('a file that cannot be read fails both paths the same way', async () => {
   assert.ok(main && !main.ok && worker && !worker.ok);
   assert.equal(worker.code, 'ENOENT');
   assert.equal(main.code, 'ENOENT');
+});
+
+test('verify decodes a bundle of at least OFF_THREAD_MIN_BYTES on a worker thread and a smaller one on this thread: the same checks, the file hash of either', async (t) => {
+  const workers: unknown[] = [];
+  const count = (w: unknown) => workers.push(w);
+  process.on('worker', count);
+  t.after(() => process.off('worker', count));
+  // a default sample agent's bundle is ~0.4 MB; one with 12,000 embeddings of 384 floats is ~6 MB
+  for (const [size, opts] of [
+    ['small', {}],
+    ['large', { memories: 2000, embeddings: 12_000 }],
+  ] as const) {
+    const a = sampleAgent(t, 'ana', opts, { store: 'bundles' });
+    const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const bytes = statSync(meta.bundle_path).size;
+    assert.equal(bytes >= OFF_THREAD_MIN_BYTES, size === 'large', `${size}: ${bytes} bytes`);
+    workers.length = 0;
+    const v = await verifyBundle(meta.bundle_path);
+    assert.equal(v.report.status, 'verified', JSON.stringify(v.report.problems));
+    assert.equal(v.report.file_sha256, sha(readFileSync(meta.bundle_path)));
+    assert.equal(workers.length, size === 'large' ? 1 : 0, `${size}: decompression workers started`);
+    // damage in the middle of the file is found on either path
+    const damaged = join(tempDir(t), 'damaged.tar.zst');
+    const b = readFileSync(meta.bundle_path);
+    b[b.length >> 1] = b[b.length >> 1]! ^ 0xff;
+    writeFileSync(damaged, b);
+    assert.equal((await verifyBundle(damaged)).report.status, 'damaged', size);
+  }
 });

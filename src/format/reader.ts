@@ -6,6 +6,7 @@
 
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { ageDecryptPayload, type Identity, openPayload, readAgeHeader } from '../crypto/age.js';
 import {
   BundleDamagedError,
@@ -83,7 +84,11 @@ export class BundleReader {
       hashFile?: boolean;
       chunkSize?: number;
       onRead?: (compressedBytes: number) => void;
-      /** Read, hash and decompress on a worker thread (whole-bundle reads: verify, restore). */
+      /**
+       * Read, hash and decompress on a worker thread (whole-bundle reads: verify, restore) when the
+       * file is large enough to pay for starting one (OFF_THREAD_MIN_BYTES); smaller files are read
+       * on this thread, and fileSha256() is then undefined unless hashFile.
+       */
       offThread?: boolean;
       /** Identities that may open an age-encrypted bundle. */
       identities?: readonly Identity[];
@@ -118,7 +123,7 @@ export class BundleReader {
       }
       decrypt = openPayload(this.path, age, this.identities);
     }
-    if (this.offThread) {
+    if (this.offThread && (await stat(this.path)).size >= OFF_THREAD_MIN_BYTES) {
       const off = decompressFileOffThread(this.path, this.limit, this.onRead, decrypt);
       this.offThreadStream = off;
       this.tar = readTar(off.chunks);
@@ -233,6 +238,14 @@ export class BundleReader {
     void this.offThreadStream?.chunks.return(undefined);
   }
 }
+
+/**
+ * The smallest file a whole-bundle read decodes on a worker thread. Starting the thread costs ~30-40 ms
+ * (its isolate and Node's bootstrap, the zstd binding loaded again) before the first byte; this thread
+ * decompresses ~4 MiB in that time. A smaller bundle (a small agent's, a pre-tool snapshot's) is
+ * decoded here, where it is done before a worker would have started.
+ */
+export const OFF_THREAD_MIN_BYTES = 4 * 1024 * 1024;
 
 /** Reads only the manifest at the head of a bundle (list, diff): never the whole file. */
 export async function readManifestOnly(
