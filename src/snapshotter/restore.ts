@@ -61,6 +61,9 @@ import type { LocalSnapshotter } from './local.js';
 import { locateSource, type RestoreSource, type SourceHead } from './restore-source.js';
 
 /** Whether the bundle is this agent's (its ids were validated with the manifest's rules). */
+/** Databases (staged, in all) from which the report's row counts are taken on the SQLite threads. */
+const COUNT_ON_THREADS_MIN_BYTES = 16 * 1024 * 1024;
+
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
   if (importing) return;
   if (m.agent_id !== agentId) {
@@ -299,14 +302,19 @@ async function restoreLocked(
         return file ? [{ db, file }] : [];
       });
       // The report's row counts (the live database's and the staged one's) are taken on the same
-      // threads after each check, while git is still at work.
+      // threads after each check, while git is still at work, when the databases are large enough to
+      // pay for loading the counting module there (small ones are counted on this thread, below).
       const counted = new Map<string, RowCounts>();
       const rows = packageModule(import.meta.url, '../sqlite/rows');
+      const countHere =
+        m.artifacts.reduce((n, a) => (a.kind.startsWith('sqlite_') ? n + a.size_bytes : n), 0) <
+        COUNT_ON_THREADS_MIN_BYTES;
       const check = async (w: SqliteWorker, lane: typeof staged) => {
         for (const { db, file } of lane) {
           const result = await w.integrityCheck(file);
           if (result !== 'ok')
             throw new BundleDamagedError(`${sqlitePath(db)}: integrity_check failed: ${result}`);
+          if (countHere) continue;
           for (const path of [file, join(sqliteDir, `${db}.sqlite`)])
             counted.set(path, await w.call<RowCounts>(rows, 'rowCounts', path));
         }
