@@ -2,11 +2,16 @@
 // at random instants: the next run finishes the job and nothing is lost (every snapshot listed once
 // with its id, label, creator, time and pin, verified, its export holding what its bundle held). In a
 // file of its own so the suite runs these slow real-process tests beside repository-exchange.test.ts.
+// One random instant here (each kill costs a migrate of five bundles and a full check of the result);
+// `npm run kill-trials` kills migrate at random instants in a quarter of its 120 trials.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startFixture } from './helpers/env.js';
 import { assertMigrated, killStore, snapshotterOf } from './helpers/exchange.js';
+
+/** Random instants per run of this file (the script runs many more; docs/operations.md, "Kill trials"). */
+const RANDOM_INSTANTS = 1;
 
 for (const [step, n] of [
   ['stored', 1],
@@ -29,8 +34,8 @@ for (const [step, n] of [
   });
 }
 
-test('kill -9 of migrate at random instants: every run after a kill finishes the job, nothing lost', async (t) => {
-  for (let trial = 0; trial < 3; trial++) {
+test('kill -9 of migrate at a random instant: the run after the kill finishes the job, nothing lost', async (t) => {
+  for (let trial = 0; trial < RANDOM_INSTANTS; trial++) {
     await t.test(`trial ${trial}`, async (tt) => {
       const { a, expected } = await killStore(tt);
       const child = startFixture(tt, 'migrate-once.ts', [a.stateRoot]);
