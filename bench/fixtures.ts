@@ -150,6 +150,7 @@ async function tinyBundle(): Promise<{ path: string; size: number; sha256: strin
     stateRoot: p.stateRoot,
     memdirRoot: p.memdirRoot,
     sqliteRoot: p.sqliteRoot,
+    store: 'bundles', // a bundle file: what the list fixtures link and read
   });
   const meta = await s.snapshot({ agentId: 'tiny' });
   const out = { path: meta.bundle_path, size: meta.bundle_size_bytes, sha256: meta.file_sha256! };
