@@ -144,6 +144,14 @@ export function interleave(
   };
 }
 
+/** Every run of both sides and their medians, as a row's data records them. */
+const timings = (s: PairStats) => ({
+  runs_ms: s.ours.map((x) => round(x)),
+  baseline_runs_ms: s.base.map((x) => round(x)),
+  median_ms: round(s.oursMedian),
+  baseline_median_ms: round(s.baseMedian),
+});
+
 export function ratioRow(
   key: string,
   operation: string,
@@ -166,10 +174,7 @@ export function ratioRow(
     result: verdict(s.pairedRatio <= budget),
     peakRss: `${fmtRss(ours)} | ${fmtRss(base)}`,
     data: {
-      runs_ms: s.ours.map((x) => round(x)),
-      baseline_runs_ms: s.base.map((x) => round(x)),
-      median_ms: round(s.oursMedian),
-      baseline_median_ms: round(s.baseMedian),
+      ...timings(s),
       paired_ratio: round(s.pairedRatio, 3),
       ratio_of_medians: round(s.ratioOfMedians, 3),
       budget,
@@ -365,10 +370,7 @@ export function startupRows(pairs: number, log: (s: string) => void): Row[] {
       result: verdict(over <= CLI_BUDGET.startupOverMs.budget),
       peakRss: `${fmtRss(rssMB(m.ours))} | ${fmtRss(rssMB(m.base))}`,
       data: {
-        runs_ms: m.stats.ours.map((x) => round(x)),
-        baseline_runs_ms: m.stats.base.map((x) => round(x)),
-        median_ms: round(m.stats.oursMedian),
-        baseline_median_ms: round(m.stats.baseMedian),
+        ...timings(m.stats),
         paired_overhead_ms: round(over),
         paired_ratio: round(m.stats.pairedRatio, 3),
         peak_rss_mb: rssMB(m.ours) ?? null,
@@ -635,10 +637,7 @@ function listRow(p: SampleAgentPaths, pairs: number, log: (s: string) => void): 
     result: verdict(m.stats.oursMedian <= budget.budget),
     peakRss: `${fmtRss(rssMB(m.ours))} | ${fmtRss(rssMB(m.base))}`,
     data: {
-      runs_ms: m.stats.ours.map((x) => round(x)),
-      baseline_runs_ms: m.stats.base.map((x) => round(x)),
-      median_ms: round(m.stats.oursMedian),
-      baseline_median_ms: round(m.stats.baseMedian),
+      ...timings(m.stats),
       paired_ratio: round(m.stats.pairedRatio, 3),
       budget_ms: budget.budget,
       goal_ms: budget.goal,
@@ -672,10 +671,7 @@ function listWithoutExtraCaRow(p: SampleAgentPaths, pairs: number, log: (s: stri
     result: 'info',
     peakRss: `${fmtRss(rssMB(m.ours))} | ${fmtRss(rssMB(m.base))}`,
     data: {
-      runs_ms: m.stats.ours.map((x) => round(x)),
-      baseline_runs_ms: m.stats.base.map((x) => round(x)),
-      median_ms: round(m.stats.oursMedian),
-      baseline_median_ms: round(m.stats.baseMedian),
+      ...timings(m.stats),
       paired_overhead_ms: round(m.stats.pairedDiff),
     },
   };

@@ -60,10 +60,10 @@ import { problemsError } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
 import { locateSource, type RestoreSource, type SourceHead } from './restore-source.js';
 
-/** Whether the bundle is this agent's (its ids were validated with the manifest's rules). */
 /** Databases (staged, in all) from which the report's row counts are taken on the SQLite threads. */
 const COUNT_ON_THREADS_MIN_BYTES = 16 * 1024 * 1024;
 
+/** Whether the bundle is this agent's (its ids were validated with the manifest's rules). */
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
   if (importing) return;
   if (m.agent_id !== agentId) {
