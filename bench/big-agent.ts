@@ -3,12 +3,12 @@
 // one restore of it with the CLI, each a whole process, reporting their time and peak RSS beside
 // ref-170's — in the bundle store, and in a repository (snapshot, check --read-data, restore).
 
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SampleAgentOptions } from '../scripts/sample-agent.js';
 import { jsonOf, type ProcessRun, runCli } from './cli.js';
 import { cleanRestore, cliEnv, rootsOf } from './cli-rows.js';
 import { clearRefSnapshots, ensureSampleAgent, REF_AGENT, type RefAgent } from './fixtures.js';
+import { discard, emptyTrash } from './lib.js';
 
 export const BIG_2G: SampleAgentOptions = {
   seed: 2048,
@@ -79,7 +79,7 @@ export interface BigRepositoryResult {
 export function measureBigAgentRepository(): BigRepositoryResult {
   const agent = ensureSampleAgent('big-2g', BIG_2G);
   const stateRoot = join(agent.paths.stateRoot, '..', 'state-repository');
-  rmSync(stateRoot, { recursive: true, force: true });
+  discard(stateRoot);
   const env = cliEnv('repository');
   const roots = [
     '--state-root',
@@ -115,13 +115,14 @@ export function measureBigAgentRepository(): BigRepositoryResult {
     cleanRestore(agent.paths, jsonOf(restore));
     return { snapshot, addedBytes: meta.added_bytes, check, restore };
   } finally {
-    rmSync(stateRoot, { recursive: true, force: true });
+    discard(stateRoot);
   }
 }
 
 // `node --import tsx bench/big-agent.ts repository`: only the repository measurement, printed as JSON.
 if (process.argv[1]?.endsWith('big-agent.ts') && process.argv[2] === 'repository') {
   const r = measureBigAgentRepository();
+  emptyTrash();
   const row = (x: ProcessRun) => ({
     ms: Math.round(x.ms),
     peak_rss_mb: Math.round((x.peakRssKiB ?? 0) / 1024),

@@ -13,7 +13,18 @@ import type { SampleAgentPaths } from '../scripts/sample-agent.js';
 import { FLAG_RAW, headerLength, parseHeader, TRAILER } from '../src/repository/pack.js';
 import { CLI_BIN, jsonOf, type ProcessRun, runBash, runCli, runProcess } from './cli.js';
 import { changeRefAgentOnePercent, ONE_PERCENT, type PruneFixture, REF_AGENT } from './fixtures.js';
-import { fmtMB, fmtMs, median, type PairStats, pairStats, round, treeSize, WORK_DIR } from './lib.js';
+import {
+  discard,
+  fmtMB,
+  fmtMs,
+  median,
+  type PairStats,
+  pairStats,
+  round,
+  settle,
+  treeSize,
+  WORK_DIR,
+} from './lib.js';
 
 /**
  * The whole-process budgets and goals of design.md §5 (ratios to the baseline of the same run, median
@@ -52,25 +63,40 @@ export interface Row {
   data: Record<string, unknown>;
 }
 
-/** The baseline snapshot of design.md §5: exactly the tools, sequentially, into a fresh staging dir. */
+/**
+ * The baseline snapshot of design.md §5: exactly the tools, sequentially, into a fresh staging dir
+ * `$STG` (which must not exist); its callers put the staging in the trash afterwards, untimed.
+ */
 export const BASELINE_SNAPSHOT = `shopt -s extglob dotglob
-rm -rf "$STG" "$OUT"; mkdir -p "$STG/sqlite" "$STG/git" "$STG/memory_files"
+rm -f "$OUT"; mkdir -p "$STG/sqlite" "$STG/git" "$STG/memory_files"
 for db in long_term vector concepts compactions; do
   sqlite3 "$SQ/$db.sqlite" "VACUUM INTO '$STG/sqlite/$db.sqlite'"
 done
 git -C "$MEM" bundle create "$STG/git/memdir.bundle" --all 2>/dev/null
 cp -r "$MEM"/!(.git) "$STG/memory_files/"
 tar -I "zstd -$LEVEL -T2" -cf "$OUT" -C "$STG" .
-openssl dgst -sha256 "$OUT" >/dev/null
-rm -rf "$STG"`;
+openssl dgst -sha256 "$OUT" >/dev/null`;
 
 export const BASELINE_VERIFY = `zstd -dc "$BUNDLE" | openssl dgst -sha256 >/dev/null`;
 
-export const BASELINE_RESTORE = `rm -rf "$OUT"; mkdir -p "$OUT"
+/** The baseline restore of design.md §5 into `$OUT`, which must not exist (`baselineRestore`). */
+export const BASELINE_RESTORE = `mkdir "$OUT"
 zstd -dc "$BUNDLE" | tar -x -C "$OUT"
 for db in long_term vector concepts compactions; do sqlite3 "$OUT/sqlite/$db.sqlite" 'PRAGMA quick_check' >/dev/null; done
-git clone -q "$OUT/git/memdir.bundle" "$OUT/clone"
-rm -rf "$OUT"`;
+git clone -q "$OUT/git/memdir.bundle" "$OUT/clone"`;
+
+/**
+ * BASELINE_RESTORE of `bundle`, timed; then (untimed) its output goes to the trash and is written
+ * back, so the next timed run neither pays for the baseline's writes nor for deleting its files.
+ */
+export function baselineRestore(bundle: string): ProcessRun {
+  const out = join(WORK_DIR, 'baseline', 'restore');
+  discard(out);
+  const r = runBash(BASELINE_RESTORE, { BUNDLE: bundle, OUT: out });
+  discard(out);
+  settle();
+  return r;
+}
 
 /**
  * What `check --read-data` does to every pack, with the tools: SHA-256 of each pack's bytes (its name
@@ -226,26 +252,33 @@ function removeBundle(path: string): void {
   for (const suffix of ['', '.sha256', '.meta.json']) rmSync(`${path}${suffix}`, { force: true });
 }
 
-/** Removes what a restore kept (replaced files, the pre-restore tag and memdir), as the next run starts clean. */
+/**
+ * Removes what a restore kept (replaced files, the pre-restore tag and memdir) so the next run starts
+ * clean: into the trash (`discard`), not deleted, and written back (`settle`).
+ */
 export function cleanRestore(
   p: SampleAgentPaths,
   report: { backups?: string[]; pre_restore_tag?: string },
 ): void {
-  for (const b of report.backups ?? []) rmSync(b, { recursive: true, force: true });
+  for (const b of report.backups ?? []) discard(b);
   if (report.pre_restore_tag)
     runBash(`git -C "$MEM" tag -d "$TAG" >/dev/null`, { MEM: p.memdir, TAG: report.pre_restore_tag });
-  for (const n of readdirSync(p.memdirRoot))
-    if (n.includes('.pre-restore-')) rmSync(join(p.memdirRoot, n), { recursive: true, force: true });
+  for (const n of readdirSync(p.memdirRoot)) if (n.includes('.pre-restore-')) discard(join(p.memdirRoot, n));
+  settle();
 }
 
-function baselineSnapshot(p: SampleAgentPaths, out: string): ProcessRun {
-  return runBash(BASELINE_SNAPSHOT, {
-    SQ: p.sqliteDir,
-    MEM: p.memdir,
-    STG: join(WORK_DIR, 'baseline', 'staging'),
-    OUT: out,
-    LEVEL: '3',
-  });
+/** BASELINE_SNAPSHOT into `out`, timed; then (untimed) its staging to the trash, everything written back. */
+export function baselineSnapshot(
+  p: { sqliteDir: string; memdir: string },
+  out: string,
+  level = '3',
+): ProcessRun {
+  const stg = join(WORK_DIR, 'baseline', 'staging');
+  discard(stg);
+  const r = runBash(BASELINE_SNAPSHOT, { SQ: p.sqliteDir, MEM: p.memdir, STG: stg, OUT: out, LEVEL: level });
+  discard(stg);
+  settle();
+  return r;
 }
 
 export interface BundleRows {
@@ -292,7 +325,6 @@ export function bundleRows(p: SampleAgentPaths, pairs: number, log: (s: string) 
     log,
     'verify',
   );
-  const restoreOut = join(WORK_DIR, 'baseline', 'restore');
   const restore = interleave(
     pairs,
     () => {
@@ -313,7 +345,7 @@ export function bundleRows(p: SampleAgentPaths, pairs: number, log: (s: string) 
       cleanRestore(p, jsonOf(r));
       return r;
     },
-    () => runBash(BASELINE_RESTORE, { BUNDLE: bundle, OUT: restoreOut }),
+    () => baselineRestore(bundle),
     log,
     'restore',
   );
@@ -412,8 +444,8 @@ export function repositoryRows(
   const first = interleave(
     pairs,
     () => {
-      rmSync(repo, { recursive: true, force: true });
-      rmSync(join(p.stateRoot, 'tenants'), { recursive: true, force: true });
+      discard(repo);
+      discard(join(p.stateRoot, 'tenants'));
       const r = runCli(snapArgs, env);
       firstAdded.push(jsonOf<{ added_bytes: number }>(r).added_bytes);
       return r;
@@ -545,7 +577,6 @@ function repositoryRestoreRow(
       data: { skipped: why },
     };
   }
-  const out = join(WORK_DIR, 'baseline', 'restore');
   baselineSnapshot(p, baselineBundle); // the baseline's bundle of the same (live) state
   const m = interleave(
     pairs,
@@ -554,7 +585,7 @@ function repositoryRestoreRow(
       cleanRestore(p, jsonOf(r));
       return r;
     },
-    () => runBash(BASELINE_RESTORE, { BUNDLE: baselineBundle, OUT: out }),
+    () => baselineRestore(baselineBundle),
     log,
     'repository restore',
   );
@@ -574,7 +605,7 @@ function pruneRow(f: PruneFixture, runs: number, log: (s: string) => void): Row 
   const results: ProcessRun[] = [];
   let report: Record<string, number> = {};
   for (let i = 0; i < runs; i++) {
-    rmSync(copy, { recursive: true, force: true });
+    discard(copy);
     runBash('cp -a "$SRC" "$DST" && sync', { SRC: f.stateRoot, DST: copy });
     const r = runCli(['prune', '--state-root', copy, '--json'], cliEnv('repository'));
     report = jsonOf(r);
@@ -584,7 +615,7 @@ function pruneRow(f: PruneFixture, runs: number, log: (s: string) => void): Row 
         `${fmtMB(report.bytes_before ?? 0)}, ${report.packs_removed ?? 0} packs removed, ${report.packs_rewritten ?? 0} rewritten`,
     );
   }
-  rmSync(copy, { recursive: true, force: true });
+  discard(copy);
   const ms = median(results.map((r) => r.ms));
   return {
     key: 'repoPrune',

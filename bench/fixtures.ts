@@ -38,7 +38,7 @@ import { LocalSnapshotter } from '../src/snapshotter/local.js';
 import { metaFromManifest, writeSidecar } from '../src/store/catalog.js';
 import { bundleFileName, siblingPathOf, sidecarPathOf } from '../src/store/paths.js';
 import { sha256Hex } from '../src/util/hash.js';
-import { treeSize, WORK_DIR } from './lib.js';
+import { discard, treeSize, WORK_DIR } from './lib.js';
 
 export const REF_AGENT = 'ref';
 const DB_FILES = ['long_term', 'vector', 'concepts', 'compactions'];
@@ -124,7 +124,7 @@ export function ensureSampleAgent(name: string, options: SampleAgentOptions): Re
 
 /** Removes the snapshots earlier runs left in the reference agent's store. */
 export function clearRefSnapshots(ref: RefAgent): void {
-  rmSync(join(ref.paths.stateRoot, 'tenants'), { recursive: true, force: true });
+  discard(join(ref.paths.stateRoot, 'tenants'));
 }
 
 export interface ListFixture {
@@ -545,7 +545,7 @@ export function changeRefAgentOnePercent(p: SampleAgentPaths, step = 0): void {
  */
 export function copyAgent(src: RefAgent, name: string): SampleAgentPaths {
   const root = join(WORK_DIR, name);
-  rmSync(root, { recursive: true, force: true });
+  discard(root);
   mkdirSync(join(root, 'state'), { recursive: true });
   execFileSync('cp', ['-a', src.paths.memdirRoot, src.paths.sqliteRoot, `${root}/`]);
   return pathsOf(root, REF_AGENT);

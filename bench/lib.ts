@@ -4,7 +4,16 @@
 // measured (cli.ts runs whole processes).
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -14,6 +23,52 @@ export const REPO_ROOT = resolve(BENCH_DIR, '..');
 export const WORK_DIR = join(REPO_ROOT, '.bench');
 
 export const MB = 1024 * 1024;
+
+/**
+ * Where trees the bench no longer needs go between timed runs, instead of being deleted. On this
+ * machine's ext4 (no journal), creating a file skips every inode of its group deleted in the last
+ * 5 s, or 305 s while that inode table block is unwritten (the kernel's `recently_deleted`), one
+ * lookup per inode per create: after the bench deleted the previous run's ~4,000 files, the next
+ * process's 2,000 creates cost about a second more. No user deletes thousands of files just before
+ * each restore; the trash is emptied when the bench ends (docs/operations.md, "Deleted files").
+ */
+const TRASH_DIR = join(WORK_DIR, 'trash');
+let trashed = 0;
+
+/** Moves `path` (if it exists) into the trash: a rename, so no inode is freed while the bench runs. */
+export function discard(path: string): void {
+  if (!existsSync(path)) return;
+  mkdirSync(TRASH_DIR, { recursive: true });
+  renameSync(path, join(TRASH_DIR, `${process.pid}-${trashed++}`));
+}
+
+/** When the trash was last emptied (its mtime), so the next run can wait until the kernel forgot. */
+const EMPTIED_MARK = join(WORK_DIR, 'trash-emptied');
+/** The longest the kernel counts a deleted inode as recently deleted, plus a margin, ms. */
+const FORGET_MS = 310_000;
+
+/** Deletes the trash: at the end of a run (and at its start, what an interrupted run left). */
+export function emptyTrash(): void {
+  if (!existsSync(TRASH_DIR)) return;
+  rmSync(TRASH_DIR, { recursive: true, force: true });
+  mkdirSync(WORK_DIR, { recursive: true });
+  writeFileSync(EMPTIED_MARK, `${new Date().toISOString()}\n`);
+}
+
+/**
+ * Milliseconds until the last emptying of the trash no longer slows file creation (0 when it never
+ * happened or long enough ago): a run started right after another would otherwise pay for its
+ * deletions in its first minutes.
+ */
+export function msUntilTrashForgotten(): number {
+  if (!existsSync(EMPTIED_MARK)) return 0;
+  return Math.max(0, FORGET_MS - (Date.now() - statSync(EMPTIED_MARK).mtimeMs));
+}
+
+/** Writes back every dirty page (`sync`), so one timed run does not pay for what the last one wrote. */
+export function settle(): void {
+  execFileSync('sync');
+}
 
 /** What every child script prints as its last stdout line. */
 export interface ChildResult {

@@ -39,7 +39,7 @@ import {
   REF_AGENT,
   type RefAgent,
 } from './fixtures.js';
-import { fmtMB, fmtMs, median, round, WORK_DIR } from './lib.js';
+import { discard, fmtMB, fmtMs, median, round, WORK_DIR } from './lib.js';
 
 /** Issue 12's budgets. */
 export const REMOTE_BUDGET = {
@@ -222,7 +222,7 @@ async function rows(
       return r;
     },
     (i) => {
-      rmSync(localRepo, { recursive: true, force: true });
+      discard(localRepo);
       const b = runCli(snapArgs, env);
       changeRefAgentOnePercent(p, i);
       rmSync(metrics, { force: true });
@@ -294,7 +294,7 @@ async function rows(
   const restore = interleave(
     o.pairs,
     () => {
-      rmSync(otherState, { recursive: true, force: true });
+      discard(otherState);
       const r = runCli(restoreArgs(secondId, otherState, ['--repo', repoUrl(lastBucket)]), env);
       cleanRestore(p, jsonOf(r));
       return r;
@@ -307,7 +307,7 @@ async function rows(
     log,
     'restore JetStream | local',
   );
-  rmSync(otherState, { recursive: true, force: true });
+  discard(otherState);
   out.push(
     ratioRow(
       'remoteRestore',
@@ -325,13 +325,13 @@ async function rows(
     rssRow('remoteRestore', 'JetStream restore', restore.ours),
   ];
   if (o.listCount === 0) {
-    rmSync(p.root, { recursive: true, force: true });
+    discard(p.root);
     out.push(...rssRows);
     return out;
   }
   const list = await listRows(repoUrl, env, o, log);
   out.push(list.warmRow, list.coldRow);
-  rmSync(p.root, { recursive: true, force: true });
+  discard(p.root);
 
   // 4. Peak RSS of each.
   out.push(...rssRows, ...list.rssRows);
@@ -371,7 +371,7 @@ async function listRows(
       `repository API) in ${fmtMs(performance.now() - t0)}`,
   );
   const listState = join(WORK_DIR, 'remote-list-state');
-  rmSync(listState, { recursive: true, force: true });
+  discard(listState);
   const listArgs = [
     'list',
     '--agent',
@@ -392,7 +392,7 @@ async function listRows(
   const cold: ProcessRun[] = [];
   const warm: ProcessRun[] = [];
   for (let i = 0; i < runs; i++) {
-    rmSync(join(listState, 'cache'), { recursive: true, force: true });
+    discard(join(listState, 'cache'));
     cold.push(listed(runCli(listArgs, env)));
     warm.push(listed(runCli(listArgs, env)));
     log(
@@ -401,7 +401,7 @@ async function listRows(
     );
   }
   const node = median(Array.from({ length: 3 }, () => runBash(BASELINE_NODE).ms));
-  rmSync(listState, { recursive: true, force: true });
+  discard(listState);
   const warmMs = median(warm.map((r) => r.ms));
   const coldMs = median(cold.map((r) => r.ms));
   const warmRow: Row = {

@@ -34,7 +34,7 @@ import {
 } from './big-agent.js';
 import { buildCli, gnuTimeAvailable } from './cli.js';
 import {
-  BASELINE_SNAPSHOT,
+  baselineSnapshot,
   bundleRows,
   CLI_BUDGET,
   preToolRow,
@@ -65,15 +65,17 @@ import {
 import {
   type ChildResult,
   compileForChildren,
+  discard,
+  emptyTrash,
   fmtKiB,
   fmtMB,
   fmtMs,
   median,
+  msUntilTrashForgotten,
   round,
   runChild,
   sh,
   table,
-  timeBash,
   WORK_DIR,
 } from './lib.js';
 import { remoteListRows, remoteRows } from './remote.js';
@@ -118,13 +120,7 @@ const section = (title: string): void => log(`\n== ${title}`);
 /** The original's recipe: the baseline pipeline at zstd -19 (once). */
 function recipe19(p: { sqliteDir: string; memdir: string }): { ms: number; size: number } {
   const out = join(WORK_DIR, 'baseline', 'out-zstd19.tar.zst');
-  const { ms } = timeBash(BASELINE_SNAPSHOT, {
-    SQ: p.sqliteDir,
-    MEM: p.memdir,
-    STG: join(WORK_DIR, 'baseline', 'staging'),
-    OUT: out,
-    LEVEL: '19',
-  });
+  const { ms } = baselineSnapshot(p, out, '19');
   const size = Number(sh('stat', ['-c', '%s', out]).trim());
   rmSync(out, { force: true });
   return { ms, size };
@@ -303,7 +299,7 @@ async function main(): Promise<void> {
   const work = copyAgent(ref, 'ref-170-repository');
   log(`working copy of ref-170 made in ${fmtMs(performance.now() - t0)}`);
   const repository = repositoryRows(work, PAIRS, prune, log);
-  rmSync(work.root, { recursive: true, force: true });
+  discard(work.root);
   repository.push(preToolRow(log));
 
   // 4b. Remote repository (issue 12).
@@ -496,7 +492,7 @@ async function main(): Promise<void> {
   }
   const gcDryMs = median(gcDry.map((r) => r.ms));
   const gcCopy = join(WORK_DIR, 'gc-sweep');
-  rmSync(gcCopy, { recursive: true, force: true });
+  discard(gcCopy);
   mkdirSync(gcCopy, { recursive: true });
   t0 = performance.now();
   // cp -a keeps the hard links inside the copy: one new inode, not 50,000 new files.
@@ -531,7 +527,7 @@ async function main(): Promise<void> {
         : `not measured: cp failed (${cp.status ?? cp.signal}): ${cp.stderr.trim()}`;
     log(`real sweep ${gcSweepNote}; only the dry run is reported`);
   }
-  rmSync(gcCopy, { recursive: true, force: true });
+  discard(gcCopy);
 
   // 9. Peak RSS on a ~2 GB agent: flat in agent size (BENCH_BIG=0 skips it).
   let big: BigAgentResult | undefined;
@@ -818,4 +814,17 @@ function encryptedSummary(e: Awaited<ReturnType<typeof measureEncrypted>>) {
   };
 }
 
-await main();
+emptyTrash(); // what an interrupted run left (nothing, normally)
+const wait = process.env.BENCH_NO_WAIT === '1' ? 0 : msUntilTrashForgotten();
+if (wait > 0) {
+  log(
+    `waiting ${fmtMs(wait)}: the last run deleted its trash less than 5 minutes ago, and files created ` +
+      'until then would pay for it (docs/decisions.md, "The bench never deletes between timed runs"; BENCH_NO_WAIT=1 skips)',
+  );
+  await new Promise((r) => setTimeout(r, wait));
+}
+try {
+  await main();
+} finally {
+  emptyTrash();
+}

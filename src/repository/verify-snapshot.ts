@@ -224,8 +224,8 @@ const WRITES_IN_FLIGHT = 16;
  * artifact's SHA-256, so the blob's check is the artifact's), read in one pass over the packs (runs of
  * neighbouring blobs are one ranged read) and written whole, each file once its blob checked. The writes
  * run on the thread pool, a few at a time, while the main thread goes on with the packs (creating
- * thousands of files can wait on the file system's journal, which must not stall the decompression and
- * hashing of the databases beside it); every write has finished when this returns or throws. After a
+ * thousands of files can take the kernel a while, which must not stall the decompression and hashing of
+ * the databases beside it); every write has finished when this returns or throws. After a
  * content problem, the artifacts not done yet are read one by one, so each problem names its artifact.
  */
 async function readWhole(
