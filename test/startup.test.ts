@@ -119,11 +119,15 @@ test('--version loads no GC settings; list of a remote repository sets them befo
     [],
   );
   // an address where nothing listens: the settings come before the store is asked, which then fails
-  const record = join(tempDir(t, 'nexo-modules-'), 'loaded.txt');
+  // (after one attempt of 100 ms: the defaults wait out 5 attempts of 10 s, as for a leader election)
+  const dir = tempDir(t, 'nexo-modules-');
+  const record = join(dir, 'loaded.txt');
+  const cfg = join(dir, 'memory.yaml');
+  writeFileSync(cfg, 'memory:\n  snapshot:\n    store: {nats: {timeout_ms: 100}, retry: {attempts: 1}}\n');
   const hook = pathToFileURL(join(REPO, 'test', 'fixtures', 'record-modules.mjs')).href;
   const r = await runBuiltCli(
     ['list', '--agent', 'ana', '--json', '--state-root', tempDir(t), '--repo', 'nats://127.0.0.1:9/none'],
-    { env: { NODE_OPTIONS: `--import ${hook}`, NEXO_RECORD_MODULES: record } },
+    { env: { NODE_OPTIONS: `--import ${hook}`, NEXO_RECORD_MODULES: record, NEXO_MEMORY_CONFIG: cfg } },
   );
   assert.equal(r.code, 8, r.stderr);
   assert.ok(readFileSync(record, 'utf8').split('\n').includes('node:v8'), 'the settings were applied');
