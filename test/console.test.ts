@@ -192,6 +192,36 @@ test('serve refuses a read token equal to the write token', async () => {
   assert.match(err, /read_token must differ from server\.token/);
 });
 
+test("a login answered before the page's own first check: that check's late 401 does not log the tab out", async () => {
+  const { context, page } = await open();
+  try {
+    // the page's check of a stored token (it has none) is held until the operator has logged in
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    await page.route('**/v1/rights', async (route) => {
+      if (!route.request().headers().authorization) await held;
+      await route.continue();
+    });
+    const late = page.waitForResponse((r) => r.url().endsWith('/v1/rights') && r.status() === 401);
+    await page.goto(`${url}/`);
+    await page.fill('#token', WRITE_TOKEN);
+    await page.click('#login button[type=submit]');
+    await page.waitForSelector('#rights');
+    release();
+    await late;
+    // let the page handle that answer (two turns of its event loop), then look
+    await page.evaluate('new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)))');
+    assert.equal(await page.evaluate("sessionStorage.getItem('nexo-memory-token')"), WRITE_TOKEN);
+    assert.equal(await page.locator('#login').count(), 0, 'still logged in');
+    await page.goto(`${url}/#/agent/default/ana`);
+    await waitShowing(page, '#timeline tbody tr');
+  } finally {
+    await context.close();
+  }
+});
+
 test('log in; the fleet and the timeline show the agent and its snapshots; hostile labels are text', async () => {
   const { context, page, requests, cookiesSet } = await open();
   try {

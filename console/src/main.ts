@@ -3,7 +3,7 @@
 // Write controls appear only when `/v1/rights` says the token may write.
 
 import { render } from 'preact';
-import { useCallback, useEffect, useState } from 'preact/hooks';
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, get, getToken, setToken } from './api.js';
 import { html } from './html.js';
 import type { Rights } from './types.js';
@@ -58,12 +58,19 @@ function App() {
   const [refresh, setRefresh] = useState(0);
   const bump = useCallback(() => setRefresh((n) => n + 1), []);
 
+  // Attempts numbered as they start: only the newest one's answer counts. The page's own check of a
+  // stored token can answer after the operator logged in; its 401 must not log the tab out.
+  const attempts = useRef(0);
   const login = useCallback(async (token: string | undefined) => {
+    const attempt = ++attempts.current;
     setToken(token);
     try {
-      setRights(await get<Rights>('/v1/rights'));
+      const rights = await get<Rights>('/v1/rights');
+      if (attempt !== attempts.current) return;
+      setRights(rights);
       setLoginError(undefined);
     } catch (e) {
+      if (attempt !== attempts.current) return;
       setToken(undefined);
       setRights(undefined);
       if (token !== undefined || !(e instanceof ApiError && e.status === 401))
