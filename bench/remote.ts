@@ -19,14 +19,14 @@ import { type RepoManifestDraft, sealRepoManifest } from '../src/repository/mani
 import { mapLimit, Repository } from '../src/repository/repository.js';
 import { listSnapshots, loadSnapshot, saveSnapshot } from '../src/repository/snapshots.js';
 import { type NatsCluster, startNatsCluster } from '../test/helpers/nats-cluster.js';
-import { CLI_BIN, jsonOf, type ProcessRun, runBash, runCli as runCliPlain, runProcess } from './cli.js';
+import { CLI_BIN, jsonOf, type ProcessRun, runCli as runCliPlain, runProcess } from './cli.js';
 import {
-  BASELINE_NODE,
   CLI_BUDGET,
   cleanRestore,
   cliEnv,
   fmtRss,
   interleave,
+  nodeBaseline,
   type Row,
   ratioRow,
   rootsOf,
@@ -400,7 +400,7 @@ async function listRows(
         `(${fmtRss(rssMB([warm[i]!]))})`,
     );
   }
-  const node = median(Array.from({ length: 3 }, () => runBash(BASELINE_NODE).ms));
+  const node = median(Array.from({ length: 3 }, () => nodeBaseline().ms));
   discard(listState);
   const warmMs = median(warm.map((r) => r.ms));
   const coldMs = median(cold.map((r) => r.ms));
