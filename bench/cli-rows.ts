@@ -91,9 +91,17 @@ git clone -q "$OUT/git/memdir.bundle" "$OUT/clone"`;
  */
 export function baselineRestore(bundle: string): ProcessRun {
   const out = join(WORK_DIR, 'baseline', 'restore');
-  discard(out);
-  const r = runBash(BASELINE_RESTORE, { BUNDLE: bundle, OUT: out });
-  discard(out);
+  return inFreshDir(out, () => runBash(BASELINE_RESTORE, { BUNDLE: bundle, OUT: out }));
+}
+
+/**
+ * `run` (timed by its caller) with `dir` absent, so the script makes it fresh; then, untimed, `dir` to
+ * the trash and every dirty page written back: the next timed run pays for none of it.
+ */
+function inFreshDir(dir: string, run: () => ProcessRun): ProcessRun {
+  discard(dir);
+  const r = run();
+  discard(dir);
   settle();
   return r;
 }
@@ -280,11 +288,9 @@ export function baselineSnapshot(
   level = '3',
 ): ProcessRun {
   const stg = join(WORK_DIR, 'baseline', 'staging');
-  discard(stg);
-  const r = runBash(BASELINE_SNAPSHOT, { SQ: p.sqliteDir, MEM: p.memdir, STG: stg, OUT: out, LEVEL: level });
-  discard(stg);
-  settle();
-  return r;
+  return inFreshDir(stg, () =>
+    runBash(BASELINE_SNAPSHOT, { SQ: p.sqliteDir, MEM: p.memdir, STG: stg, OUT: out, LEVEL: level }),
+  );
 }
 
 export interface BundleRows {

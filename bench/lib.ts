@@ -30,7 +30,8 @@ export const MB = 1024 * 1024;
  * 5 s, or 305 s while that inode table block is unwritten (the kernel's `recently_deleted`), one
  * lookup per inode per create: after the bench deleted the previous run's ~4,000 files, the next
  * process's 2,000 creates cost about a second more. No user deletes thousands of files just before
- * each restore; the trash is emptied when the bench ends (docs/operations.md, "Deleted files").
+ * each restore; the trash is emptied when the bench ends (docs/operations.md, "Deleted files and the
+ * bench").
  */
 const TRASH_DIR = join(WORK_DIR, 'trash');
 let trashed = 0;
@@ -133,20 +134,6 @@ export function runChild(script: string, args: unknown): ChildResult & { process
   } catch {
     throw new Error(`${script} printed no JSON result:\n${r.stdout}\n${r.stderr}`);
   }
-}
-
-/** Runs a bash script (`set -euo pipefail`) and returns its wall time in ms and its stdout. */
-export function timeBash(script: string, env: Record<string, string> = {}): { ms: number; stdout: string } {
-  const t0 = performance.now();
-  const r = spawnSync('bash', ['-c', `set -euo pipefail\n${script}`], {
-    encoding: 'utf8',
-    env: { ...process.env, ...env },
-    maxBuffer: 64 * MB,
-  });
-  const ms = performance.now() - t0;
-  if (r.status !== 0)
-    throw new Error(`bash pipeline failed (${r.status ?? r.signal}):\n${script}\n${r.stderr}`);
-  return { ms, stdout: r.stdout };
 }
 
 export function sh(cmd: string, args: string[], cwd?: string): string {
