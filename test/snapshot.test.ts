@@ -182,6 +182,19 @@ test('a detached HEAD is captured: the bundle carries HEAD and every branch', as
   assert.match(heads, /refs\/heads\/main/);
 });
 
+test('a memory file named HEAD at the top of the memdir is a file like any other: HEAD is still read as the commit', async (t) => {
+  const a = sampleAgent(t, 'ana', { commits: 2 });
+  writeFileSync(join(a.memdir, 'HEAD'), 'a topic the agent named HEAD\n');
+  git(a.memdir, ['add', 'HEAD']);
+  git(a.memdir, ['commit', '-q', '-m', 'a file named HEAD']);
+  const head = git(a.memdir, ['rev-parse', 'HEAD^{commit}']).trim();
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const m = manifestOf(gnuExtract(t, meta.bundle_path));
+  assert.equal(m.git.head_oid, head);
+  assert.equal(m.git.head_ref, 'refs/heads/main');
+  assert.equal(m.git.head_subject, 'a file named HEAD');
+});
+
 test('a corrupt repository is an error, not a placeholder, and leaves nothing behind', async (t) => {
   const a = sampleAgent(t);
   writeFileSync(join(a.memdir, '.git', 'HEAD'), 'garbage\n');

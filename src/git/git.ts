@@ -142,6 +142,13 @@ export async function inspectRepo(memdir: string): Promise<RepoInfo> {
   } catch {
     return { repository: 'absent', detached: false, subject: '', author: '', authorTsMs: 0 };
   }
+  // The usual case, HEAD on a commit, in two git processes side by side; anything else (an unborn HEAD,
+  // a .git git cannot read) goes through the steps below, which tell those apart.
+  const [log, branch] = await Promise.all([
+    runGit(memdir, ['log', '-1', `--format=${COMMIT_FORMAT}`, 'HEAD', '--']),
+    runGit(memdir, ['symbolic-ref', '-q', 'HEAD']),
+  ]);
+  if (log.code === 0 && branch.code <= 1) return present(log.stdout, branch);
   const top = await runGit(memdir, ['rev-parse', '--show-toplevel']);
   if (top.code !== 0) throw new GitError(`memdir ${memdir} has a .git that git cannot read: ${top.stderr}`);
   const sym = await runGit(memdir, ['symbolic-ref', '-q', 'HEAD']);
@@ -160,12 +167,19 @@ export async function inspectRepo(memdir: string): Promise<RepoInfo> {
       authorTsMs: 0,
     };
   }
-  const meta = await gitOk(
-    memdir,
-    ['log', '-1', '--format=%H%x00%an%x00%ae%x00%at%x00%s', 'HEAD'],
-    'reading HEAD commit',
+  return present(
+    await gitOk(memdir, ['log', '-1', `--format=${COMMIT_FORMAT}`, 'HEAD', '--'], 'reading HEAD commit'),
+    sym,
   );
-  const [oid, name, email, at, subject] = meta.replace(/\n$/, '').split('\0');
+}
+
+/** What inspectRepo reads of HEAD's commit: oid, author name, email, time (s) and subject. */
+const COMMIT_FORMAT = '%H%x00%an%x00%ae%x00%at%x00%s';
+
+/** A repository with HEAD on a commit: `log` in COMMIT_FORMAT, `sym` from `symbolic-ref -q HEAD`. */
+function present(log: string, sym: GitResult): RepoInfo {
+  const headRef = sym.code === 0 ? sym.stdout.trim() : undefined;
+  const [oid, name, email, at, subject] = log.replace(/\n$/, '').split('\0');
   return {
     repository: 'present',
     headOid: oid!,
