@@ -153,7 +153,7 @@ export async function repositorySide(
   const history = join(dir, 'history.git');
   await mkdir(tree, { recursive: true });
   await mkdir(history, { recursive: true });
-  const init = await runGit(history, ['init', '-q', '--bare']);
+  const init = await runGit(history, ['init', '-q', '--bare', '--template=']);
   if (init.code !== 0) throw new GitError(`git init of a scratch repository failed: ${init.stderr}`);
   const skipped = (p: string): boolean =>
     p.startsWith(MEMORY_FILES_PREFIX)

@@ -118,7 +118,7 @@ export async function indexPack(repo: string, pack: AsyncIterable<Buffer>): Prom
 
 /** Creates an empty bare repository at `dir` (its config is the one git writes). */
 export async function initBare(dir: string): Promise<void> {
-  const r = await runGit(dirname(resolve(dir)), ['init', '-q', '--bare', resolve(dir)]);
+  const r = await runGit(dirname(resolve(dir)), ['init', '-q', '--bare', '--template=', resolve(dir)]);
   if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
 }
 

@@ -36,7 +36,14 @@ export class PackCheck {
   static async start(objectFormat: 'sha1' | 'sha256'): Promise<PackCheck> {
     const scratch = await mkdtemp(join(tmpdir(), 'nexo-pack-check-'));
     try {
-      const init = await runGit(scratch, ['init', '-q', '--bare', `--object-format=${objectFormat}`, '.']);
+      const init = await runGit(scratch, [
+        'init',
+        '-q',
+        '--bare',
+        '--template=',
+        `--object-format=${objectFormat}`,
+        '.',
+      ]);
       if (init.code !== 0) throw new GitError(`git init of a scratch repository failed: ${init.stderr}`);
       const child = spawnGit(
         scratch,

@@ -70,7 +70,7 @@ async function git(cwd: string, args: string[], what: string): Promise<void> {
  * neither a branch nor a commit, or data that collides with the repository's layout, is damage.
  */
 export async function quarantineV1(raw: string, dst: string): Promise<V1Head> {
-  await git(dirname(dst), ['init', '-q', '--bare', dst], 'git init of the v1 quarantine');
+  await git(dirname(dst), ['init', '-q', '--bare', '--template=', dst], 'git init of the v1 quarantine');
   const head = await parseHead(raw, dst);
   for (const rel of await filesUnder(raw, raw, [])) {
     if (rel === 'HEAD' || !isV1GitData(rel)) continue;

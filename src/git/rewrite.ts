@@ -183,7 +183,7 @@ export async function rewriteBundle(
   const srcMarks = join(workDir, 'src.marks');
   const dstMarks = join(workDir, 'dst.marks');
   await mkdir(src, { recursive: true });
-  await gitOk(src, ['init', '-q', '--bare'], 'git init');
+  await gitOk(src, ['init', '-q', '--bare', '--template='], 'git init');
   if (!(objectsFrom && (await borrowObjects(src, bundle, objectsFrom, head.detached)))) {
     const specs = ['+refs/*:refs/*', ...(head.detached ? [`HEAD:${DETACHED_REF}`] : [])];
     await gitOk(src, ['fetch', '-q', '--no-tags', resolve(bundle), ...specs], 'git fetch from the bundle');
@@ -252,7 +252,7 @@ export async function rewriteBundle(
   }
 
   await mkdir(dst, { recursive: true });
-  await gitOk(dst, ['init', '-q', '--bare'], 'git init');
+  await gitOk(dst, ['init', '-q', '--bare', '--template='], 'git init');
   await writeFile(join(dst, 'objects', 'info', 'alternates'), `${join(resolve(src), 'objects')}\n`);
   const input = openSync(stream, 'r');
   try {

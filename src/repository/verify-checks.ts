@@ -51,7 +51,7 @@ export async function checkedVerifyRepoSnapshot(
   try {
     const git = join(scratch, 'history.git');
     await mkdir(git);
-    const init = await runGit(git, ['init', '-q', '--bare']);
+    const init = await runGit(git, ['init', '-q', '--bare', '--template=']);
     if (init.code !== 0) throw new GitError(`git init of a scratch repository failed: ${init.stderr}`);
     const result = await verifyRepoSnapshot(repo, id, {
       target: (a) =>
