@@ -13,10 +13,10 @@ import { captureAgent, hashCapture } from '../capture/capture.js';
 import type { Identity } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MEMORY_FILES_PREFIX, statePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
-import { runGit } from '../git/git.js';
+import { initBare } from '../git/git.js';
 import { setHead, writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import { BundleDamagedError, ConcurrentError, EncryptionError, GitError } from '../model/errors.js';
+import { BundleDamagedError, ConcurrentError, EncryptionError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS, type StateKey } from '../model/types.js';
 import { bundleView, GIT_HISTORY_KIND } from '../repository/manifest.js';
 import { bundleHasMemdir } from '../restore/stage.js';
@@ -153,8 +153,7 @@ export async function repositorySide(
   const history = join(dir, 'history.git');
   await mkdir(tree, { recursive: true });
   await mkdir(history, { recursive: true });
-  const init = await runGit(history, ['init', '-q', '--bare', '--template=']);
-  if (init.code !== 0) throw new GitError(`git init of a scratch repository failed: ${init.stderr}`);
+  await initBare(history);
   const skipped = (p: string): boolean =>
     p.startsWith(MEMORY_FILES_PREFIX)
       ? skip.files.has(p.slice(MEMORY_FILES_PREFIX.length))

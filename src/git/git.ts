@@ -143,15 +143,14 @@ export async function inspectRepo(memdir: string): Promise<RepoInfo> {
     return { repository: 'absent', detached: false, subject: '', author: '', authorTsMs: 0 };
   }
   // The usual case, HEAD on a commit, in two git processes side by side; anything else (an unborn HEAD,
-  // a .git git cannot read) goes through the steps below, which tell those apart.
-  const [log, branch] = await Promise.all([
+  // a .git git cannot read) is told apart by the steps after.
+  const [log, sym] = await Promise.all([
     runGit(memdir, ['log', '-1', `--format=${COMMIT_FORMAT}`, 'HEAD', '--']),
     runGit(memdir, ['symbolic-ref', '-q', 'HEAD']),
   ]);
-  if (log.code === 0 && branch.code <= 1) return present(log.stdout, branch);
+  if (log.code === 0 && sym.code <= 1) return present(log.stdout, sym);
   const top = await runGit(memdir, ['rev-parse', '--show-toplevel']);
   if (top.code !== 0) throw new GitError(`memdir ${memdir} has a .git that git cannot read: ${top.stderr}`);
-  const sym = await runGit(memdir, ['symbolic-ref', '-q', 'HEAD']);
   if (sym.code > 1) throw new GitError(`reading HEAD of ${memdir}: ${sym.stderr}`);
   const headRef = sym.code === 0 ? sym.stdout.trim() : undefined;
   const head = await runGit(memdir, ['rev-parse', '-q', '--verify', 'HEAD^{commit}']);
@@ -167,10 +166,7 @@ export async function inspectRepo(memdir: string): Promise<RepoInfo> {
       authorTsMs: 0,
     };
   }
-  return present(
-    await gitOk(memdir, ['log', '-1', `--format=${COMMIT_FORMAT}`, 'HEAD', '--'], 'reading HEAD commit'),
-    sym,
-  );
+  throw new GitError(`reading HEAD commit failed in ${memdir}: ${log.stderr || `exit ${log.code}`}`);
 }
 
 /** What inspectRepo reads of HEAD's commit: oid, author name, email, time (s) and subject. */
@@ -201,6 +197,24 @@ export async function createBundle(memdir: string, info: RepoInfo, dst: string):
   if (refs.trim() === '' && info.headOid === undefined) return false;
   await gitOk(memdir, ['bundle', 'create', '-q', resolve(dst), '--all'], 'git bundle create');
   return true;
+}
+
+/**
+ * Creates an empty bare repository at `dir` (made if missing) for git alone to read: its config is the
+ * one git writes, and no template (no sample hooks, `description` or `info/exclude`; decisions.md, "Git
+ * on untrusted content").
+ */
+export async function initBare(dir: string, objectFormat?: 'sha1' | 'sha256'): Promise<void> {
+  const format = objectFormat ? [`--object-format=${objectFormat}`] : [];
+  const r = await runGit(dirname(resolve(dir)), [
+    'init',
+    '-q',
+    '--bare',
+    '--template=',
+    ...format,
+    resolve(dir),
+  ]);
+  if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
 }
 
 export async function gitVersion(): Promise<string> {

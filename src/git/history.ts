@@ -7,7 +7,7 @@
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BundleDamagedError, GitError } from '../model/errors.js';
 import { runGit, spawnGit } from './git.js';
@@ -114,12 +114,6 @@ export async function readBundleHeader(path: string): Promise<{ refs: GitRef[]; 
 /** Indexes one pack (streamed) into the repository `repo` (`git index-pack --stdin --fix-thin`). */
 export async function indexPack(repo: string, pack: AsyncIterable<Buffer>): Promise<void> {
   await gitIo(repo, ['index-pack', '--stdin', '--fix-thin'], pack);
-}
-
-/** Creates an empty bare repository at `dir` (its config is the one git writes). */
-export async function initBare(dir: string): Promise<void> {
-  const r = await runGit(dirname(resolve(dir)), ['init', '-q', '--bare', '--template=', resolve(dir)]);
-  if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
 }
 
 /**

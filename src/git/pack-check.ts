@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GitError } from '../model/errors.js';
-import { type GitResult, runGit, spawnGit } from './git.js';
+import { type GitResult, initBare, runGit, spawnGit } from './git.js';
 
 const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
 
@@ -36,15 +36,7 @@ export class PackCheck {
   static async start(objectFormat: 'sha1' | 'sha256'): Promise<PackCheck> {
     const scratch = await mkdtemp(join(tmpdir(), 'nexo-pack-check-'));
     try {
-      const init = await runGit(scratch, [
-        'init',
-        '-q',
-        '--bare',
-        '--template=',
-        `--object-format=${objectFormat}`,
-        '.',
-      ]);
-      if (init.code !== 0) throw new GitError(`git init of a scratch repository failed: ${init.stderr}`);
+      await initBare(scratch, objectFormat);
       const child = spawnGit(
         scratch,
         ['index-pack', '--stdin', '--check-self-contained-and-connected'],

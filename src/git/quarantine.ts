@@ -8,8 +8,8 @@
 import type { Dirent } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
-import { BundleDamagedError, GitError } from '../model/errors.js';
-import { runGit } from './git.js';
+import { BundleDamagedError } from '../model/errors.js';
+import { initBare, runGit } from './git.js';
 
 const LOOSE_OBJECT = /^objects\/[0-9a-f]{2}\/[0-9a-f]{38}$/;
 const PACK = /^objects\/pack\/pack-[0-9a-f]{40}\.(pack|idx)$/;
@@ -59,18 +59,13 @@ async function filesUnder(root: string, dir: string, out: string[]): Promise<str
   return out;
 }
 
-async function git(cwd: string, args: string[], what: string): Promise<void> {
-  const r = await runGit(cwd, args);
-  if (r.code !== 0) throw new GitError(`${what} failed: ${r.stderr || `exit ${r.code}`}`);
-}
-
 /**
  * Builds the bare repository `dst` (created) from the object and ref data in `raw` (a v1 bundle's
  * `git/` files as staged; moved, not copied). Returns HEAD as the bundle recorded it. A HEAD that names
  * neither a branch nor a commit, or data that collides with the repository's layout, is damage.
  */
 export async function quarantineV1(raw: string, dst: string): Promise<V1Head> {
-  await git(dirname(dst), ['init', '-q', '--bare', '--template=', dst], 'git init of the v1 quarantine');
+  await initBare(dst);
   const head = await parseHead(raw, dst);
   for (const rel of await filesUnder(raw, raw, [])) {
     if (rel === 'HEAD' || !isV1GitData(rel)) continue;

@@ -10,7 +10,7 @@ import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'nod
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
-import { runGit, spawnGit } from './git.js';
+import { initBare, runGit, spawnGit } from './git.js';
 
 export type DataKind = 'blob' | 'commit' | 'tag';
 
@@ -183,7 +183,7 @@ export async function rewriteBundle(
   const srcMarks = join(workDir, 'src.marks');
   const dstMarks = join(workDir, 'dst.marks');
   await mkdir(src, { recursive: true });
-  await gitOk(src, ['init', '-q', '--bare', '--template='], 'git init');
+  await initBare(src);
   if (!(objectsFrom && (await borrowObjects(src, bundle, objectsFrom, head.detached)))) {
     const specs = ['+refs/*:refs/*', ...(head.detached ? [`HEAD:${DETACHED_REF}`] : [])];
     await gitOk(src, ['fetch', '-q', '--no-tags', resolve(bundle), ...specs], 'git fetch from the bundle');
@@ -252,7 +252,7 @@ export async function rewriteBundle(
   }
 
   await mkdir(dst, { recursive: true });
-  await gitOk(dst, ['init', '-q', '--bare', '--template='], 'git init');
+  await initBare(dst);
   await writeFile(join(dst, 'objects', 'info', 'alternates'), `${join(resolve(src), 'objects')}\n`);
   const input = openSync(stream, 'r');
   try {

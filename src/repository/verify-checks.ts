@@ -5,12 +5,11 @@
 // means restore will not refuse the history; and with `deep`, `PRAGMA integrity_check` of every
 // database, written to the scratch directory. The scratch space is always removed.
 
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sqlitePath } from '../format/constants.js';
-import { runGit } from '../git/git.js';
-import { GitError } from '../model/errors.js';
+import { initBare } from '../git/git.js';
 import { DB_NAMES, type DeepReport } from '../model/types.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { applyRefs } from './git-history.js';
@@ -50,9 +49,7 @@ export async function checkedVerifyRepoSnapshot(
   const scratch = await mkdtemp(join(tmpdir(), 'nexo-verify-'));
   try {
     const git = join(scratch, 'history.git');
-    await mkdir(git);
-    const init = await runGit(git, ['init', '-q', '--bare', '--template=']);
-    if (init.code !== 0) throw new GitError(`git init of a scratch repository failed: ${init.stderr}`);
+    await initBare(git);
     const result = await verifyRepoSnapshot(repo, id, {
       target: (a) =>
         opts.deep && a.kind.startsWith('sqlite_') ? join(scratch, a.path_in_bundle) : opts.target?.(a),

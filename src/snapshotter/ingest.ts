@@ -17,15 +17,8 @@ import type { SigningKey } from '../crypto/sign.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, NO_REPO_GIT, ZERO_OID } from '../format/constants.js';
 import type { GitInfo, Manifest, MemdirInfo } from '../format/manifest.js';
 import type { TrustPolicy } from '../format/signature.js';
-import {
-  commitMeta,
-  fetchAll,
-  type GitRef,
-  headCommit,
-  initBare,
-  presentObjects,
-  recordRefs,
-} from '../git/history.js';
+import { initBare } from '../git/git.js';
+import { commitMeta, fetchAll, type GitRef, headCommit, presentObjects, recordRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, EncryptionError, GitError } from '../model/errors.js';
 import type { ProgressListener, VerifyReport } from '../model/types.js';
