@@ -46,9 +46,9 @@ let scratch = Buffer.allocUnsafe(0);
 /**
  * Compresses `data` at `level` into `dst` (which has room for compressBound bytes) and returns the
  * stored length and flags: zstd, or the raw bytes (flag FLAG_RAW) when compression does not save
- * anything.
+ * anything. One compression context per thread (the compression thread has its own).
  */
-function compressInto(dst: Buffer, data: Buffer, level: number): { n: number; flags: number } {
+export function compressInto(dst: Buffer, data: Buffer, level: number): { n: number; flags: number } {
   cctx ??= new (zstdBinding().CCtx)();
   cctx.setParameter(zstdBinding().CParameter.compressionLevel, level);
   const n = cctx.compress2(dst, data);
@@ -157,22 +157,28 @@ export class PackBuilder {
   /** Compresses `data` at `level` (and seals it in an encrypted repository) into the pack. */
   add(id: string, kind: BlobKind, data: Buffer, level: number): PackEntry {
     const bound = zstdBinding().compressBound(data.length);
-    let flags: number;
-    let stored: number;
     if (this.key) {
       if (scratch.length < bound) scratch = Buffer.allocUnsafe(Math.max(bound, 1 << 20));
       const c = compressInto(scratch, data, level);
-      const sealed = sealBlob(this.key, this.size, scratch.subarray(0, c.n));
-      sealed.copy(this.room(sealed.length), this.size);
-      flags = c.flags;
-      stored = sealed.length;
-    } else {
-      const dst = this.room(bound);
-      const c = compressInto(dst.subarray(this.size, this.size + bound), data, level);
-      flags = c.flags;
-      stored = c.n;
+      return this.addCompressed(id, kind, scratch.subarray(0, c.n), c.flags, data.length);
     }
-    const e: PackEntry = { id, kind, flags, offset: this.size, stored, raw: data.length };
+    const dst = this.room(bound);
+    const c = compressInto(dst.subarray(this.size, this.size + bound), data, level);
+    return this.push(id, kind, c.flags, c.n, data.length);
+  }
+
+  /**
+   * Appends a blob of `raw` bytes that compressInto turned into `compressed` and `flags` elsewhere (a
+   * compression thread), sealing it in an encrypted repository: the same bytes as add() would store.
+   */
+  addCompressed(id: string, kind: BlobKind, compressed: Buffer, flags: number, raw: number): PackEntry {
+    const bytes = this.key ? sealBlob(this.key, this.size, compressed) : compressed;
+    bytes.copy(this.room(bytes.length), this.size);
+    return this.push(id, kind, flags, bytes.length, raw);
+  }
+
+  private push(id: string, kind: BlobKind, flags: number, stored: number, raw: number): PackEntry {
+    const e: PackEntry = { id, kind, flags, offset: this.size, stored, raw };
     this.entries.push(e);
     this.size += stored;
     return e;

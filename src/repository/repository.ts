@@ -20,6 +20,7 @@ import {
 import { collectGarbageNow } from '../util/heap-settings.js';
 import { BlobTable } from './blob-table.js';
 import { type ChunkerParams, DEFAULT_CHUNKER, LIST_AVG_BITS } from './chunker.js';
+import { CompressThread } from './compress-thread.js';
 import { newKeyFile, openFile, openKeyFile, packKey, type RepoKey, sealFile } from './crypto.js';
 import {
   type IndexPackSource,
@@ -37,6 +38,7 @@ import {
   openStoredBlob,
   PACK_TARGET,
   PackBuilder,
+  type PackEntry,
   parseHeader,
   TRAILER,
 } from './pack.js';
@@ -553,6 +555,8 @@ export const mapLimit = mapBounded;
 
 /** A session that wrote at least this many packs has its spare pack buffers collected at its finish. */
 const LARGE_STORE_PACKS = 8;
+/** Where a writer compressing on the thread closes its packs, at most (BlobWriter.compressOnThread). */
+export const THREAD_PACK_TARGET = 8 * 1024 * 1024;
 
 /** A pack of a writer's session: its slot in the session table, then its name once saved. */
 interface SessionPack {
@@ -571,6 +575,10 @@ interface SessionPack {
  */
 export class BlobWriter {
   private pack: PackBuilder | undefined;
+  /** The compression thread, when compressOnThread() asked for one, until drain() or close(). */
+  private thread: CompressThread | undefined;
+  /** The last batch being put into the packs from the thread (takeBack). */
+  private placing: Promise<void> = Promise.resolve();
   private readonly session = new BlobTable();
   private readonly sessionPacks: SessionPack[] = [];
   private readonly saved: string[] = [];
@@ -579,8 +587,11 @@ export class BlobWriter {
   /** Pack saves under way (at most `packing.saving`), and the first of them that failed. */
   private readonly saving = new Set<Promise<void>>();
   private failure: { err: unknown } | undefined;
-  /** Where packs are closed and how many are saved at once: the backend's wish (Backend.packing) or ours. */
-  readonly packing: Packing;
+  /**
+   * Where packs are closed and how many are saved at once: the backend's wish (Backend.packing) or ours
+   * (at most THREAD_PACK_TARGET once compressing on the thread).
+   */
+  packing: Packing;
   readonly stats: WriteStats = { blobsNew: 0, blobsKnown: 0, rawNew: 0, storedNew: 0, packs: [] };
 
   constructor(private readonly repo: Repository) {
@@ -593,7 +604,24 @@ export class BlobWriter {
 
   /** Whether the repository (or this session) has the blob `id` (hex, or its 32 bytes). */
   has(id: string | Buffer): boolean {
-    return this.repo.index.has(id) || this.session.has(id);
+    if (this.repo.index.has(id) || this.session.has(id)) return true;
+    const t = this.thread;
+    return t?.holding === true && t.has(typeof id === 'string' ? id : id.toString('hex'));
+  }
+
+  /**
+   * From now on, new blobs are compressed on a worker thread (compress-thread.ts), pipelined with the
+   * caller's chunking and hashing; the packs hold the same bytes as without it. For a large store in one
+   * pass (a first snapshot). The thread and its slots hold ~15 MB; packs closed at THREAD_PACK_TARGET
+   * instead of 16 MiB hold that much less (the writer keeps two pack buffers). drain() (or finish())
+   * ends the thread, and close() on every other way out.
+   */
+  compressOnThread(): void {
+    if (this.finished) throw new Error('BlobWriter.compressOnThread after finish');
+    if (this.thread) return;
+    if (!this.pack)
+      this.packing = { ...this.packing, target: Math.min(this.packing.target, THREAD_PACK_TARGET) };
+    this.thread = new CompressThread(this.repo.zstdLevel);
   }
 
   /**
@@ -612,19 +640,75 @@ export class BlobWriter {
 
   /**
    * Stores a blob unless the repository (or this session) has it; returns whether it was new. `data` is
-   * compressed into the pack before the first await, so it may be a view its caller reuses afterwards.
+   * compressed into the pack (or copied for the compression thread) before the first await, so it may be
+   * a view its caller reuses afterwards.
    */
   async add(kind: BlobKind, id: string, data: Buffer): Promise<boolean> {
     if (this.finished) throw new Error('BlobWriter.add after finish');
-    if (this.repo.index.has(id) || this.session.has(id)) {
+    if (this.has(id)) {
       this.stats.blobsKnown++;
       return false;
     }
+    this.stats.blobsNew++;
+    this.stats.rawNew += data.length;
+    const t = this.thread;
+    if (!t) {
+      await this.place(kind, id, (pack) => pack.add(id, kind, data, this.repo.zstdLevel));
+      return true;
+    }
+    t.stage(kind, id, data); // copied (or compressed): `data` is the caller's again
+    while (t.ready || t.full) await this.takeBack();
+    return true;
+  }
+
+  /**
+   * Puts the oldest batch back from the compression thread into the packs, in the order its blobs were
+   * added (one batch at a time, even for callers that add concurrently).
+   */
+  private takeBack(): Promise<void> {
+    const t = this.thread!;
+    const run = this.placing.then(async () => {
+      const b = await t.next();
+      if (!b) return;
+      for (let i = 0; i < b.blobs.length; i++) {
+        const { id, kind, raw } = b.blobs[i]!;
+        await this.place(kind, id, (pack) => pack.addCompressed(id, kind, b.data(i), b.flags(i), raw));
+        t.placed(id);
+      }
+      b.recycle();
+    });
+    this.placing = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Sends what the compression thread has not been given yet, puts every batch into the packs and ends
+   * the thread (nothing when there is none).
+   */
+  async drain(): Promise<void> {
+    const t = this.thread;
+    if (!t) return;
+    t.send();
+    while (t.backlog > 0) await this.takeBack();
+    await this.placing;
+    this.thread = undefined;
+    await t.close();
+  }
+
+  /** Ends the compression thread if there is one, dropping what it holds (a store that failed). */
+  async close(): Promise<void> {
+    const t = this.thread;
+    this.thread = undefined;
+    await t?.close();
+  }
+
+  /** Adds one blob to the current pack (`put` compresses it there, or copies it in) and records it. */
+  private async place(kind: BlobKind, id: string, put: (pack: PackBuilder) => PackEntry): Promise<void> {
     if (!this.pack) {
       this.pack = new PackBuilder(this.repo.key, this.packing.target);
       this.sessionPacks.push({ first: this.session.size, count: 0, bytes: 0 });
     }
-    const e = this.pack.add(id, kind, data, this.repo.zstdLevel);
+    const e = put(this.pack);
     const slot = this.sessionPacks.length - 1;
     this.session.add(id, {
       pack: slot,
@@ -637,10 +721,7 @@ export class BlobWriter {
     const sp = this.sessionPacks[slot]!;
     sp.count++;
     sp.bytes += e.stored;
-    this.stats.blobsNew++;
-    this.stats.rawNew += data.length;
     if (this.pack.size >= this.packing.target) await this.flush();
-    return true;
   }
 
   /**
@@ -700,6 +781,7 @@ export class BlobWriter {
    * more blobs.
    */
   async finish(): Promise<WriteStats> {
+    await this.drain();
     await this.flush();
     await this.settle(1);
     // The packs are saved: the buffers kept for a next pack go, and after a large store (the first

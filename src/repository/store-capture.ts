@@ -24,6 +24,21 @@ import {
 import type { RepoArtifact } from './manifest.js';
 import type { BlobWriter, Repository } from './repository.js';
 
+/**
+ * Databases stored in one pass from this many bytes on (a first snapshot) are compressed on a thread
+ * of their own (BlobWriter.compressOnThread): below it, starting the thread costs more than it saves.
+ * NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES sets another threshold (the tests take both ways with small
+ * agents).
+ */
+export const COMPRESS_THREAD_MIN_BYTES = 32 * 1024 * 1024;
+
+function compressThreadMinBytes(): number {
+  const env = Number(process.env.NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES);
+  return process.env.NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES && Number.isFinite(env) && env >= 0
+    ? env
+    : COMPRESS_THREAD_MIN_BYTES;
+}
+
 export interface StoredCapture {
   artifacts: RepoArtifact[];
   refs: GitRef[];
@@ -55,11 +70,17 @@ export async function storeCapture(
   let refs: GitRef[] = [];
   let history: Promise<PreparedHistory | undefined> | undefined;
   if (!plans) {
-    // every chunk is stored in one pass: the writer's table sized for them at once (BlobWriter.reserve)
+    // every chunk is stored in one pass: the writer's table sized for them at once (BlobWriter.reserve),
+    // and the chunks of large databases compressed on a thread of their own
     let expected = c.memory.length + c.state.length;
-    for (const d of c.databases)
-      expected += expectedChunks((await stat(d.stagedPath)).size, params, c.databaseInfo[d.db]?.page_size);
+    let bytes = 0;
+    for (const d of c.databases) {
+      const size = (await stat(d.stagedPath)).size;
+      bytes += size;
+      expected += expectedChunks(size, params, c.databaseInfo[d.db]?.page_size);
+    }
     writer.reserve(expected);
+    if (bytes >= compressThreadMinBytes()) writer.compressOnThread();
   }
   const scratch = await mkdtemp(join(work, 'history-'));
   try {
@@ -85,7 +106,9 @@ export async function storeCapture(
       refs = c.gitRefs!;
     }
     out.push(...(memory ?? (await storeMemory(writer, params, c, progress))));
+    await writer.drain();
   } finally {
+    await writer.close(); // after a failure: the compression thread (if any) ends here
     await history?.catch(() => {}); // git is done with the scratch directory
     await rm(scratch, { recursive: true, force: true });
   }
