@@ -36,8 +36,13 @@ export async function planChunks(job: PlanJob): Promise<ChunkPlan> {
   let n = 0;
   let ids = Buffer.allocUnsafe(1024 * PLAN_ID_BYTES);
   let lengths = new Uint32Array(1024);
-  // 1 MiB reads: a plan runs on each copy thread at once, each with its own read buffer
-  for await (const c of chunkFile(job.path, job.params, job.sqlite, { views: true, readBlock: 1 << 20 })) {
+  // 1 MiB reads: a plan runs on each copy thread at once, each with its own read buffer; read
+  // synchronously, as the thread has nothing else to do meanwhile
+  for await (const c of chunkFile(job.path, job.params, job.sqlite, {
+    views: true,
+    readBlock: 1 << 20,
+    syncReads: true,
+  })) {
     whole.update(c.data);
     size += c.data.length;
     if (n === lengths.length) {

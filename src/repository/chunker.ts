@@ -4,6 +4,7 @@
 // so an edit changes the chunks around it and nothing else. Pure apart from reading the file.
 
 import { createHash } from 'node:crypto';
+import { readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 
@@ -55,6 +56,12 @@ export interface ChunkOptions {
   views?: boolean;
   /** Bytes read at a time from a large file (default READ, 4 MiB; a SQLite file's reads stay whole pages). */
   readBlock?: number;
+  /**
+   * Read the blocks of a large file synchronously: for a worker thread that has nothing else to do
+   * meanwhile (a plan on a copy thread), which otherwise sat idle through every read's round trip to
+   * libuv's pool.
+   */
+  syncReads?: boolean;
 }
 
 /**
@@ -113,6 +120,7 @@ export async function* chunkFile(
       fh,
       Math.min(block, pageSize ? Math.ceil(size / pageSize) * pageSize : size),
       opts.readBlock !== undefined && opts.readBlock < READ,
+      opts.syncReads ?? false,
     );
     if (pageSize !== undefined) yield* pageChunks(reads, pageSize, params, opts);
     else yield* gearChunks(reads, params, opts);
@@ -151,6 +159,7 @@ async function* readBlocks(
   fh: import('node:fs/promises').FileHandle,
   block: number,
   small = false,
+  sync = false,
 ): AsyncGenerator<Buffer> {
   const buf = small
     ? Buffer.allocUnsafe(block)
@@ -160,7 +169,9 @@ async function* readBlocks(
     for (;;) {
       let filled = 0;
       while (filled < block) {
-        const { bytesRead } = await fh.read(buf, filled, block - filled, pos + filled);
+        const bytesRead = sync
+          ? readSync(fh.fd, buf, filled, block - filled, pos + filled)
+          : (await fh.read(buf, filled, block - filled, pos + filled)).bytesRead;
         if (bytesRead === 0) break;
         filled += bytesRead;
       }
