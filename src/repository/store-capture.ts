@@ -25,8 +25,9 @@ import type { RepoArtifact } from './manifest.js';
 import type { BlobWriter, Repository } from './repository.js';
 
 /**
- * Databases stored in one pass from this many bytes on (a first snapshot) are compressed on a thread
- * of their own (BlobWriter.compressOnThread): below it, starting the thread costs more than it saves.
+ * Databases stored in one pass from this many bytes on (a first snapshot, an import) are compressed
+ * on a thread of their own (BlobWriter.compressOnThread): below it, starting the thread costs more
+ * than it saves.
  * NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES sets another threshold (the tests take both ways with small
  * agents).
  */
