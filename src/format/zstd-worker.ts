@@ -14,6 +14,7 @@ import {
   UnsafeBundleError,
 } from '../model/errors.js';
 import { startModuleWorker } from '../util/module-worker.js';
+import { waitWhile } from '../util/wait-async.js';
 import { countDecompressed, type SizeLimit } from './zstd.js';
 import {
   allocateRings,
@@ -46,15 +47,6 @@ function rebuild(f: WorkerFailure): Error {
   const e = new Error(f.message) as NodeJS.ErrnoException;
   e.code = f.code;
   return nativeModuleError(e) ?? e;
-}
-
-interface AtomicsWithWaitAsync {
-  waitAsync(
-    ta: Int32Array,
-    index: number,
-    value: number,
-    timeoutMs: number,
-  ): { async: boolean; value: Promise<string> | string };
 }
 
 export interface OffThreadStream {
@@ -118,7 +110,6 @@ export function decompressFileOffThread(
       resolveExit(code);
     });
   });
-  const atomics = Atomics as unknown as AtomicsWithWaitAsync;
 
   async function* chunks(): AsyncGenerator<Buffer, void, undefined> {
     try {
@@ -142,8 +133,7 @@ export function decompressFileOffThread(
           return;
         }
         // The timeout covers the end of the stream, which changes STATE but not HEAD.
-        const w = atomics.waitAsync(C, HEAD, head, 20);
-        if (w.async) await w.value;
+        await waitWhile(C, HEAD, head, 20);
       }
     } finally {
       // The worker ends by itself on STOP: it checks it between zstd calls and at least every 200 ms

@@ -91,44 +91,24 @@ export const slotOutput = (v: RingViews, slot: number): Buffer =>
   v.output.subarray(slot * SLOT_OUTPUT, (slot + 1) * SLOT_OUTPUT);
 
 /**
- * Compresses the `n` blobs laid end to end in `src` (lengths in `lengths` from `first`) into `dst`,
- * end to end, with each one's stored length and flags in `sizes` and `flags` (from `first`); `dst` has
- * room for the sum of their compressBound. Returns the bytes written.
+ * Compresses slot `slot` of a ring: its blobs (their count in the control words, their lengths in
+ * `lengths`), laid end to end in its input, into its output end to end, each one's stored length and
+ * flags in `sizes` and `flags`. The output has room for the sum of their compressBound.
  */
-export function compressBlobs(
-  src: Buffer,
-  dst: Buffer,
-  lengths: Uint32Array,
-  sizes: Uint32Array,
-  flags: Uint8Array,
-  first: number,
-  n: number,
-  level: number,
-): number {
+export function compressSlot(v: RingViews, slot: number, level: number): void {
   const { compressBound } = zstdBinding();
+  const src = slotInput(v, slot);
+  const dst = slotOutput(v, slot);
+  const first = slot * SLOT_BLOBS;
+  const n = Atomics.load(v.ctrl, countAt(slot));
   let from = 0;
   let at = 0;
   for (let i = first; i < first + n; i++) {
-    const len = lengths[i]!;
+    const len = v.lengths[i]!;
     const c = compressInto(dst.subarray(at, at + compressBound(len)), src.subarray(from, from + len), level);
-    sizes[i] = c.n;
-    flags[i] = c.flags;
+    v.sizes[i] = c.n;
+    v.flags[i] = c.flags;
     from += len;
     at += c.n;
   }
-  return at;
-}
-
-/** Compresses slot `slot` of a ring (its blobs' count is in the control words). */
-export function compressSlot(v: RingViews, slot: number, level: number): void {
-  compressBlobs(
-    slotInput(v, slot),
-    slotOutput(v, slot),
-    v.lengths,
-    v.sizes,
-    v.flags,
-    slot * SLOT_BLOBS,
-    Atomics.load(v.ctrl, countAt(slot)),
-    level,
-  );
 }

@@ -11,10 +11,10 @@ import type { Worker } from 'node:worker_threads';
 import { zstdBinding } from '../format/zstd.js';
 import { nativeModuleError } from '../model/errors.js';
 import { startModuleWorker } from '../util/module-worker.js';
+import { waitWhile } from '../util/wait-async.js';
 import {
   allocateRing,
   CLAIMED,
-  compressBlobs,
   compressSlot,
   countAt,
   DONE,
@@ -35,16 +35,7 @@ import {
   slotOutput,
   stateAt,
 } from './compress-ring.js';
-import type { BlobKind } from './pack.js';
-
-interface AtomicsWithWaitAsync {
-  waitAsync(
-    ta: Int32Array,
-    index: number,
-    value: number,
-    timeoutMs: number,
-  ): { async: boolean; value: Promise<string> | string };
-}
+import { type BlobKind, compressInto } from './pack.js';
 
 /** How long the main thread waits for a claimed slot before it looks at the worker's failure again. */
 const WAIT_MS = 50;
@@ -156,12 +147,9 @@ export class CompressThread {
     if (this.filling && !this.fits(this.filling, data.length)) this.send();
     if (data.length > SLOT_INPUT || (!this.filling && this.free.length === 0)) {
       this.send(); // keeps the order
-      const lengths = Uint32Array.of(data.length);
-      const sizes = new Uint32Array(1);
-      const flags = new Uint8Array(1);
       const out = Buffer.allocUnsafe(zstdBinding().compressBound(data.length));
-      const n = compressBlobs(data, out, lengths, sizes, flags, 0, 1, this.level);
-      this.filled.push({ local: true, blobs: [blob], data: out.subarray(0, n), flags: flags[0]! });
+      const c = compressInto(out, data, this.level);
+      this.filled.push({ local: true, blobs: [blob], data: out.subarray(0, c.n), flags: c.flags });
       this.staged.add(id);
       return;
     }
@@ -229,8 +217,7 @@ export class CompressThread {
       // the worker has it: help with the newest submitted slot, or wait
       const other = this.newestSubmitted();
       if (other >= 0 && this.compressHere(other)) continue;
-      const w = (Atomics as unknown as AtomicsWithWaitAsync).waitAsync(C, stateAt(slot), CLAIMED, WAIT_MS);
-      if (w.async) await w.value;
+      await waitWhile(C, stateAt(slot), CLAIMED, WAIT_MS);
     }
     const base = slot * SLOT_BLOBS;
     const out = slotOutput(this.v, slot);
