@@ -217,6 +217,20 @@ export async function initBare(dir: string, objectFormat?: 'sha1' | 'sha256'): P
   if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
 }
 
+/**
+ * `git init` of a new non-bare repository at `dir` with git's usual layout (its default template), as a
+ * restored memdir has.
+ */
+export async function initRepo(dir: string, objectFormat: 'sha1' | 'sha256'): Promise<void> {
+  const r = await runGit(dirname(resolve(dir)), [
+    'init',
+    '-q',
+    `--object-format=${objectFormat}`,
+    resolve(dir),
+  ]);
+  if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
+}
+
 export async function gitVersion(): Promise<string> {
   const r = await runGit(tmpdir(), ['--version']);
   return r.stdout.trim().replace(/^git version /, '');

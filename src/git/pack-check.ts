@@ -3,7 +3,9 @@
 // beside the stream (on another core) and checks every object's id, every delta, the pack's trailer
 // (and that nothing follows it), and that every object a commit, tree or tag names is in the pack; then
 // every ref of the bundle's header must name an object of the pack (branches and HEAD a commit). The
-// scratch repository is always removed. git is spawned sanitized (spawnGit, runGit).
+// scratch repository is always removed. A restore instead names the repository it is staging (`into`):
+// the pack is indexed there, once, and stays when it passes (the restore removes its staging when
+// anything fails). git is spawned sanitized (spawnGit, runGit).
 
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -11,7 +13,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GitError } from '../model/errors.js';
-import { type GitResult, initBare, runGit, spawnGit } from './git.js';
+import { type GitResult, initBare, initRepo, runGit, spawnGit } from './git.js';
 
 const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
 
@@ -25,6 +27,8 @@ export class PackCheck {
     private readonly scratch: string,
     private readonly child: ChildProcess,
     private readonly result: Promise<GitResult>,
+    /** The pack is indexed into a repository the caller keeps: nothing is removed here. */
+    private readonly keep: boolean,
   ) {
     const exited = () => {
       this.exited = true;
@@ -32,19 +36,24 @@ export class PackCheck {
     result.then(exited, exited);
   }
 
-  /** A scratch repository of the bundle's object format, and index-pack waiting for the pack. */
-  static async start(objectFormat: 'sha1' | 'sha256'): Promise<PackCheck> {
-    const scratch = await mkdtemp(join(tmpdir(), 'nexo-pack-check-'));
+  /**
+   * A scratch repository of the bundle's object format, and index-pack waiting for the pack. With
+   * `into` (a directory without a `.git`), a new non-bare repository there (`git init`, git's own
+   * layout, as a restored memdir has) takes the place of the scratch repository and is kept.
+   */
+  static async start(objectFormat: 'sha1' | 'sha256', into?: string): Promise<PackCheck> {
+    const repo = into ?? (await mkdtemp(join(tmpdir(), 'nexo-pack-check-')));
     try {
-      await initBare(scratch, objectFormat);
+      if (into !== undefined) await initRepo(into, objectFormat);
+      else await initBare(repo, objectFormat);
       const child = spawnGit(
-        scratch,
+        repo,
         ['index-pack', '--stdin', '--check-self-contained-and-connected'],
         ['pipe', 'pipe', 'pipe'],
       );
-      return new PackCheck(scratch, child, collect(child));
+      return new PackCheck(repo, child, collect(child), into !== undefined);
     } catch (err) {
-      await rm(scratch, { recursive: true, force: true });
+      if (into === undefined) await rm(repo, { recursive: true, force: true });
       throw err;
     }
   }
@@ -86,7 +95,7 @@ export class PackCheck {
       }
       return undefined;
     } finally {
-      await rm(this.scratch, { recursive: true, force: true });
+      if (!this.keep) await rm(this.scratch, { recursive: true, force: true });
     }
   }
 
@@ -94,7 +103,7 @@ export class PackCheck {
   async abort(): Promise<void> {
     this.child.stdin!.end(); // a truncated pack: git stops with an error
     await this.result.catch(() => undefined);
-    await rm(this.scratch, { recursive: true, force: true });
+    if (!this.keep) await rm(this.scratch, { recursive: true, force: true });
   }
 }
 

@@ -1,7 +1,8 @@
 // Owns preparing a restore beside the live paths (same file system, so the swap is a rename): where
 // each staged, backup and work path goes, the sink that writes verified bundle entries there, and
-// rebuilding the memdir repository from the staged history (v2: the git bundle; v1: the raw `.git`
-// files' object and ref data, quarantined first) by `git init` and fetch: every ref, HEAD as it was,
+// rebuilding the memdir repository from the staged history (v2: the git bundle's pack, indexed into the
+// staged memdir's new repository while it streamed, and its refs; v1: the raw `.git` files' object and
+// ref data, quarantined first, by `git init` and fetch): every ref, HEAD as it was,
 // index reset so uncommitted edits show as they did, the pre-restore HEAD kept as a tag, `git fsck`
 // clean, and last the live repository's config. Nothing of a bundle becomes config, hooks or info/.
 
@@ -11,10 +12,12 @@ import { basename, dirname, join } from 'node:path';
 import { GIT_V1_PREFIX } from '../format/constants.js';
 import type { Artifact, Manifest } from '../format/manifest.js';
 import { inspectRepo, runGit } from '../git/git.js';
+import { writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
 import { DB_NAMES } from '../model/types.js';
 import { type DirLister, readNames } from '../store/catalog.js';
+import { allSettledOrThrow } from '../util/settle.js';
 import type { EntrySink } from '../verify/verify.js';
 
 export interface RestorePaths {
@@ -65,9 +68,13 @@ export function bundleHasMemdir(m: Manifest): boolean {
   return m.artifacts.some((a) => a.kind === 'memory_file' || a.kind === 'git_bundle');
 }
 
-/** Where each verified artifact is written while the bundle streams. */
+/**
+ * Where each verified artifact is written while the bundle streams; a v2 bundle's git pack is indexed
+ * into a new repository of the staged memdir as it streams (its refs are set by the history source).
+ */
 export function stagingSink(p: RestorePaths): EntrySink {
   return {
+    gitRepo: p.memdirStage,
     target(a: Artifact, layout) {
       const path = a.path_in_bundle;
       if (a.kind.startsWith('sqlite_')) return join(p.sqliteStage, basename(path));
@@ -132,18 +139,45 @@ const fetchFrom =
     if (detached) await gitOnBundle(dir, ['fetch', '-q', '--no-tags', from, 'HEAD'], 'git fetch HEAD');
   };
 
+/**
+ * Sets the git bundle's refs (every name under refs/, as `fetchFrom` maps them; names checked by the
+ * bundle's header reader) in the repository its pack was indexed into: objects the pack lacks fail it.
+ */
+const setIndexedRefs =
+  (refs: ReadonlyMap<string, string>) =>
+  async (dir: string): Promise<void> => {
+    const under = [...refs].filter(([name]) => name.startsWith('refs/'));
+    try {
+      await writeRefs(
+        dir,
+        under.map(([name, oid]) => ({ name, oid })),
+      );
+    } catch (err) {
+      throw new BundleDamagedError(
+        `setting the git bundle's refs failed while staging the restore: ${(err as Error).message}`,
+      );
+    }
+  };
+
 /** The history source of a bundle's restore, or undefined when the snapshot had no repository. */
 export async function bundleHistorySource(
   p: RestorePaths,
   m: Manifest,
   layout: 1 | 2,
+  /** The git bundle's refs when its pack was indexed into the staged memdir (verify's `gitRefs`). */
+  indexedRefs?: ReadonlyMap<string, string>,
 ): Promise<HistorySource | undefined> {
   if (layout === 2) {
     if ((m.git.repository ?? 'absent') === 'absent') return undefined;
     const bundle = join(p.work, 'memdir.bundle');
     const detached = m.git.detached === true;
+    const load = indexedRefs
+      ? setIndexedRefs(indexedRefs)
+      : existsSync(bundle)
+        ? fetchFrom(bundle, detached)
+        : undefined;
     return {
-      ...(existsSync(bundle) ? { load: fetchFrom(bundle, detached) } : {}),
+      ...(load ? { load } : {}),
       ...(m.git.head_ref ? { ref: m.git.head_ref } : {}),
       oid: m.git.head_oid,
       detached,
@@ -176,6 +210,11 @@ export async function buildMemdir(
   const warnings: string[] = [];
   const dir = p.memdirStage;
   if (!source) return { warnings };
+  // The live repository is read beside the steps below (it only reads; its failure is a warning).
+  const liveRead = inspectRepo(liveMemdir).then(
+    (info) => ({ info }),
+    (err: unknown) => ({ err: err as Error }),
+  );
   if (!existsSync(join(dir, '.git'))) await git(dir, ['init', '-q'], 'git init');
   await source.load?.(dir);
   if (source.detached && source.oid)
@@ -189,27 +228,34 @@ export async function buildMemdir(
       `restored HEAD ${head ?? '(none)'} is not the snapshot's ${source.expectHead}`,
     );
   }
-  if (head) await git(dir, ['reset', '-q'], 'git reset (index to HEAD)');
-  let preRestoreTag: string | undefined;
-  try {
-    const live = await inspectRepo(liveMemdir);
-    if (live.headOid) {
-      preRestoreTag = `pre-restore-${p.restoreId}`;
-      await git(
-        dir,
-        ['fetch', '-q', '--no-tags', liveMemdir, `+HEAD:refs/tags/${preRestoreTag}`],
-        'keeping the pre-restore HEAD',
-      );
+  // Two lanes at once, HEAD being set: the index reset to HEAD (it writes only the index), and the
+  // pre-restore tag followed by fsck (refs and objects; fsck reads HEAD, the index not at all).
+  const reset = head ? git(dir, ['reset', '-q'], 'git reset (index to HEAD)') : Promise.resolve('');
+  const tagAndCheck = async (): Promise<string | undefined> => {
+    let tag: string | undefined;
+    try {
+      const live = await liveRead;
+      if ('err' in live) throw live.err;
+      if (live.info.headOid) {
+        tag = `pre-restore-${p.restoreId}`;
+        await git(
+          dir,
+          ['fetch', '-q', '--no-tags', liveMemdir, `+HEAD:refs/tags/${tag}`],
+          'keeping the pre-restore HEAD',
+        );
+      }
+    } catch (err) {
+      tag = undefined;
+      warnings.push(`the live repository could not be read, no pre-restore tag: ${(err as Error).message}`);
     }
-  } catch (err) {
-    preRestoreTag = undefined;
-    warnings.push(`the live repository could not be read, no pre-restore tag: ${(err as Error).message}`);
-  }
-  // Every object was hashed and checked by index-pack when it was fetched; fsck checks that the history
-  // reachable from every ref is complete.
-  const fsck = await runGit(dir, ['fsck', '--connectivity-only', '--no-progress', '--no-dangling']);
-  if (fsck.code !== 0)
-    throw new BundleDamagedError(`git fsck of the restored repository failed: ${fsck.stderr}`);
+    // Every object was hashed and checked by index-pack when it was indexed or fetched; fsck checks
+    // that the history reachable from every ref is complete.
+    const fsck = await runGit(dir, ['fsck', '--connectivity-only', '--no-progress', '--no-dangling']);
+    if (fsck.code !== 0)
+      throw new BundleDamagedError(`git fsck of the restored repository failed: ${fsck.stderr}`);
+    return tag;
+  };
+  const [, preRestoreTag] = await allSettledOrThrow([reset, tagAndCheck()] as const);
   const liveConfig = join(liveMemdir, '.git', 'config');
   if (existsSync(liveConfig)) await copyFile(liveConfig, join(dir, '.git', 'config')); // remotes and settings stay
   return { ...(head ? { head } : {}), ...(preRestoreTag ? { preRestoreTag } : {}), warnings };

@@ -138,7 +138,7 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
         manifest,
         written: v.written,
         warnings: v.report.sibling !== 'ok' ? [siblingWarning(v.report.sibling, true)] : [],
-        history: await bundleHistorySource(p, manifest, layout),
+        history: await bundleHistorySource(p, manifest, layout, v.gitRefs),
       };
     },
     async inspect(target, onProgress) {

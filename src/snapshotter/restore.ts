@@ -319,8 +319,9 @@ async function restoreLocked(
             counted.set(path, await w.call<RowCounts>(rows, 'rowCounts', path));
         }
       };
-      // Flushing the staged bytes to disk starts now and overlaps the checks.
-      const [, , , repo] = await allSettledOrThrow([
+      // Flushing the staged bytes to disk starts now and overlaps the checks; so does describing what
+      // the restore changes in the memdir (it reads the live memdir only, on this otherwise idle thread).
+      const [, , , repo, memdirChange] = await allSettledOrThrow([
         syncFileSystemsOf([p.sqliteStage, p.memdirStage]),
         check(
           sqlite[0]!,
@@ -335,12 +336,13 @@ async function restoreLocked(
             ? Promise.resolve(v.tree)
             : buildMemdir(p, v.history, memdir)
           : Promise.resolve(undefined),
+        planMemdir(m, memdir),
       ] as const);
       report.warnings.push(...(repo?.warnings ?? []));
       const incoming = await readStateValues(p.work, m);
       report.components = [
         ...(await planDatabases(m, sqliteDir, v.written, counted)),
-        ...((await planMemdir(m, memdir).then((c) => (c ? [c] : []))) as ComponentChange[]),
+        ...(memdirChange ? [memdirChange] : []),
         ...(await stateChanges(s, agentId, tenant, incoming)),
       ];
 

@@ -1,7 +1,8 @@
 // Owns checking a v2 bundle's git history (`git/memdir.bundle`) while it streams through verify: the
 // git bundle's header (format/git-bundle.ts) against the manifest's HEAD, and its pack through
 // `git index-pack` in a scratch repository (git/pack-check.ts), which runs beside the rest of the stream.
-// The result is one problem message or undefined; restore can rebuild a repository from what passes.
+// The result is one problem message or undefined; restore can rebuild a repository from what passes,
+// or names the repository it stages (`into`), where the pack is then indexed once and kept.
 
 import { type ExpectedHead, GitBundleHeaderReader, headProblem } from '../format/git-bundle.js';
 import type { GitInfo } from '../format/manifest.js';
@@ -12,7 +13,21 @@ export class GitStreamCheck {
   private pack: Promise<PackCheck> | undefined;
   private problem: string | undefined;
 
-  constructor(private readonly git: GitInfo) {}
+  constructor(
+    private readonly git: GitInfo,
+    /** A directory to make the repository that indexes the pack in, kept (PackCheck.start). */
+    private readonly into?: string,
+  ) {}
+
+  /** Whether the pack is indexed into a repository that is kept (`into`). */
+  get keeps(): boolean {
+    return this.into !== undefined;
+  }
+
+  /** The refs of the bundle's header (names already checked), once its header was read. */
+  get refs(): ReadonlyMap<string, string> | undefined {
+    return this.reader.header?.refs;
+  }
 
   /** Feeds the next bytes of the git bundle, in order. */
   async write(chunk: Buffer): Promise<void> {
@@ -31,7 +46,7 @@ export class GitStreamCheck {
         this.problem = headProblem(header, this.git as ExpectedHead);
         if (this.problem !== undefined) return;
       }
-      this.pack = PackCheck.start(header.objectFormat);
+      this.pack = PackCheck.start(header.objectFormat, this.into);
     }
     await (await this.pack).write(packBytes);
   }

@@ -52,6 +52,12 @@ export interface EntrySink {
   target(artifact: Artifact, layout: 1 | 2): string | undefined;
   /** fsync each written file (restore staging). */
   sync?: boolean;
+  /**
+   * A directory without a `.git` where a v2 bundle's git pack is checked: a repository is made there
+   * and the pack indexed into it while it streams, kept (restore's staged memdir, which then holds the
+   * history without indexing the pack again). Otherwise a scratch repository, always removed.
+   */
+  gitRepo?: string;
 }
 
 export interface VerifyOptions {
@@ -70,6 +76,11 @@ export interface VerifyResult {
   manifest?: ParsedManifest;
   /** Artifact path in the bundle → the file the sink wrote it to. */
   written: Map<string, string>;
+  /**
+   * With `sink.gitRepo`: the git bundle's refs, when its pack passed and was indexed there (the refs
+   * are not set yet: the caller sets them).
+   */
+  gitRefs?: ReadonlyMap<string, string>;
 }
 
 /** True for bundles whose name says they are age-encrypted (the original's rule). */
@@ -180,6 +191,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
   const written = new Map<string, string>();
   let reader: BundleReader | undefined;
   let streamFailed = false;
+  let gitRefs: ReadonlyMap<string, string> | undefined;
   try {
     try {
       reader = await BundleReader.open(path, {
@@ -194,7 +206,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
     }
     if (reader) {
       checkManifestSignature(reader, report, opts.trust);
-      await checkEntries(reader, report, sink, written, () => (streamFailed = true));
+      gitRefs = await checkEntries(reader, report, sink, written, () => (streamFailed = true));
     }
     const fileSha = (reader && !streamFailed && reader.fileSha256()) || (await sha256File(path)).sha256;
     report.file_sha256 = fileSha;
@@ -244,7 +256,12 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
       : report.sibling !== 'ok'
         ? 'incomplete'
         : 'verified';
-  return { report, ...(reader ? { manifest: reader.manifest } : {}), written };
+  return {
+    report,
+    ...(reader ? { manifest: reader.manifest } : {}),
+    written,
+    ...(gitRefs ? { gitRefs } : {}),
+  };
 }
 
 function asIo(err: unknown, path: string): Error {
@@ -307,7 +324,7 @@ async function checkEntries(
   sink: EntrySink | undefined,
   written: Map<string, string>,
   onStreamFailure: () => void,
-): Promise<void> {
+): Promise<ReadonlyMap<string, string> | undefined> {
   const { manifest: m, raw, layout } = reader.manifest;
   report.schema_ok = true;
   report.schema_versions = m.schema_versions;
@@ -363,6 +380,7 @@ async function checkEntries(
   const verified = new Set<string>();
   const madeDirs = new Set<string>();
   let gitCheck: { check: GitStreamCheck; path: string } | undefined;
+  let gitRefs: ReadonlyMap<string, string> | undefined;
   try {
     for await (const e of reader.entries()) {
       if (e.problem) {
@@ -376,7 +394,11 @@ async function checkEntries(
       const hash = createHash('sha256');
       // What restore reads besides the bytes: state values are parsed, the git bundle is rebuilt.
       const isState = a.kind.startsWith('state_');
-      const git = layout === 2 && a.kind === 'git_bundle' ? new GitStreamCheck(m.git) : undefined;
+      // (a repository is made in sink.gitRepo only when the snapshot says it had one)
+      const git =
+        layout === 2 && a.kind === 'git_bundle'
+          ? new GitStreamCheck(m.git, (m.git.repository ?? 'absent') !== 'absent' ? sink?.gitRepo : undefined)
+          : undefined;
       if (git) gitCheck = { check: git, path: a.path_in_bundle };
       let body: AsyncIterable<Buffer> = e.body();
       if (git) body = tee(body, (chunk) => git.write(chunk));
@@ -442,6 +464,7 @@ async function checkEntries(
     report.size_ok = true;
     if (gitCheck) {
       const problem = await gitCheck.check.finish();
+      if (problem === undefined && gitCheck.check.keeps) gitRefs = gitCheck.check.refs;
       gitCheck = undefined;
       if (problem !== undefined && verified.has(GIT_BUNDLE_PATH)) {
         artifactsOk = false;
@@ -465,7 +488,7 @@ async function checkEntries(
     report.not_checked.push({ check: 'artifacts', reason: 'the stream could not be read to the end' });
     report.layout_ok = layoutOk;
     report.per_artifact_ok = false;
-    return;
+    return undefined;
   }
   for (const a of m.artifacts) {
     if (!verified.has(a.path_in_bundle) && !report.problems.some((p) => p.path === a.path_in_bundle)) {
@@ -479,6 +502,7 @@ async function checkEntries(
   }
   report.layout_ok = layoutOk;
   report.per_artifact_ok = artifactsOk;
+  return verified.has(GIT_BUNDLE_PATH) ? gitRefs : undefined;
 }
 
 /** Passes `body` through, handing each chunk to `side` first (which may wait). */

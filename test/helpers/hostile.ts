@@ -1,7 +1,7 @@
 // Test helper for the hostile-bundle tests (verify.test.ts, verify-hostile.test.ts): a small real agent
 // with history and its snapshot's entries to forge bundles from, and the check that a bundle is refused
 // everywhere: verify says damaged (exit 2), restore and import (also into a repository store) refuse
-// with exit 2, and nothing live or stored changed.
+// with exit 2, and nothing live or stored changed, nothing staged left behind.
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -65,6 +65,23 @@ export async function refusedEverywhere(a: Agent, bundle: string, code?: string)
   if (code) assert.ok(codes(r).includes(code), `verify: ${JSON.stringify(r.problems)}`);
   const before = liveDigest(a);
   const listed = (await a.snapshotter.list('ana')).map((m) => m.id);
+  // Nothing staged is left by a refused attempt (checked after each: the next restore of an agent
+  // removes what an interrupted one left): staged memdirs (where a git bundle's pack is indexed as it
+  // streams), staged databases, work directories.
+  const staged = (dir: string) =>
+    existsSync(dir) ? readdirSync(dir).filter((n) => n.includes('.restore-')).map((n) => join(dir, n)) : [];
+  const noStaging = (who: string) =>
+    assert.deepEqual(
+      [
+        ...staged(a.memdirRoot),
+        ...['ana', 'clone'].flatMap((agent) => [
+          ...staged(join(a.sqliteRoot, agent)),
+          ...staged(join(a.stateRoot, 'tenants', 'default', 'snapshots', agent)),
+        ]),
+      ],
+      [],
+      `${who}: no staging left behind`,
+    );
   for (const req of [
     { agentId: 'ana', bundle },
     { agentId: 'clone', bundle, import: {} },
@@ -74,6 +91,7 @@ export async function refusedEverywhere(a: Agent, bundle: string, code?: string)
       if (code) assert.equal(err.code, code, `${req.agentId}: ${err.message}`);
       return true;
     });
+    noStaging(`restore ${req.agentId}`);
   }
   const repository = new LocalSnapshotter({
     stateRoot: a.stateRoot,
@@ -92,6 +110,7 @@ export async function refusedEverywhere(a: Agent, bundle: string, code?: string)
       if (code) assert.equal(err.code, code, `${name}: ${err.message}`);
       return true;
     });
+    noStaging(name);
   }
   assert.equal(liveDigest(a), before, 'the live agent is unchanged');
   assert.deepEqual(
