@@ -69,7 +69,11 @@ export async function refusedEverywhere(a: Agent, bundle: string, code?: string)
   // removes what an interrupted one left): staged memdirs (where a git bundle's pack is indexed as it
   // streams), staged databases, work directories.
   const staged = (dir: string) =>
-    existsSync(dir) ? readdirSync(dir).filter((n) => n.includes('.restore-')).map((n) => join(dir, n)) : [];
+    existsSync(dir)
+      ? readdirSync(dir)
+          .filter((n) => n.includes('.restore-'))
+          .map((n) => join(dir, n))
+      : [];
   const noStaging = (who: string) =>
     assert.deepEqual(
       [
