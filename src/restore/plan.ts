@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { walkMemdir } from '../capture/memdir.js';
 import { GIT_V1_PREFIX, MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
-import { inspectRepo } from '../git/git.js';
+import { inspectRepo, type RepoInfo } from '../git/git.js';
 import { type ComponentChange, DB_NAMES } from '../model/types.js';
 import { type RowCounts, rowCounts } from '../sqlite/rows.js';
 import { sha256Hex } from '../util/hash.js';
@@ -48,7 +48,15 @@ export async function planDatabases(
   return out;
 }
 
-export async function planMemdir(m: Manifest, memdir: string): Promise<ComponentChange | undefined> {
+/** Files planMemdir reads and hashes between two turns of the event loop. */
+const YIELD_EVERY = 64;
+
+export async function planMemdir(
+  m: Manifest,
+  memdir: string,
+  /** The live repository as inspectRepo read it, when the caller reads it already. */
+  liveRepoRead?: Promise<RepoInfo>,
+): Promise<ComponentChange | undefined> {
   const liveExists = existsSync(memdir);
   const inBundle = bundleHasMemdir(m);
   if (!liveExists && !inBundle) return undefined;
@@ -62,7 +70,10 @@ export async function planMemdir(m: Manifest, memdir: string): Promise<Component
   const removed: string[] = [];
   const changed: string[] = [];
   let oldBytes = 0;
+  let read = 0;
   for (const rel of liveFiles) {
+    // a restore runs this beside its git steps on the same thread: let their callbacks in now and then
+    if (++read % YIELD_EVERY === 0) await new Promise((resolveTurn) => setImmediate(resolveTurn));
     const a = bundleFiles.get(rel);
     let live: Buffer | undefined;
     try {
@@ -76,7 +87,9 @@ export async function planMemdir(m: Manifest, memdir: string): Promise<Component
   }
   const liveSet = new Set(liveFiles);
   for (const rel of bundleFiles.keys()) if (!liveSet.has(rel)) added.push(rel);
-  const liveRepo = liveExists ? await inspectRepo(memdir).catch(() => undefined) : undefined;
+  const liveRepo = liveExists
+    ? await (liveRepoRead ?? inspectRepo(memdir)).catch(() => undefined)
+    : undefined;
   // v2 says whether HEAD has a commit; a v1 bundle has one when it ships git/HEAD and records a commit
   const newHead =
     m.git.repository === 'present' ||

@@ -11,7 +11,7 @@ import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { GIT_V1_PREFIX } from '../format/constants.js';
 import type { Artifact, Manifest } from '../format/manifest.js';
-import { inspectRepo, runGit } from '../git/git.js';
+import { inspectRepo, type RepoInfo, runGit } from '../git/git.js';
 import { writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
@@ -205,13 +205,15 @@ export async function buildMemdir(
   p: RestorePaths,
   source: HistorySource | undefined,
   liveMemdir: string,
+  /** The live repository as inspectRepo read it, when the caller reads it already. */
+  liveRepo?: Promise<RepoInfo>,
 ): Promise<StagedRepo> {
   await mkdir(p.memdirStage, { recursive: true });
   const warnings: string[] = [];
   const dir = p.memdirStage;
   if (!source) return { warnings };
   // The live repository is read beside the steps below (it only reads; its failure is a warning).
-  const liveRead = inspectRepo(liveMemdir).then(
+  const liveRead = (liveRepo ?? inspectRepo(liveMemdir)).then(
     (info) => ({ info }),
     (err: unknown) => ({ err: err as Error }),
   );

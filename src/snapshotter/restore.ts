@@ -18,6 +18,7 @@ import { sqlitePath, statePath } from '../format/constants.js';
 import { parseStrictJson } from '../format/json.js';
 import type { Manifest } from '../format/manifest.js';
 import { signatureRefusal, trustPolicy } from '../format/signature.js';
+import { inspectRepo } from '../git/git.js';
 import {
   asSnapshotError,
   BundleDamagedError,
@@ -284,12 +285,15 @@ async function restoreLocked(
       await mkdir(p.work, { recursive: true });
       await mkdir(p.sqliteStage, { recursive: true });
       await mkdir(p.memdirStage, { recursive: true });
+      // The live repository, read once beside the stream: the pre-restore tag and the report need it.
+      const liveRepo = inspectRepo(memdir);
+      liveRepo.catch(() => {}); // its users turn a failure into a warning, or none
       // A source that stages the history before the databases rebuilds the repository meanwhile.
       const v = await source.stage(
         p,
         head.raw,
         req.onProgress,
-        bundleHasMemdir(head.manifest) ? (history) => buildMemdir(p, history, memdir) : undefined,
+        bundleHasMemdir(head.manifest) ? (history) => buildMemdir(p, history, memdir, liveRepo) : undefined,
       );
       const m = v.manifest;
       const report = baseReport(m, agentId, tenant, source.location, false);
@@ -334,9 +338,9 @@ async function restoreLocked(
         hasMemdir
           ? v.tree
             ? Promise.resolve(v.tree)
-            : buildMemdir(p, v.history, memdir)
+            : buildMemdir(p, v.history, memdir, liveRepo)
           : Promise.resolve(undefined),
-        planMemdir(m, memdir),
+        planMemdir(m, memdir, liveRepo),
       ] as const);
       report.warnings.push(...(repo?.warnings ?? []));
       const incoming = await readStateValues(p.work, m);
