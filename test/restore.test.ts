@@ -3,6 +3,7 @@
 // their recovery are in restore-recovery.test.ts (helpers/restore.ts holds what both use).
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -83,6 +84,39 @@ test('restore puts every component back exactly, keeps the old HEAD as a tag and
   );
   assert.ok(readdirSync(a.sqliteDir).includes(`.pre-restore-${r.restore_id}`));
   assert.ok(!existsSync(a.snapshotter.layout.journalPath('default', 'ana')));
+});
+
+test('the git bundle of a v2 bundle is indexed once, where the restored repository is: no second index-pack, no fetch from the bundle', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const want = await expected(snap.bundle_path);
+  mutate(a);
+  // a git first on PATH that records each call's arguments, then runs the real git
+  const shim = tempDir(t);
+  const calls = join(shim, 'calls.log');
+  const real = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
+  writeFileSync(join(shim, 'git'), `#!/bin/sh\necho "$*" >> '${calls}'\nexec '${real}' "$@"\n`, {
+    mode: 0o755,
+  });
+  const path = process.env.PATH;
+  process.env.PATH = `${shim}:${path}`;
+  t.after(() => {
+    process.env.PATH = path;
+  });
+  const r = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
+  process.env.PATH = path;
+  const lines = readFileSync(calls, 'utf8').trim().split('\n');
+  assert.equal(lines.filter((l) => / index-pack /.test(l)).length, 1, lines.join('\n'));
+  assert.deepEqual(
+    lines.filter((l) => / fetch /.test(l) && l.includes('memdir.bundle')),
+    [],
+    'nothing fetched from the git bundle',
+  );
+  // the one index-pack ran in the staged memdir, so the restored repository is whole and sound
+  assert.deepEqual(await fingerprint(a), want);
+  assert.equal(r.git_reset_oid, git(a.memdir, ['rev-parse', 'HEAD']).trim());
+  assert.equal(git(a.memdir, ['symbolic-ref', 'HEAD']).trim(), 'refs/heads/main');
+  git(a.memdir, ['fsck', '--no-dangling']);
 });
 
 test('restoring the same bundle twice works, and undo returns to the state before the last restore', async (t) => {
