@@ -7,7 +7,7 @@
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { initBare, runGit } from '../git/git.js';
+import { initBare, objectFormatOf, runGit } from '../git/git.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { placeholdersInBytes, showText } from './secrets.js';
@@ -36,7 +36,8 @@ async function git(cwd: string, args: string[]): Promise<string> {
 /** Fetches a side's history (every ref, and HEAD, which carries a detached HEAD) into a new bare repo. */
 async function fetchHistory(side: Side, repo: string): Promise<void> {
   await mkdir(repo, { recursive: true });
-  await initBare(repo);
+  // the format of the side's history (git fetches only between repositories of one format)
+  await initBare(repo, side.head ? objectFormatOf(side.head) : undefined);
   if (!side.history || !side.head) return;
   const r = await runGit(repo, ['fetch', '-q', '--no-tags', side.history.path, '+refs/*:refs/side/*']);
   if (r.code !== 0) {

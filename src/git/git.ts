@@ -13,7 +13,7 @@
 // from bundle content gets a config git wrote (docs/decisions.md, "Git on untrusted content").
 
 import { type ChildProcess, type IOType, type StdioNull, type StdioPipe, spawn } from 'node:child_process';
-import { lstat } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import { devNull, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
@@ -215,6 +215,30 @@ export async function initBare(dir: string, objectFormat?: 'sha1' | 'sha256'): P
     resolve(dir),
   ]);
   if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
+}
+
+/** The object format of a repository whose object ids look like `oid` (64 hex digits: sha256). */
+export const objectFormatOf = (oid: string): 'sha1' | 'sha256' => (oid.length === 64 ? 'sha256' : 'sha1');
+
+/**
+ * Makes the new, still empty repository at `dir` (bare, or with a `.git` in it) again with
+ * `objectFormat` when git made it with another: callers create scratch repositories before they have
+ * read which format a history uses (git's default, sha1), and git cannot change a repository's format.
+ */
+export async function ensureObjectFormat(dir: string, objectFormat: 'sha1' | 'sha256'): Promise<void> {
+  const r = await runGit(dir, ['rev-parse', '--show-object-format']);
+  if (r.code === 0 && r.stdout.trim() === objectFormat) return;
+  const dotGit = join(dir, '.git');
+  let bare = true;
+  try {
+    await lstat(dotGit);
+    bare = false;
+  } catch {
+    // a bare repository: the directory is the repository
+  }
+  await rm(bare ? dir : dotGit, { recursive: true, force: true });
+  if (bare) await initBare(dir, objectFormat);
+  else await initRepo(dir, objectFormat);
 }
 
 /**

@@ -17,7 +17,7 @@ export interface GitRef {
   oid: string;
 }
 
-const OID = /^[0-9a-f]{40}$/;
+const OID = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
 
 /** Every ref of the repository (branches, tags, others), sorted by name, plus `HEAD` when detached. */
 export async function recordRefs(memdir: string, detachedHead?: string): Promise<GitRef[]> {

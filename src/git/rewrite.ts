@@ -6,7 +6,7 @@
 // messages, and `git fast-import`s it into a second scratch repository that borrows the unchanged
 // objects; its refs and HEAD are bundled over the original bundle. Signed tags lose their signatures.
 
-import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
@@ -164,6 +164,24 @@ async function borrowObjects(
 }
 
 /**
+ * The object format a git bundle file declares: `sha256` when its header (the lines before the first
+ * empty one) has the `@object-format=sha256` capability, otherwise `sha1`.
+ */
+function bundleObjectFormat(bundle: string): 'sha1' | 'sha256' {
+  const fd = openSync(bundle, 'r');
+  try {
+    const head = Buffer.alloc(4096);
+    const n = readSync(fd, head, 0, head.length, 0);
+    const text = head.subarray(0, n).toString('latin1');
+    const end = text.indexOf('\n\n');
+    const lines = (end === -1 ? text : text.slice(0, end)).split('\n');
+    return lines.includes('@object-format=sha256') ? 'sha256' : 'sha1';
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * Rewrites the history in `bundle` through `transform`, working in `workDir` (created; the caller
  * removes it). `head` says how HEAD looked when the bundle was made. The bundle is replaced only when
  * something changed. `objectsFrom` (the repository the bundle was made from) lets the scratch
@@ -183,7 +201,9 @@ export async function rewriteBundle(
   const srcMarks = join(workDir, 'src.marks');
   const dstMarks = join(workDir, 'dst.marks');
   await mkdir(src, { recursive: true });
-  await initBare(src);
+  // the history's object format (sha1 or sha256), as the git bundle's header says
+  const format = bundleObjectFormat(bundle);
+  await initBare(src, format);
   if (!(objectsFrom && (await borrowObjects(src, bundle, objectsFrom, head.detached)))) {
     const specs = ['+refs/*:refs/*', ...(head.detached ? [`HEAD:${DETACHED_REF}`] : [])];
     await gitOk(src, ['fetch', '-q', '--no-tags', resolve(bundle), ...specs], 'git fetch from the bundle');
@@ -222,7 +242,7 @@ export async function rewriteBundle(
   const fd = openSync(stream, 'w', 0o600);
   const write: StreamParser = new StreamParser(
     (line, raw) => {
-      const m = /^M ([0-7]{6}) ([0-9a-f]{40}) (.*)$/.exec(line);
+      const m = /^M ([0-7]{6}) ([0-9a-f]{40}|[0-9a-f]{64}) (.*)$/.exec(line);
       const file = m ? replace.get(m[2]!) : undefined;
       if (!m || !file) {
         writeSync(fd, raw);
@@ -252,7 +272,7 @@ export async function rewriteBundle(
   }
 
   await mkdir(dst, { recursive: true });
-  await initBare(dst);
+  await initBare(dst, format);
   await writeFile(join(dst, 'objects', 'info', 'alternates'), `${join(resolve(src), 'objects')}\n`);
   const input = openSync(stream, 'r');
   try {

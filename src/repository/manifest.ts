@@ -49,7 +49,8 @@ export const repoArtifactSchema = z.object({
 
 export const gitRefSchema = z.object({
   name: z.string().min(1).max(1024),
-  oid: z.string().regex(/^[0-9a-f]{40}$/),
+  // sha1 or sha256 object ids (git's object formats)
+  oid: z.string().regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/),
 });
 
 /**

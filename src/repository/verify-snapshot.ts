@@ -9,6 +9,7 @@ import { dirname } from 'node:path';
 import { GIT_BUNDLE_PATH } from '../format/constants.js';
 import { refNameProblem } from '../format/git-bundle.js';
 import { manifestProblems } from '../format/rules.js';
+import { ensureObjectFormat, objectFormatOf } from '../git/git.js';
 import { indexPack } from '../git/history.js';
 import { BundleDamagedError, SnapshotError } from '../model/errors.js';
 import type { VerifyProblem } from '../model/types.js';
@@ -27,7 +28,10 @@ import { loadSnapshot } from './snapshots.js';
 export interface RepoVerifyOptions {
   /** Where to write a verified artifact (undefined: only check it). Not asked for the git history. */
   target?: (a: RepoArtifact) => string | undefined;
-  /** A git repository (initialised) to index the history's packs into. */
+  /**
+   * A git repository (initialised, empty) to index the history's packs into; made again in the
+   * history's object format when that is not the one it has.
+   */
   gitDir?: string;
   /**
    * Artifacts not read at all (a diff needs nothing of a component both sides hold identically); they
@@ -100,6 +104,9 @@ export function repoManifestProblems(m: RepoManifest): VerifyProblem[] {
     damaged('git_refs without a git history');
   let prev: string | undefined;
   for (const r of refs) {
+    // one object format: every ref's id as long as HEAD's
+    if (r.oid.length !== m.git.head_oid.length)
+      damaged(`git_refs: ${JSON.stringify(r.name)} names an object id of another format than git.head_oid`);
     if (r.name === 'HEAD') {
       if (r.oid !== m.git.head_oid) damaged(`git_refs: HEAD ${r.oid} is not git.head_oid`);
     } else if (!r.name.startsWith('refs/')) {
@@ -145,6 +152,8 @@ export async function verifyRepoSnapshot(
   const one = async (a: RepoArtifact): Promise<void> => {
     try {
       if (a.kind === GIT_HISTORY_KIND) {
+        // the caller made gitDir with git's default format: a sha256 history needs a sha256 repository
+        if (opts.gitDir) await ensureObjectFormat(opts.gitDir, objectFormatOf(m.git.head_oid));
         for (const [i, p] of (a.packs ?? []).entries()) {
           const what = `${a.path_in_bundle} pack ${i}`;
           if (opts.gitDir) await indexPack(opts.gitDir, counted(readContent(repo, p, what), res, opts));

@@ -17,7 +17,7 @@ import type { SigningKey } from '../crypto/sign.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, NO_REPO_GIT, ZERO_OID } from '../format/constants.js';
 import type { GitInfo, Manifest, MemdirInfo } from '../format/manifest.js';
 import type { TrustPolicy } from '../format/signature.js';
-import { initBare } from '../git/git.js';
+import { initBare, objectFormatOf } from '../git/git.js';
 import { commitMeta, fetchAll, type GitRef, headCommit, presentObjects, recordRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, EncryptionError, GitError } from '../model/errors.js';
@@ -123,7 +123,7 @@ export async function stageBundle(
 async function historyOfV2(m: Manifest, gitBundle: string, dir: string): Promise<StagedBundle['history']> {
   const g = m.git;
   const detached = g.repository === 'present' && g.detached === true;
-  await initBare(dir);
+  await initBare(dir, objectFormatOf(g.head_oid));
   await onBundleGit('the git bundle cannot be read', () => fetchAll(dir, gitBundle, detached));
   const refs = await recordRefs(dir, detached ? g.head_oid : undefined);
   if (g.repository === 'present') {
