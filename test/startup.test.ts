@@ -6,11 +6,13 @@
 // by scripts/build-vendor.ts), never the package's 72 files (the config is checked by src/config/schema.ts).
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { runBuiltCli } from './helpers/built-cli.js';
+import { BIN, ensureBuilt, runBuiltCli } from './helpers/built-cli.js';
 import { REPO, sampleAgent, tempDir } from './helpers/env.js';
 
 const HEAVY = [
@@ -169,5 +171,20 @@ test('list with a config file (--config or NEXO_MEMORY_CONFIG) loads the bundled
       r.urls.some((u) => u.endsWith('/dist/vendor/yaml.cjs')),
       'the hook saw the config file being parsed by the bundled parser',
     );
+  }
+});
+
+test('a reader that closes the pipe early (`| head`) ends nothing badly: the exit status is unchanged, no stack trace', async () => {
+  ensureBuilt();
+  for (const args of [['--help'], ['--version']]) {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy(); // the read end closes before the CLI writes: its write fails with EPIPE
+    let err = '';
+    child.stderr.on('data', (c) => {
+      err += c;
+    });
+    const [code] = (await once(child, 'close')) as [number | null];
+    assert.equal(code, 0, `${args.join(' ')}: ${err}`);
+    assert.doesNotMatch(err, /EPIPE|Error/, args.join(' '));
   }
 });
