@@ -9,6 +9,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -17,6 +18,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
@@ -208,6 +210,33 @@ test('a corrupt repository is an error, not a placeholder, and leaves nothing be
   for (const f of readdirSync(join(objects, 'pack'))) rmSync(join(objects, 'pack', f));
   await assert.rejects(b.snapshotter.snapshot({ agentId: 'bob' }), { code: 'GIT' });
   assert.deepEqual(storeEntries(b, 'bob'), []);
+});
+
+test('a shallow clone is refused with GIT in both stores (its snapshots could never be restored), and nothing is stored', async (t) => {
+  const a = sampleAgent(t);
+  // the agent's memdir replaced by a shallow clone of itself (its last commit only)
+  const full = join(a.root, 'full');
+  renameSync(a.memdir, full);
+  execFileSync('git', ['clone', '-q', '--depth', '1', pathToFileURL(full).href, a.memdir]);
+  assert.ok(existsSync(join(a.memdir, '.git', 'shallow')));
+  await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'GIT');
+    assert.match(err.message, /shallow clone.*fetch --unshallow/);
+    return true;
+  });
+  assert.deepEqual(storeEntries(a), []);
+  const repository = new LocalSnapshotter({
+    stateRoot: join(a.root, 'state-repository'),
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+  });
+  await assert.rejects(repository.snapshot({ agentId: 'ana' }), { code: 'GIT' });
+  assert.deepEqual(await repository.list('ana'), []);
+  // with its whole history it snapshots, and the snapshot verifies
+  git(a.memdir, ['fetch', '-q', '--unshallow']);
+  const meta = await repository.snapshot({ agentId: 'ana' });
+  assert.equal((await repository.verifySnapshot('ana', undefined, meta.id)).status, 'verified');
 });
 
 test('absent databases are simply absent; an agent with only state or only a memdir snapshots', async (t) => {

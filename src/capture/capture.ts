@@ -21,7 +21,7 @@ import {
 } from '../format/constants.js';
 import { scanJson } from '../format/json.js';
 import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
-import { createBundle, inspectRepo, type RepoInfo } from '../git/git.js';
+import { createBundle, inspectRepo, type RepoInfo, refuseShallow } from '../git/git.js';
 import { type GitRef, recordRefs } from '../git/history.js';
 import { IoError, StateProviderError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
@@ -210,6 +210,7 @@ async function captureMemdirAndHistory(input: CaptureInput) {
   const [history, tree] = await allSettledOrThrow([
     (async () => {
       const info = await inspectRepo(input.memdir);
+      if (info.repository !== 'absent') await refuseShallow(input.memdir);
       if (input.history === 'refs') {
         const refs =
           info.repository === 'present'

@@ -217,6 +217,32 @@ export async function initBare(dir: string, objectFormat?: 'sha1' | 'sha256'): P
   if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
 }
 
+/**
+ * Refuses (GitError) a memdir whose repository is shallow (`git clone --depth`): its history stops at
+ * commits whose parents it does not have, so no snapshot of it could be checked or restored (the pack
+ * is not self-contained, and a git bundle cannot say where the history was cut). A `.git` directory is
+ * checked for git's `shallow` file; any other `.git` (a worktree's or submodule's pointer file) is asked.
+ */
+export async function refuseShallow(memdir: string): Promise<void> {
+  let shallow: boolean;
+  const dotGit = join(memdir, '.git');
+  if ((await lstat(dotGit)).isDirectory()) {
+    shallow = await lstat(join(dotGit, 'shallow')).then(
+      () => true,
+      () => false,
+    );
+  } else {
+    const r = await runGit(memdir, ['rev-parse', '--is-shallow-repository']);
+    shallow = r.code === 0 && r.stdout.trim() === 'true';
+  }
+  if (shallow)
+    throw new GitError(
+      `memdir ${memdir} is a shallow clone: its history stops at commits whose parents it lacks, and a ` +
+        'snapshot of it could not be checked or restored; fetch the whole history first ' +
+        '(git -C <memdir> fetch --unshallow), or make the memdir a repository of its own',
+    );
+}
+
 /** The object format of a repository whose object ids look like `oid` (64 hex digits: sha256). */
 export const objectFormatOf = (oid: string): 'sha1' | 'sha256' => (oid.length === 64 ? 'sha256' : 'sha1');
 
