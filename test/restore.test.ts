@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -88,9 +88,18 @@ test('restore puts every component back exactly, keeps the old HEAD as a tag and
 
 test('the git bundle of a v2 bundle is indexed once, where the restored repository is: no second index-pack, no fetch from the bundle', async (t) => {
   const a = agent(t);
+  // refs whose names are not ASCII (git takes any byte ≥ 0x80): they must come back as the same bytes
+  git(a.memdir, ['branch', 'feature/ü-x']);
+  git(a.memdir, ['tag', 'v1.0-été']);
+  // a tracked executable: bundles carry no file modes, the history does
+  writeFileSync(join(a.memdir, 'run.sh'), '#!/bin/sh\n', { mode: 0o755 });
+  git(a.memdir, ['add', 'run.sh']);
+  git(a.memdir, ['commit', '-qm', 'a script']);
+  const refs = git(a.memdir, ['for-each-ref', '--format=%(refname) %(objectname)']);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
   const want = await expected(snap.bundle_path);
   mutate(a);
+  git(a.memdir, ['branch', '-D', 'feature/ü-x']);
   // a git first on PATH that records each call's arguments, then runs the real git
   const shim = tempDir(t);
   const calls = join(shim, 'calls.log');
@@ -117,6 +126,13 @@ test('the git bundle of a v2 bundle is indexed once, where the restored reposito
   assert.equal(r.git_reset_oid, git(a.memdir, ['rev-parse', 'HEAD']).trim());
   assert.equal(git(a.memdir, ['symbolic-ref', 'HEAD']).trim(), 'refs/heads/main');
   git(a.memdir, ['fsck', '--no-dangling']);
+  const after = git(a.memdir, ['for-each-ref', '--format=%(refname) %(objectname)'])
+    .split('\n')
+    .filter((l) => !l.startsWith('refs/tags/pre-restore-'))
+    .join('\n');
+  assert.equal(after, refs, 'every ref by its exact name');
+  assert.ok((statSync(join(a.memdir, 'run.sh')).mode & 0o100) !== 0, 'the tracked executable is executable');
+  assert.doesNotMatch(git(a.memdir, ['status', '--porcelain']), /run\.sh/);
 });
 
 test('restoring the same bundle twice works, and undo returns to the state before the last restore', async (t) => {

@@ -134,13 +134,24 @@ export async function fetchAll(repo: string, source: string, head: boolean): Pro
 /**
  * Sets `refs` (names the caller validated, all under `refs/`) in the repository `repo`, in one
  * transaction (`update-ref -z --stdin`): a ref naming an object the repository lacks fails it all.
+ * `names`: how the names' bytes are held in the strings — UTF-8 text (a manifest's), or one character
+ * per byte (`latin1`: a git bundle header's, read byte for byte), so a name reaches git as its bytes.
  */
-export async function writeRefs(repo: string, refs: readonly GitRef[]): Promise<void> {
+export async function writeRefs(
+  repo: string,
+  refs: readonly GitRef[],
+  names: 'utf8' | 'latin1' = 'utf8',
+): Promise<void> {
   if (refs.length === 0) return;
+  const input = Buffer.concat(
+    refs.flatMap((r) => [Buffer.from('update '), Buffer.from(r.name, names), Buffer.from(`\0${r.oid}\0\0`)]),
+  );
   await gitIo(
     repo,
     ['update-ref', '-z', '--stdin'],
-    refs.map((r) => `update ${r.name}\0${r.oid}\0\0`).join(''),
+    (async function* () {
+      yield input;
+    })(),
   );
 }
 

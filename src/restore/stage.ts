@@ -7,7 +7,7 @@
 // clean, and last the live repository's config. Nothing of a bundle becomes config, hooks or info/.
 
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, rm } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { GIT_V1_PREFIX } from '../format/constants.js';
 import type { Artifact, Manifest } from '../format/manifest.js';
@@ -148,9 +148,11 @@ const setIndexedRefs =
   async (dir: string): Promise<void> => {
     const under = [...refs].filter(([name]) => name.startsWith('refs/'));
     try {
+      // the header's names are its bytes, one character each
       await writeRefs(
         dir,
         under.map(([name, oid]) => ({ name, oid })),
+        'latin1',
       );
     } catch (err) {
       throw new BundleDamagedError(
@@ -232,7 +234,9 @@ export async function buildMemdir(
   }
   // Two lanes at once, HEAD being set: the index reset to HEAD (it writes only the index), and the
   // pre-restore tag followed by fsck (refs and objects; fsck reads HEAD, the index not at all).
-  const reset = head ? git(dir, ['reset', '-q'], 'git reset (index to HEAD)') : Promise.resolve('');
+  const reset = head
+    ? git(dir, ['reset', '-q'], 'git reset (index to HEAD)').then(() => executableBits(dir))
+    : Promise.resolve();
   const tagAndCheck = async (): Promise<string | undefined> => {
     let tag: string | undefined;
     try {
@@ -261,6 +265,23 @@ export async function buildMemdir(
   const liveConfig = join(liveMemdir, '.git', 'config');
   if (existsSync(liveConfig)) await copyFile(liveConfig, join(dir, '.git', 'config')); // remotes and settings stay
   return { ...(head ? { head } : {}), ...(preRestoreTag ? { preRestoreTag } : {}), warnings };
+}
+
+/**
+ * Makes the staged memory files that HEAD tracks as executable (mode 100755) executable again: a bundle
+ * carries no file modes (every file is written 0600), and git would show such a file as changed. Paths
+ * come from the index git built from the verified history (git refuses `..` and `.git` components
+ * there); only regular files are changed (the staged tree holds nothing else).
+ */
+async function executableBits(dir: string): Promise<void> {
+  const r = await runGit(dir, ['ls-files', '-s', '-z']);
+  if (r.code !== 0) throw new GitError(`git ls-files failed while staging the restore: ${r.stderr}`);
+  for (const entry of r.stdout.split('\0')) {
+    if (!entry.startsWith('100755 ')) continue;
+    const path = join(dir, entry.slice(entry.indexOf('\t') + 1));
+    const st = await lstat(path).catch(() => undefined);
+    if (st?.isFile()) await chmod(path, (st.mode & 0o777) | 0o100);
+  }
 }
 
 /** Names in a directory that belong to restores (staging and backups), for leftover handling. */
