@@ -135,6 +135,30 @@ test('the git bundle of a v2 bundle is indexed once, where the restored reposito
   assert.doesNotMatch(git(a.memdir, ['status', '--porcelain']), /run\.sh/);
 });
 
+for (const store of ['bundles', 'repository'] as const) {
+  test(`${store}: an unborn HEAD (an orphan branch) beside branches with commits: every branch and its history come back`, async (t) => {
+    const a = agent(t);
+    const s = new LocalSnapshotter({
+      stateRoot: join(a.root, `state-${store}`),
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store,
+    });
+    const main = git(a.memdir, ['rev-parse', 'refs/heads/main']).trim();
+    git(a.memdir, ['checkout', '-q', '--orphan', 'fresh']);
+    const snap = await s.snapshot({ agentId: 'ana' });
+    git(a.memdir, ['branch', '-D', 'main']);
+    await s.restore({ agentId: 'ana', snapshot: snap.id, autoPreSnapshot: false });
+    assert.equal(git(a.memdir, ['symbolic-ref', 'HEAD']).trim(), 'refs/heads/fresh');
+    assert.equal(
+      git(a.memdir, ['rev-parse', 'refs/heads/main']).trim(),
+      main,
+      'main and its commits are back',
+    );
+    git(a.memdir, ['fsck', '--no-dangling']);
+  });
+}
+
 test('restoring the same bundle twice works, and undo returns to the state before the last restore', async (t) => {
   const a = agent(t);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });

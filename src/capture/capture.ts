@@ -212,8 +212,10 @@ async function captureMemdirAndHistory(input: CaptureInput) {
       const info = await inspectRepo(input.memdir);
       if (info.repository !== 'absent') await refuseShallow(input.memdir);
       if (input.history === 'refs') {
+        // every ref, also when HEAD is unborn (an orphan branch beside branches with commits): the
+        // history is the refs' (as a git bundle of every ref is), not only HEAD's
         const refs =
-          info.repository === 'present'
+          info.repository !== 'absent'
             ? await recordRefs(input.memdir, info.detached ? info.headOid : undefined)
             : [];
         return { info, bundle: undefined, refs };
