@@ -132,13 +132,28 @@ test('symlinks, fifos and nested .git dirs are skipped and recorded; large files
   const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
   const x = gnuExtract(t, meta.bundle_path);
   const m = manifestOf(x);
-  assert.deepEqual(m.memdir.skipped, [
+  const skipped = [
     { path: 'link.md', reason: 'symlink' },
     { path: 'pipe', reason: 'fifo' },
     { path: 'sub/.git', reason: 'nested or reserved .git' },
-  ]);
+  ];
+  assert.deepEqual(m.memdir.skipped, skipped);
+  // and said when the snapshot is taken, by the library and the CLI (text and JSON)
+  assert.deepEqual(meta.memdir_skipped, skipped);
   assert.ok(readFileSync(join(x, 'memory_files', 'big.bin')).equals(big), 'no silent size cap');
   assert.ok(!existsSync(join(x, 'memory_files', 'link.md')));
+  const text = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--no-progress']);
+  assert.match(
+    text.stdout,
+    /not captured: 3 memdir entries[^\n]*\n {2}"link\.md": symlink\n {2}"pipe": fifo\n/,
+  );
+  const json = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--no-progress', '--json']);
+  assert.deepEqual(JSON.parse(json.stdout).memdir_skipped, skipped);
+  // nothing skipped: no such field
+  rmSync(join(a.memdir, 'link.md'));
+  rmSync(join(a.memdir, 'pipe'));
+  rmSync(join(a.memdir, 'sub'), { recursive: true });
+  assert.equal((await a.snapshotter.snapshot({ agentId: 'ana' })).memdir_skipped, undefined);
 });
 
 test('a memdir that is not a git repository: files captured, placeholder git block, no git_oid', async (t) => {

@@ -40,6 +40,12 @@ export function formatSnapshot(m: SnapshotMeta): string {
     `encrypted:    ${m.encrypted}`,
     `signed by:    ${m.signed_by ? `key ${m.signed_by}` : '(unsigned)'}`,
     `redactions:   ${m.redactions_applied}${m.redactions_applied ? ' (scanned by the redaction rules; what they found was replaced, see the manifest)' : ''}`,
+    ...(m.memdir_skipped
+      ? [
+          `not captured: ${m.memdir_skipped.length} memdir entr${m.memdir_skipped.length === 1 ? 'y' : 'ies'} (not in this snapshot):`,
+          ...m.memdir_skipped.map((e) => `  ${JSON.stringify(e.path)}: ${e.reason}`),
+        ]
+      : []),
   ].join('\n');
 }
 

@@ -43,6 +43,12 @@ export interface SnapshotMeta {
   signed_by?: string;
   /** Added by list: whether the snapshot is pinned (retention never deletes it). */
   pinned?: boolean;
+  /**
+   * Added, by snapshot only (its manifest's `memdir.skipped` holds them for later): memdir entries not
+   * captured and why (a symlink, a special file, a name that is not UTF-8, a nested `.git`), so that a
+   * file left out of the backup is said when it is taken. Absent when nothing was skipped.
+   */
+  memdir_skipped?: Array<{ path: string; reason: string }>;
 }
 
 export type ProgressPhase = 'capture' | 'redact' | 'hash' | 'pack' | 'verify' | 'copy';

@@ -68,6 +68,7 @@ import {
   locate,
   metaFromManifest,
   readNames,
+  skippedOf,
   storeAgents,
   writeSidecar,
 } from '../store/catalog.js';
@@ -635,7 +636,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
       const meta = metaFromManifest(manifest, bundlePath, packed.size, packed.sha256);
       faultPoint('snapshot.sidecar');
       await writeSidecar(meta);
-      return { ...meta, pinned: false }; // as list() shows it: a new snapshot is never pinned
+      // as list() shows it (a new snapshot is never pinned), and what of the memdir it left out
+      return { ...meta, pinned: false, ...skippedOf(captured.memdir) };
     } catch (err) {
       if (published) {
         // A bundle without its sibling and sidecar must not stay visible.

@@ -47,7 +47,7 @@ import type { Repository } from '../repository/repository.js';
 import type { ListingMeta } from '../repository/snapshots.js';
 import type { RepoVerifyOptions, RepoVerifyResult } from '../repository/verify-snapshot.js';
 import type { SqliteWorker } from '../sqlite/worker.js';
-import { metaFromManifest } from '../store/catalog.js';
+import { metaFromManifest, skippedOf } from '../store/catalog.js';
 import { STAGING_PREFIX } from '../store/paths.js';
 import { toolVersions } from '../util/version.js';
 import type { LocalSnapshotter } from './local.js';
@@ -532,7 +532,7 @@ export class RepositoryStore {
         // Only while our lock holds may the manifest reference what the index showed us (prune waits for it).
         await lock.check();
         await saveSnapshot(repo, manifest, json, meta);
-        return { ...meta, pinned: false };
+        return { ...meta, pinned: false, ...skippedOf(captured.memdir) };
       });
     } catch (err) {
       throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);

@@ -128,6 +128,13 @@ export function metaFromManifest(m: Manifest, path: string, size: number, fileSh
   };
 }
 
+/** `memdir_skipped` of a new snapshot's metadata, when its capture left memdir entries out. */
+export function skippedOf(
+  memdir: { skipped: Array<{ path: string; reason: string }> } | undefined,
+): Pick<SnapshotMeta, 'memdir_skipped'> {
+  return memdir && memdir.skipped.length > 0 ? { memdir_skipped: memdir.skipped } : {};
+}
+
 const SIDECAR_VERSION = 1;
 
 /** Writes the list cache next to a bundle (atomically; bundle_path is not stored). */
