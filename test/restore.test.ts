@@ -4,7 +4,16 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -156,6 +165,35 @@ for (const store of ['bundles', 'repository'] as const) {
       'main and its commits are back',
     );
     git(a.memdir, ['fsck', '--no-dangling']);
+  });
+}
+
+for (const store of ['bundles', 'repository'] as const) {
+  test(`${store}: a memdir that is a linked worktree verifies and restores (as a repository of its own)`, async (t) => {
+    const a = agent(t);
+    // the agent's repository becomes the main worktree of a shared one; the memdir, a linked worktree
+    const shared = join(a.root, 'shared');
+    renameSync(a.memdir, shared);
+    git(shared, ['worktree', 'add', '-q', '-b', 'agent', a.memdir]);
+    assert.ok(statSync(join(a.memdir, '.git')).isFile());
+    writeFileSync(join(a.memdir, 'MEMORY.md'), 'in the worktree\n');
+    git(a.memdir, ['commit', '-qam', 'in the worktree']);
+    const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+    const s = new LocalSnapshotter({
+      stateRoot: join(a.root, `state-${store}`),
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store,
+    });
+    const snap = await s.snapshot({ agentId: 'ana' });
+    assert.equal((await s.verifySnapshot('ana', undefined, snap.id)).status, 'verified');
+    writeFileSync(join(a.memdir, 'MEMORY.md'), 'changed\n');
+    await s.restore({ agentId: 'ana', snapshot: snap.id, autoPreSnapshot: false });
+    assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), head);
+    assert.equal(git(a.memdir, ['symbolic-ref', 'HEAD']).trim(), 'refs/heads/agent');
+    assert.equal(git(a.memdir, ['status', '--porcelain']).trim(), '');
+    assert.ok(statSync(join(a.memdir, '.git')).isDirectory());
+    git(a.memdir, ['rev-parse', '--verify', 'refs/heads/main']); // the shared repository's branches too
   });
 }
 

@@ -188,14 +188,19 @@ function present(log: string, sym: GitResult): RepoInfo {
 }
 
 /**
- * Writes the repository's whole history (every ref, and HEAD when detached) as a git bundle at `dst`.
- * Returns false, writing nothing, when there is nothing to bundle (no repository or no commits).
+ * Writes the repository's whole history (every ref under `refs/`, and HEAD when it has a commit) as a
+ * git bundle at `dst`. Returns false, writing nothing, when there is nothing to bundle (no repository
+ * or no commits). Not `--all`: in a repository with linked worktrees (a memdir that is one, or has
+ * some) it also lists the other worktrees' HEADs (`main-worktree/HEAD`, `worktrees/<name>/HEAD`), which
+ * are not refs a bundle may carry, and verify would refuse every such snapshot.
  */
 export async function createBundle(memdir: string, info: RepoInfo, dst: string): Promise<boolean> {
   if (info.repository === 'absent') return false;
   const refs = await gitOk(memdir, ['for-each-ref', '--count=1', '--format=%(refname)'], 'listing refs');
   if (refs.trim() === '' && info.headOid === undefined) return false;
-  await gitOk(memdir, ['bundle', 'create', '-q', resolve(dst), '--all'], 'git bundle create');
+  // (`--`: revisions end there, so a memory file named HEAD is not taken for one)
+  const tips = [...(info.headOid !== undefined ? ['HEAD'] : []), '--glob=refs/*', '--'];
+  await gitOk(memdir, ['bundle', 'create', '-q', resolve(dst), ...tips], 'git bundle create');
   return true;
 }
 
