@@ -5,7 +5,7 @@
 import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StateProviderError } from '../model/errors.js';
-import type { StateKey } from '../model/types.js';
+import { STATE_KEYS, type StateKey } from '../model/types.js';
 import { writeFileAtomic } from '../store/atomic.js';
 import type { PathResolver } from './resolver.js';
 
@@ -69,4 +69,11 @@ export class JsonFileStateProvider implements StateProvider {
     await mkdir(this.resolver.stateDir(agentId, tenant), { recursive: true });
     await writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`, 0o644);
   }
+}
+
+/** The files a provider keeps the state in (a JsonFileStateProvider's; none known for another). */
+export function stateFilePaths(provider: StateProvider, agentId: string, tenant: string): string[] {
+  return provider instanceof JsonFileStateProvider
+    ? STATE_KEYS.map((key) => provider.path(key, agentId, tenant))
+    : [];
 }

@@ -7,6 +7,7 @@
 
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
 import type { StateProvider } from '../agent/state.js';
 import {
   type ArtifactKind,
@@ -228,7 +229,11 @@ async function captureMemdirAndHistory(input: CaptureInput) {
         refs: undefined,
       };
     })(),
-    captureMemdir(input.memdir, filesDir),
+    captureMemdir(
+      input.memdir,
+      filesDir,
+      agentComponentsInMemdir(input.memdir, input.sqliteDir, input.state, input.agentId, input.tenant),
+    ),
   ]);
   const memory: StagedArtifact[] = tree.files.map((f) => ({
     pathInBundle: `${MEMORY_FILES_PREFIX}${f.rel}`,

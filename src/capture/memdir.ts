@@ -1,11 +1,13 @@
 // Owns capturing the memdir's working tree: every regular file (committed, modified or untracked),
 // `.git` excluded at any depth, walked in byte order of the relative path, captured (small files in
 // memory, large ones copied into staging) and hashed from the captured bytes. Symlinks, special files and names that are not UTF-8 are skipped and
-// recorded. No size cap.
+// recorded. No size cap. The files of the agent's other components that live in the memdir (the
+// default layout keeps the databases and state there) are not memory files.
 
 import { closeSync, constants, type Dirent, existsSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { type ComponentsInMemdir, isComponentEntry } from '../agent/components-in-memdir.js';
 import type { SkippedEntry } from '../format/manifest.js';
 import { IoError } from '../model/errors.js';
 import { copyFileHashed, sha256Hex } from '../util/hash.js';
@@ -38,8 +40,14 @@ function describeType(d: Dirent<Buffer>): string {
   return 'special file';
 }
 
-/** Lists the regular files under `root` in byte order of their relative paths. */
-export async function walkMemdir(root: string): Promise<{ files: string[]; skipped: SkippedEntry[] }> {
+/**
+ * Lists the regular files under `root` in byte order of their relative paths, leaving out the files of
+ * the agent's other components that live there (`components`: databases, state, restores' directories).
+ */
+export async function walkMemdir(
+  root: string,
+  components?: ComponentsInMemdir,
+): Promise<{ files: string[]; skipped: SkippedEntry[] }> {
   const files: string[] = [];
   const skipped: SkippedEntry[] = [];
   async function walk(dirRel: string): Promise<void> {
@@ -73,6 +81,7 @@ export async function walkMemdir(root: string): Promise<{ files: string[]; skipp
           skipped.push({ path: rel, reason: 'nested or reserved .git' });
         continue;
       }
+      if (components && isComponentEntry(components, rel, d.isDirectory())) continue;
       if (d.isDirectory()) await walk(rel);
       else if (d.isFile()) files.push(rel);
       else skipped.push({ path: rel, reason: describeType(d) });
@@ -94,8 +103,12 @@ const IN_MEMORY_TOTAL_MAX = 64 * 1024 * 1024;
  * synchronous read each (thousands of tiny async calls cost ~50× more here); large ones, and whatever
  * exceeds the in-memory budget, are copied to `stagingDir/<rel>`. Hashes are of the captured bytes.
  */
-export async function captureMemdir(memdir: string, stagingDir: string): Promise<MemdirCapture> {
-  const { files, skipped } = await walkMemdir(memdir);
+export async function captureMemdir(
+  memdir: string,
+  stagingDir: string,
+  components?: ComponentsInMemdir,
+): Promise<MemdirCapture> {
+  const { files, skipped } = await walkMemdir(memdir, components);
   const captured: MemdirFile[] = [];
   let inMemory = 0;
   for (const rel of files) {

@@ -5,6 +5,8 @@
 import type { SigningKey } from '../crypto/sign.js';
 
 export const DB_NAMES = ['long_term', 'vector', 'concepts', 'compactions'] as const;
+/** The files SQLite keeps beside a database `<name>.sqlite` (`<name>.sqlite-wal`, …). */
+export const SQLITE_EXTRAS = ['-wal', '-shm', '-journal'];
 export type DbName = (typeof DB_NAMES)[number];
 
 export const STATE_KEYS = ['extract_cursor', 'dream_run'] as const;

@@ -50,7 +50,7 @@ export interface Journal {
   backup_dirs: string[];
 }
 
-export const SQLITE_EXTRAS = ['-wal', '-shm', '-journal'];
+export { SQLITE_EXTRAS } from '../model/types.js';
 
 export async function writeJournal(path: string, j: Journal): Promise<void> {
   await writeFileAtomic(path, `${JSON.stringify(j, null, 2)}\n`, 0o600);

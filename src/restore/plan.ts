@@ -5,6 +5,7 @@
 
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { ComponentsInMemdir } from '../agent/components-in-memdir.js';
 import { walkMemdir } from '../capture/memdir.js';
 import { GIT_V1_PREFIX, MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
@@ -56,6 +57,8 @@ export async function planMemdir(
   memdir: string,
   /** The live repository as inspectRepo read it, when the caller reads it already. */
   liveRepoRead?: Promise<RepoInfo>,
+  /** The databases' and state's files that live in the memdir: not memory files on either side. */
+  components?: ComponentsInMemdir,
 ): Promise<ComponentChange | undefined> {
   const liveExists = existsSync(memdir);
   const inBundle = bundleHasMemdir(m);
@@ -63,9 +66,10 @@ export async function planMemdir(
   const bundleFiles = new Map(
     m.artifacts
       .filter((a) => a.kind === 'memory_file')
-      .map((a) => [a.path_in_bundle.slice(MEMORY_FILES_PREFIX.length), a]),
+      .map((a) => [a.path_in_bundle.slice(MEMORY_FILES_PREFIX.length), a] as const)
+      .filter(([rel]) => !components?.files.has(rel)),
   );
-  const liveFiles = liveExists ? (await walkMemdir(memdir)).files : [];
+  const liveFiles = liveExists ? (await walkMemdir(memdir, components)).files : [];
   const added: string[] = [];
   const removed: string[] = [];
   const changed: string[] = [];

@@ -8,7 +8,8 @@
 
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, lstat, mkdir, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
+import { type ComponentsInMemdir, componentsInMemdir } from '../agent/components-in-memdir.js';
 import { GIT_V1_PREFIX } from '../format/constants.js';
 import type { Artifact, Manifest } from '../format/manifest.js';
 import { inspectRepo, type RepoInfo, runGit } from '../git/git.js';
@@ -24,8 +25,13 @@ export interface RestorePaths {
   restoreId: string;
   sqliteDir: string;
   memdir: string;
-  /** Staged databases: `<sqliteDir>/.restore-<id>/`. */
+  /**
+   * Staged databases: `<sqliteDir>/.restore-<id>/`; when the databases live in the memdir, their place
+   * in the staged memdir (one rename swaps them in with it).
+   */
   sqliteStage: string;
+  /** Which files of the databases and the state live in the memdir (the default layout: all). */
+  components: ComponentsInMemdir;
   /** Replaced databases: `<sqliteDir>/.pre-restore-<id>/`. */
   sqliteBackup: string;
   /** The staged memdir: `<parent>/.<name>.restore-<id>`. */
@@ -47,16 +53,24 @@ export function restorePaths(
   sqliteDir: string,
   snapshotsDir: string,
   restoreId: string,
+  /** Which of the databases' and state's files live in the memdir (agentComponentsInMemdir). */
+  components: ComponentsInMemdir = componentsInMemdir(resolve(memdir), resolve(sqliteDir), []),
 ): RestorePaths {
   const parent = dirname(memdir);
   const name = basename(memdir);
+  const memdirStage = join(parent, `.${name}${RESTORE_STAGE_PREFIX}${restoreId}`);
   return {
     restoreId,
     sqliteDir,
     memdir,
-    sqliteStage: join(sqliteDir, `${RESTORE_STAGE_PREFIX}${restoreId}`),
+    components,
+    // databases in the memdir are staged where they go in the staged memdir, and swapped in with it
+    sqliteStage:
+      components.sqliteRel !== undefined
+        ? join(memdirStage, components.sqliteRel)
+        : join(sqliteDir, `${RESTORE_STAGE_PREFIX}${restoreId}`),
     sqliteBackup: join(sqliteDir, `${PRE_RESTORE_PREFIX}${restoreId}`),
-    memdirStage: join(parent, `.${name}${RESTORE_STAGE_PREFIX}${restoreId}`),
+    memdirStage,
     memdirBackup: join(parent, `.${name}${PRE_RESTORE_PREFIX}${restoreId}`),
     work: join(snapshotsDir, `.restore-staging-${restoreId}`),
   };
@@ -71,6 +85,7 @@ export function bundleHasMemdir(m: Manifest): boolean {
 /**
  * Where each verified artifact is written while the bundle streams; a v2 bundle's git pack is indexed
  * into a new repository of the staged memdir as it streams (its refs are set by the history source).
+ * A memory file at the place of a database or state file living in the memdir is not written.
  */
 export function stagingSink(p: RestorePaths): EntrySink {
   return {
@@ -79,7 +94,13 @@ export function stagingSink(p: RestorePaths): EntrySink {
       const path = a.path_in_bundle;
       if (a.kind.startsWith('sqlite_')) return join(p.sqliteStage, basename(path));
       if (a.kind.startsWith('state_')) return join(p.work, path);
-      if (a.kind === 'memory_file') return join(p.memdirStage, path.slice('memory_files/'.length));
+      if (a.kind === 'memory_file') {
+        const rel = path.slice('memory_files/'.length);
+        // a database's or the state's file that a snapshot from before 2026-12-02 also took as a
+        // memory file (the databases in the memdir): its component is staged there, so only hashed
+        if (p.components.files.has(rel)) return undefined;
+        return join(p.memdirStage, rel);
+      }
       if (a.kind === 'git_bundle') {
         if (layout === 2) return join(p.work, 'memdir.bundle');
         const rel = path.slice(GIT_V1_PREFIX.length);
@@ -282,6 +303,16 @@ async function executableBits(dir: string): Promise<void> {
     const st = await lstat(path).catch(() => undefined);
     if (st?.isFile()) await chmod(path, (st.mode & 0o777) | 0o100);
   }
+}
+
+/**
+ * Removes what read-only connections leave beside a WAL database that nobody has open: its `-shm` (an
+ * index SQLite rebuilds) and its `-wal` when empty (nothing was written).
+ */
+export async function dropReaderFiles(db: string): Promise<void> {
+  await rm(`${db}-shm`, { force: true });
+  const wal = await lstat(`${db}-wal`).catch(() => undefined);
+  if (wal?.isFile() && wal.size === 0) await rm(`${db}-wal`, { force: true });
 }
 
 /** Names in a directory that belong to restores (staging and backups), for leftover handling. */

@@ -12,6 +12,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
 import { type ClosedGate, closeGate } from '../agent/write-gate.js';
 import { loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
@@ -49,7 +50,7 @@ import {
 } from '../restore/journal.js';
 import { findPlaceholders, placeholderArtifacts } from '../restore/placeholders.js';
 import { planDatabases, planMemdir } from '../restore/plan.js';
-import { buildMemdir, bundleHasMemdir, restorePaths } from '../restore/stage.js';
+import { buildMemdir, bundleHasMemdir, dropReaderFiles, restorePaths } from '../restore/stage.js';
 import type { RowCounts } from '../sqlite/rows.js';
 import { SqliteWorker } from '../sqlite/worker.js';
 import { syncFileSystemsOf } from '../store/atomic.js';
@@ -242,7 +243,12 @@ async function dryRun(
     report.warnings.push(...v.warnings);
     const memdir = s.resolver.memdir(agentId, tenant);
     const sqliteDir = s.resolver.sqliteDir(agentId, tenant);
-    const mem = await planMemdir(m, memdir);
+    const mem = await planMemdir(
+      m,
+      memdir,
+      undefined,
+      agentComponentsInMemdir(memdir, sqliteDir, s.state, agentId, tenant),
+    );
     report.components = [
       ...(await planDatabases(m, sqliteDir, v.written)),
       ...(mem ? [mem] : []),
@@ -278,7 +284,16 @@ async function restoreLocked(
       );
     }
     const restoreId = newSnapshotId();
-    const p = restorePaths(memdir, sqliteDir, snapDir, restoreId);
+    const p = restorePaths(
+      memdir,
+      sqliteDir,
+      snapDir,
+      restoreId,
+      agentComponentsInMemdir(memdir, sqliteDir, s.state, agentId, tenant),
+    );
+    // The databases live in the memdir (the default layout): they are staged in the staged memdir and
+    // swapped in with it, by one rename; the live ones go to the memdir's backup with it.
+    const dbsInMemdir = p.components.sqliteRel !== undefined;
     const staging = [p.sqliteStage, p.memdirStage, p.work];
     const sqlite = [new SqliteWorker(), new SqliteWorker()];
     try {
@@ -340,7 +355,7 @@ async function restoreLocked(
             ? Promise.resolve(v.tree)
             : buildMemdir(p, v.history, memdir, liveRepo)
           : Promise.resolve(undefined),
-        planMemdir(m, memdir, liveRepo),
+        planMemdir(m, memdir, liveRepo, p.components),
       ] as const);
       report.warnings.push(...(repo?.warnings ?? []));
       const incoming = await readStateValues(p.work, m);
@@ -380,8 +395,18 @@ async function restoreLocked(
         throw new RestoreRefusedError(`the host's beforeSwap hook failed: ${(err as Error).message}`);
       }
 
+      // The checks' and counts' read-only connections leave a WAL database's -shm (and an empty -wal)
+      // beside each staged copy; staged in the memdir, they would be swapped in with it.
+      if (dbsInMemdir) for (const { file } of staged) await dropReaderFiles(file);
       const items: SwapItem[] = [];
       for (const db of DB_NAMES) {
+        if (dbsInMemdir) {
+          if (v.written.has(sqlitePath(db))) continue;
+          const live = join(sqliteDir, `${db}.sqlite`);
+          if (existsSync(live) || SQLITE_EXTRAS.some((e) => existsSync(live + e)))
+            report.sqlite_removed_dbs.push(db);
+          continue;
+        }
         const live = join(sqliteDir, `${db}.sqlite`);
         const staged = v.written.get(sqlitePath(db));
         const present = existsSync(live) || SQLITE_EXTRAS.some((e) => existsSync(live + e));
@@ -396,11 +421,11 @@ async function restoreLocked(
         });
         if (!staged) report.sqlite_removed_dbs.push(db);
       }
-      if (hasMemdir || existsSync(memdir)) {
+      if (hasMemdir || dbsInMemdir || existsSync(memdir)) {
         items.push({
           component: 'memdir',
           live: memdir,
-          ...(hasMemdir ? { staged: p.memdirStage } : {}),
+          ...(hasMemdir || dbsInMemdir ? { staged: p.memdirStage } : {}),
           backup: p.memdirBackup,
           had_live: existsSync(memdir),
           extras: [],

@@ -1,0 +1,128 @@
+// The default layout (the original's): the memdir and the database directory are the same directory,
+// `<root>/<agent>/`, the state files beside the databases. A snapshot takes the databases and the state
+// as their components only, never again, raw, as memory files; a restore stages them in the staged
+// memdir and swaps everything in with one rename: the databases are the checked copies, the state is
+// the snapshot's, the memory files and the history are exact, and nothing of the restore is left inside
+// the agent's directory. Until 2026-12-02 every snapshot also held the raw database files as memory
+// files, and a restore swapped the memdir in after the databases, so those raw, unchecked copies were
+// what the agent got back. Both stores.
+
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { git } from '../scripts/sample-agent.js';
+import { LocalSnapshotter } from '../src/index.js';
+import { forgeBundle, readEntries, writeBundleFile } from './helpers/bundles.js';
+import { sampleAgent } from './helpers/env.js';
+
+/** A sample agent moved into the default layout: its databases and state files in its memdir. */
+function defaultLayout(t: TestContext, store: 'bundles' | 'repository') {
+  const a = sampleAgent(t);
+  for (const name of readdirSync(a.sqliteDir)) renameSync(join(a.sqliteDir, name), join(a.memdir, name));
+  const s = new LocalSnapshotter({
+    stateRoot: join(a.root, `state-${store}`),
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.memdirRoot,
+    store,
+  });
+  return { a, s, dir: a.memdir };
+}
+
+const rows = (file: string): number => {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare('SELECT count(*) FROM memories').pluck().get() as number;
+  } finally {
+    db.close();
+  }
+};
+
+for (const store of ['bundles', 'repository'] as const) {
+  test(`${store}: databases and state in the memdir are taken once, as themselves, and restored as the checked copies`, async (t) => {
+    const { a, s, dir } = defaultLayout(t, store);
+    const before = rows(join(dir, 'long_term.sqlite'));
+    const cursor = readFileSync(join(dir, 'extract_cursor.json'), 'utf8');
+    const status = git(dir, ['status', '--porcelain']);
+    const snap = await s.snapshot({ agentId: 'ana' });
+
+    // taken once: the memory files are the memdir's own files only
+    const report = await s.verifySnapshot('ana', undefined, snap.id);
+    assert.equal(report.status, 'verified');
+    const listed = await s.ls('ana', undefined, snap.id, 'memdir');
+    const names = listed.entries.map((e) => e.path);
+    assert.ok(names.length > 0);
+    assert.ok(
+      names.every((p) => !/\.sqlite|extract_cursor\.json|dream_run\.json/.test(p)),
+      names.join(', '),
+    );
+
+    // change everything, and take away a database the snapshot has
+    const live = new Database(join(dir, 'long_term.sqlite'));
+    live
+      .prepare(
+        "INSERT INTO memories (created_at, kind, content, importance) VALUES (1, 'note', 'after', 0.5)",
+      )
+      .run();
+    live.close();
+    writeFileSync(join(dir, 'extract_cursor.json'), '{"last_message_id": 999999}\n');
+    writeFileSync(join(dir, 'MEMORY.md'), 'changed\n');
+    renameSync(join(dir, 'concepts.sqlite'), join(a.root, 'concepts.sqlite'));
+    const r1 = await s.restore({ agentId: 'ana', snapshot: snap.id, autoPreSnapshot: false });
+    assert.deepEqual(r1.sqlite_removed_dbs, []);
+    // nothing of the restore inside the agent's directory (looked at before this test opens a database)
+    const inside = readdirSync(dir);
+    assert.deepEqual(
+      inside.filter((n) => n.includes('restore') || n.endsWith('-wal') || n.endsWith('-shm')),
+      [],
+    );
+    assert.equal(rows(join(dir, 'long_term.sqlite')), before);
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'extract_cursor.json'), 'utf8')), JSON.parse(cursor));
+    assert.equal(git(dir, ['status', '--porcelain']), status);
+    assert.ok(readFileSync(join(dir, 'concepts.sqlite')).length > 0, 'the snapshot had it: back');
+    const backup = readdirSync(a.memdirRoot).filter((n) => n.startsWith('.ana.pre-restore-'));
+    assert.equal(backup.length, 1);
+    assert.equal(rows(join(a.memdirRoot, backup[0]!, 'long_term.sqlite')), before + 1);
+  });
+}
+
+test('a bundle from before 2026-12-02, which also holds the databases as memory files, restores in the default layout', async (t) => {
+  const { a, s, dir } = defaultLayout(t, 'bundles');
+  const before = rows(join(dir, 'long_term.sqlite'));
+  const snap = await s.snapshot({ agentId: 'ana' });
+  // what the earlier capture wrote: the raw database file also as a memory file
+  const entries = await readEntries(snap.bundle_path);
+  const raw = readFileSync(join(dir, 'long_term.sqlite'));
+  const old = writeBundleFile(
+    join(a.root, 'old.tar.zst'),
+    forgeBundle(entries, (m, rest) => {
+      const arts = m.artifacts as Array<Record<string, unknown>>;
+      arts.push({
+        path_in_bundle: 'memory_files/long_term.sqlite',
+        kind: 'memory_file',
+        size_bytes: 0,
+        sha256: '',
+      });
+      rest.push({ path: 'memory_files/long_term.sqlite', data: raw });
+      const isMem = (x: Record<string, unknown>) => String(x.path_in_bundle).startsWith('memory_files/');
+      const memory = arts
+        .filter(isMem)
+        .sort((x, y) =>
+          Buffer.compare(Buffer.from(String(x.path_in_bundle)), Buffer.from(String(y.path_in_bundle))),
+        );
+      m.artifacts = [...arts.filter((x) => !isMem(x)), ...memory];
+      const order = new Map(
+        (m.artifacts as Array<Record<string, unknown>>).map((x, i) => [x.path_in_bundle, i]),
+      );
+      rest.sort((x, y) => order.get(x.path)! - order.get(y.path)!);
+    }),
+  );
+  const live = new Database(join(dir, 'long_term.sqlite'));
+  live
+    .prepare("INSERT INTO memories (created_at, kind, content, importance) VALUES (1, 'note', 'after', 0.5)")
+    .run();
+  live.close();
+  await s.restore({ agentId: 'ana', bundle: old, autoPreSnapshot: false });
+  assert.equal(rows(join(dir, 'long_term.sqlite')), before, 'the database artifact, not the memory file');
+});
