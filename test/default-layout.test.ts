@@ -14,7 +14,7 @@ import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
-import { forgeBundle, readEntries, writeBundleFile } from './helpers/bundles.js';
+import { addMemoryFiles, forgeBundle, readEntries, writeBundleFile } from './helpers/bundles.js';
 import { sampleAgent } from './helpers/env.js';
 
 /** A sample agent moved into the default layout: its databases and state files in its memdir. */
@@ -96,27 +96,7 @@ test('a bundle from before 2026-12-02, which also holds the databases as memory 
   const raw = readFileSync(join(dir, 'long_term.sqlite'));
   const old = writeBundleFile(
     join(a.root, 'old.tar.zst'),
-    forgeBundle(entries, (m, rest) => {
-      const arts = m.artifacts as Array<Record<string, unknown>>;
-      arts.push({
-        path_in_bundle: 'memory_files/long_term.sqlite',
-        kind: 'memory_file',
-        size_bytes: 0,
-        sha256: '',
-      });
-      rest.push({ path: 'memory_files/long_term.sqlite', data: raw });
-      const isMem = (x: Record<string, unknown>) => String(x.path_in_bundle).startsWith('memory_files/');
-      const memory = arts
-        .filter(isMem)
-        .sort((x, y) =>
-          Buffer.compare(Buffer.from(String(x.path_in_bundle)), Buffer.from(String(y.path_in_bundle))),
-        );
-      m.artifacts = [...arts.filter((x) => !isMem(x)), ...memory];
-      const order = new Map(
-        (m.artifacts as Array<Record<string, unknown>>).map((x, i) => [x.path_in_bundle, i]),
-      );
-      rest.sort((x, y) => order.get(x.path)! - order.get(y.path)!);
-    }),
+    forgeBundle(entries, (m, rest) => addMemoryFiles(m, rest, [['memory_files/long_term.sqlite', raw]])),
   );
   const live = new Database(join(dir, 'long_term.sqlite'));
   live

@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { git } from '../scripts/sample-agent.js';
 import { verifyBundleFile } from '../src/verify/verify.js';
 import {
+  addMemoryFiles,
   bundleOf,
   forgeBundle,
   manifestFor,
@@ -25,25 +26,13 @@ import { hostileBase, mem, refusedEverywhere } from './helpers/hostile.js';
 test('paths restore cannot write are refused from the manifest alone: a file that is also a directory, a 256-byte segment', async (t) => {
   const { a, entries, dir } = await hostileBase(t);
   const withFiles = (...files: Array<[string, string]>) =>
-    forgeBundle(entries, (m, rest) => {
-      const arts = m.artifacts as Array<Record<string, unknown>>;
-      for (const [path, data] of files) {
-        arts.push({ path_in_bundle: path, kind: 'memory_file', size_bytes: 0, sha256: '0'.repeat(64) });
-        rest.push({ path, data: Buffer.from(data) });
-      }
-      // keep the canonical order: memory files sorted by their UTF-8 bytes
-      const isMem = (x: Record<string, unknown>) => String(x.path_in_bundle).startsWith('memory_files/');
-      const mem = arts
-        .filter(isMem)
-        .sort((x, y) =>
-          Buffer.compare(Buffer.from(String(x.path_in_bundle)), Buffer.from(String(y.path_in_bundle))),
-        );
-      m.artifacts = [...arts.filter((x) => !isMem(x)), ...mem];
-      const order = new Map(
-        (m.artifacts as Array<Record<string, unknown>>).map((x, i) => [x.path_in_bundle, i]),
-      );
-      rest.sort((x, y) => order.get(x.path)! - order.get(y.path)!);
-    });
+    forgeBundle(entries, (m, rest) =>
+      addMemoryFiles(
+        m,
+        rest,
+        files.map(([path, data]) => [path, Buffer.from(data)] as const),
+      ),
+    );
   const collide = writeBundleFile(
     join(dir, 'collide.tar.zst'),
     withFiles(['memory_files/zz', 'file'], ['memory_files/zz/b', 'inside']),

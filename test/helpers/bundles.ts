@@ -203,6 +203,32 @@ export type Entries = Array<{ path: string; data: Buffer; type?: string }>;
  * from its entry, and (unless told otherwise) the digest seal and the manifest seal are recomputed.
  * `text` may rewrite the manifest's JSON text at the end (for what JSON.stringify cannot write).
  */
+/**
+ * For forgeBundle's `edit`: adds memory files (path in the bundle, bytes) to the manifest and the
+ * entries, keeping the canonical order (memory files last, sorted by their UTF-8 bytes; entries in
+ * manifest order). forgeBundle then sets their sizes and hashes.
+ */
+export function addMemoryFiles(
+  m: Record<string, unknown>,
+  rest: Entries,
+  files: ReadonlyArray<readonly [string, Buffer]>,
+): void {
+  const arts = m.artifacts as Array<Record<string, unknown>>;
+  for (const [path, data] of files) {
+    arts.push({ path_in_bundle: path, kind: 'memory_file', size_bytes: 0, sha256: '0'.repeat(64) });
+    rest.push({ path, data });
+  }
+  const isMem = (x: Record<string, unknown>) => String(x.path_in_bundle).startsWith('memory_files/');
+  const mem = arts
+    .filter(isMem)
+    .sort((x, y) =>
+      Buffer.compare(Buffer.from(String(x.path_in_bundle)), Buffer.from(String(y.path_in_bundle))),
+    );
+  m.artifacts = [...arts.filter((x) => !isMem(x)), ...mem];
+  const order = new Map((m.artifacts as Array<Record<string, unknown>>).map((x, i) => [x.path_in_bundle, i]));
+  rest.sort((x, y) => order.get(x.path)! - order.get(y.path)!);
+}
+
 export function forgeBundle(
   entries: Entries,
   edit: (m: Record<string, unknown>, entries: Entries) => void,
