@@ -310,6 +310,38 @@ test('invalid agent ids and tenants name the rule they broke and create nothing'
   });
 });
 
+test("an agent whose directories are the snapshot store's own, or hold it, is refused and nothing is taken", async (t) => {
+  const root = tempDir(t);
+  const stateRoot = join(root, 'state');
+  // the default roots: every agent's memdir and databases are <state root>/<agent>
+  mkdirSync(join(stateRoot, 'ana'), { recursive: true });
+  writeFileSync(join(stateRoot, 'ana', 'MEMORY.md'), 'hi\n');
+  const s = new LocalSnapshotter({ stateRoot, store: 'bundles' });
+  const ana = await s.snapshot({ agentId: 'ana' });
+  for (const agentId of ['tenants', 'repository', 'cache']) {
+    mkdirSync(join(stateRoot, agentId), { recursive: true });
+    await assert.rejects(s.snapshot({ agentId }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'INVALID_INPUT', agentId);
+      assert.match(err.message, /snapshot store's own/);
+      return true;
+    });
+    await assert.rejects(s.restore({ agentId, bundle: ana.bundle_path, import: {} }), {
+      code: 'INVALID_INPUT',
+    });
+  }
+  assert.deepEqual(await s.list('tenants'), []);
+  // a memdir root above the state root: the agent named like the state root's directory holds it
+  const above = new LocalSnapshotter({ stateRoot, memdirRoot: root, sqliteRoot: join(root, 'db') });
+  await assert.rejects(above.snapshot({ agentId: 'state' }), {
+    code: 'INVALID_INPUT',
+    message: /holds the state root/,
+  });
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [ana.id],
+  );
+});
+
 test('an unwritable state root is a clear I/O error', async (t) => {
   const a = sampleAgent(t);
   const file = join(tempDir(t), 'not-a-dir');

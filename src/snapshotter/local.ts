@@ -9,7 +9,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat, unlink } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { DefaultPathResolver, type PathResolver } from '../agent/resolver.js';
+import { DefaultPathResolver, type PathResolver, StoreGuardResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import type { ClosedGate } from '../agent/write-gate.js';
 import type { BackendSettings } from '../backend/open.js';
@@ -192,9 +192,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
   constructor(opts: LocalSnapshotterOptions) {
     if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
     this.layout = new StoreLayout(opts.stateRoot);
-    this.resolver =
+    this.resolver = new StoreGuardResolver(
       opts.resolver ??
-      new DefaultPathResolver(opts.memdirRoot ?? opts.stateRoot, opts.sqliteRoot ?? opts.stateRoot);
+        new DefaultPathResolver(opts.memdirRoot ?? opts.stateRoot, opts.sqliteRoot ?? opts.stateRoot),
+      opts.stateRoot,
+    );
     this.state = opts.stateProvider ?? new JsonFileStateProvider(this.resolver);
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 60_000;
     this.zstdLevel = opts.zstdLevel ?? 3;
