@@ -75,7 +75,9 @@ class Node implements NatsNode {
     for (;;) {
       if (!this.running) throw new Error(`nats-server ${this.name} exited: ${stderr}`);
       try {
-        const r = await fetch(`http://127.0.0.1:${this.monitor}/healthz`);
+        const r = await fetch(`http://127.0.0.1:${this.monitor}/healthz`, {
+          signal: AbortSignal.timeout(2000),
+        });
         if (r.status < 600) return;
       } catch {
         // not listening yet
@@ -95,7 +97,10 @@ class Node implements NatsNode {
 
   async healthy(): Promise<boolean> {
     try {
-      return (await fetch(`http://127.0.0.1:${this.monitor}/healthz`)).status === 200;
+      return (
+        (await fetch(`http://127.0.0.1:${this.monitor}/healthz`, { signal: AbortSignal.timeout(2000) }))
+          .status === 200
+      );
     } catch {
       return false;
     }
@@ -103,7 +108,7 @@ class Node implements NatsNode {
 
   async jsz(): Promise<{ meta_cluster?: { leader?: string } } | null> {
     try {
-      const r = await fetch(`http://127.0.0.1:${this.monitor}/jsz`);
+      const r = await fetch(`http://127.0.0.1:${this.monitor}/jsz`, { signal: AbortSignal.timeout(2000) });
       return (await r.json()) as { meta_cluster?: { leader?: string } };
     } catch {
       return null;
@@ -116,6 +121,12 @@ process.once('exit', () => {
   for (const n of live) void n.kill();
 });
 
+/** Waits for every start, then throws the first failure (none is left running unawaited). */
+async function allSettledOrThrowNodes(starts: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(starts);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}
+
 /**
  * Starts a 3-node JetStream cluster on loopback and waits for its meta leader. `logToFile`: each node
  * logs to `<node>.log` in its directory instead of stderr (for a caller that blocks its event loop for
@@ -126,6 +137,22 @@ export async function startNatsCluster(
   opts: { logToFile?: boolean; maxFileStore?: string } = {},
 ): Promise<NatsCluster> {
   requireNatsServer();
+  // Ports are free when chosen but not held: a test file running beside this one can take one first,
+  // and the node then cannot listen. Start again on other ports (a CI run hung 10 minutes there
+  // before the monitor checks had timeouts).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startClusterOnce(size, opts);
+    } catch (err) {
+      if (attempt >= 3) throw err;
+    }
+  }
+}
+
+async function startClusterOnce(
+  size: number,
+  opts: { logToFile?: boolean; maxFileStore?: string },
+): Promise<NatsCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-cluster-'));
   const ports = await Promise.all(
     Array.from({ length: size }, async () => ({
@@ -156,7 +183,14 @@ export async function startNatsCluster(
     live.add(node);
     return node;
   });
-  await Promise.all(nodes.map((n) => n.start()));
+  try {
+    await allSettledOrThrowNodes(nodes.map((n) => n.start()));
+  } catch (err) {
+    await Promise.all(nodes.map((n) => n.kill()));
+    for (const n of nodes) live.delete(n);
+    rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+    throw err;
+  }
   const cluster: NatsCluster = {
     nodes,
     urls: nodes.map((n) => n.url),
