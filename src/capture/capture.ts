@@ -26,7 +26,7 @@ import { createBundle, inspectRepo, type RepoInfo, refuseShallow } from '../git/
 import { type GitRef, recordRefs } from '../git/history.js';
 import { IoError, StateProviderError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
-import type { SqliteWorker } from '../sqlite/worker.js';
+import type { SqliteJobs } from '../sqlite/worker.js';
 import { sha256Hex } from '../util/hash.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { captureMemdir } from './memdir.js';
@@ -48,8 +48,8 @@ export interface CaptureInput {
   sqliteDir: string;
   state: StateProvider;
   stagingDir: string;
-  /** Worker threads for the database copies (at least one). */
-  sqlite: readonly SqliteWorker[];
+  /** Runners of the database copies (at least one; sqlite/worker.ts `sqliteRunners`). */
+  sqlite: readonly SqliteJobs[];
   /**
    * How the history is captured: `bundle` (a git bundle of every ref, the default) or `refs` (only the
    * refs are recorded; the repository packs what they reach after the gate is released — objects are
@@ -61,7 +61,7 @@ export interface CaptureInput {
    * under the gate), with that worker and what it copied: the repository plans their chunks on it then,
    * beside the main thread, without delaying a copy.
    */
-  onWorkerCopied?: (worker: SqliteWorker, copied: readonly CopiedDb[]) => void;
+  onWorkerCopied?: (worker: SqliteJobs, copied: readonly CopiedDb[]) => void;
 }
 
 export interface CopiedDb {
@@ -130,9 +130,9 @@ function gitBlock(info: RepoInfo): GitInfo {
  */
 async function spread<T extends { size: number }, R>(
   jobs: readonly T[],
-  workers: readonly SqliteWorker[],
-  run: (w: SqliteWorker, job: T) => Promise<R>,
-  laneDone?: (w: SqliteWorker, jobs: readonly T[]) => void,
+  workers: readonly SqliteJobs[],
+  run: (w: SqliteJobs, job: T) => Promise<R>,
+  laneDone?: (w: SqliteJobs, jobs: readonly T[]) => void,
 ): Promise<Map<T, R>> {
   const lanes = workers.map((w) => ({ w, load: 0, jobs: [] as T[] }));
   for (const job of [...jobs].sort((a, b) => b.size - a.size)) {
@@ -148,6 +148,24 @@ async function spread<T extends { size: number }, R>(
     }),
   );
   return out;
+}
+
+/**
+ * Bytes of the live databases in `sqliteDir` (each file and its WAL): what choosing between threads and
+ * the calling thread for their copies goes by (sqlite/worker.ts `sqliteRunners`).
+ */
+export async function liveDatabaseBytes(sqliteDir: string): Promise<number> {
+  const sizes = await Promise.all(
+    DB_NAMES.flatMap((db) =>
+      ['.sqlite', '.sqlite-wal'].map((ext) =>
+        stat(join(sqliteDir, `${db}${ext}`)).then(
+          (st) => (st.isFile() ? st.size : 0),
+          () => 0,
+        ),
+      ),
+    ),
+  );
+  return sizes.reduce((a, b) => a + b, 0);
 }
 
 async function copyDatabases(input: CaptureInput) {
@@ -274,7 +292,7 @@ export async function captureAgent(input: CaptureInput): Promise<CaptureResult> 
 /** Phase 2, after the gate is released: hashes the staged copies; returns artifacts in manifest order. */
 export async function hashCapture(
   c: CaptureResult,
-  workers: readonly SqliteWorker[],
+  workers: readonly SqliteJobs[],
 ): Promise<StagedArtifact[]> {
   const paths = [...c.databases.map((d) => d.stagedPath), ...(c.gitBundlePath ? [c.gitBundlePath] : [])];
   const files = await Promise.all(paths.map(async (path) => ({ path, size: (await stat(path)).size })));

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { sqlitePath } from '../format/constants.js';
 import { initBare } from '../git/git.js';
 import { DB_NAMES, type DeepReport } from '../model/types.js';
-import { SqliteWorker } from '../sqlite/worker.js';
+import { checkIntegrity } from '../sqlite/worker.js';
 import { applyRefs } from './git-history.js';
 import { GIT_HISTORY_KIND, type RepoArtifact } from './manifest.js';
 import type { Repository } from './repository.js';
@@ -71,15 +71,12 @@ export async function checkedVerifyRepoSnapshot(
     }
     if (!opts.deep || result.problems.length > 0) return { result };
     const deep: DeepReport = { sqlite_integrity: {}, ...(gitResult ? { git: gitResult } : {}) };
-    const worker = new SqliteWorker();
-    try {
-      for (const db of DB_NAMES) {
-        const p = result.written.get(sqlitePath(db));
-        if (p) deep.sqlite_integrity[db] = await worker.integrityCheck(p);
-      }
-    } finally {
-      await worker.close();
+    const dbs = new Map<string, string>();
+    for (const db of DB_NAMES) {
+      const p = result.written.get(sqlitePath(db));
+      if (p) dbs.set(db, p);
     }
+    deep.sqlite_integrity = await checkIntegrity(dbs);
     return { result, deep };
   } finally {
     await rm(scratch, { recursive: true, force: true });

@@ -524,11 +524,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
     if (this.usesRepository()) return this.repository.snapshot(p);
     const [
       { closeGate },
-      { captureAgent, hashCapture },
+      { captureAgent, hashCapture, liveDatabaseBytes },
       { sealManifest },
       { packBundle },
       { redactStaging },
-      { SqliteWorker },
+      { sqliteRunners },
       { LockTimeoutError },
       { recipientFingerprint },
     ] = await Promise.all([
@@ -546,7 +546,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const encrypted = p.recipients.length > 0;
     const bundlePath = this.layout.bundlePath(p.tenant, p.agentId, id, encrypted);
     let published = false;
-    const workers = [new SqliteWorker(), new SqliteWorker()];
+    const workers = sqliteRunners(await liveDatabaseBytes(p.sqliteDir));
     const closeWorkers = () => Promise.all(workers.splice(0).map((w) => w.close()));
     try {
       await mkdir(staging, { mode: 0o700 });

@@ -6,7 +6,7 @@
 // plaintext; export of a repository snapshot (repo-export.ts) stages it from the repository. The
 // staging is always removed; on failure nothing is left at the destination.
 
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type CaptureResult, hashCapture, type StagedArtifact } from '../capture/capture.js';
@@ -28,7 +28,7 @@ import { RedactionError } from '../model/errors.js';
 import { DB_NAMES, type DbName, type ProgressListener } from '../model/types.js';
 import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
-import { SqliteWorker } from '../sqlite/worker.js';
+import { type SqliteJobs, sqliteRunners } from '../sqlite/worker.js';
 import { toolVersions } from '../util/version.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 
@@ -133,14 +133,15 @@ export interface PackStagedOptions {
  */
 export async function packStaged(s: StagedSnapshot, o: PackStagedOptions): Promise<Repacked> {
   const { meta: m, captured } = s;
-  const workers: SqliteWorker[] = [];
+  const workers: SqliteJobs[] = [];
   try {
     let redactions: Manifest['redactions'];
     if (o.policy) {
       o.onProgress?.({ phase: 'redact', bytes: 0 });
       redactions = await redactStaging(o.policy, captured, s.staging);
     }
-    workers.push(new SqliteWorker(), new SqliteWorker());
+    const sizes = await Promise.all(captured.databases.map(async (d) => (await stat(d.stagedPath)).size));
+    workers.push(...sqliteRunners(sizes.reduce((a, b) => a + b, 0)));
     const artifacts = await hashCapture(captured, workers);
     const recipients = o.recipients ?? [];
     const draft: ManifestDraft = {

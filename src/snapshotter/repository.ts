@@ -46,7 +46,7 @@ import type { PruneOptions, PruneReport } from '../repository/prune.js';
 import type { Repository } from '../repository/repository.js';
 import type { ListingMeta } from '../repository/snapshots.js';
 import type { RepoVerifyOptions, RepoVerifyResult } from '../repository/verify-snapshot.js';
-import type { SqliteWorker } from '../sqlite/worker.js';
+import type { SqliteJobs } from '../sqlite/worker.js';
 import { metaFromManifest, skippedOf } from '../store/catalog.js';
 import { STAGING_PREFIX } from '../store/paths.js';
 import { toolVersions } from '../util/version.js';
@@ -335,12 +335,12 @@ export class RepositoryStore {
   async snapshot(p: RepoSnapshotParams): Promise<ListingMeta> {
     const [
       { closeGate },
-      { captureAgent },
+      { captureAgent, liveDatabaseBytes },
       { redactStaging },
       { sealRepoManifest },
       { saveSnapshot },
       { storeCapture },
-      { SqliteWorker },
+      { sqliteRunners },
       { LockTimeoutError },
       { packageModule },
       { recipientFingerprint },
@@ -389,14 +389,14 @@ export class RepositoryStore {
     // one pass.
     let finished = false;
     const plans = new Map<DbName, Promise<ChunkPlan | undefined>>();
-    const plansOf = new Map<SqliteWorker, Promise<ChunkPlan | undefined>[]>();
+    const plansOf = new Map<SqliteJobs, Promise<ChunkPlan | undefined>[]>();
     /** Whether the agent has snapshots here (read once the listing is asked for: readEarly). */
     const knownAgent = () =>
       (listed ?? Promise.resolve([])).then(
         (before) => before.length > 0,
         () => false,
       );
-    const planOn = (w: SqliteWorker, copied: readonly CopiedDb[]) => {
+    const planOn = (w: SqliteJobs, copied: readonly CopiedDb[]) => {
       const known = knownAgent();
       const mine: Promise<ChunkPlan | undefined>[] = [];
       plansOf.set(w, mine); // called once per worker, when its copies are all made
@@ -421,7 +421,7 @@ export class RepositoryStore {
     // that plans nothing has them closed before storing starts: a worker thread kept through the store
     // phase held ~10 MB of RSS (its isolate and C heap), the 2.3 GB agent's first snapshot peaked 19 MB
     // higher with both (docs/operations.md, "Peak RSS").
-    const workers = [new SqliteWorker(), new SqliteWorker()];
+    const workers = sqliteRunners(await liveDatabaseBytes(p.sqliteDir));
     const closeWorkers = () => Promise.all(workers.map((w) => w.close()));
     let workersDone: Promise<unknown> | undefined;
     const discarded: Promise<unknown>[] = [];

@@ -52,7 +52,7 @@ import { findPlaceholders, placeholderArtifacts } from '../restore/placeholders.
 import { planDatabases, planMemdir } from '../restore/plan.js';
 import { buildMemdir, bundleHasMemdir, dropReaderFiles, restorePaths } from '../restore/stage.js';
 import type { RowCounts } from '../sqlite/rows.js';
-import { SqliteWorker } from '../sqlite/worker.js';
+import { SQLITE_THREADS_MIN_BYTES, type SqliteJobs, sqliteRunners } from '../sqlite/worker.js';
 import { syncFileSystemsOf } from '../store/atomic.js';
 import { LockTimeoutError } from '../store/lock.js';
 import { faultPoint } from '../util/faults.js';
@@ -61,9 +61,6 @@ import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError } from '../verify/verify.js';
 import type { LocalSnapshotter } from './local.js';
 import { locateSource, type RestoreSource, type SourceHead } from './restore-source.js';
-
-/** Databases (staged, in all) from which the report's row counts are taken on the SQLite threads. */
-const COUNT_ON_THREADS_MIN_BYTES = 16 * 1024 * 1024;
 
 /** Whether the bundle is this agent's (its ids were validated with the manifest's rules). */
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
@@ -295,7 +292,12 @@ async function restoreLocked(
     // swapped in with it, by one rename; the live ones go to the memdir's backup with it.
     const dbsInMemdir = p.components.sqliteRel !== undefined;
     const staging = [p.sqliteStage, p.memdirStage, p.work];
-    const sqlite = [new SqliteWorker(), new SqliteWorker()];
+    // The databases are checked on two threads when they are large (sqlite/worker.ts), else here.
+    const dbBytes = head.manifest.artifacts.reduce(
+      (n, a) => (a.kind.startsWith('sqlite_') ? n + a.size_bytes : n),
+      0,
+    );
+    const sqlite = sqliteRunners(dbBytes);
     try {
       await mkdir(p.work, { recursive: true });
       await mkdir(p.sqliteStage, { recursive: true });
@@ -325,10 +327,8 @@ async function restoreLocked(
       // pay for loading the counting module there (small ones are counted on this thread, below).
       const counted = new Map<string, RowCounts>();
       const rows = packageModule(import.meta.url, '../sqlite/rows');
-      const countHere =
-        m.artifacts.reduce((n, a) => (a.kind.startsWith('sqlite_') ? n + a.size_bytes : n), 0) <
-        COUNT_ON_THREADS_MIN_BYTES;
-      const check = async (w: SqliteWorker, lane: typeof staged) => {
+      const countHere = dbBytes < SQLITE_THREADS_MIN_BYTES;
+      const check = async (w: SqliteJobs, lane: typeof staged) => {
         for (const { db, file } of lane) {
           const result = await w.integrityCheck(file);
           if (result !== 'ok')

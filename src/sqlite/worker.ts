@@ -1,170 +1,193 @@
-// Owns running SQLite work off the event loop: a worker thread that makes transactionally consistent
-// copies (`VACUUM INTO`, one statement, never the stepwise backup that livelocks under a writer),
-// hashes files, runs `PRAGMA integrity_check`, and calls a function of another package module on what
-// it copied (a snapshot plans a copy's chunks there, beside the main thread; the module is loaded on
-// its first call). Jobs run one at a time, in the order posted. Blocking statements of better-sqlite3
-// stay in the worker; the main thread only awaits messages.
+// Owns running SQLite work without blocking the event loop on a large database: jobs (jobs.ts) for the
+// databases of one snapshot, restore or verify, run in order by a runner. A runner is a worker thread
+// (thread-main.ts) when the databases are large enough to pay for starting one (~80 ms of CPU with
+// better-sqlite3 loaded, on stop 27's machine), or the calling thread when they are small
+// (`sqliteRunners`): there a copy of a live database never waits for a writer's lock; a copy that
+// would wait goes to a thread started then. Blocking statements of better-sqlite3 on a large database
+// stay on a thread; the main thread only awaits messages.
 
-import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
-import { NativeModuleError, SqliteError } from '../model/errors.js';
-import type { PackageModule } from '../util/module-worker.js';
+import { rm, stat } from 'node:fs/promises';
+import { pathToFileURL } from 'node:url';
+import { NativeModuleError, nativeModuleError, SqliteError } from '../model/errors.js';
+import { sha256File } from '../util/hash.js';
+import { type PackageModule, startModuleWorker } from '../util/module-worker.js';
 import { WorkerRpc } from '../util/worker-rpc.js';
+import type { CopyResult } from './jobs.js';
+import type { ThreadJob } from './thread-main.js';
 
-export interface CopyResult {
-  journal_mode: string;
-  page_size: number;
+export type { CopyResult } from './jobs.js';
+
+/**
+ * The databases (bytes in all) below which a command's SQLite jobs run on the calling thread: starting
+ * the two threads costs more than the work (a copy or check of 16 MiB takes ~50-100 ms here).
+ */
+export const SQLITE_THREADS_MIN_BYTES = 16 * 1024 * 1024;
+
+/** What a runner of SQLite jobs does; jobs given to one runner run one at a time, in order. */
+export interface SqliteJobs {
+  /** Consistent copy of a live database into `dst` (which must not exist). */
+  copy(src: string, dst: string, busyTimeoutMs?: number): Promise<CopyResult>;
+  /** SHA-256 and size of a file. */
+  hash(path: string): Promise<{ size: number; sha256: string }>;
+  /**
+   * `module`'s export `fn` called with `args` (structured-cloned both ways on a thread), after the jobs
+   * given before it.
+   */
+  call<T>(module: PackageModule, fn: string, ...args: unknown[]): Promise<T>;
+  /** `ok`, or the problems PRAGMA integrity_check reported (at most `maxErrors`). */
+  integrityCheck(path: string, maxErrors?: number): Promise<string>;
+  close(): Promise<void>;
 }
 
-type Job =
-  | { kind: 'copy'; src: string; dst: string; busyTimeoutMs: number }
-  | { kind: 'hash'; path: string }
-  | { kind: 'integrity'; path: string; maxErrors: number }
-  | { kind: 'call'; module: PackageModule; fn: string; args: unknown[] };
-
-// Plain CommonJS so the same code runs under tsx (tests) and from dist (installed package).
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.driver);
-const crypto = require('node:crypto');
-const fs = require('node:fs');
-// Page cache of each connection: 2 MiB (SQLite's default) instead of better-sqlite3's 16 MiB. A copy
-// (the source and the VACUUM INTO target) and an integrity check read each page about once, so the
-// large cache only raised the peak RSS (by ~30 MB per worker), not the speed (measured: no slower).
-const CACHE_KIB = -2000;
-
-function sha256File(path) {
-  const h = crypto.createHash('sha256');
-  const fd = fs.openSync(path, 'r');
-  const buf = Buffer.allocUnsafe(1 << 20);
-  let size = 0;
-  try {
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      h.update(n === buf.length ? buf : buf.subarray(0, n));
-      size += n;
-    }
-  } finally { fs.closeSync(fd); }
-  return { size, sha256: h.digest('hex') };
+/**
+ * `count` runners for SQLite work on databases of `bytes` in all: worker threads (started now, so they
+ * start while the caller does other work) when that is at least SQLITE_THREADS_MIN_BYTES, else runners
+ * on the calling thread.
+ */
+export function sqliteRunners(bytes: number, count = 2): SqliteJobs[] {
+  const here = bytes < SQLITE_THREADS_MIN_BYTES;
+  return Array.from({ length: count }, () => (here ? new SqliteHere() : new SqliteWorker()));
 }
 
-function copy(job) {
-  const src = new Database(job.src, { readonly: true, fileMustExist: true, timeout: job.busyTimeoutMs });
-  let journal_mode, page_size;
-  try {
-    journal_mode = String(src.pragma('journal_mode', { simple: true })).toLowerCase();
-    page_size = Number(src.pragma('page_size', { simple: true }));
-    src.pragma('cache_size = ' + CACHE_KIB);
-    // VACUUM INTO writes its target with the source connection's sync level: the copy is staging, read
-    // once and stored (the repository and the bundle make their own writes durable), so it is not
-    // fsynced; the bytes are the same.
-    src.pragma('synchronous = OFF');
-    src.prepare('VACUUM INTO ?').run(job.dst);
-  } finally { src.close(); }
-  if (journal_mode === 'wal') {
-    // keep the live database's WAL mode in the copy's header; closing checkpoints and removes -wal/-shm
-    const dst = new Database(job.dst, { fileMustExist: true });
-    try { dst.pragma('synchronous = OFF'); dst.pragma('journal_mode = WAL'); } finally { dst.close(); }
-  }
-  return { journal_mode, page_size };
-}
+const copyError = (src: string, err: unknown): Error =>
+  err instanceof NativeModuleError
+    ? err
+    : new SqliteError(`copying ${src}: ${(err as Error).message}`, { cause: err });
 
-function integrity(job) {
-  const db = new Database(job.path, { fileMustExist: true });
-  try {
-    db.pragma('cache_size = ' + CACHE_KIB);
-    const rows = db.prepare('PRAGMA integrity_check(' + Number(job.maxErrors) + ')').pluck().all();
-    return { result: rows.map(String) };
-  } finally { db.close(); }
-}
+const integrityResult = (result: string[]): string =>
+  result.length === 1 && result[0] === 'ok' ? 'ok' : result.join('; ');
 
-// A package module, loaded on its first call: compiled ESM by import(), TypeScript source through tsx.
-const modules = new Map();
-async function call(job) {
-  let m = modules.get(job.module.path);
-  if (m === undefined) {
-    if (job.module.tsx !== undefined) {
-      require(job.module.tsx).register();
-      m = require(job.module.path);
-    } else {
-      m = await import(require('node:url').pathToFileURL(job.module.path).href);
-    }
-    modules.set(job.module.path, m);
-  }
-  return m[job.fn](...job.args);
-}
+const notADatabase = (err: unknown): string => {
+  if (err instanceof NativeModuleError) throw err; // says nothing about the database
+  return `not a valid database: ${(err as Error).message}`;
+};
 
-async function serve({ id, job }) {
-  try {
-    const value =
-      job.kind === 'copy' ? copy(job)
-      : job.kind === 'hash' ? sha256File(job.path)
-      : job.kind === 'call' ? await call(job)
-      : integrity(job);
-    parentPort.postMessage({ id, value });
-  } catch (err) {
-    parentPort.postMessage({ id, error: { message: String(err && err.message || err), code: err && err.code } });
-  }
-}
+/** One worker thread serving SQLite jobs in order, started at once. Call close() when done. */
+export class SqliteWorker implements SqliteJobs {
+  private readonly rpc = new WorkerRpc<ThreadJob>(
+    startModuleWorker(import.meta.url, 'thread-main', {}),
+    'sqlite worker',
+  );
 
-// one job at a time: a call may await, and the next job waits for it
-let queue = Promise.resolve();
-parentPort.on('message', (msg) => { queue = queue.then(() => serve(msg)); });
-`;
-
-const driverPath = createRequire(import.meta.url).resolve('better-sqlite3');
-
-/** One worker thread serving SQLite jobs in order. Call close() when done. */
-export class SqliteWorker {
-  private readonly rpc: WorkerRpc<Job>;
-
-  constructor() {
-    this.rpc = new WorkerRpc(
-      new Worker(WORKER_SOURCE, { eval: true, workerData: { driver: driverPath } }),
-      'sqlite worker',
-    );
-  }
-
-  private run<T>(job: Job): Promise<T> {
+  private run<T>(job: ThreadJob): Promise<T> {
     return this.rpc.run<T>(job);
   }
 
-  /** Consistent copy of a live database into `dst` (which must not exist). */
   async copy(src: string, dst: string, busyTimeoutMs = 10_000): Promise<CopyResult> {
     try {
       return await this.run<CopyResult>({ kind: 'copy', src, dst, busyTimeoutMs });
     } catch (err) {
-      if (err instanceof NativeModuleError) throw err;
-      throw new SqliteError(`copying ${src}: ${(err as Error).message}`, { cause: err });
+      throw copyError(src, err);
     }
   }
 
-  /** SHA-256 and size of a file, computed on the worker thread. */
-  async hash(path: string): Promise<{ size: number; sha256: string }> {
+  hash(path: string): Promise<{ size: number; sha256: string }> {
     return this.run({ kind: 'hash', path });
   }
 
-  /**
-   * `module`'s export `fn` called on the worker thread with `args` (structured-cloned both ways), after
-   * the jobs posted before it.
-   */
   call<T>(module: PackageModule, fn: string, ...args: unknown[]): Promise<T> {
     return this.run<T>({ kind: 'call', module, fn, args });
   }
 
-  /** `ok`, or the problems PRAGMA integrity_check reported (at most `maxErrors`). */
   async integrityCheck(path: string, maxErrors = 10): Promise<string> {
     try {
-      const { result } = await this.run<{ result: string[] }>({ kind: 'integrity', path, maxErrors });
-      return result.length === 1 && result[0] === 'ok' ? 'ok' : result.join('; ');
+      return integrityResult(await this.run<string[]>({ kind: 'integrity', path, maxErrors }));
     } catch (err) {
-      if (err instanceof NativeModuleError) throw err; // says nothing about the database
-      return `not a valid database: ${(err as Error).message}`;
+      return notADatabase(err);
     }
   }
 
   close(): Promise<void> {
     return this.rpc.close();
   }
+}
+
+/**
+ * SQLite jobs on the calling thread, for small databases, in order. A copy does not wait for a
+ * writer's lock here (that would stop the event loop): one that finds the database locked is made
+ * again on a worker thread started for it, which waits as a thread copy does.
+ */
+export class SqliteHere implements SqliteJobs {
+  private queue: Promise<unknown> = Promise.resolve();
+  private thread: SqliteWorker | undefined;
+
+  /** `job` after every job given before it. */
+  private inOrder<T>(job: () => Promise<T>): Promise<T> {
+    const done = this.queue.then(job);
+    this.queue = done.catch(() => {});
+    return done;
+  }
+
+  copy(src: string, dst: string, busyTimeoutMs = 10_000): Promise<CopyResult> {
+    return this.inOrder(async () => {
+      let jobs: typeof import('./jobs.js');
+      try {
+        jobs = await import('./jobs.js');
+      } catch (err) {
+        throw nativeModuleError(err) ?? err;
+      }
+      try {
+        return jobs.copyDatabase(src, dst, 0);
+      } catch (err) {
+        const code = (err as { code?: unknown }).code;
+        if (code !== 'SQLITE_BUSY' && code !== 'SQLITE_LOCKED') throw copyError(src, err);
+      }
+      await rm(dst, { force: true });
+      this.thread ??= new SqliteWorker();
+      return this.thread.copy(src, dst, busyTimeoutMs);
+    });
+  }
+
+  hash(path: string): Promise<{ size: number; sha256: string }> {
+    return this.inOrder(() => sha256File(path));
+  }
+
+  call<T>(module: PackageModule, fn: string, ...args: unknown[]): Promise<T> {
+    return this.inOrder(async () => {
+      const m = (await import(pathToFileURL(module.path).href)) as Record<string, (...a: unknown[]) => T>;
+      return m[fn]!(...args);
+    });
+  }
+
+  integrityCheck(path: string, maxErrors = 10): Promise<string> {
+    return this.inOrder(async () => {
+      try {
+        const jobs = await import('./jobs.js');
+        return integrityResult(jobs.integrityCheck(path, maxErrors));
+      } catch (err) {
+        return notADatabase(nativeModuleError(err) ?? err);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.queue;
+    await this.thread?.close();
+  }
+}
+
+/**
+ * `PRAGMA integrity_check` of each database file (name → path), one after the other on one runner
+ * chosen by their size; name → `ok` or the problems found.
+ */
+export async function checkIntegrity(files: ReadonlyMap<string, string>): Promise<Record<string, string>> {
+  const sizes = await Promise.all(
+    [...files.values()].map((path) =>
+      stat(path).then(
+        (st) => st.size,
+        () => 0,
+      ),
+    ),
+  );
+  const [runner] = sqliteRunners(
+    sizes.reduce((a, b) => a + b, 0),
+    1,
+  );
+  const out: Record<string, string> = {};
+  try {
+    for (const [name, path] of files) out[name] = await runner!.integrityCheck(path);
+  } finally {
+    await runner!.close();
+  }
+  return out;
 }

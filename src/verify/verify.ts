@@ -37,7 +37,7 @@ import {
   type VerifyProblem,
   type VerifyReport,
 } from '../model/types.js';
-import { SqliteWorker } from '../sqlite/worker.js';
+import { checkIntegrity } from '../sqlite/worker.js';
 import { readSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { sha256File } from '../util/hash.js';
@@ -600,15 +600,12 @@ async function writeLarge(
  */
 async function deepChecks(written: Map<string, string>, parsed: ParsedManifest): Promise<DeepReport> {
   const deep: DeepReport = { sqlite_integrity: {} };
-  const worker = new SqliteWorker();
-  try {
-    for (const db of DB_NAMES) {
-      const p = written.get(sqlitePath(db));
-      if (p) deep.sqlite_integrity[db] = await worker.integrityCheck(p);
-    }
-  } finally {
-    await worker.close();
+  const dbs = new Map<string, string>();
+  for (const db of DB_NAMES) {
+    const p = written.get(sqlitePath(db));
+    if (p) dbs.set(db, p);
   }
+  deep.sqlite_integrity = await checkIntegrity(dbs);
   if (parsed.layout === 2) {
     if (parsed.manifest.artifacts.some((a) => a.path_in_bundle === GIT_BUNDLE_PATH)) deep.git = 'ok';
   } else {
