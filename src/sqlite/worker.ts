@@ -18,8 +18,9 @@ import type { ThreadJob } from './thread-main.js';
 export type { CopyResult } from './jobs.js';
 
 /**
- * The databases (bytes in all) below which a command's SQLite jobs run on the calling thread: starting
- * the two threads costs more than the work (a copy or check of 16 MiB takes ~50-100 ms here).
+ * The databases (bytes in all) below which a command's SQLite jobs run on the calling thread. Near it the
+ * two ways cost about the same: on stop 27's machine, under load, one thread copied a 16.8 MiB database
+ * in 143-181 ms and checked it in 40-119 ms, and a thread takes ~80 ms of CPU to start.
  */
 export const SQLITE_THREADS_MIN_BYTES = 16 * 1024 * 1024;
 
