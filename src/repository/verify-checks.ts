@@ -8,9 +8,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sqlitePath } from '../format/constants.js';
 import { initBare } from '../git/git.js';
-import { DB_NAMES, type DeepReport } from '../model/types.js';
+import type { DeepReport } from '../model/types.js';
 import { checkIntegrity } from '../sqlite/worker.js';
 import { applyRefs } from './git-history.js';
 import { GIT_HISTORY_KIND, type RepoArtifact } from './manifest.js';
@@ -71,12 +70,7 @@ export async function checkedVerifyRepoSnapshot(
     }
     if (!opts.deep || result.problems.length > 0) return { result };
     const deep: DeepReport = { sqlite_integrity: {}, ...(gitResult ? { git: gitResult } : {}) };
-    const dbs = new Map<string, string>();
-    for (const db of DB_NAMES) {
-      const p = result.written.get(sqlitePath(db));
-      if (p) dbs.set(db, p);
-    }
-    deep.sqlite_integrity = await checkIntegrity(dbs);
+    deep.sqlite_integrity = await checkIntegrity(result.written);
     return { result, deep };
   } finally {
     await rm(scratch, { recursive: true, force: true });

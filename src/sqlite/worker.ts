@@ -8,7 +8,9 @@
 
 import { rm, stat } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
+import { sqlitePath } from '../format/constants.js';
 import { NativeModuleError, nativeModuleError, SqliteError } from '../model/errors.js';
+import { DB_NAMES } from '../model/types.js';
 import { sha256File } from '../util/hash.js';
 import { type PackageModule, startModuleWorker } from '../util/module-worker.js';
 import { WorkerRpc } from '../util/worker-rpc.js';
@@ -168,12 +170,16 @@ export class SqliteHere implements SqliteJobs {
 }
 
 /**
- * `PRAGMA integrity_check` of each database file (name → path), one after the other on one runner
- * chosen by their size; name → `ok` or the problems found.
+ * `PRAGMA integrity_check` of each database among the files a verify wrote (path in the bundle → file),
+ * one after the other on one runner chosen by their size; database name → `ok` or the problems found.
  */
-export async function checkIntegrity(files: ReadonlyMap<string, string>): Promise<Record<string, string>> {
+export async function checkIntegrity(written: ReadonlyMap<string, string>): Promise<Record<string, string>> {
+  const files = DB_NAMES.flatMap((db) => {
+    const path = written.get(sqlitePath(db));
+    return path === undefined ? [] : [{ db, path }];
+  });
   const sizes = await Promise.all(
-    [...files.values()].map((path) =>
+    files.map(({ path }) =>
       stat(path).then(
         (st) => st.size,
         () => 0,
@@ -186,7 +192,7 @@ export async function checkIntegrity(files: ReadonlyMap<string, string>): Promis
   );
   const out: Record<string, string> = {};
   try {
-    for (const [name, path] of files) out[name] = await runner!.integrityCheck(path);
+    for (const { db, path } of files) out[db] = await runner!.integrityCheck(path);
   } finally {
     await runner!.close();
   }

@@ -13,7 +13,7 @@ import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { type Identity, readAgeHeader } from '../crypto/age.js';
-import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MAX_MANIFEST_BYTES, sqlitePath } from '../format/constants.js';
+import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MAX_MANIFEST_BYTES } from '../format/constants.js';
 import { parseStrictJson } from '../format/json.js';
 import { type Artifact, digestSeal, manifestSeal, type ParsedManifest } from '../format/manifest.js';
 import { BundleReader } from '../format/reader.js';
@@ -30,13 +30,7 @@ import {
   SnapshotError,
   UnsafeBundleError,
 } from '../model/errors.js';
-import {
-  DB_NAMES,
-  type DeepReport,
-  type ProgressListener,
-  type VerifyProblem,
-  type VerifyReport,
-} from '../model/types.js';
+import type { DeepReport, ProgressListener, VerifyProblem, VerifyReport } from '../model/types.js';
 import { checkIntegrity } from '../sqlite/worker.js';
 import { readSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
@@ -600,12 +594,7 @@ async function writeLarge(
  */
 async function deepChecks(written: Map<string, string>, parsed: ParsedManifest): Promise<DeepReport> {
   const deep: DeepReport = { sqlite_integrity: {} };
-  const dbs = new Map<string, string>();
-  for (const db of DB_NAMES) {
-    const p = written.get(sqlitePath(db));
-    if (p) dbs.set(db, p);
-  }
-  deep.sqlite_integrity = await checkIntegrity(dbs);
+  deep.sqlite_integrity = await checkIntegrity(written);
   if (parsed.layout === 2) {
     if (parsed.manifest.artifacts.some((a) => a.path_in_bundle === GIT_BUNDLE_PATH)) deep.git = 'ok';
   } else {
