@@ -5,12 +5,13 @@
 // the worker always ends by itself (exit code 0, never terminated).
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import {
   ageDecryptPayload,
   CHUNK,
@@ -20,9 +21,12 @@ import {
   parseIdentity,
   readAgeHeader,
 } from '../src/crypto/age.js';
-import { OFF_THREAD_MIN_BYTES } from '../src/format/reader.js';
 import { type SizeLimit, zstdDecompress } from '../src/format/zstd.js';
-import { decompressFileOffThread } from '../src/format/zstd-worker.js';
+import {
+  decompressFileOffThread,
+  OFF_THREAD_MIN_BYTES,
+  prestartDecompressionFor,
+} from '../src/format/zstd-worker.js';
 import { verifyBundle } from '../src/verify/verify.js';
 import { sampleAgent, tempDir } from './helpers/env.js';
 
@@ -417,4 +421,57 @@ test('verify decodes a bundle of at least OFF_THREAD_MIN_BYTES on a worker threa
     writeFileSync(damaged, b);
     assert.equal((await verifyBundle(damaged)).report.status, 'damaged', size);
   }
+});
+
+test('a decompression worker started ahead of a read is the one the read takes (same checks, same file hash), at most one waits, and an unused one does not keep the process alive', async (t) => {
+  const workers: unknown[] = [];
+  const count = (w: unknown) => workers.push(w);
+  process.on('worker', count);
+  t.after(() => process.off('worker', count));
+  const small = sampleAgent(t, 'ana', {}, { store: 'bundles' });
+  const smallBundle = (await small.snapshotter.snapshot({ agentId: 'ana' })).bundle_path;
+  const a = sampleAgent(t, 'ana', { memories: 2000, embeddings: 12_000 }, { store: 'bundles' });
+  const bundle = (await a.snapshotter.snapshot({ agentId: 'ana' })).bundle_path;
+  workers.length = 0;
+  prestartDecompressionFor(smallBundle); // read on this thread: nothing started
+  prestartDecompressionFor(join(tempDir(t), 'missing.tar.zst')); // the read reports it
+  await new Promise(setImmediate); // process emits 'worker' on the next tick
+  assert.equal(workers.length, 0, 'no worker for a small or missing file');
+  prestartDecompressionFor(bundle);
+  prestartDecompressionFor(bundle);
+  await new Promise(setImmediate);
+  assert.equal(workers.length, 1, 'one worker waits');
+  const v = await verifyBundle(bundle);
+  assert.equal(v.report.status, 'verified', JSON.stringify(v.report.problems));
+  assert.equal(v.report.file_sha256, sha(readFileSync(bundle)));
+  assert.equal(workers.length, 1, 'the read took the waiting worker');
+  // a damaged file read by a waiting worker: the same verdict as by a new one
+  const damaged = join(tempDir(t), 'damaged.tar.zst');
+  const b = readFileSync(bundle);
+  b[b.length >> 1] = b[b.length >> 1]! ^ 0xff;
+  writeFileSync(damaged, b);
+  prestartDecompressionFor(damaged);
+  assert.equal((await verifyBundle(damaged)).report.status, 'damaged');
+  assert.equal(workers.length, 2);
+  // a process that started one and never read ends by itself once its own work is done (here a timer),
+  // with the worker still up and waiting
+  const r = spawnSync(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '-e',
+      // (a CommonJS -e: an ES module one would make the worker's own eval boot one too)
+      `let exited = false;
+       process.on('worker', (w) => w.on('exit', () => { exited = true; }));
+       import(${JSON.stringify(pathToFileURL(join(import.meta.dirname, '../src/format/zstd-worker.ts')).href)}).then((m) => {
+         m.prestartDecompressionFor(${JSON.stringify(bundle)});
+         setTimeout(() => process.stdout.write(exited ? 'exited' : 'waiting'), 1500);
+       });`,
+    ],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
+  assert.equal(r.signal, null, `the process did not end by itself: ${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'waiting', 'the worker was up, waiting for its input');
 });

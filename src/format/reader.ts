@@ -20,7 +20,7 @@ import { layoutProblem, unsafePathReason } from './layout.js';
 import { type Artifact, type ParsedManifest, parseManifest } from './manifest.js';
 import { padding, readTar, type TarEntry } from './tar.js';
 import { type SizeLimit, zstdDecompress } from './zstd.js';
-import { decompressFileOffThread, type OffThreadStream } from './zstd-worker.js';
+import { decompressFileOffThread, OFF_THREAD_MIN_BYTES, type OffThreadStream } from './zstd-worker.js';
 
 const READ_CHUNK = 1024 * 1024;
 const isEncryptedName = (p: string): boolean => /\.age$/i.test(p);
@@ -238,14 +238,6 @@ export class BundleReader {
     void this.offThreadStream?.chunks.return(undefined);
   }
 }
-
-/**
- * The smallest file a whole-bundle read decodes on a worker thread. Starting the thread costs ~30-40 ms
- * (its isolate and Node's bootstrap, the zstd binding loaded again) before the first byte; this thread
- * decompresses ~4 MiB in that time. A smaller bundle (a small agent's, a pre-tool snapshot's) is
- * decoded here, where it is done before a worker would have started.
- */
-export const OFF_THREAD_MIN_BYTES = 4 * 1024 * 1024;
 
 /** Reads only the manifest at the head of a bundle (list, diff): never the whole file. */
 export async function readManifestOnly(

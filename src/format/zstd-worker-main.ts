@@ -4,7 +4,8 @@
 // ring (zstd.ts's ZstdDecoder), so the rules and errors are those of the main thread's reader. Posts its
 // end or its failure, and ends by itself as soon as the main thread sets STOP: it looks between zstd
 // calls and at least every STOP_CHECK_MS while it waits (the main thread never terminates it, see
-// zstd-worker.ts). Started by zstd-worker.ts; never imported by anything else.
+// zstd-worker.ts). Started by zstd-worker.ts, with its input or ahead of the read (then the input is
+// the first message); never imported by anything else.
 
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
@@ -26,10 +27,12 @@ import {
   type WorkerMessage,
 } from './zstd-ring.js';
 
-const input = workerData as WorkerInput;
-const C = new Int32Array(input.ctrl);
-const lens = new Int32Array(input.lens);
-const views = Array.from({ length: SLOTS }, (_, i) => Buffer.from(input.data, i * SLOT_SIZE, SLOT_SIZE));
+// Its input: the workerData it was started with, or, started ahead of the read (prestarted, with none),
+// the first message it receives; begin() sets these before anything reads them.
+let input: WorkerInput;
+let C: Int32Array;
+let lens: Int32Array;
+let views: Buffer[];
 const PROGRESS_EVERY = 4 * 1024 * 1024;
 
 /** Unwinds the worker when the main thread asked it to stop; nothing more is posted. */
@@ -112,12 +115,21 @@ function run(fd: number): void {
   }
 }
 
-let fd: number | undefined;
-try {
-  fd = openSync(input.path, 'r');
-  run(fd);
-} catch (err) {
-  if (!(err instanceof Stopped)) end(failure(err));
-} finally {
-  if (fd !== undefined) closeSync(fd);
+function begin(given: WorkerInput): void {
+  input = given;
+  C = new Int32Array(input.ctrl);
+  lens = new Int32Array(input.lens);
+  views = Array.from({ length: SLOTS }, (_, i) => Buffer.from(input.data, i * SLOT_SIZE, SLOT_SIZE));
+  let fd: number | undefined;
+  try {
+    fd = openSync(input.path, 'r');
+    run(fd);
+  } catch (err) {
+    if (!(err instanceof Stopped)) end(failure(err));
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
+
+if (workerData) begin(workerData as WorkerInput);
+else parentPort!.once('message', begin);

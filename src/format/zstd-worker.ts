@@ -6,6 +6,8 @@
 // verify and restore, the file's hashing on the worker's. The worker's
 // failures become the same typed errors as those of the main thread's reader (zstd.ts, crypto/age.ts).
 
+import { statSync } from 'node:fs';
+import type { Worker } from 'node:worker_threads';
 import {
   BundleDamagedError,
   EncryptionError,
@@ -61,6 +63,57 @@ export interface OffThreadStream {
   exited: Promise<number>;
 }
 
+/**
+ * The smallest file a whole-bundle read decodes on a worker thread. Starting the thread costs ~30-40 ms
+ * (its isolate and Node's bootstrap, the zstd binding loaded again) before the first byte; this thread
+ * decompresses ~4 MiB in that time. A smaller bundle (a small agent's, a pre-tool snapshot's) is
+ * decoded here, where it is done before a worker would have started.
+ */
+export const OFF_THREAD_MIN_BYTES = 4 * 1024 * 1024;
+
+/** A decompression worker started ahead of the read that will take it, and whether it ended already. */
+let spare: { worker: Worker; exited: boolean } | undefined;
+
+/**
+ * Starts the next read's decompression worker now, idle until a read takes it (its input then comes as
+ * a message): starting a thread costs ~100 ms here, which then overlaps what the caller does before it
+ * reads (a CLI process's imports). At most one waits; it does not keep the process alive.
+ */
+export function prestartDecompressionWorker(): void {
+  if (spare && !spare.exited) return;
+  const worker = startModuleWorker(import.meta.url, 'zstd-worker-main', { workerData: null });
+  const s = { worker, exited: false };
+  worker.once('exit', () => {
+    s.exited = true;
+  });
+  worker.on('error', () => {}); // an idle worker that failed is not taken (its exit follows)
+  worker.unref();
+  spare = s;
+}
+
+/** Prestarts the worker when the file at `path` is one a whole-bundle read decodes on a worker. */
+export function prestartDecompressionFor(path: string): void {
+  let size: number;
+  try {
+    size = statSync(path).size;
+  } catch {
+    return; // the read reports it
+  }
+  if (size >= OFF_THREAD_MIN_BYTES) prestartDecompressionWorker();
+}
+
+/** The worker of the next read: the prestarted one, given its input, or a new one. */
+function workerFor(workerData: WorkerInput): Worker {
+  const s = spare;
+  spare = undefined;
+  if (s && !s.exited) {
+    s.worker.ref();
+    s.worker.postMessage(workerData);
+    return s.worker;
+  }
+  return startModuleWorker(import.meta.url, 'zstd-worker-main', { workerData });
+}
+
 /** Reads, hashes and decompresses the file at `path` on a worker thread. */
 export function decompressFileOffThread(
   path: string,
@@ -78,7 +131,7 @@ export function decompressFileOffThread(
     path,
     decrypt: decrypt ? { key: new Uint8Array(decrypt.key), offset: decrypt.offset } : null,
   };
-  const worker = startModuleWorker(import.meta.url, 'zstd-worker-main', { workerData });
+  const worker = workerFor(workerData);
   type Ended = Exclude<WorkerMessage, { type: 'read' }>;
   let ended: Ended | undefined;
   let settle!: (m: Ended) => void;

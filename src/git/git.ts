@@ -17,6 +17,7 @@ import { lstat, rm } from 'node:fs/promises';
 import { devNull, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
+import { runOnHost } from '../util/program-host.js';
 
 export interface GitResult {
   code: number;
@@ -95,9 +96,27 @@ export function spawnGit(
 
 /**
  * Runs git in `cwd`, with `input` on stdin when given; resolves with the exit code (never rejects on a
- * non-zero exit).
+ * non-zero exit). On the program host when it is up (util/program-host.ts), else spawned here.
  */
 export function runGit(cwd: string, args: string[], input?: string): Promise<GitResult> {
+  const hosted = runOnHost({
+    file: 'git',
+    args: gitArgs(cwd, args),
+    cwd,
+    env: gitEnv(cwd),
+    ...(input === undefined ? {} : { input }),
+  });
+  if (hosted)
+    return hosted.then(
+      (r) => ({
+        code: r.code ?? 128,
+        stdout: r.stdout.toString('utf8'),
+        stderr: r.stderr.toString('utf8').trim(),
+      }),
+      (e: Error) => {
+        throw new GitError(`cannot run git: ${e.message}`, { cause: e });
+      },
+    );
   return new Promise((resolvePromise, reject) => {
     const child = spawnGit(cwd, args, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe']);
     const out: Buffer[] = [];
@@ -196,8 +215,11 @@ function present(log: string, sym: GitResult): RepoInfo {
  */
 export async function createBundle(memdir: string, info: RepoInfo, dst: string): Promise<boolean> {
   if (info.repository === 'absent') return false;
-  const refs = await gitOk(memdir, ['for-each-ref', '--count=1', '--format=%(refname)'], 'listing refs');
-  if (refs.trim() === '' && info.headOid === undefined) return false;
+  if (info.headOid === undefined) {
+    // no commit at HEAD: a bundle only when some ref has one
+    const refs = await gitOk(memdir, ['for-each-ref', '--count=1', '--format=%(refname)'], 'listing refs');
+    if (refs.trim() === '') return false;
+  }
   // (`--`: revisions end there, so a memory file named HEAD is not taken for one)
   const tips = [...(info.headOid !== undefined ? ['HEAD'] : []), '--glob=refs/*', '--'];
   await gitOk(memdir, ['bundle', 'create', '-q', resolve(dst), ...tips], 'git bundle create');
@@ -286,7 +308,19 @@ export async function initRepo(dir: string, objectFormat: 'sha1' | 'sha256'): Pr
   if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
 }
 
-export async function gitVersion(): Promise<string> {
-  const r = await runGit(tmpdir(), ['--version']);
-  return r.stdout.trim().replace(/^git version /, '');
+let version: Promise<string> | undefined;
+
+/** The version of the git on PATH, asked once per process (every snapshot records it). */
+export function gitVersion(): Promise<string> {
+  version ??= runGit(tmpdir(), ['--version']).then((r) => r.stdout.trim().replace(/^git version /, ''));
+  return version;
+}
+
+/**
+ * `git fsck` of a repository this package built (a restore's, a scratch or quarantine repository) with
+ * `args`: such a repository has no commit-graph and no multi-pack index (nothing here writes one, and
+ * none comes with a history), so fsck is told not to start the two processes that would verify them.
+ */
+export function fsckBuilt(repo: string, args: readonly string[]): Promise<GitResult> {
+  return runGit(repo, ['-c', 'core.commitGraph=false', '-c', 'core.multiPackIndex=false', 'fsck', ...args]);
 }

@@ -10,7 +10,7 @@ import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BundleDamagedError, GitError } from '../model/errors.js';
-import { runGit, spawnGit } from './git.js';
+import { fsckBuilt, runGit, spawnGit } from './git.js';
 
 export interface GitRef {
   name: string;
@@ -187,7 +187,7 @@ export async function commitMeta(
 
 /** Why the history reachable from every ref of `repo` is incomplete (`git fsck --connectivity-only`), or undefined. */
 export async function connectivityProblem(repo: string): Promise<string | undefined> {
-  const r = await runGit(repo, ['fsck', '--connectivity-only', '--no-progress', '--no-dangling']);
+  const r = await fsckBuilt(repo, ['--connectivity-only', '--no-progress', '--no-dangling']);
   return r.code === 0 ? undefined : r.stderr || `git fsck exited ${r.code}`;
 }
 

@@ -9,7 +9,7 @@ import type { Dirent } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { BundleDamagedError } from '../model/errors.js';
-import { initBare, runGit } from './git.js';
+import { fsckBuilt, initBare, runGit } from './git.js';
 
 const LOOSE_OBJECT = /^objects\/[0-9a-f]{2}\/[0-9a-f]{38}$/;
 const PACK = /^objects\/pack\/pack-[0-9a-f]{40}\.(pack|idx)$/;
@@ -98,7 +98,7 @@ export async function fsckV1(raw: string): Promise<string> {
       if (err instanceof BundleDamagedError) return err.message;
       throw err;
     }
-    const r = await runGit(repo, ['fsck', '--no-progress', '--no-dangling']);
+    const r = await fsckBuilt(repo, ['--no-progress', '--no-dangling']);
     return r.code === 0 ? 'ok' : r.stderr || `git fsck exited ${r.code}`;
   } finally {
     await rm(scratch, { recursive: true, force: true });

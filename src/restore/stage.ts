@@ -12,7 +12,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { type ComponentsInMemdir, componentsInMemdir } from '../agent/components-in-memdir.js';
 import { GIT_V1_PREFIX } from '../format/constants.js';
 import type { Artifact, Manifest } from '../format/manifest.js';
-import { inspectRepo, type RepoInfo, runGit } from '../git/git.js';
+import { fsckBuilt, inspectRepo, type RepoInfo, runGit } from '../git/git.js';
 import { writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
@@ -277,7 +277,7 @@ export async function buildMemdir(
     }
     // Every object was hashed and checked by index-pack when it was indexed or fetched; fsck checks
     // that the history reachable from every ref is complete.
-    const fsck = await runGit(dir, ['fsck', '--connectivity-only', '--no-progress', '--no-dangling']);
+    const fsck = await fsckBuilt(dir, ['--connectivity-only', '--no-progress', '--no-dangling']);
     if (fsck.code !== 0)
       throw new BundleDamagedError(`git fsck of the restored repository failed: ${fsck.stderr}`);
     return tag;

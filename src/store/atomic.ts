@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { constants, existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { link, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { runOnHost } from '../util/program-host.js';
 import { randomBytes } from '../util/random.js';
 
 export async function fsyncDir(dir: string): Promise<void> {
@@ -92,16 +93,24 @@ export async function removeQuietly(path: string): Promise<void> {
 
 /**
  * Makes everything written under `paths` durable: one `sync --file-system` (syncfs(2)) per call, which
- * flushes thousands of staged files at the cost of one system call; per-file fsync is the fallback.
+ * flushes thousands of staged files at the cost of one system call (run on the program host when it is
+ * up, util/program-host.ts); per-file fsync is the fallback.
  */
 export async function syncFileSystemsOf(paths: string[]): Promise<void> {
   const existing = paths.filter((p) => existsSync(p));
   if (existing.length === 0) return;
-  const ok = await new Promise<boolean>((resolvePromise) => {
-    const child = spawn('sync', ['--file-system', ...existing], { stdio: 'ignore' });
-    child.on('error', () => resolvePromise(false));
-    child.on('close', (code) => resolvePromise(code === 0));
-  });
+  const args = ['--file-system', ...existing];
+  const hosted = runOnHost({ file: 'sync', args, cwd: process.cwd(), env: process.env });
+  const ok = hosted
+    ? await hosted.then(
+        (r) => r.code === 0,
+        () => false,
+      )
+    : await new Promise<boolean>((resolvePromise) => {
+        const child = spawn('sync', args, { stdio: 'ignore' });
+        child.on('error', () => resolvePromise(false));
+        child.on('close', (code) => resolvePromise(code === 0));
+      });
   if (ok) return;
   for (const p of existing) await fsyncTree(p);
 }

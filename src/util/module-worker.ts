@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
 import { watchWorker } from './heap-settings.js';
+import { startProgramHost } from './program-host.js';
 
 /** A module of this package as a worker thread loads it: its file, and tsx's require hook for source. */
 export interface PackageModule {
@@ -29,6 +30,8 @@ export function packageModule(from: string, name: string): PackageModule {
  * `import.meta.url`), on a new worker thread.
  */
 export function startModuleWorker(from: string, name: string, options: WorkerOptions): Worker {
+  // from now on a fork of this process is expensive: programs run from a small one (program-host.ts)
+  startProgramHost();
   const m = packageModule(from, name);
   if (m.tsx === undefined) return watchWorker(new Worker(m.path, options));
   const boot = `require(${JSON.stringify(m.tsx)}).register(); require(${JSON.stringify(m.path)});`;

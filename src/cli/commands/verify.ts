@@ -6,6 +6,7 @@ import { Command, Option } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../../model/errors.js';
 import { verifyExitCode } from '../../model/types.js';
 import type { VerifyRequestOptions } from '../../snapshotter/interface.js';
+import { prepareBundleRead } from '../../snapshotter/prepare-read.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatVerify } from '../format.js';
 import {
@@ -53,6 +54,8 @@ Examples:
   nexo-memory verify ana.tar.zst --trust nexo-sign-pub1… --trust /etc/nexo/ops.pub`,
     )
     .action(async (positional, opts) => {
+      // a bundle file's decompression thread starts while the command's modules load
+      prepareBundleRead(positional ?? opts.bundle);
       await runCommand(opts, async (progress) => {
         const path = positional ?? opts.bundle;
         const byId = opts.agent !== undefined || opts.id !== undefined;

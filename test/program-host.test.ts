@@ -1,0 +1,93 @@
+// The program host (src/util/program-host.ts): once up, runs programs from its own small process with
+// exactly the arguments, directory, environment and input asked, and answers as a spawn here would (exit
+// status, output, a program that cannot start); git runs there with the same results; when the host
+// dies, what was running fails clearly and programs are spawned here again; a process that started it
+// still ends by itself; and the first worker thread of a process starts it.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { runGit } from '../src/git/git.js';
+import { type ProgramResult, runOnHost, startProgramHost } from '../src/util/program-host.js';
+import { tempDir } from './helpers/env.js';
+
+const sh = (script: string, input?: string): Promise<ProgramResult> | undefined =>
+  runOnHost({
+    file: 'sh',
+    args: ['-c', script],
+    cwd: '/',
+    env: { PATH: process.env.PATH, ASKED: 'yes' },
+    ...(input === undefined ? {} : { input }),
+  });
+
+/** Waits until the host answers runs (a bounded number of short waits: it is a process starting). */
+async function hostUp(): Promise<void> {
+  for (let i = 0; i < 600 && sh('true') === undefined; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(sh('true'), 'the program host came up');
+}
+
+test('the program host runs programs as asked from its own process, git with the same results as here, and after it dies programs run here again', async (t) => {
+  const dir = tempDir(t);
+  assert.equal(sh('true'), undefined, 'no host before one is started: the caller spawns');
+  const direct = await runGit(dir, ['rev-parse', '--show-toplevel']); // not a repository: exit 128
+  startProgramHost();
+  await hostUp();
+
+  const r = await sh('echo "$PPID $ASKED $(pwd)"; echo to-stderr >&2; cat; exit 3', 'the input');
+  assert.ok(r);
+  const [ppid, asked, cwd] = r.stdout.toString().split('\n')[0]!.split(' ');
+  assert.notEqual(Number(ppid), process.pid, 'run from another process');
+  assert.equal(asked, 'yes', 'with the environment asked');
+  assert.equal(cwd, '/', 'in the directory asked');
+  assert.equal(r.stdout.toString().split('\n')[1], 'the input', 'with the input asked');
+  assert.equal(r.stderr.toString(), 'to-stderr\n');
+  assert.equal(r.code, 3);
+  assert.equal(r.signal, null);
+  const killed = await sh('kill -9 $$');
+  assert.equal(killed?.signal, 'SIGKILL');
+  await assert.rejects(
+    runOnHost({ file: 'no-such-program-nexo', args: [], cwd: '/', env: {} })!,
+    (e: NodeJS.ErrnoException) => e.code === 'ENOENT',
+  );
+
+  // git through the host: the same answers as spawned here
+  const hosted = await runGit(dir, ['rev-parse', '--show-toplevel']);
+  assert.deepEqual(hosted, direct);
+  await runGit(dir, ['init', '-q', 'repo']);
+  const branch = await runGit(join(dir, 'repo'), ['symbolic-ref', 'HEAD']);
+  assert.equal(branch.code, 0, branch.stderr);
+  assert.match(branch.stdout, /^refs\/heads\/\S+\n$/);
+
+  // the host dies while a program runs: that run fails clearly, and later ones are spawned here
+  const running = sh('sleep 30');
+  assert.ok(running);
+  process.kill(Number(ppid), 'SIGKILL');
+  await assert.rejects(running, /the program host ended before sh did/);
+  assert.equal(sh('true'), undefined, 'no host after it ended');
+  const after = await runGit(dir, ['rev-parse', '--show-toplevel']);
+  assert.deepEqual(after, direct);
+});
+
+test('a process whose first worker thread started the host ends by itself once its own work is done', (t) => {
+  const dir = tempDir(t);
+  const moduleUrl = (p: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, p)).href);
+  // (a CommonJS -e: the worker's boot is evaluated as the process's input type)
+  const script = `
+    Promise.all([import(${moduleUrl('../src/util/module-worker.ts')}), import(${moduleUrl('../src/util/program-host.ts')})]).then(async ([mw, ph]) => {
+      const w = mw.startModuleWorker(${moduleUrl('../src/util/module-worker.ts')}, 'program-host-main', {});
+      w.on('error', () => {}); // not a worker body: it only has to start the host
+      const run = () => ph.runOnHost({ file: 'sh', args: ['-c', 'echo $PPID'], cwd: ${JSON.stringify(dir)}, env: process.env });
+      for (let i = 0; i < 600 && !run(); i++) await new Promise((r) => setTimeout(r, 50));
+      const r = await run();
+      process.stdout.write(String(Number(r.stdout) !== process.pid && r.code === 0));
+    });`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  assert.equal(r.signal, null, `the process did not end by itself: ${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'true', 'the worker thread started the host, and a program ran there');
+});
