@@ -11,6 +11,7 @@
 // ends with it.
 
 import { type ChildProcess, spawn } from 'node:child_process';
+import { isMainThread } from 'node:worker_threads';
 import { packageModule } from './module-worker.js';
 
 /** One program run, as the host receives it. */
@@ -53,9 +54,12 @@ interface Host {
 
 let host: Host | undefined;
 
-/** Starts the host unless it runs already (or ran and ended: programs are then spawned here). */
+/**
+ * Starts the host unless it runs already (or ran and ended: programs are then spawned here), from the
+ * main thread only.
+ */
 export function startProgramHost(): void {
-  if (host) return;
+  if (host || !isMainThread) return; // only the main thread runs programs (no worker thread here does)
   const m = packageModule(import.meta.url, 'program-host-main');
   // none of this process's flags (a profiler, tsx's ESM loader); TypeScript source under tsx's require
   // hook, as worker threads load it (module-worker.ts)
