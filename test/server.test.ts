@@ -69,6 +69,24 @@ function serve(t: { after(fn: () => void): void }, args: string[], env: NodeJS.P
 
 const storeFlags = (a: Agent) => a.flags;
 
+/** The processes whose parent is `pid` (from /proc): pid and command line. */
+function childrenOf(pid: number): Array<{ pid: number; cmd: string }> {
+  const out: Array<{ pid: number; cmd: string }> = [];
+  for (const n of readdirSync('/proc')) {
+    if (!/^\d+$/.test(n)) continue;
+    try {
+      const stat = readFileSync(`/proc/${n}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== pid) continue;
+      out.push({ pid: Number(n), cmd: readFileSync(`/proc/${n}/cmdline`, 'utf8').replaceAll('\0', ' ') });
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return out;
+}
+
+const alive = (pid: number): boolean => existsSync(`/proc/${pid}`);
+
 const auth = (token = TOKEN) => ({ authorization: `Bearer ${token}` });
 const jsonHeaders = (token = TOKEN) => ({ ...auth(token), 'content-type': 'application/json' });
 
@@ -378,6 +396,11 @@ test('serve: without a token mutating routes are refused and reads are open; no 
 test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves no leftovers, exits 0', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+  // The daemon runs git from its program host (src/util/program-host.ts), which ends with it.
+  const host = await until(
+    () => childrenOf(d.child.pid!).find((c) => c.cmd.includes('program-host-main')),
+    (c) => c !== undefined,
+  );
   // A memory writer in the middle of a batch: the snapshot waits in its capture step.
   const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
   await writer.ready;
@@ -399,6 +422,10 @@ test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves 
   assert.equal(r.status, 201, JSON.stringify(r.body));
   assert.equal(await d.exited, 0);
   assert.match(d.stderr(), /SIGTERM: shutting down, waiting for 1 operation/);
+  await until(
+    () => alive(host!.pid),
+    (up) => !up,
+  ); // the host ended with the daemon
   const entries = storeEntries(a);
   assert.deepEqual(
     entries.filter((n) => n.startsWith('.') || n.endsWith('.partial')),

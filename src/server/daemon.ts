@@ -11,6 +11,7 @@ import { asSnapshotError, ConfigError } from '../model/errors.js';
 import { operationsOfOthers, storeAgentPairs } from '../snapshotter/fleet.js';
 import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { startProgramHost } from '../util/program-host.js';
 import { ActivityBoard } from './activity.js';
 import { loadConsoleAssets } from './console-assets.js';
 import { createApiServer } from './http.js';
@@ -163,6 +164,9 @@ export class Daemon {
     const a = this.server.address() as AddressInfo;
     const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
     this.url = `http://${host}:${a.port}`;
+    // a long-lived process that grows: the git and sync its snapshots and restores run start from the
+    // program host, a small process, from now on (util/program-host.ts)
+    startProgramHost();
     this.scheduler.start();
     this.retention?.start();
     const s = this.snapshotter;
