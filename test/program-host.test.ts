@@ -6,12 +6,20 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { runGit } from '../src/git/git.js';
 import { type ProgramResult, runOnHost, startProgramHost } from '../src/util/program-host.js';
-import { tempDir } from './helpers/env.js';
+
+/** A scratch directory removed after the test (not helpers/env.ts: importing it starts the host). */
+function tempDir(t: { after(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'nexo-host-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 const sh = (script: string, input?: string): Promise<ProgramResult> | undefined =>
   runOnHost({

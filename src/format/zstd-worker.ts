@@ -5,6 +5,8 @@
 // output against the size limit, and parses and hashes it as it arrives: two cores instead of one for
 // verify and restore, the file's hashing on the worker's. The worker's
 // failures become the same typed errors as those of the main thread's reader (zstd.ts, crypto/age.ts).
+// Also which files a read decodes on a thread (OFF_THREAD_MIN_BYTES), and starting that thread ahead of
+// the read, idle until the read hands it its input (prestartDecompressionWorker).
 
 import { statSync } from 'node:fs';
 import type { Worker } from 'node:worker_threads';
@@ -76,8 +78,9 @@ let spare: { worker: Worker; exited: boolean } | undefined;
 
 /**
  * Starts the next read's decompression worker now, idle until a read takes it (its input then comes as
- * a message): starting a thread costs ~100 ms here, which then overlaps what the caller does before it
- * reads (a CLI process's imports). At most one waits; it does not keep the process alive.
+ * a message): Node bootstraps every worker from scratch (100-200 ms on stop 28's machine while the
+ * main thread loads modules), and that then overlaps what the caller does before it reads (a CLI
+ * process's imports). At most one waits; it does not keep the process alive.
  */
 export function prestartDecompressionWorker(): void {
   if (spare && !spare.exited) return;

@@ -1,4 +1,5 @@
-// Owns every use of the git CLI: the one place git is spawned (sanitized, below), inspecting a memdir
+// Owns every use of the git CLI: the one place git is started (sanitized, below: spawned here, or with
+// the same arguments and environment on the program host, util/program-host.ts), inspecting a memdir
 // repository (HEAD, branch or detached, author metadata), and writing its whole history as a `git
 // bundle` of all refs. (Checking a bundle's pack is git/pack-check.ts.)
 //
@@ -312,7 +313,13 @@ let version: Promise<string> | undefined;
 
 /** The version of the git on PATH, asked once per process (every snapshot records it). */
 export function gitVersion(): Promise<string> {
-  version ??= runGit(tmpdir(), ['--version']).then((r) => r.stdout.trim().replace(/^git version /, ''));
+  version ??= runGit(tmpdir(), ['--version']).then(
+    (r) => r.stdout.trim().replace(/^git version /, ''),
+    (err: unknown) => {
+      version = undefined; // asked again next time (git may be installed by then)
+      throw err;
+    },
+  );
   return version;
 }
 

@@ -26,12 +26,18 @@ import {
   type SampleAgentPaths,
 } from '../../scripts/sample-agent.js';
 import { LocalSnapshotter, type LocalSnapshotterOptions } from '../../src/index.js';
+import { startProgramHost } from '../../src/util/program-host.js';
 import { ensureBuilt } from './built-cli.js';
 import { runCliInProcess } from './cli.js';
 
 // The suite's existing tests exercise the bundle store (the exchange format, and 0.2 state roots);
 // test/repository-*.test.ts exercise the repository, the default of new state roots.
 process.env.NEXO_MEMORY_STORE_FORMAT ??= 'bundles';
+
+// A test process grows to 200-300 MB: every git the library forks from it costs more than from a small
+// process, so the tests' library calls run git from the program host from the start, as the daemon does
+// (src/util/program-host.ts; test/program-host.test.ts holds the host to a direct spawn's answers).
+startProgramHost();
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(REPO, 'src', 'cli', 'main.ts');
