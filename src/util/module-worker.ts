@@ -25,6 +25,11 @@ export function packageModule(from: string, name: string): PackageModule {
   return fromSource ? { path, tsx: createRequire(import.meta.url).resolve('tsx/cjs/api') } : { path };
 }
 
+/** CommonJS that loads TypeScript source `m` under tsx's require hook (a worker's or a process's boot). */
+export function sourceBoot(m: Required<PackageModule>): string {
+  return `require(${JSON.stringify(m.tsx)}).register(); require(${JSON.stringify(m.path)});`;
+}
+
 /**
  * Starts the module `name` (no extension), a sibling of the caller's module `from` (its
  * `import.meta.url`), on a new worker thread.
@@ -34,6 +39,5 @@ export function startModuleWorker(from: string, name: string, options: WorkerOpt
   startProgramHost();
   const m = packageModule(from, name);
   if (m.tsx === undefined) return watchWorker(new Worker(m.path, options));
-  const boot = `require(${JSON.stringify(m.tsx)}).register(); require(${JSON.stringify(m.path)});`;
-  return watchWorker(new Worker(boot, { ...options, eval: true }));
+  return watchWorker(new Worker(sourceBoot({ path: m.path, tsx: m.tsx }), { ...options, eval: true }));
 }

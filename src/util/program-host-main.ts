@@ -1,8 +1,8 @@
 // Owns the body of the program host (util/program-host.ts): a small child process of its own that runs
-// programs (git, sync) for its parent, one request at a time per message, each exactly as asked (file,
-// arguments, working directory, environment, standard input), and answers with the exit status and
-// everything the program wrote. It ends when its parent does (the channel closes). Started by
-// program-host.ts; never imported by anything else.
+// programs (git, sync) for its parent, each request as it arrives (several may run at once), exactly
+// as asked (file, arguments, working directory, environment, standard input), and answers with the
+// exit status and everything the program wrote. It ends when its parent does (the channel closes).
+// Started by program-host.ts; never imported by anything else.
 
 import { spawn } from 'node:child_process';
 import type { HostAnswer, HostRequest } from './program-host.js';

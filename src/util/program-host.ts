@@ -5,14 +5,15 @@
 // ~25 ms of the main thread and ~20 ms more of the others on these machines (docs/operations.md,
 // "stop 28"), against ~5 ms from a small single-threaded process. So the first worker thread of a
 // process (util/module-worker.ts) starts the host, a child process of this package
-// (program-host-main.ts), and once it is up, every buffered run (runOnHost) goes there; until then,
-// and if it ever ends, the caller spawns the program itself. The host runs each program exactly as
+// (program-host-main.ts), and so do long-lived, large processes at once (the daemon, the test
+// processes); once it is up, every buffered run (runOnHost) goes there; until then, and if it ever
+// ends, the caller spawns the program itself. The host runs each program exactly as
 // asked: the same file, arguments, directory and environment. It never keeps this process alive, and
 // ends with it.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { isMainThread } from 'node:worker_threads';
-import { packageModule } from './module-worker.js';
+import { packageModule, sourceBoot } from './module-worker.js';
 
 /** One program run, as the host receives it. */
 export interface HostRequest {
@@ -63,10 +64,7 @@ export function startProgramHost(): void {
   const m = packageModule(import.meta.url, 'program-host-main');
   // none of this process's flags (a profiler, tsx's ESM loader); TypeScript source under tsx's require
   // hook, as worker threads load it (module-worker.ts)
-  const args =
-    m.tsx === undefined
-      ? [m.path]
-      : ['-e', `require(${JSON.stringify(m.tsx)}).register(); require(${JSON.stringify(m.path)});`];
+  const args = m.tsx === undefined ? [m.path] : ['-e', sourceBoot({ path: m.path, tsx: m.tsx })];
   let child: ChildProcess;
   try {
     child = spawn(process.execPath, args, {
