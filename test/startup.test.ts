@@ -4,6 +4,7 @@
 // schemas, ~100 modules), SQLite, zstd, the NATS and S3 clients, the MCP SDK, prom-client, the YAML parser;
 // with a config file, only the YAML parser joins them, as its one-file bundle (dist/vendor/yaml.cjs, built
 // by scripts/build-vendor.ts), never the package's 72 files (the config is checked by src/config/schema.ts).
+// The command-line parser, which every run loads, comes from its bundle too (dist/vendor/commander.cjs).
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -49,8 +50,21 @@ async function loadedBy(
   return { ...r, urls };
 }
 
+/** The command-line parser comes from its one-file bundle (src/cli/commander.ts), never the packages' files. */
+function parserFromBundle(urls: string[], what: string): void {
+  assert.ok(
+    urls.some((u) => u.endsWith('/dist/vendor/commander.cjs')),
+    `${what}: the parser's bundle was loaded`,
+  );
+  assert.deepEqual(
+    urls.filter((u) => /\/node_modules\/(commander|@commander-js)\//.test(u)),
+    [],
+    `${what}: no file of the parser's packages`,
+  );
+}
+
 test('--version and list of a repository and of bundles load none of the heavy dependencies', async (t) => {
-  await loadedBy(t, ['--version']);
+  parserFromBundle((await loadedBy(t, ['--version'])).urls, '--version');
   for (const store of ['repository', 'bundles'] as const) {
     const a = sampleAgent(t, 'ana', { memories: 5, embeddings: 2, files: 1, commits: 1 }, { store });
     await a.snapshotter.snapshot({ agentId: 'ana' });
@@ -60,6 +74,7 @@ test('--version and list of a repository and of bundles load none of the heavy d
     });
     const listed = JSON.parse(r.stdout);
     assert.equal((Array.isArray(listed) ? listed : listed.snapshots).length, 2, store);
+    parserFromBundle(r.urls, `list of ${store}`);
   }
 });
 

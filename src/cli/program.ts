@@ -3,13 +3,13 @@
 // under --json, like every other error). Start-up is kept short: only the module of the command being
 // run is imported (each imports what its command needs); help, an unknown command or none load them all.
 
-import { Command, CommanderError } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../model/errors.js';
 import { PACKAGE_DESCRIPTION, PACKAGE_VERSION } from '../util/version.js';
+import { Command, CommanderError } from './commander.js';
 import { metricsFileOption, natsOption, repoOption } from './commands/options.js';
 import { reportError, setCurrentCommand } from './context.js';
 
-type SubCommand = Parameters<Command['addCommand']>[0];
+type SubCommand = Parameters<InstanceType<typeof Command>['addCommand']>[0];
 
 /** Every command in the order help lists them, each built by its own module, imported on demand. */
 const COMMANDS: ReadonlyArray<readonly [string, () => Promise<SubCommand>]> = [

@@ -8,15 +8,18 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const loaded = new Map<string, unknown>();
 
-/** The dependency `name` (a package name bundled by scripts/build-vendor.ts under the same name). */
-export function vendored<T>(name: 'yaml'): T {
+/** Name → the package bundled under it (scripts/build-vendor.ts builds one file for each). */
+export const VENDORED = { yaml: 'yaml', commander: '@commander-js/extra-typings' } as const;
+
+/** The dependency bundled under `name` (VENDORED), or its package when there is no bundle. */
+export function vendored<T>(name: keyof typeof VENDORED): T {
   let m = loaded.get(name);
   if (m === undefined) {
     try {
       m = require(`../../vendor/${name}.cjs`);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
-      m = require(name);
+      m = require(VENDORED[name]);
     }
     loaded.set(name, m);
   }

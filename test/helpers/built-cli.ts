@@ -9,6 +9,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { VENDORED } from '../../src/util/vendored.js';
 import type { RunResult } from './env.js';
 
 // This checkout (as env.ts's REPO; not imported from there: env.ts imports this module).
@@ -94,11 +95,11 @@ export function runBuiltCli(
 }
 
 /**
- * Builds dist/vendor (the one-file bundles of start-up dependencies, scripts/build-vendor.ts) when it is
- * missing; `npm ci` builds it, a bare `tsc` does not. It depends only on node_modules.
+ * Builds dist/vendor (the one-file bundles of start-up dependencies, scripts/build-vendor.ts) when one
+ * is missing; `npm ci` builds it, a bare `tsc` does not. It depends only on node_modules.
  */
 function ensureVendorBuilt(): void {
-  if (existsSync(join(REPO, 'dist', 'vendor', 'yaml.cjs'))) return;
+  if (Object.keys(VENDORED).every((name) => existsSync(join(REPO, 'dist', 'vendor', `${name}.cjs`)))) return;
   execFileSync(process.execPath, ['--import', 'tsx', join(REPO, 'scripts', 'build-vendor.ts')], {
     cwd: REPO,
     stdio: 'inherit',

@@ -2,8 +2,8 @@
 // it is (every page of it unless --limit), a table's rows as JSON lines; `find` prints one line per
 // snapshot and the first-seen / first-gone summary. --json prints the library's result unchanged.
 
-import { Command } from '@commander-js/extra-typings';
 import type { CatResult, FindResult, LsResult } from '../../browse/types.js';
+import { Command } from '../commander.js';
 import { identityFrom, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { humanBytes } from '../format.js';
 import {

@@ -1,7 +1,7 @@
 // `nexo-memory delete`: remove one bundle (never the agent's last), with its sibling and sidecar.
 
-import { Command } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../../model/errors.js';
+import { Command } from '../commander.js';
 import { printJson, runCommand, snapshotterFrom } from '../context.js';
 import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } from './options.js';
 

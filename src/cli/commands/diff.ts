@@ -1,6 +1,6 @@
 // `nexo-memory diff`: what changed between two snapshots of an agent, or a snapshot and `live`.
 
-import { Command } from '@commander-js/extra-typings';
+import { Command } from '../commander.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatDiff } from '../format.js';
 import {

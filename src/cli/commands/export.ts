@@ -1,7 +1,7 @@
 // `nexo-memory export`: copy one bundle and its sibling out of the store, verified; what leaves the
 // host is redacted unless asked otherwise.
 
-import { Command } from '@commander-js/extra-typings';
+import { Command } from '../commander.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatExport } from '../format.js';
 import {

@@ -1,9 +1,9 @@
 // `nexo-memory gc`, `pin`, `unpin`: retention of snapshots and leftovers, and the pins it respects.
 
-import { Command, Option } from '@commander-js/extra-typings';
 import { retentionPolicyFromConfig } from '../../config/runtime.js';
 import { InvalidInputError } from '../../model/errors.js';
 import type { RetentionPolicy } from '../../policy/retention.js';
+import { Command, Option } from '../commander.js';
 import { loadFlagsConfig, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatGc } from '../format.js';
 import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } from './options.js';

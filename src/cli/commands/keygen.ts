@@ -4,10 +4,10 @@
 
 import { readFileSync } from 'node:fs';
 import { type FileHandle, open, unlink } from 'node:fs/promises';
-import { Command } from '@commander-js/extra-typings';
 import { generateIdentity, loadIdentities } from '../../crypto/age.js';
 import { generateSigningKey, loadSigningKey, secretKeyFileText } from '../../crypto/sign.js';
 import { AlreadyExistsError, asSnapshotError, InvalidInputError } from '../../model/errors.js';
+import { Command } from '../commander.js';
 import { printJson, runCommand } from '../context.js';
 import { jsonOption } from './options.js';
 

@@ -1,6 +1,6 @@
 // `nexo-memory list`: an agent's snapshots, newest first (reads sidecars or bundle heads only).
 
-import { Command } from '@commander-js/extra-typings';
+import { Command } from '../commander.js';
 import { printJson, runCommand, snapshotterFrom } from '../context.js';
 import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } from './options.js';
 

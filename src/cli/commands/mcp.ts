@@ -3,12 +3,12 @@
 // when stdin closes or on SIGTERM/SIGINT, after the tool call in progress has finished, with exit
 // status 0.
 
-import { Command } from '@commander-js/extra-typings';
 import { snapshotRedactDefault } from '../../config/runtime.js';
 import { createAgentToolServer } from '../../mcp/server.js';
 import { stdioTransport } from '../../mcp/transport.js';
 import { validateAgentId, validateTenant } from '../../model/ids.js';
 import { OperationTracker } from '../../server/tracker.js';
+import { Command } from '../commander.js';
 import { identityFrom, loadFlagsConfig, runCommand, snapshotterFrom } from '../context.js';
 import {
   agentOption,

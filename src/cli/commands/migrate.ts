@@ -1,8 +1,8 @@
 // `nexo-memory migrate`: moves every bundle of the state root into the repository (verified, then the
 // bundle removed); idempotent and resumable. Prints one line (or JSON entry) per bundle.
 
-import { Command } from '@commander-js/extra-typings';
 import type { MigrateReport } from '../../snapshotter/migrate.js';
+import { Command } from '../commander.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { configOption, identityOption, jsonOption, stateRootOption } from './options.js';
 

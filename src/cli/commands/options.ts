@@ -1,7 +1,7 @@
 // Owns the option groups several commands share, so each flag is spelled and documented once.
 
-import { Option } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../../model/errors.js';
+import { Option } from '../commander.js';
 import { parseIntFlag } from '../context.js';
 
 export const agentOption = () =>

@@ -1,8 +1,8 @@
 // `nexo-memory check` and `nexo-memory prune`: the repository's structure (and data, with --read-data)
 // checked, and unreferenced data removed under the exclusive repository lock (docs/repository.md).
 
-import { Command } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../../model/errors.js';
+import { Command } from '../commander.js';
 import { parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { configOption, identityOption, jsonOption, stateRootOption } from './options.js';
 

@@ -3,13 +3,13 @@
 // interrupted restores. restore and import are gated by NEXO_MEMORY_RESTORE_ALLOW.
 
 import { existsSync } from 'node:fs';
-import { Command, Option } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../../model/errors.js';
 import type { RestoreRequest } from '../../model/types.js';
 import { checkRestoreGate } from '../../snapshotter/gate.js';
 import type { LocalSnapshotter } from '../../snapshotter/local.js';
 import { prepareBundleRead } from '../../snapshotter/prepare-read.js';
 import { undoAnchor } from '../../snapshotter/restore.js';
+import { Command, Option } from '../commander.js';
 import {
   autoPreSnapshotFrom,
   identityFrom,

@@ -2,7 +2,6 @@
 // /metrics). Maps flags, config and environment onto the daemon's options, prints the bound address
 // once, and exits 0 after a clean shutdown on SIGTERM or SIGINT.
 
-import { Command, Option } from '@commander-js/extra-typings';
 import { CONFIG_DEFAULTS, type SnapshotConfig } from '../../config/config.js';
 import {
   retentionWorkerOptionsFromConfig,
@@ -12,6 +11,7 @@ import {
 import { ConfigError } from '../../model/errors.js';
 import { Daemon } from '../../server/daemon.js';
 import type { ScheduleEntry } from '../../server/scheduler.js';
+import { Command, Option } from '../commander.js';
 import { loadFlagsConfig, runCommand, snapshotterFrom } from '../context.js';
 import { runTelemetry } from '../telemetry.js';
 import { configOption, jsonOption, memdirRootOption, sqliteRootOption, stateRootOption } from './options.js';

@@ -1,7 +1,7 @@
 // `nexo-memory snapshot`: capture one agent into a new bundle.
 
-import { Command } from '@commander-js/extra-typings';
 import { snapshotRedactDefault } from '../../config/runtime.js';
+import { Command } from '../commander.js';
 import { loadFlagsConfig, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatSnapshot } from '../format.js';
 import {

@@ -2,11 +2,11 @@
 // verified, 2 damaged (or a bad, missing or untrusted signature where trust requires one), 3 not fully
 // verified. Trust and identity come from the snapshotter (the config), as in the daemon and MCP.
 
-import { Command, Option } from '@commander-js/extra-typings';
 import { InvalidInputError } from '../../model/errors.js';
 import { verifyExitCode } from '../../model/types.js';
 import type { VerifyRequestOptions } from '../../snapshotter/interface.js';
 import { prepareBundleRead } from '../../snapshotter/prepare-read.js';
+import { Command, Option } from '../commander.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatVerify } from '../format.js';
 import {
