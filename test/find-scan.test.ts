@@ -355,8 +355,16 @@ test('scan: worker threads and the main thread give the same results and the sam
   const loc = repo.index.get(ids[1]!)!;
   const pack = backend.store.objects.get('packs')!.get(loc.pack)!;
   pack[loc.offset + 3]! ^= 0xff;
-  await assert.rejects(scan(Number.MAX_SAFE_INTEGER), BundleDamagedError);
-  await assert.rejects(scan(0), BundleDamagedError);
+  const failure = (p: Promise<unknown>) =>
+    p.then(
+      () => assert.fail('the damaged blob was read'),
+      (e: unknown) => e,
+    );
+  const onMain = await failure(scan(Number.MAX_SAFE_INTEGER));
+  const onWorker = await failure(scan(0));
+  assert.ok(onMain instanceof BundleDamagedError && onWorker instanceof BundleDamagedError);
+  assert.equal((onWorker as Error).message, (onMain as Error).message);
+  assert.match((onMain as Error).message, /^bundle damaged: blob [0-9a-f]{64} in packs\//);
 });
 
 test('find: a blob that is a database chunk in an early batch of manifests and a file in a later one is searched as both', async (t) => {

@@ -5,7 +5,7 @@
 // workers' start-up. Runs are read here (the repository's backend) and handed over; results come back
 // in order. A blob that does not open or check is the same BundleDamagedError either way.
 
-import { BundleDamagedError } from '../model/errors.js';
+import { BundleDamagedError, rethrownFrom } from '../model/errors.js';
 import { newBlobScratch } from '../repository/pack.js';
 import type { Repository, StoredRun } from '../repository/repository.js';
 import { startModuleWorker } from '../util/module-worker.js';
@@ -66,7 +66,7 @@ export class ScanWorker {
       ]);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      if (e.code === 'BUNDLE_DAMAGED') throw new BundleDamagedError(e.message);
+      if (e.code === 'BUNDLE_DAMAGED') throw rethrownFrom(BundleDamagedError, e.message);
       throw err;
     }
   }

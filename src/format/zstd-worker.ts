@@ -15,6 +15,7 @@ import {
   EncryptionError,
   NotABundleError,
   nativeModuleError,
+  rethrownFrom,
   UnsafeBundleError,
 } from '../model/errors.js';
 import { startModuleWorker } from '../util/module-worker.js';
@@ -44,10 +45,7 @@ const TYPED = {
 /** The error the worker's failure stands for: the class and message it was thrown with there. */
 function rebuild(f: WorkerFailure): Error {
   const Typed = f.typed ? TYPED[f.code as keyof typeof TYPED] : undefined;
-  if (Typed) {
-    const prefix = new Typed('').message; // what the class puts before the message it is given
-    return new Typed(f.message.startsWith(prefix) ? f.message.slice(prefix.length) : f.message);
-  }
+  if (Typed) return rethrownFrom<Error>(Typed, f.message);
   const e = new Error(f.message) as NodeJS.ErrnoException;
   e.code = f.code;
   return nativeModuleError(e) ?? e;

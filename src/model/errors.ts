@@ -495,6 +495,15 @@ const NODE_OF_ABI: Readonly<Record<number, string>> = {
 };
 
 /**
+ * The error of class `Typed` that another thread threw with `message` (its full message, which the
+ * class's prefix already starts): the same class and the same message as if thrown here.
+ */
+export function rethrownFrom<T extends Error>(Typed: new (message: string) => T, message: string): T {
+  const prefix = new Typed('').message; // what the class puts before the message it is given
+  return new Typed(message.startsWith(prefix) ? message.slice(prefix.length) : message);
+}
+
+/**
  * The NativeModuleError a load failure of a native module means, or undefined for any other error.
  * Recognises Node's loader errors (ERR_DLOPEN_FAILED, NODE_MODULE_VERSION), dlopen's `<file>.node:
  * <reason>`, and a compiled module that is missing (`bindings`, `require` of a `.node` file), also when
