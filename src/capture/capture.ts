@@ -150,24 +150,6 @@ async function spread<T extends { size: number }, R>(
   return out;
 }
 
-/**
- * Bytes of the live databases in `sqliteDir` (each file and its WAL): what choosing between threads and
- * the calling thread for their copies goes by (sqlite/worker.ts `sqliteRunners`).
- */
-export async function liveDatabaseBytes(sqliteDir: string): Promise<number> {
-  const sizes = await Promise.all(
-    DB_NAMES.flatMap((db) =>
-      ['.sqlite', '.sqlite-wal'].map((ext) =>
-        stat(join(sqliteDir, `${db}${ext}`)).then(
-          (st) => (st.isFile() ? st.size : 0),
-          () => 0,
-        ),
-      ),
-    ),
-  );
-  return sizes.reduce((a, b) => a + b, 0);
-}
-
 async function copyDatabases(input: CaptureInput) {
   const live: Array<{ db: DbName; src: string; dst: string; size: number }> = [];
   for (const db of DB_NAMES) {

@@ -9,7 +9,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { closeGate } from '../agent/write-gate.js';
-import { captureAgent, hashCapture, liveDatabaseBytes } from '../capture/capture.js';
+import { captureAgent, hashCapture } from '../capture/capture.js';
 import type { Identity } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MEMORY_FILES_PREFIX, statePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
@@ -21,7 +21,7 @@ import { DB_NAMES, type DbName, STATE_KEYS, type StateKey } from '../model/types
 import { bundleView, GIT_HISTORY_KIND } from '../repository/manifest.js';
 import { bundleHasMemdir } from '../restore/stage.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
-import { sqliteRunners } from '../sqlite/worker.js';
+import { liveDatabaseRunners } from '../sqlite/worker.js';
 import { LockTimeoutError } from '../store/lock.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 
@@ -216,7 +216,7 @@ export async function liveSide(
 ): Promise<Side> {
   const staging = join(dir, 'capture');
   await mkdir(staging, { recursive: true });
-  const workers = sqliteRunners(await liveDatabaseBytes(s.resolver.sqliteDir(agentId, tenant)));
+  const workers = await liveDatabaseRunners(s.resolver.sqliteDir(agentId, tenant));
   try {
     let gate: Awaited<ReturnType<typeof closeGate>>;
     try {

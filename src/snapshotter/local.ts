@@ -522,32 +522,35 @@ export class LocalSnapshotter implements MemorySnapshotter {
 
   private async snapshotSteps(p: Parameters<LocalSnapshotter['snapshotLocked']>[0]): Promise<SnapshotMeta> {
     if (this.usesRepository()) return this.repository.snapshot(p);
-    const [
-      { closeGate },
-      { captureAgent, hashCapture, liveDatabaseBytes },
-      { sealManifest },
-      { packBundle },
-      { redactStaging },
-      { sqliteRunners },
-      { LockTimeoutError },
-      { recipientFingerprint },
-    ] = await Promise.all([
+    // the copy workers first: they start on the other core while this one loads the steps' modules
+    const workers = await (await import('../sqlite/worker.js')).liveDatabaseRunners(p.sqliteDir);
+    const closeWorkers = () => Promise.all(workers.splice(0).map((w) => w.close()));
+    const steps = Promise.all([
       import('../agent/write-gate.js'),
       import('../capture/capture.js'),
       import('../format/manifest.js'),
       import('../format/writer.js'),
       import('../policy/redaction/redact.js'),
-      import('../sqlite/worker.js'),
       import('../store/lock.js'),
       import('../crypto/age.js'),
     ]);
+    const [
+      { closeGate },
+      { captureAgent, hashCapture },
+      { sealManifest },
+      { packBundle },
+      { redactStaging },
+      { LockTimeoutError },
+      { recipientFingerprint },
+    ] = await steps.catch(async (err: unknown) => {
+      await closeWorkers();
+      throw err;
+    });
     const id = newSnapshotId();
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
     const encrypted = p.recipients.length > 0;
     const bundlePath = this.layout.bundlePath(p.tenant, p.agentId, id, encrypted);
     let published = false;
-    const workers = sqliteRunners(await liveDatabaseBytes(p.sqliteDir));
-    const closeWorkers = () => Promise.all(workers.splice(0).map((w) => w.close()));
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });

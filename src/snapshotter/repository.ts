@@ -333,14 +333,18 @@ export class RepositoryStore {
 
   /** The snapshot steps (the caller holds the agent lock). */
   async snapshot(p: RepoSnapshotParams): Promise<ListingMeta> {
+    // The copy workers first: they start on the other core while this one loads the steps' modules
+    // (~110-130 ms), instead of after them. Each is closed as soon as its copies are made and planned
+    // (below); a failure before the steps start closes them here.
+    const workers = await (await import('../sqlite/worker.js')).liveDatabaseRunners(p.sqliteDir);
+    const closeWorkers = () => Promise.all(workers.map((w) => w.close()));
     const [
       { closeGate },
-      { captureAgent, liveDatabaseBytes },
+      { captureAgent },
       { redactStaging },
       { sealRepoManifest },
       { saveSnapshot },
       { storeCapture },
-      { sqliteRunners },
       { LockTimeoutError },
       { packageModule },
       { recipientFingerprint },
@@ -351,11 +355,13 @@ export class RepositoryStore {
       import('../repository/manifest.js'),
       import('../repository/snapshots.js'),
       import('../repository/store-capture.js'),
-      import('../sqlite/worker.js'),
       import('../store/lock.js'),
       import('../util/module-worker.js'),
       import('../crypto/age.js'),
-    ]);
+    ]).catch(async (err: unknown) => {
+      await closeWorkers();
+      throw err;
+    });
     // The repository opens (a remote one: connecting, and creating its buckets for the first snapshot)
     // while the agent is captured: the capture needs nothing of it, and the gate is held for the capture
     // only. A failure to open is thrown once the capture ended (the gate released, the copies removed).
@@ -416,13 +422,11 @@ export class RepositoryStore {
         mine.push(plan);
       }
     };
-    // The copy workers start while the gate is being closed; each is closed as soon as its copies are
+    // The copy workers (started above) run while the gate is being closed; each is closed as soon as its copies are
     // made and planned (a worker's memory, its part of the plans included, goes with it), and a snapshot
     // that plans nothing has them closed before storing starts: a worker thread kept through the store
     // phase held ~10 MB of RSS (its isolate and C heap), the 2.3 GB agent's first snapshot peaked 19 MB
     // higher with both (docs/operations.md, "Peak RSS").
-    const workers = sqliteRunners(await liveDatabaseBytes(p.sqliteDir));
-    const closeWorkers = () => Promise.all(workers.map((w) => w.close()));
     let workersDone: Promise<unknown> | undefined;
     const discarded: Promise<unknown>[] = [];
     try {

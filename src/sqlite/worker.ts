@@ -7,6 +7,7 @@
 // stay on a thread; the main thread only awaits messages.
 
 import { rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { sqlitePath } from '../format/constants.js';
 import { NativeModuleError, nativeModuleError, SqliteError } from '../model/errors.js';
@@ -50,6 +51,33 @@ export interface SqliteJobs {
 export function sqliteRunners(bytes: number, count = 2): SqliteJobs[] {
   const here = bytes < SQLITE_THREADS_MIN_BYTES;
   return Array.from({ length: count }, () => (here ? new SqliteHere() : new SqliteWorker()));
+}
+
+/**
+ * Bytes of the live databases in `sqliteDir` (each file and its WAL): what choosing between threads and
+ * the calling thread for their copies goes by (`sqliteRunners`).
+ */
+export async function liveDatabaseBytes(sqliteDir: string): Promise<number> {
+  const sizes = await Promise.all(
+    DB_NAMES.flatMap((db) =>
+      ['.sqlite', '.sqlite-wal'].map((ext) =>
+        stat(join(sqliteDir, `${db}${ext}`)).then(
+          (st) => (st.isFile() ? st.size : 0),
+          () => 0,
+        ),
+      ),
+    ),
+  );
+  return sizes.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Runners for copying the live databases in `sqliteDir` (sqliteRunners by their size), started now: a
+ * caller asks for them first, so that a worker thread starts (~80 ms of CPU: its isolate and
+ * better-sqlite3) on the other core while the caller loads its other modules.
+ */
+export async function liveDatabaseRunners(sqliteDir: string, count = 2): Promise<SqliteJobs[]> {
+  return sqliteRunners(await liveDatabaseBytes(sqliteDir), count);
 }
 
 const copyError = (src: string, err: unknown): Error =>
