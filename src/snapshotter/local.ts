@@ -522,30 +522,25 @@ export class LocalSnapshotter implements MemorySnapshotter {
 
   private async snapshotSteps(p: Parameters<LocalSnapshotter['snapshotLocked']>[0]): Promise<SnapshotMeta> {
     if (this.usesRepository()) return this.repository.snapshot(p);
-    // the copy workers first: they start on the other core while this one loads the steps' modules
+    // The copy workers first: they start on the other core while this one loads the steps' modules.
+    // Then what the capture needs; the rest (redaction, the manifest, packing) loads during the capture.
     const workers = await (await import('../sqlite/worker.js')).liveDatabaseRunners(p.sqliteDir);
     const closeWorkers = () => Promise.all(workers.splice(0).map((w) => w.close()));
-    const steps = Promise.all([
+    const [{ closeGate }, { captureAgent, hashCapture }, { LockTimeoutError }] = await Promise.all([
       import('../agent/write-gate.js'),
       import('../capture/capture.js'),
-      import('../format/manifest.js'),
-      import('../format/writer.js'),
-      import('../policy/redaction/redact.js'),
       import('../store/lock.js'),
-      import('../crypto/age.js'),
-    ]);
-    const [
-      { closeGate },
-      { captureAgent, hashCapture },
-      { sealManifest },
-      { packBundle },
-      { redactStaging },
-      { LockTimeoutError },
-      { recipientFingerprint },
-    ] = await steps.catch(async (err: unknown) => {
+    ]).catch(async (err: unknown) => {
       await closeWorkers();
       throw err;
     });
+    const afterCapture = Promise.all([
+      import('../format/manifest.js'),
+      import('../format/writer.js'),
+      import('../policy/redaction/redact.js'),
+      import('../crypto/age.js'),
+    ]);
+    afterCapture.catch(() => {}); // awaited after the capture (a failure there ends the snapshot)
     const id = newSnapshotId();
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
     const encrypted = p.recipients.length > 0;
@@ -576,6 +571,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
       } finally {
         await gate.release();
       }
+      const [{ sealManifest }, { packBundle }, { redactStaging }, { recipientFingerprint }] =
+        await afterCapture;
       if (!captured.found) {
         throw new UnknownAgentError(p.agentId, p.tenant, [
           p.memdir,

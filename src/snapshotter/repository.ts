@@ -338,30 +338,25 @@ export class RepositoryStore {
     // (below); a failure before the steps start closes them here.
     const workers = await (await import('../sqlite/worker.js')).liveDatabaseRunners(p.sqliteDir);
     const closeWorkers = () => Promise.all(workers.map((w) => w.close()));
-    const [
-      { closeGate },
-      { captureAgent },
-      { redactStaging },
-      { sealRepoManifest },
-      { saveSnapshot },
-      { storeCapture },
-      { LockTimeoutError },
-      { packageModule },
-      { recipientFingerprint },
-    ] = await Promise.all([
+    // Then what the capture needs; what comes after it (redaction, storing, the manifest: zod's
+    // schemas among them) loads while the gate closes and the copies run.
+    const [{ closeGate }, { captureAgent }, { LockTimeoutError }, { packageModule }] = await Promise.all([
       import('../agent/write-gate.js'),
       import('../capture/capture.js'),
-      import('../policy/redaction/redact.js'),
-      import('../repository/manifest.js'),
-      import('../repository/snapshots.js'),
-      import('../repository/store-capture.js'),
       import('../store/lock.js'),
       import('../util/module-worker.js'),
-      import('../crypto/age.js'),
     ]).catch(async (err: unknown) => {
       await closeWorkers();
       throw err;
     });
+    const afterCapture = Promise.all([
+      import('../policy/redaction/redact.js'),
+      import('../repository/manifest.js'),
+      import('../repository/snapshots.js'),
+      import('../repository/store-capture.js'),
+      import('../crypto/age.js'),
+    ]);
+    afterCapture.catch(() => {}); // awaited after the capture (a failure there ends the snapshot)
     // The repository opens (a remote one: connecting, and creating its buckets for the first snapshot)
     // while the agent is captured: the capture needs nothing of it, and the gate is held for the capture
     // only. A failure to open is thrown once the capture ended (the gate released, the copies removed).
@@ -459,6 +454,13 @@ export class RepositoryStore {
       } finally {
         await gate.release();
       }
+      const [
+        { redactStaging },
+        { sealRepoManifest },
+        { saveSnapshot },
+        { storeCapture },
+        { recipientFingerprint },
+      ] = await afterCapture;
       workersDone = Promise.all(
         workers.map((w) => Promise.allSettled(plansOf.get(w) ?? []).then(() => w.close())),
       );
