@@ -759,6 +759,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
       dryRun: req.dryRun === true,
       durationMs,
     });
+    // a large agent's restore starts its program host now, while the restore's modules load
+    if (!req.import)
+      import('./prepare-read.js')
+        .then(({ prepareRestoreOf }) =>
+          prepareRestoreOf(this.resolver.sqliteDir(req.agentId, req.tenant ?? DEFAULT_TENANT)),
+        )
+        .catch(() => {}); // the restore itself reports a bad agent or root
     // an import into a repository store also keeps the bundle as a snapshot of the new agent
     const steps =
       req.import && !req.dryRun && this.usesRepository()

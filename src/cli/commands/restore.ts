@@ -7,7 +7,7 @@ import { InvalidInputError } from '../../model/errors.js';
 import type { RestoreRequest } from '../../model/types.js';
 import { checkRestoreGate } from '../../snapshotter/gate.js';
 import type { LocalSnapshotter } from '../../snapshotter/local.js';
-import { prepareRestore } from '../../snapshotter/prepare-read.js';
+import { prepareBundleRead } from '../../snapshotter/prepare-read.js';
 import { undoAnchor } from '../../snapshotter/restore.js';
 import { Command, Option } from '../commander.js';
 import {
@@ -114,8 +114,8 @@ Examples:
   nexo-memory restore --agent ana --undo`,
     )
     .action(async (opts) => {
-      // a bundle file's decompression thread and the program host start while the command's modules load
-      prepareRestore(opts.undo ? undefined : opts.from);
+      // a bundle file's decompression thread starts while the command's modules load
+      if (!opts.undo) prepareBundleRead(opts.from);
       await runCommand(opts, async (progress) => {
         checkRestoreGate();
         const s = snapshotterFrom(opts);
@@ -176,7 +176,7 @@ Examples:
   nexo-memory import --from old/ana-0190c3a2.tar.zst --agent ana --store-only`,
     )
     .action(async (opts) => {
-      prepareRestore(opts.from);
+      prepareBundleRead(opts.from);
       await runCommand(opts, async (progress) => {
         const s = snapshotterFrom(opts);
         if (opts.storeOnly) {
