@@ -338,8 +338,22 @@ export class LocalSnapshotter implements MemorySnapshotter {
     return false;
   }
 
+  /**
+   * Starts the program host now when the agent's live databases are large (prepare-read.ts
+   * prepareHostFor), without waiting: a bad agent or root is reported by the operation itself.
+   */
+  private prepareLarge(agentId: string, tenant: string | undefined): void {
+    import('./prepare-read.js')
+      .then(({ prepareHostFor }) =>
+        prepareHostFor(this.resolver.sqliteDir(agentId, tenant ?? DEFAULT_TENANT)),
+      )
+      .catch(() => {});
+  }
+
   async snapshot(req: SnapshotRequest): Promise<SnapshotMeta> {
     const started = performance.now();
+    // a large agent's snapshot starts its program host now, while its steps' modules load
+    this.prepareLarge(req.agentId, req.tenant);
     // Success is reported by snapshotLocked (which restore's pre-snapshot uses too).
     return this.observed(this.snapshotUnlocked(req, started), started, undefined, (error, durationMs) => ({
       op: 'snapshot',
@@ -760,12 +774,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       durationMs,
     });
     // a large agent's restore starts its program host now, while the restore's modules load
-    if (!req.import)
-      import('./prepare-read.js')
-        .then(({ prepareRestoreOf }) =>
-          prepareRestoreOf(this.resolver.sqliteDir(req.agentId, req.tenant ?? DEFAULT_TENANT)),
-        )
-        .catch(() => {}); // the restore itself reports a bad agent or root
+    if (!req.import) this.prepareLarge(req.agentId, req.tenant);
     // an import into a repository store also keeps the bundle as a snapshot of the new agent
     const steps =
       req.import && !req.dryRun && this.usesRepository()

@@ -2,8 +2,8 @@
 // it: a surface that knows early which bundle a command reads (the CLI's verify, restore and import of a
 // bundle path) calls prepareBundleRead first, so the decompression thread a large bundle is read on
 // starts while the command's modules load (format/zstd-worker.ts); a restore of a large agent starts
-// the program host (util/program-host.ts) its git runs go through (prepareRestoreOf, from
-// LocalSnapshotter.restore). Light to import on purpose.
+// the program host (util/program-host.ts) its git runs go through (prepareHostFor, from
+// LocalSnapshotter's restore and snapshot). Light to import on purpose.
 
 import { prestartDecompressionFor } from '../format/zstd-worker.js';
 import { startProgramHost } from '../util/program-host.js';
@@ -15,12 +15,13 @@ export function prepareBundleRead(path: string | undefined): void {
 
 /**
  * The program host started now when the live databases in `sqliteDir` are large (SQLITE_THREADS_MIN_BYTES:
- * the size at which a restore checks them on threads): a restore runs ~12 git programs, and its first
- * ones (the scratch repository's init, the live repository's HEAD) came before a host started with its
- * first thread was up, each forked from this process, by then ~100 MB with threads starting (~12-25 ms
- * of this thread each). A small agent's restore would only pay for the host's start (measured: +50 ms).
+ * the size from which a snapshot copies and a restore checks them on threads, which start the host
+ * anyway): a restore runs ~12 git programs, a snapshot ~4, and their first ones (a restore's scratch
+ * repository's init, the live repository's HEAD) came before a host started with the first thread was
+ * up, each forked from this process, by then ~100 MB with threads starting (~12-25 ms of this thread
+ * each). A small agent's restore would only pay for the host's start (measured: +50 ms, from the CLI).
  */
-export async function prepareRestoreOf(sqliteDir: string): Promise<void> {
+export async function prepareHostFor(sqliteDir: string): Promise<void> {
   const { liveDatabaseBytes, SQLITE_THREADS_MIN_BYTES } = await import('../sqlite/worker.js');
   if ((await liveDatabaseBytes(sqliteDir)) >= SQLITE_THREADS_MIN_BYTES) startProgramHost();
 }
