@@ -99,3 +99,36 @@ test('a process whose first worker thread started the host ends by itself once i
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, 'true', 'the worker thread started the host, and a program ran there');
 });
+
+test('a snapshot or restore starts the host at once only for an agent whose live databases are 16 MiB or more', (t) => {
+  const dir = tempDir(t);
+  const moduleUrl = (p: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, p)).href);
+  // a process of its own: the test helpers start the host in this one
+  const script = `
+    const { writeFileSync, truncateSync } = require('node:fs');
+    const dir = ${JSON.stringify(dir)};
+    Promise.all([import(${moduleUrl('../src/snapshotter/prepare-read.ts')}), import(${moduleUrl('../src/util/program-host.ts')})]).then(async ([pr, ph]) => {
+      const seen = [];
+      await pr.prepareHostFor(dir + '/none'); // no databases at all
+      seen.push(ph.programHostStarted());
+      for (const db of ['long_term', 'vector', 'concepts', 'compactions']) writeFileSync(dir + '/' + db + '.sqlite', Buffer.alloc(4096));
+      writeFileSync(dir + '/long_term.sqlite-wal', Buffer.alloc(4096));
+      await pr.prepareHostFor(dir);
+      seen.push(ph.programHostStarted());
+      truncateSync(dir + '/vector.sqlite', 8 * 1024 * 1024); // with the others: just under 16 MiB
+      truncateSync(dir + '/long_term.sqlite-wal', 8 * 1024 * 1024 - 3 * 4096 - 1);
+      await pr.prepareHostFor(dir);
+      seen.push(ph.programHostStarted());
+      truncateSync(dir + '/long_term.sqlite-wal', 8 * 1024 * 1024 - 3 * 4096); // 16 MiB, the WAL counted
+      await pr.prepareHostFor(dir);
+      seen.push(ph.programHostStarted());
+      process.stdout.write(seen.join(' '));
+    });`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  assert.equal(r.signal, null, `the process did not end by itself: ${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'false false false true');
+});

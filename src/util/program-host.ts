@@ -55,6 +55,11 @@ interface Host {
 
 let host: Host | undefined;
 
+/** Whether this process has started its host (starting, up, or ended since). */
+export function programHostStarted(): boolean {
+  return host !== undefined;
+}
+
 /**
  * Starts the host unless it runs already (or ran and ended: programs are then spawned here), from the
  * main thread only.
