@@ -209,6 +209,9 @@ export async function verifyRepoSnapshot(
       tree.catch(() => {}); // awaited below
     }
     try {
+      // With a tree to build, the memory files come first: the repository is then built (git, in
+      // processes of its own) while the databases stream here, instead of after them.
+      if (afterTree) await whole;
       for (const a of rest) if (a.chunks || a.chunk_lists) await one(a);
     } finally {
       await whole;
