@@ -20,7 +20,15 @@ import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { walkMemdir } from '../src/capture/memdir.js';
 import { JsonFileStateProvider, LocalSnapshotter, type StateProvider } from '../src/index.js';
-import { bundleOf, manifestFor, readEntries, tarOf, writeBundleFile, zstd } from './helpers/bundles.js';
+import {
+  bundleOf,
+  forgeBundle,
+  manifestFor,
+  readEntries,
+  tarOf,
+  writeBundleFile,
+  zstd,
+} from './helpers/bundles.js';
 import { type Agent, runCli, startFixture, tempDir } from './helpers/env.js';
 import { agent, DBS, expected, fingerprint, mutate, sha, withoutDbBytes } from './helpers/restore.js';
 
@@ -737,4 +745,37 @@ test('restoring a redacted bundle needs --allow-redacted; the dry run lists the 
   // import as another agent replaces no live secret: no flag needed
   const imported = await a.snapshotter.restore({ agentId: 'bob', bundle: red.bundle_path, import: {} });
   assert.equal(imported.redacted, true);
+});
+
+test('a bundle whose database hashes right but is damaged inside is refused by restore (integrity_check, exit 2), on the calling thread and on the SQLite threads; nothing live changes', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana', label: 'good' });
+  const entries = await readEntries(snap.bundle_path);
+  mutate(a);
+  const before = await fingerprint(a);
+  // the manifest re-hashed and re-sealed, as an attacker would: only the database's own structure is wrong
+  const forged = forgeBundle(entries, (_m, rest) => {
+    const db = rest.find((e) => e.path === 'sqlite/concepts.sqlite')!;
+    const bytes = Buffer.from(db.data);
+    bytes.fill(0xa5, 1024, bytes.length - 1024); // pages after the header scribbled over
+    db.data = bytes;
+  });
+  const path = writeBundleFile(join(tempDir(t, 'nexo-forged-'), 'forged.tar.zst'), forged);
+  // the checks run on this thread for a small agent, on two threads from 16 MiB of databases (the
+  // restore starts them when the stream has written every artifact, before git is done with the history)
+  for (const threads of [false, true]) {
+    const prev = process.env.NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES;
+    if (threads) process.env.NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES = '0';
+    try {
+      await assert.rejects(
+        a.snapshotter.restore({ agentId: 'ana', bundle: path }),
+        (e: { exitCode?: number; message?: string }) =>
+          e.exitCode === 2 && /concepts\.sqlite: integrity_check failed/.test(e.message ?? ''),
+      );
+    } finally {
+      if (prev === undefined) delete process.env.NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES;
+      else process.env.NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES = prev;
+    }
+    assert.deepEqual(await fingerprint(a), before, `threads: ${threads}`);
+  }
 });

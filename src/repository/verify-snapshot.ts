@@ -46,6 +46,12 @@ export interface RepoVerifyOptions {
    * failing) is reported as a problem of the history, any other error rejects verify.
    */
   afterTree?: () => Promise<void>;
+  /**
+   * Called once every artifact but the git history is written (or read) and checked, if no problem
+   * was found by then, while git may still be at the history or the tree (restore starts its database
+   * checks here): artifact path → the file written.
+   */
+  onStreamed?: (written: ReadonlyMap<string, string>) => void;
 }
 
 export interface RepoVerifyResult {
@@ -213,6 +219,8 @@ export async function verifyRepoSnapshot(
       // processes of its own) while the databases stream here, instead of after them.
       if (afterTree) await whole;
       for (const a of rest) if (a.chunks || a.chunk_lists) await one(a);
+      await whole;
+      if (res.problems.length === 0) opts.onStreamed?.(res.written);
     } finally {
       await whole;
     }

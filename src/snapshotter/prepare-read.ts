@@ -14,7 +14,7 @@ export function prepareBundleRead(path: string | undefined): void {
 }
 
 /**
- * The program host started now when the live databases in `sqliteDir` are large (SQLITE_THREADS_MIN_BYTES:
+ * The program host started now when the live databases in `sqliteDir` are large (sqliteThreadsMinBytes():
  * the size from which a snapshot copies and a restore checks them on threads, which start the host
  * anyway): a restore runs ~12 git programs, a snapshot ~4, and their first ones (a restore's scratch
  * repository's init, the live repository's HEAD) came before a host started with the first thread was
@@ -22,6 +22,6 @@ export function prepareBundleRead(path: string | undefined): void {
  * each). A small agent's restore would only pay for the host's start (measured: +50 ms, from the CLI).
  */
 export async function prepareHostFor(sqliteDir: string): Promise<void> {
-  const { liveDatabaseBytes, SQLITE_THREADS_MIN_BYTES } = await import('../sqlite/worker.js');
-  if ((await liveDatabaseBytes(sqliteDir)) >= SQLITE_THREADS_MIN_BYTES) startProgramHost();
+  const { liveDatabaseBytes, sqliteThreadsMinBytes } = await import('../sqlite/worker.js');
+  if ((await liveDatabaseBytes(sqliteDir)) >= sqliteThreadsMinBytes()) startProgramHost();
 }

@@ -82,13 +82,15 @@ export interface RestoreSource {
    * damage) when anything does not verify or the manifest is not the one `head` read. A source that
    * stages the history and the memory files before the databases runs `buildTree` as soon as they are
    * in place, beside the rest of the pass, and returns what it built (`tree`); the others leave it to
-   * the caller.
+   * the caller. `onStaged` is called with where each artifact was written as soon as every one is
+   * written and checked, when that is before the pass ends (git still at the history or the tree).
    */
   stage(
     p: RestorePaths,
     headRaw: Record<string, unknown>,
     onProgress?: ProgressListener,
     buildTree?: TreeBuilder,
+    onStaged?: (written: ReadonlyMap<string, string>) => void,
   ): Promise<StagedSnapshot>;
   /** Verifies every byte, writing the artifacts `target` names (a dry run). */
   inspect(target: ArtifactTarget, onProgress?: ProgressListener): Promise<ReadSnapshot>;
@@ -124,9 +126,9 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
         problems: manifestProblems(parsed).map(({ layout: _l, ...p }) => p),
       };
     },
-    async stage(p, headRaw, onProgress) {
+    async stage(p, headRaw, onProgress, _buildTree, onStaged) {
       const v = await verifyBundle(bundle, {
-        sink: stagingSink(p),
+        sink: { ...stagingSink(p), ...(onStaged ? { onStreamed: onStaged } : {}) },
         ...(onProgress ? { onProgress } : {}),
         ...withIds,
       });
@@ -176,12 +178,14 @@ export function repositorySource(
     gitDir: string | undefined,
     onProgress: ProgressListener | undefined,
     afterTree?: () => Promise<void>,
+    onStaged?: (written: ReadonlyMap<string, string>) => void,
   ) => {
     const { report, result } = await store.verify(id, {
       target,
       ...(gitDir ? { gitDir } : {}),
       ...(onProgress ? { onProgress } : {}),
       ...(afterTree ? { afterTree } : {}),
+      ...(onStaged ? { onStreamed: onStaged } : {}),
       ...withIdentity,
     });
     if (refused(report) || !result.parsed) throw problemsError(report.problems);
@@ -202,7 +206,7 @@ export function repositorySource(
         problems: repoManifestProblems(m),
       };
     },
-    async stage(p, headRaw, onProgress, buildTree) {
+    async stage(p, headRaw, onProgress, buildTree, onStaged) {
       const m = parsed?.manifest;
       const hasHistory = m?.artifacts.some((a) => a.kind === GIT_HISTORY_KIND) === true;
       // The staged repository exists before the stream, so the packs are indexed into it as they arrive.
@@ -229,6 +233,7 @@ export function repositorySource(
         hasHistory ? p.memdirStage : undefined,
         onProgress,
         afterTree,
+        onStaged,
       );
       const r = result.parsed!;
       if (changed(r.raw, headRaw))

@@ -33,6 +33,7 @@ import { DEFAULT_TENANT, newSnapshotId, validateAgentId, validateTenant } from '
 import {
   type ComponentChange,
   DB_NAMES,
+  type DbName,
   type RestoreReport,
   type RestoreRequest,
   STATE_KEYS,
@@ -52,7 +53,7 @@ import { findPlaceholders, placeholderArtifacts } from '../restore/placeholders.
 import { planDatabases, planMemdir } from '../restore/plan.js';
 import { buildMemdir, bundleHasMemdir, dropReaderFiles, restorePaths } from '../restore/stage.js';
 import type { RowCounts } from '../sqlite/rows.js';
-import { SQLITE_THREADS_MIN_BYTES, type SqliteJobs, sqliteRunners } from '../sqlite/worker.js';
+import { type SqliteJobs, sqliteRunners, sqliteThreadsMinBytes } from '../sqlite/worker.js';
 import { syncFileSystemsOf } from '../store/atomic.js';
 import { LockTimeoutError } from '../store/lock.js';
 import { faultPoint } from '../util/faults.js';
@@ -298,6 +299,45 @@ async function restoreLocked(
       0,
     );
     const sqlite = sqliteRunners(dbBytes);
+    // The staged databases are checked on the two threads (or here), and the report's row counts (the
+    // live database's and the staged one's) taken after each check when the databases are large enough
+    // to pay for loading the counting module there (small ones are counted on this thread, below). The
+    // checks start as soon as the source has written every artifact (`onStaged`), while it still waits
+    // for git (a bundle's history indexed, a repository snapshot's tree built); or once it returns.
+    const counted = new Map<string, RowCounts>();
+    const rows = packageModule(import.meta.url, '../sqlite/rows');
+    const countHere = dbBytes < sqliteThreadsMinBytes();
+    type Staged = { db: DbName; file: string }[];
+    const check = async (w: SqliteJobs, lane: Staged) => {
+      for (const { db, file } of lane) {
+        const result = await w.integrityCheck(file);
+        if (result !== 'ok')
+          throw new BundleDamagedError(`${sqlitePath(db)}: integrity_check failed: ${result}`);
+        if (countHere) continue;
+        for (const path of [file, join(sqliteDir, `${db}.sqlite`)])
+          counted.set(path, await w.call<RowCounts>(rows, 'rowCounts', path));
+      }
+    };
+    let checks: { staged: Staged; lanes: [Promise<void>, Promise<void>] } | undefined;
+    const startChecks = (written: ReadonlyMap<string, string>) => {
+      if (checks) return;
+      const staged = DB_NAMES.flatMap((db) => {
+        const file = written.get(sqlitePath(db));
+        return file ? [{ db, file }] : [];
+      });
+      const lanes: [Promise<void>, Promise<void>] = [
+        check(
+          sqlite[0]!,
+          staged.filter((_, i) => i % 2 === 0),
+        ),
+        check(
+          sqlite[1]!,
+          staged.filter((_, i) => i % 2 === 1),
+        ),
+      ];
+      for (const l of lanes) l.catch(() => {}); // awaited below, or before the threads close
+      checks = { staged, lanes };
+    };
     try {
       await mkdir(p.work, { recursive: true });
       await mkdir(p.sqliteStage, { recursive: true });
@@ -311,6 +351,7 @@ async function restoreLocked(
         head.raw,
         req.onProgress,
         bundleHasMemdir(head.manifest) ? (history) => buildMemdir(p, history, memdir, liveRepo) : undefined,
+        startChecks,
       );
       const m = v.manifest;
       const report = baseReport(m, agentId, tenant, source.location, false);
@@ -318,38 +359,14 @@ async function restoreLocked(
       report.warnings.push(...v.warnings);
       // Databases are checked on two worker threads while git rebuilds the repository beside them.
       const hasMemdir = bundleHasMemdir(m);
-      const staged = DB_NAMES.flatMap((db) => {
-        const file = v.written.get(sqlitePath(db));
-        return file ? [{ db, file }] : [];
-      });
-      // The report's row counts (the live database's and the staged one's) are taken on the same
-      // threads after each check, while git is still at work, when the databases are large enough to
-      // pay for loading the counting module there (small ones are counted on this thread, below).
-      const counted = new Map<string, RowCounts>();
-      const rows = packageModule(import.meta.url, '../sqlite/rows');
-      const countHere = dbBytes < SQLITE_THREADS_MIN_BYTES;
-      const check = async (w: SqliteJobs, lane: typeof staged) => {
-        for (const { db, file } of lane) {
-          const result = await w.integrityCheck(file);
-          if (result !== 'ok')
-            throw new BundleDamagedError(`${sqlitePath(db)}: integrity_check failed: ${result}`);
-          if (countHere) continue;
-          for (const path of [file, join(sqliteDir, `${db}.sqlite`)])
-            counted.set(path, await w.call<RowCounts>(rows, 'rowCounts', path));
-        }
-      };
+      startChecks(v.written);
+      const { staged, lanes } = checks!;
       // Flushing the staged bytes to disk starts now and overlaps the checks; so does describing what
       // the restore changes in the memdir (it reads the live memdir only, on this otherwise idle thread).
       const [, , , repo, memdirChange] = await allSettledOrThrow([
         syncFileSystemsOf([p.sqliteStage, p.memdirStage]),
-        check(
-          sqlite[0]!,
-          staged.filter((_, i) => i % 2 === 0),
-        ),
-        check(
-          sqlite[1]!,
-          staged.filter((_, i) => i % 2 === 1),
-        ),
+        lanes[0],
+        lanes[1],
         hasMemdir
           ? v.tree
             ? Promise.resolve(v.tree)
@@ -501,6 +518,7 @@ async function restoreLocked(
       if (repo?.preRestoreTag) report.pre_restore_tag = repo.preRestoreTag;
       return report;
     } finally {
+      await Promise.allSettled(checks?.lanes ?? []); // none cut short by the threads' end
       await Promise.all(sqlite.map((w) => w.close()));
       for (const dir of staging) await rm(dir, { recursive: true, force: true });
     }

@@ -12,6 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { sqlitePath } from '../format/constants.js';
 import { NativeModuleError, nativeModuleError, SqliteError } from '../model/errors.js';
 import { DB_NAMES } from '../model/types.js';
+import { envBytes } from '../util/env-bytes.js';
 import { sha256File } from '../util/hash.js';
 import { type PackageModule, startModuleWorker } from '../util/module-worker.js';
 import { WorkerRpc } from '../util/worker-rpc.js';
@@ -26,6 +27,13 @@ export type { CopyResult } from './jobs.js';
  * in 143-181 ms and checked it in 40-119 ms, and a thread takes ~80 ms of CPU to start.
  */
 export const SQLITE_THREADS_MIN_BYTES = 16 * 1024 * 1024;
+
+/**
+ * SQLITE_THREADS_MIN_BYTES, or what NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES sets (the tests take the
+ * threads with small agents).
+ */
+export const sqliteThreadsMinBytes = (): number =>
+  envBytes('NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES', SQLITE_THREADS_MIN_BYTES);
 
 /** What a runner of SQLite jobs does; jobs given to one runner run one at a time, in order. */
 export interface SqliteJobs {
@@ -45,11 +53,11 @@ export interface SqliteJobs {
 
 /**
  * `count` runners for SQLite work on databases of `bytes` in all: worker threads (started now, so they
- * start while the caller does other work) when that is at least SQLITE_THREADS_MIN_BYTES, else runners
+ * start while the caller does other work) when that is at least sqliteThreadsMinBytes(), else runners
  * on the calling thread.
  */
 export function sqliteRunners(bytes: number, count = 2): SqliteJobs[] {
-  const here = bytes < SQLITE_THREADS_MIN_BYTES;
+  const here = bytes < sqliteThreadsMinBytes();
   return Array.from({ length: count }, () => (here ? new SqliteHere() : new SqliteWorker()));
 }
 

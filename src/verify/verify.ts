@@ -52,6 +52,12 @@ export interface EntrySink {
    * history without indexing the pack again). Otherwise a scratch repository, always removed.
    */
   gitRepo?: string;
+  /**
+   * Called once every entry is written and checked, if none had a problem, while git may still be at
+   * the history (its pack indexed beside the stream): artifact path → the file written (restore starts
+   * its database checks here).
+   */
+  onStreamed?: (written: ReadonlyMap<string, string>) => void;
 }
 
 export interface VerifyOptions {
@@ -456,6 +462,8 @@ async function checkEntries(
       report.artifacts_checked++;
     }
     report.size_ok = true;
+    if (report.problems.length === 0 && m.artifacts.every((a) => verified.has(a.path_in_bundle)))
+      sink?.onStreamed?.(written);
     if (gitCheck) {
       const problem = await gitCheck.check.finish();
       if (problem === undefined && gitCheck.check.keeps) gitRefs = gitCheck.check.refs;
