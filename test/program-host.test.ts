@@ -78,9 +78,25 @@ test('the program host runs programs as asked from its own process, git with the
   assert.deepEqual(after, direct);
 });
 
+/** The URL (JSON-quoted, for a script) of a module of this repository, from this test's directory. */
+const moduleUrl = (p: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, p)).href);
+
+/**
+ * Runs `script` (CommonJS, under tsx) in a process of its own (the test helpers start the host in this
+ * one), which must end by itself and succeed; its output.
+ */
+function runAlone(script: string): string {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  assert.equal(r.signal, null, `the process did not end by itself: ${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
 test('a process whose first worker thread started the host ends by itself once its own work is done', (t) => {
   const dir = tempDir(t);
-  const moduleUrl = (p: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, p)).href);
   // (a CommonJS -e: the worker's boot is evaluated as the process's input type)
   const script = `
     Promise.all([import(${moduleUrl('../src/util/module-worker.ts')}), import(${moduleUrl('../src/util/program-host.ts')})]).then(async ([mw, ph]) => {
@@ -91,19 +107,11 @@ test('a process whose first worker thread started the host ends by itself once i
       const r = await run();
       process.stdout.write(String(Number(r.stdout) !== process.pid && r.code === 0));
     });`;
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], {
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  assert.equal(r.signal, null, `the process did not end by itself: ${r.stderr}`);
-  assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stdout, 'true', 'the worker thread started the host, and a program ran there');
+  assert.equal(runAlone(script), 'true', 'the worker thread started the host, and a program ran there');
 });
 
 test('a snapshot or restore starts the host at once only for an agent whose live databases are 16 MiB or more', (t) => {
   const dir = tempDir(t);
-  const moduleUrl = (p: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, p)).href);
-  // a process of its own: the test helpers start the host in this one
   const script = `
     const { writeFileSync, truncateSync } = require('node:fs');
     const dir = ${JSON.stringify(dir)};
@@ -124,11 +132,5 @@ test('a snapshot or restore starts the host at once only for an agent whose live
       seen.push(ph.programHostStarted());
       process.stdout.write(seen.join(' '));
     });`;
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], {
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  assert.equal(r.signal, null, `the process did not end by itself: ${r.stderr}`);
-  assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stdout, 'false false false true');
+  assert.equal(runAlone(script), 'false false false true');
 });

@@ -1,7 +1,7 @@
 // Owns getting a process ready to read a bundle file or restore before it has loaded the code that does
 // it: a surface that knows early which bundle a command reads (the CLI's verify, restore and import of a
 // bundle path) calls prepareBundleRead first, so the decompression thread a large bundle is read on
-// starts while the command's modules load (format/zstd-worker.ts); a restore of a large agent starts
+// starts while the command's modules load (format/zstd-worker.ts); a snapshot or restore of a large agent starts
 // the program host (util/program-host.ts) its git runs go through (prepareHostFor, from
 // LocalSnapshotter's restore and snapshot). Light to import on purpose.
 
