@@ -372,7 +372,7 @@ test('live progress: an API snapshot shows its phase while a memory writer holds
   const { context, page } = await newPage(browser, dialogs);
   try {
     await login(page, url, READ_TOKEN);
-    await page.waitForSelector('#activity .ok');
+    await waitShowing(page, '#activity .ok');
     // a memory writer mid-batch: the snapshot waits in its capture step until the batch ends
     const writer = startFixture(t, 'hold-gate.ts', [bea.stateRoot, 'bea']);
     await writer.ready;

@@ -208,7 +208,7 @@ test("a login answered before the page's own first check: that check's late 401 
     await page.goto(`${url}/`);
     await page.fill('#token', WRITE_TOKEN);
     await page.click('#login button[type=submit]');
-    await page.waitForSelector('#rights');
+    await waitShowing(page, '#rights');
     release();
     await late;
     // let the page handle that answer (two turns of its event loop), then look
@@ -228,10 +228,10 @@ test('log in; the fleet and the timeline show the agent and its snapshots; hosti
     await page.goto(`${url}/`);
     await page.fill('#token', 'not-the-token-at-all-000');
     await page.click('#login button[type=submit]');
-    await page.waitForSelector('#login .error');
+    await waitShowing(page, '#login .error');
     await login(page, WRITE_TOKEN);
     assert.equal(await page.textContent('#rights'), 'read and write');
-    await page.waitForSelector('#fleet tr[data-agent="ana"]');
+    await waitShowing(page, '#fleet tr[data-agent="ana"]');
     const cells = (await page.locator('#fleet tr[data-agent="ana"] td').allTextContents()).map((c) =>
       c.trim(),
     );
@@ -250,7 +250,7 @@ test('log in; the fleet and the timeline show the agent and its snapshots; hosti
     assert.ok(o.bytes_stored > 0);
     assert.deepEqual([cells[4], cells[5]], [bytes(o.bytes_stored), bytes(o.bytes_added_last)]);
     await page.click('#fleet a');
-    await page.waitForSelector('#timeline tbody tr');
+    await waitShowing(page, '#timeline tbody tr');
     assert.equal(await page.locator('#timeline tbody tr').count(), metas.length);
     assert.equal(await page.locator('#timeline-chart .mark').count(), metas.length);
     assert.equal((await page.textContent('#snapshot-count'))?.trim(), `${metas.length} snapshots`);
@@ -262,7 +262,7 @@ test('log in; the fleet and the timeline show the agent and its snapshots; hosti
     assert.match((await page.textContent('#timeline')) ?? '', /scheduled/);
     // the snapshot page shows it as text too
     await page.click(`#timeline tr[data-id="${hostile.id}"] td a`);
-    await page.waitForSelector('#snapshot-label');
+    await waitShowing(page, '#snapshot-label');
     assert.equal(await page.textContent('#snapshot-label'), HOSTILE_LABEL);
     assert.equal(await page.locator('img').count(), 0);
     assert.deepEqual(dialogs, [], 'no dialog fired');
@@ -284,7 +284,7 @@ test('log in; the fleet and the timeline show the agent and its snapshots; hosti
     assert.equal(await page.evaluate('document.cookie'), '');
     assert.equal(await page.evaluate("sessionStorage.getItem('nexo-memory-token')"), WRITE_TOKEN);
     await page.click('#logout');
-    await page.waitForSelector('#login');
+    await waitShowing(page, '#login');
     assert.equal(await page.evaluate("sessionStorage.getItem('nexo-memory-token')"), null);
   } finally {
     await context.close();
@@ -357,16 +357,16 @@ test('a read token sees no write control, and the API refuses its writes', async
     await login(page, READ_TOKEN);
     assert.equal(await page.textContent('#rights'), 'read only');
     await page.goto(`${url}/#/agent/default/ana`);
-    await page.waitForSelector('#timeline tbody tr');
+    await waitShowing(page, '#timeline tbody tr');
     assert.equal(await page.locator('button.delete').count(), 0, 'no delete control');
     assert.equal(await page.locator('#snapshot-now').count(), 0, 'no snapshot control');
     await page.goto(`${url}/#/snapshot/default/ana/${metas[0]!.id}`);
-    await page.waitForSelector('#verify');
+    await waitShowing(page, '#verify');
     for (const sel of ['#restore', '#restore-form', '#restore-preview', '#download'])
       assert.equal(await page.locator(sel).count(), 0, `no ${sel}`);
     // reading works with it
     await page.click('#verify');
-    await page.waitForSelector('#verify-report');
+    await waitShowing(page, '#verify-report');
     assert.match((await page.textContent('#verify-report')) ?? '', /verified/);
     // the API refuses a write with it anyway
     const headers = { authorization: `Bearer ${READ_TOKEN}`, 'content-type': 'application/json' };
@@ -392,7 +392,7 @@ test('the write token previews a restore, but the restore button needs the serve
     await login(page, WRITE_TOKEN);
     await page.goto(`${url}/#/snapshot/default/ana/${metas[metas.length - 1]!.id}`);
     await page.click('#restore-preview');
-    await page.waitForSelector('#restore-report');
+    await waitShowing(page, '#restore-report');
     assert.match((await page.textContent('#restore-report')) ?? '', /would change/);
     assert.equal(await page.locator('#restore').count(), 0, 'allow_restore is off: no restore button');
     assert.match(
@@ -561,7 +561,7 @@ test('live progress: a snapshot started elsewhere appears in the activity panel 
   const { context, page } = await open();
   try {
     await login(page, WRITE_TOKEN);
-    await page.waitForSelector('#activity .ok');
+    await waitShowing(page, '#activity .ok');
     const res = await fetch(`${url}/v1/agents/ana/snapshots`, {
       method: 'POST',
       headers: { authorization: `Bearer ${WRITE_TOKEN}`, 'content-type': 'application/json' },
@@ -581,7 +581,7 @@ test('live progress: a snapshot the CLI takes shows while it runs, and its resul
   const { context, page } = await open();
   try {
     await login(page, READ_TOKEN);
-    await page.waitForSelector('#activity .ok');
+    await waitShowing(page, '#activity .ok');
     // a memory writer mid-batch: the CLI snapshot holds the agent lock and waits in its capture step
     const writer = startFixture(t, 'hold-gate.ts', [join(root, 'state'), 'ana']);
     await writer.ready;

@@ -747,13 +747,17 @@ test('serve --nats: API operations and the retention sweep publish lifecycle eve
   const anHourAgo = new Date(Date.now() - 3_600_000);
   utimesSync(leftover, anHourAgo, anHourAgo);
   const d = await serve(t, [...storeFlags(a), '--nats', nats.url], { NEXO_MEMORY_TOKEN: TOKEN });
+  // The start-up sweep's event first: an API call made before the sweep ran would remove the leftover
+  // itself (every operation on an agent clears its dead operations' leftovers under its lock), and the
+  // sweep, finding nothing to do, would announce nothing.
+  const [sweep] = await events.waitFor(1);
+  assert.equal(sweep?.subject, 'nexo.memory.snapshot._all.gc', 'the start-up sweep');
+  assert.equal(sweep?.data.kind, 'gc', 'the start-up sweep');
   const base = `${d.url}/v1/agents/ana/snapshots`;
   const s1 = await call(base, { method: 'POST', headers: jsonHeaders(), body: '{"label":"one"}' });
   const s2 = await call(base, { method: 'POST', headers: auth() });
   assert.equal((await call(`${base}/${s1.body.id}`, { method: 'DELETE', headers: auth() })).status, 200);
   const all = await events.waitFor(4);
-  const sweep = all.find((m) => m.subject === 'nexo.memory.snapshot._all.gc');
-  assert.equal(sweep?.data.kind, 'gc', 'the start-up sweep');
   assert.equal(
     (sweep!.data.report as { orphan_staging_dirs_removed: number }).orphan_staging_dirs_removed,
     1,
