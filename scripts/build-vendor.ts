@@ -10,7 +10,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { VENDORED } from '../src/util/vendored.js';
+import { VENDORED, VENDORED_EXPORTS } from '../src/util/vendored.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(repo, 'dist', 'vendor');
@@ -18,8 +18,16 @@ const out = join(repo, 'dist', 'vendor');
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 for (const [name, pkg] of Object.entries(VENDORED)) {
-  const entry = join(out, `${name}.entry.cjs`);
-  writeFileSync(entry, `module.exports = require(${JSON.stringify(pkg)});\n`);
+  // the whole package, or (VENDORED_EXPORTS) an ES module naming some exports, so that esbuild leaves out
+  // every module none of them reaches
+  const names = VENDORED_EXPORTS[name as keyof typeof VENDORED];
+  const entry = join(out, names ? `${name}.entry.mjs` : `${name}.entry.cjs`);
+  writeFileSync(
+    entry,
+    names
+      ? `export { ${names.join(', ')} } from ${JSON.stringify(pkg)};\n`
+      : `module.exports = require(${JSON.stringify(pkg)});\n`,
+  );
   await build({
     entryPoints: [entry],
     absWorkingDir: repo,

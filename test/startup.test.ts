@@ -10,9 +10,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { VENDORED_EXPORTS } from '../src/util/vendored.js';
 import { BIN, ensureBuilt, runBuiltCli } from './helpers/built-cli.js';
 import { REPO, sampleAgent, tempDir } from './helpers/env.js';
 
@@ -32,6 +34,8 @@ async function loadedBy(
   args: string[],
   env: NodeJS.ProcessEnv = {},
   allowed: readonly string[] = [],
+  /** Heavy dependencies whose one-file bundle (dist/vendor) may load, though not their packages' files. */
+  bundles: readonly string[] = [],
 ) {
   const record = join(tempDir(t, 'nexo-modules-'), 'loaded.txt');
   const hook = pathToFileURL(join(REPO, 'test', 'fixtures', 'record-modules.mjs')).href;
@@ -45,7 +49,13 @@ async function loadedBy(
     'the hook saw the CLI load',
   );
   const banned = HEAVY.filter((h) => !allowed.includes(h));
-  const heavy = urls.filter((u) => banned.some((h) => u.includes(`/node_modules/${h}`)));
+  // the package's files, or its one-file bundle (dist/vendor/<name>.cjs: yaml, zod) unless allowed
+  const heavy = urls.filter((u) =>
+    banned.some(
+      (h) =>
+        u.includes(`/node_modules/${h}`) || (!bundles.includes(h) && u.endsWith(`/dist/vendor/${h}.cjs`)),
+    ),
+  );
   assert.deepEqual(heavy, [], `${args.join(' ')} loads none of ${banned.join(', ')}`);
   return { ...r, urls };
 }
@@ -179,7 +189,7 @@ test('list with a config file (--config or NEXO_MEMORY_CONFIG) loads the bundled
     [[], { NEXO_MEMORY_CONFIG: cfg }],
   ];
   for (const [flags, env] of cases) {
-    const r = await loadedBy(t, ['list', '--agent', 'ana', '--json', ...flags], env);
+    const r = await loadedBy(t, ['list', '--agent', 'ana', '--json', ...flags], env, [], ['yaml']);
     const listed = JSON.parse(r.stdout);
     assert.equal((Array.isArray(listed) ? listed : listed.snapshots).length, 1, 'the config named the root');
     assert.ok(
@@ -187,6 +197,52 @@ test('list with a config file (--config or NEXO_MEMORY_CONFIG) loads the bundled
       'the hook saw the config file being parsed by the bundled parser',
     );
   }
+});
+
+test("verify reads the manifest with zod from its bundle, which has only the builders used and the package's verdicts and messages", async (t) => {
+  // the built CLI's verify: the bundle, not one file of the package (~100 modules, ~85 ms to load)
+  const a = sampleAgent(t, 'ana', { memories: 5, embeddings: 2, files: 1, commits: 1 }, { store: 'bundles' });
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const r = await loadedBy(t, ['verify', meta.bundle_path, '--json'], {}, HEAVY);
+  assert.equal(JSON.parse(r.stdout).status, 'verified');
+  assert.ok(
+    r.urls.some((u) => u.endsWith('/dist/vendor/zod.cjs')),
+    'the bundle was loaded',
+  );
+  assert.deepEqual(
+    r.urls.filter((u) => u.includes('/node_modules/zod/')),
+    [],
+    'no file of the package',
+  );
+  // the bundle against the package: the same exports (those util/zod.ts names), issues and messages
+  const require = createRequire(import.meta.url);
+  const bundled = require(join(REPO, 'dist', 'vendor', 'zod.cjs'));
+  const pkg = require('zod');
+  assert.deepEqual(Object.keys(bundled).sort(), [...(VENDORED_EXPORTS.zod ?? [])].sort());
+  // biome-ignore lint/suspicious/noExplicitAny: both copies are driven through the same calls
+  const cases: Array<[(z: any) => any, unknown]> = [
+    [(z) => z.string(), 5],
+    [(z) => z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters'), 'XYZ'],
+    [(z) => z.string().min(1), ''],
+    [(z) => z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER), -1.5],
+    [(z) => z.number().int(), 2 ** 60],
+    [(z) => z.boolean(), 'yes'],
+    [(z) => z.enum(['absent', 'empty', 'present']), 'full'],
+    [(z) => z.literal(2), 3],
+    [(z) => z.array(z.string()), ['a', 1, null]],
+    [(z) => z.record(z.string(), z.number()), { a: 1, b: 'x' }],
+    [(z) => z.strictObject({ a: z.string(), b: z.number().optional() }), { a: 1, c: true }],
+    [(z) => z.object({ a: z.string() }), { b: 1 }],
+    [(z) => z.looseObject({ a: z.unknown() }), null],
+    [(z) => z.strictObject({ x: z.array(z.strictObject({ y: z.enum(['a']) })) }), { x: [{ y: 'b', z: 1 }] }],
+  ];
+  for (const [make, value] of cases) {
+    const [b, p] = [make(bundled).safeParse(value), make(pkg).safeParse(value)];
+    assert.equal(b.success, false, JSON.stringify(value));
+    assert.deepEqual(b.error.issues, p.error.issues, JSON.stringify(value));
+  }
+  const ok = (z: typeof pkg) => z.strictObject({ a: z.array(z.number().int()), b: z.string().optional() });
+  assert.deepEqual(ok(bundled).parse({ a: [1, 2] }), ok(pkg).parse({ a: [1, 2] }));
 });
 
 test('a reader that closes the pipe early (`| head`) ends nothing badly: the exit status is unchanged, no stack trace', async () => {

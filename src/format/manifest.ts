@@ -5,10 +5,10 @@
 // over the seal (signed bundles are v3), and serialisation. Pure apart from signing with a key the
 // caller loaded.
 
-import { z } from 'zod';
 import { type SigningKey, signMessage } from '../crypto/sign.js';
 import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
 import type { SchemaVersions } from '../model/types.js';
+import { z } from '../util/zod.js';
 import {
   ARTIFACT_KINDS,
   type ArtifactKind,

@@ -4,7 +4,6 @@
 // with the bundle's rules; parsing it (untrusted); and its bundle view (what restore, diff and the
 // manifest rules read as they read a v2 bundle's).
 
-import { z } from 'zod';
 import { type SigningKey, signMessage } from '../crypto/sign.js';
 import { ARTIFACT_KINDS, GIT_BUNDLE_PATH } from '../format/constants.js';
 import { parseStrictJson, parseStrictJsonSpans } from '../format/json.js';
@@ -18,6 +17,7 @@ import {
   signedMessage,
 } from '../format/manifest.js';
 import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
+import { z } from '../util/zod.js';
 
 export const REPO_MANIFEST_VERSION = 4;
 export const REPO_MANIFEST_VERSION_SIGNED = 5;

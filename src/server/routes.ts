@@ -7,7 +7,6 @@
 // they hold no data), the token's rights, the fleet overview, an agent's retention preview (gc dry
 // run) — every data route needs the token as the API does.
 
-import { z } from 'zod';
 import { parseSince } from '../browse/since.js';
 import {
   ForbiddenError,
@@ -24,6 +23,7 @@ import { checkRestoreGate, restoreGateOpen } from '../snapshotter/gate.js';
 import type { GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { PACKAGE_VERSION } from '../util/version.js';
+import { z } from '../util/zod.js';
 import { ActivityBoard } from './activity.js';
 import type { ConsoleAsset } from './console-assets.js';
 import type { ApiRequest, Route } from './http.js';

@@ -9,7 +9,29 @@ const require = createRequire(import.meta.url);
 const loaded = new Map<string, unknown>();
 
 /** Name → the package bundled under it (scripts/build-vendor.ts builds one file for each). */
-export const VENDORED = { yaml: 'yaml', commander: '@commander-js/extra-typings' } as const;
+export const VENDORED = { yaml: 'yaml', commander: '@commander-js/extra-typings', zod: 'zod' } as const;
+
+/**
+ * The bundles that hold only some of their package's exports (the others, and every module only they
+ * reach, are left out of the file): name → those exports. The package itself, loaded when there is no
+ * bundle, has them too.
+ */
+export const VENDORED_EXPORTS: Partial<Record<keyof typeof VENDORED, readonly string[]>> = {
+  // util/zod.ts: what the manifests and the HTTP bodies are checked with; not zod's 64 locales
+  zod: [
+    'array',
+    'boolean',
+    'enum',
+    'literal',
+    'looseObject',
+    'number',
+    'object',
+    'record',
+    'strictObject',
+    'string',
+    'unknown',
+  ],
+};
 
 /** The dependency bundled under `name` (VENDORED), or its package when there is no bundle. */
 export function vendored<T>(name: keyof typeof VENDORED): T {
