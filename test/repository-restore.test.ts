@@ -27,6 +27,7 @@ import {
 import { storeContent } from '../src/repository/content.js';
 import { packChainDigest, type RepoManifest } from '../src/repository/manifest.js';
 import { Repository } from '../src/repository/repository.js';
+import { SqliteWorker } from '../src/sqlite/worker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, REPO, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 import { fromTemplate } from './helpers/template.js';
@@ -269,6 +270,62 @@ test('damage in the repository (flipped pack byte, missing pack, truncated index
   const r = await restore();
   assert.equal(r.code, 0, r.stderr);
   assert.equal((await anchors(a)).length, 1);
+});
+
+/**
+ * Until the test ends, every database counts as large, so a restore writes them on the SQLite threads
+ * (content.ts writeContentOn, write-lane.ts); returns the names of the functions called there.
+ */
+function databasesOnThreads(t: { after(fn: () => void): void }): string[] {
+  const prev = process.env.NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES;
+  process.env.NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES = '0';
+  const moved: string[] = [];
+  const call = SqliteWorker.prototype.call;
+  SqliteWorker.prototype.call = function (this: SqliteWorker, ...args: Parameters<typeof call>) {
+    moved.push(args[1]);
+    return call.apply(this, args);
+  } as typeof call;
+  t.after(() => {
+    SqliteWorker.prototype.call = call;
+    if (prev === undefined) delete process.env.NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES;
+    else process.env.NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES = prev;
+  });
+  return moved;
+}
+
+test('large databases are written on the SQLite threads: byte for byte; a damaged database chunk there is refused (exit 2), nothing changes', async (t) => {
+  const moved = databasesOnThreads(t);
+  const { a, snap } = await snapshotted(t);
+  const want = await expectedOf(a, snap.id, await fingerprint(a));
+  mutate(a, 'after');
+  const r = await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id });
+  assert.deepEqual(await fingerprint(a), want, 'restored byte for byte');
+  assert.deepEqual(r.sqlite_restored_dbs, DBS);
+  assert.ok(moved.includes('writeRun'), 'the databases were written on the threads');
+
+  // one byte of a database's chunk flipped inside its pack: refused, the live agent as it was
+  const { manifest } = await a.snapshotter.repository.parsed(snap.id);
+  const chunk = manifest.artifacts.find((x) => x.path_in_bundle === 'sqlite/vector.sqlite')!.chunks![0]!;
+  const repo = await Repository.open(new LocalBackend(repoDir(a)));
+  await repo.ensureIndex();
+  const at = repo.index.get(chunk)!;
+  const pack = packFiles(a).find((f) => f.endsWith(at.pack))!;
+  const bytes = readFileSync(pack);
+  bytes[at.offset + Math.floor(at.stored / 2)]! ^= 0x10;
+  writeFileSync(pack, bytes);
+  mutate(a, 'again');
+  const before = await fingerprint(a);
+  const anchorsBefore = await anchors(a);
+  moved.length = 0;
+  await assert.rejects(a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id }), (err: Error) => {
+    assert.equal((err as { code?: string }).code, 'BUNDLE_DAMAGED', err.message);
+    assert.match(err.message, new RegExp(`blob ${chunk} in packs/${at.pack}`));
+    return true;
+  });
+  assert.ok(moved.includes('writeRun'), 'the damaged database was read on a thread');
+  assert.deepEqual(await fingerprint(a), before, 'the live agent is unchanged');
+  assert.deepEqual(await anchors(a), anchorsBefore, 'no anchor');
+  assert.deepEqual(restoreDirs(a), [], 'no staging left');
 });
 
 test('signatures and trust, identity and hostile manifests are checked before the lock: nothing changes', async (t) => {
@@ -681,7 +738,10 @@ test('an encrypted repository: restore and diff need the identity; the anchor go
     decryptIdentity: identityPath,
   });
   assert.equal(withIdentity.git_summary.commits_between, 1);
+  // the databases decrypted and written on the SQLite threads
+  const moved = databasesOnThreads(t);
   const r = await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id });
+  assert.ok(moved.includes('writeRun'), 'written on the threads');
   const after = await fingerprint(a);
   for (const db of DBS) assert.equal(after[`db:${db}`], want[`db:${db}`]);
   const anchor = (await a.snapshotter.list('ana')).find((m) => m.id === r.pre_snapshot)!;

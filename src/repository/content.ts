@@ -5,7 +5,8 @@
 
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { BundleDamagedError, IoError } from '../model/errors.js';
+import { BundleDamagedError, IoError, rethrownFrom } from '../model/errors.js';
+import { type PackageModule, packageModule } from '../util/module-worker.js';
 import type { ChunkPlan } from './chunk-plan.js';
 import { type ChunkerParams, chunkFile, gearChunks, listChunks } from './chunker.js';
 import type { Located } from './manifest.js';
@@ -242,6 +243,82 @@ export async function writeContent(
     if (sync) await fh.sync();
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * A worker thread that runs a package module's functions in the order asked (a restore's SQLite
+ * threads, sqlite/worker.ts): where writeContentOn opens, checks and writes an artifact's blobs.
+ */
+export interface ContentLane {
+  call<T>(module: PackageModule, fn: string, ...args: unknown[]): Promise<T>;
+}
+
+/** The lane's side of writeContentOn. */
+const LANE = packageModule(import.meta.url, 'write-lane');
+/**
+ * Runs handed to a lane before the oldest is waited for, and the bytes of each (a slot of the memory
+ * shared with the lane; storedRuns' window). Measured on ref-170: 2 of 1 MiB left the threads waiting
+ * for the main thread; 4 or 8 of 1 MiB or 256 KiB raised the restore's peak RSS by 10-25 MB; 8 of
+ * 128 KiB are as fast and cost none (docs/operations.md, "stop 30").
+ */
+const LANE_RUNS_AHEAD = 8;
+const LANE_SLOT = 128 * 1024;
+
+/**
+ * writeContent with the work on `lane`: the blobs' runs are read here (through the backend) and copied
+ * into memory shared with the lane, one slot per run in flight (a run larger than a slot goes as a
+ * copy of its own); the lane opens and checks each blob, writes the file and checks the whole
+ * (write-lane.ts), with the same errors. Nothing is allocated per run on the lane's side: buffers moved
+ * to a thread are freed only when its garbage collector runs, which let tens of MB pile up there.
+ * `onRun` is told the plaintext bytes of each run written.
+ */
+export async function writeContentOn(
+  repo: Repository,
+  lane: ContentLane,
+  ref: Located,
+  path: string,
+  what: string,
+  onRun?: (bytes: number) => void,
+): Promise<void> {
+  const fromLane = (err: unknown): unknown => {
+    const e = err as NodeJS.ErrnoException;
+    return e?.code === 'BUNDLE_DAMAGED' ? rethrownFrom(BundleDamagedError, e.message) : err;
+  };
+  const ids = await chunkIds(repo, ref);
+  const shared = new SharedArrayBuffer(LANE_SLOT * LANE_RUNS_AHEAD);
+  const token = await lane
+    .call<number>(LANE, 'openArtifact', path, ref.size_bytes, what, shared, LANE_SLOT)
+    .catch((err) => {
+      throw fromLane(err);
+    });
+  const ahead: Promise<void>[] = [];
+  let n = 0;
+  try {
+    for await (const run of repo.storedRuns(ids, LANE_RUNS_AHEAD, LANE_SLOT)) {
+      // the slot of the run LANE_RUNS_AHEAD before this one, which has been written (awaited below)
+      const slot = n++ % LANE_RUNS_AHEAD;
+      const inSlot = run.bytes.length <= LANE_SLOT;
+      if (inSlot) run.bytes.copy(new Uint8Array(shared, slot * LANE_SLOT, LANE_SLOT));
+      const raw = run.blobs.reduce((sum, b) => sum + b.raw, 0);
+      const done = lane
+        .call<void>(LANE, 'writeRun', token, {
+          pack: run.pack,
+          ...(inSlot ? { slot, length: run.bytes.length } : { bytes: run.bytes }),
+          key: run.key,
+          blobs: run.blobs,
+        })
+        .then(() => onRun?.(raw));
+      done.catch(() => {}); // awaited below, in order
+      ahead.push(done);
+      if (ahead.length >= LANE_RUNS_AHEAD) await ahead.shift();
+    }
+    while (ahead.length > 0) await ahead.shift();
+    await lane.call(LANE, 'closeArtifact', token, ref.sha256);
+  } catch (err) {
+    await Promise.allSettled(ahead);
+    await lane.call(LANE, 'dropArtifact', token).catch(() => {});
+    throw fromLane(err);
   }
 }
 

@@ -13,7 +13,7 @@ import { ensureObjectFormat, objectFormatOf } from '../git/git.js';
 import { indexPack } from '../git/history.js';
 import { BundleDamagedError, SnapshotError } from '../model/errors.js';
 import type { VerifyProblem } from '../model/types.js';
-import { readContent, writeContent } from './content.js';
+import { type ContentLane, readContent, writeContent, writeContentOn } from './content.js';
 import {
   bundleView,
   GIT_HISTORY_KIND,
@@ -52,6 +52,12 @@ export interface RepoVerifyOptions {
    * checks here): artifact path → the file written.
    */
   onStreamed?: (written: ReadonlyMap<string, string>) => void;
+  /**
+   * Worker threads to write the chunked artifacts (databases) `target` names on: each artifact's blobs
+   * are read here and opened, checked and written on one of them (content.ts writeContentOn), the
+   * artifacts spread over them, largest first, all at once. Without: one at a time on this thread.
+   */
+  lanes?: readonly ContentLane[];
 }
 
 export interface RepoVerifyResult {
@@ -216,9 +222,12 @@ export async function verifyRepoSnapshot(
     }
     try {
       // With a tree to build, the memory files come first: the repository is then built (git, in
-      // processes of its own) while the databases stream here, instead of after them.
+      // processes of its own) while the databases stream, instead of after them.
       if (afterTree) await whole;
-      for (const a of rest) if (a.chunks || a.chunk_lists) await one(a);
+      const chunked = rest.filter((a) => a.chunks || a.chunk_lists);
+      const lanes = opts.target ? opts.lanes : undefined;
+      if (lanes?.length) await onLanes(repo, chunked, lanes, res, opts, one);
+      else for (const a of chunked) await one(a);
       await whole;
       if (res.problems.length === 0) opts.onStreamed?.(res.written);
     } finally {
@@ -230,6 +239,53 @@ export async function verifyRepoSnapshot(
   }
   await tree;
   return res;
+}
+
+/**
+ * The chunked artifacts `list` written on `lanes` (RepoVerifyOptions.lanes): each lane takes the largest
+ * artifact left when it is free, so both finish close together. An artifact with no target is read
+ * here (`one`). A content problem is reported for its artifact, as `one` does, and the others still go.
+ */
+async function onLanes(
+  repo: Repository,
+  list: readonly RepoArtifact[],
+  lanes: readonly ContentLane[],
+  res: RepoVerifyResult,
+  opts: RepoVerifyOptions,
+  one: (a: RepoArtifact) => Promise<void>,
+): Promise<void> {
+  const queue = [...list].sort((x, y) => y.size_bytes - x.size_bytes);
+  const lane = async (l: ContentLane) => {
+    for (let a = queue.shift(); a; a = queue.shift()) {
+      const target = opts.target?.(a);
+      if (!target) {
+        await one(a);
+        continue;
+      }
+      let partial = 0; // progress shown as runs are written; counted as checked only once all is
+      try {
+        await mkdir(dirname(target), { recursive: true });
+        await writeContentOn(repo, l, a, target, a.path_in_bundle, (bytes) => {
+          partial += bytes;
+          res.bytesChecked += bytes;
+          opts.onBytes?.(res.bytesChecked);
+        });
+        res.written.set(a.path_in_bundle, target);
+        res.artifactsChecked++;
+      } catch (err) {
+        res.bytesChecked -= partial;
+        if (!isContentError(err)) {
+          queue.length = 0; // the other lanes stop after their artifact
+          throw err;
+        }
+        res.problems.push(asProblem(err, a.path_in_bundle));
+      }
+    }
+  };
+  const running = lanes.map(lane);
+  // every lane has ended (a file half-written by one is not left open) before a failure is passed on
+  await Promise.allSettled(running);
+  await Promise.all(running);
 }
 
 /** Content damage (exit 2) or a git failure on content that hashed right: reported, not thrown. */

@@ -24,6 +24,7 @@ import {
   SnapshotError,
 } from '../model/errors.js';
 import type { ProgressListener, VerifyProblem } from '../model/types.js';
+import type { ContentLane } from '../repository/content.js';
 import {
   bundleView,
   GIT_HISTORY_KIND,
@@ -84,6 +85,7 @@ export interface RestoreSource {
    * in place, beside the rest of the pass, and returns what it built (`tree`); the others leave it to
    * the caller. `onStaged` is called with where each artifact was written as soon as every one is
    * written and checked, when that is before the pass ends (git still at the history or the tree).
+   * `lanes`: worker threads a source may write the databases on (a repository snapshot's do).
    */
   stage(
     p: RestorePaths,
@@ -91,6 +93,7 @@ export interface RestoreSource {
     onProgress?: ProgressListener,
     buildTree?: TreeBuilder,
     onStaged?: (written: ReadonlyMap<string, string>) => void,
+    lanes?: readonly ContentLane[],
   ): Promise<StagedSnapshot>;
   /** Verifies every byte, writing the artifacts `target` names (a dry run). */
   inspect(target: ArtifactTarget, onProgress?: ProgressListener): Promise<ReadSnapshot>;
@@ -179,6 +182,7 @@ export function repositorySource(
     onProgress: ProgressListener | undefined,
     afterTree?: () => Promise<void>,
     onStaged?: (written: ReadonlyMap<string, string>) => void,
+    lanes?: readonly ContentLane[],
   ) => {
     const { report, result } = await store.verify(id, {
       target,
@@ -186,6 +190,7 @@ export function repositorySource(
       ...(onProgress ? { onProgress } : {}),
       ...(afterTree ? { afterTree } : {}),
       ...(onStaged ? { onStreamed: onStaged } : {}),
+      ...(lanes ? { lanes } : {}),
       ...withIdentity,
     });
     if (refused(report) || !result.parsed) throw problemsError(report.problems);
@@ -206,7 +211,7 @@ export function repositorySource(
         problems: repoManifestProblems(m),
       };
     },
-    async stage(p, headRaw, onProgress, buildTree, onStaged) {
+    async stage(p, headRaw, onProgress, buildTree, onStaged, lanes) {
       const m = parsed?.manifest;
       const hasHistory = m?.artifacts.some((a) => a.kind === GIT_HISTORY_KIND) === true;
       // The staged repository exists before the stream, so the packs are indexed into it as they arrive.
@@ -234,6 +239,7 @@ export function repositorySource(
         onProgress,
         afterTree,
         onStaged,
+        lanes,
       );
       const r = result.parsed!;
       if (changed(r.raw, headRaw))

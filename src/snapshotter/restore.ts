@@ -352,6 +352,8 @@ async function restoreLocked(
         req.onProgress,
         bundleHasMemdir(head.manifest) ? (history) => buildMemdir(p, history, memdir, liveRepo) : undefined,
         startChecks,
+        // large databases are written on the SQLite threads (a repository snapshot's), idle until the checks
+        countHere ? undefined : sqlite,
       );
       const m = v.manifest;
       const report = baseReport(m, agentId, tenant, source.location, false);
