@@ -328,6 +328,36 @@ test('large databases are written on the SQLite threads: byte for byte; a damage
   assert.deepEqual(restoreDirs(a), [], 'no staging left');
 });
 
+test("a database chunk larger than a thread's slot (64 KiB pages, incompressible rows) is handed over as a copy and restores byte for byte", async (t) => {
+  const moved = databasesOnThreads(t);
+  const a = repoAgent(t);
+  const file = join(a.sqliteDir, 'vector.sqlite');
+  const db = new Database(file);
+  db.pragma('journal_mode = DELETE');
+  db.pragma('page_size = 65536');
+  db.exec('VACUUM');
+  const insert = db.prepare('INSERT INTO embeddings (memory_id, model, dim, vec) VALUES (1, ?, 1, ?)');
+  for (let i = 0; i < 3; i++) insert.run('noise', randomBytes(400 * 1024));
+  db.pragma('journal_mode = WAL');
+  db.close();
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const want = await expectedOf(a, snap.id, await fingerprint(a));
+  // a chunk whose stored bytes exceed a slot (content.ts LANE_SLOT, 128 KiB) goes as a copy of its own
+  const { manifest } = await a.snapshotter.repository.parsed(snap.id);
+  const repo = await Repository.open(new LocalBackend(repoDir(a)));
+  await repo.ensureIndex();
+  const vector = manifest.artifacts.find((x) => x.path_in_bundle === 'sqlite/vector.sqlite')!;
+  const stored = (vector.chunks ?? []).map((id) => repo.index.get(id)!.stored);
+  assert.ok(
+    stored.some((n) => n > 128 * 1024),
+    `a chunk larger than a slot: ${stored.join(', ')}`,
+  );
+  mutate(a, 'after');
+  await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id });
+  assert.ok(moved.includes('writeRun'), 'the databases were written on the threads');
+  assert.deepEqual(await fingerprint(a), want, 'restored byte for byte');
+});
+
 test('signatures and trust, identity and hostile manifests are checked before the lock: nothing changes', async (t) => {
   const key = generateSigningKey();
   const other = generateSigningKey();

@@ -304,7 +304,8 @@ export async function writeContentOn(
       const done = lane
         .call<void>(LANE, 'writeRun', token, {
           pack: run.pack,
-          ...(inSlot ? { slot, length: run.bytes.length } : { bytes: run.bytes }),
+          // larger than a slot: a copy of its bytes alone (a view would be cloned with all of its buffer)
+          ...(inSlot ? { slot, length: run.bytes.length } : { bytes: new Uint8Array(run.bytes) }),
           key: run.key,
           blobs: run.blobs,
         })
