@@ -4,7 +4,8 @@
 // diff, deep checks) or only hashed; the git history's packs likewise (indexed into `gitDir` when
 // given). Content problems are collected as report entries with stable codes, not thrown.
 
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile as writeFileCb } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { GIT_BUNDLE_PATH } from '../format/constants.js';
 import { refNameProblem } from '../format/git-bundle.js';
@@ -322,7 +323,11 @@ async function readWhole(
       made.set(dir, dirMade);
     }
     await dirMade;
-    await writeFile(target, data, { flag: 'wx', mode: 0o600 });
+    // fs.writeFile with a callback, not fs/promises': the same open (exclusive), write and close, without
+    // a FileHandle object and its awaits per file (ref-170's 2,000 files: ~100 ms less on this thread)
+    await new Promise<void>((done, fail) =>
+      writeFileCb(target, data, { flag: 'wx', mode: 0o600 }, (err) => (err ? fail(err) : done())),
+    );
     res.written.set(a.path_in_bundle, target);
   };
   const done = async (a: RepoArtifact, data: Buffer) => {
