@@ -9,6 +9,7 @@ import { BundleDamagedError, IoError, rethrownFrom } from '../model/errors.js';
 import { type PackageModule, packageModule } from '../util/module-worker.js';
 import type { ChunkPlan } from './chunk-plan.js';
 import { type ChunkerParams, chunkFile, gearChunks, listChunks } from './chunker.js';
+import { hashDiffers, longerThanRecorded, sizeDiffers } from './content-errors.js';
 import type { Located } from './manifest.js';
 import { KIND_DATA, KIND_TREE } from './pack.js';
 import type { BlobWriter, Repository } from './repository.js';
@@ -195,14 +196,12 @@ export async function* readContent(
   let size = 0;
   for await (const b of repo.streamBlobs(await chunkIds(repo, ref), undefined, undefined, view)) {
     size += b.length;
-    if (size > ref.size_bytes) throw new BundleDamagedError(`${what}: longer than its recorded size`);
+    if (size > ref.size_bytes) throw longerThanRecorded(what);
     whole?.update(b);
     yield b;
   }
-  if (size !== ref.size_bytes)
-    throw new BundleDamagedError(`${what}: ${size} bytes, the manifest says ${ref.size_bytes}`);
-  if (whole && whole.digest('hex') !== ref.sha256)
-    throw new BundleDamagedError(`${what}: SHA-256 does not match the manifest`);
+  if (size !== ref.size_bytes) throw sizeDiffers(what, size, ref.size_bytes);
+  if (whole && whole.digest('hex') !== ref.sha256) throw hashDiffers(what);
 }
 
 /**

@@ -7,7 +7,7 @@
 
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
-import { BundleDamagedError } from '../model/errors.js';
+import { hashDiffers, longerThanRecorded, sizeDiffers } from './content-errors.js';
 import { newBlobScratch, openStoredBlob } from './pack.js';
 
 /**
@@ -96,7 +96,7 @@ export function writeRun(token: number, run: LaneRun): void {
       scratch,
     );
     o.size += data.length;
-    if (o.size > o.expected) throw new BundleDamagedError(`${o.what}: longer than its recorded size`);
+    if (o.size > o.expected) throw longerThanRecorded(o.what);
     o.hash.update(data);
     if (o.batched + data.length > o.batch.length) {
       writeAll(o.fd, o.batch.subarray(0, o.batched));
@@ -120,10 +120,8 @@ export function closeArtifact(token: number, sha256: string, sync = false): void
   } finally {
     closeSync(o.fd);
   }
-  if (o.size !== o.expected)
-    throw new BundleDamagedError(`${o.what}: ${o.size} bytes, the manifest says ${o.expected}`);
-  if (o.hash.digest('hex') !== sha256)
-    throw new BundleDamagedError(`${o.what}: SHA-256 does not match the manifest`);
+  if (o.size !== o.expected) throw sizeDiffers(o.what, o.size, o.expected);
+  if (o.hash.digest('hex') !== sha256) throw hashDiffers(o.what);
 }
 
 /** Closes an artifact's file after a failure (the caller removes the staging). */
