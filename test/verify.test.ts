@@ -22,6 +22,7 @@ import {
   tarOf,
   writeBundleFile,
   zstd,
+  zstdWithZeros,
 } from './helpers/bundles.js';
 import { runCli, tempDir } from './helpers/env.js';
 import { codes, liveDigest, mem, refusedEverywhere } from './helpers/hostile.js';
@@ -248,24 +249,22 @@ test('a manifest naming a missing artifact is reported as MISSING_ARTIFACT', asy
 test('a decompression bomb is stopped at the bound the manifest implies', async (t) => {
   const dir = tempDir(t);
   const arts = [mem('memory_files/MEMORY.md', 'small')];
-  // 1. an entry whose header declares far more than the manifest does
-  const big = Buffer.alloc(64 * 1024 * 1024);
+  // 1. an entry whose header declares far more than the manifest does: 64 MiB of zeros, then the end
   const declared = manifestFor(arts);
-  const tar1 = tarOf([
+  const head1 = tarOf([
     { path: 'manifest.json', data: JSON.stringify(declared) },
-    { path: 'memory_files/MEMORY.md', data: big },
+    { path: 'memory_files/MEMORY.md', headerSize: 64 * 1024 * 1024 },
   ]);
-  let r = await verifyBundleFile(writeBundleFile(join(dir, 'bomb1.tar.zst'), zstd(tar1, 19)));
+  let r = await verifyBundleFile(
+    writeBundleFile(join(dir, 'bomb1.tar.zst'), zstdWithZeros(head1, 64 * 1024 * 1024)),
+  );
   assert.equal(r.status, 'damaged');
-  // 2. gigabytes of zeros after the end-of-archive marker (compresses to almost nothing)
-  const tar2 = Buffer.concat([
-    tarOf([
-      { path: 'manifest.json', data: JSON.stringify(declared) },
-      { path: 'memory_files/MEMORY.md', data: 'small' },
-    ]),
-    Buffer.alloc(512 * 1024 * 1024),
+  // 2. hundreds of MB of zeros after the end-of-archive marker (compresses to almost nothing)
+  const head2 = tarOf([
+    { path: 'manifest.json', data: JSON.stringify(declared) },
+    { path: 'memory_files/MEMORY.md', data: 'small' },
   ]);
-  const compressed = zstd(tar2, 19);
+  const compressed = zstdWithZeros(head2, 512 * 1024 * 1024);
   assert.ok(compressed.length < 1024 * 1024, 'the bomb is small on disk');
   const before = process.memoryUsage().rss;
   r = await verifyBundleFile(writeBundleFile(join(dir, 'bomb2.tar.zst'), compressed));

@@ -4,7 +4,16 @@
 
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  createReadStream,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { digestSeal, manifestSeal } from '../../src/format/manifest.js';
 import { readTar } from '../../src/format/tar.js';
@@ -83,6 +92,23 @@ export function tarOf(entries: RawEntry[], style: TarStyle = {}): Buffer {
 
 export function zstd(buf: Buffer, level = 3): Buffer {
   return execFileSync('zstd', ['-q', `-${level}`, '-c'], { input: buf, maxBuffer: 1 << 30 });
+}
+
+/**
+ * zstd (the CLI, level 3) of `prefix` followed by `zeros` zero bytes, the zeros never in this process's
+ * memory: they are a sparse extension of a scratch file that zstd reads. A bomb's hundreds of MB cost
+ * this process nothing (built in memory, each fresh page of them was a page fault, twice over).
+ */
+export function zstdWithZeros(prefix: Buffer, zeros: number): Buffer {
+  const dir = mkdtempSync(join(tmpdir(), 'nexo-zeros-'));
+  try {
+    const file = join(dir, 'input');
+    writeFileSync(file, prefix);
+    truncateSync(file, prefix.length + zeros);
+    return execFileSync('zstd', ['-q', '-3', '-c', file], { maxBuffer: 1 << 30 });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Writes `bytes` as a bundle at `path`, with a correct sibling unless told otherwise. */
