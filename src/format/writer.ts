@@ -10,7 +10,7 @@ import { publishNoClobber, removeQuietly } from '../store/atomic.js';
 import { faultPoint } from '../util/faults.js';
 import { MANIFEST_PATH } from './constants.js';
 import { END_OF_ARCHIVE, encodeFileHeader, padding } from './tar.js';
-import { type CompressOptions, zstdCompress } from './zstd.js';
+import { type CompressOptions, OutputBuffers, zstdCompress } from './zstd.js';
 
 export interface PackEntry {
   pathInBundle: string;
@@ -41,7 +41,12 @@ export interface PackResult {
 const READ_CHUNK = 1024 * 1024;
 const WRITE_AHEAD = 8 * 1024 * 1024;
 
+/**
+ * The bundle's tar stream. The staged files are read through one buffer, reused for every read: each
+ * block yielded is valid only until the next is asked for (zstdCompress consumes each whole first).
+ */
 async function* tarStream(opts: PackOptions): AsyncGenerator<Buffer, void, undefined> {
+  let read: Buffer | undefined;
   const m = opts.manifestBytes;
   yield encodeFileHeader(MANIFEST_PATH, m.length, opts.mtimeSec);
   yield m;
@@ -61,7 +66,8 @@ async function* tarStream(opts: PackOptions): AsyncGenerator<Buffer, void, undef
     try {
       let left = entry.size;
       while (left > 0) {
-        const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, left));
+        read ??= Buffer.allocUnsafe(READ_CHUNK);
+        const buf = read.subarray(0, Math.min(READ_CHUNK, left));
         const { bytesRead } = await fh.read(buf, 0, buf.length, null);
         if (bytesRead === 0) throw new IoError(`staged file shrank while packing: ${entry.sourcePath}`);
         left -= bytesRead;
@@ -102,8 +108,12 @@ export async function packBundle(opts: PackOptions): Promise<PackResult> {
     // Writes run behind compression (in order, up to WRITE_AHEAD bytes queued) so neither waits for the other.
     let queued = 0;
     let writes: Promise<void> = Promise.resolve();
-    const compressed = zstdCompress(tarStream(opts), opts.zstd);
-    const output = opts.recipients?.length ? ageEncrypt(compressed, opts.recipients) : compressed;
+    // Unencrypted, the written outputs go back to the compressor for its next ones (fresh memory is
+    // slow to write into); age's outputs are its own.
+    const buffers = new OutputBuffers();
+    const compressed = zstdCompress(tarStream(opts), opts.zstd, buffers);
+    const encrypted = Boolean(opts.recipients?.length);
+    const output = encrypted ? ageEncrypt(compressed, opts.recipients!) : compressed;
     for await (const chunk of output) {
       hash.update(chunk);
       size += chunk.length;
@@ -111,6 +121,7 @@ export async function packBundle(opts: PackOptions): Promise<PackResult> {
       const next = writes.then(async () => {
         await writeAll(out, chunk);
         queued -= chunk.length;
+        if (!encrypted) buffers.give(chunk);
       });
       next.catch(() => {}); // surfaced by the await below, never an unhandled rejection
       writes = next;

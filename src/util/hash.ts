@@ -48,8 +48,9 @@ export async function copyFileHashed(
     const outFh = await open(dst, 'wx', opts.mode ?? 0o600);
     try {
       let size = 0;
+      // one buffer for every block: each is written whole before the next is read into it
+      const buf = Buffer.allocUnsafe(CHUNK);
       for (;;) {
-        const buf = Buffer.allocUnsafe(CHUNK);
         const { bytesRead } = await inFh.read(buf, 0, CHUNK, null);
         if (bytesRead === 0) break;
         const chunk = buf.subarray(0, bytesRead);
