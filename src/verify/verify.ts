@@ -416,7 +416,7 @@ async function checkEntries(
         try {
           if (e.size <= SMALL_ENTRY) {
             // Small entries (thousands of memory files): one synchronous write each, ~20× cheaper.
-            small = await collect(body, hash);
+            small = await collect(body, hash, e.size);
             faultPoint('stage.write');
             writeSmall(target, small, madeDirs);
           } else {
@@ -438,7 +438,7 @@ async function checkEntries(
         }
         written.set(a.path_in_bundle, target);
       } else if (isState) {
-        small = await collect(body, hash);
+        small = await collect(body, hash, e.size);
       } else {
         for await (const chunk of body) hash.update(chunk);
       }
@@ -518,14 +518,26 @@ async function* tee(
   }
 }
 
-/** The whole body, hashed (chunks are reused by the reader: copied). */
-async function collect(body: AsyncIterable<Buffer>, hash: ReturnType<typeof createHash>): Promise<Buffer> {
+/**
+ * The whole body of an entry of `size` bytes, hashed. The reader reuses its buffers once it reads on:
+ * a body that comes as one chunk (nearly every small entry) is returned as that view, valid until the
+ * next entry is read; one in several chunks is copied as it comes. No copy of a memory file whose
+ * bytes are written at once is made: new memory is slow to write into (docs/decisions.md,
+ * "Performance and the bench").
+ */
+async function collect(
+  body: AsyncIterable<Buffer>,
+  hash: ReturnType<typeof createHash>,
+  size: number,
+): Promise<Buffer> {
+  let whole: Buffer | undefined;
   const parts: Buffer[] = [];
   for await (const chunk of body) {
     hash.update(chunk);
-    parts.push(Buffer.from(chunk));
+    if (parts.length === 0 && chunk.length === size) whole = chunk;
+    else parts.push(Buffer.from(chunk));
   }
-  return Buffer.concat(parts);
+  return whole ?? (parts.length === 1 ? parts[0]! : Buffer.concat(parts));
 }
 
 /** Why a state value cannot be restored (restore parses it with the same rules), or undefined. */
