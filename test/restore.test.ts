@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import {
   cpSync,
   existsSync,
@@ -20,6 +21,7 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { walkMemdir } from '../src/capture/memdir.js';
+import { OFF_THREAD_MIN_BYTES } from '../src/format/zstd-worker.js';
 import { JsonFileStateProvider, LocalSnapshotter, type StateProvider } from '../src/index.js';
 import {
   bundleOf,
@@ -104,23 +106,29 @@ test('restore puts every component back exactly, keeps the old HEAD as a tag and
   assert.ok(!existsSync(a.snapshotter.layout.journalPath('default', 'ana')));
 });
 
-test('small memory files that straddle the reader buffers (zstd outputs, the ring slots) are restored byte for byte', async (t) => {
+test('small memory files that straddle the reader buffers (zstd outputs, the decompression ring slots) are restored byte for byte', async (t) => {
   const a = agent(t);
-  // ~1.5 MB of 2-8 KiB files: the tar stream crosses several 256 KiB and 1 MiB buffer boundaries, each
-  // inside some file's bytes; the contents differ so that a file written from the wrong buffer shows
-  const files = new Map<string, Buffer>();
-  for (let i = 0; i < 300; i++) {
-    const size = 2048 + ((i * 2654435761) % 6144);
-    const body = Buffer.alloc(size);
-    for (let j = 0; j < size; j++) body[j] = 97 + ((i * 31 + j * 7 + (j >> 5)) % 26);
-    files.set(`notes/n${String(i).padStart(3, '0')}.md`, body);
+  // Each set crosses several buffer boundaries inside some file's bytes, and every file differs, so a
+  // file written from a buffer the reader has moved on from shows. ~1.5 MB of text: a small bundle,
+  // decoded on this thread in 256 KiB outputs. ~5 MB of random bytes: a bundle of more than
+  // OFF_THREAD_MIN_BYTES, decoded on the worker thread into 1 MiB slots.
+  const sets = [
+    { count: 300, make: (i: number, size: number) => Buffer.from(`${i}:`.repeat(size)).subarray(0, size) },
+    { count: 1000, make: (_i: number, size: number) => randomBytes(size) },
+  ];
+  for (const [k, set] of sets.entries()) {
+    const files = new Map<string, Buffer>();
+    for (let i = 0; i < set.count; i++)
+      files.set(`notes/n${String(i).padStart(4, '0')}.md`, set.make(i, 2048 + ((i * 2654435761) % 6144)));
+    mkdirSync(join(a.memdir, 'notes'));
+    for (const [rel, body] of files) writeFileSync(join(a.memdir, rel), body);
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana', label: `small files ${k}` });
+    if (k === 1) assert.ok(statSync(snap.bundle_path).size > OFF_THREAD_MIN_BYTES, 'decoded off the thread');
+    rmSync(join(a.memdir, 'notes'), { recursive: true });
+    await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
+    for (const [rel, body] of files) assert.ok(readFileSync(join(a.memdir, rel)).equals(body), rel);
+    rmSync(join(a.memdir, 'notes'), { recursive: true, force: true });
   }
-  mkdirSync(join(a.memdir, 'notes'));
-  for (const [rel, body] of files) writeFileSync(join(a.memdir, rel), body);
-  const snap = await a.snapshotter.snapshot({ agentId: 'ana', label: 'many small files' });
-  rmSync(join(a.memdir, 'notes'), { recursive: true });
-  await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
-  for (const [rel, body] of files) assert.ok(readFileSync(join(a.memdir, rel)).equals(body), rel);
 });
 
 test('the git bundle of a v2 bundle is indexed once, where the restored repository is: no second index-pack, no fetch from the bundle', async (t) => {

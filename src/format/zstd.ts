@@ -41,9 +41,9 @@ export interface CompressOptions {
 
 /**
  * Output buffers of zstdCompress that its consumer is done with, taken again for the next outputs. On
- * the machines measured, writing into fresh memory costs a page fault per 4 KiB page: a new 256 KiB
- * buffer for each output of a 97 MB bundle was ~0.27 s of the compressing thread's time (docs/operations.md,
- * "stop 31"), a reused one nothing.
+ * the machines measured, the first write to each 4 KiB page of new memory costs a page fault: a new
+ * 256 KiB buffer for each output of a 97 MB bundle cost the snapshot's main thread ~0.27 s, a reused
+ * one nothing (docs/operations.md, "stop 31").
  */
 export class OutputBuffers {
   private readonly free: Buffer[] = [];

@@ -521,9 +521,8 @@ async function* tee(
 /**
  * The whole body of an entry of `size` bytes, hashed. The reader reuses its buffers once it reads on:
  * a body that comes as one chunk (nearly every small entry) is returned as that view, valid until the
- * next entry is read; one in several chunks is copied as it comes. No copy of a memory file whose
- * bytes are written at once is made: new memory is slow to write into (docs/decisions.md,
- * "Performance and the bench").
+ * next entry is read, and one in several chunks is copied as it comes. Copying every memory file into
+ * new memory was slow (docs/decisions.md, "Performance and the bench").
  */
 async function collect(
   body: AsyncIterable<Buffer>,
