@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { buildProgram } from '../src/cli/program.js';
 import { VENDORED_EXPORTS } from '../src/util/vendored.js';
 import { BIN, ensureBuilt, runBuiltCli } from './helpers/built-cli.js';
 import { REPO, sampleAgent, tempDir } from './helpers/env.js';
@@ -74,7 +75,18 @@ function parserFromBundle(urls: string[], what: string): void {
 }
 
 test('--version and list of a repository and of bundles load none of the heavy dependencies', async (t) => {
-  parserFromBundle((await loadedBy(t, ['--version'])).urls, '--version');
+  // `--version` alone is answered before the program loads (cli/main.ts): commander's line, no parser
+  for (const args of [['--version'], ['-V'], ['--version', '-V']]) {
+    const r = await loadedBy(t, args);
+    assert.equal(r.stdout, `${(await buildProgram(['node', 'nexo-memory', ...args])).version()}\n`);
+    assert.deepEqual(
+      r.urls.filter(
+        (u) => u.endsWith('/dist/vendor/commander.cjs') || u.endsWith('/dist/src/cli/program.js'),
+      ),
+      [],
+      `${args.join(' ')} loads neither the parser nor the program`,
+    );
+  }
   for (const store of ['repository', 'bundles'] as const) {
     const a = sampleAgent(t, 'ana', { memories: 5, embeddings: 2, files: 1, commits: 1 }, { store });
     await a.snapshotter.snapshot({ agentId: 'ana' });

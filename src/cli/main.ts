@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // The `nexo-memory` program: runs the command line of this process (program.ts). Tests call `main` from
-// program.ts in-process; importing this module runs the CLI.
+// program.ts in-process; importing this module runs the CLI. `--version` alone is answered here, before
+// the program is loaded: the same line commander prints, without loading commander.
 
 // First, before the program's modules allocate anything.
 import './heap-settings.js';
-import { main } from './program.js';
+import { asksOnlyVersion } from './version-flag.js';
 
 // A reader that stops early (`nexo-memory list | head`) closes the pipe: the rest of the output is
 // dropped and the command finishes as it would have, its exit status unchanged, without a stack trace
@@ -15,4 +16,6 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-await main(process.argv);
+if (asksOnlyVersion(process.argv.slice(2)))
+  process.stdout.write(`${(await import('../util/version.js')).PACKAGE_VERSION}\n`);
+else await (await import('./program.js')).main(process.argv);

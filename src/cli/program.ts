@@ -8,6 +8,7 @@ import { PACKAGE_DESCRIPTION, PACKAGE_VERSION } from '../util/version.js';
 import { Command, CommanderError } from './commander.js';
 import { metricsFileOption, natsOption, repoOption } from './commands/options.js';
 import { reportError, setCurrentCommand } from './context.js';
+import { asksOnlyVersion } from './version-flag.js';
 
 type SubCommand = Parameters<InstanceType<typeof Command>['addCommand']>[0];
 
@@ -48,7 +49,7 @@ export function commandsFor(
   const first = args.find((a) => !a.startsWith('-'));
   const named = COMMANDS.find(([name]) => name === first);
   if (named) return [named];
-  if (first === undefined && args.length > 0 && args.every((a) => a === '--version' || a === '-V')) return [];
+  if (asksOnlyVersion(args)) return [];
   return COMMANDS;
 }
 
