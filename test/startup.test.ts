@@ -4,7 +4,8 @@
 // schemas, ~100 modules), SQLite, zstd, the NATS and S3 clients, the MCP SDK, prom-client, the YAML parser;
 // with a config file, only the YAML parser joins them, as its one-file bundle (dist/vendor/yaml.cjs, built
 // by scripts/build-vendor.ts), never the package's 72 files (the config is checked by src/config/schema.ts).
-// The command-line parser, which every run loads, comes from its bundle too (dist/vendor/commander.cjs).
+// The command-line parser, which every run but `--version` alone loads, comes from its bundle too
+// (dist/vendor/commander.cjs).
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
