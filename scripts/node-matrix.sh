@@ -73,9 +73,9 @@ prepare() {
   step "copied the checkout"
 
   # Only the modules this Node cannot load as built are rebuilt; each module is then loaded by it.
-  local stale=() m
+  local stale=() kept=() m
   for m in "${NATIVE[@]}"; do
-    (cd "$work/repo" && loads "$work/node/bin/node" "$m") || stale+=("$m")
+    if (cd "$work/repo" && loads "$work/node/bin/node" "$m"); then kept+=("$m"); else stale+=("$m"); fi
   done
   # --nodedir: node-gyp compiles against the unpacked headers and downloads none; build_from_source:
   # prebuild-install fetches no prebuilt binary (npm warns that it does not know the setting; the
@@ -90,8 +90,6 @@ prepare() {
     (cd "$work/repo" && loads "$work/node/bin/node" "$m") ||
       { echo "node-matrix: Node $version cannot load $m after the rebuild" >&2; return 1; }
   done
-  local kept=()
-  for m in "${NATIVE[@]}"; do [[ " ${stale[*]} " == *" $m "* ]] || kept+=("$m"); done
   step "rebuilt ${stale[*]:-nothing}; loaded as built: ${kept[*]:-nothing}"
 }
 
