@@ -11,13 +11,9 @@
 // BENCH_REMOTE_LIST=0 runs only the snapshot and restore rows; BENCH_REMOTE_PROF=dir gives every CLI
 // run of these rows (JetStream and local) `--cpu-prof` into that directory.
 
-import { randomUUID } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openBackend, parseRepoLocation } from '../src/backend/open.js';
-import { type RepoManifestDraft, sealRepoManifest } from '../src/repository/manifest.js';
-import { mapLimit, Repository } from '../src/repository/repository.js';
-import { listSnapshots, loadSnapshot, saveSnapshot } from '../src/repository/snapshots.js';
+import { multiplySnapshot } from '../test/helpers/many-snapshots.js';
 import { type NatsCluster, startNatsCluster } from '../test/helpers/nats-cluster.js';
 import { CLI_BIN, jsonOf, type ProcessRun, runCli as runCliPlain, runProcess } from './cli.js';
 import {
@@ -90,45 +86,6 @@ function rssRow(key: string, operation: string, runs: readonly ProcessRun[]): Ro
     peakRss: fmtRss(mb),
     data: { peak_rss_mb: mb === undefined ? null : round(mb), budget_mb: REMOTE_BUDGET.peakRssMB },
   };
-}
-
-/**
- * Writes `count - 1` copies of the repository's one snapshot under new ids, one second apart and older
- * than it: each a sealed manifest and its listing entry, as a snapshot saves them.
- */
-export async function multiplySnapshot(url: string, count: number): Promise<void> {
-  const backend = await openBackend(parseRepoLocation(url));
-  try {
-    const repo = await Repository.open(backend);
-    const [meta, ...rest] = await listSnapshots(repo);
-    if (!meta || rest.length > 0)
-      throw new Error(`expected one snapshot in ${url}, found ${rest.length + 1}`);
-    const { manifest } = await loadSnapshot(repo, meta.id);
-    const {
-      bundle_sha256: _d,
-      manifest_seal: _s,
-      signature: _g,
-      manifest_version: _v,
-      bundle_format: _f,
-      ...draft
-    } = manifest;
-    await mapLimit(
-      Array.from({ length: count - 1 }, (_, i) => i + 1),
-      32,
-      async (i) => {
-        const id = randomUUID();
-        const created = meta.created_at_ms - i * 1000;
-        const sealed = sealRepoManifest({
-          ...(draft as RepoManifestDraft),
-          snapshot_id: id,
-          created_at_ms: created,
-        });
-        await saveSnapshot(repo, sealed.manifest, sealed.json, { ...meta, id, created_at_ms: created });
-      },
-    );
-  } finally {
-    await backend.close();
-  }
 }
 
 export interface RemoteOptions {

@@ -18,15 +18,18 @@ const out = join(repo, 'dist', 'vendor');
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 for (const [name, pkg] of Object.entries(VENDORED)) {
-  // the whole package, or (VENDORED_EXPORTS) an ES module naming some exports, so that esbuild leaves out
-  // every module none of them reaches
+  // the whole package; several packages, each one's exports (`export *`); or (VENDORED_EXPORTS) an ES
+  // module naming some exports, so that esbuild leaves out every module none of them reaches
   const names = VENDORED_EXPORTS[name as keyof typeof VENDORED];
-  const entry = join(out, names ? `${name}.entry.mjs` : `${name}.entry.cjs`);
+  const esm = names !== undefined || typeof pkg !== 'string';
+  const entry = join(out, esm ? `${name}.entry.mjs` : `${name}.entry.cjs`);
   writeFileSync(
     entry,
-    names
-      ? `export { ${names.join(', ')} } from ${JSON.stringify(pkg)};\n`
-      : `module.exports = require(${JSON.stringify(pkg)});\n`,
+    typeof pkg !== 'string'
+      ? pkg.map((p) => `export * from ${JSON.stringify(p)};\n`).join('')
+      : names
+        ? `export { ${names.join(', ')} } from ${JSON.stringify(pkg)};\n`
+        : `module.exports = require(${JSON.stringify(pkg)});\n`,
   );
   await build({
     entryPoints: [entry],

@@ -5,7 +5,8 @@
 // with a config file, only the YAML parser joins them, as its one-file bundle (dist/vendor/yaml.cjs, built
 // by scripts/build-vendor.ts), never the package's 72 files (the config is checked by src/config/schema.ts).
 // The command-line parser, which every run but `--version` alone loads, comes from its bundle too
-// (dist/vendor/commander.cjs).
+// (dist/vendor/commander.cjs), and a command that talks to NATS loads its client from one bundle too
+// (dist/vendor/nats.cjs).
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -30,6 +31,8 @@ const HEAVY = [
   'prom-client',
   'yaml',
 ];
+/** The one-file bundle (dist/vendor/<name>.cjs) of a heavy dependency, where its name is not the package's. */
+const BUNDLE_OF: Record<string, string> = { '@nats-io': 'nats' };
 
 async function loadedBy(
   t: import('node:test').TestContext,
@@ -55,7 +58,8 @@ async function loadedBy(
   const heavy = urls.filter((u) =>
     banned.some(
       (h) =>
-        u.includes(`/node_modules/${h}`) || (!bundles.includes(h) && u.endsWith(`/dist/vendor/${h}.cjs`)),
+        u.includes(`/node_modules/${h}`) ||
+        (!bundles.includes(h) && u.endsWith(`/dist/vendor/${BUNDLE_OF[h] ?? h}.cjs`)),
     ),
   );
   assert.deepEqual(heavy, [], `${args.join(' ')} loads none of ${banned.join(', ')}`);
@@ -152,7 +156,7 @@ test('list without a config loads no telemetry observer, no key or redaction pol
   }
 });
 
-test('--version loads no GC settings; list of a remote repository sets them before it lists (a listing there can be large)', async (t) => {
+test('--version loads no GC settings; list of a remote repository sets them before it lists (a listing there can be large), with the NATS client from its bundle', async (t) => {
   const version = await loadedBy(t, ['--version']);
   assert.deepEqual(
     version.urls.filter((u) => u === 'node:v8' || u === 'node:vm'),
@@ -170,7 +174,18 @@ test('--version loads no GC settings; list of a remote repository sets them befo
     { env: { NODE_OPTIONS: `--import ${hook}`, NEXO_RECORD_MODULES: record, NEXO_MEMORY_CONFIG: cfg } },
   );
   assert.equal(r.code, 8, r.stderr);
-  assert.ok(readFileSync(record, 'utf8').split('\n').includes('node:v8'), 'the settings were applied');
+  const urls = readFileSync(record, 'utf8').split('\n');
+  assert.ok(urls.includes('node:v8'), 'the settings were applied');
+  // the NATS client from its one-file bundle (src/util/nats-client.ts), never its packages' ~90 files
+  assert.ok(
+    urls.some((u) => u.endsWith('/dist/vendor/nats.cjs')),
+    "the NATS client's bundle was loaded",
+  );
+  assert.deepEqual(
+    urls.filter((u) => u.includes('/node_modules/@nats-io/')),
+    [],
+    'no file of the NATS packages',
+  );
 });
 
 test('list with a config file (--config or NEXO_MEMORY_CONFIG) loads the bundled YAML parser and none of the others', async (t) => {

@@ -11,23 +11,9 @@
 
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { DeliverPolicy, type JetStreamClient, type JetStreamManager, jetstream } from '@nats-io/jetstream';
-import { type KV, Kvm } from '@nats-io/kv';
-import { Objm, StorageType } from '@nats-io/obj';
-import {
-  AuthorizationError,
-  ConnectionError,
-  connect,
-  credsAuthenticator,
-  headers,
-  type NatsConnection,
-  NoRespondersError,
-  nuid,
-  PermissionViolationError,
-  RequestError,
-  TimeoutError,
-  UserAuthenticationExpiredError,
-} from '@nats-io/transport-node';
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
+import type { KV } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
 import {
   ChecksumMismatchError,
   InvalidInputError,
@@ -38,6 +24,7 @@ import {
   SnapshotError,
   StoreUnavailableError,
 } from '../model/errors.js';
+import { natsClient } from '../util/nats-client.js';
 import {
   type Backend,
   type Handle,
@@ -111,6 +98,15 @@ const has = (err: unknown, name: string): boolean =>
 
 /** What a failure of the client or server means for us. */
 export function classify(err: unknown): Kind {
+  const {
+    AuthorizationError,
+    ConnectionError,
+    NoRespondersError,
+    PermissionViolationError,
+    RequestError,
+    TimeoutError,
+    UserAuthenticationExpiredError,
+  } = natsClient();
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
     if (e instanceof AuthorizationError || e instanceof UserAuthenticationExpiredError) return 'auth';
     if (e instanceof PermissionViolationError) return 'denied';
@@ -301,7 +297,7 @@ export class NatsBackend implements Backend {
         expect = last?.seq ?? 0; // a deleted marker (another client's remove) may stand on the subject
       } else old = last?.meta ?? undefined;
 
-      const id = nuid.next();
+      const id = natsClient().nuid.next();
       const subject = this.chunkSubject(id);
       const seqs: number[] = [];
       // The caller's SHA-256 of the bytes (a pack's name) spares hashing them again.
@@ -380,7 +376,7 @@ export class NatsBackend implements Backend {
         options: { max_chunk_size: NATS_CHUNK_SIZE },
         seqs: toRuns(seqs),
       };
-      const hdrs = headers();
+      const hdrs = natsClient().headers();
       hdrs.set('Nats-Rollup', 'sub');
       try {
         await this.run('save', () =>
@@ -631,7 +627,7 @@ export class NatsBackend implements Backend {
     if (any === null) return found;
     const consumer = await this.js.consumers.get(this.stream, {
       filter_subjects: filter,
-      deliver_policy: DeliverPolicy.LastPerSubject,
+      deliver_policy: natsClient().DeliverPolicy.LastPerSubject,
     });
     try {
       for (;;) {
@@ -651,7 +647,7 @@ export class NatsBackend implements Backend {
         if (done) return found;
         // The probe saw a meta message, or pending said more were coming: a batch that ends without the
         // last one is a pull that expired (a slow or changing cluster), retried from the start.
-        if (got === 0) throw new TimeoutError();
+        if (got === 0) throw new (natsClient().TimeoutError)();
       }
     } finally {
       await consumer.delete().catch(() => {});
@@ -836,6 +832,7 @@ export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions)
   const location = describe(opts.servers, bucket);
   const timeout = opts.timeoutMs ?? 10_000;
   const retry = retryPolicy(opts.retry, timeout);
+  const { connect, credsAuthenticator, jetstream, Kvm, Objm, StorageType } = natsClient();
   const auth = opts.credsFile ? credsAuthenticator(readFileSync(opts.credsFile)) : undefined;
   const nc = await withRetry(
     'connect',

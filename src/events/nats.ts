@@ -7,6 +7,7 @@
 
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { SnapshotMetrics } from '../metrics/metrics.js';
+import { natsClient } from '../util/nats-client.js';
 import type { LifecycleEvent, MutationEvent } from './payloads.js';
 import type { EventPublisher, PublisherStats } from './publisher.js';
 import {
@@ -201,7 +202,7 @@ export class NatsEventPublisher implements EventPublisher {
     if (this.nc && !this.nc.isClosed()) return this.nc;
     let gaveUp = false;
     // The client library is loaded by the first connection: a run that publishes nothing never loads it.
-    const { connect } = await import('@nats-io/transport-node');
+    const { connect } = natsClient();
     const pending = connect({
       servers: this.url.split(',').map((s) => s.trim()),
       timeout: this.o.connectTimeoutMs,

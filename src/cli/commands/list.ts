@@ -1,7 +1,7 @@
 // `nexo-memory list`: an agent's snapshots, newest first (reads sidecars or bundle heads only).
 
 import { Command } from '../commander.js';
-import { printJson, runCommand, snapshotterFrom } from '../context.js';
+import { printJsonArray, runCommand, snapshotterFrom } from '../context.js';
 import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } from './options.js';
 
 export function listCommand() {
@@ -22,7 +22,7 @@ export function listCommand() {
         // a remote repository's listing can be large: the small-heap settings before it is read
         if (s.repository.remote) (await import('../../util/heap-settings.js')).keepHeapSmall();
         const metas = await s.list(opts.agent, opts.tenant);
-        if (opts.json) printJson(metas);
+        if (opts.json) await printJsonArray(metas);
         // the table's module only for the table: `list --json` is what runtimes call before an action
         else process.stdout.write(`${(await import('../format.js')).formatList(metas)}\n`);
         return 0;
