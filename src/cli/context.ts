@@ -174,7 +174,7 @@ const ARRAY_BATCH = 32;
 const WRITE_AT = 32 * 1024;
 
 /**
- * printJson's very text for an array, written in pieces of ~64 KiB as it is made: a large answer (a
+ * printJson's very text for an array, written in pieces of ~32 KiB as it is made: a large answer (a
  * `list` of 10,000 snapshots is ~7.6 MB) is never one string, a copy of it for the write and a third
  * queued behind a slow reader. Waits for the output to drain before the next piece; stops when the
  * reader went away (`| head`: the rest is dropped, as main.ts drops it for every write).
