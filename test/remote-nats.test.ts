@@ -311,9 +311,16 @@ test('a CLI snapshot with the stream leader killed (SIGKILL) mid-upload complete
   });
   const b = sampleAgent(t, 'bob', { ...SMALL, seed: 29 });
   const bucket = 'fleet_node_loss';
-  // The default retries (5 attempts) carry the snapshot through the leader election.
+  // The default retries (5 attempts of at least 10 s) carry the snapshot through a leader election of a
+  // few seconds. On a CI machine running three test files and a compiler at once, one election outlasted
+  // them (the stream answered nothing for 53 s): this snapshot may wait out 8.
   const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
-  writeFileSync(config, ['snapshot:', '  store:', '    nats:', '      replicas: 3', ''].join('\n'));
+  writeFileSync(
+    config,
+    ['snapshot:', '  store:', '    nats:', '      replicas: 3', '    retry:', '      attempts: 8', ''].join(
+      '\n',
+    ),
+  );
   const cli = (args: string[]) =>
     runCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
       env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
@@ -354,7 +361,18 @@ test('a CLI snapshot with the stream leader killed (SIGKILL) mid-upload complete
   }
   const r = await snapshot;
   assert.ok(killed, `no node was killed while the snapshot was uploading (exit ${r.code}): ${r.stderr}`);
-  const snap = ok(r, `snapshot with ${killed} killed`);
+  // a failure says what the surviving nodes knew of the stream's leader and replicas then
+  const state =
+    r.code === 0
+      ? ''
+      : `\n${JSON.stringify(
+          await Promise.all(
+            cluster.nodes
+              .filter((n) => n.running)
+              .map(async (n) => [n.name, await n.streamCluster(`OBJ_${bucket}`)]),
+          ),
+        )}`;
+  const snap = ok({ ...r, stderr: `${r.stderr}${state}` }, `snapshot with ${killed} killed`);
 
   await Promise.all(cluster.nodes.filter((n) => !n.running).map((n) => n.start()));
   await waitForStreamLeader(bucket);

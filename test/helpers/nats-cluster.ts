@@ -34,6 +34,8 @@ export interface NatsNode {
   readonly running: boolean;
   kill(): Promise<void>;
   start(): Promise<void>;
+  /** What this node's monitor says of stream `stream`'s replication (leader, replicas), for a failure's message. */
+  streamCluster(stream: string): Promise<unknown>;
 }
 
 export interface NatsCluster {
@@ -103,6 +105,23 @@ class Node implements NatsNode {
       );
     } catch {
       return false;
+    }
+  }
+
+  async streamCluster(stream: string): Promise<unknown> {
+    try {
+      const r = await fetch(`http://127.0.0.1:${this.monitor}/jsz?accounts=true&streams=true`, {
+        signal: AbortSignal.timeout(2000),
+      });
+      type Jsz = {
+        meta_cluster?: unknown;
+        account_details?: Array<{ stream_detail?: Array<{ name: string; cluster?: unknown }> }>;
+      };
+      const j = (await r.json()) as Jsz;
+      const found = j.account_details?.flatMap((a) => a.stream_detail ?? []).find((d) => d.name === stream);
+      return { meta: j.meta_cluster, stream: found?.cluster ?? null };
+    } catch (err) {
+      return { error: String(err) };
     }
   }
 
