@@ -312,8 +312,8 @@ test('a CLI snapshot with the stream leader killed (SIGKILL) mid-upload complete
   const b = sampleAgent(t, 'bob', { ...SMALL, seed: 29 });
   const bucket = 'fleet_node_loss';
   // The default retries (5 attempts of at least 10 s) carry the snapshot through a leader election of a
-  // few seconds. On a CI machine running three test files and a compiler at once, one election outlasted
-  // them (the stream answered nothing for 53 s): this snapshot may wait out 8.
+  // few seconds. In one CI run (three test files and a compiler at once) the stream answered nothing for
+  // 53 s after the kill, longer than those wait out: this snapshot may wait out 8.
   const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
   writeFileSync(
     config,

@@ -49,6 +49,12 @@ export interface NatsCluster {
   stop(): Promise<void>;
 }
 
+/** The parts of a node's `/jsz` monitor answer these helpers read. */
+type Jsz = {
+  meta_cluster?: { leader?: string };
+  account_details?: Array<{ stream_detail?: Array<{ name: string; cluster?: unknown }> }>;
+};
+
 class Node implements NatsNode {
   private proc: ChildProcess | undefined;
   readonly url: string;
@@ -109,26 +115,19 @@ class Node implements NatsNode {
   }
 
   async streamCluster(stream: string): Promise<unknown> {
-    try {
-      const r = await fetch(`http://127.0.0.1:${this.monitor}/jsz?accounts=true&streams=true`, {
-        signal: AbortSignal.timeout(2000),
-      });
-      type Jsz = {
-        meta_cluster?: unknown;
-        account_details?: Array<{ stream_detail?: Array<{ name: string; cluster?: unknown }> }>;
-      };
-      const j = (await r.json()) as Jsz;
-      const found = j.account_details?.flatMap((a) => a.stream_detail ?? []).find((d) => d.name === stream);
-      return { meta: j.meta_cluster, stream: found?.cluster ?? null };
-    } catch (err) {
-      return { error: String(err) };
-    }
+    const j = await this.jsz('?accounts=true&streams=true');
+    if (!j) return { error: 'the monitor did not answer' };
+    const found = j.account_details?.flatMap((a) => a.stream_detail ?? []).find((d) => d.name === stream);
+    return { meta: j.meta_cluster, stream: found?.cluster ?? null };
   }
 
-  async jsz(): Promise<{ meta_cluster?: { leader?: string } } | null> {
+  /** The monitor's `/jsz` (with `query`), or null when it does not answer. */
+  async jsz(query = ''): Promise<Jsz | null> {
     try {
-      const r = await fetch(`http://127.0.0.1:${this.monitor}/jsz`, { signal: AbortSignal.timeout(2000) });
-      return (await r.json()) as { meta_cluster?: { leader?: string } };
+      const r = await fetch(`http://127.0.0.1:${this.monitor}/jsz${query}`, {
+        signal: AbortSignal.timeout(2000),
+      });
+      return (await r.json()) as Jsz;
     } catch {
       return null;
     }
