@@ -263,7 +263,11 @@ test('planned content into an empty repository: runs of new chunks read at once 
   );
   assert.ok(ids.size < plan.lengths.length, 'some chunk repeats');
   assert.ok(plan.lengths.length > 100, `many chunks (${plan.lengths.length}): several 1 MiB runs`);
-  assert.equal(stats.blobsKnown, plan.lengths.length - ids.size, 'a repeat is stored once');
+  // the chunk list is stored in content-defined pieces too: a run of repeated ids can make a piece
+  // repeat (about 1 run in 300 of this random layout), which is stored once as well
+  const pieces = listChunks([Buffer.from(plan.ids.buffer, plan.ids.byteOffset, plan.ids.byteLength)], 32, 31);
+  const repeats = plan.lengths.length - ids.size + pieces.length - new Set(pieces.map((l) => l.id)).size;
+  assert.equal(stats.blobsKnown, repeats, 'a repeat is stored once');
   const direct = await storeContent(repo.writer(), params, { path: file, sqlite: true });
   assert.deepEqual(planned, direct);
   const out = join(dir, 'out.sqlite');
