@@ -67,7 +67,6 @@ export {
   checkNatsUrl,
   defaultRecipients,
   natsOptionsFromConfig,
-  natsPublisherFromConfig,
   repoFromConfig,
   retentionPolicyFromConfig,
   retentionWorkerOptionsFromConfig,
@@ -88,6 +87,7 @@ export {
 export type { DiffRequest, SnapshotDiff } from './diff/diff.js';
 export type { FileChange } from './diff/memdir.js';
 export type { DatabaseDiff, SchemaChange, TableDiff } from './diff/sqlite.js';
+export { natsPublisherFromConfig } from './events/from-config.js';
 export {
   MemoryMutationPublisher,
   type MemoryMutationPublisherOptions,

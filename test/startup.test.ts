@@ -107,13 +107,17 @@ test('--version and list of a repository and of bundles load none of the heavy d
 
 /**
  * What `list` without a config does not need (paths under dist/src/, or built-ins): the telemetry
- * observers (no metrics, no broker configured); the key and redaction policies (age, ed25519 keys,
+ * observers and the event publisher with its subjects and client (no metrics, no broker configured); the key and redaction policies (age, ed25519 keys,
  * signatures, the redaction rules: LocalSnapshotter.policies()) and node:crypto; retention and the
  * snapshot steps' store files; and, for a store without a repository, any backend.
  */
 const NOT_FOR_LIST = [
   'events/observer.js',
   'events/payloads.js',
+  'events/nats.js',
+  'events/subjects.js',
+  'events/from-config.js',
+  'util/nats-client.js',
   'metrics/',
   'crypto/',
   'format/signature.js',
@@ -129,7 +133,7 @@ const NOT_FOR_LIST = [
 ];
 const NOT_WITHOUT_REPOSITORY = ['backend/local.js', 'backend/backend.js'];
 
-test('list without a config loads no telemetry observer, no key or redaction policy, no node:crypto, and a backend only for a repository', async (t) => {
+test('list without a config loads no telemetry observer or event publisher, no key or redaction policy, no node:crypto, and a backend only for a repository', async (t) => {
   for (const store of ['repository', 'bundles', 'empty'] as const) {
     const a = sampleAgent(
       t,

@@ -8,7 +8,7 @@
 
 import type { SnapshotConfig } from '../config/config.js';
 import { CONFIG_DEFAULTS } from '../config/defaults.js';
-import { natsPublisherFromConfig } from '../config/runtime.js';
+import { natsOptionsFromConfig } from '../config/runtime.js';
 import type { NatsEventPublisher } from '../events/nats.js';
 import type { SnapshotMetrics } from '../metrics/metrics.js';
 import type { OperationObserver } from '../snapshotter/observer.js';
@@ -72,7 +72,9 @@ export async function prepareRunTelemetry(
   if (current) return current;
   const wanted = serveMetrics || (flags.metricsFile ?? cfg.metrics?.textfile) !== undefined;
   const metrics = wanted ? new (await import('../metrics/metrics.js')).SnapshotMetrics() : undefined;
-  const publisher = natsPublisherFromConfig(cfg, flags.nats, metrics, warn);
+  // the publisher's module only when a broker is configured (events/from-config.ts)
+  const events = natsOptionsFromConfig(cfg, flags.nats, metrics, warn);
+  const publisher = events ? new (await import('../events/nats.js')).NatsEventPublisher(events) : undefined;
   const observers: OperationObserver[] = [];
   if (metrics) observers.push(new (await import('../metrics/observer.js')).MetricsObserver(metrics));
   if (publisher)

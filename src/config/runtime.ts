@@ -3,7 +3,7 @@
 // the daemon share it, so a key means the same thing in both.
 
 import type { BackendSettings } from '../backend/open.js';
-import { NatsEventPublisher, type NatsPublisherOptions } from '../events/nats.js';
+import type { NatsPublisherOptions } from '../events/nats.js';
 import type { SnapshotMetrics } from '../metrics/metrics.js';
 import { ConfigError, InvalidInputError } from '../model/errors.js';
 import type { RetentionPolicy } from '../policy/retention.js';
@@ -211,17 +211,6 @@ export function natsOptionsFromConfig(
     ...(metrics ? { metrics } : {}),
     ...(onWarning ? { onWarning } : {}),
   };
-}
-
-/** A NATS publisher for the config (or the override URL), or undefined when no broker is configured. */
-export function natsPublisherFromConfig(
-  cfg: SnapshotConfig,
-  natsUrl?: string,
-  metrics?: SnapshotMetrics,
-  onWarning?: (message: string) => void,
-): NatsEventPublisher | undefined {
-  const o = natsOptionsFromConfig(cfg, natsUrl, metrics, onWarning);
-  return o ? new NatsEventPublisher(o) : undefined;
 }
 
 /**
