@@ -107,9 +107,10 @@ test('--version and list of a repository and of bundles load none of the heavy d
 
 /**
  * What `list` without a config does not need (paths under dist/src/, or built-ins): the telemetry
- * observers and the event publisher with its subjects and client (no metrics, no broker configured); the key and redaction policies (age, ed25519 keys,
- * signatures, the redaction rules: LocalSnapshotter.policies()) and node:crypto; retention and the
- * snapshot steps' store files; and, for a store without a repository, any backend.
+ * observers and the event publisher with its subjects and client (no metrics, no broker configured);
+ * the key and redaction policies (age, ed25519 keys, signatures, the redaction rules:
+ * LocalSnapshotter.policies()) and node:crypto; retention and the snapshot steps' store files; and, for
+ * a store without a repository, any backend.
  */
 const NOT_FOR_LIST = [
   'events/observer.js',
