@@ -302,6 +302,7 @@ test('large databases are written on the SQLite threads: byte for byte; a damage
   assert.deepEqual(await fingerprint(a), want, 'restored byte for byte');
   assert.deepEqual(r.sqlite_restored_dbs, DBS);
   assert.ok(moved.includes('writeRun'), 'the databases were written on the threads');
+  assert.ok(moved.includes('writeFiles'), 'the memory files were written on a thread');
 
   // one byte of a database's chunk flipped inside its pack: refused, the live agent as it was
   const { manifest } = await a.snapshotter.repository.parsed(snap.id);
@@ -323,6 +324,26 @@ test('large databases are written on the SQLite threads: byte for byte; a damage
     return true;
   });
   assert.ok(moved.includes('writeRun'), 'the damaged database was read on a thread');
+  assert.deepEqual(await fingerprint(a), before, 'the live agent is unchanged');
+  assert.deepEqual(await anchors(a), anchorsBefore, 'no anchor');
+  assert.deepEqual(restoreDirs(a), [], 'no staging left');
+
+  // the database's pack mended, one byte of a memory file flipped instead: the files written on a
+  // thread so far are staging only; refused, the live agent as it was
+  bytes[at.offset + Math.floor(at.stored / 2)]! ^= 0x10;
+  writeFileSync(pack, bytes);
+  const file = manifest.artifacts.filter((x) => x.kind === 'memory_file').at(-1)!;
+  const fileAt = repo.index.get(file.sha256)!;
+  const filePack = packFiles(a).find((f) => f.endsWith(fileAt.pack))!;
+  const fileBytes = readFileSync(filePack);
+  fileBytes[fileAt.offset + Math.floor(fileAt.stored / 2)]! ^= 0x10;
+  writeFileSync(filePack, fileBytes);
+  moved.length = 0;
+  await assert.rejects(a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id }), (err: Error) => {
+    assert.equal((err as { code?: string }).code, 'BUNDLE_DAMAGED', err.message);
+    assert.match(err.message, new RegExp(`blob ${file.sha256} in packs/${fileAt.pack}`));
+    return true;
+  });
   assert.deepEqual(await fingerprint(a), before, 'the live agent is unchanged');
   assert.deepEqual(await anchors(a), anchorsBefore, 'no anchor');
   assert.deepEqual(restoreDirs(a), [], 'no staging left');

@@ -4,7 +4,7 @@
 // diff, deep checks) or only hashed; the git history's packs likewise (indexed into `gitDir` when
 // given). Content problems are collected as report entries with stable codes, not thrown.
 
-import { writeFile as writeFileCb } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { GIT_BUNDLE_PATH } from '../format/constants.js';
@@ -14,6 +14,7 @@ import { ensureObjectFormat, objectFormatOf } from '../git/git.js';
 import { indexPack } from '../git/history.js';
 import { BundleDamagedError, SnapshotError } from '../model/errors.js';
 import type { VerifyProblem } from '../model/types.js';
+import { packageModule } from '../util/module-worker.js';
 import { type ContentLane, readContent, writeContent, writeContentOn } from './content.js';
 import {
   bundleView,
@@ -25,6 +26,7 @@ import {
 } from './manifest.js';
 import type { Repository } from './repository.js';
 import { loadSnapshot } from './snapshots.js';
+import type { FileBatch } from './write-files.js';
 
 export interface RepoVerifyOptions {
   /** Where to write a verified artifact (undefined: only check it). Not asked for the git history. */
@@ -199,12 +201,14 @@ export async function verifyRepoSnapshot(
     const rest = wanted.filter((a) => a !== history);
     // The artifacts of one blob each (memory files: mostly file-system work) alongside the chunked ones
     // (databases: reads, decompression and hashing), which go one at a time.
+    const lanes = opts.target ? opts.lanes : undefined;
     const whole = readWhole(
       repo,
       rest.filter((a) => !a.chunks && !a.chunk_lists),
       res,
       opts,
       one,
+      lanes?.[0],
     );
     whole.catch(() => {}); // awaited below
     const afterTree = opts.afterTree;
@@ -224,10 +228,10 @@ export async function verifyRepoSnapshot(
     try {
       // With a tree to build, the memory files come first: the repository is then built (git, in
       // processes of its own) while the databases stream, instead of after them.
-      if (afterTree) await whole;
+      // (With lanes, the memory files are written on the first while the databases stream beside them.)
+      if (afterTree && !lanes?.length) await whole;
       const chunked = rest.filter((a) => a.chunks || a.chunk_lists);
-      const lanes = opts.target ? opts.lanes : undefined;
-      if (lanes?.length) await onLanes(repo, chunked, lanes, res, opts, one);
+      if (lanes?.length) await onLanes(repo, chunked, lanes, res, opts, one, whole);
       else for (const a of chunked) await one(a);
       await whole;
       if (res.problems.length === 0) opts.onStreamed?.(res.written);
@@ -254,9 +258,12 @@ async function onLanes(
   res: RepoVerifyResult,
   opts: RepoVerifyOptions,
   one: (a: RepoArtifact) => Promise<void>,
+  /** The first lane writes the memory files (readWhole) until this settles: it starts then. */
+  firstLaneBusy: Promise<unknown>,
 ): Promise<void> {
   const queue = [...list].sort((x, y) => y.size_bytes - x.size_bytes);
-  const lane = async (l: ContentLane) => {
+  const lane = async (l: ContentLane, i: number) => {
+    if (i === 0) await firstLaneBusy.catch(() => {});
     for (let a = queue.shift(); a; a = queue.shift()) {
       const target = opts.target?.(a);
       if (!target) {
@@ -293,17 +300,22 @@ async function onLanes(
 const isContentError = (err: unknown): err is SnapshotError =>
   err instanceof SnapshotError && (err.exitCode === 2 || err.code === 'GIT');
 
-/** Memory files written at once (the libuv pool runs four; a few more keep it fed). */
-const WRITES_IN_FLIGHT = 16;
+/** The lane's side of readWhole's batches. */
+const FILES = packageModule(import.meta.url, 'write-files');
+/** A batch goes to the lane at this many files or bytes; two are in flight at most. */
+const BATCH_FILES = 128;
+const BATCH_BYTES = 512 * 1024;
+const BATCHES_IN_FLIGHT = 2;
 
 /**
  * Artifacts stored as one blob each (memory files, state values, small databases: the blob's id is the
  * artifact's SHA-256, so the blob's check is the artifact's), read in one pass over the packs (runs of
- * neighbouring blobs are one ranged read) and written whole, each file once its blob checked. The writes
- * run on the thread pool, a few at a time, while the main thread goes on with the packs (creating
- * thousands of files can take the kernel a while, which must not stall the decompression and hashing of
- * the databases beside it); every write has finished when this returns or throws. After a
- * content problem, the artifacts not done yet are read one by one, so each problem names its artifact.
+ * neighbouring blobs are one ranged read) and written whole, each file once its blob checked. Writes are
+ * blocking calls: through the thread pool, thousands of small files cost about twice the CPU, its
+ * hand-offs more than the writes themselves on these machines (docs/operations.md, "stop 35"). With a
+ * `lane`, in batches on that thread, so that this one reads on (the databases' runs beside them); else
+ * here. After a content problem, the artifacts not done yet are read one by one, so each problem names
+ * its artifact.
  */
 async function readWhole(
   repo: Repository,
@@ -311,48 +323,61 @@ async function readWhole(
   res: RepoVerifyResult,
   opts: RepoVerifyOptions,
   one: (a: RepoArtifact) => Promise<void>,
+  lane?: ContentLane,
 ): Promise<void> {
-  const made = new Map<string, Promise<unknown>>();
-  const inFlight = new Set<Promise<void>>();
-  let failed: unknown;
-  const write = async (a: RepoArtifact, target: string, data: Buffer) => {
+  const made = new Set<string>();
+  const dirOf = (target: string): string | undefined => {
     const dir = dirname(target);
-    let dirMade = made.get(dir);
-    if (!dirMade) {
-      dirMade = mkdir(dir, { recursive: true });
-      made.set(dir, dirMade);
+    if (made.has(dir)) return undefined;
+    made.add(dir);
+    return dir;
+  };
+  let batch: { a: RepoArtifact; target: string; data: Buffer }[] = [];
+  let batchBytes = 0;
+  const inFlight: Promise<void>[] = [];
+  const send = async () => {
+    const files = batch;
+    batch = [];
+    batchBytes = 0;
+    const data = Buffer.allocUnsafe(files.reduce((n, f) => n + f.data.length, 0));
+    const ends: number[] = [];
+    let at = 0;
+    for (const f of files) {
+      at += f.data.copy(data, at);
+      ends.push(at);
     }
-    await dirMade;
-    // fs.writeFile with a callback, not fs/promises': the same open (exclusive), write and close, without
-    // a FileHandle object and its awaits per file (ref-170's 2,000 files: ~100 ms less on this thread)
-    await new Promise<void>((done, fail) =>
-      writeFileCb(target, data, { flag: 'wx', mode: 0o600 }, (err) => (err ? fail(err) : done())),
-    );
-    res.written.set(a.path_in_bundle, target);
+    const b: FileBatch = {
+      dirs: files.flatMap((f) => dirOf(f.target) ?? []),
+      paths: files.map((f) => f.target),
+      ends,
+      data,
+    };
+    const sent = lane!.call<void>(FILES, 'writeFiles', b).then(() => {
+      for (const f of files) res.written.set(f.a.path_in_bundle, f.target);
+    });
+    sent.catch(() => {}); // awaited below
+    inFlight.push(sent);
+    if (inFlight.length >= BATCHES_IN_FLIGHT) await inFlight.shift();
+  };
+  const settle = async () => {
+    if (batch.length > 0) await send();
+    while (inFlight.length > 0) await inFlight.shift();
   };
   const done = async (a: RepoArtifact, data: Buffer) => {
     const target = opts.target?.(a);
-    if (target) {
-      if (failed !== undefined) throw failed;
-      const p = write(a, target, data).then(
-        () => {
-          inFlight.delete(p);
-        },
-        (err: unknown) => {
-          inFlight.delete(p);
-          failed ??= err;
-        },
-      );
-      inFlight.add(p);
-      if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight);
+    if (target && lane) {
+      batch.push({ a, target, data });
+      batchBytes += data.length;
+      if (batch.length >= BATCH_FILES || batchBytes >= BATCH_BYTES) await send();
+    } else if (target) {
+      const dir = dirOf(target);
+      if (dir) mkdirSync(dir, { recursive: true });
+      writeFileSync(target, data, { flag: 'wx', mode: 0o600 });
+      res.written.set(a.path_in_bundle, target);
     }
     res.bytesChecked += data.length;
     opts.onBytes?.(res.bytesChecked);
     res.artifactsChecked++;
-  };
-  const settle = async () => {
-    while (inFlight.size > 0) await Promise.all(inFlight);
-    if (failed !== undefined) throw failed;
   };
   try {
     for (const a of list) if (a.size_bytes === 0) await done(a, Buffer.alloc(0));
@@ -372,16 +397,16 @@ async function readWhole(
         await done(a, blob);
         next++;
       }
+      await settle();
     } catch (err) {
-      if (!isContentError(err) || err === failed) throw err;
+      if (!isContentError(err)) throw err;
       await settle();
       for (const a of full.slice(next)) await one(a);
     }
   } finally {
-    // every write finished (or failed) before the caller goes on, or removes the staging
-    while (inFlight.size > 0) await Promise.all(inFlight);
+    // every batch written (or failed) before the caller goes on, or removes the staging
+    await Promise.allSettled(inFlight);
   }
-  if (failed !== undefined) throw failed;
 }
 
 async function* counted(
