@@ -13,10 +13,25 @@
 # writeback, no discard. On these machines' ext4 (no journal, mounted with discard) each file created
 # costs more for every file deleted nearby in the last minutes, and the suite does both all the time.
 # Set TMPDIR to keep them elsewhere.
-# Usage: scripts/test.sh [FILE…]   (default: test/*.test.ts)
+# The test files and every module outside src/ they import run as their transforms on the built
+# package (scripts/build-tests.ts, test/helpers/transform.ts: esbuild's transform of each file, its
+# imports of src/ pointed at dist/src), not under tsx: tsx's loader thread and its compiling of src/ in
+# every test process, worker thread and program host cost about a fifth of the suite's CPU
+# (docs/operations.md, "stop 36"). dist/ is rebuilt first when a source file is newer.
+# Usage: scripts/test.sh [OPTION…] [FILE…]   (default: test/*.test.ts; options go to node --test)
 set -e
 cd "$(dirname "$0")/.."
-[ "$#" -gt 0 ] || set -- test/*.test.ts
+options=''
+files=''
+for arg in "$@"; do
+  case "$arg" in
+  -*) options="$options
+$arg" ;;
+  *) files="$files
+$arg" ;;
+  esac
+done
+[ -n "$files" ] || files=$(printf '%s\n' test/*.test.ts)
 if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ] &&
   [ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }')" -ge 4194304 ] 2>/dev/null; then
   TMPDIR=$(mktemp -d /dev/shm/nexo-test-XXXXXX)
@@ -28,6 +43,13 @@ run() {
   if command -v eatmydata >/dev/null 2>&1; then set -- eatmydata "$@"; fi
   "$@"
 }
+# (one path per line, not expanded again: the checkout's path may hold spaces, never a newline)
+set -f
+IFS='
+'
+# shellcheck disable=SC2086
+built=$(node --import tsx scripts/build-tests.ts $files)
 status=0
-run node --import tsx --test --test-concurrency=3 --test-timeout=600000 "$@" || status=$?
+# shellcheck disable=SC2086
+run node --test --test-concurrency=3 --test-timeout=600000 $options $built || status=$?
 exit "$status"

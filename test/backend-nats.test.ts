@@ -14,7 +14,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, type TestContext, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import type { Backend } from '../src/backend/backend.js';
@@ -27,6 +26,7 @@ import { pruneRepository } from '../src/repository/prune.js';
 import { Repository } from '../src/repository/repository.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
 import { closeClient, type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
+import { REPO } from './helpers/repo.js';
 
 let cluster: NatsCluster;
 before(async () => {
@@ -231,7 +231,7 @@ test('a process killed mid-save leaves nothing listed or loadable; sweepOrphans 
     [
       '--import',
       'tsx',
-      fileURLToPath(new URL('fixtures/nats-save-forever.ts', import.meta.url)),
+      join(REPO, 'test', 'fixtures', 'nats-save-forever.ts'),
       cluster.urls.join(','),
       bucket,
       h.name,
@@ -267,7 +267,7 @@ async function savingForever(t: TestContext, bucket: string, name: string): Prom
     [
       '--import',
       'tsx',
-      fileURLToPath(new URL('fixtures/nats-save-forever.ts', import.meta.url)),
+      join(REPO, 'test', 'fixtures', 'nats-save-forever.ts'),
       cluster.urls.join(','),
       bucket,
       name,

@@ -29,7 +29,7 @@ import {
 } from '../src/format/zstd-worker.js';
 import { verifyBundle } from '../src/verify/verify.js';
 import { zstd, zstdWithZeros } from './helpers/bundles.js';
-import { sampleAgent, tempDir } from './helpers/env.js';
+import { REPO, sampleAgent, tempDir } from './helpers/env.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -463,7 +463,7 @@ test('a decompression worker started ahead of a read is the one the read takes (
       // (a CommonJS -e: an ES module one would make the worker's own eval boot one too)
       `let exited = false;
        process.on('worker', (w) => w.on('exit', () => { exited = true; }));
-       import(${JSON.stringify(pathToFileURL(join(import.meta.dirname, '../src/format/zstd-worker.ts')).href)}).then((m) => {
+       import(${JSON.stringify(pathToFileURL(join(REPO, 'src', 'format', 'zstd-worker.ts')).href)}).then((m) => {
          m.prestartDecompressionFor(${JSON.stringify(bundle)});
          setTimeout(() => process.stdout.write(exited ? 'exited' : 'waiting'), 1500);
        });`,

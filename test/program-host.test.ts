@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { runGit } from '../src/git/git.js';
 import { type ProgramResult, runOnHost, startProgramHost } from '../src/util/program-host.js';
+import { REPO } from './helpers/repo.js';
 
 /** A scratch directory removed after the test (not helpers/env.ts: importing it starts the host). */
 function tempDir(t: { after(fn: () => void): void }): string {
@@ -79,7 +80,7 @@ test('the program host runs programs as asked from its own process, git with the
 });
 
 /** The URL (JSON-quoted, for a script) of a module of this repository, from this test's directory. */
-const moduleUrl = (p: string) => JSON.stringify(pathToFileURL(join(import.meta.dirname, p)).href);
+const moduleUrl = (p: string) => JSON.stringify(pathToFileURL(join(REPO, 'test', p)).href);
 
 /**
  * Runs `script` (CommonJS, under tsx) in a process of its own (the test helpers start the host in this

@@ -7,13 +7,10 @@
 
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { VENDORED } from '../../src/util/vendored.js';
 import type { RunResult } from './env.js';
-
-// This checkout (as env.ts's REPO; not imported from there: env.ts imports this module).
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+import { REPO } from './repo.js';
 
 export const BIN = join(REPO, 'bin', 'nexo-memory.js');
 /** The longest a spawned CLI runs (far beyond any test's command on a loaded machine). */

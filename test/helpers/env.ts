@@ -4,21 +4,10 @@
 
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join, relative, resolve, sep } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { transformSync } from 'esbuild';
 import {
   buildSampleAgent,
   gitEnv,
@@ -29,6 +18,8 @@ import { LocalSnapshotter, type LocalSnapshotterOptions } from '../../src/index.
 import { startProgramHost } from '../../src/util/program-host.js';
 import { ensureBuilt } from './built-cli.js';
 import { runCliInProcess } from './cli.js';
+import { REPO } from './repo.js';
+import { transformed } from './transform.js';
 
 // The suite's existing tests exercise the bundle store (the exchange format, and 0.2 state roots);
 // test/repository-*.test.ts exercise the repository, the default of new state roots.
@@ -39,7 +30,7 @@ process.env.NEXO_MEMORY_STORE_FORMAT ??= 'bundles';
 // (src/util/program-host.ts; test/program-host.test.ts holds the host to a direct spawn's answers).
 startProgramHost();
 
-export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export { REPO };
 export const CLI = join(REPO, 'src', 'cli', 'main.ts');
 
 /** Fixture processes still running per test: stopped before that test's directories are removed. */
@@ -191,57 +182,21 @@ export const runCli = (
 
 /**
  * A TypeScript file of this repository (outside src/) as a module plain node runs against the built
- * package: the file alone turned into JavaScript (esbuild, the transform tsx applies), its imports of
- * src/ pointed at dist/src and its other relative imports at their own transforms, written under
- * dist/test-build/ (its path in the repository, a name holding the digest of what was written, so a
- * file of that name is always that transform) with relative imports (a copy of the checkout with its
- * dist/, as scripts/node-matrix.sh makes, runs its own build). Builds dist/ first when it is stale.
+ * package (helpers/transform.ts). Builds dist/ first when it is stale.
  */
 export function builtScript(file: string): string {
   ensureBuilt();
   return transformed(resolve(REPO, file));
 }
 
-function transformed(source: string): string {
-  const outDir = join(REPO, 'dist', 'test-build', dirname(relative(REPO, source)));
-  const srcDir = join(REPO, 'src');
-  const code = transformSync(readFileSync(source, 'utf8'), {
-    loader: 'ts',
-    format: 'esm',
-    target: 'node20',
-    sourcefile: source,
-  }).code.replace(/(from |import\()"(\.[^"]*)"/g, (_m, how: string, spec: string) => {
-    const target = resolve(dirname(source), spec);
-    const to = target.startsWith(`${srcDir}${sep}`)
-      ? join(REPO, 'dist', 'src', relative(srcDir, target))
-      : transformed(target.replace(/\.js$/, '.ts'));
-    const path = relative(outDir, to);
-    return `${how}"${path.startsWith('.') ? path : `./${path}`}"`;
-  });
-  const digest = createHash('sha256').update(code).digest('hex').slice(0, 12);
-  const out = join(outDir, basename(source).replace(/\.ts$/, `.${digest}.mjs`));
-  if (!existsSync(out)) {
-    mkdirSync(outDir, { recursive: true });
-    const tmp = `${out}.${process.pid}.tmp`;
-    writeFileSync(tmp, code);
-    renameSync(tmp, out); // atomic: another test process may write the same file meanwhile
-  }
-  return out;
-}
-
 /**
- * The command that runs a fixture script (test/fixtures/*.ts) as a real process. A fixture whose only
- * imports of this repository are modules of src/ runs the built package (builtScript), so the process
- * starts like the installed package instead of compiling the library under tsx (about half a second
- * of CPU per process, and again in every worker thread it starts). Any other fixture runs under tsx.
+ * The command that runs a fixture script (test/fixtures/*.ts) as a real process: its transform on the
+ * built package (builtScript), so the process starts like the installed package instead of compiling
+ * the library under tsx (about half a second of CPU per process, and again in every worker thread it
+ * starts).
  */
 export function fixtureCommand(file: string): string[] {
-  const source = join(REPO, 'test', 'fixtures', file);
-  const text = readFileSync(source, 'utf8');
-  const imports = [...text.matchAll(/(?:from |import\()'(\.[^']*)'/g)].map((m) => m[1]!);
-  if (imports.length === 0 || imports.some((spec) => !spec.startsWith('../../src/')))
-    return ['--import', 'tsx', source];
-  return [builtScript(source)];
+  return [builtScript(join('test', 'fixtures', file))];
 }
 
 /** Starts a fixture script and resolves once it prints `ready` on stdout. */
