@@ -110,7 +110,7 @@ test('--version and list of a repository and of bundles load none of the heavy d
  * observers and the event publisher with its subjects and client (no metrics, no broker configured);
  * the key and redaction policies (age, ed25519 keys, signatures, the redaction rules:
  * LocalSnapshotter.policies()) and node:crypto; retention and the snapshot steps' store files; and, for
- * a store without a repository, any backend.
+ * a store without a repository, any backend; worker threads and the program host.
  */
 const NOT_FOR_LIST = [
   'events/observer.js',
@@ -131,6 +131,10 @@ const NOT_FOR_LIST = [
   // the small-heap settings: a local listing is small (util/heap-settings.ts, DEFERRED_COMMANDS)
   'node:v8',
   'node:vm',
+  // threads and the program host: a listing starts neither (store/atomic.ts loads the host to sync)
+  'util/module-worker.js',
+  'util/program-host.js',
+  'node:worker_threads',
 ];
 const NOT_WITHOUT_REPOSITORY = ['backend/local.js', 'backend/backend.js'];
 

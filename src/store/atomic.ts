@@ -1,11 +1,9 @@
 // Owns durable file publication: fsync of files, directories and whole staged trees, atomic
 // small-file writes (temp → fsync → rename → fsync dir) and no-clobber publication of a finished temp file.
 
-import { spawn } from 'node:child_process';
 import { constants, existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { link, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { runOnHost } from '../util/program-host.js';
 import { randomBytes } from '../util/random.js';
 
 export async function fsyncDir(dir: string): Promise<void> {
@@ -100,6 +98,11 @@ export async function syncFileSystemsOf(paths: string[]): Promise<void> {
   const existing = paths.filter((p) => existsSync(p));
   if (existing.length === 0) return;
   const args = ['--file-system', ...existing];
+  // loaded here, not at start-up: a command that never writes (list, verify) needs neither
+  const [{ runOnHost }, { spawn }] = await Promise.all([
+    import('../util/program-host.js'),
+    import('node:child_process'),
+  ]);
   const hosted = runOnHost({ file: 'sync', args, cwd: process.cwd(), env: process.env });
   const ok = hosted
     ? await hosted.then(
