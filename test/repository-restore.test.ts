@@ -29,7 +29,7 @@ import { packChainDigest, type RepoManifest } from '../src/repository/manifest.j
 import { Repository } from '../src/repository/repository.js';
 import { SqliteWorker } from '../src/sqlite/worker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { type Agent, REPO, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import { type Agent, gitAsync, REPO, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 import { fromTemplate } from './helpers/template.js';
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
@@ -68,18 +68,21 @@ async function fingerprint(a: Agent): Promise<Record<string, string>> {
   }
   for (const rel of (await walkMemdir(a.memdir)).files)
     out[`file:${rel}`] = sha(readFileSync(join(a.memdir, rel)));
-  out.head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
-  try {
-    out.head_ref = git(a.memdir, ['symbolic-ref', '-q', 'HEAD']).trim();
-  } catch {
-    out.head_ref = '(detached)';
-  }
-  out.refs = git(a.memdir, ['for-each-ref', '--format=%(objectname) %(objecttype) %(refname)'])
+  const [head, headRef, refs, log, status] = await Promise.all([
+    gitAsync(a.memdir, ['rev-parse', 'HEAD']),
+    gitAsync(a.memdir, ['symbolic-ref', '-q', 'HEAD']).catch(() => '(detached)'),
+    gitAsync(a.memdir, ['for-each-ref', '--format=%(objectname) %(objecttype) %(refname)']),
+    gitAsync(a.memdir, ['log', '--format=%H %T %P %s', '--exclude=refs/tags/pre-restore-*', '--all']),
+    gitAsync(a.memdir, ['status', '--porcelain', '--untracked-files=all']),
+  ]);
+  out.head = head.trim();
+  out.head_ref = headRef.trim();
+  out.refs = refs
     .split('\n')
     .filter((l) => !l.includes('refs/tags/pre-restore-'))
     .join('\n');
-  out.log = git(a.memdir, ['log', '--format=%H %T %P %s', '--exclude=refs/tags/pre-restore-*', '--all']);
-  out.status = git(a.memdir, ['status', '--porcelain', '--untracked-files=all']);
+  out.log = log;
+  out.status = status;
   return out;
 }
 

@@ -7,11 +7,11 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { git, gitEnv } from '../../scripts/sample-agent.js';
+import { gitEnv } from '../../scripts/sample-agent.js';
 import { walkMemdir } from '../../src/capture/memdir.js';
 import { canonicalJson, type Manifest } from '../../src/index.js';
 import { readEntries } from './bundles.js';
-import { type Agent, sampleAgent } from './env.js';
+import { type Agent, gitAsync, sampleAgent } from './env.js';
 
 export const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 export const DBS = ['long_term', 'vector', 'concepts', 'compactions'];
@@ -32,7 +32,7 @@ export async function fingerprint(a: Agent): Promise<Record<string, string>> {
     for (const rel of (await walkMemdir(a.memdir)).files)
       out[`file:${rel}`] = sha(readFileSync(join(a.memdir, rel)));
     out.head = existsSync(join(a.memdir, '.git'))
-      ? git(a.memdir, ['rev-parse', '-q', '--verify', 'HEAD']).trim() || 'none'
+      ? (await gitAsync(a.memdir, ['rev-parse', '-q', '--verify', 'HEAD'])).trim() || 'none'
       : 'no-repo';
   } else {
     out.memdir = 'absent';
