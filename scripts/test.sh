@@ -16,8 +16,8 @@
 # The test files and every module outside src/ they import run as their transforms on the built
 # package (scripts/build-tests.ts, test/helpers/transform.ts: esbuild's transform of each file, its
 # imports of src/ pointed at dist/src), not under tsx: tsx's loader thread and its compiling of src/ in
-# every test process, worker thread and program host cost about a fifth of the suite's CPU
-# (docs/operations.md, "stop 36"). dist/ is rebuilt first when a source file is newer.
+# every test process, worker thread and program host cost ~8 % of the suite's CPU, 17 % of the test
+# processes' own (docs/operations.md, "stop 36"). dist/ is rebuilt first when a source file is newer.
 # Usage: scripts/test.sh [OPTION…] [FILE…]   (default: test/*.test.ts; options go to node --test)
 set -e
 cd "$(dirname "$0")/.."
