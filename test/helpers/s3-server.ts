@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { S3BackendOptions } from '../../src/backend/remote.js';
-import { REPO } from './env.js';
+import { fixtureCommand, REPO } from './env.js';
 
 interface S3rverInstance {
   run(): Promise<{ address: string; port: number }>;
@@ -71,7 +71,7 @@ export async function startS3Server(buckets: readonly string[]): Promise<S3Serve
 export async function startS3ServerProcess(buckets: readonly string[]): Promise<S3Server> {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', join(REPO, 'test', 'fixtures', 's3rver.ts'), ...buckets],
+    [...fixtureCommand('s3rver.ts'), ...buckets],
     {
       cwd: REPO,
       env: { ...process.env, NODE_OPTIONS: '--openssl-legacy-provider' },
