@@ -69,15 +69,11 @@ export async function startS3Server(buckets: readonly string[]): Promise<S3Serve
  * 500 on any listing of more than 1000 keys). Stopped (SIGTERM) by `stop`.
  */
 export async function startS3ServerProcess(buckets: readonly string[]): Promise<S3Server> {
-  const child = spawn(
-    process.execPath,
-    [...fixtureCommand('s3rver.ts'), ...buckets],
-    {
-      cwd: REPO,
-      env: { ...process.env, NODE_OPTIONS: '--openssl-legacy-provider' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
+  const child = spawn(process.execPath, [...fixtureCommand('s3rver.ts'), ...buckets], {
+    cwd: REPO,
+    env: { ...process.env, NODE_OPTIONS: '--openssl-legacy-provider' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
   for await (const c of child.stdout) {
     out += String(c);
