@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { ProgressReporter } from '../src/cli/progress.js';
 import { loadConfig } from '../src/config/config.js';
 import { parseStrictJsonSpans } from '../src/format/json.js';
 import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.js';
@@ -260,4 +261,33 @@ test('heap settings: the young generation stays at its initial size and the old 
   assert.ok(young <= 12 * 1024 * 1024, `new space grew to ${young} bytes`);
   // Collected at +20 %: about 20 MiB used at most; V8's own growing factor let it reach ~44 MiB here.
   assert.ok(old <= 32 * 1024 * 1024, `old generation reached ${old} bytes used`);
+});
+
+test('progress lines: the rate is the bytes over the time since the phase began, none for a phase younger than 0.2 s', () => {
+  let now = 1_000_000;
+  const lines: string[] = [];
+  const stream = { isTTY: false, write: (s: string) => lines.push(s) } as unknown as NodeJS.WriteStream;
+  const p = new ProgressReporter(true, stream, () => now);
+  now += 1500; // past the 1 s threshold (NEXO_MEMORY_PROGRESS_AFTER_MS unset)
+  p.listener({ phase: 'capture', bytes: 0 });
+  p.listener({ phase: 'pack', bytes: 0 }); // the phase announced before its first bytes
+  now += 300;
+  p.listener({ phase: 'pack', bytes: 67_200_000 });
+  now += 1000;
+  p.listener({ phase: 'pack', bytes: 203_000_000 });
+  now += 1;
+  p.listener({ phase: 'verify', bytes: 5_000_000, total: 10_000_000 }); // 5 MB in 1 ms: no rate
+  now += 499;
+  p.listener({ phase: 'verify', bytes: 10_000_000, total: 10_000_000 });
+  p.done();
+  p.done();
+  assert.deepEqual(lines, [
+    'capture: started\n',
+    'pack: started\n',
+    'pack: 67.2 MB (224.0 MB/s)\n',
+    'pack: 203.0 MB (156.2 MB/s)\n',
+    'pack: done, 203.0 MB in 1.3 s (156.0 MB/s)\n',
+    'verify: 5.0/10.0 MB\n',
+    'verify: done, 10.0 MB in 0.5 s (20.0 MB/s)\n',
+  ]);
 });

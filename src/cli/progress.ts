@@ -1,6 +1,8 @@
 // Owns progress display on stderr for work that runs longer than about a second: a byte bar with rate
 // when stderr is a terminal, plain lines otherwise (CI logs): a phase without byte counts is named once,
 // a byte phase prints at most one line per second and a `done` line when it ends. Silent for short work.
+// A rate is the phase's bytes over the time since its first event (each byte phase announces itself
+// with a zero event before it moves any), and only once the phase has run long enough to mean one.
 // The bar library is loaded when a bar is first drawn: most runs never draw one (CLI start-up).
 
 import { createRequire } from 'node:module';
@@ -17,10 +19,16 @@ const SHOW_AFTER_MS = Number(process.env.NEXO_MEMORY_PROGRESS_AFTER_MS ?? 1000);
 const LINE_EVERY_MS = Math.min(1000, Math.max(0, SHOW_AFTER_MS));
 const mb = (n: number): string => (n / 1e6).toFixed(1);
 
-/** A rate for humans; undefined until the phase has moved bytes (no "0.0 MB/s"). */
-function rate(bytes: number, ms: number): string | undefined {
-  if (bytes <= 0) return undefined;
-  const perSec = bytes / Math.max(1, ms) / 1e-3;
+/**
+ * A phase younger than this gets no rate: bytes over a few milliseconds say nothing (a phase whose
+ * first event already carried bytes would show thousands of MB/s).
+ */
+const RATE_AFTER_MS = 200;
+
+/** A rate for humans; undefined until the phase has moved bytes (no "0.0 MB/s") for long enough. */
+export function rate(bytes: number, ms: number): string | undefined {
+  if (bytes <= 0 || ms < RATE_AFTER_MS) return undefined;
+  const perSec = bytes / ms / 1e-3;
   return perSec >= 1e5 ? `${mb(perSec)} MB/s` : `${(perSec / 1e3).toFixed(1)} kB/s`;
 }
 
@@ -28,9 +36,9 @@ function rate(bytes: number, ms: number): string | undefined {
 const counts = (e: ProgressEvent): boolean => e.bytes > 0 || e.total !== undefined;
 
 export class ProgressReporter {
-  private readonly started = Date.now();
+  private readonly started: number;
   private phase: string | undefined;
-  private phaseStart = Date.now();
+  private phaseStart: number;
   /** Whether anything was shown for the current phase (it then gets its `done` line). */
   private shown = false;
   private bar: cliProgress.SingleBar | undefined;
@@ -41,13 +49,18 @@ export class ProgressReporter {
   constructor(
     private readonly enabled: boolean,
     private readonly stream: NodeJS.WriteStream = process.stderr,
-  ) {}
+    /** The clock (tests pass their own). */
+    private readonly now: () => number = Date.now,
+  ) {
+    this.started = now();
+    this.phaseStart = this.started;
+  }
 
   readonly listener: ProgressListener = (e) => this.update(e);
 
   private update(e: ProgressEvent): void {
     if (!this.enabled || this.finished) return;
-    const now = Date.now();
+    const now = this.now();
     if (e.phase !== this.phase) {
       this.endPhase(now);
       this.phase = e.phase;
@@ -106,6 +119,6 @@ export class ProgressReporter {
   done(): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.enabled) this.endPhase(Date.now());
+    if (this.enabled) this.endPhase(this.now());
   }
 }

@@ -65,6 +65,8 @@ export async function storeCapture(
     bytes += n;
     onProgress?.({ phase: 'pack', bytes });
   };
+  // the phase begins before its first bytes are stored (the progress display's rate counts from here)
+  onProgress?.({ phase: 'pack', bytes: 0 });
   let refs: GitRef[] = [];
   let history: Promise<PreparedHistory | undefined> | undefined;
   if (!plans) {

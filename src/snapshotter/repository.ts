@@ -646,6 +646,7 @@ export class RepositoryStore {
     ]);
     return this.locked(repo, false, 'verify', async () => {
       const onBytes = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes });
+      opts.onProgress?.({ phase: 'verify', bytes: 0 }); // the phase begins before its first bytes
       if (opts.gitDir) {
         const result = await verifyRepoSnapshot(repo, id, { ...opts, onBytes });
         return { report: this.reportOf(signatures, id, result, opts.trust, undefined), result };

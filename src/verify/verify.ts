@@ -192,6 +192,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
   let reader: BundleReader | undefined;
   let streamFailed = false;
   let gitRefs: ReadonlyMap<string, string> | undefined;
+  progress(0); // the phase begins before its first bytes are read
   try {
     try {
       reader = await BundleReader.open(path, {
