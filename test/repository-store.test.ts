@@ -190,6 +190,17 @@ test('repository store through the CLI: snapshot, list, verify --id, check, dama
   assert.ok(report.damaged_snapshots.includes(one.id), JSON.stringify(report));
   r = await runCli(['verify', '--agent', 'ana', '--id', one.id, '--json', ...root], { env: repoEnv });
   assert.equal(r.code, 2, r.stdout);
+  // A subset reads round(packs × pct / 100) packs, at least one (not a coin flip per pack, which read
+  // none at all in a quarter of the runs); 100 % reads every pack and finds the damage.
+  r = await runCli(['check', '--read-data-subset', '1%', '--json', ...root], { env: repoEnv });
+  const sub = JSON.parse(r.stdout) as { packs: number; packs_read: number };
+  assert.ok(sub.packs >= 1, `${sub.packs} packs`);
+  assert.equal(sub.packs_read, 1, r.stdout);
+  r = await runCli(['check', '--read-data-subset', '100%', '--json', ...root], { env: repoEnv });
+  assert.equal(r.code, 2, r.stdout);
+  assert.equal((JSON.parse(r.stdout) as { packs_read: number }).packs_read, sub.packs);
+  r = await runCli(['check', ...root], { env: repoEnv });
+  assert.match(r.stdout, /^\d+ snapshot\(s\), \d+ pack\(s\), \d+ blob\(s\); 0 pack\(s\) read \(0 B\)$/m);
   bytes[100] = bytes[100]! ^ 0x40;
   writeFileSync(victim, bytes);
 

@@ -13,6 +13,7 @@ import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.
 import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/format/tar.js';
 import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
 import { newSnapshotId, parseSnapshotId, validateAgentId, validateTenant } from '../src/model/ids.js';
+import { subsetOf } from '../src/repository/check.js';
 import { smallHeapFor } from '../src/util/heap-settings.js';
 import { ensureBuilt } from './helpers/built-cli.js';
 import { tarOf } from './helpers/bundles.js';
@@ -290,4 +291,22 @@ test('progress lines: the rate is the bytes over the time since the phase began,
     'verify: 5.0/10.0 MB\n',
     'verify: done, 10.0 MB in 0.5 s (20.0 MB/s)\n',
   ]);
+});
+
+test('check --read-data-subset: round(n × pct / 100) distinct packs, at least one, drawn anew each run', () => {
+  for (const n of [0, 1, 2, 13, 100, 1001])
+    for (const pct of [1, 10, 33, 50, 100]) {
+      const packs = Array.from({ length: n }, (_, i) => `p${i}`);
+      const got = subsetOf(packs, pct);
+      const want = n === 0 ? 0 : Math.min(n, Math.max(1, Math.round((n * pct) / 100)));
+      assert.equal(got.length, want, `${pct} % of ${n}`);
+      assert.equal(new Set(got).size, got.length, 'distinct');
+      for (const p of got) assert.ok(packs.includes(p));
+    }
+  assert.deepEqual(subsetOf(['a', 'b'], 0), []);
+  // every pack is read by some run in time (13 packs, one per run: missing one after 300 runs ~ 1e-9)
+  const seen = new Set<string>();
+  const packs = Array.from({ length: 13 }, (_, i) => `p${i}`);
+  for (let run = 0; run < 300; run++) for (const p of subsetOf(packs, 10)) seen.add(p);
+  assert.equal(seen.size, 13);
 });

@@ -5,7 +5,7 @@
 // header matches the index, and every blob opens and hashes to its id. Problems are collected, not
 // thrown, so one run reports everything.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { BundleDamagedError, SnapshotError } from '../model/errors.js';
 import {
   headerLength,
@@ -43,8 +43,26 @@ export interface CheckReport {
 }
 
 export interface CheckOptions {
-  /** Read every pack (true), or this percentage of them (1..100), chosen at random. */
+  /** Read every pack (true), or this percentage of them (1..100), chosen at random (subsetOf). */
   readData?: boolean | number;
+}
+
+/**
+ * `pct` percent of `packs` (0..100), chosen at random: round(n × pct / 100) of them, at least one when
+ * there are packs and pct > 0 (restic's `--read-data-subset x%`). Each run draws anew, so repeated
+ * runs cover every pack in time; a fixed share by coin flips instead read none of 13 packs at 10 %
+ * one run in four.
+ */
+export function subsetOf<T>(packs: readonly T[], pct: number): T[] {
+  const p = Math.min(100, Math.max(0, pct));
+  if (p === 0 || packs.length === 0) return [];
+  const n = Math.min(packs.length, Math.max(1, Math.round((packs.length * p) / 100)));
+  const all = [...packs];
+  for (let i = 0; i < n; i++) {
+    const j = i + randomInt(all.length - i); // a partial Fisher-Yates shuffle
+    [all[i], all[j]] = [all[j]!, all[i]!];
+  }
+  return all.slice(0, n);
 }
 
 function problem(err: unknown, object: string): CheckProblem {
@@ -126,10 +144,8 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
 
   // Data: read packs whole.
   let toRead = [...packsOnDisk.keys()];
-  if (opts.readData !== undefined && opts.readData !== true) {
-    const pct = opts.readData === false ? 0 : Math.min(100, Math.max(0, opts.readData));
-    toRead = toRead.filter(() => Math.random() * 100 < pct);
-  } else if (opts.readData !== true) toRead = [];
+  if (typeof opts.readData === 'number') toRead = subsetOf(toRead, opts.readData);
+  else if (opts.readData !== true) toRead = [];
   let bytesRead = 0;
   // per pack, the numbers of its blobs in the index's table (not an object per blob)
   const byPack = new Map<string, number[]>();

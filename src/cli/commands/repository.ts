@@ -4,9 +4,8 @@
 import { InvalidInputError } from '../../model/errors.js';
 import { Command } from '../commander.js';
 import { parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
+import { humanBytes } from '../format.js';
 import { configOption, identityOption, jsonOption, stateRootOption } from './options.js';
-
-const MB = 1024 * 1024;
 
 export function checkCommand() {
   return new Command('check')
@@ -42,7 +41,7 @@ export function checkCommand() {
         if (opts.json) printJson(r);
         else {
           process.stdout.write(
-            `${r.snapshots} snapshots, ${r.packs} packs, ${r.blobs} blobs; ${r.packs_read} packs read (${(r.bytes_read / MB).toFixed(1)} MB)\n`,
+            `${r.snapshots} snapshot(s), ${r.packs} pack(s), ${r.blobs} blob(s); ${r.packs_read} pack(s) read (${humanBytes(r.bytes_read)})\n`,
           );
           for (const p of r.problems) process.stdout.write(`problem: ${p.object}: ${p.code}: ${p.message}\n`);
           if (r.damaged_snapshots.length > 0)
@@ -76,11 +75,11 @@ export function pruneCommand() {
         if (opts.json) printJson(r);
         else {
           process.stdout.write(
-            `${r.dry_run ? 'would remove' : 'removed'} ${r.packs_removed + r.packs_unindexed_removed} packs, rewrote ${r.packs_rewritten}; ${(r.bytes_freed / MB).toFixed(1)} MB freed of ${(r.bytes_before / MB).toFixed(1)} MB (${r.snapshots} snapshots kept${r.unlisted_removed > 0 ? `, ${r.unlisted_removed} unlisted manifest(s) removed` : ''})\n`,
+            `${r.dry_run ? 'would remove' : 'removed'} ${r.packs_removed + r.packs_unindexed_removed} pack(s), rewrote ${r.packs_rewritten}; ${humanBytes(r.bytes_freed)} freed of ${humanBytes(r.bytes_before)} (${r.snapshots} snapshot(s) kept${r.unlisted_removed > 0 ? `, ${r.unlisted_removed} unlisted manifest(s) removed` : ''})\n`,
           );
           if (r.leftovers_removed > 0)
             process.stdout.write(
-              `swept ${r.leftovers_removed} leftover(s) of interrupted saves (${(r.leftover_bytes_freed / MB).toFixed(1)} MB)\n`,
+              `swept ${r.leftovers_removed} leftover(s) of interrupted saves (${humanBytes(r.leftover_bytes_freed)})\n`,
             );
           for (const note of r.leftover_notes ?? []) process.stdout.write(`note: ${note}\n`);
         }
