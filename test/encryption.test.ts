@@ -76,6 +76,13 @@ test('an encrypted snapshot: age CLI decrypts it, tar lists it, list shows its m
   assert.equal(m.encryption.recipients_fingerprint.length, 2);
   let r = await runCli(['verify', meta.bundle_path]);
   assert.equal(r.code, 3);
+  for (const field of ['manifest_ok', 'layout_ok', 'size_ok'])
+    assert.match(
+      r.stdout,
+      new RegExp(`^${field}: +false \\(not checked\\)$`, 'm'),
+      'said as not checked, not as failed',
+    );
+  assert.match(r.stdout, /^bundle_sha256_ok: true /m);
   r = await runCli(['verify', meta.bundle_path, '--decrypt-identity', k2.path, '--json']);
   assert.equal(r.code, 0, r.stderr);
 });

@@ -75,14 +75,18 @@ export function formatList(metas: SnapshotMeta[]): string {
 
 export function formatVerify(r: VerifyReport): string {
   const sv = r.schema_versions;
+  // An incomplete report has no failed check (one would make it damaged): its false fields were not
+  // checked, and the text says so (the JSON keeps the original's booleans, with not_checked beside).
+  const ok = (v: boolean): string =>
+    v ? 'true' : r.status === 'incomplete' ? 'false (not checked)' : 'false';
   const lines = [
     `bundle:           ${r.bundle}`,
     `status:           ${r.status}`,
-    `manifest_ok:      ${r.manifest_ok}`,
+    `manifest_ok:      ${ok(r.manifest_ok)}`,
     `bundle_sha256_ok: ${r.bundle_sha256_ok} (sibling ${r.sibling})`,
-    `per_artifact_ok:  ${r.per_artifact_ok} (${r.artifacts_checked}/${r.artifacts_total} artifacts, ${humanBytes(r.bytes_checked)})`,
-    `layout_ok:        ${r.layout_ok}`,
-    `size_ok:          ${r.size_ok}`,
+    `per_artifact_ok:  ${ok(r.per_artifact_ok)} (${r.artifacts_checked}/${r.artifacts_total} artifacts, ${humanBytes(r.bytes_checked)})`,
+    `layout_ok:        ${ok(r.layout_ok)}`,
+    `size_ok:          ${ok(r.size_ok)}`,
     `age_protected:    ${r.age_protected}`,
     ...(r.signature
       ? [`signature:        ${r.signature.status}${r.signature.key_id ? ` (key ${r.signature.key_id})` : ''}`]
