@@ -275,8 +275,18 @@ for (const store of STORES) {
       await assert.rejects(f.s.cat('ana', undefined, id, bad), InvalidInputError, bad);
     await assert.rejects(f.s.ls('ana', undefined, id, 'memdir/..'), InvalidInputError);
     await assert.rejects(f.s.ls('ana', undefined, id, 'sqlite/nope'), InvalidInputError);
-    await assert.rejects(f.s.cat('ana', undefined, id, 'memdir/nope.md'), NotFoundError);
-    await assert.rejects(f.s.cat('ana', undefined, id, 'sqlite/long_term/nope'), NotFoundError);
+    // NOT_FOUND, and the message names what the snapshot lacks (not "snapshot … not found": it exists)
+    await assert.rejects(f.s.cat('ana', undefined, id, 'memdir/nope.md'), (e: Error) => {
+      assert.ok(e instanceof NotFoundError);
+      assert.equal(e.message, `snapshot ${id} has no memdir/nope.md`);
+      return true;
+    });
+    await assert.rejects(f.s.ls('ana', undefined, id, 'memdir/nope'), /has no memdir\/nope$/);
+    await assert.rejects(f.s.cat('ana', undefined, id, 'sqlite/long_term/nope'), (e: Error) => {
+      assert.ok(e instanceof NotFoundError);
+      assert.match(e.message, /^snapshot \S+ has no table "nope" at /);
+      return true;
+    });
     await assert.rejects(f.s.cat('ana', undefined, id, 'memdir'), InvalidInputError);
     await assert.rejects(
       f.s.ls('ana', undefined, '00000000-0000-7000-8000-000000000000'),

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import { type Shown, showText } from '../diff/secrets.js';
 import { MEMORY_FILES_PREFIX, sqlitePath, statePath } from '../format/constants.js';
-import { InvalidInputError, NotFoundError } from '../model/errors.js';
+import { InvalidInputError, missingIn } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
 import { asText } from '../policy/redaction/scan.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
@@ -53,7 +53,7 @@ export async function withDatabase<T>(
   db: DbName,
   fn: (d: Database.Database) => T,
 ): Promise<T> {
-  if (!src.entry(sqlitePath(db))) throw new NotFoundError(src.id, `the snapshot has no ${db} database`);
+  if (!src.entry(sqlitePath(db))) throw missingIn(src.id, `${db} database`);
   const dir = await mkdtemp(join(tmpdir(), 'nexo-browse-'));
   try {
     const file = join(dir, 'db.sqlite');
@@ -160,7 +160,7 @@ async function entriesAt(src: SnapshotSource, p: BrowsePath): Promise<LsEntry[]>
       });
     case 'state_value': {
       const e = src.entry(statePath(p.key));
-      if (!e) throw new NotFoundError(src.id, `no state value ${p.key} in the snapshot`);
+      if (!e) throw missingIn(src.id, `state value ${p.key}`);
       return [{ name: p.key, path: canonical(p), type: 'state', size_bytes: e.size_bytes, sha256: e.sha256 }];
     }
   }
@@ -192,7 +192,7 @@ function memdirEntries(src: SnapshotSource, rel: string): LsEntry[] {
       out.push({ name: rest, path: `memdir/${f}`, type: 'file', size_bytes: e.size_bytes, sha256: e.sha256 });
     }
   }
-  if (rel !== '' && out.length === 0) throw new NotFoundError(src.id, `no memdir/${rel} in the snapshot`);
+  if (rel !== '' && out.length === 0) throw missingIn(src.id, `memdir/${rel}`);
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
@@ -224,13 +224,12 @@ export async function catSnapshot(
         const entryPath = memoryFiles(src).get(p.rel);
         if (!entryPath) {
           if (p.rel === '' || memdirEntries(src, p.rel).length > 0) throw isDir();
-          throw new NotFoundError(src.id, `no memdir/${p.rel} in the snapshot`);
+          throw missingIn(src.id, `memdir/${p.rel}`);
         }
         return catFile(src, entryPath, canonical(p), opts, shown, output);
       }
       case 'state_value': {
-        if (!src.entry(statePath(p.key)))
-          throw new NotFoundError(src.id, `no state value ${p.key} in the snapshot`);
+        if (!src.entry(statePath(p.key))) throw missingIn(src.id, `state value ${p.key}`);
         return catFile(src, statePath(p.key), canonical(p), opts, shown, output);
       }
       case 'table': {

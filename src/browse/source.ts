@@ -10,7 +10,7 @@ import { open } from 'node:fs/promises';
 import { loadIdentities } from '../crypto/age.js';
 import type { Manifest } from '../format/manifest.js';
 import { BundleReader } from '../format/reader.js';
-import { BundleDamagedError, EncryptionError, NotFoundError, UnsafeBundleError } from '../model/errors.js';
+import { BundleDamagedError, EncryptionError, missingIn, UnsafeBundleError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { loadContent, writeContent } from '../repository/content.js';
 import { bundleView, type RepoArtifact, type RepoManifest } from '../repository/manifest.js';
@@ -91,7 +91,7 @@ export function repositorySource(repo: Repository, m: RepoManifest): SnapshotSou
   const entries = new Map(view.artifacts.map((a) => [a.path_in_bundle, toEntry(a)]));
   const located = (path: string): RepoArtifact => {
     const a = byPath.get(path);
-    if (!a || !entries.has(path)) throw new NotFoundError(m.snapshot_id, `no ${path} in the snapshot`);
+    if (!a || !entries.has(path)) throw missingIn(m.snapshot_id, path);
     return a;
   };
   return {
@@ -135,8 +135,7 @@ async function bundleSource(file: BundleFile, opts: OpenOptions): Promise<Snapsh
     wanted: ReadonlySet<string>,
     take: (e: SourceEntry, body: AsyncGenerator<Buffer>) => Promise<void>,
   ) => {
-    for (const p of wanted)
-      if (!entries.has(p)) throw new NotFoundError(m.snapshot_id, `no ${p} in the snapshot`);
+    for (const p of wanted) if (!entries.has(p)) throw missingIn(m.snapshot_id, p);
     if (wanted.size === 0) return;
     const r = await BundleReader.open(file.path, identities ? { identities } : {});
     let left = wanted.size;

@@ -6,7 +6,7 @@
 
 import Database from 'better-sqlite3';
 import { type Shown, showText } from '../diff/secrets.js';
-import { NotFoundError } from '../model/errors.js';
+import { missingIn } from '../model/errors.js';
 import { type CellValue, MAX_VALUE_CHARS } from './types.js';
 
 const q = (name: string): string => `"${name.replaceAll('"', '""')}"`;
@@ -52,7 +52,7 @@ export function tablesOf(db: Database.Database): TableShape[] {
 
 export function table(db: Database.Database, name: string, snapshotId: string, path: string): TableShape {
   const t = tablesOf(db).find((x) => x.name === name);
-  if (!t) throw new NotFoundError(snapshotId, `no table ${JSON.stringify(name)} at ${path}`);
+  if (!t) throw missingIn(snapshotId, `table ${JSON.stringify(name)} at ${path}`);
   return t;
 }
 

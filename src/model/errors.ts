@@ -234,9 +234,16 @@ export class NotFoundError extends SnapshotError {
   constructor(
     readonly snapshotId: string,
     detail?: string,
+    /** The whole message, when what is missing is not the snapshot itself (missingIn, missingStore). */
+    message?: string,
   ) {
-    super(`snapshot ${snapshotId} not found${detail ? `: ${detail}` : ''}`);
+    super(message ?? `snapshot ${snapshotId} not found${detail ? `: ${detail}` : ''}`);
   }
+}
+
+/** Something a snapshot that exists does not hold: a path, a table, a database, a state value. */
+export function missingIn(snapshotId: string, what: string): NotFoundError {
+  return new NotFoundError(snapshotId, undefined, `snapshot ${snapshotId} has no ${what}`);
 }
 
 export class AlreadyExistsError extends SnapshotError {

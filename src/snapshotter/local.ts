@@ -994,14 +994,14 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** `nexo-memory check`: the repository's structure, and with readData its packs. */
   async check(opts: CheckOptions & { decryptIdentity?: string } = {}): Promise<CheckReport> {
     if (!(await this.repository.exists()))
-      throw new NotFoundError('(repository)', `no repository at ${this.repository.location}`);
+      throw new NotFoundError('(repository)', undefined, `no repository at ${this.repository.location}`);
     return this.repository.check(opts);
   }
 
   /** `nexo-memory prune`: removes data no snapshot references, under the exclusive repository lock. */
   async prune(opts: PruneOptions & { decryptIdentity?: string } = {}): Promise<PruneReport> {
     if (!(await this.repository.exists()))
-      throw new NotFoundError('(repository)', `no repository at ${this.repository.location}`);
+      throw new NotFoundError('(repository)', undefined, `no repository at ${this.repository.location}`);
     return this.repository.prune(opts);
   }
 
