@@ -110,18 +110,24 @@ function emptyReport(path: string, encrypted: boolean): VerifyReport {
 export function problemsError(problems: VerifyProblem[]): SnapshotError {
   const p = problems[0]!;
   const details = { problems };
+  // A problem's message may be an error's whole message, prefix included ("bundle damaged: …"): the
+  // error made from it adds its own, once.
+  const bare = (prefix: string): string => {
+    const m = p.message.startsWith(prefix) ? p.message.slice(prefix.length) : p.message;
+    return p.path && !m.startsWith(`${p.path}: `) ? `${p.path}: ${m}` : m;
+  };
   const err =
     p.code === 'SIGNATURE_INVALID' || p.code === 'SIGNATURE_MISSING' || p.code === 'SIGNATURE_UNTRUSTED'
       ? new SignatureError(p.code, p.message.replace(/^signature: /, ''), details)
       : p.code === 'CHECKSUM_MISMATCH'
-        ? new ChecksumMismatchError(p.path ? `${p.path}: ${p.message}` : p.message)
+        ? new ChecksumMismatchError(bare('checksum mismatch: '))
         : p.code === 'MISSING_ARTIFACT'
-          ? new MissingArtifactError(p.path ?? p.message)
+          ? new MissingArtifactError(p.path ?? p.message.replace(/^bundle missing artifact: /, ''))
           : p.code === 'UNSAFE_ENTRY'
-            ? new UnsafeBundleError(p.path ? `${p.path}: ${p.message}` : p.message, details)
+            ? new UnsafeBundleError(bare('unsafe bundle: '), details)
             : p.code === 'NOT_A_BUNDLE'
-              ? new NotABundleError(p.message, { details })
-              : new BundleDamagedError(p.path ? `${p.path}: ${p.message}` : p.message, { details });
+              ? new NotABundleError(bare('bundle damaged: '), { details })
+              : new BundleDamagedError(bare('bundle damaged: '), { details });
   return err;
 }
 

@@ -58,6 +58,9 @@ export async function hostileBase(t: TestContext) {
  * and --store-only as another agent and as the bundle's own); the live agent is unchanged, no
  * pre-restore snapshot was taken, the import target was not created, and nothing reached a repository.
  */
+/** A message whose kind is said twice ("bundle damaged: bundle damaged: …"). */
+const DOUBLED = /^([a-z ]+): (?:.*: )?\1: /;
+
 export async function refusedEverywhere(a: Agent, bundle: string, code?: string): Promise<void> {
   const r = await verifyBundleFile(bundle);
   assert.equal(r.status, 'damaged', `verify: ${JSON.stringify(r.problems)}`);
@@ -93,6 +96,7 @@ export async function refusedEverywhere(a: Agent, bundle: string, code?: string)
     await assert.rejects(a.snapshotter.restore(req), (err: Error & { code?: string; exitCode?: number }) => {
       assert.equal(err.exitCode, 2, `${req.agentId}: ${err.code} ${err.message}`);
       if (code) assert.equal(err.code, code, `${req.agentId}: ${err.message}`);
+      assert.doesNotMatch(err.message, DOUBLED, 'the message says its kind once');
       return true;
     });
     noStaging(`restore ${req.agentId}`);
@@ -112,6 +116,7 @@ export async function refusedEverywhere(a: Agent, bundle: string, code?: string)
     await assert.rejects(attempt(), (err: Error & { code?: string; exitCode?: number }) => {
       assert.equal(err.exitCode, 2, `${name}: ${err.code} ${err.message}`);
       if (code) assert.equal(err.code, code, `${name}: ${err.message}`);
+      assert.doesNotMatch(err.message, DOUBLED, 'the message says its kind once');
       return true;
     });
     noStaging(name);
