@@ -470,7 +470,18 @@ test('migrate leaves what cannot move, with a clear line: a damaged bundle fails
   });
   assert.match(human.stdout, new RegExp(`skipped ${enc.id} .*ENCRYPTION`));
   assert.match(human.stdout, new RegExp(`failed ${bad.id} .*BUNDLE_DAMAGED|failed ${bad.id} .*CHECKSUM`));
-  assert.match(human.stdout, /0 of 2 bundles migrated, 1 skipped, 1 failed/);
+  assert.match(human.stdout, /0 of 2 bundle\(s\) migrated, 1 skipped, 1 failed/);
+
+  // a state root holding only an encrypted bundle, no recipients configured: nothing moves and no
+  // repository is made (auto would use it from then on, and refuse the encrypted snapshots)
+  const d = sampleAgent(t, 'ana', SMALL);
+  await snapshotterOf(d, { store: 'bundles' }).snapshot({ agentId: 'ana', encrypt: [id.recipient] });
+  const none = await snapshotterOf(d, { store: 'auto' }).migrate();
+  assert.deepEqual([none.migrated, none.skipped, none.created_repository], [0, 1, false]);
+  assert.equal(existsSync(join(d.stateRoot, 'repository')), false, 'no repository made');
+  const next = await snapshotterOf(d, { store: 'auto' }).snapshot({ agentId: 'ana', encrypt: [id.recipient] });
+  assert.equal(next.encrypted, true);
+  assert.ok(!next.bundle_path.includes('#'), `still a bundle: ${next.bundle_path}`);
 
   // a state root whose repository is encrypted (recipients configured): encrypted bundles move, with
   // the identity

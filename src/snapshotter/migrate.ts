@@ -1,5 +1,5 @@
 // Owns `nexo-memory migrate`: every bundle of a state root moves into the repository (created with the
-// configured recipients when there is none, so `auto` picks it from then on), agent by agent under the
+// configured recipients when the first bundle moves, so `auto` picks it from then on), agent by agent under the
 // agent lock, oldest first. Per bundle: verified fully and stored (ingest.ts) with its snapshot id,
 // label, creator, time and pin, signed with the host's key (the bundle's signature, which signs another
 // manifest, is recorded in `origin` as checked); the stored snapshot is checked against the bundle
@@ -80,7 +80,10 @@ export interface MigrateReport {
 
 interface Context {
   s: LocalSnapshotter;
-  repo: Repository;
+  /** The repository, opened (or created) on first use. */
+  repo: () => Promise<Repository>;
+  /** Whether the repository is (or, not there yet, will be created) encrypted. */
+  encrypted: boolean;
   identities: readonly Identity[] | undefined;
   signingKey: SigningKey | undefined;
   /** The snapshotter's trust: what a bundle is checked against before it moves. */
@@ -98,9 +101,20 @@ export async function migrateBundles(s: LocalSnapshotter, opts: MigrateOptions =
     );
   const identityPath = opts.decryptIdentity ?? s.repository.identityFile;
   const identities = identityPath ? loadIdentities(identityPath) : undefined;
-  const created = !(await s.repository.exists());
-  const repo = await s.repository.openForWriting(s.recipients, opts.decryptIdentity);
-  const ctx: Context = { s, repo, identities, signingKey, trust, opts };
+  // A repository that is not there yet is created when the first bundle moves into it: a run that
+  // moves nothing (every bundle skipped or failed) leaves none behind. One made anyway would be used
+  // by `auto` from then on, and, made without recipients, would refuse the encrypted snapshots that
+  // the bundles took until then.
+  const existed = await s.repository.exists();
+  let opening: Promise<Repository> | undefined = existed
+    ? s.repository.openForWriting(s.recipients, opts.decryptIdentity)
+    : undefined;
+  const encrypted = opening ? (await opening).encrypted : s.recipients.length > 0;
+  const repo = () => {
+    opening ??= s.repository.openForWriting(s.recipients, opts.decryptIdentity);
+    return opening;
+  };
+  const ctx: Context = { s, repo, encrypted, identities, signingKey, trust, opts };
   const results: MigratedBundle[] = [];
   for (const [tenant, agent] of await storeAgents(s.layout)) {
     const dir = s.layout.snapshotsDir(tenant, agent);
@@ -124,7 +138,7 @@ export async function migrateBundles(s: LocalSnapshotter, opts: MigrateOptions =
   const count = (o: MigratedBundle['outcome']) => results.filter((r) => r.outcome === o).length;
   return {
     repository: s.repository.location,
-    created_repository: created,
+    created_repository: !existed && opening !== undefined,
     bundles: results.length,
     migrated: count('migrated'),
     skipped: count('skipped'),
@@ -155,12 +169,12 @@ async function migrateOne(
   tenant: string,
   dir: string,
 ): Promise<MigratedBundle> {
-  const { s, repo } = ctx;
+  const { s } = ctx;
   const base = { id: file.id, agent_id: agent, tenant, bundle_path: file.path };
   const step = (st: MigrateStep) => ctx.opts.onBundle?.({ id: file.id, agent_id: agent, tenant, step: st });
   try {
     const pinned = existsSync(pinPathOf(file.path));
-    if (file.encrypted && !repo.encrypted)
+    if (file.encrypted && !ctx.encrypted)
       return skipped(
         new EncryptionError(
           'an encrypted bundle moves only into an encrypted repository (this one is not: it would be stored in plaintext); the bundle is kept',
@@ -178,6 +192,7 @@ async function migrateOne(
       throw new BundleDamagedError(
         `${file.name} holds snapshot ${m.snapshot_id} of agent ${m.agent_id} (tenant ${m.tenant}): not this directory's`,
       );
+    const repo = await ctx.repo();
     const existing = await loadSnapshot(repo, file.id).catch((err: unknown) => {
       if (err instanceof NotFoundError) return undefined;
       throw err;

@@ -4,9 +4,8 @@
 import type { MigrateReport } from '../../snapshotter/migrate.js';
 import { Command } from '../commander.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
+import { humanBytes } from '../format.js';
 import { configOption, identityOption, jsonOption, stateRootOption } from './options.js';
-
-const MB = 1024 * 1024;
 
 /** 0 when every bundle moved; else the exit status of the first bundle that did not. */
 export function migrateExitCode(r: MigrateReport): number {
@@ -24,7 +23,7 @@ function formatMigrate(r: MigrateReport): string {
     return `${b.outcome} ${what}: ${e?.code ?? 'ERROR'}: ${e?.message ?? ''}`;
   });
   lines.push(
-    `${r.migrated} of ${r.bundles} bundles migrated, ${r.skipped} skipped, ${r.failed} failed; ${(r.added_bytes / MB).toFixed(1)} MB added to ${r.repository}${r.created_repository ? ' (created)' : ''}`,
+    `${r.migrated} of ${r.bundles} bundle(s) migrated, ${r.skipped} skipped, ${r.failed} failed; ${humanBytes(r.added_bytes)} added to ${r.repository}${r.created_repository ? ' (created)' : ''}`,
   );
   return lines.join('\n');
 }
