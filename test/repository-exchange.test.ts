@@ -479,7 +479,10 @@ test('migrate leaves what cannot move, with a clear line: a damaged bundle fails
   const none = await snapshotterOf(d, { store: 'auto' }).migrate();
   assert.deepEqual([none.migrated, none.skipped, none.created_repository], [0, 1, false]);
   assert.equal(existsSync(join(d.stateRoot, 'repository')), false, 'no repository made');
-  const next = await snapshotterOf(d, { store: 'auto' }).snapshot({ agentId: 'ana', encrypt: [id.recipient] });
+  const next = await snapshotterOf(d, { store: 'auto' }).snapshot({
+    agentId: 'ana',
+    encrypt: [id.recipient],
+  });
   assert.equal(next.encrypted, true);
   assert.ok(!next.bundle_path.includes('#'), `still a bundle: ${next.bundle_path}`);
 
