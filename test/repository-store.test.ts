@@ -306,3 +306,20 @@ test('a manifest read with keep is reused by the next read only while its stored
   assert.equal(again.manifest.label, 'changed');
   assert.notEqual(again, first);
 });
+
+test("a repository snapshot's bundle_path, as snapshot and list report it, is accepted by verify(path) and restore({ bundle }) (the README's library example)", async (t) => {
+  const a = repoAgent(t);
+  const s = a.snapshotter;
+  const meta = await s.snapshot({ agentId: 'ana', label: 'one' });
+  assert.ok(meta.bundle_path.endsWith(`#${meta.id}`), meta.bundle_path);
+  const report = await s.verify(meta.bundle_path, { deep: true });
+  assert.equal(report.status, 'verified', JSON.stringify(report.problems));
+  assert.equal(report.snapshot_id, meta.id);
+  const listed = (await s.list('ana'))[0]!;
+  const dry = await s.restore({ agentId: 'ana', bundle: listed.bundle_path, dryRun: true });
+  assert.equal(dry.from, meta.id);
+  // a path that only looks like one names a file (there is none), and an id the repository lacks is NOT_FOUND
+  const missing = `${meta.bundle_path.slice(0, -meta.id.length)}${'0'.repeat(8)}-0000-7000-8000-000000000000`;
+  await assert.rejects(s.verify(missing), { code: 'NOT_FOUND' });
+  await assert.rejects(s.verify(`${meta.bundle_path}x`), { code: 'IO' });
+});

@@ -201,7 +201,10 @@ export interface RestoreHooks {
 export interface RestoreRequest {
   agentId: string;
   tenant?: string;
-  /** Path of the bundle to restore (any path). Give this or `snapshot`. */
+  /**
+   * Path of the bundle to restore (any path), or the `bundle_path` list and snapshot report for a
+   * repository snapshot (`<repository>#<id>`). Give this or `snapshot`.
+   */
   bundle?: string;
   /**
    * One of the agent's snapshots, by id or unique prefix: a repository snapshot or one of its bundles

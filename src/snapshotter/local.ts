@@ -898,10 +898,14 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   /**
-   * The one trust rule of every verify: `opts.trust` when given (then a trusted signature is required),
-   * else the snapshotter's trusted keys (required when it requires signatures), else none.
+   * Verifies a bundle file, or the repository snapshot a `bundle_path` of list names. The one trust
+   * rule of every verify: `opts.trust` when given (then a trusted signature is required), else the
+   * snapshotter's trusted keys (required when it requires signatures), else none.
    */
   async verify(bundlePath: string, opts: VerifyRequestOptions = {}): Promise<VerifyReport> {
+    // the bundle_path of a repository snapshot (list, snapshot) names the snapshot, not a file
+    const inRepository = this.repository.idOf(bundlePath);
+    if (inRepository) return this.verifyInRepository(inRepository, opts);
     const { trust, decryptIdentity, ...rest } = opts;
     const [{ verifyBundleFile }, { loadIdentities }, verifyTrust] = await Promise.all([
       import('../verify/verify.js'),
@@ -934,24 +938,27 @@ export class LocalSnapshotter implements MemorySnapshotter {
     opts: VerifyRequestOptions = {},
   ): Promise<VerifyReport> {
     const inRepository = await this.findInRepository(agentId, tenant, id);
-    if (inRepository) {
-      const { trust, decryptIdentity, deep, onProgress } = opts;
-      const verifyTrust = await this.verifyTrust(trust);
-      return (
-        await this.repository.verify(inRepository.id, {
-          ...(deep ? { deep: true } : {}),
-          ...(decryptIdentity ? { decryptIdentity } : {}),
-          ...(onProgress ? { onProgress } : {}),
-          ...(verifyTrust ? { trust: verifyTrust } : {}),
-        })
-      ).report;
-    }
+    if (inRepository) return this.verifyInRepository(inRepository.id, opts);
     const { file, reading } = await this.locateForReading(agentId, tenant, id);
     try {
       return await this.verify(file.path, opts);
     } finally {
       reading.release();
     }
+  }
+
+  /** verify of the repository snapshot `id` (its full id), with the trust rule of every verify. */
+  private async verifyInRepository(id: string, opts: VerifyRequestOptions): Promise<VerifyReport> {
+    const { trust, decryptIdentity, deep, onProgress } = opts;
+    const verifyTrust = await this.verifyTrust(trust);
+    return (
+      await this.repository.verify(id, {
+        ...(deep ? { deep: true } : {}),
+        ...(decryptIdentity ? { decryptIdentity } : {}),
+        ...(onProgress ? { onProgress } : {}),
+        ...(verifyTrust ? { trust: verifyTrust } : {}),
+      })
+    ).report;
   }
 
   /** A repository snapshot of the agent by id or unique prefix, or undefined (then look for a bundle). */

@@ -34,7 +34,7 @@ import {
   ObjectNotFoundError,
   UnknownAgentError,
 } from '../model/errors.js';
-import { newSnapshotId } from '../model/ids.js';
+import { newSnapshotId, parseSnapshotId } from '../model/ids.js';
 import type { DbName, DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import type { CheckOptions, CheckReport } from '../repository/check.js';
@@ -157,6 +157,17 @@ export class RepositoryStore {
 
   get location(): string {
     return this.root;
+  }
+
+  /**
+   * The snapshot id when `path` is the `bundle_path` of one of this repository's snapshots
+   * (`<location>#<id>`, as list and snapshot report it), else undefined: such a path names no file.
+   */
+  idOf(path: string): string | undefined {
+    const prefix = `${this.root}#`;
+    if (!path.startsWith(prefix)) return undefined;
+    const id = parseSnapshotId(path.slice(prefix.length));
+    return id === path.slice(prefix.length) ? id : undefined;
   }
 
   /**

@@ -302,7 +302,11 @@ export async function locateSource(
     throw new InvalidInputError(
       'a restore needs exactly one of bundle (a path) and snapshot (an id or prefix)',
     );
-  if (req.bundle !== undefined) return bundleSource(req.bundle, identities);
+  if (req.bundle !== undefined) {
+    // the bundle_path of a repository snapshot (list, snapshot) names the snapshot, not a file
+    const id = s.repository.idOf(req.bundle);
+    return id ? repositorySource(s, id, req.decryptIdentity) : bundleSource(req.bundle, identities);
+  }
   const found = await s.findSnapshot(agentId, tenant, req.snapshot!);
   return found.repository
     ? repositorySource(s, found.repository.id, req.decryptIdentity)
