@@ -322,4 +322,11 @@ test("a repository snapshot's bundle_path, as snapshot and list report it, is ac
   const missing = `${meta.bundle_path.slice(0, -meta.id.length)}${'0'.repeat(8)}-0000-7000-8000-000000000000`;
   await assert.rejects(s.verify(missing), { code: 'NOT_FOUND' });
   await assert.rejects(s.verify(`${meta.bundle_path}x`), { code: 'IO' });
+  // from another state root the path names no file: the message says how to reach the snapshot
+  const elsewhere = new LocalSnapshotter({ stateRoot: join(a.root, 'other-state') });
+  await assert.rejects(elsewhere.verify(meta.bundle_path), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'IO');
+    assert.match(e.message, /a repository snapshot: give its state root or --repo, or use --agent and --id/);
+    return true;
+  });
 });

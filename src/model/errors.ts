@@ -291,6 +291,20 @@ export class IoError extends SnapshotError {
   }
 }
 
+/**
+ * A bundle path that names no file. One ending in `#<snapshot id>` is the `bundle_path` of a repository
+ * snapshot, which names a snapshot only in its own repository: the message says how to reach it.
+ */
+export function bundleNotFound(path: string, cause: unknown): IoError {
+  const repositoryPath = /#[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(path);
+  return new IoError(
+    repositoryPath
+      ? `bundle not found: ${path} (a repository snapshot: give its state root or --repo, or use --agent and --id)`
+      : `bundle not found: ${path}`,
+    cause,
+  );
+}
+
 export class GitError extends SnapshotError {
   readonly code = 'GIT';
   readonly exitCode = ExitCode.error;

@@ -18,6 +18,7 @@ import { writeRefs } from '../git/history.js';
 import {
   asSnapshotError,
   BundleDamagedError,
+  bundleNotFound,
   GitError,
   InvalidInputError,
   IoError,
@@ -117,7 +118,7 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
         if (!(await stat(bundle)).isFile()) throw new IoError(`${bundle} is not a regular file`);
       } catch (err) {
         if (err instanceof SnapshotError) throw err;
-        throw new IoError(`bundle not found: ${bundle}`, err);
+        throw bundleNotFound(bundle, err);
       }
       const { parsed } = await readManifestOnly(bundle, identities).catch((err: unknown) => {
         throw asSnapshotError(err, `reading ${bundle}`);

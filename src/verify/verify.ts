@@ -22,6 +22,7 @@ import { checkSignature, signatureRefusal, type TrustPolicy } from '../format/si
 import { fsckV1, isV1GitData } from '../git/quarantine.js';
 import {
   BundleDamagedError,
+  bundleNotFound,
   ChecksumMismatchError,
   IoError,
   MissingArtifactError,
@@ -151,7 +152,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
     size = s.size;
   } catch (err) {
     if (err instanceof SnapshotError) throw err;
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new IoError(`bundle not found: ${path}`, err);
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw bundleNotFound(path, err);
     throw new IoError(`reading ${path}`, err);
   }
   let age: Awaited<ReturnType<typeof readAgeHeader>>;
