@@ -292,8 +292,18 @@ for (const store of STORES) {
       f.s.ls('ana', undefined, '00000000-0000-7000-8000-000000000000'),
       (e: NotFoundError) => e.exitCode === 5,
     );
-    await assert.rejects(f.s.find({ agentId: 'ana', regex: '(' }), InvalidInputError);
-    await assert.rejects(f.s.find({ agentId: 'ana', text: 'a', regex: 'b' }), InvalidInputError);
+    await assert.rejects(f.s.find({ agentId: 'ana', regex: '(' }), /the regex does not compile/);
+    await assert.rejects(
+      f.s.find({ agentId: 'ana', text: 'a', regex: 'b' }),
+      /exactly one of a text and a regex/,
+    );
+    // a regex that only a backtracking engine runs (exponential time on some input) is refused
+    for (const slow of ['(a+)+\\1$', '(?<n>a+)+\\k<n>$', '(?=a+)+b'])
+      await assert.rejects(f.s.find({ agentId: 'ana', regex: slow }), /cannot run in linear time/, slow);
+    // one that backtracks exponentially on the memories' text ("(\\w+\\s?)+$" against words that
+    // end in a full stop) is run by V8's linear engine once it backtracks too much: the search ends
+    const redos = await f.s.find({ agentId: 'ana', regex: '(\\w+\\s?)+$' });
+    assert.equal(redos.snapshots.length, 4);
   });
 }
 

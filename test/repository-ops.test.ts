@@ -197,9 +197,16 @@ test('gc applies retention to repository snapshots, then prunes; a busy reposito
   assert.equal((await s.list('ana')).length, 4, 'a dry run deletes nothing');
   assert.equal(packCount(a), packsBefore);
 
-  // The daemon's worker sweeps through the same method.
-  const worker = new RetentionWorker(s, { policy: { keepCount: 1 }, intervalMs: 60_000 });
+  // The daemon's worker sweeps through the same method; a sweep asked for (the API's POST /v1/gc) is
+  // told to onTick, where the daemon logs it, as the loop's are.
+  const told: RetentionTickReport[] = [];
+  const worker = new RetentionWorker(s, {
+    policy: { keepCount: 1 },
+    intervalMs: 60_000,
+    onTick: (r) => told.push(r),
+  });
   const swept = await worker.tick();
+  assert.deepEqual(told, [swept]);
   assert.equal(swept.bundles_deleted, 2);
   assert.equal(swept.errors, 0);
   assert.equal(swept.prune?.status, 'pruned');

@@ -262,6 +262,24 @@ test('serve: snapshot, list, get, verify, diff, export download, delete over HTT
   assert.equal(missing.status, 404);
   assert.equal(missing.body.error.code, 'NOT_FOUND');
 
+  // a body with a key DELETE does not know is refused, not ignored (and nothing is deleted)
+  const delBody = await call(`${base}/snapshots/${s1.body.id}`, {
+    method: 'DELETE',
+    headers: jsonHeaders(),
+    body: '{"x":1}',
+  });
+  assert.equal(delBody.status, 400, JSON.stringify(delBody.body));
+  assert.match(delBody.body.error.message, /body\.x: unknown key/);
+  assert.ok(existsSync(s1.body.bundle_path));
+  // the fleet's tenant is checked as every route's
+  for (const [q, h] of [
+    ['?tenant=../..', {}],
+    ['?tenant=default', { 'x-nexo-tenant': 'other' }],
+  ] as const) {
+    const fleet = await call(`${d.url}/v1/fleet${q}`, { headers: { ...auth(), ...h } });
+    assert.equal(fleet.status, 400, `${q}: ${JSON.stringify(fleet.body)}`);
+  }
+  assert.equal((await call(`${d.url}/v1/fleet?tenant=default`, { headers: auth() })).status, 200);
   const del = await call(`${base}/snapshots/${s1.body.id}`, { method: 'DELETE', headers: auth() });
   assert.equal(del.status, 200, JSON.stringify(del.body));
   assert.equal(del.body.id, s1.body.id);
@@ -589,6 +607,71 @@ test('http: a download the client got in full is logged with its status, one it 
   );
   assert.ok(!lines.some((l) => / 500 /.test(l)), lines.join('\n'));
   await tracker.close(); // every request was finished (the tracker waits for them)
+});
+
+test('http: HEAD is GET without a body; the log shows no query value; a refusal while shutting down has the security headers', async (t) => {
+  const lines: string[] = [];
+  const tracker = new OperationTracker();
+  let streams = 0;
+  let destroyed = 0;
+  const server = createApiServer({
+    routes: [
+      { method: 'GET', path: '/json', auth: 'open', handle: async () => ({ json: { a: 1 } }) },
+      { method: 'POST', path: '/json', auth: 'open', handle: async () => ({ json: {} }) },
+      {
+        method: 'GET',
+        path: '/stream',
+        auth: 'open',
+        handle: async () => {
+          streams++;
+          const stream = new Readable({
+            read() {},
+            destroy(err, cb) {
+              destroyed++;
+              cb(err);
+            },
+          });
+          stream.push(Buffer.alloc(1000, 1));
+          return { stream, headers: { 'content-length': '1000' } };
+        },
+      },
+      { method: 'POST', path: '/only-post', auth: 'open', handle: async () => ({ json: {} }) },
+    ],
+    tracker,
+    log: (line) => lines.push(line),
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}`;
+
+  const get = await fetch(`${url}/json`);
+  const head = await fetch(`${url}/json`, { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(await head.text(), '');
+  assert.equal(head.headers.get('content-length'), get.headers.get('content-length'));
+  assert.equal(head.headers.get('x-content-type-options'), 'nosniff');
+  const headStream = await fetch(`${url}/stream`, { method: 'HEAD' });
+  assert.equal(headStream.status, 200);
+  assert.equal(headStream.headers.get('content-length'), '1000');
+  assert.equal(await headStream.text(), '');
+  assert.deepEqual([streams, destroyed], [1, 1], "a HEAD's stream is released, not read");
+  const onlyPost = await fetch(`${url}/only-post`, { method: 'HEAD' });
+  assert.equal(onlyPost.status, 405);
+  assert.equal((await fetch(`${url}/only-post`)).headers.get('allow'), 'POST');
+  assert.equal((await fetch(`${url}/json`, { method: 'DELETE' })).headers.get('allow'), 'GET, POST, HEAD');
+
+  await fetch(`${url}/json?text=sk-proj-SECRETSECRETSECRET&text=again&since=2026-01-01`);
+  const logged = lines.find((l) => l.startsWith('GET /json?'));
+  assert.equal(logged?.replace(/ \d+ms$/, ''), 'GET /json?text=…&since=… 200');
+  assert.ok(!lines.some((l) => l.includes('SECRET') || l.includes('2026-01-01')), lines.join('\n'));
+
+  await tracker.close();
+  const refused = await fetch(`${url}/json`);
+  assert.equal(refused.status, 503);
+  assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'SHUTTING_DOWN');
+  for (const h of ['content-security-policy', 'x-content-type-options', 'x-frame-options', 'referrer-policy'])
+    assert.ok(refused.headers.get(h), `${h} on the 503`);
 });
 
 test('server units: bearer parsing, constant-time token check, listen addresses, a status for every error code', () => {

@@ -2,10 +2,11 @@
 // back by GNU tar and our reader, the error table, the config file.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { ProgressReporter } from '../src/cli/progress.js';
 import { loadConfig } from '../src/config/config.js';
 import { parseStrictJsonSpans } from '../src/format/json.js';
@@ -309,4 +310,25 @@ test('check --read-data-subset: round(n × pct / 100) distinct packs, at least o
   const packs = Array.from({ length: 13 }, (_, i) => `p${i}`);
   for (let run = 0; run < 300; run++) for (const p of subsetOf(packs, 10)) seen.add(p);
   assert.equal(seen.size, 13);
+});
+
+test("find's regex: refused unless V8's linear engine runs it; a backtracking one switches to that engine (a child process, so a regression ends in its timeout, not this file's)", () => {
+  const script = `
+    const { linearRegExp } = await import(${JSON.stringify(pathToFileURL(join(REPO, 'dist/src/browse/match.js')).href)});
+    const { re, global } = linearRegExp('(\\\\w+\\\\s?)+$');
+    const input = 'a'.repeat(40) + '!';
+    console.log(JSON.stringify([re.test(input), (input.match(global) ?? []).length]));
+    for (const slow of ['(a+)+\\\\1$', 'a(?=b)']) {
+      try { linearRegExp(slow); console.log('accepted ' + slow); } catch (e) { console.log(e.code + ': ' + e.message); }
+    }`;
+  ensureBuilt();
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  assert.equal(r.signal, null, 'the match ended (exponential backtracking takes hours at 40 letters)');
+  const lines = r.stdout.trim().split('\n');
+  assert.deepEqual(JSON.parse(lines[0]!), [false, 0], r.stderr);
+  for (const l of lines.slice(1)) assert.match(l, /^INVALID_INPUT: the regex cannot run in linear time/);
+  assert.equal(lines.length, 3, r.stdout);
 });

@@ -220,12 +220,26 @@ function sendJson(res: ServerResponse, status: number, value: unknown, headers: 
   );
 }
 
+/**
+ * The request target as the log shows it: the path, and the names of the query parameters without
+ * their values (a `find?text=` may be a secret someone searches for; the API never shows one).
+ */
+export function loggedTarget(target: string | undefined): string {
+  const raw = target ?? '/';
+  const q = raw.indexOf('?');
+  if (q < 0) return raw;
+  const names = [...new Set([...new URLSearchParams(raw.slice(q + 1)).keys()])];
+  return `${raw.slice(0, q)}${names.length ? `?${names.map((n) => `${encodeURIComponent(n)}=…`).join('&')}` : ''}`;
+}
+
 export function createApiServer(opts: ApiServerOptions): Server {
   const limit = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
 
   /** Serves one request; resolves with what the log line says of its outcome (the status, and more). */
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<string> {
-    const method = req.method ?? 'GET';
+    // HEAD is GET without the body (RFC 9110 §9.3.2): Node's response sends no body for it
+    const head = req.method === 'HEAD';
+    const method = head ? 'GET' : (req.method ?? 'GET');
     let url: URL;
     try {
       url = new URL(req.url ?? '/', 'http://localhost');
@@ -246,7 +260,12 @@ export function createApiServer(opts: ApiServerOptions): Server {
       }
     }
     if (!route) {
-      if (allowed.length) throw new MethodNotAllowedError(method, path, allowed);
+      if (allowed.length)
+        throw new MethodNotAllowedError(
+          req.method ?? method,
+          path,
+          allowed.includes('GET') ? [...allowed, 'HEAD'] : allowed,
+        );
       throw new RouteNotFoundError(`no route ${method} ${path}`);
     }
     const rights = rightsOf(opts, req.headers.authorization);
@@ -284,6 +303,12 @@ export function createApiServer(opts: ApiServerOptions): Server {
       return String(status);
     }
     res.writeHead(status, result.headers);
+    if (head) {
+      // the headers say what a GET would send; its body is not made
+      res.end();
+      result.stream.destroy(); // releases what it holds, as a client that goes away does
+      return String(status);
+    }
     const flushed = await streamBody(result.stream, res);
     const declared = Number(result.headers['content-length']);
     // Delivered: every declared byte went out, whether or not the client stayed for the end.
@@ -294,7 +319,9 @@ export function createApiServer(opts: ApiServerOptions): Server {
   const server = createServer((req, res) => {
     const started = Date.now();
     const finish = (outcome: number | string) =>
-      opts.log?.(`${req.method} ${req.url} ${outcome} ${Date.now() - started}ms`);
+      opts.log?.(`${req.method} ${loggedTarget(req.url)} ${outcome} ${Date.now() - started}ms`);
+    // on every response, the refusal of a server shutting down included
+    for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
     let done: () => void;
     try {
       done = opts.tracker.begin();
@@ -306,7 +333,6 @@ export function createApiServer(opts: ApiServerOptions): Server {
       return;
     }
     res.once('close', () => done());
-    for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
     if (opts.tracker.closed) res.setHeader('connection', 'close');
     handle(req, res).then(finish, (err: unknown) => {
       // The client left (reading its request body, say): nothing failed here, and nothing can be sent.

@@ -70,6 +70,7 @@ const restoreBody = z.strictObject({
   allow_redacted: z.boolean().optional(),
 });
 const gcBody = z.strictObject({ dry_run: z.boolean().optional() });
+const deleteBody = z.strictObject({});
 
 function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
   const r = schema.safeParse(body);
@@ -108,6 +109,11 @@ function intParam(q: URLSearchParams, name: string): number | undefined {
 }
 
 function tenantOf(req: ApiRequest): string {
+  return givenTenantOf(req) ?? DEFAULT_TENANT;
+}
+
+/** The tenant the request names (`?tenant=` or X-Nexo-Tenant, checked), or undefined when neither. */
+function givenTenantOf(req: ApiRequest): string | undefined {
   const fromQuery = req.query.get('tenant') ?? undefined;
   const header = req.headers['x-nexo-tenant'];
   const fromHeader = Array.isArray(header) ? header[0] : header;
@@ -116,7 +122,8 @@ function tenantOf(req: ApiRequest): string {
       `tenant given twice and differently: ?tenant=${fromQuery}, X-Nexo-Tenant: ${fromHeader}`,
     );
   }
-  return validateTenant(fromQuery ?? fromHeader ?? DEFAULT_TENANT);
+  const given = fromQuery ?? fromHeader;
+  return given === undefined ? undefined : validateTenant(given);
 }
 
 export function apiRoutes(ctx: ApiContext): Route[] {
@@ -287,6 +294,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       auth: 'write',
       handle: async (req) => {
         query(req, []);
+        parseBody(deleteBody, req.body); // nothing, or {}: an unknown key is refused, not ignored
         return { json: await s.delete(req.params.agent!, tenantOf(req), req.params.id!) };
       },
     },
@@ -479,7 +487,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       auth: 'read',
       handle: async (req) => {
         query(req, []);
-        const tenant = req.query.get('tenant') ?? undefined;
+        const tenant = givenTenantOf(req); // none: every tenant
         const schedule = ctx.scheduler?.status() ?? [];
         const pairs = await storeAgentPairs(s, tenant);
         for (const e of schedule)

@@ -308,23 +308,29 @@ export class RetentionWorker {
     },
   ) {}
 
-  /** One sweep (waits for a sweep already running instead of starting a second). */
+  /**
+   * One sweep (waits for a sweep already running instead of starting a second). Every sweep, the
+   * loop's or one asked for (the API's), is told to onTick or onError once.
+   */
   tick(): Promise<RetentionTickReport> {
-    // Through the snapshotter, so its observers (metrics, events) see every sweep.
-    this.running ??= this.snapshotter.gc(this.opts).finally(() => {
-      this.running = undefined;
-    });
+    if (!this.running) {
+      // Through the snapshotter, so its observers (metrics, events) see every sweep.
+      const sweep = this.snapshotter.gc(this.opts);
+      sweep.then(
+        (r) => this.opts.onTick?.(r),
+        (err: unknown) => this.opts.onError?.(err),
+      );
+      this.running = sweep.finally(() => {
+        this.running = undefined;
+      });
+    }
     return this.running;
   }
 
   start(): void {
     this.stopped = false;
     const loop = async () => {
-      try {
-        this.opts.onTick?.(await this.tick());
-      } catch (err) {
-        this.opts.onError?.(err);
-      }
+      await this.tick().catch(() => undefined); // told to onError by tick
       if (!this.stopped) this.timer = setTimeout(loop, Math.max(1000, this.opts.intervalMs));
     };
     void loop();

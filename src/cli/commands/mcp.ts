@@ -23,7 +23,7 @@ import {
 export function mcpCommand() {
   return new Command('mcp')
     .description(
-      'serve the agent tool over MCP on stdio: memory_snapshot, memory_list, memory_verify, memory_diff (never restore)',
+      'serve the agent tool over MCP on stdio: memory_snapshot, memory_list, memory_verify, memory_diff, memory_ls, memory_cat, memory_find (never restore)',
     )
     .addOption(agentOption())
     .addOption(tenantOption())
