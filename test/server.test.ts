@@ -148,7 +148,7 @@ test('serve: address printed, /healthz, JSON 4xx for unknown routes, bad methods
   const method = await call(snapUrl, { method: 'PUT', headers: auth() });
   assert.equal(method.status, 405);
   assert.equal(method.body.error.code, 'METHOD_NOT_ALLOWED');
-  assert.equal(method.headers.get('allow'), 'GET, POST');
+  assert.equal(method.headers.get('allow'), 'GET, POST, HEAD');
 
   const badJson = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"label": ' });
   assert.equal(badJson.status, 400);
