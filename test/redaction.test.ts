@@ -5,7 +5,7 @@
 // Every secret is assembled at run time, so this file holds no literal secret-shaped string.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -954,6 +954,26 @@ test('the HTTP download is redacted unless ?redact=false: a re-packed bundle wit
     return { res, bytes: Buffer.from(await res.arrayBuffer()) };
   };
   const file = join(tempDir(t), 'download.tar.zst');
+  // the downloads' temporary files go to a directory of this test's (os.tmpdir() reads TMPDIR)
+  const tmp = tempDir(t);
+  const savedTmp = process.env.TMPDIR;
+  process.env.TMPDIR = tmp;
+  t.after(() => {
+    process.env.TMPDIR = savedTmp;
+  });
+  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], {
+    encoding: 'utf8',
+  }).stdout;
+  mkdirSync(join(tmp, `nexo-download-${dead}-killed`));
+  writeFileSync(join(tmp, `nexo-download-${dead}-killed`, 'x.tar.zst'), 'a copy a killed process left');
+  mkdirSync(join(tmp, `nexo-download-${process.pid}-running`)); // a live process's: not touched
+  // while a re-packed download streams, its temporary copy is already gone from the disk
+  const streaming = await fetch(`${url}/v1/agents/ana/snapshots/${snap.id}/export`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.equal(streaming.headers.get('x-nexo-copy'), 'redacted');
+  assert.deepEqual(readdirSync(tmp), [`nexo-download-${process.pid}-running`]);
+  await streaming.arrayBuffer();
 
   let { res, bytes } = await get(`${snap.id}/export`);
   assert.equal(res.status, 200);
@@ -980,5 +1000,10 @@ test('the HTTP download is redacted unless ?redact=false: a re-packed bundle wit
     readdirSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana')).filter((n) => n.startsWith('.')),
     [],
     'nothing left in the store',
+  );
+  assert.deepEqual(
+    readdirSync(tmp),
+    [`nexo-download-${process.pid}-running`],
+    'nor in the temporary directory',
   );
 });

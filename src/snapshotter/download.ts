@@ -6,8 +6,12 @@
 // wait or skip meanwhile, as for `export`). A repository snapshot is written as a bundle by
 // repo-export.ts (the same rules) into such a temporary file. The SHA-256 of the bytes streamed is
 // handed out with the stream so the receiver can check what it got.
+// A temporary file is removed as soon as it is open (the open handle streams it): a copy that may hold
+// secrets never outlives the process on disk, even when the process exits right after the download.
+// One left by a process killed while writing it (its directory names the pid) is removed by the next
+// download of any process.
 
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -57,7 +61,7 @@ export async function openDownload(
     let path = file.path;
     let sha256: string | undefined;
     if (plan.repack) {
-      scratch = await mkdtemp(join(tmpdir(), 'nexo-download-'));
+      scratch = await downloadScratch();
       path = join(scratch, file.name);
       const policies = await s.policies();
       const signingKey = policies.signingKey();
@@ -75,6 +79,7 @@ export async function openDownload(
       if (sibling.status === 'ok') sha256 = sibling.sha256;
     }
     const handle = await open(path, 'r');
+    if (scratch) await rm(scratch, { recursive: true, force: true }); // the handle streams it
     try {
       const size = (await handle.stat()).size;
       const stream = handle.createReadStream({ autoClose: true });
@@ -109,7 +114,7 @@ async function openRepoDownload(
   meta: ListingMeta,
   opts: { redact?: boolean },
 ): Promise<BundleDownload> {
-  const scratch = await mkdtemp(join(tmpdir(), 'nexo-download-'));
+  const scratch = await downloadScratch();
   const done = () => void rm(scratch, { recursive: true, force: true });
   try {
     const encrypted = exportRecipients(s, meta.encrypted, false).length > 0;
@@ -121,6 +126,7 @@ async function openRepoDownload(
       ...(trust.required ? { trust } : {}),
     });
     const handle = await open(path, 'r');
+    await rm(scratch, { recursive: true, force: true }); // the handle streams it
     try {
       const stream = handle.createReadStream({ autoClose: true });
       stream.once('close', done);
@@ -141,5 +147,37 @@ async function openRepoDownload(
   } catch (err) {
     done();
     throw asSnapshotError(err, `exporting snapshot ${meta.id}`);
+  }
+}
+
+const SCRATCH_PREFIX = 'nexo-download-';
+
+/**
+ * A new temporary directory for one download, named with this process's id; first, those of processes
+ * that are gone (killed while writing a download) are removed.
+ */
+async function downloadScratch(): Promise<string> {
+  await sweepDownloadLeftovers().catch(() => {});
+  return mkdtemp(join(tmpdir(), `${SCRATCH_PREFIX}${process.pid}-`));
+}
+
+/** Removes the temporary directories of downloads whose process is gone; returns how many. */
+export async function sweepDownloadLeftovers(dir = tmpdir()): Promise<number> {
+  let removed = 0;
+  for (const name of await readdir(dir)) {
+    const m = new RegExp(`^${SCRATCH_PREFIX}(\\d+)-`).exec(name);
+    if (!m || alive(Number(m[1]))) continue;
+    await rm(join(dir, name), { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // someone else's process: not ours to judge
   }
 }
