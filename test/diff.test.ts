@@ -169,6 +169,11 @@ test('diff against live, after a schema change, with the temporary directory alw
       a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: '0190c3a2-ffff-7000-8000-000000000000' }),
       { code: 'NOT_FOUND' },
     );
+    // live against live of an agent that is not here is unknown, not an empty diff
+    await assert.rejects(a.snapshotter.diff({ agentId: 'nobody', a: 'live', b: 'live' }), {
+      code: 'UNKNOWN_AGENT',
+    });
+    assert.equal((await a.snapshotter.diff({ agentId: 'ana', a: 'live', b: 'live' })).files.length, 0);
   } finally {
     if (saved === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = saved;

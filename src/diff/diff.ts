@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import { canonicalJson } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
-import { EncryptionError } from '../model/errors.js';
+import { EncryptionError, UnknownAgentError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { DB_NAMES, type DbName } from '../model/types.js';
 import { bundleView } from '../repository/manifest.js';
@@ -163,6 +163,14 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
       resolveRef(s, agentId, tenant, req.a, identities, req.decryptIdentity),
       resolveRef(s, agentId, tenant, req.b, identities, req.decryptIdentity),
     ]);
+    // live against live of an agent that has no memory here compares nothing with nothing: unknown
+    // (a snapshot side names the agent: live against it shows what is gone)
+    if (ra.live && rb.live && !(await s.agentExists(agentId, tenant)))
+      throw new UnknownAgentError(agentId, tenant, [
+        s.resolver.memdir(agentId, tenant),
+        s.resolver.sqliteDir(agentId, tenant),
+        s.resolver.stateDir(agentId, tenant),
+      ]);
     const [skipA, skipB] = skipsFor(ra, rb);
     const [a, b] = await allSettledOrThrow([
       sideOf(s, agentId, tenant, ra, rb, skipA, join(tmp, 'a'), identities, req.decryptIdentity),

@@ -18,7 +18,13 @@ export interface AgentOverview {
   snapshots: number;
   last_snapshot_id?: string;
   last_snapshot_at_ms?: number;
-  /** Bytes the agent's snapshots hold in the store: repository bytes added, else bundle sizes. */
+  /**
+   * The sizes of the agent's bundles, plus, for its repository snapshots, what each added to the
+   * repository when it was taken (its new packs). Not what the agent's snapshots reference: data
+   * shared with other snapshots or agents counts once, in the snapshot that first stored it (an agent
+   * whose data another stored first shows little), and a deleted snapshot's share leaves the sum while
+   * later snapshots may still use that data. What they reference would need every manifest read.
+   */
   bytes_stored: number;
   /** Bytes the newest snapshot added (its bundle's size in a bundle store). */
   bytes_added_last?: number;

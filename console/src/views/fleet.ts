@@ -21,7 +21,7 @@ export function Fleet({ refresh }: { refresh: number }) {
         ? html`<table class="grid" id="fleet">
           <thead>
             <tr>
-              <th>agent</th><th>tenant</th><th>snapshots</th><th>last snapshot</th><th>stored</th>
+              <th>agent</th><th>tenant</th><th>snapshots</th><th>last snapshot</th><th title="bundle sizes; in a repository, what each listed snapshot added when it was taken (shared data counts once, where it was first stored)">added</th>
               <th>last added</th><th>pins</th><th>last verify</th><th>alerts</th>
             </tr>
           </thead>
