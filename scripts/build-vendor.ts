@@ -6,11 +6,34 @@
 // by every run): ~11 ms less per run than importing it as ESM from its CommonJS package.
 // Same code, same version (the installed package); nothing is fetched.
 
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { VENDORED, VENDORED_EXPORTS } from '../src/util/vendored.js';
+
+/**
+ * Fixes of a dependency's code, applied to its bundle (each must match exactly once, or the build fails).
+ * nats: the Node transport's close() of a connection that never got the server's INFO (a server that
+ * accepts the TCP connection and stays silent: a stopped process, a wrong port) returned without
+ * destroying the socket, so every connect attempt that timed out left an open socket, and a CLI
+ * command kept running after it had failed (docs/decisions.md, "Remote repositories").
+ */
+const FIXES: Partial<Record<string, Array<{ why: string; find: string; replace: string }>>> = {
+  nats: [
+    {
+      why: 'close the socket of a connection that never completed',
+      find: `async _closed(err, internal = true) {
+        if (!this.connected)
+          return;`,
+      replace: `async _closed(err, internal = true) {
+        if (!this.connected) {
+          this.socket?.destroy();
+          return;
+        }`,
+    },
+  ],
+};
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(repo, 'dist', 'vendor');
@@ -43,4 +66,13 @@ for (const [name, pkg] of Object.entries(VENDORED)) {
     logLevel: 'warning',
   });
   rmSync(entry);
+  for (const fix of FIXES[name] ?? []) {
+    const file = join(out, `${name}.cjs`);
+    const text = readFileSync(file, 'utf8');
+    if (text.split(fix.find).length !== 2)
+      throw new Error(
+        `build-vendor: ${name}: the code fixed by "${fix.why}" is not there once: review the fix`,
+      );
+    writeFileSync(file, text.replace(fix.find, fix.replace));
+  }
 }

@@ -6,6 +6,7 @@
 // (helpers/faulty-remote.ts, the CLI run in this process), wrapped exactly as nats:// and s3:// are.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { hostname } from 'node:os';
@@ -21,7 +22,7 @@ import { loadConfig } from '../src/config/config.js';
 import { backendSettingsFromConfig, snapshotterOptionsFromConfig } from '../src/config/runtime.js';
 import { ConfigError, ObjectExistsError, StoreUnavailableError } from '../src/model/errors.js';
 import { isStale, lockRepository, ownHostId, REFRESH_MS, TRUST_MS } from '../src/repository/locks.js';
-import { runBuiltCli } from './helpers/built-cli.js';
+import { BIN, runBuiltCli } from './helpers/built-cli.js';
 import { type RunResult, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 import { faultyS3 } from './helpers/faulty-remote.js';
 
@@ -469,6 +470,33 @@ suite('remote core', { concurrency: 4 }, () => {
     assert.equal(down.code, 8, down.stdout + down.stderr);
     assert.equal(json(down).error.code, 'STORE_UNREACHABLE');
     assert.match(json(down).error.message, /2 attempt/);
+    // A server that accepts the connection and never answers (a stopped process, a wrong port): the
+    // same error, and the process ends with it (the client's timed-out attempts kept their sockets
+    // open, and the command ran on after its error until killed).
+    const silent = createServer((socket) => socket.on('error', () => {}));
+    await new Promise<void>((done) => silent.listen(0, '127.0.0.1', done));
+    t.after(() => silent.close());
+    const silentPort = (silent.address() as AddressInfo).port;
+    const r = spawnSync(
+      process.execPath,
+      [
+        BIN,
+        'list',
+        '--agent',
+        'ana',
+        '--json',
+        '--config',
+        file,
+        '--repo',
+        `nats://127.0.0.1:${silentPort}/x`,
+        '--state-root',
+        a.stateRoot,
+      ],
+      { encoding: 'utf8', timeout: 60_000, env: { ...process.env, NEXO_MEMORY_CONFIG: '' } },
+    );
+    assert.equal(r.signal, null, `the command ended by itself: ${r.stderr}`);
+    assert.equal(r.status, 8, r.stdout + r.stderr);
+    assert.equal(JSON.parse(r.stdout).error.code, 'STORE_UNREACHABLE');
     // Out of range: refused by name.
     writeFileSync(file, 'snapshot:\n  store:\n    s3:\n      multipart_threshold: 1024\n');
     assert.throws(() => loadConfig(file), /store\.s3\.multipart_threshold/);
