@@ -213,6 +213,12 @@ test('repository store through the CLI: snapshot, list, verify --id, check, dama
   assert.equal(r.code, 0, r.stderr);
   const pruned = JSON.parse(r.stdout) as { snapshots: number };
   assert.equal(pruned.snapshots, 1);
+  // a prune with nothing to do replaces nothing, and says so
+  for (const dry of [[], ['--dry-run']]) {
+    r = await runCli(['prune', '--json', ...dry, ...root], { env: repoEnv });
+    const idle = JSON.parse(r.stdout) as { index_files_replaced: number; packs_removed: number };
+    assert.deepEqual([idle.index_files_replaced, idle.packs_removed], [0, 0], r.stdout);
+  }
   assert.ok(packFiles(a.stateRoot).length <= before);
   r = await runCli(['check', '--read-data', ...root], { env: repoEnv });
   assert.equal(r.code, 0, r.stdout);

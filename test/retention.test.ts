@@ -271,6 +271,10 @@ test('gc removes stale leftovers and old restore backups, and leaves fresh ones'
   mkdirSync(join(a.memdirRoot, '.ana.pre-restore-old'));
   utimesSync(join(a.sqliteDir, '.pre-restore-old'), ancient, ancient);
   utimesSync(join(a.memdirRoot, '.ana.pre-restore-old'), ancient, ancient);
+  // the CLI takes the roots as snapshot and restore do: its dry run sees the old backups
+  const dry = await runCli(['gc', '--agent', 'ana', '--dry-run', '--json', '--no-progress', ...a.flags]);
+  assert.equal(dry.code, 0, dry.stderr);
+  assert.equal(JSON.parse(dry.stdout).backups_removed, 2);
   const r = await a.snapshotter.gc({ agentId: 'ana', backupMaxAgeDays: 7 });
   assert.equal(r.orphan_staging_dirs_removed, 2, JSON.stringify(r.agents[0]!.leftovers_removed));
   assert.equal(r.backups_removed, 2);

@@ -332,3 +332,17 @@ test("find's regex: refused unless V8's linear engine runs it; a backtracking on
   for (const l of lines.slice(1)) assert.match(l, /^INVALID_INPUT: the regex cannot run in linear time/);
   assert.equal(lines.length, 3, r.stdout);
 });
+
+test('progress lines: work that failed gets no "done" line', () => {
+  let now = 0;
+  const lines: string[] = [];
+  const stream = { isTTY: false, write: (s: string) => lines.push(s) } as unknown as NodeJS.WriteStream;
+  const p = new ProgressReporter(true, stream, () => now);
+  now = 1500;
+  p.listener({ phase: 'verify', bytes: 0 });
+  now = 2000;
+  p.listener({ phase: 'verify', bytes: 5_000_000 });
+  p.fail();
+  p.done(); // after fail: nothing more
+  assert.deepEqual(lines, ['verify: started\n', 'verify: 5.0 MB (10.0 MB/s)\n']);
+});

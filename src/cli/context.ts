@@ -235,7 +235,7 @@ export async function runCommand(
     await closeBuilt();
     const telemetry = run?.telemetry ?? (await import('./telemetry.js').catch(() => undefined));
     await telemetry?.finishRunTelemetry(flags);
-    progress.done();
+    progress.fail();
     process.exitCode = reportError(err, flags.json === true);
   }
 }

@@ -6,7 +6,7 @@
 import { InvalidInputError } from '../model/errors.js';
 import { PACKAGE_DESCRIPTION, PACKAGE_VERSION } from '../util/version.js';
 import { Command, CommanderError } from './commander.js';
-import { metricsFileOption, natsOption, repoOption } from './commands/options.js';
+import { metricsFileOption, natsOption, noProgressOption, repoOption } from './commands/options.js';
 import { reportError, setCurrentCommand } from './context.js';
 import { asksOnlyVersion } from './version-flag.js';
 
@@ -80,8 +80,11 @@ Examples:
   for (const cmd of commands) program.addCommand(cmd);
   program.exitOverride();
   for (const c of program.commands) {
-    // Global on every command: the repository's location, events and metrics of one-shot runs.
+    // Global on every command: the repository's location, events and metrics of one-shot runs, and
+    // --no-progress.
     c.addOption(repoOption()).addOption(natsOption()).addOption(metricsFileOption()).exitOverride();
+    // on every command, so a script can pass it to all (those that show no progress ignore it)
+    if (!c.options.some((o) => o.long === '--no-progress')) c.addOption(noProgressOption());
   }
   program.hook('preAction', (_program, actionCommand) => setCurrentCommand(actionCommand));
   return program;

@@ -121,4 +121,12 @@ export class ProgressReporter {
     this.finished = true;
     if (this.enabled) this.endPhase(this.now());
   }
+
+  /** Ends the display of work that failed: its bar goes, and no phase is said to be done. */
+  fail(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.bar?.stop();
+    this.bar = undefined;
+  }
 }

@@ -221,9 +221,15 @@ function gitIo(
           for await (const c of input) {
             if (child.stdin.destroyed) break; // git stopped reading: its exit status says why
             if (!child.stdin.write(c))
-              await new Promise((r) => {
-                child.stdin.once('drain', r);
-                child.stdin.once('close', r);
+              await new Promise<void>((r) => {
+                // both listeners go once either fires (they piled up, one pair per wait)
+                const done = () => {
+                  child.stdin.off('drain', done);
+                  child.stdin.off('close', done);
+                  r();
+                };
+                child.stdin.once('drain', done);
+                child.stdin.once('close', done);
               });
           }
           child.stdin.end();

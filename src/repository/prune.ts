@@ -140,6 +140,13 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
   }
   const unindexed = [...onDisk.keys()].filter((p) => !packs.has(p));
   for (const p of unindexed) bytesFreed += onDisk.get(p)!;
+  // nothing to remove and one index file: nothing is written (a dry run says what a run would do)
+  const idle =
+    unlisted.length === 0 &&
+    remove.length === 0 &&
+    rewrite.length === 0 &&
+    unindexed.length === 0 &&
+    indexFiles.length <= 1;
   const report: PruneReport = {
     dry_run: opts.dryRun === true,
     snapshots: kept,
@@ -151,19 +158,11 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
     blobs_removed: blobsRemoved,
     bytes_before: [...onDisk.values()].reduce((a, b) => a + b, 0),
     bytes_freed: bytesFreed,
-    index_files_replaced: indexFiles.length,
+    index_files_replaced: idle ? 0 : indexFiles.length,
     leftovers_removed: 0,
     leftover_bytes_freed: 0,
   };
-  if (
-    opts.dryRun ||
-    (unlisted.length === 0 &&
-      remove.length === 0 &&
-      rewrite.length === 0 &&
-      unindexed.length === 0 &&
-      indexFiles.length <= 1)
-  )
-    return report;
+  if (opts.dryRun || idle) return report;
 
   // 0. Manifests that are not snapshots, before any data they reference goes.
   await opts.lock?.check();
