@@ -8,12 +8,14 @@ import { randomBytes } from 'node:crypto';
 import {
   cpSync,
   existsSync,
+  lstatSync,
   mkdirSync,
   readdirSync,
   readFileSync,
   renameSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -805,5 +807,43 @@ test('a bundle whose database hashes right but is damaged inside is refused by r
       else process.env.NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES = prev;
     }
     assert.deepEqual(await fingerprint(a), before, `threads: ${threads}`);
+  }
+});
+
+test('what no snapshot captures (a tracked symlink, a nested repository) is reported removed by a restore, and kept in its backup', async (t) => {
+  for (const store of ['bundles', 'repository'] as const) {
+    const base = agent(t);
+    const a = {
+      ...base,
+      snapshotter: new LocalSnapshotter({
+        stateRoot: base.stateRoot,
+        memdirRoot: base.memdirRoot,
+        sqliteRoot: base.sqliteRoot,
+        store,
+        onWarning: () => {},
+      }),
+    };
+    symlinkSync('MEMORY.md', join(a.memdir, 'link.md'));
+    git(a.memdir, ['add', 'link.md']);
+    git(a.memdir, ['commit', '-qm', 'a tracked symlink']);
+    mkdirSync(join(a.memdir, 'vendor'));
+    git(join(a.memdir, 'vendor'), ['init', '-q']);
+    writeFileSync(join(a.memdir, 'vendor', 'x.md'), 'v\n');
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const dry = await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id, dryRun: true });
+    const mem = dry.components.find((c) => c.component === 'memdir')!;
+    assert.equal(mem.action, 'replace', `${store}: not "unchanged"`);
+    assert.deepEqual(mem.files?.uncaptured, ['link.md', 'vendor/.git']);
+    for (const p of ['link.md', 'vendor/.git']) assert.ok(mem.files?.removed.includes(p), `${store}: ${p}`);
+    assert.ok(dry.warnings.some((w) => /2 entries no snapshot captures \(link\.md, vendor\/\.git/.test(w)));
+    const done = await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id, autoPreSnapshot: false });
+    assert.ok(
+      done.warnings.some((w) => /no snapshot captures/.test(w)),
+      JSON.stringify(done.warnings),
+    );
+    assert.equal(existsSync(join(a.memdir, 'link.md')), false, 'the restored memdir is the snapshot');
+    const backup = done.backups.find((b) => b.includes(`${a.memdirRoot}/.ana.pre-restore-`))!;
+    assert.ok(lstatSync(join(backup, 'link.md')).isSymbolicLink(), 'the symlink is in the backup');
+    assert.ok(existsSync(join(backup, 'vendor', '.git')));
   }
 });

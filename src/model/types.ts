@@ -260,9 +260,12 @@ export interface ComponentChange {
   new_bytes?: number;
   /** Databases: rows per table before → after. */
   rows?: Record<string, { old: number; new: number }>;
-  /** Memdir: HEAD before → after, and working tree files added, removed and changed. */
+  /**
+   * Memdir: HEAD before → after, and working tree files added, removed and changed; `uncaptured`: the
+   * live entries no snapshot captures (symlinks, nested .git, special files), also in `removed`.
+   */
   head?: { old?: string; new?: string };
-  files?: { added: string[]; removed: string[]; changed: string[] };
+  files?: { added: string[]; removed: string[]; changed: string[]; uncaptured?: string[] };
 }
 
 /** The original's RestoreReport (first eight fields, all now true to what happened) plus what the port adds. */

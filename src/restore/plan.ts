@@ -69,7 +69,11 @@ export async function planMemdir(
       .map((a) => [a.path_in_bundle.slice(MEMORY_FILES_PREFIX.length), a] as const)
       .filter(([rel]) => !components?.files.has(rel)),
   );
-  const liveFiles = liveExists ? (await walkMemdir(memdir, components)).files : [];
+  const walked = liveExists ? await walkMemdir(memdir, components) : { files: [], skipped: [] };
+  const liveFiles = walked.files;
+  // What no snapshot captures (symlinks, nested .git directories, special files, names that are not
+  // UTF-8) is not in the restored memdir either: the swap moves it out with the rest (into the backup).
+  const uncaptured = walked.skipped.map((e) => e.path);
   const added: string[] = [];
   const removed: string[] = [];
   const changed: string[] = [];
@@ -104,6 +108,7 @@ export async function planMemdir(
     ...(liveRepo?.headOid ? { old: liveRepo.headOid } : {}),
     ...(newHead ? { new: m.git.head_oid } : {}),
   };
+  removed.push(...uncaptured);
   const unchanged =
     liveExists && inBundle && !added.length && !removed.length && !changed.length && head.old === head.new;
   return {
@@ -112,6 +117,14 @@ export async function planMemdir(
     ...(liveExists ? { old_bytes: oldBytes } : {}),
     ...(inBundle ? { new_bytes: [...bundleFiles.values()].reduce((s, a) => s + a.size_bytes, 0) } : {}),
     head,
-    files: { added, removed, changed },
+    files: { added, removed, changed, ...(uncaptured.length ? { uncaptured } : {}) },
   };
+}
+
+/** The warning of a restore whose memdir change leaves out live entries no snapshot captures. */
+export function uncapturedWarning(change: ComponentChange | undefined): string | undefined {
+  const u = change?.files?.uncaptured;
+  if (!u?.length) return undefined;
+  const shown = u.slice(0, 5).join(', ');
+  return `the live memdir holds ${u.length} entr${u.length === 1 ? 'y' : 'ies'} no snapshot captures (${shown}${u.length > 5 ? ', …' : ''}: symlinks, nested .git, special files): the restored memdir does not have them; they stay in the memdir's backup`;
 }

@@ -50,7 +50,7 @@ import {
   writeJournal,
 } from '../restore/journal.js';
 import { findPlaceholders, placeholderArtifacts } from '../restore/placeholders.js';
-import { planDatabases, planMemdir } from '../restore/plan.js';
+import { planDatabases, planMemdir, uncapturedWarning } from '../restore/plan.js';
 import { buildMemdir, bundleHasMemdir, dropReaderFiles, restorePaths } from '../restore/stage.js';
 import type { RowCounts } from '../sqlite/rows.js';
 import { type SqliteJobs, sqliteRunners, sqliteThreadsMinBytes } from '../sqlite/worker.js';
@@ -247,6 +247,8 @@ async function dryRun(
       undefined,
       agentComponentsInMemdir(memdir, sqliteDir, s.state, agentId, tenant),
     );
+    const lost = uncapturedWarning(mem);
+    if (lost) report.warnings.push(lost);
     report.components = [
       ...(await planDatabases(m, sqliteDir, v.written)),
       ...(mem ? [mem] : []),
@@ -377,6 +379,8 @@ async function restoreLocked(
         planMemdir(m, memdir, liveRepo, p.components),
       ] as const);
       report.warnings.push(...(repo?.warnings ?? []));
+      const lost = uncapturedWarning(memdirChange);
+      if (lost) report.warnings.push(lost);
       const incoming = await readStateValues(p.work, m);
       report.components = [
         ...(await planDatabases(m, sqliteDir, v.written, counted)),
