@@ -336,3 +336,30 @@ test("a repository snapshot's bundle_path, as snapshot and list report it, is ac
     return true;
   });
 });
+
+test('auto: a first snapshot encrypted on request (--encrypt) without an identity takes a bundle, and the next ones work (a repository made encrypted refused them all)', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 20, embeddings: 5, files: 3, commits: 2 });
+  const id = generateIdentity();
+  const s = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'auto',
+  });
+  const first = await s.snapshot({ agentId: 'ana', encrypt: [id.recipient] });
+  assert.equal(first.encrypted, true);
+  assert.ok(first.bundle_path.endsWith('.tar.zst.age'), first.bundle_path);
+  assert.equal(existsSync(join(a.stateRoot, 'repository')), false);
+  const again = await s.snapshot({ agentId: 'ana', encrypt: [id.recipient] });
+  const plain = await s.snapshot({ agentId: 'ana' });
+  assert.ok(
+    !again.bundle_path.includes('#') && !plain.bundle_path.includes('#'),
+    'bundles, as the state root holds',
+  );
+  // the CLI, a new process on the same state root: the same
+  const r = await runCli(['snapshot', '--agent', 'ana', '--json', '--encrypt', id.recipient, ...a.flags], {
+    env: { NEXO_MEMORY_STORE_FORMAT: 'auto' },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await s.list('ana')).length, 4);
+});

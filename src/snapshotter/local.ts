@@ -246,6 +246,23 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   /**
+   * Whether a snapshot encrypted to `recipients` goes into a bundle although `auto` would create the
+   * repository: no repository yet, and no identity to write an encrypted one with (the same rule as
+   * configured recipients, for `--encrypt`: a repository created encrypted would refuse every later
+   * snapshot without the identity). The state root then holds bundles, so `auto` keeps bundles.
+   */
+  private bundleForEncryption(recipients: readonly string[]): boolean {
+    const divert =
+      recipients.length > 0 &&
+      this.storeChoice === 'auto' &&
+      !this.repository.explicit &&
+      this.identityPath === undefined &&
+      !this.repository.existsLocally();
+    if (divert) this.repositoryChosen = false;
+    return divert;
+  }
+
+  /**
    * The key and redaction policies of the options, built on the first call: the operations that use
    * them ask for them first, so commands that do not (list, gc, pin, delete) load none of their modules
    * (CLI start-up). A bad recipient, trusted key or redaction option fails the first operation that asks,
@@ -535,7 +552,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   private async snapshotSteps(p: Parameters<LocalSnapshotter['snapshotLocked']>[0]): Promise<SnapshotMeta> {
-    if (this.usesRepository()) return this.repository.snapshot(p);
+    if (this.usesRepository() && !this.bundleForEncryption(p.recipients)) return this.repository.snapshot(p);
     // The copy workers first: they start on the other core while this one loads the steps' modules.
     // Then what the capture needs; the rest (redaction, the manifest, packing) loads during the capture.
     const workers = await (await import('../sqlite/worker.js')).liveDatabaseRunners(p.sqliteDir);
