@@ -423,6 +423,58 @@ suite('remote core', { concurrency: 4 }, () => {
     assert.match(down.stderr, /unreachable/);
   });
 
+  test('a repository lock that cannot be removed never replaces the outcome: the snapshot is reported (with a warning), a failed check its own error', async (t) => {
+    const a = sampleAgent(t, 'ana', SMALL);
+    const remote = tempDir(t, 'nexo-remote-');
+    const repo = 's3://lock-bucket';
+    const noUnlock = [{ op: 'remove', types: ['locks'], fault: { kind: 'error' } }];
+    const snap = await remoteCli(
+      t,
+      remote,
+      ['snapshot', '--agent', 'ana', '--json', '--repo', repo, ...a.flags],
+      {
+        faults: noUnlock,
+      },
+    );
+    assert.equal(snap.code, 0, snap.stderr);
+    assert.match(snap.stderr, /repository lock of this snapshot was not removed .*ignored once stale/);
+    const listed = ok(
+      await remoteCli(t, remote, [
+        'list',
+        '--agent',
+        'ana',
+        '--json',
+        '--repo',
+        repo,
+        '--state-root',
+        a.stateRoot,
+      ]),
+      'list',
+    );
+    assert.equal(listed.length, 1, 'the snapshot is there');
+    // every pack read fails and the lock stays: the error is the read's, not the lock's
+    const v = await remoteCli(
+      t,
+      remote,
+      [
+        'verify',
+        '--agent',
+        'ana',
+        '--id',
+        listed[0]!.id,
+        '--json',
+        '--repo',
+        repo,
+        '--state-root',
+        a.stateRoot,
+      ],
+      { faults: [...noUnlock, { op: 'load', types: ['packs'], fault: { kind: 'error' } }] },
+    );
+    assert.equal(v.code, 8, v.stdout + v.stderr);
+    assert.match(json(v).error.message, /injected/);
+    assert.doesNotMatch(json(v).error.message, /locks\//, json(v).error.message);
+  });
+
   test('store.nats.timeout_ms bounds each attempt against an unreachable cluster; the store.s3 library options come from the config', async (t) => {
     const dir = tempDir(t, 'nexo-cfg-');
     const file = join(dir, 'memory.yaml');

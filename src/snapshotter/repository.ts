@@ -270,12 +270,23 @@ export class RepositoryStore {
   ): Promise<T> {
     const { lockRepository } = await import('../repository/locks.js');
     const lock = await lockRepository(repo.backend, exclusive, operation, waitMs);
+    // A lock that cannot be removed (the store went away) never turns the operation's outcome into its
+    // own error: what the operation did, or the error that stopped it, is what is reported. The lock
+    // left behind is ignored once stale (at once on this host when this process is gone).
+    const release = () =>
+      lock.release().catch((err: unknown) => {
+        this.warn(`the repository lock of this ${operation} was not removed (${(err as Error).message}); it is ignored once stale`);
+      });
+    let result: T;
     try {
       await repo.refreshIndex();
-      return await fn(lock);
-    } finally {
-      await lock.release();
+      result = await fn(lock);
+    } catch (err) {
+      await release();
+      throw err;
     }
+    await release();
+    return result;
   }
 
   /** The agent's newest snapshot's history, to add to it (none when the history was rewritten). */
