@@ -275,7 +275,9 @@ export class RepositoryStore {
     // left behind is ignored once stale (at once on this host when this process is gone).
     const release = () =>
       lock.release().catch((err: unknown) => {
-        this.warn(`the repository lock of this ${operation} was not removed (${(err as Error).message}); it is ignored once stale`);
+        this.warn(
+          `the repository lock of this ${operation} was not removed (${(err as Error).message}); it is ignored once stale`,
+        );
       });
     let result: T;
     try {
