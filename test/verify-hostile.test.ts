@@ -198,7 +198,7 @@ test('every hostile bundle of the foundation tests above is refused by restore a
         64 * 1024 * 1024,
       ),
     ],
-    ['too new', bundleOf(manifestFor(arts, { manifest_version: 4 }), arts)],
+    ['too new', bundleOf(manifestFor(arts, { manifest_version: 6 }), arts)],
     ['empty file', Buffer.alloc(0)],
     ['text', Buffer.from('not a bundle')],
     [

@@ -281,8 +281,9 @@ test('a schema or format from a newer writer is refused with SCHEMA_TOO_NEW', as
   const dir = tempDir(t);
   const arts = [mem('memory_files/MEMORY.md')];
   for (const [name, overrides] of [
-    // 3 is a signed bundle (docs/signatures.md); 4 is the first version this reader does not know
-    ['manifest_version', { manifest_version: 4 }],
+    // 3 is a signed bundle (docs/signatures.md); 4 and 5 are repository manifests (below); 6 is the
+    // first version this reader does not know
+    ['manifest_version', { manifest_version: 6 }],
     ['schema', { schema_versions: { long_term: 9, vector: 1, concepts: 1, compactions: 1, manifest: 2 } }],
     ['format', { bundle_format: 'nexo-memory-snapshot-v9' }],
   ] as const) {
@@ -291,6 +292,14 @@ test('a schema or format from a newer writer is refused with SCHEMA_TOO_NEW', as
     );
     assert.equal(r.status, 'damaged', name);
     assert.ok(codes(r).includes('SCHEMA_TOO_NEW'), `${name}: ${JSON.stringify(r.problems)}`);
+  }
+  // a repository manifest's version in a bundle: damage, not advice to upgrade
+  for (const overrides of [{ manifest_version: 4 }, { bundle_format: 'nexo-memory-snapshot-v5' }]) {
+    const r = await verifyBundleFile(
+      writeBundleFile(join(dir, 'repo-version.tar.zst'), bundleOf(manifestFor(arts, overrides), arts)),
+    );
+    assert.deepEqual(codes(r), ['BUNDLE_DAMAGED'], JSON.stringify(r.problems));
+    assert.match(r.problems[0]!.message, /is a repository manifest's, never a bundle's/);
   }
 });
 

@@ -231,9 +231,16 @@ function formatVersion(raw: Record<string, unknown>): FormatVersion {
   const bf = raw.bundle_format;
   const sv = raw.schema_versions;
   const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
+  const named = typeof bf === 'string' ? FORMAT_NAME.exec(bf) : null;
+  // 4 and 5 are the repository's manifests (repository/manifest.ts), known to this reader and never
+  // written into a bundle: not a newer writer's bundle, so "upgrade" would be the wrong advice
+  for (const v of [isInt(mv) ? mv : undefined, named ? Number(named[1]) : undefined])
+    if (v === 4 || v === 5)
+      throw new BundleDamagedError(
+        `manifest version ${v} is a repository manifest's, never a bundle's (bundles are versions 1 to 3)`,
+      );
   if (isInt(mv) && mv > SIGNED_MANIFEST_VERSION)
     throw new SchemaTooNewError(mv, SIGNED_MANIFEST_VERSION, 'manifest_version');
-  const named = typeof bf === 'string' ? FORMAT_NAME.exec(bf) : null;
   if (named && Number(named[1]) > SIGNED_MANIFEST_VERSION)
     throw new SchemaTooNewError(Number(named[1]), SIGNED_MANIFEST_VERSION, `bundle_format ${bf}`);
   if (sv !== null && typeof sv === 'object' && !Array.isArray(sv)) {
