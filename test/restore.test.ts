@@ -847,3 +847,25 @@ test('what no snapshot captures (a tracked symlink, a nested repository) is repo
     assert.ok(existsSync(join(backup, 'vendor', '.git')));
   }
 });
+
+test('a memdir that is a symbolic link is refused by restore (exit 6), before anything changes: the swap would replace the link', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const real = join(tempDir(t), 'real-ana');
+  renameSync(a.memdir, real);
+  symlinkSync(real, a.memdir);
+  writeFileSync(join(real, 'MEMORY.md'), 'changed\n');
+  for (const dryRun of [true, false])
+    await assert.rejects(
+      a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id, dryRun }),
+      (e: Error & { code?: string; exitCode?: number }) => {
+        assert.equal(e.code, 'RESTORE_REFUSED');
+        assert.equal(e.exitCode, 6);
+        assert.match(e.message, /is a symbolic link .*point memdir_root/);
+        return true;
+      },
+    );
+  assert.ok(lstatSync(a.memdir).isSymbolicLink(), 'the link is still there');
+  assert.equal(readFileSync(join(real, 'MEMORY.md'), 'utf8'), 'changed\n');
+  assert.equal((await a.snapshotter.list('ana')).length, 1, 'no pre-restore anchor');
+});

@@ -9,7 +9,7 @@
 // passed.
 
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
@@ -179,6 +179,7 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
   if (head.problems.length > 0) throw problemsError(head.problems);
   checkIdentity(head.manifest, agentId, tenant, req.import !== undefined);
   checkRedaction(head.manifest, req);
+  await checkMemdirNotLink(s.resolver.memdir(agentId, tenant));
   const signature = head.signature;
   try {
     const report = await (req.dryRun
@@ -191,6 +192,21 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
   } catch (err) {
     throw asSnapshotError(err, `restore of agent ${agentId}`);
   }
+}
+
+/**
+ * A memdir that is a symbolic link is refused: the swap renames the memdir's path, so it would replace
+ * the link with a directory and leave the directory it pointed at as it was (the agent, reading through
+ * its own path, would see no restore). Snapshots read through the link.
+ */
+async function checkMemdirNotLink(memdir: string): Promise<void> {
+  const st = await lstat(memdir).catch(() => undefined);
+  if (!st?.isSymbolicLink()) return;
+  const target = await readlink(memdir).catch(() => '?');
+  throw new RestoreRefusedError(
+    `the memdir ${memdir} is a symbolic link (to ${target}): a restore swaps the directory at that path ` +
+      'and would replace the link, not what it points at; point memdir_root (--memdir-root) at the real directory',
+  );
 }
 
 /**
