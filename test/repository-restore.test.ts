@@ -24,6 +24,7 @@ import {
   parseSigningKey,
   type SnapshotDiff,
 } from '../src/index.js';
+import { verifyExitCode } from '../src/model/types.js';
 import { storeContent } from '../src/repository/content.js';
 import { packChainDigest, type RepoManifest } from '../src/repository/manifest.js';
 import { Repository } from '../src/repository/repository.js';
@@ -784,6 +785,17 @@ test('an encrypted repository: restore and diff need the identity; the anchor go
     (e: { code?: string }) => e.code === 'ENCRYPTION',
   );
   assert.deepEqual(await fingerprint(a), before);
+  // verify without any identity: not fully verified (exit 3), as an encrypted bundle; a wrong one: 7
+  const v = await blind.verifySnapshot('ana', undefined, snap.id);
+  assert.equal(v.status, 'incomplete');
+  assert.equal(verifyExitCode(v), 3);
+  assert.ok(v.not_checked.some((n) => n.check === 'contents' && /no identity/.test(n.reason)));
+  assert.equal((await blind.verify(snap.bundle_path)).status, 'incomplete');
+  const other = join(dir, 'other.txt');
+  writeFileSync(other, `${generateIdentity().identity}\n`);
+  await assert.rejects(blind.verifySnapshot('ana', undefined, snap.id, { decryptIdentity: other }), {
+    code: 'ENCRYPTION',
+  });
   const withIdentity = await blind.diff({
     agentId: 'ana',
     a: snap.id,

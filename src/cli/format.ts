@@ -83,7 +83,8 @@ export function formatVerify(r: VerifyReport): string {
     `bundle:           ${r.bundle}`,
     `status:           ${r.status}`,
     `manifest_ok:      ${ok(r.manifest_ok)}`,
-    `bundle_sha256_ok: ${r.bundle_sha256_ok} (sibling ${r.sibling})`,
+    // a repository snapshot (`<repository>#<id>`) has no sibling file: its digest seal is checked
+    `bundle_sha256_ok: ${r.bundle_sha256_ok} ${/#[0-9a-f]{8}-[0-9a-f-]{27}$/.test(r.bundle) ? '(digest seal)' : `(sibling ${r.sibling})`}`,
     `per_artifact_ok:  ${ok(r.per_artifact_ok)} (${r.artifacts_checked}/${r.artifacts_total} artifacts, ${humanBytes(r.bytes_checked)})`,
     `layout_ok:        ${ok(r.layout_ok)}`,
     `size_ok:          ${ok(r.size_ok)}`,

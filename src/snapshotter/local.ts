@@ -24,6 +24,7 @@ import type { TrustPolicy } from '../format/signature.js';
 import {
   asSnapshotError,
   ConcurrentError,
+  EncryptionError,
   InvalidInputError,
   IoError,
   NotFoundError,
@@ -968,14 +969,31 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private async verifyInRepository(id: string, opts: VerifyRequestOptions): Promise<VerifyReport> {
     const { trust, decryptIdentity, deep, onProgress } = opts;
     const verifyTrust = await this.verifyTrust(trust);
-    return (
-      await this.repository.verify(id, {
-        ...(deep ? { deep: true } : {}),
-        ...(decryptIdentity ? { decryptIdentity } : {}),
-        ...(onProgress ? { onProgress } : {}),
-        ...(verifyTrust ? { trust: verifyTrust } : {}),
-      })
-    ).report;
+    try {
+      return (
+        await this.repository.verify(id, {
+          ...(deep ? { deep: true } : {}),
+          ...(decryptIdentity ? { decryptIdentity } : {}),
+          ...(onProgress ? { onProgress } : {}),
+          ...(verifyTrust ? { trust: verifyTrust } : {}),
+        })
+      ).report;
+    } catch (err) {
+      // An encrypted repository and no identity at all: not fully verified (exit 3), as an encrypted
+      // bundle without one; a wrong identity stays an ENCRYPTION error (exit 7).
+      if (!(err instanceof EncryptionError) || decryptIdentity || this.identityPath) throw err;
+      const meta = (await this.repository.listAll()).find((m) => m.id === id);
+      if (!meta?.encrypted) throw err;
+      const { emptyReport } = await import('../verify/verify.js');
+      const report = emptyReport(meta.bundle_path, true);
+      report.status = 'incomplete';
+      report.not_checked.push({
+        check: 'contents',
+        reason:
+          'encrypted repository and no identity given (--decrypt-identity): manifest, seals and data were not checked (the listing entry is there)',
+      });
+      return report;
+    }
   }
 
   /** A repository snapshot of the agent by id or unique prefix, or undefined (then look for a bundle). */

@@ -87,7 +87,8 @@ export interface VerifyResult {
 /** True for bundles whose name says they are age-encrypted (the original's rule). */
 export const isEncryptedName = (path: string): boolean => /\.age$/i.test(path);
 
-function emptyReport(path: string, encrypted: boolean): VerifyReport {
+/** A report with nothing checked yet (every check false, status damaged until decided). */
+export function emptyReport(path: string, encrypted: boolean): VerifyReport {
   return {
     bundle: path,
     manifest_ok: false,
