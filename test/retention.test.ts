@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { SnapshotMeta } from '../src/index.js';
 import { DEFAULT_POLICY, decide, weekKey } from '../src/policy/retention.js';
+import { type AgentGcReport, gcExitCode, type RetentionTickReport } from '../src/snapshotter/gc.js';
 import { tryAcquire } from '../src/store/lock.js';
 import { runCli, sampleAgent, startFixture } from './helpers/env.js';
 
@@ -385,4 +386,26 @@ test('CLI: gc --dry-run --json shows each decision and its rule; pin and unpin',
   assert.equal((await a.snapshotter.list('ana')).length, 1);
   r = await runCli(['gc', ...root]);
   assert.equal(r.code, 1);
+});
+
+test("gc's exit status is its first error's: 8 for a remote store that cannot be used, 7 for a missing identity; 1 when unknown", () => {
+  const base = { errors: 0, agents: [] as AgentGcReport[] } as unknown as RetentionTickReport;
+  const agentError = (exit_code?: number) =>
+    ({
+      agent_id: 'ana',
+      tenant: 'default',
+      error: 'x',
+      ...(exit_code ? { exit_code } : {}),
+    }) as AgentGcReport;
+  assert.equal(gcExitCode(base), 0);
+  assert.equal(gcExitCode({ ...base, errors: 1, agents: [agentError(8)] }), 8);
+  assert.equal(gcExitCode({ ...base, errors: 1, agents: [agentError()] }), 1);
+  assert.equal(
+    gcExitCode({
+      ...base,
+      errors: 1,
+      prune: { status: 'error', error: 'encryption: …', error_code: 'ENCRYPTION', exit_code: 7 },
+    }),
+    7,
+  );
 });

@@ -8,7 +8,7 @@
 
 import { rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { RepositoryLockedError, StoreUnavailableError } from '../model/errors.js';
+import { asSnapshotError, RepositoryLockedError, StoreUnavailableError } from '../model/errors.js';
 import { validateAgentId, validateTenant } from '../model/ids.js';
 import type { SnapshotMeta } from '../model/types.js';
 import {
@@ -49,6 +49,9 @@ export interface AgentGcReport {
   /** Why the agent was not swept (busy: an operation holds its lock; an export is reading). */
   skipped?: string;
   error?: string;
+  /** The error's stable code and exit status (with `error`), as the typed errors carry them. */
+  error_code?: string;
+  exit_code?: number;
   decisions: Decision[];
   leftovers_removed: string[];
   backups_removed: string[];
@@ -63,7 +66,7 @@ export interface AgentGcReport {
 export type GcPruneReport =
   | ({ status: 'pruned' | 'dry-run' } & PruneReport)
   | { status: 'busy'; skipped: string }
-  | { status: 'error'; error: string };
+  | { status: 'error'; error: string; error_code: string; exit_code: number };
 
 /** The original's RetentionTickReport fields first, then what the port adds. */
 export interface RetentionTickReport {
@@ -197,7 +200,8 @@ async function sweepAgent(
     }
     return report;
   } catch (err) {
-    return { ...report, error: (err as Error).message };
+    const e = asSnapshotError(err, `retention of agent ${agentId}`);
+    return { ...report, error: e.message, error_code: e.code, exit_code: e.exitCode };
   } finally {
     for (const h of held.reverse()) h.release();
   }
@@ -279,8 +283,20 @@ async function pruneRepository(
   } catch (err) {
     if (err instanceof RepositoryLockedError)
       return { status: 'busy', skipped: `busy: ${err.message.replace(/^the repository is locked: /, '')}` };
-    return { status: 'error', error: (err as Error).message };
+    const e = asSnapshotError(err, 'prune of the repository');
+    return { status: 'error', error: e.message, error_code: e.code, exit_code: e.exitCode };
   }
+}
+
+/**
+ * The exit status of a sweep: 0 without errors; else the status of its first error (an agent's, then
+ * the prune's: 8 for a remote store that cannot be used, 7 for a missing identity, …), 1 when unknown.
+ */
+export function gcExitCode(r: RetentionTickReport): number {
+  if (r.errors === 0) return 0;
+  const first =
+    r.agents.find((a) => a.error)?.exit_code ?? (r.prune?.status === 'error' ? r.prune.exit_code : undefined);
+  return first ?? 1;
 }
 
 function validIds(tenant: string, agentId: string): boolean {

@@ -140,7 +140,7 @@ Examples:
           });
           if (opts.json) printJson(r);
           else process.stdout.write(`${formatGc(r)}\n`);
-          return r.errors > 0 ? 1 : 0;
+          return (await import('../../snapshotter/gc.js')).gcExitCode(r);
         });
       })
   );
