@@ -129,6 +129,10 @@ for (const [fixture, point, what] of LEFTOVER_KILLS) {
 
     let r = await runCli(['recover', '--agent', 'ana', ...a.flags, '--json']);
     assert.equal(r.code, 0, r.stderr);
+    // what it removed is in its result (it said "nothing to recover" when there was no journal)
+    const recovered = JSON.parse(r.stdout) as Array<{ agent_id: string; leftovers_removed?: string[] }>;
+    assert.equal(recovered.length, 1, r.stdout);
+    assert.ok((recovered[0]!.leftovers_removed?.length ?? 0) > 0, r.stdout);
     r = await runCli(['recover', '--all', ...a.flags, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const removed = (id: string) => {

@@ -201,7 +201,14 @@ export function formatRestore(r: RestoreReport): string {
 export function formatRecover(results: RecoverResult[]): string {
   if (results.length === 0) return 'nothing to recover';
   return results
-    .map((r) => `${r.agent_id} (tenant ${r.tenant}): restore ${r.restore_id} ${r.outcome.replace('_', ' ')}`)
+    .map((r) => {
+      const left = r.leftovers_removed?.length ?? 0;
+      const what =
+        r.outcome === 'cleaned'
+          ? 'no interrupted restore'
+          : `restore ${r.restore_id} ${r.outcome.replace('_', ' ')}`;
+      return `${r.agent_id} (tenant ${r.tenant}): ${what}${left ? `; ${left} leftover(s) of killed operations removed or completed` : ''}`;
+    })
     .join('\n');
 }
 

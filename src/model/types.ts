@@ -316,7 +316,16 @@ export interface RestoreReport {
 export interface RecoverResult {
   agent_id: string;
   tenant: string;
-  /** `rolled_back` (the interrupted restore never happened) or `completed` (it had committed). */
-  outcome: 'rolled_back' | 'completed';
-  restore_id: string;
+  /**
+   * `rolled_back` (the interrupted restore never happened) or `completed` (it had committed); `cleaned`
+   * when there was no restore to finish but what killed operations left was removed.
+   */
+  outcome: 'rolled_back' | 'completed' | 'cleaned';
+  /** The interrupted restore (not with `cleaned`). */
+  restore_id?: string;
+  /**
+   * Leftovers of killed operations removed (restore staging, snapshot partials and staging) and
+   * bundles completed (their sibling and sidecar rewritten): their paths.
+   */
+  leftovers_removed?: string[];
 }

@@ -8,7 +8,7 @@
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat, unlink } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver, StoreGuardResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import type { ClosedGate } from '../agent/write-gate.js';
@@ -701,6 +701,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<RecoverResult | undefined> {
     const journalPath = this.layout.journalPath(tenant, agentId);
     let recovered: RecoverResult | undefined;
+    /** What was removed or finished besides the journal: restore staging, snapshot leftovers, bundles completed. */
+    const cleaned: string[] = [];
     const { restoreLeftovers } = await import('../restore/stage.js');
     if (existsSync(journalPath)) {
       const [{ closeGate }, { recoverJournal }] = await Promise.all([
@@ -727,13 +729,17 @@ export class LocalSnapshotter implements MemorySnapshotter {
       if (!st || (graceMs > 0 && Date.now() - st.mtimeMs < graceMs)) continue;
       await rm(p, { recursive: true, force: true });
       warn(`removed staging of an interrupted restore: ${p}`);
+      cleaned.push(p);
     }
     const dir = this.layout.snapshotsDir(tenant, agentId);
     // One listing of the agent's directory serves both passes (nothing else writes it: we hold the lock).
     const names = await dirNames(dir);
     const { cleanLeftovers } = await import('../store/leftovers.js');
     const removed = new Set(await cleanLeftovers(dir, graceMs, names));
-    for (const name of removed) warn(`removed leftover of an interrupted operation: ${name}`);
+    for (const name of removed) {
+      warn(`removed leftover of an interrupted operation: ${name}`);
+      cleaned.push(join(dir, name));
+    }
     const present = new Set(names.filter((n) => !removed.has(n)));
     for (const file of bundleFilesIn(dir, [...present])) {
       if (file.encrypted || present.has(`${file.name}${SIBLING_EXT}`)) continue;
@@ -752,8 +758,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
         metaFromManifest(parsed.manifest, file.path, (await stat(file.path)).size, report.file_sha256),
       );
       warn(`completed bundle ${file.name}: it verified, its sibling and sidecar were rewritten`);
+      cleaned.push(file.path);
     }
-    return recovered;
+    if (recovered) return cleaned.length ? { ...recovered, leftovers_removed: cleaned } : recovered;
+    return cleaned.length
+      ? { agent_id: agentId, tenant, outcome: 'cleaned', leftovers_removed: cleaned }
+      : undefined;
   }
 
   /** `nexo-memory recover --agent`: takes the lock and runs recoverInterrupted. */
