@@ -896,6 +896,48 @@ suite('remote core', { concurrency: 4 }, () => {
     return out;
   }
 
+  test('an S3 endpoint that does not speak S3 (a NATS port) is named as such, not "the S3 store answered Error"', async (t) => {
+    const nats = createServer((socket) => {
+      socket.on('error', () => {});
+      socket.end('INFO {"server_id":"x"}\r\n');
+    });
+    await new Promise<void>((done) => nats.listen(0, '127.0.0.1', done));
+    t.after(() => nats.close());
+    const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
+    writeFileSync(
+      config,
+      [
+        'snapshot:',
+        '  store:',
+        '    s3:',
+        `      endpoint: http://127.0.0.1:${(nats.address() as AddressInfo).port}`,
+        '      region: us-east-1',
+        '      force_path_style: true',
+        '      access_key_id: k',
+        '      secret_access_key: s',
+        '    retry:',
+        '      attempts: 1',
+        '',
+      ].join('\n'),
+    );
+    const a = sampleAgent(t, 'ana', SMALL);
+    const r = await runBuiltCli([
+      'list',
+      '--agent',
+      'ana',
+      '--json',
+      '--config',
+      config,
+      '--repo',
+      's3://bucket/x',
+      '--state-root',
+      a.stateRoot,
+    ]);
+    assert.notEqual(r.code, 0);
+    assert.doesNotMatch(r.stderr, /answered Error\b/, r.stderr);
+    assert.match(r.stderr, /the endpoint did not answer as an S3 store \(.*\); check store\.s3\.endpoint/, r.stderr);
+  });
+
   test('the CLI on S3-compatible storage (s3rver): config with ${VAR} secrets, snapshot on A, list and restore on B', async (t) => {
     const s3 = startFixture(t, 's3rver.ts', ['fleet'], { NODE_OPTIONS: '--openssl-legacy-provider' });
     await s3.ready;

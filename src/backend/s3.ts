@@ -312,6 +312,11 @@ export class S3Backend implements Backend {
     if (name === 'NoSuchBucket') return fail('STORE_MISSING', `the bucket ${this.bucket} does not exist`);
     if (name === 'AccessDenied' || name === 'AllAccessDisabled' || status === 403)
       return fail('STORE_DENIED', 'the credentials lack a permission this needs');
+    // a bare "Error" without an HTTP status: what answered did not speak S3 (a wrong endpoint or port)
+    if (status === undefined && (name === 'Error' || name === ''))
+      return new IoError(
+        `${what}: the endpoint did not answer as an S3 store (${String((err as SdkError)?.message ?? '').slice(0, 200)}); check store.s3.endpoint`,
+      );
     return new IoError(`${what}: the S3 store answered ${describe(err)}`);
   }
 
