@@ -935,7 +935,11 @@ suite('remote core', { concurrency: 4 }, () => {
     ]);
     assert.notEqual(r.code, 0);
     assert.doesNotMatch(r.stderr, /answered Error\b/, r.stderr);
-    assert.match(r.stderr, /the endpoint did not answer as an S3 store \(.*\); check store\.s3\.endpoint/, r.stderr);
+    assert.match(
+      r.stderr,
+      /the endpoint did not answer as an S3 store \(.*\); check store\.s3\.endpoint/,
+      r.stderr,
+    );
   });
 
   test('the CLI on S3-compatible storage (s3rver): config with ${VAR} secrets, snapshot on A, list and restore on B', async (t) => {
