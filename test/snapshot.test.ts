@@ -497,10 +497,10 @@ test('CLI progress: plain lines on stderr when it is not a terminal, nothing for
   });
   assert.equal(r.code, 0, r.stderr);
   // (a rate only for a phase older than 0.2 s, which a small agent's may not be: units.test.ts has the rates)
-  assert.match(r.stderr, /^pack: [\d.]+\/[\d.]+ MB( \([\d.]+ [kM]B\/s\))?$/m);
-  assert.match(r.stderr, /^pack: done, [\d.]+ MB in [\d.]+ s( \([\d.]+ [kM]B\/s\))?$/m);
+  assert.match(r.stderr, /^pack: [\d.]+\/[\d.]+ MiB( \([\d.]+ [KM]iB\/s\))?$/m);
+  assert.match(r.stderr, /^pack: done, [\d.]+ MiB in [\d.]+ s( \([\d.]+ [KM]iB\/s\))?$/m);
   assert.equal(r.stderr.match(/: done/g)?.length, 1, `one done line:\n${r.stderr}`);
-  assert.doesNotMatch(r.stderr, / 0\.0 [kM]B\/s/, 'no rate for a phase that has moved no bytes yet');
+  assert.doesNotMatch(r.stderr, / 0\.0 [KM]iB\/s/, 'no rate for a phase that has moved no bytes yet');
   assert.match(r.stderr, /^capture: started$/m, 'phases without byte counts are named, without numbers');
   assert.equal(JSON.parse(r.stdout).agent_id, 'ana', 'stdout stays pure JSON');
   // Work shorter than the threshold prints nothing (a threshold no snapshot here reaches: no timing).

@@ -20,6 +20,9 @@ import { ensureBuilt } from './helpers/built-cli.js';
 import { tarOf } from './helpers/bundles.js';
 import { REPO, runCli, tempDir } from './helpers/env.js';
 
+/** Progress lines print MiB, as the reports do. */
+const MiB = 1024 * 1024;
+
 async function* chunks(buf: Buffer, size = 1000): AsyncGenerator<Buffer> {
   for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
 }
@@ -274,23 +277,23 @@ test('progress lines: the rate is the bytes over the time since the phase began,
   p.listener({ phase: 'capture', bytes: 0 });
   p.listener({ phase: 'pack', bytes: 0 }); // the phase announced before its first bytes
   now += 300;
-  p.listener({ phase: 'pack', bytes: 67_200_000 });
+  p.listener({ phase: 'pack', bytes: 60 * MiB });
   now += 1000;
-  p.listener({ phase: 'pack', bytes: 203_000_000 });
+  p.listener({ phase: 'pack', bytes: 195 * MiB });
   now += 1;
-  p.listener({ phase: 'verify', bytes: 5_000_000, total: 10_000_000 }); // 5 MB in 1 ms: no rate
+  p.listener({ phase: 'verify', bytes: 5 * MiB, total: 10 * MiB }); // 5 MiB in 1 ms: no rate
   now += 499;
-  p.listener({ phase: 'verify', bytes: 10_000_000, total: 10_000_000 });
+  p.listener({ phase: 'verify', bytes: 10 * MiB, total: 10 * MiB });
   p.done();
   p.done();
   assert.deepEqual(lines, [
     'capture: started\n',
     'pack: started\n',
-    'pack: 67.2 MB (224.0 MB/s)\n',
-    'pack: 203.0 MB (156.2 MB/s)\n',
-    'pack: done, 203.0 MB in 1.3 s (156.0 MB/s)\n',
-    'verify: 5.0/10.0 MB\n',
-    'verify: done, 10.0 MB in 0.5 s (20.0 MB/s)\n',
+    'pack: 60.0 MiB (200.0 MiB/s)\n',
+    'pack: 195.0 MiB (150.0 MiB/s)\n',
+    'pack: done, 195.0 MiB in 1.3 s (149.9 MiB/s)\n',
+    'verify: 5.0/10.0 MiB\n',
+    'verify: done, 10.0 MiB in 0.5 s (20.0 MiB/s)\n',
   ]);
 });
 
@@ -341,8 +344,8 @@ test('progress lines: work that failed gets no "done" line', () => {
   now = 1500;
   p.listener({ phase: 'verify', bytes: 0 });
   now = 2000;
-  p.listener({ phase: 'verify', bytes: 5_000_000 });
+  p.listener({ phase: 'verify', bytes: 5 * MiB });
   p.fail();
   p.done(); // after fail: nothing more
-  assert.deepEqual(lines, ['verify: started\n', 'verify: 5.0 MB (10.0 MB/s)\n']);
+  assert.deepEqual(lines, ['verify: started\n', 'verify: 5.0 MiB (10.0 MiB/s)\n']);
 });

@@ -17,19 +17,20 @@ const loadCliProgress = (): typeof cliProgress =>
 const SHOW_AFTER_MS = Number(process.env.NEXO_MEMORY_PROGRESS_AFTER_MS ?? 1000);
 /** Plain (non-terminal) output: at most one line per this many ms. */
 const LINE_EVERY_MS = Math.min(1000, Math.max(0, SHOW_AFTER_MS));
-const mb = (n: number): string => (n / 1e6).toFixed(1);
+/** MiB, as the reports print sizes (humanBytes): one unit on screen. */
+const mb = (n: number): string => (n / 1048576).toFixed(1);
 
 /**
  * A phase younger than this gets no rate: bytes over a few milliseconds say nothing (a phase whose
- * first event already carried bytes would show thousands of MB/s).
+ * first event already carried bytes would show thousands of MiB/s).
  */
 const RATE_AFTER_MS = 200;
 
-/** A rate for humans; undefined until the phase has moved bytes (no "0.0 MB/s") for long enough. */
+/** A rate for humans; undefined until the phase has moved bytes (no "0.0 MiB/s") for long enough. */
 export function rate(bytes: number, ms: number): string | undefined {
   if (bytes <= 0 || ms < RATE_AFTER_MS) return undefined;
   const perSec = bytes / ms / 1e-3;
-  return perSec >= 1e5 ? `${mb(perSec)} MB/s` : `${(perSec / 1e3).toFixed(1)} kB/s`;
+  return perSec >= 1e5 ? `${mb(perSec)} MiB/s` : `${(perSec / 1024).toFixed(1)} KiB/s`;
 }
 
 /** Phases that report no byte counts (capture, redact, hash) announce themselves only. */
@@ -84,7 +85,7 @@ export class ProgressReporter {
         this.bar = new cliProgress.SingleBar(
           {
             stream: this.stream,
-            format: '{phase} [{bar}] {percentage}% {done}/{all} MB{rate}',
+            format: '{phase} [{bar}] {percentage}% {done}/{all} MiB{rate}',
             hideCursor: true,
             clearOnComplete: true,
           },
@@ -97,7 +98,7 @@ export class ProgressReporter {
     } else if (!this.shown || now - this.lastLine >= LINE_EVERY_MS) {
       this.lastLine = now;
       const total = e.total !== undefined ? `/${mb(e.total)}` : '';
-      this.stream.write(`${e.phase}: ${mb(e.bytes)}${total} MB${r ? ` (${r})` : ''}\n`);
+      this.stream.write(`${e.phase}: ${mb(e.bytes)}${total} MiB${r ? ` (${r})` : ''}\n`);
     }
     this.shown = true;
   }
@@ -111,7 +112,7 @@ export class ProgressReporter {
     const ms = now - this.phaseStart;
     const r = rate(e.bytes, ms);
     this.stream.write(
-      `${e.phase}: done, ${mb(e.bytes)} MB in ${(ms / 1000).toFixed(1)} s${r ? ` (${r})` : ''}\n`,
+      `${e.phase}: done, ${mb(e.bytes)} MiB in ${(ms / 1000).toFixed(1)} s${r ? ` (${r})` : ''}\n`,
     );
   }
 
