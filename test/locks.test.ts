@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { closeGate } from '../src/agent/write-gate.js';
-import { LocalSnapshotter, WriteGate } from '../src/index.js';
+import { ClosureResolver, LocalSnapshotter, WriteGate } from '../src/index.js';
 import { LockTimeoutError, tryAcquire } from '../src/store/lock.js';
 import { gnuExtract, runCli, sampleAgent, startFixture } from './helpers/env.js';
 
@@ -33,15 +33,28 @@ test('a second snapshot waits for the lock held by another process, then fails w
     },
   );
   assert.ok(Date.now() - started >= 380, 'it waited for the lock timeout');
-  // the same agent id in another tenant is a different lock
+  // the same agent id in another tenant, with live paths of its own (a tenant-aware resolver), is a
+  // different lock
   const other = sampleAgent(t, 'ana');
   const sOther = new LocalSnapshotter({
     stateRoot: a.stateRoot,
-    memdirRoot: other.memdirRoot,
-    sqliteRoot: other.sqliteRoot,
+    resolver: new ClosureResolver({
+      memdir: (id, tenant) => join(tenant === 'acme' ? other.memdirRoot : a.memdirRoot, id),
+      sqliteDir: (id, tenant) => join(tenant === 'acme' ? other.sqliteRoot : a.sqliteRoot, id),
+    }),
     lockTimeoutMs: 400,
   });
   assert.equal((await sOther.snapshot({ agentId: 'ana', tenant: 'acme' })).tenant, 'acme');
+  // with the default resolver (the tenant ignored) it is the same live agent: the default tenant's
+  // lock is taken too, so it waits for the holder (a restore there cleaned up the other's staging)
+  await assert.rejects(s.snapshot({ agentId: 'ana', tenant: 'acme' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'CONCURRENT');
+    assert.match(err.message, /test-holder/);
+    return true;
+  });
+  await assert.rejects(s.recover('ana', 'acme'), { code: 'CONCURRENT' });
+  const swept = await s.gc({ agentId: 'ana', tenant: 'acme', dryRun: true });
+  assert.match(swept.agents[0]!.skipped ?? '', /busy/, 'gc skips it too');
   // a lock left by a killed process is taken over at once
   holder.child.kill('SIGKILL');
   await holder.exited;

@@ -145,6 +145,12 @@ async function sweepAgent(
     const lock = tryAcquire(s.layout.agentLockPath(tenant, agentId), 'exclusive');
     if (!lock) return { ...report, skipped: 'busy: another operation holds the agent lock' };
     held.push(lock);
+    if (tenant !== 'default' && s.sharesLiveMemory(agentId, tenant)) {
+      // the same live memory as the default tenant's agent: its lock too (LocalSnapshotter.lockAgent)
+      const shared = tryAcquire(s.layout.agentLockPath('default', agentId), 'exclusive');
+      if (!shared) return { ...report, skipped: 'busy: another operation holds the agent lock' };
+      held.push(shared);
+    }
     const readers = tryAcquire(s.layout.readersLockPath(tenant, agentId), 'exclusive');
     if (!readers) return { ...report, skipped: 'busy: a snapshot of this agent is being exported' };
     held.push(readers);

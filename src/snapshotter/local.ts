@@ -167,6 +167,11 @@ export interface SnapshotterPolicies {
 /** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
 const reported = new WeakSet<object>();
 
+/** An agent's lock as lockAgent takes it (one lock file, or two for a tenant sharing live memory). */
+export interface AgentLock {
+  release(): void;
+}
+
 export class LocalSnapshotter implements MemorySnapshotter {
   readonly layout: StoreLayout;
   readonly resolver: PathResolver;
@@ -319,12 +324,37 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   /** Takes the (tenant, agent) lock, waiting up to the lock timeout; ConcurrentError when it stays busy. */
-  async lockAgent(agentId: string, tenant: string, operation: string): Promise<HeldLock> {
+  async lockAgent(agentId: string, tenant: string, operation: string): Promise<AgentLock> {
     const path = this.layout.agentLockPath(tenant, agentId);
     const held = await this.takeLock(path, 'exclusive', agentId, tenant);
     const { recordOwner } = await import('../store/lock.js');
     await recordOwner(path, operation);
-    return held;
+    if (tenant === DEFAULT_TENANT || !this.sharesLiveMemory(agentId, tenant)) return held;
+    // The same live memory as the default tenant's agent (the default resolver ignores the tenant):
+    // that agent's lock too, after this one. Only other tenants ever wait for it while holding a lock,
+    // and the default tenant's operations take no second lock, so no two operations wait on each other.
+    const shared = this.layout.agentLockPath(DEFAULT_TENANT, agentId);
+    try {
+      const second = await this.takeLock(shared, 'exclusive', agentId, DEFAULT_TENANT);
+      await recordOwner(shared, `${operation} (tenant ${tenant})`);
+      return {
+        release: () => {
+          second.release();
+          held.release();
+        },
+      };
+    } catch (err) {
+      held.release();
+      throw err;
+    }
+  }
+
+  /** Whether the agent's live paths in `tenant` are those of the default tenant's agent of that id. */
+  sharesLiveMemory(agentId: string, tenant: string): boolean {
+    return (
+      this.resolver.memdir(agentId, tenant) === this.resolver.memdir(agentId, DEFAULT_TENANT) &&
+      this.resolver.sqliteDir(agentId, tenant) === this.resolver.sqliteDir(agentId, DEFAULT_TENANT)
+    );
   }
 
   /** Any lock of an agent, waiting up to the lock timeout; ConcurrentError (naming the holder) when busy. */
