@@ -544,6 +544,12 @@ test('import clones a bundle as another agent; an agent with memory needs --forc
   const r = await s.restore({ agentId: 'ana-copy', bundle: snap.bundle_path, import: {} });
   assert.deepEqual(r.imported_from, { agent_id: 'ana', tenant: 'default' });
   assert.equal(r.pre_snapshot, undefined, 'nothing to anchor for a new agent');
+  // and nothing was replaced: no (empty) backup directory reported or left
+  assert.deepEqual(r.backups, []);
+  assert.deepEqual(
+    readdirSync(join(a.sqliteRoot, 'ana-copy')).filter((n) => n.startsWith('.pre-restore-')),
+    [],
+  );
   const copy: Agent = {
     ...a,
     agentId: 'ana-copy',

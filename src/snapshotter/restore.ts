@@ -9,7 +9,7 @@
 // passed.
 
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readFile, readlink, rm } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, readlink, rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
@@ -535,6 +535,8 @@ async function restoreLocked(
         report.warnings.push(`the host's afterSwap hook failed: ${(err as Error).message}`);
       }
       await finishJournal(journalPath, { ...journal, phase: 'committed' });
+      // a backup directory that received nothing (a new agent's, an import's) is not a backup
+      for (const b of [p.sqliteBackup, p.memdirBackup]) await rmdir(b).catch(() => {});
       report.backups = [p.sqliteBackup, p.memdirBackup].filter((b) => existsSync(b));
       if (repo?.head) report.git_reset_oid = repo.head; // the HEAD of the restored repository (v1 and v2)
       if (repo?.preRestoreTag) report.pre_restore_tag = repo.preRestoreTag;
