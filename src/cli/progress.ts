@@ -27,7 +27,7 @@ const mb = (n: number): string => (n / 1048576).toFixed(1);
 const RATE_AFTER_MS = 200;
 
 /** A rate for humans; undefined until the phase has moved bytes (no "0.0 MiB/s") for long enough. */
-export function rate(bytes: number, ms: number): string | undefined {
+function rate(bytes: number, ms: number): string | undefined {
   if (bytes <= 0 || ms < RATE_AFTER_MS) return undefined;
   const perSec = bytes / ms / 1e-3;
   return perSec >= 1e5 ? `${mb(perSec)} MiB/s` : `${(perSec / 1024).toFixed(1)} KiB/s`;
