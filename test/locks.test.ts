@@ -177,6 +177,69 @@ test('write gate API: in-process batches run while the gate is open and wait whi
   held2.release();
 });
 
+test("write gate of live memory shared by tenants: a writer under either tenant's gate holds back the copy", async (t) => {
+  const a = sampleAgent(t);
+  const s = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 300,
+  });
+  // a writer inside a batch, under one tenant's gate (the default resolver: both tenants' `ana` is one
+  // live agent), while a snapshot, a live diff and a restore of the other tenant try to copy or swap
+  const duringBatch = async (gateTenant: string, body: () => Promise<void>) => {
+    let end!: () => void;
+    let inside!: () => void;
+    const entered = new Promise<void>((r) => {
+      inside = r;
+    });
+    const batch = WriteGate.forAgent(a.stateRoot, 'ana', gateTenant).write(async () => {
+      inside();
+      await new Promise<void>((r) => {
+        end = r;
+      });
+    });
+    await entered;
+    try {
+      await body();
+    } finally {
+      end();
+      await batch;
+    }
+  };
+  const busy = (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'CONCURRENT');
+    assert.match(err.message, /write gate/);
+    return true;
+  };
+  const first = await s.snapshot({ agentId: 'ana' });
+  await duringBatch('acme', async () => {
+    await assert.rejects(s.snapshot({ agentId: 'ana' }), busy);
+    await assert.rejects(s.diff({ agentId: 'ana', a: first.id, b: 'live' }), busy);
+    await assert.rejects(s.restore({ agentId: 'ana', snapshot: first.id, autoPreSnapshot: false }), busy);
+  });
+  await duringBatch('default', async () => {
+    await assert.rejects(s.snapshot({ agentId: 'ana', tenant: 'acme' }), busy);
+  });
+  // once the batches ended, both tenants snapshot; no gate is left closed behind a refusal
+  assert.equal((await s.snapshot({ agentId: 'ana', tenant: 'acme' })).tenant, 'acme');
+  assert.equal((await s.snapshot({ agentId: 'ana' })).tenant, 'default');
+  // a tenant-aware resolver gives each tenant live memory of its own: a writer under acme's gate does not
+  // hold back the default tenant's snapshot
+  const other = sampleAgent(t, 'ana');
+  const sOwn = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    resolver: new ClosureResolver({
+      memdir: (id, tenant) => join(tenant === 'acme' ? other.memdirRoot : a.memdirRoot, id),
+      sqliteDir: (id, tenant) => join(tenant === 'acme' ? other.sqliteRoot : a.sqliteRoot, id),
+    }),
+    lockTimeoutMs: 300,
+  });
+  await duringBatch('acme', async () => {
+    assert.equal((await sOwn.snapshot({ agentId: 'ana' })).tenant, 'default');
+  });
+});
+
 test('closeGate: taken at once when no writer holds the gate, waited for (fairly) while one does', async (t) => {
   const a = sampleAgent(t);
   const path = a.snapshotter.layout.writeGatePath('default', 'ana');

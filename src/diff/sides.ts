@@ -8,7 +8,6 @@
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { closeGate } from '../agent/write-gate.js';
 import { captureAgent, hashCapture } from '../capture/capture.js';
 import type { Identity } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MEMORY_FILES_PREFIX, statePath } from '../format/constants.js';
@@ -16,13 +15,12 @@ import type { Manifest } from '../format/manifest.js';
 import { initBare } from '../git/git.js';
 import { setHead, writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import { BundleDamagedError, ConcurrentError, EncryptionError } from '../model/errors.js';
+import { BundleDamagedError, EncryptionError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS, type StateKey } from '../model/types.js';
 import { bundleView, GIT_HISTORY_KIND } from '../repository/manifest.js';
 import { bundleHasMemdir } from '../restore/stage.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { liveDatabaseRunners } from '../sqlite/worker.js';
-import { LockTimeoutError } from '../store/lock.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 
 export interface Side {
@@ -218,14 +216,7 @@ export async function liveSide(
   await mkdir(staging, { recursive: true });
   const workers = await liveDatabaseRunners(s.resolver.sqliteDir(agentId, tenant));
   try {
-    let gate: Awaited<ReturnType<typeof closeGate>>;
-    try {
-      gate = await closeGate(s.layout.writeGatePath(tenant, agentId), s.lockTimeoutMs);
-    } catch (err) {
-      if (err instanceof LockTimeoutError)
-        throw new ConcurrentError(agentId, tenant, 'memory writers (write gate)');
-      throw err;
-    }
+    const gate = await s.closeWriteGate(agentId, tenant);
     let c: Awaited<ReturnType<typeof captureAgent>>;
     try {
       c = await captureAgent({

@@ -357,6 +357,53 @@ export class LocalSnapshotter implements MemorySnapshotter {
     );
   }
 
+  /** Loads what closeWriteGate uses (an operation loads it beside its other modules, before its lock). */
+  loadWriteGate(): Promise<[typeof import('../agent/write-gate.js'), typeof import('../store/lock.js')]> {
+    return Promise.all([import('../agent/write-gate.js'), import('../store/lock.js')]);
+  }
+
+  /**
+   * Closes the agent's write gate for a short step (a capture, a restore's swap), waiting up to the lock
+   * timeout for the writers inside a batch; ConcurrentError when they keep it open. Live memory that is
+   * the default tenant's agent's (the default resolver ignores the tenant) may be written by writers
+   * holding the gate of any tenant that shares it: then the default tenant's gate, this tenant's and
+   * every other sharing tenant's gate that exists are closed, in tenant order (docs/locking.md).
+   */
+  async closeWriteGate(agentId: string, tenant: string): Promise<ClosedGate> {
+    const [{ closeGate }, { LockTimeoutError }] = await this.loadWriteGate();
+    const closed: ClosedGate[] = [];
+    const releaseAll = async () => {
+      for (const g of closed.splice(0).reverse()) await g.release();
+    };
+    try {
+      for (const t of await this.gateTenants(agentId, tenant))
+        closed.push(await closeGate(this.layout.writeGatePath(t, agentId), this.lockTimeoutMs));
+    } catch (err) {
+      await releaseAll();
+      if (err instanceof LockTimeoutError)
+        throw new ConcurrentError(agentId, tenant, 'memory writers (write gate)');
+      throw err;
+    }
+    return { release: releaseAll };
+  }
+
+  /** The tenants whose write gate guards the agent's live memory in `tenant`, sorted (closeWriteGate). */
+  private async gateTenants(agentId: string, tenant: string): Promise<string[]> {
+    if (tenant !== DEFAULT_TENANT && !this.sharesLiveMemory(agentId, tenant)) return [tenant];
+    const tenants = new Set([DEFAULT_TENANT, tenant]);
+    for (const t of await readNames(join(this.layout.root, 'tenants'))) {
+      if (tenants.has(t)) continue;
+      try {
+        validateTenant(t);
+        if (existsSync(this.layout.writeGatePath(t, agentId)) && this.sharesLiveMemory(agentId, t))
+          tenants.add(t);
+      } catch {
+        // not a tenant's directory, or a tenant whose paths the resolver refuses: no writer of this memory
+      }
+    }
+    return [...tenants].sort();
+  }
+
   /** Any lock of an agent, waiting up to the lock timeout; ConcurrentError (naming the holder) when busy. */
   async takeLock(
     path: string,
@@ -588,10 +635,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
     // Then what the capture needs; the rest (redaction, the manifest, packing) loads during the capture.
     const workers = await (await import('../sqlite/worker.js')).liveDatabaseRunners(p.sqliteDir);
     const closeWorkers = () => Promise.all(workers.splice(0).map((w) => w.close()));
-    const [{ closeGate }, { captureAgent, hashCapture }, { LockTimeoutError }] = await Promise.all([
-      import('../agent/write-gate.js'),
+    const [{ captureAgent, hashCapture }] = await Promise.all([
       import('../capture/capture.js'),
-      import('../store/lock.js'),
+      this.loadWriteGate(),
     ]).catch(async (err: unknown) => {
       await closeWorkers();
       throw err;
@@ -611,14 +657,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
-      let gate: ClosedGate;
-      try {
-        gate = await closeGate(this.layout.writeGatePath(p.tenant, p.agentId), this.lockTimeoutMs);
-      } catch (err) {
-        if (err instanceof LockTimeoutError)
-          throw new ConcurrentError(p.agentId, p.tenant, 'memory writers (write gate)');
-        throw err;
-      }
+      const gate = await this.closeWriteGate(p.agentId, p.tenant);
       let captured: Awaited<ReturnType<typeof captureAgent>>;
       try {
         captured = await captureAgent({
@@ -735,11 +774,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const cleaned: string[] = [];
     const { restoreLeftovers } = await import('../restore/stage.js');
     if (existsSync(journalPath)) {
-      const [{ closeGate }, { recoverJournal }] = await Promise.all([
-        import('../agent/write-gate.js'),
-        import('../restore/journal.js'),
-      ]);
-      const gate = await closeGate(this.layout.writeGatePath(tenant, agentId), this.lockTimeoutMs);
+      const { recoverJournal } = await import('../restore/journal.js');
+      const gate = await this.closeWriteGate(agentId, tenant);
       try {
         const r = await recoverJournal(journalPath, this.state);
         if (r) {

@@ -16,7 +16,6 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { ClosedGate } from '../agent/write-gate.js';
 import type { Backend } from '../backend/backend.js';
 import { type BackendSettings, parseRepoLocation, type RepoLocation } from '../backend/open.js';
 import type { BackendObserver } from '../backend/remote.js';
@@ -28,7 +27,6 @@ import type { Manifest, RedactionReport } from '../format/manifest.js';
 import type { TrustPolicy } from '../format/signature.js';
 import {
   asSnapshotError,
-  ConcurrentError,
   ConfigError,
   InvalidInputError,
   ObjectNotFoundError,
@@ -364,10 +362,9 @@ export class RepositoryStore {
     const closeWorkers = () => Promise.all(workers.map((w) => w.close()));
     // Then what the capture needs; what comes after it (redaction, storing, the manifest: zod's
     // schemas among them) loads while the gate closes and the copies run.
-    const [{ closeGate }, { captureAgent }, { LockTimeoutError }, { packageModule }] = await Promise.all([
-      import('../agent/write-gate.js'),
+    const [{ captureAgent }, , { packageModule }] = await Promise.all([
       import('../capture/capture.js'),
-      import('../store/lock.js'),
+      this.s.loadWriteGate(),
       import('../util/module-worker.js'),
     ]).catch(async (err: unknown) => {
       await closeWorkers();
@@ -451,14 +448,7 @@ export class RepositoryStore {
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
-      let gate: ClosedGate;
-      try {
-        gate = await closeGate(this.s.layout.writeGatePath(p.tenant, p.agentId), this.s.lockTimeoutMs);
-      } catch (err) {
-        if (err instanceof LockTimeoutError)
-          throw new ConcurrentError(p.agentId, p.tenant, 'memory writers (write gate)');
-        throw err;
-      }
+      const gate = await this.s.closeWriteGate(p.agentId, p.tenant);
       let captured: Awaited<ReturnType<typeof captureAgent>>;
       try {
         const capturing = captureAgent({

@@ -13,7 +13,6 @@ import { lstat, mkdir, mkdtemp, readFile, readlink, rm, rmdir } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
-import { type ClosedGate, closeGate } from '../agent/write-gate.js';
 import { loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
 import { parseStrictJson } from '../format/json.js';
@@ -23,7 +22,6 @@ import { inspectRepo } from '../git/git.js';
 import {
   asSnapshotError,
   BundleDamagedError,
-  ConcurrentError,
   CrossTenantError,
   NotFoundError,
   RedactedBundleError,
@@ -55,7 +53,6 @@ import { buildMemdir, bundleHasMemdir, dropReaderFiles, restorePaths } from '../
 import type { RowCounts } from '../sqlite/rows.js';
 import { type SqliteJobs, sqliteRunners, sqliteThreadsMinBytes } from '../sqlite/worker.js';
 import { syncFileSystemsOf } from '../store/atomic.js';
-import { LockTimeoutError } from '../store/lock.js';
 import { faultPoint } from '../util/faults.js';
 import { packageModule } from '../util/module-worker.js';
 import { allSettledOrThrow } from '../util/settle.js';
@@ -496,14 +493,7 @@ async function restoreLocked(
       // Everything staged (now including the rebuilt repository) is on disk before the swap makes it live.
       await syncFileSystemsOf([p.sqliteStage, p.memdirStage]);
 
-      let gate: ClosedGate;
-      try {
-        gate = await closeGate(s.layout.writeGatePath(tenant, agentId), s.lockTimeoutMs);
-      } catch (err) {
-        if (err instanceof LockTimeoutError)
-          throw new ConcurrentError(agentId, tenant, 'memory writers (write gate)');
-        throw err;
-      }
+      const gate = await s.closeWriteGate(agentId, tenant);
       let journalWritten = false;
       try {
         await mkdir(resolve(journalPath, '..'), { recursive: true });
