@@ -19,6 +19,7 @@ import { createAgentToolServer } from '../src/mcp/server.js';
 import { createApiServer } from '../src/server/http.js';
 import { apiRoutes } from '../src/server/routes.js';
 import { OperationTracker } from '../src/server/tracker.js';
+import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { runCli } from './helpers/env.js';
 
 const STORES = ['repository', 'bundles'] as const;
@@ -415,4 +416,65 @@ test('CLI: ls, cat (table rows as JSON lines), find --json; exit 5 for an unknow
   const bad = await runCli(['cat', '--agent', 'ana', ...f.flags, s1.id, '../../etc/passwd', '--json']);
   assert.equal(bad.code, 1);
   assert.equal(JSON.parse(bad.stdout).error.code, 'INVALID_INPUT');
+});
+
+test('CLI: ls prints each odd name as a shell word that cat takes back (newline, tab, quote, space, escape)', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'nexo-browse-names-'));
+  roots.push(root);
+  const p = buildSampleAgent(root, 'ana', {
+    files: 1,
+    commits: 1,
+    memories: 2,
+    embeddings: 1,
+    concepts: 1,
+    compactions: 1,
+  });
+  const names = [
+    'line\nbreak.md',
+    "it's here.md",
+    'tab\there.md',
+    'esc\u001b[31m.md',
+    'back\\slash "q".md',
+    'café.md',
+  ];
+  for (const [i, n] of names.entries()) writeFileSync(join(p.memdir, n), `body ${i}\n`);
+  commit(p.memdir, 'odd names');
+  const flags = ['--state-root', p.stateRoot, '--memdir-root', p.memdirRoot, '--sqlite-root', p.sqliteRoot];
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+  });
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const ls = await runCli(['ls', '--agent', 'ana', ...flags, snap.id, 'memdir']);
+  assert.equal(ls.code, 0, ls.stderr);
+  const lines = ls.stdout.trimEnd().split('\n');
+  assert.equal(
+    lines.length,
+    names.length + 2,
+    `one line per entry (MEMORY.md, a topic file, the odd names):\n${ls.stdout}`,
+  );
+  assert.ok(!/[\u0000-\u0008\u000b-\u001f]/.test(ls.stdout), 'no control character reaches the terminal');
+  assert.ok(
+    lines.some((l) => l.endsWith('  memdir/café.md')),
+    'a plain name is printed as it is',
+  );
+  // each word, pasted into a shell command, names the file again
+  ensureBuilt();
+  for (const [i, n] of names.entries()) {
+    const line = lines.find((l) => l.includes(n.includes('\n') ? 'line' : n.slice(0, 3)));
+    assert.ok(line, `a line for ${JSON.stringify(n)}`);
+    const shown = line.slice(23); // type (8), a space, size (12), two spaces, then the word
+    const out = execFileSync(
+      'bash',
+      [
+        '-c',
+        `"$0" "$1" cat --agent ana ${flags.map((f) => `'${f}'`).join(' ')} ${snap.id} ${shown}`,
+        process.execPath,
+        BIN,
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(out, `body ${i}\n`, `${shown}: cat gives the file back`);
+  }
 });

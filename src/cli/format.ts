@@ -24,6 +24,47 @@ export function humanBytes(n: number): string {
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
+/** Characters a name may hold and still be printed as it is (shellWord). */
+const PLAIN_NAME = /^[\p{L}\p{M}\p{N}._/@%+=:,-]+$/u;
+/** Characters that cannot be pasted inside single quotes: control, format, unassigned, line separators. */
+const UNPRINTABLE = /[\p{C}\p{Zl}\p{Zp}]/u;
+const NAMED_ESCAPES: Record<string, string> = { '\n': '\\n', '\t': '\\t', '\r': '\\r' };
+
+/**
+ * A name (a path in a snapshot) as one shell word that, pasted into a command (`nexo-memory cat`), is the
+ * name again: as it is when it holds only letters, digits and `._/@%+=:,-`; otherwise in single quotes,
+ * each `'` as `\'` and each unprintable character as an ANSI-C quoted escape between the quoted parts
+ * (`'a'$'\n''b'`), as GNU ls's shell-escape quoting does. For text output only; JSON keeps names as they are.
+ */
+export function shellWord(name: string): string {
+  if (PLAIN_NAME.test(name)) return name;
+  let out = '';
+  let quoted = '';
+  const flush = () => {
+    if (quoted) out += `'${quoted}'`;
+    quoted = '';
+  };
+  for (const ch of name) {
+    if (ch === "'") {
+      flush();
+      out += "\\'";
+    } else if (UNPRINTABLE.test(ch)) {
+      flush();
+      const code = ch.codePointAt(0) as number;
+      const escaped =
+        NAMED_ESCAPES[ch] ??
+        (code < 0x80
+          ? `\\x${code.toString(16).padStart(2, '0')}`
+          : code < 0x10000
+            ? `\\u${code.toString(16).padStart(4, '0')}`
+            : `\\U${code.toString(16).padStart(8, '0')}`);
+      out += `$'${escaped}'`;
+    } else quoted += ch;
+  }
+  flush();
+  return out || "''";
+}
+
 const iso = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 export function formatSnapshot(m: SnapshotMeta): string {
@@ -271,7 +312,8 @@ export function formatDiff(d: SnapshotDiff): string {
         : ''),
   );
   if (d.files.length > 0) {
-    const width = Math.min(60, Math.max(...d.files.map((f) => f.path.length)));
+    const shown = new Map(d.files.map((f) => [f, shellWord(f.path)]));
+    const width = Math.min(60, Math.max(...[...shown.values()].map((w) => w.length)));
     const maxChange = Math.max(1, ...d.files.map((f) => f.insertions + f.deletions));
     const scale = Math.min(1, 40 / maxChange);
     for (const f of d.files) {
@@ -283,7 +325,7 @@ export function formatDiff(d: SnapshotDiff): string {
             ? 'Bin'
             : `${String(n).padStart(5)} ${'+'.repeat(Math.ceil(f.insertions * scale))}${'-'.repeat(Math.ceil(f.deletions * scale))}`;
       const tag = f.status === 'added' ? ' (new)' : f.status === 'removed' ? ' (gone)' : '';
-      lines.push(` ${f.path.padEnd(width)} | ${graph}${tag}`);
+      lines.push(` ${(shown.get(f) as string).padEnd(width)} | ${graph}${tag}`);
     }
   }
   lines.push(

@@ -5,7 +5,7 @@
 import type { CatResult, FindResult, LsResult } from '../../browse/types.js';
 import { Command } from '../commander.js';
 import { identityFrom, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
-import { humanBytes } from '../format.js';
+import { humanBytes, shellWord } from '../format.js';
 import {
   agentOption,
   configOption,
@@ -26,7 +26,7 @@ function formatLs(r: LsResult): string {
     .map((e) => {
       const what =
         e.type === 'table' ? `${e.rows} rows` : e.size_bytes !== undefined ? humanBytes(e.size_bytes) : '';
-      return `${e.type.padEnd(8)} ${what.padStart(12)}  ${JSON.stringify(e.path).slice(1, -1)}${e.type === 'dir' ? '/' : ''}`;
+      return `${e.type.padEnd(8)} ${what.padStart(12)}  ${shellWord(e.path)}${e.type === 'dir' ? '/' : ''}`;
     })
     .join('\n');
 }
@@ -142,7 +142,7 @@ function formatFind(r: FindResult): string {
       .map((l) =>
         l.kind === 'row'
           ? `${l.path}#${l.rowid} (${JSON.stringify(l.column).slice(1, -1)})`
-          : JSON.stringify(l.path).slice(1, -1),
+          : shellWord(l.path),
       )
       .join(', ');
     lines.push(
