@@ -298,3 +298,31 @@ test('diff … live --detail prints no live secret unless asked; a placeholder a
   assert.ok(r.stdout.includes(other.slice(4)), 'shown when asked');
   assert.ok(r.stdout.includes(token.slice(4)), 'shown when asked');
 });
+
+test('diff --detail: a state value next to its key (`"password": …`) and a secret used as a key are shown redacted', async (t) => {
+  const a = agent(t);
+  // secrets assembled at run time: this file holds no secret-shaped literal
+  const password = `Hunter${'2'}Secret99`;
+  const keyToken = `${'gh'}p_${'K3'.repeat(18)}`;
+  writeFileSync(join(a.sqliteDir, 'dream_run.json'), JSON.stringify({ last: 1, password }));
+  writeFileSync(join(a.sqliteDir, 'extract_cursor.json'), JSON.stringify({ [keyToken]: 1 }));
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  writeFileSync(join(a.sqliteDir, 'dream_run.json'), JSON.stringify({ last: 2, password }));
+  const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: 'live', detail: true });
+  const json = JSON.stringify(d);
+  assert.ok(!json.includes(password), 'the password is not in the result');
+  assert.ok(!json.includes(keyToken.slice(4)), 'the token used as a key is not in the result');
+  assert.deepEqual(d.state!.dream_run.b, { last: 2, password: '[REDACTED:generic-secret]' });
+  assert.equal(d.state_summary.last_dream_run_changed, true);
+  const r = await runCli(['diff', s1.id, 'live', '--detail', '--json', '--agent', 'ana', ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(!r.stdout.includes(password) && !r.stdout.includes(keyToken.slice(4)), 'nor in the CLI output');
+  const shown = await a.snapshotter.diff({
+    agentId: 'ana',
+    a: s1.id,
+    b: 'live',
+    detail: true,
+    showSecrets: true,
+  });
+  assert.deepEqual(shown.state!.dream_run.b, { last: 2, password }, 'shown as stored when asked');
+});

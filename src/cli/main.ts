@@ -16,6 +16,11 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
+// The AWS SDK's notice that its releases after January 2027 want Node 22 concerns who upgrades the SDK,
+// not who runs a command: on Node 20 it was printed (7 lines) by every command that used S3. The README
+// says which Node versions are tested. Set to `false` to see it again.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 if (asksOnlyVersion(process.argv.slice(2)))
   process.stdout.write(`${(await import('../util/version.js')).PACKAGE_VERSION}\n`);
 else await (await import('./program.js')).main(process.argv);

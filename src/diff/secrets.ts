@@ -9,12 +9,31 @@ import { asText, REDACTED_MARK, type RedactionPolicy, redactText } from '../poli
 /** Which side holds the placeholders when the only difference is redaction. */
 export type PlaceholderSide = 'a' | 'b';
 
-/** Every string of a JSON value through the redaction rules. */
+/**
+ * A JSON value through the redaction rules as JSON text, keys included, as a redacted export redacts a
+ * state file (policy/redaction/redact.ts): a rule that needs a key beside its value (`"password":
+ * "…"`) sees them together, and a secret used as a key is redacted too. Should the redacted text no
+ * longer be JSON, every key and every string through the rules on its own.
+ */
 export function redactJson(policy: RedactionPolicy, v: unknown): unknown {
+  if (v === undefined) return v;
+  const r = redactText(policy, JSON.stringify(v, null, 2));
+  if (r.matches === 0) return v;
+  try {
+    return JSON.parse(r.text);
+  } catch {
+    return redactEachString(policy, v);
+  }
+}
+
+/** Every key and every string of a JSON value through the redaction rules, each on its own. */
+function redactEachString(policy: RedactionPolicy, v: unknown): unknown {
   if (typeof v === 'string') return redactText(policy, v).text;
-  if (Array.isArray(v)) return v.map((x) => redactJson(policy, x));
+  if (Array.isArray(v)) return v.map((x) => redactEachString(policy, x));
   if (v && typeof v === 'object')
-    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, redactJson(policy, x)]));
+    return Object.fromEntries(
+      Object.entries(v).map(([k, x]) => [redactText(policy, k).text, redactEachString(policy, x)]),
+    );
   return v;
 }
 

@@ -44,17 +44,18 @@ function setBytes(a: StagedArtifact, bytes: Buffer): void {
   a.sha256 = sha256Hex(bytes);
 }
 
-/** Redacts every string of a JSON value (fallback when text-level redaction breaks the JSON). */
+/** Redacts every key and every string of a JSON value (fallback when text-level redaction breaks the JSON). */
 function redactJsonValue(policy: RedactionPolicy, v: unknown, t: Tally, artifact: string): unknown {
-  if (typeof v === 'string') {
-    const r = redactText(policy, v);
+  const text = (s: string) => {
+    const r = redactText(policy, s);
     note(t, artifact, r.counts, r.matches);
     return r.text;
-  }
+  };
+  if (typeof v === 'string') return text(v);
   if (Array.isArray(v)) return v.map((x) => redactJsonValue(policy, x, t, artifact));
   if (v && typeof v === 'object')
     return Object.fromEntries(
-      Object.entries(v).map(([k, x]) => [k, redactJsonValue(policy, x, t, artifact)]),
+      Object.entries(v).map(([k, x]) => [text(k), redactJsonValue(policy, x, t, artifact)]),
     );
   return v;
 }
