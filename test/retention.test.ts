@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { SnapshotMeta } from '../src/index.js';
+import { newSnapshotId } from '../src/model/ids.js';
 import { DEFAULT_POLICY, decide, weekKey } from '../src/policy/retention.js';
 import { type AgentGcReport, gcExitCode, type RetentionTickReport } from '../src/snapshotter/gc.js';
 import { tryAcquire } from '../src/store/lock.js';
@@ -256,6 +257,94 @@ test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores ar
   );
 });
 
+test('gc counts a snapshot held in both stores once (a bundle migrate had not removed yet), and removes both copies', async (t) => {
+  const a = sampleAgent(t);
+  const bundles = { NEXO_MEMORY_STORE_FORMAT: 'bundles' };
+  const ids: string[] = [];
+  for (const label of ['b1', 'b2', 'b3']) {
+    const r = await runCli(['snapshot', '--agent', 'ana', '--label', label, '--json', ...a.flags], {
+      env: bundles,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    ids.push(JSON.parse(r.stdout).id);
+  }
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  for (const id of ids) {
+    const r = await runCli(
+      [
+        'import',
+        '--from',
+        join(dir, `${id}.tar.zst`),
+        '--agent',
+        'ana',
+        '--store-only',
+        '--json',
+        ...a.flags,
+      ],
+      { env: { NEXO_MEMORY_STORE_FORMAT: 'repository' } },
+    );
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const s = a.snapshotter;
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [...ids].reverse(),
+    'listed once each',
+  );
+  const r = await s.gc({ agentId: 'ana', policy: { keepCount: 2 } });
+  assert.deepEqual(
+    r.agents[0]!.decisions.map((d) => `${d.action} ${d.id}`),
+    [`keep ${ids[2]}`, `keep ${ids[1]}`, `delete ${ids[0]}`],
+    'one decision per snapshot',
+  );
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [ids[2], ids[1]],
+  );
+  assert.ok(
+    !existsSync(join(dir, `${ids[0]}.tar.zst`)),
+    'the bundle copy of the deleted snapshot is gone too',
+  );
+  const again = await s.gc({ agentId: 'ana', policy: { keepCount: 2 } });
+  assert.equal(again.agents[0]!.decisions.filter((d) => d.action === 'delete').length, 0);
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [ids[2], ids[1]],
+    'a second sweep keeps both',
+  );
+});
+
+test('delete: a bundle beside repository snapshots is not the last one; a pinned snapshot is refused until unpinned', async (t) => {
+  const a = sampleAgent(t);
+  const snap = async (env: Record<string, string> = {}) => {
+    const r = await runCli(['snapshot', '--agent', 'ana', '--json', ...a.flags], { env });
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout).id as string;
+  };
+  const repo = [await snap(), await snap()];
+  const bundle = await snap({ NEXO_MEMORY_STORE_FORMAT: 'bundles' });
+  const pinnedBundle = await snap({ NEXO_MEMORY_STORE_FORMAT: 'bundles' });
+  const del = (id: string) =>
+    runCli(['delete', '--agent', 'ana', '--id', id, '--yes', '--json', '--state-root', a.stateRoot]);
+  // four snapshots in two stores: the bundle is not the agent's last one
+  let r = await del(bundle);
+  assert.equal(r.code, 0, r.stderr);
+  const s = a.snapshotter;
+  await s.pin('ana', 'default', repo[0]!, 'keep');
+  await s.pin('ana', 'default', pinnedBundle, 'keep');
+  for (const id of [repo[0]!, pinnedBundle]) {
+    r = await del(id);
+    assert.equal(r.code, 6, `${id}: ${r.stdout}`);
+    assert.equal(JSON.parse(r.stdout).error.code, 'RETENTION');
+    assert.match(r.stderr, /is pinned \(unpin it first\)/);
+  }
+  assert.deepEqual((await s.list('ana')).map((m) => m.id).sort(), [repo[0], repo[1], pinnedBundle].sort());
+  assert.equal(await s.unpin('ana', 'default', repo[0]!), true);
+  r = await del(repo[0]!);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual((await s.list('ana')).map((m) => m.id).sort(), [repo[1], pinnedBundle].sort());
+});
+
 test('gc removes stale leftovers and old restore backups, and leaves fresh ones', async (t) => {
   const a = sampleAgent(t);
   await a.snapshotter.snapshot({ agentId: 'ana' });
@@ -272,6 +361,11 @@ test('gc removes stale leftovers and old restore backups, and leaves fresh ones'
   mkdirSync(join(a.memdirRoot, '.ana.pre-restore-old'));
   utimesSync(join(a.sqliteDir, '.pre-restore-old'), ancient, ancient);
   utimesSync(join(a.memdirRoot, '.ana.pre-restore-old'), ancient, ancient);
+  // a restore of a moment ago renamed the old memdir, whose mtime is that of its last entry created,
+  // weeks ago: the backup is as old as the restore (its id), not as its mtime
+  const justNow = `.ana.pre-restore-${newSnapshotId()}`;
+  mkdirSync(join(a.memdirRoot, justNow));
+  utimesSync(join(a.memdirRoot, justNow), ancient, ancient);
   // the CLI takes the roots as snapshot and restore do: its dry run sees the old backups
   const dry = await runCli(['gc', '--agent', 'ana', '--dry-run', '--json', '--no-progress', ...a.flags]);
   assert.equal(dry.code, 0, dry.stderr);
@@ -286,6 +380,7 @@ test('gc removes stale leftovers and old restore backups, and leaves fresh ones'
   assert.ok(existsSync(join(a.sqliteDir, '.pre-restore-new')));
   assert.ok(!existsSync(join(a.sqliteDir, '.pre-restore-old')));
   assert.ok(!existsSync(join(a.memdirRoot, '.ana.pre-restore-old')));
+  assert.ok(existsSync(join(a.memdirRoot, justNow)), 'the backup of a restore made just now is kept');
 });
 
 test('gc skips an agent that is in use (its lock held by another process, or an export reading)', async (t) => {

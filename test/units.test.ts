@@ -12,10 +12,14 @@ import { loadConfig } from '../src/config/config.js';
 import { parseStrictJsonSpans } from '../src/format/json.js';
 import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.js';
 import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/format/tar.js';
+import { LocalSnapshotter, RetentionWorker } from '../src/index.js';
 import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
 import { newSnapshotId, parseSnapshotId, validateAgentId, validateTenant } from '../src/model/ids.js';
 import { subsetOf } from '../src/repository/check.js';
+import { Scheduler } from '../src/server/scheduler.js';
+import { OperationTracker } from '../src/server/tracker.js';
 import { smallHeapFor } from '../src/util/heap-settings.js';
+import { MAX_TIMEOUT_MS, setLongTimeout } from '../src/util/long-timer.js';
 import { ensureBuilt } from './helpers/built-cli.js';
 import { tarOf } from './helpers/bundles.js';
 import { REPO, runCli, tempDir } from './helpers/env.js';
@@ -348,4 +352,49 @@ test('progress lines: work that failed gets no "done" line', () => {
   p.fail();
   p.done(); // after fail: nothing more
   assert.deepEqual(lines, ['verify: started\n', 'verify: 5.0 MiB (10.0 MiB/s)\n']);
+});
+
+test('a schedule or a retention interval longer than setTimeout holds (~24.8 days) waits, not 1 ms', async (t) => {
+  const root = tempDir(t);
+  const s = new LocalSnapshotter({ stateRoot: join(root, 'state'), memdirRoot: root, sqliteRoot: root });
+  const month = 30 * 24 * 3600 * 1000;
+  assert.ok(month > MAX_TIMEOUT_MS);
+  const outcomes: string[] = [];
+  const scheduler = new Scheduler(s, [{ agentId: 'ana', tenant: 'default', intervalMs: month }], {
+    tracker: new OperationTracker(),
+    onOutcome: (_e, o) => outcomes.push(o.kind),
+  });
+  let sweeps = 0;
+  const worker = new RetentionWorker(s, {
+    policy: { keepCount: 1 },
+    intervalMs: month,
+    onTick: () => sweeps++,
+  });
+  scheduler.start();
+  worker.start();
+  await new Promise((r) => setTimeout(r, 300));
+  await worker.stop();
+  await scheduler.stop();
+  // Node runs a longer delay after 1 ms: before, hundreds of runs and sweeps happened in that time
+  assert.deepEqual(outcomes, [], 'no scheduled run in the first month');
+  assert.equal(sweeps, 1, 'one sweep at start, the next a month later');
+  // the timer itself: a deadline past the bound is reached in steps, against the clock
+  let now = 0;
+  let fired = false;
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const timer = setLongTimeout(
+    () => (fired = true),
+    2 * MAX_TIMEOUT_MS + 5,
+    () => now,
+  );
+  now = MAX_TIMEOUT_MS;
+  t.mock.timers.tick(MAX_TIMEOUT_MS);
+  assert.equal(fired, false);
+  now = 2 * MAX_TIMEOUT_MS;
+  t.mock.timers.tick(MAX_TIMEOUT_MS);
+  assert.equal(fired, false);
+  now += 5;
+  t.mock.timers.tick(5);
+  assert.equal(fired, true);
+  timer.clear();
 });

@@ -88,6 +88,13 @@ export function newSnapshotId(now = Date.now()): string {
   return formatUuid(b.toString('hex'));
 }
 
+/** The time (ms since the epoch) of a UUID v7 in any spelling parseSnapshotId takes; undefined for other ids. */
+export function uuidV7Time(id: string): number | undefined {
+  const u = parseSnapshotId(id);
+  if (u === undefined || u[14] !== '7') return undefined;
+  return Number.parseInt(u.slice(0, 8) + u.slice(9, 13), 16);
+}
+
 export const MAX_LABEL_CHARS = 200;
 
 /**

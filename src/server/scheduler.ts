@@ -6,6 +6,7 @@
 import { ConcurrentError, SnapshotError } from '../model/errors.js';
 import type { ProgressEvent, SnapshotMeta } from '../model/types.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { type LongTimer, setLongTimeout } from '../util/long-timer.js';
 import type { ActivityBoard } from './activity.js';
 import type { OperationTracker } from './tracker.js';
 
@@ -44,7 +45,7 @@ export const SCHEDULED_CREATED_BY = 'scheduled';
 interface Slot {
   entry: ScheduleEntry;
   status: ScheduleStatus;
-  timer?: NodeJS.Timeout;
+  timer?: LongTimer;
   startedAt: number;
   k: number;
   running?: Promise<void>;
@@ -97,7 +98,7 @@ export class Scheduler {
     slot.k = Math.max(slot.k + 1, Math.floor((now - slot.startedAt) / interval) + 1);
     const at = slot.startedAt + slot.k * interval;
     slot.status.next_at_ms = at;
-    slot.timer = setTimeout(() => this.fire(slot), Math.max(0, at - now));
+    slot.timer = setLongTimeout(() => this.fire(slot), at - now);
   }
 
   private fire(slot: Slot): void {
@@ -168,7 +169,7 @@ export class Scheduler {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const s of this.slots) {
-      if (s.timer) clearTimeout(s.timer);
+      s.timer?.clear();
       delete s.status.next_at_ms;
     }
     await Promise.all(this.slots.map((s) => s.running));

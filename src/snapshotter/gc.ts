@@ -9,7 +9,7 @@
 import { rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { asSnapshotError, RepositoryLockedError, StoreUnavailableError } from '../model/errors.js';
-import { validateAgentId, validateTenant } from '../model/ids.js';
+import { uuidV7Time, validateAgentId, validateTenant } from '../model/ids.js';
 import type { SnapshotMeta } from '../model/types.js';
 import {
   DEFAULT_POLICY,
@@ -27,6 +27,7 @@ import { cachedLister, type DirLister, dirNames, listDir, storeAgents } from '..
 import { type HeldLock, recordOwner, tryAcquire } from '../store/lock.js';
 import { siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pinPathOf } from '../store/pins.js';
+import { type LongTimer, setLongTimeout } from '../util/long-timer.js';
 import { mapLimit } from '../util/settle.js';
 import type { LocalSnapshotter } from './local.js';
 
@@ -111,10 +112,17 @@ async function oldBackups(
   for (const n of await list(dirname(memdir))) {
     if (n.startsWith(memPrefix)) candidates.push(join(dirname(memdir), n));
   }
+  // Aged by the restore that made it (its id is a UUID v7, the restore's start) and by its mtime,
+  // whichever is newer: the memdir's backup is the old memdir renamed, and a rename keeps the mtime of
+  // the directory's last entry created or removed, which may be weeks old (edits and commits leave it).
   const out: string[] = [];
   for (const c of candidates) {
     const st = await stat(c).catch(() => undefined);
-    if (st && now - st.mtimeMs > maxAgeMs) out.push(c);
+    if (!st) continue;
+    const made = uuidV7Time(
+      basename(c).slice(basename(c).lastIndexOf(PRE_RESTORE_PREFIX) + PRE_RESTORE_PREFIX.length),
+    );
+    if (now - Math.max(st.mtimeMs, made ?? 0) > maxAgeMs) out.push(c);
   }
   return out;
 }
@@ -168,19 +176,23 @@ async function sweepAgent(
     const inRepository = listed
       .filter((m) => again.listed.has(m.id))
       .map((m) => ({ ...m, pinned: again.pinned.has(m.id) }));
-    const metas: SnapshotMeta[] = [...inRepository, ...bundles].sort(
-      (x, y) => y.created_at_ms - x.created_at_ms || (x.id < y.id ? 1 : -1),
-    );
+    // A snapshot in both stores (a bundle that migrate stored but had not removed yet) is one snapshot,
+    // as list shows it: decided once, pinned when either copy is, and both copies go when it goes.
+    const repoIds = new Set(inRepository.map((m) => m.id));
+    const pinnedBundles = new Set(bundles.filter((m) => m.pinned).map((m) => m.id));
+    const metas: SnapshotMeta[] = [
+      ...inRepository.map((m) => (pinnedBundles.has(m.id) ? { ...m, pinned: true } : m)),
+      ...bundles.filter((m) => !repoIds.has(m.id)),
+    ].sort((x, y) => y.created_at_ms - x.created_at_ms || (x.id < y.id ? 1 : -1));
     const pinned = new Set(metas.filter((m) => m.pinned).map((m) => m.id));
     report.decisions = decide(metas, policy, pinned, o.now);
-    const byId = new Map(metas.map((m) => [m.id, m]));
-    const repoIds = new Set(inRepository.map((m) => m.id));
     const doomedIds = report.decisions.filter((d) => d.action === 'delete').map((d) => d.id);
     for (const id of doomedIds) if (repoIds.has(id)) forgotten.add(id);
+    const doomedSet = new Set(doomedIds);
     if (!o.dryRun) {
       // Repository snapshots are forgotten (their data goes with the prune that ends the sweep).
       for (const id of doomedIds) if (repoIds.has(id)) await s.repository.forgetForRetention(id);
-      const doomed = doomedIds.filter((id) => !repoIds.has(id)).map((id) => byId.get(id)!);
+      const doomed = bundles.filter((m) => doomedSet.has(m.id));
       // Only the companions that exist are unlinked (one listing instead of three failed unlinks each),
       // several bundles at once: an unlink waits on the file system's journal, and waits overlap
       // (measured here: 4,500 unlinks in 130-210 ms 16 at a time, 270-320 ms one after the other).
@@ -198,7 +210,7 @@ async function sweepAgent(
       // No directory fsync: a deletion lost to a power cut is redone by the next sweep, and a bundle
       // whose sibling went first is verified and completed by recoverInterrupted.
     } else {
-      for (const id of doomedIds) if (!repoIds.has(id)) report.bytes_freed += byId.get(id)!.bundle_size_bytes;
+      for (const m of bundles) if (doomedSet.has(m.id)) report.bytes_freed += m.bundle_size_bytes;
     }
     if (o.backupMaxAgeDays > 0) {
       report.backups_removed = await oldBackups(s, agentId, tenant, o.backupMaxAgeDays * DAY_MS, o.now, list);
@@ -317,7 +329,7 @@ function validIds(tenant: string, agentId: string): boolean {
 
 /** The daemon's retention loop: one sweep now, then one per interval; sweeps never overlap. */
 export class RetentionWorker {
-  private timer: NodeJS.Timeout | undefined;
+  private timer: LongTimer | undefined;
   private running: Promise<RetentionTickReport> | undefined;
   private stopped = false;
 
@@ -353,7 +365,7 @@ export class RetentionWorker {
     this.stopped = false;
     const loop = async () => {
       await this.tick().catch(() => undefined); // told to onError by tick
-      if (!this.stopped) this.timer = setTimeout(loop, Math.max(1000, this.opts.intervalMs));
+      if (!this.stopped) this.timer = setLongTimeout(loop, Math.max(1000, this.opts.intervalMs));
     };
     void loop();
   }
@@ -361,7 +373,7 @@ export class RetentionWorker {
   /** Stops the loop; resolves when a sweep in progress has finished. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.timer?.clear();
     await this.running?.catch(() => undefined);
   }
 }

@@ -167,6 +167,10 @@ export interface SnapshotterPolicies {
 /** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
 const reported = new WeakSet<object>();
 
+/** A pinned snapshot is kept until it is unpinned: by retention, and by delete (docs/decisions.md). */
+const pinnedError = (id: string) =>
+  new RetentionError(`refusing to delete snapshot ${id}: it is pinned (unpin it first)`);
+
 /** An agent's lock as lockAgent takes it (one lock file, or two for a tenant sharing live memory). */
 export interface AgentLock {
   release(): void;
@@ -1155,6 +1159,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       try {
         if ((await this.list(a, t)).length <= 1)
           throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
+        if (inRepository.pinned) throw pinnedError(inRepository.id);
         await this.repository.forget(inRepository.id);
         return { id: inRepository.id, agent_id: a, tenant: t, bundle_path: inRepository.bundle_path };
       } finally {
@@ -1175,9 +1180,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
       );
       const all = await bundleFiles(dir);
       if (!all.some((f) => f.path === file.path)) throw new NotFoundError(file.id, 'deleted meanwhile');
-      if (all.length <= 1) {
+      // the agent's snapshots in both stores, as list counts them
+      if ((await this.list(a, t)).length <= 1) {
         throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
       }
+      if (existsSync(pinPathOf(file.path))) throw pinnedError(file.id);
       try {
         await unlink(file.path);
         await removeQuietly(siblingPathOf(file.path));
