@@ -173,6 +173,8 @@ export async function measureFind(runs: number, log: (s: string) => void): Promi
     fx.paths.sqliteRoot,
     FIND_NEEDLE,
     '--json',
+    // what was read (stats) is shown only with the values as stored (docs/browse.md)
+    '--show-secrets',
   ];
   const runsMs: number[] = [];
   let rss: number | undefined;

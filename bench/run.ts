@@ -187,7 +187,7 @@ async function main(): Promise<void> {
     log(
       `fixture ${f.fixture.reused ? 'reused' : `built in ${fmtMs(f.fixture.buildMs)}`}, repository ${fmtMB(f.repositoryBytes)}; ` +
         `find ${fmtMs(f.medianMs)} (median of ${f.runsMs.length}; peak RSS ${fmtRssKiB(f.peakRssKiB)}; ` +
-        `${f.stats.units_searched} units searched, ${f.stats.units_reused} reused, ${fmtMB(f.stats.bytes_scanned)} scanned, ${f.stats.units_skipped} skipped by their sketch, ` +
+        `${f.stats.units_searched} units searched, ${f.stats.units_reused} reused, ${fmtMB(f.stats.bytes_scanned ?? 0)} scanned, ${f.stats.units_skipped} skipped by their sketch, ` +
         `${f.stats.databases_opened} databases opened): budget ≤ ${FIND_BUDGET_MS / 1000} s ${verdict(ok)}` +
         (scale === 1 && n === 200
           ? ''

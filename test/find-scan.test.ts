@@ -138,9 +138,9 @@ test('find: a blob whose stored bytes are not its id stops find with BundleDamag
   assert.equal(loc.flags & FLAG_RAW, FLAG_RAW, 'the note is stored raw');
   // with the sketches of the first find (docs/browse.md) the note is not read: the answer of the bytes
   // that were checked then, no false hit; without them it is read, and refused
-  const sketched = await s.find({ agentId: 'ana', text: needle });
+  const sketched = await s.find({ agentId: 'ana', text: needle, showSecrets: true });
   assert.equal(sketched.first_seen, undefined);
-  assert.ok(sketched.stats.units_skipped > 0);
+  assert.ok(sketched.stats.units_skipped! > 0);
   const noSketches = () => rmSync(join(p.stateRoot, 'cache'), { recursive: true, force: true });
   noSketches();
   await assert.rejects(

@@ -106,7 +106,7 @@ interface Ctx {
   shown: Shown;
   /** Files and state values by SHA-256. */
   units: Map<string, UnitHit | undefined>;
-  stats: FindResult['stats'];
+  stats: Required<FindResult['stats']>;
 }
 
 type Rows = { locations: FindLocation[]; count: number };
@@ -124,7 +124,7 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
   const inRepository = new Set(
     (await s.repository.exists()) ? (await s.repository.list(agentId, tenant)).map((x) => x.id) : [],
   );
-  const stats: FindResult['stats'] = {
+  const stats: Required<FindResult['stats']> = {
     snapshots: metas.length,
     units_searched: 0,
     units_reused: 0,
@@ -190,7 +190,9 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
     ...(firstSeen ? { first_seen: firstSeen } : {}),
     ...(firstGone ? { first_gone: firstGone } : {}),
     transitions,
-    stats,
+    // What was read depends on the stored bytes, secrets included (a database is opened when a chunk's
+    // raw bytes hold the text): in redacted output it would tell whether a guess is in memory.
+    stats: shown.policy ? { snapshots: stats.snapshots, manifests_cached: stats.manifests_cached } : stats,
     output: req.showSecrets === true ? 'shown' : 'redacted',
   };
 }

@@ -159,15 +159,19 @@ export interface FindResult {
   first_gone?: { snapshot_id: string; created_at_ms: number };
   /** Every appearance and disappearance, oldest first (text learned, forgotten, learned again). */
   transitions: { snapshot_id: string; created_at_ms: number; change: 'appears' | 'gone' }[];
-  /** What was read: distinct units searched, bytes scanned, databases opened to confirm rows. */
+  /**
+   * What was read: distinct units searched, bytes scanned, databases opened to confirm rows. Those
+   * counts depend on the stored bytes, secrets included, so redacted output has only `snapshots` and
+   * `manifests_cached` (docs/browse.md).
+   */
   stats: {
     snapshots: number;
-    units_searched: number;
-    units_reused: number;
-    bytes_scanned: number;
+    units_searched?: number;
+    units_reused?: number;
+    bytes_scanned?: number;
     /** Distinct blobs not read because their sketch shows they cannot hold the text (docs/browse.md). */
-    units_skipped: number;
-    databases_opened: number;
+    units_skipped?: number;
+    databases_opened?: number;
     /** Repository manifests taken from find's cache of checked manifests (stored bytes unchanged). */
     manifests_cached: number;
   };
