@@ -485,3 +485,55 @@ test('CLI: ls prints each odd name as a shell word that cat takes back (newline,
     assert.equal(out, `body ${i}\n`, `${shown}: cat gives the file back`);
   }
 });
+
+test("cat, redacted: a full-text index's shadow tables show no token, a blob holding a secret shows its placeholder", async () => {
+  const root = mkdtempSync(join(tmpdir(), 'nexo-browse-fts-'));
+  roots.push(root);
+  const p = buildSampleAgent(root, 'ana', {
+    files: 1,
+    commits: 1,
+    memories: 2,
+    embeddings: 1,
+    concepts: 1,
+    compactions: 1,
+  });
+  // assembled at run time: this file holds no secret-shaped literal
+  const aws = `AKIA${'QWERTYUIOPASDFGH'}`;
+  const db = new Database(join(p.sqliteDir, 'long_term.sqlite'));
+  db.exec('CREATE VIRTUAL TABLE mem_fts USING fts5(content); CREATE TABLE attachments (data BLOB)');
+  db.prepare('INSERT INTO mem_fts (content) VALUES (?)').run(`aws key ${aws} for prod`);
+  db.prepare('INSERT INTO attachments (data) VALUES (?)').run(
+    Buffer.concat([Buffer.from([0, 1, 2, 255]), Buffer.from(`key=${aws}`), Buffer.from([0])]),
+  );
+  db.close();
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+  });
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const tables = await s.ls('ana', undefined, snap.id, 'sqlite/long_term');
+  const shadows = tables.entries.map((e) => e.name).filter((n) => n.startsWith('mem_fts_'));
+  assert.ok(shadows.includes('mem_fts_data') && shadows.includes('mem_fts_idx'), shadows.join(', '));
+  const decoded = (v: unknown) =>
+    JSON.stringify(v) +
+    [...JSON.stringify(v).matchAll(/"blob_base64":"([^"]*)"/g)]
+      .map((m) => Buffer.from(m[1]!, 'base64').toString('latin1'))
+      .join('');
+  for (const t of [...shadows, 'attachments']) {
+    const r = await s.cat('ana', undefined, snap.id, `sqlite/long_term/${t}`);
+    assert.ok(!decoded(r).toLowerCase().includes(aws.toLowerCase()), `${t} shows no token of the key`);
+  }
+  const data = await s.cat('ana', undefined, snap.id, 'sqlite/long_term/mem_fts_data');
+  assert.ok(data.kind === 'table' && data.rows.some((r) => r.block === '[REDACTED:index-data]'));
+  const att = await s.cat('ana', undefined, snap.id, 'sqlite/long_term/attachments');
+  assert.ok(
+    att.kind === 'table' && att.rows[0]!.data === '[REDACTED:aws-access-key-id]',
+    JSON.stringify(att),
+  );
+  // as stored when asked
+  const shown = await s.cat('ana', undefined, snap.id, 'sqlite/long_term/mem_fts_data', {
+    showSecrets: true,
+  });
+  assert.ok(decoded(shown).toLowerCase().includes(aws.toLowerCase()));
+});

@@ -197,6 +197,17 @@ function plantEverywhere(a: Agent): void {
   for (const s of SECRETS) lt.prepare('INSERT INTO notes_fts (body) VALUES (?)').run(`note ${s.secret} end`);
   lt.prepare('INSERT INTO notes_fts_archive (body) VALUES (?)').run(ALL_TEXT); // named like a shadow table
   lt.prepare('INSERT INTO kv (k, v) VALUES (?, ?)').run(`cfg-${SECRETS[6]!.secret}`, SECRETS[4]!.secret);
+  // a text with a NUL byte before the secret (SQLite's GLOB stops at the NUL)
+  lt.exec('CREATE TABLE nul_notes (body TEXT)');
+  lt.prepare('INSERT INTO nul_notes (body) VALUES (?)').run(`note\u0000 ${SECRETS[0]!.secret}`);
+  // external-content indexes whose content= is not the table's exact name: another case, and a view
+  lt.exec(`
+    CREATE VIRTUAL TABLE mem_ci_fts USING fts5(content, content='Memories', content_rowid='id');
+    CREATE VIEW mem_v AS SELECT id, content FROM memories;
+    CREATE VIRTUAL TABLE memv_fts USING fts5(content, content='mem_v', content_rowid='id');
+    INSERT INTO mem_ci_fts(mem_ci_fts) VALUES ('rebuild');
+    INSERT INTO memv_fts(memv_fts) VALUES ('rebuild');
+  `);
   lt.close();
   const con = new Database(join(a.sqliteDir, 'concepts.sqlite'));
   // two names that redact to the same text collide on UNIQUE(name)
@@ -292,7 +303,7 @@ test('a redacted snapshot ships no planted secret in any component, and no git o
   assert.equal(git(clone, ['rev-list', '--all']).trim().split('\n').length, 6, 'every commit kept');
   // 3. the full-text indexes hold no token of a secret, and every database is intact
   const db = new Database(join(x, 'sqlite', 'long_term.sqlite'));
-  for (const fts of ['notes_fts', 'memories_fts']) {
+  for (const fts of ['notes_fts', 'memories_fts', 'mem_ci_fts', 'memv_fts']) {
     db.exec(`CREATE VIRTUAL TABLE temp.${fts}_terms USING fts5vocab(main, ${fts}, 'row')`);
     const terms = db.prepare(`SELECT term FROM temp.${fts}_terms`).pluck().all() as string[];
     assert.ok(terms.includes('redacted'), `${fts} indexes the redacted text`);

@@ -6,6 +6,7 @@
 
 import Database from 'better-sqlite3';
 import { type Shown, showText } from '../diff/secrets.js';
+import { redactText } from '../policy/redaction/scan.js';
 import { missingIn } from '../model/errors.js';
 import { type CellValue, MAX_VALUE_CHARS } from './types.js';
 
@@ -19,7 +20,15 @@ export interface TableShape {
   rowid: boolean;
   /** Primary-key columns (ordering of a table without rowid). */
   key: string[];
+  /**
+   * A shadow table of a virtual table SQLite knows (a full-text index's data, terms and content, an
+   * R-Tree's nodes): it holds the indexed text's tokens in a form the rules cannot read.
+   */
+  shadow: boolean;
 }
+
+/** What redacted output shows for a shadow table's text and blob values (readRows). */
+export const INDEX_DATA_PLACEHOLDER = '[REDACTED:index-data]';
 
 export function openReadOnly(path: string): Database.Database {
   return new Database(path, { readonly: true, fileMustExist: true });
@@ -32,6 +41,8 @@ export function tablesOf(db: Database.Database): TableShape[] {
       "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
     )
     .all() as { name: string; sql: string | null }[];
+  const listed = db.prepare('PRAGMA main.table_list').all() as { name: string; type: string }[];
+  const shadow = new Set(listed.filter((r) => r.type === 'shadow').map((r) => r.name));
   const out: TableShape[] = [];
   for (const r of rows) {
     if (r.sql && /^\s*CREATE\s+VIRTUAL\s/i.test(r.sql)) continue;
@@ -45,6 +56,7 @@ export function tablesOf(db: Database.Database): TableShape[] {
         .filter((c) => c.pk > 0)
         .sort((x, y) => x.pk - y.pk)
         .map((c) => c.name),
+      shadow: shadow.has(r.name),
     });
   }
   return out;
@@ -60,7 +72,11 @@ export function rowCount(db: Database.Database, t: TableShape): number {
   return (db.prepare(`SELECT count(*) AS n FROM ${q(t.name)}`).get() as { n: number }).n;
 }
 
-/** A cell as JSON: text shown (redacted unless shown as stored) and cut, blobs as base64, big integers as strings. */
+/**
+ * A cell as JSON: text shown (redacted unless shown as stored) and cut, blobs as base64, big integers as
+ * strings. In redacted output a blob in which a rule finds a secret (its bytes read as Latin-1, so any
+ * ASCII secret among binary bytes is seen) is shown as that rule's placeholder instead.
+ */
 export function cell(v: unknown, shown: Shown): CellValue {
   if (v === null || v === undefined) return null;
   if (typeof v === 'string') {
@@ -76,6 +92,10 @@ export function cell(v: unknown, shown: Shown): CellValue {
   if (typeof v === 'number') return Number.isFinite(v) ? v : String(v);
   if (Buffer.isBuffer(v) || v instanceof Uint8Array) {
     const b = Buffer.from(v);
+    if (shown.policy) {
+      const r = redactText(shown.policy, b.toString('latin1'));
+      if (r.matches > 0) return `[REDACTED:${Object.keys(r.counts)[0]}]`;
+    }
     return b.length > MAX_VALUE_CHARS
       ? {
           blob_base64: b.subarray(0, MAX_VALUE_CHARS).toString('base64'),
@@ -110,10 +130,14 @@ export function readRows(
     )
     .safeIntegers(true);
   const out: Record<string, CellValue>[] = [];
+  // a shadow table's text and blobs are index data (tokens, lowercased, in binary records): no rule can
+  // redact them, so redacted output withholds them (numbers, such as its ids and counts, are shown)
+  const withheld = (v: unknown) =>
+    shown.policy !== undefined && t.shadow && (typeof v === 'string' || v instanceof Uint8Array);
   for (const r of stmt.iterate(limit, offset) as Iterable<Record<string, unknown>>) {
     const row: Record<string, CellValue> = {};
     if (withRowid) row.rowid = cell(r[ROWID], shown);
-    for (const c of t.columns) row[c] = cell(r[c], shown);
+    for (const c of t.columns) row[c] = withheld(r[c]) ? INDEX_DATA_PLACEHOLDER : cell(r[c], shown);
     out.push(row);
   }
   return out;

@@ -57,7 +57,10 @@ function ftsContent(sql: string): string | undefined {
 function sqlTrigger(col: string): string {
   // one literal per GLOB: SQLite skips to a literal fast, while a leading `*[set]` is ~40× slower
   const globs = ['-', '_', ':', '=', 'eyJ', 'A[A-Z0-9][A-Za-z0-9][A-Za-z0-9]'];
-  return `(typeof(${col}) = 'text' AND (${globs.map((g) => `${col} GLOB '*${g}*'`).join(' OR ')}))`;
+  // GLOB stops at a NUL byte, so a text holding one goes to the rules whole (found in stop 38: a secret
+  // after a NUL was never scanned)
+  const nul = `instr(CAST(${col} AS BLOB), x'00') > 0`;
+  return `(typeof(${col}) = 'text' AND (${globs.map((g) => `${col} GLOB '*${g}*'`).join(' OR ')} OR ${nul}))`;
 }
 
 function isConstraint(err: unknown): boolean {
@@ -199,10 +202,25 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
           continue;
         }
         // Internal content is redacted through the virtual table; external content was redacted in
-        // its own table. Either way the index is rebuilt so no token of a secret stays in it.
-        const dirty = content === undefined ? redactTable(v.name, true) : changedTables.has(content);
+        // its own table, or in the tables a view of it reads. Either way the index is rebuilt so no
+        // token of a secret stays in it: an external-content index whenever any table of the database
+        // changed (its `content=` may differ from the table's name in case, or name a view: found in
+        // stop 38, such an index kept the secrets' tokens).
+        const dirty = content === undefined ? redactTable(v.name, true) : changedTables.size > 0;
         if (!dirty) continue;
-        db.prepare(`INSERT INTO ${q(v.name)}(${q(v.name)}) VALUES ('rebuild')`).run();
+        try {
+          db.prepare(`INSERT INTO ${q(v.name)}(${q(v.name)}) VALUES ('rebuild')`).run();
+        } catch (err) {
+          // an external content that cannot be read (no such table): the index is emptied instead, as
+          // FTS5 allows, so none of its tokens stays; anything else fails the redaction
+          if (content === undefined || mod !== 'fts5') throw err;
+          db.prepare(`INSERT INTO ${q(v.name)}(${q(v.name)}) VALUES ('delete-all')`).run();
+          out.not_scanned.push({
+            artifact,
+            what: v.name,
+            reason: `full-text index emptied: its content ${JSON.stringify(content)} could not be read`,
+          });
+        }
         changedTables.add(v.name);
       }
       for (const t of tables)
