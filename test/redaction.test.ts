@@ -472,6 +472,53 @@ test('a detached HEAD with a secret in its commit is rewritten and restored deta
   assert.ok(!allGitObjects(carl).includes(gh.needle));
 });
 
+test('a secret only in a commit header fast-export drops, or in a blob an annotated tag names, is not shipped', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 2 });
+  const gh = SECRETS.find((s) => s.rule === 'github-token')!;
+  const aws = SECRETS.find((s) => s.rule === 'aws-access-key-id')!;
+  const shipped = async () => {
+    const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+    const x = gnuExtract(t, meta.bundle_path);
+    const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8'));
+    return { m, clone: cloneBundle(t, join(x, 'git', 'memdir.bundle')) };
+  };
+  // 1. a commit whose only secret is in headers fast-export does not carry (an extra header, gpgsig)
+  const raw = [
+    `tree ${git(a.memdir, ['rev-parse', 'HEAD^{tree}']).trim()}`,
+    `parent ${git(a.memdir, ['rev-parse', 'HEAD']).trim()}`,
+    'author A <a@example.com> 1700000000 +0000',
+    'committer A <a@example.com> 1700000000 +0000',
+    `x-note ${gh.secret}`,
+    'gpgsig -----BEGIN PGP SIGNATURE-----',
+    ` ${aws.secret}`,
+    ' -----END PGP SIGNATURE-----',
+    '',
+    'a clean message',
+    '',
+  ].join('\n');
+  const commit = execFileSync('git', ['hash-object', '-t', 'commit', '-w', '--stdin'], {
+    cwd: a.memdir,
+    input: raw,
+  })
+    .toString()
+    .trim();
+  git(a.memdir, ['update-ref', 'HEAD', commit]);
+  let r = await shipped();
+  assert.equal(r.m.redactions.git_history, 'rewritten');
+  assert.deepEqual(leaks(allGitObjects(r.clone)), []);
+  // 2. an annotated tag naming a blob that holds a secret: the tag names the redacted blob
+  const blob = execFileSync('git', ['hash-object', '-w', '--stdin'], {
+    cwd: a.memdir,
+    input: `key ${gh.secret}\n`,
+  })
+    .toString()
+    .trim();
+  git(a.memdir, ['tag', '-a', '-m', 'clean msg', 'an-blob', blob]);
+  r = await shipped();
+  assert.deepEqual(leaks(allGitObjects(r.clone)), []);
+  assert.match(git(r.clone, ['cat-file', '-p', 'an-blob^{}']), /^key \[REDACTED:github-token\]$/m);
+});
+
 test('redacted and encrypted: the age CLI decrypts a bundle that holds no planted secret; list shows both flags', async (t) => {
   const a = sampleAgent(t, 'ana', { files: 3, commits: 2 });
   writeFileSync(join(a.memdir, 'keys.md'), `${ALL_TEXT}\n`);

@@ -129,6 +129,46 @@ function readMarks(path: string): Map<string, string> {
 }
 
 const DETACHED_REF = 'refs/nexo-redact/detached-head';
+/** The first mark of the redacted blobs in the rewrite's stream: above any mark fast-export numbers. */
+const BLOB_MARK_BASE = 2 ** 40;
+/** The headers fast-export carries (or that name objects); any other header of a commit is dropped by it. */
+const CARRIED_HEADERS = /^(commit|tree|parent|author|committer|encoding) /;
+
+/**
+ * Whether a header of a commit that fast-export does not carry (`gpgsig`, `mergetag`, any extra header)
+ * holds a secret: pass 1 never sees them, and a rewrite drops them. Before (stop 38), such a history
+ * with nothing else to redact was shipped as captured.
+ */
+async function secretInExtraHeaders(repo: string, transform: DataTransform): Promise<boolean> {
+  const extra: string[] = [];
+  let inHeader = false;
+  let keep = false;
+  let rest = '';
+  const take = (line: string) => {
+    if (line.startsWith('commit ')) {
+      inHeader = true;
+      keep = false;
+    } else if (line === '') inHeader = false;
+    else if (inHeader) {
+      if (!line.startsWith(' ')) keep = !CARRIED_HEADERS.test(line);
+      if (keep) extra.push(line);
+    }
+  };
+  await gitStream(
+    repo,
+    ['rev-list', '--all', '--format=raw'],
+    {
+      onStdout: (c) => {
+        const lines = (rest + c.toString('latin1')).split('\n');
+        rest = lines.pop() ?? '';
+        for (const l of lines) take(l);
+      },
+    },
+    'git rev-list --format=raw',
+  );
+  take(rest);
+  return extra.length > 0 && transform(Buffer.from(extra.join('\n'), 'latin1'), 'commit') !== undefined;
+}
 const EXPORT_FLAGS = ['--signed-tags=strip', '--tag-of-filtered-object=rewrite', '--reencode=yes'];
 
 /**
@@ -234,24 +274,31 @@ export async function rewriteBundle(
     'git fast-export',
   );
   scan.end();
-  if (changedBlobs.size === 0 && changedMessages.size === 0) return { changed: false, commits: scan.commits };
+  if (changedBlobs.size === 0 && changedMessages.size === 0 && !(await secretInExtraHeaders(src, transform)))
+    return { changed: false, commits: scan.commits };
 
-  // Pass 2: the history without file contents; a file entry naming a redacted blob gets the redacted
-  // bytes inline, every other entry keeps naming the existing blob (read through alternates).
-  const replace = changedBlobs;
+  // Pass 2: the history without file contents. Each redacted blob is written first, under a mark of
+  // its own; a file entry or an annotated tag naming it names that mark instead, every other entry keeps
+  // naming the existing blob (read through alternates). (A tag of a blob kept the secret's blob before:
+  // found in stop 38.)
   const fd = openSync(stream, 'w', 0o600);
+  const markOf = new Map<string, string>();
+  for (const [oid, file] of changedBlobs) {
+    const mark = `:${BLOB_MARK_BASE + markOf.size}`;
+    markOf.set(oid, mark);
+    const bytes = readFileSync(file);
+    writeSync(fd, `blob\nmark ${mark}\ndata ${bytes.length}\n`);
+    writeSync(fd, bytes);
+    writeSync(fd, '\n');
+  }
   const write: StreamParser = new StreamParser(
     (line, raw) => {
       const m = /^M ([0-7]{6}) ([0-9a-f]{40}|[0-9a-f]{64}) (.*)$/.exec(line);
-      const file = m ? replace.get(m[2]!) : undefined;
-      if (!m || !file) {
-        writeSync(fd, raw);
-        return;
-      }
-      const bytes = readFileSync(file);
-      writeSync(fd, `M ${m[1]} inline ${m[3]}\ndata ${bytes.length}\n`);
-      writeSync(fd, bytes);
-      writeSync(fd, '\n');
+      const f = /^from ([0-9a-f]{40}|[0-9a-f]{64})$/.exec(line);
+      const mark = m ? markOf.get(m[2]!) : f ? markOf.get(f[1]!) : undefined;
+      if (mark === undefined) writeSync(fd, raw);
+      else if (m) writeSync(fd, `M ${m[1]} ${mark} ${m[3]}\n`);
+      else writeSync(fd, `from ${mark}\n`);
     },
     (data) => {
       const out = changedMessages.get(data.toString('latin1')) ?? data;
