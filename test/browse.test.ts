@@ -506,12 +506,24 @@ test("cat, redacted: a full-text index's shadow tables show no token, a blob hol
     Buffer.concat([Buffer.from([0, 1, 2, 255]), Buffer.from(`key=${aws}`), Buffer.from([0])]),
   );
   db.close();
+  // a memory file that is not UTF-8 (Latin-1)
+  writeFileSync(
+    join(p.memdir, 'latin.md'),
+    Buffer.concat([Buffer.from('caf\xe9 ', 'latin1'), Buffer.from(aws)]),
+  );
   const s = new LocalSnapshotter({
     stateRoot: p.stateRoot,
     memdirRoot: p.memdirRoot,
     sqliteRoot: p.sqliteRoot,
   });
   const snap = await s.snapshot({ agentId: 'ana' });
+  const latin = await s.cat('ana', undefined, snap.id, 'memdir/latin.md');
+  assert.ok(latin.kind === 'file' && latin.binary, 'not UTF-8');
+  assert.equal(
+    Buffer.from(latin.content_base64!, 'base64').toString('latin1'),
+    'caf\xe9 [REDACTED:aws-access-key-id]',
+    'the secret is replaced, every other byte is as stored',
+  );
   const tables = await s.ls('ana', undefined, snap.id, 'sqlite/long_term');
   const shadows = tables.entries.map((e) => e.name).filter((n) => n.startsWith('mem_fts_'));
   assert.ok(shadows.includes('mem_fts_data') && shadows.includes('mem_fts_idx'), shadows.join(', '));

@@ -12,7 +12,7 @@ import { type Shown, showText } from '../diff/secrets.js';
 import { MEMORY_FILES_PREFIX, sqlitePath, statePath } from '../format/constants.js';
 import { InvalidInputError, missingIn } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
-import { asText } from '../policy/redaction/scan.js';
+import { asText, redactText } from '../policy/redaction/scan.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { type BrowsePath, parseBrowsePath } from './paths.js';
 import { type OpenOptions, type SnapshotSource, withSnapshot } from './source.js';
@@ -304,12 +304,21 @@ async function catFile(
   };
   const text = asText(bytes);
   if (text === undefined) {
-    const page = bytes.subarray(Math.min(offset, bytes.length), Math.min(offset + limit, bytes.length));
+    // Not UTF-8 (a Latin-1 note, a NUL): redacted output runs the rules over the bytes read as Latin-1,
+    // one character per byte, so a secret is replaced and every other byte stays as stored (found in
+    // stop 38: such a file was returned as stored, secrets included)
+    const shownBytes = shown.policy
+      ? Buffer.from(redactText(shown.policy, bytes.toString('latin1')).text, 'latin1')
+      : bytes;
+    const page = shownBytes.subarray(
+      Math.min(offset, shownBytes.length),
+      Math.min(offset + limit, shownBytes.length),
+    );
     return {
       ...base,
       offset,
       length: page.length,
-      truncated: offset + page.length < bytes.length,
+      truncated: offset + page.length < shownBytes.length,
       binary: true,
       content_base64: page.toString('base64'),
     };
