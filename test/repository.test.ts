@@ -433,6 +433,13 @@ test('snapshots: sealed manifests listed newest first; tampering and foreign rep
     other.encodeFile(repo.decodeFile(backend.store.objects.get('snapshots')!.get(b)!, 'x')),
   );
   await assert.rejects(loadSnapshot(other, b), /another repository/);
+  // Bytes that are not zstd at all are damage too (exit 2), not an internal error.
+  backend.store.objects.get('snapshots')!.set(a, Buffer.from('this is not a zstd frame'));
+  await assert.rejects(loadSnapshot(repo, a), (err: Error & { code?: string; exitCode?: number }) => {
+    assert.equal(err.code, 'BUNDLE_DAMAGED', err.message);
+    assert.equal(err.exitCode, 2);
+    return true;
+  });
 });
 
 test('git history: a thin pack per snapshot on top of the previous chain; the chain rebuilds the refs', async (t) => {

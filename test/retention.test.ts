@@ -345,6 +345,23 @@ test('delete: a bundle beside repository snapshots is not the last one; a pinned
   assert.deepEqual((await s.list('ana')).map((m) => m.id).sort(), [repo[1], pinnedBundle].sort());
 });
 
+test('gc --agent of an agent nobody knows is UNKNOWN_AGENT (exit 5) and makes no lock file', async (t) => {
+  const a = sampleAgent(t);
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  const r = await runCli(['gc', '--agent', 'anna', '--json', '--no-progress', ...a.flags]);
+  assert.equal(r.code, 5, r.stdout);
+  assert.equal(JSON.parse(r.stdout).error.code, 'UNKNOWN_AGENT');
+  const locks = join(a.stateRoot, 'tenants', 'default', 'locks');
+  assert.deepEqual(
+    readdirSync(locks).filter((n) => n.startsWith('anna')),
+    [],
+    'no lock file for the mistyped id',
+  );
+  // an agent with live memory and no snapshot yet is swept (its backups and leftovers)
+  const fresh = await runCli(['gc', '--agent', 'ana', '--json', '--no-progress', ...a.flags]);
+  assert.equal(fresh.code, 0, fresh.stderr);
+});
+
 test('gc removes stale leftovers and old restore backups, and leaves fresh ones', async (t) => {
   const a = sampleAgent(t);
   await a.snapshotter.snapshot({ agentId: 'ana' });

@@ -132,7 +132,14 @@ export function zstdFrameOf(parts: () => Iterable<Buffer>, level: number): Buffe
 }
 
 function unzstdFrame(data: Buffer, what: string, max = SMALL_OBJECT_MAX): Buffer {
-  const size = zstdBinding().getFrameContentSize(data);
+  let size: number | null;
+  try {
+    size = zstdBinding().getFrameContentSize(data);
+  } catch (err) {
+    // not a zstd frame at all (its header cannot be parsed): damage, as a bad frame is (found in stop 38:
+    // verify said INTERNAL, exit 1, while check said damaged)
+    throw new BundleDamagedError(`${what}: not a zstd frame (${(err as Error).message})`);
+  }
   if (size === null || size > max) throw new BundleDamagedError(`${what}: not a bounded zstd frame`);
   const out = Buffer.allocUnsafe(size);
   let n: number;

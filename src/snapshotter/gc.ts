@@ -6,9 +6,15 @@
 // one), and remove restore backups older than their age. Then the repository is pruned under its
 // exclusive lock, taken without waiting: a busy repository is reported and pruned next time.
 
+import { existsSync } from 'node:fs';
 import { rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { asSnapshotError, RepositoryLockedError, StoreUnavailableError } from '../model/errors.js';
+import {
+  asSnapshotError,
+  RepositoryLockedError,
+  StoreUnavailableError,
+  UnknownAgentError,
+} from '../model/errors.js';
 import { uuidV7Time, validateAgentId, validateTenant } from '../model/ids.js';
 import type { SnapshotMeta } from '../model/types.js';
 import {
@@ -225,6 +231,19 @@ async function sweepAgent(
   }
 }
 
+/**
+ * An agent named to gc must be one the store or the host knows: snapshots in either store, a restore
+ * journal, or live memory (whose restore backups and leftovers gc removes). Otherwise UNKNOWN_AGENT
+ * before any lock file is made: a mistyped id swept nothing and reported success (found in stop 38).
+ */
+async function knownAgent(s: LocalSnapshotter, agentId: string, tenant: string, inRepository: boolean) {
+  if (inRepository) return;
+  if ((await storeAgents(s.layout, tenant)).some(([, a]) => a === agentId)) return;
+  const live = [s.resolver.memdir(agentId, tenant), s.resolver.sqliteDir(agentId, tenant)];
+  if (live.some((p) => existsSync(p))) return;
+  throw new UnknownAgentError(agentId, tenant, live);
+}
+
 /** One retention sweep; never throws for one agent's problem (counted in `errors`). */
 export async function collectGarbage(
   s: LocalSnapshotter,
@@ -255,6 +274,7 @@ export async function collectGarbage(
       const key = `${m.tenant}/${m.agent_id}`;
       byAgent.set(key, [...(byAgent.get(key) ?? []), m]);
     }
+  if (agentId !== undefined) await knownAgent(s, agentId, tenant ?? 'default', byAgent.size > 0);
   const pairs: Array<[string, string]> = agentId
     ? [[tenant ?? 'default', agentId]]
     : await storeAgents(s.layout, tenant);
