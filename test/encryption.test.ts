@@ -152,7 +152,12 @@ test('bad keys and damaged streams: a clear error, nothing restored, nothing lef
   );
   // a corrupt identity file, an empty one
   writeFileSync(join(keys, 'bad.txt'), '# comment\nAGE-SECRET-KEY-1NOTAKEY\n');
-  await assert.rejects(loadIds(join(keys, 'bad.txt')), /identity parse failed/);
+  await assert.rejects(loadIds(join(keys, 'bad.txt')), /identity parse failed.*bad\.txt, line 2\)/);
+  // an SSH private key, and an identity file that is itself age-encrypted (passphrase): said so
+  writeFileSync(join(keys, 'ssh.txt'), '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n');
+  await assert.rejects(loadIds(join(keys, 'ssh.txt')), /SSH private key: SSH identities are not supported/);
+  writeFileSync(join(keys, 'pass.txt'), '-----BEGIN AGE ENCRYPTED FILE-----\nYWdlLWVuY3J5cHRpb24\n');
+  await assert.rejects(loadIds(join(keys, 'pass.txt')), /passphrase-protected identities are not supported/);
   writeFileSync(join(keys, 'empty.txt'), '# only a comment\n\n');
   await assert.rejects(loadIds(join(keys, 'empty.txt')), /no identities/);
   // an unknown recipient type, and not a recipient at all: refused before anything is created
@@ -163,6 +168,20 @@ test('bad keys and damaged streams: a clear error, nothing restored, nothing lef
     'age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3ht3qk',
   ]) {
     await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana', encrypt: [bad] }), { code: 'ENCRYPTION' });
+  }
+  // an identity (a secret key) given as a recipient, whole or with one character changed, and an SSH
+  // key: the error says what it is and never repeats it (it lands in logs and JSON errors)
+  const secret = generateIdentity().identity;
+  const changed = `${secret.slice(0, -3)}${secret.at(-3) === 'Q' ? 'P' : 'Q'}${secret.slice(-2)}`;
+  for (const [given, says] of [
+    [secret, /is an age identity \(a secret key\), not a recipient/],
+    [changed, /is an age identity \(a secret key\), not a recipient/],
+    ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG', /SSH recipients are not supported/],
+  ] as const) {
+    const r = await runCli(['snapshot', '--agent', 'ana', '--encrypt', given, '--json', ...a.flags]);
+    assert.equal(r.code, 7, r.stdout);
+    assert.match(r.stderr, says);
+    assert.ok(!`${r.stdout}${r.stderr}`.includes(given.slice(20, 40)), 'the value is not repeated');
   }
   assert.deepEqual(readdirSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana')).sort(), before);
   // a tampered and a truncated stream: damaged, and restore changes nothing

@@ -106,13 +106,26 @@ export interface Identity {
   publicKey: Buffer;
 }
 
+/**
+ * A recipient string. Errors never repeat the value (it lands in logs and JSON errors, and a user may
+ * have pasted an identity, a secret key, by mistake): they say what kind of string it looks like.
+ */
 export function parseRecipient(s: string): Buffer {
+  const t = s.trim();
+  if (/^AGE-SECRET-KEY-/i.test(t))
+    throw new EncryptionError(
+      'recipient parse: that is an age identity (a secret key), not a recipient: give its public age1… recipient (age-keygen -y FILE prints it)',
+    );
+  if (/^(ssh-|ecdsa-|sk-ssh-|sk-ecdsa-)/.test(t))
+    throw new EncryptionError(
+      'recipient parse: SSH recipients are not supported (only X25519 age1… recipients)',
+    );
   let d: { hrp: string; data: Buffer };
   try {
-    d = bech32Decode(s.trim());
+    d = bech32Decode(t);
   } catch (err) {
     throw new EncryptionError(
-      `recipient parse: ${JSON.stringify(s)} is not an age recipient (${(err as Error).message})`,
+      `recipient parse: not an age recipient (${(err as Error).message}; ${t.length} characters, starting ${JSON.stringify(t.slice(0, 4))})`,
     );
   }
   if (d.hrp !== 'age' || d.data.length !== 32) {
@@ -147,11 +160,28 @@ export function loadIdentities(path: string): Identity[] {
   } catch (err) {
     throw new EncryptionError(`cannot read identity file ${path}: ${(err as Error).message}`, { cause: err });
   }
-  const ids = text
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('#'))
-    .map(parseIdentity);
+  const head = text.trimStart();
+  if (
+    head.startsWith('-----BEGIN OPENSSH PRIVATE KEY-----') ||
+    head.startsWith('-----BEGIN RSA PRIVATE KEY-----')
+  )
+    throw new EncryptionError(
+      `identity file ${path} holds an SSH private key: SSH identities are not supported`,
+    );
+  if (head.startsWith('age-encryption.org/v1') || head.startsWith('-----BEGIN AGE ENCRYPTED FILE-----'))
+    throw new EncryptionError(
+      `identity file ${path} is itself age-encrypted (passphrase-protected identities are not supported): decrypt it with \`age -d\` first`,
+    );
+  const ids: Identity[] = [];
+  for (const [i, raw] of text.split(/\r?\n/).entries()) {
+    const l = raw.trim();
+    if (l === '' || l.startsWith('#')) continue;
+    try {
+      ids.push(parseIdentity(l));
+    } catch (err) {
+      throw new EncryptionError(`${(err as Error).message} (${path}, line ${i + 1})`, { cause: err });
+    }
+  }
   if (ids.length === 0) throw new EncryptionError(`no identities in ${path}`);
   return ids;
 }
