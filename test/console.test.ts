@@ -414,6 +414,17 @@ test('the write token previews a restore, but the restore button needs the serve
     const saved = join(root, 'downloaded.tar.zst');
     await download.saveAs(saved);
     assert.equal(readFileSync(saved).readUInt32LE(0), 0xfd2fb528, 'a zstd stream (the bundle)');
+    // the page says what the copy is, as the server's X-Nexo-Copy does (redaction asked for explicitly)
+    await waitShowing(page, '#downloaded');
+    assert.match(
+      (await page.textContent('#downloaded')) ?? '',
+      /Downloaded: a copy with its secrets replaced/,
+    );
+    // the token stops being accepted while the page is open (rotated, revoked): back to the login
+    await page.evaluate("sessionStorage.setItem('nexo-memory-token', 'a-token-the-daemon-does-not-know')");
+    await page.evaluate("location.hash = '#/agent/default/ana'");
+    await waitShowing(page, '#login');
+    assert.match((await page.textContent('main')) ?? '', /no longer accepts this token/);
   } finally {
     await context.close();
   }

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -383,6 +384,29 @@ test('serve: without a token mutating routes are refused and reads are open; no 
   const list = await call(`${d.url}/v1/agents/ana/snapshots`);
   assert.equal(list.status, 200);
   assert.deepEqual(list.body, []);
+  // on loopback it answers only requests addressed to a loopback name: a page whose name an attacker
+  // re-points at 127.0.0.1 (DNS rebinding) reads nothing, not the API, the console or /metrics
+  const port = new URL(d.url).port;
+  const asHost = (host: string, path: string) =>
+    new Promise<{ status: number; body: string; csp: unknown }>((resolveGet, rejectGet) => {
+      httpGet({ hostname: '127.0.0.1', port, path, headers: { host } }, (res) => {
+        let body = '';
+        res.on('data', (c) => {
+          body += c;
+        });
+        res.on('end', () =>
+          resolveGet({ status: res.statusCode!, body, csp: res.headers['content-security-policy'] }),
+        );
+      }).on('error', rejectGet);
+    });
+  for (const path of ['/v1/agents/ana/snapshots', '/', '/metrics']) {
+    const r = await asHost(`attacker.example:${port}`, path);
+    assert.equal(r.status, 403, path);
+    assert.match(JSON.parse(r.body).error.message, /DNS rebinding/);
+    assert.ok(r.csp, 'with the security headers');
+  }
+  for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, 'localhost'])
+    assert.equal((await asHost(host, '/v1/agents/ana/snapshots')).status, 200, host);
 
   const taken = spawn(process.execPath, [BIN, 'serve', '--listen', d.url.slice('http://'.length), '--json'], {
     env: { ...process.env, NEXO_MEMORY_TOKEN: '' },

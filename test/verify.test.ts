@@ -91,6 +91,35 @@ test('a missing sibling is reported as not fully verified (exit 3), a wrong one 
   assert.equal(r.status, 'verified');
 });
 
+test('verify --agent --id: a bundle that holds another snapshot than its name says (a rollback) is damaged', async (t) => {
+  const { a, meta } = await baseBundle(t);
+  const newer = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.ok(newer.bundle_path.endsWith('.tar.zst'), 'the bundle store');
+  // the older bundle, whole and intact, copied over the newer one with its sibling
+  writeFileSync(newer.bundle_path, readFileSync(meta.bundle_path));
+  writeFileSync(`${newer.bundle_path}.sha256`, readFileSync(`${meta.bundle_path}.sha256`));
+  assert.equal((await verifyBundleFile(newer.bundle_path)).status, 'verified', 'intact as a file');
+  const r = await runCli([
+    'verify',
+    '--agent',
+    'ana',
+    '--id',
+    newer.id,
+    '--json',
+    '--state-root',
+    a.stateRoot,
+  ]);
+  assert.equal(r.code, 2, r.stdout);
+  const report = JSON.parse(r.stdout);
+  assert.equal(report.status, 'damaged');
+  assert.ok(
+    report.problems.some(
+      (p: { message: string }) => p.message === `holds snapshot ${meta.id}, not ${newer.id}`,
+    ),
+    r.stdout,
+  );
+});
+
 test('a truncated bundle is damaged', async (t) => {
   const { meta, dir } = await baseBundle(t);
   const bytes = readFileSync(meta.bundle_path);

@@ -28,13 +28,29 @@ function headers(extra: Record<string, string> = {}): Record<string, string> {
   return { ...(token ? { authorization: `Bearer ${token}` } : {}), ...extra };
 }
 
-async function failure(res: Response): Promise<ApiError> {
+let unauthorized: ((message: string) => void) | undefined;
+
+/**
+ * Called when a request made with the stored token is refused as unauthorized (401): the daemon's
+ * token was changed or revoked. The console then goes back to its login instead of showing empty data.
+ */
+export function onUnauthorized(handler: ((message: string) => void) | undefined): void {
+  unauthorized = handler;
+}
+
+/** The API's error of a refused response; `sent`: the token the request carried. */
+async function failure(res: Response, sent: string | undefined): Promise<ApiError> {
+  let e: ApiError;
   try {
     const body = (await res.json()) as { error?: { code?: string; message?: string } };
-    return new ApiError(res.status, body.error?.code ?? 'HTTP', body.error?.message ?? res.statusText);
+    e = new ApiError(res.status, body.error?.code ?? 'HTTP', body.error?.message ?? res.statusText);
   } catch {
-    return new ApiError(res.status, 'HTTP', res.statusText);
+    e = new ApiError(res.status, 'HTTP', res.statusText);
   }
+  // only a refusal of the token still in use: an answer to an earlier request (sent without a token,
+  // or with one replaced since by a login) says nothing about it
+  if (e.status === 401 && sent !== undefined && sent === getToken()) unauthorized?.(e.message);
+  return e;
 }
 
 /** A path under the API with its query (values encoded). */
@@ -51,6 +67,7 @@ export function apiPath(
 export const seg = (s: string): string => encodeURIComponent(s);
 
 export async function call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
+  const sent = getToken();
   const res = await fetch(path, {
     method,
     headers: headers(body === undefined ? {} : { 'content-type': 'application/json' }),
@@ -58,16 +75,21 @@ export async function call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, b
     credentials: 'omit',
     cache: 'no-store',
   });
-  if (!res.ok) throw await failure(res);
+  if (!res.ok) throw await failure(res, sent);
   return (await res.json()) as T;
 }
 
 export const get = <T>(path: string): Promise<T> => call<T>('GET', path);
 
-/** Downloads a file through fetch (the token in the header) and hands it to the browser as a blob. */
-export async function download(path: string, fallbackName: string): Promise<void> {
+/**
+ * Downloads a file through fetch (the token in the header) and hands it to the browser as a blob;
+ * returns what the server says the copy is (`X-Nexo-Copy`: redacted, already_redacted, encrypted, exact).
+ */
+export async function download(path: string, fallbackName: string): Promise<string | undefined> {
+  const sent = getToken();
   const res = await fetch(path, { headers: headers(), credentials: 'omit', cache: 'no-store' });
-  if (!res.ok) throw await failure(res);
+  if (!res.ok) throw await failure(res, sent);
+  const copy = res.headers.get('x-nexo-copy') ?? undefined;
   const disposition = res.headers.get('content-disposition') ?? '';
   const name = /filename="([A-Za-z0-9._-]+)"/.exec(disposition)?.[1] ?? fallbackName;
   const url = URL.createObjectURL(await res.blob());
@@ -76,6 +98,7 @@ export async function download(path: string, fallbackName: string): Promise<void
   a.download = name;
   a.click();
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  return copy;
 }
 
 export interface FeedEvent {
@@ -94,13 +117,14 @@ export async function followEvents(
 ): Promise<void> {
   while (!signal.aborted) {
     try {
+      const sent = getToken();
       const res = await fetch('/v1/events', {
         headers: headers(),
         credentials: 'omit',
         cache: 'no-store',
         signal,
       });
-      if (!res.ok || !res.body) throw await failure(res);
+      if (!res.ok || !res.body) throw await failure(res, sent);
       onState(true);
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = '';

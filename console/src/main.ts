@@ -4,7 +4,7 @@
 
 import { render } from 'preact';
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
-import { ApiError, get, getToken, setToken } from './api.js';
+import { ApiError, get, getToken, onUnauthorized, setToken } from './api.js';
 import { html } from './html.js';
 import type { Rights } from './types.js';
 import { ActivityPanel } from './views/activity.js';
@@ -81,6 +81,12 @@ function App() {
   }, []);
 
   useEffect(() => {
+    // a token the daemon stopped accepting (changed, revoked): back to the login, with the reason
+    onUnauthorized(() => {
+      setToken(undefined);
+      setRights(undefined);
+      setLoginError('The daemon no longer accepts this token (it was changed or revoked). Log in again.');
+    });
     void login(getToken());
     const onHash = () => setRoute(parseRoute(location.hash));
     addEventListener('hashchange', onHash);

@@ -126,6 +126,7 @@ export class Daemon {
         })
       : undefined;
     this.server = createApiServer({
+      loopbackHostsOnly: isLoopback(this.listen.host),
       routes: apiRoutes({
         snapshotter: s,
         tracker: this.tracker,

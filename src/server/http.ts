@@ -73,6 +73,25 @@ export interface ApiServerOptions {
   tracker: OperationTracker;
   /** One line per request (method, path, status and whether the client went away, milliseconds). */
   log?: (line: string) => void;
+  /**
+   * Answer only requests addressed to a loopback name (the daemon listens on loopback): a `Host` header
+   * naming anything else is refused (403) before any route runs, so a web page whose name an attacker
+   * re-points at 127.0.0.1 (DNS rebinding) reads nothing, whatever the tokens.
+   */
+  loopbackHostsOnly?: boolean;
+}
+
+/** The host name of a `Host` header (`name:port`, `[v6]:port`, or a name alone), lowercased. */
+export function hostNameOf(header: string): string {
+  const h = header.trim().toLowerCase();
+  if (h.startsWith('[')) return h.slice(0, h.indexOf(']') + 1);
+  const colon = h.lastIndexOf(':');
+  return colon >= 0 && h.indexOf(':') === colon ? h.slice(0, colon) : h;
+}
+
+/** Whether a `Host` name is loopback: `localhost`, 127.0.0.0/8 or `[::1]`. */
+export function isLoopbackHostName(name: string): boolean {
+  return name === 'localhost' || name === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(name);
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
@@ -240,6 +259,11 @@ export function createApiServer(opts: ApiServerOptions): Server {
     // HEAD is GET without the body (RFC 9110 §9.3.2): Node's response sends no body for it
     const head = req.method === 'HEAD';
     const method = head ? 'GET' : (req.method ?? 'GET');
+    const host = req.headers.host;
+    if (opts.loopbackHostsOnly && host !== undefined && !isLoopbackHostName(hostNameOf(host)))
+      throw new ForbiddenError(
+        `this daemon listens on loopback and answers only requests to localhost, 127.0.0.1 or [::1], not to Host ${JSON.stringify(host.slice(0, 100))} (DNS rebinding)`,
+      );
     let url: URL;
     try {
       url = new URL(req.url ?? '/', 'http://localhost');

@@ -8,7 +8,7 @@
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat, unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver, StoreGuardResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import type { ClosedGate } from '../agent/write-gate.js';
@@ -1038,11 +1038,33 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const inRepository = await this.findInRepository(agentId, tenant, id);
     if (inRepository) return this.verifyInRepository(inRepository.id, opts);
     const { file, reading } = await this.locateForReading(agentId, tenant, id);
+    let report: VerifyReport;
     try {
-      return await this.verify(file.path, opts);
+      report = await this.verify(file.path, opts);
     } finally {
       reading.release();
     }
+    // The file must hold the snapshot it is named for, of this agent: an older snapshot copied over a
+    // newer one (a rollback) or another agent's bundle verifies on its own (found in stop 38), as list
+    // and restore already refuse.
+    const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    const held = [
+      report.snapshot_id !== undefined && report.snapshot_id !== file.id
+        ? `holds snapshot ${report.snapshot_id}, not ${file.id}`
+        : undefined,
+      report.agent_id !== undefined && (report.agent_id !== agentId || report.tenant !== t)
+        ? `holds a snapshot of agent ${report.agent_id} (tenant ${report.tenant}), not ${agentId} (tenant ${t})`
+        : undefined,
+    ].filter((m): m is string => m !== undefined);
+    if (held.length === 0) return report;
+    return {
+      ...report,
+      status: 'damaged',
+      problems: [
+        ...report.problems,
+        ...held.map((message) => ({ code: 'BUNDLE_DAMAGED' as const, path: basename(file.path), message })),
+      ],
+    };
   }
 
   /** verify of the repository snapshot `id` (its full id), with the trust rule of every verify. */

@@ -12,6 +12,14 @@ import type { LsResult, RestoreReport, Rights, SnapshotMeta, VerifyReport } from
 import { Browser } from './browser.js';
 import { agentHref, diffHref, ErrorNote, Flags, Loading } from './common.js';
 
+/** What a download was, as the server's `X-Nexo-Copy` says. */
+const COPY_KINDS: Record<string, string> = {
+  redacted: 'a copy with its secrets replaced',
+  already_redacted: 'the snapshot as stored, redacted when it was taken',
+  encrypted: 'the encrypted bundle as stored (not redacted: only the identity reads it)',
+  exact: 'the snapshot as stored, secrets included',
+};
+
 function VerifyView({ r }: { r: VerifyReport }) {
   return html`<div id="verify-report" class=${`report status-${r.status}`}>
     <p>Status: <strong class=${`status-${r.status}`}>${r.status}</strong> — ${r.artifacts_checked} of ${r.artifacts_total} artifacts, ${bytes(r.bytes_checked)} checked; manifest ${r.manifest_ok ? 'ok' : 'NOT ok'}${r.signature ? `, signature ${r.signature.status}` : ''}</p>
@@ -85,6 +93,7 @@ export function Snapshot({
   const [confirmName, setConfirmName] = useState('');
   const [busy, setBusy] = useState<string | undefined>();
   const [err, setErr] = useState<Error | undefined>();
+  const [downloaded, setDownloaded] = useState<string | undefined>();
 
   const run = async (what: string, f: () => Promise<void>) => {
     setBusy(what);
@@ -129,12 +138,19 @@ export function Snapshot({
       <a class="button" href=${diffHref(tenant, agent, id, 'live')}>Diff with live</a>
       ${
         rights.write
-          ? html`<button id="download" disabled=${!!busy} onClick=${() => run('download', () => download(apiPath(`${base}/export`, { tenant }), `${id}.tar.zst`))}>Download (redacted)</button>
+          ? html`<button id="download" disabled=${!!busy} onClick=${() =>
+              run('download', async () =>
+                // redaction asked for explicitly: the server's default may be the exact copy
+                setDownloaded(
+                  await download(apiPath(`${base}/export`, { tenant, redact: 'true' }), `${id}.tar.zst`),
+                ),
+              )}>Download (redacted)</button>
             <button id="restore-preview" disabled=${!!busy} onClick=${() => doRestore(true)}>Restore preview (dry run)</button>`
           : null
       }
     </div>
     ${busy ? html`<p class="muted">${busy}…</p>` : null}
+    ${downloaded ? html`<p class="muted" id="downloaded">Downloaded: ${COPY_KINDS[downloaded] ?? downloaded}.</p>` : null}
     <${ErrorNote} error=${err} />
     ${verify ? html`<${VerifyView} r=${verify} />` : null}
     ${restore ? html`<${RestoreView} r=${restore} />` : null}
