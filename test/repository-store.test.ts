@@ -101,6 +101,36 @@ test('encrypting into a repository that is not encrypted: INVALID_INPUT once the
   assert.notEqual(again.id, first.id);
 });
 
+test('an encrypted repository refuses recipients other than its own (a key rotation would change nothing)', async (t) => {
+  const a = repoAgent(t, { memories: 50, embeddings: 5, files: 3, commits: 2 });
+  const k1 = generateIdentity();
+  const k3 = generateIdentity();
+  const identityPath = join(a.stateRoot, '..', 'k1.txt');
+  writeFileSync(identityPath, `${k1.identity}\n`, { mode: 0o600 });
+  const opts = { stateRoot: a.stateRoot, memdirRoot: a.memdirRoot, sqliteRoot: a.sqliteRoot, identityPath };
+  const s = new LocalSnapshotter({ ...opts, store: 'repository', recipients: [k1.recipient] });
+  const first = await s.snapshot({ agentId: 'ana' });
+  assert.equal(first.encrypted, true);
+  // the configured recipients changed to another key, or --encrypt names another one: refused, said why
+  const rotated = new LocalSnapshotter({ ...opts, store: 'repository', recipients: [k3.recipient] });
+  for (const attempt of [
+    () => rotated.snapshot({ agentId: 'ana' }),
+    () => s.snapshot({ agentId: 'ana', encrypt: [k1.recipient, k3.recipient] }),
+  ])
+    await assert.rejects(attempt(), (err: { code?: string; message?: string }) => {
+      assert.equal(err.code, 'INVALID_INPUT');
+      assert.match(err.message ?? '', /recipients cannot change/);
+      return true;
+    });
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [first.id],
+    'nothing added',
+  );
+  // its own recipients, given again: taken
+  assert.equal((await s.snapshot({ agentId: 'ana', encrypt: [k1.recipient] })).encrypted, true);
+});
+
 test('a second snapshot while a writer that ignores the write gate commits rows: a consistent point in time, restored exactly', async (t) => {
   const a = repoAgent(t);
   await a.snapshotter.snapshot({ agentId: 'ana', label: 'one' });

@@ -484,6 +484,19 @@ export class RepositoryStore {
         throw new InvalidInputError(
           'this repository is not encrypted: encryption is chosen when a repository is created (docs/repository.md §7)',
         );
+      // An encrypted repository's data is under one master key sealed to the recipients it was created
+      // with: other recipients asked for now would change nothing (found in stop 38: a rotation away
+      // from a lost key kept encrypting to it, silently, and the new key read nothing).
+      const own = repo.config.encryption?.recipients_fingerprint;
+      if (p.recipients.length > 0 && own) {
+        const asked = [...new Set(p.recipients.map(recipientFingerprint))].sort();
+        if (asked.join() !== [...new Set(own)].sort().join())
+          throw new InvalidInputError(
+            `this repository is encrypted to the recipients it was created with (fingerprints ${own.join(', ')}), ` +
+              `not to the ones asked for (${asked.join(', ')}): a repository's recipients cannot change ` +
+              '(docs/repository.md §7); keep the configured recipients, or start a new repository for the new ones',
+          );
+      }
       const planning = !p.redact && (await knownAgent());
       if (!planning) await workersDone.catch(() => {});
       if (!captured.found)
