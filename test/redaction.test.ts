@@ -1025,6 +1025,11 @@ test('the HTTP download is redacted unless ?redact=false: a re-packed bundle wit
   mkdirSync(join(tmp, `nexo-download-${dead}-killed`));
   writeFileSync(join(tmp, `nexo-download-${dead}-killed`, 'x.tar.zst'), 'a copy a killed process left');
   mkdirSync(join(tmp, `nexo-download-${process.pid}-running`)); // a live process's: not touched
+  // the decrypted or unredacted scratch of a killed re-pack (redacted export) and deep verify too
+  for (const kind of ['repack', 'verify']) {
+    mkdirSync(join(tmp, `nexo-${kind}-${dead}-killed`));
+    writeFileSync(join(tmp, `nexo-${kind}-${dead}-killed`, 'long_term.sqlite'), 'decrypted rows');
+  }
   // while a re-packed download streams, its temporary copy is already gone from the disk
   const streaming = await fetch(`${url}/v1/agents/ana/snapshots/${snap.id}/export`, {
     headers: { authorization: `Bearer ${token}` },

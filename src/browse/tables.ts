@@ -6,8 +6,8 @@
 
 import Database from 'better-sqlite3';
 import { type Shown, showText } from '../diff/secrets.js';
-import { redactText } from '../policy/redaction/scan.js';
 import { missingIn } from '../model/errors.js';
+import { redactText } from '../policy/redaction/scan.js';
 import { type CellValue, MAX_VALUE_CHARS } from './types.js';
 
 const q = (name: string): string => `"${name.replaceAll('"', '""')}"`;

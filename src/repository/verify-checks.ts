@@ -5,12 +5,12 @@
 // means restore will not refuse the history; and with `deep`, `PRAGMA integrity_check` of every
 // database, written to the scratch directory. The scratch space is always removed.
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { initBare } from '../git/git.js';
 import type { DeepReport } from '../model/types.js';
 import { checkIntegrity } from '../sqlite/worker.js';
+import { privateScratch } from '../util/scratch.js';
 import { applyRefs } from './git-history.js';
 import { GIT_HISTORY_KIND, type RepoArtifact } from './manifest.js';
 import type { Repository } from './repository.js';
@@ -45,7 +45,7 @@ export async function checkedVerifyRepoSnapshot(
     onBytes?: (bytes: number) => void;
   } = {},
 ): Promise<CheckedVerifyResult> {
-  const scratch = await mkdtemp(join(tmpdir(), 'nexo-verify-'));
+  const scratch = await privateScratch('verify');
   try {
     const git = join(scratch, 'history.git');
     await initBare(git);

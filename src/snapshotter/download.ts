@@ -11,14 +11,14 @@
 // One left by a process killed while writing it (its directory names the pid) is removed by the next
 // download of any process.
 
-import { mkdtemp, open, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { asSnapshotError } from '../model/errors.js';
 import type { ExportResult } from '../model/types.js';
 import type { ListingMeta } from '../repository/snapshots.js';
 import { readSibling } from '../store/sibling.js';
+import { privateScratch } from '../util/scratch.js';
 import { planExport } from './export.js';
 import type { LocalSnapshotter } from './local.js';
 import { repackBundle } from './repack.js';
@@ -61,7 +61,7 @@ export async function openDownload(
     let path = file.path;
     let sha256: string | undefined;
     if (plan.repack) {
-      scratch = await downloadScratch();
+      scratch = await privateScratch('download');
       path = join(scratch, file.name);
       const policies = await s.policies();
       const signingKey = policies.signingKey();
@@ -114,7 +114,7 @@ async function openRepoDownload(
   meta: ListingMeta,
   opts: { redact?: boolean },
 ): Promise<BundleDownload> {
-  const scratch = await downloadScratch();
+  const scratch = await privateScratch('download');
   const done = () => void rm(scratch, { recursive: true, force: true });
   try {
     const encrypted = exportRecipients(s, meta.encrypted, false).length > 0;
@@ -147,37 +147,5 @@ async function openRepoDownload(
   } catch (err) {
     done();
     throw asSnapshotError(err, `exporting snapshot ${meta.id}`);
-  }
-}
-
-const SCRATCH_PREFIX = 'nexo-download-';
-
-/**
- * A new temporary directory for one download, named with this process's id; first, those of processes
- * that are gone (killed while writing a download) are removed.
- */
-async function downloadScratch(): Promise<string> {
-  await sweepDownloadLeftovers().catch(() => {});
-  return mkdtemp(join(tmpdir(), `${SCRATCH_PREFIX}${process.pid}-`));
-}
-
-/** Removes the temporary directories of downloads whose process is gone; returns how many. */
-export async function sweepDownloadLeftovers(dir = tmpdir()): Promise<number> {
-  let removed = 0;
-  for (const name of await readdir(dir)) {
-    const m = new RegExp(`^${SCRATCH_PREFIX}(\\d+)-`).exec(name);
-    if (!m || alive(Number(m[1]))) continue;
-    await rm(join(dir, name), { recursive: true, force: true });
-    removed++;
-  }
-  return removed;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'; // someone else's process: not ours to judge
   }
 }

@@ -1202,8 +1202,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
       );
       const all = await bundleFiles(dir);
       if (!all.some((f) => f.path === file.path)) throw new NotFoundError(file.id, 'deleted meanwhile');
-      // the agent's snapshots in both stores, as list counts them
-      if ((await this.list(a, t)).length <= 1) {
+      // the agent's snapshots in both stores: every bundle file (a damaged one too, which list skips)
+      // and each repository snapshot that is not also one of them
+      const ids = new Set(all.map((f) => f.id));
+      const repoOnly = (await this.repository.list(a, t)).filter((m) => !ids.has(m.id)).length;
+      if (all.length + repoOnly <= 1) {
         throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
       }
       if (existsSync(pinPathOf(file.path))) throw pinnedError(file.id);

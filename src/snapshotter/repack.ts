@@ -6,8 +6,7 @@
 // plaintext; export of a repository snapshot (repo-export.ts) stages it from the repository. The
 // staging is always removed; on failure nothing is left at the destination.
 
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type CaptureResult, hashCapture, type StagedArtifact } from '../capture/capture.js';
 import { type Identity, recipientFingerprint } from '../crypto/age.js';
@@ -29,6 +28,7 @@ import { DB_NAMES, type DbName, type ProgressListener } from '../model/types.js'
 import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { type SqliteJobs, sqliteRunners } from '../sqlite/worker.js';
+import { privateScratch } from '../util/scratch.js';
 import { toolVersions } from '../util/version.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 
@@ -70,7 +70,7 @@ export async function checkRepackable(source: string, identities?: readonly Iden
 
 export async function repackBundle(o: RepackOptions): Promise<Repacked> {
   await checkRepackable(o.source, o.identities);
-  const staging = await mkdtemp(join(tmpdir(), 'nexo-repack-'));
+  const staging = await privateScratch('repack');
   try {
     const v = await verifyBundle(o.source, {
       ...(o.identities ? { identities: o.identities } : {}),

@@ -9,8 +9,7 @@
 
 import { createHash } from 'node:crypto';
 import { closeSync, constants, mkdirSync, openSync, writeSync } from 'node:fs';
-import { mkdtemp, open, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Identity, readAgeHeader } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MAX_MANIFEST_BYTES } from '../format/constants.js';
@@ -36,6 +35,7 @@ import { checkIntegrity } from '../sqlite/worker.js';
 import { readSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { sha256File } from '../util/hash.js';
+import { privateScratch } from '../util/scratch.js';
 import { GitStreamCheck } from './git-stream.js';
 
 /**
@@ -194,7 +194,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
     return { report, written: new Map() };
   }
 
-  const deepDir = opts.deep && !opts.sink ? await mkdtemp(join(tmpdir(), 'nexo-verify-')) : undefined;
+  const deepDir = opts.deep && !opts.sink ? await privateScratch('verify') : undefined;
   const sink = opts.sink ?? (deepDir ? deepSink(deepDir) : undefined);
   const written = new Map<string, string>();
   let reader: BundleReader | undefined;
