@@ -425,8 +425,9 @@ test('CLI: ls, cat (table rows as JSON lines), find --json; exit 5 for an unknow
   assert.equal(JSON.parse(bad.stdout).error.code, 'INVALID_INPUT');
 });
 
-test('CLI: ls prints each odd name as a shell word that cat takes back (newline, tab, quote, space, escape)', async () => {
-  const root = mkdtempSync(join(tmpdir(), 'nexo-browse-names-'));
+/** A small agent of its own (a file, a few rows) and its snapshotter, for a test that changes it. */
+function smallAgent(prefix: string) {
+  const root = mkdtempSync(join(tmpdir(), prefix));
   roots.push(root);
   const p = buildSampleAgent(root, 'ana', {
     files: 1,
@@ -436,6 +437,24 @@ test('CLI: ls prints each odd name as a shell word that cat takes back (newline,
     concepts: 1,
     compactions: 1,
   });
+  return {
+    p,
+    s: new LocalSnapshotter({ stateRoot: p.stateRoot, memdirRoot: p.memdirRoot, sqliteRoot: p.sqliteRoot }),
+  };
+}
+
+/** The CLI's store flags of a sample agent. */
+const flagsOf = (p: SampleAgentPaths) => [
+  '--state-root',
+  p.stateRoot,
+  '--memdir-root',
+  p.memdirRoot,
+  '--sqlite-root',
+  p.sqliteRoot,
+];
+
+test('CLI: ls prints each odd name as a shell word that cat takes back (newline, tab, quote, space, escape)', async () => {
+  const { p, s } = smallAgent('nexo-browse-names-');
   const names = [
     'line\nbreak.md',
     "it's here.md",
@@ -446,12 +465,7 @@ test('CLI: ls prints each odd name as a shell word that cat takes back (newline,
   ];
   for (const [i, n] of names.entries()) writeFileSync(join(p.memdir, n), `body ${i}\n`);
   commit(p.memdir, 'odd names');
-  const flags = ['--state-root', p.stateRoot, '--memdir-root', p.memdirRoot, '--sqlite-root', p.sqliteRoot];
-  const s = new LocalSnapshotter({
-    stateRoot: p.stateRoot,
-    memdirRoot: p.memdirRoot,
-    sqliteRoot: p.sqliteRoot,
-  });
+  const flags = flagsOf(p);
   const snap = await s.snapshot({ agentId: 'ana' });
   const ls = await runCli(['ls', '--agent', 'ana', ...flags, snap.id, 'memdir']);
   assert.equal(ls.code, 0, ls.stderr);
@@ -487,16 +501,7 @@ test('CLI: ls prints each odd name as a shell word that cat takes back (newline,
 });
 
 test("cat, redacted: a full-text index's shadow tables show no token, a blob holding a secret shows its placeholder", async () => {
-  const root = mkdtempSync(join(tmpdir(), 'nexo-browse-fts-'));
-  roots.push(root);
-  const p = buildSampleAgent(root, 'ana', {
-    files: 1,
-    commits: 1,
-    memories: 2,
-    embeddings: 1,
-    concepts: 1,
-    compactions: 1,
-  });
+  const { p, s } = smallAgent('nexo-browse-fts-');
   // assembled at run time: this file holds no secret-shaped literal
   const aws = `AKIA${'QWERTYUIOPASDFGH'}`;
   const db = new Database(join(p.sqliteDir, 'long_term.sqlite'));
@@ -511,11 +516,6 @@ test("cat, redacted: a full-text index's shadow tables show no token, a blob hol
     join(p.memdir, 'latin.md'),
     Buffer.concat([Buffer.from('caf\xe9 ', 'latin1'), Buffer.from(aws)]),
   );
-  const s = new LocalSnapshotter({
-    stateRoot: p.stateRoot,
-    memdirRoot: p.memdirRoot,
-    sqliteRoot: p.sqliteRoot,
-  });
   const snap = await s.snapshot({ agentId: 'ana' });
   const latin = await s.cat('ana', undefined, snap.id, 'memdir/latin.md');
   assert.ok(latin.kind === 'file' && latin.binary, 'not UTF-8');
