@@ -301,6 +301,14 @@ test('the diff page shows the row counts the library diff reports', async () => 
   const { context, page } = await open();
   try {
     await login(page, WRITE_TOKEN);
+    // a prefix of A's id in the URL (the API takes one): picker A shows that snapshot, not "live"
+    await page.goto(`${url}/#/diff/default/ana/${first!.id.slice(0, 13)}/${third!.id}`);
+    const pickerA = page.locator('select').first();
+    await pickerA.waitFor();
+    for (let tries = 0; (await pickerA.inputValue()) !== first!.id; tries++) {
+      assert.ok(tries < 100, `picker A shows ${await pickerA.inputValue()}`); // 10 s: the list is loaded long before
+      await new Promise((r) => setTimeout(r, 100));
+    }
     await page.goto(`${url}/#/diff/default/ana/${first!.id}/${third!.id}`);
     const row = page.locator('#diff-tables tr[data-table="long_term.memories"]');
     await row.waitFor({ timeout: 90_000 }).catch(async (err: unknown) => {

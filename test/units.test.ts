@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { shownName } from '../console/src/format.js';
 import { ProgressReporter } from '../src/cli/progress.js';
 import { loadConfig } from '../src/config/config.js';
 import { parseStrictJsonSpans } from '../src/format/json.js';
@@ -397,4 +398,10 @@ test('a schedule or a retention interval longer than setTimeout holds (~24.8 day
   t.mock.timers.tick(5);
   assert.equal(fired, true);
   timer.clear();
+});
+
+test('console: a name from memory shows its invisible format characters (a right-to-left override) as visible marks', () => {
+  assert.equal(shownName('evil\u202Egpj.md'), 'evil⟨U+202E⟩gpj.md');
+  assert.equal(shownName('a\u200Bb\u2066c\uFEFF'), 'a⟨U+200B⟩b⟨U+2066⟩c⟨U+FEFF⟩');
+  assert.equal(shownName('café — 日本 <b>'), 'café — 日本 <b>', 'printable text is left as it is');
 });

@@ -33,3 +33,13 @@ export { SNAPSHOT_KINDS as KINDS, snapshotKind as kindOf } from '../../src/model
  * the first 18 (the millisecond and 12 random bits) differ, and are a prefix the CLI accepts.
  */
 export const shortId = (id: string): string => id.slice(0, 18);
+
+/** Direction marks and overrides, and other invisible format characters. */
+const INVISIBLE = /[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/gu;
+
+/**
+ * A name or label from memory as shown: each invisible format character (a right-to-left override
+ * above all, which would show `evil\u202Egpj.md` as "evildm.jpg") as a visible `⟨U+202E⟩`.
+ */
+export const shownName = (s: string): string =>
+  s.replace(INVISIBLE, (c) => `⟨U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}⟩`);

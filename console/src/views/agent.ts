@@ -5,7 +5,7 @@
 
 import { useState } from 'preact/hooks';
 import { apiPath, call, get, seg } from '../api.js';
-import { bytes, KINDS, kindOf, shortId, when } from '../format.js';
+import { bytes, KINDS, kindOf, shortId, shownName, when } from '../format.js';
 import { useLoad } from '../hooks.js';
 import { html } from '../html.js';
 import type { Decision, Rights, SnapshotMeta } from '../types.js';
@@ -111,7 +111,10 @@ export function Agent({
     }
   };
   const snapshotNow = () =>
-    act(() => call('POST', apiPath(`${base}/snapshots`, { tenant }), label ? { label } : {}));
+    act(async () => {
+      await call('POST', apiPath(`${base}/snapshots`, { tenant }), label ? { label } : {});
+      setLabel(''); // a second click is a new snapshot, not the same label again
+    });
   const remove = (m: SnapshotMeta) => {
     if (!confirm(`Delete snapshot ${m.id} of agent ${agent}? This cannot be undone.`)) return;
     void act(() => call('DELETE', apiPath(`${base}/snapshots/${seg(m.id)}`, { tenant })));
@@ -121,7 +124,11 @@ export function Agent({
     <h1>Agent <span class="name">${agent}</span> <small class="muted">tenant ${tenant}</small></h1>
     <${ErrorNote} error=${list.error} />
     <${Loading} when=${list.loading && !list.data} />
-    <p id="snapshot-count">${metas.length} snapshot${metas.length === 1 ? '' : 's'}</p>
+    ${
+      list.data
+        ? html`<p id="snapshot-count">${metas.length} snapshot${metas.length === 1 ? '' : 's'}</p>`
+        : null
+    }
     <${Chart} metas=${metas} doomed=${doomed} href=${href} />
     ${
       rights.write
@@ -129,7 +136,7 @@ export function Agent({
             e.preventDefault();
             void snapshotNow();
           }}>
-          <input placeholder="label (optional)" value=${label} onInput=${(e: Event) => setLabel((e.target as HTMLInputElement).value)} />
+          <input aria-label="label of the new snapshot" placeholder="label (optional)" value=${label} onInput=${(e: Event) => setLabel((e.target as HTMLInputElement).value)} />
           <button type="submit" disabled=${busy}>Take a snapshot now</button>
         </form>`
         : null
@@ -145,16 +152,16 @@ export function Agent({
       <tbody>
         ${metas.map(
           (m) => html`<tr data-id=${m.id}>
-            <td><input type="radio" name="pick-a" aria-label="pick as A" checked=${a === m.id} onChange=${() => setA(m.id)} /></td>
-            <td><input type="radio" name="pick-b" aria-label="pick as B" checked=${b === m.id} onChange=${() => setB(m.id)} /></td>
+            <td><input type="radio" name="pick-a" aria-label=${`pick ${shortId(m.id)} as A`} checked=${a === m.id} onChange=${() => setA(m.id)} /></td>
+            <td><input type="radio" name="pick-b" aria-label=${`pick ${shortId(m.id)} as B`} checked=${b === m.id} onChange=${() => setB(m.id)} /></td>
             <td>${when(m.created_at_ms)}</td>
             <td><a href=${href(m.id)}><code>${shortId(m.id)}</code></a></td>
             <td><span class=${`kind kind-${kindOf(m.created_by)}`}>${kindOf(m.created_by)}</span></td>
-            <td class="label">${m.label ?? ''}</td>
+            <td class="label">${shownName(m.label ?? '')}</td>
             <td class="num">${bytes(m.added_bytes ?? m.bundle_size_bytes)}</td>
             <td><${Flags} m=${m} /></td>
             <td>${doomed.has(m.id) ? html`<span class="doomed-key">removes</span>` : ''}</td>
-            ${rights.write ? html`<td><button class="danger delete" disabled=${busy} onClick=${() => remove(m)}>delete</button></td>` : null}
+            ${rights.write ? html`<td><button class="danger delete" aria-label=${`delete snapshot ${shortId(m.id)}`} disabled=${busy} onClick=${() => remove(m)}>delete</button></td>` : null}
           </tr>`,
         )}
       </tbody>

@@ -3,7 +3,7 @@
 // detail (values shown redacted, as the API always does).
 
 import { apiPath, get, seg } from '../api.js';
-import { shortId } from '../format.js';
+import { shortId, shownName } from '../format.js';
 import { useLoad } from '../hooks.js';
 import { html } from '../html.js';
 import type { SnapshotDiff, SnapshotMeta } from '../types.js';
@@ -29,10 +29,13 @@ function Side({
   metas: SnapshotMeta[];
   onPick: (v: string) => void;
 }) {
+  // the URL may name a snapshot by a prefix of its id (as the API takes it): the one it names is picked
+  const want = value.toLowerCase().replaceAll('-', '');
+  const picked = value === 'live' ? 'live' : metas.find((m) => m.id.replaceAll('-', '').startsWith(want))?.id;
   return html`<label>${name}
     <select onChange=${(e: Event) => onPick((e.target as HTMLSelectElement).value)}>
-      <option value="live" selected=${value === 'live'}>live</option>
-      ${metas.map((m) => html`<option value=${m.id} selected=${m.id === value}>${shortId(m.id)} ${m.label ?? ''}</option>`)}
+      <option value="live" selected=${picked === 'live'}>live</option>
+      ${metas.map((m) => html`<option value=${m.id} selected=${m.id === picked}>${shortId(m.id)} ${shownName(m.label ?? '')}</option>`)}
     </select></label>`;
 }
 
@@ -93,7 +96,7 @@ export function Diff({ tenant, agent, a, b }: { tenant: string; agent: string; a
           ${r.files.length === 0 ? html`<p class="muted">No file differs.</p>` : null}
           ${r.files.map(
             (f) => html`<details class="file" open=${r.files.length <= 5}>
-              <summary><code>${f.path}</code> ${f.status} +${f.insertions} −${f.deletions}</summary>
+              <summary><code>${shownName(f.path)}</code> ${f.status} +${f.insertions} −${f.deletions}</summary>
               ${f.binary ? html`<p class="muted">binary</p>` : f.patch ? html`<${Patch} text=${f.patch} />` : null}
             </details>`,
           )}

@@ -5,7 +5,7 @@
 
 import { useState } from 'preact/hooks';
 import { apiPath, call, download, get, seg } from '../api.js';
-import { bytes, kindOf, when } from '../format.js';
+import { bytes, kindOf, shownName, when } from '../format.js';
 import { useLoad } from '../hooks.js';
 import { html } from '../html.js';
 import type { LsResult, RestoreReport, Rights, SnapshotMeta, VerifyReport } from '../types.js';
@@ -126,7 +126,7 @@ export function Snapshot({
         ? html`<dl class="meta">
           <dt>taken</dt><dd>${when(m.created_at_ms)}</dd>
           <dt>kind</dt><dd>${kindOf(m.created_by)} <span class="muted">(${m.created_by ?? 'unknown'})</span></dd>
-          <dt>label</dt><dd class="label" id="snapshot-label">${m.label ?? ''}</dd>
+          <dt>label</dt><dd class="label" id="snapshot-label">${shownName(m.label ?? '')}</dd>
           <dt>size</dt><dd>${bytes(m.bundle_size_bytes)}${m.added_bytes !== undefined ? ` (added ${bytes(m.added_bytes)})` : ''}</dd>
           <dt>flags</dt><dd><${Flags} m=${m} /></dd>
         </dl>`
