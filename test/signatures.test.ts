@@ -152,6 +152,25 @@ test('a signed snapshot: v3 manifest, key id in list and verify, --trust exits 0
   ]);
   assert.equal(r.code, 0, r.stdout);
   assert.match(r.stdout, new RegExp(`signature: +trusted \\(key ${k.keyId}\\)`));
+  // export's own verify of the copy checks the configured trusted keys as verify does (not required:
+  // an untrusted signature is said so, and the export goes on)
+  const out = tempDir(t);
+  for (const [trusted, status] of [
+    [k.publicKey, 'trusted'],
+    [other.publicKey, 'untrusted'],
+  ] as const) {
+    const s = new LocalSnapshotter({
+      stateRoot: a.stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      trustedKeys: [trusted],
+    });
+    const x = await s.export('ana', undefined, meta.id, join(out, `${status}.tar.zst`), { redact: false });
+    assert.equal(x.verify.signature?.status, status);
+    const trust = x.verify.not_checked.find((n) => n.check === 'signature_trust');
+    if (status === 'trusted') assert.equal(trust, undefined, 'who signed was checked');
+    else assert.match(trust?.reason ?? '', /not among the trusted keys/);
+  }
 });
 
 test('tampering under a signature exits 2: edited + re-sealed, stripped, re-signed by another key', async (t) => {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { shownName } from '../console/src/format.js';
+import { parseIntFlag } from '../src/cli/context.js';
 import { ProgressReporter } from '../src/cli/progress.js';
 import { loadConfig } from '../src/config/config.js';
 import { parseStrictJsonSpans } from '../src/format/json.js';
@@ -404,4 +405,12 @@ test('console: a name from memory shows its invisible format characters (a right
   assert.equal(shownName('evil\u202Egpj.md'), 'evil⟨U+202E⟩gpj.md');
   assert.equal(shownName('a\u200Bb\u2066c\uFEFF'), 'a⟨U+200B⟩b⟨U+2066⟩c⟨U+FEFF⟩');
   assert.equal(shownName('café — 日本 <b>'), 'café — 日本 <b>', 'printable text is left as it is');
+});
+
+test('CLI integer flags take what the config takes: an integer JavaScript holds exactly', () => {
+  const keep = parseIntFlag('--keep-count');
+  assert.equal(keep('30'), 30);
+  assert.equal(keep(String(2 ** 53 - 1)), 2 ** 53 - 1);
+  assert.throws(() => keep('99999999999999999999'), /--keep-count must be an integer of at most 2\^53/);
+  assert.throws(() => keep('1.5'), /--keep-count must be an integer/);
 });

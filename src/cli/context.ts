@@ -213,7 +213,11 @@ export function parseIntFlag(name: string): (v: string) => number {
   return (v: string) => {
     if (!/^-?[0-9]+$/.test(v))
       throw new InvalidInputError(`${name} must be an integer, got ${JSON.stringify(v)}`);
-    return Number(v);
+    const n = Number(v);
+    // as the config file's numbers: an integer JavaScript holds exactly (20 digits became 1e20)
+    if (!Number.isSafeInteger(n))
+      throw new InvalidInputError(`${name} must be an integer of at most 2^53 − 1, got ${JSON.stringify(v)}`);
+    return n;
   };
 }
 

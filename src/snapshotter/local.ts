@@ -1271,9 +1271,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
         signingKey: policies.signingKey,
         zstd: { level: this.zstdLevel, workers: this.zstdWorkers },
         ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),
+        // the configured trusted keys as verify uses them: checked (a refusal only when required)
         ...(trust !== undefined
           ? { trust: trustPolicy(trust, trust.length > 0) }
-          : policies.trust.required
+          : policies.trust.keys.length > 0
             ? { trust: policies.trust }
             : {}),
       });

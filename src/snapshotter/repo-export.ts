@@ -145,7 +145,9 @@ export async function exportRepoSnapshot(
   if (redact !== undefined && typeof redact !== 'boolean')
     throw new InvalidInputError('redact must be a boolean');
   const own = (await s.policies()).trust;
-  const policy = trust !== undefined ? trustPolicy(trust, trust.length > 0) : own.required ? own : undefined;
+  // the configured trusted keys as verify uses them: checked (a refusal only when required)
+  const policy =
+    trust !== undefined ? trustPolicy(trust, trust.length > 0) : own.keys.length > 0 ? own : undefined;
   // decided before anything is written: encrypted copies need recipients
   const encrypted = exportRecipients(s, meta.encrypted, decrypt === true).length > 0;
   return publishExport(
