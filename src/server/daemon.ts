@@ -14,7 +14,10 @@ import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { startProgramHost } from '../util/program-host.js';
 import { ActivityBoard } from './activity.js';
 import { loadConsoleAssets } from './console-assets.js';
-import { createApiServer } from './http.js';
+import { createApiServer, isLoopback } from './http.js';
+
+export { isLoopback };
+
 import { apiRoutes, type MetricsSource } from './routes.js';
 import { type ScheduleEntry, type ScheduleOutcome, Scheduler } from './scheduler.js';
 import { OperationTracker } from './tracker.js';
@@ -58,10 +61,6 @@ export function parseListen(value: string): ListenAddress {
     );
   }
   return { host: (m[1] ?? m[2])!, port };
-}
-
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 function describe(o: ScheduleOutcome): string {

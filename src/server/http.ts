@@ -89,9 +89,14 @@ export function hostNameOf(header: string): string {
   return colon >= 0 && h.indexOf(':') === colon ? h.slice(0, colon) : h;
 }
 
-/** Whether a `Host` name is loopback: `localhost`, 127.0.0.0/8 or `[::1]`. */
+/** Whether a listen address is loopback: `localhost`, 127.0.0.0/8 or `::1`. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** Whether a `Host` name is loopback: the same rule, an IPv6 address in its brackets (`[::1]`). */
 export function isLoopbackHostName(name: string): boolean {
-  return name === 'localhost' || name === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(name);
+  return isLoopback(name.startsWith('[') && name.endsWith(']') ? name.slice(1, -1) : name);
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
