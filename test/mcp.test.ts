@@ -222,6 +222,25 @@ test('mcp: invalid arguments are tool errors and write nothing; no restore tool 
   assert.deepEqual(storeEntries(a), []);
 });
 
+test('mcp: with `enabled: false` memory_snapshot is refused (FORBIDDEN) and writes nothing; reading still works', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const before = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(cfg, 'memory:\n  snapshot:\n    enabled: false\n');
+  const client = await connect(t, a, 'ana', ['--config', cfg]);
+  const r = await callTool(client, 'memory_snapshot', { label: 'while disabled' });
+  assert.equal(r.isError, true, textOf(r));
+  assert.match(textOf(r), /^memory_snapshot failed: memory\.snapshot\.enabled is false.*\(FORBIDDEN\)$/s);
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.id),
+    [before.id],
+    'no snapshot was written',
+  );
+  const list = await callTool(client, 'memory_list', {});
+  assert.ok(!list.isError, textOf(list));
+  assert.equal((list.structuredContent!.snapshots as unknown[]).length, 1);
+});
+
 test('mcp: an unknown agent makes memory_snapshot a tool error; the server keeps serving', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const client = await connect(t, a, 'bob');

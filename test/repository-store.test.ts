@@ -343,6 +343,32 @@ test('a manifest read with keep is reused by the next read only while its stored
   assert.notEqual(again, first);
 });
 
+test('verify of a repository snapshot whose manifest cannot be read claims no check it did not run', async (t) => {
+  const a = repoAgent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const file = join(a.stateRoot, 'repository', 'snapshots', snap.id);
+  const bytes = readFileSync(file);
+  const at = bytes.length >> 1;
+  bytes[at] = bytes[at]! ^ 0x40;
+  writeFileSync(file, bytes);
+  const r = await a.snapshotter.verifySnapshot('ana', undefined, snap.id);
+  assert.equal(r.status, 'damaged');
+  assert.equal(r.manifest_ok, false);
+  assert.equal(r.artifacts_checked, 0);
+  assert.deepEqual(
+    { sibling: r.sibling, layout_ok: r.layout_ok, size_ok: r.size_ok, schema_ok: r.schema_ok },
+    { sibling: 'unreadable', layout_ok: false, size_ok: false, schema_ok: false },
+  );
+  // and an intact one says ok for each
+  const good = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const v = await a.snapshotter.verifySnapshot('ana', undefined, good.id);
+  assert.equal(v.status, 'verified', JSON.stringify(v.problems));
+  assert.deepEqual(
+    { sibling: v.sibling, layout_ok: v.layout_ok, size_ok: v.size_ok },
+    { sibling: 'ok', layout_ok: true, size_ok: true },
+  );
+});
+
 test("a repository snapshot's bundle_path, as snapshot and list report it, is accepted by verify(path) and restore({ bundle }) (the README's library example)", async (t) => {
   const a = repoAgent(t);
   const s = a.snapshotter;

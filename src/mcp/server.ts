@@ -9,7 +9,7 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { SnapshotError } from '../model/errors.js';
+import { ForbiddenError, SnapshotError } from '../model/errors.js';
 import { MAX_LABEL_CHARS } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
 import type { OperationTracker } from '../server/tracker.js';
@@ -28,6 +28,8 @@ export interface AgentToolOptions {
   redactDefault: boolean;
   /** Every tool call runs as a tracked operation, so shutdown waits for a snapshot in progress. */
   tracker: OperationTracker;
+  /** `enabled: false` in the config: `memory_snapshot` is refused (FORBIDDEN), as the CLI and the API refuse writes. */
+  readOnly?: boolean;
 }
 
 const snapshotResult = {
@@ -87,6 +89,10 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     },
     async (args) =>
       run('memory_snapshot', async () => {
+        if (o.readOnly)
+          throw new ForbiddenError(
+            'memory.snapshot.enabled is false: the agent tool does not change the store',
+          );
         // `redactions_applied` in the result: the snapshot was scanned by the redaction policy.
         const request: SnapshotRequest = {
           agentId: o.agentId,

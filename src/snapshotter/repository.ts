@@ -747,9 +747,12 @@ export class RepositoryStore {
       ...(m ? { schema_versions: m.schema_versions } : {}),
       age_protected: m?.encryption !== undefined,
       status: problems.length === 0 ? 'verified' : trustOnly ? 'untrusted' : 'damaged',
-      sibling: 'ok',
-      layout_ok: !problems.some((p) => p.code === 'UNSAFE_ENTRY'),
-      size_ok: true,
+      // none of these ran when the manifest could not be read: a repository snapshot has no sibling
+      // file (its manifest object is its record), no tar layout (its paths are the manifest's), and
+      // its sizes are checked artifact by artifact
+      sibling: r.parsed ? 'ok' : 'unreadable',
+      layout_ok: r.parsed !== undefined && !problems.some((p) => p.code === 'UNSAFE_ENTRY'),
+      size_ok: r.parsed !== undefined && r.artifactsChecked === r.artifactsTotal,
       schema_ok: r.parsed !== undefined,
       ...(m
         ? {

@@ -51,6 +51,7 @@ Example (an MCP client's server entry):
           tenant,
           tracker,
           redactDefault: snapshotRedactDefault(cfg),
+          readOnly: cfg.enabled === false,
           ...(identityPath ? { identityPath } : {}),
         });
         const transport = stdioTransport((m) => process.stderr.write(`warning: ${m}\n`));
