@@ -208,6 +208,49 @@ test('CLI --nats: every command that changes the store publishes; config sets th
   assert.equal((rest[2]!.data.report as { bundles_deleted: number }).bundles_deleted, 1);
 });
 
+test('a broker that requires a password: credentials in --nats or events.nats_url are refused and never repeated; events.user/password work', async (t) => {
+  const secret = 'Pw0rd-not-in-logs';
+  const nats = await startNats(t, 0, ['--user', 'nexo', '--pass', secret]);
+  const sub = await collect(t, nats.url, '>', { user: 'nexo', pass: secret });
+  const a = sampleAgent(t, 'ana', SMALL);
+  const withCreds = nats.url.replace('nats://', `nats://nexo:${secret}@`);
+  let r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--nats', withCreds, '--json']);
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(JSON.parse(r.stdout).error.code, 'INVALID_INPUT');
+  assert.match(r.stdout, /never in the URL/);
+  assert.ok(!`${r.stdout}${r.stderr}`.includes(secret), 'the password is not repeated');
+  const cfg = join(a.root, 'nexo.yaml');
+  writeFileSync(cfg, `memory:\n  snapshot:\n    events:\n      nats_url: ${withCreds}\n`);
+  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--config', cfg, '--json']);
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(JSON.parse(r.stdout).error.code, 'CONFIG');
+  assert.ok(!`${r.stdout}${r.stderr}`.includes(secret), 'the password is not repeated');
+  assert.equal((await a.snapshotter.list('ana')).length, 0, 'nothing was written');
+
+  // a wrong password: the snapshot is taken, the warning does not carry it, the event is dropped
+  writeFileSync(
+    cfg,
+    `memory:\n  snapshot:\n    events:\n      nats_url: ${nats.url}\n      user: nexo\n      password: wrong-one\n      max_attempts: 1\n`,
+  );
+  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--config', cfg, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /event broker nats:\/\/127\.0\.0\.1:\d+ unreachable \(Authorization Violation\)/i);
+  assert.ok(!r.stderr.includes('wrong-one'));
+  // the right one, from the environment: the created event arrives
+  writeFileSync(
+    cfg,
+    `memory:\n  snapshot:\n    events:\n      nats_url: ${nats.url}\n      user: nexo\n      password: \${NEXO_TEST_NATS_PASSWORD}\n`,
+  );
+  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--config', cfg, '--json'], {
+    env: { NEXO_TEST_NATS_PASSWORD: secret },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const [created] = await sub.waitFor(1);
+  assert.equal(created!.subject, 'nexo.memory.snapshot.ana.created');
+  assert.equal(created!.data.id, JSON.parse(r.stdout).id);
+  assert.equal(sub.messages.length, 1, 'only the snapshot made with the right password was announced');
+});
+
 test('a broker that is down: the operation succeeds at once, the event is dropped and counted', async (t) => {
   // At once: a broker that accepts the connection and never answers holds the event's delivery for
   // as long as the publisher waits to connect; the snapshot returns while its event is still queued.

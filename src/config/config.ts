@@ -159,8 +159,17 @@ const storeSection = object({
 const eventsSection = object({
   /** Broker for lifecycle and mutation events; none = no events (`--nats URL` overrides). */
   nats_url: string()
-    .regex(NATS_URL_RE, 'must be nats://host:port (or tls://…), several separated by commas')
+    .regex(
+      NATS_URL_RE,
+      'must be nats://host:port (or tls://…), several separated by commas; credentials go in events.user/password, token or creds_file',
+    )
     .optional(),
+  /** The broker's credentials (never in the URL: it shows in process lists and logs); use ${VAR}. */
+  user: string().min(1, 'must not be empty').optional(),
+  password: string().min(1, 'must not be empty').optional(),
+  token: string().min(1, 'must not be empty').optional(),
+  /** A NATS `.creds` file (JWT and NKey seed). */
+  creds_file: string().min(1, 'must not be empty').optional(),
   lifecycle_subject_prefix: string()
     .regex(SUBJECT_PREFIX_RE, 'must be dot-separated tokens of [A-Za-z0-9_-] (no wildcards)')
     .optional(),

@@ -3,7 +3,7 @@
 // schema library.
 
 /** `nats://host:port` (or tls://), several separated by commas. */
-export const NATS_URL_RE = /^(nats|tls):\/\/[^\s,/]+(,\s*(nats|tls):\/\/[^\s,/]+)*$/;
+export const NATS_URL_RE = /^(nats|tls):\/\/[^\s,/@]+(,\s*(nats|tls):\/\/[^\s,/@]+)*$/;
 
 /** The defaults of every key that has one (the original's, and the port's additions). */
 export const CONFIG_DEFAULTS = {

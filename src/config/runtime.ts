@@ -183,7 +183,9 @@ export function retentionWorkerOptionsFromConfig(cfg: SnapshotConfig): GcOptions
 /** Validates a broker URL given outside the config (`--nats`). */
 export function checkNatsUrl(url: string, what = '--nats'): string {
   if (!NATS_URL_RE.test(url))
-    throw new InvalidInputError(`${what} must be nats://host:port (or tls://…), several separated by commas`);
+    throw new InvalidInputError(
+      `${what} must be nats://host:port (or tls://…), several separated by commas; credentials go in the config (events.user/password, token or creds_file), never in the URL`,
+    );
   return url;
 }
 
@@ -207,6 +209,15 @@ export function natsOptionsFromConfig(
       mutation: e.mutation_subject_prefix ?? CONFIG_DEFAULTS.events.mutation_subject_prefix,
     },
     maxAttempts: e.max_attempts ?? CONFIG_DEFAULTS.events.max_attempts,
+    ...(e.user !== undefined || e.token !== undefined || e.creds_file !== undefined
+      ? {
+          auth: {
+            ...(e.user !== undefined ? { user: e.user, password: e.password ?? '' } : {}),
+            ...(e.token !== undefined ? { token: e.token } : {}),
+            ...(e.creds_file !== undefined ? { credsFile: e.creds_file } : {}),
+          },
+        }
+      : {}),
     connectTimeoutMs: e.connect_timeout_ms ?? CONFIG_DEFAULTS.events.connect_timeout_ms,
     ...(metrics ? { metrics } : {}),
     ...(onWarning ? { onWarning } : {}),

@@ -5,6 +5,7 @@
 // client: each attempt reconnects itself, so every wait is bounded. `close()` has a deadline, so a
 // one-shot CLI run exits promptly even when the broker is gone.
 
+import { readFileSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { SnapshotMetrics } from '../metrics/metrics.js';
 import { natsClient } from '../util/nats-client.js';
@@ -19,8 +20,10 @@ import {
 } from './subjects.js';
 
 export interface NatsPublisherOptions {
-  /** Broker URL(s): `nats://host:port`, or several separated by commas. */
+  /** Broker URL(s): `nats://host:port`, or several separated by commas (no credentials: `auth`). */
   url: string;
+  /** The broker's credentials: user and password, a token, or a `.creds` file (read at each connect). */
+  auth?: { user?: string; password?: string; token?: string; credsFile?: string };
   prefixes?: Partial<SubjectPrefixes>;
   /** Counts delivered and dropped events by kind. */
   metrics?: SnapshotMetrics;
@@ -83,8 +86,11 @@ export class NatsEventPublisher implements EventPublisher {
   private published = 0;
   private dropped = 0;
 
+  private readonly auth: NatsPublisherOptions['auth'];
+
   constructor(opts: NatsPublisherOptions) {
     this.url = opts.url;
+    this.auth = opts.auth;
     this.prefixes = { ...DEFAULT_PREFIXES, ...opts.prefixes };
     this.o = {
       connectTimeoutMs: opts.connectTimeoutMs ?? 2000,
@@ -202,12 +208,18 @@ export class NatsEventPublisher implements EventPublisher {
     if (this.nc && !this.nc.isClosed()) return this.nc;
     let gaveUp = false;
     // The client library is loaded by the first connection: a run that publishes nothing never loads it.
-    const { connect } = natsClient();
+    const { connect, credsAuthenticator } = natsClient();
+    const auth = this.auth;
     const pending = connect({
       servers: this.url.split(',').map((s) => s.trim()),
       timeout: this.o.connectTimeoutMs,
       reconnect: false,
       name: this.o.name,
+      ...(auth?.user !== undefined ? { user: auth.user, pass: auth.password ?? '' } : {}),
+      ...(auth?.token !== undefined ? { token: auth.token } : {}),
+      ...(auth?.credsFile !== undefined
+        ? { authenticator: credsAuthenticator(readFileSync(auth.credsFile)) }
+        : {}),
     });
     // A connection that arrives after we stopped waiting must not keep the process alive.
     pending.then(

@@ -20,12 +20,12 @@ export interface NatsServer {
   kill(): Promise<void>;
 }
 
-/** Starts nats-server on 127.0.0.1 (`port` 0: a free one) and waits until it listens. */
-export async function startNats(t: TestContext, port = 0): Promise<NatsServer> {
+/** Starts nats-server on 127.0.0.1 (`port` 0: a free one; `extra`: more options) and waits until it listens. */
+export async function startNats(t: TestContext, port = 0, extra: string[] = []): Promise<NatsServer> {
   const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-'));
   const proc = spawn(
     'nats-server',
-    ['-a', '127.0.0.1', '-p', port ? String(port) : '-1', '--ports_file_dir', dir],
+    ['-a', '127.0.0.1', '-p', port ? String(port) : '-1', '--ports_file_dir', dir, ...extra],
     {
       stdio: ['ignore', 'ignore', 'pipe'],
     },
@@ -72,8 +72,13 @@ export interface Collector {
 }
 
 /** Subscribes to `subject` (wildcards allowed) and collects every message as parsed JSON. */
-export async function collect(t: TestContext, url: string, subject: string): Promise<Collector> {
-  const nc = await connect({ servers: url });
+export async function collect(
+  t: TestContext,
+  url: string,
+  subject: string,
+  auth: { user?: string; pass?: string } = {},
+): Promise<Collector> {
+  const nc = await connect({ servers: url, ...auth });
   t.after(() => nc.close().catch(() => {}));
   const messages: Collector['messages'] = [];
   const sub = nc.subscribe(subject);
