@@ -19,7 +19,7 @@ import {
   preMutatingToolHookFromConfig,
   SnapshotMetrics,
 } from '../src/index.js';
-import { runTs, sampleAgent } from './helpers/env.js';
+import { runTs, sampleAgent, startFixture } from './helpers/env.js';
 import { sample } from './helpers/prom.js';
 
 function setup(t: Parameters<typeof sampleAgent>[0], minIntervalSecs = 3600) {
@@ -111,6 +111,44 @@ test('the interval holds across processes: another runtime of the same agent tak
     { minIntervalSecs: 3600 },
   );
   assert.deepEqual(await fresh.snapshotBeforeTool('ana', undefined, 'x'), { ok: true, skipped: 'interval' });
+});
+
+test('inside the interval a call is skipped at once while another process holds the agent lock (a fresh runtime too)', async (t) => {
+  const { a, hook } = setup(t);
+  const first = await hook.snapshotBeforeTool('ana', undefined, 'memory_write');
+  assert.ok(first.ok && 'snapshot' in first);
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  // a runtime that starts now knows nothing in memory: it reads the record beside the lock, without the lock
+  const fresh = new PreMutatingToolSnapshotAdapter(
+    new LocalSnapshotter({
+      stateRoot: a.stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store: 'repository',
+      lockTimeoutMs: 2000,
+    }),
+    { minIntervalSecs: 3600 },
+  );
+  assert.deepEqual(await fresh.snapshotBeforeTool('ana', undefined, 'memory_edit'), {
+    ok: true,
+    skipped: 'interval',
+  });
+  // a call that is due still waits for the lock, and fails with CONCURRENT when it is not given up
+  const due = new PreMutatingToolSnapshotAdapter(
+    new LocalSnapshotter({
+      stateRoot: a.stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store: 'repository',
+      lockTimeoutMs: 300,
+    }),
+    { minIntervalSecs: 0 },
+  );
+  const r = await due.snapshotBeforeTool('ana', undefined, 'memory_edit');
+  assert.equal(r.ok, false);
+  assert.equal((r as { code?: string }).code, 'CONCURRENT');
+  assert.equal((await a.snapshotter.list('ana')).length, 1);
 });
 
 test('after the interval the next call snapshots again; concurrent calls share one snapshot', async (t) => {

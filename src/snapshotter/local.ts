@@ -568,6 +568,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
     } catch (err) {
       throw asSnapshotError(err, `creating snapshot directory ${dir}`);
     }
+    // An automatic snapshot inside its interval is skipped at once, without waiting for the agent's
+    // lock (another operation may hold it for minutes); the check under the lock below decides.
+    if (due && !(await due.check(agentId, tenant, this.layout))) return undefined;
     const lock = await this.lockAgent(agentId, tenant, 'snapshot');
     try {
       await this.recoverInterrupted(agentId, tenant);
