@@ -111,6 +111,27 @@ test('the interval holds across processes: another runtime of the same agent tak
     { minIntervalSecs: 3600 },
   );
   assert.deepEqual(await fresh.snapshotBeforeTool('ana', undefined, 'x'), { ok: true, skipped: 'interval' });
+  // Concurrent calls of a runtime that starts now: the first finds the other's snapshot, and the calls
+  // that waited for it were skipped for the same reason (`in_flight` says a snapshot was being taken).
+  const metrics = new SnapshotMetrics();
+  const newcomer = new PreMutatingToolSnapshotAdapter(
+    new LocalSnapshotter({
+      stateRoot: a.stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store: 'repository',
+      observers: [new MetricsObserver(metrics)],
+    }),
+    { minIntervalSecs: 3600 },
+  );
+  const burst = await Promise.all(
+    Array.from({ length: 5 }, () => newcomer.snapshotBeforeTool('ana', undefined, 'memory_write')),
+  );
+  assert.deepEqual(burst, Array(5).fill({ ok: true, skipped: 'interval' }));
+  const text = await metrics.render();
+  const labels = { agent: 'ana', tenant: 'default' };
+  assert.equal(sample(text, METRIC.skippedTotal, { ...labels, reason: 'interval' }), 5);
+  assert.equal(sample(text, METRIC.skippedTotal, { ...labels, reason: 'in_flight' }) ?? 0, 0);
 });
 
 test('inside the interval a call is skipped at once while another process holds the agent lock (a fresh runtime too)', async (t) => {

@@ -98,9 +98,11 @@ export class PreMutatingToolSnapshotAdapter implements PreMutatingToolSnapshotHo
     const running = this.inFlight.get(key);
     if (running) {
       // The snapshot being taken shows the memory before this call too: wait for it, take none (its
-      // failure is this call's too).
+      // failure is this call's too). When that call took none (another process took one inside the
+      // interval), this one is skipped for the same reason: `in_flight` means a snapshot was being taken.
       const r = await running;
-      return r.ok ? this.skip(agentId, t, 'in_flight') : r;
+      if (!r.ok) return r;
+      return this.skip(agentId, t, 'skipped' in r ? r.skipped : 'in_flight');
     }
     const last = this.last.get(key);
     const now = Date.now();
