@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import {
   LifecycleEventsObserver,
+  LocalSnapshotter,
   MemoryMutationPublisher,
   MetricsObserver,
   NatsEventPublisher,
@@ -206,6 +207,52 @@ test('CLI --nats: every command that changes the store publishes; config sets th
     ['acme.mem.ana.created', 'acme.mem.ana.deleted', 'acme.mem._all.gc'],
   );
   assert.equal((rest[2]!.data.report as { bundles_deleted: number }).bundles_deleted, 1);
+});
+
+test('import into a repository announces the snapshot it stores: --store-only and a full import (created, then restored)', async (t) => {
+  const nats = await startNats(t);
+  const sub = await collect(t, nats.url, 'nexo.memory.snapshot.>');
+  const metrics = new SnapshotMetrics();
+  const publisher = new NatsEventPublisher({ url: nats.url, metrics, connectTimeoutMs: 1000 });
+  t.after(() => publisher.close(0));
+  const a = sampleAgent(t, 'ana', SMALL, {
+    store: 'repository',
+    observers: [new MetricsObserver(metrics), new LifecycleEventsObserver(publisher)],
+  });
+  const bundles = new LocalSnapshotter({
+    stateRoot: join(a.root, 'host-a'),
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'bundles',
+  });
+  const bundle = await bundles.snapshot({ agentId: 'ana', label: 'from host A' });
+
+  const stored = await a.snapshotter.storeBundle({ bundle: bundle.bundle_path, agentId: 'dora' });
+  assert.equal(stored.stored, 'new');
+  const [created] = await sub.waitFor(1);
+  assert.equal(created!.subject, 'nexo.memory.snapshot.dora.created');
+  const { pinned: _, ...listed } = stored.snapshot;
+  assert.deepEqual(created!.data, { kind: 'created', ...JSON.parse(JSON.stringify(listed)) });
+
+  const report = await a.snapshotter.restore({ agentId: 'eve', bundle: bundle.bundle_path, import: {} });
+  const msgs = await sub.waitFor(3);
+  assert.deepEqual(
+    msgs.map((m) => m.subject),
+    [
+      'nexo.memory.snapshot.dora.created',
+      'nexo.memory.snapshot.eve.created',
+      'nexo.memory.snapshot.eve.restored',
+    ],
+  );
+  assert.equal(msgs[1]!.data.id, report.stored_snapshot);
+  assert.equal(msgs[1]!.data.created_by, 'import');
+  const text = await metrics.render();
+  for (const agent of ['dora', 'eve'])
+    assert.equal(
+      sample(text, 'nexo_memory_snapshot_total', { agent, tenant: 'default', outcome: 'ok' }),
+      1,
+      agent,
+    );
 });
 
 test('a broker that requires a password: credentials in --nats or events.nats_url are refused and never repeated; events.user/password work', async (t) => {

@@ -75,6 +75,24 @@ export async function ensureListed(
   return { ...meta, pinned: false };
 }
 
+/**
+ * Reports a snapshot an import stored (`new`; one already present was announced when it was stored) as
+ * every snapshot is: the observers' `snapshot` record, so the `created` event and the snapshot metrics.
+ */
+export function announceStored(s: LocalSnapshotter, stored: StoredBundle, started: number): void {
+  if (stored.stored !== 'new') return;
+  const { pinned: _pinned, ...meta } = stored.snapshot;
+  s.observe({
+    op: 'snapshot',
+    agentId: meta.agent_id,
+    tenant: meta.tenant,
+    createdBy: meta.created_by ?? 'import',
+    outcome: 'ok',
+    meta,
+    durationMs: performance.now() - started,
+  });
+}
+
 /** `import --store-only` (and the first step of an import into a repository). */
 export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest): Promise<StoredBundle> {
   if (!s.usesRepository())
@@ -158,6 +176,7 @@ export async function importIntoRepository(s: LocalSnapshotter, req: RestoreRequ
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
   if (req.bundle === undefined) throw new InvalidInputError('import takes a bundle file (bundle)');
+  const started = performance.now();
   if (!req.import?.force && (await s.agentExists(agentId, tenant)))
     throw new RestoreRefusedError(
       `agent ${agentId} (tenant ${tenant}) already has memory; pass --force to replace it`,
@@ -172,7 +191,10 @@ export async function importIntoRepository(s: LocalSnapshotter, req: RestoreRequ
     ...(req.onProgress ? { onProgress: req.onProgress } : {}),
   });
   try {
-    return { ...(await restoreAgent(s, req)), stored_snapshot: stored.snapshot.id };
+    const report = await restoreAgent(s, req);
+    // announced once it stays: a refused restore forgets the snapshot again
+    announceStored(s, stored, started);
+    return { ...report, stored_snapshot: stored.snapshot.id };
   } catch (err) {
     if (stored.stored === 'new') await s.repository.forget(stored.snapshot.id).catch(() => {});
     throw err;

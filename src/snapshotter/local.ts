@@ -894,8 +894,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
    * changing nothing live (snapshotter/import.ts). Needs the repository store.
    */
   async storeBundle(req: StoreBundleRequest): Promise<StoredBundle> {
-    const { storeBundle } = await import('./import.js');
-    return storeBundle(this, req);
+    const started = performance.now();
+    const { storeBundle, announceStored } = await import('./import.js');
+    const stored = await storeBundle(this, req);
+    announceStored(this, stored, started);
+    return stored;
   }
 
   /**
