@@ -8,7 +8,7 @@
 // what the agent got back. Both stores.
 
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -86,6 +86,39 @@ for (const store of ['bundles', 'repository'] as const) {
     assert.equal(rows(join(a.memdirRoot, backup[0]!, 'long_term.sqlite')), before + 1);
   });
 }
+
+test('default layout: a bundle with a memory file under a database or state file is refused; the database stays a file and the agent keeps working', async (t) => {
+  const { a, s, dir } = defaultLayout(t, 'bundles');
+  const before = rows(join(dir, 'long_term.sqlite'));
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const entries = await readEntries(snap.bundle_path);
+  for (const under of ['long_term.sqlite/x', 'long_term.sqlite-wal/x', 'extract_cursor.json/x']) {
+    const bad = writeBundleFile(
+      join(a.root, 'under.tar.zst'),
+      forgeBundle(entries, (m, rest) =>
+        addMemoryFiles(m, rest, [[`memory_files/${under}`, Buffer.from('x')]]),
+      ),
+    );
+    assert.equal((await s.verify(bad)).status, 'damaged', under);
+    await assert.rejects(s.restore({ agentId: 'ana', bundle: bad, autoPreSnapshot: false }), {
+      code: 'UNSAFE_ENTRY',
+      exitCode: 2,
+    });
+    assert.equal(rows(join(dir, 'long_term.sqlite')), before, under);
+  }
+  assert.ok((await s.snapshot({ agentId: 'ana' })).id, 'the agent still snapshots');
+});
+
+test('a memdir kept apart from the databases, with a top-level directory named as a database file: the capture skips it, so its bundle verifies and restores', async (t) => {
+  const a = sampleAgent(t);
+  mkdirSync(join(a.memdir, 'long_term.sqlite'));
+  writeFileSync(join(a.memdir, 'long_term.sqlite', 'note.md'), 'x');
+  git(a.memdir, ['add', '-f', 'long_term.sqlite/note.md']);
+  git(a.memdir, ['commit', '-qm', 'a directory named as a database']);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.equal((await a.snapshotter.verify(snap.bundle_path)).status, 'verified');
+  await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
+});
 
 test('a bundle from before 2026-12-02, which also holds the databases as memory files, restores in the default layout', async (t) => {
   const { a, s, dir } = defaultLayout(t, 'bundles');

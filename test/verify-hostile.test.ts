@@ -47,6 +47,20 @@ test('paths restore cannot write are refused from the manifest alone: a file tha
   // 255 bytes is a valid name
   const ok = writeBundleFile(join(dir, 'ok.tar.zst'), withFiles([`memory_files/${'a'.repeat(255)}`, 'x']));
   assert.equal((await verifyBundleFile(ok)).status, 'verified');
+  // a memory file under a database's, its side files' or the state's file name: in the default layout
+  // those are files of the memdir, which restore would turn into directories
+  for (const under of [
+    'long_term.sqlite/x',
+    'vector.sqlite-wal/x',
+    'concepts.sqlite-journal/a/b',
+    'extract_cursor.json/x',
+  ]) {
+    const p = writeBundleFile(
+      join(dir, `under-${under.replaceAll('/', '_')}.tar.zst`),
+      withFiles([`memory_files/${under}`, 'x']),
+    );
+    await refusedEverywhere(a, p, 'UNSAFE_ENTRY');
+  }
 });
 
 test('git block rules: head_ref must be a safe branch name, HEAD must be what the git bundle carries', async (t) => {

@@ -8,6 +8,7 @@ import { closeSync, constants, type Dirent, existsSync, fstatSync, openSync, rea
 import { mkdir, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type ComponentsInMemdir, isComponentEntry } from '../agent/components-in-memdir.js';
+import { componentAbove } from '../format/layout.js';
 import type { SkippedEntry } from '../format/manifest.js';
 import { IoError } from '../model/errors.js';
 import { copyFileHashed, sha256Hex } from '../util/hash.js';
@@ -82,6 +83,11 @@ export async function walkMemdir(
         continue;
       }
       if (components && isComponentEntry(components, rel, d.isDirectory())) continue;
+      if (dirRel === '' && d.isDirectory() && componentAbove(`${rel}/x`) !== undefined) {
+        // a directory with a database's or the state's file name: a bundle may not hold files under it
+        skipped.push({ path: rel, reason: "directory named as a database's or the state's file" });
+        continue;
+      }
       if (d.isDirectory()) await walk(rel);
       else if (d.isFile()) files.push(rel);
       else skipped.push({ path: rel, reason: describeType(d) });

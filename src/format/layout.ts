@@ -3,7 +3,7 @@
 // artifact list as a whole (no duplicates, no path that is both a file and a directory, the canonical
 // order). Verify and restore apply the same rules from here. Pure.
 
-import { DB_NAMES, STATE_KEYS } from '../model/types.js';
+import { DB_NAMES, SQLITE_EXTRAS, STATE_KEYS } from '../model/types.js';
 import {
   type ArtifactKind,
   GIT_BUNDLE_PATH,
@@ -26,6 +26,25 @@ const FIXED = new Map<string, ArtifactKind>([
   ...DB_NAMES.map((db) => [sqlitePath(db), sqliteKind(db)] as const),
   ...STATE_KEYS.map((key) => [statePath(key), stateKind(key)] as const),
 ]);
+
+/**
+ * Names that are files of the agent's other components where the memdir holds them (the default
+ * layout: the databases, their SQLite side files and the state files at the memdir's top): a memory
+ * file may not lie under one, which would make that file a directory on restore.
+ */
+const COMPONENT_NAMES = new Set([
+  ...DB_NAMES.flatMap((db) => ['', ...SQLITE_EXTRAS].map((extra) => `${db}.sqlite${extra}`)),
+  'extract_cursor.json',
+  'dream_run.json',
+]);
+
+/** The component file name a memory file path (relative to the memdir) lies under, if any. */
+export function componentAbove(rel: string): string | undefined {
+  const slash = rel.indexOf('/');
+  if (slash === -1) return undefined;
+  const first = rel.slice(0, slash);
+  return COMPONENT_NAMES.has(first) ? first : undefined;
+}
 
 /**
  * Returns why `path` is not a safe relative path, or undefined when it is: non-empty, relative, every
@@ -54,6 +73,7 @@ export function kindForPath(path: string, version: LayoutVersion): ArtifactKind 
     const rel = path.slice(MEMORY_FILES_PREFIX.length);
     // A memory file must never land inside (or replace) a repository's .git on restore.
     if (rel.split('/').some((seg) => seg.toLowerCase() === '.git')) return undefined;
+    if (componentAbove(rel) !== undefined) return undefined;
     return 'memory_file';
   }
   if (version === 2) return path === GIT_BUNDLE_PATH ? 'git_bundle' : undefined;
@@ -65,6 +85,11 @@ export function layoutProblem(path: string, kind: string, version: LayoutVersion
   const unsafe = unsafePathReason(path);
   if (unsafe) return `${unsafe}: ${JSON.stringify(path)}`;
   const expected = kindForPath(path, version);
+  const above = path.startsWith(MEMORY_FILES_PREFIX)
+    ? componentAbove(path.slice(MEMORY_FILES_PREFIX.length))
+    : undefined;
+  if (above !== undefined)
+    return `memory file ${JSON.stringify(path)} lies under ${JSON.stringify(above)}, the name of a database's or the state's file`;
   if (expected === undefined) return `path outside the declared layout: ${JSON.stringify(path)}`;
   if (expected !== kind) return `path ${JSON.stringify(path)} must have kind ${expected}, not ${kind}`;
   return undefined;

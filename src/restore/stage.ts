@@ -15,7 +15,7 @@ import type { Artifact, Manifest } from '../format/manifest.js';
 import { fsckBuilt, inspectRepo, type RepoInfo, runGit } from '../git/git.js';
 import { writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import { BundleDamagedError, GitError } from '../model/errors.js';
+import { BundleDamagedError, GitError, UnsafeBundleError } from '../model/errors.js';
 import { DB_NAMES } from '../model/types.js';
 import { type DirLister, readNames } from '../store/catalog.js';
 import { allSettledOrThrow } from '../util/settle.js';
@@ -99,6 +99,14 @@ export function stagingSink(p: RestorePaths): EntrySink {
         // a database's or the state's file that a snapshot from before 2026-12-02 also took as a
         // memory file (the databases in the memdir): its component is staged there, so only hashed
         if (p.components.files.has(rel)) return undefined;
+        // nor a file under one: that database or state file would become a directory (whatever the
+        // layout puts where; the bundle's own rules refuse the default layout's names, format/layout.ts)
+        for (const f of p.components.files)
+          if (rel.startsWith(`${f}/`))
+            throw new UnsafeBundleError(
+              `memory file ${JSON.stringify(path)} lies under ${JSON.stringify(f)}, a database's or the state's file in the memdir`,
+              { path },
+            );
         return join(p.memdirStage, rel);
       }
       if (a.kind === 'git_bundle') {
