@@ -22,6 +22,7 @@ import {
   zstd,
   zstdWithZeros,
 } from './helpers/bundles.js';
+import { runCli } from './helpers/env.js';
 import { hostileBase, mem, refusedEverywhere } from './helpers/hostile.js';
 
 test('paths restore cannot write are refused from the manifest alone: a file that is also a directory, a 256-byte segment', async (t) => {
@@ -61,6 +62,29 @@ test('paths restore cannot write are refused from the manifest alone: a file tha
     );
     await refusedEverywhere(a, p, 'UNSAFE_ENTRY');
   }
+});
+
+test("text output shows a bundle's escape sequences as escapes: no control character reaches the terminal", async (t) => {
+  const { entries, dir } = await hostileBase(t);
+  const evil = '\u001b[2K\r"status: verified"\u001b[8m\u009b31m\u202e';
+  const p = writeBundleFile(
+    join(dir, `evil${'\u001b]0;owned\u0007'}.tar.zst`),
+    forgeBundle(entries, (m, rest) =>
+      addMemoryFiles(m, rest, [
+        [`memory_files/${evil}`, Buffer.from('x')],
+        [`memory_files/${evil}/b\nfake`, Buffer.from('y')],
+        [`memory_files/${evil}/b`, Buffer.from('z')],
+      ]),
+    ),
+  );
+  const r = await runCli(['verify', p]);
+  assert.equal(r.code, 2, r.stderr);
+  const shown = r.stdout + r.stderr;
+  assert.doesNotMatch(shown, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/, 'no raw control character');
+  assert.match(shown, /\\(x1b|u001b)\[2K/, 'shown as an escape');
+  const problems = r.stdout.split('\n').filter((l) => l.startsWith('problem:'));
+  assert.ok(problems.length >= 1);
+  assert.equal(r.stdout.split('\n').filter((l) => l.startsWith('"status')).length, 0, 'no line forged');
 });
 
 test('git block rules: head_ref must be a safe branch name, HEAD must be what the git bundle carries', async (t) => {

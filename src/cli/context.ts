@@ -16,6 +16,7 @@ import {
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { ProgressReporter } from './progress.js';
 import type { TelemetryFlags } from './telemetry.js';
+import { terminalText } from './terminal.js';
 
 export interface StoreFlags extends TelemetryFlags {
   stateRoot?: string;
@@ -133,7 +134,7 @@ export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
   const metrics = run.metrics;
   const s = new local.LocalSnapshotter({
     ...runtime.snapshotterOptionsFromConfig(cfg, flags),
-    onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
+    onWarning: (m) => process.stderr.write(`warning: ${terminalText(m)}\n`),
     observers: run.observers,
     ...(metrics ? { backendObserver: (backend: string) => metrics.storeObserver(backend) } : {}),
   });
@@ -256,7 +257,7 @@ export function reportError(err: unknown, json: boolean, alreadyPrinted = false)
       error: e ? e.toJSON() : { code: 'INTERNAL', message, exit_code: ExitCode.error, outcome: 'error' },
     });
   }
-  if (!alreadyPrinted) process.stderr.write(`error: ${message}\n`);
+  if (!alreadyPrinted) process.stderr.write(`error: ${terminalText(message)}\n`);
   if (!e && process.env.NEXO_MEMORY_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
   return e ? e.exitCode : ExitCode.error;
 }

@@ -11,6 +11,7 @@ import type {
   VerifyReport,
 } from '../model/types.js';
 import type { RetentionTickReport } from '../snapshotter/gc.js';
+import { terminalField } from './terminal.js';
 
 export function humanBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -71,7 +72,7 @@ export function formatSnapshot(m: SnapshotMeta): string {
   return [
     `snapshot id:  ${m.id}`,
     `agent:        ${m.agent_id} (tenant ${m.tenant})`,
-    ...(m.label !== undefined ? [`label:        ${m.label}`] : []),
+    ...(m.label !== undefined ? [`label:        ${terminalField(m.label)}`] : []),
     `created:      ${iso(m.created_at_ms)}`,
     `bundle:       ${m.bundle_path}`,
     `size_bytes:   ${m.bundle_size_bytes} (${humanBytes(m.bundle_size_bytes)})`,
@@ -102,8 +103,8 @@ export function formatList(metas: SnapshotMeta[]): string {
       ...(m.signed_by ? [`sig:${m.signed_by}`] : []),
       ...(m.pinned ? ['pinned'] : []),
     ].join(',') || '-',
-    m.created_by ?? '-',
-    m.label ?? '-',
+    terminalField(m.created_by ?? '-'),
+    terminalField(m.label ?? '-'),
   ]);
   const header = ['ID', 'CREATED', 'SIZE', 'FLAGS', 'BY', 'LABEL'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
@@ -121,7 +122,7 @@ export function formatVerify(r: VerifyReport): string {
   const ok = (v: boolean): string =>
     v ? 'true' : r.status === 'incomplete' ? 'false (not checked)' : 'false';
   const lines = [
-    `bundle:           ${r.bundle}`,
+    `bundle:           ${terminalField(r.bundle)}`,
     `status:           ${r.status}`,
     `manifest_ok:      ${ok(r.manifest_ok)}`,
     // a repository snapshot (`<repository>#<id>`) has no sibling file: its digest seal is checked
@@ -148,7 +149,10 @@ export function formatVerify(r: VerifyReport): string {
     lines.push(`deep git:         ${r.deep.git ?? '(no history)'}`);
   }
   lines.push(`all_checks_ok:    ${r.status === 'verified'}`);
-  for (const p of r.problems) lines.push(`problem: [${p.code}] ${p.path ? `${p.path}: ` : ''}${p.message}`);
+  for (const p of r.problems)
+    lines.push(
+      `problem: [${p.code}] ${p.path ? `${terminalField(JSON.stringify(p.path))}: ` : ''}${terminalField(p.message)}`,
+    );
   for (const n of r.not_checked) lines.push(`not checked: ${n.check}: ${n.reason}`);
   return lines.join('\n');
 }

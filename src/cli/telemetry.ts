@@ -12,6 +12,7 @@ import { natsOptionsFromConfig } from '../config/runtime.js';
 import type { NatsEventPublisher } from '../events/nats.js';
 import type { SnapshotMetrics } from '../metrics/metrics.js';
 import type { OperationObserver } from '../snapshotter/observer.js';
+import { terminalText } from './terminal.js';
 
 export interface TelemetryFlags {
   /** Broker URL for lifecycle events (overrides events.nats_url). */
@@ -20,7 +21,7 @@ export interface TelemetryFlags {
   metricsFile?: string;
 }
 
-const warn = (m: string) => process.stderr.write(`warning: ${m}\n`);
+const warn = (m: string) => process.stderr.write(`warning: ${terminalText(m)}\n`);
 
 export class RunTelemetry {
   readonly publisher: NatsEventPublisher | undefined;

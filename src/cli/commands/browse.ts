@@ -6,6 +6,7 @@ import type { CatResult, FindResult, LsResult } from '../../browse/types.js';
 import { Command } from '../commander.js';
 import { identityFrom, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { humanBytes, shellWord } from '../format.js';
+import { printText } from '../terminal.js';
 import {
   agentOption,
   configOption,
@@ -55,7 +56,7 @@ export function lsCommand() {
           ...(identity ? { decryptIdentity: identity } : {}),
         });
         if (opts.json) printJson(r);
-        else process.stdout.write(`${formatLs(r)}\n`);
+        else printText(formatLs(r));
         return 0;
       });
     });
@@ -185,7 +186,7 @@ export function findCommand() {
           ...(identity ? { decryptIdentity: identity } : {}),
         });
         if (opts.json) printJson(r);
-        else process.stdout.write(`${formatFind(r)}\n`);
+        else printText(formatFind(r));
         return 0;
       });
     });

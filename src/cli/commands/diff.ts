@@ -3,6 +3,7 @@
 import { Command } from '../commander.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatDiff } from '../format.js';
+import { printText } from '../terminal.js';
 import {
   agentOption,
   configOption,
@@ -54,7 +55,7 @@ not counted as a change.`,
           ...(identity ? { decryptIdentity: identity } : {}),
         });
         if (opts.json) printJson(d);
-        else process.stdout.write(`${formatDiff(d)}\n`);
+        else printText(formatDiff(d));
         return 0;
       });
     });

@@ -4,6 +4,7 @@
 import { Command } from '../commander.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatExport } from '../format.js';
+import { printText } from '../terminal.js';
 import {
   agentOption,
   configOption,
@@ -67,7 +68,7 @@ Examples:
         });
         progress.done();
         if (opts.json) printJson(r);
-        else process.stdout.write(`${formatExport(r)}\n`);
+        else printText(formatExport(r));
         return 0;
       });
     });

@@ -6,6 +6,7 @@ import type { RetentionPolicy } from '../../policy/retention.js';
 import { Command, Option } from '../commander.js';
 import { loadFlagsConfig, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatGc } from '../format.js';
+import { printText } from '../terminal.js';
 import {
   agentOption,
   configOption,
@@ -137,7 +138,7 @@ Examples:
             : {}),
         });
         if (opts.json) printJson(r);
-        else process.stdout.write(`${formatGc(r)}\n`);
+        else printText(formatGc(r));
         return (await import('../../snapshotter/gc.js')).gcExitCode(r);
       });
     });

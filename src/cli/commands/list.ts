@@ -2,6 +2,7 @@
 
 import { Command } from '../commander.js';
 import { printJsonArray, runCommand, snapshotterFrom } from '../context.js';
+import { printText } from '../terminal.js';
 import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } from './options.js';
 
 export function listCommand() {
@@ -24,7 +25,7 @@ export function listCommand() {
         const metas = await s.list(opts.agent, opts.tenant);
         if (opts.json) await printJsonArray(metas);
         // the table's module only for the table: `list --json` is what runtimes call before an action
-        else process.stdout.write(`${(await import('../format.js')).formatList(metas)}\n`);
+        else printText((await import('../format.js')).formatList(metas));
         return 0;
       });
     });

@@ -5,6 +5,7 @@ import type { MigrateReport } from '../../snapshotter/migrate.js';
 import { Command } from '../commander.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { humanBytes } from '../format.js';
+import { printText } from '../terminal.js';
 import { configOption, identityOption, jsonOption, stateRootOption } from './options.js';
 
 /** 0 when every bundle moved; else the exit status of the first bundle that did not. */
@@ -59,7 +60,7 @@ Examples:
         const identity = identityFrom(opts);
         const r = await snapshotterFrom(opts).migrate(identity ? { decryptIdentity: identity } : {});
         if (opts.json) printJson(r);
-        else process.stdout.write(`${formatMigrate(r)}\n`);
+        else printText(formatMigrate(r));
         return migrateExitCode(r);
       });
     });

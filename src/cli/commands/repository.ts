@@ -5,6 +5,7 @@ import { InvalidInputError } from '../../model/errors.js';
 import { Command } from '../commander.js';
 import { parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { humanBytes } from '../format.js';
+import { printText, terminalField } from '../terminal.js';
 import { configOption, identityOption, jsonOption, stateRootOption } from './options.js';
 
 export function checkCommand() {
@@ -43,9 +44,10 @@ export function checkCommand() {
           process.stdout.write(
             `${r.snapshots} snapshot(s), ${r.packs} pack(s), ${r.blobs} blob(s); ${r.packs_read} pack(s) read (${humanBytes(r.bytes_read)})\n`,
           );
-          for (const p of r.problems) process.stdout.write(`problem: ${p.object}: ${p.code}: ${p.message}\n`);
+          for (const p of r.problems)
+            printText(`problem: ${terminalField(p.object)}: ${p.code}: ${terminalField(p.message)}`);
           if (r.damaged_snapshots.length > 0)
-            process.stdout.write(`damaged snapshots: ${r.damaged_snapshots.join(', ')}\n`);
+            printText(`damaged snapshots: ${terminalField(r.damaged_snapshots.join(', '))}`);
           if (r.unlisted_snapshots.length > 0)
             process.stdout.write(
               `${r.unlisted_snapshots.length} manifest(s) without a listing entry (an interrupted snapshot or forget; the next prune removes them)\n`,

@@ -21,6 +21,7 @@ import {
 } from '../context.js';
 import { formatRecover, formatRestore } from '../format.js';
 import type { ProgressReporter } from '../progress.js';
+import { printText } from '../terminal.js';
 import {
   agentOption,
   configOption,
@@ -70,7 +71,7 @@ async function restoreAndPrint(
   });
   progress.done();
   if (opts.json) printJson(r);
-  else process.stdout.write(`${formatRestore(r)}\n`);
+  else printText(formatRestore(r));
   return 0;
 }
 
@@ -235,7 +236,7 @@ export function recoverCommand() {
           ? await s.recoverAll()
           : [await s.recover(opts.agent!, opts.tenant)].filter((r) => r !== undefined);
         if (opts.json) printJson(results);
-        else process.stdout.write(`${formatRecover(results)}\n`);
+        else printText(formatRecover(results));
         return 0;
       });
     });

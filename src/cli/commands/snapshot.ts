@@ -4,6 +4,7 @@ import { snapshotRedactDefault } from '../../config/runtime.js';
 import { Command } from '../commander.js';
 import { loadFlagsConfig, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatSnapshot } from '../format.js';
+import { printText } from '../terminal.js';
 import {
   agentOption,
   configOption,
@@ -64,7 +65,7 @@ Examples:
         });
         progress.done();
         if (opts.json) printJson(meta);
-        else process.stdout.write(`${formatSnapshot(meta)}\n`);
+        else printText(formatSnapshot(meta));
         return 0;
       });
     });

@@ -9,6 +9,7 @@ import { prepareBundleRead } from '../../snapshotter/prepare-read.js';
 import { Command, Option } from '../commander.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatVerify } from '../format.js';
+import { printText } from '../terminal.js';
 import {
   configOption,
   identityOption,
@@ -76,7 +77,7 @@ Examples:
           : await s.verifySnapshot(opts.agent!, opts.tenant, opts.id!, request);
         progress.done();
         if (opts.json) printJson(report);
-        else process.stdout.write(`${formatVerify(report)}\n`);
+        else printText(formatVerify(report));
         return verifyExitCode(report);
       });
     });
