@@ -229,6 +229,65 @@ test('cardinality: at most 256 agents and 256 tenants per label, later ones repo
   assert.equal(sample(text, METRIC.restoreTotal, { agent: 'a0', tenant: 'other', outcome: 'error' }), 4);
 });
 
+test('invalid ids and agents the host does not have take none of the 256 label values', async (t) => {
+  const metrics = new SnapshotMetrics({ labelCap: 2 });
+  const a = sampleAgent(t, 'ana', { memories: 5, files: 1 }, { observers: [new MetricsObserver(metrics)] });
+  for (let i = 0; i < 5; i++) {
+    await assert.rejects(a.snapshotter.snapshot({ agentId: `BAD AGENT ${i}` }), { code: 'INVALID_INPUT' });
+    await assert.rejects(a.snapshotter.snapshot({ agentId: `nobody-${i}` }), { code: 'UNKNOWN_AGENT' });
+    await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana', tenant: `Bad Tenant ${i}` }), {
+      code: 'INVALID_INPUT',
+    });
+  }
+  const ok = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const text = await metrics.render();
+  assert.equal(
+    sample(text, METRIC.snapshotTotal, { agent: 'ana', tenant: 'default', outcome: 'ok' }),
+    1,
+    'the real agent keeps its name',
+  );
+  assert.equal(
+    sample(text, METRIC.snapshotTotal, { agent: '_invalid', tenant: 'default', outcome: 'invalid_input' }),
+    5,
+  );
+  assert.equal(
+    sample(text, METRIC.snapshotTotal, { agent: '_unknown', tenant: 'default', outcome: 'not_found' }),
+    5,
+  );
+  assert.equal(
+    sample(text, METRIC.snapshotTotal, { agent: 'ana', tenant: '_invalid', outcome: 'invalid_input' }),
+    5,
+  );
+  assert.doesNotMatch(text, /agent="other"|nobody|BAD AGENT|Bad Tenant/);
+  // bytes: what the snapshot wrote (a bundle here: its size)
+  assert.equal(sample(text, METRIC.bytesTotal, { agent: 'ana', tenant: 'default' }), ok.bundle_size_bytes);
+});
+
+test('a repository snapshot counts the bytes it added, not the size of the whole snapshot', async (t) => {
+  const metrics = new SnapshotMetrics();
+  const a = sampleAgent(
+    t,
+    'ana',
+    { memories: 5, files: 1 },
+    { store: 'repository', observers: [new MetricsObserver(metrics)] },
+  );
+  const first = (await a.snapshotter.snapshot({ agentId: 'ana' })) as {
+    added_bytes?: number;
+    bundle_size_bytes: number;
+  };
+  const second = (await a.snapshotter.snapshot({ agentId: 'ana' })) as {
+    added_bytes?: number;
+    bundle_size_bytes: number;
+  };
+  assert.ok(first.added_bytes !== undefined && second.added_bytes !== undefined);
+  assert.ok(second.added_bytes < second.bundle_size_bytes, 'an unchanged agent adds little');
+  const text = await metrics.render();
+  assert.equal(
+    sample(text, METRIC.bytesTotal, { agent: 'ana', tenant: 'default' }),
+    first.added_bytes + second.added_bytes,
+  );
+});
+
 test('duration histogram: the original bounds, a value on a bound falls in that bucket', async () => {
   const m = new SnapshotMetrics();
   const who = { agent: 'ana', tenant: 'default' };

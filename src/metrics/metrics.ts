@@ -8,6 +8,7 @@
 import { Counter, Histogram, Registry } from 'prom-client';
 import type { BackendObserver } from '../backend/remote.js';
 import type { Outcome } from '../model/errors.js';
+import { isValidId } from '../model/ids.js';
 
 /** The family names. The first five are the original's wire contract. */
 export const METRIC = {
@@ -32,6 +33,13 @@ export const DURATION_BUCKETS_MS = [50, 100, 250, 500, 1000, 5000, 15000, 60000]
 /** Distinct agent (and, separately, tenant) label values before new ones report as `other`. */
 export const LABEL_CAP = 256;
 export const OVERFLOW_LABEL = 'other';
+/**
+ * The `agent` (or `tenant`) label of an operation that named no valid id, or an agent this host does not
+ * have: they take none of the capped values (a client could otherwise use them all up with made-up
+ * names, and every real agent after would report as `other`). No id starts with `_`.
+ */
+export const INVALID_LABEL = '_invalid';
+export const UNKNOWN_AGENT_LABEL = '_unknown';
 
 /** Operations with an outcome counter. */
 export type MeteredOperation = 'snapshot' | 'restore' | 'delete';
@@ -54,6 +62,8 @@ class CappedLabel {
   constructor(private readonly cap: number) {}
   map(value: string): string {
     if (this.seen.has(value)) return value;
+    if (value === UNKNOWN_AGENT_LABEL) return value;
+    if (!isValidId(value)) return INVALID_LABEL;
     if (this.seen.size >= this.cap) return OVERFLOW_LABEL;
     this.seen.add(value);
     return value;
@@ -106,7 +116,7 @@ export class SnapshotMetrics {
     });
     this.bytesTotal = new Counter({
       name: METRIC.bytesTotal,
-      help: 'Bytes of bundles written by successful snapshots.',
+      help: 'Bytes written by successful snapshots (a bundle: its size; a repository snapshot: the data it added).',
       labelNames: agentLabels,
       registers,
     });

@@ -4,7 +4,13 @@
 // change nothing and are not counted.
 
 import type { OperationObserver, OperationRecord } from '../snapshotter/observer.js';
-import type { SnapshotMetrics } from './metrics.js';
+import { type SnapshotMetrics, UNKNOWN_AGENT_LABEL } from './metrics.js';
+
+/** The labels of an operation's agent: an agent this host does not have reports as `_unknown`. */
+const who = (r: { agentId: string; tenant: string; error?: { code?: string } }) => ({
+  agent: r.error?.code === 'UNKNOWN_AGENT' ? UNKNOWN_AGENT_LABEL : r.agentId,
+  tenant: r.tenant,
+});
 
 export class MetricsObserver implements OperationObserver {
   constructor(readonly metrics: SnapshotMetrics) {}
@@ -14,21 +20,20 @@ export class MetricsObserver implements OperationObserver {
       case 'snapshot':
         this.metrics.observe(
           'snapshot',
-          { agent: r.agentId, tenant: r.tenant },
+          who(r),
           r.outcome,
-          r.meta?.bundle_size_bytes,
+          r.meta ? ((r.meta as { added_bytes?: number }).added_bytes ?? r.meta.bundle_size_bytes) : undefined,
           r.durationMs,
         );
         break;
       case 'restore':
-        if (!r.dryRun)
-          this.metrics.observe('restore', { agent: r.agentId, tenant: r.tenant }, r.outcome, 0, r.durationMs);
+        if (!r.dryRun) this.metrics.observe('restore', who(r), r.outcome, 0, r.durationMs);
         break;
       case 'delete':
-        this.metrics.observe('delete', { agent: r.agentId, tenant: r.tenant }, r.outcome);
+        this.metrics.observe('delete', who(r), r.outcome);
         break;
       case 'snapshot-skipped':
-        this.metrics.observeSkipped({ agent: r.agentId, tenant: r.tenant }, r.reason);
+        this.metrics.observeSkipped(who(r), r.reason);
         break;
       case 'gc':
         if (r.dryRun || !r.report) break;

@@ -36,6 +36,15 @@ export function validateId(kind: 'agent_id' | 'tenant', value: string): string {
 }
 
 export const validateAgentId = (v: string): string => validateId('agent_id', v);
+/** Whether `v` is a valid agent id or tenant (the rules of validateId), without throwing. */
+export function isValidId(v: unknown): boolean {
+  return (
+    typeof v === 'string' &&
+    v.length > 0 &&
+    Buffer.byteLength(v, 'utf8') <= MAX_ID_BYTES &&
+    /^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$/.test(v)
+  );
+}
 export const validateTenant = (v: string): string => validateId('tenant', v);
 
 const HEX32 = /^[0-9a-f]{32}$/;
