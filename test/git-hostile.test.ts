@@ -293,3 +293,33 @@ test("restore applies none of the live repository's own filters to the bundle's 
   assert.equal(r.git_reset_oid, snap.git_oid);
   assert.equal(readFileSync(config, 'utf8'), liveConfig, 'the live config is carried over');
 });
+
+test("a history whose tree git will not check out (an entry named '..') is the snapshot's damage on restore and import (exit 2), never a GIT failure; the agent is unchanged", async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 2, memories: 5 });
+  const blob = git(a.memdir, ['hash-object', '-w', '--stdin'], 'pwn\n').trim();
+  const tree = git(
+    a.memdir,
+    ['hash-object', '-t', 'tree', '-w', '--literally', '--stdin'],
+    Buffer.concat([Buffer.from('100644 ..\0'), Buffer.from(blob, 'hex')]),
+  ).trim();
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const evil = git(a.memdir, ['commit-tree', tree, '-p', head, '-m', 'evil']).trim();
+  const good = await a.snapshotter.snapshot({ agentId: 'ana' });
+  git(a.memdir, ['update-ref', 'refs/heads/main', evil]);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  git(a.memdir, ['update-ref', 'refs/heads/main', head]);
+  const before = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  for (const req of [
+    { agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false },
+    { agentId: 'clone', bundle: snap.bundle_path, import: {} },
+  ])
+    await assert.rejects(a.snapshotter.restore(req), (err: Error & { code?: string; exitCode?: number }) => {
+      assert.equal(err.code, 'BUNDLE_DAMAGED', err.message);
+      assert.equal(err.exitCode, 2);
+      assert.match(err.message, /invalid path/);
+      return true;
+    });
+  assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), before, 'the live agent is unchanged');
+  assert.ok(!existsSync(join(a.memdirRoot, 'clone')), 'no clone was made');
+  await a.snapshotter.restore({ agentId: 'ana', bundle: good.bundle_path, autoPreSnapshot: false });
+});

@@ -263,8 +263,16 @@ export async function buildMemdir(
   }
   // Two lanes at once, HEAD being set: the index reset to HEAD (it writes only the index), and the
   // pre-restore tag followed by fsck (refs and objects; fsck reads HEAD, the index not at all).
+  // a tree git will not check out (a path `..`, `.git`, …: git says "invalid path") is the snapshot's
+  // damage, as a bundle restore and a repository restore both report it; other failures stay GIT
   const reset = head
-    ? git(dir, ['reset', '-q'], 'git reset (index to HEAD)').then(() => executableBits(dir))
+    ? runGit(dir, ['reset', '-q']).then((r) => {
+        if (r.code === 0) return executableBits(dir);
+        const why = `git reset (index to HEAD) failed while staging the restore: ${r.stderr || `exit ${r.code}`}`;
+        throw /invalid path|bad tree|unable to read tree/i.test(r.stderr)
+          ? new BundleDamagedError(why)
+          : new GitError(why);
+      })
     : Promise.resolve();
   const tagAndCheck = async (): Promise<string | undefined> => {
     let tag: string | undefined;
