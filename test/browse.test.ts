@@ -549,3 +549,29 @@ test("cat, redacted: a full-text index's shadow tables show no token, a blob hol
   });
   assert.ok(decoded(shown).toLowerCase().includes(aws.toLowerCase()));
 });
+
+test('a table with a VIRTUAL generated column (computed by each read, by an expression the database chose) is read without it: cat and find stay bounded', async () => {
+  const { p, s } = smallAgent('nexo-browse-generated-');
+  const db = new Database(join(p.sqliteDir, 'long_term.sqlite'));
+  db.exec(
+    'CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT, kept TEXT GENERATED ALWAYS AS (upper(text)) STORED)',
+  );
+  db.prepare('INSERT INTO notes (text) VALUES (?)').run(WHALE);
+  // added afterwards, so that no write computes it
+  db.exec(
+    "ALTER TABLE notes ADD COLUMN bomb TEXT GENERATED ALWAYS AS (printf('%.*c', 600000000, 'x')) VIRTUAL",
+  );
+  db.close();
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const r = await s.cat('ana', undefined, snap.id, 'sqlite/long_term/notes');
+  assert.ok(r.kind === 'table', JSON.stringify(r).slice(0, 200));
+  assert.deepEqual(r.columns, ['rowid', 'id', 'text', 'kept']);
+  assert.equal(r.rows[0]!.text, WHALE);
+  assert.equal(r.rows[0]!.kept, WHALE.toUpperCase(), 'a STORED generated column is in the file: shown');
+  const found = await s.find({ agentId: 'ana', text: 'blue whale' });
+  const at = found.snapshots.find((x) => x.snapshot_id === snap.id)!;
+  assert.ok(
+    at.locations.some((l) => l.kind === 'row' && l.table === 'notes' && l.column === 'text'),
+    JSON.stringify(at.locations),
+  );
+});

@@ -46,7 +46,12 @@ export function tablesOf(db: Database.Database): TableShape[] {
   const out: TableShape[] = [];
   for (const r of rows) {
     if (r.sql && /^\s*CREATE\s+VIRTUAL\s/i.test(r.sql)) continue;
-    const cols = db.prepare(`PRAGMA table_info(${q(r.name)})`).all() as { name: string; pk: number }[];
+    // table_xinfo lists generated columns too: a VIRTUAL one (hidden 2) is computed by each read, by an
+    // expression the database (an attacker's, in a hostile bundle) chose (`printf('%.*c', 600000000, 'x')`):
+    // never read. A STORED one (3) is in the file like any value.
+    const cols = (
+      db.prepare(`PRAGMA table_xinfo(${q(r.name)})`).all() as { name: string; pk: number; hidden: number }[]
+    ).filter((c) => c.hidden === 0 || c.hidden === 3);
     const rowid = !(r.sql && /\)\s*WITHOUT\s+ROWID\s*;?\s*$/i.test(r.sql));
     out.push({
       name: r.name,
@@ -126,7 +131,7 @@ export function readRows(
   const order = t.rowid ? 'rowid' : t.key.length > 0 ? t.key.map(q).join(', ') : '1';
   const stmt = db
     .prepare(
-      `SELECT ${withRowid ? `rowid AS ${ROWID}, ` : ''}* FROM ${q(t.name)} ORDER BY ${order} LIMIT ? OFFSET ?`,
+      `SELECT ${withRowid ? `rowid AS ${ROWID}, ` : ''}${t.columns.map(q).join(', ')} FROM ${q(t.name)} ORDER BY ${order} LIMIT ? OFFSET ?`,
     )
     .safeIntegers(true);
   const out: Record<string, CellValue>[] = [];
@@ -176,7 +181,7 @@ export function searchRows(
   for (const t of tablesOf(db)) {
     if (t.columns.length === 0) continue;
     const id = t.rowid ? 'rowid' : t.key.length > 0 ? t.key.map(q).join(` || '|' || `) : "''";
-    const sql = `SELECT ${id} AS ${ROWID}, * FROM ${q(t.name)} WHERE ${t.columns.map(test).join(' OR ')}`;
+    const sql = `SELECT ${id} AS ${ROWID}, ${t.columns.map(q).join(', ')} FROM ${q(t.name)} WHERE ${t.columns.map(test).join(' OR ')}`;
     const stmt = db.prepare(sql).safeIntegers(true);
     const rows = ('text' in needle ? stmt.iterate({ needle: needle.text }) : stmt.iterate()) as Iterable<
       Record<string, unknown>
