@@ -217,7 +217,7 @@ test('every kind of rule, in every section: the exact message, and which of seve
     // events.
     [
       'events:\n  nats_url: "nats://a:1,http://b:2"',
-      `${M}.events.nats_url must be nats://host:port (or tls://…), several separated by commas`,
+      `${M}.events.nats_url must be nats://host:port (or tls://…), several separated by commas; credentials go in events.user/password, token or creds_file`,
     ],
     [
       'events:\n  lifecycle_subject_prefix: "a.*"',

@@ -80,7 +80,7 @@ test('after real operations: outcomes of successes and failures, bytes, duration
   const total = (outcome: string, agent = 'ana') =>
     sample(text, METRIC.snapshotTotal, { agent, tenant: 'default', outcome });
   assert.equal(total('ok'), 3, 'two snapshots and the pre-restore one');
-  assert.equal(total('not_found', 'nobody'), 1);
+  assert.equal(total('not_found', '_unknown'), 1, 'an agent the host does not have takes no label value');
   assert.equal(total('invalid_input'), 1);
   assert.equal(total('concurrent'), 1);
   assert.equal(total('error'), undefined);
@@ -125,7 +125,7 @@ test('--metrics-file: the CLI writes the families atomically, failures included;
   assert.equal(r.code, 5);
   text = readFileSync(prom, 'utf8');
   assert.equal(
-    sample(text, METRIC.snapshotTotal, { agent: 'nobody', tenant: 'default', outcome: 'not_found' }),
+    sample(text, METRIC.snapshotTotal, { agent: '_unknown', tenant: 'default', outcome: 'not_found' }),
     1,
   );
   assert.equal(sample(text, METRIC.snapshotTotal, { ...who, outcome: 'ok' }), undefined);
