@@ -151,14 +151,38 @@ async function located(
   return { size_bytes: size, sha256, chunk_lists: lists.map((l) => l.id) };
 }
 
-/** The chunk ids of a reference, in order (reading its chunk lists). */
+/**
+ * The chunk ids of a reference, in order (reading its chunk lists). A list comes from storage: as the
+ * lists are read, the chunks they name are counted against the reference's `size_bytes` (every chunk is
+ * at least one byte, and the index records each chunk's length), so a list that names more than that —
+ * one tree blob of 524,288 ids named 200 times for an 18-byte file — is damage at once, not an id
+ * array grown until the heap gives out.
+ */
 export async function chunkIds(repo: Repository, ref: Located): Promise<string[]> {
   if (ref.chunks) return ref.chunks;
   if (!ref.chunk_lists) return ref.size_bytes === 0 ? [] : [ref.sha256];
+  const tooMany = () =>
+    new BundleDamagedError(`chunk lists name more chunks than the ${ref.size_bytes} bytes they hold`);
+  // each list names at least one chunk
+  if (ref.chunk_lists.length > ref.size_bytes) throw tooMany();
+  const table = (await repo.ensureIndex()).table;
   const ids: string[] = [];
+  let bytes = 0;
   for await (const list of repo.streamBlobs(ref.chunk_lists)) {
     if (list.length % ID_BYTES !== 0) throw new BundleDamagedError('a chunk list has a partial entry');
-    for (let at = 0; at < list.length; at += ID_BYTES) ids.push(list.toString('hex', at, at + ID_BYTES));
+    if (ids.length + list.length / ID_BYTES > ref.size_bytes) throw tooMany();
+    for (let at = 0; at < list.length; at += ID_BYTES) {
+      const id = list.subarray(at, at + ID_BYTES);
+      const i = table.find(id);
+      if (i < 0) {
+        const hex = id.toString('hex');
+        throw new BundleDamagedError(`blob ${hex} is not in the repository index (missing data)`);
+      }
+      // at least a byte each, as the index records them
+      bytes += Math.max(1, table.rawOf(i));
+      if (bytes > ref.size_bytes) throw tooMany();
+      ids.push(id.toString('hex'));
+    }
   }
   return ids;
 }
