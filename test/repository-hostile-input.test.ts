@@ -9,7 +9,13 @@ import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { newSnapshotId } from '../src/model/ids.js';
-import { chunkIds, loadContent } from '../src/repository/content.js';
+import {
+  CHUNK_ID_BATCH,
+  chunkIdBatches,
+  chunkIds,
+  loadContent,
+  readContent,
+} from '../src/repository/content.js';
 import { type RepoArtifact, sealRepoManifest } from '../src/repository/manifest.js';
 import { KIND_DATA, KIND_TREE, MAX_BLOB, openStoredBlob } from '../src/repository/pack.js';
 import { Repository } from '../src/repository/repository.js';
@@ -110,6 +116,32 @@ test('chunk lists: naming more chunks (or more bytes of chunks) than the content
     loadContent(repo, { size_bytes: 18, sha256: '0'.repeat(64), chunk_lists: Array(200).fill(ones) }, 'x'),
     damaged(/more chunks than the 18 bytes/),
   );
+});
+
+test('chunk lists: the ids of a content that claims many bytes are read a batch at a time, as the reader asks', async () => {
+  const { repo, ones } = await repeatedLists();
+  // 1,000 lists of 5,000 ids (5,000,000 one-byte chunks) for a claimed terabyte: within every bound,
+  // so the ids are only ever held a batch at a time, and a reader that stops reads no further lists
+  let loads = 0;
+  const load = repo.backend.load.bind(repo.backend);
+  repo.backend.load = (h, range) => {
+    if (h.type === 'packs') loads++;
+    return load(h, range);
+  };
+  const ref = { size_bytes: 1e12, sha256: '0'.repeat(64), chunk_lists: Array(1000).fill(ones) };
+  // a reader of the content gets its first bytes after a batch of lists, not after all 1,000
+  for await (const b of readContent(repo, ref, 'x')) {
+    assert.equal(b.toString(), 'x');
+    break;
+  }
+  assert.ok(loads < 40, `${loads} pack reads before the first chunk`);
+  loads = 0;
+  let batches = 0;
+  for await (const ids of chunkIdBatches(repo, ref)) {
+    assert.ok(ids.length >= CHUNK_ID_BATCH && ids.length < CHUNK_ID_BATCH + 5000, `${ids.length} ids`);
+    if (++batches === 2) break;
+  }
+  assert.ok(loads < 60, `${loads} pack reads for 2 batches of ${CHUNK_ID_BATCH} ids`);
 });
 
 test('chunk lists: a sealed manifest naming more chunk lists or chunks than an artifact has bytes is refused', async () => {
