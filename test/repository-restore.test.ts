@@ -862,3 +862,61 @@ for (const [point, outcome] of [
     assert.equal(again.from, snap.id, 'the next restore works');
   });
 }
+
+test('hostile repository objects through the CLI: a blob over the limit, zero chunker settings and a listing time of 1e400 are refused or skipped, never an internal error', async (t) => {
+  const { a, snap } = await snapshotted(t);
+  const cli = (args: string[]) => runCli([...args, '--state-root', a.stateRoot]);
+  const agentCli = (args: string[]) =>
+    runCli([...args, ...a.flags], { env: { ...allow, NEXO_MEMORY_STORE_FORMAT: 'repository' } });
+  // a listing entry whose time is Infinity once parsed: list and gc show the real snapshots, with a warning
+  const forged = '00000000-0000-4000-8000-000000000000';
+  writeFileSync(
+    join(repoDir(a), 'listing', forged),
+    `{"listing_version":1,"meta":{"id":"${forged}","agent_id":"ana","tenant":"default","created_at_ms":1e400}}\n`,
+  );
+  let r = await cli(['list', '--agent', 'ana']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(snap.id));
+  assert.doesNotMatch(r.stdout, new RegExp(forged));
+  assert.match(r.stderr, new RegExp(`listing/${forged} is unreadable; skipped`));
+  r = await cli(['gc', '--agent', 'ana', '--keep-count', '1', '--dry-run']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stdout, new RegExp(forged));
+
+  // zero chunker settings in the config: a snapshot is refused as damage, nothing written
+  const configFile = join(repoDir(a), 'config', 'config');
+  const config = readFileSync(configFile);
+  const c = JSON.parse(config.toString('utf8'));
+  c.chunker = { ...c.chunker, file_min: 0, file_max: 0, single_max: 0 };
+  writeFileSync(configFile, JSON.stringify(c));
+  const packs = packFiles(a);
+  r = await agentCli(['snapshot', '--agent', 'ana', '--json']);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stdout + r.stderr, /BUNDLE_DAMAGED[\s\S]*chunker\.file_min is 0/);
+  assert.deepEqual(packFiles(a), packs);
+  writeFileSync(configFile, config);
+
+  // a blob of 16 MiB + 1 (a small pack of zeros) named by a resealed manifest: verify and restore say damaged
+  const big = Buffer.alloc(16 * 1024 * 1024 + 1);
+  const id = createHash('sha256').update(big).digest('hex');
+  const repo = await Repository.open(new LocalBackend(repoDir(a)));
+  await repo.loadIndex();
+  const w = repo.writer();
+  await w.add(1, id, big);
+  await w.finish();
+  await rewriteManifest(a, snap.id, (m) => {
+    const f = m.artifacts.find((x) => x.kind === 'memory_file')!;
+    f.size_bytes = big.length;
+    f.sha256 = id;
+    delete f.chunks;
+    delete f.chunk_lists;
+  });
+  r = await cli(['verify', '--agent', 'ana', '--id', snap.id, '--json']);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stdout + r.stderr, /exceeds the limit/);
+  const before = await fingerprint(a);
+  r = await agentCli(['restore', '--agent', 'ana', '--from', snap.id, '--json']);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stdout + r.stderr, /BUNDLE_DAMAGED/);
+  assert.deepEqual(await fingerprint(a), before);
+});

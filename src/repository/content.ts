@@ -151,15 +151,68 @@ async function located(
   return { size_bytes: size, sha256, chunk_lists: lists.map((l) => l.id) };
 }
 
-/** The chunk ids of a reference, in order (reading its chunk lists). */
-export async function chunkIds(repo: Repository, ref: Located): Promise<string[]> {
-  if (ref.chunks) return ref.chunks;
-  if (!ref.chunk_lists) return ref.size_bytes === 0 ? [] : [ref.sha256];
-  const ids: string[] = [];
+/** At most this many chunk ids of a reference are held at once by its readers (chunkIdBatches). */
+export const CHUNK_ID_BATCH = 65_536;
+
+/**
+ * The chunk ids of a reference, in order, in batches of at least `batch` ids (a whole chunk list at a
+ * time; the last batch may be smaller), the chunk lists read as the batches are asked for: a reader
+ * holds one batch, never every id of a content whose lists name the same tree blob over and over. A list
+ * comes from storage: as the lists are read, the chunks they name are counted against the reference's
+ * `size_bytes` (every chunk is at least one byte, and the index records each chunk's length), so lists
+ * that name more — one tree blob of 524,288 ids named 200 times for an 18-byte file — are damage at the
+ * first list that goes over.
+ */
+export async function* chunkIdBatches(
+  repo: Repository,
+  ref: Located,
+  batch = CHUNK_ID_BATCH,
+): AsyncGenerator<string[], void, undefined> {
+  if (ref.chunks) {
+    if (ref.chunks.length > 0) yield ref.chunks;
+    return;
+  }
+  if (!ref.chunk_lists) {
+    if (ref.size_bytes > 0) yield [ref.sha256];
+    return;
+  }
+  const tooMany = () =>
+    new BundleDamagedError(`chunk lists name more chunks than the ${ref.size_bytes} bytes they hold`);
+  // each list names at least one chunk
+  if (ref.chunk_lists.length > ref.size_bytes) throw tooMany();
+  const table = (await repo.ensureIndex()).table;
+  let ids: string[] = [];
+  let count = 0;
+  let bytes = 0;
   for await (const list of repo.streamBlobs(ref.chunk_lists)) {
     if (list.length % ID_BYTES !== 0) throw new BundleDamagedError('a chunk list has a partial entry');
-    for (let at = 0; at < list.length; at += ID_BYTES) ids.push(list.toString('hex', at, at + ID_BYTES));
+    count += list.length / ID_BYTES;
+    if (count > ref.size_bytes) throw tooMany();
+    for (let at = 0; at < list.length; at += ID_BYTES) {
+      const id = list.subarray(at, at + ID_BYTES);
+      const i = table.find(id);
+      if (i < 0) {
+        const hex = id.toString('hex');
+        throw new BundleDamagedError(`blob ${hex} is not in the repository index (missing data)`);
+      }
+      // at least a byte each, as the index records them
+      bytes += Math.max(1, table.rawOf(i));
+      if (bytes > ref.size_bytes) throw tooMany();
+      ids.push(id.toString('hex'));
+    }
+    if (ids.length >= batch) {
+      yield ids;
+      ids = [];
+    }
   }
+  if (ids.length > 0) yield ids;
+}
+
+/** The chunk ids of a reference, in order (reading its chunk lists; chunkIdBatches' checks). */
+export async function chunkIds(repo: Repository, ref: Located): Promise<string[]> {
+  if (ref.chunks) return ref.chunks;
+  const ids: string[] = [];
+  for await (const b of chunkIdBatches(repo, ref)) for (const id of b) ids.push(id);
   return ids;
 }
 
@@ -194,12 +247,13 @@ export async function* readContent(
 ): AsyncGenerator<Buffer> {
   const whole = check === 'whole' ? createHash('sha256') : undefined;
   let size = 0;
-  for await (const b of repo.streamBlobs(await chunkIds(repo, ref), undefined, undefined, view)) {
-    size += b.length;
-    if (size > ref.size_bytes) throw longerThanRecorded(what);
-    whole?.update(b);
-    yield b;
-  }
+  for await (const ids of chunkIdBatches(repo, ref))
+    for await (const b of repo.streamBlobs(ids, undefined, undefined, view)) {
+      size += b.length;
+      if (size > ref.size_bytes) throw longerThanRecorded(what);
+      whole?.update(b);
+      yield b;
+    }
   if (size !== ref.size_bytes) throw sizeDiffers(what, size, ref.size_bytes);
   if (whole && whole.digest('hex') !== ref.sha256) throw hashDiffers(what);
 }
@@ -284,7 +338,6 @@ export async function writeContentOn(
     const e = err as NodeJS.ErrnoException;
     return e?.code === 'BUNDLE_DAMAGED' ? rethrownFrom(BundleDamagedError, e.message) : err;
   };
-  const ids = await chunkIds(repo, ref);
   const shared = new SharedArrayBuffer(LANE_SLOT * LANE_RUNS_AHEAD);
   const token = await lane
     .call<number>(LANE, 'openArtifact', path, ref.size_bytes, what, shared, LANE_SLOT)
@@ -294,25 +347,26 @@ export async function writeContentOn(
   const ahead: Promise<void>[] = [];
   let n = 0;
   try {
-    for await (const run of repo.storedRuns(ids, LANE_RUNS_AHEAD, LANE_SLOT)) {
-      // the slot of the run LANE_RUNS_AHEAD before this one, which has been written (awaited below)
-      const slot = n++ % LANE_RUNS_AHEAD;
-      const inSlot = run.bytes.length <= LANE_SLOT;
-      if (inSlot) run.bytes.copy(new Uint8Array(shared, slot * LANE_SLOT, LANE_SLOT));
-      const raw = run.blobs.reduce((sum, b) => sum + b.raw, 0);
-      const done = lane
-        .call<void>(LANE, 'writeRun', token, {
-          pack: run.pack,
-          // larger than a slot: a copy of its bytes alone (a view would be cloned with all of its buffer)
-          ...(inSlot ? { slot, length: run.bytes.length } : { bytes: new Uint8Array(run.bytes) }),
-          key: run.key,
-          blobs: run.blobs,
-        })
-        .then(() => onRun?.(raw));
-      done.catch(() => {}); // awaited below, in order
-      ahead.push(done);
-      if (ahead.length >= LANE_RUNS_AHEAD) await ahead.shift();
-    }
+    for await (const ids of chunkIdBatches(repo, ref))
+      for await (const run of repo.storedRuns(ids, LANE_RUNS_AHEAD, LANE_SLOT)) {
+        // the slot of the run LANE_RUNS_AHEAD before this one, which has been written (awaited below)
+        const slot = n++ % LANE_RUNS_AHEAD;
+        const inSlot = run.bytes.length <= LANE_SLOT;
+        if (inSlot) run.bytes.copy(new Uint8Array(shared, slot * LANE_SLOT, LANE_SLOT));
+        const raw = run.blobs.reduce((sum, b) => sum + b.raw, 0);
+        const done = lane
+          .call<void>(LANE, 'writeRun', token, {
+            pack: run.pack,
+            // larger than a slot: a copy of its bytes alone (a view would be cloned with all of its buffer)
+            ...(inSlot ? { slot, length: run.bytes.length } : { bytes: new Uint8Array(run.bytes) }),
+            key: run.key,
+            blobs: run.blobs,
+          })
+          .then(() => onRun?.(raw));
+        done.catch(() => {}); // awaited below, in order
+        ahead.push(done);
+        if (ahead.length >= LANE_RUNS_AHEAD) await ahead.shift();
+      }
     while (ahead.length > 0) await ahead.shift();
     await lane.call(LANE, 'closeArtifact', token, ref.sha256);
   } catch (err) {

@@ -4,7 +4,7 @@
 
 import { BundleDamagedError } from '../model/errors.js';
 import { BlobTable } from './blob-table.js';
-import { type BlobKind, KIND_DATA, KIND_TREE, type PackEntry } from './pack.js';
+import { type BlobKind, KIND_DATA, KIND_TREE, MAX_BLOB, MAX_STORED, type PackEntry } from './pack.js';
 
 export interface BlobLocation {
   pack: string;
@@ -271,6 +271,9 @@ function visitIndex(
         !isU32(raw)
       )
         throw bad(`packs[${i}].blobs[${j}] is malformed`);
+      // §4: no blob is longer than MAX_BLOB (a reader allocates its raw length to decompress it)
+      if (raw > MAX_BLOB || stored > MAX_STORED)
+        throw bad(`packs[${i}].blobs[${j}]: a blob of ${raw} bytes (${stored} stored) exceeds the limit`);
     }
     visit(pr.id, typeof pr.salt === 'string' ? pr.salt : undefined, rows as Row[]);
     packs[i] = undefined; // its rows can go now

@@ -149,6 +149,18 @@ function artifactProblem(a: RepoArtifact): string | undefined {
   if (a.packs && packChainDigest(a.packs) !== a.sha256)
     return `${a.path_in_bundle}: sha256 does not match its packs`;
   if (a.chunks && a.chunk_lists) return `${a.path_in_bundle}: both chunks and chunk_lists`;
+  for (const ref of [a, ...(a.packs ?? [])])
+    if (locatedProblem(ref)) return `${a.path_in_bundle}: ${locatedProblem(ref)}`;
+  return undefined;
+}
+
+/**
+ * A reference that names more chunks (or chunk lists, each naming at least one chunk) than it has
+ * bytes: every chunk is at least one byte (content.ts chunkIds counts the lists' chunks the same way).
+ */
+function locatedProblem(ref: Located): string | undefined {
+  const n = ref.chunks?.length ?? ref.chunk_lists?.length ?? 0;
+  if (n > ref.size_bytes) return `${n} chunks or chunk lists for ${ref.size_bytes} bytes`;
   return undefined;
 }
 

@@ -21,8 +21,13 @@ export const PACK_MAGIC = Buffer.from('NXPK1\0\0\0', 'latin1');
 export const ENTRY_SIZE = 42;
 /** A pack is closed once its blobs reach this size (unless the backend asks for another: Backend.packing). */
 export const PACK_TARGET = 16 * 1024 * 1024;
-/** No blob is larger than this (the chunkers' maximum is 4 MiB). */
+/** No blob is larger than this (the chunkers' maximum is 4 MiB): a longer one is damage (§4). */
 export const MAX_BLOB = 16 * 1024 * 1024;
+/**
+ * No stored blob is longer than this: a writer stores a blob's own bytes when zstd would not make it
+ * smaller, so stored ≤ raw + the AEAD tag; the bound of zstd's worst case leaves room for any writer.
+ */
+export const MAX_STORED = MAX_BLOB + (MAX_BLOB >> 8) + 64 * 1024 + TAG;
 
 export type BlobKind = 1 | 2; // 1 data, 2 tree
 export const KIND_DATA: BlobKind = 1;
@@ -65,6 +70,8 @@ export interface BlobScratch {
 export const newBlobScratch = (): BlobScratch => ({ buf: Buffer.allocUnsafe(0) });
 
 function decompressBlob(stored: Buffer, raw: number, what: string, scratch: BlobScratch | undefined): Buffer {
+  // the output is `raw` bytes and zstd writes no more than that: never more than MAX_BLOB
+  if (raw > MAX_BLOB) throw new BundleDamagedError(`${what}: blob of ${raw} bytes exceeds the limit`);
   dctx ??= new (zstdBinding().DCtx)();
   let out: Buffer;
   if (scratch) {
@@ -267,7 +274,8 @@ export function parseHeader(
     if ((flags & ~FLAG_RAW) !== 0) throw new BundleDamagedError(`${what}: unknown blob flags ${flags}`);
     const raw = table.readUInt32LE(at + 2);
     const stored = table.readUInt32LE(at + 6);
-    if (raw > MAX_BLOB) throw new BundleDamagedError(`${what}: blob of ${raw} bytes exceeds the limit`);
+    if (raw > MAX_BLOB || stored > MAX_STORED)
+      throw new BundleDamagedError(`${what}: blob of ${raw} bytes (${stored} stored) exceeds the limit`);
     entries.push({ id: table.toString('hex', at + 10, at + 42), kind, flags, offset, stored, raw });
     offset += stored;
   }
@@ -287,6 +295,10 @@ export function openStoredBlob(
   what: string,
   scratch?: BlobScratch,
 ): Buffer {
+  if (e.raw > MAX_BLOB || stored.length > MAX_STORED)
+    throw new BundleDamagedError(
+      `${what}: blob of ${e.raw} bytes (${stored.length} stored) exceeds the limit`,
+    );
   const compressed = key ? openBlob(key, e.offset, stored, what) : stored;
   const data = e.flags & FLAG_RAW ? compressed : decompressBlob(compressed, e.raw, what, scratch);
   if (data.length !== e.raw)

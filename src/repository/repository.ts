@@ -165,7 +165,30 @@ function parseConfig(bytes: Buffer): RepoConfig {
     throw new SchemaTooNewError(c.repository_version, REPOSITORY_VERSION, 'repository_version');
   if (c.repository_version !== REPOSITORY_VERSION || typeof c.id !== 'string' || !/^[0-9a-f]{64}$/.test(c.id))
     throw new BundleDamagedError('repository config is malformed');
+  const chunkerProblem = configChunkerProblem(c);
+  if (chunkerProblem) throw new BundleDamagedError(`repository config: ${chunkerProblem}`);
   return c;
+}
+
+/**
+ * What is wrong with a config's chunking settings: version 1 has exactly the documented ones
+ * (docs/repository.md §2, DEFAULT_CHUNKER and LIST_AVG_BITS). Writers cut with them, so a config that
+ * others can write (a shared S3 or NATS repository) must not choose them: zeros cut a file into
+ * one-byte chunks, a missing or non-object `chunker` broke every snapshot.
+ */
+function configChunkerProblem(c: RepoConfig): string | undefined {
+  if (c.list_avg_bits !== LIST_AVG_BITS)
+    return `list_avg_bits is ${JSON.stringify(c.list_avg_bits) ?? 'missing'}, version 1 has ${LIST_AVG_BITS}`;
+  const got = c.chunker as unknown;
+  if (typeof got !== 'object' || got === null || Array.isArray(got))
+    return 'chunker is not an object of chunking settings';
+  const want = DEFAULT_CHUNKER as unknown as Record<string, number>;
+  const have = got as Record<string, unknown>;
+  for (const k of Object.keys(have))
+    if (!Object.hasOwn(want, k)) return `chunker has an unknown setting ${JSON.stringify(k)}`;
+  for (const [k, v] of Object.entries(want))
+    if (have[k] !== v) return `chunker.${k} is ${JSON.stringify(have[k]) ?? 'missing'}, version 1 has ${v}`;
+  return undefined;
 }
 
 /** Stored blobs read with one request (Repository.storedRuns): each at `at` in `bytes`, not opened yet. */

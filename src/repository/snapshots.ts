@@ -111,13 +111,27 @@ export async function parseSnapshot(
   return parsed;
 }
 
+/** The largest time a Date holds (ms since the epoch, ±8.64e15): a later one has no date to show. */
+const MAX_TIME_MS = 8.64e15;
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+/**
+ * A time in ms since the epoch that a Date can show (JSON's `1e400` is Infinity: it crashed `list`, and
+ * as the "newest" snapshot it made retention delete the real newest one).
+ */
+const isTime = (v: unknown): v is number => isCount(v) && v <= MAX_TIME_MS;
+
+/** A listing entry's meta when it is readable: the fields readers rely on are there and sane. */
 function parseListing(bytes: Buffer, name: string, location: string): ListingMeta | undefined {
   try {
     const o = JSON.parse(bytes.toString('utf8')) as { listing_version?: unknown; meta?: ListingMeta };
     const m = o.meta;
     if (o.listing_version !== LISTING_VERSION || !m || m.id !== name || typeof m.agent_id !== 'string')
       return undefined;
-    if (typeof m.tenant !== 'string' || typeof m.created_at_ms !== 'number') return undefined;
+    if (typeof m.tenant !== 'string' || !isTime(m.created_at_ms)) return undefined;
+    // the numbers list, retention and the console use (sizes, sorting, dates): sane or not at all
+    const sizes = m as { bundle_size_bytes?: unknown; added_bytes?: unknown };
+    if (sizes.bundle_size_bytes !== undefined && !isCount(sizes.bundle_size_bytes)) return undefined;
+    if (sizes.added_bytes !== undefined && !isCount(sizes.added_bytes)) return undefined;
     m.bundle_path = `${location}#${name}`; // the parsed object is ours: no copy (a list may hold 10,000)
     return m;
   } catch {
