@@ -1,6 +1,7 @@
 // Owns one repository on a backend (docs/repository.md): creating and opening it (config, master key),
 // the index, writing blobs into packs with deduplication (packs sized and saved as the backend asks:
-// Backend.packing), reading blobs back verified, and the small
+// Backend.packing; a pack or index file already stored under its name is checked, and replaced when
+// damaged: saveContentAddressed), reading blobs back verified, and the small
 // whole-file objects (index, snapshot manifests, listing entries, pins). Operations (snapshot, restore,
 // check, prune) are built on these in their own modules.
 
