@@ -3,7 +3,7 @@
 // majority killed (STORE_UNREACHABLE, nothing half-visible, success once the nodes are back); an
 // interrupted save; prune sweeping the chunks of a save killed long enough ago (never of one under way);
 // wrong credentials (STORE_AUTH); a missing bucket (STORE_MISSING); the state token and the cache's names
-// answered from it.
+// answered from it; a full JetStream (a single server with max_file_store) is STORE_FULL, never retried.
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -25,6 +25,7 @@ import { lockRepository } from '../src/repository/locks.js';
 import { pruneRepository } from '../src/repository/prune.js';
 import { Repository } from '../src/repository/repository.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
+import { startNats } from './helpers/nats.js';
 import { closeClient, type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
 import { REPO } from './helpers/repo.js';
 
@@ -582,4 +583,49 @@ test('the state token changes with every save and remove by any client; the cach
   assert.equal(cached.refetched, 1);
   assert.deepEqual(await cached.listNames('listing'), [y]);
   assert.equal(lists, 5, 'rewritten whole, it serves again');
+});
+
+test('a full JetStream (max_file_store reached) is STORE_FULL at once, never retried; what prune can do there', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-full-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const conf = join(dir, 'server.conf');
+  writeFileSync(conf, `jetstream { store_dir: "${join(dir, 'js')}", max_file_store: 12MB }\n`);
+  const server = await startNats(t, 0, ['-c', conf]);
+  const retries: string[] = [];
+  const b = await openNatsBackend({
+    servers: [server.url],
+    bucket: 'full',
+    create: true,
+    timeoutMs: 3000,
+    retry: { attempts: 3, baseDelayMs: 200, maxDelayMs: 1000 },
+    observer: { request: () => {}, retry: (op, _n, _d, reason) => retries.push(`${op}: ${reason}`) },
+  });
+  t.after(() => b.close());
+  let saved = 0;
+  let err: unknown;
+  const started = Date.now();
+  for (let i = 0; i < 40 && err === undefined; i++) {
+    try {
+      await b.save({ type: 'packs', name: hexName(`full-${i}`) }, randomBytes(1 << 20));
+      saved++;
+    } catch (e) {
+      err = e;
+    }
+  }
+  const took = Date.now() - started;
+  assert.ok(saved >= 5 && err !== undefined, `saves until full: ${saved}, then ${String(err)}`);
+  code('STORE_FULL', 8)(err);
+  const msg = (err as Error).message;
+  assert.match(msg, /is full/);
+  assert.match(msg, /max_file_store/);
+  assert.deepEqual(retries, [], 'never retried');
+  assert.ok(took < 10_000, `no retries' wait (${took} ms)`);
+  // What is there is still readable; the failed save left nothing listed.
+  assert.equal((await listAll(b, 'packs')).size, saved);
+  // Prune needs its lock first: on a full JetStream the lock cannot be written either (the message says so).
+  await assert.rejects(
+    b.save({ type: 'locks', name: hexName('prune-lock') }, Buffer.from('{}'), { ifAbsent: true }),
+    code('STORE_FULL', 8),
+  );
+  assert.match(msg, /prune cannot/);
 });

@@ -2,8 +2,8 @@
 // once for the file): the backend conformance suite, then a fault-injecting HTTP proxy between client and
 // server (connection resets, 500 and 503 SlowDown, stalled and slow answers, truncated bodies), the
 // classification of a missing bucket and refused credentials, multipart uploads, their abort and a killed
-// writer, list paging, ifAbsent with and without conditional writes, the SDK's environment; and, with
-// NEXO_TEST_S3_BUCKET, the conformance suite against an operator's bucket.
+// writer, list paging, ifAbsent with and without conditional writes, the SDK's environment, a store out
+// of room (STORE_FULL); and, with NEXO_TEST_S3_BUCKET, the conformance suite against an operator's bucket.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -349,6 +349,24 @@ test('s3: a 41 MiB object goes up in 8 MiB parts and comes back identical; the p
   );
   assert.deepEqual(await listAll(b, 'packs'), new Map([[h.name, 41 * MiB]]));
   assert.deepEqual(bucketKeys(prefix), [`${prefix}/packs/${h.name}`]);
+});
+
+test('s3: a store out of room (507, a bucket quota) is STORE_FULL at once, never retried', async (t) => {
+  const { b, obs } = await viaProxy(t);
+  for (const [status, name] of [
+    [507, 'XMinioStorageFull'],
+    [400, 'XMinioAdminBucketQuotaExceeded'],
+  ] as const) {
+    proxy.reset();
+    obs.retries.length = 0;
+    const h = { type: 'packs', name: hexName(`full-${name}`) } as const;
+    proxy.inject({ method: 'PUT', times: 5, fault: { kind: 'error', status, code: name } });
+    const err = await failure(b.save(h, randomBytes(1000)));
+    code('STORE_FULL', ExitCode.storeUnavailable)(err);
+    assert.match((err as Error).message, /no room/);
+    assert.equal(proxy.fired('error'), 1, `${name}: one request, no retry`);
+    assert.deepEqual(obs.retries, []);
+  }
 });
 
 test('s3: a multipart upload whose source throws, or whose part keeps failing, is aborted and leaves nothing', async (t) => {

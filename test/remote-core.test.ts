@@ -680,6 +680,33 @@ suite('remote core', { concurrency: 4 }, () => {
     assert.ok(!existsSync(join(dir, 'pins')));
   });
 
+  test('CachedBackend.evict: a listing entry or manifest a reader found damaged is forgotten; the next read goes to the store', async (t) => {
+    const inner = new MemoryBackend();
+    const dir = tempDir(t);
+    const c = new CachedBackend(inner, dir);
+    const ids = ['01a2322e-8ca4-772c-8993-6dd27eec3a37', '01a2322e-8ca4-772c-8993-6dd27eec3a38'];
+    const listing = (n: string) => ({ type: 'listing' as const, name: n });
+    const manifest = { type: 'snapshots' as const, name: ids[0]! };
+    // what the cache took in: one entry and the manifest damaged (in transit), the other entry whole
+    await inner.save(listing(ids[0]!), Buffer.from('damaged'));
+    await inner.save(listing(ids[1]!), Buffer.from('entry 2'));
+    await inner.save(manifest, Buffer.from('damaged manifest'));
+    await c.loadMany('listing', ids, 1000);
+    await readAll(c, manifest, { maxBytes: 1000 });
+    // the store holds the right bytes; the cache still answers its copies
+    await inner.save(listing(ids[0]!), Buffer.from('entry 1'));
+    await inner.save(manifest, Buffer.from('manifest'));
+    assert.equal(String((await c.loadMany('listing', ids, 1000))[0]), 'damaged');
+    assert.equal(String(await readAll(c, manifest, { maxBytes: 1000 })), 'damaged manifest');
+    await c.evict(listing(ids[0]!));
+    await c.evict(manifest);
+    assert.deepEqual((await c.loadMany('listing', ids, 1000)).map(String), ['entry 1', 'entry 2']);
+    assert.equal(String(await readAll(c, manifest, { maxBytes: 1000 })), 'manifest');
+    // evicting what the cache does not hold does nothing
+    await c.evict(listing('01a2322e-8ca4-772c-8993-6dd27eec3a39'));
+    assert.deepEqual((await c.loadMany('listing', ids, 1000)).map(String), ['entry 1', 'entry 2']);
+  });
+
   test('RetryingBackend: a whole load asks for the size (a stat) unless the backend says its loads are complete', async () => {
     const inner = new MemoryBackend();
     const h = { type: 'snapshots' as const, name: '0190c3a2-0000-7000-8000-000000000001' };

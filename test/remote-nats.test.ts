@@ -6,6 +6,7 @@
 // snapshot holding the repository lock on another host. A bundle exported from host A's local store is
 // imported (--store-only) on host B into the JetStream repository, and lists, verifies and restores. A
 // CLI snapshot whose stream leader is killed (SIGKILL) mid-upload completes and restores elsewhere.
+// migrate into a NATS repository that does not exist yet creates it.
 // Commands run in this process (runCli) but for those that overlap with others or with the test's own
 // work, which are processes of the built CLI.
 
@@ -384,4 +385,28 @@ test('a CLI snapshot with the stream leader killed (SIGKILL) mid-upload complete
     readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
     readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
   );
+});
+
+test('migrate --repo nats://… into a repository that does not exist yet creates it, as on S3 and locally', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const config = natsConfig(t);
+  const bundle = ok(
+    await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], {
+      env: { NEXO_MEMORY_STORE_FORMAT: 'bundles' },
+    }),
+    'a bundle snapshot (0.2 store)',
+  );
+  assert.ok(!bundle.bundle_path.includes('#'), bundle.bundle_path);
+  const repo = repoUrl('migrepo');
+  const cli = (args: string[]) =>
+    runCli([...args, '--json', '--config', config, '--repo', repo, '--state-root', a.stateRoot], {
+      env: { NEXO_MEMORY_STORE_FORMAT: 'auto' },
+    });
+  const r = ok(await cli(['migrate']), 'migrate into a new NATS repository');
+  assert.equal(r.created_repository, true);
+  assert.deepEqual([r.bundles, r.migrated, r.failed], [1, 1, 0], JSON.stringify(r));
+  assert.deepEqual(ids(ok(await cli(['list', '--agent', 'ana']), 'list')), [bundle.id]);
+  ok(await cli(['verify', '--agent', 'ana', '--id', bundle.id]), 'verify');
+  const again = ok(await cli(['migrate']), 'a second migrate');
+  assert.deepEqual([again.bundles, again.created_repository], [0, false]);
 });

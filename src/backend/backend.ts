@@ -138,6 +138,13 @@ export interface Backend {
    * the same token, so a warm `list` does not fetch 10,000 names again when nothing changed.
    */
   stateToken?(): Promise<string | undefined>;
+  /**
+   * Optional: forgets any local copy of the object (the cache, cache.ts), so the next read of it goes to
+   * the store. Callers call it when an object read turned out damaged (it does not parse, open or verify):
+   * the damage may have been one download's, and a copy of it must not answer every later read. Never
+   * throws.
+   */
+  evict?(h: Handle): Promise<void>;
   /** Removes the object; removing a missing object is not an error (prune can be run again). */
   remove(h: Handle): Promise<void>;
   /**

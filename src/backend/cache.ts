@@ -11,7 +11,8 @@
 // instead (`listing.entries`: blocks of entries of ~64 KiB, each checksummed; loadMany): a warm list
 // reads one file. It holds the entries of the names the last list showed, rewritten whole (temporary
 // file, rename) when that changes; a block whose checksum fails is not used (its entries are fetched
-// again) and the file is rewritten. Deleting the cache loses nothing.
+// again) and the file is rewritten. An entry a caller found damaged (evict: it does not parse, open or
+// verify) is forgotten, so the next read goes to the store. Deleting the cache loses nothing.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
@@ -401,6 +402,25 @@ export class CachedBackend implements Backend {
     } catch {
       await rm(tmp, { force: true }).catch(() => {});
     }
+  }
+
+  /**
+   * Forgets the cached copy of `h` (a caller found it damaged: it does not parse, open or verify): its own
+   * file, and for a listing entry its record in the listing file (rewritten without it). Never throws.
+   */
+  async evict(h: Handle): Promise<void> {
+    h = validateHandle(h);
+    if (CACHED_TYPES.has(h.type)) await rm(this.pathOf(h), { force: true }).catch(() => {});
+    if (h.type !== 'listing') return;
+    await rm(this.pathOf(h), { force: true }).catch(() => {}); // the one-file-per-entry layout's
+    const held = await this.readListingFile();
+    if (!held.entries.has(h.name)) return;
+    held.entries.delete(h.name);
+    const names = [...held.entries.keys()];
+    await this.writeListingFile(
+      names,
+      names.map((n) => held.entries.get(n)),
+    );
   }
 
   async remove(h: Handle): Promise<void> {

@@ -91,7 +91,16 @@ interface Meta {
 }
 
 type Op = 'save' | 'load' | 'stat' | 'list' | 'remove';
-type Kind = 'transient' | 'auth' | 'denied' | 'missing' | 'exists' | 'other';
+type Kind = 'transient' | 'auth' | 'denied' | 'missing' | 'exists' | 'full' | 'other';
+
+/**
+ * JetStream's answers for a write that does not fit (insufficient resources, insufficient storage or
+ * memory resources): not transient although sent as a 503 — they last until space is freed or a limit
+ * raised, so they are STORE_FULL, never retried.
+ */
+const STORE_FULL_CODES: readonly number[] = [10023, 10028, 10047];
+const STORE_FULL_TEXT =
+  /insufficient (storage |memory )?resources|maximum bytes exceeded|resource limits exceeded|storage limit/i;
 
 const has = (err: unknown, name: string): boolean =>
   err instanceof Error && (err.name === name || err.constructor?.name === name);
@@ -114,6 +123,8 @@ export function classify(err: unknown): Kind {
     const apiCode = typeof code === 'number' ? code : undefined;
     if (apiCode === STREAM_NOT_FOUND || has(e, 'StreamNotFoundError')) return 'missing';
     if (apiCode !== undefined && WRONG_LAST_SEQUENCE.includes(apiCode)) return 'exists';
+    if ((apiCode !== undefined && STORE_FULL_CODES.includes(apiCode)) || STORE_FULL_TEXT.test(e.message))
+      return 'full';
     const status = (e as { status?: unknown }).status;
     if (status === 403 || status === 401) return 'denied';
     if (
@@ -802,7 +813,16 @@ function storeError(kind: Kind, err: unknown, location: string, attempts: number
     case 'missing':
       return new StoreUnavailableError(
         'STORE_MISSING',
-        `the NATS bucket of ${location} does not exist (create it with the first snapshot, or check the name)`,
+        `the NATS bucket of ${location} does not exist (the first snapshot or migrate into it creates it; or check the name)`,
+        opts,
+      );
+    case 'full':
+      return new StoreUnavailableError(
+        'STORE_FULL',
+        `the NATS store ${location} is full: JetStream refused the write (${message(err)}). Raise the ` +
+          "limit it hit (the server's jetstream max_file_store, the account's JetStream limits, the " +
+          "stream's max_bytes), then run the command again. prune cannot run while JetStream is full " +
+          '(its lock is a write too): raise the limit first, then prune to drop what retention allows',
         opts,
       );
     case 'exists':

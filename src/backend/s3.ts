@@ -109,6 +109,13 @@ const TRANSIENT_NAMES = new Set([
   'ConditionalRequestConflict',
   'OperationAborted',
 ]);
+/** A store out of room: MinIO's full disk and bucket quota, the generic 507 and quota answers. */
+const FULL_NAMES = new Set([
+  'XMinioStorageFull',
+  'XMinioAdminBucketQuotaExceeded',
+  'InsufficientStorage',
+  'QuotaExceeded',
+]);
 const AUTH_NAMES = new Set([
   'InvalidAccessKeyId',
   'SignatureDoesNotMatch',
@@ -289,6 +296,14 @@ export class S3Backend implements Backend {
     const name = nameOf(err);
     const status = statusOf(err);
     const errno = errnoOf(err);
+    // A store out of room (a quota or a full disk: 507 is a 5xx, but lasts): STORE_FULL, never retried.
+    if (FULL_NAMES.has(name) || status === 507)
+      return new StoreUnavailableError(
+        'STORE_FULL',
+        `${what}: the S3 store has no room for the write (${describe(err)}); raise the bucket's quota ` +
+          "or free the store's space, then run the command again (prune needs to write its lock first)",
+        { backend: 's3', location: this.location, cause: new Error(describe(err)) },
+      );
     if (
       errno ||
       TRANSIENT_NAMES.has(name) ||

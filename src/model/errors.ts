@@ -469,12 +469,18 @@ export class RepositoryLockedError extends SnapshotError {
   }
 }
 
-export type StoreErrorCode = 'STORE_UNREACHABLE' | 'STORE_AUTH' | 'STORE_MISSING' | 'STORE_DENIED';
+export type StoreErrorCode =
+  | 'STORE_UNREACHABLE'
+  | 'STORE_AUTH'
+  | 'STORE_MISSING'
+  | 'STORE_DENIED'
+  | 'STORE_FULL';
 
 /**
  * A remote store (NATS JetStream, S3) cannot be used: not reachable after the retries (STORE_UNREACHABLE),
- * credentials refused (STORE_AUTH), the bucket or stream does not exist (STORE_MISSING), or the
- * credentials lack a permission (STORE_DENIED). `backend` is `nats` or `s3`; `location` never holds a
+ * credentials refused (STORE_AUTH), the bucket or stream does not exist (STORE_MISSING), the
+ * credentials lack a permission (STORE_DENIED), or the store has no room for the write (STORE_FULL:
+ * a JetStream storage limit reached; never retried). `backend` is `nats` or `s3`; `location` never holds a
  * secret. Nothing the failed operation wrote is visible as a snapshot.
  */
 export class StoreUnavailableError extends SnapshotError {
@@ -786,5 +792,11 @@ export const ERROR_TABLE: ReadonlyArray<{
     exitCode: 8,
     outcome: 'store_unavailable',
     meaning: 'the credentials lack a permission the operation needs',
+  },
+  {
+    code: 'STORE_FULL',
+    exitCode: 8,
+    outcome: 'store_unavailable',
+    meaning: 'a remote repository has no room for the write (a JetStream storage limit reached)',
   },
 ];

@@ -14,7 +14,7 @@ import { decodeIndex, type PackRecord } from './index-file.js';
 import { type HeldRepoLock, STALE_MS } from './locks.js';
 import { PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
 import { ReferenceSet } from './references.js';
-import { ignoreExists, mapLimit, type Repository, readObject } from './repository.js';
+import { mapLimit, type Repository, readObject, saveContentAddressed } from './repository.js';
 import { loadSnapshot } from './snapshots.js';
 
 export interface PruneReport {
@@ -178,15 +178,7 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
   const flush = async () => {
     if (!builder || builder.entries.length === 0) return;
     const done = builder.finish();
-    async function* parts() {
-      for (const p of done.parts) yield p;
-    }
-    await repo.backend
-      .save({ type: 'packs', name: done.id }, done.parts.length === 1 ? done.parts[0]! : parts(), {
-        ifAbsent: true,
-        sha256: done.id,
-      })
-      .catch(ignoreExists);
+    await saveContentAddressed(repo.backend, { type: 'packs', name: done.id }, done.parts);
     builder.release();
     const salt = builder.packSalt;
     fresh.push({ id: done.id, ...(salt ? { salt: salt.toString('hex') } : {}), entries: builder.entries });

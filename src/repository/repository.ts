@@ -1,11 +1,19 @@
 // Owns one repository on a backend (docs/repository.md): creating and opening it (config, master key),
 // the index, writing blobs into packs with deduplication (packs sized and saved as the backend asks:
-// Backend.packing), reading blobs back verified, and the small
+// Backend.packing; a pack or index file already stored under its name is checked, and replaced when
+// damaged: saveContentAddressed), reading blobs back verified, and the small
 // whole-file objects (index, snapshot manifests, listing entries, pins). Operations (snapshot, restore,
 // check, prune) are built on these in their own modules.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { type Backend, mapBounded, type ObjectType, type Packing, readAll } from '../backend/backend.js';
+import {
+  type Backend,
+  type Handle,
+  mapBounded,
+  type ObjectType,
+  type Packing,
+  readAll,
+} from '../backend/backend.js';
 import type { Identity } from '../crypto/age.js';
 import { recipientFingerprint } from '../crypto/age.js';
 import { zstdBinding } from '../format/zstd.js';
@@ -16,6 +24,7 @@ import {
   ObjectNotFoundError,
   ObjectTooLargeError,
   SchemaTooNewError,
+  StoreUnavailableError,
 } from '../model/errors.js';
 import { collectGarbageNow } from '../util/heap-settings.js';
 import { BlobTable } from './blob-table.js';
@@ -267,7 +276,15 @@ export class Repository {
 
   /** Opens an existing repository; NotFoundError when there is none. */
   static async open(backend: Backend, opts: OpenOptions = {}): Promise<Repository> {
-    const config = parseConfig(await readObject(backend, 'config', 'config', 1024 * 1024));
+    const configBytes = await readObject(backend, 'config', 'config', 1024 * 1024);
+    let config: RepoConfig;
+    try {
+      config = parseConfig(configBytes);
+    } catch (err) {
+      // A cached copy that does not parse is not kept: the next open reads the store (Backend.evict).
+      await backend.evict?.({ type: 'config', name: 'config' }).catch(() => {});
+      throw err;
+    }
     let key: RepoKey | undefined;
     if (config.encryption) {
       if (!opts.identities || opts.identities.length === 0)
@@ -392,15 +409,7 @@ export class Repository {
     const h = createHash('sha256');
     for (const p of pieces) h.update(p);
     const name = h.digest('hex');
-    async function* each() {
-      yield* pieces;
-    }
-    await this.backend
-      .save({ type: 'index', name }, pieces.length === 1 ? pieces[0]! : each(), {
-        ifAbsent: true,
-        sha256: name,
-      })
-      .catch(ignoreExists);
+    await saveContentAddressed(this.backend, { type: 'index', name }, pieces);
     this.index.files.add(name);
     return name;
   }
@@ -544,10 +553,54 @@ export class Repository {
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** Content-addressed objects: the same name is the same bytes, so one already there is fine. */
-export const ignoreExists = (err: unknown): void => {
-  if (!(err instanceof ObjectExistsError)) throw err;
-};
+/**
+ * Saves a content-addressed object (a pack or an index file: its name is the SHA-256 of `parts`, in
+ * order) unless the store already holds it intact. A save that finds the name taken does not trust it:
+ * the stored object must have the same size (a stat) and hash to its name (it is read back), else it is
+ * replaced — a torn upload or a damaged object under the name would otherwise be referenced by the new
+ * snapshot for good (docs/decisions.md, "A content-addressed object already there is checked"). Two
+ * writers of the same name write the same bytes, so a replacement racing another writer's save, or
+ * another's replacement, leaves the right bytes either way; prune, which removes packs, never runs
+ * beside a writer (the repository lock).
+ */
+export async function saveContentAddressed(
+  backend: Backend,
+  h: Handle,
+  parts: readonly Uint8Array[],
+): Promise<void> {
+  async function* each() {
+    yield* parts;
+  }
+  const source = () => (parts.length === 1 ? parts[0]! : each());
+  try {
+    await backend.save(h, source(), { ifAbsent: true, sha256: h.name });
+    return;
+  } catch (err) {
+    if (!(err instanceof ObjectExistsError)) throw err;
+  }
+  let size = 0;
+  for (const p of parts) size += p.length;
+  if (await holdsIntact(backend, h, size)) return;
+  await backend.save(h, source(), { sha256: h.name });
+}
+
+/** Whether the stored object `h` has `size` bytes that hash to its name (a store that fails to answer throws). */
+async function holdsIntact(backend: Backend, h: Handle, size: number): Promise<boolean> {
+  try {
+    if ((await backend.stat(h)).size !== size) return false;
+    const hash = createHash('sha256');
+    let read = 0;
+    for await (const c of backend.load(h)) {
+      read += c.length;
+      if (read > size) return false;
+      hash.update(c);
+    }
+    return read === size && hash.digest('hex') === h.name;
+  } catch (err) {
+    if (err instanceof StoreUnavailableError) throw err;
+    return false; // missing (removed meanwhile), cut short, failing its digest: written again
+  }
+}
 
 /**
  * `length` bytes of a pack from `offset`: the backend's one piece as it is (no copy), or its pieces
@@ -778,15 +831,7 @@ export class BlobWriter {
     const done = p.finish();
     const salt = p.packSalt;
     const saving: Promise<void> = (async () => {
-      async function* parts() {
-        for (const part of done.parts) yield part;
-      }
-      await this.repo.backend
-        .save({ type: 'packs', name: done.id }, done.parts.length === 1 ? done.parts[0]! : parts(), {
-          ifAbsent: true,
-          sha256: done.id,
-        })
-        .catch(ignoreExists);
+      await saveContentAddressed(this.repo.backend, { type: 'packs', name: done.id }, done.parts);
       p.release();
       sp.id = done.id;
       if (salt) sp.salt = salt.toString('hex');

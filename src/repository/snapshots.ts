@@ -1,9 +1,10 @@
 // Owns the snapshot objects of a repository: saving a sealed manifest and its plaintext listing entry,
 // loading and checking a manifest, listing (from the listing entries, no identity needed), pins, and
-// forgetting a snapshot (listing first, so a half-forgotten snapshot is never listed). Listing, pins and
+// forgetting a snapshot (listing first, so a half-forgotten snapshot is never listed). A cached listing
+// entry or manifest that does not parse or open is evicted and read from the store again. Listing, pins and
 // forgetting need only the backend (no key): retention works without the identity.
 
-import { listNames, loadObjects, readAll } from '../backend/backend.js';
+import { listNames, loadIfPresent, loadObjects, readAll } from '../backend/backend.js';
 import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
 import type { SnapshotMeta } from '../model/types.js';
 import type { ArtifactMemo, ParsedRepoManifest, RepoManifest } from './manifest.js';
@@ -75,13 +76,33 @@ export async function loadSnapshot(
   memo?: ArtifactMemo,
   keep = false,
 ): Promise<ParsedRepoManifest> {
-  const bytes = await readSnapshotObject(repo, id);
+  let bytes = await readSnapshotObject(repo, id);
   const last = kept.get(repo);
   kept.delete(repo);
   if (!memo && last && last.id === id && last.bytes.equals(bytes)) return last.parsed;
-  const parsed = await parseSnapshot(repo, id, bytes, memo);
+  let parsed: ParsedRepoManifest;
+  try {
+    parsed = await parseSnapshot(repo, id, bytes, memo);
+  } catch (err) {
+    // A cached copy that does not parse is forgotten and the store read once more: the damage may have
+    // been one download's. What still does not parse is not cached either.
+    if (!repo.backend.evict) throw err;
+    await forgetCopy(repo, id);
+    bytes = await readSnapshotObject(repo, id);
+    try {
+      parsed = await parseSnapshot(repo, id, bytes, memo);
+    } catch (again) {
+      await forgetCopy(repo, id);
+      throw again;
+    }
+  }
   if (keep) kept.set(repo, { id, bytes, parsed });
   return parsed;
+}
+
+/** Forgets the cached copy of the manifest `id` (Backend.evict), so its next read goes to the store. */
+export async function forgetCopy(repo: Pick<Repository, 'backend'>, id: string): Promise<void> {
+  await repo.backend.evict?.({ type: 'snapshots', name: id }).catch(() => {});
 }
 
 /** The stored bytes of a snapshot manifest, unchecked (loadSnapshot = this + parseSnapshot). */
@@ -157,9 +178,19 @@ export async function listSnapshots(
   const entries = await loadObjects(repo.backend, 'listing', names, LISTING_MAX);
   const metas: ListingMeta[] = [];
   for (let i = 0; i < names.length; i++) {
-    const bytes = entries[i];
+    let bytes = entries[i];
     if (!bytes) continue;
-    const m = parseListing(bytes, names[i]!, repo.backend.location);
+    let m = parseListing(bytes, names[i]!, repo.backend.location);
+    if (!m && repo.backend.evict) {
+      // A cached copy that does not parse is forgotten and the store read once more (the damage may have
+      // been one download's); the next list keeps the store's entry again.
+      const h = { type: 'listing' as const, name: names[i]! };
+      await repo.backend.evict(h).catch(() => {});
+      bytes = await loadIfPresent(repo.backend, h, LISTING_MAX);
+      if (!bytes) continue;
+      m = parseListing(bytes, names[i]!, repo.backend.location);
+      if (!m) await repo.backend.evict(h).catch(() => {});
+    }
     if (!m) warn(`listing/${names[i]} is unreadable; skipped`);
     else if (
       (filter.agentId === undefined || m.agent_id === filter.agentId) &&

@@ -36,11 +36,12 @@ const STATUS: Record<string, number> = {
   SIGNATURE_MISSING: 422,
   SIGNATURE_UNTRUSTED: 422,
   SHUTTING_DOWN: 503,
-  // a remote repository is the daemon's upstream: unreachable 503 (try again), refused 502
+  // a remote repository is the daemon's upstream: unreachable 503 (try again), refused or full 502
   STORE_UNREACHABLE: 503,
   STORE_AUTH: 502,
   STORE_MISSING: 502,
   STORE_DENIED: 502,
+  STORE_FULL: 502,
 };
 
 /**

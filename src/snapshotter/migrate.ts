@@ -105,7 +105,7 @@ export async function migrateBundles(s: LocalSnapshotter, opts: MigrateOptions =
   // moves nothing (every bundle skipped or failed) leaves none behind. One made anyway would be used
   // by `auto` from then on, and, made without recipients, would refuse the encrypted snapshots that
   // the bundles took until then.
-  const existed = await s.repository.exists();
+  const existed = await s.repository.exists(true); // a NATS repository's missing buckets: not there yet
   let opening: Promise<Repository> | undefined = existed
     ? s.repository.openForWriting(s.recipients, opts.decryptIdentity)
     : undefined;

@@ -30,6 +30,7 @@ import {
   ConfigError,
   InvalidInputError,
   ObjectNotFoundError,
+  StoreUnavailableError,
   UnknownAgentError,
 } from '../model/errors.js';
 import { newSnapshotId, parseSnapshotId } from '../model/ids.js';
@@ -137,9 +138,11 @@ export class RepositoryStore {
   /**
    * Whether the repository has been created (its config exists): on the file system for a local one;
    * for a remote one, its `config` object (asked once per handle once found; a missing bucket or stream
-   * is StoreUnavailableError STORE_MISSING).
+   * is StoreUnavailableError STORE_MISSING). `writer`: asked by one that creates the repository when it
+   * is not there (migrate): a NATS repository whose buckets are missing is then not created yet (its
+   * buckets are the repository, made by its first writer), not an error; an S3 bucket still must exist.
    */
-  async exists(): Promise<boolean> {
+  async exists(writer = false): Promise<boolean> {
     if (this.place.kind === 'local') return this.existsLocally();
     if (this.seen) return true;
     try {
@@ -149,6 +152,13 @@ export class RepositoryStore {
     } catch (err) {
       // A missing bucket is an error (STORE_MISSING), not an empty repository: likely a typo.
       if (err instanceof ObjectNotFoundError) return false;
+      if (
+        writer &&
+        this.place.kind === 'nats' &&
+        err instanceof StoreUnavailableError &&
+        err.code === 'STORE_MISSING'
+      )
+        return false;
       throw err;
     }
   }
@@ -215,7 +225,7 @@ export class RepositoryStore {
    * with `identityPath` when given (else the configured identity).
    */
   async openForWriting(recipients: readonly string[], identityPath?: string): Promise<Repository> {
-    return identityPath && (await this.exists()) ? this.fresh(identityPath) : this.open(true, recipients);
+    return identityPath && (await this.exists(true)) ? this.fresh(identityPath) : this.open(true, recipients);
   }
 
   private async identities(extra?: string): Promise<Identity[] | undefined> {

@@ -1,8 +1,9 @@
 // Test helper: a fault-injecting HTTP proxy on a free loopback port in front of an upstream HTTP server.
 // Requests pass through unchanged unless a rule matches: then the proxy resets the connection, answers
-// with an S3 error (status, code) or a given XML answer, holds the answer back forever (stall), trickles the answer in small
-// pieces (slow), or cuts the body short — closing the connection (truncate) or with a Content-Length that
-// matches the short body (lie). Every request is recorded; rules fire a given number of times.
+// with an S3 error (status, code) or a given XML answer, holds the answer back forever (stall), trickles
+// the answer in small pieces (slow), flips a byte of the body (flip), or cuts the body short — closing
+// the connection (truncate) or with a Content-Length that matches the short body (lie). Every request
+// is recorded; rules fire a given number of times.
 
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
@@ -24,7 +25,9 @@ export type ProxyFault =
   /** Forwards, passes headers and the first `keep` bytes of the body on, then closes the connection. */
   | { readonly kind: 'truncate'; readonly keep: number }
   /** Forwards, then answers with only the first `keep` bytes and a Content-Length of `keep`. */
-  | { readonly kind: 'lie'; readonly keep: number };
+  | { readonly kind: 'lie'; readonly keep: number }
+  /** Forwards and passes the whole answer on with one byte of its body flipped (the middle one). */
+  | { readonly kind: 'flip' };
 
 export interface ProxyRule {
   readonly method?: string;
@@ -165,6 +168,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       return;
     }
     res.writeHead(up.statusCode ?? 502, headers);
+    if (fault?.kind === 'flip' && whole.length > 0) whole[whole.length >> 1]! ^= 0x5a;
     if (fault?.kind === 'slow') {
       for (let off = 0; off < whole.length; off += fault.piece) {
         if (res.destroyed) return;

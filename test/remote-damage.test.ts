@@ -1,0 +1,145 @@
+// Damage a remote store shows the CLI, on real servers (s3rver in a process of its own, the fault proxy
+// between it and the CLI): content-addressed objects already there with other bytes (a torn upload, bit
+// rot) are replaced by the next snapshot that writes them, never referenced as they are; a listing entry
+// or a manifest damaged in one download is not kept by the cache (the next command reads the store).
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, suite, test } from 'node:test';
+import { type Backend, readAll } from '../src/backend/backend.js';
+import { openS3Backend } from '../src/backend/s3.js';
+import { runBuiltCli } from './helpers/built-cli.js';
+import { type RunResult, sampleAgent, tempDir } from './helpers/env.js';
+import { type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
+import { type S3Server, startS3ServerProcess } from './helpers/s3-server.js';
+
+const BUCKET = 'damage';
+const SMALL = { memories: 40, embeddings: 10, files: 3, commits: 2 };
+const allow = { NEXO_MEMORY_RESTORE_ALLOW: 'yes' };
+
+// biome-ignore lint/suspicious/noExplicitAny: the CLI's JSON output, read field by field
+type Json = any;
+
+let server: S3Server;
+let proxy: FaultProxy;
+
+before(async () => {
+  server = await startS3ServerProcess([BUCKET]);
+  proxy = await startFaultProxy(server.endpoint);
+});
+after(async () => {
+  await proxy?.stop();
+  await server?.stop();
+});
+
+function json(r: RunResult): Json {
+  try {
+    return JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`not JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
+  }
+}
+
+function ok(r: RunResult, what: string): Json {
+  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+  return json(r);
+}
+
+/** A config pointing the CLI at `prefix` of the bucket through the proxy; the CLI bound to it. */
+function s3Cli(dir: string, prefix: string) {
+  const config = join(dir, 'memory.yaml');
+  writeFileSync(
+    config,
+    [
+      'snapshot:',
+      '  store:',
+      '    backend: s3',
+      '    s3:',
+      `      bucket: ${BUCKET}`,
+      `      prefix: ${prefix}`,
+      `      endpoint: ${proxy.endpoint}`,
+      '      region: us-east-1',
+      '      force_path_style: true',
+      '      access_key_id: S3RVER',
+      '      secret_access_key: S3RVER',
+      '',
+    ].join('\n'),
+  );
+  return (args: string[]) => runBuiltCli([...args, '--json', '--config', config], { env: allow });
+}
+
+async function names(b: Backend, type: 'packs' | 'index' | 'snapshots' | 'listing'): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of b.list(type)) out.push(o.name);
+  return out.sort();
+}
+
+const snapshotsOf = (out: Json): Json[] => (Array.isArray(out) ? out : out.snapshots);
+
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+suite('remote damage', { concurrency: 2 }, () => {
+  test('a snapshot whose packs are already in the store with other bytes (torn, bit rot) replaces them: check --read-data is clean, restore works', async (t) => {
+    const prefix = 'torn';
+    const a = sampleAgent(t, 'ana', SMALL);
+    const cli = s3Cli(tempDir(t, 'nexo-cfg-'), prefix);
+    const direct = await openS3Backend(server.options(BUCKET, prefix));
+    t.after(() => direct.close());
+    ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'first snapshot');
+    const packs = await names(direct, 'packs');
+    assert.ok(packs.length >= 1, 'the snapshot wrote packs');
+    // The first snapshot "never happened" (killed before its index and manifest were written), and what
+    // it left of its packs is damaged: the first one torn (half of it), the others with a byte flipped.
+    for (const type of ['listing', 'snapshots', 'index'] as const)
+      for (const n of await names(direct, type)) await direct.remove({ type, name: n });
+    for (const [i, name] of packs.entries()) {
+      const h = { type: 'packs' as const, name };
+      const bytes = await readAll(direct, h, { maxBytes: 1 << 30 });
+      const bad = i === 0 ? bytes.subarray(0, bytes.length >> 1) : Buffer.from(bytes);
+      if (i > 0) bad[bad.length >> 1]! ^= 0xff;
+      await direct.save(h, bad);
+    }
+    const snap = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'the same snapshot again');
+    assert.deepEqual(await names(direct, 'packs'), packs, 'it wrote the same packs');
+    for (const name of packs) {
+      const stored = await readAll(direct, { type: 'packs', name }, { maxBytes: 1 << 30 });
+      assert.equal(sha256(stored), name, `packs/${name} holds its bytes again`);
+    }
+    ok(await cli(['check', '--read-data', '--state-root', a.stateRoot]), 'check --read-data');
+    const b = sampleAgent(t, 'bob', { ...SMALL, seed: 3 });
+    ok(await cli(['restore', '--agent', 'ana', '--from', snap.id, ...b.flags]), 'restore');
+  });
+
+  test('a listing entry or a manifest damaged in one download is never kept by the cache: the next command reads the store', async (t) => {
+    const prefix = 'flipped';
+    const a = sampleAgent(t, 'ana', SMALL);
+    const cli = s3Cli(tempDir(t, 'nexo-cfg-'), prefix);
+    const snap = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
+    const listed = (stateRoot: string) =>
+      cli(['list', '--agent', 'ana', '--state-root', stateRoot]).then((r) =>
+        snapshotsOf(ok(r, 'list')).map((m: { id: string }) => m.id),
+      );
+    // Host B's first list gets the entry with a byte flipped (one GET); every later list is honest.
+    const b = tempDir(t, 'nexo-host-b-');
+    proxy.inject({ method: 'GET', path: new RegExp(`/${prefix}/listing/`), fault: { kind: 'flip' } });
+    await listed(b);
+    assert.equal(proxy.fired('flip'), 1, 'the listing entry was flipped once');
+    assert.deepEqual(await listed(b), [snap.id], 'the next list shows the snapshot');
+    assert.deepEqual(await listed(b), [snap.id], 'and the one after');
+    // Host C's first verify gets the manifest with a byte flipped; later commands read it whole.
+    const c = tempDir(t, 'nexo-host-c-');
+    proxy.inject({ method: 'GET', path: new RegExp(`/${prefix}/snapshots/`), fault: { kind: 'flip' } });
+    await cli(['verify', '--agent', 'ana', '--id', snap.id, '--state-root', c]);
+    assert.equal(proxy.fired('flip'), 2, 'the manifest was flipped once');
+    ok(await cli(['verify', '--agent', 'ana', '--id', snap.id, '--state-root', c]), 'verify on C');
+    ok(await cli(['check', '--state-root', c]), 'check on C');
+    const restored = sampleAgent(t, 'bob', { ...SMALL, seed: 3 });
+    const roots = ['--memdir-root', restored.memdirRoot, '--sqlite-root', restored.sqliteRoot];
+    ok(
+      await cli(['restore', '--agent', 'ana', '--from', snap.id, ...roots, '--state-root', c]),
+      'restore on C',
+    );
+  });
+});
