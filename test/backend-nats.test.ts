@@ -629,3 +629,30 @@ test('a full JetStream (max_file_store reached) is STORE_FULL at once, never ret
   );
   assert.match(msg, /prune cannot/);
 });
+
+test('a creds_file that is not a NATS credentials file is CONFIG, naming the file and quoting none of it; a missing one is IO', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'nexo-creds-'));
+  try {
+    const bad = join(dir, 'bad.creds');
+    writeFileSync(bad, '-----BEGIN NATS USER JWT-----\nnot-a-jwt-SECRETISH\n------END NATS USER JWT------\n');
+    await assert.rejects(
+      openNatsBackend({ servers: ['nats://127.0.0.1:1'], bucket: 'b', credsFile: bad }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'CONFIG', err.message);
+        assert.match(err.message, /bad\.creds is not a NATS credentials file/);
+        assert.doesNotMatch(err.message, /SECRETISH/);
+        return true;
+      },
+    );
+    await assert.rejects(
+      openNatsBackend({
+        servers: ['nats://127.0.0.1:1'],
+        bucket: 'b',
+        credsFile: join(dir, 'missing.creds'),
+      }),
+      { code: 'IO' },
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

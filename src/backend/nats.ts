@@ -10,7 +10,6 @@
 // then reported as StoreUnavailableError. docs/remote.md §NATS JetStream describes the layout.
 
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -24,7 +23,7 @@ import {
   SnapshotError,
   StoreUnavailableError,
 } from '../model/errors.js';
-import { natsClient } from '../util/nats-client.js';
+import { credsFileAuthenticator, natsClient } from '../util/nats-client.js';
 import {
   type Backend,
   type Handle,
@@ -852,8 +851,8 @@ export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions)
   const location = describe(opts.servers, bucket);
   const timeout = opts.timeoutMs ?? 10_000;
   const retry = retryPolicy(opts.retry, timeout);
-  const { connect, credsAuthenticator, jetstream, Kvm, Objm, StorageType } = natsClient();
-  const auth = opts.credsFile ? credsAuthenticator(readFileSync(opts.credsFile)) : undefined;
+  const { connect, jetstream, Kvm, Objm, StorageType } = natsClient();
+  const auth = opts.credsFile ? credsFileAuthenticator(opts.credsFile) : undefined;
   const nc = await withRetry(
     'connect',
     () =>

@@ -5,10 +5,9 @@
 // client: each attempt reconnects itself, so every wait is bounded. `close()` has a deadline, so a
 // one-shot CLI run exits promptly even when the broker is gone.
 
-import { readFileSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { SnapshotMetrics } from '../metrics/metrics.js';
-import { natsClient } from '../util/nats-client.js';
+import { credsFileAuthenticator, natsClient } from '../util/nats-client.js';
 import type { LifecycleEvent, MutationEvent } from './payloads.js';
 import type { EventPublisher, PublisherStats } from './publisher.js';
 import {
@@ -208,7 +207,7 @@ export class NatsEventPublisher implements EventPublisher {
     if (this.nc && !this.nc.isClosed()) return this.nc;
     let gaveUp = false;
     // The client library is loaded by the first connection: a run that publishes nothing never loads it.
-    const { connect, credsAuthenticator } = natsClient();
+    const { connect } = natsClient();
     const auth = this.auth;
     const pending = connect({
       servers: this.url.split(',').map((s) => s.trim()),
@@ -217,9 +216,7 @@ export class NatsEventPublisher implements EventPublisher {
       name: this.o.name,
       ...(auth?.user !== undefined ? { user: auth.user, pass: auth.password ?? '' } : {}),
       ...(auth?.token !== undefined ? { token: auth.token } : {}),
-      ...(auth?.credsFile !== undefined
-        ? { authenticator: credsAuthenticator(readFileSync(auth.credsFile)) }
-        : {}),
+      ...(auth?.credsFile !== undefined ? { authenticator: credsFileAuthenticator(auth.credsFile) } : {}),
     });
     // A connection that arrives after we stopped waiting must not keep the process alive.
     pending.then(
