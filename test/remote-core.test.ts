@@ -23,27 +23,12 @@ import { backendSettingsFromConfig, snapshotterOptionsFromConfig } from '../src/
 import { ConfigError, ObjectExistsError, StoreUnavailableError } from '../src/model/errors.js';
 import { isStale, lockRepository, ownHostId, REFRESH_MS, TRUST_MS } from '../src/repository/locks.js';
 import { BIN, runBuiltCli } from './helpers/built-cli.js';
+import { type Json, json, ok } from './helpers/cli-json.js';
 import { type RunResult, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 import { faultyS3 } from './helpers/faulty-remote.js';
 
 const SMALL = { memories: 40, embeddings: 10, files: 3, commits: 2 };
 const allow = { NEXO_MEMORY_RESTORE_ALLOW: 'yes' };
-
-// biome-ignore lint/suspicious/noExplicitAny: the CLI's JSON output, read field by field
-type Json = any;
-
-function json(r: RunResult): Json {
-  try {
-    return JSON.parse(r.stdout);
-  } catch {
-    throw new Error(`not JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
-  }
-}
-
-function ok(r: RunResult, what: string): Json {
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
-  return json(r);
-}
 
 const snapshotsOf = (out: Json): Json[] => (Array.isArray(out) ? out : out.snapshots);
 

@@ -11,16 +11,14 @@ import { after, before, suite, test } from 'node:test';
 import { type Backend, readAll } from '../src/backend/backend.js';
 import { openS3Backend } from '../src/backend/s3.js';
 import { runBuiltCli } from './helpers/built-cli.js';
-import { type RunResult, sampleAgent, tempDir } from './helpers/env.js';
+import { type Json, ok } from './helpers/cli-json.js';
+import { sampleAgent, tempDir } from './helpers/env.js';
 import { type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
 import { type S3Server, startS3ServerProcess } from './helpers/s3-server.js';
 
 const BUCKET = 'damage';
 const SMALL = { memories: 40, embeddings: 10, files: 3, commits: 2 };
 const allow = { NEXO_MEMORY_RESTORE_ALLOW: 'yes' };
-
-// biome-ignore lint/suspicious/noExplicitAny: the CLI's JSON output, read field by field
-type Json = any;
 
 let server: S3Server;
 let proxy: FaultProxy;
@@ -33,19 +31,6 @@ after(async () => {
   await proxy?.stop();
   await server?.stop();
 });
-
-function json(r: RunResult): Json {
-  try {
-    return JSON.parse(r.stdout);
-  } catch {
-    throw new Error(`not JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
-  }
-}
-
-function ok(r: RunResult, what: string): Json {
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
-  return json(r);
-}
 
 /** A config pointing the CLI at `prefix` of the bucket through the proxy; the CLI bound to it. */
 function s3Cli(dir: string, prefix: string) {

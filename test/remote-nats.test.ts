@@ -21,7 +21,8 @@ import { openNatsBackend } from '../src/backend/nats.js';
 import { lockRepository } from '../src/repository/locks.js';
 import { hexName } from './helpers/backend-conformance.js';
 import { runBuiltCli } from './helpers/built-cli.js';
-import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { type Json, json, ok } from './helpers/cli-json.js';
+import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { closeClient, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
 
 let cluster: NatsCluster;
@@ -33,22 +34,6 @@ after(async () => {
 });
 
 const SMALL = { memories: 40, embeddings: 10, files: 3, commits: 2 };
-
-// biome-ignore lint/suspicious/noExplicitAny: the CLI's JSON output, read field by field
-type Json = any;
-
-function json(r: RunResult): Json {
-  try {
-    return JSON.parse(r.stdout);
-  } catch {
-    throw new Error(`not JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
-  }
-}
-
-function ok(r: RunResult, what: string): Json {
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
-  return json(r);
-}
 
 const ids = (out: Json): string[] => (Array.isArray(out) ? out : out.snapshots).map((m: Json) => m.id);
 
