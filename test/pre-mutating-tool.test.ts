@@ -42,6 +42,27 @@ function setup(t: Parameters<typeof sampleAgent>[0], minIntervalSecs = 3600) {
   return { a, hook, metrics, skipped, taken };
 }
 
+/**
+ * The hook of a runtime that starts now on the agent of `a` (its own snapshotter, nothing in memory),
+ * with `opts` added to the snapshotter's options.
+ */
+function newRuntime(
+  a: { stateRoot: string; memdirRoot: string; sqliteRoot: string },
+  minIntervalSecs: number,
+  opts: Partial<ConstructorParameters<typeof LocalSnapshotter>[0]> = {},
+): PreMutatingToolSnapshotAdapter {
+  return new PreMutatingToolSnapshotAdapter(
+    new LocalSnapshotter({
+      stateRoot: a.stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store: 'repository',
+      ...opts,
+    }),
+    { minIntervalSecs },
+  );
+}
+
 const oneRow = (sqliteDir: string, n: number) => {
   const db = new Database(join(sqliteDir, 'long_term.sqlite'));
   db.prepare("INSERT INTO memories (created_at, kind, content, importance) VALUES (?, 'fact', ?, 0.5)").run(
@@ -101,29 +122,12 @@ test('the interval holds across processes: another runtime of the same agent tak
   assert.equal(other.snapshot?.created_by, PRE_MUTATING_TOOL_CREATED_BY);
   assert.equal((await a.snapshotter.list('ana')).length, 2);
   // This process learns of the other's snapshot from the record beside the lock, not from memory.
-  const fresh = new PreMutatingToolSnapshotAdapter(
-    new LocalSnapshotter({
-      stateRoot: a.stateRoot,
-      memdirRoot: a.memdirRoot,
-      sqliteRoot: a.sqliteRoot,
-      store: 'repository',
-    }),
-    { minIntervalSecs: 3600 },
-  );
+  const fresh = newRuntime(a, 3600);
   assert.deepEqual(await fresh.snapshotBeforeTool('ana', undefined, 'x'), { ok: true, skipped: 'interval' });
   // Concurrent calls of a runtime that starts now: the first finds the other's snapshot, and the calls
   // that waited for it were skipped for the same reason (`in_flight` says a snapshot was being taken).
   const metrics = new SnapshotMetrics();
-  const newcomer = new PreMutatingToolSnapshotAdapter(
-    new LocalSnapshotter({
-      stateRoot: a.stateRoot,
-      memdirRoot: a.memdirRoot,
-      sqliteRoot: a.sqliteRoot,
-      store: 'repository',
-      observers: [new MetricsObserver(metrics)],
-    }),
-    { minIntervalSecs: 3600 },
-  );
+  const newcomer = newRuntime(a, 3600, { observers: [new MetricsObserver(metrics)] });
   const burst = await Promise.all(
     Array.from({ length: 5 }, () => newcomer.snapshotBeforeTool('ana', undefined, 'memory_write')),
   );
@@ -141,31 +145,13 @@ test('inside the interval a call is skipped at once while another process holds 
   const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
   await holder.ready;
   // a runtime that starts now knows nothing in memory: it reads the record beside the lock, without the lock
-  const fresh = new PreMutatingToolSnapshotAdapter(
-    new LocalSnapshotter({
-      stateRoot: a.stateRoot,
-      memdirRoot: a.memdirRoot,
-      sqliteRoot: a.sqliteRoot,
-      store: 'repository',
-      lockTimeoutMs: 2000,
-    }),
-    { minIntervalSecs: 3600 },
-  );
+  const fresh = newRuntime(a, 3600, { lockTimeoutMs: 2000 });
   assert.deepEqual(await fresh.snapshotBeforeTool('ana', undefined, 'memory_edit'), {
     ok: true,
     skipped: 'interval',
   });
   // a call that is due still waits for the lock, and fails with CONCURRENT when it is not given up
-  const due = new PreMutatingToolSnapshotAdapter(
-    new LocalSnapshotter({
-      stateRoot: a.stateRoot,
-      memdirRoot: a.memdirRoot,
-      sqliteRoot: a.sqliteRoot,
-      store: 'repository',
-      lockTimeoutMs: 300,
-    }),
-    { minIntervalSecs: 0 },
-  );
+  const due = newRuntime(a, 0, { lockTimeoutMs: 300 });
   const r = await due.snapshotBeforeTool('ana', undefined, 'memory_edit');
   assert.equal(r.ok, false);
   assert.equal((r as { code?: string }).code, 'CONCURRENT');
