@@ -294,32 +294,82 @@ test("restore applies none of the live repository's own filters to the bundle's 
   assert.equal(readFileSync(config, 'utf8'), liveConfig, 'the live config is carried over');
 });
 
-test("a history whose tree git will not check out (an entry named '..') is the snapshot's damage on restore and import (exit 2), never a GIT failure; the agent is unchanged", async (t) => {
+for (const store of ['bundles', 'repository'] as const)
+  test(`a history whose tree git will not check out (an entry named '..'): verify finds it and restore and import refuse it (exit 2), never a GIT failure; the agent is unchanged (${store})`, async (t) => {
+    const a = sampleAgent(t, 'ana', { files: 2, commits: 2, memories: 5 }, { store });
+    const blob = git(a.memdir, ['hash-object', '-w', '--stdin'], 'pwn\n').trim();
+    const tree = git(
+      a.memdir,
+      ['hash-object', '-t', 'tree', '-w', '--literally', '--stdin'],
+      Buffer.concat([Buffer.from('100644 ..\0'), Buffer.from(blob, 'hex')]),
+    ).trim();
+    const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+    const evil = git(a.memdir, ['commit-tree', tree, '-p', head, '-m', 'evil']).trim();
+    const good = await a.snapshotter.snapshot({ agentId: 'ana' });
+    git(a.memdir, ['update-ref', 'refs/heads/main', evil]);
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    git(a.memdir, ['update-ref', 'refs/heads/main', head]);
+    const before = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+    const report = await a.snapshotter.verify(snap.bundle_path);
+    assert.equal(report.status, 'damaged', JSON.stringify(report.problems));
+    assert.ok(
+      report.problems.some((p) => /hasDotdot/.test(p.message)),
+      `verify names the entry: ${JSON.stringify(report.problems)}`,
+    );
+    assert.equal((await a.snapshotter.verify(good.bundle_path)).status, 'verified');
+    const where = store === 'bundles' ? { bundle: snap.bundle_path } : { snapshot: snap.id };
+    for (const req of [
+      { agentId: 'ana', ...where, autoPreSnapshot: false },
+      ...(store === 'bundles' ? [{ agentId: 'clone', bundle: snap.bundle_path, import: {} }] : []),
+    ])
+      await assert.rejects(
+        a.snapshotter.restore(req),
+        (err: Error & { code?: string; exitCode?: number }) => {
+          assert.equal(err.code, 'BUNDLE_DAMAGED', err.message);
+          assert.equal(err.exitCode, 2);
+          assert.match(err.message, /hasDotdot/);
+          return true;
+        },
+      );
+    assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), before, 'the live agent is unchanged');
+    assert.ok(!existsSync(join(a.memdirRoot, 'clone')), 'no clone was made');
+    const where2 = store === 'bundles' ? { bundle: good.bundle_path } : { snapshot: good.id };
+    await a.snapshotter.restore({ agentId: 'ana', ...where2, autoPreSnapshot: false });
+  });
+
+test("a history with old git's quirks (a zero-padded mode, a bad time zone, no space before the e-mail) verifies and restores", async (t) => {
   const a = sampleAgent(t, 'ana', { files: 2, commits: 2, memories: 5 });
-  const blob = git(a.memdir, ['hash-object', '-w', '--stdin'], 'pwn\n').trim();
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  const blob = git(a.memdir, ['hash-object', '-w', '--stdin'], 'quirk\n').trim();
+  const sub = git(
+    a.memdir,
+    ['hash-object', '-t', 'tree', '-w', '--literally', '--stdin'],
+    Buffer.concat([Buffer.from('100644 q.md\0'), Buffer.from(blob, 'hex')]),
+  ).trim();
+  // a file and a subtree written with a zero-padded mode, as old git wrote them
   const tree = git(
     a.memdir,
     ['hash-object', '-t', 'tree', '-w', '--literally', '--stdin'],
-    Buffer.concat([Buffer.from('100644 ..\0'), Buffer.from(blob, 'hex')]),
+    Buffer.concat([
+      Buffer.from('100644 MEMORY.md\0'),
+      Buffer.from(blob, 'hex'),
+      Buffer.from('040000 zz\0'),
+      Buffer.from(sub, 'hex'),
+    ]),
   ).trim();
-  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
-  const evil = git(a.memdir, ['commit-tree', tree, '-p', head, '-m', 'evil']).trim();
-  const good = await a.snapshotter.snapshot({ agentId: 'ana' });
-  git(a.memdir, ['update-ref', 'refs/heads/main', evil]);
+  const commit = git(
+    a.memdir,
+    ['hash-object', '-t', 'commit', '-w', '--literally', '--stdin'],
+    `tree ${tree}\nparent ${head}\nauthor Old Tool<old@example.com> 1000000000 +99999\ncommitter Old Tool <old@example.com> 1000000000 +0000\n\nold\n`,
+  ).trim();
+  git(a.memdir, ['update-ref', 'refs/heads/main', commit]);
+  git(a.memdir, ['reset', '-q', '--hard']);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const report = await a.snapshotter.verify(snap.bundle_path);
+  assert.equal(report.status, 'verified', JSON.stringify(report.problems));
   git(a.memdir, ['update-ref', 'refs/heads/main', head]);
-  const before = git(a.memdir, ['rev-parse', 'HEAD']).trim();
-  for (const req of [
-    { agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false },
-    { agentId: 'clone', bundle: snap.bundle_path, import: {} },
-  ])
-    await assert.rejects(a.snapshotter.restore(req), (err: Error & { code?: string; exitCode?: number }) => {
-      assert.equal(err.code, 'BUNDLE_DAMAGED', err.message);
-      assert.equal(err.exitCode, 2);
-      assert.match(err.message, /invalid path/);
-      return true;
-    });
-  assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), before, 'the live agent is unchanged');
-  assert.ok(!existsSync(join(a.memdirRoot, 'clone')), 'no clone was made');
-  await a.snapshotter.restore({ agentId: 'ana', bundle: good.bundle_path, autoPreSnapshot: false });
+  git(a.memdir, ['reset', '-q', '--hard']);
+  const r = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
+  assert.equal(r.git_reset_oid, commit);
+  assert.equal(readFileSync(join(a.memdir, 'zz', 'q.md'), 'utf8'), 'quirk\n');
 });

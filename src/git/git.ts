@@ -309,6 +309,45 @@ export async function initRepo(dir: string, objectFormat: 'sha1' | 'sha256'): Pr
   if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
 }
 
+/**
+ * fsck's message ids for quirks that real histories carry (old git's modes, odd dates, names and
+ * e-mails) and that do not stop a checkout. Every other finding is fatal where packs from a bundle or a
+ * repository are indexed (STRICT_PACK): a tree entry named `.`, `..` or `.git`, an empty name or one
+ * holding a `/`, unsorted or repeated entries, a hostile `.gitmodules` or `.gitattributes`, a broken
+ * object or link. (Each id exists since git 2.25; an id git does not know would stop every index-pack.)
+ */
+const HISTORY_QUIRKS = [
+  'badDate',
+  'badDateOverflow',
+  'badEmail',
+  'badFilemode',
+  'badName',
+  'badTimezone',
+  'extraHeaderEntry',
+  'missingEmail',
+  'missingNameBeforeEmail',
+  'missingSpaceBeforeDate',
+  'missingSpaceBeforeEmail',
+  'missingTaggerEntry',
+  'multipleAuthors',
+  'nulInCommit',
+  'zeroPaddedDate',
+  'zeroPaddedFilemode',
+];
+
+/**
+ * The `git index-pack` option for a pack from a bundle or a repository: each object is checked as
+ * `git fsck` would, and every finding but HISTORY_QUIRKS stops it, so a history that verifies is one
+ * git will check out (restore refuses the same pack with the same reason).
+ */
+export const STRICT_PACK = `--strict=${HISTORY_QUIRKS.map((id) => `${id}=ignore`).join(',')}`;
+
+/** `git fsck` settings making the findings STRICT_PACK stops on for tree entries errors, not warnings. */
+const CHECKOUT_FSCK = ['hasDot', 'hasDotdot', 'hasDotgit', 'emptyName', 'fullPathname'].flatMap((id) => [
+  '-c',
+  `fsck.${id}=error`,
+]);
+
 let version: Promise<string> | undefined;
 
 /** The version of the git on PATH, asked once per process (every snapshot records it). */
@@ -327,7 +366,16 @@ export function gitVersion(): Promise<string> {
  * `git fsck` of a repository this package built (a restore's, a scratch or quarantine repository) with
  * `args`: such a repository has no commit-graph and no multi-pack index (nothing here writes one, and
  * none comes with a history), so fsck is told not to start the two processes that would verify them.
+ * A tree entry git would not check out is an error (CHECKOUT_FSCK), as it is for a bundle's pack.
  */
 export function fsckBuilt(repo: string, args: readonly string[]): Promise<GitResult> {
-  return runGit(repo, ['-c', 'core.commitGraph=false', '-c', 'core.multiPackIndex=false', 'fsck', ...args]);
+  return runGit(repo, [
+    '-c',
+    'core.commitGraph=false',
+    '-c',
+    'core.multiPackIndex=false',
+    ...CHECKOUT_FSCK,
+    'fsck',
+    ...args,
+  ]);
 }

@@ -10,7 +10,7 @@ import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BundleDamagedError, GitError } from '../model/errors.js';
-import { fsckBuilt, runGit, spawnGit } from './git.js';
+import { fsckBuilt, runGit, STRICT_PACK, spawnGit } from './git.js';
 
 export interface GitRef {
   name: string;
@@ -111,9 +111,12 @@ export async function readBundleHeader(path: string): Promise<{ refs: GitRef[]; 
   }
 }
 
-/** Indexes one pack (streamed) into the repository `repo` (`git index-pack --stdin --fix-thin`). */
+/**
+ * Indexes one pack (streamed) into the repository `repo` (`git index-pack --stdin --fix-thin`), every
+ * object checked as a bundle's pack is (STRICT_PACK).
+ */
 export async function indexPack(repo: string, pack: AsyncIterable<Buffer>): Promise<void> {
-  await gitIo(repo, ['index-pack', '--stdin', '--fix-thin'], pack);
+  await gitIo(repo, ['index-pack', '--stdin', STRICT_PACK, '--fix-thin'], pack);
 }
 
 /**

@@ -1,7 +1,8 @@
 // Owns checking the pack of a git bundle while the bundle streams: the pack bytes are piped into
-// `git index-pack --stdin --check-self-contained-and-connected` in a scratch bare repository, which runs
-// beside the stream (on another core) and checks every object's id, every delta, the pack's trailer
-// (and that nothing follows it), and that every object a commit, tree or tag names is in the pack; then
+// `git index-pack --stdin --strict=… --check-self-contained-and-connected` in a scratch bare repository,
+// which runs beside the stream (on another core) and checks every object's id, every delta, every
+// object as fsck would (a tree git would not check out is damage: git.ts STRICT_PACK), the pack's
+// trailer (and that nothing follows it), and that every object a commit, tree or tag names is in the pack; then
 // every ref of the bundle's header must name an object of the pack (branches and HEAD a commit). The
 // scratch repository is always removed. A restore instead names the repository it is staging (`into`):
 // the pack is indexed there, once, and stays when it passes (the restore removes its staging when
@@ -13,9 +14,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GitError } from '../model/errors.js';
-import { type GitResult, initBare, initRepo, runGit, spawnGit } from './git.js';
+import { type GitResult, initBare, initRepo, runGit, STRICT_PACK, spawnGit } from './git.js';
 
 const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
+
+/** What git's output says went wrong: its first `error:` line (fsck's finding), else its last line. */
+const reason = (s: string): string => /^error: (.+)$/m.exec(s)?.[1] ?? lastLine(s);
 
 /** Up to this much pack data may wait for git, so the stream moves on to the memory files meanwhile. */
 const MAX_QUEUED = 16 * 1024 * 1024;
@@ -48,7 +52,7 @@ export class PackCheck {
       else await initBare(repo, objectFormat);
       const child = spawnGit(
         repo,
-        ['index-pack', '--stdin', '--check-self-contained-and-connected'],
+        ['index-pack', '--stdin', STRICT_PACK, '--check-self-contained-and-connected'],
         ['pipe', 'pipe', 'pipe'],
       );
       return new PackCheck(repo, child, collect(child), into !== undefined);
@@ -75,7 +79,7 @@ export class PackCheck {
     try {
       this.child.stdin!.end();
       const r = await this.result;
-      if (r.code !== 0) return `git index-pack refused the pack: ${lastLine(r.stderr) || `exit ${r.code}`}`;
+      if (r.code !== 0) return `git index-pack refused the pack: ${reason(r.stderr) || `exit ${r.code}`}`;
       // index-pack --stdin passes bytes after the pack's trailer through to its output (git fetch refuses them)
       if (!/^pack\t[0-9a-f]+\n$/.test(r.stdout)) return 'data after the end of the pack';
       const oids = [...new Set(refs.values())];
