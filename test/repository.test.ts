@@ -487,10 +487,20 @@ test('check finds a flipped byte, a missing pack and a damaged index; prune keep
   const backend = new MemoryBackend(store);
   const repo = await Repository.init(backend);
   const a = await snapshotOf(repo, 'ana', 'a'.repeat(10_000) + randomBytes(1000).toString('hex'));
+  const aPacks = new Set(store.objects.get('packs')!.keys());
   const b = await snapshotOf(repo, 'ana', 'b'.repeat(10_000) + randomBytes(1000).toString('hex'));
   const clean = await checkRepository(await Repository.open(backend), { readData: true });
   assert.equal(clean.ok, true, JSON.stringify(clean.problems));
   assert.equal(clean.packs_read, 2);
+
+  // A flipped byte in the pack only b references: b is damaged, a is not.
+  const [bPack, bBytes] = [...store.objects.get('packs')!].find(([name]) => !aPacks.has(name))!;
+  const onlyB = Buffer.from(bBytes);
+  onlyB[5] = onlyB[5]! ^ 0x01;
+  store.objects.get('packs')!.set(bPack, onlyB);
+  const bBad = await checkRepository(await Repository.open(backend), { readData: true });
+  assert.deepEqual(bBad.damaged_snapshots, [b], JSON.stringify(bBad.problems));
+  store.objects.get('packs')!.set(bPack, bBytes);
 
   // prune after forgetting a: its pack goes, b still loads and checks clean.
   await forgetSnapshot(repo, a);

@@ -107,7 +107,6 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   // Snapshots: manifests sealed, every referenced blob indexed.
   const names: string[] = [];
   for await (const s of repo.backend.list('snapshots')) names.push(s.name);
-  const refs = new ReferenceSet(repo);
   for (const id of names) {
     try {
       const { manifest } = await loadSnapshot(repo, id);
@@ -124,7 +123,6 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
           break;
         }
       }
-      await refs.addManifest(manifest);
     } catch (err) {
       damaged.add(id);
       problems.push(problem(err, `snapshots/${id}`));
@@ -159,6 +157,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   // 16-20 MiB): a buffer per pack, freed only when V8 collects it, raised the peak RSS by ~80 MB
   const largest = toRead.reduce((n, p) => Math.max(n, packsOnDisk.get(p) ?? 0), 0);
   const lanes: Buffer[] = [];
+  const unread = new Set<string>(); // the blobs of packs that failed to read
   await mapLimit(toRead, 2, async (pack) => {
     const lane = lanes.pop() ?? Buffer.allocUnsafe(largest + 1);
     try {
@@ -167,10 +166,10 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
       bytesRead += r.size;
     } catch (err) {
       problems.push(problem(err, `packs/${pack}`));
-      for (const i of byPack.get(pack) ?? [])
-        for (const s of names) if (refs.blobs.has(table.idHex(i))) damaged.add(s);
+      for (const i of byPack.get(pack) ?? []) unread.add(table.idHex(i));
     }
   });
+  if (unread.size > 0) await markReferencing(repo, names, unread, damaged);
   return {
     ok: problems.length === 0,
     snapshots: names.length,
@@ -188,6 +187,33 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
  * Reads a pack whole — name, header, every blob — into `buffer` (a larger one when the pack, listed at
  * `listedSize` bytes, does not fit). Returns its size and the buffer, for the next pack.
  */
+/**
+ * Adds to `damaged` each snapshot of `names` that references a blob of `unread` (a second pass over the
+ * manifests, made only when a pack failed: each snapshot's own references, not all of them at once).
+ */
+async function markReferencing(
+  repo: Repository,
+  names: readonly string[],
+  unread: ReadonlySet<string>,
+  damaged: Set<string>,
+): Promise<void> {
+  for (const id of names) {
+    if (damaged.has(id)) continue;
+    let own: ReferenceSet;
+    try {
+      own = new ReferenceSet(repo);
+      await own.addManifest((await loadSnapshot(repo, id)).manifest);
+    } catch {
+      continue; // already reported by the structure pass
+    }
+    for (const b of own.blobs)
+      if (unread.has(b)) {
+        damaged.add(id);
+        break;
+      }
+  }
+}
+
 async function readPack(
   repo: Repository,
   pack: string,
