@@ -500,6 +500,8 @@ test('check finds a flipped byte, a missing pack and a damaged index; prune keep
   store.objects.get('packs')!.set(bPack, onlyB);
   const bBad = await checkRepository(await Repository.open(backend), { readData: true });
   assert.deepEqual(bBad.damaged_snapshots, [b], JSON.stringify(bBad.problems));
+  const allPackBytes = [...store.objects.get('packs')!.values()].reduce((n, p) => n + p.length, 0);
+  assert.equal(bBad.bytes_read, allPackBytes, 'the damaged pack was read too');
   store.objects.get('packs')!.set(bPack, bBytes);
 
   // prune after forgetting a: its pack goes, b still loads and checks clean.
@@ -528,6 +530,7 @@ test('check finds a flipped byte, a missing pack and a damaged index; prune keep
   packs.delete(packName);
   const missing = await checkRepository(await Repository.open(backend));
   assert.ok(missing.problems.some((p) => p.code === 'MISSING_ARTIFACT' && p.object === `packs/${packName}`));
+  assert.deepEqual(missing.damaged_snapshots, [b], 'the snapshot whose pack is gone is named');
   // A truncated index file.
   const idx = store.objects.get('index')!;
   const [idxName, idxBytes] = [...idx][0]!;

@@ -88,8 +88,10 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
     const pack = repo.index.packNames[table.packOf(i)]!;
     extent.set(pack, Math.max(extent.get(pack) ?? 0, table.offsetOf(i) + table.storedOf(i)));
   }
+  const broken = new Set<string>(); // indexed packs missing or too short
   for (const [pack, end] of extent) {
     const size = packsOnDisk.get(pack);
+    if (size === undefined || size < end + TRAILER) broken.add(pack);
     if (size === undefined)
       problems.push({
         code: 'MISSING_ARTIFACT',
@@ -144,7 +146,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   let toRead = [...packsOnDisk.keys()];
   if (typeof opts.readData === 'number') toRead = subsetOf(toRead, opts.readData);
   else if (opts.readData !== true) toRead = [];
-  let bytesRead = 0;
+  const read = { bytes: 0 }; // every byte read, of packs that checked and of packs that did not
   // per pack, the numbers of its blobs in the index's table (not an object per blob)
   const byPack = new Map<string, number[]>();
   for (let i = 0; i < table.size; i++) {
@@ -157,13 +159,13 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   // 16-20 MiB): a buffer per pack, freed only when V8 collects it, raised the peak RSS by ~80 MB
   const largest = toRead.reduce((n, p) => Math.max(n, packsOnDisk.get(p) ?? 0), 0);
   const lanes: Buffer[] = [];
-  const unread = new Set<string>(); // the blobs of packs that failed to read
+  const unread = new Set<string>(); // the blobs of packs missing, too short or failing to read
+  for (const pack of broken) for (const i of byPack.get(pack) ?? []) unread.add(table.idHex(i));
   await mapLimit(toRead, 2, async (pack) => {
     const lane = lanes.pop() ?? Buffer.allocUnsafe(largest + 1);
     try {
-      const r = await readPack(repo, pack, packsOnDisk.get(pack) ?? 0, lane, byPack.get(pack) ?? []);
+      const r = await readPack(repo, pack, packsOnDisk.get(pack) ?? 0, lane, byPack.get(pack) ?? [], read);
       lanes.push(r.buffer);
-      bytesRead += r.size;
     } catch (err) {
       problems.push(problem(err, `packs/${pack}`));
       for (const i of byPack.get(pack) ?? []) unread.add(table.idHex(i));
@@ -176,7 +178,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
     packs: packsOnDisk.size,
     blobs: repo.index.blobCount,
     packs_read: toRead.length,
-    bytes_read: bytesRead,
+    bytes_read: read.bytes,
     problems,
     damaged_snapshots: [...damaged].sort(),
     unlisted_snapshots: names.filter((n) => !listed.has(n)).sort(),
@@ -220,7 +222,8 @@ async function readPack(
   listedSize: number,
   buffer: Buffer,
   indexed: readonly number[],
-): Promise<{ size: number; buffer: Buffer }> {
+  read: { bytes: number },
+): Promise<{ buffer: Buffer }> {
   const what = `packs/${pack}`;
   // one byte more than listed: a pack that grew since it was listed is read whole, not cut short
   let buf = buffer.length > listedSize ? buffer : Buffer.allocUnsafe(listedSize + 1);
@@ -230,10 +233,12 @@ async function readPack(
   if (repo.backend.readInto) {
     // straight into the lane's buffer
     size = await repo.backend.readInto(h, 0, buf.subarray(0, listedSize + 1));
-    if (size > listedSize) return readPack(repo, pack, listedSize * 2 + 1, buf, indexed);
+    read.bytes += size;
+    if (size > listedSize) return readPack(repo, pack, listedSize * 2 + 1, buf, indexed, read);
     hash.update(buf.subarray(0, size));
   } else
     for await (const c of repo.backend.load(h)) {
+      read.bytes += c.length;
       hash.update(c);
       if (size + c.length > buf.length) {
         // the pack grew since it was listed
@@ -272,5 +277,5 @@ async function readPack(
     if (!e || e.offset !== t.offsetOf(i) || e.stored !== t.storedOf(i) || e.raw !== t.rawOf(i))
       throw new BundleDamagedError(`${what}: the index places blob ${id} where the pack header does not`);
   }
-  return { size, buffer: buf };
+  return { buffer: buf };
 }
