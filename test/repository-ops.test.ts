@@ -82,8 +82,15 @@ test('a long-lived snapshotter sees what a prune removed: its next snapshot and 
   writeFileSync(alt, randomBytes(600 * 1024).toString('base64'));
   await s.snapshot({ agentId: 'ana', label: 'B' });
   await s.delete('ana', 'default', one.id);
+  const packs = join(a.stateRoot, 'repository', 'packs');
+  const packBytes = () =>
+    readdirSync(packs, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .reduce((n, e) => n + statSync(join(e.parentPath, e.name)).size, 0);
+  const before = packBytes();
   const pruned = await s.prune();
   assert.ok(pruned.packs_removed + pruned.packs_rewritten > 0, JSON.stringify(pruned));
+  assert.equal(pruned.bytes_freed, before - packBytes(), 'bytes_freed is what the packs no longer take');
   // The same snapshotter (one cached repository handle, as in the daemon) checks and snapshots again.
   const check = await s.check({ readData: true });
   assert.equal(check.ok, true, JSON.stringify(check.problems));

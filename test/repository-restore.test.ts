@@ -416,6 +416,28 @@ test('signatures and trust, identity and hostile manifests are checked before th
     dryRun: true,
   });
   assert.equal(dry.signature?.status, 'trusted');
+  // verify says who signed was not checked, as for a bundle: no trusted keys, or a signer not among the
+  // configured ones (not required)
+  const configured = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+    trustedKeys: [other.publicKey],
+  });
+  for (const [s, reason] of [
+    [a.snapshotter, /no trusted keys given/],
+    [configured, /not among the trusted keys/],
+  ] as const) {
+    const v = await s.verifySnapshot('ana', 'default', signed.id);
+    assert.equal(v.status, 'verified', JSON.stringify(v.problems));
+    assert.match(v.not_checked.find((n) => n.check === 'signature_trust')?.reason ?? '', reason);
+  }
+  const trusted = await a.snapshotter.verifySnapshot('ana', 'default', signed.id, { trust: [key.publicKey] });
+  assert.equal(
+    trusted.not_checked.find((n) => n.check === 'signature_trust'),
+    undefined,
+  );
 
   // a signature that does not verify is refused always
   const manifestFile = join(repoDir(a), 'snapshots', signed.id);

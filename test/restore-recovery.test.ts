@@ -10,7 +10,9 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { type TestContext, test } from 'node:test';
+import Database from 'better-sqlite3';
 import { buildSampleAgent, git } from '../scripts/sample-agent.js';
+import { WriteGate, type WriteGateTimeoutError } from '../src/index.js';
 import { type Agent, copiedAgent, runCli, startFixture } from './helpers/env.js';
 import { agent, expected, fingerprint, mutate, withoutDbBytes } from './helpers/restore.js';
 
@@ -152,6 +154,41 @@ for (const [fixture, point, what] of LEFTOVER_KILLS) {
     }
   });
 }
+
+test("a writer waits while a killed restore's journal is pending, and writes after the rollback: nothing it writes is lost", async (t) => {
+  const { a, bundle } = await agentWithSnapshot(t);
+  mutate(a);
+  const child = startFixture(t, 'restore-once.ts', [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', bundle], {
+    NEXO_MEMORY_FAULTS: 'restore.swap.sqlite.long_term.in=kill',
+  });
+  assert.equal(await child.exited, -1, child.errors());
+  const write = (timeoutMs: number) =>
+    WriteGate.forAgent(a.stateRoot, 'ana', 'default', { timeoutMs }).write(() => {
+      const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+      db.prepare('INSERT INTO memories (created_at, kind, content, importance) VALUES (1, ?, ?, 1)').run(
+        'fact',
+        'written after the kill',
+      );
+      db.close();
+    });
+  await assert.rejects(write(300), (err: WriteGateTimeoutError) => {
+    assert.equal(err.restorePending, true);
+    assert.match(err.message, /nexo-memory recover/);
+    return true;
+  });
+  const waiting = write(30_000); // goes in once the recovery is done
+  const r = await a.snapshotter.recover('ana');
+  assert.equal(r?.outcome, 'rolled_back');
+  await waiting;
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'), { readonly: true });
+  const rows = db
+    .prepare("SELECT count(*) AS n FROM memories WHERE content = 'written after the kill'")
+    .get() as {
+    n: number;
+  };
+  db.close();
+  assert.equal(rows.n, 1, 'the write made after the kill is in the recovered agent');
+});
 
 test('an interrupted restore is recovered by the next snapshot before it captures anything', async (t) => {
   const { a, bundle } = await agentWithSnapshot(t);

@@ -24,7 +24,7 @@ import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { walkMemdir } from '../src/capture/memdir.js';
 import { OFF_THREAD_MIN_BYTES } from '../src/format/zstd-worker.js';
-import { JsonFileStateProvider, LocalSnapshotter, type StateProvider } from '../src/index.js';
+import { JsonFileStateProvider, LocalSnapshotter, type StateProvider, WriteGate } from '../src/index.js';
 import {
   bundleOf,
   forgeBundle,
@@ -512,6 +512,87 @@ test('a missing sibling is a warning when every internal hash verifies', async (
     JSON.stringify(r.warnings),
   );
   assert.deepEqual(await fingerprint(a), await expected(snap.bundle_path));
+});
+
+test('a writer inside a batch when the swap begins: the swap waits for it, the anchor holds its write, and a failed swap puts its state back', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  const cursor = join(a.sqliteDir, 'extract_cursor.json');
+  let atSwap!: () => void;
+  const swapNear = new Promise<void>((r) => {
+    atSwap = r;
+  });
+  // holds the gate from before the restore until after its hook: the restore reaches the gate meanwhile
+  const writer = WriteGate.forAgent(a.stateRoot, 'ana').write(async () => {
+    await swapNear;
+    await new Promise((r) => setTimeout(r, 300));
+    writeFileSync(cursor, JSON.stringify({ last_message_id: 4242 }));
+  });
+  process.env.NEXO_MEMORY_FAULTS = 'restore.commit=EIO';
+  try {
+    await assert.rejects(
+      a.snapshotter.restore({
+        agentId: 'ana',
+        bundle: snap.bundle_path,
+        hooks: { beforeSwap: () => atSwap() },
+      }),
+      /injected fault at restore\.commit/,
+    );
+  } finally {
+    delete process.env.NEXO_MEMORY_FAULTS;
+  }
+  await writer;
+  assert.deepEqual(
+    JSON.parse(readFileSync(cursor, 'utf8')),
+    { last_message_id: 4242 },
+    'the rollback kept the write',
+  );
+  const anchor = (await a.snapshotter.list('ana')).find((m) => m.created_by === 'auto-pre-restore')?.id;
+  assert.ok(anchor, 'the anchor was taken');
+  writeFileSync(cursor, JSON.stringify({ last_message_id: 1 }));
+  await a.snapshotter.restore({ agentId: 'ana', snapshot: anchor, autoPreSnapshot: false });
+  assert.deepEqual(
+    JSON.parse(readFileSync(cursor, 'utf8')),
+    { last_message_id: 4242 },
+    'the anchor holds the write',
+  );
+});
+
+test('a restore refused at the write gate (a writer keeps it) leaves no anchor and no backup directory', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  const before = await fingerprint(a);
+  const s = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 300,
+  });
+  const snapshots = (await s.list('ana')).length;
+  let entered!: () => void;
+  const inside = new Promise<void>((r) => {
+    entered = r;
+  });
+  let release!: () => void;
+  const writer = WriteGate.forAgent(a.stateRoot, 'ana').write(() => {
+    entered();
+    return new Promise<void>((r) => {
+      release = r;
+    });
+  });
+  await inside;
+  await assert.rejects(s.restore({ agentId: 'ana', bundle: snap.bundle_path }), { code: 'CONCURRENT' });
+  release();
+  await writer;
+  assert.equal((await s.list('ana')).length, snapshots, 'no anchor of the refused restore');
+  assert.deepEqual(
+    readdirSync(a.sqliteDir).filter((n) => n.startsWith('.pre-restore-')),
+    [],
+    'no backup directory left',
+  );
+  assert.deepEqual(await fingerprint(a), before);
 });
 
 test('hooks run around the swap and workers_restarted reports it', async (t) => {

@@ -3,7 +3,7 @@
 // beside snapshots and a restore without breaking any of them.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { SnapshotMeta } from '../src/index.js';
@@ -179,10 +179,14 @@ test('gc deletes what no rule keeps, with sibling, sidecar and pin; dry run dele
   const dry = await s.gc({ agentId: 'ana', policy: { keepCount: 2 }, dryRun: true });
   assert.equal(dry.bundles_deleted, 2);
   assert.equal((await s.list('ana')).length, 5, 'dry run deleted nothing');
+  const bytesOnDisk = () => readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
+  const before = bytesOnDisk();
   const r = await s.gc({ agentId: 'ana', policy: { keepCount: 2 } });
   assert.equal(r.bundles_deleted, 2);
   assert.equal(r.bundles_kept, 3);
-  assert.ok(r.bytes_freed > 0);
+  // every byte that went: the bundles and their siblings and sidecars, as the dry run said
+  assert.equal(r.bytes_freed, before - bytesOnDisk());
+  assert.equal(dry.bytes_freed, r.bytes_freed);
   const decisions = r.agents[0]!.decisions;
   assert.deepEqual(decisions.find((d) => d.id === ids[0])!.reasons, ['pinned']);
   assert.deepEqual(
@@ -376,6 +380,9 @@ test('gc removes stale leftovers and old restore backups, and leaves fresh ones'
   mkdirSync(join(a.sqliteDir, '.pre-restore-old'));
   mkdirSync(join(a.sqliteDir, '.pre-restore-new'));
   mkdirSync(join(a.memdirRoot, '.ana.pre-restore-old'));
+  writeFileSync(join(a.sqliteDir, '.pre-restore-old', 'long_term.sqlite'), Buffer.alloc(1000));
+  mkdirSync(join(a.memdirRoot, '.ana.pre-restore-old', 'topics'));
+  writeFileSync(join(a.memdirRoot, '.ana.pre-restore-old', 'topics', 'a.md'), Buffer.alloc(500));
   utimesSync(join(a.sqliteDir, '.pre-restore-old'), ancient, ancient);
   utimesSync(join(a.memdirRoot, '.ana.pre-restore-old'), ancient, ancient);
   // a restore of a moment ago renamed the old memdir, whose mtime is that of its last entry created,
@@ -387,7 +394,9 @@ test('gc removes stale leftovers and old restore backups, and leaves fresh ones'
   const dry = await runCli(['gc', '--agent', 'ana', '--dry-run', '--json', '--no-progress', ...a.flags]);
   assert.equal(dry.code, 0, dry.stderr);
   assert.equal(JSON.parse(dry.stdout).backups_removed, 2);
+  assert.equal(JSON.parse(dry.stdout).bytes_freed, 1500, 'the backups to remove, by their files');
   const r = await a.snapshotter.gc({ agentId: 'ana', backupMaxAgeDays: 7 });
+  assert.equal(r.bytes_freed, 1500, 'the backups removed, by their files');
   assert.equal(r.orphan_staging_dirs_removed, 2, JSON.stringify(r.agents[0]!.leftovers_removed));
   assert.equal(r.backups_removed, 2);
   assert.deepEqual(

@@ -1,20 +1,62 @@
 // Owns the write gate: a short cross-process lock that the host's memory writers hold around each
 // write batch (shared: writers do not exclude each other) and that snapshot holds exclusively only
 // while it copies the agent into staging, so every component of a snapshot shows the same instant.
-// Protocol for writers in other processes and languages: docs/write-gate.md.
+// A writer that gets the gate while a killed restore's journal is still pending lets it go and waits
+// for recovery: what it wrote into a half-swapped agent would be lost by the rollback.
+// Protocol for writers in other processes and languages: docs/locking.md ("The write gate").
 
+import { readFileSync } from 'node:fs';
 import { acquire, acquireExclusiveFair, type HeldLock, LockTimeoutError, tryAcquire } from '../store/lock.js';
 import { StoreLayout } from '../store/paths.js';
 
 export interface WriteGateOptions {
   /** How long write() waits for a snapshot to release the gate (default 60 s). */
   timeoutMs?: number;
+  /**
+   * Restore journals of the memory this gate guards (forAgent sets them): while one of them is pending
+   * (an interrupted restore not yet recovered), write() waits, then throws.
+   */
+  restoreJournals?: readonly string[];
 }
 
 export class WriteGateTimeoutError extends Error {
-  constructor(readonly path: string) {
-    super(`write gate ${path} stayed closed (a snapshot or restore holds it)`);
+  constructor(
+    readonly path: string,
+    /** The gate was free, but an interrupted restore of this memory waits for `nexo-memory recover`. */
+    readonly restorePending = false,
+  ) {
+    super(
+      restorePending
+        ? `write gate ${path}: an interrupted restore of this agent is not recovered yet (run \`nexo-memory recover\`, or any operation on the agent)`
+        : `write gate ${path} stayed closed (a snapshot or restore holds it)`,
+    );
   }
+}
+
+/** How often a writer looks again for an interrupted restore's recovery. */
+const RESTORE_POLL_MS = 100;
+
+/**
+ * Whether one of `journals` is a restore that started its swap and neither committed nor was rolled
+ * back (the restorer died; only recover() may touch the agent now). A journal that cannot be read or
+ * parsed counts as pending.
+ */
+function restorePending(journals: readonly string[]): boolean {
+  for (const path of journals) {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      return true;
+    }
+    try {
+      if ((JSON.parse(text) as { phase?: unknown }).phase !== 'committed') return true;
+    } catch {
+      return true;
+    }
+  }
+  return false;
 }
 
 /**
@@ -26,12 +68,14 @@ export class WriteGate {
   private holders = 0;
   private pending: Promise<HeldLock> | undefined;
   private readonly timeoutMs: number;
+  private readonly journals: readonly string[];
 
   constructor(
     readonly path: string,
     opts: WriteGateOptions = {},
   ) {
     this.timeoutMs = opts.timeoutMs ?? 60_000;
+    this.journals = opts.restoreJournals ?? [];
   }
 
   /** The gate of (tenant, agent) in a snapshot store rooted at `stateRoot`. */
@@ -41,7 +85,10 @@ export class WriteGate {
     tenant = 'default',
     opts?: WriteGateOptions,
   ): WriteGate {
-    return new WriteGate(new StoreLayout(stateRoot).writeGatePath(tenant, agentId), opts);
+    const layout = new StoreLayout(stateRoot);
+    // the default tenant's memory may be shared by other tenants' agents of the same id (docs/locking.md)
+    const journals = [...new Set([tenant, 'default'])].map((t) => layout.journalPath(t, agentId));
+    return new WriteGate(layout.writeGatePath(tenant, agentId), { restoreJournals: journals, ...opts });
   }
 
   /** Runs `batch` while holding the gate shared; a snapshot cannot copy in the middle of it. */
@@ -58,7 +105,7 @@ export class WriteGate {
     this.holders++;
     if (this.held) return;
     try {
-      this.pending ??= acquire(this.path, 'shared', this.timeoutMs);
+      this.pending ??= this.acquireUnlessRestorePending();
       this.held = await this.pending;
     } catch (err) {
       this.holders--;
@@ -66,6 +113,18 @@ export class WriteGate {
       throw err;
     } finally {
       this.pending = undefined;
+    }
+  }
+
+  /** The gate, shared, once no interrupted restore of this memory is pending (waits up to the timeout). */
+  private async acquireUnlessRestorePending(): Promise<HeldLock> {
+    const deadline = performance.now() + this.timeoutMs;
+    for (;;) {
+      const held = await acquire(this.path, 'shared', Math.max(0, deadline - performance.now()));
+      if (!restorePending(this.journals)) return held;
+      held.release(); // recover() needs the gate closed
+      if (performance.now() >= deadline) throw new WriteGateTimeoutError(this.path, true);
+      await new Promise((r) => setTimeout(r, RESTORE_POLL_MS));
     }
   }
 

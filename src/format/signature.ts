@@ -91,6 +91,27 @@ export function checkSealSignature(
   return { status: 'untrusted', key_id: key.keyId, reason: `key ${key.keyId} is not among the trusted keys` };
 }
 
+/**
+ * What a verify report lists under `not_checked` for a signature that is not refused: who signed is
+ * unchecked when no trusted keys were given (`valid`) or when the signer is not among them and trust is
+ * not required (`untrusted`). Bundles and repository snapshots report it alike.
+ */
+export function signatureTrustNotChecked(
+  check: SignatureCheck,
+): { check: 'signature_trust'; reason: string } | undefined {
+  if (check.status === 'valid')
+    return {
+      check: 'signature_trust',
+      reason: `signed by key ${check.key_id}; no trusted keys given (--trust), so who signed was not checked`,
+    };
+  if (check.status === 'untrusted')
+    return {
+      check: 'signature_trust',
+      reason: `signed by key ${check.key_id}, which is not among the trusted keys (not required here)`,
+    };
+  return undefined;
+}
+
 /** The refusal a check means under `policy`, or undefined when the bundle may be used. */
 export function signatureRefusal(check: SignatureCheck, policy: TrustPolicy): SignatureError | undefined {
   const details = { status: check.status, ...(check.key_id ? { key_id: check.key_id } : {}) };

@@ -124,6 +124,7 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
   const rewrite: { record: PackRecord; live: PackEntry[] }[] = [];
   let blobsRemoved = 0;
   let bytesFreed = 0;
+  let rewriteEstimate = 0; // what rewriting frees, before the new packs' headers are known
   for (const r of packs.values()) {
     const live = r.entries.filter((e) => keeper.get(e.id) === r.id);
     const size = onDisk.get(r.id)!;
@@ -136,6 +137,7 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
       rewrite.push({ record: r, live });
       blobsRemoved += r.entries.length - live.length;
       bytesFreed += size - liveBytes;
+      rewriteEstimate += size - liveBytes;
     } else keep.push(r);
   }
   const unindexed = [...onDisk.keys()].filter((p) => !packs.has(p));
@@ -173,11 +175,13 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
 
   // 1. Live blobs of rewritten packs into new packs.
   const fresh: PackRecord[] = [];
+  let freshBytes = 0;
   const target = repo.backend.packing?.target ?? PACK_TARGET;
   let builder: PackBuilder | undefined;
   const flush = async () => {
     if (!builder || builder.entries.length === 0) return;
     const done = builder.finish();
+    freshBytes += done.size;
     await saveContentAddressed(repo.backend, { type: 'packs', name: done.id }, done.parts);
     builder.release();
     const salt = builder.packSalt;
@@ -193,6 +197,10 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
     }
   }
   await flush();
+  // what rewriting freed, now that the new packs (headers, trailers) are written: the old packs' bytes
+  // less the new ones'
+  const rewritten = rewrite.reduce((n, r) => n + onDisk.get(r.record.id)!, 0);
+  report.bytes_freed += rewritten - freshBytes - rewriteEstimate;
   // 2. One index for everything kept; 3. the old index files go; 4. then the packs.
   const name = await repo.saveIndex([...keep, ...fresh]);
   await opts.lock?.check();

@@ -7,7 +7,7 @@
 // exclusive lock, taken without waiting: a busy repository is reported and pruned next time.
 
 import { existsSync } from 'node:fs';
-import { rm, stat, unlink } from 'node:fs/promises';
+import { lstat, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import {
   asSnapshotError,
@@ -205,22 +205,29 @@ async function sweepAgent(
       const names = doomed.length > 0 ? new Set(await dirNames(dir)) : new Set<string>();
       await mapLimit(doomed, UNLINK_PARALLELISM, async (m) => {
         await unlink(m.bundle_path);
-        for (const extra of [
-          siblingPathOf(m.bundle_path),
-          sidecarPathOf(m.bundle_path),
-          pinPathOf(m.bundle_path),
-        ])
-          if (names.has(basename(extra))) await removeQuietly(extra);
+        for (const extra of companionsOf(m, names)) {
+          const size = await bytesOf(extra);
+          await removeQuietly(extra);
+          report.bytes_freed += size;
+        }
       });
       for (const m of doomed) report.bytes_freed += m.bundle_size_bytes;
       // No directory fsync: a deletion lost to a power cut is redone by the next sweep, and a bundle
       // whose sibling went first is verified and completed by recoverInterrupted.
     } else {
-      for (const m of bundles) if (doomedSet.has(m.id)) report.bytes_freed += m.bundle_size_bytes;
+      const doomed = bundles.filter((m) => doomedSet.has(m.id));
+      const names = doomed.length > 0 ? new Set(await dirNames(dir)) : new Set<string>();
+      for (const m of doomed) {
+        report.bytes_freed += m.bundle_size_bytes;
+        for (const extra of companionsOf(m, names)) report.bytes_freed += await bytesOf(extra);
+      }
     }
     if (o.backupMaxAgeDays > 0) {
       report.backups_removed = await oldBackups(s, agentId, tenant, o.backupMaxAgeDays * DAY_MS, o.now, list);
-      if (!o.dryRun) for (const b of report.backups_removed) await rm(b, { recursive: true, force: true });
+      for (const b of report.backups_removed) {
+        report.bytes_freed += await bytesOf(b);
+        if (!o.dryRun) await rm(b, { recursive: true, force: true });
+      }
     }
     return report;
   } catch (err) {
@@ -229,6 +236,23 @@ async function sweepAgent(
   } finally {
     for (const h of held.reverse()) h.release();
   }
+}
+
+/** The companion files of a bundle (sibling, sidecar, pin) that exist among `names` of its directory. */
+function companionsOf(m: SnapshotMeta, names: ReadonlySet<string>): string[] {
+  return [siblingPathOf(m.bundle_path), sidecarPathOf(m.bundle_path), pinPathOf(m.bundle_path)].filter((p) =>
+    names.has(basename(p)),
+  );
+}
+
+/** The bytes of the file, or of every file under the directory, at `path` (0 when it is gone). */
+async function bytesOf(path: string): Promise<number> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st?.isDirectory()) return st?.size ?? 0;
+  let total = 0;
+  for (const e of await readdir(path, { withFileTypes: true }).catch(() => []))
+    total += await bytesOf(join(path, e.name));
+  return total;
 }
 
 /**

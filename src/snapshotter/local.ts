@@ -619,6 +619,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
     onProgress: SnapshotRequest['onProgress'];
     /** performance.now() when the operation began (default: now). */
     started?: number;
+    /** The caller holds the agent's write gate closed (a restore's anchor): the capture does not close it. */
+    gateHeld?: boolean;
   }): Promise<SnapshotMeta> {
     const started = p.started ?? performance.now();
     const record = (durationMs: number) => ({
@@ -664,7 +666,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
-      const gate = await this.closeWriteGate(p.agentId, p.tenant);
+      const gate = p.gateHeld ? { release: async () => {} } : await this.closeWriteGate(p.agentId, p.tenant);
       let captured: Awaited<ReturnType<typeof captureAgent>>;
       try {
         captured = await captureAgent({

@@ -81,6 +81,8 @@ export interface RepoSnapshotParams {
   signingKey: SigningKey | undefined;
   redact?: RedactionPolicy;
   onProgress: ProgressListener | undefined;
+  /** The caller holds the agent's write gate closed (a restore's anchor): the capture does not close it. */
+  gateHeld?: boolean;
 }
 
 /** Where a RepositoryStore's repository is and how its backend is opened (LocalSnapshotterOptions). */
@@ -458,7 +460,9 @@ export class RepositoryStore {
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
-      const gate = await this.s.closeWriteGate(p.agentId, p.tenant);
+      const gate = p.gateHeld
+        ? { release: async () => {} }
+        : await this.s.closeWriteGate(p.agentId, p.tenant);
       let captured: Awaited<ReturnType<typeof captureAgent>>;
       try {
         const capturing = captureAgent({
@@ -708,7 +712,11 @@ export class RepositoryStore {
 
   /** `signatures`: format/signature.js, imported by verify (the module list does not load it). */
   private reportOf(
-    { checkSealSignature, signatureRefusal }: typeof import('../format/signature.js'),
+    {
+      checkSealSignature,
+      signatureRefusal,
+      signatureTrustNotChecked,
+    }: typeof import('../format/signature.js'),
     id: string,
     r: RepoVerifyResult,
     trust: TrustPolicy | undefined,
@@ -717,6 +725,7 @@ export class RepositoryStore {
   ): VerifyReport {
     const m = r.parsed?.manifest;
     const problems = [...r.problems];
+    const notChecked: VerifyReport['not_checked'] = [];
     let signature: VerifyReport['signature'];
     if (r.parsed) {
       // v5 (signed) exactly when it carries a signature: parseRepoManifest refuses every other pairing
@@ -728,8 +737,11 @@ export class RepositoryStore {
       signature = { status: check.status, ...(check.key_id ? { key_id: check.key_id } : {}) };
       const refusal = signatureRefusal(check, trust ?? { keys: [], required: false });
       if (refusal) problems.push({ code: refusal.code, message: refusal.message });
+      else {
+        const note = signatureTrustNotChecked(check);
+        if (note) notChecked.push(note);
+      }
     }
-    const notChecked: VerifyReport['not_checked'] = [];
     if (deep === undefined)
       notChecked.push({
         check: 'deep',

@@ -401,29 +401,6 @@ async function restoreLocked(
         ...(await stateChanges(s, agentId, tenant, incoming)),
       ];
 
-      // The anchor: a snapshot of the current state, inside the same lock, after every check passed.
-      if (req.autoPreSnapshot !== false && (await s.agentExists(agentId, tenant))) {
-        try {
-          const pre = await s.snapshotLocked({
-            agentId,
-            tenant,
-            label: `auto:pre-restore-${m.snapshot_id}`,
-            createdBy: 'auto-pre-restore',
-            memdir,
-            sqliteDir,
-            dir: snapDir,
-            // the anchor of an encrypted restore is encrypted too, to the configured recipients
-            recipients: s.recipients,
-            // and signed with the configured key, so a host that requires signatures can undo
-            signingKey: (await s.policies()).signingKey(),
-            onProgress: undefined,
-          });
-          report.pre_snapshot = pre.id;
-        } catch (err) {
-          throw new RestoreRefusedError(`auto-pre-snapshot failed: ${(err as Error).message}`);
-        }
-      }
-
       const info = { agentId, tenant, restoreId };
       try {
         await req.hooks?.beforeSwap?.(info);
@@ -434,68 +411,98 @@ async function restoreLocked(
       // The checks' and counts' read-only connections leave a WAL database's -shm (and an empty -wal)
       // beside each staged copy; staged in the memdir, they would be swapped in with it.
       if (dbsInMemdir) for (const { file } of staged) await dropReaderFiles(file);
-      const items: SwapItem[] = [];
-      for (const db of DB_NAMES) {
-        if (dbsInMemdir) {
-          if (v.written.has(sqlitePath(db))) continue;
-          const live = join(sqliteDir, `${db}.sqlite`);
-          if (existsSync(live) || SQLITE_EXTRAS.some((e) => existsSync(live + e)))
-            report.sqlite_removed_dbs.push(db);
-          continue;
-        }
-        const live = join(sqliteDir, `${db}.sqlite`);
-        const staged = v.written.get(sqlitePath(db));
-        const present = existsSync(live) || SQLITE_EXTRAS.some((e) => existsSync(live + e));
-        if (!staged && !present) continue;
-        items.push({
-          component: `sqlite.${db}`,
-          live,
-          ...(staged ? { staged } : {}),
-          backup: join(p.sqliteBackup, `${db}.sqlite`),
-          had_live: existsSync(live),
-          extras: SQLITE_EXTRAS,
-        });
-        if (!staged) report.sqlite_removed_dbs.push(db);
-      }
-      if (hasMemdir || dbsInMemdir || existsSync(memdir)) {
-        items.push({
-          component: 'memdir',
-          live: memdir,
-          ...(hasMemdir || dbsInMemdir ? { staged: p.memdirStage } : {}),
-          backup: p.memdirBackup,
-          had_live: existsSync(memdir),
-          extras: [],
-        });
-      }
-      if (items.some((i) => i.component.startsWith('sqlite.')))
-        await mkdir(p.sqliteBackup, { recursive: true });
-      const journal: Journal = {
-        journal_version: 1,
-        restore_id: restoreId,
-        agent_id: agentId,
-        tenant,
-        snapshot_id: m.snapshot_id,
-        bundle: source.location,
-        phase: 'prepared',
-        created_at_ms: Date.now(),
-        items,
-        state: await Promise.all(
-          STATE_KEYS.map(async (key) => ({
-            key,
-            old: await s.state.capture(key, agentId, tenant),
-            new: incoming.get(key),
-          })),
-        ),
-        staging,
-        backup_dirs: [p.sqliteBackup],
-      };
       const journalPath = s.layout.journalPath(tenant, agentId);
       // Everything staged (now including the rebuilt repository) is on disk before the swap makes it live.
       await syncFileSystemsOf([p.sqliteStage, p.memdirStage]);
 
+      // What the swap replaces, and the journal, are read with the gate closed: what a writer did until
+      // then (a database created, a state value set) is what a rollback must put back.
       const gate = await s.closeWriteGate(agentId, tenant);
       let journalWritten = false;
+      let journal!: Journal;
       try {
+        // The anchor: a snapshot of the current state, inside the same lock, after every check passed, and
+        // with the gate already closed for the swap, so no write falls between the anchor and the swap
+        // (writers wait for the anchor too; a restore refused at the gate leaves no anchor behind).
+        if (req.autoPreSnapshot !== false && (await s.agentExists(agentId, tenant))) {
+          try {
+            const pre = await s.snapshotLocked({
+              agentId,
+              tenant,
+              label: `auto:pre-restore-${m.snapshot_id}`,
+              createdBy: 'auto-pre-restore',
+              memdir,
+              sqliteDir,
+              dir: snapDir,
+              // the anchor of an encrypted restore is encrypted too, to the configured recipients
+              recipients: s.recipients,
+              // and signed with the configured key, so a host that requires signatures can undo
+              signingKey: (await s.policies()).signingKey(),
+              onProgress: undefined,
+              gateHeld: true,
+            });
+            report.pre_snapshot = pre.id;
+          } catch (err) {
+            throw new RestoreRefusedError(`auto-pre-snapshot failed: ${(err as Error).message}`);
+          }
+        }
+
+        const items: SwapItem[] = [];
+        for (const db of DB_NAMES) {
+          if (dbsInMemdir) {
+            if (v.written.has(sqlitePath(db))) continue;
+            const live = join(sqliteDir, `${db}.sqlite`);
+            if (existsSync(live) || SQLITE_EXTRAS.some((e) => existsSync(live + e)))
+              report.sqlite_removed_dbs.push(db);
+            continue;
+          }
+          const live = join(sqliteDir, `${db}.sqlite`);
+          const staged = v.written.get(sqlitePath(db));
+          const present = existsSync(live) || SQLITE_EXTRAS.some((e) => existsSync(live + e));
+          if (!staged && !present) continue;
+          items.push({
+            component: `sqlite.${db}`,
+            live,
+            ...(staged ? { staged } : {}),
+            backup: join(p.sqliteBackup, `${db}.sqlite`),
+            had_live: existsSync(live),
+            extras: SQLITE_EXTRAS,
+          });
+          if (!staged) report.sqlite_removed_dbs.push(db);
+        }
+        if (hasMemdir || dbsInMemdir || existsSync(memdir)) {
+          items.push({
+            component: 'memdir',
+            live: memdir,
+            ...(hasMemdir || dbsInMemdir ? { staged: p.memdirStage } : {}),
+            backup: p.memdirBackup,
+            had_live: existsSync(memdir),
+            extras: [],
+          });
+        }
+        if (items.some((i) => i.component.startsWith('sqlite.')))
+          await mkdir(p.sqliteBackup, { recursive: true });
+        journal = {
+          journal_version: 1,
+          restore_id: restoreId,
+          agent_id: agentId,
+          tenant,
+          snapshot_id: m.snapshot_id,
+          bundle: source.location,
+          phase: 'prepared',
+          created_at_ms: Date.now(),
+          items,
+          // read under the gate: a value a writer set a moment ago is the one a rollback puts back
+          state: await Promise.all(
+            STATE_KEYS.map(async (key) => ({
+              key,
+              old: await s.state.capture(key, agentId, tenant),
+              new: incoming.get(key),
+            })),
+          ),
+          staging,
+          backup_dirs: [p.sqliteBackup],
+        };
         await mkdir(resolve(journalPath, '..'), { recursive: true });
         await writeJournal(journalPath, journal);
         journalWritten = true;
@@ -507,6 +514,7 @@ async function restoreLocked(
         await writeJournal(journalPath, { ...journal, phase: 'committed' });
         faultPoint('restore.journal.committed');
       } catch (err) {
+        if (!journalWritten) await rmdir(p.sqliteBackup).catch(() => {}); // made under the gate, empty
         if (journalWritten && (await readJournal(journalPath))?.phase !== 'committed') {
           await rollBackAll(s.state, journal);
           await rm(journalPath, { force: true });

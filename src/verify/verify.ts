@@ -17,7 +17,12 @@ import { parseStrictJson } from '../format/json.js';
 import { type Artifact, digestSeal, manifestSeal, type ParsedManifest } from '../format/manifest.js';
 import { BundleReader } from '../format/reader.js';
 import { manifestProblems } from '../format/rules.js';
-import { checkSignature, signatureRefusal, type TrustPolicy } from '../format/signature.js';
+import {
+  checkSignature,
+  signatureRefusal,
+  signatureTrustNotChecked,
+  type TrustPolicy,
+} from '../format/signature.js';
 import { fsckV1, isV1GitData } from '../git/quarantine.js';
 import {
   BundleDamagedError,
@@ -312,18 +317,10 @@ function checkManifestSignature(
   const check = checkSignature(reader.manifest, trust?.keys ?? []);
   report.signature = { status: check.status, ...(check.key_id ? { key_id: check.key_id } : {}) };
   const refusal = signatureRefusal(check, trust ?? { keys: [], required: false });
-  if (refusal) {
-    report.problems.push({ code: refusal.code, message: refusal.message });
-  } else if (check.status === 'valid') {
-    report.not_checked.push({
-      check: 'signature_trust',
-      reason: `signed by key ${check.key_id}; no trusted keys given (--trust), so who signed was not checked`,
-    });
-  } else if (check.status === 'untrusted') {
-    report.not_checked.push({
-      check: 'signature_trust',
-      reason: `signed by key ${check.key_id}, which is not among the trusted keys (not required here)`,
-    });
+  if (refusal) report.problems.push({ code: refusal.code, message: refusal.message });
+  else {
+    const note = signatureTrustNotChecked(check);
+    if (note) report.not_checked.push(note);
   }
 }
 
