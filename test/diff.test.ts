@@ -326,3 +326,124 @@ test('diff --detail: a state value next to its key (`"password": …`) and a sec
   });
   assert.deepEqual(shown.state!.dream_run.b, { last: 2, password }, 'shown as stored when asked');
 });
+
+/** Two snapshots of the sample agent with `before` run on long_term.sqlite first, `after` between them. */
+async function rowDiff(t: Parameters<typeof sampleAgent>[0], before: string, after: string) {
+  const a = agent(t);
+  const path = join(a.sqliteDir, 'long_term.sqlite');
+  let db = new Database(path);
+  db.exec(before);
+  db.close();
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  db = new Database(path);
+  db.exec(after);
+  db.close();
+  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: s2.id, detail: true });
+  const lt = d.databases.find((x) => x.db === 'long_term')!;
+  const table = (name: string) => lt.tables.find((y) => y.table === name)!;
+  const counts = (name: string) => [table(name).added, table(name).removed, table(name).changed];
+  const cli = () => runCli(['diff', s1.id, s2.id, '--detail', '--agent', 'ana', ...a.flags]);
+  return { lt, table, counts, cli };
+}
+
+test('diff rows are compared exactly: a collation (NOCASE, RTRIM) or an affinity hides no change', async (t) => {
+  const { counts } = await rowDiff(
+    t,
+    `CREATE TABLE cl (id INTEGER PRIMARY KEY, a TEXT COLLATE NOCASE, b TEXT COLLATE RTRIM, n);
+     INSERT INTO cl VALUES (1, 'alpha', 'y', 1), (2, 'same', 'y', 1), (3, 'x', 'x', 1), (4, 'x', 'x', 1),
+       (5, 'x', 'x', 1), (6, 'x', 'x', 1);
+     CREATE TABLE ty (id INTEGER PRIMARY KEY, n INTEGER);
+     INSERT INTO ty VALUES (1, 1), (2, 2);`,
+    `UPDATE cl SET a = 'ALPHA' WHERE id = 1;
+     UPDATE cl SET b = 'y   ' WHERE id = 2;
+     UPDATE cl SET n = '1' WHERE id = 3;
+     UPDATE cl SET n = 1.0 WHERE id = 4;
+     UPDATE cl SET n = x'01' WHERE id = 5;
+     DROP TABLE ty;
+     CREATE TABLE ty (id INTEGER PRIMARY KEY, n);
+     INSERT INTO ty VALUES (1, '1'), (2, 2);`,
+  );
+  // 'alpha'/'ALPHA', 'y'/'y   ', and 1 against '1', 1.0 and x'01' are different values; row 6 is unchanged
+  assert.deepEqual(counts('cl'), [0, 0, 5]);
+  // the column lost its INTEGER affinity: 2 is still 2, but '1' is not 1 (the affinity would make it 1)
+  assert.deepEqual(counts('ty'), [0, 0, 1]);
+});
+
+test('diff rows: a value in a column on one side only (renamed, added, dropped) is a change, a NULL there is not', async (t) => {
+  const { counts } = await rowDiff(
+    t,
+    `CREATE TABLE rn (id INTEGER PRIMARY KEY, t TEXT);
+     INSERT INTO rn VALUES (1, 'a'), (2, 'b'), (3, NULL);
+     CREATE TABLE nc (id INTEGER PRIMARY KEY, v TEXT);
+     INSERT INTO nc VALUES (1, 'a'), (2, 'b');
+     CREATE TABLE nn (id INTEGER PRIMARY KEY, v TEXT);
+     INSERT INTO nn VALUES (1, 'a'), (2, 'b');`,
+    `ALTER TABLE rn RENAME COLUMN t TO body;
+     UPDATE rn SET body = 'changed' WHERE id = 1;
+     ALTER TABLE nc ADD COLUMN z TEXT DEFAULT 'new fact';
+     ALTER TABLE nn ADD COLUMN z TEXT;`,
+  );
+  // rows 1 and 2 hold a value in t (A only) and body (B only); row 3 holds NULL in both
+  assert.deepEqual(counts('rn'), [0, 0, 2]);
+  assert.deepEqual(counts('nc'), [0, 0, 2], 'an added column with a value in every row');
+  assert.deepEqual(counts('nn'), [0, 0, 0], 'an added column that is NULL everywhere');
+});
+
+test('diff rows: keys holding NULL are paired by rowid, never cross-joined', async (t) => {
+  const { counts } = await rowDiff(
+    t,
+    `CREATE TABLE nk (k TEXT PRIMARY KEY, v TEXT);
+     INSERT INTO nk VALUES (NULL, 'a'), (NULL, 'b'), (NULL, 'c'), ('k', 'd');
+     CREATE TABLE nk2 (k TEXT, j INTEGER, v TEXT, PRIMARY KEY (k, j));
+     INSERT INTO nk2 VALUES (NULL, 1, 'a'), (NULL, 1, 'b'), ('k', NULL, 'c'), ('k', NULL, 'd');`,
+    `INSERT INTO nk VALUES (NULL, 'e');
+     UPDATE nk SET v = 'B' WHERE v = 'b';`,
+  );
+  assert.deepEqual(counts('nk'), [1, 0, 1]);
+  assert.deepEqual(counts('nk2'), [0, 0, 0], 'an unchanged table');
+});
+
+test('diff rows: a WITHOUT ROWID table whose key changed counts its rows removed and added, no error', async (t) => {
+  const { counts, lt, cli } = await rowDiff(
+    t,
+    `CREATE TABLE wr (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
+     INSERT INTO wr VALUES ('a', '1'), ('b', '2');
+     CREATE TABLE rk (k TEXT PRIMARY KEY, v TEXT);
+     INSERT INTO rk VALUES ('a', '1'), ('b', '2');`,
+    `DROP TABLE wr;
+     CREATE TABLE wr (k TEXT, v TEXT, PRIMARY KEY (k, v)) WITHOUT ROWID;
+     INSERT INTO wr VALUES ('a', '1'), ('c', '3');
+     CREATE TABLE rk2 (k TEXT, v TEXT, PRIMARY KEY (k, v));
+     INSERT INTO rk2 SELECT * FROM rk;
+     DROP TABLE rk;
+     ALTER TABLE rk2 RENAME TO rk;
+     UPDATE rk SET v = 'two' WHERE k = 'b';`,
+  );
+  assert.deepEqual(counts('wr'), [2, 2, 0]);
+  assert.ok(lt.schema_changes.some((c) => c.name === 'wr' && c.change === 'changed'));
+  // rowid tables on both sides whose key changed are still paired by rowid
+  assert.deepEqual(counts('rk'), [0, 0, 1]);
+  const r = await cli();
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /long_term\s+wr\s+2\s+2\s+0\s/);
+});
+
+test('diff --detail shows integers beyond 2^53 exactly', async (t) => {
+  const { table, cli } = await rowDiff(
+    t,
+    `CREATE TABLE big (id INTEGER PRIMARY KEY, n INTEGER);
+     INSERT INTO big VALUES (1, 9007199254740993);`,
+    'UPDATE big SET n = 9007199254740992;',
+  );
+  const big = table('big').rows!.changed[0]!;
+  const before = big.before as Record<string, unknown>;
+  assert.deepEqual(
+    [before.n, (big.after as Record<string, unknown>).n],
+    ['9007199254740993', '9007199254740992'],
+  );
+  assert.equal(before.id, 1, 'small integers stay numbers');
+  const r = await cli();
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /9007199254740993/);
+});

@@ -1,9 +1,12 @@
 // Owns the database half of a diff: per table, rows added, removed and changed between two copies,
-// matched by primary key (rowid when there is none) and compared by the content of their common
-// columns, via ATTACH and set queries; a changed row whose only differences are placeholders on one
-// side for the other side's secrets is counted as redacted, not changed; schema changes from
-// sqlite_master; with --detail, sample rows (text redacted unless shown as stored, long text cut,
-// blobs and float32 vectors summarised). Runs on copies, never on live files.
+// matched by primary key (rowid when there is none; a key holding a NULL also by rowid; by rowid when
+// the key changed, or every row removed and added when a WITHOUT ROWID side leaves no common identity)
+// and compared exactly (storage type and bytes, no collation or affinity) on their common columns, a
+// column on one side only counting when it holds a value; via ATTACH and set queries; a changed row
+// whose only differences are placeholders on one side for the other side's secrets is counted as
+// redacted, not changed; schema changes from sqlite_master; with --detail, sample rows (integers read
+// exactly, text redacted unless shown as stored, long text cut, blobs and float32 vectors summarised).
+// Runs on copies, never on live files.
 
 import Database from 'better-sqlite3';
 import type { DbName } from '../model/types.js';
@@ -52,6 +55,9 @@ export interface DatabaseDiff {
 }
 
 const q = (name: string): string => `"${name.replaceAll('"', '""')}"`;
+/** Exact equality of two SQL values: the same storage type and the same bytes (no collation, no affinity). */
+const same = (u: string, v: string): string =>
+  `(${u} IS ${v} COLLATE BINARY AND typeof(${u}) = typeof(${v}))`;
 const TEXT_MAX = 120;
 
 /**
@@ -72,7 +78,11 @@ export function showValue(v: unknown, shown: Shown = { policy: undefined }): unk
     }
     return `<blob ${v.length} bytes>`;
   }
-  if (typeof v === 'bigint') return v.toString();
+  // Integers are read exactly (safeIntegers): a number when it fits a double exactly, else its digits.
+  if (typeof v === 'bigint')
+    return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)
+      ? Number(v)
+      : v.toString();
   return v;
 }
 
@@ -81,37 +91,39 @@ function showRow(row: Record<string, unknown>, shown: Shown): Record<string, unk
 }
 
 /**
- * The side holding placeholders when every differing column of a row pair differs only by redaction
- * (all on the same side); undefined for a real change.
+ * The side holding placeholders when every differing column of a row pair (found exactly by SQLite)
+ * differs only by redaction (all on the same side); undefined for a real change. Columns are pairs of
+ * names (A's, B's), which may differ in case.
  */
 function redactionOnly(
   policy: RedactionPolicy,
-  columns: readonly string[],
+  differing: ReadonlyArray<readonly [string, string]>,
   x: Record<string, unknown>,
   y: Record<string, unknown>,
 ): { side: PlaceholderSide; columns: string[] } | undefined {
   let side: PlaceholderSide | undefined;
-  const differing: string[] = [];
-  for (const c of columns) {
-    const u = x[c];
-    const v = y[c];
-    if (u === v || (Buffer.isBuffer(u) && Buffer.isBuffer(v) && u.equals(v))) continue;
+  for (const [ca, cb] of differing) {
+    const u = x[ca];
+    const v = y[cb];
     if (typeof u !== 'string' || typeof v !== 'string') return undefined;
     const s = placeholdersIn(policy, u, v);
     if (!s || (side && s !== side)) return undefined;
     side = s;
-    differing.push(c);
   }
-  return side ? { side, columns: differing } : undefined;
+  return side ? { side, columns: differing.map(([ca]) => ca) } : undefined;
 }
 
 interface TableInfo {
   columns: string[];
   key: string[];
+  withoutRowid: boolean;
 }
 
 function tableInfo(db: Database.Database, schema: string, table: string): TableInfo {
-  const cols = db.prepare(`PRAGMA ${schema}.table_info(${q(table)})`).all() as Array<{
+  const cols = db
+    .prepare(`PRAGMA ${schema}.table_info(${q(table)})`)
+    .safeIntegers(false)
+    .all() as Array<{
     name: string;
     pk: number;
   }>;
@@ -119,7 +131,15 @@ function tableInfo(db: Database.Database, schema: string, table: string): TableI
     .filter((c) => c.pk > 0)
     .sort((x, y) => x.pk - y.pk)
     .map((c) => c.name);
-  return { columns: cols.map((c) => c.name), key: key.length > 0 ? key : ['rowid'] };
+  const list = db
+    .prepare(`PRAGMA ${schema}.table_list(${q(table)})`)
+    .safeIntegers(false)
+    .get() as { wr: number } | undefined;
+  return {
+    columns: cols.map((c) => c.name),
+    key: key.length > 0 ? key : ['rowid'],
+    withoutRowid: list?.wr === 1,
+  };
 }
 
 function objects(db: Database.Database, schema: string): Map<string, { type: string; sql: string | null }> {
@@ -147,6 +167,7 @@ export function diffDatabase(
   // An absent side is an empty in-memory database, so one code path covers every case.
   const conn = new Database(a ?? ':memory:', { readonly: a !== undefined });
   try {
+    conn.defaultSafeIntegers(true); // integers beyond 2^53 read exactly (showValue prints them)
     conn.prepare('ATTACH DATABASE ? AS b').run(b ?? ':memory:');
     const oa = objects(conn, 'main');
     const ob = objects(conn, 'b');
@@ -193,54 +214,110 @@ export function diffDatabase(
       }
       const ia = tableInfo(conn, 'main', t);
       const ib = tableInfo(conn, 'b', t);
-      const key = ia.key.join(',') === ib.key.join(',') ? ia.key : ['rowid'];
-      const on = key.map((k) => `x.${q(k)} IS y.${q(k)}`).join(' AND ');
-      const common = ia.columns.filter((c) => ib.columns.includes(c));
-      const differs =
-        common.length > 0 ? `NOT (${common.map((c) => `x.${q(c)} IS y.${q(c)}`).join(' AND ')})` : '0';
-      const addedSql = `FROM b.${q(t)} AS y WHERE NOT EXISTS (SELECT 1 FROM main.${q(t)} AS x WHERE ${on})`;
-      const removedSql = `FROM main.${q(t)} AS x WHERE NOT EXISTS (SELECT 1 FROM b.${q(t)} AS y WHERE ${on})`;
-      const changedSql = `FROM main.${q(t)} AS x JOIN b.${q(t)} AS y ON ${on} WHERE ${differs}`;
+      // Rows are matched by a key both sides share; a rowid table's key holding a NULL (SQLite allows
+      // several) also by rowid, so NULL-key rows pair one to one; when the key changed, by rowid if both
+      // sides have one, else not at all (every row removed and added, beside the schema change).
+      const sameKey = ia.key.join('\0') === ib.key.join('\0');
+      const bothRowid = !ia.withoutRowid && !ib.withoutRowid;
+      const key = sameKey ? ia.key : bothRowid ? ['rowid'] : [];
+      const nullKeys = bothRowid && key.length > 0 && key[0] !== 'rowid';
+      // The table's own comparison (`IS`, each side's collation, so either side's key index serves the
+      // lookup) narrows; exact equality decides. Exact keys are unique on each side, so pairs are 1:1.
+      const keyEq = (u: string, v: string) =>
+        key
+          .map(
+            (k) =>
+              `${u}.${q(k)} IS ${v}.${q(k)} AND ${v}.${q(k)} IS ${u}.${q(k)} AND ${same(`${u}.${q(k)}`, `${v}.${q(k)}`)}`,
+          )
+          .join(' AND ');
+      // The join condition with `inner` the side looked up. With NULL keys, the row of the inner side is
+      // found by rowid: the row with the outer row's key when it holds no NULL, else the outer row's
+      // rowid (so SQLite uses an index either way, never a scan per NULL-key row).
+      const on = (inner: 'x' | 'y'): string => {
+        if (key.length === 0) return '0';
+        if (!nullKeys) return keyEq('x', 'y');
+        const [outer, schema] = inner === 'y' ? ['x', 'b'] : ['y', 'main'];
+        const noNull = key.map((k) => `${outer}.${q(k)} IS NOT NULL`).join(' AND ');
+        const sameKeys = key.map((k) => same(`x.${q(k)}`, `y.${q(k)}`)).join(' AND ');
+        return `${inner}.rowid = (CASE WHEN ${noNull} THEN (SELECT z.rowid FROM ${schema}.${q(t)} AS z WHERE ${keyEq(outer, 'z')}) ELSE ${outer}.rowid END) AND ${sameKeys}`;
+      };
+      // Columns by name (SQLite's names are case-insensitive): [A's name, B's name].
+      const lower = new Map(ib.columns.map((c) => [c.toLowerCase(), c]));
+      const common: Array<[string, string]> = ia.columns
+        .filter((c) => lower.has(c.toLowerCase()))
+        .map((c) => [c, lower.get(c.toLowerCase()) as string]);
+      const namesA = new Set(ia.columns.map((c) => c.toLowerCase()));
+      const onlyA = ia.columns.filter((c) => !lower.has(c.toLowerCase()));
+      const onlyB = ib.columns.filter((c) => !namesA.has(c.toLowerCase()));
+      // A matched row changed when a common column differs exactly, or when a column on one side only
+      // (added, dropped, renamed) holds a value in it; a NULL there is no content.
+      const differsCol = ([ca, cb]: readonly [string, string]) => `NOT ${same(`x.${q(ca)}`, `y.${q(cb)}`)}`;
+      const onlyNotNull = [
+        ...onlyA.map((c) => `x.${q(c)} IS NOT NULL`),
+        ...onlyB.map((c) => `y.${q(c)} IS NOT NULL`),
+      ];
+      const terms = [...common.map(differsCol), ...onlyNotNull];
+      const differs = terms.length > 0 ? `(${terms.join(' OR ')})` : '0';
+      const addedSql = `FROM b.${q(t)} AS y WHERE NOT EXISTS (SELECT 1 FROM main.${q(t)} AS x WHERE ${on('x')})`;
+      const removedSql = `FROM main.${q(t)} AS x WHERE NOT EXISTS (SELECT 1 FROM b.${q(t)} AS y WHERE ${on('y')})`;
+      const changedSql = `FROM main.${q(t)} AS x JOIN b.${q(t)} AS y ON ${on('y')} WHERE ${differs}`;
       const keyCols = key[0] === 'rowid' ? ['rowid', ...ia.columns] : ia.columns;
       const keyColsB = key[0] === 'rowid' ? ['rowid', ...ib.columns] : ib.columns;
-      // Both sides of a changed row, columns prefixed `a:` and `b:`.
-      const pairSql = `SELECT ${[...keyCols.map((c) => `x.${q(c)} AS ${q(`a:${c}`)}`), ...keyColsB.map((c) => `y.${q(c)} AS ${q(`b:${c}`)}`)].join(', ')} ${changedSql}`;
+      // Both sides of a changed row, columns prefixed `a:` and `b:`, and `d:` flags for the common
+      // columns that differ.
+      const pairSql = `SELECT ${[
+        ...keyCols.map((c) => `x.${q(c)} AS ${q(`a:${c}`)}`),
+        ...keyColsB.map((c) => `y.${q(c)} AS ${q(`b:${c}`)}`),
+        ...common.map((p) => `${differsCol(p)} AS ${q(`d:${p[0]}`)}`),
+      ].join(', ')} ${changedSql}`;
       const split = (r: Record<string, unknown>) => ({
         before: Object.fromEntries(keyCols.map((c) => [c, r[`a:${c}`]])),
         after: Object.fromEntries(keyColsB.map((c) => [c, r[`b:${c}`]])),
       });
       const hasMark = (r: Record<string, unknown>) =>
         common.some(
-          (c) =>
-            (typeof r[`a:${c}`] === 'string' && (r[`a:${c}`] as string).includes(REDACTED_MARK)) ||
-            (typeof r[`b:${c}`] === 'string' && (r[`b:${c}`] as string).includes(REDACTED_MARK)),
+          ([ca, cb]) =>
+            (typeof r[`a:${ca}`] === 'string' && (r[`a:${ca}`] as string).includes(REDACTED_MARK)) ||
+            (typeof r[`b:${cb}`] === 'string' && (r[`b:${cb}`] as string).includes(REDACTED_MARK)),
         );
       const classify = (r: Record<string, unknown>) => {
         if (!hasMark(r)) return undefined;
+        if (onlyA.some((c) => r[`a:${c}`] !== null) || onlyB.some((c) => r[`b:${c}`] !== null))
+          return undefined;
         const { before, after } = split(r);
-        return redactionOnly(secrets.policy, common, before, after);
+        return redactionOnly(
+          secrets.policy,
+          common.filter(([ca]) => r[`d:${ca}`]),
+          before,
+          after,
+        );
       };
       // One pass over the changed rows counts them and names those with a placeholder on either side
-      // (only those can be redactions; SQLite picks them, JS decides on each by its key).
+      // and nothing in a one-sided column (only those can be redactions; SQLite picks them, JS decides
+      // on each by its key, and its rowid where the key may hold NULLs).
       const marked =
         common.length > 0
-          ? common
+          ? `(${common
               .map(
-                (c) => `instr(x.${q(c)}, '${REDACTED_MARK}') > 0 OR instr(y.${q(c)}, '${REDACTED_MARK}') > 0`,
+                ([ca, cb]) =>
+                  `instr(x.${q(ca)}, '${REDACTED_MARK}') > 0 OR instr(y.${q(cb)}, '${REDACTED_MARK}') > 0`,
               )
-              .join(' OR ')
+              .join(' OR ')})${onlyNotNull.map((e) => ` AND NOT ${e}`).join('')}`
           : '0';
+      const ident = nullKeys ? [...key, 'rowid'] : key;
       let total = 0;
       let redacted = 0;
-      const byKey = conn.prepare(`${pairSql} AND ${key.map((k) => `x.${q(k)} IS ?`).join(' AND ')}`);
-      for (const r of conn
-        .prepare(`SELECT (${marked}), ${key.map((k) => `x.${q(k)}`).join(', ')} ${changedSql}`)
-        .raw()
-        .iterate() as Iterable<unknown[]>) {
-        total++;
-        if (!r[0]) continue;
-        const pair = byKey.get(...r.slice(1)) as Record<string, unknown> | undefined;
-        if (pair && classify(pair)) redacted++;
+      if (ident.length > 0) {
+        const byKey = conn.prepare(`${pairSql} AND ${ident.map((k) => `x.${q(k)} IS ?`).join(' AND ')}`);
+        for (const r of conn
+          .prepare(`SELECT (${marked}), ${ident.map((k) => `x.${q(k)}`).join(', ')} ${changedSql}`)
+          .raw()
+          .iterate() as Iterable<unknown[]>) {
+          total++;
+          if (!r[0]) continue;
+          const pair = byKey.get(...r.slice(1)) as Record<string, unknown> | undefined;
+          if (pair && classify(pair)) redacted++;
+        }
       }
       const d: TableDiff = {
         table: t,
