@@ -117,6 +117,8 @@ interface TableInfo {
   columns: string[];
   key: string[];
   withoutRowid: boolean;
+  /** The key is the rowid or an alias of it (`INTEGER PRIMARY KEY`): an integer, never NULL. */
+  integerKey: boolean;
 }
 
 function tableInfo(db: Database.Database, schema: string, table: string): TableInfo {
@@ -125,6 +127,7 @@ function tableInfo(db: Database.Database, schema: string, table: string): TableI
     .safeIntegers(false)
     .all() as Array<{
     name: string;
+    type: string;
     pk: number;
   }>;
   const key = cols
@@ -135,10 +138,14 @@ function tableInfo(db: Database.Database, schema: string, table: string): TableI
     .prepare(`PRAGMA ${schema}.table_list(${q(table)})`)
     .safeIntegers(false)
     .get() as { wr: number } | undefined;
+  const pks = cols.filter((c) => c.pk > 0);
+  const withoutRowid = list?.wr === 1;
   return {
     columns: cols.map((c) => c.name),
     key: key.length > 0 ? key : ['rowid'],
-    withoutRowid: list?.wr === 1,
+    withoutRowid,
+    integerKey:
+      !withoutRowid && (pks.length === 0 || (pks.length === 1 && pks[0]!.type.toUpperCase() === 'INTEGER')),
   };
 }
 
@@ -220,16 +227,20 @@ export function diffDatabase(
       const sameKey = ia.key.join('\0') === ib.key.join('\0');
       const bothRowid = !ia.withoutRowid && !ib.withoutRowid;
       const key = sameKey ? ia.key : bothRowid ? ['rowid'] : [];
-      const nullKeys = bothRowid && key.length > 0 && key[0] !== 'rowid';
+      // the rowid, or an alias of it on both sides: an integer, never NULL, compared as it is
+      const integerKey = key[0] === 'rowid' || (sameKey && ia.integerKey && ib.integerKey);
+      const nullKeys = bothRowid && key.length > 0 && !integerKey;
       // The table's own comparison (`IS`, each side's collation, so either side's key index serves the
       // lookup) narrows; exact equality decides. Exact keys are unique on each side, so pairs are 1:1.
       const keyEq = (u: string, v: string) =>
-        key
-          .map(
-            (k) =>
-              `${u}.${q(k)} IS ${v}.${q(k)} AND ${v}.${q(k)} IS ${u}.${q(k)} AND ${same(`${u}.${q(k)}`, `${v}.${q(k)}`)}`,
-          )
-          .join(' AND ');
+        integerKey
+          ? `${u}.${q(key[0]!)} = ${v}.${q(key[0]!)}`
+          : key
+              .map(
+                (k) =>
+                  `${u}.${q(k)} IS ${v}.${q(k)} AND ${v}.${q(k)} IS ${u}.${q(k)} AND ${same(`${u}.${q(k)}`, `${v}.${q(k)}`)}`,
+              )
+              .join(' AND ');
       // The join condition with `inner` the side looked up. With NULL keys, the row of the inner side is
       // found by rowid: the row with the outer row's key when it holds no NULL, else the outer row's
       // rowid (so SQLite uses an index either way, never a scan per NULL-key row).
