@@ -231,3 +231,53 @@ test('find in an encrypted repository keeps no sketches and reads every blob', a
     [],
   );
 });
+
+test('find reads a UTF-16 database whole: its text is found by text and regex, with and without sketches, and where it is gone', async (t) => {
+  const root = tempDir(t, 'nexo-find-utf16-');
+  const p = buildSampleAgent(root, 'ana', {
+    files: 2,
+    commits: 1,
+    memories: 20,
+    embeddings: 2,
+    concepts: 2,
+    compactions: 1,
+  });
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+  });
+  // concepts.sqlite made anew with UTF-16 text (the encoding is set before anything is written)
+  const path = join(p.sqliteDir, 'concepts.sqlite');
+  for (const ext of ['', '-wal', '-shm']) rmSync(`${path}${ext}`, { force: true });
+  const db = new Database(path);
+  db.pragma("encoding = 'UTF-16le'");
+  db.exec('CREATE TABLE c (t TEXT)');
+  db.prepare('INSERT INTO c VALUES (?)').run('an orca pod spotted off the point');
+  db.close();
+  const held = await s.snapshot({ agentId: 'ana' });
+  const again = new Database(path);
+  assert.equal(again.pragma('encoding', { simple: true }), 'UTF-16le');
+  again.exec('DELETE FROM c');
+  again.prepare('INSERT INTO c VALUES (?)').run('only gulls today');
+  again.close();
+  const gone = await s.snapshot({ agentId: 'ana' });
+  const cacheDir = join(p.stateRoot, 'cache');
+  for (const query of [{ text: 'orca pod spotted' }, { regex: 'orca p.d' }]) {
+    rmSync(cacheDir, { recursive: true, force: true });
+    // cold (every blob read and sketched), then warm (the sketches kept by the first)
+    for (const pass of ['cold', 'with sketches']) {
+      const r = await s.find({ agentId: 'ana', showSecrets: true, ...query });
+      const what = `${pass} ${JSON.stringify(query)}`;
+      assert.equal(r.first_seen?.snapshot_id, held.id, what);
+      assert.equal(r.first_gone?.snapshot_id, gone.id, what);
+      assert.deepEqual(
+        r.snapshots.find((h) => h.snapshot_id === held.id)?.locations.map((l) => `${l.kind}:${l.path}`),
+        ['row:sqlite/concepts/c'],
+        what,
+      );
+    }
+  }
+});

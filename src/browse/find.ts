@@ -5,7 +5,8 @@
 // when it holds the text, or either half of a longer text; a regex is matched against the chunk read as
 // UTF-8), a database with candidates opened once per distinct set of pages holding candidates (by
 // content) and the hit confirmed by a row query; a bundle's databases by their SHA-256, each confirmed
-// by a row query. Unless the caller asks for secrets, a match counts only when it is still there once
+// by a row query (a UTF-16 database, whose text no UTF-8 bytes match, always: its first chunk is a
+// candidate, match.ts). Unless the caller asks for secrets, a match counts only when it is still there once
 // the redaction rules have been applied to its file, value or row, and snippets are shown redacted.
 // In a repository, the distinct blobs of all snapshots are read in one stream in pack order and
 // opened, checked and scanned on worker threads (scan-worker.ts) while the main thread reads the next
@@ -349,6 +350,7 @@ async function searchRepository(
   const scanned = new Map<string, boolean>(); // database chunk → holds a candidate
   const pagesOf = new Map<string, Map<number, string[]> | undefined>(); // candidate chunk → page size → pages
   const pageSizeOf = new Map<string, number>(); // a database's first chunk → its page size
+  const utf16Starts = new Set<string>(); // first chunks of databases whose text is UTF-16
   const each = (id: string, raw: number, r: BlobScan) => {
     if (r.sketch) sketches?.put(id, r.sketch);
     if (r.chunk) {
@@ -356,6 +358,7 @@ async function searchRepository(
       ctx.stats.bytes_scanned += raw;
       scanned.set(id, r.chunk.hit);
       if (r.chunk.pageSize !== undefined) pageSizeOf.set(id, r.chunk.pageSize);
+      if (r.chunk.utf16) utf16Starts.add(id);
       if (r.chunk.hit) pagesOf.set(id, r.chunk.pages);
     }
     if (r.file === undefined && !r.fileMiss) return;
@@ -372,7 +375,8 @@ async function searchRepository(
   /** A blob whose sketch shows it cannot hold the text: its roles answered without reading it. */
   const skipped = (id: string, raw: number, role: ScanRole): boolean => {
     const sk = grams && sketches?.get(id, raw);
-    if (!sk || grams.some((g) => mayHold(sk.data, g, sk.at, sk.len))) return false;
+    // a UTF-16 database's first chunk is always read: it makes the database a candidate (match.ts)
+    if (!sk || sk.utf16 || grams.some((g) => mayHold(sk.data, g, sk.at, sk.len))) return false;
     if (role.chunk) {
       ctx.stats.units_skipped++;
       scanned.set(id, false);
@@ -534,7 +538,10 @@ async function searchRepository(
       const candidates = [...new Set(found)].sort();
       const first = segments.find((seg) => seg.length > 0)![0]!;
       const byDb = `${db}:${a.sha256}`;
-      const byChunks = `${db}:${candidateKey(candidates, pagesOf, pageSizeOf.get(first))}`;
+      // a UTF-16 database's chunks cannot tell where a match is: it is known by its whole content
+      const byChunks = utf16Starts.has(first)
+        ? byDb
+        : `${db}:${candidateKey(candidates, pagesOf, pageSizeOf.get(first))}`;
       let rows = rowsCache.get(byDb) ?? rowsCache.get(byChunks);
       if (!rows) {
         rows = await confirmRows(ctx, src, db);

@@ -160,20 +160,29 @@ export interface ChunkScan {
   pageSize?: number;
   /** The candidate pages by page size (hits only; undefined when they cannot be told: a regex). */
   pages?: Map<number, string[]> | undefined;
+  /**
+   * The chunk starts a database whose text is UTF-16 (its header's text encoding 2 or 3): the query's
+   * UTF-8 bytes cannot be looked for in its pages, so the chunk is a hit and the database is searched
+   * whole (find.ts).
+   */
+  utf16?: true;
 }
 
-/** The page size of the database that these bytes start (its header), if they start one. */
-export function pageSizeOf(b: Buffer): number | undefined {
-  if (b.length < 100 || !b.subarray(0, 16).equals(SQLITE_MAGIC)) return undefined;
-  const ps = b.readUInt16BE(16);
-  return ps === 1 ? 65536 : ps;
+/** What the database header these bytes start with says (page size, UTF-16 text), if they start one. */
+export function databaseHeader(b: Uint8Array): { pageSize: number; utf16: boolean } | undefined {
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  if (buf.length < 100 || !buf.subarray(0, 16).equals(SQLITE_MAGIC)) return undefined;
+  const ps = buf.readUInt16BE(16);
+  const encoding = buf.readUInt32BE(56);
+  return { pageSize: ps === 1 ? 65536 : ps, utf16: encoding === 2 || encoding === 3 };
 }
 
 export function scanChunk(m: Matcher, b: Buffer): ChunkScan {
+  const header = databaseHeader(b);
+  if (header?.utf16) return { hit: true, pageSize: header.pageSize, pages: undefined, utf16: true };
   const hit = m.maybe(b);
   const out: ChunkScan = { hit };
-  const ps = pageSizeOf(b);
-  if (ps !== undefined) out.pageSize = ps;
+  if (header) out.pageSize = header.pageSize;
   if (hit) out.pages = candidatePages(m, b);
   return out;
 }

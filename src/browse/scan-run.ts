@@ -6,7 +6,7 @@
 // scan, on the main thread (scan-worker.ts).
 
 import { type BlobScratch, openStoredBlob } from '../repository/pack.js';
-import { type ChunkScan, type Matcher, pageSizeOf, scanChunk } from './match.js';
+import { type ChunkScan, databaseHeader, type Matcher, scanChunk } from './match.js';
 import { sketchOf } from './sketch.js';
 
 export interface ScanJob {
@@ -27,8 +27,8 @@ export interface BlobScan {
   file?: Uint8Array;
   /** Whether the file was scanned and holds no candidate. */
   fileMiss?: boolean;
-  /** The blob's sketch and the page size of the database it starts (if it starts one), when asked. */
-  sketch?: { bits: Uint8Array; pageSize: number | undefined };
+  /** The blob's sketch, and the page size and text encoding of the database it starts (if it starts one), when asked. */
+  sketch?: { bits: Uint8Array; pageSize: number | undefined; utf16?: boolean };
 }
 
 export function scanRun(m: Matcher, job: ScanJob, scratch: BlobScratch): BlobScan[] {
@@ -49,7 +49,14 @@ export function scanRun(m: Matcher, job: ScanJob, scratch: BlobScratch): BlobSca
       if (m.maybe(data)) r.file = new Uint8Array(data);
       else r.fileMiss = true;
     }
-    if (role.sketch) r.sketch = { bits: sketchOf(data), pageSize: pageSizeOf(data) };
+    if (role.sketch) {
+      const header = databaseHeader(data);
+      r.sketch = {
+        bits: sketchOf(data),
+        pageSize: header?.pageSize,
+        ...(header?.utf16 ? { utf16: true } : {}),
+      };
+    }
     return r;
   });
 }

@@ -1,5 +1,6 @@
 // Owns find's cache of blob sketches (sketch.ts), between runs: for each blob of one repository that a
-// find has read, its sketch and the page size of the database it starts (0: none), by blob id. Kept at
+// find has read, its sketch and the page size of the database it starts (0: none; the top bit set when
+// that database's text is UTF-16, since version 2), by blob id. Kept at
 // <stateRoot>/cache/sketch-<repository id>/ as segment files, each written (renamed into place) by one find with
 // the sketches it computed: a header (magic, version, the sketch parameters, the repository id), the
 // records, and the SHA-256 of all that. A segment that is unreadable, damaged, of other parameters or
@@ -16,7 +17,9 @@ import { tempPathFor } from '../store/atomic.js';
 import { GRAM, SKETCH_RATIO, sketchBytes } from './sketch.js';
 
 const MAGIC = Buffer.from('NXSKETCH', 'latin1');
-const VERSION = 1;
+const VERSION = 2;
+/** The page-size field's flag for a database whose text is UTF-16 (find reads such a chunk always). */
+const UTF16 = 0x8000_0000;
 /** magic, version (u32), gram (u8), hash functions (u8), ratio (u16), repository id (32), records (u32). */
 const HEADER = MAGIC.length + 4 + 4 + 32 + 4;
 const ID_BYTES = 32;
@@ -33,6 +36,7 @@ const WRITE_PARTS = 512;
 export interface Sketch {
   bits: Uint8Array;
   pageSize: number | undefined;
+  utf16?: boolean;
 }
 
 /** A kept sketch: `len` bytes of `data` from `at` (a loaded segment's bytes, not copied). */
@@ -41,6 +45,8 @@ export interface KeptSketch {
   at: number;
   len: number;
   pageSize: number | undefined;
+  /** The blob starts a database whose text is UTF-16. */
+  utf16?: boolean;
 }
 
 const digest = (b: Uint8Array) => createHash('sha256').update(b).digest();
@@ -72,11 +78,18 @@ function parseSegment(b: Buffer, repositoryId: string): Map<string, KeptSketch> 
   for (let i = 0; i < count; i++) {
     if (at + RECORD_HEAD > body.length) return undefined;
     const id = body.toString('hex', at, at + ID_BYTES);
-    const pageSize = body.readUInt32LE(at + ID_BYTES);
+    const field = body.readUInt32LE(at + ID_BYTES);
+    const pageSize = field & ~UTF16;
     const len = body.readUInt32LE(at + ID_BYTES + 4);
     at += RECORD_HEAD;
     if (at + len > body.length) return undefined;
-    out.set(id, { data: body, at, len, pageSize: pageSize === 0 ? undefined : pageSize });
+    out.set(id, {
+      data: body,
+      at,
+      len,
+      pageSize: pageSize === 0 ? undefined : pageSize,
+      ...(field & UTF16 ? { utf16: true } : {}),
+    });
     at += len;
   }
   return at === body.length ? out : undefined;
@@ -88,7 +101,7 @@ function encodeSegment(repositoryId: string, sketches: ReadonlyMap<string, KeptS
   for (const [id, s] of sketches) {
     const h = Buffer.alloc(RECORD_HEAD);
     h.write(id, 0, 'hex');
-    h.writeUInt32LE(s.pageSize ?? 0, ID_BYTES);
+    h.writeUInt32LE(((s.pageSize ?? 0) | (s.utf16 ? UTF16 : 0)) >>> 0, ID_BYTES);
     h.writeUInt32LE(s.len, ID_BYTES + 4);
     parts.push(h, Buffer.from(s.data.buffer, s.data.byteOffset + s.at, s.len));
   }
@@ -162,7 +175,13 @@ export class SketchCache {
   /** Records the sketch of blob `id`, computed from its checked bytes (replacing an unusable one). */
   put(id: string, s: Sketch): void {
     if (this.known.get(id)?.len !== s.bits.length)
-      this.added.set(id, { data: s.bits, at: 0, len: s.bits.length, pageSize: s.pageSize });
+      this.added.set(id, {
+        data: s.bits,
+        at: 0,
+        len: s.bits.length,
+        pageSize: s.pageSize,
+        ...(s.utf16 ? { utf16: true } : {}),
+      });
   }
 
   /**
