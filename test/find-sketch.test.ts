@@ -17,7 +17,7 @@ import { gramsOf, mayHold, sketchOf } from '../src/browse/sketch.js';
 import type { FindResult } from '../src/browse/types.js';
 import { generateIdentity } from '../src/crypto/age.js';
 import { LocalSnapshotter } from '../src/index.js';
-import { tempDir } from './helpers/env.js';
+import { sampleAgent, tempDir } from './helpers/env.js';
 
 const IN_FILE = 'a walrus named Theodore keeps the ledger';
 const IN_STATE = 'the dream of the seventeen lanterns';
@@ -233,22 +233,8 @@ test('find in an encrypted repository keeps no sketches and reads every blob', a
 });
 
 test('find reads a UTF-16 database whole: its text is found by text and regex, with and without sketches, and where it is gone', async (t) => {
-  const root = tempDir(t, 'nexo-find-utf16-');
-  const p = buildSampleAgent(root, 'ana', {
-    files: 2,
-    commits: 1,
-    memories: 20,
-    embeddings: 2,
-    concepts: 2,
-    compactions: 1,
-  });
-  const s = new LocalSnapshotter({
-    stateRoot: p.stateRoot,
-    memdirRoot: p.memdirRoot,
-    sqliteRoot: p.sqliteRoot,
-    lockTimeoutMs: 5_000,
-    store: 'repository',
-  });
+  const p = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 20 }, { store: 'repository' });
+  const s = p.snapshotter;
   // concepts.sqlite made anew with UTF-16 text (the encoding is set before anything is written)
   const path = join(p.sqliteDir, 'concepts.sqlite');
   for (const ext of ['', '-wal', '-shm']) rmSync(`${path}${ext}`, { force: true });
