@@ -595,6 +595,29 @@ test('a restore refused at the write gate (a writer keeps it) leaves no anchor a
   assert.deepEqual(await fingerprint(a), before);
 });
 
+test('a commit made after the restore staged its history is under the pre-restore tag (the tag follows HEAD to the swap)', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  let late = '';
+  const r = await a.snapshotter.restore({
+    agentId: 'ana',
+    bundle: snap.bundle_path,
+    hooks: {
+      // runs after staging, before the gate closes: the agent commits once more
+      beforeSwap: () => {
+        writeFileSync(join(a.memdir, 'late.md'), 'a late thought\n');
+        git(a.memdir, ['add', 'late.md']);
+        git(a.memdir, ['commit', '-qm', 'late']);
+        late = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+      },
+    },
+  });
+  assert.ok(r.pre_restore_tag, 'a pre-restore tag');
+  assert.equal(git(a.memdir, ['rev-parse', `refs/tags/${r.pre_restore_tag}`]).trim(), late);
+  assert.equal(git(a.memdir, ['show', `${r.pre_restore_tag}:late.md`]), 'a late thought\n');
+});
+
 test('hooks run around the swap and workers_restarted reports it', async (t) => {
   const a = agent(t);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });

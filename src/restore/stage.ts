@@ -232,6 +232,29 @@ export async function bundleHistorySource(
  * copied in, so no setting of the agent's (a filter, say) is applied to the snapshot's files; the config
  * is carried over last.
  */
+/**
+ * Moves the staged repository's pre-restore tag to the live HEAD as it is now, with the swap's gate
+ * closed: commits the agent made after staging read HEAD stay reachable under the tag (git fetch from
+ * the live repository, as staging made the tag). Nothing when HEAD did not move; a failure is a warning.
+ */
+export async function refreshPreRestoreTag(
+  p: RestorePaths,
+  liveMemdir: string,
+  tag: string,
+  warnings: string[],
+): Promise<void> {
+  const [live, tagged] = await Promise.all([
+    runGit(liveMemdir, ['rev-parse', '-q', '--verify', 'HEAD^{commit}']),
+    runGit(p.memdirStage, ['rev-parse', '-q', '--verify', `refs/tags/${tag}`]),
+  ]);
+  if (live.code !== 0 || (tagged.code === 0 && live.stdout.trim() === tagged.stdout.trim())) return;
+  const r = await runGit(p.memdirStage, ['fetch', '-q', '--no-tags', liveMemdir, `+HEAD:refs/tags/${tag}`]);
+  if (r.code !== 0)
+    warnings.push(
+      `the pre-restore tag could not follow the live HEAD to the swap: ${r.stderr || `exit ${r.code}`}`,
+    );
+}
+
 export async function buildMemdir(
   p: RestorePaths,
   source: HistorySource | undefined,

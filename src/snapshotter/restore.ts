@@ -49,7 +49,13 @@ import {
 } from '../restore/journal.js';
 import { findPlaceholders, placeholderArtifacts } from '../restore/placeholders.js';
 import { planDatabases, planMemdir, uncapturedWarning } from '../restore/plan.js';
-import { buildMemdir, bundleHasMemdir, dropReaderFiles, restorePaths } from '../restore/stage.js';
+import {
+  buildMemdir,
+  bundleHasMemdir,
+  dropReaderFiles,
+  refreshPreRestoreTag,
+  restorePaths,
+} from '../restore/stage.js';
 import type { RowCounts } from '../sqlite/rows.js';
 import { type SqliteJobs, sqliteRunners, sqliteThreadsMinBytes } from '../sqlite/worker.js';
 import { syncFileSystemsOf } from '../store/atomic.js';
@@ -446,6 +452,9 @@ async function restoreLocked(
             throw new RestoreRefusedError(`auto-pre-snapshot failed: ${(err as Error).message}`);
           }
         }
+
+        // the tag made while staging, moved to HEAD as the swap replaces it
+        if (repo?.preRestoreTag) await refreshPreRestoreTag(p, memdir, repo.preRestoreTag, report.warnings);
 
         const items: SwapItem[] = [];
         for (const db of DB_NAMES) {
