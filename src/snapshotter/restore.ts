@@ -3,8 +3,9 @@
 // (when one is required or present), rules, identity and redaction (a redacted snapshot is restored in
 // place only when allowed; a dry run lists its placeholders) from its manifest → take the agent lock →
 // finish any interrupted restore → verify and stage in one streaming pass beside the live paths → check
-// every staged database and the rebuilt repository → pre-restore snapshot, inside the same lock → host
-// hook → write gate held: journal, swap by renames, state replay, commit → host hook → clean up. Any
+// every staged database and the rebuilt repository → host hook → write gate closed (so no write falls
+// between the anchor and the swap): pre-restore snapshot, pre-restore tag moved to HEAD, journal, swap
+// by renames, state replay, commit → host hook → clean up. Any
 // failure before the commit point puts every component back; nothing is changed before every check
 // passed.
 
