@@ -34,7 +34,6 @@ import { type BlobScan, ScanWorker } from '../src/browse/scan-worker.js';
 import { gramsOf, mayHold, sketchOf } from '../src/browse/sketch.js';
 import { generateIdentity } from '../src/crypto/age.js';
 import { BundleDamagedError, LocalSnapshotter } from '../src/index.js';
-import { newSnapshotId } from '../src/model/ids.js';
 import { chunkIds } from '../src/repository/content.js';
 import {
   ArtifactMemo,
@@ -46,6 +45,7 @@ import { FLAG_RAW, KIND_DATA } from '../src/repository/pack.js';
 import { Repository } from '../src/repository/repository.js';
 import { loadSnapshot } from '../src/repository/snapshots.js';
 import { tempDir } from './helpers/env.js';
+import { repoManifestDraft } from './helpers/repo-manifest.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -169,25 +169,7 @@ test('parseRepoManifest with a memo: the same manifests, the same refusals and e
     ...extra,
   });
   const seal = (artifacts: RepoArtifact[]) =>
-    sealRepoManifest({
-      snapshot_id: newSnapshotId(),
-      agent_id: 'ana',
-      tenant: 'default',
-      created_at_ms: 1,
-      created_by: 'test',
-      schema_versions: { long_term: 1, vector: 1, concepts: 1, compactions: 1, manifest: 4 },
-      git: {
-        head_oid: '0'.repeat(40),
-        head_subject: '',
-        head_author: '',
-        head_ts_ms: 0,
-        repository: 'absent',
-        detached: false,
-      },
-      artifacts,
-      tool_versions: {},
-      repository_id: repositoryId,
-    }).json;
+    sealRepoManifest(repoManifestDraft({ repositoryId, artifacts })).json;
   const base = Array.from({ length: 20 }, (_, i) => art(i));
   const good = [
     seal(base),

@@ -20,6 +20,7 @@ import { type RepoArtifact, sealRepoManifest } from '../src/repository/manifest.
 import { KIND_DATA, KIND_TREE, MAX_BLOB, openStoredBlob } from '../src/repository/pack.js';
 import { Repository } from '../src/repository/repository.js';
 import { listSnapshots, loadSnapshot, saveListing, saveSnapshot } from '../src/repository/snapshots.js';
+import { repoManifestDraft } from './helpers/repo-manifest.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -152,33 +153,22 @@ test('chunk lists: a sealed manifest naming more chunk lists or chunks than an a
   ];
   for (const where of cases) {
     const id = newSnapshotId();
-    const { manifest, json } = sealRepoManifest({
-      snapshot_id: id,
-      agent_id: 'ana',
-      tenant: 'default',
-      created_at_ms: 1000,
-      created_by: 'test',
-      schema_versions: { long_term: 1, vector: 1, concepts: 1, compactions: 1, manifest: 4 },
-      git: {
-        head_oid: '0'.repeat(40),
-        head_subject: '',
-        head_author: '',
-        head_ts_ms: 0,
-        repository: 'absent',
-        detached: false,
-      },
-      artifacts: [
-        {
-          path_in_bundle: 'memory_files/a.md',
-          kind: 'memory_file',
-          size_bytes: 0,
-          sha256: '0'.repeat(64),
-          ...where,
-        } as RepoArtifact,
-      ],
-      tool_versions: {},
-      repository_id: repo.id,
-    });
+    const { manifest, json } = sealRepoManifest(
+      repoManifestDraft({
+        repositoryId: repo.id,
+        id,
+        createdAtMs: 1000,
+        artifacts: [
+          {
+            path_in_bundle: 'memory_files/a.md',
+            kind: 'memory_file',
+            size_bytes: 0,
+            sha256: '0'.repeat(64),
+            ...where,
+          } as RepoArtifact,
+        ],
+      }),
+    );
     await saveSnapshot(repo, manifest, json, listing(id, 1000));
     await assert.rejects(loadSnapshot(repo, id), damaged(/chunks or chunk lists for \d+ bytes/));
   }

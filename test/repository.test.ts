@@ -28,6 +28,7 @@ import { pruneRepository } from '../src/repository/prune.js';
 import { Repository } from '../src/repository/repository.js';
 import { forgetSnapshot, listSnapshots, loadSnapshot, saveSnapshot } from '../src/repository/snapshots.js';
 import { tempDir } from './helpers/env.js';
+import { repoManifestDraft } from './helpers/repo-manifest.js';
 
 const git = (cwd: string, args: string[]) =>
   execFileSync('git', args, { cwd, env: gitEnv, encoding: 'utf8' });
@@ -374,25 +375,15 @@ async function snapshotOf(repo: Repository, agent: string, data: string, created
   const ref = await storeContent(w, repo.config.chunker, { data: Buffer.from(data) });
   const stats = await w.finish();
   const id = newSnapshotId();
-  const { manifest, json } = sealRepoManifest({
-    snapshot_id: id,
-    agent_id: agent,
-    tenant: 'default',
-    created_at_ms: createdAt,
-    created_by: 'test',
-    schema_versions: { long_term: 1, vector: 1, concepts: 1, compactions: 1, manifest: 4 },
-    git: {
-      head_oid: '0'.repeat(40),
-      head_subject: '',
-      head_author: '',
-      head_ts_ms: 0,
-      repository: 'absent',
-      detached: false,
-    },
-    artifacts: [{ path_in_bundle: 'memory_files/a.md', kind: 'memory_file', ...ref }],
-    tool_versions: {},
-    repository_id: repo.id,
-  });
+  const { manifest, json } = sealRepoManifest(
+    repoManifestDraft({
+      repositoryId: repo.id,
+      id,
+      agentId: agent,
+      createdAtMs: createdAt,
+      artifacts: [{ path_in_bundle: 'memory_files/a.md', kind: 'memory_file', ...ref }],
+    }),
+  );
   await saveSnapshot(repo, manifest, json, {
     id,
     agent_id: agent,
