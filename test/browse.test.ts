@@ -550,6 +550,66 @@ test("cat, redacted: a full-text index's shadow tables show no token, a blob hol
   assert.ok(decoded(shown).toLowerCase().includes(aws.toLowerCase()));
 });
 
+test('ls lists a virtual table (its module, its shadow tables) and cat explains why it does not read it; an unknown module too', async () => {
+  const { p, s } = smallAgent('nexo-browse-vtab-');
+  const db = new Database(join(p.sqliteDir, 'long_term.sqlite'));
+  db.exec('CREATE VIRTUAL TABLE notes_fts USING fts5(body)');
+  db.prepare('INSERT INTO notes_fts (body) VALUES (?)').run('the whale');
+  // a virtual table whose module this SQLite does not have (written into the schema directly)
+  db.unsafeMode(true);
+  db.exec('PRAGMA writable_schema = ON');
+  db.prepare("INSERT INTO sqlite_schema VALUES ('table', 'ghost', 'ghost', 0, ?)").run(
+    'CREATE VIRTUAL TABLE ghost USING nosuch(a)',
+  );
+  db.close();
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const ls = await s.ls('ana', undefined, snap.id, 'sqlite/long_term');
+  const fts = ls.entries.find((e) => e.name === 'notes_fts');
+  assert.deepEqual(fts, {
+    name: 'notes_fts',
+    path: 'sqlite/long_term/notes_fts',
+    type: 'virtual_table',
+    module: 'fts5',
+    shadow_tables: [
+      'notes_fts_config',
+      'notes_fts_content',
+      'notes_fts_data',
+      'notes_fts_docsize',
+      'notes_fts_idx',
+    ],
+  });
+  assert.deepEqual(
+    ls.entries.find((e) => e.name === 'ghost'),
+    {
+      name: 'ghost',
+      path: 'sqlite/long_term/ghost',
+      type: 'virtual_table',
+      module: 'nosuch',
+      shadow_tables: [],
+    },
+  );
+  const names = ls.entries.map((e) => e.name);
+  assert.deepEqual(names, [...names].sort(), 'sorted by name, tables and virtual tables together');
+  assert.ok(names.includes('notes_fts_content') && names.includes('memories'));
+  const one = await s.ls('ana', undefined, snap.id, 'sqlite/long_term/notes_fts');
+  assert.deepEqual(one.entries, [fts]);
+  await assert.rejects(s.cat('ana', undefined, snap.id, 'sqlite/long_term/notes_fts'), (err: Error) => {
+    assert.equal((err as { code?: string }).code, 'INVALID_INPUT');
+    assert.match(err.message, /virtual table \(fts5\).*notes_fts_content/);
+    return true;
+  });
+  await assert.rejects(
+    s.cat('ana', undefined, snap.id, 'sqlite/long_term/ghost'),
+    /virtual table \(nosuch\)/,
+  );
+  // the whole database's cat reads its ordinary tables, the shadow tables among them
+  const all = await s.cat('ana', undefined, snap.id, 'sqlite/long_term');
+  assert.ok(all.kind === 'database' && all.tables.some((t) => t.table === 'notes_fts_content'));
+  assert.ok(
+    all.kind === 'database' && !all.tables.some((t) => t.table === 'notes_fts' || t.table === 'ghost'),
+  );
+});
+
 test('a table with a VIRTUAL generated column (computed by each read, by an expression the database chose) is read without it: cat and find stay bounded', async () => {
   const { p, s } = smallAgent('nexo-browse-generated-');
   const db = new Database(join(p.sqliteDir, 'long_term.sqlite'));

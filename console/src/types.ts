@@ -148,7 +148,7 @@ export interface RestoreReport {
 export interface LsEntry {
   name: string;
   path: string;
-  type: 'dir' | 'file' | 'database' | 'table' | 'state';
+  type: 'dir' | 'file' | 'database' | 'table' | 'virtual_table' | 'state';
   size_bytes?: number;
   rows?: number;
 }

@@ -24,6 +24,7 @@ import {
   type TableShape,
   table,
   tablesOf,
+  virtualTablesOf,
 } from './tables.js';
 import {
   type CatFile,
@@ -131,15 +132,41 @@ async function entriesAt(src: SnapshotSource, p: BrowsePath): Promise<LsEntry[]>
       });
     case 'db':
       return withDatabase(src, p.db, (d) =>
-        tablesOf(d).map((t) => ({
-          name: t.name,
-          path: `sqlite/${p.db}/${t.name}`,
-          type: 'table' as const,
-          rows: rowCount(d, t),
-        })),
+        [
+          ...tablesOf(d).map(
+            (t): LsEntry => ({
+              name: t.name,
+              path: `sqlite/${p.db}/${t.name}`,
+              type: 'table',
+              rows: rowCount(d, t),
+            }),
+          ),
+          // listed so that a table the schema has is never missing from `ls`; no row count (counting
+          // would run its module on the snapshot's data)
+          ...virtualTablesOf(d).map(
+            (v): LsEntry => ({
+              name: v.name,
+              path: `sqlite/${p.db}/${v.name}`,
+              type: 'virtual_table',
+              module: v.module,
+              shadow_tables: v.shadow_tables,
+            }),
+          ),
+        ].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
       );
     case 'table':
       return withDatabase(src, p.db, (d) => {
+        const v = virtualTablesOf(d).find((x) => x.name === p.table);
+        if (v)
+          return [
+            {
+              name: v.name,
+              path: canonical(p),
+              type: 'virtual_table' as const,
+              module: v.module,
+              shadow_tables: v.shadow_tables,
+            },
+          ];
         const t = table(d, p.table, src.id, canonical(p));
         return [{ name: t.name, path: canonical(p), type: 'table' as const, rows: rowCount(d, t) }];
       });

@@ -6,7 +6,7 @@
 
 import Database from 'better-sqlite3';
 import { type Shown, showText } from '../diff/secrets.js';
-import { missingIn } from '../model/errors.js';
+import { InvalidInputError, missingIn } from '../model/errors.js';
 import { redactText } from '../policy/redaction/scan.js';
 import { type CellValue, MAX_VALUE_CHARS } from './types.js';
 
@@ -34,18 +34,28 @@ export function openReadOnly(path: string): Database.Database {
   return new Database(path, { readonly: true, fileMustExist: true });
 }
 
-/** The ordinary tables of a database, sorted by name (virtual tables and sqlite_ internals left out). */
-export function tablesOf(db: Database.Database): TableShape[] {
+/** The schema's tables (sqlite_ internals left out) sorted by name, and which of them are shadow tables. */
+function schemaTables(db: Database.Database): {
+  rows: { name: string; sql: string | null }[];
+  shadow: Set<string>;
+} {
   const rows = db
     .prepare(
       "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
     )
     .all() as { name: string; sql: string | null }[];
   const listed = db.prepare('PRAGMA main.table_list').all() as { name: string; type: string }[];
-  const shadow = new Set(listed.filter((r) => r.type === 'shadow').map((r) => r.name));
+  return { rows, shadow: new Set(listed.filter((r) => r.type === 'shadow').map((r) => r.name)) };
+}
+
+const isVirtual = (sql: string | null): boolean => sql !== null && /^\s*CREATE\s+VIRTUAL\s/i.test(sql);
+
+/** The ordinary tables of a database, sorted by name (virtual tables and sqlite_ internals left out). */
+export function tablesOf(db: Database.Database): TableShape[] {
+  const { rows, shadow } = schemaTables(db);
   const out: TableShape[] = [];
   for (const r of rows) {
-    if (r.sql && /^\s*CREATE\s+VIRTUAL\s/i.test(r.sql)) continue;
+    if (isVirtual(r.sql)) continue;
     // table_xinfo lists generated columns too: a VIRTUAL one (hidden 2) is computed by each read, by an
     // expression the database (an attacker's, in a hostile bundle) chose (`printf('%.*c', 600000000, 'x')`):
     // never read. A STORED one (3) is in the file like any value.
@@ -67,10 +77,39 @@ export function tablesOf(db: Database.Database): TableShape[] {
   return out;
 }
 
+/** A virtual table: its module (`fts5`, `rtree`, …) and the shadow tables that hold its data. */
+export interface VirtualTable {
+  name: string;
+  module: string;
+  shadow_tables: string[];
+}
+
+/**
+ * The virtual tables of a database, sorted by name. Only the schema is read: a virtual table's rows come
+ * from its module's code, run on a snapshot's (possibly hostile) data, so they are never queried here;
+ * its stored data is in its shadow tables, which tablesOf lists.
+ */
+export function virtualTablesOf(db: Database.Database): VirtualTable[] {
+  const { rows, shadow } = schemaTables(db);
+  return rows
+    .filter((r) => isVirtual(r.sql))
+    .map((r) => ({
+      name: r.name,
+      module: /\bUSING\s+["'`[]?([A-Za-z0-9_]+)/i.exec(r.sql ?? '')?.[1]?.toLowerCase() ?? 'unknown',
+      shadow_tables: [...shadow].filter((s) => s.startsWith(`${r.name}_`)).sort(),
+    }));
+}
+
 export function table(db: Database.Database, name: string, snapshotId: string, path: string): TableShape {
   const t = tablesOf(db).find((x) => x.name === name);
-  if (!t) throw missingIn(snapshotId, `table ${JSON.stringify(name)} at ${path}`);
-  return t;
+  if (t) return t;
+  const v = virtualTablesOf(db).find((x) => x.name === name);
+  if (v)
+    throw new InvalidInputError(
+      `${path} is a virtual table (${v.module}): its rows are made by its module's code, which is not run ` +
+        `on a snapshot's database; ${v.shadow_tables.length > 0 ? `its stored data is in ${v.shadow_tables.join(', ')}` : 'SQLite here does not know which tables hold its data'}`,
+    );
+  throw missingIn(snapshotId, `table ${JSON.stringify(name)} at ${path}`);
 }
 
 export function rowCount(db: Database.Database, t: TableShape): number {

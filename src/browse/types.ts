@@ -21,13 +21,17 @@ export interface LsEntry {
   name: string;
   /** Full browse path, e.g. `memdir/topics/a.md`, `sqlite/long_term`, `sqlite/long_term/memories`. */
   path: string;
-  type: 'dir' | 'file' | 'database' | 'table' | 'state';
+  type: 'dir' | 'file' | 'database' | 'table' | 'virtual_table' | 'state';
   /** file, database, state: stored size in bytes. */
   size_bytes?: number;
   /** file, database, state: SHA-256 of the stored bytes. */
   sha256?: string;
   /** table: number of rows. */
   rows?: number;
+  /** virtual_table: its module (`fts5`, `rtree`, …); its rows are never read (docs/browse.md). */
+  module?: string;
+  /** virtual_table: the tables holding its data, when SQLite knows its module (each listed as a table). */
+  shadow_tables?: string[];
 }
 
 export interface LsResult {

@@ -26,8 +26,15 @@ function formatLs(r: LsResult): string {
   return r.entries
     .map((e) => {
       const what =
-        e.type === 'table' ? `${e.rows} rows` : e.size_bytes !== undefined ? humanBytes(e.size_bytes) : '';
-      return `${e.type.padEnd(8)} ${what.padStart(12)}  ${shellWord(e.path)}${e.type === 'dir' ? '/' : ''}`;
+        e.type === 'table'
+          ? `${e.rows} rows`
+          : e.type === 'virtual_table'
+            ? (e.module ?? '')
+            : e.size_bytes !== undefined
+              ? humanBytes(e.size_bytes)
+              : '';
+      const type = e.type === 'virtual_table' ? 'virtual' : e.type;
+      return `${type.padEnd(8)} ${what.padStart(12)}  ${shellWord(e.path)}${e.type === 'dir' ? '/' : ''}`;
     })
     .join('\n');
 }
