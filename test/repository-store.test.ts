@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
+import { humanBytes } from '../src/cli/format.js';
 import { generateIdentity } from '../src/crypto/age.js';
 import { manifestSeal } from '../src/format/seal.js';
 import { LocalSnapshotter } from '../src/index.js';
@@ -191,10 +192,23 @@ test('repository store through the CLI: snapshot, list, verify --id, check, dama
   const one = await snap();
   const two = await snap();
   let r = await runCli(['list', '--agent', 'ana', '--json', ...root], { env: repoEnv });
+  const listed = JSON.parse(r.stdout) as { id: string; bundle_size_bytes: number; added_bytes: number }[];
   assert.deepEqual(
-    (JSON.parse(r.stdout) as { id: string }[]).map((m) => m.id),
+    listed.map((m) => m.id),
     [two.id, one.id],
   );
+  // the text table: SIZE is the snapshot's data, ADDED what it stored (nothing new the second time)
+  assert.ok(listed[1]!.added_bytes > 0 && listed[0]!.added_bytes === 0, JSON.stringify(listed));
+  r = await runCli(['list', '--agent', 'ana', ...root], { env: repoEnv });
+  assert.match(r.stdout, /^ID\s+CREATED\s+SIZE\s+ADDED\s+FLAGS\s+BY\s+LABEL$/m);
+  for (const m of listed)
+    assert.match(
+      r.stdout,
+      new RegExp(
+        `^${m.id}\\s+\\S+\\s+${humanBytes(m.bundle_size_bytes)}\\s+${humanBytes(m.added_bytes)}\\s`,
+        'm',
+      ),
+    );
   r = await runCli(['verify', '--agent', 'ana', '--id', one.id, '--json', ...root], { env: repoEnv });
   assert.equal(r.code, 0, r.stdout + r.stderr);
   r = await runCli(['check', '--read-data', '--json', ...root], { env: repoEnv });

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { humanBytes } from '../src/cli/format.js';
 import { bundleOf, manifestFor, writeBundleFile } from './helpers/bundles.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 
@@ -244,7 +245,10 @@ test('CLI: list, export and delete with JSON output and exit codes', async (t) =
     );
   }
   r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot]);
-  assert.match(r.stdout, /ID\s+CREATED\s+SIZE/);
+  assert.match(r.stdout, /ID\s+CREATED\s+SIZE\s+ADDED/);
+  // a bundle is a whole copy: what it added is its file
+  const size = humanBytes(s1.bundle_size_bytes);
+  assert.match(r.stdout, new RegExp(`^${s1.id}\\s+\\S+\\s+${size}\\s+${size}\\s`, 'm'));
   assert.match(r.stdout, new RegExp(`${s1.id}.*one`));
   const out = tempDir(t);
   r = await runCli([

@@ -97,6 +97,8 @@ export function formatList(metas: SnapshotMeta[]): string {
     m.id,
     iso(m.created_at_ms),
     humanBytes(m.bundle_size_bytes),
+    // what it cost the store: a repository snapshot's new packed data, a bundle's whole file
+    humanBytes((m as { added_bytes?: number }).added_bytes ?? m.bundle_size_bytes),
     [
       ...(m.encrypted ? ['enc'] : []),
       ...(m.redactions_applied ? ['red'] : []),
@@ -106,11 +108,13 @@ export function formatList(metas: SnapshotMeta[]): string {
     terminalField(m.created_by ?? '-'),
     terminalField(m.label ?? '-'),
   ]);
-  const header = ['ID', 'CREATED', 'SIZE', 'FLAGS', 'BY', 'LABEL'];
+  const header = ['ID', 'CREATED', 'SIZE', 'ADDED', 'FLAGS', 'BY', 'LABEL'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) =>
     r
-      .map((c, i) => (i === 2 ? c.padStart(widths[i]!) : i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+      .map((c, i) =>
+        i === 2 || i === 3 ? c.padStart(widths[i]!) : i === r.length - 1 ? c : c.padEnd(widths[i]!),
+      )
       .join('  ');
   return [line(header), ...rows.map(line)].join('\n');
 }
