@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { humanBytes } from '../src/cli/format.js';
+import { LocalSnapshotter } from '../src/index.js';
 import { bundleOf, manifestFor, writeBundleFile } from './helpers/bundles.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 
@@ -292,4 +293,65 @@ test('CLI: list, export and delete with JSON output and exit codes', async (t) =
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^sha256: +[0-9a-f]{64} \(digest seal\)$/m);
   assert.doesNotMatch(r.stdout, /manifest seal/);
+});
+
+test('latest names the newest snapshot in either store, for every verb that takes one; none yet is NOT_FOUND', async (t) => {
+  const a = sampleAgent(t);
+  const s = a.snapshotter;
+  await assert.rejects(s.ls('ana', undefined, 'latest'), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'NOT_FOUND');
+    assert.match(err.message, /agent ana \(tenant default\) has no snapshot/);
+    return true;
+  });
+  const older = await s.snapshot({ agentId: 'ana', label: 'bundle' });
+  assert.equal((await s.ls('ana', undefined, 'latest')).snapshot_id, older.id);
+  // a newer one in the repository of the same state root (a root that was migrated part way)
+  const repo = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+  });
+  t.after(() => repo.close());
+  const newest = await repo.snapshot({ agentId: 'ana', label: 'repository' });
+  assert.ok(!existsSync(newest.bundle_path), 'in the repository, not a bundle');
+  for (const ref of ['latest', 'LATEST', ' latest ']) {
+    assert.equal((await s.ls('ana', undefined, ref)).snapshot_id, newest.id, ref);
+    assert.equal((await s.findSnapshot('ana', undefined, ref)).repository?.id, newest.id, ref);
+  }
+  assert.equal((await s.verifySnapshot('ana', undefined, 'latest')).status, 'verified');
+  const cat = await s.cat('ana', undefined, 'latest', 'state/extract_cursor');
+  assert.equal(cat.snapshot_id, newest.id);
+  assert.equal((await s.pin('ana', undefined, 'latest')).id, newest.id);
+  assert.equal(await s.unpin('ana', undefined, 'latest'), true);
+  const d = await s.diff({ agentId: 'ana', a: older.id, b: 'latest' });
+  assert.equal(d.b, newest.id);
+  // the CLI: `restore --from latest` is the snapshot even beside a file named `latest`
+  const cwd = tempDir(t);
+  writeFileSync(join(cwd, 'latest'), 'not a bundle');
+  const r = await runCli(
+    ['restore', '--agent', 'ana', '--from', 'latest', '--dry-run', '--json', ...a.flags],
+    {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'true' },
+      cwd,
+    },
+  );
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match((JSON.parse(r.stdout) as { bundle: string }).bundle, new RegExp(`#${newest.id}$`));
+  // deleting `latest` deletes the newest; then the bundle is the newest
+  assert.equal((await s.delete('ana', undefined, 'latest')).id, newest.id);
+  assert.equal((await s.ls('ana', undefined, 'latest')).snapshot_id, older.id);
+  const v = await runCli([
+    'verify',
+    '--agent',
+    'ana',
+    '--id',
+    'latest',
+    '--json',
+    '--state-root',
+    a.stateRoot,
+  ]);
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+  assert.equal((JSON.parse(v.stdout) as { snapshot_id: string }).snapshot_id, older.id);
 });

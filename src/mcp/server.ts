@@ -141,7 +141,11 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
         'damaged, untrusted (a signature this host requires is missing or not by a trusted key) or ' +
         'incomplete. Read-only.',
       inputSchema: z.strictObject({
-        snapshot_id: z.string().min(4).max(64).describe('snapshot id or a unique prefix (≥ 4 characters)'),
+        snapshot_id: z
+          .string()
+          .min(4)
+          .max(64)
+          .describe('snapshot id, a unique prefix (≥ 4 characters), or "latest" (the newest)'),
         deep: z.boolean().optional().describe('also check database integrity and the git history'),
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
@@ -165,8 +169,8 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
         'What changed between two snapshots of yours, or a snapshot and your live memory ("live"): ' +
         'commits, files and lines, rows per table, state. Read-only.',
       inputSchema: z.strictObject({
-        a: z.string().min(1).max(64).describe('snapshot id, unique prefix, or "live"'),
-        b: z.string().min(1).max(64).describe('snapshot id, unique prefix, or "live"'),
+        a: z.string().min(1).max(64).describe('snapshot id, unique prefix, "latest", or "live"'),
+        b: z.string().min(1).max(64).describe('snapshot id, unique prefix, "latest", or "live"'),
         detail: z.boolean().optional().describe('include text patches and sample rows'),
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
@@ -186,7 +190,11 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
   );
 
   const identity = o.identityPath ? { decryptIdentity: o.identityPath } : {};
-  const snapshotId = z.string().min(4).max(64).describe('snapshot id or a unique prefix (≥ 4 characters)');
+  const snapshotId = z
+    .string()
+    .min(4)
+    .max(64)
+    .describe('snapshot id, a unique prefix (≥ 4 characters), or "latest" (the newest)');
 
   server.registerTool(
     'memory_ls',

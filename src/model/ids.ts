@@ -49,6 +49,9 @@ export const validateTenant = (v: string): string => validateId('tenant', v);
 
 const HEX32 = /^[0-9a-f]{32}$/;
 
+/** The snapshot reference that names an agent's newest snapshot (restic's word), wherever an id is taken. */
+export const LATEST = 'latest';
+
 /** Parses any UUID spelling the original accepted (hyphenated, simple, braced, urn:uuid:, any case). */
 export function parseSnapshotId(input: string): string | undefined {
   let s = input.trim().toLowerCase();

@@ -34,6 +34,7 @@ import {
 } from '../model/errors.js';
 import {
   DEFAULT_TENANT,
+  LATEST,
   newSnapshotId,
   validateAgentId,
   validateCreatedBy,
@@ -954,6 +955,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const lock = await this.lockAgent(a, t, 'pin');
     try {
+      id = await this.snapshotRef(a, t, id);
       const inRepository = await this.repository.find(a, t, id);
       if (inRepository) {
         await this.repository.setPinned(inRepository.id, true);
@@ -973,6 +975,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const lock = await this.lockAgent(a, t, 'unpin');
     try {
+      id = await this.snapshotRef(a, t, id);
       const inRepository = await this.repository.find(a, t, id);
       if (inRepository) {
         const was = inRepository.pinned === true;
@@ -1001,6 +1004,24 @@ export class LocalSnapshotter implements MemorySnapshotter {
     return [...inRepository, ...metas.filter((m) => !ids.has(m.id))].sort(
       (x, y) => y.created_at_ms - x.created_at_ms || (x.id < y.id ? 1 : -1),
     );
+  }
+
+  /**
+   * The id a snapshot reference names: `latest` (any case) is the agent's newest snapshot in either
+   * store, as `list` orders them (NOT_FOUND when it has none); an id or prefix is returned as it is.
+   */
+  async snapshotRef(agentId: string, tenant: string | undefined, ref: string): Promise<string> {
+    if (ref.trim().toLowerCase() !== LATEST) return ref;
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    const [newest] = await this.list(a, t);
+    if (!newest)
+      throw new NotFoundError(
+        LATEST,
+        undefined,
+        `agent ${a} (tenant ${t}) has no snapshot: none is "${LATEST}"`,
+      );
+    return newest.id;
   }
 
   /**
@@ -1114,7 +1135,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<ListingMeta | undefined> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
-    return this.repository.find(a, t, id);
+    return this.repository.find(a, t, await this.snapshotRef(a, t, id));
   }
 
   /**
@@ -1128,6 +1149,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<
     { repository: ListingMeta; bundle?: undefined } | { bundle: BundleFile; repository?: undefined }
   > {
+    id = await this.snapshotRef(agentId, tenant, id);
     const inRepository = await this.findInRepository(agentId, tenant, id);
     const bundle = await this.locateSnapshot(agentId, tenant, id).catch((err: unknown) => {
       if (err instanceof NotFoundError || (inRepository && err instanceof InvalidInputError))
@@ -1161,7 +1183,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   async locateSnapshot(agentId: string, tenant: string | undefined, id: string): Promise<BundleFile> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
-    return locate(this.layout.snapshotsDir(t, a), id);
+    return locate(this.layout.snapshotsDir(t, a), await this.snapshotRef(a, t, id));
   }
 
   async delete(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult> {
@@ -1183,6 +1205,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private async deleteSteps(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    id = await this.snapshotRef(a, t, id);
     const inRepository = await this.repository.find(a, t, id);
     if (inRepository) {
       const lock = await this.lockAgent(a, t, 'delete');
@@ -1245,7 +1268,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<{ file: BundleFile; reading: HeldLock }> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
-    const file = await locate(this.layout.snapshotsDir(t, a), id);
+    const file = await locate(this.layout.snapshotsDir(t, a), await this.snapshotRef(a, t, id));
     return { file, reading: await this.takeLock(this.layout.readersLockPath(t, a), 'shared', a, t) };
   }
 

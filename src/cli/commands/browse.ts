@@ -42,7 +42,7 @@ function formatLs(r: LsResult): string {
 export function lsCommand() {
   return new Command('ls')
     .description('list memory as of a snapshot: memdir files, databases, tables with row counts, state')
-    .argument('<snap>', 'snapshot id or unique prefix')
+    .argument('<snap>', 'snapshot id, unique prefix, or latest')
     .argument('[path]', 'browse path: memdir/…, sqlite, sqlite/<db>, state (default: the root)', '')
     .addOption(agentOption())
     .addOption(tenantOption())
@@ -72,7 +72,7 @@ export function lsCommand() {
 export function catCommand() {
   return new Command('cat')
     .description("print a memory file, a state value or a table's rows (JSON lines) as of a snapshot")
-    .argument('<snap>', 'snapshot id or unique prefix')
+    .argument('<snap>', 'snapshot id, unique prefix, or latest')
     .argument('<path>', 'memdir/<file>, state/<key>, sqlite/<db>/<table> or sqlite/<db>')
     .option('--offset <n>', 'rows (table) or bytes (file) to skip', parseIntFlag('--offset'))
     .option(

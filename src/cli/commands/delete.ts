@@ -12,7 +12,7 @@ export function deleteCommand() {
     .addOption(tenantOption())
     .addOption(stateRootOption())
     .addOption(configOption())
-    .requiredOption('--id <snapshot>', 'snapshot id (or a unique prefix)')
+    .requiredOption('--id <snapshot>', 'snapshot id, a unique prefix, or latest')
     .option('--yes', 'confirm the deletion')
     .addOption(jsonOption())
     .addHelpText('after', '\nExamples:\n  nexo-memory delete --agent ana --id 0190c3a2-… --yes')

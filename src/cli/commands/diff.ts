@@ -18,8 +18,8 @@ import {
 export function diffCommand() {
   return new Command('diff')
     .description('compare two snapshots (ids, unique prefixes, or "live"): commits, files, rows, state')
-    .argument('<a>', 'snapshot id, unique prefix, or live')
-    .argument('<b>', 'snapshot id, unique prefix, or live')
+    .argument('<a>', 'snapshot id, unique prefix, latest, or live')
+    .argument('<b>', 'snapshot id, unique prefix, latest, or live')
     .addOption(agentOption())
     .addOption(tenantOption())
     .option('--detail', 'unified diffs of text files, sample rows per table, state values')

@@ -25,7 +25,7 @@ export function exportCommand() {
     .addOption(tenantOption())
     .addOption(stateRootOption())
     .addOption(configOption())
-    .requiredOption('--id <snapshot>', 'snapshot id (or a unique prefix)')
+    .requiredOption('--id <snapshot>', 'snapshot id, a unique prefix, or latest')
     .requiredOption(
       '--to <path>',
       'target file, or a directory (ending in / or existing) to write <id>.tar.zst into; never created',

@@ -4,6 +4,7 @@
 
 import { existsSync } from 'node:fs';
 import { InvalidInputError } from '../../model/errors.js';
+import { LATEST } from '../../model/ids.js';
 import type { RestoreRequest } from '../../model/types.js';
 import { checkRestoreGate } from '../../snapshotter/gate.js';
 import type { LocalSnapshotter } from '../../snapshotter/local.js';
@@ -39,7 +40,7 @@ const fromOption = () => new Option('--from <bundle>', 'path of the bundle to re
 const restoreFromOption = () =>
   new Option(
     '--from <bundle|id>',
-    "a bundle file, or one of the agent's snapshots by id or unique prefix (repository or bundle)",
+    "a bundle file, or one of the agent's snapshots by id, unique prefix or `latest` (repository or bundle)",
   );
 const noPreOption = () =>
   new Option('--no-auto-pre-snapshot', 'do not take the automatic pre-restore snapshot');
@@ -123,9 +124,12 @@ Examples:
         if (opts.undo && opts.from) throw new InvalidInputError('pass either --from or --undo, not both');
         const from = opts.undo ? undefined : opts.from;
         if (!opts.undo && !from) throw new InvalidInputError('restore needs --from <bundle|id> (or --undo)');
-        // an existing file is a bundle path; an id or prefix names one of the agent's snapshots
+        // `latest` is the agent's newest snapshot (even beside a file of that name: `./latest` is the
+        // file); another existing file is a bundle path; an id or prefix names one of the agent's snapshots
         const source =
-          from !== undefined && (existsSync(from) || !SNAPSHOT_REF.test(from))
+          from !== undefined &&
+          from.toLowerCase() !== LATEST &&
+          (existsSync(from) || !SNAPSHOT_REF.test(from))
             ? { bundle: from }
             : { snapshot: from ?? (await undoAnchor(s, opts.agent, opts.tenant)) };
         return restoreAndPrint(s, opts, progress, {

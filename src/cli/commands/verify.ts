@@ -26,7 +26,7 @@ export function verifyCommand() {
     .argument('[bundle]', 'path of the bundle file')
     .addOption(new Option('--bundle <path>', 'path of the bundle file (the original spelling)').hideHelp())
     .addOption(new Option('--agent <id>', 'verify a snapshot of this agent in the store (with --id)'))
-    .addOption(new Option('--id <snapshot>', 'snapshot id (or a unique prefix) of --agent'))
+    .addOption(new Option('--id <snapshot>', 'snapshot id, a unique prefix, or latest, of --agent'))
     .addOption(tenantOption())
     .addOption(stateRootOption())
     .option(
