@@ -13,7 +13,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { generateSigningKey, parseSigningKey } from '../src/index.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { type Agent, sampleAgent, startFixture } from './helpers/env.js';
+import { type Agent, runCli, sampleAgent, startFixture } from './helpers/env.js';
 import { collect, startNats } from './helpers/nats.js';
 import { until } from './helpers/wait.js';
 
@@ -243,12 +243,25 @@ test('mcp: with `enabled: false` memory_snapshot is refused (FORBIDDEN) and writ
   assert.equal((list.structuredContent!.snapshots as unknown[]).length, 1);
 });
 
-test('mcp: an unknown agent makes memory_snapshot a tool error; the server keeps serving', async (t) => {
+test('mcp: an unknown agent makes memory_snapshot a tool error naming the agent, not host paths; the server keeps serving', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const client = await connect(t, a, 'bob');
   const r = await callTool(client, 'memory_snapshot', { label: 'x' });
   assert.equal(r.isError, true);
-  assert.match(textOf(r), /^memory_snapshot failed: unknown agent bob.*\(UNKNOWN_AGENT\)$/s);
+  assert.equal(
+    textOf(r),
+    'memory_snapshot failed: unknown agent bob (tenant default): no memdir, no SQLite database and no ' +
+      'state found on this host (UNKNOWN_AGENT)',
+  );
+  const diff = await callTool(client, 'memory_diff', { a: 'live', b: 'live' });
+  assert.equal(diff.isError, true);
+  assert.match(textOf(diff), /^memory_diff failed: unknown agent bob \(tenant default\)/);
+  for (const text of [textOf(r), textOf(diff)])
+    assert.ok(!text.includes(a.root) && !text.includes('/'), `no host path: ${text}`);
+  // The operator's CLI still says where it looked.
+  const cli = await runCli(['snapshot', '--agent', 'bob', '--no-progress', ...a.flags]);
+  assert.equal(cli.code, 5);
+  assert.ok(cli.stderr.includes(`looked in ${join(a.memdirRoot, 'bob')}`), cli.stderr);
   const list = await callTool(client, 'memory_list', {});
   assert.ok(!list.isError);
   assert.deepEqual(list.structuredContent!.snapshots, []);
