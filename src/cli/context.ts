@@ -6,7 +6,6 @@
 
 import type { LoadedConfig, OnDemandSection } from '../config/config.js';
 import { CONFIG_DEFAULTS } from '../config/defaults.js';
-import { looseKeyFileWarning } from '../crypto/key-file.js';
 import {
   ConfigError,
   ExitCode,
@@ -15,6 +14,7 @@ import {
   SnapshotError,
 } from '../model/errors.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { looseKeyFileWarning } from '../util/key-file.js';
 import { ProgressReporter } from './progress.js';
 import type { TelemetryFlags } from './telemetry.js';
 import { terminalText } from './terminal.js';
