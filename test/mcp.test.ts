@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { constants, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, type TestContext, test } from 'node:test';
@@ -408,7 +408,15 @@ test('mcp: SIGTERM while the server starts (reading its config) ends it with sta
   const fifo = join(a.stateRoot, '..', 'memory.yaml');
   execFileSync('mkfifo', [fifo]);
   const s = rawServer(t, a, ['--config', fifo]);
-  const writer = await open(fifo, 'w'); // returns once the server has opened the file to read it
+  // returns once the server has opened the file to read it
+  const opening = open(fifo, 'w');
+  const early = await Promise.race([opening.then(() => undefined), s.ended]);
+  if (early) {
+    // the server ended before reading its config: release the pending open, then fail
+    await (await open(fifo, constants.O_RDONLY | constants.O_NONBLOCK)).close();
+    assert.fail(`the server ended before reading its config: ${JSON.stringify(early)} ${s.stderr()}`);
+  }
+  const writer = await opening;
   s.child.kill('SIGTERM');
   await writer.writeFile('{}\n').catch(() => {}); // (EPIPE when the signal ended the server)
   await writer.close().catch(() => {});
