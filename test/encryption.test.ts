@@ -5,13 +5,14 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { generateIdentity } from '../src/crypto/age.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
+import { runBuiltCli } from './helpers/built-cli.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 
 function keyFile(dir: string, name: string): { path: string; recipient: string } {
@@ -85,6 +86,46 @@ test('an encrypted snapshot: age CLI decrypts it, tar lists it, list shows its m
   assert.match(r.stdout, /^bundle_sha256_ok: true /m);
   r = await runCli(['verify', meta.bundle_path, '--decrypt-identity', k2.path, '--json']);
   assert.equal(r.code, 0, r.stderr);
+});
+
+test('an identity file readable by group or others: one warning naming it and `chmod 600`, and the command still works; keygen --age writes 0600', async (t) => {
+  const a = sampleAgent(t);
+  const keys = tempDir(t);
+  const file = join(keys, 'age identity.txt'); // a space: the chmod line quotes it
+  const made = await runBuiltCli(['keygen', '--age', '--out', file]);
+  assert.equal(made.code, 0, made.stderr);
+  assert.equal(statSync(file).mode & 0o777, 0o600, 'keygen --age writes the identity 0600');
+  const recipient = /age1[0-9a-z]+/.exec(made.stdout)![0];
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', encrypt: [recipient] });
+  const verify = () => runBuiltCli(['verify', meta.bundle_path, '--decrypt-identity', file]);
+
+  let r = await verify();
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /warning/, '0600: no warning');
+
+  chmodSync(file, 0o644);
+  r = await verify();
+  assert.equal(r.code, 0, `still used: ${r.stderr}`);
+  const warnings = r.stderr.split('\n').filter((l) => l.startsWith('warning:'));
+  assert.deepEqual(warnings, [
+    `warning: identity file ${file} is readable by group and others (mode 0644): whoever can read it can ` +
+      `decrypt your encrypted snapshots; make it private with \`chmod 600 '${file}'\``,
+  ]);
+
+  // From the config (encryption.identity_path), read by the snapshotter and by the command: one warning.
+  chmodSync(file, 0o640);
+  const cfg = join(keys, 'memory.yaml');
+  writeFileSync(cfg, `memory:\n  snapshot:\n    encryption:\n      identity_path: ${JSON.stringify(file)}\n`);
+  r = await runBuiltCli(['diff', '--agent', 'ana', meta.id, 'live', '--config', cfg, ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  const fromConfig = r.stderr.split('\n').filter((l) => l.startsWith('warning:'));
+  assert.equal(fromConfig.length, 1, r.stderr);
+  assert.match(fromConfig[0]!, /readable by group \(mode 0640\).*`chmod 600 '.*age identity\.txt'`$/);
+
+  chmodSync(file, 0o600);
+  r = await verify();
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, '');
 });
 
 test('restore and diff of an encrypted bundle with an identity; the pre-restore anchor is encrypted too', async (t) => {

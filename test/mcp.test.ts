@@ -3,17 +3,19 @@
 // bundle with the original's result fields; invalid arguments are tool errors that write nothing.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { constants, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, type TestContext, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { generateSigningKey, parseSigningKey } from '../src/index.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { type Agent, sampleAgent } from './helpers/env.js';
+import { type Agent, runCli, sampleAgent, startFixture } from './helpers/env.js';
 import { collect, startNats } from './helpers/nats.js';
+import { until } from './helpers/wait.js';
 
 const SMALL = { files: 4, commits: 2, memories: 40, embeddings: 20, concepts: 10, compactions: 5 };
 
@@ -241,12 +243,25 @@ test('mcp: with `enabled: false` memory_snapshot is refused (FORBIDDEN) and writ
   assert.equal((list.structuredContent!.snapshots as unknown[]).length, 1);
 });
 
-test('mcp: an unknown agent makes memory_snapshot a tool error; the server keeps serving', async (t) => {
+test('mcp: an unknown agent makes memory_snapshot a tool error naming the agent, not host paths; the server keeps serving', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const client = await connect(t, a, 'bob');
   const r = await callTool(client, 'memory_snapshot', { label: 'x' });
   assert.equal(r.isError, true);
-  assert.match(textOf(r), /^memory_snapshot failed: unknown agent bob.*\(UNKNOWN_AGENT\)$/s);
+  assert.equal(
+    textOf(r),
+    'memory_snapshot failed: unknown agent bob (tenant default): no memdir, no SQLite database and no ' +
+      'state found on this host (UNKNOWN_AGENT)',
+  );
+  const diff = await callTool(client, 'memory_diff', { a: 'live', b: 'live' });
+  assert.equal(diff.isError, true);
+  assert.match(textOf(diff), /^memory_diff failed: unknown agent bob \(tenant default\)/);
+  for (const text of [textOf(r), textOf(diff)])
+    assert.ok(!text.includes(a.root) && !text.includes('/'), `no host path: ${text}`);
+  // The operator's CLI still says where it looked.
+  const cli = await runCli(['snapshot', '--agent', 'bob', '--no-progress', ...a.flags]);
+  assert.equal(cli.code, 5);
+  assert.ok(cli.stderr.includes(`looked in ${join(a.memdirRoot, 'bob')}`), cli.stderr);
   const list = await callTool(client, 'memory_list', {});
   assert.ok(!list.isError);
   assert.deepEqual(list.structuredContent!.snapshots, []);
@@ -336,6 +351,144 @@ test('mcp: a line that is not JSON gets -32700 Parse error, JSON that is not JSO
   assert.equal((init.result as { serverInfo: { name: string } }).serverInfo.name, 'nexo-memory');
   child.stdin.end();
   assert.equal(await exited, 0);
+});
+
+/** `nexo-memory mcp` as a raw child: its JSON-RPC lines one by one, how it ended, and what it printed. */
+function rawServer(t: TestContext, a: Agent, extra: string[] = []) {
+  const child = spawn(process.execPath, [BIN, 'mcp', '--agent', 'ana', ...a.flags, ...extra], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.on('exit', (code, signal) => r({ code, signal })),
+  );
+  let printed = '';
+  let buffered = '';
+  let stderr = '';
+  const lines: string[] = [];
+  const waiting: Array<(line: string) => void> = [];
+  child.stderr.on('data', (c) => {
+    stderr += c;
+  });
+  child.stdout.on('data', (c) => {
+    printed += c;
+    buffered += c;
+    for (let i = buffered.indexOf('\n'); i >= 0; i = buffered.indexOf('\n')) {
+      lines.push(buffered.slice(0, i));
+      buffered = buffered.slice(i + 1);
+    }
+    while (lines.length && waiting.length) waiting.shift()!(lines.shift()!);
+  });
+  child.stdin.on('error', () => {}); // a server that already ended
+  const send = (message: Record<string, unknown>) => child.stdin.write(`${JSON.stringify(message)}\n`);
+  const next = () =>
+    new Promise<Record<string, unknown>>((resolve) => {
+      const take = (l: string) => resolve(JSON.parse(l));
+      if (lines.length) take(lines.shift()!);
+      else waiting.push(take);
+    });
+  const initialize = {
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } },
+  };
+  return { child, ended, send, next, initialize, stderr: () => stderr, printed: () => printed };
+}
+
+/** Files of the agent's store that only an operation in progress, or one cut short, leaves. */
+const leftovers = (a: Agent) => storeEntries(a).filter((n) => n.startsWith('.') || n.endsWith('.partial'));
+
+test('mcp: SIGTERM while the server starts (reading its config) ends it with status 0 before it serves', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  // The config file is a FIFO: the server's start stops in its read until the test writes, a known
+  // instant after the program's modules have loaded and before it serves.
+  const fifo = join(a.stateRoot, '..', 'memory.yaml');
+  execFileSync('mkfifo', [fifo]);
+  const s = rawServer(t, a, ['--config', fifo]);
+  // returns once the server has opened the file to read it
+  const opening = open(fifo, 'w');
+  const early = await Promise.race([opening.then(() => undefined), s.ended]);
+  if (early) {
+    // the server ended before reading its config: release the pending open, then fail
+    await (await open(fifo, constants.O_RDONLY | constants.O_NONBLOCK)).close();
+    assert.fail(`the server ended before reading its config: ${JSON.stringify(early)} ${s.stderr()}`);
+  }
+  const writer = await opening;
+  s.child.kill('SIGTERM');
+  await writer.writeFile('{}\n').catch(() => {}); // (EPIPE when the signal ended the server)
+  await writer.close().catch(() => {});
+  s.send(s.initialize);
+  assert.deepEqual(await s.ended, { code: 0, signal: null }, s.stderr());
+  assert.equal(s.printed(), '', 'nothing served: no answer on stdout');
+  assert.deepEqual(storeEntries(a), []);
+});
+
+test('mcp: SIGTERM after the first answer ends it with status 0', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const s = rawServer(t, a);
+  s.send(s.initialize);
+  assert.equal((await s.next()).id, 1);
+  s.child.kill('SIGTERM');
+  assert.deepEqual(await s.ended, { code: 0, signal: null }, s.stderr());
+  assert.equal(s.stderr(), '');
+  assert.deepEqual(leftovers(a), []);
+});
+
+test('mcp: SIGTERM during memory_snapshot lets the snapshot finish and answer, then exits 0 with nothing left behind', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const s = rawServer(t, a);
+  s.send(s.initialize);
+  assert.equal((await s.next()).id, 1);
+  s.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+  // A memory writer in the middle of a batch: the snapshot waits in its capture step.
+  const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
+  await writer.ready;
+  s.send({
+    jsonrpc: '2.0',
+    id: 2,
+    method: 'tools/call',
+    params: { name: 'memory_snapshot', arguments: { label: 'in flight' } },
+  });
+  await until(() => storeEntries(a).some((n) => n.startsWith('.staging-'))); // the snapshot started
+  s.child.kill('SIGTERM');
+  writer.child.kill('SIGKILL'); // the writer's batch ends: the gate opens
+  const answer = (await s.next()) as { id: number; result: ToolResult };
+  assert.equal(answer.id, 2);
+  assert.ok(!answer.result.isError, textOf(answer.result));
+  assert.deepEqual(await s.ended, { code: 0, signal: null }, s.stderr());
+  assert.deepEqual(leftovers(a), [], storeEntries(a).join(', '));
+  const bundle = String(answer.result.structuredContent!.bundle_path);
+  assert.equal((await a.snapshotter.verify(bundle)).status, 'verified');
+});
+
+test('mcp: a second signal during memory_snapshot exits 1 at once; the next snapshot cleans what it left', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const s = rawServer(t, a);
+  s.send(s.initialize);
+  assert.equal((await s.next()).id, 1);
+  s.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+  const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
+  await writer.ready;
+  s.send({
+    jsonrpc: '2.0',
+    id: 2,
+    method: 'tools/call',
+    params: { name: 'memory_snapshot', arguments: { label: 'cut short' } },
+  });
+  await until(() => storeEntries(a).some((n) => n.startsWith('.staging-')));
+  s.child.kill('SIGTERM');
+  s.child.kill('SIGINT');
+  assert.deepEqual(await s.ended, { code: 1, signal: null }, s.stderr());
+  assert.match(s.stderr(), /SIG(TERM|INT) again: exiting at once/);
+  assert.equal(s.printed().split('\n').filter(Boolean).length, 1, 'no answer to the call cut short');
+  writer.child.kill('SIGKILL');
+  const client = await connect(t, a);
+  const r = await callTool(client, 'memory_snapshot', { label: 'after' });
+  assert.ok(!r.isError, textOf(r));
+  assert.deepEqual(leftovers(a), [], storeEntries(a).join(', '));
 });
 
 test('mcp --nats: a tool snapshot publishes its created event (created_by tool)', async (t) => {

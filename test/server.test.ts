@@ -190,6 +190,9 @@ test('serve: address printed, /healthz, JSON 4xx for unknown routes, bad methods
   });
   assert.equal(unknownAgent.status, 404);
   assert.equal(unknownAgent.body.error.code, 'UNKNOWN_AGENT');
+  assert.match(unknownAgent.body.error.message, /^unknown agent bob \(tenant default\)/);
+  assert.deepEqual(unknownAgent.body.error.details, { agent_id: 'bob', tenant: 'default' });
+  assert.ok(!JSON.stringify(unknownAgent.body).includes(a.root), 'no host path in the answer');
 
   assert.deepEqual(storeEntries(a), [], 'no bad request wrote anything');
   d.child.kill('SIGTERM');

@@ -14,6 +14,7 @@ import {
   SnapshotError,
 } from '../model/errors.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { looseKeyFileWarning } from '../util/key-file.js';
 import { ProgressReporter } from './progress.js';
 import type { TelemetryFlags } from './telemetry.js';
 import { terminalText } from './terminal.js';
@@ -120,11 +121,28 @@ export function loadFlagsConfig(flags: StoreFlags): LoadedConfig | undefined {
   return c.loaded;
 }
 
+/** The identity files this run warned of (one warning each, however often the run reads them). */
+const warnedIdentities = new Set<string>();
+
+/**
+ * `path`, after one warning on stderr when group or others can read it: like ssh with a private key,
+ * the file is still used (docs/decisions.md, "Format").
+ */
+export function checkIdentityFile<T extends string | undefined>(path: T): T {
+  if (path === undefined || warnedIdentities.has(path)) return path;
+  warnedIdentities.add(path);
+  const warning = looseKeyFileWarning(path);
+  if (warning) process.stderr.write(`warning: ${terminalText(warning)}\n`);
+  return path;
+}
+
 /** Flags override the config file, which overrides the defaults (state root `./state`). */
 export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
   const { local, runtime, telemetry } = loaded();
   const loadedConfig = loadFlagsConfig(flags);
   const cfg = loadedConfig?.snapshot ?? {};
+  // the config's identity opens an encrypted repository, and serve decrypts with it
+  checkIdentityFile(cfg.encryption?.identity_path);
   if (cfg.enabled === false && currentCommand && WRITING_COMMANDS.has(currentCommand)) {
     throw new ConfigError(
       `memory.snapshot.enabled is false in ${loadedConfig?.path}: \`${currentCommand}\` is disabled on this host`,
@@ -158,7 +176,9 @@ export function autoPreSnapshotFrom(flags: StoreFlags & { autoPreSnapshot?: bool
 
 /** The identity file: --decrypt-identity, else the config's encryption.identity_path. */
 export function identityFrom(flags: StoreFlags & { decryptIdentity?: string }): string | undefined {
-  return flags.decryptIdentity ?? loadFlagsConfig(flags)?.snapshot.encryption?.identity_path;
+  return checkIdentityFile(
+    flags.decryptIdentity ?? loadFlagsConfig(flags)?.snapshot.encryption?.identity_path,
+  );
 }
 
 export function printJson(value: unknown): void {
@@ -228,6 +248,7 @@ export async function runCommand(
   body: (progress: ProgressReporter) => Promise<number | undefined>,
 ): Promise<void> {
   const progress = new ProgressReporter(flags.progress !== false);
+  warnedIdentities.clear(); // a run of its own (tests run the CLI in-process, one run after another)
   let run: RunSupport | undefined;
   try {
     run = await prepareRun(flags);

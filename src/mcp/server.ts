@@ -9,7 +9,7 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { ForbiddenError, SnapshotError } from '../model/errors.js';
+import { clientMessageOf, ForbiddenError, SnapshotError } from '../model/errors.js';
 import { MAX_LABEL_CHARS } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
 import type { OperationTracker } from '../server/tracker.js';
@@ -46,8 +46,9 @@ function ok(value: Record<string, unknown>): CallToolResult {
   return { content: [{ type: 'text', text: JSON.stringify(value, null, 2) }], structuredContent: value };
 }
 
+/** A tool error: the message a client gets (no host paths where the operator's names them, e.g. UNKNOWN_AGENT). */
 function failed(tool: string, err: unknown): CallToolResult {
-  const message = err instanceof Error ? err.message : String(err);
+  const message = clientMessageOf(err);
   const code = err instanceof SnapshotError ? err.code : 'INTERNAL';
   return { content: [{ type: 'text', text: `${tool} failed: ${message} (${code})` }], isError: true };
 }

@@ -58,6 +58,30 @@ export abstract class SnapshotError extends Error {
       ...(this.details ? { details: this.details } : {}),
     };
   }
+  /**
+   * toJSON for a client of the HTTP API or of MCP (an agent, a holder of a read token): the same
+   * object, with the message and details of `forClient`. The CLI's (the operator's) stays toJSON.
+   */
+  toClientJSON(): Record<string, unknown> {
+    const { message, details } = this.forClient();
+    return {
+      code: this.code,
+      message,
+      exit_code: this.exitCode,
+      outcome: this.outcome,
+      ...(details ? { details } : {}),
+    };
+  }
+  /** What a client is told: the message and details, unless they name host paths (a subclass's choice). */
+  protected forClient(): { message: string; details: Record<string, unknown> | undefined } {
+    return { message: this.message, details: this.details };
+  }
+}
+
+/** The message of an error as a client of the HTTP API or of MCP gets it (SnapshotError.toClientJSON). */
+export function clientMessageOf(err: unknown): string {
+  if (err instanceof SnapshotError) return String(err.toClientJSON().message);
+  return err instanceof Error ? err.message : String(err);
 }
 
 export class ConcurrentError extends SnapshotError {
@@ -92,6 +116,13 @@ export class UnknownAgentError extends SnapshotError {
         `(looked in ${searched.join(', ')})`,
       { details: { agent_id: agentId, tenant, searched } },
     );
+  }
+  /** The agent, not where the host looked: state root and tenant directories are the operator's. */
+  protected override forClient() {
+    return {
+      message: `unknown agent ${this.agentId} (tenant ${this.tenant}): no memdir, no SQLite database and no state found on this host`,
+      details: { agent_id: this.agentId, tenant: this.tenant },
+    };
   }
 }
 

@@ -8,7 +8,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
-import { SnapshotError } from '../model/errors.js';
+import { clientMessageOf, SnapshotError } from '../model/errors.js';
 import type { ProgressListener } from '../model/types.js';
 
 /** The daemon's own: snapshot, restore, gc; another process's: what it recorded (`snapshot`, `delete`, …). */
@@ -115,7 +115,7 @@ export class ActivityBoard {
         outcome: 'failed',
         error: {
           code: err instanceof SnapshotError ? err.code : 'INTERNAL',
-          message: err instanceof Error ? err.message : String(err),
+          message: clientMessageOf(err),
         },
       });
       throw err;

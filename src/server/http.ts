@@ -149,7 +149,9 @@ function match(pattern: string, path: string): Record<string, string> | undefine
 }
 
 function errorBody(err: unknown): { status: number; body: Record<string, unknown> } {
-  if (err instanceof SnapshotError) return { status: httpStatusOf(err.code), body: { error: err.toJSON() } };
+  // The client's form: an unknown agent is named, not where the host looked for it.
+  if (err instanceof SnapshotError)
+    return { status: httpStatusOf(err.code), body: { error: err.toClientJSON() } };
   const message = err instanceof Error ? err.message : String(err);
   return { status: 500, body: { error: { code: 'INTERNAL', message, outcome: 'error' } } };
 }

@@ -3,7 +3,7 @@
 // that agent still going, or the agent locked by another process, is skipped and counted. Runs are
 // tracked operations, so a shutdown waits for the one in progress and starts no new one.
 
-import { ConcurrentError, SnapshotError } from '../model/errors.js';
+import { ConcurrentError, clientMessageOf, SnapshotError } from '../model/errors.js';
 import type { ProgressEvent, SnapshotMeta } from '../model/types.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { type LongTimer, setLongTimeout } from '../util/long-timer.js';
@@ -146,7 +146,7 @@ export class Scheduler {
         status.failures++;
         status.last_error = {
           code: err instanceof SnapshotError ? err.code : 'INTERNAL',
-          message: err instanceof Error ? err.message : String(err),
+          message: clientMessageOf(err),
         };
         this.opts.onOutcome?.(entry, { kind: 'failed', error: err });
       }

@@ -8,7 +8,7 @@ import { generateIdentity, loadIdentities } from '../../crypto/age.js';
 import { generateSigningKey, loadSigningKey, secretKeyFileText } from '../../crypto/sign.js';
 import { AlreadyExistsError, asSnapshotError, InvalidInputError } from '../../model/errors.js';
 import { Command } from '../commander.js';
-import { printJson, runCommand } from '../context.js';
+import { checkIdentityFile, printJson, runCommand } from '../context.js';
 import { jsonOption } from './options.js';
 
 /** Creates `path` exclusively with `mode` and writes `text` durably; never replaces a file. */
@@ -85,7 +85,7 @@ Examples:
         if (opts.out && opts.public) throw new InvalidInputError('pass either --out or --public, not both');
         if (opts.public) {
           if (/AGE-SECRET-KEY-1/i.test(readFileSync(opts.public, 'utf8'))) {
-            const recipients = loadIdentities(opts.public).map((i) => i.recipient);
+            const recipients = loadIdentities(checkIdentityFile(opts.public)).map((i) => i.recipient);
             if (opts.json) {
               if (recipients.length !== 1)
                 throw new InvalidInputError(

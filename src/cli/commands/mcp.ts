@@ -1,7 +1,8 @@
 // `nexo-memory mcp`: the agent tool as an MCP server on stdio, for one agent. stdout carries only the
 // protocol (warnings go to stderr; a line that is not JSON-RPC gets its JSON-RPC error response). Ends
 // when stdin closes or on SIGTERM/SIGINT, after the tool call in progress has finished, with exit
-// status 0.
+// status 0. The signals are caught from the program's first line (cli/stop-signals.ts): one that comes
+// while the server starts ends it before it serves, with status 0 too. A second signal exits 1 at once.
 
 import { snapshotRedactDefault } from '../../config/runtime.js';
 import { createAgentToolServer } from '../../mcp/server.js';
@@ -10,6 +11,7 @@ import { validateAgentId, validateTenant } from '../../model/ids.js';
 import { OperationTracker } from '../../server/tracker.js';
 import { Command } from '../commander.js';
 import { identityFrom, loadFlagsConfig, runCommand, snapshotterFrom } from '../context.js';
+import { onStopSignal } from '../stop-signals.js';
 import {
   agentOption,
   configOption,
@@ -39,6 +41,22 @@ Example (an MCP client's server entry):
   {"command": "nexo-memory", "args": ["mcp", "--agent", "ana", "--config", "/etc/nexo/memory.yaml"]}`,
     )
     .action(async (opts) => {
+      // Set first: a signal caught while the modules loaded is handed over now, one during start-up later.
+      let signalled = false;
+      let stop = () => {};
+      const stopped = new Promise<void>((resolve) => {
+        stop = resolve;
+      });
+      onStopSignal((signal) => {
+        if (signalled) {
+          process.stderr.write(
+            `nexo-memory mcp: ${signal} again: exiting at once (leftovers are cleaned by the next operation)\n`,
+          );
+          process.exit(1);
+        }
+        signalled = true;
+        stop();
+      });
       await runCommand({ ...opts, progress: false }, async () => {
         const agentId = validateAgentId(opts.agent);
         const tenant = validateTenant(opts.tenant);
@@ -54,6 +72,11 @@ Example (an MCP client's server entry):
           readOnly: cfg.enabled === false,
           ...(identityPath ? { identityPath } : {}),
         });
+        // Stopped while starting: nothing was read from stdin, no tool ran; end without serving. A signal
+        // that came during a synchronous step (the config's read) reaches its listener only when the event
+        // loop next polls: two turns of the loop first (the first may end before that iteration's poll).
+        await new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve)));
+        if (signalled) return 0;
         const transport = stdioTransport((m) => process.stderr.write(`warning: ${m}\n`));
         await server.connect(transport);
         await new Promise<void>((resolve) => {
@@ -61,8 +84,7 @@ Example (an MCP client's server entry):
           process.stdin.once('end', end);
           process.stdin.once('close', end);
           transport.onclose = end;
-          process.once('SIGTERM', end);
-          process.once('SIGINT', end);
+          void stopped.then(end);
         });
         await tracker.close();
         await server.close();

@@ -3,7 +3,7 @@
 
 import { InvalidInputError } from '../../model/errors.js';
 import { Command } from '../commander.js';
-import { parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
+import { checkIdentityFile, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { humanBytes } from '../format.js';
 import { printText, terminalField } from '../terminal.js';
 import { configOption, identityOption, jsonOption, stateRootOption } from './options.js';
@@ -37,7 +37,7 @@ export function checkCommand() {
             : opts.readDataSubset
               ? { readData: opts.readDataSubset }
               : {}),
-          ...(opts.decryptIdentity ? { decryptIdentity: opts.decryptIdentity } : {}),
+          ...(opts.decryptIdentity ? { decryptIdentity: checkIdentityFile(opts.decryptIdentity) } : {}),
         });
         if (opts.json) printJson(r);
         else {
@@ -72,7 +72,7 @@ export function pruneCommand() {
       await runCommand(opts, async () => {
         const r = await snapshotterFrom(opts).prune({
           ...(opts.dryRun ? { dryRun: true } : {}),
-          ...(opts.decryptIdentity ? { decryptIdentity: opts.decryptIdentity } : {}),
+          ...(opts.decryptIdentity ? { decryptIdentity: checkIdentityFile(opts.decryptIdentity) } : {}),
         });
         if (opts.json) printJson(r);
         else {

@@ -1,0 +1,46 @@
+// Owns SIGTERM and SIGINT for `nexo-memory mcp`, from the program's first line: bin/nexo-memory.js
+// imports this module before any other, so a signal that comes while the command's modules load, its
+// config is read or its server connects is caught and kept for the command (`onStopSignal`), instead
+// of Node's default, which ends the process by the signal (a supervisor saw that in the first ~300 ms,
+// a clean exit 0 later). A signal before this line, while Node itself starts, still ends the process by
+// the signal; nothing of ours has run then. Every other command keeps the default: a `snapshot` or
+// `restore` is ended by the signal as before (each leaves only what the next operation cleans up).
+// `serve` installs its own handlers when it listens.
+
+const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
+/** The commands whose first line catches the stop signals. */
+const COMMANDS_THAT_STOP = new Set(['mcp']);
+
+const caught: NodeJS.Signals[] = [];
+let listener: ((signal: NodeJS.Signals) => void) | undefined;
+let installed = false;
+
+function onSignal(signal: NodeJS.Signals): void {
+  if (listener) listener(signal);
+  else caught.push(signal);
+}
+
+/** The command named by the arguments after `node` and the script (the program takes no option values). */
+const commandOf = (args: readonly string[]): string | undefined => args.find((a) => !a.startsWith('-'));
+
+/** Catches SIGTERM and SIGINT from now on when the arguments name a command that stops on them. */
+export function holdStopSignals(args: readonly string[]): void {
+  if (installed || !COMMANDS_THAT_STOP.has(commandOf(args) ?? '')) return;
+  installed = true;
+  for (const s of SIGNALS) process.on(s, onSignal);
+}
+
+/**
+ * Hands every stop signal, those caught before and those to come, to `fn`. Outside the installed
+ * program (a test calling `main`), installs the handlers itself.
+ */
+export function onStopSignal(fn: (signal: NodeJS.Signals) => void): void {
+  if (!installed) {
+    installed = true;
+    for (const s of SIGNALS) process.on(s, onSignal);
+  }
+  listener = fn;
+  for (const s of caught.splice(0)) fn(s);
+}
+
+holdStopSignals(process.argv.slice(2));
