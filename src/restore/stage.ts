@@ -12,7 +12,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { type ComponentsInMemdir, componentsInMemdir } from '../agent/components-in-memdir.js';
 import { GIT_V1_PREFIX } from '../format/constants.js';
 import type { Artifact, Manifest } from '../format/manifest.js';
-import { fsckBuilt, inspectRepo, type RepoInfo, runGit } from '../git/git.js';
+import { fsckBuilt, gitFuse, inspectRepo, type RepoInfo, runGit } from '../git/git.js';
 import { writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, GitError, UnsafeBundleError } from '../model/errors.js';
@@ -287,12 +287,14 @@ export async function buildMemdir(
   // Two lanes at once, HEAD being set: the index reset to HEAD (it writes only the index), and the
   // pre-restore tag followed by fsck (refs and objects; fsck reads HEAD, the index not at all).
   // a tree git will not check out (a path `..`, `.git`, …: git says "invalid path") is the snapshot's
-  // damage, as a bundle restore and a repository restore both report it; other failures stay GIT
+  // damage, as a bundle restore and a repository restore both report it; other failures stay GIT.
+  // Under the fuse (git.ts GitFuse): small trees that name one another many times over can make an
+  // index far larger than the pack (a "tree bomb"), and stopping at the fuse is damage too.
   const reset = head
-    ? runGit(dir, ['reset', '-q']).then((r) => {
+    ? runGit(dir, ['reset', '-q'], undefined, gitFuse()).then((r) => {
         if (r.code === 0) return executableBits(dir);
         const why = `git reset (index to HEAD) failed while staging the restore: ${r.stderr || `exit ${r.code}`}`;
-        throw /invalid path|bad tree|unable to read tree/i.test(r.stderr)
+        throw /invalid path|bad tree|unable to read tree/i.test(r.stderr) || r.tripped
           ? new BundleDamagedError(why)
           : new GitError(why);
       })
