@@ -35,8 +35,8 @@ export interface GitResult {
  * The fuse of a git process that reads the objects of an untrusted pack (a bundle's, a repository's,
  * a v1 bundle's raw `.git`): a pack of a few KB can hold deltas whose results are gigabytes
  * (docs/decisions.md, "The git delta bomb"). `maxObjectBytes` is git's GIT_ALLOC_LIMIT, a limit on
- * every single allocation, so on the largest object git builds (and index-pack's delta base cache is
- * pinned at git's default); `cpuSeconds` the process's CPU time (RLIMIT_CPU, all its threads), after
+ * every single allocation, so on the largest object git builds (and index-pack runs two threads, its
+ * delta base cache at git's default); `cpuSeconds` the process's CPU time (RLIMIT_CPU, all its threads), after
  * which the kernel stops it with SIGXCPU. 0 turns either off.
  */
 export interface GitFuse {
@@ -160,8 +160,9 @@ function gitCommand(
   const env = gitEnv(cwd);
   if (!fuse) return { file: 'git', args: gitArgs(cwd, args), env };
   if (fuse.maxObjectBytes > 0) env.GIT_ALLOC_LIMIT = String(fuse.maxObjectBytes);
-  // git's default, so no repository config raises it: index-pack's memory is its threads' objects and this
-  const full = gitArgs(cwd, ['-c', 'core.deltaBaseCacheLimit=96m', ...args]);
+  // index-pack's memory is about one object per thread plus its delta base cache: two threads (git would
+  // start up to 20 on a large host), and the cache at git's default so no repository config raises it
+  const full = gitArgs(cwd, ['-c', 'pack.threads=2', '-c', 'core.deltaBaseCacheLimit=96m', ...args]);
   if (fuse.cpuSeconds <= 0) return { file: 'git', args: full, env };
   // (a lower limit the caller's shell already set stays: raising it fails, and git runs under it)
   const cpu = `ulimit -t ${fuse.cpuSeconds + 5} 2>/dev/null; ulimit -S -t ${fuse.cpuSeconds} 2>/dev/null; exec git "$@"`;

@@ -7,7 +7,7 @@
 // clean, and last the live repository's config. Nothing of a bundle becomes config, hooks or info/.
 
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, lstat, mkdir, rm } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type ComponentsInMemdir, componentsInMemdir } from '../agent/components-in-memdir.js';
 import { GIT_V1_PREFIX } from '../format/constants.js';
@@ -126,9 +126,13 @@ async function git(cwd: string, args: string[], what: string): Promise<string> {
   return r.stdout.trim();
 }
 
-/** A git step on the bundle's history: failing means the history is damaged (or incomplete). */
-async function gitOnBundle(cwd: string, args: string[], what: string): Promise<void> {
-  const r = await runGit(cwd, args);
+/**
+ * A git step on the bundle's history: failing means the history is damaged (or incomplete). Under the
+ * fuse (git.ts GitFuse; the fetch's index-pack or unpack-objects expands every delta), for a pack of
+ * `packBytes` when known.
+ */
+async function gitOnBundle(cwd: string, args: string[], what: string, packBytes = 0): Promise<void> {
+  const r = await runGit(cwd, args, undefined, gitFuse(packBytes));
   if (r.code !== 0)
     throw new BundleDamagedError(`${what} failed while staging the restore: ${r.stderr || `exit ${r.code}`}`);
 }
@@ -160,12 +164,15 @@ export interface HistorySource {
 const fetchFrom =
   (from: string, detached: boolean) =>
   async (dir: string): Promise<void> => {
+    const st = await stat(from);
+    const bytes = st.isFile() ? st.size : 0; // a git bundle's size; a quarantined repository's is not counted
     await gitOnBundle(
       dir,
       ['fetch', '-q', '--update-head-ok', '--no-tags', from, 'refs/*:refs/*'],
       'git fetch of the snapshot history',
+      bytes,
     );
-    if (detached) await gitOnBundle(dir, ['fetch', '-q', '--no-tags', from, 'HEAD'], 'git fetch HEAD');
+    if (detached) await gitOnBundle(dir, ['fetch', '-q', '--no-tags', from, 'HEAD'], 'git fetch HEAD', bytes);
   };
 
 /**
