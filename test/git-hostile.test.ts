@@ -375,7 +375,7 @@ test("a history with old git's quirks (a zero-padded mode, a bad time zone, no s
   assert.equal(readFileSync(join(a.memdir, 'zz', 'q.md'), 'utf8'), 'quirk\n');
 });
 
-test("a delta bomb in a v1 bundle's raw .git: verify --deep and restore stop git fsck at the object limit, naming it", async (t) => {
+test("a delta bomb in a v1 bundle's raw .git: verify --deep (git fsck) and restore (git fetch) stop at the object limit, naming it", async (t) => {
   const a = agent(t);
   const dir = tempDir(t);
   plantBomb(a.memdir, deltaBomb(1, 32 * 1024 * 1024));
