@@ -120,7 +120,9 @@ test('a legitimate history with a 50 MB file, in two versions, verifies and rest
   for (const store of ['bundles', 'repository'] as const) {
     const agentId = store === 'bundles' ? 'ana' : 'bob';
     const a = sampleAgent(t, agentId, { files: 2, commits: 2, memories: 5 }, { store });
-    const line = (i: number, v: number) => `- note ${i}: the agent learnt fact ${(i * 7919 + v) % 100003}\n`;
+    // the second version changes one line in 10,000, as an edit would (a delta against the first)
+    const line = (i: number, v: number) =>
+      `- note ${i}: the agent learnt fact ${(i * 7919 + (i % 9973 === 0 ? v : 0)) % 100003}\n`;
     const big = (v: number) => Array.from({ length: 1_300_000 }, (_, i) => line(i, v)).join('');
     // in the history only (removed since): the fuse is on git, the memory files are the snapshot's own
     const file = join(a.memdir, 'archive.md');
