@@ -69,6 +69,10 @@ async function assertRefused(
   assert.equal(readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'), memory);
   assert.deepEqual(readdirSync(a.memdirRoot), ['ana'], 'no clone was made');
   assert.deepEqual(readdirSync(tmp), [], 'no scratch repository is left');
+  const staging = readdirSync(a.stateRoot, { recursive: true }).filter((f) =>
+    /restore-staging/.test(String(f)),
+  );
+  assert.deepEqual(staging, [], 'no restore staging is left');
 }
 
 for (const store of ['bundles', 'repository'] as const) {
