@@ -14,6 +14,7 @@ import { test } from 'node:test';
 import { git } from '../scripts/sample-agent.js';
 import { walkMemdir } from '../src/capture/memdir.js';
 import { type ArtifactSpec, bundleOf, manifestFor, rawGitFiles, writeBundleFile } from './helpers/bundles.js';
+import { deltaBomb, plantBomb } from './helpers/delta-bomb.js';
 import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
 
 const SNAPSHOT_ID = '0190c3a2-0000-7000-8000-000000000001'; // manifestFor's default
@@ -372,4 +373,32 @@ test("a history with old git's quirks (a zero-padded mode, a bad time zone, no s
   const r = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
   assert.equal(r.git_reset_oid, commit);
   assert.equal(readFileSync(join(a.memdir, 'zz', 'q.md'), 'utf8'), 'quirk\n');
+});
+
+test("a delta bomb in a v1 bundle's raw .git: verify --deep (git fsck) and restore (git fetch) stop at the object limit, naming it", async (t) => {
+  const a = agent(t);
+  const dir = tempDir(t);
+  plantBomb(a.memdir, deltaBomb(1, 32 * 1024 * 1024));
+  const b = await v1Bundle(a, join(dir, 'v1.tar.zst'));
+  const before = process.env.NEXO_MEMORY_GIT_MAX_OBJECT_BYTES;
+  process.env.NEXO_MEMORY_GIT_MAX_OBJECT_BYTES = String(8 * 1024 * 1024);
+  t.after(() => {
+    if (before === undefined) delete process.env.NEXO_MEMORY_GIT_MAX_OBJECT_BYTES;
+    else process.env.NEXO_MEMORY_GIT_MAX_OBJECT_BYTES = before;
+  });
+  const limit = /over the limit of 8388608 bytes on one git object .*raise NEXO_MEMORY_GIT_MAX_OBJECT_BYTES/;
+  const report = await a.snapshotter.verify(b.path, { deep: true });
+  assert.equal(report.status, 'damaged', JSON.stringify(report));
+  assert.match(JSON.stringify(report.problems), limit);
+  const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
+  await assert.rejects(
+    a.snapshotter.restore({ agentId: 'ana', bundle: b.path, autoPreSnapshot: false }),
+    (err: Error & { code?: string; exitCode?: number }) => {
+      assert.equal(err.code, 'BUNDLE_DAMAGED', err.message);
+      assert.equal(err.exitCode, 2);
+      assert.match(err.message, limit);
+      return true;
+    },
+  );
+  assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), head, 'the live agent is unchanged');
 });

@@ -18,12 +18,73 @@ import { lstat, rm } from 'node:fs/promises';
 import { devNull, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
+import { envBytes } from '../util/env-bytes.js';
 import { runOnHost } from '../util/program-host.js';
 
 export interface GitResult {
   code: number;
   stdout: string;
   stderr: string;
+  /** The signal that ended git, when one did. */
+  signal?: NodeJS.Signals | null;
+  /** git stopped at its fuse (runGit with one): stderr then says which limit (fuseTripped). */
+  tripped?: boolean;
+}
+
+/**
+ * The fuse of a git process that reads the objects of an untrusted pack (a bundle's, a repository's,
+ * a v1 bundle's raw `.git`): a pack of a few KB can hold deltas whose results are gigabytes
+ * (docs/decisions.md, "The git delta bomb"). `maxObjectBytes` is git's GIT_ALLOC_LIMIT, a limit on
+ * every single allocation, so on the largest object git builds (and index-pack runs two threads, its
+ * delta base cache at git's default); `cpuSeconds` the process's CPU time (RLIMIT_CPU, all its threads), after
+ * which the kernel stops it with SIGXCPU. 0 turns either off.
+ */
+export interface GitFuse {
+  maxObjectBytes: number;
+  cpuSeconds: number;
+}
+
+/** The defaults: no memory file of an agent is near 512 MiB; index-pack checks ~5 s of objects a GB. */
+export const GIT_MAX_OBJECT_BYTES = 512 * 1024 * 1024;
+export const GIT_CPU_SECONDS = 60;
+/** CPU seconds added per MiB of the pack, where its size is known before it streams. */
+export const GIT_CPU_SECONDS_PER_MIB = 1;
+
+/**
+ * The fuse for a pack of `packBytes` (0: unknown), from NEXO_MEMORY_GIT_MAX_OBJECT_BYTES and
+ * NEXO_MEMORY_GIT_CPU_SECONDS (read at each call), else the defaults.
+ */
+export function gitFuse(packBytes = 0): GitFuse {
+  const maxObjectBytes = Math.floor(envBytes('NEXO_MEMORY_GIT_MAX_OBJECT_BYTES', GIT_MAX_OBJECT_BYTES));
+  const base = Math.floor(envBytes('NEXO_MEMORY_GIT_CPU_SECONDS', GIT_CPU_SECONDS));
+  const cpuSeconds = base === 0 ? 0 : base + Math.ceil((packBytes / (1024 * 1024)) * GIT_CPU_SECONDS_PER_MIB);
+  return { maxObjectBytes, cpuSeconds };
+}
+
+/**
+ * Why git stopped at `fuse` (a sentence naming the limit and how to raise it), or undefined when it
+ * did not: git's own refusal of an allocation over GIT_ALLOC_LIMIT, or the kernel's SIGXCPU at the
+ * soft CPU limit (the hard one, 5 s on, is SIGKILL: only for a git that would not stop).
+ */
+export function fuseTripped(
+  r: { code: number | null; signal?: NodeJS.Signals | null; stderr: string },
+  fuse: GitFuse | undefined,
+): string | undefined {
+  if (!fuse) return undefined;
+  const alloc = /attempting to allocate (\d+) over limit (\d+)/.exec(r.stderr);
+  if (alloc)
+    return (
+      `an object of the git history needs ${alloc[1]} bytes, over the limit of ${alloc[2]} bytes on one ` +
+      'git object (NEXO_MEMORY_GIT_MAX_OBJECT_BYTES; a pack whose deltas expand that far is refused, ' +
+      'as a delta bomb would be): if the snapshot is trusted, raise NEXO_MEMORY_GIT_MAX_OBJECT_BYTES'
+    );
+  if (fuse.cpuSeconds > 0 && r.signal === 'SIGXCPU')
+    return (
+      `git used its limit of ${fuse.cpuSeconds} s of CPU on the git history (NEXO_MEMORY_GIT_CPU_SECONDS, ` +
+      `plus ${GIT_CPU_SECONDS_PER_MIB} s per MiB of pack; a pack whose deltas expand that far is refused, ` +
+      'as a delta bomb would be): if the snapshot is trusted, raise NEXO_MEMORY_GIT_CPU_SECONDS'
+    );
+  return undefined;
 }
 
 /** Variables of the caller that can make git run a program or read config outside the repository. */
@@ -86,31 +147,72 @@ function gitArgs(cwd: string, args: readonly string[]): string[] {
   ];
 }
 
-/** Spawns git, sanitized, in `cwd`: every git process of this package starts here. */
+/**
+ * The program, arguments and environment of git for `args` in `cwd`; with a fuse, git's allocation
+ * limit in its environment (inherited by the git processes it starts) and its CPU limit set by `sh`
+ * (`ulimit`, POSIX; soft limit then a hard one 5 s on), which then becomes git (`exec`).
+ */
+function gitCommand(
+  cwd: string,
+  args: readonly string[],
+  fuse?: GitFuse,
+): { file: string; args: string[]; env: NodeJS.ProcessEnv } {
+  const env = gitEnv(cwd);
+  if (!fuse) return { file: 'git', args: gitArgs(cwd, args), env };
+  if (fuse.maxObjectBytes > 0) env.GIT_ALLOC_LIMIT = String(fuse.maxObjectBytes);
+  // index-pack's memory is about one object per thread plus its delta base cache: two threads (git would
+  // start up to 20 on a large host), and the cache at git's default so no repository config raises it
+  const full = gitArgs(cwd, ['-c', 'pack.threads=2', '-c', 'core.deltaBaseCacheLimit=96m', ...args]);
+  if (fuse.cpuSeconds <= 0) return { file: 'git', args: full, env };
+  // (a lower limit the caller's shell already set stays: raising it fails, and git runs under it)
+  const cpu = `ulimit -t ${fuse.cpuSeconds + 5} 2>/dev/null; ulimit -S -t ${fuse.cpuSeconds} 2>/dev/null; exec git "$@"`;
+  return { file: 'sh', args: ['-c', cpu, 'sh', ...full], env };
+}
+
+/**
+ * Spawns git, sanitized, in `cwd`: every git process of this package starts here. With `fuse`, under
+ * its limits (GitFuse).
+ */
 export function spawnGit(
   cwd: string,
   args: readonly string[],
   stdio: [IOType | number, StdioPipe | StdioNull, StdioPipe],
+  fuse?: GitFuse,
 ): ChildProcess {
-  return spawn('git', gitArgs(cwd, args), { cwd, env: gitEnv(cwd), stdio });
+  const c = gitCommand(cwd, args, fuse);
+  return spawn(c.file, c.args, { cwd, env: c.env, stdio });
 }
 
 /**
  * Runs git in `cwd`, with `input` on stdin when given; resolves with the exit code (never rejects on a
- * non-zero exit). On the program host when it is up (util/program-host.ts), else spawned here.
+ * non-zero exit). On the program host when it is up (util/program-host.ts), else spawned here. With
+ * `fuse`, under its limits; when git stops at one, its stderr is what fuseTripped says.
  */
-export function runGit(cwd: string, args: string[], input?: string): Promise<GitResult> {
+export async function runGit(
+  cwd: string,
+  args: string[],
+  input?: string,
+  fuse?: GitFuse,
+): Promise<GitResult> {
+  const r = await runGitOnce(cwd, args, input, fuse);
+  const tripped = fuseTripped(r, fuse);
+  return tripped === undefined ? r : { ...r, stderr: tripped, tripped: true };
+}
+
+function runGitOnce(cwd: string, args: string[], input?: string, fuse?: GitFuse): Promise<GitResult> {
+  const c = gitCommand(cwd, args, fuse);
   const hosted = runOnHost({
-    file: 'git',
-    args: gitArgs(cwd, args),
+    file: c.file,
+    args: c.args,
     cwd,
-    env: gitEnv(cwd),
+    env: c.env,
     ...(input === undefined ? {} : { input }),
   });
   if (hosted)
     return hosted.then(
       (r) => ({
         code: r.code ?? 128,
+        signal: r.signal,
         stdout: r.stdout.toString('utf8'),
         stderr: r.stderr.toString('utf8').trim(),
       }),
@@ -119,15 +221,16 @@ export function runGit(cwd: string, args: string[], input?: string): Promise<Git
       },
     );
   return new Promise((resolvePromise, reject) => {
-    const child = spawnGit(cwd, args, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe']);
+    const child = spawnGit(cwd, args, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], fuse);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout!.on('data', (c: Buffer) => out.push(c));
     child.stderr!.on('data', (c: Buffer) => err.push(c));
     child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
-    child.on('close', (code) =>
+    child.on('close', (code, signal) =>
       resolvePromise({
         code: code ?? 128,
+        signal,
         stdout: Buffer.concat(out).toString('utf8'),
         stderr: Buffer.concat(err).toString('utf8').trim(),
       }),
@@ -369,13 +472,10 @@ export function gitVersion(): Promise<string> {
  * A tree entry git would not check out is an error (CHECKOUT_FSCK), as it is for a bundle's pack.
  */
 export function fsckBuilt(repo: string, args: readonly string[]): Promise<GitResult> {
-  return runGit(repo, [
-    '-c',
-    'core.commitGraph=false',
-    '-c',
-    'core.multiPackIndex=false',
-    ...CHECKOUT_FSCK,
-    'fsck',
-    ...args,
-  ]);
+  return runGit(
+    repo,
+    ['-c', 'core.commitGraph=false', '-c', 'core.multiPackIndex=false', ...CHECKOUT_FSCK, 'fsck', ...args],
+    undefined,
+    gitFuse(), // it reads objects of an untrusted history (a v1 bundle's raw `.git`: every object)
+  );
 }

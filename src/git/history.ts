@@ -6,11 +6,11 @@
 
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BundleDamagedError, GitError } from '../model/errors.js';
-import { fsckBuilt, runGit, STRICT_PACK, spawnGit } from './git.js';
+import { fsckBuilt, fuseTripped, type GitFuse, gitFuse, runGit, STRICT_PACK, spawnGit } from './git.js';
 
 export interface GitRef {
   name: string;
@@ -113,10 +113,17 @@ export async function readBundleHeader(path: string): Promise<{ refs: GitRef[]; 
 
 /**
  * Indexes one pack (streamed) into the repository `repo` (`git index-pack --stdin --fix-thin`), every
- * object checked as a bundle's pack is (STRICT_PACK).
+ * object checked as a bundle's pack is (STRICT_PACK), under the fuse for a pack of `packBytes`
+ * (git.ts GitFuse).
  */
-export async function indexPack(repo: string, pack: AsyncIterable<Buffer>): Promise<void> {
-  await gitIo(repo, ['index-pack', '--stdin', STRICT_PACK, '--fix-thin'], pack);
+export async function indexPack(repo: string, pack: AsyncIterable<Buffer>, packBytes: number): Promise<void> {
+  await gitIo(
+    repo,
+    ['index-pack', '--stdin', STRICT_PACK, '--fix-thin'],
+    pack,
+    undefined,
+    gitFuse(packBytes),
+  );
 }
 
 /**
@@ -127,8 +134,12 @@ export async function indexPack(repo: string, pack: AsyncIterable<Buffer>): Prom
 export async function fetchAll(repo: string, source: string, head: boolean): Promise<void> {
   const steps = [['fetch', '-q', '--no-tags', '--update-head-ok', resolve(source), 'refs/*:refs/*']];
   if (head) steps.push(['fetch', '-q', '--no-tags', resolve(source), 'HEAD']);
+  // under the fuse: the index-pack the fetch starts reads every object (GIT_ALLOC_LIMIT is inherited;
+  // each process has a CPU limit of its own)
+  const st = await stat(source);
+  const fuse = gitFuse(st.isFile() ? st.size : 0);
   for (const args of steps) {
-    const r = await runGit(repo, args);
+    const r = await runGit(repo, args, undefined, fuse);
     if (r.code !== 0)
       throw new GitError(`git ${args.slice(0, 1)} of ${source} failed: ${r.stderr || `exit ${r.code}`}`);
   }
@@ -200,15 +211,19 @@ export async function bundleAll(repo: string, dst: string): Promise<void> {
   if (r.code !== 0) throw new GitError(`git bundle create failed: ${r.stderr || `exit ${r.code}`}`);
 }
 
-/** Runs git with stdin from a string or stream; stdout to a file (`toFile`) or returned. */
+/**
+ * Runs git with stdin from a string or stream; stdout to a file (`toFile`) or returned. With `fuse`,
+ * under its limits: git stopping at one is that error (fuseTripped), as damage (BundleDamagedError).
+ */
 function gitIo(
   cwd: string,
   args: string[],
   input: string | AsyncIterable<Buffer>,
   toFile?: string,
+  fuse?: GitFuse,
 ): Promise<Buffer> {
   return new Promise((resolveRun, reject) => {
-    const child = spawnGit(cwd, args, ['pipe', 'pipe', 'pipe']) as ChildProcessWithoutNullStreams;
+    const child = spawnGit(cwd, args, ['pipe', 'pipe', 'pipe'], fuse) as ChildProcessWithoutNullStreams;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stderr.on('data', (c: Buffer) => err.push(c));
@@ -245,7 +260,15 @@ function gitIo(
     feed.catch(() => {});
     child.stdin.on('error', () => {}); // git exiting early closes the pipe; its status says why
     child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
-    child.on('close', async (code) => {
+    child.on('close', async (code, signal) => {
+      const stderr = Buffer.concat(err).toString('utf8').trim();
+      const tripped = fuseTripped({ code, signal, stderr }, fuse);
+      if (tripped !== undefined) {
+        await feed.catch(() => undefined);
+        await sink.catch(() => undefined);
+        reject(new BundleDamagedError(`git ${args[0]} stopped: ${tripped}`));
+        return;
+      }
       try {
         await feed;
         await sink;

@@ -14,7 +14,17 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GitError } from '../model/errors.js';
-import { type GitResult, initBare, initRepo, runGit, STRICT_PACK, spawnGit } from './git.js';
+import {
+  fuseTripped,
+  type GitFuse,
+  type GitResult,
+  gitFuse,
+  initBare,
+  initRepo,
+  runGit,
+  STRICT_PACK,
+  spawnGit,
+} from './git.js';
 
 const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
 
@@ -33,6 +43,7 @@ export class PackCheck {
     private readonly result: Promise<GitResult>,
     /** The pack is indexed into a repository the caller keeps: nothing is removed here. */
     private readonly keep: boolean,
+    private readonly fuse: GitFuse,
   ) {
     const exited = () => {
       this.exited = true;
@@ -44,18 +55,21 @@ export class PackCheck {
    * A scratch repository of the bundle's object format, and index-pack waiting for the pack. With
    * `into` (a directory without a `.git`), a new non-bare repository there (`git init`, git's own
    * layout, as a restored memdir has) takes the place of the scratch repository and is kept.
+   * index-pack runs under the fuse (git.ts GitFuse) for a pack of `packBytes` (0: not known).
    */
-  static async start(objectFormat: 'sha1' | 'sha256', into?: string): Promise<PackCheck> {
+  static async start(objectFormat: 'sha1' | 'sha256', into?: string, packBytes = 0): Promise<PackCheck> {
     const repo = into ?? (await mkdtemp(join(tmpdir(), 'nexo-pack-check-')));
     try {
       if (into !== undefined) await initRepo(into, objectFormat);
       else await initBare(repo, objectFormat);
+      const fuse = gitFuse(packBytes);
       const child = spawnGit(
         repo,
         ['index-pack', '--stdin', STRICT_PACK, '--check-self-contained-and-connected'],
         ['pipe', 'pipe', 'pipe'],
+        fuse,
       );
-      return new PackCheck(repo, child, collect(child), into !== undefined);
+      return new PackCheck(repo, child, collect(child), into !== undefined, fuse);
     } catch (err) {
       if (into === undefined) await rm(repo, { recursive: true, force: true });
       throw err;
@@ -79,6 +93,8 @@ export class PackCheck {
     try {
       this.child.stdin!.end();
       const r = await this.result;
+      const tripped = fuseTripped(r, this.fuse);
+      if (tripped !== undefined) return `git index-pack stopped: ${tripped}`;
       if (r.code !== 0) return `git index-pack refused the pack: ${reason(r.stderr) || `exit ${r.code}`}`;
       // index-pack --stdin passes bytes after the pack's trailer through to its output (git fetch refuses them)
       if (!/^pack\t[0-9a-f]+\n$/.test(r.stdout)) return 'data after the end of the pack';
@@ -120,9 +136,10 @@ function collect(child: ChildProcess): Promise<GitResult> {
     child.stdout!.on('data', (c: Buffer) => out.push(c));
     child.stderr!.on('data', (c: Buffer) => err.push(c));
     child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
-    child.on('close', (code) =>
+    child.on('close', (code, signal) =>
       resolvePromise({
         code: code ?? 128,
+        signal,
         stdout: Buffer.concat(out).toString('utf8'),
         stderr: Buffer.concat(err).toString('utf8').trim(),
       }),

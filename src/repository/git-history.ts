@@ -149,7 +149,7 @@ export async function indexChain(
   repoDir: string,
 ): Promise<void> {
   for (const [i, p] of packs.entries())
-    await indexPack(repoDir, readContent(repo, p, `${GIT_HISTORY_PATH} pack ${i}`));
+    await indexPack(repoDir, readContent(repo, p, `${GIT_HISTORY_PATH} pack ${i}`), p.size_bytes);
 }
 
 const damaged = (what: string, err?: unknown): BundleDamagedError =>

@@ -171,7 +171,8 @@ export async function verifyRepoSnapshot(
         if (opts.gitDir) await ensureObjectFormat(opts.gitDir, objectFormatOf(m.git.head_oid));
         for (const [i, p] of (a.packs ?? []).entries()) {
           const what = `${a.path_in_bundle} pack ${i}`;
-          if (opts.gitDir) await indexPack(opts.gitDir, counted(readContent(repo, p, what), res, opts));
+          if (opts.gitDir)
+            await indexPack(opts.gitDir, counted(readContent(repo, p, what), res, opts), p.size_bytes);
           else for await (const _ of counted(readContent(repo, p, what), res, opts));
         }
         res.historyIndexed = opts.gitDir !== undefined;

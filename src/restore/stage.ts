@@ -7,12 +7,12 @@
 // clean, and last the live repository's config. Nothing of a bundle becomes config, hooks or info/.
 
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, lstat, mkdir, rm } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type ComponentsInMemdir, componentsInMemdir } from '../agent/components-in-memdir.js';
 import { GIT_V1_PREFIX } from '../format/constants.js';
 import type { Artifact, Manifest } from '../format/manifest.js';
-import { fsckBuilt, inspectRepo, type RepoInfo, runGit } from '../git/git.js';
+import { fsckBuilt, gitFuse, inspectRepo, type RepoInfo, runGit } from '../git/git.js';
 import { writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, GitError, UnsafeBundleError } from '../model/errors.js';
@@ -126,9 +126,13 @@ async function git(cwd: string, args: string[], what: string): Promise<string> {
   return r.stdout.trim();
 }
 
-/** A git step on the bundle's history: failing means the history is damaged (or incomplete). */
-async function gitOnBundle(cwd: string, args: string[], what: string): Promise<void> {
-  const r = await runGit(cwd, args);
+/**
+ * A git step on the bundle's history: failing means the history is damaged (or incomplete). Under the
+ * fuse (git.ts GitFuse; the fetch's index-pack or unpack-objects expands every delta), for a pack of
+ * `packBytes` when known.
+ */
+async function gitOnBundle(cwd: string, args: string[], what: string, packBytes = 0): Promise<void> {
+  const r = await runGit(cwd, args, undefined, gitFuse(packBytes));
   if (r.code !== 0)
     throw new BundleDamagedError(`${what} failed while staging the restore: ${r.stderr || `exit ${r.code}`}`);
 }
@@ -160,12 +164,15 @@ export interface HistorySource {
 const fetchFrom =
   (from: string, detached: boolean) =>
   async (dir: string): Promise<void> => {
+    const st = await stat(from);
+    const bytes = st.isFile() ? st.size : 0; // a git bundle's size; a quarantined repository's is not counted
     await gitOnBundle(
       dir,
       ['fetch', '-q', '--update-head-ok', '--no-tags', from, 'refs/*:refs/*'],
       'git fetch of the snapshot history',
+      bytes,
     );
-    if (detached) await gitOnBundle(dir, ['fetch', '-q', '--no-tags', from, 'HEAD'], 'git fetch HEAD');
+    if (detached) await gitOnBundle(dir, ['fetch', '-q', '--no-tags', from, 'HEAD'], 'git fetch HEAD', bytes);
   };
 
 /**
@@ -287,12 +294,14 @@ export async function buildMemdir(
   // Two lanes at once, HEAD being set: the index reset to HEAD (it writes only the index), and the
   // pre-restore tag followed by fsck (refs and objects; fsck reads HEAD, the index not at all).
   // a tree git will not check out (a path `..`, `.git`, …: git says "invalid path") is the snapshot's
-  // damage, as a bundle restore and a repository restore both report it; other failures stay GIT
+  // damage, as a bundle restore and a repository restore both report it; other failures stay GIT.
+  // Under the fuse (git.ts GitFuse): small trees that name one another many times over can make an
+  // index far larger than the pack (a "tree bomb"), and stopping at the fuse is damage too.
   const reset = head
-    ? runGit(dir, ['reset', '-q']).then((r) => {
+    ? runGit(dir, ['reset', '-q'], undefined, gitFuse()).then((r) => {
         if (r.code === 0) return executableBits(dir);
         const why = `git reset (index to HEAD) failed while staging the restore: ${r.stderr || `exit ${r.code}`}`;
-        throw /invalid path|bad tree|unable to read tree/i.test(r.stderr)
+        throw /invalid path|bad tree|unable to read tree/i.test(r.stderr) || r.tripped
           ? new BundleDamagedError(why)
           : new GitError(why);
       })

@@ -17,6 +17,8 @@ export class GitStreamCheck {
     private readonly git: GitInfo,
     /** A directory to make the repository that indexes the pack in, kept (PackCheck.start). */
     private readonly into?: string,
+    /** The git bundle's size (its tar header's), which the fuse on index-pack scales with. */
+    private readonly bundleBytes = 0,
   ) {}
 
   /** Whether the pack is indexed into a repository that is kept (`into`). */
@@ -46,7 +48,7 @@ export class GitStreamCheck {
         this.problem = headProblem(header, this.git as ExpectedHead);
         if (this.problem !== undefined) return;
       }
-      this.pack = PackCheck.start(header.objectFormat, this.into);
+      this.pack = PackCheck.start(header.objectFormat, this.into, this.bundleBytes);
     }
     await (await this.pack).write(packBytes);
   }

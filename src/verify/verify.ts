@@ -403,7 +403,11 @@ async function checkEntries(
       // (a repository is made in sink.gitRepo only when the snapshot says it had one)
       const git =
         layout === 2 && a.kind === 'git_bundle'
-          ? new GitStreamCheck(m.git, (m.git.repository ?? 'absent') !== 'absent' ? sink?.gitRepo : undefined)
+          ? new GitStreamCheck(
+              m.git,
+              (m.git.repository ?? 'absent') !== 'absent' ? sink?.gitRepo : undefined,
+              e.size,
+            )
           : undefined;
       if (git) gitCheck = { check: git, path: a.path_in_bundle };
       let body: AsyncIterable<Buffer> = e.body();
