@@ -16,7 +16,12 @@ import { type TestContext, test } from 'node:test';
 import { crc32 } from 'node:zlib';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
-import { generateSigningKey, type LocalSnapshotterOptions, parseSigningKey } from '../src/index.js';
+import {
+  generateSigningKey,
+  LocalSnapshotter,
+  type LocalSnapshotterOptions,
+  parseSigningKey,
+} from '../src/index.js';
 import { type Agent, sampleAgent, tempDir } from './helpers/env.js';
 
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
@@ -265,6 +270,8 @@ interface Pack {
   entries: Map<number, Buffer>;
   /** the header's salt (encrypted repositories) */
   salt: Buffer;
+  /** every blob's plaintext by offset, once one was read */
+  plain?: Map<number, Buffer>;
 }
 
 interface Artifact {
@@ -344,7 +351,7 @@ class RepositoryReader {
   readonly config: Record<string, unknown>;
   readonly master?: Buffer;
   readonly index = new Map<string, IndexRow[]>();
-  /** Every blob read, by id: to see what two snapshots share. */
+  /** The blobs the last `read` read, by id: to see what two snapshots share. */
   readonly blobsRead = new Set<string>();
   /** References whose cut is not where §3 says a writer cuts. */
   readonly miscut: string[] = [];
@@ -468,6 +475,35 @@ class RepositoryReader {
     return out;
   }
 
+  /**
+   * §4: every blob of a pack as stored (decrypted with the key of the index's salt and the blob's
+   * offset as nonce), then decompressed: the zstd frames of the pack in one run of the zstd CLI (it
+   * writes concatenated frames' content one after the other), cut by the header's raw lengths.
+   */
+  private unpack(p: Pack, salt: Buffer | undefined): Map<number, Buffer> {
+    const key = this.master && derive(this.master, salt!, 'nexo-memory pack');
+    const stored = [...p.entries].map(([offset, e]) => {
+      const b = p.bytes.subarray(offset, offset + e.readUInt32LE(6));
+      return { offset, e, b: key ? aead(key, nonceOf(offset), b) : b };
+    });
+    const frames = stored.filter((x) => x.e[1] === 0);
+    const all = frames.length ? unzstd(Buffer.concat(frames.map((x) => x.b))) : Buffer.alloc(0);
+    const out = new Map<number, Buffer>();
+    let at = 0;
+    for (const x of stored) {
+      check(x.e[1] === 0 || x.e[1] === 1, 'pack: flags');
+      check(x.e.readUInt32LE(2) <= MAX_RAW, 'pack: raw length above 16 MiB');
+      if (x.e[1] === 1) out.set(x.offset, x.b);
+      else {
+        const n = x.e.readUInt32LE(2);
+        out.set(x.offset, all.subarray(at, at + n));
+        at += n;
+      }
+    }
+    check(at === all.length, 'pack: decompressed length');
+    return out;
+  }
+
   /** §3, §4: one blob through the index, checked against its header entry and its id. */
   blob(id: string, kind: number): Buffer {
     const rows = this.index.get(id);
@@ -485,14 +521,12 @@ class RepositoryReader {
         e.subarray(10).toString('hex') === id,
       `blob ${id}: index and pack header disagree`,
     );
-    let stored = p.bytes.subarray(r.offset, r.offset + r.stored);
-    if (this.master) {
+    if (this.master)
       check(r.salt && p.salt.equals(r.salt), `pack ${r.pack}: the index's salt is not the header's`);
-      stored = aead(derive(this.master, r.salt, 'nexo-memory pack'), nonceOf(r.offset), stored);
-    }
+    p.plain ??= this.unpack(p, r.salt);
     this.seen[r.flags === 1 ? 'uncompressed' : 'compressed']++;
     if (kind === 2) this.seen.trees++;
-    const raw = r.flags === 1 ? Buffer.from(stored) : unzstd(stored);
+    const raw = p.plain.get(r.offset)!;
     check(raw.length === r.raw, `blob ${id}: raw length`);
     check(sha256(raw) === id, `blob ${id}: not its hash`);
     this.blobsRead.add(id);
@@ -606,6 +640,7 @@ class RepositoryReader {
 
   /** §6: every artifact but the history, path → bytes; the history rebuilt into `gitDir`. */
   read(m: Manifest, gitDir: string): Map<string, Buffer> {
+    this.blobsRead.clear();
     const out = new Map<string, Buffer>();
     for (const a of m.artifacts) {
       const cut = (path: string, ref: Parameters<RepositoryReader['content']>[0], bytes: Buffer): void => {
@@ -740,12 +775,18 @@ async function readAndCompare(
   t: TestContext,
   a: Agent,
   identity?: string,
-): Promise<{ manifests: Manifest[]; seen: RepositoryReader['seen'] }> {
+): Promise<{
+  manifests: Manifest[];
+  seen: RepositoryReader['seen'];
+  blobs: Set<string>[];
+  index: RepositoryReader['index'];
+}> {
   const r = new RepositoryReader(join(a.stateRoot, 'repository'), identity);
   const listed = r.listing();
   const library = await a.snapshotter.list('ana');
   assert.deepEqual(listed.map((l) => l.id).sort(), library.map((s) => s.id).sort(), 'the same snapshots');
   const manifests: Manifest[] = [];
+  const blobs: Set<string>[] = [];
   for (const entry of listed) {
     const lib = library.find((s) => s.id === entry.id)! as unknown as Record<string, unknown>;
     for (const [k, v] of Object.entries(entry)) assert.deepEqual(lib[k], v, `${entry.id}: ${k} as list says`);
@@ -773,9 +814,10 @@ async function readAndCompare(
       assert.ok(bytes.equals(theirs.files.get(path)!), `${path}: byte for byte`);
     assert.deepEqual(historyOf(gitDir), theirs.history, 'the same history');
     manifests.push(m);
+    blobs.push(new Set(r.blobsRead));
   }
   assert.deepEqual(r.miscut, [], 'every file cut where §3 says');
-  return { manifests, seen: r.seen };
+  return { manifests, seen: r.seen, blobs, index: r.index };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -805,27 +847,25 @@ function grow(a: Agent): void {
 test('an independent reader of docs/repository.md reads two snapshots that share blobs as list and export do', async (t) => {
   const a = repoAgent(t);
   grow(a);
-  const first = await a.snapshotter.snapshot({ agentId: 'ana', label: LABEL });
-  const r1 = new RepositoryReader(join(a.stateRoot, 'repository'));
-  r1.read(r1.manifest(first.id), join(tempDir(t), 'h.git'));
-  const blobs1 = new Set(r1.blobsRead);
-
+  await a.snapshotter.snapshot({ agentId: 'ana', label: LABEL });
   writeFileSync(join(a.memdir, 'notes', 'é.md'), '# changed\n');
   git(a.memdir, ['commit', '-qam', 'second']);
-  const second = await a.snapshotter.snapshot({ agentId: 'ana', label: 'two' });
-  const r2 = new RepositoryReader(join(a.stateRoot, 'repository'));
-  const m2 = r2.manifest(second.id);
-  r2.read(m2, join(tempDir(t), 'h.git'));
-  const shared = [...r2.blobsRead].filter((b) => blobs1.has(b));
-  assert.ok(shared.length > 0 && shared.length < r2.blobsRead.size, 'the second snapshot shares some blobs');
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  db.prepare('UPDATE big SET b = ? WHERE rowid = 10').run(seeded('changed', 32 * 1024));
+  db.close();
+  await a.snapshotter.snapshot({ agentId: 'ana', label: 'two' });
+
+  const { manifests: ms, seen, blobs, index } = await readAndCompare(t, a);
+  const [first, second] = blobs as [Set<string>, Set<string>];
+  const shared = [...second].filter((b) => first.has(b));
+  assert.ok(shared.length > 0 && shared.length < second.size, 'the second snapshot shares some blobs');
+  for (const b of shared) assert.equal(index.get(b)!.length, 1, 'a shared blob is stored once');
+  assert.equal(files(join(a.stateRoot, 'repository', 'index')).length, 2);
   assert.equal(
-    m2.artifacts.find((x) => x.kind === 'git_history')!.packs!.length,
+    ms[1]!.artifacts.find((x) => x.kind === 'git_history')!.packs!.length,
     2,
     'a thin pack on the first',
   );
-  assert.equal(files(join(a.stateRoot, 'repository', 'index')).length, 2);
-
-  const { manifests: ms, seen } = await readAndCompare(t, a);
   for (const [what, n] of Object.entries(seen)) assert.ok(n > 0, `the page's ${what} were read`);
   assert.deepEqual(
     ms.map((m) => m.manifest_version),
@@ -871,17 +911,63 @@ test('the independent reader opens an encrypted repository with the identity (ag
   );
 });
 
-test('what the independent reader refuses, verify refuses: a pack byte flipped', async (t) => {
+test('what the independent reader refuses, verify refuses; the listing entries it skips, list skips', async (t) => {
   const a = repoAgent(t);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
   const repo = join(a.stateRoot, 'repository');
-  const dir = join(repo, 'packs');
-  const pack = readdirSync(dir).flatMap((d) => readdirSync(join(dir, d)).map((f) => join(dir, d, f)))[0]!;
-  const bytes = readFileSync(pack);
-  bytes[10]! ^= 0x01;
-  writeFileSync(pack, bytes);
-  const r = new RepositoryReader(repo);
-  assert.throws(() => r.read(r.manifest(snap.id), join(tempDir(t), 'h.git')), /not its hash/);
-  const report = await a.snapshotter.verifySnapshot('ana', undefined, snap.id);
-  assert.equal(report.status, 'damaged');
+  const readAll = () => {
+    const r = new RepositoryReader(repo);
+    r.read(r.manifest(snap.id), join(tempDir(t), 'h.git'));
+  };
+  readAll();
+  const flipped = async (file: string, at: number, refusal: RegExp) => {
+    const bytes = readFileSync(file);
+    bytes[at]! ^= 0x01;
+    writeFileSync(file, bytes);
+    assert.throws(readAll, refusal, file);
+    // verify by a snapshotter of its own: a process that read an index file before it was damaged
+    // keeps the copy it read (and checked), docs/repository.md §12
+    const fresh = new LocalSnapshotter({
+      stateRoot: a.stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store: 'repository',
+    });
+    const outcome = await fresh.verifySnapshot('ana', undefined, snap.id).then(
+      (r) => r.status,
+      (e: { code?: string }) => e.code,
+    );
+    assert.ok(outcome === 'damaged' || outcome === 'BUNDLE_DAMAGED', `${file}: ${outcome}`);
+    bytes[at]! ^= 0x01;
+    writeFileSync(file, bytes);
+  };
+  const packs = join(repo, 'packs');
+  const pack = readdirSync(packs).flatMap((d) =>
+    readdirSync(join(packs, d)).map((f) => join(packs, d, f)),
+  )[0]!;
+  await flipped(pack, 10, /not its hash/);
+  await flipped(join(repo, 'index', files(join(repo, 'index'))[0]!), 20, /not its hash/);
+  readAll();
+
+  // §8: entries a reader skips are not snapshots for list either
+  const entry = JSON.parse(readFileSync(join(repo, 'listing', snap.id), 'utf8'));
+  const as = (n: number, edit: (doc: { listing_version: number; meta: Record<string, unknown> }) => void) => {
+    const id = `00000000-0000-7000-8000-00000000000${n}`;
+    const doc = { ...entry, meta: { ...entry.meta, id } };
+    edit(doc);
+    writeFileSync(join(repo, 'listing', id), `${JSON.stringify(doc)}\n`);
+  };
+  as(1, (d) => (d.meta.id = snap.id)); // not its name
+  as(2, (d) => (d.listing_version = 2));
+  as(3, (d) => (d.meta.created_at_ms = -1));
+  as(4, (d) => (d.meta.added_bytes = 1.5));
+  as(5, (d) => (d.meta.tenant = 7));
+  assert.deepEqual(
+    new RepositoryReader(repo).listing().map((l) => l.id),
+    [snap.id],
+  );
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((s) => s.id),
+    [snap.id],
+  );
 });
