@@ -5,12 +5,12 @@
 // against its id) and every artifact (checked against the manifest), rebuilds the git history from the
 // pack chain, and is compared with the library: the same snapshots and metadata as `list`, and the
 // same bytes and history as the library's `export` of each snapshot. zstd, age and git are the real
-// CLIs; hashes, HKDF, ChaCha20-Poly1305, CRC-free reading and Ed25519 are node:crypto.
+// CLIs; hashes, HKDF, ChaCha20-Poly1305 and Ed25519 are node:crypto, CRC-32 node:zlib.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createDecipheriv, createHash, createPublicKey, hkdfSync, verify } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { crc32 } from 'node:zlib';
@@ -351,6 +351,8 @@ class RepositoryReader {
   readonly config: Record<string, unknown>;
   readonly master?: Buffer;
   readonly index = new Map<string, IndexRow[]>();
+  /** Each index file's packs, by the file's name. */
+  readonly indexFiles = new Map<string, string[]>();
   /** The blobs the last `read` read, by id: to see what two snapshots share. */
   readonly blobsRead = new Set<string>();
   /** References whose cut is not where §3 says a writer cuts. */
@@ -390,6 +392,10 @@ class RepositoryReader {
       check(sha256(bytes) === name, `index/${name}: not its hash`);
       const doc = JSON.parse(unframe(openFile(this.master, bytes)).toString('utf8'));
       check(doc.index_version === 1, 'index: version');
+      this.indexFiles.set(
+        name,
+        (doc.packs as Array<{ id: string }>).map((p) => p.id),
+      );
       for (const p of doc.packs as Array<{ id: string; salt?: string; blobs: number[][] }>) {
         check(HEX64.test(p.id), 'index: pack id');
         if (this.master)
@@ -817,6 +823,19 @@ async function readAndCompare(
     blobs.push(new Set(r.blobsRead));
   }
   assert.deepEqual(r.miscut, [], 'every file cut where §3 says');
+  // §8: what each snapshot stored is the size of the pack files it wrote (one index file per snapshot
+  // that wrote packs, §5)
+  const packBytes = (p: string) => statSync(join(r.root, 'packs', p.slice(0, 2), p)).size;
+  assert.deepEqual(
+    listed
+      .map((l) => l.added_bytes as number)
+      .filter((n) => n > 0)
+      .sort((x, y) => x - y),
+    [...r.indexFiles.values()]
+      .map((packs) => packs.reduce((n, p) => n + packBytes(p), 0))
+      .sort((x, y) => x - y),
+    'added_bytes: the pack files each snapshot wrote',
+  );
   return { manifests, seen: r.seen, blobs, index: r.index };
 }
 
