@@ -990,3 +990,58 @@ test('what the independent reader refuses, verify refuses; the listing entries i
     [snap.id],
   );
 });
+
+test('a manifest the independent reader refuses, verify refuses (§6 rules, seals)', async (t) => {
+  const a = repoAgent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const repo = join(a.stateRoot, 'repository');
+  const file = join(repo, 'snapshots', snap.id);
+  const original = readFileSync(file);
+  const json = unframe(original).toString('utf8');
+  const cases: Array<[string, (m: Manifest) => void, boolean]> = [
+    ['resealed, unchanged (accepted: the forging itself is not what is refused)', () => {}, true],
+    ['label edited, seal kept', (m) => (m.label = 'edited'), false],
+    ['git_refs out of order', (m) => m.git_refs!.reverse(), true],
+    ['another repository', (m) => (m.repository_id = 'f'.repeat(64)), true],
+    [
+      'v4 with a signature',
+      (m) => (m.signature = { scheme: 'ed25519', key_id: '0'.repeat(16), public_key: 'x', value: 'AA==' }),
+      true,
+    ],
+    [
+      'the history as a git_bundle',
+      (m) => (m.artifacts.find((x) => x.kind === 'git_history')!.kind = 'git_bundle'),
+      true,
+    ],
+  ];
+  for (const [name, edit, reseal] of cases) {
+    const m = JSON.parse(json) as Manifest;
+    edit(m);
+    if (reseal) {
+      const { manifest_seal: _s, signature: _g, ...sealed } = m;
+      m.manifest_seal = sha256(Buffer.from(canonical(sealed), 'utf8'));
+    }
+    const text = JSON.stringify(m);
+    writeFileSync(
+      file,
+      execFileSync('zstd', ['-q', '-c', `--stream-size=${Buffer.byteLength(text)}`], { input: text }),
+    );
+    const accepted = name.startsWith('resealed, unchanged');
+    if (accepted) new RepositoryReader(repo).manifest(snap.id);
+    else assert.throws(() => new RepositoryReader(repo).manifest(snap.id), Damage, name);
+    const fresh = new LocalSnapshotter({
+      stateRoot: a.stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store: 'repository',
+    });
+    const outcome = await fresh.verifySnapshot('ana', undefined, snap.id).then(
+      (r) => r.status,
+      (e: { code?: string }) => e.code,
+    );
+    if (accepted) assert.equal(outcome, 'verified', name);
+    else assert.ok(outcome === 'damaged' || outcome === 'BUNDLE_DAMAGED', `${name}: ${outcome}`);
+  }
+  writeFileSync(file, original);
+  new RepositoryReader(repo).manifest(snap.id);
+});
