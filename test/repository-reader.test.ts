@@ -892,6 +892,9 @@ test('an independent reader of docs/repository.md reads two snapshots that share
   );
   assert.ok(ms.some((m) => m.label === LABEL));
   assert.ok(ms[0]!.artifacts.some((x) => x.path_in_bundle === 'memory_files/notes/\u{1F600}.md'));
+  const kinds = new Set(ms[0]!.artifacts.map((x) => x.path_in_bundle.split('/')[0]));
+  assert.deepEqual([...kinds].sort(), ['git', 'memory_files', 'sqlite', 'state'], 'every kind of artifact');
+  assert.equal(ms[0]!.artifacts.filter((x) => x.path_in_bundle.startsWith('sqlite/')).length, 4);
   const big = ms[0]!.artifacts.find((x) => x.path_in_bundle === 'memory_files/notes/big.bin')!;
   assert.equal(big.chunks?.length, 2, 'the gear hash cut the big file once');
   assert.ok(ms[0]!.artifacts.find((x) => x.path_in_bundle === 'sqlite/long_term.sqlite')!.chunk_lists);
