@@ -100,6 +100,22 @@ test('a long-lived snapshotter sees what a prune removed: its next snapshot and 
   assert.equal((await freshOf(a).check({ readData: true })).ok, true);
 });
 
+test('a long-lived snapshotter checks the index files as they are now: one damaged after it read it is found', async (t) => {
+  const a = repoAgent(t);
+  const s = a.snapshotter;
+  await s.snapshot({ agentId: 'ana' });
+  assert.equal((await s.check()).ok, true, 'the index is read and checked');
+  const dir = join(a.stateRoot, 'repository', 'index');
+  const file = join(dir, readdirSync(dir)[0]!);
+  const bytes = readFileSync(file);
+  bytes[20]! ^= 0x01;
+  writeFileSync(file, bytes);
+  const check = await s.check();
+  assert.equal(check.ok, false, 'the same snapshotter finds the damage a new process finds');
+  assert.match(JSON.stringify(check.problems), /does not hash to its name/);
+  assert.equal((await freshOf(a).check()).ok, false);
+});
+
 test('repository locks: a dead holder, a reused pid and a zombie do not block; a lost lock is detected', async (t) => {
   const backend = new MemoryBackend();
   const now = Date.now();

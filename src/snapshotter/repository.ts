@@ -828,7 +828,9 @@ export class RepositoryStore {
   async check(opts: CheckOptions = {}): Promise<CheckReport> {
     const repo = await this.open();
     const { checkRepository } = await import('../repository/check.js');
-    return this.locked(repo, false, 'check', () => checkRepository(repo, opts));
+    // A handle of its own, as prune's: the shared one keeps the index files it read (a refresh reads
+    // only new ones), and check must read every index file as it is now, hashed against its name.
+    return this.locked(repo, false, 'check', async () => checkRepository(await this.fresh(), opts));
   }
 
   /** A snapshot's manifest with its raw JSON, checked (seals, versions, repository id), for restore. */
