@@ -402,3 +402,36 @@ test('a full disk (a real small tmpfs) during snapshot and during prune: a clear
     assert.deepEqual(await allVerify(a), [two.id]);
   });
 });
+
+test('check and prune of an encrypted repository open it with --decrypt-identity when no identity is configured; a dry run speaks in the conditional', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 20, embeddings: 5, files: 2, commits: 2 });
+  const id = join(a.root, 'id.txt');
+  let r = await runCli(['keygen', '--age', '--out', id, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const recipient = execFileSync('age-keygen', ['-y', id], { encoding: 'utf8' }).trim();
+  const config = join(a.root, 'nexo.yaml');
+  writeFileSync(
+    config,
+    `memory:\n  snapshot:\n    store:\n      format: repository\n    encryption:\n      recipients: ["${recipient}"]\n`,
+  );
+  const root = ['--state-root', a.stateRoot, '--config', config];
+  const env = { env: { NEXO_MEMORY_STORE_FORMAT: 'repository' } };
+  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--config', config, '--json'], env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { encrypted: boolean }).encrypted, true);
+  r = await runCli(['check', '--read-data', ...root], env);
+  assert.equal(r.code, 7, 'no identity: ENCRYPTION');
+  r = await runCli(['check', '--read-data', '--decrypt-identity', id, ...root, '--json'], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const checked = JSON.parse(r.stdout) as { ok: boolean; packs_read: number };
+  assert.ok(checked.ok && checked.packs_read > 0, r.stdout);
+  r = await runCli(['prune', '--dry-run', '--decrypt-identity', id, ...root], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(
+    r.stdout,
+    /^would remove 0 pack\(s\) and rewrite 0; 0 B would be freed of .+ \(1 snapshot\(s\) kept\)$/m,
+  );
+  r = await runCli(['prune', '--decrypt-identity', id, ...root], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /^removed 0 pack\(s\), rewrote 0; 0 B freed of /m);
+});

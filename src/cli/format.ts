@@ -303,11 +303,34 @@ export function formatGc(r: RetentionTickReport): string {
   else if (pr?.status === 'error') lines.push(`repository: prune failed: ${pr.error}`);
   else if (pr)
     lines.push(
-      `repository: ${pr.status === 'dry-run' ? 'would remove' : 'removed'} ${pr.packs_removed + pr.packs_unindexed_removed} pack(s), ` +
-        `rewrote ${pr.packs_rewritten}, ${humanBytes(pr.bytes_freed)} of ${humanBytes(pr.bytes_before)} (${pr.snapshots} snapshot(s) kept)` +
+      `repository: ${pruneSummary(pr.status === 'dry-run', pr)}` +
         (pr.leftovers_removed > 0 ? `; swept ${pr.leftovers_removed} leftover(s) of interrupted saves` : ''),
     );
   return lines.join('\n');
+}
+
+/** One line of what a prune did, or in a dry run would do (in the conditional throughout). */
+export function pruneSummary(
+  dry: boolean,
+  r: {
+    packs_removed: number;
+    packs_unindexed_removed: number;
+    packs_rewritten: number;
+    bytes_freed: number;
+    bytes_before: number;
+    snapshots: number;
+    unlisted_removed?: number;
+  },
+): string {
+  const packs = r.packs_removed + r.packs_unindexed_removed;
+  const freed = `${humanBytes(r.bytes_freed)} ${dry ? 'would be freed' : 'freed'} of ${humanBytes(r.bytes_before)}`;
+  const unlisted =
+    (r.unlisted_removed ?? 0) > 0
+      ? `, ${r.unlisted_removed} unlisted manifest(s) ${dry ? 'would be removed' : 'removed'}`
+      : '';
+  return dry
+    ? `would remove ${packs} pack(s) and rewrite ${r.packs_rewritten}; ${freed} (${r.snapshots} snapshot(s) kept${unlisted})`
+    : `removed ${packs} pack(s), rewrote ${r.packs_rewritten}; ${freed} (${r.snapshots} snapshot(s) kept${unlisted})`;
 }
 
 export function formatDiff(d: SnapshotDiff): string {

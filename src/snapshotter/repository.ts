@@ -812,25 +812,31 @@ export class RepositoryStore {
    * Removes unreferenced data under the exclusive repository lock, waiting up to `waitMs` (default: the
    * lock timeout; gc passes 0 and reports a busy repository instead of waiting).
    */
-  async prune(opts: Omit<PruneOptions, 'lock'> & { waitMs?: number } = {}): Promise<PruneReport> {
-    const { waitMs, ...rest } = opts;
-    const repo = await this.open();
+  async prune(
+    opts: Omit<PruneOptions, 'lock'> & { waitMs?: number; decryptIdentity?: string } = {},
+  ): Promise<PruneReport> {
+    const { waitMs, decryptIdentity, ...rest } = opts;
+    const repo = await this.open(false, [], decryptIdentity);
     const { pruneRepository } = await import('../repository/prune.js');
     return this.locked(
       repo,
       true,
       'prune',
-      async (lock) => pruneRepository(await this.fresh(), { ...rest, lock }),
+      async (lock) => pruneRepository(await this.fresh(decryptIdentity), { ...rest, lock }),
       waitMs,
     );
   }
 
-  async check(opts: CheckOptions = {}): Promise<CheckReport> {
-    const repo = await this.open();
+  /** `check`; `decryptIdentity` opens an encrypted repository (else the configured identity). */
+  async check(opts: CheckOptions & { decryptIdentity?: string } = {}): Promise<CheckReport> {
+    const { decryptIdentity, ...rest } = opts;
+    const repo = await this.open(false, [], decryptIdentity);
     const { checkRepository } = await import('../repository/check.js');
     // A handle of its own, as prune's: the shared one keeps the index files it read (a refresh reads
     // only new ones), and check must read every index file as it is now, hashed against its name.
-    return this.locked(repo, false, 'check', async () => checkRepository(await this.fresh(), opts));
+    return this.locked(repo, false, 'check', async () =>
+      checkRepository(await this.fresh(decryptIdentity), rest),
+    );
   }
 
   /** A snapshot's manifest with its raw JSON, checked (seals, versions, repository id), for restore. */

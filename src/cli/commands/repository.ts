@@ -4,7 +4,7 @@
 import { InvalidInputError } from '../../model/errors.js';
 import { Command } from '../commander.js';
 import { checkIdentityFile, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
-import { humanBytes } from '../format.js';
+import { humanBytes, pruneSummary } from '../format.js';
 import { printText, terminalField } from '../terminal.js';
 import { configOption, identityOption, jsonOption, stateRootOption } from './options.js';
 
@@ -76,9 +76,7 @@ export function pruneCommand() {
         });
         if (opts.json) printJson(r);
         else {
-          process.stdout.write(
-            `${r.dry_run ? 'would remove' : 'removed'} ${r.packs_removed + r.packs_unindexed_removed} pack(s), rewrote ${r.packs_rewritten}; ${humanBytes(r.bytes_freed)} freed of ${humanBytes(r.bytes_before)} (${r.snapshots} snapshot(s) kept${r.unlisted_removed > 0 ? `, ${r.unlisted_removed} unlisted manifest(s) removed` : ''})\n`,
-          );
+          process.stdout.write(`${pruneSummary(r.dry_run, r)}\n`);
           if (r.leftovers_removed > 0)
             process.stdout.write(
               `swept ${r.leftovers_removed} leftover(s) of interrupted saves (${humanBytes(r.leftover_bytes_freed)})\n`,
