@@ -3,9 +3,10 @@
 // snapshots, and SIGTERM in the middle of a snapshot.
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { get as httpGet } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
@@ -436,6 +437,44 @@ test('serve: without a token mutating routes are refused and reads are open; no 
   const code = await new Promise<number | null>((res) => wide.on('exit', res));
   assert.equal(code, 1);
   assert.match(err, /without an API token/);
+});
+
+test('serve: SIGTERM while it starts (reading its config) ends it with status 0 before it listens', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  // The config file is a FIFO: the daemon's start stops in its read until the test writes, a known
+  // instant after the program's modules have loaded and before it listens.
+  const fifo = join(a.root, 'memory.yaml');
+  execFileSync('mkfifo', [fifo]);
+  const child = spawn(
+    process.execPath,
+    [BIN, 'serve', '--listen', '127.0.0.1:0', '--config', fifo, ...a.flags],
+    {
+      cwd: REPO,
+      env: { ...process.env, NEXO_MEMORY_TOKEN: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c) => {
+    out += c;
+  });
+  child.stderr!.on('data', (c) => {
+    err += c;
+  });
+  const ended = new Promise<{ code: number | null; signal: string | null }>((r) =>
+    child.on('exit', (code, signal) => r({ code, signal })),
+  );
+  const writer = await open(fifo, 'w'); // returns once the daemon has opened the file to read it
+  child.kill('SIGTERM');
+  await writer.writeFile('{}\n').catch(() => {});
+  await writer.close().catch(() => {});
+  assert.deepEqual(await ended, { code: 0, signal: null }, err);
+  assert.equal(out, '', 'it never listened');
+  assert.match(err, /SIGTERM while starting: stopped before serving/);
 });
 
 test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves no leftovers, exits 0', async (t) => {

@@ -3,13 +3,13 @@
 // config is read or its server connects is caught and kept for the command (`onStopSignal`), instead
 // of Node's default, which ends the process by the signal (a supervisor saw that in the first ~300 ms,
 // a clean exit 0 later). A signal before this line, while Node itself starts, still ends the process by
-// the signal; nothing of ours has run then. Every other command keeps the default: a `snapshot` or
-// `restore` is ended by the signal as before (each leaves only what the next operation cleans up).
-// `serve` installs its own handlers when it listens.
+// the signal; nothing of ours has run then. `serve` too: a signal before it listens ends it with status 0
+// before it serves. Every other command keeps the default: a `snapshot` or `restore` is ended by the
+// signal as before (each leaves only what the next operation cleans up).
 
 const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
 /** The commands whose first line catches the stop signals. */
-const COMMANDS_THAT_STOP = new Set(['mcp']);
+const COMMANDS_THAT_STOP = new Set(['mcp', 'serve']);
 
 const caught: NodeJS.Signals[] = [];
 let listener: ((signal: NodeJS.Signals) => void) | undefined;
@@ -44,3 +44,12 @@ export function onStopSignal(fn: (signal: NodeJS.Signals) => void): void {
 }
 
 holdStopSignals(process.argv.slice(2));
+
+/**
+ * Resolves once a signal that came during a synchronous step (a config file's read) has reached its
+ * listener: it is delivered only when the event loop next polls, so two turns of the loop (the first may
+ * end before that iteration's poll).
+ */
+export function stopSignalsDelivered(): Promise<void> {
+  return new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
+}

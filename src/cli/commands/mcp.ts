@@ -11,7 +11,7 @@ import { validateAgentId, validateTenant } from '../../model/ids.js';
 import { OperationTracker } from '../../server/tracker.js';
 import { Command } from '../commander.js';
 import { identityFrom, loadFlagsConfig, runCommand, snapshotterFrom } from '../context.js';
-import { onStopSignal } from '../stop-signals.js';
+import { onStopSignal, stopSignalsDelivered } from '../stop-signals.js';
 import {
   agentOption,
   configOption,
@@ -72,10 +72,8 @@ Example (an MCP client's server entry):
           readOnly: cfg.enabled === false,
           ...(identityPath ? { identityPath } : {}),
         });
-        // Stopped while starting: nothing was read from stdin, no tool ran; end without serving. A signal
-        // that came during a synchronous step (the config's read) reaches its listener only when the event
-        // loop next polls: two turns of the loop first (the first may end before that iteration's poll).
-        await new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve)));
+        // Stopped while starting: nothing was read from stdin, no tool ran; end without serving.
+        await stopSignalsDelivered();
         if (signalled) return 0;
         const transport = stdioTransport((m) => process.stderr.write(`warning: ${m}\n`));
         await server.connect(transport);

@@ -1,6 +1,7 @@
 // `nexo-memory serve`: the long-running daemon (HTTP API, scheduled snapshots, retention worker,
 // /metrics). Maps flags, config and environment onto the daemon's options, prints the bound address
-// once, and exits 0 after a clean shutdown on SIGTERM or SIGINT.
+// once, and exits 0 after a clean shutdown on SIGTERM or SIGINT. The signals are caught from the program's
+// first line (cli/stop-signals.ts): one that comes before the daemon listens ends it, status 0, unserved.
 
 import { CONFIG_DEFAULTS, type SnapshotConfig } from '../../config/config.js';
 import {
@@ -13,6 +14,7 @@ import { Daemon } from '../../server/daemon.js';
 import type { ScheduleEntry } from '../../server/scheduler.js';
 import { Command, Option } from '../commander.js';
 import { loadFlagsConfig, runCommand, snapshotterFrom } from '../context.js';
+import { onStopSignal, stopSignalsDelivered } from '../stop-signals.js';
 import { runTelemetry } from '../telemetry.js';
 import { configOption, jsonOption, memdirRootOption, sqliteRootOption, stateRootOption } from './options.js';
 
@@ -82,8 +84,27 @@ Examples:
   NEXO_MEMORY_TOKEN=$(openssl rand -hex 16) nexo-memory serve --listen 127.0.0.1:0 --json`,
     )
     .action(async (opts) => {
+      const log = (line: string) => process.stderr.write(`nexo-memory serve: ${line}\n`);
+      // Set first: a signal caught from the program's first line (cli/stop-signals.ts) is handed over
+      // now. Before the daemon listens it only asks to stop; once it listens, it stops the daemon.
+      let signals = 0;
+      let stopAsked: NodeJS.Signals | undefined;
+      let serving: Daemon | undefined;
+      let stop = () => {};
+      const stopped = new Promise<void>((resolve) => {
+        stop = resolve;
+      });
+      onStopSignal((sig) => {
+        if (++signals > 1) {
+          log(`${sig} again: exiting at once (leftovers are cleaned by the next operation)`);
+          process.exit(1);
+        }
+        stopAsked = sig;
+        if (!serving) return;
+        log(`${sig}: shutting down, waiting for ${serving.tracker.inFlight} operation(s) in progress`);
+        void serving.stop().then(stop);
+      });
       await runCommand({ ...opts, progress: false }, async () => {
-        const log = (line: string) => process.stderr.write(`nexo-memory serve: ${line}\n`);
         const cfg = loadFlagsConfig(opts)?.snapshot ?? {};
         // Metrics of every operation (and lifecycle events when a broker is configured).
         const snapshotter = snapshotterFrom(opts);
@@ -108,27 +129,24 @@ Examples:
           metrics: telemetry.metrics,
           log,
         });
+        await stopSignalsDelivered();
+        if (stopAsked) {
+          log(`${stopAsked} while starting: stopped before serving`);
+          return 0;
+        }
         const bound = await daemon.start();
+        if (stopAsked) {
+          log(`${stopAsked} while starting: stopped before serving`);
+          await daemon.stop();
+          return 0;
+        }
+        serving = daemon;
         // One line either way, so a supervisor (or a test) can read the address as soon as it is bound.
         if (opts.json)
           process.stdout.write(
             `${JSON.stringify({ listening: bound.url, host: bound.host, port: bound.port, pid: process.pid })}\n`,
           );
         else process.stdout.write(`listening on ${bound.url}\n`);
-        const stopped = new Promise<void>((resolve) => {
-          let signals = 0;
-          const onSignal = (sig: NodeJS.Signals) => {
-            signals++;
-            if (signals > 1) {
-              log(`${sig} again: exiting at once (leftovers are cleaned by the next operation)`);
-              process.exit(1);
-            }
-            log(`${sig}: shutting down, waiting for ${daemon.tracker.inFlight} operation(s) in progress`);
-            void daemon.stop().then(resolve);
-          };
-          process.on('SIGTERM', onSignal);
-          process.on('SIGINT', onSignal);
-        });
         await stopped;
         log('stopped');
         return 0;
