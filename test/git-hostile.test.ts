@@ -375,11 +375,12 @@ test("a history with old git's quirks (a zero-padded mode, a bad time zone, no s
   assert.equal(readFileSync(join(a.memdir, 'zz', 'q.md'), 'utf8'), 'quirk\n');
 });
 
-test("a delta bomb in a v1 bundle's raw .git: verify --deep (git fsck) and restore (git fetch) stop at the object limit, naming it", async (t) => {
+test("a delta bomb in a v1 bundle's raw .git: verify --deep (git fsck), restore and import (git fetch) and diff stop at the object limit, naming it", async (t) => {
   const a = agent(t);
-  const dir = tempDir(t);
   plantBomb(a.memdir, deltaBomb(1, 32 * 1024 * 1024));
-  const b = await v1Bundle(a, join(dir, 'v1.tar.zst'));
+  const snapshots = a.snapshotter.layout.snapshotsDir('default', 'ana');
+  mkdirSync(snapshots, { recursive: true });
+  const b = await v1Bundle(a, join(snapshots, `${SNAPSHOT_ID}.tar.zst`));
   const before = process.env.NEXO_MEMORY_GIT_MAX_OBJECT_BYTES;
   process.env.NEXO_MEMORY_GIT_MAX_OBJECT_BYTES = String(8 * 1024 * 1024);
   t.after(() => {
@@ -401,4 +402,21 @@ test("a delta bomb in a v1 bundle's raw .git: verify --deep (git fsck) and resto
     },
   );
   assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), head, 'the live agent is unchanged');
+  // diff fetches the bundle's history (every ref: the bomb's branch too) under the same fuse
+  await assert.rejects(
+    a.snapshotter.diff({ agentId: 'ana', a: SNAPSHOT_ID, b: 'live' }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'BUNDLE_DAMAGED', err.message);
+      assert.match(err.message, limit);
+      return true;
+    },
+  );
+  await assert.rejects(
+    a.snapshotter.restore({ agentId: 'clone', bundle: b.path, import: {} }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'BUNDLE_DAMAGED', err.message);
+      assert.match(err.message, limit);
+      return true;
+    },
+  );
 });

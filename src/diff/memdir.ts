@@ -7,7 +7,7 @@
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { initBare, objectFormatOf, runGit } from '../git/git.js';
+import { gitFuse, initBare, objectFormatOf, runGit } from '../git/git.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { placeholdersInBytes, showText } from './secrets.js';
@@ -39,13 +39,25 @@ async function fetchHistory(side: Side, repo: string): Promise<void> {
   // the format of the side's history (git fetches only between repositories of one format)
   await initBare(repo, side.head ? objectFormatOf(side.head) : undefined);
   if (!side.history || !side.head) return;
-  const r = await runGit(repo, ['fetch', '-q', '--no-tags', side.history.path, '+refs/*:refs/side/*']);
+  // a snapshot's history is untrusted (a bundle's or a v1 bundle's objects): fetched under the fuse
+  const fuse = side.label === 'live' ? undefined : gitFuse();
+  const r = await runGit(
+    repo,
+    ['fetch', '-q', '--no-tags', side.history.path, '+refs/*:refs/side/*'],
+    undefined,
+    fuse,
+  );
   if (r.code !== 0) {
     // a snapshot's history that git cannot fetch is damaged (a v1 bundle's, say, that needs alternates)
     const message = `the history of ${side.label} cannot be read: ${r.stderr}`;
     throw side.label === 'live' ? new GitError(message) : new BundleDamagedError(message);
   }
-  await runGit(repo, ['fetch', '-q', '--no-tags', side.history.path, '+HEAD:refs/side-head']);
+  await runGit(
+    repo,
+    ['fetch', '-q', '--no-tags', side.history.path, '+HEAD:refs/side-head'],
+    undefined,
+    fuse,
+  );
 }
 
 /** Commits reachable from b's HEAD and not from a's, and the reverse. */

@@ -178,18 +178,26 @@ export async function setHead(repo: string, head: { ref: string } | { oid: strin
   if (r.code !== 0) throw new GitError(`setting HEAD failed: ${r.stderr || `exit ${r.code}`}`);
 }
 
-/** The commit HEAD of `repo` resolves to, or undefined (unborn, or not a commit). */
-export async function headCommit(repo: string): Promise<string | undefined> {
-  const r = await runGit(repo, ['rev-parse', '-q', '--verify', 'HEAD^{commit}']);
+/**
+ * The commit HEAD of `repo` resolves to, or undefined (unborn, or not a commit). `fuse` for a repository
+ * of untrusted objects (a v1 bundle's quarantined `.git`: its HEAD object may be a delta bomb).
+ */
+export async function headCommit(repo: string, fuse?: GitFuse): Promise<string | undefined> {
+  const r = await runGit(repo, ['rev-parse', '-q', '--verify', 'HEAD^{commit}'], undefined, fuse);
+  if (r.tripped) throw new GitError(r.stderr);
   return r.code === 0 ? r.stdout.trim() : undefined;
 }
 
-/** Subject, author and author time of the commit `oid` in `repo` (as a manifest's git block records them). */
+/**
+ * Subject, author and author time of the commit `oid` in `repo` (as a manifest's git block records them);
+ * `fuse` as for headCommit.
+ */
 export async function commitMeta(
   repo: string,
   oid: string,
+  fuse?: GitFuse,
 ): Promise<{ subject: string; author: string; authorTsMs: number }> {
-  const r = await runGit(repo, ['log', '-1', '--format=%an%x00%ae%x00%at%x00%s', oid, '--']);
+  const r = await runGit(repo, ['log', '-1', '--format=%an%x00%ae%x00%at%x00%s', oid, '--'], undefined, fuse);
   if (r.code !== 0) throw new GitError(`reading commit ${oid} failed: ${r.stderr || `exit ${r.code}`}`);
   const [name, email, at, subject] = r.stdout.replace(/\n$/, '').split('\0');
   return {

@@ -17,7 +17,7 @@ import type { SigningKey } from '../crypto/sign.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, NO_REPO_GIT, ZERO_OID } from '../format/constants.js';
 import type { GitInfo, Manifest, MemdirInfo } from '../format/manifest.js';
 import type { TrustPolicy } from '../format/signature.js';
-import { initBare, objectFormatOf } from '../git/git.js';
+import { gitFuse, initBare, objectFormatOf } from '../git/git.js';
 import { commitMeta, fetchAll, type GitRef, headCommit, presentObjects, recordRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, EncryptionError, GitError } from '../model/errors.js';
@@ -140,7 +140,8 @@ async function historyOfV1(m: Manifest, raw: string, dir: string): Promise<{ git
   if (!existsSync(join(raw, 'HEAD')))
     return { git: { ...NO_REPO_GIT, repository: 'absent', detached: false }, refs: [] };
   const head = await onBundleGit('the v1 history cannot be read', () => quarantineV1(raw, dir));
-  const oid = await headCommit(dir);
+  // the quarantine holds the bundle's objects as they came: read under the fuse (a delta bomb)
+  const oid = await onBundleGit('the v1 history cannot be read', () => headCommit(dir, gitFuse()));
   const refs = await recordRefs(dir, head.detached && oid ? oid : undefined);
   if (!oid) {
     if (head.detached) throw new BundleDamagedError('git/HEAD is detached at an object that is not a commit');
@@ -157,7 +158,7 @@ async function historyOfV1(m: Manifest, raw: string, dir: string): Promise<{ git
       refs,
     };
   }
-  const c = await onBundleGit('the v1 HEAD commit cannot be read', () => commitMeta(dir, oid));
+  const c = await onBundleGit('the v1 HEAD commit cannot be read', () => commitMeta(dir, oid, gitFuse()));
   // the manifest's subject and author describe the same commit, when it names it
   const same = m.git.head_oid === oid;
   return {
