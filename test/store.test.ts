@@ -321,6 +321,15 @@ test('latest names the newest snapshot in either store, for every verb that take
     assert.equal((await s.findSnapshot('ana', undefined, ref)).repository?.id, newest.id, ref);
   }
   assert.equal((await s.verifySnapshot('ana', undefined, 'latest')).status, 'verified');
+  // a repository snapshot by its id in any UUID spelling, as a bundle's (braced, urn:uuid:, bare hex)
+  for (const ref of [
+    `{${newest.id}}`,
+    `urn:uuid:${newest.id.toUpperCase()}`,
+    newest.id.replaceAll('-', ''),
+  ]) {
+    assert.equal((await s.ls('ana', undefined, ref)).snapshot_id, newest.id, ref);
+    assert.equal((await s.verifySnapshot('ana', undefined, ref)).snapshot_id, newest.id, ref);
+  }
   const cat = await s.cat('ana', undefined, 'latest', 'state/extract_cursor');
   assert.equal(cat.snapshot_id, newest.id);
   assert.equal((await s.pin('ana', undefined, 'latest')).id, newest.id);

@@ -651,10 +651,12 @@ export class RepositoryStore {
 
   /** A snapshot of the agent by id or unique prefix (≥ 4 characters); undefined when none matches. */
   async find(agentId: string, tenant: string, idOrPrefix: string): Promise<ListingMeta | undefined> {
-    const want = idOrPrefix.toLowerCase();
+    const want = idOrPrefix.trim().toLowerCase();
     const all = await this.list(agentId, tenant);
-    const exact = all.find((m) => m.id === want);
-    if (exact) return exact;
+    // a full id in any spelling the bundle store takes (braced, `urn:uuid:`, without hyphens, any case)
+    const full = parseSnapshotId(idOrPrefix);
+    const exact = all.find((m) => m.id === (full ?? want));
+    if (exact || full) return exact;
     if (want.length < 4) return undefined;
     const hits = all.filter(
       (m) => m.id.startsWith(want) || m.id.replaceAll('-', '').startsWith(want.replaceAll('-', '')),
