@@ -186,6 +186,53 @@ test('diff against live, after a schema change, with the temporary directory alw
   );
 });
 
+test('virtual tables are schema, not rows: diff and a restore dry run count the tables SQLite stores and run no module (FTS5, one this SQLite lacks)', async (t) => {
+  const a = agent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  db.exec('CREATE VIRTUAL TABLE notes_fts USING fts5(body)');
+  db.prepare('INSERT INTO notes_fts (body) VALUES (?)').run('the whale');
+  db.unsafeMode(true);
+  db.exec('PRAGMA writable_schema = ON');
+  db.prepare("INSERT INTO sqlite_schema VALUES ('table', 'vecs', 'vecs', 0, ?)").run(
+    'CREATE VIRTUAL TABLE vecs USING vec0(embedding float[4])',
+  );
+  db.close();
+  const memories = () => {
+    const d = new Database(join(a.sqliteDir, 'long_term.sqlite'), { readonly: true });
+    try {
+      return (d.prepare('SELECT count(*) AS n FROM memories').get() as { n: number }).n;
+    } finally {
+      d.close();
+    }
+  };
+  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  for (const b of [s2.id, 'live']) {
+    const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b });
+    const lt = d.databases.find((x) => x.db === 'long_term')!;
+    const tables = lt.tables.map((x) => x.table);
+    assert.ok(!tables.includes('notes_fts') && !tables.includes('vecs'), `${b}: ${tables.join(', ')}`);
+    assert.equal(lt.tables.find((x) => x.table === 'notes_fts_content')!.added, 1, b);
+    assert.deepEqual(
+      lt.schema_changes
+        .filter((c) => c.name === 'notes_fts' || c.name === 'vecs')
+        .map((c) => c.name)
+        .sort(),
+      ['notes_fts', 'vecs'],
+    );
+    assert.equal(
+      d.sqlite_summary.long_term_rows_added,
+      lt.tables.reduce((n, x) => n + x.added, 0),
+      `${b}: the shadow tables' rows, not the virtual table's again`,
+    );
+  }
+  // the live database's rows are counted, not lost to the module it lacks
+  const plan = await a.snapshotter.restore({ agentId: 'ana', snapshot: s1.id, dryRun: true });
+  const rows = plan.components.find((c) => c.component === 'sqlite:long_term')!.rows!;
+  assert.equal(rows.memories!.old, memories());
+  assert.ok(!('vecs' in rows) && !('notes_fts' in rows), JSON.stringify(rows));
+});
+
 test('diff works across format versions (a v1 bundle of the original against a v2 snapshot)', async (t) => {
   const a = agent(t);
   const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });

@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { type Shown, showText } from '../diff/secrets.js';
 import { InvalidInputError, missingIn } from '../model/errors.js';
 import { redactText } from '../policy/redaction/scan.js';
+import { virtualTableNames } from '../sqlite/schema.js';
 import { type CellValue, MAX_VALUE_CHARS } from './types.js';
 
 const q = (name: string): string => `"${name.replaceAll('"', '""')}"`;
@@ -34,10 +35,14 @@ export function openReadOnly(path: string): Database.Database {
   return new Database(path, { readonly: true, fileMustExist: true });
 }
 
-/** The schema's tables (sqlite_ internals left out) sorted by name, and which of them are shadow tables. */
+/**
+ * The schema's tables (sqlite_ internals left out) sorted by name, which of them are shadow tables, and
+ * which are virtual (sqlite/schema.ts).
+ */
 function schemaTables(db: Database.Database): {
   rows: { name: string; sql: string | null }[];
   shadow: Set<string>;
+  virtual: Set<string>;
 } {
   const rows = db
     .prepare(
@@ -45,17 +50,19 @@ function schemaTables(db: Database.Database): {
     )
     .all() as { name: string; sql: string | null }[];
   const listed = db.prepare('PRAGMA main.table_list').all() as { name: string; type: string }[];
-  return { rows, shadow: new Set(listed.filter((r) => r.type === 'shadow').map((r) => r.name)) };
+  return {
+    rows,
+    shadow: new Set(listed.filter((r) => r.type === 'shadow').map((r) => r.name)),
+    virtual: virtualTableNames(db),
+  };
 }
-
-const isVirtual = (sql: string | null): boolean => sql !== null && /^\s*CREATE\s+VIRTUAL\s/i.test(sql);
 
 /** The ordinary tables of a database, sorted by name (virtual tables and sqlite_ internals left out). */
 export function tablesOf(db: Database.Database): TableShape[] {
-  const { rows, shadow } = schemaTables(db);
+  const { rows, shadow, virtual } = schemaTables(db);
   const out: TableShape[] = [];
   for (const r of rows) {
-    if (isVirtual(r.sql)) continue;
+    if (virtual.has(r.name)) continue;
     // table_xinfo lists generated columns too: a VIRTUAL one (hidden 2) is computed by each read, by an
     // expression the database (an attacker's, in a hostile bundle) chose (`printf('%.*c', 600000000, 'x')`):
     // never read. A STORED one (3) is in the file like any value.
@@ -90,9 +97,9 @@ export interface VirtualTable {
  * its stored data is in its shadow tables, which tablesOf lists.
  */
 export function virtualTablesOf(db: Database.Database): VirtualTable[] {
-  const { rows, shadow } = schemaTables(db);
+  const { rows, shadow, virtual } = schemaTables(db);
   return rows
-    .filter((r) => isVirtual(r.sql))
+    .filter((r) => virtual.has(r.name))
     .map((r) => ({
       name: r.name,
       module: /\bUSING\s+["'`[]?([A-Za-z0-9_]+)/i.exec(r.sql ?? '')?.[1]?.toLowerCase() ?? 'unknown',

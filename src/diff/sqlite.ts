@@ -11,6 +11,7 @@
 import Database from 'better-sqlite3';
 import type { DbName } from '../model/types.js';
 import { REDACTED_MARK, type RedactionPolicy } from '../policy/redaction/scan.js';
+import { virtualTableNames } from '../sqlite/schema.js';
 import { type PlaceholderSide, placeholdersIn, type Shown, showText } from './secrets.js';
 
 export interface TableDiff {
@@ -187,11 +188,18 @@ export function diffDatabase(
     for (const [name, o] of oa)
       if (!ob.has(name)) schema_changes.push({ type: o.type, name, change: 'removed' });
 
-    const tables = [...new Set([...oa, ...ob].filter(([, o]) => o.type === 'table').map(([n]) => n))].sort();
+    // Rows are compared in the tables SQLite stores; a virtual table's rows are its module's code, run on
+    // a snapshot's data (sqlite/schema.ts): it shows as a schema change only, its shadow tables as tables.
+    const [va, vb] = [virtualTableNames(conn, 'main'), virtualTableNames(conn, 'b')];
+    const stored = (objs: typeof oa, virtual: Set<string>, n: string) =>
+      objs.get(n)?.type === 'table' && !virtual.has(n);
+    const tables = [...new Set([...oa.keys(), ...ob.keys()])]
+      .filter((n) => stored(oa, va, n) || stored(ob, vb, n))
+      .sort();
     const out: TableDiff[] = [];
     for (const t of tables) {
-      const inA = oa.get(t)?.type === 'table';
-      const inB = ob.get(t)?.type === 'table';
+      const inA = stored(oa, va, t);
+      const inB = stored(ob, vb, t);
       const rowsA = inA ? count(conn, `SELECT count(*) FROM main.${q(t)}`) : 0;
       const rowsB = inB ? count(conn, `SELECT count(*) FROM b.${q(t)}`) : 0;
       if (!inA || !inB) {

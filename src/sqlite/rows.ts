@@ -1,9 +1,11 @@
-// Owns counting the rows of every table of a database file (what a restore reports per component). Runs
+// Owns counting the rows of every table of a database file (what a restore reports per component;
+// virtual tables are left out: sqlite/schema.ts). Runs
 // on the main thread for a dry run and on a SQLite worker thread (sqlite/worker.ts `call`) for a
 // restore, beside the rebuild of the repository.
 
 import { existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
+import { virtualTableNames } from './schema.js';
 
 /** Table name → number of rows. */
 export type RowCounts = Record<string, number>;
@@ -23,7 +25,9 @@ export function rowCounts(path: string): RowCounts {
       .pluck()
       .all() as string[];
     const out: RowCounts = {};
-    for (const t of tables)
+    // a virtual table's rows are its module's (sqlite/schema.ts): not counted, never run
+    const virtual = virtualTableNames(db);
+    for (const t of tables.filter((x) => !virtual.has(x)))
       out[t] = db
         .prepare(`SELECT count(*) FROM "${t.replaceAll('"', '""')}"`)
         .pluck()

@@ -1,0 +1,16 @@
+// Owns telling a database's virtual tables from the tables whose rows SQLite stores. A virtual table's
+// rows are made by its module's code (a full-text index, an R-Tree, a module this SQLite lacks), so no
+// reader of a snapshot's database counts or reads them: they come from `PRAGMA table_list`, which parses
+// the schema as SQLite does (a schema text that hides its `CREATE VIRTUAL TABLE` behind a comment is
+// still `virtual` there).
+
+import type Database from 'better-sqlite3';
+
+/** The names of the virtual tables of `schema` (`main`, or an attached database's name). */
+export function virtualTableNames(db: Database.Database, schema = 'main'): Set<string> {
+  const listed = db.prepare(`PRAGMA "${schema.replaceAll('"', '""')}".table_list`).all() as {
+    name: string;
+    type: string;
+  }[];
+  return new Set(listed.filter((r) => r.type === 'virtual').map((r) => r.name));
+}
