@@ -11,6 +11,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { git } from '../scripts/sample-agent.js';
+import { gitFuse } from '../src/git/git.js';
 import { deltaBomb, plantBomb } from './helpers/delta-bomb.js';
 import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
 
@@ -151,4 +152,37 @@ test('a legitimate history with a 12 MB file, in two versions, verifies and rest
     assert.equal(r.git_reset_oid, head);
     assert.equal(git(a.memdir, ['cat-file', '-s', 'HEAD~1:archive.md']).trim(), String(bytes));
   }
+});
+
+test('the limits from the environment: 0 turns one off; a fraction, a tiny object limit or a typo never does', (t) => {
+  const fuse = (bytes: string | undefined, seconds: string | undefined) => {
+    for (const [k, v] of [
+      ['NEXO_MEMORY_GIT_MAX_OBJECT_BYTES', bytes],
+      ['NEXO_MEMORY_GIT_CPU_SECONDS', seconds],
+    ] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    return gitFuse(3 * MiB);
+  };
+  const before = {
+    b: process.env.NEXO_MEMORY_GIT_MAX_OBJECT_BYTES,
+    s: process.env.NEXO_MEMORY_GIT_CPU_SECONDS,
+  };
+  t.after(() => {
+    for (const [k, v] of [
+      ['NEXO_MEMORY_GIT_MAX_OBJECT_BYTES', before.b],
+      ['NEXO_MEMORY_GIT_CPU_SECONDS', before.s],
+    ] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+  assert.deepEqual(fuse(undefined, undefined), { maxObjectBytes: 512 * MiB, cpuSeconds: 63 });
+  assert.deepEqual(fuse('0', '0'), { maxObjectBytes: 0, cpuSeconds: 0 });
+  assert.deepEqual(fuse('0.5', '0.5'), { maxObjectBytes: 4 * MiB, cpuSeconds: 4 });
+  assert.deepEqual(fuse('1000000', '2.2'), { maxObjectBytes: 4 * MiB, cpuSeconds: 6 });
+  assert.deepEqual(fuse(String(64 * MiB), '90'), { maxObjectBytes: 64 * MiB, cpuSeconds: 93 });
+  for (const typo of ['abc', '-5', '60s', '1e999'])
+    assert.deepEqual(fuse(typo, typo), { maxObjectBytes: 512 * MiB, cpuSeconds: 63 }, typo);
 });

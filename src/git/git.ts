@@ -50,13 +50,29 @@ export const GIT_CPU_SECONDS = 60;
 /** CPU seconds added per MiB of the pack, where its size is known before it streams. */
 export const GIT_CPU_SECONDS_PER_MIB = 1;
 
+/** The lowest object limit taken: git itself allocates buffers of 1 MiB (the index of a `reset`). */
+export const GIT_MIN_OBJECT_BYTES = 4 * 1024 * 1024;
+
+/**
+ * A limit from the environment: `0` turns it off; any other number is rounded up and raised to `min` (a
+ * fraction never turns a fuse off); unset or not a number, the default.
+ */
+const envLimit = (name: string, fallback: number, min: number): number => {
+  const v = envBytes(name, fallback);
+  return v === 0 ? 0 : Math.max(min, Math.ceil(v));
+};
+
 /**
  * The fuse for a pack of `packBytes` (0: unknown), from NEXO_MEMORY_GIT_MAX_OBJECT_BYTES and
  * NEXO_MEMORY_GIT_CPU_SECONDS (read at each call), else the defaults.
  */
 export function gitFuse(packBytes = 0): GitFuse {
-  const maxObjectBytes = Math.floor(envBytes('NEXO_MEMORY_GIT_MAX_OBJECT_BYTES', GIT_MAX_OBJECT_BYTES));
-  const base = Math.floor(envBytes('NEXO_MEMORY_GIT_CPU_SECONDS', GIT_CPU_SECONDS));
+  const maxObjectBytes = envLimit(
+    'NEXO_MEMORY_GIT_MAX_OBJECT_BYTES',
+    GIT_MAX_OBJECT_BYTES,
+    GIT_MIN_OBJECT_BYTES,
+  );
+  const base = envLimit('NEXO_MEMORY_GIT_CPU_SECONDS', GIT_CPU_SECONDS, 1);
   const cpuSeconds = base === 0 ? 0 : base + Math.ceil((packBytes / (1024 * 1024)) * GIT_CPU_SECONDS_PER_MIB);
   return { maxObjectBytes, cpuSeconds };
 }
