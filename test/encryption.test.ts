@@ -121,6 +121,24 @@ test('an identity file readable by group or others: one warning naming it and `c
   const fromConfig = r.stderr.split('\n').filter((l) => l.startsWith('warning:'));
   assert.equal(fromConfig.length, 1, r.stderr);
   assert.match(fromConfig[0]!, /readable by group \(mode 0640\).*`chmod 600 '.*age identity\.txt'`$/);
+  // the same file named by the config and, relative to the working directory, by the flag: one warning
+  r = await runBuiltCli(
+    [
+      'diff',
+      '--agent',
+      'ana',
+      meta.id,
+      'live',
+      '--config',
+      cfg,
+      '--decrypt-identity',
+      'age identity.txt',
+      ...a.flags,
+    ],
+    { cwd: keys },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr.split('\n').filter((l) => l.startsWith('warning:')).length, 1, r.stderr);
 
   chmodSync(file, 0o600);
   r = await verify();

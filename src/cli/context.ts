@@ -4,6 +4,7 @@
 // runCommand loads what it uses synchronously (the library, the config file when one is given, the
 // run's telemetry); nothing here imports them at start-up, so `--version` and help load none of it.
 
+import { resolve } from 'node:path';
 import type { LoadedConfig, OnDemandSection } from '../config/config.js';
 import { CONFIG_DEFAULTS } from '../config/defaults.js';
 import {
@@ -129,8 +130,9 @@ const warnedIdentities = new Set<string>();
  * the file is still used (docs/decisions.md, "Format").
  */
 export function checkIdentityFile<T extends string | undefined>(path: T): T {
-  if (path === undefined || warnedIdentities.has(path)) return path;
-  warnedIdentities.add(path);
+  // one warning per file, however it is named (the config's path and the flag's may differ)
+  if (path === undefined || warnedIdentities.has(resolve(path))) return path;
+  warnedIdentities.add(resolve(path));
   const warning = looseKeyFileWarning(path);
   if (warning) process.stderr.write(`warning: ${terminalText(warning)}\n`);
   return path;
