@@ -3,7 +3,15 @@
 // beside snapshots and a restore without breaking any of them.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { SnapshotMeta } from '../src/index.js';
@@ -320,7 +328,8 @@ test('gc counts a snapshot held in both stores once (a bundle migrate had not re
 
 test('delete: a bundle beside repository snapshots is not the last one; a pinned snapshot is refused until unpinned', async (t) => {
   const a = sampleAgent(t);
-  const snap = async (env: Record<string, string> = {}) => {
+  // (the test harness makes bundles by default: helpers/env.ts)
+  const snap = async (env: Record<string, string> = { NEXO_MEMORY_STORE_FORMAT: 'repository' }) => {
     const r = await runCli(['snapshot', '--agent', 'ana', '--json', ...a.flags], { env });
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout).id as string;
@@ -336,6 +345,9 @@ test('delete: a bundle beside repository snapshots is not the last one; a pinned
   const s = a.snapshotter;
   await s.pin('ana', 'default', repo[0]!, 'keep');
   await s.pin('ana', 'default', pinnedBundle, 'keep');
+  // a repository pin keeps its note, as a bundle's does
+  const pinFile = join(a.stateRoot, 'repository', 'pins', repo[0]!);
+  assert.equal((JSON.parse(readFileSync(pinFile, 'utf8')) as { note?: string }).note, 'keep');
   for (const id of [repo[0]!, pinnedBundle]) {
     r = await del(id);
     assert.equal(r.code, 6, `${id}: ${r.stdout}`);

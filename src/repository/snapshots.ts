@@ -214,7 +214,10 @@ export async function setPinned(
   repo: Pick<Repository, 'backend'>,
   id: string,
   pinned: boolean,
+  note?: string,
 ): Promise<void> {
-  if (pinned) await repo.backend.save({ type: 'pins', name: id }, Buffer.alloc(0));
+  // what a bundle's `.pin` holds: when, and the operator's note (plaintext, as the listing's labels)
+  const body = `${JSON.stringify({ pinned_at_ms: Date.now(), ...(note ? { note } : {}) })}\n`;
+  if (pinned) await repo.backend.save({ type: 'pins', name: id }, Buffer.from(body));
   else await repo.backend.remove({ type: 'pins', name: id });
 }

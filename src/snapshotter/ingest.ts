@@ -190,6 +190,8 @@ export interface StoreTarget {
   createdBy: string;
   /** Pinned from the start (the pin is written before the snapshot is listed). */
   pinned?: boolean;
+  /** The pin's note (a migrated bundle's). */
+  pinNote?: string;
 }
 
 /** The bundle as the `origin` of a snapshot stored from it. */
@@ -290,7 +292,7 @@ export async function storeStaged(
       signingKey,
     );
     const meta = store.metaOf(manifest, stats.storedNew);
-    if (t.pinned) await setPinned(repo, t.id, true);
+    if (t.pinned) await setPinned(repo, t.id, true, t.pinNote);
     await saveSnapshot(repo, manifest, json, meta);
     return { ...meta, pinned: t.pinned === true };
   });

@@ -958,7 +958,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       id = await this.snapshotRef(a, t, id);
       const inRepository = await this.repository.find(a, t, id);
       if (inRepository) {
-        await this.repository.setPinned(inRepository.id, true);
+        await this.repository.setPinned(inRepository.id, true, note);
         return { ...inRepository, pinned: true };
       }
       const file = await locate(this.layout.snapshotsDir(t, a), id);

@@ -30,7 +30,7 @@ import { forgetSnapshot, loadSnapshot, setPinned } from '../repository/snapshots
 import { fsyncDir, removeQuietly } from '../store/atomic.js';
 import { type BundleFile, bundleFiles, bundleMeta, storeAgents } from '../store/catalog.js';
 import { STAGING_PREFIX, siblingPathOf, sidecarPathOf } from '../store/paths.js';
-import { pinPathOf } from '../store/pins.js';
+import { pinNoteOf, pinPathOf } from '../store/pins.js';
 import { ensureListed } from './import.js';
 import { checkStored, fromBundle, originOf, stageBundle, storeStaged } from './ingest.js';
 import type { LocalSnapshotter } from './local.js';
@@ -174,6 +174,7 @@ async function migrateOne(
   const step = (st: MigrateStep) => ctx.opts.onBundle?.({ id: file.id, agent_id: agent, tenant, step: st });
   try {
     const pinned = existsSync(pinPathOf(file.path));
+    const note = pinned ? pinNoteOf(file.path) : undefined;
     if (file.encrypted && !ctx.encrypted)
       return skipped(
         new EncryptionError(
@@ -206,7 +207,7 @@ async function migrateOne(
           `repository snapshot ${file.id} (it was not stored from this bundle; the bundle is kept)`,
         );
       resumed = true;
-      if (pinned) await setPinned(repo, file.id, true);
+      if (pinned) await setPinned(repo, file.id, true, note);
       await ensureListed(s, repo, e);
     } else {
       await withStaging(dir, async (staging) => {
@@ -226,6 +227,7 @@ async function migrateOne(
             createdAtMs: m.created_at_ms,
             createdBy: m.created_by,
             pinned,
+            ...(note ? { pinNote: note } : {}),
           },
           originOf(b, 'migrate'),
           ctx.signingKey,

@@ -805,9 +805,9 @@ export class RepositoryStore {
     await this.locked(repo, false, 'forget', () => forgetSnapshot(repo, id));
   }
 
-  async setPinned(id: string, pinned: boolean): Promise<void> {
+  async setPinned(id: string, pinned: boolean, note?: string): Promise<void> {
     const { setPinned } = await import('../repository/snapshots.js');
-    await setPinned({ backend: await this.backendFor() }, id, pinned);
+    await setPinned({ backend: await this.backendFor() }, id, pinned, note);
   }
 
   /**

@@ -1,6 +1,7 @@
 // Owns pins: a snapshot is pinned by a `<bundle>.pin` marker next to it (JSON: when, optional note).
 // Retention never deletes a pinned snapshot; deleting it explicitly removes the pin with it.
 
+import { readFileSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic.js';
 
@@ -13,6 +14,16 @@ export async function pin(bundlePath: string, note?: string): Promise<void> {
     `${JSON.stringify({ pinned_at_ms: Date.now(), ...(note ? { note } : {}) })}\n`,
     0o644,
   );
+}
+
+/** The note of a bundle's pin, when its marker holds one (a marker that is not JSON has none). */
+export function pinNoteOf(bundlePath: string): string | undefined {
+  try {
+    const v = JSON.parse(readFileSync(pinPathOf(bundlePath), 'utf8')) as { note?: unknown };
+    return typeof v.note === 'string' && v.note !== '' ? v.note : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export async function unpin(bundlePath: string): Promise<boolean> {

@@ -166,6 +166,14 @@ export async function assertMigrated(
     assert.equal(m.created_by, e.created_by, m.id);
     assert.equal(m.created_at_ms, e.created_at_ms, m.id);
     assert.equal(m.pinned, e.pinned, m.id);
+    // the bundle's pin note moved with it (exchangeStore pins with the note `keep`)
+    if (e.pinned)
+      assert.equal(
+        (JSON.parse(readFileSync(join(a.stateRoot, 'repository', 'pins', m.id), 'utf8')) as { note?: string })
+          .note,
+        'keep',
+        m.id,
+      );
     if (e.git_oid) assert.equal(m.git_oid, e.git_oid, m.id);
     const v = await s.verifySnapshot(m.agent_id, 'default', m.id);
     assert.equal(v.status, 'verified', `${m.id}: ${JSON.stringify(v.problems)}`);
