@@ -294,7 +294,9 @@ export function formatGc(r: RetentionTickReport): string {
       lines.push(`  ${r.dry_run ? 'would remove' : 'removed'} restore backup ${b}`);
   }
   lines.push(
-    `${r.dry_run ? 'would delete' : 'deleted'} ${r.bundles_deleted} snapshot(s) (${humanBytes(r.bytes_freed)}), kept ${r.bundles_kept}, ` +
+    // bytes_freed counts files (bundles, their companions, backups); a repository's data is freed by
+    // its prune, on the `repository:` line
+    `${r.dry_run ? 'would delete' : 'deleted'} ${r.bundles_deleted} snapshot(s) (${humanBytes(r.bytes_freed)} of files${r.dry_run ? ' would be freed' : ' freed'}), kept ${r.bundles_kept}, ` +
       `${r.backups_removed} backup(s), ${r.orphan_staging_dirs_removed} leftover(s); ${r.agents_visited} agent(s) swept, ` +
       `${r.agents_busy} busy, ${r.errors} error(s)`,
   );
