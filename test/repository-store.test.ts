@@ -236,6 +236,12 @@ test('repository store through the CLI: snapshot, list, verify --id, check, dama
   assert.equal(r.code, 2, r.stdout);
   // A subset reads round(packs × pct / 100) packs, at least one (not a coin flip per pack, which read
   // none at all in a quarter of the runs); 100 % reads every pack and finds the damage.
+  // the two ways of reading data are alternatives, as the synopsis shows
+  r = await runCli(['check', '--read-data', '--read-data-subset', '10%', '--json', ...root], {
+    env: repoEnv,
+  });
+  assert.equal(r.code, 1, r.stdout);
+  assert.match(r.stderr, /cannot be used with option '--read-data'/);
   r = await runCli(['check', '--read-data-subset', '1%', '--json', ...root], { env: repoEnv });
   const sub = JSON.parse(r.stdout) as { packs: number; packs_read: number };
   assert.ok(sub.packs >= 1, `${sub.packs} packs`);

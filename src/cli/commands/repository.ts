@@ -2,7 +2,7 @@
 // checked, and unreferenced data removed under the exclusive repository lock (docs/repository.md).
 
 import { InvalidInputError } from '../../model/errors.js';
-import { Command } from '../commander.js';
+import { Command, Option } from '../commander.js';
 import { checkIdentityFile, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { humanBytes, pruneSummary } from '../format.js';
 import { printText, terminalField } from '../terminal.js';
@@ -15,14 +15,17 @@ export function checkCommand() {
     .addOption(configOption())
     .addOption(identityOption())
     .option('--read-data', 'read every pack whole and check every blob')
-    .option(
-      '--read-data-subset <percent>',
-      'read this percentage of the packs (1..100), chosen at random',
-      (v) => {
-        const n = parseIntFlag('--read-data-subset')(v.replace(/%$/, ''));
-        if (n < 1 || n > 100) throw new InvalidInputError(`--read-data-subset must be 1..100, got ${n}`);
-        return n;
-      },
+    .addOption(
+      new Option(
+        '--read-data-subset <percent>',
+        'read this percentage of the packs (1..100), chosen at random',
+      )
+        .argParser((v) => {
+          const n = parseIntFlag('--read-data-subset')(v.replace(/%$/, ''));
+          if (n < 1 || n > 100) throw new InvalidInputError(`--read-data-subset must be 1..100, got ${n}`);
+          return n;
+        })
+        .conflicts('readData'),
     )
     .addOption(jsonOption())
     .addHelpText(
