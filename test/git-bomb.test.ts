@@ -69,6 +69,7 @@ async function assertRefused(
   assert.equal(git(a.memdir, ['rev-parse', 'HEAD']).trim(), before, 'the live agent is unchanged');
   assert.equal(readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'), memory);
   assert.deepEqual(readdirSync(a.memdirRoot), ['ana'], 'no clone was made');
+  assert.deepEqual(readdirSync(a.sqliteRoot), ['ana'], 'no directory of the clone is left');
   assert.deepEqual(readdirSync(tmp), [], 'no scratch repository is left');
   const staging = readdirSync(a.stateRoot, { recursive: true }).filter((f) =>
     /restore-staging/.test(String(f)),

@@ -315,6 +315,9 @@ async function restoreLocked(
     // swapped in with it, by one rename; the live ones go to the memdir's backup with it.
     const dbsInMemdir = p.components.sqliteRel !== undefined;
     const staging = [p.sqliteStage, p.memdirStage, p.work];
+    // directories this restore creates to stage in (a new agent's, an import's): removed again when
+    // they are left empty, so a refused import leaves no trace that would make the agent seem to exist
+    const created = [sqliteDir, snapDir].filter((d) => !existsSync(d));
     // The databases are checked on two threads when they are large (sqlite/worker.ts), else here.
     const dbBytes = head.manifest.artifacts.reduce(
       (n, a) => (a.kind.startsWith('sqlite_') ? n + a.size_bytes : n),
@@ -553,6 +556,7 @@ async function restoreLocked(
       await Promise.allSettled(checks?.lanes ?? []); // none cut short by the threads' end
       await Promise.all(sqlite.map((w) => w.close()));
       for (const dir of staging) await rm(dir, { recursive: true, force: true });
+      for (const dir of created) await rmdir(dir).catch(() => {}); // only when empty
     }
   } finally {
     lock.release();
