@@ -883,11 +883,12 @@ test('export redacts what leaves the host: re-packed with the same id, a report,
   const exact = await a.snapshotter.export('ana', undefined, snap.id, join(out, 'exact.tar.zst'), {
     redact: false,
   });
-  assert.deepEqual([exact.copy, exact.redacted], ['exact', false]);
+  assert.deepEqual([exact.copy, exact.redacted, exact.repacked], ['exact', false, false]);
   assert.ok(readFileSync(exact.path).equals(source));
   const red = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
   const again = await a.snapshotter.export('ana', undefined, red.id, join(out, 'red.tar.zst'));
   assert.equal(again.copy, 'already_redacted');
+  assert.equal(again.repacked, false, 'the file copied');
   assert.ok(readFileSync(again.path).equals(readFileSync(red.bundle_path)));
 
   // encrypted: protected, copied as it is; decrypted, the plaintext copy is redacted unless asked

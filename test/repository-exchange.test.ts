@@ -76,6 +76,7 @@ test('export of a repository snapshot: a v3 bundle (signed with the host key) th
   const exact = await s.export('ana', 'default', snap.id.slice(0, 8), `${out}/`, { redact: false });
   assert.equal(exact.path, join(out, `${snap.id}.tar.zst`));
   assert.equal(exact.copy, 'exact');
+  assert.equal(exact.repacked, true, 'written from the repository: signed by this host, not copied');
   assert.equal(exact.redacted, false);
   assert.equal(exact.verify.status, 'verified', JSON.stringify(exact.verify.problems));
   assert.equal(readFileSync(exact.sibling_path, 'utf8').trim(), exact.file_sha256);

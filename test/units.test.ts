@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { shownName } from '../console/src/format.js';
 import { parseIntFlag } from '../src/cli/context.js';
+import { formatExport } from '../src/cli/format.js';
 import { ProgressReporter } from '../src/cli/progress.js';
 import { loadConfig } from '../src/config/config.js';
 import { parseStrictJsonSpans } from '../src/format/json.js';
@@ -413,4 +414,27 @@ test('CLI integer flags take what the config takes: an integer JavaScript holds 
   assert.equal(keep(String(2 ** 53 - 1)), 2 ** 53 - 1);
   assert.throws(() => keep('99999999999999999999'), /--keep-count must be an integer of at most 2\^53/);
   assert.throws(() => keep('1.5'), /--keep-count must be an integer/);
+});
+
+test("export's text says whether the copy was written here (and so signed only with this host's key) or copied", () => {
+  const base = {
+    path: '/x/a.tar.zst',
+    sibling_path: '/x/a.tar.zst.sha256',
+    bundle_size_bytes: 10,
+    file_sha256: 'f'.repeat(64),
+    encrypted: false,
+    redacted: true,
+  };
+  const unsigned = { status: 'verified', signature: { status: 'unsigned' } } as unknown as Parameters<
+    typeof formatExport
+  >[0]['verify'];
+  const written = formatExport({ ...base, copy: 'already_redacted', repacked: true, verify: unsigned });
+  assert.match(written, /the snapshot itself is redacted; written as it is/);
+  assert.match(
+    written,
+    /signature: unsigned \(a re-packed copy is signed with signing\.key_path; none is configured\)/,
+  );
+  const copied = formatExport({ ...base, copy: 'already_redacted', repacked: false, verify: unsigned });
+  assert.match(copied, /copied as it is/);
+  assert.match(copied, /^signature: unsigned$/m);
 });

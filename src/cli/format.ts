@@ -171,9 +171,9 @@ function exportCopyLine(r: ExportResult): string {
       return `redacted: yes, re-packed (${red?.matches_redacted ?? 0} secret(s) replaced${rules}${history}); --no-redact for an exact copy`;
     }
     case 'already_redacted':
-      return 'redacted: yes (the snapshot itself is redacted; copied as it is)';
+      return `redacted: yes (the snapshot itself is redacted; ${r.repacked ? 'written as it is' : 'copied as it is'})`;
     case 'encrypted':
-      return 'redacted: no (age-encrypted, so protected: copied as it is)';
+      return `redacted: no (age-encrypted, so protected: ${r.repacked ? 'written as it is' : 'copied as it is'})`;
     default:
       return 'redacted: no (--no-redact: an exact copy, secrets included)';
   }
@@ -190,7 +190,7 @@ export function formatExport(r: ExportResult): string {
     ...(r.verify.signature
       ? [
           `signature: ${r.verify.signature.status}${r.verify.signature.key_id ? ` (key ${r.verify.signature.key_id})` : ''}${
-            r.copy === 'redacted' && r.verify.signature.status === 'unsigned'
+            r.repacked && r.verify.signature.status === 'unsigned'
               ? ' (a re-packed copy is signed with signing.key_path; none is configured)'
               : ''
           }`,

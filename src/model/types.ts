@@ -175,6 +175,12 @@ export interface ExportResult {
    * (age-encrypted, so protected: copied as it is, not redacted), `exact` (asked: a copy with secrets).
    */
   copy: 'redacted' | 'already_redacted' | 'encrypted' | 'exact';
+  /**
+   * Whether the copy is a new bundle written here (every copy of a repository snapshot, a redacted or
+   * decrypted copy of a bundle) rather than the bundle's file copied: it is signed only with this
+   * host's `signing.key_path`.
+   */
+  repacked: boolean;
   /** Whether the copy is age-encrypted. */
   encrypted: boolean;
   /** Whether the copy is redacted (`redactions_applied` of its manifest). */

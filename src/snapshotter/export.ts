@@ -225,6 +225,7 @@ export async function publishExport(
       file_sha256: written.sha256,
       verify: { ...report, bundle: dest },
       copy: written.copy,
+      repacked: written.repacked,
       encrypted: written.encrypted,
       redacted: written.copy === 'redacted' || written.copy === 'already_redacted',
       ...(written.redaction ? { redaction: written.redaction } : {}),
