@@ -88,6 +88,10 @@ test('keygen writes a 0600 secret key and a .pub, never overwrites, and -y print
   r = await runCli(['keygen', '-y', key]);
   assert.equal(r.code, 0);
   assert.equal(r.stdout.trim(), out.public_key);
+  // -y of the .pub file itself says what -y takes
+  r = await runCli(['keygen', '-y', `${key}.pub`]);
+  assert.equal(r.code, 1, r.stderr); // KEY
+  assert.match(r.stderr, /is a public key already; -y prints the public key of a secret key file/);
   // --age: an identity file the age CLI reads, 0600, whose recipient encrypts for it
   const ageFile = join(dir, 'age.txt');
   r = await runCli(['keygen', '--age', '--out', ageFile, '--json']);

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { generateIdentity, loadIdentities } from '../../crypto/age.js';
 import { generateSigningKey, loadSigningKey, secretKeyFileText } from '../../crypto/sign.js';
-import { AlreadyExistsError, asSnapshotError, InvalidInputError } from '../../model/errors.js';
+import { AlreadyExistsError, asSnapshotError, InvalidInputError, KeyError } from '../../model/errors.js';
 import { Command } from '../commander.js';
 import { checkIdentityFile, printJson, runCommand } from '../context.js';
 import { jsonOption } from './options.js';
@@ -95,7 +95,17 @@ Examples:
             } else process.stdout.write(`${recipients.join('\n')}\n`);
             return 0;
           }
-          const k = loadSigningKey(opts.public);
+          let k: ReturnType<typeof loadSigningKey>;
+          try {
+            k = loadSigningKey(opts.public);
+          } catch (err) {
+            // the public key file itself: say what -y takes, not what signing needs
+            if (err instanceof KeyError && / a public key; /.test(err.message))
+              throw new KeyError(
+                `${opts.public} is a public key already; -y prints the public key of a secret key file (the one keygen wrote beside this .pub)`,
+              );
+            throw err;
+          }
           if (opts.json) printJson(keyJson({ kind: 'ed25519', publicKey: k.publicKey, keyId: k.keyId }));
           else process.stdout.write(`${k.publicKey}\n`);
           return 0;
