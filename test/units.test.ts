@@ -23,7 +23,7 @@ import { Scheduler } from '../src/server/scheduler.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import { smallHeapFor } from '../src/util/heap-settings.js';
 import { MAX_TIMEOUT_MS, setLongTimeout } from '../src/util/long-timer.js';
-import { ensureBuilt } from './helpers/built-cli.js';
+import { ensureBuilt, runBuiltCli } from './helpers/built-cli.js';
 import { tarOf } from './helpers/bundles.js';
 import { REPO, runCli, tempDir } from './helpers/env.js';
 
@@ -206,8 +206,22 @@ test('CLI: --help has examples, --version prints, usage errors exit 1', async (t
   const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { description: string };
   const description = r.stdout.split('\n\n')[1]!.replace(/\s+/g, ' ');
   assert.equal(description, pkg.description);
-  for (const cmd of ['snapshot', 'verify', 'list', 'export', 'delete']) {
-    r = await runCli([cmd, '--help']);
+  // every command (serve and mcp own their process: the built CLI)
+  const commands = [
+    'snapshot',
+    'restore',
+    'import',
+    'recover',
+    'verify',
+    'list',
+    'diff',
+    'ls',
+    'cat',
+    'find',
+  ];
+  commands.push('export', 'delete', 'gc', 'keygen', 'pin', 'unpin', 'check', 'prune', 'migrate');
+  for (const cmd of [...commands, 'serve', 'mcp']) {
+    r = cmd === 'serve' || cmd === 'mcp' ? await runBuiltCli([cmd, '--help']) : await runCli([cmd, '--help']);
     assert.equal(r.code, 0, cmd);
     assert.match(r.stdout, /Examples:/, cmd);
   }

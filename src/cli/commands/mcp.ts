@@ -37,7 +37,11 @@ export function mcpCommand() {
     .addHelpText(
       'after',
       `
-Example (an MCP client's server entry):
+stdout carries only the MCP protocol (so no --json); warnings go to stderr.
+
+Examples:
+  nexo-memory mcp --agent ana --config /etc/nexo/memory.yaml
+  an MCP client's server entry:
   {"command": "nexo-memory", "args": ["mcp", "--agent", "ana", "--config", "/etc/nexo/memory.yaml"]}`,
     )
     .action(async (opts) => {
