@@ -184,6 +184,9 @@ test('the limits from the environment: 0 turns one off; a fraction, a tiny objec
   assert.deepEqual(fuse('0.5', '0.5'), { maxObjectBytes: 4 * MiB, cpuSeconds: 4 });
   assert.deepEqual(fuse('1000000', '2.2'), { maxObjectBytes: 4 * MiB, cpuSeconds: 6 });
   assert.deepEqual(fuse(String(64 * MiB), '90'), { maxObjectBytes: 64 * MiB, cpuSeconds: 93 });
+  // a pack's size adds 1 s a MiB, at most 9 minutes: a forged size in a manifest lifts nothing more
+  delete process.env.NEXO_MEMORY_GIT_CPU_SECONDS;
+  assert.equal(gitFuse(100 * 1024 * MiB).cpuSeconds, 60 + 540);
   for (const typo of ['abc', '-5', '60s', '1e999'])
     assert.deepEqual(fuse(typo, typo), { maxObjectBytes: 512 * MiB, cpuSeconds: 63 }, typo);
 });

@@ -49,6 +49,11 @@ export const GIT_MAX_OBJECT_BYTES = 512 * 1024 * 1024;
 export const GIT_CPU_SECONDS = 60;
 /** CPU seconds added per MiB of the pack, where its size is known before it streams. */
 export const GIT_CPU_SECONDS_PER_MIB = 1;
+/**
+ * At most this many seconds are added for the pack's size: a repository manifest's pack size is the
+ * snapshot author's word until the pack has been read, so a forged size must not lift the limit.
+ */
+export const GIT_CPU_SECONDS_MAX_FOR_SIZE = 540;
 
 /** The lowest object limit taken: git itself allocates buffers of 1 MiB (the index of a `reset`). */
 export const GIT_MIN_OBJECT_BYTES = 4 * 1024 * 1024;
@@ -73,7 +78,11 @@ export function gitFuse(packBytes = 0): GitFuse {
     GIT_MIN_OBJECT_BYTES,
   );
   const base = envLimit('NEXO_MEMORY_GIT_CPU_SECONDS', GIT_CPU_SECONDS, 1);
-  const cpuSeconds = base === 0 ? 0 : base + Math.ceil((packBytes / (1024 * 1024)) * GIT_CPU_SECONDS_PER_MIB);
+  const forSize = Math.min(
+    GIT_CPU_SECONDS_MAX_FOR_SIZE,
+    Math.ceil((packBytes / (1024 * 1024)) * GIT_CPU_SECONDS_PER_MIB),
+  );
+  const cpuSeconds = base === 0 ? 0 : base + forSize;
   return { maxObjectBytes, cpuSeconds };
 }
 
