@@ -14,6 +14,7 @@ import { generateSigningKey, secretKeyFileText } from '../src/crypto/sign.js';
 import { manifestSeal } from '../src/format/manifest.js';
 import { verifyBundleFile } from '../src/verify/verify.js';
 import { forgeBundle, readEntries, writeBundleFile } from './helpers/bundles.js';
+import { canonical } from './helpers/canonical-json.js';
 import { sampleAgent, tempDir } from './helpers/env.js';
 
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
@@ -104,33 +105,7 @@ function tarEntries(tar: Buffer): Entry[] {
 // ---------------------------------------------------------------------------------------------------
 // §5: canonical JSON, from its definition (strings escaped by hand, not by JSON.stringify)
 
-function canonicalString(s: string): string {
-  let out = '"';
-  for (const ch of s) {
-    const c = ch.codePointAt(0)!;
-    const short: Record<number, string> = { 8: '\\b', 9: '\\t', 10: '\\n', 12: '\\f', 13: '\\r' };
-    if (ch === '"') out += '\\"';
-    else if (ch === '\\') out += '\\\\';
-    else if (short[c]) out += short[c];
-    else if (c < 0x20) out += `\\u${c.toString(16).padStart(4, '0')}`;
-    else out += ch;
-  }
-  return `${out}"`;
-}
-
-/** Names compared as UTF-16BE bytes (= UTF-16 code units). */
-const utf16 = (s: string): Buffer => Buffer.from(s, 'utf16le').swap16();
-
-function canonical(v: unknown): string {
-  if (v === null) return 'null';
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (typeof v === 'number') return String(v);
-  if (typeof v === 'string') return canonicalString(v);
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  const o = v as Record<string, unknown>;
-  const names = Object.keys(o).sort((a, b) => Buffer.compare(utf16(a), utf16(b)));
-  return `{${names.map((k) => `${canonicalString(k)}:${canonical(o[k])}`).join(',')}}`;
-}
+// (canonicalString, canonical, utf16: helpers/canonical-json.ts)
 
 // ---------------------------------------------------------------------------------------------------
 // §6, §7: bech32 (BIP 173), key id, fingerprint

@@ -22,6 +22,7 @@ import {
   type LocalSnapshotterOptions,
   parseSigningKey,
 } from '../src/index.js';
+import { canonical, utf16 } from './helpers/canonical-json.js';
 import { type Agent, sampleAgent, tempDir } from './helpers/env.js';
 
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
@@ -100,30 +101,7 @@ function openFile(master: Buffer | undefined, b: Buffer): Buffer {
 // ---------------------------------------------------------------------------------------------------
 // format.md §5, §6: canonical JSON (strings escaped by hand), the signature's bech32 key
 
-function canonicalString(s: string): string {
-  let out = '"';
-  for (const ch of s) {
-    const c = ch.codePointAt(0)!;
-    const short: Record<number, string> = { 8: '\\b', 9: '\\t', 10: '\\n', 12: '\\f', 13: '\\r' };
-    if (ch === '"') out += '\\"';
-    else if (ch === '\\') out += '\\\\';
-    else if (short[c]) out += short[c];
-    else if (c < 0x20) out += `\\u${c.toString(16).padStart(4, '0')}`;
-    else out += ch;
-  }
-  return `${out}"`;
-}
-const utf16 = (s: string): Buffer => Buffer.from(s, 'utf16le').swap16();
-function canonical(v: unknown): string {
-  if (v === null) return 'null';
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (typeof v === 'number') return String(v);
-  if (typeof v === 'string') return canonicalString(v);
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  const o = v as Record<string, unknown>;
-  const names = Object.keys(o).sort((a, b) => Buffer.compare(utf16(a), utf16(b)));
-  return `{${names.map((k) => `${canonicalString(k)}:${canonical(o[k])}`).join(',')}}`;
-}
+// (canonicalString, canonical, utf16: helpers/canonical-json.ts)
 
 const CHARSET = 'qpzry9x8gf2tvdw0s3jn54khce6mua7l';
 function bech32Data(s: string, wantHrp: string): Buffer {
