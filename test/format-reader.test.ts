@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, createHmac, createPublicKey, verify } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { generateIdentity } from '../src/crypto/age.js';
@@ -16,6 +16,7 @@ import { verifyBundleFile } from '../src/verify/verify.js';
 import { forgeBundle, readEntries, writeBundleFile } from './helpers/bundles.js';
 import { canonical } from './helpers/canonical-json.js';
 import { sampleAgent, tempDir } from './helpers/env.js';
+import { plantUnusualNames } from './helpers/unusual-names.js';
 
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 
@@ -253,19 +254,7 @@ function unusualAgent(t: TestContext) {
     concepts: 2,
     compactions: 1,
   });
-  for (const name of [
-    'a-b.md',
-    'Z.md',
-    'é.md',
-    '\u{1F600}.md',
-    '\uFF5E.md',
-    'sub/x.md',
-    'sub-x.md',
-    'with space.md',
-  ]) {
-    mkdirSync(join(a.memdir, 'notes', ...name.split('/').slice(0, -1)), { recursive: true });
-    writeFileSync(join(a.memdir, 'notes', name), `# ${name}\n`);
-  }
+  plantUnusualNames(a.memdir);
   return a;
 }
 

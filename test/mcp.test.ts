@@ -437,22 +437,31 @@ test('mcp: SIGTERM after the first answer ends it with status 0', async (t) => {
   assert.deepEqual(leftovers(a), []);
 });
 
-test('mcp: SIGTERM during memory_snapshot lets the snapshot finish and answer, then exits 0 with nothing left behind', async (t) => {
+/**
+ * A server whose `memory_snapshot` call (id 2, labelled `label`) has started and waits at the write
+ * gate, held by a memory writer in the middle of a batch (the `hold-gate` fixture): kill the writer to
+ * let it go on.
+ */
+async function snapshotAtTheGate(t: TestContext, label: string) {
   const a = sampleAgent(t, 'ana', SMALL);
   const s = rawServer(t, a);
   s.send(s.initialize);
   assert.equal((await s.next()).id, 1);
   s.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
-  // A memory writer in the middle of a batch: the snapshot waits in its capture step.
   const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
   await writer.ready;
   s.send({
     jsonrpc: '2.0',
     id: 2,
     method: 'tools/call',
-    params: { name: 'memory_snapshot', arguments: { label: 'in flight' } },
+    params: { name: 'memory_snapshot', arguments: { label } },
   });
   await until(() => storeEntries(a).some((n) => n.startsWith('.staging-'))); // the snapshot started
+  return { a, s, writer };
+}
+
+test('mcp: SIGTERM during memory_snapshot lets the snapshot finish and answer, then exits 0 with nothing left behind', async (t) => {
+  const { a, s, writer } = await snapshotAtTheGate(t, 'in flight');
   s.child.kill('SIGTERM');
   writer.child.kill('SIGKILL'); // the writer's batch ends: the gate opens
   const answer = (await s.next()) as { id: number; result: ToolResult };
@@ -465,20 +474,7 @@ test('mcp: SIGTERM during memory_snapshot lets the snapshot finish and answer, t
 });
 
 test('mcp: a second signal during memory_snapshot exits 1 at once; the next snapshot cleans what it left', async (t) => {
-  const a = sampleAgent(t, 'ana', SMALL);
-  const s = rawServer(t, a);
-  s.send(s.initialize);
-  assert.equal((await s.next()).id, 1);
-  s.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
-  const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
-  await writer.ready;
-  s.send({
-    jsonrpc: '2.0',
-    id: 2,
-    method: 'tools/call',
-    params: { name: 'memory_snapshot', arguments: { label: 'cut short' } },
-  });
-  await until(() => storeEntries(a).some((n) => n.startsWith('.staging-')));
+  const { a, s, writer } = await snapshotAtTheGate(t, 'cut short');
   s.child.kill('SIGTERM');
   s.child.kill('SIGINT');
   assert.deepEqual(await s.ended, { code: 1, signal: null }, s.stderr());

@@ -24,6 +24,7 @@ import {
 } from '../src/index.js';
 import { canonical, utf16 } from './helpers/canonical-json.js';
 import { type Agent, sampleAgent, tempDir } from './helpers/env.js';
+import { plantUnusualNames } from './helpers/unusual-names.js';
 
 const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -695,19 +696,7 @@ const LABEL = 'quote " backslash \\ slash / é \u2028 \u{1F600}';
 
 function repoAgent(t: TestContext, snap: Partial<LocalSnapshotterOptions> = {}): Agent {
   const a = sampleAgent(t, 'ana', SMALL, { store: 'repository', ...snap });
-  for (const name of [
-    'a-b.md',
-    'Z.md',
-    'é.md',
-    '\u{1F600}.md',
-    '\uFF5E.md',
-    'sub/x.md',
-    'sub-x.md',
-    'with space.md',
-  ]) {
-    mkdirSync(join(a.memdir, 'notes', ...name.split('/').slice(0, -1)), { recursive: true });
-    writeFileSync(join(a.memdir, 'notes', name), `# ${name}\n`);
-  }
+  plantUnusualNames(a.memdir);
   // content no text decoder would keep as it is
   writeFileSync(
     join(a.memdir, 'notes', 'bytes.md'),
