@@ -35,6 +35,7 @@ import {
   zstd,
 } from './helpers/bundles.js';
 import { type Agent, runCli, startFixture, tempDir } from './helpers/env.js';
+import { refusedEverywhere } from './helpers/hostile.js';
 import { agent, DBS, expected, fingerprint, mutate, sha, withoutDbBytes } from './helpers/restore.js';
 
 /** Rows of every table of every database, for comparing content where bytes may differ. */
@@ -512,6 +513,16 @@ test('a missing sibling is a warning when every internal hash verifies', async (
     JSON.stringify(r.warnings),
   );
   assert.deepEqual(await fingerprint(a), await expected(snap.bundle_path));
+});
+
+test('a wrong sibling is found at the end of the stream, after the history was built beside it: refused (exit 2), nothing staged left, the live agent unchanged', async (t) => {
+  // verify reports the sibling once the whole file is read; by then git has checked the history and the
+  // restore has started building the staged repository from it (restore-source.ts, onHistory)
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  writeFileSync(`${snap.bundle_path}.sha256`, 'f'.repeat(64));
+  await refusedEverywhere(a, snap.bundle_path, 'CHECKSUM_MISMATCH');
 });
 
 test('a writer inside a batch when the swap begins: the swap waits for it, the anchor holds its write, and a failed swap puts its state back', async (t) => {

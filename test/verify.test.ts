@@ -4,10 +4,13 @@
 // (here for the format's rules; verify-hostile.test.ts for paths, git, state and the whole table).
 
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { git } from '../scripts/sample-agent.js';
+import { PackCheck } from '../src/git/pack-check.js';
 import { verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
 import {
   type ArtifactSpec,
@@ -718,4 +721,45 @@ test('sibling: ASCII whitespace and the sha256sum forms are accepted, other byte
     assert.equal(r.status, ok ? 'verified' : 'damaged', JSON.stringify(text));
     if (!ok) assert.equal(r.sibling, 'unreadable');
   }
+});
+
+test('a git pack is indexed beside the stream: after its last byte, git finishes while this thread stays busy', async (t) => {
+  // The stream's reader hands on chunks without turning the event loop while the decompression thread
+  // is ahead of it (writing memory files, say): git must need nothing more from this process once the
+  // pack's last byte is written, or index-pack only finishes after the whole stream.
+  const dir = tempDir(t);
+  const src = join(dir, 'src');
+  git(dir, ['init', '-q', '-b', 'main', src]);
+  for (let i = 0; i < 3; i++) {
+    writeFileSync(join(src, `f${i}.bin`), randomBytes(256 * 1024)); // incompressible: a pack of ~768 KiB
+    git(src, ['add', '.']);
+    git(src, ['-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', `c${i}`]);
+  }
+  const pack = execFileSync('git', ['-C', src, 'pack-objects', '--revs', '--all', '--stdout'], {
+    input: '',
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  assert.ok(pack.length > 512 * 1024, `a pack of ${pack.length} bytes, larger than a pipe's buffer`);
+  const head = git(src, ['rev-parse', 'HEAD']).trim();
+  const into = join(dir, 'staged');
+  const check = await PackCheck.start('sha1', into, pack.length);
+  for (let off = 0; off < pack.length; off += 64 * 1024)
+    await check.write(pack.subarray(off, off + 64 * 1024));
+  check.endInput();
+  // busy without turning the event loop, as the stream is: the index appears all the same
+  const packDir = join(into, '.git', 'objects', 'pack');
+  const idle = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + 60_000;
+  let indexed = false;
+  while (!indexed && Date.now() < deadline) {
+    indexed = readdirSync(packDir).some((n) => n.endsWith('.idx'));
+    if (!indexed) Atomics.wait(idle, 0, 0, 20);
+  }
+  assert.ok(indexed, 'git indexed the pack while this thread never returned to the event loop');
+  assert.equal(await check.finish(new Map([['refs/heads/main', head]])), undefined);
+  // the bytes were written to a file in the repository's git directory, which does not stay
+  assert.deepEqual(
+    readdirSync(join(into, '.git')).filter((n) => n.endsWith('.pack')),
+    [],
+  );
 });

@@ -158,6 +158,12 @@ export interface HistorySource {
   detached: boolean;
   /** The commit HEAD must resolve to once loaded (v2 and repository snapshots with history). */
   expectHead?: string;
+  /**
+   * The history is one pack that index-pack checked self-contained and connected (a v2 bundle's, indexed
+   * as it streamed), every ref naming an object of it: no object reachable from a ref can be missing,
+   * so the fsck of connectivity is not run again.
+   */
+  connected?: boolean;
 }
 
 /** Fetches every ref (and a detached HEAD) from a git bundle or a repository git can read. */
@@ -216,6 +222,7 @@ export async function bundleHistorySource(
         : undefined;
     return {
       ...(load ? { load } : {}),
+      ...(indexedRefs ? { connected: true } : {}),
       ...(m.git.head_ref ? { ref: m.git.head_ref } : {}),
       oid: m.git.head_oid,
       detached,
@@ -268,6 +275,12 @@ export async function buildMemdir(
   liveMemdir: string,
   /** The live repository as inspectRepo read it, when the caller reads it already. */
   liveRepo?: Promise<RepoInfo>,
+  /**
+   * Settles once every memory file is in the staged tree, when the history comes first (a bundle's,
+   * while the stream goes on): only the index's reset reads the tree and waits for it; a rejection
+   * (the stream failed) ends the build with it.
+   */
+  worktree: Promise<void> = Promise.resolve(),
 ): Promise<StagedRepo> {
   await mkdir(p.memdirStage, { recursive: true });
   const warnings: string[] = [];
@@ -279,17 +292,41 @@ export async function buildMemdir(
     (err: unknown) => ({ err: err as Error }),
   );
   if (!existsSync(join(dir, '.git'))) await git(dir, ['init', '-q'], 'git init');
-  await source.load?.(dir);
-  if (source.detached && source.oid)
-    await gitOnBundle(dir, ['update-ref', '--no-deref', 'HEAD', source.oid], 'setting a detached HEAD');
-  else if (source.ref) await gitOnBundle(dir, ['symbolic-ref', 'HEAD', source.ref], 'setting HEAD');
+  // The pre-restore HEAD is fetched beside the history's loading (it writes only its own tag, whose
+  // name has this restore's id, and objects).
+  const tagging = (async (): Promise<string | undefined> => {
+    try {
+      const live = await liveRead;
+      if ('err' in live) throw live.err;
+      if (!live.info.headOid) return undefined;
+      const tag = `pre-restore-${p.restoreId}`;
+      await git(
+        dir,
+        ['fetch', '-q', '--no-tags', liveMemdir, `+HEAD:refs/tags/${tag}`],
+        'keeping the pre-restore HEAD',
+      );
+      return tag;
+    } catch (err) {
+      warnings.push(`the live repository could not be read, no pre-restore tag: ${(err as Error).message}`);
+      return undefined;
+    }
+  })();
   let head: string | undefined;
-  const rev = await runGit(dir, ['rev-parse', '-q', '--verify', 'HEAD^{commit}']);
-  if (rev.code === 0) head = rev.stdout.trim();
-  if (source.expectHead !== undefined && head !== source.expectHead) {
-    throw new BundleDamagedError(
-      `restored HEAD ${head ?? '(none)'} is not the snapshot's ${source.expectHead}`,
-    );
+  try {
+    await source.load?.(dir);
+    if (source.detached && source.oid)
+      await gitOnBundle(dir, ['update-ref', '--no-deref', 'HEAD', source.oid], 'setting a detached HEAD');
+    else if (source.ref) await gitOnBundle(dir, ['symbolic-ref', 'HEAD', source.ref], 'setting HEAD');
+    const rev = await runGit(dir, ['rev-parse', '-q', '--verify', 'HEAD^{commit}']);
+    if (rev.code === 0) head = rev.stdout.trim();
+    if (source.expectHead !== undefined && head !== source.expectHead) {
+      throw new BundleDamagedError(
+        `restored HEAD ${head ?? '(none)'} is not the snapshot's ${source.expectHead}`,
+      );
+    }
+  } catch (err) {
+    await tagging; // no git left running in the staging the caller removes
+    throw err;
   }
   // Two lanes at once, HEAD being set: the index reset to HEAD (it writes only the index), and the
   // pre-restore tag followed by fsck (refs and objects; fsck reads HEAD, the index not at all).
@@ -298,33 +335,22 @@ export async function buildMemdir(
   // Under the fuse (git.ts GitFuse): small trees that name one another many times over can make an
   // index far larger than the pack (a "tree bomb"), and stopping at the fuse is damage too.
   const reset = head
-    ? runGit(dir, ['reset', '-q'], undefined, gitFuse()).then((r) => {
-        if (r.code === 0) return executableBits(dir);
-        const why = `git reset (index to HEAD) failed while staging the restore: ${r.stderr || `exit ${r.code}`}`;
-        throw /invalid path|bad tree|unable to read tree/i.test(r.stderr) || r.tripped
-          ? new BundleDamagedError(why)
-          : new GitError(why);
-      })
-    : Promise.resolve();
+    ? worktree
+        .then(() => runGit(dir, ['reset', '-q'], undefined, gitFuse()))
+        .then((r) => {
+          if (r.code === 0) return executableBits(dir);
+          const why = `git reset (index to HEAD) failed while staging the restore: ${r.stderr || `exit ${r.code}`}`;
+          throw /invalid path|bad tree|unable to read tree/i.test(r.stderr) || r.tripped
+            ? new BundleDamagedError(why)
+            : new GitError(why);
+        })
+    : worktree;
   const tagAndCheck = async (): Promise<string | undefined> => {
-    let tag: string | undefined;
-    try {
-      const live = await liveRead;
-      if ('err' in live) throw live.err;
-      if (live.info.headOid) {
-        tag = `pre-restore-${p.restoreId}`;
-        await git(
-          dir,
-          ['fetch', '-q', '--no-tags', liveMemdir, `+HEAD:refs/tags/${tag}`],
-          'keeping the pre-restore HEAD',
-        );
-      }
-    } catch (err) {
-      tag = undefined;
-      warnings.push(`the live repository could not be read, no pre-restore tag: ${(err as Error).message}`);
-    }
-    // Every object was hashed and checked by index-pack when it was indexed or fetched; fsck checks
-    // that the history reachable from every ref is complete.
+    const tag = await tagging;
+    // Every object was hashed and checked by index-pack when it was indexed or fetched (git fetch
+    // checks that what it fetched is connected); fsck checks that the history reachable from every
+    // ref is complete, unless index-pack already did (`connected`).
+    if (source.connected) return tag;
     const fsck = await fsckBuilt(dir, ['--connectivity-only', '--no-progress', '--no-dangling']);
     if (fsck.code !== 0)
       throw new BundleDamagedError(`git fsck of the restored repository failed: ${fsck.stderr}`);

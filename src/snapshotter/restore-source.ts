@@ -9,7 +9,7 @@ import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Identity } from '../crypto/age.js';
 import type { PublicSigningKey } from '../crypto/sign.js';
-import type { Artifact, Manifest } from '../format/manifest.js';
+import type { Artifact, Manifest, ParsedManifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
 import { manifestProblems } from '../format/rules.js';
 import { checkSealSignature, checkSignature, type SignatureCheck } from '../format/signature.js';
@@ -65,12 +65,21 @@ export interface ReadSnapshot {
 export interface StagedSnapshot extends ReadSnapshot {
   /** Where the rebuilt repository loads the history from; undefined without a repository. */
   history: HistorySource | undefined;
-  /** The staged repository, when the source built it during the pass (`stage`'s `buildTree`). */
-  tree?: StagedRepo;
+  /**
+   * The staged repository, when the source built it during the pass (`stage`'s `buildTree`), or is
+   * still building it (a bundle's: its index is reset once the stream ends; settled by the caller).
+   */
+  tree?: StagedRepo | Promise<StagedRepo>;
 }
 
-/** Builds the staged repository (restore/stage.ts buildMemdir) from a history source. */
-export type TreeBuilder = (history: HistorySource | undefined) => Promise<StagedRepo>;
+/**
+ * Builds the staged repository (restore/stage.ts buildMemdir) from a history source; `worktree`
+ * settles once the memory files are all in place, when the history comes before them.
+ */
+export type TreeBuilder = (
+  history: HistorySource | undefined,
+  worktree?: Promise<void>,
+) => Promise<StagedRepo>;
 
 /** Which artifacts a dry run writes, and where. */
 export type ArtifactTarget = (a: { path_in_bundle: string; kind: string }) => string | undefined;
@@ -83,8 +92,9 @@ export interface RestoreSource {
    * Verifies every byte and writes each artifact beside the live paths (`p`); fails (typed, exit 2 for
    * damage) when anything does not verify or the manifest is not the one `head` read. A source that
    * stages the history and the memory files before the databases runs `buildTree` as soon as they are
-   * in place, beside the rest of the pass, and returns what it built (`tree`); the others leave it to
-   * the caller. `onStaged` is called with where each artifact was written as soon as every one is
+   * in place, beside the rest of the pass, and returns what it built (`tree`); a bundle's source runs it
+   * as soon as the history is indexed and checked, the memory files still streaming, and returns it
+   * building; without a history checked during the pass, the caller builds it. `onStaged` is called with where each artifact was written as soon as every one is
    * written and checked, when that is before the pass ends (git still at the history or the tree).
    * `lanes`: worker threads a source may write the databases on (a repository snapshot's do).
    */
@@ -130,21 +140,53 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
         problems: manifestProblems(parsed).map(({ layout: _l, ...p }) => p),
       };
     },
-    async stage(p, headRaw, onProgress, _buildTree, onStaged) {
-      const v = await verifyBundle(bundle, {
-        sink: { ...stagingSink(p), ...(onStaged ? { onStreamed: onStaged } : {}) },
-        ...(onProgress ? { onProgress } : {}),
-        ...withIds,
+    async stage(p, headRaw, onProgress, buildTree, onStaged) {
+      // The staged repository is built from the history as soon as git has checked it (the stream
+      // still writing the memory files after it); its index waits for the stream's end (`worktree`).
+      let streamEnded!: (failure?: Error) => void;
+      const worktree = new Promise<void>((resolveTree, rejectTree) => {
+        streamEnded = (failure) => (failure ? rejectTree(failure) : resolveTree());
       });
-      if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
-      const { manifest, layout, raw } = v.manifest;
-      if (changed(raw, headRaw))
-        throw new BundleDamagedError('the bundle changed while it was being restored');
+      worktree.catch(() => undefined); // the tree's build ends with it
+      let tree: Promise<StagedRepo> | undefined;
+      const onHistory = (refs: ReadonlyMap<string, string>, streamed: ParsedManifest) => {
+        // (the manifest must be the one the head read: the stream's end refuses it otherwise)
+        if (!buildTree || tree || changed(streamed.raw, headRaw)) return;
+        tree = bundleHistorySource(p, streamed.manifest, streamed.layout, refs).then((history) =>
+          buildTree(history, worktree),
+        );
+        tree.catch(() => undefined); // awaited below, or by the caller
+      };
+      const failed = async (err: unknown): Promise<never> => {
+        streamEnded(err instanceof Error ? err : new Error(String(err)));
+        await tree?.catch(() => undefined); // no git left running in the staging the caller removes
+        throw err;
+      };
+      let v: Awaited<ReturnType<typeof verifyBundle>>;
+      try {
+        v = await verifyBundle(bundle, {
+          sink: {
+            ...stagingSink(p),
+            ...(onStaged ? { onStreamed: onStaged } : {}),
+            ...(buildTree ? { onHistory } : {}),
+          },
+          ...(onProgress ? { onProgress } : {}),
+          ...withIds,
+        });
+        if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
+        if (changed(v.manifest.raw, headRaw))
+          throw new BundleDamagedError('the bundle changed while it was being restored');
+      } catch (err) {
+        return failed(err);
+      }
+      streamEnded();
+      const { manifest, layout } = v.manifest;
       return {
         manifest,
         written: v.written,
         warnings: v.report.sibling !== 'ok' ? [siblingWarning(v.report.sibling, true)] : [],
         history: await bundleHistorySource(p, manifest, layout, v.gitRefs),
+        ...(tree ? { tree } : {}),
       };
     },
     async inspect(target, onProgress) {

@@ -329,6 +329,8 @@ async function restoreLocked(
     // to pay for loading the counting module there (small ones are counted on this thread, below). The
     // checks start as soon as the source has written every artifact (`onStaged`), while it still waits
     // for git (a bundle's history indexed, a repository snapshot's tree built); or once it returns.
+    // (Counting the live databases first, while the source streams, was measured: the stream slowed by
+    // as much as the end gained, docs/operations.md "stop 42".)
     const counted = new Map<string, RowCounts>();
     const rows = packageModule(import.meta.url, '../sqlite/rows');
     const countHere = dbBytes < sqliteThreadsMinBytes();
@@ -375,7 +377,9 @@ async function restoreLocked(
         p,
         head.raw,
         req.onProgress,
-        bundleHasMemdir(head.manifest) ? (history) => buildMemdir(p, history, memdir, liveRepo) : undefined,
+        bundleHasMemdir(head.manifest)
+          ? (history, worktree) => buildMemdir(p, history, memdir, liveRepo, worktree)
+          : undefined,
         startChecks,
         // large databases are written on the SQLite threads (a repository snapshot's), idle until the checks
         countHere ? undefined : sqlite,

@@ -12,6 +12,7 @@ export class GitStreamCheck {
   private readonly reader = new GitBundleHeaderReader();
   private pack: Promise<PackCheck> | undefined;
   private problem: string | undefined;
+  private ended = false;
 
   constructor(
     private readonly git: GitInfo,
@@ -53,8 +54,13 @@ export class GitStreamCheck {
     await (await this.pack).write(packBytes);
   }
 
-  /** After the last byte: why the git bundle cannot be restored, or undefined. */
-  async finish(): Promise<string | undefined> {
+  /**
+   * The git bundle's last byte was fed: git's input ends now, so index-pack resolves the pack's deltas
+   * while the stream goes on with the entries after it (the memory files), not after the whole stream.
+   */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
     if (this.problem === undefined) {
       try {
         this.reader.end();
@@ -62,6 +68,16 @@ export class GitStreamCheck {
         this.problem = (err as Error).message;
       }
     }
+    if (this.problem === undefined)
+      void this.pack?.then(
+        (p) => p.endInput(),
+        () => undefined,
+      );
+  }
+
+  /** After the last byte (end() is implied): why the git bundle cannot be restored, or undefined. */
+  async finish(): Promise<string | undefined> {
+    this.end();
     const pack = await this.pack;
     if (!pack) return this.problem;
     if (this.problem !== undefined) {

@@ -64,6 +64,14 @@ export interface EntrySink {
    * its database checks here).
    */
   onStreamed?: (written: ReadonlyMap<string, string>) => void;
+  /**
+   * Called once a v2 bundle's history is indexed into `gitRepo` and checked (the git bundle's SHA-256
+   * matches the manifest, git's checks of its pack and refs passed) and nothing read so far had a
+   * problem, when that is before the stream ends: the refs of the bundle's header, and the bundle's
+   * manifest. A restore sets up the staged repository's history here, beside the memory files that
+   * follow it in the stream.
+   */
+  onHistory?: (refs: ReadonlyMap<string, string>, manifest: ParsedManifest) => void;
 }
 
 export interface VerifyOptions {
@@ -385,7 +393,8 @@ async function checkEntries(
   let artifactsOk = true;
   const verified = new Set<string>();
   const madeDirs = new Set<string>();
-  let gitCheck: { check: GitStreamCheck; path: string } | undefined;
+  // (`finishing`: git's verdict, asked for as soon as the git bundle's entry checked out)
+  let gitCheck: { check: GitStreamCheck; path: string; finishing?: Promise<string | undefined> } | undefined;
   let gitRefs: ReadonlyMap<string, string> | undefined;
   try {
     for await (const e of reader.entries()) {
@@ -452,6 +461,8 @@ async function checkEntries(
       } else {
         for await (const chunk of body) hash.update(chunk);
       }
+      // the git bundle's last byte is read: index-pack finishes beside the entries after it
+      git?.end();
       report.bytes_checked += e.size;
       if (hash.digest('hex') !== a.sha256) {
         artifactsOk = false;
@@ -470,12 +481,27 @@ async function checkEntries(
       }
       verified.add(a.path_in_bundle);
       report.artifacts_checked++;
+      if (git && gitCheck?.check === git) {
+        // git's verdict comes beside the entries after it; a restore may start on the history then
+        const finishing = git.finish();
+        finishing.catch(() => undefined); // awaited after the stream
+        gitCheck.finishing = finishing;
+        const onHistory = sink?.onHistory;
+        if (onHistory && git.keeps)
+          finishing.then(
+            (problem) => {
+              if (problem === undefined && git.refs && report.problems.length === 0)
+                onHistory(git.refs, reader.manifest);
+            },
+            () => undefined,
+          );
+      }
     }
     report.size_ok = true;
     if (report.problems.length === 0 && m.artifacts.every((a) => verified.has(a.path_in_bundle)))
       sink?.onStreamed?.(written);
     if (gitCheck) {
-      const problem = await gitCheck.check.finish();
+      const problem = await (gitCheck.finishing ?? gitCheck.check.finish());
       if (problem === undefined && gitCheck.check.keeps) gitRefs = gitCheck.check.refs;
       gitCheck = undefined;
       if (problem !== undefined && verified.has(GIT_BUNDLE_PATH)) {
@@ -490,6 +516,7 @@ async function checkEntries(
       }
     }
   } catch (err) {
+    await gitCheck?.finishing?.catch(() => undefined);
     await gitCheck?.check.abort();
     if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw err;
     onStreamFailure();
