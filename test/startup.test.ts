@@ -296,3 +296,41 @@ test('a reader that closes the pipe early (`| head`) ends nothing badly: the exi
     assert.doesNotMatch(err, /EPIPE|Error/, args.join(' '));
   }
 });
+
+test('verify, restore and import of a large file start its decompression thread before the program loads; an id or a small file does not', async (t) => {
+  const dir = tempDir(t, 'nexo-early-');
+  const big = join(dir, 'big.tar.zst');
+  writeFileSync(big, Buffer.alloc(5 * 1024 * 1024)); // read on the thread (≥ 4 MiB); not a bundle
+  const small = join(dir, 'small.tar.zst');
+  writeFileSync(small, Buffer.alloc(1024));
+  const order = async (args: string[]) => {
+    const record = join(tempDir(t, 'nexo-modules-'), 'loaded.txt');
+    const hook = pathToFileURL(join(REPO, 'test', 'fixtures', 'record-modules.mjs')).href;
+    await runBuiltCli([...args, '--state-root', join(dir, 'state')], {
+      env: { NODE_OPTIONS: `--import ${hook}`, NEXO_RECORD_MODULES: record, NEXO_MEMORY_CONFIG: '' },
+    });
+    const urls = readFileSync(record, 'utf8').split('\n');
+    const at = (suffix: string) => urls.findIndex((u) => u.endsWith(suffix));
+    return { worker: at('/dist/src/format/zstd-worker.js'), program: at('/dist/src/cli/program.js') };
+  };
+  for (const args of [
+    ['verify', big],
+    ['restore', '--agent', 'ana', '--from', big, '--dry-run'],
+    ['import', '--agent', 'bob', `--from=${big}`],
+  ]) {
+    const o = await order(args);
+    assert.ok(o.program > 0, `${args[0]}: the program loaded`);
+    assert.ok(
+      o.worker >= 0 && o.worker < o.program,
+      `${args[0]}: the decompression thread's module before the program (${JSON.stringify(o)})`,
+    );
+  }
+  for (const args of [
+    ['verify', small],
+    ['restore', '--agent', 'ana', '--from', '0190a5c3'],
+  ]) {
+    const o = await order(args);
+    assert.ok(o.program > 0, `${args.join(' ')}: the program loaded`);
+    assert.ok(o.worker < 0 || o.worker > o.program, `${args.join(' ')}: nothing started early`);
+  }
+});

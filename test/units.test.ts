@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { shownName } from '../console/src/format.js';
 import { parseIntFlag } from '../src/cli/context.js';
+import { bundleCandidates } from '../src/cli/early-read.js';
 import { formatExport } from '../src/cli/format.js';
 import { ProgressReporter } from '../src/cli/progress.js';
 import { loadConfig } from '../src/config/config.js';
@@ -451,4 +452,22 @@ test("export's text says whether the copy was written here (and so signed only w
   const copied = formatExport({ ...base, copy: 'already_redacted', repacked: false, verify: unsigned });
   assert.match(copied, /copied as it is/);
   assert.match(copied, /^signature: unsigned$/m);
+});
+
+test('bundleCandidates: the values after verify, restore and import that could name a bundle', () => {
+  assert.deepEqual(bundleCandidates(['verify', 'a.tar.zst', '--deep', '--json']), ['a.tar.zst']);
+  assert.deepEqual(bundleCandidates(['restore', '--agent', 'ana', '--from', 'b.tar.zst']), [
+    'ana',
+    'b.tar.zst',
+  ]);
+  assert.deepEqual(bundleCandidates(['import', '--agent=bob', '--from=c.tar.zst', '--force']), [
+    'bob',
+    'c.tar.zst',
+  ]);
+  // an option before the command: its value is taken for the command, and nothing starts early (the
+  // thread then starts when the command runs, as without this)
+  assert.deepEqual(bundleCandidates(['--config', 'x.yaml', 'verify', 'd']), []);
+  assert.deepEqual(bundleCandidates(['list', '--agent', 'ana']), []);
+  assert.deepEqual(bundleCandidates(['snapshot', '--agent', 'ana']), []);
+  assert.deepEqual(bundleCandidates([]), []);
 });

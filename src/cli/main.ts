@@ -5,6 +5,7 @@
 
 // First, before the program's modules allocate anything.
 import './heap-settings.js';
+import { bundleCandidates, bundleReadEarly } from './early-read.js';
 import { asksOnlyVersion } from './version-flag.js';
 
 // A reader that stops early (`nexo-memory list | head`) closes the pipe: the rest of the output is
@@ -23,4 +24,9 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 if (asksOnlyVersion(process.argv.slice(2)))
   process.stdout.write(`${(await import('../util/version.js')).PACKAGE_VERSION}\n`);
-else await (await import('./program.js')).main(process.argv);
+else {
+  // a bundle's decompression thread starts now, while the program loads (early-read.ts)
+  const bundle = bundleReadEarly(bundleCandidates(process.argv.slice(2)));
+  if (bundle !== undefined) (await import('../snapshotter/prepare-read.js')).prepareBundleRead(bundle);
+  await (await import('./program.js')).main(process.argv);
+}

@@ -1,6 +1,15 @@
 // Owns the protocol between the decompression worker (zstd-worker-main.ts) and the main thread
-// (zstd-worker.ts): the two rings of slots in shared memory, the control words, what the worker is
-// given and the messages it posts. Pure: no I/O.
+// (zstd-worker.ts): which files go through it, the two rings of slots in shared memory, the control
+// words, what the worker is given and the messages it posts. Pure: no I/O, nothing imported (the CLI
+// reads OFF_THREAD_MIN_BYTES before it loads anything else, cli/early-read.ts).
+
+/**
+ * The smallest file a whole-bundle read decodes on a worker thread. Starting the thread costs ~30-40 ms
+ * (its isolate and Node's bootstrap, the zstd binding loaded again) before the first byte; this thread
+ * decompresses ~4 MiB in that time. A smaller bundle (a small agent's, a pre-tool snapshot's) is
+ * decoded here, where it is done before a worker would have started.
+ */
+export const OFF_THREAD_MIN_BYTES = 4 * 1024 * 1024;
 
 // The output ring (decompressed bytes). Fewer, larger slots: every hand-over costs a wake-up of the
 // other thread. The file's bytes as read stay on the worker, which hashes them itself.

@@ -24,6 +24,7 @@ import { countDecompressed, type SizeLimit } from './zstd.js';
 import {
   allocateRings,
   HEAD,
+  OFF_THREAD_MIN_BYTES,
   SLOT_SIZE,
   SLOTS,
   STATE,
@@ -63,13 +64,8 @@ export interface OffThreadStream {
   exited: Promise<number>;
 }
 
-/**
- * The smallest file a whole-bundle read decodes on a worker thread. Starting the thread costs ~30-40 ms
- * (its isolate and Node's bootstrap, the zstd binding loaded again) before the first byte; this thread
- * decompresses ~4 MiB in that time. A smaller bundle (a small agent's, a pre-tool snapshot's) is
- * decoded here, where it is done before a worker would have started.
- */
-export const OFF_THREAD_MIN_BYTES = 4 * 1024 * 1024;
+/** (zstd-ring.ts: the smallest file a whole-bundle read decodes on a worker thread) */
+export { OFF_THREAD_MIN_BYTES } from './zstd-ring.js';
 
 /** A decompression worker started ahead of the read that will take it, and whether it ended already. */
 let spare: { worker: Worker; exited: boolean } | undefined;
