@@ -474,3 +474,40 @@ test('a decompression worker started ahead of a read is the one the read takes (
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, 'waiting', 'the worker was up, waiting for its input');
 });
+
+test('a worker started ahead with a plain file reads it at once; the read of that file takes it over (what it posted meanwhile too), the read of another file stops it', async (t) => {
+  const workers: import('node:worker_threads').Worker[] = [];
+  const count = (w: import('node:worker_threads').Worker) => workers.push(w);
+  process.on('worker', count);
+  t.after(() => process.off('worker', count));
+  const a = sampleAgent(t, 'ana', { memories: 2000, embeddings: 12_000 }, { store: 'bundles' });
+  const bundle = (await a.snapshotter.snapshot({ agentId: 'ana' })).bundle_path;
+  const other = join(tempDir(t), 'other.tar.zst');
+  writeFileSync(other, readFileSync(bundle));
+  writeFileSync(`${other}.sha256`, readFileSync(`${bundle}.sha256`));
+  const size = statSync(bundle).size;
+  workers.length = 0;
+  prestartDecompressionFor(bundle);
+  // the worker reads and posts its progress before any read asks: those messages reach the read too
+  await new Promise((resolveSoon) => setTimeout(resolveSoon, 1500));
+  let read = 0;
+  const v = await verifyBundle(bundle, {
+    onProgress: (e) => {
+      if (e.phase === 'verify') read = Math.max(read, e.bytes);
+    },
+  });
+  assert.equal(v.report.status, 'verified', JSON.stringify(v.report.problems));
+  assert.equal(v.report.file_sha256, sha(readFileSync(bundle)));
+  assert.equal(read, size, 'the progress reached the whole file');
+  assert.equal(workers.length, 1, 'the read took the worker that was reading it');
+  // started for one file, the read of another: the first stops by itself, a new one reads the other
+  prestartDecompressionFor(bundle);
+  await new Promise(setImmediate);
+  const stale = workers.at(-1)!;
+  const exited = new Promise((resolveExit) => stale.once('exit', resolveExit));
+  const w = await verifyBundle(other);
+  assert.equal(w.report.status, 'verified', JSON.stringify(w.report.problems));
+  assert.equal(w.report.file_sha256, sha(readFileSync(other)));
+  assert.equal(workers.length, 3, 'a new worker for the other file');
+  assert.equal(await exited, 0, 'the worker started for the first file ended');
+});

@@ -8,7 +8,8 @@
 // Also which files a read decodes on a thread (OFF_THREAD_MIN_BYTES), and starting that thread ahead of
 // the read, idle until the read hands it its input (prestartDecompressionWorker).
 
-import { statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import {
   BundleDamagedError,
@@ -67,19 +68,37 @@ export interface OffThreadStream {
 /** (zstd-ring.ts: the smallest file a whole-bundle read decodes on a worker thread) */
 export { OFF_THREAD_MIN_BYTES } from './zstd-ring.js';
 
-/** A decompression worker started ahead of the read that will take it, and whether it ended already. */
-let spare: { worker: Worker; exited: boolean } | undefined;
+/**
+ * A decompression worker started ahead of the read that will take it, and whether it ended already;
+ * when it was given its input at once (a plain zstd file, `prestartDecompressionFor`), that input and
+ * the messages it posted before a read took it.
+ */
+interface Spare {
+  worker: Worker;
+  exited: boolean;
+  input?: WorkerInput;
+  posted?: WorkerMessage[];
+}
+let spare: Spare | undefined;
 
 /**
  * Starts the next read's decompression worker now, idle until a read takes it (its input then comes as
  * a message): Node bootstraps every worker from scratch (100-200 ms on stop 28's machine while the
  * main thread loads modules), and that then overlaps what the caller does before it reads (a CLI
- * process's imports). At most one waits; it does not keep the process alive.
+ * process's imports). At most one waits; it does not keep the process alive. With `input`, it starts
+ * reading and decompressing that file at once, up to its ring's slots (8 MiB), for a read of the same
+ * file to take over (a restore checks the manifest meanwhile).
  */
-export function prestartDecompressionWorker(): void {
+export function prestartDecompressionWorker(input?: WorkerInput): void {
   if (spare && !spare.exited) return;
-  const worker = startModuleWorker(import.meta.url, 'zstd-worker-main', { workerData: null });
-  const s = { worker, exited: false };
+  const worker = startModuleWorker(import.meta.url, 'zstd-worker-main', { workerData: input ?? null });
+  const s: Spare = { worker, exited: false };
+  if (input) {
+    s.input = input;
+    const posted: WorkerMessage[] = [];
+    s.posted = posted;
+    worker.on('message', (m: WorkerMessage) => posted.push(m)); // until a read takes them (workerFor)
+  }
   worker.once('exit', () => {
     s.exited = true;
   });
@@ -88,27 +107,71 @@ export function prestartDecompressionWorker(): void {
   spare = s;
 }
 
-/** Prestarts the worker when the file at `path` is one a whole-bundle read decodes on a worker. */
+/** The first bytes of every zstd frame (RFC 8878): a file that starts so is read without a key. */
+const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+
+/**
+ * Prestarts the worker when the file at `path` is one a whole-bundle read decodes on a worker; a plain
+ * zstd file (not age-encrypted: its key comes later) is given to it at once.
+ */
 export function prestartDecompressionFor(path: string): void {
   let size: number;
+  const magic = Buffer.alloc(4);
   try {
     size = statSync(path).size;
+    if (size >= OFF_THREAD_MIN_BYTES) {
+      const fd = openSync(path, 'r');
+      try {
+        readSync(fd, magic, 0, 4, 0);
+      } finally {
+        closeSync(fd);
+      }
+    }
   } catch {
     return; // the read reports it
   }
-  if (size >= OFF_THREAD_MIN_BYTES) prestartDecompressionWorker();
+  if (size < OFF_THREAD_MIN_BYTES) return;
+  prestartDecompressionWorker(
+    magic.equals(ZSTD_MAGIC) ? { ...allocateRings(), path: resolve(path), decrypt: null } : undefined,
+  );
 }
 
-/** The worker of the next read: the prestarted one, given its input, or a new one. */
-function workerFor(workerData: WorkerInput): Worker {
+/** Tells a worker that was given another input to stop (it ends by itself: never terminate() it). */
+function stopSpare(s: Spare): void {
+  const C = new Int32Array(s.input!.ctrl);
+  Atomics.store(C, STOP, 1);
+  Atomics.notify(C, TAIL);
+}
+
+/**
+ * The worker of the next read of `path` and its input: the prestarted one, taken over when it already
+ * reads this file without a key (its input, and the messages it posted so far replayed to
+ * `onMessage`), or given this read's input; or a new one.
+ */
+function workerFor(
+  path: string,
+  decrypt: WorkerInput['decrypt'],
+  onMessage: (m: WorkerMessage) => void,
+): { worker: Worker; input: WorkerInput } {
   const s = spare;
   spare = undefined;
-  if (s && !s.exited) {
+  if (s && !s.exited && s.input && s.input.path === resolve(path) && decrypt === null) {
+    s.worker.removeAllListeners('message');
+    for (const m of s.posted ?? []) onMessage(m);
     s.worker.ref();
-    s.worker.postMessage(workerData);
-    return s.worker;
+    s.worker.on('message', onMessage);
+    return { worker: s.worker, input: s.input };
   }
-  return startModuleWorker(import.meta.url, 'zstd-worker-main', { workerData });
+  if (s?.input && !s.exited) stopSpare(s);
+  const input: WorkerInput = { ...allocateRings(), path, decrypt };
+  let worker: Worker;
+  if (s && !s.exited && !s.input) {
+    s.worker.postMessage(input);
+    worker = s.worker;
+  } else worker = startModuleWorker(import.meta.url, 'zstd-worker-main', { workerData: input });
+  worker.ref();
+  worker.on('message', onMessage);
+  return { worker, input };
 }
 
 /** Reads, hashes and decompresses the file at `path` on a worker thread. */
@@ -118,17 +181,7 @@ export function decompressFileOffThread(
   onRead?: (compressedBytes: number) => void,
   decrypt?: { key: Buffer; offset: number },
 ): OffThreadStream {
-  const rings = allocateRings();
-  const C = new Int32Array(rings.ctrl);
-  const lens = new Int32Array(rings.lens);
-  const out = Buffer.from(rings.data);
   let file: { sha256: string; bytes: number } | undefined;
-  const workerData: WorkerInput = {
-    ...rings,
-    path,
-    decrypt: decrypt ? { key: new Uint8Array(decrypt.key), offset: decrypt.offset } : null,
-  };
-  const worker = workerFor(workerData);
   type Ended = Exclude<WorkerMessage, { type: 'read' }>;
   let ended: Ended | undefined;
   let settle!: (m: Ended) => void;
@@ -138,19 +191,26 @@ export function decompressFileOffThread(
       resolvePromise(ended);
     };
   });
+  const { worker, input } = workerFor(
+    path,
+    decrypt ? { key: new Uint8Array(decrypt.key), offset: decrypt.offset } : null,
+    (m: WorkerMessage) => {
+      if (m.type === 'read') onRead?.(m.bytes);
+      else {
+        if (m.type === 'end') onRead?.(m.bytes);
+        settle(m);
+      }
+    },
+  );
+  const C = new Int32Array(input.ctrl);
+  const lens = new Int32Array(input.lens);
+  const out = Buffer.from(input.data);
   /** A failure of the thread itself (it could not start, or it died): the reader must not wait on. */
   const died = (message: string): void => {
     settle({ type: 'error', typed: false, code: 'IO', message });
     Atomics.store(C, STATE, 1);
     Atomics.notify(C, HEAD);
   };
-  worker.on('message', (m: WorkerMessage) => {
-    if (m.type === 'read') onRead?.(m.bytes);
-    else {
-      if (m.type === 'end') onRead?.(m.bytes);
-      settle(m);
-    }
-  });
   worker.on('error', (err) => died(err.message));
   const exited = new Promise<number>((resolveExit) => {
     worker.on('exit', (code) => {
