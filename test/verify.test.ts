@@ -10,8 +10,9 @@ import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { git } from '../scripts/sample-agent.js';
+import { readManifestOnly } from '../src/format/reader.js';
 import { PackCheck } from '../src/git/pack-check.js';
-import { verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
+import { verifyBundle, verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
 import {
   type ArtifactSpec,
   bundleOf,
@@ -762,4 +763,18 @@ test('a git pack is indexed beside the stream: after its last byte, git finishes
     readdirSync(join(into, '.git')).filter((n) => n.endsWith('.pack')),
     [],
   );
+});
+
+test('a manifest read before is taken instead of parsing the same bytes again, and only when the bytes are the same', async (t) => {
+  const { a, meta } = await baseBundle(t);
+  const known = await readManifestOnly(meta.bundle_path);
+  const same = await verifyBundle(meta.bundle_path, { knownManifest: known });
+  assert.equal(same.report.status, 'verified', JSON.stringify(same.report.problems));
+  assert.equal(same.manifest, known.parsed, 'the same bytes: the parse read before');
+  // another snapshot's manifest is never taken for this one's
+  const other = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const v = await verifyBundle(other.bundle_path, { knownManifest: known });
+  assert.equal(v.report.status, 'verified', JSON.stringify(v.report.problems));
+  assert.notEqual(v.manifest, known.parsed);
+  assert.equal(v.manifest?.manifest.snapshot_id, other.id);
 });

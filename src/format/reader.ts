@@ -62,6 +62,8 @@ export class BundleReader {
   manifestBytes!: Buffer;
   /** Whether the file is age-encrypted (decided by its content, not its name). */
   encrypted = false;
+  /** A manifest read before (KnownManifest), taken when this bundle's manifest is its bytes. */
+  private known: KnownManifest | undefined;
 
   private constructor(
     readonly path: string,
@@ -92,6 +94,8 @@ export class BundleReader {
       offThread?: boolean;
       /** Identities that may open an age-encrypted bundle. */
       identities?: readonly Identity[];
+      /** The manifest as the caller read it before (a restore's first look at the bundle). */
+      knownManifest?: KnownManifest;
     } = {},
   ): Promise<BundleReader> {
     const r = new BundleReader(
@@ -102,6 +106,7 @@ export class BundleReader {
       opts.offThread ?? false,
       opts.identities,
     );
+    r.known = opts.knownManifest;
     try {
       await r.start();
       return r;
@@ -157,7 +162,10 @@ export class BundleReader {
     for await (const c of e.body()) parts.push(Buffer.from(c));
     this.manifestBytes = Buffer.concat(parts);
     try {
-      this.manifest = parseManifest(this.manifestBytes);
+      // the same bytes parse the same: a manifest read before is not parsed again (~60 ms on ref-170's)
+      this.manifest = this.known?.bytes.equals(this.manifestBytes)
+        ? this.known.parsed
+        : parseManifest(this.manifestBytes);
     } catch (err) {
       throw err instanceof SnapshotError ? err : new BundleDamagedError((err as Error).message);
     }
@@ -247,6 +255,12 @@ export async function readManifestOnly(
   const r = await BundleReader.open(path, { chunkSize: 64 * 1024, ...(identities ? { identities } : {}) });
   r.close();
   return { parsed: r.manifest, bytes: r.manifestBytes };
+}
+
+/** A bundle's manifest as read before: its bytes, and what they parsed to (readManifestOnly). */
+export interface KnownManifest {
+  bytes: Buffer;
+  parsed: ParsedManifest;
 }
 
 /** True when `err` is a problem with the bundle's content (as opposed to an I/O or usage error). */

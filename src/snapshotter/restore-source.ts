@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import type { Identity } from '../crypto/age.js';
 import type { PublicSigningKey } from '../crypto/sign.js';
 import type { Artifact, Manifest, ParsedManifest } from '../format/manifest.js';
-import { readManifestOnly } from '../format/reader.js';
+import { type KnownManifest, readManifestOnly } from '../format/reader.js';
 import { manifestProblems } from '../format/rules.js';
 import { checkSealSignature, checkSignature, type SignatureCheck } from '../format/signature.js';
 import { runGit } from '../git/git.js';
@@ -121,6 +121,8 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
     staged
       ? `sibling .sha256 ${sibling}: every internal hash and seal verified, the file as a whole could not be`
       : `sibling .sha256 ${sibling}: the bundle file as a whole was not checked against it`;
+  // the manifest as head() read it: the stream does not parse the same bytes again
+  let headRead: KnownManifest | undefined;
   return {
     location: bundle,
     async head(trusted) {
@@ -130,9 +132,10 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
         if (err instanceof SnapshotError) throw err;
         throw bundleNotFound(bundle, err);
       }
-      const { parsed } = await readManifestOnly(bundle, identities).catch((err: unknown) => {
+      const { parsed, bytes } = await readManifestOnly(bundle, identities).catch((err: unknown) => {
         throw asSnapshotError(err, `reading ${bundle}`);
       });
+      headRead = { parsed, bytes };
       return {
         manifest: parsed.manifest,
         raw: parsed.raw,
@@ -172,6 +175,7 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
           },
           ...(onProgress ? { onProgress } : {}),
           ...withIds,
+          ...(headRead ? { knownManifest: headRead } : {}),
         });
         if (refused(v.report) || !v.manifest) throw problemsError(v.report.problems);
         if (changed(v.manifest.raw, headRaw))

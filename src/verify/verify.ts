@@ -15,7 +15,7 @@ import { type Identity, readAgeHeader } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MAX_MANIFEST_BYTES } from '../format/constants.js';
 import { parseStrictJson } from '../format/json.js';
 import { type Artifact, digestSeal, manifestSeal, type ParsedManifest } from '../format/manifest.js';
-import { BundleReader } from '../format/reader.js';
+import { BundleReader, type KnownManifest } from '../format/reader.js';
 import { manifestProblems } from '../format/rules.js';
 import {
   checkSignature,
@@ -82,6 +82,11 @@ export interface VerifyOptions {
   identities?: readonly Identity[];
   /** Trusted signing keys; with `required`, an unsigned or untrusted bundle is damaged (exit 2). */
   trust?: TrustPolicy;
+  /**
+   * The manifest as the caller read it before (a restore's head): when the bundle's manifest is the
+   * same bytes, it is not parsed again. Every check on it still runs.
+   */
+  knownManifest?: KnownManifest;
 }
 
 export interface VerifyResult {
@@ -220,6 +225,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
         onRead: progress,
         offThread: true,
         ...(opts.identities ? { identities: opts.identities } : {}),
+        ...(opts.knownManifest ? { knownManifest: opts.knownManifest } : {}),
       });
     } catch (err) {
       if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw asIo(err, path);
