@@ -7,7 +7,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createReadStream,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -510,4 +518,19 @@ test('a worker started ahead with a plain file reads it at once; the read of tha
   assert.equal(w.report.file_sha256, sha(readFileSync(other)));
   assert.equal(workers.length, 3, 'a new worker for the other file');
   assert.equal(await exited, 0, 'the worker started for the first file ended');
+  // started for a file that is then replaced at its path (a restore may wait a minute for its lock):
+  // the read is of the file there now, by a new worker, and its hash is that file's
+  const next = (await a.snapshotter.snapshot({ agentId: 'ana', label: 'another' })).bundle_path;
+  const replaced = join(tempDir(t), 'replaced.tar.zst');
+  writeFileSync(replaced, readFileSync(bundle));
+  const before = workers.length;
+  prestartDecompressionFor(replaced);
+  await new Promise((resolveSoon) => setTimeout(resolveSoon, 500));
+  writeFileSync(`${replaced}.new`, readFileSync(next));
+  renameSync(`${replaced}.new`, replaced);
+  writeFileSync(`${replaced}.sha256`, readFileSync(`${next}.sha256`));
+  const r = await verifyBundle(replaced);
+  assert.equal(r.report.status, 'verified', JSON.stringify(r.report.problems));
+  assert.equal(r.report.file_sha256, sha(readFileSync(next)), 'the file at the path when it was read');
+  assert.equal(workers.length, before + 2, 'a new worker for the replaced file');
 });

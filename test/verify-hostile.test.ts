@@ -174,6 +174,14 @@ test('a corrupt git bundle whose hashes were recomputed is refused by plain veri
       'a ref name with ..',
       Buffer.from(original.toString('latin1').replace(' refs/heads/main', ' refs/heads/a..b'), 'latin1'),
     ],
+    [
+      // git cannot hold a ref and a ref under it: verify said "verified", restore refused it
+      'a ref under another ref',
+      Buffer.concat([
+        Buffer.from(header.toString('latin1').replace('\n', `\n${head} refs/heads/main/sub\n`), 'latin1'),
+        original.subarray(start),
+      ]),
+    ],
     ['not a git bundle', Buffer.from('PK\u0003\u0004 not a bundle\n\n')],
     ['junk after the pack', Buffer.concat([original, Buffer.from('junk')])],
   ];

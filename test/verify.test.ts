@@ -6,13 +6,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { git } from '../scripts/sample-agent.js';
 import { readManifestOnly } from '../src/format/reader.js';
 import { PackCheck } from '../src/git/pack-check.js';
 import { verifyBundle, verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
+import { runBuiltCli } from './helpers/built-cli.js';
 import {
   type ArtifactSpec,
   bundleOf,
@@ -28,7 +30,7 @@ import {
   zstd,
   zstdWithZeros,
 } from './helpers/bundles.js';
-import { runCli, tempDir } from './helpers/env.js';
+import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { codes, liveDigest, mem, refusedEverywhere } from './helpers/hostile.js';
 import { fromTemplate } from './helpers/template.js';
 
@@ -777,4 +779,30 @@ test('a manifest read before is taken instead of parsing the same bytes again, a
   assert.equal(v.report.status, 'verified', JSON.stringify(v.report.problems));
   assert.notEqual(v.manifest, known.parsed);
   assert.equal(v.manifest?.manifest.snapshot_id, other.id);
+});
+
+test('git that cannot write a history it checks (a full disk) is the host I/O error (exit 1), not damage', {
+  skip: process.getuid?.() !== 0 && 'mounting a small tmpfs needs root',
+}, async (t) => {
+  const a = sampleAgent(t, 'ana', {}, { store: 'bundles' });
+  writeFileSync(join(a.memdir, 'blob.md'), randomBytes(3 * 1024 * 1024).toString('base64'));
+  git(a.memdir, ['add', '.']);
+  git(a.memdir, ['-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '-m', 'blob']);
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  // room for the history written once, not for git's copy of it beside
+  const small = mkdtempSync(join(tmpdir(), 'nexo-small-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small]);
+  t.after(() => {
+    execFileSync('umount', [small]);
+    rmSync(small, { recursive: true, force: true });
+  });
+  const full = await runBuiltCli(['verify', meta.bundle_path, '--json'], {
+    env: { TMPDIR: small, NEXO_MEMORY_CONFIG: '' },
+  });
+  assert.equal(full.code, 1, `${full.stdout}\n${full.stderr}`);
+  assert.match(full.stdout + full.stderr, /"code": ?"IO"/);
+  assert.doesNotMatch(full.stdout + full.stderr, /BUNDLE_DAMAGED|damaged/);
+  // with room, the same bundle verifies
+  const ok = await runBuiltCli(['verify', meta.bundle_path, '--json'], { env: { NEXO_MEMORY_CONFIG: '' } });
+  assert.equal(ok.code, 0, `${ok.stdout}\n${ok.stderr}`);
 });

@@ -109,7 +109,26 @@ function parseHeader(text: string): GitBundleHeader {
     refs.set(name, id);
   }
   if (refs.size === 0) throw new Error('git bundle lists no refs');
+  const conflict = refNamesConflict([...refs.keys()]);
+  if (conflict) throw new Error(`git bundle ${conflict}`);
   return { version, objectFormat, refs };
+}
+
+/**
+ * Two ref names git cannot hold at once, one a directory of the other (`refs/heads/a` and
+ * `refs/heads/a/b`: a ref is a file, so it cannot also be a directory), said as a problem; undefined
+ * when there are none. Every ref of a history is set in one transaction, which git refuses whole.
+ */
+export function refNamesConflict(names: readonly string[]): string | undefined {
+  const all = new Set(names);
+  for (const name of names) {
+    for (let i = name.indexOf('/'); i !== -1; i = name.indexOf('/', i + 1)) {
+      const above = name.slice(0, i);
+      if (all.has(above))
+        return `lists ref ${JSON.stringify(name)} under ref ${JSON.stringify(above)}: git cannot hold both`;
+    }
+  }
+  return undefined;
 }
 
 /** What the manifest says HEAD is, for checking the bundle's refs against it. */

@@ -77,7 +77,23 @@ interface Spare {
   worker: Worker;
   exited: boolean;
   input?: WorkerInput;
+  /** The file it was given, as it was then (fileIdentity): a read takes it over only if it still is. */
+  identity?: string;
   posted?: WorkerMessage[];
+}
+
+/**
+ * Which file a path names, and as of when: a file replaced since (renamed over, or written again) has
+ * another. A read must not take over a worker that opened the file it replaced (a restore can wait
+ * for its lock for a minute, and the `.sha256` sibling is read at the end).
+ */
+function fileIdentity(path: string): string | undefined {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  } catch {
+    return undefined;
+  }
 }
 let spare: Spare | undefined;
 
@@ -91,10 +107,12 @@ let spare: Spare | undefined;
  */
 export function prestartDecompressionWorker(input?: WorkerInput): void {
   if (spare && !spare.exited) return;
+  const identity = input ? fileIdentity(input.path) : undefined;
   const worker = startModuleWorker(import.meta.url, 'zstd-worker-main', { workerData: input ?? null });
   const s: Spare = { worker, exited: false };
   if (input) {
     s.input = input;
+    s.identity = identity;
     const posted: WorkerMessage[] = [];
     s.posted = posted;
     worker.on('message', (m: WorkerMessage) => posted.push(m)); // until a read takes them (workerFor)
@@ -155,7 +173,15 @@ function workerFor(
 ): { worker: Worker; input: WorkerInput } {
   const s = spare;
   spare = undefined;
-  if (s && !s.exited && s.input && s.input.path === resolve(path) && decrypt === null) {
+  if (
+    s &&
+    !s.exited &&
+    s.input &&
+    s.input.path === resolve(path) &&
+    decrypt === null &&
+    s.identity !== undefined &&
+    s.identity === fileIdentity(path)
+  ) {
     s.worker.removeAllListeners('message');
     for (const m of s.posted ?? []) onMessage(m);
     s.worker.ref();

@@ -7,18 +7,20 @@
 // every ref of the bundle's header must name an object of the pack (branches and HEAD a commit). The
 // scratch repository is always removed. A restore instead names the repository it is staging (`into`):
 // the pack is indexed there, once, and stays when it passes (the restore removes its staging when
-// anything fails); the file the bytes were written to never stays. git is spawned sanitized (spawnGit,
-// runGit).
+// anything fails); the file the bytes were written to never stays (its name goes once git holds it).
+// A scratch repository carries this process's id (util/scratch.ts): a killed verify's is swept. git's
+// failures to write (a full disk) are the host's I/O errors, not the bundle's damage. git is spawned
+// sanitized (spawnGit, runGit).
 // git reads a file, not a pipe from this process: the stream's reader hands on chunks without turning
 // the event loop while the decompression thread is ahead of it (format/zstd-worker.ts), so a pipe was
 // only filled 64 KiB at a time and index-pack finished ~0.4 s after the whole stream, not beside it.
 
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync, writeSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { GitError } from '../model/errors.js';
+import { GitError, IoError } from '../model/errors.js';
+import { privateScratch } from '../util/scratch.js';
 import {
   fuseTripped,
   type GitFuse,
@@ -35,6 +37,10 @@ const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
 
 /** What git's output says went wrong: its first `error:` line (fsck's finding), else its last line. */
 const reason = (s: string): string => /^error: (.+)$/m.exec(s)?.[1] ?? lastLine(s);
+
+/** What git says when it could not write where it was told to (ENOSPC, EDQUOT, EROFS, EIO). */
+const HOST_WRITE_FAILURE =
+  /No space left on device|Disk quota exceeded|Read-only file system|Input\/output error/i;
 
 /** The file the pack's bytes are written to, in the git directory of the repository that indexes it. */
 const INCOMING = 'nexo-incoming.pack';
@@ -62,7 +68,8 @@ export class PackCheck {
    * (git.ts GitFuse) for a pack of `packBytes` (0: not known).
    */
   static async start(objectFormat: 'sha1' | 'sha256', into?: string, packBytes = 0): Promise<PackCheck> {
-    const repo = into ?? (await mkdtemp(join(tmpdir(), 'nexo-pack-check-')));
+    // (a scratch repository carries this process's id: one a killed verify left is swept, util/scratch.ts)
+    const repo = into ?? (await privateScratch('pack-check'));
     try {
       if (into !== undefined) await initRepo(into, objectFormat);
       else await initBare(repo, objectFormat);
@@ -78,7 +85,11 @@ export class PackCheck {
   async write(chunk: Buffer): Promise<void> {
     if (this.fd === undefined || chunk.length === 0) return;
     let off = 0;
-    while (off < chunk.length) off += writeSync(this.fd, chunk, off);
+    try {
+      while (off < chunk.length) off += writeSync(this.fd, chunk, off);
+    } catch (err) {
+      throw new IoError(`writing the git history to ${this.incoming}`, err);
+    }
   }
 
   /** The pack's last byte was written: index-pack starts on the file (finish() waits for it). */
@@ -95,6 +106,9 @@ export class PackCheck {
         this.fuse,
       );
       this.result = collect(child);
+      // git holds the file open: its name goes now, and its space once git has read it (a pack needs
+      // room for git's own copy of it, not for two)
+      rmSync(this.incoming, { force: true });
     } catch (err) {
       this.result = Promise.reject(err);
     } finally {
@@ -113,6 +127,11 @@ export class PackCheck {
       const r = await this.result!;
       const tripped = fuseTripped(r, this.fuse);
       if (tripped !== undefined) return `git index-pack stopped: ${tripped}`;
+      // git could not write (a full disk, a quota): this host's trouble, not the bundle's damage
+      if (r.code !== 0 && HOST_WRITE_FAILURE.test(r.stderr))
+        throw new IoError(
+          `git index-pack could not write the history into ${this.scratch}: ${reason(r.stderr)}`,
+        );
       if (r.code !== 0) return `git index-pack refused the pack: ${reason(r.stderr) || `exit ${r.code}`}`;
       // index-pack --stdin passes bytes after the pack's trailer through to its output (git fetch refuses them)
       if (!/^pack\t[0-9a-f]+\n$/.test(r.stdout)) return 'data after the end of the pack';

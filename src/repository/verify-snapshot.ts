@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { GIT_BUNDLE_PATH } from '../format/constants.js';
-import { refNameProblem } from '../format/git-bundle.js';
+import { refNameProblem, refNamesConflict } from '../format/git-bundle.js';
 import { manifestProblems } from '../format/rules.js';
 import { ensureObjectFormat, objectFormatOf } from '../git/git.js';
 import { indexPack } from '../git/history.js';
@@ -134,6 +134,8 @@ export function repoManifestProblems(m: RepoManifest): VerifyProblem[] {
       damaged(`git_refs: ${JSON.stringify(r.name)} is listed twice or out of order`);
     prev = r.name;
   }
+  const conflict = refNamesConflict(refs.map((r) => r.name));
+  if (conflict) damaged(`git_refs ${conflict}`);
   return out;
 }
 

@@ -1,5 +1,6 @@
 // Owns the private temporary directories of operations that write decrypted or unredacted bytes
-// outside the store (a download's copy, a re-pack for a redacted export, a deep verify's databases):
+// outside the store (a download's copy, a re-pack for a redacted export, a deep verify's databases, the
+// git history a verify checks, decrypted when the bundle is):
 // `$TMPDIR/nexo-<kind>-<pid>-<random>`, mode 0700 (mkdtemp). Each operation removes its own; one left
 // by a process that was killed (its pid no longer runs) is removed by the next operation that makes
 // one, in any process of this package, so decrypted memory does not stay on the disk for good
@@ -10,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /** The kinds of scratch directory, each a name prefix `nexo-<kind>-`. */
-export type ScratchKind = 'download' | 'repack' | 'verify';
+export type ScratchKind = 'download' | 'repack' | 'verify' | 'pack-check';
 
-const LEFTOVER = /^nexo-(download|repack|verify)-(\d+)-/;
+const LEFTOVER = /^nexo-(download|repack|verify|pack-check)-(\d+)-/;
 
 /** A new private temporary directory for one operation; first, those of processes that are gone are removed. */
 export async function privateScratch(kind: ScratchKind): Promise<string> {
