@@ -38,9 +38,12 @@ const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
 /** What git's output says went wrong: its first `error:` line (fsck's finding), else its last line. */
 const reason = (s: string): string => /^error: (.+)$/m.exec(s)?.[1] ?? lastLine(s);
 
-/** What git says when it could not write where it was told to (ENOSPC, EDQUOT, EROFS, EIO). */
+/**
+ * What git says when it could not write where it was told to (ENOSPC, EDQUOT, EROFS, EIO): a `fatal:`
+ * line of its own, never an `error:` line of fsck's, which may quote names from the pack.
+ */
 const HOST_WRITE_FAILURE =
-  /No space left on device|Disk quota exceeded|Read-only file system|Input\/output error/i;
+  /^fatal: .*(No space left on device|Disk quota exceeded|Read-only file system|Input\/output error)$/m;
 
 /** The file the pack's bytes are written to, in the git directory of the repository that indexes it. */
 const INCOMING = 'nexo-incoming.pack';
@@ -130,7 +133,7 @@ export class PackCheck {
       // git could not write (a full disk, a quota): this host's trouble, not the bundle's damage
       if (r.code !== 0 && HOST_WRITE_FAILURE.test(r.stderr))
         throw new IoError(
-          `git index-pack could not write the history into ${this.scratch}: ${reason(r.stderr)}`,
+          `git index-pack could not write the history into ${this.scratch}: ${HOST_WRITE_FAILURE.exec(r.stderr)![0]}`,
         );
       if (r.code !== 0) return `git index-pack refused the pack: ${reason(r.stderr) || `exit ${r.code}`}`;
       // index-pack --stdin passes bytes after the pack's trailer through to its output (git fetch refuses them)
