@@ -258,7 +258,7 @@ test('fleet: a late schedule and a failed scheduled run are alerts; an agent wit
     await failed.waitFor();
     assert.match(
       (await failed.textContent()) ?? '',
-      /^the last scheduled run failed: .*file is not a database \(SQLITE\)$/,
+      /^the last scheduled run failed: .*file is not a database \(SQLITE, error id [0-9a-f]{8}\)$/,
     );
     const late = page.locator('#fleet tr[data-agent="late"]');
     assert.equal(await late.getAttribute('class'), 'alerting');

@@ -5,8 +5,9 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { constants, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { constants, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, type TestContext, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -201,7 +202,7 @@ test('mcp: invalid arguments are tool errors and write nothing; no restore tool 
   }
   const ctl = await callTool(client, 'memory_snapshot', { label: 'bad\u0007bell' });
   assert.equal(ctl.isError, true, 'the library rejects control characters in labels');
-  assert.match(textOf(ctl), /^memory_snapshot failed: .*\(INVALID_INPUT\)$/s);
+  assert.match(textOf(ctl), /^memory_snapshot failed: .*\(INVALID_INPUT, error id [0-9a-f]{8}\)$/s);
   assert.deepEqual(storeEntries(a), [], 'no snapshot was written');
 
   const v = await callTool(client, 'memory_verify', {});
@@ -232,7 +233,10 @@ test('mcp: with `enabled: false` memory_snapshot is refused (FORBIDDEN) and writ
   const client = await connect(t, a, 'ana', ['--config', cfg]);
   const r = await callTool(client, 'memory_snapshot', { label: 'while disabled' });
   assert.equal(r.isError, true, textOf(r));
-  assert.match(textOf(r), /^memory_snapshot failed: memory\.snapshot\.enabled is false.*\(FORBIDDEN\)$/s);
+  assert.match(
+    textOf(r),
+    /^memory_snapshot failed: memory\.snapshot\.enabled is false.*\(FORBIDDEN, error id [0-9a-f]{8}\)$/s,
+  );
   assert.deepEqual(
     (await a.snapshotter.list('ana')).map((m) => m.id),
     [before.id],
@@ -248,10 +252,9 @@ test('mcp: an unknown agent makes memory_snapshot a tool error naming the agent,
   const client = await connect(t, a, 'bob');
   const r = await callTool(client, 'memory_snapshot', { label: 'x' });
   assert.equal(r.isError, true);
-  assert.equal(
+  assert.match(
     textOf(r),
-    'memory_snapshot failed: unknown agent bob (tenant default): no memdir, no SQLite database and no ' +
-      'state found on this host (UNKNOWN_AGENT)',
+    /^memory_snapshot failed: unknown agent bob \(tenant default\): no memdir, no SQLite database and no state found on this host \(UNKNOWN_AGENT, error id [0-9a-f]{8}\)$/,
   );
   const diff = await callTool(client, 'memory_diff', { a: 'live', b: 'live' });
   assert.equal(diff.isError, true);
@@ -265,6 +268,72 @@ test('mcp: an unknown agent makes memory_snapshot a tool error naming the agent,
   const list = await callTool(client, 'memory_list', {});
   assert.ok(!list.isError);
   assert.deepEqual(list.structuredContent!.snapshots, []);
+});
+
+test('mcp: a failing call is a tool error with its code and an error id, no host path; the server log (stderr) has it whole under that id; the CLI keeps it whole', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [BIN, 'mcp', '--agent', 'ana', ...a.flags],
+    env: { ...(process.env as Record<string, string>) },
+    stderr: 'pipe',
+  });
+  let log = '';
+  transport.stderr!.on('data', (c) => {
+    log += c;
+  });
+  const client = new Client({ name: 'nexo-memory-test', version: '1.0.0' });
+  await client.connect(transport);
+  t.after(() => client.close());
+  const noHostPath = (text: string) => {
+    assert.ok(!text.includes(a.root) && !text.includes(tmpdir()), `no host path: ${text}`);
+    assert.doesNotMatch(text, /(^|[\s'"(=,:])\/[^\s/]/, `no absolute path: ${text}`);
+  };
+  const logged = async (id: string) => {
+    // the line is written before the answer is sent; stderr may come in a moment after stdout
+    for (let i = 0; i < 100 && !log.includes(`error ${id} `); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const at = log.indexOf(`error ${id} `);
+    assert.ok(at >= 0, `the log has error ${id}:\n${log}`);
+    return log.slice(at, log.indexOf('\n', at));
+  };
+
+  // A SnapshotError naming a file of the host: STATE, the sqlite root by its role.
+  const cursor = join(a.sqliteDir, 'extract_cursor.json');
+  const good = readFileSync(cursor);
+  writeFileSync(cursor, '{"cursor": ');
+  const state = textOf(await callTool(client, 'memory_diff', { a: 'live', b: 'live' }));
+  const stateId = /\(STATE, error id ([0-9a-f]{8})\)$/.exec(state)?.[1];
+  assert.ok(stateId, state);
+  assert.ok(
+    state.startsWith('memory_diff failed: state provider: <sqlite root>/ana/extract_cursor.json '),
+    state,
+  );
+  noHostPath(state);
+  assert.ok((await logged(stateId)).includes(`memory_diff: STATE state provider: ${cursor} `), log);
+  writeFileSync(cursor, good);
+
+  // An error that is no SnapshotError (an unreadable restore journal): INTERNAL, nothing of its message.
+  const journal = join(a.stateRoot, 'tenants', 'default', 'journals', 'ana.restore.json');
+  mkdirSync(join(journal, '..'), { recursive: true });
+  writeFileSync(journal, '{"journal_version": 99}');
+  const r = await callTool(client, 'memory_snapshot', {});
+  assert.equal(r.isError, true);
+  const id = /error id ([0-9a-f]{8})\)$/.exec(textOf(r))?.[1];
+  assert.equal(
+    textOf(r),
+    `memory_snapshot failed: internal error (Error); the server's log has it under error id ${id} (INTERNAL, error id ${id})`,
+  );
+  assert.ok(
+    (await logged(id!)).includes(`memory_snapshot: INTERNAL Error: unreadable restore journal ${journal}`),
+    log,
+  );
+  assert.deepEqual(storeEntries(a), []);
+
+  // The operator at the CLI gets the whole message.
+  const cli = await runCli(['snapshot', '--agent', 'ana', '--no-progress', ...a.flags]);
+  assert.equal(cli.code, 1);
+  assert.ok(cli.stderr.includes(`unreadable restore journal ${journal}`), cli.stderr);
 });
 
 test('mcp: exits 0 when stdin closes; a bad agent id fails at start with nothing on stdout', async (t) => {

@@ -5,16 +5,18 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { get as httpGet } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { before, test } from 'node:test';
 import { generateSigningKey, parseSigningKey } from '../src/index.js';
-import { ConfigError, ERROR_TABLE } from '../src/model/errors.js';
+import { ConfigError, ERROR_TABLE, InvalidInputError, IoError } from '../src/model/errors.js';
 import { bearerToken, tokenMatches } from '../src/server/auth.js';
+import { ClientErrors } from '../src/server/client-errors.js';
 import { Daemon, isLoopback, parseListen } from '../src/server/daemon.js';
 import { createApiServer } from '../src/server/http.js';
 import { httpStatusOf } from '../src/server/status.js';
@@ -738,6 +740,184 @@ test('http: HEAD is GET without a body; the log shows no query value; a refusal 
   assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'SHUTTING_DOWN');
   for (const h of ['content-security-policy', 'x-content-type-options', 'x-frame-options', 'referrer-policy'])
     assert.ok(refused.headers.get(h), `${h} on the 503`);
+});
+
+/** A text a remote client gets: none of the host's places (the test's root, the temporary directory, any absolute path). */
+function assertNoHostPath(a: Agent, text: string): void {
+  assert.ok(!text.includes(a.root), `no state root: ${text}`);
+  assert.ok(!text.includes(tmpdir()), `no temporary directory: ${text}`);
+  assert.doesNotMatch(text, /(^|[\s'"(=,:])\/[^\s/]/, `no absolute path: ${text}`);
+}
+
+/** The daemon's log line of an error id (`error <id> <where>: <CODE> <whole message>`, a stack may follow). */
+function logLineOf(log: string, id: string): string {
+  const at = log.indexOf(`error ${id} `);
+  assert.ok(at >= 0, `the log has error ${id}:\n${log}`);
+  return log.slice(at, log.indexOf('\n', at));
+}
+
+test('serve: a failure tells the client its code, a message without host paths and an error id; the log has the whole message under that id', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+  const post = () =>
+    call(`${d.url}/v1/agents/ana/snapshots`, { method: 'POST', headers: jsonHeaders(), body: '{}' });
+
+  // An I/O error: the agent's snapshot directory is a file.
+  const agentDir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  mkdirSync(join(agentDir, '..'), { recursive: true });
+  writeFileSync(agentDir, 'not a directory');
+  const io = await post();
+  assert.equal(io.status, 500);
+  assert.equal(io.body.error.code, 'IO');
+  assert.equal(io.body.error.exit_code, 1);
+  assert.match(io.body.error.error_id, /^[0-9a-f]{8}$/);
+  assert.ok(
+    io.body.error.message.includes('<state root>/tenants/default/snapshots/ana'),
+    io.body.error.message,
+  );
+  assertNoHostPath(a, io.text);
+  const ioLine = logLineOf(d.stderr(), io.body.error.error_id);
+  assert.ok(ioLine.includes(`IO creating snapshot directory ${agentDir}`), ioLine);
+  rmSync(agentDir);
+
+  // An error that is no SnapshotError (an unreadable restore journal): INTERNAL, no message of its own.
+  const journal = join(a.stateRoot, 'tenants', 'default', 'journals', 'ana.restore.json');
+  mkdirSync(join(journal, '..'), { recursive: true });
+  writeFileSync(journal, '{"journal_version": 99}');
+  const internal = await post();
+  assert.equal(internal.status, 500);
+  const id = internal.body.error.error_id;
+  assert.deepEqual(internal.body.error, {
+    code: 'INTERNAL',
+    message: `internal error (Error); the server's log has it under error id ${id}`,
+    outcome: 'error',
+    error_id: id,
+  });
+  const internalLine = logLineOf(d.stderr(), id);
+  assert.ok(internalLine.includes(`INTERNAL Error: unreadable restore journal ${journal}`), internalLine);
+  assert.match(d.stderr(), new RegExp(`error ${id} [^\\n]*\\n\\s+at readJournal`), 'with its stack');
+
+  // The activity feed tells the same, under the same ids; each error was logged once.
+  const recent = (await call(`${d.url}/v1/activity`, { headers: auth() })).body.recent as Array<{
+    error?: { code: string; message: string; error_id: string };
+  }>;
+  assert.deepEqual(
+    recent.slice(0, 2).map((e) => [e.error?.code, e.error?.error_id]),
+    [
+      ['INTERNAL', id],
+      ['IO', io.body.error.error_id],
+    ],
+  );
+  assertNoHostPath(a, JSON.stringify(recent));
+  for (const e of [io.body.error.error_id, id])
+    assert.equal(d.stderr().split(`error ${e} `).length, 2, `error ${e} is logged once`);
+
+  // A gc sweep's report carries the agent's error as text: the same client form, the log has it whole.
+  const gc = await call(`${d.url}/v1/gc`, { method: 'POST', headers: jsonHeaders(), body: '{}' });
+  assert.equal(gc.status, 200);
+  const swept = gc.body.agents[0];
+  assert.equal(swept.error_code, 'IO');
+  assert.equal(
+    swept.error,
+    'retention of agent ana: unreadable restore journal <state root>/tenants/default/journals/ana.restore.json',
+  );
+  assertNoHostPath(a, gc.text);
+  assert.ok(logLineOf(d.stderr(), swept.error_id).endsWith(`unreadable restore journal ${journal}`));
+
+  // A refusal made of the request alone is told whole (its path is the client's) and only counted in the log.
+  const route = await call(`${d.url}/v1/no/such/route`, { headers: auth() });
+  assert.equal(route.body.error.message, 'no route GET /v1/no/such/route');
+  assert.equal(logLineOf(d.stderr(), route.body.error.error_id).endsWith(': ROUTE_NOT_FOUND'), true);
+});
+
+test('daemon: a scheduled run that fails shows in /v1/schedule and the fleet with an error id and no host path; the log has it whole', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const cursor = join(a.sqliteDir, 'extract_cursor.json');
+  writeFileSync(cursor, '{"cursor": ');
+  const lines: string[] = [];
+  const daemon = new Daemon({
+    snapshotter: a.snapshotter,
+    listen: '127.0.0.1:0',
+    schedule: [{ agentId: 'ana', tenant: 'default', intervalMs: 300 }],
+    log: (l) => lines.push(l),
+  });
+  const { url } = await daemon.start();
+  t.after(() => daemon.stop());
+  const status = await until<Schedule & { last_error?: { code: string; message: string; error_id: string } }>(
+    async () => (await call(`${url}/v1/schedule`)).body[0],
+    (st) => st.failures >= 1,
+    100,
+  );
+  const last = status.last_error!;
+  assert.equal(last.code, 'STATE');
+  assert.match(last.error_id, /^[0-9a-f]{8}$/);
+  assert.ok(last.message.includes('<sqlite root>/ana/extract_cursor.json'), last.message);
+  assertNoHostPath(a, JSON.stringify(status));
+  const fleet = (await call(`${url}/v1/fleet`)).body.agents[0].alerts as Array<{
+    code: string;
+    message: string;
+  }>;
+  const alert = fleet.find((x) => x.code === 'schedule_failed')!;
+  assert.ok(alert.message.endsWith(`(STATE, error id ${last.error_id})`), alert.message);
+  assertNoHostPath(a, alert.message);
+  await daemon.stop();
+  const log = lines.join('\n');
+  assert.ok(
+    logLineOf(log, last.error_id).includes(
+      `snapshot of default/ana (scheduled): STATE state provider: ${cursor}`,
+    ),
+    log,
+  );
+  assert.ok(lines.includes(`schedule default/ana: failed (error ${last.error_id})`), log);
+});
+
+test('client errors: host places by role (the longest first), other absolute paths dropped, a request error as it is, one id per error', () => {
+  const lines: string[] = [];
+  const root = join(tmpdir(), 'nexo-ce', 'state');
+  const errors = new ClientErrors({
+    hostPaths: [
+      { role: 'state root', path: root },
+      { role: 'memdir root', path: join(tmpdir(), 'nexo-ce', 'memdir') },
+    ],
+    log: (l) => lines.push(l),
+  });
+  assert.equal(
+    errors.scrub(
+      `open '${root}/tenants/x' and ${root}2/y, ${tmpdir()}/z: file://${root}/a (/usr/lib/git-core/git) in /srv/data.`,
+    ),
+    `open '<state root>/tenants/x' and <tmp>/nexo-ce/state2/y, <tmp>/z: <state root>/a (<path>) in <path>.`,
+  );
+  for (const kept of [
+    'memdir/notes.md, 1/2, a /',
+    'nats://nats-1:4222/memory and s3://bucket/prefix: no answer',
+  ])
+    assert.equal(errors.scrub(kept), kept);
+  const io = new IoError(`writing ${root}/x`, Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }));
+  const told = errors.report(io, 'POST /v1/x');
+  assert.equal(told.message, 'writing <state root>/x: no space left on device');
+  assert.deepEqual(errors.report(io, 'again'), told, 'the same error keeps its id');
+  assert.deepEqual(lines, [
+    `error ${told.error_id} POST /v1/x: IO writing ${root}/x: no space left on device`,
+  ]);
+  const bad = errors.report(new InvalidInputError('the regex /etc/(x does not compile'), 'GET /v1/find');
+  assert.equal(bad.message, 'the regex /etc/(x does not compile');
+  assert.equal(
+    lines[1],
+    `error ${bad.error_id} GET /v1/find: INVALID_INPUT`,
+    'a request error is not repeated',
+  );
+  const bug = errors.report(new TypeError(`cannot read ${root}`), 'memory_list');
+  assert.equal(bug.code, 'INTERNAL');
+  assert.equal(
+    bug.message,
+    `internal error (TypeError); the server's log has it under error id ${bug.error_id}`,
+  );
+  assert.ok(
+    lines[2]!.startsWith(
+      `error ${bug.error_id} memory_list: INTERNAL TypeError: cannot read ${root}\n    at `,
+    ),
+  );
+  assert.notEqual(bug.error_id, told.error_id);
 });
 
 test('server units: bearer parsing, constant-time token check, listen addresses, a status for every error code', () => {

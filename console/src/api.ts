@@ -18,6 +18,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** The id of the daemon's log line that holds the whole message (the API's `error_id`). */
+    readonly errorId?: string,
   ) {
     super(message);
   }
@@ -42,8 +44,13 @@ export function onUnauthorized(handler: ((message: string) => void) | undefined)
 async function failure(res: Response, sent: string | undefined): Promise<ApiError> {
   let e: ApiError;
   try {
-    const body = (await res.json()) as { error?: { code?: string; message?: string } };
-    e = new ApiError(res.status, body.error?.code ?? 'HTTP', body.error?.message ?? res.statusText);
+    const body = (await res.json()) as { error?: { code?: string; message?: string; error_id?: string } };
+    e = new ApiError(
+      res.status,
+      body.error?.code ?? 'HTTP',
+      body.error?.message ?? res.statusText,
+      body.error?.error_id,
+    );
   } catch {
     e = new ApiError(res.status, 'HTTP', res.statusText);
   }

@@ -71,7 +71,7 @@ export interface Activity {
   ended_at_ms?: number;
   outcome?: 'ok' | 'failed' | 'unknown';
   result?: Record<string, unknown>;
-  error?: { code: string; message: string };
+  error?: { code: string; message: string; error_id?: string };
 }
 
 export interface VerifyReport {

@@ -9,9 +9,10 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { clientMessageOf, ForbiddenError, SnapshotError } from '../model/errors.js';
+import { ForbiddenError } from '../model/errors.js';
 import { MAX_LABEL_CHARS } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
+import { ClientErrors } from '../server/client-errors.js';
 import type { OperationTracker } from '../server/tracker.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { PACKAGE_VERSION } from '../util/version.js';
@@ -30,6 +31,8 @@ export interface AgentToolOptions {
   tracker: OperationTracker;
   /** `enabled: false` in the config: `memory_snapshot` is refused (FORBIDDEN), as the CLI and the API refuse writes. */
   readOnly?: boolean;
+  /** The server's log (stderr): the whole message of each failed call, under the error id the agent is given. */
+  log?: (line: string) => void;
 }
 
 const snapshotResult = {
@@ -46,21 +49,24 @@ function ok(value: Record<string, unknown>): CallToolResult {
   return { content: [{ type: 'text', text: JSON.stringify(value, null, 2) }], structuredContent: value };
 }
 
-/** A tool error: the message a client gets (no host paths where the operator's names them, e.g. UNKNOWN_AGENT). */
-function failed(tool: string, err: unknown): CallToolResult {
-  const message = clientMessageOf(err);
-  const code = err instanceof SnapshotError ? err.code : 'INTERNAL';
-  return { content: [{ type: 'text', text: `${tool} failed: ${message} (${code})` }], isError: true };
+/** A tool error: the client's form of the failure (client-errors.ts: no host path, the error id of the log line). */
+function failed(errors: ClientErrors, tool: string, err: unknown): CallToolResult {
+  const e = errors.report(err, tool);
+  return {
+    content: [{ type: 'text', text: `${tool} failed: ${e.message} (${e.code}, error id ${e.error_id})` }],
+    isError: true,
+  };
 }
 
 export function createAgentToolServer(o: AgentToolOptions): McpServer {
   const s = o.snapshotter;
   const server = new McpServer({ name: 'nexo-memory', version: PACKAGE_VERSION });
+  const errors = new ClientErrors({ hostPaths: s.hostPaths(), ...(o.log ? { log: o.log } : {}) });
   const run = async (tool: string, body: () => Promise<Record<string, unknown>>): Promise<CallToolResult> => {
     try {
       return ok(await o.tracker.run(body));
     } catch (err) {
-      return failed(tool, err);
+      return failed(errors, tool, err);
     }
   };
 

@@ -42,6 +42,12 @@ export abstract class SnapshotError extends Error {
   abstract readonly outcome: Outcome;
   /** Optional structured details for JSON output (never secrets). */
   readonly details: Record<string, unknown> | undefined;
+  /**
+   * The message is made of the request alone (its route, token, body, ids, query, browse path) and names
+   * no place on the host: a remote client gets it as it is (server/client-errors.ts), and the server's
+   * log does not repeat it (a text searched for may be a secret). Set by those classes.
+   */
+  readonly describesRequest: boolean = false;
 
   constructor(message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
@@ -76,12 +82,6 @@ export abstract class SnapshotError extends Error {
   protected forClient(): { message: string; details: Record<string, unknown> | undefined } {
     return { message: this.message, details: this.details };
   }
-}
-
-/** The message of an error as a client of the HTTP API or of MCP gets it (SnapshotError.toClientJSON). */
-export function clientMessageOf(err: unknown): string {
-  if (err instanceof SnapshotError) return String(err.toClientJSON().message);
-  return err instanceof Error ? err.message : String(err);
 }
 
 export class ConcurrentError extends SnapshotError {
@@ -291,6 +291,7 @@ export class InvalidInputError extends SnapshotError {
   readonly code = 'INVALID_INPUT';
   readonly exitCode = ExitCode.error;
   readonly outcome = 'invalid_input' as const;
+  override readonly describesRequest = true;
 }
 
 export class ConfigError extends SnapshotError {
@@ -368,6 +369,7 @@ export class UnauthorizedError extends SnapshotError {
   readonly code = 'UNAUTHORIZED';
   readonly exitCode = ExitCode.refused;
   readonly outcome = 'refused' as const;
+  override readonly describesRequest = true;
 }
 
 /** Surfaces: the operation is switched off by configuration (e.g. no API token configured). */
@@ -375,6 +377,7 @@ export class ForbiddenError extends SnapshotError {
   readonly code = 'FORBIDDEN';
   readonly exitCode = ExitCode.refused;
   readonly outcome = 'refused' as const;
+  override readonly describesRequest = true;
 }
 
 /** HTTP API: no route with that path. */
@@ -382,6 +385,7 @@ export class RouteNotFoundError extends SnapshotError {
   readonly code = 'ROUTE_NOT_FOUND';
   readonly exitCode = ExitCode.notFound;
   readonly outcome = 'not_found' as const;
+  override readonly describesRequest = true;
 }
 
 /** HTTP API: the route exists but not with that method. */
@@ -389,6 +393,7 @@ export class MethodNotAllowedError extends SnapshotError {
   readonly code = 'METHOD_NOT_ALLOWED';
   readonly exitCode = ExitCode.error;
   readonly outcome = 'invalid_input' as const;
+  override readonly describesRequest = true;
   constructor(
     method: string,
     path: string,
@@ -405,6 +410,7 @@ export class PayloadTooLargeError extends SnapshotError {
   readonly code = 'PAYLOAD_TOO_LARGE';
   readonly exitCode = ExitCode.error;
   readonly outcome = 'invalid_input' as const;
+  override readonly describesRequest = true;
 }
 
 /** Daemon: shutting down, no new operation starts. */

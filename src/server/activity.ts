@@ -8,8 +8,8 @@
 
 import { randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
-import { clientMessageOf, SnapshotError } from '../model/errors.js';
 import type { ProgressListener } from '../model/types.js';
+import { ClientErrors } from './client-errors.js';
 
 /** The daemon's own: snapshot, restore, gc; another process's: what it recorded (`snapshot`, `delete`, …). */
 export type ActivityOp = string;
@@ -47,7 +47,8 @@ export interface EndedActivity extends Activity {
   outcome: 'ok' | 'failed' | 'unknown';
   /** A short summary of the result (ids, counts), never memory content. */
   result?: Record<string, unknown>;
-  error?: { code: string; message: string };
+  /** The client's form of the failure (client-errors.ts): no host path; the log has it under error_id. */
+  error?: { code: string; message: string; error_id: string };
 }
 
 export type ActivityEvent =
@@ -77,6 +78,9 @@ export class ActivityBoard {
   private closed = false;
   private readonly others = new Map<string, Activity>();
   private watcher: NodeJS.Timeout | undefined;
+
+  /** `errors`: what the feed's readers are told of a failure (and the log line under its id). */
+  constructor(private readonly errors: ClientErrors = new ClientErrors()) {}
 
   running(): Activity[] {
     return [...this.active.values()].map((a) => ({ ...a }));
@@ -111,12 +115,13 @@ export class ActivityBoard {
       this.finish(a, { outcome: 'ok', result: summarize(result) });
       return result;
     } catch (err) {
+      const told = this.errors.report(
+        err,
+        `${what.op}${what.agent_id ? ` of ${what.tenant}/${what.agent_id}` : ''} (${what.source})`,
+      );
       this.finish(a, {
         outcome: 'failed',
-        error: {
-          code: err instanceof SnapshotError ? err.code : 'INTERNAL',
-          message: clientMessageOf(err),
-        },
+        error: { code: told.code, message: told.message, error_id: told.error_id },
       });
       throw err;
     }

@@ -13,6 +13,7 @@ import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { startProgramHost } from '../util/program-host.js';
 import { ActivityBoard } from './activity.js';
+import { ClientErrors } from './client-errors.js';
 import { loadConsoleAssets } from './console-assets.js';
 import { createApiServer, isLoopback } from './http.js';
 
@@ -66,12 +67,12 @@ export function parseListen(value: string): ListenAddress {
 function describe(o: ScheduleOutcome): string {
   if (o.kind === 'ok') return `snapshot ${o.meta.id} (${o.meta.bundle_size_bytes} bytes)`;
   if (o.kind === 'skipped') return `skipped: ${o.reason}`;
-  return `failed: ${o.error instanceof Error ? o.error.message : String(o.error)}`;
+  return `failed (error ${o.errorId})`;
 }
 
 export class Daemon {
   readonly tracker = new OperationTracker();
-  readonly activity = new ActivityBoard();
+  readonly activity: ActivityBoard;
   private readonly server;
   private readonly snapshotter: LocalSnapshotter;
   private readonly scheduler: Scheduler;
@@ -83,6 +84,9 @@ export class Daemon {
 
   constructor(opts: DaemonOptions) {
     this.log = opts.log ?? (() => {});
+    // One for every surface of the daemon: an error on the board and in the response has one id, one line.
+    const clientErrors = new ClientErrors({ hostPaths: opts.snapshotter.hostPaths(), log: this.log });
+    this.activity = new ActivityBoard(clientErrors);
     this.listen = parseListen(opts.listen ?? DEFAULT_LISTEN);
     if (!isLoopback(this.listen.host) && !opts.token && !opts.readToken) {
       throw new ConfigError(
@@ -94,6 +98,7 @@ export class Daemon {
     this.scheduler = new Scheduler(s, opts.schedule ?? [], {
       tracker: this.tracker,
       activity: this.activity,
+      clientErrors,
       onOutcome: (e, o) => this.log(`schedule ${e.tenant}/${e.agentId}: ${describe(o)}`),
     });
     this.retention = opts.retention
@@ -140,12 +145,14 @@ export class Daemon {
         scheduler: this.scheduler,
         startedAt: Date.now(),
         activity: this.activity,
+        clientErrors,
         consoleAssets: loadConsoleAssets(),
       }),
       ...(opts.token ? { token: opts.token } : {}),
       ...(opts.readToken ? { readToken: opts.readToken } : {}),
       ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}),
       tracker: this.tracker,
+      clientErrors,
       log: (l) => this.log(l),
     });
   }

@@ -28,6 +28,7 @@ import {
   UnauthorizedError,
 } from '../model/errors.js';
 import { bearerToken, tokenMatches } from './auth.js';
+import { ClientErrors } from './client-errors.js';
 import { httpStatusOf } from './status.js';
 import type { OperationTracker } from './tracker.js';
 
@@ -73,6 +74,11 @@ export interface ApiServerOptions {
   tracker: OperationTracker;
   /** One line per request (method, path, status and whether the client went away, milliseconds). */
   log?: (line: string) => void;
+  /**
+   * What a client is told of a failure, and the log line with the whole message under the same error id
+   * (default: the host's temporary and home directories are named by role, nothing is logged).
+   */
+  clientErrors?: ClientErrors;
   /**
    * Answer only requests addressed to a loopback name (the daemon listens on loopback): a `Host` header
    * naming anything else is refused (403) before any route runs, so a web page whose name an attacker
@@ -148,12 +154,14 @@ function match(pattern: string, path: string): Record<string, string> | undefine
   return params;
 }
 
-function errorBody(err: unknown): { status: number; body: Record<string, unknown> } {
-  // The client's form: an unknown agent is named, not where the host looked for it.
-  if (err instanceof SnapshotError)
-    return { status: httpStatusOf(err.code), body: { error: err.toClientJSON() } };
-  const message = err instanceof Error ? err.message : String(err);
-  return { status: 500, body: { error: { code: 'INTERNAL', message, outcome: 'error' } } };
+/** The response to a failure: the status of its code, and the client's form of it (client-errors.ts). */
+function errorBody(
+  errors: ClientErrors,
+  err: unknown,
+  where: string,
+): { status: number; body: Record<string, unknown> } {
+  const status = err instanceof SnapshotError ? httpStatusOf(err.code) : 500;
+  return { status, body: { error: errors.report(err, where) } };
 }
 
 async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
@@ -260,6 +268,7 @@ export function loggedTarget(target: string | undefined): string {
 
 export function createApiServer(opts: ApiServerOptions): Server {
   const limit = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const errors = opts.clientErrors ?? new ClientErrors();
 
   /** Serves one request; resolves with what the log line says of its outcome (the status, and more). */
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<string> {
@@ -357,7 +366,7 @@ export function createApiServer(opts: ApiServerOptions): Server {
     try {
       done = opts.tracker.begin();
     } catch (err) {
-      const e = errorBody(err);
+      const e = errorBody(errors, err, `${req.method} ${loggedTarget(req.url)}`);
       req.resume();
       sendJson(res, e.status, e.body, { connection: 'close' });
       finish(e.status);
@@ -368,7 +377,7 @@ export function createApiServer(opts: ApiServerOptions): Server {
     handle(req, res).then(finish, (err: unknown) => {
       // The client left (reading its request body, say): nothing failed here, and nothing can be sent.
       if (clientWentAway(err, res)) return finish('client went away');
-      const e = errorBody(err);
+      const e = errorBody(errors, err, `${req.method} ${loggedTarget(req.url)}`);
       if (res.headersSent) {
         res.destroy(err instanceof Error ? err : undefined);
       } else {

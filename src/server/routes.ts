@@ -20,11 +20,12 @@ import type { SnapshotMeta, SnapshotRequest } from '../model/types.js';
 import { openDownload } from '../snapshotter/download.js';
 import { overviewOf, storeAgentPairs } from '../snapshotter/fleet.js';
 import { checkRestoreGate, restoreGateOpen } from '../snapshotter/gate.js';
-import type { GcOptions, RetentionWorker } from '../snapshotter/gc.js';
+import type { GcOptions, RetentionTickReport, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { PACKAGE_VERSION } from '../util/version.js';
 import { z } from '../util/zod.js';
 import { ActivityBoard } from './activity.js';
+import { ClientErrors } from './client-errors.js';
 import type { ConsoleAsset } from './console-assets.js';
 import type { ApiRequest, Route } from './http.js';
 import type { Scheduler } from './scheduler.js';
@@ -54,6 +55,24 @@ export interface ApiContext {
   activity?: ActivityBoard;
   /** The console's built files (`/`); none: `/` says the console is not built. */
   consoleAssets?: Map<string, ConsoleAsset>;
+  /** What a client is told of the errors a gc report carries (client-errors.ts); the daemon's, shared. */
+  clientErrors?: ClientErrors;
+}
+
+/**
+ * A gc report as a client gets it: each error (an agent's, the prune's) in its client form with an
+ * `error_id`, the whole text in the log under that id.
+ */
+function clientGcReport(errors: ClientErrors, r: RetentionTickReport, where: string): RetentionTickReport {
+  const agents = r.agents.map((a) => {
+    if (a.error === undefined) return a;
+    const told = errors.reportText(a.error_code ?? 'INTERNAL', a.error, `${where} ${a.tenant}/${a.agent_id}`);
+    return { ...a, error: told.message, error_id: told.error_id };
+  });
+  const p = r.prune;
+  if (p?.status !== 'error') return { ...r, agents };
+  const told = errors.reportText(p.error_code, p.error, `${where} prune`);
+  return { ...r, agents, prune: { ...p, error: told.message, error_id: told.error_id } };
 }
 
 /** A scheduled agent is late once its last snapshot is this much older than its interval. */
@@ -166,7 +185,8 @@ const summarizeSnapshot = (m: SnapshotMeta & { added_bytes?: number }) => ({
 
 function allRoutes(ctx: ApiContext): Route[] {
   const s = ctx.snapshotter;
-  const board = ctx.activity ?? new ActivityBoard();
+  const errors = ctx.clientErrors ?? new ClientErrors();
+  const board = ctx.activity ?? new ActivityBoard(errors);
   const identityFile = () => (ctx.identityPath ? { decryptIdentity: ctx.identityPath } : {});
 
   return [
@@ -438,7 +458,7 @@ function allRoutes(ctx: ApiContext): Route[] {
           () => (body.dry_run ? s.gc({ ...retention.options, dryRun: true }) : retention.worker.tick()),
           (r) => ({ bundles_deleted: r.bundles_deleted, bytes_freed: r.bytes_freed, errors: r.errors }),
         );
-        return { json: report };
+        return { json: clientGcReport(errors, report, 'POST /v1/gc') };
       },
     },
     {
@@ -511,7 +531,7 @@ function allRoutes(ctx: ApiContext): Route[] {
             if (sched.last_error)
               alerts.push({
                 code: 'schedule_failed',
-                message: `the last scheduled run failed: ${sched.last_error.message} (${sched.last_error.code})`,
+                message: `the last scheduled run failed: ${sched.last_error.message} (${sched.last_error.code}, error id ${sched.last_error.error_id})`,
               });
           }
           // every snapshot whose newest verify failed, not only the one verified last
@@ -535,12 +555,16 @@ function allRoutes(ctx: ApiContext): Route[] {
         query(req, []);
         // What the next sweep would remove: the configured sweep as a dry run, for this agent only.
         if (!ctx.retention) return { json: { enabled: false } };
-        const r = await s.gc({
-          ...ctx.retention.options,
-          agentId: req.params.agent!,
-          tenant: tenantOf(req),
-          dryRun: true,
-        });
+        const r = clientGcReport(
+          errors,
+          await s.gc({
+            ...ctx.retention.options,
+            agentId: req.params.agent!,
+            tenant: tenantOf(req),
+            dryRun: true,
+          }),
+          `GET ${req.path}`,
+        );
         const mine = r.agents[0];
         return {
           json: {
@@ -548,7 +572,7 @@ function allRoutes(ctx: ApiContext): Route[] {
             policy: r.policy,
             decisions: mine?.decisions ?? [],
             ...(mine?.skipped ? { skipped: mine.skipped } : {}),
-            ...(mine?.error ? { error: mine.error } : {}),
+            ...(mine?.error ? { error: mine.error, error_id: mine.error_id } : {}),
           },
         };
       },

@@ -3,11 +3,12 @@
 // that agent still going, or the agent locked by another process, is skipped and counted. Runs are
 // tracked operations, so a shutdown waits for the one in progress and starts no new one.
 
-import { ConcurrentError, clientMessageOf, SnapshotError } from '../model/errors.js';
+import { ConcurrentError } from '../model/errors.js';
 import type { ProgressEvent, SnapshotMeta } from '../model/types.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { type LongTimer, setLongTimeout } from '../util/long-timer.js';
 import type { ActivityBoard } from './activity.js';
+import { ClientErrors } from './client-errors.js';
 import type { OperationTracker } from './tracker.js';
 
 export interface ScheduleEntry {
@@ -31,13 +32,14 @@ export interface ScheduleStatus {
   last_started_at_ms?: number;
   last_finished_at_ms?: number;
   last_snapshot_id?: string;
-  last_error?: { code: string; message: string };
+  /** The client's form of the last failure (client-errors.ts): no host path; the log has it under error_id. */
+  last_error?: { code: string; message: string; error_id: string };
 }
 
 export type ScheduleOutcome =
   | { kind: 'ok'; meta: SnapshotMeta }
   | { kind: 'skipped'; reason: string }
-  | { kind: 'failed'; error: unknown };
+  | { kind: 'failed'; error: unknown; errorId: string };
 
 export const SCHEDULED_LABEL = 'scheduled';
 export const SCHEDULED_CREATED_BY = 'scheduled';
@@ -54,6 +56,7 @@ interface Slot {
 export class Scheduler {
   private readonly slots: Slot[];
   private stopped = true;
+  private readonly errors: ClientErrors;
 
   constructor(
     private readonly snapshotter: LocalSnapshotter,
@@ -62,9 +65,12 @@ export class Scheduler {
       tracker: OperationTracker;
       /** Shows each run (and its progress) on the daemon's activity board. */
       activity?: ActivityBoard;
+      /** What the schedule's status tells of a failed run (and the log line under its id). */
+      clientErrors?: ClientErrors;
       onOutcome?: (entry: ScheduleEntry, outcome: ScheduleOutcome) => void;
     },
   ) {
+    this.errors = opts.clientErrors ?? new ClientErrors();
     this.slots = entries.map((entry) => ({
       entry,
       startedAt: 0,
@@ -144,11 +150,9 @@ export class Scheduler {
         this.opts.onOutcome?.(entry, { kind: 'skipped', reason: err.message });
       } else {
         status.failures++;
-        status.last_error = {
-          code: err instanceof SnapshotError ? err.code : 'INTERNAL',
-          message: clientMessageOf(err),
-        };
-        this.opts.onOutcome?.(entry, { kind: 'failed', error: err });
+        const told = this.errors.report(err, `snapshot of ${entry.tenant}/${entry.agentId} (scheduled)`);
+        status.last_error = { code: told.code, message: told.message, error_id: told.error_id };
+        this.opts.onOutcome?.(entry, { kind: 'failed', error: err, errorId: told.error_id });
       }
       return;
     } finally {

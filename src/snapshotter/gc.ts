@@ -59,6 +59,8 @@ export interface AgentGcReport {
   /** The error's stable code and exit status (with `error`), as the typed errors carry them. */
   error_code?: string;
   exit_code?: number;
+  /** Over the HTTP API: the id of the daemon's log line with the whole `error` (server/client-errors.ts). */
+  error_id?: string;
   decisions: Decision[];
   leftovers_removed: string[];
   backups_removed: string[];
@@ -73,7 +75,7 @@ export interface AgentGcReport {
 export type GcPruneReport =
   | ({ status: 'pruned' | 'dry-run' } & PruneReport)
   | { status: 'busy'; skipped: string }
-  | { status: 'error'; error: string; error_code: string; exit_code: number };
+  | { status: 'error'; error: string; error_code: string; exit_code: number; error_id?: string };
 
 /** The original's RetentionTickReport fields first, then what the port adds. */
 export interface RetentionTickReport {

@@ -199,6 +199,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private repositoryChosen: boolean | undefined;
   private readonly identityPath: string | undefined;
   readonly redactExports: boolean;
+  private readonly configuredPaths: ReadonlyArray<{ role: string; path: string }>;
 
   constructor(opts: LocalSnapshotterOptions) {
     if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
@@ -222,6 +223,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.policyOptions = { signingKey, trustedKeys, requireSignature, redaction };
     this.storeChoice = opts.store ?? storeFormatFromEnv() ?? 'auto';
     this.identityPath = opts.identityPath;
+    this.configuredPaths = [
+      { role: 'state root', path: opts.stateRoot },
+      ...(opts.resolver ? [] : [{ role: 'memdir root', path: opts.memdirRoot ?? opts.stateRoot }]),
+      ...(opts.resolver ? [] : [{ role: 'sqlite root', path: opts.sqliteRoot ?? opts.stateRoot }]),
+      ...(opts.identityPath ? [{ role: 'identity file', path: opts.identityPath }] : []),
+      ...(typeof opts.signingKey === 'string' ? [{ role: 'signing key', path: opts.signingKey }] : []),
+    ].map((p) => ({ role: p.role, path: resolve(p.path) }));
     this.repository = new RepositoryStore(
       this,
       opts.stateRoot,
@@ -234,6 +242,21 @@ export class LocalSnapshotter implements MemorySnapshotter {
         ...(opts.backendObserver ? { observer: opts.backendObserver } : {}),
       },
     );
+  }
+
+  /**
+   * The host's directories and files this snapshotter was configured with, by role (state root,
+   * memdir root, sqlite root, a local repository given by place, the identity and signing key files):
+   * what an error told to a remote client names by its role instead (server/client-errors.ts).
+   */
+  hostPaths(): Array<{ role: string; path: string }> {
+    const place = this.repository.place;
+    return [
+      ...this.configuredPaths,
+      ...(this.repository.explicit && place.kind === 'local'
+        ? [{ role: 'repository', path: resolve(place.path) }]
+        : []),
+    ];
   }
 
   /** Releases what the snapshotter holds open (a remote repository's connections). */

@@ -54,7 +54,7 @@ export function ActivityPanel({ onEnded }: { onEnded: () => void }) {
           <div>${a.outcome === 'ok' ? '✓' : a.outcome === 'failed' ? '✗' : '•'} ${what(a)}</div>
           <div class="muted">${a.ended_at_ms ? when(a.ended_at_ms) : ''} ${
             a.error
-              ? `${a.error.code}: ${a.error.message}`
+              ? `${a.error.code}: ${a.error.message}${a.error.error_id ? ` (error id ${a.error.error_id})` : ''}`
               : a.result
                 ? Object.entries(a.result)
                     .map(([k, v]) => `${k}=${String(v)}`)

@@ -1,7 +1,7 @@
 // Pieces every view uses: links between views (hash routes), error and loading notes, flags.
 
 import type { ComponentChildren } from 'preact';
-import { seg } from '../api.js';
+import { ApiError, seg } from '../api.js';
 import { html } from '../html.js';
 import type { SnapshotMeta } from '../types.js';
 
@@ -13,7 +13,8 @@ export const diffHref = (tenant: string, agent: string, a: string, b: string): s
 
 export function ErrorNote({ error }: { error?: Error }) {
   if (!error) return null;
-  return html`<p class="error" role="alert">${error.message}</p>`;
+  const id = error instanceof ApiError && error.errorId ? ` (error id ${error.errorId})` : '';
+  return html`<p class="error" role="alert">${error.message}${id}</p>`;
 }
 
 export function Loading({ when }: { when: boolean }) {

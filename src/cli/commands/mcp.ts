@@ -75,6 +75,7 @@ Examples:
           redactDefault: snapshotRedactDefault(cfg),
           readOnly: cfg.enabled === false,
           ...(identityPath ? { identityPath } : {}),
+          log: (line) => process.stderr.write(`nexo-memory mcp: ${line}\n`),
         });
         // Stopped while starting: nothing was read from stdin, no tool ran; end without serving.
         await stopSignalsDelivered();
