@@ -4,16 +4,17 @@
 // truncated stream, unknown recipient type): a clear error, nothing restored, nothing left behind.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { generateIdentity } from '../src/crypto/age.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
-import { runBuiltCli } from './helpers/built-cli.js';
+import { BIN, ensureBuilt, runBuiltCli } from './helpers/built-cli.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { REPO } from './helpers/repo.js';
 
 function keyFile(dir: string, name: string): { path: string; recipient: string } {
   const id = generateIdentity();
@@ -29,6 +30,9 @@ function ageCliKey(dir: string, name: string): { path: string; recipient: string
 }
 
 const loadIds = async (p: string) => (await import('../src/crypto/age.js')).loadIdentities(p);
+
+/** The `warning:` lines of a command's stderr. */
+const warningLines = (stderr: string): string[] => stderr.split('\n').filter((l) => l.startsWith('warning:'));
 
 test('an encrypted snapshot: age CLI decrypts it, tar lists it, list shows its metadata, verify says 3 without identity', async (t) => {
   const a = sampleAgent(t);
@@ -106,7 +110,7 @@ test('an identity file readable by group or others: one warning naming it and `c
   chmodSync(file, 0o644);
   r = await verify();
   assert.equal(r.code, 0, `still used: ${r.stderr}`);
-  const warnings = r.stderr.split('\n').filter((l) => l.startsWith('warning:'));
+  const warnings = warningLines(r.stderr);
   assert.deepEqual(warnings, [
     `warning: identity file ${file} is readable by group and others (mode 0644): whoever can read it can ` +
       `decrypt your encrypted snapshots; make it private with \`chmod 600 '${file}'\``,
@@ -118,7 +122,7 @@ test('an identity file readable by group or others: one warning naming it and `c
   writeFileSync(cfg, `memory:\n  snapshot:\n    encryption:\n      identity_path: ${JSON.stringify(file)}\n`);
   r = await runBuiltCli(['diff', '--agent', 'ana', meta.id, 'live', '--config', cfg, ...a.flags]);
   assert.equal(r.code, 0, r.stderr);
-  const fromConfig = r.stderr.split('\n').filter((l) => l.startsWith('warning:'));
+  const fromConfig = warningLines(r.stderr);
   assert.equal(fromConfig.length, 1, r.stderr);
   assert.match(fromConfig[0]!, /readable by group \(mode 0640\).*`chmod 600 '.*age identity\.txt'`$/);
   // the same file named by the config and, relative to the working directory, by the flag: one warning
@@ -138,12 +142,134 @@ test('an identity file readable by group or others: one warning naming it and `c
     { cwd: keys },
   );
   assert.equal(r.code, 0, r.stderr);
-  assert.equal(r.stderr.split('\n').filter((l) => l.startsWith('warning:')).length, 1, r.stderr);
+  assert.equal(warningLines(r.stderr).length, 1, r.stderr);
 
   chmodSync(file, 0o600);
   r = await verify();
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stderr, '');
+});
+
+/** `nexo-memory serve --json` started from the built CLI: its stderr so far, once it listens, and a stop. */
+async function serveUntilListening(t: TestContext, args: string[]) {
+  ensureBuilt();
+  const child = spawn(process.execPath, [BIN, 'serve', '--json', ...args], {
+    cwd: REPO,
+    env: { ...process.env, NEXO_MEMORY_TOKEN: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (c) => {
+    err += c;
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const url = await new Promise<string>((resolvePromise, reject) => {
+    child.stdout!.on('data', (c) => {
+      out += c;
+      const line = /^(\{.*\})\n/.exec(out);
+      if (line) resolvePromise(JSON.parse(line[1]!).listening);
+    });
+    child.on('exit', (code) => reject(new Error(`serve exited ${code} before listening: ${err}`)));
+  });
+  return {
+    url,
+    stderr: () => err,
+    stop: async () => {
+      child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+test('a signing key readable by group or others: one warning per file (flag, config, keygen -y, serve at start), the key still signs; keygen writes it 0600 whatever the umask', async (t) => {
+  const a = sampleAgent(t, 'ana', {
+    files: 4,
+    commits: 2,
+    memories: 40,
+    embeddings: 20,
+    concepts: 10,
+    compactions: 5,
+  });
+  const keys = tempDir(t);
+  const key = join(keys, 'sign key'); // a space: the chmod line quotes it
+  // umask 000: the modes are keygen's own, not what a umask took away
+  const umask = process.umask(0);
+  let made: Awaited<ReturnType<typeof runBuiltCli>>;
+  try {
+    made = await runBuiltCli(['keygen', '--out', key, '--json']);
+  } finally {
+    process.umask(umask);
+  }
+  assert.equal(made.code, 0, made.stderr);
+  assert.equal(statSync(key).mode & 0o777, 0o600, 'the secret key is 0600 under umask 000');
+  assert.equal(statSync(`${key}.pub`).mode & 0o777, 0o644, 'its public key is for everyone to read');
+  const keyId = JSON.parse(made.stdout).key_id as string;
+  const snapshot = (args: string[], cwd?: string) =>
+    runBuiltCli(['snapshot', '--agent', 'ana', '--json', ...a.flags, ...args], cwd ? { cwd } : {});
+  const signedBy = (r: { stdout: string }) => JSON.parse(r.stdout).signed_by;
+
+  let r = await snapshot(['--sign', key]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(signedBy(r), keyId);
+  assert.deepEqual(warningLines(r.stderr), [], '0600: no warning');
+
+  chmodSync(key, 0o644);
+  r = await snapshot(['--sign', key]);
+  assert.equal(r.code, 0, `still used: ${r.stderr}`);
+  assert.equal(signedBy(r), keyId);
+  assert.deepEqual(warningLines(r.stderr), [
+    `warning: signing key file ${key} is readable by group and others (mode 0644): whoever can read it can ` +
+      `sign snapshots as you; make it private with \`chmod 600 '${key}'\``,
+  ]);
+  r = await runBuiltCli(['keygen', '-y', key]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(warningLines(r.stderr).length, 1, r.stderr);
+  // the .pub (0644, public) given by mistake: the KEY error, no warning about a secret it does not hold
+  r = await snapshot(['--sign', `${key}.pub`]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(JSON.parse(r.stdout).error.code, 'KEY');
+  assert.deepEqual(warningLines(r.stderr), []);
+
+  // From the config (signing.key_path) and, relative to the working directory, by the flag: one warning.
+  chmodSync(key, 0o640);
+  const cfg = join(keys, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    `memory:\n  snapshot:\n    signing:\n      key_path: ${JSON.stringify(key)}\n    server:\n      token: ${'t'.repeat(32)}\n`,
+  );
+  r = await snapshot(['--config', cfg, '--sign', 'sign key'], keys);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(signedBy(r), keyId);
+  const fromBoth = warningLines(r.stderr);
+  assert.equal(fromBoth.length, 1, r.stderr);
+  assert.match(
+    fromBoth[0]!,
+    /readable by group \(mode 0640\).*sign snapshots as you.*`chmod 600 '.*sign key'`$/,
+  );
+
+  // The daemon says it once, at start (before it listens), and not again when it signs.
+  const d = await serveUntilListening(t, ['--listen', '127.0.0.1:0', '--config', cfg, ...a.flags]);
+  assert.equal(warningLines(d.stderr()).length, 1, d.stderr());
+  const res = await fetch(`${d.url}/v1/agents/ana/snapshots`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${'t'.repeat(32)}`, 'content-type': 'application/json' },
+    body: '{}',
+  });
+  const body = (await res.json()) as { signed_by?: string };
+  assert.equal(res.status, 201, JSON.stringify(body));
+  assert.equal(body.signed_by, keyId, 'signed with the configured key');
+  assert.equal(await d.stop(), 0);
+  assert.deepEqual(warningLines(d.stderr()), fromBoth, d.stderr());
+
+  chmodSync(key, 0o600);
+  r = await snapshot(['--config', cfg]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(signedBy(r), keyId);
+  assert.deepEqual(warningLines(r.stderr), [], r.stderr);
 });
 
 test('restore and diff of an encrypted bundle with an identity; the pre-restore anchor is encrypted too', async (t) => {

@@ -15,7 +15,7 @@ import {
   SnapshotError,
 } from '../model/errors.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
-import { looseKeyFileWarning } from '../util/key-file.js';
+import { looseKeyFileWarning, type SecretKeyKind } from '../util/key-file.js';
 import { ProgressReporter } from './progress.js';
 import type { TelemetryFlags } from './telemetry.js';
 import { terminalText } from './terminal.js';
@@ -122,29 +122,38 @@ export function loadFlagsConfig(flags: StoreFlags): LoadedConfig | undefined {
   return c.loaded;
 }
 
-/** The identity files this run warned of (one warning each, however often the run reads them). */
-const warnedIdentities = new Set<string>();
+/** The secret key files this run checked (one warning each, however often the run reads them). */
+const checkedKeyFiles = new Set<string>();
 
 /**
  * `path`, after one warning on stderr when group or others can read it: like ssh with a private key,
  * the file is still used (docs/decisions.md, "Format").
  */
-export function checkIdentityFile<T extends string | undefined>(path: T): T {
+function checkKeyFile<T extends string | undefined>(path: T, kind: SecretKeyKind): T {
   // one warning per file, however it is named (the config's path and the flag's may differ)
-  if (path === undefined || warnedIdentities.has(resolve(path))) return path;
-  warnedIdentities.add(resolve(path));
-  const warning = looseKeyFileWarning(path);
+  if (path === undefined || checkedKeyFiles.has(resolve(path))) return path;
+  checkedKeyFiles.add(resolve(path));
+  const warning = looseKeyFileWarning(path, kind);
   if (warning) process.stderr.write(`warning: ${terminalText(warning)}\n`);
   return path;
 }
+
+/** `path`, an age identity file, checked once per run (checkKeyFile). */
+export const checkIdentityFile = <T extends string | undefined>(path: T): T => checkKeyFile(path, 'identity');
+
+/** `path`, an ed25519 signing secret key file, checked once per run (checkKeyFile). */
+export const checkSigningKeyFile = <T extends string | undefined>(path: T): T =>
+  checkKeyFile(path, 'signing');
 
 /** Flags override the config file, which overrides the defaults (state root `./state`). */
 export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
   const { local, runtime, telemetry } = loaded();
   const loadedConfig = loadFlagsConfig(flags);
   const cfg = loadedConfig?.snapshot ?? {};
-  // the config's identity opens an encrypted repository, and serve decrypts with it
+  // the config's identity opens an encrypted repository, and serve decrypts with it; its signing key
+  // signs every snapshot the run makes (snapshot, restore's anchor, import, export, migrate, serve)
   checkIdentityFile(cfg.encryption?.identity_path);
+  checkSigningKeyFile(cfg.signing?.key_path);
   if (cfg.enabled === false && currentCommand && WRITING_COMMANDS.has(currentCommand)) {
     throw new ConfigError(
       `memory.snapshot.enabled is false in ${loadedConfig?.path}: \`${currentCommand}\` is disabled on this host`,
@@ -250,7 +259,7 @@ export async function runCommand(
   body: (progress: ProgressReporter) => Promise<number | undefined>,
 ): Promise<void> {
   const progress = new ProgressReporter(flags.progress !== false);
-  warnedIdentities.clear(); // a run of its own (tests run the CLI in-process, one run after another)
+  checkedKeyFiles.clear(); // a run of its own (tests run the CLI in-process, one run after another)
   let run: RunSupport | undefined;
   try {
     run = await prepareRun(flags);

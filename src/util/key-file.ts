@@ -1,17 +1,53 @@
-// Owns the ssh-style check of a secret key file's permissions: an age identity that group or others can
-// read is reported (a warning naming the file and the `chmod 600` that fixes it), never refused
-// (docs/decisions.md, "Format"). node:fs only, so the CLI checks a file without loading the crypto.
+// Owns the ssh-style check of a secret key file's permissions: an age identity or an ed25519 signing
+// key that group or others can read is reported (a warning naming the file, who can read it and the
+// `chmod 600` that fixes it), never refused (docs/decisions.md, "Format"). node:fs only, so the CLI
+// checks a file without loading the crypto.
 
-import { statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 
 /** A path as a shell takes it back: bare when it is plain, else in single quotes. */
 const shellWord = (p: string): string => (/^[\w./~+:@%-]+$/.test(p) ? p : `'${p.replaceAll("'", `'\\''`)}'`);
 
+/** The secret key files checked: what the warning calls each and what a reader of it can do. */
+export type SecretKeyKind = 'identity' | 'signing';
+
+const KINDS: Record<SecretKeyKind, { name: string; harm: string }> = {
+  identity: { name: 'identity file', harm: 'decrypt your encrypted snapshots' },
+  signing: { name: 'signing key file', harm: 'sign snapshots as you' },
+};
+
+/** The most of a file read to tell a secret signing key from a file that holds none (a key is < 1 KiB). */
+const SNIFF_BYTES = 64 * 1024;
+
+/**
+ * Whether the file may hold a secret signing key (`NEXO-SIGN-SECRET-KEY-1…` or a PEM private key): a
+ * public key given by mistake (the `.pub` keygen writes beside the key, 0644) is not warned of as
+ * readable, its loader refuses it.
+ */
+function holdsSigningSecret(path: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return false;
+  }
+  try {
+    const buf = Buffer.alloc(SNIFF_BYTES);
+    const text = buf.subarray(0, readSync(fd, buf, 0, SNIFF_BYTES, 0)).toString('utf8');
+    return /NEXO-SIGN-SECRET-KEY-1|PRIVATE KEY-----/i.test(text);
+  } catch {
+    return false;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * The warning for a secret key file that group or others can read, or undefined: not readable by
- * them, not there or not readable at all (reading it reports that), or a platform without these modes.
+ * them, not there or not readable at all (reading it reports that), a signing key file that holds no
+ * secret key, or a platform without these modes.
  */
-export function looseKeyFileWarning(path: string, what = 'identity file'): string | undefined {
+export function looseKeyFileWarning(path: string, kind: SecretKeyKind = 'identity'): string | undefined {
   if (process.platform === 'win32') return undefined;
   let mode: number;
   try {
@@ -21,9 +57,11 @@ export function looseKeyFileWarning(path: string, what = 'identity file'): strin
   }
   const readers = [mode & 0o040 ? 'group' : '', mode & 0o004 ? 'others' : ''].filter(Boolean);
   if (readers.length === 0) return undefined;
+  if (kind === 'signing' && !holdsSigningSecret(path)) return undefined;
   const octal = (mode & 0o777).toString(8).padStart(4, '0');
+  const { name, harm } = KINDS[kind];
   return (
-    `${what} ${path} is readable by ${readers.join(' and ')} (mode ${octal}): whoever can read it can ` +
-    `decrypt your encrypted snapshots; make it private with \`chmod 600 ${shellWord(path)}\``
+    `${name} ${path} is readable by ${readers.join(' and ')} (mode ${octal}): whoever can read it can ` +
+    `${harm}; make it private with \`chmod 600 ${shellWord(path)}\``
   );
 }

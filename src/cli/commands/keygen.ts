@@ -8,7 +8,7 @@ import { generateIdentity, loadIdentities } from '../../crypto/age.js';
 import { generateSigningKey, loadSigningKey, secretKeyFileText } from '../../crypto/sign.js';
 import { AlreadyExistsError, asSnapshotError, InvalidInputError, KeyError } from '../../model/errors.js';
 import { Command } from '../commander.js';
-import { checkIdentityFile, printJson, runCommand } from '../context.js';
+import { checkIdentityFile, checkSigningKeyFile, printJson, runCommand } from '../context.js';
 import { jsonOption } from './options.js';
 
 /** Creates `path` exclusively with `mode` and writes `text` durably; never replaces a file. */
@@ -106,6 +106,7 @@ Examples:
               );
             throw err;
           }
+          checkSigningKeyFile(opts.public);
           if (opts.json) printJson(keyJson({ kind: 'ed25519', publicKey: k.publicKey, keyId: k.keyId }));
           else process.stdout.write(`${k.publicKey}\n`);
           return 0;

@@ -2,7 +2,7 @@
 
 import { snapshotRedactDefault } from '../../config/runtime.js';
 import { Command } from '../commander.js';
-import { loadFlagsConfig, printJson, runCommand, snapshotterFrom } from '../context.js';
+import { checkSigningKeyFile, loadFlagsConfig, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatSnapshot } from '../format.js';
 import { printText } from '../terminal.js';
 import {
@@ -60,7 +60,7 @@ Examples:
           createdBy: 'cli',
           redact,
           ...(opts.encrypt ? { encrypt: opts.encrypt } : {}),
-          ...(opts.sign ? { sign: opts.sign } : {}),
+          ...(opts.sign ? { sign: checkSigningKeyFile(opts.sign) } : {}),
           onProgress: progress.listener,
         });
         progress.done();
