@@ -5,7 +5,16 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { open } from 'node:fs/promises';
 import { get as httpGet } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
@@ -230,12 +239,36 @@ test('serve: snapshot, list, get, verify, diff, export download, delete over HTT
     [s2.body.id, s1.body.id],
     'newest first',
   );
+  // added_bytes on a bundle store too (the bundle's file), so a client need not ask which store it is
+  for (const [m, made] of [
+    [list.body[0], s2.body],
+    [list.body[1], s1.body],
+  ]) {
+    assert.equal(m.added_bytes, statSync(m.bundle_path).size, m.id);
+    assert.equal(made.added_bytes, m.added_bytes, 'the snapshot answer says what the list says');
+  }
+  // and so does the activity board's summary of each snapshot
+  const activity = await call(`${d.url}/v1/activity`, { headers: auth() });
+  assert.deepEqual(
+    activity.body.recent
+      .filter((e: { op: string }) => e.op === 'snapshot')
+      .map((e: { result: { snapshot_id: string; added_bytes?: number } }) => [
+        e.result.snapshot_id,
+        e.result.added_bytes,
+      ])
+      .sort(),
+    [
+      [s1.body.id, s1.body.bundle_size_bytes],
+      [s2.body.id, s2.body.bundle_size_bytes],
+    ].sort(),
+  );
   const viaHeader = await call(`${base}/snapshots`, { headers: { ...auth(), 'x-nexo-tenant': 'other' } });
   assert.deepEqual(viaHeader.body, [], 'tenant from the header');
 
   const one = await call(`${base}/snapshots/${s1.body.id.slice(0, 13)}`, { headers: auth() });
   assert.equal(one.status, 200);
   assert.equal(one.body.id, s1.body.id, 'a unique prefix finds the snapshot');
+  assert.equal(one.body.added_bytes, s1.body.bundle_size_bytes);
 
   const v = await call(`${base}/snapshots/${s1.body.id}/verify?deep=true`, { headers: auth() });
   assert.equal(v.status, 200);

@@ -3,11 +3,11 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { humanBytes } from '../src/cli/format.js';
-import { LocalSnapshotter } from '../src/index.js';
+import { LocalSnapshotter, type SnapshotMeta } from '../src/index.js';
 import { bundleOf, manifestFor, writeBundleFile } from './helpers/bundles.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 
@@ -221,14 +221,24 @@ test('delete can remove a damaged bundle that list cannot read', async (t) => {
 test('CLI: list, export and delete with JSON output and exit codes', async (t) => {
   const a = sampleAgent(t);
   const s1 = await a.snapshotter.snapshot({ agentId: 'ana', label: 'one' });
-  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
-  let r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--json']);
+  let r = await runCli(['snapshot', '--agent', 'ana', '--json', ...a.flags]);
   assert.equal(r.code, 0, r.stderr);
-  const list = JSON.parse(r.stdout);
+  const s2 = JSON.parse(r.stdout) as SnapshotMeta;
+  // a bundle is self-contained: what it added to the store is its file (not its small sidecars)
+  assert.equal(s2.added_bytes, statSync(s2.bundle_path).size);
+  r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const list = JSON.parse(r.stdout) as SnapshotMeta[];
   assert.deepEqual(
     list.map((m: { id: string }) => m.id),
     [s2.id, s1.id],
   );
+  // every entry carries added_bytes, as a repository's do: here the bundle file's size
+  for (const m of list) {
+    assert.equal(m.added_bytes, statSync(m.bundle_path).size, m.id);
+    assert.equal(m.added_bytes, m.bundle_size_bytes, m.id);
+  }
+  assert.equal(list[0]!.added_bytes, s2.added_bytes, 'snapshot says what list says');
   // argument errors answer --json like every other error
   for (const args of [
     ['list', '--json'],

@@ -98,7 +98,7 @@ export function formatList(metas: SnapshotMeta[]): string {
     iso(m.created_at_ms),
     humanBytes(m.bundle_size_bytes),
     // what it cost the store: a repository snapshot's new packed data, a bundle's whole file
-    humanBytes((m as { added_bytes?: number }).added_bytes ?? m.bundle_size_bytes),
+    humanBytes(m.added_bytes ?? m.bundle_size_bytes),
     [
       ...(m.encrypted ? ['enc'] : []),
       ...(m.redactions_applied ? ['red'] : []),

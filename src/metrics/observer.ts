@@ -22,7 +22,7 @@ export class MetricsObserver implements OperationObserver {
           'snapshot',
           who(r),
           r.outcome,
-          r.meta ? ((r.meta as { added_bytes?: number }).added_bytes ?? r.meta.bundle_size_bytes) : undefined,
+          r.meta ? (r.meta.added_bytes ?? r.meta.bundle_size_bytes) : undefined,
           r.durationMs,
         );
         break;

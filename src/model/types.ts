@@ -46,6 +46,14 @@ export interface SnapshotMeta {
   /** Added by list: whether the snapshot is pinned (retention never deletes it). */
   pinned?: boolean;
   /**
+   * Added by list and snapshot: the bytes the snapshot cost its store. A bundle: its file
+   * (`bundle_size_bytes`; the `.sha256` sibling and `.meta.json` sidecar, caches of a few hundred
+   * bytes, are not counted), on every entry. A repository snapshot: the pack files it wrote (data the
+   * repository did not have; 0 when nothing changed), absent only when not known (a listing entry
+   * rebuilt after it was lost).
+   */
+  added_bytes?: number;
+  /**
    * Added, by snapshot only (its manifest's `memdir.skipped` holds them for later): memdir entries not
    * captured and why (a symlink, a special file, a name that is not UTF-8, a nested `.git`), so that a
    * file left out of the backup is said when it is taken. Absent when nothing was skipped.

@@ -8,7 +8,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
-import type { ProgressListener } from '../model/types.js';
+import type { ProgressListener, SnapshotMeta } from '../model/types.js';
 import { ClientErrors } from './client-errors.js';
 
 /** The daemon's own: snapshot, restore, gc; another process's: what it recorded (`snapshot`, `delete`, …). */
@@ -60,6 +60,17 @@ const RECENT = 20;
 const PROGRESS_EVERY_MS = 200;
 /** A comment line keeps idle connections (and proxies) from timing out. */
 const KEEPALIVE_MS = 15_000;
+
+/**
+ * The board's summary of a snapshot taken (by the API or the scheduler): its id, label and sizes
+ * (`added_bytes` as list gives it).
+ */
+export const summarizeSnapshot = (m: SnapshotMeta): Record<string, unknown> => ({
+  snapshot_id: m.id,
+  label: m.label,
+  bundle_size_bytes: m.bundle_size_bytes,
+  ...(m.added_bytes !== undefined ? { added_bytes: m.added_bytes } : {}),
+});
 
 export interface VerifyRecord {
   snapshot_id: string;

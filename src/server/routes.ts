@@ -16,7 +16,7 @@ import {
   RouteNotFoundError,
 } from '../model/errors.js';
 import { DEFAULT_TENANT, validateTenant } from '../model/ids.js';
-import type { SnapshotMeta, SnapshotRequest } from '../model/types.js';
+import type { SnapshotRequest } from '../model/types.js';
 import { openDownload } from '../snapshotter/download.js';
 import { overviewOf, storeAgentPairs } from '../snapshotter/fleet.js';
 import { checkRestoreGate, restoreGateOpen } from '../snapshotter/gate.js';
@@ -24,7 +24,7 @@ import type { GcOptions, RetentionTickReport, RetentionWorker } from '../snapsho
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { PACKAGE_VERSION } from '../util/version.js';
 import { z } from '../util/zod.js';
-import { ActivityBoard } from './activity.js';
+import { ActivityBoard, summarizeSnapshot } from './activity.js';
 import { ClientErrors } from './client-errors.js';
 import type { ConsoleAsset } from './console-assets.js';
 import type { ApiRequest, Route } from './http.js';
@@ -175,13 +175,6 @@ function asset(ctx: ApiContext, name: string) {
     },
   };
 }
-
-const summarizeSnapshot = (m: SnapshotMeta & { added_bytes?: number }) => ({
-  snapshot_id: m.id,
-  label: m.label,
-  bundle_size_bytes: m.bundle_size_bytes,
-  ...(m.added_bytes !== undefined ? { added_bytes: m.added_bytes } : {}),
-});
 
 function allRoutes(ctx: ApiContext): Route[] {
   const s = ctx.snapshotter;

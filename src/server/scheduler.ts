@@ -7,7 +7,7 @@ import { ConcurrentError } from '../model/errors.js';
 import type { ProgressEvent, SnapshotMeta } from '../model/types.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { type LongTimer, setLongTimeout } from '../util/long-timer.js';
-import type { ActivityBoard } from './activity.js';
+import { type ActivityBoard, summarizeSnapshot } from './activity.js';
 import { ClientErrors } from './client-errors.js';
 import type { OperationTracker } from './tracker.js';
 
@@ -140,7 +140,7 @@ export class Scheduler {
           ? board.track(
               { op: 'snapshot', source: 'scheduled', agent_id: entry.agentId, tenant: entry.tenant },
               take,
-              (m) => ({ snapshot_id: m.id, label: m.label, bundle_size_bytes: m.bundle_size_bytes }),
+              summarizeSnapshot,
             )
           : take(),
       );

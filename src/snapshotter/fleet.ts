@@ -49,20 +49,19 @@ export async function storeAgentPairs(
 
 /** The overview of one agent from its listing (newest first, as `list` returns it). */
 export function overviewOf(agentId: string, tenant: string, metas: readonly SnapshotMeta[]): AgentOverview {
-  const added = (m: SnapshotMeta) => (m as { added_bytes?: number }).added_bytes;
   const kinds: Partial<Record<SnapshotKind, number>> = {};
   for (const m of metas) {
     const k = snapshotKind(m.created_by);
     kinds[k] = (kinds[k] ?? 0) + 1;
   }
   const last = metas[0];
-  const lastAdded = last ? (added(last) ?? last.bundle_size_bytes) : undefined;
+  const lastAdded = last ? (last.added_bytes ?? last.bundle_size_bytes) : undefined;
   return {
     agent_id: agentId,
     tenant,
     snapshots: metas.length,
     ...(last ? { last_snapshot_id: last.id, last_snapshot_at_ms: last.created_at_ms } : {}),
-    bytes_stored: metas.reduce((n, m) => n + (added(m) ?? m.bundle_size_bytes), 0),
+    bytes_stored: metas.reduce((n, m) => n + (m.added_bytes ?? m.bundle_size_bytes), 0),
     ...(lastAdded !== undefined ? { bytes_added_last: lastAdded } : {}),
     pins: metas.filter((m) => m.pinned).length,
     kinds,

@@ -772,8 +772,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
       const meta = metaFromManifest(manifest, bundlePath, packed.size, packed.sha256);
       faultPoint('snapshot.sidecar');
       await writeSidecar(meta);
-      // as list() shows it (a new snapshot is never pinned), and what of the memdir it left out
-      return { ...meta, pinned: false, ...skippedOf(captured.memdir) };
+      // as list() shows it (a new snapshot is never pinned; a bundle adds its file), and what of the
+      // memdir it left out
+      return { ...meta, pinned: false, added_bytes: meta.bundle_size_bytes, ...skippedOf(captured.memdir) };
     } catch (err) {
       if (published) {
         // A bundle without its sibling and sidecar must not stay visible.

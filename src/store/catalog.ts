@@ -139,8 +139,9 @@ const SIDECAR_VERSION = 1;
 
 /** Writes the list cache next to a bundle (atomically; bundle_path is not stored). */
 export async function writeSidecar(meta: SnapshotMeta): Promise<void> {
-  // Neither the path nor the pin is cached: the pin is its own file, read with the listing.
-  const { bundle_path: _path, pinned: _pinned, ...rest } = meta;
+  // Neither the path nor the pin is cached: the pin is its own file, read with the listing; nor
+  // added_bytes, which list takes from the file's size.
+  const { bundle_path: _path, pinned: _pinned, added_bytes: _added, ...rest } = meta;
   await writeFileAtomic(
     sidecarPathOf(meta.bundle_path),
     `${JSON.stringify({ sidecar_version: SIDECAR_VERSION, meta: rest })}\n`,
@@ -231,6 +232,11 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
   // Pins are marker files beside the bundles: the listing already says which exist.
   const pins = new Set(names.filter((n) => n.endsWith(PIN_EXT)));
   const pinned = (f: BundleFile) => pins.has(`${f.name}${PIN_EXT}`);
+  // what list adds: the pin, and what the snapshot cost the store (a bundle is self-contained: its file)
+  const listed = (m: SnapshotMeta, f: BundleFile) => ({
+    pinned: pinned(f),
+    added_bytes: m.bundle_size_bytes,
+  });
   const metas: SnapshotMeta[] = [];
   const warnings: string[] = [];
   const BATCH = 64;
@@ -246,13 +252,13 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
         warnings.push(`skipping ${f.name}: its manifest says snapshot ${r.value.id}`);
       } else if (r.value.encrypted && r.value.agent_id === '') {
         // encrypted, no sidecar: its directory says whose
-        metas.push({ ...r.value, agent_id: agentId, tenant, pinned: pinned(f) });
+        metas.push({ ...r.value, agent_id: agentId, tenant, ...listed(r.value, f) });
       } else if (r.value.agent_id !== agentId || r.value.tenant !== tenant) {
         warnings.push(
           `skipping ${f.name}: it belongs to agent ${r.value.agent_id} (tenant ${r.value.tenant})`,
         );
       } else {
-        metas.push({ ...r.value, pinned: pinned(f) });
+        metas.push({ ...r.value, ...listed(r.value, f) });
       }
     });
   }
