@@ -358,6 +358,29 @@ test('an unwritable state root is a clear I/O error', async (t) => {
   });
 });
 
+test('a state file that is not JSON is a STATE error that says where, never what it holds', async (t) => {
+  const a = sampleAgent(t);
+  const before = (await a.snapshotter.list('ana')).map((m) => m.id);
+  // JSON.parse's own message would quote the first characters: `Unexpected token 'g', "ghp_ABCDEF"...`
+  writeFileSync(join(a.sqliteDir, 'dream_run.json'), 'ghp_ABCDEFGHIJKLMNOP');
+  await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'STATE');
+    assert.match(err.message, /dream_run\.json is not valid JSON: unexpected character at offset 0$/);
+    assert.doesNotMatch(err.message, /ghp|ABC/);
+    return true;
+  });
+  writeFileSync(join(a.sqliteDir, 'dream_run.json'), '{"last_run_ms": 1, "x": [1, 2,');
+  await assert.rejects(
+    a.snapshotter.snapshot({ agentId: 'ana' }),
+    /not valid JSON: unexpected end of JSON at offset 30$/,
+  );
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.id),
+    before,
+    'nothing was stored',
+  );
+});
+
 for (const point of ['pack.write', 'pack.fsync', 'pack.publish', 'snapshot.sibling', 'snapshot.sidecar']) {
   test(`a failure at ${point} leaves no bundle, sibling, sidecar, .partial or staging dir`, async (t) => {
     const a = sampleAgent(t);

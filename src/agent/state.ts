@@ -4,6 +4,7 @@
 
 import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { jsonSyntaxProblem } from '../format/json.js';
 import { StateProviderError } from '../model/errors.js';
 import { STATE_KEYS, type StateKey } from '../model/types.js';
 import { writeFileAtomic } from '../store/atomic.js';
@@ -49,7 +50,9 @@ export class JsonFileStateProvider implements StateProvider {
     try {
       return JSON.parse(text) as StateValue;
     } catch (err) {
-      throw new StateProviderError(`${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
+      // where, not what: JSON.parse's message quotes the file's first characters, which may be a secret
+      // (and the message reaches the API's and MCP's clients)
+      throw new StateProviderError(`${file} is not valid JSON: ${jsonSyntaxProblem(text)}`, { cause: err });
     }
   }
 

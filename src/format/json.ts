@@ -14,6 +14,8 @@ export interface StrictJsonOptions {
    */
   manifest?: boolean;
   maxDepth?: number;
+  /** Only the grammar (JSON.parse's rules): duplicate member names pass. */
+  grammarOnly?: boolean;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -49,6 +51,19 @@ export function parseStrictJsonSpans(
   const spans: number[] = [];
   scanJson(text, opts, { member, out: spans });
   return { value: JSON.parse(text), text, spans };
+}
+
+/**
+ * Where text that JSON.parse refused goes wrong, without quoting it (JSON.parse's own message quotes the
+ * text's first characters): the scanner's finding, e.g. `unexpected character at offset 0`.
+ */
+export function jsonSyntaxProblem(text: string): string {
+  try {
+    scanJson(text, { maxDepth: Number.MAX_SAFE_INTEGER, grammarOnly: true });
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return 'not accepted by JSON.parse';
 }
 
 /** What the scanner expects next. */
@@ -227,7 +242,7 @@ export function scanJson(
       const keyAt = i;
       const key = scanString();
       const keys = stack[stack.length - 1]!;
-      if (keys.has(key)) {
+      if (keys.has(key) && !opts.grammarOnly) {
         i = keyAt;
         fail(`duplicate member name ${JSON.stringify(key)}`);
       }
