@@ -512,6 +512,33 @@ test('progress: every byte phase of a snapshot and a verify begins with an event
   }
 });
 
+test('progress: a restore names each step after its stream (check, pre_snapshot, swap), in both stores', async (t) => {
+  for (const store of ['bundles', 'repository'] as const) {
+    const a = sampleAgent(t, 'ana', {}, { store });
+    const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+    for (const autoPreSnapshot of [true, false]) {
+      const events: { phase: string; bytes: number }[] = [];
+      await a.snapshotter.restore({
+        agentId: 'ana',
+        snapshot: meta.id,
+        autoPreSnapshot,
+        onProgress: (e) => events.push({ phase: e.phase, bytes: e.bytes }),
+      });
+      const lastVerify = events.map((e) => e.phase).lastIndexOf('verify');
+      assert.ok(lastVerify >= 0, `${store}: the stream's verify phase`);
+      const after = events.slice(lastVerify + 1);
+      assert.deepEqual(
+        after,
+        (autoPreSnapshot ? ['check', 'pre_snapshot', 'swap'] : ['check', 'swap']).map((phase) => ({
+          phase,
+          bytes: 0,
+        })),
+        `${store}, pre-snapshot ${autoPreSnapshot}: the steps after the stream, once each, in order`,
+      );
+    }
+  }
+});
+
 test('CLI progress: plain lines on stderr when it is not a terminal, nothing for work shorter than the threshold', async (t) => {
   // The threshold is read when the process starts: a real process per run.
   const a = sampleAgent(t);

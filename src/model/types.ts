@@ -61,7 +61,21 @@ export interface SnapshotMeta {
   memdir_skipped?: Array<{ path: string; reason: string }>;
 }
 
-export type ProgressPhase = 'capture' | 'redact' | 'hash' | 'pack' | 'verify' | 'copy';
+/**
+ * A snapshot's phases (`capture`, `redact`, `hash`, `pack`), a verify's or a restore's stream (`verify`),
+ * an export's (`copy`), and a restore's steps after its stream, announced by one event of 0 bytes each:
+ * `check` (the databases' integrity checks and the report), `pre_snapshot` (the anchor), `swap`.
+ */
+export type ProgressPhase =
+  | 'capture'
+  | 'redact'
+  | 'hash'
+  | 'pack'
+  | 'verify'
+  | 'copy'
+  | 'check'
+  | 'pre_snapshot'
+  | 'swap';
 
 /** Progress of a long operation; `total` is known for byte phases. */
 export interface ProgressEvent {

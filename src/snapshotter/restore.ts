@@ -384,6 +384,8 @@ async function restoreLocked(
         // large databases are written on the SQLite threads (a repository snapshot's), idle until the checks
         countHere ? undefined : sqlite,
       );
+      // the stream has ended: what follows has no byte counts, each step says it has begun
+      req.onProgress?.({ phase: 'check', bytes: 0 });
       const m = v.manifest;
       const report = baseReport(m, agentId, tenant, source.location, false);
       report.restore_id = restoreId;
@@ -439,6 +441,7 @@ async function restoreLocked(
         // with the gate already closed for the swap, so no write falls between the anchor and the swap
         // (writers wait for the anchor too; a restore refused at the gate leaves no anchor behind).
         if (req.autoPreSnapshot !== false && (await s.agentExists(agentId, tenant))) {
+          req.onProgress?.({ phase: 'pre_snapshot', bytes: 0 });
           try {
             const pre = await s.snapshotLocked({
               agentId,
@@ -464,6 +467,7 @@ async function restoreLocked(
         // the tag made while staging, moved to HEAD as the swap replaces it
         if (repo?.preRestoreTag) await refreshPreRestoreTag(p, memdir, repo.preRestoreTag, report.warnings);
 
+        req.onProgress?.({ phase: 'swap', bytes: 0 });
         const items: SwapItem[] = [];
         for (const db of DB_NAMES) {
           if (dbsInMemdir) {
