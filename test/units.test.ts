@@ -226,6 +226,13 @@ test('CLI: --help has examples, --version prints, usage errors exit 1', async (t
     assert.equal(r.code, 0, cmd);
     assert.match(r.stdout, /Examples:/, cmd);
   }
+  // `help [command]`, listed among the commands, is help as --help is: exit 0, no error object
+  for (const args of [['help', 'snapshot'], ['help'], ['help', 'snapshot', '--json']]) {
+    r = await runCli(args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stdout, args[1] ? /Usage: nexo-memory snapshot/ : /Usage: nexo-memory/, args.join(' '));
+    assert.doesNotMatch(r.stdout + r.stderr, /INVALID_INPUT|outputHelp/, args.join(' '));
+  }
   r = await runCli(['--version']);
   assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+$/);
   r = await runCli(['snapshot']);

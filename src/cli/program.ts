@@ -97,12 +97,15 @@ function wantsJson(argv: readonly string[]): boolean {
   return (end < 0 ? args : args.slice(0, end)).includes('--json');
 }
 
+const HELP_OR_VERSION = new Set(['commander.helpDisplayed', 'commander.help', 'commander.version']);
+
 export async function main(argv: string[]): Promise<void> {
   try {
     await (await buildProgram(argv)).parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') {
+      // --help, `help [command]` and --version: commander printed what was asked, and that is success
+      if (HELP_OR_VERSION.has(err.code)) {
         process.exitCode = 0;
         return;
       }
