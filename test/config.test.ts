@@ -314,11 +314,12 @@ test('every kind of rule, in every section: the exact message, and which of seve
       },
     );
   }
-  // The section under a top-level `snapshot` key, and the section itself of the wrong type.
+  // The section under a top-level `snapshot` key (named as the file writes it), and the section itself
+  // of the wrong type.
   for (const [text, message] of [
-    ['snapshot:\n  zstd_level: 0\n', `${M}.zstd_level must be ≥ 1`],
-    ['snapshot: 5\n', `${M} must be a mapping`],
-    ['snapshot: [a]\n', `${M} must be a mapping`],
+    ['snapshot:\n  zstd_level: 0\n', 'snapshot.zstd_level must be ≥ 1'],
+    ['snapshot: 5\n', 'snapshot must be a mapping'],
+    ['snapshot: [a]\n', 'snapshot must be a mapping'],
     ['memory:\n  snapshot: "x"\n', `${M} must be a mapping`],
   ] as const) {
     writeFileSync(f, text);

@@ -382,7 +382,8 @@ export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedCo
     if (extraMem.length) throw new ConfigError(`memory.${extraMem[0]}: unknown key`);
     section = memory.snapshot ?? {};
   } else {
-    prefix = 'memory.snapshot';
+    // its keys are named as the file writes them
+    prefix = 'snapshot';
     const extra = topKeys.filter((k) => k !== 'snapshot');
     if (extra.length)
       throw new ConfigError(
