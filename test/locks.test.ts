@@ -2,7 +2,9 @@
 // write gate proving that every component of a snapshot shows the same instant while a writer runs.
 
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -269,4 +271,37 @@ test('closeGate: taken at once when no writer holds the gate, waited for (fairly
   const busy = tryAcquire(path, 'shared')!;
   await assert.rejects(closeGate(path, 150), LockTimeoutError);
   busy.release();
+});
+
+test('a CONCURRENT refusal names only a live holder: a killed holder left its record, a release removes its own', async (t) => {
+  const a = sampleAgent(t);
+  const s = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 200,
+  });
+  const lockPath = s.layout.agentLockPath('default', 'ana');
+  const record = `${lockPath}.owner`;
+  await s.snapshot({ agentId: 'ana' });
+  assert.equal(existsSync(record), false, 'a finished snapshot leaves no record of holding the lock');
+  // A holder that records nothing (docs/locking.md: any language may take the lock) beside the record of
+  // a process that held the lock before and was killed (its pid is gone)
+  const gone = Number(execFileSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']));
+  const recordOf = (pid: number, operation: string) =>
+    JSON.stringify({ pid, host: hostname(), operation, since_ms: Date.now() - 60_000 });
+  writeFileSync(record, recordOf(gone, 'restore'));
+  const held = tryAcquire(lockPath, 'exclusive')!;
+  t.after(() => held.release());
+  await assert.rejects(s.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'CONCURRENT');
+    assert.doesNotMatch(err.message, /restore|pid/, `the dead process is not named: ${err.message}`);
+    return true;
+  });
+  // a live holder's record still names it
+  writeFileSync(record, recordOf(process.pid, 'test-holder'));
+  await assert.rejects(s.snapshot({ agentId: 'ana' }), /test-holder \(pid \d+/);
+  held.release();
+  assert.equal(existsSync(record), false, "the release removed this process's record");
+  assert.equal((await s.snapshot({ agentId: 'ana' })).agent_id, 'ana');
 });

@@ -5,7 +5,7 @@
 // take part in the protocol (docs/locking.md). Waiting polls with backoff and never blocks the event
 // loop.
 
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
@@ -61,6 +61,9 @@ export class HeldLock {
   release(): void {
     if (this.released) return;
     this.released = true;
+    // this process's record of holding it goes first, while it still holds it (the next holder writes
+    // its own after taking it): a holder that records nothing (docs/locking.md) is never named as us
+    if (this.mode === 'exclusive') forgetOwner(this.path);
     try {
       if (this.db.inTransaction) this.db.exec('COMMIT');
     } finally {
@@ -211,11 +214,40 @@ export async function recordOwner(lockPath: string, operation: string): Promise<
   }
 }
 
+/**
+ * Who recorded holding the lock, or undefined: no record, an unreadable one, or one a process of this
+ * host left that is gone (killed while it held the lock: its record stays, and names nobody).
+ */
 export function readOwner(lockPath: string): LockOwner | undefined {
+  let o: LockOwner;
   try {
-    return JSON.parse(readFileSync(ownerPath(lockPath), 'utf8')) as LockOwner;
+    o = JSON.parse(readFileSync(ownerPath(lockPath), 'utf8')) as LockOwner;
   } catch {
     return undefined;
+  }
+  if (!o || typeof o !== 'object' || !Number.isSafeInteger(o.pid) || o.pid <= 0) return undefined;
+  if (o.host === hostname() && !processAlive(o.pid)) return undefined;
+  return o;
+}
+
+/** Removes the lock's owner record when it is this process's. Best effort, as the record is. */
+function forgetOwner(lockPath: string): void {
+  const o = readOwner(lockPath);
+  if (o?.pid !== process.pid || o.host !== hostname()) return;
+  try {
+    unlinkSync(ownerPath(lockPath));
+  } catch {
+    // best effort
+  }
+}
+
+/** Whether a process of this host with that id exists (signal 0 checks without sending anything). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // there, but not ours to signal
   }
 }
 
