@@ -248,6 +248,49 @@ test('CLI: --help has examples, --version prints, usage errors exit 1', async (t
   assert.match(r.stderr, /memory\.snapshot\.nope/);
 });
 
+test("README: each command's section names every flag of the command's --help", async () => {
+  const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
+  const sections = readme.split(/\n(?=#{2,4} )/);
+  // flags README documents once for every command ("Common options"), not in each section
+  const common = new Set([
+    '--help',
+    '--repo',
+    '--nats',
+    '--metrics-file',
+    '--no-progress',
+    '--state-root',
+    '--config',
+    '--memdir-root',
+    '--sqlite-root',
+  ]);
+  const commands = ['snapshot', 'restore', 'import', 'recover', 'verify', 'list', 'diff', 'ls', 'cat'];
+  commands.push('find', 'export', 'delete', 'gc', 'pin', 'unpin', 'check', 'prune', 'migrate', 'keygen');
+  for (const cmd of [...commands, 'serve', 'mcp']) {
+    const r =
+      cmd === 'serve' || cmd === 'mcp' ? await runBuiltCli([cmd, '--help']) : await runCli([cmd, '--help']);
+    assert.equal(r.code, 0, cmd);
+    // option lines are indented two spaces; wrapped descriptions further
+    const flags = [...r.stdout.matchAll(/^ {2}(?:-[a-zA-Z], )?(--[a-z][a-z-]*)/gm)]
+      .map((m) => m[1]!)
+      .filter((f) => !common.has(f));
+    assert.ok(flags.length > 0, cmd);
+    // its section: headed by `nexo-memory <cmd> …`, or (pin, unpin) one whose text gives that synopsis
+    const own = sections.filter(
+      (sec) =>
+        new RegExp(`^#{2,4} .*\`nexo-memory ${cmd}[ \`]`).test(sec) ||
+        sec.includes(`\`nexo-memory ${cmd} --`),
+    );
+    assert.ok(own.length > 0, `README has no section for ${cmd}`);
+    const text = own.join('\n');
+    for (const f of flags)
+      assert.match(
+        text,
+        new RegExp(`(^|[^a-z-])${f}(?![a-z-])`),
+        `README's ${cmd} section does not name ${f}`,
+      );
+  }
+});
+
 test('heap settings: every CLI command asks for the small heap from its start but find (a large live heap), list (decides once it knows its store) and no command (--version, --help)', () => {
   for (const args of [['snapshot', '--agent', 'a'], ['--json', 'restore'], ['serve'], ['check']])
     assert.equal(smallHeapFor(args), true, args.join(' '));

@@ -71,8 +71,8 @@ Examples:
   nexo-memory snapshot --agent ana --label before-dream
   nexo-memory list --agent ana
   nexo-memory list --agent ana --repo s3://fleet-bucket/agents
-  NEXO_MEMORY_RESTORE_ALLOW=true nexo-memory restore --agent ana --from <bundle> --dry-run
-  nexo-memory verify state/tenants/default/snapshots/ana/<id>.tar.zst --deep
+  NEXO_MEMORY_RESTORE_ALLOW=true nexo-memory restore --agent ana --from latest --dry-run
+  nexo-memory verify --agent ana --id latest --deep
   nexo-memory keygen --out sign.key && nexo-memory snapshot --agent ana --sign sign.key
   nexo-memory serve --config memory.yaml --listen 127.0.0.1:0
   nexo-memory mcp --agent ana --config memory.yaml`,

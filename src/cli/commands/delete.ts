@@ -1,4 +1,5 @@
-// `nexo-memory delete`: remove one bundle (never the agent's last), with its sibling and sidecar.
+// `nexo-memory delete`: remove one snapshot (never the agent's last, nor a pinned one): a repository
+// snapshot, or a bundle with its sibling and sidecar.
 
 import { InvalidInputError } from '../../model/errors.js';
 import { Command } from '../commander.js';
@@ -7,7 +8,9 @@ import { agentOption, configOption, jsonOption, stateRootOption, tenantOption } 
 
 export function deleteCommand() {
   return new Command('delete')
-    .description("delete a snapshot bundle (refuses the agent's last snapshot)")
+    .description(
+      "delete a snapshot: a repository snapshot (its data goes with the next prune) or a bundle file with its sibling and sidecar; refuses the agent's last snapshot and a pinned one",
+    )
     .addOption(agentOption())
     .addOption(tenantOption())
     .addOption(stateRootOption())
@@ -15,7 +18,10 @@ export function deleteCommand() {
     .requiredOption('--id <snapshot>', 'snapshot id, a unique prefix, or latest')
     .option('--yes', 'confirm the deletion')
     .addOption(jsonOption())
-    .addHelpText('after', '\nExamples:\n  nexo-memory delete --agent ana --id 0190c3a2-… --yes')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  nexo-memory delete --agent ana --id 0190c3a2 --yes\n  nexo-memory delete --agent ana --id 0190c3a2-… --yes --json',
+    )
     .action(async (opts) => {
       await runCommand(opts, async () => {
         if (!opts.yes)

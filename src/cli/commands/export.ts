@@ -19,7 +19,7 @@ import {
 export function exportCommand() {
   return new Command('export')
     .description(
-      'copy a snapshot as a bundle with its .sha256 sibling to a path, redacted unless --no-redact; the copy is verified',
+      'write a snapshot (repository or bundle) to a path as a tar.zst bundle with its .sha256 sibling, redacted unless --no-redact; the copy is verified',
     )
     .addOption(agentOption())
     .addOption(tenantOption())
@@ -33,7 +33,7 @@ export function exportCommand() {
     .option('--force', 'overwrite an existing target')
     .option('--redact', 'redact secrets from the copy (the default, config redact_secrets_default)')
     .option('--no-redact', 'an exact copy, secrets included')
-    .option('--decrypt', 'write a plaintext copy of an encrypted bundle (needs --decrypt-identity)')
+    .option('--decrypt', 'write a plaintext copy of an encrypted snapshot (needs --decrypt-identity)')
     .addOption(identityOption())
     .addOption(trustOption())
     .addOption(jsonOption())

@@ -31,12 +31,12 @@ export const zstdLevelOption = () =>
 export const identityOption = () =>
   new Option(
     '--decrypt-identity <file>',
-    'age identity file for encrypted bundles (default: encryption.identity_path)',
+    'age identity file for encrypted bundles and repositories (default: encryption.identity_path)',
   );
 export const encryptOption = () =>
   new Option(
     '--encrypt <recipient>',
-    'encrypt to this age1… recipient (repeatable; default: encryption.recipients)',
+    'encrypt to this age1… recipient (repeatable; default: encryption.recipients); a repository must have been created encrypted to exactly these',
   ).argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
 
 export const repoOption = () =>

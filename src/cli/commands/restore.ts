@@ -36,11 +36,11 @@ import {
   trustOption,
 } from './options.js';
 
-const fromOption = () => new Option('--from <bundle>', 'path of the bundle to restore');
+const fromOption = () => new Option('--from <bundle>', 'path of the bundle file to restore');
 const restoreFromOption = () =>
   new Option(
     '--from <bundle|id>',
-    "a bundle file, or one of the agent's snapshots by id, unique prefix or `latest` (repository or bundle)",
+    "a bundle file, a repository snapshot's bundle_path (<repository>#<id>), or one of the agent's snapshots by id, unique prefix or `latest` (repository or bundle)",
   );
 const noPreOption = () =>
   new Option('--no-auto-pre-snapshot', 'do not take the automatic pre-restore snapshot');
@@ -111,7 +111,7 @@ before anything is written. A redacted bundle (secrets replaced by [REDACTED:<ru
 
 Examples:
   nexo-memory restore --agent ana --from 0190a5c3 --dry-run
-  nexo-memory restore --agent ana --from state/tenants/default/snapshots/ana/<id>.tar.zst --dry-run
+  nexo-memory restore --agent ana --from latest --dry-run
   nexo-memory restore --agent ana --from /backups/ana.tar.zst --json
   nexo-memory restore --agent ana --undo`,
     )

@@ -22,8 +22,13 @@ import {
 
 export function verifyCommand() {
   return new Command('verify')
-    .description('verify a bundle: sibling, seals, schema, layout, every artifact hash (streaming)')
-    .argument('[bundle]', 'path of the bundle file')
+    .description(
+      'verify a bundle file, or a snapshot of the store (--agent, --id): seals, schema, layout, every artifact hash (streaming)',
+    )
+    .argument(
+      '[bundle]',
+      "path of a bundle file, or a repository snapshot's bundle_path <repository>#<id> as snapshot and list print it (the same repository: same --state-root or --repo)",
+    )
     .addOption(new Option('--bundle <path>', 'path of the bundle file (the original spelling)').hideHelp())
     .addOption(new Option('--agent <id>', 'verify a snapshot of this agent in the store (with --id)'))
     .addOption(new Option('--id <snapshot>', 'snapshot id, a unique prefix, or latest, of --agent'))
@@ -49,8 +54,9 @@ missing or untrusted signature), 3 not fully verified (no sibling; encrypted and
 identity does not open the bundle, 1 usage, key or I/O error.
 
 Examples:
-  nexo-memory verify state/tenants/default/snapshots/ana/0190c3a2-….tar.zst
+  nexo-memory verify --agent ana --id latest
   nexo-memory verify --agent ana --id 0190c3a2 --deep
+  nexo-memory verify --state-root /var/lib/nexo/state "/var/lib/nexo/state/repository#0190c3a2-…"
   nexo-memory verify exported.tar.zst --deep --json
   nexo-memory verify ana.tar.zst --trust nexo-sign-pub1… --trust /etc/nexo/ops.pub`,
     )
