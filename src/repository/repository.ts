@@ -289,7 +289,7 @@ export class Repository {
     if (config.encryption) {
       if (!opts.identities || opts.identities.length === 0)
         throw new EncryptionError(
-          'the repository is encrypted: give an identity (--decrypt-identity, encryption.identity_path)',
+          'the repository is encrypted: give an age identity (encryption.identity_path in the config, which every command reads, or --decrypt-identity where a command has it)',
         );
       let lastErr: unknown;
       for await (const k of backend.list('keys')) {
