@@ -555,6 +555,53 @@ test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves 
   assert.equal((await a.snapshotter.verify(r.body.bundle_path)).status, 'verified');
 });
 
+test('serve: SIGTERM while a request body trickles in: 503 SHUTTING_DOWN, its connection closed, exit 0 without waiting for the client', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+  const { hostname, port } = new URL(d.url);
+  // A write request whose chunked body has begun and whose next byte is not due for a long while
+  // (as a client on a stalled link, or one holding the daemon up on purpose).
+  const socket = connect(Number(port), hostname);
+  let got = '';
+  socket.on('data', (c) => {
+    got += c;
+  });
+  socket.on('error', () => {});
+  const closed = new Promise<void>((r) => socket.on('close', () => r()));
+  socket.write(
+    `POST /v1/gc HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${TOKEN}\r\n` +
+      'Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n',
+  );
+  // the daemon has the request (in flight, the /healthz asking excluded)
+  await until(
+    async () => (await call(`${d.url}/healthz`)).body.in_flight,
+    (n) => n >= 1,
+  );
+  let nextByte: NodeJS.Timeout | undefined;
+  const due = new Promise<'the client'>((r) => {
+    nextByte = setTimeout(() => {
+      if (!socket.destroyed) socket.write('1\r\n}\r\n0\r\n\r\n'); // the body's last byte and end
+      r('the client');
+    }, 20_000);
+  });
+  t.after(() => {
+    clearTimeout(nextByte);
+    socket.destroy();
+  });
+  d.child.kill('SIGTERM');
+  const first = await Promise.race([d.exited.then((code) => ({ code })), due]);
+  assert.deepEqual(
+    first,
+    { code: 0 },
+    `the daemon exited (0) before the client's next byte was due:\n${d.stderr()}`,
+  );
+  await closed;
+  assert.match(got, /^HTTP\/1\.1 503 /, got);
+  assert.match(got, /"code":"SHUTTING_DOWN"/, got);
+  assert.match(got, /\r\nconnection: close\r\n/i, got);
+  assert.match(d.stderr(), /POST \/v1\/gc 503 \d+ms/);
+});
+
 test('daemon: scheduled snapshots appear every interval, never overlap, and show in /v1/schedule', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const daemon = new Daemon({
@@ -773,6 +820,89 @@ test('http: HEAD is GET without a body; the log shows no query value; a refusal 
   assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'SHUTTING_DOWN');
   for (const h of ['content-security-policy', 'x-content-type-options', 'x-frame-options', 'referrer-policy'])
     assert.ok(refused.headers.get(h), `${h} on the 503`);
+});
+
+test('http: shutting down, an operation in progress finishes and answers, even when its client left; a download its client stops reading gets the grace, then is cut', async (t) => {
+  const lines: string[] = [];
+  const events: string[] = [];
+  const tracker = new OperationTracker();
+  const gates = new Map<string, () => void>();
+  const server = createApiServer({
+    routes: [
+      {
+        method: 'POST',
+        path: '/op/:who',
+        auth: 'open',
+        handle: async (req) => {
+          // an operation that runs until the test lets it end
+          await new Promise<void>((r) => gates.set(req.params.who!, r));
+          events.push(`the operation of ${req.params.who} ended`);
+          return { json: { done: true } };
+        },
+      },
+      {
+        method: 'GET',
+        path: '/download',
+        auth: 'open',
+        handle: async () => {
+          // more than the socket's buffers hold, so a client that reads nothing stalls the download
+          const stream = new Readable({
+            read() {
+              this.push(Buffer.alloc(1 << 20, 1));
+            },
+          });
+          return { stream, headers: { 'content-length': String(1 << 30) } };
+        },
+      },
+    ],
+    tracker,
+    shutdownGraceMs: 200,
+    log: (line) => lines.push(line),
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}`;
+
+  const answered = call(`${url}/op/waiter`, { method: 'POST' }); // its client waits for the answer
+  // a client that leaves while its operation runs
+  const leaver = connect(port, '127.0.0.1');
+  leaver.on('error', () => {});
+  leaver.write('POST /op/leaver HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n');
+  // a client that asks for a download and never reads it
+  const stalled = connect(port, '127.0.0.1');
+  stalled.on('error', () => {});
+  stalled.write('GET /download HTTP/1.1\r\nHost: x\r\n\r\n');
+  stalled.pause();
+  await until(() => gates.size === 2 && tracker.inFlight === 3);
+  const connections = () => new Promise<number>((r, j) => server.getConnections((e, n) => (e ? j(e) : r(n))));
+  await until(connections, (n) => n === 3);
+  leaver.destroy();
+  await until(connections, (n) => n === 2); // the server saw it leave
+
+  const stopped = tracker.close().then(() => events.push('shutdown done'));
+  // the grace ran out: the download's connection was closed (its client, reading nothing, sees it later)
+  await until(() => lines.some((l) => l.startsWith('GET /download ')));
+  assert.match(
+    lines.find((l) => l.startsWith('GET /download '))!,
+    /^GET \/download 200, cut short by the shutdown after \d+ of 1073741824 bytes \d+ms$/,
+  );
+  assert.deepEqual(events, [], 'the operations still run');
+  gates.get('waiter')!();
+  const r = await answered;
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.body, { done: true });
+  assert.equal(r.headers.get('connection'), 'close');
+  await until(connections, (n) => n === 0); // that response is over; only the leaver's operation runs
+  await new Promise((r) => setImmediate(r));
+  gates.get('leaver')!();
+  await stopped;
+  assert.deepEqual(events, [
+    'the operation of waiter ended',
+    'the operation of leaver ended',
+    'shutdown done',
+  ]);
+  stalled.destroy();
 });
 
 /** A text a remote client gets: none of the host's places (the test's root, the temporary directory, any absolute path). */

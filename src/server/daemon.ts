@@ -1,7 +1,8 @@
 // Owns the daemon's lifecycle (`nexo-memory serve`): bind the HTTP API, start the scheduled snapshots
 // and the retention worker (whose sweeps also finish interrupted restores and remove leftovers of dead
 // operations), report the bound address once, and on SIGTERM/SIGINT shut down cleanly: stop accepting,
-// start nothing new, let every operation in progress finish (so nothing is left half-written), close.
+// start nothing new, let every operation in progress finish (so nothing is left half-written), close,
+// never waiting long on a client (http.ts).
 // It also serves the web console (the built files, see console-assets.ts) and the live feed of the
 // operations it runs (activity.ts); open feeds are ended first on shutdown.
 
@@ -191,7 +192,11 @@ export class Daemon {
     return { host: a.address, port: a.port, url: this.url };
   }
 
-  /** Stops accepting, starts nothing new, waits for every operation in progress, closes. Idempotent. */
+  /**
+   * Stops accepting, starts nothing new, refuses the requests whose body is still arriving (503), waits
+   * for every operation in progress (and, a bounded grace, for the responses being sent), closes.
+   * Idempotent.
+   */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       const closed = new Promise<void>((r) => this.server.close(() => r()));

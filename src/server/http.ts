@@ -1,7 +1,9 @@
 // Owns the daemon's HTTP server on node:http (no framework): route matching with `:param` segments,
 // the bearer-token gate per route, reading JSON bodies (size limit, content type, syntax), rendering
 // results as JSON, text or a byte stream, and every failure as `{"error": {code, message, …}}` with
-// the status of its stable code. Each request is a tracked operation, so a shutdown waits for it. The
+// the status of its stable code. Each request is a tracked operation until its handler has ended and
+// its response has closed, so a shutdown waits for it; but never on its client: a body still arriving
+// is refused (503 SHUTTING_DOWN, connection closed) and a response still being sent has a grace. The
 // log line of a request says its true outcome: its status, and whether the client went away first
 // (a client that closed after the whole body is a delivery, not an error).
 // Every response carries the security headers (a strict Content-Security-Policy, nosniff, no framing,
@@ -24,6 +26,7 @@ import {
   MethodNotAllowedError,
   PayloadTooLargeError,
   RouteNotFoundError,
+  ShuttingDownError,
   SnapshotError,
   UnauthorizedError,
 } from '../model/errors.js';
@@ -71,6 +74,12 @@ export interface ApiServerOptions {
   readToken?: string;
   /** Largest accepted request body (default 64 KiB). */
   maxBodyBytes?: number;
+  /**
+   * Once `tracker` closes (shutdown): how long a response being sent, its operation over, has to reach
+   * its client before its connection is closed (default 30 s). A request body still arriving is not
+   * waited for at all (503 SHUTTING_DOWN, connection closed).
+   */
+  shutdownGraceMs?: number;
   tracker: OperationTracker;
   /** One line per request (method, path, status and whether the client went away, milliseconds). */
   log?: (line: string) => void;
@@ -106,6 +115,17 @@ export function isLoopbackHostName(name: string): boolean {
 }
 
 export const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
+/** What a response being sent when the shutdown begins (or its operation ends) has to reach its client. */
+export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
+
+/** One request's state as its handler and the shutdown see it. */
+interface Exchange {
+  /** Its operation is over (or never ran): what remains is sending the response. */
+  delivering: boolean;
+  /** The shutdown's grace ran out before the response reached the client: its connection was closed. */
+  cut: boolean;
+  deliver(): void;
+}
 
 /**
  * On every response. The console's scripts and styles are files of this origin (no inline script or
@@ -164,17 +184,42 @@ function errorBody(
   return { status, body: { error: errors.report(err, where) } };
 }
 
-async function readBody(req: IncomingMessage, limit: number): Promise<unknown> {
+/**
+ * The request's JSON body. Waiting for it is waiting on the client: when the daemon begins to shut down
+ * (`tracker` closes) before the whole body came, it stops waiting and rejects with ShuttingDownError,
+ * the rest unread (no operation has started; the caller refuses the request and closes the connection).
+ */
+async function readBody(req: IncomingMessage, limit: number, tracker: OperationTracker): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? '0');
   if (declared > limit) throw new PayloadTooLargeError(`request body over ${limit} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new PayloadTooLargeError(`request body over ${limit} bytes`);
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  if (tracker.closed) throw new ShuttingDownError();
+  const raw = await new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let unsubscribe = () => {};
+    const settle = (err: unknown, body?: Buffer) => {
+      req.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      unsubscribe();
+      if (err) reject(err);
+      else resolve(body!);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) settle(new PayloadTooLargeError(`request body over ${limit} bytes`));
+      else chunks.push(chunk);
+    };
+    const onEnd = () => settle(undefined, Buffer.concat(chunks));
+    const onError = (err: Error) => settle(err);
+    const onClose = () => {
+      if (!req.complete)
+        settle(
+          Object.assign(new Error('request closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }),
+        );
+    };
+    req.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
+    unsubscribe = tracker.onClose(() => settle(new ShuttingDownError()));
+  });
+  const text = raw.toString('utf8');
   if (text.trim() === '') return {};
   const type = String(req.headers['content-type'] ?? '');
   if (!/^application\/(.+\+)?json\b/i.test(type)) {
@@ -269,9 +314,10 @@ export function loggedTarget(target: string | undefined): string {
 export function createApiServer(opts: ApiServerOptions): Server {
   const limit = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const errors = opts.clientErrors ?? new ClientErrors();
+  const graceMs = opts.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
 
   /** Serves one request; resolves with what the log line says of its outcome (the status, and more). */
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<string> {
+  async function handle(req: IncomingMessage, res: ServerResponse, exchange: Exchange): Promise<string> {
     // HEAD is GET without the body (RFC 9110 §9.3.2): Node's response sends no body for it
     const head = req.method === 'HEAD';
     const method = head ? 'GET' : (req.method ?? 'GET');
@@ -322,7 +368,7 @@ export function createApiServer(opts: ApiServerOptions): Server {
         throw new ForbiddenError(`${method} ${route.path} needs the write token; this token only reads`);
       }
     }
-    const body = method === 'GET' ? {} : await readBody(req, limit);
+    const body = method === 'GET' ? {} : await readBody(req, limit, opts.tracker);
     const result = await route.handle({
       method,
       rights,
@@ -332,6 +378,7 @@ export function createApiServer(opts: ApiServerOptions): Server {
       headers: req.headers,
       body,
     });
+    exchange.deliver();
     const status = result.status ?? 200;
     if (!('stream' in result)) {
       if (res.destroyed) return `${status}, client went away before the response`;
@@ -353,7 +400,8 @@ export function createApiServer(opts: ApiServerOptions): Server {
     const declared = Number(result.headers['content-length']);
     // Delivered: every declared byte went out, whether or not the client stayed for the end.
     if (res.writableFinished || flushed === declared) return String(status);
-    return `${status}, client went away after ${flushed}${Number.isNaN(declared) ? '' : ` of ${declared}`} bytes`;
+    const why = exchange.cut ? 'cut short by the shutdown' : 'client went away';
+    return `${status}, ${why} after ${flushed}${Number.isNaN(declared) ? '' : ` of ${declared}`} bytes`;
   }
 
   const server = createServer((req, res) => {
@@ -372,25 +420,64 @@ export function createApiServer(opts: ApiServerOptions): Server {
       finish(e.status);
       return;
     }
-    res.once('close', () => done());
-    if (opts.tracker.closed) res.setHeader('connection', 'close');
-    handle(req, res).then(finish, (err: unknown) => {
-      // The client left (reading its request body, say): nothing failed here, and nothing can be sent.
-      if (clientWentAway(err, res)) return finish('client went away');
-      const e = errorBody(errors, err, `${req.method} ${loggedTarget(req.url)}`);
-      if (res.headersSent) {
-        res.destroy(err instanceof Error ? err : undefined);
-      } else {
-        const extra: Record<string, string> = {};
-        if (e.status === 401) extra['www-authenticate'] = 'Bearer';
-        if (err instanceof MethodNotAllowedError) extra.allow = err.allowed.join(', ');
-        // An oversized body is not read to its end: close the connection instead. Others are drained.
-        if (err instanceof PayloadTooLargeError) extra.connection = 'close';
-        else req.resume();
-        sendJson(res, e.status, e.body, extra);
-      }
-      finish(e.status);
+    // One operation until its handling has settled and its response has closed: a client that leaves
+    // does not end (for the shutdown) the operation it started.
+    let handled = false;
+    let closed = false;
+    let grace: NodeJS.Timeout | undefined;
+    const ended = () => {
+      if (!handled || !closed) return;
+      unwatch();
+      done();
+    };
+    // Shutting down, a response being sent (its operation over) has the grace to reach its client;
+    // then its connection is closed: the shutdown waits for operations, never long for a client.
+    const exchange: Exchange = {
+      delivering: false,
+      cut: false,
+      deliver() {
+        exchange.delivering = true;
+        if (!opts.tracker.closed) return;
+        if (!res.headersSent) res.setHeader('connection', 'close');
+        grace ??= setTimeout(() => {
+          exchange.cut = true;
+          res.destroy();
+        }, graceMs);
+      },
+    };
+    const unwatch = opts.tracker.onClose(() => {
+      if (exchange.delivering) exchange.deliver();
     });
+    res.once('close', () => {
+      closed = true;
+      clearTimeout(grace);
+      ended();
+    });
+    handle(req, res, exchange)
+      .then(finish, (err: unknown) => {
+        // The client left (reading its request body, say): nothing failed here, and nothing can be sent.
+        if (clientWentAway(err, res)) return finish('client went away');
+        exchange.deliver();
+        const e = errorBody(errors, err, `${req.method} ${loggedTarget(req.url)}`);
+        if (res.headersSent) {
+          res.destroy(err instanceof Error ? err : undefined);
+        } else {
+          const extra: Record<string, string> = {};
+          if (e.status === 401) extra['www-authenticate'] = 'Bearer';
+          if (err instanceof MethodNotAllowedError) extra.allow = err.allowed.join(', ');
+          // A body not read to its end (oversized, or still arriving when the shutdown began): close
+          // the connection instead. Others are drained.
+          if (err instanceof PayloadTooLargeError || err instanceof ShuttingDownError)
+            extra.connection = 'close';
+          else req.resume();
+          sendJson(res, e.status, e.body, extra);
+        }
+        finish(e.status);
+      })
+      .finally(() => {
+        handled = true;
+        ended();
+      });
   });
   // Receiving a request (at most 64 KiB of body) never takes long; responses (downloads) are not bounded.
   server.headersTimeout = 30_000;

@@ -1,11 +1,23 @@
 // Owns the daemon's bookkeeping of operations in progress (API calls, scheduled snapshots, downloads),
-// so a shutdown can refuse new ones and wait until every running one has finished.
+// so a shutdown can refuse new ones and wait until every running one has finished. onClose tells what
+// waits on a client (a request body still arriving, a response being sent) that the shutdown began.
 
 import { ShuttingDownError } from '../model/errors.js';
 
 export class OperationTracker {
   private readonly running = new Set<Promise<unknown>>();
   private closing = false;
+  private readonly closeListeners = new Set<() => void>();
+
+  /** Calls `fn` once close() is called (at once if it was); returns the function that unsubscribes. */
+  onClose(fn: () => void): () => void {
+    if (this.closing) {
+      fn();
+      return () => {};
+    }
+    this.closeListeners.add(fn);
+    return () => this.closeListeners.delete(fn);
+  }
 
   get closed(): boolean {
     return this.closing;
@@ -42,7 +54,11 @@ export class OperationTracker {
 
   /** Refuses new operations and resolves when every running one has finished. */
   async close(): Promise<void> {
-    this.closing = true;
+    if (!this.closing) {
+      this.closing = true;
+      for (const fn of [...this.closeListeners]) fn();
+      this.closeListeners.clear();
+    }
     while (this.running.size > 0) await Promise.all([...this.running]);
   }
 }
