@@ -905,6 +905,51 @@ test('http: shutting down, an operation in progress finishes and answers, even w
   stalled.destroy();
 });
 
+test('http: a request the server timed out (its body too slow) is logged as a 408 of the server, not as a client that went away', async (t) => {
+  const lines: string[] = [];
+  const tracker = new OperationTracker();
+  let handled = 0;
+  const server = createApiServer({
+    routes: [
+      {
+        method: 'POST',
+        path: '/op',
+        auth: 'open',
+        handle: async () => {
+          handled++;
+          return { json: {} };
+        },
+      },
+    ],
+    tracker,
+    requestTimeoutMs: 300,
+    log: (line) => lines.push(line),
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  // a chunked body whose next byte never comes, from a client that stays
+  const socket = connect(port, '127.0.0.1');
+  let got = '';
+  socket.on('data', (c) => {
+    got += c;
+  });
+  const closed = new Promise<void>((r) => socket.on('close', () => r()));
+  socket.write(
+    'POST /op HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n',
+  );
+  await closed; // by the server
+  assert.match(got, /^HTTP\/1\.1 408 /, got);
+  await until(() => lines.length > 0);
+  assert.match(
+    lines[0]!,
+    /^POST \/op 408, timed out by the server \(the request was not received in full within 300 ms\) \d+ms$/,
+  );
+  assert.equal(handled, 0);
+  assert.ok(!lines.some((l) => l.includes('went away')), lines.join('\n'));
+  await tracker.close();
+});
+
 /** A text a remote client gets: none of the host's places (the test's root, the temporary directory, any absolute path). */
 function assertNoHostPath(a: Agent, text: string): void {
   assert.ok(!text.includes(a.root), `no state root: ${text}`);

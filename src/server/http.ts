@@ -80,6 +80,11 @@ export interface ApiServerOptions {
    * waited for at all (503 SHUTTING_DOWN, connection closed).
    */
   shutdownGraceMs?: number;
+  /**
+   * How long a request may take to arrive in full, headers and body (default 60 s; the headers alone
+   * get at most 30 s). Past it the server answers 408 and closes the connection.
+   */
+  requestTimeoutMs?: number;
   tracker: OperationTracker;
   /** One line per request (method, path, status and whether the client went away, milliseconds). */
   log?: (line: string) => void;
@@ -275,6 +280,15 @@ async function streamBody(body: Readable, res: ServerResponse): Promise<number> 
   return flushed;
 }
 
+/**
+ * Whether the server itself ended the request: Node answered 408 and destroyed the connection because
+ * the request did not arrive in full within `requestTimeout` (the request then fails as if its client
+ * had closed the connection).
+ */
+function serverTimedOut(req: IncomingMessage): boolean {
+  return (req.socket.errored as { code?: unknown } | null)?.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+}
+
 /** Errors that say the client closed the connection (not a failure of the request). */
 function clientWentAway(err: unknown, res: ServerResponse): boolean {
   const code = (err as { code?: unknown } | undefined)?.code;
@@ -404,83 +418,95 @@ export function createApiServer(opts: ApiServerOptions): Server {
     return `${status}, ${why} after ${flushed}${Number.isNaN(declared) ? '' : ` of ${declared}`} bytes`;
   }
 
-  const server = createServer((req, res) => {
-    const started = Date.now();
-    const finish = (outcome: number | string) =>
-      opts.log?.(`${req.method} ${loggedTarget(req.url)} ${outcome} ${Date.now() - started}ms`);
-    // on every response, the refusal of a server shutting down included
-    for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
-    let done: () => void;
-    try {
-      done = opts.tracker.begin();
-    } catch (err) {
-      const e = errorBody(errors, err, `${req.method} ${loggedTarget(req.url)}`);
-      req.resume();
-      sendJson(res, e.status, e.body, { connection: 'close' });
-      finish(e.status);
-      return;
-    }
-    // One operation until its handling has settled and its response has closed: a client that leaves
-    // does not end (for the shutdown) the operation it started.
-    let handled = false;
-    let closed = false;
-    let grace: NodeJS.Timeout | undefined;
-    const ended = () => {
-      if (!handled || !closed) return;
-      unwatch();
-      done();
-    };
-    // Shutting down, a response being sent (its operation over) has the grace to reach its client;
-    // then its connection is closed: the shutdown waits for operations, never long for a client.
-    const exchange: Exchange = {
-      delivering: false,
-      cut: false,
-      deliver() {
-        exchange.delivering = true;
-        if (!opts.tracker.closed) return;
-        if (!res.headersSent) res.setHeader('connection', 'close');
-        grace ??= setTimeout(() => {
-          exchange.cut = true;
-          res.destroy();
-        }, graceMs);
-      },
-    };
-    const unwatch = opts.tracker.onClose(() => {
-      if (exchange.delivering) exchange.deliver();
-    });
-    res.once('close', () => {
-      closed = true;
-      clearTimeout(grace);
-      ended();
-    });
-    handle(req, res, exchange)
-      .then(finish, (err: unknown) => {
-        // The client left (reading its request body, say): nothing failed here, and nothing can be sent.
-        if (clientWentAway(err, res)) return finish('client went away');
-        exchange.deliver();
+  // Receiving a request (at most 64 KiB of body) never takes long; responses (downloads) are not bounded.
+  const requestTimeoutMs = opts.requestTimeoutMs ?? 60_000;
+  const server = createServer(
+    {
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: Math.min(30_000, requestTimeoutMs),
+      // how often Node looks for requests past their time (its default, 30 s, would let one run 90 s)
+      connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(requestTimeoutMs / 4))),
+    },
+    (req, res) => {
+      const started = Date.now();
+      const finish = (outcome: number | string) =>
+        opts.log?.(`${req.method} ${loggedTarget(req.url)} ${outcome} ${Date.now() - started}ms`);
+      // on every response, the refusal of a server shutting down included
+      for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
+      let done: () => void;
+      try {
+        done = opts.tracker.begin();
+      } catch (err) {
         const e = errorBody(errors, err, `${req.method} ${loggedTarget(req.url)}`);
-        if (res.headersSent) {
-          res.destroy(err instanceof Error ? err : undefined);
-        } else {
-          const extra: Record<string, string> = {};
-          if (e.status === 401) extra['www-authenticate'] = 'Bearer';
-          if (err instanceof MethodNotAllowedError) extra.allow = err.allowed.join(', ');
-          // A body not read to its end (oversized, or still arriving when the shutdown began): close
-          // the connection instead. Others are drained.
-          if (err instanceof PayloadTooLargeError || err instanceof ShuttingDownError)
-            extra.connection = 'close';
-          else req.resume();
-          sendJson(res, e.status, e.body, extra);
-        }
+        req.resume();
+        sendJson(res, e.status, e.body, { connection: 'close' });
         finish(e.status);
-      })
-      .finally(() => {
-        handled = true;
+        return;
+      }
+      // One operation until its handling has settled and its response has closed: a client that leaves
+      // does not end (for the shutdown) the operation it started.
+      let handled = false;
+      let closed = false;
+      let grace: NodeJS.Timeout | undefined;
+      const ended = () => {
+        if (!handled || !closed) return;
+        unwatch();
+        done();
+      };
+      // Shutting down, a response being sent (its operation over) has the grace to reach its client;
+      // then its connection is closed: the shutdown waits for operations, never long for a client.
+      const exchange: Exchange = {
+        delivering: false,
+        cut: false,
+        deliver() {
+          exchange.delivering = true;
+          if (!opts.tracker.closed) return;
+          if (!res.headersSent) res.setHeader('connection', 'close');
+          grace ??= setTimeout(() => {
+            exchange.cut = true;
+            res.destroy();
+          }, graceMs);
+        },
+      };
+      const unwatch = opts.tracker.onClose(() => {
+        if (exchange.delivering) exchange.deliver();
+      });
+      res.once('close', () => {
+        closed = true;
+        clearTimeout(grace);
         ended();
       });
-  });
-  // Receiving a request (at most 64 KiB of body) never takes long; responses (downloads) are not bounded.
-  server.headersTimeout = 30_000;
-  server.requestTimeout = 60_000;
+      handle(req, res, exchange)
+        .then(finish, (err: unknown) => {
+          // Too slow to arrive: the server answered 408 and closed the connection (Node does, not a route).
+          if (serverTimedOut(req))
+            return finish(
+              `408, timed out by the server (the request was not received in full within ${requestTimeoutMs} ms)`,
+            );
+          // The client left (reading its request body, say): nothing failed here, and nothing can be sent.
+          if (clientWentAway(err, res)) return finish('client went away');
+          exchange.deliver();
+          const e = errorBody(errors, err, `${req.method} ${loggedTarget(req.url)}`);
+          if (res.headersSent) {
+            res.destroy(err instanceof Error ? err : undefined);
+          } else {
+            const extra: Record<string, string> = {};
+            if (e.status === 401) extra['www-authenticate'] = 'Bearer';
+            if (err instanceof MethodNotAllowedError) extra.allow = err.allowed.join(', ');
+            // A body not read to its end (oversized, or still arriving when the shutdown began): close
+            // the connection instead. Others are drained.
+            if (err instanceof PayloadTooLargeError || err instanceof ShuttingDownError)
+              extra.connection = 'close';
+            else req.resume();
+            sendJson(res, e.status, e.body, extra);
+          }
+          finish(e.status);
+        })
+        .finally(() => {
+          handled = true;
+          ended();
+        });
+    },
+  );
   return server;
 }
