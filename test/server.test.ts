@@ -474,6 +474,103 @@ test('serve: without a token mutating routes are refused and reads are open; no 
   assert.match(err, /without an API token/);
 });
 
+test('serve: a token no Authorization header can carry (whitespace, beyond printable ASCII) is refused at start, named, never printed', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  /** Starts serve --json; resolves with its exit status and output, or with `listening` when it started. */
+  const start = (env: NodeJS.ProcessEnv, args: string[] = []) =>
+    new Promise<{ code: number | null; out: string; err: string } | 'listening'>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [BIN, 'serve', '--json', '--listen', '127.0.0.1:0', ...a.flags, ...args],
+        {
+          cwd: REPO,
+          env: { ...process.env, NEXO_MEMORY_TOKEN: '', NEXO_MEMORY_READ_TOKEN: '', ...env },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let out = '';
+      let err = '';
+      child.stderr.on('data', (c) => {
+        err += c;
+      });
+      child.stdout.on('data', (c) => {
+        out += c;
+        if (out.includes('"listening"')) {
+          child.kill('SIGKILL');
+          resolve('listening');
+        }
+      });
+      child.on('exit', (code) => resolve({ code, out, err }));
+    });
+  const refused = async (
+    env: NodeJS.ProcessEnv,
+    secret: string,
+    name: RegExp,
+    why: RegExp,
+    args?: string[],
+  ) => {
+    const r = await start(env, args);
+    assert.notEqual(r, 'listening', `refused: ${JSON.stringify(secret)}`);
+    if (r === 'listening') return;
+    assert.equal(r.code, 1, r.out + r.err);
+    const { error } = JSON.parse(r.out);
+    assert.equal(error.code, 'CONFIG');
+    assert.match(error.message, name);
+    assert.match(error.message, why);
+    assert.match(error.message, /one word of printable ASCII/);
+    assert.ok(!(r.out + r.err).includes(secret.trim()), `the token is not printed: ${r.out}${r.err}`);
+  };
+  await refused(
+    { NEXO_MEMORY_TOKEN: 'wwwwwwwwwwwwwwwwwwww ' },
+    'wwwwwwwwwwwwwwwwwwww',
+    /NEXO_MEMORY_TOKEN/,
+    /ends with whitespace/,
+  );
+  await refused(
+    { NEXO_MEMORY_TOKEN: ' wwwwwwwwwwwwwwwwwwww' },
+    'wwwwwwwwwwwwwwwwwwww',
+    /NEXO_MEMORY_TOKEN/,
+    /begins with whitespace/,
+  );
+  await refused(
+    { NEXO_MEMORY_TOKEN: TOKEN, NEXO_MEMORY_READ_TOKEN: 'read token 0123456789' },
+    'read token 0123456789',
+    /NEXO_MEMORY_READ_TOKEN/,
+    /whitespace at character 5/,
+  );
+  await refused(
+    { NEXO_MEMORY_TOKEN: 'tökentokentokentoken' },
+    'tökentokentokentoken',
+    /NEXO_MEMORY_TOKEN/,
+    /character 2 is not printable ASCII/,
+  );
+  const config = join(a.root, 'memory.yaml');
+  writeFileSync(config, 'memory:\n  snapshot:\n    server:\n      token: "config-token\\t0123456789"\n');
+  await refused({}, 'config-token', /memory\.snapshot\.server\.token/, /whitespace at character 13/, [
+    '--config',
+    config,
+  ]);
+  writeFileSync(config, 'memory:\n  snapshot:\n    server:\n      read_token: "${READ_FROM_ENV}"\n');
+  await refused(
+    { READ_FROM_ENV: 'read-token-0123456789\n' },
+    'read-token-0123456789',
+    /memory\.snapshot\.server\.read_token/,
+    /ends with whitespace/,
+    ['--config', config],
+  );
+
+  // A token of printable ASCII still serves: its header is accepted.
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: '~!#$%&*+-./0123456789:;<=>?@^_`|' });
+  const gc = await call(`${d.url}/v1/gc`, {
+    method: 'POST',
+    headers: { ...jsonHeaders('~!#$%&*+-./0123456789:;<=>?@^_`|') },
+    body: '{}',
+  });
+  assert.equal(gc.status, 200, JSON.stringify(gc.body));
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
 test('serve: SIGTERM while it starts (reading its config) ends it with status 0 before it listens', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   // The config file is a FIFO: the daemon's start stops in its read until the test writes, a known

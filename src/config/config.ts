@@ -225,6 +225,37 @@ const scheduleEntry = object({
   label: string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
 });
 
+/**
+ * Why a bearer token could never be presented, or undefined when it can: an `Authorization: Bearer`
+ * header carries one word of printable ASCII (the daemon reads the token as the header's one word; a
+ * browser refuses other characters in a header, and Node reads a header's bytes as Latin-1). Names a
+ * position, never the token. Whitespace at either end is refused, not trimmed (docs/decisions.md).
+ */
+export function tokenProblem(token: string): string | undefined {
+  const why = (() => {
+    if (/^\s/.test(token)) return 'begins with whitespace';
+    if (/\s$/.test(token)) return 'ends with whitespace';
+    for (let i = 0; i < token.length; i++) {
+      const c = token.charAt(i);
+      if (/\s/.test(c)) return `has whitespace at character ${i + 1}`;
+      if (c < '!' || c > '~') return `character ${i + 1} is not printable ASCII`;
+    }
+    return undefined;
+  })();
+  return (
+    why &&
+    `${why}: a bearer token is one word of printable ASCII, as an Authorization header carries it (refused, not trimmed)`
+  );
+}
+
+const bearerTokenSchema = () =>
+  string()
+    .min(16, 'must be at least 16 characters')
+    .refine(
+      (v) => tokenProblem(v) === undefined,
+      (v) => tokenProblem(v)!,
+    );
+
 const serverSection = object({
   /** `host:port` of the daemon's HTTP endpoint (default 127.0.0.1:9464). */
   listen: string()
@@ -232,9 +263,9 @@ const serverSection = object({
     .refine((v) => Number(LISTEN_RE.exec(v)?.[2]) <= 65_535, 'port must be ≤ 65535')
     .optional(),
   /** Bearer token required on every request but /metrics and /healthz; use ${VAR}. */
-  token: string().min(16, 'must be at least 16 characters').optional(),
+  token: bearerTokenSchema().optional(),
   /** A second bearer token that only reads (GET routes, the console without write controls); use ${VAR}. */
-  read_token: string().min(16, 'must be at least 16 characters').optional(),
+  read_token: bearerTokenSchema().optional(),
   /** Allow restore through the daemon (default false; restore is operator-only). */
   allow_restore: boolean().optional(),
 });

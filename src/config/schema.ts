@@ -65,7 +65,7 @@ function typeIssue(value: unknown, path: Path, what: string): Issue {
 
 interface Rule<T> {
   ok(value: T): boolean;
-  message: string;
+  message: string | ((value: T) => string);
 }
 
 /** A scalar: a type test, then rules in the order they were added; each method returns a new schema. */
@@ -76,15 +76,16 @@ abstract class Scalar<T, Self extends Scalar<T, Self>> extends Schema<T> {
   protected abstract with(rules: ReadonlyArray<Rule<T>>): Self;
   /** The value's type problem (`must be a number`), if any. */
   protected abstract typeIssue(value: unknown, path: Path): Issue | undefined;
-  /** A rule of our own: `ok` false → `<key> <message>`. */
-  refine(ok: (value: T) => boolean, message: string): Self {
+  /** A rule of our own: `ok` false → `<key> <message>` (a function: the message of that value). */
+  refine(ok: (value: T) => boolean, message: string | ((value: T) => string)): Self {
     return this.with([...this.rules, { ok, message }]);
   }
   issue(value: unknown, path: Path): Issue | undefined {
     const wrong = this.typeIssue(value, path);
     if (wrong) return wrong;
     const broken = this.rules.find((r) => !r.ok(value as T));
-    return broken ? rule(path, broken.message) : undefined;
+    if (!broken) return undefined;
+    return rule(path, typeof broken.message === 'string' ? broken.message : broken.message(value as T));
   }
 }
 

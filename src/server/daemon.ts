@@ -7,7 +7,7 @@
 // operations it runs (activity.ts); open feeds are ended first on shutdown.
 
 import type { AddressInfo } from 'node:net';
-import { CONFIG_DEFAULTS } from '../config/config.js';
+import { CONFIG_DEFAULTS, tokenProblem } from '../config/config.js';
 import { asSnapshotError, ConfigError } from '../model/errors.js';
 import { operationsOfOthers, storeAgentPairs } from '../snapshotter/fleet.js';
 import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
@@ -88,6 +88,13 @@ export class Daemon {
     // One for every surface of the daemon: an error on the board and in the response has one id, one line.
     const clientErrors = new ClientErrors({ hostPaths: opts.snapshotter.hostPaths(), log: this.log });
     this.activity = new ActivityBoard(clientErrors);
+    for (const [name, token] of [
+      ['token', opts.token],
+      ['readToken', opts.readToken],
+    ] as const) {
+      const problem = token ? tokenProblem(token) : undefined;
+      if (problem) throw new ConfigError(`DaemonOptions.${name} ${problem}`);
+    }
     this.listen = parseListen(opts.listen ?? DEFAULT_LISTEN);
     if (!isLoopback(this.listen.host) && !opts.token && !opts.readToken) {
       throw new ConfigError(

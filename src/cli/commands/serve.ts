@@ -3,7 +3,7 @@
 // once, and exits 0 after a clean shutdown on SIGTERM or SIGINT. The signals are caught from the program's
 // first line (cli/stop-signals.ts): one that comes before the daemon listens ends it, status 0, unserved.
 
-import { CONFIG_DEFAULTS, type SnapshotConfig } from '../../config/config.js';
+import { CONFIG_DEFAULTS, type SnapshotConfig, tokenProblem } from '../../config/config.js';
 import {
   retentionWorkerOptionsFromConfig,
   scheduleFromConfig,
@@ -39,7 +39,7 @@ function scheduleFrom(cfg: SnapshotConfig): ScheduleEntry[] {
   return out;
 }
 
-/** server.token, else NEXO_MEMORY_TOKEN (at least 16 characters either way). */
+/** server.token, else NEXO_MEMORY_TOKEN (at least 16 characters of printable ASCII either way). */
 function tokenFrom(cfg: SnapshotConfig): string | undefined {
   return cfg.server?.token ?? envToken(TOKEN_ENV);
 }
@@ -53,6 +53,8 @@ function envToken(name: string): string | undefined {
   const env = process.env[name];
   if (!env) return undefined;
   if (env.length < 16) throw new ConfigError(`${name} must be at least 16 characters`);
+  const problem = tokenProblem(env);
+  if (problem) throw new ConfigError(`${name} ${problem}`);
   return env;
 }
 
