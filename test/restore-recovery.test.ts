@@ -6,13 +6,22 @@
 // restore start from copies of one agent and its snapshot, taken once for the file.
 
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { buildSampleAgent, git } from '../scripts/sample-agent.js';
-import { WriteGate, type WriteGateTimeoutError } from '../src/index.js';
+import { JournalDamagedError, WriteGate, type WriteGateTimeoutError } from '../src/index.js';
 import { type Agent, copiedAgent, runCli, startFixture } from './helpers/env.js';
 import { agent, expected, fingerprint, mutate, withoutDbBytes } from './helpers/restore.js';
 
@@ -203,5 +212,62 @@ test('an interrupted restore is recovered by the next snapshot before it capture
     withoutDbBytes(await expected(next.bundle_path)),
     withoutDbBytes(old),
     'the snapshot shows the rolled-back state, not a mix',
+  );
+});
+
+test('a damaged journal (truncated, or of another shape) is JOURNAL_DAMAGED everywhere, is kept, and its advice makes the agent whole', async (t) => {
+  const { a, bundle } = await agentWithSnapshot(t);
+  mutate(a);
+  const old = await fingerprint(a);
+  const child = startFixture(t, 'restore-once.ts', [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', bundle], {
+    NEXO_MEMORY_FAULTS: 'restore.swap.memdir.in=kill',
+  });
+  assert.equal(await child.exited, -1, child.errors());
+  const journal = a.snapshotter.layout.journalPath('default', 'ana');
+  const whole = readFileSync(journal, 'utf8');
+  const shapes: Array<[string, string, RegExp]> = [
+    ['truncated', whole.slice(0, whole.length >> 1), /not JSON/],
+    ['of a newer version', JSON.stringify({ ...JSON.parse(whole), journal_version: 2 }), /newer/],
+    ['with an item that is not one', JSON.stringify({ ...JSON.parse(whole), items: [null] }), /an item/],
+  ];
+  for (const [what, text, why] of shapes) {
+    writeFileSync(journal, text);
+    for (const cmd of [
+      ['recover', '--agent', 'ana'],
+      ['recover', '--all'],
+      ['snapshot', '--agent', 'ana'],
+    ]) {
+      const r = await runCli([...cmd, ...a.flags, '--json']);
+      assert.equal(r.code, 1, `${what}: ${cmd.join(' ')}: ${r.stderr}`);
+      const e = (JSON.parse(r.stdout) as { error: Record<string, unknown> }).error;
+      assert.equal(e.code, 'JOURNAL_DAMAGED', `${what}: ${cmd.join(' ')}: ${r.stdout}`);
+      assert.equal(e.outcome, 'damaged');
+      assert.match(String(e.message), why);
+      assert.ok(String(e.message).includes(journal), 'the message names the journal');
+      assert.match(String(e.message), /nexo-memory restore --agent ana --undo/);
+      assert.deepEqual(e.details, { path: journal, agent_id: 'ana', tenant: 'default' });
+      assert.equal(
+        readFileSync(journal, 'utf8'),
+        text,
+        `${what}: ${cmd.join(' ')} left the journal as it was`,
+      );
+    }
+    await assert.rejects(a.snapshotter.recover('ana'), (err: Error) => {
+      assert.ok(err instanceof JournalDamagedError, `${what}: ${err.name}: ${err.message}`);
+      return true;
+    });
+  }
+  // The advice: move the journal aside, then restore the agent as it was before that restore (--undo).
+  renameSync(journal, `${journal}.damaged`);
+  const r = await runCli(['restore', '--agent', 'ana', '--undo', ...a.flags, '--json'], {
+    env: { NEXO_MEMORY_RESTORE_ALLOW: '1' },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(withoutDbBytes(await fingerprint(a)), withoutDbBytes(old));
+  // what the interrupted restore staged is gone (recover, as the docs say, or that restore)
+  assert.equal((await runCli(['recover', '--agent', 'ana', ...a.flags])).code, 0);
+  assert.deepEqual(
+    [...readdirSync(a.memdirRoot), ...readdirSync(a.sqliteDir)].filter((n) => /\.restore-/.test(n)),
+    [],
   );
 });

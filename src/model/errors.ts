@@ -432,6 +432,42 @@ export class RedactionError extends SnapshotError {
   }
 }
 
+/**
+ * A restore journal (`<state root>/tenants/<t>/journals/<agent>.restore.json`) that cannot be read as
+ * one: truncated, garbled, or of a shape or version this package does not write. It guards a swap that
+ * may be half done, so nothing removes it: the agent stays as it is until the operator puts it right
+ * (the message says how; docs/restore.md, "A damaged journal").
+ */
+export class JournalDamagedError extends SnapshotError {
+  readonly code = 'JOURNAL_DAMAGED';
+  readonly exitCode = ExitCode.error;
+  readonly outcome = 'damaged' as const;
+  constructor(
+    readonly path: string,
+    why: string,
+    /** The agent and tenant the journal is of (its file name and directory say them). */
+    who?: { agentId: string; tenant: string },
+    options?: { cause?: unknown },
+  ) {
+    const agent = who
+      ? `--agent ${who.agentId}${who.tenant === 'default' ? '' : ` --tenant ${who.tenant}`}`
+      : '--agent <agent>';
+    super(
+      `restore journal ${path} is damaged (${why}): recover cannot tell how far the interrupted restore ` +
+        'got, so it changes nothing, and the snapshots, restores and recoveries of the agent fail until the ' +
+        'journal is dealt with. The versions that restore replaced are in the .pre-restore-<restore id> ' +
+        'directories beside the memdir and the databases. Move the journal aside (keep it: what it still ' +
+        `shows names the paths), then restore the agent whole: \`nexo-memory restore ${agent} --undo\` ` +
+        `(the agent as it was before that restore) or \`nexo-memory restore ${agent} --from <id>\` (the ` +
+        'snapshot it was restoring); docs/restore.md, "A damaged journal"',
+      {
+        ...options,
+        details: { path, ...(who ? { agent_id: who.agentId, tenant: who.tenant } : {}) },
+      },
+    );
+  }
+}
+
 /** Storage backend: no object with that type and name. */
 export class ObjectNotFoundError extends SnapshotError {
   readonly code = 'OBJECT_NOT_FOUND';
@@ -770,6 +806,12 @@ export const ERROR_TABLE: ReadonlyArray<{
     meaning: 'HTTP API: request body over the limit',
   },
   { code: 'SHUTTING_DOWN', exitCode: 1, outcome: 'error', meaning: 'daemon: shutting down' },
+  {
+    code: 'JOURNAL_DAMAGED',
+    exitCode: 1,
+    outcome: 'damaged',
+    meaning: "an interrupted restore's journal cannot be read: the agent is left as it is",
+  },
   {
     code: 'OBJECT_NOT_FOUND',
     exitCode: 5,

@@ -8,10 +8,12 @@
 
 import { existsSync } from 'node:fs';
 import { readFile, rename, rm, rmdir, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { StateProvider } from '../agent/state.js';
+import { IoError, JournalDamagedError } from '../model/errors.js';
 import type { StateKey } from '../model/types.js';
 import { fsyncDir, writeFileAtomic } from '../store/atomic.js';
+import { JOURNAL_EXT } from '../store/paths.js';
 import { faultPoint } from '../util/faults.js';
 
 /** One component swapped by rename: a database (with its -wal/-shm/-journal) or the memdir. */
@@ -56,18 +58,72 @@ export async function writeJournal(path: string, j: Journal): Promise<void> {
   await writeFileAtomic(path, `${JSON.stringify(j, null, 2)}\n`, 0o600);
 }
 
+/**
+ * The journal at `path`, or undefined when there is none. One that cannot be read as a journal this
+ * package writes (truncated, garbled, another shape or version) is JournalDamagedError: it guards a swap
+ * that may be half done, so it is never skipped or removed here.
+ */
 export async function readJournal(path: string): Promise<Journal | undefined> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+    throw new IoError(`reading restore journal ${path}`, err);
   }
-  const j = JSON.parse(text) as Journal;
-  if (j.journal_version !== 1 || !Array.isArray(j.items))
-    throw new Error(`unreadable restore journal ${path}`);
-  return j;
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch (err) {
+    throw damaged(path, `not JSON: ${(err as Error).message}`, err);
+  }
+  const problem = journalProblem(j);
+  if (problem) throw damaged(path, problem);
+  return j as Journal;
+}
+
+function damaged(path: string, why: string, cause?: unknown): JournalDamagedError {
+  // `<state root>/tenants/<tenant>/journals/<agent>.restore.json` (StoreLayout.journalPath)
+  const name = basename(path);
+  const who = name.endsWith(JOURNAL_EXT)
+    ? { agentId: name.slice(0, -JOURNAL_EXT.length), tenant: basename(dirname(dirname(path))) }
+    : undefined;
+  return new JournalDamagedError(path, why, who, cause === undefined ? undefined : { cause });
+}
+
+const isString = (v: unknown): v is string => typeof v === 'string';
+const isStrings = (v: unknown): boolean => Array.isArray(v) && v.every(isString);
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** What makes `j` no journal this package writes (what recover reads of it), or undefined. */
+function journalProblem(j: unknown): string | undefined {
+  if (!isObject(j)) return 'not a JSON object';
+  if (j.journal_version !== 1)
+    return typeof j.journal_version === 'number' && j.journal_version > 1
+      ? `journal_version ${j.journal_version}, written by a newer nexo-memory-snapshot: recover with that version`
+      : 'no journal_version 1';
+  if (j.phase !== 'prepared' && j.phase !== 'committed') return 'phase is neither prepared nor committed';
+  for (const k of ['restore_id', 'agent_id', 'tenant'] as const)
+    if (!isString(j[k])) return `${k} is not a string`;
+  if (!Array.isArray(j.items)) return 'items is not a list';
+  for (const item of j.items) {
+    if (
+      !isObject(item) ||
+      !isString(item.component) ||
+      !isString(item.live) ||
+      !isString(item.backup) ||
+      (item.staged !== undefined && !isString(item.staged)) ||
+      typeof item.had_live !== 'boolean' ||
+      !isStrings(item.extras)
+    )
+      return 'an item is not {component, live, staged?, backup, had_live, extras}';
+  }
+  if (!Array.isArray(j.state) || !j.state.every((c) => isObject(c) && isString(c.key)))
+    return 'state is not a list of {key, old?, new?}';
+  if (!isStrings(j.staging)) return 'staging is not a list of paths';
+  if (j.backup_dirs !== undefined && !isStrings(j.backup_dirs)) return 'backup_dirs is not a list of paths';
+  return undefined;
 }
 
 const exists = (p: string): boolean => existsSync(p);

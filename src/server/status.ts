@@ -45,8 +45,8 @@ const STATUS: Record<string, number> = {
 };
 
 /**
- * The HTTP status of an error code; 500 for failures (IO, GIT, SQLITE, STATE, REDACTION, NATIVE_MODULE)
- * and unknown codes.
+ * The HTTP status of an error code; 500 for failures (IO, GIT, SQLITE, STATE, REDACTION, NATIVE_MODULE,
+ * JOURNAL_DAMAGED: the host's operator has to act) and unknown codes.
  */
 export function httpStatusOf(code: string): number {
   return STATUS[code] ?? 500;
