@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -99,6 +99,32 @@ test('CLI: snapshot and delete exit 4 while another process holds the agent lock
   ]);
   assert.equal(r.code, 4, r.stderr);
   assert.equal((await a.snapshotter.list('ana')).length, 2, 'nothing deleted');
+});
+
+test('CLI: a garbled agent lock or write gate is IO naming the file and saying it may be removed; removed, the next run works', async (t) => {
+  const a = sampleAgent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const env = { NEXO_MEMORY_RESTORE_ALLOW: '1' };
+  const cases = [
+    ['agent lock', a.snapshotter.layout.agentLockPath('default', 'ana'), ['snapshot', '--agent', 'ana']],
+    [
+      'write gate',
+      a.snapshotter.layout.writeGatePath('default', 'ana'),
+      ['restore', '--agent', 'ana', '--from', snap.id, '--no-auto-pre-snapshot'],
+    ],
+  ] as const;
+  for (const [what, path, cmd] of cases) {
+    writeFileSync(path, 'not a lock '.repeat(200));
+    let r = await runCli([...cmd, ...a.flags, '--json'], { env });
+    assert.equal(r.code, 1, `${what}: ${r.stderr}`);
+    const e = JSON.parse(r.stdout).error as { code: string; message: string };
+    assert.equal(e.code, 'IO', `${what}: ${r.stdout}`);
+    assert.ok(e.message.includes(path), `${what}: the message names the file: ${e.message}`);
+    assert.match(e.message, /the lock file is damaged .*remove it when no nexo-memory operation/, what);
+    rmSync(path);
+    r = await runCli([...cmd, ...a.flags, '--json'], { env });
+    assert.equal(r.code, 0, `${what}: ${r.stderr}`);
+  }
 });
 
 test('lock files are plain SQLite transactions: another process sees them busy', async (t) => {

@@ -398,19 +398,24 @@ export class LocalSnapshotter implements MemorySnapshotter {
    * every other sharing tenant's gate that exists are closed, in tenant order (docs/locking.md).
    */
   async closeWriteGate(agentId: string, tenant: string): Promise<ClosedGate> {
-    const [{ closeGate }, { LockTimeoutError }] = await this.loadWriteGate();
+    const [{ closeGate }, { LockTimeoutError, lockFileError }] = await this.loadWriteGate();
     const closed: ClosedGate[] = [];
     const releaseAll = async () => {
       for (const g of closed.splice(0).reverse()) await g.release();
     };
+    let path = '';
     try {
-      for (const t of await this.gateTenants(agentId, tenant))
-        closed.push(await closeGate(this.layout.writeGatePath(t, agentId), this.lockTimeoutMs));
+      for (const t of await this.gateTenants(agentId, tenant)) {
+        path = this.layout.writeGatePath(t, agentId);
+        closed.push(await closeGate(path, this.lockTimeoutMs));
+      }
     } catch (err) {
       await releaseAll();
       if (err instanceof LockTimeoutError)
         throw new ConcurrentError(agentId, tenant, 'memory writers (write gate)');
-      throw err;
+      throw path
+        ? lockFileError(err, 'closing the write gate', path)
+        : asSnapshotError(err, 'closing the write gate');
     }
     return { release: releaseAll };
   }
@@ -440,13 +445,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
     tenant: string,
     holder?: string,
   ): Promise<HeldLock> {
-    const { acquire, describeOwner, LockTimeoutError } = await import('../store/lock.js');
+    const { acquire, describeOwner, LockTimeoutError, lockFileError } = await import('../store/lock.js');
     try {
       return await acquire(path, mode, this.lockTimeoutMs);
     } catch (err) {
       if (err instanceof LockTimeoutError)
         throw new ConcurrentError(agentId, tenant, holder ?? describeOwner(err.holder));
-      throw asSnapshotError(err, `taking the lock ${path}`);
+      throw lockFileError(err, 'taking the lock', path);
     }
   }
 

@@ -11,6 +11,7 @@ import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { asSnapshotError, IoError, type SnapshotError } from '../model/errors.js';
 import { watchWorker } from '../util/heap-settings.js';
 import { writeFileAtomicUnsynced } from './atomic.js';
 
@@ -30,6 +31,23 @@ export class LockTimeoutError extends Error {
   ) {
     super(`lock ${path} is busy`);
   }
+}
+
+/**
+ * A failure to take the lock at `path` (not a timeout) as the error a user gets, `what` saying which
+ * lock: a lock file that SQLite cannot read as a database (garbled, or something else written there)
+ * says so and what to do; anything else is asSnapshotError's, naming the file.
+ */
+export function lockFileError(err: unknown, what: string, path: string): SnapshotError {
+  const code = String((err as { code?: unknown } | undefined)?.code ?? '');
+  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT'))
+    return new IoError(
+      `${what} ${path}: the lock file is damaged (not an SQLite database). It holds no data: remove it ` +
+        'when no nexo-memory operation and no memory writer of the agent is running (it is made again, ' +
+        'empty, by the next one), then run the command again',
+      err,
+    );
+  return asSnapshotError(err, `${what} ${path}`);
 }
 
 function isBusy(err: unknown): boolean {
