@@ -942,3 +942,29 @@ test('hostile repository objects through the CLI: a blob over the limit, zero ch
   assert.match(r.stdout + r.stderr, /BUNDLE_DAMAGED/);
   assert.deepEqual(await fingerprint(a), before);
 });
+
+test('a repository snapshot whose state value is not JSON (its hash right) is damage to diff and restore, not a SyntaxError', async (t) => {
+  const { a, snap } = await snapshotted(t);
+  const repo = await Repository.open(new LocalBackend(repoDir(a)));
+  await repo.ensureIndex();
+  const writer = repo.writer();
+  const notJson = await storeContent(writer, repo.config.chunker, { data: Buffer.from('{"last": 1,') });
+  await writer.finish();
+  await rewriteManifest(a, snap.id, (m) => {
+    const state = m.artifacts.find((x) => x.path_in_bundle === 'state/extract_cursor.json');
+    assert.ok(state, 'the snapshot holds the state value');
+    Object.assign(state, notJson);
+  });
+  const damage = (e: { code?: string; exitCode?: number; message: string }) => {
+    assert.equal(e.code, 'BUNDLE_DAMAGED', e.message);
+    assert.equal(e.exitCode, 2);
+    assert.match(e.message, /state\/extract_cursor\.json is not valid JSON/);
+    return true;
+  };
+  await assert.rejects(a.snapshotter.diff({ agentId: 'ana', a: snap.id, b: 'live' }), damage);
+  await assert.rejects(a.snapshotter.diff({ agentId: 'ana', a: 'live', b: snap.id }), damage);
+  await assert.rejects(a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id, dryRun: true }), damage);
+  const r = await runCli(['diff', '--agent', 'ana', snap.id, 'live', ...a.flags, '--json']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.equal(JSON.parse(r.stdout).error.code, 'BUNDLE_DAMAGED');
+});

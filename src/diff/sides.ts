@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { captureAgent, hashCapture } from '../capture/capture.js';
 import type { Identity } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MEMORY_FILES_PREFIX, statePath } from '../format/constants.js';
+import { stateValueOf } from '../format/json.js';
 import type { Manifest } from '../format/manifest.js';
 import { initBare } from '../git/git.js';
 import { setHead, writeRefs } from '../git/history.js';
@@ -121,7 +122,7 @@ export async function bundleSide(
   }
   for (const key of STATE_KEYS) {
     const file = v.written.get(statePath(key));
-    if (file) side.state.set(key, JSON.parse(await readFile(file, 'utf8')));
+    if (file) side.state.set(key, stateValueOf(await readFile(file), statePath(key)));
   }
   if (layout === 2 && v.written.has(GIT_BUNDLE_PATH))
     side.history = { kind: 'bundle', path: join(dir, 'memdir.bundle') };
@@ -184,7 +185,8 @@ export async function repositorySide(
   }
   for (const key of STATE_KEYS) {
     const file = result.written.get(statePath(key));
-    if (file) side.state.set(key, JSON.parse(await readFile(file, 'utf8')));
+    // the repository's verify checks the blob's hash, not that it is JSON: damage, not a SyntaxError
+    if (file) side.state.set(key, stateValueOf(await readFile(file), statePath(key)));
   }
   if (m.artifacts.some((a) => a.kind === GIT_HISTORY_KIND) && m.git.repository === 'present') {
     const g = m.git;

@@ -2,7 +2,10 @@
 // the text that enforces the rules docs/format.md §4.2 states — valid UTF-8 without a BOM, RFC 8259
 // grammar, nesting depth, no duplicate member names and, for the manifest, integer numbers only and no
 // unpaired surrogate escapes — before JSON.parse or anything recursive (schema checks, canonical JSON,
-// JSON.stringify) sees the value. Pure: callers turn the plain Error into their typed one.
+// JSON.stringify) sees the value. Pure: callers turn the plain Error into their typed one (stateValueOf
+// does it for a state value).
+
+import { BundleDamagedError } from '../model/errors.js';
 
 /** Deepest nesting of arrays and objects accepted (the document's top-level value is depth 1). */
 export const MAX_JSON_DEPTH = 64;
@@ -30,6 +33,19 @@ export function parseStrictJson(bytes: Uint8Array, opts: StrictJsonOptions = {})
   }
   scanJson(text, opts);
   return JSON.parse(text);
+}
+
+/**
+ * A state value's bytes out of a bundle or a repository snapshot (`path`: where it lies in the bundle),
+ * as restore and diff read them: strict JSON, else BundleDamagedError (a repository's verify does not
+ * parse state values: their blob's hash is right whatever its bytes).
+ */
+export function stateValueOf(bytes: Uint8Array, path: string): unknown {
+  try {
+    return parseStrictJson(bytes);
+  } catch (err) {
+    throw new BundleDamagedError(`${path} is not valid JSON: ${(err as Error).message}`);
+  }
 }
 
 /**

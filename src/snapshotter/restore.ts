@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
 import { loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
-import { parseStrictJson } from '../format/json.js';
+import { stateValueOf } from '../format/json.js';
 import type { Manifest } from '../format/manifest.js';
 import { signatureRefusal, trustPolicy } from '../format/signature.js';
 import { inspectRepo } from '../git/git.js';
@@ -87,12 +87,7 @@ async function readStateValues(work: string, m: Manifest): Promise<Map<string, u
   const out = new Map<string, unknown>();
   for (const key of STATE_KEYS) {
     if (!m.artifacts.some((a) => a.path_in_bundle === statePath(key))) continue;
-    const bytes = await readFile(join(work, statePath(key)));
-    try {
-      out.set(key, parseStrictJson(bytes));
-    } catch (err) {
-      throw new BundleDamagedError(`${statePath(key)} is not valid JSON: ${(err as Error).message}`);
-    }
+    out.set(key, stateValueOf(await readFile(join(work, statePath(key))), statePath(key)));
   }
   return out;
 }
