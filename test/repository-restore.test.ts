@@ -943,12 +943,16 @@ test('hostile repository objects through the CLI: a blob over the limit, zero ch
   assert.deepEqual(await fingerprint(a), before);
 });
 
-test('a repository snapshot whose state value is not JSON (its hash right) is damage to diff and restore, not a SyntaxError', async (t) => {
+test('a repository snapshot whose state value is not JSON (its hash right) is damage to diff, restore and a redacted export, not a SyntaxError', async (t) => {
   const { a, snap } = await snapshotted(t);
   const repo = await Repository.open(new LocalBackend(repoDir(a)));
   await repo.ensureIndex();
   const writer = repo.writer();
-  const notJson = await storeContent(writer, repo.config.chunker, { data: Buffer.from('{"last": 1,') });
+  // not JSON, and with a secret in it: a redacted export reads it as JSON (redaction/redact.ts)
+  const token = `ghp_${'a1B2'.repeat(9)}`;
+  const notJson = await storeContent(writer, repo.config.chunker, {
+    data: Buffer.from(`{"token": "${token}",`),
+  });
   await writer.finish();
   await rewriteManifest(a, snap.id, (m) => {
     const state = m.artifacts.find((x) => x.path_in_bundle === 'state/extract_cursor.json');
@@ -967,4 +971,7 @@ test('a repository snapshot whose state value is not JSON (its hash right) is da
   const r = await runCli(['diff', '--agent', 'ana', snap.id, 'live', ...a.flags, '--json']);
   assert.equal(r.code, 2, r.stderr);
   assert.equal(JSON.parse(r.stdout).error.code, 'BUNDLE_DAMAGED');
+  const out = tempDir(t);
+  await assert.rejects(a.snapshotter.export('ana', 'default', snap.id, `${out}/`), damage);
+  assert.deepEqual(readdirSync(out), [], 'nothing exported');
 });

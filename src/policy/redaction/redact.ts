@@ -9,6 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CaptureResult, StagedArtifact } from '../../capture/capture.js';
 import { GIT_BUNDLE_PATH, sqlitePath } from '../../format/constants.js';
+import { stateValueOf } from '../../format/json.js';
 import type { RedactionReport } from '../../format/manifest.js';
 import { type DataKind, rewriteBundle } from '../../git/rewrite.js';
 import { RedactionError, SnapshotError } from '../../model/errors.js';
@@ -68,7 +69,8 @@ function redactState(policy: RedactionPolicy, a: StagedArtifact, t: Tally): void
     note(t, a.pathInBundle, r.counts, r.matches);
     setBytes(a, r.bytes);
   } catch {
-    const value = redactJsonValue(policy, JSON.parse(a.data!.toString('utf8')), t, a.pathInBundle);
+    // a repository snapshot's state value is not parsed by its verify: one that is not JSON is damage
+    const value = redactJsonValue(policy, stateValueOf(a.data!, a.pathInBundle), t, a.pathInBundle);
     setBytes(a, Buffer.from(`${JSON.stringify(value, null, 2)}\n`, 'utf8'));
   }
 }
