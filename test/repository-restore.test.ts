@@ -965,6 +965,17 @@ test('a repository snapshot whose state value is not JSON (its hash right) is da
     assert.match(e.message, /state\/extract_cursor\.json is not valid JSON/);
     return true;
   };
+  // verify parses it as a bundle's verify does: "verified" means restore will not refuse it
+  const v = await a.snapshotter.verifySnapshot('ana', 'default', snap.id);
+  assert.equal(v.status, 'damaged');
+  assert.deepEqual(
+    v.problems.map((p) => [p.code, p.path]),
+    [['BUNDLE_DAMAGED', 'state/extract_cursor.json']],
+    JSON.stringify(v.problems),
+  );
+  assert.match(v.problems[0]!.message, /is not valid JSON/);
+  const cli = await runCli(['verify', '--agent', 'ana', '--id', snap.id, '--state-root', a.stateRoot]);
+  assert.equal(cli.code, 2, cli.stderr);
   await assert.rejects(a.snapshotter.diff({ agentId: 'ana', a: snap.id, b: 'live' }), damage);
   await assert.rejects(a.snapshotter.diff({ agentId: 'ana', a: 'live', b: snap.id }), damage);
   await assert.rejects(a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id, dryRun: true }), damage);

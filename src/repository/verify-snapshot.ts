@@ -7,8 +7,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { GIT_BUNDLE_PATH } from '../format/constants.js';
+import { GIT_BUNDLE_PATH, MAX_MANIFEST_BYTES } from '../format/constants.js';
 import { refNameProblem, refNamesConflict } from '../format/git-bundle.js';
+import { stateValueOf } from '../format/json.js';
 import { manifestProblems } from '../format/rules.js';
 import { ensureObjectFormat, objectFormatOf } from '../git/git.js';
 import { indexPack } from '../git/history.js';
@@ -194,7 +195,31 @@ export async function verifyRepoSnapshot(
       res.problems.push(asProblem(err, a.path_in_bundle));
     }
   };
-  const wanted = m.artifacts.filter((a) => !opts.skip?.(a));
+  // A state value is read whole and parsed, as a bundle's verify and restore do: its blob's hash being
+  // right says nothing of whether it is JSON (a hostile or buggy writer), and restore would refuse it.
+  const state = async (a: RepoArtifact): Promise<void> => {
+    try {
+      if (a.size_bytes > MAX_MANIFEST_BYTES)
+        throw new BundleDamagedError(`state value of ${a.size_bytes} bytes exceeds ${MAX_MANIFEST_BYTES}`);
+      const parts: Buffer[] = [];
+      for await (const b of counted(readContent(repo, a, a.path_in_bundle), res, opts)) parts.push(b);
+      const data = Buffer.concat(parts);
+      stateValueOf(data, a.path_in_bundle);
+      const target = opts.target?.(a);
+      if (target) {
+        await mkdir(dirname(target), { recursive: true });
+        writeFileSync(target, data, { flag: 'wx', mode: 0o600 });
+        res.written.set(a.path_in_bundle, target);
+      }
+      res.artifactsChecked++;
+    } catch (err) {
+      if (!isContentError(err)) throw err;
+      res.problems.push(asProblem(err, a.path_in_bundle));
+    }
+  };
+  const all = m.artifacts.filter((a) => !opts.skip?.(a));
+  for (const a of all) if (a.kind.startsWith('state_')) await state(a);
+  const wanted = all.filter((a) => !a.kind.startsWith('state_'));
   // git indexes the history's packs in its own process while the rest streams.
   const history = wanted.find((a) => a.kind === GIT_HISTORY_KIND);
   const historyDone = history ? one(history) : Promise.resolve();
