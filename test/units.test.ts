@@ -408,6 +408,58 @@ test("find's regex: refused unless V8's linear engine runs it; a backtracking on
   assert.equal(lines.length, 3, r.stdout);
 });
 
+test("find's regex: each refusal names its reason; a counted repetition of one character above 16 is split, matching what the original matches", async () => {
+  const { linearRegExp, MAX_SPLIT_REPEAT } = await import('../src/browse/match.js');
+  const refused = (source: string): string => {
+    try {
+      linearRegExp(source);
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return 'accepted';
+  };
+  for (const r of ['(a)\\1', '(?<n>a)\\k<n>']) assert.match(refused(r), /backreferences/, r);
+  for (const r of ['a(?=b)', '(?!a)b']) {
+    assert.match(refused(r), /lookahead and lookbehind are not supported/, r);
+    assert.doesNotMatch(refused(r), /backreference/, r);
+  }
+  // a repetition of a group: the bound, its limit and how to write more, not lookaround
+  for (const r of ['(?:ab){17}', '(?:[0-9]{5}-){4}']) {
+    assert.match(refused(r), /counted repetition of a group, or nested ones, may count at most 16/, r);
+    assert.doesNotMatch(refused(r), /lookahead|backreference/, r);
+  }
+  assert.match(refused(`a{${MAX_SPLIT_REPEAT + 1}}`), /add up to 257, above 256/);
+  assert.match(refused('[0-9]{200}x{57}'), /add up to 257, above 256/);
+  // what a memory search naturally asks, each matching where the original regex matches
+  const texts = [
+    'id 12345678901234567890123 and 98765432109876543210, short 123',
+    `${'a'.repeat(70)}b${'a'.repeat(18)}`,
+    'sha 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef end',
+    'key: value spread over forty-odd characters here; key: x',
+  ];
+  for (const source of [
+    '[0-9]{20}',
+    '[0-9a-f]{64}',
+    'key:.{0,40};',
+    'key:.{0,40}?;',
+    'a{17,}b',
+    'a{3,40}?b?',
+    'a{17,20}',
+    '\\d{18,}',
+    '(\\d{17,19})[^0-9]',
+    '[^\\]a]{20,30}',
+  ]) {
+    const { global } = linearRegExp(source);
+    const original = new RegExp(source, 'g');
+    for (const t of texts)
+      assert.deepEqual(
+        [...t.matchAll(global)].map((m) => [m.index, ...m]),
+        [...t.matchAll(original)].map((m) => [m.index, ...m]),
+        `${source} on ${t}`,
+      );
+  }
+});
+
 test('progress lines: work that failed gets no "done" line', () => {
   let now = 0;
   const lines: string[] = [];

@@ -54,11 +54,98 @@ const LINEAR_FLAGS = [
 ];
 let linearFlagsSet = false;
 
+/** V8's linear engine replicates a counted repetition's body: the counts of nested ones, multiplied, at most this. */
+export const LINEAR_REPEAT_LIMIT = 16;
+/**
+ * What one regex's counted repetitions of a single character may count in all once split (below): up
+ * to what writing the split by hand already allows in 1000 characters, and the linear engine's time
+ * grows with it (docs/decisions.md, stop 43).
+ */
+export const MAX_SPLIT_REPEAT = 256;
+
+/** A single-character atom's escape: `\d`, `\.`, `\xHH`, `\uHHHH`, `\cX`...; undefined for others. */
+function simpleEscape(source: string, i: number): number | undefined {
+  const c = source[i + 1];
+  if (c === undefined || /[1-9bBk]/.test(c) || (c === '0' && /[0-9]/.test(source[i + 2] ?? '')))
+    return undefined;
+  if (c === 'x' && /^[0-9a-fA-F]{2}/.test(source.slice(i + 2))) return 4;
+  if (c === 'u' && /^[0-9a-fA-F]{4}/.test(source.slice(i + 2))) return 6;
+  if (c === 'c') return /[a-zA-Z]/.test(source[i + 2] ?? '') ? 3 : undefined;
+  return 2; // a class escape, a control escape or an identity escape: one character
+}
+
+/**
+ * `source` with each counted repetition of a single character (`[0-9]{20}`, `.{0,40}`, `a{17,}`)
+ * counting more than LINEAR_REPEAT_LIMIT split into consecutive ones of at most that count
+ * (`[0-9]{16}[0-9]{4}`, `.{0,16}.{0,16}.{0,8}`), which the linear engine runs. It matches the same
+ * text at the same places: every part matches one character, so a greedy (lazy) split ends on the
+ * longest (shortest) count whose continuation matches, like the original; and it holds no
+ * backreference or lookaround (the linear engine would refuse them). `split` is the counts added up.
+ */
+export function splitRepetitions(source: string): { source: string; split: number } {
+  let out = '';
+  let split = 0;
+  let atom: string | undefined; // the last atom when it is a single character, else undefined
+  let i = 0;
+  while (i < source.length) {
+    const c = source[i]!;
+    const q = c === '{' && atom !== undefined ? /^\{(\d+)(,(\d*))?\}(\??)/.exec(source.slice(i)) : null;
+    if (q && atom !== undefined) {
+      const min = Number(q[1]);
+      const max = q[2] === undefined ? min : q[3] === '' ? Number.POSITIVE_INFINITY : Number(q[3]);
+      const count = Math.max(min, Number.isFinite(max) ? max : 0);
+      if (count > LINEAR_REPEAT_LIMIT && min <= max) {
+        split += count;
+        out = out.slice(0, out.length - atom.length);
+        for (let n = min; n > 0; n -= LINEAR_REPEAT_LIMIT)
+          out += `${atom}{${Math.min(n, LINEAR_REPEAT_LIMIT)}}`;
+        const lazy = q[4];
+        if (!Number.isFinite(max)) out += `${atom}*${lazy}`;
+        else
+          for (let n = max - min; n > 0; n -= LINEAR_REPEAT_LIMIT)
+            out += `${atom}{0,${Math.min(n, LINEAR_REPEAT_LIMIT)}}${lazy}`;
+      } else out += q[0];
+      i += q[0].length;
+      atom = undefined;
+      continue;
+    }
+    let len = 1;
+    let single = true;
+    if (c === '\\') {
+      const e = simpleEscape(source, i);
+      single = e !== undefined;
+      // a backreference or an octal escape (`\\12`) takes all its digits
+      len = e ?? 1 + (/^[0-9a-zA-Z][0-9]*/.exec(source.slice(i + 1))?.[0].length ?? 1);
+    } else if (c === '[') {
+      let j = i + 1;
+      if (source[j] === '^') j++;
+      while (j < source.length && source[j] !== ']') j += source[j] === '\\' ? 2 : 1;
+      len = j + 1 - i;
+    } else if ('()|^$*+?'.includes(c)) single = false;
+    const piece = source.slice(i, i + len);
+    out += piece;
+    atom = single ? piece : undefined;
+    i += len;
+  }
+  return { source: out, split };
+}
+
+/** Why V8's linear engine refuses `source` (split by splitRepetitions), for the refusal. */
+function notLinearReason(source: string): string {
+  if (/\(\?<?[=!]/.test(source)) return 'lookahead and lookbehind are not supported';
+  if (/\\([1-9]|k<)/.test(source)) return 'backreferences (\\1, \\k<name>) are not supported';
+  return (
+    `a counted repetition of a group, or nested ones, may count at most ${LINEAR_REPEAT_LIMIT} (nested counts ` +
+    `multiply: the linear engine copies a body that many times); write (?:ab){16}(?:ab) for (?:ab){17}`
+  );
+}
+
 /**
  * `source` compiled (and with the `g` flag), refused unless V8's linear-time engine can run it
- * (no backreferences, no lookahead; Node 20 has no lookbehind there either). V8 runs such a regex with
- * its backtracking engine and, once a match has backtracked more than its limit (50,000 by default),
- * again with the linear one: `(\w+\s?)+$` against 40 letters and a `!` takes ~2 ms instead of minutes.
+ * (no backreferences, no lookahead; Node 20 has no lookbehind there either; a counted repetition of a
+ * single character above 16 split first: splitRepetitions). V8 runs such a regex with its
+ * backtracking engine and, once a match has backtracked more than its limit (50,000 by default), again
+ * with the linear one: `(\w+\s?)+$` against 40 letters and a `!` takes ~2 ms instead of minutes.
  */
 export function linearRegExp(source: string): { re: RegExp; global: RegExp } {
   if (!linearFlagsSet) {
@@ -66,22 +153,24 @@ export function linearRegExp(source: string): { re: RegExp; global: RegExp } {
     for (const f of LINEAR_FLAGS) v8.setFlagsFromString(f);
     linearFlagsSet = true;
   }
-  let re: RegExp;
-  let global: RegExp;
   try {
-    re = new RegExp(source);
-    global = new RegExp(source, 'g');
+    new RegExp(source);
   } catch (err) {
     throw new InvalidInputError(`the regex does not compile: ${(err as Error).message}`);
   }
+  const split = splitRepetitions(source);
+  if (split.split > MAX_SPLIT_REPEAT)
+    throw new InvalidInputError(
+      `the regex's counted repetitions of one character add up to ${split.split}, above ${MAX_SPLIT_REPEAT}: the linear engine's time grows with them`,
+    );
   try {
-    new RegExp(source, 'l');
+    new RegExp(split.source, 'l');
   } catch {
     throw new InvalidInputError(
-      'the regex cannot run in linear time (backreferences and lookahead or lookbehind are not supported): a search must not be able to stall the process',
+      `the regex cannot run in linear time: ${notLinearReason(split.source)} (a search must not be able to stall the process)`,
     );
   }
-  return { re, global };
+  return { re: new RegExp(split.source), global: new RegExp(split.source, 'g') };
 }
 
 export function matcherOf(req: Query): Matcher {
