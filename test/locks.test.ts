@@ -64,6 +64,82 @@ test('a second snapshot waits for the lock held by another process, then fails w
   assert.equal(meta.agent_id, 'ana');
 });
 
+test('CONCURRENT names the operation refused and what is running (the holder as recorded), whatever they are', async (t) => {
+  const a = sampleAgent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  const s = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 300,
+  });
+  const refused = async (op: Promise<unknown>, message: RegExp, details: Record<string, unknown>) =>
+    assert.rejects(
+      op,
+      (err: Error & { code?: string; exitCode?: number; details?: Record<string, unknown> }) => {
+        assert.equal(err.code, 'CONCURRENT', err.message);
+        assert.equal(err.exitCode, 4);
+        assert.match(err.message, message);
+        assert.doesNotMatch(err.message, /snapshot operation already in progress/);
+        assert.deepEqual(
+          { ...err.details, holder: undefined },
+          { agent_id: 'ana', tenant: 'default', ...details },
+        );
+        return true;
+      },
+    );
+  // the agent lock, held by another process recorded as `test-holder`: a restore and a pin are refused
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  const byHolder = /: test-holder \(pid \d+ on [^,]+, since [0-9T:.-]+Z\) is running$/;
+  await refused(
+    s.restore({ agentId: 'ana', bundle: snap.bundle_path }),
+    new RegExp(`^restore refused for agent ana \\(tenant default\\)${byHolder.source}`),
+    { refused: 'restore', holder: undefined },
+  );
+  await refused(
+    s.pin('ana', undefined, snap.id),
+    /^pin refused for agent ana \(tenant default\): test-holder \(pid/,
+    {
+      refused: 'pin',
+      holder: undefined,
+    },
+  );
+  holder.child.kill('SIGKILL');
+  await holder.exited;
+  // the write gate, held by a memory writer in a batch: the snapshot is refused, naming the writers
+  const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
+  await writer.ready;
+  await refused(
+    s.snapshot({ agentId: 'ana' }),
+    /^snapshot refused for agent ana \(tenant default\): a write batch of its memory writers \(write gate\) is running$/,
+    { refused: 'snapshot', holder: undefined },
+  );
+  writer.child.kill('SIGKILL');
+  await writer.exited;
+  // the readers lock: a delete waits for a reader (a verify, not only an export), a reader for a remover
+  const { reading } = await a.snapshotter.locateForReading('ana', undefined, snap.id, 'verify');
+  await refused(
+    s.delete('ana', undefined, snap.id),
+    /^delete refused for agent ana \(tenant default\): a reader of its snapshot bundles \(export, verify, ls, cat, find\) is running$/,
+    { refused: 'delete', holder: undefined },
+  );
+  reading.release();
+  const remover = tryAcquire(a.snapshotter.layout.readersLockPath('default', 'ana'), 'exclusive')!;
+  await refused(
+    s.verifySnapshot('ana', undefined, snap.id),
+    /^verify refused for agent ana \(tenant default\): a delete, migrate or gc of its snapshot bundles is running$/,
+    { refused: 'verify', holder: undefined },
+  );
+  remover.release();
+  assert.equal(
+    (await s.verifySnapshot('ana', undefined, snap.id)).manifest_ok,
+    true,
+    'a reader runs once it is gone',
+  );
+});
+
 test('a snapshot waiting for the lock succeeds as soon as the holder goes away', async (t) => {
   const a = sampleAgent(t);
   const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);

@@ -69,7 +69,12 @@ export async function withSnapshot<T>(
       return fn(repositorySource(repo, manifest));
     });
   }
-  const { file, reading } = await s.locateForReading(a, t, found.bundle.id);
+  const { file, reading } = await s.locateForReading(
+    a,
+    t,
+    found.bundle.id,
+    `reading snapshot ${found.bundle.id}`,
+  );
   try {
     const src = await bundleSource(file, opts);
     checkIdentity(src.manifest, a, t, file.id);

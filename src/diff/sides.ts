@@ -218,7 +218,7 @@ export async function liveSide(
   await mkdir(staging, { recursive: true });
   const workers = await liveDatabaseRunners(s.resolver.sqliteDir(agentId, tenant));
   try {
-    const gate = await s.closeWriteGate(agentId, tenant);
+    const gate = await s.closeWriteGate(agentId, tenant, 'diff');
     let c: Awaited<ReturnType<typeof captureAgent>>;
     try {
       c = await captureAgent({

@@ -88,15 +88,21 @@ export class ConcurrentError extends SnapshotError {
   readonly code = 'CONCURRENT';
   readonly exitCode = ExitCode.concurrent;
   readonly outcome = 'concurrent' as const;
+  /**
+   * `refused`: the operation refused (`restore`, `delete`...); `holder`: what is running instead, as
+   * recorded (the holder's operation, pid, host and start), or undefined when nothing names it.
+   */
   constructor(
     readonly agentId: string,
     readonly tenant: string,
+    readonly refused: string,
     holder?: string,
   ) {
     super(
-      `snapshot operation already in progress for agent ${agentId} (tenant ${tenant})` +
-        (holder ? `: held by ${holder}` : ''),
-      { details: { agent_id: agentId, tenant, ...(holder ? { holder } : {}) } },
+      `${refused} refused for agent ${agentId} (tenant ${tenant}): ${holder ?? 'another operation'} is running`,
+      {
+        details: { agent_id: agentId, tenant, refused, ...(holder ? { holder } : {}) },
+      },
     );
   }
 }

@@ -50,7 +50,7 @@ export async function openDownload(
 ): Promise<BundleDownload> {
   const inRepository = await s.findInRepository(agentId, tenant, id);
   if (inRepository) return openRepoDownload(s, inRepository, opts);
-  const { file, reading } = await s.locateForReading(agentId, tenant, id);
+  const { file, reading } = await s.locateForReading(agentId, tenant, id, 'export');
   let scratch: string | undefined;
   const done = () => {
     reading.release();

@@ -166,6 +166,11 @@ export interface SnapshotterPolicies {
 }
 
 /** Errors already reported to the observers (a pre-snapshot failure is not reported twice). */
+/** What holds an agent's readers lock shared, named when a delete or migrate is refused by it. */
+export const READERS = 'a reader of its snapshot bundles (export, verify, ls, cat, find)';
+/** What holds it exclusively, named when a reader is refused by it. */
+export const REMOVERS = 'a delete, migrate or gc of its snapshot bundles';
+
 const reported = new WeakSet<object>();
 
 /** A pinned snapshot is kept until it is unpinned: by retention, and by delete (docs/decisions.md). */
@@ -354,7 +359,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** Takes the (tenant, agent) lock, waiting up to the lock timeout; ConcurrentError when it stays busy. */
   async lockAgent(agentId: string, tenant: string, operation: string): Promise<AgentLock> {
     const path = this.layout.agentLockPath(tenant, agentId);
-    const held = await this.takeLock(path, 'exclusive', agentId, tenant);
+    const held = await this.takeLock(path, 'exclusive', agentId, tenant, operation);
     const { recordOwner } = await import('../store/lock.js');
     await recordOwner(path, operation);
     if (tenant === DEFAULT_TENANT || !this.sharesLiveMemory(agentId, tenant)) return held;
@@ -363,7 +368,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     // and the default tenant's operations take no second lock, so no two operations wait on each other.
     const shared = this.layout.agentLockPath(DEFAULT_TENANT, agentId);
     try {
-      const second = await this.takeLock(shared, 'exclusive', agentId, DEFAULT_TENANT);
+      const second = await this.takeLock(shared, 'exclusive', agentId, DEFAULT_TENANT, operation);
       await recordOwner(shared, `${operation} (tenant ${tenant})`);
       return {
         release: () => {
@@ -397,7 +402,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
    * holding the gate of any tenant that shares it: then the default tenant's gate, this tenant's and
    * every other sharing tenant's gate that exists are closed, in tenant order (docs/locking.md).
    */
-  async closeWriteGate(agentId: string, tenant: string): Promise<ClosedGate> {
+  async closeWriteGate(agentId: string, tenant: string, operation: string): Promise<ClosedGate> {
     const [{ closeGate }, { LockTimeoutError, lockFileError }] = await this.loadWriteGate();
     const closed: ClosedGate[] = [];
     const releaseAll = async () => {
@@ -412,7 +417,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
     } catch (err) {
       await releaseAll();
       if (err instanceof LockTimeoutError)
-        throw new ConcurrentError(agentId, tenant, 'memory writers (write gate)');
+        throw new ConcurrentError(
+          agentId,
+          tenant,
+          operation,
+          'a write batch of its memory writers (write gate)',
+        );
       throw path
         ? lockFileError(err, 'closing the write gate', path)
         : asSnapshotError(err, 'closing the write gate');
@@ -437,12 +447,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
     return [...tenants].sort();
   }
 
-  /** Any lock of an agent, waiting up to the lock timeout; ConcurrentError (naming the holder) when busy. */
+  /**
+   * Any lock of an agent for `operation`, waiting up to the lock timeout; ConcurrentError when busy,
+   * naming `holder` (what holds such a lock) or else the holder recorded with the lock (lockAgent).
+   */
   async takeLock(
     path: string,
     mode: 'exclusive' | 'shared',
     agentId: string,
     tenant: string,
+    operation: string,
     holder?: string,
   ): Promise<HeldLock> {
     const { acquire, describeOwner, LockTimeoutError, lockFileError } = await import('../store/lock.js');
@@ -450,7 +464,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       return await acquire(path, mode, this.lockTimeoutMs);
     } catch (err) {
       if (err instanceof LockTimeoutError)
-        throw new ConcurrentError(agentId, tenant, holder ?? describeOwner(err.holder));
+        throw new ConcurrentError(agentId, tenant, operation, holder ?? describeOwner(err.holder));
       throw lockFileError(err, 'taking the lock', path);
     }
   }
@@ -695,7 +709,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       await mkdir(staging, { mode: 0o700 });
       p.onProgress?.({ phase: 'capture', bytes: 0 });
-      const gate = p.gateHeld ? { release: async () => {} } : await this.closeWriteGate(p.agentId, p.tenant);
+      const gate = p.gateHeld
+        ? { release: async () => {} }
+        : await this.closeWriteGate(p.agentId, p.tenant, 'snapshot');
       let captured: Awaited<ReturnType<typeof captureAgent>>;
       try {
         captured = await captureAgent({
@@ -814,7 +830,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const { restoreLeftovers } = await import('../restore/stage.js');
     if (existsSync(journalPath)) {
       const { recoverJournal } = await import('../restore/journal.js');
-      const gate = await this.closeWriteGate(agentId, tenant);
+      const gate = await this.closeWriteGate(agentId, tenant, 'the recovery of an interrupted restore');
       try {
         const r = await recoverJournal(journalPath, this.state);
         if (r) {
@@ -1095,7 +1111,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   ): Promise<VerifyReport> {
     const inRepository = await this.findInRepository(agentId, tenant, id);
     if (inRepository) return this.verifyInRepository(inRepository.id, opts);
-    const { file, reading } = await this.locateForReading(agentId, tenant, id);
+    const { file, reading } = await this.locateForReading(agentId, tenant, id, 'verify');
     let report: VerifyReport;
     try {
       report = await this.verify(file.path, opts);
@@ -1253,13 +1269,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const lock = await this.lockAgent(a, t, 'delete');
     let readers: HeldLock | undefined;
     try {
-      readers = await this.takeLock(
-        this.layout.readersLockPath(t, a),
-        'exclusive',
-        a,
-        t,
-        'an export of this agent',
-      );
+      readers = await this.takeLock(this.layout.readersLockPath(t, a), 'exclusive', a, t, 'delete', READERS);
       const all = await bundleFiles(dir);
       if (!all.some((f) => f.path === file.path)) throw new NotFoundError(file.id, 'deleted meanwhile');
       // the agent's snapshots in both stores: every bundle file (a damaged one too, which list skips)
@@ -1294,11 +1304,20 @@ export class LocalSnapshotter implements MemorySnapshotter {
     agentId: string,
     tenant: string | undefined,
     id: string,
+    operation: string,
   ): Promise<{ file: BundleFile; reading: HeldLock }> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const file = await locate(this.layout.snapshotsDir(t, a), await this.snapshotRef(a, t, id));
-    return { file, reading: await this.takeLock(this.layout.readersLockPath(t, a), 'shared', a, t) };
+    const reading = await this.takeLock(
+      this.layout.readersLockPath(t, a),
+      'shared',
+      a,
+      t,
+      operation,
+      REMOVERS,
+    );
+    return { file, reading };
   }
 
   async export(
@@ -1313,7 +1332,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       const { exportRepoSnapshot } = await import('./repo-export.js');
       return exportRepoSnapshot(this, inRepository, target, opts);
     }
-    const { file, reading } = await this.locateForReading(agentId, tenant, id);
+    const { file, reading } = await this.locateForReading(agentId, tenant, id, 'export');
     try {
       const { decryptIdentity, trust, redact, ...rest } = opts;
       if (redact !== undefined && typeof redact !== 'boolean')

@@ -33,7 +33,7 @@ import { STAGING_PREFIX, siblingPathOf, sidecarPathOf } from '../store/paths.js'
 import { pinNoteOf, pinPathOf } from '../store/pins.js';
 import { ensureListed } from './import.js';
 import { checkStored, fromBundle, originOf, stageBundle, storeStaged } from './ingest.js';
-import type { LocalSnapshotter } from './local.js';
+import { type LocalSnapshotter, READERS } from './local.js';
 
 /** The steps of one bundle's migration, as reported to `onBundle`. */
 export type MigrateStep = 'stored' | 'checked' | 'removed';
@@ -294,7 +294,8 @@ async function removeBundle(
     'exclusive',
     agent,
     tenant,
-    'an export of this agent',
+    'migrate',
+    READERS,
   );
   try {
     await unlink(file.path);

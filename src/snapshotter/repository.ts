@@ -462,7 +462,7 @@ export class RepositoryStore {
       p.onProgress?.({ phase: 'capture', bytes: 0 });
       const gate = p.gateHeld
         ? { release: async () => {} }
-        : await this.s.closeWriteGate(p.agentId, p.tenant);
+        : await this.s.closeWriteGate(p.agentId, p.tenant, 'snapshot');
       let captured: Awaited<ReturnType<typeof captureAgent>>;
       try {
         const capturing = captureAgent({

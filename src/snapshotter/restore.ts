@@ -428,7 +428,7 @@ async function restoreLocked(
 
       // What the swap replaces, and the journal, are read with the gate closed: what a writer did until
       // then (a database created, a state value set) is what a rollback must put back.
-      const gate = await s.closeWriteGate(agentId, tenant);
+      const gate = await s.closeWriteGate(agentId, tenant, req.import ? 'import' : 'restore');
       let journalWritten = false;
       let journal!: Journal;
       try {
