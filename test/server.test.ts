@@ -175,6 +175,16 @@ test('serve: address printed, /healthz, JSON 4xx for unknown routes, bad methods
   const wrongType = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"label":5}' });
   assert.equal(wrongType.status, 400);
 
+  // a right-to-left override would show the label reversed in list and the console: refused
+  const rlo = await call(snapUrl, {
+    method: 'POST',
+    headers: jsonHeaders(),
+    body: JSON.stringify({ label: 'invoice-\u202efdp.exe' }),
+  });
+  assert.equal(rlo.status, 400);
+  assert.equal(rlo.body.error.code, 'INVALID_INPUT');
+  assert.match(rlo.body.error.message, /^invalid label: must not contain control characters \(U\+202E;/);
+
   const notJson = await call(snapUrl, {
     method: 'POST',
     headers: { ...auth(), 'content-type': 'text/plain' },

@@ -310,6 +310,64 @@ test('invalid agent ids and tenants name the rule they broke and create nothing'
   });
 });
 
+test('a label or created_by with a control character (C0, C1, bidirectional, line separator) is refused, through the CLI too', async (t) => {
+  const a = sampleAgent(t);
+  // a right-to-left override shows `invoice-\u202Efdp.exe` as "invoice-exe.pdf": a label that lies
+  for (const ch of [
+    '\u0007',
+    '\u0085',
+    '\u061c',
+    '\u200e',
+    '\u200f',
+    '\u202a',
+    '\u202e',
+    '\u2066',
+    '\u2069',
+    '\u2028',
+  ]) {
+    const cp = `U+${ch.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+    await assert.rejects(
+      a.snapshotter.snapshot({ agentId: 'ana', label: `ok ${ch} label` }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'INVALID_INPUT', cp);
+        assert.ok(
+          err.message.startsWith(`invalid label: must not contain control characters (${cp};`),
+          err.message,
+        );
+        return true;
+      },
+    );
+    await assert.rejects(
+      a.snapshotter.snapshot({ agentId: 'ana', createdBy: `bot${ch}` }),
+      { code: 'INVALID_INPUT' },
+      cp,
+    );
+  }
+  const cli = await runBuiltCli([
+    'snapshot',
+    '--agent',
+    'ana',
+    ...a.flags,
+    '--label',
+    'invoice-\u202efdp.exe',
+    '--no-progress',
+    '--json',
+  ]);
+  assert.equal(cli.code, 1, cli.stderr);
+  const err = JSON.parse(cli.stdout).error;
+  assert.equal(err.code, 'INVALID_INPUT');
+  assert.match(
+    err.message,
+    /U\+202E; C0\/C1 controls, bidirectional controls and line separators are refused/,
+  );
+  assert.ok(!existsSync(join(a.stateRoot, 'tenants')), 'nothing was created');
+  // what is shown as text is kept: other scripts, emoji joined by U+200D, a plain right-to-left label
+  for (const label of ['שלום עולם', 'a 👨‍👩‍👧 b', 'before — dream', 'tab-free']) {
+    const meta = await a.snapshotter.snapshot({ agentId: 'ana', label });
+    assert.equal(meta.label, label);
+  }
+});
+
 test("an agent whose directories are the snapshot store's own, or hold it, is refused and nothing is taken", async (t) => {
   const root = tempDir(t);
   const stateRoot = join(root, 'state');

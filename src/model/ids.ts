@@ -110,16 +110,28 @@ export function uuidV7Time(id: string): number | undefined {
 export const MAX_LABEL_CHARS = 200;
 
 /**
- * Labels: at most 200 characters, no control characters (they end up in file listings and logs), no
- * lone surrogates.
+ * Characters a label or created_by must not hold, as they are shown to operators (list, the console,
+ * logs): C0 and C1 controls and DEL, and the bidirectional controls (U+061C, U+200E, U+200F,
+ * U+202A–U+202E, U+2066–U+2069) and the line and paragraph separators (U+2028, U+2029), with which a
+ * label could be shown as something else (a right-to-left override reverses what follows it).
+ */
+const UNSHOWN = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/;
+
+/**
+ * Labels: at most 200 characters, no control characters (UNSHOWN: they end up in file listings and
+ * logs), no lone surrogates.
  */
 export function validateLabel(label: string | undefined): string | undefined {
   if (label === undefined) return undefined;
   if ([...label].length > MAX_LABEL_CHARS) {
     throw new InvalidInputError(`invalid label: at most ${MAX_LABEL_CHARS} characters`);
   }
-  if (/[\u0000-\u001f\u007f]/.test(label)) {
-    throw new InvalidInputError('invalid label: must not contain control characters');
+  const bad = UNSHOWN.exec(label);
+  if (bad) {
+    const cp = `U+${bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
+    throw new InvalidInputError(
+      `invalid label: must not contain control characters (${cp}; C0/C1 controls, bidirectional controls and line separators are refused)`,
+    );
   }
   // A lone surrogate has no UTF-8 form: the manifest could not carry it (docs/format.md §4.1).
   if (/\p{Surrogate}/u.test(label)) throw new InvalidInputError('invalid label: not valid Unicode text');
@@ -131,7 +143,7 @@ export function validateCreatedBy(createdBy: string): string {
   if (
     createdBy.length < 1 ||
     createdBy.length > 64 ||
-    /[\u0000-\u001f\u007f]/.test(createdBy) ||
+    UNSHOWN.test(createdBy) ||
     /\p{Surrogate}/u.test(createdBy)
   ) {
     throw new InvalidInputError('invalid created_by: 1..64 printable characters');
