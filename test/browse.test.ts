@@ -397,6 +397,21 @@ test('HTTP routes and MCP tools return what the library returns; bad paths are 4
   const refused = await call('memory_cat', { snapshot_id: s1.id, path: '../x' });
   assert.equal(refused.isError, true);
   assert.match(refused.content[0]!.text!, /INVALID_INPUT/);
+  // an agent searching with a counted repetition: one character's above 16 runs, a group's is refused
+  // for that reason (not "backreferences and lookahead")
+  const counted = (await call('memory_find', { regex: 'blue.{17,30}coast' }))
+    .structuredContent as typeof direct;
+  assert.deepEqual(
+    counted.snapshots.map((x) => x.found),
+    direct.snapshots.map((x) => x.found),
+  );
+  const group = await call('memory_find', { regex: '(?:ab){17}' });
+  assert.equal(group.isError, true);
+  assert.match(
+    group.content[0]!.text!,
+    /a counted repetition of a group, or nested ones, may count at most 16/,
+  );
+  assert.doesNotMatch(group.content[0]!.text!, /backreferences|lookahead/);
 });
 
 test('CLI: ls, cat (table rows as JSON lines), find --json; exit 5 for an unknown snapshot, 1 for a bad path', async () => {

@@ -262,7 +262,14 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
         'value, the first snapshot where it appears and the first where it is gone. Read-only.',
       inputSchema: z.strictObject({
         text: z.string().min(1).max(1000).optional().describe('plain text, case-sensitive'),
-        regex: z.string().min(1).max(1000).optional().describe('JavaScript regular expression'),
+        regex: z
+          .string()
+          .min(1)
+          .max(1000)
+          .optional()
+          .describe(
+            'JavaScript regular expression, no flags; no backreferences or lookaround; a counted repetition of a group at most 16 ((?:ab){16}), of one character at most 256 in all ([0-9]{20})',
+          ),
         since_ms: z.number().int().min(0).optional().describe('only snapshots taken at or after this time'),
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
