@@ -24,10 +24,13 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { concurrentRounds, trialAgent } from '../scripts/trials/driver.js';
+import type { Backend, ObjectType } from '../src/backend/backend.js';
 import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
+import { remoteFactories } from '../src/backend/open.js';
 import { LocalSnapshotter, type RetentionTickReport, RetentionWorker } from '../src/index.js';
 import { lockRepository } from '../src/repository/locks.js';
+import { runBuiltCli } from './helpers/built-cli.js';
 import { type Agent, builtScript, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
 function repoAgent(
@@ -262,6 +265,148 @@ test('gc applies retention to repository snapshots, then prunes; a busy reposito
   assert.equal(after.prune?.status, 'pruned');
   assert.ok(after.prune && 'bytes_freed' in after.prune && after.prune.bytes_freed > 100 * 1024);
   assert.deepEqual(await allVerify(a), [next.id, ids[0]]);
+  assert.equal((await freshOf(a).check({ readData: true })).ok, true);
+});
+
+/**
+ * A real backend whose next `op` on objects of `type` waits until the test releases it: an operation
+ * paused in the middle, holding whatever locks it holds (a slow store makes the same holder).
+ */
+function pausable(inner: Backend) {
+  let armed: { op: 'list' | 'stat'; type: ObjectType; reached: () => void; gate: Promise<void> } | undefined;
+  const wait = async (op: 'list' | 'stat', type: ObjectType) => {
+    const a = armed;
+    if (a?.op !== op || a.type !== type) return;
+    armed = undefined;
+    a.reached();
+    await a.gate;
+  };
+  const backend = new Proxy(inner, {
+    get(target, prop) {
+      if (prop === 'list')
+        return async function* (type: ObjectType) {
+          await wait('list', type);
+          yield* target.list(type);
+        };
+      if (prop === 'stat')
+        return async (h: { type: ObjectType; name: string }) => {
+          await wait('stat', h.type);
+          return target.stat(h);
+        };
+      const v = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  return {
+    backend,
+    /** Pauses the next such call: `reached` once it is waiting, `release` lets it go on. */
+    arm(op: 'list' | 'stat', type: ObjectType) {
+      let reached!: () => void;
+      let release!: () => void;
+      const r = new Promise<void>((res) => {
+        reached = res;
+      });
+      armed = { op, type, reached, gate: new Promise<void>((res) => (release = res)) };
+      return { reached: r, release };
+    },
+  };
+}
+
+test('a dry run of gc or prune takes only what a reader takes: a snapshot of another process runs while it holds them; a real prune still excludes it', async (t) => {
+  const a = repoAgent(t);
+  const alt = join(a.memdir, 'topics', 'alt.md');
+  for (let i = 0; i < 3; i++) {
+    writeFileSync(alt, randomBytes(200 * 1024).toString('base64'));
+    await a.snapshotter.snapshot({ agentId: 'ana' });
+  }
+  // This process's snapshotter reaches the repository through a backend the test can pause (as an
+  // s3:// store whose objects are the repository's directory); another process snapshots the same
+  // agent into the same repository, waiting at most 1 s for any lock.
+  const p = pausable(new LocalBackend(join(a.stateRoot, 'repository')));
+  const real = remoteFactories.s3;
+  remoteFactories.s3 = async () => async () => p.backend;
+  t.after(() => {
+    remoteFactories.s3 = real;
+  });
+  const s = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+    repo: 's3://paused/repository',
+  });
+  const config = join(tempDir(t, 'nexo-cfg-'), 'memory.yaml');
+  writeFileSync(config, 'snapshot:\n  lock_timeout_secs: 1\n');
+  const otherSnapshot = async () => {
+    writeFileSync(alt, randomBytes(200 * 1024).toString('base64'));
+    return runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--config', config, '--json'], {
+      env: { NEXO_MEMORY_STORE_FORMAT: 'repository' },
+    });
+  };
+
+  // The API's preview (GET /v1/agents/:agent/retention): gc's dry run, paused first while it reads the
+  // agent's listing (where a sweep holds the agent's locks), then in its prune's dry run.
+  const before = (await s.list('ana')).length;
+  const atAgent = p.arm('stat', 'listing');
+  const dry = s.gc({ agentId: 'ana', policy: { keepCount: 1 }, dryRun: true });
+  await atAgent.reached;
+  const one = await otherSnapshot();
+  assert.equal(one.code, 0, `a snapshot beside the dry run's agent step: ${one.stderr}`);
+  const atPrune = p.arm('list', 'packs');
+  atAgent.release();
+  await atPrune.reached;
+  const dryLocks = readdirSync(join(a.stateRoot, 'repository', 'locks')).map(
+    (n) =>
+      JSON.parse(readFileSync(join(a.stateRoot, 'repository', 'locks', n), 'utf8')) as { exclusive: boolean },
+  );
+  assert.deepEqual(
+    dryLocks.map((l) => l.exclusive),
+    [false],
+    'the dry run holds a shared lock',
+  );
+  const two = await otherSnapshot();
+  assert.equal(two.code, 0, `a snapshot beside the dry run's prune: ${two.stderr}`);
+  atPrune.release();
+  const report = await dry;
+  assert.equal(report.errors, 0, JSON.stringify(report));
+  assert.equal(report.prune?.status, 'dry-run');
+  const decisions = report.agents[0]!.decisions;
+  assert.ok(decisions.length >= 3);
+  assert.equal(decisions.filter((d) => d.action === 'delete').length, decisions.length - 1);
+  assert.equal(
+    (await s.list('ana')).length,
+    before + 2,
+    'the dry run deleted nothing; both snapshots are there',
+  );
+
+  // `prune --dry-run` alike; beside a holder of a repository lock, a pack no index knows may be that
+  // writer's: it is reported in flight, not as removed.
+  const stray = 'ab'.repeat(32);
+  mkdirSync(join(a.stateRoot, 'repository', 'packs', 'ab'), { recursive: true });
+  writeFileSync(join(a.stateRoot, 'repository', 'packs', 'ab', stray), randomBytes(4096));
+  const alone = await s.prune({ dryRun: true });
+  assert.equal(alone.packs_unindexed_removed, 1);
+  assert.equal(alone.in_flight, undefined);
+  const holder = startFixture(t, 'hold-repo-lock.ts', [join(a.stateRoot, 'repository'), 'shared']);
+  await holder.ready;
+  const beside = await s.prune({ dryRun: true });
+  assert.equal(beside.packs_unindexed_removed, 0);
+  assert.equal(beside.bytes_freed, alone.bytes_freed - 4096);
+  assert.equal(beside.in_flight?.packs_unindexed, 1);
+  assert.equal(beside.in_flight?.bytes, 4096);
+  assert.match(beside.in_flight?.locks.join() ?? '', /^shared lock of test-holder/);
+  await holder.killGroup('SIGKILL');
+
+  // The real prune still excludes: paused under its lock, a snapshot of another process gives up.
+  const atRealPrune = p.arm('list', 'packs');
+  const pruning = s.prune();
+  await atRealPrune.reached;
+  const three = await otherSnapshot();
+  assert.equal(three.code, 4, three.stderr);
+  assert.match(three.stderr, /REPOSITORY_LOCKED|exclusive lock of prune/);
+  atRealPrune.release();
+  const pruned = await pruning;
+  assert.equal(pruned.packs_unindexed_removed, 1);
   assert.equal((await freshOf(a).check({ readData: true })).ok, true);
 });
 

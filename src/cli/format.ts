@@ -10,6 +10,7 @@ import type {
   SnapshotMeta,
   VerifyReport,
 } from '../model/types.js';
+import type { PruneReport } from '../repository/prune.js';
 import type { RetentionTickReport } from '../snapshotter/gc.js';
 import { terminalField } from './terminal.js';
 
@@ -322,6 +323,7 @@ export function pruneSummary(
     bytes_before: number;
     snapshots: number;
     unlisted_removed?: number;
+    in_flight?: PruneReport['in_flight'];
   },
 ): string {
   const packs = r.packs_removed + r.packs_unindexed_removed;
@@ -330,8 +332,12 @@ export function pruneSummary(
     (r.unlisted_removed ?? 0) > 0
       ? `, ${r.unlisted_removed} unlisted manifest(s) ${dry ? 'would be removed' : 'removed'}`
       : '';
+  const f = r.in_flight;
+  const inFlight = f
+    ? `; not counted: ${f.packs_unindexed} unindexed pack(s) (${humanBytes(f.bytes)}) and ${f.unlisted} unlisted manifest(s) that running operations may still index or list (${f.locks.join('; ')})`
+    : '';
   return dry
-    ? `would remove ${packs} pack(s) and rewrite ${r.packs_rewritten}; ${freed} (${r.snapshots} snapshot(s) kept${unlisted})`
+    ? `would remove ${packs} pack(s) and rewrite ${r.packs_rewritten}; ${freed} (${r.snapshots} snapshot(s) kept${unlisted})${inFlight}`
     : `removed ${packs} pack(s), rewrote ${r.packs_rewritten}; ${freed} (${r.snapshots} snapshot(s) kept${unlisted})`;
 }
 

@@ -125,6 +125,22 @@ async function readLocks(backend: Backend): Promise<Map<string, LockInfo>> {
   return out;
 }
 
+/** How a lock is named in messages: `shared lock of snapshot (pid 4242 on vm)`. */
+export function describeLock(l: LockInfo): string {
+  return `${l.exclusive ? 'exclusive' : 'shared'} lock of ${l.operation} (pid ${l.pid} on ${l.host})`;
+}
+
+/**
+ * The locks other than `self` that are held now (not stale), described: what a reader under a shared
+ * lock (prune's dry run) may be running beside.
+ */
+export async function otherLiveLocks(backend: Backend, self?: string): Promise<string[]> {
+  const now = Date.now();
+  return [...(await readLocks(backend))]
+    .filter(([name, l]) => name !== self && !isStale(l, now))
+    .map(([, l]) => describeLock(l));
+}
+
 /** The first non-stale lock in `all` (other than `self`) that conflicts with a lock of this kind. */
 function conflicting(
   all: Map<string, LockInfo>,
@@ -196,10 +212,7 @@ export async function lockRepository(
     }
     if (now() >= deadline) {
       if (blocker) {
-        const b = blocker[1];
-        throw new RepositoryLockedError(
-          `${b.exclusive ? 'exclusive' : 'shared'} lock of ${b.operation} (pid ${b.pid} on ${b.host})`,
-        );
+        throw new RepositoryLockedError(describeLock(blocker[1]));
       }
       throw new RepositoryLockedError(`no lock could be taken in time: ${why}`);
     }

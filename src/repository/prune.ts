@@ -11,7 +11,7 @@
 
 import { NotFoundError } from '../model/errors.js';
 import { decodeIndex, type PackRecord } from './index-file.js';
-import { type HeldRepoLock, STALE_MS } from './locks.js';
+import { type HeldRepoLock, otherLiveLocks, STALE_MS } from './locks.js';
 import { PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
 import { ReferenceSet } from './references.js';
 import { mapLimit, type Repository, readObject, saveContentAddressed } from './repository.js';
@@ -39,6 +39,13 @@ export interface PruneReport {
   leftover_bytes_freed: number;
   /** What the store could not sweep, and why (e.g. no ListMultipartUploads). */
   leftover_notes?: string[];
+  /**
+   * A dry run only (it holds a shared lock, so it never stops a snapshot): while other operations held
+   * repository locks (`locks`, described), the manifests without a listing entry and the packs no index
+   * knows, with their bytes, that may be theirs — a snapshot lists and indexes them before it ends, and
+   * prune waits for it — so they are not counted above. Left by a killed writer, prune removes them.
+   */
+  in_flight?: { locks: string[]; unlisted: number; packs_unindexed: number; bytes: number };
 }
 
 /**
@@ -53,7 +60,11 @@ export interface PruneOptions {
   rewriteThreshold?: number;
   /** Snapshots to count as forgotten (gc's dry run: what prune would free after the forgets). */
   forgotten?: ReadonlySet<string>;
-  /** The exclusive lock prune runs under: checked before each step that removes something. */
+  /**
+   * The lock prune runs under: exclusive, checked before each step that removes something; shared for
+   * a dry run, which removes nothing and must not stop writers (what they have not indexed or listed
+   * yet is reported as `in_flight`).
+   */
   lock?: HeldRepoLock;
   /** The age of leftovers of interrupted saves that prune sweeps (default LEFTOVER_AGE_MS). */
   leftoverAgeMs?: number;
@@ -73,6 +84,17 @@ export async function pruneRepository(repo: Repository, opts: PruneOptions = {})
 
 async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneReport> {
   const threshold = opts.rewriteThreshold ?? 0.5;
+  // What is stored is listed first, what describes it (locks, index files, listing) read after: a
+  // dry run holds only a shared lock, and a writer beside it writes its packs before indexing them and
+  // its manifest before listing it, holding its lock meanwhile. So a pack listed here and not indexed
+  // below (or a manifest not listed below) is either left by a killed writer, or a running writer's —
+  // and then that writer's lock is among the locks read in between.
+  const names: string[] = [];
+  for await (const s of repo.backend.list('snapshots')) if (!opts.forgotten?.has(s.name)) names.push(s.name);
+  const onDisk = new Map<string, number>();
+  for await (const p of repo.backend.list('packs')) onDisk.set(p.name, p.size);
+  const running = opts.dryRun ? await otherLiveLocks(repo.backend, opts.lock?.name) : [];
+
   // Every index file as it is now, pack by pack (the master index keeps one copy per blob only).
   const indexFiles: string[] = [];
   for await (const f of repo.backend.list('index')) indexFiles.push(f.name);
@@ -88,28 +110,26 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
 
   const listed = new Set<string>();
   for await (const l of repo.backend.list('listing')) listed.add(l.name);
-  const snapshots: string[] = [];
-  const unlisted: string[] = [];
-  for await (const s of repo.backend.list('snapshots')) {
-    if (opts.forgotten?.has(s.name)) continue;
-    (listed.has(s.name) ? snapshots : unlisted).push(s.name);
-  }
+  const snapshots = names.filter((n) => listed.has(n));
+  let unlisted = names.filter((n) => !listed.has(n));
+  // A dry run beside running operations: an unlisted manifest may be a snapshot being written (prune
+  // would wait for it, and find it listed): its references are kept, and it is not counted as removed.
+  const inFlight = running.length > 0 ? unlisted : [];
+  if (inFlight.length > 0) unlisted = [];
   const refs = new ReferenceSet(repo);
   let kept = 0;
-  for (const id of snapshots) {
+  for (const id of [...snapshots, ...inFlight]) {
     let manifest: Awaited<ReturnType<typeof loadSnapshot>>['manifest'];
     try {
       ({ manifest } = await loadSnapshot(repo, id));
     } catch (err) {
       if (err instanceof NotFoundError) continue; // forgotten meanwhile (gc forgets without this lock)
+      if (inFlight.includes(id)) continue; // not a snapshot (yet): nothing it names is counted on
       throw err;
     }
     await refs.addManifest(manifest);
-    kept++;
+    if (!inFlight.includes(id)) kept++;
   }
-
-  const onDisk = new Map<string, number>();
-  for await (const p of repo.backend.list('packs')) onDisk.set(p.name, p.size);
 
   // Each referenced blob is kept in one pack: the first (in index order) that holds it and exists.
   const keeper = new Map<string, string>();
@@ -140,7 +160,10 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
       rewriteEstimate += size - liveBytes;
     } else keep.push(r);
   }
-  const unindexed = [...onDisk.keys()].filter((p) => !packs.has(p));
+  let unindexed = [...onDisk.keys()].filter((p) => !packs.has(p));
+  // A dry run beside running operations: an unindexed pack may be a writer's not indexed yet.
+  const inFlightPacks = running.length > 0 ? unindexed : [];
+  if (inFlightPacks.length > 0) unindexed = [];
   for (const p of unindexed) bytesFreed += onDisk.get(p)!;
   // nothing to remove and one index file: nothing is written (a dry run says what a run would do)
   const idle =
@@ -163,6 +186,16 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
     index_files_replaced: idle ? 0 : indexFiles.length,
     leftovers_removed: 0,
     leftover_bytes_freed: 0,
+    ...(inFlight.length + inFlightPacks.length > 0
+      ? {
+          in_flight: {
+            locks: running,
+            unlisted: inFlight.length,
+            packs_unindexed: inFlightPacks.length,
+            bytes: inFlightPacks.reduce((n, p) => n + onDisk.get(p)!, 0),
+          },
+        }
+      : {}),
   };
   if (opts.dryRun || idle) return report;
 

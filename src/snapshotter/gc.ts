@@ -4,7 +4,8 @@
 // keep among the agent's snapshots of both stores (bundles are unlinked, repository snapshots
 // forgotten; with the group — user snapshot or automatic anchor — and the rule that keeps each kept
 // one), and remove restore backups older than their age. Then the repository is pruned under its
-// exclusive lock, taken without waiting: a busy repository is reported and pruned next time.
+// exclusive lock, taken without waiting: a busy repository is reported and pruned next time. A dry run
+// only reads, and takes what a reader takes: no agent lock, the repository's shared lock.
 
 import { existsSync } from 'node:fs';
 import { lstat, readdir, rm, stat, unlink } from 'node:fs/promises';
@@ -135,6 +136,36 @@ async function oldBackups(
   return out;
 }
 
+/**
+ * Takes the agent's locks for a sweep, without waiting, into `held`: its agent lock (and the default
+ * tenant's when it shares that live memory) and its readers lock, all exclusive — the agent locks
+ * shared for a dry run's look (`probe`), which releases them at once. Returns why the agent is skipped
+ * when one is busy.
+ */
+function lockForSweep(
+  s: LocalSnapshotter,
+  tenant: string,
+  agentId: string,
+  held: HeldLock[],
+  probe = false,
+): string | undefined {
+  const mode = probe ? 'shared' : 'exclusive';
+  // Never wait: an agent in use is swept next time.
+  const lock = tryAcquire(s.layout.agentLockPath(tenant, agentId), mode);
+  if (!lock) return 'busy: another operation holds the agent lock';
+  held.push(lock);
+  if (tenant !== 'default' && s.sharesLiveMemory(agentId, tenant)) {
+    // the same live memory as the default tenant's agent: its lock too (LocalSnapshotter.lockAgent)
+    const shared = tryAcquire(s.layout.agentLockPath('default', agentId), mode);
+    if (!shared) return 'busy: another operation holds the agent lock';
+    held.push(shared);
+  }
+  const readers = tryAcquire(s.layout.readersLockPath(tenant, agentId), 'exclusive');
+  if (!readers) return 'busy: a snapshot of this agent is being exported';
+  held.push(readers);
+  return undefined;
+}
+
 async function sweepAgent(
   s: LocalSnapshotter,
   tenant: string,
@@ -157,19 +188,13 @@ async function sweepAgent(
   };
   const held: HeldLock[] = [];
   try {
-    // Never wait: an agent in use is swept next time.
-    const lock = tryAcquire(s.layout.agentLockPath(tenant, agentId), 'exclusive');
-    if (!lock) return { ...report, skipped: 'busy: another operation holds the agent lock' };
-    held.push(lock);
-    if (tenant !== 'default' && s.sharesLiveMemory(agentId, tenant)) {
-      // the same live memory as the default tenant's agent: its lock too (LocalSnapshotter.lockAgent)
-      const shared = tryAcquire(s.layout.agentLockPath('default', agentId), 'exclusive');
-      if (!shared) return { ...report, skipped: 'busy: another operation holds the agent lock' };
-      held.push(shared);
-    }
-    const readers = tryAcquire(s.layout.readersLockPath(tenant, agentId), 'exclusive');
-    if (!readers) return { ...report, skipped: 'busy: a snapshot of this agent is being exported' };
-    held.push(readers);
+    // A dry run holds no lock (it reads, as list does): a preview never makes a snapshot, restore or
+    // export of the agent wait. It only looks whether the sweep would find the agent busy — the agent
+    // lock tried shared, the readers lock tried, each released at once — and decides on what is stored
+    // now, as the real sweep would.
+    const skipped = lockForSweep(s, tenant, agentId, held, o.dryRun);
+    if (o.dryRun) for (const h of held.splice(0).reverse()) h.release();
+    if (skipped) return { ...report, skipped };
     if (!o.dryRun) {
       await recordOwner(s.layout.agentLockPath(tenant, agentId), 'gc');
       const notes: string[] = [];

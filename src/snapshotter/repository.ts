@@ -812,7 +812,9 @@ export class RepositoryStore {
 
   /**
    * Removes unreferenced data under the exclusive repository lock, waiting up to `waitMs` (default: the
-   * lock timeout; gc passes 0 and reports a busy repository instead of waiting).
+   * lock timeout; gc passes 0 and reports a busy repository instead of waiting). A dry run removes
+   * nothing and takes the shared lock, as check does: a preview (the API's, the console's) never makes a
+   * snapshot wait or fail; what running writers have not indexed or listed yet is its `in_flight`.
    */
   async prune(
     opts: Omit<PruneOptions, 'lock'> & { waitMs?: number; decryptIdentity?: string } = {},
@@ -820,10 +822,11 @@ export class RepositoryStore {
     const { waitMs, decryptIdentity, ...rest } = opts;
     const repo = await this.open(false, [], decryptIdentity);
     const { pruneRepository } = await import('../repository/prune.js');
+    const dryRun = rest.dryRun === true;
     return this.locked(
       repo,
-      true,
-      'prune',
+      !dryRun,
+      dryRun ? 'prune-dry-run' : 'prune',
       async (lock) => pruneRepository(await this.fresh(decryptIdentity), { ...rest, lock }),
       waitMs,
     );
