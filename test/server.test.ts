@@ -1186,6 +1186,47 @@ test('daemon: a scheduled run that fails shows in /v1/schedule and the fleet wit
   assert.ok(lines.includes(`schedule default/ana: failed (error ${last.error_id})`), log);
 });
 
+test('daemon: a scheduled run that finds the repository locked by another process is skipped as busy, not failed', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL, { store: 'repository', lockTimeoutMs: 200 });
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  // Another process holds the repository exclusively (a prune, as far as a snapshot can tell).
+  const holder = startFixture(t, 'hold-repo-lock.ts', [join(a.stateRoot, 'repository'), 'exclusive']);
+  await holder.ready;
+  const lines: string[] = [];
+  const daemon = new Daemon({
+    snapshotter: a.snapshotter,
+    listen: '127.0.0.1:0',
+    schedule: [{ agentId: 'ana', tenant: 'default', intervalMs: 300 }],
+    log: (l) => lines.push(l),
+  });
+  const { url } = await daemon.start();
+  t.after(() => daemon.stop());
+  const status = await until<Schedule & { last_error?: unknown }>(
+    async () => (await call(`${url}/v1/schedule`)).body[0],
+    (st) => st.skipped_busy + st.failures >= 2 && !st.running,
+    100,
+  );
+  assert.equal(status.failures, 0, JSON.stringify(status));
+  assert.equal(status.last_error, undefined);
+  assert.equal(status.runs, 0);
+  const alerts = (await call(`${url}/v1/fleet`)).body.agents[0].alerts as Array<{ code: string }>;
+  assert.ok(!alerts.some((x) => x.code === 'schedule_failed'), JSON.stringify(alerts));
+  const log = lines.join('\n');
+  assert.ok(!/schedule default\/ana: failed/.test(log), log);
+  assert.match(
+    log,
+    /schedule default\/ana: skipped: the repository is locked: exclusive lock of test-holder/,
+  );
+  // The holder gone, the next run snapshots.
+  await holder.killGroup('SIGKILL');
+  const after = await until<Schedule>(
+    async () => (await call(`${url}/v1/schedule`)).body[0],
+    (st) => st.runs >= 1,
+    100,
+  );
+  assert.equal(after.failures, 0);
+});
+
 test('client errors: host places by role (the longest first), other absolute paths dropped, a request error as it is, one id per error', () => {
   const lines: string[] = [];
   const root = join(tmpdir(), 'nexo-ce', 'state');

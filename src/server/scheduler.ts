@@ -1,9 +1,9 @@
 // Owns the daemon's scheduled snapshots: one fixed-rate timer per (tenant, agent) — runs at start +
 // k × interval, no jitter, no drift — whose runs never overlap: a tick that finds the previous run of
-// that agent still going, or the agent locked by another process, is skipped and counted. Runs are
+// that agent still going, or the agent or the repository locked by another process, is skipped and counted. Runs are
 // tracked operations, so a shutdown waits for the one in progress and starts no new one.
 
-import { ConcurrentError } from '../model/errors.js';
+import { SnapshotError } from '../model/errors.js';
 import type { ProgressEvent, SnapshotMeta } from '../model/types.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { type LongTimer, setLongTimeout } from '../util/long-timer.js';
@@ -26,7 +26,7 @@ export interface ScheduleStatus {
   running: boolean;
   runs: number;
   failures: number;
-  /** Ticks skipped because the previous run was still going or another process held the agent. */
+  /** Ticks skipped: the previous run was still going, or another process held the agent or the repository. */
   skipped_busy: number;
   next_at_ms?: number;
   last_started_at_ms?: number;
@@ -42,6 +42,10 @@ export type ScheduleOutcome =
   | { kind: 'failed'; error: unknown; errorId: string };
 
 export const SCHEDULED_LABEL = 'scheduled';
+
+/** A refusal because another operation holds what the run needs: the errors whose outcome is `concurrent`. */
+const busy = (err: unknown): err is SnapshotError =>
+  err instanceof SnapshotError && err.outcome === 'concurrent';
 export const SCHEDULED_CREATED_BY = 'scheduled';
 
 interface Slot {
@@ -145,7 +149,9 @@ export class Scheduler {
           : take(),
       );
     } catch (err) {
-      if (err instanceof ConcurrentError) {
+      // Every busy refusal — the agent's lock or its write gate (CONCURRENT), a repository lock held by
+      // another process (REPOSITORY_LOCKED) — is a skip, as the metrics count it (outcome `concurrent`).
+      if (busy(err)) {
         status.skipped_busy++;
         this.opts.onOutcome?.(entry, { kind: 'skipped', reason: err.message });
       } else {
