@@ -21,9 +21,16 @@ import { join, relative } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { buildSampleAgent, git } from '../scripts/sample-agent.js';
-import { JournalDamagedError, WriteGate, type WriteGateTimeoutError } from '../src/index.js';
+import {
+  JournalDamagedError,
+  type RetentionTickReport,
+  WriteGate,
+  type WriteGateTimeoutError,
+} from '../src/index.js';
+import { Daemon } from '../src/server/daemon.js';
 import { type Agent, copiedAgent, runCli, startFixture } from './helpers/env.js';
 import { agent, expected, fingerprint, mutate, withoutDbBytes } from './helpers/restore.js';
+import { until } from './helpers/wait.js';
 
 /**
  * The agent with one snapshot that every kill during a restore starts from: made by the first test,
@@ -270,4 +277,69 @@ test('a damaged journal (truncated, or of another shape) is JOURNAL_DAMAGED ever
     [...readdirSync(a.memdirRoot), ...readdirSync(a.sqliteDir)].filter((n) => /\.restore-/.test(n)),
     [],
   );
+});
+
+test('gc after a killed restore reports the restore it rolled back or finished as such, not as a leftover; so does the daemon log', async (t) => {
+  const killedAt = async (a: Agent, bundle: string, point: string): Promise<string> => {
+    const child = startFixture(
+      t,
+      'restore-once.ts',
+      [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', bundle],
+      {
+        NEXO_MEMORY_FAULTS: `${point}=kill`,
+      },
+    );
+    assert.equal(await child.exited, -1, `the restore was killed at ${point}: ${child.errors()}`);
+    const journal = a.snapshotter.layout.journalPath('default', 'ana');
+    return (JSON.parse(readFileSync(journal, 'utf8')) as { restore_id: string }).restore_id;
+  };
+
+  // Killed once its journal is prepared: gc rolls it back.
+  const { a, bundle } = await agentWithSnapshot(t);
+  mutate(a);
+  const old = await fingerprint(a);
+  const rid = await killedAt(a, bundle, 'restore.journal.prepared');
+  const r = await runCli(['gc', '--agent', 'ana', ...a.flags, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as RetentionTickReport;
+  assert.deepEqual(report.restores_recovered, [
+    { agent_id: 'ana', tenant: 'default', restore_id: rid, outcome: 'rolled_back' },
+  ]);
+  assert.deepEqual(report.agents[0]!.restore_recovered, { restore_id: rid, outcome: 'rolled_back' });
+  assert.deepEqual(report.agents[0]!.leftovers_removed, [], 'the restore is no leftover');
+  assert.equal(report.orphan_staging_dirs_removed, 0);
+  assert.deepEqual(await fingerprint(a), old);
+  assert.ok(!existsSync(a.snapshotter.layout.journalPath('default', 'ana')));
+
+  // Killed after it committed: gc finishes it; the human output says so.
+  const done = await killedAt(a, bundle, 'restore.journal.committed');
+  const h = await runCli(['gc', '--agent', 'ana', ...a.flags]);
+  assert.equal(h.code, 0, h.stderr);
+  assert.match(h.stdout, new RegExp(`^  restore ${done} of agent ana \\(interrupted\\) finished$`, 'm'));
+  assert.match(h.stdout, /, 0 leftover\(s\);.*; 1 interrupted restore\(s\) finished or rolled back$/m);
+  assert.deepEqual(await fingerprint(a), await expected(bundle));
+
+  // The daemon's start-up sweep logs it plainly.
+  mutate(a);
+  const again = await killedAt(a, bundle, 'restore.journal.prepared');
+  const lines: string[] = [];
+  const daemon = new Daemon({
+    snapshotter: a.snapshotter,
+    listen: '127.0.0.1:0',
+    retention: { intervalMs: 3_600_000 },
+    log: (l) => lines.push(l),
+  });
+  await daemon.start();
+  t.after(() => daemon.stop());
+  const line = await until(
+    async () => lines.find((l) => l.startsWith('gc: ')),
+    (l) => l !== undefined,
+    50,
+  );
+  assert.match(
+    line!,
+    /^gc: 0 deleted, 0 leftovers removed, .*; restore \S+ of agent ana \(interrupted\) rolled back/,
+  );
+  assert.ok(line!.includes(`restore ${again} of agent ana (interrupted) rolled back`), line);
+  await daemon.stop();
 });

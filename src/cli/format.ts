@@ -3,6 +3,7 @@
 
 import type { SnapshotDiff } from '../diff/diff.js';
 import { snapshotKind } from '../model/kind.js';
+import { recoveredRestoreLine } from '../model/restore-note.js';
 import type {
   ExportResult,
   RecoverResult,
@@ -290,6 +291,7 @@ export function formatGc(r: RetentionTickReport): string {
         lines.push(`    ${action(d.action)}  ${d.id}  ${iso(d.created_at_ms)}  ${d.label ?? '-'}  (${why})`);
       }
     }
+    if (a.restore_recovered) lines.push(`  ${recoveredRestoreLine(a.agent_id, a.restore_recovered)}`);
     for (const l of a.leftovers_removed) lines.push(`  ${l}`);
     for (const b of a.backups_removed)
       lines.push(`  ${r.dry_run ? 'would remove' : 'removed'} restore backup ${b}`);
@@ -299,7 +301,10 @@ export function formatGc(r: RetentionTickReport): string {
     // its prune, on the `repository:` line
     `${r.dry_run ? 'would delete' : 'deleted'} ${r.bundles_deleted} snapshot(s) (${humanBytes(r.bytes_freed)} of files${r.dry_run ? ' would be freed' : ' freed'}), kept ${r.bundles_kept}, ` +
       `${r.backups_removed} backup(s), ${r.orphan_staging_dirs_removed} leftover(s); ${r.agents_visited} agent(s) swept, ` +
-      `${r.agents_busy} busy, ${r.errors} error(s)`,
+      `${r.agents_busy} busy, ${r.errors} error(s)` +
+      (r.restores_recovered.length > 0
+        ? `; ${r.restores_recovered.length} interrupted restore(s) finished or rolled back`
+        : ''),
   );
   const pr = r.prune;
   if (pr?.status === 'busy') lines.push(`repository: not pruned, ${pr.skipped} (the next sweep prunes)`);

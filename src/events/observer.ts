@@ -27,7 +27,14 @@ export class LifecycleEventsObserver implements OperationObserver {
         if (r.dryRun || !r.report) break;
         const g = r.report;
         // A sweep that deleted and removed nothing changed nothing: no event (a quiet store stays quiet).
-        if (g.bundles_deleted + g.orphan_staging_dirs_removed + g.backups_removed === 0) break;
+        if (
+          g.bundles_deleted +
+            g.orphan_staging_dirs_removed +
+            g.backups_removed +
+            g.restores_recovered.length ===
+          0
+        )
+          break;
         const now = Date.now();
         for (const a of r.report.agents) {
           for (const d of a.decisions) {

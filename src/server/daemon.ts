@@ -9,6 +9,7 @@
 import type { AddressInfo } from 'node:net';
 import { CONFIG_DEFAULTS, tokenProblem } from '../config/config.js';
 import { asSnapshotError, ConfigError } from '../model/errors.js';
+import { recoveredRestoreLine } from '../model/restore-note.js';
 import { operationsOfOthers, storeAgentPairs } from '../snapshotter/fleet.js';
 import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
@@ -118,6 +119,7 @@ export class Daemon {
             if (
               r.bundles_deleted ||
               r.orphan_staging_dirs_removed ||
+              r.restores_recovered.length ||
               r.errors ||
               r.backups_removed ||
               pruned ||
@@ -125,6 +127,7 @@ export class Daemon {
             )
               this.log(
                 `gc: ${r.bundles_deleted} deleted, ${r.orphan_staging_dirs_removed} leftovers removed, ${r.backups_removed} backups removed, ${r.errors} errors, ${r.agents_busy} busy` +
+                  r.restores_recovered.map((x) => `; ${recoveredRestoreLine(x.agent_id, x)}`).join('') +
                   (!p
                     ? ''
                     : 'bytes_freed' in p

@@ -17,6 +17,7 @@ import {
   UnknownAgentError,
 } from '../model/errors.js';
 import { uuidV7Time, validateAgentId, validateTenant } from '../model/ids.js';
+import { interruptedRestoreNote } from '../model/restore-note.js';
 import type { SnapshotMeta } from '../model/types.js';
 import {
   DEFAULT_POLICY,
@@ -63,6 +64,13 @@ export interface AgentGcReport {
   /** Over the HTTP API: the id of the daemon's log line with the whole `error` (server/client-errors.ts). */
   error_id?: string;
   decisions: Decision[];
+  /**
+   * An interrupted restore of the agent (its journal left by a killed restore) that the sweep finished
+   * (`completed`: it had committed) or rolled back (`rolled_back`: the agent is as before it). Not a
+   * leftover: absent when there was none.
+   */
+  restore_recovered?: { restore_id: string; outcome: 'rolled_back' | 'completed' };
+  /** Leftovers of killed operations removed (staging, partial files, restore staging), bundles completed. */
   leftovers_removed: string[];
   backups_removed: string[];
   bytes_freed: number;
@@ -88,6 +96,13 @@ export interface RetentionTickReport {
   bytes_freed: number;
   backups_removed: number;
   agents_busy: number;
+  /** The interrupted restores the sweep finished or rolled back (each agent's `restore_recovered`). */
+  restores_recovered: Array<{
+    agent_id: string;
+    tenant: string;
+    restore_id: string;
+    outcome: 'rolled_back' | 'completed';
+  }>;
   dry_run: boolean;
   /** The rules applied, under the config's key names. */
   policy: RetentionPolicyReport;
@@ -198,8 +213,14 @@ async function sweepAgent(
     if (!o.dryRun) {
       await recordOwner(s.layout.agentLockPath(tenant, agentId), 'gc');
       const notes: string[] = [];
-      await s.recoverInterrupted(agentId, tenant, o.leftoverGraceMs, (n) => notes.push(n), list);
-      report.leftovers_removed = notes;
+      const r = await s.recoverInterrupted(agentId, tenant, o.leftoverGraceMs, (n) => notes.push(n), list);
+      // A restore finished or rolled back is said as such, not counted among the leftovers.
+      if (r?.restore_id !== undefined && r.outcome !== 'cleaned') {
+        const recovered = { restore_id: r.restore_id, outcome: r.outcome };
+        report.restore_recovered = recovered;
+        const note = interruptedRestoreNote(r.restore_id, agentId, r.outcome);
+        report.leftovers_removed = notes.filter((n) => n !== note);
+      } else report.leftovers_removed = notes;
     }
     const dir = s.layout.snapshotsDir(tenant, agentId);
     const { metas: bundles } = await listDir(dir, agentId, tenant);
@@ -350,6 +371,9 @@ export async function collectGarbage(
     bytes_freed: count((r) => r.bytes_freed) + (prune && 'bytes_freed' in prune ? prune.bytes_freed : 0),
     backups_removed: count((r) => r.backups_removed.length),
     agents_busy: agents.filter((r) => r.skipped).length,
+    restores_recovered: agents.flatMap((r) =>
+      r.restore_recovered ? [{ agent_id: r.agent_id, tenant: r.tenant, ...r.restore_recovered }] : [],
+    ),
     dry_run: o.dryRun,
     policy: policyReport(policy),
     agents,

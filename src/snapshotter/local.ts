@@ -41,6 +41,7 @@ import {
   validateLabel,
   validateTenant,
 } from '../model/ids.js';
+import { interruptedRestoreNote } from '../model/restore-note.js';
 import {
   DB_NAMES,
   type DeleteResult,
@@ -835,9 +836,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         const r = await recoverJournal(journalPath, this.state);
         if (r) {
           recovered = { agent_id: agentId, tenant, outcome: r.outcome, restore_id: r.journal.restore_id };
-          warn(
-            `interrupted restore ${r.journal.restore_id} of agent ${agentId}: ${r.outcome.replace('_', ' ')}`,
-          );
+          warn(interruptedRestoreNote(r.journal.restore_id, agentId, r.outcome));
         }
       } finally {
         await gate.release();
