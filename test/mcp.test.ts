@@ -313,19 +313,22 @@ test('mcp: a failing call is a tool error with its code and an error id, no host
   assert.ok((await logged(stateId)).includes(`memory_diff: STATE state provider: ${cursor} `), log);
   writeFileSync(cursor, good);
 
-  // An error that is no SnapshotError (an unreadable restore journal): INTERNAL, nothing of its message.
+  // A damaged restore journal (JOURNAL_DAMAGED): its place by role, the log has the path. (An error that
+  // is no SnapshotError, INTERNAL, is told without its message: server.test.ts, with an injected bug.)
   const journal = join(a.stateRoot, 'tenants', 'default', 'journals', 'ana.restore.json');
   mkdirSync(join(journal, '..'), { recursive: true });
   writeFileSync(journal, '{"journal_version": 99}');
   const r = await callTool(client, 'memory_snapshot', {});
   assert.equal(r.isError, true);
   const id = /error id ([0-9a-f]{8})\)$/.exec(textOf(r))?.[1];
-  assert.equal(
+  assert.match(
     textOf(r),
-    `memory_snapshot failed: internal error (Error); the server's log has it under error id ${id} (INTERNAL, error id ${id})`,
+    /^memory_snapshot failed: restore journal <state root>\/tenants\/default\/journals\/ana\.restore\.json is damaged /,
   );
+  assert.ok(textOf(r).endsWith(`(JOURNAL_DAMAGED, error id ${id})`), textOf(r));
+  noHostPath(textOf(r));
   assert.ok(
-    (await logged(id!)).includes(`memory_snapshot: INTERNAL Error: unreadable restore journal ${journal}`),
+    (await logged(id!)).includes(`memory_snapshot: JOURNAL_DAMAGED restore journal ${journal} is damaged`),
     log,
   );
   assert.deepEqual(storeEntries(a), []);

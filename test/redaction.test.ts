@@ -619,15 +619,16 @@ test('CLI: exact by default, --redact and config turn it on; list and restore sh
   assert.equal(JSON.parse(r.stdout).redactions_applied, true);
 
   const before = storeEntries(a);
+  // (a top-level `snapshot:` section's keys are named as the file writes them)
   for (const [yaml, key] of [
-    ['snapshot:\n  redaction:\n    enable: true\n', /memory\.snapshot\.redaction\.enable: unknown key/],
+    ['snapshot:\n  redaction:\n    enable: true\n', /: snapshot\.redaction\.enable: unknown key/],
     [
       "snapshot:\n  redaction:\n    allowlist: ['(']\n",
-      /memory\.snapshot\.redaction\.allowlist\[0\] must be a valid regular expression/,
+      /: snapshot\.redaction\.allowlist\[0\] must be a valid regular expression/,
     ],
     [
       'snapshot:\n  redaction:\n    exclude_rules: [nope]\n',
-      /memory\.snapshot\.redaction\.exclude_rules\[0\] must be a redaction rule id/,
+      /: snapshot\.redaction\.exclude_rules\[0\] must be a redaction rule id/,
     ],
   ] as const) {
     writeFileSync(cfg, yaml);

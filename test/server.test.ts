@@ -1095,22 +1095,22 @@ test('serve: a failure tells the client its code, a message without host paths a
   assert.ok(ioLine.includes(`IO creating snapshot directory ${agentDir}`), ioLine);
   rmSync(agentDir);
 
-  // An error that is no SnapshotError (an unreadable restore journal): INTERNAL, no message of its own.
+  // A damaged restore journal (JOURNAL_DAMAGED, a 500): its place by role; the log has it whole. (An error
+  // that is no SnapshotError, INTERNAL, is told without its message: below, with an injected bug.)
   const journal = join(a.stateRoot, 'tenants', 'default', 'journals', 'ana.restore.json');
   mkdirSync(join(journal, '..'), { recursive: true });
   writeFileSync(journal, '{"journal_version": 99}');
   const internal = await post();
   assert.equal(internal.status, 500);
   const id = internal.body.error.error_id;
-  assert.deepEqual(internal.body.error, {
-    code: 'INTERNAL',
-    message: `internal error (Error); the server's log has it under error id ${id}`,
-    outcome: 'error',
-    error_id: id,
-  });
+  assert.equal(internal.body.error.code, 'JOURNAL_DAMAGED');
+  assert.match(
+    internal.body.error.message,
+    /^restore journal <state root>\/tenants\/default\/journals\/ana\.restore\.json is damaged /,
+  );
+  assertNoHostPath(a, internal.text);
   const internalLine = logLineOf(d.stderr(), id);
-  assert.ok(internalLine.includes(`INTERNAL Error: unreadable restore journal ${journal}`), internalLine);
-  assert.match(d.stderr(), new RegExp(`error ${id} [^\\n]*\\n\\s+at readJournal`), 'with its stack');
+  assert.ok(internalLine.includes(`JOURNAL_DAMAGED restore journal ${journal} is damaged`), internalLine);
 
   // The activity feed tells the same, under the same ids; each error was logged once.
   const recent = (await call(`${d.url}/v1/activity`, { headers: auth() })).body.recent as Array<{
@@ -1119,7 +1119,7 @@ test('serve: a failure tells the client its code, a message without host paths a
   assert.deepEqual(
     recent.slice(0, 2).map((e) => [e.error?.code, e.error?.error_id]),
     [
-      ['INTERNAL', id],
+      ['JOURNAL_DAMAGED', id],
       ['IO', io.body.error.error_id],
     ],
   );
