@@ -336,7 +336,7 @@ test('mcp: a failing call is a tool error with its code and an error id, no host
   // The operator at the CLI gets the whole message.
   const cli = await runCli(['snapshot', '--agent', 'ana', '--no-progress', ...a.flags]);
   assert.equal(cli.code, 1);
-  assert.ok(cli.stderr.includes(`unreadable restore journal ${journal}`), cli.stderr);
+  assert.ok(cli.stderr.includes(`restore journal ${journal} is damaged`), cli.stderr);
 });
 
 test('mcp: exits 0 when stdin closes; a bad agent id fails at start with nothing on stdout', async (t) => {
