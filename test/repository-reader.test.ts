@@ -692,7 +692,8 @@ function historyOf(dir: string): { refs: string; objects: string } {
 // The library's answers: list, and export of a snapshot into a bundle read with GNU tar and git
 
 const SMALL = { files: 4, commits: 3, memories: 150, embeddings: 20, concepts: 10, compactions: 3 };
-const LABEL = 'quote " backslash \\ slash / é \u2028 \u{1F600}';
+// (a label may not hold line separators, U+2028/U+2029, nor controls: model/ids.ts)
+const LABEL = 'quote " backslash \\ slash / é \u00a0 \u{1F600}';
 
 function repoAgent(t: TestContext, snap: Partial<LocalSnapshotterOptions> = {}): Agent {
   const a = sampleAgent(t, 'ana', SMALL, { store: 'repository', ...snap });
