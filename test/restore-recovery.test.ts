@@ -23,11 +23,13 @@ import Database from 'better-sqlite3';
 import { buildSampleAgent, git } from '../scripts/sample-agent.js';
 import {
   JournalDamagedError,
+  type RecoverSweepEntry,
   type RetentionTickReport,
   WriteGate,
   type WriteGateTimeoutError,
 } from '../src/index.js';
 import { Daemon } from '../src/server/daemon.js';
+import { runBuiltCli } from './helpers/built-cli.js';
 import { type Agent, copiedAgent, runCli, startFixture } from './helpers/env.js';
 import { agent, expected, fingerprint, mutate, withoutDbBytes } from './helpers/restore.js';
 import { until } from './helpers/wait.js';
@@ -246,13 +248,27 @@ test('a damaged journal (truncated, or of another shape) is JOURNAL_DAMAGED ever
     ]) {
       const r = await runCli([...cmd, ...a.flags, '--json']);
       assert.equal(r.code, 1, `${what}: ${cmd.join(' ')}: ${r.stderr}`);
-      const e = (JSON.parse(r.stdout) as { error: Record<string, unknown> }).error;
-      assert.equal(e.code, 'JOURNAL_DAMAGED', `${what}: ${cmd.join(' ')}: ${r.stdout}`);
-      assert.equal(e.outcome, 'damaged');
-      assert.match(String(e.message), why);
-      assert.ok(String(e.message).includes(journal), 'the message names the journal');
-      assert.match(String(e.message), /nexo-memory restore --agent ana --undo/);
-      assert.deepEqual(e.details, { path: journal, agent_id: 'ana', tenant: 'default' });
+      if (cmd[1] === '--all') {
+        // a sweep reports the agent's failure as its entry (the next agents are recovered: below)
+        const [f, ...rest] = JSON.parse(r.stdout) as RecoverSweepEntry[];
+        assert.deepEqual(rest, [], r.stdout);
+        assert.ok(f?.outcome === 'failed', r.stdout);
+        assert.deepEqual(
+          [f.agent_id, f.tenant, f.error_code, f.exit_code],
+          ['ana', 'default', 'JOURNAL_DAMAGED', 1],
+        );
+        assert.match(f.error, why);
+        assert.ok(f.error.includes(journal), 'the message names the journal');
+        assert.match(f.error, /nexo-memory restore --agent ana --undo/);
+      } else {
+        const e = (JSON.parse(r.stdout) as { error: Record<string, unknown> }).error;
+        assert.equal(e.code, 'JOURNAL_DAMAGED', `${what}: ${cmd.join(' ')}: ${r.stdout}`);
+        assert.equal(e.outcome, 'damaged');
+        assert.match(String(e.message), why);
+        assert.ok(String(e.message).includes(journal), 'the message names the journal');
+        assert.match(String(e.message), /nexo-memory restore --agent ana --undo/);
+        assert.deepEqual(e.details, { path: journal, agent_id: 'ana', tenant: 'default' });
+      }
       assert.equal(
         readFileSync(journal, 'utf8'),
         text,
@@ -277,6 +293,97 @@ test('a damaged journal (truncated, or of another shape) is JOURNAL_DAMAGED ever
     [...readdirSync(a.memdirRoot), ...readdirSync(a.sqliteDir)].filter((n) => /\.restore-/.test(n)),
     [],
   );
+});
+
+test("recover --all and gc --all recover every agent they can: one agent's damaged journal is reported as its failure, the next agent's killed restore is still recovered, and the run exits with the failure's status", async (t) => {
+  // ana (first in the sweep's order) has a damaged journal; bob's restore is killed for real, again and
+  // again. A sweep that stopped at the first failure never reached bob.
+  const a = agent(t);
+  buildSampleAgent(a.root, 'bob', { files: 6, commits: 3, memories: 50, embeddings: 20, concepts: 10 });
+  const bob: Agent = {
+    ...a,
+    agentId: 'bob',
+    memdir: join(a.memdirRoot, 'bob'),
+    sqliteDir: join(a.sqliteRoot, 'bob'),
+  };
+  const s = a.snapshotter;
+  const anaSnap = (await s.snapshot({ agentId: 'ana' })).bundle_path;
+  const bobSnap = (await s.snapshot({ agentId: 'bob' })).bundle_path;
+  const killed = async (who: Agent, bundle: string, point: string): Promise<string> => {
+    const child = startFixture(
+      t,
+      'restore-once.ts',
+      [a.stateRoot, a.memdirRoot, a.sqliteRoot, who.agentId, bundle],
+      { NEXO_MEMORY_FAULTS: `${point}=kill` },
+    );
+    assert.equal(
+      await child.exited,
+      -1,
+      `the restore of ${who.agentId} was killed at ${point}: ${child.errors()}`,
+    );
+    const j = s.layout.journalPath('default', who.agentId);
+    return (JSON.parse(readFileSync(j, 'utf8')) as { restore_id: string }).restore_id;
+  };
+  mutate(a);
+  await killed(a, anaSnap, 'restore.swap.memdir.in');
+  const anaJournal = s.layout.journalPath('default', 'ana');
+  const damaged = readFileSync(anaJournal, 'utf8').slice(0, 40);
+  writeFileSync(anaJournal, damaged);
+  const bobJournal = s.layout.journalPath('default', 'bob');
+
+  // --json, the built CLI's real exit status: bob rolled back, ana's failure an entry of its own.
+  mutate(bob);
+  let old = await fingerprint(bob);
+  let rid = await killed(bob, bobSnap, 'restore.swap.sqlite.long_term.in');
+  let r = await runBuiltCli(['recover', '--all', ...a.flags, '--json']);
+  assert.equal(r.code, 1, `the failure's exit status (JOURNAL_DAMAGED): ${r.stderr}`);
+  const entries = JSON.parse(r.stdout) as RecoverSweepEntry[];
+  assert.deepEqual(
+    entries.map((e) => [e.agent_id, e.tenant, e.outcome]),
+    [
+      ['ana', 'default', 'failed'],
+      ['bob', 'default', 'rolled_back'],
+    ],
+    r.stdout,
+  );
+  const [fail, done] = entries;
+  assert.ok(fail?.outcome === 'failed');
+  assert.equal(fail.error_code, 'JOURNAL_DAMAGED');
+  assert.equal(fail.exit_code, 1);
+  assert.ok(fail.error.includes(anaJournal), fail.error);
+  assert.ok(done?.outcome === 'rolled_back');
+  assert.equal(done.restore_id, rid);
+  assert.match(r.stderr, /^error: agent ana \(tenant default\): restore journal .*damaged/m);
+  assert.deepEqual(await fingerprint(bob), old, 'bob is as before its killed restore');
+  assert.ok(!existsSync(bobJournal), "bob's journal is gone");
+  assert.equal(readFileSync(anaJournal, 'utf8'), damaged, "ana's damaged journal is kept as it was");
+
+  // The human output: a line per agent, the failure with its code.
+  rid = await killed(bob, bobSnap, 'restore.journal.committed');
+  r = await runCli(['recover', '--all', ...a.flags]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stdout, /^ana \(tenant default\): failed: JOURNAL_DAMAGED: restore journal /m);
+  assert.match(r.stdout, new RegExp(`^bob \\(tenant default\\): restore ${rid} completed`, 'm'));
+  assert.deepEqual(await fingerprint(bob), await expected(bobSnap));
+  assert.ok(!existsSync(bobJournal));
+
+  // gc's sweep: the same (each agent swept on its own; the exit status is the first error's).
+  mutate(bob, 'again');
+  old = await fingerprint(bob);
+  rid = await killed(bob, bobSnap, 'restore.journal.prepared');
+  r = await runBuiltCli(['gc', '--all', ...a.flags, '--json']);
+  assert.equal(r.code, 1, r.stderr);
+  const report = JSON.parse(r.stdout) as RetentionTickReport;
+  assert.equal(report.errors, 1, r.stdout);
+  const byId = new Map(report.agents.map((x) => [x.agent_id, x]));
+  assert.equal(byId.get('ana')?.error_code, 'JOURNAL_DAMAGED');
+  assert.deepEqual(byId.get('bob')?.restore_recovered, { restore_id: rid, outcome: 'rolled_back' });
+  assert.deepEqual(report.restores_recovered, [
+    { agent_id: 'bob', tenant: 'default', restore_id: rid, outcome: 'rolled_back' },
+  ]);
+  assert.deepEqual(await fingerprint(bob), old);
+  assert.ok(!existsSync(bobJournal));
+  assert.equal(readFileSync(anaJournal, 'utf8'), damaged);
 });
 
 test('gc after a killed restore reports the restore it rolled back or finished as such, not as a leftover; so does the daemon log', async (t) => {

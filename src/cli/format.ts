@@ -6,7 +6,7 @@ import { snapshotKind } from '../model/kind.js';
 import { recoveredRestoreLine } from '../model/restore-note.js';
 import type {
   ExportResult,
-  RecoverResult,
+  RecoverSweepEntry,
   RestoreReport,
   SnapshotMeta,
   VerifyReport,
@@ -249,10 +249,12 @@ export function formatRestore(r: RestoreReport): string {
   return lines.join('\n');
 }
 
-export function formatRecover(results: RecoverResult[]): string {
+export function formatRecover(results: RecoverSweepEntry[]): string {
   if (results.length === 0) return 'nothing to recover';
   return results
     .map((r) => {
+      if (r.outcome === 'failed')
+        return `${r.agent_id} (tenant ${r.tenant}): failed: ${r.error_code}: ${r.error}`;
       const left = r.leftovers_removed?.length ?? 0;
       const what =
         r.outcome === 'cleaned'

@@ -357,3 +357,20 @@ export interface RecoverResult {
    */
   leftovers_removed?: string[];
 }
+
+/**
+ * One agent that `recover --all` could not recover (`recoverAll`): the sweep goes on with the next
+ * agent and reports the error as the typed errors carry it (as gc's `AgentGcReport` does).
+ */
+export interface RecoverFailure {
+  agent_id: string;
+  tenant: string;
+  outcome: 'failed';
+  error: string;
+  /** The error's stable code (`JOURNAL_DAMAGED`, `CONCURRENT`, …) and its exit status. */
+  error_code: string;
+  exit_code: number;
+}
+
+/** An entry of `recoverAll`'s report: an agent recovered (or cleaned), or one that failed. */
+export type RecoverSweepEntry = RecoverResult | RecoverFailure;

@@ -47,6 +47,7 @@ import {
   type DeleteResult,
   type ExportResult,
   type RecoverResult,
+  type RecoverSweepEntry,
   type RestoreReport,
   type RestoreRequest,
   type SnapshotMeta,
@@ -901,13 +902,27 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /**
    * `nexo-memory recover --all`: `recover` for every agent of the store (a snapshot directory or a
    * journal), so it removes exactly what `recover --agent` removes, leftovers of kills before any
-   * journal was written included.
+   * journal was written included. One agent's failure (a damaged journal, a lock that stayed held, an
+   * I/O error) does not stop the sweep: it is an entry of its own (`outcome: 'failed'`, with the error's
+   * code and exit status) and the next agents are recovered as they would be without it.
    */
-  async recoverAll(): Promise<RecoverResult[]> {
-    const out: RecoverResult[] = [];
+  async recoverAll(): Promise<RecoverSweepEntry[]> {
+    const out: RecoverSweepEntry[] = [];
     for (const [tenant, agent] of await storeAgents(this.layout)) {
-      const r = await this.recover(agent, tenant);
-      if (r) out.push(r);
+      try {
+        const r = await this.recover(agent, tenant);
+        if (r) out.push(r);
+      } catch (err) {
+        const e = asSnapshotError(err, `recovery of agent ${agent}`);
+        out.push({
+          agent_id: agent,
+          tenant,
+          outcome: 'failed',
+          error: e.message,
+          error_code: e.code,
+          exit_code: e.exitCode,
+        });
+      }
     }
     return out;
   }

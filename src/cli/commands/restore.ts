@@ -22,7 +22,7 @@ import {
 } from '../context.js';
 import { formatRecover, formatRestore } from '../format.js';
 import type { ProgressReporter } from '../progress.js';
-import { printText } from '../terminal.js';
+import { printText, terminalText } from '../terminal.js';
 import {
   agentOption,
   configOption,
@@ -241,7 +241,15 @@ export function recoverCommand() {
           : [await s.recover(opts.agent!, opts.tenant)].filter((r) => r !== undefined);
         if (opts.json) printJson(results);
         else printText(formatRecover(results));
-        return 0;
+        // A sweep recovers every agent it can; each failure is said on stderr, and the exit status is
+        // the first failure's (as gc's), 0 when none failed.
+        let code = 0;
+        for (const r of results) {
+          if (r.outcome !== 'failed') continue;
+          process.stderr.write(`error: agent ${r.agent_id} (tenant ${r.tenant}): ${terminalText(r.error)}\n`);
+          code ||= r.exit_code;
+        }
+        return code;
       });
     });
 }
