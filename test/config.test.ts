@@ -3,6 +3,7 @@
 // events); CLI flags override the file.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -15,8 +16,9 @@ import {
   retentionWorkerOptionsFromConfig,
   snapshotterOptionsFromConfig,
 } from '../src/index.js';
-import { runBuiltCli } from './helpers/built-cli.js';
-import { runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { Daemon } from '../src/server/daemon.js';
+import { BIN, ensureBuilt, runBuiltCli } from './helpers/built-cli.js';
+import { REPO, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { collect, deadBrokerUrl, startNats } from './helpers/nats.js';
 
 const RECIPIENT = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
@@ -266,9 +268,23 @@ test('every kind of rule, in every section: the exact message, and which of seve
       `schedule:\n  - ${ok}\n  - agents: [ana]\n    interval_secs: 31536001`,
       `${M}.schedule[1].interval_secs must be ≤ 31536000`,
     ],
+    // the label rule of every snapshot (model/ids.ts labelProblem), checked when the config is loaded
     [
       `schedule:\n  - ${ok}\n    label: "${'x'.repeat(201)}"`,
-      `${M}.schedule[0].label must be at most 200 characters`,
+      `${M}.schedule[0].label is not a valid label: at most 200 characters`,
+    ],
+    [`schedule:\n  - ${ok}\n    label: "${'🐋'.repeat(200)}"`, ''], // 200 characters, 400 UTF-16 units
+    [
+      `schedule:\n  - ${ok}\n  - ${ok}\n    label: "nightly\\x07"`,
+      `${M}.schedule[1].label is not a valid label: must not contain control characters (U+0007; C0/C1 controls, bidirectional controls and line separators are refused)`,
+    ],
+    [
+      `schedule:\n  - ${ok}\n    label: "a\\u2028b"`,
+      `${M}.schedule[0].label is not a valid label: must not contain control characters (U+2028; C0/C1 controls, bidirectional controls and line separators are refused)`,
+    ],
+    [
+      `schedule:\n  - ${ok}\n    label: "\\u202Eevil"`,
+      `${M}.schedule[0].label is not a valid label: must not contain control characters (U+202E; C0/C1 controls, bidirectional controls and line separators are refused)`,
     ],
     [`schedule:\n  - ${ok}\n    label: ""`, `${M}.schedule[0].label must not be empty`],
     [`schedule:\n  - ${ok}\n    every: 5`, `${M}.schedule[0].every: unknown key`],
@@ -460,6 +476,84 @@ test('CLI: enabled: false refuses commands that write the store, read-only ones 
   assert.equal(r.code, 0, r.stderr);
   assert.equal(JSON.parse(r.stdout).length, 1);
   assert.equal((await a.snapshotter.list('ana')).length, 1, 'nothing was written');
+});
+
+test("a schedule entry's label no snapshot can carry stops serve at start-up (CONFIG naming the key), not its runs hours later; every command with the config says so", async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 10, embeddings: 5 });
+  const cfg = join(a.root, 'daemon.yaml');
+  const key = 'memory.snapshot.schedule[1].label';
+  // YAML's "\x1b" is an ESC character: a label that would colour the operator's terminal in `list`.
+  writeFileSync(
+    cfg,
+    section(`root: ${a.stateRoot}
+memdir_root: ${a.memdirRoot}
+sqlite_root: ${a.sqliteRoot}
+schedule:
+  - agents: [ana]
+    interval_secs: 3600
+  - agents: [ana]
+    tenant: other
+    interval_secs: 3600
+    label: "nightly\\x1b[31m"`),
+  );
+  // The real daemon: it must exit before it listens (an unchecked label let it start and fail each run).
+  ensureBuilt();
+  const child = spawn(
+    process.execPath,
+    [BIN, 'serve', '--listen', '127.0.0.1:0', '--config', cfg, '--json'],
+    {
+      cwd: REPO,
+      env: { ...process.env, NEXO_MEMORY_TOKEN: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c) => {
+    out += c;
+  });
+  child.stderr!.on('data', (c) => {
+    err += c;
+  });
+  const code = await new Promise<number | string>((resolve) => {
+    const timer = setTimeout(() => resolve('still running after 60 s'), 60_000);
+    child.on('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c ?? 'killed');
+    });
+    child.stdout!.on('data', () => {
+      if (/listening/.test(out)) {
+        clearTimeout(timer);
+        resolve(`listening: ${out}`);
+      }
+    });
+  });
+  assert.equal(code, 1, `serve refused to start: ${out} ${err}`);
+  const e = JSON.parse(out).error as { code: string; message: string };
+  assert.equal(e.code, 'CONFIG');
+  const message = `${key} is not a valid label: must not contain control characters (U+001B; C0/C1 controls, bidirectional controls and line separators are refused)`;
+  assert.equal(e.message, message);
+  assert.equal(err, `error: ${message}\n`);
+  // Any command given the config checks it (the CLI has no separate config check): the same error.
+  const r = await runCli(['list', '--agent', 'ana', '--config', cfg, '--json']);
+  assert.equal(r.code, 1, r.stdout);
+  assert.deepEqual(
+    [JSON.parse(r.stdout).error.code, JSON.parse(r.stdout).error.message],
+    ['CONFIG', message],
+  );
+  // The daemon given such an entry by a program (no config file) refuses it too, at construction.
+  assert.throws(
+    () =>
+      new Daemon({
+        snapshotter: a.snapshotter,
+        listen: '127.0.0.1:0',
+        schedule: [{ agentId: 'ana', tenant: 'default', intervalMs: 3_600_000, label: 'x'.repeat(201) }],
+      }),
+    { code: 'INVALID_INPUT', message: 'invalid label: at most 200 characters' },
+  );
 });
 
 test('the server section is resolved only where it is used: a ${VAR} only the daemon has does not stop the CLI', async (t) => {

@@ -10,7 +10,7 @@ import { dirname, resolve } from 'node:path';
 import type * as Yaml from 'yaml';
 import { SUBJECT_PREFIX_RE } from '../events/subjects.js';
 import { ConfigError } from '../model/errors.js';
-import { validateAgentId, validateTenant } from '../model/ids.js';
+import { labelProblem, validateAgentId, validateTenant } from '../model/ids.js';
 import { RULE_IDS } from '../policy/redaction/rules.js';
 import { vendored } from '../util/vendored.js';
 import { CONFIG_DEFAULTS, NATS_URL_RE } from './defaults.js';
@@ -221,8 +221,17 @@ const scheduleEntry = object({
   agents: array(agentId()).min(1, 'must list at least one agent'),
   tenant: tenantId().optional(),
   interval_secs: integer().min(60, 'must be ≥ 60').max(31_536_000, 'must be ≤ 31536000'),
-  /** Label of the scheduled snapshots (default `scheduled`). */
-  label: string().min(1, 'must not be empty').max(200, 'must be at most 200 characters').optional(),
+  /**
+   * Label of the scheduled snapshots (default `scheduled`): checked here by the rule every snapshot's
+   * label is checked by (model/ids.ts), not first by a scheduled run hours after the daemon started.
+   */
+  label: string()
+    .min(1, 'must not be empty')
+    .refine(
+      (v) => labelProblem(v) === undefined,
+      (v) => `is not a valid label: ${labelProblem(v)}`,
+    )
+    .optional(),
 });
 
 /**

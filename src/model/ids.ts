@@ -118,23 +118,27 @@ export const MAX_LABEL_CHARS = 200;
 const UNSHOWN = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/;
 
 /**
- * Labels: at most 200 characters, no control characters (UNSHOWN: they end up in file listings and
- * logs), no lone surrogates.
+ * What is wrong with a label, or undefined when it is a valid one: at most 200 characters, no control
+ * characters (UNSHOWN: they end up in file listings and logs), no lone surrogates. The config's
+ * `schedule[].label` is checked with it when the config is loaded (config/config.ts).
  */
-export function validateLabel(label: string | undefined): string | undefined {
-  if (label === undefined) return undefined;
-  if ([...label].length > MAX_LABEL_CHARS) {
-    throw new InvalidInputError(`invalid label: at most ${MAX_LABEL_CHARS} characters`);
-  }
+export function labelProblem(label: string): string | undefined {
+  if ([...label].length > MAX_LABEL_CHARS) return `at most ${MAX_LABEL_CHARS} characters`;
   const bad = UNSHOWN.exec(label);
   if (bad) {
     const cp = `U+${bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}`;
-    throw new InvalidInputError(
-      `invalid label: must not contain control characters (${cp}; C0/C1 controls, bidirectional controls and line separators are refused)`,
-    );
+    return `must not contain control characters (${cp}; C0/C1 controls, bidirectional controls and line separators are refused)`;
   }
   // A lone surrogate has no UTF-8 form: the manifest could not carry it (docs/format.md §4.1).
-  if (/\p{Surrogate}/u.test(label)) throw new InvalidInputError('invalid label: not valid Unicode text');
+  if (/\p{Surrogate}/u.test(label)) return 'not valid Unicode text';
+  return undefined;
+}
+
+/** Labels: labelProblem's rules; INVALID_INPUT ("invalid label: …") naming the rule broken. */
+export function validateLabel(label: string | undefined): string | undefined {
+  if (label === undefined) return undefined;
+  const problem = labelProblem(label);
+  if (problem !== undefined) throw new InvalidInputError(`invalid label: ${problem}`);
   return label;
 }
 

@@ -4,6 +4,7 @@
 // tracked operations, so a shutdown waits for the one in progress and starts no new one.
 
 import { SnapshotError } from '../model/errors.js';
+import { validateLabel } from '../model/ids.js';
 import type { ProgressEvent, SnapshotMeta } from '../model/types.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { type LongTimer, setLongTimeout } from '../util/long-timer.js';
@@ -75,6 +76,8 @@ export class Scheduler {
     },
   ) {
     this.errors = opts.clientErrors ?? new ClientErrors();
+    // A label no snapshot can carry is refused now (INVALID_INPUT), not by every run hours later.
+    for (const e of entries) validateLabel(e.label);
     this.slots = entries.map((entry) => ({
       entry,
       startedAt: 0,
