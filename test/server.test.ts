@@ -221,6 +221,39 @@ test('serve: address printed, /healthz, JSON 4xx for unknown routes, bad methods
   assert.equal(await d.exited, 0);
 });
 
+test('serve: a query parameter given twice is refused (400 INVALID_INPUT naming it), never read as its first value', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const first = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+  const base = `${d.url}/v1/agents/ana`;
+  // once: read as given
+  const once = await call(`${base}/snapshots?tenant=default`, { headers: auth() });
+  assert.equal(once.status, 200, JSON.stringify(once.body));
+  assert.equal(once.body.length, 1);
+  // A proxy that reads the last value (or checks one tenant's rights) and a daemon that read the first
+  // would act on different tenants; with the same value twice there is nothing to disagree on, but the
+  // rule stays one: each parameter once.
+  for (const [method, target, name, times] of [
+    ['GET', `${base}/snapshots?tenant=default&tenant=other`, 'tenant', 2],
+    ['GET', `${base}/snapshots?tenant=default&tenant=default`, 'tenant', 2],
+    ['GET', `${base}/diff?a=${first.id}&b=live&a=${first.id}&a=live`, 'a', 3],
+    ['GET', `${base}/snapshots/${first.id}/ls?path=memdir&path=sqlite`, 'path', 2],
+    ['GET', `${base}/snapshots/${first.id}/verify?deep=false&deep=true`, 'deep', 2],
+    ['POST', `${base}/snapshots?tenant=default&tenant=other`, 'tenant', 2],
+    ['GET', `${d.url}/v1/fleet?tenant=default&tenant=other`, 'tenant', 2],
+  ] as const) {
+    const r = await call(target, {
+      method,
+      headers: jsonHeaders(),
+      ...(method === 'POST' ? { body: '{}' } : {}),
+    });
+    assert.equal(r.status, 400, `${method} ${target}: ${JSON.stringify(r.body)}`);
+    assert.equal(r.body.error.code, 'INVALID_INPUT');
+    assert.equal(r.body.error.message, `query parameter ${name} given ${times} times: give it once`);
+  }
+  assert.equal((await a.snapshotter.list('ana')).length, 1, 'the refused POST took no snapshot');
+});
+
 test('serve: snapshot, list, get, verify, diff, export download, delete over HTTP; /metrics counts them', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });

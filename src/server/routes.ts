@@ -102,10 +102,21 @@ function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
   );
 }
 
-/** Query parameters: only the listed ones are accepted. */
+/**
+ * Query parameters: only the listed ones (and `tenant`) are accepted, each at most once. A parameter
+ * given twice (`?tenant=a&tenant=b`) is refused, not read as its first value: a proxy or a gateway in
+ * front of the daemon may act on another of the values (its last, all of them), and the two would then
+ * disagree on which tenant, snapshot or path the request means.
+ */
 function query(req: ApiRequest, allowed: readonly string[]): URLSearchParams {
+  const seen = new Set<string>();
   for (const k of req.query.keys()) {
     if (k !== 'tenant' && !allowed.includes(k)) throw new InvalidInputError(`unknown query parameter ${k}`);
+    if (seen.has(k))
+      throw new InvalidInputError(
+        `query parameter ${k} given ${req.query.getAll(k).length} times: give it once`,
+      );
+    seen.add(k);
   }
   return req.query;
 }
