@@ -99,7 +99,7 @@ async function resolveRef(
   identities: Identity[] | undefined,
   identityPath: string | undefined,
 ): Promise<Ref> {
-  if (ref === LIVE) return { live: true };
+  if (ref.trim().toLowerCase() === LIVE) return { live: true }; // any case, as `latest`
   const found = await s.findSnapshot(agentId, tenant, ref);
   if (found.repository) {
     const { manifest } = await s.repository.parsed(found.repository.id, identityPath);

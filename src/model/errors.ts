@@ -330,11 +330,13 @@ export class IoError extends SnapshotError {
 }
 
 /**
- * A bundle path that names no file. One ending in `#<snapshot id>` is the `bundle_path` of a repository
- * snapshot, which names a snapshot only in its own repository: the message says how to reach it.
+ * A bundle path that names no file. One ending in `#<snapshot id>` (any UUID spelling) is the
+ * `bundle_path` of a repository snapshot, which names a snapshot only in its own repository: the
+ * message says how to reach it.
  */
 export function bundleNotFound(path: string, cause: unknown): IoError {
-  const repositoryPath = /#[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(path);
+  // (the spellings of ids.ts parseSnapshotId, which imports this module)
+  const repositoryPath = /#\s*(urn:uuid:)?\{?[0-9a-f]{8}(-?[0-9a-f]{4}){3}-?[0-9a-f]{12}\}?\s*$/i.test(path);
   return new IoError(
     repositoryPath
       ? `bundle not found: ${path} (a repository snapshot: give its state root or --repo, or use --agent and --id)`

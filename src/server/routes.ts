@@ -15,7 +15,7 @@ import {
   RestoreRefusedError,
   RouteNotFoundError,
 } from '../model/errors.js';
-import { DEFAULT_TENANT, validateTenant } from '../model/ids.js';
+import { DEFAULT_TENANT, parseSnapshotId, validateTenant } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
 import { openDownload } from '../snapshotter/download.js';
 import { overviewOf, storeAgentPairs } from '../snapshotter/fleet.js';
@@ -192,6 +192,13 @@ function allRoutes(ctx: ApiContext): Route[] {
   const errors = ctx.clientErrors ?? new ClientErrors();
   const board = ctx.activity ?? new ActivityBoard(errors);
   const identityFile = () => (ctx.identityPath ? { decryptIdentity: ctx.identityPath } : {});
+  /** The canonical id of the snapshot `ref` names (any UUID spelling, a prefix, `latest`); else `ref`. */
+  const listedId = async (agent: string, tenant: string, ref: string): Promise<string> =>
+    parseSnapshotId(ref) ??
+    (await s.findSnapshot(agent, tenant, ref).then(
+      (f) => (f.repository ? f.repository.id : f.bundle.id),
+      () => ref,
+    ));
 
   return [
     {
@@ -280,7 +287,11 @@ function allRoutes(ctx: ApiContext): Route[] {
           ...identityFile(),
         });
         board.recordVerify(tenantOf(req), req.params.agent!, {
-          snapshot_id: report.snapshot_id ?? req.params.id!,
+          // the id the snapshot is listed under, however the request spelled it (its case, a prefix,
+          // `latest`): a report kept under another spelling would never match the listing, and the
+          // fleet would drop its alert. A manifest that could not be read gives no snapshot_id.
+          snapshot_id:
+            report.snapshot_id ?? (await listedId(req.params.agent!, tenantOf(req), req.params.id!)),
           status: report.status,
           deep: flag(q, 'deep'),
           at_ms: Date.now(),

@@ -170,14 +170,15 @@ export class RepositoryStore {
   }
 
   /**
-   * The snapshot id when `path` is the `bundle_path` of one of this repository's snapshots
-   * (`<location>#<id>`, as list and snapshot report it), else undefined: such a path names no file.
+   * The snapshot id (canonical: lowercase, hyphenated) when `path` is the `bundle_path` of one of this
+   * repository's snapshots (`<location>#<id>`, as list and snapshot report it, the whole id in any
+   * UUID spelling a plain id takes: any case, braced, `urn:uuid:`, without hyphens), else undefined:
+   * such a path names no file. Two spellings of one id name one snapshot, never a file and a snapshot.
+   * A prefix is not an id here: it is read as a file name.
    */
   idOf(path: string): string | undefined {
     const prefix = `${this.root}#`;
-    if (!path.startsWith(prefix)) return undefined;
-    const id = parseSnapshotId(path.slice(prefix.length));
-    return id === path.slice(prefix.length) ? id : undefined;
+    return path.startsWith(prefix) ? parseSnapshotId(path.slice(prefix.length)) : undefined;
   }
 
   /**

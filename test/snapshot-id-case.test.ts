@@ -1,0 +1,138 @@
+// A snapshot id in any case names one snapshot everywhere (stop 44): the `<repository>#<id>` a list
+// prints, with the id in uppercase, is that snapshot for `verify` and `restore --from` of the real CLI
+// (it was read as a file name: "bundle not found"), and a verify over HTTP with an uppercase id is
+// kept under the id the snapshot is listed by, so the fleet alerts a damaged snapshot however the
+// request spelled it.
+
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { BIN, runBuiltCli } from './helpers/built-cli.js';
+import { REPO, sampleAgent } from './helpers/env.js';
+
+const SMALL = { files: 2, commits: 2, memories: 10, embeddings: 4, concepts: 4, compactions: 2 };
+const TOKEN = 'test-token-0123456789abcdef';
+// the repository store (the suite's default is bundles: test/helpers/env.ts)
+const REPOSITORY = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  runBuiltCli(args, { env: { ...REPOSITORY, ...env } });
+
+test('CLI: verify and restore --from take <repository>#<ID> with the id in uppercase (or braced), as the snapshot', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const snap = await cli(['snapshot', '--agent', 'ana', ...a.flags, '--json']);
+  assert.equal(snap.code, 0, snap.stderr);
+  const meta = JSON.parse(snap.stdout) as { id: string; bundle_path: string };
+  const repo = join(a.stateRoot, 'repository');
+  assert.equal(meta.bundle_path, `${repo}#${meta.id}`);
+  const upper = `${repo}#${meta.id.toUpperCase()}`;
+
+  for (const ref of [upper, `${repo}#{${meta.id.toUpperCase()}}`]) {
+    const v = await cli(['verify', ref, '--state-root', a.stateRoot, '--json']);
+    assert.equal(v.code, 0, v.stderr);
+    const report = JSON.parse(v.stdout) as { status: string; bundle: string; snapshot_id: string };
+    assert.equal(report.status, 'verified');
+    assert.equal(report.bundle, meta.bundle_path, 'named in the canonical lowercase form');
+    assert.equal(report.snapshot_id, meta.id);
+  }
+
+  const r = await cli(['restore', '--agent', 'ana', ...a.flags, '--from', upper, '--dry-run', '--json'], {
+    NEXO_MEMORY_RESTORE_ALLOW: 'true',
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as { bundle: string; dry_run: boolean };
+  assert.equal(report.dry_run, true);
+  assert.equal(report.bundle, meta.bundle_path);
+
+  // diff's `live` is a word in any case, as `latest`; the id in uppercase is the snapshot
+  const diff = await cli(['diff', meta.id.toUpperCase(), 'LIVE', '--agent', 'ana', ...a.flags, '--json']);
+  assert.equal(diff.code, 0, diff.stderr);
+  const d = JSON.parse(diff.stdout) as { a: string; b: string };
+  assert.deepEqual([d.a, d.b], [meta.id, 'live']);
+
+  // another repository's reference is still a file name, with the hint, whatever the id's case
+  const other = await cli([
+    'verify',
+    `${join(a.root, 'elsewhere')}#${meta.id.toUpperCase()}`,
+    '--state-root',
+    a.stateRoot,
+    '--json',
+  ]);
+  assert.equal(other.code, 1);
+  assert.match(other.stdout, /"code": "IO"/);
+  assert.match(other.stdout, /a repository snapshot: give its state root or --repo/);
+});
+
+/** `nexo-memory serve` on port 0; resolves with its base URL. */
+function serve(
+  t: { after(fn: () => void): void },
+  args: string[],
+): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
+    cwd: REPO,
+    env: { ...process.env, ...REPOSITORY, NEXO_MEMORY_TOKEN: TOKEN, NEXO_MEMORY_RESTORE_ALLOW: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (c) => {
+    err += c;
+  });
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (c) => {
+      out += c;
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)\n/.exec(out);
+      if (m) resolve({ url: m[1]!, child });
+    });
+    child.on('exit', (code) => reject(new Error(`serve exited ${code} before listening: ${err}`)));
+  });
+}
+
+test('HTTP: a verify by an uppercase id is recorded under the listed id: the fleet alerts the damaged snapshot', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const ids: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const s = await cli(['snapshot', '--agent', 'ana', ...a.flags, '--json']);
+    assert.equal(s.code, 0, s.stderr);
+    ids.push((JSON.parse(s.stdout) as { id: string }).id);
+  }
+  const damaged = ids[0]!;
+  // its manifest no longer reads: the report has no snapshot_id to take the id from
+  const file = join(a.stateRoot, 'repository', 'snapshots', damaged);
+  const bytes = readFileSync(file);
+  const i = bytes.length >> 1;
+  bytes[i] = bytes[i]! ^ 0xff;
+  writeFileSync(file, bytes);
+
+  const d = await serve(t, a.flags);
+  const headers = { authorization: `Bearer ${TOKEN}` };
+  const got = await fetch(`${d.url}/v1/agents/ana/snapshots/${damaged.toUpperCase()}`, { headers });
+  assert.equal(got.status, 200);
+  assert.equal(((await got.json()) as { id: string }).id, damaged, 'GET answers with the canonical id');
+
+  const v = await fetch(`${d.url}/v1/agents/ana/snapshots/${damaged.toUpperCase()}/verify`, { headers });
+  assert.equal(v.status, 200);
+  const report = (await v.json()) as { status: string; snapshot_id?: string };
+  assert.equal(report.status, 'damaged');
+  assert.equal(report.snapshot_id, undefined, 'the manifest was not read');
+
+  const fleet = (await (await fetch(`${d.url}/v1/fleet`, { headers })).json()) as {
+    agents: Array<{
+      agent_id: string;
+      last_verify?: { snapshot_id: string };
+      alerts: Array<{ code: string; message: string }>;
+    }>;
+  };
+  const ana = fleet.agents.find((x) => x.agent_id === 'ana')!;
+  assert.equal(ana.last_verify?.snapshot_id, damaged, 'recorded under the listed (lowercase) id');
+  assert.deepEqual(
+    ana.alerts.map((x) => x.code),
+    ['damaged'],
+  );
+  assert.equal(ana.alerts[0]!.message, `snapshot ${damaged} verified damaged`);
+  d.child.kill('SIGTERM');
+});
