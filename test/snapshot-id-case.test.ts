@@ -5,12 +5,12 @@
 // request spelled it.
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { BIN, runBuiltCli } from './helpers/built-cli.js';
-import { REPO, sampleAgent } from './helpers/env.js';
+import { runBuiltCli } from './helpers/built-cli.js';
+import { sampleAgent } from './helpers/env.js';
+import { serveBuilt } from './helpers/serve.js';
 
 const SMALL = { files: 2, commits: 2, memories: 10, embeddings: 4, concepts: 4, compactions: 2 };
 const TOKEN = 'test-token-0123456789abcdef';
@@ -64,34 +64,6 @@ test('CLI: verify and restore --from take <repository>#<ID> with the id in upper
   assert.match(other.stdout, /a repository snapshot: give its state root or --repo/);
 });
 
-/** `nexo-memory serve` on port 0; resolves with its base URL. */
-function serve(
-  t: { after(fn: () => void): void },
-  args: string[],
-): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
-    cwd: REPO,
-    env: { ...process.env, ...REPOSITORY, NEXO_MEMORY_TOKEN: TOKEN, NEXO_MEMORY_RESTORE_ALLOW: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (c) => {
-    err += c;
-  });
-  return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (c) => {
-      out += c;
-      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)\n/.exec(out);
-      if (m) resolve({ url: m[1]!, child });
-    });
-    child.on('exit', (code) => reject(new Error(`serve exited ${code} before listening: ${err}`)));
-  });
-}
-
 test('HTTP: a verify by an uppercase id is recorded under the listed id: the fleet alerts the damaged snapshot', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const ids: string[] = [];
@@ -108,7 +80,7 @@ test('HTTP: a verify by an uppercase id is recorded under the listed id: the fle
   bytes[i] = bytes[i]! ^ 0xff;
   writeFileSync(file, bytes);
 
-  const d = await serve(t, a.flags);
+  const d = await serveBuilt(t, a.flags, { ...REPOSITORY, NEXO_MEMORY_TOKEN: TOKEN });
   const headers = { authorization: `Bearer ${TOKEN}` };
   const got = await fetch(`${d.url}/v1/agents/ana/snapshots/${damaged.toUpperCase()}`, { headers });
   assert.equal(got.status, 200);

@@ -1,7 +1,9 @@
 // Small formatters: sizes, ages, dates, snapshot kinds (the same mapping as the library's fleet.ts).
 
-export function bytes(n: number | undefined): string {
+/** A size; `?` for one not known (null: a repository snapshot's added bytes after its entry was rebuilt). */
+export function bytes(n: number | null | undefined): string {
   if (n === undefined) return '—';
+  if (n === null) return '?';
   if (n < 1024) return `${n} B`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];
   let v = n / 1024;

@@ -17,7 +17,8 @@ export interface SnapshotMeta {
   label?: string;
   created_at_ms: number;
   bundle_size_bytes: number;
-  added_bytes?: number;
+  /** null: not known (a listing entry rebuilt after a kill). */
+  added_bytes?: number | null;
   git_oid?: string;
   encrypted: boolean;
   redactions_applied: boolean;
@@ -38,7 +39,9 @@ export interface AgentOverview {
   last_snapshot_id?: string;
   last_snapshot_at_ms?: number;
   bytes_stored: number;
-  bytes_added_last?: number;
+  /** Snapshots bytes_stored leaves out, their added bytes not known. */
+  added_unknown: number;
+  bytes_added_last?: number | null;
   pins: number;
   kinds: Record<string, number>;
   last_verify?: { snapshot_id: string; status: string; deep: boolean; at_ms: number };

@@ -93,14 +93,32 @@ export function formatSnapshot(m: SnapshotMeta): string {
   ].join('\n');
 }
 
+/** The longest pin note `list` shows whole, in characters (user-perceived: a flag or emoji is one). */
+export const PIN_NOTE_SHOWN = 40;
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
+/**
+ * A pin's note as a list cell: at most PIN_NOTE_SHOWN characters (a longer one is cut at a character
+ * boundary and ends in `…`; `list --json` has it whole), every control character escaped (a note
+ * written before notes were checked may hold any).
+ */
+export function shownPinNote(note: string): string {
+  const parts = [...graphemes.segment(note)].map((s) => s.segment);
+  const cut = parts.length > PIN_NOTE_SHOWN ? `${parts.slice(0, PIN_NOTE_SHOWN - 1).join('')}…` : note;
+  return terminalField(cut);
+}
+
 export function formatList(metas: SnapshotMeta[]): string {
   if (metas.length === 0) return '(no snapshots)';
+  // the pins' notes get a column when any listed snapshot has one
+  const notes = metas.some((m) => m.pinned && m.pin_note !== undefined);
   const rows = metas.map((m) => [
     m.id,
     iso(m.created_at_ms),
     humanBytes(m.bundle_size_bytes),
-    // what it cost the store: a repository snapshot's new packed data, a bundle's whole file
-    humanBytes(m.added_bytes ?? m.bundle_size_bytes),
+    // what it cost the store: a repository snapshot's new packed data, a bundle's whole file; `?` when
+    // not known (a listing entry rebuilt after a kill: its size would overstate it)
+    m.added_bytes === null || m.added_bytes === undefined ? '?' : humanBytes(m.added_bytes),
     [
       ...(m.encrypted ? ['enc'] : []),
       ...(m.redactions_applied ? ['red'] : []),
@@ -109,8 +127,9 @@ export function formatList(metas: SnapshotMeta[]): string {
     ].join(',') || '-',
     terminalField(m.created_by ?? '-'),
     terminalField(m.label ?? '-'),
+    ...(notes ? [m.pinned && m.pin_note !== undefined ? shownPinNote(m.pin_note) : '-'] : []),
   ]);
-  const header = ['ID', 'CREATED', 'SIZE', 'ADDED', 'FLAGS', 'BY', 'LABEL'];
+  const header = ['ID', 'CREATED', 'SIZE', 'ADDED', 'FLAGS', 'BY', 'LABEL', ...(notes ? ['PIN NOTE'] : [])];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) =>
     r

@@ -22,7 +22,12 @@ export class MetricsObserver implements OperationObserver {
           'snapshot',
           who(r),
           r.outcome,
-          r.meta ? (r.meta.added_bytes ?? r.meta.bundle_size_bytes) : undefined,
+          // a bundle's meta always says (its file); an unknown (null) adds nothing rather than a guess
+          r.meta
+            ? r.meta.added_bytes === undefined
+              ? r.meta.bundle_size_bytes
+              : (r.meta.added_bytes ?? undefined)
+            : undefined,
           r.durationMs,
         );
         break;

@@ -136,10 +136,22 @@ export function labelProblem(label: string): string | undefined {
 
 /** Labels: labelProblem's rules; INVALID_INPUT ("invalid label: …") naming the rule broken. */
 export function validateLabel(label: string | undefined): string | undefined {
-  if (label === undefined) return undefined;
-  const problem = labelProblem(label);
-  if (problem !== undefined) throw new InvalidInputError(`invalid label: ${problem}`);
-  return label;
+  return shownText('label', label);
+}
+
+/**
+ * A pin's note (`pin --note`): shown by `list` as a label is, so held to the label's rules (stop 44);
+ * notes stored before are shown escaped.
+ */
+export function validatePinNote(note: string | undefined): string | undefined {
+  return shownText('note', note);
+}
+
+function shownText(kind: 'label' | 'note', text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  const problem = labelProblem(text);
+  if (problem !== undefined) throw new InvalidInputError(`invalid ${kind}: ${problem}`);
+  return text;
 }
 
 /** created_by: free text in the original; here 1..64 printable characters. */

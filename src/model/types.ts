@@ -46,13 +46,21 @@ export interface SnapshotMeta {
   /** Added by list: whether the snapshot is pinned (retention never deletes it). */
   pinned?: boolean;
   /**
+   * Added by list: the note of the pin (`pin --note`), when the snapshot is pinned with one. Stored in
+   * plaintext with the pin (a bundle's `.pin`, a repository's `pins/<id>`), never in the sidecar or
+   * the listing entry.
+   */
+  pin_note?: string;
+  /**
    * Added by list and snapshot: the bytes the snapshot cost its store. A bundle: its file
    * (`bundle_size_bytes`; the `.sha256` sibling and `.meta.json` sidecar, caches of a few hundred
    * bytes, are not counted), on every entry. A repository snapshot: the pack files it wrote (data the
-   * repository did not have; 0 when nothing changed), absent only when not known (a listing entry
-   * rebuilt after it was lost).
+   * repository did not have; 0 when nothing changed), or `null` when that is not known: a listing
+   * entry rebuilt from the manifest after it was lost (import and migrate re-list a stored snapshot
+   * whose entry a kill lost), or written without it; the number cannot be derived from what the
+   * repository holds (docs/repository.md §8), and the snapshot's size would overstate it.
    */
-  added_bytes?: number;
+  added_bytes?: number | null;
   /**
    * Added, by snapshot only (its manifest's `memdir.skipped` holds them for later): memdir entries not
    * captured and why (a symlink, a special file, a name that is not UTF-8, a nested `.git`), so that a

@@ -4,7 +4,14 @@
 // entry or manifest that does not parse or open is evicted and read from the store again. Listing, pins and
 // forgetting need only the backend (no key): retention works without the identity.
 
-import { listNames, loadIfPresent, loadObjects, readAll } from '../backend/backend.js';
+import {
+  LOAD_PARALLEL,
+  listNames,
+  loadIfPresent,
+  loadObjects,
+  mapBounded,
+  readAll,
+} from '../backend/backend.js';
 import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
 import type { SnapshotMeta } from '../model/types.js';
 import type { ArtifactMemo, ParsedRepoManifest, RepoManifest } from './manifest.js';
@@ -14,14 +21,30 @@ import type { Repository } from './repository.js';
 const LISTING_VERSION = 1;
 /** Largest listing entry read (one is a few hundred bytes). */
 const LISTING_MAX = 1024 * 1024;
+/** Largest pin object read for its note (a note is at most 200 characters; older ones were not checked). */
+const PIN_MAX = 64 * 1024;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** A listing entry: SnapshotMeta plus what the repository knows about it. */
 export interface ListingMeta extends SnapshotMeta {
-  /** Bytes this snapshot added to the repository (new packs) when it was taken. */
-  added_bytes?: number;
+  /**
+   * Bytes this snapshot added to the repository (new packs) when it was taken; `null` when the listing
+   * entry does not say (rebuilt from the manifest: not known, never written as null).
+   */
+  added_bytes?: number | null;
   /** Whether the snapshot is pinned (kept by retention). */
   pinned?: boolean;
+}
+
+/** The note a pin object holds (`{"pinned_at_ms", "note"?}`); none for an empty or unreadable one. */
+export function pinNoteIn(bytes: Buffer | undefined): string | undefined {
+  if (!bytes || bytes.length === 0) return undefined;
+  try {
+    const v = JSON.parse(bytes.toString('utf8')) as { note?: unknown } | null;
+    return typeof v?.note === 'string' && v.note !== '' ? v.note : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export const snapshotLocation = (repo: Repository, id: string): string => `${repo.backend.location}#${id}`;
@@ -49,7 +72,9 @@ export async function saveSnapshot(
 }
 
 export async function saveListing(repo: Repository, meta: ListingMeta): Promise<void> {
-  const { bundle_path: _p, pinned: _pin, ...rest } = meta;
+  // an unknown added_bytes is left out: the entry's format has a number or nothing (§8)
+  const { bundle_path: _p, pinned: _pin, pin_note: _note, added_bytes: added, ...entry } = meta;
+  const rest = added === null || added === undefined ? entry : { ...entry, added_bytes: added };
   await repo.backend.save(
     { type: 'listing', name: meta.id },
     Buffer.from(`${JSON.stringify({ listing_version: LISTING_VERSION, meta: rest })}\n`),
@@ -153,6 +178,8 @@ function parseListing(bytes: Buffer, name: string, location: string): ListingMet
     const sizes = m as { bundle_size_bytes?: unknown; added_bytes?: unknown };
     if (sizes.bundle_size_bytes !== undefined && !isCount(sizes.bundle_size_bytes)) return undefined;
     if (sizes.added_bytes !== undefined && !isCount(sizes.added_bytes)) return undefined;
+    // an entry without it (rebuilt from the manifest after a kill lost it): not known, not the size
+    if (sizes.added_bytes === undefined) m.added_bytes = null;
     m.bundle_path = `${location}#${name}`; // the parsed object is ours: no copy (a list may hold 10,000)
     return m;
   } catch {
@@ -199,6 +226,17 @@ export async function listSnapshots(
       m.pinned = pins.has(m.id);
       metas.push(m);
     }
+  }
+  // the notes of the pins listed (a pin object is read only for its note: a few per agent)
+  const pinnedListed = metas.filter((m) => m.pinned);
+  if (pinnedListed.length > 0) {
+    const bodies = await mapBounded(pinnedListed, LOAD_PARALLEL, (m) =>
+      loadIfPresent(repo.backend, { type: 'pins', name: m.id }, PIN_MAX).catch(() => undefined),
+    );
+    pinnedListed.forEach((m, i) => {
+      const note = pinNoteIn(bodies[i]);
+      if (note !== undefined) m.pin_note = note;
+    });
   }
   return metas.sort((a, b) => b.created_at_ms - a.created_at_ms || (a.id < b.id ? 1 : -1));
 }

@@ -24,10 +24,14 @@ export interface AgentOverview {
    * shared with other snapshots or agents counts once, in the snapshot that first stored it (an agent
    * whose data another stored first shows little), and a deleted snapshot's share leaves the sum while
    * later snapshots may still use that data. What they reference would need every manifest read.
+   * A repository snapshot whose added bytes are not known (`added_bytes` null: a listing entry
+   * rebuilt after a kill) is not counted: see `added_unknown`.
    */
   bytes_stored: number;
-  /** Bytes the newest snapshot added (its bundle's size in a bundle store). */
-  bytes_added_last?: number;
+  /** How many snapshots `bytes_stored` leaves out, their added bytes not known (0 normally). */
+  added_unknown: number;
+  /** Bytes the newest snapshot added (its bundle's size in a bundle store); null when not known. */
+  bytes_added_last?: number | null;
   pins: number;
   kinds: Partial<Record<SnapshotKind, number>>;
 }
@@ -55,13 +59,17 @@ export function overviewOf(agentId: string, tenant: string, metas: readonly Snap
     kinds[k] = (kinds[k] ?? 0) + 1;
   }
   const last = metas[0];
-  const lastAdded = last ? (last.added_bytes ?? last.bundle_size_bytes) : undefined;
+  // what a snapshot cost its store; null when not known (never its size instead: that overstated it)
+  const added = (m: SnapshotMeta): number | null =>
+    m.added_bytes === undefined ? m.bundle_size_bytes : m.added_bytes;
+  const lastAdded = last ? added(last) : undefined;
   return {
     agent_id: agentId,
     tenant,
     snapshots: metas.length,
     ...(last ? { last_snapshot_id: last.id, last_snapshot_at_ms: last.created_at_ms } : {}),
-    bytes_stored: metas.reduce((n, m) => n + (m.added_bytes ?? m.bundle_size_bytes), 0),
+    bytes_stored: metas.reduce((n, m) => n + (added(m) ?? 0), 0),
+    added_unknown: metas.filter((m) => added(m) === null).length,
     ...(lastAdded !== undefined ? { bytes_added_last: lastAdded } : {}),
     pins: metas.filter((m) => m.pinned).length,
     kinds,

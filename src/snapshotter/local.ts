@@ -39,6 +39,7 @@ import {
   validateAgentId,
   validateCreatedBy,
   validateLabel,
+  validatePinNote,
   validateTenant,
 } from '../model/ids.js';
 import { interruptedRestoreNote } from '../model/restore-note.js';
@@ -1012,17 +1013,19 @@ export class LocalSnapshotter implements MemorySnapshotter {
   async pin(agentId: string, tenant: string | undefined, id: string, note?: string): Promise<SnapshotMeta> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    note = validatePinNote(note); // list shows it: a label's rules
     const lock = await this.lockAgent(a, t, 'pin');
     try {
       id = await this.snapshotRef(a, t, id);
       const inRepository = await this.repository.find(a, t, id);
       if (inRepository) {
         await this.repository.setPinned(inRepository.id, true, note);
-        return { ...inRepository, pinned: true };
+        const { pin_note: _was, ...meta } = inRepository;
+        return { ...meta, pinned: true, ...(note ? { pin_note: note } : {}) };
       }
       const file = await locate(this.layout.snapshotsDir(t, a), id);
       await pinBundle(file.path, note);
-      return { ...(await bundleMeta(file)), pinned: true };
+      return { ...(await bundleMeta(file)), pinned: true, ...(note ? { pin_note: note } : {}) };
     } finally {
       lock.release();
     }

@@ -232,7 +232,7 @@ async function migrateOne(
           originOf(b, 'migrate'),
           ctx.signingKey,
         );
-        added = meta.added_bytes;
+        added = meta.added_bytes ?? undefined; // a number: storeStaged knows what it wrote
       });
     }
     step('stored');

@@ -592,12 +592,15 @@ export class RepositoryStore {
     }
   }
 
-  /** SnapshotMeta of a repository manifest (`bundle_path` names the repository and the id). */
+  /**
+   * SnapshotMeta of a repository manifest (`bundle_path` names the repository and the id);
+   * `added_bytes` null without `addedBytes` (what the snapshot's packs were is not in its manifest).
+   */
   metaOf(m: RepoManifest, addedBytes?: number): ListingMeta {
     const size = m.artifacts.reduce((n, a) => n + a.size_bytes, 0);
     const meta = metaFromManifest(m as unknown as Manifest, `${this.root}#${m.snapshot_id}`, size);
     if (m.git.head_oid === ZERO_OID) delete meta.git_oid;
-    return { ...meta, ...(addedBytes !== undefined ? { added_bytes: addedBytes } : {}) };
+    return { ...meta, added_bytes: addedBytes ?? null };
   }
 
   /** The agent's repository snapshots, newest first (empty when there is no repository). */

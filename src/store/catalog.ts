@@ -20,7 +20,7 @@ import {
   type StoreLayout,
   sidecarPathOf,
 } from './paths.js';
-import { PIN_EXT } from './pins.js';
+import { PIN_EXT, pinNoteOf } from './pins.js';
 import { readSibling } from './sibling.js';
 
 export interface BundleFile {
@@ -141,7 +141,7 @@ const SIDECAR_VERSION = 1;
 export async function writeSidecar(meta: SnapshotMeta): Promise<void> {
   // Neither the path nor the pin is cached: the pin is its own file, read with the listing; nor
   // added_bytes, which list takes from the file's size.
-  const { bundle_path: _path, pinned: _pinned, added_bytes: _added, ...rest } = meta;
+  const { bundle_path: _path, pinned: _pinned, pin_note: _note, added_bytes: _added, ...rest } = meta;
   await writeFileAtomic(
     sidecarPathOf(meta.bundle_path),
     `${JSON.stringify({ sidecar_version: SIDECAR_VERSION, meta: rest })}\n`,
@@ -233,10 +233,14 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
   const pins = new Set(names.filter((n) => n.endsWith(PIN_EXT)));
   const pinned = (f: BundleFile) => pins.has(`${f.name}${PIN_EXT}`);
   // what list adds: the pin, and what the snapshot cost the store (a bundle is self-contained: its file)
-  const listed = (m: SnapshotMeta, f: BundleFile) => ({
-    pinned: pinned(f),
-    added_bytes: m.bundle_size_bytes,
-  });
+  const listed = (m: SnapshotMeta, f: BundleFile) => {
+    const note = pinned(f) ? pinNoteOf(f.path) : undefined;
+    return {
+      pinned: pinned(f),
+      ...(note !== undefined ? { pin_note: note } : {}),
+      added_bytes: m.bundle_size_bytes,
+    };
+  };
   const metas: SnapshotMeta[] = [];
   const warnings: string[] = [];
   const BATCH = 64;

@@ -28,8 +28,9 @@ function Chart({
   const t0 = Math.min(...metas.map((m) => m.created_at_ms));
   const t1 = Math.max(...metas.map((m) => m.created_at_ms));
   const span = Math.max(1, t1 - t0);
-  const added = (m: SnapshotMeta) => m.added_bytes ?? m.bundle_size_bytes;
-  const top = Math.max(1, ...metas.map(added));
+  // null: not known (drawn at 0, titled "?"), never the snapshot's size, which overstated it
+  const added = (m: SnapshotMeta) => (m.added_bytes === undefined ? m.bundle_size_bytes : m.added_bytes);
+  const top = Math.max(1, ...metas.map((m) => added(m) ?? 0));
   const x = (t: number) =>
     PAD.l + ((t - t0) / span) * (W - PAD.l - PAD.r) + (metas.length === 1 ? (W - PAD.l - PAD.r) / 2 : 0);
   const y = (b: number) => H - PAD.b - (Math.sqrt(b) / Math.sqrt(top)) * (H - PAD.t - PAD.b);
@@ -44,7 +45,7 @@ function Chart({
       <text class="tick" x=${W - PAD.r} y=${H - 10} text-anchor="end">${when(t1)}</text>
       ${metas.map((m) => {
         const cx = x(m.created_at_ms);
-        const cy = y(added(m));
+        const cy = y(added(m) ?? 0);
         const kind = kindOf(m.created_by);
         return html`<a href=${href(m.id)} class="mark" data-id=${m.id}>
           <title>${`${when(m.created_at_ms)} · ${kind} · ${m.label ?? '(no label)'} · added ${bytes(added(m))}`}</title>
@@ -158,7 +159,7 @@ export function Agent({
             <td><a href=${href(m.id)}><code>${shortId(m.id)}</code></a></td>
             <td><span class=${`kind kind-${kindOf(m.created_by)}`}>${kindOf(m.created_by)}</span></td>
             <td class="label">${shownName(m.label ?? '')}</td>
-            <td class="num">${bytes(m.added_bytes ?? m.bundle_size_bytes)}</td>
+            <td class="num">${bytes(m.added_bytes === undefined ? m.bundle_size_bytes : m.added_bytes)}</td>
             <td><${Flags} m=${m} /></td>
             <td>${doomed.has(m.id) ? html`<span class="doomed-key">removes</span>` : ''}</td>
             ${rights.write ? html`<td><button class="danger delete" aria-label=${`delete snapshot ${shortId(m.id)}`} disabled=${busy} onClick=${() => remove(m)}>delete</button></td>` : null}

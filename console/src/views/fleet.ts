@@ -32,7 +32,7 @@ export function Fleet({ refresh }: { refresh: number }) {
                 <td>${a.tenant}</td>
                 <td class="num">${a.snapshots}</td>
                 <td>${age(a.last_snapshot_at_ms, r.data?.now_ms)}</td>
-                <td class="num">${bytes(a.bytes_stored)}</td>
+                <td class="num" title=${a.added_unknown ? `and ${a.added_unknown} snapshot(s) whose added bytes are not known` : ''}>${bytes(a.bytes_stored)}${a.added_unknown ? ' + ?' : ''}</td>
                 <td class="num">${bytes(a.bytes_added_last)}</td>
                 <td class="num">${a.pins}</td>
                 <td>${a.last_verify ? html`<span class=${`status-${a.last_verify.status}`}>${a.last_verify.status}</span> ${a.last_verify.deep ? '(deep) ' : ''}${age(a.last_verify.at_ms)}` : html`<span class="muted">not this session</span>`}</td>

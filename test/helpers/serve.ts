@@ -1,0 +1,40 @@
+// Test helper: the real daemon, `nexo-memory serve --listen 127.0.0.1:0` of the built CLI, started for
+// one test (killed when it ends) and resolved with its base URL once it prints where it listens.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { BIN, ensureBuilt } from './built-cli.js';
+import { REPO } from './repo.js';
+
+export interface Served {
+  url: string;
+  child: ChildProcess;
+}
+
+export function serveBuilt(
+  t: { after(fn: () => void): void },
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<Served> {
+  ensureBuilt();
+  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
+    cwd: REPO,
+    env: { ...process.env, NEXO_MEMORY_TOKEN: '', NEXO_MEMORY_RESTORE_ALLOW: '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (c) => {
+    err += c;
+  });
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (c) => {
+      out += c;
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+)\n/.exec(out);
+      if (m) resolve({ url: m[1]!, child });
+    });
+    child.on('exit', (code) => reject(new Error(`serve exited ${code} before listening: ${err}`)));
+  });
+}
