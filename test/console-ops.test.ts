@@ -13,10 +13,11 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import Database from 'better-sqlite3';
 import type { Browser } from 'playwright-core';
-import { bytes } from '../console/src/format.js';
+import { bytes, shownName } from '../console/src/format.js';
 import { gitEnv, type SampleAgentPaths } from '../scripts/sample-agent.js';
 import { generateIdentity } from '../src/crypto/age.js';
 import { generateSigningKey, LocalSnapshotter, parseSigningKey } from '../src/index.js';
+import { newSnapshotId } from '../src/model/ids.js';
 import type { SnapshotMeta } from '../src/model/types.js';
 import { Daemon } from '../src/server/daemon.js';
 import { launchBrowser, login, newPage, waitShowing } from './helpers/browser.js';
@@ -31,6 +32,9 @@ const HOUR = 3_600_000;
 const SMALL = { files: 3, commits: 2, memories: 20, embeddings: 6, concepts: 4, compactions: 2 };
 const NOTE_V1 = '# Plans\n\nthe first plan\n';
 const NOTE_V2 = '# Plans\n\nthe second plan, after the edit\n';
+// what an import before stop 44 stored from a forged bundle: shown by the console, never as it is
+const HOSTILE_LABEL = 'safe \u202Eexe.txt\u202C label\nsecond line \u001b[31mRED';
+const HOSTILE_BY = 'cli\u001b[31m\u2028x';
 
 let root: string;
 let bea: SampleAgentPaths;
@@ -39,6 +43,7 @@ let daemon: Daemon;
 let url: string;
 let browser: Browser;
 let s1: SnapshotMeta;
+let hostile: SnapshotMeta;
 let s1Rows: number;
 let editedRows: number;
 let gateBefore: string | undefined;
@@ -101,6 +106,41 @@ before(async () => {
     encrypt: [generateIdentity().recipient],
   });
 
+  // old: a snapshot an earlier version imported with a label and a creator no snapshot may have (import
+  // refuses them now): stored from a sound bundle with that metadata, as that import stored it
+  copySampleAgent(root, 'old', SMALL);
+  const elsewhere = copySampleAgent(join(root, 'elsewhere'), 'old', SMALL);
+  const plain = await new LocalSnapshotter({
+    stateRoot: elsewhere.stateRoot,
+    memdirRoot: elsewhere.memdirRoot,
+    sqliteRoot: elsewhere.sqliteRoot,
+    store: 'bundles',
+  }).snapshot({ agentId: 'old', label: 'plain' });
+  {
+    const { originOf, stageBundle, storeStaged } = await import('../src/snapshotter/ingest.js');
+    const staging = mkdtempSync(join(root, 'staging-'));
+    const staged = await stageBundle(plain.bundle_path, staging);
+    const repo = await s.repository.openForWriting(s.recipients);
+    const stored = await storeStaged(
+      s.repository,
+      repo,
+      staged,
+      {
+        id: newSnapshotId(),
+        agentId: 'old',
+        tenant: 'default',
+        label: HOSTILE_LABEL,
+        createdAtMs: plain.created_at_ms,
+        createdBy: HOSTILE_BY,
+      },
+      originOf(staged, 'import'),
+      undefined,
+    );
+    rmSync(staging, { recursive: true, force: true });
+    hostile = (await s.list('old')).find((m) => m.id === stored.id)!;
+    assert.equal(hostile.label, HOSTILE_LABEL);
+  }
+
   // late: its last snapshot was taken two hours ago; it is scheduled every hour
   const r = await runTs(join('test', 'fixtures', 'snapshot-earlier.ts'), [
     ...[roots.stateRoot, roots.memdirRoot, roots.sqliteRoot],
@@ -143,6 +183,8 @@ before(async () => {
   const gc = await api('/v1/gc', WRITE_TOKEN, { method: 'POST', body: {} });
   assert.equal(gc.status, 200);
   assert.equal(((await gc.json()) as { bundles_deleted: number }).bundles_deleted, 0);
+  // old's second snapshot, after that sweep: under keep-count 1 the next gc would remove the first
+  await s.snapshot({ agentId: 'old', label: 'newer' });
   browser = await launchBrowser();
 });
 
@@ -245,6 +287,63 @@ test('restore: with the environment gate closed the button is gone, the reason s
     assert.match((await page.textContent('#restore-report')) ?? '', /A restore would change/);
   } finally {
     process.env[GATE] = 'true';
+    await context.close();
+  }
+});
+
+test('rights: a restore refused because the gate closed after the page loaded makes the console ask its rights again: the restore control goes, the reason shows', async () => {
+  const { context, page } = await newPage(browser, dialogs);
+  try {
+    await login(page, url, WRITE_TOKEN);
+    await page.goto(`${url}/#/snapshot/default/bea/${s1.id}`);
+    await waitShowing(page, '#restore-form');
+    delete process.env[GATE]; // the operator closes the gate; the page still shows the button
+    await page.fill('#restore-confirm', 'bea');
+    await page.click('#restore');
+    await page.locator('p.error', { hasText: 'NEXO_MEMORY_RESTORE_ALLOW' }).waitFor();
+    // the refusal made it ask /v1/rights again: no control it cannot use, the reason instead
+    await page
+      .locator('main p.muted', {
+        hasText:
+          'Restore is off on this server: NEXO_MEMORY_RESTORE_ALLOW is not set in the daemon environment',
+      })
+      .waitFor();
+    assert.equal(await page.locator('#restore-form, #restore').count(), 0);
+    assert.equal(await page.textContent('#rights'), 'read and write', 'still a write token');
+    assert.equal(await page.locator('#restore-preview').count(), 1);
+    assert.equal(readFileSync(join(bea.memdir, 'plans.md'), 'utf8'), NOTE_V1, 'nothing was restored');
+  } finally {
+    process.env[GATE] = 'true';
+    await context.close();
+  }
+});
+
+test('a label and a creator no snapshot may have, stored by an earlier import: the table, the chart tooltip, the gc preview and the snapshot page show their controls as marks', async () => {
+  const shown = shownName(HOSTILE_LABEL);
+  assert.match(shown, /⟨U\+202E⟩.*⟨U\+000A⟩.*⟨U\+001B⟩/);
+  const { context, page } = await newPage(browser, dialogs);
+  const raw = /[\u0000-\u001f\u202a-\u202e\u2028]/;
+  try {
+    await login(page, url, READ_TOKEN);
+    await page.goto(`${url}/#/agent/default/old`);
+    await waitShowing(page, `#timeline tr[data-id="${hostile.id}"]`);
+    const row = page.locator(`#timeline tr[data-id="${hostile.id}"]`);
+    assert.equal(await row.locator('td.label').textContent(), shown);
+    const tip =
+      (await page.locator(`#timeline-chart .mark[data-id="${hostile.id}"] title`).textContent()) ?? '';
+    assert.ok(tip.includes(shown), tip);
+    assert.doesNotMatch(tip, raw);
+    // the retention preview: the older snapshot of two under keep-count 1
+    const doomed = page.locator('#gc-preview li', { hasText: hostile.id.slice(0, 18) });
+    await doomed.waitFor();
+    assert.equal(await doomed.locator('.label').textContent(), shown);
+    assert.doesNotMatch((await doomed.textContent()) ?? '', raw);
+    await page.goto(`${url}/#/snapshot/default/old/${hostile.id}`);
+    await waitShowing(page, '#snapshot-label');
+    assert.equal(await page.textContent('#snapshot-label'), shown);
+    assert.equal(await page.textContent('#snapshot-created-by'), `(${shownName(HOSTILE_BY)})`);
+    assert.doesNotMatch((await page.textContent('main')) ?? '', raw);
+  } finally {
     await context.close();
   }
 });

@@ -526,7 +526,7 @@ test("the diff page against live: the library diff's rows, samples of hostile ro
   }
 });
 
-test('CSRF: a page of another origin cannot make the daemon write, with the console logged in beside it', async () => {
+test('CSRF: a page of another origin cannot make the daemon write, or work, with the console logged in beside it (403 CROSS_SITE)', async () => {
   const target = `${url}/v1/agents/ana/snapshots`;
   const evil = createServer((req, res) => {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
@@ -540,16 +540,19 @@ test('CSRF: a page of another origin cannot make the daemon write, with the cons
   await new Promise<void>((r) => evil.listen(0, '127.0.0.1', r));
   const evilUrl = `http://127.0.0.1:${(evil.address() as AddressInfo).port}`;
   const count = (await snapshotter.list('ana')).length;
-  const refusedBefore = daemonLog.split('POST /v1/agents/ana/snapshots 401').length;
+  const refused = (what: string) => daemonLog.split(`${what} 403`).length;
+  const refusedBefore = refused('POST /v1/agents/ana/snapshots');
+  const diffBefore = refused('GET /v1/agents/ana/diff?a=…&b=…&detail=…');
+  const verifyBefore = refused(`GET /v1/agents/ana/snapshots/${metas[0]!.id}/verify?deep=…`);
   const { context, page } = await open();
   try {
     await login(page, WRITE_TOKEN); // the console is logged in, in the same browser context
     const other = await context.newPage();
     await other.goto(`${evilUrl}/form`);
     await other.waitForURL(target);
-    assert.match((await other.textContent('body')) ?? '', /UNAUTHORIZED/);
+    assert.match((await other.textContent('body')) ?? '', /CROSS_SITE/);
     // a script of that site: a JSON post needs a preflight the daemon never allows; a simple one
-    // reaches it without the token, and its answer is not even readable (Cross-Origin-Resource-Policy)
+    // reaches it and is refused as cross-site, its answer not even readable (Cross-Origin-Resource-Policy)
     await other.goto(`${evilUrl}/page`);
     const outcomes = await other.evaluate(async (to) => {
       const out: string[] = [];
@@ -568,8 +571,23 @@ test('CSRF: a page of another origin cannot make the daemon write, with the cons
     }, target);
     assert.deepEqual(outcomes, ['blocked', 'blocked']);
     assert.equal((await snapshotter.list('ana')).length, count, 'nothing was written');
-    // the form and the simple post reached the daemon and were refused (its log says so)
-    await until(() => daemonLog.split('POST /v1/agents/ana/snapshots 401').length - refusedBefore >= 2);
+    // the form and the simple post reached the daemon and were refused as cross-site (its log says so)
+    await until(() => refused('POST /v1/agents/ana/snapshots') - refusedBefore >= 2);
+    // work without writing: a diff against live memory (which closes the agent's write gate) and a
+    // deep verify, as simple GETs: refused before any of it runs, whatever the token setting
+    await other.evaluate(
+      async (paths) => {
+        for (const p of paths) await fetch(p, { mode: 'no-cors' }).catch(() => undefined);
+      },
+      [
+        `${url}/v1/agents/ana/diff?a=latest&b=live&detail=true`,
+        `${url}/v1/agents/ana/snapshots/${metas[0]!.id}/verify?deep=true`,
+      ],
+    );
+    await until(() => refused('GET /v1/agents/ana/diff?a=…&b=…&detail=…') - diffBefore >= 1);
+    await until(
+      () => refused(`GET /v1/agents/ana/snapshots/${metas[0]!.id}/verify?deep=…`) - verifyBefore >= 1,
+    );
   } finally {
     await context.close();
     await new Promise((r) => evil.close(r));
@@ -634,6 +652,45 @@ test('live progress: a snapshot the CLI takes shows while it runs, and its resul
     await done.waitFor();
     assert.match((await done.textContent()) ?? '', /other process/);
     assert.equal(await running.count(), 0, 'no longer running');
+  } finally {
+    await context.close();
+  }
+});
+
+test('a snapshot page opened as latest acts on the snapshot it shows, not on what latest means when a button is clicked', async () => {
+  const { context, page, requests } = await open();
+  try {
+    await login(page, WRITE_TOKEN);
+    const shown = (await snapshotter.list('ana'))[0]!; // newest first
+    await page.goto(`${url}/#/snapshot/default/ana/latest`);
+    await waitShowing(page, '#components table');
+    assert.equal(await page.textContent('#snapshot-id'), shown.id, 'the page names the id it loaded');
+    // another snapshot is taken meanwhile: `latest` is now another one
+    const res = await fetch(`${url}/v1/agents/ana/snapshots`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${WRITE_TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ label: 'newer than the page' }),
+    });
+    assert.equal(res.status, 201);
+    const newer = (await res.json()) as SnapshotMeta;
+    assert.notEqual(newer.id, shown.id);
+    await page.click('#verify');
+    await waitShowing(page, '#verify-report');
+    await page.click('#restore-preview');
+    await waitShowing(page, '#restore-report');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    assert.equal(download.suggestedFilename(), `${shown.id}.tar.zst`);
+    assert.equal(await page.getAttribute('#diff-live', 'href'), `#/diff/default/ana/${shown.id}/live`);
+    const api = requests
+      .filter((u) => u.startsWith(`${url}/v1/agents/ana/snapshots/`))
+      .map((u) => new URL(u).pathname);
+    // one request named latest: the page's load of its metadata; every other one names the id it got
+    assert.deepEqual(
+      api.filter((p) => !p.startsWith(`/v1/agents/ana/snapshots/${shown.id}/`)),
+      ['/v1/agents/ana/snapshots/latest'],
+    );
+    for (const action of ['verify', 'restore', 'export', 'ls'])
+      assert.ok(api.includes(`/v1/agents/ana/snapshots/${shown.id}/${action}`), action);
   } finally {
     await context.close();
   }

@@ -23,6 +23,7 @@ import { apiRoutes } from '../src/server/routes.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import type { MigrateReport } from '../src/snapshotter/migrate.js';
 import { verifyBundleFile } from '../src/verify/verify.js';
+import { forgeBundle, readEntries } from './helpers/bundles.js';
 import { type Agent, gnuExtract, gnuList, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import {
   assertMigrated,
@@ -402,6 +403,71 @@ test('a v1 bundle of the original is stored in the repository (raw history quara
   const exportedContent = await contentOf(exported.path);
   for (const [path, sha] of await contentOf(v1)) assert.equal(exportedContent.get(path), sha, path);
   assert.equal(existsSync(marker), false, 'nothing from the bundle ran');
+});
+
+test("import and migrate refuse a bundle whose label or created_by no snapshot may have (INVALID_INPUT), nothing stored; verify still reads it, the original's v1 free text included", async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const s = snapshotterOf(a);
+  const dir = tempDir(t);
+  // the original wrote free text: a v1 bundle with a label of two lines is genuine, and readable
+  const v1 = v1BundleOf(a, join(dir, 'v1.tar.zst'), {}, { label: 'from the original\nsecond line' });
+  assert.equal((await verifyBundleFile(v1)).status, 'verified');
+  await assert.rejects(s.storeBundle({ bundle: v1, agentId: 'ana' }), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'INVALID_INPUT');
+    assert.match(e.message, /the label of bundle .*v1\.tar\.zst is not one a snapshot may have \(.*U\+000A/);
+    return true;
+  });
+  // a real bundle resealed with a label that shows as something else, or a creator with a terminal escape
+  const real = await snapshotterOf(a, { store: 'bundles' }).snapshot({ agentId: 'ana', label: 'fine' });
+  const entries = await readEntries(real.bundle_path);
+  const forged = (name: string, edit: (m: Record<string, unknown>) => void) => {
+    const path = join(dir, name);
+    writeFileSync(path, forgeBundle(entries, edit));
+    return path;
+  };
+  const bidi = forged('bidi.tar.zst', (m) => {
+    m.label = `safe \u202Eexe.txt\u202C label ${'x'.repeat(30)}`;
+  });
+  const esc = forged('escape.tar.zst', (m) => {
+    m.created_by = 'cli\u001b[31m';
+  });
+  const long = forged('long.tar.zst', (m) => {
+    m.label = 'x'.repeat(201);
+  });
+  for (const [bundle, field, rule] of [
+    [bidi, 'label', /U\+202E/],
+    [esc, 'created_by', /U\+001B/],
+    [long, 'label', /at most 200 characters/],
+  ] as const) {
+    const v = await verifyBundleFile(bundle);
+    // sealed again: intact as far as verify can tell without its .sha256 sibling
+    assert.deepEqual([v.manifest_ok, v.problems], [true, []], JSON.stringify(v));
+    for (const storeOnly of [['--store-only'], []]) {
+      const r = await runCli(
+        ['import', '--from', bundle, '--agent', 'eve', ...storeOnly, '--json', ...a.flags],
+        { env: { ...repoEnv, NEXO_MEMORY_RESTORE_ALLOW: 'true' } },
+      );
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      const e = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
+      assert.equal(e.code, 'INVALID_INPUT');
+      assert.match(e.message, new RegExp(`the ${field} of bundle `));
+      assert.match(e.message, rule);
+    }
+  }
+  assert.deepEqual(await s.list('eve'), [], 'nothing was stored');
+  assert.equal(existsSync(join(a.memdirRoot, 'eve')), false, 'nothing live was made');
+
+  // migrate: such a bundle is skipped and kept, the others move
+  const b = snapshotterOf(a, { store: 'bundles' });
+  const storeDir = b.layout.snapshotsDir('default', 'ana');
+  const kept = v1BundleOf(a, join(storeDir, `${V1_ID}.tar.zst`), {}, { created_by: 'the original\u2028cli' });
+  const report = await snapshotterOf(a, { store: 'auto' }).migrate();
+  const of = (id: string) => report.results.find((x) => x.id === id);
+  assert.equal(of(V1_ID)?.outcome, 'skipped', JSON.stringify(report));
+  assert.equal(of(V1_ID)?.error?.code, 'INVALID_INPUT');
+  assert.match(String(of(V1_ID)?.error?.message), /the created_by of bundle .*U\+2028/);
+  assert.ok(existsSync(kept), 'the bundle is kept');
+  assert.equal(of(real.id)?.outcome, 'migrated');
 });
 
 test('migrate moves every bundle into the repository with its id, label, creator, time and pin; signed again with the host key, the bundle signature recorded; auto picks the repository; a second run has nothing to do', async (t) => {

@@ -16,7 +16,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { get as httpGet } from 'node:http';
+import { get as httpGet, request as httpRequest } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -515,6 +515,84 @@ test('serve: without a token mutating routes are refused and reads are open; no 
   const code = await new Promise<number | null>((res) => wide.on('exit', res));
   assert.equal(code, 1);
   assert.match(err, /without an API token/);
+});
+
+test('serve: /v1 requests a browser sends from another site or origin are refused (403 CROSS_SITE) whatever the token; the own origin and non-browser clients are served', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const port = (u: string) => new URL(u).port;
+  /** A request with exactly these headers (node:http: fetch would add or refuse some of them). */
+  const raw = (base: string, method: string, path: string, headers: Record<string, string>) =>
+    new Promise<{ status: number; body: string }>((resolveReq, rejectReq) => {
+      const req = httpRequest({ hostname: '127.0.0.1', port: port(base), path, method, headers }, (res) => {
+        let body = '';
+        res.on('data', (c) => {
+          body += c;
+        });
+        res.on('end', () => resolveReq({ status: res.statusCode!, body }));
+      });
+      req.on('error', rejectReq);
+      req.end(method === 'POST' ? '{}' : undefined);
+    });
+  const hostiles = (base: string): Array<[string, Record<string, string>]> => [
+    ['a script of another site', { 'sec-fetch-site': 'cross-site', origin: 'https://evil.example' }],
+    [
+      'a page of another port of the same host',
+      { 'sec-fetch-site': 'same-site', origin: `http://127.0.0.1:1` },
+    ],
+    ['a no-cors GET of another site (no Origin)', { 'sec-fetch-site': 'cross-site' }],
+    ['an Origin that is not its own, no Sec-Fetch-Site', { origin: 'http://localhost:1' }],
+    ['an opaque Origin (a sandboxed frame)', { origin: 'null' }],
+    [
+      'an Origin of another port, no Sec-Fetch-Site',
+      { origin: `http://127.0.0.1:${Number(port(base)) + 1}` },
+    ],
+  ];
+
+  // without a token: reads are open, and still no other site's page reaches them
+  const open = await serve(t, [...storeFlags(a)]);
+  for (const [what, headers] of hostiles(open.url)) {
+    for (const path of [
+      '/v1/agents/ana/snapshots',
+      '/v1/agents/ana/diff?a=latest&b=live&detail=true',
+      '/v1/rights',
+    ]) {
+      const r = await raw(open.url, 'GET', path, headers);
+      assert.equal(r.status, 403, `${what}: ${path}`);
+      const e = JSON.parse(r.body).error;
+      assert.equal(e.code, 'CROSS_SITE', what);
+      assert.match(e.message, /another site/);
+    }
+  }
+  // the console of its own origin, a navigation typed into the address bar, and curl are served
+  const own = { 'sec-fetch-site': 'same-origin', origin: open.url };
+  const served: Record<string, string>[] = [own, { 'sec-fetch-site': 'none' }, { origin: open.url }, {}];
+  for (const headers of served)
+    assert.equal(
+      (await raw(open.url, 'GET', '/v1/agents/ana/snapshots', headers)).status,
+      200,
+      JSON.stringify(headers),
+    );
+  // the console's files and /healthz stay reachable from a link of another site (they hold no data)
+  for (const path of ['/', '/healthz'])
+    assert.equal((await raw(open.url, 'GET', path, { 'sec-fetch-site': 'cross-site' })).status, 200, path);
+
+  // with the write token: a cross-site request that carries it is refused all the same, and does nothing
+  const d = await serve(t, [...storeFlags(a)], { NEXO_MEMORY_TOKEN: TOKEN });
+  for (const [what, headers] of hostiles(d.url)) {
+    const r = await raw(d.url, 'POST', '/v1/agents/ana/snapshots', {
+      ...headers,
+      ...jsonHeaders(),
+    });
+    assert.equal(r.status, 403, what);
+    assert.equal(JSON.parse(r.body).error.code, 'CROSS_SITE', what);
+  }
+  assert.deepEqual(storeEntries(a), [], 'nothing was written');
+  const ok = await raw(d.url, 'POST', '/v1/agents/ana/snapshots', {
+    ...jsonHeaders(),
+    'sec-fetch-site': 'same-origin',
+    origin: d.url,
+  });
+  assert.equal(ok.status, 201, ok.body);
 });
 
 test('serve: a token no Authorization header can carry (whitespace, beyond printable ASCII) is refused at start, named, never printed', async (t) => {

@@ -523,6 +523,11 @@ test('console: a name from memory shows its invisible format characters (a right
   assert.equal(shownName('evil\u202Egpj.md'), 'evil⟨U+202E⟩gpj.md');
   assert.equal(shownName('a\u200Bb\u2066c\uFEFF'), 'a⟨U+200B⟩b⟨U+2066⟩c⟨U+FEFF⟩');
   assert.equal(shownName('café — 日本 <b>'), 'café — 日本 <b>', 'printable text is left as it is');
+  assert.equal(
+    shownName('a\nb\u001b[31mc\u0085d\u2028e\u007f'),
+    'a⟨U+000A⟩b⟨U+001B⟩[31mc⟨U+0085⟩d⟨U+2028⟩e⟨U+007F⟩',
+    'controls and separators',
+  );
 });
 
 test('CLI integer flags take what the config takes: an integer JavaScript holds exactly', () => {

@@ -40,6 +40,17 @@ export function onUnauthorized(handler: ((message: string) => void) | undefined)
   unauthorized = handler;
 }
 
+let refused: (() => void) | undefined;
+
+/**
+ * Called when a request is refused 401 or 403 (other than `/v1/rights` itself): what the token may do
+ * changed (the daemon restarted with other tokens or settings, the restore gate closed), so the console
+ * asks for its rights again and shows only the controls it can use.
+ */
+export function onRefused(handler: (() => void) | undefined): void {
+  refused = handler;
+}
+
 /** The API's error of a refused response; `sent`: the token the request carried. */
 async function failure(res: Response, sent: string | undefined): Promise<ApiError> {
   let e: ApiError;
@@ -57,6 +68,7 @@ async function failure(res: Response, sent: string | undefined): Promise<ApiErro
   // only a refusal of the token still in use: an answer to an earlier request (sent without a token,
   // or with one replaced since by a login) says nothing about it
   if (e.status === 401 && sent !== undefined && sent === getToken()) unauthorized?.(e.message);
+  else if ((e.status === 401 || e.status === 403) && new URL(res.url).pathname !== '/v1/rights') refused?.();
   return e;
 }
 

@@ -36,12 +36,18 @@ export { SNAPSHOT_KINDS as KINDS, snapshotKind as kindOf } from '../../src/model
  */
 export const shortId = (id: string): string => id.slice(0, 18);
 
-/** Direction marks and overrides, and other invisible format characters. */
-const INVISIBLE = /[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/gu;
+/**
+ * Direction marks and overrides, other invisible format characters, C0 and C1 controls and DEL (a line
+ * break, a terminal escape), and the line and paragraph separators.
+ */
+const INVISIBLE =
+  /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2069\ufeff]/gu;
 
 /**
- * A name or label from memory as shown: each invisible format character (a right-to-left override
- * above all, which would show `evil\u202Egpj.md` as "evildm.jpg") as a visible `⟨U+202E⟩`.
+ * A name, label or other string a bundle or memory controls, as shown (text, tooltips, the activity
+ * panel): each invisible format or control character (a right-to-left override above all, which
+ * would show `evil\u202Egpj.md` as "evildm.jpg"; a line break that would start a second line of a
+ * tooltip) as a visible `⟨U+202E⟩`.
  */
 export const shownName = (s: string): string =>
   s.replace(INVISIBLE, (c) => `⟨U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}⟩`);

@@ -1,10 +1,12 @@
 // The web console's entry: the login (the operator pastes the bearer token; it stays in this tab's
 // sessionStorage), the shell (navigation, the live activity panel), and the hash router of the views.
-// Write controls appear only when `/v1/rights` says the token may write.
+// Write controls appear only when `/v1/rights` says the token may write; the rights are asked for again
+// when a request is refused (401/403) and when the live feed reconnects (the daemon restarted, maybe
+// with other tokens or settings), so the console never shows a button it cannot use.
 
 import { render } from 'preact';
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
-import { ApiError, get, getToken, onUnauthorized, setToken } from './api.js';
+import { ApiError, get, getToken, onRefused, onUnauthorized, setToken } from './api.js';
 import { html } from './html.js';
 import type { Rights } from './types.js';
 import { ActivityPanel } from './views/activity.js';
@@ -80,6 +82,23 @@ function App() {
     }
   }, []);
 
+  // The rights again, for the token in use; a 401 here is the handler below's (back to the login).
+  const recheck = useCallback(async () => {
+    const attempt = attempts.current;
+    try {
+      const now = await get<Rights>('/v1/rights');
+      // for the login still in use only (not after a logout, or a login since)
+      if (attempt === attempts.current) setRights((r) => (r ? now : r));
+    } catch {
+      // unreachable now: the feed shows offline, and the rights are asked for when it reconnects
+    }
+  }, []);
+
+  useEffect(() => {
+    onRefused(() => void recheck());
+    return () => onRefused(undefined);
+  }, [recheck]);
+
   useEffect(() => {
     // a token the daemon stopped accepting (changed, revoked): back to the login, with the reason
     onUnauthorized(() => {
@@ -122,7 +141,7 @@ function App() {
       <button id="logout" onClick=${logout}>Log out</button>
     </header>
     <main>${view}</main>
-    <${ActivityPanel} onEnded=${bump} />
+    <${ActivityPanel} onEnded=${bump} onReconnect=${recheck} />
   </div>`;
 }
 

@@ -388,6 +388,18 @@ export class ForbiddenError extends SnapshotError {
   override readonly describesRequest = true;
 }
 
+/**
+ * HTTP API: a request a browser sent from another site (`Sec-Fetch-Site: cross-site`/`same-site`, or an
+ * `Origin` that is not the daemon's own): refused whatever the tokens, so no web page can make the
+ * daemon work (a diff against live memory closes the agent's write gate) even when reads are open.
+ */
+export class CrossSiteError extends SnapshotError {
+  readonly code = 'CROSS_SITE';
+  readonly exitCode = ExitCode.refused;
+  readonly outcome = 'refused' as const;
+  override readonly describesRequest = true;
+}
+
 /** HTTP API: no route with that path. */
 export class RouteNotFoundError extends SnapshotError {
   readonly code = 'ROUTE_NOT_FOUND';
@@ -800,6 +812,12 @@ export const ERROR_TABLE: ReadonlyArray<{
     meaning: 'HTTP API: missing or wrong bearer token',
   },
   { code: 'FORBIDDEN', exitCode: 6, outcome: 'refused', meaning: 'switched off by configuration' },
+  {
+    code: 'CROSS_SITE',
+    exitCode: 6,
+    outcome: 'refused',
+    meaning: 'HTTP API: a request a browser sent from another site or origin',
+  },
   { code: 'ROUTE_NOT_FOUND', exitCode: 5, outcome: 'not_found', meaning: 'HTTP API: no such route' },
   {
     code: 'METHOD_NOT_ALLOWED',

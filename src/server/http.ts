@@ -8,6 +8,8 @@
 // (a client that closed after the whole body is a delivery, not an error).
 // Every response carries the security headers (a strict Content-Security-Policy, nosniff, no framing,
 // no referrer), so the console's pages and the API's JSON alike are never run as anything else.
+// A request to the API (`/v1/…`) that a browser sent from another site or origin (`Sec-Fetch-Site`,
+// `Origin`) is refused before routing, whatever the tokens (403 CROSS_SITE).
 // Two tokens: the write token (every route) and an optional read token (read routes only); a request's
 // rights are what its token allows.
 // No operation logic: routes.ts maps each route to one library call.
@@ -21,6 +23,7 @@ import {
 } from 'node:http';
 import type { Readable } from 'node:stream';
 import {
+  CrossSiteError,
   ForbiddenError,
   InvalidInputError,
   MethodNotAllowedError,
@@ -99,6 +102,32 @@ export interface ApiServerOptions {
    * re-points at 127.0.0.1 (DNS rebinding) reads nothing, whatever the tokens.
    */
   loopbackHostsOnly?: boolean;
+}
+
+/**
+ * Why a request to the API is one a browser sent from another site, or undefined: `Sec-Fetch-Site`
+ * `cross-site` or `same-site` (another port of the same host is same-site), or an `Origin` whose host
+ * is not the `Host` the request was sent to (`null` included: a sandboxed frame, a file). The console
+ * of the daemon's own origin sends `same-origin` and its own `Origin`; a client that is not a browser
+ * (curl, the library's HTTP client) sends neither header and is not concerned.
+ */
+export function crossSiteReason(headers: IncomingHttpHeaders): string | undefined {
+  const site = headers['sec-fetch-site'];
+  if (site === 'cross-site' || site === 'same-site') return `Sec-Fetch-Site: ${site}`;
+  const origin = headers.origin;
+  if (origin === undefined) return undefined;
+  let same = false;
+  try {
+    const u = new URL(origin);
+    // the Host spelt as that scheme spells a host (its default port left out), to compare
+    const host =
+      headers.host === undefined ? undefined : new URL(`${u.protocol}//${headers.host.trim()}`).host;
+    same = (u.protocol === 'http:' || u.protocol === 'https:') && host !== undefined && u.host === host;
+  } catch {
+    same = false;
+  }
+  if (!same) return `Origin ${JSON.stringify(origin.slice(0, 100))} is not this daemon's own`;
+  return undefined;
 }
 
 /** The host name of a `Host` header (`name:port`, `[v6]:port`, or a name alone), lowercased. */
@@ -347,6 +376,15 @@ export function createApiServer(opts: ApiServerOptions): Server {
       throw new InvalidInputError(`malformed request target ${JSON.stringify(req.url)}`);
     }
     const path = url.pathname.length > 1 ? url.pathname.replace(/\/+$/, '') : url.pathname;
+    // Before routing and before the token: a web page of another site reaches nothing of the API, even
+    // of a daemon without a token (whose reads are open, and a diff against live memory is work).
+    if (path === '/v1' || path.startsWith('/v1/')) {
+      const why = crossSiteReason(req.headers);
+      if (why !== undefined)
+        throw new CrossSiteError(
+          `the API refuses requests a browser sends from another site (${why}): only the console of this daemon's own origin, or a client that is not a browser, may call it`,
+        );
+    }
     let route: Route | undefined;
     let params: Record<string, string> = {};
     const allowed: string[] = [];

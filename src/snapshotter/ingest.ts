@@ -20,7 +20,8 @@ import type { TrustPolicy } from '../format/signature.js';
 import { gitFuse, initBare, objectFormatOf } from '../git/git.js';
 import { commitMeta, fetchAll, type GitRef, headCommit, presentObjects, recordRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import { BundleDamagedError, EncryptionError, GitError } from '../model/errors.js';
+import { BundleDamagedError, EncryptionError, GitError, InvalidInputError } from '../model/errors.js';
+import { labelProblem } from '../model/ids.js';
 import type { ProgressListener, VerifyReport } from '../model/types.js';
 import { applyRefs, indexChain } from '../repository/git-history.js';
 import {
@@ -68,8 +69,28 @@ async function onBundleGit<T>(what: string, step: () => Promise<T>): Promise<T> 
 }
 
 /**
+ * Refuses (INVALID_INPUT) a bundle whose label or created_by breaks the rules of a label (labelProblem:
+ * at most 200 characters, no control, bidirectional or line-separator characters): stored, they would
+ * be a snapshot's, listed and shown to operators. A snapshot of ours never writes one; the original's v1
+ * bundles had free text, which readers (verify, list, restore) keep accepting: only storing refuses.
+ */
+export function checkStorableMeta(m: Pick<Manifest, 'label' | 'created_by'>, bundle: string): void {
+  for (const [field, value] of [
+    ['label', m.label],
+    ['created_by', m.created_by],
+  ] as const) {
+    const problem = value === undefined ? undefined : labelProblem(value);
+    if (problem !== undefined)
+      throw new InvalidInputError(
+        `the ${field} of bundle ${bundle} is not one a snapshot may have (${problem}): it is not stored; verify and restore still read the bundle`,
+      );
+  }
+}
+
+/**
  * Verifies `bundle` fully into `staging` (an empty directory the caller removes) and rebuilds its
- * history there. A bundle verify refuses is refused here, with the same typed error.
+ * history there. A bundle verify refuses is refused here, with the same typed error, and so is one
+ * whose label or created_by could not be a snapshot's (checkStorableMeta).
  */
 export async function stageBundle(
   bundle: string,
@@ -102,6 +123,7 @@ export async function stageBundle(
   }
   if (refused(v.report)) throw problemsError(v.report.problems);
   const { manifest: m, layout } = v.manifest;
+  checkStorableMeta(m, bundle);
   const captured = await capturedFrom(m, v.written);
   delete captured.gitBundlePath; // the history is stored from the scratch repository
   const dir = join(staging, 'history.git');

@@ -32,7 +32,7 @@ import { type BundleFile, bundleFiles, bundleMeta, storeAgents } from '../store/
 import { STAGING_PREFIX, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pinNoteOf, pinPathOf } from '../store/pins.js';
 import { ensureListed } from './import.js';
-import { checkStored, fromBundle, originOf, stageBundle, storeStaged } from './ingest.js';
+import { checkStorableMeta, checkStored, fromBundle, originOf, stageBundle, storeStaged } from './ingest.js';
 import { type LocalSnapshotter, READERS } from './local.js';
 
 /** The steps of one bundle's migration, as reported to `onBundle`. */
@@ -193,6 +193,12 @@ async function migrateOne(
       throw new BundleDamagedError(
         `${file.name} holds snapshot ${m.snapshot_id} of agent ${m.agent_id} (tenant ${m.tenant}): not this directory's`,
       );
+    // a label no snapshot may have (an original v1 bundle's free text, a forged one): the bundle stays
+    try {
+      checkStorableMeta(m, file.name);
+    } catch (err) {
+      return skipped(err as InvalidInputError);
+    }
     const repo = await ctx.repo();
     const existing = await loadSnapshot(repo, file.id).catch((err: unknown) => {
       if (err instanceof NotFoundError) return undefined;
@@ -262,7 +268,7 @@ async function migrateOne(
     return { ...base, outcome: 'failed', error: asSnapshotError(err, `migrating ${file.path}`).toJSON() };
   }
 
-  function skipped(error: EncryptionError): MigratedBundle {
+  function skipped(error: EncryptionError | InvalidInputError): MigratedBundle {
     return { ...base, outcome: 'skipped', error: error.toJSON() };
   }
 }

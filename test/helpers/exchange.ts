@@ -63,7 +63,12 @@ export async function contentOf(bundle: string): Promise<Map<string, string>> {
 }
 
 /** The agent as a v1 bundle of the original: raw `.git` files under `git/`, plus `extraGit` files. */
-export function v1BundleOf(a: Agent, path: string, extraGit: Record<string, string> = {}): string {
+export function v1BundleOf(
+  a: Agent,
+  path: string,
+  extraGit: Record<string, string> = {},
+  meta: { label?: string; created_by?: string } = {},
+): string {
   const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
   const arts: Array<{ path: string; kind: string; data: Buffer | string }> = [
     {
@@ -83,6 +88,7 @@ export function v1BundleOf(a: Agent, path: string, extraGit: Record<string, stri
     {
       label: 'from the original',
       created_by: 'cli',
+      ...meta,
       created_at_ms: 1_700_000_000_000,
       git: { head_oid: head, head_subject: 'the subject', head_author: 'a <b>', head_ts_ms: 1 },
     },

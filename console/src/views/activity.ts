@@ -1,18 +1,27 @@
 // Live progress of the operations the daemon runs (snapshots, restores, gc), from `/v1/events`, and
 // the result of each when it ends.
 
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { followEvents } from '../api.js';
-import { bytes, when } from '../format.js';
+import { bytes, shownName, when } from '../format.js';
 import { html } from '../html.js';
 import type { Activity } from '../types.js';
 
-export function ActivityPanel({ onEnded }: { onEnded: () => void }) {
+export function ActivityPanel({ onEnded, onReconnect }: { onEnded: () => void; onReconnect?: () => void }) {
   const [running, setRunning] = useState<Activity[]>([]);
   const [recent, setRecent] = useState<Activity[]>([]);
   const [connected, setConnected] = useState(false);
+  const reconnected = useRef(onReconnect);
+  reconnected.current = onReconnect;
   useEffect(() => {
     const stop = new AbortController();
+    // connected again after the feed was lost: the daemon may have restarted with other settings
+    let lost = false;
+    const onState = (up: boolean) => {
+      setConnected(up);
+      if (up && lost) reconnected.current?.();
+      if (!up) lost = true;
+    };
     void followEvents(
       ({ event, data }) => {
         if (event === 'snapshot') {
@@ -29,13 +38,15 @@ export function ActivityPanel({ onEnded }: { onEnded: () => void }) {
           onEnded();
         }
       },
-      setConnected,
+      onState,
       stop.signal,
     );
     return () => stop.abort();
   }, [onEnded]);
   const what = (a: Activity) =>
-    `${a.op}${a.dry_run ? ' (dry run)' : ''} ${a.agent_id ?? ''} · ${a.source === 'other-process' ? `other process (pid ${a.pid} on ${a.host})` : a.source}`;
+    shownName(
+      `${a.op}${a.dry_run ? ' (dry run)' : ''} ${a.agent_id ?? ''} · ${a.source === 'other-process' ? `other process (pid ${a.pid} on ${a.host})` : a.source}`,
+    );
   return html`<aside id="activity">
     <h2>Activity <span class=${connected ? 'ok' : 'muted'}>${connected ? '● live' : '○ offline'}</span></h2>
     ${running.length === 0 ? html`<p class="muted">Nothing running.</p>` : null}
@@ -54,10 +65,10 @@ export function ActivityPanel({ onEnded }: { onEnded: () => void }) {
           <div>${a.outcome === 'ok' ? '✓' : a.outcome === 'failed' ? '✗' : '•'} ${what(a)}</div>
           <div class="muted">${a.ended_at_ms ? when(a.ended_at_ms) : ''} ${
             a.error
-              ? `${a.error.code}: ${a.error.message}${a.error.error_id ? ` (error id ${a.error.error_id})` : ''}`
+              ? `${a.error.code}: ${shownName(a.error.message)}${a.error.error_id ? ` (error id ${a.error.error_id})` : ''}`
               : a.result
                 ? Object.entries(a.result)
-                    .map(([k, v]) => `${k}=${String(v)}`)
+                    .map(([k, v]) => `${k}=${shownName(String(v))}`)
                     .join(' ')
                 : ''
           }</div>

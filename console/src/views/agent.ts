@@ -48,7 +48,7 @@ function Chart({
         const cy = y(added(m) ?? 0);
         const kind = kindOf(m.created_by);
         return html`<a href=${href(m.id)} class="mark" data-id=${m.id}>
-          <title>${`${when(m.created_at_ms)} · ${kind} · ${m.label ?? '(no label)'} · added ${bytes(added(m))}`}</title>
+          <title>${`${when(m.created_at_ms)} · ${kind} · ${m.label !== undefined ? shownName(m.label) : '(no label)'} · added ${bytes(added(m))}`}</title>
           <line class=${`stem kind-${kind}`} x1=${cx} y1=${base} x2=${cx} y2=${cy} />
           <circle class=${`dot kind-${kind}`} cx=${cx} cy=${cy} r="5" />
           ${m.pinned ? html`<circle class="pin-ring" cx=${cx} cy=${cy} r="9" />` : null}
@@ -179,7 +179,7 @@ export function Agent({
               .filter((d) => d.action === 'delete')
               .map(
                 (d) =>
-                  html`<li><code>${shortId(d.id)}</code> ${when(d.created_at_ms)} ${d.label ?? ''} — ${d.because ?? ''}</li>`,
+                  html`<li><code>${shortId(d.id)}</code> ${when(d.created_at_ms)} <span class="label">${shownName(d.label ?? '')}</span> — ${d.because ?? ''}</li>`,
               )}</ul>`
         : null
     }

@@ -2,6 +2,7 @@
 
 import type { ComponentChildren } from 'preact';
 import { ApiError, seg } from '../api.js';
+import { shownName } from '../format.js';
 import { html } from '../html.js';
 import type { SnapshotMeta } from '../types.js';
 
@@ -14,7 +15,8 @@ export const diffHref = (tenant: string, agent: string, a: string, b: string): s
 export function ErrorNote({ error }: { error?: Error }) {
   if (!error) return null;
   const id = error instanceof ApiError && error.errorId ? ` (error id ${error.errorId})` : '';
-  return html`<p class="error" role="alert">${error.message}${id}</p>`;
+  // a message may quote what a bundle or memory holds (a label, a path): shown as every such string
+  return html`<p class="error" role="alert">${shownName(error.message)}${id}</p>`;
 }
 
 export function Loading({ when }: { when: boolean }) {

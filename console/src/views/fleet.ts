@@ -2,7 +2,7 @@
 // verify, pins, and alerts (late schedule, failed scheduled run, damaged snapshot).
 
 import { get } from '../api.js';
-import { age, bytes } from '../format.js';
+import { age, bytes, shownName } from '../format.js';
 import { useLoad } from '../hooks.js';
 import { html } from '../html.js';
 import type { AgentOverview } from '../types.js';
@@ -36,7 +36,7 @@ export function Fleet({ refresh }: { refresh: number }) {
                 <td class="num">${bytes(a.bytes_added_last)}</td>
                 <td class="num">${a.pins}</td>
                 <td>${a.last_verify ? html`<span class=${`status-${a.last_verify.status}`}>${a.last_verify.status}</span> ${a.last_verify.deep ? '(deep) ' : ''}${age(a.last_verify.at_ms)}` : html`<span class="muted">not this session</span>`}</td>
-                <td>${a.alerts.length ? html`<ul class="alerts">${a.alerts.map((x) => html`<li class=${`alert-${x.code}`}>${x.message}</li>`)}</ul>` : html`<span class="ok">none</span>`}</td>
+                <td>${a.alerts.length ? html`<ul class="alerts">${a.alerts.map((x) => html`<li class=${`alert-${x.code}`}>${shownName(x.message)}</li>`)}</ul>` : html`<span class="ok">none</span>`}</td>
               </tr>`,
             )}
           </tbody>

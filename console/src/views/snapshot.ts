@@ -2,6 +2,8 @@
 // and deep verify with the report, download (write rights), the restore preview (a dry run, write
 // rights) and the restore itself (only where the server allows restore, after typing the agent's
 // name), and the browser of the memory as it was (memdir files, tables, state; read-asof routes).
+// The route may name `latest` or a prefix: every action acts on the snapshot the page loaded (its
+// full id), never on what that name means when the button is clicked.
 
 import { useState } from 'preact/hooks';
 import { apiPath, call, download, get, seg } from '../api.js';
@@ -86,8 +88,13 @@ export function Snapshot({
   rights: Rights;
 }) {
   const agentBase = `/v1/agents/${seg(agent)}`;
-  const base = `${agentBase}/snapshots/${seg(id)}`;
-  const meta = useLoad(() => get<SnapshotMeta>(apiPath(base, { tenant })), [base, tenant]);
+  const meta = useLoad(
+    () => get<SnapshotMeta>(apiPath(`${agentBase}/snapshots/${seg(id)}`, { tenant })),
+    [agentBase, id, tenant],
+  );
+  const m = meta.data;
+  // the snapshot shown, by its id: what `latest` or a prefix named when the page loaded it
+  const base = m ? `${agentBase}/snapshots/${seg(m.id)}` : undefined;
   const [verify, setVerify] = useState<VerifyReport | undefined>();
   const [restore, setRestore] = useState<RestoreReport | undefined>();
   const [confirmName, setConfirmName] = useState('');
@@ -106,26 +113,26 @@ export function Snapshot({
       setBusy(undefined);
     }
   };
-  const doVerify = (deep: boolean) =>
+  const doVerify = (at: string, deep: boolean) =>
     run('verify', async () =>
-      setVerify(await get<VerifyReport>(apiPath(`${base}/verify`, { tenant, deep: deep || undefined }))),
+      setVerify(await get<VerifyReport>(apiPath(`${at}/verify`, { tenant, deep: deep || undefined }))),
     );
-  const doRestore = (dry: boolean) =>
+  const doRestore = (at: string, dry: boolean) =>
     run('restore', async () =>
-      setRestore(await call<RestoreReport>('POST', apiPath(`${base}/restore`, { tenant }), { dry_run: dry })),
+      setRestore(await call<RestoreReport>('POST', apiPath(`${at}/restore`, { tenant }), { dry_run: dry })),
     );
-  const m = meta.data;
+  const off = !!busy || !base;
 
   return html`<div>
     <p><a href=${agentHref(tenant, agent)}>← ${agent}</a></p>
-    <h1>Snapshot <code>${id}</code></h1>
+    <h1>Snapshot <code id="snapshot-id">${m?.id ?? id}</code></h1>
     <${ErrorNote} error=${meta.error} />
     <${Loading} when=${meta.loading && !m} />
     ${
       m
         ? html`<dl class="meta">
           <dt>taken</dt><dd>${when(m.created_at_ms)}</dd>
-          <dt>kind</dt><dd>${kindOf(m.created_by)} <span class="muted">(${m.created_by ?? 'unknown'})</span></dd>
+          <dt>kind</dt><dd>${kindOf(m.created_by)} <span class="muted" id="snapshot-created-by">(${shownName(m.created_by ?? 'unknown')})</span></dd>
           <dt>label</dt><dd class="label" id="snapshot-label">${shownName(m.label ?? '')}</dd>
           <dt>size</dt><dd>${bytes(m.bundle_size_bytes)}${m.added_bytes !== undefined ? ` (added ${bytes(m.added_bytes)})` : ''}</dd>
           <dt>flags</dt><dd><${Flags} m=${m} /></dd>
@@ -133,19 +140,19 @@ export function Snapshot({
         : null
     }
     <div class="actions">
-      <button id="verify" disabled=${!!busy} onClick=${() => doVerify(false)}>Verify</button>
-      <button id="verify-deep" disabled=${!!busy} onClick=${() => doVerify(true)}>Deep verify</button>
-      <a class="button" href=${diffHref(tenant, agent, id, 'live')}>Diff with live</a>
+      <button id="verify" disabled=${off} onClick=${() => base && doVerify(base, false)}>Verify</button>
+      <button id="verify-deep" disabled=${off} onClick=${() => base && doVerify(base, true)}>Deep verify</button>
+      ${m ? html`<a class="button" id="diff-live" href=${diffHref(tenant, agent, m.id, 'live')}>Diff with live</a>` : null}
       ${
-        rights.write
-          ? html`<button id="download" disabled=${!!busy} onClick=${() =>
+        rights.write && m && base
+          ? html`<button id="download" disabled=${off} onClick=${() =>
               run('download', async () =>
                 // redaction asked for explicitly: the server's default may be the exact copy
                 setDownloaded(
-                  await download(apiPath(`${base}/export`, { tenant, redact: 'true' }), `${id}.tar.zst`),
+                  await download(apiPath(`${base}/export`, { tenant, redact: 'true' }), `${m.id}.tar.zst`),
                 ),
               )}>Download (redacted)</button>
-            <button id="restore-preview" disabled=${!!busy} onClick=${() => doRestore(true)}>Restore preview (dry run)</button>`
+            <button id="restore-preview" disabled=${off} onClick=${() => doRestore(base, true)}>Restore preview (dry run)</button>`
           : null
       }
     </div>
@@ -158,18 +165,18 @@ export function Snapshot({
       rights.restore
         ? html`<form class="restore" id="restore-form" onSubmit=${(e: Event) => {
             e.preventDefault();
-            if (confirmName === agent) void doRestore(false);
+            if (confirmName === agent && base) void doRestore(base, false);
           }}>
           <h2>Restore agent <span class="name">${agent}</span> to this snapshot</h2>
           <p>This replaces the agent's memory (a pre-restore snapshot is taken first). Type the agent's name to confirm.</p>
           <input id="restore-confirm" aria-label="agent name" value=${confirmName} onInput=${(e: Event) => setConfirmName((e.target as HTMLInputElement).value)} />
-          <button id="restore" class="danger" type="submit" disabled=${confirmName !== agent || !!busy}>Restore ${agent}</button>
+          <button id="restore" class="danger" type="submit" disabled=${confirmName !== agent || off}>Restore ${agent}</button>
         </form>`
         : rights.write && rights.restore_refused
           ? html`<p class="muted">Restore is off on this server: ${rights.restore_refused}.</p>`
           : null
     }
-    ${m ? html`<${Components} base=${base} tenant=${tenant} meta=${m} />` : null}
-    <${Browser} base=${base} tenant=${tenant} />
+    ${m && base ? html`<${Components} base=${base} tenant=${tenant} meta=${m} />` : null}
+    ${base ? html`<${Browser} base=${base} tenant=${tenant} />` : null}
   </div>`;
 }
