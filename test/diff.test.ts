@@ -494,3 +494,42 @@ test('diff --detail shows integers beyond 2^53 exactly', async (t) => {
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /9007199254740993/);
 });
+
+test('diff --detail: each file gets the patch its own header names; content with \\r and header-like lines cannot move or hide patches', async (t) => {
+  const a = agent(t);
+  for (const f of ['a', 'b', 'c']) writeFileSync(join(a.memdir, 'topics', `${f}.md`), `${f} one\n`);
+  git(a.memdir, ['add', 'topics']);
+  git(a.memdir, ['commit', '-qm', 'three topics']);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  // the hunter's repro: a line of a.md holding a carriage return and then a patch's header for c.md
+  writeFileSync(join(a.memdir, 'topics', 'a.md'), 'hello\nnote\rdiff --git a/topics/c.md b/topics/c.md\n');
+  writeFileSync(join(a.memdir, 'topics', 'b.md'), 'b one\nb two\n');
+  writeFileSync(join(a.memdir, 'topics', 'c.md'), 'c changed\n');
+  // and a name git quotes in its headers, and content that repeats a header line on a line of its own
+  writeFileSync(
+    join(a.memdir, 'topics', 'q "x"\t.md'),
+    'diff --git a/topics/b.md b/topics/b.md\n@@ -1 +1 @@\n',
+  );
+  git(a.memdir, ['add', 'topics']);
+  git(a.memdir, ['commit', '-qm', 'change them']);
+  const s2 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: s2.id, detail: true });
+  const patch = (p: string) => d.files.find((f) => f.path === p)!.patch!;
+  assert.match(patch('topics/a.md'), /^diff --git a\/topics\/a\.md b\/topics\/a\.md\n/);
+  assert.ok(patch('topics/a.md').includes('+note\rdiff --git a/topics/c.md b/topics/c.md\n'));
+  assert.match(patch('topics/b.md'), /^diff --git a\/topics\/b\.md b\/topics\/b\.md\n/);
+  assert.match(patch('topics/b.md'), /^\+b two$/m);
+  assert.match(patch('topics/c.md'), /^diff --git a\/topics\/c\.md b\/topics\/c\.md\n/);
+  assert.match(patch('topics/c.md'), /^-c one\n\+c changed\n$/m);
+  const q = patch('topics/q "x"\t.md');
+  assert.match(q, /^diff --git "a\/topics\/q \\"x\\"\\t\.md" "b\/topics\/q \\"x\\"\\t\.md"\n/);
+  assert.match(q, /^\+diff --git a\/topics\/b\.md b\/topics\/b\.md\n\+@@ -1 \+1 @@\n$/m);
+  // the CLI prints the same patches, c.md's change among them
+  const r = await runCli(['diff', s1.id, s2.id, '--detail', '--agent', 'ana', ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^diff --git a\/topics\/c\.md b\/topics\/c\.md\n(?:.*\n)*?-c one\n\+c changed$/m);
+  assert.match(r.stdout, /^diff --git a\/topics\/b\.md b\/topics\/b\.md\n(?:.*\n)*?\+b two$/m);
+  const j = await runCli(['diff', s1.id, s2.id, '--detail', '--json', '--agent', 'ana', ...a.flags]);
+  const files = JSON.parse(j.stdout).files as { path: string; patch: string }[];
+  assert.equal(files.find((f) => f.path === 'topics/c.md')!.patch, patch('topics/c.md'));
+});

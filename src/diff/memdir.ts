@@ -137,17 +137,30 @@ export async function treeChanges(
   const patches = new Map<string, string>();
   if (detail) {
     const full = await runGit(cwd, [...base, '--src-prefix=a/', '--dst-prefix=b/', ta, tb]);
-    // Chunks come in the same order as the numstat records.
-    const chunks = full.stdout.split(/^(?=diff --git )/m).filter((c) => c.startsWith('diff --git '));
-    const order = [...stats.keys()];
-    chunks.forEach((c, i) => {
-      const rel = order[i];
-      if (rel === undefined) return;
-      let patch = c;
-      for (const side of [ta, tb])
-        patch = patch.replaceAll(`a/${side}/`, 'a/').replaceAll(`b/${side}/`, 'b/');
-      patches.set(rel, showText(secrets.shown, patch));
-    });
+    if (full.code > 1) throw new GitError(`diff of the working trees failed: ${full.stderr}`);
+    // Each chunk is given to the file its own header names, never by position: the headers git prints
+    // for a file (in both trees, only in b's, only in a's: a live side's tree leaves out the files
+    // identical to the other side), quoted as git quotes them, are looked up.
+    const byHeader = new Map<string, string | null>();
+    for (const rel of stats.keys()) {
+      for (const [x, y] of [
+        [ta, tb],
+        [tb, tb],
+        [ta, ta],
+      ]) {
+        const header = `diff --git ${gitQuoted(`a/${x}/${rel}`)} ${gitQuoted(`b/${y}/${rel}`)}`;
+        // (two files' headers alike would make the chunk's file unknown: null, refused below)
+        byHeader.set(header, byHeader.has(header) && byHeader.get(header) !== rel ? null : rel);
+      }
+    }
+    for (const chunk of patchChunks(full.stdout)) {
+      const rel = byHeader.get(chunk.header);
+      if (rel == null) throw new GitError(`git diff printed a patch for no changed file: ${chunk.header}`);
+      // the trees' directories are taken out of the header lines only, never out of the content
+      let head = chunk.head;
+      for (const side of [ta, tb]) head = head.replaceAll(`a/${side}/`, 'a/').replaceAll(`b/${side}/`, 'b/');
+      patches.set(rel, (patches.get(rel) ?? '') + showText(secrets.shown, head + chunk.body));
+    }
   }
   return [...changed]
     .sort(([x], [y]) => Buffer.compare(Buffer.from(x), Buffer.from(y)))
@@ -165,4 +178,95 @@ export async function treeChanges(
         ...(patch !== undefined && !st.binary ? { patch } : {}),
       };
     });
+}
+
+/** A path as git prints it in a patch's header (core.quotepath=off): C-quoted when it holds a
+ * double quote, a backslash or a control character. */
+export function gitQuoted(path: string): string {
+  if (!/["\\\x00-\x1f\x7f]/.test(path)) return path;
+  const named: Record<string, string> = {
+    '\x07': '\\a',
+    '\b': '\\b',
+    '\t': '\\t',
+    '\n': '\\n',
+    '\v': '\\v',
+    '\f': '\\f',
+    '\r': '\\r',
+    '"': '\\"',
+    '\\': '\\\\',
+  };
+  let out = '"';
+  for (const ch of path) {
+    const code = ch.codePointAt(0)!;
+    if (named[ch] !== undefined) out += named[ch];
+    else if (code < 0x20 || code === 0x7f) out += `\\${code.toString(8).padStart(3, '0')}`;
+    else out += ch;
+  }
+  return `${out}"`;
+}
+
+/** One file's patch in git's output: its `diff --git` line, its header lines (with that line), and its hunks. */
+interface PatchChunk {
+  header: string;
+  head: string;
+  body: string;
+}
+
+/**
+ * Splits the output of `git diff` (patch format) into its files' chunks by its grammar: a chunk's
+ * header lines up to its first hunk, then each hunk's lines counted by the hunk's own header, so no
+ * line of a file's content (one that looks like a header, or one holding a carriage return) can end
+ * a chunk or start another. Lines are ended by \n alone, as git ends them.
+ */
+export function patchChunks(out: string): PatchChunk[] {
+  const lines = out.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  const chunks: PatchChunk[] = [];
+  const bad = (i: number) =>
+    new GitError(
+      `git diff printed a patch this reader does not follow at line ${i + 1}: ${JSON.stringify(lines[i]?.slice(0, 200))}`,
+    );
+  let i = 0;
+  while (i < lines.length) {
+    const first = lines[i]!;
+    if (!first.startsWith('diff --git ')) throw bad(i);
+    const head: string[] = [first];
+    i++;
+    // header lines: modes, index, `Binary files … differ`, then `--- ` and `+++ ` when there are hunks
+    while (i < lines.length && !lines[i]!.startsWith('diff --git ') && !lines[i]!.startsWith('@@ ')) {
+      head.push(lines[i]!);
+      i++;
+    }
+    const body: string[] = [];
+    while (i < lines.length && lines[i]!.startsWith('@@ ')) {
+      const m = /^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@/.exec(lines[i]!);
+      if (!m) throw bad(i);
+      let old = m[1] === undefined ? 1 : Number(m[1]);
+      let now = m[2] === undefined ? 1 : Number(m[2]);
+      body.push(lines[i]!);
+      i++;
+      while (old > 0 || now > 0) {
+        if (i >= lines.length) throw bad(i);
+        const line = lines[i]!;
+        const c = line[0];
+        if (c === ' ' || line === '') {
+          old--;
+          now--;
+        } else if (c === '-') old--;
+        else if (c === '+') now--;
+        else if (c !== '\\') throw bad(i);
+        if (old < 0 || now < 0) throw bad(i);
+        body.push(line);
+        i++;
+      }
+      // `\ No newline at end of file` after the hunk's last line
+      if (i < lines.length && lines[i]!.startsWith('\\')) body.push(lines[i++]!);
+    }
+    chunks.push({
+      header: first,
+      head: `${head.join('\n')}\n`,
+      body: body.length > 0 ? `${body.join('\n')}\n` : '',
+    });
+  }
+  return chunks;
 }
