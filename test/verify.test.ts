@@ -572,6 +572,29 @@ test('a state value nested deeper than a bundle may carry is refused when the sn
   assert.equal((await verifyBundleFile(meta.bundle_path)).status, 'verified');
 });
 
+test('a state value nested thousands of levels deep is refused with STATE like a 65-deep one, by snapshot and by diff against live', async (t) => {
+  const { a } = await hostileBase(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const before = (await a.snapshotter.list('ana')).map((m) => m.id);
+  const deep = 8000;
+  writeFileSync(
+    join(a.sqliteDir, 'extract_cursor.json'),
+    `{"cursor": ${'['.repeat(deep)}1${']'.repeat(deep)}}`,
+  );
+  const refused = (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'STATE', err.message);
+    assert.match(err.message, /extract_cursor.*deeper than 64/);
+    return true;
+  };
+  await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana' }), refused);
+  await assert.rejects(a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: 'live' }), refused);
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.id),
+    before,
+    'nothing was written',
+  );
+});
+
 test('a label or created_by with a lone surrogate is refused when the snapshot is taken (a manifest cannot carry it)', async (t) => {
   const { a } = await hostileBase(t);
   for (const req of [{ label: 'x\ud800' }, { createdBy: '\udc00' }]) {

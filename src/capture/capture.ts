@@ -20,7 +20,7 @@ import {
   statePath,
   ZERO_OID,
 } from '../format/constants.js';
-import { scanJson } from '../format/json.js';
+import { scanJson, valueDepthProblem } from '../format/json.js';
 import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
 import { createBundle, inspectRepo, type RepoInfo, refuseShallow } from '../git/git.js';
 import { type GitRef, recordRefs } from '../git/history.js';
@@ -178,6 +178,10 @@ async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {
   for (const key of STATE_KEYS) {
     const value = await input.state.capture(key, input.agentId, input.tenant);
     if (value === undefined) continue;
+    // the iterative walk first: JSON.stringify of a value nested thousands deep overflows the stack
+    const deep = valueDepthProblem(value);
+    if (deep !== undefined)
+      throw new StateProviderError(`state value ${key} cannot be stored in a bundle: ${deep}`);
     const text = `${JSON.stringify(value, null, 2)}\n`;
     try {
       scanJson(text); // what restore accepts: a value nested deeper than the limit could not come back

@@ -82,6 +82,24 @@ export function jsonSyntaxProblem(text: string): string {
   return 'not accepted by JSON.parse';
 }
 
+/**
+ * Where a value (not text: what a state provider returned, say) nests arrays and objects deeper than
+ * `maxDepth`, found by an iterative walk before anything recursive (JSON.stringify) sees it; undefined
+ * when it does not. A value that holds itself is nested without end and so is refused the same way.
+ */
+export function valueDepthProblem(value: unknown, maxDepth = MAX_JSON_DEPTH): string | undefined {
+  const pending: Array<[unknown, number]> = [[value, 1]];
+  while (pending.length > 0) {
+    const [v, depth] = pending.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > maxDepth) return `nesting deeper than ${maxDepth} levels`;
+    const children = Array.isArray(v) ? v : Object.values(v);
+    for (const child of children)
+      if (child !== null && typeof child === 'object') pending.push([child, depth + 1]);
+  }
+  return undefined;
+}
+
 /** What the scanner expects next. */
 const Expect = { Value: 0, ValueOrEnd: 1, Key: 2, KeyOrEnd: 3, After: 4 } as const;
 type Expect = (typeof Expect)[keyof typeof Expect];
