@@ -84,7 +84,7 @@ export {
   parseSigningKey,
   type SigningKey,
 } from './crypto/sign.js';
-export type { DiffRequest, SnapshotDiff } from './diff/diff.js';
+export { DIFF_PATCH_MAX_BYTES, type DiffRequest, type SnapshotDiff } from './diff/diff.js';
 export type { FileChange } from './diff/memdir.js';
 export type { DatabaseDiff, SchemaChange, TableDiff } from './diff/sqlite.js';
 export { natsPublisherFromConfig } from './events/from-config.js';

@@ -526,6 +526,47 @@ test("the diff page against live: the library diff's rows, samples of hostile ro
   }
 });
 
+test('a huge patch: the API cuts it at 1 MiB and says so; the diff page draws a bounded number of its lines and counts the rest', async () => {
+  const first = metas[metas.length - 1]!;
+  const big = join(memdir, 'huge.md');
+  // 60,000 added lines, 1.6 MB of patch
+  writeFileSync(
+    big,
+    Array.from({ length: 60_000 }, (_, i) => `added line ${i} ${'y'.repeat(12)}\n`).join(''),
+  );
+  const { context, page } = await open();
+  try {
+    const r = await fetch(`${url}/v1/agents/ana/diff?a=${first.id}&b=live&detail=true`, {
+      headers: { authorization: `Bearer ${READ_TOKEN}` },
+    });
+    assert.equal(r.status, 200);
+    const d = (await r.json()) as {
+      files: Array<{ path: string; patch?: string; patch_truncated?: boolean; patch_bytes?: number }>;
+    };
+    const huge = d.files.find((f) => f.path === 'huge.md')!;
+    assert.equal(huge.patch_truncated, true);
+    assert.ok(Buffer.byteLength(huge.patch!) <= 1024 * 1024);
+    assert.ok(huge.patch_bytes! > 1_500_000, String(huge.patch_bytes));
+    const shownLines = huge.patch!.split('\n').length - 1;
+    await login(page, READ_TOKEN);
+    await page.goto(`${url}/#/diff/default/ana/${first.id}/live`);
+    await waitShowing(page, '#diff details.file');
+    const file = page.locator('#diff details.file', { hasText: 'huge.md' });
+    assert.equal(await file.locator('pre.patch span').count(), 2000);
+    assert.equal(
+      (await file.locator('.patch-more').textContent())?.trim(),
+      `… ${shownLines - 2000} more lines not shown`,
+    );
+    assert.match(
+      (await file.locator('.patch-cut').textContent()) ?? '',
+      /the patch is cut: the API sends the first 1024(\.0)? KiB of 1\.\d MiB \(60000 lines added, 0 removed in all\)/,
+    );
+  } finally {
+    await context.close();
+    rmSync(big);
+  }
+});
+
 test('CSRF: a page of another origin cannot make the daemon write, or work, with the console logged in beside it (403 CROSS_SITE)', async () => {
   const target = `${url}/v1/agents/ana/snapshots`;
   const evil = createServer((req, res) => {

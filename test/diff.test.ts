@@ -533,3 +533,40 @@ test('diff --detail: each file gets the patch its own header names; content with
   const files = JSON.parse(j.stdout).files as { path: string; patch: string }[];
   assert.equal(files.find((f) => f.path === 'topics/c.md')!.patch, patch('topics/c.md'));
 });
+
+test('diff --detail with maxPatchBytes: a patch over the bound is cut at a line end, the cut and the whole size said; without it, whole', async (t) => {
+  const a = agent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  // 40,000 added lines of 30 bytes (é: two bytes) — 1.2 MB of patch
+  const line = (i: number) => `line ${String(i).padStart(6, '0')} é ${'x'.repeat(14)}\n`;
+  writeFileSync(join(a.memdir, 'big.md'), Array.from({ length: 40_000 }, (_, i) => line(i)).join(''));
+  writeFileSync(join(a.memdir, 'small.md'), 'small\n');
+  const max = 1024 * 1024;
+  const d = await a.snapshotter.diff({
+    agentId: 'ana',
+    a: s1.id,
+    b: 'live',
+    detail: true,
+    maxPatchBytes: max,
+  });
+  const big = d.files.find((f) => f.path === 'big.md')!;
+  const whole = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: 'live', detail: true });
+  const full = whole.files.find((f) => f.path === 'big.md')!;
+  assert.equal(full.patch_truncated, undefined);
+  assert.equal(big.patch_truncated, true);
+  assert.equal(big.patch_bytes, Buffer.byteLength(full.patch!));
+  assert.ok(Buffer.byteLength(big.patch!) <= max);
+  assert.ok(Buffer.byteLength(big.patch!) > max - 40, 'cut at the last line end within the bound');
+  assert.ok(full.patch!.startsWith(big.patch!));
+  assert.ok(big.patch!.endsWith('x\n'), 'whole lines');
+  assert.equal(big.insertions, 40_000, 'the counts are the whole file');
+  const small = d.files.find((f) => f.path === 'small.md')!;
+  assert.deepEqual([small.patch_truncated, small.patch_bytes], [undefined, undefined]);
+  assert.match(small.patch!, /^\+small$/m);
+  await assert.rejects(
+    a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: 'live', detail: true, maxPatchBytes: 0 }),
+    {
+      code: 'INVALID_INPUT',
+    },
+  );
+});

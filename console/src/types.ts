@@ -121,6 +121,8 @@ export interface SnapshotDiff {
     deletions: number;
     binary: boolean;
     patch?: string;
+    patch_truncated?: true;
+    patch_bytes?: number;
   }>;
   databases: Array<{
     db: string;

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import { canonicalJson } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
-import { EncryptionError, UnknownAgentError } from '../model/errors.js';
+import { EncryptionError, InvalidInputError, UnknownAgentError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { DB_NAMES, type DbName } from '../model/types.js';
 import { bundleView } from '../repository/manifest.js';
@@ -70,12 +70,21 @@ export interface SnapshotDiff {
   redactions: { output: 'redacted' | 'shown'; files: number; rows: number; state: string[] };
 }
 
+/** The bound on each file's patch the HTTP API and MCP ask for: 1 MiB, as `cat`'s. */
+export const DIFF_PATCH_MAX_BYTES = 1024 * 1024;
+
 export interface DiffRequest {
   agentId: string;
   tenant?: string;
   a: string;
   b: string;
   detail?: boolean;
+  /**
+   * With detail: each file's patch cut to its first whole lines within this many bytes
+   * (`patch_truncated`, `patch_bytes` say so); whole patches when unset. The HTTP API and MCP pass
+   * DIFF_PATCH_MAX_BYTES.
+   */
+  maxPatchBytes?: number;
   /** Show values (patches, rows, state) as stored, secrets included; default: redacted. */
   showSecrets?: boolean;
   /** Identity file for age-encrypted bundles. */
@@ -156,6 +165,8 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
   const detail = req.detail === true;
+  if (req.maxPatchBytes !== undefined && (!Number.isSafeInteger(req.maxPatchBytes) || req.maxPatchBytes < 1))
+    throw new InvalidInputError(`maxPatchBytes must be a positive integer, got ${req.maxPatchBytes}`);
   const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
   const tmp = await mkdtemp(join(tmpdir(), 'nexo-diff-'));
   try {
@@ -184,7 +195,7 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
     };
     const [commits, allFiles] = await allSettledOrThrow([
       commitsBetween(a, b, join(tmp, 'history')),
-      treeChanges(a, b, tmp, detail, secrets),
+      treeChanges(a, b, tmp, detail, secrets, req.maxPatchBytes),
     ]);
     const files = allFiles.filter((f) => f.status !== 'redacted');
     const databases = DB_NAMES.filter((db) => a.dbHashes.has(db) || b.dbHashes.has(db)).map((db) =>

@@ -25,6 +25,10 @@ export interface FileChange {
   binary: boolean;
   /** Unified diff (text files, with --detail). */
   patch?: string;
+  /** Set when `patch` was cut at a line's end to the caller's bound (`maxPatchBytes`). */
+  patch_truncated?: true;
+  /** With `patch_truncated`: the whole patch's size in UTF-8 bytes. */
+  patch_bytes?: number;
 }
 
 async function git(cwd: string, args: string[]): Promise<string> {
@@ -88,6 +92,8 @@ export async function treeChanges(
   cwd: string,
   detail: boolean,
   secrets: SecretsView,
+  /** Each patch cut to at most this many bytes (whole lines); no bound when undefined. */
+  maxPatchBytes?: number,
 ): Promise<FileChange[]> {
   const changed = new Map<string, FileChange['status']>();
   const placeholders = new Map<string, string>();
@@ -175,7 +181,7 @@ export async function treeChanges(
         insertions: st.ins,
         deletions: st.del,
         binary: st.binary,
-        ...(patch !== undefined && !st.binary ? { patch } : {}),
+        ...(patch !== undefined && !st.binary ? boundedPatch(patch, maxPatchBytes) : {}),
       };
     });
 }
@@ -269,4 +275,19 @@ export function patchChunks(out: string): PatchChunk[] {
     });
   }
   return chunks;
+}
+
+/** The patch, or its first whole lines within `max` bytes with the cut said and the whole size. */
+function boundedPatch(
+  patch: string,
+  max: number | undefined,
+): Pick<FileChange, 'patch' | 'patch_truncated' | 'patch_bytes'> {
+  if (max === undefined || patch.length <= max / 3) return { patch };
+  const bytes = Buffer.from(patch, 'utf8');
+  if (bytes.length <= max) return { patch };
+  const nl = bytes.lastIndexOf(0x0a, max - 1);
+  // a first line longer than the bound is cut inside it, never inside a character
+  let end = nl >= 0 ? nl + 1 : max;
+  while (end > 0 && end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end--;
+  return { patch: bytes.subarray(0, end).toString('utf8'), patch_truncated: true, patch_bytes: bytes.length };
 }

@@ -9,6 +9,7 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
+import { DIFF_PATCH_MAX_BYTES } from '../diff/diff.js';
 import { ForbiddenError } from '../model/errors.js';
 import { MAX_LABEL_CHARS } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
@@ -190,6 +191,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
           a: args.a,
           b: args.b,
           detail: args.detail === true,
+          maxPatchBytes: DIFF_PATCH_MAX_BYTES,
           ...(o.identityPath ? { decryptIdentity: o.identityPath } : {}),
         });
         return { ...diff };

@@ -8,6 +8,7 @@
 // run) — every data route needs the token as the API does.
 
 import { parseSince } from '../browse/since.js';
+import { DIFF_PATCH_MAX_BYTES } from '../diff/diff.js';
 import {
   ForbiddenError,
   InvalidInputError,
@@ -454,6 +455,8 @@ function allRoutes(ctx: ApiContext): Route[] {
             a,
             b,
             detail: flag(q, 'detail'),
+            // each patch bounded as `cat` is: one huge memory file cannot make a response of many MB
+            maxPatchBytes: DIFF_PATCH_MAX_BYTES,
             ...identityFile(),
           }),
         };

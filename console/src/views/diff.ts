@@ -3,17 +3,25 @@
 // detail (values shown redacted, as the API always does).
 
 import { apiPath, get, seg } from '../api.js';
-import { shortId, shownName } from '../format.js';
+import { bytes, shortId, shownName } from '../format.js';
 import { useLoad } from '../hooks.js';
 import { html } from '../html.js';
 import type { SnapshotDiff, SnapshotMeta } from '../types.js';
 import { agentHref, diffHref, ErrorNote, Loading } from './common.js';
 
-function Patch({ text }: { text: string }) {
-  return html`<pre class="patch">${text.split('\n').map((l) => {
+/** Lines of one patch the page renders (a span each); the rest are counted, not drawn. */
+export const PATCH_LINES_SHOWN = 2000;
+
+function Patch({ file }: { file: SnapshotDiff['files'][number] }) {
+  const lines = file.patch!.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  const more = lines.length - PATCH_LINES_SHOWN;
+  return html`<pre class="patch">${lines.slice(0, PATCH_LINES_SHOWN).map((l) => {
     const cls = l.startsWith('+') ? 'add' : l.startsWith('-') ? 'del' : l.startsWith('@@') ? 'hunk' : '';
     return html`<span class=${cls}>${`${l}\n`}</span>`;
-  })}</pre>`;
+  })}</pre>
+    ${more > 0 ? html`<p class="muted patch-more">… ${more} more lines not shown</p>` : null}
+    ${file.patch_truncated ? html`<p class="muted patch-cut">the patch is cut: the API sends the first ${bytes(new TextEncoder().encode(file.patch!).length)} of ${bytes(file.patch_bytes ?? 0)} (${file.insertions} lines added, ${file.deletions} removed in all)</p>` : null}`;
 }
 
 const sample = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n');
@@ -97,7 +105,7 @@ export function Diff({ tenant, agent, a, b }: { tenant: string; agent: string; a
           ${r.files.map(
             (f) => html`<details class="file" open=${r.files.length <= 5}>
               <summary><code>${shownName(f.path)}</code> ${f.status} +${f.insertions} −${f.deletions}</summary>
-              ${f.binary ? html`<p class="muted">binary</p>` : f.patch ? html`<${Patch} text=${f.patch} />` : null}
+              ${f.binary ? html`<p class="muted">binary</p>` : f.patch ? html`<${Patch} file=${f} />` : null}
             </details>`,
           )}
           <h2>State</h2>
