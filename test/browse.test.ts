@@ -661,3 +661,72 @@ test('a table with a VIRTUAL generated column (computed by each read, by an expr
     JSON.stringify(at.locations),
   );
 });
+
+test('tables named with `/`, `.`, `..`, empty or `%` are listed with escaped paths that cat, find and the CLI read back (no rows hidden)', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'nexo-browse-names-'));
+  roots.push(root);
+  const p = buildSampleAgent(root, 'ana', {
+    files: 1,
+    commits: 1,
+    memories: 3,
+    embeddings: 1,
+    concepts: 1,
+    compactions: 1,
+  });
+  const s = new LocalSnapshotter({
+    stateRoot: p.stateRoot,
+    memdirRoot: p.memdirRoot,
+    sqliteRoot: p.sqliteRoot,
+    store: 'bundles',
+  });
+  // name -> the path segment docs/browse.md gives it
+  const names: Record<string, string> = {
+    'x/secret': 'x%2Fsecret',
+    '..': '%2E%2E',
+    '.': '%2E',
+    '': '%',
+    'a%2Fb': 'a%252Fb',
+    'a/b': 'a%2Fb',
+  };
+  const db = new Database(join(p.sqliteDir, 'long_term.sqlite'));
+  for (const [i, name] of Object.keys(names).entries()) {
+    db.exec(`CREATE TABLE "${name}" (v TEXT)`);
+    db.prepare(`INSERT INTO "${name}" VALUES (?)`).run(`hidden row ${i} orca`);
+  }
+  db.close();
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const ls = await s.ls('ana', undefined, snap.id, 'sqlite/long_term');
+  for (const [i, [name, seg]] of Object.entries(names).entries()) {
+    const entry = ls.entries.find((e) => e.name === name)!;
+    assert.ok(entry, `listed: ${JSON.stringify(name)}`);
+    assert.equal(entry.path, `sqlite/long_term/${seg}`);
+    assert.equal(entry.rows, 1);
+    const c = await s.cat('ana', undefined, snap.id, entry.path);
+    assert.ok(c.kind === 'table');
+    assert.equal(c.table, name);
+    assert.equal(c.path, entry.path);
+    assert.deepEqual(
+      c.rows.map((r) => r.v),
+      [`hidden row ${i} orca`],
+    );
+    assert.deepEqual((await s.ls('ana', undefined, snap.id, entry.path)).entries[0]!.path, entry.path);
+  }
+  // find names each row by a path cat reads
+  const found = await s.find({ agentId: 'ana', text: 'orca' });
+  const locations = found.snapshots.find((x) => x.snapshot_id === snap.id)!.locations;
+  assert.equal(locations.length, Object.keys(names).length);
+  for (const l of locations) {
+    const c = await s.cat('ana', undefined, snap.id, l.path);
+    assert.ok(c.kind === 'table' && c.table === (l as { table: string }).table, l.path);
+  }
+  // a % that starts no escape is refused, naming the rule
+  await assert.rejects(s.cat('ana', undefined, snap.id, 'sqlite/long_term/a%zz'), /a % starts an escape/);
+  // the CLI reads the same paths
+  const flags = ['--state-root', p.stateRoot, '--memdir-root', p.memdirRoot, '--sqlite-root', p.sqliteRoot];
+  const cli = await runCli(['cat', '--agent', 'ana', ...flags, snap.id, 'sqlite/long_term/x%2Fsecret']);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.deepEqual(JSON.parse(cli.stdout.trim()), { rowid: 1, v: 'hidden row 0 orca' });
+  const dots = await runCli(['cat', '--agent', 'ana', ...flags, snap.id, 'sqlite/long_term/%2E%2E']);
+  assert.equal(dots.code, 0, dots.stderr);
+  assert.deepEqual(JSON.parse(dots.stdout.trim()), { rowid: 1, v: 'hidden row 1 orca' });
+});

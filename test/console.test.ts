@@ -40,6 +40,7 @@ const dialogs: string[] = [];
 let daemonLog = '';
 let storeFlags: string[];
 let memdir: string;
+let sqliteDir: string;
 
 const open = (): Promise<ConsolePage> => newPage(browser, dialogs);
 const login = (page: Page, token: string): Promise<void> => logIn(page, url, token);
@@ -83,6 +84,7 @@ before(async () => {
   await snapshotter.snapshot({ agentId: 'ana', label: 'third', createdBy: 'scheduled' });
   metas = await snapshotter.list('ana'); // newest first
   memdir = a.memdir;
+  sqliteDir = a.sqliteDir;
   storeFlags = ['--state-root', a.stateRoot, '--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
 
   daemon = spawn(
@@ -564,6 +566,44 @@ test('a huge patch: the API cuts it at 1 MiB and says so; the diff page draws a 
   } finally {
     await context.close();
     rmSync(big);
+  }
+});
+
+test('the memory browser opens tables named `x/secret`, `..`, `.` and the empty name: no rows hidden from it', async () => {
+  const names = ['x/secret', '..', '.', ''];
+  const db = new Database(join(sqliteDir, 'long_term.sqlite'));
+  for (const [i, name] of names.entries()) {
+    db.exec(`CREATE TABLE "${name}" (v TEXT)`);
+    db.prepare(`INSERT INTO "${name}" VALUES (?)`).run(`kept from view ${i}`);
+  }
+  db.close();
+  const snap = await snapshotter.snapshot({ agentId: 'ana', label: 'odd table names', createdBy: 'cli' });
+  const { context, page } = await open();
+  try {
+    await login(page, READ_TOKEN);
+    await page.goto(`${url}/#/snapshot/default/ana/${snap.id}`);
+    await page.click('#browser-tree button[data-path="sqlite"]');
+    await page.click('#browser-tree button[data-path="sqlite/long_term"]');
+    await page.locator('#browser-tree button[data-path="sqlite/long_term/memories"]').waitFor();
+    const listed = await page
+      .locator('#browser-tree button')
+      .evaluateAll((bs) => bs.map((b) => b.getAttribute('data-path')));
+    for (const [i, seg] of ['x%2Fsecret', '%2E%2E', '%2E', '%'].entries()) {
+      const path = `sqlite/long_term/${seg}`;
+      assert.ok(listed.includes(path), `${path} in ${listed.join(' ')}`);
+      await page.click(`#browser-tree button[data-path="${path}"]`);
+      await page.locator('#table-rows td', { hasText: `kept from view ${i}` }).waitFor();
+      assert.equal(await page.textContent('#browser-content h3 code'), path);
+    }
+    assert.equal(
+      await page.locator('#browser-tree button[data-path="sqlite/long_term/%"]').textContent(),
+      '⟨empty name⟩',
+    );
+  } finally {
+    await context.close();
+    const live = new Database(join(sqliteDir, 'long_term.sqlite'));
+    for (const name of names) live.exec(`DROP TABLE "${name}"`);
+    live.close();
   }
 });
 

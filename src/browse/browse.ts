@@ -14,7 +14,7 @@ import { InvalidInputError, missingIn } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
 import { asText, redactText } from '../policy/redaction/scan.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
-import { type BrowsePath, parseBrowsePath } from './paths.js';
+import { type BrowsePath, parseBrowsePath, tableSegment } from './paths.js';
 import { type OpenOptions, type SnapshotSource, withSnapshot } from './source.js';
 import {
   openReadOnly,
@@ -101,7 +101,7 @@ function canonical(p: BrowsePath): string {
     case 'db':
       return `sqlite/${p.db}`;
     case 'table':
-      return `sqlite/${p.db}/${p.table}`;
+      return `sqlite/${p.db}/${tableSegment(p.table)}`;
     case 'state':
       return 'state';
     case 'state_value':
@@ -136,7 +136,7 @@ async function entriesAt(src: SnapshotSource, p: BrowsePath): Promise<LsEntry[]>
           ...tablesOf(d).map(
             (t): LsEntry => ({
               name: t.name,
-              path: `sqlite/${p.db}/${t.name}`,
+              path: `sqlite/${p.db}/${tableSegment(t.name)}`,
               type: 'table',
               rows: rowCount(d, t),
             }),
@@ -146,7 +146,7 @@ async function entriesAt(src: SnapshotSource, p: BrowsePath): Promise<LsEntry[]>
           ...virtualTablesOf(d).map(
             (v): LsEntry => ({
               name: v.name,
-              path: `sqlite/${p.db}/${v.name}`,
+              path: `sqlite/${p.db}/${tableSegment(v.name)}`,
               type: 'virtual_table',
               module: v.module,
               shadow_tables: v.shadow_tables,
@@ -296,7 +296,7 @@ function tablePage(
   const total = rowCount(d, t);
   const rows = readRows(d, t, offset, limit, shown);
   return {
-    path: `sqlite/${db}/${t.name}`,
+    path: `sqlite/${db}/${tableSegment(t.name)}`,
     db,
     table: t.name,
     columns: shownColumns(t),

@@ -30,6 +30,7 @@ import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { withDatabase } from './browse.js';
 import { ManifestCache, storedDigest } from './manifest-cache.js';
 import { type Matcher, matcherOf, type Query, textPieces } from './match.js';
+import { tableSegment } from './paths.js';
 import { type BlobScan, type ScanRole, ScanWorker } from './scan-worker.js';
 import { gramsOf, mayHold } from './sketch.js';
 import { SketchCache } from './sketch-cache.js';
@@ -262,7 +263,7 @@ async function confirmRows(ctx: Ctx, src: SnapshotSource, db: DbName): Promise<R
         const shown = showText(ctx.shown, h.value);
         return {
           kind: 'row' as const,
-          path: `sqlite/${db}/${h.table}`,
+          path: `sqlite/${db}/${tableSegment(h.table)}`,
           db,
           table: h.table,
           rowid: h.rowid,

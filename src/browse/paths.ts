@@ -1,6 +1,7 @@
 // Owns browse paths (docs/browse.md): checking a path a caller gives segment by segment (no empty
 // segment, `.`, `..`, absolute path, NUL; bounded length) and parsing it into what it names — the root,
-// the memdir or a path in it, the databases, one database or table, the state values. Pure: a browse path
+// the memdir or a path in it, the databases, one database or table, the state values; a table's name
+// escaped into one segment and back (any name SQLite allows: `/`, `.`, `..`, empty). Pure: a browse path
 // is only ever compared with manifest entries, never joined onto a directory.
 
 import { InvalidInputError } from '../model/errors.js';
@@ -57,7 +58,7 @@ export function parseBrowsePath(path: string): BrowsePath {
       if (!isDb(db))
         throw new InvalidInputError(`unknown database ${JSON.stringify(rest[0])} (${DB_NAMES.join(', ')})`);
       if (rest.length === 1) return { kind: 'db', db };
-      if (rest.length === 2) return { kind: 'table', db, table: rest[1]! };
+      if (rest.length === 2) return { kind: 'table', db, table: tableNameOf(rest[1]!) };
       throw outside();
     }
     case 'state': {
@@ -70,5 +71,47 @@ export function parseBrowsePath(path: string): BrowsePath {
     }
     default:
       throw outside();
+  }
+}
+
+/**
+ * A table's name as the last segment of its browse path: `%` as `%25` and `/` as `%2F`; the names `.`
+ * and `..` as `%2E` and `%2E%2E`; the empty name as a lone `%`. Every other character is as it is, so
+ * an ordinary name is its own segment. (SQLite allows any name; a path segment cannot be empty, `.`,
+ * `..` or hold `/`, so without this a hostile agent could keep rows out of `cat` and `ls`.)
+ */
+export function tableSegment(name: string): string {
+  if (name === '') return '%';
+  if (name === '.' || name === '..') return name.replaceAll('.', '%2E');
+  return name.replaceAll('%', '%25').replaceAll('/', '%2F');
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The table name a segment names (tableSegment's inverse; any `%XX` is read); INVALID_INPUT when a `%` starts no escape. */
+export function tableNameOf(seg: string): string {
+  if (seg === '%') return '';
+  if (!seg.includes('%')) return seg;
+  const bytes: number[] = [];
+  for (let i = 0; i < seg.length; ) {
+    if (seg[i] === '%') {
+      const hex = seg.slice(i + 1, i + 3);
+      if (!/^[0-9A-Fa-f]{2}$/.test(hex))
+        throw new InvalidInputError(
+          `table segment ${JSON.stringify(seg)}: a % starts an escape (%25 is a %, %2F a /; docs/browse.md)`,
+        );
+      bytes.push(Number.parseInt(hex, 16));
+      i += 3;
+    } else {
+      const cp = seg.codePointAt(i)!;
+      const ch = String.fromCodePoint(cp);
+      bytes.push(...Buffer.from(ch, 'utf8'));
+      i += ch.length;
+    }
+  }
+  try {
+    return utf8.decode(Uint8Array.from(bytes));
+  } catch {
+    throw new InvalidInputError(`table segment ${JSON.stringify(seg)}: its escapes are not UTF-8`);
   }
 }

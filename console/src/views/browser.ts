@@ -96,7 +96,7 @@ export function Browser({ base, tenant }: { base: string; tenant: string }) {
       <ul class="tree" id="browser-tree">
         ${(ls.data?.entries ?? []).map(
           (e) => html`<li class=${`entry entry-${e.type}`}>
-            <button class="link" data-path=${e.path} onClick=${() => pick(e)}>${shownName(e.name)}${e.type === 'dir' || e.type === 'database' ? '/' : ''}</button>
+            <button class="link" data-path=${e.path} onClick=${() => pick(e)}>${shownName(e.name) || '⟨empty name⟩'}${e.type === 'dir' || e.type === 'database' ? '/' : ''}</button>
             <span class="muted"> ${e.rows !== undefined ? `${e.rows} rows` : e.size_bytes !== undefined ? bytes(e.size_bytes) : ''}</span>
           </li>`,
         )}
