@@ -607,6 +607,34 @@ test('the memory browser opens tables named `x/secret`, `..`, `.` and the empty 
   }
 });
 
+test('a folder of 2,500 files: the memory browser draws 1,000 entries, says how many more, and shows more on request', async () => {
+  const many = join(memdir, 'many');
+  mkdirSync(many);
+  for (let i = 0; i < 2500; i++) writeFileSync(join(many, `f${String(i).padStart(4, '0')}.md`), `${i}\n`);
+  const { context, page } = await open();
+  try {
+    const snap = await snapshotter.snapshot({ agentId: 'ana', label: 'many files', createdBy: 'cli' });
+    await login(page, READ_TOKEN);
+    await page.goto(`${url}/#/snapshot/default/ana/${snap.id}`);
+    await page.click('#browser-tree button[data-path="memdir"]');
+    await page.click('#browser-tree button[data-path="memdir/many"]');
+    const more = page.locator('#browser-tree .tree-more');
+    await more.waitFor();
+    assert.equal(await page.locator('#browser-tree li.entry').count(), 1000);
+    assert.match((await more.textContent()) ?? '', /… 1500 more entries not shown\s*show 1000 more/);
+    await more.locator('button').click();
+    await page.locator('#browser-tree .tree-more', { hasText: '… 500 more entries' }).waitFor();
+    assert.equal(await page.locator('#browser-tree li.entry').count(), 2000);
+    await page.click('#browser-tree .tree-more button:text("show 500 more")');
+    await page.locator('#browser-tree button[data-path="memdir/many/f2499.md"]').waitFor();
+    assert.equal(await page.locator('#browser-tree li.entry').count(), 2500);
+    assert.equal(await more.count(), 0);
+  } finally {
+    await context.close();
+    rmSync(many, { recursive: true });
+  }
+});
+
 test('CSRF: a page of another origin cannot make the daemon write, or work, with the console logged in beside it (403 CROSS_SITE)', async () => {
   const target = `${url}/v1/agents/ana/snapshots`;
   const evil = createServer((req, res) => {

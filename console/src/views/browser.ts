@@ -65,14 +65,20 @@ function Content({ base, tenant, entry }: { base: string; tenant: string; entry:
   </div>`;
 }
 
+/** Entries of a folder the tree draws at first, and how many more each "show more" adds. */
+export const TREE_ENTRIES_SHOWN = 1000;
+
 export function Browser({ base, tenant }: { base: string; tenant: string }) {
   const [path, setPath] = useState('');
   const [open, setOpen] = useState<LsEntry | undefined>();
+  // a folder of 30,000 files draws its first entries, and says how many more there are
+  const [shown, setShown] = useState(TREE_ENTRIES_SHOWN);
   const ls = useLoad(() => get<LsResult>(apiPath(`${base}/ls`, { tenant, path })), [base, tenant, path]);
   const parts = path === '' ? [] : path.split('/');
   const pick = (e: LsEntry) => {
     if (e.type === 'dir' || e.type === 'database') {
       setPath(e.path);
+      setShown(TREE_ENTRIES_SHOWN);
       setOpen(undefined);
     } else setOpen(e);
   };
@@ -81,12 +87,14 @@ export function Browser({ base, tenant }: { base: string; tenant: string }) {
     <p class="crumbs">
       <button class="link" onClick=${() => {
         setPath('');
+        setShown(TREE_ENTRIES_SHOWN);
         setOpen(undefined);
       }}>/</button>
       ${parts.map(
         (p, i) =>
           html`<span> / </span><button class="link" onClick=${() => {
             setPath(parts.slice(0, i + 1).join('/'));
+            setShown(TREE_ENTRIES_SHOWN);
             setOpen(undefined);
           }}>${p}</button>`,
       )}
@@ -94,12 +102,18 @@ export function Browser({ base, tenant }: { base: string; tenant: string }) {
     <${ErrorNote} error=${ls.error} />
     <div class="browser">
       <ul class="tree" id="browser-tree">
-        ${(ls.data?.entries ?? []).map(
+        ${(ls.data?.entries ?? []).slice(0, shown).map(
           (e) => html`<li class=${`entry entry-${e.type}`}>
             <button class="link" data-path=${e.path} onClick=${() => pick(e)}>${shownName(e.name) || '⟨empty name⟩'}${e.type === 'dir' || e.type === 'database' ? '/' : ''}</button>
             <span class="muted"> ${e.rows !== undefined ? `${e.rows} rows` : e.size_bytes !== undefined ? bytes(e.size_bytes) : ''}</span>
           </li>`,
         )}
+        ${
+          (ls.data?.entries.length ?? 0) > shown
+            ? html`<li class="muted tree-more">… ${ls.data!.entries.length - shown} more entries not shown
+              <button class="link" onClick=${() => setShown(shown + TREE_ENTRIES_SHOWN)}>show ${Math.min(TREE_ENTRIES_SHOWN, ls.data!.entries.length - shown)} more</button></li>`
+            : null
+        }
       </ul>
       ${open ? html`<${Content} base=${base} tenant=${tenant} entry=${open} />` : null}
     </div>
