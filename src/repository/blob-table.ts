@@ -10,12 +10,25 @@ import { randomBytes } from 'node:crypto';
 const ID = 32;
 const HEX64 = /^[0-9a-f]{64}$/;
 const FIRST_CAPACITY = 1024;
-/** Per process: the slot of an id is not predictable from the id (ids in an index come from storage). */
-const SEED = randomBytes(16);
-const S0 = SEED.readUInt32LE(0);
-const S1 = SEED.readUInt32LE(4);
-const S2 = SEED.readUInt32LE(8);
-const S3 = SEED.readUInt32LE(12);
+/**
+ * Per process: the slot of an id is not predictable from the id (ids in an index come from storage, and
+ * anyone who can write the repository chooses them). Every one of the 8 words of an id is mixed in
+ * with its own key word, and a final avalanche spreads each bit of the last words over the slot bits:
+ * ids that share any part — even 31 bytes — land in unrelated slots, so crafted ids cannot build a long
+ * probe chain (docs/repository.md §5).
+ */
+const SEED = randomBytes(ID);
+const K = Array.from({ length: ID / 4 }, (_, i) => SEED.readUInt32LE(i * 4));
+const [K0, K1, K2, K3, K4, K5, K6, K7] = K as [
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+];
 
 /** A set of 32-byte ids, numbered 0, 1, … in the order they were added. */
 export class IdTable {
@@ -39,12 +52,25 @@ export class IdTable {
     return this.count;
   }
 
+  /**
+   * Slots looked at past the first, over the table's life: a structural measure of how long the probe
+   * chains are (tests bound it; a flood of colliding ids would make it grow with the square of the ids).
+   */
+  probes = 0;
+
   private slotOf(buf: Buffer, at: number): number {
-    let h = Math.imul(buf.readUInt32LE(at) ^ S0, 0x9e3779b1);
-    h = Math.imul((h ^ (h >>> 15)) + (buf.readUInt32LE(at + 4) ^ S1), 0x85ebca6b);
-    h = Math.imul((h ^ (h >>> 13)) + (buf.readUInt32LE(at + 8) ^ S2), 0xc2b2ae35);
-    h = Math.imul((h ^ (h >>> 16)) + (buf.readUInt32LE(at + 12) ^ S3), 0x27d4eb2f);
-    return (h ^ (h >>> 15)) & this.mask;
+    let h = Math.imul(buf.readUInt32LE(at) ^ K0, 0x9e3779b1);
+    h = Math.imul((h ^ (h >>> 15)) + (buf.readUInt32LE(at + 4) ^ K1), 0x85ebca6b);
+    h = Math.imul((h ^ (h >>> 13)) + (buf.readUInt32LE(at + 8) ^ K2), 0xc2b2ae35);
+    h = Math.imul((h ^ (h >>> 16)) + (buf.readUInt32LE(at + 12) ^ K3), 0x27d4eb2f);
+    h = Math.imul((h ^ (h >>> 15)) + (buf.readUInt32LE(at + 16) ^ K4), 0x9e3779b1);
+    h = Math.imul((h ^ (h >>> 13)) + (buf.readUInt32LE(at + 20) ^ K5), 0x85ebca6b);
+    h = Math.imul((h ^ (h >>> 16)) + (buf.readUInt32LE(at + 24) ^ K6), 0xc2b2ae35);
+    h = Math.imul((h ^ (h >>> 15)) + (buf.readUInt32LE(at + 28) ^ K7), 0x27d4eb2f);
+    // murmur3's finaliser: every input bit reaches the low (slot) bits
+    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+    return (h ^ (h >>> 16)) & this.mask;
   }
 
   /** The id as 32 bytes (a hex string is decoded into a reused buffer); undefined when it is no id. */
@@ -59,7 +85,7 @@ export class IdTable {
   find(id: string | Buffer): number {
     const k = this.key(id);
     if (!k) return -1;
-    for (let s = this.slotOf(k, 0); ; s = (s + 1) & this.mask) {
+    for (let s = this.slotOf(k, 0); ; s = (s + 1) & this.mask, this.probes++) {
       const e = this.slots[s]!;
       if (e === 0) return -1;
       if (this.sameId(k, (e - 1) * ID)) return e - 1;
@@ -85,7 +111,7 @@ export class IdTable {
     const k = this.key(id);
     if (!k) throw new TypeError(`not a blob id: ${typeof id === 'string' ? id : `${id.length} bytes`}`);
     let s = this.slotOf(k, 0);
-    for (; ; s = (s + 1) & this.mask) {
+    for (; ; s = (s + 1) & this.mask, this.probes++) {
       const e = this.slots[s]!;
       if (e === 0) break;
       if (this.sameId(k, (e - 1) * ID)) return { index: e - 1, added: false };
