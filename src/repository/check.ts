@@ -9,6 +9,7 @@ import { createHash, randomInt } from 'node:crypto';
 import { BundleDamagedError, SnapshotError } from '../model/errors.js';
 import {
   headerLength,
+  MAX_PACK,
   newBlobScratch,
   openStoredBlob,
   type PackEntry,
@@ -88,7 +89,17 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
     const pack = repo.index.packNames[table.packOf(i)]!;
     extent.set(pack, Math.max(extent.get(pack) ?? 0, table.offsetOf(i) + table.storedOf(i)));
   }
-  const broken = new Set<string>(); // indexed packs missing or too short
+  const broken = new Set<string>(); // indexed packs missing, too short or too large to read
+  // a pack larger than any pack may be is damage, indexed or not; it is never read (or allocated for)
+  for (const [pack, size] of packsOnDisk)
+    if (size > MAX_PACK) {
+      if (extent.has(pack)) broken.add(pack);
+      problems.push({
+        code: 'BUNDLE_DAMAGED',
+        object: `packs/${pack}`,
+        message: `pack is ${size} bytes, more than any pack may be (${MAX_PACK}); not read`,
+      });
+    }
   for (const [pack, end] of extent) {
     const size = packsOnDisk.get(pack);
     if (size === undefined || size < end + TRAILER) broken.add(pack);
@@ -143,7 +154,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   }
 
   // Data: read packs whole.
-  let toRead = [...packsOnDisk.keys()];
+  let toRead = [...packsOnDisk].filter(([, size]) => size <= MAX_PACK).map(([name]) => name);
   if (typeof opts.readData === 'number') toRead = subsetOf(toRead, opts.readData);
   else if (opts.readData !== true) toRead = [];
   const read = { bytes: 0 }; // every byte read, of packs that checked and of packs that did not
@@ -216,6 +227,9 @@ async function markReferencing(
   }
 }
 
+const tooLarge = (what: string): BundleDamagedError =>
+  new BundleDamagedError(`${what}: grew past ${MAX_PACK} bytes, more than any pack may be, while read`);
+
 async function readPack(
   repo: Repository,
   pack: string,
@@ -234,12 +248,16 @@ async function readPack(
     // straight into the lane's buffer
     size = await repo.backend.readInto(h, 0, buf.subarray(0, listedSize + 1));
     read.bytes += size;
-    if (size > listedSize) return readPack(repo, pack, listedSize * 2 + 1, buf, indexed, read);
+    if (size > listedSize) {
+      if (size > MAX_PACK) throw tooLarge(what);
+      return readPack(repo, pack, Math.min(listedSize * 2 + 1, MAX_PACK), buf, indexed, read);
+    }
     hash.update(buf.subarray(0, size));
   } else
     for await (const c of repo.backend.load(h)) {
       read.bytes += c.length;
       hash.update(c);
+      if (size + c.length > MAX_PACK) throw tooLarge(what);
       if (size + c.length > buf.length) {
         // the pack grew since it was listed
         const bigger = Buffer.allocUnsafe(Math.max(2 * buf.length, size + c.length));

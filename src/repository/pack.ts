@@ -21,6 +21,12 @@ export const PACK_MAGIC = Buffer.from('NXPK1\0\0\0', 'latin1');
 export const ENTRY_SIZE = 42;
 /** A pack is closed once its blobs reach this size (unless the backend asks for another: Backend.packing). */
 export const PACK_TARGET = 16 * 1024 * 1024;
+/**
+ * No pack is larger than this (docs/format.md): a writer's packs are closed at 16 MiB at most plus their
+ * last blob and header; `check --read-data`, which reads a pack whole, refuses a larger one as damage
+ * before reading or allocating anything for it (a 5 GB sparse file was an INTERNAL error, 1 GB its RSS).
+ */
+export const MAX_PACK = 64 * 1024 * 1024;
 /** No blob is larger than this (the chunkers' maximum is 4 MiB): a longer one is damage (§4). */
 export const MAX_BLOB = 16 * 1024 * 1024;
 /**
