@@ -5,7 +5,8 @@
 // another master key.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { MAX_PACK } from '../src/repository/pack.js';
@@ -49,4 +50,47 @@ test('check --read-data: a pack larger than any pack may be (a 5 GB sparse file)
   r = await runBuiltCli(['check', '--read-data', '--state-root', a.stateRoot, '--json'], env);
   assert.equal(r.code, 2, 'an empty pack file is damage too');
   assert.match(r.stdout, /does not hash to its name/);
+});
+
+test('an oversized listing entry (2 MB of spaces) is skipped with a warning by list and gc, reported by check; gc escapes a listing label as list does', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const env = { env: REPOSITORY };
+  let r = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], env);
+  assert.equal(r.code, 0, r.stderr);
+  const id = (JSON.parse(r.stdout) as { id: string }).id;
+  const listing = join(a.stateRoot, 'repository', 'listing');
+  const planted = randomUUID();
+  writeFileSync(join(listing, planted), ' '.repeat(2 * 1024 * 1024));
+  // the real entry's label, as a writer of the repository may set it (plaintext): a newline in it
+  const own = join(listing, id);
+  const entry = JSON.parse(readFileSync(own, 'utf8')) as { meta: { label?: string } };
+  entry.meta.label = 'evil\nDELETED everything';
+  writeFileSync(own, `${JSON.stringify(entry)}\n`);
+
+  r = await runBuiltCli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--json'], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr); // was OBJECT_TOO_LARGE, exit 2
+  assert.deepEqual(
+    (JSON.parse(r.stdout) as Array<{ id: string }>).map((m) => m.id),
+    [id],
+  );
+  assert.match(r.stderr, new RegExp(`listing/${planted} is larger than 1048576 bytes; skipped`));
+  r = await runBuiltCli(['gc', '--agent', 'ana', '--keep-count', '5', ...a.flags], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stderr, new RegExp(`listing/${planted} is larger than`));
+  assert.match(r.stdout, new RegExp(`keep +${id} .* evil\\\\nDELETED everything `));
+  assert.doesNotMatch(r.stdout, /^DELETED/m, 'the label stays on its line');
+  r = await runBuiltCli(['gc', '--all', ...a.flags, '--json'], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+
+  r = await runBuiltCli(['check', '--state-root', a.stateRoot, '--json'], env);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  const problems = (JSON.parse(r.stdout) as { problems: Problem[] }).problems;
+  assert.ok(
+    problems.some(
+      (p) =>
+        p.object === `listing/${planted}` &&
+        /more than any may be \(1048576\); list and gc skip it/.test(p.message),
+    ),
+    JSON.stringify(problems),
+  );
 });

@@ -297,7 +297,7 @@ export function formatGc(r: RetentionTickReport): string {
   const lines = r.dry_run ? ['dry run: nothing was deleted'] : [];
   for (const a of r.agents) {
     lines.push(
-      `${a.agent_id} (tenant ${a.tenant})${a.skipped ? `: skipped, ${a.skipped}` : ''}${a.error ? `: error: ${a.error}` : ''}`,
+      `${terminalField(a.agent_id)} (tenant ${terminalField(a.tenant)})${a.skipped ? `: skipped, ${a.skipped}` : ''}${a.error ? `: error: ${a.error}` : ''}`,
     );
     for (const group of ['user', 'anchor'] as const) {
       const decisions = a.decisions.filter((d) => d.group === group);
@@ -309,7 +309,10 @@ export function formatGc(r: RetentionTickReport): string {
       lines.push(`  ${header}:`);
       for (const d of decisions) {
         const why = d.action === 'keep' ? d.reasons.join(', ') : d.because;
-        lines.push(`    ${action(d.action)}  ${d.id}  ${iso(d.created_at_ms)}  ${d.label ?? '-'}  (${why})`);
+        // a label is a listing's plaintext: kept on its line, as list shows it
+        lines.push(
+          `    ${action(d.action)}  ${d.id}  ${iso(d.created_at_ms)}  ${terminalField(d.label ?? '-')}  (${why})`,
+        );
       }
     }
     if (a.restore_recovered) lines.push(`  ${recoveredRestoreLine(a.agent_id, a.restore_recovered)}`);

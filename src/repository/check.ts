@@ -18,7 +18,7 @@ import {
 } from './pack.js';
 import { ReferenceSet } from './references.js';
 import { mapLimit, type Repository } from './repository.js';
-import { loadSnapshot } from './snapshots.js';
+import { LISTING_MAX, loadSnapshot } from './snapshots.js';
 
 export interface CheckProblem {
   code: string;
@@ -145,6 +145,12 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   const listed = new Set<string>();
   for await (const l of repo.backend.list('listing')) {
     listed.add(l.name);
+    if (l.size > LISTING_MAX)
+      problems.push({
+        code: 'BUNDLE_DAMAGED',
+        object: `listing/${l.name}`,
+        message: `listing entry is ${l.size} bytes, more than any may be (${LISTING_MAX}); list and gc skip it`,
+      });
     if (!manifests.has(l.name))
       problems.push({
         code: 'BUNDLE_DAMAGED',

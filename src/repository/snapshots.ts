@@ -12,15 +12,23 @@ import {
   mapBounded,
   readAll,
 } from '../backend/backend.js';
-import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
+import {
+  BundleDamagedError,
+  NotFoundError,
+  ObjectNotFoundError,
+  ObjectTooLargeError,
+} from '../model/errors.js';
 import type { SnapshotMeta } from '../model/types.js';
 import type { ArtifactMemo, ParsedRepoManifest, RepoManifest } from './manifest.js';
 // Types only from repository.js: at run time it loads the codecs (zstd, age), which `list` never needs.
 import type { Repository } from './repository.js';
 
 const LISTING_VERSION = 1;
-/** Largest listing entry read (one is a few hundred bytes). */
-const LISTING_MAX = 1024 * 1024;
+/**
+ * Largest listing entry read (one is a few hundred bytes); a larger one is skipped with a warning by
+ * list and retention and reported by check.
+ */
+export const LISTING_MAX = 1024 * 1024;
 /** Largest pin object read for its note (a note is at most 200 characters; older ones were not checked). */
 const PIN_MAX = 64 * 1024;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -188,6 +196,40 @@ function parseListing(bytes: Buffer, name: string, location: string): ListingMet
 }
 
 /**
+ * The listing entries `names`, undefined for those not there or larger than LISTING_MAX (each of those
+ * reported through `warn`): an entry too large is skipped like any unreadable one, never the failure of
+ * the whole list (2 MB of spaces in one entry made list and gc fail for every agent).
+ */
+async function loadListing(
+  backend: Repository['backend'],
+  names: readonly string[],
+  warn: (m: string) => void,
+): Promise<Array<Buffer | undefined>> {
+  try {
+    return await loadObjects(backend, 'listing', names, LISTING_MAX);
+  } catch (err) {
+    if (!(err instanceof ObjectTooLargeError)) throw err;
+    // some entry is too large: each on its own (the loads of the others are cached by now)
+    return mapBounded(names, LOAD_PARALLEL, (name) => loadEntry(backend, name, warn));
+  }
+}
+
+/** One listing entry: undefined when it is not there, or (with a warning) when it is too large. */
+async function loadEntry(
+  backend: Repository['backend'],
+  name: string,
+  warn: (m: string) => void,
+): Promise<Buffer | undefined> {
+  try {
+    return await loadIfPresent(backend, { type: 'listing', name }, LISTING_MAX);
+  } catch (err) {
+    if (!(err instanceof ObjectTooLargeError)) throw err;
+    warn(`listing/${name} is larger than ${LISTING_MAX} bytes; skipped`);
+    return undefined;
+  }
+}
+
+/**
  * Every listed snapshot (optionally of one agent), newest first, with pins. Listing entries that are
  * unreadable are reported through `warn` and skipped (the manifest is what counts).
  */
@@ -202,7 +244,7 @@ export async function listSnapshots(
   ]);
   const pins = new Set(pinned);
   // One read of the cache's listing file where there is one; an entry not there any more was forgotten meanwhile.
-  const entries = await loadObjects(repo.backend, 'listing', names, LISTING_MAX);
+  const entries = await loadListing(repo.backend, names, warn);
   const metas: ListingMeta[] = [];
   for (let i = 0; i < names.length; i++) {
     let bytes = entries[i];
@@ -213,7 +255,7 @@ export async function listSnapshots(
       // been one download's); the next list keeps the store's entry again.
       const h = { type: 'listing' as const, name: names[i]! };
       await repo.backend.evict(h).catch(() => {});
-      bytes = await loadIfPresent(repo.backend, h, LISTING_MAX);
+      bytes = await loadEntry(repo.backend, h.name, warn);
       if (!bytes) continue;
       m = parseListing(bytes, names[i]!, repo.backend.location);
       if (!m) await repo.backend.evict(h).catch(() => {});
