@@ -5,10 +5,20 @@
 // another master key.
 
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { newKeyFile } from '../src/repository/crypto.js';
 import { MAX_PACK } from '../src/repository/pack.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { sampleAgent } from './helpers/env.js';
@@ -93,4 +103,58 @@ test('an oversized listing entry (2 MB of spaces) is skipped with a warning by l
     ),
     JSON.stringify(problems),
   );
+});
+
+test("a key file planted in an encrypted repository (to the victim's recipient) never makes a writer use its master key: refused beside the real one, and pinned on first use when it replaces it", async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const id = join(a.root, 'id.txt');
+  let r = await runBuiltCli(['keygen', '--age', '--out', id, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const recipient = execFileSync('age-keygen', ['-y', id], { encoding: 'utf8' }).trim();
+  const config = join(a.root, 'nexo.yaml');
+  writeFileSync(
+    config,
+    `memory:\n  snapshot:\n    store:\n      format: repository\n    encryption:\n      recipients: ["${recipient}"]\n      identity_path: ${id}\n`,
+  );
+  const env = { env: REPOSITORY };
+  const snapshot = () =>
+    runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--config', config, '--json'], env);
+  r = await snapshot();
+  assert.equal(r.code, 0, r.stderr);
+  const repo = join(a.stateRoot, 'repository');
+  const repoId = (JSON.parse(readFileSync(join(repo, 'config', 'config'), 'utf8')) as { id: string }).id;
+  const pin = join(a.stateRoot, 'repository-keys', repoId);
+  assert.match(readFileSync(pin, 'utf8'), /^[0-9a-f]{64}\n$/, 'the first snapshot pinned the master key');
+  const keys = join(repo, 'keys');
+  const [real] = readdirSync(keys);
+  const snapshots = () => readdirSync(join(repo, 'listing')).length;
+  const before = snapshots();
+
+  // the attacker's key file: its own master key, sealed to the victim's public recipient
+  const planted = (await newKeyFile([recipient])).bytes;
+  const plantedName = createHash('sha256').update(planted).digest('hex');
+  writeFileSync(join(keys, plantedName), planted);
+  r = await snapshot();
+  assert.equal(r.code, 7, r.stdout + r.stderr);
+  assert.match(r.stdout, /"code": "ENCRYPTION"/);
+  assert.match(r.stderr, /key files of this repository hold different master keys/);
+  r = await runBuiltCli(
+    ['list', '--agent', 'ana', '--state-root', a.stateRoot, '--config', config, '--json'],
+    env,
+  );
+  assert.equal(r.code, 0, 'list needs no key');
+
+  // the real key file gone: only the planted one opens; the pin refuses it
+  renameSync(join(keys, real!), join(a.root, 'real-key'));
+  r = await snapshot();
+  assert.equal(r.code, 7, r.stdout + r.stderr);
+  assert.match(r.stderr, /not the one this state root pinned for it on first use/);
+  assert.equal(snapshots(), before, 'nothing was stored under the planted key');
+
+  // the repository's own key back: snapshots go on
+  rmSync(join(keys, plantedName));
+  renameSync(join(a.root, 'real-key'), join(keys, real!));
+  r = await snapshot();
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(snapshots(), before + 1);
 });

@@ -39,6 +39,7 @@ import {
   MasterIndex,
   type PackRecord,
 } from './index-file.js';
+import { pinMasterKey } from './key-pins.js';
 import {
   type BlobKind,
   dropSparePackBuffers,
@@ -72,6 +73,11 @@ export interface OpenOptions {
   identities?: readonly Identity[];
   /** zstd level for blobs (default 3). */
   zstdLevel?: number;
+  /**
+   * A directory of the local state root where the master key of an encrypted repository is pinned per
+   * repository id on first use (key-pins.ts): an open that finds another key is refused.
+   */
+  keyPins?: string;
 }
 
 /** Reads a whole object (bounded). */
@@ -264,6 +270,8 @@ export class Repository {
       key = k.key;
       await backend.save({ type: 'keys', name: sha256(k.bytes) }, k.bytes, { ifAbsent: true });
     }
+    // pinned before the config makes the repository exist: its first writer is its first use
+    if (key && opts.keyPins) await pinMasterKey(opts.keyPins, config.id, key);
     await backend.save(
       { type: 'config', name: 'config' },
       Buffer.from(`${JSON.stringify(config, null, 2)}\n`),
@@ -291,13 +299,26 @@ export class Repository {
         throw new EncryptionError(
           'the repository is encrypted: give an age identity (encryption.identity_path in the config, which every command reads, or --decrypt-identity where a command has it)',
         );
+      // every key file the identities open must hold the same master key: one planted by someone who
+      // can write the repository (to the victim's public recipient) must not be used because it lists
+      // first
       let lastErr: unknown;
+      let from = '';
       for await (const k of backend.list('keys')) {
+        let opened: RepoKey;
         try {
-          key = await openKeyFile(await readObject(backend, 'keys', k.name, 1024 * 1024), opts.identities);
-          break;
+          opened = await openKeyFile(await readObject(backend, 'keys', k.name, 1024 * 1024), opts.identities);
         } catch (err) {
           lastErr = err;
+          continue;
+        }
+        if (key && !key.master.equals(opened.master))
+          throw new EncryptionError(
+            `key files of this repository hold different master keys (keys/${from} and keys/${k.name}): one was planted by someone who can write the repository; nothing is read or written until the one that is not the repository's is removed`,
+          );
+        if (!key) {
+          key = opened;
+          from = k.name;
         }
       }
       if (!key) {
@@ -305,6 +326,7 @@ export class Repository {
           throw new EncryptionError('none of the identities opens a key of this repository');
         throw lastErr;
       }
+      if (opts.keyPins) await pinMasterKey(opts.keyPins, config.id, key);
     }
     return new Repository(backend, config, key, opts);
   }

@@ -218,6 +218,14 @@ export class RepositoryStore {
     if (p) await (await p.catch(() => undefined))?.close();
   }
 
+  /**
+   * Where this state root pins the master key of each encrypted repository it opens (per repository id,
+   * on first use: repository/key-pins.ts).
+   */
+  private get keyPins(): string {
+    return join(this.stateRoot, 'repository-keys');
+  }
+
   /** The configured identity file that opens an encrypted repository, if any. */
   get identityFile(): string | undefined {
     return this.identityPath;
@@ -242,6 +250,7 @@ export class RepositoryStore {
     const { Repository } = await import('../repository/repository.js');
     return Repository.open(await this.backendFor(), {
       zstdLevel: this.zstdLevel,
+      keyPins: this.keyPins,
       ...(ids ? { identities: ids } : {}),
     });
   }
@@ -252,7 +261,11 @@ export class RepositoryStore {
     if (!this.opened) {
       this.opened = this.identities()
         .then(async (ids) => {
-          const opts = { zstdLevel: this.zstdLevel, ...(ids ? { identities: ids } : {}) };
+          const opts = {
+            zstdLevel: this.zstdLevel,
+            keyPins: this.keyPins,
+            ...(ids ? { identities: ids } : {}),
+          };
           const [{ Repository }, backend] = await Promise.all([
             import('../repository/repository.js'),
             this.backendFor(create),

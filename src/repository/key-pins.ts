@@ -1,0 +1,74 @@
+// Owns the pins of repository master keys (docs/encryption.md, "The repository's master key"): on
+// first use, the fingerprint of an encrypted repository's master key is written in the local state
+// root under the repository's id, and every later open of that repository from this state root must
+// find the same key, trust on first use as ssh's known_hosts. Someone who can write the repository but
+// not the state root cannot make a writer here seal new snapshots under a master key of theirs.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { link, mkdir, open, readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EncryptionError } from '../model/errors.js';
+import type { RepoKey } from './crypto.js';
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** The fingerprint of a master key: SHA-256 of a fixed label and the key (the key is not recoverable). */
+export const masterKeyFingerprint = (key: RepoKey): string =>
+  createHash('sha256')
+    .update('nexo-memory-snapshot/master-key-fingerprint\0')
+    .update(key.master)
+    .digest('hex');
+
+/**
+ * Checks `key` against the fingerprint pinned in `dir` for repository `repositoryId`, pinning it when
+ * there is none. EncryptionError when another key is pinned: the repository's key files were changed
+ * since this state root first opened it.
+ */
+export async function pinMasterKey(dir: string, repositoryId: string, key: RepoKey): Promise<void> {
+  if (!HEX64.test(repositoryId)) throw new EncryptionError(`not a repository id: ${repositoryId}`);
+  const file = join(dir, repositoryId);
+  const fingerprint = masterKeyFingerprint(key);
+  let pinned = await readPin(file);
+  if (pinned === undefined) {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeNew(file, `${fingerprint}\n`);
+    pinned = await readPin(file); // two first uses at once: the one that landed first is the pin
+  }
+  if (pinned !== fingerprint)
+    throw new EncryptionError(
+      `the master key the identity opens in this repository (${repositoryId}) is not the one this state root pinned for it on first use (${file}): a key file was replaced or planted by someone who can write the repository; nothing is read or written with it. If the repository's keys were changed on purpose, remove that file`,
+    );
+}
+
+async function readPin(file: string): Promise<string | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const pin = text.trim();
+  if (!HEX64.test(pin))
+    throw new EncryptionError(`${file} holds no key fingerprint (damaged): remove it to pin again`);
+  return pin;
+}
+
+/** Writes `file` whole (a temporary file linked to its name), unless it exists already. */
+async function writeNew(file: string, text: string): Promise<void> {
+  const tmp = `${file}.tmp-${randomBytes(6).toString('hex')}`;
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await link(tmp, file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    await unlink(tmp).catch(() => {});
+  }
+}
