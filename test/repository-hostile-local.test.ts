@@ -18,10 +18,13 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { CachedBackend } from '../src/backend/cache.js';
+import { MemoryBackend } from '../src/backend/memory.js';
 import { newKeyFile } from '../src/repository/crypto.js';
 import { MAX_PACK } from '../src/repository/pack.js';
+import { listSnapshots } from '../src/repository/snapshots.js';
 import { runBuiltCli } from './helpers/built-cli.js';
-import { sampleAgent } from './helpers/env.js';
+import { sampleAgent, tempDir } from './helpers/env.js';
 
 const SMALL = { files: 2, commits: 2, memories: 10, embeddings: 4, concepts: 4, compactions: 2 };
 const REPOSITORY = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
@@ -157,4 +160,27 @@ test("a key file planted in an encrypted repository (to the victim's recipient) 
   r = await snapshot();
   assert.equal(r.code, 0, r.stderr);
   assert.equal(snapshots(), before + 1);
+});
+
+test("an oversized listing entry behind the remote stores' cache (its listing file, loadMany) is skipped with a warning too", async (t) => {
+  const inner = new MemoryBackend();
+  const good = randomUUID();
+  const meta = { id: good, agent_id: 'ana', tenant: 'default', created_at_ms: 1_700_000_000_000 };
+  await inner.save(
+    { type: 'listing', name: good },
+    Buffer.from(`${JSON.stringify({ listing_version: 1, meta })}\n`),
+  );
+  const big = randomUUID();
+  await inner.save({ type: 'listing', name: big }, Buffer.alloc(2 * 1024 * 1024, ' '));
+  const cached = new CachedBackend(inner, tempDir(t));
+  for (const round of [1, 2]) {
+    const warnings: string[] = [];
+    const listed = await listSnapshots({ backend: cached }, {}, (m) => warnings.push(m));
+    assert.deepEqual(
+      listed.map((m) => m.id),
+      [good],
+      `round ${round}`,
+    );
+    assert.deepEqual(warnings, [`listing/${big} is larger than 1048576 bytes; skipped`], `round ${round}`);
+  }
 });

@@ -1,9 +1,9 @@
 // Owns `check` of a repository (restic's model): the structure — config, index files (each hashing to
 // its name), every indexed pack present with the size its blobs need, every snapshot manifest sealed,
-// every blob a snapshot references indexed, every listing entry backed by a manifest — and with
-// `readData` (or a percentage of the packs) every pack read whole: its bytes hash to its name, its
-// header matches the index, and every blob opens and hashes to its id. Problems are collected, not
-// thrown, so one run reports everything.
+// every blob a snapshot references indexed, every listing entry backed by a manifest and of a size
+// readers accept, no pack over MAX_PACK — and with `readData` (or a percentage of the packs) every
+// pack read whole: its bytes hash to its name, its header matches the index, and every blob opens and
+// hashes to its id. Problems are collected, not thrown, so one run reports everything.
 
 import { createHash, randomInt } from 'node:crypto';
 import { BundleDamagedError, SnapshotError } from '../model/errors.js';
