@@ -123,7 +123,9 @@ function App() {
       view = html`<${Agent} tenant=${route.tenant} agent=${route.agent} rights=${rights} refresh=${refresh} />`;
       break;
     case 'snapshot':
-      view = html`<${Snapshot} tenant=${route.tenant} agent=${route.agent} id=${route.id} rights=${rights} />`;
+      // keyed by the route: another snapshot's page starts anew (its loaded id, reports and confirm
+      // box), so no action of the page can act on the snapshot shown before while the new one loads
+      view = html`<${Snapshot} key=${`${route.tenant}/${route.agent}/${route.id}`} tenant=${route.tenant} agent=${route.agent} id=${route.id} rights=${rights} />`;
       break;
     case 'diff':
       view = html`<${Diff} tenant=${route.tenant} agent=${route.agent} a=${route.a} b=${route.b} />`;
