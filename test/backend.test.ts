@@ -209,6 +209,8 @@ test('local: a symlink planted inside the root is never followed by a save', asy
   symlinkSync(outsideDir, join(root, 'packs', pack.name.slice(0, 2)));
   await assert.rejects(b.save(pack, Buffer.from('x')), code('UNSAFE_OBJECT'));
   await assert.rejects(collect(b.load(pack)), code('UNSAFE_OBJECT'));
+  // …and refused by a listing too (a prune that skipped it took its packs for gone; stop 44)
+  await assert.rejects(listAll(b, 'packs'), code('UNSAFE_OBJECT'));
   assert.deepEqual(readdirSync(outsideDir), []);
   // An object name that is a symlink to a file outside: replaced (the link itself), never written through.
   const target = join(base, 'target');

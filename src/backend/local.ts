@@ -2,7 +2,9 @@
 // `<root>/packs/<first two hex>/<name>`. A save writes a temp file (O_EXCL | O_NOFOLLOW, mode 0600) in the
 // object's directory, fsyncs it, publishes it by rename (replace) or link (ifAbsent: never replaces) and
 // fsyncs the directory; directories are created on first save. Temp files and anything that is not a
-// regular file with a valid name are never listed. A symlink or other non-regular entry inside the root is
+// regular file with a valid name are never listed, except in packs/: a symlinked (or non-directory)
+// prefix directory or a pack name that is not a regular file is refused (UnsafeObjectError), as prune
+// would take such a pack for gone. A symlink or other non-regular entry inside the root is
 // never followed: UnsafeObjectError.
 
 import { constants } from 'node:fs';
@@ -256,16 +258,32 @@ export class LocalBackend implements Backend {
     }
     const prefixes = await io(`list ${dir}`, () => readdir(dir, { withFileTypes: true }));
     for (const p of prefixes) {
-      if (!p.isDirectory() || !PACK_PREFIX.test(p.name)) continue;
+      if (!PACK_PREFIX.test(p.name)) continue;
+      // A prefix directory that is a symlink (or not a directory) holds packs prune would not see: a
+      // pack skipped here is one prune takes for gone and drops from the index (stop 44).
+      if (!p.isDirectory())
+        throw new UnsafeObjectError(
+          `${join(dir, p.name)} is a ${p.isSymbolicLink() ? 'symlink' : 'non-directory'}, not a directory of ${this.location}`,
+        );
       yield* this.listDir(type, join(dir, p.name), p.name);
     }
   }
 
-  /** The regular files of `dir` whose names are valid for `type` and start with `prefix`. */
+  /**
+   * The regular files of `dir` whose names are valid for `type` and start with `prefix`. A pack name
+   * that is not a regular file (a symlink, a FIFO) is refused: UnsafeObjectError, never skipped.
+   */
   private async *listDir(type: ObjectType, dir: string, prefix: string): AsyncGenerator<ObjectInfo> {
     const entries = await io(`list ${dir}`, () => readdir(dir, { withFileTypes: true }));
     for (const e of entries) {
-      if (!e.isFile() || !isValidName(type, e.name) || !e.name.startsWith(prefix)) continue;
+      if (!isValidName(type, e.name) || !e.name.startsWith(prefix)) continue;
+      if (!e.isFile()) {
+        if (type === 'packs')
+          throw new UnsafeObjectError(
+            `packs/${e.name} is a ${e.isSymbolicLink() ? 'symlink' : 'non-regular file'} in ${this.location}`,
+          );
+        continue;
+      }
       let size: number;
       try {
         size = (await lstat(join(dir, e.name))).size;

@@ -5,11 +5,12 @@
 // entry is not a snapshot (a snapshot killed before listing it, or a forget killed after unlisting it):
 // it is removed first, and its data with the rest. Order makes every instant safe to be killed at:
 // unlisted manifests → new packs → new index → old index files removed → packs removed. A manifest that
-// cannot be read stops prune before anything is removed: what it references is unknown. The caller's
+// cannot be read stops prune before anything is removed: what it references is unknown; so does a
+// referenced blob that no listed, indexed pack holds (prune would drop it for good). The caller's
 // lock is checked before each removing step: a lost lock stops prune. Last, the store sweeps what
 // interrupted saves left beside the objects (Backend.sweepLeftovers) when it is older than LEFTOVER_AGE_MS.
 
-import { NotFoundError } from '../model/errors.js';
+import { BundleDamagedError, NotFoundError } from '../model/errors.js';
 import { decodeIndex, type PackRecord } from './index-file.js';
 import { type HeldRepoLock, otherLiveLocks, STALE_MS } from './locks.js';
 import { PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
@@ -139,6 +140,18 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
     packs.set(r.id, r);
     for (const e of r.entries) if (refs.blobs.has(e.id) && !keeper.has(e.id)) keeper.set(e.id, r.id);
   }
+  // Every blob the kept snapshots reference must have a keeper, or prune stops before removing
+  // anything (stop 44): a blob whose pack is not listed or not indexed (index files hidden or lost, a
+  // pack out of sight) is one prune would otherwise drop from the index, and its pack with it — what
+  // check reports as damage, prune must not make permanent.
+  const missing = [...refs.blobs].filter((b) => !keeper.has(b));
+  if (missing.length > 0)
+    throw new BundleDamagedError(
+      `prune stopped before removing anything: ${missing.length} blob(s) the kept snapshots reference ` +
+        `are in no pack that is both listed and indexed (${missing.slice(0, 3).join(', ')}` +
+        `${missing.length > 3 ? ', …' : ''}); run check, and repair or restore the repository first`,
+      { details: { missing_blobs: missing.length, first_missing: missing.slice(0, 10) } },
+    );
   const keep: PackRecord[] = [];
   const remove: string[] = [];
   const rewrite: { record: PackRecord; live: PackEntry[] }[] = [];

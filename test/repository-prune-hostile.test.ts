@@ -1,0 +1,126 @@
+// Tests of prune, retention and delete against hostile bytes in a local repository (a hunter's findings,
+// stop 44): hidden index files, a symlinked pack directory or pack, forged index rows, forged listing
+// entries. Real repositories on disk, the real CLI; what must hold is that nothing a kept snapshot
+// references is removed, and that the refusal is damage (exit 2) naming what is wrong.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import {
+  cpSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
+import { LocalSnapshotter } from '../src/index.js';
+import { runBuiltCli } from './helpers/built-cli.js';
+import { type Agent, sampleAgent } from './helpers/env.js';
+
+/** An agent with a repository of two snapshots whose data differ (each has packs of its own). */
+async function twoSnapshots(t: TestContext): Promise<{ a: Agent; repo: string; ids: string[] }> {
+  const a = sampleAgent(
+    t,
+    'ana',
+    { memories: 40, embeddings: 5, files: 3, commits: 2 },
+    { store: 'repository' },
+  );
+  const alt = join(a.memdir, 'topics', 'alt.md');
+  const ids: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    writeFileSync(alt, randomBytes(200 * 1024).toString('base64'));
+    ids.push((await a.snapshotter.snapshot({ agentId: 'ana' })).id);
+  }
+  return { a, repo: join(a.stateRoot, 'repository'), ids };
+}
+
+/** Every pack file as `prefix/name`, sorted. */
+function packFiles(repo: string): string[] {
+  const dir = join(repo, 'packs');
+  return readdirSync(dir)
+    .flatMap((d) => readdirSync(join(dir, d)).map((n) => `${d}/${n}`))
+    .sort();
+}
+
+const cli = (a: Agent, args: string[]) =>
+  runBuiltCli([...args, '--state-root', a.stateRoot], {
+    env: { NEXO_MEMORY_STORE_FORMAT: 'repository' },
+  });
+
+/** Every listed snapshot of ana verifies through a fresh snapshotter; returns their ids, newest first. */
+async function allVerify(a: Agent): Promise<string[]> {
+  const s = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+  });
+  const ids: string[] = [];
+  for (const m of await s.list('ana')) {
+    const r = await s.verifySnapshot('ana', 'default', m.id);
+    assert.equal(r.status, 'verified', `${m.id}: ${JSON.stringify(r.problems)}`);
+    ids.push(m.id);
+  }
+  return ids;
+}
+
+test('prune: a referenced blob in no listed, indexed pack (index files hidden) stops prune before anything is removed', async (t) => {
+  const { a, repo, ids } = await twoSnapshots(t);
+  const packs = packFiles(repo);
+  const hidden = join(a.root, 'hidden-index');
+  renameSync(join(repo, 'index'), hidden);
+  mkdirSync(join(repo, 'index'));
+  const r = await cli(a, ['prune']);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(
+    r.stderr,
+    /prune stopped before removing anything: \d+ blob\(s\) the kept snapshots reference/,
+  );
+  assert.deepEqual(packFiles(repo), packs, 'no pack removed');
+  assert.deepEqual(readdirSync(join(repo, 'index')), [], 'no index file written');
+  // a dry run says the same (it is what prune would do)
+  assert.equal((await cli(a, ['prune', '--dry-run'])).code, 2);
+  rmSync(join(repo, 'index'), { recursive: true });
+  renameSync(hidden, join(repo, 'index'));
+  assert.deepEqual((await allVerify(a)).sort(), [...ids].sort());
+});
+
+test('prune and check: a symlinked pack prefix directory or pack file is refused (UNSAFE_OBJECT), never skipped', async (t) => {
+  const { a, repo, ids } = await twoSnapshots(t);
+  const packs = packFiles(repo);
+  const indexFiles = readdirSync(join(repo, 'index')).sort();
+  // the prefix directory of the first pack, swapped for a symlink to a copy elsewhere
+  const prefix = packs[0]!.slice(0, 2);
+  const dir = join(repo, 'packs', prefix);
+  const copy = join(a.root, 'copy');
+  cpSync(dir, copy, { recursive: true });
+  rmSync(dir, { recursive: true });
+  symlinkSync(copy, dir);
+  for (const cmd of [['prune'], ['check']]) {
+    const r = await cli(a, cmd);
+    assert.equal(r.code, 2, `${cmd}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /unsafe storage: .*packs\/[0-9a-f]{2} is a symlink/, cmd[0]);
+  }
+  assert.deepEqual(readdirSync(join(repo, 'index')).sort(), indexFiles, 'the index is as it was');
+  rmSync(dir);
+  cpSync(copy, dir, { recursive: true });
+  // one pack file swapped for a symlink to its copy
+  const file = join(repo, 'packs', packs[1]!);
+  const elsewhere = join(a.root, 'pack-copy');
+  cpSync(file, elsewhere);
+  rmSync(file);
+  symlinkSync(elsewhere, file);
+  const r = await cli(a, ['prune']);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stderr, /unsafe storage: packs\/[0-9a-f]{64} is a symlink/);
+  assert.deepEqual(readdirSync(join(repo, 'index')).sort(), indexFiles);
+  rmSync(file);
+  cpSync(elsewhere, file);
+  assert.deepEqual(packFiles(repo), packs);
+  assert.deepEqual((await allVerify(a)).sort(), [...ids].sort());
+  assert.equal((await cli(a, ['prune'])).code, 0);
+  assert.deepEqual((await allVerify(a)).sort(), [...ids].sort());
+});
