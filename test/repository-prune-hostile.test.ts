@@ -9,6 +9,7 @@ import {
   cpSync,
   mkdirSync,
   readdirSync,
+  readFileSync,
   renameSync,
   rmSync,
   symlinkSync,
@@ -123,4 +124,85 @@ test('prune and check: a symlinked pack prefix directory or pack file is refused
   assert.deepEqual((await allVerify(a)).sort(), [...ids].sort());
   assert.equal((await cli(a, ['prune'])).code, 0);
   assert.deepEqual((await allVerify(a)).sort(), [...ids].sort());
+});
+
+/** Rewrites `listing/<from>` as `listing/<to>` with `edit` applied to its meta. */
+function forgeListing(repo: string, from: string, to: string, edit: (m: Record<string, unknown>) => void) {
+  const entry = JSON.parse(readFileSync(join(repo, 'listing', from), 'utf8')) as {
+    meta: Record<string, unknown>;
+  };
+  entry.meta.id = to;
+  edit(entry.meta);
+  writeFileSync(join(repo, 'listing', to), `${JSON.stringify(entry)}\n`);
+}
+
+test('retention counts only listing entries whose manifest exists and is the agent’s; delete checks the manifest’s agent', async (t) => {
+  const { a, repo, ids } = await twoSnapshots(t);
+  const [s1, s2] = ids as [string, string];
+  // a ghost: S1's entry under a new, newer id, with no manifest
+  const ghost = '01ffffff-ffff-7fff-bfff-ffffffffffff';
+  forgeListing(repo, s1, ghost, (m) => {
+    m.created_at_ms = Date.now() + 1000;
+  });
+  let r = await cli(a, [
+    'gc',
+    '--agent',
+    'ana',
+    '--keep-count',
+    '1',
+    '--max-age-days',
+    '0',
+    ...a.flags.slice(2),
+    '--json',
+  ]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const report = JSON.parse(r.stdout) as {
+    agents: {
+      decisions: { id: string; action: string }[];
+      listing_problems?: { id: string; problem: string }[];
+    }[];
+  };
+  const ana = report.agents[0]!;
+  assert.deepEqual(
+    ana.decisions.map((d) => [d.id, d.action]),
+    [
+      [s2, 'keep'],
+      [s1, 'delete'],
+    ],
+  );
+  assert.deepEqual(ana.listing_problems, [{ id: ghost, problem: 'its listing entry has no manifest' }]);
+  assert.deepEqual(readdirSync(join(repo, 'snapshots')), [s2], 'S1 forgotten, S2 kept');
+  // delete removes the ghost entry (nothing of a snapshot is there to keep)
+  r = await cli(a, ['delete', '--agent', 'ana', '--id', ghost, '--yes']);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.deepEqual(readdirSync(join(repo, 'listing')), [s2]);
+  assert.deepEqual(await allVerify(a), [s2]);
+
+  // ana's snapshots listed as eve's: eve's gc counts none of them, eve's delete refuses
+  writeFileSync(join(a.memdir, 'topics', 'alt.md'), randomBytes(100 * 1024).toString('base64'));
+  const s3 = (await a.snapshotter.snapshot({ agentId: 'ana' })).id;
+  for (const id of [s2, s3])
+    forgeListing(repo, id, id, (m) => {
+      m.agent_id = 'eve';
+    });
+  r = await cli(a, [
+    'gc',
+    '--agent',
+    'eve',
+    '--keep-count',
+    '1',
+    '--max-age-days',
+    '0',
+    ...a.flags.slice(2),
+    '--json',
+  ]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const eve = (JSON.parse(r.stdout) as typeof report).agents[0]!;
+  assert.deepEqual(eve.decisions, []);
+  assert.deepEqual(eve.listing_problems?.map((l) => l.id).sort(), [s2, s3].sort());
+  assert.match(eve.listing_problems![0]!.problem, /its manifest agent ana \(tenant default\)/);
+  r = await cli(a, ['delete', '--agent', 'eve', '--id', s2, '--yes']);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stderr, /listed for agent eve .* but its manifest is agent ana's/);
+  assert.deepEqual(readdirSync(join(repo, 'snapshots')).sort(), [s2, s3].sort());
 });

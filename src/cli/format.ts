@@ -315,6 +315,8 @@ export function formatGc(r: RetentionTickReport): string {
         );
       }
     }
+    for (const l of a.listing_problems ?? [])
+      lines.push(`  not counted: ${l.id}  (${JSON.stringify(l.problem).slice(1, -1)})`);
     if (a.restore_recovered) lines.push(`  ${recoveredRestoreLine(a.agent_id, a.restore_recovered)}`);
     for (const l of a.leftovers_removed) lines.push(`  ${l}`);
     for (const b of a.backups_removed)

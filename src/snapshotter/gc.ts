@@ -65,6 +65,12 @@ export interface AgentGcReport {
   error_id?: string;
   decisions: Decision[];
   /**
+   * Listing entries of the agent that retention did not count (stop 44): no manifest, a manifest that
+   * cannot be read, or one of another agent or tenant. Neither kept nor deleted: `check` and the
+   * operator decide (`delete` removes an entry without a manifest).
+   */
+  listing_problems?: Array<{ id: string; problem: string }>;
+  /**
    * An interrupted restore of the agent (its journal left by a killed restore) that the sweep finished
    * (`completed`: it had committed) or rolled back (`rolled_back`: the agent is as before it). Not a
    * leftover: absent when there was none.
@@ -227,8 +233,15 @@ async function sweepAgent(
     // The repository's entries as listed before this agent's lock was taken: look again at the ones
     // still there (a delete may have run meanwhile) and at their pins (a pin may have been added).
     const again = await s.repository.stillListed(listed.map((m) => m.id));
-    const inRepository = listed
-      .filter((m) => again.listed.has(m.id))
+    const still = listed.filter((m) => again.listed.has(m.id));
+    // A listing entry is counted only when its manifest exists and is this agent's (stop 44): a forged
+    // entry kept as the "newest" made the real snapshots go, one naming another agent made them go
+    // under that agent's policy.
+    const unmatched = await s.repository.unmatchedEntries(still);
+    if (unmatched.size > 0)
+      report.listing_problems = [...unmatched].map(([id, problem]) => ({ id, problem }));
+    const inRepository = still
+      .filter((m) => !unmatched.has(m.id))
       .map((m) => ({ ...m, pinned: again.pinned.has(m.id) }));
     // A snapshot in both stores (a bundle that migrate stored but had not removed yet) is one snapshot,
     // as list shows it: decided once, pinned when either copy is, and both copies go when it goes.

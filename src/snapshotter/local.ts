@@ -1275,7 +1275,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         if ((await this.list(a, t)).length <= 1)
           throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
         if (inRepository.pinned) throw pinnedError(inRepository.id);
-        await this.repository.forget(inRepository.id);
+        await this.repository.forget(inRepository.id, { agentId: a, tenant: t });
         return { id: inRepository.id, agent_id: a, tenant: t, bundle_path: inRepository.bundle_path };
       } finally {
         lock.release();

@@ -27,8 +27,11 @@ import type { Manifest, RedactionReport } from '../format/manifest.js';
 import type { TrustPolicy } from '../format/signature.js';
 import {
   asSnapshotError,
+  BundleDamagedError,
   ConfigError,
+  EncryptionError,
   InvalidInputError,
+  NotFoundError,
   ObjectNotFoundError,
   StoreUnavailableError,
   UnknownAgentError,
@@ -657,6 +660,52 @@ export class RepositoryStore {
   }
 
   /**
+   * The listing entries among `entries` that retention must not count (stop 44): a listing entry is a
+   * plaintext cache anyone with write access can forge, the manifest is the snapshot. An entry whose
+   * manifest is missing, cannot be read, or names another id, agent or tenant is returned with why.
+   * Each manifest is read and checked (its seal) when the repository opens with the configured
+   * identity; an encrypted repository without one is checked for the manifest's existence only (a stat).
+   */
+  async unmatchedEntries(entries: readonly ListingMeta[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    if (entries.length === 0) return out;
+    let repo: Repository | undefined;
+    try {
+      repo = await this.open();
+    } catch (err) {
+      if (!(err instanceof EncryptionError)) throw err;
+    }
+    const [{ loadSnapshot }, { mapLimit }] = await Promise.all([
+      import('../repository/snapshots.js'),
+      import('../repository/repository.js'),
+    ]);
+    const backend = await this.backendFor();
+    await mapLimit(entries, 8, async (m) => {
+      if (!repo) {
+        await backend.stat({ type: 'snapshots', name: m.id }).catch((err: unknown) => {
+          if (!(err instanceof ObjectNotFoundError)) throw err;
+          out.set(m.id, 'its listing entry has no manifest');
+        });
+        return;
+      }
+      try {
+        const { manifest } = await loadSnapshot(repo, m.id);
+        if (manifest.agent_id !== m.agent_id || manifest.tenant !== m.tenant)
+          out.set(
+            m.id,
+            `its listing entry names agent ${m.agent_id} (tenant ${m.tenant}), its manifest agent ${manifest.agent_id} (tenant ${manifest.tenant})`,
+          );
+      } catch (err) {
+        if (err instanceof NotFoundError) out.set(m.id, 'its listing entry has no manifest');
+        else if (err instanceof BundleDamagedError || err instanceof EncryptionError)
+          out.set(m.id, `its manifest cannot be read (${err.message})`);
+        else throw err;
+      }
+    });
+    return out;
+  }
+
+  /**
    * Forgets a snapshot for retention, under the agent lock but without the repository lock: forgetting
    * removes only its listing entry, pin and manifest, and a prune running meanwhile at worst keeps its
    * data one round longer. So gc never waits for a prune.
@@ -815,11 +864,32 @@ export class RepositoryStore {
     };
   }
 
-  /** Forgets a snapshot (its data goes with the next prune). */
-  async forget(id: string): Promise<void> {
+  /**
+   * Forgets a snapshot (its data goes with the next prune). With `of`, the manifest must be that agent's
+   * (stop 44: a listing entry naming another agent made `delete --agent eve` forget ana's snapshot):
+   * BundleDamagedError, nothing removed, when it names another. A manifest that is missing (a forged or
+   * left-over listing entry: forgetting removes it) or cannot be read (damage) is forgotten as asked.
+   * Opening the repository needs the identity of an encrypted one, so the agent is always checked.
+   */
+  async forget(id: string, of?: { agentId: string; tenant: string }): Promise<void> {
     const repo = await this.open();
-    const { forgetSnapshot } = await import('../repository/snapshots.js');
-    await this.locked(repo, false, 'forget', () => forgetSnapshot(repo, id));
+    const { forgetSnapshot, loadSnapshot } = await import('../repository/snapshots.js');
+    await this.locked(repo, false, 'forget', async () => {
+      if (of) {
+        const manifest = await loadSnapshot(repo, id).then(
+          (p) => p.manifest,
+          (err: unknown) => {
+            if (err instanceof NotFoundError || err instanceof BundleDamagedError) return undefined;
+            throw err;
+          },
+        );
+        if (manifest && (manifest.agent_id !== of.agentId || manifest.tenant !== of.tenant))
+          throw new BundleDamagedError(
+            `snapshot ${id} is listed for agent ${of.agentId} (tenant ${of.tenant}) but its manifest is agent ${manifest.agent_id}'s (tenant ${manifest.tenant}): the listing entry is forged or damaged; nothing was deleted`,
+          );
+      }
+      await forgetSnapshot(repo, id);
+    });
   }
 
   async setPinned(id: string, pinned: boolean, note?: string): Promise<void> {
