@@ -17,7 +17,11 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
+import { LocalBackend } from '../src/backend/local.js';
 import { LocalSnapshotter } from '../src/index.js';
+import { decodeIndex } from '../src/repository/index-file.js';
+import { PACK_TARGET, PackBuilder } from '../src/repository/pack.js';
+import { Repository, saveContentAddressed } from '../src/repository/repository.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { type Agent, sampleAgent } from './helpers/env.js';
 
@@ -205,4 +209,69 @@ test('retention counts only listing entries whose manifest exists and is the age
   assert.equal(r.code, 2, r.stdout + r.stderr);
   assert.match(r.stderr, /listed for agent eve .* but its manifest is agent ana's/);
   assert.deepEqual(readdirSync(join(repo, 'snapshots')).sort(), [s2, s3].sort());
+});
+
+test('prune: index rows placing a pack’s referenced blobs in another pack are confirmed from that pack’s header before it goes', async (t) => {
+  const { a, repo, ids } = await twoSnapshots(t);
+  const backend = new LocalBackend(repo);
+  const r0 = await Repository.open(backend);
+  const real = readdirSync(join(repo, 'index'));
+  const records = (
+    await Promise.all(
+      real.map(async (name) =>
+        decodeIndex(r0.decodeFile(readFileSync(join(repo, 'index', name)), name), name),
+      ),
+    )
+  ).flat();
+  const sorted = [...records].sort((x, y) => y.entries.length - x.entries.length);
+  const big = sorted[0]!;
+  const small = sorted.at(-1)!;
+  assert.notEqual(big.id, small.id);
+  const packs = packFiles(repo);
+  // the small pack's rows claim the big pack's blobs too (at offset 0, 10 bytes)
+  const forgedSmall = {
+    ...small,
+    entries: [...small.entries, ...big.entries.map((e) => ({ ...e, offset: 0, stored: 10, raw: 10 }))],
+  };
+  const others = records.filter((r) => r.id !== big.id && r.id !== small.id);
+  const hidden = join(a.root, 'real-index');
+  renameSync(join(repo, 'index'), hidden);
+  for (const forged of [
+    [forgedSmall, ...others, big], // the big pack indexed after: it would go as holding nothing kept
+    [forgedSmall, ...others], // the big pack not indexed at all: it would go as a killed writer's
+  ]) {
+    mkdirSync(join(repo, 'index'));
+    await (await Repository.open(backend)).saveIndex(forged);
+    const r = await cli(a, ['prune']);
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `the index places blob [0-9a-f]{64} in packs/${small.id}, but that pack's header does not hold it there; packs/${big.id}`,
+      ),
+    );
+    assert.deepEqual(packFiles(repo), packs, 'no pack removed');
+    rmSync(join(repo, 'index'), { recursive: true });
+  }
+  // a forged pack whose header names the big pack's blobs (at the offsets its own index rows give),
+  // with other bytes: the header agrees with the rows, the bytes are not the blobs
+  const w = await Repository.open(backend);
+  const builder = new PackBuilder(w.key, PACK_TARGET);
+  for (const e of big.entries) builder.add(e.id, e.kind, Buffer.from(`not ${e.id}`), 3);
+  const done = builder.finish();
+  await saveContentAddressed(backend, { type: 'packs', name: done.id }, done.parts);
+  const fake = { id: done.id, entries: builder.entries };
+  mkdirSync(join(repo, 'index'));
+  await w.saveIndex([fake, ...records]);
+  const r1 = await cli(a, ['prune']);
+  assert.equal(r1.code, 2, r1.stdout + r1.stderr);
+  assert.match(r1.stderr, new RegExp(`in packs/${done.id}, but its copy there is not that blob`));
+  assert.deepEqual(packFiles(repo), [...packs, `${done.id.slice(0, 2)}/${done.id}`].sort());
+  rmSync(join(repo, 'index'), { recursive: true });
+  rmSync(join(repo, 'packs', done.id.slice(0, 2), done.id));
+  renameSync(hidden, join(repo, 'index'));
+  assert.deepEqual((await allVerify(a)).sort(), [...ids].sort());
+  const r = await cli(a, ['prune']);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.deepEqual((await allVerify(a)).sort(), [...ids].sort());
 });

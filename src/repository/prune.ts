@@ -6,16 +6,23 @@
 // it is removed first, and its data with the rest. Order makes every instant safe to be killed at:
 // unlisted manifests → new packs → new index → old index files removed → packs removed. A manifest that
 // cannot be read stops prune before anything is removed: what it references is unknown; so does a
-// referenced blob that no listed, indexed pack holds (prune would drop it for good). The caller's
+// referenced blob that no listed, indexed pack holds (prune would drop it for good), and a pack about
+// to go holding a referenced blob whose keeper's own header does not confirm it. The caller's
 // lock is checked before each removing step: a lost lock stops prune. Last, the store sweeps what
 // interrupted saves left beside the objects (Backend.sweepLeftovers) when it is older than LEFTOVER_AGE_MS.
 
 import { BundleDamagedError, NotFoundError } from '../model/errors.js';
 import { decodeIndex, type PackRecord } from './index-file.js';
 import { type HeldRepoLock, otherLiveLocks, STALE_MS } from './locks.js';
-import { PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
+import { openStoredBlob, PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
 import { ReferenceSet } from './references.js';
-import { mapLimit, type Repository, readObject, saveContentAddressed } from './repository.js';
+import {
+  mapLimit,
+  type Repository,
+  readObject,
+  readObjectRange,
+  saveContentAddressed,
+} from './repository.js';
 import { loadSnapshot } from './snapshots.js';
 
 export interface PruneReport {
@@ -178,6 +185,14 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
   const inFlightPacks = running.length > 0 ? unindexed : [];
   if (inFlightPacks.length > 0) unindexed = [];
   for (const p of unindexed) bytesFreed += onDisk.get(p)!;
+  await confirmKeepers(
+    repo,
+    refs.blobs,
+    keeper,
+    packs,
+    [...remove, ...rewrite.map((r) => r.record.id)],
+    unindexed,
+  );
   // nothing to remove and one index file: nothing is written (a dry run says what a run would do)
   const idle =
     unlisted.length === 0 &&
@@ -255,4 +270,84 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
   for (const p of [...remove, ...rewrite.map((r) => r.record.id), ...unindexed])
     await repo.backend.remove({ type: 'packs', name: p });
   return report;
+}
+
+/**
+ * Evidence before removal (stop 44): a pack prune removes or rewrites may hold a referenced blob whose
+ * keeper, by the index, is another pack. Index rows are only a claim (one forged index file made prune
+ * remove the pack holding everything, check finding nothing wrong): the keeper's own header must hold
+ * that blob where its row says, and the bytes there must open and hash to the blob's id, or prune stops
+ * before removing anything (BUNDLE_DAMAGED). What a pack about to go holds is its index rows, and for a
+ * pack no index knows, its header; an unindexed pack whose header cannot be read is garbage of a killed
+ * writer or already damaged, and goes as before. Cost: the headers of the unindexed packs and of the
+ * keepers of blobs held twice (two ranged reads each), and those blobs' bytes (one ranged read each);
+ * nothing when every referenced blob is stored once and every pack is indexed.
+ */
+async function confirmKeepers(
+  repo: Repository,
+  referenced: ReadonlySet<string>,
+  keeper: ReadonlyMap<string, string>,
+  packs: ReadonlyMap<string, PackRecord>,
+  going: readonly string[],
+  unindexed: readonly string[],
+): Promise<void> {
+  // keeper pack → the blobs it must be seen to hold, each with the pack that would go with it
+  const claims = new Map<string, Map<string, string>>();
+  const claim = (blob: string, from: string) => {
+    const k = keeper.get(blob);
+    if (!k || k === from) return;
+    const m = claims.get(k) ?? new Map<string, string>();
+    claims.set(k, m);
+    if (!m.has(blob)) m.set(blob, from);
+  };
+  for (const p of going) for (const e of packs.get(p)!.entries) if (referenced.has(e.id)) claim(e.id, p);
+  const headers = await mapLimit(unindexed, 8, async (p) => {
+    try {
+      return (await repo.readPackHeader(p)).entries;
+    } catch (err) {
+      if (err instanceof BundleDamagedError) return [];
+      throw err;
+    }
+  });
+  unindexed.forEach((p, i) => {
+    for (const e of headers[i]!) if (referenced.has(e.id)) claim(e.id, p);
+  });
+  await mapLimit([...claims], 4, async ([k, blobs]) => {
+    const header = await repo.readPackHeader(k);
+    const held = new Map(header.entries.map((e) => [e.id, e]));
+    const rows = new Map(packs.get(k)!.entries.map((e) => [e.id, e]));
+    const salt = packs.get(k)!.salt;
+    for (const [blob, from] of blobs) {
+      const h = held.get(blob);
+      const r = rows.get(blob)!;
+      const same =
+        h !== undefined &&
+        h.offset === r.offset &&
+        h.stored === r.stored &&
+        h.raw === r.raw &&
+        h.kind === r.kind &&
+        h.flags === r.flags &&
+        (salt === undefined || header.salt?.toString('hex') === salt);
+      const stop = (why: string) =>
+        new BundleDamagedError(
+          `prune stopped before removing anything: the index places blob ${blob} in packs/${k}, but ${why}; ` +
+            `packs/${from}, which prune would remove, holds it. An index file or pack is forged or ` +
+            'damaged: run check --read-data, and repair the repository first',
+          { details: { blob, keeper: k, would_remove: from } },
+        );
+      if (!same) throw stop("that pack's header does not hold it there");
+      // and the keeper's copy is the blob (its hash): a pack can be forged with its header
+      try {
+        openStoredBlob(
+          await readObjectRange(repo.backend, k, r.offset, r.stored),
+          r,
+          header.key,
+          `blob ${blob}`,
+        );
+      } catch (err) {
+        if (err instanceof BundleDamagedError) throw stop(`its copy there is not that blob (${err.message})`);
+        throw err;
+      }
+    }
+  });
 }

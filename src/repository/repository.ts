@@ -628,7 +628,7 @@ async function holdsIntact(backend: Backend, h: Handle, size: number): Promise<b
  * `length` bytes of a pack from `offset`: the backend's one piece as it is (no copy), or its pieces
  * copied into one buffer of `length` bytes (readAll would keep every piece and then concatenate).
  */
-async function readObjectRange(
+export async function readObjectRange(
   backend: Backend,
   pack: string,
   offset: number,
