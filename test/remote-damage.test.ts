@@ -5,14 +5,14 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, suite, test } from 'node:test';
 import { type Backend, readAll } from '../src/backend/backend.js';
 import { openS3Backend } from '../src/backend/s3.js';
 import { runBuiltCli } from './helpers/built-cli.js';
-import { type Json, ok } from './helpers/cli-json.js';
-import { sampleAgent, tempDir } from './helpers/env.js';
+import { type Json, json, ok } from './helpers/cli-json.js';
+import { type RunResult, sampleAgent, tempDir } from './helpers/env.js';
 import { type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
 import { type S3Server, startS3ServerProcess } from './helpers/s3-server.js';
 
@@ -126,5 +126,47 @@ suite('remote damage', { concurrency: 2 }, () => {
       await cli(['restore', '--agent', 'ana', '--from', snap.id, ...roots, '--state-root', c]),
       'restore on C',
     );
+  });
+
+  test('a repository whose config is missing beside its data is damage (exit 2), on S3 and locally: never "no snapshots", never created again over it', async (t) => {
+    const a = sampleAgent(t, 'ana', SMALL);
+    const damaged = (r: RunResult, what: string) => {
+      assert.equal(r.code, 2, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+      const err = json(r).error;
+      assert.equal(err.code, 'BUNDLE_DAMAGED', what);
+      assert.match(err.message, /no config object/, what);
+      assert.match(err.message, /put its config back/i, what);
+    };
+    // S3, read from hosts whose cache never saw the config
+    const prefix = 'noconfig';
+    const cli = s3Cli(tempDir(t, 'nexo-cfg-'), prefix);
+    const direct = await openS3Backend(server.options(BUCKET, prefix));
+    t.after(() => direct.close());
+    ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot');
+    await direct.remove({ type: 'config', name: 'config' });
+    const host = () => ['--state-root', tempDir(t, 'nexo-host-')];
+    damaged(await cli(['list', '--agent', 'ana', ...host()]), 'list (S3)');
+    damaged(await cli(['check', ...host()]), 'check (S3)');
+    const roots = ['--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
+    damaged(await cli(['snapshot', '--agent', 'ana', ...roots, ...host()]), 'snapshot (S3)');
+    await assert.rejects(
+      readAll(direct, { type: 'config', name: 'config' }, { maxBytes: 1 << 20 }),
+      { code: 'OBJECT_NOT_FOUND' },
+      'no config was written over the data',
+    );
+    // the local repository of a state root
+    const b = sampleAgent(t, 'bob', { ...SMALL, seed: 5 });
+    const local = (args: string[]) =>
+      runBuiltCli([...args, '--json', '--state-root', b.stateRoot], {
+        env: { NEXO_MEMORY_STORE_FORMAT: 'repository' },
+      });
+    const bobRoots = ['--memdir-root', b.memdirRoot, '--sqlite-root', b.sqliteRoot];
+    ok(await local(['snapshot', '--agent', 'bob', ...bobRoots]), 'local snapshot');
+    const config = join(b.stateRoot, 'repository', 'config', 'config');
+    rmSync(config);
+    damaged(await local(['list', '--agent', 'bob']), 'list (local)');
+    damaged(await local(['check']), 'check (local)');
+    damaged(await local(['snapshot', '--agent', 'bob', ...bobRoots]), 'snapshot (local)');
+    assert.equal(existsSync(config), false, 'no local config was written over the data');
   });
 });

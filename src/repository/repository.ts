@@ -206,6 +206,34 @@ function configChunkerProblem(c: RepoConfig): string | undefined {
   return undefined;
 }
 
+/** The types whose objects make a repository: one of them without `config` is a repository that lost it. */
+const DATA_TYPES: readonly ObjectType[] = ['listing', 'snapshots', 'index', 'packs', 'pins'];
+
+/**
+ * When the store has no `config` object: BundleDamagedError (BUNDLE_DAMAGED, exit 2) naming what is there
+ * if it holds repository data (listing, snapshots, index, packs, pins), else undefined (no repository yet:
+ * keys alone are a first writer's, written just before its config; locks are no data). A repository whose
+ * config went missing is never created again over its data: a new config has a new id, and every
+ * snapshot already there would then belong to another repository.
+ */
+export async function configMissingError(backend: Backend): Promise<BundleDamagedError | undefined> {
+  const found: string[] = [];
+  for (const type of DATA_TYPES)
+    for await (const o of backend.list(type)) {
+      found.push(`${type}/${o.name}`);
+      break;
+    }
+  if (found.length === 0) return undefined;
+  return new BundleDamagedError(
+    `the repository at ${backend.location} has no config object, but holds data (${found.join(', ')}): ` +
+      'its config is missing (deleted or lost). It is not created again over that data (a new config has ' +
+      'a new id: every snapshot there would belong to another repository). Put its config back (a backup, or ' +
+      "a copy from another host's cache: <state_root>/cache/<…>/config/config without its first 32 bytes), " +
+      'or move the data aside to start a new repository',
+    { details: { missing: 'config/config', found } },
+  );
+}
+
 /** Stored blobs read with one request (Repository.storedRuns): each at `at` in `bytes`, not opened yet. */
 export interface StoredRun {
   pack: string;
@@ -282,9 +310,18 @@ export class Repository {
     return new Repository(backend, config, key, opts);
   }
 
-  /** Opens an existing repository; NotFoundError when there is none. */
+  /**
+   * Opens an existing repository; ObjectNotFoundError when there is none, BundleDamagedError when its
+   * `config` is missing beside data (configMissingError).
+   */
   static async open(backend: Backend, opts: OpenOptions = {}): Promise<Repository> {
-    const configBytes = await readObject(backend, 'config', 'config', 1024 * 1024);
+    let configBytes: Buffer;
+    try {
+      configBytes = await readObject(backend, 'config', 'config', 1024 * 1024);
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) throw (await configMissingError(backend)) ?? err;
+      throw err;
+    }
     let config: RepoConfig;
     try {
       config = parseConfig(configBytes);

@@ -142,21 +142,36 @@ export class RepositoryStore {
 
   /**
    * Whether the repository has been created (its config exists): on the file system for a local one;
-   * for a remote one, its `config` object (asked once per handle once found; a missing bucket or stream
+   * for a remote one, its `config` object (a missing config beside repository data is BUNDLE_DAMAGED,
+   * configMissingError) (asked once per handle once found; a missing bucket or stream
    * is StoreUnavailableError STORE_MISSING). `writer`: asked by one that creates the repository when it
    * is not there (migrate): a NATS repository whose buckets are missing is then not created yet (its
    * buckets are the repository, made by its first writer), not an error; an S3 bucket still must exist.
    */
   async exists(writer = false): Promise<boolean> {
-    if (this.place.kind === 'local') return this.existsLocally();
+    if (this.place.kind === 'local') {
+      if (this.existsLocally()) return true;
+      if (!existsSync(this.place.path)) return false;
+      // a directory without its config file: damage when it holds repository data (configMissingError)
+      const { configMissingError } = await import('../repository/repository.js');
+      const damage = await configMissingError(await this.backendFor());
+      if (damage) throw damage;
+      return false;
+    }
     if (this.seen) return true;
     try {
       await (await this.backendFor()).stat({ type: 'config', name: 'config' });
       this.seen = true;
       return true;
     } catch (err) {
-      // A missing bucket is an error (STORE_MISSING), not an empty repository: likely a typo.
-      if (err instanceof ObjectNotFoundError) return false;
+      // A missing bucket is an error (STORE_MISSING), not an empty repository: likely a typo. A missing
+      // config beside repository data is damage, never "no repository" (configMissingError).
+      if (err instanceof ObjectNotFoundError) {
+        const { configMissingError } = await import('../repository/repository.js');
+        const damage = await configMissingError(await this.backendFor());
+        if (damage) throw damage;
+        return false;
+      }
       if (
         writer &&
         this.place.kind === 'nats' &&
