@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, suite, test } from 'node:test';
 import { type Backend, readAll } from '../src/backend/backend.js';
@@ -168,5 +168,44 @@ suite('remote damage', { concurrency: 2 }, () => {
     damaged(await local(['check']), 'check (local)');
     damaged(await local(['snapshot', '--agent', 'bob', ...bobRoots]), 'snapshot (local)');
     assert.equal(existsSync(config), false, 'no local config was written over the data');
+  });
+
+  test('a repository replaced behind a warm cache: the next write is refused (exit 8, STORE_REPLACED, nothing written) and the cache forgets the old one', async (t) => {
+    const prefix = 'replaced';
+    const a = sampleAgent(t, 'ana', SMALL);
+    const cli = s3Cli(tempDir(t, 'nexo-cfg-'), prefix);
+    const direct = await openS3Backend(server.options(BUCKET, prefix));
+    t.after(() => direct.close());
+    const hostX = a.flags; // its state root's cache is warm after its snapshot
+    const roots = ['--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
+    const hostY = ['--state-root', tempDir(t, 'nexo-host-y-'), ...roots];
+    ok(await cli(['snapshot', '--agent', 'ana', ...hostX]), 'snapshot on X');
+    ok(await cli(['snapshot', '--agent', 'ana', ...hostX]), 'second snapshot on X (config from the cache)');
+    // the repository is deleted, and another host creates a new one in its place
+    for (const type of ['config', 'keys', 'packs', 'index', 'snapshots', 'listing', 'pins', 'locks'] as const)
+      for await (const o of direct.list(type)) await direct.remove({ type, name: o.name });
+    ok(await cli(['snapshot', '--agent', 'ana', ...hostY]), 'snapshot on Y (a new repository)');
+    const before = await names(direct, 'listing');
+    assert.equal(before.length, 1);
+    const refused = await cli(['snapshot', '--agent', 'ana', ...hostX]);
+    assert.equal(
+      refused.code,
+      8,
+      `snapshot on X: exit ${refused.code}\n${refused.stdout}\n${refused.stderr}`,
+    );
+    const err = json(refused).error;
+    assert.equal(err.code, 'STORE_REPLACED');
+    assert.match(err.message, /not the one this host's cache knows/);
+    assert.deepEqual(await names(direct, 'listing'), before, 'nothing of it was listed');
+    assert.equal(
+      existsSync(join(a.stateRoot, 'cache')) && readdirSync(join(a.stateRoot, 'cache')).length > 0,
+      false,
+      "the old repository's cache is gone",
+    );
+    const again = ok(await cli(['snapshot', '--agent', 'ana', ...hostX]), 'the same snapshot on X again');
+    const yRoot = ['--state-root', hostY[1]!];
+    ok(await cli(['check', ...yRoot]), 'check on Y');
+    const v = ok(await cli(['verify', '--agent', 'ana', '--id', again.id, ...yRoot]), 'verify on Y');
+    assert.equal(v.status, 'verified');
   });
 });

@@ -12,12 +12,14 @@
 // reads one file. It holds the entries of the names the last list showed, rewritten whole (temporary
 // file, rename) when that changes; a block whose checksum fails is not used (its entries are fetched
 // again) and the file is rewritten. An entry a caller found damaged (evict: it does not parse, open or
-// verify) is forgotten, so the next read goes to the store. Deleting the cache loses nothing.
+// verify) is forgotten, so the next read goes to the store. Deleting the cache loses nothing. A config
+// answered from the cache is checked against the store's before the process's first write (the ids
+// must match): a repository replaced behind the cache is STORE_REPLACED and the cache is dropped.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { ObjectTooLargeError } from '../model/errors.js';
+import { ObjectNotFoundError, ObjectTooLargeError, StoreUnavailableError } from '../model/errors.js';
 import {
   type Backend,
   type Handle,
@@ -85,9 +87,23 @@ const STAT_FROM_CACHE: ReadonlySet<ObjectType> = new Set(['config', 'keys', 'ind
 const HASHED_NAME: ReadonlySet<ObjectType> = new Set(['keys', 'index']);
 const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest();
 
+/** The `id` of a config's bytes, or undefined when they are not a config's JSON. */
+function configId(bytes: Buffer): string | undefined {
+  try {
+    const id = (JSON.parse(bytes.toString('utf8')) as { id?: unknown })?.id;
+    return typeof id === 'string' ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class CachedBackend implements Backend {
   /** Entries found corrupt and fetched again (for tests and diagnostics). */
   refetched = 0;
+  /** The config this process was answered with from the cache (confirmed with the store before a write). */
+  private servedConfig: Buffer | undefined;
+  /** The confirmation of servedConfig (once per process; a replaced repository keeps it rejected). */
+  private confirming: Promise<void> | undefined;
 
   constructor(
     readonly inner: Backend,
@@ -139,8 +155,56 @@ export class CachedBackend implements Backend {
     await this.writeFileQuietly(this.pathOf(h), content, sum);
   }
 
-  save(h: Handle, data: SaveSource, opts?: SaveOptions): Promise<void> {
+  async save(h: Handle, data: SaveSource, opts?: SaveOptions): Promise<void> {
+    await this.confirmConfig();
     return this.inner.save(h, data, opts);
+  }
+
+  /**
+   * Before this process's first write (save, remove): a config answered from the cache is checked
+   * against the store's (one load; the ids must match). A repository replaced behind the cache (deleted,
+   * created again by another host: a new id), or whose config is gone, is StoreUnavailableError
+   * STORE_REPLACED for this and every later write of this backend, and the cache directory is dropped (it
+   * held the old repository's objects): the next process reads the store. A failure to ask is reported
+   * and asked again by the next write.
+   */
+  private confirmConfig(): Promise<void> {
+    const served = this.servedConfig;
+    if (!served) return Promise.resolve();
+    this.confirming ??= this.checkConfig(served).catch((err: unknown) => {
+      if (!(err instanceof StoreUnavailableError && err.code === 'STORE_REPLACED'))
+        this.confirming = undefined;
+      throw err;
+    });
+    return this.confirming;
+  }
+
+  private async checkConfig(served: Buffer): Promise<void> {
+    const h: Handle = { type: 'config', name: 'config' };
+    let stored: Buffer | undefined;
+    try {
+      stored = await readAll(this.inner, h, { maxBytes: CONFIG_MAX });
+    } catch (err) {
+      if (!(err instanceof ObjectNotFoundError)) throw err;
+    }
+    const was = configId(served);
+    const now = stored && configId(stored);
+    if (stored && (stored.equals(served) || (was !== undefined && now === was))) {
+      if (!stored.equals(served)) await this.keep(h, stored);
+      return;
+    }
+    await rm(this.dir, { recursive: true, force: true }).catch(() => {});
+    const location = this.inner.location;
+    const short = (id: string | undefined) => (id ? `${id.slice(0, 12)}…` : 'unreadable');
+    throw new StoreUnavailableError(
+      'STORE_REPLACED',
+      `the repository at ${location} is not the one this host's cache knows: ` +
+        (stored
+          ? `its config id is ${short(now)}, the cache had ${short(was)} (it was replaced, e.g. deleted and created again by another host)`
+          : 'its config is gone from the store (the repository was deleted, or its config lost)') +
+        '. Nothing was written. The cache of the old repository is dropped: run the command again',
+      { backend: location.startsWith('nats://') ? 'nats' : 's3', location },
+    );
   }
 
   async *load(h: Handle, range?: Range): AsyncGenerator<Uint8Array> {
@@ -148,6 +212,7 @@ export class CachedBackend implements Backend {
     range = validateRange(range);
     const hit = await this.cached(h);
     if (hit) {
+      if (h.type === 'config') this.servedConfig ??= hit;
       const { start, end } = resolveRange(h, range, hit.length);
       if (end > start) yield Buffer.from(hit.subarray(start, end));
       return;
@@ -165,6 +230,8 @@ export class CachedBackend implements Backend {
       yield c;
     }
     if (total <= CACHE_MAX_OBJECT) await this.keep(h, Buffer.concat(parts, total));
+    // read from the store by this process: what the cache serves from now on is the store's
+    if (h.type === 'config') this.confirming ??= Promise.resolve();
   }
 
   /**
@@ -306,6 +373,7 @@ export class CachedBackend implements Backend {
   async stat(h: Handle): Promise<ObjectInfo> {
     h = validateHandle(h);
     const hit = STAT_FROM_CACHE.has(h.type) ? await this.cached(h) : undefined;
+    if (hit && h.type === 'config') this.servedConfig ??= hit;
     if (hit) return { name: h.name, size: hit.length };
     // The config (small; every command asks whether it exists) is loaded instead, and so kept: the next
     // stat needs no request.
@@ -425,6 +493,7 @@ export class CachedBackend implements Backend {
 
   async remove(h: Handle): Promise<void> {
     h = validateHandle(h);
+    await this.confirmConfig();
     await this.inner.remove(h);
     if (CACHED_TYPES.has(h.type)) await rm(this.pathOf(h), { force: true }).catch(() => {});
   }

@@ -567,13 +567,15 @@ export type StoreErrorCode =
   | 'STORE_AUTH'
   | 'STORE_MISSING'
   | 'STORE_DENIED'
-  | 'STORE_FULL';
+  | 'STORE_FULL'
+  | 'STORE_REPLACED';
 
 /**
  * A remote store (NATS JetStream, S3) cannot be used: not reachable after the retries (STORE_UNREACHABLE),
  * credentials refused (STORE_AUTH), the bucket or stream does not exist (STORE_MISSING), the
  * credentials lack a permission (STORE_DENIED), or the store has no room for the write (STORE_FULL:
- * a JetStream storage limit reached; never retried). `backend` is `nats` or `s3`; `location` never holds a
+ * a JetStream storage limit reached; never retried); the repository is not the one this host's cache
+ * knows (STORE_REPLACED: replaced behind it; the cache forgets the old one). `backend` is `nats` or `s3`; `location` never holds a
  * secret. Nothing the failed operation wrote is visible as a snapshot.
  */
 export class StoreUnavailableError extends SnapshotError {
@@ -903,5 +905,12 @@ export const ERROR_TABLE: ReadonlyArray<{
     exitCode: 8,
     outcome: 'store_unavailable',
     meaning: 'a remote repository has no room for the write (a JetStream storage limit reached)',
+  },
+  {
+    code: 'STORE_REPLACED',
+    exitCode: 8,
+    outcome: 'store_unavailable',
+    meaning:
+      "a remote repository was replaced behind this host's cache (its config id changed); nothing written",
   },
 ];

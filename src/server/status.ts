@@ -43,6 +43,7 @@ const STATUS: Record<string, number> = {
   STORE_MISSING: 502,
   STORE_DENIED: 502,
   STORE_FULL: 502,
+  STORE_REPLACED: 502,
 };
 
 /**

@@ -311,7 +311,9 @@ export class RepositoryStore {
     waitMs = this.s.lockTimeoutMs,
   ): Promise<T> {
     const { lockRepository } = await import('../repository/locks.js');
-    const lock = await lockRepository(repo.backend, exclusive, operation, waitMs);
+    const lock = await lockRepository(repo.backend, exclusive, operation, waitMs).catch((err: unknown) =>
+      this.forgetIfReplaced(err),
+    );
     // A lock that cannot be removed (the store went away) never turns the operation's outcome into its
     // own error: what the operation did, or the error that stopped it, is what is reported. The lock
     // left behind is ignored once stale (at once on this host when this process is gone).
@@ -331,6 +333,22 @@ export class RepositoryStore {
     }
     await release();
     return result;
+  }
+
+  /**
+   * Rethrows `err`; when it is STORE_REPLACED (the remote repository was replaced behind the cache,
+   * which dropped the old one's objects), this handle first forgets the repository it opened and its
+   * backend: the next operation (a daemon's) opens the store's repository afresh.
+   */
+  private async forgetIfReplaced(err: unknown): Promise<never> {
+    if (err instanceof StoreUnavailableError && err.code === 'STORE_REPLACED') {
+      const p = this.backendP;
+      this.backendP = undefined;
+      this.opened = undefined;
+      this.seen = false;
+      await (await p?.catch(() => undefined))?.close().catch(() => {});
+    }
+    throw err;
   }
 
   /** The agent's newest snapshot's history, to add to it (none when the history was rewritten). */
@@ -909,7 +927,9 @@ export class RepositoryStore {
 
   async setPinned(id: string, pinned: boolean, note?: string): Promise<void> {
     const { setPinned } = await import('../repository/snapshots.js');
-    await setPinned({ backend: await this.backendFor() }, id, pinned, note);
+    await setPinned({ backend: await this.backendFor() }, id, pinned, note).catch((err: unknown) =>
+      this.forgetIfReplaced(err),
+    );
   }
 
   /**
