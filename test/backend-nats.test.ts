@@ -25,6 +25,8 @@ import { lockRepository } from '../src/repository/locks.js';
 import { pruneRepository } from '../src/repository/prune.js';
 import { Repository } from '../src/repository/repository.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
+import { runBuiltCli } from './helpers/built-cli.js';
+import { sampleAgent } from './helpers/env.js';
 import { startNats } from './helpers/nats.js';
 import { closeClient, type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
 import { REPO } from './helpers/repo.js';
@@ -655,4 +657,89 @@ test('a creds_file that is not a NATS credentials file is CONFIG, naming the fil
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a repository stream whose settings can drop data is refused at open (STORE_UNSAFE, exit 8) naming the setting, before anything is written', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-unsafe-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const conf = join(dir, 'server.conf');
+  writeFileSync(conf, `jetstream { store_dir: "${join(dir, 'js')}" }\n`);
+  const server = await startNats(t, 0, ['-c', conf]);
+  const bucket = 'unsafe';
+  const opts = { servers: [server.url], bucket, timeoutMs: 3000, retry: FAST };
+  const first = await openNatsBackend({ ...opts, create: true });
+  await first.save({ type: 'packs', name: hexName('kept') }, randomBytes(600 * 1024));
+  await first.close();
+  const nc = await connect({ servers: [server.url] });
+  t.after(() => closeClient(nc));
+  const jsm = await jetstreamManager(nc);
+  const obj = `OBJ_${bucket}`;
+  const kv = `KV_${bucket}-locks`;
+  const messages = async () => (await jsm.streams.info(obj)).state.messages;
+  const stored = await messages();
+  const cases: Array<{
+    stream: string;
+    set: Record<string, unknown>;
+    unset: Record<string, unknown>;
+    names: RegExp;
+  }> = [
+    {
+      stream: obj,
+      set: { discard: 'old', max_bytes: 64 * MiB },
+      unset: { discard: 'new', max_bytes: -1 },
+      names: /discard is old with max_bytes/,
+    },
+    {
+      stream: obj,
+      set: { discard: 'old', max_msgs: 10_000 },
+      unset: { discard: 'new', max_msgs: -1 },
+      names: /discard is old with max_msgs/,
+    },
+    {
+      stream: obj,
+      set: { max_msgs_per_subject: 1 },
+      unset: { max_msgs_per_subject: -1 },
+      names: /max_msgs_per_subject is 1/,
+    },
+    { stream: obj, set: { max_age: 3600 * 1e9 }, unset: { max_age: 0 }, names: /max_age is 3600 s/ },
+    {
+      stream: obj,
+      set: { subjects: [`$O.${bucket}.C.>`] },
+      unset: { subjects: [`$O.${bucket}.C.>`, `$O.${bucket}.M.>`] },
+      names: /without \$O\.unsafe\.M\.>/,
+    },
+    {
+      stream: kv,
+      set: { max_age: 600 * 1e9 },
+      unset: { max_age: 0 },
+      names: /KV_unsafe-locks .*max_age is 600 s/,
+    },
+  ];
+  for (const c of cases) {
+    await jsm.streams.update(c.stream, c.set);
+    for (const create of [false, true])
+      await assert.rejects(
+        openNatsBackend({ ...opts, create }),
+        (err: Error & { code?: string; exitCode?: number }) => {
+          assert.equal(err.code, 'STORE_UNSAFE', `${JSON.stringify(c.set)}: ${err.message}`);
+          assert.equal(err.exitCode, 8);
+          assert.match(err.message, c.names);
+          assert.match(err.message, /can drop repository data/);
+          return true;
+        },
+      );
+    await jsm.streams.update(c.stream, c.unset);
+  }
+  // discard new with a byte limit drops nothing (a full stream refuses the write: STORE_FULL)
+  await jsm.streams.update(obj, { max_bytes: 64 * MiB });
+  const b = await openNatsBackend(opts);
+  await b.close();
+  // the CLI: a snapshot into the unsafe stream fails before writing anything
+  await jsm.streams.update(obj, { discard: 'old' });
+  const a = sampleAgent(t, 'ana', { memories: 20, embeddings: 5, files: 2, commits: 1 });
+  const repo = `nats://127.0.0.1:${server.port}/${bucket}`;
+  const r = await runBuiltCli(['snapshot', '--agent', 'ana', '--json', '--repo', repo, ...a.flags]);
+  assert.equal(r.code, 8, r.stderr);
+  assert.equal(JSON.parse(r.stdout).error.code, 'STORE_UNSAFE');
+  assert.equal(await messages(), stored, 'nothing was written');
 });

@@ -831,6 +831,53 @@ function storeError(kind: Kind, err: unknown, location: string, attempts: number
   }
 }
 
+/** The stream settings streamDataLoss reads (JetStream's stream config, as stream info gives it). */
+interface StreamSettings {
+  storage: string;
+  retention: string;
+  discard: string;
+  max_age: number;
+  max_bytes: number;
+  max_msgs: number;
+  max_msgs_per_subject: number;
+  subjects: string[];
+}
+
+/**
+ * What in a repository stream's settings can drop stored messages (then a save acknowledged now is
+ * lost later), or undefined. What this backend creates drops nothing: file storage, limits retention,
+ * discard new, no max_age, and (objects) no per-subject limit. Refused: memory storage (gone with a
+ * server restart); interest or work-queue retention (messages go once consumed, or with no consumer);
+ * a max_age (expiry); discard old with a max_bytes or max_msgs (the oldest go when it is full; with
+ * discard new a full stream refuses the write instead: STORE_FULL, nothing lost); on the object stream
+ * a max_msgs_per_subject (an object's chunks share a subject: all but the last would go; the locks' KV
+ * keeps one message per key by design); and subjects that do not include ours (our publishes would go
+ * to no stream, or to another). Exported for tests.
+ */
+export function streamDataLoss(
+  c: Partial<StreamSettings>,
+  kind: 'objects' | 'locks',
+  subjects: readonly string[],
+): string | undefined {
+  const limited = (n: number | undefined) => typeof n === 'number' && n > 0;
+  if (c.storage !== undefined && c.storage !== 'file')
+    return `storage is ${c.storage} (lost when the server restarts; file storage keeps it)`;
+  if (c.retention !== undefined && c.retention !== 'limits')
+    return `retention is ${c.retention} (messages are removed once consumed or without interest; limits keeps them)`;
+  if (limited(c.max_age)) return `max_age is ${c.max_age! / 1e9} s (older messages expire; 0 keeps them)`;
+  if (c.discard === 'old' && limited(c.max_bytes))
+    return `discard is old with max_bytes ${c.max_bytes} (the oldest messages go when it is full; discard new refuses the write instead)`;
+  if (c.discard === 'old' && limited(c.max_msgs))
+    return `discard is old with max_msgs ${c.max_msgs} (the oldest messages go when it is full; discard new refuses the write instead)`;
+  if (kind === 'objects' && limited(c.max_msgs_per_subject))
+    return `max_msgs_per_subject is ${c.max_msgs_per_subject} (an object's chunks share a subject: all but the last would be dropped; -1 keeps them)`;
+  const have = new Set(c.subjects ?? []);
+  const missing = subjects.filter((s) => !have.has(s));
+  if (missing.length > 0)
+    return `subjects are ${JSON.stringify(c.subjects ?? [])}, without ${missing.join(', ')}`;
+  return undefined;
+}
+
 /** `nats://host:port[,host:port…]/bucket` for messages (open.ts's display form): no credentials. */
 function describe(servers: readonly string[], bucket: string): string {
   const shown = servers.map((s) => {
@@ -878,19 +925,36 @@ export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions)
     const jsm = await js.jetstreamManager(false);
     const replicas = opts.replicas ?? 1;
     const kvName = `${bucket}-locks`;
-    const ensure = async (stream: string, create: () => Promise<unknown>) => {
+    // A stream found (not created now) is checked before anything is written: settings that drop
+    // messages make saves "succeed" while the data goes (streamDataLoss).
+    const ensure = async (stream: string, kind: 'objects' | 'locks', create: () => Promise<unknown>) => {
+      let config: Partial<StreamSettings>;
       try {
-        await withRetry('open', () => jsm.streams.info(stream), retry, opts.observer, location);
+        config = (await withRetry('open', () => jsm.streams.info(stream), retry, opts.observer, location))
+          .config as Partial<StreamSettings>;
       } catch (err) {
         if (!(err instanceof StoreUnavailableError && err.code === 'STORE_MISSING') || !opts.create)
           throw err;
         await withRetry('create', create, retry, opts.observer, location);
+        return;
       }
+      const subjects = kind === 'objects' ? [`$O.${bucket}.C.>`, `$O.${bucket}.M.>`] : [`$KV.${kvName}.>`];
+      const problem = streamDataLoss(config, kind, subjects);
+      if (problem)
+        throw new StoreUnavailableError(
+          'STORE_UNSAFE',
+          `the NATS stream ${stream} of ${location} can drop repository data: ${problem}. Nothing was ` +
+            'written. Set it back to what this tool creates (file storage, limits retention, discard new, ' +
+            `no max_age, no per-subject limit on the objects, subjects ${subjects.join(' ')}), then run the command again`,
+          { backend: 'nats', location },
+        );
     };
     // The two buckets at once (a `list` waits for these round trips); both settle before an error counts.
     const [objects, locks] = await Promise.allSettled([
-      ensure(`OBJ_${bucket}`, () => new Objm(js).create(bucket, { replicas, storage: StorageType.File })),
-      ensure(`KV_${kvName}`, () =>
+      ensure(`OBJ_${bucket}`, 'objects', () =>
+        new Objm(js).create(bucket, { replicas, storage: StorageType.File }),
+      ),
+      ensure(`KV_${kvName}`, 'locks', () =>
         new Kvm(js).create(kvName, { replicas, history: 1, allow_direct: false, timeout }),
       ).then(() =>
         withRetry('open', () => new Kvm(js).open(kvName, { timeout }), retry, opts.observer, location),

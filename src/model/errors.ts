@@ -568,15 +568,18 @@ export type StoreErrorCode =
   | 'STORE_MISSING'
   | 'STORE_DENIED'
   | 'STORE_FULL'
-  | 'STORE_REPLACED';
+  | 'STORE_REPLACED'
+  | 'STORE_UNSAFE';
 
 /**
  * A remote store (NATS JetStream, S3) cannot be used: not reachable after the retries (STORE_UNREACHABLE),
  * credentials refused (STORE_AUTH), the bucket or stream does not exist (STORE_MISSING), the
  * credentials lack a permission (STORE_DENIED), or the store has no room for the write (STORE_FULL:
  * a JetStream storage limit reached; never retried); the repository is not the one this host's cache
- * knows (STORE_REPLACED: replaced behind it; the cache forgets the old one). `backend` is `nats` or `s3`; `location` never holds a
- * secret. Nothing the failed operation wrote is visible as a snapshot.
+ * knows (STORE_REPLACED: replaced behind it; the cache forgets the old one); a NATS stream of the
+ * repository has settings that can drop its data (STORE_UNSAFE; checked when the backend opens).
+ * `backend` is `nats` or `s3`; `location` never holds a secret. Nothing the failed operation wrote is
+ * visible as a snapshot.
  */
 export class StoreUnavailableError extends SnapshotError {
   readonly exitCode = ExitCode.storeUnavailable;
@@ -912,5 +915,11 @@ export const ERROR_TABLE: ReadonlyArray<{
     outcome: 'store_unavailable',
     meaning:
       "a remote repository was replaced behind this host's cache (its config id changed); nothing written",
+  },
+  {
+    code: 'STORE_UNSAFE',
+    exitCode: 8,
+    outcome: 'store_unavailable',
+    meaning: 'a NATS stream of the repository has settings that can drop its data; nothing written',
   },
 ];

@@ -44,6 +44,7 @@ const STATUS: Record<string, number> = {
   STORE_DENIED: 502,
   STORE_FULL: 502,
   STORE_REPLACED: 502,
+  STORE_UNSAFE: 502,
 };
 
 /**
