@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, suite, test } from 'node:test';
 import { type Backend, readAll } from '../src/backend/backend.js';
@@ -207,5 +207,36 @@ suite('remote damage', { concurrency: 2 }, () => {
     ok(await cli(['check', ...yRoot]), 'check on Y');
     const v = ok(await cli(['verify', '--agent', 'ana', '--id', again.id, ...yRoot]), 'verify on Y');
     assert.equal(v.status, 'verified');
+  });
+
+  test('a store failure during the pre-restore snapshot keeps its code and exit 8 (STORE_DENIED), and the restore is refused with the live agent unchanged', async (t) => {
+    const prefix = 'prerestore';
+    const a = sampleAgent(t, 'ana', SMALL);
+    const cli = s3Cli(tempDir(t, 'nexo-cfg-'), prefix);
+    const snap = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot');
+    // the live agent changes after the snapshot: the restore would replace this file
+    const changed = join(a.memdir, 'after-the-snapshot.md');
+    writeFileSync(changed, 'written after the snapshot\n');
+    const live = () => readdirSync(a.memdir).sort();
+    const before = live();
+    // every write of data to the store is refused from now on (reads and locks pass): the anchor
+    // cannot be stored
+    proxy.inject({
+      method: 'PUT',
+      path: new RegExp(`/${prefix}/(packs|index|snapshots|listing)/`),
+      fault: { kind: 'error', status: 403, code: 'AccessDenied' },
+      times: 1000,
+    });
+    t.after(() => proxy.reset());
+    const r = await cli(['restore', '--agent', 'ana', '--from', snap.id, ...a.flags]);
+    assert.equal(r.code, 8, `restore: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+    const err = json(r).error;
+    assert.equal(err.code, 'STORE_DENIED');
+    assert.equal(err.outcome, 'store_unavailable');
+    assert.match(err.message, /restore refused/);
+    assert.match(err.message, /pre-snapshot failed/);
+    assert.ok(proxy.fired('error') >= 1, 'a write was refused');
+    assert.deepEqual(live(), before, 'the live memdir is unchanged');
+    assert.equal(readFileSync(changed, 'utf8'), 'written after the snapshot\n');
   });
 });

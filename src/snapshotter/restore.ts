@@ -27,6 +27,7 @@ import {
   NotFoundError,
   RedactedBundleError,
   RestoreRefusedError,
+  StoreUnavailableError,
 } from '../model/errors.js';
 import { DEFAULT_TENANT, newSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
 import {
@@ -455,7 +456,16 @@ async function restoreLocked(
             });
             report.pre_snapshot = pre.id;
           } catch (err) {
-            throw new RestoreRefusedError(`auto-pre-snapshot failed: ${(err as Error).message}`);
+            // Refused either way (nothing live has changed); a store that cannot be used keeps its own
+            // code and exit 8 (STORE_*), as every other command's failure on it does.
+            const why = `auto-pre-snapshot failed: ${(err as Error).message}`;
+            if (err instanceof StoreUnavailableError)
+              throw new StoreUnavailableError(err.code, `restore refused, the live agent unchanged: ${why}`, {
+                backend: String(err.details?.backend),
+                location: String(err.details?.location),
+                cause: err,
+              });
+            throw new RestoreRefusedError(why);
           }
         }
 
