@@ -239,4 +239,35 @@ suite('remote damage', { concurrency: 2 }, () => {
     assert.deepEqual(live(), before, 'the live memdir is unchanged');
     assert.equal(readFileSync(changed, 'utf8'), 'written after the snapshot\n');
   });
+
+  test("a listing entry overwritten with another snapshot's hides nothing: check reports it, verify and list say damaged (not NOT_FOUND)", async (t) => {
+    const prefix = 'overwritten';
+    const a = sampleAgent(t, 'ana', SMALL);
+    const cli = s3Cli(tempDir(t, 'nexo-cfg-'), prefix);
+    const direct = await openS3Backend(server.options(BUCKET, prefix));
+    t.after(() => direct.close());
+    const first = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot A');
+    writeFileSync(join(a.memdir, 'second.md'), 'a second snapshot\n');
+    const second = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot B');
+    const entryA = await readAll(direct, { type: 'listing', name: first.id }, { maxBytes: 1 << 20 });
+    await direct.save({ type: 'listing', name: second.id }, entryA);
+    const host = tempDir(t, 'nexo-host-');
+    const c = await cli(['check', '--read-data', '--state-root', host]);
+    assert.equal(c.code, 2, `check: exit ${c.code}\n${c.stdout}\n${c.stderr}`);
+    const report = json(c);
+    const found = report.problems.find((p: Json) => p.object === `listing/${second.id}`);
+    assert.ok(found, JSON.stringify(report.problems));
+    assert.equal(found.code, 'BUNDLE_DAMAGED');
+    assert.match(found.message, new RegExp(`describes snapshot ${first.id}, not ${second.id}`));
+    assert.deepEqual(report.damaged_snapshots, [second.id]);
+    const v = await cli(['verify', '--agent', 'ana', '--id', second.id, '--state-root', host]);
+    assert.equal(v.code, 2, `verify: exit ${v.code}\n${v.stdout}\n${v.stderr}`);
+    assert.equal(json(v).error.code, 'BUNDLE_DAMAGED');
+    assert.match(json(v).error.message, new RegExp(`listing/${second.id} does not describe snapshot`));
+    const l = await cli(['list', '--agent', 'ana', '--state-root', host]);
+    assert.match(
+      l.stderr,
+      new RegExp(`listing/${second.id} is unreadable \\(the entry describes snapshot ${first.id}`),
+    );
+  });
 });

@@ -6,7 +6,9 @@
 // hashes to its id. Problems are collected, not thrown, so one run reports everything.
 
 import { createHash, randomInt } from 'node:crypto';
+import { loadIfPresent } from '../backend/backend.js';
 import { BundleDamagedError, SnapshotError } from '../model/errors.js';
+import type { RepoManifest } from './manifest.js';
 import {
   headerLength,
   MAX_PACK,
@@ -18,7 +20,7 @@ import {
 } from './pack.js';
 import { ReferenceSet } from './references.js';
 import { mapLimit, type Repository } from './repository.js';
-import { LISTING_MAX, loadSnapshot } from './snapshots.js';
+import { LISTING_MAX, listingProblem, loadSnapshot } from './snapshots.js';
 
 export interface CheckProblem {
   code: string;
@@ -120,9 +122,11 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   // Snapshots: manifests sealed, every referenced blob indexed.
   const names: string[] = [];
   for await (const s of repo.backend.list('snapshots')) names.push(s.name);
+  const manifestOf = new Map<string, RepoManifest>();
   for (const id of names) {
     try {
       const { manifest } = await loadSnapshot(repo, id);
+      manifestOf.set(id, manifest);
       const before = new ReferenceSet(repo);
       await before.addManifest(manifest);
       for (const b of before.blobs) {
@@ -143,14 +147,18 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   }
   const manifests = new Set(names);
   const listed = new Set<string>();
+  const oversized = new Set<string>();
   for await (const l of repo.backend.list('listing')) {
     listed.add(l.name);
-    if (l.size > LISTING_MAX)
+    if (l.size > LISTING_MAX) {
+      oversized.add(l.name);
+      if (manifests.has(l.name)) damaged.add(l.name); // list skips it: the snapshot is hidden
       problems.push({
         code: 'BUNDLE_DAMAGED',
         object: `listing/${l.name}`,
         message: `listing entry is ${l.size} bytes, more than any may be (${LISTING_MAX}); list and gc skip it`,
       });
+    }
     if (!manifests.has(l.name))
       problems.push({
         code: 'BUNDLE_DAMAGED',
@@ -158,6 +166,28 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
         message: 'listed snapshot has no manifest',
       });
   }
+  // Each entry must describe the snapshot it is named for: one that does not hides that snapshot from
+  // list, verify and retention (an entry overwritten with another's, or garbled).
+  const entries = [...listed].filter((n) => manifests.has(n) && !oversized.has(n));
+  await mapLimit(entries, 16, async (name) => {
+    let problemOf: string | undefined;
+    try {
+      const bytes = await loadIfPresent(repo.backend, { type: 'listing', name }, LISTING_MAX);
+      if (!bytes) return; // forgotten meanwhile
+      problemOf = listingProblem(bytes, name, manifestOf.get(name));
+    } catch (err) {
+      problems.push(problem(err, `listing/${name}`));
+      damaged.add(name);
+      return;
+    }
+    if (!problemOf) return;
+    damaged.add(name);
+    problems.push({
+      code: 'BUNDLE_DAMAGED',
+      object: `listing/${name}`,
+      message: `does not describe snapshot ${name}: ${problemOf}`,
+    });
+  });
 
   // Data: read packs whole.
   let toRead = [...packsOnDisk].filter(([, size]) => size <= MAX_PACK).map(([name]) => name);

@@ -230,6 +230,54 @@ async function loadEntry(
 }
 
 /**
+ * What is wrong with listing entry `name` (its stored bytes) for the snapshot it is named for, or
+ * undefined: it does not parse as a listing entry, or it describes another snapshot (another id; with
+ * `manifest`, another agent, tenant or creation time). check reports it; find refuses the id with it.
+ */
+export function listingProblem(
+  bytes: Buffer,
+  name: string,
+  manifest?: Pick<RepoManifest, 'agent_id' | 'tenant' | 'created_at_ms'>,
+): string | undefined {
+  let id: unknown;
+  try {
+    id = (JSON.parse(bytes.toString('utf8')) as { meta?: { id?: unknown } })?.meta?.id;
+  } catch {
+    // not JSON: below
+  }
+  const m = parseListing(bytes, name, '');
+  if (!m)
+    return typeof id === 'string' && id !== name
+      ? `the entry describes snapshot ${id}, not ${name}`
+      : 'the entry is not a readable listing entry';
+  if (manifest)
+    for (const k of ['agent_id', 'tenant', 'created_at_ms'] as const)
+      if (m[k] !== manifest[k])
+        return `the entry's ${k} ${JSON.stringify(m[k])} is not the manifest's ${JSON.stringify(manifest[k])}`;
+  return undefined;
+}
+
+/**
+ * A listing entry of `id` that is there but does not describe snapshot `id` (listingProblem): a
+ * BundleDamagedError naming it, else undefined (no entry, or a sound one). find asks when an id is not
+ * among the listed snapshots, so a damaged entry is damage, not NOT_FOUND.
+ */
+export async function damagedListing(
+  repo: Pick<Repository, 'backend'>,
+  id: string,
+): Promise<BundleDamagedError | undefined> {
+  const h = { type: 'listing' as const, name: id };
+  const bytes = await loadIfPresent(repo.backend, h, LISTING_MAX);
+  const problem = bytes && listingProblem(bytes, id);
+  if (!problem) return undefined;
+  await repo.backend.evict?.(h).catch(() => {});
+  return new BundleDamagedError(
+    `listing/${id} does not describe snapshot ${id}: ${problem}; run check (the manifest snapshots/${id} is what counts)`,
+    { details: { object: `listing/${id}` } },
+  );
+}
+
+/**
  * Every listed snapshot (optionally of one agent), newest first, with pins. Listing entries that are
  * unreadable are reported through `warn` and skipped (the manifest is what counts).
  */
@@ -260,8 +308,14 @@ export async function listSnapshots(
       m = parseListing(bytes, names[i]!, repo.backend.location);
       if (!m) await repo.backend.evict(h).catch(() => {});
     }
-    if (!m) warn(`listing/${names[i]} is unreadable; skipped`);
-    else if (
+    if (!m) {
+      const problem = listingProblem(bytes, names[i]!);
+      warn(
+        problem?.startsWith('the entry describes')
+          ? `listing/${names[i]} is unreadable (${problem}); skipped, run check`
+          : `listing/${names[i]} is unreadable; skipped`,
+      );
+    } else if (
       (filter.agentId === undefined || m.agent_id === filter.agentId) &&
       (filter.tenant === undefined || m.tenant === filter.tenant)
     ) {

@@ -755,7 +755,15 @@ export class RepositoryStore {
     // a full id in any spelling the bundle store takes (braced, `urn:uuid:`, without hyphens, any case)
     const full = parseSnapshotId(idOrPrefix);
     const exact = all.find((m) => m.id === (full ?? want));
-    if (exact || full) return exact;
+    if (exact) return exact;
+    if (full) {
+      if (!(await this.exists())) return undefined;
+      // an entry of that id that does not describe it (overwritten, garbled) is damage, not NOT_FOUND
+      const { damagedListing } = await import('../repository/snapshots.js');
+      const damage = await damagedListing({ backend: await this.backendFor() }, full);
+      if (damage) throw damage;
+      return undefined;
+    }
     if (want.length < 4) return undefined;
     const hits = all.filter(
       (m) => m.id.startsWith(want) || m.id.replaceAll('-', '').startsWith(want.replaceAll('-', '')),
