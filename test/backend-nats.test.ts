@@ -743,3 +743,27 @@ test('a repository stream whose settings can drop data is refused at open (STORE
   assert.equal(JSON.parse(r.stdout).error.code, 'STORE_UNSAFE');
   assert.equal(await messages(), stored, 'nothing was written');
 });
+
+test('a NATS server without JetStream is STORE_MISSING at once (not 50 s of retries as if unreachable), saying JetStream is not enabled', async (t) => {
+  const server = await startNats(t); // no -js
+  const retries: string[] = [];
+  const started = Date.now();
+  await assert.rejects(
+    openNatsBackend({
+      servers: [server.url],
+      bucket: 'nojs',
+      create: true,
+      timeoutMs: 3000,
+      retry: { attempts: 4, baseDelayMs: 500, maxDelayMs: 2000 },
+      observer: { request: () => {}, retry: (op, _n, _d, reason) => retries.push(`${op}: ${reason}`) },
+    }),
+    (err: Error & { code?: string; exitCode?: number }) => {
+      assert.equal(err.code, 'STORE_MISSING', err.message);
+      assert.equal(err.exitCode, 8);
+      assert.match(err.message, /JetStream is not enabled/);
+      return true;
+    },
+  );
+  assert.deepEqual(retries, [], 'never retried');
+  assert.ok(Date.now() - started < 2500, `at once (${Date.now() - started} ms)`);
+});

@@ -90,7 +90,9 @@ interface Meta {
 }
 
 type Op = 'save' | 'load' | 'stat' | 'list' | 'remove';
-type Kind = 'transient' | 'auth' | 'denied' | 'missing' | 'exists' | 'full' | 'other';
+type Kind = 'transient' | 'auth' | 'denied' | 'missing' | 'nojs' | 'exists' | 'full' | 'other';
+/** JetStream API error: JetStream is not enabled for the account (configuration, never transient). */
+const JS_NOT_ENABLED_FOR_ACCOUNT = 10039;
 
 /**
  * JetStream's answers for a write that does not fit (insufficient resources, insufficient storage or
@@ -121,6 +123,11 @@ export function classify(err: unknown): Kind {
     const code = (e as { code?: unknown }).code;
     const apiCode = typeof code === 'number' ? code : undefined;
     if (apiCode === STREAM_NOT_FOUND || has(e, 'StreamNotFoundError')) return 'missing';
+    if (
+      apiCode === JS_NOT_ENABLED_FOR_ACCOUNT ||
+      (has(e, 'JetStreamNotEnabled') && (e.cause as { code?: unknown })?.code === JS_NOT_ENABLED_FOR_ACCOUNT)
+    )
+      return 'nojs';
     if (apiCode !== undefined && WRONG_LAST_SEQUENCE.includes(apiCode)) return 'exists';
     if ((apiCode !== undefined && STORE_FULL_CODES.includes(apiCode)) || STORE_FULL_TEXT.test(e.message))
       return 'full';
@@ -815,6 +822,8 @@ function storeError(kind: Kind, err: unknown, location: string, attempts: number
         `the NATS bucket of ${location} does not exist (the first snapshot or migrate into it creates it; or check the name)`,
         opts,
       );
+    case 'nojs':
+      return noJetStream(location, err);
     case 'full':
       return new StoreUnavailableError(
         'STORE_FULL',
@@ -878,6 +887,29 @@ export function streamDataLoss(
   return undefined;
 }
 
+/**
+ * Whether `err` says JetStream is not there: the account has none (API error 10039), or no server
+ * answered the JetStream API (no responders, which the client reports as JetStreamNotEnabled too).
+ */
+function isJetStreamNotEnabled(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (has(e, 'JetStreamNotEnabled')) return true;
+    const { RequestError, NoRespondersError } = natsClient();
+    if (e instanceof NoRespondersError || (e instanceof RequestError && e.isNoResponders())) return true;
+  }
+  return false;
+}
+
+/** STORE_MISSING for a server or account without JetStream (never retried). */
+function noJetStream(location: string, err: unknown): StoreUnavailableError {
+  return new StoreUnavailableError(
+    'STORE_MISSING',
+    `JetStream is not enabled for ${location}: a NATS repository needs JetStream on the server (nats-server -js, ` +
+      `or a jetstream block in its config) and for the account (${message(err)})`,
+    { backend: 'nats', location, cause: err },
+  );
+}
+
 /** `nats://host:port[,host:port…]/bucket` for messages (open.ts's display form): no credentials. */
 function describe(servers: readonly string[], bucket: string): string {
   const shown = servers.map((s) => {
@@ -923,6 +955,14 @@ export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions)
   try {
     const js = jetstream(nc, { timeout });
     const jsm = await js.jetstreamManager(false);
+    // A server that says it has no JetStream is asked once, not retried: no responders from it is not a
+    // cluster between leaders (its nodes have JetStream and answer 503), it is a server without it.
+    if (nc.info?.jetstream !== true)
+      try {
+        await jsm.getAccountInfo();
+      } catch (err) {
+        if (isJetStreamNotEnabled(err)) throw noJetStream(location, err);
+      }
     const replicas = opts.replicas ?? 1;
     const kvName = `${bucket}-locks`;
     // A stream found (not created now) is checked before anything is written: settings that drop
