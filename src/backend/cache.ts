@@ -104,6 +104,11 @@ export class CachedBackend implements Backend {
   private servedConfig: Buffer | undefined;
   /** The confirmation of servedConfig (once per process; a replaced repository keeps it rejected). */
   private confirming: Promise<void> | undefined;
+  /**
+   * The cache was dropped (STORE_REPLACED): nothing is written to it any more, and a write that was
+   * already under way when it was dropped removes the directory again once it lands (dropAgain).
+   */
+  private dropped = false;
 
   constructor(
     readonly inner: Backend,
@@ -193,7 +198,8 @@ export class CachedBackend implements Backend {
       if (!stored.equals(served)) await this.keep(h, stored);
       return;
     }
-    await rm(this.dir, { recursive: true, force: true }).catch(() => {});
+    this.dropped = true;
+    await this.dropAgain();
     const location = this.inner.location;
     const short = (id: string | undefined) => (id ? `${id.slice(0, 12)}…` : 'unreadable');
     throw new StoreUnavailableError(
@@ -357,15 +363,18 @@ export class CachedBackend implements Backend {
       if (blockBytes >= BLOCK_TARGET) endBlock();
     }
     endBlock();
+    if (this.dropped) return false;
     const tmp = join(this.dir, `.tmp-${randomBytes(8).toString('hex')}`);
     try {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
       await writeFile(tmp, Buffer.concat(parts), { mode: 0o600, flag: 'wx' });
       await rename(tmp, join(this.dir, LISTING_FILE));
-      return true;
+      return !this.dropped;
     } catch {
       await rm(tmp, { force: true }).catch(() => {});
       return false;
+    } finally {
+      if (this.dropped) await this.dropAgain();
     }
   }
 
@@ -461,6 +470,7 @@ export class CachedBackend implements Backend {
    * `sum`: the content's SHA-256 when the caller has it.
    */
   private async writeFileQuietly(file: string, content: Buffer, sum = sha256(content)): Promise<void> {
+    if (this.dropped) return;
     const dir = dirname(file);
     const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
     try {
@@ -469,7 +479,14 @@ export class CachedBackend implements Backend {
       await rename(tmp, file);
     } catch {
       await rm(tmp, { force: true }).catch(() => {});
+    } finally {
+      if (this.dropped) await this.dropAgain();
     }
+  }
+
+  /** Removes the cache directory (dropped: it held a replaced repository's objects). Never throws. */
+  private async dropAgain(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true }).catch(() => {});
   }
 
   /**
@@ -503,7 +520,8 @@ export class CachedBackend implements Backend {
     return this.inner.sweepLeftovers?.(olderThanMs) ?? Promise.resolve({ removed: 0, bytes: 0 });
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    if (this.dropped) await this.dropAgain();
     return this.inner.close();
   }
 }
