@@ -4,17 +4,17 @@
 // truncated stream, unknown recipient type): a clear error, nothing restored, nothing left behind.
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type TestContext, test } from 'node:test';
+import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { generateIdentity } from '../src/crypto/age.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
-import { BIN, ensureBuilt, runBuiltCli } from './helpers/built-cli.js';
+import { runBuiltCli } from './helpers/built-cli.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
-import { REPO } from './helpers/repo.js';
+import { serveBuilt } from './helpers/serve.js';
 
 function keyFile(dir: string, name: string): { path: string; recipient: string } {
   const id = generateIdentity();
@@ -150,41 +150,6 @@ test('an identity file readable by group or others: one warning naming it and `c
   assert.equal(r.stderr, '');
 });
 
-/** `nexo-memory serve --json` started from the built CLI: its stderr so far, once it listens, and a stop. */
-async function serveUntilListening(t: TestContext, args: string[]) {
-  ensureBuilt();
-  const child = spawn(process.execPath, [BIN, 'serve', '--json', ...args], {
-    cwd: REPO,
-    env: { ...process.env, NEXO_MEMORY_TOKEN: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  let out = '';
-  let err = '';
-  child.stderr!.on('data', (c) => {
-    err += c;
-  });
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  const url = await new Promise<string>((resolvePromise, reject) => {
-    child.stdout!.on('data', (c) => {
-      out += c;
-      const line = /^(\{.*\})\n/.exec(out);
-      if (line) resolvePromise(JSON.parse(line[1]!).listening);
-    });
-    child.on('exit', (code) => reject(new Error(`serve exited ${code} before listening: ${err}`)));
-  });
-  return {
-    url,
-    stderr: () => err,
-    stop: async () => {
-      child.kill('SIGTERM');
-      return exited;
-    },
-  };
-}
-
 test('a signing key readable by group or others: one warning per file (flag, config, keygen -y, serve at start), the key still signs; keygen writes it 0600 whatever the umask', async (t) => {
   const a = sampleAgent(t, 'ana', {
     files: 4,
@@ -252,7 +217,7 @@ test('a signing key readable by group or others: one warning per file (flag, con
   );
 
   // The daemon says it once, at start (before it listens), and not again when it signs.
-  const d = await serveUntilListening(t, ['--listen', '127.0.0.1:0', '--config', cfg, ...a.flags]);
+  const d = await serveBuilt(t, ['--config', cfg, ...a.flags]);
   assert.equal(warningLines(d.stderr()).length, 1, d.stderr());
   const res = await fetch(`${d.url}/v1/agents/ana/snapshots`, {
     method: 'POST',

@@ -8,6 +8,10 @@ import { REPO } from './repo.js';
 export interface Served {
   url: string;
   child: ChildProcess;
+  /** What the daemon wrote to stderr so far. */
+  stderr: () => string;
+  /** SIGTERM, resolved with the exit code once it exits. */
+  stop: () => Promise<number | null>;
 }
 
 export function serveBuilt(
@@ -29,11 +33,16 @@ export function serveBuilt(
   child.stderr!.on('data', (c) => {
     err += c;
   });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const stop = () => {
+    child.kill('SIGTERM');
+    return exited;
+  };
   return new Promise((resolve, reject) => {
     child.stdout!.on('data', (c) => {
       out += c;
       const m = /listening on (http:\/\/127\.0\.0\.1:\d+)\n/.exec(out);
-      if (m) resolve({ url: m[1]!, child });
+      if (m) resolve({ url: m[1]!, child, stderr: () => err, stop });
     });
     child.on('exit', (code) => reject(new Error(`serve exited ${code} before listening: ${err}`)));
   });
