@@ -30,7 +30,16 @@ import { packChainDigest, type RepoManifest } from '../src/repository/manifest.j
 import { Repository } from '../src/repository/repository.js';
 import { SqliteWorker } from '../src/sqlite/worker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { type Agent, gitAsync, REPO, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import {
+  type Agent,
+  agentConfig,
+  gitAsync,
+  REPO,
+  runCli,
+  sampleAgent,
+  startFixture,
+  tempDir,
+} from './helpers/env.js';
 import { fromTemplate } from './helpers/template.js';
 
 const sha = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
@@ -727,20 +736,7 @@ test('HTTP: the restore route reaches repository snapshots by id', async (t) => 
   const file = join(a.memdir, 'MEMORY.md');
   const good = readFileSync(file, 'utf8');
   writeFileSync(file, 'a bad dream rewrote this\n');
-  const cfg = join(a.root, 'memory.yaml');
-  writeFileSync(
-    cfg,
-    [
-      'memory:',
-      '  snapshot:',
-      `    root: ${a.stateRoot}`,
-      `    memdir_root: ${a.memdirRoot}`,
-      `    sqlite_root: ${a.sqliteRoot}`,
-      '    server:',
-      '      allow_restore: true',
-      '',
-    ].join('\n'),
-  );
+  const cfg = agentConfig(a, ['    server:', '      allow_restore: true']);
   const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', '--config', cfg], {
     cwd: REPO,
     env: {

@@ -31,7 +31,7 @@ import { createApiServer } from '../src/server/http.js';
 import { httpStatusOf } from '../src/server/status.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { type Agent, REPO, runCli, sampleAgent, startFixture } from './helpers/env.js';
+import { type Agent, agentConfig, REPO, runCli, sampleAgent, startFixture } from './helpers/env.js';
 import { collect, startNats } from './helpers/nats.js';
 import { until } from './helpers/wait.js';
 
@@ -414,21 +414,11 @@ test('serve: snapshot, list, get, verify, diff, export download, delete over HTT
 test('serve: verify applies the configured trust: under require_signature an unsigned snapshot is untrusted, as in the CLI', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const key = generateSigningKey();
-  const cfg = join(a.root, 'memory.yaml');
-  writeFileSync(
-    cfg,
-    [
-      'memory:',
-      '  snapshot:',
-      `    root: ${a.stateRoot}`,
-      `    memdir_root: ${a.memdirRoot}`,
-      `    sqlite_root: ${a.sqliteRoot}`,
-      '    signing:',
-      `      trusted_keys: [${key.publicKey}]`,
-      '      require_signature: true',
-      '',
-    ].join('\n'),
-  );
+  const cfg = agentConfig(a, [
+    '    signing:',
+    `      trusted_keys: [${key.publicKey}]`,
+    '      require_signature: true',
+  ]);
   const unsigned = await a.snapshotter.snapshot({ agentId: 'ana', label: 'unsigned' });
   const signed = await a.snapshotter.snapshot({ agentId: 'ana', sign: parseSigningKey(key.secretKey) });
 
@@ -861,23 +851,13 @@ test('daemon: scheduled snapshots appear every interval, never overlap, and show
 
 test('serve: restore over HTTP needs server.allow_restore in the config and NEXO_MEMORY_RESTORE_ALLOW', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
-  const cfg = join(a.root, 'memory.yaml');
-  writeFileSync(
-    cfg,
-    [
-      'memory:',
-      '  snapshot:',
-      `    root: ${a.stateRoot}`,
-      `    memdir_root: ${a.memdirRoot}`,
-      `    sqlite_root: ${a.sqliteRoot}`,
-      '    lock_timeout_secs: 10',
-      '    server:',
-      '      listen: 127.0.0.1:9',
-      '      token: ${NEXO_TEST_API_TOKEN}',
-      '      allow_restore: true',
-      '',
-    ].join('\n'),
-  );
+  const cfg = agentConfig(a, [
+    '    lock_timeout_secs: 10',
+    '    server:',
+    '      listen: 127.0.0.1:9',
+    '      token: ${NEXO_TEST_API_TOKEN}',
+    '      allow_restore: true',
+  ]);
   const env = { NEXO_TEST_API_TOKEN: TOKEN };
 
   const closed = await serve(t, ['--config', cfg], env);
@@ -1430,22 +1410,8 @@ test('server units: bearer parsing, constant-time token check, listen addresses,
 
 test('serve: a busy agent is 409 CONCURRENT and counted; gc over HTTP; enabled: false makes the API read-only', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
-  const cfg = join(a.root, 'memory.yaml');
-  const write = (extra: string[]) =>
-    writeFileSync(
-      cfg,
-      [
-        'memory:',
-        '  snapshot:',
-        `    root: ${a.stateRoot}`,
-        `    memdir_root: ${a.memdirRoot}`,
-        `    sqlite_root: ${a.sqliteRoot}`,
-        '    lock_timeout_secs: 1',
-        ...extra,
-        '',
-      ].join('\n'),
-    );
-  write([]);
+  const write = (extra: string[]) => agentConfig(a, ['    lock_timeout_secs: 1', ...extra]);
+  const cfg = write([]);
   const d = await serve(t, ['--config', cfg], { NEXO_MEMORY_TOKEN: TOKEN });
   const base = `${d.url}/v1/agents/ana`;
   assert.equal((await call(`${base}/snapshots`, { method: 'POST', headers: auth() })).status, 201);
@@ -1503,20 +1469,7 @@ test('serve: the retention worker removes leftovers of dead operations at start 
   writeFileSync(join(dir, `.staging-${dead}`, 'long_term.sqlite'), 'half a copy');
   writeFileSync(join(dir, `${dead}.tar.zst.partial`), 'half a bundle');
   writeFileSync(join(dir, `${dead}.tar.zst.sha256`), 'f'.repeat(64));
-  const cfg = join(a.root, 'memory.yaml');
-  writeFileSync(
-    cfg,
-    [
-      'memory:',
-      '  snapshot:',
-      `    root: ${a.stateRoot}`,
-      `    memdir_root: ${a.memdirRoot}`,
-      `    sqlite_root: ${a.sqliteRoot}`,
-      '    retention:',
-      '      leftover_grace_secs: 0',
-      '',
-    ].join('\n'),
-  );
+  const cfg = agentConfig(a, ['    retention:', '      leftover_grace_secs: 0']);
   const d = await serve(t, ['--config', cfg]);
   await until(() => !storeEntries(a).some((n) => n.includes(dead)), Boolean, 100); // leftovers removed
   assert.deepEqual(storeEntries(a), [

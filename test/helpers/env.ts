@@ -4,7 +4,16 @@
 
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -93,6 +102,27 @@ export function copySampleAgent(
     stdio: 'ignore',
   });
   return paths;
+}
+
+/**
+ * Writes `<root>/memory.yaml`: a `memory.snapshot` section naming the agent's three roots, then `lines`
+ * (YAML under `snapshot:`, written as given, each indented four spaces by the caller). Returns its path.
+ */
+export function agentConfig(a: SampleAgentPaths, lines: string[] = []): string {
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'memory:',
+      '  snapshot:',
+      `    root: ${a.stateRoot}`,
+      `    memdir_root: ${a.memdirRoot}`,
+      `    sqlite_root: ${a.sqliteRoot}`,
+      ...lines,
+      '',
+    ].join('\n'),
+  );
+  return cfg;
 }
 
 export interface Agent extends SampleAgentPaths {
