@@ -376,7 +376,7 @@ test("an agent whose directories are the snapshot store's own, or hold it, is re
   writeFileSync(join(stateRoot, 'ana', 'MEMORY.md'), 'hi\n');
   const s = new LocalSnapshotter({ stateRoot, store: 'bundles' });
   const ana = await s.snapshot({ agentId: 'ana' });
-  for (const agentId of ['tenants', 'repository', 'cache']) {
+  for (const agentId of ['tenants', 'repository', 'repository-keys', 'cache']) {
     mkdirSync(join(stateRoot, agentId), { recursive: true });
     await assert.rejects(s.snapshot({ agentId }), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'INVALID_INPUT', agentId);

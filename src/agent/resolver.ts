@@ -60,7 +60,7 @@ export class ClosureResolver implements PathResolver {
 }
 
 /** The snapshot store's own directories under its state root (store/paths.ts and the repository's). */
-const STORE_DIRS = ['tenants', 'repository', 'cache'];
+const STORE_DIRS = ['tenants', 'repository', 'repository-keys', 'cache'];
 
 /** Whether `path` is `dir` or inside it (both resolved). */
 const within = (dir: string, path: string): boolean => {
@@ -71,8 +71,8 @@ const within = (dir: string, path: string): boolean => {
 /**
  * Refuses (INVALID_INPUT) an agent whose memdir, database or state directory is one of the snapshot
  * store's own directories, lies inside one, or holds the state root: with the default roots (all the
- * state root), agents named `tenants`, `repository` or `cache` were the store itself, so a snapshot
- * took every bundle as memory files and a restore would have moved the store away.
+ * state root), agents named `tenants`, `repository`, `repository-keys` or `cache` were the store
+ * itself, so a snapshot took every bundle as memory files and a restore would have moved the store away.
  */
 export class StoreGuardResolver implements PathResolver {
   private readonly stateRoot: string;
