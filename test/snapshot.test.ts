@@ -368,6 +368,33 @@ test('a label or created_by with a control character (C0, C1, bidirectional, lin
   }
 });
 
+test('a database a killed writer left with a hot journal is snapshotted in its committed state, which any opener would roll back to', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1 });
+  const file = join(a.sqliteDir, 'long_term.sqlite');
+  const rows = (db: Database.Database) => db.prepare('SELECT count(*) FROM memories').pluck().get() as number;
+  const live = new Database(file);
+  live.pragma('journal_mode = DELETE');
+  const committed = rows(live);
+  live.close();
+  const writer = startFixture(t, 'hot-transaction.ts', [file]);
+  await writer.ready;
+  await writer.killGroup('SIGKILL');
+  assert.ok(existsSync(`${file}-journal`), 'the killed writer left its journal');
+
+  // SQLite refuses a read-only reader here (SQLITE_READONLY_ROLLBACK): the snapshot failed, and so did a
+  // restore's pre-restore snapshot, until something else opened the database
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.ok(!existsSync(`${file}-journal`), 'rolled back as any opener would');
+  const copy = new Database(join(gnuExtract(t, meta.bundle_path), 'sqlite', 'long_term.sqlite'), {
+    readonly: true,
+  });
+  assert.equal(rows(copy), committed, 'the committed rows, none of the killed transaction');
+  copy.close();
+  const after = new Database(file, { readonly: true });
+  assert.equal(rows(after), committed);
+  after.close();
+});
+
 test("an agent whose directories are the snapshot store's own, or hold it, is refused and nothing is taken", async (t) => {
   const root = tempDir(t);
   const stateRoot = join(root, 'state');

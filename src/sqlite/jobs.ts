@@ -5,6 +5,7 @@
 // ones (worker.ts decides).
 
 import Database from 'better-sqlite3';
+import { openLiveDatabase } from './open-live.js';
 
 export interface CopyResult {
   journal_mode: string;
@@ -18,10 +19,11 @@ const CACHE_KIB = -2000;
 
 /**
  * Consistent copy of the live database `src` into `dst` (which must not exist), waiting at most
- * `busyTimeoutMs` for a writer's lock. A wait that times out throws SQLite's `SQLITE_BUSY`.
+ * `busyTimeoutMs` for a writer's lock. A wait that times out throws SQLite's `SQLITE_BUSY`. A hot
+ * journal left by a killed writer is rolled back first (open-live.ts).
  */
 export function copyDatabase(src: string, dst: string, busyTimeoutMs: number): CopyResult {
-  const db = new Database(src, { readonly: true, fileMustExist: true, timeout: busyTimeoutMs });
+  const db = openLiveDatabase(src, busyTimeoutMs);
   let journal_mode: string;
   let page_size: number;
   try {

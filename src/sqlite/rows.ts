@@ -4,7 +4,7 @@
 // restore, beside the rebuild of the repository.
 
 import { existsSync } from 'node:fs';
-import Database from 'better-sqlite3';
+import { openLiveDatabase } from './open-live.js';
 import { virtualTableNames } from './schema.js';
 
 /** Table name → number of rows. */
@@ -13,7 +13,7 @@ export type RowCounts = Record<string, number>;
 /** Rows per table of a database file; empty when it cannot be read. Opens it read-only. */
 export function rowCounts(path: string): RowCounts {
   if (!existsSync(path)) return {};
-  const db = new Database(path, { readonly: true, fileMustExist: true, timeout: 5_000 });
+  const db = openLiveDatabase(path, 5_000);
   try {
     // count(*) reads each page once: SQLite's 2 MiB page cache, not better-sqlite3's 16 MiB (two
     // restores' threads count at once, and the cache would only raise the peak memory)

@@ -88,10 +88,15 @@ export async function liveDatabaseRunners(sqliteDir: string, count = 2): Promise
   return sqliteRunners(await liveDatabaseBytes(sqliteDir), count);
 }
 
-const copyError = (src: string, err: unknown): Error =>
-  err instanceof NativeModuleError
-    ? err
-    : new SqliteError(`copying ${src}: ${(err as Error).message}`, { cause: err });
+const copyError = (src: string, err: unknown): Error => {
+  if (err instanceof NativeModuleError) return err;
+  const code = String((err as { code?: unknown }).code ?? '');
+  // a gated writer never holds the database while a snapshot copies: this is one outside the write gate
+  const why = /^SQLITE_(BUSY|LOCKED)/.test(code)
+    ? ' (a writer outside the write gate, docs/locking.md, held it for the whole wait)'
+    : '';
+  return new SqliteError(`copying ${src}: ${(err as Error).message}${why}`, { cause: err });
+};
 
 const integrityResult = (result: string[]): string =>
   result.length === 1 && result[0] === 'ok' ? 'ok' : result.join('; ');
