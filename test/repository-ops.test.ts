@@ -5,7 +5,7 @@
 // operation is in repository-kill-trials.test.ts (its own file, so it runs beside this one).
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
@@ -28,7 +28,7 @@ import type { Backend, ObjectType } from '../src/backend/backend.js';
 import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { remoteFactories } from '../src/backend/open.js';
-import { LocalSnapshotter, type RetentionTickReport, RetentionWorker } from '../src/index.js';
+import { LocalSnapshotter, type RetentionTickReport, RetentionWorker, WriteGate } from '../src/index.js';
 import { lockRepository } from '../src/repository/locks.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { type Agent, builtScript, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
@@ -73,6 +73,51 @@ async function allVerify(a: Agent, agent = 'ana'): Promise<string[]> {
   }
   return ids;
 }
+
+test('a gated writer that rewrites and prunes its git history as soon as the gate opens: the snapshot still stores the history it recorded', async (t) => {
+  const a = repoAgent(t);
+  const s = freshOf(a);
+  await s.snapshot({ agentId: 'ana' });
+  const gitIn = (args: string[]) =>
+    execFileSync('git', args, {
+      cwd: a.memdir,
+      encoding: 'utf8',
+      env: { ...process.env, GIT_CONFIG_NOSYSTEM: '1' },
+    });
+  writeFileSync(join(a.memdir, 'MEMORY.md'), 'recorded\n');
+  gitIn(['commit', '-qam', 'recorded']);
+  const recorded = gitIn(['rev-parse', 'HEAD']).trim();
+
+  // The repository is busy when the snapshot wants it (after the gate): the writer's batch runs then.
+  const holder = startFixture(t, 'hold-repo-lock.ts', [join(a.stateRoot, 'repository'), 'exclusive']);
+  await holder.ready;
+  const snapping = s.snapshot({ agentId: 'ana' });
+  snapping.catch(() => {});
+  // the capture has begun (its copies are in staging): the gate is the snapshot's until it ends
+  const staged = () =>
+    readdirSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana')).some(
+      (n) =>
+        n.startsWith('.staging-') &&
+        existsSync(join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana', n, 'sqlite')),
+    );
+  while (!staged()) await new Promise((r) => setTimeout(r, 5));
+  await WriteGate.forAgent(a.stateRoot, 'ana').write(async () => {
+    writeFileSync(join(a.memdir, 'MEMORY.md'), 'rewritten\n');
+    gitIn(['commit', '-qa', '--amend', '-m', 'rewritten']);
+    gitIn(['reflog', 'expire', '--expire=now', '--all']);
+    gitIn(['prune', '--expire=now']);
+  });
+  assert.notEqual(
+    spawnSync('git', ['cat-file', '-e', recorded], { cwd: a.memdir }).status,
+    0,
+    'the recorded commit is gone from the live repository',
+  );
+  await holder.killGroup('SIGKILL');
+  const meta = await snapping; // packing the live repository failed here: "bad object"
+  assert.equal(meta.git_oid, recorded);
+  assert.deepEqual(await allVerify(a), [meta.id, (await s.list('ana'))[1]!.id]);
+  assert.equal((await freshOf(a).check({ readData: true })).ok, true);
+});
 
 test('a long-lived snapshotter sees what a prune removed: its next snapshot and check are right', async (t) => {
   const a = repoAgent(t);

@@ -22,7 +22,8 @@ import {
 } from '../format/constants.js';
 import { scanJson, valueDepthProblem } from '../format/json.js';
 import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
-import { createBundle, inspectRepo, type RepoInfo, refuseShallow } from '../git/git.js';
+import { freezeObjects } from '../git/freeze.js';
+import { createBundle, inspectRepo, objectFormatOf, type RepoInfo, refuseShallow } from '../git/git.js';
 import { type GitRef, recordRefs } from '../git/history.js';
 import { IoError, StateProviderError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
@@ -76,6 +77,11 @@ export interface CaptureResult {
   gitBundlePath?: string;
   /** `history: refs`: every ref (and a detached HEAD) at the point in time. */
   gitRefs?: GitRef[];
+  /**
+   * `history: refs`: a bare repository in staging holding the memdir's objects as they were at that
+   * point (git/freeze.ts), to pack what the refs reach from; absent when the live ones must be read.
+   */
+  gitObjects?: string;
   memory: StagedArtifact[];
   git: GitInfo;
   memdir?: MemdirInfo;
@@ -202,6 +208,9 @@ async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {
   return out;
 }
 
+/** Where in staging the memdir's objects are frozen for a repository snapshot (git/freeze.ts). */
+const FROZEN_GIT = 'git-frozen';
+
 async function captureMemdirAndHistory(input: CaptureInput) {
   const kind = await pathKind(input.memdir);
   if (kind === undefined) {
@@ -223,7 +232,16 @@ async function captureMemdirAndHistory(input: CaptureInput) {
           info.repository !== 'absent'
             ? await recordRefs(input.memdir, info.detached ? info.headOid : undefined)
             : [];
-        return { info, bundle: undefined, refs };
+        // what the refs reach, kept as it is now for the packing after the gate (git/freeze.ts)
+        const objects =
+          refs.length > 0
+            ? await freezeObjects(
+                input.memdir,
+                join(input.stagingDir, FROZEN_GIT),
+                objectFormatOf(refs[0]!.oid),
+              )
+            : undefined;
+        return { info, bundle: undefined, refs, objects };
       }
       const dst = join(input.stagingDir, GIT_BUNDLE_PATH);
       await mkdir(join(input.stagingDir, 'git'), { recursive: true });
@@ -231,6 +249,7 @@ async function captureMemdirAndHistory(input: CaptureInput) {
         info,
         bundle: (await createBundle(input.memdir, info, dst)) ? dst : undefined,
         refs: undefined,
+        objects: undefined,
       };
     })(),
     captureMemdir(
@@ -251,6 +270,7 @@ async function captureMemdirAndHistory(input: CaptureInput) {
     git: gitBlock(history.info),
     gitBundlePath: history.bundle,
     gitRefs: history.refs,
+    gitObjects: history.objects,
     memory,
     memdir,
   };
@@ -268,6 +288,7 @@ export async function captureAgent(input: CaptureInput): Promise<CaptureResult> 
     state,
     ...(mem.gitBundlePath ? { gitBundlePath: mem.gitBundlePath } : {}),
     ...('gitRefs' in mem && mem.gitRefs ? { gitRefs: mem.gitRefs } : {}),
+    ...('gitObjects' in mem && mem.gitObjects ? { gitObjects: mem.gitObjects } : {}),
     memory: mem.memory,
     git: mem.git,
     ...(mem.memdir ? { memdir: mem.memdir } : {}),

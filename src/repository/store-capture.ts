@@ -88,7 +88,7 @@ export async function storeCapture(
     // artifacts keep manifest order (databases, state, history, memory files). The memory files come
     // after the history as before: stored before it, the first snapshot's peak RSS rose by ~15 MB.
     if (!c.gitBundlePath && c.gitRefs && c.gitRefs.length > 0) {
-      history = prepareLiveHistory(memdir, c.gitRefs, previous, scratch);
+      history = prepareLiveHistory(c.gitObjects ?? memdir, c.gitRefs, previous, scratch);
       history.catch(() => {}); // awaited below
     }
     // When the databases' chunks are being planned on the copy threads, the memory files (mostly
