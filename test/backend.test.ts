@@ -11,6 +11,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -130,7 +131,7 @@ test("local: readInto fills the caller's buffer from an offset, says how much th
   await assert.rejects(b.readInto({ type: 'packs', name: pack }, -1, part), code('INVALID_INPUT'));
 });
 
-test('local: temp files, junk, misplaced packs, directories and symlinks are never listed', async (t) => {
+test('local: temp files, junk and misplaced packs are never listed; a symlink, directory or FIFO under a valid name is refused by a list of any type, never skipped', async (t) => {
   const { base, root, b } = localRepo(t);
   const real = hexName('real');
   const id = randomUUID();
@@ -151,23 +152,44 @@ test('local: temp files, junk, misplaced packs, directories and symlinks are nev
   writeFileSync(join(root, 'index', '.tmp-feedfacefeedface'), 'half an index');
   writeFileSync(join(root, 'index', 'README'), 'junk');
   writeFileSync(join(root, 'index', real.toUpperCase()), 'upper');
-  mkdirSync(join(root, 'index', dirName));
-  symlinkSync(outside, join(root, 'index', linkName));
   writeFileSync(join(root, 'snapshots', `${id}.partial`), 'partial');
   assert.deepEqual(await listAll(b, 'packs'), new Map([[real, 4]]));
   assert.deepEqual(await listAll(b, 'index'), new Map([[real, 5]]));
   assert.deepEqual(await listAll(b, 'snapshots'), new Map([[id, 4]]));
   await assert.rejects(b.stat({ type: 'packs', name: misplaced }), code('OBJECT_NOT_FOUND'));
-  // A symlink or a directory under an object's name is refused, not followed.
-  for (const name of [linkName, dirName]) {
+  // A symlink, a directory or a FIFO under an object's name is refused, not followed (a FIFO does not
+  // block a load), and a list of its type refuses it too (stop 45): skipped, it hid an index file (its
+  // packs unindexed), a listing entry or a manifest (a snapshot), a pin, a key, a lock.
+  const fifo = hexName('a fifo');
+  const plant: Array<[string, (p: string) => void]> = [
+    ['symlink', (p) => symlinkSync(outside, p)],
+    ['directory', (p) => mkdirSync(p)],
+    ['non-regular file', (p) => execFileSync('mkfifo', [p])],
+  ];
+  for (const [kind, make] of plant) {
+    const name = kind === 'symlink' ? linkName : kind === 'directory' ? dirName : fifo;
+    make(join(root, 'index', name));
     await assert.rejects(b.stat({ type: 'index', name }), code('UNSAFE_OBJECT', 2));
     await assert.rejects(collect(b.load({ type: 'index', name })), code('UNSAFE_OBJECT', 2));
+    await assert.rejects(
+      listAll(b, 'index'),
+      (err: SnapshotError) =>
+        err.code === 'UNSAFE_OBJECT' && err.message.includes(`index/${name} is a ${kind} in ${root}`),
+    );
+    rmSync(join(root, 'index', name), { recursive: true });
   }
-  // A FIFO neither blocks a load nor is listed.
-  const fifo = hexName('a fifo');
-  execFileSync('mkfifo', [join(root, 'index', fifo)]);
-  await assert.rejects(collect(b.load({ type: 'index', name: fifo })), code('UNSAFE_OBJECT'));
   assert.deepEqual(await listAll(b, 'index'), new Map([[real, 5]]));
+  for (const type of ['listing', 'snapshots', 'pins', 'keys', 'locks'] as const) {
+    const name = type === 'keys' || type === 'locks' ? hexName(type) : randomUUID();
+    await b.save(
+      { type, name: type === 'keys' || type === 'locks' ? hexName('real') : id },
+      Buffer.from('x'),
+    );
+    symlinkSync(outside, join(root, type, name));
+    await assert.rejects(listAll(b, type), code('UNSAFE_OBJECT', 2), type);
+    rmSync(join(root, type, name));
+    assert.equal((await listAll(b, type)).size, 1, type);
+  }
 });
 
 test('local: a failed save leaves no temp file behind; a refused ifAbsent neither', async (t) => {
@@ -226,6 +248,30 @@ test('local: a symlink planted inside the root is never followed by a save', asy
   symlinkSync(target, join(root, 'index', hexName('linked 2')));
   await b.remove({ type: 'index', name: hexName('linked 2') });
   assert.equal(readFileSync(target, 'utf8'), 'precious');
+});
+
+test('a range with objectMax: an object larger is ObjectTooLargeError (with its size) as the load starts, nothing yielded; local and memory', async (t) => {
+  const local = new LocalBackend(join(tempDir(t, 'nexo-backend-'), 'repo'));
+  for (const b of [local, new MemoryBackend()] as Backend[]) {
+    const h: Handle = { type: 'packs', name: hexName('big') };
+    await b.save(h, Buffer.alloc(1000, 7));
+    assert.equal(
+      (await readAll(b, h, { maxBytes: 10, range: { offset: 5, length: 10, objectMax: 1000 } })).length,
+      10,
+    );
+    let yielded = 0;
+    await assert.rejects(
+      (async () => {
+        for await (const c of b.load(h, { offset: 0, length: 10, objectMax: 999 })) yielded += c.length;
+      })(),
+      (err: ObjectTooLargeError) =>
+        err instanceof ObjectTooLargeError &&
+        err.size === 1000 &&
+        /is 1000 bytes, larger than 999/.test(err.message),
+    );
+    assert.equal(yielded, 0);
+    await assert.rejects(collect(b.load(h, { offset: 0, objectMax: -1 })), code('INVALID_INPUT'));
+  }
 });
 
 test('local: refused names create nothing anywhere, not even the root', async (t) => {

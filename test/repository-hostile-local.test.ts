@@ -13,16 +13,22 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  symlinkSync,
   truncateSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
-import { test } from 'node:test';
+import { basename, join } from 'node:path';
+import { type TestContext, test } from 'node:test';
 import { CachedBackend } from '../src/backend/cache.js';
+import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
+import type { SnapshotError } from '../src/model/errors.js';
 import { newKeyFile } from '../src/repository/crypto.js';
+import type { RepoManifest } from '../src/repository/manifest.js';
 import { MAX_PACK } from '../src/repository/pack.js';
-import { listSnapshots } from '../src/repository/snapshots.js';
+import { Repository, zstdFrameOf } from '../src/repository/repository.js';
+import { type ListingMeta, listSnapshots, MANIFEST_MAX, saveSnapshot } from '../src/repository/snapshots.js';
+import { listAll } from './helpers/backend-conformance.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { sampleAgent, tempDir } from './helpers/env.js';
 
@@ -183,4 +189,124 @@ test("an oversized listing entry behind the remote stores' cache (its listing fi
     );
     assert.deepEqual(warnings, [`listing/${big} is larger than 1048576 bytes; skipped`], `round ${round}`);
   }
+});
+
+/** An agent with a repository of two snapshots, and the CLI on its state root. */
+async function twoInRepository(t: TestContext) {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const env = { env: { ...REPOSITORY, NEXO_MEMORY_RESTORE_ALLOW: 'true' } };
+  const ids: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    writeFileSync(join(a.memdir, 'topics', 'alt.md'), `version ${i}\n`);
+    const r = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    ids.push((JSON.parse(r.stdout) as { id: string }).id);
+  }
+  /** The CLI on the agent's state root (with `roots`, its memdir and database roots too). */
+  const cli = (args: string[], roots = false) =>
+    runBuiltCli([...args, ...(roots ? a.flags : ['--state-root', a.stateRoot])], env);
+  return { a, ids, repo: join(a.stateRoot, 'repository'), cli };
+}
+
+test('a symlinked listing entry, index file, manifest or pin is refused (UNSAFE_OBJECT, exit 2) by list, check and prune, never skipped', async (t) => {
+  const { a, ids, repo, cli } = await twoInRepository(t);
+  const [s1] = ids as [string, string];
+  const index = readdirSync(join(repo, 'index'))[0]!;
+  // a pin of s1, so that a symlinked pin has something to hide
+  const pinned = await cli(['pin', '--agent', 'ana', '--id', s1]);
+  assert.equal(pinned.code, 0, pinned.stdout + pinned.stderr);
+  for (const object of [`listing/${s1}`, `index/${index}`, `snapshots/${s1}`, `pins/${s1}`]) {
+    const file = join(repo, object);
+    const elsewhere = join(a.root, 'moved');
+    renameSync(file, elsewhere);
+    symlinkSync(elsewhere, file);
+    // before stop 45 list showed one snapshot, check passed (s1 "unlisted", or its blobs "not in the
+    // index") or said nothing of the symlink
+    // a pin is read by list (and retention), not by check or prune
+    const readers = object.startsWith('pins/')
+      ? [['list', '--agent', 'ana']]
+      : [['check'], ['prune', '--dry-run'], ['prune']];
+    if (object.startsWith('listing/')) readers.unshift(['list', '--agent', 'ana']);
+    for (const cmd of readers) {
+      const r = await cli(cmd);
+      assert.equal(r.code, 2, `${object}: ${cmd.join(' ')}: ${r.stdout}${r.stderr}`);
+      assert.match(
+        r.stdout + r.stderr,
+        new RegExp(`unsafe storage: ${object} is a symlink in ${repo}`),
+        `${object}: ${cmd}`,
+      );
+    }
+    rmSync(file);
+    renameSync(elsewhere, file);
+  }
+  const r = await cli(['check', '--read-data']);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.equal((JSON.parse((await cli(['list', '--agent', 'ana', '--json'])).stdout) as unknown[]).length, 2);
+});
+
+test('a pack larger than any pack may be (the real pack extended to 5 GB) is damage wherever it is read: verify, restore, diff, export, a header read', async (t) => {
+  const { a, ids, repo, cli } = await twoInRepository(t);
+  const [s1, s2] = ids as [string, string];
+  // every pack extended (sparse) to 5 GB: their blobs are where the index says, and before stop 45
+  // verify, restore, diff and export read them as if nothing were wrong
+  const packs = readdirSync(join(repo, 'packs')).flatMap((d) =>
+    readdirSync(join(repo, 'packs', d)).map((n) => join(repo, 'packs', d, n)),
+  );
+  for (const file of packs) truncateSync(file, 5 * 1024 ** 3);
+  const pack = basename(packs[0]!);
+  const damaged = /packs\/[0-9a-f]{64} is 5368709120 bytes, more than any pack may be \(67108864\); not read/;
+  assert.equal(MAX_PACK, 67108864);
+  const runs: Array<[string[], boolean]> = [
+    [['verify', '--agent', 'ana', '--id', s1, '--json'], false],
+    [['restore', '--agent', 'ana', '--from', s1, '--json'], true],
+    [['diff', '--agent', 'ana', s1, 'live'], true],
+    [['export', '--agent', 'ana', '--id', s2, '--to', join(a.root, 'out.tar.zst')], false],
+  ];
+  for (const [args, roots] of runs) {
+    const r = await cli(args, roots);
+    assert.equal(r.code, 2, `${args[0]}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stdout + r.stderr, damaged, args[0]);
+    assert.match(r.stdout + r.stderr, /BUNDLE_DAMAGED|bundle damaged/, args[0]);
+  }
+  // prune's keeper checks read a pack's header (Repository.readPackHeader): refused from its stat size
+  const repository = await Repository.open(new LocalBackend(repo));
+  await assert.rejects(repository.readPackHeader(pack), (err: SnapshotError) => {
+    assert.equal(err.code, 'BUNDLE_DAMAGED');
+    assert.match(err.message, damaged);
+    return true;
+  });
+});
+
+test('a manifest whose frame holds more than any manifest may (9.8 KB of zstd, 200 MB of JSON) is damage naming it, refused from its frame header; a writer never writes one', async (t) => {
+  const { ids, repo, cli } = await twoInRepository(t);
+  const [s1] = ids as [string, string];
+  const mib = Buffer.alloc(1024 * 1024, 'x');
+  const bomb = Buffer.concat(
+    zstdFrameOf(function* () {
+      yield Buffer.from('{"a":"');
+      for (let i = 0; i < 200; i++) yield mib;
+      yield Buffer.from('"}');
+    }, 19),
+  );
+  assert.ok(bomb.length < 100_000, `${bomb.length} bytes`);
+  writeFileSync(join(repo, 'snapshots', s1), bomb);
+  const named = new RegExp(
+    `snapshots/${s1}: its frame holds 209715208 bytes, more than any may \\(${MANIFEST_MAX}\\)`,
+  );
+  for (const args of [['verify', '--agent', 'ana', '--id', s1], ['prune'], ['check']]) {
+    const r = await cli(args);
+    assert.equal(r.code, 2, `${args[0]}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stdout + r.stderr, named, args[0]);
+  }
+  // the writer's side: a manifest readers would refuse is not written
+  const backend = new MemoryBackend();
+  const repository = await Repository.init(backend);
+  const id = randomUUID();
+  await assert.rejects(
+    saveSnapshot(repository, { snapshot_id: id } as RepoManifest, Buffer.alloc(MANIFEST_MAX + 1, ' '), {
+      id,
+    } as ListingMeta),
+    (err: SnapshotError) => err.code === 'INVALID_INPUT' && /more than any may be/.test(err.message),
+  );
+  assert.equal((await listAll(backend, 'snapshots')).size, 0);
 });

@@ -275,3 +275,41 @@ test('prune: index rows placing a pack’s referenced blobs in another pack are 
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.deepEqual((await allVerify(a)).sort(), [...ids].sort());
 });
+
+test('delete: a ghost listing entry (no manifest, or another agent’s) never lets the agent’s real last snapshot go; the ghost itself is removed as asked', async (t) => {
+  const { a, repo, ids } = await twoSnapshots(t);
+  const [s1, s2] = ids as [string, string];
+  let r = await cli(a, ['delete', '--agent', 'ana', '--id', s1, '--yes']);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  // s2 is ana's last real snapshot; beside it a ghost (s2's entry under a new id, no manifest) and an
+  // entry of eve's snapshot relabelled as ana's
+  const ghost = '01ffffff-ffff-7fff-bfff-ffffffffffff';
+  forgeListing(repo, s2, ghost, () => {});
+  const eve = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+  });
+  cpSync(a.memdir, join(a.memdirRoot, 'eve'), { recursive: true });
+  const other = (await eve.snapshot({ agentId: 'eve' })).id;
+  forgeListing(repo, other, other, (m) => {
+    m.agent_id = 'ana';
+  });
+  // before stop 45 the guard counted three snapshots and s2 went
+  r = await cli(a, ['delete', '--agent', 'ana', '--id', s2, '--yes', '--json']);
+  assert.equal(r.code, 6, r.stdout + r.stderr);
+  assert.match(r.stdout + r.stderr, /RETENTION/);
+  assert.match(r.stderr, /refusing to delete last snapshot for agent ana/);
+  assert.ok(readdirSync(join(repo, 'snapshots')).includes(s2), 's2 is still there');
+  // the ghost goes as asked (nothing of a snapshot is there to keep), and s2 stays the last
+  r = await cli(a, ['delete', '--agent', 'ana', '--id', ghost, '--yes']);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.ok(!readdirSync(join(repo, 'listing')).includes(ghost));
+  r = await cli(a, ['delete', '--agent', 'ana', '--id', s2, '--yes']);
+  assert.equal(r.code, 6, r.stdout + r.stderr);
+  forgeListing(repo, other, other, (m) => {
+    m.agent_id = 'eve';
+  });
+  assert.deepEqual(await allVerify(a), [s2]);
+});

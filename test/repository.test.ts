@@ -15,7 +15,7 @@ import { FaultyBackend } from '../src/backend/faulty.js';
 import { MemoryBackend, MemoryStore } from '../src/backend/memory.js';
 import { generateIdentity, parseIdentity } from '../src/crypto/age.js';
 import { recordRefs } from '../src/git/history.js';
-import { BundleDamagedError, EncryptionError, IoError } from '../src/model/errors.js';
+import { BundleDamagedError, EncryptionError, IoError, type SnapshotError } from '../src/model/errors.js';
 import { newSnapshotId } from '../src/model/ids.js';
 import { checkRepository } from '../src/repository/check.js';
 import { planChunks } from '../src/repository/chunk-plan.js';
@@ -564,6 +564,51 @@ test('locks: shared locks coexist; exclusive waits for them and times out naming
   const repo = await Repository.init(faulty);
   await assert.rejects(snapshotOf(repo, 'ana', 'x'));
   assert.equal((await listSnapshots(repo)).length, 0);
+});
+
+test('locks: REPOSITORY_LOCKED names the blocking lock object and what it claims; a lock dated in the future says until when it stays', async () => {
+  const backend = new MemoryBackend();
+  const name = 'f'.repeat(64);
+  const future = Date.now() + 365 * 24 * 3600 * 1000;
+  await backend.save(
+    { type: 'locks', name },
+    Buffer.from(
+      JSON.stringify({
+        exclusive: false,
+        operation: 'snapshot',
+        host: 'elsewhere\nforged line',
+        pid: 4242,
+        created_at_ms: future,
+        refreshed_at_ms: future,
+      }),
+    ),
+  );
+  // before stop 45: "the repository is locked: shared lock of snapshot (pid 4242 on elsewhere…)", no object
+  const err = await lockRepository(backend, true, 'prune', 0).then(
+    () => assert.fail('prune took the lock'),
+    (e: SnapshotError) => e,
+  );
+  assert.equal(err.code, 'REPOSITORY_LOCKED');
+  assert.match(
+    err.message,
+    /locked: shared lock of snapshot \(pid 4242 on elsewhere\\nforged line, written /,
+  );
+  assert.ok(err.message.includes(`object locks/${name} in ${backend.location}`), err.message);
+  assert.ok(err.message.includes(`refreshed ${new Date(future).toISOString()}`), err.message);
+  assert.match(err.message, /dated 52\d{4} min in the future and stays until \S+ unless removed/);
+  assert.ok(!err.message.includes('\n'), "the lock's host cannot add a line");
+  assert.deepEqual(
+    { ...err.details, holder: undefined },
+    {
+      holder: undefined,
+      lock: `locks/${name}`,
+      location: backend.location,
+      host: 'elsewhere\nforged line',
+      pid: 4242,
+      created_at_ms: future,
+      refreshed_at_ms: future,
+    },
+  );
 });
 
 test('a pack or index file already stored under its name with other bytes (torn, same-size damage) is replaced by the writer that produces it, never trusted', async () => {

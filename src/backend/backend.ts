@@ -42,6 +42,13 @@ export interface ObjectInfo {
 export interface Range {
   readonly offset: number;
   readonly length?: number;
+  /**
+   * Optional: the largest the whole object may be. A backend learns the object's size as it starts the
+   * load (a local file's fstat, S3's Content-Range, NATS's meta) and refuses a larger object there
+   * (resolveRange: ObjectTooLargeError with its size), before reading anything of it: a pack larger
+   * than any pack may be is damage wherever a range of it is read (stop 45), at no extra request.
+   */
+  readonly objectMax?: number;
 }
 
 export interface SaveOptions {
@@ -240,15 +247,24 @@ export function validateRange(range: Range | undefined): Range | undefined {
     throw new InvalidInputError(`range offset must be a non-negative integer (got ${String(range.offset)})`);
   if (range.length !== undefined && !isByteCount(range.length))
     throw new InvalidInputError(`range length must be a non-negative integer (got ${String(range.length)})`);
+  if (range.objectMax !== undefined && !isByteCount(range.objectMax))
+    throw new InvalidInputError(
+      `range objectMax must be a non-negative integer (got ${String(range.objectMax)})`,
+    );
   return range;
 }
 
-/** The byte span [start, end) of `range` in an object of `size` bytes; past the end is a ShortReadError. */
+/**
+ * The byte span [start, end) of `range` in an object of `size` bytes; past the end is a ShortReadError,
+ * an object larger than the range's `objectMax` an ObjectTooLargeError (with its size).
+ */
 export function resolveRange(
   h: Handle,
   range: Range | undefined,
   size: number,
 ): { start: number; end: number } {
+  if (range?.objectMax !== undefined && size > range.objectMax)
+    throw new ObjectTooLargeError(h.type, h.name, range.objectMax, size);
   const start = range?.offset ?? 0;
   const end = range?.length === undefined ? Math.max(start, size) : start + range.length;
   if (end > size)

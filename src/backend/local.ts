@@ -1,11 +1,13 @@
 // Owns the local directory backend: objects are files `<root>/<type>/<name>`, packs
 // `<root>/packs/<first two hex>/<name>`. A save writes a temp file (O_EXCL | O_NOFOLLOW, mode 0600) in the
 // object's directory, fsyncs it, publishes it by rename (replace) or link (ifAbsent: never replaces) and
-// fsyncs the directory; directories are created on first save. Temp files and anything that is not a
-// regular file with a valid name are never listed, except in packs/: a symlinked (or non-directory)
-// prefix directory or a pack name that is not a regular file is refused (UnsafeObjectError), as prune
-// would take such a pack for gone. A symlink or other non-regular entry inside the root is
-// never followed: UnsafeObjectError.
+// fsyncs the directory; directories are created on first save. Temp files and names that are not valid
+// for the type are never listed; a valid name that is not a regular file (a symlink, a directory, a
+// FIFO), of any type, and a symlinked (or non-directory) pack prefix directory are refused
+// (UnsafeObjectError) by a list, never skipped: a pack skipped is one prune takes for gone, an index
+// file skipped makes its packs unindexed, a listing entry or manifest skipped hides a snapshot, a pin
+// skipped unpins it (stop 44, 45). A symlink or other non-regular entry inside the root is never
+// followed: UnsafeObjectError.
 
 import { constants } from 'node:fs';
 import { type FileHandle, link, lstat, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
@@ -270,20 +272,18 @@ export class LocalBackend implements Backend {
   }
 
   /**
-   * The regular files of `dir` whose names are valid for `type` and start with `prefix`. A pack name
-   * that is not a regular file (a symlink, a FIFO) is refused: UnsafeObjectError, never skipped.
+   * The regular files of `dir` whose names are valid for `type` and start with `prefix`. A valid name
+   * that is not a regular file (a symlink, a directory, a FIFO) is refused: UnsafeObjectError, never
+   * skipped (what it hides is what the type holds: a pack, an index file, a snapshot, a pin, a lock).
    */
   private async *listDir(type: ObjectType, dir: string, prefix: string): AsyncGenerator<ObjectInfo> {
     const entries = await io(`list ${dir}`, () => readdir(dir, { withFileTypes: true }));
     for (const e of entries) {
       if (!isValidName(type, e.name) || !e.name.startsWith(prefix)) continue;
-      if (!e.isFile()) {
-        if (type === 'packs')
-          throw new UnsafeObjectError(
-            `packs/${e.name} is a ${e.isSymbolicLink() ? 'symlink' : 'non-regular file'} in ${this.location}`,
-          );
-        continue;
-      }
+      if (!e.isFile())
+        throw new UnsafeObjectError(
+          `${type}/${e.name} is a ${e.isSymbolicLink() ? 'symlink' : e.isDirectory() ? 'directory' : 'non-regular file'} in ${this.location}`,
+        );
       let size: number;
       try {
         size = (await lstat(join(dir, e.name))).size;

@@ -184,7 +184,9 @@ export class RetryingBackend implements Backend {
           : await this.sizeOf(h, what);
     let pos = start;
     for (let failed = 0; ; ) {
-      const resumed: Range = end === undefined ? { offset: pos } : { offset: pos, length: end - pos };
+      const cap = range?.objectMax !== undefined ? { objectMax: range.objectMax } : {};
+      const resumed: Range =
+        end === undefined ? { offset: pos, ...cap } : { offset: pos, length: end - pos, ...cap };
       try {
         for await (const chunk of this.inner.load(h, pos === 0 && end === undefined ? undefined : resumed)) {
           if (chunk.length === 0) continue;

@@ -535,10 +535,24 @@ export class ObjectTooLargeError extends SnapshotError {
   readonly code = 'OBJECT_TOO_LARGE';
   readonly exitCode = ExitCode.damaged;
   readonly outcome = 'damaged' as const;
-  constructor(objectType: string, objectName: string, maxBytes: number) {
-    super(`object ${objectType}/${objectName} is larger than ${maxBytes} bytes`, {
-      details: { type: objectType, name: objectName, max_bytes: maxBytes },
-    });
+  /** `size`: the object's size, when the backend knows it (a range's objectMax, checked as a load starts). */
+  constructor(
+    objectType: string,
+    objectName: string,
+    maxBytes: number,
+    readonly size?: number,
+  ) {
+    super(
+      `object ${objectType}/${objectName} is ${size !== undefined ? `${size} bytes, ` : ''}larger than ${maxBytes} bytes`,
+      {
+        details: {
+          type: objectType,
+          name: objectName,
+          max_bytes: maxBytes,
+          ...(size !== undefined ? { size } : {}),
+        },
+      },
+    );
   }
 }
 
@@ -557,8 +571,9 @@ export class RepositoryLockedError extends SnapshotError {
   readonly code = 'REPOSITORY_LOCKED';
   readonly exitCode = ExitCode.concurrent;
   readonly outcome = 'concurrent' as const;
-  constructor(holder: string) {
-    super(`the repository is locked: ${holder}`, { details: { holder } });
+  /** `lock`: the blocking lock object and what it claims (stop 45), so an operator can find and remove it. */
+  constructor(holder: string, lock?: Record<string, unknown>) {
+    super(`the repository is locked: ${holder}`, { details: { holder, ...lock } });
   }
 }
 

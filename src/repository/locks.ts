@@ -130,6 +130,33 @@ export function describeLock(l: LockInfo): string {
   return `${l.exclusive ? 'exclusive' : 'shared'} lock of ${l.operation} (pid ${l.pid} on ${l.host})`;
 }
 
+/** A lock's time for a message: ISO 8601, or the number as written when no date can show it. */
+const when = (ms: number): string => {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? String(ms) : d.toISOString();
+};
+
+/**
+ * How a lock that blocks a locker is named in its REPOSITORY_LOCKED error (stop 45): the object to
+ * remove (`locks/<name>` in the store), and what it claims — operation, host, pid, written and refreshed
+ * — with how long it stays when it is dated in the future (it is stale only STALE_MS after that date).
+ * The host and operation are the lock's own bytes (anyone who can write the store chose them): their
+ * control characters are escaped, as JSON writes them.
+ */
+export function describeBlocker(backend: Backend, name: string, l: LockInfo, now: number): string {
+  const kind = l.exclusive ? 'exclusive' : 'shared';
+  const shown = (v: unknown) => JSON.stringify(String(v)).slice(1, -1);
+  const claims =
+    `${kind} lock of ${shown(l.operation)} (pid ${shown(l.pid)} on ${shown(l.host)}, ` +
+    `written ${when(l.created_at_ms)}, refreshed ${when(l.refreshed_at_ms)})`;
+  const future =
+    l.refreshed_at_ms > now
+      ? `; it is dated ${Math.round((l.refreshed_at_ms - now) / 60_000)} min in the future and stays until ` +
+        `${when(l.refreshed_at_ms + STALE_MS)} unless removed`
+      : '';
+  return `${claims}: object locks/${name} in ${backend.location}${future} (remove it only when that process is not running)`;
+}
+
 /**
  * The locks other than `self` that are held now (not stale), described: what a reader under a shared
  * lock (prune's dry run) may be running beside.
@@ -212,7 +239,15 @@ export async function lockRepository(
     }
     if (now() >= deadline) {
       if (blocker) {
-        throw new RepositoryLockedError(describeLock(blocker[1]));
+        const [name, l] = blocker;
+        throw new RepositoryLockedError(describeBlocker(backend, name, l, now()), {
+          lock: `locks/${name}`,
+          location: backend.location,
+          host: l.host,
+          pid: l.pid,
+          created_at_ms: l.created_at_ms,
+          refreshed_at_ms: l.refreshed_at_ms,
+        });
       }
       throw new RepositoryLockedError(`no lock could be taken in time: ${why}`);
     }

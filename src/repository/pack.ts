@@ -27,6 +27,14 @@ export const PACK_TARGET = 16 * 1024 * 1024;
  * before reading or allocating anything for it (a 5 GB sparse file was an INTERNAL error, 1 GB its RSS).
  */
 export const MAX_PACK = 64 * 1024 * 1024;
+/** A pack larger than MAX_PACK, found where it is read: damage naming it, nothing of it read (stop 45). */
+export const packTooLarge = (pack: string, size: number): BundleDamagedError =>
+  new BundleDamagedError(
+    `packs/${pack} is ${size} bytes, more than any pack may be (${MAX_PACK}); not read`,
+    {
+      details: { object: `packs/${pack}`, size, max_bytes: MAX_PACK },
+    },
+  );
 /** No blob is larger than this (the chunkers' maximum is 4 MiB): a longer one is damage (§4). */
 export const MAX_BLOB = 16 * 1024 * 1024;
 /**

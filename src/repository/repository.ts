@@ -44,17 +44,23 @@ import {
   type BlobKind,
   dropSparePackBuffers,
   headerLength,
+  MAX_PACK,
   newBlobScratch,
   openStoredBlob,
   PACK_TARGET,
   PackBuilder,
   type PackEntry,
+  packTooLarge,
   parseHeader,
   TRAILER,
 } from './pack.js';
 
 export const REPOSITORY_VERSION = 1;
-/** Largest small object (index file, manifest, listing) read whole into memory. */
+/**
+ * Largest small object read whole into memory, and the largest an index file's JSON may be: a real
+ * repository's index file reaches it (prune writes one describing every kept pack, ~100 bytes of JSON a
+ * blob), so it stays. A manifest has its own, lower bound (snapshots.ts MANIFEST_MAX).
+ */
 const SMALL_OBJECT_MAX = 256 * 1024 * 1024;
 /** Index JSON loaded at once from this many bytes on is followed by a full collection (small-heap processes). */
 const LARGE_INDEX_JSON = 8 * 1024 * 1024;
@@ -155,7 +161,11 @@ function unzstdFrame(data: Buffer, what: string, max = SMALL_OBJECT_MAX): Buffer
     // verify said INTERNAL, exit 1, while check said damaged)
     throw new BundleDamagedError(`${what}: not a zstd frame (${(err as Error).message})`);
   }
-  if (size === null || size > max) throw new BundleDamagedError(`${what}: not a bounded zstd frame`);
+  if (size === null) throw new BundleDamagedError(`${what}: not a bounded zstd frame`);
+  if (size > max)
+    throw new BundleDamagedError(`${what}: its frame holds ${size} bytes, more than any may (${max})`, {
+      details: { object: what, size, max_bytes: max },
+    });
   const out = Buffer.allocUnsafe(size);
   let n: number;
   try {
@@ -396,8 +406,9 @@ export class Repository {
     return this.key ? sealFile(this.key, z) : z;
   }
 
-  decodeFile(bytes: Buffer, what: string): Buffer {
-    return unzstdFrame(this.key ? openFile(this.key, bytes, what) : bytes, what);
+  /** Decodes a stored index file or manifest; a frame of more than `max` bytes is damage. */
+  decodeFile(bytes: Buffer, what: string, max = SMALL_OBJECT_MAX): Buffer {
+    return unzstdFrame(this.key ? openFile(this.key, bytes, what) : bytes, what, max);
   }
 
   /**
@@ -601,6 +612,7 @@ export class Repository {
   /** The header entries of a pack, read from the pack itself (check, index rebuild). */
   async readPackHeader(pack: string): Promise<ReturnType<typeof parseHeader> & { size: number }> {
     const { size } = await this.backend.stat({ type: 'packs', name: pack });
+    if (size > MAX_PACK) throw packTooLarge(pack, size);
     const what = `packs/${pack}`;
     if (size < TRAILER) throw new BundleDamagedError(`${what}: too short to be a pack`);
     const trailer = await readObjectRange(this.backend, pack, size - TRAILER, TRAILER);
@@ -661,6 +673,19 @@ async function holdsIntact(backend: Backend, h: Handle, size: number): Promise<b
   }
 }
 
+/** The chunks of a pack's load, a pack larger than MAX_PACK (the backend's objectMax) turned into damage. */
+async function* packTooLargeIsDamage(
+  pack: string,
+  chunks: AsyncIterable<Uint8Array>,
+): AsyncGenerator<Uint8Array> {
+  try {
+    yield* chunks;
+  } catch (err) {
+    if (err instanceof ObjectTooLargeError && err.size !== undefined) throw packTooLarge(pack, err.size);
+    throw err;
+  }
+}
+
 /**
  * `length` bytes of a pack from `offset`: the backend's one piece as it is (no copy), or its pieces
  * copied into one buffer of `length` bytes (readAll would keep every piece and then concatenate).
@@ -674,7 +699,10 @@ export async function readObjectRange(
   let one: Buffer | undefined;
   let out: Buffer | undefined;
   let at = 0;
-  for await (const c of backend.load({ type: 'packs', name: pack }, { offset, length })) {
+  // no pack is larger than MAX_PACK (§4): the backend refuses one as the load starts, from the size it
+  // learns there (no request more), before any of it is read (stop 45)
+  const chunks = backend.load({ type: 'packs', name: pack }, { offset, length, objectMax: MAX_PACK });
+  for await (const c of packTooLargeIsDamage(pack, chunks)) {
     if (at + c.length > length) throw new ObjectTooLargeError('packs', pack, length);
     if (at === 0 && c.length === length) one = Buffer.from(c.buffer, c.byteOffset, c.length);
     else {

@@ -14,6 +14,7 @@ import {
 } from '../backend/backend.js';
 import {
   BundleDamagedError,
+  InvalidInputError,
   NotFoundError,
   ObjectNotFoundError,
   ObjectTooLargeError,
@@ -67,6 +68,11 @@ export async function saveSnapshot(
   json: Buffer,
   meta: ListingMeta,
 ): Promise<void> {
+  // a manifest readers refuse is never written: the snapshot fails instead of becoming unreadable
+  if (json.length > MANIFEST_MAX)
+    throw new InvalidInputError(
+      `snapshot ${manifest.snapshot_id}: its manifest would be ${json.length} bytes, more than any may be (${MANIFEST_MAX}); the agent has too many files to snapshot into a repository`,
+    );
   await repo.backend.save({ type: 'snapshots', name: manifest.snapshot_id }, repo.encodeFile(json), {
     ifAbsent: true,
   });
@@ -138,13 +144,29 @@ export async function forgetCopy(repo: Pick<Repository, 'backend'>, id: string):
   await repo.backend.evict?.({ type: 'snapshots', name: id }).catch(() => {});
 }
 
+/**
+ * Largest a snapshot manifest's JSON may be (docs/repository.md §6; stop 45). A real agent stays well
+ * below it: a memory file is ~135 bytes plus its path, a database ~67 bytes per tree blob (10 GB: ~10,000
+ * of them, 0.7 MB), a history pack ~200 bytes; 100,000 memory files (60-character paths) and 10 GB of
+ * databases make ~20 MB. A larger frame is damage naming the manifest, refused from its frame header
+ * before anything is allocated for it (a 9.8 KB manifest of 200 MB cost ~660 MB of RSS in verify and
+ * prune; the worst one under this bound ~155 MB), and a writer refuses to write one.
+ */
+export const MANIFEST_MAX = 32 * 1024 * 1024;
+/** Largest stored manifest: MANIFEST_MAX compressed at zstd's worst (`size >> 8` more, and a margin), sealed. */
+export const MANIFEST_STORED_MAX = MANIFEST_MAX + (MANIFEST_MAX >> 8) + 64 * 1024;
+
 /** The stored bytes of a snapshot manifest, unchecked (loadSnapshot = this + parseSnapshot). */
 export async function readSnapshotObject(repo: Repository, id: string): Promise<Buffer> {
   if (!UUID.test(id)) throw new NotFoundError(id, 'not in the repository');
   try {
-    return await readAll(repo.backend, { type: 'snapshots', name: id }, { maxBytes: 512 * 1024 * 1024 });
+    return await readAll(repo.backend, { type: 'snapshots', name: id }, { maxBytes: MANIFEST_STORED_MAX });
   } catch (err) {
     if (err instanceof ObjectNotFoundError) throw new NotFoundError(id, 'not in the repository');
+    if (err instanceof ObjectTooLargeError)
+      throw new BundleDamagedError(
+        `snapshots/${id}: more than ${MANIFEST_STORED_MAX} bytes, more than any manifest may be`,
+      );
     throw err;
   }
 }
@@ -159,7 +181,7 @@ export async function parseSnapshot(
   const what = `snapshots/${id}`;
   // Imported here: the manifest's schemas load zod (~100 modules, ~60 ms of CPU), which `list` never needs.
   const { parseRepoManifest } = await import('./manifest.js');
-  const parsed = parseRepoManifest(repo.decodeFile(bytes, what), repo.id, what, memo);
+  const parsed = parseRepoManifest(repo.decodeFile(bytes, what, MANIFEST_MAX), repo.id, what, memo);
   if (parsed.manifest.snapshot_id !== id)
     throw new BundleDamagedError(`${what}: holds snapshot ${parsed.manifest.snapshot_id}`);
   return parsed;

@@ -1272,8 +1272,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
     if (inRepository) {
       const lock = await this.lockAgent(a, t, 'delete');
       try {
-        if ((await this.list(a, t)).length <= 1)
-          throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
+        // The last snapshot is the last real one (stop 45): a listing entry without its manifest (or
+        // with another agent's) counts for nothing here, as for retention. Deleting such an entry is
+        // how it is cleaned up, so it is removed whatever else there is.
+        if (await this.repository.anyReal([inRepository])) {
+          const repoIds = new Set((await this.repository.list(a, t)).map((m) => m.id));
+          const others = (await this.list(a, t)).filter((m) => m.id !== inRepository.id);
+          if (!others.some((m) => !repoIds.has(m.id)) && !(await this.repository.anyReal(others)))
+            throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
+        }
         if (inRepository.pinned) throw pinnedError(inRepository.id);
         await this.repository.forget(inRepository.id, { agentId: a, tenant: t });
         return { id: inRepository.id, agent_id: a, tenant: t, bundle_path: inRepository.bundle_path };
@@ -1292,8 +1299,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
       // the agent's snapshots in both stores: every bundle file (a damaged one too, which list skips)
       // and each repository snapshot that is not also one of them
       const ids = new Set(all.map((f) => f.id));
-      const repoOnly = (await this.repository.list(a, t)).filter((m) => !ids.has(m.id)).length;
-      if (all.length + repoOnly <= 1) {
+      // a repository entry counts only when it is a real snapshot (stop 45: not a ghost entry)
+      const repoOnly = (await this.repository.list(a, t)).filter((m) => !ids.has(m.id));
+      if (all.length <= 1 && !(await this.repository.anyReal(repoOnly))) {
         throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
       }
       if (existsSync(pinPathOf(file.path))) throw pinnedError(file.id);

@@ -739,6 +739,16 @@ export class RepositoryStore {
   }
 
   /**
+   * Whether any of `entries` is a real snapshot — its manifest exists and is its entry's, the test
+   * retention counts by (unmatchedEntries) — looked at one at a time in the given order, stopping at the
+   * first: delete's "last snapshot" guard (stop 45), so a ghost entry never lets the real last one go.
+   */
+  async anyReal(entries: readonly ListingMeta[]): Promise<boolean> {
+    for (const m of entries) if ((await this.unmatchedEntries([m])).size === 0) return true;
+    return false;
+  }
+
+  /**
    * Forgets a snapshot for retention, under the agent lock but without the repository lock: forgetting
    * removes only its listing entry, pin and manifest, and a prune running meanwhile at worst keeps its
    * data one round longer. So gc never waits for a prune.
