@@ -649,3 +649,66 @@ test('auto_pre_dream gates the pre-dream hook', (t) => {
   assert.ok(preDreamHookFromConfig(a.snapshotter, { auto_pre_dream: true }));
   assert.equal(preDreamHookFromConfig(a.snapshotter, { auto_pre_dream: true, enabled: false }), undefined);
 });
+
+test('a config error found after loading names the key as the file spells its section: memory.snapshot.… or snapshot.…', async (t) => {
+  const dir = tempDir(t);
+  const schedule = `schedule:
+  - agents: [ana]
+    interval_secs: 3600
+  - agents: [bob, ana]
+    interval_secs: 600`;
+  const topLevel = (body: string) =>
+    `snapshot:\n${body
+      .split('\n')
+      .map((l) => `  ${l}`)
+      .join('\n')}\n`;
+  for (const [prefix, spell] of [
+    ['memory.snapshot', section],
+    ['snapshot', topLevel],
+  ] as const) {
+    const cfg = (name: string, body: string) => {
+      const path = join(dir, `${prefix}-${name}.yaml`);
+      writeFileSync(path, spell(`root: ${join(dir, 'state')}\n${body}`));
+      return path;
+    };
+    // serve: an agent listed twice in the schedule, before it listens
+    const served = await runBuiltCli(
+      ['serve', '--listen', '127.0.0.1:0', '--config', cfg('schedule', schedule), '--json'],
+      { env: { NEXO_MEMORY_TOKEN: '' } },
+    );
+    assert.equal(served.code, 1, `${prefix}: ${served.stdout} ${served.stderr}`);
+    const e = JSON.parse(served.stdout).error as { code: string; message: string };
+    assert.deepEqual(
+      [e.code, e.message],
+      ['CONFIG', `${prefix}.schedule[1]: agent ana (tenant default) is listed twice`],
+    );
+    // a writing command under enabled: false
+    let r = await runCli([
+      'snapshot',
+      '--agent',
+      'ana',
+      '--config',
+      cfg('disabled', 'enabled: false'),
+      '--json',
+    ]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.ok(
+      JSON.parse(r.stdout).error.message.startsWith(`${prefix}.enabled is false in `),
+      JSON.parse(r.stdout).error.message,
+    );
+    // the store section: an s3 backend without a bucket
+    r = await runCli([
+      'list',
+      '--agent',
+      'ana',
+      '--config',
+      cfg('s3', 'store:\n  backend: s3\n  s3: {}'),
+      '--json',
+    ]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.equal(
+      JSON.parse(r.stdout).error.message,
+      `${prefix}.store.backend is s3: ${prefix}.store.s3.bucket is required`,
+    );
+  }
+});

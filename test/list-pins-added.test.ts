@@ -10,8 +10,10 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import type { SnapshotMeta } from '../src/index.js';
+import { overviewOf } from '../src/snapshotter/fleet.js';
 import { runBuiltCli } from './helpers/built-cli.js';
-import { sampleAgent, tempDir } from './helpers/env.js';
+import { REPO, sampleAgent, tempDir } from './helpers/env.js';
 import { serveBuilt } from './helpers/serve.js';
 
 const SMALL = { files: 2, commits: 2, memories: 10, embeddings: 4, concepts: 4, compactions: 2 };
@@ -186,4 +188,35 @@ test('a repository snapshot whose listing entry was rebuilt: added_bytes null in
   assert.equal(ana.added_unknown, 1);
   assert.equal(ana.bytes_added_last, newest.added_bytes);
   d.child.kill('SIGTERM');
+});
+
+test("the fleet's fields are those docs/daemon.md names: counts always (added_unknown 0 included), the newest snapshot's only when there is one", () => {
+  const doc = readFileSync(join(REPO, 'docs', 'daemon.md'), 'utf8');
+  const row = doc.split('\n').find((l) => l.startsWith('| `GET /v1/fleet'))!;
+  const inner = /agents: \[\{(.*?), alerts: \[/.exec(row)![1]!.split(', ');
+  const required = inner.filter((f) => !f.endsWith('?'));
+  const optional = inner.filter((f) => f.endsWith('?')).map((f) => f.slice(0, -1));
+  const sorted = (xs: Iterable<string>) => [...xs].sort();
+  // an agent of the schedule with no snapshot yet: every count, 0; nothing about a newest snapshot
+  const none = overviewOf('ana', 'default', []);
+  assert.deepEqual(sorted(Object.keys(none)), sorted(required));
+  assert.equal(none.added_unknown, 0);
+  const meta: SnapshotMeta = {
+    id: '0190c3a2-0000-7000-8000-000000000001',
+    agent_id: 'ana',
+    tenant: 'default',
+    created_at_ms: 1_760_000_000_000,
+    bundle_path: '/x',
+    bundle_size_bytes: 10,
+    bundle_sha256: '0'.repeat(64),
+    schema_versions: { long_term: 1, vector: 1, concepts: 1, compactions: 1, manifest: 2 },
+    encrypted: false,
+    redactions_applied: false,
+    added_bytes: 10,
+  };
+  const one = overviewOf('ana', 'default', [meta]);
+  const extra = Object.keys(one).filter((k) => !required.includes(k));
+  assert.deepEqual(sorted(extra), ['bytes_added_last', 'last_snapshot_at_ms', 'last_snapshot_id']);
+  for (const k of extra) assert.ok(optional.includes(k), `docs/daemon.md marks ${k} optional`);
+  assert.equal(one.added_unknown, 0, 'present when 0, like every count');
 });

@@ -6,8 +6,8 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -17,7 +17,7 @@ import { manifestSeal } from '../src/format/manifest.js';
 import { trustPolicy } from '../src/format/signature.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
-import { readEntries, repack, writeBundleFile } from './helpers/bundles.js';
+import { forgeBundle, readEntries, repack, writeBundleFile } from './helpers/bundles.js';
 import { gnuExtract, runCli, sampleAgent, tempDir } from './helpers/env.js';
 
 interface KeyPair {
@@ -625,4 +625,104 @@ test('an unreadable configured signing key: list and verify still work, snapshot
   assert.equal(r.code, 1);
   assert.equal(JSON.parse(r.stdout).error.code, 'KEY');
   assert.deepEqual(store(), before, 'nothing created, no anchor');
+});
+
+test('a bundle of the store re-sealed by someone without the key: what verify says, by the sibling and the store (docs/format.md §5, decisions "Errors and exit codes")', async (t) => {
+  const a = sampleAgent(t);
+  const keys = tempDir(t);
+  const k = signingKeyFile(keys, 'sign.key');
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  const unsignedStore = a.snapshotter;
+  const store = (o: { requireSignature: boolean }) =>
+    new LocalSnapshotter({
+      stateRoot: a.stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      signingKey: k.secretPath,
+      trustedKeys: [k.publicKey],
+      ...o,
+    });
+  const signedStore = store({ requireSignature: true });
+  const looseStore = store({ requireSignature: false }); // trusted keys, no signature required
+  // a memory file rewritten, every hash the format has recomputed: sizes, digests, both seals
+  const rewrite = async (
+    snap: { bundle_path: string },
+    edit: (m: Record<string, unknown>) => void = () => {},
+  ) =>
+    forgeBundle(await readEntries(snap.bundle_path), (m, rest) => {
+      rest.find((e) => e.path.startsWith('memory_files/'))!.data = Buffer.from('rewritten\n');
+      edit(m);
+    });
+  const unsigned = await unsignedStore.snapshot({ agentId: 'ana', sign: false });
+  const signed = await signedStore.snapshot({ agentId: 'ana' });
+  const toV2 = (m: Record<string, unknown>) => {
+    delete m.signature;
+    m.manifest_version = 2;
+    m.bundle_format = 'nexo-memory-snapshot-v2';
+    (m.schema_versions as Record<string, number>).manifest = 2;
+  };
+  const cases = [
+    { name: 'unsigned', snap: unsigned, bytes: await rewrite(unsigned) },
+    { name: 'signed, signature kept', snap: signed, bytes: await rewrite(signed) },
+    { name: 'signed, turned unsigned', snap: signed, bytes: await rewrite(signed, toV2) },
+  ];
+  type Row = [string, number, string[]];
+  const expected: Record<string, Record<string, Record<string, Row>>> = {
+    unsigned: {
+      stale: { unsigned: ['damaged', 2, ['CHECKSUM_MISMATCH']] },
+      updated: { unsigned: ['verified', 0, []] },
+      missing: { unsigned: ['incomplete', 3, []] },
+    },
+    'signed, signature kept': {
+      stale: {
+        signed: ['damaged', 2, ['SIGNATURE_INVALID', 'CHECKSUM_MISMATCH']],
+        loose: ['damaged', 2, ['SIGNATURE_INVALID', 'CHECKSUM_MISMATCH']],
+      },
+      updated: {
+        signed: ['damaged', 2, ['SIGNATURE_INVALID']],
+        loose: ['damaged', 2, ['SIGNATURE_INVALID']],
+      },
+      missing: {
+        signed: ['damaged', 2, ['SIGNATURE_INVALID']],
+        loose: ['damaged', 2, ['SIGNATURE_INVALID']],
+      },
+    },
+    'signed, turned unsigned': {
+      stale: {
+        signed: ['damaged', 2, ['SIGNATURE_MISSING', 'CHECKSUM_MISMATCH']],
+        loose: ['damaged', 2, ['CHECKSUM_MISMATCH']],
+      },
+      updated: { signed: ['untrusted', 2, ['SIGNATURE_MISSING']], loose: ['verified', 0, []] },
+      missing: { signed: ['untrusted', 2, ['SIGNATURE_MISSING']], loose: ['incomplete', 3, []] },
+    },
+  };
+  const original = new Map([unsigned, signed].map((s) => [s.id, readFileSync(s.bundle_path)]));
+  for (const c of cases) {
+    for (const sibling of ['stale', 'updated', 'missing'] as const) {
+      writeFileSync(c.snap.bundle_path, c.bytes);
+      const siblingPath = `${c.snap.bundle_path}.sha256`;
+      if (sibling === 'stale') writeFileSync(siblingPath, sha(original.get(c.snap.id)!));
+      if (sibling === 'updated') writeFileSync(siblingPath, sha(c.bytes));
+      if (sibling === 'missing') rmSync(siblingPath, { force: true });
+      const stores =
+        c.snap === unsigned ? { unsigned: unsignedStore } : { signed: signedStore, loose: looseStore };
+      for (const [which, s] of Object.entries(stores)) {
+        const r = await s.verifySnapshot('ana', undefined, c.snap.id);
+        const what = `${c.name}, sibling ${sibling}, ${which} store`;
+        assert.deepEqual([r.status, verifyExitCode(r), codes(r)], expected[c.name]![sibling]![which], what);
+        // what the hashes say, whoever made them: everything inside agrees with itself
+        assert.equal(r.manifest_ok, true, what);
+        assert.equal(r.per_artifact_ok, true, what);
+        // bundle_sha256_ok is the file against its sibling (the digest seal is in manifest_ok)
+        assert.equal(r.bundle_sha256_ok, sibling === 'updated', what);
+        assert.equal(r.sibling, { stale: 'mismatch', updated: 'ok', missing: 'missing' }[sibling], what);
+      }
+    }
+  }
+  // the text report says what was not checked: the sibling, not the digest seal
+  const r = await runCli(['verify', '--agent', 'ana', '--id', signed.id, '--state-root', a.stateRoot]);
+  assert.equal(r.code, 3, r.stdout);
+  assert.match(r.stdout, /^status: +incomplete$/m);
+  assert.match(r.stdout, /^bundle_sha256_ok: false \(sibling missing\)$/m);
+  assert.match(r.stdout, /^manifest_ok: +true$/m);
 });

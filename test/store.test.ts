@@ -2,8 +2,9 @@
 // verified no-clobber export, the last-snapshot floor, id prefixes.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { humanBytes } from '../src/cli/format.js';
@@ -373,4 +374,165 @@ test('latest names the newest snapshot in either store, for every verb that take
   ]);
   assert.equal(v.code, 0, v.stdout + v.stderr);
   assert.equal((JSON.parse(v.stdout) as { snapshot_id: string }).snapshot_id, older.id);
+});
+
+test('a hostile sidecar (huge, deeply nested, wrong types, a FIFO, a lie about encryption or time) is ignored with a warning: list, verify and gc read the bundle head', async (t) => {
+  const a = sampleAgent(t);
+  const older = await a.snapshotter.snapshot({ agentId: 'ana', label: 'older' });
+  const newer = await a.snapshotter.snapshot({ agentId: 'ana', label: 'newer' });
+  const warnings: string[] = [];
+  const s = new LocalSnapshotter({ stateRoot: a.stateRoot, onWarning: (w) => warnings.push(w) });
+  const sidecar = `${older.bundle_path}.meta.json`;
+  const good = readFileSync(sidecar, 'utf8');
+  // the listing as the bundle heads give it: the same with the sound sidecar, and no warning
+  rmSync(sidecar);
+  const truth = await s.list('ana');
+  writeFileSync(sidecar, good);
+  assert.deepEqual(await s.list('ana'), truth, 'a sound sidecar lists exactly what the head says');
+  assert.deepEqual(warnings, []);
+  const meta = () => JSON.parse(good) as { sidecar_version: number; meta: Record<string, unknown> };
+  const edited = (edit: (m: Record<string, unknown>) => void) => {
+    const o = meta();
+    edit(o.meta);
+    return JSON.stringify(o);
+  };
+  const deep = 200_000;
+  const hostile: Array<[string, () => void]> = [
+    [
+      'huge',
+      () =>
+        writeFileSync(
+          sidecar,
+          edited((m) => (m.pad = 'x'.repeat(8 << 20))),
+        ),
+    ],
+    [
+      'deeply nested',
+      () =>
+        writeFileSync(
+          sidecar,
+          good.replace('"label":"older"', `"label":${'['.repeat(deep)}${']'.repeat(deep)}`),
+        ),
+    ],
+    [
+      'label of the wrong type',
+      () =>
+        writeFileSync(
+          sidecar,
+          edited((m) => (m.label = { text: 'x' })),
+        ),
+    ],
+    [
+      'schema_versions of the wrong type',
+      () =>
+        writeFileSync(
+          sidecar,
+          edited((m) => (m.schema_versions = 'x')),
+        ),
+    ],
+    [
+      'encrypted of the wrong type',
+      () =>
+        writeFileSync(
+          sidecar,
+          edited((m) => (m.encrypted = 'no')),
+        ),
+    ],
+    [
+      'a lie about encryption',
+      () =>
+        writeFileSync(
+          sidecar,
+          edited((m) => (m.encrypted = true)),
+        ),
+    ],
+    [
+      'a time no date holds',
+      () => writeFileSync(sidecar, good.replace(/"created_at_ms":\d+/, '"created_at_ms":1e400')),
+    ],
+    [
+      'an agent id that is no id',
+      () =>
+        writeFileSync(
+          sidecar,
+          edited((m) => (m.agent_id = 'ana\n')),
+        ),
+    ],
+    ['a meta that is an array', () => writeFileSync(sidecar, '{"sidecar_version":1,"meta":[]}')],
+    [
+      'a FIFO',
+      () => {
+        rmSync(sidecar);
+        execFileSync('mkfifo', [sidecar]);
+      },
+    ],
+  ];
+  for (const [name, plant] of hostile) {
+    plant();
+    warnings.length = 0;
+    assert.deepEqual(await s.list('ana'), truth, `${name}: the listing is the heads'`);
+    assert.equal(warnings.length, 1, `${name}: ${warnings.join('\n')}`);
+    assert.match(
+      warnings[0]!,
+      new RegExp(
+        `ignoring the sidecar ${older.id}\\.tar\\.zst\\.meta\\.json \\(.+\\): listed from the bundle's head`,
+      ),
+    );
+    const listed = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--json']);
+    assert.equal(listed.code, 0, `${name}: ${listed.stderr}`);
+    assert.deepEqual(JSON.parse(listed.stdout), JSON.parse(JSON.stringify(truth)), name);
+    assert.match(listed.stderr, /warning: ignoring the sidecar/, name);
+    const v = await s.verifySnapshot('ana', undefined, older.id);
+    assert.equal(v.status, 'verified', name);
+    // retention by the heads' times: the newest is kept, whatever the older one's sidecar says
+    const gc = await s.gc({ agentId: 'ana', policy: { keepCount: 1, maxAgeDays: 0 }, dryRun: true });
+    const decisions = gc.agents[0]!.decisions.map((d) => [d.id, d.action]);
+    assert.deepEqual(
+      decisions,
+      [
+        [newer.id, 'keep'],
+        [older.id, 'delete'],
+      ],
+      name,
+    );
+    rmSync(sidecar, { force: true });
+    writeFileSync(sidecar, good);
+  }
+});
+
+test('an id prefix matches by one rule in the bundle store and the repository: hex digits, hyphens where the id has them or left out', async (t) => {
+  const a = sampleAgent(t, 'ana', {}, { store: 'bundles' });
+  const inBundle = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const repo = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'repository',
+  });
+  const inRepository = await repo.snapshot({ agentId: 'ana' });
+  assert.ok(!existsSync(inRepository.bundle_path), 'the second one is a repository snapshot');
+  const found = async (ref: string) => {
+    const f = await repo.findSnapshot('ana', undefined, ref);
+    return f.repository ? `repository ${f.repository.id}` : `bundle ${f.bundle.id}`;
+  };
+  for (const [where, id] of [
+    ['bundle', inBundle.id],
+    ['repository', inRepository.id],
+  ] as const) {
+    const digits = id.replaceAll('-', '');
+    // (12 digits: the whole time of a UUID v7, which tells these two apart)
+    for (const ref of [
+      id.slice(0, 13),
+      digits.slice(0, 12),
+      `${digits.slice(0, 4)}-${digits.slice(4, 12)}`,
+      ` ${id.slice(0, 13).toUpperCase()} `,
+    ])
+      assert.equal(await found(ref), `${where} ${id}`, `${where}: ${JSON.stringify(ref)}`);
+    // pin goes through each store's own resolver
+    await repo.pin('ana', undefined, digits.slice(0, 12));
+    assert.equal((await repo.list('ana')).find((m) => m.id === id)!.pinned, true, where);
+  }
+  // not a prefix, in either store: fewer than 4 digits (hyphens do not count), other characters
+  for (const ref of ['----', 'a---', '01-9', '0190a1b2-c3d4-zz'])
+    await assert.rejects(repo.findSnapshot('ana', undefined, ref), { code: 'INVALID_INPUT' }, ref);
 });

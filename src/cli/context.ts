@@ -156,13 +156,13 @@ export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
   checkSigningKeyFile(cfg.signing?.key_path);
   if (cfg.enabled === false && currentCommand && WRITING_COMMANDS.has(currentCommand)) {
     throw new ConfigError(
-      `memory.snapshot.enabled is false in ${loadedConfig?.path}: \`${currentCommand}\` is disabled on this host`,
+      `${loadedConfig?.keyPrefix ?? 'memory.snapshot'}.enabled is false in ${loadedConfig?.path}: \`${currentCommand}\` is disabled on this host`,
     );
   }
   const run = telemetry.runTelemetry();
   const metrics = run.metrics;
   const s = new local.LocalSnapshotter({
-    ...runtime.snapshotterOptionsFromConfig(cfg, flags),
+    ...runtime.snapshotterOptionsFromConfig(cfg, flags, loadedConfig?.keyPrefix),
     onWarning: (m) => process.stderr.write(`warning: ${terminalText(m)}\n`),
     observers: run.observers,
     ...(metrics ? { backendObserver: (backend: string) => metrics.storeObserver(backend) } : {}),

@@ -335,6 +335,11 @@ export type StoreConfig = Infer<typeof storeSection>;
 export interface LoadedConfig {
   path: string;
   snapshot: SnapshotConfig;
+  /**
+   * How the file spells the section (`memory.snapshot`, or a top-level `snapshot`): errors found after
+   * loading name a key as the file writes it (`${keyPrefix}.schedule[1]`).
+   */
+  keyPrefix: 'memory.snapshot' | 'snapshot';
 }
 
 /**
@@ -410,7 +415,7 @@ export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedCo
     throw new ConfigError(`config file ${abs} must be a mapping`);
   const top = doc as Record<string, unknown>;
   let section: unknown;
-  let prefix: string;
+  let prefix: LoadedConfig['keyPrefix'];
   const topKeys = Object.keys(top);
   if ('memory' in top) {
     prefix = 'memory.snapshot';
@@ -460,5 +465,5 @@ export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedCo
       );
     cfg.signing = sg;
   }
-  return { path: abs, snapshot: cfg };
+  return { path: abs, snapshot: cfg, keyPrefix: prefix };
 }

@@ -29,16 +29,20 @@ export function defaultRecipients(cfg: SnapshotConfig): string[] {
   return [...e.recipients];
 }
 
-/** LocalSnapshotter options from the config; overrides win, then the file, then the defaults. */
+/**
+ * LocalSnapshotter options from the config; overrides win, then the file, then the defaults. Errors name
+ * keys under `keyPrefix`, the section as the file spells it (LoadedConfig.keyPrefix).
+ */
 export function snapshotterOptionsFromConfig(
   cfg: SnapshotConfig,
   o: StoreOverrides = {},
+  keyPrefix = 'memory.snapshot',
 ): LocalSnapshotterOptions {
   const stateRoot = o.stateRoot ?? cfg.root ?? CONFIG_DEFAULTS.root;
   const recipients = defaultRecipients(cfg);
   const store = storeFormat(cfg);
-  const repo = repoFromConfig(cfg, o.repo);
-  const repoSettings = backendSettingsFromConfig(cfg);
+  const repo = repoFromConfig(cfg, o.repo, keyPrefix);
+  const repoSettings = backendSettingsFromConfig(cfg, keyPrefix);
   return {
     stateRoot,
     ...(store ? { store } : {}),
@@ -71,12 +75,16 @@ export function snapshotterOptionsFromConfig(
  * Where the repository is, as text for parseRepoLocation: `--repo` (`flag`), else NEXO_MEMORY_REPO, else
  * the config's `store.backend` with its `nats`/`s3` keys; undefined: the state root's own repository.
  */
-export function repoFromConfig(cfg: SnapshotConfig, flag?: string): string | undefined {
+export function repoFromConfig(
+  cfg: SnapshotConfig,
+  flag?: string,
+  keyPrefix = 'memory.snapshot',
+): string | undefined {
   if (flag !== undefined && flag !== '') return flag;
   const env = process.env.NEXO_MEMORY_REPO;
   if (env !== undefined && env !== '') return env;
   const st = cfg.store ?? {};
-  const key = 'memory.snapshot.store';
+  const key = `${keyPrefix}.store`;
   if (st.backend === 'nats') {
     const n = st.nats ?? {};
     if (!n.servers?.length || !n.bucket)
@@ -99,7 +107,10 @@ export function repoFromConfig(cfg: SnapshotConfig, flag?: string): string | und
  * are passed: without them the S3 client uses the SDK's own chain (AWS_REGION, AWS_ENDPOINT_URL(_S3),
  * profiles, instance credentials). The values may be secrets: never printed.
  */
-export function backendSettingsFromConfig(cfg: SnapshotConfig): BackendSettings {
+export function backendSettingsFromConfig(
+  cfg: SnapshotConfig,
+  keyPrefix = 'memory.snapshot',
+): BackendSettings {
   const st = cfg.store ?? {};
   const out: { -readonly [K in keyof BackendSettings]: BackendSettings[K] } = {};
   const n = st.nats;
@@ -116,7 +127,7 @@ export function backendSettingsFromConfig(cfg: SnapshotConfig): BackendSettings 
   if (s) {
     if ((s.access_key_id === undefined) !== (s.secret_access_key === undefined))
       throw new ConfigError(
-        'memory.snapshot.store.s3: access_key_id and secret_access_key go together (or neither: the SDK chain)',
+        `${keyPrefix}.store.s3: access_key_id and secret_access_key go together (or neither: the SDK chain)`,
       );
     const s3 = {
       ...(s.region !== undefined ? { region: s.region } : {}),

@@ -68,6 +68,23 @@ export function parseSnapshotId(input: string): string | undefined {
   return formatUuid(hex);
 }
 
+/**
+ * A snapshot id prefix, by the one rule of every store (the bundle store, the repository, `restore
+ * --from`): trimmed, any case, hex digits and hyphens, of which only the digits count — a hyphen may be
+ * written where the id has one or left out (`0190a1b2-c3d4` and `0190a1b2c3d4` name the same
+ * snapshots), and at least 4 digits (at most 32). Returns the digits in lowercase, or undefined when
+ * `input` is not such a prefix.
+ */
+export function parseSnapshotPrefix(input: string): string | undefined {
+  const s = input.trim().toLowerCase();
+  if (!/^[0-9a-f-]{4,36}$/.test(s)) return undefined;
+  const digits = s.replaceAll('-', '');
+  return digits.length >= 4 && digits.length <= 32 ? digits : undefined;
+}
+
+/** Whether snapshot `id` (canonical) starts with `digits`, a prefix as parseSnapshotPrefix returns it. */
+export const idHasPrefix = (id: string, digits: string): boolean => id.replaceAll('-', '').startsWith(digits);
+
 export function isCanonicalSnapshotId(s: string): boolean {
   return s.length === 36 && parseSnapshotId(s) === s;
 }

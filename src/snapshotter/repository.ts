@@ -36,7 +36,7 @@ import {
   StoreUnavailableError,
   UnknownAgentError,
 } from '../model/errors.js';
-import { newSnapshotId, parseSnapshotId } from '../model/ids.js';
+import { idHasPrefix, newSnapshotId, parseSnapshotId, parseSnapshotPrefix } from '../model/ids.js';
 import type { DbName, DeepReport, ProgressListener, VerifyReport } from '../model/types.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import type { CheckOptions, CheckReport } from '../repository/check.js';
@@ -758,7 +758,7 @@ export class RepositoryStore {
     await forgetSnapshot({ backend: await this.backendFor() }, id);
   }
 
-  /** A snapshot of the agent by id or unique prefix (≥ 4 characters); undefined when none matches. */
+  /** A snapshot of the agent by id or unique prefix (parseSnapshotPrefix); undefined when none matches. */
   async find(agentId: string, tenant: string, idOrPrefix: string): Promise<ListingMeta | undefined> {
     const want = idOrPrefix.trim().toLowerCase();
     const all = await this.list(agentId, tenant);
@@ -774,10 +774,10 @@ export class RepositoryStore {
       if (damage) throw damage;
       return undefined;
     }
-    if (want.length < 4) return undefined;
-    const hits = all.filter(
-      (m) => m.id.startsWith(want) || m.id.replaceAll('-', '').startsWith(want.replaceAll('-', '')),
-    );
+    // the bundle store's rule (model/ids.ts): not a prefix is not found here (locate says it is invalid)
+    const digits = parseSnapshotPrefix(idOrPrefix);
+    if (digits === undefined) return undefined;
+    const hits = all.filter((m) => idHasPrefix(m.id, digits));
     if (hits.length > 1)
       throw new InvalidInputError(`snapshot prefix ${idOrPrefix} is ambiguous (${hits.length} snapshots)`);
     return hits[0];

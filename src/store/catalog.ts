@@ -4,13 +4,20 @@
 // metadata (from the sidecar cache, else from the manifest at the head of the bundle), whether they
 // are pinned, and finding a bundle by id or unique id prefix.
 
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { InvalidInputError, IoError, NotFoundError } from '../model/errors.js';
-import { parseSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
+import {
+  idHasPrefix,
+  isValidId,
+  parseSnapshotId,
+  parseSnapshotPrefix,
+  validateAgentId,
+  validateTenant,
+} from '../model/ids.js';
 import type { SnapshotMeta } from '../model/types.js';
 import { writeFileAtomic } from './atomic.js';
 import {
@@ -150,48 +157,139 @@ export async function writeSidecar(meta: SnapshotMeta): Promise<void> {
 }
 
 /**
- * The sidecar's metadata when it still describes this very file (same id, same size). Synchronous on
- * purpose: a sidecar is under 1 KB, and 20,000 promise-based calls for 10,000 bundles cost ~7× more.
+ * The largest sidecar read (one is a few hundred bytes: the listing fields, a label of at most 200
+ * characters). A larger one is not read at all: it is no sidecar this program wrote.
  */
-function readSidecarSync(file: BundleFile, size: number): SnapshotMeta | undefined {
-  let parsed: { sidecar_version?: unknown; meta?: Record<string, unknown> };
+const SIDECAR_MAX_BYTES = 64 * 1024;
+
+const HEX64 = /^[0-9a-f]{64}$/;
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+/** A time in ms since the epoch that a Date can show (±8.64e15). */
+const isTime = (v: unknown): v is number => isCount(v) && v <= 8.64e15;
+const optional = (v: unknown, ok: (v: unknown) => boolean): boolean => v === undefined || ok(v);
+const isString = (v: unknown): v is string => typeof v === 'string';
+
+/**
+ * What a sidecar says, read as the untrusted cache it is: `absent` (no file: nothing to say), `ok`
+ * with the metadata when every listing field is there with its type and it describes this very file
+ * (same id, size and encryption), else `unusable` with the reason (list warns and reads the bundle's
+ * head instead). Only the fields `metaFromManifest` derives are taken (others are ignored), so a
+ * listing never depends on whether the cache was there. Synchronous on purpose: 20,000 promise-based
+ * calls for 10,000 bundles cost ~7× more. Opened without following a FIFO's writer (O_NONBLOCK) and
+ * read only when it is a regular file of at most SIDECAR_MAX_BYTES.
+ */
+function readSidecarSync(
+  file: BundleFile,
+  size: number,
+): { status: 'absent' } | { status: 'ok'; meta: SnapshotMeta } | { status: 'unusable'; reason: string } {
+  const unusable = (reason: string) => ({ status: 'unusable' as const, reason });
+  let text: string;
+  let fd: number;
   try {
-    parsed = JSON.parse(readFileSync(sidecarPathOf(file.path), 'utf8'));
-  } catch {
-    return undefined;
+    fd = openSync(sidecarPathOf(file.path), constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { status: 'absent' };
+    return unusable(`cannot be opened (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  const m = parsed.meta;
-  if (parsed.sidecar_version !== SIDECAR_VERSION || !m || m.id !== file.id || m.bundle_size_bytes !== size)
-    return undefined;
-  if (typeof m.created_at_ms !== 'number' || typeof m.agent_id !== 'string' || typeof m.tenant !== 'string')
-    return undefined;
-  // Rebuild in the wire order, with the path where the file is now (the store may have moved).
-  const {
-    id,
-    agent_id,
-    tenant,
-    label,
-    created_at_ms,
-    bundle_path: _stored,
-    pinned: _pinned,
-    ...rest
-  } = m as unknown as SnapshotMeta;
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return unusable('not a regular file');
+    if (st.size > SIDECAR_MAX_BYTES) return unusable(`larger than ${SIDECAR_MAX_BYTES} bytes`);
+    const buf = Buffer.alloc(st.size);
+    const n = readSync(fd, buf, 0, st.size, 0);
+    text = buf.subarray(0, n).toString('utf8');
+  } catch (err) {
+    return unusable(`cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  } finally {
+    closeSync(fd);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return unusable('not JSON');
+  }
+  const o = parsed as { sidecar_version?: unknown; meta?: unknown } | null;
+  if (!o || typeof o !== 'object' || o.sidecar_version !== SIDECAR_VERSION)
+    return unusable(`not a version ${SIDECAR_VERSION} sidecar`);
+  const m = o.meta as Record<string, unknown> | null | undefined;
+  if (!m || typeof m !== 'object' || Array.isArray(m)) return unusable('no meta object');
+  // what it says must be this file: a sidecar left from another file (or copied) is stale
+  if (m.id !== file.id) return unusable(`it describes snapshot ${JSON.stringify(m.id)}`);
+  if (m.bundle_size_bytes !== size) return unusable("its size is not the bundle's");
+  if (m.encrypted !== file.encrypted) return unusable("its encryption is not the bundle's");
+  const sv = m.schema_versions as Record<string, unknown> | null | undefined;
+  const fields: Array<[string, boolean]> = [
+    ['agent_id', isString(m.agent_id) && isValidId(m.agent_id)],
+    ['tenant', isString(m.tenant) && isValidId(m.tenant)],
+    ['label', optional(m.label, isString)],
+    ['created_at_ms', isTime(m.created_at_ms)],
+    ['bundle_sha256', isString(m.bundle_sha256) && HEX64.test(m.bundle_sha256)],
+    ['git_oid', optional(m.git_oid, (v) => isString(v) && /^([0-9a-f]{40}|[0-9a-f]{64})$/.test(v))],
+    [
+      'schema_versions',
+      !!sv &&
+        typeof sv === 'object' &&
+        !Array.isArray(sv) &&
+        (['long_term', 'vector', 'concepts', 'compactions', 'manifest'] as const).every((k) =>
+          isCount(sv[k]),
+        ),
+    ],
+    ['redactions_applied', typeof m.redactions_applied === 'boolean'],
+    ['file_sha256', optional(m.file_sha256, (v) => isString(v) && HEX64.test(v))],
+    ['created_by', optional(m.created_by, isString)],
+    [
+      'bundle_format',
+      optional(m.bundle_format, (v) => isString(v) && /^nexo-memory-snapshot-v[1-3]$/.test(v)),
+    ],
+    ['signed_by', optional(m.signed_by, (v) => isString(v) && /^[0-9a-f]{16}$/.test(v))],
+  ];
+  const wrong = fields.find(([, ok]) => !ok);
+  if (wrong) return unusable(`its ${wrong[0]} is missing or of the wrong type`);
+  const schema = sv as Record<string, number>;
+  // rebuilt field by field in the wire order, with the path where the file is now
+  const str = (k: string) => (m[k] !== undefined ? { [k]: m[k] as string } : {});
   return {
-    id,
-    agent_id,
-    tenant,
-    ...(label !== undefined ? { label } : {}),
-    created_at_ms,
-    bundle_path: file.path,
-    ...rest,
+    status: 'ok',
+    meta: {
+      id: file.id,
+      agent_id: m.agent_id as string,
+      tenant: m.tenant as string,
+      ...str('label'),
+      created_at_ms: m.created_at_ms as number,
+      bundle_path: file.path,
+      bundle_size_bytes: size,
+      bundle_sha256: m.bundle_sha256 as string,
+      ...str('git_oid'),
+      schema_versions: {
+        long_term: schema.long_term!,
+        vector: schema.vector!,
+        concepts: schema.concepts!,
+        compactions: schema.compactions!,
+        manifest: schema.manifest!,
+      },
+      encrypted: file.encrypted,
+      redactions_applied: m.redactions_applied as boolean,
+      ...str('file_sha256'),
+      ...str('created_by'),
+      ...str('bundle_format'),
+      ...str('signed_by'),
+    },
   };
 }
 
-/** Metadata of one bundle: the sidecar when it matches the file, else the manifest at its head. */
-export async function bundleMeta(file: BundleFile): Promise<SnapshotMeta> {
+/**
+ * Metadata of one bundle: the sidecar when it matches the file, else the manifest at its head; `warn`
+ * hears why a sidecar that is there was not used.
+ */
+export async function bundleMeta(file: BundleFile, warn?: (message: string) => void): Promise<SnapshotMeta> {
   const size = statSync(file.path).size;
   const cached = readSidecarSync(file, size);
-  if (cached) return cached;
+  if (cached.status === 'ok') return cached.meta;
+  if (cached.status === 'unusable')
+    warn?.(
+      `ignoring the sidecar ${file.name}.meta.json (${cached.reason}): listed from the bundle${file.encrypted ? "'s file (encrypted)" : "'s head"}`,
+    );
   const sibling = await readSibling(file.path);
   if (file.encrypted) {
     // The manifest is inside the ciphertext: without the sidecar only the outside is known.
@@ -246,7 +344,7 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
   const BATCH = 64;
   for (let i = 0; i < files.length; i += BATCH) {
     const batch = files.slice(i, i + BATCH);
-    const results = await Promise.allSettled(batch.map(bundleMeta));
+    const results = await Promise.allSettled(batch.map((f) => bundleMeta(f, (w) => warnings.push(w))));
     results.forEach((r, j) => {
       const f = batch[j]!;
       if (r.status === 'rejected') {
@@ -270,7 +368,7 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
   return { metas, warnings };
 }
 
-/** Finds a bundle by full id (any UUID spelling) or by a unique prefix of at least 4 characters. */
+/** Finds a bundle by full id (any UUID spelling) or by a unique prefix (model/ids.ts parseSnapshotPrefix). */
 export async function locate(dir: string, idOrPrefix: string): Promise<BundleFile> {
   const files = await bundleFiles(dir);
   const full = parseSnapshotId(idOrPrefix);
@@ -281,13 +379,14 @@ export async function locate(dir: string, idOrPrefix: string): Promise<BundleFil
     if (!hit) throw new NotFoundError(full);
     return hit;
   }
+  const digits = parseSnapshotPrefix(idOrPrefix);
   const prefix = idOrPrefix.trim().toLowerCase();
-  if (!/^[0-9a-f-]{4,35}$/.test(prefix)) {
+  if (digits === undefined) {
     throw new InvalidInputError(
-      `invalid snapshot id ${JSON.stringify(idOrPrefix)}: a UUID or a prefix of at least 4 hex characters`,
+      `invalid snapshot id ${JSON.stringify(idOrPrefix)}: a UUID or a prefix of at least 4 hex digits (hyphens are ignored)`,
     );
   }
-  const hits = files.filter((f) => f.id.startsWith(prefix));
+  const hits = files.filter((f) => idHasPrefix(f.id, digits));
   if (hits.length === 0) throw new NotFoundError(prefix);
   if (hits.length > 1) {
     throw new InvalidInputError(

@@ -4,7 +4,7 @@
 
 import { existsSync } from 'node:fs';
 import { InvalidInputError } from '../../model/errors.js';
-import { LATEST, parseSnapshotId } from '../../model/ids.js';
+import { LATEST, parseSnapshotId, parseSnapshotPrefix } from '../../model/ids.js';
 import type { RestoreRequest } from '../../model/types.js';
 import { checkRestoreGate } from '../../snapshotter/gate.js';
 import type { LocalSnapshotter } from '../../snapshotter/local.js';
@@ -44,8 +44,6 @@ const restoreFromOption = () =>
   );
 const noPreOption = () =>
   new Option('--no-auto-pre-snapshot', 'do not take the automatic pre-restore snapshot');
-/** What `--from` must look like to name a snapshot (a prefix, or a UUID: parseSnapshotId) rather than a file. */
-const SNAPSHOT_REF = /^[0-9a-fA-F-]{4,36}$/;
 type RestoreFlags = StoreFlags &
   OutputFlags & {
     autoPreSnapshot?: boolean;
@@ -129,7 +127,8 @@ Examples:
         const source =
           from !== undefined &&
           from.toLowerCase() !== LATEST &&
-          (existsSync(from) || (!SNAPSHOT_REF.test(from) && parseSnapshotId(from) === undefined))
+          (existsSync(from) ||
+            (parseSnapshotPrefix(from) === undefined && parseSnapshotId(from) === undefined))
             ? { bundle: from }
             : { snapshot: from ?? (await undoAnchor(s, opts.agent, opts.tenant)) };
         return restoreAndPrint(s, opts, progress, {

@@ -21,8 +21,11 @@ import { configOption, jsonOption, memdirRootOption, sqliteRootOption, stateRoot
 export const TOKEN_ENV = 'NEXO_MEMORY_TOKEN';
 export const READ_TOKEN_ENV = 'NEXO_MEMORY_READ_TOKEN';
 
-/** One entry per (tenant, agent) of `schedule`; an agent listed twice is a config error. */
-function scheduleFrom(cfg: SnapshotConfig): ScheduleEntry[] {
+/**
+ * One entry per (tenant, agent) of `schedule`; an agent listed twice is a config error naming the entry
+ * as the file spells its section (`keyPrefix`: `memory.snapshot` or `snapshot`).
+ */
+function scheduleFrom(cfg: SnapshotConfig, keyPrefix: string): ScheduleEntry[] {
   const out: ScheduleEntry[] = [];
   const seen = new Set<string>();
   scheduleFromConfig(cfg).forEach((e, i) => {
@@ -30,7 +33,7 @@ function scheduleFrom(cfg: SnapshotConfig): ScheduleEntry[] {
       const key = `${e.tenant}/${agentId}`;
       if (seen.has(key))
         throw new ConfigError(
-          `memory.snapshot.schedule[${i}]: agent ${agentId} (tenant ${e.tenant}) is listed twice`,
+          `${keyPrefix}.schedule[${i}]: agent ${agentId} (tenant ${e.tenant}) is listed twice`,
         );
       seen.add(key);
       out.push({ agentId, tenant: e.tenant, intervalMs: e.intervalMs, label: e.label });
@@ -107,7 +110,8 @@ Examples:
         void serving.stop().then(stop);
       });
       await runCommand({ ...opts, progress: false }, async () => {
-        const cfg = loadFlagsConfig(opts)?.snapshot ?? {};
+        const loaded = loadFlagsConfig(opts);
+        const cfg = loaded?.snapshot ?? {};
         // Metrics of every operation (and lifecycle events when a broker is configured).
         const snapshotter = snapshotterFrom(opts);
         await snapshotter.policies(); // a bad key or redaction option stops the daemon now, not its first restore
@@ -126,7 +130,7 @@ Examples:
           readOnly: !enabled,
           redactDefault: snapshotRedactDefault(cfg),
           ...(cfg.encryption?.identity_path ? { identityPath: cfg.encryption.identity_path } : {}),
-          schedule: scheduleFrom(cfg),
+          schedule: scheduleFrom(cfg, loaded?.keyPrefix ?? 'memory.snapshot'),
           ...(enabled ? { retention: retentionWorkerOptionsFromConfig(cfg) } : {}),
           metrics: telemetry.metrics,
           log,
