@@ -153,7 +153,9 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
           .string()
           .min(4)
           .max(64)
-          .describe('snapshot id, a unique prefix (≥ 4 characters), or "latest" (the newest)'),
+          .describe(
+            'snapshot id, a unique prefix (≥ 4 hex digits; hyphens ignored), or "latest" (the newest)',
+          ),
         deep: z.boolean().optional().describe('also check database integrity and the git history'),
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
@@ -203,7 +205,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     .string()
     .min(4)
     .max(64)
-    .describe('snapshot id, a unique prefix (≥ 4 characters), or "latest" (the newest)');
+    .describe('snapshot id, a unique prefix (≥ 4 hex digits; hyphens ignored), or "latest" (the newest)');
 
   server.registerTool(
     'memory_ls',
