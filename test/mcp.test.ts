@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,7 +14,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { generateSigningKey, parseSigningKey } from '../src/index.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { type Agent, runCli, sampleAgent, startFixture } from './helpers/env.js';
+import { type Agent, copySampleAgent, runCli, sampleAgent, startFixture } from './helpers/env.js';
 import { collect, startNats } from './helpers/nats.js';
 import { until } from './helpers/wait.js';
 
@@ -571,4 +571,65 @@ test('mcp --nats: a tool snapshot publishes its created event (created_by tool)'
   assert.equal(created!.data.id, r.structuredContent!.snapshot_id);
   assert.equal(created!.data.created_by, 'tool');
   assert.equal(created!.data.label, 'tool run');
+});
+
+test('mcp: memory_list tells the agent no added_bytes: the repository deduplicates across tenants, and the figure would say what another tenant stored (stop 45)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  copySampleAgent(a.root, 'bob', SMALL);
+  const env = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
+  // Another tenant's file, in the shared repository.
+  const secret = randomBytes(6204).toString('base64');
+  writeFileSync(join(a.memdirRoot, 'bob', 'secret.md'), secret);
+  const stored = await runCli(
+    ['snapshot', '--agent', 'bob', '--tenant', 'acme', '--no-progress', ...a.flags],
+    {
+      env,
+    },
+  );
+  assert.equal(stored.code, 0, stored.stderr);
+  // The agent writes a guessed copy into its own memory and snapshots it.
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [BIN, 'mcp', '--agent', 'ana', ...a.flags],
+    env: { ...(process.env as Record<string, string>), ...env },
+    stderr: 'pipe',
+  });
+  const client = new Client({ name: 'nexo-memory-test', version: '1.0.0' });
+  await client.connect(transport);
+  t.after(() => client.close());
+  const first = await callTool(client, 'memory_snapshot', {});
+  assert.ok(!first.isError, textOf(first));
+  writeFileSync(join(a.memdir, 'guess.md'), secret);
+  const guessed = await callTool(client, 'memory_snapshot', {});
+  assert.ok(!guessed.isError, textOf(guessed));
+  assert.ok(String(guessed.structuredContent!.bundle_path).includes('#'), 'a repository snapshot');
+  assert.ok(!('added_bytes' in guessed.structuredContent!));
+  // and a file no one has: the control
+  writeFileSync(join(a.memdir, 'own.md'), randomBytes(6204).toString('base64'));
+  const own = await callTool(client, 'memory_snapshot', {});
+  assert.ok(!own.isError, textOf(own));
+  const list = await callTool(client, 'memory_list', {});
+  assert.ok(!list.isError, textOf(list));
+  const snapshots = list.structuredContent!.snapshots as Array<Record<string, unknown>>;
+  assert.equal(snapshots.length, 3);
+  for (const m of snapshots) {
+    assert.ok(!('added_bytes' in m), JSON.stringify(m));
+    assert.equal(typeof m.bundle_size_bytes, 'number', 'its own sizes stay');
+  }
+  assert.ok(!textOf(list).includes('added_bytes'), textOf(list));
+  // The operator's list (the CLI, the daemon: the whole store's) still has it: the guessed file added
+  // nothing, its bytes were in the repository already; the file no one had did.
+  const cli = await runCli(['list', '--agent', 'ana', '--json', '--state-root', a.stateRoot], { env });
+  assert.equal(cli.code, 0, cli.stderr);
+  const metas = JSON.parse(cli.stdout) as Array<{ id: string; added_bytes: number | null }>;
+  assert.deepEqual(
+    metas.map((m) => m.id),
+    [
+      own.structuredContent!.snapshot_id,
+      guessed.structuredContent!.snapshot_id,
+      first.structuredContent!.snapshot_id,
+    ],
+  );
+  assert.equal(metas[1]!.added_bytes, 0, 'the guessed copy');
+  assert.ok(metas[0]!.added_bytes! > 4000, `the file no one had: ${metas[0]!.added_bytes}`);
 });

@@ -31,7 +31,15 @@ import { createApiServer } from '../src/server/http.js';
 import { httpStatusOf } from '../src/server/status.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { type Agent, agentConfig, REPO, runCli, sampleAgent, startFixture } from './helpers/env.js';
+import {
+  type Agent,
+  agentConfig,
+  copySampleAgent,
+  REPO,
+  runCli,
+  sampleAgent,
+  startFixture,
+} from './helpers/env.js';
 import { collect, startNats } from './helpers/nats.js';
 import { until } from './helpers/wait.js';
 
@@ -1524,6 +1532,264 @@ test('serve --nats: API operations and the retention sweep publish lifecycle eve
     ],
   );
   assert.equal(got[0]!.data.created_by, 'api');
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
+/** Reads a text/event-stream in the background: its text so far, and a stop (aborts the request). */
+async function readFeed(url: string, headers: Record<string, string>) {
+  const abort = new AbortController();
+  const res = await fetch(url, { headers, signal: abort.signal });
+  assert.equal(res.status, 200);
+  let text = '';
+  const reading = (async () => {
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
+        text += decoder.decode(chunk, { stream: true });
+    } catch {
+      // aborted
+    }
+  })();
+  return {
+    text: () => text,
+    /** The events so far (not the initial `snapshot`): each one's type and activity. */
+    events: () =>
+      [...text.matchAll(/^event: (\w+)\ndata: (.*)$/gm)]
+        .filter((m) => m[1] !== 'snapshot')
+        .map((m) => ({ type: m[1]!, activity: JSON.parse(m[2]!) as Record<string, unknown> })),
+    stop: async () => {
+      abort.abort();
+      await reading;
+    },
+  };
+}
+
+test('daemon: a tenant scopes gc and filters schedule, activity and events; a route that cannot honour one refuses it (stop 45)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  copySampleAgent(a.root, 'bob', SMALL);
+  const cfg = agentConfig(a, [
+    '    schedule:',
+    '      - agents: [ana]',
+    '        interval_secs: 3600',
+    '      - agents: [bob]',
+    '        interval_secs: 3600',
+    '        tenant: acme',
+    '    retention:',
+    '      keep_count: 1',
+    '      max_age_days: 0',
+    '      gc_interval_secs: 86400',
+  ]);
+  // An empty store: the start-up sweep has nothing to do.
+  const d = await serve(t, ['--config', cfg], { NEXO_MEMORY_TOKEN: TOKEN });
+  const acmeFeed = await readFeed(`${d.url}/v1/events?tenant=acme`, auth());
+  const defaultFeed = await readFeed(`${d.url}/v1/events`, { ...auth(), 'x-nexo-tenant': 'default' });
+  t.after(() => Promise.all([acmeFeed.stop(), defaultFeed.stop()]));
+  const snap = async (agent: string, tenant: string) => {
+    const r = await call(`${d.url}/v1/agents/${agent}/snapshots?tenant=${tenant}`, {
+      method: 'POST',
+      headers: jsonHeaders(),
+      body: '{}',
+    });
+    assert.equal(r.status, 201, r.text);
+    return r.body.id as string;
+  };
+  const ids = async (agent: string, tenant: string) =>
+    (
+      (await call(`${d.url}/v1/agents/${agent}/snapshots?tenant=${tenant}`, { headers: auth() }))
+        .body as Array<{
+        id: string;
+      }>
+    ).map((m) => m.id);
+  const ana = [await snap('ana', 'default'), await snap('ana', 'default')];
+  const bob = [await snap('bob', 'acme'), await snap('bob', 'acme')];
+
+  // schedule: the tenant's entries only, by the query or the header
+  const schedule = async (q: string, h: Record<string, string> = {}) => {
+    const r = await call(`${d.url}/v1/schedule${q}`, { headers: { ...auth(), ...h } });
+    assert.equal(r.status, 200, r.text);
+    return (r.body as Array<{ tenant: string; agent_id: string }>).map((e) => `${e.tenant}/${e.agent_id}`);
+  };
+  assert.deepEqual(await schedule('?tenant=default'), ['default/ana']);
+  assert.deepEqual(await schedule('', { 'x-nexo-tenant': 'acme' }), ['acme/bob']);
+  assert.deepEqual((await schedule('')).sort(), ['acme/bob', 'default/ana']);
+  assert.deepEqual(await schedule('?tenant=nobody'), []);
+
+  // activity: the tenant's operations only
+  const activity = async (q: string) => {
+    const r = await call(`${d.url}/v1/activity${q}`, { headers: auth() });
+    assert.equal(r.status, 200, r.text);
+    return (r.body.recent as Array<{ op: string; tenant?: string; agent_id?: string }>).map(
+      (e) => `${e.op} ${e.tenant ?? '*'}/${e.agent_id ?? '*'}`,
+    );
+  };
+  assert.deepEqual(await activity('?tenant=acme'), ['snapshot acme/bob', 'snapshot acme/bob']);
+  assert.deepEqual(await activity('?tenant=default'), ['snapshot default/ana', 'snapshot default/ana']);
+  assert.equal((await activity('')).length, 4);
+
+  // gc: a dry run of acme looks at acme's agents only; the sweep of acme deletes only acme's
+  const gc = (q: string, body: string) =>
+    call(`${d.url}/v1/gc${q}`, { method: 'POST', headers: jsonHeaders(), body });
+  const dry = await gc('?tenant=acme', '{"dry_run":true}');
+  assert.equal(dry.status, 200, dry.text);
+  assert.deepEqual(
+    (dry.body.agents as Array<{ tenant: string; agent_id: string }>).map((x) => `${x.tenant}/${x.agent_id}`),
+    ['acme/bob'],
+  );
+  assert.equal(dry.body.bundles_deleted, 1);
+  assert.deepEqual(await ids('bob', 'acme'), [bob[1], bob[0]], 'a dry run deletes nothing');
+  const swept = await gc('?tenant=acme', '{}');
+  assert.equal(swept.status, 200, swept.text);
+  assert.deepEqual(
+    (swept.body.agents as Array<{ tenant: string; agent_id: string }>).map(
+      (x) => `${x.tenant}/${x.agent_id}`,
+    ),
+    ['acme/bob'],
+  );
+  assert.deepEqual(await ids('bob', 'acme'), [bob[1]], "acme's older snapshot is gone");
+  assert.deepEqual(await ids('ana', 'default'), [ana[1], ana[0]], "the default tenant's are untouched");
+  // the header scopes it as the query does
+  const viaHeader = await call(`${d.url}/v1/gc`, {
+    method: 'POST',
+    headers: { ...jsonHeaders(), 'x-nexo-tenant': 'acme' },
+    body: '{"dry_run":true}',
+  });
+  assert.deepEqual(
+    (viaHeader.body.agents as Array<{ agent_id: string }>).map((x) => x.agent_id),
+    ['bob'],
+  );
+  assert.deepEqual(await ids('ana', 'default'), [ana[1], ana[0]]);
+  assert.deepEqual(await activity('?tenant=acme'), [
+    'gc acme/*',
+    'gc acme/*',
+    'gc acme/*',
+    'snapshot acme/bob',
+    'snapshot acme/bob',
+  ]);
+  assert.deepEqual(await activity('?tenant=default'), ['snapshot default/ana', 'snapshot default/ana']);
+  // without a tenant: every tenant (and that sweep is no one tenant's activity)
+  const all = await gc('', '{}');
+  assert.deepEqual(
+    (all.body.agents as Array<{ tenant: string; agent_id: string }>).map((x) => `${x.tenant}/${x.agent_id}`),
+    ['acme/bob', 'default/ana'],
+  );
+  assert.deepEqual(await ids('ana', 'default'), [ana[1]]);
+  assert.deepEqual(await activity('?tenant=default'), ['snapshot default/ana', 'snapshot default/ana']);
+  assert.equal((await activity(''))[0], 'gc */*');
+
+  // events: each feed saw its tenant's operations, started and ended, and nothing else
+  await until(
+    async () => acmeFeed.events().filter((e) => e.type === 'ended').length,
+    (n) => n >= 5,
+    50,
+  );
+  await until(
+    async () => defaultFeed.events().filter((e) => e.type === 'ended').length,
+    (n) => n >= 2,
+    50,
+  );
+  const seen = (feed: typeof acmeFeed) =>
+    feed
+      .events()
+      .filter((e) => e.type === 'ended')
+      .map((e) => `${e.activity.op} ${e.activity.tenant ?? '*'}/${e.activity.agent_id ?? '*'}`);
+  assert.deepEqual(seen(acmeFeed), [
+    'snapshot acme/bob',
+    'snapshot acme/bob',
+    'gc acme/*',
+    'gc acme/*',
+    'gc acme/*',
+  ]);
+  assert.deepEqual(seen(defaultFeed), ['snapshot default/ana', 'snapshot default/ana']);
+  assert.ok(
+    acmeFeed.events().every((e) => e.activity.tenant === 'acme'),
+    'no other tenant on the feed',
+  );
+  assert.ok(!acmeFeed.text().includes('"ana"'), acmeFeed.text());
+  // a feed opened now starts with the tenant's operations only
+  const late = await readFeed(`${d.url}/v1/events?tenant=default`, auth());
+  await until(
+    async () => late.text(),
+    (s) => s.includes('event: snapshot'),
+    50,
+  );
+  await late.stop();
+  const first = JSON.parse(/^event: snapshot\ndata: (.*)$/m.exec(late.text())![1]!) as {
+    recent: Array<{ tenant?: string }>;
+  };
+  assert.deepEqual(
+    first.recent.map((e) => e.tenant),
+    ['default', 'default'],
+  );
+
+  // a route that cannot honour a tenant refuses it, by the query or the header, naming it
+  for (const [path, headers] of [
+    ['/v1/rights?tenant=acme', auth()],
+    ['/v1/rights', { ...auth(), 'x-nexo-tenant': 'acme' }],
+    ['/healthz?tenant=acme', {}],
+    ['/metrics', { 'x-nexo-tenant': 'acme' }],
+    ['/?tenant=acme', {}],
+  ] as Array<[string, Record<string, string>]>) {
+    const r = await call(`${d.url}${path}`, { headers });
+    assert.equal(r.status, 400, `${path}: ${r.text}`);
+    assert.equal(r.body.error.code, 'INVALID_INPUT');
+    assert.match(r.body.error.message, /tenant/i, path);
+  }
+  assert.equal((await call(`${d.url}/v1/rights`, { headers: auth() })).status, 200);
+  assert.equal((await call(`${d.url}/healthz`)).status, 200);
+  d.child.kill('SIGTERM');
+  assert.equal(await d.exited, 0);
+});
+
+test('daemon: a request path with a dot segment, encoded or not, is refused before routing; the log keeps the raw path (stop 45)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  copySampleAgent(a.root, 'bob', SMALL);
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+  assert.equal(
+    (await runCli(['snapshot', '--agent', 'bob', '--tenant', 'acme', '--no-progress', ...a.flags])).code,
+    0,
+  );
+  const port = Number(new URL(d.url).port);
+  /** GET of a raw request target (fetch and URL would resolve its dot segments before sending). */
+  const raw = (target: string) =>
+    new Promise<{ status: number; body: { error?: { code: string; message: string } } | unknown[] }>(
+      (resolve, reject) => {
+        const req = httpRequest({ host: '127.0.0.1', port, path: target, headers: auth() }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c) => {
+            text += c;
+          });
+          res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+        });
+        req.on('error', reject);
+        req.end();
+      },
+    );
+  // the control: bob's snapshots, asked for plainly, are there
+  const plain = await raw('/v1/agents/bob/snapshots?tenant=acme');
+  assert.equal(plain.status, 200);
+  assert.equal((plain.body as unknown[]).length, 1);
+  for (const target of [
+    '/v1/agents/ana/%2e%2e/bob/snapshots?tenant=acme',
+    '/v1/agents/ana/%2E%2e/bob/snapshots?tenant=acme',
+    '/v1/agents/ana/.%2E/bob/snapshots?tenant=acme',
+    '/v1/agents/ana/../bob/snapshots?tenant=acme',
+    '/v1/agents/ana/%2e/../bob/snapshots?tenant=acme',
+    '/v1/./agents/bob/snapshots?tenant=acme',
+    '/v1/agents/bob/snapshots/..?tenant=acme',
+    '/v1/agents/ana\\..\\bob/snapshots?tenant=acme',
+  ]) {
+    const r = await raw(target);
+    assert.equal(r.status, 400, target);
+    const e = (r.body as { error: { code: string; message: string } }).error;
+    assert.equal(e.code, 'INVALID_INPUT', target);
+    assert.match(e.message, /dot segment/, target);
+  }
+  // a dot inside a segment is no dot segment
+  const dotted = await raw('/v1/agents/a.b/snapshots');
+  assert.doesNotMatch(JSON.stringify(dotted.body), /dot segment/);
+  assert.match(d.stderr(), /GET \/v1\/agents\/ana\/%2e%2e\/bob\/snapshots\?tenant=… 400 \d+ms/);
   d.child.kill('SIGTERM');
   assert.equal(await d.exited, 0);
 });

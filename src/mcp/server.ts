@@ -3,7 +3,9 @@
 // `bundle_path`, `bundle_size_bytes`, `bundle_sha256`, `created_at_ms`, `redactions_applied`,
 // `encrypted`; created_by `tool`), and the read-only `memory_list`, `memory_verify`, `memory_diff`, and
 // `memory_ls`, `memory_cat`, `memory_find` (memory as of a snapshot; values shown redacted).
-// One server serves one agent (and tenant), fixed when it starts: a tool never names another agent.
+// One server serves one agent (and tenant), fixed when it starts: a tool never names another agent, and
+// no result carries a figure of the store as a whole (`added_bytes`: deduplication across agents and
+// tenants would tell the agent what others stored).
 // Restore is never exposed. Invalid arguments are tool errors and do nothing.
 
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
@@ -134,7 +136,10 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     },
     async (args) =>
       run('memory_list', async () => {
-        const all = await s.list(o.agentId, o.tenant);
+        // without added_bytes: what a snapshot added depends on what the whole repository held, every
+        // agent's and tenant's data; told to an agent (a model a prompt may drive), it says whether
+        // bytes the agent wrote exist anywhere in the store (stop 45). Its own sizes stay.
+        const all = (await s.list(o.agentId, o.tenant)).map(({ added_bytes: _store, ...meta }) => meta);
         return { snapshots: args.limit ? all.slice(0, args.limit) : all, total: all.length };
       }),
   );

@@ -56,6 +56,13 @@ export type ActivityEvent =
   | { type: 'ended'; activity: EndedActivity };
 
 const RECENT = 20;
+
+/**
+ * Whether an operation is shown to a reader of `tenant` (undefined: every reader sees all). An operation
+ * without a tenant (a gc of every tenant) is no one tenant's: its result counts every tenant's agents.
+ */
+const ofTenant = (a: Activity, tenant: string | undefined): boolean =>
+  tenant === undefined || a.tenant === tenant;
 /** Progress events of one operation are sent at most this often. */
 const PROGRESS_EVERY_MS = 200;
 /** A comment line keeps idle connections (and proxies) from timing out. */
@@ -93,12 +100,14 @@ export class ActivityBoard {
   /** `errors`: what the feed's readers are told of a failure (and the log line under its id). */
   constructor(private readonly errors: ClientErrors = new ClientErrors()) {}
 
-  running(): Activity[] {
-    return [...this.active.values()].map((a) => ({ ...a }));
+  /** What runs now; with `tenant`, only the operations of that tenant (not a gc of every tenant). */
+  running(tenant?: string): Activity[] {
+    return [...this.active.values()].filter((a) => ofTenant(a, tenant)).map((a) => ({ ...a }));
   }
 
-  recent(): EndedActivity[] {
-    return [...this.ended];
+  /** The last operations that ended (at most 20 of all); with `tenant`, those of that tenant. */
+  recent(tenant?: string): EndedActivity[] {
+    return this.ended.filter((a) => ofTenant(a, tenant));
   }
 
   /** Runs `op` as a board entry: started, its progress, and its end (summarised by `summarize`). */
@@ -233,9 +242,10 @@ export class ActivityBoard {
 
   /**
    * A text/event-stream: first a `snapshot` event (what runs now and what ended lately), then one event
-   * per start, progress and end. It ends when the board closes (daemon shutdown) or the client leaves.
+   * per start, progress and end; with `tenant`, of that tenant's operations only. It ends when the
+   * board closes (daemon shutdown) or the client leaves.
    */
-  eventStream(): Readable {
+  eventStream(tenant?: string): Readable {
     const out = new PassThrough();
     if (this.closed) {
       out.end();
@@ -244,8 +254,10 @@ export class ActivityBoard {
     const send = (event: string, data: unknown) =>
       out.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     out.write('retry: 2000\n\n');
-    send('snapshot', { running: this.running(), recent: this.recent() });
-    const unsubscribe = this.subscribe((e) => send(e.type, e.activity));
+    send('snapshot', { running: this.running(tenant), recent: this.recent(tenant) });
+    const unsubscribe = this.subscribe((e) => {
+      if (ofTenant(e.activity, tenant)) send(e.type, e.activity);
+    });
     const keepalive = setInterval(() => out.write(': keep-alive\n\n'), KEEPALIVE_MS);
     keepalive.unref();
     this.streams.add(out);

@@ -8,6 +8,7 @@
 // (a client that closed after the whole body is a delivery, not an error).
 // Every response carries the security headers (a strict Content-Security-Policy, nosniff, no framing,
 // no referrer), so the console's pages and the API's JSON alike are never run as anything else.
+// A request whose raw path has a dot segment (`..`, `%2e%2e`, …) is refused before routing (400).
 // A request to the API (`/v1/…`) that a browser sent from another site or origin (`Sec-Fetch-Site`,
 // `Origin`) is refused before routing, whatever the tokens (403 CROSS_SITE).
 // Two tokens: the write token (every route) and an optional read token (read routes only); a request's
@@ -208,6 +209,22 @@ function match(pattern: string, path: string): Record<string, string> | undefine
   return params;
 }
 
+/**
+ * The first dot segment of a request target's raw path, as sent: `.` or `..`, any of its dots written
+ * `%2e` (any case); undefined when there is none. The URL parser resolves them (and takes `\` for
+ * `/`) before the route is matched, so `/v1/agents/ana/%2e%2e/bob/snapshots` answered for bob: such a
+ * path is refused instead, before routing (stop 45).
+ */
+export function dotSegmentOf(target: string): string | undefined {
+  const end = target.search(/[?#]/);
+  const path = end < 0 ? target : target.slice(0, end);
+  for (const segment of path.split(/[/\\]/)) {
+    const plain = segment.replace(/%2e/gi, '.');
+    if (plain === '.' || plain === '..') return segment;
+  }
+  return undefined;
+}
+
 /** The response to a failure: the status of its code, and the client's form of it (client-errors.ts). */
 function errorBody(
   errors: ClientErrors,
@@ -368,6 +385,11 @@ export function createApiServer(opts: ApiServerOptions): Server {
     if (opts.loopbackHostsOnly && host !== undefined && !isLoopbackHostName(hostNameOf(host)))
       throw new ForbiddenError(
         `this daemon listens on loopback and answers only requests to localhost, 127.0.0.1 or [::1], not to Host ${JSON.stringify(host.slice(0, 100))} (DNS rebinding)`,
+      );
+    const dot = dotSegmentOf(req.url ?? '/');
+    if (dot !== undefined)
+      throw new InvalidInputError(
+        `the request path has the dot segment ${JSON.stringify(dot)}: a path is taken as it is sent, never resolved (no "." or ".." segment, encoded or not)`,
       );
     let url: URL;
     try {

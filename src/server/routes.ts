@@ -1,9 +1,10 @@
 // Owns the HTTP API's route table: each route parses its path, query and body, makes one library call
 // (list, snapshot, verify, diff, ls/cat/find of a snapshot, export download, delete, restore, gc) and
 // returns the library's JSON shape unchanged. Tenant: `?tenant=` or the `X-Nexo-Tenant` header (default
-// `default`). A restore runs only when the config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is
-// open (a dry run needs only the write token). Snapshots, restores and gc run on the activity board
-// (their live progress: `GET /v1/events`). The console's routes: its static files (open, like /healthz:
+// `default`); the global routes (gc, fleet, schedule, activity, events) are scoped to or filtered by it
+// when given, and a route that cannot honour a tenant refuses it (400). A restore runs only when the
+// config allows it AND the NEXO_MEMORY_RESTORE_ALLOW gate is open (a dry run needs only the write
+// token). Snapshots, restores and gc run on the activity board (their live progress: `GET /v1/events`). The console's routes: its static files (open, like /healthz:
 // they hold no data), the token's rights, the fleet overview, an agent's retention preview (gc dry
 // run) — every data route needs the token as the API does.
 
@@ -104,22 +105,48 @@ function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
 }
 
 /**
- * Query parameters: only the listed ones (and `tenant`) are accepted, each at most once. A parameter
- * given twice (`?tenant=a&tenant=b`) is refused, not read as its first value: a proxy or a gateway in
- * front of the daemon may act on another of the values (its last, all of them), and the two would then
- * disagree on which tenant, snapshot or path the request means.
+ * Query parameters: only the listed ones are accepted, each at most once. A parameter given twice
+ * (`?tenant=a&tenant=b`) is refused, not read as its first value: a proxy or a gateway in front of the
+ * daemon may act on another of the values (its last, all of them), and the two would then disagree on
+ * which tenant, snapshot or path the request means. `tenant` is a parameter like the others: a route
+ * lists it when it honours it (scopes or filters by it); on any other route a tenant, `?tenant=` or
+ * the `X-Nexo-Tenant` header, is refused (stop 45: the global routes took it and answered for every
+ * tenant, a gc swept them all).
  */
 function query(req: ApiRequest, allowed: readonly string[]): URLSearchParams {
   const seen = new Set<string>();
   for (const k of req.query.keys()) {
-    if (k !== 'tenant' && !allowed.includes(k)) throw new InvalidInputError(`unknown query parameter ${k}`);
+    if (!allowed.includes(k)) throw new InvalidInputError(unknownParameter(k));
     if (seen.has(k))
       throw new InvalidInputError(
         `query parameter ${k} given ${req.query.getAll(k).length} times: give it once`,
       );
     seen.add(k);
   }
+  if (!allowed.includes('tenant')) noTenantHeader(req);
   return req.query;
+}
+
+const unknownParameter = (k: string) =>
+  k === 'tenant'
+    ? 'unknown query parameter tenant: this route is not of one tenant (it answers the same for every tenant or for the whole daemon)'
+    : `unknown query parameter ${k}`;
+
+/** Refuses the X-Nexo-Tenant header on a route that does not honour a tenant (400, naming it). */
+function noTenantHeader(req: ApiRequest): void {
+  if (req.headers['x-nexo-tenant'] !== undefined)
+    throw new InvalidInputError(
+      'unknown header X-Nexo-Tenant: this route is not of one tenant (it answers the same for every tenant or for the whole daemon)',
+    );
+}
+
+/**
+ * The routes that read no query (`/healthz`, `/metrics`, the console's files): a tenant is refused
+ * there too, by the query or the header; their other parameters are not read.
+ */
+function noTenant(req: ApiRequest): void {
+  if (req.query.has('tenant')) throw new InvalidInputError(unknownParameter('tenant'));
+  noTenantHeader(req);
 }
 
 function flag(q: URLSearchParams, name: string): boolean {
@@ -206,20 +233,24 @@ function allRoutes(ctx: ApiContext): Route[] {
       method: 'GET',
       path: '/healthz',
       auth: 'open',
-      handle: async () => ({
-        json: {
-          status: ctx.tracker.closed ? 'shutting_down' : 'ok',
-          version: PACKAGE_VERSION,
-          uptime_ms: Date.now() - ctx.startedAt,
-          in_flight: Math.max(0, ctx.tracker.inFlight - 1),
-        },
-      }),
+      handle: async (req) => {
+        noTenant(req);
+        return {
+          json: {
+            status: ctx.tracker.closed ? 'shutting_down' : 'ok',
+            version: PACKAGE_VERSION,
+            uptime_ms: Date.now() - ctx.startedAt,
+            in_flight: Math.max(0, ctx.tracker.inFlight - 1),
+          },
+        };
+      },
     },
     {
       method: 'GET',
       path: '/metrics',
       auth: 'open',
-      handle: async () => {
+      handle: async (req) => {
+        noTenant(req);
         if (!ctx.metrics) throw new RouteNotFoundError('metrics are switched off in the config');
         return { text: await ctx.metrics.render(), contentType: ctx.metrics.contentType };
       },
@@ -229,7 +260,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/snapshots',
       auth: 'read',
       handle: async (req) => {
-        query(req, []);
+        query(req, ['tenant']);
         return { json: await s.list(req.params.agent!, tenantOf(req)) };
       },
     },
@@ -238,7 +269,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/snapshots',
       auth: 'write',
       handle: async (req) => {
-        query(req, []);
+        query(req, ['tenant']);
         const body = parseBody(snapshotBody, req.body);
         const request: SnapshotRequest = {
           agentId: req.params.agent!,
@@ -267,7 +298,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/snapshots/:id',
       auth: 'read',
       handle: async (req) => {
-        query(req, []);
+        query(req, ['tenant']);
         // a repository snapshot or a bundle, by id or unique prefix
         const found = await s.findSnapshot(req.params.agent!, tenantOf(req), req.params.id!);
         const id = found.repository ? found.repository.id : found.bundle.id;
@@ -281,7 +312,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/snapshots/:id/verify',
       auth: 'read',
       handle: async (req) => {
-        const q = query(req, ['deep']);
+        const q = query(req, ['tenant', 'deep']);
         // The snapshotter's one trust rule (trusted keys, require_signature), as the CLI and MCP.
         const report = await s.verifySnapshot(req.params.agent!, tenantOf(req), req.params.id!, {
           deep: flag(q, 'deep'),
@@ -306,7 +337,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       auth: 'write',
       handle: async (req) => {
         // what leaves the host is redacted unless ?redact=false (config redact_secrets_default)
-        const q = query(req, ['redact']);
+        const q = query(req, ['tenant', 'redact']);
         const d = await openDownload(s, req.params.agent!, tenantOf(req), req.params.id!, {
           ...(q.has('redact') ? { redact: flag(q, 'redact') } : {}),
         });
@@ -329,7 +360,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/snapshots/:id',
       auth: 'write',
       handle: async (req) => {
-        query(req, []);
+        query(req, ['tenant']);
         parseBody(deleteBody, req.body); // nothing, or {}: an unknown key is refused, not ignored
         return { json: await s.delete(req.params.agent!, tenantOf(req), req.params.id!) };
       },
@@ -339,7 +370,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/snapshots/:id/restore',
       auth: 'write',
       handle: async (req) => {
-        query(req, []);
+        query(req, ['tenant']);
         const body = parseBody(restoreBody, req.body);
         const dryRun = body.dry_run === true;
         // A dry run changes nothing: any write token may preview; the restore itself is gated.
@@ -385,7 +416,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/snapshots/:id/ls',
       auth: 'read',
       handle: async (req) => {
-        const q = query(req, ['path']);
+        const q = query(req, ['tenant', 'path']);
         return {
           json: await s.ls(
             req.params.agent!,
@@ -403,7 +434,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       auth: 'read',
       handle: async (req) => {
         // values are shown redacted: the API never offers them as stored (as diff)
-        const q = query(req, ['path', 'offset', 'limit']);
+        const q = query(req, ['tenant', 'path', 'offset', 'limit']);
         const path = q.get('path');
         if (path === null)
           throw new InvalidInputError('cat needs ?path=<memdir/…|sqlite/<db>[/<table>]|state/<key>>');
@@ -423,7 +454,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/find',
       auth: 'read',
       handle: async (req) => {
-        const q = query(req, ['text', 'regex', 'since']);
+        const q = query(req, ['tenant', 'text', 'regex', 'since']);
         const text = q.get('text');
         const regex = q.get('regex');
         const since = q.get('since');
@@ -444,7 +475,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/diff',
       auth: 'read',
       handle: async (req) => {
-        const q = query(req, ['a', 'b', 'detail']);
+        const q = query(req, ['tenant', 'a', 'b', 'detail']);
         const a = q.get('a');
         const b = q.get('b');
         if (!a || !b) throw new InvalidInputError('diff needs ?a=<id|prefix|live>&b=<id|prefix|live>');
@@ -467,13 +498,24 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/gc',
       auth: 'write',
       handle: async (req) => {
-        query(req, []);
+        query(req, ['tenant']);
         const body = parseBody(gcBody, req.body);
+        // with a tenant: that tenant's agents only, as `gc --all --tenant T` sweeps them (the prune
+        // that ends a sweep is the repository's, as the CLI's); none: every tenant
+        const tenant = givenTenantOf(req);
         if (!ctx.retention) throw new ForbiddenError('the retention worker is switched off in the config');
         const retention = ctx.retention;
         const report = await board.track(
-          { op: 'gc', source: 'api', dry_run: body.dry_run === true },
-          () => (body.dry_run ? s.gc({ ...retention.options, dryRun: true }) : retention.worker.tick()),
+          {
+            op: 'gc',
+            source: 'api',
+            ...(tenant !== undefined ? { tenant } : {}),
+            dry_run: body.dry_run === true,
+          },
+          () =>
+            body.dry_run
+              ? s.gc({ ...retention.options, ...(tenant !== undefined ? { tenant } : {}), dryRun: true })
+              : retention.worker.tick(tenant),
           (r) => ({ bundles_deleted: r.bundles_deleted, bytes_freed: r.bytes_freed, errors: r.errors }),
         );
         return { json: clientGcReport(errors, report, 'POST /v1/gc') };
@@ -483,13 +525,19 @@ function allRoutes(ctx: ApiContext): Route[] {
       method: 'GET',
       path: '/',
       auth: 'open',
-      handle: async () => asset(ctx, 'index.html'),
+      handle: async (req) => {
+        noTenant(req);
+        return asset(ctx, 'index.html');
+      },
     },
     {
       method: 'GET',
       path: '/assets/:file',
       auth: 'open',
-      handle: async (req) => asset(ctx, req.params.file!),
+      handle: async (req) => {
+        noTenant(req);
+        return asset(ctx, req.params.file!);
+      },
     },
     {
       method: 'GET',
@@ -524,7 +572,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/fleet',
       auth: 'read',
       handle: async (req) => {
-        query(req, []);
+        query(req, ['tenant']);
         const tenant = givenTenantOf(req); // none: every tenant
         const schedule = ctx.scheduler?.status() ?? [];
         const pairs = await storeAgentPairs(s, tenant);
@@ -570,7 +618,7 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/retention',
       auth: 'read',
       handle: async (req) => {
-        query(req, []);
+        query(req, ['tenant']);
         // What the next sweep would remove: the configured sweep as a dry run, for this agent only.
         if (!ctx.retention) return { json: { enabled: false } };
         const r = clientGcReport(
@@ -600,8 +648,9 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/activity',
       auth: 'read',
       handle: async (req) => {
-        query(req, []);
-        return { json: { running: board.running(), recent: board.recent() } };
+        query(req, ['tenant']);
+        const tenant = givenTenantOf(req); // none: every tenant's and the daemon's (a gc of every tenant)
+        return { json: { running: board.running(tenant), recent: board.recent(tenant) } };
       },
     },
     {
@@ -609,9 +658,9 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/events',
       auth: 'read',
       handle: async (req) => {
-        query(req, []);
+        query(req, ['tenant']);
         return {
-          stream: board.eventStream(),
+          stream: board.eventStream(givenTenantOf(req)),
           headers: {
             'content-type': 'text/event-stream; charset=utf-8',
             'cache-control': 'no-store',
@@ -625,8 +674,11 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/schedule',
       auth: 'read',
       handle: async (req) => {
-        query(req, []);
-        return { json: ctx.scheduler?.status() ?? [] };
+        query(req, ['tenant']);
+        const tenant = givenTenantOf(req); // none: every tenant's entries
+        return {
+          json: (ctx.scheduler?.status() ?? []).filter((e) => tenant === undefined || e.tenant === tenant),
+        };
       },
     },
   ];

@@ -438,7 +438,10 @@ function validIds(tenant: string, agentId: string): boolean {
 /** The daemon's retention loop: one sweep now, then one per interval; sweeps never overlap. */
 export class RetentionWorker {
   private timer: LongTimer | undefined;
+  /** The sweep of every tenant running or queued (ticks join it). */
   private running: Promise<RetentionTickReport> | undefined;
+  /** The end of the last sweep started or queued: sweeps run one after the other. */
+  private queue: Promise<unknown> = Promise.resolve();
   private stopped = false;
 
   constructor(
@@ -452,21 +455,31 @@ export class RetentionWorker {
 
   /**
    * One sweep (waits for a sweep already running instead of starting a second). Every sweep, the
-   * loop's or one asked for (the API's), is told to onTick or onError once.
+   * loop's or one asked for (the API's), is told to onTick or onError once. With `tenant` (the API's
+   * `?tenant=`): a sweep of that tenant's agents only, with the worker's options; it runs after the
+   * sweep in progress, never beside it (two sweeps would find each other's agents and the repository
+   * busy).
    */
-  tick(): Promise<RetentionTickReport> {
+  tick(tenant?: string): Promise<RetentionTickReport> {
+    if (tenant !== undefined) return this.sweep({ ...this.opts, tenant });
     if (!this.running) {
-      // Through the snapshotter, so its observers (metrics, events) see every sweep.
-      const sweep = this.snapshotter.gc(this.opts);
-      sweep.then(
-        (r) => this.opts.onTick?.(r),
-        (err: unknown) => this.opts.onError?.(err),
-      );
-      this.running = sweep.finally(() => {
+      this.running = this.sweep(this.opts).finally(() => {
         this.running = undefined;
       });
     }
     return this.running;
+  }
+
+  /** Runs a sweep after the ones before it; its report (or failure) is told to onTick (onError). */
+  private sweep(opts: GcOptions): Promise<RetentionTickReport> {
+    // Through the snapshotter, so its observers (metrics, events) see every sweep.
+    const sweep = this.queue.then(() => this.snapshotter.gc(opts));
+    this.queue = sweep.catch(() => undefined);
+    sweep.then(
+      (r) => this.opts.onTick?.(r),
+      (err: unknown) => this.opts.onError?.(err),
+    );
+    return sweep;
   }
 
   start(): void {
@@ -482,6 +495,6 @@ export class RetentionWorker {
   async stop(): Promise<void> {
     this.stopped = true;
     this.timer?.clear();
-    await this.running?.catch(() => undefined);
+    await this.queue;
   }
 }
