@@ -45,6 +45,7 @@ export type {
   FindResult,
   FindSnapshotHit,
   LsEntry,
+  LsOptions,
   LsResult,
 } from './browse/types.js';
 export {

@@ -178,10 +178,13 @@ for (const store of STORES) {
     const f = fixtures.get(store)!;
     const [s1, s2] = f.snaps as [SnapshotMeta, SnapshotMeta];
     const dbs = await f.s.ls('ana', undefined, s1.id, 'sqlite');
+    // sorted by name, as every ls (a page is a stretch of that order)
     assert.deepEqual(
       dbs.entries.map((e) => e.name),
-      ['long_term', 'vector', 'concepts', 'compactions'],
+      ['compactions', 'concepts', 'long_term', 'vector'],
     );
+    assert.equal(dbs.total, 4);
+    assert.equal(dbs.truncated, false);
     const tables = await f.s.ls('ana', undefined, s1.id, 'sqlite/long_term');
     assert.equal(tables.entries.find((e) => e.name === 'memories')!.rows, 40);
     const tables2 = await f.s.ls('ana', undefined, s2.id, 'sqlite/long_term');
@@ -439,6 +442,26 @@ test('CLI: ls, cat (table rows as JSON lines), find --json; exit 5 for an unknow
   assert.equal(file.stdout, f.memoryV1);
   const ls = await runCli(['ls', '--agent', 'ana', ...f.flags, s2.id, 'memdir', '--json']);
   assert.deepEqual(JSON.parse(ls.stdout), await f.s.ls('ana', undefined, s2.id, 'memdir'));
+  // --limit pages; the text output names the next page's --cursor on stderr, --json gives next_cursor
+  const root = await f.s.ls('ana', undefined, s2.id, '');
+  assert.deepEqual(
+    root.entries.map((e) => e.name),
+    ['memdir', 'sqlite', 'state'],
+  );
+  const firstPage = await runCli(['ls', '--agent', 'ana', ...f.flags, s2.id, '--limit', '2']);
+  assert.equal(firstPage.code, 0, firstPage.stderr);
+  assert.equal(firstPage.stdout.trim().split('\n').length, 2);
+  const cursor = /^\(2 of 3 entries shown; the next page: --cursor ([A-Za-z0-9_-]+)\)$/m.exec(
+    firstPage.stderr,
+  )?.[1];
+  assert.ok(cursor, firstPage.stderr);
+  const rest = await runCli(['ls', '--agent', 'ana', ...f.flags, s2.id, '--cursor', cursor, '--json']);
+  assert.equal(rest.code, 0, rest.stderr);
+  assert.deepEqual(JSON.parse(rest.stdout).entries, root.entries.slice(2));
+  assert.equal(JSON.parse(rest.stdout).truncated, false);
+  const over = await runCli(['ls', '--agent', 'ana', ...f.flags, s2.id, '--limit', '1001', '--json']);
+  assert.equal(over.code, 1);
+  assert.equal(JSON.parse(over.stdout).error.code, 'INVALID_INPUT');
   const find = await runCli(['find', '--agent', 'ana', ...f.flags, 'blue whale', '--json']);
   assert.equal(find.code, 0, find.stderr);
   assert.equal(JSON.parse(find.stdout).first_gone.snapshot_id, s4.id);

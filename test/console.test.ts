@@ -607,11 +607,25 @@ test('the memory browser opens tables named `x/secret`, `..`, `.` and the empty 
   }
 });
 
-test('a folder of 2,500 files: the memory browser draws 1,000 entries, says how many more, and shows more on request', async () => {
+test('a folder of 2,500 files: the memory browser asks the API a page of 1,000 entries at a time, says how many more, and fetches the next page on request', async () => {
   const many = join(memdir, 'many');
   mkdirSync(many);
   for (let i = 0; i < 2500; i++) writeFileSync(join(many, `f${String(i).padStart(4, '0')}.md`), `${i}\n`);
   const { context, page } = await open();
+  // every answer of `ls` of the folder: what the page asked (limit, cursor) and what came
+  const pages: { limit: string | null; cursor: string | null; entries: number; next?: string }[] = [];
+  page.on('response', (r) => {
+    const u = new URL(r.url());
+    if (!u.pathname.endsWith('/ls') || u.searchParams.get('path') !== 'memdir/many') return;
+    void r.json().then((b: { entries: unknown[]; next_cursor?: string }) =>
+      pages.push({
+        limit: u.searchParams.get('limit'),
+        cursor: u.searchParams.get('cursor'),
+        entries: b.entries.length,
+        ...(b.next_cursor !== undefined ? { next: b.next_cursor } : {}),
+      }),
+    );
+  });
   try {
     const snap = await snapshotter.snapshot({ agentId: 'ana', label: 'many files', createdBy: 'cli' });
     await login(page, READ_TOKEN);
@@ -622,13 +636,37 @@ test('a folder of 2,500 files: the memory browser draws 1,000 entries, says how 
     await more.waitFor();
     assert.equal(await page.locator('#browser-tree li.entry').count(), 1000);
     assert.match((await more.textContent()) ?? '', /… 1500 more entries not shown\s*show 1000 more/);
+    await until(() => pages.length === 1);
+    assert.equal(pages[0]!.limit, '1000');
+    assert.equal(pages[0]!.cursor, null);
+    assert.equal(pages[0]!.entries, 1000, 'the API sent one page, not the folder');
     await more.locator('button').click();
     await page.locator('#browser-tree .tree-more', { hasText: '… 500 more entries' }).waitFor();
     assert.equal(await page.locator('#browser-tree li.entry').count(), 2000);
+    await page.locator('#browser-tree button[data-path="memdir/many/f1999.md"]').waitFor();
+    await until(() => pages.length === 2);
+    assert.deepEqual(
+      [pages[1]!.limit, pages[1]!.cursor, pages[1]!.entries],
+      ['1000', pages[0]!.next!, 1000],
+      '"show more" asked the API for the page after the first',
+    );
     await page.click('#browser-tree .tree-more button:text("show 500 more")');
     await page.locator('#browser-tree button[data-path="memdir/many/f2499.md"]').waitFor();
     assert.equal(await page.locator('#browser-tree li.entry').count(), 2500);
     assert.equal(await more.count(), 0);
+    await until(() => pages.length === 3);
+    assert.deepEqual(
+      [pages[2]!.cursor, pages[2]!.entries, pages[2]!.next],
+      [pages[1]!.next!, 500, undefined],
+    );
+    // the entries drawn are the folder's, each once, in the API's order
+    const drawn = await page
+      .locator('#browser-tree li.entry button')
+      .evaluateAll((bs) => bs.map((b) => b.getAttribute('data-path')));
+    assert.deepEqual(
+      drawn,
+      Array.from({ length: 2500 }, (_, i) => `memdir/many/f${String(i).padStart(4, '0')}.md`),
+    );
   } finally {
     await context.close();
     rmSync(many, { recursive: true });

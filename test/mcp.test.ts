@@ -225,6 +225,57 @@ test('mcp: invalid arguments are tool errors and write nothing; no restore tool 
   assert.deepEqual(storeEntries(a), []);
 });
 
+test('mcp: memory_ls pages a folder of 2,500 files (limit ≤ 1000, next_cursor): the pages are the whole folder; bad paging is a tool error', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const many = join(a.memdir, 'many');
+  mkdirSync(many);
+  for (let i = 0; i < 2500; i++) writeFileSync(join(many, `f${String(i).padStart(4, '0')}.md`), `${i}\n`);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana', label: 'many files' });
+  const whole = await a.snapshotter.ls('ana', undefined, snap.id, 'memdir/many');
+  const client = await connect(t, a);
+  for (const [limit, sizes] of [
+    [undefined, [1000, 1000, 500]],
+    [900, [900, 900, 700]],
+  ] as const) {
+    const got: unknown[] = [];
+    const pages: number[] = [];
+    let cursor: string | undefined;
+    for (;;) {
+      assert.ok(pages.length < 10, `limit ${limit}: the pages end (${pages.join(', ')}…)`);
+      const r = await callTool(client, 'memory_ls', {
+        snapshot_id: snap.id,
+        path: 'memdir/many',
+        ...(limit !== undefined ? { limit } : {}),
+        ...(cursor !== undefined ? { cursor } : {}),
+      });
+      assert.ok(!r.isError, textOf(r));
+      const page = r.structuredContent as { entries: unknown[]; total: number; next_cursor?: string };
+      assert.equal(page.total, 2500);
+      pages.push(page.entries.length);
+      got.push(...page.entries);
+      if (page.next_cursor === undefined) break;
+      cursor = page.next_cursor;
+    }
+    assert.deepEqual(pages, sizes, `limit ${limit}`);
+    assert.deepEqual(got, whole.entries, `limit ${limit}: the pages are the whole folder, in order`);
+  }
+  const first = (await callTool(client, 'memory_ls', { snapshot_id: snap.id, path: 'memdir/many' }))
+    .structuredContent as { next_cursor: string };
+  for (const [args, message] of [
+    [{ limit: 0 }, /Invalid arguments|Input validation/],
+    [{ limit: 1001 }, /Invalid arguments|Input validation/],
+    [{ limit: 2.5 }, /Invalid arguments|Input validation/],
+    [{ cursor: '' }, /Invalid arguments|Input validation/],
+    [{ cursor: 'A'.repeat(40_000) }, /Invalid arguments|Input validation/],
+    [{ cursor: 'not a cursor' }, /cursor is not one ls returned.*INVALID_INPUT/s],
+    [{ path: 'memdir', cursor: first.next_cursor }, /cursor is of another path.*INVALID_INPUT/s],
+  ] as const) {
+    const r = await callTool(client, 'memory_ls', { snapshot_id: snap.id, path: 'memdir/many', ...args });
+    assert.equal(r.isError, true, JSON.stringify(args).slice(0, 80));
+    assert.match(textOf(r), message, JSON.stringify(args).slice(0, 80));
+  }
+});
+
 test('mcp: with `enabled: false` memory_snapshot is refused (FORBIDDEN) and writes nothing; reading still works', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const before = await a.snapshotter.snapshot({ agentId: 'ana' });

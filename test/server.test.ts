@@ -262,6 +262,110 @@ test('serve: a query parameter given twice is refused (400 INVALID_INPUT naming 
   assert.equal((await a.snapshotter.list('ana')).length, 1, 'the refused POST took no snapshot');
 });
 
+test('serve: ls pages a folder of 2,500 files (limit ≤ 1000, a cursor by name bytes): the pages are the whole folder; a cursor past the end is an empty page; bad paging is 400', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const many = join(a.memdir, 'many');
+  mkdirSync(many);
+  for (let i = 0; i < 2498; i++) writeFileSync(join(many, `f${String(i).padStart(4, '0')}.md`), `${i}\n`);
+  // JavaScript's string order puts the emoji (a surrogate pair, 0xD83D…) before U+FF5E; UTF-8's bytes
+  // (F0… against EF…) put it after: the API's order is the bytes'
+  const odd = ['\u{1F600}.md', '\uFF5E.md'];
+  for (const name of odd) writeFileSync(join(many, name), 'odd\n');
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana', label: 'many files' });
+  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+  const ls = (query: string) =>
+    call(`${d.url}/v1/agents/ana/snapshots/${snap.id}/ls?${query}`, { headers: auth() });
+  const whole = await a.snapshotter.ls('ana', undefined, snap.id, 'memdir/many');
+  assert.equal(whole.entries.length, 2500);
+  assert.equal(whole.total, 2500);
+  assert.deepEqual(
+    whole.entries.slice(-2).map((e) => e.name),
+    ['\uFF5E.md', '\u{1F600}.md'],
+  );
+  for (let i = 1; i < whole.entries.length; i++)
+    assert.ok(
+      Buffer.compare(Buffer.from(whole.entries[i - 1]!.name), Buffer.from(whole.entries[i]!.name)) < 0,
+      `${whole.entries[i - 1]!.name} before ${whole.entries[i]!.name}`,
+    );
+
+  // the default page: 1000 entries of 2500, then the rest by the cursor
+  for (const [limit, sizes] of [
+    [undefined, [1000, 1000, 500]],
+    [700, [700, 700, 700, 400]],
+    [1000, [1000, 1000, 500]],
+  ] as const) {
+    const got: unknown[] = [];
+    const pages: number[] = [];
+    let cursor: string | undefined;
+    for (;;) {
+      assert.ok(pages.length < 10, `limit ${limit}: the pages end (${pages.join(', ')}…)`);
+      const r = await ls(
+        `path=memdir/many${limit !== undefined ? `&limit=${limit}` : ''}${cursor !== undefined ? `&cursor=${cursor}` : ''}`,
+      );
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.total, 2500);
+      assert.equal(r.body.path, 'memdir/many');
+      pages.push(r.body.entries.length);
+      got.push(...r.body.entries);
+      assert.equal(r.body.truncated, r.body.next_cursor !== undefined);
+      if (!r.body.truncated) break;
+      assert.match(r.body.next_cursor, /^[A-Za-z0-9_-]+$/, 'a cursor needs no escaping in a URL');
+      cursor = r.body.next_cursor;
+    }
+    assert.deepEqual(pages, sizes, `limit ${limit}`);
+    assert.deepEqual(got, whole.entries, `limit ${limit}: the pages are the whole folder, in order`);
+  }
+  // a small folder is one page, as the library's whole answer
+  assert.deepEqual(
+    (await ls('path=memdir')).body,
+    await a.snapshotter.ls('ana', undefined, snap.id, 'memdir'),
+  );
+
+  // a cursor names a position (after a name), not an offset: the cursor after f1999 of this snapshot,
+  // given to a later snapshot that has only f0000..f1999, is past its end: an empty last page
+  const second = (await ls('path=memdir/many')).body.next_cursor;
+  const afterF1999 = (await ls(`path=memdir/many&cursor=${second}`)).body;
+  assert.equal(afterF1999.entries.at(-1).name, 'f1999.md');
+  for (let i = 2000; i < 2498; i++) rmSync(join(many, `f${String(i).padStart(4, '0')}.md`));
+  for (const name of odd) rmSync(join(many, name));
+  const fewer = await a.snapshotter.snapshot({ agentId: 'ana', label: 'fewer files' });
+  const past = await call(
+    `${d.url}/v1/agents/ana/snapshots/${fewer.id}/ls?path=memdir/many&cursor=${afterF1999.next_cursor}`,
+    { headers: auth() },
+  );
+  assert.equal(past.status, 200, JSON.stringify(past.body));
+  assert.deepEqual(past.body.entries, []);
+  assert.equal(past.body.total, 2000);
+  assert.equal(past.body.truncated, false);
+  assert.equal(past.body.next_cursor, undefined);
+
+  const forged = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  for (const [query, message] of [
+    ['path=memdir/many&limit=0', /^limit must be an integer 1\.\.1000, got 0$/],
+    ['path=memdir/many&limit=1001', /^limit must be an integer 1\.\.1000, got 1001$/],
+    ['path=memdir/many&limit=-1', /^query parameter limit must be a non-negative integer$/],
+    ['path=memdir/many&limit=1.5', /^query parameter limit must be a non-negative integer$/],
+    ['path=memdir/many&limit=ten', /^query parameter limit must be a non-negative integer$/],
+    ['path=memdir/many&limit=', /^query parameter limit must be a non-negative integer$/],
+    ['path=memdir/many&cursor=', /^cursor is not one ls returned/],
+    ['path=memdir/many&cursor=a%2Fb', /^cursor is not one ls returned/],
+    ['path=memdir/many&cursor=bm90IGpzb24', /^cursor is not one ls returned/], // "not json"
+    [`path=memdir/many&cursor=${forged(['memdir/many', 'f0001.md'])}`, /^cursor is not one ls returned/],
+    [`path=memdir/many&cursor=${forged(['memdir/many', 7, 'file'])}`, /^cursor is not one ls returned/],
+    [`path=memdir/many&cursor=${forged(['memdir/many', 'f', 'socket'])}`, /^cursor is not one ls returned/],
+    [`path=memdir&cursor=${second}`, /^cursor is of another path \("memdir\/many"\)/],
+    [`path=memdir/many&cursor=${'A'.repeat(12_000)}`, /^cursor is not one ls returned/],
+    ['path=memdir/many&limit=5&limit=6', /^query parameter limit given 2 times: give it once$/],
+    [`path=memdir/many&cursor=${second}&cursor=${second}`, /^query parameter cursor given 2 times/],
+    ['path=memdir/many&offset=1000', /^unknown query parameter offset$/],
+  ] as const) {
+    const r = await ls(query);
+    assert.equal(r.status, 400, `${query}: ${JSON.stringify(r.body)}`);
+    assert.equal(r.body.error.code, 'INVALID_INPUT', query);
+    assert.match(r.body.error.message, message, query);
+  }
+});
+
 test('serve: snapshot, list, get, verify, diff, export download, delete over HTTP; /metrics counts them', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });

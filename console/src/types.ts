@@ -160,7 +160,13 @@ export interface LsEntry {
 
 export interface LsResult {
   path: string;
+  /** One page, sorted by name. */
   entries: LsEntry[];
+  /** Entries at the path in all. */
+  total: number;
+  truncated: boolean;
+  /** When truncated: give it as `cursor` for the next page. */
+  next_cursor?: string;
 }
 
 export type Cell =

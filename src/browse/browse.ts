@@ -2,7 +2,8 @@
 // manifest entries (never joined onto a directory), reading only what it names — nothing for the memdir
 // tree, the database list and the state list; one file's bytes; one database materialised in a private
 // temporary directory (removed afterwards) and opened read-only. Text is shown through the redaction
-// rules unless the caller asks for it as stored; pages are bounded (types.ts).
+// rules unless the caller asks for it as stored; pages are bounded (types.ts): `ls` by a cursor over the
+// entries sorted by name bytes, `cat` by offset and limit.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -33,10 +34,12 @@ import {
   type CatTable,
   DEFAULT_CAT_ROWS,
   type LsEntry,
+  type LsOptions,
   type LsResult,
   MAX_CAT_BYTES,
   MAX_CAT_ROWS,
   MAX_FILE_BYTES,
+  MAX_LS_ENTRIES,
 } from './types.js';
 
 /** The memory files of a snapshot: path relative to the memdir → manifest entry path. */
@@ -76,17 +79,109 @@ export async function lsSnapshot(
   tenant: string | undefined,
   id: string,
   path = '',
-  opts: OpenOptions = {},
+  opts: LsOptions & OpenOptions = {},
 ): Promise<LsResult> {
   const p = parseBrowsePath(path);
-  return withSnapshot(s, agentId, tenant, id, opts, async (src) => ({
-    snapshot_id: src.id,
-    agent_id: src.agentId,
-    tenant: src.tenant,
-    created_at_ms: src.createdAtMs,
-    path: canonical(p),
-    entries: await entriesAt(src, p),
-  }));
+  const at = canonical(p);
+  // checked before the snapshot is opened: a bad page is the caller's mistake, whatever it holds
+  const limit = opts.limit;
+  if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_LS_ENTRIES))
+    throw new InvalidInputError(`limit must be an integer 1..${MAX_LS_ENTRIES}, got ${limit}`);
+  const after = opts.cursor === undefined ? undefined : parseCursor(opts.cursor, at);
+  return withSnapshot(s, agentId, tenant, id, opts, async (src) => {
+    const all = sortByName(await entriesAt(src, p));
+    const start = after === undefined ? 0 : firstAfter(all, after);
+    const end = limit === undefined ? all.length : Math.min(all.length, start + limit);
+    const entries = all.slice(start, end).map((k) => k.e);
+    const last = entries[entries.length - 1];
+    return {
+      snapshot_id: src.id,
+      agent_id: src.agentId,
+      tenant: src.tenant,
+      created_at_ms: src.createdAtMs,
+      path: at,
+      entries,
+      total: all.length,
+      truncated: end < all.length,
+      ...(end < all.length && last ? { next_cursor: makeCursor(at, last) } : {}),
+    };
+  });
+}
+
+/** An entry with its sort key: its name's UTF-8 bytes. */
+interface Keyed {
+  e: Pick<LsEntry, 'name' | 'type'>;
+  bytes: Buffer;
+}
+
+interface KeyedEntry extends Keyed {
+  e: LsEntry;
+}
+
+/**
+ * The order of `ls`: by the name's UTF-8 bytes (code point order, the same in every language and
+ * locale), then by the name as JavaScript compares it (two names with lone surrogates that UTF-8 writes
+ * alike), then by type (a hostile manifest may hold a file `a` beside a directory `a/`): a total order
+ * of the entries a path can list, so a cursor names one position in it.
+ */
+function compareKeyed(a: Keyed, b: Keyed): number {
+  const c = Buffer.compare(a.bytes, b.bytes);
+  if (c !== 0) return c;
+  if (a.e.name !== b.e.name) return a.e.name < b.e.name ? -1 : 1;
+  return a.e.type < b.e.type ? -1 : a.e.type > b.e.type ? 1 : 0;
+}
+
+function sortByName(entries: LsEntry[]): KeyedEntry[] {
+  return entries.map((e) => ({ e, bytes: Buffer.from(e.name, 'utf8') })).sort(compareKeyed);
+}
+
+/** Index of the first entry after the cursor's (all sorted): the entries are sorted, so a binary search. */
+function firstAfter(all: KeyedEntry[], after: Keyed): number {
+  let lo = 0;
+  let hi = all.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareKeyed(all[mid]!, after) <= 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+const LS_TYPES: readonly string[] = ['dir', 'file', 'database', 'table', 'virtual_table', 'state'];
+/** A cursor names a path (≤ 4096 bytes) and a name: generous, yet a bound on what is decoded. */
+const MAX_CURSOR_CHARS = 32 * 1024;
+
+/**
+ * A page's `next_cursor`: the path and the last entry's name and type, as JSON in base64url. It names a
+ * position in the sorted entries, not an offset: the same for every page of every call.
+ */
+function makeCursor(path: string, last: LsEntry): string {
+  return Buffer.from(JSON.stringify([path, last.name, last.type]), 'utf8').toString('base64url');
+}
+
+function parseCursor(cursor: string, path: string): Keyed {
+  const bad = (why: string) =>
+    new InvalidInputError(`cursor ${why}: give the next_cursor of an ls of the same path, or none`);
+  if (cursor.length === 0 || cursor.length > MAX_CURSOR_CHARS || !/^[A-Za-z0-9_-]+$/.test(cursor))
+    throw bad('is not one ls returned');
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw bad('is not one ls returned');
+  }
+  if (
+    !Array.isArray(v) ||
+    v.length !== 3 ||
+    typeof v[0] !== 'string' ||
+    typeof v[1] !== 'string' ||
+    typeof v[2] !== 'string' ||
+    !LS_TYPES.includes(v[2])
+  )
+    throw bad('is not one ls returned');
+  if (v[0] !== path) throw bad(`is of another path (${JSON.stringify(v[0] || '/')})`);
+  const e = { name: v[1], type: v[2] as LsEntry['type'] };
+  return { e, bytes: Buffer.from(e.name, 'utf8') };
 }
 
 /** The browse path as shown (no trailing slash). */
@@ -131,29 +226,27 @@ async function entriesAt(src: SnapshotSource, p: BrowsePath): Promise<LsEntry[]>
           : [];
       });
     case 'db':
-      return withDatabase(src, p.db, (d) =>
-        [
-          ...tablesOf(d).map(
-            (t): LsEntry => ({
-              name: t.name,
-              path: `sqlite/${p.db}/${tableSegment(t.name)}`,
-              type: 'table',
-              rows: rowCount(d, t),
-            }),
-          ),
-          // listed so that a table the schema has is never missing from `ls`; no row count (counting
-          // would run its module on the snapshot's data)
-          ...virtualTablesOf(d).map(
-            (v): LsEntry => ({
-              name: v.name,
-              path: `sqlite/${p.db}/${tableSegment(v.name)}`,
-              type: 'virtual_table',
-              module: v.module,
-              shadow_tables: v.shadow_tables,
-            }),
-          ),
-        ].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
-      );
+      return withDatabase(src, p.db, (d) => [
+        ...tablesOf(d).map(
+          (t): LsEntry => ({
+            name: t.name,
+            path: `sqlite/${p.db}/${tableSegment(t.name)}`,
+            type: 'table',
+            rows: rowCount(d, t),
+          }),
+        ),
+        // listed so that a table the schema has is never missing from `ls`; no row count (counting
+        // would run its module on the snapshot's data)
+        ...virtualTablesOf(d).map(
+          (v): LsEntry => ({
+            name: v.name,
+            path: `sqlite/${p.db}/${tableSegment(v.name)}`,
+            type: 'virtual_table',
+            module: v.module,
+            shadow_tables: v.shadow_tables,
+          }),
+        ),
+      ]);
     case 'table':
       return withDatabase(src, p.db, (d) => {
         const v = virtualTablesOf(d).find((x) => x.name === p.table);
@@ -220,7 +313,7 @@ function memdirEntries(src: SnapshotSource, rel: string): LsEntry[] {
     }
   }
   if (rel !== '' && out.length === 0) throw missingIn(src.id, `memdir/${rel}`);
-  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return out; // sorted by lsSnapshot
 }
 
 function pageArgs(opts: CatOptions, max: number, dflt: number): { offset: number; limit: number } {

@@ -12,6 +12,8 @@ export const DEFAULT_CAT_ROWS = 100;
 export const MAX_VALUE_CHARS = 64 * 1024;
 /** A memory file above this size is not read by `cat` (it is never a memory file an agent writes). */
 export const MAX_FILE_BYTES = 64 * 1024 * 1024;
+/** `ls` returns at most this many entries per call (the API's and MCP's default; page with `cursor`). */
+export const MAX_LS_ENTRIES = 1000;
 /** `find`: at most this many locations are reported per snapshot (the count is always exact). */
 export const MAX_FIND_LOCATIONS = 100;
 
@@ -41,7 +43,21 @@ export interface LsResult {
   created_at_ms: number;
   /** The browse path listed ('' for the root). */
   path: string;
+  /** This page's entries, sorted by name (its UTF-8 bytes; docs/browse.md). */
   entries: LsEntry[];
+  /** Entries at this path in all (every page). */
+  total: number;
+  /** More entries follow this page: ask again with `cursor: next_cursor`. */
+  truncated: boolean;
+  /** When truncated: the cursor of the next page (opaque; the position after this page's last entry). */
+  next_cursor?: string;
+}
+
+export interface LsOptions {
+  /** Entries per page, 1..MAX_LS_ENTRIES (default: every entry; the API and MCP default to MAX_LS_ENTRIES). */
+  limit?: number;
+  /** `next_cursor` of the page before, for the same path: the entries after it. */
+  cursor?: string;
 }
 
 /** `cat` of a memory file or a state value: a page of its bytes. */

@@ -11,6 +11,7 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
+import { MAX_LS_ENTRIES } from '../browse/types.js';
 import { DIFF_PATCH_MAX_BYTES } from '../diff/diff.js';
 import { ForbiddenError } from '../model/errors.js';
 import { MAX_LABEL_CHARS } from '../model/ids.js';
@@ -219,16 +220,30 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       description:
         'The tree of one of your snapshots at a path: "" (memdir/, sqlite/, state/), "memdir/…" (your ' +
         'memory files as they were, with sizes), "sqlite" (your databases), "sqlite/<db>" (its tables ' +
-        'with row counts). Read-only.',
+        `with row counts). Entries sorted by name, at most limit (default and at most ${MAX_LS_ENTRIES}) ` +
+        'per call: when truncated, call again with cursor = next_cursor for the next page (total counts ' +
+        'them all). Read-only.',
       inputSchema: z.strictObject({
         snapshot_id: snapshotId,
         path: z.string().max(4096).optional().describe('browse path, default the root'),
+        limit: z
+          .number()
+          .int()
+          .min(1)
+          .max(MAX_LS_ENTRIES)
+          .optional()
+          .describe(`entries per page (default and at most ${MAX_LS_ENTRIES})`),
+        cursor: z.string().min(1).max(32768).optional().describe('next_cursor of the page before'),
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
     async (args) =>
       run('memory_ls', async () => ({
-        ...(await s.ls(o.agentId, o.tenant, args.snapshot_id, args.path ?? '', identity)),
+        ...(await s.ls(o.agentId, o.tenant, args.snapshot_id, args.path ?? '', {
+          limit: args.limit ?? MAX_LS_ENTRIES,
+          ...(args.cursor !== undefined ? { cursor: args.cursor } : {}),
+          ...identity,
+        })),
       })),
   );
 

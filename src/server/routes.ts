@@ -9,6 +9,7 @@
 // run) — every data route needs the token as the API does.
 
 import { parseSince } from '../browse/since.js';
+import { MAX_LS_ENTRIES } from '../browse/types.js';
 import { DIFF_PATCH_MAX_BYTES } from '../diff/diff.js';
 import {
   ForbiddenError,
@@ -416,15 +417,15 @@ function allRoutes(ctx: ApiContext): Route[] {
       path: '/v1/agents/:agent/snapshots/:id/ls',
       auth: 'read',
       handle: async (req) => {
-        const q = query(req, ['tenant', 'path']);
+        // paged: a folder of 30,000 files is not one 4.9 MB answer (docs/browse.md)
+        const q = query(req, ['tenant', 'path', 'limit', 'cursor']);
+        const cursor = q.get('cursor');
         return {
-          json: await s.ls(
-            req.params.agent!,
-            tenantOf(req),
-            req.params.id!,
-            q.get('path') ?? '',
-            identityFile(),
-          ),
+          json: await s.ls(req.params.agent!, tenantOf(req), req.params.id!, q.get('path') ?? '', {
+            limit: intParam(q, 'limit') ?? MAX_LS_ENTRIES,
+            ...(cursor !== null ? { cursor } : {}),
+            ...identityFile(),
+          }),
         };
       },
     },

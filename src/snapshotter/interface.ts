@@ -1,7 +1,7 @@
 // Owns the MemorySnapshotter port: the operations every backend offers, as the original's trait
 // (§1.2), restore and diff included, and reading memory as of a snapshot (ls, cat, find).
 
-import type { CatOptions, CatResult, FindRequest, FindResult, LsResult } from '../browse/types.js';
+import type { CatOptions, CatResult, FindRequest, FindResult, LsOptions, LsResult } from '../browse/types.js';
 import type { DiffRequest, SnapshotDiff } from '../diff/diff.js';
 import type {
   DeleteResult,
@@ -81,14 +81,15 @@ export interface MemorySnapshotter {
   delete(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult>;
   /**
    * Memory as of a snapshot (docs/browse.md): the tree at a browse path (`''`, `memdir/…`, `sqlite`,
-   * `sqlite/<db>`, `state`). Read-only; only what the path needs is read.
+   * `sqlite/<db>`, `state`). Read-only; only what the path needs is read. Entries sorted by name bytes;
+   * `limit` pages them (`next_cursor` → `cursor`), else every entry.
    */
   ls(
     agentId: string,
     tenant: string | undefined,
     id: string,
     path?: string,
-    opts?: { decryptIdentity?: string },
+    opts?: LsOptions & { decryptIdentity?: string },
   ): Promise<LsResult>;
   /** A memory file, a state value, a table's rows (`sqlite/<db>/<table>`) or a database's (`sqlite/<db>`). */
   cat(

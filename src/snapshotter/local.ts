@@ -14,7 +14,7 @@ import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import type { ClosedGate } from '../agent/write-gate.js';
 import type { BackendSettings } from '../backend/open.js';
 import type { BackendObserver } from '../backend/remote.js';
-import type { CatOptions, CatResult, FindRequest, FindResult, LsResult } from '../browse/types.js';
+import type { CatOptions, CatResult, FindRequest, FindResult, LsOptions, LsResult } from '../browse/types.js';
 import type { captureAgent } from '../capture/capture.js';
 import type { SigningKey } from '../crypto/sign.js';
 import type { DiffRequest, SnapshotDiff } from '../diff/diff.js';
@@ -1397,7 +1397,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     tenant: string | undefined,
     id: string,
     path = '',
-    opts: { decryptIdentity?: string } = {},
+    opts: LsOptions & { decryptIdentity?: string } = {},
   ): Promise<LsResult> {
     const { lsSnapshot } = await import('../browse/browse.js');
     return lsSnapshot(this, agentId, tenant, id, path, opts);

@@ -65,56 +65,88 @@ function Content({ base, tenant, entry }: { base: string; tenant: string; entry:
   </div>`;
 }
 
-/** Entries of a folder the tree draws at first, and how many more each "show more" adds. */
+/** Entries of a folder the API sends per page (its maximum), drawn at first; each "show more" adds a page. */
 export const TREE_ENTRIES_SHOWN = 1000;
+
+/** The pages after the first loaded for one folder (`key`: which), and the cursor of the next. */
+interface MorePages {
+  key: string;
+  entries: LsEntry[];
+  next: string | undefined;
+}
 
 export function Browser({ base, tenant }: { base: string; tenant: string }) {
   const [path, setPath] = useState('');
   const [open, setOpen] = useState<LsEntry | undefined>();
-  // a folder of 30,000 files draws its first entries, and says how many more there are
-  const [shown, setShown] = useState(TREE_ENTRIES_SHOWN);
-  const ls = useLoad(() => get<LsResult>(apiPath(`${base}/ls`, { tenant, path })), [base, tenant, path]);
+  // a folder of 30,000 files comes a page of 1,000 at a time: the first here, the others on request
+  const ls = useLoad(
+    () => get<LsResult>(apiPath(`${base}/ls`, { tenant, path, limit: TREE_ENTRIES_SHOWN })),
+    [base, tenant, path],
+  );
+  const key = `${base}\n${tenant}\n${path}`;
+  const [more, setMore] = useState<MorePages | undefined>();
+  const [moreBusy, setMoreBusy] = useState(false);
+  const [moreError, setMoreError] = useState<Error | undefined>();
+  // the first page of the folder shown (not of the one before, while the new one loads)
+  const first = ls.data?.path === path ? ls.data : undefined;
+  const later = more?.key === key ? more : undefined;
+  const entries = first ? [...first.entries, ...(later?.entries ?? [])] : [];
+  const next = later ? later.next : first?.next_cursor;
+  const left = first ? first.total - entries.length : 0;
+  const showMore = async () => {
+    if (next === undefined) return;
+    setMoreBusy(true);
+    setMoreError(undefined);
+    try {
+      const r = await get<LsResult>(
+        apiPath(`${base}/ls`, { tenant, path, limit: TREE_ENTRIES_SHOWN, cursor: next }),
+      );
+      // kept under the folder it is of: a click elsewhere meanwhile does not mix folders
+      setMore({ key, entries: [...(later?.entries ?? []), ...r.entries], next: r.next_cursor });
+    } catch (e) {
+      setMoreError(e as Error);
+    } finally {
+      setMoreBusy(false);
+    }
+  };
+  const go = (to: string) => {
+    setPath(to);
+    setMore(undefined);
+    setMoreError(undefined);
+    setOpen(undefined);
+  };
   const parts = path === '' ? [] : path.split('/');
   const pick = (e: LsEntry) => {
-    if (e.type === 'dir' || e.type === 'database') {
-      setPath(e.path);
-      setShown(TREE_ENTRIES_SHOWN);
-      setOpen(undefined);
-    } else setOpen(e);
+    if (e.type === 'dir' || e.type === 'database') go(e.path);
+    else setOpen(e);
   };
   return html`<section id="browser">
     <h2>Memory as of this snapshot</h2>
     <p class="crumbs">
-      <button class="link" onClick=${() => {
-        setPath('');
-        setShown(TREE_ENTRIES_SHOWN);
-        setOpen(undefined);
-      }}>/</button>
+      <button class="link" onClick=${() => go('')}>/</button>
       ${parts.map(
         (p, i) =>
-          html`<span> / </span><button class="link" onClick=${() => {
-            setPath(parts.slice(0, i + 1).join('/'));
-            setShown(TREE_ENTRIES_SHOWN);
-            setOpen(undefined);
-          }}>${p}</button>`,
+          html`<span> / </span><button class="link" onClick=${() => go(parts.slice(0, i + 1).join('/'))}>${p}</button>`,
       )}
     </p>
     <${ErrorNote} error=${ls.error} />
     <div class="browser">
       <ul class="tree" id="browser-tree">
-        ${(ls.data?.entries ?? []).slice(0, shown).map(
+        ${entries.map(
           (e) => html`<li class=${`entry entry-${e.type}`}>
             <button class="link" data-path=${e.path} onClick=${() => pick(e)}>${shownName(e.name) || '⟨empty name⟩'}${e.type === 'dir' || e.type === 'database' ? '/' : ''}</button>
             <span class="muted"> ${e.rows !== undefined ? `${e.rows} rows` : e.size_bytes !== undefined ? bytes(e.size_bytes) : ''}</span>
           </li>`,
         )}
         ${
-          (ls.data?.entries.length ?? 0) > shown
-            ? html`<li class="muted tree-more">… ${ls.data!.entries.length - shown} more entries not shown
-              <button class="link" onClick=${() => setShown(shown + TREE_ENTRIES_SHOWN)}>show ${Math.min(TREE_ENTRIES_SHOWN, ls.data!.entries.length - shown)} more</button></li>`
+          left > 0 && next !== undefined
+            ? html`<li class="muted tree-more">… ${left} more entries not shown
+              <button class="link" disabled=${moreBusy} onClick=${() => void showMore()}>show ${Math.min(TREE_ENTRIES_SHOWN, left)} more</button>
+              ${moreBusy ? ' loading…' : ''}</li>`
             : null
         }
       </ul>
+      <${ErrorNote} error=${moreError} />
       ${open ? html`<${Content} base=${base} tenant=${tenant} entry=${open} />` : null}
     </div>
   </section>`;

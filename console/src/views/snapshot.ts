@@ -54,7 +54,7 @@ function Components({ base, tenant, meta }: { base: string; tenant: string; meta
     const tables = await Promise.all(
       dbs.entries.map(async (d) => ({ db: d, tables: (await ls(d.path)).entries })),
     );
-    return { tables, state: state.entries, memdir: memdir.entries };
+    return { tables, state: state.entries, memdir: memdir.total };
   }, [base, tenant]);
   return html`<section id="components">
     <h2>Components</h2>
@@ -70,7 +70,7 @@ function Components({ base, tenant, meta }: { base: string; tenant: string; meta
             ),
           )}
         </tbody></table>
-        <p>memdir: ${comps.data.memdir.length} entries at the top · state: ${comps.data.state.map((s) => s.name).join(', ') || 'none'}</p>`
+        <p>memdir: ${comps.data.memdir} entries at the top · state: ${comps.data.state.map((s) => s.name).join(', ') || 'none'}</p>`
         : null
     }
   </section>`;

@@ -2,7 +2,7 @@
 // it is (every page of it unless --limit), a table's rows as JSON lines; `find` prints one line per
 // snapshot and the first-seen / first-gone summary. --json prints the library's result unchanged.
 
-import type { CatResult, FindResult, LsResult } from '../../browse/types.js';
+import { type CatResult, type FindResult, type LsResult, MAX_LS_ENTRIES } from '../../browse/types.js';
 import { Command } from '../commander.js';
 import { identityFrom, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { humanBytes, shellWord } from '../format.js';
@@ -44,6 +44,12 @@ export function lsCommand() {
     .description('list memory as of a snapshot: memdir files, databases, tables with row counts, state')
     .argument('<snap>', 'snapshot id, unique prefix, or latest')
     .argument('[path]', 'browse path: memdir/…, sqlite, sqlite/<db>, state (default: the root)', '')
+    .option(
+      '--limit <n>',
+      `entries per page, ≤ ${MAX_LS_ENTRIES} (default: every entry)`,
+      parseIntFlag('--limit'),
+    )
+    .option('--cursor <cursor>', 'the next_cursor of the page before (same path)')
     .addOption(agentOption())
     .addOption(tenantOption())
     .addOption(identityOption())
@@ -60,10 +66,19 @@ export function lsCommand() {
       await runCommand(opts, async () => {
         const identity = identityFrom(opts);
         const r = await snapshotterFrom(opts).ls(opts.agent, opts.tenant, snap, path, {
+          ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
+          ...(opts.cursor !== undefined ? { cursor: opts.cursor } : {}),
           ...(identity ? { decryptIdentity: identity } : {}),
         });
         if (opts.json) printJson(r);
-        else printText(formatLs(r));
+        else {
+          printText(formatLs(r));
+          // on stderr: stdout stays one entry per line
+          if (r.next_cursor !== undefined)
+            process.stderr.write(
+              `(${r.entries.length} of ${r.total} entries shown; the next page: --cursor ${r.next_cursor})\n`,
+            );
+        }
         return 0;
       });
     });
