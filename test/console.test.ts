@@ -41,6 +41,7 @@ let daemonLog = '';
 let storeFlags: string[];
 let memdir: string;
 let sqliteDir: string;
+let storeRoot: string;
 
 const open = (): Promise<ConsolePage> => newPage(browser, dialogs);
 const login = (page: Page, token: string): Promise<void> => logIn(page, url, token);
@@ -85,6 +86,7 @@ before(async () => {
   metas = await snapshotter.list('ana'); // newest first
   memdir = a.memdir;
   sqliteDir = a.sqliteDir;
+  storeRoot = a.stateRoot;
   storeFlags = ['--state-root', a.stateRoot, '--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
 
   daemon = spawn(
@@ -670,6 +672,52 @@ test('a folder of 2,500 files: the memory browser asks the API a page of 1,000 e
   } finally {
     await context.close();
     rmSync(many, { recursive: true });
+  }
+});
+
+test("a pin's note is shown in the timeline, its chart and the snapshot page: cut, escaped (controls, bidi), whole in the tooltip", async () => {
+  const id = metas[2]!.id; // the oldest
+  await snapshotter.pin('ana', undefined, id, 'a note');
+  await snapshotter.pin('ana', undefined, metas[1]!.id);
+  // a note stored before notes were checked (or by another program): controls and a right-to-left
+  // override, longer than what is drawn
+  const note = `kept for \u202Eexe.txt\u0007 the audit\nof march ${'and more words '.repeat(4)}`;
+  const pinFile = join(storeRoot, 'repository', 'pins', id);
+  readFileSync(pinFile); // the pin is there
+  writeFileSync(pinFile, `${JSON.stringify({ pinned_at_ms: Date.now(), note })}\n`);
+  const escaped = note.replace('\u202E', '⟨U+202E⟩').replace('\u0007', '⟨U+0007⟩').replace('\n', '⟨U+000A⟩');
+  // 39 characters of the note, then …; its three controls each drawn as a mark
+  const cut = `${'kept for ⟨U+202E⟩exe.txt⟨U+0007⟩ the audit⟨U+000A⟩of march a'}…`;
+  const { context, page } = await open();
+  try {
+    await login(page, READ_TOKEN);
+    await page.goto(`${url}/#/agent/default/ana`);
+    const inTable = page.locator(`#timeline tr[data-id="${id}"] .pin-note`);
+    await inTable.waitFor();
+    assert.equal(await inTable.textContent(), cut);
+    assert.equal(await inTable.getAttribute('title'), `pin note: ${escaped}`);
+    assert.equal(
+      await page
+        .locator(`#timeline-chart a[data-id="${id}"] title`)
+        .textContent()
+        .then((t) => t?.endsWith(`pinned: ${cut}`)),
+      true,
+    );
+    // a snapshot pinned without a note shows its flag and no note
+    await page.locator(`#timeline tr[data-id="${metas[1]!.id}"] .flag`, { hasText: 'pinned' }).waitFor();
+    assert.equal(await page.locator(`#timeline tr[data-id="${metas[1]!.id}"] .pin-note`).count(), 0);
+    assert.equal(await page.locator('#timeline .pin-note').count(), 1);
+    await page.goto(`${url}/#/snapshot/default/ana/${id}`);
+    const onPage = page.locator('dl.meta .pin-note');
+    await onPage.waitFor();
+    assert.equal(await onPage.textContent(), cut);
+    assert.equal(await onPage.getAttribute('title'), `pin note: ${escaped}`);
+    const text = (await page.textContent('body')) ?? '';
+    assert.ok(!/[\u202e\u0007]/.test(text), 'no control or bidi character reaches the page as it is');
+  } finally {
+    await context.close();
+    await snapshotter.unpin('ana', undefined, id);
+    await snapshotter.unpin('ana', undefined, metas[1]!.id);
   }
 });
 

@@ -51,3 +51,18 @@ const INVISIBLE =
  */
 export const shownName = (s: string): string =>
   s.replace(INVISIBLE, (c) => `⟨U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}⟩`);
+
+/** A pin's note is drawn cut to this many characters (as `list`'s text table: src/cli/format.ts). */
+export const PIN_NOTE_SHOWN = 40;
+
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+
+/**
+ * A pin's note as drawn beside its flag: at most PIN_NOTE_SHOWN user-perceived characters (an emoji or
+ * a flag is not split; a longer note ends in `…`, the whole one is in the tooltip), then through
+ * shownName, as every string a bundle or an operator controls.
+ */
+export function shownPinNote(note: string): string {
+  const parts = [...graphemes.segment(note)].map((g) => g.segment);
+  return shownName(parts.length > PIN_NOTE_SHOWN ? `${parts.slice(0, PIN_NOTE_SHOWN - 1).join('')}…` : note);
+}

@@ -25,6 +25,8 @@ export interface SnapshotMeta {
   created_by?: string;
   signed_by?: string;
   pinned?: boolean;
+  /** The pin's note, whole, when it has one (operator or bundle text: shown through shownName). */
+  pin_note?: string;
 }
 
 export interface Alert {

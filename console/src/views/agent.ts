@@ -5,7 +5,7 @@
 
 import { useState } from 'preact/hooks';
 import { apiPath, call, get, seg } from '../api.js';
-import { bytes, KINDS, kindOf, shortId, shownName, when } from '../format.js';
+import { bytes, KINDS, kindOf, shortId, shownName, shownPinNote, when } from '../format.js';
 import { useLoad } from '../hooks.js';
 import { html } from '../html.js';
 import type { Decision, Rights, SnapshotMeta } from '../types.js';
@@ -48,7 +48,7 @@ function Chart({
         const cy = y(added(m) ?? 0);
         const kind = kindOf(m.created_by);
         return html`<a href=${href(m.id)} class="mark" data-id=${m.id}>
-          <title>${`${when(m.created_at_ms)} · ${kind} · ${m.label !== undefined ? shownName(m.label) : '(no label)'} · added ${bytes(added(m))}`}</title>
+          <title>${`${when(m.created_at_ms)} · ${kind} · ${m.label !== undefined ? shownName(m.label) : '(no label)'} · added ${bytes(added(m))}${m.pinned ? ` · pinned${m.pin_note !== undefined ? `: ${shownPinNote(m.pin_note)}` : ''}` : ''}`}</title>
           <line class=${`stem kind-${kind}`} x1=${cx} y1=${base} x2=${cx} y2=${cy} />
           <circle class=${`dot kind-${kind}`} cx=${cx} cy=${cy} r="5" />
           ${m.pinned ? html`<circle class="pin-ring" cx=${cx} cy=${cy} r="9" />` : null}

@@ -2,7 +2,7 @@
 
 import type { ComponentChildren } from 'preact';
 import { ApiError, seg } from '../api.js';
-import { shownName } from '../format.js';
+import { shownName, shownPinNote } from '../format.js';
 import { html } from '../html.js';
 import type { SnapshotMeta } from '../types.js';
 
@@ -30,6 +30,11 @@ export function Section({ title, children }: { title: string; children?: Compone
 export function Flags({ m }: { m: SnapshotMeta }) {
   return html`<span class="flags">
     ${m.pinned ? html`<span class="flag" title="pinned: retention keeps it">pinned</span>` : null}
+    ${
+      m.pinned && m.pin_note !== undefined
+        ? html`<span class="pin-note" title=${`pin note: ${shownName(m.pin_note)}`}>${shownPinNote(m.pin_note)}</span>`
+        : null
+    }
     ${m.signed_by ? html`<span class="flag" title=${`signed by ${m.signed_by}`}>signed</span>` : null}
     ${m.encrypted ? html`<span class="flag">encrypted</span>` : null}
     ${m.redactions_applied ? html`<span class="flag">redacted</span>` : null}
