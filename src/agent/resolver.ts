@@ -3,8 +3,9 @@
 // `<sqlite_root>/<agent>`, tenant ignored; state files live beside the databases; and the guard that
 // keeps an agent's directories off the snapshot store's own.
 
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { join, resolve } from 'node:path';
 import { InvalidInputError } from '../model/errors.js';
+import { isWithin, STORE_DIRS } from '../store/paths.js';
 
 export interface PathResolver {
   memdir(agentId: string, tenant: string): string;
@@ -59,15 +60,6 @@ export class ClosureResolver implements PathResolver {
   }
 }
 
-/** The snapshot store's own directories under its state root (store/paths.ts and the repository's). */
-const STORE_DIRS = ['tenants', 'repository', 'repository-keys', 'cache'];
-
-/** Whether `path` is `dir` or inside it (both resolved). */
-const within = (dir: string, path: string): boolean => {
-  const rel = relative(dir, path);
-  return rel === '' || !(rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel));
-};
-
 /**
  * Refuses (INVALID_INPUT) an agent whose memdir, database or state directory is one of the snapshot
  * store's own directories, lies inside one, or holds the state root: with the default roots (all the
@@ -86,8 +78,8 @@ export class StoreGuardResolver implements PathResolver {
 
   private checked(what: string, agentId: string, path: string): string {
     const p = resolve(path);
-    const store = STORE_DIRS.map((d) => join(this.stateRoot, d)).find((d) => within(d, p));
-    if (store !== undefined || within(p, this.stateRoot))
+    const store = STORE_DIRS.map((d) => join(this.stateRoot, d)).find((d) => isWithin(d, p));
+    if (store !== undefined || isWithin(p, this.stateRoot))
       throw new InvalidInputError(
         `agent ${agentId}: its ${what} ${p} ${store !== undefined ? `is the snapshot store's own ${store}` : `holds the state root ${this.stateRoot}`}; choose another agent id, or other roots (--memdir-root, --sqlite-root)`,
       );

@@ -287,8 +287,12 @@ export class AlreadyExistsError extends SnapshotError {
   readonly code = 'ALREADY_EXISTS';
   readonly exitCode = ExitCode.refused;
   readonly outcome = 'refused' as const;
-  constructor(readonly path: string) {
-    super(`${path} already exists (pass --force to overwrite)`, { details: { path } });
+  /** `hint`: what to do instead (default: `--force`, for the commands that take it). */
+  constructor(
+    readonly path: string,
+    hint = 'pass --force to overwrite',
+  ) {
+    super(`${path} already exists (${hint})`, { details: { path } });
   }
 }
 

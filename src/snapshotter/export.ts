@@ -5,9 +5,10 @@
 // against the source sibling, verified fully (an encrypted one with the identity, when given; a
 // signature against trusted keys, when given), then published with its sibling. An existing target
 // is never replaced without `force`; a failed export leaves nothing; no directory is ever created (a
-// target ending in `/` or naming a directory means "into it").
+// target ending in `/` or naming a directory means "into it"); nothing is ever written into the store
+// (the bundle itself, by any path, or any directory of the store: checkTarget).
 
-import { rename, stat } from 'node:fs/promises';
+import { realpath, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { Identity } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
@@ -25,12 +26,21 @@ import type { ExportResult, VerifyReport } from '../model/types.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { fsyncDir, publishNoClobber, removeQuietly, tempPathFor } from '../store/atomic.js';
 import type { BundleFile } from '../store/catalog.js';
-import { siblingPathOf } from '../store/paths.js';
+import { isWithin, siblingPathOf, sidecarPathOf } from '../store/paths.js';
+import { pinPathOf } from '../store/pins.js';
 import { readSibling, writeSibling } from '../store/sibling.js';
 import { copyFileHashed } from '../util/hash.js';
 import { problemsError, refused, type VerifyOptions, verifyBundleFile } from '../verify/verify.js';
 import type { ExportOptions } from './interface.js';
 import { repackBundle } from './repack.js';
+
+/** What an export must never write over: the store it reads from. */
+export interface ExportGuard {
+  /** The bundle exported (a bundle store's), whose sibling, sidecar and pin go with it. */
+  source?: string;
+  /** The store's directories (bundles, repository, key pins, caches): no target lies inside one. */
+  store: readonly string[];
+}
 
 export interface ExportBundleOptions extends Omit<ExportOptions, 'decryptIdentity' | 'trust' | 'redact'> {
   identities?: readonly Identity[];
@@ -101,12 +111,13 @@ export async function planExport(
 export async function exportBundle(
   file: BundleFile,
   target: string,
+  store: readonly string[],
   opts: ExportBundleOptions,
 ): Promise<ExportResult> {
   const plan = await planExport(file, opts);
   // a decrypted copy is a plaintext bundle: `<id>.tar.zst`
   const name = file.encrypted && plan.repack ? file.name.replace(/\.age$/i, '') : file.name;
-  return publishExport(name, target, file.path, opts, async (tmp) => {
+  return publishExport(name, target, { source: file.path, store }, opts, async (tmp) => {
     if (plan.repack) {
       const r = await repackBundle({
         source: file.path,
@@ -162,6 +173,54 @@ export interface WrittenCopy {
   redaction?: ExportResult['redaction'];
 }
 
+/** A file's real path and identity (device, inode), when it exists. */
+async function identify(p: string): Promise<{ real: string; dev: number; ino: number } | undefined> {
+  try {
+    const [real, s] = await Promise.all([realpath(p), stat(p)]);
+    return { real, dev: s.dev, ino: s.ino };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Refuses (INVALID_INPUT) a target the copy would be published over inside the store. What is
+ * compared is what the paths are, never how they are spelled: the real path of the target's
+ * directory (so a symbolic link, a bind mount or `..` on the way leads where the kernel goes), and of
+ * an existing target or sibling also its own real path and its device and inode (a link to the bundle).
+ * The bundle itself, its sibling, sidecar or pin: "the bundle itself". Any other place inside one of
+ * the store's directories (another bundle, a lock, a journal, a repository object, a key pin, a cache):
+ * refused too — an export leaves the store, it never writes into it. The publish is a rename, which
+ * replaces the name at the target and never writes into the file it named, so a link elsewhere to a
+ * store file is replaced, not written through.
+ */
+async function checkTarget(dest: string, guard: ExportGuard): Promise<void> {
+  const dir = await realpath(dirname(dest)).catch(() => resolve(dirname(dest)));
+  if (guard.source !== undefined) {
+    const src = guard.source;
+    const own = (
+      await Promise.all([src, siblingPathOf(src), sidecarPathOf(src), pinPathOf(src)].map(identify))
+    ).filter((x) => x !== undefined);
+    for (const t of [dest, siblingPathOf(dest)]) {
+      const at = join(dir, basename(t));
+      const is = await identify(t);
+      if (
+        own.some(
+          (o) => o.real === at || (is && (o.real === is.real || (o.dev === is.dev && o.ino === is.ino))),
+        )
+      )
+        throw new InvalidInputError(`export target ${dest} is the bundle itself (or its sibling)`);
+    }
+  }
+  for (const d of guard.store) {
+    const real = await realpath(d).catch(() => resolve(d));
+    if (isWithin(real, dir))
+      throw new InvalidInputError(
+        `export target ${dest} is inside the snapshot store (${d}): an export is written outside the store`,
+      );
+  }
+}
+
 /**
  * The steps every export shares: where the copy goes (`name` in a directory, or the target file; never
  * a directory created, never an existing file replaced without `force`), `write` into a temporary file
@@ -172,13 +231,12 @@ export interface WrittenCopy {
 export async function publishExport(
   name: string,
   target: string,
-  sourcePath: string | undefined,
+  guard: ExportGuard,
   opts: Pick<ExportBundleOptions, 'force' | 'identities' | 'trust' | 'onProgress'>,
   write: (tmp: string) => Promise<WrittenCopy>,
 ): Promise<ExportResult> {
   const dest = await destinationFor(name, target);
-  if (sourcePath !== undefined && dest === resolve(sourcePath))
-    throw new InvalidInputError('export target is the bundle itself');
+  await checkTarget(dest, guard);
   const destSibling = siblingPathOf(dest);
   if (!opts.force) {
     if (await exists(dest)) throw new AlreadyExistsError(dest);

@@ -3,12 +3,17 @@
 // target may have memory and the restore gate does not apply), or first, before the bundle is restored
 // as that agent as `import` always did (a refused restore forgets the snapshot again). Same agent and
 // tenant (a move between hosts): the snapshot keeps the bundle's id, label, time and creator, and the
-// same bundle imported twice is stored once. Another agent or tenant (a clone): a new id, the time of
-// the import, created_by `import` and the bundle's label. Its origin names the bundle either way.
+// same bundle imported twice is stored once. Another agent or tenant (a clone), or an id another
+// snapshot of the agent holds (in the repository, or another bundle of its own not migrated yet): a
+// new id, the time of the import, created_by `import` and the bundle's label. Its origin names the
+// bundle either way. An encrypted bundle goes only into an encrypted repository (ingest.ts
+// encryptedIntoPlaintext, migrate's rule), refused before anything is staged or created.
 
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { loadIdentities } from '../crypto/age.js';
+import { type Identity, loadIdentities } from '../crypto/age.js';
+import type { Manifest } from '../format/manifest.js';
+import { readManifestOnly } from '../format/reader.js';
 import { type TrustPolicy, trustPolicy } from '../format/signature.js';
 import { asSnapshotError, InvalidInputError, NotFoundError, RestoreRefusedError } from '../model/errors.js';
 import { DEFAULT_TENANT, newSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
@@ -16,8 +21,17 @@ import type { ProgressListener, RestoreReport, RestoreRequest, SignatureInfo } f
 import type { RepoManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { type ListingMeta, listSnapshots, loadSnapshot, saveListing } from '../repository/snapshots.js';
+import { type BundleFile, bundleFiles } from '../store/catalog.js';
 import { STAGING_PREFIX } from '../store/paths.js';
-import { fromBundle, originOf, type StoreTarget, stageBundle, storeStaged } from './ingest.js';
+import {
+  encryptedIntoPlaintext,
+  fromBundle,
+  isEncryptedBundle,
+  originOf,
+  type StoreTarget,
+  stageBundle,
+  storeStaged,
+} from './ingest.js';
 import type { LocalSnapshotter } from './local.js';
 import { restoreAgent } from './restore.js';
 
@@ -93,6 +107,27 @@ export function announceStored(s: LocalSnapshotter, stored: StoredBundle, starte
   });
 }
 
+/**
+ * Whether the bundle file `held` is the bundle of manifest `m` (same id and seals, as fromBundle
+ * compares a stored snapshot's origin); false when its manifest cannot be read.
+ */
+async function sameBundle(
+  held: BundleFile,
+  m: Pick<Manifest, 'snapshot_id' | 'bundle_sha256' | 'manifest_seal'>,
+  identities: readonly Identity[] | undefined,
+): Promise<boolean> {
+  try {
+    const h = (await readManifestOnly(held.path, held.encrypted ? identities : undefined)).parsed.manifest;
+    return (
+      h.snapshot_id === m.snapshot_id &&
+      h.bundle_sha256 === m.bundle_sha256 &&
+      h.manifest_seal === m.manifest_seal
+    );
+  } catch {
+    return false;
+  }
+}
+
 /** `import --store-only` (and the first step of an import into a repository). */
 export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest): Promise<StoredBundle> {
   if (!s.usesRepository())
@@ -112,6 +147,15 @@ export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest):
   const staging = join(dir, `${STAGING_PREFIX}${newSnapshotId()}`);
   try {
     await s.recoverInterrupted(agentId, tenant);
+    // Refused before anything is staged or a repository created: a new one is encrypted when recipients
+    // are configured (as migrate decides).
+    if (await isEncryptedBundle(bundle)) {
+      const encrypted = (await s.repository.exists(true))
+        ? (await s.repository.openForWriting(s.recipients, req.decryptIdentity)).encrypted
+        : s.recipients.length > 0;
+      const refusal = encryptedIntoPlaintext(true, encrypted);
+      if (refusal) throw refusal;
+    }
     await mkdir(staging, { mode: 0o700 });
     const b = await stageBundle(bundle, staging, {
       ...(identities ? { identities } : {}),
@@ -120,6 +164,8 @@ export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest):
     });
     const m = b.manifest;
     const repo = await s.repository.openForWriting(s.recipients, req.decryptIdentity);
+    const refusal = encryptedIntoPlaintext(b.report.age_protected, repo.encrypted);
+    if (refusal) throw refusal;
     const imported_from = { snapshot_id: m.snapshot_id, agent_id: m.agent_id, tenant: m.tenant };
     const signature = b.report.signature;
     const result = (snapshot: ListingMeta, stored: StoredBundle['stored']): StoredBundle => ({
@@ -128,8 +174,13 @@ export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest):
       imported_from,
       ...(signature ? { signature } : {}),
     });
+    // Same agent and tenant: the bundle's own id, unless another snapshot holds it — one in the
+    // repository (not stored from this bundle), or another bundle of the agent (a 0.2 store's, not
+    // migrated yet: two snapshots of one id would hide one another, and migrate could never move that
+    // bundle). That very bundle (same seals) keeps its id: the snapshot is then in both stores, as
+    // between migrate's steps, and migrate finishes the move.
     const same = m.agent_id === agentId && m.tenant === tenant;
-    let idFree = same;
+    let keepId = same;
     if (same) {
       const existing = await loadSnapshot(repo, m.snapshot_id).catch((err: unknown) => {
         if (err instanceof NotFoundError) return undefined;
@@ -139,12 +190,16 @@ export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest):
         const e = existing.manifest;
         if (fromBundle(e, m) && e.agent_id === agentId && e.tenant === tenant)
           return result(await ensureListed(s, repo, e), 'already_present');
-        idFree = false; // another snapshot has this id: a new one
+        keepId = false;
+      } else {
+        const held = (await bundleFiles(dir)).find((f) => f.id === m.snapshot_id);
+        if (held && !(await sameBundle(held, m, identities))) keepId = false;
       }
     }
-    const target: StoreTarget = same
+    // a new id is a new snapshot of the agent (as a clone's): made now, by the import
+    const target: StoreTarget = keepId
       ? {
-          id: idFree ? m.snapshot_id : newSnapshotId(),
+          id: m.snapshot_id,
           agentId,
           tenant,
           ...(m.label !== undefined ? { label: m.label } : {}),

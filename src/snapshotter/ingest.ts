@@ -8,11 +8,12 @@
 // a manifest (v4, v5 signed with the host's key) that keeps the metadata it is given and records the
 // bundle as its `origin`. checkStored verifies a stored snapshot against the bundle it came from before
 // migrate removes the bundle. A failure leaves at most unreferenced packs, which prune removes.
+// encryptedIntoPlaintext is the one rule both import and migrate apply to an encrypted bundle.
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CaptureResult } from '../capture/capture.js';
-import type { Identity } from '../crypto/age.js';
+import { type Identity, readAgeHeader } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, NO_REPO_GIT, ZERO_OID } from '../format/constants.js';
 import type { GitInfo, Manifest, MemdirInfo } from '../format/manifest.js';
@@ -35,7 +36,7 @@ import { type ListingMeta, saveSnapshot, setPinned } from '../repository/snapsho
 import { storeCapture } from '../repository/store-capture.js';
 import { verifyRepoSnapshot } from '../repository/verify-snapshot.js';
 import { toolVersions } from '../util/version.js';
-import { problemsError, refused, verifyBundle } from '../verify/verify.js';
+import { isEncryptedName, problemsError, refused, verifyBundle } from '../verify/verify.js';
 import { capturedFrom } from './repack.js';
 import type { RepositoryStore } from './repository.js';
 
@@ -85,6 +86,36 @@ export function checkStorableMeta(m: Pick<Manifest, 'label' | 'created_by'>, bun
         `the ${field} of bundle ${bundle} is not one a snapshot may have (${problem}): it is not stored; verify and restore still read the bundle`,
       );
   }
+}
+
+/**
+ * Whether the bundle at `path` is age-encrypted, as verify tells (its name ends in `.age`, or it starts
+ * with an age header); false when it cannot be read (staging it reports why).
+ */
+export async function isEncryptedBundle(path: string): Promise<boolean> {
+  if (isEncryptedName(path)) return true;
+  return readAgeHeader(path).then(
+    (h) => h !== undefined,
+    () => false,
+  );
+}
+
+/**
+ * The rule of import and migrate (docs/repository.md §11): an encrypted bundle moves only into an
+ * encrypted repository — into a plaintext one its snapshot would lose its protection, stored in
+ * plaintext. The refusal (ENCRYPTION, exit 7) says the way out, or undefined when the move is allowed.
+ */
+export function encryptedIntoPlaintext(
+  bundleEncrypted: boolean,
+  repositoryEncrypted: boolean,
+): EncryptionError | undefined {
+  if (!bundleEncrypted || repositoryEncrypted) return undefined;
+  return new EncryptionError(
+    'an encrypted bundle moves only into an encrypted repository, and this one is not (the snapshot ' +
+      'would be stored in plaintext): use a repository created with encryption.recipients, or, to keep a ' +
+      'plaintext copy on purpose, decrypt the bundle first (`age -d -i IDENTITY BUNDLE > PLAIN.tar.zst`, or ' +
+      '`export --decrypt` from the store that holds it) and store that',
+  );
 }
 
 /**

@@ -78,7 +78,14 @@ import {
   writeSidecar,
 } from '../store/catalog.js';
 import type { HeldLock } from '../store/lock.js';
-import { SIBLING_EXT, STAGING_PREFIX, StoreLayout, siblingPathOf, sidecarPathOf } from '../store/paths.js';
+import {
+  SIBLING_EXT,
+  STAGING_PREFIX,
+  STORE_DIRS,
+  StoreLayout,
+  siblingPathOf,
+  sidecarPathOf,
+} from '../store/paths.js';
 import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins.js';
 import { writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
@@ -270,6 +277,18 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /** Releases what the snapshotter holds open (a remote repository's connections). */
   async close(): Promise<void> {
     await this.repository.close();
+  }
+
+  /**
+   * The store's own directories, which no export writes into: the state root's (bundles, repository,
+   * key pins, caches) and a local repository's given elsewhere (`--repo`).
+   */
+  storeDirs(): string[] {
+    const place = this.repository.place;
+    return [
+      ...STORE_DIRS.map((d) => join(this.layout.root, d)),
+      ...(place.kind === 'local' ? [resolve(place.path)] : []),
+    ];
   }
 
   /** Whether new snapshots go into the repository (see LocalSnapshotterOptions.store). */
@@ -1368,7 +1387,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         import('../format/signature.js'),
         this.policies(),
       ]);
-      return await exportBundle(file, target, {
+      return await exportBundle(file, target, this.storeDirs(), {
         ...rest,
         redact: redact ?? this.redactExports,
         policy: policies.redaction,

@@ -24,7 +24,7 @@ import {
   InvalidInputError,
   NotFoundError,
 } from '../model/errors.js';
-import { newSnapshotId } from '../model/ids.js';
+import { DEFAULT_TENANT, newSnapshotId } from '../model/ids.js';
 import type { Repository } from '../repository/repository.js';
 import { forgetSnapshot, loadSnapshot, setPinned } from '../repository/snapshots.js';
 import { fsyncDir, removeQuietly } from '../store/atomic.js';
@@ -32,7 +32,15 @@ import { type BundleFile, bundleFiles, bundleMeta, storeAgents } from '../store/
 import { STAGING_PREFIX, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pinNoteOf, pinPathOf } from '../store/pins.js';
 import { ensureListed } from './import.js';
-import { checkStorableMeta, checkStored, fromBundle, originOf, stageBundle, storeStaged } from './ingest.js';
+import {
+  checkStorableMeta,
+  checkStored,
+  encryptedIntoPlaintext,
+  fromBundle,
+  originOf,
+  stageBundle,
+  storeStaged,
+} from './ingest.js';
 import { type LocalSnapshotter, READERS } from './local.js';
 
 /** The steps of one bundle's migration, as reported to `onBundle`. */
@@ -175,12 +183,8 @@ async function migrateOne(
   try {
     const pinned = existsSync(pinPathOf(file.path));
     const note = pinned ? pinNoteOf(file.path) : undefined;
-    if (file.encrypted && !ctx.encrypted)
-      return skipped(
-        new EncryptionError(
-          'an encrypted bundle moves only into an encrypted repository (this one is not: it would be stored in plaintext); the bundle is kept',
-        ),
-      );
+    const plaintext = encryptedIntoPlaintext(file.encrypted, ctx.encrypted);
+    if (plaintext) return skipped(plaintext);
     if (file.encrypted && !ctx.identities)
       return skipped(
         new EncryptionError(
@@ -210,7 +214,10 @@ async function migrateOne(
       const e = existing.manifest;
       if (!fromBundle(e, m) || e.agent_id !== agent || e.tenant !== tenant)
         throw new AlreadyExistsError(
-          `repository snapshot ${file.id} (it was not stored from this bundle; the bundle is kept)`,
+          `repository snapshot ${file.id}`,
+          `another snapshot than this bundle's; the bundle is kept: \`nexo-memory import --store-only ` +
+            `--from ${file.path} --agent ${agent}${tenant === DEFAULT_TENANT ? '' : ` --tenant ${tenant}`}\` ` +
+            'stores it under a new id, after which the bundle and its sibling can be removed',
         );
       resumed = true;
       if (pinned) await setPinned(repo, file.id, true, note);

@@ -153,7 +153,7 @@ export async function exportRepoSnapshot(
   return publishExport(
     exportName(meta.id, encrypted),
     target,
-    undefined,
+    { store: s.storeDirs() },
     {
       ...(force ? { force } : {}),
       ...(decryptIdentity ? { identities: loadIdentities(decryptIdentity) } : {}),

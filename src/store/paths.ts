@@ -11,7 +11,7 @@
 //   <state_root>/tenants/<tenant>/journals/<agent>.restore.json             restore in progress
 // Callers pass validated ids; every path is re-checked to stay under the state root.
 
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { CrossTenantError } from '../model/errors.js';
 
 export const BUNDLE_EXT = '.tar.zst';
@@ -22,6 +22,18 @@ export const PARTIAL_EXT = '.partial';
 export const STAGING_PREFIX = '.staging-';
 export const RESTORE_WORK_PREFIX = '.restore-staging-';
 export const JOURNAL_EXT = '.restore.json';
+
+/**
+ * The snapshot store's own directories under its state root: the bundle store's tenants (bundles,
+ * locks, journals), the repository, its master-key pins and the remote stores' caches.
+ */
+export const STORE_DIRS = ['tenants', 'repository', 'repository-keys', 'cache'] as const;
+
+/** Whether `path` is `dir` or inside it (both absolute and resolved the same way). */
+export function isWithin(dir: string, path: string): boolean {
+  const rel = relative(dir, path);
+  return rel === '' || !(rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel));
+}
 
 const BUNDLE_NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.tar\.zst(\.age)?$/;
 
