@@ -8,10 +8,11 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { closeGate } from '../src/agent/write-gate.js';
-import { ClosureResolver, LocalSnapshotter, WriteGate } from '../src/index.js';
-import { LockTimeoutError, tryAcquire } from '../src/store/lock.js';
-import { gnuExtract, runCli, sampleAgent, startFixture } from './helpers/env.js';
+import { closeGate, gateWantedPath } from '../src/agent/write-gate.js';
+import { ClosureResolver, LocalSnapshotter, WriteGate, WriteGateTimeoutError } from '../src/index.js';
+import { LockTimeoutError, lockWanted, tryAcquire } from '../src/store/lock.js';
+import { runBuiltCli } from './helpers/built-cli.js';
+import { agentConfig, gnuExtract, runCli, sampleAgent, startFixture } from './helpers/env.js';
 
 test('a second snapshot waits for the lock held by another process, then fails with CONCURRENT', async (t) => {
   const a = sampleAgent(t);
@@ -344,6 +345,57 @@ test("write gate of live memory shared by tenants: a writer under either tenant'
   });
 });
 
+test('write gate API: a write() called while closeGate waits does not join the batch in flight; it runs after the closed step', async (t) => {
+  const a = sampleAgent(t);
+  const path = a.snapshotter.layout.writeGatePath('default', 'ana');
+  const gate = WriteGate.forAgent(a.stateRoot, 'ana', 'default', { timeoutMs: 5_000 });
+  const order: string[] = [];
+  let endFirst = () => {};
+  let firstInside = () => {};
+  const inside = new Promise<void>((r) => {
+    firstInside = r;
+  });
+  const first = gate.write(async () => {
+    firstInside();
+    await new Promise<void>((r) => {
+      endFirst = r;
+    });
+    order.push('first left');
+  });
+  await inside;
+  const closing = closeGate(path, 5_000).then((g) => {
+    order.push('closed');
+    return g;
+  });
+  for (let i = 0; i < 200 && !lockWanted(gateWantedPath(path)); i++)
+    await new Promise((r) => setTimeout(r, 5));
+  assert.ok(lockWanted(gateWantedPath(path)), 'the waiting step marks the gate wanted');
+  const second = gate.write(() => {
+    order.push('second');
+  });
+  // a writer that times out while the step waits says so with its own error
+  const short = WriteGate.forAgent(a.stateRoot, 'ana', 'default', { timeoutMs: 50 });
+  await assert.rejects(
+    short.write(() => 1),
+    (err: Error) => {
+      assert.ok(err instanceof WriteGateTimeoutError);
+      assert.equal(err.name, 'WriteGateTimeoutError');
+      return true;
+    },
+  );
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(order, [], 'the second batch waits although the process holds the gate for the first');
+  endFirst();
+  await first;
+  const g = await closing;
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(order, ['first left', 'closed'], 'the step got the gate; the second batch still waits');
+  await g.release();
+  await second;
+  assert.deepEqual(order, ['first left', 'closed', 'second']);
+  assert.equal(lockWanted(gateWantedPath(path)), false, 'no marker is left');
+});
+
 test('closeGate: taken at once when no writer holds the gate, waited for (fairly) while one does', async (t) => {
   const a = sampleAgent(t);
   const path = a.snapshotter.layout.writeGatePath('default', 'ana');
@@ -373,6 +425,60 @@ test('closeGate: taken at once when no writer holds the gate, waited for (fairly
   const busy = tryAcquire(path, 'shared')!;
   await assert.rejects(closeGate(path, 150), LockTimeoutError);
   busy.release();
+});
+
+test('write gate: a busy writer whose batches always overlap cannot starve a snapshot; batches started while it waits wait', async (t) => {
+  const a = sampleAgent(t);
+  const config = agentConfig(a, ['    lock_timeout_secs: 5']);
+  const writer = startFixture(t, 'overlapping-writer.ts', [a.stateRoot, a.sqliteDir, 'ana']);
+  await writer.ready;
+  const r = await runBuiltCli(['snapshot', '--agent', 'ana', '--json', '--config', config]);
+  await new Promise((res) => setTimeout(res, 300)); // the writer resumes
+  await writer.killGroup();
+  assert.equal(r.code, 0, `the snapshot got the gate: ${r.stderr}`);
+  interface Batch {
+    id: number;
+    called: number;
+    entered: number;
+    left: number;
+    error?: string;
+  }
+  const batches = writer
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Batch);
+  assert.deepEqual(
+    batches.filter((b) => b.error),
+    [],
+    'no write failed',
+  );
+  // what the snapshot holds: only whole batches, and every batch up to the last one it holds
+  const x = gnuExtract(t, JSON.parse(r.stdout).bundle_path);
+  const d = new Database(join(x, 'sqlite', 'long_term.sqlite'), { readonly: true });
+  const rows = d.prepare('SELECT id, phase FROM batches').all() as { id: number; phase: string }[];
+  d.close();
+  const started = new Set(rows.filter((row) => row.phase === 'start').map((row) => row.id));
+  const ended = new Set(rows.filter((row) => row.phase === 'end').map((row) => row.id));
+  assert.deepEqual([...started].sort(), [...ended].sort(), 'no batch is in the copy half written');
+  const last = Math.max(...ended);
+  assert.equal(ended.size, last, 'the copy holds batches 1..last');
+  const byId = new Map(batches.map((b) => [b.id, b]));
+  const lastIn = byId.get(last)!;
+  const next = byId.get(last + 1);
+  assert.ok(next, 'the batch after the copy ran once the snapshot released the gate');
+  // batch last+1 was called inside batch `last` (the writer's rule), while the snapshot waited for the
+  // gate: it did not join the writer's shared lock, it entered only after every batch of the copy left
+  assert.ok(next.called < lastIn.left, 'the next batch was called while the last copied one was in flight');
+  const copiedLeft = Math.max(...[...ended].map((id) => byId.get(id)!.left));
+  assert.ok(
+    next.entered > copiedLeft,
+    `batch ${last + 1} waited (entered ${next.entered.toFixed(1)}) until the batches of the copy had left (${copiedLeft.toFixed(1)})`,
+  );
+  assert.ok(
+    batches.some((b) => b.id > last + 1),
+    'the writer resumed: later batches ran after the snapshot',
+  );
 });
 
 test('a CONCURRENT refusal names only a live holder: a killed holder left its record, a release removes its own', async (t) => {

@@ -3,10 +3,19 @@
 // while it copies the agent into staging, so every component of a snapshot shows the same instant.
 // A writer that gets the gate while a killed restore's journal is still pending lets it go and waits
 // for recovery: what it wrote into a half-swapped agent would be lost by the rollback.
+// A batch starts only when no snapshot or restore waits for the gate (its `.wanted` marker lock): joining
+// the shared lock the process already holds would keep the gate open for as long as batches overlap.
 // Protocol for writers in other processes and languages: docs/locking.md ("The write gate").
 
 import { readFileSync } from 'node:fs';
-import { acquire, acquireExclusiveFair, type HeldLock, LockTimeoutError, tryAcquire } from '../store/lock.js';
+import {
+  acquire,
+  acquireExclusiveFair,
+  type HeldLock,
+  LockTimeoutError,
+  lockWanted,
+  tryAcquire,
+} from '../store/lock.js';
 import { StoreLayout } from '../store/paths.js';
 
 export interface WriteGateOptions {
@@ -20,6 +29,7 @@ export interface WriteGateOptions {
 }
 
 export class WriteGateTimeoutError extends Error {
+  override readonly name = 'WriteGateTimeoutError';
   constructor(
     readonly path: string,
     /** The gate was free, but an interrupted restore of this memory waits for `nexo-memory recover`. */
@@ -35,6 +45,18 @@ export class WriteGateTimeoutError extends Error {
 
 /** How often a writer looks again for an interrupted restore's recovery. */
 const RESTORE_POLL_MS = 100;
+/** The longest a writer sleeps between two looks at a waiting snapshot's marker. */
+const WANTED_POLL_MAX_MS = 16;
+
+/**
+ * The lock file a snapshot or restore holds while it waits for the gate at `gatePath` (closeGate): a
+ * batch does not start while it is held, so the batches in flight drain and the gate gets free.
+ */
+export function gateWantedPath(gatePath: string): string {
+  return `${gatePath}.wanted`;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Whether one of `journals` is a restore that started its swap and neither committed nor was rolled
@@ -61,7 +83,10 @@ function restorePending(journals: readonly string[]): boolean {
 
 /**
  * A writer's handle on one agent's gate. In-process writers share one SHARED lock (reference
- * counted), so concurrent write() calls in one process cost one lock round trip.
+ * counted), so concurrent write() calls in one process cost one lock round trip. A write() that starts
+ * while a snapshot or restore waits for the gate does not join it: it waits until that one has had the
+ * gate, so the batches in flight end, the lock is released and the snapshot is not starved. Do not call
+ * write() inside a batch: with a snapshot waiting, the inner call waits for the outer one to end.
  */
 export class WriteGate {
   private held: HeldLock | undefined;
@@ -69,6 +94,7 @@ export class WriteGate {
   private pending: Promise<HeldLock> | undefined;
   private readonly timeoutMs: number;
   private readonly journals: readonly string[];
+  private readonly wanted: string;
 
   constructor(
     readonly path: string,
@@ -76,6 +102,7 @@ export class WriteGate {
   ) {
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.journals = opts.restoreJournals ?? [];
+    this.wanted = gateWantedPath(path);
   }
 
   /** The gate of (tenant, agent) in a snapshot store rooted at `stateRoot`. */
@@ -102,10 +129,12 @@ export class WriteGate {
   }
 
   private async enter(): Promise<void> {
+    const deadline = performance.now() + this.timeoutMs;
+    await this.untilNotWanted(deadline);
     this.holders++;
     if (this.held) return;
     try {
-      this.pending ??= this.acquireUnlessRestorePending();
+      this.pending ??= this.acquireUnlessRestorePending(deadline);
       this.held = await this.pending;
     } catch (err) {
       this.holders--;
@@ -116,15 +145,28 @@ export class WriteGate {
     }
   }
 
-  /** The gate, shared, once no interrupted restore of this memory is pending (waits up to the timeout). */
-  private async acquireUnlessRestorePending(): Promise<HeldLock> {
-    const deadline = performance.now() + this.timeoutMs;
+  /**
+   * Returns once no snapshot or restore waits for the gate (or holds it while marking), looking again
+   * with a short backoff; WriteGateTimeoutError at the deadline.
+   */
+  private async untilNotWanted(deadline: number): Promise<void> {
+    let delay = 1;
+    while (lockWanted(this.wanted)) {
+      const left = deadline - performance.now();
+      if (left <= 0) throw new WriteGateTimeoutError(this.path);
+      await sleep(Math.min(delay, left));
+      delay = Math.min(delay * 2, WANTED_POLL_MAX_MS);
+    }
+  }
+
+  /** The gate, shared, once no interrupted restore of this memory is pending (waits up to the deadline). */
+  private async acquireUnlessRestorePending(deadline: number): Promise<HeldLock> {
     for (;;) {
       const held = await acquire(this.path, 'shared', Math.max(0, deadline - performance.now()));
       if (!restorePending(this.journals)) return held;
       held.release(); // recover() needs the gate closed
       if (performance.now() >= deadline) throw new WriteGateTimeoutError(this.path, true);
-      await new Promise((r) => setTimeout(r, RESTORE_POLL_MS));
+      await sleep(RESTORE_POLL_MS);
     }
   }
 
@@ -144,11 +186,12 @@ export interface ClosedGate {
 
 /**
  * Snapshot/restore side: hold the gate exclusively (no writer inside a batch) for a short step. When no
- * writer holds it, one attempt on this thread takes it at once; otherwise a worker thread waits for it
- * while new batches wait behind, so busy writers cannot starve it.
+ * writer holds it, one attempt on this thread takes it at once; otherwise a worker thread waits for it,
+ * holding the gate's `.wanted` marker and SQLite's PENDING lock, while new batches wait behind (they
+ * neither take the lock nor join their process's), so busy writers cannot starve it.
  */
 export async function closeGate(path: string, timeoutMs: number): Promise<ClosedGate> {
   const now = tryAcquire(path, 'exclusive');
   if (now) return { release: async () => now.release() };
-  return acquireExclusiveFair(path, timeoutMs);
+  return acquireExclusiveFair(path, timeoutMs, gateWantedPath(path));
 }

@@ -5,7 +5,7 @@
 // take part in the protocol (docs/locking.md). Waiting polls with backoff and never blocks the event
 // loop.
 
-import { mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
@@ -164,18 +164,35 @@ export async function acquire(path: string, mode: LockMode, timeoutMs: number): 
 // Fair exclusive acquisition: SQLite's busy handler keeps a PENDING lock while it waits, which stops
 // new shared holders from entering, so a stream of short writer batches cannot starve the waiter.
 // The wait blocks, so it runs in a worker thread that then holds the lock until told to release.
+// With a `wanted` path it first holds that lock file exclusively, until it holds the lock: holders that
+// join a shared lock their process already holds (SQLite grants it without asking the kernel, so the
+// PENDING lock cannot hold them back) look there first (lockWanted).
 const FAIR_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
-const db = new Database(workerData.path, { timeout: workerData.timeoutMs });
+const deadline = Date.now() + workerData.timeoutMs;
+let wanted;
+let db;
+let failure;
 try {
+  if (workerData.wanted) {
+    wanted = new Database(workerData.wanted, { timeout: workerData.timeoutMs });
+    wanted.exec('BEGIN EXCLUSIVE');
+  }
+  db = new Database(workerData.path, { timeout: Math.max(0, deadline - Date.now()) });
   db.exec('BEGIN EXCLUSIVE');
-  parentPort.postMessage('locked');
 } catch (err) {
-  db.close();
-  parentPort.postMessage({ error: String(err && err.message), code: err && err.code });
+  failure = { error: String(err && err.message), code: err && err.code };
+  if (db) db.close();
+}
+if (wanted) {
+  try { if (wanted.inTransaction) wanted.exec('COMMIT'); } finally { wanted.close(); }
+}
+if (failure) {
+  parentPort.postMessage(failure);
   process.exit(0);
 }
+parentPort.postMessage('locked');
 parentPort.on('message', () => {
   try { db.exec('COMMIT'); } finally { db.close(); }
   parentPort.postMessage('released');
@@ -202,11 +219,19 @@ export class WorkerHeldLock {
   }
 }
 
-/** Exclusive lock that waiting shared holders cannot starve (used for the write gate). */
-export async function acquireExclusiveFair(path: string, timeoutMs: number): Promise<WorkerHeldLock> {
+/**
+ * Exclusive lock that waiting shared holders cannot starve (used for the write gate). With `wanted`, the
+ * lock file that says so while it waits (lockWanted): held exclusively from before the wait until the
+ * lock is taken or the wait given up.
+ */
+export async function acquireExclusiveFair(
+  path: string,
+  timeoutMs: number,
+  wanted?: string,
+): Promise<WorkerHeldLock> {
   mkdirSync(dirname(path), { recursive: true });
   const worker = watchWorker(
-    new Worker(FAIR_WORKER, { eval: true, workerData: { driver: driverPath, path, timeoutMs } }),
+    new Worker(FAIR_WORKER, { eval: true, workerData: { driver: driverPath, path, timeoutMs, wanted } }),
   );
   const first = await new Promise<unknown>((resolvePromise, reject) => {
     worker.once('message', resolvePromise);
@@ -217,6 +242,65 @@ export async function acquireExclusiveFair(path: string, timeoutMs: number): Pro
   const f = first as { error?: string; code?: string };
   if (f.code && isBusy(f)) throw new LockTimeoutError(path, readOwner(path));
   throw new Error(`taking lock ${path}: ${f.error ?? 'unknown error'}`);
+}
+
+interface Probe {
+  read: Database.Statement;
+  db: Database.Database;
+  ino: number;
+  checkedAt: number;
+}
+
+/** lockWanted's connections, one per lock file, kept open (opening one costs ~10x a probe). */
+const probes = new Map<string, Probe>();
+/** How often lockWanted makes sure its connection still has the file at the path (it was not replaced). */
+const PROBE_RECHECK_MS = 1_000;
+
+/**
+ * Whether someone holds the lock at `path` exclusively or waits for it (SQLite's PENDING lock), this
+ * process included: a shared lock would be refused now. One read on a kept connection; the file is made
+ * (empty) when missing. Nothing of the lock is held afterwards.
+ */
+export function lockWanted(path: string): boolean {
+  const now = performance.now();
+  let p = probes.get(path);
+  if (p && now - p.checkedAt > PROBE_RECHECK_MS) {
+    p.checkedAt = now;
+    let ino: number | undefined;
+    try {
+      ino = statSync(path).ino;
+    } catch {
+      // removed: made again below
+    }
+    if (ino !== p.ino) {
+      p.db.close();
+      probes.delete(path);
+      p = undefined;
+    }
+  }
+  if (!p) {
+    const db = openLockDb(path);
+    try {
+      p = {
+        db,
+        read: db.prepare('SELECT count(*) FROM sqlite_master'),
+        ino: statSync(path).ino,
+        checkedAt: now,
+      };
+    } catch (err) {
+      db.close();
+      if (isBusy(err)) return true; // the schema could not be read: held exclusively
+      throw err;
+    }
+    probes.set(path, p);
+  }
+  try {
+    p.read.get();
+    return false;
+  } catch (err) {
+    if (isBusy(err)) return true;
+    throw err;
+  }
 }
 
 const ownerPath = (lockPath: string): string => `${lockPath}.owner`;

@@ -6,6 +6,7 @@
 //                                                 …/.staging-<id>/         transient capture dir
 //   <state_root>/tenants/<tenant>/locks/<agent>.lock                        agent lock
 //   <state_root>/tenants/<tenant>/locks/<agent>.gate                        write gate
+//   <state_root>/tenants/<tenant>/locks/<agent>.gate.wanted                 held while the gate is waited for
 //   <state_root>/tenants/<tenant>/locks/<agent>.readers                     exports in progress
 //   <state_root>/tenants/<tenant>/locks/<agent>.<kind>.last                 last automatic snapshot of a kind
 //   <state_root>/tenants/<tenant>/journals/<agent>.restore.json             restore in progress
