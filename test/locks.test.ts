@@ -204,6 +204,24 @@ test('CLI: a garbled agent lock or write gate is IO naming the file and saying i
   }
 });
 
+test("CLI: a garbled marker of the write gate is IO naming it, when a snapshot has to wait for a writer's batch", async (t) => {
+  const a = sampleAgent(t);
+  const wanted = gateWantedPath(a.snapshotter.layout.writeGatePath('default', 'ana'));
+  const writer = startFixture(t, 'hold-gate.ts', [a.stateRoot, 'ana']);
+  await writer.ready;
+  writeFileSync(wanted, 'not a lock '.repeat(200));
+  let r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json']);
+  assert.equal(r.code, 1, r.stderr);
+  const e = JSON.parse(r.stdout).error as { code: string; message: string };
+  assert.equal(e.code, 'IO', r.stdout);
+  assert.ok(e.message.startsWith(`closing the write gate ${wanted}: the lock file is damaged`), e.message);
+  assert.match(e.message, /the lock file is damaged/);
+  await writer.killGroup();
+  rmSync(wanted);
+  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+});
+
 test('lock files are plain SQLite transactions: another process sees them busy', async (t) => {
   const a = sampleAgent(t);
   const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);

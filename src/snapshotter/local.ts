@@ -425,7 +425,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
    * every other sharing tenant's gate that exists are closed, in tenant order (docs/locking.md).
    */
   async closeWriteGate(agentId: string, tenant: string, operation: string): Promise<ClosedGate> {
-    const [{ closeGate }, { LockTimeoutError, lockFileError }] = await this.loadWriteGate();
+    const [{ closeGate }, { LockFileFailure, LockTimeoutError, lockFileError }] = await this.loadWriteGate();
     const closed: ClosedGate[] = [];
     const releaseAll = async () => {
       for (const g of closed.splice(0).reverse()) await g.release();
@@ -445,6 +445,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
           operation,
           'a write batch of its memory writers (write gate)',
         );
+      // the file that failed: the gate, or the marker a wait holds (docs/locking.md)
+      if (err instanceof LockFileFailure) path = err.path;
       throw path
         ? lockFileError(err, 'closing the write gate', path)
         : asSnapshotError(err, 'closing the write gate');

@@ -174,15 +174,17 @@ const deadline = Date.now() + workerData.timeoutMs;
 let wanted;
 let db;
 let failure;
+let file = workerData.wanted;
 try {
   if (workerData.wanted) {
     wanted = new Database(workerData.wanted, { timeout: workerData.timeoutMs });
     wanted.exec('BEGIN EXCLUSIVE');
   }
+  file = workerData.path;
   db = new Database(workerData.path, { timeout: Math.max(0, deadline - Date.now()) });
   db.exec('BEGIN EXCLUSIVE');
 } catch (err) {
-  failure = { error: String(err && err.message), code: err && err.code };
+  failure = { error: String(err && err.message), code: err && err.code, path: file };
   if (db) db.close();
 }
 if (wanted) {
@@ -239,9 +241,21 @@ export async function acquireExclusiveFair(
   });
   if (first === 'locked') return new WorkerHeldLock(worker, path);
   await worker.terminate();
-  const f = first as { error?: string; code?: string };
+  const f = first as { error?: string; code?: string; path?: string };
   if (f.code && isBusy(f)) throw new LockTimeoutError(path, readOwner(path));
-  throw new Error(`taking lock ${path}: ${f.error ?? 'unknown error'}`);
+  throw new LockFileFailure(f.path ?? path, f.code, f.error ?? 'unknown error');
+}
+
+/** acquireExclusiveFair's failure other than a timeout: SQLite's `code` on the lock file at `path`. */
+export class LockFileFailure extends Error {
+  override readonly name = 'LockFileFailure';
+  constructor(
+    readonly path: string,
+    readonly code: string | undefined,
+    message: string,
+  ) {
+    super(`taking lock ${path}: ${message}`);
+  }
 }
 
 interface Probe {
