@@ -470,6 +470,67 @@ test("import and migrate refuse a bundle whose label or created_by no snapshot m
   assert.equal(of(real.id)?.outcome, 'migrated');
 });
 
+test('a snapshot in both stores (a pinned bundle, then import --store-only of it) is one snapshot: listed pinned with its note, delete refused until unpinned, then both copies go', async (t) => {
+  const { a, bundle } = await bundled(t);
+  await bundleSnapshot(a, 'second'); // so the pinned one is not the agent's last
+  const bundlesEnv = { NEXO_MEMORY_STORE_FORMAT: 'bundles' };
+  const root = ['--state-root', a.stateRoot];
+  const id = bundle.id;
+  let r = await runCli(['pin', '--agent', 'ana', '--id', id, '--note', 'keep this one', ...root], {
+    env: bundlesEnv,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  r = await runCli(
+    ['import', '--from', bundle.bundle_path, '--agent', 'ana', '--store-only', '--json', ...root],
+    {
+      env: repoEnv,
+    },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { snapshot: { id: string } }).snapshot.id, id, 'same agent: same id');
+  const listed = async () => {
+    const l = await runCli(['list', '--agent', 'ana', '--json', ...root], { env: repoEnv });
+    assert.equal(l.code, 0, l.stderr);
+    return (
+      JSON.parse(l.stdout) as { id: string; pinned: boolean; pin_note?: string; bundle_path: string }[]
+    ).filter((m) => m.id === id);
+  };
+  let entries = await listed();
+  assert.equal(entries.length, 1, 'listed once');
+  assert.ok(entries[0]!.bundle_path.includes('#'), "the repository's entry");
+  assert.equal(entries[0]!.pinned, true, "the bundle's pin counts");
+  assert.equal(entries[0]!.pin_note, 'keep this one');
+  r = await runCli(['delete', '--agent', 'ana', '--id', id, '--yes', '--json', ...root], { env: repoEnv });
+  assert.equal(r.code, 6, `a pinned copy refuses the delete: ${r.stdout}${r.stderr}`);
+  assert.match(r.stderr, /pinned/);
+  assert.equal(existsSync(bundle.bundle_path), true, 'the bundle is kept');
+  assert.equal((await listed()).length, 1, 'the repository copy is kept');
+  r = await runCli(['unpin', '--agent', 'ana', '--id', id, ...root], { env: repoEnv });
+  assert.equal(r.code, 0, r.stderr);
+  entries = await listed();
+  assert.equal(entries[0]!.pinned, false, 'unpin removes the pin of both copies');
+  assert.equal(entries[0]!.pin_note, undefined);
+  r = await runCli(['delete', '--agent', 'ana', '--id', id, '--yes', '--json', ...root], { env: repoEnv });
+  assert.equal(r.code, 0, r.stderr);
+  const deleted = JSON.parse(r.stdout) as { id: string; removed: string[] };
+  assert.equal(deleted.id, id);
+  assert.equal(deleted.removed.length, 2, JSON.stringify(deleted));
+  assert.ok(deleted.removed[0]!.endsWith(`#${id}`), 'the repository snapshot');
+  assert.equal(deleted.removed[1], bundle.bundle_path, 'and the bundle');
+  assert.equal(existsSync(bundle.bundle_path), false);
+  assert.deepEqual(
+    readdirSync(join(bundle.bundle_path, '..')).filter((n) => n.startsWith(id)),
+    [],
+    'nor its sibling, sidecar or pin',
+  );
+  assert.deepEqual(await listed(), [], 'gone from both stores');
+  r = await runCli(['list', '--agent', 'ana', '--json', ...root], { env: bundlesEnv });
+  assert.equal(
+    (JSON.parse(r.stdout) as { id: string }[]).some((m) => m.id === id),
+    false,
+  );
+});
+
 test('migrate moves every bundle into the repository with its id, label, creator, time and pin; signed again with the host key, the bundle signature recorded; auto picks the repository; a second run has nothing to do', async (t) => {
   const original = signingKeyFile(t);
   const host = signingKeyFile(t);

@@ -224,6 +224,11 @@ export interface DeleteResult {
   agent_id: string;
   tenant: string;
   bundle_path: string;
+  /**
+   * Every copy removed: the bundle file, or the repository snapshot (`<repository>#<id>`) and, when the
+   * snapshot was in both stores, its bundle too.
+   */
+  removed: string[];
 }
 
 /** Callbacks around the swap, so a host runtime can pause its workers and reopen its DB handles. */

@@ -183,6 +183,24 @@ export const REMOVERS = 'a delete, migrate or gc of its snapshot bundles';
 
 const reported = new WeakSet<object>();
 
+/** The bundle of snapshot `id` in the agent's directory, when there is one (exact id: a repository snapshot's). */
+async function bundleCopyOf(dir: string, id: string): Promise<BundleFile | undefined> {
+  return (await bundleFiles(dir)).find((f) => f.id === id);
+}
+
+/** Deletes a bundle with its sibling, sidecar and pin (the bundle first: what a kill leaves is a leftover). */
+async function removeBundleFiles(dir: string, path: string): Promise<void> {
+  try {
+    await unlink(path);
+    await removeQuietly(siblingPathOf(path));
+    await removeQuietly(sidecarPathOf(path));
+    await removeQuietly(pinPathOf(path));
+    await fsyncDir(dir);
+  } catch (err) {
+    throw asSnapshotError(err, `deleting ${path}`);
+  }
+}
+
 /** A pinned snapshot is kept until it is unpinned: by retention, and by delete (docs/decisions.md). */
 const pinnedError = (id: string) =>
   new RetentionError(`refusing to delete snapshot ${id}: it is pinned (unpin it first)`);
@@ -1061,9 +1079,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
       id = await this.snapshotRef(a, t, id);
       const inRepository = await this.repository.find(a, t, id);
       if (inRepository) {
+        // a bundle of the same id (stored, not removed yet) is the same snapshot: its pin goes too
         const was = inRepository.pinned === true;
         await this.repository.setPinned(inRepository.id, false);
-        return was;
+        const copy = await bundleCopyOf(this.layout.snapshotsDir(t, a), inRepository.id);
+        const bundleWas = copy ? await unpinBundle(copy.path) : false;
+        return was || bundleWas;
       }
       const file = await locate(this.layout.snapshotsDir(t, a), id);
       return await unpinBundle(file.path);
@@ -1082,9 +1103,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
     for (const w of warnings) this.warn(w);
     if (inRepository.length === 0) return metas;
     if (metas.length === 0) return inRepository; // already newest first (a repository may list 10,000)
-    // a bundle migrate has stored but not removed yet (it was interrupted) is listed once
+    // A snapshot in both stores (a bundle migrate or `import --store-only` stored but did not remove) is
+    // one snapshot, listed once (the repository's), pinned when either copy is (with its note).
+    const bundles = new Map(metas.map((m) => [m.id, m]));
     const ids = new Set(inRepository.map((m) => m.id));
-    return [...inRepository, ...metas.filter((m) => !ids.has(m.id))].sort(
+    const merged = inRepository.map((m) => {
+      const b = bundles.get(m.id);
+      if (!b?.pinned || m.pinned) return m;
+      return { ...m, pinned: true, ...(b.pin_note !== undefined ? { pin_note: b.pin_note } : {}) };
+    });
+    return [...merged, ...metas.filter((m) => !ids.has(m.id))].sort(
       (x, y) => y.created_at_ms - x.created_at_ms || (x.id < y.id ? 1 : -1),
     );
   }
@@ -1290,8 +1318,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     id = await this.snapshotRef(a, t, id);
     const inRepository = await this.repository.find(a, t, id);
+    const dir = this.layout.snapshotsDir(t, a);
     if (inRepository) {
       const lock = await this.lockAgent(a, t, 'delete');
+      let readers: HeldLock | undefined;
       try {
         // The last snapshot is the last real one (stop 45): a listing entry without its manifest (or
         // with another agent's) counts for nothing here, as for retention. Deleting such an entry is
@@ -1303,13 +1333,35 @@ export class LocalSnapshotter implements MemorySnapshotter {
             throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
         }
         if (inRepository.pinned) throw pinnedError(inRepository.id);
+        // A bundle of the same id (stored by migrate or `import --store-only`, not removed yet) is the
+        // same snapshot: refused when it is pinned, and removed with it (first: until the repository
+        // copy is forgotten, list shows the snapshot unchanged, and a kill leaves a delete to repeat).
+        const copy = await bundleCopyOf(dir, inRepository.id);
+        if (copy) {
+          if (existsSync(pinPathOf(copy.path))) throw pinnedError(inRepository.id);
+          readers = await this.takeLock(
+            this.layout.readersLockPath(t, a),
+            'exclusive',
+            a,
+            t,
+            'delete',
+            READERS,
+          );
+          await removeBundleFiles(dir, copy.path);
+        }
         await this.repository.forget(inRepository.id, { agentId: a, tenant: t });
-        return { id: inRepository.id, agent_id: a, tenant: t, bundle_path: inRepository.bundle_path };
+        return {
+          id: inRepository.id,
+          agent_id: a,
+          tenant: t,
+          bundle_path: inRepository.bundle_path,
+          removed: [inRepository.bundle_path, ...(copy ? [copy.path] : [])],
+        };
       } finally {
+        readers?.release();
         lock.release();
       }
     }
-    const dir = this.layout.snapshotsDir(t, a);
     const file = await locate(dir, id);
     const lock = await this.lockAgent(a, t, 'delete');
     let readers: HeldLock | undefined;
@@ -1326,16 +1378,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
         throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
       }
       if (existsSync(pinPathOf(file.path))) throw pinnedError(file.id);
-      try {
-        await unlink(file.path);
-        await removeQuietly(siblingPathOf(file.path));
-        await removeQuietly(sidecarPathOf(file.path));
-        await removeQuietly(pinPathOf(file.path));
-        await fsyncDir(dir);
-      } catch (err) {
-        throw asSnapshotError(err, `deleting ${file.path}`);
-      }
-      return { id: file.id, agent_id: a, tenant: t, bundle_path: file.path };
+      await removeBundleFiles(dir, file.path);
+      return { id: file.id, agent_id: a, tenant: t, bundle_path: file.path, removed: [file.path] };
     } finally {
       readers?.release();
       lock.release();
