@@ -24,7 +24,7 @@ import { OperationTracker } from '../src/server/tracker.js';
 import type { MigrateReport } from '../src/snapshotter/migrate.js';
 import { verifyBundleFile } from '../src/verify/verify.js';
 import { forgeBundle, readEntries } from './helpers/bundles.js';
-import { type Agent, gnuExtract, gnuList, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { type Agent, agentConfig, gnuExtract, gnuList, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import {
   assertMigrated,
   bundleStore,
@@ -565,6 +565,46 @@ test('migrate moves every bundle into the repository with its id, label, creator
   // new snapshots of this state root go into the repository
   const next = await snapshotterOf(a, { store: 'auto' }).snapshot({ agentId: 'ana' });
   assert.ok(next.bundle_path.includes('#'), next.bundle_path);
+});
+
+test('migrate of a bundle already stored unsigned by import --store-only stores it again signed with signing.key_path (the copy forgotten, its pin and note kept), as a fresh migrate would', async (t) => {
+  const { a, bundle } = await bundled(t);
+  const root = ['--state-root', a.stateRoot];
+  const id = bundle.id;
+  let r = await runCli(
+    ['import', '--from', bundle.bundle_path, '--agent', 'ana', '--store-only', '--json', ...root],
+    {
+      env: repoEnv,
+    },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  r = await runCli(['pin', '--agent', 'ana', '--id', id, '--note', 'pinned after import', ...root], {
+    env: repoEnv,
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const key = signingKeyFile(t);
+  const cfg = agentConfig(a, ['    signing:', `      key_path: ${JSON.stringify(key.path)}`]);
+  r = await runCli(['migrate', '--json', '--config', cfg], { env: repoEnv });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const report = JSON.parse(r.stdout) as MigrateReport;
+  const one = report.results.find((b) => b.id === id);
+  assert.equal(one?.outcome, 'migrated', JSON.stringify(report));
+  assert.equal(one?.stored_again, true, 'the unsigned copy was not taken as it was');
+  assert.equal(one?.resumed, undefined);
+  assert.equal(one?.signed_by, key.keyId, 'signed with the configured key');
+  assert.equal(one?.pinned, true, "the copy's pin");
+  assert.equal(existsSync(bundle.bundle_path), false, 'the bundle went once its signed copy was checked');
+  r = await runCli(['verify', '--agent', 'ana', '--id', id, '--json', '--config', cfg], { env: repoEnv });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.equal((JSON.parse(r.stdout) as { signature?: { key_id?: string } }).signature?.key_id, key.keyId);
+  r = await runCli(['list', '--agent', 'ana', '--json', '--config', cfg], { env: repoEnv });
+  const listed = (JSON.parse(r.stdout) as { id: string; pinned: boolean; pin_note?: string }[]).filter(
+    (m) => m.id === id,
+  );
+  assert.deepEqual(
+    listed.map((m) => [m.pinned, m.pin_note]),
+    [[true, 'pinned after import']],
+  );
 });
 
 test('migrate leaves what cannot move, with a clear line: a damaged bundle fails (exit 2), an encrypted one into a plaintext repository is skipped; into an encrypted repository with the identity it moves', async (t) => {

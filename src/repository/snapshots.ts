@@ -366,6 +366,17 @@ export async function forgetSnapshot(repo: Pick<Repository, 'backend'>, id: stri
   await repo.backend.remove({ type: 'snapshots', name: id });
 }
 
+/** Whether snapshot `id` is pinned (its `pins` object exists, whatever its listing says), and the note. */
+export async function pinOf(
+  repo: Pick<Repository, 'backend'>,
+  id: string,
+): Promise<{ pinned: boolean; note?: string }> {
+  const bytes = await loadIfPresent(repo.backend, { type: 'pins', name: id }, PIN_MAX);
+  if (bytes === undefined) return { pinned: false };
+  const note = pinNoteIn(bytes);
+  return { pinned: true, ...(note !== undefined ? { note } : {}) };
+}
+
 export async function setPinned(
   repo: Pick<Repository, 'backend'>,
   id: string,

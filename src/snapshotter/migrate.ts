@@ -5,7 +5,9 @@
 // manifest, is recorded in `origin` as checked); the stored snapshot is checked against the bundle
 // (ingest.ts checkStored), and only then are the bundle, its sibling, sidecar and pin removed. Every
 // step is idempotent, so a run killed at any instant is finished by the next one: a snapshot stored
-// from the same bundle is checked and its bundle removed; leftovers are removed under the agent lock. A
+// from the same bundle is checked and its bundle removed (one not signed with the configured key, as
+// `import --store-only` may store it, is forgotten and the bundle stored again, signed); leftovers are
+// removed under the agent lock. A
 // bundle that cannot move (damaged, untrusted, encrypted without the identity or into a plaintext
 // repository, busy) stays where it is, and the report says why.
 
@@ -26,11 +28,11 @@ import {
 } from '../model/errors.js';
 import { DEFAULT_TENANT, newSnapshotId } from '../model/ids.js';
 import type { Repository } from '../repository/repository.js';
-import { forgetSnapshot, loadSnapshot, setPinned } from '../repository/snapshots.js';
+import { forgetSnapshot, loadSnapshot, pinOf, setPinned } from '../repository/snapshots.js';
 import { fsyncDir, removeQuietly } from '../store/atomic.js';
 import { type BundleFile, bundleFiles, bundleMeta, storeAgents } from '../store/catalog.js';
 import { STAGING_PREFIX, siblingPathOf, sidecarPathOf } from '../store/paths.js';
-import { pinNoteOf, pinPathOf } from '../store/pins.js';
+import { pin as pinBundle, pinNoteOf, pinPathOf } from '../store/pins.js';
 import { ensureListed } from './import.js';
 import {
   checkStorableMeta,
@@ -63,6 +65,12 @@ export interface MigratedBundle {
   outcome: 'migrated' | 'skipped' | 'failed';
   /** Stored by an earlier run that was interrupted; checked and its bundle removed by this one. */
   resumed?: boolean;
+  /**
+   * Already in the repository but not signed with the configured signing key (stored by
+   * `import --store-only` unsigned, or under another key): that copy was forgotten and the bundle
+   * stored again, signed, as a fresh migrate stores it.
+   */
+  stored_again?: boolean;
   pinned?: boolean;
   /** The bundle's signature as checked at migration (key id and status). */
   signature?: { key_id: string; status: string };
@@ -181,8 +189,8 @@ async function migrateOne(
   const base = { id: file.id, agent_id: agent, tenant, bundle_path: file.path };
   const step = (st: MigrateStep) => ctx.opts.onBundle?.({ id: file.id, agent_id: agent, tenant, step: st });
   try {
-    const pinned = existsSync(pinPathOf(file.path));
-    const note = pinned ? pinNoteOf(file.path) : undefined;
+    let pinned = existsSync(pinPathOf(file.path));
+    let note = pinned ? pinNoteOf(file.path) : undefined;
     const plaintext = encryptedIntoPlaintext(file.encrypted, ctx.encrypted);
     if (plaintext) return skipped(plaintext);
     if (file.encrypted && !ctx.identities)
@@ -210,6 +218,7 @@ async function migrateOne(
     });
     let added: number | undefined;
     let resumed = false;
+    let storedAgain = false;
     if (existing) {
       const e = existing.manifest;
       if (!fromBundle(e, m) || e.agent_id !== agent || e.tenant !== tenant)
@@ -219,15 +228,34 @@ async function migrateOne(
             `--from ${file.path} --agent ${agent}${tenant === DEFAULT_TENANT ? '' : ` --tenant ${tenant}`}\` ` +
             'stores it under a new id, after which the bundle and its sibling can be removed',
         );
-      resumed = true;
-      if (pinned) await setPinned(repo, file.id, true, note);
-      await ensureListed(s, repo, e);
-    } else {
+      if (ctx.signingKey && e.signature?.key_id !== ctx.signingKey.keyId) {
+        // Stored unsigned (`import --store-only` without a key) or with another key: not as this
+        // migrate stores it. Objects are never rewritten (docs/repository.md §1), so once the bundle
+        // (still here) is verified again, that copy is forgotten and the bundle stored again, signed.
+        storedAgain = true;
+      } else {
+        resumed = true;
+        if (pinned) await setPinned(repo, file.id, true, note);
+        await ensureListed(s, repo, e);
+      }
+    }
+    if (!existing || storedAgain) {
       await withStaging(dir, async (staging) => {
         const b = await stageBundle(file.path, staging, {
           ...(ctx.identities ? { identities: ctx.identities } : {}),
           trust: ctx.trust,
         });
+        if (storedAgain) {
+          // the copy's pin goes onto the bundle first: a kill between the forget and the store leaves
+          // the bundle, pinned, for the next run
+          const copy = await pinOf(repo, file.id);
+          if (copy.pinned && (!pinned || (!note && copy.note))) {
+            note ??= copy.note;
+            pinned = true;
+            await pinBundle(file.path, note);
+          }
+          await s.repository.locked(repo, false, 'forget', () => forgetSnapshot(repo, file.id));
+        }
         const meta = await storeStaged(
           s.repository,
           repo,
@@ -266,6 +294,7 @@ async function migrateOne(
       ...base,
       outcome: 'migrated',
       ...(resumed ? { resumed: true } : {}),
+      ...(storedAgain ? { stored_again: true } : {}),
       pinned,
       ...(sig ? { signature: sig } : {}),
       ...(stored.signature ? { signed_by: stored.signature.key_id } : {}),
