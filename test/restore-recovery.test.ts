@@ -55,6 +55,56 @@ async function agentWithSnapshot(t: TestContext): Promise<{ a: Agent; bundle: st
   return { a, bundle: join(a.root, template.bundle) };
 }
 
+/**
+ * A full `import` into a repository store killed (-9, the built CLI) after it stored the snapshot and
+ * before or after its restore committed: the recovery (`recover`, or the next operation on the agent)
+ * forgets the snapshot unless the restore had committed, and a retry stores one, not a clone beside it.
+ */
+for (const [point, committed, then] of [
+  ['import.stored', false, 'recover'],
+  ['restore.journal.prepared', false, 'retry'],
+  ['restore.journal.committed', true, 'recover'],
+] as const) {
+  test(`kill -9 of import after it stored the snapshot (${point}): ${committed ? 'kept, the restore had committed' : `forgotten again by the ${then === 'recover' ? 'recovery' : 'retry'}`}`, async (t) => {
+    const { a, bundle } = await agentWithSnapshot(t);
+    const env = { NEXO_MEMORY_STORE_FORMAT: 'repository', NEXO_MEMORY_RESTORE_ALLOW: 'true' };
+    const cli = (args: string[], extra: NodeJS.ProcessEnv = {}) =>
+      runBuiltCli([...args, '--json', ...a.flags], { env: { ...env, ...extra } });
+    const listed = async () => {
+      const r = await runBuiltCli(['list', '--agent', 'carl', '--json', '--state-root', a.stateRoot], {
+        env,
+      });
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { id: string }[]).map((m) => m.id);
+    };
+    const record = a.snapshotter.layout.importRecordPath('default', 'carl');
+    let r = await cli(['import', '--from', bundle, '--agent', 'carl'], {
+      NEXO_MEMORY_FAULTS: `${point}=kill`,
+    });
+    assert.equal(r.stdout, '', `killed at ${point}: ${r.stderr}`);
+    assert.ok(existsSync(record), 'the import left its record');
+    const stored = (JSON.parse(readFileSync(record, 'utf8')) as { snapshot_id: string }).snapshot_id;
+    assert.deepEqual(await listed(), [stored], 'the snapshot was stored before the kill');
+    if (then === 'recover') {
+      r = await cli(['recover', '--agent', 'carl']);
+      assert.equal(r.code, 0, r.stderr);
+      const [recovered] = JSON.parse(r.stdout) as { outcome: string; forgotten_snapshot?: string }[];
+      assert.equal(recovered?.outcome, committed ? 'completed' : 'cleaned', r.stdout);
+      assert.equal(recovered.forgotten_snapshot, committed ? undefined : stored, r.stdout);
+      assert.equal(existsSync(record), false, 'the record is removed');
+      assert.deepEqual(await listed(), committed ? [stored] : [], 'listed exactly when the agent has it');
+      assert.equal(existsSync(join(a.memdirRoot, 'carl')), committed);
+      if (committed) return;
+    }
+    // a retry of the same import: one snapshot of carl, not a second clone
+    r = await cli(['import', '--from', bundle, '--agent', 'carl']);
+    assert.equal(r.code, 0, r.stderr);
+    const again = (JSON.parse(r.stdout) as { stored_snapshot: string }).stored_snapshot;
+    assert.deepEqual(await listed(), [again]);
+    assert.equal(existsSync(record), false);
+  });
+}
+
 const KILL_POINTS = [
   ['restore.journal.prepared', 'old'],
   ['restore.swap.sqlite.long_term.aside', 'old'],

@@ -279,7 +279,10 @@ export function formatRecover(results: RecoverSweepEntry[]): string {
         r.outcome === 'cleaned'
           ? 'no interrupted restore'
           : `restore ${r.restore_id} ${r.outcome.replace('_', ' ')}`;
-      return `${r.agent_id} (tenant ${r.tenant}): ${what}${left ? `; ${left} leftover(s) of killed operations removed or completed` : ''}`;
+      const forgot = r.forgotten_snapshot
+        ? `; snapshot ${r.forgotten_snapshot} of an interrupted import forgotten`
+        : '';
+      return `${r.agent_id} (tenant ${r.tenant}): ${what}${forgot}${left ? `; ${left} leftover(s) of killed operations removed or completed` : ''}`;
     })
     .join('\n');
 }

@@ -369,6 +369,11 @@ export interface RecoverResult {
    * bundles completed (their sibling and sidecar rewritten): their paths.
    */
   leftovers_removed?: string[];
+  /**
+   * A repository snapshot an interrupted import had stored, forgotten because its restore never
+   * committed (the import's record is then among `leftovers_removed`).
+   */
+  forgotten_snapshot?: string;
 }
 
 /**

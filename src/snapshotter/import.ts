@@ -1,7 +1,9 @@
 // Owns `import` when the store is a repository: the bundle (v1 included) becomes a snapshot of the
 // target agent in the repository (ingest.ts) — alone with `storeOnly` (nothing live changes, so the
 // target may have memory and the restore gate does not apply), or first, before the bundle is restored
-// as that agent as `import` always did (a refused restore forgets the snapshot again). Same agent and
+// as that agent as `import` always did (a refused restore forgets the snapshot again), both under one hold
+// of the agent lock: a record written before the snapshot is stored and removed when the restore commits
+// lets the recovery forget it after a kill (docs/restore.md, "Crash safety"). Same agent and
 // tenant (a move between hosts): the snapshot keeps the bundle's id, label, time and creator, and the
 // same bundle imported twice is stored once. Another agent or tenant (a clone), or an id another
 // snapshot of the agent holds (in the repository, or another bundle of its own not migrated yet): a
@@ -9,20 +11,36 @@
 // bundle either way. An encrypted bundle goes only into an encrypted repository (ingest.ts
 // encryptedIntoPlaintext, migrate's rule), refused before anything is staged or created.
 
-import { mkdir, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import type { Manifest } from '../format/manifest.js';
 import { readManifestOnly } from '../format/reader.js';
 import { type TrustPolicy, trustPolicy } from '../format/signature.js';
-import { asSnapshotError, InvalidInputError, NotFoundError, RestoreRefusedError } from '../model/errors.js';
-import { DEFAULT_TENANT, newSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
+import {
+  asSnapshotError,
+  InvalidInputError,
+  IoError,
+  JournalDamagedError,
+  NotFoundError,
+  RestoreRefusedError,
+} from '../model/errors.js';
+import {
+  DEFAULT_TENANT,
+  newSnapshotId,
+  parseSnapshotId,
+  validateAgentId,
+  validateTenant,
+} from '../model/ids.js';
 import type { ProgressListener, RestoreReport, RestoreRequest, SignatureInfo } from '../model/types.js';
 import type { RepoManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { type ListingMeta, listSnapshots, loadSnapshot, saveListing } from '../repository/snapshots.js';
+import { writeFileAtomic } from '../store/atomic.js';
 import { type BundleFile, bundleFiles } from '../store/catalog.js';
 import { STAGING_PREFIX } from '../store/paths.js';
+import { faultPoint } from '../util/faults.js';
 import {
   encryptedIntoPlaintext,
   fromBundle,
@@ -128,12 +146,44 @@ async function sameBundle(
   }
 }
 
-/** `import --store-only` (and the first step of an import into a repository). */
+/** `import --store-only`: stores the bundle under the agent lock. */
 export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest): Promise<StoredBundle> {
+  checkRepositoryStore(s);
+  const agentId = validateAgentId(req.agentId);
+  const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
+  await mkdir(s.layout.snapshotsDir(tenant, agentId), { recursive: true });
+  const lock = await s.lockAgent(agentId, tenant, 'import');
+  try {
+    await s.recoverInterrupted(agentId, tenant);
+    return await storeBundleLocked(s, req);
+  } finally {
+    lock.release();
+  }
+}
+
+function checkRepositoryStore(s: LocalSnapshotter): void {
   if (!s.usesRepository())
     throw new InvalidInputError(
       'storing a bundle needs the repository store (store.format: repository, or `nexo-memory migrate` first)',
     );
+}
+
+/** What an import's record holds: the snapshot it stored and has not restored yet. */
+export interface ImportRecord {
+  snapshot_id: string;
+  bundle: string;
+  created_at_ms: number;
+}
+
+/**
+ * Stores the bundle (the caller holds the agent lock). With `recordPath`, a snapshot stored new is
+ * first written there (ImportRecord): a full import's record, which its restore removes at the commit.
+ */
+async function storeBundleLocked(
+  s: LocalSnapshotter,
+  req: StoreBundleRequest,
+  recordPath?: string,
+): Promise<StoredBundle> {
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
   const bundle = resolve(req.bundle);
@@ -143,10 +193,8 @@ export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest):
   const signingKey = policies.signingKey(); // an unreadable key fails before anything is written
   const dir = s.layout.snapshotsDir(tenant, agentId);
   await mkdir(dir, { recursive: true });
-  const lock = await s.lockAgent(agentId, tenant, 'import');
   const staging = join(dir, `${STAGING_PREFIX}${newSnapshotId()}`);
   try {
-    await s.recoverInterrupted(agentId, tenant);
     // Refused before anything is staged or a repository created: a new one is encrypted when recipients
     // are configured (as migrate decides).
     if (await isEncryptedBundle(bundle)) {
@@ -214,13 +262,41 @@ export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest):
           createdAtMs: Date.now(),
           createdBy: 'import',
         };
-    return result(await storeStaged(s.repository, repo, b, target, originOf(b, 'import'), signingKey), 'new');
+    if (recordPath) {
+      // before the snapshot exists: a kill from here until the restore commits leaves the record, and
+      // the recovery forgets the snapshot (docs/restore.md, "Crash safety")
+      const record: ImportRecord = { snapshot_id: target.id, bundle, created_at_ms: Date.now() };
+      await mkdir(dirname(recordPath), { recursive: true });
+      await writeFileAtomic(recordPath, `${JSON.stringify(record)}\n`);
+    }
+    const stored = await storeStaged(s.repository, repo, b, target, originOf(b, 'import'), signingKey);
+    faultPoint('import.stored');
+    return result(stored, 'new');
   } catch (err) {
     throw asSnapshotError(err, `storing ${bundle}`);
   } finally {
     await rm(staging, { recursive: true, force: true }).catch(() => {});
-    lock.release();
   }
+}
+
+/** The import record at `path`, or undefined when there is none; one that cannot be read is damage. */
+export async function readImportRecord(path: string): Promise<ImportRecord | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new IoError(`reading import record ${path}`, err);
+  }
+  try {
+    const r = JSON.parse(text) as Partial<ImportRecord> | null;
+    if (typeof r?.snapshot_id === 'string' && parseSnapshotId(r.snapshot_id) === r.snapshot_id)
+      return r as ImportRecord;
+  } catch {}
+  throw new JournalDamagedError(
+    path,
+    'not an import record: move it aside and list the agent (its import may have left a snapshot to delete)',
+  );
 }
 
 /**
@@ -236,22 +312,38 @@ export async function importIntoRepository(s: LocalSnapshotter, req: RestoreRequ
     throw new RestoreRefusedError(
       `agent ${agentId} (tenant ${tenant}) already has memory; pass --force to replace it`,
     );
-  const stored = await storeBundle(s, {
-    bundle: req.bundle,
-    agentId,
-    tenant,
-    ...(req.decryptIdentity ? { decryptIdentity: req.decryptIdentity } : {}),
-    ...(req.trust ? { trust: req.trust } : {}),
-    ...(req.requireSignature !== undefined ? { requireSignature: req.requireSignature } : {}),
-    ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+  checkRepositoryStore(s);
+  const bundle = req.bundle;
+  const recordPath = s.layout.importRecordPath(tenant, agentId);
+  let stored: StoredBundle | undefined;
+  // Stored and restored under one hold of the agent lock (restore.ts calls these): the import record
+  // written before the snapshot is stored is removed when the restore commits, so a kill anywhere in
+  // between leaves it, and the recovery (the next operation on the agent, or `recover`) forgets the
+  // snapshot again, as a restore that fails here does.
+  const report = await restoreAgent(s, req, {
+    beforeRestore: async () => {
+      stored = await storeBundleLocked(
+        s,
+        {
+          bundle,
+          agentId,
+          tenant,
+          ...(req.decryptIdentity ? { decryptIdentity: req.decryptIdentity } : {}),
+          ...(req.trust ? { trust: req.trust } : {}),
+          ...(req.requireSignature !== undefined ? { requireSignature: req.requireSignature } : {}),
+          ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+        },
+        recordPath,
+      );
+    },
+    afterCommit: () => rm(recordPath, { force: true }),
+    onFailure: async () => {
+      if (stored?.stored !== 'new' || !existsSync(recordPath)) return; // none stored, or committed
+      await s.repository.forget(stored.snapshot.id, { agentId, tenant });
+      await rm(recordPath, { force: true });
+    },
   });
-  try {
-    const report = await restoreAgent(s, req);
-    // announced once it stays: a refused restore forgets the snapshot again
-    announceStored(s, stored, started);
-    return { ...report, stored_snapshot: stored.snapshot.id };
-  } catch (err) {
-    if (stored.stored === 'new') await s.repository.forget(stored.snapshot.id).catch(() => {});
-    throw err;
-  }
+  // announced once it stays: a refused restore forgets the snapshot again
+  announceStored(s, stored!, started);
+  return { ...report, stored_snapshot: stored!.snapshot.id };
 }

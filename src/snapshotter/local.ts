@@ -883,6 +883,23 @@ export class LocalSnapshotter implements MemorySnapshotter {
         await gate.release();
       }
     }
+    // An import that stored a snapshot and was killed before its restore committed (its record is
+    // removed at the commit): the snapshot is forgotten again, as the import does when its restore fails.
+    const importPath = this.layout.importRecordPath(tenant, agentId);
+    let forgotten: string | undefined;
+    if (existsSync(importPath)) {
+      const { readImportRecord } = await import('./import.js');
+      const record = await readImportRecord(importPath);
+      if (record && recovered?.outcome !== 'completed') {
+        await this.repository.forget(record.snapshot_id, { agentId, tenant });
+        forgotten = record.snapshot_id;
+        warn(
+          `forgot snapshot ${record.snapshot_id}: an interrupted import of agent ${agentId} stored it but its restore never committed`,
+        );
+      }
+      await unlink(importPath);
+      cleaned.push(importPath);
+    }
     const memdir = this.resolver.memdir(agentId, tenant);
     const sqliteDir = this.resolver.sqliteDir(agentId, tenant);
     for (const p of await restoreLeftovers({ memdir, sqliteDir }, list)) {
@@ -921,9 +938,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
       warn(`completed bundle ${file.name}: it verified, its sibling and sidecar were rewritten`);
       cleaned.push(file.path);
     }
-    if (recovered) return cleaned.length ? { ...recovered, leftovers_removed: cleaned } : recovered;
+    const also = forgotten ? { forgotten_snapshot: forgotten } : {};
+    if (recovered)
+      return cleaned.length
+        ? { ...recovered, leftovers_removed: cleaned, ...also }
+        : { ...recovered, ...also };
     return cleaned.length
-      ? { agent_id: agentId, tenant, outcome: 'cleaned', leftovers_removed: cleaned }
+      ? { agent_id: agentId, tenant, outcome: 'cleaned', leftovers_removed: cleaned, ...also }
       : undefined;
   }
 

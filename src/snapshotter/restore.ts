@@ -154,7 +154,22 @@ async function stateChanges(
   return out;
 }
 
-export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Promise<RestoreReport> {
+/**
+ * What an import into a repository runs inside the restore's hold of the agent lock (import.ts): its
+ * store before the restore begins, the removal of its record once the restore has committed, and the
+ * forget of what it stored when the restore fails.
+ */
+export interface ImportSteps {
+  beforeRestore: () => Promise<void>;
+  afterCommit: () => Promise<void>;
+  onFailure: () => Promise<void>;
+}
+
+export async function restoreAgent(
+  s: LocalSnapshotter,
+  req: RestoreRequest,
+  within?: ImportSteps,
+): Promise<RestoreReport> {
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
   const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
@@ -184,7 +199,7 @@ export async function restoreAgent(s: LocalSnapshotter, req: RestoreRequest): Pr
   try {
     const report = await (req.dryRun
       ? dryRun(s, req, agentId, tenant, source, head.manifest)
-      : restoreLocked(s, req, agentId, tenant, source, head));
+      : restoreLocked(s, req, agentId, tenant, source, head, within));
     return {
       ...report,
       signature: { status: signature.status, ...(signature.key_id ? { key_id: signature.key_id } : {}) },
@@ -287,6 +302,7 @@ async function restoreLocked(
   tenant: string,
   source: RestoreSource,
   head: SourceHead,
+  within?: ImportSteps,
 ): Promise<RestoreReport> {
   const lock = await s.lockAgent(agentId, tenant, req.import ? 'import' : 'restore');
   const memdir = s.resolver.memdir(agentId, tenant);
@@ -299,6 +315,7 @@ async function restoreLocked(
         `agent ${agentId} (tenant ${tenant}) already has memory; pass --force to replace it`,
       );
     }
+    await within?.beforeRestore();
     const restoreId = newSnapshotId();
     const p = restorePaths(
       memdir,
@@ -539,6 +556,7 @@ async function restoreLocked(
         faultPoint('restore.commit');
         await writeJournal(journalPath, { ...journal, phase: 'committed' });
         faultPoint('restore.journal.committed');
+        await within?.afterCommit();
       } catch (err) {
         if (!journalWritten) await rmdir(p.sqliteBackup).catch(() => {}); // made under the gate, empty
         if (journalWritten && (await readJournal(journalPath))?.phase !== 'committed') {
@@ -571,6 +589,9 @@ async function restoreLocked(
       for (const dir of staging) await rm(dir, { recursive: true, force: true });
       for (const dir of created) await rmdir(dir).catch(() => {}); // only when empty
     }
+  } catch (err) {
+    await within?.onFailure().catch(() => {}); // what stays is forgotten by the next recovery
+    throw err;
   } finally {
     lock.release();
   }

@@ -22,6 +22,7 @@ import type { SnapshotMeta } from '../model/types.js';
 import { writeFileAtomic } from './atomic.js';
 import {
   bundleFileName,
+  IMPORT_RECORD_EXT,
   JOURNAL_EXT,
   parseBundleFileName,
   type StoreLayout,
@@ -90,7 +91,8 @@ export async function storeAgents(layout: StoreLayout, tenant?: string): Promise
     if (!isValid(() => validateTenant(t))) continue;
     const agents = new Set(await readNames(join(layout.tenantDir(t), 'snapshots')));
     for (const n of await readNames(join(layout.tenantDir(t), 'journals')))
-      if (n.endsWith(JOURNAL_EXT)) agents.add(n.slice(0, -JOURNAL_EXT.length));
+      for (const ext of [JOURNAL_EXT, IMPORT_RECORD_EXT])
+        if (n.endsWith(ext) && n.length > ext.length) agents.add(n.slice(0, -ext.length));
     for (const a of [...agents].sort()) if (isValid(() => validateAgentId(a))) out.push([t, a]);
   }
   return out;

@@ -23,6 +23,8 @@ export const PARTIAL_EXT = '.partial';
 export const STAGING_PREFIX = '.staging-';
 export const RESTORE_WORK_PREFIX = '.restore-staging-';
 export const JOURNAL_EXT = '.restore.json';
+/** An import's record that it stored a snapshot it has not restored yet (snapshotter/import.ts). */
+export const IMPORT_RECORD_EXT = '.import.json';
 
 /**
  * The snapshot store's own directories under its state root: the bundle store's tenants (bundles,
@@ -69,6 +71,14 @@ export class StoreLayout {
   /** The journal of a restore in progress (see restore/journal.ts). */
   journalPath(tenant: string, agentId: string): string {
     return confined(this.root, join(this.tenantDir(tenant), 'journals', `${agentId}${JOURNAL_EXT}`));
+  }
+
+  /**
+   * Written by an import into a repository before it stores the snapshot, removed when its restore
+   * commits: found by the recovery without a committed restore, the snapshot is forgotten again.
+   */
+  importRecordPath(tenant: string, agentId: string): string {
+    return confined(this.root, join(this.tenantDir(tenant), 'journals', `${agentId}${IMPORT_RECORD_EXT}`));
   }
 
   /** Held shared while a bundle is read out of the store (export), exclusively by delete and gc. */
