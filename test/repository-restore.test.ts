@@ -480,7 +480,9 @@ test('signatures and trust, identity and hostile manifests are checked before th
   const entry = JSON.parse(readFileSync(listing, 'utf8'));
   entry.meta.agent_id = 'ana';
   writeFileSync(listing, JSON.stringify(entry));
-  await refuse("another agent's snapshot", { agentId: 'ana', snapshot: bobs.id }, 'RESTORE_REFUSED');
+  // (damage, as every command given its id answers: findSnapshot, stop 45; a bundle given by path that
+  // is another agent's stays RESTORE_REFUSED)
+  await refuse("another agent's snapshot", { agentId: 'ana', snapshot: bobs.id }, 'BUNDLE_DAMAGED');
 });
 
 /** Secrets in a memory file, a row (memories.id 5) and state, assembled at run time. */

@@ -92,7 +92,8 @@ test('list reads v1 bundles of the original and warns about unreadable or mispla
   assert.equal(list[1]!.label, 'from rust');
   assert.equal(warnings.length, 2, warnings.join('\n'));
   assert.ok(warnings.some((w) => /unreadable/.test(w)));
-  assert.ok(warnings.some((w) => /belongs to agent bob/.test(w)));
+  assert.ok(warnings.some((w) => /its manifest names another agent or tenant/.test(w)));
+  assert.ok(!warnings.some((w) => /bob/.test(w)), 'whose is not told');
 });
 
 test('export copies bundle and sibling, verifies the copy, and never overwrites without --force', async (t) => {

@@ -26,6 +26,7 @@ import { asText } from '../policy/redaction/scan.js';
 import { loadContent } from '../repository/content.js';
 import { ArtifactMemo, type RepoArtifact } from '../repository/manifest.js';
 import { mapLimit, type Repository } from '../repository/repository.js';
+import { ForeignSnapshotError, ownerProblem } from '../snapshotter/by-id.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { withDatabase } from './browse.js';
 import { ManifestCache, storedDigest } from './manifest-cache.js';
@@ -108,7 +109,12 @@ interface Ctx {
   shown: Shown;
   /** Files and state values by SHA-256. */
   units: Map<string, UnitHit | undefined>;
-  stats: Required<FindResult['stats']>;
+  stats: Required<Omit<FindResult['stats'], 'snapshots_skipped'>>;
+  /**
+   * Snapshots not searched because their manifest names another agent, tenant or snapshot (by-id.ts:
+   * a forged listing entry, another agent's bundle under a forged sidecar), with why.
+   */
+  skipped: Map<string, string>;
 }
 
 type Rows = { locations: FindLocation[]; count: number };
@@ -126,7 +132,7 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
   const inRepository = new Set(
     (await s.repository.exists()) ? (await s.repository.list(agentId, tenant)).map((x) => x.id) : [],
   );
-  const stats: Required<FindResult['stats']> = {
+  const stats: Ctx['stats'] = {
     snapshots: metas.length,
     units_searched: 0,
     units_reused: 0,
@@ -136,7 +142,7 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
     manifests_cached: 0,
   };
   const query: Query = req.text !== undefined ? { text: req.text } : { regex: req.regex };
-  const ctx: Ctx = { s, m, query, shown, units: new Map(), stats };
+  const ctx: Ctx = { s, m, query, shown, units: new Map(), stats, skipped: new Map() };
   const rowsCache = new Map<string, Rows>();
   const hits = new Map<string, FindSnapshotHit>();
   const repoIds = metas.filter((x) => inRepository.has(x.id)).map((x) => x.id);
@@ -156,13 +162,21 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
       meta.id,
       req.decryptIdentity ? { decryptIdentity: req.decryptIdentity } : {},
       (src) => searchBundle(ctx, src, rowsCache),
-    );
-    hits.set(meta.id, h);
+    ).catch((err: unknown) => {
+      if (!(err instanceof ForeignSnapshotError)) throw err;
+      ctx.skipped.set(meta.id, err.problem);
+      return undefined;
+    });
+    if (h) hits.set(meta.id, h);
   }
-  const snapshots = metas.map((x) => {
-    const h = hits.get(x.id)!;
-    return { ...h, label: x.label ?? null };
-  });
+  // A snapshot whose manifest is not this agent's is skipped, as list skips a damaged bundle: warned
+  // about (the host's log), counted (stats.snapshots_skipped), never searched or shown.
+  for (const [id, problem] of ctx.skipped)
+    s.warn(`find: skipping snapshot ${id}: ${problem}; run check or verify`);
+  const snapshots = metas
+    .filter((x) => hits.has(x.id))
+    .map((x) => ({ ...hits.get(x.id)!, label: x.label ?? null }));
+  stats.snapshots = snapshots.length;
   const transitions: FindResult['transitions'] = [];
   let prev = false;
   for (const h of snapshots) {
@@ -194,7 +208,11 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
     transitions,
     // What was read depends on the stored bytes, secrets included (a database is opened when a chunk's
     // raw bytes hold the text): in redacted output it would tell whether a guess is in memory.
-    stats: shown.policy ? { snapshots: stats.snapshots, manifests_cached: stats.manifests_cached } : stats,
+    // how many were skipped depends on manifests, never on what memory holds
+    stats: {
+      ...(shown.policy ? { snapshots: stats.snapshots, manifests_cached: stats.manifests_cached } : stats),
+      ...(ctx.skipped.size > 0 ? { snapshots_skipped: ctx.skipped.size } : {}),
+    },
     output: req.showSecrets === true ? 'shown' : 'redacted',
   };
 }
@@ -339,7 +357,7 @@ async function searchRepository(
     /** Each database's chunk ids, as segments shared by the snapshots (a chunk list, inline chunks). */
     dbs: { db: DbName; a: RepoArtifact; segments: string[][] }[];
   };
-  const snaps: Snap[] = new Array(ids.length);
+  const snaps: Array<Snap | undefined> = new Array(ids.length); // undefined: skipped (ctx.skipped)
   const fileUnits = new Map<string, RepoArtifact>(); // file content (SHA-256) → one artifact holding it
   const lists = new Map<string, string[]>(); // chunk-list blob → chunk ids
   const dbChunks = new Set<string>();
@@ -427,6 +445,12 @@ async function searchRepository(
           }
           cache.put(id, stored, manifest);
         }
+        // the listing entry named this agent; the manifest must too (the one check: by-id.ts)
+        const problem = ownerProblem(manifest, { id, agentId, tenant });
+        if (problem) {
+          ctx.skipped.set(id, problem);
+          return;
+        }
         const files: RepoArtifact[] = [];
         const dbs: Snap['dbs'] = [];
         const sqlite: RepoArtifact[] = [];
@@ -449,7 +473,7 @@ async function searchRepository(
       // 2. the chunk ids of the batch's databases
       const listIds: string[] = [];
       for (const { i } of batch)
-        for (const { a } of snaps[i]!.dbs)
+        for (const { a } of snaps[i]?.dbs ?? [])
           for (const l of a.chunk_lists ?? [])
             if (!lists.has(l)) {
               lists.set(l, []);
@@ -476,7 +500,7 @@ async function searchRepository(
         }
       };
       for (const { i } of batch)
-        for (const d of snaps[i]!.dbs) {
+        for (const d of snaps[i]?.dbs ?? []) {
           const { a } = d;
           d.segments = a.chunk_lists
             ? a.chunk_lists.map((l) => lists.get(l)!)
@@ -523,7 +547,9 @@ async function searchRepository(
   // 4. per snapshot: files by content, databases by their candidate chunks
   const out: FindSnapshotHit[] = [];
   const candidatesIn = new Map<string[], string[]>(); // segment → its candidate chunks
-  for (const { src, files, dbs } of snaps) {
+  for (const snap of snaps) {
+    if (!snap) continue;
+    const { src, files, dbs } = snap;
     const parts = [fileLocations(ctx, files)];
     for (const { db, a, segments } of dbs) {
       const found: string[] = [];

@@ -2,15 +2,16 @@
 // manifest's entries (path, kind, size, SHA-256) without a byte of the body; one entry's bytes (a
 // repository snapshot's chunks of that entry, each checked against its id; a bundle streamed up to that
 // entry); one entry written to a private file (a database to open). Every byte handed out has been
-// checked against the manifest's size and SHA-256. A repository snapshot is read under the repository's
-// shared lock (prune waits), a bundle under the agent's readers lock (delete waits).
+// checked against the manifest's size and SHA-256: the manifest LocalSnapshotter.findSnapshot read and
+// checked as this agent's. A repository snapshot is read under the repository's shared lock (prune
+// waits), a bundle under the agent's readers lock (delete waits).
 
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { loadIdentities } from '../crypto/age.js';
 import type { Manifest } from '../format/manifest.js';
 import { BundleReader } from '../format/reader.js';
-import { BundleDamagedError, EncryptionError, missingIn, UnsafeBundleError } from '../model/errors.js';
+import { BundleDamagedError, missingIn, UnsafeBundleError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { loadContent, writeContent } from '../repository/content.js';
 import { bundleView, type RepoArtifact, type RepoManifest } from '../repository/manifest.js';
@@ -59,15 +60,15 @@ export async function withSnapshot<T>(
 ): Promise<T> {
   const a = validateAgentId(agentId);
   const t = validateTenant(tenant ?? DEFAULT_TENANT);
-  const found = await s.findSnapshot(a, t, id);
+  // the one way to a snapshot by id: its manifest, read and checked to be this agent's (findSnapshot)
+  const found = await s.findSnapshot(a, t, id, opts);
   if (found.repository) {
+    const manifest = found.manifest;
+    if (!manifest) throw found.unreadable;
     const repo = await s.repository.open(false, [], opts.decryptIdentity);
-    return s.repository.locked(repo, false, 'read', async () => {
-      const { loadSnapshot } = await import('../repository/snapshots.js');
-      const { manifest } = await loadSnapshot(repo, found.repository.id);
-      checkIdentity(bundleView(manifest), a, t, found.repository.id);
-      return fn(repositorySource(repo, manifest));
-    });
+    // the manifest as findSnapshot read it (a snapshot's manifest is written once); its data is read
+    // under the lock (prune waits), every chunk checked by its id
+    return s.repository.locked(repo, false, 'read', () => fn(repositorySource(repo, manifest)));
   }
   const { file, reading } = await s.locateForReading(
     a,
@@ -76,17 +77,11 @@ export async function withSnapshot<T>(
     `reading snapshot ${found.bundle.id}`,
   );
   try {
-    const src = await bundleSource(file, opts);
-    checkIdentity(src.manifest, a, t, file.id);
-    return await fn(src);
+    if (!found.manifest) throw found.unreadable;
+    return await fn(bundleSource(file, found.manifest, opts));
   } finally {
     reading.release();
   }
-}
-
-function checkIdentity(m: Manifest, agentId: string, tenant: string, id: string): void {
-  if (m.snapshot_id !== id || m.agent_id !== agentId || (m.tenant ?? DEFAULT_TENANT) !== tenant)
-    throw new BundleDamagedError(`snapshot ${id}: its manifest names another snapshot, agent or tenant`);
 }
 
 /** A repository snapshot whose manifest is loaded and checked (the caller holds the repository lock). */
@@ -124,16 +119,12 @@ const toEntry = (a: { path_in_bundle: string; kind: string; size_bytes: number; 
   sha256: a.sha256,
 });
 
-async function bundleSource(file: BundleFile, opts: OpenOptions): Promise<SnapshotSource> {
+/**
+ * A bundle whose manifest `m` findSnapshot read and checked: every entry streamed is checked against
+ * it (a file replaced meanwhile cannot hand out bytes of another snapshot).
+ */
+function bundleSource(file: BundleFile, m: Manifest, opts: OpenOptions): SnapshotSource {
   const identities = opts.decryptIdentity ? loadIdentities(opts.decryptIdentity) : undefined;
-  if (file.encrypted && !identities)
-    throw new EncryptionError('the bundle is age-encrypted: pass --decrypt-identity to read it');
-  const head = await BundleReader.open(file.path, {
-    chunkSize: 64 * 1024,
-    ...(identities ? { identities } : {}),
-  });
-  head.close();
-  const m = head.manifest.manifest;
   const entries = new Map(m.artifacts.map((a) => [a.path_in_bundle, toEntry(a)]));
   /** Streams the bundle once, handing each wanted entry's checked bytes to `take`. */
   const stream = async (
@@ -151,7 +142,9 @@ async function bundleSource(file: BundleFile, opts: OpenOptions): Promise<Snapsh
             ? new UnsafeBundleError(e.problem.message)
             : new BundleDamagedError(e.problem.message);
         if (!wanted.has(e.path) || !e.artifact) continue;
-        await take(entries.get(e.path)!, checked(e.artifact.sha256, e.artifact.size_bytes, e.path, e.body()));
+        // checked against the manifest findSnapshot checked, not the one this read of the file has
+        const want = entries.get(e.path)!;
+        await take(want, checked(want.sha256, want.size_bytes, e.path, e.body()));
         if (--left === 0) return;
       }
     } finally {

@@ -171,7 +171,7 @@ export interface FindResult {
   agent_id: string;
   tenant: string;
   query: { text?: string; regex?: string; since_ms?: number };
-  /** Every snapshot searched, oldest first. */
+  /** Every snapshot searched, oldest first (not those skipped: stats.snapshots_skipped). */
   snapshots: FindSnapshotHit[];
   /** The oldest snapshot holding it. */
   first_seen?: { snapshot_id: string; created_at_ms: number };
@@ -194,6 +194,11 @@ export interface FindResult {
     databases_opened?: number;
     /** Repository manifests taken from find's cache of checked manifests (stored bytes unchanged). */
     manifests_cached: number;
+    /**
+     * Listed snapshots not searched because their manifest names another agent, tenant or snapshot
+     * (a forged listing entry or sidecar: docs/browse.md); only when there are any. Each is warned about.
+     */
+    snapshots_skipped?: number;
   };
   output: 'redacted' | 'shown';
 }

@@ -11,7 +11,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import { canonicalJson } from '../format/manifest.js';
-import { readManifestOnly } from '../format/reader.js';
 import { EncryptionError, InvalidInputError, UnknownAgentError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { DB_NAMES, type DbName } from '../model/types.js';
@@ -109,21 +108,22 @@ async function resolveRef(
   identityPath: string | undefined,
 ): Promise<Ref> {
   if (ref.trim().toLowerCase() === LIVE) return { live: true }; // any case, as `latest`
-  const found = await s.findSnapshot(agentId, tenant, ref);
+  // the one way to a snapshot by id: its manifest, read and checked to be this agent's (findSnapshot)
+  const found = await s.findSnapshot(agentId, tenant, ref, { decryptIdentity: identityPath });
   if (found.repository) {
-    const { manifest } = await s.repository.parsed(found.repository.id, identityPath);
+    if (!found.manifest) throw found.unreadable;
     return {
       live: false,
-      id: manifest.snapshot_id,
-      contents: contentsOf(bundleView(manifest)),
+      id: found.manifest.snapshot_id,
+      contents: contentsOf(bundleView(found.manifest)),
       repository: true,
     };
   }
   const file = found.bundle;
   if (file.encrypted && !identities)
     throw new EncryptionError('the bundle is age-encrypted: pass --decrypt-identity to diff it');
-  const { parsed } = await readManifestOnly(file.path, identities);
-  return { live: false, id: file.id, bundle: file.path, contents: contentsOf(parsed.manifest) };
+  if (!found.manifest) throw found.unreadable;
+  return { live: false, id: file.id, bundle: file.path, contents: contentsOf(found.manifest) };
 }
 
 /**

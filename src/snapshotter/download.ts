@@ -48,9 +48,10 @@ export async function openDownload(
   /** `redact`: default the snapshotter's `redactExports`. */
   opts: { redact?: boolean } = {},
 ): Promise<BundleDownload> {
-  const inRepository = await s.findInRepository(agentId, tenant, id);
-  if (inRepository) return openRepoDownload(s, inRepository, opts);
-  const { file, reading } = await s.locateForReading(agentId, tenant, id, 'export');
+  // the one way to a snapshot by id: its manifest must be this agent's (LocalSnapshotter.findSnapshot)
+  const found = await s.findSnapshot(agentId, tenant, id);
+  if (found.repository) return openRepoDownload(s, found.repository, opts);
+  const { file, reading } = await s.locateForReading(agentId, tenant, found.bundle.id, 'export');
   let scratch: string | undefined;
   const done = () => {
     reading.release();

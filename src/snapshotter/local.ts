@@ -8,7 +8,7 @@
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat, unlink } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver, StoreGuardResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import type { ClosedGate } from '../agent/write-gate.js';
@@ -90,6 +90,7 @@ import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins
 import { writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { toolVersions } from '../util/version.js';
+import type { ForeignSnapshotError, FoundSnapshot, LocatedSnapshot } from './by-id.js';
 import type { GcOptions, RetentionTickReport } from './gc.js';
 import type { StoreBundleRequest, StoredBundle } from './import.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
@@ -217,7 +218,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly lockTimeoutMs: number;
   readonly zstdLevel: number;
   readonly zstdWorkers: number;
-  private readonly warn: (message: string) => void;
+  /** Tells the host's warnings (options.onWarning): unreadable bundles skipped by list, snapshots find skips. */
+  readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
   readonly observers: readonly OperationObserver[];
   private readonly policyOptions: Pick<
@@ -1076,14 +1078,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
     note = validatePinNote(note); // list shows it: a label's rules
     const lock = await this.lockAgent(a, t, 'pin');
     try {
-      id = await this.snapshotRef(a, t, id);
-      const inRepository = await this.repository.find(a, t, id);
-      if (inRepository) {
-        await this.repository.setPinned(inRepository.id, true, note);
-        const { pin_note: _was, ...meta } = inRepository;
+      const found = await this.findSnapshot(a, t, id);
+      if (found.repository) {
+        await this.repository.setPinned(found.repository.id, true, note);
+        const { pin_note: _was, ...meta } = found.repository;
         return { ...meta, pinned: true, ...(note ? { pin_note: note } : {}) };
       }
-      const file = await locate(this.layout.snapshotsDir(t, a), id);
+      const file = found.bundle;
       await pinBundle(file.path, note);
       return { ...(await bundleMeta(file)), pinned: true, ...(note ? { pin_note: note } : {}) };
     } finally {
@@ -1097,18 +1098,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const lock = await this.lockAgent(a, t, 'unpin');
     try {
-      id = await this.snapshotRef(a, t, id);
-      const inRepository = await this.repository.find(a, t, id);
-      if (inRepository) {
+      const found = await this.findSnapshot(a, t, id);
+      if (found.repository) {
         // a bundle of the same id (stored, not removed yet) is the same snapshot: its pin goes too
-        const was = inRepository.pinned === true;
-        await this.repository.setPinned(inRepository.id, false);
-        const copy = await bundleCopyOf(this.layout.snapshotsDir(t, a), inRepository.id);
+        const was = found.repository.pinned === true;
+        await this.repository.setPinned(found.repository.id, false);
+        const copy = await bundleCopyOf(this.layout.snapshotsDir(t, a), found.repository.id);
         const bundleWas = copy ? await unpinBundle(copy.path) : false;
         return was || bundleWas;
       }
-      const file = await locate(this.layout.snapshotsDir(t, a), id);
-      return await unpinBundle(file.path);
+      return await unpinBundle(found.bundle.path);
     } finally {
       lock.release();
     }
@@ -1189,6 +1188,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /**
    * One of the agent's snapshots by id or unique prefix, verified as `verify` does; the agent's readers
    * lock is held meanwhile, so retention and delete leave the bundle alone until the report is made.
+   * A snapshot whose manifest names another agent, tenant or snapshot (findSnapshot: a forged listing
+   * entry, another agent's bundle under this agent's name, an older bundle copied over a newer one) is
+   * not verified: the report is `damaged` with BUNDLE_DAMAGED naming the entry, and tells nothing of
+   * that snapshot (stop 45: its own agent_id and label were in it).
    */
   async verifySnapshot(
     agentId: string,
@@ -1196,36 +1199,27 @@ export class LocalSnapshotter implements MemorySnapshotter {
     id: string,
     opts: VerifyRequestOptions = {},
   ): Promise<VerifyReport> {
-    const inRepository = await this.findInRepository(agentId, tenant, id);
-    if (inRepository) return this.verifyInRepository(inRepository.id, opts);
-    const { file, reading } = await this.locateForReading(agentId, tenant, id, 'verify');
-    let report: VerifyReport;
+    const found = await this.inspectSnapshot(agentId, tenant, id, { decryptIdentity: opts.decryptIdentity });
+    if (found.refusal) {
+      const { emptyReport } = await import('../verify/verify.js');
+      const report = emptyReport(
+        found.repository ? found.repository.bundle_path : found.bundle.path,
+        found.repository ? found.repository.encrypted : found.bundle.encrypted,
+      );
+      report.problems.push({
+        code: 'BUNDLE_DAMAGED',
+        path: found.refusal.entry,
+        message: found.refusal.problem,
+      });
+      return report;
+    }
+    if (found.repository) return this.verifyInRepository(found.repository.id, opts);
+    const { file, reading } = await this.locateForReading(agentId, tenant, found.bundle.id, 'verify');
     try {
-      report = await this.verify(file.path, opts);
+      return await this.verify(file.path, opts);
     } finally {
       reading.release();
     }
-    // The file must hold the snapshot it is named for, of this agent: an older snapshot copied over a
-    // newer one (a rollback) or another agent's bundle verifies on its own (found in stop 38), as list
-    // and restore already refuse.
-    const t = validateTenant(tenant ?? DEFAULT_TENANT);
-    const held = [
-      report.snapshot_id !== undefined && report.snapshot_id !== file.id
-        ? `holds snapshot ${report.snapshot_id}, not ${file.id}`
-        : undefined,
-      report.agent_id !== undefined && (report.agent_id !== agentId || report.tenant !== t)
-        ? `holds a snapshot of agent ${report.agent_id} (tenant ${report.tenant}), not ${agentId} (tenant ${t})`
-        : undefined,
-    ].filter((m): m is string => m !== undefined);
-    if (held.length === 0) return report;
-    return {
-      ...report,
-      status: 'damaged',
-      problems: [
-        ...report.problems,
-        ...held.map((message) => ({ code: 'BUNDLE_DAMAGED' as const, path: basename(file.path), message })),
-      ],
-    };
   }
 
   /** verify of the repository snapshot `id` (its full id), with the trust rule of every verify. */
@@ -1259,8 +1253,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
     }
   }
 
-  /** A repository snapshot of the agent by id or unique prefix, or undefined (then look for a bundle). */
-  async findInRepository(
+  /**
+   * A repository snapshot of the agent by id or unique prefix, or undefined (then look for a bundle);
+   * its manifest not read: findSnapshot's part.
+   */
+  private async findInRepository(
     agentId: string,
     tenant: string | undefined,
     id: string,
@@ -1271,16 +1268,40 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   /**
-   * One of the agent's snapshots by id or unique prefix, in either store: a repository snapshot or a
-   * bundle (no lock is taken). A prefix that matches in both stores is ambiguous.
+   * One of the agent's snapshots by id, unique prefix or `latest`, in either store — the one way every
+   * command given a snapshot reaches it (verify, export and the download, diff, ls, cat, restore, pin,
+   * unpin, delete, the API's meta, the MCP tools). Its manifest is read (`decryptIdentity`, else the
+   * configured identity, opens it) and must name that snapshot, agent and tenant (by-id.ts): else
+   * BUNDLE_DAMAGED naming the listing entry or the file, without naming whose it is. A manifest that
+   * cannot be read gives no verdict (`unreadable`): the operation meets that itself. No lock is taken;
+   * a prefix that matches in both stores is ambiguous.
    */
   async findSnapshot(
     agentId: string,
     tenant: string | undefined,
     id: string,
-  ): Promise<
-    { repository: ListingMeta; bundle?: undefined } | { bundle: BundleFile; repository?: undefined }
-  > {
+    opts: { decryptIdentity?: string | undefined } = {},
+  ): Promise<FoundSnapshot> {
+    const { refusal, ...found } = await this.inspectSnapshot(agentId, tenant, id, opts);
+    if (refusal) throw refusal;
+    return found;
+  }
+
+  /** findSnapshot, with the refusal returned rather than thrown (verify reports it). */
+  private async inspectSnapshot(
+    agentId: string,
+    tenant: string | undefined,
+    id: string,
+    opts: { decryptIdentity?: string | undefined },
+  ): Promise<FoundSnapshot & { refusal?: ForeignSnapshotError }> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant ?? DEFAULT_TENANT);
+    const [located, { checkFound }] = await Promise.all([this.locateById(a, t, id), import('./by-id.js')]);
+    return checkFound(this, located, a, t, opts);
+  }
+
+  /** The snapshot an id, prefix or `latest` names in either store, its manifest not read (findSnapshot). */
+  private async locateById(agentId: string, tenant: string, id: string): Promise<LocatedSnapshot> {
     id = await this.snapshotRef(agentId, tenant, id);
     const inRepository = await this.findInRepository(agentId, tenant, id);
     const bundle = await this.locateSnapshot(agentId, tenant, id).catch((err: unknown) => {
@@ -1337,8 +1358,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private async deleteSteps(agentId: string, tenant: string | undefined, id: string): Promise<DeleteResult> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
-    id = await this.snapshotRef(a, t, id);
-    const inRepository = await this.repository.find(a, t, id);
+    const found = await this.findSnapshot(a, t, id);
+    const inRepository = found.repository;
     const dir = this.layout.snapshotsDir(t, a);
     if (inRepository) {
       const lock = await this.lockAgent(a, t, 'delete');
@@ -1383,7 +1404,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         lock.release();
       }
     }
-    const file = await locate(dir, id);
+    const file = found.bundle!;
     const lock = await this.lockAgent(a, t, 'delete');
     let readers: HeldLock | undefined;
     try {
@@ -1438,12 +1459,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
     target: string,
     opts: ExportOptions = {},
   ): Promise<ExportResult> {
-    const inRepository = await this.findInRepository(agentId, tenant, id);
-    if (inRepository) {
+    const found = await this.findSnapshot(agentId, tenant, id, { decryptIdentity: opts.decryptIdentity });
+    if (found.repository) {
       const { exportRepoSnapshot } = await import('./repo-export.js');
-      return exportRepoSnapshot(this, inRepository, target, opts);
+      return exportRepoSnapshot(this, found.repository, target, opts);
     }
-    const { file, reading } = await this.locateForReading(agentId, tenant, id, 'export');
+    const { file, reading } = await this.locateForReading(agentId, tenant, found.bundle.id, 'export');
     try {
       const { decryptIdentity, trust, redact, ...rest } = opts;
       if (redact !== undefined && typeof redact !== 'boolean')

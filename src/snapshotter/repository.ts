@@ -934,9 +934,12 @@ export class RepositoryStore {
             throw err;
           },
         );
+        // findSnapshot refused it already; checked again under the lock (the entry may change meanwhile),
+        // in the words of by-id.ts: the other agent and tenant are not named to this agent's caller
         if (manifest && (manifest.agent_id !== of.agentId || manifest.tenant !== of.tenant))
           throw new BundleDamagedError(
-            `snapshot ${id} is listed for agent ${of.agentId} (tenant ${of.tenant}) but its manifest is agent ${manifest.agent_id}'s (tenant ${manifest.tenant}): the listing entry is forged or damaged; nothing was deleted`,
+            `listing/${id}: snapshot ${id} is listed for agent ${of.agentId} (tenant ${of.tenant}) but its manifest names another agent or tenant: the listing entry is forged or damaged; nothing was deleted`,
+            { details: { object: `listing/${id}` } },
           );
       }
       await forgetSnapshot(repo, id);

@@ -354,7 +354,11 @@ export async function locateSource(
     const id = s.repository.idOf(req.bundle);
     return id ? repositorySource(s, id, req.decryptIdentity) : bundleSource(req.bundle, identities);
   }
-  const found = await s.findSnapshot(agentId, tenant, req.snapshot!);
+  // by id: the one way to a snapshot, whose manifest must be this agent's (findSnapshot); a bundle given
+  // by path is the caller's own file, and restore's identity check says whose it is
+  const found = await s.findSnapshot(agentId, tenant, req.snapshot!, {
+    decryptIdentity: req.decryptIdentity,
+  });
   return found.repository
     ? repositorySource(s, found.repository.id, req.decryptIdentity)
     : bundleSource(found.bundle.path, identities);

@@ -358,9 +358,8 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
         // encrypted, no sidecar: its directory says whose
         metas.push({ ...r.value, agent_id: agentId, tenant, ...listed(r.value, f) });
       } else if (r.value.agent_id !== agentId || r.value.tenant !== tenant) {
-        warnings.push(
-          `skipping ${f.name}: it belongs to agent ${r.value.agent_id} (tenant ${r.value.tenant})`,
-        );
+        // not naming whose (stop 45): this agent's caller may be allowed no other
+        warnings.push(`skipping ${f.name}: its manifest names another agent or tenant (run verify)`);
       } else {
         metas.push({ ...r.value, ...listed(r.value, f) });
       }
