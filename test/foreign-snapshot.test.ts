@@ -5,12 +5,13 @@
 // processes, a real daemon, the real MCP server; both stores.
 
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { git } from '../scripts/sample-agent.js';
+import { generateIdentity } from '../src/crypto/age.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { BIN, ensureBuilt, runBuiltCli } from './helpers/built-cli.js';
 import { type Agent, sampleAgent, tempDir } from './helpers/env.js';
@@ -226,4 +227,43 @@ test("the daemon and the MCP tools refuse another agent's snapshot under ana's n
   assert.ok(!f.isError, f.text);
   assert.match(f.text, /"snapshots_skipped": ?1/);
   noLeak(f.text, 'memory_find');
+});
+
+test("an encrypted bundle of another agent under ana's name: judged by its sidecar without the identity, by its manifest with it", async (t) => {
+  ensureBuilt();
+  const a = sampleAgent(t, 'ana', SMALL, { store: 'bundles' });
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  const b = sampleAgent(t, 'bob', SMALL);
+  const key = generateIdentity();
+  const identity = join(tempDir(t, 'nexo-foreign-key-'), 'identity.txt');
+  writeFileSync(identity, `${key.identity}\n`, { mode: 0o600 });
+  const bobs = await new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: b.memdirRoot,
+    sqliteRoot: b.sqliteRoot,
+    store: 'bundles',
+  }).snapshot({ agentId: 'bob', tenant: 'acme', encrypt: [key.recipient] });
+  const from = join(a.stateRoot, 'tenants', 'acme', 'snapshots', 'bob');
+  const to = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  for (const n of readdirSync(from)) if (n.startsWith(bobs.id)) cpSync(join(from, n), join(to, n));
+  const entry = `${bobs.id}.tar.zst.age`;
+  const out = tempDir(t, 'nexo-foreign-out-');
+  // the sidecar (list's cache) says whose: refused without opening the bundle
+  refusedAsDamage(await cli(a, ['pin', '--agent', 'ana', '--id', bobs.id]), entry, 'pin by the sidecar');
+  refusedAsDamage(
+    await cli(a, ['export', '--agent', 'ana', '--id', bobs.id, '--to', `${out}/`]),
+    entry,
+    'export by the sidecar',
+  );
+  // no sidecar: the manifest, decrypted with the identity, says whose
+  rmSync(join(to, `${entry}.meta.json`));
+  for (const [what, args] of [
+    [
+      'export',
+      ['export', '--agent', 'ana', '--id', bobs.id, '--to', `${out}/`, '--decrypt-identity', identity],
+    ],
+    ['cat', ['cat', '--agent', 'ana', bobs.id, 'memdir', '--decrypt-identity', identity]],
+  ] as const)
+    refusedAsDamage(await cli(a, args), entry, `${what} with the identity`);
+  assert.deepEqual(readdirSync(out), [], 'nothing was exported');
 });
