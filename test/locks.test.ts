@@ -414,6 +414,31 @@ test('write gate API: a write() called while closeGate waits does not join the b
   assert.equal(lockWanted(gateWantedPath(path)), false, 'no marker is left');
 });
 
+test('write gate API: a write() nested in a batch while a step waits joins (after a bounded wait) instead of deadlocking', async (t) => {
+  const a = sampleAgent(t);
+  const path = a.snapshotter.layout.writeGatePath('default', 'ana');
+  const gate = WriteGate.forAgent(a.stateRoot, 'ana', 'default', { timeoutMs: 5_000 });
+  const order: string[] = [];
+  let closing: Promise<{ release(): Promise<void> }> | undefined;
+  await gate.write(async () => {
+    closing = closeGate(path, 5_000).then((g) => {
+      order.push('closed');
+      return g;
+    });
+    for (let i = 0; i < 200 && !lockWanted(gateWantedPath(path)); i++)
+      await new Promise((r) => setTimeout(r, 5));
+    assert.ok(lockWanted(gateWantedPath(path)), 'the step waits for this batch');
+    // the inner call cannot wait for the step, which waits for this batch: it joins
+    await gate.write(() => {
+      order.push('inner');
+    });
+    order.push('outer left');
+  });
+  const g = await closing!;
+  assert.deepEqual(order, ['inner', 'outer left', 'closed']);
+  await g.release();
+});
+
 test('closeGate: taken at once when no writer holds the gate, waited for (fairly) while one does', async (t) => {
   const a = sampleAgent(t);
   const path = a.snapshotter.layout.writeGatePath('default', 'ana');

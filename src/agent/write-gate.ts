@@ -47,6 +47,12 @@ export class WriteGateTimeoutError extends Error {
 const RESTORE_POLL_MS = 100;
 /** The longest a writer sleeps between two looks at a waiting snapshot's marker. */
 const WANTED_POLL_MAX_MS = 16;
+/**
+ * How long a write() waits for a waiting snapshot while its own process holds the gate before it joins
+ * anyway: a write() nested in a batch would otherwise wait for the snapshot, which waits for the outer
+ * batch (a deadlock until one of them timed out). Batches shorter than this never reach it.
+ */
+const NESTED_JOIN_MS = 1_000;
 
 /**
  * The lock file a snapshot or restore holds while it waits for the gate at `gatePath` (closeGate): a
@@ -85,8 +91,9 @@ function restorePending(journals: readonly string[]): boolean {
  * A writer's handle on one agent's gate. In-process writers share one SHARED lock (reference
  * counted), so concurrent write() calls in one process cost one lock round trip. A write() that starts
  * while a snapshot or restore waits for the gate does not join it: it waits until that one has had the
- * gate, so the batches in flight end, the lock is released and the snapshot is not starved. Do not call
- * write() inside a batch: with a snapshot waiting, the inner call waits for the outer one to end.
+ * gate, so the batches in flight end, the lock is released and the snapshot is not starved. A write()
+ * called inside a batch while a snapshot waits joins after NESTED_JOIN_MS (the outer batch cannot end
+ * before it does); avoid it: it delays the snapshot by that much.
  */
 export class WriteGate {
   private held: HeldLock | undefined;
@@ -151,7 +158,10 @@ export class WriteGate {
    */
   private async untilNotWanted(deadline: number): Promise<void> {
     let delay = 1;
+    const joinAt = performance.now() + NESTED_JOIN_MS;
     while (lockWanted(this.wanted)) {
+      // held by this process for that long: perhaps a write() nested in a batch, which must join
+      if (this.held && performance.now() >= joinAt) return;
       const left = deadline - performance.now();
       if (left <= 0) throw new WriteGateTimeoutError(this.path);
       await sleep(Math.min(delay, left));
