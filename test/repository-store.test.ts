@@ -336,7 +336,7 @@ test('auto: a new state root gets a repository; one holding bundles, or encrypti
   );
 });
 
-test('a manifest read with keep is reused by the next read only while its stored bytes are the same (restore reads it before and under its locks)', async (t) => {
+test('a manifest read with keep is reused by the next read only while its stored bytes are the same (restore reads it for the id, before and under its locks)', async (t) => {
   const a = sampleAgent(
     t,
     'ana',
@@ -348,6 +348,11 @@ test('a manifest read with keep is reused by the next read only while its stored
   const first = await loadSnapshot(repo, snap.id, undefined, true);
   assert.equal(await loadSnapshot(repo, snap.id), first, 'the same bytes: the kept parse');
   assert.notEqual(await loadSnapshot(repo, snap.id), first, 'kept for one read only');
+  // a read that asks to keep it keeps the reused parse for the next (a restore by id reads it three
+  // times: the id's check, the head, under the locks; a second parse raised its peak memory)
+  const checked = await loadSnapshot(repo, snap.id, undefined, true);
+  assert.equal(await loadSnapshot(repo, snap.id, undefined, true), checked);
+  assert.equal(await loadSnapshot(repo, snap.id), checked, 'still the first parse, under the locks');
   // kept again, then the stored manifest replaced (another label, sealed anew): parsed anew
   await loadSnapshot(repo, snap.id, undefined, true);
   const file = join(a.stateRoot, 'repository', 'snapshots', snap.id);

@@ -118,7 +118,12 @@ export async function loadSnapshot(
   let bytes = await readSnapshotObject(repo, id);
   const last = kept.get(repo);
   kept.delete(repo);
-  if (!memo && last && last.id === id && last.bytes.equals(bytes)) return last.parsed;
+  if (!memo && last && last.id === id && last.bytes.equals(bytes)) {
+    // kept again when asked: a restore by id reads it three times (the id's check, the head, under the
+    // locks), and a second parse of a large manifest raised a JetStream restore's peak by ~20 MB
+    if (keep) kept.set(repo, last);
+    return last.parsed;
+  }
   let parsed: ParsedRepoManifest;
   try {
     parsed = await parseSnapshot(repo, id, bytes, memo);
