@@ -690,3 +690,40 @@ test('migrate refuses what would make the snapshots useless: the bundles store, 
   );
   assert.equal(existsSync(join(a.stateRoot, 'repository')), false);
 });
+
+test('pin of a snapshot in both stores pins both copies with its note (in process, stop 46): its own pin marker, a new note replaces the old one in both', async (t) => {
+  const { a, bundle } = await bundled(t);
+  const id = bundle.id;
+  const bundles = snapshotterOf(a, { store: 'bundles' });
+  const marker = `${bundle.bundle_path}.pin`;
+  const bundleNote = () =>
+    existsSync(marker)
+      ? ((JSON.parse(readFileSync(marker, 'utf8')) as { note?: string }).note ?? '')
+      : undefined;
+  await bundles.pin('ana', undefined, id, 'old note'); // a pin the bundle had before it was stored
+  const repo = snapshotterOf(a);
+  const stored = await repo.storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' });
+  assert.equal(stored.snapshot.id, id, 'same agent: same id, so one snapshot in both stores');
+  await repo.unpin('ana', undefined, id);
+  assert.equal(bundleNote(), undefined);
+
+  const pinned = await repo.pin('ana', undefined, id, 'keep: stop 46');
+  assert.equal(pinned.pinned, true);
+  assert.equal(pinned.pin_note, 'keep: stop 46');
+  // the bundle copy is pinned too, with the same note (its own pin marker: what is left of the pin
+  // when the repository copy goes, and what a store without the repository reads)
+  assert.equal(bundleNote(), 'keep: stop 46', 'the bundle copy is pinned');
+  const listed = (await repo.list('ana')).filter((m) => m.id === id);
+  assert.equal(listed.length, 1);
+  assert.equal(listed[0]!.pin_note, 'keep: stop 46');
+
+  // a pin again with another note: both copies carry the new one
+  await repo.pin('ana', undefined, id, 'newer');
+  assert.equal(bundleNote(), 'newer');
+  assert.equal((await repo.list('ana')).find((m) => m.id === id)!.pin_note, 'newer');
+
+  // unpin still removes both
+  assert.equal(await repo.unpin('ana', undefined, id), true);
+  assert.equal(bundleNote(), undefined);
+  assert.equal((await repo.list('ana')).find((m) => m.id === id)!.pinned, false);
+});

@@ -1080,6 +1080,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       const found = await this.findSnapshot(a, t, id);
       if (found.repository) {
+        // a bundle of the same id (stored, not removed yet) is the same snapshot: it is pinned too, with
+        // the same note, as unpin removes both pins and delete refuses when either copy is pinned
+        const copy = await bundleCopyOf(this.layout.snapshotsDir(t, a), found.repository.id);
+        if (copy) await pinBundle(copy.path, note);
         await this.repository.setPinned(found.repository.id, true, note);
         const { pin_note: _was, ...meta } = found.repository;
         return { ...meta, pinned: true, ...(note ? { pin_note: note } : {}) };
