@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -22,12 +23,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { before, test } from 'node:test';
-import { generateSigningKey, parseSigningKey } from '../src/index.js';
+import { generateSigningKey, LocalSnapshotter, parseSigningKey } from '../src/index.js';
 import { ConfigError, ERROR_TABLE, InvalidInputError, IoError } from '../src/model/errors.js';
+import { ActivityBoard } from '../src/server/activity.js';
 import { bearerToken, tokenMatches } from '../src/server/auth.js';
 import { ClientErrors } from '../src/server/client-errors.js';
 import { Daemon, isLoopback, parseListen } from '../src/server/daemon.js';
 import { createApiServer } from '../src/server/http.js';
+import { apiRoutes } from '../src/server/routes.js';
 import { httpStatusOf } from '../src/server/status.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
@@ -1896,4 +1899,117 @@ test('daemon: a request path with a dot segment, encoded or not, is refused befo
   assert.match(d.stderr(), /GET \/v1\/agents\/ana\/%2e%2e\/bob\/snapshots\?tenant=… 400 \d+ms/);
   d.child.kill('SIGTERM');
   assert.equal(await d.exited, 0);
+});
+
+/** An in-process daemon (the real routes and HTTP server) over an empty store, with its activity board. */
+async function inProcessApi(t: { after(fn: () => void): void }) {
+  const root = mkdtempSync(join(tmpdir(), 'nexo-api-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const snapshotter = new LocalSnapshotter({ stateRoot: root, memdirRoot: root, sqliteRoot: root });
+  const tracker = new OperationTracker();
+  const activity = new ActivityBoard();
+  const lines: string[] = [];
+  const server = createApiServer({
+    routes: apiRoutes({ snapshotter, tracker, allowRestore: false, startedAt: Date.now(), activity }),
+    token: TOKEN,
+    tracker,
+    loopbackHostsOnly: true,
+    log: (l) => lines.push(l),
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    activity.close();
+    server.close();
+  });
+  const { port } = server.address() as AddressInfo;
+  /** GET of a raw request target over a socket (fetch, curl without --path-as-is and URL rewrite it). */
+  const raw = (target: string) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1');
+      let text = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (c: string) => {
+        text += c;
+      });
+      socket.on('error', reject);
+      socket.on('end', () => {
+        const [head = '', body = ''] = text.split('\r\n\r\n');
+        resolve({ status: Number(head.split(' ')[1]), body });
+      });
+      socket.write(
+        `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Bearer ${TOKEN}\r\nConnection: close\r\n\r\n`,
+      );
+    });
+  return { url: `http://127.0.0.1:${port}`, activity, raw, lines };
+}
+
+test('http: a request target that is not a plain path (//host/…, /\\host/…, an absolute URL, a "\\") is refused before any route, never read as a host (stop 46)', async (t) => {
+  const d = await inProcessApi(t);
+  // the controls: the same paths, sent plainly, are served
+  for (const target of ['/healthz', '/v1/agents/ana/snapshots', '/v1/activity']) {
+    const r = await d.raw(target);
+    assert.equal(r.status, 200, `${target}: ${r.body}`);
+  }
+  for (const target of [
+    '//evil.example/v1/agents/ana/snapshots',
+    '//evil.example/healthz',
+    '//evil.example/v1/activity?tenant=acme',
+    '///v1/agents/ana/snapshots',
+    '/\\evil.example/v1/agents/ana/snapshots',
+    '/v1\\agents/ana/snapshots',
+    'http://evil.example/v1/agents/ana/snapshots',
+    'http://127.0.0.1/healthz',
+  ]) {
+    const r = await d.raw(target);
+    assert.equal(r.status, 400, `${target}: ${r.body}`);
+    const e = (JSON.parse(r.body) as { error: { code: string; message: string } }).error;
+    assert.equal(e.code, 'INVALID_INPUT', target);
+    assert.match(e.message, /not a plain path/, target);
+  }
+  // a slash inside the path is no host: a route that does not exist, as before
+  assert.equal((await d.raw('/v1//agents/ana/snapshots')).status, 404);
+  assert.ok(
+    d.lines.some((l) => l.startsWith('GET //evil.example/v1/agents/ana/snapshots 400 ')),
+    d.lines.join('\n'),
+  );
+});
+
+test('activity: a tenant sees its last 20 operations however many other tenants ran since; the events feed starts with the same (stop 46)', async (t) => {
+  const d = await inProcessApi(t);
+  const run = (tenant: string | undefined, n: number) =>
+    d.activity.track(
+      { op: 'snapshot', source: 'api', ...(tenant ? { tenant, agent_id: `a${n}` } : {}) },
+      async () => n,
+      (r) => ({ n: r }),
+    );
+  for (let i = 0; i < 25; i++) await run('acme', i); // acme's, oldest first
+  for (let i = 0; i < 30; i++) await run('default', 100 + i); // then more of another tenant
+  await run(undefined, 999); // and a gc of every tenant
+  type Listed = { recent: Array<{ tenant?: string; result?: { n: number } }> };
+  const get = async (q: string) =>
+    (await (await fetch(`${d.url}/v1/activity${q}`, { headers: auth() })).json()) as Listed;
+  const acme = await get('?tenant=acme');
+  assert.deepEqual(
+    acme.recent.map((e) => e.result?.n),
+    Array.from({ length: 20 }, (_, i) => 24 - i),
+    "acme's last 20, newest first, though 31 newer operations of others ended since",
+  );
+  const def = await get('?tenant=default');
+  assert.equal(def.recent.length, 20);
+  assert.ok(def.recent.every((e) => e.tenant === 'default'));
+  const all = await get('');
+  assert.equal(all.recent.length, 20, 'without a tenant: the last 20 of all');
+  assert.equal(all.recent[0]!.result?.n, 999);
+  // the feed's first event (the console's list) is the same list
+  const feed = await fetch(`${d.url}/v1/events?tenant=acme`, { headers: auth() });
+  const reader = feed.body!.getReader();
+  let text = '';
+  while (!/event: snapshot\ndata: .*\n/.test(text))
+    text += new TextDecoder().decode((await reader.read()).value);
+  await reader.cancel();
+  const first = JSON.parse(/event: snapshot\ndata: (.*)\n/.exec(text)![1]!) as Listed;
+  assert.deepEqual(
+    first.recent.map((e) => e.result?.n),
+    acme.recent.map((e) => e.result?.n),
+  );
 });

@@ -1,8 +1,9 @@
 // Owns the daemon's board of operations in progress (snapshots, restores, gc sweeps the daemon runs:
 // API calls, scheduled runs, retention sweeps) with their progress, the last ones that ended with their
-// result, and the live feed of both as server-sent events (`GET /v1/events`). While a feed is open it
-// also watches the operations of other processes (a CLI snapshot: an agent lock another process
-// holds), from their start to their end, without progress. Verify reports the daemon produced are
+// result (20 of each tenant: a tenant's reader sees its last 20), and the live feed of both as
+// server-sent events (`GET /v1/events`). While a feed is open it also watches the operations of other
+// processes (a CLI snapshot: an agent lock another process holds), from their start to their end,
+// without progress. Verify reports the daemon produced are
 // remembered per snapshot (the fleet's "last verify", and its damaged snapshots: one stays damaged
 // until a verify of that very snapshot passes or it is gone). Memory only: a restart forgets.
 
@@ -55,7 +56,14 @@ export type ActivityEvent =
   | { type: 'started' | 'progress'; activity: Activity }
   | { type: 'ended'; activity: EndedActivity };
 
+/** The ended operations a reader is shown: the last 20 of all, or of the tenant the reader names. */
 const RECENT = 20;
+/**
+ * The ended operations the board keeps: the last RECENT of each tenant (and of no tenant: a gc of
+ * every tenant), at most this many in all, so a reader of one tenant sees its last RECENT however many
+ * operations other tenants ran since (bounded: a few hundred bytes each).
+ */
+const KEPT = RECENT * 50;
 
 /**
  * Whether an operation is shown to a reader of `tenant` (undefined: every reader sees all). An operation
@@ -105,9 +113,12 @@ export class ActivityBoard {
     return [...this.active.values()].filter((a) => ofTenant(a, tenant)).map((a) => ({ ...a }));
   }
 
-  /** The last operations that ended (at most 20 of all); with `tenant`, those of that tenant. */
+  /**
+   * The last operations that ended, newest first: at most 20; with `tenant`, the last 20 of that tenant
+   * (filtered first, then limited: another tenant's newer operations never push its own out).
+   */
   recent(tenant?: string): EndedActivity[] {
-    return this.ended.filter((a) => ofTenant(a, tenant));
+    return this.ended.filter((a) => ofTenant(a, tenant)).slice(0, RECENT);
   }
 
   /** Runs `op` as a board entry: started, its progress, and its end (summarised by `summarize`). */
@@ -151,8 +162,23 @@ export class ActivityBoard {
     this.active.delete(a.id);
     const done: EndedActivity = { ...a, ...end, ended_at_ms: Date.now() };
     this.ended.unshift(done);
-    this.ended.length = Math.min(this.ended.length, RECENT);
+    this.trimEnded();
     this.emit({ type: 'ended', activity: done });
+  }
+
+  /** Keeps the last RECENT ended operations of each tenant (and of none), at most KEPT in all. */
+  private trimEnded(): void {
+    const per = new Map<string, number>();
+    let kept = 0;
+    for (let i = 0; i < this.ended.length; i++) {
+      const key = this.ended[i]!.tenant ?? '';
+      const n = per.get(key) ?? 0;
+      if (n < RECENT && kept < KEPT) {
+        per.set(key, n + 1);
+        this.ended[kept++] = this.ended[i]!;
+      }
+    }
+    this.ended.length = kept;
   }
 
   /**

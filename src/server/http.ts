@@ -8,7 +8,8 @@
 // (a client that closed after the whole body is a delivery, not an error).
 // Every response carries the security headers (a strict Content-Security-Policy, nosniff, no framing,
 // no referrer), so the console's pages and the API's JSON alike are never run as anything else.
-// A request whose raw path has a dot segment (`..`, `%2e%2e`, …) is refused before routing (400).
+// A request whose raw path has a dot segment (`..`, `%2e%2e`, …), or whose target is not a plain path
+// (`//host/…`, `/\…`, an absolute URL, `*`; a `\` in it), is refused before routing (400).
 // A request to the API (`/v1/…`) that a browser sent from another site or origin (`Sec-Fetch-Site`,
 // `Origin`) is refused before routing, whatever the tokens (403 CROSS_SITE).
 // Two tokens: the write token (every route) and an optional read token (read routes only); a request's
@@ -225,6 +226,25 @@ export function dotSegmentOf(target: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Why a request target is not a plain path (origin-form, RFC 9112 §3.2.1), or undefined when it is: it
+ * must begin with one `/`. The URL parser takes a target beginning `//` (or `/\`, `\`: it reads `\` as
+ * `/`) for a network-path reference, `//evil.example/v1/agents` as the host `evil.example` and the path
+ * `/v1/agents`, and an absolute `http://host/…` as its host and path, so such targets reached the route
+ * of a path that was never sent; a target without a leading `/` (`v1/agents`, `*`) was resolved
+ * against `/`. A `\` anywhere in the path is refused too: the parser turns it into a `/`, another
+ * path than the one sent. The daemon is no proxy: every such target is refused before routing (stop 46).
+ */
+export function targetFormProblem(target: string): string | undefined {
+  const end = target.search(/[?#]/);
+  const path = end < 0 ? target : target.slice(0, end);
+  if (!path.startsWith('/'))
+    return 'it does not begin with "/" (only a path is accepted: no absolute URL, authority or "*")';
+  if (path.startsWith('//')) return 'it begins with "//" (a URL parser reads what follows as a host)';
+  if (path.includes('\\')) return 'it has a "\\" (a URL parser reads it as "/"; send %5C for the character)';
+  return undefined;
+}
+
 /** The response to a failure: the status of its code, and the client's form of it (client-errors.ts). */
 function errorBody(
   errors: ClientErrors,
@@ -390,6 +410,11 @@ export function createApiServer(opts: ApiServerOptions): Server {
     if (dot !== undefined)
       throw new InvalidInputError(
         `the request path has the dot segment ${JSON.stringify(dot)}: a path is taken as it is sent, never resolved (no "." or ".." segment, encoded or not)`,
+      );
+    const form = targetFormProblem(req.url ?? '/');
+    if (form !== undefined)
+      throw new InvalidInputError(
+        `the request target is not a plain path: ${form}; a path is taken as it is sent, never parsed as a URL`,
       );
     let url: URL;
     try {

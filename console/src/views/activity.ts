@@ -34,7 +34,7 @@ export function ActivityPanel({ onEnded, onReconnect }: { onEnded: () => void; o
         } else if (event === 'ended') {
           const a = data as Activity;
           setRunning((list) => list.filter((x) => x.id !== a.id));
-          setRecent((list) => [a, ...list.filter((x) => x.id !== a.id)].slice(0, 10));
+          setRecent((list) => [a, ...list.filter((x) => x.id !== a.id)].slice(0, 20));
           onEnded();
         }
       },
