@@ -1,6 +1,7 @@
 // What export, import and migrate must never do to the store, run with the built CLI: export never
 // writes into the store (the bundle itself through a symbolic link, a hard link or a symlinked file;
-// another bundle; a repository object), import never takes an id another snapshot of the agent holds
+// another bundle; a repository object; a directory swapped for a link while the copy is written, in
+// process), nor through a link at the target's name, import never takes an id another snapshot of the agent holds
 // (a bundle not migrated yet, or a repository snapshot: a new id, `created_by: import`), migrate's
 // refusal of such an id says what to do (no `--force` it does not have), an encrypted bundle goes into
 // a plaintext repository neither by import nor by migrate (one rule, one message), and migrate keeps a
@@ -12,18 +13,25 @@ import {
   copyFileSync,
   existsSync,
   linkSync,
+  lstatSync,
   mkdirSync,
+  readdirSync,
   readFileSync,
+  renameSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { generateIdentity } from '../src/crypto/age.js';
+import { AlreadyExistsError, InvalidInputError } from '../src/model/errors.js';
+import { publishExport } from '../src/snapshotter/export.js';
+import { copyFileHashed } from '../src/util/hash.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { json, ok } from './helpers/cli-json.js';
 import { type Agent, sampleAgent, tempDir } from './helpers/env.js';
-import { SMALL } from './helpers/exchange.js';
+import { SMALL, snapshotterOf } from './helpers/exchange.js';
 
 const REPO_FORMAT = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
 const BUNDLES = { NEXO_MEMORY_STORE_FORMAT: 'bundles' };
@@ -207,4 +215,71 @@ test('an encrypted bundle goes into a plaintext repository neither by import (st
   assert.equal(new Set(messages).size, 1, `one rule, one message: ${messages.join(' | ')}`);
   assert.match(messages[0]!, /encryption\.recipients/, 'the way out');
   assert.ok(existsSync(s.bundle_path), 'the bundle is kept');
+});
+
+test('export: a directory swapped for a link into the store while the copy is written never redirects the write; --force replaces a link at the target name, never writes through it (in process, stop 46)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const s = snapshotterOf(a, { store: 'bundles' });
+  const one = await s.snapshot({ agentId: 'ana' });
+  const two = await s.snapshot({ agentId: 'ana' });
+  const store = snapshotDir(a);
+  const storeFiles = () => readdirSync(store).sort();
+  const files = [one, two].flatMap((m) => [m.bundle_path, `${m.bundle_path}.sha256`]);
+  const before = files.map(sha);
+  const listed = storeFiles();
+  const out = join(tempDir(t, 'nexo-out-'), 'out');
+  mkdirSync(out);
+  const moved = `${out}.moved`;
+  let during: { store: string[]; held: string[] } | undefined;
+  /** An exact copy of bundle one, as export's own copy step writes it; `swap` runs first. */
+  const copyAfter = (swap: () => void) => async (tmp: string) => {
+    swap();
+    const written = await copyFileHashed(one.bundle_path, tmp, { sync: true, mode: 0o600 });
+    during = { store: storeFiles(), held: readdirSync(moved) };
+    return { ...written, copy: 'exact' as const, encrypted: false, repacked: false };
+  };
+  // the target is checked (outside the store), then, as the copy begins, its directory is moved away
+  // and a link to the store's snapshot directory takes its name; the target names bundle two
+  const swapped = publishExport(
+    `${two.id}.tar.zst`,
+    `${out}/`,
+    { source: one.bundle_path, store: s.storeDirs() },
+    { force: true },
+    copyAfter(() => {
+      renameSync(out, moved);
+      symlinkSync(store, out);
+    }),
+  );
+  await assert.rejects(swapped, (err: Error) => {
+    assert.ok(err instanceof InvalidInputError, String(err));
+    assert.match(err.message, /was replaced during the export/);
+    return true;
+  });
+  // the copy went into the directory opened and checked, even while a link to the store had its name
+  assert.deepEqual(during?.store, listed, 'the copy never entered the store, not even as a temporary file');
+  assert.equal(during?.held.length, 1, `the temporary copy is in the directory held: ${during?.held}`);
+  assert.deepEqual(files.map(sha), before, 'no bundle or sibling of the store changed');
+  assert.deepEqual(storeFiles(), listed, 'nothing written into the store, no temporary file left there');
+  assert.deepEqual(readdirSync(moved), [], 'nor in the directory that was held');
+
+  // the target's last component is a link to a file of the store (not the bundle exported): --force
+  // replaces the link itself; the file it named is left as it was
+  rmSync(out);
+  renameSync(moved, out);
+  const link = join(out, 'latest.tar.zst');
+  symlinkSync(two.bundle_path, link);
+  const r = await s.export('ana', undefined, one.id, link, { force: true, redact: false });
+  assert.equal(r.path, link);
+  assert.equal(lstatSync(link).isSymbolicLink(), false, 'the link was replaced by the copy');
+  assert.equal(sha(link), sha(one.bundle_path));
+  assert.deepEqual(files.map(sha), before, 'the linked bundle is unchanged');
+  // a dangling link at the target name, without --force: the name is taken (never followed)
+  const dangling = join(out, 'dangling.tar.zst');
+  symlinkSync(join(out, 'nowhere'), dangling);
+  await assert.rejects(s.export('ana', undefined, one.id, dangling, { redact: false }), (err: Error) => {
+    assert.ok(err instanceof AlreadyExistsError, String(err));
+    return true;
+  });
+  assert.equal(existsSync(join(out, 'nowhere')), false, 'nothing written through the link');
+  assert.deepEqual(storeFiles(), listed);
 });

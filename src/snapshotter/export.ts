@@ -6,9 +6,12 @@
 // signature against trusted keys, when given), then published with its sibling. An existing target
 // is never replaced without `force`; a failed export leaves nothing; no directory is ever created (a
 // target ending in `/` or naming a directory means "into it"); nothing is ever written into the store
-// (the bundle itself, by any path, or any directory of the store: checkTarget).
+// (the bundle itself, by any path, or any directory of the store: checkTarget), and every file is
+// written through the target directory held open since it was checked (holdDirectory): a directory or
+// link swapped in meanwhile cannot redirect it; a link at the target name is replaced, never followed.
 
-import { realpath, rename, stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { type FileHandle, lstat, open, readlink, realpath, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { Identity } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
@@ -63,8 +66,9 @@ export interface Plan {
   redactHere: boolean;
 }
 
+/** Whether a name exists, a symbolic link (dangling too) included: never followed. */
 const exists = (p: string): Promise<boolean> =>
-  stat(p).then(
+  lstat(p).then(
     () => true,
     () => false,
   );
@@ -212,12 +216,76 @@ async function checkTarget(dest: string, guard: ExportGuard): Promise<void> {
         throw new InvalidInputError(`export target ${dest} is the bundle itself (or its sibling)`);
     }
   }
+  await refuseInsideStore(dir, dest, guard);
+}
+
+/** Refuses (INVALID_INPUT) a real directory `dir` inside one of the store's directories. */
+async function refuseInsideStore(dir: string, dest: string, guard: ExportGuard): Promise<void> {
   for (const d of guard.store) {
     const real = await realpath(d).catch(() => resolve(d));
     if (isWithin(real, dir))
       throw new InvalidInputError(
         `export target ${dest} is inside the snapshot store (${d}): an export is written outside the store`,
       );
+  }
+}
+
+/** The target's directory, opened and checked; every file the export writes is named from `base`. */
+interface HeldDirectory {
+  /**
+   * `/proc/<pid>/fd/<n>` of the open directory (Linux: a name through it reaches that very directory,
+   * whatever has its path now), else its real path.
+   */
+  base: string;
+  /** Refuses (INVALID_INPUT) when the target's directory, by the path given, is no longer the one held. */
+  recheck(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the target's directory (its real path, the last component not followed) and checks the
+ * directory actually opened, not the path: on Linux its name as the kernel knows it
+ * (`/proc/<pid>/fd/<n>`) must lie outside the store, and every file of the export is then created,
+ * written, verified and renamed through that name, so a directory (or a link on the way) swapped in
+ * after the check cannot redirect a write: the kernel resolves the name to the directory already
+ * opened. The pid's name, not `/proc/self`, so a child process reading the copy (verify) reaches it too.
+ * Without `/proc`: the path must still lead to the directory opened (device and inode), checked again
+ * before the publish (`recheck`), which narrows the window to the publish itself.
+ */
+async function holdDirectory(dir: string, dest: string, guard: ExportGuard): Promise<HeldDirectory> {
+  const real = await realpath(dir).catch(() => resolve(dir));
+  let fh: FileHandle;
+  try {
+    fh = await open(real, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch (err) {
+    throw new InvalidInputError(
+      `export directory ${dir} cannot be opened as a directory (${(err as NodeJS.ErrnoException).code ?? 'error'}): was it replaced?`,
+    );
+  }
+  try {
+    const held = await fh.stat();
+    const proc = `/proc/${process.pid}/fd/${fh.fd}`;
+    const opened = await readlink(proc).catch(() => undefined);
+    const viaProc =
+      opened?.startsWith('/') === true &&
+      (await stat(proc).then(
+        (p) => p.dev === held.dev && p.ino === held.ino,
+        () => false,
+      ));
+    const recheck = async () => {
+      const again = await realpath(dir).catch(() => undefined);
+      const now = again === undefined ? undefined : await stat(again).catch(() => undefined);
+      if (again !== real || now?.dev !== held.dev || now?.ino !== held.ino)
+        throw new InvalidInputError(
+          `export directory ${dir} was replaced during the export (a link or another directory in its place): nothing was published`,
+        );
+    };
+    await refuseInsideStore(viaProc ? opened! : real, dest, guard);
+    await recheck();
+    return { base: viaProc ? proc : real, recheck, close: () => fh.close() };
+  } catch (err) {
+    await fh.close();
+    throw err;
   }
 }
 
@@ -238,13 +306,17 @@ export async function publishExport(
   const dest = await destinationFor(name, target);
   await checkTarget(dest, guard);
   const destSibling = siblingPathOf(dest);
-  if (!opts.force) {
-    if (await exists(dest)) throw new AlreadyExistsError(dest);
-    if (await exists(destSibling)) throw new AlreadyExistsError(destSibling);
-  }
-  const tmp = tempPathFor(dest);
+  const dir = await holdDirectory(dirname(dest), dest, guard);
+  // every name the export writes, through the directory held (never through the path again)
+  const at = join(dir.base, basename(dest));
+  const atSibling = siblingPathOf(at);
+  const tmp = tempPathFor(at);
   const tmpSibling = siblingPathOf(tmp);
   try {
+    if (!opts.force) {
+      if (await exists(at)) throw new AlreadyExistsError(dest);
+      if (await exists(atSibling)) throw new AlreadyExistsError(destSibling);
+    }
     const written = await write(tmp);
     await writeSibling(tmp, written.sha256);
     const trust = written.repacked && opts.trust ? { ...opts.trust, required: false } : opts.trust;
@@ -263,16 +335,19 @@ export async function publishExport(
         },
       );
     }
+    // the path given must still lead to the directory written into (else the copy is not where it says)
+    await dir.recheck();
     if (opts.force) {
-      await rename(tmp, dest);
-      await rename(tmpSibling, destSibling);
-      await fsyncDir(dirname(dest));
+      // a rename replaces the name: a symbolic link there is replaced itself, never written through
+      await rename(tmp, at);
+      await rename(tmpSibling, atSibling);
+      await fsyncDir(dir.base);
     } else {
-      await publishNoClobber(tmp, dest);
+      await publishNoClobber(tmp, at);
       try {
-        await publishNoClobber(tmpSibling, destSibling);
+        await publishNoClobber(tmpSibling, atSibling);
       } catch (err) {
-        await removeQuietly(dest); // never leave the copy without its sibling
+        await removeQuietly(at); // never leave the copy without its sibling
         throw err;
       }
     }
@@ -292,6 +367,8 @@ export async function publishExport(
     await removeQuietly(tmp);
     await removeQuietly(tmpSibling);
     throw err;
+  } finally {
+    await dir.close();
   }
 }
 
