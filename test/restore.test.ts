@@ -24,7 +24,13 @@ import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { walkMemdir } from '../src/capture/memdir.js';
 import { OFF_THREAD_MIN_BYTES } from '../src/format/zstd-worker.js';
-import { JsonFileStateProvider, LocalSnapshotter, type StateProvider, WriteGate } from '../src/index.js';
+import {
+  JsonFileStateProvider,
+  LocalSnapshotter,
+  type RestoreReport,
+  type StateProvider,
+  WriteGate,
+} from '../src/index.js';
 import {
   bundleOf,
   forgeBundle,
@@ -247,15 +253,67 @@ test('restoring the same bundle twice works, and undo returns to the state befor
   assert.notEqual(r1.restore_id, r2.restore_id);
   assert.deepEqual(await fingerprint(a), await expected(snap.bundle_path));
   // undo twice: back to the state before r2 (= snapshot), then before that
-  const { undoAnchor } = await import('../src/snapshotter/restore.js');
-  const anchor2 = await undoAnchor(a.snapshotter, 'ana', 'default');
-  assert.equal(anchor2, r2.pre_snapshot);
+  const undone = await a.snapshotter.restore({ agentId: 'ana', undo: true });
+  assert.ok(undone.bundle.includes(r2.pre_snapshot!), `${undone.bundle} is r2's anchor ${r2.pre_snapshot}`);
+  assert.deepEqual(withoutDbBytes(await fingerprint(a)), withoutDbBytes(await expected(snap.bundle_path)));
   await a.snapshotter.restore({
     agentId: 'ana',
     bundle: (await a.snapshotter.list('ana')).find((m) => m.id === r1.pre_snapshot)!.bundle_path,
   });
   assert.deepEqual(withoutDbBytes(await fingerprint(a)), changed);
   assert.deepEqual(dbContent(a), changedRows);
+});
+
+test('undo and latest are chosen under the agent lock: a restore that waited for another undoes that one', async (t) => {
+  const a = agent(t);
+  const s = a.snapshotter;
+  const mark = (tag: string) => writeFileSync(join(a.memdir, 'MEMORY.md'), `# ${tag}\n`);
+  const v1 = await s.snapshot({ agentId: 'ana' });
+  mark('two');
+  const v2 = await s.snapshot({ agentId: 'ana' });
+  mark('u1');
+  const first = await s.restore({ agentId: 'ana', snapshot: v2.id }); // its anchor holds u1
+  // A restore to v1 holds the lock; an undo and a restore of `latest` are asked meanwhile. Each must
+  // act on what the names mean once it runs: the undo undoes the v1 restore (back to v2, its anchor),
+  // not the first restore (back to u1).
+  let undo: Promise<RestoreReport> | undefined;
+  let listed!: () => void;
+  const askedList = new Promise<void>((r) => {
+    listed = r;
+  });
+  const list = s.list.bind(s);
+  s.list = (...args: Parameters<typeof s.list>) => {
+    listed();
+    return list(...args);
+  };
+  const second = await s.restore({
+    agentId: 'ana',
+    snapshot: v1.id,
+    hooks: {
+      beforeSwap: async () => {
+        undo = s.restore({ agentId: 'ana', undo: true });
+        // on the old code the undo picked its anchor at once; now it waits for this restore's lock
+        await Promise.race([askedList, new Promise((r) => setTimeout(r, 500))]);
+      },
+    },
+  });
+  s.list = list;
+  const undone = await undo!;
+  assert.notEqual(second.pre_snapshot, first.pre_snapshot);
+  assert.ok(undone.bundle.includes(second.pre_snapshot!), `${undone.bundle}: the v1 restore's anchor`);
+  assert.deepEqual(withoutDbBytes(await fingerprint(a)), withoutDbBytes(await expected(v2.bundle_path)));
+  // `latest` likewise: a snapshot taken while the restore waited is the one restored
+  mark('y1');
+  let capturing!: () => void;
+  const underLock = new Promise<void>((r) => {
+    capturing = r;
+  });
+  const snapping = s.snapshot({ agentId: 'ana', label: 'y1', onProgress: () => capturing() });
+  await underLock; // the snapshot holds the agent lock: its capture has begun
+  const latest = s.restore({ agentId: 'ana', snapshot: 'latest' });
+  const y1 = await snapping;
+  const r = await latest;
+  assert.ok(r.bundle.includes(y1.id), `${r.bundle} is the snapshot taken while it waited (${y1.id})`);
 });
 
 test('a database absent from the bundle is moved aside with its -wal and -shm; absent state is removed', async (t) => {

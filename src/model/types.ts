@@ -252,6 +252,12 @@ export interface RestoreRequest {
    * (the alternative to `bundle`).
    */
   snapshot?: string;
+  /**
+   * Restore the agent's newest pre-restore anchor: undo the last restore (`restore --undo`). Give this
+   * instead of `bundle` and `snapshot`. Like `snapshot: 'latest'`, it is chosen while the agent's lock is
+   * held, so a restore or snapshot that finished meanwhile is taken into account.
+   */
+  undo?: boolean;
   dryRun?: boolean;
   /** Take an automatic pre-restore snapshot first (default true). */
   autoPreSnapshot?: boolean;

@@ -14,7 +14,7 @@ import { lstat, mkdir, mkdtemp, readFile, readlink, rm, rmdir } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
-import { loadIdentities } from '../crypto/age.js';
+import { type Identity, loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
 import { stateValueOf } from '../format/json.js';
 import type { Manifest } from '../format/manifest.js';
@@ -24,12 +24,13 @@ import {
   asSnapshotError,
   BundleDamagedError,
   CrossTenantError,
+  InvalidInputError,
   NotFoundError,
   RedactedBundleError,
   RestoreRefusedError,
   StoreUnavailableError,
 } from '../model/errors.js';
-import { DEFAULT_TENANT, newSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
+import { DEFAULT_TENANT, LATEST, newSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
 import {
   type ComponentChange,
   DB_NAMES,
@@ -65,7 +66,7 @@ import { faultPoint } from '../util/faults.js';
 import { packageModule } from '../util/module-worker.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError } from '../verify/verify.js';
-import type { LocalSnapshotter } from './local.js';
+import type { AgentLock, LocalSnapshotter } from './local.js';
 import { locateSource, type RestoreSource, type SourceHead } from './restore-source.js';
 
 /** Whether the bundle is this agent's (its ids were validated with the manifest's rules). */
@@ -176,6 +177,48 @@ export async function restoreAgent(
   const policies = await s.policies();
   // The anchor's signing key is read (and cached) now: an unreadable key fails the restore before it starts.
   policies.signingKey();
+  if (req.undo && (req.bundle !== undefined || req.snapshot !== undefined))
+    throw new InvalidInputError('a restore takes either undo or a bundle or snapshot, not both');
+  // A name whose snapshot moves as snapshots are taken (`latest`, the undo's anchor) is resolved with
+  // the agent's lock already held, so the snapshot restored is the one the name meant when the restore
+  // ran, not when it was queued behind another restore or snapshot. Other names are read first, and
+  // refused before any lock.
+  const moving = req.undo === true || req.snapshot?.trim().toLowerCase() === LATEST;
+  const held =
+    moving && !req.dryRun ? await s.lockAgent(agentId, tenant, req.import ? 'import' : 'restore') : undefined;
+  let handedOver = false;
+  try {
+    const named = req.undo ? { ...req, snapshot: await undoAnchor(s, agentId, tenant) } : req;
+    const report = await restoreResolved(
+      s,
+      named,
+      agentId,
+      tenant,
+      identities,
+      policies,
+      held,
+      within,
+      () => {
+        handedOver = true;
+      },
+    );
+    return report;
+  } finally {
+    if (!handedOver) held?.release();
+  }
+}
+
+async function restoreResolved(
+  s: LocalSnapshotter,
+  req: RestoreRequest,
+  agentId: string,
+  tenant: string,
+  identities: readonly Identity[] | undefined,
+  policies: Awaited<ReturnType<LocalSnapshotter['policies']>>,
+  held: AgentLock | undefined,
+  within: ImportSteps | undefined,
+  handOver: () => void,
+): Promise<RestoreReport> {
   const source = await locateSource(s, req, agentId, tenant, identities);
   // Trusted keys given with the request require a signature unless the request says otherwise.
   const trust =
@@ -197,9 +240,10 @@ export async function restoreAgent(
   await checkMemdirNotLink(s.resolver.memdir(agentId, tenant));
   const signature = head.signature;
   try {
+    if (!req.dryRun) handOver(); // restoreLocked releases the lock, whatever happens
     const report = await (req.dryRun
       ? dryRun(s, req, agentId, tenant, source, head.manifest)
-      : restoreLocked(s, req, agentId, tenant, source, head, within));
+      : restoreLocked(s, req, agentId, tenant, source, head, within, held));
     return {
       ...report,
       signature: { status: signature.status, ...(signature.key_id ? { key_id: signature.key_id } : {}) },
@@ -303,8 +347,9 @@ async function restoreLocked(
   source: RestoreSource,
   head: SourceHead,
   within?: ImportSteps,
+  held?: AgentLock,
 ): Promise<RestoreReport> {
-  const lock = await s.lockAgent(agentId, tenant, req.import ? 'import' : 'restore');
+  const lock = held ?? (await s.lockAgent(agentId, tenant, req.import ? 'import' : 'restore'));
   const memdir = s.resolver.memdir(agentId, tenant);
   const sqliteDir = s.resolver.sqliteDir(agentId, tenant);
   const snapDir = s.layout.snapshotsDir(tenant, agentId);
@@ -601,7 +646,7 @@ async function restoreLocked(
  * The newest pre-restore anchor of an agent (a bundle or a repository snapshot): the snapshot id
  * `restore --undo` restores.
  */
-export async function undoAnchor(s: LocalSnapshotter, agentId: string, tenant: string): Promise<string> {
+async function undoAnchor(s: LocalSnapshotter, agentId: string, tenant: string): Promise<string> {
   const anchor = (await s.list(agentId, tenant)).find((m) => m.created_by === 'auto-pre-restore');
   if (!anchor)
     throw new NotFoundError(

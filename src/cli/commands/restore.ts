@@ -9,7 +9,6 @@ import type { RestoreRequest } from '../../model/types.js';
 import { checkRestoreGate } from '../../snapshotter/gate.js';
 import type { LocalSnapshotter } from '../../snapshotter/local.js';
 import { prepareBundleRead } from '../../snapshotter/prepare-read.js';
-import { undoAnchor } from '../../snapshotter/restore.js';
 import { Command, Option } from '../commander.js';
 import {
   autoPreSnapshotFrom,
@@ -130,7 +129,9 @@ Examples:
           (existsSync(from) ||
             (parseSnapshotPrefix(from) === undefined && parseSnapshotId(from) === undefined))
             ? { bundle: from }
-            : { snapshot: from ?? (await undoAnchor(s, opts.agent, opts.tenant)) };
+            : from !== undefined
+              ? { snapshot: from }
+              : { undo: true };
         return restoreAndPrint(s, opts, progress, {
           agentId: opts.agent,
           tenant: opts.tenant,
