@@ -1263,6 +1263,53 @@ test('http: a request the server timed out (its body too slow) is logged as a 40
   await tracker.close();
 });
 
+test('http: a response whose client takes no bytes is cut after the stall bound, releasing its stream (a bundle readers lock)', async (t) => {
+  const lines: string[] = [];
+  const tracker = new OperationTracker();
+  let released = false;
+  const server = createApiServer({
+    routes: [
+      {
+        method: 'GET',
+        path: '/big',
+        auth: 'open',
+        handle: async () => {
+          const chunk = Buffer.alloc(1 << 20, 'x');
+          let sent = 0;
+          const stream = new Readable({
+            read() {
+              this.push(sent++ < 256 ? chunk : null); // 256 MiB: more than any socket buffers
+            },
+            destroy(err, cb) {
+              released = true;
+              cb(err);
+            },
+          });
+          return { stream, headers: { 'content-length': String(256 << 20) } };
+        },
+      },
+    ],
+    tracker,
+    sendStallMs: 300,
+    log: (line) => lines.push(line),
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  // a client that reads the first bytes, then nothing, and stays
+  const socket = connect(port, '127.0.0.1');
+  t.after(() => socket.destroy());
+  socket.once('data', () => socket.pause());
+  socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+  await until(() => lines.length > 0); // the response ended: cut by the server (the client never closes)
+  assert.ok(released, 'the stream was destroyed');
+  assert.match(
+    lines[0]!,
+    /^GET \/big 200, cut by the server \(the client took no bytes for 300 ms\) after \d+ of 268435456 bytes \d+ms$/,
+  );
+  await tracker.close();
+});
+
 /** A text a remote client gets: none of the host's places (the test's root, the temporary directory, any absolute path). */
 function assertNoHostPath(a: Agent, text: string): void {
   assert.ok(!text.includes(a.root), `no state root: ${text}`);

@@ -90,6 +90,11 @@ export interface ApiServerOptions {
    * get at most 30 s). Past it the server answers 408 and closes the connection.
    */
   requestTimeoutMs?: number;
+  /**
+   * How long a response may wait for its client to take more bytes (default 60 s). Past it the server
+   * closes the connection: a download's stream, and the bundle readers' lock it holds, are released.
+   */
+  sendStallMs?: number;
   tracker: OperationTracker;
   /** One line per request (method, path, status and whether the client went away, milliseconds). */
   log?: (line: string) => void;
@@ -312,9 +317,10 @@ async function readBody(req: IncomingMessage, limit: number, tracker: OperationT
  * counting completed writes tells that apart from one that left in the middle. A read error of the
  * body (the client still there) rejects.
  */
-async function streamBody(body: Readable, res: ServerResponse): Promise<number> {
+async function streamBody(body: Readable, res: ServerResponse, stallMs: number): Promise<number> {
   let flushed = 0;
   let gone = false;
+  let stalled = false;
   let wake: (() => void) | undefined;
   const closed = new Promise<void>((resolve) =>
     res.once('close', () => {
@@ -331,10 +337,18 @@ async function streamBody(body: Readable, res: ServerResponse): Promise<number> 
         if (!err) flushed += chunk.length;
       });
       if (!more && !gone) {
+        // A client that stops reading would keep what the stream holds (a bundle's readers lock, which
+        // delete and retention wait for) as long as it likes: one that takes nothing for `stallMs` is cut.
+        let timer: NodeJS.Timeout | undefined;
         await new Promise<void>((resolve) => {
           wake = resolve;
           res.once('drain', resolve);
+          timer = setTimeout(() => {
+            stalled = true;
+            res.destroy();
+          }, stallMs);
         });
+        clearTimeout(timer);
         res.off('drain', wake!);
       }
     }
@@ -343,8 +357,12 @@ async function streamBody(body: Readable, res: ServerResponse): Promise<number> 
     if (!gone) throw err;
   }
   await closed;
+  if (stalled) stalledResponses.add(res);
   return flushed;
 }
+
+/** Responses the server cut because their client took no bytes for the stall bound (for the log). */
+const stalledResponses = new WeakSet<ServerResponse>();
 
 /**
  * Whether the server itself ended the request: Node answered 408 and destroyed the connection because
@@ -495,16 +513,21 @@ export function createApiServer(opts: ApiServerOptions): Server {
       result.stream.destroy(); // releases what it holds, as a client that goes away does
       return String(status);
     }
-    const flushed = await streamBody(result.stream, res);
+    const flushed = await streamBody(result.stream, res, sendStallMs);
     const declared = Number(result.headers['content-length']);
     // Delivered: every declared byte went out, whether or not the client stayed for the end.
     if (res.writableFinished || flushed === declared) return String(status);
-    const why = exchange.cut ? 'cut short by the shutdown' : 'client went away';
+    const why = exchange.cut
+      ? 'cut short by the shutdown'
+      : stalledResponses.has(res)
+        ? `cut by the server (the client took no bytes for ${sendStallMs} ms)`
+        : 'client went away';
     return `${status}, ${why} after ${flushed}${Number.isNaN(declared) ? '' : ` of ${declared}`} bytes`;
   }
 
   // Receiving a request (at most 64 KiB of body) never takes long; responses (downloads) are not bounded.
   const requestTimeoutMs = opts.requestTimeoutMs ?? 60_000;
+  const sendStallMs = opts.sendStallMs ?? 60_000;
   const server = createServer(
     {
       requestTimeout: requestTimeoutMs,
