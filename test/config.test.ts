@@ -48,6 +48,10 @@ test('each invalid key: a ConfigError naming the dotted key and the rule', (t) =
       'memory.snapshot.retention.pre_mutating_tool_max_age_hours must be an integer',
     ],
     ['lock_timeout_secs: 0', 'memory.snapshot.lock_timeout_secs must be ≥ 1'],
+    [
+      'lock_timeout_secs: 2147484',
+      'memory.snapshot.lock_timeout_secs must be ≤ 2147483 (24.8 days, the longest wait a SQLite lock holds)',
+    ],
     ['redact_secrets_default: "no"', 'memory.snapshot.redact_secrets_default must be a boolean'],
     ['zstd_level: 20', 'memory.snapshot.zstd_level must be ≤ 19'],
     ['zstd_level: 0', 'memory.snapshot.zstd_level must be ≥ 1'],

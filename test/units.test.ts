@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { shownName } from '../console/src/format.js';
+import { parseSince } from '../src/browse/since.js';
 import { parseIntFlag } from '../src/cli/context.js';
 import { bundleCandidates } from '../src/cli/early-read.js';
 import { formatExport } from '../src/cli/format.js';
@@ -20,13 +21,13 @@ import { LocalSnapshotter, RetentionWorker } from '../src/index.js';
 import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
 import { newSnapshotId, parseSnapshotId, validateAgentId, validateTenant } from '../src/model/ids.js';
 import { subsetOf } from '../src/repository/check.js';
-import { Scheduler } from '../src/server/scheduler.js';
+import { type ScheduleOutcome, Scheduler, type SchedulerClock } from '../src/server/scheduler.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import { smallHeapFor } from '../src/util/heap-settings.js';
 import { MAX_TIMEOUT_MS, setLongTimeout } from '../src/util/long-timer.js';
 import { ensureBuilt, runBuiltCli } from './helpers/built-cli.js';
 import { tarOf } from './helpers/bundles.js';
-import { REPO, runCli, tempDir } from './helpers/env.js';
+import { REPO, runCli, sampleAgent, tempDir } from './helpers/env.js';
 
 /** Progress lines print MiB, as the reports do. */
 const MiB = 1024 * 1024;
@@ -517,6 +518,164 @@ test('a schedule or a retention interval longer than setTimeout holds (~24.8 day
   t.mock.timers.tick(5);
   assert.equal(fired, true);
   timer.clear();
+});
+
+test("schedule: slots on the monotonic clock; a wall clock stepped back a day and put right delays no run, and the lateness is the daemon's own record (stop 46)", async (t) => {
+  const a = sampleAgent(t, 'ana', {
+    files: 2,
+    commits: 1,
+    memories: 5,
+    embeddings: 2,
+    concepts: 2,
+    compactions: 1,
+  });
+  const DAY = 86_400_000;
+  const interval = 60_000;
+  let wall = Date.UTC(2026, 11, 5, 14);
+  let mono = 5_000;
+  const armed: Array<{ fn: () => void; ms: number; cleared: boolean }> = [];
+  const clock: SchedulerClock = {
+    now: () => wall,
+    monotonic: () => mono,
+    setTimer: (fn, ms) => {
+      const timer = { fn, ms, cleared: false };
+      armed.push(timer);
+      return { clear: () => (timer.cleared = true) };
+    },
+  };
+  let settled: (o: ScheduleOutcome) => void = () => {};
+  // a run's outcome, once the run has wholly ended (its slot is free a moment after it reports)
+  const outcome = async () => {
+    const o = await new Promise<ScheduleOutcome>((r) => (settled = r));
+    await new Promise((r) => setImmediate(r));
+    return o;
+  };
+  const scheduler = new Scheduler(
+    a.snapshotter,
+    [{ agentId: 'ana', tenant: 'default', intervalMs: interval }],
+    {
+      tracker: new OperationTracker(),
+      clock,
+      onOutcome: (_e, o) => settled(o),
+    },
+  );
+  const started = wall;
+  scheduler.start();
+  t.after(() => scheduler.stop());
+  assert.equal(armed.length, 1);
+  assert.equal(armed[0]!.ms, interval);
+  assert.equal(scheduler.status()[0]!.next_at_ms, started + interval);
+  // 5 s in, the wall clock is stepped back a day: the slot is still 55 s away, as that clock reads it
+  mono += 5_000;
+  wall += 5_000 - DAY;
+  assert.equal(scheduler.status()[0]!.next_at_ms, wall + 55_000);
+  // before a run of its own, the age is the store's newest snapshot's, else the schedule's
+  assert.equal(scheduler.sinceLastSnapshotMs('default', 'ana', wall - 7_200_000), 7_200_000);
+  assert.equal(scheduler.sinceLastSnapshotMs('default', 'ana'), 5_000);
+  assert.equal(
+    scheduler.sinceLastSnapshotMs('default', 'ana', wall + 60_000),
+    5_000,
+    'a date ahead is not taken',
+  );
+  mono += 55_000;
+  wall += 55_000;
+  let ran = outcome();
+  armed[0]!.fn();
+  assert.equal(armed.length, 2);
+  assert.equal(armed[1]!.ms, interval, 'the next slot one interval on, not a day and an interval');
+  assert.equal((await ran).kind, 'ok');
+  const ranAtWall = wall; // the run's date, by the stepped clock
+  // 70 s after the step the clock is put right; two minutes later the schedule is on time
+  mono += 10_000;
+  wall += 10_000 + DAY;
+  assert.equal(scheduler.status()[0]!.next_at_ms, wall + 50_000);
+  mono += 50_000;
+  wall += 50_000;
+  ran = outcome();
+  armed[1]!.fn();
+  assert.equal(armed[2]!.ms, interval);
+  assert.equal((await ran).kind, 'ok');
+  assert.equal(scheduler.status()[0]!.runs, 2);
+  // the process is stopped (SIGSTOP) for 3.5 intervals: one run, then the next slot on the grid
+  mono += 3.5 * interval;
+  wall += 3.5 * interval;
+  ran = outcome();
+  armed[2]!.fn();
+  assert.equal((await ran).kind, 'ok');
+  assert.equal(armed.length, 4, 'the missed slots are not replayed');
+  assert.equal(armed[3]!.ms, interval / 2);
+  assert.equal(scheduler.status()[0]!.runs, 3);
+  // lateness: the daemon's monotonic record of its last run, not the wall-clock date of a snapshot
+  mono += 20_000;
+  wall += 20_000;
+  assert.equal(
+    scheduler.sinceLastSnapshotMs('default', 'ana', ranAtWall),
+    20_000,
+    'not a day: the date was stepped',
+  );
+  assert.equal(
+    scheduler.sinceLastSnapshotMs('default', 'ana', wall - 5_000),
+    5_000,
+    "another process's later snapshot counts",
+  );
+  assert.equal(
+    scheduler.sinceLastSnapshotMs('default', 'ana', wall + DAY),
+    20_000,
+    'a date ahead of the clock is not taken',
+  );
+  assert.equal(scheduler.sinceLastSnapshotMs('default', 'bob'), undefined, 'not scheduled here');
+  await scheduler.stop();
+  assert.equal(scheduler.status()[0]!.next_at_ms, undefined);
+  assert.equal(scheduler.sinceLastSnapshotMs('default', 'ana'), undefined);
+});
+
+test('since: a day the month lacks, a time past 23:59:59, ms beyond the last date are refused; a date-time without an offset is UTC in any zone (stop 46)', async (t) => {
+  const utc = (...p: [number, number, number, number?, number?, number?, number?]) => Date.UTC(...p);
+  assert.equal(parseSince('2026-02-28'), utc(2026, 1, 28));
+  assert.equal(parseSince('2024-02-29'), utc(2024, 1, 29));
+  assert.equal(parseSince('2000-02-29'), utc(2000, 1, 29));
+  assert.equal(parseSince(' 1764944100000 '), 1764944100000);
+  assert.equal(parseSince('8640000000000000'), 8.64e15);
+  assert.equal(parseSince('2026-12-05T14:15:30.1234Z'), utc(2026, 11, 5, 14, 15, 30, 123));
+  assert.equal(parseSince('2026-12-05 14:15+13:45'), utc(2026, 11, 5, 14, 15) - 825 * 60_000);
+  assert.equal(parseSince('2026-12-05T14:15-0230'), utc(2026, 11, 5, 14, 15) + 150 * 60_000);
+  assert.equal(parseSince('0099-01-01'), -59042995200000, 'the year 99, not 1999');
+  for (const [v, why] of [
+    ['2026-02-29', /February 2026 has 28 days/],
+    ['1900-02-29', /February 1900 has 28 days/],
+    ['2026-02-31', /February 2026 has 28 days/],
+    ['2026-04-31', /April 2026 has 30 days/],
+    ['2026-01-00', /January 2026 has 31 days/],
+    ['2026-13-01', /no month 13/],
+    ['2026-12-05T24:00', /not a time of day/],
+    ['2026-12-05T14:60', /not a time of day/],
+    ['2026-12-05T14:15:60Z', /not a time of day/],
+    ['2026-12-05T14:15+24:00', /no offset/],
+    ['9999999999999999', /at most 8640000000000000/],
+    ['2026-12-05T14', /ISO 8601/],
+    ['2026-12-5', /ISO 8601/],
+    ['-5', /ISO 8601/],
+  ] as const)
+    assert.throws(
+      () => parseSince(v),
+      (e: Error & { code?: string }) => e.code === 'INVALID_INPUT' && why.test(e.message),
+      v,
+    );
+  // the host's zone changes nothing: Chatham is 13:45 ahead of UTC in December
+  const zone = process.env.TZ;
+  t.after(() => {
+    if (zone === undefined) delete process.env.TZ;
+    else process.env.TZ = zone;
+  });
+  for (const tz of ['Pacific/Chatham', 'America/Los_Angeles', 'UTC']) {
+    process.env.TZ = tz;
+    assert.equal(parseSince('2026-12-05T14:15'), utc(2026, 11, 5, 14, 15), tz);
+    assert.equal(parseSince('2026-12-05'), utc(2026, 11, 5), tz);
+  }
+  // the library refuses a bound beyond a date's range however it is given (the agent tool's since_ms)
+  const root = tempDir(t);
+  const s = new LocalSnapshotter({ stateRoot: join(root, 'state'), memdirRoot: root, sqliteRoot: root });
+  await assert.rejects(s.find({ agentId: 'ana', text: 'x', sinceMs: 1e16 }), { code: 'INVALID_INPUT' });
 });
 
 test('console: a name from memory shows its invisible format characters (a right-to-left override) as visible marks', () => {

@@ -33,6 +33,7 @@ import { ManifestCache, storedDigest } from './manifest-cache.js';
 import { type Matcher, matcherOf, type Query, textPieces } from './match.js';
 import { tableSegment } from './paths.js';
 import { type BlobScan, type ScanRole, ScanWorker } from './scan-worker.js';
+import { MAX_TIME_MS } from './since.js';
 import { gramsOf, mayHold } from './sketch.js';
 import { SketchCache } from './sketch-cache.js';
 import { repositorySource, type SnapshotSource, withSnapshot } from './source.js';
@@ -123,8 +124,8 @@ export async function findInSnapshots(s: LocalSnapshotter, req: FindRequest): Pr
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
   const m = matcherOf(req);
-  if (req.sinceMs !== undefined && !Number.isFinite(req.sinceMs))
-    throw new InvalidInputError('since must be a time');
+  if (req.sinceMs !== undefined && !(Math.abs(req.sinceMs) <= MAX_TIME_MS))
+    throw new InvalidInputError('since must be a time (ms since the epoch, at most ±8.64e15)');
   const shown: Shown = { policy: req.showSecrets === true ? undefined : (await s.policies()).redaction };
   const metas = (await s.list(agentId, tenant))
     .filter((x) => req.sinceMs === undefined || x.created_at_ms >= req.sinceMs)

@@ -293,7 +293,10 @@ const snapshotSection = object({
   /** Hosts attach the pre-mutating-tool hook only when true (preMutatingToolHookFromConfig). */
   auto_pre_mutating_tool: boolean().optional(),
   pre_mutating_tool: preMutatingToolSection.optional(),
-  lock_timeout_secs: positive().optional(),
+  /** At most SQLite's busy timeout (2^31 − 1 ms): a longer one broke every write gate's closing. */
+  lock_timeout_secs: positive()
+    .max(2_147_483, 'must be ≤ 2147483 (24.8 days, the longest wait a SQLite lock holds)')
+    .optional(),
   /**
    * Whether what leaves the host (export, HTTP download) is redacted by default (default true;
    * `--no-redact`, `?redact=false` override). The original's key made the agent tool redact; see

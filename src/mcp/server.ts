@@ -294,7 +294,13 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
           .describe(
             'JavaScript regular expression, no flags; no backreferences or lookaround; a counted repetition of a group at most 16 ((?:ab){16}), of one character at most 256 in all ([0-9]{20})',
           ),
-        since_ms: z.number().int().min(0).optional().describe('only snapshots taken at or after this time'),
+        since_ms: z
+          .number()
+          .int()
+          .min(0)
+          .max(8.64e15)
+          .optional()
+          .describe('only snapshots taken at or after this time'),
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },

@@ -21,6 +21,7 @@ import { createApiServer, isLoopback } from './http.js';
 
 export { isLoopback };
 
+import { monotonicNow } from '../util/long-timer.js';
 import { apiRoutes, type MetricsSource } from './routes.js';
 import { type ScheduleEntry, type ScheduleOutcome, Scheduler } from './scheduler.js';
 import { OperationTracker } from './tracker.js';
@@ -154,7 +155,7 @@ export class Daemon {
           ? { retention: { worker: this.retention, options: opts.retention } }
           : {}),
         scheduler: this.scheduler,
-        startedAt: Date.now(),
+        startedAt: monotonicNow(),
         activity: this.activity,
         clientErrors,
         consoleAssets: loadConsoleAssets(),

@@ -25,6 +25,7 @@ import { overviewOf, storeAgentPairs } from '../snapshotter/fleet.js';
 import { checkRestoreGate, restoreGateOpen } from '../snapshotter/gate.js';
 import type { GcOptions, RetentionTickReport, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { monotonicNow } from '../util/long-timer.js';
 import { PACKAGE_VERSION } from '../util/version.js';
 import { z } from '../util/zod.js';
 import { ActivityBoard, summarizeSnapshot } from './activity.js';
@@ -53,6 +54,7 @@ export interface ApiContext {
   metrics?: MetricsSource;
   retention?: { worker: RetentionWorker; options: GcOptions };
   scheduler?: Scheduler;
+  /** Monotonic time (performance.now) the daemon started: its uptime, not stepped with the wall clock. */
   startedAt: number;
   /** Operations in progress and lately ended, their live feed, the last verify per agent (default: a new board). */
   activity?: ActivityBoard;
@@ -240,7 +242,7 @@ function allRoutes(ctx: ApiContext): Route[] {
           json: {
             status: ctx.tracker.closed ? 'shutting_down' : 'ok',
             version: PACKAGE_VERSION,
-            uptime_ms: Date.now() - ctx.startedAt,
+            uptime_ms: Math.round(monotonicNow() - ctx.startedAt),
             in_flight: Math.max(0, ctx.tracker.inFlight - 1),
           },
         };
@@ -589,11 +591,14 @@ function allRoutes(ctx: ApiContext): Route[] {
           const verify = board.lastVerify(t, a);
           const alerts: Array<{ code: string; message: string }> = [];
           if (sched) {
-            const since = o.last_snapshot_at_ms ?? ctx.startedAt;
-            if (now - since > sched.interval_secs * 1000 + SCHEDULE_GRACE_MS)
+            // On the daemon's monotonic record of its runs: snapshot dates are wall-clock times, and
+            // after the clock was stepped back a day and put right they said "no snapshot for a day"
+            // two minutes after a run (stop 46).
+            const age = ctx.scheduler?.sinceLastSnapshotMs(t, a, o.last_snapshot_at_ms);
+            if (age !== undefined && age > sched.interval_secs * 1000 + SCHEDULE_GRACE_MS)
               alerts.push({
                 code: 'late',
-                message: `no snapshot for ${Math.round((now - since) / 1000)} s (scheduled every ${sched.interval_secs} s)`,
+                message: `no snapshot for ${Math.round(age / 1000)} s (scheduled every ${sched.interval_secs} s)`,
               });
             if (sched.last_error)
               alerts.push({

@@ -1,5 +1,5 @@
 // Owns the daemon's scheduled snapshots: one fixed-rate timer per (tenant, agent) — runs at start +
-// k × interval, no jitter, no drift — whose runs never overlap: a tick that finds the previous run of
+// k × interval of monotonic time, no jitter, no drift, whatever the wall clock does — whose runs never overlap: a tick that finds the previous run of
 // that agent still going, or the agent or the repository locked by another process, is skipped and counted. Runs are
 // tracked operations, so a shutdown waits for the one in progress and starts no new one.
 
@@ -7,7 +7,7 @@ import { SnapshotError } from '../model/errors.js';
 import { validateLabel } from '../model/ids.js';
 import type { ProgressEvent, SnapshotMeta } from '../model/types.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
-import { type LongTimer, setLongTimeout } from '../util/long-timer.js';
+import { type LongTimer, monotonicNow, setLongTimeout } from '../util/long-timer.js';
 import { type ActivityBoard, summarizeSnapshot } from './activity.js';
 import { ClientErrors } from './client-errors.js';
 import type { OperationTracker } from './tracker.js';
@@ -49,12 +49,37 @@ const busy = (err: unknown): err is SnapshotError =>
   err instanceof SnapshotError && err.outcome === 'concurrent';
 export const SCHEDULED_CREATED_BY = 'scheduled';
 
+/**
+ * The scheduler's clocks. The grid, its timers and the lateness of an agent are on the monotonic clock
+ * (performance.now: never stepped, by NTP, an administrator or a VM's resume); the wall clock only
+ * dates what the status shows.
+ */
+export interface SchedulerClock {
+  /** Wall time, ms since the epoch. */
+  now(): number;
+  /** Monotonic time, ms from any origin. */
+  monotonic(): number;
+  /** Runs `fn` once after `ms` of monotonic time. */
+  setTimer(fn: () => void, ms: number): LongTimer;
+}
+
+export const SYSTEM_CLOCK: SchedulerClock = {
+  now: () => Date.now(),
+  monotonic: monotonicNow,
+  setTimer: (fn, ms) => setLongTimeout(fn, ms, monotonicNow),
+};
+
 interface Slot {
   entry: ScheduleEntry;
   status: ScheduleStatus;
   timer?: LongTimer;
+  /** Monotonic time of the start: slot k is due at startedAt + k × interval. */
   startedAt: number;
   k: number;
+  /** Monotonic time the armed slot is due. */
+  dueAt?: number;
+  /** Monotonic time the last successful run finished. */
+  lastOkAt?: number;
   running?: Promise<void>;
 }
 
@@ -62,6 +87,7 @@ export class Scheduler {
   private readonly slots: Slot[];
   private stopped = true;
   private readonly errors: ClientErrors;
+  private readonly clock: SchedulerClock;
 
   constructor(
     private readonly snapshotter: LocalSnapshotter,
@@ -73,9 +99,12 @@ export class Scheduler {
       /** What the schedule's status tells of a failed run (and the log line under its id). */
       clientErrors?: ClientErrors;
       onOutcome?: (entry: ScheduleEntry, outcome: ScheduleOutcome) => void;
+      /** Default: the system's clocks (tests give their own). */
+      clock?: SchedulerClock;
     },
   ) {
     this.errors = opts.clientErrors ?? new ClientErrors();
+    this.clock = opts.clock ?? SYSTEM_CLOCK;
     // A label no snapshot can carry is refused now (INVALID_INPUT), not by every run hours later.
     for (const e of entries) validateLabel(e.label);
     this.slots = entries.map((entry) => ({
@@ -94,8 +123,9 @@ export class Scheduler {
     }));
   }
 
-  start(now = Date.now()): void {
+  start(): void {
     this.stopped = false;
+    const now = this.clock.monotonic();
     for (const slot of this.slots) {
       slot.startedAt = now;
       slot.k = 0;
@@ -105,13 +135,14 @@ export class Scheduler {
 
   private arm(slot: Slot): void {
     if (this.stopped) return;
-    const now = Date.now();
+    // Monotonic time: a wall clock stepped back a day no longer arms the next run a day late (it did,
+    // and the schedule went quiet that long after the clock was put right; stop 46).
+    const now = this.clock.monotonic();
     const interval = slot.entry.intervalMs;
-    // The next slot strictly in the future; missed slots (a long run, a suspended host) are not replayed.
+    // The next slot strictly in the future; missed slots (a long run, a stopped process) are not replayed.
     slot.k = Math.max(slot.k + 1, Math.floor((now - slot.startedAt) / interval) + 1);
-    const at = slot.startedAt + slot.k * interval;
-    slot.status.next_at_ms = at;
-    slot.timer = setLongTimeout(() => this.fire(slot), at - now);
+    slot.dueAt = slot.startedAt + slot.k * interval;
+    slot.timer = this.clock.setTimer(() => this.fire(slot), slot.dueAt - now);
   }
 
   private fire(slot: Slot): void {
@@ -131,7 +162,7 @@ export class Scheduler {
     const { entry, status } = slot;
     let meta: SnapshotMeta;
     status.running = true;
-    status.last_started_at_ms = Date.now();
+    status.last_started_at_ms = this.clock.now();
     try {
       const take = (onProgress?: (p: ProgressEvent) => void) =>
         this.snapshotter.snapshot({
@@ -166,16 +197,42 @@ export class Scheduler {
       return;
     } finally {
       status.running = false;
-      status.last_finished_at_ms = Date.now();
+      status.last_finished_at_ms = this.clock.now();
     }
+    slot.lastOkAt = this.clock.monotonic();
     status.runs++;
     status.last_snapshot_id = meta.id;
     delete status.last_error;
     this.opts.onOutcome?.(entry, { kind: 'ok', meta });
   }
 
+  /** `next_at_ms`: when the armed slot is due, as the wall clock reads now (the timer runs on the monotonic one). */
   status(): ScheduleStatus[] {
-    return this.slots.map((s) => ({ ...s.status }));
+    const wall = this.clock.now();
+    const mono = this.clock.monotonic();
+    return this.slots.map((s) => ({
+      ...s.status,
+      ...(s.dueAt !== undefined && !this.stopped ? { next_at_ms: Math.round(wall + (s.dueAt - mono)) } : {}),
+    }));
+  }
+
+  /**
+   * How long the agent has gone without a snapshot, as far as the daemon can tell (the fleet's `late`).
+   * After a successful run of its own: the monotonic time since that run ended, or the wall-clock age
+   * of `lastSnapshotAtMs` (the store's newest snapshot, maybe another process's) when that is less.
+   * Before one: that age (a snapshot taken before the daemon started counts), or the monotonic time
+   * since the schedule started when there is none. An age below 0 (a date ahead of the clock) says the
+   * clock was stepped and is not taken. Undefined: the agent is not scheduled here, or the schedule is
+   * not running.
+   */
+  sinceLastSnapshotMs(tenant: string, agentId: string, lastSnapshotAtMs?: number): number | undefined {
+    const slot = this.slots.find((s) => s.entry.tenant === tenant && s.entry.agentId === agentId);
+    if (!slot || this.stopped) return undefined;
+    const mono = this.clock.monotonic();
+    const dated = lastSnapshotAtMs === undefined ? undefined : this.clock.now() - lastSnapshotAtMs;
+    const wall = dated !== undefined && dated >= 0 ? dated : undefined;
+    if (slot.lastOkAt === undefined) return wall ?? mono - slot.startedAt;
+    return Math.min(mono - slot.lastOkAt, wall ?? Number.POSITIVE_INFINITY);
   }
 
   /** No new runs; resolves when the runs in progress have finished. */
@@ -183,7 +240,7 @@ export class Scheduler {
     this.stopped = true;
     for (const s of this.slots) {
       s.timer?.clear();
-      delete s.status.next_at_ms;
+      delete s.dueAt;
     }
     await Promise.all(this.slots.map((s) => s.running));
   }
