@@ -194,6 +194,24 @@ test('the tool call rolls back exactly from its snapshot (bundle store: restore 
   assert.deepEqual(after.prepare('SELECT id, content FROM memories WHERE id = ?').get(victim.id), victim);
 });
 
+test('the interval holds while the clock is behind the newest snapshot: the call is dated after it and the next one skipped (stop 46)', async (t) => {
+  let skew = 3_600_000; // a snapshot taken while the clock was an hour ahead, then the clock corrected
+  const a = sampleAgent(t, 'ana', {}, { store: 'repository', now: () => Date.now() + skew });
+  const ahead = await a.snapshotter.snapshot({ agentId: 'ana' });
+  skew = 0;
+  const hook = new PreMutatingToolSnapshotAdapter(a.snapshotter, { minIntervalSecs: 600 });
+  const first = await hook.snapshotBeforeTool('ana', undefined, 'memory_write');
+  assert.ok(first.ok && 'snapshot' in first, JSON.stringify(first));
+  assert.ok(first.snapshot.created_at_ms > ahead.created_at_ms, 'dated after the newest snapshot');
+  assert.ok(first.snapshot.clock_behind_ms! > 3_500_000, String(first.snapshot.clock_behind_ms));
+  // the interval is counted by the clock: the anchor's date (an hour ahead of it) does not make every
+  // call until the clock catches up look due
+  assert.deepEqual(await hook.snapshotBeforeTool('ana', undefined, 'memory_delete'), {
+    ok: true,
+    skipped: 'interval',
+  });
+});
+
 test('failures are returned, never thrown: an unknown agent, a bad tool name', async (t) => {
   const { hook } = setup(t);
   const r = await hook.snapshotBeforeTool('nobody', undefined, 'memory_write');

@@ -219,14 +219,38 @@ test('gc deletes what no rule keeps, with sibling, sidecar and pin; dry run dele
   assert.equal(later.bundles_deleted, 2);
 });
 
-test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores are kept by their own rule', async (t) => {
-  const a = sampleAgent(t);
+test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores are kept by their own rule; a clock that was ahead reorders none of them (stop 46)', async (t) => {
+  // The first snapshot and the first restore are taken with the clock a day ahead, the rest after it
+  // was corrected (a hostile tester's faketime, stop 46): snapshots are ordered by created_at_ms, and
+  // without monotonic dates the first ones stayed the newest — restore --undo went back to the first
+  // restore's anchor, `latest` named it, and gc --keep-count 1 deleted the snapshot taken last.
+  let skew = DAY;
+  const warnings: string[] = [];
+  const a = sampleAgent(t, 'ana', {}, { now: () => Date.now() + skew, onWarning: (w) => warnings.push(w) });
   const s = a.snapshotter;
   const first = await s.snapshot({ agentId: 'ana', createdBy: 'cli', label: 'mine' });
-  const second = await s.snapshot({ agentId: 'ana', createdBy: 'cli' });
   const r1 = await s.restore({ agentId: 'ana', bundle: first.bundle_path });
+  skew = 0;
+  const second = await s.snapshot({ agentId: 'ana', createdBy: 'cli' });
   const r2 = await s.restore({ agentId: 'ana', bundle: first.bundle_path });
   const anchors = [r2.pre_snapshot!, r1.pre_snapshot!];
+  const { undoAnchor } = await import('../src/snapshotter/restore.js');
+  assert.equal(
+    await undoAnchor(s, 'ana', 'default'),
+    r2.pre_snapshot,
+    'undo goes back before the last restore',
+  );
+  assert.equal(await s.snapshotRef('ana', undefined, 'latest'), r2.pre_snapshot);
+  assert.ok(second.created_at_ms > first.created_at_ms, 'the snapshot taken last is dated after the others');
+  assert.ok(
+    second.clock_behind_ms! > DAY - 60_000 && second.clock_behind_ms! <= DAY,
+    String(second.clock_behind_ms),
+  );
+  assert.equal(first.clock_behind_ms, undefined, 'a snapshot dated by its clock says nothing');
+  assert.ok(
+    warnings.some((w) => w.includes(second.id) && /, 23 h after this host's clock/.test(w)),
+    warnings.join('\n'),
+  );
   const root = ['--state-root', a.stateRoot];
   let r = await runCli(['gc', '--agent', 'ana', '--keep-count', '2', '--json', ...root]);
   assert.equal(r.code, 0, r.stderr);
@@ -238,8 +262,8 @@ test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores ar
     ),
     [
       `${anchors[0]}:anchor:newest+anchor-keep-count`,
-      `${anchors[1]}:anchor:anchor-keep-count`,
       `${second.id}:user:keep-count`,
+      `${anchors[1]}:anchor:anchor-keep-count`,
       `${first.id}:user:keep-count`,
     ],
   );
@@ -324,6 +348,28 @@ test('gc counts a snapshot held in both stores once (a bundle migrate had not re
     [ids[2], ids[1]],
     'a second sweep keeps both',
   );
+});
+
+// Stop 46: a hostile tester's clock (faketime) reordered an agent's snapshots: snapshots are ordered by
+// created_at_ms alone, so one taken with the clock ahead stayed the newest after it was corrected (gc
+// --keep-count 1 deleted the real latest snapshot; restore --undo went to the first restore's anchor),
+// and one taken with the clock reset to 1970 was deleted at once as older than 90 days. The
+// snapshotter's clock (`now`) is set wrong here the way faketime set the process's.
+test('a clock reset to 1970 dates the snapshot after the newest one: gc keeps it as the newest, not as older than 90 days (stop 46)', async (t) => {
+  let clock = Date.now;
+  const a = sampleAgent(t, 'ana', {}, { now: () => clock(), store: 'repository' });
+  const s = a.snapshotter;
+  const first = await s.snapshot({ agentId: 'ana', label: 'before the reset' });
+  clock = () => DAY; // 1970-01-02
+  const reset = await s.snapshot({ agentId: 'ana', label: 'clock reset' });
+  assert.match(reset.bundle_path, /#/, 'a repository snapshot');
+  const r = await s.gc({ agentId: 'ana' });
+  assert.deepEqual(
+    r.agents[0]!.decisions.map((d) => `${d.action} ${d.id} ${d.reasons.join('+')}`),
+    [`keep ${reset.id} newest+keep-count`, `keep ${first.id} keep-count`],
+  );
+  assert.equal(reset.created_at_ms, first.created_at_ms + 1);
+  assert.equal(reset.clock_behind_ms, first.created_at_ms + 1 - DAY);
 });
 
 test('delete: a bundle beside repository snapshots is not the last one; a pinned snapshot is refused until unpinned', async (t) => {

@@ -12,6 +12,7 @@ import type {
   VerifyReport,
 } from '../model/types.js';
 import type { PruneReport } from '../repository/prune.js';
+import { durationText } from '../snapshotter/capture-time.js';
 import type { RetentionTickReport } from '../snapshotter/gc.js';
 import { terminalField } from './terminal.js';
 
@@ -75,7 +76,7 @@ export function formatSnapshot(m: SnapshotMeta): string {
     `snapshot id:  ${m.id}`,
     `agent:        ${m.agent_id} (tenant ${m.tenant})`,
     ...(m.label !== undefined ? [`label:        ${terminalField(m.label)}`] : []),
-    `created:      ${iso(m.created_at_ms)}`,
+    `created:      ${iso(m.created_at_ms)}${m.clock_behind_ms ? ` (the host clock is ${durationText(m.clock_behind_ms)} behind: dated 1 ms after the agent's newest snapshot, so that this one is the newest)` : ''}`,
     `bundle:       ${m.bundle_path}`,
     `size_bytes:   ${m.bundle_size_bytes} (${humanBytes(m.bundle_size_bytes)})`,
     `sha256:       ${m.bundle_sha256} (digest seal)`,

@@ -67,6 +67,12 @@ export interface SnapshotMeta {
    * file left out of the backup is said when it is taken. Absent when nothing was skipped.
    */
   memdir_skipped?: Array<{ path: string; reason: string }>;
+  /**
+   * Added, by snapshot only, when the host's clock was not later than the agent's newest snapshot: the
+   * snapshot is dated 1 ms after that one instead (created_at_ms is monotonic per agent, stop 46), and
+   * this says by how many ms the clock was behind. Absent when the clock's time was used.
+   */
+  clock_behind_ms?: number;
 }
 
 /**

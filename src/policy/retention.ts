@@ -10,7 +10,8 @@
 //   pre_mutating_tool_keep_count N   instead, for the anchors taken before memory-mutating tools (many
 //                         a day): the N newest, none older than pre_mutating_tool_max_age_hours
 //   pinned                always (nexo-memory pin)
-//   newest                the agent's newest snapshot is never deleted
+//   newest                the agent's newest snapshot is never deleted (the one taken last: a
+//                         snapshot's created_at_ms is monotonic per agent, whatever the clock said)
 
 import type { SnapshotMeta } from '../model/types.js';
 
@@ -170,7 +171,9 @@ export function decide(
     const reasons: KeepReason[] = [];
     if (pinned.has(m.id)) reasons.push('pinned');
     if (i === 0) reasons.push('newest');
-    const age = nowMs - m.created_at_ms;
+    // a snapshot dated after `now` (a clock that was ahead, an import from such a host) is of age 0,
+    // never negative: it is as young as a snapshot can be, and no arithmetic on it goes astray (stop 46)
+    const age = Math.max(0, nowMs - m.created_at_ms);
     let because: string;
     if (m.created_by === PRE_MUTATING_TOOL_KIND) {
       const tooOld = age > (policy.preToolMaxAgeHours > 0 ? policy.preToolMaxAgeHours * HOUR_MS : Infinity);

@@ -91,6 +91,7 @@ import { writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { toolVersions } from '../util/version.js';
 import type { ForeignSnapshotError, FoundSnapshot, LocatedSnapshot } from './by-id.js';
+import { captureTime, clockBehindNote, clockBehindOf, newestOf } from './capture-time.js';
 import type { GcOptions, RetentionTickReport } from './gc.js';
 import type { StoreBundleRequest, StoredBundle } from './import.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
@@ -155,6 +156,11 @@ export interface LocalSnapshotterOptions {
    * `redact_secrets_default`); a request's `redact` overrides it.
    */
   redactExports?: boolean;
+  /**
+   * The wall clock new snapshots are dated by (default Date.now; tests set a wrong one). A snapshot is
+   * never dated before its agent's newest one, whatever it says (stop 46, capture-time.ts).
+   */
+  now?: () => number;
 }
 
 /** A condition checked under the agent lock before an automatic snapshot, and told when it was taken. */
@@ -222,6 +228,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
   readonly observers: readonly OperationObserver[];
+  /** The wall clock new snapshots are dated by (LocalSnapshotterOptions.now). */
+  readonly now: () => number;
   private readonly policyOptions: Pick<
     LocalSnapshotterOptions,
     'signingKey' | 'trustedKeys' | 'requireSignature' | 'redaction'
@@ -254,6 +262,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     this.recipients = opts.recipients ?? [];
     this.redactExports = opts.redactExports ?? true;
     this.observers = opts.observers ?? [];
+    this.now = opts.now ?? Date.now;
     const { signingKey, trustedKeys, requireSignature, redaction } = opts;
     this.policyOptions = { signingKey, trustedKeys, requireSignature, redaction };
     this.storeChoice = opts.store ?? storeFormatFromEnv() ?? 'auto';
@@ -571,14 +580,21 @@ export class LocalSnapshotter implements MemorySnapshotter {
       throw new InvalidInputError('minIntervalMs must be an integer ≥ 0');
     let last: number | undefined;
     const { readLastTaken, writeLastTaken } = await import('../store/last-taken.js');
+    const clock = this.now;
     const due = {
       async check(agentId: string, tenant: string, layout: StoreLayout): Promise<boolean> {
         last = await readLastTaken(layout.lastTakenPath(tenant, agentId, kind));
-        const now = Date.now();
+        const now = clock();
         return last === undefined || now < last || now - last >= minIntervalMs;
       },
+      // by the clock's time, which `check` compares with the clock: a snapshot dated after the agent's
+      // newest one (the clock behind it, stop 46) would otherwise look taken in the future, and every
+      // call until the clock caught up would take another
       taken: async (agentId: string, tenant: string, layout: StoreLayout, meta: SnapshotMeta) =>
-        writeLastTaken(layout.lastTakenPath(tenant, agentId, kind), meta),
+        writeLastTaken(layout.lastTakenPath(tenant, agentId, kind), {
+          id: meta.id,
+          created_at_ms: meta.created_at_ms - (meta.clock_behind_ms ?? 0),
+        }),
     };
     const meta = await this.observed(
       this.snapshotUnlocked(req, started, due),
@@ -746,6 +762,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
     ]);
     afterCapture.catch(() => {}); // awaited after the capture (a failure there ends the snapshot)
     const id = newSnapshotId();
+    // The agent's newest snapshot (either store), read while the agent is captured: the new one is dated
+    // after it (capture-time.ts; the agent lock, held by the caller, keeps it the newest meanwhile).
+    const newest = this.newestStored(p.agentId, p.tenant);
+    newest.catch(() => {}); // awaited after the capture
     const staging = resolve(p.dir, `${STAGING_PREFIX}${id}`);
     const encrypted = p.recipients.length > 0;
     const bundlePath = this.layout.bundlePath(p.tenant, p.agentId, id, encrypted);
@@ -789,7 +809,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
       p.onProgress?.({ phase: 'hash', bytes: 0 });
       const artifacts = await hashCapture(captured, workers);
       await closeWorkers();
-      const createdAt = Date.now();
+      const time = captureTime(this.now(), await newest);
+      const createdAt = time.createdAtMs;
       const draft: ManifestDraft = {
         manifest_version: MANIFEST_VERSION,
         bundle_format: BUNDLE_FORMAT,
@@ -837,9 +858,17 @@ export class LocalSnapshotter implements MemorySnapshotter {
       const meta = metaFromManifest(manifest, bundlePath, packed.size, packed.sha256);
       faultPoint('snapshot.sidecar');
       await writeSidecar(meta);
-      // as list() shows it (a new snapshot is never pinned; a bundle adds its file), and what of the
-      // memdir it left out
-      return { ...meta, pinned: false, added_bytes: meta.bundle_size_bytes, ...skippedOf(captured.memdir) };
+      const behind = clockBehindNote(p.agentId, id, time);
+      if (behind) this.warn(behind);
+      // as list() shows it (a new snapshot is never pinned; a bundle adds its file), what of the
+      // memdir it left out, and how far the clock was behind the agent's newest snapshot
+      return {
+        ...meta,
+        pinned: false,
+        added_bytes: meta.bundle_size_bytes,
+        ...skippedOf(captured.memdir),
+        ...clockBehindOf(time),
+      };
     } catch (err) {
       if (published) {
         // A bundle without its sibling and sidecar must not stay visible.
@@ -852,6 +881,30 @@ export class LocalSnapshotter implements MemorySnapshotter {
       await closeWorkers();
       await rm(staging, { recursive: true, force: true }).catch(() => {});
     }
+  }
+
+  /**
+   * The agent's newest snapshot in either store, as `list` orders them: a new snapshot is dated after
+   * it (capture-time.ts). The bundles from the catalogue (their sidecars); the repository's from
+   * `inRepository` when the caller read its listing already, else read here (a repository that cannot
+   * be read is warned about: the bundle is still taken).
+   */
+  async newestStored(
+    agentId: string,
+    tenant: string,
+    inRepository?: Promise<readonly ListingMeta[]>,
+  ): Promise<Pick<SnapshotMeta, 'id' | 'created_at_ms'> | undefined> {
+    const [{ metas }, listed] = await Promise.all([
+      listDir(this.layout.snapshotsDir(tenant, agentId), agentId, tenant),
+      inRepository ??
+        this.repository.list(agentId, tenant).catch((err: unknown) => {
+          this.warn(
+            `reading the repository's snapshots of agent ${agentId} to date the new one after them: ${(err as Error).message}`,
+          );
+          return [];
+        }),
+    ]);
+    return newestOf(metas, listed);
   }
 
   /**

@@ -52,6 +52,7 @@ import type { SqliteJobs } from '../sqlite/worker.js';
 import { metaFromManifest, skippedOf } from '../store/catalog.js';
 import { STAGING_PREFIX } from '../store/paths.js';
 import { toolVersions } from '../util/version.js';
+import { captureTime, clockBehindNote, clockBehindOf } from './capture-time.js';
 import type { LocalSnapshotter } from './local.js';
 
 export const STORE_FORMATS = ['auto', 'repository', 'bundles'] as const;
@@ -453,6 +454,8 @@ export class RepositoryStore {
     let indexEarly: Promise<unknown> | undefined;
     let listed: Promise<ListingMeta[]> | undefined;
     let early: ReturnType<RepositoryStore['latestHistory']> | undefined;
+    /** The agent's newest snapshot in either store (the listing above, the bundles' catalogue). */
+    let newest: ReturnType<LocalSnapshotter['newestStored']> | undefined;
     const readEarly = () => {
       indexEarly = opening.then((repo) => repo.ensureIndex()).catch(() => {});
       toolVersions().catch(() => {}); // `git --version`, asked once, for the manifest
@@ -460,6 +463,15 @@ export class RepositoryStore {
         ([{ listSnapshots }, repo]) => listSnapshots(repo, { agentId: p.agentId, tenant: p.tenant }),
       );
       listed.catch(() => {});
+      // a listing that could not be read early is read again (under the agent lock: no snapshot of it
+      // can appear meanwhile), as the previous history is
+      const seen = listed;
+      newest = this.s.newestStored(
+        p.agentId,
+        p.tenant,
+        seen.catch(() => this.list(p.agentId, p.tenant)),
+      );
+      newest.catch(() => {}); // awaited before the repository lock
       if (!p.redact) {
         const seen = listed;
         early = opening.then((repo) => this.latestHistory(repo, p.agentId, p.tenant, seen));
@@ -575,6 +587,7 @@ export class RepositoryStore {
         redactions = await redactStaging(p.redact, captured, staging, p.memdir);
       }
       await indexEarly; // before the lock refreshes the index: one load at a time
+      const newestBefore = await newest;
       return await this.locked(repo, false, 'snapshot', async (lock) => {
         await repo.ensureIndex();
         const previous = captured.gitRefs
@@ -594,7 +607,8 @@ export class RepositoryStore {
           (path) => discarded.push(unlink(path).catch(() => {})),
         );
         const stats = await writer.finish();
-        const createdAt = Date.now();
+        const time = captureTime(this.s.now(), newestBefore);
+        const createdAt = time.createdAtMs;
         const { manifest, json } = sealRepoManifest(
           {
             snapshot_id: id,
@@ -629,7 +643,9 @@ export class RepositoryStore {
         // Only while our lock holds may the manifest reference what the index showed us (prune waits for it).
         await lock.check();
         await saveSnapshot(repo, manifest, json, meta);
-        return { ...meta, pinned: false, ...skippedOf(captured.memdir) };
+        const behind = clockBehindNote(p.agentId, id, time);
+        if (behind) this.s.warn(behind);
+        return { ...meta, pinned: false, ...skippedOf(captured.memdir), ...clockBehindOf(time) };
       });
     } catch (err) {
       throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
