@@ -37,6 +37,7 @@ test('each invalid key: a ConfigError naming the dotted key and the rule', (t) =
     ['memdir_root: 5', 'memory.snapshot.memdir_root must be a string'],
     ['auto_pre_dream: 1', 'memory.snapshot.auto_pre_dream must be a boolean'],
     ['auto_pre_restore: null', 'memory.snapshot.auto_pre_restore must be a boolean'],
+    ['allow_external_git: "yes"', 'memory.snapshot.allow_external_git must be a boolean'],
     ['auto_pre_mutating_tool: "yes"', 'memory.snapshot.auto_pre_mutating_tool must be a boolean'],
     [
       'pre_mutating_tool:\n  min_interval_secs: -1',
@@ -364,6 +365,7 @@ lock_timeout_secs: 7
 redact_secrets_default: false
 zstd_level: 9
 zstd_workers: 0
+allow_external_git: true
 retention:
   keep_count: 5
   max_age_days: 10
@@ -406,6 +408,8 @@ server:
   assert.equal(o.lockTimeoutMs, 7000);
   assert.equal(o.zstdLevel, 9);
   assert.equal(o.zstdWorkers, 0);
+  assert.equal(o.allowExternalGit, true);
+  assert.equal(snapshotterOptionsFromConfig({}).allowExternalGit, undefined, 'refused by default');
   assert.equal(o.recipients, undefined, 'encryption.enabled: false keeps recipients from applying');
   const flags = snapshotterOptionsFromConfig(cfg, { stateRoot: '/x', zstdLevel: 1 });
   assert.equal(flags.stateRoot, '/x');

@@ -224,12 +224,15 @@ for (const store of ['bundles', 'repository'] as const) {
     writeFileSync(join(a.memdir, 'MEMORY.md'), 'in the worktree\n');
     git(a.memdir, ['commit', '-qam', 'in the worktree']);
     const head = git(a.memdir, ['rev-parse', 'HEAD']).trim();
-    const s = new LocalSnapshotter({
+    const opts = {
       stateRoot: join(a.root, `state-${store}`),
       memdirRoot: a.memdirRoot,
       sqliteRoot: a.sqliteRoot,
       store,
-    });
+    };
+    // its .git points outside the memdir: refused unless the operator allows it (stop 46)
+    await assert.rejects(new LocalSnapshotter(opts).snapshot({ agentId: 'ana' }), /allow_external_git/);
+    const s = new LocalSnapshotter({ ...opts, allowExternalGit: true });
     const snap = await s.snapshot({ agentId: 'ana' });
     assert.equal((await s.verifySnapshot('ana', undefined, snap.id)).status, 'verified');
     writeFileSync(join(a.memdir, 'MEMORY.md'), 'changed\n');

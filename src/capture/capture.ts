@@ -25,6 +25,7 @@ import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
 import { freezeObjects } from '../git/freeze.js';
 import { createBundle, inspectRepo, objectFormatOf, type RepoInfo, refuseShallow } from '../git/git.js';
 import { type GitRef, recordRefs } from '../git/history.js';
+import { refuseExternalGit } from '../git/own-repository.js';
 import { IoError, StateProviderError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
 import type { SqliteJobs } from '../sqlite/worker.js';
@@ -57,6 +58,11 @@ export interface CaptureInput {
    * immutable, refs are the point in time).
    */
   history?: 'bundle' | 'refs';
+  /**
+   * Take the memdir's history also when its `.git` reaches a repository outside the memdir (a linked
+   * worktree, a submodule, alternates; git/own-repository.ts): refused by default.
+   */
+  allowExternalGit?: boolean;
   /**
    * Called as soon as a worker's database copies are complete (the copies of the others may still run,
    * under the gate), with that worker and what it copied: the repository plans their chunks on it then,
@@ -223,6 +229,8 @@ async function captureMemdirAndHistory(input: CaptureInput) {
   const filesDir = join(input.stagingDir, MEMORY_FILES_PREFIX);
   const [history, tree] = await allSettledOrThrow([
     (async () => {
+      // before any git process reads it: a .git reaching elsewhere would bring that history in
+      if (!input.allowExternalGit) await refuseExternalGit(input.memdir);
       const info = await inspectRepo(input.memdir);
       if (info.repository !== 'absent') await refuseShallow(input.memdir);
       if (input.history === 'refs') {

@@ -305,6 +305,11 @@ const snapshotSection = object({
   redact_secrets_default: boolean().optional(),
   zstd_level: integer().min(1, 'must be ≥ 1').max(19, 'must be ≤ 19').optional(),
   zstd_workers: integer().min(0, 'must be ≥ 0').max(16, 'must be ≤ 16').optional(),
+  /**
+   * Snapshot a memdir whose `.git` reaches a repository outside it (linked worktree, submodule, symlink,
+   * alternates); default false: refused (docs/decisions.md, stop 46).
+   */
+  allow_external_git: boolean().optional(),
   retention: retentionSection.optional(),
   encryption: encryptionSection.optional(),
   store: storeSection.optional(),

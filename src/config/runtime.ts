@@ -54,6 +54,7 @@ export function snapshotterOptionsFromConfig(
     lockTimeoutMs: (cfg.lock_timeout_secs ?? CONFIG_DEFAULTS.lock_timeout_secs) * 1000,
     zstdLevel: o.zstdLevel ?? cfg.zstd_level ?? CONFIG_DEFAULTS.zstd_level,
     zstdWorkers: cfg.zstd_workers ?? CONFIG_DEFAULTS.zstd_workers,
+    ...(cfg.allow_external_git ? { allowExternalGit: true } : {}),
     ...(recipients.length ? { recipients } : {}),
     ...(cfg.signing?.key_path ? { signingKey: cfg.signing.key_path } : {}),
     ...(cfg.signing?.trusted_keys ? { trustedKeys: cfg.signing.trusted_keys } : {}),

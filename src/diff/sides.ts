@@ -229,6 +229,7 @@ export async function liveSide(
         state: s.state,
         stagingDir: staging,
         sqlite: workers,
+        allowExternalGit: s.allowExternalGit,
       });
     } finally {
       await gate.release();

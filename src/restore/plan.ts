@@ -3,16 +3,17 @@
 // changed, state values. A dry run reports this without changing anything; a real restore reports it
 // too. Reads only: live databases are opened read-only.
 
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ComponentsInMemdir } from '../agent/components-in-memdir.js';
-import { walkMemdir } from '../capture/memdir.js';
+import { memdirFileReader, walkMemdir } from '../capture/memdir.js';
 import { GIT_V1_PREFIX, MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { inspectRepo, type RepoInfo } from '../git/git.js';
 import { type ComponentChange, DB_NAMES } from '../model/types.js';
 import { type RowCounts, rowCounts } from '../sqlite/rows.js';
 import { sha256Hex } from '../util/hash.js';
+import { shellWord } from '../util/shell-word.js';
 import { bundleHasMemdir } from './stage.js';
 
 const sizeOf = (p: string): number | undefined => (existsSync(p) ? statSync(p).size : undefined);
@@ -79,13 +80,16 @@ export async function planMemdir(
   const changed: string[] = [];
   let oldBytes = 0;
   let read = 0;
+  // each file opened once, never blocking, checked to be the memdir's (a FIFO or a symlinked parent put
+  // there since the walk is not read: a restore does not hang on one)
+  const readLive = liveExists ? memdirFileReader(memdir) : () => undefined;
   for (const rel of liveFiles) {
     // a restore runs this beside its git steps on the same thread: let their callbacks in now and then
     if (++read % YIELD_EVERY === 0) await new Promise((resolveTurn) => setImmediate(resolveTurn));
     const a = bundleFiles.get(rel);
     let live: Buffer | undefined;
     try {
-      live = readFileSync(join(memdir, rel)); // small files: sync reads are far cheaper here
+      live = readLive(rel); // small files: sync reads are far cheaper here
     } catch {
       live = undefined;
     }
@@ -121,10 +125,14 @@ export async function planMemdir(
   };
 }
 
-/** The warning of a restore whose memdir change leaves out live entries no snapshot captures. */
+/**
+ * The warning of a restore whose memdir change leaves out live entries no snapshot captures. Names are
+ * shell words (shellWord), as `ls` and `find` print them: a name holding a line break or `, ` cannot
+ * forge a line or another name.
+ */
 export function uncapturedWarning(change: ComponentChange | undefined): string | undefined {
   const u = change?.files?.uncaptured;
   if (!u?.length) return undefined;
-  const shown = u.slice(0, 5).join(', ');
+  const shown = u.slice(0, 5).map(shellWord).join(', ');
   return `the live memdir holds ${u.length} entr${u.length === 1 ? 'y' : 'ies'} no snapshot captures (${shown}${u.length > 5 ? ', …' : ''}: symlinks, nested .git, special files): the restored memdir does not have them; they stay in the memdir's backup`;
 }

@@ -113,6 +113,12 @@ export interface LocalSnapshotterOptions {
   lockTimeoutMs?: number;
   /** zstd level (default 3; 1..19). */
   zstdLevel?: number;
+  /**
+   * Snapshot a memdir whose `.git` reaches a repository outside it (a linked worktree, a submodule, a
+   * symlink, alternates): refused by default (GIT), since whoever writes the memdir could point it at
+   * any repository the snapshotter can read (config `allow_external_git`).
+   */
+  allowExternalGit?: boolean;
   /** zstd worker threads (default 2; 0 compresses on the calling thread). */
   zstdWorkers?: number;
   /** Receives warnings (unreadable bundles skipped by list, …). */
@@ -224,6 +230,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   readonly lockTimeoutMs: number;
   readonly zstdLevel: number;
   readonly zstdWorkers: number;
+  readonly allowExternalGit: boolean;
   /** Tells the host's warnings (options.onWarning): unreadable bundles skipped by list, snapshots find skips. */
   readonly warn: (message: string) => void;
   readonly recipients: readonly string[];
@@ -258,6 +265,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     if (!Number.isInteger(this.zstdLevel) || this.zstdLevel < 1 || this.zstdLevel > 19)
       throw new InvalidInputError(`zstdLevel must be an integer 1..19, got ${this.zstdLevel}`);
     this.zstdWorkers = opts.zstdWorkers ?? 2;
+    this.allowExternalGit = opts.allowExternalGit ?? false;
     this.warn = opts.onWarning ?? (() => {});
     this.recipients = opts.recipients ?? [];
     this.redactExports = opts.redactExports ?? true;
@@ -786,6 +794,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
           state: this.state,
           stagingDir: staging,
           sqlite: workers,
+          allowExternalGit: this.allowExternalGit,
         });
       } finally {
         await gate.release();

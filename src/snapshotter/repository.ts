@@ -536,6 +536,7 @@ export class RepositoryStore {
           stagingDir: staging,
           sqlite: workers,
           history: p.redact ? 'bundle' : 'refs',
+          allowExternalGit: this.s.allowExternalGit,
           ...(p.redact ? {} : { onWorkerCopied: planOn }),
         });
         capturing.catch(() => {}); // awaited below

@@ -1,6 +1,7 @@
 // Owns SHA-256 of files and streams (node:crypto; ~1 GB/s here, never shelled out).
 
 import { createHash } from 'node:crypto';
+import { read } from 'node:fs';
 import { open } from 'node:fs/promises';
 
 const CHUNK = 1024 * 1024;
@@ -33,6 +34,15 @@ export async function sha256Stream(chunks: AsyncIterable<Buffer>): Promise<{ siz
   return { size, sha256: hash.digest('hex') };
 }
 
+/** Options of copyFileHashed and copyFdHashed. */
+export interface CopyOptions {
+  /** Makes the copy durable. */
+  sync?: boolean;
+  mode?: number;
+  /** Reports progress. */
+  onBytes?: (copied: number) => void;
+}
+
 /**
  * Copies `src` to `dst` (created exclusively), hashing the bytes written; `sync` makes the copy durable.
  * `onBytes` reports progress.
@@ -40,33 +50,58 @@ export async function sha256Stream(chunks: AsyncIterable<Buffer>): Promise<{ siz
 export async function copyFileHashed(
   src: string,
   dst: string,
-  opts: { sync?: boolean; mode?: number; onBytes?: (copied: number) => void } = {},
+  opts: CopyOptions = {},
 ): Promise<{ size: number; sha256: string }> {
-  const hash = createHash('sha256');
   const inFh = await open(src, 'r');
   try {
-    const outFh = await open(dst, 'wx', opts.mode ?? 0o600);
-    try {
-      let size = 0;
-      // one buffer for every block: each is written whole before the next is read into it
-      const buf = Buffer.allocUnsafe(CHUNK);
-      for (;;) {
-        const { bytesRead } = await inFh.read(buf, 0, CHUNK, null);
-        if (bytesRead === 0) break;
-        const chunk = buf.subarray(0, bytesRead);
-        hash.update(chunk);
-        let off = 0;
-        while (off < chunk.length) off += (await outFh.write(chunk, off)).bytesWritten;
-        size += bytesRead;
-        opts.onBytes?.(size);
-      }
-      if (opts.sync) await outFh.sync();
-      return { size, sha256: hash.digest('hex') };
-    } finally {
-      await outFh.close();
-    }
+    return await copyHashed((buf) => inFh.read(buf, 0, buf.length, null).then((r) => r.bytesRead), dst, opts);
   } finally {
     await inFh.close();
+  }
+}
+
+/**
+ * copyFileHashed from a file already open (`fd`, read from its current offset; not closed here): the
+ * bytes of the file that was opened and checked, never of whatever a path names by the time it is read
+ * (capture/memdir.ts).
+ */
+export function copyFdHashed(
+  fd: number,
+  dst: string,
+  opts: CopyOptions = {},
+): Promise<{ size: number; sha256: string }> {
+  const readFd = (buf: Buffer) =>
+    new Promise<number>((resolveRead, reject) =>
+      read(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolveRead(n))),
+    );
+  return copyHashed(readFd, dst, opts);
+}
+
+async function copyHashed(
+  readInto: (buf: Buffer) => Promise<number>,
+  dst: string,
+  opts: CopyOptions,
+): Promise<{ size: number; sha256: string }> {
+  const hash = createHash('sha256');
+  const outFh = await open(dst, 'wx', opts.mode ?? 0o600);
+  try {
+    let size = 0;
+    // one buffer for every block: each is written whole before the next is read into it
+    const buf = Buffer.allocUnsafe(CHUNK);
+    for (;;) {
+      const bytesRead = await readInto(buf);
+      if (bytesRead === 0) break;
+      const chunk = buf.subarray(0, bytesRead);
+      hash.update(chunk);
+      let off = 0;
+      while (off < chunk.length) off += (await outFh.write(chunk, off)).bytesWritten;
+      size += bytesRead;
+      opts.onBytes?.(size);
+    }
+    if (opts.sync) await outFh.sync();
+    return { size, sha256: hash.digest('hex') };
+  } finally {
+    await outFh.close();
   }
 }
 

@@ -1,0 +1,205 @@
+// Whoever writes the live memdir (the agent, maybe as another user than the snapshotter) must not make a
+// snapshot read what lies outside it, nor hang it: a directory swapped for a symlink to elsewhere after
+// the walk listed it, a file swapped for a symlink or a FIFO after it was opened, a `.git` reaching
+// another repository; and restore's warning prints the names of such entries as shell words. The swaps
+// happen at seams of the capture (deterministic, no race): captureMemdir's afterWalk and afterOpen.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { git } from '../scripts/sample-agent.js';
+import { captureMemdir, MOVED_REASON, memdirFileReader } from '../src/capture/memdir.js';
+import { refuseExternalGit } from '../src/git/own-repository.js';
+import { LocalSnapshotter } from '../src/index.js';
+import { uncapturedWarning } from '../src/restore/plan.js';
+import { sampleAgent, tempDir } from './helpers/env.js';
+
+const SECRET = 'outside the memdir: never captured\n';
+const BIG = 2 * 1024 * 1024 + 5; // over the in-memory limit of one file: copied into staging
+
+/** A memdir with `v/zzz/a.md`, a large `v/big.md` and a small `v/small.md`; an outside directory. */
+function layout(t: Parameters<typeof tempDir>[0]) {
+  const root = tempDir(t);
+  const memdir = join(root, 'memdir');
+  const outside = join(root, 'outside');
+  mkdirSync(join(memdir, 'v', 'zzz'), { recursive: true });
+  mkdirSync(outside);
+  writeFileSync(join(memdir, 'v', 'zzz', 'a.md'), 'inside\n');
+  writeFileSync(join(memdir, 'v', 'big.md'), Buffer.alloc(BIG, 0x61));
+  writeFileSync(join(memdir, 'v', 'small.md'), 'small\n');
+  writeFileSync(join(outside, 'a.md'), SECRET);
+  writeFileSync(join(outside, 'secret.txt'), SECRET);
+  return { root, memdir, outside, staging: join(root, 'staging') };
+}
+
+const captured = (c: Awaited<ReturnType<typeof captureMemdir>>, rel: string): Buffer | undefined => {
+  const f = c.files.find((x) => x.rel === rel);
+  return f ? (f.data ?? readFileSync(f.stagedPath!)) : undefined;
+};
+
+for (const identityCheck of ['proc', 'stat'] as const) {
+  test(`${identityCheck}: a directory swapped for a symlink to elsewhere after the walk is not read through`, async (t) => {
+    const d = layout(t);
+    const c = await captureMemdir(d.memdir, d.staging, undefined, {
+      identityCheck,
+      afterWalk: () => {
+        renameSync(join(d.memdir, 'v', 'zzz'), join(d.root, 'zzz-away'));
+        symlinkSync(d.outside, join(d.memdir, 'v', 'zzz'));
+      },
+    });
+    assert.equal(captured(c, 'v/zzz/a.md'), undefined, 'the outside file is not captured');
+    assert.deepEqual(
+      c.skipped.find((e) => e.path === 'v/zzz/a.md'),
+      { path: 'v/zzz/a.md', reason: MOVED_REASON },
+    );
+    assert.equal(captured(c, 'v/small.md')?.toString(), 'small\n');
+  });
+
+  test(`${identityCheck}: a file read through a parent that is a symlink to elsewhere is not read`, (t) => {
+    const d = layout(t);
+    rmSync(join(d.memdir, 'v', 'zzz'), { recursive: true });
+    symlinkSync(d.outside, join(d.memdir, 'v', 'zzz'));
+    const read = memdirFileReader(d.memdir, identityCheck);
+    assert.equal(read('v/zzz/a.md'), undefined);
+    assert.equal(read('v/small.md')?.toString(), 'small\n');
+  });
+
+  test(`${identityCheck}: a large file swapped for a symlink or a FIFO after it was opened is copied as opened`, {
+    timeout: 60_000,
+  }, async (t) => {
+    const d = layout(t);
+    const fifo = join(d.root, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const c = await captureMemdir(d.memdir, d.staging, undefined, {
+      identityCheck,
+      afterOpen: (rel) => {
+        if (rel !== 'v/big.md') return;
+        unlinkSync(join(d.memdir, rel));
+        symlinkSync(join(d.outside, 'secret.txt'), join(d.memdir, rel));
+      },
+    });
+    assert.ok(captured(c, 'v/big.md')!.equals(Buffer.alloc(BIG, 0x61)), 'the bytes of the file opened');
+    unlinkSync(join(d.memdir, 'v', 'big.md'));
+    writeFileSync(join(d.memdir, 'v', 'big.md'), Buffer.alloc(BIG, 0x62));
+    const c2 = await captureMemdir(d.memdir, join(d.root, 'staging2'), undefined, {
+      identityCheck,
+      afterOpen: (rel) => {
+        if (rel !== 'v/big.md') return;
+        unlinkSync(join(d.memdir, rel));
+        renameSync(fifo, join(d.memdir, rel)); // open() of it by path would wait for a writer forever
+      },
+    });
+    assert.ok(captured(c2, 'v/big.md')!.equals(Buffer.alloc(BIG, 0x62)));
+  });
+
+  test(`${identityCheck}: a file swapped for a FIFO or a symlink after the walk is skipped, never waited on`, async (t) => {
+    const d = layout(t);
+    const c = await captureMemdir(d.memdir, d.staging, undefined, {
+      identityCheck,
+      afterWalk: () => {
+        unlinkSync(join(d.memdir, 'v', 'big.md'));
+        execFileSync('mkfifo', [join(d.memdir, 'v', 'big.md')]);
+        unlinkSync(join(d.memdir, 'v', 'small.md'));
+        symlinkSync(join(d.outside, 'secret.txt'), join(d.memdir, 'v', 'small.md'));
+      },
+    });
+    assert.deepEqual(
+      c.skipped.filter((e) => e.path.startsWith('v/')),
+      [
+        { path: 'v/big.md', reason: 'special file' },
+        { path: 'v/small.md', reason: 'symlink' },
+      ],
+    );
+    // restore's plan reads the live files the same way: a FIFO is not waited on
+    assert.equal(memdirFileReader(d.memdir, identityCheck)('v/big.md'), undefined);
+  });
+}
+
+test('a .git reaching a repository outside the memdir is refused, naming the config key that allows it', async (t) => {
+  const root = tempDir(t);
+  const other = join(root, 'other');
+  mkdirSync(other);
+  git(other, ['init', '-q']);
+  writeFileSync(join(other, 'secret.txt'), SECRET);
+  git(other, ['add', '.']);
+  git(other, ['-c', 'user.name=o', '-c', 'user.email=o@x', 'commit', '-qm', 'other']);
+  const memdir = join(root, 'memdir');
+  mkdirSync(memdir);
+  const refused = (what: RegExp) => (e: unknown) => {
+    const err = e as { code?: string; message: string };
+    assert.equal(err.code, 'GIT');
+    assert.match(err.message, what);
+    assert.match(err.message, /memory\.snapshot\.allow_external_git: true/);
+    return true;
+  };
+  await refuseExternalGit(memdir); // no .git: nothing to refuse
+  writeFileSync(join(memdir, '.git'), `gitdir: ${join(other, '.git')}\n`);
+  await assert.rejects(
+    refuseExternalGit(memdir),
+    refused(/pointer file to .*other\/\.git, outside the memdir/),
+  );
+  unlinkSync(join(memdir, '.git'));
+  symlinkSync(join(other, '.git'), join(memdir, '.git'));
+  await assert.rejects(refuseExternalGit(memdir), refused(/is a symbolic link/));
+  unlinkSync(join(memdir, '.git'));
+  git(memdir, ['init', '-q']);
+  await refuseExternalGit(memdir); // a repository of its own
+  writeFileSync(join(memdir, '.git', 'objects', 'info', 'alternates'), `${join(other, '.git', 'objects')}\n`);
+  await assert.rejects(refuseExternalGit(memdir), refused(/borrows objects from other repositories/));
+  unlinkSync(join(memdir, '.git', 'objects', 'info', 'alternates'));
+  symlinkSync(join(other, '.git', 'objects', 'pack'), join(memdir, '.git', 'objects', 'pack2'));
+  await assert.rejects(refuseExternalGit(memdir), refused(/keeps objects in a symbolic link/));
+  unlinkSync(join(memdir, '.git', 'objects', 'pack2'));
+  writeFileSync(join(memdir, '.git', 'commondir'), `${join(other, '.git')}\n`);
+  await assert.rejects(refuseExternalGit(memdir), refused(/commondir/));
+  // a pointer file to a repository inside the memdir is the memdir's own
+  rmSync(join(memdir, '.git'), { recursive: true });
+  git(join(memdir), ['init', '-q', '--separate-git-dir', join(memdir, 'gitdir'), join(memdir)]);
+  await refuseExternalGit(memdir);
+});
+
+test("a snapshot of a memdir whose .git borrows another repository's objects is refused unless allowed", async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1 });
+  const other = join(a.root, 'other');
+  mkdirSync(other);
+  git(other, ['init', '-q']);
+  writeFileSync(join(other, 'secret.txt'), SECRET);
+  git(other, ['add', '.']);
+  git(other, ['-c', 'user.name=o', '-c', 'user.email=o@x', 'commit', '-qm', 'other']);
+  const foreign = git(other, ['rev-parse', 'HEAD']).trim();
+  writeFileSync(
+    join(a.memdir, '.git', 'objects', 'info', 'alternates'),
+    `${join(other, '.git', 'objects')}\n`,
+  );
+  git(a.memdir, ['update-ref', 'refs/heads/stolen', foreign]);
+  await assert.rejects(
+    a.snapshotter.snapshot({ agentId: 'ana' }),
+    (e: { code?: string; message: string }) => {
+      assert.equal(e.code, 'GIT');
+      assert.match(e.message, /allow_external_git/);
+      return true;
+    },
+  );
+  const allowed = new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    allowExternalGit: true,
+  });
+  const meta = await allowed.snapshot({ agentId: 'ana' });
+  assert.equal((await allowed.verifySnapshot('ana', undefined, meta.id)).status, 'verified');
+});
+
+test("restore's warning names uncaptured entries as shell words: a line break or ', ' in a name forges nothing", () => {
+  const w = uncapturedWarning({
+    component: 'memdir',
+    action: 'replace',
+    files: { added: [], removed: [], changed: [], uncaptured: ['p\nfake: line', 'a, b', 'plain.md'] },
+  });
+  assert.ok(w);
+  assert.ok(!w.includes('\n'), 'one line');
+  assert.match(w, /\(3 entries|holds 3 entries/);
+  assert.ok(w.includes("'p'$'\\n''fake: line', 'a, b', plain.md"), w);
+});
