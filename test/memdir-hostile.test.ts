@@ -57,6 +57,15 @@ for (const identityCheck of ['proc', 'stat'] as const) {
     assert.equal(captured(c, 'v/small.md')?.toString(), 'small\n');
   });
 
+  test(`${identityCheck}: a directory removed after the walk: its files vanished, as before`, async (t) => {
+    const d = layout(t);
+    const c = await captureMemdir(d.memdir, d.staging, undefined, {
+      identityCheck,
+      afterWalk: () => rmSync(join(d.memdir, 'v', 'zzz'), { recursive: true }),
+    });
+    assert.deepEqual(c.skipped, [{ path: 'v/zzz/a.md', reason: 'vanished during capture' }]);
+  });
+
   test(`${identityCheck}: a file read through a parent that is a symlink to elsewhere is not read`, (t) => {
     const d = layout(t);
     rmSync(join(d.memdir, 'v', 'zzz'), { recursive: true });

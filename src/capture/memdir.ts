@@ -97,7 +97,18 @@ type Opened = { fd: number; st: Stats; parents?: string[] } | { reason: string |
 function openEntry(realRoot: string, rel: string, dir: boolean, check: 'proc' | 'stat'): Opened {
   const path = rel ? join(realRoot, rel) : realRoot;
   const parents = check === 'stat' ? parentIdentities(realRoot, rel) : undefined;
-  if (parents === null) return { reason: MOVED_REASON };
+  if (parents === null) {
+    // a parent is not a directory now: gone (removed by a writer outside the gate), or swapped
+    const gone = (() => {
+      try {
+        lstatSync(path);
+        return false;
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code === 'ENOENT';
+      }
+    })();
+    return { reason: !gone ? MOVED_REASON : dir ? undefined : 'vanished during capture' };
+  }
   let fd: number;
   try {
     fd = openSync(
