@@ -234,12 +234,8 @@ test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores ar
   const second = await s.snapshot({ agentId: 'ana', createdBy: 'cli' });
   const r2 = await s.restore({ agentId: 'ana', bundle: first.bundle_path });
   const anchors = [r2.pre_snapshot!, r1.pre_snapshot!];
-  const { undoAnchor } = await import('../src/snapshotter/restore.js');
-  assert.equal(
-    await undoAnchor(s, 'ana', 'default'),
-    r2.pre_snapshot,
-    'undo goes back before the last restore',
-  );
+  const undo = await s.restore({ agentId: 'ana', undo: true, dryRun: true });
+  assert.ok(undo.bundle.includes(r2.pre_snapshot!), `undo goes back before the last restore: ${undo.bundle}`);
   assert.equal(await s.snapshotRef('ana', undefined, 'latest'), r2.pre_snapshot);
   assert.ok(second.created_at_ms > first.created_at_ms, 'the snapshot taken last is dated after the others');
   assert.ok(
