@@ -144,13 +144,14 @@ export function tryAcquire(path: string, mode: LockMode): HeldLock | undefined {
 /** Takes the lock at `path`, waiting up to `timeoutMs`; throws LockTimeoutError when it stays busy. */
 export async function acquire(path: string, mode: LockMode, timeoutMs: number): Promise<HeldLock> {
   const db = openLockDb(path);
-  const deadline = Date.now() + timeoutMs;
+  // on the monotonic clock: a wall clock stepped during the wait neither ends it early nor stretches it
+  const deadline = performance.now() + timeoutMs;
   let delay = 2;
   try {
     for (;;) {
       if (tryLock(db, mode)) return new HeldLock(db, path, mode);
-      if (Date.now() >= deadline) break;
-      await sleep(Math.min(delay, Math.max(1, deadline - Date.now())));
+      if (performance.now() >= deadline) break;
+      await sleep(Math.min(delay, Math.max(1, deadline - performance.now())));
       delay = Math.min(delay * 2, 50);
     }
   } catch (err) {
@@ -170,7 +171,7 @@ export async function acquire(path: string, mode: LockMode, timeoutMs: number): 
 const FAIR_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
-const deadline = Date.now() + workerData.timeoutMs;
+const deadline = performance.now() + workerData.timeoutMs;
 let wanted;
 let db;
 let failure;
@@ -181,7 +182,7 @@ try {
     wanted.exec('BEGIN EXCLUSIVE');
   }
   file = workerData.path;
-  db = new Database(workerData.path, { timeout: Math.max(0, deadline - Date.now()) });
+  db = new Database(workerData.path, { timeout: Math.max(0, Math.round(deadline - performance.now())) });
   db.exec('BEGIN EXCLUSIVE');
 } catch (err) {
   failure = { error: String(err && err.message), code: err && err.code, path: file };
