@@ -1,4 +1,6 @@
-// What export, import and migrate must never do to the store, run with the built CLI: export never
+// What export, import and migrate must never do to the store, run through the CLI (`main(argv)` in the
+// test process: what is tested is each command's refusal, exit status and output, not a process of its
+// own; docs/decisions.md, "The CLI runs in the test process"): export never
 // writes into the store (the bundle itself through a symbolic link, a hard link or a symlinked file;
 // another bundle; a repository object; a directory swapped for a link while the copy is written, in
 // process), nor through a link at the target's name, import never takes an id another snapshot of the agent holds
@@ -28,9 +30,8 @@ import { generateIdentity } from '../src/crypto/age.js';
 import { AlreadyExistsError, InvalidInputError } from '../src/model/errors.js';
 import { publishExport } from '../src/snapshotter/export.js';
 import { copyFileHashed } from '../src/util/hash.js';
-import { runBuiltCli } from './helpers/built-cli.js';
 import { json, ok } from './helpers/cli-json.js';
-import { type Agent, sampleAgent, tempDir } from './helpers/env.js';
+import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { SMALL, snapshotterOf } from './helpers/exchange.js';
 
 const REPO_FORMAT = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
@@ -42,7 +43,7 @@ const LIVE = new Set(['snapshot', 'import']);
 
 /** `nexo-memory ARGS --json` with the agent's roots, in a bundle store unless `env` says otherwise. */
 const cli = (a: Agent, args: string[], env: NodeJS.ProcessEnv = BUNDLES) =>
-  runBuiltCli([...args, ...(LIVE.has(args[0]!) ? a.flags : ['--state-root', a.stateRoot]), '--json'], {
+  runCli([...args, ...(LIVE.has(args[0]!) ? a.flags : ['--state-root', a.stateRoot]), '--json'], {
     env,
   });
 

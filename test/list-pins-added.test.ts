@@ -1,5 +1,6 @@
-// What `list` says about pins and about what each snapshot cost its store (stop 44), through the real
-// CLI and daemon. A pin's note (`pin --note`) is shown by the text list (a PIN NOTE column, cut to 40
+// What `list` says about pins and about what each snapshot cost its store (stop 44), through the CLI
+// (`main(argv)` in the test process: what a command prints and its exit status are what is tested) and
+// the real daemon. A pin's note (`pin --note`) is shown by the text list (a PIN NOTE column, cut to 40
 // characters, control characters escaped) and carried whole by `list --json` (`pin_note`), in either
 // store; a note with control characters is refused. A repository snapshot whose listing entry was
 // rebuilt from its manifest (import and migrate re-list a stored snapshot whose entry a kill lost) has
@@ -12,8 +13,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { SnapshotMeta } from '../src/index.js';
 import { overviewOf } from '../src/snapshotter/fleet.js';
-import { runBuiltCli } from './helpers/built-cli.js';
-import { REPO, sampleAgent, tempDir } from './helpers/env.js';
+import { REPO, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { serveBuilt } from './helpers/serve.js';
 
 const SMALL = { files: 2, commits: 2, memories: 10, embeddings: 4, concepts: 4, compactions: 2 };
@@ -30,9 +30,9 @@ interface Listed {
 
 /** `list` as text and as JSON. */
 async function list(flags: string[], env: NodeJS.ProcessEnv) {
-  const text = await runBuiltCli(['list', '--agent', 'ana', ...flags], { env });
+  const text = await runCli(['list', '--agent', 'ana', ...flags], { env });
   assert.equal(text.code, 0, text.stderr);
-  const json = await runBuiltCli(['list', '--agent', 'ana', ...flags, '--json'], { env });
+  const json = await runCli(['list', '--agent', 'ana', ...flags, '--json'], { env });
   assert.equal(json.code, 0, json.stderr);
   return { text: text.stdout, metas: JSON.parse(json.stdout) as Listed[] };
 }
@@ -50,7 +50,7 @@ for (const store of ['repository', 'bundles'] as const) {
     const a = sampleAgent(t, 'ana', SMALL);
     const ids: string[] = [];
     for (const label of ['one', 'two', 'three']) {
-      const s = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--label', label, '--json'], {
+      const s = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--label', label, '--json'], {
         env,
       });
       assert.equal(s.code, 0, s.stderr);
@@ -60,7 +60,7 @@ for (const store of ['repository', 'bundles'] as const) {
     const root = ['--state-root', a.stateRoot];
     const long = 'before the migration of the fleet to the new cluster (ticket 4711)';
     const pin = (id: string, note?: string) =>
-      runBuiltCli(
+      runCli(
         [
           'pin',
           '--agent',
@@ -122,7 +122,7 @@ for (const store of ['repository', 'bundles'] as const) {
 
     // without notes the table keeps its columns
     for (const id of [one, two]) {
-      const u = await runBuiltCli(['unpin', '--agent', 'ana', '--id', id, ...root], { env });
+      const u = await runCli(['unpin', '--agent', 'ana', '--id', id, ...root], { env });
       assert.equal(u.code, 0, u.stderr);
     }
     ({ text } = await list(root, env));
@@ -132,11 +132,11 @@ for (const store of ['repository', 'bundles'] as const) {
 
 test('a repository snapshot whose listing entry was rebuilt: added_bytes null in list --json and the HTTP list, ? in the table, left out of the fleet bytes (not its whole size)', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
-  const first = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], { env: REPOSITORY });
+  const first = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], { env: REPOSITORY });
   assert.equal(first.code, 0, first.stderr);
   const snap = JSON.parse(first.stdout) as Listed;
   const bundle = join(a.root, 'ana.tar.zst');
-  const exported = await runBuiltCli(
+  const exported = await runCli(
     ['export', '--agent', 'ana', '--id', snap.id, '--to', bundle, '--no-redact', '--state-root', a.stateRoot],
     { env: REPOSITORY },
   );
@@ -146,19 +146,19 @@ test('a repository snapshot whose listing entry was rebuilt: added_bytes null in
   const state = join(tempDir(t), 'state');
   const flags = ['--state-root', state, '--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
   const importArgs = ['import', '--from', bundle, '--agent', 'ana', '--store-only', ...flags, '--json'];
-  const stored = await runBuiltCli(importArgs, { env: REPOSITORY });
+  const stored = await runCli(importArgs, { env: REPOSITORY });
   assert.equal(stored.code, 0, stored.stderr);
   const storedMeta = (JSON.parse(stored.stdout) as { snapshot: Listed; stored: string }).snapshot;
   assert.equal(storedMeta.id, snap.id);
   assert.ok(typeof storedMeta.added_bytes === 'number' && storedMeta.added_bytes > 0);
-  const second = await runBuiltCli(['snapshot', '--agent', 'ana', ...flags, '--json'], { env: REPOSITORY });
+  const second = await runCli(['snapshot', '--agent', 'ana', ...flags, '--json'], { env: REPOSITORY });
   assert.equal(second.code, 0, second.stderr);
   const newest = JSON.parse(second.stdout) as Listed;
   assert.equal(typeof newest.added_bytes, 'number');
 
   // a kill lost the stored snapshot's listing entry; importing the bundle again lists it from its manifest
   rmSync(join(state, 'repository', 'listing', snap.id));
-  const again = await runBuiltCli(importArgs, { env: REPOSITORY });
+  const again = await runCli(importArgs, { env: REPOSITORY });
   assert.equal(again.code, 0, again.stderr);
   const relisted = JSON.parse(again.stdout) as { snapshot: Listed; stored: string };
   assert.equal(relisted.stored, 'already_present');
