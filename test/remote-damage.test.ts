@@ -2,6 +2,10 @@
 // between it and the CLI): content-addressed objects already there with other bytes (a torn upload, bit
 // rot) are replaced by the next snapshot that writes them, never referenced as they are; a listing entry
 // or a manifest damaged in one download is not kept by the cache (the next command reads the store).
+// The CLI runs in the test process (`main(argv)`, taking turns: the suite's tests run side by side):
+// what is checked is each command's exit status and output, and what it left in the store and the
+// cache. The one test about what a command may write after it ends (a replaced repository's cache)
+// runs the built CLI, whose exit is the end of everything the command started.
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -12,7 +16,7 @@ import { type Backend, readAll } from '../src/backend/backend.js';
 import { openS3Backend } from '../src/backend/s3.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { type Json, json, ok } from './helpers/cli-json.js';
-import { type RunResult, sampleAgent, tempDir } from './helpers/env.js';
+import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
 import { type S3Server, startS3ServerProcess } from './helpers/s3-server.js';
 
@@ -32,8 +36,19 @@ after(async () => {
   await server?.stop();
 });
 
-/** A config pointing the CLI at `prefix` of the bucket through the proxy; the CLI bound to it. */
-function s3Cli(dir: string, prefix: string) {
+/** The in-process CLI is one run at a time (helpers/cli.ts), and the suite's tests run side by side. */
+let turn: Promise<unknown> = Promise.resolve();
+function inTurn(args: string[], opts: { env?: NodeJS.ProcessEnv }): Promise<RunResult> {
+  const run = turn.then(() => runCli(args, opts));
+  turn = run.catch(() => {});
+  return run;
+}
+
+/**
+ * A config pointing the CLI at `prefix` of the bucket through the proxy; the CLI bound to it, in this
+ * process unless `built` (a child process of the built CLI).
+ */
+function s3Cli(dir: string, prefix: string, built = false) {
   const config = join(dir, 'memory.yaml');
   writeFileSync(
     config,
@@ -52,7 +67,8 @@ function s3Cli(dir: string, prefix: string) {
       '',
     ].join('\n'),
   );
-  return (args: string[]) => runBuiltCli([...args, '--json', '--config', config], { env: allow });
+  return (args: string[]) =>
+    (built ? runBuiltCli : inTurn)([...args, '--json', '--config', config], { env: allow });
 }
 
 async function names(b: Backend, type: 'packs' | 'index' | 'snapshots' | 'listing'): Promise<string[]> {
@@ -157,7 +173,7 @@ suite('remote damage', { concurrency: 2 }, () => {
     // the local repository of a state root
     const b = sampleAgent(t, 'bob', { ...SMALL, seed: 5 });
     const local = (args: string[]) =>
-      runBuiltCli([...args, '--json', '--state-root', b.stateRoot], {
+      inTurn([...args, '--json', '--state-root', b.stateRoot], {
         env: { NEXO_MEMORY_STORE_FORMAT: 'repository' },
       });
     const bobRoots = ['--memdir-root', b.memdirRoot, '--sqlite-root', b.sqliteRoot];
@@ -173,7 +189,8 @@ suite('remote damage', { concurrency: 2 }, () => {
   test('a repository replaced behind a warm cache: the next write is refused (exit 8, STORE_REPLACED, nothing written) and the cache forgets the old one', async (t) => {
     const prefix = 'replaced';
     const a = sampleAgent(t, 'ana', SMALL);
-    const cli = s3Cli(tempDir(t, 'nexo-cfg-'), prefix);
+    // built: the cache is looked at once the command's process is gone
+    const cli = s3Cli(tempDir(t, 'nexo-cfg-'), prefix, true);
     const direct = await openS3Backend(server.options(BUCKET, prefix));
     t.after(() => direct.close());
     const hostX = a.flags; // its state root's cache is warm after its snapshot

@@ -1,6 +1,7 @@
 // A local repository's bytes written by someone else (stop 44, a hunter's findings): packs far larger
 // than any pack may be, listing entries too large to read, key files planted beside the real one, labels
-// with control characters. Each through the real CLI on a real repository: reported as damage or
+// with control characters. Each through the CLI (`main(argv)` in the test process: the exit status and
+// what is printed are what is checked) on a real repository: reported as damage or
 // skipped with a warning, never an INTERNAL error, never memory the size of the hostile object, never
 // another master key.
 
@@ -29,8 +30,7 @@ import { MAX_PACK } from '../src/repository/pack.js';
 import { Repository, zstdFrameOf } from '../src/repository/repository.js';
 import { type ListingMeta, listSnapshots, MANIFEST_MAX, saveSnapshot } from '../src/repository/snapshots.js';
 import { listAll } from './helpers/backend-conformance.js';
-import { runBuiltCli } from './helpers/built-cli.js';
-import { sampleAgent, tempDir } from './helpers/env.js';
+import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 
 const SMALL = { files: 2, commits: 2, memories: 10, embeddings: 4, concepts: 4, compactions: 2 };
 const REPOSITORY = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
@@ -44,7 +44,7 @@ interface Problem {
 test('check --read-data: a pack larger than any pack may be (a 5 GB sparse file) is damage, exit 2, never read or allocated for', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const env = { env: REPOSITORY };
-  let r = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], env);
+  let r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], env);
   assert.equal(r.code, 0, r.stderr);
   const name = `ab${'0'.repeat(62)}`;
   const dir = join(a.stateRoot, 'repository', 'packs', 'ab');
@@ -52,7 +52,7 @@ test('check --read-data: a pack larger than any pack may be (a 5 GB sparse file)
   const file = join(dir, name);
   writeFileSync(file, '');
   truncateSync(file, 5 * 1024 ** 3); // sparse: costs nothing on disk
-  r = await runBuiltCli(['check', '--read-data', '--state-root', a.stateRoot, '--json'], env);
+  r = await runCli(['check', '--read-data', '--state-root', a.stateRoot, '--json'], env);
   assert.equal(r.code, 2, r.stdout + r.stderr); // was INTERNAL (exit 1): "The value of size is out of range"
   const report = JSON.parse(r.stdout) as { problems: Problem[]; bytes_read: number; packs_read: number };
   assert.deepEqual(
@@ -62,11 +62,11 @@ test('check --read-data: a pack larger than any pack may be (a 5 GB sparse file)
   assert.match(report.problems[0]!.message, new RegExp(`more than any pack may be \\(${MAX_PACK}\\)`));
   assert.ok(report.bytes_read < MAX_PACK, `${report.bytes_read} bytes read`);
   // without --read-data the structure pass says the same
-  r = await runBuiltCli(['check', '--state-root', a.stateRoot, '--json'], env);
+  r = await runCli(['check', '--state-root', a.stateRoot, '--json'], env);
   assert.equal(r.code, 2, r.stdout + r.stderr);
   // the real packs still check
   truncateSync(file, 0);
-  r = await runBuiltCli(['check', '--read-data', '--state-root', a.stateRoot, '--json'], env);
+  r = await runCli(['check', '--read-data', '--state-root', a.stateRoot, '--json'], env);
   assert.equal(r.code, 2, 'an empty pack file is damage too');
   assert.match(r.stdout, /does not hash to its name/);
 });
@@ -74,7 +74,7 @@ test('check --read-data: a pack larger than any pack may be (a 5 GB sparse file)
 test('an oversized listing entry (2 MB of spaces) is skipped with a warning by list and gc, reported by check; gc escapes a listing label as list does', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const env = { env: REPOSITORY };
-  let r = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], env);
+  let r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], env);
   assert.equal(r.code, 0, r.stderr);
   const id = (JSON.parse(r.stdout) as { id: string }).id;
   const listing = join(a.stateRoot, 'repository', 'listing');
@@ -86,22 +86,22 @@ test('an oversized listing entry (2 MB of spaces) is skipped with a warning by l
   entry.meta.label = 'evil\nDELETED everything';
   writeFileSync(own, `${JSON.stringify(entry)}\n`);
 
-  r = await runBuiltCli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--json'], env);
+  r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--json'], env);
   assert.equal(r.code, 0, r.stdout + r.stderr); // was OBJECT_TOO_LARGE, exit 2
   assert.deepEqual(
     (JSON.parse(r.stdout) as Array<{ id: string }>).map((m) => m.id),
     [id],
   );
   assert.match(r.stderr, new RegExp(`listing/${planted} is larger than 1048576 bytes; skipped`));
-  r = await runBuiltCli(['gc', '--agent', 'ana', '--keep-count', '5', ...a.flags], env);
+  r = await runCli(['gc', '--agent', 'ana', '--keep-count', '5', ...a.flags], env);
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.match(r.stderr, new RegExp(`listing/${planted} is larger than`));
   assert.match(r.stdout, new RegExp(`keep +${id} .* evil\\\\nDELETED everything `));
   assert.doesNotMatch(r.stdout, /^DELETED/m, 'the label stays on its line');
-  r = await runBuiltCli(['gc', '--all', ...a.flags, '--json'], env);
+  r = await runCli(['gc', '--all', ...a.flags, '--json'], env);
   assert.equal(r.code, 0, r.stdout + r.stderr);
 
-  r = await runBuiltCli(['check', '--state-root', a.stateRoot, '--json'], env);
+  r = await runCli(['check', '--state-root', a.stateRoot, '--json'], env);
   assert.equal(r.code, 2, r.stdout + r.stderr);
   const problems = (JSON.parse(r.stdout) as { problems: Problem[] }).problems;
   assert.ok(
@@ -117,7 +117,7 @@ test('an oversized listing entry (2 MB of spaces) is skipped with a warning by l
 test("a key file planted in an encrypted repository (to the victim's recipient) never makes a writer use its master key: refused beside the real one, and pinned on first use when it replaces it", async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const id = join(a.root, 'id.txt');
-  let r = await runBuiltCli(['keygen', '--age', '--out', id, '--json']);
+  let r = await runCli(['keygen', '--age', '--out', id, '--json']);
   assert.equal(r.code, 0, r.stderr);
   const recipient = execFileSync('age-keygen', ['-y', id], { encoding: 'utf8' }).trim();
   const config = join(a.root, 'nexo.yaml');
@@ -127,7 +127,7 @@ test("a key file planted in an encrypted repository (to the victim's recipient) 
   );
   const env = { env: REPOSITORY };
   const snapshot = () =>
-    runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--config', config, '--json'], env);
+    runCli(['snapshot', '--agent', 'ana', ...a.flags, '--config', config, '--json'], env);
   r = await snapshot();
   assert.equal(r.code, 0, r.stderr);
   const repo = join(a.stateRoot, 'repository');
@@ -147,7 +147,7 @@ test("a key file planted in an encrypted repository (to the victim's recipient) 
   assert.equal(r.code, 7, r.stdout + r.stderr);
   assert.match(r.stdout, /"code": "ENCRYPTION"/);
   assert.match(r.stderr, /key files of this repository hold different master keys/);
-  r = await runBuiltCli(
+  r = await runCli(
     ['list', '--agent', 'ana', '--state-root', a.stateRoot, '--config', config, '--json'],
     env,
   );
@@ -198,13 +198,13 @@ async function twoInRepository(t: TestContext) {
   const ids: string[] = [];
   for (let i = 0; i < 2; i++) {
     writeFileSync(join(a.memdir, 'topics', 'alt.md'), `version ${i}\n`);
-    const r = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], env);
+    const r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], env);
     assert.equal(r.code, 0, r.stderr);
     ids.push((JSON.parse(r.stdout) as { id: string }).id);
   }
   /** The CLI on the agent's state root (with `roots`, its memdir and database roots too). */
   const cli = (args: string[], roots = false) =>
-    runBuiltCli([...args, ...(roots ? a.flags : ['--state-root', a.stateRoot])], env);
+    runCli([...args, ...(roots ? a.flags : ['--state-root', a.stateRoot])], env);
   return { a, ids, repo: join(a.stateRoot, 'repository'), cli };
 }
 
