@@ -1,7 +1,8 @@
 // Tests of prune, retention and delete against hostile bytes in a local repository (a hunter's findings,
 // stop 44): hidden index files, a symlinked pack directory or pack, forged index rows, forged listing
-// entries. Real repositories on disk, the real CLI; what must hold is that nothing a kept snapshot
-// references is removed, and that the refusal is damage (exit 2) naming what is wrong.
+// entries. Real repositories on disk, the CLI run in the test process (`main(argv)`: its exit status and
+// output are what is checked); what must hold is that nothing a kept snapshot references is removed,
+// and that the refusal is damage (exit 2) naming what is wrong.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -22,8 +23,7 @@ import { LocalSnapshotter } from '../src/index.js';
 import { decodeIndex } from '../src/repository/index-file.js';
 import { PACK_TARGET, PackBuilder } from '../src/repository/pack.js';
 import { Repository, saveContentAddressed } from '../src/repository/repository.js';
-import { runBuiltCli } from './helpers/built-cli.js';
-import { type Agent, sampleAgent } from './helpers/env.js';
+import { type Agent, runCli, sampleAgent } from './helpers/env.js';
 
 /** An agent with a repository of two snapshots whose data differ (each has packs of its own). */
 async function twoSnapshots(t: TestContext): Promise<{ a: Agent; repo: string; ids: string[] }> {
@@ -51,7 +51,7 @@ function packFiles(repo: string): string[] {
 }
 
 const cli = (a: Agent, args: string[]) =>
-  runBuiltCli([...args, '--state-root', a.stateRoot], {
+  runCli([...args, '--state-root', a.stateRoot], {
     env: { NEXO_MEMORY_STORE_FORMAT: 'repository' },
   });
 
