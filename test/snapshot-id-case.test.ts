@@ -1,6 +1,7 @@
 // A snapshot id in any case names one snapshot everywhere (stop 44): the `<repository>#<id>` a list
-// prints, with the id in uppercase, is that snapshot for `verify` and `restore --from` of the real CLI
-// (it was read as a file name: "bundle not found"), and a verify over HTTP with an uppercase id is
+// prints, with the id in uppercase, is that snapshot for `verify` and `restore --from` of the CLI
+// (`main(argv)` in the test process; it was read as a file name: "bundle not found"), and a verify over
+// HTTP (the real daemon) with an uppercase id is
 // kept under the id the snapshot is listed by, so the fleet alerts a damaged snapshot however the
 // request spelled it.
 
@@ -8,16 +9,14 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { runBuiltCli } from './helpers/built-cli.js';
-import { sampleAgent } from './helpers/env.js';
+import { runCli, sampleAgent } from './helpers/env.js';
 import { serveBuilt } from './helpers/serve.js';
 
 const SMALL = { files: 2, commits: 2, memories: 10, embeddings: 4, concepts: 4, compactions: 2 };
 const TOKEN = 'test-token-0123456789abcdef';
 // the repository store (the suite's default is bundles: test/helpers/env.ts)
 const REPOSITORY = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
-const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
-  runBuiltCli(args, { env: { ...REPOSITORY, ...env } });
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(args, { env: { ...REPOSITORY, ...env } });
 
 test('CLI: verify and restore --from take <repository>#<ID> with the id in uppercase (or braced), as the snapshot', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
