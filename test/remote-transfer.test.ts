@@ -1,6 +1,7 @@
 // Transfer to and from a remote repository follows what changed, not the agent's size (issue 12,
 // "transfer only what is new"): measured by the store metrics the CLI writes with --metrics-file
-// (bytes uploaded and downloaded through the backend), against s3rver in a process of its own. The
+// (bytes uploaded and downloaded through the backend; each run's own: the CLI runs in the test process,
+// `main(argv)`, and a run's metrics are its own), against s3rver in a process of its own. The
 // second snapshot of an agent after a small change uploads a small fraction of the first; a restore of
 // one agent on another host downloads that agent's data, not the other agents' packs in the repository.
 
@@ -10,8 +11,7 @@ import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { runBuiltCli } from './helpers/built-cli.js';
-import { type RunResult, sampleAgent, tempDir } from './helpers/env.js';
+import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { type S3Server, startS3ServerProcess } from './helpers/s3-server.js';
 
 const BUCKET = 'nexo-transfer';
@@ -50,10 +50,10 @@ test('s3: the second snapshot uploads only what changed; a restore downloads onl
     NEXO_MEMORY_RESTORE_ALLOW: 'yes',
   };
   let run = 0;
-  /** Runs the built CLI (a real process per host) and returns its JSON and the metrics file it wrote. */
+  /** Runs the CLI (each host its own state root) and returns its JSON and the metrics file it wrote. */
   const cli = async (args: string[], what: string): Promise<{ out: { id: string }; metrics: string }> => {
     const file = join(metrics, `run-${++run}.prom`);
-    const r: RunResult = await runBuiltCli([...args, '--json', '--metrics-file', file], { env });
+    const r: RunResult = await runCli([...args, '--json', '--metrics-file', file], { env });
     assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
     return { out: JSON.parse(r.stdout), metrics: file };
   };
