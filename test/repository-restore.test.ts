@@ -252,6 +252,12 @@ test('damage in the repository (flipped pack byte, missing pack, truncated index
   flipped[200] = flipped[200]! ^ 0x10;
   writeFileSync(pack, flipped);
   await refusedCleanly('a flipped byte in a pack', /BUNDLE_DAMAGED|CHECKSUM|damaged|does not match|corrupt/i);
+  // verify: the damaged artifact could not be read whole, so its size was not checked, and says so
+  // (size_ok is the sizes, not the hashes: stop 46)
+  const v = await a.snapshotter.verifySnapshot('ana', 'default', snap.id);
+  assert.equal(v.status, 'damaged');
+  assert.equal(v.size_ok, false);
+  assert.match(v.not_checked.find((n) => n.check === 'size')?.reason ?? '', /could not be read whole/);
   writeFileSync(pack, bytes);
 
   renameSync(pack, `${pack}.away`);
@@ -972,6 +978,15 @@ test('a repository snapshot whose state value is not JSON (its hash right) is da
     JSON.stringify(v.problems),
   );
   assert.match(v.problems[0]!.message, /is not valid JSON/);
+  // size_ok is the sizes: this value was read whole, its size right (stop 46)
+  assert.deepEqual(
+    {
+      size_ok: v.size_ok,
+      per_artifact_ok: v.per_artifact_ok,
+      not_checked: v.not_checked.map((n) => n.check),
+    },
+    { size_ok: true, per_artifact_ok: false, not_checked: ['deep'] },
+  );
   const cli = await runCli(['verify', '--agent', 'ana', '--id', snap.id, '--state-root', a.stateRoot]);
   assert.equal(cli.code, 2, cli.stderr);
   await assert.rejects(a.snapshotter.diff({ agentId: 'ana', a: snap.id, b: 'live' }), damage);

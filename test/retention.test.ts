@@ -8,12 +8,14 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  rmSync,
   statSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { formatGc } from '../src/cli/format.js';
 import type { SnapshotMeta } from '../src/index.js';
 import { newSnapshotId } from '../src/model/ids.js';
 import { DEFAULT_POLICY, decide, weekKey } from '../src/policy/retention.js';
@@ -217,6 +219,33 @@ test('gc deletes what no rule keeps, with sibling, sidecar and pin; dry run dele
     'the newest always stays',
   );
   assert.equal(later.bundles_deleted, 2);
+});
+
+test('gc reports a bundle it cannot read (listing_problems, an error, exit 2), as the repository its unreadable entry (stop 46)', async (t) => {
+  const a = sampleAgent(t);
+  const s = a.snapshotter;
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push((await s.snapshot({ agentId: 'ana' })).id);
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  // the newest truncated and its sidecar gone: list warns, and gc said nothing (errors 0, exit 0)
+  const bundle = join(dir, `${ids[2]}.tar.zst`);
+  writeFileSync(bundle, readFileSync(bundle).subarray(0, 100));
+  rmSync(`${bundle}.meta.json`);
+  for (const dryRun of [true, false]) {
+    const r = await s.gc({ agentId: 'ana', policy: { keepCount: 1 }, dryRun });
+    const ana = r.agents[0]!;
+    assert.deepEqual(
+      ana.listing_problems?.map((l) => [l.id, l.code, l.exit_code]),
+      [[ids[2], 'BUNDLE_DAMAGED', 2]],
+    );
+    assert.match(ana.listing_problems![0]!.problem, /truncated|damaged/);
+    assert.equal(r.errors, 1);
+    assert.equal(gcExitCode(r), 2);
+    assert.match(formatGc(r), new RegExp(`not counted: ${ids[2]} .*\\n[^]*1 error\\(s\\)`));
+    // it is neither kept nor deleted: the two readable ones are decided
+    assert.deepEqual(ana.decisions.map((d) => d.id).sort(), [ids[0], ids[1]].sort());
+  }
+  assert.ok(existsSync(bundle), 'the unreadable bundle is left for the operator');
 });
 
 test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores are kept by their own rule; a clock that was ahead reorders none of them (stop 46)', async (t) => {

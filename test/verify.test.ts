@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { git } from '../scripts/sample-agent.js';
+import { formatVerify } from '../src/cli/format.js';
 import { readManifestOnly } from '../src/format/reader.js';
 import { PackCheck } from '../src/git/pack-check.js';
 import { verifyBundle, verifyBundleFile, verifyExitCode } from '../src/verify/verify.js';
@@ -133,12 +134,59 @@ test('a truncated bundle is damaged', async (t) => {
     const p = writeBundleFile(join(dir, `cut-${cut}.tar.zst`), bytes.subarray(0, cut), 'none');
     const r = await verifyBundleFile(p);
     assert.equal(r.status, 'damaged', `cut at ${cut}`);
-    assert.equal(r.per_artifact_ok, false);
+    // per_artifact_ok says the artifacts: true only when each was read and matched (stop 46)
+    assert.equal(r.per_artifact_ok, r.artifacts_total > 0 && r.artifacts_checked === r.artifacts_total);
+    assert.equal(r.layout_ok, false);
     assert.ok(
       codes(r).some((c) => c === 'BUNDLE_DAMAGED'),
       `cut at ${cut}: ${JSON.stringify(r.problems)}`,
     );
   }
+});
+
+test('a stream that fails claims no check it did not finish: midway, layout, size and artifacts are not checked; after the last entry, every artifact stands and the trailing bytes are the problem (stop 46)', async (t) => {
+  const { meta, entries, dir } = await baseBundle(t);
+  const bytes = readFileSync(meta.bundle_path);
+  const flags = (r: Awaited<ReturnType<typeof verifyBundleFile>>) => ({
+    layout_ok: r.layout_ok,
+    size_ok: r.size_ok,
+    per_artifact_ok: r.per_artifact_ok,
+    not_checked: r.not_checked.map((n) => n.check).filter((c) => c !== 'deep'),
+  });
+  // a stream that stops halfway (a whole zstd stream of half the tar): the entries after were never read
+  const tar = tarOf(entries.map((e) => ({ path: e.path, data: e.data })));
+  const mid = await verifyBundleFile(
+    writeBundleFile(join(dir, 'mid.tar.zst'), zstd(tar.subarray(0, tar.length >> 1))),
+  );
+  assert.equal(mid.status, 'damaged');
+  assert.ok(
+    mid.artifacts_checked > 0 && mid.artifacts_checked < mid.artifacts_total,
+    `${mid.artifacts_checked}/${mid.artifacts_total}`,
+  );
+  assert.deepEqual(flags(mid), {
+    layout_ok: false,
+    size_ok: false,
+    per_artifact_ok: false,
+    not_checked: ['layout', 'size', 'artifacts'],
+  });
+  assert.match(formatVerify(mid), /layout_ok: +false \(not checked\)\nsize_ok: +false \(not checked\)/);
+  // 5,000 zero bytes after the file's last zstd frame: every artifact was read and matched
+  const tail = await verifyBundleFile(
+    writeBundleFile(join(dir, 'tail.tar.zst'), Buffer.concat([bytes, Buffer.alloc(5000)])),
+  );
+  assert.equal(tail.status, 'damaged');
+  assert.equal(verifyExitCode(tail), 2);
+  assert.equal(tail.artifacts_checked, tail.artifacts_total);
+  assert.deepEqual(flags(tail), { layout_ok: false, size_ok: true, per_artifact_ok: true, not_checked: [] });
+  assert.deepEqual(codes(tail), ['BUNDLE_DAMAGED']);
+  assert.match(tail.problems[0]!.message, /trailing bytes after the tar end-of-archive marker/);
+  assert.match(formatVerify(tail), /per_artifact_ok: +true .*\nlayout_ok: +false\nsize_ok: +true/);
+  // data inside the zstd stream after the end-of-archive marker: the same
+  const after = await verifyBundleFile(
+    writeBundleFile(join(dir, 'after.tar.zst'), zstd(Buffer.concat([tar, Buffer.from('extra')]))),
+  );
+  assert.deepEqual(flags(after), { layout_ok: false, size_ok: true, per_artifact_ok: true, not_checked: [] });
+  assert.match(after.problems[0]!.message, /data after the tar end-of-archive marker/);
 });
 
 test('one flipped byte anywhere is detected', async (t) => {

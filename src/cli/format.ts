@@ -107,17 +107,23 @@ export function formatVerify(r: VerifyReport): string {
   const sv = r.schema_versions;
   // An incomplete report has no failed check (one would make it damaged): its false fields were not
   // checked, and the text says so (the JSON keeps the original's booleans, with not_checked beside).
-  const ok = (v: boolean): string =>
-    v ? 'true' : r.status === 'incomplete' ? 'false (not checked)' : 'false';
+  // So does a damaged one's flag whose check did not complete (listed in not_checked: a stream that
+  // failed before its end).
+  const ok = (v: boolean, check?: string): string =>
+    v
+      ? 'true'
+      : r.status === 'incomplete' || r.not_checked.some((n) => n.check === check)
+        ? 'false (not checked)'
+        : 'false';
   const lines = [
     `bundle:           ${terminalField(r.bundle)}`,
     `status:           ${r.status}`,
     `manifest_ok:      ${ok(r.manifest_ok)}`,
     // a repository snapshot (`<repository>#<id>`) has no sibling file: its digest seal is checked
     `bundle_sha256_ok: ${r.bundle_sha256_ok} ${/#[0-9a-f]{8}-[0-9a-f-]{27}$/.test(r.bundle) ? '(digest seal)' : `(sibling ${r.sibling})`}`,
-    `per_artifact_ok:  ${ok(r.per_artifact_ok)} (${r.artifacts_checked}/${r.artifacts_total} artifacts, ${humanBytes(r.bytes_checked)})`,
-    `layout_ok:        ${ok(r.layout_ok)}`,
-    `size_ok:          ${ok(r.size_ok)}`,
+    `per_artifact_ok:  ${ok(r.per_artifact_ok, 'artifacts')} (${r.artifacts_checked}/${r.artifacts_total} artifacts, ${humanBytes(r.bytes_checked)})`,
+    `layout_ok:        ${ok(r.layout_ok, 'layout')}`,
+    `size_ok:          ${ok(r.size_ok, 'size')}`,
     `age_protected:    ${r.age_protected}`,
     ...(r.signature
       ? [`signature:        ${r.signature.status}${r.signature.key_id ? ` (key ${r.signature.key_id})` : ''}`]

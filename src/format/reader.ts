@@ -56,6 +56,7 @@ export class BundleReader {
   private readonly fileHash: Hash | undefined;
   private compressedBytes = 0;
   private tar!: AsyncGenerator<TarEntry, void, undefined>;
+  private readonly tarProgress = { ended: false };
   private source: (AsyncIterable<Buffer> & { destroy?: () => void }) | undefined;
   private offThreadStream: OffThreadStream | undefined;
   manifest!: ParsedManifest;
@@ -131,7 +132,7 @@ export class BundleReader {
     if (this.offThread && (await stat(this.path)).size >= OFF_THREAD_MIN_BYTES) {
       const off = decompressFileOffThread(this.path, this.limit, this.onRead, decrypt);
       this.offThreadStream = off;
-      this.tar = readTar(off.chunks);
+      this.tar = readTar(off.chunks, this.tarProgress);
     } else {
       const stream = createReadStream(this.path, {
         highWaterMark: this.chunkSize,
@@ -148,7 +149,7 @@ export class BundleReader {
         }
       }
       const raw = decrypt ? ageDecryptPayload(compressed(), decrypt.key) : compressed();
-      this.tar = readTar(zstdDecompress(raw, this.limit));
+      this.tar = readTar(zstdDecompress(raw, this.limit), this.tarProgress);
     }
     const first = await this.tar.next();
     if (first.done) throw new NotABundleError('empty archive');
@@ -235,6 +236,19 @@ export class BundleReader {
   fileSha256(): string | undefined {
     if (this.offThreadStream) return this.offThreadStream.file()?.sha256;
     return this.fileHash?.copy().digest('hex');
+  }
+
+  /**
+   * True once the tar end-of-archive marker was read: every entry was read (what follows the marker,
+   * checked after it, may still fail the stream).
+   */
+  get archiveEnded(): boolean {
+    return this.tarProgress.ended;
+  }
+
+  /** True when the decompressed stream went past the size the manifest allows. */
+  get overSizeBound(): boolean {
+    return this.limit.produced > this.limit.maxBytes;
   }
 
   get decompressedBytes(): number {

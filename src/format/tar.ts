@@ -233,7 +233,11 @@ function parsePax(body: Buffer): Map<string, string> {
  * stream, a missing end-of-archive marker or non-zero data after it. Entry types other than regular
  * files are reported (not skipped) so callers can refuse them.
  */
-export async function* readTar(source: AsyncIterable<Buffer>): AsyncGenerator<TarEntry, void, undefined> {
+export async function* readTar(
+  source: AsyncIterable<Buffer>,
+  /** Set once the end-of-archive marker is read: every entry came before it (the rest is checked after). */
+  progress?: { ended: boolean },
+): AsyncGenerator<TarEntry, void, undefined> {
   const reader = new ByteReader(source[Symbol.asyncIterator]());
   let pending = 0; // unread body bytes + padding of the previous entry
   let longName: string | undefined;
@@ -251,6 +255,7 @@ export async function* readTar(source: AsyncIterable<Buffer>): AsyncGenerator<Ta
     if (block.equals(ZERO_BLOCK)) {
       if (longName !== undefined || longLink !== undefined || havePax)
         throw new BundleDamagedError('an extended header is not followed by the entry it describes');
+      if (progress) progress.ended = true;
       if (!(await reader.restIsZero()))
         throw new BundleDamagedError('data after the tar end-of-archive marker');
       return;

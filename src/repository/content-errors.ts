@@ -15,3 +15,20 @@ export const sizeDiffers = (what: string, size: number, recorded: number): Bundl
 /** The whole's SHA-256 differs from the reference's. */
 export const hashDiffers = (what: string): BundleDamagedError =>
   new BundleDamagedError(`${what}: SHA-256 does not match the manifest`);
+
+/**
+ * True for a problem message that says an artifact's size is not the manifest's (the errors above, and
+ * chunk lists that name more chunks than the artifact has bytes): what a repository verify's `size_ok`
+ * reports.
+ */
+export const isSizeProblem = (message: string): boolean =>
+  / longer than its recorded size$|: \d+ bytes, the manifest says \d+$|name more chunks than the \d+ bytes they hold$/.test(
+    message,
+  );
+
+/**
+ * True for a problem message that comes only once an artifact was read whole, its size matching (its
+ * SHA-256 differs, or a state value is not JSON).
+ */
+export const isAfterSizeProblem = (message: string): boolean =>
+  message.endsWith(': SHA-256 does not match the manifest') || / is not valid JSON: /.test(message);

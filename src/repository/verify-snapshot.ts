@@ -17,6 +17,7 @@ import { BundleDamagedError, SnapshotError } from '../model/errors.js';
 import type { VerifyProblem } from '../model/types.js';
 import { packageModule } from '../util/module-worker.js';
 import { type ContentLane, readContent, writeContent, writeContentOn } from './content.js';
+import { isAfterSizeProblem, isSizeProblem, sizeDiffers } from './content-errors.js';
 import {
   bundleView,
   GIT_HISTORY_KIND,
@@ -74,6 +75,18 @@ export interface RepoVerifyResult {
   written: Map<string, string>;
   /** Whether the git history was indexed into gitDir. */
   historyIndexed: boolean;
+}
+
+/**
+ * What a verify's `size_ok` says of a repository snapshot: every artifact's size against the manifest's.
+ * `failed`: an artifact's size differs; `unchecked`: artifacts whose reading stopped (another problem)
+ * before their size was known. Artifacts read whole whose SHA-256 or JSON then failed count as checked.
+ */
+export function sizeCheckOf(r: RepoVerifyResult): { failed: boolean; unchecked: number } {
+  if (!r.parsed) return { failed: false, unchecked: r.artifactsTotal };
+  const failed = r.problems.some((p) => isSizeProblem(p.message));
+  const after = new Set(r.problems.filter((p) => p.path && isAfterSizeProblem(p.message)).map((p) => p.path));
+  return { failed, unchecked: Math.max(0, r.artifactsTotal - r.artifactsChecked - after.size) };
 }
 
 /** A git failure on content whose every chunk hashed right is damage at the source (exit 2). */
@@ -418,10 +431,7 @@ async function readWhole(
         1024 * 1024,
       )) {
         const a = full[next]!;
-        if (blob.length !== a.size_bytes)
-          throw new BundleDamagedError(
-            `${a.path_in_bundle}: ${blob.length} bytes, the manifest says ${a.size_bytes}`,
-          );
+        if (blob.length !== a.size_bytes) throw sizeDiffers(a.path_in_bundle, blob.length, a.size_bytes);
         await done(a, blob);
         next++;
       }

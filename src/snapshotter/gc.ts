@@ -69,7 +69,7 @@ export interface AgentGcReport {
    * cannot be read, or one of another agent or tenant. Neither kept nor deleted: `check` and the
    * operator decide (`delete` removes an entry without a manifest).
    */
-  listing_problems?: Array<{ id: string; problem: string }>;
+  listing_problems?: Array<{ id: string; problem: string; code?: string; exit_code?: number }>;
   /**
    * An interrupted restore of the agent (its journal left by a killed restore) that the sweep finished
    * (`completed`: it had committed) or rolled back (`rolled_back`: the agent is as before it). Not a
@@ -229,7 +229,9 @@ async function sweepAgent(
       } else report.leftovers_removed = notes;
     }
     const dir = s.layout.snapshotsDir(tenant, agentId);
-    const { metas: bundles } = await listDir(dir, agentId, tenant);
+    // A bundle that cannot be read, or whose manifest is another snapshot's or another agent's, is not
+    // counted, as a repository's entry without a matching manifest: reported (stop 46), never silent.
+    const { metas: bundles, skipped: unlisted } = await listDir(dir, agentId, tenant);
     // The repository's entries as listed before this agent's lock was taken: look again at the ones
     // still there (a delete may have run meanwhile) and at their pins (a pin may have been added).
     const again = await s.repository.stillListed(listed.map((m) => m.id));
@@ -238,8 +240,8 @@ async function sweepAgent(
     // entry kept as the "newest" made the real snapshots go, one naming another agent made them go
     // under that agent's policy.
     const unmatched = await s.repository.unmatchedEntries(still);
-    if (unmatched.size > 0)
-      report.listing_problems = [...unmatched].map(([id, problem]) => ({ id, problem }));
+    if (unmatched.size > 0 || unlisted.length > 0)
+      report.listing_problems = [...[...unmatched].map(([id, problem]) => ({ id, problem })), ...unlisted];
     const inRepository = still
       .filter((m) => !unmatched.has(m.id))
       .map((m) => ({ ...m, pinned: again.pinned.has(m.id) }));
@@ -379,7 +381,9 @@ export async function collectGarbage(
     bundles_deleted: count((r) => r.decisions.filter((d) => d.action === 'delete').length),
     orphan_staging_dirs_removed: count((r) => r.leftovers_removed.length),
     agents_visited: agents.filter((r) => !r.skipped).length,
-    errors: agents.filter((r) => r.error).length + (prune?.status === 'error' ? 1 : 0),
+    // an agent whose sweep failed, or that has a bundle that could not be read (damage, as the
+    // repository's unreadable manifest fails its prune); the prune when it failed
+    errors: agents.filter((r) => r.error || unreadableListed(r)).length + (prune?.status === 'error' ? 1 : 0),
     bundles_kept: count((r) => r.decisions.filter((d) => d.action === 'keep').length),
     bytes_freed: count((r) => r.bytes_freed) + (prune && 'bytes_freed' in prune ? prune.bytes_freed : 0),
     backups_removed: count((r) => r.backups_removed.length),
@@ -421,8 +425,15 @@ async function pruneRepository(
 export function gcExitCode(r: RetentionTickReport): number {
   if (r.errors === 0) return 0;
   const first =
-    r.agents.find((a) => a.error)?.exit_code ?? (r.prune?.status === 'error' ? r.prune.exit_code : undefined);
+    r.agents.find((a) => a.error)?.exit_code ??
+    (r.prune?.status === 'error' ? r.prune.exit_code : undefined) ??
+    r.agents.map(unreadableListed).find((l) => l !== undefined)?.exit_code;
   return first ?? 1;
+}
+
+/** The agent's first listing problem that is a bundle that could not be read (with its code). */
+function unreadableListed(a: AgentGcReport): { exit_code?: number } | undefined {
+  return a.listing_problems?.find((l) => l.code !== undefined);
 }
 
 function validIds(tenant: string, agentId: string): boolean {

@@ -816,17 +816,21 @@ export class RepositoryStore {
     } = {},
   ): Promise<{ report: VerifyReport; result: RepoVerifyResult }> {
     const repo = await this.open(false, [], opts.decryptIdentity);
-    const [{ verifyRepoSnapshot }, { checkedVerifyRepoSnapshot }, signatures] = await Promise.all([
-      import('../repository/verify-snapshot.js'),
-      import('../repository/verify-checks.js'),
-      import('../format/signature.js'),
-    ]);
+    const [{ verifyRepoSnapshot, sizeCheckOf }, { checkedVerifyRepoSnapshot }, signatures] =
+      await Promise.all([
+        import('../repository/verify-snapshot.js'),
+        import('../repository/verify-checks.js'),
+        import('../format/signature.js'),
+      ]);
     return this.locked(repo, false, 'verify', async () => {
       const onBytes = (bytes: number) => opts.onProgress?.({ phase: 'verify', bytes });
       opts.onProgress?.({ phase: 'verify', bytes: 0 }); // the phase begins before its first bytes
       if (opts.gitDir) {
         const result = await verifyRepoSnapshot(repo, id, { ...opts, onBytes });
-        return { report: this.reportOf(signatures, id, result, opts.trust, undefined), result };
+        return {
+          report: this.reportOf(signatures, sizeCheckOf(result), id, result, opts.trust, undefined),
+          result,
+        };
       }
       const { result, deep } = await checkedVerifyRepoSnapshot(repo, id, {
         ...(opts.deep ? { deep: true } : {}),
@@ -836,6 +840,7 @@ export class RepositoryStore {
       return {
         report: this.reportOf(
           signatures,
+          sizeCheckOf(result),
           id,
           result,
           opts.trust,
@@ -853,6 +858,8 @@ export class RepositoryStore {
       signatureRefusal,
       signatureTrustNotChecked,
     }: typeof import('../format/signature.js'),
+    /** The artifacts' sizes against the manifest (verify-snapshot.ts sizeCheckOf). */
+    size: { failed: boolean; unchecked: number },
     id: string,
     r: RepoVerifyResult,
     trust: TrustPolicy | undefined,
@@ -878,6 +885,13 @@ export class RepositoryStore {
         if (note) notChecked.push(note);
       }
     }
+    // size_ok is the artifacts' sizes: false when one differs (a problem), or when some artifact's
+    // reading stopped at another problem before its size was known (then listed here)
+    if (r.parsed && !size.failed && size.unchecked > 0)
+      notChecked.push({
+        check: 'size',
+        reason: `${size.unchecked} of ${r.artifactsTotal} artifacts could not be read whole (see problems): their sizes were not checked`,
+      });
     if (deep === undefined)
       notChecked.push({
         check: 'deep',
@@ -910,7 +924,7 @@ export class RepositoryStore {
       // its sizes are checked artifact by artifact
       sibling: r.parsed ? 'ok' : 'unreadable',
       layout_ok: r.parsed !== undefined && !problems.some((p) => p.code === 'UNSAFE_ENTRY'),
-      size_ok: r.parsed !== undefined && r.artifactsChecked === r.artifactsTotal,
+      size_ok: r.parsed !== undefined && !size.failed && size.unchecked === 0,
       schema_ok: r.parsed !== undefined,
       ...(m
         ? {

@@ -9,7 +9,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
-import { InvalidInputError, IoError, NotFoundError } from '../model/errors.js';
+import { InvalidInputError, IoError, NotFoundError, SnapshotError } from '../model/errors.js';
 import {
   idHasPrefix,
   isValidId,
@@ -323,6 +323,11 @@ export async function bundleMeta(file: BundleFile, warn?: (message: string) => v
 export interface ListResult {
   metas: SnapshotMeta[];
   warnings: string[];
+  /**
+   * The bundles left out of `metas` (each also among `warnings`): by id, why, and for one that could
+   * not be read, the error's code and exit status (retention reports them as `listing_problems`).
+   */
+  skipped: Array<{ id: string; problem: string; code?: string; exit_code?: number }>;
 }
 
 /** Lists the bundles of one agent directory, newest first; unreadable or misplaced bundles are warned about. */
@@ -343,6 +348,20 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
   };
   const metas: SnapshotMeta[] = [];
   const warnings: string[] = [];
+  const skipped: ListResult['skipped'] = [];
+  const skip = (f: BundleFile, problem: string, err?: unknown) => {
+    warnings.push(
+      err !== undefined
+        ? `skipping unreadable bundle ${f.name}: ${problem}`
+        : `skipping ${f.name}: ${problem}`,
+    );
+    const e = err instanceof SnapshotError ? err : undefined;
+    skipped.push({
+      id: f.id,
+      problem,
+      ...(err !== undefined ? { code: e?.code ?? 'IO', exit_code: e?.exitCode ?? 1 } : {}),
+    });
+  };
   const BATCH = 64;
   for (let i = 0; i < files.length; i += BATCH) {
     const batch = files.slice(i, i + BATCH);
@@ -351,22 +370,22 @@ export async function listDir(dir: string, agentId: string, tenant: string): Pro
       const f = batch[j]!;
       if (r.status === 'rejected') {
         if ((r.reason as NodeJS.ErrnoException).code === 'ENOENT') return; // deleted meanwhile
-        warnings.push(`skipping unreadable bundle ${f.name}: ${(r.reason as Error).message}`);
+        skip(f, (r.reason as Error).message, r.reason);
       } else if (r.value.id !== f.id) {
-        warnings.push(`skipping ${f.name}: its manifest says snapshot ${r.value.id}`);
+        skip(f, `its manifest says snapshot ${r.value.id}`);
       } else if (r.value.encrypted && r.value.agent_id === '') {
         // encrypted, no sidecar: its directory says whose
         metas.push({ ...r.value, agent_id: agentId, tenant, ...listed(r.value, f) });
       } else if (r.value.agent_id !== agentId || r.value.tenant !== tenant) {
         // not naming whose (stop 45): this agent's caller may be allowed no other
-        warnings.push(`skipping ${f.name}: its manifest names another agent or tenant (run verify)`);
+        skip(f, 'its manifest names another agent or tenant (run verify)');
       } else {
         metas.push({ ...r.value, ...listed(r.value, f) });
       }
     });
   }
   metas.sort((a, b) => b.created_at_ms - a.created_at_ms || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
-  return { metas, warnings };
+  return { metas, warnings, skipped };
 }
 
 /** Finds a bundle by full id (any UUID spelling) or by a unique prefix (model/ids.ts parseSnapshotPrefix). */

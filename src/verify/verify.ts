@@ -402,110 +402,143 @@ async function checkEntries(
   // (`finishing`: git's verdict, asked for as soon as the git bundle's entry checked out)
   let gitCheck: { check: GitStreamCheck; path: string; finishing?: Promise<string | undefined> } | undefined;
   let gitRefs: ReadonlyMap<string, string> | undefined;
+  // A content error of the stream itself (zstd, tar, the size bound) ends the reading: it is reported
+  // below with what it left unchecked.
+  let streamError: SnapshotError | undefined;
+  let ended = true;
   try {
-    for await (const e of reader.entries()) {
-      if (e.problem) {
-        if (e.problem.code === 'UNSAFE_ENTRY') layoutOk = false;
-        else artifactsOk = false;
-        report.problems.push({ code: e.problem.code, message: e.problem.message, path: e.path });
-        continue;
-      }
-      const a = e.artifact!;
-      const target = sink?.target(a, layout);
-      const hash = createHash('sha256');
-      // What restore reads besides the bytes: state values are parsed, the git bundle is rebuilt.
-      const isState = a.kind.startsWith('state_');
-      // (a repository is made in sink.gitRepo only when the snapshot says it had one)
-      const git =
-        layout === 2 && a.kind === 'git_bundle'
-          ? new GitStreamCheck(
-              m.git,
-              (m.git.repository ?? 'absent') !== 'absent' ? sink?.gitRepo : undefined,
-              e.size,
-            )
-          : undefined;
-      if (git) gitCheck = { check: git, path: a.path_in_bundle };
-      let body: AsyncIterable<Buffer> = e.body();
-      if (git) body = tee(body, (chunk) => git.write(chunk));
-      if (isState && e.size > MAX_MANIFEST_BYTES) {
-        artifactsOk = false;
-        report.problems.push({
-          code: 'BUNDLE_DAMAGED',
-          message: `state value of ${e.size} bytes exceeds ${MAX_MANIFEST_BYTES}`,
-          path: a.path_in_bundle,
-        });
-        continue;
-      }
-      let small: Buffer | undefined;
-      if (target) {
-        try {
-          if (e.size <= SMALL_ENTRY) {
-            // Small entries (thousands of memory files): one synchronous write each, ~20× cheaper.
-            small = await collect(body, hash, e.size);
-            faultPoint('stage.write');
-            writeSmall(target, small, madeDirs);
-          } else {
-            await writeLarge(target, body, hash, madeDirs, sink?.sync === true);
-          }
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code !== 'ENOTDIR' && code !== 'EEXIST' && code !== 'ELOOP' && code !== 'EISDIR') {
-            throw err instanceof SnapshotError ? err : new IoError(`writing ${target}`, err);
-          }
-          // A path that collides with another entry ("a" and "a/b"): no real tree looks like that.
-          layoutOk = false;
+    try {
+      for await (const e of reader.entries()) {
+        if (e.problem) {
+          if (e.problem.code === 'UNSAFE_ENTRY') layoutOk = false;
+          else artifactsOk = false;
+          report.problems.push({ code: e.problem.code, message: e.problem.message, path: e.path });
+          continue;
+        }
+        const a = e.artifact!;
+        const target = sink?.target(a, layout);
+        const hash = createHash('sha256');
+        // What restore reads besides the bytes: state values are parsed, the git bundle is rebuilt.
+        const isState = a.kind.startsWith('state_');
+        // (a repository is made in sink.gitRepo only when the snapshot says it had one)
+        const git =
+          layout === 2 && a.kind === 'git_bundle'
+            ? new GitStreamCheck(
+                m.git,
+                (m.git.repository ?? 'absent') !== 'absent' ? sink?.gitRepo : undefined,
+                e.size,
+              )
+            : undefined;
+        if (git) gitCheck = { check: git, path: a.path_in_bundle };
+        let body: AsyncIterable<Buffer> = e.body();
+        if (git) body = tee(body, (chunk) => git.write(chunk));
+        if (isState && e.size > MAX_MANIFEST_BYTES) {
+          artifactsOk = false;
           report.problems.push({
-            code: 'UNSAFE_ENTRY',
-            message: `entry collides with another entry (${code})`,
+            code: 'BUNDLE_DAMAGED',
+            message: `state value of ${e.size} bytes exceeds ${MAX_MANIFEST_BYTES}`,
             path: a.path_in_bundle,
           });
           continue;
         }
-        written.set(a.path_in_bundle, target);
-      } else if (isState) {
-        small = await collect(body, hash, e.size);
-      } else {
-        for await (const chunk of body) hash.update(chunk);
+        let small: Buffer | undefined;
+        if (target) {
+          try {
+            if (e.size <= SMALL_ENTRY) {
+              // Small entries (thousands of memory files): one synchronous write each, ~20× cheaper.
+              small = await collect(body, hash, e.size);
+              faultPoint('stage.write');
+              writeSmall(target, small, madeDirs);
+            } else {
+              await writeLarge(target, body, hash, madeDirs, sink?.sync === true);
+            }
+          } catch (err) {
+            const code = (err as NodeJS.ErrnoException).code;
+            if (code !== 'ENOTDIR' && code !== 'EEXIST' && code !== 'ELOOP' && code !== 'EISDIR') {
+              throw err instanceof SnapshotError ? err : new IoError(`writing ${target}`, err);
+            }
+            // A path that collides with another entry ("a" and "a/b"): no real tree looks like that.
+            layoutOk = false;
+            report.problems.push({
+              code: 'UNSAFE_ENTRY',
+              message: `entry collides with another entry (${code})`,
+              path: a.path_in_bundle,
+            });
+            continue;
+          }
+          written.set(a.path_in_bundle, target);
+        } else if (isState) {
+          small = await collect(body, hash, e.size);
+        } else {
+          for await (const chunk of body) hash.update(chunk);
+        }
+        // the git bundle's last byte is read: index-pack finishes beside the entries after it
+        git?.end();
+        report.bytes_checked += e.size;
+        if (hash.digest('hex') !== a.sha256) {
+          artifactsOk = false;
+          report.problems.push({
+            code: 'CHECKSUM_MISMATCH',
+            message: 'artifact SHA-256 does not match the manifest',
+            path: a.path_in_bundle,
+          });
+          continue;
+        }
+        const stateProblem = isState ? stateValueProblem(small!) : undefined;
+        if (stateProblem) {
+          artifactsOk = false;
+          report.problems.push({ code: 'BUNDLE_DAMAGED', message: stateProblem, path: a.path_in_bundle });
+          continue;
+        }
+        verified.add(a.path_in_bundle);
+        report.artifacts_checked++;
+        if (git && gitCheck?.check === git) {
+          // git's verdict comes beside the entries after it; a restore may start on the history then
+          const finishing = git.finish();
+          finishing.catch(() => undefined); // awaited after the stream
+          gitCheck.finishing = finishing;
+          const onHistory = sink?.onHistory;
+          if (onHistory && git.keeps)
+            finishing.then(
+              (problem) => {
+                if (problem === undefined && git.refs && report.problems.length === 0)
+                  onHistory(git.refs, reader.manifest);
+              },
+              () => undefined,
+            );
+        }
       }
-      // the git bundle's last byte is read: index-pack finishes beside the entries after it
-      git?.end();
-      report.bytes_checked += e.size;
-      if (hash.digest('hex') !== a.sha256) {
-        artifactsOk = false;
-        report.problems.push({
-          code: 'CHECKSUM_MISMATCH',
-          message: 'artifact SHA-256 does not match the manifest',
-          path: a.path_in_bundle,
-        });
-        continue;
-      }
-      const stateProblem = isState ? stateValueProblem(small!) : undefined;
-      if (stateProblem) {
-        artifactsOk = false;
-        report.problems.push({ code: 'BUNDLE_DAMAGED', message: stateProblem, path: a.path_in_bundle });
-        continue;
-      }
-      verified.add(a.path_in_bundle);
-      report.artifacts_checked++;
-      if (git && gitCheck?.check === git) {
-        // git's verdict comes beside the entries after it; a restore may start on the history then
-        const finishing = git.finish();
-        finishing.catch(() => undefined); // awaited after the stream
-        gitCheck.finishing = finishing;
-        const onHistory = sink?.onHistory;
-        if (onHistory && git.keeps)
-          finishing.then(
-            (problem) => {
-              if (problem === undefined && git.refs && report.problems.length === 0)
-                onHistory(git.refs, reader.manifest);
-            },
-            () => undefined,
-          );
-      }
+    } catch (err) {
+      if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw err;
+      streamError = err;
     }
-    report.size_ok = true;
+    // Read to the end-of-archive marker, every entry was (a failure after it is trailing bytes: a
+    // layout problem, or the size bound); before it, the entries after the failure were never read,
+    // so the layout and the size bound were not checked to the end, nor any artifact not reached yet.
+    ended = streamError === undefined || reader.archiveEnded;
+    const overBound = reader.overSizeBound;
+    if (streamError) {
+      onStreamFailure();
+      const trailing = ended && !overBound;
+      if (trailing) layoutOk = false;
+      const bare = streamError.message.replace(/^bundle damaged: /, '');
+      report.problems.push({
+        code: streamError.code,
+        message:
+          !trailing || bare.includes('after the tar end-of-archive marker')
+            ? streamError.message
+            : bare.startsWith('truncated')
+              ? `bundle damaged: the stream ends early after the tar end-of-archive marker: ${bare}`
+              : `bundle damaged: trailing bytes after the tar end-of-archive marker: ${bare}`,
+      });
+    }
+    report.size_ok = ended && !overBound;
     if (report.problems.length === 0 && m.artifacts.every((a) => verified.has(a.path_in_bundle)))
       sink?.onStreamed?.(written);
+    if (gitCheck && !ended && !gitCheck.finishing) {
+      await gitCheck.check.abort(); // its entry was not read to its end
+      gitCheck = undefined;
+    }
     if (gitCheck) {
       const problem = await (gitCheck.finishing ?? gitCheck.check.finish());
       if (problem === undefined && gitCheck.check.keeps) gitRefs = gitCheck.check.refs;
@@ -524,20 +557,16 @@ async function checkEntries(
   } catch (err) {
     await gitCheck?.finishing?.catch(() => undefined);
     await gitCheck?.check.abort();
-    if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw err;
-    onStreamFailure();
-    artifactsOk = false;
-    report.size_ok = err.code !== 'UNSAFE_ENTRY';
-    if (err.code === 'UNSAFE_ENTRY') layoutOk = false;
-    report.problems.push({ code: err.code, message: err.message });
-    report.not_checked.push({ check: 'artifacts', reason: 'the stream could not be read to the end' });
-    report.layout_ok = layoutOk;
-    report.per_artifact_ok = false;
-    return undefined;
+    throw err;
   }
+  let unread = 0;
   for (const a of m.artifacts) {
     if (!verified.has(a.path_in_bundle) && !report.problems.some((p) => p.path === a.path_in_bundle)) {
       artifactsOk = false;
+      if (!ended) {
+        unread++;
+        continue;
+      }
       report.problems.push({
         code: 'MISSING_ARTIFACT',
         message: `bundle missing artifact: ${a.path_in_bundle}`,
@@ -545,9 +574,16 @@ async function checkEntries(
       });
     }
   }
+  if (!ended) {
+    const why = `the stream could not be read past a failure (${report.artifacts_checked} of ${m.artifacts.length} artifacts checked before it)`;
+    layoutOk = false;
+    report.not_checked.push({ check: 'layout', reason: why });
+    if (!reader.overSizeBound) report.not_checked.push({ check: 'size', reason: why });
+    if (unread > 0) report.not_checked.push({ check: 'artifacts', reason: why });
+  }
   report.layout_ok = layoutOk;
   report.per_artifact_ok = artifactsOk;
-  return verified.has(GIT_BUNDLE_PATH) ? gitRefs : undefined;
+  return !streamError && verified.has(GIT_BUNDLE_PATH) ? gitRefs : undefined;
 }
 
 /** Passes `body` through, handing each chunk to `side` first (which may wait). */
