@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { formatSnapshot } from '../src/cli/format.js';
 import type { SnapshotMeta } from '../src/index.js';
 import { overviewOf } from '../src/snapshotter/fleet.js';
 import { REPO, runCli, sampleAgent, tempDir } from './helpers/env.js';
@@ -219,4 +220,22 @@ test("the fleet's fields are those docs/daemon.md names: counts always (added_un
   assert.deepEqual(sorted(extra), ['bytes_added_last', 'last_snapshot_at_ms', 'last_snapshot_id']);
   for (const k of extra) assert.ok(optional.includes(k), `docs/daemon.md marks ${k} optional`);
   assert.equal(one.added_unknown, 0, 'present when 0, like every count');
+});
+
+test('the human snapshot output prints added_bytes as list gives them, in either store; ? when not known (stop 46)', async (t) => {
+  for (const store of ['bundles', 'repository'] as const) {
+    const a = sampleAgent(t, 'ana', SMALL, { store });
+    const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const listed = (await a.snapshotter.list('ana'))[0]!;
+    assert.equal(typeof listed.added_bytes, 'number', store);
+    assert.equal(meta.added_bytes, listed.added_bytes, `${store}: the snapshot's own added_bytes is list's`);
+    assert.match(
+      formatSnapshot(meta),
+      new RegExp(`^added_bytes: +${listed.added_bytes} \\(`, 'm'),
+      `${store}: ${formatSnapshot(meta)}`,
+    );
+  }
+  const unknown = { ...(await sampleAgent(t, 'bob', SMALL).snapshotter.snapshot({ agentId: 'bob' })) };
+  unknown.added_bytes = null;
+  assert.match(formatSnapshot(unknown), /^added_bytes: +\?$/m);
 });

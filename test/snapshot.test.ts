@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
@@ -621,6 +622,44 @@ test('progress: a restore names each step after its stream (check, pre_snapshot,
         `${store}, pre-snapshot ${autoPreSnapshot}: the steps after the stream, once each, in order`,
       );
     }
+  }
+});
+
+test('CLI progress: a verify that finds damage gets no done line, in either store; an intact one does (stop 46)', async (t) => {
+  const env = { NEXO_MEMORY_PROGRESS_AFTER_MS: '0' };
+  for (const store of ['bundles', 'repository'] as const) {
+    const a = sampleAgent(t, 'ana', { memories: 20, embeddings: 5, files: 3, commits: 1 }, { store });
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const verify = () =>
+      runBuiltCli(['verify', '--agent', 'ana', '--id', snap.id, '--state-root', a.stateRoot], { env });
+    let r = await verify();
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stderr, /^verify: done, /m, `${store}: an intact one is done`);
+    if (store === 'bundles') {
+      // the bundle cut (its sibling made anew): damaged
+      const bytes = readFileSync(snap.bundle_path);
+      writeFileSync(snap.bundle_path, bytes.subarray(0, bytes.length >> 1));
+      writeFileSync(
+        `${snap.bundle_path}.sha256`,
+        `${createHash('sha256')
+          .update(bytes.subarray(0, bytes.length >> 1))
+          .digest('hex')}\n`,
+      );
+    } else {
+      // every pack's bytes flipped in the middle
+      const packs = join(a.stateRoot, 'repository', 'packs');
+      for (const d of readdirSync(packs))
+        for (const f of readdirSync(join(packs, d))) {
+          const p = join(packs, d, f);
+          const b = readFileSync(p);
+          b[b.length >> 1] = b[b.length >> 1]! ^ 0xff;
+          writeFileSync(p, b);
+        }
+    }
+    r = await verify();
+    assert.equal(r.code, 2, `${store}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, /^verify: /m, `${store}: its progress was shown`);
+    assert.doesNotMatch(r.stderr, /: done/, `${store}: no done line for a damaged one:\n${r.stderr}`);
   }
 });
 

@@ -41,6 +41,8 @@ export function formatSnapshot(m: SnapshotMeta): string {
     `created:      ${iso(m.created_at_ms)}${m.clock_behind_ms ? ` (the host clock is ${durationText(m.clock_behind_ms)} behind: dated 1 ms after the agent's newest snapshot, so that this one is the newest)` : ''}`,
     `bundle:       ${m.bundle_path}`,
     `size_bytes:   ${m.bundle_size_bytes} (${humanBytes(m.bundle_size_bytes)})`,
+    // what the snapshot cost its store, as list's ADDED (`?` when not known)
+    `added_bytes:  ${typeof m.added_bytes === 'number' ? `${m.added_bytes} (${humanBytes(m.added_bytes)})` : '?'}`,
     `sha256:       ${m.bundle_sha256} (digest seal)`,
     ...(m.file_sha256 ? [`file sha256:  ${m.file_sha256}`] : []),
     `git head:     ${m.git_oid ?? '(none)'}`,

@@ -81,7 +81,9 @@ Examples:
         const report = path
           ? await s.verify(path, request)
           : await s.verifySnapshot(opts.agent!, opts.tenant, opts.id!, request);
-        progress.done();
+        // only a verified bundle is work done: a damaged, untrusted or incomplete one gets no done line
+        if (report.status === 'verified') progress.done();
+        else progress.fail();
         if (opts.json) printJson(report);
         else printText(formatVerify(report));
         return verifyExitCode(report);
