@@ -570,3 +570,40 @@ test('diff --detail with maxPatchBytes: a patch over the bound is cut at a line 
     },
   );
 });
+
+test('diff pairs an exact rename (git mv: same content) as one renamed file, {old => new} as git diff --stat shows it; an edited move stays gone and new (stop 46)', async (t) => {
+  const a = agent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const tracked = execFileSync('git', ['ls-files', 'topics'], { cwd: a.memdir, encoding: 'utf8' })
+    .split('\n')
+    .filter((p) => p.endsWith('.md'))
+    .sort();
+  const [first, second] = tracked as [string, string];
+  const dirOf = first.slice(0, first.lastIndexOf('/'));
+  execFileSync('git', ['mv', first, `${dirOf}/moved.md`], { cwd: a.memdir, env: gitEnv });
+  execFileSync('git', ['mv', second, 'elsewhere.md'], { cwd: a.memdir, env: gitEnv });
+  writeFileSync(join(a.memdir, 'elsewhere.md'), `${readFileSync(join(a.memdir, 'elsewhere.md'), 'utf8')}+\n`);
+  const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: 'live', detail: true });
+  const moved = d.files.find((f) => f.path === `${dirOf}/moved.md`);
+  assert.deepEqual(
+    moved && { status: moved.status, old_path: moved.old_path, ins: moved.insertions, del: moved.deletions },
+    { status: 'renamed', old_path: first, ins: 0, del: 0 },
+    JSON.stringify(d.files.map((f) => [f.path, f.status])),
+  );
+  assert.equal(
+    moved!.patch,
+    `diff --git a/${first} b/${dirOf}/moved.md\nsimilarity index 100%\nrename from ${first}\nrename to ${dirOf}/moved.md\n`,
+  );
+  assert.ok(!d.files.some((f) => f.path === first), 'the old path is not also gone');
+  // edited on the way: git's exact detection does not pair it either
+  assert.deepEqual(
+    d.files.filter((f) => f.path === 'elsewhere.md' || f.path === second).map((f) => f.status),
+    ['added', 'removed'],
+  );
+  assert.equal(d.git_summary.files_changed, d.files.length);
+  const r = await runCli(['diff', '--agent', 'ana', s1.id, 'live', ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  const base = first.slice(dirOf.length + 1);
+  assert.ok(r.stdout.includes(` ${dirOf}/{${base} => moved.md} `), r.stdout);
+  assert.match(r.stdout, /=> moved\.md\} +\| +0\n/);
+});

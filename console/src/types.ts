@@ -119,6 +119,8 @@ export interface SnapshotDiff {
   files: Array<{
     path: string;
     status: string;
+    /** With status `renamed`: the path in a. */
+    old_path?: string;
     insertions: number;
     deletions: number;
     binary: boolean;

@@ -33,6 +33,25 @@ export function humanBytes(n: number): string {
 
 const iso = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
+/**
+ * A rename as `git diff --stat` shows it: the parts both paths share (a leading directory, a trailing
+ * `/…`) once, the rest as `{old => new}`; `old => new` when they share none (or a path must be quoted).
+ */
+export function renameShown(from: string, to: string): string {
+  if (shellWord(from) !== from || shellWord(to) !== to) return `${shellWord(from)} => ${shellWord(to)}`;
+  let pfx = 0; // a common prefix that ends with '/'
+  for (let i = 0; i < Math.min(from.length, to.length) && from[i] === to[i]; i++)
+    if (from[i] === '/') pfx = i + 1;
+  let sfx = 0; // a common suffix that starts with '/', not reaching into the prefix
+  for (let k = 1; k <= Math.min(from.length, to.length) - pfx; k++) {
+    const c = from[from.length - k];
+    if (c !== to[to.length - k]) break;
+    if (c === '/') sfx = k;
+  }
+  if (pfx === 0 && sfx === 0) return `${from} => ${to}`;
+  return `${from.slice(0, pfx)}{${from.slice(pfx, from.length - sfx)} => ${to.slice(pfx, to.length - sfx)}}${from.slice(from.length - sfx)}`;
+}
+
 export function formatSnapshot(m: SnapshotMeta): string {
   return [
     `snapshot id:  ${m.id}`,
@@ -356,7 +375,9 @@ export function formatDiff(d: SnapshotDiff): string {
         : ''),
   );
   if (d.files.length > 0) {
-    const shown = new Map(d.files.map((f) => [f, shellWord(f.path)]));
+    const shown = new Map(
+      d.files.map((f) => [f, f.old_path !== undefined ? renameShown(f.old_path, f.path) : shellWord(f.path)]),
+    );
     const width = Math.min(60, Math.max(...[...shown.values()].map((w) => w.length)));
     const maxChange = Math.max(1, ...d.files.map((f) => f.insertions + f.deletions));
     const scale = Math.min(1, 40 / maxChange);
@@ -367,7 +388,7 @@ export function formatDiff(d: SnapshotDiff): string {
           ? 'redacted'
           : f.binary
             ? 'Bin'
-            : `${String(n).padStart(5)} ${'+'.repeat(Math.ceil(f.insertions * scale))}${'-'.repeat(Math.ceil(f.deletions * scale))}`;
+            : `${String(n).padStart(5)}${n > 0 ? ' ' : ''}${'+'.repeat(Math.ceil(f.insertions * scale))}${'-'.repeat(Math.ceil(f.deletions * scale))}`;
       const tag = f.status === 'added' ? ' (new)' : f.status === 'removed' ? ' (gone)' : '';
       lines.push(` ${(shown.get(f) as string).padEnd(width)} | ${graph}${tag}`);
     }

@@ -16,8 +16,14 @@ import type { SecretsView } from './sqlite.js';
 
 export interface FileChange {
   path: string;
-  /** `redacted`: the only difference is placeholders on one side where the other has the secrets. */
-  status: 'added' | 'removed' | 'modified' | 'redacted';
+  /**
+   * `redacted`: the only difference is placeholders on one side where the other has the secrets.
+   * `renamed`: a file gone from a whose content (same SHA-256) is at `path` in b, under `old_path`
+   * (an exact rename, as git detects it: not empty, byte for byte).
+   */
+  status: 'added' | 'removed' | 'modified' | 'redacted' | 'renamed';
+  /** When `renamed`: its path in a. */
+  old_path?: string;
   /** When `redacted`: the side (its label) that holds the placeholders. */
   placeholders_in?: string;
   insertions: number;
@@ -112,6 +118,7 @@ export async function treeChanges(
   }
   for (const rel of a.files.keys()) if (!b.files.has(rel)) changed.set(rel, 'removed');
   if (changed.size === 0) return [];
+  const renamedFrom = exactRenames(a.files, b.files, changed);
   const ta = relative(cwd, a.tree);
   const tb = relative(cwd, b.tree);
   const base = [
@@ -171,12 +178,23 @@ export async function treeChanges(
   return [...changed]
     .sort(([x], [y]) => Buffer.compare(Buffer.from(x), Buffer.from(y)))
     .map(([path, status]) => {
-      const st = stats.get(path) ?? { ins: 0, del: 0, binary: false };
-      const patch = status === 'redacted' ? undefined : patches.get(path);
+      const from = renamedFrom.get(path);
+      const counted = stats.get(path) ?? { ins: 0, del: 0, binary: false };
+      // an exact rename changes no line (git's `| 0`); its patch is git's rename header
+      const st = from !== undefined ? { ...counted, ins: 0, del: 0 } : counted;
+      const patch =
+        status === 'redacted'
+          ? undefined
+          : from !== undefined
+            ? detail
+              ? renamePatch(from, path, secrets)
+              : undefined
+            : patches.get(path);
       const side = placeholders.get(path);
       return {
         path,
         status,
+        ...(from !== undefined ? { old_path: from } : {}),
         ...(side !== undefined ? { placeholders_in: side } : {}),
         insertions: st.ins,
         deletions: st.del,
@@ -184,6 +202,48 @@ export async function treeChanges(
         ...(patch !== undefined && !st.binary ? boundedPatch(patch, maxPatchBytes) : {}),
       };
     });
+}
+
+/** SHA-256 of no bytes: empty files are never paired as renames (git does not pair them either). */
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
+/**
+ * Exact renames among `changed`: each added path whose content (SHA-256) is that of a removed path is
+ * paired with the first such path (byte order), both in byte order, each removed path once. The pair
+ * becomes one `renamed` entry at the new path (the removed one leaves `changed`). No content is read:
+ * the hashes are known. Returns new path → old path.
+ */
+function exactRenames(
+  a: ReadonlyMap<string, string>,
+  b: ReadonlyMap<string, string>,
+  changed: Map<string, FileChange['status']>,
+): Map<string, string> {
+  const byOrder = (x: string, y: string) => Buffer.compare(Buffer.from(x), Buffer.from(y));
+  const gone = new Map<string, string[]>();
+  for (const [rel, status] of [...changed].sort(([x], [y]) => byOrder(x, y))) {
+    const sha = a.get(rel);
+    if (status !== 'removed' || sha === undefined || sha === EMPTY_SHA256) continue;
+    gone.set(sha, [...(gone.get(sha) ?? []), rel]);
+  }
+  const from = new Map<string, string>();
+  if (gone.size === 0) return from;
+  for (const [rel, status] of [...changed].sort(([x], [y]) => byOrder(x, y))) {
+    if (status !== 'added') continue;
+    const old = gone.get(b.get(rel)!)?.shift();
+    if (old === undefined) continue;
+    changed.delete(old);
+    changed.set(rel, 'renamed');
+    from.set(rel, old);
+  }
+  return from;
+}
+
+/** git's patch of an exact rename: its header, no hunk. */
+function renamePatch(from: string, to: string, secrets: SecretsView): string {
+  return showText(
+    secrets.shown,
+    `diff --git ${gitQuoted(`a/${from}`)} ${gitQuoted(`b/${to}`)}\nsimilarity index 100%\nrename from ${gitQuoted(from)}\nrename to ${gitQuoted(to)}\n`,
+  );
 }
 
 /** A path as git prints it in a patch's header (core.quotepath=off): C-quoted when it holds a

@@ -104,7 +104,7 @@ export function Diff({ tenant, agent, a, b }: { tenant: string; agent: string; a
           ${r.files.length === 0 ? html`<p class="muted">No file differs.</p>` : null}
           ${r.files.map(
             (f) => html`<details class="file" open=${r.files.length <= 5}>
-              <summary><code>${shownName(f.path)}</code> ${f.status} +${f.insertions} −${f.deletions}</summary>
+              <summary>${f.old_path !== undefined ? html`<code>${shownName(f.old_path)}</code> → ` : null}<code>${shownName(f.path)}</code> ${f.status} +${f.insertions} −${f.deletions}</summary>
               ${f.binary ? html`<p class="muted">binary</p>` : f.patch ? html`<${Patch} file=${f} />` : null}
             </details>`,
           )}
