@@ -638,6 +638,8 @@ test('verify --deep of a repository snapshot: integrity_check of every database 
     JSON.stringify(plainBad.problems),
   );
   assert.match(plainBad.problems[0]!.message, /fsck|missing|broken|did not receive expected object/i);
+  // git refused content whose every chunk hashed right: its size was checked (stop 46)
+  assert.deepEqual([plainBad.size_ok, plainBad.per_artifact_ok], [true, false]);
   const deepBad = await a.snapshotter.verifySnapshot('ana', 'default', bad.id, { deep: true });
   assert.equal(deepBad.status, 'damaged');
   assert.deepEqual(deepBad.not_checked, [

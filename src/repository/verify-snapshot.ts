@@ -75,6 +75,11 @@ export interface RepoVerifyResult {
   written: Map<string, string>;
   /** Whether the git history was indexed into gitDir. */
   historyIndexed: boolean;
+  /**
+   * Artifacts whose problem is git's, on content whose every chunk hashed right (its size checked:
+   * the chunks' recorded lengths add up to it): what `sizeCheckOf` counts as checked.
+   */
+  gitFailed?: Set<string>;
 }
 
 /**
@@ -85,12 +90,20 @@ export interface RepoVerifyResult {
 export function sizeCheckOf(r: RepoVerifyResult): { failed: boolean; unchecked: number } {
   if (!r.parsed) return { failed: false, unchecked: r.artifactsTotal };
   const failed = r.problems.some((p) => isSizeProblem(p.message));
-  const after = new Set(r.problems.filter((p) => p.path && isAfterSizeProblem(p.message)).map((p) => p.path));
+  const after = new Set(
+    r.problems
+      .filter((p) => p.path && (isAfterSizeProblem(p.message) || r.gitFailed?.has(p.path)))
+      .map((p) => p.path),
+  );
   return { failed, unchecked: Math.max(0, r.artifactsTotal - r.artifactsChecked - after.size) };
 }
 
 /** A git failure on content whose every chunk hashed right is damage at the source (exit 2). */
-function asProblem(err: unknown, path?: string): VerifyProblem {
+function asProblem(err: unknown, path?: string, res?: RepoVerifyResult): VerifyProblem {
+  if (res && path && err instanceof SnapshotError && err.code === 'GIT') {
+    res.gitFailed ??= new Set();
+    res.gitFailed.add(path);
+  }
   const code = err instanceof SnapshotError ? (err.code === 'GIT' ? 'BUNDLE_DAMAGED' : err.code) : 'IO';
   return { code, message: (err as Error).message, ...(path ? { path } : {}) };
 }
@@ -205,7 +218,7 @@ export async function verifyRepoSnapshot(
       res.artifactsChecked++;
     } catch (err) {
       if (!isContentError(err)) throw err;
-      res.problems.push(asProblem(err, a.path_in_bundle));
+      res.problems.push(asProblem(err, a.path_in_bundle, res));
     }
   };
   // A state value is read whole and parsed, as a bundle's verify and restore do: its blob's hash being
@@ -227,7 +240,7 @@ export async function verifyRepoSnapshot(
       res.artifactsChecked++;
     } catch (err) {
       if (!isContentError(err)) throw err;
-      res.problems.push(asProblem(err, a.path_in_bundle));
+      res.problems.push(asProblem(err, a.path_in_bundle, res));
     }
   };
   const all = m.artifacts.filter((a) => !opts.skip?.(a));
@@ -261,7 +274,7 @@ export async function verifyRepoSnapshot(
         } catch (err) {
           // git failing on a history whose every chunk hashed right: damage at the source
           if (!isContentError(err)) throw err;
-          res.problems.push(asProblem(err, history?.path_in_bundle));
+          res.problems.push(asProblem(err, history?.path_in_bundle, res));
         }
       });
       tree.catch(() => {}); // awaited below
@@ -327,7 +340,7 @@ async function onLanes(
           queue.length = 0; // the other lanes stop after their artifact
           throw err;
         }
-        res.problems.push(asProblem(err, a.path_in_bundle));
+        res.problems.push(asProblem(err, a.path_in_bundle, res));
       }
     }
   };
