@@ -6,14 +6,29 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
+import { DefaultPathResolver } from '../src/agent/resolver.js';
+import { JsonFileStateProvider } from '../src/agent/state.js';
 import { captureMemdir, MOVED_REASON, memdirFileReader } from '../src/capture/memdir.js';
 import { refuseExternalGit } from '../src/git/own-repository.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { uncapturedWarning } from '../src/restore/plan.js';
+import { copyDatabase } from '../src/sqlite/jobs.js';
+import { rowCounts } from '../src/sqlite/rows.js';
 import { sampleAgent, tempDir } from './helpers/env.js';
 
 const SECRET = 'outside the memdir: never captured\n';
@@ -211,4 +226,101 @@ test("restore's warning names uncaptured entries as shell words: a line break or
   assert.ok(!w.includes('\n'), 'one line');
   assert.match(w, /\(3 entries|holds 3 entries/);
   assert.ok(w.includes("'p'$'\\n''fake: line', 'a, b', plain.md"), w);
+});
+
+// The databases and the state files: whoever writes their directories (by default the memdir) must not
+// make a snapshot copy another agent's database, its pages (a -wal), or another file as a state value.
+
+/** A database of another agent, outside ana's directories, holding a secret row. */
+function foreignDatabase(root: string): string {
+  const path = join(root, 'bob-long_term.sqlite');
+  const db = new Database(path);
+  db.exec("CREATE TABLE secrets(v TEXT); INSERT INTO secrets VALUES ('BOB-SECRET')");
+  db.close();
+  return path;
+}
+
+const refusedSqlite = (what: RegExp) => (e: unknown) => {
+  const err = e as { code?: string; message: string };
+  assert.equal(err.code, 'SQLITE');
+  assert.match(err.message, what);
+  return true;
+};
+
+test('a live database that is a symlink to another database is refused; no snapshot is made', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1 });
+  const live = join(a.sqliteDir, 'long_term.sqlite');
+  for (const e of ['', '-wal', '-shm']) rmSync(`${live}${e}`, { force: true });
+  symlinkSync(foreignDatabase(a.root), live);
+  await assert.rejects(
+    a.snapshotter.snapshot({ agentId: 'ana' }),
+    refusedSqlite(/long_term\.sqlite is a symlink: not read/),
+  );
+  assert.deepEqual(await a.snapshotter.list('ana'), []);
+  // restore's plan counts the live rows the same way: not another's
+  assert.throws(() => rowCounts(live), refusedSqlite(/is a symlink/));
+});
+
+test("a live database's -wal or -journal that is a symlink is refused before SQLite reads it", (t) => {
+  const root = tempDir(t);
+  const live = join(root, 'ana.sqlite');
+  const db = new Database(live);
+  db.exec('CREATE TABLE t(v TEXT)');
+  db.close();
+  const foreign = foreignDatabase(root);
+  for (const extra of ['-wal', '-journal', '-shm']) {
+    symlinkSync(foreign, `${live}${extra}`);
+    assert.throws(
+      () => copyDatabase(live, join(root, `copy${extra}.sqlite`), 0),
+      refusedSqlite(new RegExp(`ana\\.sqlite${extra} is a symlink`)),
+    );
+    unlinkSync(`${live}${extra}`);
+  }
+  copyDatabase(live, join(root, 'copy.sqlite'), 0); // the database alone is its own
+});
+
+test('a live database swapped for another file during its copy fails the copy', (t) => {
+  const root = tempDir(t);
+  const live = join(root, 'ana.sqlite');
+  const db = new Database(live);
+  db.exec('CREATE TABLE t(v TEXT)');
+  db.close();
+  const foreign = foreignDatabase(root);
+  assert.throws(
+    () =>
+      copyDatabase(live, join(root, 'copy.sqlite'), 0, () => {
+        renameSync(live, join(root, 'away.sqlite'));
+        copyFileSync(foreign, live); // the same kind of file, another inode
+      }),
+    refusedSqlite(/ana\.sqlite was replaced during the copy/),
+  );
+});
+
+test('a state file that is a symlink or a FIFO is refused, never followed or waited on', {
+  timeout: 30_000,
+}, async (t) => {
+  const root = tempDir(t);
+  const state = new JsonFileStateProvider(new DefaultPathResolver(root, root));
+  mkdirSync(join(root, 'ana'));
+  const file = join(root, 'ana', 'extract_cursor.json');
+  writeFileSync(join(root, 'bob.json'), '{"bob": "secret"}\n');
+  assert.equal(await state.capture('extract_cursor', 'ana', 'default'), undefined);
+  symlinkSync(join(root, 'bob.json'), file);
+  const refused = (what: RegExp) => (e: unknown) => {
+    const err = e as { code?: string; message: string };
+    assert.equal(err.code, 'STATE');
+    assert.match(err.message, what);
+    return true;
+  };
+  await assert.rejects(
+    state.capture('extract_cursor', 'ana', 'default'),
+    refused(/extract_cursor\.json is a symlink/),
+  );
+  unlinkSync(file);
+  execFileSync('mkfifo', [file]);
+  await assert.rejects(state.capture('extract_cursor', 'ana', 'default'), refused(/is not a regular file/));
+  unlinkSync(file);
+  writeFileSync(file, '{"own": 1}\n');
+  assert.deepEqual(await state.capture('extract_cursor', 'ana', 'default'), { own: 1 });
+  assert.ok(existsSync(file));
 });

@@ -1,9 +1,22 @@
 // Owns the agent's small state (extract cursor, last dream run): the StateProvider interface through
 // which snapshot captures it and restore replays it, and the default provider that keeps each value as
-// a JSON file (`extract_cursor.json`, `dream_run.json`) in the agent's state directory.
+// a JSON file (`extract_cursor.json`, `dream_run.json`) in the agent's state directory. Whoever writes
+// that directory (the agent; by default it is the memdir) must not make a snapshot read another file: a
+// state file is opened once, no symlink followed, never blocking, and read only if that descriptor is a
+// regular file at the directory's real path + its name (docs/decisions.md, stop 46).
 
-import { mkdir, readFile, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+} from 'node:fs';
+import { mkdir, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { jsonSyntaxProblem } from '../format/json.js';
 import { StateProviderError } from '../model/errors.js';
 import { STATE_KEYS, type StateKey } from '../model/types.js';
@@ -40,13 +53,8 @@ export class JsonFileStateProvider implements StateProvider {
 
   async capture(key: StateKey, agentId: string, tenant: string): Promise<StateValue | undefined> {
     const file = this.path(key, agentId, tenant);
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new StateProviderError(`reading ${file}: ${(err as Error).message}`, { cause: err });
-    }
+    const text = readOwnFile(file);
+    if (text === undefined) return undefined;
     try {
       return JSON.parse(text) as StateValue;
     } catch (err) {
@@ -79,4 +87,52 @@ export function stateFilePaths(provider: StateProvider, agentId: string, tenant:
   return provider instanceof JsonFileStateProvider
     ? STATE_KEYS.map((key) => provider.path(key, agentId, tenant))
     : [];
+}
+
+let procWorks: boolean | undefined;
+
+/**
+ * The text of the state file `file`, or undefined when there is none: opened once with
+ * O_NOFOLLOW|O_NONBLOCK (a symlink is ELOOP; a FIFO opens at once), and read only when that descriptor
+ * is a regular file at the real path of its directory + its name (the kernel's path of the descriptor,
+ * /proc/self/fd; without /proc, the path's dev/ino after the open). Else STATE, naming the file.
+ */
+function readOwnFile(file: string): string | undefined {
+  const refuse = (why: string) =>
+    new StateProviderError(`${file} ${why}: not read (a state file must be a regular file, not a symlink)`);
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    if (code === 'ELOOP') throw refuse('is a symlink');
+    if (code === 'ENXIO' || code === 'EOPNOTSUPP') throw refuse('is not a regular file'); // a socket
+    throw new StateProviderError(`reading ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw refuse('is not a regular file');
+    const expected = join(realpathSync(dirname(file)), basename(file));
+    if (procWorks === undefined) {
+      try {
+        procWorks = lstatSync('/proc/self/fd').isDirectory();
+      } catch {
+        procWorks = false;
+      }
+    }
+    const inPlace = procWorks
+      ? [expected, `${expected} (deleted)`].includes(readlinkSync(`/proc/self/fd/${fd}`)) // (replaced since: as opened)
+      : (() => {
+          const l = lstatSync(expected);
+          return l.dev === st.dev && l.ino === st.ino;
+        })();
+    if (!inPlace) throw refuse('was moved or replaced while it was opened');
+    return readFileSync(fd, 'utf8');
+  } catch (err) {
+    if (err instanceof StateProviderError) throw err;
+    throw new StateProviderError(`reading ${file}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    closeSync(fd);
+  }
 }

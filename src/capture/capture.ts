@@ -5,7 +5,7 @@
 // copied, so writers wait for the copy only.
 // The result is the list of artifacts in manifest order, with sizes and hashes of the exact bytes.
 
-import { mkdir, stat } from 'node:fs/promises';
+import { lstat, mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
 import type { StateProvider } from '../agent/state.js';
@@ -28,6 +28,7 @@ import { type GitRef, recordRefs } from '../git/history.js';
 import { refuseExternalGit } from '../git/own-repository.js';
 import { IoError, StateProviderError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
+import { checkLiveDatabase } from '../sqlite/live-files.js';
 import type { SqliteJobs } from '../sqlite/worker.js';
 import { sha256Hex } from '../util/hash.js';
 import { allSettledOrThrow } from '../util/settle.js';
@@ -166,10 +167,10 @@ async function copyDatabases(input: CaptureInput) {
   const live: Array<{ db: DbName; src: string; dst: string; size: number }> = [];
   for (const db of DB_NAMES) {
     const src = join(input.sqliteDir, `${db}.sqlite`);
-    const kind = await pathKind(src);
-    if (kind === undefined) continue; // a database that does not exist is simply absent
-    if (kind !== 'file') throw new IoError(`${src} is not a regular file`);
-    live.push({ db, src, dst: join(input.stagingDir, sqlitePath(db)), size: (await stat(src)).size });
+    // not followed: a symlink (even dangling), or a -wal/-journal/-shm one, is refused (SQLITE), here
+    // at once and again by the copy just before SQLite opens it (sqlite/live-files.ts)
+    if (checkLiveDatabase(src) === undefined) continue; // a database that does not exist is simply absent
+    live.push({ db, src, dst: join(input.stagingDir, sqlitePath(db)), size: (await lstat(src)).size });
   }
   if (live.length > 0) await mkdir(join(input.stagingDir, 'sqlite'), { recursive: true });
   const copiedOf = ({ db, dst }: (typeof live)[number]): CopiedDb => ({ db, stagedPath: dst });

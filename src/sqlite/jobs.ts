@@ -5,6 +5,7 @@
 // ones (worker.ts decides).
 
 import Database from 'better-sqlite3';
+import { checkStillLive } from './live-files.js';
 import { openLiveDatabase } from './open-live.js';
 
 export interface CopyResult {
@@ -20,10 +21,18 @@ const CACHE_KIB = -2000;
 /**
  * Consistent copy of the live database `src` into `dst` (which must not exist), waiting at most
  * `busyTimeoutMs` for a writer's lock. A wait that times out throws SQLite's `SQLITE_BUSY`. A hot
- * journal left by a killed writer is rolled back first (open-live.ts).
+ * journal left by a killed writer is rolled back first (open-live.ts). The source's files are checked
+ * to be the agent's own before the open, and the database to be the same inode after the copy
+ * (live-files.ts): SQLITE, naming the file, when not.
  */
-export function copyDatabase(src: string, dst: string, busyTimeoutMs: number): CopyResult {
-  const db = openLiveDatabase(src, busyTimeoutMs);
+export function copyDatabase(
+  src: string,
+  dst: string,
+  busyTimeoutMs: number,
+  /** Called after the copy was made, before the database is checked again (tests swap it there). */
+  afterCopy?: () => void,
+): CopyResult {
+  const { db, files } = openLiveDatabase(src, busyTimeoutMs);
   let journal_mode: string;
   let page_size: number;
   try {
@@ -38,6 +47,8 @@ export function copyDatabase(src: string, dst: string, busyTimeoutMs: number): C
   } finally {
     db.close();
   }
+  afterCopy?.();
+  checkStillLive(files); // (the caller removes the copy when this throws)
   if (journal_mode === 'wal') {
     // keep the live database's WAL mode in the copy's header; closing checkpoints and removes -wal/-shm
     const copy = new Database(dst, { fileMustExist: true });

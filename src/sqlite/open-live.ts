@@ -3,15 +3,27 @@
 // itself requires of any opener, rolling back the hot journal a writer killed mid-transaction left.
 // A read-only connection cannot do that (SQLITE_READONLY_ROLLBACK: the agent could not be snapshotted,
 // so not restored either, until something else opened it); a read-write one is opened for it first.
+// Before any open, the database's files are checked to be the agent's own (live-files.ts): SQLite opens
+// by path and follows a symlink, to read — or, rolling back a journal, write — another database.
 
 import Database from 'better-sqlite3';
+import { SqliteError } from '../model/errors.js';
+import { checkLiveDatabase, type LiveFiles } from './live-files.js';
 
-/** Read-only connection to the live database `path`, after the rollback of a hot journal if it has one. */
-export function openLiveDatabase(path: string, timeoutMs: number): Database.Database {
+/**
+ * Read-only connection to the live database `path`, after the rollback of a hot journal if it has one,
+ * and the identities of its files as checked before the open (SQLITE when one is not the agent's own).
+ */
+export function openLiveDatabase(
+  path: string,
+  timeoutMs: number,
+): { db: Database.Database; files: LiveFiles } {
+  const files = checkLiveDatabase(path);
+  if (files === undefined) throw new SqliteError(`${path}: no such database`);
   const db = new Database(path, { readonly: true, fileMustExist: true, timeout: timeoutMs });
   try {
     db.pragma('schema_version'); // reads page 1: where SQLite finds a hot journal
-    return db;
+    return { db, files };
   } catch (err) {
     db.close();
     if ((err as { code?: unknown }).code !== 'SQLITE_READONLY_ROLLBACK') throw err;
@@ -24,5 +36,5 @@ export function openLiveDatabase(path: string, timeoutMs: number): Database.Data
   } finally {
     rw.close();
   }
-  return new Database(path, { readonly: true, fileMustExist: true, timeout: timeoutMs });
+  return { db: new Database(path, { readonly: true, fileMustExist: true, timeout: timeoutMs }), files };
 }

@@ -13,7 +13,8 @@ export type RowCounts = Record<string, number>;
 /** Rows per table of a database file; empty when it cannot be read. Opens it read-only. */
 export function rowCounts(path: string): RowCounts {
   if (!existsSync(path)) return {};
-  const db = openLiveDatabase(path, 5_000);
+  // a database that is a symlink (or its -wal, -journal) is refused (SQLITE): not another's counts
+  const { db } = openLiveDatabase(path, 5_000);
   try {
     // count(*) reads each page once: SQLite's 2 MiB page cache, not better-sqlite3's 16 MiB (two
     // restores' threads count at once, and the cache would only raise the peak memory)

@@ -89,8 +89,11 @@ export async function liveDatabaseRunners(sqliteDir: string, count = 2): Promise
 }
 
 const copyError = (src: string, err: unknown): Error => {
-  if (err instanceof NativeModuleError) return err;
+  if (err instanceof NativeModuleError || err instanceof SqliteError) return err;
   const code = String((err as { code?: unknown }).code ?? '');
+  // a file refused by live-files.ts on a thread (its message names the file)
+  if (code === 'SQLITE')
+    return new SqliteError((err as Error).message.replace(/^sqlite: /, ''), { cause: err });
   // a gated writer never holds the database while a snapshot copies: this is one outside the write gate
   const why = /^SQLITE_(BUSY|LOCKED)/.test(code)
     ? ' (a writer outside the write gate, docs/locking.md, held it for the whole wait)'
