@@ -5,13 +5,14 @@
 // still ends by itself; and the first worker thread of a process starts it.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { runGit } from '../src/git/git.js';
+import { IoError, systemError } from '../src/model/errors.js';
 import { type ProgramResult, runOnHost, startProgramHost } from '../src/util/program-host.js';
 import { REPO } from './helpers/repo.js';
 
@@ -36,6 +37,85 @@ async function hostUp(): Promise<void> {
   for (let i = 0; i < 600 && sh('true') === undefined; i++) await new Promise((r) => setTimeout(r, 50));
   assert.ok(sh('true'), 'the program host came up');
 }
+
+/** Runs `fn` with every file descriptor this process may open taken (EMFILE for the next), then frees them. */
+async function withoutDescriptors<T>(fn: () => Promise<T>): Promise<T> {
+  const fds: number[] = [];
+  try {
+    for (;;) fds.push(openSync('/dev/null', 'r'));
+  } catch (e) {
+    assert.equal((e as NodeJS.ErrnoException).code, 'EMFILE');
+  }
+  try {
+    return await fn();
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+// (first in this file: before any test starts the host, git is spawned by this process)
+test('a git that cannot start for want of file descriptors (ulimit -n) is an IO error with errno EMFILE, never an unhandled error event', async (t) => {
+  const dir = tempDir(t);
+  assert.equal(sh('true'), undefined, 'no host: runGit spawns git here');
+  const failed = await withoutDescriptors(() =>
+    runGit(dir, ['--version']).then(
+      () => undefined,
+      (e: unknown) => e,
+    ),
+  );
+  assert.ok(failed instanceof IoError, `an IoError, not ${String(failed)}`);
+  assert.equal(failed.errno, 'EMFILE');
+  assert.deepEqual(failed.toJSON().details, { errno: 'EMFILE' });
+  assert.match(failed.message, /^cannot run git: /);
+  // and a failure of a system call that reached the CLI unwrapped (a lazy import's open) is IO too
+  const opened = await withoutDescriptors(async () => {
+    try {
+      openSync(dir, 'r');
+    } catch (e) {
+      return e;
+    }
+  });
+  const io = systemError(opened);
+  assert.equal(io?.code, 'IO');
+  assert.equal(io?.errno, 'EMFILE');
+  assert.match(io!.message, /^EMFILE: too many open files, open /);
+  assert.equal(systemError(new TypeError('a bug')), undefined, 'a bug stays INTERNAL');
+});
+
+test('the program host answers a program that cannot start for want of file descriptors with EMFILE, and keeps serving', async () => {
+  const main = join(REPO, 'dist', 'src', 'util', 'program-host-main.js');
+  // the lowest limit the host starts under (Node needs ~18) leaves too few descriptors for a program's
+  // three pipes
+  for (let limit = 18; limit <= 64; limit++) {
+    const host = spawn('sh', ['-c', `ulimit -n ${limit} && exec "$0" "$1"`, process.execPath, main], {
+      stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+      serialization: 'advanced',
+    });
+    const ready = await new Promise<boolean>((resolve) => {
+      host.on('message', (a: { ready?: boolean }) => a.ready && resolve(true));
+      host.on('exit', () => resolve(false));
+    });
+    if (!ready) continue;
+    type Answer = { id?: number; error?: { code?: string }; code?: number };
+    const ask = (id: number) =>
+      new Promise<Answer | undefined>((resolve) => {
+        host.on('message', (a: Answer) => a.id === id && resolve(a));
+        host.on('exit', () => resolve(undefined));
+        host.send({ id, file: 'sh', args: ['-c', 'exit 0'], cwd: '/', env: { PATH: process.env.PATH } });
+      });
+    try {
+      const first = await ask(1);
+      assert.ok(first, `the host (ulimit -n ${limit}) answered instead of dying`);
+      assert.equal(first.error?.code, 'EMFILE', `ulimit -n ${limit}: ${JSON.stringify(first)}`);
+      const second = await ask(2);
+      assert.ok(second, 'the host still serves after a program that could not start');
+    } finally {
+      host.kill('SIGKILL');
+    }
+    return;
+  }
+  assert.fail('the program host never started under ulimit -n 18..64');
+});
 
 test('the program host runs programs as asked from its own process, git with the same results as here, and after it dies programs run here again', async (t) => {
   const dir = tempDir(t);

@@ -13,6 +13,7 @@ import {
   InvalidInputError,
   nativeModuleError,
   SnapshotError,
+  systemError,
 } from '../model/errors.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { looseKeyFileWarning, type SecretKeyKind } from '../util/key-file.js';
@@ -282,7 +283,7 @@ export async function runCommand(
  * stderr always — and returns its exit status. `alreadyPrinted`: commander wrote the line itself.
  */
 export function reportError(err: unknown, json: boolean, alreadyPrinted = false): number {
-  const e = err instanceof SnapshotError ? err : nativeModuleError(err);
+  const e = err instanceof SnapshotError ? err : (nativeModuleError(err) ?? systemError(err));
   const message = e ? e.message : err instanceof Error ? err.message : String(err);
   if (json) {
     printJson({

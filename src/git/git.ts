@@ -17,7 +17,7 @@ import { type ChildProcess, type IOType, type StdioNull, type StdioPipe, spawn }
 import { lstat, rm } from 'node:fs/promises';
 import { devNull, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { GitError } from '../model/errors.js';
+import { GitError, IoError } from '../model/errors.js';
 import { envBytes } from '../util/env-bytes.js';
 import { runOnHost } from '../util/program-host.js';
 
@@ -208,6 +208,29 @@ export function spawnGit(
   return spawn(c.file, c.args, { cwd, env: c.env, stdio });
 }
 
+/** Failures to start a process that are this host's lack of a resource, not git's fault. */
+const RESOURCE_ERRNOS = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'ENOMEM']);
+
+/**
+ * The error of a git that could not start: IoError (details.errno) when the host ran out of a resource
+ * (`ulimit -n` reached: EMFILE), GitError otherwise (git not installed: ENOENT).
+ */
+export function gitSpawnError(e: Error): GitError | IoError {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code !== undefined && RESOURCE_ERRNOS.has(code)
+    ? new IoError('cannot run git', e)
+    : new GitError(`cannot run git: ${e.message}`, { cause: e });
+}
+
+/**
+ * Listens for `child`'s failure to start (rejecting with gitSpawnError) before anything else of it is
+ * used; false when it did not start, whose pipes may be missing (EMFILE: never made): use nothing else.
+ */
+export function whenGitFails(child: ChildProcess, reject: (e: Error) => void): boolean {
+  child.on('error', (e) => reject(gitSpawnError(e)));
+  return child.pid !== undefined;
+}
+
 /**
  * Runs git in `cwd`, with `input` on stdin when given; resolves with the exit code (never rejects on a
  * non-zero exit). On the program host when it is up (util/program-host.ts), else spawned here. With
@@ -242,16 +265,16 @@ function runGitOnce(cwd: string, args: string[], input?: string, fuse?: GitFuse)
         stderr: r.stderr.toString('utf8').trim(),
       }),
       (e: Error) => {
-        throw new GitError(`cannot run git: ${e.message}`, { cause: e });
+        throw gitSpawnError(e);
       },
     );
   return new Promise((resolvePromise, reject) => {
     const child = spawnGit(cwd, args, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], fuse);
+    if (!whenGitFails(child, reject)) return;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout!.on('data', (c: Buffer) => out.push(c));
     child.stderr!.on('data', (c: Buffer) => err.push(c));
-    child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
     child.on('close', (code, signal) =>
       resolvePromise({
         code: code ?? 128,

@@ -10,7 +10,16 @@ import { open, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BundleDamagedError, GitError } from '../model/errors.js';
-import { fsckBuilt, fuseTripped, type GitFuse, gitFuse, runGit, STRICT_PACK, spawnGit } from './git.js';
+import {
+  fsckBuilt,
+  fuseTripped,
+  type GitFuse,
+  gitFuse,
+  runGit,
+  STRICT_PACK,
+  spawnGit,
+  whenGitFails,
+} from './git.js';
 
 export interface GitRef {
   name: string;
@@ -232,6 +241,7 @@ function gitIo(
 ): Promise<Buffer> {
   return new Promise((resolveRun, reject) => {
     const child = spawnGit(cwd, args, ['pipe', 'pipe', 'pipe'], fuse) as ChildProcessWithoutNullStreams;
+    if (!whenGitFails(child, reject)) return;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stderr.on('data', (c: Buffer) => err.push(c));
@@ -267,7 +277,6 @@ function gitIo(
     })();
     feed.catch(() => {});
     child.stdin.on('error', () => {}); // git exiting early closes the pipe; its status says why
-    child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
     child.on('close', async (code, signal) => {
       const stderr = Buffer.concat(err).toString('utf8').trim();
       const tripped = fuseTripped({ code, signal, stderr }, fuse);

@@ -19,7 +19,7 @@ import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { GitError, IoError } from '../model/errors.js';
+import { IoError } from '../model/errors.js';
 import { privateScratch } from '../util/scratch.js';
 import {
   fuseTripped,
@@ -31,6 +31,7 @@ import {
   runGit,
   STRICT_PACK,
   spawnGit,
+  whenGitFails,
 } from './git.js';
 
 const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
@@ -176,14 +177,14 @@ export class PackCheck {
   }
 }
 
-/** Exit code and output of a spawned git; a spawn failure is a GitError. */
+/** Exit code and output of a spawned git; a spawn failure is gitSpawnError's. */
 function collect(child: ChildProcess): Promise<GitResult> {
   return new Promise((resolvePromise, reject) => {
+    if (!whenGitFails(child, reject)) return;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout!.on('data', (c: Buffer) => out.push(c));
     child.stderr!.on('data', (c: Buffer) => err.push(c));
-    child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
     child.on('close', (code, signal) =>
       resolvePromise({
         code: code ?? 128,

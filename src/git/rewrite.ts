@@ -10,7 +10,7 @@ import { closeSync, openSync, readFileSync, readSync, writeFileSync, writeSync }
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { GitError } from '../model/errors.js';
-import { initBare, runGit, spawnGit } from './git.js';
+import { initBare, runGit, spawnGit, whenGitFails } from './git.js';
 
 export type DataKind = 'blob' | 'commit' | 'tag';
 
@@ -39,6 +39,7 @@ function gitStream(
 ): Promise<void> {
   return new Promise((resolvePromise, reject) => {
     const child = spawnGit(cwd, args, [io.stdinFd ?? 'ignore', io.onStdout ? 'pipe' : 'ignore', 'pipe']);
+    if (!whenGitFails(child, reject)) return;
     const err: Buffer[] = [];
     let failed: unknown;
     child.stderr!.on('data', (c: Buffer) => err.push(c));
@@ -51,7 +52,6 @@ function gitStream(
         child.kill();
       }
     });
-    child.on('error', (e) => reject(new GitError(`cannot run git: ${e.message}`, { cause: e })));
     child.on('close', (code) => {
       if (failed) reject(failed);
       else if (code !== 0)

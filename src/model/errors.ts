@@ -205,8 +205,9 @@ export class RestoreRefusedError extends SnapshotError {
   readonly code = 'RESTORE_REFUSED';
   readonly exitCode = ExitCode.refused;
   readonly outcome = 'refused' as const;
-  constructor(message: string) {
-    super(`restore refused: ${message}`);
+  /** `details`: e.g. the errno of the failure that refused it (a full disk under the pre-snapshot). */
+  constructor(message: string, details?: Record<string, unknown>) {
+    super(`restore refused: ${message}`, details ? { details } : undefined);
   }
 }
 
@@ -320,9 +321,11 @@ export class IoError extends SnapshotError {
     const causeText = cause instanceof Error ? cause.message : undefined;
     super(
       errno === 'ENOSPC'
-        ? `${message}: no space left on device`
+        ? `${message ? `${message}: ` : ''}no space left on device`
         : causeText
-          ? `${message}: ${causeText}`
+          ? message
+            ? `${message}: ${causeText}`
+            : causeText
           : message,
       {
         cause,
@@ -693,6 +696,19 @@ export function nativeModuleError(err: unknown): NativeModuleError | undefined {
   }
   if (path) details.path = path;
   return new NativeModuleError(`native module ${module} ${what}: ${fix}`, { cause: err, details });
+}
+
+/**
+ * The IoError (details.errno) a system call's failure that reached a surface unwrapped means: an error
+ * of Node's with an errno and a system call (`EMFILE … open '<a module>'` of a lazy import under
+ * `ulimit -n`, `ENOSPC … write`), its own message kept. Undefined for anything else (a bug stays INTERNAL).
+ */
+export function systemError(err: unknown): IoError | undefined {
+  if (!(err instanceof Error) || err instanceof SnapshotError) return undefined;
+  const e = err as NodeJS.ErrnoException;
+  if (typeof e.code !== 'string' || !/^E[A-Z0-9]+$/.test(e.code)) return undefined;
+  if (typeof e.errno !== 'number' && typeof e.syscall !== 'string') return undefined;
+  return new IoError('', err);
 }
 
 /**

@@ -221,6 +221,13 @@ export async function lockRepository(
       try {
         await backend.save({ type: 'locks', name }, Buffer.from(JSON.stringify(mine)), { ifAbsent: true });
       } catch (err) {
+        // A shared lock on a repository on a read-only file system (a backup mounted read-only for a
+        // disaster recovery): nothing can write, delete or prune there, so a reader needs no lock; the
+        // caller is told (opts.onUnheld) and reads without one (stop 46).
+        if (!exclusive && (err as { errno?: unknown }).errno === 'EROFS' && opts.onUnheld) {
+          opts.onUnheld(err as Error);
+          return unheld(name);
+        }
         // A remote store that took the lock but lost its answer, retried: the random name is ours.
         if (!(err instanceof ObjectExistsError)) throw err;
       }
@@ -259,6 +266,17 @@ export async function lockRepository(
 export interface LockOptions {
   /** The clock (tests); default Date.now. */
   now?: () => number;
+  /**
+   * For a shared lock: called when the repository's file system is read-only (EROFS), and the lock is
+   * then not taken (an unheld one is returned). Without it, that failure is the lock's error.
+   */
+  onUnheld?: (err: Error) => void;
+}
+
+/** A shared lock not taken (the repository is read-only): nothing to refresh, check or remove. */
+function unheld(name: string): HeldRepoLock {
+  const none = async (): Promise<void> => {};
+  return { name, refresh: none, check: none, release: none };
 }
 
 function held(backend: Backend, name: string, info: LockInfo, now: () => number): HeldRepoLock {

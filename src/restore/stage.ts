@@ -76,6 +76,24 @@ export function restorePaths(
   };
 }
 
+/**
+ * `mkdir -p` of a staging directory that fails with the real errno: Node's recursive mkdir says ENOENT
+ * where the parent exists on a read-only file system (EROFS), so each level is made without
+ * `recursive`, and only a missing parent is made first (stop 46).
+ */
+export async function makeStageDir(path: string): Promise<void> {
+  try {
+    await mkdir(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' && (await stat(path).catch(() => undefined))?.isDirectory()) return;
+    const parent = dirname(path);
+    if (code !== 'ENOENT' || parent === path) throw err;
+    await makeStageDir(parent);
+    await makeStageDir(path);
+  }
+}
+
 /** Whether the snapshot had a memdir at all (v2: the memdir block; v1: any memdir artifact). */
 export function bundleHasMemdir(m: Manifest): boolean {
   if (m.memdir !== undefined) return true;
@@ -282,7 +300,7 @@ export async function buildMemdir(
    */
   worktree: Promise<void> = Promise.resolve(),
 ): Promise<StagedRepo> {
-  await mkdir(p.memdirStage, { recursive: true });
+  await makeStageDir(p.memdirStage);
   const warnings: string[] = [];
   const dir = p.memdirStage;
   if (!source) return { warnings };

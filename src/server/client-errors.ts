@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { resolve } from 'node:path';
-import { SnapshotError } from '../model/errors.js';
+import { SnapshotError, systemError } from '../model/errors.js';
 
 /** A place on the host and the role it is named by in a client's message (`state root`). */
 export interface HostPath {
@@ -99,25 +99,27 @@ export class ClientErrors {
     if (known) return { ...known, ...(known.details ? { details: { ...known.details } } : {}) };
     const error_id = newErrorId();
     let told: ClientError;
-    if (err instanceof SnapshotError) {
-      const c = err.toClientJSON();
+    // an unwrapped failure of a system call (too many open files, a full disk) is IO with its errno
+    const typed = err instanceof SnapshotError ? err : systemError(err);
+    if (typed) {
+      const c = typed.toClientJSON();
       const details = c.details as Record<string, unknown> | undefined;
       told = {
-        code: err.code,
-        message: this.scrub(String(c.message), err.describesRequest),
-        exit_code: err.exitCode,
-        outcome: err.outcome,
+        code: typed.code,
+        message: this.scrub(String(c.message), typed.describesRequest),
+        exit_code: typed.exitCode,
+        outcome: typed.outcome,
         ...(details
-          ? { details: this.scrubValue(details, err.describesRequest) as Record<string, unknown> }
+          ? { details: this.scrubValue(details, typed.describesRequest) as Record<string, unknown> }
           : {}),
         error_id,
       };
       // a request's own error: the client has all of it, the log only that it happened (the message
       // may quote what was searched for)
       this.log(
-        err.describesRequest
-          ? `error ${error_id} ${where}: ${err.code}`
-          : `error ${error_id} ${where}: ${err.code} ${err.message}`,
+        typed.describesRequest
+          ? `error ${error_id} ${where}: ${typed.code}`
+          : `error ${error_id} ${where}: ${typed.code} ${typed.message}`,
       );
     } else {
       const name = err instanceof Error ? err.name : typeof err;

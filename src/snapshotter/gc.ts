@@ -113,6 +113,12 @@ export interface RetentionTickReport {
   /** The rules applied, under the config's key names. */
   policy: RetentionPolicyReport;
   agents: AgentGcReport[];
+  /**
+   * Temporary files of atomic writes left in the shared `locks/` and `cache/` directories, older than
+   * 10 minutes (a write that failed on a full disk, a killed writer), that the sweep removed; absent when
+   * none (stop 46).
+   */
+  temp_files_removed?: string[];
   /** The repository's prune; absent when the state root has no repository. */
   prune?: GcPruneReport;
 }
@@ -376,6 +382,7 @@ export async function collectGarbage(
     sweepAgent(s, t, a, policy, o, list, byAgent.get(`${t}/${a}`) ?? [], forgotten),
   );
   const prune = hasRepository ? await pruneRepository(s, o.dryRun, forgotten) : undefined;
+  const temps = o.dryRun ? [] : await staleTemps(s, [...new Set(pairs.map(([t]) => t))]);
   const count = (f: (r: AgentGcReport) => number) => agents.reduce((n, r) => n + f(r), 0);
   return {
     bundles_deleted: count((r) => r.decisions.filter((d) => d.action === 'delete').length),
@@ -394,8 +401,19 @@ export async function collectGarbage(
     dry_run: o.dryRun,
     policy: policyReport(policy),
     agents,
+    ...(temps.length > 0 ? { temp_files_removed: temps } : {}),
     ...(prune ? { prune } : {}),
   };
+}
+
+/** The sweep of the shared directories' stale temporary files: each tenant's `locks/`, the state root's `cache/`. */
+async function staleTemps(s: LocalSnapshotter, tenants: string[]): Promise<string[]> {
+  const { cleanStaleTemps, SHARED_DIR_TEMPS } = await import('../store/leftovers.js');
+  const removed: string[] = [];
+  for (const t of tenants)
+    removed.push(...(await cleanStaleTemps(s.layout.locksDir(t), SHARED_DIR_TEMPS.locks)));
+  removed.push(...(await cleanStaleTemps(join(s.layout.root, 'cache'), SHARED_DIR_TEMPS.cache)));
+  return removed;
 }
 
 /**

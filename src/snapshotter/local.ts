@@ -8,7 +8,7 @@
 
 import { existsSync } from 'node:fs';
 import { mkdir, rm, stat, unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver, StoreGuardResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
 import type { ClosedGate } from '../agent/write-gate.js';
@@ -1507,15 +1507,22 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const file = await locate(this.layout.snapshotsDir(t, a), await this.snapshotRef(a, t, id));
-    const reading = await this.takeLock(
-      this.layout.readersLockPath(t, a),
-      'shared',
-      a,
-      t,
-      operation,
-      REMOVERS,
-    );
-    return { file, reading };
+    const path = this.layout.readersLockPath(t, a);
+    try {
+      return { file, reading: await this.takeLock(path, 'shared', a, t, operation, REMOVERS) };
+    } catch (err) {
+      // A state root nothing can be written in (a backup mounted read-only for a disaster recovery):
+      // the lock only holds off a delete or retention, which cannot run there either (stop 46).
+      const { unheldLock, unwritableDir } = await import('../store/lock.js');
+      const why = err instanceof ConcurrentError ? undefined : await unwritableDir(dirname(path));
+      if (!why) throw err;
+      this.warn(
+        why === 'EROFS'
+          ? `the state root is read-only (EROFS): this ${operation} reads snapshot ${file.id} without the readers lock (nothing can delete it meanwhile)`
+          : `the state root's lock directory is not writable (EACCES): this ${operation} reads snapshot ${file.id} without the readers lock (a delete by a user who can write there is not held off)`,
+      );
+      return { file, reading: unheldLock(path) };
+    }
   }
 
   async export(

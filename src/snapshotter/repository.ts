@@ -312,9 +312,12 @@ export class RepositoryStore {
     waitMs = this.s.lockTimeoutMs,
   ): Promise<T> {
     const { lockRepository } = await import('../repository/locks.js');
-    const lock = await lockRepository(repo.backend, exclusive, operation, waitMs).catch((err: unknown) =>
-      this.forgetIfReplaced(err),
-    );
+    const lock = await lockRepository(repo.backend, exclusive, operation, waitMs, {
+      onUnheld: () =>
+        this.warn(
+          `the repository ${repo.backend.location} is on a read-only file system (EROFS): this ${operation} reads it without its shared lock (nothing can write there meanwhile)`,
+        ),
+    }).catch((err: unknown) => this.forgetIfReplaced(err));
     // A lock that cannot be removed (the store went away) never turns the operation's outcome into its
     // own error: what the operation did, or the error that stopped it, is what is reported. The lock
     // left behind is ignored once stale (at once on this host when this process is gone).

@@ -25,6 +25,7 @@ import {
   BundleDamagedError,
   CrossTenantError,
   InvalidInputError,
+  IoError,
   NotFoundError,
   RedactedBundleError,
   RestoreRefusedError,
@@ -56,6 +57,7 @@ import {
   buildMemdir,
   bundleHasMemdir,
   dropReaderFiles,
+  makeStageDir,
   refreshPreRestoreTag,
   restorePaths,
 } from '../restore/stage.js';
@@ -424,9 +426,10 @@ async function restoreLocked(
       checks = { staged, lanes };
     };
     try {
-      await mkdir(p.work, { recursive: true });
-      await mkdir(p.sqliteStage, { recursive: true });
-      await mkdir(p.memdirStage, { recursive: true });
+      // (the real errno when a root is read-only: EROFS, not the ENOENT of Node's recursive mkdir)
+      await makeStageDir(p.work);
+      await makeStageDir(p.sqliteStage);
+      await makeStageDir(p.memdirStage);
       // The live repository, read once beside the stream: the pre-restore tag and the report need it.
       const liveRepo = inspectRepo(memdir);
       liveRepo.catch(() => {}); // its users turn a failure into a warning, or none
@@ -527,7 +530,9 @@ async function restoreLocked(
                 location: String(err.details?.location),
                 cause: err,
               });
-            throw new RestoreRefusedError(why);
+            // the cause's errno (ENOSPC: the pre-snapshot's disk is full) stays readable by a script
+            const errno = err instanceof IoError ? err.errno : undefined;
+            throw new RestoreRefusedError(why, errno ? { errno } : undefined);
           }
         }
 

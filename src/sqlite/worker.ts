@@ -10,7 +10,7 @@ import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { sqlitePath } from '../format/constants.js';
-import { NativeModuleError, nativeModuleError, SqliteError } from '../model/errors.js';
+import { IoError, NativeModuleError, nativeModuleError, SqliteError } from '../model/errors.js';
 import { DB_NAMES } from '../model/types.js';
 import { envBytes } from '../util/env-bytes.js';
 import { sha256File } from '../util/hash.js';
@@ -88,12 +88,20 @@ export async function liveDatabaseRunners(sqliteDir: string, count = 2): Promise
   return sqliteRunners(await liveDatabaseBytes(sqliteDir), count);
 }
 
-const copyError = (src: string, err: unknown): Error => {
+const copyError = (src: string, dst: string, err: unknown): Error => {
   if (err instanceof NativeModuleError || err instanceof SqliteError) return err;
   const code = String((err as { code?: unknown }).code ?? '');
   // a file refused by live-files.ts on a thread (its message names the file)
   if (code === 'SQLITE')
     return new SqliteError((err as Error).message.replace(/^sqlite: /, ''), { cause: err });
+  // SQLite's unix VFS says SQLITE_FULL when write() fails with ENOSPC (or writes short): the disk that
+  // is full is the copy's, not the live database's
+  if (code === 'SQLITE_FULL') {
+    const full = Object.assign(new Error(`ENOSPC: ${(err as Error).message}`, { cause: err }), {
+      code: 'ENOSPC',
+    });
+    return new IoError(`writing ${dst}, the copy of ${src}`, full);
+  }
   // a gated writer never holds the database while a snapshot copies: this is one outside the write gate
   const why = /^SQLITE_(BUSY|LOCKED)/.test(code)
     ? ' (a writer outside the write gate, docs/locking.md, held it for the whole wait)'
@@ -124,7 +132,7 @@ export class SqliteWorker implements SqliteJobs {
     try {
       return await this.run<CopyResult>({ kind: 'copy', src, dst, busyTimeoutMs });
     } catch (err) {
-      throw copyError(src, err);
+      throw copyError(src, dst, err);
     }
   }
 
@@ -177,7 +185,7 @@ export class SqliteHere implements SqliteJobs {
         return jobs.copyDatabase(src, dst, 0);
       } catch (err) {
         const code = (err as { code?: unknown }).code;
-        if (code !== 'SQLITE_BUSY' && code !== 'SQLITE_LOCKED') throw copyError(src, err);
+        if (code !== 'SQLITE_BUSY' && code !== 'SQLITE_LOCKED') throw copyError(src, dst, err);
       }
       await rm(dst, { force: true });
       this.thread ??= new SqliteWorker();

@@ -1,8 +1,8 @@
 // Owns durable file publication: fsync of files, directories and whole staged trees, atomic
 // small-file writes (temp → fsync → rename → fsync dir) and no-clobber publication of a finished temp file.
 
-import { constants, existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { link, open, readdir, rename, unlink } from 'node:fs/promises';
+import { closeSync, constants, existsSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { type FileHandle, link, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from '../util/random.js';
 
@@ -20,22 +20,22 @@ export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.tmp-${randomBytes(6).toString('hex')}`);
 }
 
-/** Writes `data` to `path` atomically: readers see the old file or the whole new one, never a part. */
+/**
+ * Writes `data` to `path` atomically: readers see the old file or the whole new one, never a part. On
+ * any failure (a full disk part way through the write) the temporary file goes too.
+ */
 export async function writeFileAtomic(path: string, data: string | Buffer, mode = 0o600): Promise<void> {
   const tmp = tempPathFor(path);
-  const fh = await open(tmp, 'wx', mode);
+  let fh: FileHandle | undefined = await open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
     await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-  await fh.close();
-  try {
+    const done = fh;
+    fh = undefined;
+    await done.close();
     await rename(tmp, path);
   } catch (err) {
+    await fh?.close().catch(() => {});
     await unlink(tmp).catch(() => {});
     throw err;
   }
@@ -43,13 +43,19 @@ export async function writeFileAtomic(path: string, data: string | Buffer, mode 
 }
 
 /**
- * Like writeFileAtomic (readers never see a part), synchronous and without fsync: for advisory files
- * that a power cut may lose, written once per agent by sweeps over thousands of agents.
+ * Like writeFileAtomic (readers never see a part, no temporary file is left by a failure),
+ * synchronous and without fsync: for advisory files that a power cut may lose, written once per agent
+ * by sweeps over thousands of agents.
  */
 export function writeFileAtomicUnsynced(path: string, data: string, mode = 0o600): void {
   const tmp = tempPathFor(path);
-  writeFileSync(tmp, data, { mode, flag: 'wx' });
+  const fd = openSync(tmp, 'wx', mode); // (a name taken already is someone else's: left alone)
   try {
+    try {
+      writeFileSync(fd, data);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, path);
   } catch (err) {
     rmSync(tmp, { force: true });

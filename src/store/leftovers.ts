@@ -1,9 +1,11 @@
 // Owns recognising crash leftovers in an agent's snapshot directory: staging directories, `.partial`
 // bundles, temporary files of atomic writes, and siblings, sidecars or pins whose bundle is gone. Only the
 // holder of the agent lock may call cleanLeftovers: every writer of that directory holds the same
-// lock, so whatever is left over there while it is held belongs to an operation that died.
+// lock, so whatever is left over there while it is held belongs to an operation that died. Also the
+// temporary files of atomic writes left in the directories many agents share (`locks/`, `cache/`), which
+// no one lock covers: by their age (cleanStaleTemps).
 
-import { readdir, rm, stat } from 'node:fs/promises';
+import { lstat, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   BUNDLE_EXT,
@@ -59,6 +61,47 @@ export async function cleanLeftovers(
     }
     await rm(join(dir, n), { recursive: true, force: true });
     gone.push(n);
+  }
+  return gone;
+}
+
+/**
+ * The temporary files (store/atomic.ts tempPathFor: `.<name>.tmp-<12 hex>`) of the files this package
+ * writes atomically in the shared directories: in `locks/` an exclusive holder's `<agent>.lock.owner`
+ * and an automatic snapshot's `<agent>.<kind>.last`, in the state root's `cache/` find's
+ * `find-<repository>-<user>.json`. Nothing else there is ever removed by name.
+ */
+export const SHARED_DIR_TEMPS = {
+  locks: /^\..+\.(lock\.owner|last)\.tmp-[0-9a-f]{12}$/,
+  cache: /^\.find-[^/]+\.json\.tmp-[0-9a-f]{12}$/,
+} as const;
+
+/**
+ * How old a temporary file in a shared directory must be to be a leftover: its writer renames or
+ * removes it within milliseconds (stop 46: a write that failed on a full disk used to leave it).
+ */
+export const STALE_TEMP_MS = 10 * 60_000;
+
+/**
+ * Removes the regular files of `dir` whose names `pattern` matches (SHARED_DIR_TEMPS) and that were
+ * last modified more than `olderThanMs` ago; returns their paths. Takes no lock: a live writer's file is
+ * milliseconds old. A directory that cannot be read has none.
+ */
+export async function cleanStaleTemps(
+  dir: string,
+  pattern: RegExp,
+  olderThanMs = STALE_TEMP_MS,
+  now = Date.now(),
+): Promise<string[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const gone: string[] = [];
+  for (const n of names) {
+    if (!pattern.test(n)) continue;
+    const path = join(dir, n);
+    const s = await lstat(path).catch(() => undefined);
+    if (!s?.isFile() || now - s.mtimeMs < olderThanMs) continue;
+    await rm(path, { force: true });
+    gone.push(path);
   }
   return gone;
 }

@@ -5,7 +5,8 @@
 // take part in the protocol (docs/locking.md). Waiting polls with backoff and never blocks the event
 // loop.
 
-import { mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { constants, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
@@ -86,6 +87,35 @@ export class HeldLock {
       if (this.db.inTransaction) this.db.exec('COMMIT');
     } finally {
       this.db.close();
+    }
+  }
+}
+
+/**
+ * A shared lock that was not taken, for a reader on a read-only file system (stop 46): releasing it
+ * does nothing.
+ */
+export function unheldLock(path: string): HeldLock {
+  return new HeldLock(
+    { inTransaction: false, exec: () => undefined, close: () => undefined },
+    path,
+    'shared',
+  );
+}
+
+/**
+ * Why nothing can be written in `dir` (or its nearest existing ancestor): `EROFS` (a read-only file
+ * system) or `EACCES` (no permission), else undefined.
+ */
+export async function unwritableDir(dir: string): Promise<'EROFS' | 'EACCES' | undefined> {
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      await access(d, constants.W_OK);
+      return undefined;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EROFS' || code === 'EACCES') return code;
+      if (code !== 'ENOENT' || dirname(d) === d) return undefined;
     }
   }
 }

@@ -3,17 +3,24 @@
 
 import { readFileSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
+import { IoError } from '../model/errors.js';
 import { writeFileAtomic } from './atomic.js';
 
 export const PIN_EXT = '.pin';
 export const pinPathOf = (bundlePath: string): string => `${bundlePath}${PIN_EXT}`;
 
+/** Pins the bundle; a marker that cannot be written (a full disk: ENOSPC) is an IoError naming it. */
 export async function pin(bundlePath: string, note?: string): Promise<void> {
-  await writeFileAtomic(
-    pinPathOf(bundlePath),
-    `${JSON.stringify({ pinned_at_ms: Date.now(), ...(note ? { note } : {}) })}\n`,
-    0o644,
-  );
+  const path = pinPathOf(bundlePath);
+  try {
+    await writeFileAtomic(
+      path,
+      `${JSON.stringify({ pinned_at_ms: Date.now(), ...(note ? { note } : {}) })}\n`,
+      0o644,
+    );
+  } catch (err) {
+    throw new IoError(`writing the pin ${path}`, err);
+  }
 }
 
 /** The note of a bundle's pin, when its marker holds one (a marker that is not JSON has none). */
@@ -32,6 +39,6 @@ export async function unpin(bundlePath: string): Promise<boolean> {
     return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
+    throw new IoError(`removing the pin ${pinPathOf(bundlePath)}`, err);
   }
 }

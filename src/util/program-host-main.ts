@@ -15,17 +15,28 @@ process.on('message', (r: HostRequest) => {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
   let failed = false;
-  const child = spawn(r.file, r.args, {
-    cwd: r.cwd,
-    env: r.env,
-    stdio: [r.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-  });
-  child.stdout!.on('data', (c: Buffer) => out.push(c));
-  child.stderr!.on('data', (c: Buffer) => err.push(c));
-  child.on('error', (e: NodeJS.ErrnoException) => {
+  const fail = (e: NodeJS.ErrnoException): void => {
+    if (failed) return;
     failed = true;
     answer({ id: r.id, error: { message: e.message, ...(e.code ? { code: e.code } : {}) } });
-  });
+  };
+  let child: ReturnType<typeof spawn>;
+  try {
+    child = spawn(r.file, r.args, {
+      cwd: r.cwd,
+      env: r.env,
+      stdio: [r.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+  } catch (e) {
+    fail(e as NodeJS.ErrnoException); // (invalid arguments: thrown, not emitted)
+    return;
+  }
+  // listened for first: a program that cannot start (EMFILE: out of file descriptors) has no pipes, and
+  // its error is this run's answer, never the end of the host
+  child.on('error', fail);
+  if (child.pid === undefined) return;
+  child.stdout!.on('data', (c: Buffer) => out.push(c));
+  child.stderr!.on('data', (c: Buffer) => err.push(c));
   child.on('close', (code, signal) => {
     if (!failed) answer({ id: r.id, code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });
   });

@@ -1,0 +1,197 @@
+// Resource exhaustion (stop 46): a full disk, a read-only file system. A SQLite copy onto a full disk
+// is IO ENOSPC naming the copy; a restore refused by its pre-snapshot keeps the errno; a pin and the
+// atomic writers fail as IO and leave no temporary file, and gc removes the stale ones earlier
+// versions left in the shared locks/ and cache/ directories; a staging directory on a read-only root
+// fails with EROFS, not ENOENT; and a read-only state root (a backup mounted read-only) can be
+// verified, read and exported. A full or read-only disk is a small tmpfs (root only: skipped
+// elsewhere), or an injected fault (util/faults.ts).
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { IoError } from '../src/model/errors.js';
+import { makeStageDir } from '../src/restore/stage.js';
+import { SqliteHere, SqliteWorker } from '../src/sqlite/worker.js';
+import { writeFileAtomic, writeFileAtomicUnsynced } from '../src/store/atomic.js';
+import { pin } from '../src/store/pins.js';
+import { json } from './helpers/cli-json.js';
+import { runCli, sampleAgent, tempDir } from './helpers/env.js';
+
+/** A tmpfs of `size` mounted at a new directory, unmounted after the test; undefined (skipped) without root. */
+function smallDisk(t: TestContext, size: string, options = ''): string | undefined {
+  const mnt = mkdtempSync(join(tmpdir(), 'nexo-small-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}${options}`, 'tmpfs', mnt], { stdio: 'ignore' });
+  } catch {
+    rmSync(mnt, { recursive: true, force: true });
+    t.skip('cannot mount a tmpfs here (needs root)');
+    return undefined;
+  }
+  t.after(() => {
+    execFileSync('umount', ['-l', mnt]);
+    rmSync(mnt, { recursive: true, force: true });
+  });
+  return mnt;
+}
+
+/** Fills the file system of `dir` to its last byte. */
+function fill(dir: string): void {
+  try {
+    writeFileSync(join(dir, 'fill'), Buffer.alloc(64 * 1024 * 1024));
+  } catch (e) {
+    assert.equal((e as NodeJS.ErrnoException).code, 'ENOSPC');
+  }
+}
+
+test('a SQLite copy onto a full disk is IO ENOSPC naming the copy (on the calling thread and on a worker thread)', async (t) => {
+  const mnt = smallDisk(t, '64k');
+  if (!mnt) return;
+  const live = join(tempDir(t), 'long_term.sqlite');
+  const db = new Database(live);
+  db.exec('CREATE TABLE m (v BLOB)');
+  const insert = db.prepare('INSERT INTO m VALUES (?)');
+  for (let i = 0; i < 100; i++) insert.run(randomBytes(2048));
+  db.close();
+  for (const [name, runner] of [
+    ['here', new SqliteHere()],
+    ['thread', new SqliteWorker()],
+  ] as const) {
+    const dst = join(mnt, `${name}.sqlite`);
+    try {
+      await assert.rejects(runner.copy(live, dst), (err: Error) => {
+        assert.ok(err instanceof IoError, `${name}: ${err.name} ${err.message}`);
+        assert.equal(err.errno, 'ENOSPC');
+        assert.deepEqual(err.toJSON().details, { errno: 'ENOSPC' });
+        assert.ok(err.message.startsWith(`writing ${dst}, the copy of ${live}`), err.message);
+        assert.match(err.message, /no space left on device$/);
+        return true;
+      });
+    } finally {
+      await runner.close();
+    }
+  }
+});
+
+test('a restore refused because its pre-snapshot found the disk full keeps the errno (RESTORE_REFUSED, details.errno)', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 40 }, { store: 'bundles' });
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  process.env.NEXO_MEMORY_FAULTS = 'snapshot.sibling=ENOSPC';
+  try {
+    await assert.rejects(
+      a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path }),
+      (err: Error) => {
+        const j = (err as IoError).toJSON();
+        assert.equal(j.code, 'RESTORE_REFUSED');
+        assert.match(String(j.message), /auto-pre-snapshot failed: .*no space left on device/);
+        assert.deepEqual(j.details, { errno: 'ENOSPC' });
+        return true;
+      },
+    );
+  } finally {
+    delete process.env.NEXO_MEMORY_FAULTS;
+  }
+});
+
+test('on a full disk a pin and both atomic writers fail as IO ENOSPC and leave no temporary file', async (t) => {
+  const mnt = smallDisk(t, '64k');
+  if (!mnt) return;
+  fill(mnt);
+  const bundle = join(mnt, '01a246c0-0295-7526-8ec3-5a2586500343.tar.zst');
+  await assert.rejects(
+    pin(bundle, 'keep me: a note long enough to need a block of its own'),
+    (err: Error) => {
+      assert.ok(err instanceof IoError, `${err.name}: ${err.message}`);
+      assert.equal(err.errno, 'ENOSPC');
+      assert.equal(err.message, `writing the pin ${bundle}.pin: no space left on device`);
+      return true;
+    },
+  );
+  await assert.rejects(writeFileAtomic(join(mnt, 'a.json'), 'x'.repeat(8192)), { code: 'ENOSPC' });
+  assert.throws(() => writeFileAtomicUnsynced(join(mnt, 'ana.lock.owner'), 'x'.repeat(8192)), {
+    code: 'ENOSPC',
+  });
+  assert.deepEqual(readdirSync(mnt), ['fill'], 'no temporary file left behind');
+});
+
+test("gc removes atomic writes' temporary files older than 10 minutes from locks/ and cache/, and nothing else there", async (t) => {
+  const a = sampleAgent(t);
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  const locks = join(a.stateRoot, 'tenants', 'default', 'locks');
+  const cache = join(a.stateRoot, 'cache');
+  mkdirSync(cache, { recursive: true });
+  const old = (Date.now() - 11 * 60_000) / 1000;
+  const files = {
+    owner: join(locks, '.ana.lock.owner.tmp-0123456789ab'),
+    last: join(locks, '.ana.auto-pre-dream.last.tmp-0123456789ab'),
+    find: join(cache, '.find-abc-0.json.tmp-0123456789ab'),
+    fresh: join(locks, '.ana.lock.owner.tmp-ba9876543210'),
+    other: join(locks, '.ana.lock.tmp-0123456789ab'),
+    otherCache: join(cache, '.sketch-x.tmp-0123456789ab'),
+  };
+  for (const [name, f] of Object.entries(files)) {
+    writeFileSync(f, '');
+    if (name !== 'fresh') utimesSync(f, old, old);
+  }
+  const r = await a.snapshotter.gc({});
+  assert.deepEqual([...(r.temp_files_removed ?? [])].sort(), [files.find, files.last, files.owner].sort());
+  for (const f of [files.owner, files.last, files.find]) assert.ok(!existsSync(f), f);
+  for (const f of [files.fresh, files.other, files.otherCache]) assert.ok(existsSync(f), `${f} stays`);
+  const dry = await a.snapshotter.gc({ dryRun: true });
+  assert.equal(dry.temp_files_removed, undefined);
+});
+
+test('a staging directory on a read-only file system fails with EROFS, not the ENOENT of a recursive mkdir', async (t) => {
+  const mnt = smallDisk(t, '64k', ',ro');
+  if (!mnt) return;
+  for (const dir of [join(mnt, '.ana.restore-x'), join(mnt, 'a', 'b')])
+    await assert.rejects(makeStageDir(dir), { code: 'EROFS' });
+  const rw = tempDir(t);
+  await makeStageDir(join(rw, 'a', 'b'));
+  await makeStageDir(join(rw, 'a', 'b')); // there already: fine
+  assert.ok(existsSync(join(rw, 'a', 'b')));
+});
+
+test('a read-only state root (a backup mounted read-only): verify, cat and export work in both stores, each saying it reads without a lock', async (t) => {
+  const mnt = smallDisk(t, '8m');
+  if (!mnt) return;
+  const a = sampleAgent(t, 'ana', { memories: 40 });
+  const state = join(mnt, 'state');
+  const flags = ['--agent', 'ana', '--state-root', state, '--no-progress'];
+  const live = ['--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
+  const inRepo = json(
+    await runCli(['snapshot', ...flags, ...live, '--json'], {
+      env: { NEXO_MEMORY_STORE_FORMAT: 'repository' },
+    }),
+  );
+  const bundle = json(
+    await runCli(['snapshot', ...flags, ...live, '--json'], { env: { NEXO_MEMORY_STORE_FORMAT: 'bundles' } }),
+  );
+  execFileSync('mount', ['-o', 'remount,ro', mnt]);
+  const out = tempDir(t);
+  for (const [id, lock] of [
+    [
+      bundle.id,
+      /the state root is read-only \(EROFS\): this \w+ reads snapshot \S+ without the readers lock/,
+    ],
+    [
+      inRepo.id,
+      /the repository \S+ is on a read-only file system \(EROFS\): this \w+ reads it without its shared lock/,
+    ],
+  ] as const) {
+    const verify = await runCli(['verify', ...flags, '--id', id, '--json']);
+    assert.equal(verify.code, 0, verify.stderr);
+    assert.equal(json(verify).status, 'verified');
+    assert.match(verify.stderr, lock);
+    const cat = await runCli(['cat', ...flags, id, 'memdir/MEMORY.md']);
+    assert.equal(cat.code, 0, cat.stderr);
+    if (id !== bundle.id) continue; // (the repository's lock is the same for every read: verify showed it)
+    const exported = await runCli(['export', ...flags, '--id', id, '--to', join(out, `${id}.tar.zst`)]);
+    assert.equal(exported.code, 0, exported.stderr);
+    assert.match(exported.stderr, lock);
+  }
+});
