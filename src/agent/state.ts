@@ -5,22 +5,14 @@
 // state file is opened once, no symlink followed, never blocking, and read only if that descriptor is a
 // regular file at the directory's real path + its name (docs/decisions.md, stop 46).
 
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  lstatSync,
-  openSync,
-  readFileSync,
-  readlinkSync,
-  realpathSync,
-} from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, realpathSync } from 'node:fs';
 import { mkdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { jsonSyntaxProblem } from '../format/json.js';
 import { StateProviderError } from '../model/errors.js';
 import { STATE_KEYS, type StateKey } from '../model/types.js';
 import { writeFileAtomic } from '../store/atomic.js';
+import { procFdWorks, procPathIs } from '../util/fd-path.js';
 import type { PathResolver } from './resolver.js';
 
 /** A JSON value, or undefined when the agent has none. */
@@ -89,8 +81,6 @@ export function stateFilePaths(provider: StateProvider, agentId: string, tenant:
     : [];
 }
 
-let procWorks: boolean | undefined;
-
 /**
  * The text of the state file `file`, or undefined when there is none: opened once with
  * O_NOFOLLOW|O_NONBLOCK (a symlink is ELOOP; a FIFO opens at once), and read only when that descriptor
@@ -114,15 +104,8 @@ function readOwnFile(file: string): string | undefined {
     const st = fstatSync(fd);
     if (!st.isFile()) throw refuse('is not a regular file');
     const expected = join(realpathSync(dirname(file)), basename(file));
-    if (procWorks === undefined) {
-      try {
-        procWorks = lstatSync('/proc/self/fd').isDirectory();
-      } catch {
-        procWorks = false;
-      }
-    }
-    const inPlace = procWorks
-      ? [expected, `${expected} (deleted)`].includes(readlinkSync(`/proc/self/fd/${fd}`)) // (replaced since: as opened)
+    const inPlace = procFdWorks()
+      ? procPathIs(fd, expected) // (removed since: as opened)
       : (() => {
           const l = lstatSync(expected);
           return l.dev === st.dev && l.ino === st.ino;

@@ -20,7 +20,6 @@ import {
   lstatSync,
   openSync,
   readFileSync,
-  readlinkSync,
   realpathSync,
   type Stats,
 } from 'node:fs';
@@ -30,6 +29,7 @@ import { type ComponentsInMemdir, isComponentEntry } from '../agent/components-i
 import { componentAbove } from '../format/layout.js';
 import type { SkippedEntry } from '../format/manifest.js';
 import { IoError } from '../model/errors.js';
+import { procFdWorks, procPathIs } from '../util/fd-path.js';
 import { copyFdHashed, sha256Hex } from '../util/hash.js';
 
 export interface MemdirFile {
@@ -69,21 +69,6 @@ export const MOVED_REASON = 'moved or replaced during capture (not read)';
  * (where there is no /proc). `auto`: `proc` when /proc/self/fd answers.
  */
 export type IdentityCheck = 'auto' | 'proc' | 'stat';
-
-let procWorks: boolean | undefined;
-
-/** Whether /proc/self/fd gives the path of a descriptor here (asked once per process). */
-function procFdWorks(): boolean {
-  if (procWorks === undefined) {
-    try {
-      // (not a descriptor's link: fd 0 may be closed in a daemon)
-      procWorks = lstatSync('/proc/self/fd').isDirectory();
-    } catch {
-      procWorks = false;
-    }
-  }
-  return procWorks;
-}
 
 /** The opened entry of the memdir, or why it was not opened (`reason`; undefined: gone, say nothing). */
 type Opened = { fd: number; st: Stats; parents?: string[] } | { reason: string | undefined };
@@ -138,20 +123,6 @@ function openEntry(realRoot: string, rel: string, dir: boolean, check: 'proc' | 
     closeSync(fd);
     throw new IoError(`reading memdir ${dir ? 'directory' : 'file'} ${rel || '.'}`, err);
   }
-}
-
-/**
- * Whether the kernel's path of `fd` is `path`: the inode opened is at that path now, whatever symlink
- * its parents were at the open (a file removed since it was opened is read as it was at `path`).
- */
-function procPathIs(fd: number, path: string): boolean {
-  let actual: string;
-  try {
-    actual = readlinkSync(`/proc/self/fd/${fd}`);
-  } catch {
-    return false;
-  }
-  return actual === path || actual === `${path} (deleted)`;
 }
 
 /** Whether `path`, not followed, is the inode `st` is of. */
