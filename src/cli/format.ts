@@ -79,7 +79,9 @@ export function formatSnapshot(m: SnapshotMeta): string {
 
 /** The longest pin note `list` shows whole, in characters (user-perceived: a flag or emoji is one). */
 export const PIN_NOTE_SHOWN = 40;
-const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+// Made on first use: a segmenter loads ICU's break data, ~15-20 ms, which every command importing this
+// module paid at start-up although only a list with a long pin note uses it.
+let graphemes: Intl.Segmenter | undefined;
 
 /**
  * A pin's note as a list cell: at most PIN_NOTE_SHOWN characters (a longer one is cut at a character
@@ -87,6 +89,7 @@ const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
  * written before notes were checked may hold any).
  */
 export function shownPinNote(note: string): string {
+  graphemes ??= new Intl.Segmenter(undefined, { granularity: 'grapheme' });
   const parts = [...graphemes.segment(note)].map((s) => s.segment);
   const cut = parts.length > PIN_NOTE_SHOWN ? `${parts.slice(0, PIN_NOTE_SHOWN - 1).join('')}…` : note;
   return terminalField(cut);

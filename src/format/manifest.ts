@@ -8,7 +8,7 @@
 import { type SigningKey, signMessage } from '../crypto/sign.js';
 import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
 import type { SchemaVersions } from '../model/types.js';
-import { z } from '../util/zod.js';
+import { type z, zod } from '../util/zod.js';
 import {
   ARTIFACT_KINDS,
   type ArtifactKind,
@@ -25,122 +25,147 @@ import { digestSeal, manifestSeal, signedMessage } from './seal.js';
 
 export { canonicalJson, digestSeal, manifestSeal, SIGNATURE_CONTEXT, signedMessage } from './seal.js';
 
-const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
-const u = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+/**
+ * The manifest's schemas, built on first use (manifestSchemas): building them loads zod (util/zod.ts) and
+ * costs ~20 ms more, which a command that only writes manifests (a bundle snapshot) does not pay.
+ */
+function buildSchemas() {
+  const z = zod();
+  const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
+  const u = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
-export const schemaVersionsSchema = z.object({
-  long_term: u,
-  vector: u,
-  concepts: u,
-  compactions: u,
-  manifest: u,
-});
+  const schemaVersionsSchema = z.object({
+    long_term: u,
+    vector: u,
+    concepts: u,
+    compactions: u,
+    manifest: u,
+  });
 
-export const artifactSchema = z.object({
-  path_in_bundle: z.string().min(1),
-  kind: z.enum(ARTIFACT_KINDS),
-  size_bytes: u,
-  sha256: hex64,
-});
+  const artifactSchema = z.object({
+    path_in_bundle: z.string().min(1),
+    kind: z.enum(ARTIFACT_KINDS),
+    size_bytes: u,
+    sha256: hex64,
+  });
 
-export const gitInfoSchema = z.object({
-  head_oid: z.string(),
-  head_subject: z.string(),
-  head_author: z.string(),
-  head_ts_ms: z.number().int(),
-  /** v2: `absent` (not a repository), `empty` (no commits), `present`. */
-  repository: z.enum(['absent', 'empty', 'present']).optional(),
-  /** v2: the branch HEAD points at (`refs/heads/main`); absent when detached or no repository. */
-  head_ref: z.string().optional(),
-  detached: z.boolean().optional(),
-});
+  const gitInfoSchema = z.object({
+    head_oid: z.string(),
+    head_subject: z.string(),
+    head_author: z.string(),
+    head_ts_ms: z.number().int(),
+    /** v2: `absent` (not a repository), `empty` (no commits), `present`. */
+    repository: z.enum(['absent', 'empty', 'present']).optional(),
+    /** v2: the branch HEAD points at (`refs/heads/main`); absent when detached or no repository. */
+    head_ref: z.string().optional(),
+    detached: z.boolean().optional(),
+  });
 
-export const skippedSchema = z.object({ path: z.string(), reason: z.string() });
+  const skippedSchema = z.object({ path: z.string(), reason: z.string() });
 
-export const memdirInfoSchema = z.object({
-  files: u,
-  bytes: u,
-  skipped: z.array(skippedSchema),
-});
+  const memdirInfoSchema = z.object({
+    files: u,
+    bytes: u,
+    skipped: z.array(skippedSchema),
+  });
 
-export const databaseInfoSchema = z.object({
-  journal_mode: z.string(),
-  page_size: u,
-});
+  const databaseInfoSchema = z.object({
+    journal_mode: z.string(),
+    page_size: u,
+  });
 
-/** v3: who signed the seal. `value` is base64 of the 64-byte ed25519 signature of signedMessage(). */
-export const signatureSchema = z.object({
-  scheme: z.literal('ed25519'),
-  key_id: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex characters'),
-  public_key: z.string().min(1),
-  value: z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
-});
+  /** v3: who signed the seal. `value` is base64 of the 64-byte ed25519 signature of signedMessage(). */
+  const signatureSchema = z.object({
+    scheme: z.literal('ed25519'),
+    key_id: z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex characters'),
+    public_key: z.string().min(1),
+    value: z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64'),
+  });
 
-export const notScannedSchema = z.object({
-  artifact: z.string(),
-  what: z.string(),
-  reason: z.string(),
-  count: u.optional(),
-  bytes: u.optional(),
-});
+  const notScannedSchema = z.object({
+    artifact: z.string(),
+    what: z.string(),
+    reason: z.string(),
+    count: u.optional(),
+    bytes: u.optional(),
+  });
 
-/** The original's four fields, plus what the port records (all optional for readers of v1 bundles). */
-export const redactionReportSchema = z.looseObject({
-  policy: z.string(),
-  rules_applied: z.array(z.string()),
-  matches_redacted: u,
-  artifacts_touched: z.array(z.string()),
-  ruleset: z.string().optional(),
-  rule_counts: z.record(z.string(), u).optional(),
-  excluded_rules: z.array(z.string()).optional(),
-  allowlist_entries: u.optional(),
-  /** `absent` (no history shipped), `unchanged` (scanned, nothing found), `rewritten` (secrets removed). */
-  git_history: z.enum(['absent', 'unchanged', 'rewritten']).optional(),
-  git: z
-    .object({
-      commits: u,
-      data_scanned: u,
-      data_redacted: u,
-      messages_redacted: u,
-      original_head_oid: z.string().optional(),
-    })
-    .optional(),
-  sqlite: z
-    .record(z.string(), z.object({ tables: u, values_scanned: u, values_redacted: u, unique_conflicts: u }))
-    .optional(),
-  not_scanned: z.array(notScannedSchema).optional(),
-});
+  /** The original's four fields, plus what the port records (all optional for readers of v1 bundles). */
+  const redactionReportSchema = z.looseObject({
+    policy: z.string(),
+    rules_applied: z.array(z.string()),
+    matches_redacted: u,
+    artifacts_touched: z.array(z.string()),
+    ruleset: z.string().optional(),
+    rule_counts: z.record(z.string(), u).optional(),
+    excluded_rules: z.array(z.string()).optional(),
+    allowlist_entries: u.optional(),
+    /** `absent` (no history shipped), `unchanged` (scanned, nothing found), `rewritten` (secrets removed). */
+    git_history: z.enum(['absent', 'unchanged', 'rewritten']).optional(),
+    git: z
+      .object({
+        commits: u,
+        data_scanned: u,
+        data_redacted: u,
+        messages_redacted: u,
+        original_head_oid: z.string().optional(),
+      })
+      .optional(),
+    sqlite: z
+      .record(z.string(), z.object({ tables: u, values_scanned: u, values_redacted: u, unique_conflicts: u }))
+      .optional(),
+    not_scanned: z.array(notScannedSchema).optional(),
+  });
 
-export const manifestSchema = z.object({
-  manifest_version: u,
-  bundle_format: z.string(),
-  snapshot_id: z.string(),
-  agent_id: z.string(),
-  tenant: z.string(),
-  label: z.string().optional(),
-  created_at_ms: z.number().int(),
-  created_by: z.string(),
-  schema_versions: schemaVersionsSchema,
-  git: gitInfoSchema,
-  artifacts: z.array(artifactSchema),
-  memdir: memdirInfoSchema.optional(),
-  databases: z.record(z.string(), databaseInfoSchema).optional(),
-  redactions: redactionReportSchema.optional(),
-  encryption: z.object({ scheme: z.string(), recipients_fingerprint: z.array(z.string()) }).optional(),
-  tool_versions: z.record(z.string(), z.string()),
-  bundle_sha256: hex64,
-  manifest_seal: hex64.optional(),
-  signature: signatureSchema.optional(),
-});
+  const manifestSchema = z.object({
+    manifest_version: u,
+    bundle_format: z.string(),
+    snapshot_id: z.string(),
+    agent_id: z.string(),
+    tenant: z.string(),
+    label: z.string().optional(),
+    created_at_ms: z.number().int(),
+    created_by: z.string(),
+    schema_versions: schemaVersionsSchema,
+    git: gitInfoSchema,
+    artifacts: z.array(artifactSchema),
+    memdir: memdirInfoSchema.optional(),
+    databases: z.record(z.string(), databaseInfoSchema).optional(),
+    redactions: redactionReportSchema.optional(),
+    encryption: z.object({ scheme: z.string(), recipients_fingerprint: z.array(z.string()) }).optional(),
+    tool_versions: z.record(z.string(), z.string()),
+    bundle_sha256: hex64,
+    manifest_seal: hex64.optional(),
+    signature: signatureSchema.optional(),
+  });
+  return {
+    schemaVersionsSchema,
+    artifactSchema,
+    gitInfoSchema,
+    skippedSchema,
+    memdirInfoSchema,
+    databaseInfoSchema,
+    signatureSchema,
+    notScannedSchema,
+    redactionReportSchema,
+    manifestSchema,
+  };
+}
 
-export type Manifest = z.infer<typeof manifestSchema>;
-export type Artifact = z.infer<typeof artifactSchema>;
-export type GitInfo = z.infer<typeof gitInfoSchema>;
-export type ManifestSignature = z.infer<typeof signatureSchema>;
-export type SkippedEntry = z.infer<typeof skippedSchema>;
-export type MemdirInfo = z.infer<typeof memdirInfoSchema>;
-export type DatabaseInfo = z.infer<typeof databaseInfoSchema>;
-export type RedactionReport = z.infer<typeof redactionReportSchema>;
+export type ManifestSchemas = ReturnType<typeof buildSchemas>;
+let schemas: ManifestSchemas | undefined;
+
+/** The manifest's zod schemas (built once per process, on first call). */
+export const manifestSchemas = (): ManifestSchemas => (schemas ??= buildSchemas());
+
+export type Manifest = z.infer<ManifestSchemas['manifestSchema']>;
+export type Artifact = z.infer<ManifestSchemas['artifactSchema']>;
+export type GitInfo = z.infer<ManifestSchemas['gitInfoSchema']>;
+export type ManifestSignature = z.infer<ManifestSchemas['signatureSchema']>;
+export type SkippedEntry = z.infer<ManifestSchemas['skippedSchema']>;
+export type MemdirInfo = z.infer<ManifestSchemas['memdirInfoSchema']>;
+export type DatabaseInfo = z.infer<ManifestSchemas['databaseInfoSchema']>;
+export type RedactionReport = z.infer<ManifestSchemas['redactionReportSchema']>;
 
 export type { ArtifactKind };
 
@@ -201,7 +226,7 @@ export function parseManifest(bytes: Buffer): ParsedManifest {
   }
   const obj = raw as Record<string, unknown>;
   const version = formatVersion(obj);
-  const parsed = manifestSchema.safeParse(raw);
+  const parsed = manifestSchemas().manifestSchema.safeParse(raw);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
     throw new BundleDamagedError(

@@ -12,12 +12,12 @@ import {
   canonicalJson,
   digestSeal,
   type Manifest,
-  manifestSchema,
+  manifestSchemas,
   manifestSeal,
   signedMessage,
 } from '../format/manifest.js';
 import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
-import { z } from '../util/zod.js';
+import { type z, zod } from '../util/zod.js';
 
 export const REPO_MANIFEST_VERSION = 4;
 export const REPO_MANIFEST_VERSION_SIGNED = 5;
@@ -26,67 +26,86 @@ export const REPO_FORMAT_SIGNED = 'nexo-memory-snapshot-v5';
 export const GIT_HISTORY_PATH = 'git/history';
 export const GIT_HISTORY_KIND = 'git_history';
 
-const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
-const u = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+/** The repository manifest's schemas, built on first use (as the bundle manifest's: format/manifest.ts). */
+function buildSchemas() {
+  const z = zod();
+  const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
+  const u = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
-/** Where a byte string is: inline chunk ids, chunk lists, or (neither) one blob whose id is its sha256. */
-const located = {
-  chunks: z.array(hex64).max(1024).optional(),
-  chunk_lists: z.array(hex64).max(1_000_000).optional(),
-};
+  /** Where a byte string is: inline chunk ids, chunk lists, or (neither) one blob whose id is its sha256. */
+  const located = {
+    chunks: z.array(hex64).max(1024).optional(),
+    chunk_lists: z.array(hex64).max(1_000_000).optional(),
+  };
 
-export const gitPackSchema = z.object({ size_bytes: u, sha256: hex64, ...located });
+  const gitPackSchema = z.object({ size_bytes: u, sha256: hex64, ...located });
 
-export const repoArtifactSchema = z.object({
-  path_in_bundle: z.string().min(1),
-  kind: z.enum([...ARTIFACT_KINDS, GIT_HISTORY_KIND]),
-  size_bytes: u,
-  sha256: hex64,
-  ...located,
-  /** git_history only: the pack chain, oldest first. */
-  packs: z.array(gitPackSchema).max(4096).optional(),
-});
+  const repoArtifactSchema = z.object({
+    path_in_bundle: z.string().min(1),
+    kind: z.enum([...ARTIFACT_KINDS, GIT_HISTORY_KIND]),
+    size_bytes: u,
+    sha256: hex64,
+    ...located,
+    /** git_history only: the pack chain, oldest first. */
+    packs: z.array(gitPackSchema).max(4096).optional(),
+  });
 
-export const gitRefSchema = z.object({
-  name: z.string().min(1).max(1024),
-  // sha1 or sha256 object ids (git's object formats)
-  oid: z.string().regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/),
-});
+  const gitRefSchema = z.object({
+    name: z.string().min(1).max(1024),
+    // sha1 or sha256 object ids (git's object formats)
+    oid: z.string().regex(/^(?:[0-9a-f]{40}|[0-9a-f]{64})$/),
+  });
 
-/**
- * A snapshot stored from a bundle (import, migrate): the bundle it was verified from — its format, id,
- * agent, tenant, time, seals, the file's SHA-256 when it had a sibling, and its signature's key and
- * status as checked then (a signature signs the bundle's manifest, so it cannot be carried over).
- */
-export const originSchema = z.object({
-  via: z.enum(['import', 'migrate']),
-  bundle_format: z.string().max(64),
-  snapshot_id: z.string().max(64),
-  agent_id: z.string().max(1024),
-  tenant: z.string().max(1024),
-  created_at_ms: z.number().int(),
-  bundle_sha256: hex64,
-  manifest_seal: hex64.optional(),
-  file_sha256: hex64.optional(),
-  signature: z
-    .object({
-      key_id: z.string().regex(/^[0-9a-f]{16}$/),
-      status: z.enum(['trusted', 'valid', 'untrusted']),
-    })
-    .optional(),
-});
+  /**
+   * A snapshot stored from a bundle (import, migrate): the bundle it was verified from — its format, id,
+   * agent, tenant, time, seals, the file's SHA-256 when it had a sibling, and its signature's key and
+   * status as checked then (a signature signs the bundle's manifest, so it cannot be carried over).
+   */
+  const originSchema = z.object({
+    via: z.enum(['import', 'migrate']),
+    bundle_format: z.string().max(64),
+    snapshot_id: z.string().max(64),
+    agent_id: z.string().max(1024),
+    tenant: z.string().max(1024),
+    created_at_ms: z.number().int(),
+    bundle_sha256: hex64,
+    manifest_seal: hex64.optional(),
+    file_sha256: hex64.optional(),
+    signature: z
+      .object({
+        key_id: z.string().regex(/^[0-9a-f]{16}$/),
+        status: z.enum(['trusted', 'valid', 'untrusted']),
+      })
+      .optional(),
+  });
 
-export const repoManifestSchema = manifestSchema.extend({
-  artifacts: z.array(repoArtifactSchema),
-  git_refs: z.array(gitRefSchema).max(1_000_000).optional(),
-  repository_id: hex64,
-  origin: originSchema.optional(),
-});
+  const repoManifestSchema = manifestSchemas().manifestSchema.extend({
+    artifacts: z.array(repoArtifactSchema),
+    git_refs: z.array(gitRefSchema).max(1_000_000).optional(),
+    repository_id: hex64,
+    origin: originSchema.optional(),
+  });
 
-export type RepoManifest = z.infer<typeof repoManifestSchema>;
-export type RepoArtifact = z.infer<typeof repoArtifactSchema>;
-export type GitPack = z.infer<typeof gitPackSchema>;
-export type SnapshotOrigin = z.infer<typeof originSchema>;
+  /** The manifest's fields, its artifacts unchecked (checked one by one: ArtifactMemo, find's cache). */
+  const repoManifestShellSchema = repoManifestSchema.extend({ artifacts: z.array(z.unknown()) });
+  return {
+    gitPackSchema,
+    repoArtifactSchema,
+    gitRefSchema,
+    originSchema,
+    repoManifestSchema,
+    repoManifestShellSchema,
+  };
+}
+
+type RepoSchemas = ReturnType<typeof buildSchemas>;
+let schemas: RepoSchemas | undefined;
+const repoSchemas = (): RepoSchemas => (schemas ??= buildSchemas());
+
+export type RepoManifest = z.infer<RepoSchemas['repoManifestSchema']>;
+export type RepoArtifact = z.infer<RepoSchemas['repoArtifactSchema']>;
+export type GitPack = z.infer<RepoSchemas['gitPackSchema']>;
+export type SnapshotOrigin = z.infer<RepoSchemas['originSchema']>;
 export type Located = Pick<RepoArtifact, 'chunks' | 'chunk_lists' | 'sha256' | 'size_bytes'>;
 
 export type RepoManifestDraft = Omit<
@@ -139,9 +158,6 @@ export class ArtifactMemo {
   readonly byJson = new Map<string, { artifact: RepoArtifact; canonical: Buffer }>();
 }
 
-/** The manifest's fields, its artifacts unchecked (checked one by one: ArtifactMemo, find's cache). */
-export const repoManifestShellSchema = repoManifestSchema.extend({ artifacts: z.array(z.unknown()) });
-
 /** An artifact's own checks (after the schema), the same with or without a memo. */
 function artifactProblem(a: RepoArtifact): string | undefined {
   if ((a.kind === GIT_HISTORY_KIND) !== (a.packs !== undefined))
@@ -174,7 +190,7 @@ function parseWithMemo(
   memo: ArtifactMemo,
   source: { text: string; spans: number[] },
 ): { m: RepoManifest; canonical: Buffer[] } | undefined {
-  const shell = repoManifestShellSchema.safeParse(raw);
+  const shell = repoSchemas().repoManifestShellSchema.safeParse(raw);
   if (!shell.success) return undefined;
   const { text, spans } = source;
   if (spans.length !== 2 * shell.data.artifacts.length) return undefined;
@@ -185,7 +201,7 @@ function parseWithMemo(
     const key = text.slice(spans[2 * k], spans[2 * k + 1]);
     let known = memo.byJson.get(key);
     if (!known) {
-      const a = repoArtifactSchema.safeParse(el);
+      const a = repoSchemas().repoArtifactSchema.safeParse(el);
       if (!a.success || artifactProblem(a.data) !== undefined) return undefined;
       known = { artifact: a.data, canonical: Buffer.from(canonicalJson(el), 'utf8') };
       // a copy: a slice would keep the whole manifest's text alive as long as the memo
@@ -229,7 +245,7 @@ export function parseRepoManifest(
   let m: RepoManifest;
   if (memoized) m = memoized.m;
   else {
-    const parsed = repoManifestSchema.safeParse(raw);
+    const parsed = repoSchemas().repoManifestSchema.safeParse(raw);
     if (!parsed.success) {
       const first = parsed.error.issues[0];
       throw new BundleDamagedError(

@@ -27,7 +27,7 @@ import type { GcOptions, RetentionTickReport, RetentionWorker } from '../snapsho
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { monotonicNow } from '../util/long-timer.js';
 import { PACKAGE_VERSION } from '../util/version.js';
-import { z } from '../util/zod.js';
+import { type z, zod } from '../util/zod.js';
 import { ActivityBoard, summarizeSnapshot } from './activity.js';
 import { ClientErrors } from './client-errors.js';
 import type { ConsoleAsset } from './console-assets.js';
@@ -83,18 +83,20 @@ function clientGcReport(errors: ClientErrors, r: RetentionTickReport, where: str
 /** A scheduled agent is late once its last snapshot is this much older than its interval. */
 export const SCHEDULE_GRACE_MS = 60_000;
 
-const snapshotBody = z.strictObject({
-  label: z.string().optional(),
-  encrypt: z.array(z.string()).min(1).optional(),
-  redact: z.boolean().optional(),
+// The request bodies' schemas (zod, loaded here: the daemon checks bodies from its first request on).
+const b = zod();
+const snapshotBody = b.strictObject({
+  label: b.string().optional(),
+  encrypt: b.array(b.string()).min(1).optional(),
+  redact: b.boolean().optional(),
 });
-const restoreBody = z.strictObject({
-  dry_run: z.boolean().optional(),
-  auto_pre_snapshot: z.boolean().optional(),
-  allow_redacted: z.boolean().optional(),
+const restoreBody = b.strictObject({
+  dry_run: b.boolean().optional(),
+  auto_pre_snapshot: b.boolean().optional(),
+  allow_redacted: b.boolean().optional(),
 });
-const gcBody = z.strictObject({ dry_run: z.boolean().optional() });
-const deleteBody = z.strictObject({});
+const gcBody = b.strictObject({ dry_run: b.boolean().optional() });
+const deleteBody = b.strictObject({});
 
 function parseBody<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
   const r = schema.safeParse(body);

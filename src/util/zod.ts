@@ -3,8 +3,10 @@
 // (dist/vendor/zod.cjs, util/vendored.ts) when built, else the package. The bundle holds only the
 // schema builders used here (VENDORED_EXPORTS), with zod's English messages and without its 64 other
 // locales: it loads in ~15 ms where `import { z } from 'zod'` (~100 modules) took ~85 ms, and every
-// verify, restore and snapshot reads a manifest. Same code, same messages. The MCP tool keeps the
-// package itself: its SDK reads the tool's schemas with its own copy of zod.
+// verify and restore reads a manifest. Same code, same messages. It is loaded when a schema is first
+// built (`zod()`), not when this module is imported: a bundle snapshot writes a manifest and never
+// parses one, and loads no zod. The MCP tool keeps the package itself: its SDK reads the tool's
+// schemas with its own copy of zod.
 
 import type * as Zod from 'zod';
 import { vendored } from './vendored.js';
@@ -24,8 +26,8 @@ type Builders = Pick<
   | 'unknown'
 >;
 
-/** zod's schema builders (`z.string()`, `z.strictObject({…})`, …), one copy per process. */
-export const z: Builders = vendored<Builders>('zod');
+/** zod's schema builders (`z.string()`, `z.strictObject({…})`, …), one copy per process, loaded on first call. */
+export const zod = (): Builders => vendored<Builders>('zod');
 
 /** zod's types under the same name: `z.infer<typeof schema>`, `z.ZodType`. */
 export declare namespace z {
