@@ -17,7 +17,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { buildSampleAgent, git } from '../scripts/sample-agent.js';
@@ -149,6 +149,24 @@ for (const [point, outcome] of KILL_POINTS) {
     await a.snapshotter.snapshot({ agentId: 'ana' });
   });
 }
+
+test('diff against live after a restore killed mid-swap finishes the recovery first: it never shows a half-swapped agent', async (t) => {
+  const { a, bundle } = await agentWithSnapshot(t);
+  mutate(a);
+  const old = await fingerprint(a);
+  const child = startFixture(t, 'restore-once.ts', [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', bundle], {
+    NEXO_MEMORY_FAULTS: 'restore.swap.sqlite.compactions.in=kill',
+  });
+  assert.equal(await child.exited, -1, `the restore was killed mid-swap: ${child.errors()}`);
+  const journal = a.snapshotter.layout.journalPath('default', 'ana');
+  assert.ok(existsSync(journal), 'a journal is left');
+  const id = basename(bundle, '.tar.zst');
+  const first = await a.snapshotter.diff({ agentId: 'ana', a: id, b: 'live' });
+  assert.equal(existsSync(journal), false, 'the diff rolled the interrupted restore back before it captured');
+  assert.deepEqual(await fingerprint(a), old, 'the live agent is the old state again');
+  // the same diff once nothing is pending: the first one compared exactly that state
+  assert.deepEqual(first, await a.snapshotter.diff({ agentId: 'ana', a: id, b: 'live' }));
+});
 
 /** Kills that leave restore staging, capture staging or a partial bundle behind, but no journal. */
 const LEFTOVER_KILLS = [

@@ -6,6 +6,7 @@
 // Each side ends up as a working tree on disk, database copies, state values, and the source of its git
 // history.
 
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { captureAgent, hashCapture } from '../capture/capture.js';
@@ -217,23 +218,39 @@ export async function liveSide(
   const staging = join(dir, 'capture');
   await mkdir(staging, { recursive: true });
   const workers = await liveDatabaseRunners(s.resolver.sqliteDir(agentId, tenant));
+  // A restore's journal means the live memory may be half swapped (a killed restore) or about to be
+  // (a running one): the agent's lock is taken (waiting for a running restore), the interrupted one
+  // finished or rolled back as a snapshot would, and the capture made under that lock, where no
+  // restore can start. Without a journal no lock is taken; one that appears before the gate closes
+  // (a restore started and killed in between) is seen under the gate, and the capture starts again.
+  const journal = s.layout.journalPath(tenant, agentId);
+  let lock: Awaited<ReturnType<LocalSnapshotter['lockAgent']>> | undefined;
   try {
-    const gate = await s.closeWriteGate(agentId, tenant, 'diff');
-    let c: Awaited<ReturnType<typeof captureAgent>>;
-    try {
-      c = await captureAgent({
-        agentId,
-        tenant,
-        memdir: s.resolver.memdir(agentId, tenant),
-        sqliteDir: s.resolver.sqliteDir(agentId, tenant),
-        state: s.state,
-        stagingDir: staging,
-        sqlite: workers,
-        allowExternalGit: s.allowExternalGit,
-      });
-    } finally {
-      await gate.release();
+    let c: Awaited<ReturnType<typeof captureAgent>> | undefined;
+    while (c === undefined) {
+      if (!lock && existsSync(journal)) {
+        lock = await s.lockAgent(agentId, tenant, 'diff');
+        await s.recoverInterrupted(agentId, tenant);
+      }
+      const gate = await s.closeWriteGate(agentId, tenant, 'diff');
+      try {
+        if (!lock && existsSync(journal)) continue;
+        c = await captureAgent({
+          agentId,
+          tenant,
+          memdir: s.resolver.memdir(agentId, tenant),
+          sqliteDir: s.resolver.sqliteDir(agentId, tenant),
+          state: s.state,
+          stagingDir: staging,
+          sqlite: workers,
+          allowExternalGit: s.allowExternalGit,
+        });
+      } finally {
+        await gate.release();
+      }
     }
+    lock?.release();
+    lock = undefined;
     const artifacts = await hashCapture(c, workers);
     const tree = join(dir, 'tree');
     await mkdir(tree, { recursive: true });
@@ -266,6 +283,7 @@ export async function liveSide(
     if (c.git.repository === 'present') side.head = c.git.head_oid;
     return side;
   } finally {
+    lock?.release();
     await Promise.all(workers.map((w) => w.close()));
   }
 }
