@@ -168,6 +168,31 @@ test('diff against live after a restore killed mid-swap finishes the recovery fi
   assert.deepEqual(first, await a.snapshotter.diff({ agentId: 'ana', a: id, b: 'live' }));
 });
 
+test('an undo killed mid-swap and retried undoes the restore before it, not the anchor the killed undo took', async (t) => {
+  const { a, bundle } = await agentWithSnapshot(t);
+  mutate(a, 'B');
+  const b = await fingerprint(a);
+  const restored = await a.snapshotter.restore({ agentId: 'ana', bundle });
+  assert.ok(restored.pre_snapshot, 'the restore took its anchor (the agent as B)');
+  const child = startFixture(
+    t,
+    'restore-once.ts',
+    [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', restored.pre_snapshot],
+    { NEXO_MEMORY_FAULTS: 'restore.swap.sqlite.compactions.in=kill' },
+  );
+  assert.equal(await child.exited, -1, `the undo was killed mid-swap: ${child.errors()}`);
+  const anchors = (await a.snapshotter.list('ana')).filter((m) => m.created_by === 'auto-pre-restore');
+  assert.equal(anchors.length, 2, 'the killed undo had taken an anchor of its own');
+  const undone = await a.snapshotter.restore({ agentId: 'ana', undo: true });
+  assert.ok(
+    undone.from.includes(restored.pre_snapshot),
+    `the retry restored the first restore's anchor: ${undone.from}`,
+  );
+  const p1 = anchors.find((m) => m.id === restored.pre_snapshot)!.bundle_path;
+  assert.deepEqual(await fingerprint(a), await expected(p1), 'the agent is that anchor');
+  assert.deepEqual(withoutDbBytes(await fingerprint(a)), withoutDbBytes(b), 'which is B again');
+});
+
 /** Kills that leave restore staging, capture staging or a partial bundle behind, but no journal. */
 const LEFTOVER_KILLS = [
   ['restore-once.ts', 'stage.write', 'a restore killed while staging'],

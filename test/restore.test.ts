@@ -267,6 +267,32 @@ test('restoring the same bundle twice works, and undo returns to the state befor
   assert.deepEqual(dbContent(a), changedRows);
 });
 
+test("undo in a shared repository undoes this state root's last restore, never another host's", async (t) => {
+  // two hosts (state roots, live roots of their own) on one repository given by `repo`
+  const shared = join(tempDir(t), 'repository');
+  const [hostA, hostB] = [agent(t), agent(t)].map(
+    (h) =>
+      new LocalSnapshotter({
+        stateRoot: h.stateRoot,
+        memdirRoot: h.memdirRoot,
+        sqliteRoot: h.sqliteRoot,
+        repo: shared,
+        lockTimeoutMs: 5_000,
+      }),
+  ) as [LocalSnapshotter, LocalSnapshotter];
+  const taken = await hostB.snapshot({ agentId: 'ana' });
+  const onB = await hostB.restore({ agentId: 'ana', snapshot: taken.id });
+  assert.ok(onB.pre_snapshot);
+  // A restored nothing: the repository's newest anchor is B's, and A's undo does not take it
+  await assert.rejects(hostA.restore({ agentId: 'ana', undo: true }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'NOT_FOUND');
+    assert.match(err.message, new RegExp(`another host's: restore --from ${onB.pre_snapshot}`));
+    return true;
+  });
+  const undone = await hostB.restore({ agentId: 'ana', undo: true });
+  assert.equal(undone.from, onB.pre_snapshot, 'B undoes its own restore');
+});
+
 test('undo and latest are chosen under the agent lock: a restore that waited for another undoes that one', async (t) => {
   const a = agent(t);
   const s = a.snapshotter;

@@ -50,6 +50,8 @@ export interface Journal {
   staging: string[];
   /** Directories made to hold backups: removed (when empty) if the restore rolls back. */
   backup_dirs: string[];
+  /** The pre-restore anchor the restore took (since stop 47): recorded for `--undo` once it commits. */
+  anchor?: string;
 }
 
 export { SQLITE_EXTRAS } from '../model/types.js';

@@ -244,6 +244,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private policiesP: Promise<SnapshotterPolicies> | undefined;
   /** The content-addressed repository of this state root (created by the first snapshot into it). */
   readonly repository: RepositoryStore;
+  /**
+   * Whether the repository was given (`repo`: remote, or a path other hosts may share): its snapshots
+   * may be other state roots' (restore --undo then guesses no anchor, snapshotter/restore.ts).
+   */
+  get repositoryShared(): boolean {
+    return this.repository.explicit;
+  }
   /** The configured store (LocalSnapshotterOptions.store). */
   readonly storeChoice: StoreFormat;
   private repositoryChosen: boolean | undefined;
@@ -942,6 +949,14 @@ export class LocalSnapshotter implements MemorySnapshotter {
         if (r) {
           recovered = { agent_id: agentId, tenant, outcome: r.outcome, restore_id: r.journal.restore_id };
           warn(interruptedRestoreNote(r.journal.restore_id, agentId, r.outcome));
+          // a restore finished here is recorded for --undo as its own commit would have (a rolled-back
+          // one never is: the anchor it took is not a restore to undo)
+          if (r.outcome === 'completed') {
+            const { recordUndo } = await import('./restore.js');
+            const notes: string[] = [];
+            await recordUndo(this, r.journal, notes);
+            for (const n of notes) warn(n);
+          }
         }
       } finally {
         await gate.release();

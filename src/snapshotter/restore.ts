@@ -61,6 +61,7 @@ import {
   refreshPreRestoreTag,
   restorePaths,
 } from '../restore/stage.js';
+import { readUndoRecord, writeUndoRecord } from '../restore/undo-record.js';
 import type { RowCounts } from '../sqlite/rows.js';
 import { type SqliteJobs, sqliteRunners, sqliteThreadsMinBytes } from '../sqlite/worker.js';
 import { syncFileSystemsOf } from '../store/atomic.js';
@@ -190,6 +191,9 @@ export async function restoreAgent(
     moving && !req.dryRun ? await s.lockAgent(agentId, tenant, req.import ? 'import' : 'restore') : undefined;
   let handedOver = false;
   try {
+    // an interrupted restore is finished or rolled back first: the undo's anchor is that of the last
+    // restore that committed, which the recovery may have just finished
+    if (held && req.undo) await s.recoverInterrupted(agentId, tenant);
     const named = req.undo ? { ...req, snapshot: await undoAnchor(s, agentId, tenant) } : req;
     const report = await restoreResolved(
       s,
@@ -595,6 +599,7 @@ async function restoreLocked(
           ),
           staging,
           backup_dirs: [p.sqliteBackup],
+          ...(report.pre_snapshot ? { anchor: report.pre_snapshot } : {}),
         };
         await mkdir(resolve(journalPath, '..'), { recursive: true });
         await writeJournal(journalPath, journal);
@@ -607,6 +612,7 @@ async function restoreLocked(
         await writeJournal(journalPath, { ...journal, phase: 'committed' });
         faultPoint('restore.journal.committed');
         await within?.afterCommit();
+        await recordUndo(s, journal, report.warnings);
       } catch (err) {
         if (!journalWritten) await rmdir(p.sqliteBackup).catch(() => {}); // made under the gate, empty
         if (journalWritten && (await readJournal(journalPath))?.phase !== 'committed') {
@@ -648,15 +654,60 @@ async function restoreLocked(
 }
 
 /**
- * The newest pre-restore anchor of an agent (a bundle or a repository snapshot): the snapshot id
- * `restore --undo` restores.
+ * After a restore committed (or the recovery finished one): records its anchor for `--undo`
+ * (restore/undo-record.ts), or removes the record of an older restore when it took none. Never fails
+ * the committed restore: a record that cannot be written is removed and said in a warning.
+ */
+export async function recordUndo(s: LocalSnapshotter, j: Journal, warnings: string[]): Promise<void> {
+  const path = s.layout.undoRecordPath(j.tenant, j.agent_id);
+  try {
+    if (j.anchor)
+      await writeUndoRecord(path, {
+        anchor: j.anchor,
+        restore_id: j.restore_id,
+        restored: j.snapshot_id,
+        committed_at_ms: Date.now(),
+      });
+    else await rm(path, { force: true });
+  } catch (err) {
+    await rm(path, { force: true }).catch(() => {});
+    warnings.push(
+      `could not record this restore for --undo (${(err as Error).message})` +
+        (j.anchor ? `: to undo it, restore --from ${j.anchor}` : ''),
+    );
+  }
+}
+
+/**
+ * The snapshot `restore --undo` restores: the anchor of the agent's last restore committed through
+ * this state root (its undo record). Without a record (no restore here since this version, or one
+ * made without an anchor): the newest pre-restore anchor when this state root is the store's only
+ * writer (the bundle store, the repository under the state root), with a warning naming it; in a
+ * repository given by `repo` (remote or shared), whose anchors may be other hosts', none is guessed.
  */
 async function undoAnchor(s: LocalSnapshotter, agentId: string, tenant: string): Promise<string> {
-  const anchor = (await s.list(agentId, tenant)).find((m) => m.created_by === 'auto-pre-restore');
-  if (!anchor)
+  const listed = await s.list(agentId, tenant);
+  const record = await readUndoRecord(s.layout.undoRecordPath(tenant, agentId));
+  if (record) {
+    if (listed.some((m) => m.id === record.anchor)) return record.anchor;
+    throw new NotFoundError(
+      record.anchor,
+      `it is the pre-restore snapshot of agent ${agentId}'s last restore here (of ${record.restored}), and it was deleted: nothing to undo to`,
+    );
+  }
+  const newest = listed.find((m) => m.created_by === 'auto-pre-restore');
+  if (!newest)
     throw new NotFoundError(
       '(pre-restore anchor)',
       `agent ${agentId} has no pre-restore snapshot to undo to`,
     );
-  return anchor.id;
+  if (s.repositoryShared)
+    throw new NotFoundError(
+      '(pre-restore anchor)',
+      `no restore of agent ${agentId} was made through this state root, so there is none to undo here; the repository's newest pre-restore snapshot, ${newest.id}, may be another host's: restore --from ${newest.id} if it is the one`,
+    );
+  s.warn(
+    `no restore of agent ${agentId} is recorded here: undoing to the newest pre-restore snapshot, ${newest.id}`,
+  );
+  return newest.id;
 }

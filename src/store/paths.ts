@@ -25,6 +25,8 @@ export const RESTORE_WORK_PREFIX = '.restore-staging-';
 export const JOURNAL_EXT = '.restore.json';
 /** An import's record that it stored a snapshot it has not restored yet (snapshotter/import.ts). */
 export const IMPORT_RECORD_EXT = '.import.json';
+/** The anchor of an agent's last committed restore on this state root (restore/undo-record.ts). */
+export const UNDO_RECORD_EXT = '.undo.json';
 
 /**
  * The snapshot store's own directories under its state root: the bundle store's tenants (bundles,
@@ -79,6 +81,11 @@ export class StoreLayout {
    */
   importRecordPath(tenant: string, agentId: string): string {
     return confined(this.root, join(this.tenantDir(tenant), 'journals', `${agentId}${IMPORT_RECORD_EXT}`));
+  }
+
+  /** The anchor of the agent's last restore committed through this state root: what `--undo` restores. */
+  undoRecordPath(tenant: string, agentId: string): string {
+    return confined(this.root, join(this.tenantDir(tenant), 'journals', `${agentId}${UNDO_RECORD_EXT}`));
   }
 
   /** Held shared while a bundle is read out of the store (export), exclusively by delete and gc. */
