@@ -8,6 +8,7 @@ import { PACKAGE_DESCRIPTION, PACKAGE_VERSION } from '../util/version.js';
 import { Command, CommanderError } from './commander.js';
 import { metricsFileOption, natsOption, noProgressOption, repoOption } from './commands/options.js';
 import { reportError, setCurrentCommand } from './context.js';
+import { checkGivenOptions, deferMandatory } from './option-checks.js';
 import { asksOnlyVersion } from './version-flag.js';
 
 type SubCommand = Parameters<InstanceType<typeof Command>['addCommand']>[0];
@@ -59,6 +60,9 @@ export async function buildProgram(argv?: readonly string[]) {
   const program = new Command('nexo-memory')
     .description(PACKAGE_DESCRIPTION)
     .version(PACKAGE_VERSION)
+    // The program's own options (-V, -h) only before the command: after it, `--label -V` is a label,
+    // not a request for the version (which printed it and exited 0 without taking the snapshot).
+    .enablePositionalOptions()
     .showSuggestionAfterError()
     .addHelpText(
       'after',
@@ -85,8 +89,12 @@ Examples:
     c.addOption(repoOption()).addOption(natsOption()).addOption(metricsFileOption()).exitOverride();
     // on every command, so a script can pass it to all (those that show no progress ignore it)
     if (!c.options.some((o) => o.long === '--no-progress')) c.addOption(noProgressOption());
+    deferMandatory(c); // checked after unknown options: `--ag ana` is an unknown option (option-checks.ts)
   }
-  program.hook('preAction', (_program, actionCommand) => setCurrentCommand(actionCommand));
+  program.hook('preAction', (_program, actionCommand) => {
+    checkGivenOptions(actionCommand);
+    setCurrentCommand(actionCommand);
+  });
   return program;
 }
 
@@ -104,9 +112,15 @@ export async function main(argv: string[]): Promise<void> {
     await (await buildProgram(argv)).parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      // --help, `help [command]` and --version: commander printed what was asked, and that is success
+      // --help, `help [command]` and --version: commander printed what was asked, and that is success;
+      // no command at all is a usage error (commander printed the help on stderr, exit code 1)
       if (HELP_OR_VERSION.has(err.code)) {
-        process.exitCode = 0;
+        if (err.exitCode === 0) {
+          process.exitCode = 0;
+          return;
+        }
+        const usage = new InvalidInputError('no command given (nexo-memory --help lists them)');
+        process.exitCode = reportError(usage, wantsJson(argv));
         return;
       }
       // commander printed its message already; --json gets the error object as well

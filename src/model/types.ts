@@ -73,6 +73,12 @@ export interface SnapshotMeta {
    * this says by how many ms the clock was behind. Absent when the clock's time was used.
    */
   clock_behind_ms?: number;
+  /**
+   * Added, by snapshot only: what the snapshot found missing that a mistyped root would explain (no
+   * memdir, no database directory: each message names the path looked at), also told to the
+   * snapshotter's onWarning. Absent when there is nothing to say.
+   */
+  warnings?: string[];
 }
 
 /**

@@ -26,7 +26,6 @@ import {
   ConcurrentError,
   EncryptionError,
   InvalidInputError,
-  IoError,
   NotFoundError,
   RetentionError,
   SnapshotError,
@@ -259,7 +258,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
   private readonly configuredPaths: ReadonlyArray<{ role: string; path: string }>;
 
   constructor(opts: LocalSnapshotterOptions) {
-    if (!opts?.stateRoot) throw new IoError('LocalSnapshotter needs a state_root');
+    if (opts?.stateRoot === undefined) throw new InvalidInputError('LocalSnapshotter needs a stateRoot');
+    // an empty root is the working directory in disguise (`--memdir-root ''` read ./<agent>): refused,
+    // as the config file refuses an empty root, memdir_root or sqlite_root
+    for (const key of ['stateRoot', 'memdirRoot', 'sqliteRoot'] as const)
+      if (opts[key] !== undefined && (typeof opts[key] !== 'string' || opts[key] === ''))
+        throw new InvalidInputError(`${key} must be a non-empty path, got ${JSON.stringify(opts[key])}`);
     this.layout = new StoreLayout(opts.stateRoot);
     this.resolver = new StoreGuardResolver(
       opts.resolver ??
@@ -549,6 +553,27 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   /**
+   * What a snapshot of an agent that exists (agentExists) says of a part it does not find: its memdir,
+   * or the directory of its databases, absent. An agent may have one without the other, but a mistyped
+   * root looks just like that, and restoring such a snapshot moves the part aside (docs/decisions.md,
+   * "Capture", stop 47): the snapshot is taken and says so, naming the path it looked at.
+   */
+  private async missingParts(memdir: string, sqliteDir: string): Promise<string[]> {
+    const { pathKind } = await import('../capture/capture.js');
+    const warnings: string[] = [];
+    const [memdirKind, sqliteKind] = await Promise.all([pathKind(memdir), pathKind(sqliteDir)]);
+    if (memdirKind === undefined)
+      warnings.push(
+        `no memdir at ${memdir}: this snapshot holds no memory files, and restoring it would move the agent's memdir aside (is the memdir root right?)`,
+      );
+    if (sqliteKind === undefined && sqliteDir !== memdir)
+      warnings.push(
+        `no database directory at ${sqliteDir}: this snapshot holds no SQLite databases, and restoring it would move the agent's databases aside (is the SQLite root right?)`,
+      );
+    return warnings;
+  }
+
+  /**
    * Starts the program host now when the agent's live databases are large (prepare-read.ts
    * prepareHostFor), without waiting: a bad agent or root is reported by the operation itself.
    */
@@ -680,6 +705,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
         this.resolver.stateDir(agentId, tenant),
       ]);
     }
+    const warnings = await this.missingParts(memdir, sqliteDir);
     const dir = this.layout.snapshotsDir(tenant, agentId);
     try {
       await mkdir(dir, { recursive: true });
@@ -713,7 +739,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
         .catch((err: unknown) =>
           this.warn(`recording the time of snapshot ${meta.id}: ${(err as Error).message}`),
         );
-      return meta;
+      for (const w of warnings) this.warn(w);
+      return warnings.length > 0 ? { ...meta, warnings } : meta;
     } finally {
       lock.release();
     }

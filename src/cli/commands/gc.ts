@@ -103,7 +103,8 @@ Examples:
     )
     .action(async (opts) => {
       await runCommand(opts, async () => {
-        if (!opts.agent && !opts.all) throw new InvalidInputError('gc needs --agent <id> or --all');
+        if (opts.agent === undefined && !opts.all)
+          throw new InvalidInputError('gc needs --agent <id> or --all');
         const loaded = loadFlagsConfig(opts)?.snapshot ?? {};
         const cfg = loaded.retention ?? {};
         // The config's rules, then the flags over them.
@@ -128,8 +129,10 @@ Examples:
           throw new InvalidInputError('--backup-max-age-days must be ≥ 0');
         const backupMaxAgeDays = opts.backupMaxAgeDays ?? cfg.backup_max_age_days;
         const r = await snapshotterFrom(opts).gc({
-          ...(opts.agent ? { agentId: opts.agent } : {}),
-          ...(opts.tenant ? { tenant: opts.tenant } : {}),
+          // a given value is passed on, empty included, and validated there (an empty --tenant swept every
+          // tenant when it was read as not given)
+          ...(opts.agent !== undefined ? { agentId: opts.agent } : {}),
+          ...(opts.tenant !== undefined ? { tenant: opts.tenant } : {}),
           policy,
           dryRun: opts.dryRun === true,
           ...(backupMaxAgeDays !== undefined ? { backupMaxAgeDays } : {}),

@@ -82,8 +82,9 @@ Examples:
     )
     .action(async (opts) => {
       await runCommand(opts, async () => {
-        if (opts.out && opts.public) throw new InvalidInputError('pass either --out or --public, not both');
-        if (opts.public) {
+        if (opts.out !== undefined && opts.public !== undefined)
+          throw new InvalidInputError('pass either --out or --public, not both');
+        if (opts.public !== undefined) {
           if (/AGE-SECRET-KEY-1/i.test(readFileSync(opts.public, 'utf8'))) {
             const recipients = loadIdentities(checkIdentityFile(opts.public)).map((i) => i.recipient);
             if (opts.json) {
@@ -111,7 +112,8 @@ Examples:
           else process.stdout.write(`${k.publicKey}\n`);
           return 0;
         }
-        if (!opts.out) throw new InvalidInputError('keygen needs --out <file> (or --public <file>)');
+        if (opts.out === undefined)
+          throw new InvalidInputError('keygen needs --out <file> (or --public <file>)');
         if (opts.age) {
           const id = generateIdentity();
           const text = `# created: ${new Date().toISOString()}\n# public key: ${id.recipient}\n${id.identity}\n`;

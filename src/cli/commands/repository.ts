@@ -40,7 +40,9 @@ export function checkCommand() {
             : opts.readDataSubset
               ? { readData: opts.readDataSubset }
               : {}),
-          ...(opts.decryptIdentity ? { decryptIdentity: checkIdentityFile(opts.decryptIdentity) } : {}),
+          ...(opts.decryptIdentity !== undefined
+            ? { decryptIdentity: checkIdentityFile(opts.decryptIdentity) }
+            : {}),
         });
         if (opts.json) printJson(r);
         else {
@@ -75,7 +77,9 @@ export function pruneCommand() {
       await runCommand(opts, async () => {
         const r = await snapshotterFrom(opts).prune({
           ...(opts.dryRun ? { dryRun: true } : {}),
-          ...(opts.decryptIdentity ? { decryptIdentity: checkIdentityFile(opts.decryptIdentity) } : {}),
+          ...(opts.decryptIdentity !== undefined
+            ? { decryptIdentity: checkIdentityFile(opts.decryptIdentity) }
+            : {}),
         });
         if (opts.json) printJson(r);
         else {

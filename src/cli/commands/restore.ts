@@ -118,9 +118,11 @@ Examples:
       await runCommand(opts, async (progress) => {
         checkRestoreGate();
         const s = snapshotterFrom(opts);
-        if (opts.undo && opts.from) throw new InvalidInputError('pass either --from or --undo, not both');
+        if (opts.undo && opts.from !== undefined)
+          throw new InvalidInputError('pass either --from or --undo, not both');
         const from = opts.undo ? undefined : opts.from;
-        if (!opts.undo && !from) throw new InvalidInputError('restore needs --from <bundle|id> (or --undo)');
+        if (!opts.undo && from === undefined)
+          throw new InvalidInputError('restore needs --from <bundle|id> (or --undo)');
         // `latest` is the agent's newest snapshot (even beside a file of that name: `./latest` is the
         // file); another existing file is a bundle path; an id or prefix names one of the agent's snapshots
         const source =
@@ -234,7 +236,8 @@ export function recoverCommand() {
     )
     .action(async (opts) => {
       await runCommand(opts, async () => {
-        if (!opts.agent && !opts.all) throw new InvalidInputError('recover needs --agent <id> or --all');
+        if (opts.agent === undefined && !opts.all)
+          throw new InvalidInputError('recover needs --agent <id> or --all');
         const s = snapshotterFrom(opts);
         const results = opts.all
           ? await s.recoverAll()

@@ -66,8 +66,8 @@ Examples:
           ...(opts.label !== undefined ? { label: opts.label } : {}),
           createdBy: 'cli',
           redact,
-          ...(opts.encrypt ? { encrypt: opts.encrypt } : {}),
-          ...(opts.sign ? { sign: checkSigningKeyFile(opts.sign) } : {}),
+          ...(opts.encrypt !== undefined ? { encrypt: opts.encrypt } : {}),
+          ...(opts.sign !== undefined ? { sign: checkSigningKeyFile(opts.sign) } : {}),
           onProgress: progress.listener,
         });
         progress.done();

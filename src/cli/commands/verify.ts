@@ -66,10 +66,13 @@ Examples:
       await runCommand(opts, async (progress) => {
         const path = positional ?? opts.bundle;
         const byId = opts.agent !== undefined || opts.id !== undefined;
-        if (path && byId)
+        if (path === '') throw new InvalidInputError('the bundle path is empty');
+        if (path !== undefined && byId)
           throw new InvalidInputError('verify takes a bundle path or --agent and --id, not both');
-        if (byId && (!opts.agent || !opts.id)) throw new InvalidInputError('--agent and --id go together');
-        if (!path && !byId) throw new InvalidInputError('verify needs a bundle path (or --agent and --id)');
+        if (byId && (opts.agent === undefined || opts.id === undefined))
+          throw new InvalidInputError('--agent and --id go together');
+        if (path === undefined && !byId)
+          throw new InvalidInputError('verify needs a bundle path (or --agent and --id)');
         const s = snapshotterFrom(opts);
         const identity = identityFrom(opts);
         const request: VerifyRequestOptions = {
