@@ -512,6 +512,48 @@ test('gc skips an agent that is in use (its lock held by another process, or an 
   assert.equal((await a.snapshotter.list('ana')).length, 1);
 });
 
+test('gc of an agent id in several tenants sharing its live memory sweeps every tenant: no "busy" of its own (stop 47)', async (t) => {
+  // The default resolver ignores the tenant: ana of t2 and t3 is the default tenant's ana, and their
+  // sweeps take its lock too. The sweep once found them "busy" by its own sweep of default/ana.
+  const a = sampleAgent(t);
+  const s = a.snapshotter;
+  assert.ok(s.sharesLiveMemory('ana', 't2') && s.sharesLiveMemory('ana', 't3'));
+  await s.snapshot({ agentId: 'ana' });
+  for (let i = 0; i < 3; i++) await s.snapshot({ agentId: 'ana', tenant: 't2' });
+  for (let i = 0; i < 2; i++) await s.snapshot({ agentId: 'ana', tenant: 't3' });
+  const byTenant = (r: RetentionTickReport) =>
+    r.agents.map((g) => [g.tenant, g.skipped ?? g.decisions.map((d) => d.action).join(',')]);
+  const swept = [
+    ['default', 'keep'],
+    ['t2', 'keep,delete,delete'],
+    ['t3', 'keep,delete'],
+  ];
+  // Another process holding the shared lock still makes each of them a busy skip.
+  const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
+  await holder.ready;
+  let r = await s.gc({ policy: { keepCount: 1 } });
+  assert.equal(r.agents_busy, 3, JSON.stringify(byTenant(r)));
+  for (const g of r.agents) assert.match(g.skipped!, /^busy: another operation holds the agent lock/);
+  holder.child.kill('SIGKILL');
+  await holder.exited;
+  // The dry run and the run agree.
+  const dry = await s.gc({ policy: { keepCount: 1 }, dryRun: true });
+  assert.deepEqual(byTenant(dry), swept);
+  r = await s.gc({ policy: { keepCount: 1 } });
+  assert.deepEqual(byTenant(r), swept);
+  assert.equal(r.agents_busy, 0);
+  assert.equal(r.bundles_deleted, dry.bundles_deleted);
+  assert.equal(r.bundles_deleted, 3);
+  for (const tenant of ['default', 't2', 't3']) assert.equal((await s.list('ana', tenant)).length, 1, tenant);
+  // The CLI's sweep of every tenant says no agent was busy.
+  for (let i = 0; i < 2; i++) await s.snapshot({ agentId: 'ana', tenant: 't2' });
+  const cli = await runCli(['gc', '--all', '--keep-count', '1', ...a.flags]);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.doesNotMatch(cli.stdout, /skipped/);
+  assert.match(cli.stdout, /3 agent\(s\) swept, 0 busy/);
+  assert.equal((await s.list('ana', 't2')).length, 1);
+});
+
 test('gc in a loop beside snapshots and a restore: every operation succeeds and every bundle verifies', async (t) => {
   const a = sampleAgent(t);
   const first = await a.snapshotter.snapshot({ agentId: 'ana' });

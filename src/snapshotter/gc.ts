@@ -5,7 +5,9 @@
 // forgotten; with the group — user snapshot or automatic anchor — and the rule that keeps each kept
 // one), and remove restore backups older than their age. Then the repository is pruned under its
 // exclusive lock, taken without waiting: a busy repository is reported and pruned next time. A dry run
-// only reads, and takes what a reader takes: no agent lock, the repository's shared lock.
+// only reads, and takes what a reader takes: no agent lock, the repository's shared lock. Agents whose
+// sweeps take the same lock (tenants sharing live memory) are swept one after the other, never busy
+// by the sweep itself.
 
 import { existsSync } from 'node:fs';
 import { lstat, readdir, rm, stat, unlink } from 'node:fs/promises';
@@ -193,6 +195,27 @@ function lockForSweep(
   return undefined;
 }
 
+/**
+ * The (tenant, agent) pairs grouped by the lock their sweeps share, as indexes into `pairs` in its
+ * order: an agent of another tenant whose live memory is the default tenant's agent's takes that
+ * agent's lock too (lockForSweep), so it goes with the default tenant's agent of its id and with the
+ * other tenants sharing it; every other agent is a group of its own.
+ */
+function sharingLock(s: LocalSnapshotter, pairs: ReadonlyArray<readonly [string, string]>): number[][] {
+  const groups = new Map<string, number[]>();
+  pairs.forEach(([t, a], i) => {
+    let shares = false;
+    try {
+      shares = t !== 'default' && s.sharesLiveMemory(a, t);
+    } catch {
+      // paths the resolver refuses: the agent's sweep reports that error, alone
+    }
+    const key = JSON.stringify(shares ? ['default', a] : [t, a]);
+    groups.set(key, [...(groups.get(key) ?? []), i]);
+  });
+  return [...groups.values()];
+}
+
 async function sweepAgent(
   s: LocalSnapshotter,
   tenant: string,
@@ -376,11 +399,17 @@ export async function collectGarbage(
     if (!known.has(`${m.tenant}/${m.agent_id}`)) pairs.push([m.tenant, m.agent_id]);
   pairs.sort(([t1, a1], [t2, a2]) => (t1 === t2 ? (a1 < a2 ? -1 : 1) : t1 < t2 ? -1 : 1));
   // Agents are independent (each swept under its own locks); a few at a time hide file-system latency.
+  // The agents that take the same lock (one id in tenants sharing live memory) are swept one after the
+  // other: swept side by side, each found the others' lock held, by this sweep, and was skipped "busy".
   const list = cachedLister();
   const forgotten = new Set<string>();
-  const agents = await mapLimit(pairs, AGENT_PARALLELISM, ([t, a]) =>
-    sweepAgent(s, t, a, policy, o, list, byAgent.get(`${t}/${a}`) ?? [], forgotten),
-  );
+  const agents = new Array<AgentGcReport>(pairs.length);
+  await mapLimit(sharingLock(s, pairs), AGENT_PARALLELISM, async (group) => {
+    for (const i of group) {
+      const [t, a] = pairs[i]!;
+      agents[i] = await sweepAgent(s, t, a, policy, o, list, byAgent.get(`${t}/${a}`) ?? [], forgotten);
+    }
+  });
   const prune = hasRepository ? await pruneRepository(s, o.dryRun, forgotten) : undefined;
   const temps = o.dryRun ? [] : await staleTemps(s, [...new Set(pairs.map(([t]) => t))]);
   const count = (f: (r: AgentGcReport) => number) => agents.reduce((n, r) => n + f(r), 0);
