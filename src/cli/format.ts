@@ -350,6 +350,7 @@ export function pruneSummary(
     bytes_before: number;
     snapshots: number;
     unlisted_removed?: number;
+    orphan_pins_removed?: number;
     in_flight?: PruneReport['in_flight'];
   },
 ): string {
@@ -359,13 +360,17 @@ export function pruneSummary(
     (r.unlisted_removed ?? 0) > 0
       ? `, ${r.unlisted_removed} unlisted manifest(s) ${dry ? 'would be removed' : 'removed'}`
       : '';
+  const orphans =
+    (r.orphan_pins_removed ?? 0) > 0
+      ? `, ${r.orphan_pins_removed} orphan pin(s) ${dry ? 'would be removed' : 'removed'}`
+      : '';
   const f = r.in_flight;
   const inFlight = f
     ? `; not counted: ${f.packs_unindexed} unindexed pack(s) (${humanBytes(f.bytes)}) and ${f.unlisted} unlisted manifest(s) that running operations may still index or list (${f.locks.join('; ')})`
     : '';
   return dry
-    ? `would remove ${packs} pack(s) and rewrite ${r.packs_rewritten}; ${freed} (${r.snapshots} snapshot(s) kept${unlisted})${inFlight}`
-    : `removed ${packs} pack(s), rewrote ${r.packs_rewritten}; ${freed} (${r.snapshots} snapshot(s) kept${unlisted})`;
+    ? `would remove ${packs} pack(s) and rewrite ${r.packs_rewritten}; ${freed} (${r.snapshots} snapshot(s) kept${unlisted}${orphans})${inFlight}`
+    : `removed ${packs} pack(s), rewrote ${r.packs_rewritten}; ${freed} (${r.snapshots} snapshot(s) kept${unlisted}${orphans})`;
 }
 
 export function formatDiff(d: SnapshotDiff): string {

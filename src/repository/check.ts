@@ -1,8 +1,8 @@
 // Owns `check` of a repository (restic's model): the structure — config, index files (each hashing to
 // its name), every indexed pack present with the size its blobs need, every snapshot manifest sealed,
 // every blob a snapshot references indexed, every listing entry backed by a manifest and of a size
-// readers accept, no pack over MAX_PACK — and with `readData` (or a percentage of the packs) every
-// pack read whole: its bytes hash to its name, its header matches the index, and every blob opens and
+// readers accept, no pack over MAX_PACK (pins of no snapshot reported apart, as orphan_pins) — and
+// with `readData` (or a percentage of the packs) every pack read whole: its bytes hash to its name, its header matches the index, and every blob opens and
 // hashes to its id. Problems are collected, not thrown, so one run reports everything.
 
 import { createHash, randomInt } from 'node:crypto';
@@ -43,6 +43,13 @@ export interface CheckReport {
    * forget killed after unlisting it). Not a problem; the next prune removes them.
    */
   unlisted_snapshots: string[];
+  /**
+   * Pins whose snapshot does not exist — no listing entry and no manifest (stop 47): a pin that raced a
+   * forget on another host before pins took the agent's repository lock, or an older version's. Not
+   * damage (no snapshot is affected), but a snapshot imported later with that id would come pinned;
+   * the next prune removes them. An import running beside check may show its pin here for a moment.
+   */
+  orphan_pins: string[];
 }
 
 export interface CheckOptions {
@@ -189,6 +196,12 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
     });
   });
 
+  // Pins of no snapshot, listed after the manifests and the listing (so a snapshot's pin is not taken
+  // for an orphan while it is being listed).
+  const orphanPins: string[] = [];
+  for await (const p of repo.backend.list('pins'))
+    if (!listed.has(p.name) && !manifests.has(p.name)) orphanPins.push(p.name);
+
   // Data: read packs whole.
   let toRead = [...packsOnDisk].filter(([, size]) => size <= MAX_PACK).map(([name]) => name);
   if (typeof opts.readData === 'number') toRead = subsetOf(toRead, opts.readData);
@@ -229,6 +242,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
     problems,
     damaged_snapshots: [...damaged].sort(),
     unlisted_snapshots: names.filter((n) => !listed.has(n)).sort(),
+    orphan_pins: orphanPins.sort(),
   };
 }
 

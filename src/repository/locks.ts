@@ -40,7 +40,17 @@ export interface LockInfo {
   start?: string;
   created_at_ms: number;
   refreshed_at_ms: number;
+  /**
+   * An agent's lock (stop 47): `agent:<tenant>/<agent id>`. It serializes the operations that change
+   * which of the agent's snapshots exist or are pinned (delete, pin, retention's forget) across hosts,
+   * and conflicts only with locks of the same scope: snapshots and prune neither wait for it nor block
+   * it. Written with `exclusive: false`, so a version without scopes reads it as a shared lock.
+   */
+  scope?: string;
 }
+
+/** The scope of an agent's repository lock (LockInfo.scope). */
+export const agentScope = (tenant: string, agentId: string): string => `agent:${tenant}/${agentId}`;
 
 export interface HeldRepoLock {
   readonly name: string;
@@ -127,6 +137,7 @@ async function readLocks(backend: Backend): Promise<Map<string, LockInfo>> {
 
 /** How a lock is named in messages: `shared lock of snapshot (pid 4242 on vm)`. */
 export function describeLock(l: LockInfo): string {
+  if (typeof l.scope === 'string') return `${l.scope} lock of ${l.operation} (pid ${l.pid} on ${l.host})`;
   return `${l.exclusive ? 'exclusive' : 'shared'} lock of ${l.operation} (pid ${l.pid} on ${l.host})`;
 }
 
@@ -144,8 +155,8 @@ const when = (ms: number): string => {
  * control characters are escaped, as JSON writes them.
  */
 export function describeBlocker(backend: Backend, name: string, l: LockInfo, now: number): string {
-  const kind = l.exclusive ? 'exclusive' : 'shared';
   const shown = (v: unknown) => JSON.stringify(String(v)).slice(1, -1);
+  const kind = typeof l.scope === 'string' ? shown(l.scope) : l.exclusive ? 'exclusive' : 'shared';
   const claims =
     `${kind} lock of ${shown(l.operation)} (pid ${shown(l.pid)} on ${shown(l.host)}, ` +
     `written ${when(l.created_at_ms)}, refreshed ${when(l.refreshed_at_ms)})`;
@@ -159,25 +170,35 @@ export function describeBlocker(backend: Backend, name: string, l: LockInfo, now
 
 /**
  * The locks other than `self` that are held now (not stale), described: what a reader under a shared
- * lock (prune's dry run) may be running beside.
+ * lock (prune's dry run) may be running beside. An agent's lock (scoped) is not among them: it writes
+ * no data (its holder takes the shared lock too when it does).
  */
 export async function otherLiveLocks(backend: Backend, self?: string): Promise<string[]> {
   const now = Date.now();
   return [...(await readLocks(backend))]
-    .filter(([name, l]) => name !== self && !isStale(l, now))
+    .filter(([name, l]) => name !== self && l.scope === undefined && !isStale(l, now))
     .map(([, l]) => describeLock(l));
 }
 
-/** The first non-stale lock in `all` (other than `self`) that conflicts with a lock of this kind. */
+/**
+ * The first non-stale lock in `all` (other than `self`) that conflicts with a lock of this kind: for a
+ * scoped lock (an agent's), any lock of the same scope; otherwise the repository's locks by kind, the
+ * scoped ones left out.
+ */
 function conflicting(
   all: Map<string, LockInfo>,
   exclusive: boolean,
   now: number,
   self?: string,
+  scope?: string,
 ): [string, LockInfo] | undefined {
   for (const entry of all) {
     const [name, l] = entry;
     if (name === self || isStale(l, now)) continue;
+    if (scope !== undefined || l.scope !== undefined) {
+      if (l.scope === scope) return entry;
+      continue;
+    }
     if (exclusive || l.exclusive) return entry;
   }
   return undefined;
@@ -203,7 +224,8 @@ export async function lockRepository(
   const hostId = ownHostId();
   let delay = 50;
   for (;;) {
-    let blocker = conflicting(await readLocks(backend), exclusive, now());
+    const scope = opts.scope;
+    let blocker = conflicting(await readLocks(backend), exclusive, now(), undefined, scope);
     let why: string | undefined;
     if (!blocker) {
       const name = randomBytes(32).toString('hex');
@@ -217,6 +239,7 @@ export async function lockRepository(
         ...(start !== undefined ? { start } : {}),
         created_at_ms: t0,
         refreshed_at_ms: t0,
+        ...(scope !== undefined ? { scope } : {}),
       };
       try {
         await backend.save({ type: 'locks', name }, Buffer.from(JSON.stringify(mine)), { ifAbsent: true });
@@ -232,7 +255,7 @@ export async function lockRepository(
         if (!(err instanceof ObjectExistsError)) throw err;
       }
       const all = await readLocks(backend);
-      blocker = conflicting(all, exclusive, now(), name);
+      blocker = conflicting(all, exclusive, now(), name, scope);
       if (!blocker && now() - t0 <= TRUST_MS) {
         if (exclusive)
           for (const [other, l] of all)
@@ -266,6 +289,11 @@ export async function lockRepository(
 export interface LockOptions {
   /** The clock (tests); default Date.now. */
   now?: () => number;
+  /**
+   * An agent's lock (agentScope; `exclusive` must be false): excludes only the locks of the same scope
+   * (LockInfo.scope).
+   */
+  scope?: string;
   /**
    * For a shared lock: called when the repository's file system is read-only (EROFS), and the lock is
    * then not taken (an unheld one is returned). Without it, that failure is the lock's error.
@@ -316,7 +344,7 @@ function held(backend: Backend, name: string, info: LockInfo, now: () => number)
     refreshing = refreshing.then(refresh).catch(() => {}); // a failed refresh shows in check()
   }, REFRESH_MS);
   timer.unref();
-  const what = `${info.exclusive ? 'exclusive' : 'shared'} lock of ${info.operation}`;
+  const what = `${info.scope ?? (info.exclusive ? 'exclusive' : 'shared')} lock of ${info.operation}`;
   return {
     name,
     refresh() {

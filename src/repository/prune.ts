@@ -3,7 +3,7 @@
 // unreferenced (their live blobs copied into new packs), remove packs no index knows (left by killed
 // writers), and replace the index files by one describing what is kept. A manifest without a listing
 // entry is not a snapshot (a snapshot killed before listing it, or a forget killed after unlisting it):
-// it is removed first, and its data with the rest. Order makes every instant safe to be killed at:
+// it is removed first, and its data with the rest, and so is a pin of no snapshot (an orphan pin). Order makes every instant safe to be killed at:
 // unlisted manifests → new packs → new index → old index files removed → packs removed. A manifest that
 // cannot be read stops prune before anything is removed: what it references is unknown; so does a
 // referenced blob that no listed, indexed pack holds (prune would drop it for good), and a pack about
@@ -31,6 +31,12 @@ export interface PruneReport {
   snapshots: number;
   /** Manifests without a listing entry removed (interrupted snapshots and forgets). */
   unlisted_removed: number;
+  /**
+   * Pins whose snapshot does not exist (no listing entry, no manifest) removed (stop 47): left by a pin
+   * that raced a forget on another host before pins took the agent's repository lock, or by a forget
+   * of an older version. check reports them as `orphan_pins`.
+   */
+  orphan_pins_removed: number;
   packs_before: number;
   packs_removed: number;
   packs_rewritten: number;
@@ -98,7 +104,11 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
   // below (or a manifest not listed below) is either left by a killed writer, or a running writer's —
   // and then that writer's lock is among the locks read in between.
   const names: string[] = [];
-  for await (const s of repo.backend.list('snapshots')) if (!opts.forgotten?.has(s.name)) names.push(s.name);
+  const manifests = new Set<string>();
+  for await (const s of repo.backend.list('snapshots')) {
+    manifests.add(s.name);
+    if (!opts.forgotten?.has(s.name)) names.push(s.name);
+  }
   const onDisk = new Map<string, number>();
   for await (const p of repo.backend.list('packs')) onDisk.set(p.name, p.size);
   const running = opts.dryRun ? await otherLiveLocks(repo.backend, opts.lock?.name) : [];
@@ -118,6 +128,13 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
 
   const listed = new Set<string>();
   for await (const l of repo.backend.list('listing')) listed.add(l.name);
+  // Pins listed after the listing: a pin is written only for a listed snapshot (or, by an import holding
+  // its shared lock, just before its manifest), so under the exclusive lock a pin of no listed snapshot
+  // and no manifest is an orphan. A dry run beside running operations counts none (an import's).
+  let orphanPins: string[] = [];
+  for await (const p of repo.backend.list('pins'))
+    if (!listed.has(p.name) && !manifests.has(p.name)) orphanPins.push(p.name);
+  if (running.length > 0) orphanPins = [];
   const snapshots = names.filter((n) => listed.has(n));
   let unlisted = names.filter((n) => !listed.has(n));
   // A dry run beside running operations: an unlisted manifest may be a snapshot being written (prune
@@ -196,6 +213,7 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
   // nothing to remove and one index file: nothing is written (a dry run says what a run would do)
   const idle =
     unlisted.length === 0 &&
+    orphanPins.length === 0 &&
     remove.length === 0 &&
     rewrite.length === 0 &&
     unindexed.length === 0 &&
@@ -204,6 +222,7 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
     dry_run: opts.dryRun === true,
     snapshots: kept,
     unlisted_removed: unlisted.length,
+    orphan_pins_removed: orphanPins.length,
     packs_before: onDisk.size,
     packs_removed: remove.length,
     packs_rewritten: rewrite.length,
@@ -233,6 +252,7 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
     await repo.backend.remove({ type: 'pins', name: id });
     await repo.backend.remove({ type: 'snapshots', name: id });
   }
+  for (const id of orphanPins) await repo.backend.remove({ type: 'pins', name: id });
 
   // 1. Live blobs of rewritten packs into new packs.
   const fresh: PackRecord[] = [];

@@ -382,6 +382,29 @@ export async function pinOf(
   return { pinned: true, ...(note !== undefined ? { note } : {}) };
 }
 
+/**
+ * Pins snapshot `id` for the pin command (stop 47): only while its listing entry exists. Looked at before
+ * writing the pin and again after — a forget on another host that does not take the agent's repository
+ * lock (an older version) may unlist it in between: the pin just written is removed again. NotFoundError
+ * when the snapshot is not listed.
+ */
+export async function pinListed(repo: Pick<Repository, 'backend'>, id: string, note?: string): Promise<void> {
+  const listed = () =>
+    repo.backend.stat({ type: 'listing', name: id }).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof ObjectNotFoundError) return false;
+        throw err;
+      },
+    );
+  const gone = () => new NotFoundError(id, 'deleted meanwhile (no longer in the repository)');
+  if (!(await listed())) throw gone();
+  await setPinned(repo, id, true, note);
+  if (await listed()) return;
+  await repo.backend.remove({ type: 'pins', name: id });
+  throw gone();
+}
+
 export async function setPinned(
   repo: Pick<Repository, 'backend'>,
   id: string,

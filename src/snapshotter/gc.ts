@@ -258,38 +258,44 @@ async function sweepAgent(
       } else report.leftovers_removed = notes;
     }
     const dir = s.layout.snapshotsDir(tenant, agentId);
-    // A bundle that cannot be read, or whose manifest is another snapshot's or another agent's, is not
-    // counted, as a repository's entry without a matching manifest: reported (stop 46), never silent.
-    const { metas: bundles, skipped: unlisted } = await listDir(dir, agentId, tenant);
-    // The repository's entries as listed before this agent's lock was taken: look again at the ones
-    // still there (a delete may have run meanwhile) and at their pins (a pin may have been added).
-    const again = await s.repository.stillListed(listed.map((m) => m.id));
-    const still = listed.filter((m) => again.listed.has(m.id));
-    // A listing entry is counted only when its manifest exists and is this agent's (stop 44): a forged
-    // entry kept as the "newest" made the real snapshots go, one naming another agent made them go
-    // under that agent's policy.
-    const unmatched = await s.repository.unmatchedEntries(still);
-    if (unmatched.size > 0 || unlisted.length > 0)
-      report.listing_problems = [...[...unmatched].map(([id, problem]) => ({ id, problem })), ...unlisted];
-    const inRepository = still
-      .filter((m) => !unmatched.has(m.id))
-      .map((m) => ({ ...m, pinned: again.pinned.has(m.id) }));
-    // A snapshot in both stores (a bundle that migrate stored but had not removed yet) is one snapshot,
-    // as list shows it: decided once, pinned when either copy is, and both copies go when it goes.
-    const repoIds = new Set(inRepository.map((m) => m.id));
-    const pinnedBundles = new Set(bundles.filter((m) => m.pinned).map((m) => m.id));
-    const metas: SnapshotMeta[] = [
-      ...inRepository.map((m) => (pinnedBundles.has(m.id) ? { ...m, pinned: true } : m)),
-      ...bundles.filter((m) => !repoIds.has(m.id)),
-    ].sort((x, y) => y.created_at_ms - x.created_at_ms || (x.id < y.id ? 1 : -1));
-    const pinned = new Set(metas.filter((m) => m.pinned).map((m) => m.id));
-    report.decisions = decide(metas, policy, pinned, o.now);
-    const doomedIds = report.decisions.filter((d) => d.action === 'delete').map((d) => d.id);
+    // What goes, decided on what is stored now (plan). A real sweep that would forget repository
+    // snapshots decides again under the agent's repository lock (stop 47), which delete and pin on any
+    // host take: a pin added meanwhile keeps its snapshot. Taken without waiting, and only then (an
+    // agent with nothing to forget costs no lock): held by another host, the agent is swept next time.
+    let plan = await planSweep(s, tenant, agentId, policy, o.now, listed, dir);
+    const forgets = (p: SweepPlan) => p.doomedIds.some((id) => p.repoIds.has(id));
+    if (!o.dryRun && forgets(plan)) {
+      let busy: string | undefined;
+      const swept = await s.repository
+        .lockedAgent(
+          agentId,
+          tenant,
+          'gc',
+          async (repoLock) => {
+            plan = await planSweep(s, tenant, agentId, policy, o.now, listed, dir);
+            if (forgets(plan)) await repoLock.check();
+            // Repository snapshots are forgotten (their data goes with the prune that ends the sweep).
+            for (const id of plan.doomedIds)
+              if (plan.repoIds.has(id)) await s.repository.forgetForRetention(id);
+          },
+          0,
+        )
+        .then(
+          () => true,
+          (err: unknown) => {
+            if (!(err instanceof RepositoryLockedError)) throw err;
+            busy = `busy: another operation holds the agent's repository lock (${err.message})`;
+            return false;
+          },
+        );
+      if (!swept) return { ...report, skipped: busy! };
+    }
+    const { bundles, repoIds, doomedIds } = plan;
+    if (plan.listingProblems) report.listing_problems = plan.listingProblems;
+    report.decisions = plan.decisions;
     for (const id of doomedIds) if (repoIds.has(id)) forgotten.add(id);
     const doomedSet = new Set(doomedIds);
     if (!o.dryRun) {
-      // Repository snapshots are forgotten (their data goes with the prune that ends the sweep).
-      for (const id of doomedIds) if (repoIds.has(id)) await s.repository.forgetForRetention(id);
       const doomed = bundles.filter((m) => doomedSet.has(m.id));
       // Only the companions that exist are unlinked (one listing instead of three failed unlinks each),
       // several bundles at once: an unlink waits on the file system's journal, and waits overlap
@@ -328,6 +334,56 @@ async function sweepAgent(
   } finally {
     for (const h of held.reverse()) h.release();
   }
+}
+
+interface SweepPlan {
+  bundles: SnapshotMeta[];
+  repoIds: Set<string>;
+  decisions: AgentGcReport['decisions'];
+  doomedIds: string[];
+  listingProblems?: AgentGcReport['listing_problems'];
+}
+
+/** What a sweep of the agent removes by `policy`, decided on what its stores hold now. */
+async function planSweep(
+  s: LocalSnapshotter,
+  tenant: string,
+  agentId: string,
+  policy: RetentionPolicy,
+  now: number,
+  listed: readonly ListingMeta[],
+  dir: string,
+): Promise<SweepPlan> {
+  // A bundle that cannot be read, or whose manifest is another snapshot's or another agent's, is not
+  // counted, as a repository's entry without a matching manifest: reported (stop 46), never silent.
+  const { metas: bundles, skipped: unlisted } = await listDir(dir, agentId, tenant);
+  // The repository's entries as listed before this agent's lock was taken: look again at the ones
+  // still there (a delete may have run meanwhile) and at their pins (a pin may have been added).
+  const again = await s.repository.stillListed(listed.map((m) => m.id));
+  const still = listed.filter((m) => again.listed.has(m.id));
+  // A listing entry is counted only when its manifest exists and is this agent's (stop 44): a forged
+  // entry kept as the "newest" made the real snapshots go, one naming another agent made them go
+  // under that agent's policy.
+  const unmatched = await s.repository.unmatchedEntries(still);
+  const listingProblems =
+    unmatched.size > 0 || unlisted.length > 0
+      ? [...[...unmatched].map(([id, problem]) => ({ id, problem })), ...unlisted]
+      : undefined;
+  const inRepository = still
+    .filter((m) => !unmatched.has(m.id))
+    .map((m) => ({ ...m, pinned: again.pinned.has(m.id) }));
+  // A snapshot in both stores (a bundle that migrate stored but had not removed yet) is one snapshot,
+  // as list shows it: decided once, pinned when either copy is, and both copies go when it goes.
+  const repoIds = new Set(inRepository.map((m) => m.id));
+  const pinnedBundles = new Set(bundles.filter((m) => m.pinned).map((m) => m.id));
+  const metas: SnapshotMeta[] = [
+    ...inRepository.map((m) => (pinnedBundles.has(m.id) ? { ...m, pinned: true } : m)),
+    ...bundles.filter((m) => !repoIds.has(m.id)),
+  ].sort((x, y) => y.created_at_ms - x.created_at_ms || (x.id < y.id ? 1 : -1));
+  const pinned = new Set(metas.filter((m) => m.pinned).map((m) => m.id));
+  const decisions = decide(metas, policy, pinned, now);
+  const doomedIds = decisions.filter((d) => d.action === 'delete').map((d) => d.id);
+  return { bundles, repoIds, decisions, doomedIds, ...(listingProblems ? { listingProblems } : {}) };
 }
 
 /** The companion files of a bundle (sibling, sidecar, pin) that exist among `names` of its directory. */

@@ -1184,11 +1184,14 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       const found = await this.findSnapshot(a, t, id);
       if (found.repository) {
+        // Under the agent's repository lock, and only while the snapshot is still listed (stop 47): a
+        // delete or retention on another host forgets it under the same lock, so "pinned" is never
+        // reported for a snapshot that is gone (NOT_FOUND instead), and delete never misses a pin.
+        await this.repository.pin(a, t, found.repository.id, note);
         // a bundle of the same id (stored, not removed yet) is the same snapshot: it is pinned too, with
         // the same note, as unpin removes both pins and delete refuses when either copy is pinned
         const copy = await bundleCopyOf(this.layout.snapshotsDir(t, a), found.repository.id);
         if (copy) await pinBundle(copy.path, note);
-        await this.repository.setPinned(found.repository.id, true, note);
         const { pin_note: _was, ...meta } = found.repository;
         return { ...meta, pinned: true, ...(note ? { pin_note: note } : {}) };
       }
@@ -1473,40 +1476,51 @@ export class LocalSnapshotter implements MemorySnapshotter {
       const lock = await this.lockAgent(a, t, 'delete');
       let readers: HeldLock | undefined;
       try {
-        // The last snapshot is the last real one (stop 45): a listing entry without its manifest (or
-        // with another agent's) counts for nothing here, as for retention. Deleting such an entry is
-        // how it is cleaned up, so it is removed whatever else there is.
-        if (await this.repository.anyReal([inRepository])) {
-          const repoIds = new Set((await this.repository.list(a, t)).map((m) => m.id));
-          const others = (await this.list(a, t)).filter((m) => m.id !== inRepository.id);
-          if (!others.some((m) => !repoIds.has(m.id)) && !(await this.repository.anyReal(others)))
-            throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
-        }
-        if (inRepository.pinned) throw pinnedError(inRepository.id);
-        // A bundle of the same id (stored by migrate or `import --store-only`, not removed yet) is the
-        // same snapshot: refused when it is pinned, and removed with it (first: until the repository
-        // copy is forgotten, list shows the snapshot unchanged, and a kill leaves a delete to repeat).
-        const copy = await bundleCopyOf(dir, inRepository.id);
-        if (copy) {
-          if (existsSync(pinPathOf(copy.path))) throw pinnedError(inRepository.id);
-          readers = await this.takeLock(
-            this.layout.readersLockPath(t, a),
-            'exclusive',
-            a,
-            t,
-            'delete',
-            READERS,
-          );
-          await removeBundleFiles(dir, copy.path);
-        }
-        await this.repository.forget(inRepository.id, { agentId: a, tenant: t });
-        return {
-          id: inRepository.id,
-          agent_id: a,
-          tenant: t,
-          bundle_path: inRepository.bundle_path,
-          removed: [inRepository.bundle_path, ...(copy ? [copy.path] : [])],
-        };
+        // The agent lock is this host's (a file of its state root): every check that decides below is
+        // made under the agent's repository lock too (stop 47), which a delete, pin or retention on any
+        // host takes, and on what the repository holds now — two hosts deleting the agent's last two
+        // snapshots at once deleted both, and a pin on another host between findSnapshot and the forget
+        // was removed with the snapshot it had just reported pinned.
+        return await this.repository.lockedAgent(a, t, 'delete', async (repoLock) => {
+          const listedNow = await this.repository.list(a, t);
+          const current = listedNow.find((m) => m.id === inRepository.id);
+          if (!current) throw new NotFoundError(inRepository.id, 'deleted meanwhile');
+          // The last snapshot is the last real one (stop 45): a listing entry without its manifest (or
+          // with another agent's) counts for nothing here, as for retention. Deleting such an entry is
+          // how it is cleaned up, so it is removed whatever else there is.
+          if (await this.repository.anyReal([current])) {
+            const repoIds = new Set(listedNow.map((m) => m.id));
+            const others = (await this.list(a, t)).filter((m) => m.id !== current.id);
+            if (!others.some((m) => !repoIds.has(m.id)) && !(await this.repository.anyReal(others)))
+              throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
+          }
+          if (current.pinned) throw pinnedError(current.id);
+          // A bundle of the same id (stored by migrate or `import --store-only`, not removed yet) is the
+          // same snapshot: refused when it is pinned, and removed with it (first: until the repository
+          // copy is forgotten, list shows the snapshot unchanged, and a kill leaves a delete to repeat).
+          const copy = await bundleCopyOf(dir, inRepository.id);
+          if (copy) {
+            if (existsSync(pinPathOf(copy.path))) throw pinnedError(inRepository.id);
+            readers = await this.takeLock(
+              this.layout.readersLockPath(t, a),
+              'exclusive',
+              a,
+              t,
+              'delete',
+              READERS,
+            );
+            await removeBundleFiles(dir, copy.path);
+          }
+          await repoLock.check(); // lost (judged stale elsewhere): the checks above may no longer hold
+          await this.repository.forget(inRepository.id, { agentId: a, tenant: t });
+          return {
+            id: inRepository.id,
+            agent_id: a,
+            tenant: t,
+            bundle_path: inRepository.bundle_path,
+            removed: [inRepository.bundle_path, ...(copy ? [copy.path] : [])],
+          };
+        });
       } finally {
         readers?.release();
         lock.release();

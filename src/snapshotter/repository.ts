@@ -340,6 +340,45 @@ export class RepositoryStore {
   }
 
   /**
+   * Runs `fn` under the agent's repository lock (stop 47; locks.ts agentScope), waiting up to `waitMs`
+   * (default: the lock timeout; 0: one attempt, REPOSITORY_LOCKED when another host's operation on the
+   * agent holds it). It serializes, across hosts and state roots, the operations whose checks decide
+   * what may go: delete ("the last snapshot", "pinned"), pin ("still listed") and retention's forget.
+   * No identity is needed; snapshots and prune neither wait for it nor block it. `fn` checks the lock
+   * (HeldRepoLock.check) before the step it decides.
+   */
+  async lockedAgent<T>(
+    agentId: string,
+    tenant: string,
+    operation: string,
+    fn: (lock: HeldRepoLock) => Promise<T>,
+    waitMs = this.s.lockTimeoutMs,
+  ): Promise<T> {
+    const [{ lockRepository, agentScope }, backend] = await Promise.all([
+      import('../repository/locks.js'),
+      this.backendFor(),
+    ]);
+    const lock = await lockRepository(backend, false, operation, waitMs, {
+      scope: agentScope(tenant, agentId),
+    }).catch((err: unknown) => this.forgetIfReplaced(err));
+    const release = () =>
+      lock.release().catch((err: unknown) => {
+        this.warn(
+          `the agent's repository lock of this ${operation} was not removed (${(err as Error).message}); it is ignored once stale`,
+        );
+      });
+    let result: T;
+    try {
+      result = await fn(lock);
+    } catch (err) {
+      await release();
+      throw err;
+    }
+    await release();
+    return result;
+  }
+
+  /**
    * Rethrows `err`; when it is STORE_REPLACED (the remote repository was replaced behind the cache,
    * which dropped the old one's objects), this handle first forgets the repository it opened and its
    * backend: the next operation (a daemon's) opens the store's repository afresh.
@@ -978,6 +1017,20 @@ export class RepositoryStore {
       }
       await forgetSnapshot(repo, id);
     });
+  }
+
+  /**
+   * Pins repository snapshot `id` of the agent under the agent's repository lock (stop 47): NotFoundError
+   * when its listing entry is gone (a delete or retention on another host forgot it), never a pin left
+   * behind for a snapshot that no longer exists.
+   */
+  async pin(agentId: string, tenant: string, id: string, note?: string): Promise<void> {
+    const { pinListed } = await import('../repository/snapshots.js');
+    const backend = await this.backendFor();
+    await this.lockedAgent(agentId, tenant, 'pin', async (lock) => {
+      await lock.check(); // a lock lost meanwhile (judged stale elsewhere) no longer serializes anything
+      await pinListed({ backend }, id, note);
+    }).catch((err: unknown) => this.forgetIfReplaced(err));
   }
 
   async setPinned(id: string, pinned: boolean, note?: string): Promise<void> {

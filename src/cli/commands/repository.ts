@@ -57,6 +57,10 @@ export function checkCommand() {
             process.stdout.write(
               `${r.unlisted_snapshots.length} manifest(s) without a listing entry (an interrupted snapshot or forget; the next prune removes them)\n`,
             );
+          if (r.orphan_pins.length > 0)
+            printText(
+              `${r.orphan_pins.length} orphan pin(s), of snapshots that do not exist (${terminalField(r.orphan_pins.join(', '))}; the next prune removes them)`,
+            );
           process.stdout.write(r.ok ? 'no problems found\n' : `${r.problems.length} problem(s) found\n`);
         }
         return r.ok ? 0 : 2;
