@@ -22,7 +22,7 @@ import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { before, test } from 'node:test';
+import { after, before, describe, type TestContext, test } from 'node:test';
 import { generateSigningKey, LocalSnapshotter, parseSigningKey } from '../src/index.js';
 import { ConfigError, ERROR_TABLE, InvalidInputError, IoError } from '../src/model/errors.js';
 import { ActivityBoard } from '../src/server/activity.js';
@@ -141,232 +141,257 @@ function storeEntries(a: Agent, agent = 'ana'): string[] {
   return existsSync(dir) ? readdirSync(dir).sort() : [];
 }
 
-test('serve: address printed, /healthz, JSON 4xx for unknown routes, bad methods and bad bodies; a wrong token does nothing', async (t) => {
-  const a = sampleAgent(t, 'ana', SMALL);
-  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
+/**
+ * One agent and one daemon (its store flags and the token) for the tests of what requests are answered
+ * (stop 47): a daemon's start costs ~0.5 s of CPU (the library loaded again in a process of its own),
+ * and these tests are about the answers, not the process. Each asserts relative to what the agent held
+ * when it began, so they pass in any order and alone; the last ends the daemon and asserts its exit.
+ * Tests of metrics' counts, a config, the log of a damaged store, signals and start-up keep their own.
+ */
+describe('serve: one daemon of the store flags and the token', () => {
+  let state: { a: Agent; d: Running } | undefined;
+  const cleanups: Array<() => unknown> = [];
+  // tempDir and serve register their cleanups with `after`: run when the group ends, last first
+  const group = { after: (fn: () => unknown) => void cleanups.push(fn) } as unknown as TestContext;
+  const shared = () => state!;
+  before(async () => {
+    const a = sampleAgent(group, 'ana', SMALL);
+    state = { a, d: await serve(group, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN }) };
+  });
+  after(async () => {
+    for (const fn of cleanups.reverse()) await fn();
+  });
 
-  const h = await call(`${d.url}/healthz`);
-  assert.equal(h.status, 200);
-  assert.equal(h.body.status, 'ok');
+  test('serve: address printed, /healthz, JSON 4xx for unknown routes, bad methods and bad bodies; a wrong token does nothing', async () => {
+    const { a, d } = shared();
+    const stored = storeEntries(a);
 
-  const snapUrl = `${d.url}/v1/agents/ana/snapshots`;
-  for (const headers of [{}, auth('wrong-token-0123456789abcdef'), { authorization: TOKEN }]) {
-    const r = await call(snapUrl, {
+    const h = await call(`${d.url}/healthz`);
+    assert.equal(h.status, 200);
+    assert.equal(h.body.status, 'ok');
+
+    const snapUrl = `${d.url}/v1/agents/ana/snapshots`;
+    for (const headers of [{}, auth('wrong-token-0123456789abcdef'), { authorization: TOKEN }]) {
+      const r = await call(snapUrl, {
+        method: 'POST',
+        headers: { ...headers, 'content-type': 'application/json' },
+        body: '{}',
+      });
+      assert.equal(r.status, 401, JSON.stringify(r.body));
+      assert.equal(r.body.error.code, 'UNAUTHORIZED');
+      assert.equal(r.headers.get('www-authenticate'), 'Bearer');
+    }
+    // With a token configured, reads need it too.
+    assert.equal((await call(snapUrl)).status, 401);
+    assert.deepEqual(storeEntries(a), stored, 'nothing was written by refused calls');
+
+    const notFound = await call(`${d.url}/v1/nothing/here`, { headers: auth() });
+    assert.equal(notFound.status, 404);
+    assert.equal(notFound.body.error.code, 'ROUTE_NOT_FOUND');
+    assert.match(notFound.headers.get('content-type') ?? '', /application\/json/);
+
+    const method = await call(snapUrl, { method: 'PUT', headers: auth() });
+    assert.equal(method.status, 405);
+    assert.equal(method.body.error.code, 'METHOD_NOT_ALLOWED');
+    assert.equal(method.headers.get('allow'), 'GET, POST, HEAD');
+
+    const badJson = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"label": ' });
+    assert.equal(badJson.status, 400);
+    assert.equal(badJson.body.error.code, 'INVALID_INPUT');
+    assert.match(badJson.body.error.message, /not valid JSON/);
+
+    const unknownKey = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"lable":"x"}' });
+    assert.equal(unknownKey.status, 400);
+    assert.match(unknownKey.body.error.message, /body\.lable: unknown key/);
+
+    const wrongType = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"label":5}' });
+    assert.equal(wrongType.status, 400);
+
+    // a right-to-left override would show the label reversed in list and the console: refused
+    const rlo = await call(snapUrl, {
       method: 'POST',
-      headers: { ...headers, 'content-type': 'application/json' },
+      headers: jsonHeaders(),
+      body: JSON.stringify({ label: 'invoice-\u202efdp.exe' }),
+    });
+    assert.equal(rlo.status, 400);
+    assert.equal(rlo.body.error.code, 'INVALID_INPUT');
+    assert.match(rlo.body.error.message, /^invalid label: must not contain control characters \(U\+202E;/);
+
+    const notJson = await call(snapUrl, {
+      method: 'POST',
+      headers: { ...auth(), 'content-type': 'text/plain' },
+      body: 'label=x',
+    });
+    assert.equal(notJson.status, 400);
+
+    const big = await call(snapUrl, {
+      method: 'POST',
+      headers: jsonHeaders(),
+      body: JSON.stringify({ label: 'x'.repeat(70 * 1024) }),
+    });
+    assert.equal(big.status, 413);
+    assert.equal(big.body.error.code, 'PAYLOAD_TOO_LARGE');
+
+    const badAgent = await call(`${d.url}/v1/agents/Not%20An%20Agent/snapshots`, { headers: auth() });
+    assert.equal(badAgent.status, 400);
+    const badTenant = await call(`${snapUrl}?tenant=a&x=1`, { headers: auth() });
+    assert.equal(badTenant.status, 400);
+
+    const unknownAgent = await call(`${d.url}/v1/agents/bob/snapshots`, {
+      method: 'POST',
+      headers: jsonHeaders(),
       body: '{}',
     });
-    assert.equal(r.status, 401, JSON.stringify(r.body));
-    assert.equal(r.body.error.code, 'UNAUTHORIZED');
-    assert.equal(r.headers.get('www-authenticate'), 'Bearer');
-  }
-  // With a token configured, reads need it too.
-  assert.equal((await call(snapUrl)).status, 401);
-  assert.deepEqual(storeEntries(a), [], 'nothing was written by refused calls');
+    assert.equal(unknownAgent.status, 404);
+    assert.equal(unknownAgent.body.error.code, 'UNKNOWN_AGENT');
+    assert.match(unknownAgent.body.error.message, /^unknown agent bob \(tenant default\)/);
+    assert.deepEqual(unknownAgent.body.error.details, { agent_id: 'bob', tenant: 'default' });
+    assert.ok(!JSON.stringify(unknownAgent.body).includes(a.root), 'no host path in the answer');
 
-  const notFound = await call(`${d.url}/v1/nothing/here`, { headers: auth() });
-  assert.equal(notFound.status, 404);
-  assert.equal(notFound.body.error.code, 'ROUTE_NOT_FOUND');
-  assert.match(notFound.headers.get('content-type') ?? '', /application\/json/);
-
-  const method = await call(snapUrl, { method: 'PUT', headers: auth() });
-  assert.equal(method.status, 405);
-  assert.equal(method.body.error.code, 'METHOD_NOT_ALLOWED');
-  assert.equal(method.headers.get('allow'), 'GET, POST, HEAD');
-
-  const badJson = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"label": ' });
-  assert.equal(badJson.status, 400);
-  assert.equal(badJson.body.error.code, 'INVALID_INPUT');
-  assert.match(badJson.body.error.message, /not valid JSON/);
-
-  const unknownKey = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"lable":"x"}' });
-  assert.equal(unknownKey.status, 400);
-  assert.match(unknownKey.body.error.message, /body\.lable: unknown key/);
-
-  const wrongType = await call(snapUrl, { method: 'POST', headers: jsonHeaders(), body: '{"label":5}' });
-  assert.equal(wrongType.status, 400);
-
-  // a right-to-left override would show the label reversed in list and the console: refused
-  const rlo = await call(snapUrl, {
-    method: 'POST',
-    headers: jsonHeaders(),
-    body: JSON.stringify({ label: 'invoice-\u202efdp.exe' }),
+    assert.deepEqual(storeEntries(a), stored, 'no bad request wrote anything');
   });
-  assert.equal(rlo.status, 400);
-  assert.equal(rlo.body.error.code, 'INVALID_INPUT');
-  assert.match(rlo.body.error.message, /^invalid label: must not contain control characters \(U\+202E;/);
 
-  const notJson = await call(snapUrl, {
-    method: 'POST',
-    headers: { ...auth(), 'content-type': 'text/plain' },
-    body: 'label=x',
+  test('serve: a query parameter given twice is refused (400 INVALID_INPUT naming it), never read as its first value', async () => {
+    const { a, d } = shared();
+    const earlier = (await a.snapshotter.list('ana')).length;
+    const first = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const base = `${d.url}/v1/agents/ana`;
+    // once: read as given
+    const once = await call(`${base}/snapshots?tenant=default`, { headers: auth() });
+    assert.equal(once.status, 200, JSON.stringify(once.body));
+    assert.equal(once.body.length, earlier + 1);
+    // A proxy that reads the last value (or checks one tenant's rights) and a daemon that read the first
+    // would act on different tenants; with the same value twice there is nothing to disagree on, but the
+    // rule stays one: each parameter once.
+    for (const [method, target, name, times] of [
+      ['GET', `${base}/snapshots?tenant=default&tenant=other`, 'tenant', 2],
+      ['GET', `${base}/snapshots?tenant=default&tenant=default`, 'tenant', 2],
+      ['GET', `${base}/diff?a=${first.id}&b=live&a=${first.id}&a=live`, 'a', 3],
+      ['GET', `${base}/snapshots/${first.id}/ls?path=memdir&path=sqlite`, 'path', 2],
+      ['GET', `${base}/snapshots/${first.id}/verify?deep=false&deep=true`, 'deep', 2],
+      ['POST', `${base}/snapshots?tenant=default&tenant=other`, 'tenant', 2],
+      ['GET', `${d.url}/v1/fleet?tenant=default&tenant=other`, 'tenant', 2],
+    ] as const) {
+      const r = await call(target, {
+        method,
+        headers: jsonHeaders(),
+        ...(method === 'POST' ? { body: '{}' } : {}),
+      });
+      assert.equal(r.status, 400, `${method} ${target}: ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.error.code, 'INVALID_INPUT');
+      assert.equal(r.body.error.message, `query parameter ${name} given ${times} times: give it once`);
+    }
+    assert.equal((await a.snapshotter.list('ana')).length, earlier + 1, 'the refused POST took no snapshot');
   });
-  assert.equal(notJson.status, 400);
 
-  const big = await call(snapUrl, {
-    method: 'POST',
-    headers: jsonHeaders(),
-    body: JSON.stringify({ label: 'x'.repeat(70 * 1024) }),
-  });
-  assert.equal(big.status, 413);
-  assert.equal(big.body.error.code, 'PAYLOAD_TOO_LARGE');
+  test('serve: ls pages a folder of 2,500 files (limit ≤ 1000, a cursor by name bytes): the pages are the whole folder; a cursor past the end is an empty page; bad paging is 400', async () => {
+    const { a, d } = shared();
+    const many = join(a.memdir, 'many');
+    mkdirSync(many);
+    for (let i = 0; i < 2498; i++) writeFileSync(join(many, `f${String(i).padStart(4, '0')}.md`), `${i}\n`);
+    // JavaScript's string order puts the emoji (a surrogate pair, 0xD83D…) before U+FF5E; UTF-8's bytes
+    // (F0… against EF…) put it after: the API's order is the bytes'
+    const odd = ['\u{1F600}.md', '\uFF5E.md'];
+    for (const name of odd) writeFileSync(join(many, name), 'odd\n');
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana', label: 'many files' });
+    const ls = (query: string) =>
+      call(`${d.url}/v1/agents/ana/snapshots/${snap.id}/ls?${query}`, { headers: auth() });
+    const whole = await a.snapshotter.ls('ana', undefined, snap.id, 'memdir/many');
+    assert.equal(whole.entries.length, 2500);
+    assert.equal(whole.total, 2500);
+    assert.deepEqual(
+      whole.entries.slice(-2).map((e) => e.name),
+      ['\uFF5E.md', '\u{1F600}.md'],
+    );
+    for (let i = 1; i < whole.entries.length; i++)
+      assert.ok(
+        Buffer.compare(Buffer.from(whole.entries[i - 1]!.name), Buffer.from(whole.entries[i]!.name)) < 0,
+        `${whole.entries[i - 1]!.name} before ${whole.entries[i]!.name}`,
+      );
 
-  const badAgent = await call(`${d.url}/v1/agents/Not%20An%20Agent/snapshots`, { headers: auth() });
-  assert.equal(badAgent.status, 400);
-  const badTenant = await call(`${snapUrl}?tenant=a&x=1`, { headers: auth() });
-  assert.equal(badTenant.status, 400);
-
-  const unknownAgent = await call(`${d.url}/v1/agents/bob/snapshots`, {
-    method: 'POST',
-    headers: jsonHeaders(),
-    body: '{}',
-  });
-  assert.equal(unknownAgent.status, 404);
-  assert.equal(unknownAgent.body.error.code, 'UNKNOWN_AGENT');
-  assert.match(unknownAgent.body.error.message, /^unknown agent bob \(tenant default\)/);
-  assert.deepEqual(unknownAgent.body.error.details, { agent_id: 'bob', tenant: 'default' });
-  assert.ok(!JSON.stringify(unknownAgent.body).includes(a.root), 'no host path in the answer');
-
-  assert.deepEqual(storeEntries(a), [], 'no bad request wrote anything');
-  d.child.kill('SIGTERM');
-  assert.equal(await d.exited, 0);
-});
-
-test('serve: a query parameter given twice is refused (400 INVALID_INPUT naming it), never read as its first value', async (t) => {
-  const a = sampleAgent(t, 'ana', SMALL);
-  const first = await a.snapshotter.snapshot({ agentId: 'ana' });
-  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
-  const base = `${d.url}/v1/agents/ana`;
-  // once: read as given
-  const once = await call(`${base}/snapshots?tenant=default`, { headers: auth() });
-  assert.equal(once.status, 200, JSON.stringify(once.body));
-  assert.equal(once.body.length, 1);
-  // A proxy that reads the last value (or checks one tenant's rights) and a daemon that read the first
-  // would act on different tenants; with the same value twice there is nothing to disagree on, but the
-  // rule stays one: each parameter once.
-  for (const [method, target, name, times] of [
-    ['GET', `${base}/snapshots?tenant=default&tenant=other`, 'tenant', 2],
-    ['GET', `${base}/snapshots?tenant=default&tenant=default`, 'tenant', 2],
-    ['GET', `${base}/diff?a=${first.id}&b=live&a=${first.id}&a=live`, 'a', 3],
-    ['GET', `${base}/snapshots/${first.id}/ls?path=memdir&path=sqlite`, 'path', 2],
-    ['GET', `${base}/snapshots/${first.id}/verify?deep=false&deep=true`, 'deep', 2],
-    ['POST', `${base}/snapshots?tenant=default&tenant=other`, 'tenant', 2],
-    ['GET', `${d.url}/v1/fleet?tenant=default&tenant=other`, 'tenant', 2],
-  ] as const) {
-    const r = await call(target, {
-      method,
-      headers: jsonHeaders(),
-      ...(method === 'POST' ? { body: '{}' } : {}),
-    });
-    assert.equal(r.status, 400, `${method} ${target}: ${JSON.stringify(r.body)}`);
-    assert.equal(r.body.error.code, 'INVALID_INPUT');
-    assert.equal(r.body.error.message, `query parameter ${name} given ${times} times: give it once`);
-  }
-  assert.equal((await a.snapshotter.list('ana')).length, 1, 'the refused POST took no snapshot');
-});
-
-test('serve: ls pages a folder of 2,500 files (limit ≤ 1000, a cursor by name bytes): the pages are the whole folder; a cursor past the end is an empty page; bad paging is 400', async (t) => {
-  const a = sampleAgent(t, 'ana', SMALL);
-  const many = join(a.memdir, 'many');
-  mkdirSync(many);
-  for (let i = 0; i < 2498; i++) writeFileSync(join(many, `f${String(i).padStart(4, '0')}.md`), `${i}\n`);
-  // JavaScript's string order puts the emoji (a surrogate pair, 0xD83D…) before U+FF5E; UTF-8's bytes
-  // (F0… against EF…) put it after: the API's order is the bytes'
-  const odd = ['\u{1F600}.md', '\uFF5E.md'];
-  for (const name of odd) writeFileSync(join(many, name), 'odd\n');
-  const snap = await a.snapshotter.snapshot({ agentId: 'ana', label: 'many files' });
-  const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
-  const ls = (query: string) =>
-    call(`${d.url}/v1/agents/ana/snapshots/${snap.id}/ls?${query}`, { headers: auth() });
-  const whole = await a.snapshotter.ls('ana', undefined, snap.id, 'memdir/many');
-  assert.equal(whole.entries.length, 2500);
-  assert.equal(whole.total, 2500);
-  assert.deepEqual(
-    whole.entries.slice(-2).map((e) => e.name),
-    ['\uFF5E.md', '\u{1F600}.md'],
-  );
-  for (let i = 1; i < whole.entries.length; i++)
-    assert.ok(
-      Buffer.compare(Buffer.from(whole.entries[i - 1]!.name), Buffer.from(whole.entries[i]!.name)) < 0,
-      `${whole.entries[i - 1]!.name} before ${whole.entries[i]!.name}`,
+    // the default page: 1000 entries of 2500, then the rest by the cursor
+    for (const [limit, sizes] of [
+      [undefined, [1000, 1000, 500]],
+      [700, [700, 700, 700, 400]],
+      [1000, [1000, 1000, 500]],
+    ] as const) {
+      const got: unknown[] = [];
+      const pages: number[] = [];
+      let cursor: string | undefined;
+      for (;;) {
+        assert.ok(pages.length < 10, `limit ${limit}: the pages end (${pages.join(', ')}…)`);
+        const r = await ls(
+          `path=memdir/many${limit !== undefined ? `&limit=${limit}` : ''}${cursor !== undefined ? `&cursor=${cursor}` : ''}`,
+        );
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        assert.equal(r.body.total, 2500);
+        assert.equal(r.body.path, 'memdir/many');
+        pages.push(r.body.entries.length);
+        got.push(...r.body.entries);
+        assert.equal(r.body.truncated, r.body.next_cursor !== undefined);
+        if (!r.body.truncated) break;
+        assert.match(r.body.next_cursor, /^[A-Za-z0-9_-]+$/, 'a cursor needs no escaping in a URL');
+        cursor = r.body.next_cursor;
+      }
+      assert.deepEqual(pages, sizes, `limit ${limit}`);
+      assert.deepEqual(got, whole.entries, `limit ${limit}: the pages are the whole folder, in order`);
+    }
+    // a small folder is one page, as the library's whole answer
+    assert.deepEqual(
+      (await ls('path=memdir')).body,
+      await a.snapshotter.ls('ana', undefined, snap.id, 'memdir'),
     );
 
-  // the default page: 1000 entries of 2500, then the rest by the cursor
-  for (const [limit, sizes] of [
-    [undefined, [1000, 1000, 500]],
-    [700, [700, 700, 700, 400]],
-    [1000, [1000, 1000, 500]],
-  ] as const) {
-    const got: unknown[] = [];
-    const pages: number[] = [];
-    let cursor: string | undefined;
-    for (;;) {
-      assert.ok(pages.length < 10, `limit ${limit}: the pages end (${pages.join(', ')}…)`);
-      const r = await ls(
-        `path=memdir/many${limit !== undefined ? `&limit=${limit}` : ''}${cursor !== undefined ? `&cursor=${cursor}` : ''}`,
-      );
-      assert.equal(r.status, 200, JSON.stringify(r.body));
-      assert.equal(r.body.total, 2500);
-      assert.equal(r.body.path, 'memdir/many');
-      pages.push(r.body.entries.length);
-      got.push(...r.body.entries);
-      assert.equal(r.body.truncated, r.body.next_cursor !== undefined);
-      if (!r.body.truncated) break;
-      assert.match(r.body.next_cursor, /^[A-Za-z0-9_-]+$/, 'a cursor needs no escaping in a URL');
-      cursor = r.body.next_cursor;
+    // a cursor names a position (after a name), not an offset: the cursor after f1999 of this snapshot,
+    // given to a later snapshot that has only f0000..f1999, is past its end: an empty last page
+    const second = (await ls('path=memdir/many')).body.next_cursor;
+    const afterF1999 = (await ls(`path=memdir/many&cursor=${second}`)).body;
+    assert.equal(afterF1999.entries.at(-1).name, 'f1999.md');
+    for (let i = 2000; i < 2498; i++) rmSync(join(many, `f${String(i).padStart(4, '0')}.md`));
+    for (const name of odd) rmSync(join(many, name));
+    const fewer = await a.snapshotter.snapshot({ agentId: 'ana', label: 'fewer files' });
+    const past = await call(
+      `${d.url}/v1/agents/ana/snapshots/${fewer.id}/ls?path=memdir/many&cursor=${afterF1999.next_cursor}`,
+      { headers: auth() },
+    );
+    assert.equal(past.status, 200, JSON.stringify(past.body));
+    assert.deepEqual(past.body.entries, []);
+    assert.equal(past.body.total, 2000);
+    assert.equal(past.body.truncated, false);
+    assert.equal(past.body.next_cursor, undefined);
+
+    const forged = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    for (const [query, message] of [
+      ['path=memdir/many&limit=0', /^limit must be an integer 1\.\.1000, got 0$/],
+      ['path=memdir/many&limit=1001', /^limit must be an integer 1\.\.1000, got 1001$/],
+      ['path=memdir/many&limit=-1', /^query parameter limit must be a non-negative integer$/],
+      ['path=memdir/many&limit=1.5', /^query parameter limit must be a non-negative integer$/],
+      ['path=memdir/many&limit=ten', /^query parameter limit must be a non-negative integer$/],
+      ['path=memdir/many&limit=', /^query parameter limit must be a non-negative integer$/],
+      ['path=memdir/many&cursor=', /^cursor is not one ls returned/],
+      ['path=memdir/many&cursor=a%2Fb', /^cursor is not one ls returned/],
+      ['path=memdir/many&cursor=bm90IGpzb24', /^cursor is not one ls returned/], // "not json"
+      [`path=memdir/many&cursor=${forged(['memdir/many', 'f0001.md'])}`, /^cursor is not one ls returned/],
+      [`path=memdir/many&cursor=${forged(['memdir/many', 7, 'file'])}`, /^cursor is not one ls returned/],
+      [`path=memdir/many&cursor=${forged(['memdir/many', 'f', 'socket'])}`, /^cursor is not one ls returned/],
+      [`path=memdir&cursor=${second}`, /^cursor is of another path \("memdir\/many"\)/],
+      [`path=memdir/many&cursor=${'A'.repeat(12_000)}`, /^cursor is not one ls returned/],
+      ['path=memdir/many&limit=5&limit=6', /^query parameter limit given 2 times: give it once$/],
+      [`path=memdir/many&cursor=${second}&cursor=${second}`, /^query parameter cursor given 2 times/],
+      ['path=memdir/many&offset=1000', /^unknown query parameter offset$/],
+    ] as const) {
+      const r = await ls(query);
+      assert.equal(r.status, 400, `${query}: ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.error.code, 'INVALID_INPUT', query);
+      assert.match(r.body.error.message, message, query);
     }
-    assert.deepEqual(pages, sizes, `limit ${limit}`);
-    assert.deepEqual(got, whole.entries, `limit ${limit}: the pages are the whole folder, in order`);
-  }
-  // a small folder is one page, as the library's whole answer
-  assert.deepEqual(
-    (await ls('path=memdir')).body,
-    await a.snapshotter.ls('ana', undefined, snap.id, 'memdir'),
-  );
+  });
 
-  // a cursor names a position (after a name), not an offset: the cursor after f1999 of this snapshot,
-  // given to a later snapshot that has only f0000..f1999, is past its end: an empty last page
-  const second = (await ls('path=memdir/many')).body.next_cursor;
-  const afterF1999 = (await ls(`path=memdir/many&cursor=${second}`)).body;
-  assert.equal(afterF1999.entries.at(-1).name, 'f1999.md');
-  for (let i = 2000; i < 2498; i++) rmSync(join(many, `f${String(i).padStart(4, '0')}.md`));
-  for (const name of odd) rmSync(join(many, name));
-  const fewer = await a.snapshotter.snapshot({ agentId: 'ana', label: 'fewer files' });
-  const past = await call(
-    `${d.url}/v1/agents/ana/snapshots/${fewer.id}/ls?path=memdir/many&cursor=${afterF1999.next_cursor}`,
-    { headers: auth() },
-  );
-  assert.equal(past.status, 200, JSON.stringify(past.body));
-  assert.deepEqual(past.body.entries, []);
-  assert.equal(past.body.total, 2000);
-  assert.equal(past.body.truncated, false);
-  assert.equal(past.body.next_cursor, undefined);
-
-  const forged = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
-  for (const [query, message] of [
-    ['path=memdir/many&limit=0', /^limit must be an integer 1\.\.1000, got 0$/],
-    ['path=memdir/many&limit=1001', /^limit must be an integer 1\.\.1000, got 1001$/],
-    ['path=memdir/many&limit=-1', /^query parameter limit must be a non-negative integer$/],
-    ['path=memdir/many&limit=1.5', /^query parameter limit must be a non-negative integer$/],
-    ['path=memdir/many&limit=ten', /^query parameter limit must be a non-negative integer$/],
-    ['path=memdir/many&limit=', /^query parameter limit must be a non-negative integer$/],
-    ['path=memdir/many&cursor=', /^cursor is not one ls returned/],
-    ['path=memdir/many&cursor=a%2Fb', /^cursor is not one ls returned/],
-    ['path=memdir/many&cursor=bm90IGpzb24', /^cursor is not one ls returned/], // "not json"
-    [`path=memdir/many&cursor=${forged(['memdir/many', 'f0001.md'])}`, /^cursor is not one ls returned/],
-    [`path=memdir/many&cursor=${forged(['memdir/many', 7, 'file'])}`, /^cursor is not one ls returned/],
-    [`path=memdir/many&cursor=${forged(['memdir/many', 'f', 'socket'])}`, /^cursor is not one ls returned/],
-    [`path=memdir&cursor=${second}`, /^cursor is of another path \("memdir\/many"\)/],
-    [`path=memdir/many&cursor=${'A'.repeat(12_000)}`, /^cursor is not one ls returned/],
-    ['path=memdir/many&limit=5&limit=6', /^query parameter limit given 2 times: give it once$/],
-    [`path=memdir/many&cursor=${second}&cursor=${second}`, /^query parameter cursor given 2 times/],
-    ['path=memdir/many&offset=1000', /^unknown query parameter offset$/],
-  ] as const) {
-    const r = await ls(query);
-    assert.equal(r.status, 400, `${query}: ${JSON.stringify(r.body)}`);
-    assert.equal(r.body.error.code, 'INVALID_INPUT', query);
-    assert.match(r.body.error.message, message, query);
-  }
+  test('serve: the daemon these requests were sent to ends with status 0 on SIGTERM', async () => {
+    const { d } = shared();
+    d.child.kill('SIGTERM');
+    assert.equal(await d.exited, 0);
+  });
 });
 
 test('serve: snapshot, list, get, verify, diff, export download, delete over HTTP; /metrics counts them', async (t) => {
