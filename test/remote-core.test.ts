@@ -152,11 +152,24 @@ suite('remote core', { concurrency: 4 }, () => {
     });
   });
 
+  /**
+   * The tests of this suite run side by side; the CLI runs in this process (helpers/cli.ts) one run at
+   * a time: its runs take turns.
+   */
+  let turn: Promise<unknown> = Promise.resolve();
+  function inTurn(body: () => Promise<RunResult>): Promise<RunResult> {
+    const run = turn.then(body);
+    turn = run.catch(() => {});
+    return run;
+  }
+  const cliInTurn = (args: string[], opts: { env?: NodeJS.ProcessEnv } = {}) =>
+    inTurn(() => runCli(args, opts));
+
   test('two hosts share one repository through --repo: snapshot on A, list/verify/restore on B, B snapshots another agent, prune on A', async (t) => {
     const a = sampleAgent(t, 'ana', SMALL);
     const b = sampleAgent(t, 'bob', { ...SMALL, seed: 7 });
     const shared = join(tempDir(t), 'shared-repo');
-    const onA = (args: string[], env = {}) => runBuiltCli([...args, '--json', '--repo', shared], { env });
+    const onA = (args: string[], env = {}) => cliInTurn([...args, '--json', '--repo', shared], { env });
     const rootsA = a.flags;
     const rootsB = b.flags;
 
@@ -169,7 +182,7 @@ suite('remote core', { concurrency: 4 }, () => {
     const viaEnv = { NEXO_MEMORY_REPO: shared };
     const listB = snapshotsOf(
       ok(
-        await runBuiltCli(['list', '--agent', 'ana', '--json', '--state-root', b.stateRoot], { env: viaEnv }),
+        await cliInTurn(['list', '--agent', 'ana', '--json', '--state-root', b.stateRoot], { env: viaEnv }),
         'list on B',
       ),
     );
@@ -178,17 +191,14 @@ suite('remote core', { concurrency: 4 }, () => {
       [snapA.id],
     );
     const verified = ok(
-      await runBuiltCli(
-        ['verify', '--agent', 'ana', '--id', snapA.id, '--json', '--state-root', b.stateRoot],
-        {
-          env: viaEnv,
-        },
-      ),
+      await cliInTurn(['verify', '--agent', 'ana', '--id', snapA.id, '--json', '--state-root', b.stateRoot], {
+        env: viaEnv,
+      }),
       'verify on B',
     );
     assert.equal(verified.status, 'verified');
     ok(
-      await runBuiltCli(['restore', '--agent', 'ana', '--from', snapA.id, '--json', ...rootsB], {
+      await cliInTurn(['restore', '--agent', 'ana', '--from', snapA.id, '--json', ...rootsB], {
         env: { ...allow, ...viaEnv },
       }),
       'restore on B',
@@ -200,7 +210,7 @@ suite('remote core', { concurrency: 4 }, () => {
     );
 
     const snapB = ok(
-      await runBuiltCli(['snapshot', '--agent', 'bob', '--json', ...rootsB], { env: viaEnv }),
+      await cliInTurn(['snapshot', '--agent', 'bob', '--json', ...rootsB], { env: viaEnv }),
       'snapshot of bob on B',
     );
     const pruned = ok(await onA(['prune', '--state-root', a.stateRoot]), 'prune on A');
@@ -223,10 +233,8 @@ suite('remote core', { concurrency: 4 }, () => {
 
   /**
    * Runs the CLI in this process (helpers/cli.ts) with its s3:// store `remoteDir` behind FaultyBackend
-   * (helpers/faulty-remote.ts) and a fast retry config. The tests of this suite run side by side, the
-   * in-process CLI one run at a time: the runs take turns.
+   * (helpers/faulty-remote.ts) and a fast retry config, in its turn (inTurn).
    */
-  let turn: Promise<unknown> = Promise.resolve();
   async function remoteCli(
     t: Parameters<typeof tempDir>[0],
     remoteDir: string,
@@ -238,7 +246,7 @@ suite('remote core', { concurrency: 4 }, () => {
       config,
       'snapshot:\n  store:\n    retry:\n      attempts: 10\n      base_delay_ms: 1\n      max_delay_ms: 5\n',
     );
-    const run = turn.then(async () => {
+    return inTurn(async () => {
       const real = remoteFactories.s3;
       remoteFactories.s3 = faultyS3(remoteDir, opts.faults ?? []);
       try {
@@ -247,8 +255,6 @@ suite('remote core', { concurrency: 4 }, () => {
         remoteFactories.s3 = real;
       }
     });
-    turn = run.catch(() => {});
-    return run;
   }
 
   function metricValue(text: string, name: string, labels: Record<string, string>): number {
