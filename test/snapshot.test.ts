@@ -25,7 +25,15 @@ import { git } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { leftoverNames } from '../src/store/leftovers.js';
 import { runBuiltCli } from './helpers/built-cli.js';
-import { type Agent, gnuExtract, gnuList, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import {
+  type Agent,
+  gnuExtract,
+  gnuList,
+  runCli,
+  sampleAgent,
+  startFixture,
+  tempDir,
+} from './helpers/env.js';
 import { fromTemplate } from './helpers/template.js';
 
 function manifestOf(dir: string) {
@@ -143,12 +151,12 @@ test('symlinks, fifos and nested .git dirs are skipped and recorded; large files
   assert.deepEqual(meta.memdir_skipped, skipped);
   assert.ok(readFileSync(join(x, 'memory_files', 'big.bin')).equals(big), 'no silent size cap');
   assert.ok(!existsSync(join(x, 'memory_files', 'link.md')));
-  const text = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--no-progress']);
+  const text = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--no-progress']);
   assert.match(
     text.stdout,
     /not captured: 3 memdir entries[^\n]*\n {2}"link\.md": symlink\n {2}"pipe": fifo\n/,
   );
-  const json = await runBuiltCli(['snapshot', '--agent', 'ana', ...a.flags, '--no-progress', '--json']);
+  const json = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--no-progress', '--json']);
   assert.deepEqual(JSON.parse(json.stdout).memdir_skipped, skipped);
   // nothing skipped: no such field
   rmSync(join(a.memdir, 'link.md'));
@@ -344,7 +352,7 @@ test('a label or created_by with a control character (C0, C1, bidirectional, lin
       cp,
     );
   }
-  const cli = await runBuiltCli([
+  const cli = await runCli([
     'snapshot',
     '--agent',
     'ana',
