@@ -68,18 +68,19 @@ for (const [point, committed, then] of [
   test(`kill -9 of import after it stored the snapshot (${point}): ${committed ? 'kept, the restore had committed' : `forgotten again by the ${then === 'recover' ? 'recovery' : 'retry'}`}`, async (t) => {
     const { a, bundle } = await agentWithSnapshot(t);
     const env = { NEXO_MEMORY_STORE_FORMAT: 'repository', NEXO_MEMORY_RESTORE_ALLOW: 'true' };
-    const cli = (args: string[], extra: NodeJS.ProcessEnv = {}) =>
-      runBuiltCli([...args, '--json', ...a.flags], { env: { ...env, ...extra } });
+    // The import to kill is a process of its own; what follows it (list, recover, the retry) is what a
+    // command prints and returns: in this process (stop 47).
+    const cli = (args: string[]) => runCli([...args, '--json', ...a.flags], { env });
     const listed = async () => {
-      const r = await runBuiltCli(['list', '--agent', 'carl', '--json', '--state-root', a.stateRoot], {
+      const r = await runCli(['list', '--agent', 'carl', '--json', '--state-root', a.stateRoot], {
         env,
       });
       assert.equal(r.code, 0, r.stderr);
       return (JSON.parse(r.stdout) as { id: string }[]).map((m) => m.id);
     };
     const record = a.snapshotter.layout.importRecordPath('default', 'carl');
-    let r = await cli(['import', '--from', bundle, '--agent', 'carl'], {
-      NEXO_MEMORY_FAULTS: `${point}=kill`,
+    let r = await runBuiltCli(['import', '--from', bundle, '--agent', 'carl', '--json', ...a.flags], {
+      env: { ...env, NEXO_MEMORY_FAULTS: `${point}=kill` },
     });
     assert.equal(r.stdout, '', `killed at ${point}: ${r.stderr}`);
     assert.ok(existsSync(record), 'the import left its record');
