@@ -155,7 +155,7 @@ test('a legitimate history with a 12 MB file, in two versions, verifies and rest
   }
 });
 
-test('the limits from the environment: 0 turns one off; a fraction, a tiny object limit or a typo never does', (t) => {
+test('the limits from the environment: 0 turns one off; a tiny object limit, a fraction, a blank or odd spelling of 0 or a typo never does', (t) => {
   const fuse = (bytes: string | undefined, seconds: string | undefined) => {
     for (const [k, v] of [
       ['NEXO_MEMORY_GIT_MAX_OBJECT_BYTES', bytes],
@@ -181,12 +181,14 @@ test('the limits from the environment: 0 turns one off; a fraction, a tiny objec
   });
   assert.deepEqual(fuse(undefined, undefined), { maxObjectBytes: 512 * MiB, cpuSeconds: 63 });
   assert.deepEqual(fuse('0', '0'), { maxObjectBytes: 0, cpuSeconds: 0 });
-  assert.deepEqual(fuse('0.5', '0.5'), { maxObjectBytes: 4 * MiB, cpuSeconds: 4 });
-  assert.deepEqual(fuse('1000000', '2.2'), { maxObjectBytes: 4 * MiB, cpuSeconds: 6 });
+  assert.deepEqual(fuse(' 0\n', '\t0 '), { maxObjectBytes: 0, cpuSeconds: 0 });
+  assert.deepEqual(fuse('1000000', '2'), { maxObjectBytes: 4 * MiB, cpuSeconds: 5 });
   assert.deepEqual(fuse(String(64 * MiB), '90'), { maxObjectBytes: 64 * MiB, cpuSeconds: 93 });
   // a pack's size adds 1 s a MiB, at most 9 minutes: a forged size in a manifest lifts nothing more
   delete process.env.NEXO_MEMORY_GIT_CPU_SECONDS;
   assert.equal(gitFuse(100 * 1024 * MiB).cpuSeconds, 60 + 540);
-  for (const typo of ['abc', '-5', '60s', '1e999'])
+  // only a whole number in digits counts (util/env-number.ts, stop 47): Number() read each of the
+  // first six as 0, which turned the fuse off
+  for (const typo of [' ', '', '0x0', '0.0', '-0', '0b0', '0.5', '2.2', 'abc', '-5', '60s', '1e999'])
     assert.deepEqual(fuse(typo, typo), { maxObjectBytes: 512 * MiB, cpuSeconds: 63 }, typo);
 });

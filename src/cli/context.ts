@@ -16,6 +16,7 @@ import {
   systemError,
 } from '../model/errors.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { envIntegerWarnings } from '../util/env-number.js';
 import { looseKeyFileWarning, type SecretKeyKind } from '../util/key-file.js';
 import { ProgressReporter } from './progress.js';
 import type { TelemetryFlags } from './telemetry.js';
@@ -261,6 +262,8 @@ export async function runCommand(
 ): Promise<void> {
   const progress = new ProgressReporter(flags.progress !== false);
   checkedKeyFiles.clear(); // a run of its own (tests run the CLI in-process, one run after another)
+  // a numeric variable that is not a whole number counts as its default: said, not silent
+  for (const w of envIntegerWarnings()) process.stderr.write(`warning: ${terminalText(w)}\n`);
   let run: RunSupport | undefined;
   try {
     run = await prepareRun(flags);

@@ -8,13 +8,17 @@
 import { createRequire } from 'node:module';
 import type cliProgress from 'cli-progress';
 import type { ProgressEvent, ProgressListener } from '../model/types.js';
+import { envInteger } from '../util/env-number.js';
 
 /** cli-progress (a CommonJS package, so it loads synchronously) on first use. */
 const loadCliProgress = (): typeof cliProgress =>
   createRequire(import.meta.url)('cli-progress') as typeof cliProgress;
 
-/** Work shorter than this shows no progress (NEXO_MEMORY_PROGRESS_AFTER_MS overrides, e.g. 0 for always). */
-const SHOW_AFTER_MS = Number(process.env.NEXO_MEMORY_PROGRESS_AFTER_MS ?? 1000);
+/**
+ * Work shorter than this shows no progress (NEXO_MEMORY_PROGRESS_AFTER_MS overrides, e.g. 0 for always;
+ * empty or not a whole number: the default, as every numeric variable, util/env-number.ts).
+ */
+const SHOW_AFTER_MS = envInteger('NEXO_MEMORY_PROGRESS_AFTER_MS', 1000);
 /** Plain (non-terminal) output: at most one line per this many ms. */
 const LINE_EVERY_MS = Math.min(1000, Math.max(0, SHOW_AFTER_MS));
 /** MiB, as the reports print sizes (humanBytes): one unit on screen. */

@@ -18,7 +18,7 @@ import { lstat, rm } from 'node:fs/promises';
 import { devNull, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { GitError, IoError } from '../model/errors.js';
-import { envBytes } from '../util/env-bytes.js';
+import { envInteger } from '../util/env-number.js';
 import { runOnHost } from '../util/program-host.js';
 
 export interface GitResult {
@@ -59,12 +59,17 @@ export const GIT_CPU_SECONDS_MAX_FOR_SIZE = 540;
 export const GIT_MIN_OBJECT_BYTES = 4 * 1024 * 1024;
 
 /**
- * A limit from the environment: `0` turns it off; any other number is rounded up and raised to `min` (a
- * fraction never turns a fuse off); unset or not a number, the default.
+ * A limit from the environment (util/env-number.ts): `0` turns it off; any other whole number is raised
+ * to `min`; unset, blank or not a whole number (a fraction, `0x0`, `-0`), the default: only a written 0
+ * turns a fuse off.
  */
-const envLimit = (name: string, fallback: number, min: number): number => {
-  const v = envBytes(name, fallback);
-  return v === 0 ? 0 : Math.max(min, Math.ceil(v));
+const envLimit = (
+  name: 'NEXO_MEMORY_GIT_MAX_OBJECT_BYTES' | 'NEXO_MEMORY_GIT_CPU_SECONDS',
+  fallback: number,
+  min: number,
+): number => {
+  const v = envInteger(name, fallback);
+  return v === 0 ? 0 : Math.max(min, v);
 };
 
 /**

@@ -10,7 +10,7 @@ import type { CaptureResult } from '../capture/capture.js';
 import { sqliteKind, sqlitePath } from '../format/constants.js';
 import type { GitRef } from '../git/history.js';
 import type { DbName, ProgressListener } from '../model/types.js';
-import { envBytes } from '../util/env-bytes.js';
+import { envInteger } from '../util/env-number.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import type { ChunkPlan } from './chunk-plan.js';
 import { type ChunkerParams, expectedChunks } from './chunker.js';
@@ -35,7 +35,7 @@ import type { BlobWriter, Repository } from './repository.js';
 export const COMPRESS_THREAD_MIN_BYTES = 32 * 1024 * 1024;
 
 const compressThreadMinBytes = (): number =>
-  envBytes('NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES', COMPRESS_THREAD_MIN_BYTES);
+  envInteger('NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES', COMPRESS_THREAD_MIN_BYTES);
 
 export interface StoredCapture {
   artifacts: RepoArtifact[];

@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { sqlitePath } from '../format/constants.js';
 import { IoError, NativeModuleError, nativeModuleError, SqliteError } from '../model/errors.js';
 import { DB_NAMES } from '../model/types.js';
-import { envBytes } from '../util/env-bytes.js';
+import { envInteger } from '../util/env-number.js';
 import { sha256File } from '../util/hash.js';
 import { type PackageModule, startModuleWorker } from '../util/module-worker.js';
 import { WorkerRpc } from '../util/worker-rpc.js';
@@ -33,7 +33,7 @@ export const SQLITE_THREADS_MIN_BYTES = 16 * 1024 * 1024;
  * threads with small agents).
  */
 export const sqliteThreadsMinBytes = (): number =>
-  envBytes('NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES', SQLITE_THREADS_MIN_BYTES);
+  envInteger('NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES', SQLITE_THREADS_MIN_BYTES);
 
 /** What a runner of SQLite jobs does; jobs given to one runner run one at a time, in order. */
 export interface SqliteJobs {
