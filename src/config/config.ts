@@ -1,17 +1,20 @@
 // Owns the configuration file: YAML with a `memory.snapshot` section (or a top-level `snapshot`
 // section, as in the original's config/memory.yaml), `${VAR}` expansion, unknown keys rejected, and
 // errors that name the dotted key. A section only some programs read (the daemon's `server`) is
-// resolved only by a program that asks for it. Relative paths resolve against the config file's directory.
+// resolved only by a program that asks for it. Path keys (marked `.path()` in the schema) resolve
+// against the config file's directory, `~/` against the home directory. The file is read bounded (a
+// regular UTF-8 file of at most 1 MiB) and its YAML problems are one line that never quotes the file.
 // Every key takes effect (README "Configuration reference" lists what each does). The schema is
 // described with ./schema.ts (not a general schema library: start-up cost, docs/decisions.md).
 
-import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type * as Yaml from 'yaml';
 import { SUBJECT_PREFIX_RE } from '../events/subjects.js';
 import { ConfigError } from '../model/errors.js';
 import { labelProblem, validateAgentId, validateTenant } from '../model/ids.js';
 import { RULE_IDS } from '../policy/redaction/rules.js';
+import { MAX_CONFIG_FILE_BYTES, readSmallText, SmallFileProblem } from '../util/small-file.js';
 import { vendored } from '../util/vendored.js';
 import { CONFIG_DEFAULTS, NATS_URL_RE } from './defaults.js';
 import {
@@ -20,10 +23,13 @@ import {
   describeIssue,
   type Infer,
   integer,
+  mapPaths,
   object,
   oneOf,
+  type Path,
   problem,
   string,
+  stringKeys,
 } from './schema.js';
 
 export { CONFIG_DEFAULTS, NATS_URL_RE };
@@ -85,7 +91,7 @@ const encryptionSection = object({
     string().regex(/^age1[02-9ac-hj-np-z]+$/, 'must be an age1… X25519 recipient'),
   ).optional(),
   /** Identity file used to open encrypted bundles when --decrypt-identity is not given. */
-  identity_path: string().min(1, 'must not be empty').optional(),
+  identity_path: string().min(1, 'must not be empty').path().optional(),
 });
 
 const storeSection = object({
@@ -119,7 +125,7 @@ const storeSection = object({
     user: string().min(1, 'must not be empty').optional(),
     password: string().min(1, 'must not be empty').optional(),
     token: string().min(1, 'must not be empty').optional(),
-    creds_file: string().min(1, 'must not be empty').optional(),
+    creds_file: string().min(1, 'must not be empty').path().optional(),
     /** How long one request (and one attempt of it) may take, ms (default 10000). */
     timeout_ms: integer().min(100, 'must be ≥ 100').max(600_000, 'must be ≤ 600000').optional(),
   }).optional(),
@@ -169,7 +175,7 @@ const eventsSection = object({
   password: string().min(1, 'must not be empty').optional(),
   token: string().min(1, 'must not be empty').optional(),
   /** A NATS `.creds` file (JWT and NKey seed). */
-  creds_file: string().min(1, 'must not be empty').optional(),
+  creds_file: string().min(1, 'must not be empty').path().optional(),
   lifecycle_subject_prefix: string()
     .regex(SUBJECT_PREFIX_RE, 'must be dot-separated tokens of [A-Za-z0-9_-] (no wildcards)')
     .optional(),
@@ -202,18 +208,27 @@ const redactionSection = object({
   ).optional(),
 });
 
+/**
+ * A trusted_keys entry that is a key, not a file: what loadTrustedKeys takes inline (a public key, and
+ * the keys it refuses by name: a secret key, an age key, an SSH key), never resolved as a path (a
+ * secret key pasted there must not become part of a file name in an error).
+ */
+const isInlineKey = (v: string): boolean =>
+  /^(?:nexo-sign-pub1|nexo-sign-secret-key-1|age-secret-key-1)/i.test(v.trim()) ||
+  /^(?:age1|ssh-)/.test(v.trim());
+
 const signingSection = object({
   /** Secret key file every snapshot is signed with (pre-restore anchors too). ("≥ 1": the wording users had.) */
-  key_path: string().min(1, 'must be ≥ 1').optional(),
+  key_path: string().min(1, 'must be ≥ 1').path().optional(),
   /** Public keys restore (and verify, when require_signature) trust: nexo-sign-pub1… strings or files. */
-  trusted_keys: array(string().min(1, 'must be ≥ 1')).optional(),
+  trusted_keys: array(string().min(1, 'must be ≥ 1').path({ notAPath: isInlineKey })).optional(),
   /** Restore refuses bundles without a valid signature by a trusted key. */
   require_signature: boolean().optional(),
 });
 
 const metricsSection = object({
   /** node_exporter textfile the CLI rewrites after each run (`--metrics-file` overrides). */
-  textfile: string().min(1, 'must not be empty').optional(),
+  textfile: string().min(1, 'must not be empty').path().optional(),
 });
 
 const scheduleEntry = object({
@@ -283,9 +298,9 @@ const snapshotSection = object({
   /** false: the CLI refuses commands that write the store; the daemon schedules nothing. */
   enabled: boolean().optional(),
   /** The snapshot store root (the original's `root`). */
-  root: string().min(1, 'must not be empty').optional(),
-  memdir_root: string().min(1, 'must not be empty').optional(),
-  sqlite_root: string().min(1, 'must not be empty').optional(),
+  root: string().min(1, 'must not be empty').path().optional(),
+  memdir_root: string().min(1, 'must not be empty').path().optional(),
+  sqlite_root: string().min(1, 'must not be empty').path().optional(),
   /** Hosts attach the pre-dream adapter only when true (preDreamHookFromConfig). */
   auto_pre_dream: boolean().optional(),
   /** Default of restore's automatic pre-restore snapshot (`--no-auto-pre-snapshot` overrides). */
@@ -327,6 +342,20 @@ const snapshotSection = object({
       )
     : undefined,
 );
+
+/**
+ * Every key whose value is a string, dotted under the section (`[]`: every entry of a list), and whether
+ * it is a path (resolved against the config file's directory, `~` expanded): the schema's `.path()`.
+ */
+export function configStringKeys(): Array<{ key: string; path: boolean }> {
+  return stringKeys(snapshotSection).map(({ at, path }) => ({
+    key: at
+      .map((seg) => (seg === -1 ? '[]' : `.${seg}`))
+      .join('')
+      .slice(1),
+    path,
+  }));
+}
 
 export type SnapshotConfig = Infer<typeof snapshotSection>;
 export type RetentionConfig = Infer<typeof retentionSection>;
@@ -401,6 +430,68 @@ function expandVars(value: unknown, key: string): unknown {
 }
 
 /**
+ * The path a path key's value names (stop 47): `~` and `~/…` are the home directory (os.homedir(): $HOME,
+ * else the user's entry), as a shell would expand them; another relative path is resolved against the
+ * config file's directory `base`. `~user` is refused (ConfigError naming the key): there is no portable
+ * way to find another user's home, and taking it as a directory named `~user` would be silent.
+ */
+function configFilePath(p: string, base: string, prefix: string, at: Path): string {
+  if (p === '~' || p.startsWith('~/')) return resolve(homedir(), `.${p.slice(1)}`);
+  if (p.startsWith('~'))
+    throw new ConfigError(
+      `${describeIssue(prefix, { path: at, code: 'rule', message: '' }).trimEnd()}: ~user is not expanded (only ~ and ~/…, your home directory): write the full path, or ./~… for a directory of that name`,
+    );
+  return resolve(base, p);
+}
+
+/**
+ * The YAML library's reason for a problem, without the file's text: its first line, up to the first
+ * `: ` (what follows quotes the source: a token, a block scalar's header, a key), except that an
+ * unresolved tag keeps the tag it names (markup, not a value).
+ */
+function yamlReason(err: unknown): string {
+  const message = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  if (/^Unresolved tag: \S+$/.test(message) && message.length <= 120) return message;
+  const cut = message.indexOf(': ');
+  return cut === -1 ? message : message.slice(0, cut);
+}
+
+/**
+ * The one YAML document of `text` as plain values ({} when empty), or a ConfigError naming the file,
+ * the line and column and the YAML library's reason, one line and never the file's text (stop 47: the
+ * library's code frame printed the lines around a duplicated `token:`, the secret with them, to stderr
+ * and into --json). What the library only warns of is refused too (an unknown tag such as `!custom`
+ * was taken as a plain string, with Node's own warning on stderr), and so is a second document.
+ */
+function parseYaml(text: string, file: string): unknown {
+  const yaml = vendored<typeof Yaml>('yaml');
+  const lines = new yaml.LineCounter();
+  // (logLevel: nothing goes to process warnings; every problem is in errors or warnings)
+  const doc = yaml.parseDocument(text, { prettyErrors: false, lineCounter: lines, logLevel: 'error' });
+  const error = doc.errors[0];
+  const warning = doc.warnings[0];
+  const problem = error ?? warning;
+  if (problem) {
+    const { line, col } = lines.linePos(problem.pos[0]);
+    if (problem.code === 'MULTIPLE_DOCS')
+      throw new ConfigError(
+        `config file ${file} has a second YAML document at line ${line}: a config file holds one YAML document`,
+      );
+    throw new ConfigError(
+      error
+        ? `config file ${file} is not valid YAML at line ${line}, column ${col}: ${yamlReason(problem)}`
+        : `config file ${file} is refused at line ${line}, column ${col}: ${yamlReason(problem)} (a config file takes plain YAML: no tags, no directives but %YAML)`,
+    );
+  }
+  try {
+    return doc.toJS() ?? {};
+  } catch (err) {
+    // an alias without its anchor, or too many aliases (a "billion laughs")
+    throw new ConfigError(`config file ${file} is not valid YAML: ${yamlReason(err)}`);
+  }
+}
+
+/**
  * Reads and validates a config file. Throws ConfigError naming the offending dotted key. On-demand
  * sections (`server`) are resolved only when `opts.sections` asks for them; otherwise only their keys
  * are checked and they are left out.
@@ -409,16 +500,12 @@ export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedCo
   const abs = resolve(path);
   let text: string;
   try {
-    text = readFileSync(abs, 'utf8');
+    text = readSmallText(abs, MAX_CONFIG_FILE_BYTES, 'a config file');
   } catch (err) {
+    if (err instanceof SmallFileProblem) throw new ConfigError(err.describe('config file', abs));
     throw new ConfigError(`cannot read config file ${abs}: ${(err as Error).message}`, { cause: err });
   }
-  let doc: unknown;
-  try {
-    doc = vendored<typeof Yaml>('yaml').parse(text) ?? {};
-  } catch (err) {
-    throw new ConfigError(`config file ${abs} is not valid YAML: ${(err as Error).message}`, { cause: err });
-  }
+  const doc = parseYaml(text, abs);
   if (!doc || typeof doc !== 'object' || Array.isArray(doc))
     throw new ConfigError(`config file ${abs} must be a mapping`);
   const top = doc as Record<string, unknown>;
@@ -448,30 +535,10 @@ export function loadConfig(path: string, opts: LoadConfigOptions = {}): LoadedCo
   const parsed = snapshotSection.check(expanded);
   if (!parsed.ok) throw new ConfigError(describeIssue(prefix, parsed.issue));
   const base = dirname(abs);
-  const cfg = { ...parsed.value };
-  for (const k of ['root', 'memdir_root', 'sqlite_root'] as const) {
-    if (cfg[k] !== undefined) cfg[k] = resolve(base, cfg[k]);
-  }
-  if (cfg.encryption?.identity_path)
-    cfg.encryption = { ...cfg.encryption, identity_path: resolve(base, cfg.encryption.identity_path) };
-  if (cfg.store?.nats?.creds_file)
-    cfg.store = {
-      ...cfg.store,
-      nats: { ...cfg.store.nats, creds_file: resolve(base, cfg.store.nats.creds_file) },
-    };
-  if (cfg.metrics?.textfile) cfg.metrics = { ...cfg.metrics, textfile: resolve(base, cfg.metrics.textfile) };
-  if (cfg.signing) {
-    const sg = { ...cfg.signing };
-    if (sg.key_path) sg.key_path = resolve(base, sg.key_path);
-    if (sg.trusted_keys)
-      sg.trusted_keys = sg.trusted_keys.map((k) =>
-        /^nexo-sign-pub1/i.test(k.trim()) ? k : resolve(base, k),
-      );
-    if (sg.require_signature && !sg.trusted_keys?.length)
-      throw new ConfigError(
-        `${prefix}.signing.require_signature: needs at least one signing.trusted_keys entry`,
-      );
-    cfg.signing = sg;
-  }
+  const cfg = mapPaths(snapshotSection, parsed.value, (p, at) => configFilePath(p, base, prefix, at));
+  if (cfg.signing?.require_signature && !cfg.signing.trusted_keys?.length)
+    throw new ConfigError(
+      `${prefix}.signing.require_signature: needs at least one signing.trusted_keys entry`,
+    );
   return { path: abs, snapshot: cfg, keyPrefix: prefix };
 }

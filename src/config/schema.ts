@@ -9,6 +9,10 @@
 // order (what is nested in them included), then the first unknown key in the value's order, then the
 // mapping's own checks (only when nothing else was wrong); in a list its entries in order, then its
 // length; in a string or number its type, then each rule in the order it was added.
+//
+// A string may be marked as a filesystem path (`.path()`): mapPaths rewrites every such value of a
+// checked config (the config file resolves them against its directory), so a path key is one mark in
+// the schema, not one more line in a list that a new key could be left out of (stop 47).
 
 export type Path = ReadonlyArray<string | number>;
 
@@ -50,7 +54,7 @@ declare const optionalBrand: unique symbol;
 
 export class Optional<T> extends Schema<T | undefined> {
   declare readonly [optionalBrand]: true;
-  constructor(private readonly inner: Schema<T>) {
+  constructor(readonly inner: Schema<T>) {
     super();
   }
   issue(value: unknown, path: Path): Issue | undefined {
@@ -109,10 +113,27 @@ export class IntegerSchema extends Scalar<number, IntegerSchema> {
   }
 }
 
+/** Which values of a path string are paths: all, or all but those `notAPath` says are not. */
+export interface PathSpec {
+  /** A value that is no path (an inline key among key files): left as it is. */
+  readonly notAPath?: (value: string) => boolean;
+}
+
 /** A string; lengths count UTF-16 code units (String.prototype.length). */
 export class StringSchema extends Scalar<string, StringSchema> {
+  constructor(
+    rules: ReadonlyArray<Rule<string>> = [],
+    /** Set when the string is a filesystem path (mapPaths). */
+    readonly pathSpec?: PathSpec,
+  ) {
+    super(rules);
+  }
   protected with(rules: ReadonlyArray<Rule<string>>): StringSchema {
-    return new StringSchema(rules);
+    return new StringSchema(rules, this.pathSpec);
+  }
+  /** Marks the string as a filesystem path (mapPaths rewrites it). */
+  path(spec: PathSpec = {}): StringSchema {
+    return new StringSchema(this.rules, spec);
   }
   protected typeIssue(value: unknown, path: Path): Issue | undefined {
     return typeof value === 'string' ? undefined : typeIssue(value, path, 'a string');
@@ -148,7 +169,7 @@ export class EnumSchema<const V extends string> extends Schema<V> {
 
 export class ArraySchema<T> extends Schema<T[]> {
   constructor(
-    private readonly item: Schema<T>,
+    readonly item: Schema<T>,
     private readonly minLength?: { n: number; message: string },
   ) {
     super();
@@ -222,3 +243,56 @@ export const array = <T>(item: Schema<T>): ArraySchema<T> => new ArraySchema(ite
 export const object = <S extends Shape>(shape: S): ObjectSchema<S> => new ObjectSchema(shape);
 /** A problem found by a mapping's own check (ObjectSchema.refine). */
 export const problem = (path: Path, message: string): Issue => rule(path, message);
+
+/**
+ * `value` (valid for `schema`) with every string the schema marks as a path replaced by `f(string, at)`
+ * (`at`: where it is, as an Issue's path); what holds no path is returned as it is, never mutated.
+ */
+export function mapPaths<T>(schema: Schema<T>, value: T, f: (path: string, at: Path) => string): T {
+  return walk(schema as Schema<unknown>, value, [], f) as T;
+}
+
+function walk(
+  schema: Schema<unknown>,
+  value: unknown,
+  at: Path,
+  f: (p: string, at: Path) => string,
+): unknown {
+  if (value === undefined) return value;
+  if (schema instanceof Optional) return walk(schema.inner, value, at, f);
+  if (schema instanceof StringSchema) {
+    const spec = schema.pathSpec;
+    return spec && typeof value === 'string' && !spec.notAPath?.(value) ? f(value, at) : value;
+  }
+  if (schema instanceof ArraySchema && Array.isArray(value)) {
+    const out = value.map((v, i) => walk(schema.item, v, [...at, i], f));
+    return out.every((v, i) => v === value[i]) ? value : out;
+  }
+  if (schema instanceof ObjectSchema && value && typeof value === 'object') {
+    const record = value as Record<string, unknown>;
+    let out: Record<string, unknown> | undefined;
+    for (const [key, s] of Object.entries(schema.shape as Shape)) {
+      if (!Object.hasOwn(record, key)) continue;
+      const v = walk(s, record[key], [...at, key], f);
+      if (v !== record[key]) {
+        out ??= { ...record };
+        out[key] = v;
+      }
+    }
+    return out ?? value;
+  }
+  return value;
+}
+
+/**
+ * Where `schema` holds strings (a Path whose list entries are `-1`: every entry), and whether each is
+ * marked as a path.
+ */
+export function stringKeys(schema: Schema<unknown>, at: Path = []): Array<{ at: Path; path: boolean }> {
+  if (schema instanceof Optional) return stringKeys(schema.inner, at);
+  if (schema instanceof StringSchema) return [{ at, path: schema.pathSpec !== undefined }];
+  if (schema instanceof ArraySchema) return stringKeys(schema.item, [...at, -1]);
+  if (schema instanceof ObjectSchema)
+    return Object.entries(schema.shape as Shape).flatMap(([k, s]) => stringKeys(s, [...at, k]));
+  return [];
+}

@@ -17,9 +17,10 @@ import {
   randomBytes,
   timingSafeEqual,
 } from 'node:crypto';
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { BundleDamagedError, EncryptionError } from '../model/errors.js';
+import { MAX_KEY_FILE_BYTES, readSmallFile, SmallFileProblem } from '../util/small-file.js';
 
 // ---------------------------------------------------------------------------------------------------
 // bech32 (BIP 173), as age uses it
@@ -156,8 +157,10 @@ export function parseIdentity(s: string): Identity {
 export function loadIdentities(path: string): Identity[] {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readSmallFile(path, MAX_KEY_FILE_BYTES, 'an identity file').toString('utf8');
   } catch (err) {
+    if (err instanceof SmallFileProblem)
+      throw new EncryptionError(err.describe('identity file', path), { cause: err.cause });
     throw new EncryptionError(`cannot read identity file ${path}: ${(err as Error).message}`, { cause: err });
   }
   const head = text.trimStart();

@@ -13,8 +13,8 @@ import {
   sign,
   verify,
 } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { KeyError } from '../model/errors.js';
+import { MAX_KEY_FILE_BYTES, readSmallFile, SmallFileProblem } from '../util/small-file.js';
 import { bech32Decode, bech32Encode } from './age.js';
 
 export const PUBLIC_KEY_HRP = 'nexo-sign-pub';
@@ -160,10 +160,13 @@ export function parsePublicKey(s: string, source = 'public key'): PublicSigningK
   return publicOf(decodeBech32(t, PUBLIC_KEY_HRP, 'public key', source));
 }
 
-function readKeyFile(path: string): string {
+/** A key file's text: a regular file of at most 64 KiB (util/small-file.ts), else KEY naming it. */
+export function readKeyFile(path: string): string {
   try {
-    return readFileSync(path, 'utf8');
+    return readSmallFile(path, MAX_KEY_FILE_BYTES, 'a key file').toString('utf8');
   } catch (err) {
+    if (err instanceof SmallFileProblem)
+      throw new KeyError(err.describe('key file', path), { cause: err.cause });
     throw new KeyError(`cannot read key file ${path}: ${(err as Error).message}`, { cause: err });
   }
 }

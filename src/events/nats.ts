@@ -36,11 +36,20 @@ export interface NatsPublisherOptions {
   retryBackoffMs?: number;
   /** Events waiting beyond this are dropped (default 10,000). */
   maxQueue?: number;
-  /** Called once when the broker becomes unreachable, and once when it is back. */
+  /**
+   * Called once when events start to be dropped (the broker unreachable, or the credentials file
+   * unusable), and once when they are delivered again.
+   */
   onWarning?: (message: string) => void;
   /** Client name shown by the broker (default `nexo-memory`). */
   name?: string;
 }
+
+/**
+ * The `.creds` file could not be used (unreadable, not a credentials file): no connection was tried, so
+ * the warning names the file's problem, not an unreachable broker (stop 47).
+ */
+class CredentialsFileProblem extends Error {}
 
 interface Item {
   subject: string;
@@ -80,6 +89,8 @@ export class NatsEventPublisher implements EventPublisher {
   private pumping: Promise<void> | undefined;
   private nc: NatsConnection | undefined;
   private down = false;
+  /** Why events are dropped, for the warning when they are delivered again. */
+  private downBecause: 'broker' | 'credentials' = 'broker';
   private closed = false;
   private aborted = false;
   private published = 0;
@@ -186,20 +197,32 @@ export class NatsEventPublisher implements EventPublisher {
         const nc = await this.connection();
         nc.publish(item.subject, item.data);
         await withTimeout(nc.flush(), this.o.flushTimeoutMs, 'publish confirmation');
-        if (this.down) this.warn(`event broker ${this.url} is reachable again`);
+        if (this.down)
+          this.warn(
+            this.downBecause === 'credentials'
+              ? `event broker ${this.url}: its credentials file is usable again, events are delivered`
+              : `event broker ${this.url} is reachable again`,
+          );
         this.down = false;
         return true;
       } catch (err) {
         lastError = err;
         await this.discardConnection();
+        // (reading the file again at once would fail the same way)
+        if (err instanceof CredentialsFileProblem) break;
       }
     }
-    if (!this.down && !this.aborted) {
+    const because = lastError instanceof CredentialsFileProblem ? 'credentials' : 'broker';
+    if ((!this.down || because !== this.downBecause) && !this.aborted) {
+      const why = (lastError as Error)?.message ?? String(lastError);
       this.warn(
-        `event broker ${this.url} unreachable (${(lastError as Error)?.message ?? lastError}); dropping events until it is back`,
+        because === 'credentials'
+          ? `event broker ${this.url} not contacted: ${why}; dropping events until the credentials file can be used`
+          : `event broker ${this.url} unreachable (${why}); dropping events until it is back`,
       );
     }
     this.down = true;
+    this.downBecause = because;
     return false;
   }
 
@@ -209,6 +232,14 @@ export class NatsEventPublisher implements EventPublisher {
     // The client library is loaded by the first connection: a run that publishes nothing never loads it.
     const { connect } = natsClient();
     const auth = this.auth;
+    let authenticator: ReturnType<typeof credsFileAuthenticator> | undefined;
+    if (auth?.credsFile !== undefined) {
+      try {
+        authenticator = credsFileAuthenticator(auth.credsFile);
+      } catch (err) {
+        throw new CredentialsFileProblem((err as Error).message, { cause: err });
+      }
+    }
     const pending = connect({
       servers: this.url.split(',').map((s) => s.trim()),
       timeout: this.o.connectTimeoutMs,
@@ -216,7 +247,7 @@ export class NatsEventPublisher implements EventPublisher {
       name: this.o.name,
       ...(auth?.user !== undefined ? { user: auth.user, pass: auth.password ?? '' } : {}),
       ...(auth?.token !== undefined ? { token: auth.token } : {}),
-      ...(auth?.credsFile !== undefined ? { authenticator: credsFileAuthenticator(auth.credsFile) } : {}),
+      ...(authenticator !== undefined ? { authenticator } : {}),
     });
     // A connection that arrives after we stopped waiting must not keep the process alive.
     pending.then(

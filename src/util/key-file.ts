@@ -3,7 +3,8 @@
 // `chmod 600` that fixes it), never refused (docs/decisions.md, "Format"). node:fs only, so the CLI
 // checks a file without loading the crypto.
 
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
+import { MAX_KEY_FILE_BYTES, readSmallFile } from './small-file.js';
 
 /** A path as a shell takes it back: bare when it is plain, else in single quotes. */
 const shellWord = (p: string): string => (/^[\w./~+:@%-]+$/.test(p) ? p : `'${p.replaceAll("'", `'\\''`)}'`);
@@ -16,30 +17,20 @@ const KINDS: Record<SecretKeyKind, { name: string; harm: string }> = {
   signing: { name: 'signing key file', harm: 'sign snapshots as you' },
 };
 
-/** The most of a file read to tell a secret signing key from a file that holds none (a key is < 1 KiB). */
-const SNIFF_BYTES = 64 * 1024;
-
 /**
  * Whether the file may hold a secret signing key (`NEXO-SIGN-SECRET-KEY-1…` or a PEM private key): a
  * public key given by mistake (the `.pub` keygen writes beside the key, 0644) is not warned of as
  * readable, its loader refuses it.
  */
 function holdsSigningSecret(path: string): boolean {
-  let fd: number;
+  // (bounded, and a FIFO is not waited on: its loader refuses what this cannot read)
+  let text: string;
   try {
-    fd = openSync(path, 'r');
+    text = readSmallFile(path, MAX_KEY_FILE_BYTES, 'a key file').toString('utf8');
   } catch {
     return false;
   }
-  try {
-    const buf = Buffer.alloc(SNIFF_BYTES);
-    const text = buf.subarray(0, readSync(fd, buf, 0, SNIFF_BYTES, 0)).toString('utf8');
-    return /NEXO-SIGN-SECRET-KEY-1|PRIVATE KEY-----/i.test(text);
-  } catch {
-    return false;
-  } finally {
-    closeSync(fd);
-  }
+  return /NEXO-SIGN-SECRET-KEY-1|PRIVATE KEY-----/i.test(text);
 }
 
 /**

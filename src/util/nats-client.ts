@@ -3,12 +3,12 @@
 // to NATS never loads it. Types come from the packages themselves. Also the authenticator of a `.creds`
 // file, checked when it is read (a file that is not one is a configuration error, named, not repeated).
 
-import { readFileSync } from 'node:fs';
 import type * as Jetstream from '@nats-io/jetstream';
 import type * as Kv from '@nats-io/kv';
 import type * as Obj from '@nats-io/obj';
 import type * as Transport from '@nats-io/transport-node';
 import { ConfigError, IoError } from '../model/errors.js';
+import { MAX_KEY_FILE_BYTES, readSmallFile, SmallFileProblem } from './small-file.js';
 import { vendored } from './vendored.js';
 
 export type NatsClient = typeof Transport & typeof Jetstream & typeof Kv & typeof Obj;
@@ -24,9 +24,14 @@ export const natsClient = (): NatsClient => vendored<NatsClient>('nats');
 export function credsFileAuthenticator(path: string): Transport.Authenticator {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(path);
+    bytes = readSmallFile(path, MAX_KEY_FILE_BYTES, 'a credentials file');
   } catch (err) {
-    throw new IoError(`reading the NATS credentials file ${path}`, err);
+    if (err instanceof SmallFileProblem && !err.system)
+      throw new ConfigError(err.describe('NATS credentials file', path));
+    throw new IoError(
+      `reading the NATS credentials file ${path}`,
+      err instanceof SmallFileProblem ? err.cause : err,
+    );
   }
   const auth = natsClient().credsAuthenticator(bytes);
   try {

@@ -2,10 +2,9 @@
 // beside it) or, with --age, an age X25519 identity file (mode 0600, as age-keygen writes it); or print
 // the public key (recipient) of an existing key file.
 
-import { readFileSync } from 'node:fs';
 import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { generateIdentity, loadIdentities } from '../../crypto/age.js';
-import { generateSigningKey, loadSigningKey, secretKeyFileText } from '../../crypto/sign.js';
+import { generateSigningKey, loadSigningKey, readKeyFile, secretKeyFileText } from '../../crypto/sign.js';
 import { AlreadyExistsError, asSnapshotError, InvalidInputError, KeyError } from '../../model/errors.js';
 import { Command } from '../commander.js';
 import { checkIdentityFile, checkSigningKeyFile, printJson, runCommand } from '../context.js';
@@ -85,7 +84,7 @@ Examples:
         if (opts.out !== undefined && opts.public !== undefined)
           throw new InvalidInputError('pass either --out or --public, not both');
         if (opts.public !== undefined) {
-          if (/AGE-SECRET-KEY-1/i.test(readFileSync(opts.public, 'utf8'))) {
+          if (/AGE-SECRET-KEY-1/i.test(readKeyFile(opts.public))) {
             const recipients = loadIdentities(checkIdentityFile(opts.public)).map((i) => i.recipient);
             if (opts.json) {
               if (recipients.length !== 1)

@@ -1,0 +1,122 @@
+// Owns reading a file that is small by nature (the config file, a signing key, an age identity, a list
+// of trusted keys, a NATS .creds file) whole and bounded (stop 47): opened with O_NONBLOCK (a FIFO opens
+// at once instead of waiting for a writer) and read only when it is a regular file, at most the bound
+// of it. A device (`--config /dev/zero` grew to 4 GB), a FIFO, a socket, a directory or a file over
+// the bound is refused, and the caller throws its own typed error with the reason. Symlinks are
+// followed: a key mounted as a symlink (a Kubernetes secret) is an ordinary way to hand one over.
+// Also checks that text is UTF-8, naming the first line that is not (a Latin-1 `é` read as U+FFFD
+// moved the store elsewhere). node:fs only.
+
+import { isUtf8 } from 'node:buffer';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+
+/** The most a config file may hold. */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+/** The most a key, identity, trusted-keys or .creds file may hold (a key is under 1 KiB). */
+export const MAX_KEY_FILE_BYTES = 64 * 1024;
+
+/**
+ * Why a small file was not read. `system`: the system's error opening or reading it (`ENOENT: no such
+ * file or directory, …`, for `cannot read <file>: <reason>`); else `reason` follows the file's name
+ * (`<file> is a FIFO, not a regular file: not read`). The caller throws its own typed error.
+ */
+export class SmallFileProblem extends Error {
+  constructor(
+    readonly reason: string,
+    readonly system: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(reason, options);
+    this.name = 'SmallFileProblem';
+  }
+  /** The caller's message: `cannot read <name> <path>: <reason>` or `<name> <path> <reason>`. */
+  describe(name: string, path: string): string {
+    return this.system ? `cannot read ${name} ${path}: ${this.reason}` : `${name} ${path} ${this.reason}`;
+  }
+}
+
+const size = (n: number): string =>
+  n % 1024 === 0 && n >= 1024
+    ? n % (1024 * 1024) === 0
+      ? `${n / 1024 / 1024} MiB`
+      : `${n / 1024} KiB`
+    : `${n} bytes`;
+
+/** What kind of file that is not a regular file `st` is, for the refusal. */
+function kindOf(st: ReturnType<typeof fstatSync>): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+/**
+ * The bytes of the regular file `path`, at most `maxBytes` of them; else SmallFileProblem with the
+ * reason (the system's message when it cannot be opened: `ENOENT: no such file or directory, …`).
+ * `what` names the file's kind in the reason (`a config file`).
+ */
+export function readSmallFile(path: string, maxBytes: number, what: string): Buffer {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    // a socket cannot be opened (ENXIO)
+    throw new SmallFileProblem((err as Error).message, true, { cause: err });
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new SmallFileProblem(`is ${kindOf(st)}, not a regular file: not read`, false);
+    if (st.size > maxBytes)
+      throw new SmallFileProblem(
+        `is ${st.size} bytes, more than ${what} may hold (${size(maxBytes)}): not read`,
+        false,
+      );
+    // (read to the end, one byte past the bound: a file growing while it is read is bounded too)
+    const buf = Buffer.alloc(maxBytes + 1);
+    let n = 0;
+    for (;;) {
+      const got = readSync(fd, buf, n, buf.length - n, null);
+      if (got === 0) break;
+      n += got;
+      if (n > maxBytes)
+        throw new SmallFileProblem(`holds more than ${what} may hold (${size(maxBytes)}): not read`, false);
+    }
+    return buf.subarray(0, n);
+  } catch (err) {
+    if (err instanceof SmallFileProblem) throw err;
+    throw new SmallFileProblem((err as Error).message, true, { cause: err });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * `bytes` as text when they are UTF-8 (a byte order mark is dropped); else SmallFileProblem naming the
+ * first line (1-based) that is not.
+ */
+export function utf8Text(bytes: Buffer): string {
+  if (!isUtf8(bytes)) {
+    // (a newline byte never occurs inside a UTF-8 sequence: each line is valid or not on its own)
+    let line = 1;
+    let start = 0;
+    for (;;) {
+      const end = bytes.indexOf(0x0a, start);
+      if (!isUtf8(bytes.subarray(start, end === -1 ? bytes.length : end)) || end === -1) break;
+      line++;
+      start = end + 1;
+    }
+    throw new SmallFileProblem(
+      `is not UTF-8 at line ${line} (saved in Latin-1 or another legacy encoding?): not read`,
+      false,
+    );
+  }
+  const text = bytes.toString('utf8');
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/** readSmallFile, then utf8Text. */
+export function readSmallText(path: string, maxBytes: number, what: string): string {
+  return utf8Text(readSmallFile(path, maxBytes, what));
+}
