@@ -152,6 +152,15 @@ export interface Backend {
    * throws.
    */
   evict?(h: Handle): Promise<void>;
+  /**
+   * Optional (a cache, cache.ts): a reader of the repository of config id `id` found an object of
+   * another repository. Asks the store (one request): resolves when its repository is still `id` (the
+   * object is damage); StoreUnavailableError STORE_REPLACED when it was replaced behind the cache (the
+   * cache dropped).
+   */
+  confirmRepository?(id: string): Promise<void>;
+  /** Optional (a cache): true once the repository was found replaced behind it (its handles are stale). */
+  readonly replacedBehind?: boolean;
   /** Removes the object; removing a missing object is not an error (prune can be run again). */
   remove(h: Handle): Promise<void>;
   /**

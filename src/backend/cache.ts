@@ -14,7 +14,8 @@
 // again) and the file is rewritten. An entry a caller found damaged (evict: it does not parse, open or
 // verify) is forgotten, so the next read goes to the store. Deleting the cache loses nothing. A config
 // answered from the cache is checked against the store's before the process's first write (the ids
-// must match): a repository replaced behind the cache is STORE_REPLACED and the cache is dropped.
+// must match), and when a reader finds a manifest of another repository (confirmRepository): a
+// repository replaced behind the cache is STORE_REPLACED and the cache is dropped.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
@@ -198,19 +199,62 @@ export class CachedBackend implements Backend {
       if (!stored.equals(served)) await this.keep(h, stored);
       return;
     }
+    throw await this.replaced(stored !== undefined, now, was, 'Nothing was written');
+  }
+
+  /**
+   * Drops the cache (it held a replaced repository's objects) and returns the STORE_REPLACED error
+   * (`now`: the store's config id, `was`: the one this host knew; `done`: what the command did).
+   */
+  private async replaced(
+    hasConfig: boolean,
+    now: string | undefined,
+    was: string | undefined,
+    done: string,
+  ): Promise<StoreUnavailableError> {
     this.dropped = true;
     await this.dropAgain();
     const location = this.inner.location;
     const short = (id: string | undefined) => (id ? `${id.slice(0, 12)}…` : 'unreadable');
-    throw new StoreUnavailableError(
+    const err = new StoreUnavailableError(
       'STORE_REPLACED',
       `the repository at ${location} is not the one this host's cache knows: ` +
-        (stored
+        (hasConfig
           ? `its config id is ${short(now)}, the cache had ${short(was)} (it was replaced, e.g. deleted and created again by another host)`
           : 'its config is gone from the store (the repository was deleted, or its config lost)') +
-        '. Nothing was written. The cache of the old repository is dropped: run the command again',
+        `. ${done}. The cache of the old repository is dropped: run the command again`,
       { backend: location.startsWith('nats://') ? 'nats' : 's3', location },
     );
+    // every later write of this backend is refused as well (confirmConfig)
+    const refused = Promise.reject(err);
+    refused.catch(() => {});
+    this.confirming = refused;
+    return err;
+  }
+
+  /**
+   * A reader that opened the repository of config id `id` found an object of another repository (a
+   * manifest naming another repository id: the config it opened came from this cache, the manifest from
+   * the store). One load of the store's config: when its id is `id` the object is damage and this
+   * resolves (the caller reports it); otherwise the repository was replaced behind the cache (stop 47: a
+   * healthy snapshot was called damaged by every read until a write came): StoreUnavailableError
+   * STORE_REPLACED, and the cache is dropped, so the next command reads the store.
+   */
+  async confirmRepository(id: string): Promise<void> {
+    let stored: Buffer | undefined;
+    try {
+      stored = await readAll(this.inner, { type: 'config', name: 'config' }, { maxBytes: CONFIG_MAX });
+    } catch (err) {
+      if (!(err instanceof ObjectNotFoundError)) throw err;
+    }
+    const now = stored && configId(stored);
+    if (stored && now === id) return;
+    throw await this.replaced(stored !== undefined, now, id, 'Nothing was read from it');
+  }
+
+  /** Whether the cache was dropped because the repository was replaced (a handle opened on it is stale). */
+  get replacedBehind(): boolean {
+    return this.dropped;
   }
 
   async *load(h: Handle, range?: Range): AsyncGenerator<Uint8Array> {

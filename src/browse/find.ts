@@ -346,7 +346,9 @@ async function searchRepository(
   ids: readonly string[],
   rowsCache: Map<string, Rows>,
 ): Promise<FindSnapshotHit[]> {
-  const { forgetCopy, parseSnapshot, readSnapshotObject } = await import('../repository/snapshots.js');
+  const { forgetCopy, parseSnapshot, readSnapshotObject, replacedOr } = await import(
+    '../repository/snapshots.js'
+  );
   const memo = new ArtifactMemo(); // the manifests share most artifacts: each distinct one checked once
   const cache = await ManifestCache.open(ctx.s.layout.root, repo.id, tenant, agentId);
   // sketches are kept for unencrypted repositories only (a sealed one's grams stay sealed)
@@ -442,7 +444,7 @@ async function searchRepository(
             manifest = (await parseSnapshot(repo, id, bytes, memo)).manifest;
           } catch (err) {
             await forgetCopy(repo, id); // a damaged copy is not kept: the next read goes to the store
-            throw err;
+            throw await replacedOr(repo, err);
           }
           cache.put(id, stored, manifest);
         }

@@ -141,7 +141,13 @@ export function formatVerify(r: VerifyReport): string {
         : 'false';
   const lines = [
     `bundle:           ${terminalField(r.bundle)}`,
-    `status:           ${r.status}`,
+    // the JSON's status stays `damaged` (API clients rely on it); the text says what a newer
+    // version's snapshot is (stop 47)
+    `status:           ${r.status}${
+      r.status === 'damaged' && r.problems.length > 0 && r.problems.every((p) => p.code === 'SCHEMA_TOO_NEW')
+        ? ' (written by a newer nexo-memory-snapshot: upgrade to read it)'
+        : ''
+    }`,
     `manifest_ok:      ${ok(r.manifest_ok)}`,
     // a repository snapshot (`<repository>#<id>`) has no sibling file: its digest seal is checked
     `bundle_sha256_ok: ${r.bundle_sha256_ok} ${/#[0-9a-f]{8}-[0-9a-f-]{27}$/.test(r.bundle) ? '(digest seal)' : `(sibling ${r.sibling})`}`,

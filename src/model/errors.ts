@@ -159,9 +159,14 @@ export class SchemaTooNewError extends SnapshotError {
     readonly bundleVersion: number,
     readonly runtimeVersion: number,
     what = 'manifest',
+    /** What was written by the newer version: a bundle, or an object of a repository. */
+    subject: 'bundle' | 'snapshot' | 'repository' = 'bundle',
   ) {
+    // "manifest_version 6", "schema_versions.memdir 3", but "bundle_format … version 7" (stop 47: the
+    // message said "version" twice)
+    const field = /version/.test(what) ? `${what} ${bundleVersion}` : `${what} version ${bundleVersion}`;
     super(
-      `bundle schema too new: ${what} version ${bundleVersion} > supported ${runtimeVersion}; upgrade nexo-memory-snapshot`,
+      `${subject} schema too new: ${field} > supported ${runtimeVersion}: written by a newer nexo-memory-snapshot; upgrade nexo-memory-snapshot`,
       { details: { what, bundle: bundleVersion, runtime: runtimeVersion } },
     );
   }

@@ -7,7 +7,7 @@
 
 import { createHash, randomInt } from 'node:crypto';
 import { loadIfPresent } from '../backend/backend.js';
-import { BundleDamagedError, SnapshotError } from '../model/errors.js';
+import { BundleDamagedError, SchemaTooNewError, SnapshotError } from '../model/errors.js';
 import type { RepoManifest } from './manifest.js';
 import {
   headerLength,
@@ -86,6 +86,9 @@ export async function checkRepository(repo: Repository, opts: CheckOptions = {})
   try {
     await repo.loadIndex();
   } catch (err) {
+    // an index file a newer version wrote: this version cannot judge the repository (which blobs are
+    // indexed), so it says that (SCHEMA_TOO_NEW) rather than call every snapshot damaged (stop 47)
+    if (err instanceof SchemaTooNewError) throw err;
     problems.push(problem(err, 'index'));
   }
   const packsOnDisk = new Map<string, number>();

@@ -2,7 +2,7 @@
 // stored (pack, offset, lengths; a compact BlobTable, blob-table.ts), and the index files it is read
 // from and written to.
 
-import { BundleDamagedError } from '../model/errors.js';
+import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
 import { BlobTable } from './blob-table.js';
 import { type BlobKind, KIND_DATA, KIND_TREE, MAX_BLOB, MAX_STORED, type PackEntry } from './pack.js';
 
@@ -241,6 +241,9 @@ function visitIndex(
     const raw = parse(json.toString('utf8'));
     if (typeof raw !== 'object' || raw === null) throw bad('not an object');
     const o = raw as { index_version?: unknown; packs?: unknown };
+    // a newer writer's index file (stop 47: it was reported as damage, every snapshot "damaged")
+    if (typeof o.index_version === 'number' && Number.isInteger(o.index_version) && o.index_version > 1)
+      throw new SchemaTooNewError(o.index_version, 1, `${what}: index_version`, 'repository');
     if (o.index_version !== 1) throw bad(`unknown index_version ${String(o.index_version)}`);
     if (!Array.isArray(o.packs)) throw bad('packs is not an array');
     packs = o.packs as unknown[];

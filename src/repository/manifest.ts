@@ -240,7 +240,7 @@ export function parseRepoManifest(
     throw new BundleDamagedError(`${what}: not a JSON object`);
   const v = (raw as { manifest_version?: unknown }).manifest_version;
   if (typeof v === 'number' && v > REPO_MANIFEST_VERSION_SIGNED)
-    throw new SchemaTooNewError(v, REPO_MANIFEST_VERSION_SIGNED, 'manifest_version');
+    throw new SchemaTooNewError(v, REPO_MANIFEST_VERSION_SIGNED, 'manifest_version', 'snapshot');
   const memoized = memo && source ? parseWithMemo(raw as Record<string, unknown>, memo, source) : undefined;
   let m: RepoManifest;
   if (memoized) m = memoized.m;

@@ -5,7 +5,7 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { zstdBinding } from '../format/zstd.js';
-import { BundleDamagedError } from '../model/errors.js';
+import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
 import {
   openBlob,
   openPackHeader,
@@ -250,10 +250,21 @@ export class PackBuilder {
 /** Length of the trailer (header length + magic) that ends every pack. */
 export const TRAILER = 4 + PACK_MAGIC.length;
 
+/** The version of a pack magic `NXPK<2-9>\0\0\0` (a newer format's), else undefined. */
+function newerPackVersion(magic: Buffer): number | undefined {
+  const m = /^NXPK([2-9])\0\0\0$/.exec(magic.toString('latin1'));
+  return m ? Number(m[1]) : undefined;
+}
+
 /** Parses the trailer: the header's length. */
 export function headerLength(trailer: Buffer, packSize: number, what: string): number {
-  if (trailer.length !== TRAILER || !trailer.subarray(4).equals(PACK_MAGIC))
+  if (trailer.length !== TRAILER || !trailer.subarray(4).equals(PACK_MAGIC)) {
+    // `NXPK<n>\0\0\0` with n above 1: a newer writer's pack, not damage (stop 47)
+    const v = newerPackVersion(trailer.subarray(4));
+    if (trailer.length === TRAILER && v !== undefined)
+      throw new SchemaTooNewError(v, 1, `${what}: pack format version`, 'repository');
     throw new BundleDamagedError(`${what}: not a pack (no pack magic at its end)`);
+  }
   const n = trailer.readUInt32LE(0);
   if (n + TRAILER > packSize) throw new BundleDamagedError(`${what}: header length ${n} exceeds the pack`);
   return n;

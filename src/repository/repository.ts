@@ -186,13 +186,43 @@ function parseConfig(bytes: Buffer): RepoConfig {
   }
   if (typeof c?.repository_version !== 'number')
     throw new BundleDamagedError('repository config has no version');
-  if (c.repository_version > REPOSITORY_VERSION)
-    throw new SchemaTooNewError(c.repository_version, REPOSITORY_VERSION, 'repository_version');
+  versionGate(c);
   if (c.repository_version !== REPOSITORY_VERSION || typeof c.id !== 'string' || !/^[0-9a-f]{64}$/.test(c.id))
     throw new BundleDamagedError('repository config is malformed');
   const chunkerProblem = configChunkerProblem(c);
   if (chunkerProblem) throw new BundleDamagedError(`repository config: ${chunkerProblem}`);
   return c;
+}
+
+/** The repository version gate: SchemaTooNewError for a config a newer version wrote (docs/repository.md §2). */
+function versionGate(c: { repository_version?: unknown }): void {
+  if (typeof c.repository_version === 'number' && c.repository_version > REPOSITORY_VERSION)
+    throw new SchemaTooNewError(c.repository_version, REPOSITORY_VERSION, 'repository_version', 'repository');
+}
+
+/**
+ * The version gate of a path that reads or writes the repository without opening it (the listing,
+ * pins, retention's forgetting: no identity needed), as Repository.open applies it (stop 47: `list`,
+ * `pin` and `unpin` read and changed a repository of a newer version). Nothing to check when there is no
+ * config (no repository yet: its callers say so); a config that is not JSON is left to Repository.open
+ * (damage). Whether there is a config.
+ */
+export async function checkRepositoryVersion(backend: Backend): Promise<boolean> {
+  let bytes: Buffer;
+  try {
+    bytes = await readObject(backend, 'config', 'config', 1024 * 1024);
+  } catch (err) {
+    if (err instanceof ObjectNotFoundError) return false;
+    throw err;
+  }
+  let c: unknown;
+  try {
+    c = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return true;
+  }
+  if (typeof c === 'object' && c !== null) versionGate(c);
+  return true;
 }
 
 /**

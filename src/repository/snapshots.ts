@@ -14,6 +14,7 @@ import {
 } from '../backend/backend.js';
 import {
   BundleDamagedError,
+  EncryptionError,
   InvalidInputError,
   NotFoundError,
   ObjectNotFoundError,
@@ -137,11 +138,23 @@ export async function loadSnapshot(
       parsed = await parseSnapshot(repo, id, bytes, memo);
     } catch (again) {
       await forgetCopy(repo, id);
-      throw again;
+      throw await replacedOr(repo, again);
     }
   }
   if (keep) kept.set(repo, { id, bytes, parsed });
   return parsed;
+}
+
+/**
+ * `err` (a manifest that did not parse, open or verify, read from the store), unless the repository
+ * was replaced behind the cache whose config the repository was opened with (Backend.confirmRepository,
+ * one request): then that is thrown, STORE_REPLACED with the cache dropped (stop 47: every read called
+ * a healthy snapshot of the new repository damaged, "belongs to another repository", until a write came).
+ */
+export async function replacedOr(repo: Pick<Repository, 'backend' | 'id'>, err: unknown): Promise<unknown> {
+  if (repo.backend.confirmRepository && (err instanceof BundleDamagedError || err instanceof EncryptionError))
+    await repo.backend.confirmRepository(repo.id);
+  return err;
 }
 
 /** Forgets the cached copy of the manifest `id` (Backend.evict), so its next read goes to the store. */

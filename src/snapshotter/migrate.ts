@@ -92,6 +92,21 @@ export interface MigrateReport {
   failed: number;
   added_bytes: number;
   results: MigratedBundle[];
+  /**
+   * What the operator should know of the run as a whole, once each (stop 47): signed bundles migrated
+   * without a signing key became unsigned repository snapshots.
+   */
+  warnings?: string[];
+}
+
+/** The warning of a migrate that turned `n` signed bundles into unsigned repository snapshots. */
+export function signatureLossWarning(n: number): string {
+  return (
+    `${n} signed bundle(s) became unsigned repository snapshots: no signing key is configured, so their ` +
+    "signatures were not carried over (each one's key id and status are recorded in its manifest's origin). " +
+    'To keep migrated snapshots signed, set signing.key_path (the host key that signs repository snapshots) ' +
+    'before migrating'
+  );
 }
 
 interface Context {
@@ -152,6 +167,7 @@ export async function migrateBundles(s: LocalSnapshotter, opts: MigrateOptions =
     }
   }
   const count = (o: MigratedBundle['outcome']) => results.filter((r) => r.outcome === o).length;
+  const unsigned = results.filter((r) => r.outcome === 'migrated' && r.signature && !r.signed_by).length;
   return {
     repository: s.repository.location,
     created_repository: !existed && opening !== undefined,
@@ -161,6 +177,7 @@ export async function migrateBundles(s: LocalSnapshotter, opts: MigrateOptions =
     failed: count('failed'),
     added_bytes: results.reduce((n, r) => n + (r.added_bytes ?? 0), 0),
     results,
+    ...(unsigned > 0 ? { warnings: [signatureLossWarning(unsigned)] } : {}),
   };
 }
 

@@ -155,13 +155,13 @@ export class RepositoryStore {
       if (!existsSync(this.place.path)) return false;
       // a directory without its config file: damage when it holds repository data (configMissingError)
       const { configMissingError } = await import('../repository/repository.js');
-      const damage = await configMissingError(await this.backendFor());
+      const damage = await configMissingError(await this.storeBackend());
       if (damage) throw damage;
       return false;
     }
     if (this.seen) return true;
     try {
-      await (await this.backendFor()).stat({ type: 'config', name: 'config' });
+      await (await this.storeBackend()).stat({ type: 'config', name: 'config' });
       this.seen = true;
       return true;
     } catch (err) {
@@ -169,7 +169,7 @@ export class RepositoryStore {
       // config beside repository data is damage, never "no repository" (configMissingError).
       if (err instanceof ObjectNotFoundError) {
         const { configMissingError } = await import('../repository/repository.js');
-        const damage = await configMissingError(await this.backendFor());
+        const damage = await configMissingError(await this.storeBackend());
         if (damage) throw damage;
         return false;
       }
@@ -202,9 +202,10 @@ export class RepositoryStore {
 
   /**
    * The repository's backend, opened once and shared (`create`: a remote store may create its buckets,
-   * for the first snapshot into a new repository).
+   * for the first snapshot into a new repository), before the version gate: only for what applies the
+   * gate itself (Repository.open) or reads no repository object but the config (exists).
    */
-  backendFor(create = false): Promise<Backend> {
+  private storeBackend(create = false): Promise<Backend> {
     if (this.backendP && (this.backendCreates || !create)) return this.backendP;
     const openIt = async (withCreate: boolean): Promise<Backend> => {
       const { openBackend } = await import('../backend/open.js');
@@ -227,6 +228,36 @@ export class RepositoryStore {
     });
     const guarded = this.backendP;
     return guarded;
+  }
+
+  /**
+   * The repository's backend once the repository's version passed the gate (checkRepositoryVersion:
+   * SCHEMA_TOO_NEW for a repository a newer version wrote), for every path that reads or writes the
+   * repository without opening it (listing, pins, retention's forgetting; stop 47: `list`, `pin` and
+   * `unpin` used it ungated). Checked at each call (one read of the config: a local file, or a remote
+   * repository's cached copy), so a long-lived handle (the daemon's) sees a repository upgraded meanwhile.
+   */
+  async backendFor(): Promise<Backend> {
+    await this.dropIfReplaced();
+    const backend = await this.storeBackend();
+    const { checkRepositoryVersion } = await import('../repository/repository.js');
+    await checkRepositoryVersion(backend);
+    return backend;
+  }
+
+  /**
+   * Forgets the backend and the repository this handle opened when its cache found the repository
+   * replaced behind it (Backend.replacedBehind: a read raised STORE_REPLACED), so the next operation (a
+   * daemon's) opens the store's repository afresh.
+   */
+  private async dropIfReplaced(): Promise<void> {
+    const p = this.backendP;
+    const b = p && (await p.catch(() => undefined));
+    if (!b?.replacedBehind || this.backendP !== p) return;
+    this.backendP = undefined;
+    this.opened = undefined;
+    this.seen = false;
+    await b.close().catch(() => {});
   }
 
   /** Closes the backend (a remote store's connections). The store can be opened again afterwards. */
@@ -265,9 +296,10 @@ export class RepositoryStore {
 
   /** A new handle on the repository (its own index), opened with `identityPath` or the configured identity. */
   async fresh(identityPath?: string): Promise<Repository> {
+    await this.dropIfReplaced();
     const ids = await this.identities(identityPath);
     const { Repository } = await import('../repository/repository.js');
-    return Repository.open(await this.backendFor(), {
+    return Repository.open(await this.storeBackend(), {
       zstdLevel: this.zstdLevel,
       keyPins: this.keyPins,
       ...(ids ? { identities: ids } : {}),
@@ -277,6 +309,7 @@ export class RepositoryStore {
   /** Opens the repository (creating it with `recipients` when `create` and it does not exist). */
   async open(create = false, recipients: readonly string[] = [], identityPath?: string): Promise<Repository> {
     if (identityPath) return this.fresh(identityPath);
+    await this.dropIfReplaced();
     if (!this.opened) {
       this.opened = this.identities()
         .then(async (ids) => {
@@ -287,7 +320,7 @@ export class RepositoryStore {
           };
           const [{ Repository }, backend] = await Promise.all([
             import('../repository/repository.js'),
-            this.backendFor(create),
+            this.storeBackend(create),
           ]);
           return create ? Repository.openOrInit(backend, recipients, opts) : Repository.open(backend, opts);
         })

@@ -282,9 +282,15 @@ async function checkMemdirNotLink(memdir: string): Promise<void> {
 function checkRedaction(m: Manifest, req: RestoreRequest): void {
   const red = m.redactions;
   if (!red || red.matches_redacted === 0 || req.dryRun || req.import || req.allowRedacted === true) return;
+  // what the manifest says of them, in parentheses; none when it names no rule (a v1 bundle may not:
+  // stop 47 found "placeholders ()") and the history was not rewritten
+  const said = [
+    ...(red.rules_applied.length > 0 ? [red.rules_applied.join(', ')] : []),
+    ...(red.git_history === 'rewritten' ? ['its git history was rewritten'] : []),
+  ].join('; ');
   throw new RedactedBundleError(
-    `snapshot ${m.snapshot_id} is redacted: ${red.matches_redacted} secret(s) were replaced by placeholders ` +
-      `(${red.rules_applied.join(', ')}${red.git_history === 'rewritten' ? '; its git history was rewritten' : ''}), ` +
+    `snapshot ${m.snapshot_id} is redacted: ${red.matches_redacted} secret(s) were replaced by placeholders` +
+      `${said ? ` (${said})` : ''}, ` +
       'and restoring it would write them over the live values; restore an exact snapshot, or pass ' +
       '--allow-redacted (library: allowRedacted) to restore it anyway (restore --dry-run lists where)',
     { matches_redacted: red.matches_redacted, rules_applied: red.rules_applied },

@@ -23,6 +23,7 @@ function formatMigrate(r: MigrateReport): string {
     const e = b.error as { code?: string; message?: string } | undefined;
     return `${b.outcome} ${what}: ${e?.code ?? 'ERROR'}: ${e?.message ?? ''}`;
   });
+  for (const w of r.warnings ?? []) lines.push(`warning: ${w}`);
   lines.push(
     `${r.migrated} of ${r.bundles} bundle(s) migrated, ${r.skipped} skipped, ${r.failed} failed; ${humanBytes(r.added_bytes)} added to ${r.repository}${r.created_repository ? ' (created)' : ''}`,
   );

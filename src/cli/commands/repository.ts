@@ -51,8 +51,20 @@ export function checkCommand() {
           );
           for (const p of r.problems)
             printText(`problem: ${terminalField(p.object)}: ${p.code}: ${terminalField(p.message)}`);
-          if (r.damaged_snapshots.length > 0)
-            printText(`damaged snapshots: ${terminalField(r.damaged_snapshots.join(', '))}`);
+          // a snapshot a newer version wrote is not damage: said apart (the JSON keeps it among
+          // damaged_snapshots, with its problem's code SCHEMA_TOO_NEW; stop 47)
+          const newer = new Set(
+            r.problems
+              .filter((p) => p.code === 'SCHEMA_TOO_NEW' && p.object.startsWith('snapshots/'))
+              .map((p) => p.object.slice('snapshots/'.length)),
+          );
+          const damaged = r.damaged_snapshots.filter((id) => !newer.has(id));
+          const tooNew = r.damaged_snapshots.filter((id) => newer.has(id));
+          if (damaged.length > 0) printText(`damaged snapshots: ${terminalField(damaged.join(', '))}`);
+          if (tooNew.length > 0)
+            printText(
+              `snapshots written by a newer nexo-memory-snapshot (upgrade to read them): ${terminalField(tooNew.join(', '))}`,
+            );
           if (r.unlisted_snapshots.length > 0)
             process.stdout.write(
               `${r.unlisted_snapshots.length} manifest(s) without a listing entry (an interrupted snapshot or forget; the next prune removes them)\n`,
