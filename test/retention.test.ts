@@ -16,10 +16,14 @@ import {
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { formatGc } from '../src/cli/format.js';
+import { LifecycleEventsObserver } from '../src/events/observer.js';
+import type { LifecycleEvent } from '../src/events/payloads.js';
+import type { EventPublisher } from '../src/events/publisher.js';
 import type { SnapshotMeta } from '../src/index.js';
 import { newSnapshotId } from '../src/model/ids.js';
 import { DEFAULT_POLICY, decide, weekKey } from '../src/policy/retention.js';
 import { type AgentGcReport, gcExitCode, type RetentionTickReport } from '../src/snapshotter/gc.js';
+import type { OperationRecord } from '../src/snapshotter/observer.js';
 import { tryAcquire } from '../src/store/lock.js';
 import { runCli, sampleAgent, startFixture } from './helpers/env.js';
 
@@ -221,8 +225,23 @@ test('gc deletes what no rule keeps, with sibling, sidecar and pin; dry run dele
   assert.equal(later.bundles_deleted, 2);
 });
 
-test('gc reports a bundle it cannot read (listing_problems, an error, exit 2), as the repository its unreadable entry (stop 46)', async (t) => {
-  const a = sampleAgent(t);
+test('gc reports a bundle it cannot read (listing_problems, an error, exit 2), as the repository its unreadable entry (stop 46); its outcome is `damaged`, not `ok`, and what it deleted is still announced (stop 47)', async (t) => {
+  // The host's observer and the lifecycle events' observer (the EventPublisher port, as a host
+  // implements it, recording what it is given): the outcome must agree with the exit status.
+  const records: OperationRecord[] = [];
+  const events: LifecycleEvent[] = [];
+  const publisher: EventPublisher = {
+    publishLifecycle: (e) => events.push(e),
+    publishMutation: () => {},
+    close: async () => ({ published: 0, dropped: 0, queued: 0 }),
+    stats: () => ({ published: 0, dropped: 0, queued: 0 }),
+  };
+  const a = sampleAgent(
+    t,
+    'ana',
+    {},
+    { observers: [{ onOperation: (r) => records.push(r) }, new LifecycleEventsObserver(publisher)] },
+  );
   const s = a.snapshotter;
   const ids: string[] = [];
   for (let i = 0; i < 3; i++) ids.push((await s.snapshot({ agentId: 'ana' })).id);
@@ -244,8 +263,25 @@ test('gc reports a bundle it cannot read (listing_problems, an error, exit 2), a
     assert.match(formatGc(r), new RegExp(`not counted: ${ids[2]} .*\\n[^]*1 error\\(s\\)`));
     // it is neither kept nor deleted: the two readable ones are decided
     assert.deepEqual(ana.decisions.map((d) => d.id).sort(), [ids[0], ids[1]].sort());
+    const rec = records.findLast((x) => x.op === 'gc');
+    assert.equal(rec?.outcome, 'damaged', 'the outcome agrees with exit 2');
   }
   assert.ok(existsSync(bundle), 'the unreadable bundle is left for the operator');
+  // the real sweep deleted ids[0] (keep-count 1 kept ids[1]): announced although the sweep had an error
+  assert.deepEqual(
+    events.flatMap((e) =>
+      e.kind === 'deleted'
+        ? [`deleted ${e.snapshot_id}`]
+        : e.kind === 'gc'
+          ? [`gc errors ${e.report.errors}`]
+          : [],
+    ),
+    [`deleted ${ids[0]}`, 'gc errors 1'],
+  );
+  // a sweep without errors is `ok`
+  rmSync(bundle);
+  await s.gc({ agentId: 'ana', policy: { keepCount: 1 } });
+  assert.equal(records.findLast((x) => x.op === 'gc')?.outcome, 'ok');
 });
 
 test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores are kept by their own rule; a clock that was ahead reorders none of them (stop 46)', async (t) => {

@@ -1,8 +1,9 @@
 // Owns turning snapshotter operation records into lifecycle events: `created` for every snapshot
 // written (pre-restore snapshots included), `restored` for every committed restore, `deleted` for every
 // bundle removed (by delete, or by a gc sweep: one per bundle), and one `gc` per sweep that deleted or
-// removed something. Failures, dry runs and sweeps that changed nothing publish nothing: events
-// announce changes to the store.
+// removed something — one with errors too (its outcome is not `ok`, stop 47, but what it deleted is
+// gone). Failures, dry runs and sweeps that changed nothing publish nothing: events announce changes to
+// the store.
 
 import type { OperationObserver, OperationRecord } from '../snapshotter/observer.js';
 import { createdEvent, deletedEvent, gcEvent, restoredEvent } from './payloads.js';
@@ -12,7 +13,8 @@ export class LifecycleEventsObserver implements OperationObserver {
   constructor(readonly publisher: EventPublisher) {}
 
   onOperation(r: OperationRecord): void {
-    if (r.outcome !== 'ok') return;
+    // a sweep that ended with a report changed what it reports, whatever its outcome
+    if (r.outcome !== 'ok' && !(r.op === 'gc' && r.report)) return;
     switch (r.op) {
       case 'snapshot':
         if (r.meta) this.publisher.publishLifecycle(createdEvent(r.meta));

@@ -963,3 +963,11 @@ export const ERROR_TABLE: ReadonlyArray<{
     meaning: 'a NATS stream of the repository has settings that can drop its data; nothing written',
   },
 ];
+
+/**
+ * The metric outcome of an error code as a report carries it (`error_code`, a gc listing problem's
+ * `code`): the table's, `error` for a code it does not have (INTERNAL, or none).
+ */
+export function outcomeOfCode(code: string | undefined): Outcome {
+  return ERROR_TABLE.find((e) => e.code === code)?.outcome ?? 'error';
+}

@@ -14,6 +14,8 @@ import { lstat, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import {
   asSnapshotError,
+  type Outcome,
+  outcomeOfCode,
   RepositoryLockedError,
   StoreUnavailableError,
   UnknownAgentError,
@@ -522,20 +524,42 @@ async function pruneRepository(
 }
 
 /**
+ * The first error of a sweep (an agent's, then the prune's, then an unreadable bundle's), by which its
+ * exit status and outcome are told; undefined without errors.
+ */
+function firstGcError(r: RetentionTickReport): { code?: string; exit_code?: number } | undefined {
+  if (r.errors === 0) return undefined;
+  const agent = r.agents.find((a) => a.error);
+  if (agent)
+    return {
+      ...(agent.error_code !== undefined ? { code: agent.error_code } : {}),
+      ...(agent.exit_code !== undefined ? { exit_code: agent.exit_code } : {}),
+    };
+  if (r.prune?.status === 'error') return { code: r.prune.error_code, exit_code: r.prune.exit_code };
+  return r.agents.map(unreadableListed).find((l) => l !== undefined) ?? {};
+}
+
+/**
  * The exit status of a sweep: 0 without errors; else the status of its first error (an agent's, then
  * the prune's: 8 for a remote store that cannot be used, 7 for a missing identity, …), 1 when unknown.
  */
 export function gcExitCode(r: RetentionTickReport): number {
-  if (r.errors === 0) return 0;
-  const first =
-    r.agents.find((a) => a.error)?.exit_code ??
-    (r.prune?.status === 'error' ? r.prune.exit_code : undefined) ??
-    r.agents.map(unreadableListed).find((l) => l !== undefined)?.exit_code;
-  return first ?? 1;
+  const first = firstGcError(r);
+  return first === undefined ? 0 : (first.exit_code ?? 1);
+}
+
+/**
+ * The metric outcome of a sweep that ended with a report, agreeing with its exit status (stop 47): `ok`
+ * without errors, else the outcome of the error that gave the exit status (`damaged` for a bundle
+ * that could not be read, …; `error` when its code is unknown).
+ */
+export function gcOutcome(r: RetentionTickReport): Outcome {
+  const first = firstGcError(r);
+  return first === undefined ? 'ok' : outcomeOfCode(first.code);
 }
 
 /** The agent's first listing problem that is a bundle that could not be read (with its code). */
-function unreadableListed(a: AgentGcReport): { exit_code?: number } | undefined {
+function unreadableListed(a: AgentGcReport): { code?: string; exit_code?: number } | undefined {
   return a.listing_problems?.find((l) => l.code !== undefined);
 }
 

@@ -27,6 +27,7 @@ import {
   EncryptionError,
   InvalidInputError,
   NotFoundError,
+  type Outcome,
   RetentionError,
   SnapshotError,
   UnknownAgentError,
@@ -1163,10 +1164,22 @@ export class LocalSnapshotter implements MemorySnapshotter {
   async gc(opts: GcOptions = {}): Promise<RetentionTickReport> {
     const started = performance.now();
     const dryRun = opts.dryRun === true;
+    let outcomeOf: ((r: RetentionTickReport) => Outcome) | undefined;
     return this.observed(
-      import('./gc.js').then(({ collectGarbage }) => collectGarbage(this, opts)),
+      import('./gc.js').then(({ collectGarbage, gcOutcome }) => {
+        outcomeOf = gcOutcome;
+        return collectGarbage(this, opts);
+      }),
       started,
-      (report, durationMs) => ({ op: 'gc', dryRun, outcome: 'ok', report, durationMs }),
+      // a sweep with errors (an agent that failed, an unreadable bundle, the prune) is not `ok`: its
+      // outcome is its exit status's (stop 47)
+      (report, durationMs) => ({
+        op: 'gc',
+        dryRun,
+        outcome: outcomeOf?.(report) ?? 'ok',
+        report,
+        durationMs,
+      }),
       (error, durationMs) => ({ op: 'gc', dryRun, outcome: error.outcome, error, durationMs }),
     );
   }
