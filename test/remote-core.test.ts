@@ -873,13 +873,19 @@ suite('remote core', { concurrency: 4 }, () => {
     const clock = { t: t0 };
     let slow = TRUST_MS + 1000;
     const slowB = slowLockSaves(new MemoryBackend(), clock, () => slow);
-    await assert.rejects(lockRepository(slowB, true, 'prune', 0, { now: () => clock.t }), /not trusted/);
+    await assert.rejects(
+      lockRepository(slowB, true, 'prune', 0, { now: () => clock.t, monotonic: () => clock.t }),
+      /not trusted/,
+    );
     assert.deepEqual(await names(slowB), [], 'the slow lock was withdrawn');
 
     // A holder whose refresh comes after the trust window (suspended, or a slow store) has lost its lock:
     // it does not write it again, and check() stops the operation.
     slow = 0;
-    const held = await lockRepository(slowB, false, 'snapshot', 0, { now: () => clock.t });
+    const held = await lockRepository(slowB, false, 'snapshot', 0, {
+      now: () => clock.t,
+      monotonic: () => clock.t,
+    });
     const before = (await readAll(slowB, { type: 'locks', name: held.name }, { maxBytes: 4096 })).toString();
     clock.t += TRUST_MS + 1;
     await held.refresh();
@@ -900,12 +906,84 @@ suite('remote core', { concurrency: 4 }, () => {
     assert.deepEqual(await names(lossy), [mine.name]);
     await mine.release();
     // A refresh whose write itself outlasts the trust window is not counted on either.
-    const held2 = await lockRepository(slowB, false, 'snapshot', 0, { now: () => clock.t });
+    const held2 = await lockRepository(slowB, false, 'snapshot', 0, {
+      now: () => clock.t,
+      monotonic: () => clock.t,
+    });
     clock.t += REFRESH_MS;
     slow = TRUST_MS;
     await held2.refresh();
     await assert.rejects(held2.check(), /lost/);
     await held2.release();
+  });
+
+  test('a repository lock waits on the monotonic clock: the wall clock stepped back or forward during the wait neither stretches nor ends it; staleness stays on the wall clock (stop 47)', async () => {
+    // A live exclusive lock of another host blocks; each look at the locks moves the monotonic clock
+    // 300 ms and the wall clock as the case says. No real time is waited beyond the backoff's first
+    // steps, and nothing is timed: the clocks are the test's.
+    const blocker = 'b'.repeat(64);
+    const setUp = async (onLook: (look: number, b: MemoryBackend) => Promise<void>) => {
+      const b = new MemoryBackend();
+      const t = Date.now();
+      const info = { exclusive: true, operation: 'prune', host: 'elsewhere', host_id: 'other/boot', pid: 7 };
+      await b.save(
+        { type: 'locks', name: blocker },
+        Buffer.from(JSON.stringify({ ...info, created_at_ms: t, refreshed_at_ms: t })),
+      );
+      const clocks = { wall: t, mono: 0, looks: 0 };
+      const list = b.list.bind(b);
+      b.list = async function* (type) {
+        if (type === 'locks') {
+          clocks.looks++;
+          clocks.mono += 300;
+          // a wait that never ends on the old code is cut here, not by the test's timeout
+          if (clocks.looks > 8) throw new Error(`still waiting after ${clocks.looks - 1} looks`);
+          await onLook(clocks.looks, b);
+        }
+        yield* list(type);
+      };
+      const opts = { now: () => clocks.wall, monotonic: () => clocks.mono };
+      return { b, clocks, opts };
+    };
+
+    // The wall clock stepped back an hour at every look: the 0.6 s wait ends after its 0.6 s of
+    // monotonic time (2 looks), naming the blocker.
+    {
+      const { b, clocks, opts } = await setUp(async () => {
+        clocks.wall -= 3_600_000;
+      });
+      await assert.rejects(lockRepository(b, true, 'prune', 600, opts), /locked: exclusive lock of "?prune/);
+      assert.equal(clocks.looks, 2);
+    }
+    // The wall clock stepped 20 min forward at the second look (not enough to make the blocker stale,
+    // 30 min): the 5 s wait goes on, and takes the lock once the blocker is gone (the third look).
+    {
+      const { b, clocks, opts } = await setUp(async (look, store) => {
+        if (look === 2) clocks.wall += 20 * 60_000;
+        if (look === 3) await store.remove({ type: 'locks', name: blocker });
+      });
+      const l = await lockRepository(b, true, 'prune', 5000, opts);
+      const info = JSON.parse(
+        (await readAll(b, { type: 'locks', name: l.name }, { maxBytes: 4096 })).toString(),
+      );
+      assert.equal(info.created_at_ms, clocks.wall, 'the lock records the wall clock');
+      await l.check();
+      // Held past the trust window by the monotonic clock while the wall clock went back an hour: others
+      // may judge it stale by now, so it is lost (by the wall clock it would look fresh).
+      clocks.wall -= 3_600_000;
+      clocks.mono += TRUST_MS + 1;
+      await assert.rejects(l.check(), /lost/);
+      await l.release();
+    }
+    // Staleness is the wall clock's: 31 min later by it, the blocker is stale and removed, however
+    // little monotonic time passed.
+    {
+      const { b, clocks, opts } = await setUp(async () => {});
+      clocks.wall += 31 * 60_000;
+      const l = await lockRepository(b, true, 'prune', 0, opts);
+      assert.deepEqual(await names(b), [l.name], 'the stale blocker was removed');
+      await l.release();
+    }
   });
 
   async function names(b: MemoryBackend): Promise<string[]> {

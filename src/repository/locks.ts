@@ -8,8 +8,11 @@
 // ignored, and removed by the next exclusive locker. A holder counts on its lock only for TRUST_MS after
 // the start of its last successful write (a save that took too long, or a refresh that came too late, is
 // not trusted: the lock is withdrawn or lost), so clocks may differ by up to STALE_MS − TRUST_MS between
-// hosts. A holder checks that its lock is still its own (`check`) before a step that others rely on it
-// for: a lock removed by another process, or not refreshed in time, is lost, and the operation stops.
+// hosts. The times a lock records, and staleness, are the wall clock's (other hosts read them); this
+// process's own durations — its wait for a lock, the age of its last write — are the monotonic clock's,
+// which a wall clock stepped back or forward does not move. A holder checks that its lock is still its
+// own (`check`) before a step that others rely on it for: a lock removed by another process, or not
+// refreshed in time, is lost, and the operation stops.
 
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
@@ -219,7 +222,8 @@ export async function lockRepository(
   opts: LockOptions = {},
 ): Promise<HeldRepoLock> {
   const now = opts.now ?? Date.now;
-  const deadline = now() + timeoutMs;
+  const elapsed = opts.monotonic ?? (() => performance.now());
+  const deadline = elapsed() + timeoutMs;
   const start = ownStart();
   const hostId = ownHostId();
   let delay = 50;
@@ -230,6 +234,7 @@ export async function lockRepository(
     if (!blocker) {
       const name = randomBytes(32).toString('hex');
       const t0 = now();
+      const m0 = elapsed();
       const mine: LockInfo = {
         exclusive,
         operation,
@@ -256,18 +261,18 @@ export async function lockRepository(
       }
       const all = await readLocks(backend);
       blocker = conflicting(all, exclusive, now(), name, scope);
-      if (!blocker && now() - t0 <= TRUST_MS) {
+      if (!blocker && elapsed() - m0 <= TRUST_MS) {
         if (exclusive)
           for (const [other, l] of all)
             if (other !== name && isStale(l, now())) await backend.remove({ type: 'locks', name: other });
-        return held(backend, name, mine, now);
+        return held(backend, name, mine, now, elapsed, m0);
       }
       // Raced with another locker, or writing the lock took so long that others may already judge it
       // stale: it is withdrawn, not counted on.
-      if (!blocker) why = `writing the lock took ${Math.round((now() - t0) / 1000)} s; it is not trusted`;
+      if (!blocker) why = `writing the lock took ${Math.round((elapsed() - m0) / 1000)} s; it is not trusted`;
       await backend.remove({ type: 'locks', name });
     }
-    if (now() >= deadline) {
+    if (elapsed() >= deadline) {
       if (blocker) {
         const [name, l] = blocker;
         throw new RepositoryLockedError(describeBlocker(backend, name, l, now()), {
@@ -287,13 +292,22 @@ export async function lockRepository(
 }
 
 export interface LockOptions {
-  /** The clock (tests); default Date.now. */
+  /**
+   * The wall clock (tests); default Date.now: what a lock records and what staleness is judged by, as
+   * other processes and hosts compare those times with theirs.
+   */
   now?: () => number;
   /**
    * An agent's lock (agentScope; `exclusive` must be false): excludes only the locks of the same scope
    * (LockInfo.scope).
    */
   scope?: string;
+  /**
+   * The monotonic clock (tests); default performance.now: how long this process waits for the lock
+   * (`timeoutMs`) and how long ago it last wrote its own lock (TRUST_MS), durations a wall clock
+   * stepped back or forward would stretch or cut (stop 47).
+   */
+  monotonic?: () => number;
   /**
    * For a shared lock: called when the repository's file system is read-only (EROFS), and the lock is
    * then not taken (an unheld one is returned). Without it, that failure is the lock's error.
@@ -307,10 +321,18 @@ function unheld(name: string): HeldRepoLock {
   return { name, refresh: none, check: none, release: none };
 }
 
-function held(backend: Backend, name: string, info: LockInfo, now: () => number): HeldRepoLock {
+function held(
+  backend: Backend,
+  name: string,
+  info: LockInfo,
+  now: () => number,
+  elapsed: () => number,
+  writtenAt: number,
+): HeldRepoLock {
   let released = false;
   let lost = false;
-  let refreshedAt = info.refreshed_at_ms;
+  /** When the last successful write of the lock started, on the monotonic clock. */
+  let refreshedAt = writtenAt;
   const exists = async (): Promise<boolean> => {
     try {
       await backend.stat({ type: 'locks', name });
@@ -323,21 +345,24 @@ function held(backend: Backend, name: string, info: LockInfo, now: () => number)
   const refresh = async () => {
     // A lock no longer trusted (its last write started too long ago) may have been judged stale and
     // removed by another host: writing it again would bring it back behind that host's back. It is lost.
-    if (!lost && now() - refreshedAt > TRUST_MS) lost = true;
+    if (!lost && elapsed() - refreshedAt > TRUST_MS) lost = true;
     // A lock another process removed (it judged it stale) is not written again: it is lost.
     if (lost || !(await exists())) {
       lost = true;
       return;
     }
-    const t = now();
-    await backend.save({ type: 'locks', name }, Buffer.from(JSON.stringify({ ...info, refreshed_at_ms: t })));
+    const m = elapsed();
+    await backend.save(
+      { type: 'locks', name },
+      Buffer.from(JSON.stringify({ ...info, refreshed_at_ms: now() })),
+    );
     // A refresh that completed only after the old write stopped being trusted may have revived a lock
     // another host had removed meanwhile: not counted on either.
-    if (now() - refreshedAt > TRUST_MS) {
+    if (elapsed() - refreshedAt > TRUST_MS) {
       lost = true;
       return;
     }
-    refreshedAt = t;
+    refreshedAt = m;
   };
   let refreshing: Promise<void> = Promise.resolve();
   const timer = setInterval(() => {
@@ -354,7 +379,7 @@ function held(backend: Backend, name: string, info: LockInfo, now: () => number)
       return done;
     },
     async check() {
-      if (!lost && now() - refreshedAt > TRUST_MS) lost = true;
+      if (!lost && elapsed() - refreshedAt > TRUST_MS) lost = true;
       if (!lost && !(await exists())) lost = true;
       if (lost)
         throw new RepositoryLockedError(
