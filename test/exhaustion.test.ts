@@ -195,3 +195,34 @@ test('a read-only state root (a backup mounted read-only): verify, cat and expor
     assert.match(exported.stderr, lock);
   }
 });
+
+test('an import whose target path passes PATH_MAX fails IO ENAMETOOLONG with a bounded message: the path once, its middle elided (stop 47)', async (t) => {
+  // A memory file ~3,850 characters deep, imported under a memdir root of ~330: the staged path passes
+  // PATH_MAX (4,096). The message quoted it whole twice (ours and Node's mkdir), ~8.5 KB.
+  const a = sampleAgent(t, 'ana', { memories: 40 });
+  let rel = '';
+  for (let i = 0; i < 19; i++) rel += `/${'d'.repeat(199)}${i}`;
+  mkdirSync(join(a.memdir, rel), { recursive: true });
+  writeFileSync(join(a.memdir, rel, 'deep.md'), 'deep\n');
+  const flags = ['--state-root', a.stateRoot, '--no-progress', '--json'];
+  const live = ['--memdir-root', a.memdirRoot, '--sqlite-root', a.sqliteRoot];
+  const snap = json(
+    await runCli(['snapshot', '--agent', 'ana', ...flags, ...live], {
+      env: { NEXO_MEMORY_STORE_FORMAT: 'bundles' },
+    }),
+  ) as { bundle_path: string };
+  const longRoot = join(tempDir(t), 'x'.repeat(200), 'y'.repeat(100));
+  mkdirSync(longRoot, { recursive: true });
+  const r = await runCli(
+    ['import', '--agent', 'bob', '--from', snap.bundle_path, ...flags, '--memdir-root', longRoot],
+    { env: { NEXO_MEMORY_RESTORE_ALLOW: 'true' } },
+  );
+  assert.equal(r.code, 1, r.stderr);
+  const err = (json(r) as { error: { code: string; message: string; details?: { errno?: string } } }).error;
+  assert.equal(err.code, 'IO');
+  assert.equal(err.details?.errno, 'ENAMETOOLONG');
+  assert.ok(err.message.length < 700, `a bounded message, ${err.message.length} characters: ${err.message}`);
+  assert.match(err.message, /^writing .*x{100}…\[\d+ characters\]….*d{100}18\/deep\.md: ENAMETOOLONG/);
+  assert.equal(err.message.split('…[').length, 2, 'the path once, elided once');
+  assert.ok(r.stderr.length < 1000, `stderr is bounded too: ${r.stderr.length}`);
+});

@@ -1,6 +1,8 @@
 // Owns the error taxonomy: every failure the library reports is a SnapshotError subclass with a stable
 // `code`, the CLI exit status it maps to, and the metric `outcome` label. Pure: no I/O.
 
+import { boundedErrnoMessage } from './shown-path.js';
+
 /** Metric outcome labels (the original's six, plus the ones the port needs). */
 export type Outcome =
   | 'ok'
@@ -323,7 +325,8 @@ export class IoError extends SnapshotError {
   readonly errno: string | undefined;
   constructor(message: string, cause?: unknown) {
     const errno = (cause as NodeJS.ErrnoException | undefined)?.code;
-    const causeText = cause instanceof Error ? cause.message : undefined;
+    // the paths a system call's error quotes, bounded (stop 47: a path near PATH_MAX made 8 KB messages)
+    const causeText = cause instanceof Error ? boundedErrnoMessage(cause, message) : undefined;
     super(
       errno === 'ENOSPC'
         ? `${message ? `${message}: ` : ''}no space left on device`

@@ -35,6 +35,7 @@ import {
   SnapshotError,
   UnsafeBundleError,
 } from '../model/errors.js';
+import { shownPath } from '../model/shown-path.js';
 import type { DeepReport, ProgressListener, VerifyProblem, VerifyReport } from '../model/types.js';
 import { checkIntegrity } from '../sqlite/worker.js';
 import { readSibling } from '../store/sibling.js';
@@ -455,7 +456,7 @@ async function checkEntries(
           } catch (err) {
             const code = (err as NodeJS.ErrnoException).code;
             if (code !== 'ENOTDIR' && code !== 'EEXIST' && code !== 'ELOOP' && code !== 'EISDIR') {
-              throw err instanceof SnapshotError ? err : new IoError(`writing ${target}`, err);
+              throw err instanceof SnapshotError ? err : new IoError(`writing ${shownPath(target)}`, err);
             }
             // A path that collides with another entry ("a" and "a/b"): no real tree looks like that.
             layoutOk = false;
