@@ -8,14 +8,15 @@
 // what the agent got back. Both stores.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { addMemoryFiles, forgeBundle, readEntries, writeBundleFile } from './helpers/bundles.js';
-import { sampleAgent } from './helpers/env.js';
+import { json } from './helpers/cli-json.js';
+import { type RunResult, runCli, sampleAgent } from './helpers/env.js';
 
 /** A sample agent moved into the default layout: its databases and state files in its memdir. */
 function defaultLayout(t: TestContext, store: 'bundles' | 'repository') {
@@ -138,4 +139,88 @@ test('a bundle from before 2026-12-02, which also holds the databases as memory 
   live.close();
   await s.restore({ agentId: 'ana', bundle: old, autoPreSnapshot: false });
   assert.equal(rows(join(dir, 'long_term.sqlite')), before, 'the database artifact, not the memory file');
+});
+
+test('roots whose real paths overlap otherwise than as given (through a symlink) are refused at the start of every command, naming both paths; the same layout given plainly works (stop 47)', async (t) => {
+  // Before: a database directory reached through a symlink into the memdir was captured raw as memory
+  // files (memdir/db/ana/long_term.sqlite …) and a restore put them over the databases it had restored;
+  // a state root reached through a symlink into the memdir put the store's own packs in the snapshot.
+  const a = sampleAgent(t, 'ana', { memories: 40 });
+  mkdirSync(join(a.memdir, 'db'));
+  renameSync(a.sqliteDir, join(a.memdir, 'db', 'ana'));
+  symlinkSync(join(a.memdir, 'db'), join(a.root, 'dblink'));
+  const env = { NEXO_MEMORY_RESTORE_ALLOW: 'true' };
+  const given = ['--state-root', a.stateRoot, '--json', '--no-progress'];
+  symlinkSync(a.memdirRoot, join(a.root, 'memlink'));
+  const hidden = [
+    // the database root through a symlink into the memdir
+    ['--memdir-root', a.memdirRoot, '--sqlite-root', join(a.root, 'dblink')],
+    // the memdir root through a symlink, the database root given by its real path inside the memdir
+    ['--memdir-root', join(a.root, 'memlink'), '--sqlite-root', join(a.memdir, 'db')],
+  ];
+  const refused = (r: RunResult, what: string) => {
+    assert.equal(r.code, 1, `${what}: ${r.stdout}${r.stderr}`);
+    // gc reports it as that agent's error and goes on with the others (the sweep's JSON)
+    const out = json(r) as {
+      error?: { code: string; message: string };
+      agents?: Array<{ error: string; error_code: string }>;
+    };
+    const e = out.error ?? { code: out.agents?.[0]?.error_code, message: out.agents?.[0]?.error ?? '' };
+    assert.equal(e.code, 'INVALID_INPUT', what);
+    assert.match(
+      e.message,
+      /database directory \/\S+\/ana is apart from its memdir \/\S+\/ana as given, but by their real paths \/\S+\/memdir\/ana\/db\/ana is inside \/\S+\/memdir\/ana /,
+    );
+  };
+  // The same layout given by the real path: the databases are the snapshot's databases, not memory files.
+  const plain = [...given, '--memdir-root', a.memdirRoot, '--sqlite-root', join(a.memdir, 'db')];
+  const snap = await runCli(['snapshot', '--agent', 'ana', ...plain]);
+  assert.equal(snap.code, 0, snap.stderr);
+  const ls = await runCli([
+    'ls',
+    '--agent',
+    'ana',
+    '--state-root',
+    a.stateRoot,
+    '--json',
+    'latest',
+    'memdir',
+  ]);
+  assert.doesNotMatch(ls.stdout, /"memdir\/db/, 'no database file taken as a memory file');
+  for (const sqlite of hidden) {
+    for (const cmd of [
+      ['snapshot', '--agent', 'ana'],
+      ['restore', '--agent', 'ana', '--from', 'latest'],
+      ['diff', '--agent', 'ana', 'latest', 'live'],
+      ['gc', '--agent', 'ana'],
+    ])
+      refused(await runCli([...cmd, ...given, ...sqlite], { env }), `${cmd[0]} ${sqlite[1]}`);
+  }
+  // the config's roots go through the same check
+  const cfg = join(a.root, 'memory.yaml');
+  writeFileSync(
+    cfg,
+    `memory:\n  snapshot:\n    root: ${a.stateRoot}\n    memdir_root: ${a.memdirRoot}\n    sqlite_root: ${join(a.root, 'dblink')}\n`,
+  );
+  refused(await runCli(['snapshot', '--agent', 'ana', '--config', cfg, '--json']), 'the config');
+  // A state root reached through a symlink into the memdir: refused, naming both.
+  mkdirSync(join(a.memdir, 'st'));
+  symlinkSync(join(a.memdir, 'st'), join(a.root, 'stlink'));
+  const st = await runCli([
+    'snapshot',
+    '--agent',
+    'ana',
+    '--memdir-root',
+    a.memdirRoot,
+    '--sqlite-root',
+    join(a.memdir, 'db'),
+    '--state-root',
+    join(a.root, 'stlink'),
+    '--json',
+  ]);
+  assert.equal(st.code, 1);
+  assert.match(
+    (json(st) as { error: { message: string } }).error.message,
+    /its memdir .*memdir\/ana holds the state root .*stlink by their real paths \(.*memdir\/ana holds .*memdir\/ana\/st/,
+  );
 });
