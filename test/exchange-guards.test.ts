@@ -10,6 +10,7 @@
 // pin's note.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   copyFileSync,
@@ -26,12 +27,13 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { generateIdentity } from '../src/crypto/age.js';
 import { AlreadyExistsError, InvalidInputError } from '../src/model/errors.js';
 import { publishExport } from '../src/snapshotter/export.js';
 import { copyFileHashed } from '../src/util/hash.js';
 import { json, ok } from './helpers/cli-json.js';
-import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { type Agent, REPO, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { SMALL, snapshotterOf } from './helpers/exchange.js';
 
 const REPO_FORMAT = { NEXO_MEMORY_STORE_FORMAT: 'repository' };
@@ -283,4 +285,47 @@ test('export: a directory swapped for a link into the store while the copy is wr
   });
   assert.equal(existsSync(join(out, 'nowhere')), false, 'nothing written through the link');
   assert.deepEqual(storeFiles(), listed);
+});
+
+test('export --to - is refused (INVALID_INPUT: no standard output form), writing neither `-` nor `-.sha256` (stop 47)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const snap = ok(await cli(a, ['snapshot', '--agent', 'ana']), 'snapshot');
+  const cwd = tempDir(t, 'nexo-cwd-');
+  const r = await runCli(
+    ['export', '--agent', 'ana', '--id', snap.id, '--to', '-', '--state-root', a.stateRoot, '--json'],
+    { env: BUNDLES, cwd },
+  );
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(json(r).error.code, 'INVALID_INPUT');
+  assert.match(json(r).error.message, /no standard output form/);
+  assert.deepEqual(readdirSync(cwd), []);
+});
+
+test('an export ended by SIGINT, SIGTERM or SIGHUP removes its temporary copy (and its .partial) from the target directory, and still ends by the signal (stop 47)', async (t) => {
+  const src = JSON.stringify(pathToFileURL(join(REPO, 'src')).href);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const out = tempDir(t, 'nexo-out-');
+    // the export's own steps, its copy step writing the temporaries a re-pack writes, then waiting
+    const script = `
+      Promise.all([import(${src} + '/snapshotter/export.ts'), import(${src} + '/util/remove-on-stop.ts')]).then(async ([ex, stop]) => {
+        stop.armRemoveOnStop(); // as the export command does
+        setInterval(() => {}, 1000);
+        await ex.publishExport('b.tar.zst', ${JSON.stringify(out)}, { store: [] }, {}, async (tmp) => {
+          require('node:fs').writeFileSync(tmp + '.partial', 'half a bundle');
+          require('node:fs').writeFileSync(tmp, 'a bundle');
+          process.stdout.write('writing\\n');
+          await new Promise(() => {});
+        });
+      });`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    t.after(() => child.kill('SIGKILL'));
+    const ended = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_code, sig) => r(sig)));
+    await new Promise<void>((r) => child.stdout!.on('data', (c: Buffer) => c.includes('writing') && r()));
+    assert.equal(readdirSync(out).length, 2, 'the temporaries are there while the copy is written');
+    child.kill(signal);
+    assert.equal(await ended, signal, 'the process still ends by the signal');
+    assert.deepEqual(readdirSync(out), [], `${signal}: nothing is left in the target directory`);
+  }
 });

@@ -15,13 +15,19 @@ import { FaultyBackend } from '../src/backend/faulty.js';
 import { MemoryBackend, MemoryStore } from '../src/backend/memory.js';
 import { generateIdentity, parseIdentity } from '../src/crypto/age.js';
 import { recordRefs } from '../src/git/history.js';
-import { BundleDamagedError, EncryptionError, IoError, type SnapshotError } from '../src/model/errors.js';
+import {
+  BundleDamagedError,
+  EncryptionError,
+  GitError,
+  IoError,
+  type SnapshotError,
+} from '../src/model/errors.js';
 import { newSnapshotId } from '../src/model/ids.js';
 import { checkRepository } from '../src/repository/check.js';
 import { planChunks } from '../src/repository/chunk-plan.js';
 import { chunkFile, DEFAULT_CHUNKER, gearChunks, listChunks } from '../src/repository/chunker.js';
 import { loadContent, storeContent, storePlanned, writeContent } from '../src/repository/content.js';
-import { restoreHistory, storeLiveHistory } from '../src/repository/git-history.js';
+import { applyRefs, restoreHistory, storeLiveHistory } from '../src/repository/git-history.js';
 import { lockRepository } from '../src/repository/locks.js';
 import { sealRepoManifest } from '../src/repository/manifest.js';
 import { pruneRepository } from '../src/repository/prune.js';
@@ -650,4 +656,24 @@ test('a pack or index file already stored under its name with other bytes (torn,
       );
   const report = await checkRepository(await Repository.open(backend), { readData: true });
   assert.deepEqual(report.problems, []);
+});
+
+test('a git that cannot run (not on PATH) while refs are set is GIT, never BUNDLE_DAMAGED: the host failed, not the snapshot (stop 47)', async (t) => {
+  const dir = tempDir(t);
+  const path = process.env.PATH;
+  process.env.PATH = join(dir, 'no-git-here'); // read by every git started from now on (git.ts gitEnv)
+  let err: unknown;
+  try {
+    await applyRefs(dir, {
+      git: { repository: 'absent' },
+      git_refs: [{ name: 'refs/heads/main', oid: 'a'.repeat(40) }],
+    } as unknown as Parameters<typeof applyRefs>[1]);
+  } catch (e) {
+    err = e;
+  } finally {
+    process.env.PATH = path;
+  }
+  assert.ok(err instanceof GitError, `a GitError, not ${String(err)}`);
+  assert.equal(err.notRun, true);
+  assert.match(err.message, /^git: cannot run git: .*ENOENT/);
 });

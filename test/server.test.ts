@@ -59,11 +59,18 @@ interface Running {
 }
 
 /** Starts `nexo-memory serve --listen 127.0.0.1:0` and resolves with the address it printed. */
-function serve(t: { after(fn: () => void): void }, args: string[], env: NodeJS.ProcessEnv = {}) {
+function serve(
+  t: { after(fn: () => void): void },
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  opts: { ownGroup?: boolean } = {},
+) {
   const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
     cwd: REPO,
     env: { ...process.env, NEXO_MEMORY_TOKEN: '', NEXO_MEMORY_RESTORE_ALLOW: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // a process group of its own, as a terminal or a service manager starts it (signalled as a group)
+    detached: opts.ownGroup === true,
   });
   let out = '';
   let err = '';
@@ -901,6 +908,98 @@ test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves 
   );
   assert.ok(entries.includes(`${r.body.id}.tar.zst`));
   assert.equal((await a.snapshotter.verify(r.body.bundle_path)).status, 'verified');
+});
+
+/**
+ * A `git` for PATH that runs the real one, except that a run with the argument `<word>` in a directory
+ * under one named `<agent>` (`NEXO_TEST_GIT_HOLD`: `agent:word …`) first writes `held-<agent>-<word>`
+ * (its pid and its parent's) in `dir` and waits until `dir/release` exists: the daemon's git held
+ * inside a step of an operation.
+ */
+function holdingGit(dir: string, hold: string): NodeJS.ProcessEnv {
+  const real = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  writeFileSync(
+    join(bin, 'git'),
+    `#!/bin/sh
+for rule in $NEXO_TEST_GIT_HOLD; do
+  agent=\${rule%%:*} word=\${rule#*:}
+  case "$(pwd -P)/" in */"$agent"/*) ;; *) continue ;; esac
+  for a in "$@"; do
+    [ "$a" = "$word" ] || continue
+    echo "$$ $PPID" > "${dir}/held.tmp" && mv "${dir}/held.tmp" "${dir}/held-$agent-$word"
+    while [ ! -e "${dir}/release" ]; do sleep 0.02; done
+  done
+done
+exec ${JSON.stringify(real)} "$@"
+`,
+    { mode: 0o755 },
+  );
+  return { PATH: `${bin}:${process.env.PATH}`, NEXO_TEST_GIT_HOLD: hold };
+}
+
+test('serve: SIGTERM to its whole process group (Ctrl-C, a service manager) while git runs, on the program host or spawned directly: the snapshot finishes, 201, exit 0 (stop 47)', {
+  timeout: 120_000,
+}, async (t) => {
+  // In a repository store, git for-each-ref is a buffered run (on the program host); git pack-objects
+  // the daemon spawns itself (its pipes read as it writes). One snapshot each, as the tester's.
+  for (const [word, parent] of [
+    ['for-each-ref', 'host'],
+    ['pack-objects', 'daemon'],
+  ] as const) {
+    const a = sampleAgent(t, 'ana', SMALL);
+    const dir = mkdtempSync(join(tmpdir(), 'nexo-hold-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const env = holdingGit(dir, `ana:${word}`);
+    const d = await serve(
+      t,
+      storeFlags(a),
+      { NEXO_MEMORY_TOKEN: TOKEN, NEXO_MEMORY_STORE_FORMAT: 'repository', ...env },
+      { ownGroup: true },
+    );
+    t.after(() => {
+      try {
+        process.kill(-d.child.pid!, 'SIGKILL');
+      } catch {
+        // the group has ended
+      }
+    });
+    const host = await until(
+      () => childrenOf(d.child.pid!).find((c) => c.cmd.includes('program-host-main')),
+      (c) => c !== undefined,
+    );
+    const pending = call(`${d.url}/v1/agents/ana/snapshots`, {
+      method: 'POST',
+      headers: jsonHeaders(),
+      body: '{}',
+    });
+    const held = join(dir, `held-ana-${word}`);
+    const [git, gitParent] = (
+      await until(
+        () => (existsSync(held) ? readFileSync(held, 'utf8') : ''),
+        (s) => s !== '',
+      )
+    )
+      .trim()
+      .split(' ')
+      .map(Number) as [number, number];
+    assert.equal(gitParent, parent === 'host' ? host!.pid : d.child.pid, `git ${word} runs on the ${parent}`);
+
+    process.kill(-d.child.pid!, 'SIGTERM'); // every process of the daemon's group
+    await until(() => /SIGTERM: shutting down, waiting for 1 operation/.test(d.stderr()));
+    assert.ok(alive(host!.pid), `${word}: the program host is not in the group signalled`);
+    assert.ok(alive(git), `${word}: git is not in the group signalled`);
+    writeFileSync(join(dir, 'release'), '');
+    const r = await pending;
+    assert.equal(r.status, 201, `${word}: ${r.text}`);
+    assert.equal(await d.exited, 0, d.stderr());
+    await until(
+      () => alive(host!.pid),
+      (up) => !up,
+    ); // the host ended with the daemon
+    assert.equal((await a.snapshotter.verify(r.body.bundle_path)).status, 'verified');
+  }
 });
 
 test('serve: SIGTERM while a request body trickles in: 503 SHUTTING_DOWN, its connection closed, exit 0 without waiting for the client', async (t) => {

@@ -1,13 +1,17 @@
-// Owns SIGTERM and SIGINT for `nexo-memory mcp`, from the program's first line: bin/nexo-memory.js
+// Owns SIGTERM, SIGINT and SIGHUP for `nexo-memory mcp` and `serve`, from the program's first line: bin/nexo-memory.js
 // imports this module before any other, so a signal that comes while the command's modules load, its
 // config is read or its server connects is caught and kept for the command (`onStopSignal`), instead
 // of Node's default, which ends the process by the signal (a supervisor saw that in the first ~300 ms,
 // a clean exit 0 later). A signal before this line, while Node itself starts, still ends the process by
 // the signal; nothing of ours has run then. `serve` too: a signal before it listens ends it with status 0
 // before it serves. Every other command keeps the default: a `snapshot` or `restore` is ended by the
-// signal as before (each leaves only what the next operation cleans up).
+// signal as before (each leaves only what the next operation cleans up). Once caught, the programs the
+// process starts run in a process group of their own (util/child-group.ts): a signal to the whole group
+// (Ctrl-C, systemd) reaches only this process, whose handler decides.
 
-const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
+import { startChildrenApart } from '../util/child-group.js';
+
+const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 /** The commands whose first line catches the stop signals. */
 const COMMANDS_THAT_STOP = new Set(['mcp', 'serve']);
 
@@ -23,11 +27,12 @@ function onSignal(signal: NodeJS.Signals): void {
 /** The command named by the arguments after `node` and the script (the program takes no option values). */
 const commandOf = (args: readonly string[]): string | undefined => args.find((a) => !a.startsWith('-'));
 
-/** Catches SIGTERM and SIGINT from now on when the arguments name a command that stops on them. */
+/** Catches the stop signals from now on when the arguments name a command that stops on them. */
 export function holdStopSignals(args: readonly string[]): void {
   if (installed || !COMMANDS_THAT_STOP.has(commandOf(args) ?? '')) return;
   installed = true;
   for (const s of SIGNALS) process.on(s, onSignal);
+  startChildrenApart();
 }
 
 /**
@@ -38,6 +43,7 @@ export function onStopSignal(fn: (signal: NodeJS.Signals) => void): void {
   if (!installed) {
     installed = true;
     for (const s of SIGNALS) process.on(s, onSignal);
+    startChildrenApart();
   }
   listener = fn;
   for (const s of caught.splice(0)) fn(s);

@@ -18,6 +18,7 @@ import { lstat, rm } from 'node:fs/promises';
 import { devNull, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { GitError, IoError } from '../model/errors.js';
+import { childrenApart } from '../util/child-group.js';
 import { envInteger } from '../util/env-number.js';
 import { runOnHost } from '../util/program-host.js';
 
@@ -210,21 +211,23 @@ export function spawnGit(
   fuse?: GitFuse,
 ): ChildProcess {
   const c = gitCommand(cwd, args, fuse);
-  return spawn(c.file, c.args, { cwd, env: c.env, stdio });
+  // apart from this process's group when this process handles its stop signals (util/child-group.ts)
+  return spawn(c.file, c.args, { cwd, env: c.env, stdio, detached: childrenApart() });
 }
 
 /** Failures to start a process that are this host's lack of a resource, not git's fault. */
 const RESOURCE_ERRNOS = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'ENOMEM']);
 
 /**
- * The error of a git that could not start: IoError (details.errno) when the host ran out of a resource
- * (`ulimit -n` reached: EMFILE), GitError otherwise (git not installed: ENOENT).
+ * The error of a git that could not start, or whose program host ended before it did: IoError
+ * (details.errno) when the host ran out of a resource (`ulimit -n` reached: EMFILE), GitError otherwise
+ * (git not installed: ENOENT), marked `notRun`: never damage of what git was given.
  */
 export function gitSpawnError(e: Error): GitError | IoError {
   const code = (e as NodeJS.ErrnoException).code;
   return code !== undefined && RESOURCE_ERRNOS.has(code)
     ? new IoError('cannot run git', e)
-    : new GitError(`cannot run git: ${e.message}`, { cause: e });
+    : new GitError(`cannot run git: ${e.message}`, { cause: e, notRun: true });
 }
 
 /**

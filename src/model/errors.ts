@@ -364,10 +364,22 @@ export class GitError extends SnapshotError {
   readonly code = 'GIT';
   readonly exitCode = ExitCode.error;
   readonly outcome = 'error' as const;
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(`git: ${message}`, options);
+  /**
+   * git never ran to an exit status of its own: it could not start (not installed) or the program host
+   * running it ended first. Never damage of what git was given (gitFailedOnContent).
+   */
+  readonly notRun: boolean;
+  constructor(message: string, options?: { cause?: unknown; notRun?: boolean }) {
+    super(`git: ${message}`, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.notRun = options?.notRun === true;
   }
 }
+
+/**
+ * A git that ran on content (a pack, a bundle, refs) and failed: whether that content is damaged, as
+ * opposed to a git that never ran (GitError.notRun: this host's trouble, not the content's).
+ */
+export const gitFailedOnContent = (err: unknown): err is GitError => err instanceof GitError && !err.notRun;
 
 export class SqliteError extends SnapshotError {
   readonly code = 'SQLITE';

@@ -19,7 +19,7 @@ import {
   setHead,
   writeRefs,
 } from '../git/history.js';
-import { BundleDamagedError } from '../model/errors.js';
+import { BundleDamagedError, gitFailedOnContent, SnapshotError } from '../model/errors.js';
 import type { ChunkerParams } from './chunker.js';
 import { readContent, storeContent } from './content.js';
 import {
@@ -152,14 +152,21 @@ export async function indexChain(
     await indexPack(repoDir, readContent(repo, p, `${GIT_HISTORY_PATH} pack ${i}`), p.size_bytes);
 }
 
-const damaged = (what: string, err?: unknown): BundleDamagedError =>
-  new BundleDamagedError(err ? `${what}: ${(err as Error).message}` : what);
+/**
+ * The damage `what` (with git's failure `err`); `err` itself when git never ran (its host ended, it could
+ * not start) or the failure was this host's (IO): not the snapshot's damage.
+ */
+const damaged = (what: string, err?: unknown): SnapshotError => {
+  if (err instanceof SnapshotError && !gitFailedOnContent(err) && err.exitCode !== 2) return err;
+  return new BundleDamagedError(err ? `${what}: ${(err as Error).message}` : what);
+};
 
 /**
  * Sets the refs and HEAD a snapshot recorded (`git_refs` and the git block) in `repoDir`, where its
  * history was indexed, and checks them: every name a valid ref under `refs/` (HEAD only as the git
  * block says), every object present, HEAD the manifest's commit, the history reachable from every ref
- * complete (`git fsck --connectivity-only`). Anything else is damage.
+ * complete (`git fsck --connectivity-only`). Anything else is damage, except a git that never ran (its
+ * program host ended, it could not start) or this host's IO failure: thrown as they are.
  */
 export async function applyRefs(repoDir: string, m: Pick<RepoManifest, 'git' | 'git_refs'>): Promise<void> {
   const refs = (m.git_refs ?? []).filter((r) => r.name !== 'HEAD');

@@ -8,6 +8,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { initBare } from '../git/git.js';
+import { gitFailedOnContent, SnapshotError } from '../model/errors.js';
 import type { DeepReport } from '../model/types.js';
 import { checkIntegrity } from '../sqlite/worker.js';
 import { privateScratch } from '../util/scratch.js';
@@ -31,6 +32,8 @@ async function historyProblem(
     await applyRefs(git, m);
     return undefined;
   } catch (err) {
+    // a git that never ran (its host ended) or this host's IO failure is not the snapshot's damage
+    if (err instanceof SnapshotError && !gitFailedOnContent(err) && err.exitCode !== 2) throw err;
     return (err as Error).message;
   }
 }

@@ -13,7 +13,7 @@ import { stateValueOf } from '../format/json.js';
 import { manifestProblems } from '../format/rules.js';
 import { ensureObjectFormat, objectFormatOf } from '../git/git.js';
 import { indexPack } from '../git/history.js';
-import { BundleDamagedError, SnapshotError } from '../model/errors.js';
+import { BundleDamagedError, gitFailedOnContent, SnapshotError } from '../model/errors.js';
 import type { VerifyProblem } from '../model/types.js';
 import { packageModule } from '../util/module-worker.js';
 import { type ContentLane, readContent, writeContent, writeContentOn } from './content.js';
@@ -100,11 +100,11 @@ export function sizeCheckOf(r: RepoVerifyResult): { failed: boolean; unchecked: 
 
 /** A git failure on content whose every chunk hashed right is damage at the source (exit 2). */
 function asProblem(err: unknown, path?: string, res?: RepoVerifyResult): VerifyProblem {
-  if (res && path && err instanceof SnapshotError && err.code === 'GIT') {
+  if (res && path && gitFailedOnContent(err)) {
     res.gitFailed ??= new Set();
     res.gitFailed.add(path);
   }
-  const code = err instanceof SnapshotError ? (err.code === 'GIT' ? 'BUNDLE_DAMAGED' : err.code) : 'IO';
+  const code = err instanceof SnapshotError ? (gitFailedOnContent(err) ? 'BUNDLE_DAMAGED' : err.code) : 'IO';
   return { code, message: (err as Error).message, ...(path ? { path } : {}) };
 }
 
@@ -350,9 +350,12 @@ async function onLanes(
   await Promise.all(running);
 }
 
-/** Content damage (exit 2) or a git failure on content that hashed right: reported, not thrown. */
+/**
+ * Content damage (exit 2) or a git failure on content that hashed right: reported, not thrown. A git
+ * that never ran (its host ended, it could not start) is thrown: this host's failure, not the content's.
+ */
 const isContentError = (err: unknown): err is SnapshotError =>
-  err instanceof SnapshotError && (err.exitCode === 2 || err.code === 'GIT');
+  err instanceof SnapshotError && (err.exitCode === 2 || gitFailedOnContent(err));
 
 /** The lane's side of readWhole's batches. */
 const FILES = packageModule(import.meta.url, 'write-files');

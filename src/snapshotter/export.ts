@@ -29,10 +29,11 @@ import type { ExportResult, VerifyReport } from '../model/types.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { fsyncDir, publishNoClobber, removeQuietly, tempPathFor } from '../store/atomic.js';
 import type { BundleFile } from '../store/catalog.js';
-import { isWithin, siblingPathOf, sidecarPathOf } from '../store/paths.js';
+import { isWithin, PARTIAL_EXT, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pinPathOf } from '../store/pins.js';
 import { readSibling, writeSibling } from '../store/sibling.js';
 import { copyFileHashed } from '../util/hash.js';
+import { removeOnStop } from '../util/remove-on-stop.js';
 import { problemsError, refused, type VerifyOptions, verifyBundleFile } from '../verify/verify.js';
 import type { ExportOptions } from './interface.js';
 import { repackBundle } from './repack.js';
@@ -75,10 +76,14 @@ const exists = (p: string): Promise<boolean> =>
 
 /**
  * Where the copy goes: into `target` under the bundle's own name when `target` ends in `/` or names an
- * existing directory, else `target` itself. The directory must exist: export never creates one (a
+ * existing directory, else `target` itself; `-` is refused (no standard output form). The directory must exist: export never creates one (a
  * mistyped path would otherwise become a tree of directories and a file named like the last one).
  */
 async function destinationFor(name: string, target: string): Promise<string> {
+  if (target === '-')
+    throw new InvalidInputError(
+      'export target "-": export has no standard output form, it writes a file and its sibling (a file named - is ./-)',
+    );
   const t = resolve(target);
   const intoDir = target.endsWith('/') || target.endsWith(sep);
   const s = await stat(t).catch(() => undefined);
@@ -312,6 +317,9 @@ export async function publishExport(
   const atSibling = siblingPathOf(at);
   const tmp = tempPathFor(at);
   const tmpSibling = siblingPathOf(tmp);
+  // outside the state root nothing cleans up after a process a signal ended: the temporaries (and the
+  // `.partial` a re-pack writes first) go then too, where the program armed it (util/remove-on-stop.ts)
+  const unlist = removeOnStop([tmp, `${tmp}${PARTIAL_EXT}`, tmpSibling]);
   try {
     if (!opts.force) {
       if (await exists(at)) throw new AlreadyExistsError(dest);
@@ -368,6 +376,7 @@ export async function publishExport(
     await removeQuietly(tmpSibling);
     throw err;
   } finally {
+    unlist();
     await dir.close();
   }
 }

@@ -21,7 +21,12 @@ import type { TrustPolicy } from '../format/signature.js';
 import { gitFuse, initBare, objectFormatOf } from '../git/git.js';
 import { commitMeta, fetchAll, type GitRef, headCommit, presentObjects, recordRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import { BundleDamagedError, EncryptionError, GitError, InvalidInputError } from '../model/errors.js';
+import {
+  BundleDamagedError,
+  EncryptionError,
+  gitFailedOnContent,
+  InvalidInputError,
+} from '../model/errors.js';
 import { labelProblem } from '../model/ids.js';
 import type { ProgressListener, VerifyReport } from '../model/types.js';
 import { applyRefs, indexChain } from '../repository/git-history.js';
@@ -64,7 +69,7 @@ async function onBundleGit<T>(what: string, step: () => Promise<T>): Promise<T> 
   try {
     return await step();
   } catch (err) {
-    if (err instanceof GitError) throw new BundleDamagedError(`${what}: ${err.message}`);
+    if (gitFailedOnContent(err)) throw new BundleDamagedError(`${what}: ${err.message}`);
     throw err;
   }
 }

@@ -1,7 +1,8 @@
 // Owns the body of the program host (util/program-host.ts): a small child process of its own that runs
 // programs (git, sync) for its parent, each request as it arrives (several may run at once), exactly
 // as asked (file, arguments, working directory, environment, standard input), and answers with the
-// exit status and everything the program wrote. It ends when its parent does (the channel closes).
+// exit status and everything the program wrote. It ends when its parent does (the channel closes),
+// and kills first what it still runs: its whole process group, its programs' children too.
 // Started by program-host.ts; never imported by anything else.
 
 import { spawn } from 'node:child_process';
@@ -10,6 +11,9 @@ import type { HostAnswer, HostRequest } from './program-host.js';
 const answer = (a: HostAnswer): void => {
   if (process.connected) process.send!(a);
 };
+
+/** The programs running now. */
+const running = new Set<ReturnType<typeof spawn>>();
 
 process.on('message', (r: HostRequest) => {
   const out: Buffer[] = [];
@@ -35,6 +39,8 @@ process.on('message', (r: HostRequest) => {
   // its error is this run's answer, never the end of the host
   child.on('error', fail);
   if (child.pid === undefined) return;
+  running.add(child);
+  child.on('exit', () => running.delete(child));
   child.stdout!.on('data', (c: Buffer) => out.push(c));
   child.stderr!.on('data', (c: Buffer) => err.push(c));
   child.on('close', (code, signal) => {
@@ -45,5 +51,17 @@ process.on('message', (r: HostRequest) => {
     child.stdin!.end(r.input);
   }
 });
-process.on('disconnect', () => process.exit(0));
+// The parent ended (however: kill -9 too, its channel closes): nothing run for it outlives it. The host
+// leads a process group of its own (program-host.ts), where every program it started runs, with the
+// processes those started: the whole group goes, the host last. (Started otherwise, as a test does,
+// each running program is killed.)
+process.on('disconnect', () => {
+  for (const c of running) c.kill('SIGKILL');
+  try {
+    process.kill(-process.pid, 'SIGKILL');
+  } catch {
+    // not a group leader: no group of its own to end
+  }
+  process.exit(0);
+});
 answer({ ready: true });

@@ -9,7 +9,9 @@
 // processes); once it is up, every buffered run (runOnHost) goes there; until then, and if it ever
 // ends, the caller spawns the program itself. The host runs each program exactly as
 // asked: the same file, arguments, directory and environment. It never keeps this process alive, and
-// ends with it.
+// ends with it, however it ends (its IPC channel closes), killing what it still runs. It runs in a
+// process group of its own, so a signal to this process's group (Ctrl-C in a terminal) reaches only
+// this process: the daemon finishes its operation; any other command ends by it, and the host then.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { isMainThread } from 'node:worker_threads';
@@ -73,6 +75,10 @@ export function startProgramHost(): void {
   let child: ChildProcess;
   try {
     child = spawn(process.execPath, args, {
+      // a process group (and session) of its own: a signal to this process's group (Ctrl-C, `kill --
+      // -PGID`) is this process's to handle, and must not end the programs of an operation it lets
+      // finish; the host still ends with this process, and its programs with it (program-host-main.ts)
+      detached: true,
       serialization: 'advanced',
       stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
     });

@@ -1,6 +1,7 @@
 // `nexo-memory export`: copy one bundle and its sibling out of the store, verified; what leaves the
 // host is redacted unless asked otherwise.
 
+import { armRemoveOnStop } from '../../util/remove-on-stop.js';
 import { Command } from '../commander.js';
 import { identityFrom, printJson, runCommand, snapshotterFrom } from '../context.js';
 import { formatExport } from '../format.js';
@@ -57,19 +58,25 @@ Examples:
   nexo-memory export --agent ana --id 0190c3a2-… --to ana.tar.zst --force --trust nexo-sign-pub1…`,
     )
     .action(async (opts) => {
-      await runCommand(opts, async (progress) => {
-        const r = await snapshotterFrom(opts).export(opts.agent, opts.tenant, opts.id, opts.to, {
-          force: opts.force === true,
-          ...(opts.redact !== undefined ? { redact: opts.redact } : {}),
-          ...(opts.decrypt ? { decrypt: true } : {}),
-          ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
-          ...(opts.trust?.length ? { trust: opts.trust } : {}),
-          onProgress: progress.listener,
+      // a signal that ends the export removes its temporary copy from the target directory first
+      const disarm = armRemoveOnStop();
+      try {
+        await runCommand(opts, async (progress) => {
+          const r = await snapshotterFrom(opts).export(opts.agent, opts.tenant, opts.id, opts.to, {
+            force: opts.force === true,
+            ...(opts.redact !== undefined ? { redact: opts.redact } : {}),
+            ...(opts.decrypt ? { decrypt: true } : {}),
+            ...(identityFrom(opts) ? { decryptIdentity: identityFrom(opts)! } : {}),
+            ...(opts.trust?.length ? { trust: opts.trust } : {}),
+            onProgress: progress.listener,
+          });
+          progress.done();
+          if (opts.json) printJson(r);
+          else printText(formatExport(r));
+          return 0;
         });
-        progress.done();
-        if (opts.json) printJson(r);
-        else printText(formatExport(r));
-        return 0;
-      });
+      } finally {
+        disarm();
+      }
     });
 }

@@ -1,6 +1,6 @@
 // `nexo-memory mcp`: the agent tool as an MCP server on stdio, for one agent. stdout carries only the
 // protocol (warnings go to stderr; a line that is not JSON-RPC gets its JSON-RPC error response). Ends
-// when stdin closes or on SIGTERM/SIGINT, after the tool call in progress has finished, with exit
+// when stdin closes or on SIGTERM/SIGINT/SIGHUP, after the tool call in progress has finished, with exit
 // status 0. The signals are caught from the program's first line (cli/stop-signals.ts): one that comes
 // while the server starts ends it before it serves, with status 0 too. A second signal exits 1 at once.
 

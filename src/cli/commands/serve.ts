@@ -1,6 +1,6 @@
 // `nexo-memory serve`: the long-running daemon (HTTP API, scheduled snapshots, retention worker,
 // /metrics). Maps flags, config and environment onto the daemon's options, prints the bound address
-// once, and exits 0 after a clean shutdown on SIGTERM or SIGINT. The signals are caught from the program's
+// once, and exits 0 after a clean shutdown on SIGTERM, SIGINT or SIGHUP. The signals are caught from the program's
 // first line (cli/stop-signals.ts): one that comes before the daemon listens ends it, status 0, unserved.
 
 import { CONFIG_DEFAULTS, type SnapshotConfig, tokenProblem } from '../../config/config.js';
@@ -82,7 +82,7 @@ The API token comes from server.token in the config or ${TOKEN_ENV}; mutating ro
 A read-only token (server.read_token or ${READ_TOKEN_ENV}) reads but never writes.
 The web console is at the daemon's address (/); log in with either token.
 Restore over the API needs server.allow_restore: true AND NEXO_MEMORY_RESTORE_ALLOW=true.
-SIGTERM/SIGINT: stop accepting, let the operation in progress finish, exit 0 (a second signal exits 1 at once).
+SIGTERM/SIGINT/SIGHUP: stop accepting, let the operation in progress finish, exit 0 (a second signal exits 1 at once).
 
 Examples:
   nexo-memory serve --config /etc/nexo/memory.yaml
