@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -215,3 +215,46 @@ test('a snapshot or restore starts the host at once only for an agent whose live
     });`;
   assert.equal(runAlone(script), 'false false false true');
 });
+
+test('a process killed (SIGKILL) while its host runs a program: the host ends, and so do the program and what it started (stop 47)', {
+  timeout: 60_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const pids = join(dir, 'pids');
+  // a program that starts one of its own (the git that git starts, say) and waits for it
+  const script = `
+    import(${moduleUrl('../src/util/program-host.ts')}).then(async (ph) => {
+      ph.startProgramHost();
+      const run = () => ph.runOnHost({ file: 'sh', args: ['-c', 'sleep 300 & echo "$! $$ $PPID" > ${pids}; wait'], cwd: '/', env: process.env });
+      let r;
+      for (let i = 0; i < 600 && !(r = run()); i++) await new Promise((res) => setTimeout(res, 50));
+      await r;
+    });`;
+  const child = spawn(process.execPath, ['--import', 'tsx', '-e', script], { stdio: 'ignore' });
+  t.after(() => child.kill('SIGKILL'));
+  const ended = new Promise((r) => child.on('exit', r));
+  let text = '';
+  for (let i = 0; i < 600 && !/\n$/.test(text); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    text = existsSync(pids) ? readFileSync(pids, 'utf8') : '';
+  }
+  const [sleep, sh, host] = text.trim().split(' ').map(Number) as [number, number, number];
+  assert.ok(sleep && sh && host, `the program wrote its pids: ${JSON.stringify(text)}`);
+  child.kill('SIGKILL');
+  await ended;
+  const running = () => [sleep, sh, host].filter((p) => existsSync(`/proc/${p}`) && !zombie(p));
+  for (let i = 0; i < 200 && running().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  const left = running();
+  for (const p of left) process.kill(p, 'SIGKILL'); // (only when this test fails)
+  assert.deepEqual(left, [], 'no host, program or program of a program outlives the process');
+});
+
+/** Whether `pid` has ended and waits only to be reaped. */
+function zombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return true;
+  }
+}
