@@ -913,7 +913,8 @@ test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves 
 /**
  * A `git` for PATH that runs the real one, except that a run with the argument `<word>` in a directory
  * under one named `<agent>` (`NEXO_TEST_GIT_HOLD`: `agent:word …`) first writes `held-<agent>-<word>`
- * (its pid and its parent's) in `dir` and waits until `dir/release` exists: the daemon's git held
+ * (its pid and its parent's) in `dir` and waits until `dir/release` exists (or `dir` is gone: a failed
+ * test leaves no git waiting): the daemon's git held
  * inside a step of an operation.
  */
 function holdingGit(dir: string, hold: string): NodeJS.ProcessEnv {
@@ -929,7 +930,7 @@ for rule in $NEXO_TEST_GIT_HOLD; do
   for a in "$@"; do
     [ "$a" = "$word" ] || continue
     echo "$$ $PPID" > "${dir}/held.tmp" && mv "${dir}/held.tmp" "${dir}/held-$agent-$word"
-    while [ ! -e "${dir}/release" ]; do sleep 0.02; done
+    while [ ! -e "${dir}/release" ] && [ -d "${dir}" ]; do sleep 0.02; done
   done
 done
 exec ${JSON.stringify(real)} "$@"
