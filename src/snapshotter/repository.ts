@@ -33,6 +33,7 @@ import {
   InvalidInputError,
   NotFoundError,
   ObjectNotFoundError,
+  RepositoryLockedError,
   StoreUnavailableError,
   UnknownAgentError,
 } from '../model/errors.js';
@@ -54,6 +55,78 @@ import { STAGING_PREFIX } from '../store/paths.js';
 import { toolVersions } from '../util/version.js';
 import { captureTime, clockBehindNote, clockBehindOf } from './capture-time.js';
 import type { LocalSnapshotter } from './local.js';
+
+/**
+ * Test seam (stop 47): `beforeSave` runs after a snapshot's last lock check and before its manifest is
+ * saved — the window a pause past the lock staleness can fall in. Unset in production.
+ */
+export const publishHooks: { beforeSave?: () => Promise<void> } = {};
+
+/**
+ * After a snapshot's manifest and listing entry are saved: when its repository lock was lost meanwhile
+ * (removed or judged stale by another process, or not refreshed in time), a prune may have removed
+ * packs the new manifest references. Every blob it references (chunk lists read again) must still be in
+ * the index, in a pack that is stored; if so the snapshot stays (with a warning), else it is forgotten
+ * (listing entry first, then its manifest) and the snapshot fails with REPOSITORY_LOCKED.
+ */
+async function confirmPublished(
+  repo: Repository,
+  lock: HeldRepoLock,
+  manifest: RepoManifest,
+  warn: (message: string) => void,
+): Promise<void> {
+  try {
+    await lock.check();
+    return;
+  } catch (err) {
+    if (!(err instanceof RepositoryLockedError)) throw err;
+  }
+  const id = manifest.snapshot_id;
+  const missing = await missingReferences(repo, manifest);
+  if (missing === 0) {
+    warn(
+      `snapshot ${id}: the repository lock was lost while it was written (removed by another process, or not refreshed in time); everything it references is still stored, so it is kept`,
+    );
+    return;
+  }
+  const { forgetSnapshot } = await import('../repository/snapshots.js');
+  let left = '';
+  try {
+    await forgetSnapshot(repo, id);
+  } catch (err) {
+    left = ` (its entry could not be removed: ${(err as Error).message}; check reports it, delete or prune removes it)`;
+  }
+  throw new RepositoryLockedError(
+    `the lock was lost while snapshot ${id} was written, and ${missing} blob(s) it needed were removed by a prune: nothing was published${left}; run the snapshot again`,
+    { snapshot_id: id, missing_blobs: missing },
+  );
+}
+
+/** How many blobs `manifest` references that are not in the index (reloaded) or whose pack is not stored. */
+async function missingReferences(repo: Repository, manifest: RepoManifest): Promise<number> {
+  const { ReferenceSet } = await import('../repository/references.js');
+  const index = await repo.loadIndex(); // rebuilt when a prune replaced index files
+  const stored = new Set<string>();
+  for await (const p of repo.backend.list('packs')) stored.add(p.name);
+  const refs = new ReferenceSet(repo);
+  try {
+    await refs.addManifest(manifest);
+  } catch (err) {
+    // a chunk list that cannot be read any more: at least that one is gone
+    if (err instanceof BundleDamagedError || err instanceof ObjectNotFoundError)
+      return Math.max(1, countMissing());
+    throw err;
+  }
+  return countMissing();
+  function countMissing(): number {
+    let n = 0;
+    for (const b of refs.blobs) {
+      const at = index.get(b);
+      if (!at || !stored.has(at.pack)) n++;
+    }
+    return n;
+  }
+}
 
 export const STORE_FORMATS = ['auto', 'repository', 'bundles'] as const;
 export type StoreFormat = (typeof STORE_FORMATS)[number];
@@ -718,7 +791,13 @@ export class RepositoryStore {
         const meta = this.metaOf(manifest, stats.storedNew);
         // Only while our lock holds may the manifest reference what the index showed us (prune waits for it).
         await lock.check();
+        await publishHooks.beforeSave?.();
         await saveSnapshot(repo, manifest, json, meta);
+        // The check above is racy: a pause past the lock staleness between it and the save (a VM
+        // suspended, SIGSTOP) lets a prune elsewhere remove our lock and the new packs. So publication is
+        // confirmed after the fact (stop 47): a lock lost by now means the snapshot is kept only when
+        // everything it references is still stored; otherwise it is forgotten again and the snapshot fails.
+        await confirmPublished(repo, lock, manifest, this.s.warn);
         const behind = clockBehindNote(p.agentId, id, time);
         if (behind) this.s.warn(behind);
         return { ...meta, pinned: false, ...skippedOf(captured.memdir), ...clockBehindOf(time) };

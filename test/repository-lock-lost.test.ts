@@ -1,0 +1,110 @@
+// A snapshot whose repository lock is lost between its last lock check and the save of its manifest (a
+// pause past the lock staleness: a VM suspended, SIGSTOP; stop 47). Another process judged the lock
+// stale, removed it and pruned the snapshot's new packs: the snapshot must not be published damaged.
+// The window is opened in process (publishHooks.beforeSave), on a real local repository; the "other
+// host" is a second snapshotter on the same state root that removes the lock file and prunes.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { LocalBackend } from '../src/backend/local.js';
+import { LocalSnapshotter } from '../src/index.js';
+import { publishHooks } from '../src/snapshotter/repository.js';
+import { type Agent, sampleAgent } from './helpers/env.js';
+
+const other = (a: Agent) =>
+  new LocalSnapshotter({
+    stateRoot: a.stateRoot,
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    lockTimeoutMs: 5_000,
+    store: 'repository',
+  });
+
+/** Removes every repository lock (what a host that judged them stale does). */
+function removeLocks(a: Agent): number {
+  const dir = join(a.stateRoot, 'repository', 'locks');
+  const names = readdirSync(dir);
+  for (const n of names) rmSync(join(dir, n));
+  return names.length;
+}
+
+test('a snapshot whose lock was lost before its manifest, and whose new packs a prune removed, publishes nothing and fails REPOSITORY_LOCKED', async (t) => {
+  const warnings: string[] = [];
+  const a = sampleAgent(
+    t,
+    'ana',
+    { memories: 10, embeddings: 2, files: 2, commits: 1 },
+    { store: 'repository', onWarning: (m) => warnings.push(m) },
+  );
+  const first = await a.snapshotter.snapshot({ agentId: 'ana' });
+  writeFileSync(join(a.memdir, 'topics', 'big.md'), randomBytes(400 * 1024).toString('base64'));
+  let pruned: Awaited<ReturnType<LocalSnapshotter['prune']>> | undefined;
+  publishHooks.beforeSave = async () => {
+    publishHooks.beforeSave = undefined;
+    assert.equal(removeLocks(a), 1, 'the snapshot held its shared lock');
+    pruned = await other(a).prune();
+  };
+  t.after(() => {
+    publishHooks.beforeSave = undefined;
+  });
+  await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'REPOSITORY_LOCKED', err.message);
+    assert.match(err.message, /lock was lost while snapshot \S+ was written/);
+    assert.match(err.message, /nothing was published; run the snapshot again/);
+    return true;
+  });
+  assert.ok(
+    pruned && pruned.packs_removed >= 1,
+    `the prune removed the new packs: ${JSON.stringify(pruned)}`,
+  );
+  // nothing of the failed snapshot is left: only the first is listed, no other manifest is stored
+  const s = other(a);
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [first.id],
+  );
+  const manifests: string[] = [];
+  for await (const o of new LocalBackend(join(a.stateRoot, 'repository')).list('snapshots'))
+    manifests.push(o.name);
+  assert.deepEqual(manifests, [first.id], 'the failed snapshot left no manifest');
+  const check = await s.check({ readData: true });
+  assert.equal(check.ok, true, JSON.stringify(check.problems));
+  assert.deepEqual(check.unlisted_snapshots, []);
+  assert.equal(check.snapshots, 1);
+  // the next snapshot works
+  const again = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.equal((await s.check({ readData: true })).ok, true);
+  assert.notEqual(again.id, first.id);
+  assert.deepEqual(warnings, []);
+});
+
+test('a snapshot whose lock was lost before its manifest, but whose data are all still stored, is kept with a warning', async (t) => {
+  const warnings: string[] = [];
+  const a = sampleAgent(
+    t,
+    'ana',
+    { memories: 10, embeddings: 2, files: 2, commits: 1 },
+    { store: 'repository', onWarning: (m) => warnings.push(m) },
+  );
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  writeFileSync(join(a.memdir, 'topics', 'big.md'), randomBytes(100 * 1024).toString('base64'));
+  publishHooks.beforeSave = async () => {
+    publishHooks.beforeSave = undefined;
+    assert.equal(removeLocks(a), 1);
+  };
+  t.after(() => {
+    publishHooks.beforeSave = undefined;
+  });
+  const second = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.equal(warnings.length, 1, JSON.stringify(warnings));
+  assert.match(warnings[0]!, /lock was lost while it was written.*so it is kept/);
+  const s = other(a);
+  assert.equal((await s.list('ana')).length, 2);
+  const check = await s.check({ readData: true });
+  assert.equal(check.ok, true, JSON.stringify(check.problems));
+  assert.ok(existsSync(join(a.stateRoot, 'repository')));
+  assert.ok((await s.list('ana')).some((m) => m.id === second.id));
+});
