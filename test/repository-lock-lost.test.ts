@@ -12,14 +12,14 @@ import { test } from 'node:test';
 import { LocalBackend } from '../src/backend/local.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { publishHooks } from '../src/snapshotter/repository.js';
-import { type Agent, sampleAgent } from './helpers/env.js';
+import { type Agent, runCli, sampleAgent } from './helpers/env.js';
 
-const other = (a: Agent) =>
+const other = (a: Agent, lockTimeoutMs = 5_000) =>
   new LocalSnapshotter({
     stateRoot: a.stateRoot,
     memdirRoot: a.memdirRoot,
     sqliteRoot: a.sqliteRoot,
-    lockTimeoutMs: 5_000,
+    lockTimeoutMs,
     store: 'repository',
   });
 
@@ -107,4 +107,75 @@ test('a snapshot whose lock was lost before its manifest, but whose data are all
   assert.equal(check.ok, true, JSON.stringify(check.problems));
   assert.ok(existsSync(join(a.stateRoot, 'repository')));
   assert.ok((await s.list('ana')).some((m) => m.id === second.id));
+});
+
+/** A lock of another host (its pid means nothing here), last refreshed `ageMs` ago. */
+function plantLock(a: Agent, name: string, ageMs: number, operation = 'snapshot'): number {
+  const at = Date.now() - ageMs;
+  writeFileSync(
+    join(a.stateRoot, 'repository', 'locks', name),
+    JSON.stringify({
+      exclusive: false,
+      operation,
+      host: 'host-d',
+      host_id: 'another-boot/pid:[1]',
+      pid: 4242,
+      created_at_ms: at,
+      refreshed_at_ms: at,
+    }),
+  );
+  return at;
+}
+
+test('prune reports each stale lock of another host it removed (JSON and text); REPOSITORY_LOCKED says when a live one turns stale', async (t) => {
+  const a = sampleAgent(
+    t,
+    'ana',
+    { memories: 5, embeddings: 1, files: 1, commits: 1 },
+    { store: 'repository' },
+  );
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  const cli = (args: string[]) =>
+    runCli([...args, '--state-root', a.stateRoot], { env: { NEXO_MEMORY_STORE_FORMAT: 'repository' } });
+
+  // a live lock of another host: prune is refused, told when that lock becomes stale
+  const live = plantLock(a, 'c'.repeat(64), 10 * 60 * 1000);
+  const busy = await other(a, 0)
+    .prune()
+    .then(
+      () => assert.fail('prune ran beside a live lock'),
+      (e: Error & { code?: string; details?: Record<string, unknown> }) => e,
+    );
+  assert.equal(busy.code, 'REPOSITORY_LOCKED');
+  const staleAt = new Date(live + 30 * 60 * 1000).toISOString();
+  assert.ok(busy.message.includes(`stale after ${staleAt} (in 20 minutes)`), busy.message);
+  assert.equal(busy.details?.stale_after_ms, live + 30 * 60 * 1000);
+  rmSync(join(a.stateRoot, 'repository', 'locks', 'c'.repeat(64)));
+
+  // stale ones (40 minutes without a refresh) are removed, and said so
+  const old = plantLock(a, 'd'.repeat(64), 40 * 60 * 1000);
+  const json = await cli(['prune', '--json']);
+  assert.equal(json.code, 0, json.stderr);
+  const report = JSON.parse(json.stdout);
+  assert.equal(report.stale_locks_removed.length, 1, json.stdout);
+  const [r] = report.stale_locks_removed;
+  assert.equal(r.lock, `locks/${'d'.repeat(64)}`);
+  assert.equal(r.host, 'host-d');
+  assert.equal(r.pid, 4242);
+  assert.equal(r.operation, 'snapshot');
+  assert.equal(r.refreshed_at_ms, old);
+  assert.ok(r.age_ms >= 40 * 60 * 1000 && r.age_ms < 41 * 60 * 1000, String(r.age_ms));
+  plantLock(a, 'e'.repeat(64), 45 * 60 * 1000, 'import');
+  const text = await cli(['prune']);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(
+    text.stdout,
+    new RegExp(
+      `removed stale shared lock locks/${'e'.repeat(64)} of import \\(pid 4242 on host-d\\): last refreshed \\S+, 45 min ago`,
+    ),
+  );
+  // none left, none reported
+  const again = JSON.parse((await cli(['prune', '--json'])).stdout);
+  assert.deepEqual(again.stale_locks_removed, []);
+  assert.deepEqual(readdirSync(join(a.stateRoot, 'repository', 'locks')), []);
 });

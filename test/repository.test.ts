@@ -613,6 +613,7 @@ test('locks: REPOSITORY_LOCKED names the blocking lock object and what it claims
       pid: 4242,
       created_at_ms: future,
       refreshed_at_ms: future,
+      stale_after_ms: future + 30 * 60 * 1000,
     },
   );
 });

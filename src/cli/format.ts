@@ -341,8 +341,22 @@ export function formatGc(r: RetentionTickReport): string {
     lines.push(
       `repository: ${pruneSummary(pr.status === 'dry-run', pr)}` +
         (pr.leftovers_removed > 0 ? `; swept ${pr.leftovers_removed} leftover(s) of interrupted saves` : ''),
+      ...staleLockLines(pr).map((l) => `repository: ${l}`),
     );
   return lines.join('\n');
+}
+
+/**
+ * One line per stale lock of another process a prune removed (stop 47): the object, whose it was and
+ * how old. The host and operation are the lock's own bytes: control characters escaped as JSON does.
+ */
+export function staleLockLines(r: { stale_locks_removed?: PruneReport['stale_locks_removed'] }): string[] {
+  const shown = (v: unknown) => JSON.stringify(String(v)).slice(1, -1);
+  return (r.stale_locks_removed ?? []).map((l) => {
+    const d = new Date(l.refreshed_at_ms);
+    const at = Number.isNaN(d.getTime()) ? String(l.refreshed_at_ms) : d.toISOString();
+    return `removed stale ${l.exclusive ? 'exclusive' : 'shared'} lock ${l.lock} of ${shown(l.operation)} (pid ${shown(l.pid)} on ${shown(l.host)}): last refreshed ${at}, ${Math.round(l.age_ms / 60_000)} min ago`;
+  });
 }
 
 /** One line of what a prune did, or in a dry run would do (in the conditional throughout). */

@@ -55,8 +55,23 @@ export interface LockInfo {
 /** The scope of an agent's repository lock (LockInfo.scope). */
 export const agentScope = (tenant: string, agentId: string): string => `agent:${tenant}/${agentId}`;
 
+/** A stale lock of another process that an exclusive locker removed (prune reports them; stop 47). */
+export interface RemovedStaleLock {
+  /** The object removed: `locks/<name>`. */
+  lock: string;
+  host: string;
+  pid: number;
+  operation: string;
+  exclusive: boolean;
+  /** When it was last refreshed (its writer's clock), and how long before the removal (the remover's). */
+  refreshed_at_ms: number;
+  age_ms: number;
+}
+
 export interface HeldRepoLock {
   readonly name: string;
+  /** The stale locks removed when this (exclusive) lock was taken; empty for a shared lock. */
+  readonly staleRemoved?: readonly RemovedStaleLock[];
   /** Writes the lock again now (it is also refreshed every REFRESH_MS); a lock no longer trusted is lost. */
   refresh(): Promise<void>;
   /** Throws RepositoryLockedError when the lock was lost (removed by another process, or not refreshed in time). */
@@ -163,11 +178,16 @@ export function describeBlocker(backend: Backend, name: string, l: LockInfo, now
   const claims =
     `${kind} lock of ${shown(l.operation)} (pid ${shown(l.pid)} on ${shown(l.host)}, ` +
     `written ${when(l.created_at_ms)}, refreshed ${when(l.refreshed_at_ms)})`;
+  // When it stops blocking (stop 47): a lock of another host only by age, STALE_MS after its last
+  // refresh (by this host's clock; its holder's refreshes move that on). One of this host goes with
+  // its process, and is not dated here.
   const future =
     l.refreshed_at_ms > now
       ? `; it is dated ${Math.round((l.refreshed_at_ms - now) / 60_000)} min in the future and stays until ` +
         `${when(l.refreshed_at_ms + STALE_MS)} unless removed`
-      : '';
+      : sameProcessSpace(l)
+        ? ''
+        : `; stale after ${when(l.refreshed_at_ms + STALE_MS)} (in ${Math.max(0, Math.ceil((l.refreshed_at_ms + STALE_MS - now) / 60_000))} minutes) unless refreshed`;
   return `${claims}: object locks/${name} in ${backend.location}${future} (remove it only when that process is not running)`;
 }
 
@@ -262,10 +282,23 @@ export async function lockRepository(
       const all = await readLocks(backend);
       blocker = conflicting(all, exclusive, now(), name, scope);
       if (!blocker && elapsed() - m0 <= TRUST_MS) {
+        const removed: RemovedStaleLock[] = [];
         if (exclusive)
-          for (const [other, l] of all)
-            if (other !== name && isStale(l, now())) await backend.remove({ type: 'locks', name: other });
-        return held(backend, name, mine, now, elapsed, m0);
+          for (const [other, l] of all) {
+            const at = now();
+            if (other === name || !isStale(l, at)) continue;
+            await backend.remove({ type: 'locks', name: other });
+            removed.push({
+              lock: `locks/${other}`,
+              host: String(l.host),
+              pid: l.pid,
+              operation: String(l.operation),
+              exclusive: l.exclusive === true,
+              refreshed_at_ms: l.refreshed_at_ms,
+              age_ms: at - l.refreshed_at_ms,
+            });
+          }
+        return { ...held(backend, name, mine, now, elapsed, m0), staleRemoved: removed };
       }
       // Raced with another locker, or writing the lock took so long that others may already judge it
       // stale: it is withdrawn, not counted on.
@@ -282,6 +315,7 @@ export async function lockRepository(
           pid: l.pid,
           created_at_ms: l.created_at_ms,
           refreshed_at_ms: l.refreshed_at_ms,
+          stale_after_ms: l.refreshed_at_ms + STALE_MS,
         });
       }
       throw new RepositoryLockedError(`no lock could be taken in time: ${why}`);

@@ -13,7 +13,7 @@
 
 import { BundleDamagedError, NotFoundError } from '../model/errors.js';
 import { decodeIndex, type PackRecord } from './index-file.js';
-import { type HeldRepoLock, otherLiveLocks, STALE_MS } from './locks.js';
+import { type HeldRepoLock, otherLiveLocks, type RemovedStaleLock, STALE_MS } from './locks.js';
 import { openStoredBlob, PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
 import { ReferenceSet } from './references.js';
 import {
@@ -60,6 +60,11 @@ export interface PruneReport {
    * prune waits for it — so they are not counted above. Left by a killed writer, prune removes them.
    */
   in_flight?: { locks: string[]; unlisted: number; packs_unindexed: number; bytes: number };
+  /**
+   * The stale locks of other processes prune removed when it took its exclusive lock (stop 47): whose
+   * they were (host, pid, operation) and how old (by this host's clock). Empty on a dry run.
+   */
+  stale_locks_removed: RemovedStaleLock[];
 }
 
 /**
@@ -233,6 +238,7 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
     index_files_replaced: idle ? 0 : indexFiles.length,
     leftovers_removed: 0,
     leftover_bytes_freed: 0,
+    stale_locks_removed: [...(opts.lock?.staleRemoved ?? [])],
     ...(inFlight.length + inFlightPacks.length > 0
       ? {
           in_flight: {

@@ -4,7 +4,7 @@
 import { InvalidInputError } from '../../model/errors.js';
 import { Command, Option } from '../commander.js';
 import { checkIdentityFile, parseIntFlag, printJson, runCommand, snapshotterFrom } from '../context.js';
-import { humanBytes, pruneSummary } from '../format.js';
+import { humanBytes, pruneSummary, staleLockLines } from '../format.js';
 import { printText, terminalField } from '../terminal.js';
 import { configOption, identityOption, jsonOption, stateRootOption } from './options.js';
 
@@ -100,6 +100,7 @@ export function pruneCommand() {
         if (opts.json) printJson(r);
         else {
           process.stdout.write(`${pruneSummary(r.dry_run, r)}\n`);
+          for (const line of staleLockLines(r)) process.stdout.write(`${line}\n`);
           if (r.leftovers_removed > 0)
             process.stdout.write(
               `swept ${r.leftovers_removed} leftover(s) of interrupted saves (${humanBytes(r.leftover_bytes_freed)})\n`,
