@@ -1,12 +1,13 @@
 // The configuration file and the environment against a hostile tester (stop 47): a YAML error is one
 // line naming the file, line and column, never the file's text (a secret on a duplicated key); tags,
 // directives and a second document are refused; every path key is resolved against the file's
-// directory with `~` expanded (a list from the schema, so none is left out); a device, a FIFO or a
-// file over the bound is refused as a config, key, identity or .creds file, and so is a config that is
-// not UTF-8; a numeric variable that is not a whole number counts as its default and is warned of.
+// directory with `~` expanded (a list from the schema, so none is left out); a directory, a device that
+// never ends or a file over the bound is refused as a config, key, identity or .creds file (a pipe is
+// read), and so is a config that is not UTF-8; a numeric variable that is not a whole number counts as its default and is warned of.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -203,16 +204,25 @@ test('events.creds_file: relative to the config file; a credentials file that ca
   assert.doesNotMatch(r.stderr, /unreachable/);
 });
 
-test('a config, key, identity or .creds file that is a device, a FIFO or over its bound is refused, naming the file and the bound; a config that is not UTF-8 names its line', (t) => {
+test('a config, key, identity or .creds file that is a directory, an endless device or over its bound is refused, naming the file and the bound; a pipe is read; a config that is not UTF-8 names its line', async (t) => {
   const dir = tempDir(t);
+  // a pipe (`--config <(…)`) is read as it comes, from its writer
   const fifo = join(dir, 'fifo');
   execFileSync('mkfifo', [fifo]);
-  for (const [path, kind] of [
-    ['/dev/zero', 'a character device'],
-    [fifo, 'a FIFO'],
-    [dir, 'a directory'],
-  ] as const) {
-    const not = `${path} is ${kind}, not a regular file: not read`;
+  const writer = spawn('sh', ['-c', 'printf "memory:\\n  snapshot:\\n    root: /srv/piped\\n" > "$0"', fifo]);
+  assert.equal(loadConfig(fifo).snapshot.root, '/srv/piped');
+  await once(writer, 'exit');
+  // /dev/zero never ends: refused once past the bound, never read whole
+  assert.throws(
+    () => loadConfig('/dev/zero'),
+    configError(/^config file \/dev\/zero holds more than a config file may hold \(1 MiB\): not read$/),
+  );
+  assert.throws(
+    () => loadSigningKey('/dev/zero'),
+    configError(/more than a key file may hold \(64 KiB\)/, 'KEY'),
+  );
+  for (const [path, kind] of [[dir, 'a directory']] as const) {
+    const not = `${path} is ${kind}, not a regular file, a pipe or a device: not read`;
     assert.throws(() => loadConfig(path), configError(new RegExp(`^config file ${not}$`)));
     assert.throws(() => loadSigningKey(path), configError(new RegExp(`^key: key file ${not}$`), 'KEY'));
     assert.throws(() => loadTrustedKeys([path]), configError(new RegExp(`^key: key file ${not}$`), 'KEY'));
@@ -259,7 +269,7 @@ test('a config, key, identity or .creds file that is a device, a FIFO or over it
   assert.equal(loadConfig(f).snapshot.root, join(dir, 'café'));
 });
 
-test('CLI: keygen -y and verify --trust refuse /dev/zero (KEY), never reading it', async () => {
+test('CLI: keygen -y and verify --trust refuse /dev/zero (KEY), never reading it whole', async () => {
   for (const args of [
     ['keygen', '-y', '/dev/zero', '--json'],
     ['verify', '--trust', '/dev/zero', '/nonexistent.tar.zst', '--json'],
@@ -267,7 +277,7 @@ test('CLI: keygen -y and verify --trust refuse /dev/zero (KEY), never reading it
     const r = await runCli(args);
     assert.equal(r.code, 1, args.join(' '));
     assert.equal(JSON.parse(r.stdout).error.code, 'KEY', args.join(' '));
-    assert.match(r.stderr, /key file \/dev\/zero is a character device, not a regular file: not read/);
+    assert.match(r.stderr, /key file \/dev\/zero holds more than a key file may hold \(64 KiB\): not read/);
   }
 });
 

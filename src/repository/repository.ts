@@ -23,7 +23,6 @@ import {
   ObjectExistsError,
   ObjectNotFoundError,
   ObjectTooLargeError,
-  SchemaTooNewError,
   StoreUnavailableError,
 } from '../model/errors.js';
 import { collectGarbageNow } from '../util/heap-settings.js';
@@ -54,8 +53,10 @@ import {
   parseHeader,
   TRAILER,
 } from './pack.js';
+import { REPOSITORY_VERSION, versionGate } from './version-gate.js';
 
-export const REPOSITORY_VERSION = 1;
+export { checkRepositoryVersion, REPOSITORY_VERSION } from './version-gate.js';
+
 /**
  * Largest small object read whole into memory, and the largest an index file's JSON may be: a real
  * repository's index file reaches it (prune writes one describing every kept pack, ~100 bytes of JSON a
@@ -192,37 +193,6 @@ function parseConfig(bytes: Buffer): RepoConfig {
   const chunkerProblem = configChunkerProblem(c);
   if (chunkerProblem) throw new BundleDamagedError(`repository config: ${chunkerProblem}`);
   return c;
-}
-
-/** The repository version gate: SchemaTooNewError for a config a newer version wrote (docs/repository.md §2). */
-function versionGate(c: { repository_version?: unknown }): void {
-  if (typeof c.repository_version === 'number' && c.repository_version > REPOSITORY_VERSION)
-    throw new SchemaTooNewError(c.repository_version, REPOSITORY_VERSION, 'repository_version', 'repository');
-}
-
-/**
- * The version gate of a path that reads or writes the repository without opening it (the listing,
- * pins, retention's forgetting: no identity needed), as Repository.open applies it (stop 47: `list`,
- * `pin` and `unpin` read and changed a repository of a newer version). Nothing to check when there is no
- * config (no repository yet: its callers say so); a config that is not JSON is left to Repository.open
- * (damage). Whether there is a config.
- */
-export async function checkRepositoryVersion(backend: Backend): Promise<boolean> {
-  let bytes: Buffer;
-  try {
-    bytes = await readObject(backend, 'config', 'config', 1024 * 1024);
-  } catch (err) {
-    if (err instanceof ObjectNotFoundError) return false;
-    throw err;
-  }
-  let c: unknown;
-  try {
-    c = JSON.parse(bytes.toString('utf8'));
-  } catch {
-    return true;
-  }
-  if (typeof c === 'object' && c !== null) versionGate(c);
-  return true;
 }
 
 /**

@@ -313,7 +313,7 @@ export class RepositoryStore {
   async backendFor(): Promise<Backend> {
     await this.dropIfReplaced();
     const backend = await this.storeBackend();
-    const { checkRepositoryVersion } = await import('../repository/repository.js');
+    const { checkRepositoryVersion } = await import('../repository/version-gate.js');
     await checkRepositoryVersion(backend);
     return backend;
   }

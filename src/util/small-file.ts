@@ -1,8 +1,9 @@
 // Owns reading a file that is small by nature (the config file, a signing key, an age identity, a list
-// of trusted keys, a NATS .creds file) whole and bounded (stop 47): opened with O_NONBLOCK (a FIFO opens
-// at once instead of waiting for a writer) and read only when it is a regular file, at most the bound
-// of it. A device (`--config /dev/zero` grew to 4 GB), a FIFO, a socket, a directory or a file over
-// the bound is refused, and the caller throws its own typed error with the reason. Symlinks are
+// of trusted keys, a NATS .creds file) whole and bounded (stop 47): at most the bound is read, whatever
+// the file is, so a device that never ends (`--config /dev/zero` grew to 4 GB) is refused once past it.
+// A regular file, a pipe (`--config <(…)`, /dev/stdin: read as it comes, waiting for its writer as any
+// reader of a pipe does) and a character device (/dev/null) are read; a directory, a socket or a block
+// device, and a file over the bound, are refused, and the caller throws its own typed error with the reason. Symlinks are
 // followed: a key mounted as a symlink (a Kubernetes secret) is an ordinary way to hand one over.
 // Also checks that text is UTF-8, naming the first line that is not (a Latin-1 `é` read as U+FFFD
 // moved the store elsewhere). node:fs only.
@@ -45,15 +46,14 @@ const size = (n: number): string =>
 /** What kind of file that is not a regular file `st` is, for the refusal. */
 function kindOf(st: ReturnType<typeof fstatSync>): string {
   if (st.isDirectory()) return 'a directory';
-  if (st.isCharacterDevice()) return 'a character device';
   if (st.isBlockDevice()) return 'a block device';
-  if (st.isFIFO()) return 'a FIFO';
   if (st.isSocket()) return 'a socket';
   return 'not a regular file';
 }
 
 /**
- * The bytes of the regular file `path`, at most `maxBytes` of them; else SmallFileProblem with the
+ * The bytes of the file `path` (a regular file, a pipe or a character device), at most `maxBytes` of
+ * them; else SmallFileProblem with the
  * reason (the system's message when it cannot be opened: `ENOENT: no such file or directory, …`).
  * `what` names the file's kind in the reason (`a config file`).
  */
@@ -67,8 +67,14 @@ export function readSmallFile(path: string, maxBytes: number, what: string): Buf
   }
   try {
     const st = fstatSync(fd);
-    if (!st.isFile()) throw new SmallFileProblem(`is ${kindOf(st)}, not a regular file: not read`, false);
-    if (st.size > maxBytes)
+    if (st.isFIFO() || st.isCharacterDevice()) {
+      // opened without waiting (O_NONBLOCK) to see what it is; a pipe is then read as pipes are read
+      closeSync(fd);
+      fd = -1;
+      fd = openSync(path, constants.O_RDONLY);
+    } else if (!st.isFile())
+      throw new SmallFileProblem(`is ${kindOf(st)}, not a regular file, a pipe or a device: not read`, false);
+    else if (st.size > maxBytes)
       throw new SmallFileProblem(
         `is ${st.size} bytes, more than ${what} may hold (${size(maxBytes)}): not read`,
         false,
@@ -88,7 +94,7 @@ export function readSmallFile(path: string, maxBytes: number, what: string): Buf
     if (err instanceof SmallFileProblem) throw err;
     throw new SmallFileProblem((err as Error).message, true, { cause: err });
   } finally {
-    closeSync(fd);
+    if (fd >= 0) closeSync(fd);
   }
 }
 
