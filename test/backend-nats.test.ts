@@ -27,6 +27,7 @@ import { Repository } from '../src/repository/repository.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { sampleAgent } from './helpers/env.js';
+import { armExitWatchdog } from './helpers/exit-watchdog.js';
 import { startNats } from './helpers/nats.js';
 import { closeClient, type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
 import { REPO } from './helpers/repo.js';
@@ -37,6 +38,7 @@ before(async () => {
 });
 after(async () => {
   await cluster?.stop();
+  armExitWatchdog('backend-nats.test.ts');
 });
 
 const FAST = { attempts: 4, baseDelayMs: 50, maxDelayMs: 400 } as const;

@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import fs, { mkdirSync, type PathLike, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -18,6 +19,24 @@ import { loadSigningKey, loadTrustedKeys } from '../src/crypto/sign.js';
 import { envInteger, envIntegerWarnings, parseEnvInteger } from '../src/util/env-number.js';
 import { credsFileAuthenticator } from '../src/util/nats-client.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
+
+/** How many times `fn` opens `path` (node:fs's openSync, which the library's modules import, counted). */
+function countOpens(path: string, fn: () => void): number {
+  const real = fs.openSync;
+  let n = 0;
+  fs.openSync = ((p: PathLike, ...rest: unknown[]) => {
+    if (p === path) n++;
+    return (real as (...a: unknown[]) => number)(p, ...rest);
+  }) as typeof fs.openSync;
+  syncBuiltinESMExports();
+  try {
+    fn();
+  } finally {
+    fs.openSync = real;
+    syncBuiltinESMExports();
+  }
+  return n;
+}
 
 const configError =
   (re: RegExp, code = 'CONFIG') =>
@@ -210,7 +229,10 @@ test('a config, key, identity or .creds file that is a directory, an endless dev
   const fifo = join(dir, 'fifo');
   execFileSync('mkfifo', [fifo]);
   const writer = spawn('sh', ['-c', 'printf "memory:\\n  snapshot:\\n    root: /srv/piped\\n" > "$0"', fifo]);
-  assert.equal(loadConfig(fifo).snapshot.root, '/srv/piped');
+  // Opened once: a second open (one to look at it, one to read) let the writer write to the first and
+  // go, and the second then waited for a writer forever (a test process hung there, stop 48).
+  const opens = countOpens(fifo, () => assert.equal(loadConfig(fifo).snapshot.root, '/srv/piped'));
+  assert.equal(opens, 1, 'the pipe is opened once');
   await once(writer, 'exit');
   // /dev/zero never ends: refused once past the bound, never read whole
   assert.throws(

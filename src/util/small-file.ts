@@ -1,15 +1,16 @@
 // Owns reading a file that is small by nature (the config file, a signing key, an age identity, a list
 // of trusted keys, a NATS .creds file) whole and bounded (stop 47): at most the bound is read, whatever
 // the file is, so a device that never ends (`--config /dev/zero` grew to 4 GB) is refused once past it.
-// A regular file, a pipe (`--config <(…)`, /dev/stdin: read as it comes, waiting for its writer as any
-// reader of a pipe does) and a character device (/dev/null) are read; a directory, a socket or a block
-// device, and a file over the bound, are refused, and the caller throws its own typed error with the reason. Symlinks are
-// followed: a key mounted as a symlink (a Kubernetes secret) is an ordinary way to hand one over.
+// A regular file, a pipe (`--config <(…)`, /dev/stdin: opened once, read as it comes, waiting for its
+// writer as any reader of a pipe does) and a character device (/dev/null) are read; a directory, a
+// socket or a block device, and a file over the bound, are refused, and the caller throws its own typed
+// error with the reason. Symlinks are followed: a key mounted as a symlink (a Kubernetes secret) is an
+// ordinary way to hand one over.
 // Also checks that text is UTF-8, naming the first line that is not (a Latin-1 `é` read as U+FFFD
 // moved the store elsewhere). node:fs only.
 
 import { isUtf8 } from 'node:buffer';
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, statSync } from 'node:fs';
 
 /** The most a config file may hold. */
 export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
@@ -58,23 +59,28 @@ function kindOf(st: ReturnType<typeof fstatSync>): string {
  * `what` names the file's kind in the reason (`a config file`).
  */
 export function readSmallFile(path: string, maxBytes: number, what: string): Buffer {
+  const refused = (st: ReturnType<typeof fstatSync>): SmallFileProblem | undefined =>
+    st.isFile() || st.isFIFO() || st.isCharacterDevice()
+      ? undefined
+      : new SmallFileProblem(`is ${kindOf(st)}, not a regular file, a pipe or a device: not read`, false);
   let fd: number;
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    // What it is, before it is opened: a pipe is opened once, to be read. (Opened first without waiting
+    // to see what it was, then again to read, a pipe let its writer write to that first reader and go:
+    // the second open then waited forever, or the writer was killed by SIGPIPE; stop 48.)
+    const problem = refused(statSync(path));
+    if (problem) throw problem;
+    fd = openSync(path, constants.O_RDONLY);
   } catch (err) {
-    // a socket cannot be opened (ENXIO)
+    if (err instanceof SmallFileProblem) throw err;
     throw new SmallFileProblem((err as Error).message, true, { cause: err });
   }
   try {
+    // what was opened (the path may have been replaced since it was looked at)
     const st = fstatSync(fd);
-    if (st.isFIFO() || st.isCharacterDevice()) {
-      // opened without waiting (O_NONBLOCK) to see what it is; a pipe is then read as pipes are read
-      closeSync(fd);
-      fd = -1;
-      fd = openSync(path, constants.O_RDONLY);
-    } else if (!st.isFile())
-      throw new SmallFileProblem(`is ${kindOf(st)}, not a regular file, a pipe or a device: not read`, false);
-    else if (st.size > maxBytes)
+    const problem = refused(st);
+    if (problem) throw problem;
+    if (st.isFile() && st.size > maxBytes)
       throw new SmallFileProblem(
         `is ${st.size} bytes, more than ${what} may hold (${size(maxBytes)}): not read`,
         false,
@@ -94,7 +100,7 @@ export function readSmallFile(path: string, maxBytes: number, what: string): Buf
     if (err instanceof SmallFileProblem) throw err;
     throw new SmallFileProblem((err as Error).message, true, { cause: err });
   } finally {
-    if (fd >= 0) closeSync(fd);
+    closeSync(fd);
   }
 }
 

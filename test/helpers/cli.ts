@@ -6,14 +6,19 @@
 // (AsyncLocalStorage), so the test runner's own output passes through. Process-wide state a run could
 // leak into the next is set for the run and put back after it: the environment, the working directory
 // and process.exitCode; a run that leaves a signal handler behind, or a second run started while one is
-// going, is an error (the CLI is one process per run; such tests need the built CLI).
+// going, is an error (the CLI is one process per run; such tests need the built CLI). So is a run that
+// leaves a connection it opened keeping the process alive (a NATS client still reconnecting, say): a
+// process running that command would never end.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { Socket } from 'node:net';
 import type { RunResult } from './env.js';
 
 interface Captured {
   stdout: string[];
   stderr: string[];
+  /** The TCP connections the run opened (net.Socket#connect inside its async context). */
+  sockets: Set<Socket>;
 }
 
 const capture = new AsyncLocalStorage<Captured>();
@@ -41,6 +46,28 @@ function install(): void {
     }) as Write;
     stream.write = write;
   }
+  const connect = Socket.prototype.connect;
+  Socket.prototype.connect = function (this: Socket, ...args: unknown[]) {
+    capture.getStore()?.sockets.add(this);
+    return (connect as (...a: unknown[]) => Socket).apply(this, args);
+  } as typeof connect;
+}
+
+/** Whether `s` is open and keeps the process alive (an idle keep-alive socket is unref'd: it does not). */
+const holdsProcess = (s: Socket): boolean =>
+  !s.destroyed && (s as unknown as { _handle?: { hasRef?(): boolean } })._handle?.hasRef?.() === true;
+
+/**
+ * How many of a run's connections still keep the process alive once it is over, after up to a second
+ * for those being closed (a socket's handle closes on a later turn of the event loop).
+ */
+async function connectionsLeft(sockets: Set<Socket>): Promise<number> {
+  const deadline = Date.now() + 1000;
+  for (;;) {
+    const open = [...sockets].filter(holdsProcess).length;
+    if (open === 0 || Date.now() > deadline) return open;
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
@@ -67,7 +94,7 @@ export async function runCliInProcess(
   const savedCwd = process.cwd();
   const savedExitCode = process.exitCode;
   const listeners = SIGNALS.map((s) => process.listenerCount(s));
-  const out: Captured = { stdout: [], stderr: [] };
+  const out: Captured = { stdout: [], stderr: [], sockets: new Set() };
   try {
     for (const [k, v] of Object.entries(opts.env ?? {})) {
       if (v === undefined) delete process.env[k];
@@ -78,6 +105,11 @@ export async function runCliInProcess(
     await capture.run(out, () => main([process.execPath, 'nexo-memory', ...args]));
     const code = typeof process.exitCode === 'number' ? process.exitCode : Number(process.exitCode ?? 0);
     const left = SIGNALS.filter((s, i) => process.listenerCount(s) !== listeners[i]);
+    const open = await connectionsLeft(out.sockets);
+    if (open > 0)
+      throw new Error(
+        `runCliInProcess: \`${args.join(' ')}\` left ${open} connection(s) open: a process running it would not end`,
+      );
     if (left.length > 0)
       throw new Error(`runCliInProcess: \`${args.join(' ')}\` left handlers for ${left.join(', ')}`);
     return { code, stdout: out.stdout.join(''), stderr: out.stderr.join('') };
