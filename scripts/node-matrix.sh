@@ -14,8 +14,6 @@
 # Usage: scripts/node-matrix.sh VERSION…                 prepare and run (e.g. 22.23.5 24.22.3)
 #        scripts/node-matrix.sh prepare DIR VERSION…     only prepare, into DIR/VERSION (kept)
 #        scripts/node-matrix.sh run DIR VERSION          run one version prepared in DIR, then remove it
-#        scripts/node-matrix.sh beside DIR VERSION…      prepare into DIR, then run each, its output and
-#                                                        status into DIR/VERSION.log and .status
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -123,20 +121,6 @@ case "${1:-}" in
     dir=${2:?usage: scripts/node-matrix.sh prepare DIR VERSION…}
     shift 2
     prepare_all "$dir" "$@"
-    ;;
-  beside)
-    # prepare every version, then run each subset in turn, its output into DIR/VERSION.log and "STATUS
-    # SECONDS" into DIR/VERSION.status (for .ci/run, which runs this beside npm test and reads them after)
-    dir=${2:?usage: scripts/node-matrix.sh beside DIR VERSION…}
-    shift 2
-    prepare_all "$dir" "$@" || exit 1
-    for v in "$@"; do
-      t0=$SECONDS
-      status=0
-      run "$v" "$dir/$v" >"$dir/$v.log" 2>&1 || status=$?
-      rm -rf "${dir:?}/$v"
-      echo "$status $((SECONDS - t0))" >"$dir/$v.status"
-    done
     ;;
   run)
     dir=${2:?usage: scripts/node-matrix.sh run DIR VERSION}
