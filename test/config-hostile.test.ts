@@ -14,9 +14,10 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { configStringKeys, loadConfig } from '../src/config/config.js';
-import { loadIdentities } from '../src/crypto/age.js';
+import { generateIdentity, loadIdentities } from '../src/crypto/age.js';
 import { loadSigningKey, loadTrustedKeys } from '../src/crypto/sign.js';
 import { envInteger, envIntegerWarnings, parseEnvInteger } from '../src/util/env-number.js';
+import { looseKeyFileWarning } from '../src/util/key-file.js';
 import { credsFileAuthenticator } from '../src/util/nats-client.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 
@@ -351,4 +352,34 @@ test('a numeric environment variable: digits only (spaces around ignored); blank
     r.stderr,
     /^warning: NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES="-0" is not a whole number \(digits only; 0 where it turns something off\): its default is used\n/,
   );
+});
+
+test('a key given as a pipe is read once per process: the permission check does not read it, a second load gets the same identities (stop 48)', async (t) => {
+  const dir = tempDir(t);
+  // A signing key path that is a FIFO others may open (mkfifo's 0644): warned of without being read.
+  // Reading it there took the key the loader then waited for, and `list` waited on a pipe it never needed.
+  const keyFifo = join(dir, 'sign.fifo');
+  execFileSync('mkfifo', ['-m', '644', keyFifo]);
+  const keyWriter = spawn('sh', ['-c', 'printf "NEXO-SIGN-SECRET-KEY-1 x\\n" > "$0"', keyFifo]);
+  t.after(() => keyWriter.kill());
+  let warning: string | undefined;
+  const looked = countOpens(keyFifo, () => {
+    warning = looseKeyFileWarning(keyFifo, 'signing');
+  });
+  assert.equal(looked, 0, 'the permission check opened the pipe');
+  assert.match(warning ?? '', /readable by group and others \(mode 0644\)/);
+
+  // An identity file that is a pipe, written once: a command loads its identities more than once (each
+  // snapshot it resolves, then the one it reads); the second load waited for a writer that had gone.
+  const idFifo = join(dir, 'id.fifo');
+  execFileSync('mkfifo', ['-m', '600', idFifo]);
+  const { identity, recipient } = generateIdentity();
+  const idWriter = spawn('sh', ['-c', `printf '%s\\n' "$1" > "$0"`, idFifo, identity]);
+  t.after(() => idWriter.kill());
+  let loads: string[][] = [];
+  const opened = countOpens(idFifo, () => {
+    loads = [loadIdentities(idFifo), loadIdentities(idFifo)].map((ids) => ids.map((i) => i.recipient));
+  });
+  assert.equal(opened, 1, 'the pipe was opened again');
+  assert.deepEqual(loads, [[recipient], [recipient]]);
 });

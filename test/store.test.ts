@@ -4,11 +4,22 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { humanBytes } from '../src/cli/format.js';
 import { LocalSnapshotter, type SnapshotMeta } from '../src/index.js';
+import { pinNoteOf } from '../src/store/pins.js';
+import { readSibling } from '../src/store/sibling.js';
 import { bundleOf, manifestFor, writeBundleFile } from './helpers/bundles.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 
@@ -536,4 +547,25 @@ test('an id prefix matches by one rule in the bundle store and the repository: h
   // not a prefix, in either store: fewer than 4 digits (hyphens do not count), other characters
   for (const ref of ['----', 'a---', '01-9', '0190a1b2-c3d4-zz'])
     await assert.rejects(repo.findSnapshot('ana', undefined, ref), { code: 'INVALID_INPUT' }, ref);
+});
+
+test('a .sha256 sibling or .pin marker that is a FIFO, a device or too large is unreadable, never waited on nor read whole (stop 48)', async (t) => {
+  const dir = tempDir(t);
+  const bundle = join(dir, 'b.tar.zst');
+  // a FIFO nobody writes: opening it to read waited forever (list, verify)
+  execFileSync('mkfifo', [`${bundle}.sha256`, `${bundle}.pin`]);
+  assert.deepEqual(await readSibling(bundle), { status: 'unreadable', reason: 'not a regular file' });
+  assert.equal(pinNoteOf(bundle), undefined);
+  // /dev/zero behind a symlink: read until memory ran out (611 MB before verify gave up)
+  rmSync(`${bundle}.sha256`);
+  symlinkSync('/dev/zero', `${bundle}.sha256`);
+  assert.deepEqual(await readSibling(bundle), { status: 'unreadable', reason: 'not a regular file' });
+  rmSync(`${bundle}.sha256`);
+  writeFileSync(`${bundle}.sha256`, `${'a'.repeat(64)}  ${'x'.repeat(70 * 1024)}\n`);
+  assert.match((await readSibling(bundle)).status, /^unreadable$/);
+  writeFileSync(`${bundle}.sha256`, `${'A'.repeat(64)}  b.tar.zst\n`);
+  assert.deepEqual(await readSibling(bundle), { status: 'ok', sha256: 'a'.repeat(64) });
+  rmSync(`${bundle}.pin`);
+  writeFileSync(`${bundle}.pin`, '{"pinned_at_ms":1,"note":"kept"}\n');
+  assert.equal(pinNoteOf(bundle), 'kept');
 });

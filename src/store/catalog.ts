@@ -4,7 +4,7 @@
 // metadata (from the sidecar cache, else from the manifest at the head of the bundle), whether they
 // are pinned, and finding a bundle by id or unique id prefix.
 
-import { closeSync, constants, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CURRENT_SCHEMA, ZERO_OID } from '../format/constants.js';
@@ -19,6 +19,7 @@ import {
   validateTenant,
 } from '../model/ids.js';
 import type { SnapshotMeta } from '../model/types.js';
+import { readRegularFileSync } from '../util/regular-file.js';
 import { writeFileAtomic } from './atomic.js';
 import {
   bundleFileName,
@@ -177,34 +178,17 @@ const isString = (v: unknown): v is string => typeof v === 'string';
  * (same id, size and encryption), else `unusable` with the reason (list warns and reads the bundle's
  * head instead). Only the fields `metaFromManifest` derives are taken (others are ignored), so a
  * listing never depends on whether the cache was there. Synchronous on purpose: 20,000 promise-based
- * calls for 10,000 bundles cost ~7× more. Opened without following a FIFO's writer (O_NONBLOCK) and
- * read only when it is a regular file of at most SIDECAR_MAX_BYTES.
+ * calls for 10,000 bundles cost ~7× more. Read only when it is a regular file of at most
+ * SIDECAR_MAX_BYTES (util/regular-file.ts: a FIFO is never waited on).
  */
 function readSidecarSync(
   file: BundleFile,
   size: number,
 ): { status: 'absent' } | { status: 'ok'; meta: SnapshotMeta } | { status: 'unusable'; reason: string } {
   const unusable = (reason: string) => ({ status: 'unusable' as const, reason });
-  let text: string;
-  let fd: number;
-  try {
-    fd = openSync(sidecarPathOf(file.path), constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { status: 'absent' };
-    return unusable(`cannot be opened (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) return unusable('not a regular file');
-    if (st.size > SIDECAR_MAX_BYTES) return unusable(`larger than ${SIDECAR_MAX_BYTES} bytes`);
-    const buf = Buffer.alloc(st.size);
-    const n = readSync(fd, buf, 0, st.size, 0);
-    text = buf.subarray(0, n).toString('utf8');
-  } catch (err) {
-    return unusable(`cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-  } finally {
-    closeSync(fd);
-  }
+  const read = readRegularFileSync(sidecarPathOf(file.path), SIDECAR_MAX_BYTES);
+  if (read.status !== 'ok') return read;
+  const text = read.bytes.toString('utf8');
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

@@ -1,9 +1,9 @@
 // Owns pins: a snapshot is pinned by a `<bundle>.pin` marker next to it (JSON: when, optional note).
 // Retention never deletes a pinned snapshot; deleting it explicitly removes the pin with it.
 
-import { readFileSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
 import { IoError } from '../model/errors.js';
+import { readRegularFileSync } from '../util/regular-file.js';
 import { writeFileAtomic } from './atomic.js';
 
 export const PIN_EXT = '.pin';
@@ -23,10 +23,16 @@ export async function pin(bundlePath: string, note?: string): Promise<void> {
   }
 }
 
+/** The most a pin marker is read of (a note is one command-line argument: at most 128 KiB on Linux). */
+const PIN_MAX_BYTES = 1024 * 1024;
+
 /** The note of a bundle's pin, when its marker holds one (a marker that is not JSON has none). */
 export function pinNoteOf(bundlePath: string): string | undefined {
+  // a regular file only, never waited on (a FIFO made list wait forever) nor read past the bound: stop 48
+  const read = readRegularFileSync(pinPathOf(bundlePath), PIN_MAX_BYTES);
+  if (read.status !== 'ok') return undefined;
   try {
-    const v = JSON.parse(readFileSync(pinPathOf(bundlePath), 'utf8')) as { note?: unknown };
+    const v = JSON.parse(read.bytes.toString('utf8')) as { note?: unknown };
     return typeof v.note === 'string' && v.note !== '' ? v.note : undefined;
   } catch {
     return undefined;

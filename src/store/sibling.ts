@@ -2,7 +2,7 @@
 // original's format); read leniently (ASCII whitespace around it, uppercase, and the `sha256sum` forms
 // "<hex>  <name>" and "<hex> *<name>": the first token is the digest).
 
-import { readFile } from 'node:fs/promises';
+import { readRegularFileSync } from '../util/regular-file.js';
 import { writeFileAtomic } from './atomic.js';
 import { siblingPathOf } from './paths.js';
 
@@ -11,14 +11,15 @@ export type SiblingRead =
   | { status: 'missing' }
   | { status: 'unreadable'; reason: string };
 
+/** The most a sibling may hold: a digest, and in the sha256sum form a file name after it. */
+const SIBLING_MAX_BYTES = 64 * 1024;
+
 export async function readSibling(bundlePath: string): Promise<SiblingRead> {
-  let text: string;
-  try {
-    text = await readFile(siblingPathOf(bundlePath), 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { status: 'missing' };
-    return { status: 'unreadable', reason: (err as Error).message };
-  }
+  // a regular file only, never waited on (a FIFO) nor read past the bound (/dev/zero): stop 48
+  const read = readRegularFileSync(siblingPathOf(bundlePath), SIBLING_MAX_BYTES);
+  if (read.status === 'absent') return { status: 'missing' };
+  if (read.status === 'unusable') return { status: 'unreadable', reason: read.reason };
+  const text = read.bytes.toString('utf8');
   // ASCII whitespace only (docs/format.md §1): the first token is the digest, the rest (a sha256sum
   // file name) is ignored.
   const first =

@@ -23,7 +23,7 @@ const KINDS: Record<SecretKeyKind, { name: string; harm: string }> = {
  * readable, its loader refuses it.
  */
 function holdsSigningSecret(path: string): boolean {
-  // (bounded, and a FIFO is not waited on: its loader refuses what this cannot read)
+  // (a regular file, bounded: its loader refuses what this cannot read)
   let text: string;
   try {
     text = readSmallFile(path, MAX_KEY_FILE_BYTES, 'a key file').toString('utf8');
@@ -40,15 +40,19 @@ function holdsSigningSecret(path: string): boolean {
  */
 export function looseKeyFileWarning(path: string, kind: SecretKeyKind = 'identity'): string | undefined {
   if (process.platform === 'win32') return undefined;
-  let mode: number;
+  let st: ReturnType<typeof statSync>;
   try {
-    mode = statSync(path).mode;
+    st = statSync(path);
   } catch {
     return undefined;
   }
+  const mode = st.mode;
   const readers = [mode & 0o040 ? 'group' : '', mode & 0o004 ? 'others' : ''].filter(Boolean);
   if (readers.length === 0) return undefined;
-  if (kind === 'signing' && !holdsSigningSecret(path)) return undefined;
+  // Only a regular file is looked into: a pipe is read by its loader, once (read here first, it left
+  // the loader waiting for a writer that had gone, and `list` waited on a pipe it never needed: stop
+  // 48); a pipe others can open is warned of as a key they can read.
+  if (kind === 'signing' && st.isFile() && !holdsSigningSecret(path)) return undefined;
   const octal = (mode & 0o777).toString(8).padStart(4, '0');
   const { name, harm } = KINDS[kind];
   return (

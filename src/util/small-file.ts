@@ -7,10 +7,12 @@
 // error with the reason. Symlinks are followed: a key mounted as a symlink (a Kubernetes secret) is an
 // ordinary way to hand one over.
 // Also checks that text is UTF-8, naming the first line that is not (a Latin-1 `é` read as U+FFFD
-// moved the store elsewhere). node:fs only.
+// moved the store elsewhere). A pipe or device is read once per process: later reads get its bytes again.
+// node:fs only.
 
 import { isUtf8 } from 'node:buffer';
 import { closeSync, constants, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 
 /** The most a config file may hold. */
 export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
@@ -58,7 +60,18 @@ function kindOf(st: ReturnType<typeof fstatSync>): string {
  * reason (the system's message when it cannot be opened: `ENOENT: no such file or directory, …`).
  * `what` names the file's kind in the reason (`a config file`).
  */
+/**
+ * What each pipe or character device read so far held, by its absolute path: a pipe can be read once
+ * (its writer wrote it once), and a command may need the file more than once (the identity for each
+ * snapshot it resolves and reads, the event publisher's credentials at each connection it makes). A
+ * later read of that path gets the same bytes instead of waiting for a writer that has gone, or
+ * reading nothing (stop 48). Regular files are read again each time (a key rotated under a daemon).
+ */
+const pipesRead = new Map<string, Buffer>();
+
 export function readSmallFile(path: string, maxBytes: number, what: string): Buffer {
+  const kept = pipesRead.get(resolve(path));
+  if (kept) return Buffer.from(kept);
   const refused = (st: ReturnType<typeof fstatSync>): SmallFileProblem | undefined =>
     st.isFile() || st.isFIFO() || st.isCharacterDevice()
       ? undefined
@@ -95,7 +108,9 @@ export function readSmallFile(path: string, maxBytes: number, what: string): Buf
       if (n > maxBytes)
         throw new SmallFileProblem(`holds more than ${what} may hold (${size(maxBytes)}): not read`, false);
     }
-    return buf.subarray(0, n);
+    const bytes = buf.subarray(0, n);
+    if (!st.isFile()) pipesRead.set(resolve(path), Buffer.from(bytes));
+    return bytes;
   } catch (err) {
     if (err instanceof SmallFileProblem) throw err;
     throw new SmallFileProblem((err as Error).message, true, { cause: err });
