@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +41,8 @@ after(async () => {
 });
 
 const FAST = { attempts: 4, baseDelayMs: 50, maxDelayMs: 400 } as const;
+/** Every test's limit: a hang fails that test by name, long before the file's limit. */
+const LIMIT = { timeout: 240_000 };
 
 function options(bucket: string, extra: Partial<NatsBackendOptions> = {}): NatsBackendOptions {
   return { servers: cluster.urls, bucket, replicas: 3, create: true, timeoutMs: 3000, retry: FAST, ...extra };
@@ -68,11 +69,15 @@ async function dropBucket(bucket: string): Promise<void> {
 
 const fresh = () => `t-${randomUUID().slice(0, 8)}`;
 
-backendConformance('nats (3-node cluster, R3)', {
-  make: async () => open(fresh()),
-  reopen: async (b) => open(bucketOf.get(b)!, { create: false }),
-  teardown: async (b) => dropBucket(bucketOf.get(b)!),
-});
+backendConformance(
+  'nats (3-node cluster, R3)',
+  {
+    make: async () => open(fresh()),
+    reopen: async (b) => open(bucketOf.get(b)!, { create: false }),
+    teardown: async (b) => dropBucket(bucketOf.get(b)!),
+  },
+  LIMIT,
+);
 
 const MiB = 1 << 20;
 
@@ -137,136 +142,149 @@ async function restartAll(): Promise<void> {
   await cluster.waitForMetaLeader();
 }
 
-test('a node killed (SIGKILL) while a 33 MiB object is being saved: the save completes, byte-identical', async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
-  let retries = 0;
-  const b = await open(bucket, {
-    observer: { request: () => {}, retry: () => void retries++ },
-    // Long enough for a stream leader election on a busy machine: a CI run saw the
-    // cluster answer "jetstream is not enabled" for the whole of 6 attempts 0.1-1 s apart.
-    retry: { attempts: 8, baseDelayMs: 200, maxDelayMs: 3000 },
-    timeoutMs: 2000,
-  });
-  t.after(() => b.close());
-  t.after(restartAll);
-  const { leader } = await streamState(bucket);
-  const victim = cluster.nodes.find((n) => n.url && leader === n.name) ?? cluster.nodes[0]!;
-  const src = bigSource(33, async (i) => {
-    if (i === 10) await victim.kill();
-  });
-  const h = { type: 'packs', name: hexName('survives a node') } as const;
-  await b.save(h, src.chunks());
-  assert.ok(!victim.running, 'the node was killed during the save');
-  assert.ok(retries > 0, 'the kill interrupted some requests, which were retried');
-  assert.deepEqual(await b.stat(h), { name: h.name, size: 33 * MiB });
-  assert.equal(await sha256Of(b.load(h)), src.sha256);
-  await victim.start();
-  await cluster.waitForMetaLeader();
-  // Read again with the node back (any replica may serve a chunk now).
-  assert.equal(await sha256Of(b.load(h)), src.sha256);
-});
+test(
+  'a node killed (SIGKILL) while a 33 MiB object is being saved: the save completes, byte-identical',
+  LIMIT,
+  async (t) => {
+    const bucket = fresh();
+    t.after(() => dropBucket(bucket));
+    let retries = 0;
+    const b = await open(bucket, {
+      observer: { request: () => {}, retry: () => void retries++ },
+      // Long enough for a stream leader election on a busy machine: a CI run saw the
+      // cluster answer "jetstream is not enabled" for the whole of 6 attempts 0.1-1 s apart.
+      retry: { attempts: 8, baseDelayMs: 200, maxDelayMs: 3000 },
+      timeoutMs: 2000,
+    });
+    t.after(() => b.close());
+    t.after(restartAll);
+    const { leader } = await streamState(bucket);
+    const victim = cluster.nodes.find((n) => n.url && leader === n.name) ?? cluster.nodes[0]!;
+    const src = bigSource(33, async (i) => {
+      if (i === 10) await victim.kill();
+    });
+    const h = { type: 'packs', name: hexName('survives a node') } as const;
+    await b.save(h, src.chunks());
+    assert.ok(!victim.running, 'the node was killed during the save');
+    assert.ok(retries > 0, 'the kill interrupted some requests, which were retried');
+    assert.deepEqual(await b.stat(h), { name: h.name, size: 33 * MiB });
+    assert.equal(await sha256Of(b.load(h)), src.sha256);
+    await victim.start();
+    await cluster.waitForMetaLeader();
+    // Read again with the node back (any replica may serve a chunk now).
+    assert.equal(await sha256Of(b.load(h)), src.sha256);
+  },
+);
 
-test('the majority killed: STORE_UNREACHABLE, nothing half-visible; the same save succeeds once the nodes are back', async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
-  t.after(restartAll);
-  const b = await open(bucket, { timeoutMs: 500, retry: { attempts: 3, baseDelayMs: 50, maxDelayMs: 200 } });
-  t.after(() => b.close());
-  const kept = { type: 'snapshots', name: randomUUID() } as const;
-  await b.save(kept, Buffer.from('before the outage'));
-  const h = { type: 'packs', name: hexName('during the outage') } as const;
-  const src = bigSource(4, async (i) => {
-    if (i === 2) await Promise.all([cluster.nodes[0]!.kill(), cluster.nodes[1]!.kill()]);
-  });
-  await assert.rejects(b.save(h, src.chunks()), code('STORE_UNREACHABLE', 8));
-  // A read while the majority is down either fails the same way or is answered whole by the surviving
-  // replica (direct gets need no quorum): never a wrong answer, never the half-saved pack.
-  await b.stat(kept).then(
-    (info) => assert.equal(info.size, 'before the outage'.length),
-    (err: unknown) => code('STORE_UNREACHABLE')(err),
-  );
-  await listAll(b, 'packs').then(
-    (packs) => assert.deepEqual(packs, new Map()),
-    (err: unknown) => code('STORE_UNREACHABLE')(err),
-  );
+test(
+  'the majority killed: STORE_UNREACHABLE, nothing half-visible; the same save succeeds once the nodes are back',
+  LIMIT,
+  async (t) => {
+    const bucket = fresh();
+    t.after(() => dropBucket(bucket));
+    t.after(restartAll);
+    const b = await open(bucket, {
+      timeoutMs: 500,
+      retry: { attempts: 3, baseDelayMs: 50, maxDelayMs: 200 },
+    });
+    t.after(() => b.close());
+    const kept = { type: 'snapshots', name: randomUUID() } as const;
+    await b.save(kept, Buffer.from('before the outage'));
+    const h = { type: 'packs', name: hexName('during the outage') } as const;
+    const src = bigSource(4, async (i) => {
+      if (i === 2) await Promise.all([cluster.nodes[0]!.kill(), cluster.nodes[1]!.kill()]);
+    });
+    await assert.rejects(b.save(h, src.chunks()), code('STORE_UNREACHABLE', 8));
+    // A read while the majority is down either fails the same way or is answered whole by the surviving
+    // replica (direct gets need no quorum): never a wrong answer, never the half-saved pack.
+    await b.stat(kept).then(
+      (info) => assert.equal(info.size, 'before the outage'.length),
+      (err: unknown) => code('STORE_UNREACHABLE')(err),
+    );
+    await listAll(b, 'packs').then(
+      (packs) => assert.deepEqual(packs, new Map()),
+      (err: unknown) => code('STORE_UNREACHABLE')(err),
+    );
 
-  await restartAll();
-  await waitForStreamLeader(bucket);
-  // The same save, as the command run again would do it (a new client, the usual timeouts).
-  const c = await open(bucket, { create: false });
-  t.after(() => c.close());
-  assert.deepEqual(await listAll(c, 'packs'), new Map());
-  await assert.rejects(c.stat(h), code('OBJECT_NOT_FOUND'));
-  assert.deepEqual(await listAll(c, 'snapshots'), new Map([[kept.name, 17]]));
-  const again = bigSource(4);
-  await c.save(h, again.chunks());
-  assert.equal(await sha256Of(c.load(h)), again.sha256);
-  assert.deepEqual(await listAll(b, 'packs'), new Map([[h.name, 4 * MiB]]));
-});
+    await restartAll();
+    await waitForStreamLeader(bucket);
+    // The same save, as the command run again would do it (a new client, the usual timeouts).
+    const c = await open(bucket, { create: false });
+    t.after(() => c.close());
+    assert.deepEqual(await listAll(c, 'packs'), new Map());
+    await assert.rejects(c.stat(h), code('OBJECT_NOT_FOUND'));
+    assert.deepEqual(await listAll(c, 'snapshots'), new Map([[kept.name, 17]]));
+    const again = bigSource(4);
+    await c.save(h, again.chunks());
+    assert.equal(await sha256Of(c.load(h)), again.sha256);
+    assert.deepEqual(await listAll(b, 'packs'), new Map([[h.name, 4 * MiB]]));
+  },
+);
 
-test('an interrupted save (the source throws) is never listed or loadable, and its chunks are purged', async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
-  const b = await open(bucket);
-  t.after(() => b.close());
-  const boom = new Error('source died');
-  const h = { type: 'packs', name: hexName('interrupted') } as const;
-  const src = bigSource(3, async (i) => {
-    if (i === 2) throw boom;
-  });
-  await assert.rejects(b.save(h, src.chunks()), (e) => e === boom);
-  assert.deepEqual(await listAll(b, 'packs'), new Map());
-  await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
-  await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
-  assert.equal((await streamState(bucket)).chunkSubjects, 0, 'no chunk left behind');
-});
+test(
+  'an interrupted save (the source throws) is never listed or loadable, and its chunks are purged',
+  LIMIT,
+  async (t) => {
+    const bucket = fresh();
+    t.after(() => dropBucket(bucket));
+    const b = await open(bucket);
+    t.after(() => b.close());
+    const boom = new Error('source died');
+    const h = { type: 'packs', name: hexName('interrupted') } as const;
+    const src = bigSource(3, async (i) => {
+      if (i === 2) throw boom;
+    });
+    await assert.rejects(b.save(h, src.chunks()), (e) => e === boom);
+    assert.deepEqual(await listAll(b, 'packs'), new Map());
+    await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
+    await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
+    assert.equal((await streamState(bucket)).chunkSubjects, 0, 'no chunk left behind');
+  },
+);
 
-test('a process killed mid-save leaves nothing listed or loadable; sweepOrphans purges its chunks', async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
-  const b = (await open(bucket)) as NatsBackend;
-  t.after(() => b.close());
-  const kept = { type: 'packs', name: hexName('complete') } as const;
-  const keptData = randomBytes(NATS_CHUNK_SIZE * 2 + 1);
-  await b.save(kept, keptData);
-  const h = { type: 'packs', name: hexName('killed mid-save') } as const;
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      join(REPO, 'test', 'fixtures', 'nats-save-forever.ts'),
-      cluster.urls.join(','),
-      bucket,
-      h.name,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  t.after(() => child.kill('SIGKILL'));
-  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-  assert.equal(line, 'saving');
-  child.kill('SIGKILL');
-  await once(child, 'exit');
+test(
+  'a process killed mid-save leaves nothing listed or loadable; sweepOrphans purges its chunks',
+  LIMIT,
+  async (t) => {
+    const bucket = fresh();
+    t.after(() => dropBucket(bucket));
+    const b = (await open(bucket)) as NatsBackend;
+    t.after(() => b.close());
+    const kept = { type: 'packs', name: hexName('complete') } as const;
+    const keptData = randomBytes(NATS_CHUNK_SIZE * 2 + 1);
+    await b.save(kept, keptData);
+    const h = { type: 'packs', name: hexName('killed mid-save') } as const;
+    const saver = await savingForever(t, bucket, h.name);
+    await saver.kill();
 
-  assert.deepEqual(await listAll(b, 'packs'), new Map([[kept.name, keptData.length]]));
-  await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
-  await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
-  assert.equal((await streamState(bucket)).chunkSubjects, 2, 'the killed save left its chunks behind');
-  // Younger than the minimum age: kept (it could be a save under way).
-  assert.deepEqual(await b.sweepOrphans(60_000), { saves: 0, chunks: 0, bytes: 0 });
-  const swept = await b.sweepOrphans(0);
-  assert.equal(swept.saves, 1);
-  assert.ok(swept.chunks >= 8, `${swept.chunks} chunks purged`);
-  assert.equal((await streamState(bucket)).chunkSubjects, 1);
-  assert.deepEqual(await collect(b.load(kept)), keptData);
-});
+    assert.deepEqual(await listAll(b, 'packs'), new Map([[kept.name, keptData.length]]));
+    await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
+    await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
+    assert.equal((await streamState(bucket)).chunkSubjects, 2, 'the killed save left its chunks behind');
+    // Younger than the minimum age: kept (it could be a save under way).
+    assert.deepEqual(await b.sweepOrphans(60_000), { saves: 0, chunks: 0, bytes: 0 });
+    const swept = await b.sweepOrphans(0);
+    assert.equal(swept.saves, 1);
+    // The fixture had handed 8 pieces to the save, but with a publish window of 8 only the first is sure
+    // to be in the stream before the kill (as in the prune test below).
+    assert.ok(swept.chunks >= 1, `${swept.chunks} chunks purged`);
+    assert.equal((await streamState(bucket)).chunkSubjects, 1);
+    assert.deepEqual(await collect(b.load(kept)), keptData);
+  },
+);
+
+/** A fixture process, and its end: `kill()` SIGKILLs it (unless it already ended) and waits for its exit. */
+interface Saver {
+  child: ChildProcess;
+  kill(): Promise<void>;
+}
 
 /**
  * A process saving a pack into `bucket` from an endless source, once it has handed 2 MiB to the save
- * (not all of it need be in the stream yet).
+ * (not all of it need be in the stream yet). A process that ends before saying so (its save failed)
+ * fails the test with its stderr, never waits for a line that cannot come.
  */
-async function savingForever(t: TestContext, bucket: string, name: string): Promise<ChildProcess> {
+async function savingForever(t: TestContext, bucket: string, name: string): Promise<Saver> {
   const child = spawn(
     process.execPath,
     [
@@ -277,12 +295,36 @@ async function savingForever(t: TestContext, bucket: string, name: string): Prom
       bucket,
       name,
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    { stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  t.after(() => child.kill('SIGKILL'));
-  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString()).slice(-8000);
+  });
+  // Taken now: an 'exit' already emitted is never emitted again (the process may end on its own).
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const closed = new Promise<void>((r) => child.once('close', () => r()));
+  const kill = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+  };
+  t.after(kill);
+  // readline emits 'close', never 'line', when the process ends without printing its line (and the
+  // child's 'close', after all its output was read, settles it in any case)
+  const lines = createInterface({ input: child.stdout! });
+  const line = await new Promise<string | undefined>((resolve) => {
+    lines.once('line', resolve);
+    lines.once('close', () => resolve(undefined));
+    void closed.then(() => resolve(undefined));
+  });
+  if (line === undefined) {
+    await closed; // all of its stderr read
+    throw new Error(
+      `nats-save-forever exited (${child.exitCode ?? child.signalCode}) before saving:\n${stderr}`,
+    );
+  }
   assert.equal(line, 'saving');
-  return child;
+  return { child, kill };
 }
 
 /** The chunk subjects of the bucket's stream, with their message counts. */
@@ -297,97 +339,103 @@ async function chunkSubjects(bucket: string): Promise<Record<string, number>> {
   }
 }
 
-test('prune (through the metered, retrying, cached backend) sweeps the chunks of a save killed long enough ago, never those of a save under way', async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
-  const requests: string[] = [];
-  const cacheRoot = mkdtempSync(join(tmpdir(), 'nexo-cache-'));
-  t.after(() => rmSync(cacheRoot, { recursive: true, force: true }));
-  const hosts = cluster.urls.map((u) => u.slice('nats://'.length)).join(',');
-  const b = await openBackend(parseRepoLocation(`nats://${hosts}/${bucket}`), {
-    nats: { replicas: 3, timeoutMs: 3000 },
-    retry: FAST,
-    create: true,
-    cacheRoot,
-    observer: { request: (op) => requests.push(op) },
-  });
-  t.after(() => b.close());
-  const repo = await Repository.init(b);
-  // The wrappers pass on how NATS wants its packs: small ones, several saved at once.
-  assert.deepEqual(repo.writer().packing, NATS_PACKING);
-  const committed = Object.keys(await chunkSubjects(bucket)); // the repository's config
-  // A save killed mid-way: its chunks stay, named by no object.
-  const killed = await savingForever(t, bucket, hexName('killed mid-save'));
-  killed.kill('SIGKILL');
-  await once(killed, 'exit');
-  const killedAt = Date.now();
-  const orphaned = Object.keys(await chunkSubjects(bucket)).filter((s) => !committed.includes(s));
-  assert.equal(orphaned.length, 1, 'the killed save left its chunks');
-  // A save under way (another host's snapshot): its chunks are younger than any age prune uses.
-  const running = await savingForever(t, bucket, hexName('a save under way'));
-  const AGE = 2000;
-  await new Promise((r) => setTimeout(r, Math.max(0, killedAt + AGE + 200 - Date.now())));
-  // How many of its 256 KiB pieces reached the stream before the kill varies with the cluster's pace.
-  const orphanedChunks = (await chunkSubjects(bucket))[orphaned[0]!] ?? 0;
-  assert.ok(orphanedChunks >= 1);
-
-  const lock = await lockRepository(b, true, 'prune', 0);
-  const report = await pruneRepository(repo, { lock, leftoverAgeMs: AGE });
-  await lock.release();
-  assert.equal(report.leftovers_removed, 1, JSON.stringify(report));
-  // every piece the fixture saves is one full chunk
-  assert.equal(
-    report.leftover_bytes_freed,
-    orphanedChunks * NATS_CHUNK_SIZE,
-    "the killed save's bytes swept",
-  );
-  const left = Object.keys(await chunkSubjects(bucket)).filter((s) => !committed.includes(s));
-  assert.equal(left.length, 1, 'the save under way keeps its chunks');
-  assert.ok(!left.includes(orphaned[0]!), 'the killed save lost its chunks');
-  running.kill('SIGKILL');
-  await once(running, 'exit');
-  // The default age (far past the lock staleness) leaves the second one alone as well.
-  const again = await pruneRepository(repo);
-  assert.equal(again.leftovers_removed, 0);
-  assert.equal(Object.keys(await chunkSubjects(bucket)).length, committed.length + 1);
-  assert.ok(requests.includes('remove'), 'the sweep went through the metering wrapper');
-});
-
-test('ifAbsent on the object store: of concurrent saves of one pack by two clients exactly one wins', async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
-  const a = await open(bucket);
-  t.after(() => a.close());
-  const c = await open(bucket, { create: false });
-  t.after(() => c.close());
-  for (let round = 0; round < 4; round++) {
-    const h = { type: 'packs', name: hexName(`pack race ${round}`) } as const;
-    let arrived = 0;
-    let release!: () => void;
-    const both = new Promise<void>((r) => {
-      release = r;
+test(
+  'prune (through the metered, retrying, cached backend) sweeps the chunks of a save killed long enough ago, never those of a save under way',
+  LIMIT,
+  async (t) => {
+    const bucket = fresh();
+    t.after(() => dropBucket(bucket));
+    const requests: string[] = [];
+    const cacheRoot = mkdtempSync(join(tmpdir(), 'nexo-cache-'));
+    t.after(() => rmSync(cacheRoot, { recursive: true, force: true }));
+    const hosts = cluster.urls.map((u) => u.slice('nats://'.length)).join(',');
+    const b = await openBackend(parseRepoLocation(`nats://${hosts}/${bucket}`), {
+      nats: { replicas: 3, timeoutMs: 3000 },
+      retry: FAST,
+      create: true,
+      cacheRoot,
+      observer: { request: (op) => requests.push(op) },
     });
-    // Both saves have their chunks uploaded before either commits: the commit decides.
-    async function* racer(content: Buffer): AsyncGenerator<Uint8Array> {
-      yield content.subarray(0, 1000);
-      if (++arrived === 2) release();
-      await both;
-      yield content.subarray(1000);
-    }
-    const contents = [randomBytes(300_000), randomBytes(310_000)];
-    const results = await Promise.allSettled([
-      a.save(h, racer(contents[0]!), { ifAbsent: true }),
-      c.save(h, racer(contents[1]!), { ifAbsent: true }),
-    ]);
-    const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
-    assert.equal(winners.length, 1, results.map((r) => r.status).join(', '));
-    code('OBJECT_EXISTS', 6)((results[1 - winners[0]!] as PromiseRejectedResult).reason);
-    assert.deepEqual(await collect(c.load(h)), contents[winners[0]!]);
-  }
-  assert.equal((await streamState(bucket)).chunkSubjects, 4, "the losers' chunks are purged");
-});
+    t.after(() => b.close());
+    const repo = await Repository.init(b);
+    // The wrappers pass on how NATS wants its packs: small ones, several saved at once.
+    assert.deepEqual(repo.writer().packing, NATS_PACKING);
+    const committed = Object.keys(await chunkSubjects(bucket)); // the repository's config
+    // A save killed mid-way: its chunks stay, named by no object.
+    const killed = await savingForever(t, bucket, hexName('killed mid-save'));
+    await killed.kill();
+    const killedAt = Date.now();
+    const orphaned = Object.keys(await chunkSubjects(bucket)).filter((s) => !committed.includes(s));
+    assert.equal(orphaned.length, 1, 'the killed save left its chunks');
+    // A save under way (another host's snapshot): its chunks are younger than any age prune uses.
+    const running = await savingForever(t, bucket, hexName('a save under way'));
+    const AGE = 2000;
+    await new Promise((r) => setTimeout(r, Math.max(0, killedAt + AGE + 200 - Date.now())));
+    // How many of its 256 KiB pieces reached the stream before the kill varies with the cluster's pace.
+    const orphanedChunks = (await chunkSubjects(bucket))[orphaned[0]!] ?? 0;
+    assert.ok(orphanedChunks >= 1);
 
-test('a ranged load reads only the chunks of its range', async (t) => {
+    const lock = await lockRepository(b, true, 'prune', 0);
+    const report = await pruneRepository(repo, { lock, leftoverAgeMs: AGE });
+    await lock.release();
+    assert.equal(report.leftovers_removed, 1, JSON.stringify(report));
+    // every piece the fixture saves is one full chunk
+    assert.equal(
+      report.leftover_bytes_freed,
+      orphanedChunks * NATS_CHUNK_SIZE,
+      "the killed save's bytes swept",
+    );
+    const left = Object.keys(await chunkSubjects(bucket)).filter((s) => !committed.includes(s));
+    assert.equal(left.length, 1, 'the save under way keeps its chunks');
+    assert.ok(!left.includes(orphaned[0]!), 'the killed save lost its chunks');
+    await running.kill();
+    // The default age (far past the lock staleness) leaves the second one alone as well.
+    const again = await pruneRepository(repo);
+    assert.equal(again.leftovers_removed, 0);
+    assert.equal(Object.keys(await chunkSubjects(bucket)).length, committed.length + 1);
+    assert.ok(requests.includes('remove'), 'the sweep went through the metering wrapper');
+  },
+);
+
+test(
+  'ifAbsent on the object store: of concurrent saves of one pack by two clients exactly one wins',
+  LIMIT,
+  async (t) => {
+    const bucket = fresh();
+    t.after(() => dropBucket(bucket));
+    const a = await open(bucket);
+    t.after(() => a.close());
+    const c = await open(bucket, { create: false });
+    t.after(() => c.close());
+    for (let round = 0; round < 4; round++) {
+      const h = { type: 'packs', name: hexName(`pack race ${round}`) } as const;
+      let arrived = 0;
+      let release!: () => void;
+      const both = new Promise<void>((r) => {
+        release = r;
+      });
+      // Both saves have their chunks uploaded before either commits: the commit decides.
+      async function* racer(content: Buffer): AsyncGenerator<Uint8Array> {
+        yield content.subarray(0, 1000);
+        if (++arrived === 2) release();
+        await both;
+        yield content.subarray(1000);
+      }
+      const contents = [randomBytes(300_000), randomBytes(310_000)];
+      const results = await Promise.allSettled([
+        a.save(h, racer(contents[0]!), { ifAbsent: true }),
+        c.save(h, racer(contents[1]!), { ifAbsent: true }),
+      ]);
+      const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+      assert.equal(winners.length, 1, results.map((r) => r.status).join(', '));
+      code('OBJECT_EXISTS', 6)((results[1 - winners[0]!] as PromiseRejectedResult).reason);
+      assert.deepEqual(await collect(c.load(h)), contents[winners[0]!]);
+    }
+    assert.equal((await streamState(bucket)).chunkSubjects, 4, "the losers' chunks are purged");
+  },
+);
+
+test('a ranged load reads only the chunks of its range', LIMIT, async (t) => {
   const bucket = fresh();
   t.after(() => dropBucket(bucket));
   const b = await open(bucket);
@@ -416,96 +464,108 @@ test('a ranged load reads only the chunks of its range', async (t) => {
   await assert.rejects(collect(b.load(h)), code('OBJECT_NOT_FOUND'));
 });
 
-test("ranged loads of a pack: neighbouring ranges share a chunk, each buffer is the caller's; a pack removed or saved again by another client is read anew", async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
-  const b = await open(bucket);
-  t.after(() => b.close());
-  const other = await open(bucket, { create: false });
-  t.after(() => other.close());
-  const data = randomBytes(4 * NATS_CHUNK_SIZE + 10);
-  const h = { type: 'packs', name: hexName('ranges of a pack') } as const;
-  await b.save(h, data);
-  const cut = NATS_CHUNK_SIZE + 1000; // inside the second chunk
-  const [left, right] = await Promise.all([
-    collect(b.load(h, { offset: 10, length: cut - 10 })),
-    collect(b.load(h, { offset: cut, length: 2 * NATS_CHUNK_SIZE })),
-  ]);
-  assert.deepEqual(left, data.subarray(10, cut));
-  assert.deepEqual(right, data.subarray(cut, cut + 2 * NATS_CHUNK_SIZE));
-  // The caller may write into what it was given: the next load of the shared chunk is unchanged.
-  for await (const c of b.load(h, { offset: cut - 500, length: 1000 })) c.fill(0);
-  assert.deepEqual(
-    await collect(b.load(h, { offset: cut - 500, length: 1000 })),
-    data.subarray(cut - 500, cut + 500),
-  );
+test(
+  "ranged loads of a pack: neighbouring ranges share a chunk, each buffer is the caller's; a pack removed or saved again by another client is read anew",
+  LIMIT,
+  async (t) => {
+    const bucket = fresh();
+    t.after(() => dropBucket(bucket));
+    const b = await open(bucket);
+    t.after(() => b.close());
+    const other = await open(bucket, { create: false });
+    t.after(() => other.close());
+    const data = randomBytes(4 * NATS_CHUNK_SIZE + 10);
+    const h = { type: 'packs', name: hexName('ranges of a pack') } as const;
+    await b.save(h, data);
+    const cut = NATS_CHUNK_SIZE + 1000; // inside the second chunk
+    const [left, right] = await Promise.all([
+      collect(b.load(h, { offset: 10, length: cut - 10 })),
+      collect(b.load(h, { offset: cut, length: 2 * NATS_CHUNK_SIZE })),
+    ]);
+    assert.deepEqual(left, data.subarray(10, cut));
+    assert.deepEqual(right, data.subarray(cut, cut + 2 * NATS_CHUNK_SIZE));
+    // The caller may write into what it was given: the next load of the shared chunk is unchanged.
+    for await (const c of b.load(h, { offset: cut - 500, length: 1000 })) c.fill(0);
+    assert.deepEqual(
+      await collect(b.load(h, { offset: cut - 500, length: 1000 })),
+      data.subarray(cut - 500, cut + 500),
+    );
 
-  // Removed by another client: not found (not the bytes this client read before).
-  await other.remove(h);
-  await assert.rejects(collect(b.load(h, { offset: cut - 500, length: 1000 })), code('OBJECT_NOT_FOUND'));
-  // Saved again by the other client (new chunks): read from the new meta.
-  await other.save(h, data);
-  assert.deepEqual(
-    await collect(b.load(h, { offset: 5, length: 2 * NATS_CHUNK_SIZE })),
-    data.subarray(5, 5 + 2 * NATS_CHUNK_SIZE),
-  );
-  // Removed by this client: not found at once.
-  await b.remove(h);
-  await assert.rejects(collect(b.load(h, { offset: 5, length: 10 })), code('OBJECT_NOT_FOUND'));
-});
+    // Removed by another client: not found (not the bytes this client read before).
+    await other.remove(h);
+    await assert.rejects(collect(b.load(h, { offset: cut - 500, length: 1000 })), code('OBJECT_NOT_FOUND'));
+    // Saved again by the other client (new chunks): read from the new meta.
+    await other.save(h, data);
+    assert.deepEqual(
+      await collect(b.load(h, { offset: 5, length: 2 * NATS_CHUNK_SIZE })),
+      data.subarray(5, 5 + 2 * NATS_CHUNK_SIZE),
+    );
+    // Removed by this client: not found at once.
+    await b.remove(h);
+    await assert.rejects(collect(b.load(h, { offset: 5, length: 10 })), code('OBJECT_NOT_FOUND'));
+  },
+);
 
-test('a save given the SHA-256 of its bytes records it as the digest instead of hashing them again', async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
-  const b = await open(bucket);
-  t.after(() => b.close());
-  const data = randomBytes(2 * NATS_CHUNK_SIZE + 33);
-  const right = { type: 'packs', name: hexName('given digest, right') } as const;
-  await b.save(right, data, { sha256: createHash('sha256').update(data).digest('hex') });
-  assert.deepEqual(await collect(b.load(right)), data);
-  // A wrong one is what the meta records (the bytes were not hashed): a whole load fails its check,
-  // ranges (which the digest does not cover) still load.
-  const wrong = { type: 'packs', name: hexName('given digest, wrong') } as const;
-  await b.save(wrong, data, { sha256: hexName('not these bytes') });
-  await assert.rejects(collect(b.load(wrong)), code('CHECKSUM_MISMATCH', 2));
-  assert.deepEqual(await collect(b.load(wrong, { offset: 5, length: 100 })), data.subarray(5, 105));
-  await assert.rejects(b.save(wrong, data, { sha256: 'ABC' }), code('INVALID_INPUT'));
-});
+test(
+  'a save given the SHA-256 of its bytes records it as the digest instead of hashing them again',
+  LIMIT,
+  async (t) => {
+    const bucket = fresh();
+    t.after(() => dropBucket(bucket));
+    const b = await open(bucket);
+    t.after(() => b.close());
+    const data = randomBytes(2 * NATS_CHUNK_SIZE + 33);
+    const right = { type: 'packs', name: hexName('given digest, right') } as const;
+    await b.save(right, data, { sha256: createHash('sha256').update(data).digest('hex') });
+    assert.deepEqual(await collect(b.load(right)), data);
+    // A wrong one is what the meta records (the bytes were not hashed): a whole load fails its check,
+    // ranges (which the digest does not cover) still load.
+    const wrong = { type: 'packs', name: hexName('given digest, wrong') } as const;
+    await b.save(wrong, data, { sha256: hexName('not these bytes') });
+    await assert.rejects(collect(b.load(wrong)), code('CHECKSUM_MISMATCH', 2));
+    assert.deepEqual(await collect(b.load(wrong, { offset: 5, length: 100 })), data.subarray(5, 105));
+    await assert.rejects(b.save(wrong, data, { sha256: 'ABC' }), code('INVALID_INPUT'));
+  },
+);
 
-test('wrong credentials are STORE_AUTH; no permission is STORE_DENIED; a missing bucket is STORE_MISSING; a dead server is STORE_UNREACHABLE', async (t) => {
-  const server = await startAuthServer('nexo', 'right-secret');
-  t.after(() => server.stop());
-  const base = { servers: [server.url], bucket: 'auth-test', timeoutMs: 2000, retry: FAST };
-  await assert.rejects(
-    openNatsBackend({ ...base, user: 'nexo', password: 'wrong-secret', create: true }),
-    code('STORE_AUTH', 8),
-  );
-  await assert.rejects(openNatsBackend({ ...base, create: true }), code('STORE_AUTH'));
-  await assert.rejects(
-    openNatsBackend({ ...base, user: 'nexo', password: 'right-secret' }),
-    code('STORE_MISSING', 8),
-  );
-  const b = await openNatsBackend({ ...base, user: 'nexo', password: 'right-secret', create: true });
-  await b.save({ type: 'config', name: 'config' }, Buffer.from('{}'));
-  await b.close();
-  // A user the server does not allow to publish into the bucket: STORE_DENIED, nothing saved.
-  const reader = await openNatsBackend({ ...base, user: 'reader', password: 'reader' });
-  const pack = { type: 'packs', name: hexName('denied') } as const;
-  await assert.rejects(reader.save(pack, Buffer.from('x')), code('STORE_DENIED', 8));
-  assert.deepEqual(await listAll(reader, 'packs'), new Map());
-  assert.equal((await collect(reader.load({ type: 'config', name: 'config' }))).toString(), '{}');
-  await reader.close();
-  const err = await openNatsBackend({ ...base, user: 'nexo', password: 'wrong-secret' }).catch((e) => e);
-  code('STORE_AUTH')(err);
-  assert.ok(!String(err.message).includes('secret'), 'the message shows no credential');
-  await server.stop();
-  await assert.rejects(
-    openNatsBackend({ ...base, user: 'nexo', password: 'right-secret', timeoutMs: 300 }),
-    code('STORE_UNREACHABLE', 8),
-  );
-});
+test(
+  'wrong credentials are STORE_AUTH; no permission is STORE_DENIED; a missing bucket is STORE_MISSING; a dead server is STORE_UNREACHABLE',
+  LIMIT,
+  async (t) => {
+    const server = await startAuthServer('nexo', 'right-secret');
+    t.after(() => server.stop());
+    const base = { servers: [server.url], bucket: 'auth-test', timeoutMs: 2000, retry: FAST };
+    await assert.rejects(
+      openNatsBackend({ ...base, user: 'nexo', password: 'wrong-secret', create: true }),
+      code('STORE_AUTH', 8),
+    );
+    await assert.rejects(openNatsBackend({ ...base, create: true }), code('STORE_AUTH'));
+    await assert.rejects(
+      openNatsBackend({ ...base, user: 'nexo', password: 'right-secret' }),
+      code('STORE_MISSING', 8),
+    );
+    const b = await openNatsBackend({ ...base, user: 'nexo', password: 'right-secret', create: true });
+    await b.save({ type: 'config', name: 'config' }, Buffer.from('{}'));
+    await b.close();
+    // A user the server does not allow to publish into the bucket: STORE_DENIED, nothing saved.
+    const reader = await openNatsBackend({ ...base, user: 'reader', password: 'reader' });
+    const pack = { type: 'packs', name: hexName('denied') } as const;
+    await assert.rejects(reader.save(pack, Buffer.from('x')), code('STORE_DENIED', 8));
+    assert.deepEqual(await listAll(reader, 'packs'), new Map());
+    assert.equal((await collect(reader.load({ type: 'config', name: 'config' }))).toString(), '{}');
+    await reader.close();
+    const err = await openNatsBackend({ ...base, user: 'nexo', password: 'wrong-secret' }).catch((e) => e);
+    code('STORE_AUTH')(err);
+    assert.ok(!String(err.message).includes('secret'), 'the message shows no credential');
+    await server.stop();
+    await assert.rejects(
+      openNatsBackend({ ...base, user: 'nexo', password: 'right-secret', timeoutMs: 300 }),
+      code('STORE_UNREACHABLE', 8),
+    );
+  },
+);
 
-test('the observer sees each request with its outcome and the bytes moved', async (t) => {
+test('the observer sees each request with its outcome and the bytes moved', LIMIT, async (t) => {
   const bucket = fresh();
   t.after(() => dropBucket(bucket));
   const seen: string[] = [];
@@ -536,236 +596,254 @@ test('the observer sees each request with its outcome and the bytes moved', asyn
   ]);
 });
 
-test('the state token changes with every save and remove by any client; the cache lists names from it only while nothing changed', async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
-  let lists = 0;
-  const b = await open(bucket, { observer: { request: (op) => void (op === 'list' && lists++) } });
-  t.after(() => b.close());
-  const other = await open(bucket, { create: false });
-  t.after(() => other.close());
-  const entry = (name: string) => ({ type: 'listing', name }) as const;
-  const [x, y] = [randomUUID(), randomUUID()];
-  const t0 = await b.stateToken!();
-  assert.equal(await b.stateToken!(), t0, 'nothing changed, the same token');
-  await other.save(entry(x), Buffer.from('{}'));
-  const t1 = await b.stateToken!();
-  assert.notEqual(t1, t0, "another client's save");
-  await other.remove(entry(x));
-  const t2 = await b.stateToken!();
-  assert.ok(t2 !== t1 && t2 !== t0, "another client's remove: a new token, never an earlier one");
+test(
+  'the state token changes with every save and remove by any client; the cache lists names from it only while nothing changed',
+  LIMIT,
+  async (t) => {
+    const bucket = fresh();
+    t.after(() => dropBucket(bucket));
+    let lists = 0;
+    const b = await open(bucket, { observer: { request: (op) => void (op === 'list' && lists++) } });
+    t.after(() => b.close());
+    const other = await open(bucket, { create: false });
+    t.after(() => other.close());
+    const entry = (name: string) => ({ type: 'listing', name }) as const;
+    const [x, y] = [randomUUID(), randomUUID()];
+    const t0 = await b.stateToken!();
+    assert.equal(await b.stateToken!(), t0, 'nothing changed, the same token');
+    await other.save(entry(x), Buffer.from('{}'));
+    const t1 = await b.stateToken!();
+    assert.notEqual(t1, t0, "another client's save");
+    await other.remove(entry(x));
+    const t2 = await b.stateToken!();
+    assert.ok(t2 !== t1 && t2 !== t0, "another client's remove: a new token, never an earlier one");
 
-  const dir = mkdtempSync(join(tmpdir(), 'nexo-names-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const cached = new CachedBackend(b, dir);
-  await other.save(entry(x), Buffer.from('{}'));
-  assert.deepEqual(await cached.listNames('listing'), [x]);
-  assert.equal(lists, 1, 'cold: the store listed the names');
-  assert.deepEqual(await cached.listNames('listing'), [x]);
-  assert.equal(lists, 1, 'warm and unchanged: from the cache');
-  await other.save(entry(y), Buffer.from('{}'));
-  assert.deepEqual(
-    (await cached.listNames('listing')).sort(),
-    [x, y].sort(),
-    "another client's save is seen",
-  );
-  assert.equal(lists, 2);
-  await other.remove(entry(x));
-  assert.deepEqual(await cached.listNames('listing'), [y], "another client's remove is seen");
-  assert.equal(lists, 3);
-  // a save of another type changes the token too: listed again, the same names
-  await other.save({ type: 'index', name: hexName('any') }, Buffer.from('i'));
-  assert.deepEqual(await cached.listNames('listing'), [y]);
-  assert.equal(lists, 4);
-  // a damaged names file is never trusted: listed again
-  const file = join(dir, 'names.listing');
-  const raw = readFileSync(file);
-  raw[raw.length - 3] = raw[raw.length - 3]! ^ 0x20;
-  writeFileSync(file, raw);
-  assert.deepEqual(await cached.listNames('listing'), [y]);
-  assert.equal(lists, 5, 'the damaged file was not used');
-  assert.equal(cached.refetched, 1);
-  assert.deepEqual(await cached.listNames('listing'), [y]);
-  assert.equal(lists, 5, 'rewritten whole, it serves again');
-});
+    const dir = mkdtempSync(join(tmpdir(), 'nexo-names-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const cached = new CachedBackend(b, dir);
+    await other.save(entry(x), Buffer.from('{}'));
+    assert.deepEqual(await cached.listNames('listing'), [x]);
+    assert.equal(lists, 1, 'cold: the store listed the names');
+    assert.deepEqual(await cached.listNames('listing'), [x]);
+    assert.equal(lists, 1, 'warm and unchanged: from the cache');
+    await other.save(entry(y), Buffer.from('{}'));
+    assert.deepEqual(
+      (await cached.listNames('listing')).sort(),
+      [x, y].sort(),
+      "another client's save is seen",
+    );
+    assert.equal(lists, 2);
+    await other.remove(entry(x));
+    assert.deepEqual(await cached.listNames('listing'), [y], "another client's remove is seen");
+    assert.equal(lists, 3);
+    // a save of another type changes the token too: listed again, the same names
+    await other.save({ type: 'index', name: hexName('any') }, Buffer.from('i'));
+    assert.deepEqual(await cached.listNames('listing'), [y]);
+    assert.equal(lists, 4);
+    // a damaged names file is never trusted: listed again
+    const file = join(dir, 'names.listing');
+    const raw = readFileSync(file);
+    raw[raw.length - 3] = raw[raw.length - 3]! ^ 0x20;
+    writeFileSync(file, raw);
+    assert.deepEqual(await cached.listNames('listing'), [y]);
+    assert.equal(lists, 5, 'the damaged file was not used');
+    assert.equal(cached.refetched, 1);
+    assert.deepEqual(await cached.listNames('listing'), [y]);
+    assert.equal(lists, 5, 'rewritten whole, it serves again');
+  },
+);
 
-test('a full JetStream (max_file_store reached) is STORE_FULL at once, never retried; what prune can do there', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-full-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const conf = join(dir, 'server.conf');
-  writeFileSync(conf, `jetstream { store_dir: "${join(dir, 'js')}", max_file_store: 12MB }\n`);
-  const server = await startNats(t, 0, ['-c', conf]);
-  const retries: string[] = [];
-  const b = await openNatsBackend({
-    servers: [server.url],
-    bucket: 'full',
-    create: true,
-    timeoutMs: 3000,
-    retry: { attempts: 3, baseDelayMs: 200, maxDelayMs: 1000 },
-    observer: { request: () => {}, retry: (op, _n, _d, reason) => retries.push(`${op}: ${reason}`) },
-  });
-  t.after(() => b.close());
-  let saved = 0;
-  let err: unknown;
-  const started = Date.now();
-  for (let i = 0; i < 40 && err === undefined; i++) {
-    try {
-      await b.save({ type: 'packs', name: hexName(`full-${i}`) }, randomBytes(1 << 20));
-      saved++;
-    } catch (e) {
-      err = e;
+test(
+  'a full JetStream (max_file_store reached) is STORE_FULL, never retried; what prune can do there',
+  LIMIT,
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-full-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const conf = join(dir, 'server.conf');
+    writeFileSync(conf, `jetstream { store_dir: "${join(dir, 'js')}", max_file_store: 12MB }\n`);
+    const server = await startNats(t, 0, ['-c', conf]);
+    const retries: string[] = [];
+    const b = await openNatsBackend({
+      servers: [server.url],
+      bucket: 'full',
+      create: true,
+      timeoutMs: 3000,
+      retry: { attempts: 3, baseDelayMs: 200, maxDelayMs: 1000 },
+      observer: { request: () => {}, retry: (op, _n, _d, reason) => retries.push(`${op}: ${reason}`) },
+    });
+    t.after(() => b.close());
+    let saved = 0;
+    let err: unknown;
+    for (let i = 0; i < 40 && err === undefined; i++) {
+      try {
+        await b.save({ type: 'packs', name: hexName(`full-${i}`) }, randomBytes(1 << 20));
+        saved++;
+      } catch (e) {
+        err = e;
+      }
     }
-  }
-  const took = Date.now() - started;
-  assert.ok(saved >= 5 && err !== undefined, `saves until full: ${saved}, then ${String(err)}`);
-  code('STORE_FULL', 8)(err);
-  const msg = (err as Error).message;
-  assert.match(msg, /is full/);
-  assert.match(msg, /max_file_store/);
-  assert.deepEqual(retries, [], 'never retried');
-  assert.ok(took < 10_000, `no retries' wait (${took} ms)`);
-  // What is there is still readable; the failed save left nothing listed.
-  assert.equal((await listAll(b, 'packs')).size, saved);
-  // Prune needs its lock first: on a full JetStream the lock cannot be written either (the message says so).
-  await assert.rejects(
-    b.save({ type: 'locks', name: hexName('prune-lock') }, Buffer.from('{}'), { ifAbsent: true }),
-    code('STORE_FULL', 8),
-  );
-  assert.match(msg, /prune cannot/);
-});
-
-test('a creds_file that is not a NATS credentials file is CONFIG, naming the file and quoting none of it; a missing one is IO', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'nexo-creds-'));
-  try {
-    const bad = join(dir, 'bad.creds');
-    writeFileSync(bad, '-----BEGIN NATS USER JWT-----\nnot-a-jwt-SECRETISH\n------END NATS USER JWT------\n');
+    assert.ok(saved >= 5 && err !== undefined, `saves until full: ${saved}, then ${String(err)}`);
+    code('STORE_FULL', 8)(err);
+    const msg = (err as Error).message;
+    assert.match(msg, /is full/);
+    assert.match(msg, /max_file_store/);
+    assert.deepEqual(retries, [], 'never retried');
+    // What is there is still readable; the failed save left nothing listed.
+    assert.equal((await listAll(b, 'packs')).size, saved);
+    // Prune needs its lock first: on a full JetStream the lock cannot be written either (the message says so).
     await assert.rejects(
-      openNatsBackend({ servers: ['nats://127.0.0.1:1'], bucket: 'b', credsFile: bad }),
-      (err: Error & { code?: string }) => {
-        assert.equal(err.code, 'CONFIG', err.message);
-        assert.match(err.message, /bad\.creds is not a NATS credentials file/);
-        assert.doesNotMatch(err.message, /SECRETISH/);
-        return true;
-      },
+      b.save({ type: 'locks', name: hexName('prune-lock') }, Buffer.from('{}'), { ifAbsent: true }),
+      code('STORE_FULL', 8),
     );
-    await assert.rejects(
-      openNatsBackend({
-        servers: ['nats://127.0.0.1:1'],
-        bucket: 'b',
-        credsFile: join(dir, 'missing.creds'),
-      }),
-      { code: 'IO' },
-    );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+    assert.match(msg, /prune cannot/);
+  },
+);
 
-test('a repository stream whose settings can drop data is refused at open (STORE_UNSAFE, exit 8) naming the setting, before anything is written', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-unsafe-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const conf = join(dir, 'server.conf');
-  writeFileSync(conf, `jetstream { store_dir: "${join(dir, 'js')}" }\n`);
-  const server = await startNats(t, 0, ['-c', conf]);
-  const bucket = 'unsafe';
-  const opts = { servers: [server.url], bucket, timeoutMs: 3000, retry: FAST };
-  const first = await openNatsBackend({ ...opts, create: true });
-  await first.save({ type: 'packs', name: hexName('kept') }, randomBytes(600 * 1024));
-  await first.close();
-  const nc = await connect({ servers: [server.url] });
-  t.after(() => closeClient(nc));
-  const jsm = await jetstreamManager(nc);
-  const obj = `OBJ_${bucket}`;
-  const kv = `KV_${bucket}-locks`;
-  const messages = async () => (await jsm.streams.info(obj)).state.messages;
-  const stored = await messages();
-  const cases: Array<{
-    stream: string;
-    set: Record<string, unknown>;
-    unset: Record<string, unknown>;
-    names: RegExp;
-  }> = [
-    {
-      stream: obj,
-      set: { discard: 'old', max_bytes: 64 * MiB },
-      unset: { discard: 'new', max_bytes: -1 },
-      names: /discard is old with max_bytes/,
-    },
-    {
-      stream: obj,
-      set: { discard: 'old', max_msgs: 10_000 },
-      unset: { discard: 'new', max_msgs: -1 },
-      names: /discard is old with max_msgs/,
-    },
-    {
-      stream: obj,
-      set: { max_msgs_per_subject: 1 },
-      unset: { max_msgs_per_subject: -1 },
-      names: /max_msgs_per_subject is 1/,
-    },
-    { stream: obj, set: { max_age: 3600 * 1e9 }, unset: { max_age: 0 }, names: /max_age is 3600 s/ },
-    {
-      stream: obj,
-      set: { subjects: [`$O.${bucket}.C.>`] },
-      unset: { subjects: [`$O.${bucket}.C.>`, `$O.${bucket}.M.>`] },
-      names: /without \$O\.unsafe\.M\.>/,
-    },
-    {
-      stream: kv,
-      set: { max_age: 600 * 1e9 },
-      unset: { max_age: 0 },
-      names: /KV_unsafe-locks .*max_age is 600 s/,
-    },
-  ];
-  for (const c of cases) {
-    await jsm.streams.update(c.stream, c.set);
-    for (const create of [false, true])
+test(
+  'a creds_file that is not a NATS credentials file is CONFIG, naming the file and quoting none of it; a missing one is IO',
+  LIMIT,
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nexo-creds-'));
+    try {
+      const bad = join(dir, 'bad.creds');
+      writeFileSync(
+        bad,
+        '-----BEGIN NATS USER JWT-----\nnot-a-jwt-SECRETISH\n------END NATS USER JWT------\n',
+      );
       await assert.rejects(
-        openNatsBackend({ ...opts, create }),
-        (err: Error & { code?: string; exitCode?: number }) => {
-          assert.equal(err.code, 'STORE_UNSAFE', `${JSON.stringify(c.set)}: ${err.message}`);
-          assert.equal(err.exitCode, 8);
-          assert.match(err.message, c.names);
-          assert.match(err.message, /can drop repository data/);
+        openNatsBackend({ servers: ['nats://127.0.0.1:1'], bucket: 'b', credsFile: bad }),
+        (err: Error & { code?: string }) => {
+          assert.equal(err.code, 'CONFIG', err.message);
+          assert.match(err.message, /bad\.creds is not a NATS credentials file/);
+          assert.doesNotMatch(err.message, /SECRETISH/);
           return true;
         },
       );
-    await jsm.streams.update(c.stream, c.unset);
-  }
-  // discard new with a byte limit drops nothing (a full stream refuses the write: STORE_FULL)
-  await jsm.streams.update(obj, { max_bytes: 64 * MiB });
-  const b = await openNatsBackend(opts);
-  await b.close();
-  // the CLI: a snapshot into the unsafe stream fails before writing anything
-  await jsm.streams.update(obj, { discard: 'old' });
-  const a = sampleAgent(t, 'ana', { memories: 20, embeddings: 5, files: 2, commits: 1 });
-  const repo = `nats://127.0.0.1:${server.port}/${bucket}`;
-  const r = await runBuiltCli(['snapshot', '--agent', 'ana', '--json', '--repo', repo, ...a.flags]);
-  assert.equal(r.code, 8, r.stderr);
-  assert.equal(JSON.parse(r.stdout).error.code, 'STORE_UNSAFE');
-  assert.equal(await messages(), stored, 'nothing was written');
-});
+      await assert.rejects(
+        openNatsBackend({
+          servers: ['nats://127.0.0.1:1'],
+          bucket: 'b',
+          credsFile: join(dir, 'missing.creds'),
+        }),
+        { code: 'IO' },
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
 
-test('a NATS server without JetStream is STORE_MISSING at once (not 50 s of retries as if unreachable), saying JetStream is not enabled', async (t) => {
-  const server = await startNats(t); // no -js
-  const retries: string[] = [];
-  const started = Date.now();
-  await assert.rejects(
-    openNatsBackend({
-      servers: [server.url],
-      bucket: 'nojs',
-      create: true,
-      timeoutMs: 3000,
-      retry: { attempts: 4, baseDelayMs: 500, maxDelayMs: 2000 },
-      observer: { request: () => {}, retry: (op, _n, _d, reason) => retries.push(`${op}: ${reason}`) },
-    }),
-    (err: Error & { code?: string; exitCode?: number }) => {
-      assert.equal(err.code, 'STORE_MISSING', err.message);
-      assert.equal(err.exitCode, 8);
-      assert.match(err.message, /JetStream is not enabled/);
-      return true;
-    },
-  );
-  assert.deepEqual(retries, [], 'never retried');
-  assert.ok(Date.now() - started < 2500, `at once (${Date.now() - started} ms)`);
-});
+test(
+  'a repository stream whose settings can drop data is refused at open (STORE_UNSAFE, exit 8) naming the setting, before anything is written',
+  LIMIT,
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-unsafe-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const conf = join(dir, 'server.conf');
+    writeFileSync(conf, `jetstream { store_dir: "${join(dir, 'js')}" }\n`);
+    const server = await startNats(t, 0, ['-c', conf]);
+    const bucket = 'unsafe';
+    const opts = { servers: [server.url], bucket, timeoutMs: 3000, retry: FAST };
+    const first = await openNatsBackend({ ...opts, create: true });
+    await first.save({ type: 'packs', name: hexName('kept') }, randomBytes(600 * 1024));
+    await first.close();
+    const nc = await connect({ servers: [server.url] });
+    t.after(() => closeClient(nc));
+    const jsm = await jetstreamManager(nc);
+    const obj = `OBJ_${bucket}`;
+    const kv = `KV_${bucket}-locks`;
+    const messages = async () => (await jsm.streams.info(obj)).state.messages;
+    const stored = await messages();
+    const cases: Array<{
+      stream: string;
+      set: Record<string, unknown>;
+      unset: Record<string, unknown>;
+      names: RegExp;
+    }> = [
+      {
+        stream: obj,
+        set: { discard: 'old', max_bytes: 64 * MiB },
+        unset: { discard: 'new', max_bytes: -1 },
+        names: /discard is old with max_bytes/,
+      },
+      {
+        stream: obj,
+        set: { discard: 'old', max_msgs: 10_000 },
+        unset: { discard: 'new', max_msgs: -1 },
+        names: /discard is old with max_msgs/,
+      },
+      {
+        stream: obj,
+        set: { max_msgs_per_subject: 1 },
+        unset: { max_msgs_per_subject: -1 },
+        names: /max_msgs_per_subject is 1/,
+      },
+      { stream: obj, set: { max_age: 3600 * 1e9 }, unset: { max_age: 0 }, names: /max_age is 3600 s/ },
+      {
+        stream: obj,
+        set: { subjects: [`$O.${bucket}.C.>`] },
+        unset: { subjects: [`$O.${bucket}.C.>`, `$O.${bucket}.M.>`] },
+        names: /without \$O\.unsafe\.M\.>/,
+      },
+      {
+        stream: kv,
+        set: { max_age: 600 * 1e9 },
+        unset: { max_age: 0 },
+        names: /KV_unsafe-locks .*max_age is 600 s/,
+      },
+    ];
+    for (const c of cases) {
+      await jsm.streams.update(c.stream, c.set);
+      for (const create of [false, true])
+        await assert.rejects(
+          openNatsBackend({ ...opts, create }),
+          (err: Error & { code?: string; exitCode?: number }) => {
+            assert.equal(err.code, 'STORE_UNSAFE', `${JSON.stringify(c.set)}: ${err.message}`);
+            assert.equal(err.exitCode, 8);
+            assert.match(err.message, c.names);
+            assert.match(err.message, /can drop repository data/);
+            return true;
+          },
+        );
+      await jsm.streams.update(c.stream, c.unset);
+    }
+    // discard new with a byte limit drops nothing (a full stream refuses the write: STORE_FULL)
+    await jsm.streams.update(obj, { max_bytes: 64 * MiB });
+    const b = await openNatsBackend(opts);
+    await b.close();
+    // the CLI: a snapshot into the unsafe stream fails before writing anything
+    await jsm.streams.update(obj, { discard: 'old' });
+    const a = sampleAgent(t, 'ana', { memories: 20, embeddings: 5, files: 2, commits: 1 });
+    const repo = `nats://127.0.0.1:${server.port}/${bucket}`;
+    const r = await runBuiltCli(['snapshot', '--agent', 'ana', '--json', '--repo', repo, ...a.flags]);
+    assert.equal(r.code, 8, r.stderr);
+    assert.equal(JSON.parse(r.stdout).error.code, 'STORE_UNSAFE');
+    assert.equal(await messages(), stored, 'nothing was written');
+  },
+);
+
+test(
+  'a NATS server without JetStream is STORE_MISSING, never retried as if unreachable, saying JetStream is not enabled',
+  LIMIT,
+  async (t) => {
+    const server = await startNats(t); // no -js
+    const retries: string[] = [];
+    await assert.rejects(
+      openNatsBackend({
+        servers: [server.url],
+        bucket: 'nojs',
+        create: true,
+        timeoutMs: 3000,
+        retry: { attempts: 4, baseDelayMs: 500, maxDelayMs: 2000 },
+        observer: { request: () => {}, retry: (op, _n, _d, reason) => retries.push(`${op}: ${reason}`) },
+      }),
+      (err: Error & { code?: string; exitCode?: number }) => {
+        assert.equal(err.code, 'STORE_MISSING', err.message);
+        assert.equal(err.exitCode, 8);
+        assert.match(err.message, /JetStream is not enabled/);
+        return true;
+      },
+    );
+    assert.deepEqual(retries, [], 'never retried');
+  },
+);

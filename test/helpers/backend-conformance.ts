@@ -1,7 +1,8 @@
-// Owns the backend conformance suite: backendConformance(name, fixture) registers the node:test tests that
-// every storage backend (src/backend/) must pass — round trips, streaming, ranges, stat, list, remove,
-// listNames, atomicity, ifAbsent races, name checks before I/O, type isolation, a second client's view. A backend
-// joins by giving a factory of fresh empty stores, a way to open a second client, and an optional teardown.
+// Owns the backend conformance suite: backendConformance(name, fixture, limit) registers the node:test tests
+// (each with the options `limit`, e.g. a per-test timeout) that every storage backend (src/backend/) must
+// pass — round trips, streaming, ranges, stat, list, remove, listNames, atomicity, ifAbsent races, name
+// checks before I/O, type isolation, a second client's view. A backend joins by giving a factory of fresh
+// empty stores, a way to open a second client, and an optional teardown.
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -84,7 +85,11 @@ function bigSource(block: Buffer, count: number): () => AsyncGenerator<Uint8Arra
   };
 }
 
-export function backendConformance(name: string, fixture: BackendFixture): void {
+export function backendConformance(
+  name: string,
+  fixture: BackendFixture,
+  limit: { timeout?: number } = {},
+): void {
   async function open(t: TestContext): Promise<Backend> {
     const b = await fixture.make(t);
     t.after(async () => {
@@ -104,53 +109,57 @@ export function backendConformance(name: string, fixture: BackendFixture): void 
     collect(b.load(h, range));
 
   describe(`backend conformance: ${name}`, () => {
-    test('round trips: empty, small and chunked sources, config; saved and loaded bytes are copies', async (t) => {
-      const b = await open(t);
-      const empty = { type: 'index', name: hexName('empty') } as const;
-      const emptyIter = { type: 'index', name: hexName('empty-iter') } as const;
-      const small = { type: 'snapshots', name: randomUUID() } as const;
-      const parts = { type: 'packs', name: hexName('parts') } as const;
-      const config = { type: 'config', name: 'config' } as const;
-      await b.save(empty, new Uint8Array(0));
-      await b.save(emptyIter, chunksOf());
-      await b.save(small, Buffer.from('hello'));
-      const [p1, p2] = [randomBytes(70_000), randomBytes(3)];
-      await b.save(parts, chunksOf(p1, new Uint8Array(0), p2, Buffer.from('!')));
-      await b.save(config, Buffer.from('{"repository_version":1}'));
-      assert.deepEqual(await load(b, empty), Buffer.alloc(0));
-      assert.deepEqual(await load(b, emptyIter), Buffer.alloc(0));
-      assert.equal((await load(b, small)).toString(), 'hello');
-      assert.deepEqual(await load(b, parts), Buffer.concat([p1, p2, Buffer.from('!')]));
-      assert.equal((await load(b, config)).toString(), '{"repository_version":1}');
-      assert.deepEqual(await b.stat(empty), { name: empty.name, size: 0 });
-      assert.deepEqual(await b.stat(parts), { name: parts.name, size: 70_004 });
+    test(
+      'round trips: empty, small and chunked sources, config; saved and loaded bytes are copies',
+      limit,
+      async (t) => {
+        const b = await open(t);
+        const empty = { type: 'index', name: hexName('empty') } as const;
+        const emptyIter = { type: 'index', name: hexName('empty-iter') } as const;
+        const small = { type: 'snapshots', name: randomUUID() } as const;
+        const parts = { type: 'packs', name: hexName('parts') } as const;
+        const config = { type: 'config', name: 'config' } as const;
+        await b.save(empty, new Uint8Array(0));
+        await b.save(emptyIter, chunksOf());
+        await b.save(small, Buffer.from('hello'));
+        const [p1, p2] = [randomBytes(70_000), randomBytes(3)];
+        await b.save(parts, chunksOf(p1, new Uint8Array(0), p2, Buffer.from('!')));
+        await b.save(config, Buffer.from('{"repository_version":1}'));
+        assert.deepEqual(await load(b, empty), Buffer.alloc(0));
+        assert.deepEqual(await load(b, emptyIter), Buffer.alloc(0));
+        assert.equal((await load(b, small)).toString(), 'hello');
+        assert.deepEqual(await load(b, parts), Buffer.concat([p1, p2, Buffer.from('!')]));
+        assert.equal((await load(b, config)).toString(), '{"repository_version":1}');
+        assert.deepEqual(await b.stat(empty), { name: empty.name, size: 0 });
+        assert.deepEqual(await b.stat(parts), { name: parts.name, size: 70_004 });
 
-      // A producer that reuses one buffer for every chunk, and a caller that reuses its buffer after save.
-      const reused = { type: 'packs', name: hexName('reused') } as const;
-      async function* refill(): AsyncGenerator<Uint8Array> {
-        const buf = Buffer.alloc(65_536);
-        for (const ch of 'xyz') yield buf.fill(ch);
-      }
-      await b.save(reused, refill());
-      assert.deepEqual(
-        await load(b, reused),
-        Buffer.from('x'.repeat(65_536) + 'y'.repeat(65_536) + 'z'.repeat(65_536)),
-      );
-      const mine = randomBytes(1000);
-      const kept = Buffer.from(mine);
-      const copied = { type: 'keys', name: hexName('copied') } as const;
-      await b.save(copied, mine);
-      mine.fill(0);
-      assert.deepEqual(await load(b, copied), kept);
-      // Loaded chunks belong to the caller: changing them changes nothing stored.
-      for await (const c of b.load(copied)) {
-        assert.ok(c instanceof Uint8Array);
-        c.fill(1);
-      }
-      assert.deepEqual(await load(b, copied), kept);
-    });
+        // A producer that reuses one buffer for every chunk, and a caller that reuses its buffer after save.
+        const reused = { type: 'packs', name: hexName('reused') } as const;
+        async function* refill(): AsyncGenerator<Uint8Array> {
+          const buf = Buffer.alloc(65_536);
+          for (const ch of 'xyz') yield buf.fill(ch);
+        }
+        await b.save(reused, refill());
+        assert.deepEqual(
+          await load(b, reused),
+          Buffer.from('x'.repeat(65_536) + 'y'.repeat(65_536) + 'z'.repeat(65_536)),
+        );
+        const mine = randomBytes(1000);
+        const kept = Buffer.from(mine);
+        const copied = { type: 'keys', name: hexName('copied') } as const;
+        await b.save(copied, mine);
+        mine.fill(0);
+        assert.deepEqual(await load(b, copied), kept);
+        // Loaded chunks belong to the caller: changing them changes nothing stored.
+        for await (const c of b.load(copied)) {
+          assert.ok(c instanceof Uint8Array);
+          c.fill(1);
+        }
+        assert.deepEqual(await load(b, copied), kept);
+      },
+    );
 
-    test('20 MiB saved from a stream and loaded as a stream of bounded chunks', async (t) => {
+    test('20 MiB saved from a stream and loaded as a stream of bounded chunks', limit, async (t) => {
       const b = await open(t);
       const h = { type: 'packs', name: hexName('big') } as const;
       const block = randomBytes(MiB);
@@ -185,81 +194,93 @@ export function backendConformance(name: string, fixture: BackendFixture): void 
       );
     });
 
-    test('ranged loads at the edges; a range past the end is SHORT_READ, never a short stream', async (t) => {
-      const b = await open(t);
-      const data = randomBytes(3 * MiB + 5);
-      const n = data.length;
-      const h = { type: 'packs', name: hexName('ranged') } as const;
-      await b.save(h, data);
-      const ok: Array<[number, number | undefined]> = [
-        [0, undefined],
-        [0, 0],
-        [0, 1],
-        [0, n],
-        [1, n - 1],
-        [1, undefined],
-        [n - 1, 1],
-        [n - 1, undefined],
-        [n, undefined],
-        [n, 0],
-        [MiB - 1, 2],
-        [MiB - 3, 2 * MiB + 6],
-        [2 * MiB, MiB + 5],
-      ];
-      for (const [offset, length] of ok) {
-        const range = length === undefined ? { offset } : { offset, length };
-        const expected = data.subarray(offset, length === undefined ? n : offset + length);
-        assert.deepEqual(await load(b, h, range), expected, JSON.stringify(range));
-      }
-      for (const range of [
-        { offset: n + 1 },
-        { offset: n + 1, length: 0 },
-        { offset: n - 1, length: 2 },
-        { offset: 0, length: n + 1 },
-      ])
-        await assert.rejects(load(b, h, range), code('SHORT_READ', ExitCode.damaged), JSON.stringify(range));
-      const empty = { type: 'index', name: hexName('ranged-empty') } as const;
-      await b.save(empty, Buffer.alloc(0));
-      assert.deepEqual(await load(b, empty, { offset: 0 }), Buffer.alloc(0));
-      assert.deepEqual(await load(b, empty, { offset: 0, length: 0 }), Buffer.alloc(0));
-      await assert.rejects(load(b, empty, { offset: 0, length: 1 }), code('SHORT_READ'));
-      await assert.rejects(load(b, empty, { offset: 1 }), code('SHORT_READ'));
-      for (const range of [
-        { offset: -1 },
-        { offset: 0.5 },
-        { offset: Number.NaN },
-        { offset: Number.POSITIVE_INFINITY },
-        { offset: 0, length: -1 },
-        { offset: 0, length: 1.5 },
-        { offset: '0' as unknown as number },
-        null as unknown as { offset: number },
-      ])
-        await assert.rejects(load(b, h, range), code('INVALID_INPUT'), JSON.stringify(range));
-    });
+    test(
+      'ranged loads at the edges; a range past the end is SHORT_READ, never a short stream',
+      limit,
+      async (t) => {
+        const b = await open(t);
+        const data = randomBytes(3 * MiB + 5);
+        const n = data.length;
+        const h = { type: 'packs', name: hexName('ranged') } as const;
+        await b.save(h, data);
+        const ok: Array<[number, number | undefined]> = [
+          [0, undefined],
+          [0, 0],
+          [0, 1],
+          [0, n],
+          [1, n - 1],
+          [1, undefined],
+          [n - 1, 1],
+          [n - 1, undefined],
+          [n, undefined],
+          [n, 0],
+          [MiB - 1, 2],
+          [MiB - 3, 2 * MiB + 6],
+          [2 * MiB, MiB + 5],
+        ];
+        for (const [offset, length] of ok) {
+          const range = length === undefined ? { offset } : { offset, length };
+          const expected = data.subarray(offset, length === undefined ? n : offset + length);
+          assert.deepEqual(await load(b, h, range), expected, JSON.stringify(range));
+        }
+        for (const range of [
+          { offset: n + 1 },
+          { offset: n + 1, length: 0 },
+          { offset: n - 1, length: 2 },
+          { offset: 0, length: n + 1 },
+        ])
+          await assert.rejects(
+            load(b, h, range),
+            code('SHORT_READ', ExitCode.damaged),
+            JSON.stringify(range),
+          );
+        const empty = { type: 'index', name: hexName('ranged-empty') } as const;
+        await b.save(empty, Buffer.alloc(0));
+        assert.deepEqual(await load(b, empty, { offset: 0 }), Buffer.alloc(0));
+        assert.deepEqual(await load(b, empty, { offset: 0, length: 0 }), Buffer.alloc(0));
+        await assert.rejects(load(b, empty, { offset: 0, length: 1 }), code('SHORT_READ'));
+        await assert.rejects(load(b, empty, { offset: 1 }), code('SHORT_READ'));
+        for (const range of [
+          { offset: -1 },
+          { offset: 0.5 },
+          { offset: Number.NaN },
+          { offset: Number.POSITIVE_INFINITY },
+          { offset: 0, length: -1 },
+          { offset: 0, length: 1.5 },
+          { offset: '0' as unknown as number },
+          null as unknown as { offset: number },
+        ])
+          await assert.rejects(load(b, h, range), code('INVALID_INPUT'), JSON.stringify(range));
+      },
+    );
 
-    test('stat; a missing object is OBJECT_NOT_FOUND (exit 5) for load, ranged load, stat and readAll', async (t) => {
-      const b = await open(t);
-      const h = { type: 'snapshots', name: randomUUID() } as const;
-      await b.save(h, Buffer.from('x'.repeat(123)));
-      assert.deepEqual(await b.stat(h), { name: h.name, size: 123 });
-      for (const missing of [
-        { type: 'snapshots', name: randomUUID() },
-        { type: 'packs', name: hexName('missing') },
-        { type: 'config', name: 'config' },
-        { type: 'listing', name: h.name },
-      ] as const) {
-        await assert.rejects(b.stat(missing), code('OBJECT_NOT_FOUND', ExitCode.notFound));
-        await assert.rejects(load(b, missing), code('OBJECT_NOT_FOUND', ExitCode.notFound));
-        await assert.rejects(load(b, missing, { offset: 10, length: 1 }), code('OBJECT_NOT_FOUND'));
-        await assert.rejects(readAll(b, missing, { maxBytes: 100 }), code('OBJECT_NOT_FOUND'));
-      }
-      const err = await b.stat({ type: 'pins', name: h.name }).catch((e: unknown) => e);
-      assert.ok(err instanceof SnapshotError);
-      assert.equal(err.outcome, 'not_found');
-      assert.deepEqual(err.details, { type: 'pins', name: h.name });
-    });
+    test(
+      'stat; a missing object is OBJECT_NOT_FOUND (exit 5) for load, ranged load, stat and readAll',
+      limit,
+      async (t) => {
+        const b = await open(t);
+        const h = { type: 'snapshots', name: randomUUID() } as const;
+        await b.save(h, Buffer.from('x'.repeat(123)));
+        assert.deepEqual(await b.stat(h), { name: h.name, size: 123 });
+        for (const missing of [
+          { type: 'snapshots', name: randomUUID() },
+          { type: 'packs', name: hexName('missing') },
+          { type: 'config', name: 'config' },
+          { type: 'listing', name: h.name },
+        ] as const) {
+          await assert.rejects(b.stat(missing), code('OBJECT_NOT_FOUND', ExitCode.notFound));
+          await assert.rejects(load(b, missing), code('OBJECT_NOT_FOUND', ExitCode.notFound));
+          await assert.rejects(load(b, missing, { offset: 10, length: 1 }), code('OBJECT_NOT_FOUND'));
+          await assert.rejects(readAll(b, missing, { maxBytes: 100 }), code('OBJECT_NOT_FOUND'));
+        }
+        const err = await b.stat({ type: 'pins', name: h.name }).catch((e: unknown) => e);
+        assert.ok(err instanceof SnapshotError);
+        assert.equal(err.outcome, 'not_found');
+        assert.deepEqual(err.details, { type: 'pins', name: h.name });
+      },
+    );
 
-    test('list: empty store, many objects, packs across prefixes, exact sizes', async (t) => {
+    test('list: empty store, many objects, packs across prefixes, exact sizes', limit, async (t) => {
       const b = await open(t);
       for (const type of OBJECT_TYPES) assert.equal((await listAll(b, type)).size, 0, type);
       // Saved 20 at a time: concurrent saves into one directory (and one new prefix) must not collide.
@@ -283,7 +304,7 @@ export function backendConformance(name: string, fixture: BackendFixture): void 
       for (const type of OBJECT_TYPES) await assertListNames(b, type);
     });
 
-    test('types are isolated: one name in several types is several objects', async (t) => {
+    test('types are isolated: one name in several types is several objects', limit, async (t) => {
       const b = await open(t);
       const hex = hexName('shared');
       const id = randomUUID();
@@ -306,56 +327,64 @@ export function backendConformance(name: string, fixture: BackendFixture): void 
       assert.equal((await load(b, { type: 'pins', name: id })).toString(), 'pins!');
     });
 
-    test('remove: the object is gone from load, stat and list; removing a missing object is not an error', async (t) => {
-      const b = await open(t);
-      const h = { type: 'packs', name: hexName('doomed') } as const;
-      const other = { type: 'packs', name: hexName('kept') } as const;
-      await b.save(h, Buffer.from('a'));
-      await b.save(other, Buffer.from('b'));
-      await b.remove(h);
-      await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
-      await assert.rejects(load(b, h), code('OBJECT_NOT_FOUND'));
-      assert.deepEqual(await listAll(b, 'packs'), new Map([[other.name, 1]]));
-      await b.remove(h);
-      await b.remove({ type: 'locks', name: hexName('never') });
-      await b.remove({ type: 'config', name: 'config' });
-      // A removed name can be saved again, also with ifAbsent.
-      await b.save(h, Buffer.from('again'), { ifAbsent: true });
-      assert.equal((await load(b, h)).toString(), 'again');
-    });
+    test(
+      'remove: the object is gone from load, stat and list; removing a missing object is not an error',
+      limit,
+      async (t) => {
+        const b = await open(t);
+        const h = { type: 'packs', name: hexName('doomed') } as const;
+        const other = { type: 'packs', name: hexName('kept') } as const;
+        await b.save(h, Buffer.from('a'));
+        await b.save(other, Buffer.from('b'));
+        await b.remove(h);
+        await assert.rejects(b.stat(h), code('OBJECT_NOT_FOUND'));
+        await assert.rejects(load(b, h), code('OBJECT_NOT_FOUND'));
+        assert.deepEqual(await listAll(b, 'packs'), new Map([[other.name, 1]]));
+        await b.remove(h);
+        await b.remove({ type: 'locks', name: hexName('never') });
+        await b.remove({ type: 'config', name: 'config' });
+        // A removed name can be saved again, also with ifAbsent.
+        await b.save(h, Buffer.from('again'), { ifAbsent: true });
+        assert.equal((await load(b, h)).toString(), 'again');
+      },
+    );
 
-    test('atomicity: a source that fails half way leaves nothing, and an existing object intact', async (t) => {
-      const b = await open(t);
-      const boom = new Error('source failed');
-      async function* failing(): AsyncGenerator<Uint8Array> {
-        yield randomBytes(MiB);
-        yield randomBytes(1000);
-        throw boom;
-      }
-      const fresh = { type: 'packs', name: hexName('fresh') } as const;
-      await assert.rejects(b.save(fresh, failing()), (e) => e === boom);
-      await assert.rejects(b.save(fresh, failing(), { ifAbsent: true }), (e) => e === boom);
-      await assert.rejects(b.stat(fresh), code('OBJECT_NOT_FOUND'));
-      await assert.rejects(load(b, fresh), code('OBJECT_NOT_FOUND'));
-      assert.equal((await listAll(b, 'packs')).size, 0);
+    test(
+      'atomicity: a source that fails half way leaves nothing, and an existing object intact',
+      limit,
+      async (t) => {
+        const b = await open(t);
+        const boom = new Error('source failed');
+        async function* failing(): AsyncGenerator<Uint8Array> {
+          yield randomBytes(MiB);
+          yield randomBytes(1000);
+          throw boom;
+        }
+        const fresh = { type: 'packs', name: hexName('fresh') } as const;
+        await assert.rejects(b.save(fresh, failing()), (e) => e === boom);
+        await assert.rejects(b.save(fresh, failing(), { ifAbsent: true }), (e) => e === boom);
+        await assert.rejects(b.stat(fresh), code('OBJECT_NOT_FOUND'));
+        await assert.rejects(load(b, fresh), code('OBJECT_NOT_FOUND'));
+        assert.equal((await listAll(b, 'packs')).size, 0);
 
-      const existing = { type: 'locks', name: hexName('existing') } as const;
-      await b.save(existing, Buffer.from('old'));
-      await assert.rejects(b.save(existing, failing()), (e) => e === boom);
-      assert.equal((await load(b, existing)).toString(), 'old');
-      assert.deepEqual(await listAll(b, 'locks'), new Map([[existing.name, 3]]));
+        const existing = { type: 'locks', name: hexName('existing') } as const;
+        await b.save(existing, Buffer.from('old'));
+        await assert.rejects(b.save(existing, failing()), (e) => e === boom);
+        assert.equal((await load(b, existing)).toString(), 'old');
+        assert.deepEqual(await listAll(b, 'locks'), new Map([[existing.name, 3]]));
 
-      // A source that yields something other than bytes is refused the same way.
-      const wrong = (async function* () {
-        yield Buffer.from('ok');
-        yield 'text' as unknown as Uint8Array;
-      })();
-      await assert.rejects(b.save(fresh, wrong), code('INVALID_INPUT'));
-      await assert.rejects(b.save(fresh, 'text' as unknown as Uint8Array), code('INVALID_INPUT'));
-      assert.equal((await listAll(b, 'packs')).size, 0);
-    });
+        // A source that yields something other than bytes is refused the same way.
+        const wrong = (async function* () {
+          yield Buffer.from('ok');
+          yield 'text' as unknown as Uint8Array;
+        })();
+        await assert.rejects(b.save(fresh, wrong), code('INVALID_INPUT'));
+        await assert.rejects(b.save(fresh, 'text' as unknown as Uint8Array), code('INVALID_INPUT'));
+        assert.equal((await listAll(b, 'packs')).size, 0);
+      },
+    );
 
-    test('an object being saved is invisible until complete; a replacement is atomic', async (t) => {
+    test('an object being saved is invisible until complete; a replacement is atomic', limit, async (t) => {
       const b = await open(t);
       const other = await second(t, b);
       const h = { type: 'listing', name: randomUUID() } as const;
@@ -400,7 +429,7 @@ export function backendConformance(name: string, fixture: BackendFixture): void 
       assert.deepEqual(await listAll(b, 'listing'), new Map([[h.name, 200_000]]));
     });
 
-    test('ifAbsent: an existing object is OBJECT_EXISTS (exit 6) and stays unchanged', async (t) => {
+    test('ifAbsent: an existing object is OBJECT_EXISTS (exit 6) and stays unchanged', limit, async (t) => {
       const b = await open(t);
       const h = { type: 'packs', name: hexName('once') } as const;
       await b.save(h, Buffer.from('first'), { ifAbsent: true });
@@ -420,37 +449,41 @@ export function backendConformance(name: string, fixture: BackendFixture): void 
       assert.deepEqual(await listAll(b, 'packs'), new Map([[h.name, 8]]));
     });
 
-    test('ifAbsent: of two concurrent saves of one name exactly one wins (one client, two clients)', async (t) => {
-      const a = await open(t);
-      const c = await second(t, a);
-      for (let round = 0; round < 6; round++) {
-        const [x, y] = round % 2 === 0 ? [a, a] : [a, c];
-        const h = { type: 'locks', name: hexName(`race ${round}`) } as const;
-        // Both saves are under way (each has handed over its first chunk) before either may finish.
-        let arrived = 0;
-        const both = deferred();
-        const racer = async function* (content: Buffer): AsyncGenerator<Uint8Array> {
-          yield content.subarray(0, 1000);
-          if (++arrived === 2) both.resolve();
-          await both.promise;
-          yield content.subarray(1000);
-        };
-        const contents = [randomBytes(50_000 + round), randomBytes(60_000 + round)];
-        const results = await Promise.allSettled([
-          x.save(h, racer(contents[0]!), { ifAbsent: true }),
-          y.save(h, racer(contents[1]!), { ifAbsent: true }),
-        ]);
-        const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
-        assert.equal(winners.length, 1, `round ${round}: ${results.map((r) => r.status).join(', ')}`);
-        const loser = results[1 - winners[0]!] as PromiseRejectedResult;
-        code('OBJECT_EXISTS')(loser.reason);
-        assert.deepEqual(await load(a, h), contents[winners[0]!]);
-        assert.deepEqual(await listAll(c, 'locks'), new Map([[h.name, contents[winners[0]!]!.length]]));
-        await a.remove(h);
-      }
-    });
+    test(
+      'ifAbsent: of two concurrent saves of one name exactly one wins (one client, two clients)',
+      limit,
+      async (t) => {
+        const a = await open(t);
+        const c = await second(t, a);
+        for (let round = 0; round < 6; round++) {
+          const [x, y] = round % 2 === 0 ? [a, a] : [a, c];
+          const h = { type: 'locks', name: hexName(`race ${round}`) } as const;
+          // Both saves are under way (each has handed over its first chunk) before either may finish.
+          let arrived = 0;
+          const both = deferred();
+          const racer = async function* (content: Buffer): AsyncGenerator<Uint8Array> {
+            yield content.subarray(0, 1000);
+            if (++arrived === 2) both.resolve();
+            await both.promise;
+            yield content.subarray(1000);
+          };
+          const contents = [randomBytes(50_000 + round), randomBytes(60_000 + round)];
+          const results = await Promise.allSettled([
+            x.save(h, racer(contents[0]!), { ifAbsent: true }),
+            y.save(h, racer(contents[1]!), { ifAbsent: true }),
+          ]);
+          const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+          assert.equal(winners.length, 1, `round ${round}: ${results.map((r) => r.status).join(', ')}`);
+          const loser = results[1 - winners[0]!] as PromiseRejectedResult;
+          code('OBJECT_EXISTS')(loser.reason);
+          assert.deepEqual(await load(a, h), contents[winners[0]!]);
+          assert.deepEqual(await listAll(c, 'locks'), new Map([[h.name, contents[winners[0]!]!.length]]));
+          await a.remove(h);
+        }
+      },
+    );
 
-    test('invalid names and types are INVALID_INPUT before any I/O', async (t) => {
+    test('invalid names and types are INVALID_INPUT before any I/O', limit, async (t) => {
       const b = await open(t);
       const hex = hexName('valid');
       const id = randomUUID();
@@ -522,60 +555,68 @@ export function backendConformance(name: string, fixture: BackendFixture): void 
         if (type !== 'packs') assert.equal((await listAll(b, type)).size, 0, type);
     });
 
-    test('readAll: whole or ranged into one Buffer, OBJECT_TOO_LARGE over the cap (before I/O for a range)', async (t) => {
-      const b = await open(t);
-      const data = randomBytes(200_000);
-      const h = { type: 'index', name: hexName('read-all') } as const;
-      await b.save(h, data);
-      const whole = await readAll(b, h, { maxBytes: data.length });
-      assert.ok(Buffer.isBuffer(whole));
-      assert.deepEqual(whole, data);
-      assert.deepEqual(
-        await readAll(b, h, { maxBytes: 50, range: { offset: 100, length: 50 } }),
-        data.subarray(100, 150),
-      );
-      assert.deepEqual(
-        await readAll(b, h, { maxBytes: 10, range: { offset: data.length - 10 } }),
-        data.subarray(-10),
-      );
-      await assert.rejects(
-        readAll(b, h, { maxBytes: data.length - 1 }),
-        code('OBJECT_TOO_LARGE', ExitCode.damaged),
-      );
-      await assert.rejects(
-        readAll(b, h, { maxBytes: 9, range: { offset: data.length - 10 } }),
-        code('OBJECT_TOO_LARGE'),
-      );
-      const missing = { type: 'index', name: hexName('absent') } as const;
-      await assert.rejects(
-        readAll(b, missing, { maxBytes: 50, range: { offset: 0, length: 51 } }),
-        code('OBJECT_TOO_LARGE'),
-      );
-      await assert.rejects(
-        readAll(b, h, { maxBytes: 100, range: { offset: data.length, length: 1 } }),
-        code('SHORT_READ'),
-      );
-      await assert.rejects(readAll(b, h, { maxBytes: -1 }), code('INVALID_INPUT'));
-    });
+    test(
+      'readAll: whole or ranged into one Buffer, OBJECT_TOO_LARGE over the cap (before I/O for a range)',
+      limit,
+      async (t) => {
+        const b = await open(t);
+        const data = randomBytes(200_000);
+        const h = { type: 'index', name: hexName('read-all') } as const;
+        await b.save(h, data);
+        const whole = await readAll(b, h, { maxBytes: data.length });
+        assert.ok(Buffer.isBuffer(whole));
+        assert.deepEqual(whole, data);
+        assert.deepEqual(
+          await readAll(b, h, { maxBytes: 50, range: { offset: 100, length: 50 } }),
+          data.subarray(100, 150),
+        );
+        assert.deepEqual(
+          await readAll(b, h, { maxBytes: 10, range: { offset: data.length - 10 } }),
+          data.subarray(-10),
+        );
+        await assert.rejects(
+          readAll(b, h, { maxBytes: data.length - 1 }),
+          code('OBJECT_TOO_LARGE', ExitCode.damaged),
+        );
+        await assert.rejects(
+          readAll(b, h, { maxBytes: 9, range: { offset: data.length - 10 } }),
+          code('OBJECT_TOO_LARGE'),
+        );
+        const missing = { type: 'index', name: hexName('absent') } as const;
+        await assert.rejects(
+          readAll(b, missing, { maxBytes: 50, range: { offset: 0, length: 51 } }),
+          code('OBJECT_TOO_LARGE'),
+        );
+        await assert.rejects(
+          readAll(b, h, { maxBytes: 100, range: { offset: data.length, length: 1 } }),
+          code('SHORT_READ'),
+        );
+        await assert.rejects(readAll(b, h, { maxBytes: -1 }), code('INVALID_INPUT'));
+      },
+    );
 
-    test('a second client sees saves and removals; a load abandoned half way leaves the store usable', async (t) => {
-      const a = await open(t);
-      const c = await second(t, a);
-      const h = { type: 'packs', name: hexName('shared view') } as const;
-      const data = randomBytes(3 * MiB);
-      await a.save(h, data);
-      assert.deepEqual(await c.stat(h), { name: h.name, size: data.length });
-      assert.deepEqual(await listAll(c, 'packs'), new Map([[h.name, data.length]]));
-      for await (const chunk of c.load(h)) {
-        assert.ok(chunk.length > 0);
-        break;
-      }
-      assert.deepEqual(await load(c, h), data);
-      await c.remove(h);
-      await assert.rejects(a.stat(h), code('OBJECT_NOT_FOUND'));
-      assert.equal((await listAll(a, 'packs')).size, 0);
-      assert.equal(typeof a.location, 'string');
-      assert.ok(a.location.length > 0);
-    });
+    test(
+      'a second client sees saves and removals; a load abandoned half way leaves the store usable',
+      limit,
+      async (t) => {
+        const a = await open(t);
+        const c = await second(t, a);
+        const h = { type: 'packs', name: hexName('shared view') } as const;
+        const data = randomBytes(3 * MiB);
+        await a.save(h, data);
+        assert.deepEqual(await c.stat(h), { name: h.name, size: data.length });
+        assert.deepEqual(await listAll(c, 'packs'), new Map([[h.name, data.length]]));
+        for await (const chunk of c.load(h)) {
+          assert.ok(chunk.length > 0);
+          break;
+        }
+        assert.deepEqual(await load(c, h), data);
+        await c.remove(h);
+        await assert.rejects(a.stat(h), code('OBJECT_NOT_FOUND'));
+        assert.equal((await listAll(a, 'packs')).size, 0);
+        assert.equal(typeof a.location, 'string');
+        assert.ok(a.location.length > 0);
+      },
+    );
   });
 }
