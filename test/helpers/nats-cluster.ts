@@ -1,13 +1,15 @@
 // Test helpers for the NATS backend: a real 3-node nats-server cluster with JetStream on loopback (free
-// ports, one config file and store directory per node), started once per test file; nodes can be killed
-// (SIGKILL) and restarted on their ports and store directories. The bench (bench/remote.ts) starts its
-// cluster here too. Also a single server that requires a
-// user and password (the wrong-credentials case).
+// ports, all chosen before any is released so that they differ; one config file, store directory and
+// ports directory per node), started once per test file; a node has started when its own process wrote
+// its ports file, and the cluster when every node still runs once a meta leader is elected (else it is
+// stopped, its directory removed, and started again on other ports). Nodes can be killed (SIGKILL) and
+// restarted on their ports and store directories. The bench (bench/remote.ts) starts its cluster here
+// too. Also a single server that requires a user and password (the wrong-credentials case).
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -17,15 +19,23 @@ export function requireNatsServer(): void {
     throw new Error('nats-server is not installed (the NATS backend tests need it; .ci/run installs it)');
 }
 
-/** A TCP port that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  srv.listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const port = (srv.address() as { port: number }).port;
-  srv.close();
-  await once(srv, 'close');
-  return port;
+/**
+ * `count` distinct TCP ports that were free a moment ago: every one is held until all are chosen, then
+ * all are released together (a port released at once can be handed out again by the next bind).
+ */
+async function freePorts(count: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const srv = createServer();
+      servers.push(srv);
+      srv.listen(0, '127.0.0.1');
+      await once(srv, 'listening');
+    }
+    return servers.map((srv) => (srv.address() as { port: number }).port);
+  } finally {
+    await Promise.all(servers.map((srv) => (srv.listening ? new Promise((r) => srv.close(r)) : undefined)));
+  }
 }
 
 export interface NatsNode {
@@ -57,12 +67,16 @@ type Jsz = {
 
 class Node implements NatsNode {
   private proc: ChildProcess | undefined;
+  /** The end of the running (or last) process's stderr, for a failure's message. */
+  stderr = '';
   readonly url: string;
   constructor(
     readonly name: string,
     private readonly config: string,
     port: number,
     readonly monitor: number,
+    /** Where each process of this node writes `nats-server_<pid>.ports` once it listens. */
+    private readonly portsDir: string,
   ) {
     this.url = `nats://127.0.0.1:${port}`;
   }
@@ -71,26 +85,41 @@ class Node implements NatsNode {
     return this.proc !== undefined && this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
+  /**
+   * Starts the node's process and resolves once that process listens: judged by the process itself (the
+   * ports file it writes once its listeners are up, naming its client port), never by whatever answers
+   * on its ports (another process may hold one of them).
+   */
   async start(): Promise<void> {
     if (this.running) return;
-    const proc = spawn('nats-server', ['-c', this.config], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
+    const proc = spawn('nats-server', ['-c', this.config, '--ports_file_dir', this.portsDir], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    this.stderr = '';
     proc.stderr?.on('data', (d: Buffer) => {
-      stderr = (stderr + d.toString()).slice(-4000);
+      this.stderr = (this.stderr + d.toString()).slice(-4000);
     });
     this.proc = proc;
+    const portsFile = join(this.portsDir, `nats-server_${proc.pid}.ports`);
     const deadline = Date.now() + 15_000;
     for (;;) {
-      if (!this.running) throw new Error(`nats-server ${this.name} exited: ${stderr}`);
-      try {
-        const r = await fetch(`http://127.0.0.1:${this.monitor}/healthz`, {
-          signal: AbortSignal.timeout(2000),
-        });
-        if (r.status < 600) return;
-      } catch {
-        // not listening yet
+      if (!this.running) throw new Error(`nats-server ${this.name} exited: ${this.stderr}`);
+      if (existsSync(portsFile)) {
+        let ports: { nats?: string[] } | undefined;
+        try {
+          ports = JSON.parse(readFileSync(portsFile, 'utf8'));
+        } catch {
+          // written but not complete yet
+        }
+        if (ports) {
+          if (!ports.nats?.includes(this.url))
+            throw new Error(
+              `nats-server ${this.name} listens on ${ports.nats}, not ${this.url}: ${this.stderr}`,
+            );
+          return;
+        }
       }
-      if (Date.now() > deadline) throw new Error(`nats-server ${this.name} did not start: ${stderr}`);
+      if (Date.now() > deadline) throw new Error(`nats-server ${this.name} did not start: ${this.stderr}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -171,14 +200,13 @@ async function startClusterOnce(
   size: number,
   opts: { logToFile?: boolean; maxFileStore?: string },
 ): Promise<NatsCluster> {
+  const free = await freePorts(3 * size);
+  const ports = Array.from({ length: size }, (_, i) => ({
+    client: free[3 * i]!,
+    route: free[3 * i + 1]!,
+    monitor: free[3 * i + 2]!,
+  }));
   const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-cluster-'));
-  const ports = await Promise.all(
-    Array.from({ length: size }, async () => ({
-      client: await freePort(),
-      route: await freePort(),
-      monitor: await freePort(),
-    })),
-  );
   const routes = ports.map((p) => `nats-route://127.0.0.1:${p.route}`);
   const nodes = ports.map((p, i) => {
     const name = `n${i + 1}`;
@@ -197,18 +225,17 @@ async function startClusterOnce(
         '',
       ].join('\n'),
     );
-    const node = new Node(name, config, p.client, p.monitor);
+    const portsDir = join(dir, `${name}-ports`);
+    mkdirSync(portsDir);
+    const node = new Node(name, config, p.client, p.monitor, portsDir);
     live.add(node);
     return node;
   });
-  try {
-    await allSettledOrThrowNodes(nodes.map((n) => n.start()));
-  } catch (err) {
+  const stopAll = async () => {
     await Promise.all(nodes.map((n) => n.kill()));
     for (const n of nodes) live.delete(n);
     rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
-    throw err;
-  }
+  };
   const cluster: NatsCluster = {
     nodes,
     urls: nodes.map((n) => n.url),
@@ -225,13 +252,20 @@ async function startClusterOnce(
         await new Promise((r) => setTimeout(r, 100));
       }
     },
-    async stop() {
-      await Promise.all(nodes.map((n) => n.kill()));
-      for (const n of nodes) live.delete(n);
-      rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
-    },
+    stop: stopAll,
   };
-  await cluster.waitForMetaLeader();
+  // Any failure here stops every node and removes the directory: the caller starts again on other ports.
+  try {
+    await allSettledOrThrowNodes(nodes.map((n) => n.start()));
+    await cluster.waitForMetaLeader();
+    // A node that ended meanwhile (its port taken after all?) leaves a cluster smaller than asked.
+    const down = nodes.filter((n) => !n.running);
+    if (down.length > 0)
+      throw new Error(`nats-server ${down.map((n) => `${n.name} exited: ${n.stderr}`).join('; ')}`);
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
   return cluster;
 }
 
@@ -244,8 +278,8 @@ export async function startAuthServer(
   password: string,
 ): Promise<{ url: string; stop(): Promise<void> }> {
   requireNatsServer();
+  const [client, monitor] = (await freePorts(2)) as [number, number];
   const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-auth-'));
-  const [client, monitor] = [await freePort(), await freePort()];
   const config = join(dir, 'auth.conf');
   writeFileSync(
     config,
@@ -260,9 +294,16 @@ export async function startAuthServer(
       '',
     ].join('\n'),
   );
-  const node = new Node('auth', config, client, monitor);
+  const node = new Node('auth', config, client, monitor, dir);
   live.add(node);
-  await node.start();
+  try {
+    await node.start();
+  } catch (err) {
+    await node.kill();
+    live.delete(node);
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     url: node.url,
     async stop() {
