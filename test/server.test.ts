@@ -867,7 +867,9 @@ test('serve: SIGTERM while it starts (reading its config) ends it with status 0 
   assert.match(err, /SIGTERM while starting: stopped before serving/);
 });
 
-test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves no leftovers, exits 0', async (t) => {
+test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves no leftovers, exits 0', {
+  timeout: 120_000, // bounds the waits below: a daemon that never logs its shutdown fails here, by name
+}, async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const d = await serve(t, storeFlags(a), { NEXO_MEMORY_TOKEN: TOKEN });
   // The daemon runs git from its program host (src/util/program-host.ts), which ends with it.
@@ -885,7 +887,9 @@ test('serve: SIGTERM during a snapshot lets it finish, refuses new work, leaves 
   });
   await until(() => storeEntries(a).some((n) => n.startsWith('.staging-'))); // the snapshot started
   d.child.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 400));
+  // The daemon logs its shutdown and closes its listener in the same turn of its event loop: once the
+  // line is there (or the daemon is gone, which the next check reports), nothing new is accepted.
+  await until(() => d.stderr().includes('SIGTERM: shutting down') || d.child.exitCode !== null);
   assert.equal(d.child.exitCode, null, 'still finishing the snapshot in progress');
   await assert.rejects(
     fetch(`${d.url}/healthz`, { signal: AbortSignal.timeout(2000) }),
