@@ -626,7 +626,7 @@ test('CLI: auto_pre_restore decides the pre-restore snapshot unless the flag say
 
 test('CLI: --nats overrides events.nats_url; a malformed --nats is a usage error', async (t) => {
   const nats = await startNats(t);
-  const dead = await deadBrokerUrl(t);
+  const dead = deadBrokerUrl();
   const sub = await collect(t, nats.url, 'nexo.memory.snapshot.>');
   const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 10, embeddings: 5 });
   const cfg = join(a.root, 'n.yaml');

@@ -96,11 +96,12 @@ export async function collect(
   };
 }
 
-/** A TCP port nothing listens on (a broker that is down): a server started and killed. */
-export async function deadBrokerUrl(t: TestContext): Promise<string> {
-  const s = await startNats(t);
-  await s.kill();
-  return s.url;
+/**
+ * A broker that is down: a port nothing listens on, port 1 (never the port of a server started and
+ * killed, which another test process can bind meanwhile).
+ */
+export function deadBrokerUrl(): string {
+  return 'nats://127.0.0.1:1';
 }
 
 /** A broker that accepts connections and never says a word (`nats://` URL): connecting to it hangs. */
