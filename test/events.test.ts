@@ -16,6 +16,7 @@ import {
 } from '../src/index.js';
 import { runCli, sampleAgent } from './helpers/env.js';
 import { collect, deadBrokerUrl, silentBroker, startNats } from './helpers/nats.js';
+import { stablePorts } from './helpers/ports.js';
 import { sample } from './helpers/prom.js';
 import { until } from './helpers/wait.js';
 
@@ -359,7 +360,9 @@ test('a broker that is down: the operation succeeds at once, the event is droppe
 });
 
 test('a broker that goes away mid-run: operations go on, events are dropped after the retry bound, delivery resumes when it is back', async (t) => {
-  const nats = await startNats(t);
+  // on a port below the ephemeral range: nothing else can take it while the broker is down
+  const [port] = await stablePorts(1);
+  const nats = await startNats(t, port);
   const sub = await collect(t, nats.url, 'nexo.memory.snapshot.>');
   const { a, metrics, publisher } = observedAgent(t, nats.url);
   await a.snapshotter.snapshot({ agentId: 'ana' });

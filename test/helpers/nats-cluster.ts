@@ -1,41 +1,23 @@
-// Test helpers for the NATS backend: a real 3-node nats-server cluster with JetStream on loopback (free
-// ports, all chosen before any is released so that they differ; one config file, store directory and
-// ports directory per node), started once per test file; a node has started when its own process wrote
-// its ports file, and the cluster when every node still runs once a meta leader is elected (else it is
-// stopped, its directory removed, and started again on other ports). Nodes can be killed (SIGKILL) and
-// restarted on their ports and store directories. The bench (bench/remote.ts) starts its cluster here
-// too. Also a single server that requires a user and password (the wrong-credentials case).
+// Test helpers for the NATS backend: a real 3-node nats-server cluster with JetStream on loopback (ports
+// below the ephemeral range, which a killed node gets back when restarted: helpers/ports.ts; one config
+// file, store directory and ports directory per node), started once per test file; a node has started
+// when its own process wrote its ports file, and the cluster when every node still runs once a meta
+// leader is elected (else it is stopped, its directory removed, and started again on other ports).
+// Nodes can be killed (SIGKILL) and restarted on their ports and store directories. The bench
+// (bench/remote.ts) starts its cluster here too. Also a single server that requires a user and
+// password (the wrong-credentials case).
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stablePorts } from './ports.js';
 
 /** Fails loudly (never skips) when nats-server is not installed. */
 export function requireNatsServer(): void {
   if (spawnSync('nats-server', ['--version']).status !== 0)
     throw new Error('nats-server is not installed (the NATS backend tests need it; .ci/run installs it)');
-}
-
-/**
- * `count` distinct TCP ports that were free a moment ago: every one is held until all are chosen, then
- * all are released together (a port released at once can be handed out again by the next bind).
- */
-async function freePorts(count: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const srv = createServer();
-      servers.push(srv);
-      srv.listen(0, '127.0.0.1');
-      await once(srv, 'listening');
-    }
-    return servers.map((srv) => (srv.address() as { port: number }).port);
-  } finally {
-    await Promise.all(servers.map((srv) => (srv.listening ? new Promise((r) => srv.close(r)) : undefined)));
-  }
 }
 
 export interface NatsNode {
@@ -200,7 +182,7 @@ async function startClusterOnce(
   size: number,
   opts: { logToFile?: boolean; maxFileStore?: string },
 ): Promise<NatsCluster> {
-  const free = await freePorts(3 * size);
+  const free = await stablePorts(3 * size);
   const ports = Array.from({ length: size }, (_, i) => ({
     client: free[3 * i]!,
     route: free[3 * i + 1]!,
@@ -278,7 +260,7 @@ export async function startAuthServer(
   password: string,
 ): Promise<{ url: string; stop(): Promise<void> }> {
   requireNatsServer();
-  const [client, monitor] = (await freePorts(2)) as [number, number];
+  const [client, monitor] = (await stablePorts(2)) as [number, number];
   const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-auth-'));
   const config = join(dir, 'auth.conf');
   writeFileSync(
