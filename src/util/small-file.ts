@@ -55,12 +55,6 @@ function kindOf(st: ReturnType<typeof fstatSync>): string {
 }
 
 /**
- * The bytes of the file `path` (a regular file, a pipe or a character device), at most `maxBytes` of
- * them; else SmallFileProblem with the
- * reason (the system's message when it cannot be opened: `ENOENT: no such file or directory, …`).
- * `what` names the file's kind in the reason (`a config file`).
- */
-/**
  * What each pipe or character device read so far held, by its absolute path: a pipe can be read once
  * (its writer wrote it once), and a command may need the file more than once (the identity for each
  * snapshot it resolves and reads, the event publisher's credentials at each connection it makes). A
@@ -69,6 +63,12 @@ function kindOf(st: ReturnType<typeof fstatSync>): string {
  */
 const pipesRead = new Map<string, Buffer>();
 
+/**
+ * The bytes of the file `path` (a regular file, a pipe or a character device), at most `maxBytes` of
+ * them; else SmallFileProblem with the
+ * reason (the system's message when it cannot be opened: `ENOENT: no such file or directory, …`).
+ * `what` names the file's kind in the reason (`a config file`).
+ */
 export function readSmallFile(path: string, maxBytes: number, what: string): Buffer {
   const kept = pipesRead.get(resolve(path));
   if (kept) return Buffer.from(kept);
