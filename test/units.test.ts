@@ -341,6 +341,37 @@ test('heap settings: the young generation stays at its initial size and the old 
   assert.ok(old <= 32 * 1024 * 1024, `old generation reached ${old} bytes used`);
 });
 
+test('heap settings: V8 tiers up to its optimizing compiler several times later, also after a worker starts', (t) => {
+  ensureBuilt();
+  // The same function made hot, one call at a time, in a fresh process with and without the settings
+  // (a watched worker started first, which resets the process's V8 flags): the calls it took until
+  // TurboFan's code runs (V8's status bit 64, kTurboFanned). Not concurrent, so the count is exact.
+  const script = `
+    import { setFlagsFromString } from 'node:v8';
+    import { Worker } from 'node:worker_threads';
+    import { keepHeapSmall, watchWorker } from ${JSON.stringify(join(REPO, 'dist/src/util/heap-settings.js'))};
+    if (process.argv[2] === 'small') keepHeapSmall();
+    const w = watchWorker(new Worker("require('node:worker_threads').parentPort.postMessage('up')", { eval: true }));
+    await new Promise((r) => w.once('message', r));
+    await w.terminate();
+    setFlagsFromString('--allow-natives-syntax');
+    const status = new Function('f', 'return %GetOptimizationStatus(f)');
+    function hot(n) { let s = 0; for (let i = 0; i < n; i++) s = (s + i * 7) % 1000003; return s; }
+    let calls = 1;
+    for (; calls < 100000; calls++) { hot(20); if (status(hot) & 64) break; }
+    process.stdout.write(String(calls));`;
+  const file = join(tempDir(t), 'tier.mjs');
+  writeFileSync(file, script);
+  const calls = (mode: string) =>
+    Number(
+      execFileSync(process.execPath, ['--no-concurrent-recompilation', file, mode], { encoding: 'utf8' }),
+    );
+  const [defaults, small] = [calls('default'), calls('small')];
+  // 16× on Node 20 and 22 (96 → 1515, 171 → 2718 calls); Node 24 counts loop iterations too (829 → 3893)
+  assert.ok(defaults < 100000, `never optimized with V8's defaults (${defaults} calls)`);
+  assert.ok(small >= 4 * defaults, `optimized after ${small} calls with the settings, ${defaults} without`);
+});
+
 test('progress lines: the rate is the bytes over the time since the phase began, none for a phase younger than 0.2 s', () => {
   let now = 1_000_000;
   const lines: string[] = [];
