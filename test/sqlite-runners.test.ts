@@ -3,14 +3,16 @@
 // every table, journal mode, page size), the same hash and the same integrity answers, valid or damaged.
 // A copy on the calling thread never waits for a writer's lock there: one that finds the database
 // locked is made on a thread, which waits for the writer like any thread copy, while the event loop
-// goes on.
+// goes on. A capture gives a runner all of its databases at once (it copies them back to back).
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
+import { NoopStateProvider } from '../src/agent/state.js';
+import { captureAgent } from '../src/capture/capture.js';
 import {
   SQLITE_THREADS_MIN_BYTES,
   SqliteHere,
@@ -122,5 +124,69 @@ test('a copy on the calling thread that finds a writer holding the database wait
     clearInterval(timer);
     writer.close();
     await runner.close();
+  }
+});
+
+test("a capture gives each runner all of its databases at once; a failing copy is rethrown once the lane's other copies ended", async (t) => {
+  const dir = tempDir(t);
+  const sqliteDir = join(dir, 'sqlite');
+  mkdirSync(sqliteDir);
+  makeDb(join(sqliteDir, 'vector.sqlite'), 'wal', 4000);
+  makeDb(join(sqliteDir, 'long_term.sqlite'), 'delete', 2000);
+  makeDb(join(sqliteDir, 'compactions.sqlite'), 'wal', 10);
+  // One runner, one lane, copied largest first: vector, long_term, then concepts (not a database:
+  // its copy fails), then compactions.
+  writeFileSync(join(sqliteDir, 'concepts.sqlite'), Buffer.alloc(60_000, 'not a database '));
+  const worker = new SqliteWorker();
+  const events: string[] = [];
+  const recorder: SqliteJobs = {
+    copy: (src, dst, ms) => {
+      const name = src.split('/').pop();
+      events.push(`given ${name}`);
+      const copied = worker.copy(src, dst, ms);
+      copied.then(
+        () => events.push(`copied ${name}`),
+        () => events.push(`failed ${name}`),
+      );
+      return copied;
+    },
+    hash: (path) => worker.hash(path),
+    call: (module, fn, ...args) => worker.call(module, fn, ...args),
+    integrityCheck: (path, max) => worker.integrityCheck(path, max),
+    close: () => worker.close(),
+  };
+  try {
+    const input = {
+      agentId: 'a',
+      tenant: 'default',
+      memdir: join(dir, 'memdir'),
+      sqliteDir,
+      state: new NoopStateProvider(),
+      stagingDir: join(dir, 'staging'),
+      sqlite: [recorder],
+    };
+    mkdirSync(input.stagingDir);
+    await assert.rejects(captureAgent(input), (err: Error) => {
+      assert.match(err.message, /concepts\.sqlite/);
+      return true;
+    });
+    events.push('rejected');
+    // every copy given before the first one ended (the thread never waits for this thread between two)
+    assert.deepEqual(events.slice(0, 4), [
+      'given vector.sqlite',
+      'given long_term.sqlite',
+      'given concepts.sqlite',
+      'given compactions.sqlite',
+    ]);
+    // and the failure came only after the copy behind it had ended
+    assert.deepEqual(events.slice(4), [
+      'copied vector.sqlite',
+      'copied long_term.sqlite',
+      'failed concepts.sqlite',
+      'copied compactions.sqlite',
+      'rejected',
+    ]);
+  } finally {
+    await worker.close();
   }
 });
