@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -189,6 +189,28 @@ test('a process whose first worker thread started the host ends by itself once i
       process.stdout.write(String(Number(r.stdout) !== process.pid && r.code === 0));
     });`;
   assert.equal(runAlone(script), 'true', 'the worker thread started the host, and a program ran there');
+});
+
+test("git's version, asked while the host starts, waits for it and is asked there (no fork of a process whose threads work)", (t) => {
+  const dir = tempDir(t);
+  // a git on PATH that answers with the pid of the process that started it
+  writeFileSync(join(dir, 'git'), '#!/bin/sh\necho "git version $PPID"\n', { mode: 0o755 });
+  const script = `
+    Promise.all([import(${moduleUrl('../src/git/git.ts')}), import(${moduleUrl('../src/util/program-host.ts')})]).then(async ([git, ph]) => {
+      const before = Date.now();
+      await ph.programHostSettled(10_000); // no host: at once
+      const atOnce = Date.now() - before < 1000;
+      ph.startProgramHost();
+      const asker = Number(await git.gitVersion());
+      process.stdout.write(JSON.stringify({ atOnce, onHost: asker !== process.pid && asker > 1 }));
+    });`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', script], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    env: { ...process.env, PATH: `${dir}:${process.env.PATH}` },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { atOnce: true, onHost: true });
 });
 
 test('a snapshot or restore starts the host at once only for an agent whose live databases are 16 MiB or more', (t) => {

@@ -20,7 +20,7 @@ import { dirname, join, resolve } from 'node:path';
 import { GitError, IoError } from '../model/errors.js';
 import { childrenApart } from '../util/child-group.js';
 import { envInteger } from '../util/env-number.js';
-import { runOnHost } from '../util/program-host.js';
+import { programHostSettled, runOnHost } from '../util/program-host.js';
 
 export interface GitResult {
   code: number;
@@ -509,15 +509,21 @@ const CHECKOUT_FSCK = ['hasDot', 'hasDotdot', 'hasDotgit', 'emptyName', 'fullPat
 
 let version: Promise<string> | undefined;
 
-/** The version of the git on PATH, asked once per process (every snapshot records it). */
+/**
+ * The version of the git on PATH, asked once per process (every snapshot records it in its manifest,
+ * after its copies: it waits for the program host to be up, up to 2 s, rather than fork this process
+ * while its copy threads work).
+ */
 export function gitVersion(): Promise<string> {
-  version ??= runGit(tmpdir(), ['--version']).then(
-    (r) => r.stdout.trim().replace(/^git version /, ''),
-    (err: unknown) => {
-      version = undefined; // asked again next time (git may be installed by then)
-      throw err;
-    },
-  );
+  version ??= programHostSettled(2000)
+    .then(() => runGit(tmpdir(), ['--version']))
+    .then(
+      (r) => r.stdout.trim().replace(/^git version /, ''),
+      (err: unknown) => {
+        version = undefined; // asked again next time (git may be installed by then)
+        throw err;
+      },
+    );
   return version;
 }
 

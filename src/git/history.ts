@@ -42,16 +42,20 @@ export async function recordRefs(memdir: string, detachedHead?: string): Promise
   return refs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
-/** Which of `oids` the repository has (as objects). */
+/**
+ * Which of `oids` the repository has (as objects). Buffered (a line per id each way), so on the program
+ * host when it is up: a snapshot asks this while its threads plan the database copies.
+ */
 export async function presentObjects(repo: string, oids: readonly string[]): Promise<Set<string>> {
   if (oids.length === 0) return new Set();
-  const out = await gitIo(
+  const r = await runGit(
     repo,
     ['cat-file', '--batch-check=%(objectname) %(objecttype)'],
     `${oids.join('\n')}\n`,
   );
+  if (r.code !== 0) throw new GitError(`git cat-file failed: ${r.stderr || `exit ${r.code}`}`);
   const have = new Set<string>();
-  for (const line of out.toString('utf8').split('\n')) {
+  for (const line of r.stdout.split('\n')) {
     const [oid, type] = line.split(' ');
     if (oid && OID.test(oid) && type !== 'missing') have.add(oid);
   }

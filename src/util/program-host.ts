@@ -53,6 +53,8 @@ interface Host {
   ended: boolean;
   pending: Map<number, Pending>;
   next: number;
+  /** Resolves when the host is up (true) or has ended before it was (false). */
+  settled: Promise<boolean>;
 }
 
 let host: Host | undefined;
@@ -85,11 +87,16 @@ export function startProgramHost(): void {
   } catch {
     return; // programs are spawned here, as without a host
   }
-  const h: Host = { child, ready: false, ended: false, pending: new Map(), next: 1 };
+  let settle: (up: boolean) => void = () => {};
+  const settled = new Promise<boolean>((resolve) => {
+    settle = resolve;
+  });
+  const h: Host = { child, ready: false, ended: false, pending: new Map(), next: 1, settled };
   host = h;
   const end = (): void => {
     if (h.ended) return;
     h.ended = true;
+    settle(false);
     for (const [, p] of h.pending)
       p.reject(new Error(`the program host ended before ${p.file} did (it may have run)`));
     h.pending.clear();
@@ -100,6 +107,7 @@ export function startProgramHost(): void {
   child.on('message', (a: HostAnswer) => {
     if ('ready' in a) {
       h.ready = true;
+      settle(true);
       return;
     }
     const p = h.pending.get(a.id);
@@ -116,6 +124,24 @@ export function startProgramHost(): void {
   });
   child.unref();
   child.channel?.unref();
+}
+
+/**
+ * For a run that can wait (nothing waits for its answer yet): resolves once the host is up, or at once
+ * when there is none (not started, or ended), or after `maxWaitMs` while it still starts; then runOnHost
+ * says where to run. Spawning from this process while its threads work costs them all (see above).
+ */
+export function programHostSettled(maxWaitMs: number): Promise<void> {
+  const h = host;
+  if (!h || h.ready || h.ended) return Promise.resolve();
+  return new Promise((resolve) => {
+    // not unref'd: a run is waiting (the host's channel is, and would not keep this process alive)
+    const timer = setTimeout(resolve, maxWaitMs);
+    void h.settled.then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 const toBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
