@@ -161,7 +161,7 @@ async function spread<T extends { size: number }, R>(
   await allSettledOrThrow(
     lanes.map(async (lane) => {
       const results = await allSettledOrThrow(lane.jobs.map((job) => run(lane.w, job)));
-      lane.jobs.forEach((job, i) => out.set(job, results[i] as R));
+      for (const [i, job] of lane.jobs.entries()) out.set(job, results[i] as R);
       if (lane.jobs.length > 0) laneDone?.(lane.w, lane.jobs);
     }),
   );
