@@ -6,12 +6,22 @@
 
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { runGit } from '../src/git/git.js';
+import { presentObjects } from '../src/git/history.js';
 import { IoError, systemError } from '../src/model/errors.js';
 import { type ProgramResult, runOnHost, startProgramHost } from '../src/util/program-host.js';
 import { REPO } from './helpers/repo.js';
@@ -211,6 +221,29 @@ test("git's version, asked while the host starts, waits for it and is asked ther
   });
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout), { atOnce: true, onHost: true });
+});
+
+test('which objects a repository has: the same answer for a few ids (runGit: the host when it is up) and for many (a pipe from here), and a git that fails is an error, not an EPIPE', async (t) => {
+  const dir = tempDir(t);
+  const repo = join(dir, 'repo');
+  spawnSync('git', ['init', '-q', repo]);
+  writeFileSync(join(repo, 'a.md'), 'a\n');
+  const git = (...args: string[]) =>
+    spawnSync('git', ['-C', repo, '-c', 'user.name=t', '-c', 'user.email=t@t', ...args], {
+      encoding: 'utf8',
+    });
+  git('add', 'a.md');
+  git('commit', '-q', '-m', 'one');
+  const head = git('rev-parse', 'HEAD').stdout.trim();
+  const blob = git('rev-parse', 'HEAD:a.md').stdout.trim();
+  const absent = (i: number) => i.toString(16).padStart(40, 'f');
+  const few = [head, absent(1), blob];
+  const many = [...few, ...Array.from({ length: 20_000 }, (_, i) => absent(i + 2))];
+  assert.deepEqual([...(await presentObjects(repo, few))].sort(), [blob, head].sort());
+  assert.deepEqual([...(await presentObjects(repo, many))].sort(), [blob, head].sort());
+  mkdirSync(join(dir, 'not-a-repo'));
+  await assert.rejects(presentObjects(join(dir, 'not-a-repo'), few), /git cat-file failed/);
+  await assert.rejects(presentObjects(join(dir, 'not-a-repo'), many), /git cat-file failed/);
 });
 
 test('a snapshot or restore starts the host at once only for an agent whose live databases are 16 MiB or more', (t) => {

@@ -291,7 +291,10 @@ function runGitOnce(cwd: string, args: string[], input?: string, fuse?: GitFuse)
         stderr: Buffer.concat(err).toString('utf8').trim(),
       }),
     );
-    if (input !== undefined) child.stdin!.end(input);
+    if (input !== undefined) {
+      child.stdin!.on('error', () => {}); // git exiting before it read it all (EPIPE): its status says why
+      child.stdin!.end(input);
+    }
   });
 }
 

@@ -42,20 +42,27 @@ export async function recordRefs(memdir: string, detachedHead?: string): Promise
   return refs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
+/** At most this many ids are asked through the program host (runGit); more are streamed here (gitIo). */
+const HOSTED_OIDS_MAX = 16_384;
+
 /**
- * Which of `oids` the repository has (as objects). Buffered (a line per id each way), so on the program
- * host when it is up: a snapshot asks this while its threads plan the database copies.
+ * Which of `oids` the repository has (as objects). Up to HOSTED_OIDS_MAX ids, buffered (a line per id
+ * each way), so on the program host when it is up: a snapshot asks this while its threads plan the
+ * database copies. More (a history of up to a million refs) go through a pipe from here, so that the
+ * ids and the answer are not also copied through the host's channel.
  */
 export async function presentObjects(repo: string, oids: readonly string[]): Promise<Set<string>> {
   if (oids.length === 0) return new Set();
-  const r = await runGit(
-    repo,
-    ['cat-file', '--batch-check=%(objectname) %(objecttype)'],
-    `${oids.join('\n')}\n`,
-  );
-  if (r.code !== 0) throw new GitError(`git cat-file failed: ${r.stderr || `exit ${r.code}`}`);
+  const args = ['cat-file', '--batch-check=%(objectname) %(objecttype)'];
+  const input = `${oids.join('\n')}\n`;
+  let out: string;
+  if (oids.length <= HOSTED_OIDS_MAX) {
+    const r = await runGit(repo, args, input);
+    if (r.code !== 0) throw new GitError(`git cat-file failed: ${r.stderr || `exit ${r.code}`}`);
+    out = r.stdout;
+  } else out = (await gitIo(repo, args, input)).toString('utf8');
   const have = new Set<string>();
-  for (const line of r.stdout.split('\n')) {
+  for (const line of out.split('\n')) {
     const [oid, type] = line.split(' ');
     if (oid && OID.test(oid) && type !== 'missing') have.add(oid);
   }
