@@ -424,19 +424,26 @@ export class RepositoryStore {
           `the repository ${repo.backend.location} is on a read-only file system (EROFS): this ${operation} reads it without its shared lock (nothing can write there meanwhile)`,
         ),
     }).catch((err: unknown) => this.forgetIfReplaced(err));
-    // A lock that cannot be removed (the store went away) never turns the operation's outcome into its
-    // own error: what the operation did, or the error that stopped it, is what is reported. The lock
-    // left behind is ignored once stale (at once on this host when this process is gone).
+    return this.holding(lock, `the repository lock of this ${operation}`, async () => {
+      await repo.refreshIndex();
+      return fn(lock);
+    });
+  }
+
+  /**
+   * `fn`'s outcome, then `lock` released. A lock that cannot be removed (the store went away) never
+   * turns the operation's outcome into its own error: what the operation did, or the error that stopped
+   * it, is what is reported, and a warning names `what` was left. The lock left behind is ignored once
+   * stale (at once on this host when this process is gone).
+   */
+  private async holding<T>(lock: HeldRepoLock, what: string, fn: () => Promise<T>): Promise<T> {
     const release = () =>
       lock.release().catch((err: unknown) => {
-        this.warn(
-          `the repository lock of this ${operation} was not removed (${(err as Error).message}); it is ignored once stale`,
-        );
+        this.warn(`${what} was not removed (${(err as Error).message}); it is ignored once stale`);
       });
     let result: T;
     try {
-      await repo.refreshIndex();
-      result = await fn(lock);
+      result = await fn();
     } catch (err) {
       await release();
       throw err;
@@ -467,21 +474,7 @@ export class RepositoryStore {
     const lock = await lockRepository(backend, false, operation, waitMs, {
       scope: agentScope(tenant, agentId),
     }).catch((err: unknown) => this.forgetIfReplaced(err));
-    const release = () =>
-      lock.release().catch((err: unknown) => {
-        this.warn(
-          `the agent's repository lock of this ${operation} was not removed (${(err as Error).message}); it is ignored once stale`,
-        );
-      });
-    let result: T;
-    try {
-      result = await fn(lock);
-    } catch (err) {
-      await release();
-      throw err;
-    }
-    await release();
-    return result;
+    return this.holding(lock, `the agent's repository lock of this ${operation}`, () => fn(lock));
   }
 
   /**
