@@ -5,7 +5,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  constants,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -320,6 +328,26 @@ test('mcp: with `enabled: false` memory_snapshot is refused (FORBIDDEN) and writ
   const list = await callTool(client, 'memory_list', {});
   assert.ok(!list.isError, textOf(list));
   assert.equal((list.structuredContent!.snapshots as unknown[]).length, 1);
+});
+
+test('mcp: a snapshot without the memdir is taken and its result warns the agent, naming the place by its role, not the host path', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  renameSync(join(a.memdirRoot, 'ana'), join(a.root, 'memdir-elsewhere'));
+  const client = await connect(t, a);
+  const r = await callTool(client, 'memory_snapshot', { label: 'no memdir' });
+  assert.ok(!r.isError, textOf(r));
+  const warnings = r.structuredContent!.warnings as string[];
+  assert.equal(warnings.length, 1, textOf(r));
+  assert.match(
+    warnings[0]!,
+    /^no memdir at <memdir root>\/ana: this snapshot holds no memory files, and restoring it would move the agent's memdir aside/,
+  );
+  assert.ok(!warnings[0]!.includes(a.root), warnings[0]);
+  // an agent with every part gets no warnings key
+  renameSync(join(a.root, 'memdir-elsewhere'), join(a.memdirRoot, 'ana'));
+  const whole = await callTool(client, 'memory_snapshot', {});
+  assert.ok(!whole.isError, textOf(whole));
+  assert.equal(whole.structuredContent!.warnings, undefined);
 });
 
 test('mcp: an unknown agent makes memory_snapshot a tool error naming the agent, not host paths; the server keeps serving', async (t) => {

@@ -1,7 +1,8 @@
 // Owns the agent tool over MCP (official SDK): `memory_snapshot` with the original's parameters and
 // result (§15: optional `label` ≤ 200 characters and `redact_secrets`, no other key; result `snapshot_id`,
 // `bundle_path`, `bundle_size_bytes`, `bundle_sha256`, `created_at_ms`, `redactions_applied`,
-// `encrypted`; created_by `tool`), and the read-only `memory_list`, `memory_verify`, `memory_diff`, and
+// `encrypted`, and `warnings` when it did not find a part: the memdir or the database directory, its
+// place named by its role; created_by `tool`), and the read-only `memory_list`, `memory_verify`, `memory_diff`, and
 // `memory_ls`, `memory_cat`, `memory_find` (memory as of a snapshot; values shown redacted).
 // One server serves one agent (and tenant), fixed when it starts: a tool never names another agent, and
 // no result carries a figure of the store as a whole (`added_bytes`: deduplication across agents and
@@ -47,6 +48,8 @@ const snapshotResult = {
   created_at_ms: z.number(),
   redactions_applied: z.boolean(),
   encrypted: z.boolean(),
+  /** What the snapshot did not find (no memdir, no database directory), the host's places by their role. */
+  warnings: z.array(z.string()).optional(),
 };
 
 function ok(value: Record<string, unknown>): CallToolResult {
@@ -121,6 +124,9 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
           created_at_ms: meta.created_at_ms,
           redactions_applied: meta.redactions_applied,
           encrypted: meta.encrypted,
+          // a snapshot that holds no memory files (or no databases) says so to the agent too, naming the
+          // places by their role, as a tool error does
+          ...(meta.warnings?.length ? { warnings: meta.warnings.map((w) => errors.scrub(w)) } : {}),
         };
       }),
   );
