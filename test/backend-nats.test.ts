@@ -27,7 +27,7 @@ import { backendConformance, code, collect, hexName, listAll } from './helpers/b
 import { runBuiltCli } from './helpers/built-cli.js';
 import { sampleAgent } from './helpers/env.js';
 import { armExitWatchdog } from './helpers/exit-watchdog.js';
-import { startNats } from './helpers/nats.js';
+import { type NatsServer, startNats } from './helpers/nats.js';
 import { closeClient, type NatsCluster, startAuthServer, startNatsCluster } from './helpers/nats-cluster.js';
 import { REPO } from './helpers/repo.js';
 
@@ -68,6 +68,25 @@ async function dropBucket(bucket: string): Promise<void> {
 }
 
 const fresh = () => `t-${randomUUID().slice(0, 8)}`;
+
+/** A fresh bucket, dropped after the test, and a client that creates it (`extra`: its options), closed after the test. */
+async function freshBucket(
+  t: TestContext,
+  extra: Partial<NatsBackendOptions> = {},
+): Promise<{ bucket: string; b: Backend }> {
+  const bucket = fresh();
+  t.after(() => dropBucket(bucket));
+  const b = await open(bucket, extra);
+  t.after(() => b.close());
+  return { bucket, b };
+}
+
+/** Another client of `bucket` (which it does not create), closed after the test. */
+async function anotherClient(t: TestContext, bucket: string): Promise<Backend> {
+  const c = await open(bucket, { create: false });
+  t.after(() => c.close());
+  return c;
+}
 
 backendConformance(
   'nats (3-node cluster, R3)',
@@ -137,6 +156,18 @@ async function waitForStreamLeader(bucket: string): Promise<void> {
   throw new Error(`the stream of ${bucket} has no leader after its nodes came back`, { cause: last });
 }
 
+/**
+ * A single nats-server of this test's own (stopped after it) with JetStream stored in a directory removed
+ * after the test; `limits`: more settings of its jetstream block.
+ */
+async function singleServer(t: TestContext, prefix: string, limits = ''): Promise<NatsServer> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const conf = join(dir, 'server.conf');
+  writeFileSync(conf, `jetstream { store_dir: "${join(dir, 'js')}"${limits} }\n`);
+  return startNats(t, 0, ['-c', conf]);
+}
+
 async function restartAll(): Promise<void> {
   await Promise.all(cluster.nodes.map((n) => n.start()));
   await cluster.waitForMetaLeader();
@@ -146,17 +177,14 @@ test(
   'a node killed (SIGKILL) while a 33 MiB object is being saved: the save completes, byte-identical',
   LIMIT,
   async (t) => {
-    const bucket = fresh();
-    t.after(() => dropBucket(bucket));
     let retries = 0;
-    const b = await open(bucket, {
+    const { bucket, b } = await freshBucket(t, {
       observer: { request: () => {}, retry: () => void retries++ },
       // Long enough for a stream leader election on a busy machine: a CI run saw the
       // cluster answer "jetstream is not enabled" for the whole of 6 attempts 0.1-1 s apart.
       retry: { attempts: 8, baseDelayMs: 200, maxDelayMs: 3000 },
       timeoutMs: 2000,
     });
-    t.after(() => b.close());
     t.after(restartAll);
     const { leader } = await streamState(bucket);
     const victim = cluster.nodes.find((n) => n.url && leader === n.name) ?? cluster.nodes[0]!;
@@ -209,8 +237,7 @@ test(
     await restartAll();
     await waitForStreamLeader(bucket);
     // The same save, as the command run again would do it (a new client, the usual timeouts).
-    const c = await open(bucket, { create: false });
-    t.after(() => c.close());
+    const c = await anotherClient(t, bucket);
     assert.deepEqual(await listAll(c, 'packs'), new Map());
     await assert.rejects(c.stat(h), code('OBJECT_NOT_FOUND'));
     assert.deepEqual(await listAll(c, 'snapshots'), new Map([[kept.name, 17]]));
@@ -225,10 +252,7 @@ test(
   'an interrupted save (the source throws) is never listed or loadable, and its chunks are purged',
   LIMIT,
   async (t) => {
-    const bucket = fresh();
-    t.after(() => dropBucket(bucket));
-    const b = await open(bucket);
-    t.after(() => b.close());
+    const { bucket, b } = await freshBucket(t);
     const boom = new Error('source died');
     const h = { type: 'packs', name: hexName('interrupted') } as const;
     const src = bigSource(3, async (i) => {
@@ -246,10 +270,8 @@ test(
   'a process killed mid-save leaves nothing listed or loadable; sweepOrphans purges its chunks',
   LIMIT,
   async (t) => {
-    const bucket = fresh();
-    t.after(() => dropBucket(bucket));
-    const b = (await open(bucket)) as NatsBackend;
-    t.after(() => b.close());
+    const { bucket, b: client } = await freshBucket(t);
+    const b = client as NatsBackend;
     const kept = { type: 'packs', name: hexName('complete') } as const;
     const keptData = randomBytes(NATS_CHUNK_SIZE * 2 + 1);
     await b.save(kept, keptData);
@@ -401,12 +423,8 @@ test(
   'ifAbsent on the object store: of concurrent saves of one pack by two clients exactly one wins',
   LIMIT,
   async (t) => {
-    const bucket = fresh();
-    t.after(() => dropBucket(bucket));
-    const a = await open(bucket);
-    t.after(() => a.close());
-    const c = await open(bucket, { create: false });
-    t.after(() => c.close());
+    const { bucket, b: a } = await freshBucket(t);
+    const c = await anotherClient(t, bucket);
     for (let round = 0; round < 4; round++) {
       const h = { type: 'packs', name: hexName(`pack race ${round}`) } as const;
       let arrived = 0;
@@ -436,10 +454,7 @@ test(
 );
 
 test('a ranged load reads only the chunks of its range', LIMIT, async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
-  const b = await open(bucket);
-  t.after(() => b.close());
+  const { bucket, b } = await freshBucket(t);
   const data = randomBytes(4 * NATS_CHUNK_SIZE + 100);
   const h = { type: 'packs', name: hexName('ranged chunks') } as const;
   await b.save(h, data);
@@ -468,12 +483,8 @@ test(
   "ranged loads of a pack: neighbouring ranges share a chunk, each buffer is the caller's; a pack removed or saved again by another client is read anew",
   LIMIT,
   async (t) => {
-    const bucket = fresh();
-    t.after(() => dropBucket(bucket));
-    const b = await open(bucket);
-    t.after(() => b.close());
-    const other = await open(bucket, { create: false });
-    t.after(() => other.close());
+    const { bucket, b } = await freshBucket(t);
+    const other = await anotherClient(t, bucket);
     const data = randomBytes(4 * NATS_CHUNK_SIZE + 10);
     const h = { type: 'packs', name: hexName('ranges of a pack') } as const;
     await b.save(h, data);
@@ -510,10 +521,7 @@ test(
   'a save given the SHA-256 of its bytes records it as the digest instead of hashing them again',
   LIMIT,
   async (t) => {
-    const bucket = fresh();
-    t.after(() => dropBucket(bucket));
-    const b = await open(bucket);
-    t.after(() => b.close());
+    const { b } = await freshBucket(t);
     const data = randomBytes(2 * NATS_CHUNK_SIZE + 33);
     const right = { type: 'packs', name: hexName('given digest, right') } as const;
     await b.save(right, data, { sha256: createHash('sha256').update(data).digest('hex') });
@@ -566,13 +574,10 @@ test(
 );
 
 test('the observer sees each request with its outcome and the bytes moved', LIMIT, async (t) => {
-  const bucket = fresh();
-  t.after(() => dropBucket(bucket));
   const seen: string[] = [];
-  const b = await open(bucket, {
+  const { b } = await freshBucket(t, {
     observer: { request: (op, outcome, bytes) => void seen.push(`${op} ${outcome} ${bytes}`) },
   });
-  t.after(() => b.close());
   const h = { type: 'index', name: hexName('observed') } as const;
   const data = randomBytes(NATS_CHUNK_SIZE + 10);
   await b.save(h, data);
@@ -600,13 +605,11 @@ test(
   'the state token changes with every save and remove by any client; the cache lists names from it only while nothing changed',
   LIMIT,
   async (t) => {
-    const bucket = fresh();
-    t.after(() => dropBucket(bucket));
     let lists = 0;
-    const b = await open(bucket, { observer: { request: (op) => void (op === 'list' && lists++) } });
-    t.after(() => b.close());
-    const other = await open(bucket, { create: false });
-    t.after(() => other.close());
+    const { bucket, b } = await freshBucket(t, {
+      observer: { request: (op) => void (op === 'list' && lists++) },
+    });
+    const other = await anotherClient(t, bucket);
     const entry = (name: string) => ({ type: 'listing', name }) as const;
     const [x, y] = [randomUUID(), randomUUID()];
     const t0 = await b.stateToken!();
@@ -657,11 +660,7 @@ test(
   'a full JetStream (max_file_store reached) is STORE_FULL, never retried; what prune can do there',
   LIMIT,
   async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-full-'));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const conf = join(dir, 'server.conf');
-    writeFileSync(conf, `jetstream { store_dir: "${join(dir, 'js')}", max_file_store: 12MB }\n`);
-    const server = await startNats(t, 0, ['-c', conf]);
+    const server = await singleServer(t, 'nexo-nats-full-', ', max_file_store: 12MB');
     const retries: string[] = [];
     const b = await openNatsBackend({
       servers: [server.url],
@@ -737,11 +736,7 @@ test(
   'a repository stream whose settings can drop data is refused at open (STORE_UNSAFE, exit 8) naming the setting, before anything is written',
   LIMIT,
   async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'nexo-nats-unsafe-'));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const conf = join(dir, 'server.conf');
-    writeFileSync(conf, `jetstream { store_dir: "${join(dir, 'js')}" }\n`);
-    const server = await startNats(t, 0, ['-c', conf]);
+    const server = await singleServer(t, 'nexo-nats-unsafe-');
     const bucket = 'unsafe';
     const opts = { servers: [server.url], bucket, timeoutMs: 3000, retry: FAST };
     const first = await openNatsBackend({ ...opts, create: true });
