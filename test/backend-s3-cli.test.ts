@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { type RunResult, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { bundleImportedInto, restoreAna } from './helpers/remote-cli.js';
 import { type S3Server, startS3ServerProcess } from './helpers/s3-server.js';
 
 const BUCKET = 'nexo-cli';
@@ -57,11 +58,7 @@ test('s3: the CLI with --repo s3://… and the SDK environment: snapshot on A, l
     'verify on B',
   );
   assert.equal(v.status, 'verified');
-  okJson(await cli(['restore', '--agent', 'ana', '--from', snap.id, ...b.flags]), 'restore on B');
-  assert.equal(
-    readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
-    readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
-  );
+  await restoreAna(cli, snap.id, a, b, 'restore on B');
   okJson(await cli(['prune', '--state-root', b.stateRoot]), 'prune on B');
 });
 
@@ -90,56 +87,7 @@ test('s3: a bundle exported from the local store of host A is imported on host B
   const repo = `s3://${BUCKET}/import/${randomUUID()}`;
   const env = s3Env();
   const cli = (args: string[]) => runCli([...args, '--json'], { env });
-  // Host A: its own local repository, and a bundle exported from it.
-  const local = okJson(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'local snapshot on A');
-  const out = tempDir(t, 'nexo-bundle-');
-  const exported = okJson(
-    await cli([
-      'export',
-      '--agent',
-      'ana',
-      '--id',
-      local.id,
-      '--to',
-      `${out}/`,
-      '--no-redact',
-      '--state-root',
-      a.stateRoot,
-    ]),
-    'export on A',
-  );
-  // Host B: into the S3 repository, nothing live.
-  const imported = okJson(
-    await cli([
-      'import',
-      '--from',
-      exported.path,
-      '--agent',
-      'ana',
-      '--store-only',
-      '--repo',
-      repo,
-      ...b.flags,
-    ]),
-    'import on B',
-  );
-  assert.equal(imported.stored, 'new');
-  assert.equal(imported.snapshot.id, local.id);
-  const remote = (args: string[]) => cli([...args, '--repo', repo]);
-  assert.deepEqual(
-    idsOf(okJson(await remote(['list', '--agent', 'ana', '--state-root', b.stateRoot]), 'list')),
-    [local.id],
-  );
-  const v = okJson(
-    await remote(['verify', '--agent', 'ana', '--id', local.id, '--state-root', b.stateRoot]),
-    'verify on B',
-  );
-  assert.equal(v.status, 'verified');
-  okJson(await remote(['restore', '--agent', 'ana', '--from', local.id, ...b.flags]), 'restore on B');
-  assert.equal(
-    readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
-    readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
-  );
+  await bundleImportedInto(t, cli, repo, a, b);
 });
 
 test('s3: two hosts snapshot different agents into one S3 repository while a third prunes: nothing lost', async (t) => {

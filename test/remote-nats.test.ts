@@ -12,7 +12,7 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -25,6 +25,7 @@ import { type Json, json, ok } from './helpers/cli-json.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { armExitWatchdog } from './helpers/exit-watchdog.js';
 import { closeClient, type NatsCluster, startNatsCluster } from './helpers/nats-cluster.js';
+import { bundleImportedInto, restoreAna } from './helpers/remote-cli.js';
 
 let cluster: NatsCluster;
 before(async () => {
@@ -106,6 +107,12 @@ function natsConfig(t: Parameters<typeof tempDir>[0], extra: string[] = []): str
 const repoUrl = (bucket: string) =>
   `nats://${cluster.urls.map((u) => u.slice('nats://'.length)).join(',')}/${bucket}`;
 
+/** The CLI in this process on `repo` with `config`, its output --json, restores allowed. */
+const cliOn = (config: string, repo: string) => (args: string[]) =>
+  runCli([...args, '--json', '--config', config, '--repo', repo], {
+    env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+  });
+
 test(
   'two hosts share a repository on a 3-node JetStream cluster; the majority down: exit 8, nothing half-visible, the same snapshot succeeds once back',
   LIMIT,
@@ -115,10 +122,7 @@ test(
     const config = natsConfig(t);
     const bucket = 'fleet_e2e';
     const repo = repoUrl(bucket);
-    const cli = (args: string[]) =>
-      runCli([...args, '--json', '--config', config, '--repo', repo], {
-        env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
-      });
+    const cli = cliOn(config, repo);
 
     const step = stepClock(t);
     const first = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
@@ -142,12 +146,7 @@ test(
       'verify on B',
     );
     assert.equal(verified.status, 'verified');
-    ok(await cli(['restore', '--agent', 'ana', '--from', first.id, ...b.flags]), 'restore on B');
-    assert.equal(
-      readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
-      readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
-      "ana's memory arrived on B",
-    );
+    await restoreAna(cli, first.id, a, b, 'restore on B', "ana's memory arrived on B");
     ok(await cli(['prune', '--state-root', a.stateRoot]), 'prune on A');
     assert.deepEqual(
       ok(await cli(['check', '--read-data', '--state-root', b.stateRoot]), 'check on B').problems ?? [],
@@ -189,10 +188,7 @@ test(
     const c = sampleAgent(t, 'cyd', { ...SMALL, seed: 17 });
     const config = natsConfig(t);
     const repo = repoUrl('fleet_busy');
-    const cli = (args: string[]) =>
-      runCli([...args, '--json', '--config', config, '--repo', repo], {
-        env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
-      });
+    const cli = cliOn(config, repo);
     // Garbage for prune: ana's first snapshot, deleted after a second one.
     const s1 = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'first snapshot of ana');
     appendFileSync(join(a.memdir, 'MEMORY.md'), '\n- a line only the second snapshot has\n');
@@ -240,11 +236,7 @@ test(
       );
       assert.equal(v.status, 'verified', `${agent} ${id}`);
     }
-    ok(await cli(['restore', '--agent', 'ana', '--from', third.id, ...c.flags]), 'restore on C');
-    assert.equal(
-      readFileSync(join(c.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
-      readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
-    );
+    await restoreAna(cli, third.id, a, c, 'restore on C');
   },
 );
 
@@ -256,10 +248,7 @@ test(
     const c = sampleAgent(t, 'cyd', { ...SMALL, seed: 19 });
     const config = natsConfig(t, ['  lock_timeout_secs: 2']);
     const bucket = 'fleet_locked';
-    const cli = (args: string[]) =>
-      runCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
-        env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
-      });
+    const cli = cliOn(config, repoUrl(bucket));
     ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
     // "Host B" in the middle of a snapshot: its shared lock held, one pack uploaded, no index yet.
     const backend = await openNatsBackend({ servers: cluster.urls, bucket, timeoutMs: 3000 });
@@ -292,57 +281,7 @@ test(
     const repo = repoUrl('fleet_import');
     const cli = (args: string[]) =>
       runCli([...args, '--json', '--config', config], { env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' } });
-    // Host A snapshots into its own local repository and exports the snapshot as a bundle.
-    const local = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'local snapshot on A');
-    const out = tempDir(t, 'nexo-bundle-');
-    const exported = ok(
-      await cli([
-        'export',
-        '--agent',
-        'ana',
-        '--id',
-        local.id,
-        '--to',
-        `${out}/`,
-        '--no-redact',
-        '--state-root',
-        a.stateRoot,
-      ]),
-      'export on A',
-    );
-    // Host B stores it in the shared repository; nothing live changes there.
-    const imported = ok(
-      await cli([
-        'import',
-        '--from',
-        exported.path,
-        '--agent',
-        'ana',
-        '--store-only',
-        '--repo',
-        repo,
-        ...b.flags,
-      ]),
-      'import on B',
-    );
-    assert.equal(imported.stored, 'new');
-    const id = imported.snapshot.id;
-    assert.equal(id, local.id, 'the bundle keeps its snapshot id');
-    const remote = (args: string[]) => cli([...args, '--repo', repo]);
-    assert.deepEqual(ids(ok(await remote(['list', '--agent', 'ana', '--state-root', b.stateRoot]), 'list')), [
-      id,
-    ]);
-    const v = ok(
-      await remote(['verify', '--agent', 'ana', '--id', id, '--state-root', b.stateRoot]),
-      'verify',
-    );
-    assert.equal(v.status, 'verified');
-    ok(await remote(['restore', '--agent', 'ana', '--from', id, ...b.flags]), 'restore on B');
-    assert.equal(
-      readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
-      readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
-      "ana's memory arrived on B through the imported bundle",
-    );
+    await bundleImportedInto(t, cli, repo, a, b);
   },
 );
 
@@ -370,10 +309,7 @@ test(
         '\n',
       ),
     );
-    const cli = (args: string[]) =>
-      runCli([...args, '--json', '--config', config, '--repo', repoUrl(bucket)], {
-        env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
-      });
+    const cli = cliOn(config, repoUrl(bucket));
     t.after(async () => {
       await Promise.all(cluster.nodes.filter((n) => !n.running).map((n) => n.start()));
     });
@@ -432,11 +368,7 @@ test(
       ids(ok(await cli(['list', '--agent', 'ana', '--state-root', b.stateRoot]), 'list on B')),
       [snap.id],
     );
-    ok(await cli(['restore', '--agent', 'ana', '--from', snap.id, ...b.flags]), 'restore on B');
-    assert.equal(
-      readFileSync(join(b.memdirRoot, 'ana', 'MEMORY.md'), 'utf8'),
-      readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'),
-    );
+    await restoreAna(cli, snap.id, a, b, 'restore on B');
   },
 );
 
