@@ -136,6 +136,7 @@ export {
   MANIFEST_VERSION,
   SIGNED_MANIFEST_VERSION,
 } from './format/constants.js';
+export { JsonNumber } from './format/json-number.js';
 export {
   type Artifact,
   canonicalJson,

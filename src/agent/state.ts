@@ -8,7 +8,8 @@
 import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, realpathSync } from 'node:fs';
 import { mkdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { jsonSyntaxProblem } from '../format/json.js';
+import { jsonSyntaxProblem, keepingNumbers } from '../format/json.js';
+import { jsonText } from '../format/json-number.js';
 import { StateProviderError } from '../model/errors.js';
 import { STATE_KEYS, type StateKey } from '../model/types.js';
 import { writeFileAtomic } from '../store/atomic.js';
@@ -48,7 +49,8 @@ export class JsonFileStateProvider implements StateProvider {
     const text = readOwnFile(file);
     if (text === undefined) return undefined;
     try {
-      return JSON.parse(text) as StateValue;
+      // a number JSON.parse would round (a cursor beyond 2^53) is kept as its text (JsonNumber)
+      return keepingNumbers(text, JSON.parse(text)) as StateValue;
     } catch (err) {
       // where, not what: JSON.parse's message quotes the file's first characters, which may be a secret
       // (and the message reaches the API's and MCP's clients)
@@ -70,7 +72,7 @@ export class JsonFileStateProvider implements StateProvider {
       return;
     }
     await mkdir(this.resolver.stateDir(agentId, tenant), { recursive: true });
-    await writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`, 0o644);
+    await writeFileAtomic(file, `${jsonText(value, 2)}\n`, 0o644);
   }
 }
 

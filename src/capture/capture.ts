@@ -12,6 +12,7 @@ import type { StateProvider } from '../agent/state.js';
 import {
   type ArtifactKind,
   GIT_BUNDLE_PATH,
+  MAX_MANIFEST_BYTES,
   MEMORY_FILES_PREFIX,
   NO_REPO_GIT,
   sqliteKind,
@@ -21,6 +22,7 @@ import {
   ZERO_OID,
 } from '../format/constants.js';
 import { scanJson, valueDepthProblem } from '../format/json.js';
+import { jsonText } from '../format/json-number.js';
 import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
 import { freezeObjects } from '../git/freeze.js';
 import { createBundle, inspectRepo, objectFormatOf, type RepoInfo, refuseShallow } from '../git/git.js';
@@ -200,7 +202,7 @@ async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {
     const deep = valueDepthProblem(value);
     if (deep !== undefined)
       throw new StateProviderError(`state value ${key} cannot be stored in a bundle: ${deep}`);
-    const text = `${JSON.stringify(value, null, 2)}\n`;
+    const text = `${jsonText(value, 2)}\n`;
     try {
       scanJson(text); // what restore accepts: a value nested deeper than the limit could not come back
     } catch (err) {
@@ -209,6 +211,12 @@ async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {
       );
     }
     const data = Buffer.from(text, 'utf8');
+    // what every reader refuses (docs/format.md §8) is refused here, not written into a snapshot that
+    // could then never be restored (the indented text is larger than the file the provider read)
+    if (data.length > MAX_MANIFEST_BYTES)
+      throw new StateProviderError(
+        `state value ${key} cannot be stored in a bundle: its JSON text is ${data.length} bytes, more than the ${MAX_MANIFEST_BYTES} a bundle's state value may have`,
+      );
     out.push({
       pathInBundle: statePath(key),
       kind: stateKind(key),

@@ -3,6 +3,7 @@
 // secret), and the form in which values are shown: passed through the redaction rules unless the
 // caller asked to see them as stored. Pure.
 
+import { JsonNumber } from '../format/json-number.js';
 import { canonicalJson } from '../format/manifest.js';
 import { asText, REDACTED_MARK, type RedactionPolicy, redactText } from '../policy/redaction/scan.js';
 
@@ -29,6 +30,7 @@ export function redactJson(policy: RedactionPolicy, v: unknown): unknown {
 /** Every key and every string of a JSON value through the redaction rules, each on its own. */
 function redactEachString(policy: RedactionPolicy, v: unknown): unknown {
   if (typeof v === 'string') return redactText(policy, v).text;
+  if (v instanceof JsonNumber) return v;
   if (Array.isArray(v)) return v.map((x) => redactEachString(policy, x));
   if (v && typeof v === 'object')
     return Object.fromEntries(

@@ -275,7 +275,7 @@ export async function liveSide(
         side.dbs.set(a.kind.slice(7) as DbName, a.stagedPath!);
         side.dbHashes.set(a.kind.slice(7) as DbName, a.sha256);
       } else if (a.kind.startsWith('state_')) {
-        side.state.set(a.kind.slice(6) as StateKey, JSON.parse(a.data!.toString('utf8')));
+        side.state.set(a.kind.slice(6) as StateKey, stateValueOf(a.data!, a.pathInBundle));
       } else if (a.kind === 'git_bundle') {
         side.history = { kind: 'bundle', path: a.stagedPath! };
       }

@@ -6,6 +6,7 @@
 // does it for a state value).
 
 import { BundleDamagedError } from '../model/errors.js';
+import { keepsItsValue, parseKeepingNumbers } from './json-number.js';
 
 /** Deepest nesting of arrays and objects accepted (the document's top-level value is depth 1). */
 export const MAX_JSON_DEPTH = 64;
@@ -19,6 +20,11 @@ export interface StrictJsonOptions {
   maxDepth?: number;
   /** Only the grammar (JSON.parse's rules): duplicate member names pass. */
   grammarOnly?: boolean;
+  /**
+   * Numbers that JSON.parse would round (beyond 2^53, more digits than a double keeps, `-0`, `1e400`)
+   * come out as JsonNumber, holding their text (json-number.ts): a state value's.
+   */
+  exactNumbers?: boolean;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -31,8 +37,20 @@ export function parseStrictJson(bytes: Uint8Array, opts: StrictJsonOptions = {})
   } catch {
     throw new Error('not valid UTF-8');
   }
-  scanJson(text, opts);
-  return JSON.parse(text);
+  const inexact: number[] | undefined = opts.exactNumbers ? [] : undefined;
+  scanJson(text, opts, undefined, inexact);
+  return inexact?.length ? parseKeepingNumbers(text, inexact) : JSON.parse(text);
+}
+
+/**
+ * `value`, the JSON.parse of `text`, with every number of `text` JSON.parse changed as a JsonNumber
+ * (json-number.ts): `value` itself when there is none, as almost always. For JSON read from the
+ * host's own files (a state file, a restore journal), whose grammar JSON.parse has checked.
+ */
+export function keepingNumbers(text: string, value: unknown): unknown {
+  const inexact: number[] = [];
+  scanJson(text, { grammarOnly: true, maxDepth: Number.POSITIVE_INFINITY }, undefined, inexact);
+  return inexact.length > 0 ? parseKeepingNumbers(text, inexact) : value;
 }
 
 /**
@@ -42,7 +60,7 @@ export function parseStrictJson(bytes: Uint8Array, opts: StrictJsonOptions = {})
  */
 export function stateValueOf(bytes: Uint8Array, path: string): unknown {
   try {
-    return parseStrictJson(bytes);
+    return parseStrictJson(bytes, { exactNumbers: true });
   } catch (err) {
     throw new BundleDamagedError(`${path} is not valid JSON: ${(err as Error).message}`);
   }
@@ -119,6 +137,8 @@ export function scanJson(
   text: string,
   opts: StrictJsonOptions = {},
   spans?: { member: string; out: number[] },
+  /** Receives the [start, end) offsets of the numbers JSON.parse would change (json-number.ts). */
+  inexact?: number[],
 ): void {
   const maxDepth = opts.maxDepth ?? MAX_JSON_DEPTH;
   // One frame per open container: the member names seen so far (objects) or undefined (arrays).
@@ -221,6 +241,7 @@ export function scanJson(
       if (!isDigit(text.charCodeAt(i))) fail('invalid number');
       while (isDigit(text.charCodeAt(i))) i++;
     }
+    if (inexact && !keepsItsValue(text.slice(start, i))) inexact.push(start, i);
     if (!opts.manifest) return;
     if (fraction) {
       i = start;

@@ -10,6 +10,8 @@ import { existsSync } from 'node:fs';
 import { readFile, rename, rm, rmdir, unlink } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { StateProvider } from '../agent/state.js';
+import { keepingNumbers } from '../format/json.js';
+import { jsonText } from '../format/json-number.js';
 import { IoError, JournalDamagedError } from '../model/errors.js';
 import type { StateKey } from '../model/types.js';
 import { fsyncDir, writeFileAtomic } from '../store/atomic.js';
@@ -57,7 +59,7 @@ export interface Journal {
 export { SQLITE_EXTRAS } from '../model/types.js';
 
 export async function writeJournal(path: string, j: Journal): Promise<void> {
-  await writeFileAtomic(path, `${JSON.stringify(j, null, 2)}\n`, 0o600);
+  await writeFileAtomic(path, `${jsonText(j, 2)}\n`, 0o600);
 }
 
 /**
@@ -75,7 +77,7 @@ export async function readJournal(path: string): Promise<Journal | undefined> {
   }
   let j: unknown;
   try {
-    j = JSON.parse(text);
+    j = keepingNumbers(text, JSON.parse(text));
   } catch (err) {
     throw damaged(path, `not JSON: ${(err as Error).message}`, err);
   }

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { CaptureResult, StagedArtifact } from '../../capture/capture.js';
 import { GIT_BUNDLE_PATH, sqlitePath } from '../../format/constants.js';
 import { stateValueOf } from '../../format/json.js';
+import { JsonNumber, jsonText } from '../../format/json-number.js';
 import type { RedactionReport } from '../../format/manifest.js';
 import { type DataKind, rewriteBundle } from '../../git/rewrite.js';
 import { RedactionError, SnapshotError } from '../../model/errors.js';
@@ -53,6 +54,7 @@ function redactJsonValue(policy: RedactionPolicy, v: unknown, t: Tally, artifact
     return r.text;
   };
   if (typeof v === 'string') return text(v);
+  if (v instanceof JsonNumber) return v;
   if (Array.isArray(v)) return v.map((x) => redactJsonValue(policy, x, t, artifact));
   if (v && typeof v === 'object')
     return Object.fromEntries(
@@ -71,7 +73,7 @@ function redactState(policy: RedactionPolicy, a: StagedArtifact, t: Tally): void
   } catch {
     // a repository snapshot's state value is not parsed by its verify: one that is not JSON is damage
     const value = redactJsonValue(policy, stateValueOf(a.data!, a.pathInBundle), t, a.pathInBundle);
-    setBytes(a, Buffer.from(`${JSON.stringify(value, null, 2)}\n`, 'utf8'));
+    setBytes(a, Buffer.from(`${jsonText(value, 2)}\n`, 'utf8'));
   }
 }
 
