@@ -20,7 +20,7 @@ import { createApiServer } from '../src/server/http.js';
 import { apiRoutes } from '../src/server/routes.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
-import { runCli } from './helpers/env.js';
+import { runCli, sampleAgent } from './helpers/env.js';
 
 const STORES = ['repository', 'bundles'] as const;
 type Store = (typeof STORES)[number];
@@ -752,4 +752,31 @@ test('tables named with `/`, `.`, `..`, empty or `%` are listed with escaped pat
   const dots = await runCli(['cat', '--agent', 'ana', ...flags, snap.id, 'sqlite/long_term/%2E%2E']);
   assert.equal(dots.code, 0, dots.stderr);
   assert.deepEqual(JSON.parse(dots.stdout.trim()), { rowid: 1, v: 'hidden row 1 orca' });
+});
+
+test('cat pages by bytes on character boundaries: a limit smaller than a character still returns that character, so offset += length always moves on (stop 50)', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 1, commits: 1, memories: 2 });
+  const text = 'a€b😀c\n'; // 1 + 3 + 1 + 4 + 1 + 1 bytes
+  writeFileSync(join(a.memdir, 'unicode.md'), text);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const cat = (offset: number, limit: number) =>
+    a.snapshotter.cat('ana', undefined, snap.id, 'memdir/unicode.md', { offset, limit });
+  const inside = await cat(2, 1); // inside '€': moves to 'b'
+  assert.deepEqual(inside.kind === 'file' && [inside.offset, inside.length, inside.content], [4, 1, 'b']);
+  const small = await cat(5, 1); // the 4-byte '😀' with a limit of 1
+  assert.deepEqual(small.kind === 'file' && [small.offset, small.length, small.content], [5, 4, '😀']);
+  for (const limit of [1, 2, 3, 5]) {
+    let offset = 0;
+    let whole = '';
+    for (let calls = 0; ; calls++) {
+      assert.ok(calls < 20, `paging with limit ${limit} ends`);
+      const page = await cat(offset, limit);
+      assert.equal(page.kind, 'file');
+      if (page.kind !== 'file') break;
+      whole += page.content;
+      offset = page.offset + page.length;
+      if (!page.truncated) break;
+    }
+    assert.equal(whole, text, `limit ${limit}`);
+  }
 });

@@ -267,3 +267,50 @@ test('find reads a UTF-16 database whole: its text is found by text and regex, w
     }
   }
 });
+
+for (const store of ['repository', 'bundles'] as const) {
+  test(`${store}: find in a binary memory file counts the whole text, not a half of it (stop 50)`, async (t) => {
+    const p = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 5 }, { store });
+    writeFileSync(
+      join(p.memdir, 'bin.dat'),
+      Buffer.from('\u0000\u0001\u0002binary-needle-QQ\u00ff\u00fe', 'latin1'),
+    );
+    writeFileSync(join(p.memdir, 'nul.md'), 'ascii only\u0000 with a nul byte here\n');
+    const snap = await p.snapshotter.snapshot({ agentId: 'ana' });
+    const at = async (query: { text?: string; regex?: string }) =>
+      (await p.snapshotter.find({ agentId: 'ana', showSecrets: true, ...query })).snapshots
+        .find((h) => h.snapshot_id === snap.id)
+        ?.locations.map((l) => `${l.path}×${l.kind === 'file' ? l.matches : '?'}`) ?? [];
+    // each of these holds one half of the text (longer than 8 bytes) and not the whole
+    assert.deepEqual(await at({ text: 'binary-ZZZZZZZ' }), []);
+    assert.deepEqual(await at({ text: 'ZZZZZZZ-needle-QQ' }), []);
+    assert.deepEqual(await at({ text: 'ZZZZZZZZZ with a nul byte' }), []);
+    assert.deepEqual(await at({ text: 'binary-needle-QQ' }), ['memdir/bin.dat×1']);
+    assert.deepEqual(await at({ text: 'with a nul byte' }), ['memdir/nul.md×1']);
+    assert.deepEqual(await at({ regex: 'needle-Q+' }), ['memdir/bin.dat×1']);
+  });
+
+  test(`${store}: a regex with ^, $ or \\b finds a database row's value (the page bytes around it are not its start or end) (stop 50)`, async (t) => {
+    const p = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 5 }, { store });
+    const db = new Database(join(p.sqliteDir, 'long_term.sqlite'));
+    db.exec('CREATE TABLE notes (v TEXT)');
+    db.prepare('INSERT INTO notes VALUES (?)').run('Blue whale seen at dawn');
+    db.prepare('INSERT INTO notes VALUES (?)').run('untyped-needle-AAA');
+    db.close();
+    const snap = await p.snapshotter.snapshot({ agentId: 'ana' });
+    const rows = async (regex: string) =>
+      (await p.snapshotter.find({ agentId: 'ana', showSecrets: true, regex })).snapshots
+        .find((h) => h.snapshot_id === snap.id)
+        ?.locations.filter((l) => l.kind === 'row')
+        .map((l) => `${l.path}#${l.kind === 'row' ? l.rowid : '?'}`) ?? [];
+    for (const regex of ['^Blue whale', '\\bBlue whale\\b', '^untyped-needle-AAA$', 'dawn$', 'Blue whale'])
+      assert.deepEqual(
+        await rows(regex),
+        [`sqlite/long_term/notes#${regex.includes('untyped') ? 2 : 1}`],
+        regex,
+      );
+    // the assertions still hold on the value itself
+    for (const regex of ['^whale', 'Blue$', '\\bwhal\\b', '^needle'])
+      assert.deepEqual(await rows(regex), [], regex);
+  });
+}

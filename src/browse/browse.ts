@@ -450,6 +450,9 @@ async function catFile(
   while (!boundary(start)) start++;
   let end = Math.min(start + limit, b.length);
   while (end > start && !boundary(end)) end--;
+  // a limit smaller than the character at `start`: that whole character (up to 3 bytes past the limit),
+  // so that a reader paging by `offset += length` moves on (an empty page there would never end)
+  if (end === start && start < b.length) for (end = start + 1; !boundary(end); ) end++;
   return {
     ...base,
     offset: start,

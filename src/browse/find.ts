@@ -97,7 +97,12 @@ interface UnitHit {
 function searchBytes(bytes: Buffer, m: Matcher, shown: Shown): UnitHit | undefined {
   if (!m.maybe(bytes)) return undefined;
   const text = asText(bytes);
-  if (text === undefined) return { matches: 1 }; // binary: a raw match, nothing to show or redact
+  if (text === undefined) {
+    // binary (a NUL, or not UTF-8): the matches in the raw bytes, nothing to show or redact. maybe()
+    // only said a candidate is there (for a long text, one of its halves)
+    const n = m.countRaw(bytes);
+    return n > 0 ? { matches: n } : undefined;
+  }
   const visible = showText(shown, text);
   const n = m.count(visible);
   return n > 0 ? { matches: n, snippet: snippet(visible, m.first(visible), m) } : undefined;

@@ -28,8 +28,14 @@ export interface Matcher {
   count(text: string): number;
   /** Index of the first match in a text, or -1. */
   first(text: string): number;
-  /** Whether raw bytes may hold a match (a candidate; confirmed on the text). */
+  /**
+   * Whether raw bytes may hold a match (a candidate; confirmed on the text): for a long text, either of
+   * its halves; for a regex, its assertions (`^`, `$`, `\b`) left out, since the bytes around a value in
+   * a database page are not the value's start, end or neighbours.
+   */
   maybe(bytes: Buffer): boolean;
+  /** Matches in raw bytes that are not text (a binary memory file): the whole text, or the regex on them read as UTF-8. */
+  countRaw(bytes: Buffer): number;
   /** Byte offsets of the candidate matches in raw bytes; undefined when they cannot be told (a regex). */
   offsets(bytes: Buffer): number[] | undefined;
   needle: { text: string } | { regex: RegExp };
@@ -173,6 +179,52 @@ export function linearRegExp(source: string): { re: RegExp; global: RegExp } {
   return { re: new RegExp(split.source), global: new RegExp(split.source, 'g') };
 }
 
+/**
+ * `re` without its assertions `^`, `$`, `\b` and `\B` (outside character classes): it matches wherever
+ * `re` matches, and in raw bytes where a value's start, end or neighbours are not those of the bytes (a
+ * row's value in a database page sits between record bytes). Leaving out a zero-width assertion only
+ * widens what matches; `re` itself when it has none. (Lookarounds never get here: linearRegExp refuses
+ * them.)
+ */
+export function withoutAssertions(re: RegExp): RegExp {
+  const source = re.source;
+  let out = '';
+  let inClass = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i]!;
+    if (c === '\\') {
+      const e = source[i + 1] ?? '';
+      i++;
+      if (!inClass && (e === 'b' || e === 'B')) continue;
+      out += c + e;
+      continue;
+    }
+    if (inClass) {
+      if (c === ']') inClass = false;
+      out += c;
+      continue;
+    }
+    if (c === '[') {
+      // (in JavaScript a `]` right after `[` or `[^` ends the class: `[]` matches nothing, `[^]` anything)
+      inClass = true;
+      out += c;
+      if (source[i + 1] === '^') {
+        out += '^';
+        i++;
+      }
+      continue;
+    }
+    if (c === '^' || c === '$') continue;
+    out += c;
+  }
+  if (out === source) return re;
+  try {
+    return new RegExp(out, re.flags);
+  } catch {
+    return /(?:)/; // cannot be told: every chunk is a candidate, each confirmed on the text
+  }
+}
+
 export function matcherOf(req: Query): Matcher {
   const { text, regex } = req;
   if ((text === undefined) === (regex === undefined))
@@ -192,6 +244,12 @@ export function matcherOf(req: Query): Matcher {
       },
       first: (t) => t.indexOf(text),
       maybe: (b) => pieces.some((p) => b.indexOf(p) >= 0),
+      countRaw(b) {
+        const whole = Buffer.from(text, 'utf8');
+        let n = 0;
+        for (let i = b.indexOf(whole); i >= 0; i = b.indexOf(whole, i + whole.length)) n++;
+        return n;
+      },
       offsets(b) {
         const out: number[] = [];
         for (const p of pieces)
@@ -201,19 +259,22 @@ export function matcherOf(req: Query): Matcher {
     };
   }
   const { re, global } = linearRegExp(regex!);
+  const count = (t: string): number => {
+    let n = 0;
+    global.lastIndex = 0;
+    for (let m = global.exec(t); m; m = global.exec(t)) {
+      n++;
+      if (m[0].length === 0) global.lastIndex++;
+    }
+    return n;
+  };
+  const candidate = withoutAssertions(re);
   return {
     needle: { regex: re },
-    count(t) {
-      let n = 0;
-      global.lastIndex = 0;
-      for (let m = global.exec(t); m; m = global.exec(t)) {
-        n++;
-        if (m[0].length === 0) global.lastIndex++;
-      }
-      return n;
-    },
+    count,
     first: (t) => t.search(re),
-    maybe: (b) => re.test(b.toString('utf8')),
+    maybe: (b) => candidate.test(b.toString('utf8')),
+    countRaw: (b) => count(b.toString('utf8')),
     offsets: () => undefined,
   };
 }
