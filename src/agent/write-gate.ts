@@ -8,6 +8,7 @@
 // Protocol for writers in other processes and languages: docs/locking.md ("The write gate").
 
 import { readFileSync } from 'node:fs';
+import { InvalidInputError } from '../model/errors.js';
 import {
   acquire,
   acquireExclusiveFair,
@@ -127,6 +128,8 @@ export class WriteGate {
 
   /** Runs `batch` while holding the gate shared; a snapshot cannot copy in the middle of it. */
   async write<T>(batch: () => T | Promise<T>): Promise<T> {
+    if (typeof batch !== 'function')
+      throw new InvalidInputError(`write() takes the batch to run (a function), got ${typeof batch}`);
     await this.enter();
     try {
       return await batch();

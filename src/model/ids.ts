@@ -124,6 +124,16 @@ export function uuidV7Time(id: string): number | undefined {
   return Number.parseInt(u.slice(0, 8) + u.slice(9, 13), 16);
 }
 
+/**
+ * `value` when it is a string, else INVALID_INPUT naming the argument: what a library caller passes may
+ * be anything, and a number or an object where text belongs failed with an untyped TypeError (or
+ * another code) deep inside.
+ */
+export function textArgument(name: string, value: unknown): string {
+  if (typeof value !== 'string') throw new InvalidInputError(`${name} must be a string, got ${typeof value}`);
+  return value;
+}
+
 export const MAX_LABEL_CHARS = 200;
 
 /**
@@ -166,6 +176,8 @@ export function validatePinNote(note: string | undefined): string | undefined {
 
 function shownText(kind: 'label' | 'note', text: string | undefined): string | undefined {
   if (text === undefined) return undefined;
+  // a library caller's value may be anything: a number or an object was sealed into the manifest
+  if (typeof text !== 'string') throw new InvalidInputError(`invalid ${kind}: a string, got ${typeof text}`);
   const problem = labelProblem(text);
   if (problem !== undefined) throw new InvalidInputError(`invalid ${kind}: ${problem}`);
   return text;
@@ -174,6 +186,7 @@ function shownText(kind: 'label' | 'note', text: string | undefined): string | u
 /** created_by: free text in the original; here 1..64 printable characters. */
 export function validateCreatedBy(createdBy: string): string {
   if (
+    typeof createdBy !== 'string' ||
     createdBy.length < 1 ||
     createdBy.length > 64 ||
     UNSHOWN.test(createdBy) ||

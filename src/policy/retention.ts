@@ -13,6 +13,7 @@
 //   newest                the agent's newest snapshot is never deleted (the one taken last: a
 //                         snapshot's created_at_ms is monotonic per agent, whatever the clock said)
 
+import { InvalidInputError } from '../model/errors.js';
 import type { SnapshotMeta } from '../model/types.js';
 
 export interface RetentionPolicy {
@@ -47,6 +48,32 @@ export const DEFAULT_POLICY: Readonly<RetentionPolicy> = Object.freeze({
   preToolKeepCount: 20,
   preToolMaxAgeHours: 24,
 });
+
+/**
+ * `rules` over DEFAULT_POLICY, as a library caller gives them (gc's `policy`): a key left out or
+ * undefined is the default; every other value must be a whole number ≥ 0 (as the config's and the
+ * flags' are), and a key that is no rule is refused too, each INVALID_INPUT naming it. (`keepCount:
+ * NaN` or `-1` kept only the newest snapshot and deleted the rest, "older than 90 days".)
+ */
+export function retentionPolicyOf(rules: Partial<RetentionPolicy> | undefined): RetentionPolicy {
+  const policy: RetentionPolicy = { ...DEFAULT_POLICY };
+  if (rules === undefined || rules === null) return policy;
+  if (typeof rules !== 'object' || Array.isArray(rules))
+    throw new InvalidInputError('a retention policy is an object of rules (keepCount, maxAgeDays, …)');
+  for (const [key, value] of Object.entries(rules)) {
+    if (!Object.hasOwn(DEFAULT_POLICY, key))
+      throw new InvalidInputError(
+        `${JSON.stringify(key)} is no retention rule (the rules: ${Object.keys(DEFAULT_POLICY).join(', ')})`,
+      );
+    if (value === undefined) continue;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)
+      throw new InvalidInputError(
+        `retention rule ${key} must be a whole number ≥ 0, got ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`,
+      );
+    policy[key as keyof RetentionPolicy] = value;
+  }
+  return policy;
+}
 
 /** The policy as reports print it (snake_case, the config's key names). */
 export interface RetentionPolicyReport {

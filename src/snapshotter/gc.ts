@@ -14,6 +14,7 @@ import { lstat, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import {
   asSnapshotError,
+  InvalidInputError,
   type Outcome,
   outcomeOfCode,
   RepositoryLockedError,
@@ -24,12 +25,12 @@ import { uuidV7Time, validateAgentId, validateTenant } from '../model/ids.js';
 import { interruptedRestoreNote } from '../model/restore-note.js';
 import type { SnapshotMeta } from '../model/types.js';
 import {
-  DEFAULT_POLICY,
   type Decision,
   decide,
   policyReport,
   type RetentionPolicy,
   type RetentionPolicyReport,
+  retentionPolicyOf,
 } from '../policy/retention.js';
 import type { PruneReport } from '../repository/prune.js';
 import type { ListingMeta } from '../repository/snapshots.js';
@@ -423,7 +424,14 @@ export async function collectGarbage(
   s: LocalSnapshotter,
   opts: GcOptions = {},
 ): Promise<RetentionTickReport> {
-  const policy: RetentionPolicy = { ...DEFAULT_POLICY, ...opts.policy };
+  const policy: RetentionPolicy = retentionPolicyOf(opts.policy);
+  for (const [name, v] of [
+    ['backupMaxAgeDays', opts.backupMaxAgeDays],
+    ['leftoverGraceMs', opts.leftoverGraceMs],
+    ['now', opts.now],
+  ] as const)
+    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < 0))
+      throw new InvalidInputError(`gc's ${name} must be a number ≥ 0, got ${String(v)}`);
   const o = {
     dryRun: opts.dryRun ?? false,
     backupMaxAgeDays: opts.backupMaxAgeDays ?? 7,

@@ -36,6 +36,7 @@ import {
   DEFAULT_TENANT,
   LATEST,
   newSnapshotId,
+  textArgument,
   validateAgentId,
   validateCreatedBy,
   validateLabel,
@@ -97,7 +98,7 @@ import type { StoreBundleRequest, StoredBundle } from './import.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
 import type { MigrateOptions, MigrateReport } from './migrate.js';
 import { notifyObservers, type OperationObserver, type OperationRecord } from './observer.js';
-import { RepositoryStore, type StoreFormat, storeFormatFromEnv } from './repository.js';
+import { RepositoryStore, STORE_FORMATS, type StoreFormat, storeFormatFromEnv } from './repository.js';
 
 export interface LocalSnapshotterOptions {
   /** Root of the snapshot store (`<state_root>/tenants/...`). Required. */
@@ -273,10 +274,17 @@ export class LocalSnapshotter implements MemorySnapshotter {
     );
     this.state = opts.stateProvider ?? new JsonFileStateProvider(this.resolver);
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 60_000;
+    // ('1000' waited 16 ms, NaN without a bound: a library caller's options are checked like the config's)
+    if (!Number.isSafeInteger(this.lockTimeoutMs) || this.lockTimeoutMs < 0)
+      throw new InvalidInputError(
+        `lockTimeoutMs must be a whole number ≥ 0, got ${String(this.lockTimeoutMs)}`,
+      );
     this.zstdLevel = opts.zstdLevel ?? 3;
     if (!Number.isInteger(this.zstdLevel) || this.zstdLevel < 1 || this.zstdLevel > 19)
       throw new InvalidInputError(`zstdLevel must be an integer 1..19, got ${this.zstdLevel}`);
     this.zstdWorkers = opts.zstdWorkers ?? 2;
+    if (!Number.isSafeInteger(this.zstdWorkers) || this.zstdWorkers < 0)
+      throw new InvalidInputError(`zstdWorkers must be a whole number ≥ 0, got ${String(this.zstdWorkers)}`);
     this.allowExternalGit = opts.allowExternalGit ?? false;
     this.warn = opts.onWarning ?? (() => {});
     this.recipients = opts.recipients ?? [];
@@ -286,6 +294,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const { signingKey, trustedKeys, requireSignature, redaction } = opts;
     this.policyOptions = { signingKey, trustedKeys, requireSignature, redaction };
     this.storeChoice = opts.store ?? storeFormatFromEnv() ?? 'auto';
+    if (!(STORE_FORMATS as readonly string[]).includes(this.storeChoice))
+      throw new InvalidInputError(
+        `store must be one of ${STORE_FORMATS.join(', ')}, got ${JSON.stringify(this.storeChoice)}`,
+      );
     this.identityPath = opts.identityPath;
     this.configuredPaths = [
       { role: 'state root', path: opts.stateRoot },
@@ -681,6 +693,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const createdBy = validateCreatedBy(req.createdBy ?? 'library');
     if (req.redact !== undefined && typeof req.redact !== 'boolean')
       throw new InvalidInputError('redact must be a boolean');
+    if (req.sign !== undefined && req.sign !== false && typeof req.sign !== 'string')
+      throw new InvalidInputError('sign must be a signing key (its text or its file) or false');
+    if (
+      req.encrypt !== undefined &&
+      !(Array.isArray(req.encrypt) && req.encrypt.every((r) => typeof r === 'string'))
+    )
+      throw new InvalidInputError('encrypt must be a list of age recipients (strings)');
     if (req.redact && createdBy.startsWith('auto-pre-'))
       throw new InvalidInputError(`an anchor (${createdBy}) is never redacted: it must restore exactly`);
     const [policies, { parseRecipient }, { loadSigningKey }] = await Promise.all([
@@ -1107,10 +1126,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
     // a large agent's restore starts its program host now, while the restore's modules load
     if (!req.import) this.prepareLarge(req.agentId, req.tenant);
     // an import into a repository store also keeps the bundle as a snapshot of the new agent
-    const steps =
-      req.import && !req.dryRun && this.usesRepository()
-        ? import('./import.js').then(({ importIntoRepository }) => importIntoRepository(this, req))
-        : import('./restore.js').then(({ restoreAgent }) => restoreAgent(this, req));
+    const steps = Promise.resolve()
+      .then(() => {
+        if (req.bundle !== undefined) textArgument('bundle', req.bundle);
+        if (req.snapshot !== undefined) textArgument('snapshot', req.snapshot);
+      })
+      .then(() =>
+        req.import && !req.dryRun && this.usesRepository()
+          ? import('./import.js').then(({ importIntoRepository }) => importIntoRepository(this, req))
+          : import('./restore.js').then(({ restoreAgent }) => restoreAgent(this, req)),
+      );
     return this.observed(
       steps,
       started,
@@ -1152,6 +1177,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
 
   /** Compares two snapshots (ids, unique prefixes, or `live`). */
   async diff(req: DiffRequest): Promise<SnapshotDiff> {
+    textArgument('a', req.a);
+    textArgument('b', req.b);
     try {
       const { diffSnapshots } = await import('../diff/diff.js');
       return await diffSnapshots(this, req);
@@ -1266,7 +1293,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
    * store, as `list` orders them (NOT_FOUND when it has none); an id or prefix is returned as it is.
    */
   async snapshotRef(agentId: string, tenant: string | undefined, ref: string): Promise<string> {
-    if (ref.trim().toLowerCase() !== LATEST) return ref;
+    if (textArgument('the snapshot', ref).trim().toLowerCase() !== LATEST) return ref;
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant ?? DEFAULT_TENANT);
     const [newest] = await this.list(a, t);
@@ -1285,6 +1312,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
    * snapshotter's trusted keys (required when it requires signatures), else none.
    */
   async verify(bundlePath: string, opts: VerifyRequestOptions = {}): Promise<VerifyReport> {
+    textArgument('the bundle path', bundlePath);
     // the bundle_path of a repository snapshot (list, snapshot) names the snapshot, not a file
     const inRepository = this.repository.idOf(bundlePath);
     if (inRepository) return this.verifyInRepository(inRepository, opts);
@@ -1601,6 +1629,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     target: string,
     opts: ExportOptions = {},
   ): Promise<ExportResult> {
+    textArgument('the export target', target);
     const found = await this.findSnapshot(agentId, tenant, id, { decryptIdentity: opts.decryptIdentity });
     if (found.repository) {
       const { exportRepoSnapshot } = await import('./repo-export.js');
