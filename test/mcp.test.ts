@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import {
   constants,
   existsSync,
@@ -21,6 +22,7 @@ import { after, before, describe, type TestContext, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { generateSigningKey, parseSigningKey } from '../src/index.js';
+import { LineGuard } from '../src/mcp/transport.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, copySampleAgent, runCli, sampleAgent, startFixture } from './helpers/env.js';
 import { collect, startNats } from './helpers/nats.js';
@@ -469,6 +471,29 @@ test('mcp: exits 0 when stdin closes; a bad agent id fails at start with nothing
   assert.match(bad.stderr, /agent_id/);
 });
 
+test('LineGuard passes whole lines however they are cut, and drops a line longer than its limit, telling it once', async () => {
+  const told: number[] = [];
+  let n = 0;
+  const guard = new LineGuard(() => told.push(n), 8);
+  const out: string[] = [];
+  guard.on('data', (c: Buffer) => out.push(c.toString()));
+  const input = 'ab\ncdefgh\n0123456789abc\nxy\n12345678\n123456789\ntail';
+  // cut into pieces of 1..4 bytes
+  for (let i = 0; i < input.length; n++) {
+    const len = 1 + (n % 4);
+    guard.write(Buffer.from(input.slice(i, i + len)));
+    i += len;
+  }
+  guard.end();
+  await once(guard, 'end');
+  assert.deepEqual(out.join('').split('\n'), ['ab', 'cdefgh', 'xy', '12345678', 'tail']);
+  assert.ok(
+    out.every((c) => c.endsWith('\n') || c === 'tail'),
+    'only whole lines are passed on',
+  );
+  assert.equal(told.length, 2, 'told once for each line too long');
+});
+
 test('mcp: a line that is not JSON gets -32700 Parse error, JSON that is not JSON-RPC -32600; the server keeps serving', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const child = spawn(process.execPath, [BIN, 'mcp', '--agent', 'ana', ...a.flags], {
@@ -513,6 +538,22 @@ test('mcp: a line that is not JSON gets -32700 Parse error, JSON that is not JSO
   assert.equal((invalid.error as { code: number }).code, -32600);
   assert.match((invalid.error as { message: string }).message, /^Invalid Request/);
   assert.deepEqual(await next(), { jsonrpc: '2.0', id: 3, result: {} });
+
+  // a line longer than the SDK's reader takes (10 MiB) ended the server, status 0, unanswered (stop 50)
+  const huge = JSON.stringify({
+    jsonrpc: '2.0',
+    id: 4,
+    method: 'tools/call',
+    params: { name: 'memory_find', arguments: { text: 'x'.repeat(11 * 1024 * 1024) } },
+  });
+  const tooLong = await next(huge, ping(5));
+  assert.equal(tooLong.id, null, JSON.stringify(tooLong).slice(0, 300));
+  assert.equal((tooLong.error as { code: number }).code, -32600);
+  assert.match(
+    (tooLong.error as { message: string }).message,
+    /^Invalid Request: a line longer than 8388608 bytes/,
+  );
+  assert.deepEqual(await next(), { jsonrpc: '2.0', id: 5, result: {} }, 'the request after it is answered');
 
   const init = await next(
     JSON.stringify({

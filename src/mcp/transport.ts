@@ -2,10 +2,67 @@
 // `onerror`, plus the JSON-RPC 2.0 error responses a client is owed for such a line: `-32700 Parse
 // error` for a line that is not JSON, `-32600 Invalid Request` for JSON that is not a JSON-RPC
 // message, both with `id: null` (the id cannot be known; the SDK's HTTP transport answers the same).
-// The line is skipped and the server keeps serving.
+// The line is skipped and the server keeps serving. So is a line longer than MAX_LINE_BYTES (`-32600`):
+// the SDK's reader closed the transport at 10 MiB, which ended the server, status 0, unanswered (stop
+// 50): lines reach it only whole, through LineGuard, which drops what is longer.
 
+import { Transform, type TransformCallback } from 'node:stream';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { ErrorCode, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+
+/** The longest line read as a message (the SDK's reader gives up at 10 MiB, with what it holds). */
+export const MAX_LINE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Passes on whole lines only, each at most `max` bytes (its newline aside); a longer line is dropped
+ * as it comes, and `onTooLong` told once for it. What is held is the line in progress, at most `max`.
+ */
+export class LineGuard extends Transform {
+  private held: Buffer[] = [];
+  private heldBytes = 0;
+  /** In a line too long: dropping until its newline. */
+  private dropping = false;
+
+  constructor(
+    private readonly onTooLong: () => void,
+    private readonly max = MAX_LINE_BYTES,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    let from = 0;
+    while (from < chunk.length) {
+      const nl = chunk.indexOf(0x0a, from);
+      const piece = chunk.subarray(from, nl === -1 ? chunk.length : nl);
+      from = nl === -1 ? chunk.length : nl + 1;
+      if (!this.dropping && this.heldBytes + piece.length > this.max) {
+        this.held = [];
+        this.heldBytes = 0;
+        this.dropping = true;
+        this.onTooLong();
+      }
+      if (!this.dropping) {
+        this.held.push(piece);
+        this.heldBytes += piece.length;
+      }
+      if (nl === -1) break;
+      if (!this.dropping) this.push(Buffer.concat([...this.held, NEWLINE]));
+      this.held = [];
+      this.heldBytes = 0;
+      this.dropping = false;
+    }
+    done();
+  }
+
+  override _flush(done: TransformCallback): void {
+    // a last line without its newline is no message for the SDK either; passed on as it came
+    if (this.heldBytes > 0) this.push(Buffer.concat(this.held));
+    done();
+  }
+}
+
+const NEWLINE = Buffer.from('\n');
 
 /** The JSON-RPC error response for an error the SDK's line reader raised, or undefined for any other. */
 export function unreadableLineResponse(err: Error): JSONRPCMessage | undefined {
@@ -19,9 +76,18 @@ export function unreadableLineResponse(err: Error): JSONRPCMessage | undefined {
   return error ? ({ jsonrpc: '2.0', id: null, error } as unknown as JSONRPCMessage) : undefined;
 }
 
-/** The SDK's stdio transport, answering unreadable lines; `onWarning` hears of each. */
+/**
+ * The SDK's stdio transport over this process's stdin (through LineGuard) and stdout, answering
+ * unreadable and too long lines; `onWarning` hears of each.
+ */
 export function stdioTransport(onWarning: (message: string) => void): StdioServerTransport {
-  const transport = new StdioServerTransport();
+  const guard = new LineGuard(() => {
+    const message = `Invalid Request: a line longer than ${MAX_LINE_BYTES} bytes is not read`;
+    onWarning(`mcp: ${message}`);
+    const response = { jsonrpc: '2.0', id: null, error: { code: ErrorCode.InvalidRequest, message } };
+    void transport.send(response as unknown as JSONRPCMessage).catch(() => {});
+  });
+  const transport = new StdioServerTransport(process.stdin.pipe(guard), process.stdout);
   // Set before the server connects: the SDK's Protocol keeps it and calls it first.
   transport.onerror = (err) => {
     const response = unreadableLineResponse(err);
