@@ -4,7 +4,7 @@
 // back (more than 64 MiB of JSON text) is refused by the snapshot instead of written.
 
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { keepingNumbers, parseStrictJson } from '../src/format/json.js';
@@ -128,4 +128,27 @@ test('a state value whose JSON text would exceed 64 MiB is refused (STATE) by th
   const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
   assert.deepEqual(existsSync(dir) ? readdirSync(dir).filter((n) => n.endsWith('.tar.zst')) : [], []);
   assert.ok(a.snapshotter instanceof LocalSnapshotter);
+});
+
+test('a live state file that is not JSON refuses the restore, the agent unchanged, and says how to go on; moved aside, the restore runs (stop 50)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL, { store: 'bundles' });
+  const file = new JsonFileStateProvider(a.snapshotter.resolver).path('extract_cursor', 'ana', 'default');
+  writeFileSync(file, '{"cursor": 7}\n');
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  writeFileSync(file, '{"cursor": 12'); // truncated by a crash
+  for (const autoPreSnapshot of [true, false]) {
+    await assert.rejects(
+      a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id, autoPreSnapshot }),
+      (err: Error & { code?: string }) => {
+        assert.ok(['STATE', 'RESTORE_REFUSED'].includes(err.code!), err.message);
+        assert.match(err.message, /extract_cursor\.json is not valid JSON/);
+        assert.match(err.message, /move the file aside, keeping it, and restore again/);
+        return true;
+      },
+    );
+    assert.equal(readFileSync(file, 'utf8'), '{"cursor": 12', 'the live file is unchanged');
+  }
+  renameSync(file, `${file}.broken`);
+  await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id });
+  assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')), { cursor: 7 });
 });

@@ -17,6 +17,7 @@ import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
 import { stateValueOf } from '../format/json.js';
+import { jsonText } from '../format/json-number.js';
 import type { Manifest } from '../format/manifest.js';
 import { signatureRefusal, trustPolicy } from '../format/signature.js';
 import { inspectRepo } from '../git/git.js';
@@ -29,6 +30,7 @@ import {
   NotFoundError,
   RedactedBundleError,
   RestoreRefusedError,
+  StateProviderError,
   StoreUnavailableError,
 } from '../model/errors.js';
 import { DEFAULT_TENANT, LATEST, newSnapshotId, validateAgentId, validateTenant } from '../model/ids.js';
@@ -39,6 +41,7 @@ import {
   type RestoreReport,
   type RestoreRequest,
   STATE_KEYS,
+  type StateKey,
 } from '../model/types.js';
 import {
   finishJournal,
@@ -138,6 +141,31 @@ function baseReport(
   };
 }
 
+/**
+ * The live value of `key`, which a restore replaces and puts back if it fails. One that cannot be read
+ * (a state file that is not JSON) refuses the restore, the live agent unchanged: its message says how
+ * to go on without losing the file (docs/restore.md).
+ */
+async function liveStateValue(
+  s: LocalSnapshotter,
+  key: StateKey,
+  agentId: string,
+  tenant: string,
+): Promise<unknown> {
+  try {
+    return await s.state.capture(key, agentId, tenant);
+  } catch (err) {
+    if (err instanceof StateProviderError)
+      throw new StateProviderError(unreadableStateHint(err), { cause: err });
+    throw err;
+  }
+}
+
+/** A STATE error's message with the way out for a restore (the value must be read to be put back). */
+function unreadableStateHint(err: StateProviderError): string {
+  return `${err.message.replace(/^state provider: /, '')} (a restore reads the live value to put it back should the restore fail: move the file aside, keeping it, and restore again)`;
+}
+
 async function stateChanges(
   s: LocalSnapshotter,
   agentId: string,
@@ -146,10 +174,11 @@ async function stateChanges(
 ): Promise<ComponentChange[]> {
   const out: ComponentChange[] = [];
   for (const key of STATE_KEYS) {
-    const old = await s.state.capture(key, agentId, tenant);
+    const old = await liveStateValue(s, key, agentId, tenant);
     const next = incoming.get(key);
     if (old === undefined && next === undefined) continue;
-    const same = JSON.stringify(old) === JSON.stringify(next);
+    // compared as written (a JsonNumber by its digits, not as the string it is shown as)
+    const same = (old === undefined ? '' : jsonText(old)) === (next === undefined ? '' : jsonText(next));
     out.push({
       component: `state:${key}`,
       action: same ? 'unchanged' : next === undefined ? 'remove' : old === undefined ? 'create' : 'replace',
@@ -533,7 +562,7 @@ async function restoreLocked(
           } catch (err) {
             // Refused either way (nothing live has changed); a store that cannot be used keeps its own
             // code and exit 8 (STORE_*), as every other command's failure on it does.
-            const why = `auto-pre-snapshot failed: ${(err as Error).message}`;
+            const why = `auto-pre-snapshot failed: ${err instanceof StateProviderError ? unreadableStateHint(err) : (err as Error).message}`;
             if (err instanceof StoreUnavailableError)
               throw new StoreUnavailableError(err.code, `restore refused, the live agent unchanged: ${why}`, {
                 backend: String(err.details?.backend),
@@ -599,7 +628,7 @@ async function restoreLocked(
           state: await Promise.all(
             STATE_KEYS.map(async (key) => ({
               key,
-              old: await s.state.capture(key, agentId, tenant),
+              old: await liveStateValue(s, key, agentId, tenant),
               new: incoming.get(key),
             })),
           ),
