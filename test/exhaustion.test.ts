@@ -14,11 +14,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { LocalSnapshotter } from '../src/index.js';
 import { IoError } from '../src/model/errors.js';
-import { makeStageDir } from '../src/restore/stage.js';
 import { SqliteHere, SqliteWorker } from '../src/sqlite/worker.js';
 import { writeFileAtomic, writeFileAtomicUnsynced } from '../src/store/atomic.js';
 import { pin } from '../src/store/pins.js';
+import { makeDirs } from '../src/util/make-dirs.js';
 import { json } from './helpers/cli-json.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 
@@ -149,11 +150,30 @@ test('a staging directory on a read-only file system fails with EROFS, not the E
   const mnt = smallDisk(t, '64k', ',ro');
   if (!mnt) return;
   for (const dir of [join(mnt, '.ana.restore-x'), join(mnt, 'a', 'b')])
-    await assert.rejects(makeStageDir(dir), { code: 'EROFS' });
+    await assert.rejects(makeDirs(dir), { code: 'EROFS' });
   const rw = tempDir(t);
-  await makeStageDir(join(rw, 'a', 'b'));
-  await makeStageDir(join(rw, 'a', 'b')); // there already: fine
+  await makeDirs(join(rw, 'a', 'b'));
+  await makeDirs(join(rw, 'a', 'b')); // there already: fine
   assert.ok(existsSync(join(rw, 'a', 'b')));
+});
+
+test('a snapshot of an agent new to a read-only state root fails IO with EROFS, not ENOENT (stop 50)', async (t) => {
+  const mnt = smallDisk(t, '64k', ',ro');
+  if (!mnt) return;
+  const a = sampleAgent(t, 'ana', { files: 1, commits: 1, memories: 2 });
+  for (const store of ['repository', 'bundles'] as const) {
+    const s = new LocalSnapshotter({
+      stateRoot: mnt,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store,
+    });
+    await assert.rejects(s.snapshot({ agentId: 'ana' }), (err: Error & { code?: string; errno?: string }) => {
+      assert.equal(err.code, 'IO', err.message);
+      assert.equal(err.errno, 'EROFS', err.message);
+      return true;
+    });
+  }
 });
 
 test('a read-only state root (a backup mounted read-only): verify, cat and export work in both stores, each saying it reads without a lock', async (t) => {

@@ -18,6 +18,7 @@ import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, GitError, UnsafeBundleError } from '../model/errors.js';
 import { DB_NAMES } from '../model/types.js';
 import { type DirLister, readNames } from '../store/catalog.js';
+import { makeDirs } from '../util/make-dirs.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import type { EntrySink } from '../verify/verify.js';
 
@@ -74,24 +75,6 @@ export function restorePaths(
     memdirBackup: join(parent, `.${name}${PRE_RESTORE_PREFIX}${restoreId}`),
     work: join(snapshotsDir, `.restore-staging-${restoreId}`),
   };
-}
-
-/**
- * `mkdir -p` of a staging directory that fails with the real errno: Node's recursive mkdir says ENOENT
- * where the parent exists on a read-only file system (EROFS), so each level is made without
- * `recursive`, and only a missing parent is made first (stop 46).
- */
-export async function makeStageDir(path: string): Promise<void> {
-  try {
-    await mkdir(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST' && (await stat(path).catch(() => undefined))?.isDirectory()) return;
-    const parent = dirname(path);
-    if (code !== 'ENOENT' || parent === path) throw err;
-    await makeStageDir(parent);
-    await makeStageDir(path);
-  }
 }
 
 /** Whether the snapshot had a memdir at all (v2: the memdir block; v1: any memdir artifact). */
@@ -300,7 +283,7 @@ export async function buildMemdir(
    */
   worktree: Promise<void> = Promise.resolve(),
 ): Promise<StagedRepo> {
-  await makeStageDir(p.memdirStage);
+  await makeDirs(p.memdirStage);
   const warnings: string[] = [];
   const dir = p.memdirStage;
   if (!source) return { warnings };

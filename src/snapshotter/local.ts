@@ -90,6 +90,7 @@ import {
 import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins.js';
 import { writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
+import { makeDirs } from '../util/make-dirs.js';
 import { toolVersions } from '../util/version.js';
 import type { ForeignSnapshotError, FoundSnapshot, LocatedSnapshot } from './by-id.js';
 import { captureTime, clockBehindNote, clockBehindOf, newestOf } from './capture-time.js';
@@ -728,7 +729,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const warnings = await this.missingParts(memdir, sqliteDir);
     const dir = this.layout.snapshotsDir(tenant, agentId);
     try {
-      await mkdir(dir, { recursive: true });
+      await makeDirs(dir); // (EROFS on a read-only state root, not Node's ENOENT)
     } catch (err) {
       throw asSnapshotError(err, `creating snapshot directory ${dir}`);
     }

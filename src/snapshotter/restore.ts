@@ -60,7 +60,6 @@ import {
   buildMemdir,
   bundleHasMemdir,
   dropReaderFiles,
-  makeStageDir,
   refreshPreRestoreTag,
   restorePaths,
 } from '../restore/stage.js';
@@ -69,6 +68,7 @@ import type { RowCounts } from '../sqlite/rows.js';
 import { type SqliteJobs, sqliteRunners, sqliteThreadsMinBytes } from '../sqlite/worker.js';
 import { syncFileSystemsOf } from '../store/atomic.js';
 import { faultPoint } from '../util/faults.js';
+import { makeDirs } from '../util/make-dirs.js';
 import { packageModule } from '../util/module-worker.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError } from '../verify/verify.js';
@@ -466,9 +466,9 @@ async function restoreLocked(
     };
     try {
       // (the real errno when a root is read-only: EROFS, not the ENOENT of Node's recursive mkdir)
-      await makeStageDir(p.work);
-      await makeStageDir(p.sqliteStage);
-      await makeStageDir(p.memdirStage);
+      await makeDirs(p.work);
+      await makeDirs(p.sqliteStage);
+      await makeDirs(p.memdirStage);
       // The live repository, read once beside the stream: the pre-restore tag and the report need it.
       const liveRepo = inspectRepo(memdir);
       liveRepo.catch(() => {}); // its users turn a failure into a warning, or none
