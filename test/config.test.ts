@@ -373,6 +373,8 @@ retention:
   anchor_max_age_days: 7
   pre_mutating_tool_keep_count: 12
   pre_mutating_tool_max_age_hours: 6
+  tool_keep_count: 4
+  tool_max_age_days: 0
   gc_interval_secs: 120
   backup_max_age_days: 2
 encryption:
@@ -425,6 +427,8 @@ server:
     anchorMaxAgeDays: 7,
     preToolKeepCount: 12,
     preToolMaxAgeHours: 6,
+    toolKeepCount: 4,
+    toolMaxAgeDays: 0,
   });
   assert.equal(w.backupMaxAgeDays, 2);
   assert.equal(

@@ -106,6 +106,45 @@ test('policy: automatic anchors have their own rule per kind and never count aga
   assert.match(d[6]!.because!, /beyond the 0 newest snapshots/);
 });
 
+test("policy: the agent's own snapshots (tool, MCP) have their own rule: thirty of them push no operator snapshot out (stop 50)", () => {
+  // the operator's two snapshots, oldest, then the agent's 30 (one a minute)
+  const m = metas(
+    [...Array.from({ length: 30 }, (_, i) => i / 1440), 1, 2],
+    [...Array.from({ length: 30 }, () => 'tool'), 'cli', 'scheduled'],
+  );
+  const policy = { ...DEFAULT_POLICY, keepCount: 2, toolKeepCount: 10, toolMaxAgeDays: 0 };
+  const d = decide(m, policy, new Set(), NOW);
+  assert.deepEqual(
+    d.slice(30).map((x) => `${x.group}:${x.action}:${x.reasons.join('+')}`),
+    ['user:keep:keep-count', 'user:keep:keep-count'],
+  );
+  assert.deepEqual(
+    d.slice(0, 30).map((x) => x.action),
+    [...Array.from({ length: 10 }, () => 'keep'), ...Array.from({ length: 20 }, () => 'delete')],
+  );
+  assert.ok(d.slice(0, 30).every((x) => x.group === 'tool'));
+  assert.match(d[10]!.because!, /beyond the 10 newest snapshots the agent took \(tool\)/);
+  // their age limit, and the user's daily rule does not see them
+  const old = decide(
+    metas([0, 5, 40], ['cli', 'tool', 'tool']),
+    { ...DEFAULT_POLICY, toolMaxAgeDays: 30 },
+    new Set(),
+    NOW,
+  );
+  assert.deepEqual(
+    old.map((x) => x.action),
+    ['keep', 'keep', 'delete'],
+  );
+  assert.match(old[2]!.because!, /agent's snapshot older than 30 days/);
+  const daily = decide(
+    metas([0, 0.1], ['tool', 'cli']),
+    { ...DEFAULT_POLICY, keepCount: 0, keepDaily: 1 },
+    new Set(),
+    NOW,
+  );
+  assert.deepEqual(daily[1]!.reasons, ['daily'], "the newest user snapshot of the day, not the agent's");
+});
+
 test('policy: anchors taken before mutating tools have their own rule (the N newest within H hours), apart from the other anchors', () => {
   const HOUR = 1 / 24;
   const ages = [0, 1 * HOUR, 2 * HOUR, 3 * HOUR, 5 * HOUR, 30 * HOUR, 2, 3];
@@ -338,6 +377,8 @@ test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores ar
     anchor_max_age_days: 30,
     pre_mutating_tool_keep_count: 20,
     pre_mutating_tool_max_age_hours: 24,
+    tool_keep_count: 30,
+    tool_max_age_days: 90,
   });
   // each group with its rule in the human output
   r = await runCli(['gc', '--agent', 'ana', '--keep-count', '1', '--anchor-keep-count', '1', ...root]);
@@ -588,6 +629,20 @@ test('gc of an agent id in several tenants sharing its live memory sweeps every 
   assert.doesNotMatch(cli.stdout, /skipped/);
   assert.match(cli.stdout, /3 agent\(s\) swept, 0 busy/);
   assert.equal((await s.list('ana', 't2')).length, 1);
+});
+
+test("CLI: gc --tool-keep-count sweeps the agent's own snapshots under their own heading; the operator's stay (stop 50)", async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 1, commits: 1, memories: 2 }, { store: 'bundles' });
+  const s = a.snapshotter;
+  const operator = await s.snapshot({ agentId: 'ana', label: 'operator', createdBy: 'cli' });
+  for (let i = 0; i < 3; i++) await s.snapshot({ agentId: 'ana', label: `agent ${i}`, createdBy: 'tool' });
+  const r = await runCli(['gc', '--agent', 'ana', '--keep-count', '1', '--tool-keep-count', '1', ...a.flags]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /snapshots the agent took \(tool-keep-count 1, tool-max-age-days 90\):/);
+  assert.match(r.stdout, /beyond the 1 newest snapshots the agent took \(tool\)/);
+  const left = (await s.list('ana')).map((m) => m.label).sort();
+  assert.deepEqual(left, ['agent 2', 'operator']);
+  assert.ok((await s.list('ana')).some((m) => m.id === operator.id));
 });
 
 test('gc in a loop beside snapshots and a restore: every operation succeeds and every bundle verifies', async (t) => {

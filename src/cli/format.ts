@@ -291,6 +291,7 @@ export function formatGc(r: RetentionTickReport): string {
   const rules = {
     user: `snapshots (keep-count ${p.keep_count}, max-age-days ${p.max_age_days}, daily ${p.keep_daily}, weekly ${p.keep_weekly}, monthly ${p.keep_monthly})`,
     anchor: `automatic anchors (the ${p.anchor_keep_count} newest of each kind, ${p.anchor_max_age_days > 0 ? `none older than ${p.anchor_max_age_days} days` : 'no age limit'})`,
+    tool: `snapshots the agent took (tool-keep-count ${p.tool_keep_count}, tool-max-age-days ${p.tool_max_age_days})`,
   };
   // Said only where such anchors are: their rule replaces the per-kind one.
   const preTool = `; pre-mutating-tool anchors: the ${p.pre_mutating_tool_keep_count} newest, ${p.pre_mutating_tool_max_age_hours > 0 ? `none older than ${p.pre_mutating_tool_max_age_hours} hours` : 'no age limit'})`;
@@ -301,7 +302,7 @@ export function formatGc(r: RetentionTickReport): string {
     lines.push(
       `${terminalField(a.agent_id)} (tenant ${terminalField(a.tenant)})${a.skipped ? `: skipped, ${a.skipped}` : ''}${a.error ? `: error: ${a.error}` : ''}`,
     );
-    for (const group of ['user', 'anchor'] as const) {
+    for (const group of ['user', 'tool', 'anchor'] as const) {
       const decisions = a.decisions.filter((d) => d.group === group);
       if (decisions.length === 0) continue;
       const header =

@@ -72,6 +72,10 @@ const retentionSection = object({
   pre_mutating_tool_keep_count: count().optional(),
   /** … none older than this many hours (default 24; 0 = no limit). */
   pre_mutating_tool_max_age_hours: count().optional(),
+  /** The agent's own snapshots (created_by tool, MCP): the N newest (default 30). */
+  tool_keep_count: count().optional(),
+  /** … none older than this (default 90; 0 = no limit). */
+  tool_max_age_days: count().optional(),
   backup_max_age_days: count().optional(),
   leftover_grace_secs: count().optional(),
   /** The daemon's retention sweep interval (the original's gc_interval_secs, default 3600). */

@@ -24,6 +24,8 @@ export const CONFIG_DEFAULTS = {
     anchor_max_age_days: 30,
     pre_mutating_tool_keep_count: 20,
     pre_mutating_tool_max_age_hours: 24,
+    tool_keep_count: 30,
+    tool_max_age_days: 90,
     gc_interval_secs: 3600,
     backup_max_age_days: 7,
     leftover_grace_secs: 600,

@@ -178,6 +178,8 @@ export function retentionPolicyFromConfig(cfg: SnapshotConfig): Partial<Retentio
   if (r.pre_mutating_tool_keep_count !== undefined) p.preToolKeepCount = r.pre_mutating_tool_keep_count;
   if (r.pre_mutating_tool_max_age_hours !== undefined)
     p.preToolMaxAgeHours = r.pre_mutating_tool_max_age_hours;
+  if (r.tool_keep_count !== undefined) p.toolKeepCount = r.tool_keep_count;
+  if (r.tool_max_age_days !== undefined) p.toolMaxAgeDays = r.tool_max_age_days;
   return p;
 }
 

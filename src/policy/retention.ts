@@ -1,7 +1,8 @@
 // Owns the retention policy as a pure decision: given an agent's snapshots (newest first), which to
-// keep and why, which to delete. Snapshots fall in two groups: automatic anchors (every `created_by`
-// starting with `auto-`: pre-restore, pre-dream, …) and the user's snapshots (everything else). Each
-// group has its own rules and never counts against the other's. Rules, each keeping snapshots
+// keep and why, which to delete. Snapshots fall in three groups: automatic anchors (every `created_by`
+// starting with `auto-`: pre-restore, pre-dream, …), the agent's own (`tool`: taken by the agent through
+// MCP's memory_snapshot) and the user's snapshots (everything else: cli, api, scheduled, library). Each
+// group has its own rules and never counts against another's. Rules, each keeping snapshots
 // independently (a snapshot is kept when any rule keeps it):
 //   keep_count N          the user's N newest, but none older than max_age_days (the original's pair)
 //   keep_daily N          the newest user snapshot of each of the N most recent days that have one (UTC)
@@ -9,6 +10,8 @@
 //   anchor_keep_count N   the N newest anchors of each kind, none older than anchor_max_age_days
 //   pre_mutating_tool_keep_count N   instead, for the anchors taken before memory-mutating tools (many
 //                         a day): the N newest, none older than pre_mutating_tool_max_age_hours
+//   tool_keep_count N     the agent's own N newest, none older than tool_max_age_days (an agent that
+//                         snapshots in a loop cannot push the operator's snapshots out of keep_count)
 //   pinned                always (nexo-memory pin)
 //   newest                the agent's newest snapshot is never deleted (the one taken last: a
 //                         snapshot's created_at_ms is monotonic per agent, whatever the clock said)
@@ -32,7 +35,14 @@ export interface RetentionPolicy {
   preToolKeepCount: number;
   /** … none older than this many hours; 0 disables the age limit. */
   preToolMaxAgeHours: number;
+  /** The agent's own snapshots (`created_by: tool`, MCP's memory_snapshot): the N newest. */
+  toolKeepCount: number;
+  /** … none older than this; 0 disables the age limit. */
+  toolMaxAgeDays: number;
 }
+
+/** `created_by` of the snapshots the agent takes itself (MCP's memory_snapshot). */
+export const TOOL_KIND = 'tool';
 
 /** `created_by` of the anchors taken before memory-mutating tool calls (agent/pre-mutating-tool.ts). */
 export const PRE_MUTATING_TOOL_KIND = 'auto-pre-mutating-tool';
@@ -47,6 +57,8 @@ export const DEFAULT_POLICY: Readonly<RetentionPolicy> = Object.freeze({
   anchorMaxAgeDays: 30,
   preToolKeepCount: 20,
   preToolMaxAgeHours: 24,
+  toolKeepCount: 30,
+  toolMaxAgeDays: 90,
 });
 
 /**
@@ -86,6 +98,8 @@ export interface RetentionPolicyReport {
   anchor_max_age_days: number;
   pre_mutating_tool_keep_count: number;
   pre_mutating_tool_max_age_hours: number;
+  tool_keep_count: number;
+  tool_max_age_days: number;
 }
 
 export function policyReport(p: RetentionPolicy): RetentionPolicyReport {
@@ -99,6 +113,8 @@ export function policyReport(p: RetentionPolicy): RetentionPolicyReport {
     anchor_max_age_days: p.anchorMaxAgeDays,
     pre_mutating_tool_keep_count: p.preToolKeepCount,
     pre_mutating_tool_max_age_hours: p.preToolMaxAgeHours,
+    tool_keep_count: p.toolKeepCount,
+    tool_max_age_days: p.toolMaxAgeDays,
   };
 }
 
@@ -110,10 +126,17 @@ export type KeepReason =
   | 'weekly'
   | 'monthly'
   | 'anchor-keep-count'
-  | 'pre-mutating-tool-keep-count';
+  | 'pre-mutating-tool-keep-count'
+  | 'tool-keep-count';
 
-/** `anchor`: an automatic snapshot (created_by `auto-…`); `user`: every other snapshot. */
-export type RetentionGroup = 'user' | 'anchor';
+/**
+ * `anchor`: an automatic snapshot (created_by `auto-…`); `tool`: one the agent took itself (MCP);
+ * `user`: every other snapshot.
+ */
+export type RetentionGroup = 'user' | 'anchor' | 'tool';
+
+const groupOf = (m: Pick<SnapshotMeta, 'created_by'>): RetentionGroup =>
+  isAnchor(m) ? 'anchor' : m.created_by === TOOL_KIND ? 'tool' : 'user';
 
 /** Whether a snapshot is an automatic anchor (pre-restore, pre-dream, and any later `auto-…` kind). */
 export const isAnchor = (m: Pick<SnapshotMeta, 'created_by'>): boolean =>
@@ -178,12 +201,16 @@ export function decide(
   pinned: ReadonlySet<string>,
   nowMs: number,
 ): Decision[] {
-  const user = newestFirst.filter((m) => !isAnchor(m));
+  const user = newestFirst.filter((m) => groupOf(m) === 'user');
+  const tool = newestFirst.filter((m) => groupOf(m) === 'tool');
   const daily = bucketRule(user, policy.keepDaily, dayKey);
   const weekly = bucketRule(user, policy.keepWeekly, weekKey);
   const monthly = bucketRule(user, policy.keepMonthly, monthKey);
   // Position of each snapshot within its group (anchors: within their kind).
-  const rank = new Map<string, number>(user.map((m, i) => [m.id, i]));
+  const rank = new Map<string, number>([
+    ...user.map((m, i) => [m.id, i]),
+    ...tool.map((m, i) => [m.id, i]),
+  ] as [string, number][]);
   const perKind = new Map<string, number>();
   for (const m of newestFirst) {
     if (!isAnchor(m)) continue;
@@ -193,7 +220,7 @@ export function decide(
   }
   const limit = (days: number) => (days > 0 ? days * DAY_MS : Number.POSITIVE_INFINITY);
   return newestFirst.map((m, i) => {
-    const group: RetentionGroup = isAnchor(m) ? 'anchor' : 'user';
+    const group = groupOf(m);
     const j = rank.get(m.id)!;
     const reasons: KeepReason[] = [];
     if (pinned.has(m.id)) reasons.push('pinned');
@@ -216,6 +243,13 @@ export function decide(
         j >= policy.anchorKeepCount
           ? `beyond the ${policy.anchorKeepCount} newest ${m.created_by} anchors`
           : `anchor older than ${policy.anchorMaxAgeDays} days`;
+    } else if (group === 'tool') {
+      const tooOld = age > limit(policy.toolMaxAgeDays);
+      if (j < policy.toolKeepCount && !tooOld) reasons.push('tool-keep-count');
+      because =
+        j >= policy.toolKeepCount
+          ? `beyond the ${policy.toolKeepCount} newest snapshots the agent took (tool)`
+          : `agent's snapshot older than ${policy.toolMaxAgeDays} days`;
     } else {
       const tooOld = age > limit(policy.maxAgeDays);
       if (j < policy.keepCount && !tooOld) reasons.push('keep-count');

@@ -79,6 +79,18 @@ export function gcCommand() {
     )
     .addOption(
       new Option(
+        '--tool-keep-count <n>',
+        "the agent's own snapshots (taken through MCP, created_by tool): keep the N newest (default 30)",
+      ).argParser(parseIntFlag('--tool-keep-count')),
+    )
+    .addOption(
+      new Option(
+        '--tool-max-age-days <n>',
+        'tool-keep-count keeps none older than D days (default 90, 0 = no limit)',
+      ).argParser(parseIntFlag('--tool-max-age-days')),
+    )
+    .addOption(
+      new Option(
         '--backup-max-age-days <n>',
         'remove restore backups older than D days (default 7, 0 = keep)',
       ).argParser(parseIntFlag('--backup-max-age-days')),
@@ -119,6 +131,8 @@ Examples:
           [opts.anchorMaxAgeDays, '--anchor-max-age-days', 'anchorMaxAgeDays'],
           [opts.preMutatingToolKeepCount, '--pre-mutating-tool-keep-count', 'preToolKeepCount'],
           [opts.preMutatingToolMaxAgeHours, '--pre-mutating-tool-max-age-hours', 'preToolMaxAgeHours'],
+          [opts.toolKeepCount, '--tool-keep-count', 'toolKeepCount'],
+          [opts.toolMaxAgeDays, '--tool-max-age-days', 'toolMaxAgeDays'],
         ];
         for (const [v, flag, key] of flags) {
           if (v === undefined) continue;
