@@ -21,8 +21,11 @@ import { join } from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { generateSigningKey, parseSigningKey } from '../src/index.js';
+import { createAgentToolServer } from '../src/mcp/server.js';
 import { LineGuard } from '../src/mcp/transport.js';
+import { OperationTracker } from '../src/server/tracker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, copySampleAgent, runCli, sampleAgent, startFixture } from './helpers/env.js';
 import { collect, startNats } from './helpers/nats.js';
@@ -469,6 +472,57 @@ test('mcp: exits 0 when stdin closes; a bad agent id fails at start with nothing
   assert.equal(bad.code, 1);
   assert.equal(bad.stdout, '');
   assert.match(bad.stderr, /agent_id/);
+});
+
+test('mcp: the calls that close the write gate (snapshots, diffs of live memory) run one at a time, in order (stop 50)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const real = a.snapshotter;
+  await real.snapshot({ agentId: 'ana' });
+  let inFlight = 0;
+  let most = 0;
+  // the real snapshotter, its gate-closing calls counted while they run
+  const counted = new Proxy(real, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target);
+      if (typeof v !== 'function') return v;
+      if (prop !== 'diff' && prop !== 'snapshot') return v.bind(target);
+      return async (req: { a?: string; b?: string }) => {
+        const gate = prop === 'snapshot' || req.a === 'live' || req.b === 'live';
+        if (gate) most = Math.max(most, ++inFlight);
+        try {
+          return await v.call(target, req);
+        } finally {
+          if (gate) inFlight--;
+        }
+      };
+    },
+  });
+  const server = createAgentToolServer({
+    snapshotter: counted,
+    agentId: 'ana',
+    tenant: 'default',
+    redactDefault: false,
+    tracker: new OperationTracker(),
+  });
+  const [ct, st] = InMemoryTransport.createLinkedPair();
+  await server.connect(st);
+  const client = new Client({ name: 'gate-test', version: '1.0.0' });
+  await client.connect(ct);
+  t.after(() => client.close());
+  const calls = [
+    ...Array.from({ length: 5 }, () => callTool(client, 'memory_diff', { a: 'latest', b: 'live' })),
+    callTool(client, 'memory_snapshot', { label: 'one' }),
+    callTool(client, 'memory_diff', { a: 'LIVE', b: 'latest' }),
+    callTool(client, 'memory_snapshot', { label: 'two' }),
+  ];
+  const results = await Promise.all(calls);
+  for (const r of results) assert.ok(!r.isError, textOf(r));
+  assert.equal(most, 1, 'never two gate-closing calls at once');
+  assert.deepEqual(
+    (await real.list('ana')).slice(0, 2).map((m) => m.label),
+    ['two', 'one'],
+    'in the order they came',
+  );
 });
 
 test('LineGuard passes whole lines however they are cut, and drops a line longer than its limit, telling it once', async () => {

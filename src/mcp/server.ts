@@ -76,6 +76,17 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       return failed(errors, tool, err);
     }
   };
+  // The calls that close the agent's write gate (a snapshot, a diff against live memory) run one at a
+  // time, in the order they came: 40 concurrent diffs of live memory from one agent queued 40 gate
+  // closures, and the runtime's writers waited up to 8.8 s between two batches (stop 50). One at a
+  // time, a writer waits for at most the one in progress; the agent's other calls are not held.
+  let gateTurn: Promise<unknown> = Promise.resolve();
+  const oneAtATime = <T>(body: () => Promise<T>): Promise<T> => {
+    const turn = gateTurn.then(body, body);
+    gateTurn = turn.catch(() => {});
+    return turn;
+  };
+  const isLive = (ref: string) => ref.trim().toLowerCase() === 'live';
 
   server.registerTool(
     'memory_snapshot',
@@ -115,7 +126,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
           createdBy: TOOL_CREATED_BY,
           redact: args.redact_secrets ?? o.redactDefault,
         };
-        const meta = await s.snapshot(request);
+        const meta = await oneAtATime(() => s.snapshot(request));
         return {
           snapshot_id: meta.id,
           bundle_path: meta.bundle_path,
@@ -199,15 +210,17 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     },
     async (args) =>
       run('memory_diff', async () => {
-        const diff = await s.diff({
-          agentId: o.agentId,
-          tenant: o.tenant,
-          a: args.a,
-          b: args.b,
-          detail: args.detail === true,
-          maxPatchBytes: DIFF_PATCH_MAX_BYTES,
-          ...(o.identityPath ? { decryptIdentity: o.identityPath } : {}),
-        });
+        const compare = () =>
+          s.diff({
+            agentId: o.agentId,
+            tenant: o.tenant,
+            a: args.a,
+            b: args.b,
+            detail: args.detail === true,
+            maxPatchBytes: DIFF_PATCH_MAX_BYTES,
+            ...(o.identityPath ? { decryptIdentity: o.identityPath } : {}),
+          });
+        const diff = isLive(args.a) || isLive(args.b) ? await oneAtATime(compare) : await compare();
         return { ...diff };
       }),
   );
