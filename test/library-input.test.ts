@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { LocalSnapshotter, SnapshotError, WriteGate } from '../src/index.js';
+import { LocalSnapshotter, PreDreamSnapshotAdapter, SnapshotError, WriteGate } from '../src/index.js';
 import { sampleAgent } from './helpers/env.js';
 
 const SMALL = { files: 2, commits: 1, memories: 5, embeddings: 2, concepts: 2, compactions: 1 };
@@ -132,4 +132,17 @@ test('LocalSnapshotter: lockTimeoutMs, zstdWorkers and store are checked like zs
       () => new LocalSnapshotter({ stateRoot: a.stateRoot, ...extra } as never),
       message,
     );
+});
+
+test('a pre-dream snapshot needs the run id it is named by (stop 50)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL, { store: 'bundles' });
+  const hook = new PreDreamSnapshotAdapter(a.snapshotter);
+  for (const runId of ['', 7 as never]) {
+    const r = await hook.snapshotBeforeDream('ana', undefined, runId);
+    assert.equal(r.ok, false);
+    assert.equal(!r.ok && r.code, 'INVALID_INPUT');
+  }
+  assert.deepEqual(bundlesOf(a.stateRoot), []);
+  const ok = await hook.snapshotBeforeDream('ana', undefined, 'run-1');
+  assert.equal(ok.ok && ok.snapshot.label, 'auto:pre-dream-run-1');
 });

@@ -36,6 +36,13 @@ export class PreDreamSnapshotAdapter implements PreDreamSnapshotHook {
     tenant: string | undefined,
     runId: string,
   ): Promise<PreDreamResult> {
+    // the run's id names the anchor (`auto:pre-dream-<run id>`): an empty one would name no run
+    if (typeof runId !== 'string' || runId.length === 0)
+      return {
+        ok: false,
+        code: 'INVALID_INPUT',
+        error: `a pre-dream snapshot needs the dream run's id (a non-empty string), got ${typeof runId === 'string' ? 'an empty string' : typeof runId}`,
+      };
     // `redact: false` explicitly: the anchor must restore the memory exactly as it was. (The request
     // type gains `redact` with the redaction work; until then the field is simply not read.)
     const request: SnapshotRequest & { redact?: boolean } = {
