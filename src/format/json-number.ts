@@ -7,7 +7,16 @@
 // holding its text; jsonText writes it back as that text. Shown to a client (cat, diff, MCP, HTTP:
 // JSON.stringify), a JsonNumber is its text as a string, as an integer of SQLite beyond 2^53 is.
 
-import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+
+/**
+ * A marker no text written before it can hold (12 random bytes), made only where such a number is:
+ * node:crypto is loaded then, not by every command that reads JSON (`list` loads none of it).
+ */
+function freshMarker(): string {
+  const { randomBytes } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+  return `nexo-number-${randomBytes(12).toString('hex')}:`;
+}
 
 /** A JSON number kept as its text, because no JavaScript number is exactly its value. */
 export class JsonNumber {
@@ -54,7 +63,7 @@ export function keepsItsValue(token: string): boolean {
  * JSON.parse, and back after it: a fresh random marker, which no text written before it can hold.
  */
 export function parseKeepingNumbers(text: string, at: readonly number[]): unknown {
-  const marker = `nexo-number-${randomBytes(12).toString('hex')}:`;
+  const marker = freshMarker();
   const numbers: JsonNumber[] = [];
   let swapped = '';
   let from = 0;
@@ -74,20 +83,19 @@ export function parseKeepingNumbers(text: string, at: readonly number[]): unknow
  * text: what a state file and a bundle's state entry hold.
  */
 export function jsonText(value: unknown, indent?: number): string {
-  const marker = `nexo-number-${randomBytes(12).toString('hex')}:`;
+  let marker: string | undefined;
   const numbers: string[] = [];
-  let seen = false;
   const text = JSON.stringify(
     value,
     function (this: Record<string, unknown>, key: string, v: unknown) {
       const own = this[key];
       if (!(own instanceof JsonNumber)) return v;
-      seen = true;
+      marker ??= freshMarker();
       numbers.push(own.text);
       return `${marker}${numbers.length - 1}`;
     },
     indent,
   );
-  if (!seen) return text;
+  if (marker === undefined) return text;
   return text.replace(new RegExp(`"${marker}(\\d+)"`, 'g'), (_m, k: string) => numbers[Number(k)]!);
 }

@@ -694,8 +694,14 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const createdBy = validateCreatedBy(req.createdBy ?? 'library');
     if (req.redact !== undefined && typeof req.redact !== 'boolean')
       throw new InvalidInputError('redact must be a boolean');
-    if (req.sign !== undefined && req.sign !== false && typeof req.sign !== 'string')
-      throw new InvalidInputError('sign must be a signing key (its text or its file) or false');
+    const sign: unknown = req.sign;
+    if (
+      sign === true ||
+      (sign !== undefined && sign !== false && typeof sign !== 'string' && typeof sign !== 'object')
+    )
+      throw new InvalidInputError(
+        'sign must be a signing key (its text, its file or the loaded key) or false',
+      );
     if (
       req.encrypt !== undefined &&
       !(Array.isArray(req.encrypt) && req.encrypt.every((r) => typeof r === 'string'))
