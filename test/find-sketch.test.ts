@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { buildSampleAgent, gitEnv } from '../scripts/sample-agent.js';
+import { matcherOf } from '../src/browse/match.js';
 import { gramsOf, mayHold, sketchOf } from '../src/browse/sketch.js';
 import type { FindResult } from '../src/browse/types.js';
 import { generateIdentity } from '../src/crypto/age.js';
@@ -309,6 +310,10 @@ for (const store of ['repository', 'bundles'] as const) {
         [`sqlite/long_term/notes#${regex.includes('untyped') ? 2 : 1}`],
         regex,
       );
+    // an assertion between two pieces of an escape keeps them apart in the prefilter (`\x4\B1` is the
+    // text `x41`, not the letter `A`)
+    assert.equal(matcherOf({ regex: '\\x4\\B1' }).maybe(Buffer.from('code x41 here')), true);
+    assert.equal(matcherOf({ regex: '\\u00\\B41' }).maybe(Buffer.from('code u0041 here')), true);
     // the assertions still hold on the value itself
     for (const regex of ['^whale', 'Blue$', '\\bwhal\\b', '^needle'])
       assert.deepEqual(await rows(regex), [], regex);

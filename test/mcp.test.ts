@@ -546,6 +546,16 @@ test('LineGuard passes whole lines however they are cut, and drops a line longer
     'only whole lines are passed on',
   );
   assert.equal(told.length, 2, 'told once for each line too long');
+  // a CR before the newline is the newline's: a line of exactly the limit passes in CRLF too
+  const crlf = new LineGuard(() => told.push(-1), 8);
+  const passed: string[] = [];
+  crlf.on('data', (c: Buffer) => passed.push(c.toString()));
+  crlf.write(Buffer.from('12345678\r'));
+  crlf.write(Buffer.from('\n123456789\r\nok\r\n'));
+  crlf.end();
+  await once(crlf, 'end');
+  assert.deepEqual(passed.join('').split('\n'), ['12345678\r', 'ok\r', '']);
+  assert.equal(told.at(-1), -1, 'the 9-byte line was too long');
 });
 
 test('mcp: a line that is not JSON gets -32700 Parse error, JSON that is not JSON-RPC -32600; the server keeps serving', async (t) => {

@@ -57,6 +57,8 @@ test('keepsItsValue: which JSON numbers JSON.parse and JSON.stringify give back 
     '1e400',
     '-1e400',
     '1.00000000000000000001',
+    // a long run of zeros before a digit (checked in linear time: a regex there backtracked quadratically)
+    `1.${'0'.repeat(100_000)}1`,
   ])
     assert.equal(keepsItsValue(changed), false, changed);
 });
@@ -151,4 +153,46 @@ test('a live state file that is not JSON refuses the restore, the agent unchange
   renameSync(file, `${file}.broken`);
   await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id });
   assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')), { cursor: 7 });
+});
+
+test('a redacted snapshot whose state value grows past 64 MiB with its placeholders is refused (REDACTION), nothing written; unredacted it is taken (stop 50)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL, { store: 'bundles' });
+  const file = new JsonFileStateProvider(a.snapshotter.resolver).path('extract_cursor', 'ana', 'default');
+  // 100,000 URL credentials (each password a 1-character secret, replaced by a 26-character placeholder)
+  // in a value just under the limit
+  const creds = 'a://u:p@ '.repeat(100_000);
+  writeFileSync(file, JSON.stringify({ s: 'x'.repeat(67_108_864 - creds.length - 100) + creds }));
+  await assert.rejects(
+    a.snapshotter.snapshot({ agentId: 'ana', redact: true }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'REDACTION', err.message);
+      assert.match(err.message, /grows to \d+ bytes once its secrets are replaced by placeholders/);
+      return true;
+    },
+  );
+  const dir = join(a.stateRoot, 'tenants', 'default', 'snapshots', 'ana');
+  assert.deepEqual(existsSync(dir) ? readdirSync(dir).filter((n) => n.endsWith('.tar.zst')) : [], []);
+  const plain = await a.snapshotter.snapshot({ agentId: 'ana' });
+  assert.equal((await a.snapshotter.verify(plain.bundle_path)).status, 'verified');
+});
+
+test('a live state value nested deeper than a state value may be refuses the restore as STATE with the way out, not an untyped stack overflow (stop 50)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL, { store: 'bundles' });
+  const file = new JsonFileStateProvider(a.snapshotter.resolver).path('dream_run', 'ana', 'default');
+  writeFileSync(file, '{"at": 1}');
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const deep = `${'['.repeat(20_000)}1e400${']'.repeat(20_000)}`;
+  writeFileSync(file, deep);
+  await assert.rejects(
+    a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id, autoPreSnapshot: false }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'STATE', err.message);
+      assert.match(err.message, /cannot be read back: nesting deeper than 64 levels/);
+      assert.match(err.message, /move the file aside, keeping it, and restore again/);
+      return true;
+    },
+  );
+  assert.equal(readFileSync(file, 'utf8'), deep, 'unchanged');
+  // a snapshot refuses it as it always did (not "not valid JSON")
+  await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana' }), /nest(ed|ing) deeper than 64/);
 });

@@ -180,12 +180,20 @@ export function linearRegExp(source: string): { re: RegExp; global: RegExp } {
 }
 
 /**
- * `re` without its assertions `^`, `$`, `\b` and `\B` (outside character classes): it matches wherever
+ * `re` with its assertions `^`, `$`, `\b` and `\B` (outside character classes) replaced by an empty
+ * group (KEEP_APART): it matches wherever
  * `re` matches, and in raw bytes where a value's start, end or neighbours are not those of the bytes (a
  * row's value in a database page sits between record bytes). Leaving out a zero-width assertion only
  * widens what matches; `re` itself when it has none. (Lookarounds never get here: linearRegExp refuses
  * them.)
  */
+/**
+ * What stands where an assertion was: an empty group, which matches where the assertion's place is and
+ * keeps its neighbours apart (`\x4\B1` without it would read `\x41`, an `A`; with it, `\x4(?:)1` still
+ * matches `x41`), and may carry the assertion's quantifier.
+ */
+const KEEP_APART = '(?:)';
+
 export function withoutAssertions(re: RegExp): RegExp {
   const source = re.source;
   let out = '';
@@ -195,7 +203,10 @@ export function withoutAssertions(re: RegExp): RegExp {
     if (c === '\\') {
       const e = source[i + 1] ?? '';
       i++;
-      if (!inClass && (e === 'b' || e === 'B')) continue;
+      if (!inClass && (e === 'b' || e === 'B')) {
+        out += KEEP_APART;
+        continue;
+      }
       out += c + e;
       continue;
     }
@@ -214,7 +225,10 @@ export function withoutAssertions(re: RegExp): RegExp {
       }
       continue;
     }
-    if (c === '^' || c === '$') continue;
+    if (c === '^' || c === '$') {
+      out += KEEP_APART;
+      continue;
+    }
     out += c;
   }
   if (out === source) return re;

@@ -37,12 +37,15 @@ function decimalOf(text: string): string | undefined {
   const m = NUMBER.exec(text);
   if (!m) return undefined;
   const fraction = m[3] ?? '';
-  let digits = (m[2]! + fraction).replace(/^0+/, '');
-  if (digits === '') return `${m[1]}0`;
-  let exponent = BigInt(m[4] ?? '0') - BigInt(fraction.length);
-  const trailing = /0+$/.exec(digits)?.[0].length ?? 0;
-  digits = digits.slice(0, digits.length - trailing);
-  exponent += BigInt(trailing);
+  const all = m[2]! + fraction;
+  // (loops, not /0+$/: that regex backtracks quadratically on a long run of zeros before a digit)
+  let first = 0;
+  while (first < all.length && all.charCodeAt(first) === 0x30) first++;
+  if (first === all.length) return `${m[1]}0`;
+  let end = all.length;
+  while (all.charCodeAt(end - 1) === 0x30) end--;
+  const digits = all.slice(first, end);
+  const exponent = BigInt(m[4] ?? '0') - BigInt(fraction.length) + BigInt(all.length - end);
   return `${m[1]}${digits}e${exponent}`;
 }
 

@@ -49,7 +49,13 @@ export function parseStrictJson(bytes: Uint8Array, opts: StrictJsonOptions = {})
  */
 export function keepingNumbers(text: string, value: unknown): unknown {
   const inexact: number[] = [];
-  scanJson(text, { grammarOnly: true, maxDepth: Number.POSITIVE_INFINITY }, undefined, inexact);
+  try {
+    // (nested deeper than a state value may be, the value is refused where it is used; JSON.parse's
+    // reviver, which keeps the numbers, would recurse once per level)
+    scanJson(text, { grammarOnly: true, maxDepth: 2 * MAX_JSON_DEPTH }, undefined, inexact);
+  } catch {
+    return value;
+  }
   return inexact.length > 0 ? parseKeepingNumbers(text, inexact) : value;
 }
 

@@ -22,6 +22,8 @@ export class LineGuard extends Transform {
   private heldBytes = 0;
   /** In a line too long: dropping until its newline. */
   private dropping = false;
+  /** The last byte held (a CR there may end the line). */
+  private lastHeld: number | undefined;
 
   constructor(
     private readonly onTooLong: () => void,
@@ -34,22 +36,32 @@ export class LineGuard extends Transform {
     let from = 0;
     while (from < chunk.length) {
       const nl = chunk.indexOf(0x0a, from);
-      const piece = chunk.subarray(from, nl === -1 ? chunk.length : nl);
-      from = nl === -1 ? chunk.length : nl + 1;
-      if (!this.dropping && this.heldBytes + piece.length > this.max) {
-        this.held = [];
-        this.heldBytes = 0;
-        this.dropping = true;
-        this.onTooLong();
-      }
+      const complete = nl !== -1;
+      const piece = chunk.subarray(from, complete ? nl : chunk.length);
+      from = complete ? nl + 1 : chunk.length;
       if (!this.dropping) {
+        // a CR that ends the line belongs to its newline (CRLF), not to its length; a line not ended
+        // yet may still end in one
+        const total = this.heldBytes + piece.length;
+        const last = piece.length > 0 ? piece[piece.length - 1] : this.lastHeld;
+        const length = complete && last === 0x0d ? total - 1 : total;
+        if (length > (complete ? this.max : this.max + 1)) {
+          this.held = [];
+          this.heldBytes = 0;
+          this.dropping = true;
+          this.onTooLong();
+        }
+      }
+      if (!this.dropping && piece.length > 0) {
         this.held.push(piece);
         this.heldBytes += piece.length;
+        this.lastHeld = piece[piece.length - 1];
       }
-      if (nl === -1) break;
+      if (!complete) break;
       if (!this.dropping) this.push(Buffer.concat([...this.held, NEWLINE]));
       this.held = [];
       this.heldBytes = 0;
+      this.lastHeld = undefined;
       this.dropping = false;
     }
     done();

@@ -696,8 +696,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
       throw new InvalidInputError('redact must be a boolean');
     const sign: unknown = req.sign;
     if (
-      sign === true ||
-      (sign !== undefined && sign !== false && typeof sign !== 'string' && typeof sign !== 'object')
+      sign !== undefined &&
+      sign !== false &&
+      typeof sign !== 'string' &&
+      !(sign !== null && typeof sign === 'object' && 'secret' in sign && 'keyId' in sign)
     )
       throw new InvalidInputError(
         'sign must be a signing key (its text, its file or the loaded key) or false',

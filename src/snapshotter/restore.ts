@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import { sqlitePath, statePath } from '../format/constants.js';
-import { stateValueOf } from '../format/json.js';
+import { stateValueOf, valueDepthProblem } from '../format/json.js';
 import { jsonText } from '../format/json-number.js';
 import type { Manifest } from '../format/manifest.js';
 import { signatureRefusal, trustPolicy } from '../format/signature.js';
@@ -152,13 +152,22 @@ async function liveStateValue(
   agentId: string,
   tenant: string,
 ): Promise<unknown> {
+  let value: unknown;
   try {
-    return await s.state.capture(key, agentId, tenant);
+    value = await s.state.capture(key, agentId, tenant);
   } catch (err) {
     if (err instanceof StateProviderError)
       throw new StateProviderError(unreadableStateHint(err), { cause: err });
     throw err;
   }
+  // a value nested deeper than a state value may be could be neither compared nor journaled (each of
+  // those recursed until the stack overflowed: an untyped `IO` error)
+  const deep = value === undefined ? undefined : valueDepthProblem(value);
+  if (deep !== undefined)
+    throw new StateProviderError(
+      unreadableStateHint(new StateProviderError(`the live state value ${key} cannot be read back: ${deep}`)),
+    );
+  return value;
 }
 
 /** A STATE error's message with the way out for a restore (the value must be read to be put back). */

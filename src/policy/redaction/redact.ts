@@ -8,7 +8,7 @@ import { statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CaptureResult, StagedArtifact } from '../../capture/capture.js';
-import { GIT_BUNDLE_PATH, sqlitePath } from '../../format/constants.js';
+import { GIT_BUNDLE_PATH, MAX_MANIFEST_BYTES, sqlitePath } from '../../format/constants.js';
 import { stateValueOf } from '../../format/json.js';
 import { JsonNumber, jsonText } from '../../format/json-number.js';
 import type { RedactionReport } from '../../format/manifest.js';
@@ -75,6 +75,12 @@ function redactState(policy: RedactionPolicy, a: StagedArtifact, t: Tally): void
     const value = redactJsonValue(policy, stateValueOf(a.data!, a.pathInBundle), t, a.pathInBundle);
     setBytes(a, Buffer.from(`${jsonText(value, 2)}\n`, 'utf8'));
   }
+  // a placeholder is longer than most secrets: what every reader refuses is not written (a snapshot
+  // or an export that could never be restored, or whose own check calls a sound source damaged)
+  if (a.size > MAX_MANIFEST_BYTES)
+    throw new RedactionError(
+      `state value ${a.pathInBundle} grows to ${a.size} bytes once its secrets are replaced by placeholders, more than the ${MAX_MANIFEST_BYTES} a bundle's state value may have: nothing written (take or export it without redaction)`,
+    );
 }
 
 async function redactMemory(
