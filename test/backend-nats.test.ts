@@ -142,7 +142,7 @@ async function streamState(bucket: string): Promise<{ leader?: string; chunkSubj
 
 /** Waits until the bucket's stream has a leader again (after nodes came back). */
 async function waitForStreamLeader(bucket: string): Promise<void> {
-  await cluster.waitForMetaLeader();
+  await cluster.waitForMetaLeader(90_000);
   let last: unknown;
   for (let i = 0; i < 300; i++) {
     try {
@@ -170,7 +170,9 @@ async function singleServer(t: TestContext, prefix: string, limits = ''): Promis
 
 async function restartAll(): Promise<void> {
   await Promise.all(cluster.nodes.map((n) => n.start()));
-  await cluster.waitForMetaLeader();
+  // (a bound on a wait, not a timing assert: the CI machine, its native builds beside the suite, has
+  // taken more than 30 s to elect one after the majority came back)
+  await cluster.waitForMetaLeader(90_000);
 }
 
 test(
@@ -180,9 +182,10 @@ test(
     let retries = 0;
     const { bucket, b } = await freshBucket(t, {
       observer: { request: () => {}, retry: () => void retries++ },
-      // Long enough for a stream leader election on a busy machine: a CI run saw the
-      // cluster answer "jetstream is not enabled" for the whole of 6 attempts 0.1-1 s apart.
-      retry: { attempts: 8, baseDelayMs: 200, maxDelayMs: 3000 },
+      // Long enough for a meta and stream leader election on a busy machine: CI runs saw the
+      // cluster answer "jetstream is not enabled" for the whole of 6 attempts 0.1-1 s apart, and
+      // (stop 50) of 8 attempts over ~12 s. 16 attempts wait up to ~40 s in all.
+      retry: { attempts: 16, baseDelayMs: 200, maxDelayMs: 3000 },
       timeoutMs: 2000,
     });
     t.after(restartAll);
@@ -198,7 +201,7 @@ test(
     assert.deepEqual(await b.stat(h), { name: h.name, size: 33 * MiB });
     assert.equal(await sha256Of(b.load(h)), src.sha256);
     await victim.start();
-    await cluster.waitForMetaLeader();
+    await cluster.waitForMetaLeader(90_000);
     // Read again with the node back (any replica may serve a chunk now).
     assert.equal(await sha256Of(b.load(h)), src.sha256);
   },
