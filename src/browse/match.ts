@@ -30,8 +30,9 @@ export interface Matcher {
   first(text: string): number;
   /**
    * Whether raw bytes may hold a match (a candidate; confirmed on the text): for a long text, either of
-   * its halves; for a regex, its assertions (`^`, `$`, `\b`) left out, since the bytes around a value in
-   * a database page are not the value's start, end or neighbours.
+   * its halves; for a regex, the regex with its assertions (`^`, `$`, `\b`, `\B`) made empty groups
+   * (withoutAssertions), since the bytes around a value in a database page are not the value's start,
+   * end or neighbours.
    */
   maybe(bytes: Buffer): boolean;
   /** Matches in raw bytes that are not text (a binary memory file): the whole text, or the regex on them read as UTF-8. */
@@ -180,12 +181,11 @@ export function linearRegExp(source: string): { re: RegExp; global: RegExp } {
 }
 
 /**
- * `re` with its assertions `^`, `$`, `\b` and `\B` (outside character classes) replaced by an empty
- * group (KEEP_APART): it matches wherever
- * `re` matches, and in raw bytes where a value's start, end or neighbours are not those of the bytes (a
- * row's value in a database page sits between record bytes). Leaving out a zero-width assertion only
- * widens what matches; `re` itself when it has none. (Lookarounds never get here: linearRegExp refuses
- * them.)
+ * `re` with its assertions `^`, `$`, `\b` and `\B` (outside character classes) each replaced by an
+ * empty group (KEEP_APART): it matches wherever `re` matches, and in raw bytes where a value's start,
+ * end or neighbours are not those of the bytes (a row's value in a database page sits between record
+ * bytes), since an empty group holds wherever the assertion did; `re` itself when it has none.
+ * (Lookarounds never get here: linearRegExp refuses them.)
  */
 /**
  * What stands where an assertion was: an empty group, which matches where the assertion's place is and
@@ -249,6 +249,7 @@ export function matcherOf(req: Query): Matcher {
     throw new InvalidInputError(`the query is longer than ${MAX_QUERY_CHARS} characters`);
   if (text !== undefined) {
     const pieces = textPieces(text);
+    const whole = Buffer.from(text, 'utf8');
     return {
       needle: { text },
       count(t) {
@@ -259,7 +260,6 @@ export function matcherOf(req: Query): Matcher {
       first: (t) => t.indexOf(text),
       maybe: (b) => pieces.some((p) => b.indexOf(p) >= 0),
       countRaw(b) {
-        const whole = Buffer.from(text, 'utf8');
         let n = 0;
         for (let i = b.indexOf(whole); i >= 0; i = b.indexOf(whole, i + whole.length)) n++;
         return n;

@@ -33,6 +33,9 @@ import { type DatabaseDiff, diffDatabase, identicalDatabase, type SecretsView } 
 
 export const LIVE = 'live';
 
+/** Whether a diff side names the live agent (`live`, in any case, as `latest`). */
+export const isLiveRef = (ref: string): boolean => ref.trim().toLowerCase() === LIVE;
+
 export interface SnapshotDiff {
   a: string;
   b: string;
@@ -107,7 +110,7 @@ async function resolveRef(
   identities: Identity[] | undefined,
   identityPath: string | undefined,
 ): Promise<Ref> {
-  if (ref.trim().toLowerCase() === LIVE) return { live: true }; // any case, as `latest`
+  if (isLiveRef(ref)) return { live: true };
   // the one way to a snapshot by id: its manifest, read and checked to be this agent's (findSnapshot)
   const found = await s.findSnapshot(agentId, tenant, ref, { decryptIdentity: identityPath });
   if (found.repository) {

@@ -13,7 +13,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { MAX_LS_ENTRIES } from '../browse/types.js';
-import { DIFF_PATCH_MAX_BYTES } from '../diff/diff.js';
+import { DIFF_PATCH_MAX_BYTES, isLiveRef } from '../diff/diff.js';
 import { ForbiddenError } from '../model/errors.js';
 import { MAX_LABEL_CHARS } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
@@ -86,7 +86,6 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     gateTurn = turn.catch(() => {});
     return turn;
   };
-  const isLive = (ref: string) => ref.trim().toLowerCase() === 'live';
 
   server.registerTool(
     'memory_snapshot',
@@ -220,7 +219,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
             maxPatchBytes: DIFF_PATCH_MAX_BYTES,
             ...(o.identityPath ? { decryptIdentity: o.identityPath } : {}),
           });
-        const diff = isLive(args.a) || isLive(args.b) ? await oneAtATime(compare) : await compare();
+        const diff = isLiveRef(args.a) || isLiveRef(args.b) ? await oneAtATime(compare) : await compare();
         return { ...diff };
       }),
   );
