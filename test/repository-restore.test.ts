@@ -520,6 +520,8 @@ test('dry run of a repository snapshot; a redacted one needs allowRedacted, list
   assert.equal(dry.redacted, true);
   const memdir = dry.components.find((c) => c.component === 'memdir')!;
   assert.ok(memdir.files?.removed.includes('new-later.md'));
+  const branch = git(a.memdir, ['symbolic-ref', 'HEAD']).trim();
+  assert.deepEqual(memdir.refs, { added: [], removed: ['refs/heads/b-later'], changed: [branch] });
   const rows = dry.components.find((c) => c.component === 'sqlite:long_term')!.rows!;
   assert.equal(rows.memories!.new, rows.memories!.old + 2, 'the rows it would bring back');
   const where = (dry.placeholders ?? []).map((p) => p.artifact);

@@ -366,10 +366,17 @@ test('a database absent from the bundle is moved aside with its -wal and -shm; a
   assert.deepEqual(await fingerprint(a), await expected(snap.bundle_path));
 });
 
-test('dry run reports rows, files and HEAD per component and changes nothing', async (t) => {
+test('dry run reports rows, files, HEAD and refs per component and changes nothing; the restore does what it said', async (t) => {
   const a = agent(t);
+  git(a.memdir, ['tag', 'kept']);
+  git(a.memdir, ['tag', 'moved']);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
   mutate(a);
+  // refs made after the snapshot: a branch and a tag it does not have, a tag it has at another commit
+  git(a.memdir, ['branch', 'feature/later']);
+  git(a.memdir, ['tag', 'made-later']);
+  git(a.memdir, ['tag', '-f', 'moved']);
+  git(a.memdir, ['tag', '-d', 'kept']);
   const before = await fingerprint(a);
   const listed = (await a.snapshotter.list('ana')).length;
   const r = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, dryRun: true });
@@ -386,7 +393,40 @@ test('dry run reports rows, files and HEAD per component and changes nothing', a
   assert.deepEqual(mem.files?.changed.sort(), ['MEMORY.md', 'topics/people/topic-0000.md']);
   assert.equal(mem.head?.new, snap.git_oid);
   assert.notEqual(mem.head?.old, snap.git_oid);
+  const branch = git(a.memdir, ['symbolic-ref', 'HEAD']).trim();
+  assert.deepEqual(mem.refs, {
+    added: ['refs/tags/kept'],
+    removed: ['refs/heads/feature/later', 'refs/tags/made-later'],
+    changed: [branch, 'refs/tags/moved'],
+  });
   assert.equal(r.components.find((c) => c.component === 'state:extract_cursor')?.action, 'replace');
+
+  // the CLI's dry run names the refs it would remove
+  const cli = await runCli(
+    ['restore', '--agent', 'ana', '--from', snap.bundle_path, '--dry-run', ...a.flags],
+    {
+      env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' },
+    },
+  );
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.match(cli.stdout, /memdir +replace .* refs \+1 -2 ~2 /);
+  assert.match(cli.stdout, /refs removed: refs\/heads\/feature\/later, refs\/tags\/made-later\n/);
+
+  // the restore reports the same, and its memdir has exactly the snapshot's refs and its pre-restore tag
+  const done = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path });
+  assert.deepEqual(done.components.find((c) => c.component === 'memdir')?.refs, mem.refs);
+  const refsNow = git(a.memdir, ['for-each-ref', '--format=%(refname)']).trim().split('\n');
+  assert.deepEqual(
+    refsNow.sort(),
+    [branch, 'refs/tags/kept', 'refs/tags/moved', `refs/tags/${done.pre_restore_tag}`].sort(),
+  );
+  // and again: nothing left to change, memdir unchanged (the pre-restore tag is a ref the snapshot lacks)
+  const again = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, dryRun: true });
+  assert.deepEqual(again.components.find((c) => c.component === 'memdir')?.refs, {
+    added: [],
+    removed: [`refs/tags/${done.pre_restore_tag}`],
+    changed: [],
+  });
 });
 
 async function assertRefused(a: Agent, run: () => Promise<unknown>, code: string): Promise<void> {

@@ -259,9 +259,17 @@ export function formatRestore(r: RestoreReport): string {
       if (n.old !== n.new) parts.push(`${t} rows ${n.old} → ${n.new}`);
     if (c.head && c.head.old !== c.head.new)
       parts.push(`HEAD ${c.head.old?.slice(0, 12) ?? '(none)'} → ${c.head.new?.slice(0, 12) ?? '(none)'}`);
+    if (c.refs && c.refs.added.length + c.refs.removed.length + c.refs.changed.length > 0)
+      parts.push(`refs +${c.refs.added.length} -${c.refs.removed.length} ~${c.refs.changed.length}`);
     if (c.files)
       parts.push(`files +${c.files.added.length} -${c.files.removed.length} ~${c.files.changed.length}`);
     lines.push(parts.join('  '));
+    // a ref the snapshot does not have is gone from the restored memdir: named, as it is easy to miss
+    const gone = c.refs?.removed ?? [];
+    if (gone.length > 0)
+      lines.push(
+        `  ${''.padEnd(20)} refs removed: ${gone.slice(0, 10).map(shellWord).join(', ')}${gone.length > 10 ? `, … (${gone.length} in all)` : ''}`,
+      );
   }
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return lines.join('\n');

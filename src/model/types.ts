@@ -324,6 +324,11 @@ export interface ComponentChange {
    * live entries no snapshot captures (symlinks, nested .git, special files), also in `removed`.
    */
   head?: { old?: string; new?: string };
+  /**
+   * Memdir: the refs under `refs/` (branches, tags, others) the restore adds, removes and moves, by
+   * name; absent when either side's refs are not known (a v1 bundle).
+   */
+  refs?: { added: string[]; removed: string[]; changed: string[] };
   files?: { added: string[]; removed: string[]; changed: string[]; uncaptured?: string[] };
 }
 

@@ -10,6 +10,7 @@ import { memdirFileReader, walkMemdir } from '../capture/memdir.js';
 import { GIT_V1_PREFIX, MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
 import type { Manifest } from '../format/manifest.js';
 import { inspectRepo, type RepoInfo } from '../git/git.js';
+import { recordRefs } from '../git/history.js';
 import { type ComponentChange, DB_NAMES } from '../model/types.js';
 import { type RowCounts, rowCounts } from '../sqlite/rows.js';
 import { sha256Hex } from '../util/hash.js';
@@ -60,6 +61,8 @@ export async function planMemdir(
   liveRepoRead?: Promise<RepoInfo>,
   /** The databases' and state's files that live in the memdir: not memory files on either side. */
   components?: ComponentsInMemdir,
+  /** The snapshot's refs under `refs/` (restore-source.ts ReadSnapshot's `refs`), when known. */
+  snapshotRefs?: ReadonlyMap<string, string>,
 ): Promise<ComponentChange | undefined> {
   const liveExists = existsSync(memdir);
   const inBundle = bundleHasMemdir(m);
@@ -102,6 +105,7 @@ export async function planMemdir(
   const liveRepo = liveExists
     ? await (liveRepoRead ?? inspectRepo(memdir)).catch(() => undefined)
     : undefined;
+  const refs = snapshotRefs && (await refChanges(memdir, liveRepo, snapshotRefs));
   // v2 says whether HEAD has a commit; a v1 bundle has one when it ships git/HEAD and records a commit
   const newHead =
     m.git.repository === 'present' ||
@@ -113,15 +117,51 @@ export async function planMemdir(
     ...(newHead ? { new: m.git.head_oid } : {}),
   };
   removed.push(...uncaptured);
+  const refsMoved = refs !== undefined && (refs.added.length || refs.removed.length || refs.changed.length);
   const unchanged =
-    liveExists && inBundle && !added.length && !removed.length && !changed.length && head.old === head.new;
+    liveExists &&
+    inBundle &&
+    !added.length &&
+    !removed.length &&
+    !changed.length &&
+    head.old === head.new &&
+    !refsMoved;
   return {
     component: 'memdir',
     action: !inBundle ? 'remove' : !liveExists ? 'create' : unchanged ? 'unchanged' : 'replace',
     ...(liveExists ? { old_bytes: oldBytes } : {}),
     ...(inBundle ? { new_bytes: [...bundleFiles.values()].reduce((s, a) => s + a.size_bytes, 0) } : {}),
     head,
+    ...(refs ? { refs } : {}),
     files: { added, removed, changed, ...(uncaptured.length ? { uncaptured } : {}) },
+  };
+}
+
+/**
+ * The refs under `refs/` the restore adds, removes (the live repository has them, the snapshot does
+ * not: a branch made since, an earlier restore's pre-restore tag) and moves. Undefined when the live
+ * repository's refs cannot be listed (the restore itself then reads it and says so).
+ */
+async function refChanges(
+  memdir: string,
+  liveRepo: RepoInfo | undefined,
+  snapshot: ReadonlyMap<string, string>,
+): Promise<ComponentChange['refs']> {
+  let live = new Map<string, string>();
+  if (liveRepo && liveRepo.repository !== 'absent') {
+    try {
+      live = new Map(
+        (await recordRefs(memdir)).filter((r) => r.name.startsWith('refs/')).map((r) => [r.name, r.oid]),
+      );
+    } catch {
+      return undefined;
+    }
+  } else if (existsSync(join(memdir, '.git'))) return undefined; // there, but git could not read it
+  const byName = (names: string[]) => names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return {
+    added: byName([...snapshot.keys()].filter((n) => !live.has(n))),
+    removed: byName([...live.keys()].filter((n) => !snapshot.has(n))),
+    changed: byName([...snapshot].filter(([n, oid]) => live.has(n) && live.get(n) !== oid).map(([n]) => n)),
   };
 }
 

@@ -60,7 +60,20 @@ export interface ReadSnapshot {
   /** Artifact path → the file it was written to. */
   written: Map<string, string>;
   warnings: string[];
+  /**
+   * The snapshot's refs under `refs/` (name → object id), as the restored repository will have them;
+   * undefined when not known (a v1 bundle, whose raw .git files are restored as they are).
+   */
+  refs?: ReadonlyMap<string, string>;
 }
+
+/** Refs under `refs/` only: a bundle's header may also list HEAD, a repository manifest records it. */
+const underRefs = (refs: Iterable<readonly [string, string]>): ReadonlyMap<string, string> =>
+  new Map([...refs].filter(([name]) => name.startsWith('refs/')));
+
+/** A repository snapshot's refs (none without a history). */
+const manifestRefs = (m: RepoManifest): ReadonlyMap<string, string> =>
+  underRefs((m.git_refs ?? []).map((r) => [r.name, r.oid] as const));
 
 export interface StagedSnapshot extends ReadSnapshot {
   /** Where the rebuilt repository loads the history from; undefined without a repository. */
@@ -190,6 +203,7 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
         written: v.written,
         warnings: v.report.sibling !== 'ok' ? [siblingWarning(v.report.sibling, true)] : [],
         history: await bundleHistorySource(p, manifest, layout, v.gitRefs),
+        ...bundleRefs(v),
         ...(tree ? { tree } : {}),
       };
     },
@@ -204,9 +218,21 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
         manifest: v.manifest.manifest,
         written: v.written,
         warnings: v.report.sibling !== 'ok' ? [siblingWarning(v.report.sibling, false)] : [],
+        ...bundleRefs(v),
       };
     },
   };
+}
+
+/**
+ * A bundle's refs: its git bundle's, checked (v2, v3); none when it has no repository; unknown for v1.
+ */
+function bundleRefs(v: Awaited<ReturnType<typeof verifyBundle>>): { refs?: ReadonlyMap<string, string> } {
+  if (v.historyRefs) return { refs: underRefs(v.historyRefs) };
+  const m = v.manifest;
+  return m && m.layout !== 1 && !m.manifest.artifacts.some((a) => a.kind === 'git_bundle')
+    ? { refs: new Map() }
+    : {};
 }
 
 /**
@@ -298,12 +324,14 @@ export function repositorySource(
         written: result.written,
         warnings: [],
         history: historySourceOf(r.manifest, hasHistory),
+        refs: manifestRefs(r.manifest),
         ...(tree ? { tree } : {}),
       };
     },
     async inspect(target, onProgress) {
       const r = await read(target, undefined, onProgress);
-      return { manifest: bundleView(r.parsed!.manifest), written: r.written, warnings: [] };
+      const m = r.parsed!.manifest;
+      return { manifest: bundleView(m), written: r.written, warnings: [], refs: manifestRefs(m) };
     },
   };
 }

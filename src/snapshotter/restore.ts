@@ -371,6 +371,7 @@ async function dryRun(
       memdir,
       undefined,
       agentComponentsInMemdir(memdir, sqliteDir, s.state, agentId, tenant),
+      v.refs,
     );
     const lost = uncapturedWarning(mem);
     if (lost) report.warnings.push(lost);
@@ -514,7 +515,7 @@ async function restoreLocked(
             ? Promise.resolve(v.tree)
             : buildMemdir(p, v.history, memdir, liveRepo)
           : Promise.resolve(undefined),
-        planMemdir(m, memdir, liveRepo, p.components),
+        planMemdir(m, memdir, liveRepo, p.components, v.refs),
       ] as const);
       report.warnings.push(...(repo?.warnings ?? []));
       const lost = uncapturedWarning(memdirChange);

@@ -101,6 +101,8 @@ export interface VerifyResult {
    * are not set yet: the caller sets them).
    */
   gitRefs?: ReadonlyMap<string, string>;
+  /** The git bundle's refs (its header's), when the git bundle was checked and passed, indexed or not. */
+  historyRefs?: ReadonlyMap<string, string>;
 }
 
 /** True for bundles whose name says they are age-encrypted (the original's rule). */
@@ -218,7 +220,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
   const written = new Map<string, string>();
   let reader: BundleReader | undefined;
   let streamFailed = false;
-  let gitRefs: ReadonlyMap<string, string> | undefined;
+  let refs: CheckedRefs = {};
   progress(0); // the phase begins before its first bytes are read
   try {
     try {
@@ -235,7 +237,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
     }
     if (reader) {
       checkManifestSignature(reader, report, opts.trust);
-      gitRefs = await checkEntries(reader, report, sink, written, () => (streamFailed = true));
+      refs = await checkEntries(reader, report, sink, written, () => (streamFailed = true));
     }
     const fileSha = (reader && !streamFailed && reader.fileSha256()) || (await sha256File(path)).sha256;
     report.file_sha256 = fileSha;
@@ -289,8 +291,15 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
     report,
     ...(reader ? { manifest: reader.manifest } : {}),
     written,
-    ...(gitRefs ? { gitRefs } : {}),
+    ...(refs.indexed ? { gitRefs: refs.indexed } : {}),
+    ...(refs.header ? { historyRefs: refs.header } : {}),
   };
+}
+
+/** The git bundle's refs once it checked out: its header's, and the same when its pack was indexed. */
+interface CheckedRefs {
+  header?: ReadonlyMap<string, string>;
+  indexed?: ReadonlyMap<string, string>;
 }
 
 function asIo(err: unknown, path: string): Error {
@@ -345,7 +354,7 @@ async function checkEntries(
   sink: EntrySink | undefined,
   written: Map<string, string>,
   onStreamFailure: () => void,
-): Promise<ReadonlyMap<string, string> | undefined> {
+): Promise<CheckedRefs> {
   const { manifest: m, raw, layout } = reader.manifest;
   report.schema_ok = true;
   report.schema_versions = m.schema_versions;
@@ -403,6 +412,7 @@ async function checkEntries(
   // (`finishing`: git's verdict, asked for as soon as the git bundle's entry checked out)
   let gitCheck: { check: GitStreamCheck; path: string; finishing?: Promise<string | undefined> } | undefined;
   let gitRefs: ReadonlyMap<string, string> | undefined;
+  let indexed = false;
   // A content error of the stream itself (zstd, tar, the size bound) ends the reading: it is reported
   // below with what it left unchecked.
   let streamError: SnapshotError | undefined;
@@ -542,7 +552,10 @@ async function checkEntries(
     }
     if (gitCheck) {
       const problem = await (gitCheck.finishing ?? gitCheck.check.finish());
-      if (problem === undefined && gitCheck.check.keeps) gitRefs = gitCheck.check.refs;
+      if (problem === undefined) {
+        gitRefs = gitCheck.check.refs;
+        indexed = gitCheck.check.keeps;
+      }
       gitCheck = undefined;
       if (problem !== undefined && verified.has(GIT_BUNDLE_PATH)) {
         artifactsOk = false;
@@ -584,7 +597,9 @@ async function checkEntries(
   }
   report.layout_ok = layoutOk;
   report.per_artifact_ok = artifactsOk;
-  return !streamError && verified.has(GIT_BUNDLE_PATH) ? gitRefs : undefined;
+  return !streamError && verified.has(GIT_BUNDLE_PATH) && gitRefs
+    ? { header: gitRefs, ...(indexed ? { indexed: gitRefs } : {}) }
+    : {};
 }
 
 /** Passes `body` through, handing each chunk to `side` first (which may wait). */
