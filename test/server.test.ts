@@ -1390,6 +1390,12 @@ test('http: a request the server timed out (its body too slow) is logged as a 40
   );
   await closed; // by the server
   assert.match(got, /^HTTP\/1\.1 408 /, got);
+  assert.match(got, /\r\ncontent-security-policy: default-src 'self'/, got);
+  assert.match(
+    got,
+    /\r\n\r\n\{"error":\{"code":"INVALID_INPUT","message":"the request was not received in full within 300 ms"/,
+    got,
+  );
   await until(() => lines.length > 0);
   assert.match(
     lines[0]!,
@@ -1397,6 +1403,51 @@ test('http: a request the server timed out (its body too slow) is logged as a 40
   );
   assert.equal(handled, 0);
   assert.ok(!lines.some((l) => l.includes('went away')), lines.join('\n'));
+  await tracker.close();
+});
+
+test('http: what Node refuses before any route (headers over 16 KiB, a malformed request) is a JSON error with the security headers, and logged; /healthz takes no parameter', async (t) => {
+  const lines: string[] = [];
+  const tracker = new OperationTracker();
+  const server = createApiServer({
+    routes: apiRoutes({} as never).filter((r) => r.path === '/healthz'),
+    tracker,
+    log: (line) => lines.push(line),
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  const exchange = (raw: string) =>
+    new Promise<string>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1');
+      let got = '';
+      socket.on('data', (c) => {
+        got += c;
+      });
+      socket.on('error', reject);
+      socket.on('close', () => resolve(got));
+      socket.end(raw);
+    });
+  const big = await exchange(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(17 * 1024)}\r\n\r\n`);
+  assert.match(big, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/, big);
+  const bad = await exchange('GET /healthz HTTP/1.1\r\nHost x\r\n\r\n');
+  assert.match(bad, /^HTTP\/1\.1 400 Bad Request\r\n/, bad);
+  for (const got of [big, bad]) {
+    assert.match(got, /\r\ncontent-security-policy: default-src 'self'/, got);
+    assert.match(got, /\r\nx-content-type-options: nosniff\r\n/, got);
+    assert.match(got, /\r\ncache-control: no-store\r\n/, got);
+    const body = JSON.parse(got.slice(got.indexOf('\r\n\r\n') + 4)) as { error: { code: string } };
+    assert.equal(body.error.code, 'INVALID_INPUT');
+  }
+  await until(() => lines.length >= 2);
+  assert.match(lines[0]!, /^\(unparsed request\) 431, the request's headers are over the 16 KiB/);
+  assert.match(lines[1]!, /^\(unparsed request\) 400, the request is not HTTP the daemon can read \(HPE_/);
+  // a route that reads no parameter refuses one, as every route does
+  for (const q of ['foo=1', 'foo=1&foo=2']) {
+    const r = await fetch(`http://127.0.0.1:${port}/healthz?${q}`);
+    assert.equal(r.status, 400, q);
+    assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'INVALID_INPUT');
+  }
   await tracker.close();
 });
 

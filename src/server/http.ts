@@ -23,7 +23,7 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import {
   CrossSiteError,
   ForbiddenError,
@@ -181,6 +181,9 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   'referrer-policy': 'no-referrer',
   'cross-origin-opener-policy': 'same-origin',
   'cross-origin-resource-policy': 'same-origin',
+  // responses carry memory (file contents, rows, diffs): no cache keeps a copy (the console's files
+  // set their own)
+  'cache-control': 'no-store',
 };
 
 /** The rights of the presented token (constant-time comparisons with both configured tokens). */
@@ -616,5 +619,48 @@ export function createApiServer(opts: ApiServerOptions): Server {
         });
     },
   );
+  server.on('clientError', (err, socket) => refuseUnparsed(err, socket, errors, requestTimeoutMs, opts.log));
   return server;
+}
+
+/**
+ * A request Node's parser refused before any route saw it (headers over 16 KiB, a malformed request
+ * line or header, a request not received in time): answered as every other failure is, a JSON error
+ * with the security headers, and logged. (Node's own answer was a bare status line, unlogged.)
+ * A connection reset, or a response already begun, is just closed.
+ */
+function refuseUnparsed(
+  err: Error & { code?: string },
+  socket: Duplex,
+  errors: ClientErrors,
+  requestTimeoutMs: number,
+  log: ((line: string) => void) | undefined,
+): void {
+  const open = socket as Duplex & { _httpMessage?: { headersSent?: boolean } };
+  if (err.code === 'ECONNRESET' || !socket.writable || open._httpMessage?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', "the request's headers are over the 16 KiB the daemon reads"]
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', `the request was not received in full within ${requestTimeoutMs} ms`]
+        : [400, 'Bad Request', `the request is not HTTP the daemon can read (${err.code ?? 'malformed'})`];
+  const body = `${JSON.stringify({ error: errors.report(new InvalidInputError(message), 'unparsed request') })}\n`;
+  const headers = {
+    ...SECURITY_HEADERS,
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': String(Buffer.byteLength(body)),
+    connection: 'close',
+  };
+  const head = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  // as Node does: written, then the connection destroyed with the error (which the route's handler of
+  // a request already handed to it reads: serverTimedOut)
+  socket.write(`HTTP/1.1 ${status} ${reason}\r\n${head}\r\n${body}`);
+  socket.destroy(err);
+  // a request already handed to its route (its body too slow) is logged there, with its method and path
+  if (!open._httpMessage) log?.(`(unparsed request) ${status}, ${message}`);
 }
