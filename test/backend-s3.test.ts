@@ -16,7 +16,7 @@ import { inspect } from 'node:util';
 import { type Backend, OBJECT_TYPES } from '../src/backend/backend.js';
 import type { BackendObserver, S3BackendOptions } from '../src/backend/remote.js';
 import { openS3Backend, S3Backend } from '../src/backend/s3.js';
-import { ExitCode, type StoreUnavailableError } from '../src/model/errors.js';
+import { ExitCode, type SnapshotError, type StoreUnavailableError } from '../src/model/errors.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
 import { REPO, tempDir } from './helpers/env.js';
 import { type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
@@ -451,6 +451,66 @@ test('s3: list pages through more than 1000 objects', async (t) => {
   assert.equal(listed.size, names.length);
   for (const [i, name] of names.entries()) assert.equal(listed.get(name), i % 7, name);
   assert.equal(obs.requests.filter((r) => r.op === 'list').length, 2, 'two pages');
+});
+
+test('s3: a listing that cannot be whole is STORE_UNSAFE (a truncated page without a token, a token twice), a key listed twice comes once, a listing that is not S3 is IO; a PUT acknowledged but not stored is STORE_UNSAFE (stop 51)', async (t) => {
+  const { b, prefix } = await viaProxy(t, { retry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 } });
+  const [k1, k2] = [hexName('listed 1'), hexName('listed 2')];
+  const page = (truncated: boolean, token: string | undefined, ...names: string[]) =>
+    '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' +
+    `<Name>${BUCKET}</Name><Prefix>${prefix}/packs/</Prefix><KeyCount>${names.length}</KeyCount>` +
+    `<MaxKeys>1000</MaxKeys><IsTruncated>${truncated}</IsTruncated>` +
+    (token ? `<NextContinuationToken>${token}</NextContinuationToken>` : '') +
+    names
+      .map(
+        (n) =>
+          `<Contents><Key>${prefix}/packs/${n}</Key><Size>3</Size><LastModified>2026-12-06T00:00:00.000Z</LastModified></Contents>`,
+      )
+      .join('') +
+    '</ListBucketResult>';
+  const listing = (body: string) => ({
+    method: 'GET',
+    path: /[?&]list-type=2.*prefix=[^&]*packs/,
+    fault: { kind: 'answer', status: 200, body } as const,
+  });
+  const unsafe = (why: RegExp) => (e: SnapshotError) => {
+    assert.equal(e.code, 'STORE_UNSAFE', e.message);
+    assert.equal(e.exitCode, 8);
+    assert.match(e.message, why);
+    return true;
+  };
+  // a truncated page that gives no token: the rest of the listing is out of reach
+  proxy.inject(listing(page(true, undefined, k1)));
+  await assert.rejects(listAll(b, 'packs'), unsafe(/truncated gave no continuation token/));
+  // the same token twice: a listing that would never end
+  proxy.inject({ ...listing(page(true, 'again', k1)), times: 2 });
+  await assert.rejects(listAll(b, 'packs'), unsafe(/a continuation token came twice/));
+  // a page repeated under a new token: each key once (retention must not count a snapshot twice)
+  proxy.inject(listing(page(true, 'next', k1, k2)));
+  proxy.inject(listing(page(false, undefined, k1, k2)));
+  assert.deepEqual([...(await listAll(b, 'packs')).keys()].sort(), [k1, k2].sort());
+  // an answer that is no S3 listing (a web page behind the endpoint) is not "no objects"
+  proxy.inject(listing('<html><body>Welcome</body></html>'));
+  await assert.rejects(listAll(b, 'packs'), (e: SnapshotError) => {
+    assert.equal(e.code, 'IO');
+    assert.match(e.message, /did not answer as an S3 store/);
+    return true;
+  });
+  // a PUT answered 200 that stored nothing: refused, never taken as saved
+  const h = { type: 'packs' as const, name: hexName('dropped') };
+  proxy.inject({ method: 'PUT', path: /\/packs\//, fault: { kind: 'answer', status: 200, body: '' } });
+  await assert.rejects(
+    b.save(h, Buffer.from('never stored')),
+    unsafe(/acknowledged the write but does not have the object/),
+  );
+  await assert.rejects(b.stat(h), (e: SnapshotError) => e.code === 'OBJECT_NOT_FOUND');
+  // the same save through a store that keeps it: one PUT whose ETag is the body's MD5, no HEAD after it
+  proxy.reset();
+  await b.save(h, Buffer.from('stored'));
+  assert.deepEqual(
+    proxy.seen.map((r) => r.method),
+    ['PUT'],
+  );
 });
 
 test('s3: ifAbsent on s3rver (no conditional writes) goes through claims and leaves none behind', async (t) => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { gitEnv } from '../scripts/sample-agent.js';
-import type { Handle, SaveOptions, SaveSource } from '../src/backend/backend.js';
+import { type Handle, listNames, type SaveOptions, type SaveSource } from '../src/backend/backend.js';
 import { FaultyBackend } from '../src/backend/faulty.js';
 import { MemoryBackend, MemoryStore } from '../src/backend/memory.js';
 import { generateIdentity, parseIdentity } from '../src/crypto/age.js';
@@ -477,6 +477,55 @@ test('git history: a thin pack per snapshot on top of the previous chain; the ch
   for (const r of second.refs) git(target, ['update-ref', r.name, r.oid]);
   git(target, ['fsck', '--connectivity-only', '--no-dangling']);
   assert.equal(git(target, ['log', '--format=%s', 'refs/heads/main']).trim().split('\n')[0], 'edit');
+});
+
+const names = async (b: MemoryBackend, type: 'packs' | 'snapshots') => (await listNames(b, type)).sort();
+
+/** A store whose listings leave out the names in `hidden` (a short page, a page lost), as a store can. */
+class ShortListings extends MemoryBackend {
+  readonly hidden = new Map<string, Set<string>>();
+  override async *list(type: Parameters<MemoryBackend['list']>[0]) {
+    for await (const o of super.list(type)) if (!this.hidden.get(type)?.has(o.name)) yield o;
+  }
+}
+
+test('prune stops before removing anything when a listing leaves out a snapshot: its manifest, or its listing entry (stop 51)', async () => {
+  const backend = new ShortListings(new MemoryStore());
+  const repo = await Repository.init(backend);
+  const a = await snapshotOf(repo, 'ana', 'a'.repeat(10_000) + randomBytes(1000).toString('hex'));
+  const b = await snapshotOf(repo, 'ana', 'b'.repeat(10_000) + randomBytes(1000).toString('hex'));
+  const before = {
+    packs: (await names(backend, 'packs')).length,
+    snapshots: await names(backend, 'snapshots'),
+  };
+  for (const [type, what] of [
+    ['snapshots', /the listing of snapshots\/ left out/],
+    ['listing', /the listing of listing\/ left out/],
+  ] as const) {
+    backend.hidden.set(type, new Set([b]));
+    await assert.rejects(pruneRepository(await Repository.open(backend)), (e: SnapshotError) => {
+      assert.equal(e.code, 'BUNDLE_DAMAGED');
+      assert.match(e.message, /prune stopped before removing anything: /);
+      assert.match(e.message, what);
+      return true;
+    });
+    backend.hidden.clear();
+    assert.equal((await names(backend, 'packs')).length, before.packs, `${type}: no pack removed`);
+    assert.deepEqual(await names(backend, 'snapshots'), before.snapshots, `${type}: no manifest removed`);
+    // a dry run only reads: it says what it would do
+    backend.hidden.set(type, new Set([b]));
+    await pruneRepository(await Repository.open(backend), { dryRun: true });
+    backend.hidden.clear();
+  }
+  const after = await Repository.open(backend);
+  assert.equal((await checkRepository(after, { readData: true })).ok, true);
+  assert.deepEqual((await listSnapshots(after)).map((m) => m.id).sort(), [a, b].sort());
+  // a manifest with no listing entry (a writer killed before listing it) still goes, and so does a
+  // listing entry whose manifest is gone (forget removes the entry first)
+  await backend.remove({ type: 'listing', name: a });
+  const pruned = await pruneRepository(await Repository.open(backend));
+  assert.equal(pruned.unlisted_removed, 1);
+  assert.deepEqual(await names(backend, 'snapshots'), [b]);
 });
 
 test('check finds a flipped byte, a missing pack and a damaged index; prune keeps what is referenced', async () => {

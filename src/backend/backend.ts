@@ -384,7 +384,8 @@ export async function loadIfPresent(
 
 /**
  * The names of `type`'s objects: the backend's listNames where it has one, else its list. Names that are
- * not valid for the type are skipped (as isValidName says), never handed on.
+ * not valid for the type are skipped (as isValidName says), never handed on, and each name comes once
+ * (a store that repeats a page must not make retention count a kept snapshot twice).
  */
 export async function listNames(backend: Backend, type: ObjectType): Promise<string[]> {
   let names: string[];
@@ -393,5 +394,5 @@ export async function listNames(backend: Backend, type: ObjectType): Promise<str
     names = [];
     for await (const o of backend.list(type)) names.push(o.name);
   }
-  return names.filter((n) => isValidName(type, n));
+  return [...new Set(names)].filter((n) => isValidName(type, n));
 }

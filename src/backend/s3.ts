@@ -65,6 +65,9 @@ export const BLOCK_SIZE = 4 * MiB;
 const DEFAULT_TIMEOUT_MS = 30_000;
 /** A claim older than this (by the store's clock) belongs to a writer that died: it is ignored. */
 const CLAIM_STALE_MS = 120_000;
+/** Bounds of one listing: its keys (10 million packs are 160 TB), and pages in a row that add none. */
+const MAX_LISTED_KEYS = 10_000_000;
+const MAX_PAGES_WITHOUT_KEYS = 100;
 const CLAIM_ROUNDS = 60;
 
 type Op = 'save' | 'load' | 'stat' | 'list' | 'remove';
@@ -373,13 +376,18 @@ export class S3Backend implements Backend {
 
   /** Checks that the bucket is there and the credentials work (one listing request). */
   async probe(): Promise<void> {
-    await this.run(
+    const what = `open ${this.location}`;
+    const r = await this.run(
       'list',
-      `open ${this.location}`,
+      what,
       () =>
         this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.root, MaxKeys: 1 })),
       () => 0,
     );
+    if (typeof r.IsTruncated !== 'boolean')
+      throw new IoError(
+        `${what}: the endpoint did not answer as an S3 store (a listing without IsTruncated); check store.s3.endpoint`,
+      );
   }
 
   // ---- save ------------------------------------------------------------------------------------------
@@ -417,8 +425,9 @@ export class S3Backend implements Backend {
   private async putWhole(key: string, body: Buffer, what: string, conditional: boolean): Promise<boolean> {
     const digest = md5(body);
     let attempts = 0;
+    let answer: { ETag?: string };
     try {
-      await this.run(
+      answer = await this.run(
         'save',
         what,
         () => {
@@ -436,12 +445,41 @@ export class S3Backend implements Backend {
         },
         () => body.length,
       );
-      return true;
     } catch (err) {
       if (!(conditional && isPreconditionFailed(err))) throw err;
       // A retried PUT may find the object its lost first attempt wrote: that is a success.
       return attempts > 1 && (await this.etagOf(key, what)) === digest.toString('hex');
     }
+    await this.confirmStored(key, what, body.length, unquote(answer.ETag) === digest.toString('hex'));
+    return true;
+  }
+
+  /**
+   * Confirms that the store holds the object it acknowledged (a PUT whose ETag is the body's MD5 does;
+   * a store that encrypts with KMS answers another ETag, and then the object is asked for): a store
+   * that drops writes it acknowledged would otherwise have the snapshot listed over data it never kept
+   * (and later snapshots deduplicated against it). STORE_UNSAFE when the object is not there whole.
+   */
+  private async confirmStored(key: string, what: string, size: number, etagMatches: boolean): Promise<void> {
+    if (etagMatches) return;
+    let stored: number | undefined;
+    try {
+      const r = await this.run(
+        'stat',
+        what,
+        () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
+        () => 0,
+      );
+      stored = r.ContentLength;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    if (stored !== size)
+      throw new StoreUnavailableError(
+        'STORE_UNSAFE',
+        `${what}: the S3 store acknowledged the write but ${stored === undefined ? 'does not have the object' : `holds ${stored} of its ${size} bytes`}: a store that loses acknowledged writes cannot hold a repository`,
+        { backend: 's3', location: this.location },
+      );
   }
 
   private async etagOf(key: string, what: string): Promise<string | undefined> {
@@ -591,8 +629,10 @@ export class S3Backend implements Backend {
     const inFlight = new Set<Promise<void>>();
     let failed: { err: unknown } | undefined;
     let numbered = 0;
+    let total = 0;
     const send = (body: Buffer) => {
       const PartNumber = ++numbered;
+      total += body.length;
       if (PartNumber > MAX_PARTS)
         throw new IoError(`${what}: the object needs more than ${MAX_PARTS} parts of ${PART_SIZE} bytes`);
       const digest = md5(body);
@@ -660,8 +700,9 @@ export class S3Backend implements Backend {
       const expected = `${md5(Buffer.concat(parts.map((p) => p.md5))).toString('hex')}-${parts.length}`;
       await this.publish(h, what, ifAbsent, async (conditional) => {
         let attempts = 0;
+        let answer: { ETag?: string };
         try {
-          await this.run(
+          answer = await this.run(
             'save',
             what,
             () => {
@@ -678,11 +719,12 @@ export class S3Backend implements Backend {
             },
             () => 0,
           );
-          return true;
         } catch (err) {
           if (!(conditional && isPreconditionFailed(err))) throw err;
           return attempts > 1 && (await this.etagOf(key, what)) === expected;
         }
+        await this.confirmStored(key, what, total, unquote(answer.ETag) === expected);
+        return true;
       });
     } catch (err) {
       // Nothing of the upload may stay: wait for the parts in flight, then abort it.
@@ -907,12 +949,24 @@ export class S3Backend implements Backend {
     return out;
   }
 
+  /**
+   * The pages of a listing of `prefix` (one level, with `delimiter`), as the store answers them, checked
+   * to be a listing that can be whole: every answer says whether it is truncated, a truncated one gives
+   * a continuation token never given before, and a key comes once. A store that answers otherwise (a
+   * truncated page without a token, a page repeated, no end) is STORE_UNSAFE: prune and retention
+   * decide what to delete from listings, and a short or doubled one would delete what is still in use.
+   * `recursive`: every key under the prefix, not only the keys of its one level.
+   */
   private async *pages(
     prefix: string,
     what: string,
     op: Op,
+    recursive = false,
   ): AsyncGenerator<Array<{ Key?: string; Size?: number; LastModified?: Date }>> {
     let token: string | undefined;
+    const tokens = new Set<string>();
+    const keys = new Set<string>();
+    let barren = 0;
     do {
       const r = await this.run(
         op,
@@ -922,14 +976,39 @@ export class S3Backend implements Backend {
             new ListObjectsV2Command({
               Bucket: this.bucket,
               Prefix: prefix,
-              Delimiter: '/',
+              ...(recursive ? {} : { Delimiter: '/' }),
               ...(token ? { ContinuationToken: token } : {}),
             }),
           ),
         () => 0,
       );
-      yield r.Contents ?? [];
-      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+      const unsafe = (why: string) =>
+        new StoreUnavailableError(
+          'STORE_UNSAFE',
+          `${what}: the S3 store answered a listing that cannot be whole (${why}); nothing was decided from it`,
+          { backend: 's3', location: this.location },
+        );
+      if (typeof r.IsTruncated !== 'boolean')
+        throw new IoError(
+          `${what}: the endpoint did not answer as an S3 store (a listing without IsTruncated); check store.s3.endpoint`,
+        );
+      const fresh = (r.Contents ?? []).filter((o) => {
+        const key = o.Key ?? '';
+        if (keys.has(key)) return false;
+        keys.add(key);
+        return true;
+      });
+      if (keys.size > MAX_LISTED_KEYS) throw unsafe(`more than ${MAX_LISTED_KEYS} keys`);
+      barren = fresh.length === 0 ? barren + 1 : 0;
+      if (r.IsTruncated && barren >= MAX_PAGES_WITHOUT_KEYS)
+        throw unsafe(`${barren} truncated pages in a row without a key not listed before`);
+      if (r.IsTruncated) {
+        token = r.NextContinuationToken;
+        if (!token) throw unsafe('a page said to be truncated gave no continuation token');
+        if (tokens.has(token)) throw unsafe('a continuation token came twice');
+        tokens.add(token);
+      } else token = undefined;
+      yield fresh;
     } while (token);
   }
 
@@ -970,25 +1049,9 @@ export class S3Backend implements Backend {
     // Ages by this host's clock: with ages of hours, its difference from the store's does not matter.
     const now = Date.now();
     const claims: Array<{ key: string; size: number; modified: number }> = [];
-    let token: string | undefined;
-    do {
-      const r = await this.run(
-        'list',
-        what,
-        () =>
-          this.client.send(
-            new ListObjectsV2Command({
-              Bucket: this.bucket,
-              Prefix: `${this.root}.claims/`,
-              ...(token ? { ContinuationToken: token } : {}),
-            }),
-          ),
-        () => 0,
-      );
-      for (const o of r.Contents ?? [])
+    for await (const page of this.pages(`${this.root}.claims/`, what, 'list', true))
+      for (const o of page)
         claims.push({ key: o.Key ?? '', size: o.Size ?? 0, modified: o.LastModified?.getTime() ?? 0 });
-      token = r.IsTruncated ? r.NextContinuationToken : undefined;
-    } while (token);
     for (const c of claims)
       if (c.key !== '' && now - c.modified >= olderThanMs) {
         await this.deleteKey(c.key, what);
@@ -1050,6 +1113,8 @@ export class S3Backend implements Backend {
           removed++;
         }
         if (!r.IsTruncated) break;
+        // markers that do not move on would list the same page forever: what was swept stays swept
+        if (r.NextKeyMarker === keyMarker && r.NextUploadIdMarker === idMarker) break;
         keyMarker = r.NextKeyMarker;
         idMarker = r.NextUploadIdMarker;
         if (!keyMarker && !idMarker) break;

@@ -11,7 +11,7 @@
 // lock is checked before each removing step: a lost lock stops prune. Last, the store sweeps what
 // interrupted saves left beside the objects (Backend.sweepLeftovers) when it is older than LEFTOVER_AGE_MS.
 
-import { BundleDamagedError, NotFoundError } from '../model/errors.js';
+import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
 import { decodeIndex, type PackRecord } from './index-file.js';
 import { type HeldRepoLock, otherLiveLocks, type RemovedStaleLock, STALE_MS } from './locks.js';
 import { openStoredBlob, PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
@@ -89,6 +89,42 @@ export interface PruneOptions {
   leftoverAgeMs?: number;
 }
 
+/**
+ * Before prune decides anything from its listings, the two that decide what is a snapshot are checked
+ * against each other, object by object (a stat each, for the few names that disagree): a listing entry
+ * whose manifest was not listed must have no manifest (a snapshot damaged or forgotten meanwhile,
+ * forget removes the listing entry first), and a manifest that is not listed must have no listing
+ * entry. Otherwise a listing was short (a store that left out a page or an entry): its snapshot's data
+ * would be removed, or its manifest, while it is still listed. Prune stops before removing anything.
+ */
+async function confirmListings(
+  repo: Repository,
+  manifests: ReadonlySet<string>,
+  listed: ReadonlySet<string>,
+  unlisted: readonly string[],
+): Promise<void> {
+  const there = async (type: 'snapshots' | 'listing', name: string) => {
+    try {
+      await repo.backend.stat({ type, name });
+      return true;
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) return false;
+      throw err;
+    }
+  };
+  const stop = (what: string) =>
+    new BundleDamagedError(
+      `prune stopped before removing anything: ${what}; the store's listings are not whole (run the ` +
+        'command again; if it persists, check the store)',
+    );
+  for (const id of listed)
+    if (!manifests.has(id) && (await there('snapshots', id)))
+      throw stop(`the listing of snapshots/ left out ${id}, whose manifest is there`);
+  for (const id of unlisted)
+    if (await there('listing', id))
+      throw stop(`the listing of listing/ left out ${id}, whose entry is there`);
+}
+
 export async function pruneRepository(repo: Repository, opts: PruneOptions = {}): Promise<PruneReport> {
   const report = await prunePacks(repo, opts);
   if (opts.dryRun || !repo.backend.sweepLeftovers) return report;
@@ -142,6 +178,7 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
   if (running.length > 0) orphanPins = [];
   const snapshots = names.filter((n) => listed.has(n));
   let unlisted = names.filter((n) => !listed.has(n));
+  if (!opts.dryRun) await confirmListings(repo, manifests, listed, unlisted);
   // A dry run beside running operations: an unlisted manifest may be a snapshot being written (prune
   // would wait for it, and find it listed): its references are kept, and it is not counted as removed.
   const inFlight = running.length > 0 ? unlisted : [];
