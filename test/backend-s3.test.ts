@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { after, before, type TestContext, test } from 'node:test';
 import { inspect } from 'node:util';
-import { type Backend, OBJECT_TYPES } from '../src/backend/backend.js';
+import { type Backend, OBJECT_TYPES, readAll } from '../src/backend/backend.js';
 import type { BackendObserver, S3BackendOptions } from '../src/backend/remote.js';
 import { openS3Backend, S3Backend } from '../src/backend/s3.js';
 import { ExitCode, type SnapshotError, type StoreUnavailableError } from '../src/model/errors.js';
@@ -494,6 +494,20 @@ test('s3: a listing that cannot be whole is STORE_UNSAFE (a truncated page witho
   await assert.rejects(listAll(b, 'packs'), (e: SnapshotError) => {
     assert.equal(e.code, 'IO');
     assert.match(e.message, /did not answer as an S3 store/);
+    return true;
+  });
+  // a web page for an object (a portal, a login page): not S3, never damage (exit 2) nor data
+  const page200 = {
+    kind: 'answer',
+    status: 200,
+    body: '<html>Sign in</html>',
+    contentType: 'text/html',
+  } as const;
+  await b.save({ type: 'packs', name: k1 }, Buffer.from('abc'));
+  proxy.inject({ method: 'GET', path: new RegExp(`/packs/${k1}`), fault: page200 });
+  await assert.rejects(readAll(b, { type: 'packs', name: k1 }, { maxBytes: 1 << 20 }), (e: SnapshotError) => {
+    assert.equal(e.code, 'IO');
+    assert.match(e.message, /did not answer as an S3 store \(an HTML page for an object\)/);
     return true;
   });
   // a PUT answered 200 that stored nothing: refused, never taken as saved

@@ -771,6 +771,13 @@ export class S3Backend implements Backend {
             }),
             { abortSignal: signal },
           );
+          // a web page is no stored object (objects are stored without a type: never HTML)
+          if (/^\s*text\/html\b/i.test(r.ContentType ?? '')) {
+            (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
+            throw new IoError(
+              `${what}: the endpoint did not answer as an S3 store (an HTML page for an object); check store.s3.endpoint`,
+            );
+          }
           let first = 0;
           let size: number;
           const cr = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(r.ContentRange ?? '');

@@ -16,8 +16,11 @@ export type ProxyFault =
   | { readonly kind: 'reset-after' }
   /** Answers `status` with an S3 error document of `code` (nothing is forwarded). */
   | { readonly kind: 'error'; readonly status: number; readonly code: string }
-  /** Answers `status` with `body` as XML (nothing is forwarded): plays a call the upstream lacks. */
-  | { readonly kind: 'answer'; readonly status: number; readonly body: string }
+  /**
+   * Answers `status` with `body` as XML, or as `contentType` (nothing is forwarded): plays a call the
+   * upstream lacks, or an endpoint that is not S3.
+   */
+  | { readonly kind: 'answer'; readonly status: number; readonly body: string; readonly contentType?: string }
   /** Never answers (the client must time out). */
   | { readonly kind: 'stall' }
   /** Forwards and passes the answer on in pieces of `piece` bytes, `delayMs` apart. */
@@ -133,7 +136,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       req.resume();
       await once(req, 'end');
       res.writeHead(fault.status, {
-        'content-type': 'application/xml',
+        'content-type': fault.contentType ?? 'application/xml',
         'content-length': Buffer.byteLength(fault.body),
       });
       res.end(fault.body);
