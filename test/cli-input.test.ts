@@ -7,6 +7,7 @@
 // whose memdir or database directory is missing says so, naming the path (both missing: UNKNOWN_AGENT).
 
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { InvalidInputError } from '../src/model/errors.js';
@@ -151,7 +152,7 @@ test('an unknown option is named as unknown before a missing mandatory one; an e
   assert.equal(json(emptyBundle).error.message, 'the bundle path is empty');
 });
 
-test('a snapshot names a missing memdir or database directory in its warnings (a mistyped root); both missing is UNKNOWN_AGENT', async (t) => {
+test('a snapshot names a missing memdir or database directory, and a database it does not hold, in its warnings (a mistyped root); both missing is UNKNOWN_AGENT', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const nowhere = join(a.root, 'no-such-root');
   const noMemdir = await runCli([
@@ -189,6 +190,14 @@ test('a snapshot names a missing memdir or database directory in its warnings (a
 
   const whole = ok(await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json']), 'all there');
   assert.equal(whole.warnings, undefined, 'nothing to say');
+
+  // a database beside the four is named: no snapshot holds it (stop 51)
+  for (const n of ['extra.sqlite', 'old.db']) writeFileSync(join(a.sqliteDir, n), '');
+  writeFileSync(join(a.sqliteDir, 'notes.txt'), 'not a database\n');
+  const extra = ok(await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json']), 'an extra database');
+  assert.deepEqual(extra.warnings, [
+    `the database directory ${a.sqliteDir} holds 2 databases no snapshot holds (extra.sqlite, old.db): a snapshot holds long_term.sqlite, vector.sqlite, concepts.sqlite, compactions.sqlite only`,
+  ]);
 
   const neither = await runCli([
     'snapshot',

@@ -7,7 +7,7 @@
 // node:crypto).
 
 import { existsSync } from 'node:fs';
-import { mkdir, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { DefaultPathResolver, type PathResolver, StoreGuardResolver } from '../agent/resolver.js';
 import { JsonFileStateProvider, type StateProvider } from '../agent/state.js';
@@ -91,6 +91,7 @@ import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins
 import { writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { makeDirs } from '../util/make-dirs.js';
+import { shellWord } from '../util/shell-word.js';
 import { toolVersions } from '../util/version.js';
 import type { ForeignSnapshotError, FoundSnapshot, LocatedSnapshot } from './by-id.js';
 import { captureTime, clockBehindNote, clockBehindOf, newestOf } from './capture-time.js';
@@ -584,6 +585,21 @@ export class LocalSnapshotter implements MemorySnapshotter {
       warnings.push(
         `no database directory at ${sqliteDir}: this snapshot holds no SQLite databases, and restoring it would move the agent's databases aside (is the SQLite root right?)`,
       );
+    // A database beside the four that no snapshot holds (in a directory of its own: in the memdir it
+    // is a memory file): the snapshot says so rather than look like a backup of it.
+    if (sqliteKind === 'dir' && sqliteDir !== memdir) {
+      const others = (await readdir(sqliteDir).catch(() => [] as string[]))
+        .filter(
+          (n) =>
+            /\.(sqlite3?|db)$/i.test(n) &&
+            !(DB_NAMES as readonly string[]).includes(n.replace(/\.sqlite$/, '')),
+        )
+        .sort();
+      if (others.length > 0)
+        warnings.push(
+          `the database directory ${sqliteDir} holds ${others.length === 1 ? 'a database' : `${others.length} databases`} no snapshot holds (${others.slice(0, 5).map(shellWord).join(', ')}${others.length > 5 ? ', …' : ''}): a snapshot holds ${DB_NAMES.map((d) => `${d}.sqlite`).join(', ')} only`,
+        );
+    }
     return warnings;
   }
 
