@@ -189,6 +189,36 @@ test('a stream that fails claims no check it did not finish: midway, layout, siz
   assert.match(after.problems[0]!.message, /data after the tar end-of-archive marker/);
 });
 
+test('a bundle whose manifest cannot be read claims no entry check: layout, size and artifacts are not checked, and the text says so (stop 51)', async (t) => {
+  const { meta, entries, dir } = await baseBundle(t);
+  const bytes = readFileSync(meta.bundle_path);
+  const tar = tarOf(entries.map((e) => ({ path: e.path, data: e.data })));
+  for (const [name, data] of [
+    ['cut.tar.zst', bytes.subarray(0, 10)], // the zstd stream ends in its frame header
+    ['head.tar.zst', zstd(tar.subarray(0, 300))], // the stream ends inside the manifest's entry
+  ] as const) {
+    const r = await verifyBundleFile(writeBundleFile(join(dir, name), data));
+    assert.equal(r.status, 'damaged', name);
+    assert.equal(r.manifest_ok, false, name);
+    assert.deepEqual(
+      { layout_ok: r.layout_ok, size_ok: r.size_ok, per_artifact_ok: r.per_artifact_ok },
+      { layout_ok: false, size_ok: false, per_artifact_ok: false },
+      name,
+    );
+    assert.deepEqual(
+      r.not_checked.map((n) => n.check).filter((c) => c !== 'deep' && c !== 'sibling'),
+      ['layout', 'size', 'artifacts'],
+      name,
+    );
+    for (const n of r.not_checked) assert.ok(n.reason.length > 0, `${name}: ${n.check} has a reason`);
+    assert.match(
+      formatVerify(r),
+      /per_artifact_ok: +false \(not checked\)[\s\S]*layout_ok: +false \(not checked\)\nsize_ok: +false \(not checked\)/,
+      name,
+    );
+  }
+});
+
 test('one flipped byte anywhere is detected', async (t) => {
   const { meta, dir } = await baseBundle(t);
   const bytes = readFileSync(meta.bundle_path);

@@ -234,6 +234,9 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
       if (!(err instanceof SnapshotError) || err.exitCode !== 2) throw asIo(err, path);
       report.problems.push({ code: err.code, message: err.message });
       streamFailed = true;
+      // No manifest, so none of the entry checks ran: false, and said not to have run (stop 51).
+      const why = 'the stream or the manifest could not be read: no entry was checked';
+      for (const check of ['layout', 'size', 'artifacts']) report.not_checked.push({ check, reason: why });
     }
     if (reader) {
       checkManifestSignature(reader, report, opts.trust);
