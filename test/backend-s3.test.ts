@@ -620,6 +620,32 @@ test('s3: with no endpoint or credentials in the options, AWS_ENDPOINT_URL_S3 an
   );
 });
 
+test('s3: no credentials anywhere is STORE_AUTH saying none were found, not that the store refused them (stop 51)', async (t) => {
+  const dir = tempDir(t);
+  const unset = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE'] as const;
+  const set = {
+    AWS_ENDPOINT_URL_S3: server.endpoint,
+    AWS_REGION: 'us-east-1',
+    AWS_SHARED_CREDENTIALS_FILE: join(dir, 'no-credentials'),
+    AWS_CONFIG_FILE: join(dir, 'no-config'),
+    AWS_EC2_METADATA_DISABLED: 'true',
+  };
+  const saved = [...unset, ...Object.keys(set)].map((k) => [k, process.env[k]] as const);
+  t.after(() => {
+    for (const [k, v] of saved)
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+  });
+  for (const k of unset) delete process.env[k];
+  Object.assign(process.env, set);
+  const err = await failure(
+    openS3Backend({ bucket: BUCKET, prefix: 'no-credentials', forcePathStyle: true, retry: { attempts: 1 } }),
+  );
+  code('STORE_AUTH', ExitCode.storeUnavailable)(err);
+  assert.match((err as Error).message, /no S3 credentials were found .*\(CredentialsProviderError\)$/);
+  assert.doesNotMatch((err as Error).message, /refused/);
+});
+
 test('s3: a writer killed during a multipart upload leaves an incomplete upload, never an object', async (t) => {
   const dir = tempDir(t, 'nexo-s3-kill-');
   const prefix = `killed/${randomUUID()}`;

@@ -326,7 +326,13 @@ export class S3Backend implements Backend {
         location: this.location,
         cause: new Error(describe(err)),
       });
-    if (AUTH_NAMES.has(name)) return fail('STORE_AUTH', 'the S3 store refused the credentials');
+    if (AUTH_NAMES.has(name))
+      return fail(
+        'STORE_AUTH',
+        name === 'CredentialsProviderError' // the SDK found none to send: no request was made
+          ? "no S3 credentials were found (store.s3's access_key_id and secret_access_key, or the SDK's credential chain)"
+          : 'the S3 store refused the credentials',
+      );
     if (name === 'NoSuchBucket') return fail('STORE_MISSING', `the bucket ${this.bucket} does not exist`);
     if (name === 'AccessDenied' || name === 'AllAccessDisabled' || status === 403)
       return fail('STORE_DENIED', 'the credentials lack a permission this needs');
