@@ -376,6 +376,30 @@ test('import through the CLI: --store-only needs no restore gate; a full import 
   );
 });
 
+test("import refuses a repository snapshot's <repository>#<id>, saying to export it first (stop 51): full or --store-only, nothing stored", async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const snap = await runCli(['snapshot', '--agent', 'ana', '--json', ...a.flags], { env: repoEnv });
+  assert.equal(snap.code, 0, snap.stderr);
+  const meta = JSON.parse(snap.stdout) as { id: string; bundle_path: string };
+  assert.equal(meta.bundle_path, `${join(a.stateRoot, 'repository')}#${meta.id}`);
+  for (const extra of [[], ['--store-only']]) {
+    const r = await runCli(['import', '--from', meta.bundle_path, '--agent', 'eve', ...extra, ...a.flags], {
+      env: { ...repoEnv, NEXO_MEMORY_RESTORE_ALLOW: 'true' },
+    });
+    assert.equal(r.code, 1, `${extra}: ${r.stderr}`);
+    assert.match(
+      r.stderr,
+      /bundle not found: .*import takes a bundle file; export it first \(nexo-memory export /,
+    );
+    assert.doesNotMatch(r.stderr, /give its state root/, 'not the hint of verify and restore');
+  }
+  const list = await runCli(['list', '--agent', 'eve', '--json', '--state-root', a.stateRoot], {
+    env: repoEnv,
+  });
+  assert.deepEqual(JSON.parse(list.stdout), []);
+  assert.equal(existsSync(join(a.memdirRoot, 'eve')), false, 'nothing live was created');
+});
+
 test('a v1 bundle of the original is stored in the repository (raw history quarantined, nothing of it run) and exports as a v2 bundle git clone reads', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const marker = join(tempDir(t), 'ran');

@@ -347,15 +347,17 @@ export class IoError extends SnapshotError {
 /**
  * A bundle path that names no file. One ending in `#<snapshot id>` (any UUID spelling) is the
  * `bundle_path` of a repository snapshot, which names a snapshot only in its own repository: the
- * message says how to reach it.
+ * message says how to reach it — for `import`, which takes only a bundle file, by exporting it first.
  */
-export function bundleNotFound(path: string, cause: unknown): IoError {
+export function bundleNotFound(path: string, cause: unknown, op: 'read' | 'import' = 'read'): IoError {
   // (the spellings of ids.ts parseSnapshotId, which imports this module)
   const repositoryPath = /#\s*(urn:uuid:)?\{?[0-9a-f]{8}(-?[0-9a-f]{4}){3}-?[0-9a-f]{12}\}?\s*$/i.test(path);
+  const hint =
+    op === 'import'
+      ? 'a repository snapshot: import takes a bundle file; export it first (nexo-memory export --agent ID --id SNAP --to PATH)'
+      : 'a repository snapshot: give its state root or --repo, or use --agent and --id';
   return new IoError(
-    repositoryPath
-      ? `bundle not found: ${path} (a repository snapshot: give its state root or --repo, or use --agent and --id)`
-      : `bundle not found: ${path}`,
+    repositoryPath ? `bundle not found: ${path} (${hint})` : `bundle not found: ${path}`,
     cause,
   );
 }

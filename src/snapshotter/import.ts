@@ -52,6 +52,7 @@ import {
 } from './ingest.js';
 import type { LocalSnapshotter } from './local.js';
 import { restoreAgent } from './restore.js';
+import { importedBundleFile } from './restore-source.js';
 
 export interface StoreBundleRequest {
   /** Path of the bundle (any path). */
@@ -151,6 +152,7 @@ export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest):
   checkRepositoryStore(s);
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
+  await importedBundleFile(req.bundle);
   await mkdir(s.layout.snapshotsDir(tenant, agentId), { recursive: true });
   const lock = await s.lockAgent(agentId, tenant, 'import');
   try {

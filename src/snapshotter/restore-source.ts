@@ -363,6 +363,20 @@ function historySourceOf(m: RepoManifest, hasHistory: boolean): HistorySource | 
 }
 
 /**
+ * An import's source is a bundle file, whatever the store: a path naming none is refused first, with
+ * import's hint (a repository snapshot's `<repository>#<id>` is exported first), before the restore
+ * or the store's lookup could take it for a snapshot of this repository.
+ */
+export async function importedBundleFile(path: string): Promise<void> {
+  try {
+    if (!(await stat(path)).isFile()) throw new IoError(`${resolve(path)} is not a regular file`);
+  } catch (err) {
+    if (err instanceof SnapshotError) throw err;
+    throw bundleNotFound(resolve(path), err, 'import');
+  }
+}
+
+/**
  * The source a request names: `bundle` (a path) or `snapshot` (an id or unique prefix of one of the
  * agent's snapshots, in the repository or among its bundles; a prefix matching in both is ambiguous).
  */

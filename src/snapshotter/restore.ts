@@ -73,7 +73,7 @@ import { packageModule } from '../util/module-worker.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError } from '../verify/verify.js';
 import type { AgentLock, LocalSnapshotter } from './local.js';
-import { locateSource, type RestoreSource, type SourceHead } from './restore-source.js';
+import { importedBundleFile, locateSource, type RestoreSource, type SourceHead } from './restore-source.js';
 
 /** Whether the bundle is this agent's (its ids were validated with the manifest's rules). */
 function checkIdentity(m: Manifest, agentId: string, tenant: string, importing: boolean): void {
@@ -220,6 +220,8 @@ export async function restoreAgent(
   policies.signingKey();
   if (req.undo && (req.bundle !== undefined || req.snapshot !== undefined))
     throw new InvalidInputError('a restore takes either undo or a bundle or snapshot, not both');
+  // An import's source is a bundle file: not a repository snapshot's `<repository>#<id>` (stop 51).
+  if (req.import && req.bundle !== undefined) await importedBundleFile(req.bundle);
   // A name whose snapshot moves as snapshots are taken (`latest`, the undo's anchor) is resolved with
   // the agent's lock already held, so the snapshot restored is the one the name meant when the restore
   // ran, not when it was queued behind another restore or snapshot. Other names are read first, and
