@@ -11,7 +11,7 @@ const NAMED_ESCAPES: Record<string, string> = { '\n': '\\n', '\t': '\\t', '\r': 
 /**
  * A name (a path in a snapshot) as one shell word that, pasted into a command (`nexo-memory cat`), is the
  * name again: as it is when it holds only letters, digits and `._/@%+=:,-`; otherwise in single quotes,
- * each `'` as `\'` and each unprintable character as an ANSI-C quoted escape between the quoted parts
+ * each `'` as `'\''` (closing the quotes, an escaped `'`, reopening them) and each unprintable character as an ANSI-C quoted escape between the quoted parts
  * (`'a'$'\n''b'`), as GNU ls's shell-escape quoting does. For text output only; JSON keeps names as they are.
  */
 export function shellWord(name: string): string {
