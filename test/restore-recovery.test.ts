@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import {
   cpSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -17,7 +18,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { buildSampleAgent, git } from '../scripts/sample-agent.js';
@@ -387,6 +388,29 @@ test('a damaged journal (truncated, or of another shape) is JOURNAL_DAMAGED ever
     [...readdirSync(a.memdirRoot), ...readdirSync(a.sqliteDir)].filter((n) => /\.restore-/.test(n)),
     [],
   );
+});
+
+test('gc --all --dry-run reports a damaged journal as the real gc does: the agent failed with JOURNAL_DAMAGED, exit 1, nothing touched (stop 51)', async (t) => {
+  const { a } = await agentWithSnapshot(t);
+  const journal = a.snapshotter.layout.journalPath('default', 'ana');
+  mkdirSync(dirname(journal), { recursive: true });
+  writeFileSync(journal, 'garbage, not a journal');
+  type Gc = {
+    errors: number;
+    agents: Array<{ agent_id: string; error_code?: string; decisions: unknown[] }>;
+  };
+  const runs: Gc[] = [];
+  for (const dry of [['--dry-run'], []]) {
+    const r = await runCli(['gc', '--all', ...dry, ...a.flags, '--json']);
+    assert.equal(r.code, 1, `${dry}: ${r.stderr}`);
+    const report = JSON.parse(r.stdout) as Gc;
+    assert.equal(report.errors, 1, r.stdout);
+    const ana = report.agents.find((e) => e.agent_id === 'ana');
+    assert.equal(ana?.error_code, 'JOURNAL_DAMAGED', r.stdout);
+    assert.equal(readFileSync(journal, 'utf8'), 'garbage, not a journal', `${dry}: the journal is kept`);
+    runs.push(report);
+  }
+  assert.deepEqual(runs[0]!.agents, runs[1]!.agents, 'the preview is what the real run reports');
 });
 
 test("recover --all and gc --all recover every agent they can: one agent's damaged journal is reported as its failure, the next agent's killed restore is still recovered, and the run exits with the failure's status", async (t) => {
