@@ -253,6 +253,73 @@ test('a remote repository replaced behind a warm cache: a read meeting the new r
   assert.equal(v.status, 'verified');
 });
 
+test("a snapshot deleted and imported again under its id (redacted) on another host: a warm host restores, checks and prunes the store's snapshot, never its old copy (stop 51)", async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const remote = tempDir(t, 'nexo-remote-');
+  const config = agentConfig(a, []);
+  const cli = async (args: string[], stateRoot = a.stateRoot) => {
+    const real = remoteFactories.s3;
+    remoteFactories.s3 = faultyS3(remote, []);
+    try {
+      return await runCli(
+        [
+          ...args,
+          '--json',
+          '--repo',
+          's3://fleet-bucket/agents',
+          '--config',
+          config,
+          '--state-root',
+          stateRoot,
+        ],
+        { env: allow },
+      );
+    } finally {
+      remoteFactories.s3 = real;
+    }
+  };
+  const ok = (r: RunResult, what: string) => {
+    assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
+    return JSON.parse(r.stdout);
+  };
+  const secret = 'AKIAABCDEFGHIJKLMNOP';
+  writeFileSync(join(a.memdir, 'MEMORY.md'), `# memory\nthe deploy key is ${secret}\n`);
+  // host A takes s1 (with the secret) and s2, and reads s1 (its old cache kept s1's manifest)
+  const s1 = ok(await cli(['snapshot', '--agent', 'ana']), 'snapshot s1 on A');
+  writeFileSync(join(a.memdir, 'MEMORY.md'), '# memory\nno secret here\n');
+  ok(await cli(['snapshot', '--agent', 'ana']), 'snapshot s2 on A');
+  ok(await cli(['ls', '--agent', 'ana', s1.id]), 'ls s1 on A');
+  const bundle = join(tempDir(t), 's1.tar.zst');
+  ok(await cli(['export', '--agent', 'ana', '--id', s1.id, '--to', bundle]), 'export s1 (redacted) on A');
+  // host B deletes s1, prunes its data, and imports the redacted copy: stored under s1's id again
+  const hostB = tempDir(t, 'nexo-host-b-');
+  ok(await cli(['delete', '--agent', 'ana', '--id', s1.id, '--yes'], hostB), 'delete s1 on B');
+  ok(await cli(['prune'], hostB), 'prune on B');
+  const imported = ok(
+    await cli(['import', '--from', bundle, '--agent', 'ana', '--store-only'], hostB),
+    'import the redacted s1 on B',
+  );
+  assert.equal(imported.snapshot.id, s1.id, 'stored under its id');
+  assert.equal(imported.stored, 'new');
+  // host A restores s1: the store's s1 is redacted (refused without --allow-redacted), never the old one
+  const restore = await cli(['restore', '--agent', 'ana', '--from', s1.id]);
+  assert.equal(restore.code, 6, `restore on A: ${restore.stdout}`);
+  assert.equal(JSON.parse(restore.stdout).error.code, 'REDACTED_BUNDLE');
+  assert.doesNotMatch(readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'), new RegExp(secret));
+  // host A prunes: nothing the store's s1 references goes; a fresh host checks every byte and restores it
+  ok(await cli(['prune']), 'prune on A');
+  const hostC = tempDir(t, 'nexo-host-c-');
+  ok(await cli(['check', '--read-data'], hostC), 'check --read-data on C');
+  ok(await cli(['restore', '--agent', 'ana', '--from', s1.id, '--allow-redacted'], hostC), 'restore s1 on C');
+  assert.match(readFileSync(join(a.memdir, 'MEMORY.md'), 'utf8'), /the deploy key is \[REDACTED:/);
+  // and importing it again on A says it is there (the store's manifest), not a new copy
+  const again = ok(
+    await cli(['import', '--from', bundle, '--agent', 'ana', '--store-only']),
+    'import again on A',
+  );
+  assert.equal(again.stored, 'already_present');
+});
+
 test('a redacted bundle that names no rule is refused without empty parentheses', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL, { store: 'bundles' });
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });

@@ -1,7 +1,11 @@
 // Owns the local cache of a remote repository (`<state_root>/cache/<sha256 of the location>/`): copies of
-// the objects that never change once written (config, keys, index, snapshots, listing; docs/repository.md
-// §1), so `list` and `find` fetch only the entries they have not seen. Packs are not cached (restore
-// reads ranges of them), nor pins and locks (they change). Listing names always follow the store's
+// the objects that never change once written (config, keys, index, listing; docs/repository.md §1), so
+// `list` fetches only the entries it has not seen. Packs are not cached (restore reads ranges of them),
+// nor pins and locks (they change), nor manifests: a snapshot's id can come back with other content
+// (deleted, then an import that keeps the bundle's id, a redacted export's copy included), and a host
+// that read its old manifest from a cache restored the old content, verified and pruned by it
+// (removing the new one's data) and said an import was already present (stop 51). Every read of a
+// manifest goes to the store: one request per snapshot read. Listing names always follow the store's
 // current state, so a snapshot forgotten on another host disappears at once: they are listed by the
 // store, or, on a store with a state token (NATS), kept with the token they were seen under and used
 // while the store gives the same token (listNames). Each object is one file `sha256(content) | content`,
@@ -44,7 +48,7 @@ import {
 } from './backend.js';
 
 /** The types whose objects never change once written, cached one file per object. */
-export const CACHED_TYPES: ReadonlySet<ObjectType> = new Set(['config', 'keys', 'index', 'snapshots']);
+export const CACHED_TYPES: ReadonlySet<ObjectType> = new Set(['config', 'keys', 'index']);
 /** The listing entries' one file, in the cache directory. */
 export const LISTING_FILE = 'listing.entries';
 /** What the listing file starts with (a file that does not is not used). */
