@@ -394,6 +394,31 @@ describe('serve: one daemon of the store flags and the token', () => {
     }
   });
 
+  test('serve: a live diff in a tenant that does not know the agent is 404 UNKNOWN_AGENT and makes no directory of that tenant (stop 51)', async () => {
+    const { a, d } = shared();
+    const diff = (tenant: string) =>
+      call(`${d.url}/v1/agents/ana/diff?a=live&b=live&detail=true&tenant=${tenant}`, { headers: auth() });
+    const junk = join(a.stateRoot, 'tenants', 'junk1');
+    const r = await diff('junk1');
+    assert.equal(r.status, 404, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'UNKNOWN_AGENT');
+    assert.match(
+      r.body.error.message,
+      /^unknown agent ana \(tenant junk1\): the tenant has no snapshot of it/,
+    );
+    assert.ok(!existsSync(junk), 'no directory of tenant junk1 (its gate file was made before)');
+    // the same live agent in its own tenant, and in a tenant that has a snapshot of it, is diffed
+    assert.equal((await diff('default')).status, 200);
+    const taken = await call(`${d.url}/v1/agents/ana/snapshots?tenant=known2`, {
+      method: 'POST',
+      headers: jsonHeaders(),
+      body: '{}',
+    });
+    assert.equal(taken.status, 201, JSON.stringify(taken.body));
+    assert.equal((await diff('known2')).status, 200);
+    assert.ok(!existsSync(junk));
+  });
+
   test('serve: the daemon these requests were sent to ends with status 0 on SIGTERM', async () => {
     const { d } = shared();
     d.child.kill('SIGTERM');

@@ -6,6 +6,7 @@
 // for the other side's secrets) are reported as such, not as changes; every value the result shows
 // goes through the redaction rules unless the caller asks for the values as stored (`showSecrets`).
 
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -161,6 +162,36 @@ function sideOf(
   return bundleSide(ref.id, ref.bundle, dir, identities, skip);
 }
 
+/**
+ * Live against live is a read, but it closes the agent's write gate of `tenant`, whose file that makes:
+ * the agent must be one of that tenant, checked before anything is created (stop 51: a read token's
+ * `diff?a=live&b=live&tenant=junk1` made `tenants/junk1/locks/<agent>.gate`). Its memory must exist
+ * there, and where that memory is the default tenant's (the default resolver ignores the tenant) the
+ * tenant must know the agent: a snapshot of it, or its gate already made by a writer or an operation of
+ * that tenant. A snapshot side found in the tenant is such a snapshot, so only live against live asks.
+ */
+async function checkLiveAgent(s: LocalSnapshotter, agentId: string, tenant: string): Promise<void> {
+  const searched = [
+    s.resolver.memdir(agentId, tenant),
+    s.resolver.sqliteDir(agentId, tenant),
+    s.resolver.stateDir(agentId, tenant),
+  ];
+  if (!(await s.agentExists(agentId, tenant))) throw new UnknownAgentError(agentId, tenant, searched);
+  if (
+    tenant === DEFAULT_TENANT ||
+    !s.sharesLiveMemory(agentId, tenant) ||
+    existsSync(s.layout.writeGatePath(tenant, agentId)) ||
+    (await s.list(agentId, tenant)).length > 0
+  )
+    return;
+  throw new UnknownAgentError(
+    agentId,
+    tenant,
+    searched,
+    `the tenant has no snapshot of it and no writer of it (its live memory is the default tenant's: diff it there)`,
+  );
+}
+
 const sum = (d: DatabaseDiff | undefined, f: 'added' | 'removed'): number =>
   d ? d.tables.reduce((n, t) => n + t[f], 0) : 0;
 
@@ -179,12 +210,7 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
     ]);
     // live against live of an agent that has no memory here compares nothing with nothing: unknown
     // (a snapshot side names the agent: live against it shows what is gone)
-    if (ra.live && rb.live && !(await s.agentExists(agentId, tenant)))
-      throw new UnknownAgentError(agentId, tenant, [
-        s.resolver.memdir(agentId, tenant),
-        s.resolver.sqliteDir(agentId, tenant),
-        s.resolver.stateDir(agentId, tenant),
-      ]);
+    if (ra.live && rb.live) await checkLiveAgent(s, agentId, tenant);
     const [skipA, skipB] = skipsFor(ra, rb);
     const [a, b] = await allSettledOrThrow([
       sideOf(s, agentId, tenant, ra, rb, skipA, join(tmp, 'a'), identities, req.decryptIdentity),

@@ -117,18 +117,18 @@ export class UnknownAgentError extends SnapshotError {
     readonly agentId: string,
     readonly tenant: string,
     searched: string[],
+    /** Why the agent is unknown there, when it is not that nothing of it was found (the paths still are named). */
+    readonly why = 'no memdir, no SQLite database and no state found',
   ) {
     searched = [...new Set(searched)];
-    super(
-      `unknown agent ${agentId} (tenant ${tenant}): no memdir, no SQLite database and no state found ` +
-        `(looked in ${searched.join(', ')})`,
-      { details: { agent_id: agentId, tenant, searched } },
-    );
+    super(`unknown agent ${agentId} (tenant ${tenant}): ${why} (looked in ${searched.join(', ')})`, {
+      details: { agent_id: agentId, tenant, searched },
+    });
   }
   /** The agent, not where the host looked: state root and tenant directories are the operator's. */
   protected override forClient() {
     return {
-      message: `unknown agent ${this.agentId} (tenant ${this.tenant}): no memdir, no SQLite database and no state found on this host`,
+      message: `unknown agent ${this.agentId} (tenant ${this.tenant}): ${this.why} on this host`,
       details: { agent_id: this.agentId, tenant: this.tenant },
     };
   }
