@@ -313,7 +313,11 @@ test('the diff page shows the row counts the library diff reports', async () => 
       assert.ok(tries < 100, `picker A shows ${await pickerA.inputValue()}`); // 10 s: the list is loaded long before
       await new Promise((r) => setTimeout(r, 100));
     }
-    await page.goto(`${url}/#/diff/default/ana/${first!.id}/${third!.id}`);
+    // the normal way there: the timeline, A and B picked, one click on its link starts the diff
+    await page.goto(`${url}/#/agent/default/ana`);
+    await page.check(`#timeline tr[data-id="${first!.id}"] input[name="pick-a"]`);
+    await page.check(`#timeline tr[data-id="${third!.id}"] input[name="pick-b"]`);
+    await page.click('#diff-link');
     const row = page.locator('#diff-tables tr[data-table="long_term.memories"]');
     await row.waitFor({ timeout: 90_000 }).catch(async (err: unknown) => {
       // say what the page shows instead (an API error, still loading) rather than only the timeout
@@ -530,6 +534,55 @@ test("the diff page against live: the library diff's rows, samples of hostile ro
   }
 });
 
+test('a diff page opened by its address alone (another site can send the tab there) asks nothing of the API until its button is clicked; a click in the console starts it at once (stop 51)', async () => {
+  const first = metas[metas.length - 1]!;
+  const diffs = () => daemonLog.split('GET /v1/agents/ana/diff?').length - 1;
+  const { context, page, requests } = await open();
+  const diffRequests = () => requests.filter((u) => u.startsWith(`${url}/v1/agents/ana/diff?`));
+  try {
+    await login(page, READ_TOKEN);
+    const before = diffs();
+    // a new document at that address, as another site's link or script would open it: the token is
+    // still in the tab's sessionStorage
+    await page.goto('about:blank');
+    await page.goto(`${url}/#/diff/default/ana/${first.id}/live`);
+    await waitShowing(page, '#diff-run');
+    // the pickers show the snapshot list, asked for with the diff's own request in the old page: had
+    // the page asked for the diff, that request would be sent by now
+    const pickerA = page.locator('select').first();
+    await until(async () => (await pickerA.inputValue()) === first.id);
+    // and the address changed inside the page (the hash set by a script or a link): no diff either;
+    // the page's list, asked for again for the new route, says its requests for it were sent
+    for (const [a, b] of [
+      ['live', 'live'],
+      [first.id, 'live'],
+    ]) {
+      const lists = requests.filter((u) => u.startsWith(`${url}/v1/agents/ana/snapshots?`)).length;
+      await page.goto(`${url}/#/diff/default/ana/${a}/${b}`);
+      await until(
+        () => requests.filter((u) => u.startsWith(`${url}/v1/agents/ana/snapshots?`)).length > lists,
+      );
+      await waitShowing(page, '#diff-run');
+      assert.match((await page.textContent('#diff-start')) ?? '', /live memory under its write gate/);
+    }
+    assert.deepEqual(diffRequests(), [], 'the page asked for no diff');
+    assert.equal(await page.locator('#diff-tables').count(), 0);
+    assert.equal(diffs(), before, 'the daemon served no diff');
+    // the operator's click starts it
+    await page.click('#diff-run');
+    await waitShowing(page, '#diff-tables tr[data-table="long_term.memories"]');
+    assert.equal(diffRequests().length, 1);
+    await until(() => diffs() === before + 1);
+    // a pick in the page is a click of its own: the new pair is diffed at once
+    await page.locator('select').nth(1).selectOption(metas[0]!.id);
+    await until(() => diffRequests().length === 2);
+    await waitShowing(page, '#diff-tables');
+    assert.equal(await page.locator('#diff-run').count(), 0);
+  } finally {
+    await context.close();
+  }
+});
+
 test('a huge patch: the API cuts it at 1 MiB and says so; the diff page draws a bounded number of its lines and counts the rest', async () => {
   const first = metas[metas.length - 1]!;
   const big = join(memdir, 'huge.md');
@@ -554,6 +607,7 @@ test('a huge patch: the API cuts it at 1 MiB and says so; the diff page draws a 
     const shownLines = huge.patch!.split('\n').length - 1;
     await login(page, READ_TOKEN);
     await page.goto(`${url}/#/diff/default/ana/${first.id}/live`);
+    await page.click('#diff-run'); // opened by its address: the diff waits for the button
     await waitShowing(page, '#diff details.file');
     const file = page.locator('#diff details.file', { hasText: 'huge.md' });
     assert.equal(await file.locator('pre.patch span').count(), 2000);
@@ -606,6 +660,80 @@ test('the memory browser opens tables named `x/secret`, `..`, `.` and the empty 
     const live = new Database(join(sqliteDir, 'long_term.sqlite'));
     for (const name of names) live.exec(`DROP TABLE "${name}"`);
     live.close();
+  }
+});
+
+test('bidi and invisible characters from memory are marks in every view: components, restore preview, file path, crumbs and contents, table, columns, rows, diff (stop 51)', async () => {
+  const R = '\u202E';
+  const I = '\u2066';
+  const odd = `${R}x${I}`; // in every name and value below
+  const shown = '⟨U+202E⟩x⟨U+2066⟩';
+  const dir = `d${odd}`;
+  const file = `f${odd}.md`;
+  const table = `t${odd}`;
+  const column = `c${odd}`;
+  const dreamRun = join(sqliteDir, 'dream_run.json');
+  const dreamBefore = readFileSync(dreamRun, 'utf8');
+  const before = (await snapshotter.list('ana'))[0]!;
+  mkdirSync(join(memdir, dir));
+  writeFileSync(join(memdir, dir, file), `# Head ${odd}\n\nline ${odd}\n\tindented ${odd}\n`);
+  const db = new Database(join(sqliteDir, 'long_term.sqlite'));
+  db.exec(`CREATE TABLE "${table}" ("${column}" TEXT)`);
+  db.prepare(`INSERT INTO "${table}" VALUES (?)`).run(`v${odd}`);
+  db.close();
+  writeFileSync(dreamRun, `${JSON.stringify({ run_id: `dream-${odd}`, finished_at_ms: 1, status: 'ok' })}\n`);
+  const snap = await snapshotter.snapshot({ agentId: 'ana', label: 'bidi', createdBy: 'cli' });
+  /** The text of `selector`: it holds the marks and neither raw character. */
+  const marked = async (page: Page, selector: string, ...want: string[]) => {
+    const text = (await page.textContent(selector)) ?? '';
+    for (const w of want) assert.ok(text.includes(w), `${selector} shows ${w}: ${text.slice(0, 500)}`);
+    assert.ok(!text.includes(R) && !text.includes(I), `${selector} holds a raw U+202E or U+2066: ${text}`);
+  };
+  const { context, page } = await open();
+  try {
+    await login(page, WRITE_TOKEN);
+    await page.goto(`${url}/#/snapshot/default/ana/${snap.id}`);
+    // the components table, the restore preview's rows per table
+    await page.locator('#components tbody tr', { hasText: `t${shown}` }).waitFor();
+    await marked(page, '#components', `t${shown}`);
+    await page.click('#restore-preview');
+    await waitShowing(page, '#restore-report');
+    await marked(page, '#restore-report', `t${shown}: 1 → 1 rows`);
+    // a folder, its crumb, a file: path, markdown and plain text (line ends and tabs kept)
+    await page.click('#browser-tree button[data-path="memdir"]');
+    await page.click(`#browser-tree button[data-path="memdir/${dir}"]`);
+    await page.click(`#browser-tree button[data-path="memdir/${dir}/${file}"]`);
+    await page.locator('#browser-content .markdown h3').waitFor();
+    await marked(page, '#browser .crumbs', `d${shown}`);
+    await marked(page, '#browser-content h3 code', `memdir/d${shown}/f${shown}.md`);
+    await marked(page, '#browser-content .markdown', `Head ${shown}`, `line ${shown}`);
+    await page.check('#browser-content input[type=checkbox]');
+    assert.equal(
+      await page.textContent('#browser-content pre.file-text'),
+      `# Head ${shown}\n\nline ${shown}\n\tindented ${shown}\n`,
+    );
+    // a table: its path, column and row value
+    await page.click('#browser .crumbs button:text("/")');
+    await page.click('#browser-tree button[data-path="sqlite"]');
+    await page.click('#browser-tree button[data-path="sqlite/long_term"]');
+    await page.click(`#browser-tree button[data-path="sqlite/long_term/${table}"]`);
+    await waitShowing(page, '#table-rows tbody tr');
+    await marked(page, '#browser-content h3 code', `sqlite/long_term/t${shown}`);
+    await marked(page, '#table-rows thead', `c${shown}`);
+    await marked(page, '#table-rows tbody', `v${shown}`);
+    // the diff from the snapshot before: the table, the file's patch and the state
+    await page.goto(`${url}/#/diff/default/ana/${before.id}/${snap.id}`);
+    await page.click('#diff-run');
+    await page.locator('#diff-tables tr', { hasText: `t${shown}` }).waitFor();
+    await marked(page, '#diff', `t${shown}`, `+line ${shown}`, `"run_id": "dream-${shown}"`, `f${shown}.md`);
+    assert.deepEqual(dialogs, []);
+  } finally {
+    await context.close();
+    rmSync(join(memdir, dir), { recursive: true });
+    const live = new Database(join(sqliteDir, 'long_term.sqlite'));
+    live.exec(`DROP TABLE "${table}"`);
+    live.close();
+    writeFileSync(dreamRun, dreamBefore);
   }
 });
 

@@ -52,6 +52,16 @@ const INVISIBLE =
 export const shownName = (s: string): string =>
   s.replace(INVISIBLE, (c) => `⟨U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}⟩`);
 
+/**
+ * A text a bundle or memory controls shown on lines of its own (a memory file, a patch, JSON in a
+ * `<pre>`): as shownName, but its line ends and tabs kept as they are (`\n`, `\t`, and `\r` before a
+ * `\n`), the layout they make being visible.
+ */
+export const shownText = (s: string): string =>
+  s.replace(INVISIBLE, (c, at: number) =>
+    c === '\n' || c === '\t' || (c === '\r' && s[at + 1] === '\n') ? c : shownName(c),
+  );
+
 /** A pin's note is drawn cut to this many characters (as `list`'s text table: src/cli/format.ts). */
 export const PIN_NOTE_SHOWN = 40;
 

@@ -7,6 +7,7 @@
 import { render } from 'preact';
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, get, getToken, onRefused, onUnauthorized, setToken } from './api.js';
+import { takeClicked } from './clicked.js';
 import { html } from './html.js';
 import type { Rights } from './types.js';
 import { ActivityPanel } from './views/activity.js';
@@ -19,7 +20,7 @@ type Route =
   | { view: 'fleet' }
   | { view: 'agent'; tenant: string; agent: string }
   | { view: 'snapshot'; tenant: string; agent: string; id: string }
-  | { view: 'diff'; tenant: string; agent: string; a: string; b: string };
+  | { view: 'diff'; tenant: string; agent: string; a: string; b: string; clicked?: boolean };
 
 function parseRoute(hash: string): Route {
   const parts = hash.replace(/^#\/?/, '').split('/').filter(Boolean);
@@ -107,7 +108,11 @@ function App() {
       setLoginError('The daemon no longer accepts this token (it was changed or revoked). Log in again.');
     });
     void login(getToken());
-    const onHash = () => setRoute(parseRoute(location.hash));
+    // a diff starts at once only when a click of this page led to it (clicked.ts): never from the URL
+    const onHash = () => {
+      const r = parseRoute(location.hash);
+      setRoute(r.view === 'diff' ? { ...r, clicked: takeClicked(location.hash) } : r);
+    };
     addEventListener('hashchange', onHash);
     return () => removeEventListener('hashchange', onHash);
   }, [login]);
@@ -128,7 +133,8 @@ function App() {
       view = html`<${Snapshot} key=${`${route.tenant}/${route.agent}/${route.id}`} tenant=${route.tenant} agent=${route.agent} id=${route.id} rights=${rights} />`;
       break;
     case 'diff':
-      view = html`<${Diff} tenant=${route.tenant} agent=${route.agent} a=${route.a} b=${route.b} />`;
+      // keyed by the route, as the snapshot page: another pair starts anew, and only by a click
+      view = html`<${Diff} key=${`${route.tenant}/${route.agent}/${route.a}/${route.b}`} tenant=${route.tenant} agent=${route.agent} a=${route.a} b=${route.b} clicked=${route.clicked === true} />`;
       break;
     default:
       view = html`<${Fleet} refresh=${refresh} />`;

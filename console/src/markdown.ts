@@ -1,9 +1,11 @@
 // A tiny markdown renderer for memory files: headings, lists, block quotes, fenced code, paragraphs;
 // inline code, bold, italics; links shown as their text and address (never followed, never an href).
 // It builds Preact elements whose children are strings, so the file's text can only ever be text: no
-// HTML in a memory file is parsed, and nothing goes through innerHTML.
+// HTML in a memory file is parsed, and nothing goes through innerHTML. Control, bidirectional and
+// invisible format characters are shown as marks (format.ts shownText) before any markup is read.
 
 import { type ComponentChildren, h } from 'preact';
+import { shownText } from './format.js';
 
 /** Inline markup of one line: `code`, **bold**, *em* / _em_, [text](url). */
 export function inline(text: string): ComponentChildren[] {
@@ -23,7 +25,8 @@ export function inline(text: string): ComponentChildren[] {
 }
 
 export function renderMarkdown(source: string) {
-  const lines = source.replace(/\r\n?/g, '\n').split('\n');
+  // a mark is `⟨U+202E⟩`: none of its characters is markup, so the marks change no block or span
+  const lines = shownText(source.replace(/\r\n?/g, '\n')).split('\n');
   const blocks: ComponentChildren[] = [];
   let i = 0;
   while (i < lines.length) {

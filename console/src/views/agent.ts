@@ -9,7 +9,7 @@ import { bytes, KINDS, kindOf, shortId, shownName, shownPinNote, when } from '..
 import { useLoad } from '../hooks.js';
 import { html } from '../html.js';
 import type { Decision, Rights, SnapshotMeta } from '../types.js';
-import { diffHref, ErrorNote, Flags, Loading, snapshotHref } from './common.js';
+import { DiffLink, diffHref, ErrorNote, Flags, Loading, snapshotHref } from './common.js';
 
 const W = 860;
 const H = 220;
@@ -145,8 +145,8 @@ export function Agent({
     <${ErrorNote} error=${actionError} />
     <p class="inline">
       Compare: pick A and B in the table, then
-      ${a && b ? html`<a class="button" id="diff-link" href=${diffHref(tenant, agent, a, b)}>diff A → B</a>` : html`<span class="muted">(two picked)</span>`}
-      ${a ? html`<a class="button" href=${diffHref(tenant, agent, a, 'live')}>diff A → live</a>` : null}
+      ${a && b ? html`<${DiffLink} id="diff-link" href=${diffHref(tenant, agent, a, b)}>diff A → B</${DiffLink}>` : html`<span class="muted">(two picked)</span>`}
+      ${a ? html`<${DiffLink} href=${diffHref(tenant, agent, a, 'live')}>diff A → live</${DiffLink}>` : null}
     </p>
     <table class="grid" id="timeline">
       <thead><tr><th>A</th><th>B</th><th>taken</th><th>id</th><th>kind</th><th>label</th><th>added</th><th>flags</th><th>next gc</th>${rights.write ? html`<th></th>` : null}</tr></thead>

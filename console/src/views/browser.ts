@@ -1,11 +1,12 @@
 // The memory browser of one snapshot: the tree as it was (memdir directories and files, databases and
 // tables, state values) and the selected entry — a memory file rendered as markdown (or as text), a
 // table's rows page by page. Everything shown is the snapshot's content, so it is hostile: it is only
-// ever given to Preact as text (the markdown renderer builds elements, never HTML).
+// ever given to Preact as text (the markdown renderer builds elements, never HTML), its control,
+// bidirectional and invisible characters as marks (format.ts shownName, shownText).
 
 import { useState } from 'preact/hooks';
 import { apiPath, get } from '../api.js';
-import { bytes, shownName } from '../format.js';
+import { bytes, shownName, shownText } from '../format.js';
 import { useLoad } from '../hooks.js';
 import { html } from '../html.js';
 import { renderMarkdown } from '../markdown.js';
@@ -14,11 +15,12 @@ import { ErrorNote, Loading } from './common.js';
 
 const PAGE = 50;
 
+/** A row's value as drawn in its cell: a text through shownName, as every string memory controls. */
 function cell(v: Cell): string {
   if (v === null) return 'NULL';
-  if (typeof v !== 'object') return String(v);
+  if (typeof v !== 'object') return shownName(String(v));
   if (v.blob_base64 !== undefined) return `<blob ${v.size_bytes ?? '?'} bytes>`;
-  return `${v.text ?? ''}${v.truncated ? '…' : ''}`;
+  return `${shownName(v.text ?? '')}${v.truncated ? '…' : ''}`;
 }
 
 function Content({ base, tenant, entry }: { base: string; tenant: string; entry: LsEntry }) {
@@ -34,7 +36,7 @@ function Content({ base, tenant, entry }: { base: string; tenant: string; entry:
   );
   const c = r.data;
   return html`<div class="content" id="browser-content">
-    <h3><code>${entry.path}</code></h3>
+    <h3><code>${shownName(entry.path)}</code></h3>
     <${ErrorNote} error=${r.error} />
     <${Loading} when=${r.loading} />
     ${
@@ -43,7 +45,7 @@ function Content({ base, tenant, entry }: { base: string; tenant: string; entry:
           ? html`<p class="muted">binary file, ${bytes(c.size_bytes)}</p>`
           : html`<div>
             ${entry.path.endsWith('.md') ? html`<label><input type="checkbox" checked=${asText} onChange=${() => setAsText(!asText)} /> show as text</label>` : null}
-            ${entry.path.endsWith('.md') && !asText ? renderMarkdown(c.content ?? '') : html`<pre class="file-text">${c.content ?? ''}</pre>`}
+            ${entry.path.endsWith('.md') && !asText ? renderMarkdown(c.content ?? '') : html`<pre class="file-text">${shownText(c.content ?? '')}</pre>`}
             ${c.truncated ? html`<p class="muted">(first ${bytes(c.length)} of ${bytes(c.size_bytes)})</p>` : null}
           </div>`
         : null
@@ -55,13 +57,13 @@ function Content({ base, tenant, entry }: { base: string; tenant: string; entry:
             <button disabled=${c.offset === 0} onClick=${() => setOffset(Math.max(0, offset - PAGE))}>previous</button>
             <button disabled=${!c.truncated} onClick=${() => setOffset(offset + PAGE)}>next</button></p>
           <div class="scroll"><table class="grid rows" id="table-rows">
-            <thead><tr>${c.columns.map((k) => html`<th>${k}</th>`)}</tr></thead>
+            <thead><tr>${c.columns.map((k) => html`<th>${shownName(k)}</th>`)}</tr></thead>
             <tbody>${c.rows.map((row) => html`<tr>${c.columns.map((k) => html`<td>${cell(row[k] ?? null)}</td>`)}</tr>`)}</tbody>
           </table></div>
         </div>`
         : null
     }
-    ${c?.kind === 'database' ? html`<p>${c.tables.map((t) => `${t.table}: ${t.total_rows} rows`).join(' · ')}</p>` : null}
+    ${c?.kind === 'database' ? html`<p>${c.tables.map((t) => `${shownName(t.table)}: ${t.total_rows} rows`).join(' · ')}</p>` : null}
   </div>`;
 }
 
@@ -126,7 +128,7 @@ export function Browser({ base, tenant }: { base: string; tenant: string }) {
       <button class="link" onClick=${() => go('')}>/</button>
       ${parts.map(
         (p, i) =>
-          html`<span> / </span><button class="link" onClick=${() => go(parts.slice(0, i + 1).join('/'))}>${p}</button>`,
+          html`<span> / </span><button class="link" onClick=${() => go(parts.slice(0, i + 1).join('/'))}>${shownName(p)}</button>`,
       )}
     </p>
     <${ErrorNote} error=${ls.error} />

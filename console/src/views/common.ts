@@ -1,7 +1,9 @@
-// Pieces every view uses: links between views (hash routes), error and loading notes, flags.
+// Pieces every view uses: links between views (hash routes; a diff's marks its click), error and
+// loading notes, flags.
 
 import type { ComponentChildren } from 'preact';
 import { ApiError, seg } from '../api.js';
+import { markClicked } from '../clicked.js';
 import { shownName, shownPinNote } from '../format.js';
 import { html } from '../html.js';
 import type { SnapshotMeta } from '../types.js';
@@ -11,6 +13,19 @@ export const snapshotHref = (tenant: string, agent: string, id: string): string 
   `#/snapshot/${seg(tenant)}/${seg(agent)}/${seg(id)}`;
 export const diffHref = (tenant: string, agent: string, a: string, b: string): string =>
   `#/diff/${seg(tenant)}/${seg(agent)}/${seg(a)}/${seg(b)}`;
+
+/** A link to a diff: a click on it starts the diff (clicked.ts); the address alone never does. */
+export function DiffLink({
+  href,
+  id,
+  children,
+}: {
+  href: string;
+  id?: string;
+  children?: ComponentChildren;
+}) {
+  return html`<a class="button" id=${id} href=${href} onClick=${() => markClicked(href)}>${children}</a>`;
+}
 
 export function ErrorNote({ error }: { error?: Error }) {
   if (!error) return null;

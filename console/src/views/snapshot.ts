@@ -7,12 +7,12 @@
 
 import { useState } from 'preact/hooks';
 import { apiPath, call, download, get, seg } from '../api.js';
-import { bytes, kindOf, shownName, when } from '../format.js';
+import { bytes, kindOf, shownName, shownText, when } from '../format.js';
 import { useLoad } from '../hooks.js';
 import { html } from '../html.js';
 import type { LsResult, RestoreReport, Rights, SnapshotMeta, VerifyReport } from '../types.js';
 import { Browser } from './browser.js';
-import { agentHref, diffHref, ErrorNote, Flags, Loading } from './common.js';
+import { agentHref, DiffLink, diffHref, ErrorNote, Flags, Loading } from './common.js';
 
 /** What a download was, as the server's `X-Nexo-Copy` says. */
 const COPY_KINDS: Record<string, string> = {
@@ -25,9 +25,9 @@ const COPY_KINDS: Record<string, string> = {
 function VerifyView({ r }: { r: VerifyReport }) {
   return html`<div id="verify-report" class=${`report status-${r.status}`}>
     <p>Status: <strong class=${`status-${r.status}`}>${r.status}</strong> — ${r.artifacts_checked} of ${r.artifacts_total} artifacts, ${bytes(r.bytes_checked)} checked; manifest ${r.manifest_ok ? 'ok' : 'NOT ok'}${r.signature ? `, signature ${r.signature.status}` : ''}</p>
-    ${r.problems.length ? html`<ul class="problems">${r.problems.map((p) => html`<li><code>${p.code}</code> ${p.message}${p.path ? html` (<code>${p.path}</code>)` : null}</li>`)}</ul>` : null}
-    ${r.not_checked.length ? html`<p class="muted">Not checked: ${r.not_checked.map((n) => `${n.check} (${n.reason})`).join('; ')}</p>` : null}
-    ${r.deep ? html`<details open><summary>deep checks</summary><pre>${JSON.stringify(r.deep, null, 2)}</pre></details>` : null}
+    ${r.problems.length ? html`<ul class="problems">${r.problems.map((p) => html`<li><code>${p.code}</code> ${shownName(p.message)}${p.path ? html` (<code>${shownName(p.path)}</code>)` : null}</li>`)}</ul>` : null}
+    ${r.not_checked.length ? html`<p class="muted">Not checked: ${r.not_checked.map((n) => shownName(`${n.check} (${n.reason})`)).join('; ')}</p>` : null}
+    ${r.deep ? html`<details open><summary>deep checks</summary><pre>${shownText(JSON.stringify(r.deep, null, 2))}</pre></details>` : null}
   </div>`;
 }
 
@@ -36,14 +36,14 @@ function RestoreView({ r }: { r: RestoreReport }) {
     <p>${r.dry_run ? 'A restore would change:' : `Restored from ${r.from}${r.pre_snapshot ? ` (pre-restore snapshot ${r.pre_snapshot})` : ''}:`}</p>
     <table class="grid"><thead><tr><th>component</th><th>action</th><th>detail</th></tr></thead><tbody>
       ${r.components.map(
-        (c) => html`<tr><td>${c.component}</td><td>${c.action}</td><td>
-          ${c.rows ? Object.entries(c.rows).map(([t, n]) => html`<div>${t}: ${n.old} → ${n.new} rows</div>`) : null}
+        (c) => html`<tr><td>${shownName(c.component)}</td><td>${c.action}</td><td>
+          ${c.rows ? Object.entries(c.rows).map(([t, n]) => html`<div>${shownName(t)}: ${n.old} → ${n.new} rows</div>`) : null}
           ${c.head ? html`<div>HEAD ${c.head.old?.slice(0, 10) ?? '—'} → ${c.head.new?.slice(0, 10) ?? '—'}</div>` : null}
           ${c.files ? html`<div>files: +${c.files.added.length} −${c.files.removed.length} ~${c.files.changed.length}</div>` : null}
         </td></tr>`,
       )}
     </tbody></table>
-    ${r.warnings.map((w) => html`<p class="warning">${w}</p>`)}
+    ${r.warnings.map((w) => html`<p class="warning">${shownName(w)}</p>`)}
   </div>`;
 }
 
@@ -66,11 +66,11 @@ function Components({ base, tenant, meta }: { base: string; tenant: string; meta
           ${comps.data.tables.flatMap(({ db, tables }) =>
             tables.map(
               (t) =>
-                html`<tr><td>${db.name}</td><td>${t.name}</td><td class="num">${t.rows ?? '—'}</td></tr>`,
+                html`<tr><td>${shownName(db.name)}</td><td>${shownName(t.name)}</td><td class="num">${t.rows ?? '—'}</td></tr>`,
             ),
           )}
         </tbody></table>
-        <p>memdir: ${comps.data.memdir} entries at the top · state: ${comps.data.state.map((s) => s.name).join(', ') || 'none'}</p>`
+        <p>memdir: ${comps.data.memdir} entries at the top · state: ${comps.data.state.map((s) => shownName(s.name)).join(', ') || 'none'}</p>`
         : null
     }
   </section>`;
@@ -142,7 +142,7 @@ export function Snapshot({
     <div class="actions">
       <button id="verify" disabled=${off} onClick=${() => base && doVerify(base, false)}>Verify</button>
       <button id="verify-deep" disabled=${off} onClick=${() => base && doVerify(base, true)}>Deep verify</button>
-      ${m ? html`<a class="button" id="diff-live" href=${diffHref(tenant, agent, m.id, 'live')}>Diff with live</a>` : null}
+      ${m ? html`<${DiffLink} id="diff-live" href=${diffHref(tenant, agent, m.id, 'live')}>Diff with live</${DiffLink}>` : null}
       ${
         rights.write && m && base
           ? html`<button id="download" disabled=${off} onClick=${() =>
