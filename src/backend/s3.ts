@@ -468,18 +468,7 @@ export class S3Backend implements Backend {
    */
   private async confirmStored(key: string, what: string, size: number, etagMatches: boolean): Promise<void> {
     if (etagMatches) return;
-    let stored: number | undefined;
-    try {
-      const r = await this.run(
-        'stat',
-        what,
-        () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
-        () => 0,
-      );
-      stored = r.ContentLength;
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
+    const stored = (await this.head(key, what))?.ContentLength;
     if (stored !== size)
       throw new StoreUnavailableError(
         'STORE_UNSAFE',
@@ -489,14 +478,21 @@ export class S3Backend implements Backend {
   }
 
   private async etagOf(key: string, what: string): Promise<string | undefined> {
+    return unquote((await this.head(key, what))?.ETag);
+  }
+
+  /** The object's HEAD answer, or undefined when it is not there. */
+  private async head(
+    key: string,
+    what: string,
+  ): Promise<{ ETag?: string; ContentLength?: number } | undefined> {
     try {
-      const r = await this.run(
+      return await this.run(
         'stat',
         what,
         () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
         () => 0,
       );
-      return unquote(r.ETag);
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
