@@ -99,6 +99,7 @@ before(async () => {
   editedRows = rowsOf(bea.sqliteDir);
   await s.snapshot({ agentId: 'bea', label: 'before a dream', createdBy: 'auto-pre-dream' });
   await s.snapshot({ agentId: 'bea', label: 'before a tool', createdBy: 'auto-pre-mutating-tool' });
+  await s.snapshot({ agentId: 'bea', label: 'by the agent itself', createdBy: 'tool' });
   // a 0.2 bundle of the same agent beside the repository, encrypted: the listing holds both
   await new LocalSnapshotter({ ...roots, store: 'bundles' }).snapshot({
     agentId: 'bea',
@@ -416,6 +417,7 @@ test('timeline (after the restore above): every kind and flag, snapshots taken f
       'auto-pre-dream': 'pre-dream',
       'auto-pre-restore': 'pre-restore',
       'auto-pre-mutating-tool': 'pre-mutating-tool',
+      tool: 'tool',
     };
     const seen = new Set<string>();
     for (const m of metas) {
@@ -436,7 +438,18 @@ test('timeline (after the restore above): every kind and flag, snapshots taken f
         bytes((m as { added_bytes?: number }).added_bytes ?? m.bundle_size_bytes),
       );
     }
-    assert.deepEqual([...seen].sort(), ['manual', 'pre-dream', 'pre-mutating-tool', 'pre-restore']);
+    assert.deepEqual([...seen].sort(), ['manual', 'pre-dream', 'pre-mutating-tool', 'pre-restore', 'tool']);
+    // each kind has its colour: the agent's own snapshots are not drawn as manual ones (stop 51)
+    const colour = (kind: string) =>
+      page
+        .locator(`#timeline span.kind.kind-${kind}`)
+        .first()
+        .evaluate(
+          (e) =>
+            (globalThis as unknown as { getComputedStyle(x: unknown): { color: string } }).getComputedStyle(e)
+              .color,
+        );
+    assert.notEqual(await colour('tool'), await colour('manual'));
     for (const flag of ['pinned', 'signed', 'encrypted', 'redacted'])
       assert.ok(
         (await page.locator('#timeline .flags .flag', { hasText: flag }).count()) > 0,

@@ -1,5 +1,5 @@
-// Owns the kind of a snapshot (manual, scheduled, pre-dream, pre-restore, pre-mutating-tool), derived
-// from who made it. Pure, no imports: the fleet overview and the web console's bundle both use it.
+// Owns the kind of a snapshot (manual, scheduled, pre-dream, pre-restore, pre-mutating-tool, tool),
+// derived from who made it. Pure, no imports: the fleet overview and the web console's bundle both use it.
 
 export const SNAPSHOT_KINDS = [
   'manual',
@@ -7,10 +7,14 @@ export const SNAPSHOT_KINDS = [
   'pre-dream',
   'pre-restore',
   'pre-mutating-tool',
+  'tool',
 ] as const;
 export type SnapshotKind = (typeof SNAPSHOT_KINDS)[number];
 
-/** The kind of a snapshot, from who made it (anything not automatic is manual: cli, api, tool, …). */
+/**
+ * The kind of a snapshot, from who made it: the agent's own (`tool`, the MCP tool; retention keeps them
+ * in a group of their own), an automatic one, else manual (cli, api, import, …).
+ */
 export function snapshotKind(createdBy: string | undefined): SnapshotKind {
   switch (createdBy) {
     case 'scheduled':
@@ -21,6 +25,8 @@ export function snapshotKind(createdBy: string | undefined): SnapshotKind {
       return 'pre-restore';
     case 'auto-pre-mutating-tool':
       return 'pre-mutating-tool';
+    case 'tool':
+      return 'tool';
     default:
       return 'manual';
   }
