@@ -7,7 +7,7 @@
 // whose memdir or database directory is missing says so, naming the path (both missing: UNKNOWN_AGENT).
 
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { InvalidInputError } from '../src/model/errors.js';
@@ -194,6 +194,7 @@ test('a snapshot names a missing memdir or database directory, and a database it
   // a database beside the four is named: no snapshot holds it (stop 51)
   for (const n of ['extra.sqlite', 'old.db']) writeFileSync(join(a.sqliteDir, n), '');
   writeFileSync(join(a.sqliteDir, 'notes.txt'), 'not a database\n');
+  mkdirSync(join(a.sqliteDir, 'leveldb.db')); // a directory: not a SQLite database
   const extra = ok(await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json']), 'an extra database');
   assert.deepEqual(extra.warnings, [
     `the database directory ${a.sqliteDir} holds 2 databases no snapshot holds (extra.sqlite, old.db): a snapshot holds long_term.sqlite, vector.sqlite, concepts.sqlite, compactions.sqlite only`,

@@ -578,6 +578,19 @@ test('a diff page opened by its address alone (another site can send the tab the
     await until(() => diffRequests().length === 2);
     await waitShowing(page, '#diff-tables');
     assert.equal(await page.locator('#diff-run').count(), 0);
+    // a Ctrl-click opens the diff in another tab and leaves this one where it was: the mark it made is
+    // never taken by a later change of this tab's address to that diff (a review, stop 51)
+    await page.goto(`${url}/#/agent/default/ana`);
+    await page.check(`#timeline tr[data-id="${first.id}"] input[name="pick-a"]`);
+    await page.check(`#timeline tr[data-id="${metas[0]!.id}"] input[name="pick-b"]`);
+    const href = (await page.getAttribute('#diff-link', 'href'))!;
+    const opened = context.waitForEvent('page');
+    await page.click('#diff-link', { modifiers: ['Control'] });
+    await (await opened).close();
+    await page.goto(`${url}/#/`);
+    await page.goto(`${url}/${href.replace(/^.*#/, '#')}`);
+    await waitShowing(page, '#diff-run');
+    assert.equal(diffRequests().length, 2, 'no diff from the mark the Ctrl-click left');
   } finally {
     await context.close();
   }

@@ -370,6 +370,8 @@ test('dry run reports rows, files, HEAD and refs per component and changes nothi
   const a = agent(t);
   git(a.memdir, ['tag', 'kept']);
   git(a.memdir, ['tag', 'moved']);
+  // a name beyond ASCII, unchanged: the bundle's header and the live repository name it alike
+  git(a.memdir, ['branch', 'zweig/grün']);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
   mutate(a);
   // refs made after the snapshot: a branch and a tag it does not have, a tag it has at another commit
@@ -418,7 +420,13 @@ test('dry run reports rows, files, HEAD and refs per component and changes nothi
   const refsNow = git(a.memdir, ['for-each-ref', '--format=%(refname)']).trim().split('\n');
   assert.deepEqual(
     refsNow.sort(),
-    [branch, 'refs/tags/kept', 'refs/tags/moved', `refs/tags/${done.pre_restore_tag}`].sort(),
+    [
+      branch,
+      'refs/heads/zweig/grün',
+      'refs/tags/kept',
+      'refs/tags/moved',
+      `refs/tags/${done.pre_restore_tag}`,
+    ].sort(),
   );
   // and again: nothing left to change, memdir unchanged (the pre-restore tag is a ref the snapshot lacks)
   const again = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, dryRun: true });

@@ -6,6 +6,10 @@
 // any other way (an address typed or sent, a reload, another site's link) shows a button instead.
 
 let marked: string | undefined;
+let markedAt = 0;
+
+/** A click's route changes at once; a mark older than this was left behind (a Ctrl-click, say). */
+const MARK_LIFE_MS = 2000;
 
 /**
  * A click on a link or control of the console that opens `href` (only the console's own scripts run
@@ -13,11 +17,12 @@ let marked: string | undefined;
  */
 export function markClicked(href: string): void {
   marked = href;
+  markedAt = Date.now();
 }
 
 /** Whether the page went to `hash` by a click of its own; the mark is used up either way. */
 export function takeClicked(hash: string): boolean {
-  const clicked = marked !== undefined && marked === hash;
+  const clicked = marked !== undefined && marked === hash && Date.now() - markedAt < MARK_LIFE_MS;
   marked = undefined;
   return clicked;
 }

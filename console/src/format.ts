@@ -53,13 +53,23 @@ export const shownName = (s: string): string =>
   s.replace(INVISIBLE, (c) => `⟨U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}⟩`);
 
 /**
+ * What ordinary writing uses and text may keep: the zero-width non-joiner and joiner (Persian, Indic
+ * scripts, emoji sequences such as 👨‍👩‍👧 and 🏳️‍🌈) and the implicit direction marks (LRM, RLM, ALM),
+ * which cannot reorder what follows them the way an override or an isolate does.
+ */
+const WRITING = new Set(['\u200c', '\u200d', '\u200e', '\u200f', '\u061c']);
+
+/**
  * A text a bundle or memory controls shown on lines of its own (a memory file, a patch, JSON in a
  * `<pre>`): as shownName, but its line ends and tabs kept as they are (`\n`, `\t`, and `\r` before a
- * `\n`), the layout they make being visible.
+ * `\n` or at the text's end: a line of a CRLF file), the layout they make being visible, and the
+ * characters of ordinary writing (WRITING) kept.
  */
 export const shownText = (s: string): string =>
   s.replace(INVISIBLE, (c, at: number) =>
-    c === '\n' || c === '\t' || (c === '\r' && s[at + 1] === '\n') ? c : shownName(c),
+    c === '\n' || c === '\t' || (c === '\r' && (s[at + 1] === '\n' || at + 1 === s.length)) || WRITING.has(c)
+      ? c
+      : shownName(c),
   );
 
 /** A pin's note is drawn cut to this many characters (as `list`'s text table: src/cli/format.ts). */

@@ -109,9 +109,12 @@ function App() {
     });
     void login(getToken());
     // a diff starts at once only when a click of this page led to it (clicked.ts): never from the URL
+    // (the mark is taken at every change of route: one a click left behind, a Ctrl-click that opened
+    // another tab say, never starts a later diff)
     const onHash = () => {
       const r = parseRoute(location.hash);
-      setRoute(r.view === 'diff' ? { ...r, clicked: takeClicked(location.hash) } : r);
+      const clicked = takeClicked(location.hash);
+      setRoute(r.view === 'diff' ? { ...r, clicked } : r);
     };
     addEventListener('hashchange', onHash);
     return () => removeEventListener('hashchange', onHash);

@@ -588,7 +588,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
     // A database beside the four that no snapshot holds (in a directory of its own: in the memdir it
     // is a memory file): the snapshot says so rather than look like a backup of it.
     if (sqliteKind === 'dir' && sqliteDir !== memdir) {
-      const others = (await readdir(sqliteDir).catch(() => [] as string[]))
+      const others = (await readdir(sqliteDir, { withFileTypes: true }).catch(() => []))
+        .filter((e) => e.isFile())
+        .map((e) => e.name)
         .filter(
           (n) =>
             /\.(sqlite3?|db)$/i.test(n) &&

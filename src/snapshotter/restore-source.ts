@@ -228,7 +228,14 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
  * A bundle's refs: its git bundle's, checked (v2, v3); none when it has no repository; unknown for v1.
  */
 function bundleRefs(v: Awaited<ReturnType<typeof verifyBundle>>): { refs?: ReadonlyMap<string, string> } {
-  if (v.historyRefs) return { refs: underRefs(v.historyRefs) };
+  // (the header's names are read as latin1, one character per byte, as git takes them back; the live
+  // repository's are listed as UTF-8: compared as the same)
+  if (v.historyRefs)
+    return {
+      refs: underRefs(
+        [...v.historyRefs].map(([name, oid]) => [Buffer.from(name, 'latin1').toString('utf8'), oid] as const),
+      ),
+    };
   const m = v.manifest;
   return m && m.layout !== 1 && !m.manifest.artifacts.some((a) => a.kind === 'git_bundle')
     ? { refs: new Map() }
