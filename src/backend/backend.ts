@@ -368,17 +368,6 @@ export function loadObjects(
   return mapBounded(names, LOAD_PARALLEL, (name) => loadIfPresent(backend, { type, name }, maxBytes));
 }
 
-/** Whether the object is there (a stat; ObjectNotFoundError is the answer no, any other error thrown). */
-export async function isPresent(backend: Backend, h: Handle): Promise<boolean> {
-  try {
-    await backend.stat(h);
-    return true;
-  } catch (err) {
-    if (err instanceof ObjectNotFoundError) return false;
-    throw err;
-  }
-}
-
 /** The whole object, or undefined when it is not there. */
 export async function loadIfPresent(
   backend: Backend,

@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { type Backend, isPresent } from '../backend/backend.js';
+import type { Backend } from '../backend/backend.js';
 import { ObjectExistsError, ObjectNotFoundError, RepositoryLockedError } from '../model/errors.js';
 import { readObject } from './repository.js';
 
@@ -367,7 +367,15 @@ function held(
   let lost = false;
   /** When the last successful write of the lock started, on the monotonic clock. */
   let refreshedAt = writtenAt;
-  const exists = () => isPresent(backend, { type: 'locks', name });
+  const exists = async (): Promise<boolean> => {
+    try {
+      await backend.stat({ type: 'locks', name });
+      return true;
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) return false;
+      throw err;
+    }
+  };
   const refresh = async () => {
     // A lock no longer trusted (its last write started too long ago) may have been judged stale and
     // removed by another host: writing it again would bring it back behind that host's back. It is lost.

@@ -11,8 +11,7 @@
 // lock is checked before each removing step: a lost lock stops prune. Last, the store sweeps what
 // interrupted saves left beside the objects (Backend.sweepLeftovers) when it is older than LEFTOVER_AGE_MS.
 
-import { isPresent } from '../backend/backend.js';
-import { BundleDamagedError, NotFoundError } from '../model/errors.js';
+import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
 import { decodeIndex, type PackRecord } from './index-file.js';
 import { type HeldRepoLock, otherLiveLocks, type RemovedStaleLock, STALE_MS } from './locks.js';
 import { openStoredBlob, PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
@@ -104,7 +103,15 @@ async function confirmListings(
   listed: ReadonlySet<string>,
   unlisted: readonly string[],
 ): Promise<void> {
-  const there = (type: 'snapshots' | 'listing', name: string) => isPresent(repo.backend, { type, name });
+  const there = async (type: 'snapshots' | 'listing', name: string) => {
+    try {
+      await repo.backend.stat({ type, name });
+      return true;
+    } catch (err) {
+      if (err instanceof ObjectNotFoundError) return false;
+      throw err;
+    }
+  };
   const stop = (what: string) =>
     new BundleDamagedError(
       `prune stopped before removing anything: ${what}; the store's listings are not whole (run the ` +

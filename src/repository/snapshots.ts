@@ -5,7 +5,6 @@
 // forgetting need only the backend (no key): retention works without the identity.
 
 import {
-  isPresent,
   LOAD_PARALLEL,
   listNames,
   loadIfPresent,
@@ -403,7 +402,14 @@ export async function pinOf(
  * when the snapshot is not listed.
  */
 export async function pinListed(repo: Pick<Repository, 'backend'>, id: string, note?: string): Promise<void> {
-  const listed = () => isPresent(repo.backend, { type: 'listing', name: id });
+  const listed = () =>
+    repo.backend.stat({ type: 'listing', name: id }).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof ObjectNotFoundError) return false;
+        throw err;
+      },
+    );
   const gone = () => new NotFoundError(id, 'deleted meanwhile (no longer in the repository)');
   if (!(await listed())) throw gone();
   await setPinned(repo, id, true, note);

@@ -157,14 +157,11 @@ async function refChanges(
       return undefined;
     }
   } else if (existsSync(join(memdir, '.git'))) return undefined; // there, but git could not read it
-  // (sorted by UTF-16 code unit, as every name list of a report)
+  const byName = (names: string[]) => names.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   return {
-    added: [...snapshot.keys()].filter((n) => !live.has(n)).sort(),
-    removed: [...live.keys()].filter((n) => !snapshot.has(n)).sort(),
-    changed: [...snapshot]
-      .filter(([n, oid]) => live.has(n) && live.get(n) !== oid)
-      .map(([n]) => n)
-      .sort(),
+    added: byName([...snapshot.keys()].filter((n) => !live.has(n))),
+    removed: byName([...live.keys()].filter((n) => !snapshot.has(n))),
+    changed: byName([...snapshot].filter(([n, oid]) => live.has(n) && live.get(n) !== oid).map(([n]) => n)),
   };
 }
 

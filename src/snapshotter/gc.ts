@@ -259,11 +259,11 @@ async function sweepAgent(
         const note = interruptedRestoreNote(r.restore_id, agentId, r.outcome);
         report.leftovers_removed = notes.filter((n) => n !== note);
       } else report.leftovers_removed = notes;
-    } else {
+    } else if (existsSync(s.layout.journalPath(tenant, agentId))) {
       // The recovery previewed as far as reading: a journal the real sweep refuses as damaged fails the
       // agent in the preview too (JOURNAL_DAMAGED), and nothing is touched (stop 51).
-      const journal = s.layout.journalPath(tenant, agentId);
-      if (existsSync(journal)) await (await import('../restore/journal.js')).readJournal(journal);
+      const { readJournal } = await import('../restore/journal.js');
+      await readJournal(s.layout.journalPath(tenant, agentId));
     }
     const dir = s.layout.snapshotsDir(tenant, agentId);
     // What goes, decided on what is stored now (plan). A real sweep that would forget repository

@@ -16,7 +16,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { type Backend, isPresent } from '../backend/backend.js';
+import type { Backend } from '../backend/backend.js';
 import { type BackendSettings, parseRepoLocation, type RepoLocation } from '../backend/open.js';
 import type { BackendObserver } from '../backend/remote.js';
 import type { CopiedDb, captureAgent } from '../capture/capture.js';
@@ -545,7 +545,14 @@ export class RepositoryStore {
       return this.previousHistory(repo, agentId, tenant);
     }
     if (seen !== null) {
-      if (await isPresent(repo.backend, { type: 'listing', name: seen.id })) return seen.history;
+      const listed = await repo.backend.stat({ type: 'listing', name: seen.id }).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof ObjectNotFoundError) return false;
+          throw err;
+        },
+      );
+      if (listed) return seen.history;
     }
     return this.previousHistory(repo, agentId, tenant);
   }
@@ -832,7 +839,14 @@ export class RepositoryStore {
     const listed = new Set<string>();
     const pinned = new Set<string>();
     const backend = await this.backendFor();
-    const present = (type: 'listing' | 'pins', id: string) => isPresent(backend, { type, name: id });
+    const present = async (type: 'listing' | 'pins', id: string) =>
+      backend.stat({ type, name: id }).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof ObjectNotFoundError) return false;
+          throw err;
+        },
+      );
     const { mapLimit } = await import('../repository/repository.js');
     await mapLimit(ids, 16, async (id) => {
       if (!(await present('listing', id))) return;
