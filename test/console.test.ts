@@ -942,9 +942,12 @@ test('live progress: a snapshot started elsewhere appears in the activity panel 
     });
     assert.equal(res.status, 201);
     const meta = (await res.json()) as SnapshotMeta;
-    const done = page.locator('#activity-recent li.ended.ok[data-op="snapshot"]');
-    await done.first().waitFor();
-    assert.match((await done.first().textContent()) ?? '', new RegExp(`snapshot_id=${meta.id}`));
+    // earlier tests' snapshots may already be listed as ended: wait for this one by its id
+    const done = page.locator('#activity-recent li.ended.ok[data-op="snapshot"]', {
+      hasText: `snapshot_id=${meta.id}`,
+    });
+    await done.waitFor();
+    assert.match((await done.textContent()) ?? '', /label=from-the-api/);
   } finally {
     await context.close();
   }
