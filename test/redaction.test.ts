@@ -841,6 +841,57 @@ test('no byte of a secret survives in any shipped database file, whatever the pa
   assert.ok(found(readFileSync(join(a.sqliteDir, 'long_term.sqlite'))).length > 0);
 });
 
+test("ANALYZE's samples and tables named like an unknown module's shadow tables: no secret ships unreported (stop 52)", async (t) => {
+  // sqlite_stat4 holds verbatim copies of index keys, of rows deleted since ANALYZE too; the ordinary
+  // table mem_notes is named like a shadow table of the virtual table `mem` (a module SQLite lacks)
+  const a = sampleAgent(t, 'ana', { files: 1, commits: 1, memories: 20 });
+  const token = (i: number): string => `${'gh'}p_STAT4SECRET${'z'.repeat(24)}${String(i).padStart(2, '0')}`;
+  const con = new Database(join(a.sqliteDir, 'concepts.sqlite'));
+  con.exec('CREATE TABLE notes (id INTEGER PRIMARY KEY, k TEXT); CREATE INDEX notes_k ON notes(k)');
+  const ins = con.prepare('INSERT INTO notes (k) VALUES (?)');
+  for (let i = 0; i < 50; i++) ins.run(`key ${i} ${token(i)}`);
+  con.exec('ANALYZE');
+  const samples = (con.prepare('SELECT count(*) AS n FROM sqlite_stat4').get() as { n: number }).n;
+  assert.ok(samples > 0, 'this SQLite keeps STAT4 samples');
+  con.exec('DELETE FROM notes WHERE id > 25'); // gone from the rows, still in the samples
+  con.close();
+  const lt = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  lt.exec('CREATE TABLE mem_notes (id INTEGER PRIMARY KEY, body TEXT)');
+  lt.prepare('INSERT INTO mem_notes (body) VALUES (?)').run(`remember ${'gh'}p_VECPREFIX${'q'.repeat(28)}`);
+  lt.unsafeMode(true);
+  lt.exec('PRAGMA writable_schema = ON');
+  lt.prepare("INSERT INTO sqlite_schema VALUES ('table', 'mem', 'mem', 0, ?)").run(
+    'CREATE VIRTUAL TABLE mem USING vec0(embedding float[4])',
+  );
+  lt.close();
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana', redact: true });
+  const x = gnuExtract(t, meta.bundle_path);
+  const shipped = readFileSync(join(x, 'sqlite', 'concepts.sqlite')).toString('latin1');
+  assert.ok(!shipped.includes('STAT4SECRET'), 'no sample of a secret in the shipped concepts.sqlite');
+  const db = new Database(join(x, 'sqlite', 'concepts.sqlite'), { readonly: true });
+  assert.equal((db.prepare('SELECT count(*) AS n FROM sqlite_stat4').get() as { n: number }).n, 0);
+  assert.ok(
+    (db.prepare('SELECT count(*) AS n FROM sqlite_stat1').get() as { n: number }).n > 0,
+    'stat1 kept',
+  );
+  assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+  db.close();
+  const m = JSON.parse(readFileSync(join(x, 'manifest.json'), 'utf8'));
+  const notScanned = m.redactions.not_scanned as Array<{
+    artifact: string;
+    what: string;
+    reason: string;
+    count?: number;
+  }>;
+  const stat4 = notScanned.find((n) => n.what === 'sqlite_stat4');
+  assert.match(stat4?.reason ?? '', /removed/);
+  assert.equal(stat4?.count, samples);
+  // the table the redaction skipped by its name is named on its own
+  const named = notScanned.find((n) => n.what === 'mem_notes');
+  assert.match(named?.reason ?? '', /shadow table of virtual table "mem" \(module vec0\)/);
+  assert.ok(notScanned.some((n) => n.what === 'mem' && /virtual table/.test(n.reason)));
+});
+
 test('export redacts what leaves the host: re-packed with the same id, a report, fresh seals and a new signature; --no-redact is exact; encrypted is copied as it is', async (t) => {
   const keys = tempDir(t);
   const k = generateSigningKey();

@@ -5,7 +5,8 @@
 // (page splits leave stale bytes in unused page space that secure_delete does not zero). Triggers are
 // dropped for the duration and recreated with their own SQL, so redaction changes nothing but the
 // secrets. BLOB values, contentless full-text indexes and other virtual tables are not scanned and are
-// reported as such. Synchronous: runs on a worker thread.
+// reported as such; ANALYZE's samples (sqlite_stat3/4, verbatim index keys) are removed from the copy,
+// which is then rebuilt too. Synchronous: runs on a worker thread.
 
 import { renameSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
@@ -83,18 +84,18 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
   const fresh = `${path}.rebuilt`;
   let rebuilt = false;
   let wal = false;
+  let samplesRemoved = false;
   try {
     const schema = db.prepare('SELECT type, name, tbl_name, sql FROM sqlite_master').all() as SchemaRow[];
     const tables = schema.filter((r) => r.type === 'table');
     const virtual = tables.filter((r) => r.sql && /^\s*CREATE\s+VIRTUAL\s+TABLE/i.test(r.sql));
     // Shadow tables of modules SQLite knows (FTS, R-Tree) are marked by table_list; for a module it does
-    // not know, tables named after the virtual table are taken as its shadow tables (and reported).
+    // not know, tables named after the virtual table are taken as its shadow tables (each reported).
     const listed = db.prepare('PRAGMA main.table_list').all() as Array<{ name: string; type: string }>;
     const marked = new Set(listed.filter((r) => r.type === 'shadow').map((r) => r.name));
     const foreign = virtual.filter(
       (v) => !['fts3', 'fts4', 'fts5', 'rtree'].includes(moduleOf(v.sql!) ?? ''),
     );
-    const isShadow = (name: string) => marked.has(name) || foreign.some((v) => name.startsWith(`${v.name}_`));
     const triggers = schema.filter((r) => r.type === 'trigger' && r.sql);
 
     const redactTable = (name: string, isVirtual: boolean): boolean => {
@@ -179,7 +180,18 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
     db.transaction(() => {
       for (const t of triggers) db.exec(`DROP TRIGGER ${q(t.name)}`);
       for (const t of tables) {
-        if (t.name.startsWith('sqlite_') || isShadow(t.name) || virtual.includes(t)) continue;
+        if (t.name.startsWith('sqlite_') || marked.has(t.name) || virtual.includes(t)) continue;
+        const owner = foreign.find((v) => t.name.startsWith(`${v.name}_`));
+        if (owner) {
+          // named like a shadow table of a module SQLite does not know: maybe one, maybe an ordinary
+          // table; either way not scanned, and named on its own so the report does not hide it
+          out.not_scanned.push({
+            artifact,
+            what: t.name,
+            reason: `taken as a shadow table of virtual table ${JSON.stringify(owner.name)} (module ${moduleOf(owner.sql!) ?? 'unknown'}) by its name`,
+          });
+          continue;
+        }
         if (redactTable(t.name, false)) changedTables.add(t.name);
       }
       for (const v of virtual) {
@@ -188,7 +200,7 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
           out.not_scanned.push({
             artifact,
             what: v.name,
-            reason: `virtual table (module ${mod ?? 'unknown'}) and its shadow tables`,
+            reason: `virtual table (module ${mod ?? 'unknown'})`,
           });
           continue;
         }
@@ -223,12 +235,24 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
         }
         changedTables.add(v.name);
       }
-      for (const t of tables)
-        if (t.name === 'sqlite_stat4' || t.name === 'sqlite_stat3')
-          out.not_scanned.push({ artifact, what: t.name, reason: 'query planner samples (binary records)' });
+      // ANALYZE's samples are verbatim copies of index keys (binary records), of rows deleted since
+      // included: they are removed from the copy, not scanned; sqlite_stat1's counts stay
+      for (const t of tables) {
+        if (t.name !== 'sqlite_stat4' && t.name !== 'sqlite_stat3') continue;
+        const count = (db.prepare(`SELECT count(*) AS n FROM ${q(t.name)}`).get() as { n: number }).n;
+        if (count === 0) continue;
+        db.prepare(`DELETE FROM ${q(t.name)}`).run();
+        samplesRemoved = true;
+        out.not_scanned.push({
+          artifact,
+          what: t.name,
+          reason: 'query planner samples (copies of index keys): removed from the copy',
+          count,
+        });
+      }
       for (const t of triggers) db.exec(t.sql!);
     })();
-    if (out.matches > 0) {
+    if (out.matches > 0 || samplesRemoved) {
       // The redacted copy still holds old bytes wherever a page split or a freed cell left them
       // (measured: secure_delete on both the capture and this connection still left secrets in index
       // pages). A fresh file built from the redacted rows holds no byte the redacted rows do not.
