@@ -1079,8 +1079,9 @@ test('the HTTP download is redacted unless ?redact=false: a re-packed bundle wit
   writeFileSync(join(tmp, `nexo-download-${dead}-killed`, 'x.tar.zst'), 'a copy a killed process left');
   mkdirSync(join(tmp, `nexo-download-${process.pid}-running`)); // a live process's: not touched
   // the decrypted or unredacted scratch of a killed re-pack (redacted export), deep verify and a
-  // verify's git history check (the pack written out for git, decrypted when the bundle is) too
-  for (const kind of ['repack', 'verify', 'pack-check']) {
+  // verify's git history check (the pack written out for git, decrypted when the bundle is) too, and
+  // (stop 52) a killed repository export's staging, diff's sides, a dry run's and a browsed database
+  for (const kind of ['repack', 'verify', 'pack-check', 'export', 'diff', 'dry-run', 'browse']) {
     mkdirSync(join(tmp, `nexo-${kind}-${dead}-killed`));
     writeFileSync(join(tmp, `nexo-${kind}-${dead}-killed`, 'long_term.sqlite'), 'decrypted rows');
   }

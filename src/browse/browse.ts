@@ -5,8 +5,7 @@
 // rules unless the caller asks for it as stored; pages are bounded (types.ts): `ls` by a cursor over the
 // entries sorted by name bytes, `cat` by offset and limit.
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import { type Shown, showText } from '../diff/secrets.js';
@@ -15,6 +14,7 @@ import { InvalidInputError, missingIn } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
 import { asText, redactText } from '../policy/redaction/scan.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { privateScratch } from '../util/scratch.js';
 import { type BrowsePath, parseBrowsePath, tableSegment } from './paths.js';
 import { type OpenOptions, type SnapshotSource, withSnapshot } from './source.js';
 import {
@@ -58,7 +58,7 @@ export async function withDatabase<T>(
   fn: (d: Database.Database) => T,
 ): Promise<T> {
   if (!src.entry(sqlitePath(db))) throw missingIn(src.id, `${db} database`);
-  const dir = await mkdtemp(join(tmpdir(), 'nexo-browse-'));
+  const dir = await privateScratch('browse');
   try {
     const file = join(dir, 'db.sqlite');
     await src.writeTo(sqlitePath(db), file);

@@ -7,8 +7,7 @@
 // goes through the redaction rules unless the caller asks for the values as stored (`showSecrets`).
 
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import { canonicalJson } from '../format/manifest.js';
@@ -17,6 +16,7 @@ import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js
 import { DB_NAMES, type DbName } from '../model/types.js';
 import { bundleView } from '../repository/manifest.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { privateScratch } from '../util/scratch.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { commitsBetween, type FileChange, treeChanges } from './memdir.js';
 import { placeholdersInJson, showJson } from './secrets.js';
@@ -202,7 +202,7 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
   if (req.maxPatchBytes !== undefined && (!Number.isSafeInteger(req.maxPatchBytes) || req.maxPatchBytes < 1))
     throw new InvalidInputError(`maxPatchBytes must be a positive integer, got ${req.maxPatchBytes}`);
   const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
-  const tmp = await mkdtemp(join(tmpdir(), 'nexo-diff-'));
+  const tmp = await privateScratch('diff');
   try {
     const [ra, rb] = await allSettledOrThrow([
       resolveRef(s, agentId, tenant, req.a, identities, req.decryptIdentity),

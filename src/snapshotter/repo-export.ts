@@ -7,8 +7,7 @@
 // unless asked otherwise; an encrypted repository's snapshot is written encrypted to the configured
 // recipients (exact), or, with `decrypt`, as a plaintext bundle (redacted unless asked otherwise).
 
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadIdentities } from '../crypto/age.js';
 import { type TrustPolicy, trustPolicy } from '../format/signature.js';
@@ -19,6 +18,7 @@ import type { ExportResult, ProgressListener } from '../model/types.js';
 import { applyRefs } from '../repository/git-history.js';
 import { GIT_HISTORY_KIND, type RepoManifest } from '../repository/manifest.js';
 import type { ListingMeta } from '../repository/snapshots.js';
+import { privateScratch } from '../util/scratch.js';
 import { problemsError, refused } from '../verify/verify.js';
 import { publishExport } from './export.js';
 import type { ExportOptions } from './interface.js';
@@ -66,7 +66,7 @@ export async function writeRepoBundle(
 ): Promise<RepoBundle> {
   const repo = await s.repository.open(false, [], o.identityPath);
   const recipients = exportRecipients(s, repo.encrypted, o.decrypt === true);
-  const staging = await mkdtemp(join(tmpdir(), 'nexo-export-'));
+  const staging = await privateScratch('export');
   try {
     const history = join(staging, 'history.git');
     await initBare(history);

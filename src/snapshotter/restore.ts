@@ -10,8 +10,7 @@
 // passed.
 
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readFile, readlink, rm, rmdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { lstat, mkdir, readFile, readlink, rm, rmdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
 import { type Identity, loadIdentities } from '../crypto/age.js';
@@ -70,6 +69,7 @@ import { syncFileSystemsOf } from '../store/atomic.js';
 import { faultPoint } from '../util/faults.js';
 import { makeDirs } from '../util/make-dirs.js';
 import { packageModule } from '../util/module-worker.js';
+import { privateScratch } from '../util/scratch.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError } from '../verify/verify.js';
 import type { AgentLock, LocalSnapshotter } from './local.js';
@@ -345,7 +345,7 @@ async function dryRun(
   source: RestoreSource,
   headManifest: Manifest,
 ): Promise<RestoreReport> {
-  const tmp = await mkdtemp(join(tmpdir(), 'nexo-dry-run-'));
+  const tmp = await privateScratch('dry-run');
   try {
     // the memory files the redaction touched are read too, to say where their placeholders are
     const touched = placeholderArtifacts(headManifest);
