@@ -77,6 +77,10 @@ suite('remote core', { concurrency: 4 }, () => {
       ['http://example.com/x', /unknown scheme/],
       ['file:///tmp/x', /as a path/],
       ['/tmp/x\u0000y', /control/],
+      // a mistyped separator is not a directory name that would hold the URL (stop 52)
+      ['s3:/AKIAX:hunter2-secret@bucket/p', /two slashes/],
+      ['nats:host:4222/b', /two slashes/],
+      ['S3:bucket', /two slashes/],
     ];
     for (const [text, why] of refused)
       assert.throws(
@@ -95,6 +99,15 @@ suite('remote core', { concurrency: 4 }, () => {
         (e: unknown) =>
           e instanceof ConfigError && /credentials/.test(e.message) && !e.message.includes('hunter2-secret'),
       );
+    assert.throws(
+      () => parseRepoLocation('s3:/AKIAEXAMPLE:hunter2-secret@bucket/p'),
+      (e: unknown) => e instanceof ConfigError && !e.message.includes('hunter2-secret'),
+    );
+    assert.deepEqual(parseRepoLocation('./s3:odd', '/base'), {
+      kind: 'local',
+      path: '/base/s3:odd',
+      display: '/base/s3:odd',
+    });
   });
 
   test('repository location: --repo beats NEXO_MEMORY_REPO beats store: in the config; secrets pass only as set', (t) => {

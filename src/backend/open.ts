@@ -51,6 +51,8 @@ const S3_BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const S3_PREFIX_SEGMENT = /^[A-Za-z0-9!_.*'()-]{1,255}$/;
 const HOST = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)$/;
 const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
+/** A known URL scheme not followed by `//` (`s3:/bucket`, `nats:host`): a mistyped URL, not a path. */
+const MISTYPED_SCHEME = /^(nats|s3|file|https?|tls|wss?):(?!\/\/)/i;
 
 /** Quoted for a message, only when it cannot hold a secret (no `@`, no `:` after the host). */
 function quoted(text: string): string {
@@ -113,6 +115,12 @@ export function parseRepoLocation(text: string, base = process.cwd()): RepoLocat
   if (typeof text !== 'string' || text.trim() === '') refuse('it is empty');
   if (/[\u0000-\u001f\u007f]/.test(text)) refuse('it contains control characters');
   const scheme = SCHEME.exec(text);
+  const mistyped = MISTYPED_SCHEME.exec(text);
+  if (!scheme && mistyped)
+    // taken as a path, it would put the URL's credentials, if any, into a directory name and reports
+    refuse(
+      `it starts with ${mistyped[1]!.toLowerCase()}: but not ${mistyped[1]!.toLowerCase()}://; write the URL with two slashes, or a local directory of that name as ./${mistyped[1]!.toLowerCase()}:…`,
+    );
   if (!scheme) {
     const path = resolve(base, text);
     return { kind: 'local', path, display: path };
