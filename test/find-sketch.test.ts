@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -194,7 +194,7 @@ test('find with sketches: the same answers as without, after new snapshots, with
   assert.deepEqual(answer(after), answer(merged));
 });
 
-test('find in an encrypted repository keeps no sketches and reads every blob', async (t) => {
+test('find in an encrypted repository keeps no sketches, no checked manifests, and reads every blob', async (t) => {
   const root = tempDir(t, 'nexo-find-sketch-enc-');
   const p = buildSampleAgent(root, 'ana', {
     files: 3,
@@ -224,11 +224,15 @@ test('find in an encrypted repository keeps no sketches and reads every blob', a
     assert.equal(r.stats.units_skipped, 0);
     assert.ok(r.stats.units_searched! > 0);
   }
+  const cache = join(p.stateRoot, 'cache');
   const hit = await s.find({ agentId: 'ana', showSecrets: true, text: IN_FILE, decryptIdentity: key });
   assert.equal(hit.first_seen?.snapshot_id, snap.id);
-  const cache = join(p.stateRoot, 'cache');
+  // file paths, sizes and content hashes stay in the sealed manifests only: no find-*.json (stop 52)
+  assert.equal(hit.stats.manifests_cached, 0, 'every manifest checked again');
   assert.deepEqual(
-    readdirSync(cache).filter((n) => n.startsWith('sketch-')),
+    (existsSync(cache) ? readdirSync(cache) : []).filter(
+      (n) => n.startsWith('sketch-') || n.startsWith('find-'),
+    ),
     [],
   );
 });

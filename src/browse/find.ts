@@ -355,8 +355,9 @@ async function searchRepository(
     '../repository/snapshots.js'
   );
   const memo = new ArtifactMemo(); // the manifests share most artifacts: each distinct one checked once
-  const cache = await ManifestCache.open(ctx.s.layout.root, repo.id, tenant, agentId);
-  // sketches are kept for unencrypted repositories only (a sealed one's grams stay sealed)
+  // checked manifests and sketches are kept for unencrypted repositories only (what a sealed one's
+  // manifests and grams hide stays sealed)
+  const cache = await ManifestCache.open(ctx.s.layout.root, repo.id, tenant, agentId, !repo.encrypted);
   const sketches = repo.encrypted ? undefined : await SketchCache.open(ctx.s.layout.root, repo.id);
   const grams = queryGrams(ctx.query);
   type Snap = {

@@ -10,9 +10,11 @@
 // matching one is not checked again field by field (that re-check cost more than the find it served).
 // Written (atomically, unsynced: a torn file fails its checksum) after a find that checked a manifest or
 // no longer needs one; one that cannot be written (a read-only state root) leaves find's answer unchanged.
+// Not kept for an encrypted repository (its file paths, sizes and content hashes are what its sealed
+// manifests hide; a file an older version wrote is removed): there the cache lives for one find only.
 
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RepoArtifact, RepoManifest } from '../repository/manifest.js';
 import { writeFileAtomicUnsynced } from '../store/atomic.js';
@@ -44,17 +46,27 @@ export class ManifestCache {
   private constructor(
     private readonly path: string,
     private readonly repositoryId: string,
+    private readonly kept: boolean,
   ) {}
 
-  /** The cache of the agent's manifests in `repositoryId` (empty when there is none or it is unusable). */
+  /**
+   * The cache of the agent's manifests in `repositoryId` (empty when there is none or it is unusable);
+   * with `kept` false (an encrypted repository) nothing is read from or written to the disk.
+   */
   static async open(
     stateRoot: string,
     repositoryId: string,
     tenant: string,
     agentId: string,
+    kept = true,
   ): Promise<ManifestCache> {
     const who = createHash('sha256').update(`${tenant}\0${agentId}`).digest('hex').slice(0, 32);
-    const c = new ManifestCache(join(stateRoot, 'cache', `find-${repositoryId}-${who}.json`), repositoryId);
+    const path = join(stateRoot, 'cache', `find-${repositoryId}-${who}.json`);
+    const c = new ManifestCache(path, repositoryId, kept);
+    if (!kept) {
+      await rm(path, { force: true }).catch(() => {});
+      return c;
+    }
     let body: CacheBody;
     try {
       const text = await readFile(c.path, 'utf8');
@@ -92,7 +104,7 @@ export class ManifestCache {
    * manifest was checked, or one in the file was not used. Failures are ignored.
    */
   async save(): Promise<void> {
-    if (!this.changed && this.used.size === this.known.size) return;
+    if (!this.kept || (!this.changed && this.used.size === this.known.size)) return;
     // The manifests share artifact objects (ArtifactMemo, or the table they were loaded from): each is
     // kept once, found by identity (an equal artifact in another object is only kept twice).
     const index = new Map<RepoArtifact, number>();
