@@ -188,7 +188,10 @@ function exportCopyLine(r: ExportResult): string {
       const red = r.redaction;
       const rules = red?.rules_applied.length ? `: ${red.rules_applied.join(', ')}` : '';
       const history = red?.git_history === 'rewritten' ? '; git history rewritten' : '';
-      return `redacted: yes, re-packed (${red?.matches_redacted ?? 0} secret(s) replaced${rules}${history}); --no-redact for an exact copy`;
+      const refs = red?.git_object_refs
+        ? `; ${red.git_object_refs} git ref(s) to a blob or tree scanned like files and kept`
+        : '';
+      return `redacted: yes, re-packed (${red?.matches_redacted ?? 0} secret(s) replaced${rules}${history}${refs}); --no-redact for an exact copy`;
     }
     case 'already_redacted':
       return `redacted: yes (the snapshot itself is redacted; ${r.repacked ? 'written as it is' : 'copied as it is'})`;

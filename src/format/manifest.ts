@@ -108,6 +108,8 @@ function buildSchemas() {
         data_scanned: u,
         data_redacted: u,
         messages_redacted: u,
+        /** Refs whose target, once annotated tags are peeled, is a blob or a tree: scanned and kept. */
+        object_refs: u.optional(),
         original_head_oid: z.string().optional(),
       })
       .optional(),

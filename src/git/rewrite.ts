@@ -5,7 +5,9 @@
 // exports the history without file contents, gives the redacted file versions inline and the redacted
 // messages, and `git fast-import`s it into a second scratch repository that borrows the unchanged
 // objects; its refs and HEAD are bundled over the original bundle. Signed tags lose their signatures.
+// Refs that peel to a blob or a tree (which fast-export leaves out) are scanned too: see objectRefs.
 
+import { randomUUID } from 'node:crypto';
 import { closeSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -20,6 +22,8 @@ export type DataTransform = (data: Buffer, kind: DataKind) => Buffer | undefined
 export interface RewriteResult {
   changed: boolean;
   commits: number;
+  /** Refs whose target (once annotated tags are peeled) is a blob or a tree: scanned, and kept. */
+  objectRefs: number;
   /** HEAD of the rewritten history (only when changed and HEAD points at a commit). */
   headOid?: string;
 }
@@ -169,7 +173,184 @@ async function secretInExtraHeaders(repo: string, transform: DataTransform): Pro
   take(rest);
   return extra.length > 0 && transform(Buffer.from(extra.join('\n'), 'latin1'), 'commit') !== undefined;
 }
-const EXPORT_FLAGS = ['--signed-tags=strip', '--tag-of-filtered-object=rewrite', '--reencode=yes'];
+// (`--mark-tags`: a tag of a tag is exported, not refused)
+const EXPORT_FLAGS = [
+  '--signed-tags=strip',
+  '--tag-of-filtered-object=rewrite',
+  '--reencode=yes',
+  '--mark-tags',
+];
+
+/**
+ * Runs git with `input` (bytes) on stdin and returns its stdout as bytes; more than `limit` bytes of
+ * output stop it (GitError). Ref names and tag messages are bytes, not necessarily UTF-8.
+ */
+function gitBytes(
+  cwd: string,
+  args: string[],
+  what: string,
+  input?: Buffer,
+  limit = 2 ** 31,
+): Promise<Buffer> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawnGit(cwd, args, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe']);
+    if (!whenGitFails(child, reject)) return;
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let size = 0;
+    let failed: Error | undefined;
+    child.stdout!.on('data', (c: Buffer) => {
+      if (failed) return;
+      size += c.length;
+      if (size > limit) {
+        failed = new GitError(`${what}: more than ${limit} bytes, too large to scan`);
+        child.kill();
+        return;
+      }
+      out.push(c);
+    });
+    child.stderr!.on('data', (c: Buffer) => {
+      if (err.length < 64) err.push(c);
+    });
+    child.on('close', (code) => {
+      if (failed) reject(failed);
+      else if (code !== 0)
+        reject(
+          new GitError(`${what} failed: ${Buffer.concat(err).toString('utf8').trim() || `exit ${code}`}`),
+        );
+      else resolvePromise(Buffer.concat(out));
+    });
+    if (input !== undefined) {
+      child.stdin!.on('error', () => {}); // git exiting before it read it all: its status says why
+      child.stdin!.end(input);
+    }
+  });
+}
+
+/** Lines of `buf` (LF-separated, the last one may lack its LF), as latin1 text: bytes kept one to one. */
+const linesOf = (buf: Buffer): string[] => {
+  const lines = buf.toString('latin1').split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  return lines;
+};
+
+/** An annotated tag object, as read from the repository. */
+interface TagObject {
+  object: string;
+  type: string;
+  /** The `tag` and `tagger` header lines (names and identities are not scanned), latin1. */
+  kept: string[];
+  /** Any other header (with its continuation lines), latin1: scanned; dropped when the tag is rewritten. */
+  extra: string[];
+  message: Buffer;
+}
+
+/** The largest tag object read to scan (its message is held in memory): larger is a GitError. */
+const MAX_TAG_BYTES = 64 * 1024 * 1024;
+
+async function readTag(repo: string, oid: string): Promise<TagObject> {
+  const bytes = await gitBytes(
+    repo,
+    ['cat-file', 'tag', oid],
+    `reading tag ${oid}`,
+    undefined,
+    MAX_TAG_BYTES,
+  );
+  const end = bytes.indexOf('\n\n');
+  const head = linesOf(end === -1 ? bytes : bytes.subarray(0, end + 1));
+  const object = /^object ([0-9a-f]{40}|[0-9a-f]{64})$/.exec(head[0] ?? '')?.[1];
+  const type = /^type (blob|tree|commit|tag)$/.exec(head[1] ?? '')?.[1];
+  if (!object || !type) throw new GitError(`tag ${oid} has no object or type header`);
+  const kept: string[] = [];
+  const extra: string[] = [];
+  let into = kept;
+  for (const line of head.slice(2)) {
+    if (!line.startsWith(' ')) into = /^(tag|tagger) /.test(line) ? kept : extra;
+    into.push(line);
+  }
+  return { object, type, kept, extra, message: end === -1 ? Buffer.alloc(0) : bytes.subarray(end + 2) };
+}
+
+/** Lines that start a signature appended to a tag's message (git's gpg-interface). */
+const SIGNATURE_START = /^-----BEGIN (PGP SIGNATURE|PGP MESSAGE|SSH SIGNATURE|SIGNED MESSAGE)-----$/;
+
+/** `message` without the signature git appends to a signed tag's message (from its last start line). */
+function withoutSignature(message: Buffer): Buffer {
+  const text = message.toString('latin1');
+  let cut = -1;
+  for (let at = 0; at < text.length; ) {
+    const nl = text.indexOf('\n', at);
+    const line = text.slice(at, nl === -1 ? text.length : nl);
+    if (SIGNATURE_START.test(line)) cut = at;
+    if (nl === -1) break;
+    at = nl + 1;
+  }
+  return cut === -1 ? message : message.subarray(0, cut);
+}
+
+/**
+ * A ref whose target, once its annotated tags are peeled, is a blob or a tree. `git fast-export` leaves
+ * these out (a ref to a blob or a tree, a tag of a tree), so they are scanned apart: the blob or tree
+ * is given to fast-export inside a commit of our own, the tags' messages go through the transform.
+ */
+interface ObjectRef {
+  /** The ref's name, latin1 (bytes kept one to one). */
+  ref: string;
+  /** The tags from the ref's own object down, each tagging the next. */
+  chain: string[];
+  /** The blob or tree the chain ends at. */
+  base: string;
+  baseType: 'blob' | 'tree';
+}
+
+/** The refs of `repo` that peel to a blob or a tree, their tag chains read into `tags`. */
+async function objectRefs(repo: string, tags: Map<string, TagObject>): Promise<ObjectRef[]> {
+  const listed = linesOf(
+    await gitBytes(
+      repo,
+      ['for-each-ref', '--format=%(objectname) %(objecttype) %(refname)'],
+      'git for-each-ref',
+    ),
+  ).map((line) => {
+    const [oid, type] = line.split(' ', 2);
+    return { oid: oid!, type: type!, ref: line.slice(oid!.length + type!.length + 2) };
+  });
+  const tagged = listed.filter((r) => r.type === 'tag');
+  const peeled = tagged.length
+    ? linesOf(
+        await gitBytes(
+          repo,
+          ['cat-file', '--batch-check=%(objectname) %(objecttype)'],
+          'peeling tags',
+          Buffer.from(tagged.map((r) => `${r.oid}^{}\n`).join(''), 'latin1'),
+        ),
+      )
+    : [];
+  const peel = new Map<string, { oid: string; type: string }>();
+  for (const [i, r] of tagged.entries()) {
+    const [oid, type] = (peeled[i] ?? '').split(' ');
+    if (!oid || !type || type === 'missing') throw new GitError(`cannot peel the tag ${r.oid} of a ref`);
+    peel.set(r.oid, { oid, type });
+  }
+  const found: ObjectRef[] = [];
+  for (const r of listed) {
+    const target = r.type === 'tag' ? peel.get(r.oid)! : { oid: r.oid, type: r.type };
+    if (target.type !== 'blob' && target.type !== 'tree') continue;
+    const chain: string[] = [];
+    for (let at = r.oid; at !== target.oid; ) {
+      // each step is one the peel above took: the chain ends (object ids cannot form a cycle)
+      let tag = tags.get(at);
+      if (!tag) {
+        tag = await readTag(repo, at);
+        tags.set(at, tag);
+      }
+      chain.push(at);
+      at = tag.object;
+    }
+    found.push({ ref: r.ref, chain, base: target.oid, baseType: target.type });
+  }
+  return found;
+}
 
 /**
  * Points `scratch` at the objects of `repo` (read-only, through `objects/info/alternates`) and sets
@@ -222,6 +403,76 @@ function bundleObjectFormat(bundle: string): 'sha1' | 'sha256' {
 }
 
 /**
+ * Sets, in the rewritten repository `dst`, the refs that peel to a blob or a tree: each blob or tree is
+ * the rewritten one its commit of our own carries (`<commit>:x`), each tag of a chain is written anew
+ * (redacted message, no signature, no other header) when its target or message changed, else kept.
+ */
+async function setObjectRefs(
+  dst: string,
+  loose: ObjectRef[],
+  bases: [string, 'blob' | 'tree'][],
+  wrapPrefix: string,
+  t: { tags: Map<string, TagObject>; messages: Map<string, Buffer>; headers: Set<string> },
+): Promise<void> {
+  const found = linesOf(
+    await gitBytes(
+      dst,
+      ['cat-file', '--batch-check=%(objectname) %(objecttype)'],
+      'git cat-file',
+      Buffer.from(bases.map((_, i) => `${wrapPrefix}${i}:x\n`).join('')),
+    ),
+  );
+  const newBase = new Map<string, string>();
+  let emptyTree: string | undefined;
+  for (const [i, [oid, type]] of bases.entries()) {
+    const [now, nowType] = (found[i] ?? '').split(' ');
+    if (nowType === type) newBase.set(oid, now!);
+    // a tree with no file in it at all: fast-import keeps no empty directory
+    else if (type === 'tree' && nowType === 'missing') {
+      emptyTree ??= (await gitOk(dst, ['mktree'], 'git mktree')).trim();
+      newBase.set(oid, emptyTree);
+    } else throw new GitError(`rewritten history lost the ${type} ${oid} a ref names`);
+  }
+  const updates = bases.map((_, i) => `delete ${wrapPrefix}${i}\n`);
+  const written = new Map<string, string>(); // `<tag> <new target>` -> the rewritten tag
+  for (const r of loose) {
+    let target = newBase.get(r.base)!;
+    for (const oid of [...r.chain].reverse()) {
+      const tag = t.tags.get(oid)!;
+      if (target === tag.object && !t.messages.has(oid) && !t.headers.has(oid)) {
+        target = oid;
+        continue;
+      }
+      const key = `${oid} ${target}`;
+      let made = written.get(key);
+      if (made === undefined) {
+        const head = [`object ${target}`, `type ${tag.type}`, ...tag.kept, '', ''].join('\n');
+        const bytes = Buffer.concat([
+          Buffer.from(head, 'latin1'),
+          withoutSignature(t.messages.get(oid) ?? tag.message),
+        ]);
+        const w = await gitBytes(
+          dst,
+          ['hash-object', '-t', 'tag', '-w', '--stdin'],
+          'git hash-object',
+          bytes,
+        );
+        made = w.toString('latin1').trim();
+        written.set(key, made);
+      }
+      target = made;
+    }
+    updates.push(`create ${r.ref} ${target}\n`);
+  }
+  await gitBytes(
+    dst,
+    ['update-ref', '--no-deref', '--stdin'],
+    'git update-ref',
+    Buffer.from(updates.join(''), 'latin1'),
+  );
+}
+
+/**
  * Rewrites the history in `bundle` through `transform`, working in `workDir` (created; the caller
  * removes it). `head` says how HEAD looked when the bundle was made. The bundle is replaced only when
  * something changed. `objectsFrom` (the repository the bundle was made from) lets the scratch
@@ -249,6 +500,30 @@ export async function rewriteBundle(
     await gitOk(src, ['fetch', '-q', '--no-tags', resolve(bundle), ...specs], 'git fetch from the bundle');
   }
 
+  // Refs that peel to a blob or a tree (fast-export leaves them out): each blob or tree they end at is
+  // put in a commit of our own, under a namespace no captured ref has, which both passes carry like any
+  // other (its files are scanned, redacted and rewritten into a new tree the same way); the refs are
+  // taken out of the scratch repository and set again, through their rewritten tags, in the new one.
+  const tags = new Map<string, TagObject>();
+  const loose = await objectRefs(src, tags);
+  const bases = [...new Map(loose.map((r) => [r.base, r.baseType])).entries()];
+  const wrapPrefix = `refs/nexo-redact-${randomUUID()}/`;
+  if (loose.length > 0) {
+    const wrappers = bases.map(
+      ([oid, type], i) =>
+        `commit ${wrapPrefix}${i}\ncommitter nexo-memory <nexo-memory> 0 +0000\ndata 0\n` +
+        `M ${type === 'tree' ? '040000' : '100644'} ${oid} x\n\n`,
+    );
+    await gitBytes(src, ['fast-import', '--quiet'], 'git fast-import', Buffer.from(wrappers.join('')));
+    const out = loose.map((r) => `delete ${r.ref}\n`).join('');
+    await gitBytes(
+      src,
+      ['update-ref', '--no-deref', '--stdin'],
+      'git update-ref',
+      Buffer.from(out, 'latin1'),
+    );
+  }
+
   // Pass 1: every data block (each blob once, each message) goes through the transform; redacted blobs
   // are kept by their id, redacted messages by their original bytes.
   const blobDir = join(workDir, 'blobs');
@@ -274,8 +549,24 @@ export async function rewriteBundle(
     'git fast-export',
   );
   scan.end();
-  if (changedBlobs.size === 0 && changedMessages.size === 0 && !(await secretInExtraHeaders(src, transform)))
-    return { changed: false, commits: scan.commits };
+  const commits = scan.commits - bases.length;
+  // the messages of the tags that lead to a blob or a tree, and any other header they have
+  const tagMessages = new Map<string, Buffer>(); // tag id -> redacted message
+  const tagHeaders = new Set<string>(); // tags with a secret in a header fast-export would drop
+  for (const [oid, tag] of tags) {
+    const out = transform(tag.message, 'tag');
+    if (out !== undefined) tagMessages.set(oid, out);
+    if (tag.extra.length > 0 && transform(Buffer.from(tag.extra.join('\n'), 'latin1'), 'tag') !== undefined)
+      tagHeaders.add(oid);
+  }
+  if (
+    changedBlobs.size === 0 &&
+    changedMessages.size === 0 &&
+    tagMessages.size === 0 &&
+    tagHeaders.size === 0 &&
+    !(await secretInExtraHeaders(src, transform))
+  )
+    return { changed: false, commits, objectRefs: loose.length };
 
   // Pass 2: the history without file contents. Each redacted blob is written first, under a mark of
   // its own; a file entry or an annotated tag naming it names that mark instead, every other entry keeps
@@ -345,8 +636,10 @@ export async function rewriteBundle(
     const r = await runGit(dst, ['rev-parse', '-q', '--verify', 'HEAD^{commit}']);
     if (r.code === 0) headOid = r.stdout.trim();
   }
+  if (loose.length > 0)
+    await setObjectRefs(dst, loose, bases, wrapPrefix, { tags, messages: tagMessages, headers: tagHeaders });
   const tmp = `${resolve(bundle)}.rewritten`;
   await gitOk(dst, ['bundle', 'create', '-q', tmp, '--all'], 'git bundle create');
   await rename(tmp, resolve(bundle));
-  return { changed: true, commits: scan.commits, ...(headOid ? { headOid } : {}) };
+  return { changed: true, commits, objectRefs: loose.length, ...(headOid ? { headOid } : {}) };
 }

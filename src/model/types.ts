@@ -363,6 +363,8 @@ export interface RestoreReport {
     rules_applied: string[];
     matches_redacted: number;
     git_history?: 'absent' | 'unchanged' | 'rewritten';
+    /** Refs of the history whose target (tags peeled) is a blob or a tree: scanned like files, kept. */
+    git_object_refs?: number;
   };
   /**
    * Dry run of a redacted bundle: where its placeholders are, i.e. which values the restore would

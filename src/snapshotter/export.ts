@@ -152,6 +152,7 @@ export async function exportBundle(
                 rules_applied: red.rules_applied,
                 matches_redacted: red.matches_redacted,
                 ...(red.git_history ? { git_history: red.git_history } : {}),
+                ...(red.git?.object_refs ? { git_object_refs: red.git.object_refs } : {}),
               },
             }
           : {}),

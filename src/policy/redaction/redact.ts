@@ -183,6 +183,7 @@ async function redactHistory(
       data_scanned: stats.scanned,
       data_redacted: stats.redacted,
       messages_redacted: stats.messages,
+      ...(result.objectRefs > 0 ? { object_refs: result.objectRefs } : {}),
       ...(result.changed && c.git.repository === 'present' ? { original_head_oid: original } : {}),
     },
   };
