@@ -1,8 +1,9 @@
 // Redaction of git refs that name a blob or a tree (directly, or through annotated tags, a tag of a tag
-// included): `git fast-export` leaves them out, so before stop 52 a redacted copy shipped their content
+// included): `git fast-export` leaves them out, so before this fix a redacted copy shipped their content
 // unscanned ("unchanged") when no commit needed rewriting, and dropped them when one did. Each is now
-// scanned like a file and kept: a redacted snapshot (both stores) and a redacted export (CLI, re-packed)
-// hold no planted secret in any object of their history, keep every such ref, and report how many.
+// scanned like a file and kept: a redacted snapshot (both stores), a redacted export (CLI, re-packed) and
+// the HTTP download hold no planted secret in any object of their history, keep every such ref, and
+// report how many.
 // Every secret is assembled at run time, so this file holds no literal secret-shaped string.
 
 import assert from 'node:assert/strict';
@@ -12,6 +13,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { git } from '../scripts/sample-agent.js';
+import { Daemon } from '../src/server/daemon.js';
 import { type Agent, gnuExtract, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { snapshotterOf } from './helpers/exchange.js';
 
@@ -170,6 +172,19 @@ for (const store of ['bundles', 'repository'] as const)
         /redacted: yes, re-packed .*; 4 git ref\(s\) to a blob or tree scanned like files and kept\)/,
       );
       checkHistory(t, to, s, { commit, headOid });
+      // the HTTP download of the exact snapshot: the same re-pack
+      const token = 't'.repeat(32);
+      const d = new Daemon({ snapshotter, listen: '127.0.0.1:0', token });
+      const { url } = await d.start();
+      t.after(() => d.stop());
+      const res = await fetch(`${url}/v1/agents/ana/snapshots/${exact.id}/export`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('x-nexo-copy'), 'redacted');
+      const download = join(out, 'download.tar.zst');
+      writeFileSync(download, Buffer.from(await res.arrayBuffer()));
+      checkHistory(t, download, s, { commit, headOid });
       // the exact snapshot itself keeps them byte for byte (it stays on the host)
       const j = await runCli(
         [
