@@ -13,6 +13,7 @@ import { ClosureResolver, LocalSnapshotter, WriteGate, WriteGateTimeoutError } f
 import { LockTimeoutError, lockWanted, tryAcquire } from '../src/store/lock.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { agentConfig, gnuExtract, runCli, sampleAgent, startFixture } from './helpers/env.js';
+import { until } from './helpers/wait.js';
 
 test('a second snapshot waits for the lock held by another process, then fails with CONCURRENT', async (t) => {
   const a = sampleAgent(t);
@@ -241,8 +242,18 @@ test('write gate: every snapshot taken while a writer runs shows one counter in 
   const writer = startFixture(t, 'writer.ts', [a.stateRoot, a.sqliteDir, a.memdir, 'ana']);
   await writer.ready;
   const counters: number[] = [];
+  /** The writer's live counter (its state file, read whole or not at all). */
+  const live = (): number => {
+    try {
+      return JSON.parse(readFileSync(join(a.sqliteDir, 'extract_cursor.json'), 'utf8')).counter as number;
+    } catch {
+      return 0; // between the writer's truncation and its write
+    }
+  };
   for (let i = 0; i < 6; i++) {
-    await new Promise((r) => setTimeout(r, 150));
+    // the writer wrote a batch since the last snapshot (a loaded machine can starve it for a while: a
+    // fixed pause could leave it no turn, and the snapshots then show fewer than three counters)
+    await until(live, (n) => n > (counters.at(-1) ?? 0));
     const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
     const x = gnuExtract(t, meta.bundle_path);
     const seen: Record<string, number> = {};
@@ -385,8 +396,7 @@ test('write gate API: a write() called while closeGate waits does not join the b
     order.push('closed');
     return g;
   });
-  for (let i = 0; i < 200 && !lockWanted(gateWantedPath(path)); i++)
-    await new Promise((r) => setTimeout(r, 5));
+  await until(() => lockWanted(gateWantedPath(path)));
   assert.ok(lockWanted(gateWantedPath(path)), 'the waiting step marks the gate wanted');
   const second = gate.write(() => {
     order.push('second');
@@ -425,8 +435,7 @@ test('write gate API: a write() nested in a batch while a step waits joins (afte
       order.push('closed');
       return g;
     });
-    for (let i = 0; i < 200 && !lockWanted(gateWantedPath(path)); i++)
-      await new Promise((r) => setTimeout(r, 5));
+    await until(() => lockWanted(gateWantedPath(path)));
     assert.ok(lockWanted(gateWantedPath(path)), 'the step waits for this batch');
     // the inner call cannot wait for the step, which waits for this batch: it joins
     await gate.write(() => {
@@ -476,8 +485,6 @@ test('write gate: a busy writer whose batches always overlap cannot starve a sna
   const writer = startFixture(t, 'overlapping-writer.ts', [a.stateRoot, a.sqliteDir, 'ana']);
   await writer.ready;
   const r = await runBuiltCli(['snapshot', '--agent', 'ana', '--json', '--config', config]);
-  await new Promise((res) => setTimeout(res, 300)); // the writer resumes
-  await writer.killGroup();
   assert.equal(r.code, 0, `the snapshot got the gate: ${r.stderr}`);
   interface Batch {
     id: number;
@@ -486,16 +493,14 @@ test('write gate: a busy writer whose batches always overlap cannot starve a sna
     left: number;
     error?: string;
   }
-  const batches = writer
-    .output()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Batch);
-  assert.deepEqual(
-    batches.filter((b) => b.error),
-    [],
-    'no write failed',
-  );
+  /** The batches the writer reported so far (whole lines only). */
+  const reported = (): Batch[] =>
+    writer
+      .output()
+      .split('\n')
+      .slice(0, -1)
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Batch);
   // what the snapshot holds: only whole batches, and every batch up to the last one it holds
   const x = gnuExtract(t, JSON.parse(r.stdout).bundle_path);
   const d = new Database(join(x, 'sqlite', 'long_term.sqlite'), { readonly: true });
@@ -505,6 +510,21 @@ test('write gate: a busy writer whose batches always overlap cannot starve a sna
   const ended = new Set(rows.filter((row) => row.phase === 'end').map((row) => row.id));
   assert.deepEqual([...started].sort(), [...ended].sort(), 'no batch is in the copy half written');
   const last = Math.max(...ended);
+  // the writer resumes once the snapshot released the gate: wait for a batch after the next one (or a
+  // failed write) rather than a fixed pause, which a loaded machine can outlast
+  await until(
+    reported,
+    (bs) =>
+      bs.some((b) => b.error !== undefined) ||
+      (bs.some((b) => b.id === last + 1) && bs.some((b) => b.id > last + 1)),
+  );
+  await writer.killGroup();
+  const batches = reported();
+  assert.deepEqual(
+    batches.filter((b) => b.error),
+    [],
+    'no write failed',
+  );
   assert.equal(ended.size, last, 'the copy holds batches 1..last');
   const byId = new Map(batches.map((b) => [b.id, b]));
   const lastIn = byId.get(last)!;
