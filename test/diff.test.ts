@@ -4,12 +4,20 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import Database from 'better-sqlite3';
 import { git, gitEnv } from '../scripts/sample-agent.js';
 import { walkMemdir } from '../src/capture/memdir.js';
+import { createAgentToolServer } from '../src/mcp/server.js';
+import { createApiServer } from '../src/server/http.js';
+import { apiRoutes } from '../src/server/routes.js';
+import { OperationTracker } from '../src/server/tracker.js';
 import { bundleOf, manifestFor, writeBundleFile } from './helpers/bundles.js';
 import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
 
@@ -372,6 +380,93 @@ test('diff --detail: a state value next to its key (`"password": …`) and a sec
     showSecrets: true,
   });
   assert.deepEqual(shown.state!.dream_run.b, { last: 2, password }, 'shown as stored when asked');
+});
+
+test('diff --detail: a patch is computed from the redacted texts: no line of a key block a hunk cuts, nor its END line or a hunk header, on any surface (library, CLI, HTTP, MCP)', async (t) => {
+  const a = agent(t);
+  // a key block assembled at run time (this file holds no secret-shaped literal): 25 body lines
+  const kind = `RSA ${'PRIVATE'} KEY`;
+  const body = Array.from({ length: 25 }, (_, i) =>
+    createHash('sha512').update(`line ${i}`).digest('base64').slice(0, 64),
+  );
+  const pem = `-----BEGIN ${kind}-----\n${body.join('\n')}\n-----END ${kind}-----\n`;
+  const other = `-----BEGIN ${kind}-----\n${body.map((l) => l.split('').reverse().join('')).join('\n')}\n-----END ${kind}-----\n`;
+  writeFileSync(join(a.memdir, 'key.md'), `${pem}status: old\n`);
+  writeFileSync(join(a.memdir, 'rotated.md'), `note\n${pem}`);
+  git(a.memdir, ['add', 'key.md', 'rotated.md']);
+  git(a.memdir, ['commit', '-qm', 'keys']);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  writeFileSync(join(a.memdir, 'key.md'), `${pem}status: new\n`);
+  // a change within the secret only: the shown texts are the same, so no patch
+  writeFileSync(join(a.memdir, 'rotated.md'), `note\n${other}`);
+  const secretParts = [...body, ...body.map((l) => l.split('').reverse().join('')), `END ${kind}`];
+  const leaks = (out: string) => secretParts.filter((p) => out.includes(p)).map((p) => p.slice(0, 12));
+
+  const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: 'live', detail: true });
+  assert.deepEqual(leaks(JSON.stringify(d)), [], 'no byte of the key in the library result');
+  const key = d.files.find((f) => f.path === 'key.md')!;
+  assert.equal(key.status, 'modified');
+  assert.deepEqual([key.insertions, key.deletions], [1, 1], 'counted on the files as stored');
+  assert.match(key.patch!, /^diff --git a\/key\.md b\/key\.md\n/);
+  assert.match(key.patch!, /^@@ -1,2 \+1,2 @@\n \[REDACTED:private-key\]\n-status: old\n\+status: new\n$/m);
+  const rotated = d.files.find((f) => f.path === 'rotated.md')!;
+  assert.deepEqual([rotated.status, rotated.patch], ['modified', undefined]);
+  // as stored when asked: the key's lines are there
+  const shown = await a.snapshotter.diff({
+    agentId: 'ana',
+    a: s1.id,
+    b: 'live',
+    detail: true,
+    showSecrets: true,
+  });
+  assert.ok(shown.files.find((f) => f.path === 'key.md')!.patch!.includes(`-----END ${kind}-----`));
+
+  for (const args of [[], ['--json']]) {
+    const r = await runCli(['diff', s1.id, 'live', '--detail', ...args, '--agent', 'ana', ...a.flags]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(leaks(r.stdout), [], `CLI ${args.join(' ')}`);
+    assert.match(r.stdout, /\+status: new/);
+  }
+
+  const tracker = new OperationTracker();
+  const server = createApiServer({
+    routes: apiRoutes({ snapshotter: a.snapshotter, tracker, allowRestore: false, startedAt: Date.now() }),
+    tracker,
+    token: 'diff-test-token-0123456789',
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => server.close(() => r())));
+  const res = await fetch(
+    `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/agents/ana/diff?a=${s1.id}&b=live&detail=true`,
+    { headers: { authorization: 'Bearer diff-test-token-0123456789' } },
+  );
+  const http = await res.text();
+  assert.equal(res.status, 200, http);
+  assert.deepEqual(leaks(http), [], 'HTTP');
+  assert.equal(
+    (JSON.parse(http) as { files: { path: string; patch?: string }[] }).files.find(
+      (f) => f.path === 'key.md',
+    )!.patch,
+    key.patch,
+  );
+
+  const tool = createAgentToolServer({
+    snapshotter: a.snapshotter,
+    agentId: 'ana',
+    tenant: 'default',
+    redactDefault: false,
+    tracker: new OperationTracker(),
+  });
+  const [ct, st] = InMemoryTransport.createLinkedPair();
+  await tool.connect(st);
+  const client = new Client({ name: 'diff-test', version: '1.0.0' });
+  await client.connect(ct);
+  t.after(() => client.close());
+  const mcp = JSON.stringify(
+    await client.callTool({ name: 'memory_diff', arguments: { a: s1.id, b: 'live', detail: true } }),
+  );
+  assert.ok(mcp.includes('+status: new'), mcp.slice(0, 300));
+  assert.deepEqual(leaks(mcp), [], 'MCP');
 });
 
 /** Two snapshots of the sample agent with `before` run on long_term.sqlite first, `after` between them. */

@@ -6,9 +6,10 @@
 // the caller asked for the values as stored.
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { gitFuse, initBare, objectFormatOf, runGit } from '../git/git.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
+import { type RedactionPolicy, redactText } from '../policy/redaction/scan.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { placeholdersInBytes, showText } from './secrets.js';
 import type { Side } from './sides.js';
@@ -149,7 +150,14 @@ export async function treeChanges(
   }
   const patches = new Map<string, string>();
   if (detail) {
-    const full = await runGit(cwd, [...base, '--src-prefix=a/', '--dst-prefix=b/', ta, tb]);
+    // Redacted output: git diffs the shown texts (each changed file's whole text through the rules, as a
+    // redacted export holds it), never the stored ones, so no line, hunk header or context of the patch
+    // can hold a byte of a secret the rules find in the whole file (a key block cut by a hunk included).
+    const shown = secrets.shown.policy
+      ? await shownTrees(a, b, changed, cwd, secrets.shown.policy)
+      : undefined;
+    const [pa, pb] = shown ?? [ta, tb];
+    const full = await runGit(cwd, [...base, '--src-prefix=a/', '--dst-prefix=b/', pa, pb]);
     if (full.code > 1) throw new GitError(`diff of the working trees failed: ${full.stderr}`);
     // Each chunk is given to the file its own header names, never by position: the headers git prints
     // for a file (in both trees, only in b's, only in a's: a live side's tree leaves out the files
@@ -157,9 +165,9 @@ export async function treeChanges(
     const byHeader = new Map<string, string | null>();
     for (const rel of stats.keys()) {
       for (const [x, y] of [
-        [ta, tb],
-        [tb, tb],
-        [ta, ta],
+        [pa, pb],
+        [pb, pb],
+        [pa, pa],
       ]) {
         const header = `diff --git ${gitQuoted(`a/${x}/${rel}`)} ${gitQuoted(`b/${y}/${rel}`)}`;
         // (two files' headers alike would make the chunk's file unknown: null, refused below)
@@ -171,8 +179,12 @@ export async function treeChanges(
       if (rel == null) throw new GitError(`git diff printed a patch for no changed file: ${chunk.header}`);
       // the trees' directories are taken out of the header lines only, never out of the content
       let head = chunk.head;
-      for (const side of [ta, tb]) head = head.replaceAll(`a/${side}/`, 'a/').replaceAll(`b/${side}/`, 'b/');
-      patches.set(rel, (patches.get(rel) ?? '') + showText(secrets.shown, head + chunk.body));
+      for (const side of [pa, pb]) head = head.replaceAll(`a/${side}/`, 'a/').replaceAll(`b/${side}/`, 'b/');
+      // (the shown trees' texts are redacted already; the header's names go through the rules as before)
+      patches.set(
+        rel,
+        (patches.get(rel) ?? '') + (shown ? showText(secrets.shown, head) + chunk.body : head + chunk.body),
+      );
     }
   }
   return [...changed]
@@ -202,6 +214,38 @@ export async function treeChanges(
         ...(patch !== undefined && !st.binary ? boundedPatch(patch, maxPatchBytes) : {}),
       };
     });
+}
+
+/**
+ * The texts a redacted patch is computed from: each changed file of each side (added, removed,
+ * modified; not a redaction-only change, not an exact rename) written under `cwd` with its whole text
+ * through the rules (as UTF-8, as the patch shows it; bytes no rule changed are written as they are,
+ * so git tells binary files apart as before). Returns the two trees, relative to `cwd`.
+ */
+async function shownTrees(
+  a: Side,
+  b: Side,
+  changed: ReadonlyMap<string, FileChange['status']>,
+  cwd: string,
+  policy: RedactionPolicy,
+): Promise<[string, string]> {
+  const dirs: [string, string] = ['shown-a', 'shown-b'];
+  for (const d of dirs) await mkdir(join(cwd, d));
+  for (const [rel, status] of changed) {
+    if (status !== 'added' && status !== 'removed' && status !== 'modified') continue;
+    for (const [side, dir] of [
+      [a, dirs[0]],
+      [b, dirs[1]],
+    ] as const) {
+      if (!side.files.has(rel)) continue;
+      const bytes = await readFile(join(side.tree, rel));
+      const r = redactText(policy, bytes.toString('utf8'));
+      const target = join(cwd, dir, rel);
+      await mkdir(dirname(target), { recursive: true });
+      await writeFile(target, r.matches === 0 ? bytes : r.text);
+    }
+  }
+  return dirs;
 }
 
 /** SHA-256 of no bytes: empty files are never paired as renames (git does not pair them either). */
