@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { git, rng } from '../scripts/sample-agent.js';
 import { generateIdentity } from '../src/crypto/age.js';
@@ -23,8 +24,10 @@ import {
   redactText,
 } from '../src/index.js';
 import { Daemon } from '../src/server/daemon.js';
+import { ensureBuilt } from './helpers/built-cli.js';
 import { bundleOf, manifestFor, writeBundleFile } from './helpers/bundles.js';
 import { type Agent, gnuExtract, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
+import { REPO } from './helpers/repo.js';
 
 const r = rng(20261126);
 const ALNUM = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
@@ -282,6 +285,123 @@ test('the rule table: stable ids, the original seven keep their names, every rul
   assert.equal(redactText(allow, jwt.secret).matches, 0);
   assert.throws(() => compileRedactionPolicy({ excludeRules: ['no-such-rule'] }), { code: 'INVALID_INPUT' });
   assert.throws(() => compileRedactionPolicy({ allowlist: ['(unclosed'] }), { code: 'INVALID_INPUT' });
+});
+
+test('rule gaps closed: quoted values with # @ , or spaces, long values, a Telegram token, URL passwords with an empty user, # or @, the JSON Authorization header; prose, quoted URLs and times stay', () => {
+  const policy = compileRedactionPolicy();
+  // secrets assembled at run time (no secret-shaped literal in this file)
+  const v = rnd(16);
+  const long = rnd(300);
+  const bearer = rnd(32, '0123456789abcdef');
+  const cases: [string, string, string][] = [
+    // [text, expected output, rule]
+    [
+      `DB_PASS${'WORD'}="${v.slice(0, 3)}#${v.slice(3)}"`,
+      'DB_PASSWORD="[REDACTED:generic-secret]"',
+      'generic-secret',
+    ],
+    [
+      `DB_PASS${'WORD'}='${v.slice(0, 3)}#${v.slice(3)}'`,
+      "DB_PASSWORD='[REDACTED:generic-secret]'",
+      'generic-secret',
+    ],
+    [`pass${'word'}: P@${v}-Zq81`, 'password: [REDACTED:generic-secret]', 'generic-secret'],
+    [`pass${'word'} = "Summer2024, ${v}"`, 'password = "[REDACTED:generic-secret]"', 'generic-secret'],
+    [
+      `{"pass${'word'}":"${v} ${v.slice(2)}","user":"bob"}`,
+      '{"password":"[REDACTED:generic-secret]","user":"bob"}',
+      'generic-secret',
+    ],
+    [
+      `{\\"pass${'word'}\\":\\"${v}@x,y\\"}`,
+      '{\\"password\\":\\"[REDACTED:generic-secret]\\"}',
+      'generic-secret',
+    ],
+    [`api_${'key'} = ${long} next`, 'api_key = [REDACTED:generic-secret] next', 'generic-secret'],
+    [`"access_${'token'}": "${long}"`, '"access_token": "[REDACTED:generic-secret]"', 'generic-secret'],
+    [
+      `TELEGRAM_BOT_${'TOKEN'}=${rnd(9, '0123456789')}:AA${rnd(33)}`,
+      'TELEGRAM_BOT_TOKEN=[REDACTED:generic-secret]',
+      'generic-secret',
+    ],
+    [`redis://:${v}@cache:6379/0`, 'redis://:[REDACTED:url-credentials]@cache:6379/0', 'url-credentials'],
+    [
+      `mysql://u:${v.slice(0, 4)}#${v.slice(4)}@h/db`,
+      'mysql://u:[REDACTED:url-credentials]@h/db',
+      'url-credentials',
+    ],
+    [`redis://:P@${v}@cache:6379`, 'redis://:[REDACTED:url-credentials]@cache:6379', 'url-credentials'],
+    [`postgres://u:${long}@h/db`, 'postgres://u:[REDACTED:url-credentials]@h/db', 'url-credentials'],
+    [
+      `headers = {"Authorization": "${'Bear'}er ${bearer}"}`,
+      'headers = {"Authorization": "Bearer [REDACTED:bearer-token]"}',
+      'bearer-token',
+    ],
+    [
+      `{'Authorization': '${'Bear'}er ${bearer}'}`,
+      "{'Authorization': 'Bearer [REDACTED:bearer-token]'}",
+      'bearer-token',
+    ],
+    // the header keeps its form: the whole header text
+    [`curl -H 'Authorization: ${'Bear'}er ${bearer}'`, "curl -H '[REDACTED:bearer-token]'", 'bearer-token'],
+  ];
+  for (const [text, expected, rule] of cases) {
+    const out = redactText(policy, text);
+    assert.equal(out.text, expected, text.slice(0, 40));
+    assert.deepEqual(Object.keys(out.counts), [rule], text.slice(0, 40));
+  }
+  // the JSON form keeps a state value valid JSON (the rules ran on its text)
+  assert.deepEqual(
+    JSON.parse(redactText(policy, JSON.stringify({ Authorization: `${'Bear'}er ${bearer}` })).text),
+    {
+      Authorization: 'Bearer [REDACTED:bearer-token]',
+    },
+  );
+  // not secrets: prose, quoted sentences of more than four words, quoted URLs, times, ports, a key name
+  const kept = [
+    'password: "see the vault"',
+    '"secret": "Do not share This with anyone, 2 times"',
+    '"token_uri": "https://oauth2.googleapis.com/token"',
+    "token_endpoint = 'https://login.example.com/v2.0/token'",
+    'token_url: https://auth.example.com/oauth2/token',
+    'token_expiry: 2026-12-06T07:27:09Z',
+    '"token_expiry": "2026-12-06T07:27:09Z"',
+    'The token: it is 10:30 now, the secret_port: db:5432',
+    'token: abcdefgh: xyz',
+    'Mail ana@example.com, open https://user@example.com/ or https://docs.example.com:8080/a#x@y.',
+  ];
+  for (const text of kept) assert.deepEqual(redactText(policy, text), { text, counts: {}, matches: 0 }, text);
+});
+
+test("the rules stay linear on hostile text of megabytes (a child process: a regression ends in its timeout, not this file's)", () => {
+  ensureBuilt();
+  const script = `
+    const { compilePolicy, redactText } = await import(${JSON.stringify(pathToFileURL(join(REPO, 'dist/src/policy/redaction/scan.js')).href)});
+    const p = compilePolicy();
+    const M = 2_000_000;
+    const rep = (s) => s.repeat(Math.ceil(M / s.length));
+    const inputs = [
+      'tok' + 'en=' + rep('tok' + 'en=') + ' =',
+      'pass' + 'word="' + rep('aB3 '),
+      rep('pass' + 'word="xY9 '),
+      '://a:' + rep('x'),
+      rep('://a:b'),
+      '://a:' + rep('b@'),
+      'api_' + 'key = ' + rep('aB3xZ9qQ'),
+      rep('"Authorization": "Bear' + 'er '),
+      'tok' + 'en: ' + rep('a:b'),
+      rep('tokensecretpassword') + '=',
+      rep('sec' + 'ret: "ab ab ab ab ab '),
+      rep('api_' + 'key = ' + 'aB3xZ9qQ'.repeat(33) + '= '),
+    ];
+    for (const text of inputs) redactText(p, text);
+    console.log('done ' + inputs.length);`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
+  assert.equal(r.signal, null, 'the scans ended (a quadratic scan of 2 MB takes hours)');
+  assert.equal(r.stdout.trim(), 'done 12', r.stderr);
 });
 
 test('a redacted snapshot ships no planted secret in any component, and no git object holds one after restore', async (t) => {

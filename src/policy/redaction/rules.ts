@@ -4,12 +4,20 @@
 // Patterns are written for the secret shapes that providers document and that common open rule sets
 // (gitleaks, secretlint, detect-secrets) cover; no regex is copied from them.
 
-/** One rule. `group` names the capture group to replace (default: the whole match). */
+/**
+ * One rule. `group` names the capture group to replace (default: the whole match); a list names the
+ * groups of alternative shapes, and the first that took part in the match is replaced.
+ */
 export interface RedactionRule {
   id: string;
   description: string;
   pattern: RegExp;
-  group?: number;
+  group?: number | readonly number[];
+  /**
+   * Continues the replaced text: run (sticky) where it ends, and what it matches is replaced too. For a
+   * value the pattern bounds (so a failed attempt costs little), however long the value runs on.
+   */
+  extend?: RegExp;
   /** Minimum Shannon entropy (bits per character) of the replaced text; lower values are kept. */
   minEntropy?: number;
   /** Minimum number of character classes (lowercase, uppercase, digits) in the replaced text. */
@@ -17,7 +25,7 @@ export interface RedactionRule {
 }
 
 /** Bumped whenever a rule is added, removed or changes what it matches; recorded in the manifest. */
-export const RULESET_VERSION = '2026.11-1';
+export const RULESET_VERSION = '2026.12-1';
 
 /** The policy id in the manifest (the original's `memory-snapshot:default`). */
 export const DEFAULT_POLICY_ID = 'memory-snapshot:default';
@@ -37,7 +45,24 @@ const KEY_WORDS =
   'api[_.-]?key|apikey|secret|token|passw(?:or)?d|passwd|pwd|passphrase|credentials?|private[_.-]?key|access[_.-]?key|auth[_.-]?key|client[_.-]?secret';
 
 /** Characters of a generic secret value. */
-const VALUE = '[A-Za-z0-9_+/=.~!$%^&*-]';
+const VALUE = '[A-Za-z0-9_+/=.~!$%^&*#@-]';
+/**
+ * One unit of an unquoted value: a value character, or a colon followed by a letter (a Telegram bot
+ * token `123456789:AAH…`, `user:Secret`), never by a digit (a time, a port), `/` (a URL) or a space.
+ */
+const UNIT = `(?:${VALUE}|:(?=[A-Za-z]))`;
+/**
+ * One character of a quoted value: anything but a quote, a backslash or white space; a colon only
+ * before a letter, as in an unquoted value (a quoted time or URL is no secret: a URL's password, if
+ * any, is url-credentials').
+ */
+const QUOTED_CHAR = (q: string) => `(?:[^${q}\\\\\\s:]|:(?=[A-Za-z]))`;
+/**
+ * A quoted value, closed by its own quote (escaped in JSON or not): up to four words separated by
+ * single spaces (a passphrase; a longer quoted sentence is prose), at least 8 characters.
+ */
+const QUOTED = (q: string) =>
+  `\\\\?${q}(?=[^${q}\\\\\\r\\n]{8})(${QUOTED_CHAR(q)}+(?: ${QUOTED_CHAR(q)}+){0,3})\\\\?${q}`;
 
 export const RULES: readonly RedactionRule[] = [
   {
@@ -74,8 +99,14 @@ export const RULES: readonly RedactionRule[] = [
   },
   {
     id: 'bearer-token',
-    description: 'HTTP `Authorization: Bearer …` header (the whole header text is replaced)',
-    pattern: /Authorization:\s*Bearer\s+[A-Za-z0-9._~+/=-]{20,}/gi,
+    description:
+      'HTTP `Authorization: Bearer …` header (the whole header text is replaced), or `"Authorization": "Bearer …"` (the token is replaced)',
+    // the header (`Authorization: Bearer …`: the whole header text), or the header as a quoted key
+    // and value (`"Authorization": "Bearer …"` in JSON, a dict, YAML: only the token, so the quotes
+    // and the structure stay)
+    pattern:
+      /(Authorization:\s*Bearer\s+[A-Za-z0-9._~+/=-]{20,})|Authorization\\?["'][ \t]{0,5}[:=][ \t]{0,5}\\?["']Bearer[ \t]+([A-Za-z0-9._~+/=-]{20,})/gi,
+    group: [1, 2],
   },
   {
     id: 'jwt',
@@ -111,24 +142,33 @@ export const RULES: readonly RedactionRule[] = [
   {
     id: 'url-credentials',
     description: 'password in a URL (scheme://user:password@host); only the password is replaced',
-    // anchored on `://` (a fast literal search); the scheme is not part of the match
-    pattern: /:\/\/[^\s:/?#@"'<>[\]]{1,256}:([^\s/?#@"'<>[\]]{1,256})@/g,
+    // anchored on `://` (a fast literal search); the scheme is not part of the match. The user may be
+    // empty (`redis://:pw@host`); the password runs to the last `@` before the path, so it may hold `@`
+    // and `#` (written unencoded in connection strings). Neither part can hold `/`, so an attempt reads
+    // no further than the next `://`: unbounded, and still linear.
+    pattern: /:\/\/[^\s:/?#@"'<>[\]]*:([^\s/?"'<>[\]]+)@/g,
     group: 1,
   },
   {
     id: 'generic-secret',
     description:
-      'a high-entropy value assigned to a key, secret, token or password name (`api_key = …`, `"password": "…"`); only the value is replaced',
+      'a high-entropy value assigned to a key, secret, token or password name (`api_key = …`, `"password": "…"`, a quoted value to its closing quote); only the value is replaced',
     pattern: new RegExp(
       // key word (anywhere in the name: client_secret, AWS_SECRET_ACCESS_KEY), rest of the name,
-      // optional (JSON-escaped) quote, operator, optional quote, the value; a value that is itself
-      // followed by an operator is the next key (`note: api_key = …`), not a secret. Starting at the
-      // key word, not the name, keeps the scan fast.
-      `(?:${KEY_WORDS})[A-Za-z0-9_.-]{0,40}(?:\\\\?["'])?[ \\t]{0,5}(?:=>|:=|=|:)[ \\t]{0,5}(?:\\\\?["'])?` +
-        `(${VALUE}{8,256})(?!${VALUE}|(?:\\\\?["'])?[ \\t]{0,5}(?:=|:(?!//)))`,
+      // optional (JSON-escaped) quote, operator, the value; an unquoted value that is itself followed
+      // by an operator is the next key (`note: api_key = …`), not a secret. Starting at the key word,
+      // not the name, keeps the scan fast. Linear: a quoted value's attempt reads no further than the
+      // next quote of its kind, an unquoted one at most 257 units (the rest is `extend`'s, once).
+      `(?:${KEY_WORDS})[A-Za-z0-9_.-]{0,40}(?:\\\\?["'])?[ \\t]{0,5}(?:=>|:=|=|:)[ \\t]{0,5}` +
+        // a quoted value (closed by its quote), else an unquoted one (after a quote that is not closed);
+        // an unquoted value longer than 256 units is matched by its first 256 and continued by `extend`
+        `(?:${QUOTED('"')}|${QUOTED("'")}|(?:\\\\?["'])?` +
+        `((?=${UNIT}{257})${UNIT}{256}|${UNIT}{8,256}(?!${UNIT}|(?:\\\\?["'])?[ \\t]{0,5}(?:=|:(?!//)))))`,
       'gi',
     ),
-    group: 1,
+    group: [1, 2, 3],
+    // (runs of value characters at once: this is the one part of a match that can be megabytes long)
+    extend: new RegExp(`(?:${VALUE}+|:(?=[A-Za-z]))*`, 'y'),
     minEntropy: 3,
     minClasses: 2,
   },

@@ -79,11 +79,21 @@ function charClasses(s: string): number {
   return Number(/[a-z]/.test(s)) + Number(/[A-Z]/.test(s)) + Number(/[0-9]/.test(s));
 }
 
+/** How much of a (long) secret the entropy and class tests look at: a value can be megabytes long. */
+const SAMPLE_CHARS = 4096;
+
 function keep(policy: RedactionPolicy, rule: RedactionRule, secret: string): boolean {
   if (secret.includes(REDACTED_MARK)) return true;
-  if (rule.minEntropy !== undefined && shannonEntropy(secret) < rule.minEntropy) return true;
-  if (rule.minClasses !== undefined && charClasses(secret) < rule.minClasses) return true;
+  const sample = secret.length > SAMPLE_CHARS ? secret.slice(0, SAMPLE_CHARS) : secret;
+  if (rule.minEntropy !== undefined && shannonEntropy(sample) < rule.minEntropy) return true;
+  if (rule.minClasses !== undefined && charClasses(sample) < rule.minClasses) return true;
   return policy.allowlist.some((re) => re.test(secret));
+}
+
+/** The capture group to replace: the rule's, or the first of its list that took part; undefined: all. */
+function groupOf(rule: RedactionRule, m: RegExpExecArray): number | undefined {
+  if (rule.group === undefined || typeof rule.group === 'number') return rule.group;
+  return rule.group.find((g) => m[g] !== undefined) ?? rule.group[0];
 }
 
 /** Applies one rule to `text`; returns the new text and how many replacements it made. */
@@ -98,9 +108,20 @@ function applyRule(policy: RedactionPolicy, rule: RedactionRule, text: string): 
       re.lastIndex++;
       continue;
     }
-    const secret = rule.group ? m[rule.group] : m[0];
-    if (secret === undefined || secret.length === 0 || keep(policy, rule, secret)) continue;
-    const start = rule.group ? m.index + m[0].lastIndexOf(secret) : m.index;
+    const group = groupOf(rule, m);
+    let secret = group === undefined ? m[0] : m[group];
+    if (secret === undefined || secret.length === 0) continue;
+    const start = group === undefined ? m.index : m.index + m[0].lastIndexOf(secret);
+    if (rule.extend) {
+      // the value runs on past what the pattern bounds: the rest is part of it, and is not scanned again
+      rule.extend.lastIndex = start + secret.length;
+      const more = rule.extend.exec(text)?.[0] ?? '';
+      if (more.length > 0) {
+        secret += more;
+        re.lastIndex = Math.max(re.lastIndex, start + secret.length);
+      }
+    }
+    if (keep(policy, rule, secret)) continue;
     out += `${text.slice(last, start)}[REDACTED:${rule.id}]`;
     last = start + secret.length;
     n++;
