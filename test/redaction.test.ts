@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -1195,14 +1195,27 @@ test('the HTTP download is redacted unless ?redact=false: a re-packed bundle wit
   const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], {
     encoding: 'utf8',
   }).stdout;
-  mkdirSync(join(tmp, `nexo-download-${dead}-killed`));
+  mkdirSync(join(tmp, `nexo-download-${dead}-killed`), { mode: 0o700 });
   writeFileSync(join(tmp, `nexo-download-${dead}-killed`, 'x.tar.zst'), 'a copy a killed process left');
-  mkdirSync(join(tmp, `nexo-download-${process.pid}-running`)); // a live process's: not touched
+  mkdirSync(join(tmp, `nexo-download-${process.pid}-living`), { mode: 0o700 }); // a live process's: kept
+  // what a user named alike is not scratch (stop 52): a file, a name mkdtemp would not give, a
+  // directory of another mode, a symbolic link
+  writeFileSync(join(tmp, `nexo-export-20261206-agent.tar.zst`), 'an export the user keeps here');
+  mkdirSync(join(tmp, 'nexo-diff-2026-12-06'), { mode: 0o700 });
+  mkdirSync(join(tmp, `nexo-diff-${dead}-userdr`), { mode: 0o755 });
+  symlinkSync(join(tmp, 'nexo-diff-2026-12-06'), join(tmp, `nexo-browse-${dead}-linked`));
+  const kept = [
+    `nexo-browse-${dead}-linked`,
+    'nexo-diff-2026-12-06',
+    `nexo-diff-${dead}-userdr`,
+    `nexo-download-${process.pid}-living`,
+    'nexo-export-20261206-agent.tar.zst',
+  ].sort();
   // the decrypted or unredacted scratch of a killed re-pack (redacted export), deep verify and a
   // verify's git history check (the pack written out for git, decrypted when the bundle is) too, and
   // (stop 52) a killed repository export's staging, diff's sides, a dry run's and a browsed database
   for (const kind of ['repack', 'verify', 'pack-check', 'export', 'diff', 'dry-run', 'browse']) {
-    mkdirSync(join(tmp, `nexo-${kind}-${dead}-killed`));
+    mkdirSync(join(tmp, `nexo-${kind}-${dead}-killed`), { mode: 0o700 });
     writeFileSync(join(tmp, `nexo-${kind}-${dead}-killed`, 'long_term.sqlite'), 'decrypted rows');
   }
   // while a re-packed download streams, its temporary copy is already gone from the disk
@@ -1210,7 +1223,7 @@ test('the HTTP download is redacted unless ?redact=false: a re-packed bundle wit
     headers: { authorization: `Bearer ${token}` },
   });
   assert.equal(streaming.headers.get('x-nexo-copy'), 'redacted');
-  assert.deepEqual(readdirSync(tmp), [`nexo-download-${process.pid}-running`]);
+  assert.deepEqual(readdirSync(tmp).sort(), kept);
   await streaming.arrayBuffer();
 
   let { res, bytes } = await get(`${snap.id}/export`);
@@ -1239,9 +1252,5 @@ test('the HTTP download is redacted unless ?redact=false: a re-packed bundle wit
     [],
     'nothing left in the store',
   );
-  assert.deepEqual(
-    readdirSync(tmp),
-    [`nexo-download-${process.pid}-running`],
-    'nor in the temporary directory',
-  );
+  assert.deepEqual(readdirSync(tmp).sort(), kept, 'nor in the temporary directory');
 });

@@ -7,7 +7,7 @@
 // one, in any process of this package, so decrypted memory does not stay on the disk for good
 // (docs/decisions.md, stop 38).
 
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -22,7 +22,12 @@ export type ScratchKind =
   | 'dry-run'
   | 'browse';
 
-const LEFTOVER = /^nexo-(download|repack|verify|pack-check|export|diff|dry-run|browse)-(\d+)-/;
+/**
+ * The exact name mkdtemp gives (`nexo-<kind>-<pid>-` and six random characters): a file or directory a
+ * user named alike (`nexo-export-20261206-agent.tar.zst`) is not taken for one (stop 52).
+ */
+const LEFTOVER =
+  /^nexo-(download|repack|verify|pack-check|export|diff|dry-run|browse)-(\d{1,10})-[A-Za-z0-9]{6}$/;
 
 /** A new private temporary directory for one operation; first, those of processes that are gone are removed. */
 export async function privateScratch(kind: ScratchKind): Promise<string> {
@@ -30,12 +35,19 @@ export async function privateScratch(kind: ScratchKind): Promise<string> {
   return mkdtemp(join(tmpdir(), `nexo-${kind}-${process.pid}-`));
 }
 
-/** Removes the scratch directories (every kind) of processes that are gone; returns how many. */
+/**
+ * Removes the scratch directories (every kind) of processes that are gone; returns how many. Only what
+ * mkdtemp made for this user is one: a directory (not a symbolic link) of that exact name, owned by
+ * this user, mode 0700.
+ */
 export async function sweepScratchLeftovers(dir = tmpdir()): Promise<number> {
   let removed = 0;
+  const uid = process.getuid?.();
   for (const name of await readdir(dir)) {
     const m = LEFTOVER.exec(name);
     if (!m || alive(Number(m[2]))) continue;
+    const st = await lstat(join(dir, name)).catch(() => undefined);
+    if (!st?.isDirectory() || (st.mode & 0o777) !== 0o700 || (uid !== undefined && st.uid !== uid)) continue;
     await rm(join(dir, name), { recursive: true, force: true });
     removed++;
   }
