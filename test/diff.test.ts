@@ -489,6 +489,23 @@ async function rowDiff(t: Parameters<typeof sampleAgent>[0], before: string, aft
   return { lt, table, counts, cli };
 }
 
+test('diff --detail of a file that is not UTF-8: only its changed line, its secret redacted (stop 52)', async (t) => {
+  const a = agent(t);
+  const token = `${'gh'}p_${'A1b2C3d4E5'.repeat(3)}abcdef`;
+  const before = Buffer.from('caf\xe9 one\ncaf\xe9 two\nline three\n', 'latin1');
+  writeFileSync(join(a.memdir, 'latin.txt'), before);
+  git(a.memdir, ['add', 'latin.txt']);
+  git(a.memdir, ['commit', '-qm', 'latin']);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  writeFileSync(join(a.memdir, 'latin.txt'), Buffer.concat([before, Buffer.from(`key ${token}\n`)]));
+  const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b: 'live', detail: true });
+  assert.ok(!JSON.stringify(d).includes(token.slice(4)), 'the token is not shown');
+  const f = d.files.find((x) => x.path === 'latin.txt')!;
+  assert.deepEqual([f.insertions, f.deletions], [1, 0]);
+  const changedLines = f.patch!.split('\n').filter((l) => /^[-+](?![-+]{2} )/.test(l));
+  assert.deepEqual(changedLines, ['+key [REDACTED:github-token]'], f.patch);
+});
+
 test('diff rows are compared exactly: a collation (NOCASE, RTRIM) or an affinity hides no change', async (t) => {
   const { counts } = await rowDiff(
     t,

@@ -9,7 +9,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { gitFuse, initBare, objectFormatOf, runGit } from '../git/git.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
-import { type RedactionPolicy, redactText } from '../policy/redaction/scan.js';
+import { MAX_SCANNED_FILE_BYTES } from '../policy/redaction/redact.js';
+import { asText, type RedactionPolicy, redactText } from '../policy/redaction/scan.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { placeholdersInBytes, showText } from './secrets.js';
 import type { Side } from './sides.js';
@@ -156,7 +157,7 @@ export async function treeChanges(
     const shown = secrets.shown.policy
       ? await shownTrees(a, b, changed, cwd, secrets.shown.policy)
       : undefined;
-    const [pa, pb] = shown ?? [ta, tb];
+    const [pa, pb] = shown?.trees ?? [ta, tb];
     const full = await runGit(cwd, [...base, '--src-prefix=a/', '--dst-prefix=b/', pa, pb]);
     if (full.code > 1) throw new GitError(`diff of the working trees failed: ${full.stderr}`);
     // Each chunk is given to the file its own header names, never by position: the headers git prints
@@ -183,7 +184,10 @@ export async function treeChanges(
       // (the shown trees' texts are redacted already; the header's names go through the rules as before)
       patches.set(
         rel,
-        (patches.get(rel) ?? '') + (shown ? showText(secrets.shown, head) + chunk.body : head + chunk.body),
+        (patches.get(rel) ?? '') +
+          (shown && !shown.raw.has(rel)
+            ? showText(secrets.shown, head) + chunk.body
+            : showText(secrets.shown, head + chunk.body)),
       );
     }
   }
@@ -219,8 +223,11 @@ export async function treeChanges(
 /**
  * The texts a redacted patch is computed from: each changed file of each side (added, removed,
  * modified; not a redaction-only change, not an exact rename) written under `cwd` with its whole text
- * through the rules (as UTF-8, as the patch shows it; bytes no rule changed are written as they are,
- * so git tells binary files apart as before). Returns the two trees, relative to `cwd`.
+ * through the rules (bytes no rule changed are written as they are, so git tells binary files apart as
+ * before). A file that is not text (not UTF-8, a NUL byte) or larger than redaction scans, on either
+ * side, is written as it is on both and named in `raw`: its patch goes through the rules as git
+ * prints it, as before (decoding it would change every line that is not UTF-8; a huge one cannot be
+ * one string). Returns the two trees, relative to `cwd`.
  */
 async function shownTrees(
   a: Side,
@@ -228,24 +235,31 @@ async function shownTrees(
   changed: ReadonlyMap<string, FileChange['status']>,
   cwd: string,
   policy: RedactionPolicy,
-): Promise<[string, string]> {
-  const dirs: [string, string] = ['shown-a', 'shown-b'];
-  for (const d of dirs) await mkdir(join(cwd, d));
+): Promise<{ trees: [string, string]; raw: Set<string> }> {
+  const trees: [string, string] = ['shown-a', 'shown-b'];
+  const raw = new Set<string>();
+  for (const d of trees) await mkdir(join(cwd, d));
   for (const [rel, status] of changed) {
     if (status !== 'added' && status !== 'removed' && status !== 'modified') continue;
-    for (const [side, dir] of [
-      [a, dirs[0]],
-      [b, dirs[1]],
-    ] as const) {
+    const sides = [
+      [a, trees[0]],
+      [b, trees[1]],
+    ] as const;
+    const read: Array<{ bytes: Buffer; text: string | undefined; target: string }> = [];
+    for (const [side, dir] of sides) {
       if (!side.files.has(rel)) continue;
       const bytes = await readFile(join(side.tree, rel));
-      const r = redactText(policy, bytes.toString('utf8'));
-      const target = join(cwd, dir, rel);
+      const text = bytes.length <= MAX_SCANNED_FILE_BYTES ? asText(bytes) : undefined;
+      if (text === undefined) raw.add(rel);
+      read.push({ bytes, text, target: join(cwd, dir, rel) });
+    }
+    for (const { bytes, text, target } of read) {
+      const r = raw.has(rel) || text === undefined ? undefined : redactText(policy, text);
       await mkdir(dirname(target), { recursive: true });
-      await writeFile(target, r.matches === 0 ? bytes : r.text);
+      await writeFile(target, r && r.matches > 0 ? r.text : bytes);
     }
   }
-  return dirs;
+  return { trees, raw };
 }
 
 /** SHA-256 of no bytes: empty files are never paired as renames (git does not pair them either). */

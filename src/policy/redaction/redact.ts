@@ -230,6 +230,7 @@ export async function redactStaging(
               throw new RedactionError(`${artifact}: ${(err as Error).message}`, { cause: err });
             }
             note(t, artifact, r.counts, r.matches);
+            if (r.rewritten) t.touched.add(artifact); // samples removed, no value replaced: touched too
             t.notScanned.push(...r.not_scanned);
             sqliteStats[d.db] = {
               tables: r.tables,

@@ -29,6 +29,8 @@ export interface SqliteRedaction {
   counts: Record<string, number>;
   matches: number;
   not_scanned: NotScanned[];
+  /** The file was rebuilt: a value was replaced, or ANALYZE's samples were removed. */
+  rewritten: boolean;
 }
 
 interface SchemaRow {
@@ -79,6 +81,7 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
     counts: {},
     matches: 0,
     not_scanned: [],
+    rewritten: false,
   };
   const db = new Database(path, { fileMustExist: true });
   const fresh = `${path}.rebuilt`;
@@ -277,5 +280,6 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
     for (const extra of ['-wal', '-shm', '-journal']) rmSync(`${path}${extra}`, { force: true });
     renameSync(fresh, path);
   }
+  out.rewritten = rebuilt;
   return out;
 }
