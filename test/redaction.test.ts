@@ -287,10 +287,11 @@ test('the rule table: stable ids, the original seven keep their names, every rul
   assert.throws(() => compileRedactionPolicy({ allowlist: ['(unclosed'] }), { code: 'INVALID_INPUT' });
 });
 
-test('rule gaps closed: quoted values with # @ , or spaces, long values, a Telegram token, URL passwords with an empty user, # or @, the JSON Authorization header; prose, quoted URLs and times stay', () => {
+test('rule gaps closed: quoted values with # @ , or spaces, long values, a Telegram token, URL passwords with an empty user, # or @, the JSON and YAML Authorization header; prose, phrases, handles, emails, quoted URLs and times stay', () => {
   const policy = compileRedactionPolicy();
   // secrets assembled at run time (no secret-shaped literal in this file)
-  const v = rnd(16);
+  // (a digit at its end: a multi-word quoted value is a secret only when every word holds a digit or symbol)
+  const v = `${rnd(16)}7`;
   const long = rnd(300);
   const bearer = rnd(32, '0123456789abcdef');
   const cases: [string, string, string][] = [
@@ -342,6 +343,21 @@ test('rule gaps closed: quoted values with # @ , or spaces, long values, a Teleg
       "{'Authorization': 'Bearer [REDACTED:bearer-token]'}",
       'bearer-token',
     ],
+    // YAML: the key unquoted, the value quoted
+    [
+      `Authorization: "${'Bear'}er ${bearer}"`,
+      'Authorization: "Bearer [REDACTED:bearer-token]"',
+      'bearer-token',
+    ],
+    [
+      `Authorization: '${'Bear'}er ${bearer}'`,
+      "Authorization: 'Bearer [REDACTED:bearer-token]'",
+      'bearer-token',
+    ],
+    // a passphrase of words, each with a digit or a symbol
+    [`pass${'word'}: "Xk9#m Qp2$z"`, 'password: "[REDACTED:generic-secret]"', 'generic-secret'],
+    [`DB_PASS${'WORD'}="Xk9#mQ2vLp7Rt4Wz"`, 'DB_PASSWORD="[REDACTED:generic-secret]"', 'generic-secret'],
+    [`pass${'word'}: P@ssw0rd-Zq81xLm3`, 'password: [REDACTED:generic-secret]', 'generic-secret'],
     // the header keeps its form: the whole header text
     [`curl -H 'Authorization: ${'Bear'}er ${bearer}'`, "curl -H '[REDACTED:bearer-token]'", 'bearer-token'],
   ];
@@ -369,6 +385,28 @@ test('rule gaps closed: quoted values with # @ , or spaces, long values, a Teleg
     'The token: it is 10:30 now, the secret_port: db:5432',
     'token: abcdefgh: xyz',
     'Mail ana@example.com, open https://user@example.com/ or https://docs.example.com:8080/a#x@y.',
+    // a multi-word quoted value with a word of letters only (trailing punctuation aside) is a phrase
+    'secret_santa: "Alice and Bob"',
+    'password_hint: "First pet name"',
+    `"secret_question": "Mother's maiden name"`,
+    'token: "Refresh the cache"',
+    'token_type: "Refresh Token"',
+    'secretName: "My App Secret"',
+    '{"secret": "Project Phoenix"}',
+    'access_key_rotation: "every 90 Days"',
+    'api_key_status: "Revoked on Monday"',
+    'password_policy: "At least 12 Chars"',
+    'passwordless: "Enabled via WebAuthn"',
+    'The secret: "Love is patient, Kind"',
+    'secret: "Ship v2.3 on Friday!"',
+    '"Correct horse battery staple"',
+    'passphrase: "Correct horse battery staple"',
+    // handles, channels and email addresses
+    '"credentials_contact": "security@Company1.com"',
+    'token: "@AliceBot_2"',
+    'bot_token_username: @MyHelperBot2',
+    '- token: #General-Channel2',
+    'token_owner: Alice.Smith@Example.com',
   ];
   for (const text of kept) assert.deepEqual(redactText(policy, text), { text, counts: {}, matches: 0 }, text);
 });

@@ -22,6 +22,8 @@ export interface RedactionRule {
   minEntropy?: number;
   /** Minimum number of character classes (lowercase, uppercase, digits) in the replaced text. */
   minClasses?: number;
+  /** Keeps the replaced text when true (given its first 4,096 characters); must run in linear time. */
+  keep?: (value: string) => boolean;
 }
 
 /** Bumped whenever a rule is added, removed or changes what it matches; recorded in the manifest. */
@@ -64,6 +66,34 @@ const QUOTED_CHAR = (q: string) => `(?:[^${q}\\\\\\s:]|:(?=[A-Za-z]))`;
 const QUOTED = (q: string) =>
   `\\\\?${q}(?=[^${q}\\\\\\r\\n]{8})(${QUOTED_CHAR(q)}+(?: ${QUOTED_CHAR(q)}+){0,3})\\\\?${q}`;
 
+/** A handle or a channel (`@name`, `#name`): an identifier, not a secret. */
+const HANDLE = /^[@#][A-Za-z0-9_.-]+$/;
+/** An email address (`local@domain.tld`): contact data, not a secret. */
+const EMAIL = /^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$/;
+/** A word that is a secret's: it holds a digit or a symbol, trailing punctuation (`,` `.` `!` …) aside. */
+const SECRET_WORD = /[^\p{L}]/u;
+const TRAILING_PUNCTUATION = '.,;:!?';
+
+function withoutTrailingPunctuation(word: string): string {
+  let end = word.length;
+  while (end > 0 && TRAILING_PUNCTUATION.includes(word.charAt(end - 1))) end--;
+  return word.slice(0, end);
+}
+
+/**
+ * generic-secret's value that is kept: a handle, a channel or an email address, or a multi-word (quoted)
+ * value with a word of letters only (`"Alice and Bob"`, `"every 90 Days"`: a phrase; a passphrase of
+ * words, `"Xk9#m Qp2$z"`, has a digit or a symbol in every word). Linear: it sees at most 4,096
+ * characters (keep's sample); its patterns are anchored, and their repeats are separated by distinct
+ * delimiters (`@`, `.`), so none backtracks quadratically.
+ */
+function ordinaryValue(value: string): boolean {
+  // (an email address has at most 254 characters: a longer value, or a long value's sample, is none)
+  if (value.length <= 254 && (HANDLE.test(value) || EMAIL.test(value))) return true;
+  if (!value.includes(' ')) return false;
+  return value.split(' ').some((word) => !SECRET_WORD.test(withoutTrailingPunctuation(word)));
+}
+
 export const RULES: readonly RedactionRule[] = [
   {
     id: 'private-key',
@@ -100,12 +130,12 @@ export const RULES: readonly RedactionRule[] = [
   {
     id: 'bearer-token',
     description:
-      'HTTP `Authorization: Bearer …` header (the whole header text is replaced), or `"Authorization": "Bearer …"` (the token is replaced)',
+      'HTTP `Authorization: Bearer …` header (the whole header text is replaced), or `"Authorization": "Bearer …"` / `Authorization: "Bearer …"` (the token is replaced)',
     // the header (`Authorization: Bearer …`: the whole header text), or the header as a quoted key
-    // and value (`"Authorization": "Bearer …"` in JSON, a dict, YAML: only the token, so the quotes
-    // and the structure stay)
+    // and value, or an unquoted key with a quoted value (`"Authorization": "Bearer …"` in JSON, a dict,
+    // `Authorization: "Bearer …"` in YAML: only the token, so the quotes and the structure stay)
     pattern:
-      /(Authorization:\s*Bearer\s+[A-Za-z0-9._~+/=-]{20,})|Authorization\\?["'][ \t]{0,5}[:=][ \t]{0,5}\\?["']Bearer[ \t]+([A-Za-z0-9._~+/=-]{20,})/gi,
+      /(Authorization:\s*Bearer\s+[A-Za-z0-9._~+/=-]{20,})|Authorization(?:\\?["'])?[ \t]{0,5}[:=][ \t]{0,5}\\?["']Bearer[ \t]+([A-Za-z0-9._~+/=-]{20,})/gi,
     group: [1, 2],
   },
   {
@@ -171,6 +201,7 @@ export const RULES: readonly RedactionRule[] = [
     extend: new RegExp(`(?:${VALUE}+|:(?=[A-Za-z]))*`, 'y'),
     minEntropy: 3,
     minClasses: 2,
+    keep: ordinaryValue,
   },
 ];
 

@@ -87,6 +87,7 @@ function keep(policy: RedactionPolicy, rule: RedactionRule, secret: string): boo
   const sample = secret.length > SAMPLE_CHARS ? secret.slice(0, SAMPLE_CHARS) : secret;
   if (rule.minEntropy !== undefined && shannonEntropy(sample) < rule.minEntropy) return true;
   if (rule.minClasses !== undefined && charClasses(sample) < rule.minClasses) return true;
+  if (rule.keep?.(sample)) return true;
   return policy.allowlist.some((re) => re.test(secret));
 }
 
