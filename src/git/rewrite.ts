@@ -71,6 +71,9 @@ function gitStream(
 class StreamParser {
   private pending: Buffer = Buffer.alloc(0);
   private need = -1; // bytes of data still to collect; -1 while reading command lines
+  /** Chunks of a data block still short of `need`, joined once (joining at every chunk was quadratic). */
+  private parts: Buffer[] = [];
+  private partsBytes = 0;
   /** What the current data block belongs to, and the id of the current blob (`--show-original-ids`). */
   context: DataKind = 'blob';
   mark = '';
@@ -82,7 +85,15 @@ class StreamParser {
   ) {}
 
   push(chunk: Buffer): void {
-    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    if (this.need >= 0 && this.pending.length + this.partsBytes + chunk.length < this.need) {
+      this.parts.push(chunk);
+      this.partsBytes += chunk.length;
+      return;
+    }
+    const pieces = [this.pending, ...this.parts, chunk].filter((b) => b.length > 0);
+    this.parts = [];
+    this.partsBytes = 0;
+    this.pending = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
     let pos = 0;
     for (;;) {
       if (this.need >= 0) {

@@ -4,11 +4,13 @@
 // `If-None-Match` on writes and does not implement AbortMultipartUpload (docs/remote.md).
 
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { S3BackendOptions } from '../../src/backend/remote.js';
 import { fixtureCommand, REPO } from './env.js';
 
@@ -32,8 +34,53 @@ export interface S3Server {
 /** The access key s3rver knows (it does not check secrets). */
 export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
 
+interface FilesystemStorePrototype {
+  putObject(object: { bucket: string; key: string; content: unknown; metadata: unknown }): Promise<unknown>;
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<void>;
+  nexoWaitsForWrites?: true;
+}
+
+/**
+ * s3rver's store answers a PUT before the object's file is written: it resolves when the body has gone
+ * into the write stream (a Buffer: at once; a request: when it ended), not when the file is on disk,
+ * and the stream truncates a replaced object's file as it opens. So a GET right after the answer can
+ * find no object (404: seen once in CI under load, a conformance load right after a save), or a
+ * replaced one cut short. The test server is made to take the whole body, then write the file, then
+ * answer, as a real store does (a PUT whose body is cut off changes nothing).
+ */
+function waitForWrites(require: NodeJS.Require): void {
+  const proto = (require('s3rver/lib/stores/filesystem.js') as { prototype: FilesystemStorePrototype })
+    .prototype;
+  if (proto.nexoWaitsForWrites) return;
+  const streamed = proto.putObject;
+  proto.putObject = async function (this: FilesystemStorePrototype, object) {
+    let body: Buffer;
+    if (Buffer.isBuffer(object.content)) body = object.content;
+    else if (
+      object.content &&
+      typeof (object.content as AsyncIterable<Buffer>)[Symbol.asyncIterator] === 'function'
+    ) {
+      const chunks: Buffer[] = [];
+      for await (const c of object.content as AsyncIterable<Buffer>) chunks.push(Buffer.from(c));
+      body = Buffer.concat(chunks);
+    } else return streamed.call(this, object);
+    const objectPath = this.getResourcePath(object.bucket, object.key, 'object');
+    await mkdir(dirname(objectPath), { recursive: true });
+    const staged = `${objectPath}.nexo-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    await writeFile(staged, body);
+    await rename(staged, objectPath);
+    const md5 = createHash('md5').update(body).digest('hex');
+    await this.putMetadata(object.bucket, object.key, object.metadata, md5);
+    return { size: body.length, md5 };
+  };
+  proto.nexoWaitsForWrites = true;
+}
+
 export async function startS3Server(buckets: readonly string[]): Promise<S3Server> {
-  const S3rver = createRequire(import.meta.url)('s3rver') as S3rverClass;
+  const require = createRequire(import.meta.url);
+  waitForWrites(require);
+  const S3rver = require('s3rver') as S3rverClass;
   const dir = mkdtempSync(join(tmpdir(), 'nexo-s3rver-'));
   const server = new S3rver({
     address: '127.0.0.1',
