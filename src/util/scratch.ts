@@ -12,22 +12,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /** The kinds of scratch directory, each a name prefix `nexo-<kind>-`. */
-export type ScratchKind =
-  | 'download'
-  | 'repack'
-  | 'verify'
-  | 'pack-check'
-  | 'export'
-  | 'diff'
-  | 'dry-run'
-  | 'browse';
+const KINDS = ['download', 'repack', 'verify', 'pack-check', 'export', 'diff', 'dry-run', 'browse'] as const;
+export type ScratchKind = (typeof KINDS)[number];
 
 /**
  * The exact name mkdtemp gives (`nexo-<kind>-<pid>-` and six random characters): a file or directory a
  * user named alike (`nexo-export-20261206-agent.tar.zst`) is not taken for one (stop 52).
  */
-const LEFTOVER =
-  /^nexo-(download|repack|verify|pack-check|export|diff|dry-run|browse)-(\d{1,10})-[A-Za-z0-9]{6}$/;
+const LEFTOVER = new RegExp(`^nexo-(${KINDS.join('|')})-(\\d{1,10})-[A-Za-z0-9]{6}$`);
 
 /** A new private temporary directory for one operation; first, those of processes that are gone are removed. */
 export async function privateScratch(kind: ScratchKind): Promise<string> {
