@@ -2,12 +2,14 @@
 // same bytes as without the thread, whatever mix of blobs (tiny, incompressible, larger than a slot,
 // added twice while still staged, from a buffer the caller reuses); an encrypted repository reads
 // every blob back; a thread that dies is an error, not a hang or a lost blob; and a first snapshot
-// that takes the thread stores what one without it stores.
+// that takes the thread, or has its database copies packed ahead on the copy threads
+// (repository/chunk-plan.ts), stores what one without either stores.
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import type { Worker } from 'node:worker_threads';
 import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
@@ -126,36 +128,64 @@ test('a compression thread that ends unasked fails the writer with an error; clo
   assert.equal((w2 as unknown as { thread?: unknown }).thread, undefined);
 });
 
-test('a first snapshot that compresses on the thread stores the same chunks as one that does not', async (t) => {
-  assert.ok(COMPRESS_THREAD_MIN_BYTES > 1024 * 1024, 'small agents take the thread only when told to');
-  const a = sampleAgent(t, 'ana', { memories: 2000, embeddings: 300, files: 20, commits: 4 });
-  const snapshotOf = async (stateRoot: string, minBytes: string | undefined) => {
-    const before = process.env.NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES;
-    if (minBytes === undefined) delete process.env.NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES;
-    else process.env.NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES = minBytes;
-    try {
-      const s = new LocalSnapshotter({
-        stateRoot,
-        memdirRoot: a.memdirRoot,
-        sqliteRoot: a.sqliteRoot,
-        lockTimeoutMs: 5_000,
-        store: 'repository',
-      });
-      const meta = await s.snapshot({ agentId: 'ana' });
-      const report = await s.verifySnapshot('ana', 'default', meta.id);
-      assert.equal(report.status, 'verified', JSON.stringify(report.problems));
-      const repo = await Repository.open(new LocalBackend(join(stateRoot, 'repository')));
-      return { meta, artifacts: (await loadSnapshot(repo, meta.id)).manifest.artifacts };
-    } finally {
-      if (before === undefined) delete process.env.NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES;
-      else process.env.NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES = before;
+/** A first snapshot of `a` into a repository under `stateRoot`, verified, with `env` set meanwhile. */
+async function firstSnapshot(
+  a: ReturnType<typeof sampleAgent>,
+  stateRoot: string,
+  env: Record<string, string | undefined>,
+) {
+  const before = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  const set = (vars: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(vars)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
     }
   };
-  const threaded = await snapshotOf(join(a.root, 'state-threaded'), '0');
-  const plain = await snapshotOf(join(a.root, 'state-plain'), undefined);
-  assert.deepEqual(threaded.artifacts, plain.artifacts);
-  assert.equal(
-    (threaded.meta as { added_bytes?: number }).added_bytes,
-    (plain.meta as { added_bytes?: number }).added_bytes,
-  );
+  set(env);
+  try {
+    const s = new LocalSnapshotter({
+      stateRoot,
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      lockTimeoutMs: 5_000,
+      store: 'repository',
+    });
+    const meta = await s.snapshot({ agentId: 'ana' });
+    const report = await s.verifySnapshot('ana', 'default', meta.id);
+    assert.equal(report.status, 'verified', JSON.stringify(report.problems));
+    const repo = await Repository.open(new LocalBackend(join(stateRoot, 'repository')));
+    return {
+      meta: meta as { added_bytes?: number },
+      artifacts: (await loadSnapshot(repo, meta.id)).manifest.artifacts,
+      // what the snapshot left under the state root that is staging or packed chunks
+      leftovers: (readdirSync(stateRoot, { recursive: true }) as string[]).filter((n) =>
+        /\.staging-|\.packed$/.test(n),
+      ),
+    };
+  } finally {
+    set(before);
+  }
+}
+
+/**
+ * A first snapshot of a small agent with `env` set stores the same artifacts and bytes as one without
+ * it, and leaves no staging (nor packed chunks) behind.
+ */
+async function storesAsWithout(t: TestContext, env: Record<string, string>): Promise<void> {
+  const a = sampleAgent(t, 'ana', { memories: 2000, embeddings: 300, files: 20, commits: 4 });
+  const without = Object.fromEntries(Object.keys(env).map((k) => [k, undefined]));
+  const changed = await firstSnapshot(a, join(a.root, 'state-changed'), env);
+  const plain = await firstSnapshot(a, join(a.root, 'state-plain'), without);
+  assert.deepEqual(changed.artifacts, plain.artifacts);
+  assert.equal(changed.meta.added_bytes, plain.meta.added_bytes);
+  assert.deepEqual(changed.leftovers, [], 'no staging (and no packed chunks) left behind');
+}
+
+test('a first snapshot whose database copies are packed ahead on the copy threads stores what one without threads stores', (t) =>
+  // the copies on two threads (small agents copy on the calling thread unless told): packed ahead there
+  storesAsWithout(t, { NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES: '0' }));
+
+test('a first snapshot that compresses on the thread stores the same chunks as one that does not', async (t) => {
+  assert.ok(COMPRESS_THREAD_MIN_BYTES > 1024 * 1024, 'small agents take the thread only when told to');
+  await storesAsWithout(t, { NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES: '0' });
 });

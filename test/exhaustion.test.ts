@@ -14,6 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { gitEnv } from '../scripts/sample-agent.js';
+import { packObjects } from '../src/git/history.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { IoError } from '../src/model/errors.js';
 import { SqliteHere, SqliteWorker } from '../src/sqlite/worker.js';
@@ -76,6 +78,27 @@ test('a SQLite copy onto a full disk is IO ENOSPC naming the copy (on the callin
       await runner.close();
     }
   }
+});
+
+test("git's pack written onto a full disk fails the call (ENOSPC), never an unhandled rejection ending the process (stop 53)", async (t) => {
+  const mnt = smallDisk(t, '64k');
+  if (!mnt) return;
+  const repo = join(tempDir(t), 'memdir');
+  mkdirSync(repo);
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: repo, env: gitEnv, encoding: 'utf8' });
+  git('init', '-q');
+  writeFileSync(join(repo, 'noise.bin'), randomBytes(1024 * 1024)); // does not compress: a 1 MB pack
+  git('add', '.');
+  git('commit', '-qm', 'noise');
+  const head = git('rev-parse', 'HEAD').trim();
+  // the pack's file fills the disk while git still writes: the write's failure comes before git's end
+  await assert.rejects(
+    packObjects(repo, [head], [], join(mnt, 'history.pack')),
+    (err: NodeJS.ErrnoException) => {
+      assert.equal(err.code, 'ENOSPC');
+      return true;
+    },
+  );
 });
 
 test('a restore refused because its pre-snapshot found the disk full keeps the errno (RESTORE_REFUSED, details.errno)', async (t) => {

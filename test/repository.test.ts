@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -24,9 +24,15 @@ import {
 } from '../src/model/errors.js';
 import { newSnapshotId } from '../src/model/ids.js';
 import { checkRepository } from '../src/repository/check.js';
-import { planChunks } from '../src/repository/chunk-plan.js';
+import { isPacked, planChunks } from '../src/repository/chunk-plan.js';
 import { chunkFile, DEFAULT_CHUNKER, gearChunks, listChunks } from '../src/repository/chunker.js';
-import { loadContent, storeContent, storePlanned, writeContent } from '../src/repository/content.js';
+import {
+  loadContent,
+  storeContent,
+  storePacked,
+  storePlanned,
+  writeContent,
+} from '../src/repository/content.js';
 import { applyRefs, restoreHistory, storeLiveHistory } from '../src/repository/git-history.js';
 import { lockRepository } from '../src/repository/locks.js';
 import { sealRepoManifest } from '../src/repository/manifest.js';
@@ -280,6 +286,76 @@ test('planned content into an empty repository: runs of new chunks read at once 
   const out = join(dir, 'out.sqlite');
   await writeContent(repo, planned, out, 'file');
   assert.ok(readFileSync(out).equals(readFileSync(file)), 'restores the file byte for byte');
+});
+
+test('packed content: the same reference and packs as storeContent (plain and encrypted), known chunks skipped, a short scratch file refused', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'db.sqlite');
+  sqliteFile(file, 3_000);
+  // random pages (incompressible: stored raw) and a repeated run (chunks known within the one store)
+  const block = randomBytes(64 * 1024);
+  writeFileSync(file, Buffer.concat([readFileSync(file), randomBytes(256 * 1024), block, block]));
+  const packedOf = async (repo: Repository, name: string) => {
+    const plan = await planChunks({
+      path: file,
+      params: repo.config.chunker,
+      sqlite: true,
+      pack: { level: repo.zstdLevel, path: join(dir, name) },
+    });
+    assert.ok(isPacked(plan), 'a plan asked to pack is packed');
+    assert.equal(statSync(join(dir, name)).mode & 0o777, 0o600, 'the scratch file is private');
+    return plan;
+  };
+
+  const repo = await Repository.init(new MemoryBackend(), []);
+  const plan = await packedOf(repo, 'a.packed');
+  assert.ok(plan.flags.some((f) => f === 1) && plan.flags.some((f) => f === 0), 'raw and compressed chunks');
+  const w = repo.writer();
+  const packed = await storePacked(w, file, plan);
+  const stats = await w.finish();
+  const other = await Repository.init(new MemoryBackend(), []);
+  const w2 = other.writer();
+  const direct = await storeContent(w2, other.config.chunker, { path: file, sqlite: true });
+  const directStats = await w2.finish();
+  assert.deepEqual(packed, direct, 'the reference storeContent gives for the same bytes');
+  assert.deepEqual(stats.packs, directStats.packs, 'the same packs, byte for byte (their names)');
+  assert.equal(stats.blobsKnown, directStats.blobsKnown, 'a repeat is stored once');
+  const out = join(dir, 'out.sqlite');
+  await writeContent(repo, packed, out, 'db');
+  assert.ok(readFileSync(out).equals(readFileSync(file)), 'restores the file byte for byte');
+
+  // packed again into the same repository: nothing new, every chunk counted as known
+  const again = await packedOf(repo, 'b.packed');
+  const w3 = repo.writer();
+  assert.deepEqual(await storePacked(w3, file, again), packed);
+  const s3 = await w3.finish();
+  assert.equal(s3.blobsNew, 0);
+  assert.ok(s3.blobsKnown >= again.lengths.length, 'every chunk counted as known');
+
+  // an encrypted repository seals what the copy thread compressed: read back byte for byte
+  const id = generateIdentity();
+  const enc = await Repository.init(new MemoryBackend(), [id.recipient]);
+  const encPlan = await packedOf(enc, 'c.packed');
+  const we = enc.writer();
+  const encRef = await storePacked(we, file, encPlan);
+  await we.finish();
+  const reopened = await Repository.open(enc.backend, { identities: [parseIdentity(id.identity)] });
+  const encOut = join(dir, 'enc.sqlite');
+  await writeContent(reopened, encRef, encOut, 'db');
+  assert.ok(readFileSync(encOut).equals(readFileSync(file)));
+
+  // a scratch file shorter than its plan says: refused before anything is stored
+  const short = await packedOf(await Repository.init(new MemoryBackend(), []), 'd.packed');
+  truncateSync(join(dir, 'd.packed'), statSync(join(dir, 'd.packed')).size - 1);
+  const fresh = await Repository.init(new MemoryBackend(), []);
+  const w4 = fresh.writer();
+  await assert.rejects(
+    storePacked(w4, file, short),
+    (err: Error) => err instanceof IoError && /packed chunks/.test(err.message),
+  );
+  assert.equal(w4.stats.blobsNew, 0);
+  // the scratch file is made new: an existing one is never written into
+  await assert.rejects(packedOf(repo, 'a.packed'), /EEXIST/);
 });
 
 test('packs: a blob larger than a pack buffer holds, content over several packs (buffers reused), round trip and check', async (t) => {

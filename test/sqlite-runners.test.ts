@@ -140,6 +140,7 @@ test("a capture gives each runner all of its databases at once; a failing copy i
   const worker = new SqliteWorker();
   const events: string[] = [];
   const recorder: SqliteJobs = {
+    threaded: true,
     copy: (src, dst, ms) => {
       const name = src.split('/').pop();
       events.push(`given ${name}`);

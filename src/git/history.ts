@@ -287,6 +287,9 @@ function gitIo(
       }
     })();
     feed.catch(() => {});
+    // awaited once git has ended: a write that fails before then (ENOSPC) must not be an unhandled
+    // rejection meanwhile, which ended the process (found in stop 53, a full disk under a snapshot)
+    sink.catch(() => {});
     child.stdin.on('error', () => {}); // git exiting early closes the pipe; its status says why
     child.on('close', async (code, signal) => {
       const stderr = Buffer.concat(err).toString('utf8').trim();

@@ -4,10 +4,10 @@
 // bytes (streamed into a file, or a buffer).
 
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { BundleDamagedError, IoError, rethrownFrom } from '../model/errors.js';
 import { type PackageModule, packageModule } from '../util/module-worker.js';
-import type { ChunkPlan } from './chunk-plan.js';
+import type { ChunkPlan, PackedPlan } from './chunk-plan.js';
 import { type ChunkerParams, chunkFile, gearChunks, listChunks } from './chunker.js';
 import { hashDiffers, longerThanRecorded, sizeDiffers } from './content-errors.js';
 import type { Located } from './manifest.js';
@@ -103,13 +103,7 @@ export async function storePlanned(writer: BlobWriter, path: string, plan: Chunk
         runBytes += plan.lengths[end++]!;
       if (buf.length < runBytes) buf = Buffer.allocUnsafe(Math.max(runBytes, 256 * 1024));
       const run = buf.subarray(0, runBytes);
-      let filled = 0;
-      while (filled < runBytes) {
-        const { bytesRead } = await fh.read(run, filled, runBytes - filled, offset + filled);
-        if (bytesRead === 0) break;
-        filled += bytesRead;
-      }
-      if (filled !== runBytes) throw changed();
+      if (!(await readFully(fh, run, offset))) throw changed();
       for (let at = 0; i < end; i++) {
         const view = run.subarray(at, at + plan.lengths[i]!);
         at += view.length;
@@ -121,6 +115,65 @@ export async function storePlanned(writer: BlobWriter, path: string, plan: Chunk
       offset += runBytes;
     }
     if (offset !== plan.size || (await fh.stat()).size !== plan.size) throw changed();
+  } finally {
+    await fh.close();
+  }
+  return located(writer, [ids], n, plan.size, plan.sha256);
+}
+
+/** Fills `buf` from `fh` at `offset`; false when the file ends first. */
+async function readFully(fh: FileHandle, buf: Buffer, offset: number): Promise<boolean> {
+  let filled = 0;
+  while (filled < buf.length) {
+    const { bytesRead } = await fh.read(buf, filled, buf.length - filled, offset + filled);
+    if (bytesRead === 0) return false;
+    filled += bytesRead;
+  }
+  return true;
+}
+
+/**
+ * Stores a file whose chunks were packed ahead (chunk-plan.ts, PlanJob `pack`): the chunks the
+ * repository (or this writer) does not have are copied from the plan's scratch file into packs as they
+ * were compressed there; none is hashed or compressed again. `path` names the file in errors. The
+ * reference is the one storeContent would return for the same bytes.
+ */
+export async function storePacked(writer: BlobWriter, path: string, plan: PackedPlan): Promise<Located> {
+  const n = plan.lengths.length;
+  const ids = Buffer.from(plan.ids.buffer, plan.ids.byteOffset, plan.ids.byteLength);
+  if (ids.length !== n * ID_BYTES || plan.stored.length !== n || plan.flags.length !== n)
+    throw new Error('a chunk plan with unequal lists');
+  let total = 0;
+  for (const s of plan.stored) total += s;
+  const fh = await open(plan.packedPath, 'r');
+  try {
+    if ((await fh.stat()).size !== total)
+      throw new IoError(`storing ${path}`, new Error('its packed chunks are not the length their plan says'));
+    let buf = Buffer.allocUnsafe(PLANNED_RUN);
+    let offset = 0;
+    let i = 0;
+    while (i < n) {
+      // the next chunks up to PLANNED_RUN bytes (at least one), read at once: known ones are skipped
+      let end = i + 1;
+      let runBytes = plan.stored[i]!;
+      while (end < n && runBytes + plan.stored[end]! <= PLANNED_RUN) runBytes += plan.stored[end++]!;
+      if (buf.length < runBytes) buf = Buffer.allocUnsafe(runBytes);
+      const run = buf.subarray(0, runBytes);
+      if (!(await readFully(fh, run, offset)))
+        throw new IoError(`storing ${path}`, new Error('its packed chunks ended early'));
+      for (let at = 0; i < end; i++) {
+        const view = run.subarray(at, at + plan.stored[i]!);
+        at += view.length;
+        const id = ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
+        if (writer.has(id)) {
+          writer.countKnown();
+          continue;
+        }
+        // copied into the pack before addStored's first await: the view may be reused
+        await writer.addStored(KIND_DATA, id.toString('hex'), view, plan.flags[i]!, plan.lengths[i]!);
+      }
+      offset += runBytes;
+    }
   } finally {
     await fh.close();
   }

@@ -728,6 +728,9 @@ const LARGE_STORE_PACKS = 8;
 /** Where a writer compressing on the thread closes its packs, at most (BlobWriter.compressOnThread). */
 export const THREAD_PACK_TARGET = 8 * 1024 * 1024;
 
+/** Pack saves under way at once while the blobs come compressed from other threads (storedElsewhere). */
+const STORED_ELSEWHERE_SAVES = 2;
+
 /** A pack of a writer's session: its slot in the session table, then its name once saved. */
 interface SessionPack {
   /** Number of the session table's first blob in this pack; its blobs follow in order. */
@@ -795,6 +798,20 @@ export class BlobWriter {
   }
 
   /**
+   * From now on, most new blobs come compressed from other threads (addStored: chunks packed ahead on
+   * the copy threads), which hold memory of their own meanwhile: packs are closed at THREAD_PACK_TARGET,
+   * as with compressOnThread. Such packs fill faster than one is made durable (a local save ends with
+   * fsync), so STORED_ELSEWHERE_SAVES are saved at once (~9 MB more at the peak, docs/operations.md).
+   */
+  storedElsewhere(): void {
+    if (this.pack) return;
+    this.packing = {
+      target: Math.min(this.packing.target, THREAD_PACK_TARGET),
+      saving: Math.max(this.packing.saving, STORED_ELSEWHERE_SAVES),
+    };
+  }
+
+  /**
    * Room for about `n` more blobs in this session's table, made at once: a table grown by doubling
    * leaves each smaller copy behind, and its multi-MB columns fragmented the C heap (a first snapshot
    * of a 2.3 GB agent stores ~145,000 blobs). An estimate: more blobs still fit, the table then grows.
@@ -828,6 +845,25 @@ export class BlobWriter {
     }
     t.stage(kind, id, data); // copied (or compressed): `data` is the caller's again
     while (t.ready || t.full) await this.takeBack();
+    return true;
+  }
+
+  /**
+   * Stores a blob of `raw` bytes that compressInto turned into `stored` and `flags` elsewhere (a chunk
+   * packed ahead on a copy thread, chunk-plan.ts), unless the repository (or this session) has it;
+   * returns whether it was new. `stored` is copied into the pack before the first await. Not beside a
+   * compression thread (whose blobs keep the order they were added in).
+   */
+  async addStored(kind: BlobKind, id: string, stored: Buffer, flags: number, raw: number): Promise<boolean> {
+    if (this.finished) throw new Error('BlobWriter.addStored after finish');
+    if (this.thread) throw new Error('BlobWriter.addStored beside a compression thread');
+    if (this.has(id)) {
+      this.stats.blobsKnown++;
+      return false;
+    }
+    this.stats.blobsNew++;
+    this.stats.rawNew += raw;
+    await this.place(kind, id, (pack) => pack.addCompressed(id, kind, stored, flags, raw));
     return true;
   }
 

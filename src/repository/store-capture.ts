@@ -12,9 +12,9 @@ import type { GitRef } from '../git/history.js';
 import type { DbName, ProgressListener } from '../model/types.js';
 import { envInteger } from '../util/env-number.js';
 import { allSettledOrThrow } from '../util/settle.js';
-import type { ChunkPlan } from './chunk-plan.js';
+import { type ChunkPlan, isPacked } from './chunk-plan.js';
 import { type ChunkerParams, expectedChunks } from './chunker.js';
-import { storeContent, storePlanned } from './content.js';
+import { storeContent, storePacked, storePlanned } from './content.js';
 import {
   type PreparedHistory,
   type PreviousHistory,
@@ -37,6 +37,15 @@ export const COMPRESS_THREAD_MIN_BYTES = 32 * 1024 * 1024;
 const compressThreadMinBytes = (): number =>
   envInteger('NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES', COMPRESS_THREAD_MIN_BYTES);
 
+/**
+ * The staged databases' chunk plans (chunk-plan.ts) made with the repository's chunker, where made;
+ * `packed` when they are made with their chunks packed ahead (a first snapshot).
+ */
+export interface CapturePlans {
+  byDb: ReadonlyMap<DbName, Promise<ChunkPlan | undefined>>;
+  packed: boolean;
+}
+
 export interface StoredCapture {
   artifacts: RepoArtifact[];
   refs: GitRef[];
@@ -50,12 +59,9 @@ export async function storeCapture(
   previous: PreviousHistory | undefined,
   work: string,
   onProgress?: ProgressListener,
-  /**
-   * Chunk plans of the staged databases (chunk-plan.ts) made with `repo.config.chunker`, where made;
-   * none when nothing is planned (every chunk stored in one pass).
-   */
-  plans?: ReadonlyMap<DbName, Promise<ChunkPlan | undefined>>,
-  /** Told each staged database copy once it is stored (and no longer read here). */
+  /** The databases' chunk plans; none when nothing is planned (every chunk stored in one pass). */
+  plans?: CapturePlans,
+  /** Told each staged database copy (and packed chunks' scratch file) once stored and no longer read here. */
   stored?: (stagedPath: string) => void,
 ): Promise<StoredCapture> {
   const params = repo.config.chunker;
@@ -69,9 +75,10 @@ export async function storeCapture(
   onProgress?.({ phase: 'pack', bytes: 0 });
   let refs: GitRef[] = [];
   let history: Promise<PreparedHistory | undefined> | undefined;
-  if (!plans) {
-    // every chunk is stored in one pass: the writer's table sized for them at once (BlobWriter.reserve),
-    // and the chunks of large databases compressed on a thread of their own
+  if (!plans || plans.packed) {
+    // every chunk is new (nearly): the writer's table sized for them at once (BlobWriter.reserve); stored
+    // in one pass, the chunks of large databases are compressed on a thread of their own (packed ahead,
+    // they were compressed on the copy threads)
     let expected = c.memory.length + c.state.length;
     let bytes = 0;
     for (const d of c.databases) {
@@ -80,7 +87,8 @@ export async function storeCapture(
       expected += expectedChunks(size, params, c.databaseInfo[d.db]?.page_size);
     }
     writer.reserve(expected);
-    if (bytes >= compressThreadMinBytes()) writer.compressOnThread();
+    if (plans) writer.storedElsewhere();
+    else if (bytes >= compressThreadMinBytes()) writer.compressOnThread();
   }
   const scratch = await mkdtemp(join(work, 'history-'));
   try {
@@ -93,9 +101,9 @@ export async function storeCapture(
     }
     // When the databases' chunks are being planned on the copy threads, the memory files (mostly
     // known already) are stored while those plans finish, instead of after them.
-    const planned = plans !== undefined && plans.size > 0;
+    const planned = plans !== undefined && plans.byDb.size > 0;
     const memory = planned ? await storeMemory(writer, params, c, progress) : undefined;
-    await storeData(writer, params, c, out, progress, plans, stored);
+    await storeData(writer, params, c, out, progress, plans?.byDb, stored);
     if (c.gitBundlePath) {
       const h = await storeBundleHistory(writer, params, c.gitBundlePath, scratch);
       out.push(h.artifact);
@@ -138,8 +146,8 @@ async function storeMemory(
 /**
  * The databases and state values, in manifest order, into `out`. Planned databases are stored one at a
  * time in the order their plans finish (two threads plan them, in any order), not in manifest order: a
- * plan that finishes early is not left waiting behind a larger one. Each database copy is handed to
- * `stored` once its chunks are in the writer.
+ * plan that finishes early is not left waiting behind a larger one. Each database copy (and the scratch
+ * file of its packed chunks) is handed to `stored` once its chunks are in the writer.
  */
 async function storeData(
   writer: BlobWriter,
@@ -157,11 +165,14 @@ async function storeData(
       (plans?.get(d.db) ?? Promise.resolve(undefined)).then((plan) => {
         const mine = turn.then(async () => {
           if (failure) throw failure.err; // after one failed, the others are not stored
-          const ref = plan
-            ? await storePlanned(writer, d.stagedPath, plan)
-            : await storeContent(writer, params, { path: d.stagedPath, sqlite: true });
+          const ref = !plan
+            ? await storeContent(writer, params, { path: d.stagedPath, sqlite: true })
+            : isPacked(plan)
+              ? await storePacked(writer, d.stagedPath, plan)
+              : await storePlanned(writer, d.stagedPath, plan);
           progress(ref.size_bytes);
           stored?.(d.stagedPath);
+          if (plan && isPacked(plan)) stored?.(plan.packedPath);
           return ref;
         });
         turn = mine.catch((err: unknown) => {

@@ -2,7 +2,8 @@
 // opening it (created on the first snapshot), and the operations on it — taking a snapshot (capture
 // under the write gate, history recorded as refs, only new chunks written; after the agent's first
 // snapshot each database copy's chunks are planned as soon as it is made, and the index and the
-// previous manifest are read, while the other copies run), listing, finding by id or
+// previous manifest are read, while the other copies run; a first snapshot's copies are packed ahead
+// on the copy threads), listing, finding by id or
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
 // lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
 // and what retention needs without the identity (the whole listing, forgetting without that lock).
@@ -127,6 +128,14 @@ async function missingReferences(repo: Repository, manifest: RepoManifest): Prom
     return n;
   }
 }
+
+/**
+ * The live databases (bytes in all) up to which a first snapshot packs its copies ahead on the copy
+ * threads. Beyond it the snapshot is bound by the disk more than by the CPU, and packing ahead held more
+ * memory at the peak (the 2.3 GB agent: 165 MB against 146 MB stored in one pass, docs/operations.md
+ * "stop 53"): stored in one pass, with its compression thread.
+ */
+export const PACK_AHEAD_MAX_BYTES = 512 * 1024 * 1024;
 
 export const STORE_FORMATS = ['auto', 'repository', 'bundles'] as const;
 export type StoreFormat = (typeof STORE_FORMATS)[number];
@@ -562,7 +571,9 @@ export class RepositoryStore {
     // The copy workers first: they start on the other core while this one loads the steps' modules
     // (~110-130 ms), instead of after them. Each is closed as soon as its copies are made and planned
     // (below); a failure before the steps start closes them here.
-    const workers = await (await import('../sqlite/worker.js')).liveDatabaseRunners(p.sqliteDir);
+    const { liveDatabaseBytes, sqliteRunners } = await import('../sqlite/worker.js');
+    const liveBytes = await liveDatabaseBytes(p.sqliteDir);
+    const workers = sqliteRunners(liveBytes);
     const closeWorkers = () => Promise.all(workers.map((w) => w.close()));
     // Then what the capture needs; what comes after it (redaction, storing, the manifest: zod's
     // schemas among them) loads while the gate closes and the copies run.
@@ -621,9 +632,13 @@ export class RepositoryStore {
     };
     // When the agent has snapshots here, most of its chunks are known: a worker's database copies are
     // planned on that worker as soon as its copies are made (chunk-plan.ts), beside the main thread and
-    // the other worker's copies, and storing reads back only new chunks. A first snapshot, and a
-    // redacted one (whose copies change after the gate, so nothing would overlap), store every chunk in
-    // one pass.
+    // the other worker's copies, and storing reads back only new chunks. A first snapshot's copies,
+    // nearly all new, are packed ahead there as well (each chunk hashed and compressed on the worker
+    // that made the copy, both workers at once), and storing copies the new ones into packs. A
+    // redacted snapshot (whose copies change after the gate, so nothing would overlap), one whose
+    // copies were made on this thread (a small agent), and one of databases over PACK_AHEAD_MAX_BYTES
+    // store every chunk in one pass.
+    const packAhead = liveBytes <= PACK_AHEAD_MAX_BYTES;
     let finished = false;
     const plans = new Map<DbName, Promise<ChunkPlan | undefined>>();
     const plansOf = new Map<SqliteJobs, Promise<ChunkPlan | undefined>[]>();
@@ -638,16 +653,16 @@ export class RepositoryStore {
       const mine: Promise<ChunkPlan | undefined>[] = [];
       plansOf.set(w, mine); // called once per worker, when its copies are all made
       for (const { db, stagedPath } of copied) {
-        // (the listing came from the opened repository: `opening` has resolved when it says yes)
-        const plan = known.then(async (yes) =>
-          yes && !finished
-            ? w.call<ChunkPlan>(packageModule(import.meta.url, '../repository/chunk-plan'), 'planChunks', {
-                path: stagedPath,
-                params: (await opening).config.chunker,
-                sqlite: true,
-              } satisfies PlanJob)
-            : undefined,
-        );
+        const plan = known.then(async (yes) => {
+          if (finished || !(yes || (w.threaded && packAhead))) return undefined;
+          const repo = await opening;
+          return w.call<ChunkPlan>(packageModule(import.meta.url, '../repository/chunk-plan'), 'planChunks', {
+            path: stagedPath,
+            params: repo.config.chunker,
+            sqlite: true,
+            ...(yes ? {} : { pack: { level: repo.zstdLevel, path: `${stagedPath}.packed` } }),
+          } satisfies PlanJob);
+        });
         plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
         plans.set(db, plan);
         mine.push(plan);
@@ -715,8 +730,9 @@ export class RepositoryStore {
               '(docs/repository.md §7); keep the configured recipients, or start a new repository for the new ones',
           );
       }
-      const planning = !p.redact && (await knownAgent());
-      if (!planning) await workersDone.catch(() => {});
+      const known = !p.redact && (await knownAgent());
+      const packed = !p.redact && !known && packAhead && workers.every((w) => w.threaded);
+      if (!known && !packed) await workersDone.catch(() => {});
       if (!captured.found)
         throw new UnknownAgentError(p.agentId, p.tenant, [
           p.memdir,
@@ -744,7 +760,7 @@ export class RepositoryStore {
           previous,
           staging,
           p.onProgress,
-          planning ? plans : undefined,
+          known || packed ? { byDb: plans, packed } : undefined,
           // a stored copy is removed at once, beside the rest of storing, not at the end
           (path) => discarded.push(unlink(path).catch(() => {})),
         );

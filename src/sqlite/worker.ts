@@ -37,6 +37,8 @@ export const sqliteThreadsMinBytes = (): number =>
 
 /** What a runner of SQLite jobs does; jobs given to one runner run one at a time, in order. */
 export interface SqliteJobs {
+  /** Whether the jobs run on a worker thread of their own (not on the calling thread). */
+  readonly threaded: boolean;
   /** Consistent copy of a live database into `dst` (which must not exist). */
   copy(src: string, dst: string, busyTimeoutMs?: number): Promise<CopyResult>;
   /** SHA-256 and size of a file. */
@@ -119,6 +121,7 @@ const notADatabase = (err: unknown): string => {
 
 /** One worker thread serving SQLite jobs in order, started at once. Call close() when done. */
 export class SqliteWorker implements SqliteJobs {
+  readonly threaded = true;
   private readonly rpc = new WorkerRpc<ThreadJob>(
     startModuleWorker(import.meta.url, 'thread-main', {}),
     'sqlite worker',
@@ -163,6 +166,7 @@ export class SqliteWorker implements SqliteJobs {
  * again on a worker thread started for it, which waits as a thread copy does.
  */
 export class SqliteHere implements SqliteJobs {
+  readonly threaded = false;
   private queue: Promise<unknown> = Promise.resolve();
   private thread: SqliteWorker | undefined;
 
