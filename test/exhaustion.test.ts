@@ -18,6 +18,8 @@ import { gitEnv } from '../scripts/sample-agent.js';
 import { packObjects } from '../src/git/history.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { IoError } from '../src/model/errors.js';
+import { planChunks } from '../src/repository/chunk-plan.js';
+import { DEFAULT_CHUNKER } from '../src/repository/chunker.js';
 import { SqliteHere, SqliteWorker } from '../src/sqlite/worker.js';
 import { writeFileAtomic, writeFileAtomicUnsynced } from '../src/store/atomic.js';
 import { pin } from '../src/store/pins.js';
@@ -96,6 +98,26 @@ test("git's pack written onto a full disk fails the call (ENOSPC), never an unha
     packObjects(repo, [head], [], join(mnt, 'history.pack')),
     (err: NodeJS.ErrnoException) => {
       assert.equal(err.code, 'ENOSPC');
+      return true;
+    },
+  );
+});
+
+test('chunks packed ahead onto a full disk: the error names the scratch file and keeps ENOSPC (a snapshot then stores that copy in one pass) (stop 53)', async (t) => {
+  const mnt = smallDisk(t, '64k');
+  if (!mnt) return;
+  const copy = join(tempDir(t), 'vector.sqlite');
+  const db = new Database(copy);
+  db.exec('CREATE TABLE m (v BLOB)');
+  const insert = db.prepare('INSERT INTO m VALUES (?)');
+  for (let i = 0; i < 200; i++) insert.run(randomBytes(2048)); // does not compress: ~400 KB packed
+  db.close();
+  const scratch = join(mnt, 'vector.sqlite.packed');
+  await assert.rejects(
+    planChunks({ path: copy, params: DEFAULT_CHUNKER, sqlite: true, pack: { level: 3, path: scratch } }),
+    (err: NodeJS.ErrnoException) => {
+      assert.equal(err.code, 'ENOSPC');
+      assert.ok(err.message.includes(scratch), err.message);
       return true;
     },
   );

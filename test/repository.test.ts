@@ -356,6 +356,18 @@ test('packed content: the same reference and packs as storeContent (plain and en
   assert.equal(w4.stats.blobsNew, 0);
   // the scratch file is made new: an existing one is never written into
   await assert.rejects(packedOf(repo, 'a.packed'), /EEXIST/);
+  // a snapshot that failed meanwhile stops its packing at the next chunk
+  const stop = new Int32Array(new SharedArrayBuffer(4));
+  Atomics.store(stop, 0, 1);
+  await assert.rejects(
+    planChunks({
+      path: file,
+      params: repo.config.chunker,
+      sqlite: true,
+      pack: { level: 3, path: join(dir, 'e.packed'), stop },
+    }),
+    /packing stopped/,
+  );
 });
 
 test('packs: a blob larger than a pack buffer holds, content over several packs (buffers reused), round trip and check', async (t) => {

@@ -43,8 +43,11 @@ export interface PlanJob {
   path: string;
   params: ChunkerParams;
   sqlite: boolean;
-  /** Pack the chunks ahead: compressed at `level` into `path`, a new file (created here, mode 0600). */
-  pack?: { level: number; path: string };
+  /**
+   * Pack the chunks ahead: compressed at `level` into `path`, a new file (created here, mode 0600).
+   * Once `stop[0]` is set (by the caller's thread), the packing ends at the next chunk with an error.
+   */
+  pack?: { level: number; path: string; stop?: Int32Array };
 }
 
 /** Whether a plan's chunks were packed ahead. */
@@ -60,7 +63,7 @@ class PackedOut {
   private used = 0;
 
   constructor(
-    path: string,
+    private readonly path: string,
     private readonly level: number,
   ) {
     this.fd = openSync(path, 'wx', 0o600);
@@ -80,7 +83,13 @@ class PackedOut {
   }
 
   flush(): void {
-    for (let at = 0; at < this.used; ) at += writeSync(this.fd, this.buf, at, this.used - at);
+    try {
+      for (let at = 0; at < this.used; ) at += writeSync(this.fd, this.buf, at, this.used - at);
+    } catch (err) {
+      // the file it was writing named (the errno kept: ENOSPC)
+      const e = err as NodeJS.ErrnoException;
+      throw Object.assign(new Error(`writing ${this.path}: ${e.message}`), { code: e.code });
+    }
     this.used = 0;
   }
 
@@ -123,6 +132,7 @@ export async function planChunks(job: PlanJob): Promise<ChunkPlan | PackedPlan> 
         }
       }
       ids.write(c.id, n * PLAN_ID_BYTES, 'hex');
+      if (job.pack?.stop && Atomics.load(job.pack.stop, 0) !== 0) throw new Error('packing stopped');
       if (out) {
         const p = out.add(c.data);
         stored[n] = p.n;

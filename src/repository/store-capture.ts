@@ -146,8 +146,9 @@ async function storeMemory(
 /**
  * The databases and state values, in manifest order, into `out`. Planned databases are stored one at a
  * time in the order their plans finish (two threads plan them, in any order), not in manifest order: a
- * plan that finishes early is not left waiting behind a larger one. Each database copy (and the scratch
- * file of its packed chunks) is handed to `stored` once its chunks are in the writer.
+ * plan that finishes early is not left waiting behind a larger one. Each database copy is handed to
+ * `stored` once its chunks are in the writer, or as soon as they are packed ahead (and the scratch file
+ * of its packed chunks once they are in the writer).
  */
 async function storeData(
   writer: BlobWriter,
@@ -163,16 +164,18 @@ async function storeData(
   const refs = await allSettledOrThrow(
     c.databases.map((d) =>
       (plans?.get(d.db) ?? Promise.resolve(undefined)).then((plan) => {
+        // a copy packed ahead is not read again: handed on at once (the disk holds less meanwhile)
+        const packed = plan && isPacked(plan) ? plan : undefined;
+        if (packed) stored?.(d.stagedPath);
         const mine = turn.then(async () => {
           if (failure) throw failure.err; // after one failed, the others are not stored
-          const ref = !plan
-            ? await storeContent(writer, params, { path: d.stagedPath, sqlite: true })
-            : isPacked(plan)
-              ? await storePacked(writer, d.stagedPath, plan)
-              : await storePlanned(writer, d.stagedPath, plan);
+          const ref = packed
+            ? await storePacked(writer, d.stagedPath, packed)
+            : plan
+              ? await storePlanned(writer, d.stagedPath, plan)
+              : await storeContent(writer, params, { path: d.stagedPath, sqlite: true });
           progress(ref.size_bytes);
-          stored?.(d.stagedPath);
-          if (plan && isPacked(plan)) stored?.(plan.packedPath);
+          stored?.(packed ? packed.packedPath : d.stagedPath);
           return ref;
         });
         turn = mine.catch((err: unknown) => {

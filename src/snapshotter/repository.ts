@@ -2,8 +2,8 @@
 // opening it (created on the first snapshot), and the operations on it — taking a snapshot (capture
 // under the write gate, history recorded as refs, only new chunks written; after the agent's first
 // snapshot each database copy's chunks are planned as soon as it is made, and the index and the
-// previous manifest are read, while the other copies run; a first snapshot's copies are packed ahead
-// on the copy threads), listing, finding by id or
+// previous manifest are read, while the other copies run; the first snapshot into an empty repository
+// has its copies packed ahead on the copy threads), listing, finding by id or
 // prefix, verifying one snapshot, forgetting, pinning, check and prune — each under the repository
 // lock that prune's exclusive lock excludes (an index loaded before is refreshed once the lock is held),
 // and what retention needs without the identity (the whole listing, forgetting without that lock).
@@ -130,8 +130,8 @@ async function missingReferences(repo: Repository, manifest: RepoManifest): Prom
 }
 
 /**
- * The live databases (bytes in all) up to which a first snapshot packs its copies ahead on the copy
- * threads. Beyond it the snapshot is bound by the disk more than by the CPU, and packing ahead held more
+ * The live databases (bytes in all) up to which the first snapshot into an empty repository packs its
+ * copies ahead on the copy threads. Beyond it the snapshot is bound by the disk more than by the CPU, and packing ahead held more
  * memory at the peak (the 2.3 GB agent: 165 MB against 146 MB stored in one pass, docs/operations.md
  * "stop 53"): stored in one pass, with its compression thread.
  */
@@ -632,14 +632,17 @@ export class RepositoryStore {
     };
     // When the agent has snapshots here, most of its chunks are known: a worker's database copies are
     // planned on that worker as soon as its copies are made (chunk-plan.ts), beside the main thread and
-    // the other worker's copies, and storing reads back only new chunks. A first snapshot's copies,
-    // nearly all new, are packed ahead there as well (each chunk hashed and compressed on the worker
-    // that made the copy, both workers at once), and storing copies the new ones into packs. A
-    // redacted snapshot (whose copies change after the gate, so nothing would overlap), one whose
-    // copies were made on this thread (a small agent), and one of databases over PACK_AHEAD_MAX_BYTES
-    // store every chunk in one pass.
-    const packAhead = liveBytes <= PACK_AHEAD_MAX_BYTES;
+    // the other worker's copies, and storing reads back only new chunks. The first snapshot into an
+    // empty repository, all of whose chunks are new, has its copies packed ahead there as well (each
+    // chunk hashed and compressed on the worker that made the copy, both workers at once), and storing
+    // copies the new ones into packs; a database whose packing fails for want of disk is stored in one
+    // pass from its copy. Any other first snapshot (whose chunks the repository may hold already: a
+    // clone, a fleet), a redacted one (whose copies change after the gate, so nothing would overlap),
+    // one whose copies were made on this thread (a small agent), and one of databases over
+    // PACK_AHEAD_MAX_BYTES store every chunk in one pass.
     let finished = false;
+    /** Set when the snapshot has failed: a copy being packed ahead stops at its next chunk. */
+    const stop = new Int32Array(new SharedArrayBuffer(4));
     const plans = new Map<DbName, Promise<ChunkPlan | undefined>>();
     const plansOf = new Map<SqliteJobs, Promise<ChunkPlan | undefined>[]>();
     /** Whether the agent has snapshots here (read once the listing is asked for: readEarly). */
@@ -648,20 +651,43 @@ export class RepositoryStore {
         (before) => before.length > 0,
         () => false,
       );
+    /** Whether the copies are packed ahead (see above): decided once, for every copy and for storing. */
+    let packing: Promise<boolean> | undefined;
+    const packAhead = () => {
+      packing ??= (async () => {
+        if (p.redact || liveBytes > PACK_AHEAD_MAX_BYTES || !workers.every((w) => w.threaded)) return false;
+        if (await knownAgent()) return false;
+        await indexEarly; // (an index that could not be read early is empty here: one pass, as before)
+        return (await opening).index.blobCount === 0;
+      })().catch(() => false);
+      return packing;
+    };
     const planOn = (w: SqliteJobs, copied: readonly CopiedDb[]) => {
       const known = knownAgent();
       const mine: Promise<ChunkPlan | undefined>[] = [];
       plansOf.set(w, mine); // called once per worker, when its copies are all made
       for (const { db, stagedPath } of copied) {
-        const plan = known.then(async (yes) => {
-          if (finished || !(yes || (w.threaded && packAhead))) return undefined;
+        const plan = Promise.all([known, packAhead()]).then(async ([yes, pack]) => {
+          if (finished || !(yes || pack)) return undefined;
           const repo = await opening;
-          return w.call<ChunkPlan>(packageModule(import.meta.url, '../repository/chunk-plan'), 'planChunks', {
-            path: stagedPath,
-            params: repo.config.chunker,
-            sqlite: true,
-            ...(yes ? {} : { pack: { level: repo.zstdLevel, path: `${stagedPath}.packed` } }),
-          } satisfies PlanJob);
+          const packedPath = `${stagedPath}.packed`;
+          const planned = w.call<ChunkPlan>(
+            packageModule(import.meta.url, '../repository/chunk-plan'),
+            'planChunks',
+            {
+              path: stagedPath,
+              params: repo.config.chunker,
+              sqlite: true,
+              ...(pack ? { pack: { level: repo.zstdLevel, path: packedPath, stop } } : {}),
+            } satisfies PlanJob,
+          );
+          if (!pack) return planned;
+          // the disk full while packing: the copy is still whole, stored in one pass instead
+          return planned.catch(async (err: unknown) => {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || finished) throw err;
+            await unlink(packedPath).catch(() => {});
+            return undefined;
+          });
         });
         plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
         plans.set(db, plan);
@@ -731,7 +757,7 @@ export class RepositoryStore {
           );
       }
       const known = !p.redact && (await knownAgent());
-      const packed = !p.redact && !known && packAhead && workers.every((w) => w.threaded);
+      const packed = !known && (await packAhead());
       if (!known && !packed) await workersDone.catch(() => {});
       if (!captured.found)
         throw new UnknownAgentError(p.agentId, p.tenant, [
@@ -812,6 +838,7 @@ export class RepositoryStore {
         return { ...meta, pinned: false, ...skippedOf(captured.memdir), ...clockBehindOf(time) };
       });
     } catch (err) {
+      Atomics.store(stop, 0, 1); // a copy being packed ahead stops at its next chunk
       throw asSnapshotError(err, `snapshot of agent ${p.agentId}`);
     } finally {
       finished = true; // a plan still waiting for the listing does not start now
