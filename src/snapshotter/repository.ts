@@ -131,9 +131,9 @@ async function missingReferences(repo: Repository, manifest: RepoManifest): Prom
 
 /**
  * The live databases (bytes in all) up to which the first snapshot into an empty repository packs its
- * copies ahead on the copy threads. Beyond it the snapshot is bound by the disk more than by the CPU, and packing ahead held more
- * memory at the peak (the 2.3 GB agent: 165 MB against 146 MB stored in one pass, docs/operations.md
- * "stop 53"): stored in one pass, with its compression thread.
+ * copies ahead on the copy threads. Beyond it the snapshot is bound by the disk more than by the CPU,
+ * and packing ahead held more memory at the peak (the 2.3 GB agent: 165 MB against 146 MB stored in
+ * one pass, docs/operations.md "stop 53"): stored in one pass, with its compression thread.
  */
 export const PACK_AHEAD_MAX_BYTES = 512 * 1024 * 1024;
 
