@@ -44,6 +44,8 @@ const compressThreadMinBytes = (): number =>
 export interface CapturePlans {
   byDb: ReadonlyMap<DbName, Promise<ChunkPlan | undefined>>;
   packed: boolean;
+  /** Called once storing a database has failed: the plans still being made are not needed. */
+  stop?: () => void;
 }
 
 export interface StoredCapture {
@@ -82,7 +84,15 @@ export async function storeCapture(
     let expected = c.memory.length + c.state.length;
     let bytes = 0;
     for (const d of c.databases) {
-      const size = (await stat(d.stagedPath)).size;
+      // a copy packed ahead is removed once its plan is made: its size is the plan's
+      const size = await stat(d.stagedPath).then(
+        (st) => st.size,
+        async (err: unknown) => {
+          const plan = plans?.packed ? await plans.byDb.get(d.db) : undefined;
+          if (!plan) throw err;
+          return plan.size;
+        },
+      );
       bytes += size;
       expected += expectedChunks(size, params, c.databaseInfo[d.db]?.page_size);
     }
@@ -103,7 +113,7 @@ export async function storeCapture(
     // known already) are stored while those plans finish, instead of after them.
     const planned = plans !== undefined && plans.byDb.size > 0;
     const memory = planned ? await storeMemory(writer, params, c, progress) : undefined;
-    await storeData(writer, params, c, out, progress, plans?.byDb, stored);
+    await storeData(writer, params, c, out, progress, plans, stored);
     if (c.gitBundlePath) {
       const h = await storeBundleHistory(writer, params, c.gitBundlePath, scratch);
       out.push(h.artifact);
@@ -146,9 +156,9 @@ async function storeMemory(
 /**
  * The databases and state values, in manifest order, into `out`. Planned databases are stored one at a
  * time in the order their plans finish (two threads plan them, in any order), not in manifest order: a
- * plan that finishes early is not left waiting behind a larger one. Each database copy is handed to
- * `stored` once its chunks are in the writer, or as soon as they are packed ahead (and the scratch file
- * of its packed chunks once they are in the writer).
+ * plan that finishes early is not left waiting behind a larger one. Each database copy (or, packed
+ * ahead, the scratch file of its chunks: the snapshot removed the copy) is handed to `stored` once its
+ * chunks are in the writer.
  */
 async function storeData(
   writer: BlobWriter,
@@ -156,17 +166,15 @@ async function storeData(
   c: CaptureResult,
   out: RepoArtifact[],
   progress: (n: number) => void,
-  plans: ReadonlyMap<DbName, Promise<ChunkPlan | undefined>> | undefined,
+  plans: CapturePlans | undefined,
   stored: ((stagedPath: string) => void) | undefined,
 ): Promise<void> {
   let turn: Promise<unknown> = Promise.resolve();
   let failure: { err: unknown } | undefined;
   const refs = await allSettledOrThrow(
     c.databases.map((d) =>
-      (plans?.get(d.db) ?? Promise.resolve(undefined)).then((plan) => {
-        // a copy packed ahead is not read again: handed on at once (the disk holds less meanwhile)
+      (plans?.byDb.get(d.db) ?? Promise.resolve(undefined)).then((plan) => {
         const packed = plan && isPacked(plan) ? plan : undefined;
-        if (packed) stored?.(d.stagedPath);
         const mine = turn.then(async () => {
           if (failure) throw failure.err; // after one failed, the others are not stored
           const ref = packed
@@ -179,6 +187,7 @@ async function storeData(
           return ref;
         });
         turn = mine.catch((err: unknown) => {
+          if (!failure) plans?.stop?.();
           failure ??= { err };
         });
         return mine;

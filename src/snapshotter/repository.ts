@@ -603,13 +603,19 @@ export class RepositoryStore {
     // What storing needs from the repository is read while the copies run, before the repository lock:
     // the index (refreshed under the lock), the agent's snapshots and the newest one's history (checked
     // under the lock).
-    let indexEarly: Promise<unknown> | undefined;
+    /** The index read early: whether it was read (its failure is met again under the lock). */
+    let indexEarly: Promise<boolean> | undefined;
     let listed: Promise<ListingMeta[]> | undefined;
     let early: ReturnType<RepositoryStore['latestHistory']> | undefined;
     /** The agent's newest snapshot in either store (the listing above, the bundles' catalogue). */
     let newest: ReturnType<LocalSnapshotter['newestStored']> | undefined;
     const readEarly = () => {
-      indexEarly = opening.then((repo) => repo.ensureIndex()).catch(() => {});
+      indexEarly = opening
+        .then((repo) => repo.ensureIndex())
+        .then(
+          () => true,
+          () => false,
+        );
       toolVersions().catch(() => {}); // `git --version`, asked once, for the manifest
       listed = Promise.all([import('../repository/snapshots.js'), opening]).then(
         ([{ listSnapshots }, repo]) => listSnapshots(repo, { agentId: p.agentId, tenant: p.tenant }),
@@ -657,7 +663,8 @@ export class RepositoryStore {
       packing ??= (async () => {
         if (p.redact || liveBytes > PACK_AHEAD_MAX_BYTES || !workers.every((w) => w.threaded)) return false;
         if (await knownAgent()) return false;
-        await indexEarly; // (an index that could not be read early is empty here: one pass, as before)
+        // an index that could not be read early is empty here, whatever the repository holds: one pass
+        if (!(await indexEarly)) return false;
         return (await opening).index.blobCount === 0;
       })().catch(() => false);
       return packing;
@@ -682,12 +689,19 @@ export class RepositoryStore {
             } satisfies PlanJob,
           );
           if (!pack) return planned;
-          // the disk full while packing: the copy is still whole, stored in one pass instead
-          return planned.catch(async (err: unknown) => {
-            if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || finished) throw err;
-            await unlink(packedPath).catch(() => {});
-            return undefined;
-          });
+          return planned.then(
+            (packed) => {
+              // a copy packed ahead is not read again: removed at once (the disk holds less meanwhile)
+              discarded.push(unlink(stagedPath).catch(() => {}));
+              return packed;
+            },
+            async (err: unknown) => {
+              // the disk full while packing: the copy is still whole, stored in one pass instead
+              if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || finished) throw err;
+              await unlink(packedPath).catch(() => {});
+              return undefined;
+            },
+          );
         });
         plan.catch(() => {}); // awaited (and its failure thrown) where the database is stored
         plans.set(db, plan);
@@ -786,7 +800,9 @@ export class RepositoryStore {
           previous,
           staging,
           p.onProgress,
-          known || packed ? { byDb: plans, packed } : undefined,
+          known || packed
+            ? { byDb: plans, packed, stop: () => Atomics.store(stop, 0, 1) } // (stops what still packs)
+            : undefined,
           // a stored copy is removed at once, beside the rest of storing, not at the end
           (path) => discarded.push(unlink(path).catch(() => {})),
         );
