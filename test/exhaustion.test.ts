@@ -53,15 +53,20 @@ function fill(dir: string): void {
   }
 }
 
+/** A database at `path` of `rows` rows of 2 KiB of random bytes (which do not compress). */
+function randomRowsDb(path: string, rows: number): void {
+  const db = new Database(path);
+  db.exec('CREATE TABLE m (v BLOB)');
+  const insert = db.prepare('INSERT INTO m VALUES (?)');
+  for (let i = 0; i < rows; i++) insert.run(randomBytes(2048));
+  db.close();
+}
+
 test('a SQLite copy onto a full disk is IO ENOSPC naming the copy (on the calling thread and on a worker thread)', async (t) => {
   const mnt = smallDisk(t, '64k');
   if (!mnt) return;
   const live = join(tempDir(t), 'long_term.sqlite');
-  const db = new Database(live);
-  db.exec('CREATE TABLE m (v BLOB)');
-  const insert = db.prepare('INSERT INTO m VALUES (?)');
-  for (let i = 0; i < 100; i++) insert.run(randomBytes(2048));
-  db.close();
+  randomRowsDb(live, 100);
   for (const [name, runner] of [
     ['here', new SqliteHere()],
     ['thread', new SqliteWorker()],
@@ -107,11 +112,7 @@ test('chunks packed ahead onto a full disk: the error names the scratch file and
   const mnt = smallDisk(t, '64k');
   if (!mnt) return;
   const copy = join(tempDir(t), 'vector.sqlite');
-  const db = new Database(copy);
-  db.exec('CREATE TABLE m (v BLOB)');
-  const insert = db.prepare('INSERT INTO m VALUES (?)');
-  for (let i = 0; i < 200; i++) insert.run(randomBytes(2048)); // does not compress: ~400 KB packed
-  db.close();
+  randomRowsDb(copy, 200); // does not compress: ~400 KB packed
   const scratch = join(mnt, 'vector.sqlite.packed');
   await assert.rejects(
     planChunks({ path: copy, params: DEFAULT_CHUNKER, sqlite: true, pack: { level: 3, path: scratch } }),
