@@ -193,7 +193,10 @@ async function storeData(
         return mine;
       }),
     ),
-  );
+  ).catch((err: unknown) => {
+    // the first database that failed to store, not a plan its failure stopped (`plans.stop`)
+    throw failure ? failure.err : err;
+  });
   c.databases.forEach((d, i) => {
     out.push({ path_in_bundle: sqlitePath(d.db), kind: sqliteKind(d.db), ...refs[i]! });
   });
