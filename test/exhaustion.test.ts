@@ -108,7 +108,7 @@ test("git's pack written onto a full disk fails the call (ENOSPC), never an unha
   );
 });
 
-test('chunks packed ahead onto a full disk: the error names the scratch file and keeps ENOSPC (a snapshot then stores that copy in one pass) (stop 53)', async (t) => {
+test('chunks packed ahead onto a full disk: the error names the scratch file and keeps ENOSPC, the code a snapshot falls back on (stop 53)', async (t) => {
   const mnt = smallDisk(t, '64k');
   if (!mnt) return;
   const copy = join(tempDir(t), 'vector.sqlite');
