@@ -2,10 +2,10 @@
 // cuts it (chunker.ts), and what comes back is its size, SHA-256 and each chunk's id and length, in
 // order. A snapshot plans its database copies on the threads that made them, once their copies are
 // done (before the repository lock, which storing needs); content.ts then reads back only the chunks
-// the repository does not have. A first snapshot, whose chunks are nearly all new, has them packed
-// ahead as well (`pack`): each chunk compressed as a pack compresses it (pack.ts compressInto) and
-// written after the one before into a scratch file, so that storing copies those bytes into packs
-// without reading, hashing or compressing the database again on the main thread.
+// the repository does not have. The first snapshot into an empty repository, all of whose chunks are
+// new, has them packed ahead as well (`pack`): each chunk compressed as a pack compresses it (pack.ts
+// compressInto) and written after the one before into a scratch file, so that storing copies those
+// bytes into packs without reading, hashing or compressing the database again on the main thread.
 
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';

@@ -164,13 +164,10 @@ export async function storePacked(writer: BlobWriter, path: string, plan: Packed
       for (let at = 0; i < end; i++) {
         const view = run.subarray(at, at + plan.stored[i]!);
         at += view.length;
-        const id = ids.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);
-        if (writer.has(id)) {
-          writer.countKnown();
-          continue;
-        }
-        // copied into the pack before addStored's first await: the view may be reused
-        await writer.addStored(KIND_DATA, id.toString('hex'), view, plan.flags[i]!, plan.lengths[i]!);
+        const id = ids.toString('hex', i * ID_BYTES, (i + 1) * ID_BYTES);
+        // counted as known when it is; else copied into the pack before the first await (the view may
+        // be reused)
+        await writer.addStored(KIND_DATA, id, view, plan.flags[i]!, plan.lengths[i]!);
       }
       offset += runBytes;
     }

@@ -832,12 +832,7 @@ export class BlobWriter {
    */
   async add(kind: BlobKind, id: string, data: Buffer): Promise<boolean> {
     if (this.finished) throw new Error('BlobWriter.add after finish');
-    if (this.has(id)) {
-      this.stats.blobsKnown++;
-      return false;
-    }
-    this.stats.blobsNew++;
-    this.stats.rawNew += data.length;
+    if (!this.countedNew(id, data.length)) return false;
     const t = this.thread;
     if (!t) {
       await this.place(kind, id, (pack) => pack.add(id, kind, data, this.repo.zstdLevel));
@@ -857,13 +852,19 @@ export class BlobWriter {
   async addStored(kind: BlobKind, id: string, stored: Buffer, flags: number, raw: number): Promise<boolean> {
     if (this.finished) throw new Error('BlobWriter.addStored after finish');
     if (this.thread) throw new Error('BlobWriter.addStored beside a compression thread');
+    if (!this.countedNew(id, raw)) return false;
+    await this.place(kind, id, (pack) => pack.addCompressed(id, kind, stored, flags, raw));
+    return true;
+  }
+
+  /** Counts blob `id` (of `raw` bytes) as known, false, or as new, true (add, addStored). */
+  private countedNew(id: string, raw: number): boolean {
     if (this.has(id)) {
       this.stats.blobsKnown++;
       return false;
     }
     this.stats.blobsNew++;
     this.stats.rawNew += raw;
-    await this.place(kind, id, (pack) => pack.addCompressed(id, kind, stored, flags, raw));
     return true;
   }
 
