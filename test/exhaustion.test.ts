@@ -22,6 +22,7 @@ import { planChunks } from '../src/repository/chunk-plan.js';
 import { DEFAULT_CHUNKER } from '../src/repository/chunker.js';
 import { SqliteHere, SqliteWorker } from '../src/sqlite/worker.js';
 import { writeFileAtomic, writeFileAtomicUnsynced } from '../src/store/atomic.js';
+import { acquire } from '../src/store/lock.js';
 import { pin } from '../src/store/pins.js';
 import { makeDirs } from '../src/util/make-dirs.js';
 import { json } from './helpers/cli-json.js';
@@ -87,6 +88,73 @@ test('a SQLite copy onto a full disk is IO ENOSPC naming the copy (on the callin
   }
 });
 
+test('a snapshot onto a state root whose disk is full is IO ENOSPC naming the copy, not the write gate\'s "database or disk is full" (stop 54)', async (t) => {
+  const mnt = smallDisk(t, '16m');
+  if (!mnt) return;
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 400 });
+  fill(mnt);
+  for (const store of ['repository', 'bundles'] as const) {
+    const s = new LocalSnapshotter({
+      stateRoot: join(mnt, store),
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store,
+      lockTimeoutMs: 2_000,
+    });
+    // the write gate's lock file is new: releasing it wrote its first page, failed, and its error took
+    // the place of the copy's
+    await assert.rejects(s.snapshot({ agentId: 'ana' }), (err: Error) => {
+      assert.ok(err instanceof IoError, `${store}: ${err.name} ${err.message}`);
+      assert.equal(err.errno, 'ENOSPC', err.message);
+      assert.ok(err.message.startsWith(`writing ${join(mnt, store)}/`), err.message);
+      assert.match(err.message, /, the copy of .*: no space left on device$/);
+      return true;
+    });
+  }
+  rmSync(join(mnt, 'fill'));
+  // every lock the failed snapshots took was released: the next ones take them at once
+  for (const store of ['repository', 'bundles'] as const) {
+    const s: LocalSnapshotter = new LocalSnapshotter({
+      stateRoot: join(mnt, store),
+      memdirRoot: a.memdirRoot,
+      sqliteRoot: a.sqliteRoot,
+      store,
+      lockTimeoutMs: 0,
+    });
+    const meta = await s.snapshot({ agentId: 'ana' });
+    assert.equal(meta.agent_id, 'ana');
+  }
+});
+
+test('releasing a lock whose file is new on a full disk does not throw, and the lock is free again (stop 54)', async (t) => {
+  const mnt = smallDisk(t, '64k');
+  if (!mnt) return;
+  const path = join(mnt, 'gate.lock');
+  fill(mnt);
+  const held = await acquire(path, 'exclusive', 1_000);
+  held.release(); // SQLite's COMMIT writes the new file's first page, which fails (SQLITE_FULL)
+  const again = await acquire(path, 'exclusive', 0);
+  again.release();
+});
+
+test('an ENOSPC whose message names no file names the one the system call was writing (stop 54)', () => {
+  const cause = Object.assign(new Error("ENOSPC: no space left on device, copyfile '/a/obj' -> '/s/obj'"), {
+    code: 'ENOSPC',
+    path: '/a/obj',
+    dest: '/s/obj',
+  });
+  assert.equal(
+    new IoError('snapshot of agent ana', cause).message,
+    'snapshot of agent ana: no space left on device for /s/obj',
+  );
+  assert.equal(new IoError('writing /s/obj', cause).message, 'writing /s/obj: no space left on device');
+  const write = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  assert.equal(
+    new IoError('snapshot of agent ana', write).message,
+    'snapshot of agent ana: no space left on device',
+  );
+});
+
 test("git's pack written onto a full disk fails the call (ENOSPC), never an unhandled rejection ending the process (stop 53)", async (t) => {
   const mnt = smallDisk(t, '64k');
   if (!mnt) return;
@@ -99,13 +167,16 @@ test("git's pack written onto a full disk fails the call (ENOSPC), never an unha
   git('commit', '-qm', 'noise');
   const head = git('rev-parse', 'HEAD').trim();
   // the pack's file fills the disk while git still writes: the write's failure comes before git's end
-  await assert.rejects(
-    packObjects(repo, [head], [], join(mnt, 'history.pack')),
-    (err: NodeJS.ErrnoException) => {
-      assert.equal(err.code, 'ENOSPC');
-      return true;
-    },
-  );
+  await assert.rejects(packObjects(repo, [head], [], join(mnt, 'history.pack')), (err: Error) => {
+    // named, with its errno (stop 54: "no space left on device" naming nothing)
+    assert.ok(err instanceof IoError, `${err.name}: ${err.message}`);
+    assert.equal(err.errno, 'ENOSPC');
+    assert.equal(
+      err.message,
+      `writing git pack-objects's output to ${join(mnt, 'history.pack')}: no space left on device`,
+    );
+    return true;
+  });
 });
 
 test('chunks packed ahead onto a full disk: the error names the scratch file and keeps ENOSPC, the code a snapshot falls back on (stop 53)', async (t) => {

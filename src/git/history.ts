@@ -9,7 +9,7 @@ import { createWriteStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { BundleDamagedError, GitError } from '../model/errors.js';
+import { BundleDamagedError, GitError, IoError } from '../model/errors.js';
 import {
   fsckBuilt,
   fuseTripped,
@@ -302,9 +302,20 @@ function gitIo(
       }
       try {
         await feed;
-        await sink;
       } catch (e) {
         reject(e);
+        return;
+      }
+      try {
+        await sink;
+      } catch (e) {
+        // the output file could not be written (ENOSPC): named, with its errno (was "no space left on
+        // device" naming nothing, stop 54)
+        reject(
+          toFile && (e as NodeJS.ErrnoException).syscall
+            ? new IoError(`writing git ${args[0]}'s output to ${toFile}`, e)
+            : e,
+        );
         return;
       }
       if (code !== 0)

@@ -1,7 +1,7 @@
 // Owns the error taxonomy: every failure the library reports is a SnapshotError subclass with a stable
 // `code`, the CLI exit status it maps to, and the metric `outcome` label. Pure: no I/O.
 
-import { boundedErrnoMessage } from './shown-path.js';
+import { boundedErrnoMessage, shownPath } from './shown-path.js';
 
 /** Metric outcome labels (the original's six, plus the ones the port needs). */
 export type Outcome =
@@ -318,6 +318,18 @@ export class ConfigError extends SnapshotError {
   readonly outcome = 'invalid_input' as const;
 }
 
+/**
+ * ` for <file>`: the file a system call failed to write for want of space (a copy's `dest`, else its
+ * `path`), when `message` names no path itself (stop 54: the git objects frozen into a snapshot's
+ * staging on a full disk said "snapshot of agent ana: no space left on device"); else nothing.
+ */
+function fullFor(cause: unknown, message: string): string {
+  if (message.includes('/')) return '';
+  const e = cause as { path?: unknown; dest?: unknown } | undefined;
+  const file = typeof e?.dest === 'string' ? e.dest : typeof e?.path === 'string' ? e.path : undefined;
+  return file ? ` for ${shownPath(file)}` : '';
+}
+
 export class IoError extends SnapshotError {
   readonly code = 'IO';
   readonly exitCode = ExitCode.error;
@@ -329,7 +341,7 @@ export class IoError extends SnapshotError {
     const causeText = cause instanceof Error ? boundedErrnoMessage(cause, message) : undefined;
     super(
       errno === 'ENOSPC'
-        ? `${message ? `${message}: ` : ''}no space left on device`
+        ? `${message ? `${message}: ` : ''}no space left on device${fullFor(cause, message)}`
         : causeText
           ? message
             ? `${message}: ${causeText}`

@@ -85,6 +85,12 @@ export class HeldLock {
     if (this.mode === 'exclusive') forgetOwner(this.path);
     try {
       if (this.db.inTransaction) this.db.exec('COMMIT');
+    } catch {
+      // The transaction holds no data, so a COMMIT that fails loses nothing: closing ends it and drops the
+      // lock all the same. It fails on a full disk when the lock file is new (SQLite writes its first
+      // page then); thrown from a `finally`, it took the place of the error that was on its way (a copy's
+      // ENOSPC became "database or disk is full" naming no file), and the locks released after it stayed
+      // held (stop 54).
     } finally {
       this.db.close();
     }
