@@ -20,6 +20,7 @@ import { KIND_DATA } from '../src/repository/pack.js';
 import { type BlobWriter, Repository } from '../src/repository/repository.js';
 import { loadSnapshot } from '../src/repository/snapshots.js';
 import { COMPRESS_THREAD_MIN_BYTES } from '../src/repository/store-capture.js';
+import { packAheadFits } from '../src/snapshotter/repository.js';
 import { sampleAgent } from './helpers/env.js';
 
 /** Packs of 1 MiB, two saved at once: many pack boundaries while batches come back from the thread. */
@@ -180,6 +181,13 @@ async function storesAsWithout(t: TestContext, env: Record<string, string>): Pro
   assert.equal(changed.meta.added_bytes, plain.meta.added_bytes);
   assert.deepEqual(changed.leftovers, [], 'no staging (and no packed chunks) left behind');
 }
+
+test('packing ahead needs three times the databases free on the staging disk, else one pass (stop 54)', () => {
+  // the copies still to make, the packed chunks beside them and the packs: each at most the databases
+  assert.equal(packAheadFits(300 * 1024 * 1024, 100 * 1024 * 1024), true);
+  assert.equal(packAheadFits(300 * 1024 * 1024 - 1, 100 * 1024 * 1024), false);
+  assert.equal(packAheadFits(0, 0), true);
+});
 
 test('a first snapshot whose database copies are packed ahead on the copy threads stores what one without threads stores', (t) =>
   // the copies on two threads (small agents copy on the calling thread unless told): packed ahead there

@@ -15,7 +15,7 @@
 // this module: a state root without a repository lists without loading it (CLI start-up).
 
 import { existsSync } from 'node:fs';
-import { mkdir, rm, unlink } from 'node:fs/promises';
+import { mkdir, rm, statfs, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { type BackendSettings, parseRepoLocation, type RepoLocation } from '../backend/open.js';
@@ -136,6 +136,18 @@ async function missingReferences(repo: Repository, manifest: RepoManifest): Prom
  * one pass, docs/operations.md "stop 53"): stored in one pass, with its compression thread.
  */
 export const PACK_AHEAD_MAX_BYTES = 512 * 1024 * 1024;
+
+/**
+ * Whether a disk with `freeBytes` free (as the staging directory's file system says when the first
+ * copies are made) has room to pack `liveBytes` of live databases ahead: the copies not made yet, the
+ * packed chunks beside them until each is stored, and the packs they go to, each at most the
+ * databases' size; three times it, or they are stored in one pass. Packed ahead on a disk with little
+ * more room than one pass needs, a copy, or git's pack, failed where one pass succeeded (a 14 MB agent
+ * on tmpfs roots of 16-17 MiB: 2 runs of 6 failed, none in one pass; stop 54).
+ */
+export function packAheadFits(freeBytes: number, liveBytes: number): boolean {
+  return freeBytes >= 3 * liveBytes;
+}
 
 export const STORE_FORMATS = ['auto', 'repository', 'bundles'] as const;
 export type StoreFormat = (typeof STORE_FORMATS)[number];
@@ -644,8 +656,9 @@ export class RepositoryStore {
     // copies the new ones into packs; a database whose packing fails for want of disk is stored in one
     // pass from its copy. Any other first snapshot (whose chunks the repository may hold already: a
     // clone, a fleet), a redacted one (whose copies change after the gate, so nothing would overlap),
-    // one whose copies were made on this thread (a small agent), and one of databases over
-    // PACK_AHEAD_MAX_BYTES store every chunk in one pass.
+    // one whose copies were made on this thread (a small agent), one of databases over
+    // PACK_AHEAD_MAX_BYTES and one on a disk without room for it (packAheadFits) store every chunk in
+    // one pass.
     let finished = false;
     /** Set when the snapshot has failed: a copy being packed ahead stops at its next chunk. */
     const stop = new Int32Array(new SharedArrayBuffer(4));
@@ -663,6 +676,8 @@ export class RepositoryStore {
       packing ??= (async () => {
         if (p.redact || liveBytes > PACK_AHEAD_MAX_BYTES || !workers.every((w) => w.threaded)) return false;
         if (await knownAgent()) return false;
+        const disk = await statfs(staging);
+        if (!packAheadFits(disk.bavail * disk.bsize, liveBytes)) return false;
         // an index that could not be read early is empty here, whatever the repository holds: one pass
         if (!(await indexEarly)) return false;
         return (await opening).index.blobCount === 0;
