@@ -5,7 +5,6 @@
 // rules unless the caller asks for it as stored; pages are bounded (types.ts): `ls` by a cursor over the
 // entries sorted by name bytes, `cat` by offset and limit.
 
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import { type Shown, showText } from '../diff/secrets.js';
@@ -14,7 +13,7 @@ import { InvalidInputError, missingIn } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
 import { asText, redactText } from '../policy/redaction/scan.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
-import { privateScratch } from '../util/scratch.js';
+import { privateScratch, removeScratch } from '../util/scratch.js';
 import { type BrowsePath, parseBrowsePath, tableSegment } from './paths.js';
 import { type OpenOptions, type SnapshotSource, withSnapshot } from './source.js';
 import {
@@ -69,7 +68,7 @@ export async function withDatabase<T>(
       d.close();
     }
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await removeScratch(dir);
   }
 }
 

@@ -7,7 +7,6 @@
 // goes through the redaction rules unless the caller asks for the values as stored (`showSecrets`).
 
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Identity, loadIdentities } from '../crypto/age.js';
 import { canonicalJson } from '../format/manifest.js';
@@ -16,7 +15,7 @@ import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js
 import { DB_NAMES, type DbName } from '../model/types.js';
 import { bundleView } from '../repository/manifest.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
-import { privateScratch } from '../util/scratch.js';
+import { privateScratch, removeScratch } from '../util/scratch.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { commitsBetween, type FileChange, treeChanges } from './memdir.js';
 import { placeholdersInJson, showJson } from './secrets.js';
@@ -286,6 +285,6 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
       },
     };
   } finally {
-    await rm(tmp, { recursive: true, force: true });
+    await removeScratch(tmp);
   }
 }

@@ -20,7 +20,7 @@ import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { IoError } from '../model/errors.js';
-import { privateScratch } from '../util/scratch.js';
+import { privateScratch, removeScratch } from '../util/scratch.js';
 import {
   fuseTripped,
   type GitFuse,
@@ -172,8 +172,9 @@ export class PackCheck {
 
   /** The written pack goes; so does the scratch repository (a restore's own stays). */
   private async cleanUp(): Promise<void> {
-    await rm(this.incoming, { force: true });
-    if (!this.keep) await rm(this.scratch, { recursive: true, force: true });
+    // never thrown: it would take the place of the check's answer or of the error on its way (stop 54)
+    await rm(this.incoming, { force: true }).catch(() => {});
+    if (!this.keep) await removeScratch(this.scratch);
   }
 }
 

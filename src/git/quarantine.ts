@@ -101,6 +101,7 @@ export async function fsckV1(raw: string): Promise<string> {
     const r = await fsckBuilt(repo, ['--no-progress', '--no-dangling']);
     return r.code === 0 ? 'ok' : r.stderr || `git fsck exited ${r.code}`;
   } finally {
-    await rm(scratch, { recursive: true, force: true });
+    // (inside the caller's scratch, which goes with it: never thrown over fsck's answer, stop 54)
+    await rm(scratch, { recursive: true, force: true }).catch(() => {});
   }
 }

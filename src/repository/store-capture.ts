@@ -128,7 +128,8 @@ export async function storeCapture(
   } finally {
     await writer.close(); // after a failure: the compression thread (if any) ends here
     await history?.catch(() => {}); // git is done with the scratch directory
-    await rm(scratch, { recursive: true, force: true });
+    // (in the snapshot's staging, which goes with it: never thrown over the snapshot's outcome, stop 54)
+    await rm(scratch, { recursive: true, force: true }).catch(() => {});
   }
   return { artifacts: out, refs: [...refs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) };
 }

@@ -5,13 +5,12 @@
 // means restore will not refuse the history; and with `deep`, `PRAGMA integrity_check` of every
 // database, written to the scratch directory. The scratch space is always removed.
 
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { initBare } from '../git/git.js';
 import { gitFailedOnContent, SnapshotError } from '../model/errors.js';
 import type { DeepReport } from '../model/types.js';
 import { checkIntegrity } from '../sqlite/worker.js';
-import { privateScratch } from '../util/scratch.js';
+import { privateScratch, removeScratch } from '../util/scratch.js';
 import { applyRefs } from './git-history.js';
 import { GIT_HISTORY_KIND, type RepoArtifact } from './manifest.js';
 import type { Repository } from './repository.js';
@@ -76,6 +75,6 @@ export async function checkedVerifyRepoSnapshot(
     deep.sqlite_integrity = await checkIntegrity(result.written);
     return { result, deep };
   } finally {
-    await rm(scratch, { recursive: true, force: true });
+    await removeScratch(scratch);
   }
 }

@@ -166,6 +166,7 @@ export async function rollBack(item: SwapItem): Promise<void> {
 
 /** Rolls every component back (last first), then the state; removes backup dirs left empty. */
 export async function rollBackAll(provider: StateProvider, j: Journal): Promise<void> {
+  faultPoint('restore.rollback');
   for (const item of [...j.items].reverse()) await rollBack(item);
   await replayState(provider, j, 'old');
   for (const d of j.backup_dirs ?? []) await rmdir(d).catch(() => {});
@@ -181,8 +182,15 @@ export async function replayState(
   }
 }
 
+/**
+ * Removes the restore's staging, each directory on its own: one that cannot be removed (an I/O error, a
+ * read-only remount) stays as a leftover of the agent for a later operation to remove, and neither stops
+ * the others nor keeps the journal, whose rollback or commit is done (stop 54: a staging directory that
+ * could not be removed left the journal `prepared` after its rollback, and every later operation on the
+ * agent refused to start).
+ */
 async function removeStaging(j: Journal): Promise<void> {
-  for (const p of j.staging) await rm(p, { recursive: true, force: true });
+  for (const p of j.staging) await rm(p, { recursive: true, force: true }).catch(() => {});
 }
 
 /**

@@ -406,9 +406,4 @@ export async function restoreLeftovers(
   return out;
 }
 
-/** Removes staging dirs of restores that died before writing a journal. Call under the agent lock. */
-export async function removeRestoreStaging(paths: string[]): Promise<void> {
-  for (const p of paths) await rm(p, { recursive: true, force: true });
-}
-
 export const LIVE_DB_FILES = DB_NAMES.map((db) => `${db}.sqlite`);

@@ -11,14 +11,14 @@
 // One left by a process killed while writing it (its directory names the pid) is removed by the next
 // download of any process.
 
-import { open, rm } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { asSnapshotError } from '../model/errors.js';
 import type { ExportResult } from '../model/types.js';
 import type { ListingMeta } from '../repository/snapshots.js';
 import { readSibling } from '../store/sibling.js';
-import { privateScratch } from '../util/scratch.js';
+import { privateScratch, removeScratch } from '../util/scratch.js';
 import { planExport } from './export.js';
 import type { LocalSnapshotter } from './local.js';
 import { repackBundle } from './repack.js';
@@ -55,7 +55,7 @@ export async function openDownload(
   let scratch: string | undefined;
   const done = () => {
     reading.release();
-    if (scratch) void rm(scratch, { recursive: true, force: true });
+    if (scratch) void removeScratch(scratch);
   };
   try {
     const plan = await planExport(file, { redact: opts.redact ?? s.redactExports });
@@ -80,7 +80,7 @@ export async function openDownload(
       if (sibling.status === 'ok') sha256 = sibling.sha256;
     }
     const handle = await open(path, 'r');
-    if (scratch) await rm(scratch, { recursive: true, force: true }); // the handle streams it
+    if (scratch) await removeScratch(scratch); // the handle streams it
     try {
       const size = (await handle.stat()).size;
       const stream = handle.createReadStream({ autoClose: true });
@@ -116,7 +116,7 @@ async function openRepoDownload(
   opts: { redact?: boolean },
 ): Promise<BundleDownload> {
   const scratch = await privateScratch('download');
-  const done = () => void rm(scratch, { recursive: true, force: true });
+  const done = () => void removeScratch(scratch);
   try {
     const encrypted = exportRecipients(s, meta.encrypted, false).length > 0;
     const name = exportName(meta.id, encrypted);
@@ -127,7 +127,7 @@ async function openRepoDownload(
       ...(trust.required ? { trust } : {}),
     });
     const handle = await open(path, 'r');
-    await rm(scratch, { recursive: true, force: true }); // the handle streams it
+    await removeScratch(scratch); // the handle streams it
     try {
       const stream = handle.createReadStream({ autoClose: true });
       stream.once('close', done);

@@ -1058,7 +1058,13 @@ export class LocalSnapshotter implements MemorySnapshotter {
     for (const p of await restoreLeftovers({ memdir, sqliteDir }, list)) {
       const st = await stat(p).catch(() => undefined);
       if (!st || (graceMs > 0 && Date.now() - st.mtimeMs < graceMs)) continue;
-      await rm(p, { recursive: true, force: true });
+      // one that cannot be removed stays for a later operation and fails none (stop 54)
+      try {
+        await rm(p, { recursive: true, force: true });
+      } catch (err) {
+        warn(`could not remove staging of an interrupted restore: ${p}: ${(err as Error).message}`);
+        continue;
+      }
       warn(`removed staging of an interrupted restore: ${p}`);
       cleaned.push(p);
     }
@@ -1066,7 +1072,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
     // One listing of the agent's directory serves both passes (nothing else writes it: we hold the lock).
     const names = await dirNames(dir);
     const { cleanLeftovers } = await import('../store/leftovers.js');
-    const removed = new Set(await cleanLeftovers(dir, graceMs, names));
+    const removed = new Set(
+      await cleanLeftovers(dir, graceMs, names, (name, err) =>
+        warn(`could not remove leftover of an interrupted operation: ${name}: ${(err as Error).message}`),
+      ),
+    );
     for (const name of removed) {
       warn(`removed leftover of an interrupted operation: ${name}`);
       cleaned.push(join(dir, name));
@@ -1198,7 +1208,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
     } catch (err) {
       throw asSnapshotError(err, 'migrate');
     } finally {
-      this.repositoryChosen = (await this.repository.exists()) || this.repositoryChosen;
+      // (a store that cannot answer now, a remote one down, changes nothing here: its error never takes
+      // the place of migrate's outcome, stop 54)
+      this.repositoryChosen = (await this.repository.exists().catch(() => false)) || this.repositoryChosen;
     }
   }
 

@@ -6,7 +6,7 @@
 // plaintext; export of a repository snapshot (repo-export.ts) stages it from the repository. The
 // staging is always removed; on failure nothing is left at the destination.
 
-import { readFile, rm, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type CaptureResult, hashCapture, type StagedArtifact } from '../capture/capture.js';
 import { type Identity, recipientFingerprint } from '../crypto/age.js';
@@ -28,7 +28,7 @@ import { DB_NAMES, type DbName, type ProgressListener } from '../model/types.js'
 import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { type SqliteJobs, sqliteRunners } from '../sqlite/worker.js';
-import { privateScratch } from '../util/scratch.js';
+import { privateScratch, removeScratch } from '../util/scratch.js';
 import { toolVersions } from '../util/version.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 
@@ -91,7 +91,7 @@ export async function repackBundle(o: RepackOptions): Promise<Repacked> {
       },
     );
   } finally {
-    await rm(staging, { recursive: true, force: true });
+    await removeScratch(staging);
   }
 }
 

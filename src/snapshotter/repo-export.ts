@@ -7,7 +7,7 @@
 // unless asked otherwise; an encrypted repository's snapshot is written encrypted to the configured
 // recipients (exact), or, with `decrypt`, as a plaintext bundle (redacted unless asked otherwise).
 
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadIdentities } from '../crypto/age.js';
 import { type TrustPolicy, trustPolicy } from '../format/signature.js';
@@ -18,7 +18,7 @@ import type { ExportResult, ProgressListener } from '../model/types.js';
 import { applyRefs } from '../repository/git-history.js';
 import { GIT_HISTORY_KIND, type RepoManifest } from '../repository/manifest.js';
 import type { ListingMeta } from '../repository/snapshots.js';
-import { privateScratch } from '../util/scratch.js';
+import { privateScratch, removeScratch } from '../util/scratch.js';
 import { problemsError, refused } from '../verify/verify.js';
 import { publishExport } from './export.js';
 import type { ExportOptions } from './interface.js';
@@ -127,7 +127,7 @@ export async function writeRepoBundle(
         : {}),
     };
   } finally {
-    await rm(staging, { recursive: true, force: true });
+    await removeScratch(staging);
   }
 }
 

@@ -69,7 +69,7 @@ import { syncFileSystemsOf } from '../store/atomic.js';
 import { faultPoint } from '../util/faults.js';
 import { makeDirs } from '../util/make-dirs.js';
 import { packageModule } from '../util/module-worker.js';
-import { privateScratch } from '../util/scratch.js';
+import { privateScratch, removeScratch } from '../util/scratch.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { problemsError } from '../verify/verify.js';
 import type { AgentLock, LocalSnapshotter } from './local.js';
@@ -388,7 +388,7 @@ async function dryRun(
     if (mem?.head?.new) report.git_reset_oid = mem.head.new; // v1 too: HEAD as its manifest records it
     return report;
   } finally {
-    await rm(tmp, { recursive: true, force: true });
+    await removeScratch(tmp);
   }
 }
 
@@ -663,8 +663,19 @@ async function restoreLocked(
       } catch (err) {
         if (!journalWritten) await rmdir(p.sqliteBackup).catch(() => {}); // made under the gate, empty
         if (journalWritten && (await readJournal(journalPath))?.phase !== 'committed') {
-          await rollBackAll(s.state, journal);
-          await rm(journalPath, { force: true });
+          try {
+            await rollBackAll(s.state, journal);
+            await rm(journalPath, { force: true });
+          } catch (rollBackErr) {
+            // the error the user sees stays the one that stopped the restore (its code and exit status),
+            // told that the agent is not back yet and what finishes it: the journal stays for `recover`
+            // (stop 54: the rollback's error took its place, saying nothing of the half-swapped agent)
+            if (err instanceof Error)
+              err.message +=
+                `; rolling the restore back failed as well (${(rollBackErr as Error).message}): the journal ` +
+                `stays, and \`nexo-memory recover --agent ${agentId}\` (or the next operation on the agent) ` +
+                'finishes the rollback';
+          }
         }
         throw err;
       } finally {
@@ -679,7 +690,14 @@ async function restoreLocked(
       } catch (err) {
         report.warnings.push(`the host's afterSwap hook failed: ${(err as Error).message}`);
       }
-      await finishJournal(journalPath, { ...journal, phase: 'committed' });
+      // committed: cleaning up may fail (an I/O error) without undoing that: a warning, and the committed
+      // journal left finishes it at the next operation on the agent (stop 54: the restore said it failed)
+      await finishJournal(journalPath, { ...journal, phase: 'committed' }).catch((err: unknown) => {
+        report.warnings.push(
+          `the restore is done, but removing its staging failed (${(err as Error).message}); the next ` +
+            'operation on the agent finishes that',
+        );
+      });
       // a backup directory that received nothing (a new agent's, an import's) is not a backup
       for (const b of [p.sqliteBackup, p.memdirBackup]) await rmdir(b).catch(() => {});
       report.backups = [p.sqliteBackup, p.memdirBackup].filter((b) => existsSync(b));
@@ -689,7 +707,8 @@ async function restoreLocked(
     } finally {
       await Promise.allSettled(checks?.lanes ?? []); // none cut short by the threads' end
       await Promise.all(sqlite.map((w) => w.close()));
-      for (const dir of staging) await rm(dir, { recursive: true, force: true });
+      // (never thrown over the restore's outcome: one left is a leftover the next operation removes)
+      for (const dir of staging) await rm(dir, { recursive: true, force: true }).catch(() => {});
       for (const dir of created) await rmdir(dir).catch(() => {}); // only when empty
     }
   } catch (err) {

@@ -46,6 +46,12 @@ export async function cleanLeftovers(
   olderThanMs = 0,
   /** A listing of `dir` taken under the lock, to save reading it again. */
   listed?: readonly string[],
+  /**
+   * Told of each leftover that could not be removed (an I/O error, a read-only remount), which stays for
+   * a later operation; the others are removed all the same (stop 54: the first such one failed the
+   * snapshot, restore, import or recover that was cleaning up before it started).
+   */
+  failed?: (name: string, err: unknown) => void,
 ): Promise<string[]> {
   let names: readonly string[];
   try {
@@ -59,8 +65,12 @@ export async function cleanLeftovers(
       const s = await stat(join(dir, n)).catch(() => undefined);
       if (!s || Date.now() - s.mtimeMs < olderThanMs) continue;
     }
-    await rm(join(dir, n), { recursive: true, force: true });
-    gone.push(n);
+    try {
+      await rm(join(dir, n), { recursive: true, force: true });
+      gone.push(n);
+    } catch (err) {
+      failed?.(n, err);
+    }
   }
   return gone;
 }

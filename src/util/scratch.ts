@@ -10,6 +10,7 @@
 import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { faultPoint } from './faults.js';
 
 /** The kinds of scratch directory, each a name prefix `nexo-<kind>-`. */
 const KINDS = ['download', 'repack', 'verify', 'pack-check', 'export', 'diff', 'dry-run', 'browse'] as const;
@@ -20,6 +21,23 @@ export type ScratchKind = (typeof KINDS)[number];
  * user named alike (`nexo-export-20261206-agent.tar.zst`) is not taken for one (stop 52).
  */
 const LEFTOVER = new RegExp(`^nexo-(${KINDS.join('|')})-(\\d{1,10})-[A-Za-z0-9]{6}$`);
+
+/**
+ * Removes an operation's scratch directory, never throwing: one that cannot be removed now (an I/O
+ * error, a file system remounted read-only) stays for the sweep of a later operation, once this process
+ * is gone. Called from `finally` blocks and stream ends: its failure took the place of the error that
+ * was on its way (a verify's or a diff's), failed an operation that had succeeded, or ended the daemon
+ * as an unhandled rejection (a download's, found in stop 54). The fault point `scratch.remove` makes it
+ * fail in tests.
+ */
+export async function removeScratch(dir: string): Promise<void> {
+  try {
+    faultPoint('scratch.remove');
+    await rm(dir, { recursive: true, force: true });
+  } catch {
+    // left for sweepScratchLeftovers
+  }
+}
 
 /** A new private temporary directory for one operation; first, those of processes that are gone are removed. */
 export async function privateScratch(kind: ScratchKind): Promise<string> {

@@ -9,7 +9,7 @@
 
 import { createHash } from 'node:crypto';
 import { closeSync, constants, mkdirSync, openSync, writeSync } from 'node:fs';
-import { open, rm, stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type Identity, readAgeHeader } from '../crypto/age.js';
 import { GIT_BUNDLE_PATH, GIT_V1_PREFIX, MAX_MANIFEST_BYTES } from '../format/constants.js';
@@ -41,7 +41,7 @@ import { checkIntegrity } from '../sqlite/worker.js';
 import { readSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { sha256File } from '../util/hash.js';
-import { privateScratch } from '../util/scratch.js';
+import { privateScratch, removeScratch } from '../util/scratch.js';
 import { GitStreamCheck } from './git-stream.js';
 
 /**
@@ -249,7 +249,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
       report.deep = await deepChecks(written, reader.manifest);
   } finally {
     reader?.close();
-    if (deepDir) await rm(deepDir, { recursive: true, force: true });
+    if (deepDir) await removeScratch(deepDir);
   }
   if (!opts.deep) {
     const v1Git =
