@@ -15,9 +15,11 @@ import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { gitEnv } from '../scripts/sample-agent.js';
+import { fetchHistory } from '../src/diff/memdir.js';
+import type { Side } from '../src/diff/sides.js';
 import { packObjects } from '../src/git/history.js';
 import { LocalSnapshotter } from '../src/index.js';
-import { IoError } from '../src/model/errors.js';
+import { GitError, gitFailedOnContent, IoError } from '../src/model/errors.js';
 import { planChunks } from '../src/repository/chunk-plan.js';
 import { DEFAULT_CHUNKER } from '../src/repository/chunker.js';
 import { SqliteHere, SqliteWorker } from '../src/sqlite/worker.js';
@@ -135,6 +137,118 @@ test('releasing a lock whose file is new on a full disk does not throw, and the 
   held.release(); // SQLite's COMMIT writes the new file's first page, which fails (SQLITE_FULL)
   const again = await acquire(path, 'exclusive', 0);
   again.release();
+});
+
+test('git saying it could not write (a full disk, a quota, a read-only file system) is IO with its errno, never damage of what it read (stop 54)', () => {
+  const cases: Array<[string, string | undefined]> = [
+    ['setting HEAD failed: error: unable to write symref for HEAD: No space left on device', 'ENOSPC'],
+    ['git fetch of x failed: fatal: write error: No space left on device\nerror: index-pack died', 'ENOSPC'],
+    [
+      "git init failed: error: copy-fd: write returned: No space left on device\nfatal: cannot copy 'a'",
+      'ENOSPC',
+    ],
+    ['the history cannot be read: fatal: unable to write loose object file: Disk quota exceeded', 'EDQUOT'],
+    ['index-pack failed: fatal: unable to create temporary file: Read-only file system', 'EROFS'],
+    // fsck's findings about objects (which may quote what the content holds) stay the content's
+    ['index-pack failed: error: object 1234: badTree: No space left on device', undefined],
+    ['index-pack failed: fatal: pack has 2 unresolved deltas', undefined],
+  ];
+  for (const [message, errno] of cases) {
+    const err = new GitError(message);
+    assert.equal(err.errno, errno, message);
+    assert.equal(err.code, errno ? 'IO' : 'GIT', message);
+    assert.equal(gitFailedOnContent(err), errno === undefined, message);
+    assert.deepEqual(err.toJSON().details, errno ? { errno } : undefined, message);
+  }
+});
+
+test('an integrity check that the disk fails (SQLite cannot grow its -shm) is IO naming the database, not "not a valid database" (stop 54)', async (t) => {
+  const mnt = smallDisk(t, '1m');
+  if (!mnt) return;
+  const path = join(mnt, 'long_term.sqlite');
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  db.exec('CREATE TABLE m (v TEXT); INSERT INTO m VALUES (1)');
+  db.close(); // (the -shm and -wal go with the last connection)
+  fill(mnt);
+  for (const [name, runner] of [
+    ['here', new SqliteHere()],
+    ['thread', new SqliteWorker()],
+  ] as const) {
+    try {
+      await assert.rejects(runner.integrityCheck(path), (err: Error) => {
+        assert.ok(err instanceof IoError, `${name}: ${err.name} ${err.message}`);
+        assert.ok(err.message.startsWith(`checking ${path}: `), err.message);
+        assert.match(String(err.errno), /^(SQLITE_IOERR|ENOSPC)/);
+        return true;
+      });
+    } finally {
+      await runner.close();
+    }
+  }
+});
+
+test("a diff fetching a snapshot's history onto a full disk fails as IO ENOSPC, not as that history's damage (stop 54)", async (t) => {
+  const mnt = smallDisk(t, '256k');
+  if (!mnt) return;
+  const src = join(tempDir(t), 'memdir');
+  mkdirSync(src);
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: src, env: gitEnv, encoding: 'utf8' });
+  git('init', '-q');
+  writeFileSync(join(src, 'noise.bin'), randomBytes(1024 * 1024)); // does not compress
+  git('add', '.');
+  git('commit', '-qm', 'noise');
+  const head = git('rev-parse', 'HEAD').trim();
+  const bundle = join(tempDir(t), 'memdir.bundle');
+  git('bundle', 'create', '-q', bundle, '--all');
+  const side = {
+    label: '01a24b00-0000-7000-8000-000000000001',
+    head,
+    history: { kind: 'bundle', path: bundle },
+  };
+  await assert.rejects(
+    fetchHistory(side as unknown as Side, join(mnt, 'a.git')),
+    (err: Error & { errno?: string }) => {
+      assert.equal((err as IoError).code, 'IO', `${err.name}: ${err.message}`);
+      assert.equal(err.errno, 'ENOSPC', err.message);
+      return true;
+    },
+  );
+});
+
+test('a deep verify and a diff whose scratch disk is full fail as IO with the disk full, never as a damaged snapshot (stop 54)', async (t) => {
+  const mnt = smallDisk(t, '4m');
+  if (!mnt) return;
+  const a = sampleAgent(t, 'ana', { files: 3, commits: 2, memories: 200 });
+  const first = await a.snapshotter.snapshot({ agentId: 'ana' });
+  writeFileSync(join(a.memdir, 'MEMORY.md'), 'changed\n');
+  const second = await a.snapshotter.snapshot({ agentId: 'ana' });
+  fill(mnt);
+  const before = process.env.TMPDIR;
+  process.env.TMPDIR = mnt;
+  try {
+    const outcome = async (run: () => Promise<unknown>): Promise<string> => {
+      try {
+        return JSON.stringify(await run());
+      } catch (err) {
+        return JSON.stringify((err as IoError).toJSON?.() ?? String(err));
+      }
+    };
+    const verify = await outcome(() =>
+      a.snapshotter.verifySnapshot('ana', 'default', second.id, { deep: true }),
+    );
+    const diff = await outcome(() => a.snapshotter.diff({ agentId: 'ana', a: first.id, b: second.id }));
+    for (const [what, out] of [
+      ['verify --deep', verify],
+      ['diff', diff],
+    ] as const) {
+      assert.doesNotMatch(out, /BUNDLE_DAMAGED|"damaged"/, `${what}: ${out}`);
+      assert.match(out, /ENOSPC|no space left on device/i, `${what}: ${out}`);
+    }
+  } finally {
+    if (before === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = before;
+  }
 });
 
 test('an ENOSPC whose message names no file names the one the system call was writing (stop 54)', () => {

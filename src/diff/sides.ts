@@ -17,12 +17,13 @@ import type { Manifest } from '../format/manifest.js';
 import { initBare } from '../git/git.js';
 import { setHead, writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import { BundleDamagedError, EncryptionError } from '../model/errors.js';
+import { BundleDamagedError, EncryptionError, gitFailedOnContent, SnapshotError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS, type StateKey } from '../model/types.js';
 import { bundleView, GIT_HISTORY_KIND } from '../repository/manifest.js';
 import { bundleHasMemdir } from '../restore/stage.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { liveDatabaseRunners } from '../sqlite/worker.js';
+import { fullDiskError } from '../util/disk-full.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 
 export interface Side {
@@ -198,7 +199,10 @@ export async function repositorySide(
       );
       await setHead(history, g.detached === true || !g.head_ref ? { oid: g.head_oid } : { ref: g.head_ref });
     } catch (err) {
-      throw new BundleDamagedError(`the history of ${label} cannot be read: ${(err as Error).message}`);
+      // git that never ran or failed to write for this host (a full disk) is not the history's damage
+      if (err instanceof SnapshotError && !gitFailedOnContent(err) && err.exitCode !== 2) throw err;
+      const message = `the history of ${label} cannot be read: ${(err as Error).message}`;
+      throw (await fullDiskError(history, message)) ?? new BundleDamagedError(message);
     }
     side.history = { kind: 'repo', path: history };
     side.head = m.git.head_oid;

@@ -320,14 +320,28 @@ export class ConfigError extends SnapshotError {
 
 /**
  * ` for <file>`: the file a system call failed to write for want of space (a copy's `dest`, else its
- * `path`), when `message` names no path itself (stop 54: the git objects frozen into a snapshot's
- * staging on a full disk said "snapshot of agent ana: no space left on device"); else nothing.
+ * `path`: onFile sets it where the call had none), when `message` does not name that file already (stop
+ * 54: the git objects frozen into a snapshot's staging on a full disk said "snapshot of agent ana: no
+ * space left on device", an export's copy named only its source); else nothing.
  */
 function fullFor(cause: unknown, message: string): string {
-  if (message.includes('/')) return '';
   const e = cause as { path?: unknown; dest?: unknown } | undefined;
   const file = typeof e?.dest === 'string' ? e.dest : typeof e?.path === 'string' ? e.path : undefined;
-  return file ? ` for ${shownPath(file)}` : '';
+  if (!file || message.includes(file) || message.includes(shownPath(file))) return '';
+  return ` for ${shownPath(file)}`;
+}
+
+/**
+ * `err` with `path` set to the file it was about, when it is a system call's error that names none (a
+ * write or fsync on an open descriptor): IoError's message then says which file could not be written.
+ * Anything else (a typed error, one that names its file) is returned as it is.
+ */
+export function onFile<T>(err: T, path: string): T {
+  if (err instanceof Error && !(err instanceof SnapshotError)) {
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e.code === 'string' && e.path === undefined) e.path = path;
+  }
+  return err;
 }
 
 export class IoError extends SnapshotError {
@@ -374,8 +388,35 @@ export function bundleNotFound(path: string, cause: unknown, op: 'read' | 'impor
   );
 }
 
+/**
+ * What git prints when this host could not write for it: a `fatal:` line of its own, or an `error:` line
+ * about a write (git init's copy of its templates, a symref), at the start of a line or after our own
+ * "…failed: ", ending in the system's message for a full disk, a quota, a read-only file system or an
+ * I/O error. Never fsck's `error:` lines about objects, which may quote names from the content.
+ */
+const GIT_HOST_FAILURE =
+  /(?:^|: )(?:fatal: |error: [^\n]*\bwrite\b)[^\n]*(No space left on device|Disk quota exceeded|Read-only file system|Input\/output error)$/m;
+const GIT_HOST_ERRNO: Readonly<Record<string, string>> = {
+  'No space left on device': 'ENOSPC',
+  'Disk quota exceeded': 'EDQUOT',
+  'Read-only file system': 'EROFS',
+  'Input/output error': 'EIO',
+};
+
+/** The errno of a git failure `text` says was this host's write (GIT_HOST_FAILURE), else undefined. */
+export function gitHostErrno(text: string): string | undefined {
+  const m = GIT_HOST_FAILURE.exec(text);
+  return m ? GIT_HOST_ERRNO[m[1]!] : undefined;
+}
+
+/**
+ * git failed. When git says it could not write (gitHostErrno: a full disk…), the code is `IO` with
+ * `details.errno`, as for any other write of this host that fails, and it is never taken for damage of
+ * what git was given (stop 54: a full disk made verify, diff, restore and migrate call a sound snapshot
+ * damaged, exit 2).
+ */
 export class GitError extends SnapshotError {
-  readonly code = 'GIT';
+  readonly code: 'GIT' | 'IO';
   readonly exitCode = ExitCode.error;
   readonly outcome = 'error' as const;
   /**
@@ -383,8 +424,16 @@ export class GitError extends SnapshotError {
    * running it ended first. Never damage of what git was given (gitFailedOnContent).
    */
   readonly notRun: boolean;
+  /** The errno of this host's write that git failed on (gitHostErrno), if that was it. */
+  readonly errno: string | undefined;
   constructor(message: string, options?: { cause?: unknown; notRun?: boolean }) {
-    super(`git: ${message}`, options?.cause === undefined ? undefined : { cause: options.cause });
+    const errno = gitHostErrno(message);
+    super(`git: ${message}`, {
+      ...(options?.cause === undefined ? {} : { cause: options.cause }),
+      ...(errno ? { details: { errno } } : {}),
+    });
+    this.code = errno ? 'IO' : 'GIT';
+    this.errno = errno;
     this.notRun = options?.notRun === true;
   }
 }
@@ -393,7 +442,8 @@ export class GitError extends SnapshotError {
  * A git that ran on content (a pack, a bundle, refs) and failed: whether that content is damaged, as
  * opposed to a git that never ran (GitError.notRun: this host's trouble, not the content's).
  */
-export const gitFailedOnContent = (err: unknown): err is GitError => err instanceof GitError && !err.notRun;
+export const gitFailedOnContent = (err: unknown): err is GitError =>
+  err instanceof GitError && !err.notRun && err.errno === undefined;
 
 export class SqliteError extends SnapshotError {
   readonly code = 'SQLITE';

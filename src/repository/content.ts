@@ -5,7 +5,7 @@
 
 import { createHash } from 'node:crypto';
 import { type FileHandle, open } from 'node:fs/promises';
-import { BundleDamagedError, IoError, rethrownFrom } from '../model/errors.js';
+import { BundleDamagedError, IoError, onFile, rethrownFrom } from '../model/errors.js';
 import { type PackageModule, packageModule } from '../util/module-worker.js';
 import type { ChunkPlan, PackedPlan } from './chunk-plan.js';
 import { type ChunkerParams, chunkFile, gearChunks, listChunks } from './chunker.js';
@@ -344,6 +344,8 @@ export async function writeContent(
     }
     if (batched > 0) await flush();
     if (sync) await fh.sync();
+  } catch (err) {
+    throw onFile(err, path); // (a write names no file: this one, stop 54)
   } finally {
     await fh.close();
   }

@@ -375,6 +375,15 @@ export async function publishExport(
   } catch (err) {
     await removeQuietly(tmp);
     await removeQuietly(tmpSibling);
+    // the names were written through the directory held (/proc/<pid>/fd/<n>, meaningless once this
+    // process is gone): the error names them by the directory given (stop 54)
+    if (err instanceof Error && dir.base !== dirname(dest)) {
+      const real = (p: unknown) => (typeof p === 'string' ? p.split(dir.base).join(dirname(dest)) : p);
+      const e = err as Error & { path?: unknown; dest?: unknown };
+      err.message = real(err.message) as string;
+      if (e.path !== undefined) e.path = real(e.path);
+      if (e.dest !== undefined) e.dest = real(e.dest);
+    }
     throw err;
   } finally {
     unlist();

@@ -4,6 +4,7 @@
 // restore, beside the rebuild of the repository.
 
 import { existsSync } from 'node:fs';
+import { SnapshotError } from '../model/errors.js';
 import { openLiveDatabase } from './open-live.js';
 import { virtualTableNames } from './schema.js';
 
@@ -14,7 +15,18 @@ export type RowCounts = Record<string, number>;
 export function rowCounts(path: string): RowCounts {
   if (!existsSync(path)) return {};
   // a database that is a symlink (or its -wal, -journal) is refused (SQLITE): not another's counts
-  const { db } = openLiveDatabase(path, 5_000);
+  let opened: ReturnType<typeof openLiveDatabase>;
+  try {
+    opened = openLiveDatabase(path, 5_000);
+  } catch (err) {
+    if (err instanceof SnapshotError) throw err;
+    // SQLite's own failure (a full disk: its -shm could not grow) names no file: this one, with its code
+    // (stop 54: "restore of agent ana: disk I/O error")
+    throw Object.assign(new Error(`reading ${path}: ${(err as Error).message}`, { cause: err }), {
+      code: (err as { code?: unknown }).code,
+    });
+  }
+  const { db } = opened;
   try {
     // count(*) reads each page once: SQLite's 2 MiB page cache, not better-sqlite3's 16 MiB (two
     // restores' threads count at once, and the cache would only raise the peak memory)

@@ -114,8 +114,22 @@ const copyError = (src: string, dst: string, err: unknown): Error => {
 const integrityResult = (result: string[]): string =>
   result.length === 1 && result[0] === 'ok' ? 'ok' : result.join('; ');
 
-const notADatabase = (err: unknown): string => {
+/**
+ * An integrity check that could not run: the database is not one (that answer), unless this host failed
+ * it (stop 54: a full disk, whose -shm or temporary file SQLite could not grow, made a restore and a
+ * deep verify call a sound snapshot damaged): SQLITE_FULL is `IO` ENOSPC, any other SQLITE_IOERR `IO`
+ * with its code, each naming the file.
+ */
+const notADatabase = (err: unknown, path: string): string => {
   if (err instanceof NativeModuleError) throw err; // says nothing about the database
+  const code = String((err as { code?: unknown }).code ?? '');
+  if (code === 'SQLITE_FULL') {
+    const full = Object.assign(new Error(`ENOSPC: ${(err as Error).message}`, { cause: err }), {
+      code: 'ENOSPC',
+    });
+    throw new IoError(`checking ${path}`, full);
+  }
+  if (code.startsWith('SQLITE_IOERR')) throw new IoError(`checking ${path}`, err);
   return `not a valid database: ${(err as Error).message}`;
 };
 
@@ -151,7 +165,7 @@ export class SqliteWorker implements SqliteJobs {
     try {
       return integrityResult(await this.run<string[]>({ kind: 'integrity', path, maxErrors }));
     } catch (err) {
-      return notADatabase(err);
+      return notADatabase(err, path);
     }
   }
 
@@ -214,7 +228,7 @@ export class SqliteHere implements SqliteJobs {
         const jobs = await import('./jobs.js');
         return integrityResult(jobs.integrityCheck(path, maxErrors));
       } catch (err) {
-        return notADatabase(nativeModuleError(err) ?? err);
+        return notADatabase(nativeModuleError(err) ?? err, path);
       }
     });
   }

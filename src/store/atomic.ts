@@ -4,6 +4,7 @@
 import { closeSync, constants, existsSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { type FileHandle, link, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { onFile } from '../model/errors.js';
 import { randomBytes } from '../util/random.js';
 
 export async function fsyncDir(dir: string): Promise<void> {
@@ -37,7 +38,7 @@ export async function writeFileAtomic(path: string, data: string | Buffer, mode 
   } catch (err) {
     await fh?.close().catch(() => {});
     await unlink(tmp).catch(() => {});
-    throw err;
+    throw onFile(err, path); // (a write names no file: this one, stop 54)
   }
   await fsyncDir(dirname(path));
 }
@@ -59,7 +60,7 @@ export function writeFileAtomicUnsynced(path: string, data: string, mode = 0o600
     renameSync(tmp, path);
   } catch (err) {
     rmSync(tmp, { force: true });
-    throw err;
+    throw onFile(err, path);
   }
 }
 

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { read } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { onFile } from '../model/errors.js';
 
 const CHUNK = 1024 * 1024;
 
@@ -94,11 +95,15 @@ async function copyHashed(
       const chunk = buf.subarray(0, bytesRead);
       hash.update(chunk);
       let off = 0;
-      while (off < chunk.length) off += (await outFh.write(chunk, off)).bytesWritten;
+      try {
+        while (off < chunk.length) off += (await outFh.write(chunk, off)).bytesWritten;
+      } catch (err) {
+        throw onFile(err, dst); // (a write names no file: the copy, stop 54)
+      }
       size += bytesRead;
       opts.onBytes?.(size);
     }
-    if (opts.sync) await outFh.sync();
+    if (opts.sync) await outFh.sync().catch((err: unknown) => Promise.reject(onFile(err, dst)));
     return { size, sha256: hash.digest('hex') };
   } finally {
     await outFh.close();
