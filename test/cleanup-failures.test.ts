@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { IoError } from '../src/model/errors.js';
@@ -156,4 +156,19 @@ test('scratch directories that cannot be removed: a deep verify and a download s
     await new Promise((r) => setTimeout(r, 50)); // the stream's close removes the scratch
   });
   assert.deepEqual(rejections, []);
+});
+
+test('a restore rolled back before it wrote the state leaves the state files as they were, byte for byte', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a); // writes extract_cursor.json compact, as a host's writer may
+  const files = ['extract_cursor.json', 'dream_run.json'].map((f) => join(a.sqliteDir, f));
+  const before = files.map((f) => (existsSync(f) ? readFileSync(f) : undefined));
+  await withFaults('restore.state=EIO', () =>
+    assert.rejects(a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path }), /restore\.state/),
+  );
+  assert.deepEqual(
+    files.map((f) => (existsSync(f) ? readFileSync(f) : undefined)),
+    before,
+  );
 });

@@ -12,6 +12,7 @@ import { basename, dirname } from 'node:path';
 import type { StateProvider } from '../agent/state.js';
 import { keepingNumbers } from '../format/json.js';
 import { jsonText } from '../format/json-number.js';
+import { canonicalJson } from '../format/seal.js';
 import { IoError, JournalDamagedError } from '../model/errors.js';
 import type { StateKey } from '../model/types.js';
 import { fsyncDir, writeFileAtomic } from '../store/atomic.js';
@@ -178,7 +179,28 @@ export async function replayState(
   which: 'old' | 'new',
 ): Promise<void> {
   for (const change of j.state) {
-    await provider.restore(change.key, j.agent_id, j.tenant, which === 'old' ? change.old : change.new);
+    const value = which === 'old' ? change.old : change.new;
+    // a rollback leaves a value that is the old one already as it is, its file's bytes too (the restore
+    // failed before it wrote the state, or did not change it): stop 54, a rollback rewrote every state
+    // file of the agent (the same values, written again in another layout)
+    if (which === 'old' && (await holds(provider, change.key, j, value))) continue;
+    await provider.restore(change.key, j.agent_id, j.tenant, value);
+  }
+}
+
+/** Whether the provider's current value of `key` is `value` (false when it cannot be read). */
+async function holds(
+  provider: StateProvider,
+  key: StateKey,
+  j: Pick<Journal, 'agent_id' | 'tenant'>,
+  value: unknown,
+): Promise<boolean> {
+  try {
+    const now = await provider.capture(key, j.agent_id, j.tenant);
+    if (now === undefined || value === undefined) return now === value;
+    return canonicalJson(now) === canonicalJson(value);
+  } catch {
+    return false;
   }
 }
 
