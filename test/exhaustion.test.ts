@@ -19,13 +19,14 @@ import { fetchHistory } from '../src/diff/memdir.js';
 import type { Side } from '../src/diff/sides.js';
 import { packObjects } from '../src/git/history.js';
 import { LocalSnapshotter } from '../src/index.js';
-import { GitError, gitFailedOnContent, IoError } from '../src/model/errors.js';
+import { GitError, IoError } from '../src/model/errors.js';
 import { planChunks } from '../src/repository/chunk-plan.js';
 import { DEFAULT_CHUNKER } from '../src/repository/chunker.js';
 import { SqliteHere, SqliteWorker } from '../src/sqlite/worker.js';
 import { writeFileAtomic, writeFileAtomicUnsynced } from '../src/store/atomic.js';
 import { acquire } from '../src/store/lock.js';
 import { pin } from '../src/store/pins.js';
+import { hostWriteFailure } from '../src/util/disk-full.js';
 import { makeDirs } from '../src/util/make-dirs.js';
 import { json } from './helpers/cli-json.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
@@ -139,27 +140,49 @@ test('releasing a lock whose file is new on a full disk does not throw, and the 
   again.release();
 });
 
-test('git saying it could not write (a full disk, a quota, a read-only file system) is IO with its errno, never damage of what it read (stop 54)', () => {
-  const cases: Array<[string, string | undefined]> = [
-    ['setting HEAD failed: error: unable to write symref for HEAD: No space left on device', 'ENOSPC'],
-    ['git fetch of x failed: fatal: write error: No space left on device\nerror: index-pack died', 'ENOSPC'],
-    [
-      "git init failed: error: copy-fd: write returned: No space left on device\nfatal: cannot copy 'a'",
-      'ENOSPC',
-    ],
-    ['the history cannot be read: fatal: unable to write loose object file: Disk quota exceeded', 'EDQUOT'],
-    ['index-pack failed: fatal: unable to create temporary file: Read-only file system', 'EROFS'],
-    // fsck's findings about objects (which may quote what the content holds) stay the content's
-    ['index-pack failed: error: object 1234: badTree: No space left on device', undefined],
-    ['index-pack failed: fatal: pack has 2 unresolved deltas', undefined],
-  ];
-  for (const [message, errno] of cases) {
-    const err = new GitError(message);
-    assert.equal(err.errno, errno, message);
-    assert.equal(err.code, errno ? 'IO' : 'GIT', message);
-    assert.equal(gitFailedOnContent(err), errno === undefined, message);
-    assert.deepEqual(err.toJSON().details, errno ? { errno } : undefined, message);
-  }
+test("git saying it could not write is this host's failure only when the disk agrees: a hostile history cannot pass its damage off as a full disk (stop 54)", async (t) => {
+  const mnt = smallDisk(t, '64k');
+  if (!mnt) return;
+  const roomy = tempDir(t);
+  const said = (m: string) => new GitError(`setting HEAD failed: ${m}`);
+  const full = 'error: unable to write symref for HEAD: No space left on device';
+  // what git quotes from the content (a submodule's name in an fsck finding) can say anything
+  const quoted =
+    'error: object 12ab: gitmodulesName: disallowed submodule name: ../x: fatal: No space left on device';
+  assert.equal(await hostWriteFailure(said(full), roomy), undefined, 'a disk with room: the content');
+  assert.equal(await hostWriteFailure(said(quoted), roomy), undefined);
+  fill(mnt);
+  const host = await hostWriteFailure(said(full), mnt);
+  assert.ok(host instanceof IoError);
+  assert.equal(host.errno, 'ENOSPC');
+  assert.ok(host.message.includes(`(in ${mnt})`), host.message);
+  assert.equal(
+    await hostWriteFailure(said('fatal: pack has 2 unresolved deltas'), mnt),
+    undefined,
+    'not a write: the content, full disk or not',
+  );
+});
+
+test('a history whose .gitmodules says "No space left on device" is damage, verified and restored as such (stop 54)', async (t) => {
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 20 }, { store: 'repository' });
+  writeFileSync(
+    join(a.memdir, '.gitmodules'),
+    '[submodule "../x: fatal: No space left on device"]\n\tpath = x\n\turl = https://e/x\n',
+  );
+  const git = (...args: string[]) =>
+    execFileSync('git', args, { cwd: a.memdir, env: gitEnv, encoding: 'utf8' });
+  git('add', '.gitmodules');
+  git('commit', '-qm', 'a submodule name that reads like a full disk');
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const v = await a.snapshotter.verifySnapshot('ana', 'default', meta.id);
+  assert.equal(v.status, 'damaged', JSON.stringify(v));
+  assert.ok(
+    v.problems.some((p) => p.code === 'BUNDLE_DAMAGED'),
+    JSON.stringify(v.problems),
+  );
+  await assert.rejects(a.snapshotter.restore({ agentId: 'ana', snapshot: meta.id }), {
+    code: 'BUNDLE_DAMAGED',
+  });
 });
 
 test('an integrity check that the disk fails (SQLite cannot grow its -shm) is IO naming the database, not "not a valid database" (stop 54)', async (t) => {
@@ -214,6 +237,25 @@ test("a diff fetching a snapshot's history onto a full disk fails as IO ENOSPC, 
       return true;
     },
   );
+});
+
+test('migrate onto a state root with no room left reports no repository created, and a retry with room migrates (stop 54)', async (t) => {
+  const mnt = smallDisk(t, '8m');
+  if (!mnt) return;
+  const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 100 });
+  const opts = { stateRoot: mnt, memdirRoot: a.memdirRoot, sqliteRoot: a.sqliteRoot };
+  await new LocalSnapshotter({ ...opts, store: 'bundles' }).snapshot({ agentId: 'ana' });
+  fill(mnt);
+  const s = new LocalSnapshotter({ ...opts, store: 'repository' });
+  const full = await s.migrate().catch((err: Error) => err);
+  if (!(full instanceof Error)) {
+    assert.equal(full.created_repository, false, JSON.stringify(full));
+    assert.equal(full.migrated, 0);
+  }
+  rmSync(join(mnt, 'fill'));
+  const again = await new LocalSnapshotter({ ...opts, store: 'repository' }).migrate();
+  assert.equal(again.migrated, 1, JSON.stringify(again));
+  assert.equal(again.created_repository, true);
 });
 
 test('a deep verify and a diff whose scratch disk is full fail as IO with the disk full, never as a damaged snapshot (stop 54)', async (t) => {

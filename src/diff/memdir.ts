@@ -8,10 +8,10 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { gitFuse, initBare, objectFormatOf, runGit } from '../git/git.js';
-import { BundleDamagedError, GitError, gitHostErrno } from '../model/errors.js';
+import { BundleDamagedError, GitError } from '../model/errors.js';
 import { MAX_SCANNED_FILE_BYTES } from '../policy/redaction/redact.js';
 import { asText, type RedactionPolicy, redactText } from '../policy/redaction/scan.js';
-import { fullDiskError } from '../util/disk-full.js';
+import { hostWriteFailure } from '../util/disk-full.js';
 import { allSettledOrThrow } from '../util/settle.js';
 import { placeholdersInBytes, showText } from './secrets.js';
 import type { Side } from './sides.js';
@@ -63,9 +63,9 @@ export async function fetchHistory(side: Side, repo: string): Promise<void> {
   if (r.code !== 0) {
     // a snapshot's history that git cannot fetch is damaged (a v1 bundle's, say, that needs alternates)
     const message = `the history of ${side.label} cannot be read: ${r.stderr}`;
-    // a host that could not write for git (a full disk) is no damage of the history (stop 54)
-    if (side.label === 'live' || gitHostErrno(r.stderr)) throw new GitError(message);
-    throw (await fullDiskError(repo, message)) ?? new BundleDamagedError(message);
+    if (side.label === 'live') throw new GitError(message);
+    // a host that could not write for git (a full disk, confirmed by the disk) is no damage (stop 54)
+    throw (await hostWriteFailure(r.stderr, repo, message)) ?? new BundleDamagedError(message);
   }
   await runGit(
     repo,

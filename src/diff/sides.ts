@@ -23,7 +23,7 @@ import { bundleView, GIT_HISTORY_KIND } from '../repository/manifest.js';
 import { bundleHasMemdir } from '../restore/stage.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { liveDatabaseRunners } from '../sqlite/worker.js';
-import { fullDiskError } from '../util/disk-full.js';
+import { hostWriteFailure } from '../util/disk-full.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 
 export interface Side {
@@ -199,10 +199,11 @@ export async function repositorySide(
       );
       await setHead(history, g.detached === true || !g.head_ref ? { oid: g.head_oid } : { ref: g.head_ref });
     } catch (err) {
-      // git that never ran or failed to write for this host (a full disk) is not the history's damage
+      // git that never ran, or could not write for this host (a full disk: confirmed by the disk, stop
+      // 54), is no damage of the history
       if (err instanceof SnapshotError && !gitFailedOnContent(err) && err.exitCode !== 2) throw err;
       const message = `the history of ${label} cannot be read: ${(err as Error).message}`;
-      throw (await fullDiskError(history, message)) ?? new BundleDamagedError(message);
+      throw (await hostWriteFailure(err, history, message)) ?? new BundleDamagedError(message);
     }
     side.history = { kind: 'repo', path: history };
     side.head = m.git.head_oid;

@@ -20,6 +20,7 @@ import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { IoError } from '../model/errors.js';
+import { hostWriteFailure } from '../util/disk-full.js';
 import { privateScratch, removeScratch } from '../util/scratch.js';
 import {
   fuseTripped,
@@ -131,11 +132,16 @@ export class PackCheck {
       const r = await this.result!;
       const tripped = fuseTripped(r, this.fuse);
       if (tripped !== undefined) return `git index-pack stopped: ${tripped}`;
-      // git could not write (a full disk, a quota): this host's trouble, not the bundle's damage
-      if (r.code !== 0 && HOST_WRITE_FAILURE.test(r.stderr))
-        throw new IoError(
+      // git could not write (a full disk): this host's trouble, not the bundle's damage, when the disk
+      // agrees (stop 54: what git prints can quote the content, util/disk-full.ts)
+      if (r.code !== 0 && HOST_WRITE_FAILURE.test(r.stderr)) {
+        const host = await hostWriteFailure(
+          r.stderr,
+          this.scratch,
           `git index-pack could not write the history into ${this.scratch}: ${HOST_WRITE_FAILURE.exec(r.stderr)![0]}`,
         );
+        if (host) throw host;
+      }
       if (r.code !== 0) return `git index-pack refused the pack: ${reason(r.stderr) || `exit ${r.code}`}`;
       // index-pack --stdin passes bytes after the pack's trailer through to its output (git fetch refuses them)
       if (!/^pack\t[0-9a-f]+\n$/.test(r.stdout)) return 'data after the end of the pack';

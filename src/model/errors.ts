@@ -388,35 +388,8 @@ export function bundleNotFound(path: string, cause: unknown, op: 'read' | 'impor
   );
 }
 
-/**
- * What git prints when this host could not write for it: a `fatal:` line of its own, or an `error:` line
- * about a write (git init's copy of its templates, a symref), at the start of a line or after our own
- * "…failed: ", ending in the system's message for a full disk, a quota, a read-only file system or an
- * I/O error. Never fsck's `error:` lines about objects, which may quote names from the content.
- */
-const GIT_HOST_FAILURE =
-  /(?:^|: )(?:fatal: |error: [^\n]*\bwrite\b)[^\n]*(No space left on device|Disk quota exceeded|Read-only file system|Input\/output error)$/m;
-const GIT_HOST_ERRNO: Readonly<Record<string, string>> = {
-  'No space left on device': 'ENOSPC',
-  'Disk quota exceeded': 'EDQUOT',
-  'Read-only file system': 'EROFS',
-  'Input/output error': 'EIO',
-};
-
-/** The errno of a git failure `text` says was this host's write (GIT_HOST_FAILURE), else undefined. */
-export function gitHostErrno(text: string): string | undefined {
-  const m = GIT_HOST_FAILURE.exec(text);
-  return m ? GIT_HOST_ERRNO[m[1]!] : undefined;
-}
-
-/**
- * git failed. When git says it could not write (gitHostErrno: a full disk…), the code is `IO` with
- * `details.errno`, as for any other write of this host that fails, and it is never taken for damage of
- * what git was given (stop 54: a full disk made verify, diff, restore and migrate call a sound snapshot
- * damaged, exit 2).
- */
 export class GitError extends SnapshotError {
-  readonly code: 'GIT' | 'IO';
+  readonly code = 'GIT';
   readonly exitCode = ExitCode.error;
   readonly outcome = 'error' as const;
   /**
@@ -424,16 +397,8 @@ export class GitError extends SnapshotError {
    * running it ended first. Never damage of what git was given (gitFailedOnContent).
    */
   readonly notRun: boolean;
-  /** The errno of this host's write that git failed on (gitHostErrno), if that was it. */
-  readonly errno: string | undefined;
   constructor(message: string, options?: { cause?: unknown; notRun?: boolean }) {
-    const errno = gitHostErrno(message);
-    super(`git: ${message}`, {
-      ...(options?.cause === undefined ? {} : { cause: options.cause }),
-      ...(errno ? { details: { errno } } : {}),
-    });
-    this.code = errno ? 'IO' : 'GIT';
-    this.errno = errno;
+    super(`git: ${message}`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.notRun = options?.notRun === true;
   }
 }
@@ -442,8 +407,7 @@ export class GitError extends SnapshotError {
  * A git that ran on content (a pack, a bundle, refs) and failed: whether that content is damaged, as
  * opposed to a git that never ran (GitError.notRun: this host's trouble, not the content's).
  */
-export const gitFailedOnContent = (err: unknown): err is GitError =>
-  err instanceof GitError && !err.notRun && err.errno === undefined;
+export const gitFailedOnContent = (err: unknown): err is GitError => err instanceof GitError && !err.notRun;
 
 export class SqliteError extends SnapshotError {
   readonly code = 'SQLITE';

@@ -20,6 +20,7 @@ import {
   writeRefs,
 } from '../git/history.js';
 import { BundleDamagedError, gitFailedOnContent, SnapshotError } from '../model/errors.js';
+import { hostWriteFailure } from '../util/disk-full.js';
 import type { ChunkerParams } from './chunker.js';
 import { readContent, storeContent } from './content.js';
 import {
@@ -177,7 +178,7 @@ export async function applyRefs(repoDir: string, m: Pick<RepoManifest, 'git' | '
   try {
     await writeRefs(repoDir, refs);
   } catch (err) {
-    throw damaged('the git refs cannot be set', err);
+    throw (await hostWriteFailure(err, repoDir)) ?? damaged('the git refs cannot be set', err);
   }
   const g = m.git;
   if (g.repository === 'present') {
@@ -186,13 +187,13 @@ export async function applyRefs(repoDir: string, m: Pick<RepoManifest, 'git' | '
     try {
       await setHead(repoDir, g.detached ? { oid: g.head_oid } : { ref: g.head_ref! });
     } catch (err) {
-      throw damaged('HEAD cannot be set', err);
+      throw (await hostWriteFailure(err, repoDir)) ?? damaged('HEAD cannot be set', err);
     }
     const head = await headCommit(repoDir);
     if (head !== g.head_oid) throw damaged(`HEAD is ${head ?? '(none)'}, the manifest says ${g.head_oid}`);
   } else if (g.head_ref !== undefined && headRefProblem(g.head_ref) === undefined) {
-    await setHead(repoDir, { ref: g.head_ref }).catch((err: unknown) => {
-      throw damaged('HEAD cannot be set', err);
+    await setHead(repoDir, { ref: g.head_ref }).catch(async (err: unknown) => {
+      throw (await hostWriteFailure(err, repoDir)) ?? damaged('HEAD cannot be set', err);
     });
   }
   const problem = await connectivityProblem(repoDir);

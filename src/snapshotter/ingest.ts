@@ -40,6 +40,7 @@ import type { Repository } from '../repository/repository.js';
 import { type ListingMeta, saveSnapshot, setPinned } from '../repository/snapshots.js';
 import { storeCapture } from '../repository/store-capture.js';
 import { verifyRepoSnapshot } from '../repository/verify-snapshot.js';
+import { hostWriteFailure } from '../util/disk-full.js';
 import { toolVersions } from '../util/version.js';
 import { isEncryptedName, problemsError, refused, verifyBundle } from '../verify/verify.js';
 import { capturedFrom } from './repack.js';
@@ -64,12 +65,16 @@ export interface StageOptions {
   onProgress?: ProgressListener;
 }
 
-/** Git failing on content whose every byte verified is damage at the source. */
-async function onBundleGit<T>(what: string, step: () => Promise<T>): Promise<T> {
+/**
+ * Git failing on content whose every byte verified is damage at the source, unless it could not write
+ * into `dir` for this host (a full disk, confirmed by the disk: stop 54).
+ */
+async function onBundleGit<T>(what: string, dir: string, step: () => Promise<T>): Promise<T> {
   try {
     return await step();
   } catch (err) {
-    if (gitFailedOnContent(err)) throw new BundleDamagedError(`${what}: ${err.message}`);
+    if (gitFailedOnContent(err))
+      throw (await hostWriteFailure(err, dir)) ?? new BundleDamagedError(`${what}: ${err.message}`);
     throw err;
   }
 }
@@ -182,7 +187,7 @@ async function historyOfV2(m: Manifest, gitBundle: string, dir: string): Promise
   const g = m.git;
   const detached = g.repository === 'present' && g.detached === true;
   await initBare(dir, objectFormatOf(g.head_oid));
-  await onBundleGit('the git bundle cannot be read', () => fetchAll(dir, gitBundle, detached));
+  await onBundleGit('the git bundle cannot be read', dir, () => fetchAll(dir, gitBundle, detached));
   const refs = await recordRefs(dir, detached ? g.head_oid : undefined);
   if (g.repository === 'present') {
     const at = detached
@@ -197,9 +202,9 @@ async function historyOfV2(m: Manifest, gitBundle: string, dir: string): Promise
 async function historyOfV1(m: Manifest, raw: string, dir: string): Promise<{ git: GitInfo; refs: GitRef[] }> {
   if (!existsSync(join(raw, 'HEAD')))
     return { git: { ...NO_REPO_GIT, repository: 'absent', detached: false }, refs: [] };
-  const head = await onBundleGit('the v1 history cannot be read', () => quarantineV1(raw, dir));
+  const head = await onBundleGit('the v1 history cannot be read', dir, () => quarantineV1(raw, dir));
   // the quarantine holds the bundle's objects as they came: read under the fuse (a delta bomb)
-  const oid = await onBundleGit('the v1 history cannot be read', () => headCommit(dir, gitFuse()));
+  const oid = await onBundleGit('the v1 history cannot be read', dir, () => headCommit(dir, gitFuse()));
   const refs = await recordRefs(dir, head.detached && oid ? oid : undefined);
   if (!oid) {
     if (head.detached) throw new BundleDamagedError('git/HEAD is detached at an object that is not a commit');
@@ -216,7 +221,9 @@ async function historyOfV1(m: Manifest, raw: string, dir: string): Promise<{ git
       refs,
     };
   }
-  const c = await onBundleGit('the v1 HEAD commit cannot be read', () => commitMeta(dir, oid, gitFuse()));
+  const c = await onBundleGit('the v1 HEAD commit cannot be read', dir, () =>
+    commitMeta(dir, oid, gitFuse()),
+  );
   // the manifest's subject and author describe the same commit, when it names it
   const same = m.git.head_oid === oid;
   return {

@@ -167,10 +167,19 @@ export async function migrateBundles(s: LocalSnapshotter, opts: MigrateOptions =
     }
   }
   const count = (o: MigratedBundle['outcome']) => results.filter((r) => r.outcome === o).length;
+  // created only if its creation succeeded (stop 54: a state root without room said true for a
+  // repository whose config could not be written)
+  const created =
+    !existed &&
+    opening !== undefined &&
+    (await opening.then(
+      () => true,
+      () => false,
+    ));
   const unsigned = results.filter((r) => r.outcome === 'migrated' && r.signature && !r.signed_by).length;
   return {
     repository: s.repository.location,
-    created_repository: !existed && opening !== undefined,
+    created_repository: created,
     bundles: results.length,
     migrated: count('migrated'),
     skipped: count('skipped'),

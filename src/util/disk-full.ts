@@ -1,19 +1,42 @@
-// Owns telling a failure on a full disk from damage where the failing program does not say why: git
-// prints "couldn't write '<file>'" with no errno when a ref's lock file cannot be written. A disk with
-// less than FULL_BELOW bytes free for this user, where the program was writing, is taken to be why.
+// Owns telling this host's failure to write from damage of what a program read, where the program's
+// words cannot be trusted alone: git quotes what the content holds (a submodule's name or url in an
+// fsck finding), so a hostile history can make it print "No space left on device". A failure counts as
+// the host's only when the file system where the program wrote agrees: less than FULL_BELOW bytes free
+// for this user (a full disk; a quota cannot be asked and counts only as a full disk), or read-only.
 
-import { statfs } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, statfs } from 'node:fs/promises';
 import { IoError } from '../model/errors.js';
 
 /** Free bytes below which a disk counts as full. */
 const FULL_BELOW = 1024 * 1024;
 
+/** What a program says when it could not write (with the system's reason, or git's without one). */
+const SAYS_FULL =
+  /No space left on device|Disk quota exceeded|couldn't write|unable to (?:write|create)|write error/;
+const SAYS_READ_ONLY = /Read-only file system/;
+
 /**
- * `IO` ENOSPC saying `what` (naming `dir`) when the file system of `dir` is full now; undefined when it
- * is not, or cannot be asked.
+ * `IO` with the errno (ENOSPC, EROFS) saying `what` happened in `dir`, when `err`'s message says the
+ * program could not write and the file system of `dir` confirms it now; else undefined (and so when it
+ * cannot be asked).
  */
-export async function fullDiskError(dir: string, what: string): Promise<IoError | undefined> {
+export async function hostWriteFailure(
+  err: unknown,
+  dir: string,
+  what?: string,
+): Promise<IoError | undefined> {
+  const text = err instanceof Error ? err.message : String(err);
+  const message = `${what ?? text} (in ${dir})`;
+  if (SAYS_READ_ONLY.test(text)) {
+    const ro = await access(dir, constants.W_OK).then(
+      () => false,
+      (e: NodeJS.ErrnoException) => e.code === 'EROFS',
+    );
+    if (ro) return new IoError(message, Object.assign(new Error('EROFS'), { code: 'EROFS' }));
+  }
+  if (!SAYS_FULL.test(text)) return undefined;
   const s = await statfs(dir).catch(() => undefined);
   if (!s || s.bavail * s.bsize >= FULL_BELOW) return undefined;
-  return new IoError(`${what} (in ${dir})`, Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }));
+  return new IoError(message, Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }));
 }

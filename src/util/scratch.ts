@@ -58,8 +58,12 @@ export async function sweepScratchLeftovers(dir = tmpdir()): Promise<number> {
     if (!m || alive(Number(m[2]))) continue;
     const st = await lstat(join(dir, name)).catch(() => undefined);
     if (!st?.isDirectory() || (st.mode & 0o777) !== 0o700 || (uid !== undefined && st.uid !== uid)) continue;
-    await rm(join(dir, name), { recursive: true, force: true });
-    removed++;
+    try {
+      await rm(join(dir, name), { recursive: true, force: true });
+      removed++;
+    } catch {
+      // one that cannot be removed now does not keep the others (stop 54); tried again next time
+    }
   }
   return removed;
 }
