@@ -5,7 +5,7 @@
 // one side for the other side's secrets is `redacted`, not `modified`; patches are shown redacted unless
 // the caller asked for the values as stored.
 
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import { gitFuse, initBare, objectFormatOf, runGit } from '../git/git.js';
 import { BundleDamagedError, GitError } from '../model/errors.js';
@@ -65,7 +65,8 @@ export async function fetchHistory(side: Side, repo: string): Promise<void> {
     const message = `the history of ${side.label} cannot be read: ${r.stderr}`;
     if (side.label === 'live') throw new GitError(message);
     // a host that could not write for git (a full disk, confirmed by the disk) is no damage (stop 54)
-    throw (await hostWriteFailure(r.stderr, repo, message)) ?? new BundleDamagedError(message);
+    const bytes = (await stat(side.history.path).catch(() => undefined))?.size ?? 0;
+    throw (await hostWriteFailure(r.stderr, repo, message, 2 * bytes)) ?? new BundleDamagedError(message);
   }
   await runGit(
     repo,

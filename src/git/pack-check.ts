@@ -57,6 +57,8 @@ export class PackCheck {
   private result: Promise<GitResult> | undefined;
 
   private constructor(
+    /** The pack's size (0: not known): git writes a copy of it, and its index, where it checks it. */
+    private readonly packBytes: number,
     private readonly scratch: string,
     private readonly incoming: string,
     /** The pack is indexed into a repository the caller keeps: nothing is removed here. */
@@ -79,7 +81,7 @@ export class PackCheck {
       if (into !== undefined) await initRepo(into, objectFormat);
       else await initBare(repo, objectFormat);
       const gitDir = into !== undefined ? join(into, '.git') : repo;
-      return new PackCheck(repo, join(gitDir, INCOMING), into !== undefined, gitFuse(packBytes));
+      return new PackCheck(packBytes, repo, join(gitDir, INCOMING), into !== undefined, gitFuse(packBytes));
     } catch (err) {
       if (into === undefined) await rm(repo, { recursive: true, force: true });
       throw err;
@@ -139,6 +141,7 @@ export class PackCheck {
           r.stderr,
           this.scratch,
           `git index-pack could not write the history into ${this.scratch}: ${HOST_WRITE_FAILURE.exec(r.stderr)![0]}`,
+          2 * this.packBytes,
         );
         if (host) throw host;
       }

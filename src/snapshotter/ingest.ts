@@ -11,6 +11,7 @@
 // encryptedIntoPlaintext is the one rule both import and migrate apply to an encrypted bundle.
 
 import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CaptureResult } from '../capture/capture.js';
 import { type Identity, readAgeHeader } from '../crypto/age.js';
@@ -69,12 +70,21 @@ export interface StageOptions {
  * Git failing on content whose every byte verified is damage at the source, unless it could not write
  * into `dir` for this host (a full disk, confirmed by the disk: stop 54).
  */
-async function onBundleGit<T>(what: string, dir: string, step: () => Promise<T>): Promise<T> {
+async function onBundleGit<T>(
+  what: string,
+  dir: string,
+  step: () => Promise<T>,
+  /** The bytes git writes into `dir` (twice a bundle it fetches: its pack and the index). */
+  writing = 0,
+): Promise<T> {
   try {
     return await step();
   } catch (err) {
     if (gitFailedOnContent(err))
-      throw (await hostWriteFailure(err, dir)) ?? new BundleDamagedError(`${what}: ${err.message}`);
+      throw (
+        (await hostWriteFailure(err, dir, undefined, writing)) ??
+        new BundleDamagedError(`${what}: ${err.message}`)
+      );
     throw err;
   }
 }
@@ -187,7 +197,13 @@ async function historyOfV2(m: Manifest, gitBundle: string, dir: string): Promise
   const g = m.git;
   const detached = g.repository === 'present' && g.detached === true;
   await initBare(dir, objectFormatOf(g.head_oid));
-  await onBundleGit('the git bundle cannot be read', dir, () => fetchAll(dir, gitBundle, detached));
+  const bundleBytes = (await stat(gitBundle).catch(() => undefined))?.size ?? 0;
+  await onBundleGit(
+    'the git bundle cannot be read',
+    dir,
+    () => fetchAll(dir, gitBundle, detached),
+    2 * bundleBytes,
+  );
   const refs = await recordRefs(dir, detached ? g.head_oid : undefined);
   if (g.repository === 'present') {
     const at = detached

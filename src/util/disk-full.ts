@@ -1,8 +1,10 @@
 // Owns telling this host's failure to write from damage of what a program read, where the program's
 // words cannot be trusted alone: git quotes what the content holds (a submodule's name or url in an
 // fsck finding), so a hostile history can make it print "No space left on device". A failure counts as
-// the host's only when the file system where the program wrote agrees: less than FULL_BELOW bytes free
-// for this user (a full disk; a quota cannot be asked and counts only as a full disk), or read-only.
+// the host's only when the file system where the program wrote agrees: read-only, or with less free
+// for this user than FULL_BELOW or than what the program was writing (git removes its temporary pack
+// when a write fails, so the room it took is free again when asked; a quota cannot be asked and counts
+// only as a full disk).
 
 import { constants } from 'node:fs';
 import { access, statfs } from 'node:fs/promises';
@@ -18,13 +20,15 @@ const SAYS_READ_ONLY = /Read-only file system/;
 
 /**
  * `IO` with the errno (ENOSPC, EROFS) saying `what` happened in `dir`, when `err`'s message says the
- * program could not write and the file system of `dir` confirms it now; else undefined (and so when it
+ * program could not write and the file system of `dir` confirms it now (read-only, or less free than
+ * FULL_BELOW or `writing`, the bytes the program was writing there); else undefined (and so when it
  * cannot be asked).
  */
 export async function hostWriteFailure(
   err: unknown,
   dir: string,
   what?: string,
+  writing = 0,
 ): Promise<IoError | undefined> {
   const text = err instanceof Error ? err.message : String(err);
   const message = `${what ?? text} (in ${dir})`;
@@ -37,6 +41,6 @@ export async function hostWriteFailure(
   }
   if (!SAYS_FULL.test(text)) return undefined;
   const s = await statfs(dir).catch(() => undefined);
-  if (!s || s.bavail * s.bsize >= FULL_BELOW) return undefined;
+  if (!s || s.bavail * s.bsize >= Math.max(FULL_BELOW, writing)) return undefined;
   return new IoError(message, Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }));
 }
