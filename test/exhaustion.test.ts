@@ -17,6 +17,7 @@ import Database from 'better-sqlite3';
 import { gitEnv } from '../scripts/sample-agent.js';
 import { fetchHistory } from '../src/diff/memdir.js';
 import type { Side } from '../src/diff/sides.js';
+import { initBare } from '../src/git/git.js';
 import { packObjects } from '../src/git/history.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { GitError, IoError } from '../src/model/errors.js';
@@ -161,6 +162,18 @@ test("git saying it could not write is this host's failure only when the disk ag
     undefined,
     'not a write: the content, full disk or not',
   );
+});
+
+test('git init on a full disk is IO ENOSPC, not GIT (stop 54)', async (t) => {
+  const mnt = smallDisk(t, '64k');
+  if (!mnt) return;
+  fill(mnt);
+  await assert.rejects(initBare(join(mnt, 'history.git')), (err: Error) => {
+    assert.ok(err instanceof IoError, `${err.name}: ${err.message}`);
+    assert.equal(err.errno, 'ENOSPC');
+    assert.ok(err.message.startsWith(`git init of ${join(mnt, 'history.git')} failed: `), err.message);
+    return true;
+  });
 });
 
 test('a history whose .gitmodules says "No space left on device" is damage, verified and restored as such (stop 54)', async (t) => {

@@ -19,6 +19,7 @@ import { devNull, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { GitError, IoError } from '../model/errors.js';
 import { childrenApart } from '../util/child-group.js';
+import { hostWriteFailure } from '../util/disk-full.js';
 import { envInteger } from '../util/env-number.js';
 import { programHostSettled, runOnHost } from '../util/program-host.js';
 
@@ -404,7 +405,16 @@ export async function initBare(dir: string, objectFormat?: 'sha1' | 'sha256'): P
     ...format,
     resolve(dir),
   ]);
-  if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
+  if (r.code !== 0) throw await initFailure(dir, r);
+}
+
+/**
+ * A `git init` of `dir` that failed: `IO` with its errno when it could not write for want of room (or on
+ * a read-only disk) and the disk agrees (util/disk-full.ts; stop 54: a full disk said `GIT`), else GIT.
+ */
+export async function initFailure(dir: string, r: { code: number | null; stderr: string }): Promise<Error> {
+  const message = `git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`;
+  return (await hostWriteFailure(r.stderr, dirname(resolve(dir)), message)) ?? new GitError(message);
 }
 
 /**
@@ -468,7 +478,7 @@ export async function initRepo(dir: string, objectFormat: 'sha1' | 'sha256'): Pr
     `--object-format=${objectFormat}`,
     resolve(dir),
   ]);
-  if (r.code !== 0) throw new GitError(`git init of ${dir} failed: ${r.stderr || `exit ${r.code}`}`);
+  if (r.code !== 0) throw await initFailure(dir, r);
 }
 
 /**

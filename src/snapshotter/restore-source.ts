@@ -13,13 +13,12 @@ import type { Artifact, Manifest, ParsedManifest } from '../format/manifest.js';
 import { type KnownManifest, readManifestOnly } from '../format/reader.js';
 import { manifestProblems } from '../format/rules.js';
 import { checkSealSignature, checkSignature, type SignatureCheck } from '../format/signature.js';
-import { runGit } from '../git/git.js';
+import { initFailure, runGit } from '../git/git.js';
 import { writeRefs } from '../git/history.js';
 import {
   asSnapshotError,
   BundleDamagedError,
   bundleNotFound,
-  GitError,
   InvalidInputError,
   IoError,
   SnapshotError,
@@ -297,10 +296,7 @@ export function repositorySource(
       // The staged repository exists before the stream, so the packs are indexed into it as they arrive.
       if (hasHistory) {
         const init = await runGit(p.memdirStage, ['init', '-q']);
-        if (init.code !== 0)
-          throw new GitError(
-            `git init failed while staging the restore: ${init.stderr || `exit ${init.code}`}`,
-          );
+        if (init.code !== 0) throw await initFailure(p.memdirStage, init);
       }
       const sink = stagingSink(p);
       // The repository is built from the history as `head` read it, once its packs are indexed and the
