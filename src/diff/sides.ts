@@ -17,13 +17,13 @@ import type { Manifest } from '../format/manifest.js';
 import { initBare } from '../git/git.js';
 import { setHead, writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import { BundleDamagedError, EncryptionError, gitFailedOnContent, SnapshotError } from '../model/errors.js';
+import { EncryptionError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS, type StateKey } from '../model/types.js';
 import { bundleView, GIT_HISTORY_KIND } from '../repository/manifest.js';
 import { bundleHasMemdir } from '../restore/stage.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { liveDatabaseRunners } from '../sqlite/worker.js';
-import { hostWriteFailure } from '../util/disk-full.js';
+import { gitWriteFailure } from '../util/disk-full.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 
 export interface Side {
@@ -201,9 +201,8 @@ export async function repositorySide(
     } catch (err) {
       // git that never ran, or could not write for this host (a full disk: confirmed by the disk, stop
       // 54), is no damage of the history
-      if (err instanceof SnapshotError && !gitFailedOnContent(err) && err.exitCode !== 2) throw err;
-      const message = `the history of ${label} cannot be read: ${(err as Error).message}`;
-      throw (await hostWriteFailure(err, history, message)) ?? new BundleDamagedError(message);
+      const what = `the history of ${label} cannot be read`;
+      throw await gitWriteFailure(err, history, what, { io: `${what}: ${(err as Error).message}` });
     }
     side.history = { kind: 'repo', path: history };
     side.head = m.git.head_oid;

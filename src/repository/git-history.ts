@@ -19,8 +19,8 @@ import {
   setHead,
   writeRefs,
 } from '../git/history.js';
-import { BundleDamagedError, gitFailedOnContent, SnapshotError } from '../model/errors.js';
-import { hostWriteFailure } from '../util/disk-full.js';
+import { BundleDamagedError } from '../model/errors.js';
+import { gitWriteFailure } from '../util/disk-full.js';
 import type { ChunkerParams } from './chunker.js';
 import { readContent, storeContent } from './content.js';
 import {
@@ -154,15 +154,6 @@ export async function indexChain(
 }
 
 /**
- * The damage `what` (with git's failure `err`); `err` itself when git never ran (its host ended, it could
- * not start) or the failure was this host's (IO): not the snapshot's damage.
- */
-const damaged = (what: string, err?: unknown): SnapshotError => {
-  if (err instanceof SnapshotError && !gitFailedOnContent(err) && err.exitCode !== 2) return err;
-  return new BundleDamagedError(err ? `${what}: ${(err as Error).message}` : what);
-};
-
-/**
  * Sets the refs and HEAD a snapshot recorded (`git_refs` and the git block) in `repoDir`, where its
  * history was indexed, and checks them: every name a valid ref under `refs/` (HEAD only as the git
  * block says), every object present, HEAD the manifest's commit, the history reachable from every ref
@@ -173,31 +164,32 @@ export async function applyRefs(repoDir: string, m: Pick<RepoManifest, 'git' | '
   const refs = (m.git_refs ?? []).filter((r) => r.name !== 'HEAD');
   for (const r of refs) {
     const bad = r.name.startsWith('refs/') ? refNameProblem(r.name) : 'is not under refs/';
-    if (bad) throw damaged(`git_refs: ${JSON.stringify(r.name)} ${bad}`);
+    if (bad) throw new BundleDamagedError(`git_refs: ${JSON.stringify(r.name)} ${bad}`);
   }
   try {
     await writeRefs(repoDir, refs);
   } catch (err) {
-    throw (await hostWriteFailure(err, repoDir)) ?? damaged('the git refs cannot be set', err);
+    throw await gitWriteFailure(err, repoDir, 'the git refs cannot be set');
   }
   const g = m.git;
   if (g.repository === 'present') {
     const bad = g.detached ? undefined : g.head_ref === undefined ? 'missing' : headRefProblem(g.head_ref);
-    if (bad) throw damaged(`git.head_ref ${bad}`);
+    if (bad) throw new BundleDamagedError(`git.head_ref ${bad}`);
     try {
       await setHead(repoDir, g.detached ? { oid: g.head_oid } : { ref: g.head_ref! });
     } catch (err) {
-      throw (await hostWriteFailure(err, repoDir)) ?? damaged('HEAD cannot be set', err);
+      throw await gitWriteFailure(err, repoDir, 'HEAD cannot be set');
     }
     const head = await headCommit(repoDir);
-    if (head !== g.head_oid) throw damaged(`HEAD is ${head ?? '(none)'}, the manifest says ${g.head_oid}`);
+    if (head !== g.head_oid)
+      throw new BundleDamagedError(`HEAD is ${head ?? '(none)'}, the manifest says ${g.head_oid}`);
   } else if (g.head_ref !== undefined && headRefProblem(g.head_ref) === undefined) {
     await setHead(repoDir, { ref: g.head_ref }).catch(async (err: unknown) => {
-      throw (await hostWriteFailure(err, repoDir)) ?? damaged('HEAD cannot be set', err);
+      throw await gitWriteFailure(err, repoDir, 'HEAD cannot be set');
     });
   }
   const problem = await connectivityProblem(repoDir);
-  if (problem) throw damaged(`the git history is incomplete: ${problem}`);
+  if (problem) throw new BundleDamagedError(`the git history is incomplete: ${problem}`);
 }
 
 /** Git's id of an object from its type and content (for checks). */

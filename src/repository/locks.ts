@@ -364,7 +364,8 @@ function held(
   writtenAt: number,
 ): HeldRepoLock {
   let released = false;
-  let lost = false;
+  /** Why the lock was lost (its message's reason), once it was. */
+  let lost: string | undefined;
   /** When the last successful write of the lock started, on the monotonic clock. */
   let refreshedAt = writtenAt;
   const exists = async (): Promise<boolean> => {
@@ -376,15 +377,21 @@ function held(
       throw err;
     }
   };
+  const gone = `its object locks/${name} is no longer in ${backend.location} (another process removed it, judging it stale)`;
+  /** Whether the last write of the lock started too long ago to count on (and then why). */
+  const untrusted = (): string | undefined => {
+    const age = elapsed() - refreshedAt;
+    return age > TRUST_MS
+      ? `its last write started ${Math.round(age / 1000)} s ago, more than the ${TRUST_MS / 60_000} min it is counted on`
+      : undefined;
+  };
   const refresh = async () => {
     // A lock no longer trusted (its last write started too long ago) may have been judged stale and
     // removed by another host: writing it again would bring it back behind that host's back. It is lost.
-    if (!lost && elapsed() - refreshedAt > TRUST_MS) lost = true;
+    lost ??= untrusted();
     // A lock another process removed (it judged it stale) is not written again: it is lost.
-    if (lost || !(await exists())) {
-      lost = true;
-      return;
-    }
+    if (lost === undefined && !(await exists())) lost = gone;
+    if (lost !== undefined) return;
     const m = elapsed();
     await backend.save(
       { type: 'locks', name },
@@ -392,10 +399,8 @@ function held(
     );
     // A refresh that completed only after the old write stopped being trusted may have revived a lock
     // another host had removed meanwhile: not counted on either.
-    if (elapsed() - refreshedAt > TRUST_MS) {
-      lost = true;
-      return;
-    }
+    lost = untrusted();
+    if (lost !== undefined) return;
     refreshedAt = m;
   };
   let refreshing: Promise<void> = Promise.resolve();
@@ -413,12 +418,10 @@ function held(
       return done;
     },
     async check() {
-      if (!lost && elapsed() - refreshedAt > TRUST_MS) lost = true;
-      if (!lost && !(await exists())) lost = true;
-      if (lost)
-        throw new RepositoryLockedError(
-          `this operation's ${what} was lost (removed by another process, or not refreshed in time); it stops here`,
-        );
+      lost ??= untrusted();
+      if (lost === undefined && !(await exists())) lost = gone;
+      if (lost !== undefined)
+        throw new RepositoryLockedError(`this operation's ${what} was lost: ${lost}; it stops here`);
     },
     async release() {
       if (released) return;

@@ -22,12 +22,7 @@ import type { TrustPolicy } from '../format/signature.js';
 import { gitFuse, initBare, objectFormatOf } from '../git/git.js';
 import { commitMeta, fetchAll, type GitRef, headCommit, presentObjects, recordRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import {
-  BundleDamagedError,
-  EncryptionError,
-  gitFailedOnContent,
-  InvalidInputError,
-} from '../model/errors.js';
+import { BundleDamagedError, EncryptionError, InvalidInputError } from '../model/errors.js';
 import { labelProblem } from '../model/ids.js';
 import type { ProgressListener, VerifyReport } from '../model/types.js';
 import { applyRefs, indexChain } from '../repository/git-history.js';
@@ -41,7 +36,7 @@ import type { Repository } from '../repository/repository.js';
 import { type ListingMeta, saveSnapshot, setPinned } from '../repository/snapshots.js';
 import { storeCapture } from '../repository/store-capture.js';
 import { verifyRepoSnapshot } from '../repository/verify-snapshot.js';
-import { hostWriteFailure } from '../util/disk-full.js';
+import { gitWriteFailure } from '../util/disk-full.js';
 import { toolVersions } from '../util/version.js';
 import { isEncryptedName, problemsError, refused, verifyBundle } from '../verify/verify.js';
 import { capturedFrom } from './repack.js';
@@ -80,12 +75,7 @@ async function onBundleGit<T>(
   try {
     return await step();
   } catch (err) {
-    if (gitFailedOnContent(err))
-      throw (
-        (await hostWriteFailure(err, dir, undefined, writing)) ??
-        new BundleDamagedError(`${what}: ${err.message}`)
-      );
-    throw err;
+    throw await gitWriteFailure(err, dir, what, { writing });
   }
 }
 

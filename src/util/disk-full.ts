@@ -8,7 +8,7 @@
 
 import { constants } from 'node:fs';
 import { access, statfs } from 'node:fs/promises';
-import { IoError } from '../model/errors.js';
+import { BundleDamagedError, gitFailedOnContent, IoError } from '../model/errors.js';
 
 /** Free bytes below which a disk counts as full. */
 const FULL_BELOW = 1024 * 1024;
@@ -43,4 +43,23 @@ export async function hostWriteFailure(
   const s = await statfs(dir).catch(() => undefined);
   if (!s || s.bavail * s.bsize >= Math.max(FULL_BELOW, writing)) return undefined;
   return new IoError(message, Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' }));
+}
+
+/**
+ * What to throw for `err`, met while git wrote into `dir` from content it was given: `err` itself unless
+ * git ran and failed on that content (git that never ran, or an error of this host, is no damage); `IO`
+ * when git could not write there and the disk agrees (hostWriteFailure, `io` naming what happened, with
+ * `writing` as there); else the damage `damage` names, with git's words.
+ */
+export async function gitWriteFailure(
+  err: unknown,
+  dir: string,
+  damage: string,
+  opts: { io?: string; writing?: number } = {},
+): Promise<unknown> {
+  if (!gitFailedOnContent(err)) return err;
+  return (
+    (await hostWriteFailure(err, dir, opts.io, opts.writing)) ??
+    new BundleDamagedError(`${damage}: ${err.message}`)
+  );
 }
