@@ -114,7 +114,7 @@ test('an oversized listing entry (2 MB of spaces) is skipped with a warning by l
   );
 });
 
-test("a key file planted in an encrypted repository (to the victim's recipient) never makes a writer use its master key: refused beside the real one, and pinned on first use when it replaces it", async (t) => {
+test("a key file planted in an encrypted repository (to the victim's recipient) never makes a writer use its master key: ignored beside the one the config names, refused in an older repository, and pinned on first use when it replaces it", async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const id = join(a.root, 'id.txt');
   let r = await runCli(['keygen', '--age', '--out', id, '--json']);
@@ -131,18 +131,51 @@ test("a key file planted in an encrypted repository (to the victim's recipient) 
   r = await snapshot();
   assert.equal(r.code, 0, r.stderr);
   const repo = join(a.stateRoot, 'repository');
-  const repoId = (JSON.parse(readFileSync(join(repo, 'config', 'config'), 'utf8')) as { id: string }).id;
-  const pin = join(a.stateRoot, 'repository-keys', repoId);
+  const configFile = join(repo, 'config', 'config');
+  const repoConfig = JSON.parse(readFileSync(configFile, 'utf8')) as {
+    id: string;
+    encryption: { key_file?: string };
+  };
+  const pin = join(a.stateRoot, 'repository-keys', repoConfig.id);
   assert.match(readFileSync(pin, 'utf8'), /^[0-9a-f]{64}\n$/, 'the first snapshot pinned the master key');
   const keys = join(repo, 'keys');
   const [real] = readdirSync(keys);
+  assert.equal(repoConfig.encryption.key_file, real, 'the config names its key file (stop 55)');
   const snapshots = () => readdirSync(join(repo, 'listing')).length;
   const before = snapshots();
+  const verifyLatest = async () =>
+    runCli(
+      [
+        'verify',
+        '--agent',
+        'ana',
+        '--id',
+        'latest',
+        '--state-root',
+        a.stateRoot,
+        '--config',
+        config,
+        '--json',
+      ],
+      env,
+    );
 
-  // the attacker's key file: its own master key, sealed to the victim's public recipient
+  // the attacker's key file: its own master key, sealed to the victim's public recipient. The config
+  // names the repository's key file: the planted one is never opened, and snapshots go on under the
+  // real key (verify reads it with that key)
   const planted = (await newKeyFile([recipient])).bytes;
   const plantedName = createHash('sha256').update(planted).digest('hex');
   writeFileSync(join(keys, plantedName), planted);
+  r = await snapshot();
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.equal(snapshots(), before + 1);
+  r = await verifyLatest();
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+
+  // a repository created before stop 55 (its config names no key file): every key file the identity
+  // opens must hold the same master key, so the planted one is refused
+  const { key_file: _named, ...older } = repoConfig.encryption;
+  writeFileSync(configFile, `${JSON.stringify({ ...repoConfig, encryption: older }, null, 2)}\n`);
   r = await snapshot();
   assert.equal(r.code, 7, r.stdout + r.stderr);
   assert.match(r.stdout, /"code": "ENCRYPTION"/);
@@ -153,19 +186,28 @@ test("a key file planted in an encrypted repository (to the victim's recipient) 
   );
   assert.equal(r.code, 0, 'list needs no key');
 
-  // the real key file gone: only the planted one opens; the pin refuses it
+  // the real key file gone: only the planted one opens, whether the config names it (rewritten by the
+  // attacker) or names none; the pin refuses it
   renameSync(join(keys, real!), join(a.root, 'real-key'));
+  for (const encryption of [older, { ...older, key_file: plantedName }]) {
+    writeFileSync(configFile, `${JSON.stringify({ ...repoConfig, encryption }, null, 2)}\n`);
+    r = await snapshot();
+    assert.equal(r.code, 7, r.stdout + r.stderr);
+    assert.match(r.stderr, /not the one this state root pinned for it on first use/);
+  }
+  // the config naming the real key, gone: damage, named
+  writeFileSync(configFile, `${JSON.stringify(repoConfig, null, 2)}\n`);
   r = await snapshot();
-  assert.equal(r.code, 7, r.stdout + r.stderr);
-  assert.match(r.stderr, /not the one this state root pinned for it on first use/);
-  assert.equal(snapshots(), before, 'nothing was stored under the planted key');
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stderr, new RegExp(`key file keys/${real}, which its config names, is missing`));
+  assert.equal(snapshots(), before + 1, 'nothing was stored under the planted key');
 
   // the repository's own key back: snapshots go on
   rmSync(join(keys, plantedName));
   renameSync(join(a.root, 'real-key'), join(keys, real!));
   r = await snapshot();
   assert.equal(r.code, 0, r.stderr);
-  assert.equal(snapshots(), before + 1);
+  assert.equal(snapshots(), before + 2);
 });
 
 test("an oversized listing entry behind the remote stores' cache (its listing file, loadMany) is skipped with a warning too", async (t) => {

@@ -350,20 +350,22 @@ class RepositoryReader {
     check(typeof c.id === 'string' && HEX64.test(c.id), 'config: id');
     assert.deepEqual(c.chunker, CHUNKER, 'config: chunker');
     check(c.list_avg_bits === 6, 'config: list_avg_bits');
-    const enc = c.encryption as { scheme: string; recipients_fingerprint: string[] } | null;
+    const enc = c.encryption as {
+      scheme: string;
+      recipients_fingerprint: string[];
+      key_file?: string;
+    } | null;
     if (enc !== null) {
       check(enc.scheme === 'age-envelope', 'config: encryption scheme');
       check(identity, 'an encrypted repository needs an identity');
-      for (const name of files(join(root, 'keys'))) {
-        const bytes = readFileSync(join(root, 'keys', name));
-        check(sha256(bytes) === name, `keys/${name}: not its hash`);
-        try {
-          const plain = execFileSync('age', ['-d', '-i', identity], { input: bytes, stdio: 'pipe' });
-          this.master = Buffer.from(JSON.parse(plain.toString('utf8')).master_key, 'base64');
-          break;
-        } catch {}
-      }
-      check(this.master?.length === 32, 'no key file opens with the identity');
+      // §7: the key file the config names (a writer since stop 55 always names one)
+      check(typeof enc.key_file === 'string' && HEX64.test(enc.key_file), 'config: encryption.key_file');
+      const name = enc.key_file as string;
+      const bytes = readFileSync(join(root, 'keys', name));
+      check(sha256(bytes) === name, `keys/${name}: not its hash`);
+      const plain = execFileSync('age', ['-d', '-i', identity], { input: bytes, stdio: 'pipe' });
+      this.master = Buffer.from(JSON.parse(plain.toString('utf8')).master_key, 'base64');
+      check(this.master?.length === 32, 'the key file holds no 32-byte master key');
     }
     // §5: the index is the union of all index files
     for (const name of files(join(root, 'index'))) {

@@ -20,6 +20,7 @@ import {
   EncryptionError,
   GitError,
   IoError,
+  ObjectExistsError,
   type SnapshotError,
 } from '../src/model/errors.js';
 import { newSnapshotId } from '../src/model/ids.js';
@@ -33,6 +34,7 @@ import {
   storePlanned,
   writeContent,
 } from '../src/repository/content.js';
+import { newKeyFile } from '../src/repository/crypto.js';
 import { applyRefs, restoreHistory, storeLiveHistory } from '../src/repository/git-history.js';
 import { lockRepository } from '../src/repository/locks.js';
 import { sealRepoManifest } from '../src/repository/manifest.js';
@@ -163,6 +165,75 @@ test('repository: content round trips verified, deduplicated; encrypted reposito
       for (const [, obj] of backend.store.objects.get('packs')!)
         assert.equal(obj.includes(Buffer.from('memory 17 xxxx')), false, 'pack bytes are ciphertext');
     }
+  }
+});
+
+test('an encrypted repository whose creation failed, was killed or lost a race opens afterwards: its config names its key file, and a creation that failed removes its own (stop 55)', async () => {
+  const { identity, recipient } = generateIdentity();
+  const identities = [parseIdentity(identity)];
+  const keyNames = async (b: MemoryBackend) => (await listNames(b, 'keys')).sort();
+  const opens = async (b: MemoryBackend) => {
+    const repo = await Repository.open(b, { identities });
+    const w = repo.writer();
+    await storeContent(w, repo.config.chunker, { data: Buffer.from('after') });
+    await w.finish();
+    return repo;
+  };
+
+  // The config's save fails: its key file goes again, and the next creation's repository opens. Before
+  // stop 55 the first key file stayed, and every open then found two master keys (ENCRYPTION).
+  {
+    const inner = new MemoryBackend();
+    const faulty = new FaultyBackend(inner, {
+      rules: [{ op: 'save', types: ['config'], when: 'once', fault: { kind: 'error' } }],
+    });
+    await assert.rejects(Repository.init(faulty, [recipient]), IoError);
+    assert.deepEqual(await keyNames(inner), [], 'the key file of the failed creation was removed');
+    const repo = await Repository.openOrInit(faulty, [recipient], { identities });
+    assert.deepEqual(await keyNames(inner), [repo.config.encryption?.key_file]);
+    await opens(inner);
+  }
+  // Killed between its key file and its config: the orphan key file stays, and is never used.
+  {
+    const b = new MemoryBackend();
+    const orphan = (await newKeyFile([recipient])).bytes;
+    await b.save({ type: 'keys', name: createHash('sha256').update(orphan).digest('hex') }, orphan);
+    const repo = await Repository.openOrInit(b, [recipient], { identities });
+    assert.equal((await keyNames(b)).length, 2);
+    assert.ok((await opens(b)).key!.master.equals(repo.key!.master), "the config's key is the one used");
+  }
+  // The config landed but its answer was lost: the key file stays, the repository opens.
+  {
+    const inner = new MemoryBackend();
+    const faulty = new FaultyBackend(inner, {
+      rules: [{ op: 'save', types: ['config'], when: 'once', fault: { kind: 'error', afterCommit: true } }],
+    });
+    await assert.rejects(Repository.init(faulty, [recipient]), IoError);
+    assert.equal((await keyNames(inner)).length, 1);
+    await opens(inner);
+  }
+  // Two first writers at once: the one whose config lost removes its key file; the winner's opens.
+  {
+    const b = new MemoryBackend();
+    const winner = await Repository.init(b, [recipient]);
+    await assert.rejects(Repository.init(b, [recipient]), ObjectExistsError);
+    assert.deepEqual(await keyNames(b), [winner.config.encryption?.key_file]);
+    await opens(b);
+  }
+  // A config naming a key file that is not there, or something that is no key file's name: damage.
+  for (const keyFile of ['0'.repeat(64), '../keys/x']) {
+    const b = new MemoryBackend();
+    const repo = await Repository.init(b, [recipient]);
+    const config = { ...repo.config, encryption: { ...repo.config.encryption!, key_file: keyFile } };
+    await b.save({ type: 'config', name: 'config' }, Buffer.from(JSON.stringify(config)));
+    await assert.rejects(
+      Repository.open(b, { identities }),
+      (err: Error) =>
+        err instanceof BundleDamagedError &&
+        /key file keys\/0{64}, which its config names, is missing|encryption\.key_file is not the name of a key file/.test(
+          err.message,
+        ),
+    );
   }
 });
 

@@ -72,7 +72,17 @@ export interface RepoConfig {
   created_at_ms: number;
   chunker: ChunkerParams;
   list_avg_bits: number;
-  encryption: null | { scheme: 'age-envelope'; recipients_fingerprint: string[] };
+  encryption: null | {
+    scheme: 'age-envelope';
+    recipients_fingerprint: string[];
+    /**
+     * The name of the repository's key file (`keys/<name>`), written by its creator since stop 55: the one
+     * key file an open uses. Other key files are not the repository's (a creation that failed or lost a
+     * race left one; someone who can write the store planted one). Absent in repositories created
+     * before: every key file the identities open must then hold the same master key.
+     */
+    key_file?: string;
+  };
 }
 
 export interface OpenOptions {
@@ -216,6 +226,84 @@ function configChunkerProblem(c: RepoConfig): string | undefined {
   return undefined;
 }
 
+/**
+ * The key file `keys/<name>` a repository's config names (`encryption.key_file`), opened with
+ * `identities`: BundleDamagedError when the name is not a key file's or the file is missing or not the
+ * one named (its SHA-256); EncryptionError when none of the identities opens it.
+ */
+async function openNamedKey(
+  backend: Backend,
+  name: unknown,
+  identities: readonly Identity[],
+): Promise<RepoKey> {
+  if (typeof name !== 'string' || !/^[0-9a-f]{64}$/.test(name))
+    throw new BundleDamagedError('repository config: encryption.key_file is not the name of a key file');
+  let bytes: Buffer;
+  try {
+    bytes = await readObject(backend, 'keys', name, 1024 * 1024);
+  } catch (err) {
+    if (err instanceof ObjectNotFoundError)
+      throw new BundleDamagedError(
+        `the repository's key file keys/${name}, which its config names, is missing`,
+      );
+    throw err;
+  }
+  if (sha256(bytes) !== name)
+    throw new BundleDamagedError(`the repository's key file keys/${name} is not the one named`);
+  return openKeyFile(bytes, identities);
+}
+
+/**
+ * The master key of a repository whose config names no key file (created before stop 55): every key file
+ * the identities open must hold the same one, as one planted by someone who can write the repository (to
+ * the victim's public recipient) must not be used because it lists first. EncryptionError otherwise.
+ */
+async function openAgreedKey(backend: Backend, identities: readonly Identity[]): Promise<RepoKey> {
+  let key: RepoKey | undefined;
+  let lastErr: unknown;
+  let from = '';
+  for await (const k of backend.list('keys')) {
+    let opened: RepoKey;
+    try {
+      opened = await openKeyFile(await readObject(backend, 'keys', k.name, 1024 * 1024), identities);
+    } catch (err) {
+      lastErr = err;
+      continue;
+    }
+    if (key && !key.master.equals(opened.master))
+      throw new EncryptionError(
+        `key files of this repository hold different master keys (keys/${from} and keys/${k.name}): one was planted by someone who can write the repository; nothing is read or written until the one that is not the repository's is removed`,
+      );
+    if (!key) {
+      key = opened;
+      from = k.name;
+    }
+  }
+  if (key) return key;
+  if (lastErr instanceof EncryptionError || lastErr === undefined)
+    throw new EncryptionError('none of the identities opens a key of this repository');
+  throw lastErr;
+}
+
+/**
+ * After a creation whose config save failed: removes its key file `keys/<name>`, unless the config
+ * landed anyway (a store that lost its answer) with this creation's `id`, or the store cannot say.
+ */
+async function removeUnusedKey(backend: Backend, name: string, id: string): Promise<void> {
+  try {
+    const landed = await readObject(backend, 'config', 'config', 1024 * 1024).then(
+      (bytes) => (JSON.parse(bytes.toString('utf8')) as { id?: unknown }).id === id,
+      (err: unknown) => {
+        if (err instanceof ObjectNotFoundError) return false;
+        throw err;
+      },
+    );
+    if (!landed) await backend.remove({ type: 'keys', name });
+  } catch {
+    // left: a repository whose config names its own key file never uses it
+  }
+}
+
 /** The types whose objects make a repository: one of them without `config` is a repository that lost it. */
 const DATA_TYPES: readonly ObjectType[] = ['listing', 'snapshots', 'index', 'packs', 'pins'];
 
@@ -285,12 +373,18 @@ export class Repository {
     return this.config.id;
   }
 
-  /** Creates a repository (config, and a key file when `recipients` are given). Fails if one exists. */
+  /**
+   * Creates a repository (config, and a key file when `recipients` are given, saved first and named by
+   * the config). Fails if one exists. A key file whose config was not saved is removed again, unless the
+   * store cannot say whether that config landed.
+   */
   static async init(
     backend: Backend,
     recipients: readonly string[] = [],
     opts: OpenOptions = {},
   ): Promise<Repository> {
+    const k = recipients.length > 0 ? await newKeyFile(recipients) : undefined;
+    const keyFile = k ? sha256(k.bytes) : undefined;
     const config: RepoConfig = {
       repository_version: REPOSITORY_VERSION,
       id: randomBytes(32).toString('hex'),
@@ -299,25 +393,29 @@ export class Repository {
       list_avg_bits: LIST_AVG_BITS,
       encryption:
         recipients.length > 0
-          ? { scheme: 'age-envelope', recipients_fingerprint: recipients.map(recipientFingerprint) }
+          ? {
+              scheme: 'age-envelope',
+              recipients_fingerprint: recipients.map(recipientFingerprint),
+              key_file: keyFile,
+            }
           : null,
     };
-    let key: RepoKey | undefined;
-    if (recipients.length > 0) {
-      const k = await newKeyFile(recipients);
-      key = k.key;
-      await backend.save({ type: 'keys', name: sha256(k.bytes) }, k.bytes, { ifAbsent: true });
+    if (k && keyFile) await backend.save({ type: 'keys', name: keyFile }, k.bytes, { ifAbsent: true });
+    try {
+      // pinned before the config makes the repository exist: its first writer is its first use
+      if (k && opts.keyPins) await pinMasterKey(opts.keyPins, config.id, k.key);
+      await backend.save(
+        { type: 'config', name: 'config' },
+        Buffer.from(`${JSON.stringify(config, null, 2)}\n`),
+        {
+          ifAbsent: true,
+        },
+      );
+    } catch (err) {
+      if (keyFile) await removeUnusedKey(backend, keyFile, config.id);
+      throw err;
     }
-    // pinned before the config makes the repository exist: its first writer is its first use
-    if (key && opts.keyPins) await pinMasterKey(opts.keyPins, config.id, key);
-    await backend.save(
-      { type: 'config', name: 'config' },
-      Buffer.from(`${JSON.stringify(config, null, 2)}\n`),
-      {
-        ifAbsent: true,
-      },
-    );
-    return new Repository(backend, config, key, opts);
+    return new Repository(backend, config, k?.key, opts);
   }
 
   /**
@@ -346,33 +444,11 @@ export class Repository {
         throw new EncryptionError(
           'the repository is encrypted: give an age identity (encryption.identity_path in the config, which every command reads, or --decrypt-identity where a command has it)',
         );
-      // every key file the identities open must hold the same master key: one planted by someone who
-      // can write the repository (to the victim's public recipient) must not be used because it lists
-      // first
-      let lastErr: unknown;
-      let from = '';
-      for await (const k of backend.list('keys')) {
-        let opened: RepoKey;
-        try {
-          opened = await openKeyFile(await readObject(backend, 'keys', k.name, 1024 * 1024), opts.identities);
-        } catch (err) {
-          lastErr = err;
-          continue;
-        }
-        if (key && !key.master.equals(opened.master))
-          throw new EncryptionError(
-            `key files of this repository hold different master keys (keys/${from} and keys/${k.name}): one was planted by someone who can write the repository; nothing is read or written until the one that is not the repository's is removed`,
-          );
-        if (!key) {
-          key = opened;
-          from = k.name;
-        }
-      }
-      if (!key) {
-        if (lastErr instanceof EncryptionError || lastErr === undefined)
-          throw new EncryptionError('none of the identities opens a key of this repository');
-        throw lastErr;
-      }
+      const named = config.encryption.key_file;
+      key =
+        named !== undefined
+          ? await openNamedKey(backend, named, opts.identities)
+          : await openAgreedKey(backend, opts.identities);
       if (opts.keyPins) await pinMasterKey(opts.keyPins, config.id, key);
     }
     return new Repository(backend, config, key, opts);

@@ -5,7 +5,8 @@
 // `$TMPDIR/nexo-<kind>-<pid>-<random>`, mode 0700 (mkdtemp). Each operation removes its own; one left
 // by a process that was killed (its pid no longer runs) is removed by the next operation that makes
 // one, in any process of this package, so decrypted memory does not stay on the disk for good
-// (docs/decisions.md, stop 38).
+// (docs/decisions.md, stop 38); one this process failed to remove, by its own next one (a daemon runs
+// for weeks).
 
 import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,10 +23,13 @@ export type ScratchKind = (typeof KINDS)[number];
  */
 const LEFTOVER = new RegExp(`^nexo-(${KINDS.join('|')})-(\\d{1,10})-[A-Za-z0-9]{6}$`);
 
+/** This process's scratch directories that could not be removed: tried again by its next privateScratch. */
+const stuck = new Set<string>();
+
 /**
  * Removes an operation's scratch directory, never throwing: one that cannot be removed now (an I/O
- * error, a file system remounted read-only) stays for the sweep of a later operation, once this process
- * is gone. Called from `finally` blocks and stream ends: its failure took the place of the error that
+ * error, a file system remounted read-only) is tried again when this process makes its next one, and
+ * swept by any later operation once this process is gone. Called from `finally` blocks and stream ends: its failure took the place of the error that
  * was on its way (a verify's or a diff's), failed an operation that had succeeded, or ended the daemon
  * as an unhandled rejection (a download's, found in stop 54). The fault point `scratch.remove` makes it
  * fail in tests.
@@ -35,12 +39,19 @@ export async function removeScratch(dir: string): Promise<void> {
     faultPoint('scratch.remove');
     await rm(dir, { recursive: true, force: true });
   } catch {
-    // left for sweepScratchLeftovers
+    stuck.add(dir);
   }
 }
 
-/** A new private temporary directory for one operation; first, those of processes that are gone are removed. */
+/**
+ * A new private temporary directory for one operation; first, those of processes that are gone are
+ * removed, and this process's own that could not be removed before.
+ */
 export async function privateScratch(kind: ScratchKind): Promise<string> {
+  for (const dir of stuck) {
+    stuck.delete(dir);
+    await removeScratch(dir);
+  }
   await sweepScratchLeftovers().catch(() => {});
   return mkdtemp(join(tmpdir(), `nexo-${kind}-${process.pid}-`));
 }
