@@ -30,6 +30,7 @@ import { MAX_PACK } from '../src/repository/pack.js';
 import { Repository, zstdFrameOf } from '../src/repository/repository.js';
 import { type ListingMeta, listSnapshots, MANIFEST_MAX, saveSnapshot } from '../src/repository/snapshots.js';
 import { listAll } from './helpers/backend-conformance.js';
+import { runBuiltCli } from './helpers/built-cli.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
 
 const SMALL = { files: 2, commits: 2, memories: 10, embeddings: 4, concepts: 4, compactions: 2 };
@@ -208,6 +209,41 @@ test("a key file planted in an encrypted repository (to the victim's recipient) 
   r = await snapshot();
   assert.equal(r.code, 0, r.stderr);
   assert.equal(snapshots(), before + 2);
+});
+
+test('two hosts whose first snapshots create one encrypted repository at once both succeed, and it opens afterwards (stop 55)', async (t) => {
+  // Two processes (the built CLI): before stop 55, the creator whose config lost the race left its key
+  // file, and every later open refused the repository for holding two master keys: 7 rounds of 8 by hand.
+  const a = sampleAgent(t, 'ana', SMALL);
+  const b = sampleAgent(t, 'bob', { ...SMALL, seed: 7 });
+  const id = join(a.root, 'id.txt');
+  assert.equal((await runCli(['keygen', '--age', '--out', id, '--json'])).code, 0);
+  const recipient = execFileSync('age-keygen', ['-y', id], { encoding: 'utf8' }).trim();
+  const config = join(a.root, 'nexo.yaml');
+  writeFileSync(
+    config,
+    `memory:\n  snapshot:\n    encryption:\n      recipients: ["${recipient}"]\n      identity_path: ${id}\n`,
+  );
+  for (let round = 0; round < 3; round++) {
+    const repo = join(tempDir(t), 'shared');
+    const snapshot = (x: typeof a, agent: string) =>
+      runBuiltCli(['snapshot', '--agent', agent, ...x.flags, '--repo', repo, '--config', config, '--json'], {
+        env: REPOSITORY,
+      });
+    const results = await Promise.all([snapshot(a, 'ana'), snapshot(b, 'bob')]);
+    for (const r of results) assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(readdirSync(join(repo, 'keys')).length, 1, 'the loser removed its key file');
+    for (const [x, agent] of [
+      [a, 'ana'],
+      [b, 'bob'],
+    ] as const) {
+      const r = await runCli(
+        ['verify', '--agent', agent, '--id', 'latest', '--state-root', x.stateRoot, '--repo', repo],
+        { env: { ...REPOSITORY, NEXO_MEMORY_CONFIG: config } },
+      );
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+    }
+  }
 });
 
 test("an oversized listing entry behind the remote stores' cache (its listing file, loadMany) is skipped with a warning too", async (t) => {
