@@ -34,7 +34,7 @@ import {
   storePlanned,
   writeContent,
 } from '../src/repository/content.js';
-import { newKeyFile } from '../src/repository/crypto.js';
+import { newKeyFile, sealFile } from '../src/repository/crypto.js';
 import { applyRefs, restoreHistory, storeLiveHistory } from '../src/repository/git-history.js';
 import { lockRepository } from '../src/repository/locks.js';
 import { sealRepoManifest } from '../src/repository/manifest.js';
@@ -219,6 +219,31 @@ test('an encrypted repository whose creation failed, was killed or lost a race o
     await assert.rejects(Repository.init(b, [recipient]), ObjectExistsError);
     assert.deepEqual(await keyNames(b), [winner.config.encryption?.key_file]);
     await opens(b);
+  }
+  // A repository created before stop 55 (its config names no key file) that such a failure or race left
+  // with a second key file: the key that opens every index file is the repository's, so it opens again;
+  // with no index file yet, or an index file planted under the other key, nothing tells them apart.
+  {
+    const b = new MemoryBackend();
+    const repo = await Repository.init(b, [recipient]);
+    const { key_file: _named, ...older } = repo.config.encryption!;
+    await b.save(
+      { type: 'config', name: 'config' },
+      Buffer.from(JSON.stringify({ ...repo.config, encryption: older })),
+    );
+    const other = await newKeyFile([recipient]);
+    await b.save({ type: 'keys', name: createHash('sha256').update(other.bytes).digest('hex') }, other.bytes);
+    await assert.rejects(
+      Repository.open(b, { identities }),
+      /hold different master keys .*no one of them opens every index file/,
+    );
+    const w = repo.writer();
+    await storeContent(w, repo.config.chunker, { data: Buffer.from('before') });
+    await w.finish();
+    assert.ok((await opens(b)).key!.master.equals(repo.key!.master), 'the key of the data');
+    const planted = sealFile(other.key, Buffer.from('{}'));
+    await b.save({ type: 'index', name: createHash('sha256').update(planted).digest('hex') }, planted);
+    await assert.rejects(Repository.open(b, { identities }), EncryptionError);
   }
   // A config naming a key file that is not there, or something that is no key file's name: damage.
   for (const keyFile of ['0'.repeat(64), '../keys/x']) {

@@ -256,33 +256,64 @@ async function openNamedKey(
 /**
  * The master key of a repository whose config names no key file (created before stop 55): every key file
  * the identities open must hold the same one, as one planted by someone who can write the repository (to
- * the victim's public recipient) must not be used because it lists first. EncryptionError otherwise.
+ * the victim's public recipient) must not be used because it lists first. Where they disagree, the one
+ * that opens every index file is the key the repository's writers used (keyOfTheData); with none, or
+ * no index file yet, EncryptionError.
  */
 async function openAgreedKey(backend: Backend, identities: readonly Identity[]): Promise<RepoKey> {
-  let key: RepoKey | undefined;
+  const opened: { name: string; key: RepoKey }[] = [];
   let lastErr: unknown;
-  let from = '';
   for await (const k of backend.list('keys')) {
-    let opened: RepoKey;
     try {
-      opened = await openKeyFile(await readObject(backend, 'keys', k.name, 1024 * 1024), identities);
+      opened.push({
+        name: k.name,
+        key: await openKeyFile(await readObject(backend, 'keys', k.name, 1024 * 1024), identities),
+      });
     } catch (err) {
       lastErr = err;
-      continue;
-    }
-    if (key && !key.master.equals(opened.master))
-      throw new EncryptionError(
-        `key files of this repository hold different master keys (keys/${from} and keys/${k.name}): one was planted by someone who can write the repository; nothing is read or written until the one that is not the repository's is removed`,
-      );
-    if (!key) {
-      key = opened;
-      from = k.name;
     }
   }
-  if (key) return key;
-  if (lastErr instanceof EncryptionError || lastErr === undefined)
-    throw new EncryptionError('none of the identities opens a key of this repository');
-  throw lastErr;
+  const distinct = opened.filter((o, i) => opened.findIndex((p) => p.key.master.equals(o.key.master)) === i);
+  const [first, second] = distinct;
+  if (!first) {
+    if (lastErr instanceof EncryptionError || lastErr === undefined)
+      throw new EncryptionError('none of the identities opens a key of this repository');
+    throw lastErr;
+  }
+  if (!second) return first.key;
+  const proven = await keyOfTheData(
+    backend,
+    distinct.map((d) => d.key),
+  );
+  if (proven) return proven;
+  throw new EncryptionError(
+    `key files of this repository hold different master keys (keys/${first.name} and keys/${second.name}), and no one of them opens every index file: one was planted by someone who can write the repository, or left by a creation that failed or lost a race to another (before stop 55); nothing is read or written until the one that is not the repository's is removed`,
+  );
+}
+
+/**
+ * Of the master keys `candidates`, the one that opens every index file of the repository: the key its
+ * writers sealed them with. A key file left by a creation that failed or lost its race, or planted,
+ * opens none of them (an index file planted under another key leaves no key that opens them all).
+ * Undefined when there is no index file yet, or not exactly one key opens them all.
+ */
+async function keyOfTheData(backend: Backend, candidates: readonly RepoKey[]): Promise<RepoKey | undefined> {
+  let left = candidates;
+  let files = 0;
+  for await (const f of backend.list('index')) {
+    files++;
+    const bytes = await readObject(backend, 'index', f.name);
+    left = left.filter((k) => {
+      try {
+        openFile(k, bytes, `index/${f.name}`);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    if (left.length === 0) return undefined;
+  }
+  return files > 0 && left.length === 1 ? left[0] : undefined;
 }
 
 /**
