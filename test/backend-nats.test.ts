@@ -23,6 +23,7 @@ import type { NatsBackendOptions } from '../src/backend/remote.js';
 import { lockRepository } from '../src/repository/locks.js';
 import { pruneRepository } from '../src/repository/prune.js';
 import { Repository } from '../src/repository/repository.js';
+import { natsClient } from '../src/util/nats-client.js';
 import { backendConformance, code, collect, hexName, listAll } from './helpers/backend-conformance.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { sampleAgent } from './helpers/env.js';
@@ -459,6 +460,39 @@ test(
       assert.deepEqual(await collect(c.load(h)), contents[winners[0]!]);
     }
     assert.equal((await streamState(bucket)).chunkSubjects, 4, "the losers' chunks are purged");
+  },
+);
+
+test(
+  'a save whose meta the stream took but whose every answer was lost is saved (its chunks stay); one whose meta did not land is purged (stop 55)',
+  LIMIT,
+  async (t) => {
+    const { b } = await freshBucket(t);
+    // Each publish of a meta reaches the stream, then its answer is lost (every attempt): before stop
+    // 55 the save purged its chunks and failed, leaving the object listed but unreadable.
+    const js = (b as unknown as { js: { publish: (...a: unknown[]) => Promise<unknown> } }).js;
+    const publish = js.publish.bind(js);
+    let lose: 'after' | 'before' | undefined = 'after';
+    js.publish = async (subject: unknown, ...rest: unknown[]) => {
+      const meta = String(subject).includes('.M.');
+      if (meta && lose === 'before') throw new (natsClient().TimeoutError)();
+      const ack = await publish(subject, ...rest);
+      if (meta && lose === 'after') throw new (natsClient().TimeoutError)();
+      return ack;
+    };
+    for (const ifAbsent of [false, true]) {
+      const h = { type: 'packs', name: hexName(`lost meta answer ${ifAbsent}`) } as const;
+      const data = randomBytes(2 * NATS_CHUNK_SIZE + 10);
+      await b.save(h, data, { ifAbsent });
+      assert.deepEqual(await collect(b.load(h)), data, 'listed and whole');
+    }
+    // A meta that never reached the stream: the save fails, and nothing of it is listed.
+    lose = 'before';
+    const gone = { type: 'packs', name: hexName('meta never landed') } as const;
+    await assert.rejects(b.save(gone, randomBytes(100)), code('STORE_UNREACHABLE'));
+    lose = undefined;
+    assert.equal((await listAll(b, 'packs')).has(gone.name), false);
+    await assert.rejects(collect(b.load(gone)), code('OBJECT_NOT_FOUND'));
   },
 );
 

@@ -405,9 +405,19 @@ export class NatsBackend implements Backend {
           }),
         );
       } catch (err) {
-        await this.purgeQuietly(subject);
-        if (classify(err) === 'exists') throw new ObjectExistsError(h.type, h.name, this.location);
-        throw err;
+        // Every attempt's answer may have been lost after the stream took the meta (stop 55): the object
+        // is then saved, and purging its chunks would leave it listed but unreadable. They are purged
+        // only when the subject's last meta is not this save's; when that cannot be read, they stay (a
+        // leftover for sweepLeftovers, as a killed save's) and the save fails.
+        const landed = await this.lastMeta(h).then(
+          (l) => l?.meta?.nuid === id,
+          () => undefined,
+        );
+        if (landed !== true) {
+          if (landed === false) await this.purgeQuietly(subject);
+          if (classify(err) === 'exists') throw new ObjectExistsError(h.type, h.name, this.location);
+          throw err;
+        }
       }
       if (old && old.nuid !== id) await this.purgeQuietly(this.chunkSubject(old.nuid));
     });
