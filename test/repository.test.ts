@@ -590,6 +590,28 @@ async function snapshotOf(repo: Repository, agent: string, data: string, created
   return id;
 }
 
+test('a listing entry whose save failed after it landed keeps its manifest: the snapshot is listed and whole; one that did not land takes the manifest with it (stop 55)', async () => {
+  // Before stop 55 the manifest went in both cases: a listed snapshot with no manifest (check: damaged).
+  const inner = new MemoryBackend();
+  const faulty = new FaultyBackend(inner, {
+    rules: [{ op: 'save', types: ['listing'], when: 'once', fault: { kind: 'error', afterCommit: true } }],
+  });
+  const repo = await Repository.init(faulty);
+  const id = await snapshotOf(repo, 'ana', 'listed though its answer was lost');
+  assert.deepEqual(
+    (await listSnapshots(repo)).map((m) => m.id),
+    [id],
+  );
+  assert.equal((await loadSnapshot(repo, id)).manifest.snapshot_id, id);
+  assert.equal((await checkRepository(repo, { readData: true })).ok, true);
+  const failing = new FaultyBackend(inner, {
+    rules: [{ op: 'save', types: ['listing'], when: 'once', fault: { kind: 'error' } }],
+  });
+  const again = await Repository.open(failing);
+  await assert.rejects(snapshotOf(again, 'ana', 'never listed'), IoError);
+  assert.deepEqual(await listNames(inner, 'snapshots'), [id], 'the unlisted manifest went with it');
+});
+
 test('snapshots: sealed manifests listed newest first; tampering and foreign repositories are refused', async () => {
   const backend = new MemoryBackend();
   const repo = await Repository.init(backend);

@@ -80,8 +80,17 @@ export async function saveSnapshot(
   try {
     await saveListing(repo, meta);
   } catch (err) {
-    // Not listed, so not taken: the manifest goes too (if this fails as well, prune removes it).
-    await repo.backend.remove({ type: 'snapshots', name: manifest.snapshot_id }).catch(() => {});
+    // The entry may have landed though its answer was lost (stop 55): the snapshot is then listed and
+    // whole, and removing its manifest would leave it listed with none. Only when the store says the
+    // entry is not there does the manifest go too (if that fails as well, prune removes it); when it
+    // cannot say, the manifest stays.
+    const listed = await repo.backend.stat({ type: 'listing', name: meta.id }).then(
+      () => true,
+      (e: unknown) => (e instanceof ObjectNotFoundError ? false : undefined),
+    );
+    if (listed === true) return;
+    if (listed === false)
+      await repo.backend.remove({ type: 'snapshots', name: manifest.snapshot_id }).catch(() => {});
     throw err;
   }
 }
