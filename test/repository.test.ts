@@ -827,6 +827,18 @@ test('locks: shared locks coexist; exclusive waits for them and times out naming
   assert.equal((await listSnapshots(repo)).length, 0);
 });
 
+test('a repository lock whose save failed after it landed is withdrawn: it blocks no one, this process included (stop 55)', async () => {
+  const inner = new MemoryBackend();
+  const faulty = new FaultyBackend(inner, {
+    rules: [{ op: 'save', types: ['locks'], when: 'once', fault: { kind: 'error', afterCommit: true } }],
+  });
+  await assert.rejects(lockRepository(faulty, false, 'snapshot', 0), IoError);
+  assert.deepEqual(await listNames(inner, 'locks'), [], 'withdrawn');
+  // before stop 55 it stayed, and an exclusive lock of the same process waited for it to turn stale
+  const l = await lockRepository(faulty, true, 'prune', 0);
+  await l.release();
+});
+
 test('locks: REPOSITORY_LOCKED names the blocking lock object and what it claims; a lock dated in the future says until when it stays', async () => {
   const backend = new MemoryBackend();
   const name = 'f'.repeat(64);

@@ -277,7 +277,12 @@ export async function lockRepository(
           return unheld(name);
         }
         // A remote store that took the lock but lost its answer, retried: the random name is ours.
-        if (!(err instanceof ObjectExistsError)) throw err;
+        if (!(err instanceof ObjectExistsError)) {
+          // A save that failed may still have landed (its answer lost, every attempt): the lock would
+          // block others, and this very process, until stale (stop 55). The random name is ours.
+          await backend.remove({ type: 'locks', name }).catch(() => {});
+          throw err;
+        }
       }
       const all = await readLocks(backend);
       blocker = conflicting(all, exclusive, now(), name, scope);
