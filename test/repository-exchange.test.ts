@@ -15,9 +15,11 @@ import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
+import { LocalBackend } from '../src/backend/local.js';
 import { secretKeyFileText } from '../src/crypto/sign.js';
 import { trustPolicy } from '../src/format/signature.js';
 import { generateSigningKey } from '../src/index.js';
+import { lockRepository } from '../src/repository/locks.js';
 import { createApiServer } from '../src/server/http.js';
 import { apiRoutes } from '../src/server/routes.js';
 import { OperationTracker } from '../src/server/tracker.js';
@@ -297,6 +299,37 @@ function liveContent(a: Agent, agent: string): string {
   db.close();
   return `${git(memdir, ['rev-parse', 'HEAD'])}${files.join('\n')}${rows}`;
 }
+
+test('import --store-only of a stored snapshot whose listing entry was lost waits for a prune that holds the repository: it stores the bundle again instead of listing a manifest the prune removes (stop 55)', async (t) => {
+  const { a, bundle } = await bundled(t);
+  const s = snapshotterOf(a);
+  assert.equal((await s.storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' })).stored, 'new');
+  // its listing entry lost (a kill between manifest and listing): prune removes such a manifest
+  const backend = new LocalBackend(join(a.stateRoot, 'repository'));
+  await backend.remove({ type: 'listing', name: bundle.id });
+  // a prune of another process holds the exclusive lock, and removes the unlisted manifest
+  const prune = await lockRepository(backend, true, 'prune', 0);
+  const importing = snapshotterOf(a).storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' });
+  // the import may list the manifest only under its own lock, so not while the prune holds its own:
+  // up to 2 s for it to do so anyway (the old code did, as soon as it had staged the bundle)
+  const listed = () =>
+    backend.stat({ type: 'listing', name: bundle.id }).then(
+      () => true,
+      () => false,
+    );
+  for (let i = 0; i < 40 && !(await listed()); i++) await new Promise((r) => setTimeout(r, 50));
+  await backend.remove({ type: 'snapshots', name: bundle.id });
+  await prune.release();
+  // before stop 55 the import said `already_present` at once and listed the manifest the prune removed
+  const stored = await importing;
+  assert.equal(stored.stored, 'new');
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [bundle.id],
+  );
+  const v = await s.verifySnapshot('ana', 'default', bundle.id);
+  assert.equal(v.status, 'verified', JSON.stringify(v.problems));
+});
 
 test('import into a repository store: restored as the new agent and kept as its snapshot; --store-only changes nothing live; the same agent keeps the id, stored once', async (t) => {
   const { a, bundle } = await bundled(t);

@@ -34,6 +34,7 @@ import {
   validateTenant,
 } from '../model/ids.js';
 import type { ProgressListener, RestoreReport, RestoreRequest, SignatureInfo } from '../model/types.js';
+import type { HeldRepoLock } from '../repository/locks.js';
 import type { RepoManifest } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
 import { type ListingMeta, listSnapshots, loadSnapshot, saveListing } from '../repository/snapshots.js';
@@ -93,16 +94,25 @@ export function requestTrust(
     : own;
 }
 
-/** Lists a stored snapshot whose listing entry was lost (a kill between manifest and listing). */
+/**
+ * Lists a stored snapshot whose listing entry was lost (a kill between manifest and listing), under the
+ * shared repository lock `lock` the caller holds: a prune removes an unlisted manifest and its data, so
+ * the manifest must still be stored once the lock is held (NotFoundError otherwise), and the lock must
+ * still be this operation's before the entry is written (stop 55: `import --store-only` listed a
+ * snapshot a prune was removing, and reported it present).
+ */
 export async function ensureListed(
   s: LocalSnapshotter,
   repo: Repository,
   m: RepoManifest,
+  lock: HeldRepoLock,
 ): Promise<ListingMeta> {
   const listed = (await listSnapshots(repo, { agentId: m.agent_id, tenant: m.tenant })).find(
     (x) => x.id === m.snapshot_id,
   );
   if (listed) return listed;
+  await loadSnapshot(repo, m.snapshot_id);
+  await lock.check();
   const meta = s.repository.metaOf(m);
   await saveListing(repo, meta);
   return { ...meta, pinned: false };
@@ -232,16 +242,21 @@ async function storeBundleLocked(
     const same = m.agent_id === agentId && m.tenant === tenant;
     let keepId = same;
     if (same) {
-      const existing = await loadSnapshot(repo, m.snapshot_id).catch((err: unknown) => {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
+      // Under the shared lock: a prune cannot remove the stored snapshot (unlisted, its entry lost)
+      // between this look and its listing (stop 55).
+      const existing = await s.repository.locked(repo, false, 'import', async (lock) => {
+        const found = await loadSnapshot(repo, m.snapshot_id).catch((err: unknown) => {
+          if (err instanceof NotFoundError) return undefined;
+          throw err;
+        });
+        if (!found) return undefined;
+        const e = found.manifest;
+        if (!fromBundle(e, m) || e.agent_id !== agentId || e.tenant !== tenant) return 'another' as const;
+        return ensureListed(s, repo, e, lock);
       });
-      if (existing) {
-        const e = existing.manifest;
-        if (fromBundle(e, m) && e.agent_id === agentId && e.tenant === tenant)
-          return result(await ensureListed(s, repo, e), 'already_present');
-        keepId = false;
-      } else {
+      if (existing === 'another') keepId = false;
+      else if (existing) return result(existing, 'already_present');
+      else {
         const held = (await bundleFiles(dir)).find((f) => f.id === m.snapshot_id);
         if (held && !(await sameBundle(held, m, identities))) keepId = false;
       }

@@ -262,7 +262,7 @@ async function migrateOne(
       } else {
         resumed = true;
         if (pinned) await setPinned(repo, file.id, true, note);
-        await ensureListed(s, repo, e);
+        await s.repository.locked(repo, false, 'migrate', (lock) => ensureListed(s, repo, e, lock));
       }
     }
     if (!existing || storedAgain) {
