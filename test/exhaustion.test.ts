@@ -532,3 +532,26 @@ test('an import whose target path passes PATH_MAX fails IO ENAMETOOLONG with a b
   assert.equal(err.message.split('…[').length, 2, 'the path once, elided once');
   assert.ok(r.stderr.length < 1000, `stderr is bounded too: ${r.stderr.length}`);
 });
+
+test('keygen onto a full disk fails as IO and leaves no key file behind: with room again, it writes the key (stop 55)', async (t) => {
+  const mnt = smallDisk(t, '64k');
+  if (!mnt) return;
+  fill(mnt);
+  // before stop 55 an empty `.pub` (or identity file) stayed, and every later keygen refused it
+  for (const args of [
+    ['--out', join(mnt, 'sign.key')],
+    ['--age', '--out', join(mnt, 'id.txt')],
+  ]) {
+    const r = await runCli(['keygen', ...args, '--json']);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.equal(json(r).error.code, 'IO');
+    assert.deepEqual(readdirSync(mnt), ['fill'], 'no key file, whole or not, and no temporary file');
+  }
+  rmSync(join(mnt, 'fill'));
+  for (const args of [
+    ['--out', join(mnt, 'sign.key')],
+    ['--age', '--out', join(mnt, 'id.txt')],
+  ])
+    assert.equal((await runCli(['keygen', ...args, '--json'])).code, 0);
+  assert.deepEqual(readdirSync(mnt).sort(), ['id.txt', 'sign.key', 'sign.key.pub']);
+});

@@ -2,7 +2,8 @@
 // beside it) or, with --age, an age X25519 identity file (mode 0600, as age-keygen writes it); or print
 // the public key (recipient) of an existing key file.
 
-import { type FileHandle, open, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, open, unlink } from 'node:fs/promises';
 import { generateIdentity, loadIdentities } from '../../crypto/age.js';
 import { generateSigningKey, loadSigningKey, readKeyFile, secretKeyFileText } from '../../crypto/sign.js';
 import { AlreadyExistsError, asSnapshotError, InvalidInputError, KeyError } from '../../model/errors.js';
@@ -10,11 +11,23 @@ import { Command } from '../commander.js';
 import { checkIdentityFile, checkSigningKeyFile, printJson, runCommand } from '../context.js';
 import { jsonOption } from './options.js';
 
-/** Creates `path` exclusively with `mode` and writes `text` durably; never replaces a file. */
+/**
+ * Creates `path` with `mode` holding `text`, durably and whole: written to a temporary file beside it,
+ * then linked to its name, so a write that fails (a full disk) or a kill leaves no empty or partial key
+ * file for the next keygen to refuse (stop 55). Never replaces a file.
+ */
 async function writeNew(path: string, text: string, mode: number): Promise<void> {
-  let fh: FileHandle;
+  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
   try {
-    fh = await open(path, 'wx', mode);
+    const fh = await open(tmp, 'wx', mode);
+    try {
+      await fh.chmod(mode); // the umask may have removed bits; never added any
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await link(tmp, path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       const e = new AlreadyExistsError(path);
@@ -22,13 +35,8 @@ async function writeNew(path: string, text: string, mode: number): Promise<void>
       throw e;
     }
     throw asSnapshotError(err, `creating ${path}`);
-  }
-  try {
-    await fh.chmod(mode); // the umask may have removed bits; never added any
-    await fh.writeFile(text);
-    await fh.sync();
   } finally {
-    await fh.close();
+    await unlink(tmp).catch(() => {});
   }
 }
 
