@@ -14,6 +14,7 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -211,6 +212,32 @@ test('local: a failed save leaves no temp file behind; a refused ifAbsent neithe
   await b.save(kept, Buffer.from('one'));
   await assert.rejects(b.save(kept, Buffer.from('two'), { ifAbsent: true }), code('OBJECT_EXISTS'));
   assert.deepEqual(filesUnder(root), [`locks/${kept.name}`]);
+});
+
+test("local: a killed save's temporary files are swept once older than the age; a recent one, and a symlink of such a name, stay (stop 55)", async (t) => {
+  const root = join(tempDir(t), 'repo');
+  const b = new LocalBackend(root);
+  const pack = { type: 'packs', name: 'ab'.padEnd(64, '0') } as const;
+  await b.save(pack, Buffer.from('pack'));
+  await b.save({ type: 'index', name: 'cd'.padEnd(64, '0') }, Buffer.from('index'));
+  const old = Date.now() / 1000 - 7 * 3600;
+  const stale = [
+    join(root, 'packs', 'ab', '.tmp-0123456789abcdef'),
+    join(root, 'index', '.tmp-fedcba9876543210'),
+  ];
+  for (const f of stale) {
+    writeFileSync(f, Buffer.alloc(1000));
+    utimesSync(f, old, old);
+  }
+  const recent = join(root, 'packs', 'ab', '.tmp-00000000000000aa');
+  writeFileSync(recent, 'a save under way');
+  const link = join(root, 'index', '.tmp-00000000000000bb');
+  symlinkSync(stale[0]!, link);
+  const swept = await b.sweepLeftovers(6 * 3600 * 1000);
+  assert.deepEqual(swept, { removed: 2, bytes: 2000 });
+  assert.ok(stale.every((f) => !existsSync(f)));
+  assert.ok(existsSync(recent) && lstatSync(link).isSymbolicLink(), 'the recent one and the symlink stay');
+  assert.deepEqual(await readAll(b, pack, { maxBytes: 100 }), Buffer.from('pack'), 'objects stay');
 });
 
 test('local: a symlink planted inside the root is never followed by a save', async (t) => {

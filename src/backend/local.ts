@@ -25,12 +25,14 @@ import {
   type Backend,
   type Handle,
   isValidName,
+  OBJECT_TYPES,
   type ObjectInfo,
   type ObjectType,
   type Range,
   resolveRange,
   type SaveOptions,
   type SaveSource,
+  type SweepReport,
   sourceChunks,
   validateHandle,
   validateRange,
@@ -40,6 +42,9 @@ import {
 /** Bytes per read of a load. */
 const READ_CHUNK = 1 << 20;
 const PACK_PREFIX = /^[0-9a-f]{2}$/;
+/** A save's temporary file, beside the object it becomes: `.tmp-` and 16 hex digits. */
+const TEMP_PREFIX = '.tmp-';
+const TEMP_FILE = /^\.tmp-[0-9a-f]{16}$/;
 
 function errnoOf(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
@@ -140,7 +145,7 @@ export class LocalBackend implements Backend {
     const final = join(dir, h.name);
     const what = `save ${h.type}/${h.name} in ${this.location}`;
     await this.ensureDir(dir);
-    const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    const tmp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
     const fh = await io(what, () =>
       open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600),
     );
@@ -293,6 +298,43 @@ export class LocalBackend implements Backend {
       }
       yield { name: e.name, size };
     }
+  }
+
+  /**
+   * The temporary files of saves that were killed (`.tmp-<16 hex>` beside the objects: a pack's up to
+   * its whole size) older than `olderThanMs` by their modification time, removed (stop 55: nothing
+   * removed them). A symlink or anything else of that name is left alone: only what a save makes goes.
+   */
+  async sweepLeftovers(olderThanMs: number): Promise<SweepReport> {
+    const now = Date.now();
+    let removed = 0;
+    let bytes = 0;
+    const sweep = async (dir: string): Promise<void> => {
+      const entries = await io(`sweep ${dir}`, () => readdir(dir, { withFileTypes: true }));
+      for (const e of entries) {
+        if (!TEMP_FILE.test(e.name) || !e.isFile()) continue;
+        const file = join(dir, e.name);
+        const st = await lstat(file).catch(() => undefined);
+        if (!st?.isFile() || now - st.mtimeMs < olderThanMs) continue;
+        try {
+          await unlink(file);
+        } catch (err) {
+          if (errnoOf(err) === 'ENOENT') continue;
+          throw new IoError(`sweep ${file}`, err);
+        }
+        removed++;
+        bytes += st.size;
+      }
+    };
+    for (const type of OBJECT_TYPES) {
+      const dir = join(this.root, type);
+      if (!(await this.dirExists(dir))) continue;
+      await sweep(dir);
+      if (type !== 'packs') continue;
+      for (const p of await io(`sweep ${dir}`, () => readdir(dir, { withFileTypes: true })))
+        if (PACK_PREFIX.test(p.name) && p.isDirectory()) await sweep(join(dir, p.name));
+    }
+    return { removed, bytes };
   }
 
   async remove(h: Handle): Promise<void> {

@@ -47,7 +47,8 @@ export interface PruneReport {
   index_files_replaced: number;
   /**
    * Leftovers of interrupted saves the store swept (NATS chunks no object names, S3 claims and
-   * incomplete multipart uploads) older than the leftover age; 0 on a dry run or a local repository.
+   * incomplete multipart uploads, a local directory's temporary files) older than the leftover age; 0
+   * on a dry run.
    */
   leftovers_removed: number;
   leftover_bytes_freed: number;
