@@ -97,6 +97,37 @@ test('export --force never writes into the store: not through a symlinked direct
   assert.deepEqual(files.map(sha), before);
 });
 
+test('export --force over an earlier export, stopped between the bundle and its sibling, leaves a copy verify calls not fully verified, never damaged (stop 55)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const one = ok(await cli(a, ['snapshot', '--agent', 'ana']), 'first snapshot');
+  writeFileSync(join(a.memdir, 'MEMORY.md'), '# changed\n');
+  const two = ok(await cli(a, ['snapshot', '--agent', 'ana']), 'second snapshot');
+  const to = join(tempDir(t), 'out.tar.zst');
+  ok(await cli(a, ['export', '--agent', 'ana', '--id', one.id, '--to', to, '--no-redact']), 'first export');
+  const r = await runCli(
+    [
+      'export',
+      '--agent',
+      'ana',
+      '--id',
+      two.id,
+      '--to',
+      to,
+      '--no-redact',
+      '--force',
+      '--state-root',
+      a.stateRoot,
+      '--json',
+    ],
+    { env: { ...BUNDLES, NEXO_MEMORY_FAULTS: 'export.sibling=EIO' } },
+  );
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  // before stop 55: the new bundle beside the old one's checksum, CHECKSUM_MISMATCH (exit 2)
+  const v = await runCli(['verify', to, '--json']);
+  assert.equal(v.code, 3, v.stdout + v.stderr);
+  assert.doesNotMatch(v.stdout, /CHECKSUM_MISMATCH/);
+});
+
 test('import never takes an id a bundle of the agent holds (new id, created_by import); migrate then moves the bundle with its id and its pin note', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const s = ok(await cli(a, ['snapshot', '--agent', 'ana']), 'snapshot');

@@ -11,7 +11,7 @@
 // link swapped in meanwhile cannot redirect it; a link at the target name is replaced, never followed.
 
 import { constants } from 'node:fs';
-import { type FileHandle, lstat, open, readlink, realpath, rename, stat } from 'node:fs/promises';
+import { type FileHandle, lstat, open, readlink, realpath, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { Identity } from '../crypto/age.js';
 import type { SigningKey } from '../crypto/sign.js';
@@ -32,6 +32,7 @@ import type { BundleFile } from '../store/catalog.js';
 import { isWithin, PARTIAL_EXT, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pinPathOf } from '../store/pins.js';
 import { readSibling, writeSibling } from '../store/sibling.js';
+import { faultPoint } from '../util/faults.js';
 import { copyFileHashed } from '../util/hash.js';
 import { removeOnStop } from '../util/remove-on-stop.js';
 import { problemsError, refused, type VerifyOptions, verifyBundleFile } from '../verify/verify.js';
@@ -347,8 +348,15 @@ export async function publishExport(
     // the path given must still lead to the directory written into (else the copy is not where it says)
     await dir.recheck();
     if (opts.force) {
-      // a rename replaces the name: a symbolic link there is replaced itself, never written through
+      // The old sibling goes first (stop 55): an interruption between the two renames then leaves a
+      // bundle without a sibling (verify: not fully verified, exit 3), never the new bundle beside the
+      // old one's checksum (damage). A rename replaces the name: a symbolic link there is replaced
+      // itself, never written through.
+      await unlink(atSibling).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
       await rename(tmp, at);
+      faultPoint('export.sibling');
       await rename(tmpSibling, atSibling);
       await fsyncDir(dir.base);
     } else {
