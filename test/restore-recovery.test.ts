@@ -107,6 +107,33 @@ for (const [point, committed, then] of [
   });
 }
 
+test('kill -9 of import at its commit, then of the recovery as it removes the journal: the next recovery keeps the snapshot the agent now is (stop 55)', async (t) => {
+  const { a, bundle } = await agentWithSnapshot(t);
+  const env = { NEXO_MEMORY_STORE_FORMAT: 'repository', NEXO_MEMORY_RESTORE_ALLOW: 'true' };
+  const listed = async () => {
+    const r = await runCli(['list', '--agent', 'carl', '--json', '--state-root', a.stateRoot], { env });
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { id: string }[]).map((m) => m.id);
+  };
+  const record = a.snapshotter.layout.importRecordPath('default', 'carl');
+  let r = await runBuiltCli(['import', '--from', bundle, '--agent', 'carl', '--json', ...a.flags], {
+    env: { ...env, NEXO_MEMORY_FAULTS: 'restore.journal.committed=kill' },
+  });
+  assert.equal(r.stdout, '', r.stderr);
+  const stored = (JSON.parse(readFileSync(record, 'utf8')) as { snapshot_id: string }).snapshot_id;
+  r = await runBuiltCli(['recover', '--agent', 'carl', '--json', ...a.flags], {
+    env: { ...env, NEXO_MEMORY_FAULTS: 'restore.recovered=kill' },
+  });
+  assert.equal(r.stdout, '', `the recovery was killed: ${r.stderr}`);
+  // before stop 55 the record outlived the journal, and this recovery forgot the snapshot
+  r = await runCli(['recover', '--agent', 'carl', '--json', ...a.flags], { env });
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stdout, /forgotten_snapshot/);
+  assert.equal(existsSync(record), false);
+  assert.deepEqual(await listed(), [stored]);
+  assert.ok(existsSync(join(a.memdirRoot, 'carl')), 'the agent is the restored one');
+});
+
 const KILL_POINTS = [
   ['restore.journal.prepared', 'old'],
   ['restore.swap.sqlite.long_term.aside', 'old'],

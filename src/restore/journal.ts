@@ -222,11 +222,17 @@ async function removeStaging(j: Journal): Promise<void> {
 export async function recoverJournal(
   journalPath: string,
   provider: StateProvider,
+  /**
+   * Called for a committed restore before its journal goes: what the commit had still to do that must
+   * not be lost with the journal (an import's record, stop 55).
+   */
+  onCommitted?: () => Promise<void>,
 ): Promise<{ journal: Journal; outcome: 'rolled_back' | 'completed' } | undefined> {
   const j = await readJournal(journalPath);
   if (!j) return undefined;
   let outcome: 'rolled_back' | 'completed';
   if (j.phase === 'committed') {
+    await onCommitted?.();
     outcome = 'completed';
   } else {
     await rollBackAll(provider, j);
@@ -234,6 +240,7 @@ export async function recoverJournal(
   }
   await removeStaging(j);
   await unlink(journalPath).catch(() => {});
+  faultPoint('restore.recovered');
   return { journal: j, outcome };
 }
 

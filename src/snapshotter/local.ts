@@ -1015,11 +1015,19 @@ export class LocalSnapshotter implements MemorySnapshotter {
     /** What was removed or finished besides the journal: restore staging, snapshot leftovers, bundles completed. */
     const cleaned: string[] = [];
     const { restoreLeftovers } = await import('../restore/stage.js');
+    const importPath = this.layout.importRecordPath(tenant, agentId);
     if (existsSync(journalPath)) {
       const { recoverJournal } = await import('../restore/journal.js');
       const gate = await this.closeWriteGate(agentId, tenant, 'the recovery of an interrupted restore');
       try {
-        const r = await recoverJournal(journalPath, this.state);
+        // An import's restore that committed keeps its snapshot: its record goes before the journal, so
+        // a recovery killed in between does not take the record for an import that never committed
+        // and forget the snapshot the live agent now is (stop 55).
+        const r = await recoverJournal(journalPath, this.state, async () => {
+          if (!existsSync(importPath)) return;
+          await unlink(importPath);
+          cleaned.push(importPath);
+        });
         if (r) {
           recovered = { agent_id: agentId, tenant, outcome: r.outcome, restore_id: r.journal.restore_id };
           warn(interruptedRestoreNote(r.journal.restore_id, agentId, r.outcome));
@@ -1038,7 +1046,6 @@ export class LocalSnapshotter implements MemorySnapshotter {
     }
     // An import that stored a snapshot and was killed before its restore committed (its record is
     // removed at the commit): the snapshot is forgotten again, as the import does when its restore fails.
-    const importPath = this.layout.importRecordPath(tenant, agentId);
     let forgotten: string | undefined;
     if (existsSync(importPath)) {
       const { readImportRecord } = await import('./import.js');
