@@ -179,3 +179,53 @@ test('prune reports each stale lock of another host it removed (JSON and text); 
   assert.deepEqual(again.stale_locks_removed, []);
   assert.deepEqual(readdirSync(join(a.stateRoot, 'repository', 'locks')), []);
 });
+
+test('an import whose lock was lost before its manifest, and whose new packs a prune removed, publishes nothing either (stop 55)', async (t) => {
+  const a = sampleAgent(
+    t,
+    'ana',
+    { memories: 10, embeddings: 2, files: 2, commits: 1 },
+    { store: 'repository' },
+  );
+  const first = await a.snapshotter.snapshot({ agentId: 'ana' });
+  // a bundle of content the repository does not hold yet (its packs are new)
+  writeFileSync(join(a.memdir, 'topics', 'big.md'), randomBytes(400 * 1024).toString('base64'));
+  const bundles = new LocalSnapshotter({
+    stateRoot: join(a.root, 'host-b'),
+    memdirRoot: a.memdirRoot,
+    sqliteRoot: a.sqliteRoot,
+    store: 'bundles',
+  });
+  const bundle = await bundles.snapshot({ agentId: 'ana' });
+  let pruned: Awaited<ReturnType<LocalSnapshotter['prune']>> | undefined;
+  publishHooks.beforeSave = async () => {
+    publishHooks.beforeSave = undefined;
+    assert.equal(removeLocks(a), 1, 'the import held its shared lock');
+    pruned = await other(a).prune();
+  };
+  t.after(() => {
+    publishHooks.beforeSave = undefined;
+  });
+  // before stop 55 an import saved its manifest without checking its lock: listed, and damaged
+  await assert.rejects(
+    a.snapshotter.storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'REPOSITORY_LOCKED', err.message);
+      assert.match(err.message, /nothing was published/);
+      return true;
+    },
+  );
+  assert.ok(pruned && pruned.packs_removed >= 1, JSON.stringify(pruned));
+  const s = other(a);
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [first.id],
+  );
+  assert.equal((await s.check({ readData: true })).ok, true);
+  // the import again: stored
+  assert.equal(
+    (await a.snapshotter.storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' })).stored,
+    'new',
+  );
+  assert.equal((await s.check({ readData: true })).ok, true);
+});

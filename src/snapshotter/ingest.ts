@@ -33,7 +33,7 @@ import {
   sealRepoManifest,
 } from '../repository/manifest.js';
 import type { Repository } from '../repository/repository.js';
-import { type ListingMeta, saveSnapshot, setPinned } from '../repository/snapshots.js';
+import { type ListingMeta, setPinned } from '../repository/snapshots.js';
 import { storeCapture } from '../repository/store-capture.js';
 import { verifyRepoSnapshot } from '../repository/verify-snapshot.js';
 import { gitWriteFailure } from '../util/disk-full.js';
@@ -312,7 +312,7 @@ export async function storeStaged(
   signingKey: SigningKey | undefined,
 ): Promise<ListingMeta> {
   const m = b.manifest;
-  return store.locked(repo, false, origin.via, async () => {
+  return store.locked(repo, false, origin.via, async (lock) => {
     await repo.loadIndex();
     let previous = b.history ? await store.previousHistory(repo, t.agentId, t.tenant) : undefined;
     if (previous && b.history) {
@@ -364,7 +364,7 @@ export async function storeStaged(
     );
     const meta = store.metaOf(manifest, stats.storedNew);
     if (t.pinned) await setPinned(repo, t.id, true, t.pinNote);
-    await saveSnapshot(repo, manifest, json, meta);
+    await store.publish(repo, lock, manifest, json, meta);
     return { ...meta, pinned: t.pinned === true };
   });
 }

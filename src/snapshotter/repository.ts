@@ -474,6 +474,29 @@ export class RepositoryStore {
   }
 
   /**
+   * Saves a snapshot's manifest and listing entry under the repository lock `lock` (a snapshot's, an
+   * import's, a migrate's). Only while the lock holds may the manifest reference what the index showed
+   * (prune waits for it), so it is checked first. That check is racy: a pause past the lock staleness
+   * between it and the save (a VM suspended, SIGSTOP) lets a prune elsewhere remove the lock and the new
+   * packs. So publication is confirmed after the fact (stop 47; imports and migrates too since stop 55):
+   * a lock lost by now means the snapshot is kept only when everything it references is still stored;
+   * otherwise it is forgotten again and REPOSITORY_LOCKED is thrown.
+   */
+  async publish(
+    repo: Repository,
+    lock: HeldRepoLock,
+    manifest: RepoManifest,
+    json: Buffer,
+    meta: ListingMeta,
+  ): Promise<void> {
+    const { saveSnapshot } = await import('../repository/snapshots.js');
+    await lock.check();
+    await publishHooks.beforeSave?.();
+    await saveSnapshot(repo, manifest, json, meta);
+    await confirmPublished(repo, lock, manifest, this.s.warn);
+  }
+
+  /**
    * Runs `fn` under the agent's repository lock (stop 47; locks.ts agentScope), waiting up to `waitMs`
    * (default: the lock timeout; 0: one attempt, REPOSITORY_LOCKED when another host's operation on the
    * agent holds it). It serializes, across hosts and state roots, the operations whose checks decide
@@ -759,7 +782,7 @@ export class RepositoryStore {
       const [
         { redactStaging },
         { sealRepoManifest },
-        { saveSnapshot },
+        _snapshots, // loaded beside the capture: publish saves with it
         { storeCapture },
         { recipientFingerprint },
       ] = await afterCapture;
@@ -855,15 +878,7 @@ export class RepositoryStore {
           p.signingKey,
         );
         const meta = this.metaOf(manifest, stats.storedNew);
-        // Only while our lock holds may the manifest reference what the index showed us (prune waits for it).
-        await lock.check();
-        await publishHooks.beforeSave?.();
-        await saveSnapshot(repo, manifest, json, meta);
-        // The check above is racy: a pause past the lock staleness between it and the save (a VM
-        // suspended, SIGSTOP) lets a prune elsewhere remove our lock and the new packs. So publication is
-        // confirmed after the fact (stop 47): a lock lost by now means the snapshot is kept only when
-        // everything it references is still stored; otherwise it is forgotten again and the snapshot fails.
-        await confirmPublished(repo, lock, manifest, this.s.warn);
+        await this.publish(repo, lock, manifest, json, meta);
         const behind = clockBehindNote(p.agentId, id, time);
         if (behind) this.s.warn(behind);
         return { ...meta, pinned: false, ...skippedOf(captured.memdir), ...clockBehindOf(time) };
