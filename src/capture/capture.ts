@@ -25,10 +25,17 @@ import { scanJson, valueDepthProblem } from '../format/json.js';
 import { jsonText } from '../format/json-number.js';
 import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
 import { freezeObjects } from '../git/freeze.js';
-import { createBundle, inspectRepo, objectFormatOf, type RepoInfo, refuseShallow } from '../git/git.js';
-import { type GitRef, recordRefs } from '../git/history.js';
+import {
+  bundleHeads,
+  createBundle,
+  inspectRepo,
+  objectFormatOf,
+  type RepoInfo,
+  refuseShallow,
+} from '../git/git.js';
+import { commitMeta, type GitRef, recordRefs } from '../git/history.js';
 import { refuseExternalGit } from '../git/own-repository.js';
-import { IoError, StateProviderError } from '../model/errors.js';
+import { GitError, IoError, StateProviderError } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
 import { checkLiveDatabase } from '../sqlite/live-files.js';
 import type { SqliteJobs } from '../sqlite/worker.js';
@@ -245,15 +252,23 @@ async function captureMemdirAndHistory(input: CaptureInput) {
     (async () => {
       // before any git process reads it: a .git reaching elsewhere would bring that history in
       if (!input.allowExternalGit) await refuseExternalGit(input.memdir);
-      const info = await inspectRepo(input.memdir);
+      let info = await inspectRepo(input.memdir);
       if (info.repository !== 'absent') await refuseShallow(input.memdir);
       if (input.history === 'refs') {
         // every ref, also when HEAD is unborn (an orphan branch beside branches with commits): the
         // history is the refs' (as a git bundle of every ref is), not only HEAD's
-        const refs =
-          info.repository !== 'absent'
-            ? await recordRefs(input.memdir, info.detached ? info.headOid : undefined)
-            : [];
+        let refs: GitRef[] = [];
+        for (let tries = 1; info.repository !== 'absent'; tries++) {
+          refs = await recordRefs(input.memdir, info.detached ? info.headOid : undefined);
+          const tips = new Map(refs.map((r) => [r.name, r.oid]));
+          const head = await headAsRecorded(input.memdir, info, tips);
+          if (head) {
+            info = head;
+            break;
+          }
+          if (tries === 3) throw movedBranch(input.memdir, info);
+          info = await inspectRepo(input.memdir);
+        }
         // what the refs reach, kept as it is now for the packing after the gate (git/freeze.ts)
         const objects =
           refs.length > 0
@@ -267,12 +282,13 @@ async function captureMemdirAndHistory(input: CaptureInput) {
       }
       const dst = join(input.stagingDir, GIT_BUNDLE_PATH);
       await mkdir(join(input.stagingDir, 'git'), { recursive: true });
-      return {
-        info,
-        bundle: (await createBundle(input.memdir, info, dst)) ? dst : undefined,
-        refs: undefined,
-        objects: undefined,
-      };
+      const bundled = await createBundle(input.memdir, info, dst);
+      if (bundled) {
+        const head = await headAsRecorded(input.memdir, info, await bundleHeads(input.memdir, dst));
+        if (!head) throw movedBranch(input.memdir, info);
+        info = head;
+      }
+      return { info, bundle: bundled ? dst : undefined, refs: undefined, objects: undefined };
     })(),
     captureMemdir(
       input.memdir,
@@ -297,6 +313,33 @@ async function captureMemdirAndHistory(input: CaptureInput) {
     memdir,
   };
 }
+
+/**
+ * HEAD as the history recorded has it (`tips`: the recorded refs, or a bundle's heads, by name). A commit
+ * made in the memdir between reading HEAD and recording the history (by a writer that does not take the
+ * gate: a person's or a tool's `git commit`) moved HEAD's branch past the HEAD read, and the snapshot
+ * recorded a HEAD its own history contradicts: published, and refused as damaged by every verify,
+ * restore and export (stop 55, a daemon soak: 12 of 318 scheduled snapshots). HEAD on a branch takes
+ * the branch's recorded tip (its commit's subject and author read again); undefined when the branch is
+ * not among them (gone meanwhile: read again). A detached or unborn HEAD is as read.
+ */
+async function headAsRecorded(
+  memdir: string,
+  info: RepoInfo,
+  tips: ReadonlyMap<string, string>,
+): Promise<RepoInfo | undefined> {
+  if (info.repository !== 'present' || info.headRef === undefined) return info;
+  const tip = tips.get(info.headRef);
+  if (tip === undefined) return undefined;
+  if (tip === info.headOid) return info;
+  return { ...info, headOid: tip, ...(await commitMeta(memdir, tip)) };
+}
+
+/** HEAD's branch kept going away while the history was recorded. */
+const movedBranch = (memdir: string, info: RepoInfo): GitError =>
+  new GitError(
+    `the memdir ${memdir} changed while its history was recorded: HEAD's branch ${info.headRef} is not among its refs; snapshot again`,
+  );
 
 /** Phase 1, under the write gate: copies the agent into `input.stagingDir` (existing, empty). */
 export async function captureAgent(input: CaptureInput): Promise<CaptureResult> {

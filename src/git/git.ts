@@ -391,6 +391,19 @@ export async function createBundle(memdir: string, info: RepoInfo, dst: string):
 }
 
 /**
+ * The tips a git bundle at `bundle` carries (`git bundle list-heads`), by name (`HEAD`, `refs/…`).
+ */
+export async function bundleHeads(memdir: string, bundle: string): Promise<Map<string, string>> {
+  const out = await gitOk(memdir, ['bundle', 'list-heads', resolve(bundle)], 'git bundle list-heads');
+  const heads = new Map<string, string>();
+  for (const line of out.split('\n')) {
+    const sp = line.indexOf(' ');
+    if (sp > 0) heads.set(line.slice(sp + 1), line.slice(0, sp));
+  }
+  return heads;
+}
+
+/**
  * Creates an empty bare repository at `dir` (made if missing) for git alone to read: its config is the
  * one git writes, and no template (no sample hooks, `description` or `info/exclude`; decisions.md, "Git
  * on untrusted content").
