@@ -115,7 +115,7 @@ test('an oversized listing entry (2 MB of spaces) is skipped with a warning by l
   );
 });
 
-test("a key file planted in an encrypted repository (to the victim's recipient) never makes a writer use its master key: ignored beside the one the config names, told apart by the index in an older repository, and pinned on first use when it replaces it", async (t) => {
+test("a key file planted in an encrypted repository (to the victim's recipient) never makes a writer use its master key: ignored beside the one the config names, refused in an older repository, and pinned on first use when it replaces it", async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const id = join(a.root, 'id.txt');
   let r = await runCli(['keygen', '--age', '--out', id, '--json']);
@@ -173,16 +173,16 @@ test("a key file planted in an encrypted repository (to the victim's recipient) 
   r = await verifyLatest();
   assert.equal(r.code, 0, r.stdout + r.stderr);
 
-  // a repository created before stop 55 (its config names no key file): the key files the identity
-  // opens disagree, and the one that opens every index file is the repository's (the planted one
-  // opens none); the unit tests in repository.test.ts refuse where no key opens them all
+  // a repository created before stop 55 (its config names no key file): every key file the identity
+  // opens must hold the same master key, so the planted one is refused; the refusal names the one that
+  // opens every index file, as a hint (an index file can be planted too)
   const { key_file: _named, ...older } = repoConfig.encryption;
   writeFileSync(configFile, `${JSON.stringify({ ...repoConfig, encryption: older }, null, 2)}\n`);
   r = await snapshot();
-  assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.equal(snapshots(), before + 2);
-  r = await verifyLatest();
-  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.equal(r.code, 7, r.stdout + r.stderr);
+  assert.match(r.stdout, /"code": "ENCRYPTION"/);
+  assert.match(r.stderr, /key files of this repository hold different master keys/);
+  assert.ok(r.stderr.includes(`keys/${real} is the one that opens every index file`), r.stderr);
   r = await runCli(
     ['list', '--agent', 'ana', '--state-root', a.stateRoot, '--config', config, '--json'],
     env,
@@ -203,14 +203,14 @@ test("a key file planted in an encrypted repository (to the victim's recipient) 
   r = await snapshot();
   assert.equal(r.code, 2, r.stdout + r.stderr);
   assert.match(r.stderr, new RegExp(`key file keys/${real}, which its config names, is missing`));
-  assert.equal(snapshots(), before + 2, 'nothing was stored under the planted key');
+  assert.equal(snapshots(), before + 1, 'nothing was stored under the planted key');
 
   // the repository's own key back: snapshots go on
   rmSync(join(keys, plantedName));
   renameSync(join(a.root, 'real-key'), join(keys, real!));
   r = await snapshot();
   assert.equal(r.code, 0, r.stderr);
-  assert.equal(snapshots(), before + 3);
+  assert.equal(snapshots(), before + 2);
 });
 
 test('two hosts whose first snapshots create one encrypted repository at once both succeed, and it opens afterwards (stop 55)', async (t) => {

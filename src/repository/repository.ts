@@ -256,9 +256,10 @@ async function openNamedKey(
 /**
  * The master key of a repository whose config names no key file (created before stop 55): every key file
  * the identities open must hold the same one, as one planted by someone who can write the repository (to
- * the victim's public recipient) must not be used because it lists first. Where they disagree, the one
- * that opens every index file is the key the repository's writers used (keyOfTheData); with none, or
- * no index file yet, EncryptionError.
+ * the victim's public recipient) must not be used because it lists first. Where they disagree it is
+ * EncryptionError, whatever the data says: an index file proves nothing (whoever plants a key file can
+ * plant an index file sealed under it), so the key that opens every index file is only named, for the
+ * operator who knows a creation failed or lost a race there (keyOfTheData).
  */
 async function openAgreedKey(backend: Backend, identities: readonly Identity[]): Promise<RepoKey> {
   const opened: { name: string; key: RepoKey }[] = [];
@@ -281,21 +282,23 @@ async function openAgreedKey(backend: Backend, identities: readonly Identity[]):
     throw lastErr;
   }
   if (!second) return first.key;
-  const proven = await keyOfTheData(
+  const ofData = await keyOfTheData(
     backend,
     distinct.map((d) => d.key),
-  );
-  if (proven) return proven;
+  ).catch(() => undefined);
+  const named = ofData && distinct.find((d) => d.key === ofData);
   throw new EncryptionError(
-    `key files of this repository hold different master keys (keys/${first.name} and keys/${second.name}), and no one of them opens every index file: one was planted by someone who can write the repository, or left by a creation that failed or lost a race to another (before stop 55); nothing is read or written until the one that is not the repository's is removed`,
+    `key files of this repository hold different master keys (keys/${first.name} and keys/${second.name}): one was planted by someone who can write the repository, or left by a creation that failed or lost a race to another (before stop 55); nothing is read or written until the one that is not the repository's is removed` +
+      (named
+        ? `. keys/${named.name} is the one that opens every index file (the key its snapshots were sealed with, unless the index files were planted too): if no one else can write the repository, the others are what a failed creation left, and can be removed`
+        : ''),
   );
 }
 
 /**
- * Of the master keys `candidates`, the one that opens every index file of the repository: the key its
- * writers sealed them with. A key file left by a creation that failed or lost its race, or planted,
- * opens none of them (an index file planted under another key leaves no key that opens them all).
- * Undefined when there is no index file yet, or not exactly one key opens them all.
+ * Of the master keys `candidates`, the one that opens every index file of the repository; undefined when
+ * there is no index file, or not exactly one key opens them all. Evidence for an operator only: whoever
+ * can plant a key file can plant an index file sealed under it.
  */
 async function keyOfTheData(backend: Backend, candidates: readonly RepoKey[]): Promise<RepoKey | undefined> {
   let left = candidates;
