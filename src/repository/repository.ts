@@ -320,21 +320,23 @@ async function keyOfTheData(backend: Backend, candidates: readonly RepoKey[]): P
 }
 
 /**
- * After a creation whose config save failed: removes its key file `keys/<name>`, unless the config
- * landed anyway (a store that lost its answer) with this creation's `id`, or the store cannot say.
+ * After a creation whose config save failed: removes its key file `keys/<name>` when another creator's
+ * config is there (a race lost: this key is never anyone's). Otherwise it stays: a config not there now
+ * may still land (a remote store's request outliving its answer), and a config naming a removed key file
+ * would end the repository; a key file the config does not name is never opened (openNamedKey).
  */
 async function removeUnusedKey(backend: Backend, name: string, id: string): Promise<void> {
   try {
-    const landed = await readObject(backend, 'config', 'config', 1024 * 1024).then(
-      (bytes) => (JSON.parse(bytes.toString('utf8')) as { id?: unknown }).id === id,
+    const other = await readObject(backend, 'config', 'config', 1024 * 1024).then(
+      (bytes) => (JSON.parse(bytes.toString('utf8')) as { id?: unknown }).id !== id,
       (err: unknown) => {
         if (err instanceof ObjectNotFoundError) return false;
         throw err;
       },
     );
-    if (!landed) await backend.remove({ type: 'keys', name });
+    if (other) await backend.remove({ type: 'keys', name });
   } catch {
-    // left: a repository whose config names its own key file never uses it
+    // left, never opened
   }
 }
 
@@ -409,8 +411,8 @@ export class Repository {
 
   /**
    * Creates a repository (config, and a key file when `recipients` are given, saved first and named by
-   * the config). Fails if one exists. A key file whose config was not saved is removed again, unless the
-   * store cannot say whether that config landed.
+   * the config). Fails if one exists; the key file of a creation that lost to another is removed again
+   * (removeUnusedKey).
    */
   static async init(
     backend: Backend,
