@@ -3,7 +3,7 @@
 // the public key (recipient) of an existing key file.
 
 import { randomBytes } from 'node:crypto';
-import { link, open, unlink } from 'node:fs/promises';
+import { link, open, unlink, writeFile } from 'node:fs/promises';
 import { generateIdentity, loadIdentities } from '../../crypto/age.js';
 import { generateSigningKey, loadSigningKey, readKeyFile, secretKeyFileText } from '../../crypto/sign.js';
 import { AlreadyExistsError, asSnapshotError, InvalidInputError, KeyError } from '../../model/errors.js';
@@ -27,7 +27,13 @@ async function writeNew(path: string, text: string, mode: number): Promise<void>
     } finally {
       await fh.close();
     }
-    await link(tmp, path);
+    await link(tmp, path).catch(async (err: NodeJS.ErrnoException) => {
+      // a file system without hard links (vfat, some network mounts): the name taken exclusively, and
+      // the whole text written there, as before stop 55
+      if (err.code === 'EEXIST' || !['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'].includes(err.code ?? ''))
+        throw err;
+      await writeFile(path, text, { flag: 'wx', mode });
+    });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       const e = new AlreadyExistsError(path);
