@@ -467,7 +467,11 @@ test(
   'a save whose meta the stream took but whose every answer was lost is saved (its chunks stay); one whose meta did not land is purged (stop 55)',
   LIMIT,
   async (t) => {
-    const { b } = await freshBucket(t);
+    // two attempts of a second each (a lost answer uses up a whole attempt's time): ~2 s per failed save
+    const { b } = await freshBucket(t, {
+      timeoutMs: 1000,
+      retry: { attempts: 2, baseDelayMs: 20, maxDelayMs: 50 },
+    });
     // Each publish of a meta reaches the stream, then its answer is lost (every attempt): before stop
     // 55 the save purged its chunks and failed, leaving the object listed but unreadable.
     const js = (b as unknown as { js: { publish: (...a: unknown[]) => Promise<unknown> } }).js;

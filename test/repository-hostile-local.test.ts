@@ -226,7 +226,7 @@ test('two hosts whose first snapshots create one encrypted repository at once bo
     config,
     `memory:\n  snapshot:\n    encryption:\n      recipients: ["${recipient}"]\n      identity_path: ${id}\n`,
   );
-  for (let round = 0; round < 3; round++) {
+  for (let round = 0; round < 2; round++) {
     const repo = join(tempDir(t), 'shared');
     const snapshot = (x: typeof a, agent: string) =>
       runBuiltCli(['snapshot', '--agent', agent, ...x.flags, '--repo', repo, '--config', config, '--json'], {
