@@ -5,7 +5,7 @@
 // happen at seams of the capture (deterministic, no race): captureMemdir's afterWalk and afterOpen.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import {
   copyFileSync,
   existsSync,
@@ -20,7 +20,7 @@ import {
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { git } from '../scripts/sample-agent.js';
+import { git, gitEnv } from '../scripts/sample-agent.js';
 import { DefaultPathResolver } from '../src/agent/resolver.js';
 import { JsonFileStateProvider } from '../src/agent/state.js';
 import { captureMemdir, MOVED_REASON, memdirFileReader } from '../src/capture/memdir.js';
@@ -323,4 +323,34 @@ test('a state file that is a symlink or a FIFO is refused, never followed or wai
   writeFileSync(file, '{"own": 1}\n');
   assert.deepEqual(await state.capture('extract_cursor', 'ana', 'default'), { own: 1 });
   assert.ok(existsSync(file));
+});
+
+test('snapshots taken while commits land in the memdir (a writer that ignores the gate) record the HEAD their history has: every one verifies, both stores (stop 55)', async (t) => {
+  // Before stop 55 HEAD was read before the refs (or the bundle), so a commit in between recorded a HEAD
+  // the history contradicts: published as ok, refused as damaged by verify, restore and export (14 of
+  // 15 by hand with a commit loop).
+  for (const store of ['repository', 'bundles'] as const) {
+    const a = sampleAgent(t, 'ana', { files: 3, commits: 2, memories: 20 }, { store });
+    const loop = spawn('bash', ['-c', 'while :; do echo x >> MEMORY.md; git commit -qam c || true; done'], {
+      cwd: a.memdir,
+      env: gitEnv,
+      stdio: 'ignore',
+    });
+    const stopped = new Promise((r) => loop.once('exit', r));
+    t.after(() => loop.kill('SIGKILL'));
+    const ids: string[] = [];
+    try {
+      for (let i = 0; i < 4; i++) ids.push((await a.snapshotter.snapshot({ agentId: 'ana' })).id);
+    } finally {
+      loop.kill('SIGKILL');
+      await stopped;
+    }
+    for (const id of ids) {
+      const v = await a.snapshotter.verifySnapshot('ana', 'default', id);
+      assert.equal(v.status, 'verified', `${store} ${id}: ${JSON.stringify(v.problems)}`);
+    }
+    const latest = ids.at(-1)!;
+    // and it restores (its HEAD is the one its history has)
+    await a.snapshotter.restore({ agentId: 'ana', snapshot: latest, autoPreSnapshot: false });
+  }
 });

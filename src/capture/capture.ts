@@ -282,7 +282,23 @@ async function captureMemdirAndHistory(input: CaptureInput) {
       }
       const dst = join(input.stagingDir, GIT_BUNDLE_PATH);
       await mkdir(join(input.stagingDir, 'git'), { recursive: true });
-      const bundled = await createBundle(input.memdir, info, dst);
+      let bundled = false;
+      for (let tries = 1; ; tries++) {
+        try {
+          bundled = await createBundle(input.memdir, info, dst);
+          break;
+        } catch (err) {
+          // git leaves out a ref that moved between its walk and its writing of the bundle's refs, and
+          // refuses a bundle left with none: a commit landed meanwhile (stop 55). Read again.
+          if (
+            tries === 3 ||
+            !(err instanceof GitError) ||
+            !/Refusing to create empty bundle/.test(err.message)
+          )
+            throw err;
+          info = await inspectRepo(input.memdir);
+        }
+      }
       if (bundled) {
         const head = await headAsRecorded(input.memdir, info, await bundleHeads(input.memdir, dst));
         if (!head) throw movedBranch(input.memdir, info);
