@@ -331,7 +331,11 @@ test('snapshots taken while commits land in the memdir (a writer that ignores th
   // 15 by hand with a commit loop).
   for (const store of ['repository', 'bundles'] as const) {
     const a = sampleAgent(t, 'ana', { files: 3, commits: 2, memories: 20 }, { store });
-    const loop = spawn('bash', ['-c', 'while :; do echo x >> MEMORY.md; git commit -qam c || true; done'], {
+    // a second branch moves with every commit: git leaves a ref that moved during its run out of the bundle
+    git(a.memdir, ['branch', 'side']);
+    const script =
+      'while :; do echo x >> MEMORY.md; git commit -qam c || true; git branch -qf side HEAD || true; done';
+    const loop = spawn('bash', ['-c', script], {
       cwd: a.memdir,
       env: gitEnv,
       stdio: 'ignore',
@@ -349,8 +353,12 @@ test('snapshots taken while commits land in the memdir (a writer that ignores th
       const v = await a.snapshotter.verifySnapshot('ana', 'default', id);
       assert.equal(v.status, 'verified', `${store} ${id}: ${JSON.stringify(v.problems)}`);
     }
-    const latest = ids.at(-1)!;
-    // and it restores (its HEAD is the one its history has)
-    await a.snapshotter.restore({ agentId: 'ana', snapshot: latest, autoPreSnapshot: false });
+    // and each restores (its HEAD is the one its history has), with every ref the memdir had: the
+    // bundle store's `git bundle create` dropped a ref that moved meanwhile (stop 56)
+    for (const id of store === 'bundles' ? ids : ids.slice(-1)) {
+      await a.snapshotter.restore({ agentId: 'ana', snapshot: id, autoPreSnapshot: false });
+      const refs = git(a.memdir, ['for-each-ref', '--format=%(refname)']);
+      assert.match(String(refs), /^refs\/heads\/side$/m, `${store} ${id}: ${refs}`);
+    }
   }
 });

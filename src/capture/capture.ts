@@ -31,6 +31,7 @@ import {
   inspectRepo,
   objectFormatOf,
   type RepoInfo,
+  refNames,
   refuseShallow,
 } from '../git/git.js';
 import { commitMeta, type GitRef, recordRefs } from '../git/history.js';
@@ -266,7 +267,7 @@ async function captureMemdirAndHistory(input: CaptureInput) {
             info = head;
             break;
           }
-          if (tries === 3) throw movedBranch(input.memdir, info);
+          if (tries === 3) throw movedRefs(input.memdir, [info.headRef!]);
           info = await inspectRepo(input.memdir);
         }
         // what the refs reach, kept as it is now for the packing after the gate (git/freeze.ts)
@@ -282,14 +283,14 @@ async function captureMemdirAndHistory(input: CaptureInput) {
       }
       const dst = join(input.stagingDir, GIT_BUNDLE_PATH);
       await mkdir(join(input.stagingDir, 'git'), { recursive: true });
+      // git leaves out of the bundle a ref that moved between its walk and its writing of the bundle's
+      // refs, and refuses a bundle left with none: a commit landed meanwhile (stop 55). Then, or when a
+      // ref that is there now (HEAD's branch included) is not in the bundle, the history is read again.
       let bundled = false;
       for (let tries = 1; ; tries++) {
         try {
           bundled = await createBundle(input.memdir, info, dst);
-          break;
         } catch (err) {
-          // git leaves out a ref that moved between its walk and its writing of the bundle's refs, and
-          // refuses a bundle left with none: a commit landed meanwhile (stop 55). Read again.
           if (
             tries === 3 ||
             !(err instanceof GitError) ||
@@ -297,12 +298,19 @@ async function captureMemdirAndHistory(input: CaptureInput) {
           )
             throw err;
           info = await inspectRepo(input.memdir);
+          continue;
         }
-      }
-      if (bundled) {
-        const head = await headAsRecorded(input.memdir, info, await bundleHeads(input.memdir, dst));
-        if (!head) throw movedBranch(input.memdir, info);
-        info = head;
+        if (!bundled) break;
+        const [heads, names] = await Promise.all([bundleHeads(input.memdir, dst), refNames(input.memdir)]);
+        const head = await headAsRecorded(input.memdir, info, heads);
+        const missing = names.filter((name) => !heads.has(name));
+        if (head && missing.length === 0) {
+          info = head;
+          break;
+        }
+        if (!head && !missing.includes(info.headRef!)) missing.unshift(info.headRef!);
+        if (tries === 3) throw movedRefs(input.memdir, missing);
+        info = await inspectRepo(input.memdir);
       }
       return { info, bundle: bundled ? dst : undefined, refs: undefined, objects: undefined };
     })(),
@@ -351,10 +359,10 @@ async function headAsRecorded(
   return { ...info, headOid: tip, ...(await commitMeta(memdir, tip)) };
 }
 
-/** HEAD's branch kept going away while the history was recorded. */
-const movedBranch = (memdir: string, info: RepoInfo): GitError =>
+/** HEAD's branch (or, in a bundle, another ref) kept going away or moving while the history was recorded. */
+const movedRefs = (memdir: string, refs: readonly string[]): GitError =>
   new GitError(
-    `the memdir ${memdir} changed while its history was recorded: HEAD's branch ${info.headRef} is not among its refs; snapshot again`,
+    `the memdir ${memdir} changed while its history was recorded: ${refs.join(', ')} moved, went away or was left out of the history git recorded, three times; snapshot again`,
   );
 
 /** Phase 1, under the write gate: copies the agent into `input.stagingDir` (existing, empty). */

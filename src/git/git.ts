@@ -403,6 +403,12 @@ export async function bundleHeads(memdir: string, bundle: string): Promise<Map<s
   return heads;
 }
 
+/** The names of the memdir's refs (`refs/…`), as `git bundle create --glob=refs/*` takes them. */
+export async function refNames(memdir: string): Promise<string[]> {
+  const out = await gitOk(memdir, ['for-each-ref', '--format=%(refname)', 'refs/'], 'listing refs');
+  return out.split('\n').filter((line) => line !== '');
+}
+
 /**
  * Creates an empty bare repository at `dir` (made if missing) for git alone to read: its config is the
  * one git writes, and no template (no sample hooks, `description` or `info/exclude`; decisions.md, "Git
