@@ -4,10 +4,11 @@
 // find the same key, trust on first use as ssh's known_hosts. Someone who can write the repository but
 // not the state root cannot make a writer here seal new snapshots under a master key of theirs.
 
-import { createHash, randomBytes } from 'node:crypto';
-import { link, mkdir, open, readFile, unlink } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EncryptionError } from '../model/errors.js';
+import { writeNewFile } from '../util/new-file.js';
 import type { RepoKey } from './crypto.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -54,21 +55,9 @@ async function readPin(file: string): Promise<string | undefined> {
   return pin;
 }
 
-/** Writes `file` whole (a temporary file linked to its name), unless it exists already. */
+/** Writes `file` whole (util/new-file.ts), unless it exists already: then the pin there is the one. */
 async function writeNew(file: string, text: string): Promise<void> {
-  const tmp = `${file}.tmp-${randomBytes(6).toString('hex')}`;
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await link(tmp, file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-  } finally {
-    await unlink(tmp).catch(() => {});
-  }
+  await writeNewFile(file, text, 0o600).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
 }

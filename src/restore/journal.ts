@@ -15,9 +15,10 @@ import { jsonText } from '../format/json-number.js';
 import { canonicalJson } from '../format/seal.js';
 import { IoError, JournalDamagedError } from '../model/errors.js';
 import type { StateKey } from '../model/types.js';
-import { fsyncDir, writeFileAtomic } from '../store/atomic.js';
+import { writeFileAtomic } from '../store/atomic.js';
 import { JOURNAL_EXT } from '../store/paths.js';
 import { faultPoint } from '../util/faults.js';
+import { fsyncDir } from '../util/new-file.js';
 
 /** One component swapped by rename: a database (with its -wal/-shm/-journal) or the memdir. */
 export interface SwapItem {

@@ -27,13 +27,14 @@ import {
 } from '../model/errors.js';
 import type { ExportResult, VerifyReport } from '../model/types.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
-import { fsyncDir, publishNoClobber, removeQuietly, tempPathFor } from '../store/atomic.js';
+import { removeQuietly, tempPathFor } from '../store/atomic.js';
 import type { BundleFile } from '../store/catalog.js';
 import { isWithin, PARTIAL_EXT, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pinPathOf } from '../store/pins.js';
 import { readSibling, writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { copyFileHashed } from '../util/hash.js';
+import { fsyncDir, publishNoClobber } from '../util/new-file.js';
 import { removeOnStop } from '../util/remove-on-stop.js';
 import { problemsError, refused, type VerifyOptions, verifyBundleFile } from '../verify/verify.js';
 import type { ExportOptions } from './interface.js';

@@ -61,7 +61,7 @@ import type { RedactionOptions, RedactionPolicy } from '../policy/redaction/scan
 import type { CheckOptions, CheckReport } from '../repository/check.js';
 import type { PruneOptions, PruneReport } from '../repository/prune.js';
 import type { ListingMeta } from '../repository/snapshots.js';
-import { fsyncDir, removeQuietly } from '../store/atomic.js';
+import { removeQuietly } from '../store/atomic.js';
 import {
   type BundleFile,
   bundleFiles,
@@ -91,6 +91,7 @@ import { pin as pinBundle, pinPathOf, unpin as unpinBundle } from '../store/pins
 import { writeSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { makeDirs } from '../util/make-dirs.js';
+import { fsyncDir } from '../util/new-file.js';
 import { shellWord } from '../util/shell-word.js';
 import { toolVersions } from '../util/version.js';
 import type { ForeignSnapshotError, FoundSnapshot, LocatedSnapshot } from './by-id.js';

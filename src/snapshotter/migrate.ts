@@ -29,10 +29,11 @@ import {
 import { DEFAULT_TENANT, newSnapshotId } from '../model/ids.js';
 import type { Repository } from '../repository/repository.js';
 import { forgetSnapshot, loadSnapshot, pinOf, setPinned } from '../repository/snapshots.js';
-import { fsyncDir, removeQuietly } from '../store/atomic.js';
+import { removeQuietly } from '../store/atomic.js';
 import { type BundleFile, bundleFiles, bundleMeta, storeAgents } from '../store/catalog.js';
 import { STAGING_PREFIX, siblingPathOf, sidecarPathOf } from '../store/paths.js';
 import { pin as pinBundle, pinNoteOf, pinPathOf } from '../store/pins.js';
+import { fsyncDir } from '../util/new-file.js';
 import { ensureListed } from './import.js';
 import {
   checkStorableMeta,

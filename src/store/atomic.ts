@@ -1,20 +1,13 @@
 // Owns durable file publication: fsync of files, directories and whole staged trees, atomic
-// small-file writes (temp → fsync → rename → fsync dir) and no-clobber publication of a finished temp file.
+// small-file writes (temp → fsync → rename → fsync dir). A new file that must not replace one:
+// util/new-file.ts.
 
-import { closeSync, constants, existsSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { type FileHandle, link, open, readdir, rename, unlink } from 'node:fs/promises';
+import { closeSync, existsSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { type FileHandle, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { onFile } from '../model/errors.js';
+import { fsyncDir } from '../util/new-file.js';
 import { randomBytes } from '../util/random.js';
-
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 /** A unique temporary name beside `path` (same directory, so rename is atomic). */
 export function tempPathFor(path: string): string {
@@ -62,34 +55,6 @@ export function writeFileAtomicUnsynced(path: string, data: string, mode = 0o600
     rmSync(tmp, { force: true });
     throw onFile(err, path);
   }
-}
-
-/**
- * Publishes the finished file `tmp` as `final` without ever replacing an existing `final` (hard link,
- * then unlink of the temp name), then makes the directory entry durable.
- */
-export async function publishNoClobber(tmp: string, final: string): Promise<void> {
-  try {
-    await link(tmp, final);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV') throw err;
-    // File systems without hard links: fall back to rename after an existence check.
-    await open(final, 'r').then(
-      async (fh) => {
-        await fh.close();
-        const e = new Error(`EEXIST: ${final} already exists`) as NodeJS.ErrnoException;
-        e.code = 'EEXIST';
-        throw e;
-      },
-      () => undefined,
-    );
-    await rename(tmp, final);
-    await fsyncDir(dirname(final));
-    return;
-  }
-  await unlink(tmp);
-  await fsyncDir(dirname(final));
 }
 
 export async function removeQuietly(path: string): Promise<void> {

@@ -2,38 +2,23 @@
 // beside it) or, with --age, an age X25519 identity file (mode 0600, as age-keygen writes it); or print
 // the public key (recipient) of an existing key file.
 
-import { randomBytes } from 'node:crypto';
-import { link, open, unlink, writeFile } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { generateIdentity, loadIdentities } from '../../crypto/age.js';
 import { generateSigningKey, loadSigningKey, readKeyFile, secretKeyFileText } from '../../crypto/sign.js';
 import { AlreadyExistsError, asSnapshotError, InvalidInputError, KeyError } from '../../model/errors.js';
+import { writeNewFile } from '../../util/new-file.js';
 import { Command } from '../commander.js';
 import { checkIdentityFile, checkSigningKeyFile, printJson, runCommand } from '../context.js';
 import { jsonOption } from './options.js';
 
 /**
- * Creates `path` with `mode` holding `text`, durably and whole: written to a temporary file beside it,
- * then linked to its name, so a write that fails (a full disk) or a kill leaves no empty or partial key
- * file for the next keygen to refuse (stop 55). Never replaces a file.
+ * Creates `path` with `mode` holding `text`, durably and whole (util/new-file.ts): a write that fails
+ * (a full disk) or a kill leaves no empty or partial key file for the next keygen to refuse (stop 55).
+ * Never replaces a file.
  */
 async function writeNew(path: string, text: string, mode: number): Promise<void> {
-  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
   try {
-    const fh = await open(tmp, 'wx', mode);
-    try {
-      await fh.chmod(mode); // the umask may have removed bits; never added any
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await link(tmp, path).catch(async (err: NodeJS.ErrnoException) => {
-      // a file system without hard links (vfat, some network mounts): the name taken exclusively, and
-      // the whole text written there, as before stop 55
-      if (err.code === 'EEXIST' || !['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'].includes(err.code ?? ''))
-        throw err;
-      await writeFile(path, text, { flag: 'wx', mode });
-    });
+    await writeNewFile(path, text, mode);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       const e = new AlreadyExistsError(path);
@@ -41,8 +26,6 @@ async function writeNew(path: string, text: string, mode: number): Promise<void>
       throw e;
     }
     throw asSnapshotError(err, `creating ${path}`);
-  } finally {
-    await unlink(tmp).catch(() => {});
   }
 }
 
