@@ -305,9 +305,26 @@ test('gc applies retention to repository snapshots, then prunes; a busy reposito
     [next.id, ids[0]],
     'the snapshot no rule keeps was forgotten',
   );
-  // Its holder killed, the lock is stale at once: the next sweep prunes.
-  await holder.killGroup('SIGKILL');
-  const after = await s.gc({ agentId: 'ana', policy: { keepCount: 1 } });
+  // A sweep that may wait for the lock (the daemon's, stop 56: its own scheduled snapshots, always
+  // overlapping on a busy host, otherwise starved its prune) waits; its holder killed, the lock is stale
+  // at once, and the prune runs.
+  let waited = false;
+  const after = await s.gc({
+    agentId: 'ana',
+    policy: { keepCount: 1 },
+    pruneWaitMs: 60_000,
+    aroundPrune: async (prune) => {
+      const p = prune();
+      const first = await Promise.race([
+        p.then(() => 'answered'),
+        new Promise((r) => setTimeout(() => r('waiting'), 500)),
+      ]);
+      waited = first === 'waiting';
+      await holder.killGroup('SIGKILL');
+      return p;
+    },
+  });
+  assert.ok(waited, 'the prune waited for the lock instead of answering busy');
   assert.equal(after.prune?.status, 'pruned');
   assert.ok(after.prune && 'bytes_freed' in after.prune && after.prune.bytes_freed > 100 * 1024);
   assert.deepEqual(await allVerify(a), [next.id, ids[0]]);

@@ -660,6 +660,75 @@ test("schedule: slots on the monotonic clock; a wall clock stepped back a day an
   assert.equal(scheduler.sinceLastSnapshotMs('default', 'ana'), undefined);
 });
 
+test("schedule: a slot due while the daemon's prune holds the schedule runs when the prune ends; the next slot, due while it waits, is skipped; stop wakes it (stop 56)", async (t) => {
+  const a = sampleAgent(t, 'ana', {
+    files: 2,
+    commits: 1,
+    memories: 5,
+    embeddings: 2,
+    concepts: 2,
+    compactions: 1,
+  });
+  const interval = 60_000;
+  let mono = 5_000;
+  const armed: Array<() => void> = [];
+  const clock: SchedulerClock = {
+    now: () => Date.now(),
+    monotonic: () => mono,
+    setTimer: (fn) => {
+      armed.push(fn);
+      return { clear: () => {} };
+    },
+  };
+  const outcomes: ScheduleOutcome[] = [];
+  let settled: () => void = () => {};
+  const scheduler = new Scheduler(
+    a.snapshotter,
+    [{ agentId: 'ana', tenant: 'default', intervalMs: interval }],
+    {
+      tracker: new OperationTracker(),
+      clock,
+      onOutcome: (_e, o) => {
+        outcomes.push(o);
+        settled();
+      },
+    },
+  );
+  scheduler.start();
+  t.after(() => scheduler.stop());
+  let release!: () => void;
+  const held = scheduler.hold(() => new Promise<string>((r) => (release = () => r('pruned'))));
+  mono += interval;
+  armed[0]!();
+  await new Promise((r) => setImmediate(r));
+  // a run not held back would be running now (runOnce marks it before its first await)
+  assert.equal(scheduler.status()[0]!.running, false, 'the slot waits for the prune');
+  assert.equal(outcomes.length, 0);
+  mono += interval;
+  armed[1]!();
+  assert.equal(outcomes.length, 1);
+  assert.deepEqual(outcomes[0], {
+    kind: 'skipped',
+    reason: 'the previous run waits for the repository prune',
+  });
+  assert.equal(scheduler.status()[0]!.skipped_busy, 1);
+  const ran = new Promise<void>((r) => (settled = r));
+  release();
+  assert.equal(await held, 'pruned', 'hold returns what the prune returned');
+  await ran;
+  assert.equal(outcomes[1]!.kind, 'ok', JSON.stringify(outcomes[1]));
+  assert.equal((await a.snapshotter.list('ana')).length, 1);
+  // stopped while a run waits for a hold: the run starts nothing, and stop does not wait for the hold
+  let never!: () => void;
+  const forever = scheduler.hold(() => new Promise<void>((r) => (never = r)));
+  mono += interval;
+  armed[2]!();
+  await scheduler.stop();
+  assert.equal((await a.snapshotter.list('ana')).length, 1);
+  never();
+  await forever;
+});
+
 test('since: a day the month lacks, a time past 23:59:59, ms beyond the last date are refused; a date-time without an offset is UTC in any zone (stop 46)', async (t) => {
   const utc = (...p: [number, number, number, number?, number?, number?, number?]) => Date.UTC(...p);
   assert.equal(parseSince('2026-02-28'), utc(2026, 1, 28));

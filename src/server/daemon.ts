@@ -28,6 +28,12 @@ import { OperationTracker } from './tracker.js';
 
 export const DEFAULT_LISTEN = CONFIG_DEFAULTS.server.listen;
 
+/**
+ * How long the daemon's retention sweep waits for the repository lock to prune, its own scheduled
+ * snapshots held back meanwhile (Scheduler.hold): long enough for the snapshots under way to end.
+ */
+export const DAEMON_PRUNE_WAIT_MS = 30_000;
+
 export interface DaemonOptions {
   snapshotter: LocalSnapshotter;
   /** HOST:PORT (`[::1]:PORT` for IPv6); port 0 picks a free port. Default 127.0.0.1:9464. */
@@ -114,6 +120,9 @@ export class Daemon {
     this.retention = opts.retention
       ? new RetentionWorker(s, {
           ...opts.retention,
+          // the sweep's prune waits for the snapshots under way, the schedule's next ones held back (stop 56)
+          pruneWaitMs: opts.retention.pruneWaitMs ?? DAEMON_PRUNE_WAIT_MS,
+          aroundPrune: (prune) => this.scheduler.hold(prune),
           onTick: (r) => {
             const p = r.prune;
             const pruned = p && 'bytes_freed' in p && p.bytes_freed > 0;

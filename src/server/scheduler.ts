@@ -1,7 +1,8 @@
 // Owns the daemon's scheduled snapshots: one fixed-rate timer per (tenant, agent) — runs at start +
 // k × interval of monotonic time, no jitter, no drift, whatever the wall clock does — whose runs never overlap: a tick that finds the previous run of
 // that agent still going, or the agent or the repository locked by another process, is skipped and counted. Runs are
-// tracked operations, so a shutdown waits for the one in progress and starts no new one.
+// tracked operations, so a shutdown waits for the one in progress and starts no new one. While the daemon's
+// prune runs (hold), runs that fall due wait for it.
 
 import { SnapshotError } from '../model/errors.js';
 import { validateLabel } from '../model/ids.js';
@@ -86,6 +87,10 @@ interface Slot {
 export class Scheduler {
   private readonly slots: Slot[];
   private stopped = true;
+  /** Holds in progress (hold()): the runs due meanwhile wait for `released`. */
+  private holds = 0;
+  private released: Promise<void> = Promise.resolve();
+  private release: () => void = () => {};
   private readonly errors: ClientErrors;
   private readonly clock: SchedulerClock;
 
@@ -145,11 +150,32 @@ export class Scheduler {
     slot.timer = this.clock.setTimer(() => this.fire(slot), slot.dueAt - now);
   }
 
+  /**
+   * Runs `fn` (the daemon's prune) with the schedule held back: a run due meanwhile starts when `fn` has
+   * ended (one per agent; a later slot of an agent whose run waits is skipped, as behind a long run).
+   * Without it, on a host whose scheduled snapshots always overlap, some snapshot always held the
+   * repository's shared lock and the sweep's prune found it busy every time (stop 56).
+   */
+  async hold<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.holds++ === 0)
+      this.released = new Promise((resolve) => {
+        this.release = resolve;
+      });
+    try {
+      return await fn();
+    } finally {
+      if (--this.holds === 0) this.release();
+    }
+  }
+
   private fire(slot: Slot): void {
     if (this.stopped) return;
     if (slot.running) {
       slot.status.skipped_busy++;
-      this.opts.onOutcome?.(slot.entry, { kind: 'skipped', reason: 'the previous run is still going' });
+      const reason = slot.status.running
+        ? 'the previous run is still going'
+        : 'the previous run waits for the repository prune';
+      this.opts.onOutcome?.(slot.entry, { kind: 'skipped', reason });
     } else {
       slot.running = this.runOnce(slot).finally(() => {
         slot.running = undefined;
@@ -161,6 +187,10 @@ export class Scheduler {
   private async runOnce(slot: Slot): Promise<void> {
     const { entry, status } = slot;
     let meta: SnapshotMeta;
+    if (this.holds > 0) {
+      await this.released;
+      if (this.stopped) return;
+    }
     status.running = true;
     status.last_started_at_ms = this.clock.now();
     try {
@@ -238,6 +268,7 @@ export class Scheduler {
   /** No new runs; resolves when the runs in progress have finished. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.release(); // a run waiting for a hold starts nothing now
     for (const s of this.slots) {
       s.timer?.clear();
       delete s.dueAt;

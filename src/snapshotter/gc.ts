@@ -55,6 +55,15 @@ export interface GcOptions {
   /** Leftovers younger than this are left alone (default 10 minutes). */
   leftoverGraceMs?: number;
   now?: number;
+  /**
+   * How long the repository's prune waits for the lock (default 0: a busy repository is reported and
+   * pruned next time). The daemon waits a little, with its own scheduled snapshots held meanwhile
+   * (`aroundPrune`), so that its own schedule, always holding a shared lock on a busy host, never
+   * starves its prune (stop 56).
+   */
+  pruneWaitMs?: number;
+  /** Runs the repository's prune (the daemon holds its scheduled snapshots back until it ends). */
+  aroundPrune?: <T>(prune: () => Promise<T>) => Promise<T>;
 }
 
 export interface AgentGcReport {
@@ -434,6 +443,7 @@ export async function collectGarbage(
     ['backupMaxAgeDays', opts.backupMaxAgeDays],
     ['leftoverGraceMs', opts.leftoverGraceMs],
     ['now', opts.now],
+    ['pruneWaitMs', opts.pruneWaitMs],
   ] as const)
     if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v) || v < 0))
       throw new InvalidInputError(`gc's ${name} must be a number ≥ 0, got ${String(v)}`);
@@ -481,7 +491,10 @@ export async function collectGarbage(
       agents[i] = await sweepAgent(s, t, a, policy, o, list, byAgent.get(`${t}/${a}`) ?? [], forgotten);
     }
   });
-  const prune = hasRepository ? await pruneRepository(s, o.dryRun, forgotten) : undefined;
+  const pruneNow = () => pruneRepository(s, o.dryRun, forgotten, o.dryRun ? 0 : (opts.pruneWaitMs ?? 0));
+  const prune = hasRepository
+    ? await (opts.aroundPrune && !o.dryRun ? opts.aroundPrune(pruneNow) : pruneNow())
+    : undefined;
   const temps = o.dryRun ? [] : await staleTemps(s, [...new Set(pairs.map(([t]) => t))]);
   const count = (f: (r: AgentGcReport) => number) => agents.reduce((n, r) => n + f(r), 0);
   return {
@@ -517,16 +530,17 @@ async function staleTemps(s: LocalSnapshotter, tenants: string[]): Promise<strin
 }
 
 /**
- * The sweep's prune: never waits for the repository lock (busy: reported, pruned next time). A dry run
- * reports what a prune would remove once the snapshots the sweep would delete are gone.
+ * The sweep's prune: waits `waitMs` at most for the repository lock (busy: reported, pruned next time).
+ * A dry run reports what a prune would remove once the snapshots the sweep would delete are gone.
  */
 async function pruneRepository(
   s: LocalSnapshotter,
   dryRun: boolean,
   forgotten: ReadonlySet<string>,
+  waitMs: number,
 ): Promise<GcPruneReport> {
   try {
-    const r = await s.repository.prune({ waitMs: 0, dryRun, ...(dryRun ? { forgotten } : {}) });
+    const r = await s.repository.prune({ waitMs, dryRun, ...(dryRun ? { forgotten } : {}) });
     return { status: dryRun ? 'dry-run' : 'pruned', ...r };
   } catch (err) {
     if (err instanceof RepositoryLockedError)
