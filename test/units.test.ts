@@ -551,15 +551,11 @@ test('a schedule or a retention interval longer than setTimeout holds (~24.8 day
   timer.clear();
 });
 
+/** The smallest sample agent a scheduled snapshot needs. */
+const TINY_AGENT = { files: 2, commits: 1, memories: 5, embeddings: 2, concepts: 2, compactions: 1 };
+
 test("schedule: slots on the monotonic clock; a wall clock stepped back a day and put right delays no run, and the lateness is the daemon's own record (stop 46)", async (t) => {
-  const a = sampleAgent(t, 'ana', {
-    files: 2,
-    commits: 1,
-    memories: 5,
-    embeddings: 2,
-    concepts: 2,
-    compactions: 1,
-  });
+  const a = sampleAgent(t, 'ana', TINY_AGENT);
   const DAY = 86_400_000;
   const interval = 60_000;
   let wall = Date.UTC(2026, 11, 5, 14);
@@ -661,14 +657,7 @@ test("schedule: slots on the monotonic clock; a wall clock stepped back a day an
 });
 
 test("schedule: a slot due while the daemon's prune holds the schedule runs when the prune ends; the next slot, due while it waits, is skipped; stop wakes it (stop 56)", async (t) => {
-  const a = sampleAgent(t, 'ana', {
-    files: 2,
-    commits: 1,
-    memories: 5,
-    embeddings: 2,
-    concepts: 2,
-    compactions: 1,
-  });
+  const a = sampleAgent(t, 'ana', TINY_AGENT);
   const interval = 60_000;
   let mono = 5_000;
   const armed: Array<() => void> = [];
