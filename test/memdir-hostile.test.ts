@@ -325,6 +325,22 @@ test('a state file that is a symlink or a FIFO is refused, never followed or wai
   assert.ok(existsSync(file));
 });
 
+test('a ref git cannot bundle (refs/heads/main beside refs/refs/heads/main) makes the bundle store refuse, naming both, instead of leaving it out; the repository store records it (stop 56)', async (t) => {
+  const b = sampleAgent(t, 'ana', { files: 2, commits: 2, memories: 5 }, { store: 'bundles' });
+  git(b.memdir, ['update-ref', 'refs/refs/heads/main', 'HEAD']);
+  await assert.rejects(b.snapshotter.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'GIT');
+    assert.match(err.message, /the ref refs\/heads\/main beside refs\/refs\/heads\/main/);
+    return true;
+  });
+  assert.equal((await b.snapshotter.list('ana')).length, 0);
+  const r = sampleAgent(t, 'ana', { files: 2, commits: 2, memories: 5 }, { store: 'repository' });
+  git(r.memdir, ['update-ref', 'refs/refs/heads/main', 'HEAD']);
+  const snap = await r.snapshotter.snapshot({ agentId: 'ana' });
+  const v = await r.snapshotter.verifySnapshot('ana', 'default', snap.id);
+  assert.equal(v.status, 'verified', JSON.stringify(v.problems));
+});
+
 test('snapshots taken while commits land in the memdir (a writer that ignores the gate) record the HEAD their history has: every one verifies, both stores (stop 55)', async (t) => {
   // Before stop 55 HEAD was read before the refs (or the bundle), so a commit in between recorded a HEAD
   // the history contradicts: published as ok, refused as damaged by verify, restore and export (14 of

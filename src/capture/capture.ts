@@ -26,6 +26,7 @@ import { jsonText } from '../format/json-number.js';
 import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
 import { freezeObjects } from '../git/freeze.js';
 import {
+  ambiguousRef,
   bundleHeads,
   createBundle,
   inspectRepo,
@@ -304,6 +305,15 @@ async function captureMemdirAndHistory(input: CaptureInput) {
         const [heads, names] = await Promise.all([bundleHeads(input.memdir, dst), refNames(input.memdir)]);
         const head = await headAsRecorded(input.memdir, info, heads);
         const missing = names.filter((name) => !heads.has(name));
+        // a name git cannot bundle: no second try would bring it
+        const all = new Set(names);
+        for (const name of missing) {
+          const other = ambiguousRef(name, all);
+          if (other !== undefined)
+            throw new GitError(
+              `the memdir ${input.memdir} has the ref ${name} beside ${other}, a name git takes for it too: git leaves ${name} out of a bundle, so the bundle store cannot record it; rename or delete one of them (git update-ref -d), or use the repository store`,
+            );
+        }
         if (head && missing.length === 0) {
           info = head;
           break;

@@ -410,6 +410,23 @@ export async function refNames(memdir: string): Promise<string[]> {
 }
 
 /**
+ * Another of `names` (the memdir's refs) that makes the ref `name` ambiguous to git, or undefined: git
+ * resolves a name given to `git bundle create` by its rules (`refs/<name>`, `refs/tags/<name>`,
+ * `refs/heads/<name>`, `refs/remotes/<name>`, `refs/remotes/<name>/HEAD` besides the name itself) and
+ * silently leaves out of the bundle a name that two of them match (refs/heads/main beside
+ * refs/refs/heads/main).
+ */
+export function ambiguousRef(name: string, names: ReadonlySet<string>): string | undefined {
+  return [
+    `refs/${name}`,
+    `refs/tags/${name}`,
+    `refs/heads/${name}`,
+    `refs/remotes/${name}`,
+    `refs/remotes/${name}/HEAD`,
+  ].find((other) => names.has(other));
+}
+
+/**
  * Creates an empty bare repository at `dir` (made if missing) for git alone to read: its config is the
  * one git writes, and no template (no sample hooks, `description` or `info/exclude`; decisions.md, "Git
  * on untrusted content").
