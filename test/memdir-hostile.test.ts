@@ -345,12 +345,20 @@ test('snapshots taken while commits land in the memdir (a writer that ignores th
   // Before stop 55 HEAD was read before the refs (or the bundle), so a commit in between recorded a HEAD
   // the history contradicts: published as ok, refused as damaged by verify, restore and export (14 of
   // 15 by hand with a commit loop).
-  for (const store of ['repository', 'bundles'] as const) {
+  const runs = [
+    ['repository', false],
+    ['bundles', false],
+    ['bundles', true],
+  ] as const;
+  for (const [store, detached] of runs) {
     const a = sampleAgent(t, 'ana', { files: 3, commits: 2, memories: 20 }, { store });
-    // a second branch moves with every commit: git leaves a ref that moved during its run out of the bundle
+    // a second branch moves with every commit: git leaves a ref that moved during its run out of the
+    // bundle; a new tag with each: a ref made during the bundle is not one git left out (stop 56); a
+    // detached HEAD moves with each commit as a branch does (stop 56)
     git(a.memdir, ['branch', 'side']);
+    if (detached) git(a.memdir, ['checkout', '-q', '--detach', 'HEAD']);
     const script =
-      'while :; do echo x >> MEMORY.md; git commit -qam c || true; git branch -qf side HEAD || true; done';
+      'i=0; while :; do i=$((i+1)); echo x >> MEMORY.md; git commit -qam c || true; git branch -qf side HEAD || true; git tag "n$i" 2>/dev/null || true; done';
     const loop = spawn('bash', ['-c', script], {
       cwd: a.memdir,
       env: gitEnv,
@@ -367,7 +375,7 @@ test('snapshots taken while commits land in the memdir (a writer that ignores th
     }
     for (const id of ids) {
       const v = await a.snapshotter.verifySnapshot('ana', 'default', id);
-      assert.equal(v.status, 'verified', `${store} ${id}: ${JSON.stringify(v.problems)}`);
+      assert.equal(v.status, 'verified', `${store} ${detached} ${id}: ${JSON.stringify(v.problems)}`);
     }
     // and each restores (its HEAD is the one its history has), with every ref the memdir had: the
     // bundle store's `git bundle create` dropped a ref that moved meanwhile (stop 56)

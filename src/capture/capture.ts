@@ -289,7 +289,10 @@ async function captureMemdirAndHistory(input: CaptureInput) {
       // ref that is there now (HEAD's branch included) is not in the bundle, the history is read again.
       let bundled = false;
       for (let tries = 1; ; tries++) {
+        let before: Set<string>;
         try {
+          // the refs there before the bundle: one created during or after it was not left out by git
+          before = new Set(info.repository === 'absent' ? [] : await refNames(input.memdir));
           bundled = await createBundle(input.memdir, info, dst);
         } catch (err) {
           if (
@@ -303,22 +306,23 @@ async function captureMemdirAndHistory(input: CaptureInput) {
         }
         if (!bundled) break;
         const [heads, names] = await Promise.all([bundleHeads(input.memdir, dst), refNames(input.memdir)]);
-        const head = await headAsRecorded(input.memdir, info, heads);
-        const missing = names.filter((name) => !heads.has(name));
-        // a name git cannot bundle: no second try would bring it
+        // a name git cannot bundle (HEAD too, when detached): no second try would bring it
         const all = new Set(names);
-        for (const name of missing) {
-          const other = ambiguousRef(name, all);
+        for (const name of info.detached ? ['HEAD', ...names] : names) {
+          const other = heads.has(name) ? undefined : ambiguousRef(name, all);
           if (other !== undefined)
             throw new GitError(
               `the memdir ${input.memdir} has the ref ${name} beside ${other}, a name git takes for it too: git leaves ${name} out of a bundle, so the bundle store cannot record it; rename or delete one of them (git update-ref -d), or use the repository store`,
             );
         }
+        const head = await headAsRecorded(input.memdir, info, heads);
+        const missing = names.filter((name) => before.has(name) && !heads.has(name));
         if (head && missing.length === 0) {
           info = head;
           break;
         }
-        if (!head && !missing.includes(info.headRef!)) missing.unshift(info.headRef!);
+        const headName = info.headRef ?? 'HEAD';
+        if (!head && !missing.includes(headName)) missing.unshift(headName);
         if (tries === 3) throw movedRefs(input.memdir, missing);
         info = await inspectRepo(input.memdir);
       }
@@ -355,15 +359,17 @@ async function captureMemdirAndHistory(input: CaptureInput) {
  * recorded a HEAD its own history contradicts: published, and refused as damaged by every verify,
  * restore and export (stop 55, a daemon soak: 12 of 318 scheduled snapshots). HEAD on a branch takes
  * the branch's recorded tip (its commit's subject and author read again); undefined when the branch is
- * not among them (gone meanwhile: read again). A detached or unborn HEAD is as read.
+ * not among them (gone meanwhile: read again). A detached HEAD likewise takes the recorded `HEAD` (the
+ * refs record the HEAD read; a bundle carries HEAD as git read it, or leaves it out when it moved: stop
+ * 56). An unborn HEAD is as read.
  */
 async function headAsRecorded(
   memdir: string,
   info: RepoInfo,
   tips: ReadonlyMap<string, string>,
 ): Promise<RepoInfo | undefined> {
-  if (info.repository !== 'present' || info.headRef === undefined) return info;
-  const tip = tips.get(info.headRef);
+  if (info.repository !== 'present' || info.headOid === undefined) return info;
+  const tip = tips.get(info.headRef ?? 'HEAD');
   if (tip === undefined) return undefined;
   if (tip === info.headOid) return info;
   return { ...info, headOid: tip, ...(await commitMeta(memdir, tip)) };
@@ -372,7 +378,7 @@ async function headAsRecorded(
 /** HEAD's branch (or, in a bundle, another ref) kept going away or moving while the history was recorded. */
 const movedRefs = (memdir: string, refs: readonly string[]): GitError =>
   new GitError(
-    `the memdir ${memdir} changed while its history was recorded: ${refs.join(', ')} moved, went away or was left out of the history git recorded, three times; snapshot again`,
+    `the memdir ${memdir} changed while its history was recorded: ${refs.slice(0, 5).join(', ')}${refs.length > 5 ? ` and ${refs.length - 5} more` : ''} moved, went away or was left out of the history git recorded, three times; snapshot again`,
   );
 
 /** Phase 1, under the write gate: copies the agent into `input.stagingDir` (existing, empty). */

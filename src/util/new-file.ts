@@ -26,8 +26,9 @@ const NO_HARD_LINKS = ['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV'];
  * then unlink of the temp name), then makes the directory entry durable. An existing `final` is EEXIST
  * (tmp stays: the caller removes it). Where the file system has no hard links: a rename after a check
  * that `final` is not there (a file created between the two is replaced: documented, decisions.md).
+ * `dirSync` makes the directory entry durable (fsyncDir).
  */
-export async function publishNoClobber(tmp: string, final: string): Promise<void> {
+export async function publishNoClobber(tmp: string, final: string, dirSync = fsyncDir): Promise<void> {
   try {
     await link(tmp, final);
   } catch (err) {
@@ -42,11 +43,22 @@ export async function publishNoClobber(tmp: string, final: string): Promise<void
       () => undefined,
     );
     await rename(tmp, final);
-    await fsyncDir(dirname(final));
+    await dirSync(dirname(final));
     return;
   }
   await unlink(tmp);
-  await fsyncDir(dirname(final));
+  await dirSync(dirname(final));
+}
+
+/**
+ * fsyncDir where a directory that cannot be opened for it (writable but not readable, `-wx`) or a file
+ * system that refuses it (EINVAL) is not an error: for small files the user asked for (keygen), which
+ * were written before stop 56 without syncing their directory. The file itself is synced.
+ */
+async function fsyncDirIfAllowed(dir: string): Promise<void> {
+  await fsyncDir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EACCES' && err.code !== 'EPERM' && err.code !== 'EINVAL') throw err;
+  });
 }
 
 /**
@@ -54,7 +66,8 @@ export async function publishNoClobber(tmp: string, final: string): Promise<void
  * not at all: written and synced in a temporary file beside it, then published with publishNoClobber.
  * A failure (a full disk) or a kill before the link leaves no empty or partial file at `path` for the
  * next attempt to refuse (stop 55); the temporary file is removed unless the process is killed. An
- * existing `path` is EEXIST and is left as it is.
+ * existing `path` is EEXIST and is left as it is. A directory that cannot be synced (fsyncDirIfAllowed)
+ * is no failure once the file is there.
  */
 export async function writeNewFile(path: string, data: string | Buffer, mode: number): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${randomBytes(6).toString('hex')}`);
@@ -67,7 +80,7 @@ export async function writeNewFile(path: string, data: string | Buffer, mode: nu
     } finally {
       await fh.close();
     }
-    await publishNoClobber(tmp, path);
+    await publishNoClobber(tmp, path, fsyncDirIfAllowed);
   } finally {
     await unlink(tmp).catch(() => {});
   }
