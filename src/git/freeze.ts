@@ -47,7 +47,13 @@ export async function freezeObjects(
       ? '[core]\n\trepositoryformatversion = 1\n\tbare = true\n[extensions]\n\tobjectformat = sha256\n'
       : '[core]\n\trepositoryformatversion = 0\n\tbare = true\n',
   );
-  for (const entry of await readdir(objects, { withFileTypes: true })) {
+  // Loose objects first, packs last: `git gc` (or a repack) writes an object's new pack before it
+  // removes the loose file, so one whose loose file was gone when its directory was read is in a pack
+  // read after it (stop 56: a `git gc --prune=now` loop beside snapshots).
+  const entries = (await readdir(objects, { withFileTypes: true })).sort(
+    (a, b) => Number(a.name === 'pack') - Number(b.name === 'pack'),
+  );
+  for (const entry of entries) {
     // a symlink where git keeps objects: not frozen (its target's files are not linked here)
     if (entry.isSymbolicLink()) return undefined;
     if (!entry.isDirectory()) continue;
@@ -59,27 +65,56 @@ export async function freezeObjects(
 
 /**
  * Links (or, across file systems, copies) every regular file of `from` into the new directory `to`;
- * false when `from` holds a symlink (not frozen).
+ * false when `from` holds a symlink (not frozen). A file gone between the listing and its link was
+ * moved, not lost: `git gc` or a repack removes a loose object or an old pack only after writing the
+ * new pack that holds its objects. So `from` is listed again, and what is new in it linked, until a
+ * pass loses nothing (at most FREEZE_PASSES; an object still missing then fails the packing, `GIT`,
+ * never silently: stop 56, 2 of 10 snapshots beside a `git gc --prune=now` loop).
  */
 async function linkFiles(from: string, to: string): Promise<boolean> {
   await mkdir(to);
-  for (const entry of await readdir(from, { withFileTypes: true })) {
-    if (entry.isSymbolicLink()) return false;
-    // git's temporary files (tmp_obj_*, tmp_pack_*) are not objects yet; a directory (info's
-    // commit-graph chain) is left out too: packing reads objects, not graphs
-    if (!entry.isFile() || entry.name.startsWith('tmp_')) continue;
-    const src = join(from, entry.name);
-    const dst = join(to, entry.name);
-    try {
-      await link(src, dst);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') continue; // removed since the directory was read: not in the recorded state
-      if (code !== 'EXDEV' && code !== 'EPERM') throw err;
-      await copyFile(src, dst, constants.COPYFILE_FICLONE).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw e;
-      });
+  const done = new Set<string>();
+  for (let pass = 0; pass < FREEZE_PASSES; pass++) {
+    const entries = await readdir(from, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+      // a loose-object directory that `git gc` emptied and removed since its parent was read
+      if (err.code === 'ENOENT') return [];
+      throw err;
+    });
+    let vanished = false;
+    for (const entry of entries) {
+      if (entry.isSymbolicLink()) return false;
+      // git's temporary files (tmp_obj_*, tmp_pack_*) are not objects yet; a directory (info's
+      // commit-graph chain) is left out too: packing reads objects, not graphs
+      if (!entry.isFile() || entry.name.startsWith('tmp_') || done.has(entry.name)) continue;
+      const src = join(from, entry.name);
+      const dst = join(to, entry.name);
+      try {
+        await link(src, dst);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') {
+          vanished = true;
+          continue;
+        }
+        if (code !== 'EXDEV' && code !== 'EPERM') throw err;
+        const copied = await copyFile(src, dst, constants.COPYFILE_FICLONE).then(
+          () => true,
+          (e: NodeJS.ErrnoException) => {
+            if (e.code !== 'ENOENT') throw e;
+            return false;
+          },
+        );
+        if (!copied) {
+          vanished = true;
+          continue;
+        }
+      }
+      done.add(entry.name);
     }
+    if (!vanished) break;
   }
   return true;
 }
+
+/** How many times a directory is listed again while files vanish from it (linkFiles). */
+const FREEZE_PASSES = 5;
