@@ -341,6 +341,18 @@ test('a ref git cannot bundle (refs/heads/main beside refs/refs/heads/main) make
   assert.equal(v.status, 'verified', JSON.stringify(v.problems));
 });
 
+test('two refs whose names differ only in bytes that are not UTF-8 make the repository store refuse, naming them, not publish a snapshot no restore takes (stop 56)', async (t) => {
+  const r = sampleAgent(t, 'ana', { files: 2, commits: 2, memories: 5 }, { store: 'repository' });
+  const script = `git update-ref "refs/heads/a$(printf '\\377')" HEAD && git update-ref "refs/heads/a$(printf '\\376')" HEAD`;
+  execFileSync('bash', ['-c', script], { cwd: r.memdir, env: gitEnv });
+  await assert.rejects(r.snapshotter.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'GIT');
+    assert.match(err.message, /has two refs named "refs\/heads\/a\uFFFD" as UTF-8 reads them/);
+    return true;
+  });
+  assert.equal((await r.snapshotter.list('ana')).length, 0);
+});
+
 test('snapshots taken while commits land in the memdir (a writer that ignores the gate) record the HEAD their history has: every one verifies, both stores (stop 55)', async (t) => {
   // Before stop 55 HEAD was read before the refs (or the bundle), so a commit in between recorded a HEAD
   // the history contradicts: published as ok, refused as damaged by verify, restore and export (14 of

@@ -39,7 +39,15 @@ export async function recordRefs(memdir: string, detachedHead?: string): Promise
     refs.push({ oid: line.slice(0, sp), name: line.slice(sp + 1) });
   }
   if (detachedHead) refs.push({ name: 'HEAD', oid: detachedHead });
-  return refs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  refs.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  // Names are read as UTF-8: two that differ only in bytes that are not UTF-8 read as one, and a
+  // snapshot recording both would be refused by every restore (stop 56): refused here, named.
+  for (let i = 1; i < refs.length; i++)
+    if (refs[i]!.name === refs[i - 1]!.name)
+      throw new GitError(
+        `the memdir ${memdir} has two refs named ${JSON.stringify(refs[i]!.name)} as UTF-8 reads them (their names hold bytes that are not UTF-8): rename one (git update-ref), or use the bundle store`,
+      );
+  return refs;
 }
 
 /** At most this many ids are asked through the program host (runGit); more are streamed here (gitIo). */
