@@ -353,6 +353,20 @@ test('two refs whose names differ only in bytes that are not UTF-8 make the repo
   assert.equal((await r.snapshotter.list('ana')).length, 0);
 });
 
+test('a HEAD that git lets point at a tag is refused by the snapshot in both stores, never published for restore to refuse (stop 56)', async (t) => {
+  for (const store of ['repository', 'bundles'] as const) {
+    const a = sampleAgent(t, 'ana', { files: 2, commits: 2, memories: 5 }, { store });
+    git(a.memdir, ['tag', 'v1']);
+    git(a.memdir, ['symbolic-ref', 'HEAD', 'refs/tags/v1']);
+    await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'GIT', store);
+      assert.match(err.message, /HEAD points at refs\/tags\/v1, which is not a branch/);
+      return true;
+    });
+    assert.equal((await a.snapshotter.list('ana')).length, 0, store);
+  }
+});
+
 test('snapshots taken while commits land in the memdir (a writer that ignores the gate) record the HEAD their history has: every one verifies, both stores (stop 55)', async (t) => {
   // Before stop 55 HEAD was read before the refs (or the bundle), so a commit in between recorded a HEAD
   // the history contradicts: published as ok, refused as damaged by verify, restore and export (14 of

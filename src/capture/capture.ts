@@ -21,6 +21,7 @@ import {
   statePath,
   ZERO_OID,
 } from '../format/constants.js';
+import { headRefProblem } from '../format/git-bundle.js';
 import { scanJson, valueDepthProblem } from '../format/json.js';
 import { jsonText } from '../format/json-number.js';
 import type { DatabaseInfo, GitInfo, MemdirInfo } from '../format/manifest.js';
@@ -256,6 +257,13 @@ async function captureMemdirAndHistory(input: CaptureInput) {
       if (!input.allowExternalGit) await refuseExternalGit(input.memdir);
       let info = await inspectRepo(input.memdir);
       if (info.repository !== 'absent') await refuseShallow(input.memdir);
+      // what no restore can set again (restore refuses such a manifest): refused before anything is
+      // published (stop 56: git lets HEAD point at a tag, `git symbolic-ref HEAD refs/tags/x`)
+      const headProblem = info.headRef === undefined ? undefined : headRefProblem(info.headRef);
+      if (headProblem)
+        throw new GitError(
+          `the memdir ${input.memdir}'s HEAD points at ${info.headRef}, which ${headProblem}: a restore could not set it again; check out a branch (git checkout <branch>)`,
+        );
       if (input.history === 'refs') {
         // every ref, also when HEAD is unborn (an orphan branch beside branches with commits): the
         // history is the refs' (as a git bundle of every ref is), not only HEAD's
