@@ -629,11 +629,20 @@ export class NatsBackend implements Backend {
     if (type === 'locks') {
       return this.run('list', async () => {
         const out: ObjectInfo[] = [];
-        const names: string[] = [];
-        for await (const k of await this.kv.keys()) names.push(k);
-        for (const name of names) {
+        // The KV stream's subjects (one stream-info request, which the stream's leader answers), not
+        // kv.keys(): its watcher can end the initial replay early on a clustered stream and give fewer
+        // keys (stop 56: CI listed no lock while one was held), and a locker that misses a held lock
+        // would run beside it. A removed lock's subject keeps a purge marker, which get() tells apart;
+        // the marker is purged from the stream then (lock names are never used again), so a listing
+        // reads the locks held and the markers of the last removals, not every lock ever taken.
+        const stream = `KV_${this.bucket}-locks`;
+        const kvSubjects = `$KV.${this.bucket}-locks.`;
+        const si = await this.jsm.streams.info(stream, { subjects_filter: `${kvSubjects}>` });
+        for (const subject of Object.keys(si.state.subjects ?? {})) {
+          const name = subject.slice(kvSubjects.length);
           const e = await this.kv.get(name);
           if (e?.operation === 'PUT') out.push({ name, size: e.value.length });
+          else await this.jsm.streams.purge(stream, { filter: subject }).catch(() => {});
         }
         return out;
       });
