@@ -137,6 +137,7 @@ async function call(url: string, init: RequestInit = {}) {
 /** One agent's row of /v1/schedule. */
 interface Schedule {
   running: boolean;
+  waiting_for_prune: boolean;
   skipped_busy: number;
   runs: number;
   failures: number;
@@ -1120,6 +1121,7 @@ test('daemon: scheduled snapshots appear every interval, never overlap, and show
   assert.ok(metas.every((m) => m.label === 'scheduled' && m.created_by === 'scheduled'));
   assert.equal(status.failures, 0, JSON.stringify(status));
   assert.equal(status.interval_secs, 0.7);
+  assert.equal(status.waiting_for_prune, false, 'no prune runs in this daemon');
   await daemon.stop();
   const after = (await a.snapshotter.list('ana')).length;
   await new Promise((r) => setTimeout(r, 1000));

@@ -692,11 +692,14 @@ test("schedule: a slot due while the daemon's prune holds the schedule runs when
   await new Promise((r) => setImmediate(r));
   // a run not held back would be running now (runOnce marks it before its first await)
   assert.equal(scheduler.status()[0]!.running, false, 'the slot waits for the prune');
-  assert.equal(outcomes.length, 0);
+  assert.equal(scheduler.status()[0]!.waiting_for_prune, true, 'the status says the run waits');
+  assert.deepEqual(outcomes, [
+    { kind: 'waiting', reason: 'the repository prune runs; it starts when that ends' },
+  ]);
   mono += interval;
   armed[1]!();
-  assert.equal(outcomes.length, 1);
-  assert.deepEqual(outcomes[0], {
+  assert.equal(outcomes.length, 2);
+  assert.deepEqual(outcomes[1], {
     kind: 'skipped',
     reason: 'the previous run waits for the repository prune',
   });
@@ -705,7 +708,8 @@ test("schedule: a slot due while the daemon's prune holds the schedule runs when
   release();
   assert.equal(await held, 'pruned', 'hold returns what the prune returned');
   await ran;
-  assert.equal(outcomes[1]!.kind, 'ok', JSON.stringify(outcomes[1]));
+  assert.equal(outcomes[2]!.kind, 'ok', JSON.stringify(outcomes[2]));
+  assert.equal(scheduler.status()[0]!.waiting_for_prune, false);
   assert.equal((await a.snapshotter.list('ana')).length, 1);
   // stopped while a run waits for a hold: the run starts nothing, and stop does not wait for the hold
   let never!: () => void;

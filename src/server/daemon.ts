@@ -76,6 +76,7 @@ export function parseListen(value: string): ListenAddress {
 function describe(o: ScheduleOutcome): string {
   if (o.kind === 'ok') return `snapshot ${o.meta.id} (${o.meta.bundle_size_bytes} bytes)`;
   if (o.kind === 'skipped') return `skipped: ${o.reason}`;
+  if (o.kind === 'waiting') return `due, waits: ${o.reason}`;
   return `failed (error ${o.errorId})`;
 }
 

@@ -26,6 +26,8 @@ export interface ScheduleStatus {
   tenant: string;
   interval_secs: number;
   running: boolean;
+  /** A run is due but waits for the daemon's repository prune to end (hold()); it starts when that ends. */
+  waiting_for_prune: boolean;
   runs: number;
   failures: number;
   /** Ticks skipped: the previous run was still going, or another process held the agent or the repository. */
@@ -41,6 +43,8 @@ export interface ScheduleStatus {
 export type ScheduleOutcome =
   | { kind: 'ok'; meta: SnapshotMeta }
   | { kind: 'skipped'; reason: string }
+  /** A due run waits for the daemon's prune (hold()); an outcome of the run follows when it ends. */
+  | { kind: 'waiting'; reason: string }
   | { kind: 'failed'; error: unknown; errorId: string };
 
 export const SCHEDULED_LABEL = 'scheduled';
@@ -121,6 +125,7 @@ export class Scheduler {
         tenant: entry.tenant,
         interval_secs: entry.intervalMs / 1000,
         running: false,
+        waiting_for_prune: false,
         runs: 0,
         failures: 0,
         skipped_busy: 0,
@@ -188,7 +193,16 @@ export class Scheduler {
     const { entry, status } = slot;
     let meta: SnapshotMeta;
     if (this.holds > 0) {
-      await this.released;
+      status.waiting_for_prune = true;
+      this.opts.onOutcome?.(entry, {
+        kind: 'waiting',
+        reason: 'the repository prune runs; it starts when that ends',
+      });
+      try {
+        await this.released;
+      } finally {
+        status.waiting_for_prune = false;
+      }
       if (this.stopped) return;
     }
     status.running = true;
