@@ -165,6 +165,12 @@ function checkBucket(bucket: unknown): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The repository's locks: a KV bucket beside its object store, its stream and its subjects' prefix. */
+function locksOf(bucket: string): { bucket: string; stream: string; subjects: string } {
+  const kv = `${bucket}-locks`;
+  return { bucket: kv, stream: `KV_${kv}`, subjects: `$KV.${kv}` };
+}
+
 /** Sequences of chunks as runs [first, count]. */
 function toRuns(seqs: number[]): Array<[number, number]> {
   const runs: Array<[number, number]> = [];
@@ -635,8 +641,9 @@ export class NatsBackend implements Backend {
         // would run beside it. A removed lock's subject keeps a purge marker, which get() tells apart;
         // the marker is purged from the stream then (lock names are never used again), so a listing
         // reads the locks held and the markers of the last removals, not every lock ever taken.
-        const stream = `KV_${this.bucket}-locks`;
-        const kvSubjects = `$KV.${this.bucket}-locks.`;
+        const locks = locksOf(this.bucket);
+        const stream = locks.stream;
+        const kvSubjects = `${locks.subjects}.`;
         const si = await this.jsm.streams.info(stream, { subjects_filter: `${kvSubjects}>` });
         for (const subject of Object.keys(si.state.subjects ?? {})) {
           const name = subject.slice(kvSubjects.length);
@@ -983,7 +990,8 @@ export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions)
         if (isJetStreamNotEnabled(err)) throw noJetStream(location, err);
       }
     const replicas = opts.replicas ?? 1;
-    const kvName = `${bucket}-locks`;
+    const lockNames = locksOf(bucket);
+    const kvName = lockNames.bucket;
     // A stream found (not created now) is checked before anything is written: settings that drop
     // messages make saves "succeed" while the data goes (streamDataLoss).
     const ensure = async (stream: string, kind: 'objects' | 'locks', create: () => Promise<unknown>) => {
@@ -997,7 +1005,8 @@ export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions)
         await withRetry('create', create, retry, opts.observer, location);
         return;
       }
-      const subjects = kind === 'objects' ? [`$O.${bucket}.C.>`, `$O.${bucket}.M.>`] : [`$KV.${kvName}.>`];
+      const subjects =
+        kind === 'objects' ? [`$O.${bucket}.C.>`, `$O.${bucket}.M.>`] : [`${lockNames.subjects}.>`];
       const problem = streamDataLoss(config, kind, subjects);
       if (problem)
         throw new StoreUnavailableError(
@@ -1013,7 +1022,7 @@ export const openNatsBackend: OpenNatsBackend = async (opts: NatsBackendOptions)
       ensure(`OBJ_${bucket}`, 'objects', () =>
         new Objm(js).create(bucket, { replicas, storage: StorageType.File }),
       ),
-      ensure(`KV_${kvName}`, 'locks', () =>
+      ensure(lockNames.stream, 'locks', () =>
         new Kvm(js).create(kvName, { replicas, history: 1, allow_direct: false, timeout }),
       ).then(() =>
         withRetry('open', () => new Kvm(js).open(kvName, { timeout }), retry, opts.observer, location),
