@@ -277,8 +277,21 @@ function runGitOnce(cwd: string, args: string[], input?: string, fuse?: GitFuse)
         throw gitSpawnError(e);
       },
     );
+  const child = spawnGit(cwd, args, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], fuse);
+  const result = gitResultOf(child);
+  if (input !== undefined && child.pid !== undefined) {
+    child.stdin!.on('error', () => {}); // git exiting before it read it all (EPIPE): its status says why
+    child.stdin!.end(input);
+  }
+  return result;
+}
+
+/**
+ * The exit code and output (stdout and stderr, piped) of a spawned git; a spawn failure rejects with
+ * gitSpawnError's error.
+ */
+export function gitResultOf(child: ChildProcess): Promise<GitResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawnGit(cwd, args, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], fuse);
     if (!whenGitFails(child, reject)) return;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -292,10 +305,6 @@ function runGitOnce(cwd: string, args: string[], input?: string, fuse?: GitFuse)
         stderr: Buffer.concat(err).toString('utf8').trim(),
       }),
     );
-    if (input !== undefined) {
-      child.stdin!.on('error', () => {}); // git exiting before it read it all (EPIPE): its status says why
-      child.stdin!.end(input);
-    }
   });
 }
 

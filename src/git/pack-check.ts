@@ -15,7 +15,6 @@
 // the event loop while the decompression thread is ahead of it (format/zstd-worker.ts), so a pipe was
 // only filled 64 KiB at a time and index-pack finished ~0.4 s after the whole stream, not beside it.
 
-import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -27,12 +26,12 @@ import {
   type GitFuse,
   type GitResult,
   gitFuse,
+  gitResultOf,
   initBare,
   initRepo,
   runGit,
   STRICT_PACK,
   spawnGit,
-  whenGitFails,
 } from './git.js';
 
 const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
@@ -112,7 +111,7 @@ export class PackCheck {
         [input, 'pipe', 'pipe'],
         this.fuse,
       );
-      this.result = collect(child);
+      this.result = gitResultOf(child);
       // git holds the file open: its name goes now, and its space once git has read it (a pack needs
       // room for git's own copy of it, not for two)
       rmSync(this.incoming, { force: true });
@@ -185,23 +184,4 @@ export class PackCheck {
     await rm(this.incoming, { force: true }).catch(() => {});
     if (!this.keep) await removeScratch(this.scratch);
   }
-}
-
-/** Exit code and output of a spawned git; a spawn failure is gitSpawnError's. */
-function collect(child: ChildProcess): Promise<GitResult> {
-  return new Promise((resolvePromise, reject) => {
-    if (!whenGitFails(child, reject)) return;
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout!.on('data', (c: Buffer) => out.push(c));
-    child.stderr!.on('data', (c: Buffer) => err.push(c));
-    child.on('close', (code, signal) =>
-      resolvePromise({
-        code: code ?? 128,
-        signal,
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8').trim(),
-      }),
-    );
-  });
 }

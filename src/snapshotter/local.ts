@@ -101,7 +101,13 @@ import type { StoreBundleRequest, StoredBundle } from './import.js';
 import type { ExportOptions, MemorySnapshotter, VerifyRequestOptions } from './interface.js';
 import type { MigrateOptions, MigrateReport } from './migrate.js';
 import { notifyObservers, type OperationObserver, type OperationRecord } from './observer.js';
-import { RepositoryStore, STORE_FORMATS, type StoreFormat, storeFormatFromEnv } from './repository.js';
+import {
+  type RepoSnapshotParams,
+  RepositoryStore,
+  STORE_FORMATS,
+  type StoreFormat,
+  storeFormatFromEnv,
+} from './repository.js';
 
 export interface LocalSnapshotterOptions {
   /** Root of the snapshot store (`<state_root>/tenants/...`). Required. */
@@ -795,26 +801,12 @@ export class LocalSnapshotter implements MemorySnapshotter {
   }
 
   /** The snapshot steps; the caller holds the agent lock (restore calls this for its pre-snapshot). */
-  async snapshotLocked(p: {
-    agentId: string;
-    tenant: string;
-    label: string | undefined;
-    createdBy: string;
-    memdir: string;
-    sqliteDir: string;
-    dir: string;
-    /** age recipients; empty for a plaintext bundle. */
-    recipients: readonly string[];
-    /** Signs the manifest (a v3 bundle) when given. */
-    signingKey: SigningKey | undefined;
-    /** Redact the staging with this policy; absent for an exact copy (anchors are never redacted). */
-    redact?: RedactionPolicy;
-    onProgress: SnapshotRequest['onProgress'];
-    /** performance.now() when the operation began (default: now). */
-    started?: number;
-    /** The caller holds the agent's write gate closed (a restore's anchor): the capture does not close it. */
-    gateHeld?: boolean;
-  }): Promise<SnapshotMeta> {
+  async snapshotLocked(
+    p: RepoSnapshotParams & {
+      /** performance.now() when the operation began (default: now). */
+      started?: number;
+    },
+  ): Promise<SnapshotMeta> {
     const started = p.started ?? performance.now();
     const record = (durationMs: number) => ({
       op: 'snapshot' as const,

@@ -166,6 +166,7 @@ export function storeFormatFromEnv(): StoreFormat | undefined {
 /** The repository of a state root: `<state_root>/repository/`. */
 export const repositoryRoot = (stateRoot: string): string => join(resolve(stateRoot), 'repository');
 
+/** One snapshot's steps, in either store (LocalSnapshotter.snapshotLocked); the caller holds the agent lock. */
 export interface RepoSnapshotParams {
   agentId: string;
   tenant: string;
@@ -175,8 +176,11 @@ export interface RepoSnapshotParams {
   sqliteDir: string;
   /** The agent's snapshot directory (staging lives there). */
   dir: string;
+  /** age recipients; empty for a plaintext snapshot. */
   recipients: readonly string[];
+  /** Signs the manifest when given. */
   signingKey: SigningKey | undefined;
+  /** Redact the staging with this policy; absent for an exact copy (anchors are never redacted). */
   redact?: RedactionPolicy;
   onProgress: ProgressListener | undefined;
   /** The caller holds the agent's write gate closed (a restore's anchor): the capture does not close it. */
