@@ -43,6 +43,10 @@ test('each invalid key: a ConfigError naming the dotted key and the rule', (t) =
       'pre_mutating_tool:\n  min_interval_secs: -1',
       'memory.snapshot.pre_mutating_tool.min_interval_secs must be ≥ 0',
     ],
+    [
+      'pre_mutating_tool:\n  min_interval_secs: 9007199254741',
+      'memory.snapshot.pre_mutating_tool.min_interval_secs must be ≤ 9007199254740',
+    ],
     ['pre_mutating_tool:\n  interval: 5', 'memory.snapshot.pre_mutating_tool.interval: unknown key'],
     [
       'retention:\n  pre_mutating_tool_max_age_hours: 1.5',

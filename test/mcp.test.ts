@@ -13,6 +13,7 @@ import {
   readdirSync,
   readFileSync,
   renameSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -23,7 +24,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { generateSigningKey, parseSigningKey } from '../src/index.js';
-import { createAgentToolServer } from '../src/mcp/server.js';
+import { AGENT_DIFF_DETAIL_MAX_BYTES, createAgentToolServer, READS_AT_ONCE } from '../src/mcp/server.js';
 import { LineGuard } from '../src/mcp/transport.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
@@ -634,6 +635,148 @@ test('mcp: a line that is not JSON gets -32700 Parse error, JSON that is not JSO
 });
 
 /** `nexo-memory mcp` as a raw child: its JSON-RPC lines one by one, how it ended, and what it printed. */
+/** An in-process agent tool over `snapshotter` (the real one, or a Proxy of it), and its client. */
+async function inProcess(
+  t: TestContext,
+  snapshotter: Agent['snapshotter'],
+  tracker = new OperationTracker(),
+) {
+  const server = createAgentToolServer({
+    snapshotter,
+    agentId: 'ana',
+    tenant: 'default',
+    redactDefault: false,
+    tracker,
+  });
+  const [ct, st] = InMemoryTransport.createLinkedPair();
+  await server.connect(st);
+  const client = new Client({ name: 'queue-test', version: '1.0.0' });
+  await client.connect(ct);
+  t.after(() => client.close());
+  return client;
+}
+
+test('mcp: read calls run at most READS_AT_ONCE at a time, the rest wait their turn and all answer (stop 57: 60 finds took 3.5 GB)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const real = a.snapshotter;
+  const first = await real.snapshot({ agentId: 'ana' });
+  let inFlight = 0;
+  let most = 0;
+  const reads = new Set(['find', 'verifySnapshot', 'ls', 'cat', 'diff']);
+  const counted = new Proxy(real, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target);
+      if (typeof v !== 'function') return v;
+      if (!reads.has(String(prop))) return v.bind(target);
+      return async (...args: unknown[]) => {
+        most = Math.max(most, ++inFlight);
+        try {
+          return await v.apply(target, args);
+        } finally {
+          inFlight--;
+        }
+      };
+    },
+  });
+  const client = await inProcess(t, counted);
+  const results = await Promise.all([
+    ...Array.from({ length: 6 }, () => callTool(client, 'memory_find', { text: 'memory' })),
+    callTool(client, 'memory_verify', { snapshot_id: first.id }),
+    callTool(client, 'memory_ls', { snapshot_id: 'latest' }),
+    callTool(client, 'memory_cat', { snapshot_id: 'latest', path: 'memdir/MEMORY.md' }),
+    callTool(client, 'memory_diff', { a: 'latest', b: 'latest' }),
+  ]);
+  for (const r of results) assert.ok(!r.isError, textOf(r));
+  assert.equal(most, READS_AT_ONCE, 'as many at once as allowed, never more');
+});
+
+test('mcp: a queued memory_snapshot its client cancels before its turn takes nothing; the others run (stop 57)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const real = a.snapshotter;
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let taken = 0;
+  const slow = new Proxy(real, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target);
+      if (typeof v !== 'function') return v;
+      if (prop !== 'snapshot') return v.bind(target);
+      return async (...args: unknown[]) => {
+        if (taken++ === 0) await held; // the first one holds its turn until the test lets it go
+        return v.apply(target, args);
+      };
+    },
+  });
+  const client = await inProcess(t, slow);
+  const firstCall = callTool(client, 'memory_snapshot', { label: 'first' });
+  await until(() => taken === 1);
+  const cancels = [new AbortController(), new AbortController()];
+  const cancelled = cancels.map((c, i) =>
+    client
+      .callTool({ name: 'memory_snapshot', arguments: { label: `cancelled ${i}` } }, undefined, {
+        signal: c.signal,
+      })
+      .then(
+        () => 'answered',
+        () => 'aborted',
+      ),
+  );
+  const kept = callTool(client, 'memory_snapshot', { label: 'kept' });
+  await new Promise((r) => setTimeout(r, 50)); // the calls reach the server and queue
+  for (const c of cancels) c.abort();
+  await new Promise((r) => setTimeout(r, 50)); // the cancellations reach it
+  release();
+  assert.ok(!(await firstCall).isError);
+  assert.ok(!(await kept).isError, textOf(await kept));
+  assert.deepEqual(await Promise.all(cancelled), ['aborted', 'aborted']);
+  assert.equal(taken, 2, 'the snapshotter ran for the first and the kept call only');
+  assert.deepEqual(
+    (await real.list('ana')).map((m) => m.label),
+    ['kept', 'first'],
+  );
+});
+
+test('mcp: memory_snapshot tells the agent the memory files it did not take (memdir_skipped), as the CLI does (stop 57)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  symlinkSync('/etc/hostname', join(a.memdir, 'leak.md'));
+  const client = await inProcess(t, a.snapshotter);
+  const r = await callTool(client, 'memory_snapshot', {});
+  assert.ok(!r.isError, textOf(r));
+  assert.deepEqual(r.structuredContent!.memdir_skipped, [{ path: 'leak.md', reason: 'symlink' }]);
+});
+
+test("mcp: memory_diff's detail stays within AGENT_DIFF_DETAIL_MAX_BYTES in all, saying what it cut; the counts stay whole (stop 57)", async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const before = await a.snapshotter.snapshot({ agentId: 'ana' });
+  // 12 new files of ~100 KB of text each: 1.2 MB of patches, each under the per-file bound
+  for (let i = 0; i < 12; i++)
+    writeFileSync(
+      join(a.memdir, `big-${String(i).padStart(2, '0')}.md`),
+      `${'a line of memory\n'.repeat(6000)}`,
+    );
+  const client = await inProcess(t, a.snapshotter);
+  const r = await callTool(client, 'memory_diff', { a: before.id, b: 'live', detail: true });
+  assert.ok(!r.isError, textOf(r));
+  const diff = r.structuredContent as {
+    detail_truncated?: boolean;
+    git_summary: { files_changed: number; insertions: number };
+    files: Array<{ path: string; patch?: string; patch_truncated?: boolean; patch_bytes?: number }>;
+  };
+  assert.equal(diff.detail_truncated, true);
+  const big = diff.files.filter((f) => f.path.startsWith('big-'));
+  assert.equal(big.length, 12);
+  assert.equal(diff.git_summary.insertions, 12 * 6000, 'the counts are of the whole change');
+  const patchBytes = diff.files.reduce((n, f) => n + Buffer.byteLength(f.patch ?? ''), 0);
+  assert.ok(patchBytes <= AGENT_DIFF_DETAIL_MAX_BYTES, `${patchBytes} bytes of patches`);
+  assert.ok(patchBytes > AGENT_DIFF_DETAIL_MAX_BYTES - 1024, 'the budget is used, not wasted');
+  assert.ok(big[0]!.patch!.length > 90_000 && !big[0]!.patch_truncated, 'the first patches whole');
+  const last = big[11]!;
+  assert.equal(last.patch, '');
+  assert.equal(last.patch_truncated, true);
+  assert.ok(last.patch_bytes! > 100_000, 'the whole size of what was left out');
+  assert.ok(Buffer.byteLength(textOf(r)) < 2 * AGENT_DIFF_DETAIL_MAX_BYTES, 'the reply stays small');
+});
+
 function rawServer(t: TestContext, a: Agent, extra: string[] = []) {
   const child = spawn(process.execPath, [BIN, 'mcp', '--agent', 'ana', ...a.flags, ...extra], {
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -740,13 +883,35 @@ async function snapshotAtTheGate(t: TestContext, label: string) {
   return { a, s, writer };
 }
 
-test('mcp: SIGTERM during memory_snapshot lets the snapshot finish and answer, then exits 0 with nothing left behind', async (t) => {
+test('mcp: SIGTERM during memory_snapshot lets the snapshot finish and answer, refuses the ones queued behind it, then exits 0 with nothing left behind', async (t) => {
   const { a, s, writer } = await snapshotAtTheGate(t, 'in flight');
+  // two more wait their turn behind it: a shutdown runs neither (stop 57: it ran every queued one)
+  for (const id of [3, 4])
+    s.send({
+      jsonrpc: '2.0',
+      id,
+      method: 'tools/call',
+      params: { name: 'memory_snapshot', arguments: { label: `queued ${id}` } },
+    });
+  await new Promise((r) => setTimeout(r, 200)); // read and queued by the server
   s.child.kill('SIGTERM');
   writer.child.kill('SIGKILL'); // the writer's batch ends: the gate opens
-  const answer = (await s.next()) as { id: number; result: ToolResult };
+  const answers = [await s.next(), await s.next(), await s.next()] as Array<{
+    id: number;
+    result: ToolResult;
+  }>;
+  answers.sort((x, y) => x.id - y.id);
+  const answer = answers[0]!;
   assert.equal(answer.id, 2);
   assert.ok(!answer.result.isError, textOf(answer.result));
+  for (const queued of answers.slice(1)) {
+    assert.equal(queued.result.isError, true, JSON.stringify(queued));
+    assert.match(textOf(queued.result), /the agent tool is shutting down.*SHUTTING_DOWN/);
+  }
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.label),
+    ['in flight'],
+  );
   assert.deepEqual(await s.ended, { code: 0, signal: null }, s.stderr());
   assert.deepEqual(leftovers(a), [], storeEntries(a).join(', '));
   const bundle = String(answer.result.structuredContent!.bundle_path);

@@ -273,3 +273,42 @@ test('gc keeps pre-mutating-tool anchors by their own rule and never lets them e
     [anchors[0], anchors[1], user.id],
   );
 });
+
+test('an anchor deleted inside the interval covers nothing: the next runtime takes a new one (stop 57)', async (t) => {
+  const { a, hook } = setup(t);
+  const first = await hook.snapshotBeforeTool('ana', undefined, 'memory_write');
+  assert.ok(first.ok && 'snapshot' in first, JSON.stringify(first));
+  // while it is there, another runtime is skipped
+  assert.deepEqual(await newRuntime(a, 3600).snapshotBeforeTool('ana', undefined, 'x'), {
+    ok: true,
+    skipped: 'interval',
+  });
+  const user = await a.snapshotter.snapshot({ agentId: 'ana', label: 'user' }); // (the last one stays)
+  await a.snapshotter.delete('ana', undefined, first.snapshot.id);
+  const after = await newRuntime(a, 3600).snapshotBeforeTool('ana', undefined, 'memory_write');
+  assert.ok(after.ok && 'snapshot' in after, JSON.stringify(after));
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.id),
+    [after.snapshot.id, user.id],
+  );
+});
+
+test('a tool name the snapshot label refuses is refused at once, inside the interval too; an interval past exact milliseconds is refused (stop 57)', async (t) => {
+  const { a, hook } = setup(t);
+  const first = await hook.snapshotBeforeTool('ana', undefined, 'memory_write');
+  assert.ok(first.ok && 'snapshot' in first, JSON.stringify(first));
+  for (const tool of ['a\u2028b', 'a\u202eb', 'a\u0085b']) {
+    const r = await hook.snapshotBeforeTool('ana', undefined, tool);
+    assert.equal(r.ok, false, `${JSON.stringify(tool)}: ${JSON.stringify(r)}`);
+    assert.equal((r as { code: string }).code, 'INVALID_INPUT');
+  }
+  const s = a.snapshotter;
+  assert.throws(
+    () => new PreMutatingToolSnapshotAdapter(s, { minIntervalSecs: 9_007_199_254_741 }),
+    /min_interval_secs \(minIntervalSecs\) must be an integer from 0 to 9007199254740/,
+  );
+  assert.equal(
+    new PreMutatingToolSnapshotAdapter(s, { minIntervalSecs: 9_007_199_254_740 }).minIntervalMs,
+    9_007_199_254_740_000,
+  );
+});

@@ -14,6 +14,8 @@ import { bundleCandidates } from '../src/cli/early-read.js';
 import { formatExport } from '../src/cli/format.js';
 import { ProgressReporter } from '../src/cli/progress.js';
 import { loadConfig } from '../src/config/config.js';
+import type { SnapshotDiff } from '../src/diff/diff.js';
+import { fitDetail } from '../src/diff/fit.js';
 import { parseStrictJsonSpans } from '../src/format/json.js';
 import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.js';
 import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/format/tar.js';
@@ -829,4 +831,63 @@ test('bundleCandidates: the values after verify, restore and import that could n
   assert.deepEqual(bundleCandidates(['list', '--agent', 'ana']), []);
   assert.deepEqual(bundleCandidates(['snapshot', '--agent', 'ana']), []);
   assert.deepEqual(bundleCandidates([]), []);
+});
+
+test('fitDetail: patches, then sample rows, then state, kept while they fit; the rest cut or left out, said so; a diff that fits is the same object (stop 57)', () => {
+  const table = (name: string, bytes: number) => ({
+    table: name,
+    rows_a: 1,
+    rows_b: 2,
+    added: 1,
+    removed: 0,
+    changed: 0,
+    redacted: 0,
+    rows: { added: [{ text: 'x'.repeat(bytes) }], removed: [], changed: [], redacted: [] },
+  });
+  const file = (path: string, lines: number) => ({
+    path,
+    status: 'added' as const,
+    insertions: lines,
+    deletions: 0,
+    binary: false,
+    patch: 'a line\n'.repeat(lines),
+  });
+  const diff = {
+    files: [file('one.md', 100), file('two.md', 100)],
+    databases: [
+      {
+        db: 'long_term',
+        presence: 'both',
+        tables: [table('memories', 300), table('links', 10)],
+        schema_changes: [],
+      },
+    ],
+    state: { extract_cursor: { a: 1, b: 2 }, dream_run: { a: 'y'.repeat(500), b: null } },
+  } as unknown as SnapshotDiff;
+  assert.equal(fitDetail(diff, 10_000), diff, 'everything fits');
+  // 700 (one.md) + 350 of two.md's 700 (its first whole lines) = 1050
+  const cut = fitDetail(diff, 1050) as SnapshotDiff & { state_omitted?: true };
+  assert.equal(cut.detail_truncated, true);
+  assert.equal(cut.files[0]!.patch, diff.files[0]!.patch);
+  assert.equal(cut.files[1]!.patch, 'a line\n'.repeat(50));
+  assert.equal(cut.files[1]!.patch_truncated, true);
+  assert.equal(cut.files[1]!.patch_bytes, 700);
+  for (const t of cut.databases[0]!.tables) {
+    assert.equal(t.rows, undefined);
+    assert.equal(t.rows_omitted, true);
+    assert.equal(t.added, 1, 'the counts stay');
+  }
+  assert.equal(cut.state, undefined);
+  assert.equal(cut.state_omitted, true);
+  // a table whose rows do not fit is left out; a later, smaller one that fits is kept
+  const rows = fitDetail(diff, 1400 + 100);
+  assert.equal(rows.databases[0]!.tables[0]!.rows_omitted, true);
+  assert.ok(rows.databases[0]!.tables[1]!.rows);
+  assert.deepEqual(
+    fitDetail(diff, 0).files.map((f) => [f.patch, f.patch_bytes]),
+    [
+      ['', 700],
+      ['', 700],
+    ],
+  );
 });

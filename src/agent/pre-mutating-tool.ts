@@ -10,7 +10,7 @@
 import type { SnapshotConfig } from '../config/config.js';
 import { CONFIG_DEFAULTS } from '../config/config.js';
 import { asSnapshotError, InvalidInputError } from '../model/errors.js';
-import { DEFAULT_TENANT } from '../model/ids.js';
+import { DEFAULT_TENANT, validateLabel } from '../model/ids.js';
 import type { SnapshotMeta, SnapshotRequest } from '../model/types.js';
 import { PRE_MUTATING_TOOL_KIND } from '../policy/retention.js';
 import type { OperationRecord } from '../snapshotter/observer.js';
@@ -30,7 +30,9 @@ export function preMutatingToolLabel(tool: string): string {
     /\p{Surrogate}/u.test(tool)
   )
     throw new InvalidInputError(`invalid tool name: 1..${MAX_TOOL_CHARS} printable characters`);
-  return `${PRE_MUTATING_TOOL_LABEL_PREFIX}${tool}`;
+  // the snapshot's own rule for labels too, so a name it refuses is refused here, before the interval
+  // is looked at: such a name was skipped inside the interval and failed outside it (stop 57)
+  return validateLabel(`${PRE_MUTATING_TOOL_LABEL_PREFIX}${tool}`)!;
 }
 
 export type SkipReason = 'interval' | 'in_flight';
@@ -76,8 +78,11 @@ export class PreMutatingToolSnapshotAdapter implements PreMutatingToolSnapshotHo
     opts: PreMutatingToolOptions = {},
   ) {
     const secs = opts.minIntervalSecs ?? CONFIG_DEFAULTS.pre_mutating_tool.min_interval_secs;
-    if (!Number.isSafeInteger(secs) || secs < 0)
-      throw new InvalidInputError('minIntervalSecs must be an integer ≥ 0');
+    // its milliseconds must be exact too: 9007199254741 s was taken, and every call then failed (stop 57)
+    if (!Number.isSafeInteger(secs) || secs < 0 || !Number.isSafeInteger(secs * 1000))
+      throw new InvalidInputError(
+        `min_interval_secs (minIntervalSecs) must be an integer from 0 to ${Math.floor(Number.MAX_SAFE_INTEGER / 1000)}`,
+      );
     this.minIntervalMs = secs * 1000;
   }
 

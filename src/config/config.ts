@@ -84,7 +84,12 @@ const retentionSection = object({
 
 const preMutatingToolSection = object({
   /** At most one pre-mutating-tool snapshot per agent per this many seconds (default 60; 0 = every call). */
-  min_interval_secs: count().optional(),
+  min_interval_secs: count()
+    .max(
+      Math.floor(Number.MAX_SAFE_INTEGER / 1000),
+      'must be ≤ 9007199254740 (its milliseconds an exact integer)',
+    )
+    .optional(),
 });
 
 const encryptionSection = object({

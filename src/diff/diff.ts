@@ -17,6 +17,7 @@ import { bundleView } from '../repository/manifest.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { privateScratch, removeScratch } from '../util/scratch.js';
 import { allSettledOrThrow } from '../util/settle.js';
+import { fitDetail } from './fit.js';
 import { commitsBetween, type FileChange, treeChanges } from './memdir.js';
 import { placeholdersInJson, showJson } from './secrets.js';
 import {
@@ -64,6 +65,10 @@ export interface SnapshotDiff {
   databases: DatabaseDiff[];
   /** With --detail: both values of each state entry. */
   state?: { extract_cursor: { a?: unknown; b?: unknown }; dream_run: { a?: unknown; b?: unknown } };
+  /** With --detail: `state` was left out to keep the diff within `maxDetailBytes`. */
+  state_omitted?: true;
+  /** With `maxDetailBytes`: some patches were cut, or sample rows or state left out, to keep within it. */
+  detail_truncated?: true;
   /**
    * How secrets are treated: `output` says whether the values shown (patches, rows, state) went through
    * the redaction rules (`redacted`, the default) or are as stored (`shown`, --show-secrets); `files`,
@@ -87,6 +92,12 @@ export interface DiffRequest {
    * DIFF_PATCH_MAX_BYTES.
    */
   maxPatchBytes?: number;
+  /**
+   * With detail: the patches, sample rows and state values of the whole diff within this many bytes
+   * (fit.ts: what does not fit is cut or left out, `detail_truncated` says so); unbounded when unset.
+   * The agent tool passes AGENT_DIFF_DETAIL_MAX_BYTES.
+   */
+  maxDetailBytes?: number;
   /** Show values (patches, rows, state) as stored, secrets included; default: redacted. */
   showSecrets?: boolean;
   /** Identity file for age-encrypted bundles. */
@@ -200,6 +211,11 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
   const detail = req.detail === true;
   if (req.maxPatchBytes !== undefined && (!Number.isSafeInteger(req.maxPatchBytes) || req.maxPatchBytes < 1))
     throw new InvalidInputError(`maxPatchBytes must be a positive integer, got ${req.maxPatchBytes}`);
+  if (
+    req.maxDetailBytes !== undefined &&
+    (!Number.isSafeInteger(req.maxDetailBytes) || req.maxDetailBytes < 0)
+  )
+    throw new InvalidInputError(`maxDetailBytes must be an integer ≥ 0, got ${req.maxDetailBytes}`);
   const identities = req.decryptIdentity ? loadIdentities(req.decryptIdentity) : undefined;
   const tmp = await privateScratch('diff');
   try {
@@ -239,7 +255,7 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
       !redactedState.includes(key) &&
       canonicalJson(a.state.get(key) ?? null) !== canonicalJson(b.state.get(key) ?? null);
     const show = (v: unknown) => showJson(secrets.shown, v);
-    return {
+    const diff: SnapshotDiff = {
       a: a.label,
       b: b.label,
       git_summary: {
@@ -284,6 +300,7 @@ export async function diffSnapshots(s: LocalSnapshotter, req: DiffRequest): Prom
         state: redactedState,
       },
     };
+    return detail && req.maxDetailBytes !== undefined ? fitDetail(diff, req.maxDetailBytes) : diff;
   } finally {
     await removeScratch(tmp);
   }

@@ -34,7 +34,10 @@ export interface FileChange {
   binary: boolean;
   /** Unified diff (text files, with --detail). */
   patch?: string;
-  /** Set when `patch` was cut at a line's end to the caller's bound (`maxPatchBytes`). */
+  /**
+   * Set when `patch` was cut at a line's end to the caller's bound (`maxPatchBytes`; or what was left
+   * of `maxDetailBytes`, which may leave it empty).
+   */
   patch_truncated?: true;
   /** With `patch_truncated`: the whole patch's size in UTF-8 bytes. */
   patch_bytes?: number;
@@ -399,8 +402,8 @@ export function patchChunks(out: string): PatchChunk[] {
   return chunks;
 }
 
-/** The patch, or its first whole lines within `max` bytes with the cut said and the whole size. */
-function boundedPatch(
+/** The patch, or its first whole lines within `max` (≥ 1) bytes with the cut said and the whole size. */
+export function boundedPatch(
   patch: string,
   max: number | undefined,
 ): Pick<FileChange, 'patch' | 'patch_truncated' | 'patch_bytes'> {

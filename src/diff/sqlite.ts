@@ -32,6 +32,8 @@ export interface TableDiff {
     /** The row's key, the columns that differ only by redaction, and the side that holds the placeholders. */
     redacted: Array<{ key: Record<string, unknown>; columns: string[]; placeholders_in: string }>;
   };
+  /** With --detail: the sample rows were left out to keep the diff within `maxDetailBytes`. */
+  rows_omitted?: true;
 }
 
 /** How a diff treats secrets: the policy that tells redactions apart, how values are shown, side names. */

@@ -1,9 +1,10 @@
 // Owns the agent tool over MCP (official SDK): `memory_snapshot` with the original's parameters and
 // result (§15: optional `label` ≤ 200 characters and `redact_secrets`, no other key; result `snapshot_id`,
 // `bundle_path`, `bundle_size_bytes`, `bundle_sha256`, `created_at_ms`, `redactions_applied`,
-// `encrypted`, and `warnings` when it did not find a part: the memdir or the database directory, its
-// place named by its role; created_by `tool`), and the read-only `memory_list`, `memory_verify`, `memory_diff`, and
-// `memory_ls`, `memory_cat`, `memory_find` (memory as of a snapshot; values shown redacted).
+// `encrypted`, `warnings` when it did not find a part: the memdir or the database directory, its
+// place named by its role, and `memdir_skipped`; created_by `tool`), and the read-only `memory_list`,
+// `memory_verify`, `memory_diff` (its detail bounded in all), and `memory_ls`, `memory_cat`,
+// `memory_find` (memory as of a snapshot; values shown redacted). Calls wait their turn (turns.ts).
 // One server serves one agent (and tenant), fixed when it starts: a tool never names another agent, and
 // no result carries a figure of the store as a whole (`added_bytes`: deduplication across agents and
 // tenants would tell the agent what others stored).
@@ -21,8 +22,23 @@ import { ClientErrors } from '../server/client-errors.js';
 import type { OperationTracker } from '../server/tracker.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { PACKAGE_VERSION } from '../util/version.js';
+import { CancelledBeforeTurn, Turns } from './turns.js';
 
 export const TOOL_CREATED_BY = 'tool';
+
+/**
+ * The agent's read calls (verify, diff of two snapshots, ls, cat, find) that run at once; the others
+ * wait their turn. Each holds what it reads (a find, ~60 MB on a 41 MB agent): 60 concurrent finds
+ * took 3.5 GB and ran no faster than one after the other (stop 57).
+ */
+export const READS_AT_ONCE = 2;
+
+/**
+ * The bound on a detailed diff's patches, sample rows and state values in all, for the agent: its reply
+ * goes into a model's context (one of 150 changed 200 KB files was 63 MB, stop 57). What does not fit
+ * is cut or left out, and the diff says so (`detail_truncated`).
+ */
+export const AGENT_DIFF_DETAIL_MAX_BYTES = 256 * 1024;
 
 export interface AgentToolOptions {
   snapshotter: LocalSnapshotter;
@@ -50,6 +66,8 @@ const snapshotResult = {
   encrypted: z.boolean(),
   /** What the snapshot did not find (no memdir, no database directory), the host's places by their role. */
   warnings: z.array(z.string()).optional(),
+  /** Memory files the snapshot did not take (a symlink, a special file), by their path in the memdir. */
+  memdir_skipped: z.array(z.object({ path: z.string(), reason: z.string() })).optional(),
 };
 
 function ok(value: Record<string, unknown>): CallToolResult {
@@ -73,19 +91,20 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     try {
       return ok(await o.tracker.run(body));
     } catch (err) {
+      // no response goes to a cancelled call (the SDK's rule): nothing to tell, nothing to log
+      if (err instanceof CancelledBeforeTurn)
+        return { content: [{ type: 'text', text: `${tool}: ${err.message}` }], isError: true };
       return failed(errors, tool, err);
     }
   };
   // The calls that close the agent's write gate (a snapshot, a diff against live memory) run one at a
   // time, in the order they came: 40 concurrent diffs of live memory from one agent queued 40 gate
   // closures, and the runtime's writers waited up to 8.8 s between two batches (stop 50). One at a
-  // time, a writer waits for at most the one in progress; the agent's other calls are not held.
-  let gateTurn: Promise<unknown> = Promise.resolve();
-  const oneAtATime = <T>(body: () => Promise<T>): Promise<T> => {
-    const turn = gateTurn.then(body, body);
-    gateTurn = turn.catch(() => {});
-    return turn;
-  };
+  // time, a writer waits for at most the one in progress. The reads wait in a queue of their own.
+  // A queued call runs nothing once the server shuts down or its client cancels it (stop 57: a
+  // SIGTERM ran all six queued snapshots before the server ended).
+  const gate = new Turns(1, o.tracker);
+  const reads = new Turns(READS_AT_ONCE, o.tracker);
 
   server.registerTool(
     'memory_snapshot',
@@ -93,7 +112,8 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       title: 'Snapshot my memory',
       description:
         'Captures your whole memory right now (memory directory with its git history, the SQLite ' +
-        'databases, extractor state) into one verifiable bundle and returns its id, size and SHA-256. ' +
+        'databases, extractor state) into one verifiable bundle and returns its id, size and SHA-256; ' +
+        'memdir_skipped lists memory files it could not take (a symlink, a special file). ' +
         'Use it sparingly, e.g. before a risky change of your memory. Restoring a snapshot is an ' +
         'operator action and is not available as a tool.',
       inputSchema: z.strictObject({
@@ -101,7 +121,9 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
         redact_secrets: z
           .boolean()
           .optional()
-          .describe('ask for secret redaction; the result says whether any was applied (redactions_applied)'),
+          .describe(
+            'redact secrets the redaction rules find; redactions_applied in the result says the snapshot went through the rules (true even when nothing matched)',
+          ),
       }),
       outputSchema: snapshotResult,
       annotations: {
@@ -111,7 +133,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
         openWorldHint: false,
       },
     },
-    async (args) =>
+    async (args, extra) =>
       run('memory_snapshot', async () => {
         if (o.readOnly)
           throw new ForbiddenError(
@@ -125,7 +147,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
           createdBy: TOOL_CREATED_BY,
           redact: args.redact_secrets ?? o.redactDefault,
         };
-        const meta = await oneAtATime(() => s.snapshot(request));
+        const meta = await gate.run(() => s.snapshot(request), extra.signal);
         return {
           snapshot_id: meta.id,
           bundle_path: meta.bundle_path,
@@ -137,6 +159,8 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
           // a snapshot that holds no memory files (or no databases) says so to the agent too, naming the
           // places by their role, as a tool error does
           ...(meta.warnings?.length ? { warnings: meta.warnings.map((w) => errors.scrub(w)) } : {}),
+          // a memory file not taken is not restored either: the agent is told, as the CLI's JSON tells
+          ...(meta.memdir_skipped?.length ? { memdir_skipped: meta.memdir_skipped } : {}),
         };
       }),
   );
@@ -182,13 +206,17 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
-    async (args) =>
+    async (args, extra) =>
       run('memory_verify', async () => {
         // The snapshotter's one trust rule (trusted keys, require_signature), as the CLI and the API.
-        const report = await s.verifySnapshot(o.agentId, o.tenant, args.snapshot_id, {
-          deep: args.deep === true,
-          ...(o.identityPath ? { decryptIdentity: o.identityPath } : {}),
-        });
+        const report = await reads.run(
+          () =>
+            s.verifySnapshot(o.agentId, o.tenant, args.snapshot_id, {
+              deep: args.deep === true,
+              ...(o.identityPath ? { decryptIdentity: o.identityPath } : {}),
+            }),
+          extra.signal,
+        );
         return { ...report };
       }),
   );
@@ -203,11 +231,16 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       inputSchema: z.strictObject({
         a: z.string().min(1).max(64).describe('snapshot id, unique prefix, "latest", or "live"'),
         b: z.string().min(1).max(64).describe('snapshot id, unique prefix, "latest", or "live"'),
-        detail: z.boolean().optional().describe('include text patches and sample rows'),
+        detail: z
+          .boolean()
+          .optional()
+          .describe(
+            `include text patches, sample rows and state values (at most ${AGENT_DIFF_DETAIL_MAX_BYTES / 1024} KiB of them in all; detail_truncated says when some were cut)`,
+          ),
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
-    async (args) =>
+    async (args, extra) =>
       run('memory_diff', async () => {
         const compare = () =>
           s.diff({
@@ -217,9 +250,10 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
             b: args.b,
             detail: args.detail === true,
             maxPatchBytes: DIFF_PATCH_MAX_BYTES,
+            maxDetailBytes: AGENT_DIFF_DETAIL_MAX_BYTES,
             ...(o.identityPath ? { decryptIdentity: o.identityPath } : {}),
           });
-        const diff = isLiveRef(args.a) || isLiveRef(args.b) ? await oneAtATime(compare) : await compare();
+        const diff = await (isLiveRef(args.a) || isLiveRef(args.b) ? gate : reads).run(compare, extra.signal);
         return { ...diff };
       }),
   );
@@ -255,13 +289,17 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
-    async (args) =>
+    async (args, extra) =>
       run('memory_ls', async () => ({
-        ...(await s.ls(o.agentId, o.tenant, args.snapshot_id, args.path ?? '', {
-          limit: args.limit ?? MAX_LS_ENTRIES,
-          ...(args.cursor !== undefined ? { cursor: args.cursor } : {}),
-          ...identity,
-        })),
+        ...(await reads.run(
+          () =>
+            s.ls(o.agentId, o.tenant, args.snapshot_id, args.path ?? '', {
+              limit: args.limit ?? MAX_LS_ENTRIES,
+              ...(args.cursor !== undefined ? { cursor: args.cursor } : {}),
+              ...identity,
+            }),
+          extra.signal,
+        )),
       })),
   );
 
@@ -285,13 +323,17 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
-    async (args) =>
+    async (args, extra) =>
       run('memory_cat', async () => ({
-        ...(await s.cat(o.agentId, o.tenant, args.snapshot_id, args.path, {
-          ...(args.offset !== undefined ? { offset: args.offset } : {}),
-          ...(args.limit !== undefined ? { limit: args.limit } : {}),
-          ...identity,
-        })),
+        ...(await reads.run(
+          () =>
+            s.cat(o.agentId, o.tenant, args.snapshot_id, args.path, {
+              ...(args.offset !== undefined ? { offset: args.offset } : {}),
+              ...(args.limit !== undefined ? { limit: args.limit } : {}),
+              ...identity,
+            }),
+          extra.signal,
+        )),
       })),
   );
 
@@ -322,16 +364,20 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
-    async (args) =>
+    async (args, extra) =>
       run('memory_find', async () => ({
-        ...(await s.find({
-          agentId: o.agentId,
-          tenant: o.tenant,
-          ...(args.text !== undefined ? { text: args.text } : {}),
-          ...(args.regex !== undefined ? { regex: args.regex } : {}),
-          ...(args.since_ms !== undefined ? { sinceMs: args.since_ms } : {}),
-          ...identity,
-        })),
+        ...(await reads.run(
+          () =>
+            s.find({
+              agentId: o.agentId,
+              tenant: o.tenant,
+              ...(args.text !== undefined ? { text: args.text } : {}),
+              ...(args.regex !== undefined ? { regex: args.regex } : {}),
+              ...(args.since_ms !== undefined ? { sinceMs: args.since_ms } : {}),
+              ...identity,
+            }),
+          extra.signal,
+        )),
       })),
   );
 

@@ -493,8 +493,9 @@ export class ShuttingDownError extends SnapshotError {
   readonly code = 'SHUTTING_DOWN';
   readonly exitCode = ExitCode.error;
   readonly outcome = 'error' as const;
-  constructor() {
-    super('the daemon is shutting down; no new operation is started');
+  /** `who`: what is shutting down, as its client knows it (default the daemon). */
+  constructor(who = 'the daemon') {
+    super(`${who} is shutting down; no new operation is started`);
   }
 }
 

@@ -9,6 +9,9 @@ export class OperationTracker {
   private closing = false;
   private readonly closeListeners = new Set<() => void>();
 
+  /** `who`: what refuses new operations once closing, as its clients know it (ShuttingDownError). */
+  constructor(readonly who = 'the daemon') {}
+
   /** Calls `fn` once close() is called (at once if it was); returns the function that unsubscribes. */
   onClose(fn: () => void): () => void {
     if (this.closing) {
@@ -29,7 +32,7 @@ export class OperationTracker {
 
   /** Runs `op` as a tracked operation; ShuttingDownError once close() was called. */
   run<T>(op: () => Promise<T>): Promise<T> {
-    if (this.closing) return Promise.reject(new ShuttingDownError());
+    if (this.closing) return Promise.reject(new ShuttingDownError(this.who));
     const p = op();
     const settled = p.then(
       () => undefined,
@@ -42,7 +45,7 @@ export class OperationTracker {
 
   /** Tracks something that ends with a callback (a download stream); call the returned function once. */
   begin(): () => void {
-    if (this.closing) throw new ShuttingDownError();
+    if (this.closing) throw new ShuttingDownError(this.who);
     let done!: () => void;
     const p = new Promise<void>((r) => {
       done = r;

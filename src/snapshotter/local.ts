@@ -661,10 +661,15 @@ export class LocalSnapshotter implements MemorySnapshotter {
     const { readLastTaken, writeLastTaken } = await import('../store/last-taken.js');
     const clock = this.now;
     const due = {
-      async check(agentId: string, tenant: string, layout: StoreLayout): Promise<boolean> {
-        last = await readLastTaken(layout.lastTakenPath(tenant, agentId, kind));
+      check: async (agentId: string, tenant: string, layout: StoreLayout): Promise<boolean> => {
+        const record = await readLastTaken(layout.lastTakenPath(tenant, agentId, kind));
+        last = record?.created_at_ms;
         const now = clock();
-        return last === undefined || now < last || now - last >= minIntervalMs;
+        if (last === undefined || now < last || now - last >= minIntervalMs) return true;
+        // The snapshot the record names must still be there: one deleted since (delete, gc) covers
+        // nothing, and the call was skipped with no snapshot to roll back to (stop 57).
+        if (record?.snapshot_id === undefined) return false;
+        return !(await this.list(agentId, tenant)).some((m) => m.id === record.snapshot_id);
       },
       // by the clock's time, which `check` compares with the clock: a snapshot dated after the agent's
       // newest one (the clock behind it, stop 46) would otherwise look taken in the future, and every

@@ -7,10 +7,17 @@ import { readFile } from 'node:fs/promises';
 import type { SnapshotMeta } from '../model/types.js';
 import { writeFileAtomicUnsynced } from './atomic.js';
 
-export async function readLastTaken(path: string): Promise<number | undefined> {
+/** The record: when the last one was taken, and its id (absent in a record that names none). */
+export async function readLastTaken(
+  path: string,
+): Promise<{ created_at_ms: number; snapshot_id?: string } | undefined> {
   try {
-    const v = JSON.parse(await readFile(path, 'utf8')) as { created_at_ms?: unknown };
-    return Number.isSafeInteger(v?.created_at_ms) ? (v.created_at_ms as number) : undefined;
+    const v = JSON.parse(await readFile(path, 'utf8')) as { created_at_ms?: unknown; snapshot_id?: unknown };
+    if (!Number.isSafeInteger(v?.created_at_ms)) return undefined;
+    return {
+      created_at_ms: v.created_at_ms as number,
+      ...(typeof v.snapshot_id === 'string' ? { snapshot_id: v.snapshot_id } : {}),
+    };
   } catch {
     return undefined;
   }

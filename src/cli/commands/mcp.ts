@@ -64,7 +64,7 @@ Examples:
       await runCommand({ ...opts, progress: false }, async () => {
         const agentId = validateAgentId(opts.agent);
         const tenant = validateTenant(opts.tenant);
-        const tracker = new OperationTracker();
+        const tracker = new OperationTracker('the agent tool');
         const identityPath = identityFrom(opts);
         const cfg = loadFlagsConfig(opts)?.snapshot ?? {};
         const server = createAgentToolServer({
