@@ -473,6 +473,11 @@ test('mcp: exits 0 when stdin closes; a bad agent id fails at start with nothing
   assert.equal(bad.code, 1);
   assert.equal(bad.stdout, '');
   assert.match(bad.stderr, /agent_id/);
+  // an identity that cannot be read fails the start, not the agent's first encrypted read (stop 57)
+  const noIdentity = await run(['--agent', 'ana', '--decrypt-identity', join(a.root, 'no-such-identity')]);
+  assert.notEqual(noIdentity.code, 0);
+  assert.equal(noIdentity.stdout, '');
+  assert.match(noIdentity.stderr, /no-such-identity|identity/);
 });
 
 test('mcp: the calls that close the write gate (snapshots, diffs of live memory) run one at a time, in order (stop 50)', async (t) => {

@@ -5,6 +5,7 @@
 // while the server starts ends it before it serves, with status 0 too. A second signal exits 1 at once.
 
 import { snapshotRedactDefault } from '../../config/runtime.js';
+import { loadIdentities } from '../../crypto/age.js';
 import { createAgentToolServer } from '../../mcp/server.js';
 import { stdioTransport } from '../../mcp/transport.js';
 import { validateAgentId, validateTenant } from '../../model/ids.js';
@@ -66,6 +67,8 @@ Examples:
         const tenant = validateTenant(opts.tenant);
         const tracker = new OperationTracker('the agent tool');
         const identityPath = identityFrom(opts);
+        // read once now: a path that names no identity fails the start, not every encrypted read later
+        if (identityPath) loadIdentities(identityPath);
         const cfg = loadFlagsConfig(opts)?.snapshot ?? {};
         const server = createAgentToolServer({
           snapshotter: snapshotterFrom(opts),
