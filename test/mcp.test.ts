@@ -865,6 +865,22 @@ test('mcp: SIGTERM after the first answer ends it with status 0', async (t) => {
   assert.deepEqual(leftovers(a), []);
 });
 
+test('mcp: a client that closes its end of stdout (EPIPE on the next answer) ends the server, status 0 (stop 57)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const s = rawServer(t, a);
+  s.send(s.initialize);
+  assert.equal((await s.next()).id, 1);
+  s.child.stdout.destroy(); // the client reads no more answers; stdin stays open
+  s.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+  s.send({ jsonrpc: '2.0', id: 2, method: 'tools/list' });
+  const waited = await Promise.race([
+    s.ended,
+    new Promise((r) => setTimeout(() => r('still running'), 15_000)),
+  ]);
+  assert.deepEqual(waited, { code: 0, signal: null }, s.stderr());
+  assert.match(s.stderr(), /stdout closed/);
+});
+
 /**
  * A server whose `memory_snapshot` call (id 2, labelled `label`) has started and waits at the write
  * gate, held by a memory writer in the middle of a batch (the `hold-gate` fixture): kill the writer to

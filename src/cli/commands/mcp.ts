@@ -89,6 +89,12 @@ Examples:
           const end = () => resolve();
           process.stdin.once('end', end);
           process.stdin.once('close', end);
+          // a client that no longer reads the answers (its end of stdout closed: EPIPE) is gone too: the
+          // server stopped only when stdin closed, and took the snapshots it was still sent (stop 57)
+          process.stdout.once('error', () => {
+            process.stderr.write('nexo-memory mcp: stdout closed: the client reads no answer; stopping\n');
+            end();
+          });
           transport.onclose = end;
           void stopped.then(end);
         });
