@@ -625,6 +625,24 @@ test('mcp: a line that is not JSON gets -32700 Parse error, JSON that is not JSO
   );
   assert.deepEqual(await next(), { jsonrpc: '2.0', id: 5, result: {} }, 'the request after it is answered');
 
+  // a tool call whose arguments (or params) are not an object: -32602, not -32603 with a schema dump
+  for (const [id, params, problem] of [
+    [8, { name: 'memory_list', arguments: null }, 'arguments'],
+    [9, { name: 'memory_list', arguments: [] }, 'arguments'],
+    [10, { name: 'memory_list', arguments: 'x' }, 'arguments'],
+  ] as const) {
+    const refused = await next(JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params }));
+    assert.deepEqual(
+      refused,
+      {
+        jsonrpc: '2.0',
+        id,
+        error: { code: -32602, message: `Invalid params: ${problem} must be an object` },
+      },
+      JSON.stringify(refused).slice(0, 300),
+    );
+  }
+
   const init = await next(
     JSON.stringify({
       jsonrpc: '2.0',

@@ -89,6 +89,35 @@ export function unreadableLineResponse(err: Error): JSONRPCMessage | undefined {
 }
 
 /**
+ * The `-32602 Invalid params` response owed to a `tools/call` whose `arguments` is not an object
+ * (`null`, an array, a string), or undefined for any other message. The SDK's own parsing
+ * answered those `-32603 Internal error` with its schema's whole dump (stop 57).
+ */
+export function invalidToolCallResponse(m: JSONRPCMessage): JSONRPCMessage | undefined {
+  const r = m as { method?: unknown; id?: unknown; params?: unknown };
+  if (r.method !== 'tools/call' || r.id === undefined) return undefined;
+  // (params that are not an object are no JSON-RPC request: the reader answers those -32600)
+  const args = (r.params as { arguments?: unknown } | undefined)?.arguments;
+  if (args === undefined || (typeof args === 'object' && args !== null && !Array.isArray(args)))
+    return undefined;
+  const error = { code: ErrorCode.InvalidParams, message: 'Invalid params: arguments must be an object' };
+  return { jsonrpc: '2.0', id: r.id, error } as unknown as JSONRPCMessage;
+}
+
+/**
+ * Passes each message the transport reads to the handler the server set (call after it connected),
+ * except the tool calls invalidToolCallResponse answers.
+ */
+export function guardToolCalls(transport: StdioServerTransport): void {
+  const handle = transport.onmessage;
+  transport.onmessage = (m: JSONRPCMessage) => {
+    const refused = invalidToolCallResponse(m);
+    if (refused) void transport.send(refused).catch(() => {});
+    else handle?.(m);
+  };
+}
+
+/**
  * The SDK's stdio transport over this process's stdin (through LineGuard) and stdout, answering
  * unreadable and too long lines; `onWarning` hears of each.
  */

@@ -7,7 +7,7 @@
 import { snapshotRedactDefault } from '../../config/runtime.js';
 import { loadIdentities } from '../../crypto/age.js';
 import { createAgentToolServer } from '../../mcp/server.js';
-import { stdioTransport } from '../../mcp/transport.js';
+import { guardToolCalls, stdioTransport } from '../../mcp/transport.js';
 import { validateAgentId, validateTenant } from '../../model/ids.js';
 import { OperationTracker } from '../../server/tracker.js';
 import { Command } from '../commander.js';
@@ -85,6 +85,7 @@ Examples:
         if (signalled) return 0;
         const transport = stdioTransport((m) => process.stderr.write(`warning: ${m}\n`));
         await server.connect(transport);
+        guardToolCalls(transport);
         await new Promise<void>((resolve) => {
           const end = () => resolve();
           process.stdin.once('end', end);
