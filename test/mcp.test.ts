@@ -475,9 +475,9 @@ test('mcp: exits 0 when stdin closes; a bad agent id fails at start with nothing
   assert.match(bad.stderr, /agent_id/);
   // an identity that cannot be read fails the start, not the agent's first encrypted read (stop 57)
   const noIdentity = await run(['--agent', 'ana', '--decrypt-identity', join(a.root, 'no-such-identity')]);
-  assert.notEqual(noIdentity.code, 0);
+  assert.equal(noIdentity.code, 7, noIdentity.stderr);
   assert.equal(noIdentity.stdout, '');
-  assert.match(noIdentity.stderr, /no-such-identity|identity/);
+  assert.match(noIdentity.stderr, /cannot read identity file .*no-such-identity/);
 });
 
 test('mcp: the calls that close the write gate (snapshots, diffs of live memory) run one at a time, in order (stop 50)', async (t) => {
@@ -789,7 +789,8 @@ test("mcp: memory_diff's detail stays within AGENT_DIFF_DETAIL_MAX_BYTES in all,
   const big = diff.files.filter((f) => f.path.startsWith('big-'));
   assert.equal(big.length, 12);
   assert.equal(diff.git_summary.insertions, 12 * 6000, 'the counts are of the whole change');
-  const patchBytes = diff.files.reduce((n, f) => n + Buffer.byteLength(f.patch ?? ''), 0);
+  // as the reply writes them: JSON strings (each newline escaped)
+  const patchBytes = diff.files.reduce((n, f) => n + Buffer.byteLength(JSON.stringify(f.patch ?? '')) - 2, 0);
   assert.ok(patchBytes <= AGENT_DIFF_DETAIL_MAX_BYTES, `${patchBytes} bytes of patches`);
   assert.ok(patchBytes > AGENT_DIFF_DETAIL_MAX_BYTES - 1024, 'the budget is used, not wasted');
   assert.ok(big[0]!.patch!.length > 90_000 && !big[0]!.patch_truncated, 'the first patches whole');
@@ -890,13 +891,25 @@ test('mcp: a client that closes its end of stdout (EPIPE on the next answer) end
   assert.equal((await s.next()).id, 1);
   s.child.stdout.destroy(); // the client reads no more answers; stdin stays open
   s.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
-  s.send({ jsonrpc: '2.0', id: 2, method: 'tools/list' });
+  // the first snapshot runs (nothing tells the server yet); its answer cannot be written, and the
+  // ones queued behind it take nothing (before, each was taken, and the server went on)
+  for (const id of [2, 3, 4])
+    s.send({
+      jsonrpc: '2.0',
+      id,
+      method: 'tools/call',
+      params: { name: 'memory_snapshot', arguments: { label: `unread ${id}` } },
+    });
   const waited = await Promise.race([
     s.ended,
-    new Promise((r) => setTimeout(() => r('still running'), 15_000)),
+    new Promise((r) => setTimeout(() => r('still running'), 30_000)),
   ]);
   assert.deepEqual(waited, { code: 0, signal: null }, s.stderr());
   assert.match(s.stderr(), /stdout closed/);
+  assert.deepEqual(
+    (await a.snapshotter.list('ana')).map((m) => m.label),
+    ['unread 2'],
+  );
 });
 
 /**

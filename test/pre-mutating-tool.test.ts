@@ -285,12 +285,23 @@ test('an anchor deleted inside the interval covers nothing: the next runtime tak
   });
   const user = await a.snapshotter.snapshot({ agentId: 'ana', label: 'user' }); // (the last one stays)
   await a.snapshotter.delete('ana', undefined, first.snapshot.id);
-  const after = await newRuntime(a, 3600).snapshotBeforeTool('ana', undefined, 'memory_write');
+  // the runtime that took it goes by its memory of it, and looks whether it is still stored
+  const after = await hook.snapshotBeforeTool('ana', undefined, 'memory_write');
   assert.ok(after.ok && 'snapshot' in after, JSON.stringify(after));
   assert.deepEqual(
     (await a.snapshotter.list('ana')).map((m) => m.id),
     [after.snapshot.id, user.id],
   );
+  // and another runtime, which reads the record under the agent lock
+  await a.snapshotter.delete('ana', undefined, after.snapshot.id);
+  const other = await newRuntime(a, 3600).snapshotBeforeTool('ana', undefined, 'memory_write');
+  assert.ok(other.ok && 'snapshot' in other, JSON.stringify(other));
+  // inside the interval of a stored anchor, both skip
+  for (const runtime of [hook, newRuntime(a, 3600)])
+    assert.deepEqual(await runtime.snapshotBeforeTool('ana', undefined, 'x'), {
+      ok: true,
+      skipped: 'interval',
+    });
 });
 
 test('a tool name the snapshot label refuses is refused at once, inside the interval too; an interval past exact milliseconds is refused (stop 57)', async (t) => {

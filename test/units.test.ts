@@ -865,11 +865,12 @@ test('fitDetail: patches, then sample rows, then state, kept while they fit; the
     state: { extract_cursor: { a: 1, b: 2 }, dream_run: { a: 'y'.repeat(500), b: null } },
   } as unknown as SnapshotDiff;
   assert.equal(fitDetail(diff, 10_000), diff, 'everything fits');
-  // 700 (one.md) + 350 of two.md's 700 (its first whole lines) = 1050
+  // sizes as JSON: a line is 8 bytes there ("a line\n", its newline escaped); one.md whole (800), then
+  // of two.md the first whole lines within the 250 left: 31 (248)
   const cut = fitDetail(diff, 1050) as SnapshotDiff & { state_omitted?: true };
   assert.equal(cut.detail_truncated, true);
   assert.equal(cut.files[0]!.patch, diff.files[0]!.patch);
-  assert.equal(cut.files[1]!.patch, 'a line\n'.repeat(50));
+  assert.equal(cut.files[1]!.patch, 'a line\n'.repeat(31));
   assert.equal(cut.files[1]!.patch_truncated, true);
   assert.equal(cut.files[1]!.patch_bytes, 700);
   for (const t of cut.databases[0]!.tables) {
@@ -880,7 +881,7 @@ test('fitDetail: patches, then sample rows, then state, kept while they fit; the
   assert.equal(cut.state, undefined);
   assert.equal(cut.state_omitted, true);
   // a table whose rows do not fit is left out; a later, smaller one that fits is kept
-  const rows = fitDetail(diff, 1400 + 100);
+  const rows = fitDetail(diff, 1600 + 100);
   assert.equal(rows.databases[0]!.tables[0]!.rows_omitted, true);
   assert.ok(rows.databases[0]!.tables[1]!.rows);
   assert.deepEqual(
@@ -890,4 +891,18 @@ test('fitDetail: patches, then sample rows, then state, kept while they fit; the
       ['', 700],
     ],
   );
+  // escaped as JSON, a control character is 6 bytes, a quote 2
+  const escaped = {
+    ...diff,
+    files: [
+      { ...diff.files[0]!, patch: '\u0001\n'.repeat(100) },
+      { ...diff.files[1]!, patch: '"\n'.repeat(100) },
+    ],
+  } as SnapshotDiff;
+  const fitted = fitDetail(escaped, 1000);
+  const shown = fitted.files.reduce((n, f) => n + JSON.stringify(f.patch ?? '').length - 2, 0);
+  assert.ok(shown <= 1000, `${shown} bytes shown`);
+  assert.equal(fitted.files[0]!.patch, '\u0001\n'.repeat(100), '800 bytes as JSON: kept whole');
+  assert.equal(fitted.files[1]!.patch, '"\n'.repeat(50), 'then 50 lines of 4 bytes as JSON');
+  assert.equal(fitted.files[1]!.patch_bytes, 200);
 });

@@ -58,7 +58,9 @@ export interface ThrottledSnapshotter {
   snapshotUnlessRecent(
     req: SnapshotRequest,
     minIntervalMs: number,
-  ): Promise<{ snapshot: SnapshotMeta } | { skipped: 'interval'; last_at_ms: number }>;
+  ): Promise<{ snapshot: SnapshotMeta } | { skipped: 'interval'; last_at_ms: number; snapshot_id?: string }>;
+  /** Whether the anchor `id` is still stored (a deleted one covers nothing). */
+  stillStored(agentId: string, tenant: string, id: string): Promise<boolean>;
   observe(record: OperationRecord): void;
 }
 
@@ -69,8 +71,8 @@ export interface PreMutatingToolOptions {
 
 export class PreMutatingToolSnapshotAdapter implements PreMutatingToolSnapshotHook {
   readonly minIntervalMs: number;
-  /** When each agent's last snapshot of this kind was taken, as far as this process knows. */
-  private readonly last = new Map<string, number>();
+  /** When each agent's last snapshot of this kind was taken, and its id, as far as this process knows. */
+  private readonly last = new Map<string, { at: number; id?: string }>();
   private readonly inFlight = new Map<string, Promise<PreMutatingToolResult>>();
 
   constructor(
@@ -111,8 +113,13 @@ export class PreMutatingToolSnapshotAdapter implements PreMutatingToolSnapshotHo
     }
     const last = this.last.get(key);
     const now = Date.now();
-    if (last !== undefined && now >= last && now - last < this.minIntervalMs)
-      return this.skip(agentId, t, 'interval');
+    // inside the interval of an anchor still stored (one stat: an anchor deleted meanwhile covers
+    // nothing, stop 57); else the snapshotter decides under the agent lock
+    if (last !== undefined && now >= last.at && now - last.at < this.minIntervalMs) {
+      const stored = last.id === undefined ? true : await this.stillStored(agentId, t, last.id);
+      if (stored === true) return this.skip(agentId, t, 'interval');
+      if (stored !== false) return stored;
+    }
     const run = this.take(agentId, t, label, key);
     this.inFlight.set(key, run);
     try {
@@ -133,11 +140,26 @@ export class PreMutatingToolSnapshotAdapter implements PreMutatingToolSnapshotHo
     try {
       const r = await this.snapshotter.snapshotUnlessRecent(request, this.minIntervalMs);
       if ('skipped' in r) {
-        this.last.set(key, r.last_at_ms); // another process took one (counted by the snapshotter)
+        // another process took one (counted by the snapshotter)
+        this.last.set(key, { at: r.last_at_ms, ...(r.snapshot_id ? { id: r.snapshot_id } : {}) });
         return { ok: true as const, skipped: r.skipped };
       }
-      this.last.set(key, r.snapshot.created_at_ms);
+      this.last.set(key, { at: r.snapshot.created_at_ms, id: r.snapshot.id });
       return { ok: true as const, snapshot: r.snapshot };
+    } catch (err) {
+      const e = asSnapshotError(err, `pre-mutating-tool snapshot of agent ${agentId}`);
+      return { ok: false as const, code: e.code, error: e.message };
+    }
+  }
+
+  /** Whether the anchor is stored; a failure to tell is the call's result (never thrown). */
+  private async stillStored(
+    agentId: string,
+    tenant: string,
+    id: string,
+  ): Promise<boolean | PreMutatingToolResult> {
+    try {
+      return await this.snapshotter.stillStored(agentId, tenant, id);
     } catch (err) {
       const e = asSnapshotError(err, `pre-mutating-tool snapshot of agent ${agentId}`);
       return { ok: false as const, code: e.code, error: e.message };

@@ -645,10 +645,23 @@ export class LocalSnapshotter implements MemorySnapshotter {
    * was taken less than `minIntervalMs` ago — by any process: the time is kept beside the agent lock and
    * read under it. The pre-mutating-tool hook (agent/pre-mutating-tool.ts) is built on this.
    */
+  /**
+   * Whether the agent's snapshot `id` is still stored: its bundle file, or its listing entry in the
+   * repository — a stat or two, not a listing (the throttle asks it on calls it skips; a listing of a
+   * 10,000-snapshot repository made each such call take 1.4 s, stop 57).
+   */
+  async stillStored(agentId: string, tenant: string, id: string): Promise<boolean> {
+    const a = validateAgentId(agentId);
+    const t = validateTenant(tenant);
+    if ([false, true].some((encrypted) => existsSync(this.layout.bundlePath(t, a, id, encrypted))))
+      return true;
+    return this.repository.isListed(id);
+  }
+
   async snapshotUnlessRecent(
     req: SnapshotRequest,
     minIntervalMs: number,
-  ): Promise<{ snapshot: SnapshotMeta } | { skipped: 'interval'; last_at_ms: number }> {
+  ): Promise<{ snapshot: SnapshotMeta } | { skipped: 'interval'; last_at_ms: number; snapshot_id?: string }> {
     const started = performance.now();
     const kind = String(req.createdBy);
     if (!/^auto-[a-z0-9-]{1,59}$/.test(kind))
@@ -658,18 +671,20 @@ export class LocalSnapshotter implements MemorySnapshotter {
     if (!Number.isSafeInteger(minIntervalMs) || minIntervalMs < 0)
       throw new InvalidInputError('minIntervalMs must be an integer ≥ 0');
     let last: number | undefined;
+    let lastId: string | undefined;
     const { readLastTaken, writeLastTaken } = await import('../store/last-taken.js');
     const clock = this.now;
     const due = {
       check: async (agentId: string, tenant: string, layout: StoreLayout): Promise<boolean> => {
         const record = await readLastTaken(layout.lastTakenPath(tenant, agentId, kind));
         last = record?.created_at_ms;
+        lastId = record?.snapshot_id;
         const now = clock();
         if (last === undefined || now < last || now - last >= minIntervalMs) return true;
         // The snapshot the record names must still be there: one deleted since (delete, gc) covers
         // nothing, and the call was skipped with no snapshot to roll back to (stop 57).
         if (record?.snapshot_id === undefined) return false;
-        return !(await this.list(agentId, tenant)).some((m) => m.id === record.snapshot_id);
+        return !(await this.stillStored(agentId, tenant, record.snapshot_id));
       },
       // by the clock's time, which `check` compares with the clock: a snapshot dated after the agent's
       // newest one (the clock behind it, stop 46) would otherwise look taken in the future, and every
@@ -704,7 +719,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
       outcome: 'ok',
       durationMs: performance.now() - started,
     });
-    return { skipped: 'interval', last_at_ms: last! };
+    return {
+      skipped: 'interval',
+      last_at_ms: last!,
+      ...(lastId !== undefined ? { snapshot_id: lastId } : {}),
+    };
   }
 
   private async snapshotUnlocked(req: SnapshotRequest, started: number): Promise<SnapshotMeta>;

@@ -927,6 +927,11 @@ export class RepositoryStore {
     );
   }
 
+  /** Whether snapshot `id` is listed (one stat, not a listing); false when there is no repository. */
+  async isListed(id: string): Promise<boolean> {
+    return (await this.exists()) && (await this.stillListed([id])).listed.has(id);
+  }
+
   /** Which of `ids` are still listed, and which of those are pinned (retention looks again under the agent lock). */
   async stillListed(ids: readonly string[]): Promise<{ listed: Set<string>; pinned: Set<string> }> {
     const listed = new Set<string>();
