@@ -24,11 +24,17 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { generateSigningKey, parseSigningKey } from '../src/index.js';
-import { AGENT_DIFF_DETAIL_MAX_BYTES, createAgentToolServer, READS_AT_ONCE } from '../src/mcp/server.js';
+import {
+  AGENT_DIFF_DETAIL_MAX_BYTES,
+  createAgentToolServer,
+  MEMORY_LIST_DEFAULT_LIMIT,
+  READS_AT_ONCE,
+} from '../src/mcp/server.js';
 import { LineGuard } from '../src/mcp/transport.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import { BIN, ensureBuilt } from './helpers/built-cli.js';
 import { type Agent, copySampleAgent, runCli, sampleAgent, startFixture } from './helpers/env.js';
+import { multiplySnapshot } from './helpers/many-snapshots.js';
 import { collect, startNats } from './helpers/nats.js';
 import { until } from './helpers/wait.js';
 
@@ -678,6 +684,29 @@ async function inProcess(
   t.after(() => client.close());
   return client;
 }
+
+test('mcp: memory_list gives the MEMORY_LIST_DEFAULT_LIMIT newest unless limit says otherwise; total counts them all (stop 57)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL, { store: 'repository' });
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  await multiplySnapshot(join(a.stateRoot, 'repository'), MEMORY_LIST_DEFAULT_LIMIT + 30);
+  const all = await a.snapshotter.list('ana');
+  assert.equal(all.length, MEMORY_LIST_DEFAULT_LIMIT + 30);
+  const client = await inProcess(t, a.snapshotter);
+  const ids = async (args: Record<string, unknown>) => {
+    const r = await callTool(client, 'memory_list', args);
+    assert.ok(!r.isError, textOf(r));
+    assert.equal(r.structuredContent!.total, all.length);
+    return (r.structuredContent!.snapshots as Array<{ id: string }>).map((m) => m.id);
+  };
+  assert.deepEqual(
+    await ids({}),
+    all.slice(0, MEMORY_LIST_DEFAULT_LIMIT).map((m) => m.id),
+  );
+  assert.deepEqual(
+    await ids({ limit: MEMORY_LIST_DEFAULT_LIMIT + 30 }),
+    all.map((m) => m.id),
+  );
+});
 
 test('mcp: read calls run at most READS_AT_ONCE at a time, the rest wait their turn and all answer (stop 57: 60 finds took 3.5 GB)', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);

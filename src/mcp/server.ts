@@ -40,6 +40,12 @@ export const READS_AT_ONCE = 2;
  */
 export const AGENT_DIFF_DETAIL_MAX_BYTES = 256 * 1024;
 
+/**
+ * The snapshots `memory_list` gives when the call names no `limit`: the newest ones (10,000 were a
+ * 7.8 MB reply, and 20 such calls at once took 619 MB, stop 57); `total` counts them all.
+ */
+export const MEMORY_LIST_DEFAULT_LIMIT = 100;
+
 export interface AgentToolOptions {
   snapshotter: LocalSnapshotter;
   agentId: string;
@@ -169,19 +175,28 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     'memory_list',
     {
       title: 'List my memory snapshots',
-      description: 'Your memory snapshots, newest first: id, label, time, size, who made it. Read-only.',
+      description: `Your memory snapshots, newest first: id, label, time, size, who made it; the ${MEMORY_LIST_DEFAULT_LIMIT} newest unless limit says otherwise (total counts them all). Read-only.`,
       inputSchema: z.strictObject({
-        limit: z.number().int().min(1).max(1000).optional().describe('at most this many (newest first)'),
+        limit: z
+          .number()
+          .int()
+          .min(1)
+          .max(1000)
+          .optional()
+          .describe(`at most this many, newest first (default ${MEMORY_LIST_DEFAULT_LIMIT})`),
       }),
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
-    async (args) =>
+    async (args, extra) =>
       run('memory_list', async () => {
         // without added_bytes: what a snapshot added depends on what the whole repository held, every
         // agent's and tenant's data; told to an agent (a model a prompt may drive), it says whether
         // bytes the agent wrote exist anywhere in the store (stop 45). Its own sizes stay.
-        const all = (await s.list(o.agentId, o.tenant)).map(({ added_bytes: _store, ...meta }) => meta);
-        return { snapshots: args.limit ? all.slice(0, args.limit) : all, total: all.length };
+        const all = await reads.run(() => s.list(o.agentId, o.tenant), extra.signal);
+        const shown = all
+          .slice(0, args.limit ?? MEMORY_LIST_DEFAULT_LIMIT)
+          .map(({ added_bytes: _store, ...meta }) => meta);
+        return { snapshots: shown, total: all.length };
       }),
   );
 
