@@ -5,6 +5,7 @@
 // retention's own rule for these anchors.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -296,6 +297,17 @@ test('an anchor deleted inside the interval covers nothing: the next runtime tak
   await a.snapshotter.delete('ana', undefined, after.snapshot.id);
   const other = await newRuntime(a, 3600).snapshotBeforeTool('ana', undefined, 'memory_write');
   assert.ok(other.ok && 'snapshot' in other, JSON.stringify(other));
+  // a record naming no snapshot id (damaged, or written by hand: a path) covers nothing either
+  const record = execFileSync('find', [a.stateRoot, '-name', 'ana.auto-pre-mutating-tool.last'], {
+    encoding: 'utf8',
+  }).trim();
+  assert.ok(record, 'the record beside the agent lock');
+  writeFileSync(
+    record,
+    `${JSON.stringify({ created_at_ms: Date.now(), snapshot_id: '../../../etc/passwd' })}\n`,
+  );
+  const fresh = await newRuntime(a, 3600).snapshotBeforeTool('ana', undefined, 'memory_write');
+  assert.ok(fresh.ok && 'snapshot' in fresh, JSON.stringify(fresh));
   // inside the interval of a stored anchor, both skip
   for (const runtime of [hook, newRuntime(a, 3600)])
     assert.deepEqual(await runtime.snapshotBeforeTool('ana', undefined, 'x'), {

@@ -36,6 +36,7 @@ import {
   DEFAULT_TENANT,
   LATEST,
   newSnapshotId,
+  parseSnapshotId,
   textArgument,
   validateAgentId,
   validateCreatedBy,
@@ -653,6 +654,8 @@ export class LocalSnapshotter implements MemorySnapshotter {
   async stillStored(agentId: string, tenant: string, id: string): Promise<boolean> {
     const a = validateAgentId(agentId);
     const t = validateTenant(tenant);
+    // an id not in the canonical form (a record written by hand, damaged) names no snapshot
+    if (parseSnapshotId(id) !== id) return false;
     if ([false, true].some((encrypted) => existsSync(this.layout.bundlePath(t, a, id, encrypted))))
       return true;
     return this.repository.isListed(id);
