@@ -927,9 +927,21 @@ export class RepositoryStore {
     );
   }
 
-  /** Whether snapshot `id` is listed (one stat, not a listing); false when there is no repository. */
+  /**
+   * Whether snapshot `id` is listed (one stat, not a listing); false when there is no repository. Not
+   * through the version gate (a read of the config, 0.8 ms of the 1 ms this took): a stat reads no
+   * content, and whatever a newer repository's layout makes it answer, the snapshot that may follow
+   * is gated.
+   */
   async isListed(id: string): Promise<boolean> {
-    return (await this.exists()) && (await this.stillListed([id])).listed.has(id);
+    if (!(await this.exists())) return false;
+    return (await this.storeBackend()).stat({ type: 'listing', name: id }).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof ObjectNotFoundError) return false;
+        throw err;
+      },
+    );
   }
 
   /** Which of `ids` are still listed, and which of those are pinned (retention looks again under the agent lock). */
