@@ -27,7 +27,7 @@ import { CancelledBeforeTurn, Turns } from './turns.js';
 export const TOOL_CREATED_BY = 'tool';
 
 /**
- * The agent's read calls (verify, diff of two snapshots, ls, cat, find) that run at once; the others
+ * The agent's read calls (list, verify, diff of two snapshots, ls, cat, find) that run at once; the others
  * wait their turn. Each holds what it reads (a find, ~60 MB on a 41 MB agent): 60 concurrent finds
  * took 3.5 GB and ran no faster than one after the other (stop 57).
  */

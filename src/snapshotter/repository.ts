@@ -195,6 +195,16 @@ export interface RepositoryPlace {
   observer?: (backend: string) => BackendObserver;
 }
 
+/** Whether the store holds object `id` of `type` (one stat; a missing one is no error). */
+const present = (backend: Backend, type: 'listing' | 'pins', id: string): Promise<boolean> =>
+  backend.stat({ type, name: id }).then(
+    () => true,
+    (err: unknown) => {
+      if (err instanceof ObjectNotFoundError) return false;
+      throw err;
+    },
+  );
+
 export class RepositoryStore {
   /** Where the repository is, as shown in messages and `bundle_path` (never a secret). */
   readonly root: string;
@@ -935,13 +945,7 @@ export class RepositoryStore {
    */
   async isListed(id: string): Promise<boolean> {
     if (!(await this.exists())) return false;
-    return (await this.storeBackend()).stat({ type: 'listing', name: id }).then(
-      () => true,
-      (err: unknown) => {
-        if (err instanceof ObjectNotFoundError) return false;
-        throw err;
-      },
-    );
+    return present(await this.storeBackend(), 'listing', id);
   }
 
   /** Which of `ids` are still listed, and which of those are pinned (retention looks again under the agent lock). */
@@ -949,19 +953,11 @@ export class RepositoryStore {
     const listed = new Set<string>();
     const pinned = new Set<string>();
     const backend = await this.backendFor();
-    const present = async (type: 'listing' | 'pins', id: string) =>
-      backend.stat({ type, name: id }).then(
-        () => true,
-        (err: unknown) => {
-          if (err instanceof ObjectNotFoundError) return false;
-          throw err;
-        },
-      );
     const { mapLimit } = await import('../repository/repository.js');
     await mapLimit(ids, 16, async (id) => {
-      if (!(await present('listing', id))) return;
+      if (!(await present(backend, 'listing', id))) return;
       listed.add(id);
-      if (await present('pins', id)) pinned.add(id);
+      if (await present(backend, 'pins', id)) pinned.add(id);
     });
     return { listed, pinned };
   }
