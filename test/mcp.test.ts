@@ -219,8 +219,34 @@ describe('mcp: one server of the default config', () => {
     ]) {
       const r = await callTool(client, 'memory_snapshot', args);
       assert.equal(r.isError, true, JSON.stringify(args));
-      assert.match(textOf(r), /Invalid arguments|Input validation/, JSON.stringify(args));
+      // the form of every other tool error (stop 58: the SDK's own text, `MCP error -32602: …`)
+      assert.match(
+        textOf(r),
+        /^memory_snapshot failed: Input validation error: .*\(INVALID_INPUT, error id [0-9a-f]{8}\)$/s,
+        JSON.stringify(args),
+      );
     }
+    // bounded: 300,000 unknown keys were a 3.2 MB text naming each; a 5,000-character key is cut
+    const many = await callTool(
+      client,
+      'memory_snapshot',
+      Object.fromEntries(Array.from({ length: 300_000 }, (_, i) => [`k${i}`, 1])),
+    );
+    assert.match(
+      textOf(many),
+      /^memory_snapshot failed: .*more than the maximum of 64 elements \(INVALID_INPUT, error id [0-9a-f]{8}\)$/,
+    );
+    const long = textOf(await callTool(client, 'memory_snapshot', { ['k'.repeat(5000)]: 1 }));
+    assert.ok(long.length < 1200, `${long.length} characters`);
+    assert.match(
+      long,
+      /^memory_snapshot failed: .*… \(\d+ more characters\) \(INVALID_INPUT, error id [0-9a-f]{8}\)$/s,
+    );
+    // a tool the server does not have: the client's name is not taken as the failed tool's
+    assert.match(
+      textOf(await callTool(client, 'memory_restore', {})),
+      /^tools\/call failed: Tool memory_restore not found \(INVALID_INPUT, error id [0-9a-f]{8}\)$/,
+    );
     const ctl = await callTool(client, 'memory_snapshot', { label: 'bad\u0007bell' });
     assert.equal(ctl.isError, true, 'the library rejects control characters in labels');
     assert.match(textOf(ctl), /^memory_snapshot failed: .*\(INVALID_INPUT, error id [0-9a-f]{8}\)$/s);
@@ -939,6 +965,46 @@ test('mcp: a client that closes its end of stdout (EPIPE on the next answer) end
     (await a.snapshotter.list('ana')).map((m) => m.label),
     ['unread 2'],
   );
+});
+
+test('mcp: stdout on a full disk (ENOSPC) ends the server after the call in progress, status 1, no stack (stop 58)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const full = await open('/dev/full', 'w');
+  t.after(() => full.close());
+  // every answer fails to be written; before stop 58 main.ts's listener threw the first failure (the
+  // initialize answer) and the process died with a stack trace, in the middle of whatever call ran
+  const child = spawn(process.execPath, [BIN, 'mcp', '--agent', 'ana', ...a.flags], {
+    stdio: ['pipe', full.fd, 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+  });
+  const lines = [
+    {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'initialize',
+      params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } },
+    },
+    { jsonrpc: '2.0', method: 'notifications/initialized' },
+    ...[2, 3].map((id) => ({
+      jsonrpc: '2.0',
+      id,
+      method: 'tools/call',
+      params: { name: 'memory_snapshot', arguments: { label: `unwritten ${id}` } },
+    })),
+  ];
+  child.stdin!.write(lines.map((l) => `${JSON.stringify(l)}\n`).join('')); // stdin stays open
+  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  assert.deepEqual({ code, signal }, { code: 1, signal: null }, stderr);
+  assert.match(stderr, /nexo-memory mcp: stdout: ENOSPC: no space left on device.*stopping \(IO\)/);
+  assert.doesNotMatch(stderr, /\n\s+at /, 'no stack trace');
+  // at most the call that was running when the first answer failed was taken, and whole
+  const labels = (await a.snapshotter.list('ana')).map((m) => m.label);
+  assert.ok(labels.length <= 1 && labels.every((l) => l === 'unwritten 2'), JSON.stringify(labels));
+  for (const m of await a.snapshotter.list('ana'))
+    assert.equal((await a.snapshotter.verifySnapshot('ana', undefined, m.id)).status, 'verified');
 });
 
 /**

@@ -15,7 +15,7 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { MAX_LS_ENTRIES } from '../browse/types.js';
 import { DIFF_PATCH_MAX_BYTES, isLiveRef } from '../diff/diff.js';
-import { ForbiddenError } from '../model/errors.js';
+import { ForbiddenError, InvalidInputError } from '../model/errors.js';
 import { MAX_LABEL_CHARS } from '../model/ids.js';
 import type { SnapshotRequest } from '../model/types.js';
 import { ClientErrors } from '../server/client-errors.js';
@@ -45,6 +45,34 @@ export const AGENT_DIFF_DETAIL_MAX_BYTES = 256 * 1024;
  * 7.8 MB reply, and 20 such calls at once took 619 MB, stop 57); `total` counts them all.
  */
 export const MEMORY_LIST_DEFAULT_LIMIT = 100;
+
+/**
+ * The most array elements and object members one call's `arguments` may hold (the SDK's
+ * `maxToolInputElements`); a tool takes at most six. 300,000 unknown keys were a 3.2 MB error text
+ * naming each one (stop 57).
+ */
+export const MAX_TOOL_INPUT_ELEMENTS = 64;
+
+/** The longest text of the SDK's refusal kept in the agent's error (and the log's line). */
+export const REFUSAL_MAX_CHARS = 1000;
+
+/** The SDK's form of a call it refused before any tool ran: `McpError`'s text for `-32602 Invalid params`. */
+const SDK_REFUSAL = 'MCP error -32602: ';
+
+/** Each server's form of a refused call (refusedCallResult). */
+const refusals = new WeakMap<McpServer, (tool: string, text: string) => CallToolResult>();
+
+/**
+ * The tool error for a call the SDK refused before any tool ran (a tool it does not have, arguments
+ * its schema refuses), given the SDK's result text; undefined for any other text. It takes the form of
+ * the other tool errors, `<tool> failed: … (INVALID_INPUT, error id …)`, its text bounded, and the
+ * server's log gets its line: the SDK's own text named each unknown key, without bound, and had no error
+ * id for the operator to find (stop 57, "left"). `tool` is the call's tool name, as the client sent it.
+ */
+export function refusedCallResult(server: McpServer, tool: string, text: string): CallToolResult | undefined {
+  if (!text.startsWith(SDK_REFUSAL)) return undefined;
+  return refusals.get(server)?.(tool, text.slice(SDK_REFUSAL.length));
+}
 
 export interface AgentToolOptions {
   snapshotter: LocalSnapshotter;
@@ -91,8 +119,23 @@ function failed(errors: ClientErrors, tool: string, err: unknown): CallToolResul
 
 export function createAgentToolServer(o: AgentToolOptions): McpServer {
   const s = o.snapshotter;
-  const server = new McpServer({ name: 'nexo-memory', version: PACKAGE_VERSION });
+  const server = new McpServer(
+    { name: 'nexo-memory', version: PACKAGE_VERSION },
+    { maxToolInputElements: MAX_TOOL_INPUT_ELEMENTS },
+  );
   const errors = new ClientErrors({ hostPaths: s.hostPaths(), ...(o.log ? { log: o.log } : {}) });
+  // the server's tools, by name: registered through `tool`, which notes each
+  const tools = new Set<string>();
+  const tool = ((name: string, ...rest: unknown[]) => {
+    tools.add(name);
+    return (server.registerTool as (...args: unknown[]) => unknown).call(server, name, ...rest);
+  }) as McpServer['registerTool'];
+  refusals.set(server, (tool, text) => {
+    const cut = text.length > REFUSAL_MAX_CHARS ? text.length - REFUSAL_MAX_CHARS : 0;
+    const said = cut ? `${text.slice(0, REFUSAL_MAX_CHARS)}… (${cut} more characters)` : text;
+    // an unknown name is the client's text: not repeated as the failed tool's name
+    return failed(errors, tools.has(tool) ? tool : 'tools/call', new InvalidInputError(said));
+  });
   const run = async (tool: string, body: () => Promise<Record<string, unknown>>): Promise<CallToolResult> => {
     try {
       return ok(await o.tracker.run(body));
@@ -112,7 +155,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
   const gate = new Turns(1, o.tracker);
   const reads = new Turns(READS_AT_ONCE, o.tracker);
 
-  server.registerTool(
+  tool(
     'memory_snapshot',
     {
       title: 'Snapshot my memory',
@@ -171,7 +214,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       }),
   );
 
-  server.registerTool(
+  tool(
     'memory_list',
     {
       title: 'List my memory snapshots',
@@ -200,7 +243,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       }),
   );
 
-  server.registerTool(
+  tool(
     'memory_verify',
     {
       title: 'Verify one of my memory snapshots',
@@ -236,7 +279,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       }),
   );
 
-  server.registerTool(
+  tool(
     'memory_diff',
     {
       title: 'Compare two of my memory snapshots',
@@ -280,7 +323,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
     .max(64)
     .describe('snapshot id, a unique prefix (≥ 4 hex digits; hyphens ignored), or "latest" (the newest)');
 
-  server.registerTool(
+  tool(
     'memory_ls',
     {
       title: 'List my memory as of a snapshot',
@@ -318,7 +361,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       })),
   );
 
-  server.registerTool(
+  tool(
     'memory_cat',
     {
       title: 'Read my memory as of a snapshot',
@@ -352,7 +395,7 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       })),
   );
 
-  server.registerTool(
+  tool(
     'memory_find',
     {
       title: 'When did I learn or forget this?',

@@ -8,7 +8,7 @@
 
 import { Transform, type TransformCallback } from 'node:stream';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
-import { ErrorCode, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { type CallToolResult, ErrorCode, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 
 /** The longest line read as a message (the SDK's reader gives up at 10 MiB, with what it holds). */
 export const MAX_LINE_BYTES = 8 * 1024 * 1024;
@@ -104,16 +104,46 @@ export function invalidToolCallResponse(m: JSONRPCMessage): JSONRPCMessage | und
   return { jsonrpc: '2.0', id: r.id, error } as unknown as JSONRPCMessage;
 }
 
+/** Tool calls awaiting their answer that guardToolCalls remembers the tool name of (the oldest go first). */
+const PENDING_CALLS_MAX = 1024;
+
 /**
  * Passes each message the transport reads to the handler the server set (call after it connected),
- * except the tool calls invalidToolCallResponse answers.
+ * except the tool calls invalidToolCallResponse answers. With `refused`, each tool error the SDK sends
+ * for a call it refused before any tool ran goes out in the form `refused` gives it instead, or as it is
+ * when that gives none (server.ts refusedCallResult): the call's tool name, as the client sent it, is
+ * remembered until its answer goes out.
  */
-export function guardToolCalls(transport: StdioServerTransport): void {
+export function guardToolCalls(
+  transport: StdioServerTransport,
+  refused?: (tool: string, text: string) => CallToolResult | undefined,
+): void {
   const handle = transport.onmessage;
+  const pending = new Map<string | number, string>();
   transport.onmessage = (m: JSONRPCMessage) => {
-    const refused = invalidToolCallResponse(m);
-    if (refused) void transport.send(refused).catch(() => {});
-    else handle?.(m);
+    const invalid = invalidToolCallResponse(m);
+    if (invalid) {
+      void transport.send(invalid).catch(() => {});
+      return;
+    }
+    const r = m as { method?: unknown; id?: unknown; params?: { name?: unknown } };
+    if (refused && r.method === 'tools/call' && (typeof r.id === 'string' || typeof r.id === 'number')) {
+      // (a cancelled call gets no answer: the oldest are forgotten instead)
+      if (pending.size >= PENDING_CALLS_MAX) pending.delete(pending.keys().next().value!);
+      pending.set(r.id, typeof r.params?.name === 'string' ? r.params.name : '');
+    }
+    handle?.(m);
+  };
+  if (!refused) return;
+  const send = transport.send.bind(transport);
+  transport.send = (m: JSONRPCMessage) => {
+    const a = m as { id?: unknown; result?: CallToolResult };
+    const tool = typeof a.id === 'string' || typeof a.id === 'number' ? pending.get(a.id) : undefined;
+    if (tool === undefined || !a.result) return send(m);
+    pending.delete(a.id as string | number);
+    const text = a.result.isError ? a.result.content?.[0] : undefined;
+    const ours = text?.type === 'text' ? refused(tool, text.text) : undefined;
+    return send(ours ? ({ ...m, result: ours } as JSONRPCMessage) : m);
   };
 }
 

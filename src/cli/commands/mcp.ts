@@ -6,7 +6,7 @@
 
 import { snapshotRedactDefault } from '../../config/runtime.js';
 import { loadIdentities } from '../../crypto/age.js';
-import { createAgentToolServer } from '../../mcp/server.js';
+import { createAgentToolServer, refusedCallResult } from '../../mcp/server.js';
 import { guardToolCalls, stdioTransport } from '../../mcp/transport.js';
 import { validateAgentId, validateTenant } from '../../model/ids.js';
 import { OperationTracker } from '../../server/tracker.js';
@@ -62,6 +62,12 @@ Examples:
         signalled = true;
         stop();
       });
+      // stderr carries only the server's log lines: one it cannot write (a full disk, a closed pipe) is
+      // dropped, where main.ts's listener threw it and ended the process in the middle of a call
+      process.stderr.removeAllListeners('error');
+      process.stderr.on('error', () => {});
+      const logLine = (line: string) => process.stderr.write(`nexo-memory mcp: ${line}\n`);
+      let stdoutFailed = false;
       await runCommand({ ...opts, progress: false }, async () => {
         const agentId = validateAgentId(opts.agent);
         const tenant = validateTenant(opts.tenant);
@@ -78,22 +84,33 @@ Examples:
           redactDefault: snapshotRedactDefault(cfg),
           readOnly: cfg.enabled === false,
           ...(identityPath ? { identityPath } : {}),
-          log: (line) => process.stderr.write(`nexo-memory mcp: ${line}\n`),
+          log: logLine,
         });
         // Stopped while starting: nothing was read from stdin, no tool ran; end without serving.
         await stopSignalsDelivered();
         if (signalled) return 0;
         const transport = stdioTransport((m) => process.stderr.write(`warning: ${m}\n`));
         await server.connect(transport);
-        guardToolCalls(transport);
+        guardToolCalls(transport, (tool, text) => refusedCallResult(server, tool, text));
+        let status = 0;
         await new Promise<void>((resolve) => {
           const end = () => resolve();
           process.stdin.once('end', end);
           process.stdin.once('close', end);
-          // a client that no longer reads the answers (its end of stdout closed: EPIPE) is gone too: the
-          // server stopped only when stdin closed, and took the snapshots it was still sent (stop 57)
-          process.stdout.once('error', () => {
-            process.stderr.write('nexo-memory mcp: stdout closed: the client reads no answer; stopping\n');
+          // An answer that cannot be written ends the server as stdin closing does (the call in progress
+          // finishes, the queued ones run nothing). A client that no longer reads the answers (its end of
+          // stdout closed: EPIPE) is gone: status 0; before stop 57 the server took the snapshots it was
+          // still sent. Any other error (stdout on a full disk: ENOSPC) is this side's: status 1, where
+          // main.ts's listener threw it and ended the process in the middle of the call (stop 58).
+          process.stdout.removeAllListeners('error');
+          process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+            if (stdoutFailed) return;
+            stdoutFailed = true;
+            if (err.code === 'EPIPE') logLine('stdout closed: the client reads no answer; stopping');
+            else {
+              status = 1;
+              logLine(`stdout: ${err.message}: the answers cannot be written; stopping (IO)`);
+            }
             end();
           });
           transport.onclose = end;
@@ -101,7 +118,7 @@ Examples:
         });
         await tracker.close();
         await server.close();
-        return 0;
+        return status;
       });
       process.exit(process.exitCode ?? 0);
     });
