@@ -424,7 +424,42 @@ export async function writeContentOn(
   } catch (err) {
     await Promise.allSettled(ahead);
     await lane.call(LANE, 'dropArtifact', token).catch(() => {});
-    throw fromLane(err);
+    const e = fromLane(err);
+    // the lane checks the whole, not each blob: the damaged blob is found in what it wrote
+    if (e instanceof BundleDamagedError && e.message.endsWith(hashDiffers(what).message))
+      throw (await damagedBlobIn(repo, ref, path).catch(() => undefined)) ?? e;
+    throw e;
+  }
+}
+
+/**
+ * The blob of `ref` whose bytes in `path` (written whole, its SHA-256 found wrong) do not hash to its id,
+ * as the error a check of each blob gives (pack.ts openStoredBlob), naming it and its pack; undefined
+ * when every blob is right (then the manifest's chunk ids and SHA-256 disagree). Only a failure pays.
+ */
+async function damagedBlobIn(
+  repo: Repository,
+  ref: Located,
+  path: string,
+): Promise<BundleDamagedError | undefined> {
+  const fh = await open(path, 'r');
+  try {
+    let at = 0;
+    for await (const ids of chunkIdBatches(repo, ref))
+      for (const id of ids) {
+        const loc = repo.index.get(id);
+        if (!loc) return undefined;
+        const data = Buffer.allocUnsafe(loc.raw);
+        const { bytesRead } = await fh.read(data, 0, loc.raw, at);
+        at += loc.raw;
+        if (bytesRead !== loc.raw || createHash('sha256').update(data).digest('hex') !== id)
+          return new BundleDamagedError(
+            `blob ${id} in packs/${loc.pack}: content does not hash to its id (damaged)`,
+          );
+      }
+    return undefined;
+  } finally {
+    await fh.close();
   }
 }
 
