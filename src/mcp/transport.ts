@@ -137,11 +137,13 @@ export function guardToolCalls(
   if (!refused) return;
   const send = transport.send.bind(transport);
   transport.send = (m: JSONRPCMessage) => {
-    const a = m as { id?: unknown; result?: CallToolResult };
-    const tool = typeof a.id === 'string' || typeof a.id === 'number' ? pending.get(a.id) : undefined;
-    if (tool === undefined || !a.result) return send(m);
-    pending.delete(a.id as string | number);
-    const text = a.result.isError ? a.result.content?.[0] : undefined;
+    // a response (no method: a request of the server's own has ids of its own) to a remembered call
+    const a = m as { id?: unknown; method?: unknown; result?: CallToolResult };
+    const id = typeof a.id === 'string' || typeof a.id === 'number' ? a.id : undefined;
+    const tool = id === undefined || a.method !== undefined ? undefined : pending.get(id);
+    if (tool === undefined) return send(m);
+    pending.delete(id!);
+    const text = a.result?.isError ? a.result.content?.[0] : undefined;
     const ours = text?.type === 'text' ? refused(tool, text.text) : undefined;
     return send(ours ? ({ ...m, result: ours } as JSONRPCMessage) : m);
   };
