@@ -967,6 +967,54 @@ test('mcp: a client that closes its end of stdout (EPIPE on the next answer) end
   );
 });
 
+test('mcp: a refused call keeps its bounded form and error id behind a flood of calls (stop 58 review)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL);
+  const s = rawServer(t, a);
+  s.send(s.initialize);
+  assert.equal((await s.next()).id, 1);
+  s.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+  // A call the schema refuses with a long text, its line ended only together with 1,030 more calls in
+  // one read (62 KB): they are all remembered before its answer goes out. Before, the oldest remembered
+  // call was forgotten, and its answer went out in the SDK's own words (6 MB, no error id).
+  const keys = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`${i}${'K'.repeat(20_000)}`, 1]));
+  const call = {
+    jsonrpc: '2.0',
+    id: 2,
+    method: 'tools/call',
+    params: { name: 'memory_list', arguments: keys },
+  };
+  s.child.stdin.write(JSON.stringify(call));
+  await new Promise((r) => setTimeout(r, 500));
+  const flood = Array.from(
+    { length: 1030 },
+    (_, i) => `{"jsonrpc":"2.0","id":${10 + i},"method":"tools/call","params":{}}`,
+  );
+  s.child.stdin.write(`\n${flood.join('\n')}\n`);
+  let refused: Record<string, unknown> | undefined;
+  for (let n = 0; n < 1031; n++) {
+    const m = await s.next();
+    if (m.id === 2) refused = m;
+  }
+  const text = (refused!.result as { content: { text: string }[] }).content[0]!.text;
+  assert.ok(text.length < 1200, `${text.length} characters`);
+  assert.match(text, /failed: Input validation error: .*\(INVALID_INPUT, error id [0-9a-f]{8}\)$/s);
+  // a tool name of 1 MB: answered cut, not repeated whole
+  s.send({
+    jsonrpc: '2.0',
+    id: 3,
+    method: 'tools/call',
+    params: { name: 'n'.repeat(1_000_000), arguments: {} },
+  });
+  const long = ((await s.next()).result as { content: { text: string }[] }).content[0]!.text;
+  assert.match(
+    long,
+    /^tools\/call failed: Tool n+… \(\d+ more characters\) \(INVALID_INPUT, error id [0-9a-f]{8}\)$/,
+  );
+  assert.ok(long.length < 1200, `${long.length} characters`);
+  s.child.stdin.end();
+  assert.deepEqual(await s.ended, { code: 0, signal: null }, s.stderr().slice(-2000));
+});
+
 test('mcp: stdout on a full disk (ENOSPC) ends the server after the call in progress, status 1, no stack (stop 58)', async (t) => {
   const a = sampleAgent(t, 'ana', SMALL);
   const full = await open('/dev/full', 'w');

@@ -56,8 +56,12 @@ export const MAX_TOOL_INPUT_ELEMENTS = 64;
 /** The longest text of the SDK's refusal kept in the agent's error (and the log's line). */
 export const REFUSAL_MAX_CHARS = 1000;
 
-/** The SDK's form of a call it refused before any tool ran: `McpError`'s text for `-32602 Invalid params`. */
-const SDK_REFUSAL = 'MCP error -32602: ';
+/**
+ * The SDK's texts for a call it refused before any tool ran (`McpError`'s `-32602 Invalid params`): a tool
+ * it does not have (or disabled), arguments over MAX_TOOL_INPUT_ELEMENTS, arguments its schema refuses.
+ * Not its `Output validation error`, also -32602, which comes after a tool ran: not the client's doing.
+ */
+const SDK_REFUSAL = /^MCP error -32602: (?=Tool |Invalid arguments for tool |Input validation error: )/;
 
 /** Each server's form of a refused call (refusedCallResult). */
 const refusals = new WeakMap<McpServer, (tool: string, text: string) => CallToolResult>();
@@ -67,11 +71,12 @@ const refusals = new WeakMap<McpServer, (tool: string, text: string) => CallTool
  * its schema refuses), given the SDK's result text; undefined for any other text. It takes the form of
  * the other tool errors, `<tool> failed: … (INVALID_INPUT, error id …)`, its text bounded, and the
  * server's log gets its line: the SDK's own text named each unknown key, without bound, and had no error
- * id for the operator to find (stop 57, "left"). `tool` is the call's tool name, as the client sent it.
+ * id for the operator to find (stop 57, "left"). `tool` is the call's tool name as the client sent it
+ * ('' when not known): a name the server does not have is not repeated as the failed tool's.
  */
 export function refusedCallResult(server: McpServer, tool: string, text: string): CallToolResult | undefined {
-  if (!text.startsWith(SDK_REFUSAL)) return undefined;
-  return refusals.get(server)?.(tool, text.slice(SDK_REFUSAL.length));
+  const prefix = SDK_REFUSAL.exec(text);
+  return prefix ? refusals.get(server)?.(tool, text.slice(prefix[0].length)) : undefined;
 }
 
 export interface AgentToolOptions {

@@ -106,13 +106,19 @@ export function invalidToolCallResponse(m: JSONRPCMessage): JSONRPCMessage | und
 
 /** Tool calls awaiting their answer that guardToolCalls remembers the tool name of (the oldest go first). */
 const PENDING_CALLS_MAX = 1024;
+/** The longest tool name remembered (ours are short; a longer one is no tool of ours: kept as ''). */
+const TOOL_NAME_KEPT = 128;
 
 /**
  * Passes each message the transport reads to the handler the server set (call after it connected),
- * except the tool calls invalidToolCallResponse answers. With `refused`, each tool error the SDK sends
- * for a call it refused before any tool ran goes out in the form `refused` gives it instead, or as it is
- * when that gives none (server.ts refusedCallResult): the call's tool name, as the client sent it, is
- * remembered until its answer goes out.
+ * except the tool calls invalidToolCallResponse answers. With `refused`, every tool error the SDK
+ * sends goes through `refused`, which gives the form it goes out in, or none to leave it as it is
+ * (server.ts refusedCallResult: the SDK's refusals of a call before any tool ran). `refused` is given
+ * the call's tool name as the client sent it when the call is remembered, else '': a call is remembered
+ * from its request to its answer or its cancellation (a cancelled call gets no answer), at most
+ * PENDING_CALLS_MAX of them (the oldest go first) and names of at most TOOL_NAME_KEPT characters, so a
+ * client's names never pile up (stop 58's review: 8 MB names of calls answered with an error were kept,
+ * 1.2 GB for 150 of them); a call forgotten gets its form all the same, under `tools/call`.
  */
 export function guardToolCalls(
   transport: StdioServerTransport,
@@ -120,29 +126,30 @@ export function guardToolCalls(
 ): void {
   const handle = transport.onmessage;
   const pending = new Map<string | number, string>();
+  const isId = (id: unknown): id is string | number => typeof id === 'string' || typeof id === 'number';
   transport.onmessage = (m: JSONRPCMessage) => {
     const invalid = invalidToolCallResponse(m);
     if (invalid) {
       void transport.send(invalid).catch(() => {});
       return;
     }
-    const r = m as { method?: unknown; id?: unknown; params?: { name?: unknown } };
-    if (refused && r.method === 'tools/call' && (typeof r.id === 'string' || typeof r.id === 'number')) {
-      // (a cancelled call gets no answer: the oldest are forgotten instead)
+    const r = m as { method?: unknown; id?: unknown; params?: { name?: unknown; requestId?: unknown } };
+    if (refused && r.method === 'tools/call' && isId(r.id)) {
       if (pending.size >= PENDING_CALLS_MAX) pending.delete(pending.keys().next().value!);
-      pending.set(r.id, typeof r.params?.name === 'string' ? r.params.name : '');
-    }
+      const name = r.params?.name;
+      pending.set(r.id, typeof name === 'string' && name.length <= TOOL_NAME_KEPT ? name : '');
+    } else if (r.method === 'notifications/cancelled' && isId(r.params?.requestId))
+      pending.delete(r.params.requestId);
     handle?.(m);
   };
   if (!refused) return;
   const send = transport.send.bind(transport);
   transport.send = (m: JSONRPCMessage) => {
-    // a response (no method: a request of the server's own has ids of its own) to a remembered call
+    // a response (no method: a request of the server's own has ids of its own)
     const a = m as { id?: unknown; method?: unknown; result?: CallToolResult };
-    const id = typeof a.id === 'string' || typeof a.id === 'number' ? a.id : undefined;
-    const tool = id === undefined || a.method !== undefined ? undefined : pending.get(id);
-    if (tool === undefined) return send(m);
-    pending.delete(id!);
+    if (a.method !== undefined || !isId(a.id)) return send(m);
+    const tool = pending.get(a.id) ?? '';
+    pending.delete(a.id);
     const text = a.result?.isError ? a.result.content?.[0] : undefined;
     const ours = text?.type === 'text' ? refused(tool, text.text) : undefined;
     return send(ours ? ({ ...m, result: ours } as JSONRPCMessage) : m);
