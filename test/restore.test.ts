@@ -872,6 +872,13 @@ test('CLI: restore and import are gated by NEXO_MEMORY_RESTORE_ALLOW; --json kee
   assert.equal(r.code, 6);
   assert.match(r.stderr, /NEXO_MEMORY_RESTORE_ALLOW/);
   assert.deepEqual(await fingerprint(a), before);
+  // a dry run changes nothing: it runs with the gate closed, as the API's does (stop 58)
+  r = await runCli(['restore', '--agent', 'ana', '--from', snap.bundle_path, '--dry-run', ...a.flags], {
+    env: { NEXO_MEMORY_RESTORE_ALLOW: '' },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /dry run: nothing was changed/);
+  assert.deepEqual(await fingerprint(a), before);
   const allow = { env: { NEXO_MEMORY_RESTORE_ALLOW: 'yes' } };
   r = await runCli(['restore', '--agent', 'ana', '--from', snap.bundle_path, '--dry-run', ...a.flags], allow);
   assert.equal(r.code, 0, r.stderr);

@@ -61,6 +61,45 @@ test('CLI: verify and restore --from take <repository>#<ID> with the id in upper
   assert.equal(other.code, 1);
   assert.match(other.stdout, /"code": "IO"/);
   assert.match(other.stdout, /a repository snapshot: give its state root or --repo/);
+
+  // one to three hex digits are no prefix: the file they name is not there, and the message says what
+  // a prefix needs (stop 58: a new operator's `--from 01a` got only "bundle not found")
+  const short = await cli([
+    'restore',
+    '--agent',
+    'ana',
+    ...a.flags,
+    '--from',
+    meta.id.slice(0, 3),
+    '--dry-run',
+  ]);
+  assert.equal(short.code, 1, short.stderr);
+  assert.match(
+    short.stderr,
+    /bundle not found: .*\(no such file; as a snapshot id it needs at least 4 hex digits/,
+  );
+  // and an ambiguous prefix says to give more of it
+  await cli(['snapshot', '--agent', 'ana', ...a.flags]);
+  const ids = (
+    JSON.parse((await cli(['list', '--agent', 'ana', '--state-root', a.stateRoot, '--json'])).stdout) as {
+      id: string;
+    }[]
+  ).map((m) => m.id);
+  let common = 0;
+  while (ids.every((id) => id[common] === ids[0]![common])) common++;
+  if (common >= 4) {
+    const amb = await cli([
+      'verify',
+      '--agent',
+      'ana',
+      '--id',
+      ids[0]!.slice(0, common),
+      '--state-root',
+      a.stateRoot,
+    ]);
+    assert.equal(amb.code, 1, amb.stderr);
+    assert.match(amb.stderr, /is ambiguous .*give more of its digits/);
+  }
 });
 
 test('HTTP: a verify by an uppercase id is recorded under the listed id: the fleet alerts the damaged snapshot', async (t) => {

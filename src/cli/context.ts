@@ -5,6 +5,7 @@
 // run's telemetry); nothing here imports them at start-up, so `--version` and help load none of it.
 
 import { resolve } from 'node:path';
+import type { BackendObserver } from '../backend/remote.js';
 import type { LoadedConfig, OnDemandSection } from '../config/config.js';
 import { CONFIG_DEFAULTS } from '../config/defaults.js';
 import {
@@ -167,10 +168,37 @@ export function snapshotterFrom(flags: StoreFlags): LocalSnapshotter {
     ...runtime.snapshotterOptionsFromConfig(cfg, flags, loadedConfig?.keyPrefix),
     onWarning: (m) => process.stderr.write(`warning: ${terminalText(m)}\n`),
     observers: run.observers,
-    ...(metrics ? { backendObserver: (backend: string) => metrics.storeObserver(backend) } : {}),
+    backendObserver: (backend: string) => storeObserver(backend, metrics?.storeObserver(backend)),
   });
   built.push(s);
   return s;
+}
+
+/** The least time between two of storeObserver's warnings of one store. */
+const RETRY_WARNING_EVERY_MS = 5000;
+
+/**
+ * What a run is told of a remote store's requests: the metrics' observer, when the run keeps metrics,
+ * and on stderr, when a request failed and will be tried again, a warning: at the first such failure
+ * and then at most every RETRY_WARNING_EVERY_MS, with the failures counted since (the requests of a run
+ * retry side by side). A store that did not answer took 50 s of silence before its error (stop 58's walk
+ * through the README).
+ */
+function storeObserver(backend: string, metrics: BackendObserver | undefined): BackendObserver {
+  let failures = 0;
+  let warnedAt: number | undefined;
+  return {
+    request: (op, outcome, bytes) => metrics?.request(op, outcome, bytes),
+    retry: (op, failed, delayMs, reason) => {
+      metrics?.retry?.(op, failed, delayMs, reason);
+      failures++;
+      const now = performance.now();
+      if (warnedAt !== undefined && now - warnedAt < RETRY_WARNING_EVERY_MS) return;
+      warnedAt = now;
+      const line = `the ${backend} repository did not answer (${op}: ${reason}); trying again (${failures} failure${failures === 1 ? '' : 's'} so far)`;
+      process.stderr.write(`warning: ${terminalText(line)}\n`);
+    },
+  };
 }
 
 /** The snapshotters this run built: closed when the command ends (a remote store's connections). */

@@ -337,10 +337,11 @@ export function formatGc(r: RetentionTickReport): string {
       lines.push(`  ${r.dry_run ? 'would remove' : 'removed'} restore backup ${b}`);
   }
   lines.push(
-    // bytes_freed counts files (bundles, their companions, backups); a repository's data is freed by
-    // its prune, on the `repository:` line
-    `${r.dry_run ? 'would delete' : 'deleted'} ${r.bundles_deleted} snapshot(s) (${humanBytes(r.bytes_freed)} of files${r.dry_run ? ' would be freed' : ' freed'}), kept ${r.bundles_kept}, ` +
-      `${r.backups_removed} backup(s), ${r.orphan_staging_dirs_removed} leftover(s); ${r.agents_visited} agent(s) swept, ` +
+    // bytes_freed counts files (bundles, their companions, backups) and what the repository's prune
+    // freed (its own line says how), also of snapshots forgotten before this run: not "of" the deleted
+    // ones (stop 58: "deleted 0 snapshot(s) (1.7 KiB of files freed)")
+    `${r.dry_run ? 'would delete' : 'deleted'} ${r.bundles_deleted} snapshot(s), kept ${r.bundles_kept}; ${humanBytes(r.bytes_freed)}${r.dry_run ? ' would be freed' : ' freed'} in all; ` +
+      `${r.dry_run ? 'would remove' : 'removed'} ${r.backups_removed} backup(s), ${r.orphan_staging_dirs_removed} leftover(s); ${r.agents_visited} agent(s) swept, ` +
       `${r.agents_busy} busy, ${r.errors} error(s)` +
       (r.restores_recovered.length > 0
         ? `; ${r.restores_recovered.length} interrupted restore(s) finished or rolled back`

@@ -121,7 +121,7 @@ export function signatureRefusal(check: SignatureCheck, policy: TrustPolicy): Si
   if (check.status === 'unsigned')
     return new SignatureError(
       'SIGNATURE_MISSING',
-      'the bundle is not signed and a signature is required',
+      'the bundle is not signed and a signature is required (--trust, or signing.require_signature in the config)',
       details,
     );
   if (check.status === 'untrusted')

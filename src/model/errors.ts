@@ -382,8 +382,12 @@ export function bundleNotFound(path: string, cause: unknown, op: 'read' | 'impor
     op === 'import'
       ? 'a repository snapshot: import takes a bundle file; export it first (nexo-memory export --agent ID --id SNAP --to PATH)'
       : 'a repository snapshot: give its state root or --repo, or use --agent and --id';
+  // one to three hex digits name no snapshot either (a prefix needs four): said, as pin and delete say it
+  const short = /^[0-9a-f]{1,3}$/i.test(path.split('/').pop() ?? '')
+    ? ' (no such file; as a snapshot id it needs at least 4 hex digits of its prefix: `nexo-memory list --agent ID` shows them)'
+    : '';
   return new IoError(
-    repositoryPath ? `bundle not found: ${path} (${hint})` : `bundle not found: ${path}`,
+    repositoryPath ? `bundle not found: ${path} (${hint})` : `bundle not found: ${path}${short}`,
     cause,
   );
 }

@@ -1599,7 +1599,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
             const repoIds = new Set(listedNow.map((m) => m.id));
             const others = (await this.list(a, t)).filter((m) => m.id !== current.id);
             if (!others.some((m) => !repoIds.has(m.id)) && !(await this.repository.anyReal(others)))
-              throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
+              throw new RetentionError(
+                `refusing to delete last snapshot for agent ${a} (tenant ${t}): an agent keeps one to restore; take a new snapshot first, then delete this one`,
+              );
           }
           if (current.pinned) throw pinnedError(current.id);
           // A bundle of the same id (stored by migrate or `import --store-only`, not removed yet) is the
@@ -1646,7 +1648,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
       // a repository entry counts only when it is a real snapshot (stop 45: not a ghost entry)
       const repoOnly = (await this.repository.list(a, t)).filter((m) => !ids.has(m.id));
       if (all.length <= 1 && !(await this.repository.anyReal(repoOnly))) {
-        throw new RetentionError(`refusing to delete last snapshot for agent ${a} (tenant ${t})`);
+        throw new RetentionError(
+          `refusing to delete last snapshot for agent ${a} (tenant ${t}): an agent keeps one to restore; take a new snapshot first, then delete this one`,
+        );
       }
       if (existsSync(pinPathOf(file.path))) throw pinnedError(file.id);
       await removeBundleFiles(dir, file.path);

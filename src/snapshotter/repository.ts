@@ -1049,7 +1049,9 @@ export class RepositoryStore {
     if (digits === undefined) return undefined;
     const hits = all.filter((m) => idHasPrefix(m.id, digits));
     if (hits.length > 1)
-      throw new InvalidInputError(`snapshot prefix ${idOrPrefix} is ambiguous (${hits.length} snapshots)`);
+      throw new InvalidInputError(
+        `snapshot prefix ${idOrPrefix} is ambiguous (${hits.length} snapshots): give more of its digits (\`nexo-memory list\` shows the ids)`,
+      );
     return hits[0];
   }
 

@@ -394,7 +394,7 @@ export async function locate(dir: string, idOrPrefix: string): Promise<BundleFil
   if (hits.length === 0) throw new NotFoundError(prefix);
   if (hits.length > 1) {
     throw new InvalidInputError(
-      `snapshot id prefix ${prefix} is ambiguous: ${hits.map((h) => h.id).join(', ')}`,
+      `snapshot id prefix ${prefix} is ambiguous: ${hits.map((h) => h.id).join(', ')}; give more of its digits`,
     );
   }
   return hits[0]!;

@@ -99,7 +99,7 @@ export function restoreCommand() {
     .addHelpText(
       'after',
       `
-Requires NEXO_MEMORY_RESTORE_ALLOW=true (1, true, yes or on). --from names a bundle file when such a
+Requires NEXO_MEMORY_RESTORE_ALLOW=true (1, true, yes or on), but for --dry-run. --from names a bundle file when such a
 file exists, else one of the agent's snapshots by id or unique prefix (in the repository or among its
 bundles: \`nexo-memory list\` shows them). With --trust (or the config's
 signing.require_signature) a bundle without a valid signature by a trusted key is refused (exit 2)
@@ -116,7 +116,8 @@ Examples:
       // a bundle file's decompression thread starts while the command's modules load
       if (!opts.undo) prepareBundleRead(opts.from);
       await runCommand(opts, async (progress) => {
-        checkRestoreGate();
+        // a dry run changes nothing: not gated, as the API's is not (stop 58: the CLI's was)
+        if (!opts.dryRun) checkRestoreGate();
         const s = snapshotterFrom(opts);
         if (opts.undo && opts.from !== undefined)
           throw new InvalidInputError('pass either --from or --undo, not both');

@@ -147,6 +147,12 @@ Examples:
           return 0;
         }
         serving = daemon;
+        // A daemon without a token is read-only, and its reads are open: say so, every start (stop 58:
+        // the README read as if memory always needed a token, and a user found cat and find answering)
+        if (!token)
+          log(
+            `no token (server.token or ${TOKEN_ENV}): read-only, and the read routes (list, get, verify, diff, ls, cat, find: the agents' memory, redacted) answer every local user and process that reaches ${bound.url}`,
+          );
         // One line either way, so a supervisor (or a test) can read the address as soon as it is bound.
         if (opts.json)
           process.stdout.write(
