@@ -389,6 +389,12 @@ test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores ar
   assert.ok(out.indexOf(`keep    ${second.id}`) > out.indexOf('  snapshots ('), out);
   assert.ok(out.indexOf(`delete  ${anchors[1]}`) > out.indexOf('  automatic anchors ('), out);
   assert.match(out, new RegExp(`delete  ${first.id} .*\\(beyond the 1 newest snapshots\\)`));
+  // the summary: what was deleted and kept, then the bytes freed in all (stop 58: they read as "of" the
+  // deleted snapshots, "deleted 0 snapshot(s) (1.7 KiB of files freed)", when a prune freed them)
+  assert.match(
+    out,
+    /^deleted 2 snapshot\(s\), kept 2; \S+ \S+ freed in all; removed 0 backup\(s\), 0 leftover\(s\); 1 agent\(s\) swept, 0 busy, 0 error\(s\)$/m,
+  );
   assert.deepEqual(
     (await s.list('ana')).map((m) => m.id),
     [anchors[0], second.id],

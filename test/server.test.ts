@@ -438,6 +438,7 @@ test('serve: snapshot, list, get, verify, diff, export download, delete over HTT
     body: JSON.stringify({ label: 'first' }),
   });
   assert.equal(s1.status, 201, JSON.stringify(s1.body));
+  assert.doesNotMatch(d.stderr(), /no token/, 'a daemon with a token does not warn of one');
   assert.equal(s1.body.label, 'first');
   assert.equal(s1.body.created_by, 'api');
   assert.equal(s1.body.redactions_applied, false, 'an API snapshot stays on the host: exact unless asked');
@@ -629,6 +630,10 @@ test('serve: without a token mutating routes are refused and reads are open; no 
   const list = await call(`${d.url}/v1/agents/ana/snapshots`);
   assert.equal(list.status, 200);
   assert.deepEqual(list.body, []);
+  // it says so at every start (stop 58: the README read as if memory always needed a token)
+  const warned = /no token \(server\.token or NEXO_MEMORY_TOKEN\): read-only, and the read routes/;
+  for (let i = 0; i < 100 && !warned.test(d.stderr()); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.match(d.stderr(), warned);
   // on loopback it answers only requests addressed to a loopback name: a page whose name an attacker
   // re-points at 127.0.0.1 (DNS rebinding) reads nothing, not the API, the console or /metrics
   const port = new URL(d.url).port;
