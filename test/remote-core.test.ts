@@ -528,11 +528,13 @@ suite('remote core', { concurrency: 4 }, () => {
     assert.match(json(down).error.message, /2 attempt/);
     // while it retries, stderr says so (stop 58: 50 s of silence with the default retries), once for
     // its first failure within 5 s, however many requests retry side by side
-    const warned = down.stderr.split('\n').filter((l) => l.startsWith('warning: the nats repository'));
+    const warned = down.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('warning: a request to the nats repository'));
     assert.equal(warned.length, 1, down.stderr);
     assert.match(
       warned[0]!,
-      /^warning: the nats repository did not answer \(\w+: .+\); trying again \(1 failure so far\)$/,
+      /^warning: a request to the nats repository failed \(\w+: .+\); retrying \(1 failed try so far\)$/,
     );
     // A server that accepts the connection and never answers (a stopped process, a wrong port): the
     // same error, and the process ends with it (the client's timed-out attempts kept their sockets

@@ -631,9 +631,18 @@ test('serve: without a token mutating routes are refused and reads are open; no 
   assert.equal(list.status, 200);
   assert.deepEqual(list.body, []);
   // it says so at every start (stop 58: the README read as if memory always needed a token)
-  const warned = /no token \(server\.token or NEXO_MEMORY_TOKEN\): read-only, and the read routes/;
+  const warned =
+    /no token \(server\.token or NEXO_MEMORY_TOKEN, server\.read_token or NEXO_MEMORY_READ_TOKEN\): the API writes nothing, and every route that reads/;
   for (let i = 0; i < 100 && !warned.test(d.stderr()); i++) await new Promise((r) => setTimeout(r, 50));
   assert.match(d.stderr(), warned);
+  // with only the read token, reads need it: no such line, but that the API writes nothing
+  const r2 = await serve(t, storeFlags(a), { NEXO_MEMORY_READ_TOKEN: 'read-token-0123456789' });
+  const readOnly =
+    /no write token \(server\.token or NEXO_MEMORY_TOKEN\): the API writes nothing; reads need the read token/;
+  for (let i = 0; i < 100 && !readOnly.test(r2.stderr()); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.match(r2.stderr(), readOnly);
+  assert.doesNotMatch(r2.stderr(), warned);
+  assert.equal((await call(`${r2.url}/v1/agents/ana/snapshots`)).status, 401);
   // on loopback it answers only requests addressed to a loopback name: a page whose name an attacker
   // re-points at 127.0.0.1 (DNS rebinding) reads nothing, not the API, the console or /metrics
   const port = new URL(d.url).port;

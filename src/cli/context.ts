@@ -180,22 +180,29 @@ const RETRY_WARNING_EVERY_MS = 5000;
 /**
  * What a run is told of a remote store's requests: the metrics' observer, when the run keeps metrics,
  * and on stderr, when a request failed and will be tried again, a warning: at the first such failure
- * and then at most every RETRY_WARNING_EVERY_MS, with the failures counted since (the requests of a run
- * retry side by side). A store that did not answer took 50 s of silence before its error (stop 58's walk
- * through the README).
+ * and then at most every RETRY_WARNING_EVERY_MS, with the failed tries counted since (the requests of
+ * a run, and a client's own reconnections, retry side by side); a request that succeeds ends the count,
+ * so a daemon's next outage starts again at one. A store that did not answer took 50 s of silence
+ * before its error (stop 58's walk through the README).
  */
 function storeObserver(backend: string, metrics: BackendObserver | undefined): BackendObserver {
   let failures = 0;
   let warnedAt: number | undefined;
   return {
-    request: (op, outcome, bytes) => metrics?.request(op, outcome, bytes),
+    request: (op, outcome, bytes) => {
+      metrics?.request(op, outcome, bytes);
+      if (outcome === 'ok') {
+        failures = 0;
+        warnedAt = undefined;
+      }
+    },
     retry: (op, failed, delayMs, reason) => {
       metrics?.retry?.(op, failed, delayMs, reason);
       failures++;
       const now = performance.now();
       if (warnedAt !== undefined && now - warnedAt < RETRY_WARNING_EVERY_MS) return;
       warnedAt = now;
-      const line = `the ${backend} repository did not answer (${op}: ${reason}); trying again (${failures} failure${failures === 1 ? '' : 's'} so far)`;
+      const line = `a request to the ${backend} repository failed (${op}: ${reason}); retrying (${failures} failed ${failures === 1 ? 'try' : 'tries'} so far)`;
       process.stderr.write(`warning: ${terminalText(line)}\n`);
     },
   };

@@ -75,7 +75,7 @@ Examples:
   nexo-memory snapshot --agent ana --label before-dream
   nexo-memory list --agent ana
   nexo-memory list --agent ana --repo s3://fleet-bucket/agents
-  NEXO_MEMORY_RESTORE_ALLOW=true nexo-memory restore --agent ana --from latest --dry-run
+  nexo-memory restore --agent ana --from latest --dry-run
   nexo-memory verify --agent ana --id latest --deep
   nexo-memory keygen --out sign.key && nexo-memory snapshot --agent ana --sign sign.key
   nexo-memory serve --config memory.yaml --listen 127.0.0.1:0

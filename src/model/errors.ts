@@ -375,7 +375,13 @@ export class IoError extends SnapshotError {
  * `bundle_path` of a repository snapshot, which names a snapshot only in its own repository: the
  * message says how to reach it — for `import`, which takes only a bundle file, by exporting it first.
  */
-export function bundleNotFound(path: string, cause: unknown, op: 'read' | 'import' = 'read'): IoError {
+export function bundleNotFound(
+  path: string,
+  cause: unknown,
+  op: 'read' | 'import' = 'read',
+  /** The argument as given, where a snapshot id would be taken too (restore --from): said when it is too short for one. */
+  given?: string,
+): IoError {
   // (the spellings of ids.ts parseSnapshotId, which imports this module)
   const repositoryPath = /#\s*(urn:uuid:)?\{?[0-9a-f]{8}(-?[0-9a-f]{4}){3}-?[0-9a-f]{12}\}?\s*$/i.test(path);
   const hint =
@@ -383,9 +389,10 @@ export function bundleNotFound(path: string, cause: unknown, op: 'read' | 'impor
       ? 'a repository snapshot: import takes a bundle file; export it first (nexo-memory export --agent ID --id SNAP --to PATH)'
       : 'a repository snapshot: give its state root or --repo, or use --agent and --id';
   // one to three hex digits name no snapshot either (a prefix needs four): said, as pin and delete say it
-  const short = /^[0-9a-f]{1,3}$/i.test(path.split('/').pop() ?? '')
-    ? ' (no such file; as a snapshot id it needs at least 4 hex digits of its prefix: `nexo-memory list --agent ID` shows them)'
-    : '';
+  const short =
+    given !== undefined && /^[0-9a-f]{1,3}$/i.test(given)
+      ? ' (no such file; as a snapshot id it needs at least 4 hex digits of its prefix: `list` shows the ids)'
+      : '';
   return new IoError(
     repositoryPath ? `bundle not found: ${path} (${hint})` : `bundle not found: ${path}${short}`,
     cause,

@@ -1600,7 +1600,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
             const others = (await this.list(a, t)).filter((m) => m.id !== current.id);
             if (!others.some((m) => !repoIds.has(m.id)) && !(await this.repository.anyReal(others)))
               throw new RetentionError(
-                `refusing to delete last snapshot for agent ${a} (tenant ${t}): an agent keeps one to restore; take a new snapshot first, then delete this one`,
+                `refusing to delete last snapshot for agent ${a} (tenant ${t}): an agent keeps one to restore; to replace it, take a new snapshot first (and unpin this one if it is pinned)`,
               );
           }
           if (current.pinned) throw pinnedError(current.id);
@@ -1649,7 +1649,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       const repoOnly = (await this.repository.list(a, t)).filter((m) => !ids.has(m.id));
       if (all.length <= 1 && !(await this.repository.anyReal(repoOnly))) {
         throw new RetentionError(
-          `refusing to delete last snapshot for agent ${a} (tenant ${t}): an agent keeps one to restore; take a new snapshot first, then delete this one`,
+          `refusing to delete last snapshot for agent ${a} (tenant ${t}): an agent keeps one to restore; to replace it, take a new snapshot first (and unpin this one if it is pinned)`,
         );
       }
       if (existsSync(pinPathOf(file.path))) throw pinnedError(file.id);

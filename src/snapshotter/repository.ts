@@ -1050,7 +1050,7 @@ export class RepositoryStore {
     const hits = all.filter((m) => idHasPrefix(m.id, digits));
     if (hits.length > 1)
       throw new InvalidInputError(
-        `snapshot prefix ${idOrPrefix} is ambiguous (${hits.length} snapshots): give more of its digits (\`nexo-memory list\` shows the ids)`,
+        `snapshot prefix ${idOrPrefix} is ambiguous (${hits.length} snapshots): give more of its digits`,
       );
     return hits[0];
   }

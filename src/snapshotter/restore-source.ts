@@ -142,7 +142,7 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
         if (!(await stat(bundle)).isFile()) throw new IoError(`${bundle} is not a regular file`);
       } catch (err) {
         if (err instanceof SnapshotError) throw err;
-        throw bundleNotFound(bundle, err);
+        throw bundleNotFound(bundle, err, 'read', path);
       }
       const { parsed, bytes } = await readManifestOnly(bundle, identities).catch((err: unknown) => {
         throw asSnapshotError(err, `reading ${bundle}`);

@@ -99,7 +99,7 @@ export function restoreCommand() {
     .addHelpText(
       'after',
       `
-Requires NEXO_MEMORY_RESTORE_ALLOW=true (1, true, yes or on), but for --dry-run. --from names a bundle file when such a
+Requires NEXO_MEMORY_RESTORE_ALLOW=true (1, true, yes or on), except for --dry-run. --from names a bundle file when such a
 file exists, else one of the agent's snapshots by id or unique prefix (in the repository or among its
 bundles: \`nexo-memory list\` shows them). With --trust (or the config's
 signing.require_signature) a bundle without a valid signature by a trusted key is refused (exit 2)

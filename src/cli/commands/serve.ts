@@ -147,11 +147,16 @@ Examples:
           return 0;
         }
         serving = daemon;
-        // A daemon without a token is read-only, and its reads are open: say so, every start (stop 58:
-        // the README read as if memory always needed a token, and a user found cat and find answering)
-        if (!token)
+        // A daemon without either token is read-only, and its reads are open: say so, every start
+        // (stop 58: the README read as if memory always needed a token, and a user found cat and find
+        // answering). With only the read token, reads need it and the API writes nothing.
+        if (!token && !readToken)
           log(
-            `no token (server.token or ${TOKEN_ENV}): read-only, and the read routes (list, get, verify, diff, ls, cat, find: the agents' memory, redacted) answer every local user and process that reaches ${bound.url}`,
+            `no token (server.token or ${TOKEN_ENV}, server.read_token or ${READ_TOKEN_ENV}): the API writes nothing, and every route that reads (the agents' memory, redacted, and the fleet's state) answers every local user and process that reaches ${bound.url}`,
+          );
+        else if (!token)
+          log(
+            `no write token (server.token or ${TOKEN_ENV}): the API writes nothing; reads need the read token`,
           );
         // One line either way, so a supervisor (or a test) can read the address as soon as it is bound.
         if (opts.json)
