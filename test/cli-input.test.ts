@@ -215,6 +215,14 @@ test('a snapshot names a missing memdir or database directory, and a database it
   assert.equal(neither.code, 5);
   assert.equal(json(neither).error.code, 'UNKNOWN_AGENT');
   assert.match(json(neither).error.message, new RegExp(join(nowhere, 'ana')));
+
+  // an agent directory that is there but empty (a mistyped id under the root): taken, and said (stop 58)
+  mkdirSync(join(a.memdirRoot, 'anna'));
+  mkdirSync(join(a.sqliteRoot, 'anna'));
+  const empty = ok(await runCli(['snapshot', '--agent', 'anna', ...a.flags, '--json']), 'an empty agent');
+  assert.deepEqual(empty.warnings, [
+    `the agent's memdir ${join(a.memdirRoot, 'anna')} is empty, and so is ${join(a.sqliteRoot, 'anna')}: this snapshot holds no memory files and no databases (is the agent id right?)`,
+  ]);
 });
 
 test('the library refuses an empty state, memdir or SQLite root (INVALID_INPUT), as the config file does', () => {

@@ -610,6 +610,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
           `the database directory ${sqliteDir} holds ${others.length === 1 ? 'a database' : `${others.length} databases`} no snapshot holds (${others.slice(0, 5).map(shellWord).join(', ')}${others.length > 5 ? ', …' : ''}): a snapshot holds ${DB_NAMES.map((d) => `${d}.sqlite`).join(', ')} only`,
         );
     }
+    // An agent directory that is there but empty (no memory file, no git history, no database): a
+    // mistyped agent id under a root that holds agents, made by hand or by a tool, snapshotted as an
+    // empty memory without a word (stop 58, a new operator's walk through the README).
+    if (memdirKind === 'dir' && warnings.length === 0) {
+      const held = async (dir: string) => (await readdir(dir).catch(() => [''])).length > 0;
+      if (!(await held(memdir)) && (sqliteDir === memdir || !(await held(sqliteDir))))
+        warnings.push(
+          `the agent's memdir ${memdir} is empty${sqliteDir === memdir ? '' : `, and so is ${sqliteDir}`}: this snapshot holds no memory files and no databases (is the agent id right?)`,
+        );
+    }
     return warnings;
   }
 
