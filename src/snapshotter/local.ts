@@ -234,6 +234,10 @@ export interface AgentLock {
   release(): void;
 }
 
+/** delete's refusal of an agent's last snapshot, with the way to replace it. */
+const lastSnapshotRefusal = (agentId: string, tenant: string): string =>
+  `refusing to delete last snapshot for agent ${agentId} (tenant ${tenant}): an agent keeps one to restore; to replace it, take a new snapshot first (and unpin this one if it is pinned)`;
+
 export class LocalSnapshotter implements MemorySnapshotter {
   readonly layout: StoreLayout;
   readonly resolver: PathResolver;
@@ -1609,9 +1613,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
             const repoIds = new Set(listedNow.map((m) => m.id));
             const others = (await this.list(a, t)).filter((m) => m.id !== current.id);
             if (!others.some((m) => !repoIds.has(m.id)) && !(await this.repository.anyReal(others)))
-              throw new RetentionError(
-                `refusing to delete last snapshot for agent ${a} (tenant ${t}): an agent keeps one to restore; to replace it, take a new snapshot first (and unpin this one if it is pinned)`,
-              );
+              throw new RetentionError(lastSnapshotRefusal(a, t));
           }
           if (current.pinned) throw pinnedError(current.id);
           // A bundle of the same id (stored by migrate or `import --store-only`, not removed yet) is the
@@ -1658,9 +1660,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       // a repository entry counts only when it is a real snapshot (stop 45: not a ghost entry)
       const repoOnly = (await this.repository.list(a, t)).filter((m) => !ids.has(m.id));
       if (all.length <= 1 && !(await this.repository.anyReal(repoOnly))) {
-        throw new RetentionError(
-          `refusing to delete last snapshot for agent ${a} (tenant ${t}): an agent keeps one to restore; to replace it, take a new snapshot first (and unpin this one if it is pinned)`,
-        );
+        throw new RetentionError(lastSnapshotRefusal(a, t));
       }
       if (existsSync(pinPathOf(file.path))) throw pinnedError(file.id);
       await removeBundleFiles(dir, file.path);
