@@ -84,9 +84,11 @@ test('CONCURRENT names the operation refused and what is running (the holder as 
         assert.equal(err.exitCode, 4);
         assert.match(err.message, message);
         assert.doesNotMatch(err.message, /snapshot operation already in progress/);
+        // how long it waited for the holder: the lock timeout (300 ms here), in the message and the details
+        assert.ok(Number(err.details?.waited_ms) >= 250, JSON.stringify(err.details));
         assert.deepEqual(
-          { ...err.details, holder: undefined },
-          { agent_id: 'ana', tenant: 'default', ...details },
+          { ...err.details, holder: undefined, waited_ms: undefined },
+          { agent_id: 'ana', tenant: 'default', ...details, waited_ms: undefined },
         );
         return true;
       },
@@ -94,7 +96,8 @@ test('CONCURRENT names the operation refused and what is running (the holder as 
   // the agent lock, held by another process recorded as `test-holder`: a restore and a pin are refused
   const holder = startFixture(t, 'hold-lock.ts', [a.stateRoot, 'ana']);
   await holder.ready;
-  const byHolder = /: test-holder \(pid \d+ on [^,]+, since [0-9T:.-]+Z\) is running$/;
+  const byHolder =
+    /: test-holder \(pid \d+ on [^,]+, since [0-9T:.-]+Z\) is running \(waited \d+\.\d s; lock_timeout_secs sets how long\)$/;
   await refused(
     s.restore({ agentId: 'ana', bundle: snap.bundle_path }),
     new RegExp(`^restore refused for agent ana \\(tenant default\\)${byHolder.source}`),
@@ -115,7 +118,7 @@ test('CONCURRENT names the operation refused and what is running (the holder as 
   await writer.ready;
   await refused(
     s.snapshot({ agentId: 'ana' }),
-    /^snapshot refused for agent ana \(tenant default\): a write batch of its memory writers \(write gate\) is running$/,
+    /^snapshot refused for agent ana \(tenant default\): a write batch of its memory writers \(write gate\) is running \(waited \d+\.\d s; lock_timeout_secs sets how long\)$/,
     { refused: 'snapshot', holder: undefined },
   );
   writer.child.kill('SIGKILL');
@@ -124,14 +127,14 @@ test('CONCURRENT names the operation refused and what is running (the holder as 
   const { reading } = await a.snapshotter.locateForReading('ana', undefined, snap.id, 'verify');
   await refused(
     s.delete('ana', undefined, snap.id),
-    /^delete refused for agent ana \(tenant default\): a reader of its snapshot bundles \(export, verify, ls, cat, find\) is running$/,
+    /^delete refused for agent ana \(tenant default\): a reader of its snapshot bundles \(export, verify, ls, cat, find\) is running \(waited \d+\.\d s; lock_timeout_secs sets how long\)$/,
     { refused: 'delete', holder: undefined },
   );
   reading.release();
   const remover = tryAcquire(a.snapshotter.layout.readersLockPath('default', 'ana'), 'exclusive')!;
   await refused(
     s.verifySnapshot('ana', undefined, snap.id),
-    /^verify refused for agent ana \(tenant default\): a delete, migrate or gc of its snapshot bundles is running$/,
+    /^verify refused for agent ana \(tenant default\): a delete, migrate or gc of its snapshot bundles is running \(waited \d+\.\d s; lock_timeout_secs sets how long\)$/,
     { refused: 'verify', holder: undefined },
   );
   remover.release();

@@ -893,6 +893,15 @@ test('locks: REPOSITORY_LOCKED names the blocking lock object and what it claims
       stale_after_ms: future + 30 * 60 * 1000,
     },
   );
+  // given a timeout, it says how long it waited (an operation that does not wait says nothing of it)
+  assert.doesNotMatch(err.message, /waited/);
+  const waited = await lockRepository(backend, true, 'prune', 200).then(
+    () => assert.fail('prune took the lock'),
+    (e: SnapshotError) => e,
+  );
+  assert.equal(waited.code, 'REPOSITORY_LOCKED');
+  assert.match(waited.message, /is not running\) \(waited \d+\.\d s for it\)$/);
+  assert.ok(Number(waited.details?.waited_ms) >= 200, JSON.stringify(waited.details));
 });
 
 test('a pack or index file already stored under its name with other bytes (torn, same-size damage) is replaced by the writer that produces it, never trusted', async () => {

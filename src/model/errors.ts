@@ -92,22 +92,37 @@ export class ConcurrentError extends SnapshotError {
   readonly outcome = 'concurrent' as const;
   /**
    * `refused`: the operation refused (`restore`, `delete`...); `holder`: what is running instead, as
-   * recorded (the holder's operation, pid, host and start), or undefined when nothing names it.
+   * recorded (the holder's operation, pid, host and start), or undefined when nothing names it;
+   * `waitedMs`: how long the operation waited for it (the lock timeout, `lock_timeout_secs`).
    */
   constructor(
     readonly agentId: string,
     readonly tenant: string,
     readonly refused: string,
     holder?: string,
+    waitedMs?: number,
   ) {
     super(
-      `${refused} refused for agent ${agentId} (tenant ${tenant}): ${holder ?? 'another operation'} is running`,
+      `${refused} refused for agent ${agentId} (tenant ${tenant}): ${holder ?? 'another operation'} is running` +
+        (waitedMs !== undefined
+          ? ` (waited ${waitedSeconds(waitedMs)}; lock_timeout_secs sets how long)`
+          : ''),
       {
-        details: { agent_id: agentId, tenant, refused, ...(holder ? { holder } : {}) },
+        details: {
+          agent_id: agentId,
+          tenant,
+          refused,
+          ...(holder ? { holder } : {}),
+          ...(waitedMs !== undefined ? { waited_ms: Math.round(waitedMs) } : {}),
+        },
       },
     );
   }
 }
+
+/** A wait for a lock in words: `0.3 s`, `12 s`. */
+export const waitedSeconds = (ms: number): string =>
+  ms < 10_000 ? `${(Math.max(0, ms) / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
 
 export class UnknownAgentError extends SnapshotError {
   readonly code = 'UNKNOWN_AGENT';
@@ -638,9 +653,18 @@ export class RepositoryLockedError extends SnapshotError {
   readonly code = 'REPOSITORY_LOCKED';
   readonly exitCode = ExitCode.concurrent;
   readonly outcome = 'concurrent' as const;
-  /** `lock`: the blocking lock object and what it claims (stop 45), so an operator can find and remove it. */
-  constructor(holder: string, lock?: Record<string, unknown>) {
-    super(`the repository is locked: ${holder}`, { details: { holder, ...lock } });
+  /**
+   * `lock`: the blocking lock object and what it claims (stop 45), so an operator can find and remove it;
+   * `waitedMs`: how long the operation waited for it.
+   */
+  constructor(holder: string, lock?: Record<string, unknown>, waitedMs?: number) {
+    super(
+      `the repository is locked: ${holder}` +
+        (waitedMs !== undefined ? ` (waited ${waitedSeconds(waitedMs)} for it)` : ''),
+      {
+        details: { holder, ...lock, ...(waitedMs !== undefined ? { waited_ms: Math.round(waitedMs) } : {}) },
+      },
+    );
   }
 }
 

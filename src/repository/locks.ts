@@ -243,7 +243,10 @@ export async function lockRepository(
 ): Promise<HeldRepoLock> {
   const now = opts.now ?? Date.now;
   const elapsed = opts.monotonic ?? (() => performance.now());
-  const deadline = elapsed() + timeoutMs;
+  const began = elapsed();
+  const deadline = began + timeoutMs;
+  /** How long it waited, for the error (undefined when it was not to wait). */
+  const waited = () => (timeoutMs > 0 ? elapsed() - began : undefined);
   const start = ownStart();
   const hostId = ownHostId();
   let delay = 50;
@@ -313,17 +316,21 @@ export async function lockRepository(
     if (elapsed() >= deadline) {
       if (blocker) {
         const [name, l] = blocker;
-        throw new RepositoryLockedError(describeBlocker(backend, name, l, now()), {
-          lock: `locks/${name}`,
-          location: backend.location,
-          host: l.host,
-          pid: l.pid,
-          created_at_ms: l.created_at_ms,
-          refreshed_at_ms: l.refreshed_at_ms,
-          stale_after_ms: l.refreshed_at_ms + STALE_MS,
-        });
+        throw new RepositoryLockedError(
+          describeBlocker(backend, name, l, now()),
+          {
+            lock: `locks/${name}`,
+            location: backend.location,
+            host: l.host,
+            pid: l.pid,
+            created_at_ms: l.created_at_ms,
+            refreshed_at_ms: l.refreshed_at_ms,
+            stale_after_ms: l.refreshed_at_ms + STALE_MS,
+          },
+          waited(),
+        );
       }
-      throw new RepositoryLockedError(`no lock could be taken in time: ${why}`);
+      throw new RepositoryLockedError(`no lock could be taken in time: ${why}`, undefined, waited());
     }
     await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random())));
     delay = Math.min(delay * 2, 1000);

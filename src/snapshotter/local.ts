@@ -506,6 +506,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
       for (const g of closed.splice(0).reverse()) await g.release();
     };
     let path = '';
+    const t0 = performance.now();
     try {
       for (const t of await this.gateTenants(agentId, tenant)) {
         path = this.layout.writeGatePath(t, agentId);
@@ -519,6 +520,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
           tenant,
           operation,
           'a write batch of its memory writers (write gate)',
+          performance.now() - t0,
         );
       // the file that failed: the gate, or the marker a wait holds (docs/locking.md)
       if (err instanceof LockFileFailure) path = err.path;
@@ -559,11 +561,18 @@ export class LocalSnapshotter implements MemorySnapshotter {
     holder?: string,
   ): Promise<HeldLock> {
     const { acquire, describeOwner, LockTimeoutError, lockFileError } = await import('../store/lock.js');
+    const t0 = performance.now();
     try {
       return await acquire(path, mode, this.lockTimeoutMs);
     } catch (err) {
       if (err instanceof LockTimeoutError)
-        throw new ConcurrentError(agentId, tenant, operation, holder ?? describeOwner(err.holder));
+        throw new ConcurrentError(
+          agentId,
+          tenant,
+          operation,
+          holder ?? describeOwner(err.holder),
+          performance.now() - t0,
+        );
       throw lockFileError(err, 'taking the lock', path);
     }
   }
