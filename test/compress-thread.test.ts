@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import type { Worker } from 'node:worker_threads';
@@ -181,6 +181,32 @@ async function storesAsWithout(t: TestContext, env: Record<string, string>): Pro
   assert.equal(changed.meta.added_bytes, plain.meta.added_bytes);
   assert.deepEqual(changed.leftovers, [], 'no staging (and no packed chunks) left behind');
 }
+
+test('a first snapshot packed ahead, or compressed on the thread, closes its packs at 4 MiB (stop 59)', async (t) => {
+  // ~6 MB of embeddings (they compress little): more than one pack's worth either way. Each pack buffer
+  // such a writer keeps is written up to the target; 8 MiB packs had the first snapshot peak 11-15 MB
+  // higher (docs/operations.md, "stop 59").
+  const target = 4 * 1024 * 1024; // repository.ts THREAD_PACK_TARGET
+  const a = sampleAgent(t, 'ana', { memories: 500, embeddings: 4000, files: 5, commits: 2 });
+  const ways: Record<string, string>[] = [
+    { NEXO_MEMORY_SQLITE_THREADS_MIN_BYTES: '0' }, // packed ahead on the copy threads
+    { NEXO_MEMORY_COMPRESS_THREAD_MIN_BYTES: '0' }, // one pass, compressed on the thread
+  ];
+  for (const [i, env] of ways.entries()) {
+    const state = join(a.root, `state-${i}`);
+    await firstSnapshot(a, state, env);
+    const packs = join(state, 'repository', 'packs');
+    const sizes = (readdirSync(packs, { recursive: true }) as string[])
+      .map((n) => statSync(join(packs, n)))
+      .filter((st) => st.isFile())
+      .map((st) => st.size);
+    const stored = sizes.reduce((x, y) => x + y, 0);
+    assert.ok(stored > target * 1.25, `${JSON.stringify(env)}: only ${stored} bytes stored`);
+    // a pack passes the target by its last blob (a database chunk: 128 KiB at most here) and its header
+    const over = sizes.filter((n) => n > target + 256 * 1024);
+    assert.deepEqual(over, [], `${JSON.stringify(env)}: packs ${sizes.join(', ')}`);
+  }
+});
 
 test('packing ahead needs three times the databases free on the staging disk, else one pass (stop 54)', () => {
   // the copies still to make, the packed chunks beside them and the packs: each at most the databases

@@ -846,8 +846,14 @@ export const mapLimit = mapBounded;
 
 /** A session that wrote at least this many packs has its spare pack buffers collected at its finish. */
 const LARGE_STORE_PACKS = 8;
-/** Where a writer compressing on the thread closes its packs, at most (BlobWriter.compressOnThread). */
-export const THREAD_PACK_TARGET = 8 * 1024 * 1024;
+/**
+ * Where a writer whose blobs are compressed on other threads closes its packs, at most
+ * (BlobWriter.compressOnThread, storedElsewhere): such a writer keeps up to three pack buffers (one
+ * filling, the others being saved or kept for the next pack), each written up to this size. 4 MiB
+ * rather than 8: ref-170's first snapshot peaked 11-15 MB lower, in the same time (docs/operations.md,
+ * "stop 59").
+ */
+export const THREAD_PACK_TARGET = 4 * 1024 * 1024;
 
 /** Pack saves under way at once while the blobs come compressed from other threads (storedElsewhere). */
 const STORED_ELSEWHERE_SAVES = 2;
