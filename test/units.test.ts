@@ -339,8 +339,10 @@ test('heap settings: the young generation stays at its initial size and the old 
   // 22) or 128 MiB (Node 24). Node 24's V8 still grows the new space a little with the flag, now and then
   // (2.5-5.75 MiB seen on a loaded machine), so the bound is loose enough for that and far below either.
   assert.ok(young <= 12 * 1024 * 1024, `new space grew to ${young} bytes`);
-  // Collected at +20 %: about 20 MiB used at most; V8's own growing factor let it reach ~44 MiB here.
-  assert.ok(old <= 32 * 1024 * 1024, `old generation reached ${old} bytes used`);
+  // Collected at +20 %: about 20 MiB used at most on Node 20, 23-28 MiB on Node 24 and now and then 35
+  // (its concurrent marking ends later; CI saw 36 MiB once, stop 59); V8's own growing factor let it
+  // reach 70-76 MiB here on Node 20 and 111-121 MiB on Node 24.
+  assert.ok(old <= 48 * 1024 * 1024, `old generation reached ${old} bytes used`);
 });
 
 test('heap settings: V8 tiers up to its optimizing compiler several times later, also after a worker starts', (t) => {
