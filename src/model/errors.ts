@@ -121,7 +121,7 @@ export class ConcurrentError extends SnapshotError {
 }
 
 /** A wait for a lock in words: `0.3 s`, `12 s`. */
-export const waitedSeconds = (ms: number): string =>
+const waitedSeconds = (ms: number): string =>
   ms < 10_000 ? `${(Math.max(0, ms) / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
 
 export class UnknownAgentError extends SnapshotError {
