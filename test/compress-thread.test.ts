@@ -184,7 +184,7 @@ async function storesAsWithout(t: TestContext, env: Record<string, string>): Pro
 
 test('a first snapshot packed ahead, or compressed on the thread, closes its packs at 4 MiB (stop 59)', async (t) => {
   // ~6 MB of embeddings (they compress little): more than one pack's worth either way. Each pack buffer
-  // such a writer keeps is written up to the target; 8 MiB packs had the first snapshot peak 11-15 MB
+  // such a writer keeps is written up to the target; 8 MiB packs had the first snapshot peak 10-15 MB
   // higher (docs/operations.md, "stop 59").
   const target = 4 * 1024 * 1024; // repository.ts THREAD_PACK_TARGET
   const a = sampleAgent(t, 'ana', { memories: 500, embeddings: 4000, files: 5, commits: 2 });

@@ -900,7 +900,7 @@ test('locks: REPOSITORY_LOCKED names the blocking lock object and what it claims
     (e: SnapshotError) => e,
   );
   assert.equal(waited.code, 'REPOSITORY_LOCKED');
-  assert.match(waited.message, /is not running\) \(waited \d+\.\d s for it\)$/);
+  assert.match(waited.message, /is not running\); waited \d+\.\d s for it$/);
   assert.ok(Number(waited.details?.waited_ms) >= 200, JSON.stringify(waited.details));
 });
 

@@ -660,7 +660,7 @@ export class RepositoryLockedError extends SnapshotError {
   constructor(holder: string, lock?: Record<string, unknown>, waitedMs?: number) {
     super(
       `the repository is locked: ${holder}` +
-        (waitedMs !== undefined ? ` (waited ${waitedSeconds(waitedMs)} for it)` : ''),
+        (waitedMs !== undefined ? `; waited ${waitedSeconds(waitedMs)} for it` : ''),
       {
         details: { holder, ...lock, ...(waitedMs !== undefined ? { waited_ms: Math.round(waitedMs) } : {}) },
       },

@@ -332,7 +332,9 @@ export async function lockRepository(
       }
       throw new RepositoryLockedError(`no lock could be taken in time: ${why}`, undefined, waited());
     }
-    await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random())));
+    // never past the deadline: the wait an error reports is the timeout, not up to 1.5 s more
+    const pause = Math.min(delay * (0.5 + Math.random()), Math.max(0, deadline - elapsed()));
+    await new Promise((r) => setTimeout(r, pause));
     delay = Math.min(delay * 2, 1000);
   }
 }

@@ -850,7 +850,7 @@ const LARGE_STORE_PACKS = 8;
  * Where a writer whose blobs are compressed on other threads closes its packs, at most
  * (BlobWriter.compressOnThread, storedElsewhere): such a writer keeps up to three pack buffers (one
  * filling, the others being saved or kept for the next pack), each written up to this size. 4 MiB
- * rather than 8: ref-170's first snapshot peaked 11-15 MB lower, in the same time (docs/operations.md,
+ * rather than 8: ref-170's first snapshot peaked 10-15 MB lower, in the same time (docs/operations.md,
  * "stop 59").
  */
 export const THREAD_PACK_TARGET = 4 * 1024 * 1024;
@@ -913,7 +913,8 @@ export class BlobWriter {
    * From now on, new blobs are compressed on a worker thread (compress-thread.ts), pipelined with the
    * caller's chunking and hashing; the packs hold the same bytes as without it. For a large store in one
    * pass (a first snapshot). The thread and its slots hold ~15 MB; packs closed at THREAD_PACK_TARGET
-   * instead of 16 MiB hold that much less (the writer keeps two pack buffers). drain() (or finish())
+   * instead of 16 MiB hold that much less (the writer keeps up to three pack buffers: one filling, one
+   * being saved, one for the next pack). drain() (or finish())
    * ends the thread, and close() on every other way out.
    */
   compressOnThread(): void {

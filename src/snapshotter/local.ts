@@ -510,7 +510,10 @@ export class LocalSnapshotter implements MemorySnapshotter {
     try {
       for (const t of await this.gateTenants(agentId, tenant)) {
         path = this.layout.writeGatePath(t, agentId);
-        closed.push(await closeGate(path, this.lockTimeoutMs));
+        // one lock timeout for all the gates, not one for each
+        closed.push(
+          await closeGate(path, Math.max(0, Math.round(this.lockTimeoutMs - (performance.now() - t0)))),
+        );
       }
     } catch (err) {
       await releaseAll();
@@ -520,7 +523,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
           tenant,
           operation,
           'a write batch of its memory writers (write gate)',
-          performance.now() - t0,
+          this.waitedSince(t0),
         );
       // the file that failed: the gate, or the marker a wait holds (docs/locking.md)
       if (err instanceof LockFileFailure) path = err.path;
@@ -529,6 +532,11 @@ export class LocalSnapshotter implements MemorySnapshotter {
         : asSnapshotError(err, 'closing the write gate');
     }
     return { release: releaseAll };
+  }
+
+  /** How long a lock was waited for since `t0` (performance.now()), for its error; none without a wait. */
+  private waitedSince(t0: number): number | undefined {
+    return this.lockTimeoutMs > 0 ? performance.now() - t0 : undefined;
   }
 
   /** The tenants whose write gate guards the agent's live memory in `tenant`, sorted (closeWriteGate). */
@@ -571,7 +579,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
           tenant,
           operation,
           holder ?? describeOwner(err.holder),
-          performance.now() - t0,
+          this.waitedSince(t0),
         );
       throw lockFileError(err, 'taking the lock', path);
     }
