@@ -4,6 +4,9 @@
 // reaching the runner's file timeout (ten minutes) with nothing to say. The timer itself never keeps the
 // process alive.
 
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+
 type Handle = {
   constructor?: { name?: string };
   remoteAddress?: string;
@@ -11,13 +14,68 @@ type Handle = {
   localPort?: number;
   spawnargs?: string[];
   pid?: number;
+  _handle?: { fd?: number };
 };
+
+/**
+ * For a pipe or socket pair this process still reads (a child's stdout or stderr whose child has exited):
+ * which processes hold its other end open (a grandchild that inherited it keeps it open, and this
+ * process alive). Seen once in CI (stop 59): two such ends kept a test file alive, and nothing said whose.
+ * A pipe's two ends share an inode (found in /proc/PID/fd); a socket pair's do not (found with `ss`).
+ */
+function otherEnd(fd: number): string {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/${process.pid}/fd/${fd}`);
+  } catch (err) {
+    return `fd ${fd}: ${(err as Error).message}`;
+  }
+  const ino = /^(pipe|socket):\[(\d+)\]$/.exec(target);
+  if (!ino) return target;
+  const holders: string[] = [];
+  try {
+    if (ino[1] === 'pipe') {
+      for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid)) {
+        const fds = (() => {
+          try {
+            return readdirSync(`/proc/${pid}/fd`);
+          } catch {
+            return []; // gone, or not ours to read
+          }
+        })();
+        if (fds.some((f) => readlinkOr(`/proc/${pid}/fd/${f}`) === target))
+          holders.push(
+            `pid ${pid} (${readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim().slice(0, 160)})`,
+          );
+      }
+    } else {
+      // `ss -xpn`: a line per end, `… * <its inode> * <its peer's inode> users:((…))`
+      for (const line of execFileSync('ss', ['-xpn'], { encoding: 'utf8', timeout: 5000 }).split('\n')) {
+        const f = line.trim().split(/\s+/);
+        if (f[7] === ino[2]) holders.push(f.slice(8).join(' ') || `inode ${f[5]}, no process named`);
+      }
+    }
+  } catch (err) {
+    return `${target}: ${(err as Error).message}`;
+  }
+  return `${target}, other end held by ${holders.length > 0 ? holders.join('; ') : 'no process found'}`;
+}
+
+function readlinkOr(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+}
 
 /** What one live handle is, in a line. */
 function describe(h: Handle): string {
   const kind = h.constructor?.name ?? 'handle';
   if (h.spawnargs) return `${kind} pid ${h.pid}: ${h.spawnargs.join(' ').slice(0, 200)}`;
   if (h.remotePort !== undefined) return `${kind} ${h.localPort} -> ${h.remoteAddress}:${h.remotePort}`;
+  const fd = h._handle?.fd;
+  if (typeof fd === 'number' && fd >= 0) return `${kind} fd ${fd}: ${otherEnd(fd)}`;
   return kind;
 }
 
