@@ -348,19 +348,30 @@ test("git's pack written onto a full disk fails the call (ENOSPC), never an unha
   });
 });
 
-test('chunks packed ahead onto a full disk: the error names the scratch file and keeps ENOSPC, the code a snapshot falls back on (stop 53)', async (t) => {
+test('chunks packed ahead onto a full disk: the error names the pack file and keeps ENOSPC, the code a snapshot falls back on (stop 53); no pack file is left', async (t) => {
   const mnt = smallDisk(t, '64k');
   if (!mnt) return;
   const copy = join(tempDir(t), 'vector.sqlite');
   randomRowsDb(copy, 200); // does not compress: ~400 KB packed
-  const scratch = join(mnt, 'vector.sqlite.packed');
+  const prefix = join(mnt, 'vector.sqlite.packed');
   await assert.rejects(
-    planChunks({ path: copy, params: DEFAULT_CHUNKER, sqlite: true, pack: { level: 3, path: scratch } }),
+    planChunks({
+      path: copy,
+      params: DEFAULT_CHUNKER,
+      sqlite: true,
+      pack: { level: 3, prefix, target: 16 * 1024 }, // (the first packs fit)
+    }),
     (err: NodeJS.ErrnoException) => {
       assert.equal(err.code, 'ENOSPC');
-      assert.ok(err.message.includes(scratch), err.message);
+      assert.match(err.message, /vector\.sqlite\.packed-\d+/);
+      assert.ok(err.message.includes(prefix), err.message);
       return true;
     },
+  );
+  assert.deepEqual(
+    readdirSync(mnt).filter((n) => n.includes('.packed')),
+    [],
+    'the pack files are removed',
   );
 });
 

@@ -5,13 +5,14 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { gitEnv } from '../scripts/sample-agent.js';
 import { type Handle, listNames, type SaveOptions, type SaveSource } from '../src/backend/backend.js';
 import { FaultyBackend } from '../src/backend/faulty.js';
+import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend, MemoryStore } from '../src/backend/memory.js';
 import { generateIdentity, parseIdentity } from '../src/crypto/age.js';
 import { recordRefs } from '../src/git/history.js';
@@ -394,74 +395,104 @@ test('planned content into an empty repository: runs of new chunks read at once 
   assert.ok(readFileSync(out).equals(readFileSync(file)), 'restores the file byte for byte');
 });
 
-test('packed content: the same reference and packs as storeContent (plain and encrypted), known chunks skipped, a short scratch file refused', async (t) => {
+test('packed content: pack files written ahead are saved as they are and removed, the reference and packs storeContent gives (plain and encrypted), known chunks skipped', async (t) => {
   const dir = tempDir(t);
   const file = join(dir, 'db.sqlite');
   sqliteFile(file, 3_000);
-  // random pages (incompressible: stored raw) and a repeated run (chunks known within the one store)
+  // random pages (incompressible: stored raw) and a repeated run (a chunk met twice is packed once)
   const block = randomBytes(64 * 1024);
   writeFileSync(file, Buffer.concat([readFileSync(file), randomBytes(256 * 1024), block, block]));
+  const target = 128 * 1024; // several packs
   const packedOf = async (repo: Repository, name: string) => {
     const plan = await planChunks({
       path: file,
       params: repo.config.chunker,
       sqlite: true,
-      pack: { level: repo.zstdLevel, path: join(dir, name) },
+      pack: {
+        level: repo.zstdLevel,
+        prefix: join(dir, name),
+        target,
+        ...(repo.key ? { master: repo.key.master } : {}),
+      },
     });
     assert.ok(isPacked(plan), 'a plan asked to pack is packed');
-    assert.equal(statSync(join(dir, name)).mode & 0o777, 0o600, 'the scratch file is private');
+    assert.ok(plan.packs.length >= 3, `${plan.packs.length} packs`);
+    for (const p of plan.packs) {
+      assert.equal(statSync(p.path).mode & 0o777, 0o600, 'a pack file is private');
+      const bytes = readFileSync(p.path);
+      assert.equal(bytes.length, p.size);
+      assert.equal(createHash('sha256').update(bytes).digest('hex'), p.id, 'named by its bytes');
+    }
     return plan;
   };
 
-  const repo = await Repository.init(new MemoryBackend(), []);
+  // a local repository: each file saved byte for byte under its name, then removed
+  const root = join(dir, 'repo');
+  const repo = await Repository.init(new LocalBackend(root), []);
   const plan = await packedOf(repo, 'a.packed');
-  assert.ok(plan.flags.some((f) => f === 1) && plan.flags.some((f) => f === 0), 'raw and compressed chunks');
+  assert.ok(
+    plan.packs.some((p) => p.flags.includes(1)),
+    'a chunk stored raw',
+  );
+  assert.ok(
+    plan.packs.some((p) => p.flags.includes(0)),
+    'a compressed chunk',
+  );
   const w = repo.writer();
-  const packed = await storePacked(w, file, plan);
+  const packed = await storePacked(w, plan);
   const stats = await w.finish();
+  for (const p of plan.packs) {
+    assert.ok(!existsSync(p.path), 'the file is removed once saved');
+    assert.ok(stats.packs.includes(p.id));
+    assert.equal(
+      createHash('sha256')
+        .update(readFileSync(join(root, 'packs', p.id.slice(0, 2), p.id)))
+        .digest('hex'),
+      p.id,
+    );
+  }
+  // the same reference, and the same data packs, as a writer given the bytes (packs closed at the same size)
   const other = await Repository.init(new MemoryBackend(), []);
   const w2 = other.writer();
+  w2.packing = { target, saving: 1 };
   const direct = await storeContent(w2, other.config.chunker, { path: file, sqlite: true });
   const directStats = await w2.finish();
   assert.deepEqual(packed, direct, 'the reference storeContent gives for the same bytes');
-  assert.deepEqual(stats.packs, directStats.packs, 'the same packs, byte for byte (their names)');
-  assert.equal(stats.blobsKnown, directStats.blobsKnown, 'a repeat is stored once');
+  const ahead = plan.packs.map((p) => p.id).slice(0, -1); // (the last one: the chunk lists go elsewhere)
+  assert.deepEqual(directStats.packs.slice(0, ahead.length), ahead, 'the same data packs, byte for byte');
+  assert.equal(stats.blobsNew, directStats.blobsNew, 'a repeat is stored once');
   const out = join(dir, 'out.sqlite');
   await writeContent(repo, packed, out, 'db');
   assert.ok(readFileSync(out).equals(readFileSync(file)), 'restores the file byte for byte');
+  const reopened = await Repository.open(new LocalBackend(root));
+  const checked = await checkRepository(reopened, { readData: true });
+  assert.deepEqual(checked.problems, []);
 
-  // packed again into the same repository: nothing new, every chunk counted as known
+  // packed again into the same repository: nothing new, nothing saved, every chunk counted as known
   const again = await packedOf(repo, 'b.packed');
   const w3 = repo.writer();
-  assert.deepEqual(await storePacked(w3, file, again), packed);
+  assert.deepEqual(await storePacked(w3, again), packed);
   const s3 = await w3.finish();
   assert.equal(s3.blobsNew, 0);
-  assert.ok(s3.blobsKnown >= again.lengths.length, 'every chunk counted as known');
+  assert.deepEqual(s3.packs, []);
+  assert.ok(s3.blobsKnown >= again.packs.reduce((n, p) => n + p.stored.length, 0), 'every chunk known');
 
-  // an encrypted repository seals what the copy thread compressed: read back byte for byte
+  // an encrypted repository: the copy thread seals its packs; read back byte for byte
   const id = generateIdentity();
   const enc = await Repository.init(new MemoryBackend(), [id.recipient]);
   const encPlan = await packedOf(enc, 'c.packed');
   const we = enc.writer();
-  const encRef = await storePacked(we, file, encPlan);
+  const encRef = await storePacked(we, encPlan);
   await we.finish();
-  const reopened = await Repository.open(enc.backend, { identities: [parseIdentity(id.identity)] });
+  const encOpened = await Repository.open(enc.backend, { identities: [parseIdentity(id.identity)] });
   const encOut = join(dir, 'enc.sqlite');
-  await writeContent(reopened, encRef, encOut, 'db');
+  await writeContent(encOpened, encRef, encOut, 'db');
   assert.ok(readFileSync(encOut).equals(readFileSync(file)));
+  assert.deepEqual((await checkRepository(encOpened, { readData: true })).problems, []);
 
-  // a scratch file shorter than its plan says: refused before anything is stored
-  const short = await packedOf(await Repository.init(new MemoryBackend(), []), 'd.packed');
-  truncateSync(join(dir, 'd.packed'), statSync(join(dir, 'd.packed')).size - 1);
-  const fresh = await Repository.init(new MemoryBackend(), []);
-  const w4 = fresh.writer();
-  await assert.rejects(
-    storePacked(w4, file, short),
-    (err: Error) => err instanceof IoError && /packed chunks/.test(err.message),
-  );
-  assert.equal(w4.stats.blobsNew, 0);
-  // the scratch file is made new: an existing one is never written into
-  await assert.rejects(packedOf(repo, 'a.packed'), /EEXIST/);
+  // the pack files are made new: an existing one is never written into
+  writeFileSync(join(dir, 'd.packed-0'), 'x');
+  await assert.rejects(packedOf(repo, 'd.packed'), /EEXIST/);
   // a snapshot that failed meanwhile stops its packing at the next chunk
   const stop = new Int32Array(new SharedArrayBuffer(4));
   Atomics.store(stop, 0, 1);
@@ -470,7 +501,7 @@ test('packed content: the same reference and packs as storeContent (plain and en
       path: file,
       params: repo.config.chunker,
       sqlite: true,
-      pack: { level: 3, path: join(dir, 'e.packed'), stop },
+      pack: { level: 3, prefix: join(dir, 'e.packed'), target, stop },
     }),
     /packing stopped/,
   );

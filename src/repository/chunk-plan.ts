@@ -3,15 +3,13 @@
 // order. A snapshot plans its database copies on the threads that made them, once their copies are
 // done (before the repository lock, which storing needs); content.ts then reads back only the chunks
 // the repository does not have. The first snapshot into an empty repository, all of whose chunks are
-// new, has them packed ahead as well (`pack`): each chunk compressed as a pack compresses it (pack.ts
-// compressInto) and written after the one before into a scratch file, so that storing copies those
-// bytes into packs without reading, hashing or compressing the database again on the main thread.
+// new, has them packed ahead as well (`pack`): written into pack files on the thread (pack-file.ts),
+// which storing publishes as they are, without reading, hashing or compressing those bytes again on
+// the main thread.
 
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, writeSync } from 'node:fs';
-import { zstdBinding } from '../format/zstd.js';
 import { type ChunkerParams, chunkFile } from './chunker.js';
-import { compressInto } from './pack.js';
+import { type AheadPack, AheadPacker, type AheadPackJob } from './pack-file.js';
 
 /** Bytes of a chunk id in ChunkPlan.ids. */
 export const PLAN_ID_BYTES = 32;
@@ -31,12 +29,8 @@ export interface ChunkPlan {
 
 /** A plan whose chunks were packed ahead (PlanJob `pack`). */
 export interface PackedPlan extends ChunkPlan {
-  /** The scratch file holding every chunk's stored bytes, in file order (the caller removes it). */
-  packedPath: string;
-  /** Each chunk's length in that file. */
-  stored: Uint32Array;
-  /** Each chunk's pack flags (pack.ts FLAG_RAW: stored as it is, zstd did not make it smaller). */
-  flags: Uint8Array;
+  /** The pack files holding every distinct chunk, in the order written (the caller publishes or removes them). */
+  packs: AheadPack[];
 }
 
 export interface PlanJob {
@@ -44,59 +38,14 @@ export interface PlanJob {
   params: ChunkerParams;
   sqlite: boolean;
   /**
-   * Pack the chunks ahead: compressed at `level` into `path`, a new file (created here, mode 0600).
-   * Once `stop[0]` is set (by the caller's thread), the packing ends at the next chunk with an error.
+   * Pack the chunks ahead, into new pack files (pack-file.ts). Once `stop[0]` is set (by the caller's
+   * thread), the packing ends at the next chunk with an error; on any error the files are removed.
    */
-  pack?: { level: number; path: string; stop?: Int32Array };
+  pack?: AheadPackJob & { stop?: Int32Array };
 }
 
 /** Whether a plan's chunks were packed ahead. */
-export const isPacked = (plan: ChunkPlan): plan is PackedPlan => 'packedPath' in plan;
-
-/** Bytes of packed chunks gathered before they are written to the scratch file. */
-const PACKED_WRITE = 1024 * 1024;
-
-/** The packed chunks of one plan being written: compressed into a buffer, written out 1 MiB at a time. */
-class PackedOut {
-  private readonly fd: number;
-  private buf = Buffer.allocUnsafe(2 * PACKED_WRITE);
-  private used = 0;
-
-  constructor(
-    private readonly path: string,
-    private readonly level: number,
-  ) {
-    this.fd = openSync(path, 'wx', 0o600);
-  }
-
-  /** Compresses `data` after the chunks before it; returns its stored length and flags. */
-  add(data: Buffer): { n: number; flags: number } {
-    const bound = zstdBinding().compressBound(data.length);
-    if (this.used + bound > this.buf.length) {
-      this.flush();
-      if (bound > this.buf.length) this.buf = Buffer.allocUnsafe(bound);
-    }
-    const c = compressInto(this.buf.subarray(this.used, this.used + bound), data, this.level);
-    this.used += c.n;
-    if (this.used >= PACKED_WRITE) this.flush();
-    return c;
-  }
-
-  flush(): void {
-    try {
-      for (let at = 0; at < this.used; ) at += writeSync(this.fd, this.buf, at, this.used - at);
-    } catch (err) {
-      // the file it was writing named (the errno kept: ENOSPC)
-      const e = err as NodeJS.ErrnoException;
-      throw Object.assign(new Error(`writing ${this.path}: ${e.message}`), { code: e.code });
-    }
-    this.used = 0;
-  }
-
-  close(): void {
-    closeSync(this.fd);
-  }
-}
+export const isPacked = (plan: ChunkPlan): plan is PackedPlan => 'packs' in plan;
 
 /**
  * Reads `job.path` once and returns its chunk plan (its arrays exactly as long as their contents),
@@ -107,10 +56,9 @@ export async function planChunks(job: PlanJob): Promise<ChunkPlan | PackedPlan> 
   let size = 0;
   let n = 0;
   let ids = Buffer.allocUnsafe(1024 * PLAN_ID_BYTES);
-  let lengths = new Uint32Array(1024);
-  let stored = new Uint32Array(job.pack ? 1024 : 0);
-  let flags = new Uint8Array(job.pack ? 1024 : 0);
-  const out = job.pack ? new PackedOut(job.pack.path, job.pack.level) : undefined;
+  let lengths: Uint32Array = new Uint32Array(1024);
+  const out = job.pack ? new AheadPacker(job.pack) : undefined;
+  let packs: AheadPack[] = [];
   try {
     // 1 MiB reads: a plan runs on each copy thread at once, each with its own read buffer; read
     // synchronously, as the thread has nothing else to do meanwhile
@@ -126,23 +74,16 @@ export async function planChunks(job: PlanJob): Promise<ChunkPlan | PackedPlan> 
         ids.copy(more);
         ids = more;
         lengths = grown(lengths);
-        if (out) {
-          stored = grown(stored);
-          flags = grown(flags);
-        }
       }
       ids.write(c.id, n * PLAN_ID_BYTES, 'hex');
       if (job.pack?.stop && Atomics.load(job.pack.stop, 0) !== 0) throw new Error('packing stopped');
-      if (out) {
-        const p = out.add(c.data);
-        stored[n] = p.n;
-        flags[n] = p.flags;
-      }
+      out?.add(c.id, c.data);
       lengths[n++] = c.data.length;
     }
-    out?.flush();
-  } finally {
-    out?.close();
+    if (out) packs = out.finish();
+  } catch (err) {
+    out?.abort();
+    throw err;
   }
   const plan: ChunkPlan = {
     size,
@@ -150,14 +91,12 @@ export async function planChunks(job: PlanJob): Promise<ChunkPlan | PackedPlan> 
     ids: new Uint8Array(ids.subarray(0, n * PLAN_ID_BYTES)), // copies: exactly its ids
     lengths: lengths.slice(0, n),
   };
-  return job.pack
-    ? { ...plan, packedPath: job.pack.path, stored: stored.slice(0, n), flags: flags.slice(0, n) }
-    : plan;
+  return job.pack ? { ...plan, packs } : plan;
 }
 
 /** A copy of `a` twice as long (its contents first). */
-function grown<T extends Uint32Array | Uint8Array>(a: T): T {
-  const longer = new (a.constructor as new (n: number) => T)(a.length * 2);
+function grown(a: Uint32Array): Uint32Array {
+  const longer = new Uint32Array(a.length * 2);
   longer.set(a);
   return longer;
 }

@@ -133,47 +133,15 @@ async function readFully(fh: FileHandle, buf: Buffer, offset: number): Promise<b
 }
 
 /**
- * Stores a file whose chunks were packed ahead (chunk-plan.ts, PlanJob `pack`): the chunks the
- * repository (or this writer) does not have are copied from the plan's scratch file into packs as they
- * were compressed there; none is hashed or compressed again. `path` names the file in errors. The
- * reference is the one storeContent would return for the same bytes.
+ * Stores a file whose chunks were packed ahead (chunk-plan.ts, PlanJob `pack`): its pack files are
+ * published as they are (BlobWriter.adoptPack); none of their bytes is read, hashed or compressed again
+ * here. The reference is the one storeContent would return for the same bytes.
  */
-export async function storePacked(writer: BlobWriter, path: string, plan: PackedPlan): Promise<Located> {
+export async function storePacked(writer: BlobWriter, plan: PackedPlan): Promise<Located> {
   const n = plan.lengths.length;
   const ids = Buffer.from(plan.ids.buffer, plan.ids.byteOffset, plan.ids.byteLength);
-  if (ids.length !== n * ID_BYTES || plan.stored.length !== n || plan.flags.length !== n)
-    throw new Error('a chunk plan with unequal lists');
-  let total = 0;
-  for (const s of plan.stored) total += s;
-  const fh = await open(plan.packedPath, 'r');
-  try {
-    if ((await fh.stat()).size !== total)
-      throw new IoError(`storing ${path}`, new Error('its packed chunks are not the length their plan says'));
-    let buf = Buffer.allocUnsafe(PLANNED_RUN);
-    let offset = 0;
-    let i = 0;
-    while (i < n) {
-      // the next chunks up to PLANNED_RUN bytes (at least one), read at once: known ones are skipped
-      let end = i + 1;
-      let runBytes = plan.stored[i]!;
-      while (end < n && runBytes + plan.stored[end]! <= PLANNED_RUN) runBytes += plan.stored[end++]!;
-      if (buf.length < runBytes) buf = Buffer.allocUnsafe(runBytes);
-      const run = buf.subarray(0, runBytes);
-      if (!(await readFully(fh, run, offset)))
-        throw new IoError(`storing ${path}`, new Error('its packed chunks ended early'));
-      for (let at = 0; i < end; i++) {
-        const view = run.subarray(at, at + plan.stored[i]!);
-        at += view.length;
-        const id = ids.toString('hex', i * ID_BYTES, (i + 1) * ID_BYTES);
-        // counted as known when it is; else copied into the pack before the first await (the view may
-        // be reused)
-        await writer.addStored(KIND_DATA, id, view, plan.flags[i]!, plan.lengths[i]!);
-      }
-      offset += runBytes;
-    }
-  } finally {
-    await fh.close();
-  }
+  if (ids.length !== n * ID_BYTES) throw new Error('a chunk plan with unequal lists');
+  for (const p of plan.packs) await writer.adoptPack(p);
   return located(writer, [ids], n, plan.size, plan.sha256);
 }
 

@@ -216,25 +216,14 @@ export class PackBuilder {
    * SHA-256 of those bytes.
    */
   finish(): { id: string; parts: Buffer[]; size: number } {
-    const table = Buffer.alloc(this.entries.length * ENTRY_SIZE);
-    this.entries.forEach((e, i) => {
-      const at = i * ENTRY_SIZE;
-      table[at] = e.kind;
-      table[at + 1] = e.flags;
-      table.writeUInt32LE(e.raw, at + 2);
-      table.writeUInt32LE(e.stored, at + 6);
-      Buffer.from(e.id, 'hex').copy(table, at + 10);
-    });
-    const header = this.key ? Buffer.concat([this.salt!, sealPackHeader(this.key, table)]) : table;
-    const len = Buffer.alloc(4);
-    len.writeUInt32LE(header.length);
-    const total = this.size + header.length + 4 + PACK_MAGIC.length;
+    const tail = packTail(this.entries, this.key ? { key: this.key, salt: this.salt! } : undefined);
+    const total = this.size + tail.reduce((n, p) => n + p.length, 0);
     let parts: Buffer[];
     if (this.buf && this.buf.length >= total) {
       let at = this.size;
-      for (const p of [header, len, PACK_MAGIC]) at += p.copy(this.buf, at);
+      for (const p of tail) at += p.copy(this.buf, at);
       parts = [this.buf.subarray(0, total)];
-    } else parts = [this.buf ? this.buf.subarray(0, this.size) : Buffer.alloc(0), header, len, PACK_MAGIC];
+    } else parts = [this.buf ? this.buf.subarray(0, this.size) : Buffer.alloc(0), ...tail];
     const h = createHash('sha256');
     for (const p of parts) h.update(p);
     return { id: h.digest('hex'), parts, size: total };
@@ -245,6 +234,29 @@ export class PackBuilder {
     if (this.buf) this.keep(this.buf);
     this.buf = undefined;
   }
+}
+
+/**
+ * What follows a pack's blobs (§4): the header listing `entries` (sealed with the pack's key and
+ * preceded by its salt in an encrypted repository), the header's length and the magic.
+ */
+export function packTail(
+  entries: readonly Pick<PackEntry, 'id' | 'kind' | 'flags' | 'stored' | 'raw'>[],
+  sealed: { key: Buffer; salt: Buffer } | undefined,
+): Buffer[] {
+  const table = Buffer.alloc(entries.length * ENTRY_SIZE);
+  entries.forEach((e, i) => {
+    const at = i * ENTRY_SIZE;
+    table[at] = e.kind;
+    table[at + 1] = e.flags;
+    table.writeUInt32LE(e.raw, at + 2);
+    table.writeUInt32LE(e.stored, at + 6);
+    table.write(e.id, at + 10, 'hex');
+  });
+  const header = sealed ? Buffer.concat([sealed.salt, sealPackHeader(sealed.key, table)]) : table;
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(header.length);
+  return [header, len, PACK_MAGIC];
 }
 
 /** Length of the trailer (header length + magic) that ends every pack. */

@@ -6,6 +6,7 @@
 // check, prune) are built on these in their own modules.
 
 import { createHash, randomBytes } from 'node:crypto';
+import { open, unlink } from 'node:fs/promises';
 import {
   type Backend,
   type Handle,
@@ -13,6 +14,7 @@ import {
   type ObjectType,
   type Packing,
   readAll,
+  type SaveSource,
 } from '../backend/backend.js';
 import type { Identity } from '../crypto/age.js';
 import { recipientFingerprint } from '../crypto/age.js';
@@ -20,6 +22,7 @@ import { zstdBinding } from '../format/zstd.js';
 import {
   BundleDamagedError,
   EncryptionError,
+  IoError,
   ObjectExistsError,
   ObjectNotFoundError,
   ObjectTooLargeError,
@@ -43,6 +46,7 @@ import {
   type BlobKind,
   dropSparePackBuffers,
   headerLength,
+  KIND_DATA,
   MAX_PACK,
   newBlobScratch,
   openStoredBlob,
@@ -53,6 +57,7 @@ import {
   parseHeader,
   TRAILER,
 } from './pack.js';
+import type { AheadPack } from './pack-file.js';
 import { REPOSITORY_VERSION, versionGate } from './version-gate.js';
 
 export { checkRepositoryVersion, REPOSITORY_VERSION } from './version-gate.js';
@@ -612,6 +617,11 @@ export class Repository {
     return new BlobWriter(this);
   }
 
+  /** Where a copy thread packing ahead (pack-file.ts) closes its packs: as a writer fed by threads does. */
+  get aheadPackTarget(): number {
+    return Math.min(THREAD_PACK_TARGET, this.backend.packing?.target ?? PACK_TARGET);
+  }
+
   /** Loads one blob, verified against its id. */
   async loadBlob(id: string): Promise<Buffer> {
     const [b] = await this.loadBlobs([id]);
@@ -758,12 +768,13 @@ const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex
 export async function saveContentAddressed(
   backend: Backend,
   h: Handle,
-  parts: readonly Uint8Array[],
+  content: readonly Uint8Array[] | { file: string; size: number },
 ): Promise<void> {
-  async function* each() {
+  async function* each(parts: readonly Uint8Array[]) {
     yield* parts;
   }
-  const source = () => (parts.length === 1 ? parts[0]! : each());
+  const source = (): SaveSource =>
+    'file' in content ? fileChunks(content.file) : content.length === 1 ? content[0]! : each(content);
   try {
     await backend.save(h, source(), { ifAbsent: true, sha256: h.name });
     return;
@@ -771,9 +782,32 @@ export async function saveContentAddressed(
     if (!(err instanceof ObjectExistsError)) throw err;
   }
   let size = 0;
-  for (const p of parts) size += p.length;
+  if ('file' in content) size = content.size;
+  else for (const p of content) size += p.length;
   if (await holdsIntact(backend, h, size)) return;
   await backend.save(h, source(), { sha256: h.name });
+}
+
+/**
+ * A file's bytes (a pack written ahead, pack-file.ts), 1 MiB at a time into one buffer: a save has
+ * consumed each piece before it asks for the next (Backend.save), so no piece outlives the next read.
+ */
+async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
+  const fh = await open(path, 'r').catch((err: unknown) => {
+    throw new IoError(`read ${path}`, err);
+  });
+  try {
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null).catch((err: unknown) => {
+        throw new IoError(`read ${path}`, err);
+      });
+      if (bytesRead === 0) return;
+      yield buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await fh.close().catch(() => {});
+  }
 }
 
 /** Whether the stored object `h` has `size` bytes that hash to its name (a store that fails to answer throws). */
@@ -857,6 +891,12 @@ export const THREAD_PACK_TARGET = 4 * 1024 * 1024;
 
 /** Pack saves under way at once while the blobs come compressed from other threads (storedElsewhere). */
 const STORED_ELSEWHERE_SAVES = 2;
+
+/**
+ * Saves under way at once of packs written ahead (adoptPack): each holds one 1 MiB read buffer here,
+ * and a local save of one is reads, writes and two fsyncs, which libuv's four threads run side by side.
+ */
+const ADOPTED_SAVES = 4;
 
 /** A pack of a writer's session: its slot in the session table, then its name once saved. */
 interface SessionPack {
@@ -985,8 +1025,66 @@ export class BlobWriter {
     return true;
   }
 
+  /**
+   * Saves a pack a copy thread wrote ahead (pack-file.ts) as it is — its file's bytes streamed to the
+   * store, never copied, hashed or compressed here; the file removed once saved — and records its
+   * blobs: those the repository (or this session) has already are counted as known and left out of
+   * the index (a pack may hold a blob another pack holds, §5); a pack with nothing new is not saved.
+   * The pack being filled is closed first, so that each pack's blobs stay side by side in the
+   * session's table. Not beside a compression thread.
+   */
+  async adoptPack(p: AheadPack): Promise<void> {
+    if (this.finished) throw new Error('BlobWriter.adoptPack after finish');
+    if (this.thread) throw new Error('BlobWriter.adoptPack beside a compression thread');
+    const n = p.stored.length;
+    if (p.ids.length !== n * 32 || p.flags.length !== n || p.raw.length !== n)
+      throw new Error('a pack written ahead with unequal lists');
+    const ids = Buffer.from(p.ids.buffer, p.ids.byteOffset, p.ids.byteLength);
+    const fresh: number[] = [];
+    for (let i = 0; i < n; i++)
+      if (this.countedNew(ids.subarray(i * 32, (i + 1) * 32), p.raw[i]!)) fresh.push(i);
+    if (fresh.length === 0) return;
+    await this.flush();
+    await this.settle(ADOPTED_SAVES);
+    const slot = this.sessionPacks.length;
+    const sp: SessionPack = { first: this.session.size, count: 0, bytes: 0 };
+    this.sessionPacks.push(sp);
+    let offset = 0;
+    let next = 0;
+    for (let i = 0; i < n; i++) {
+      const stored = p.stored[i]!;
+      if (fresh[next] === i) {
+        next++;
+        this.session.add(ids.subarray(i * 32, (i + 1) * 32), {
+          pack: slot,
+          kind: KIND_DATA,
+          flags: p.flags[i]!,
+          offset,
+          stored,
+          raw: p.raw[i]!,
+        });
+        sp.count++;
+        sp.bytes += stored;
+      }
+      offset += stored;
+    }
+    this.track(
+      saveContentAddressed(
+        this.repo.backend,
+        { type: 'packs', name: p.id },
+        { file: p.path, size: p.size },
+      ).then(
+        () => unlink(p.path).catch(() => {}), // (the disk holds it once)
+      ),
+      sp,
+      p.id,
+      p.salt,
+      p.size,
+    );
+  }
+
   /** Counts blob `id` (of `raw` bytes) as known, false, or as new, true (add, addStored). */
-  private countedNew(id: string, raw: number): boolean {
+  private countedNew(id: string | Buffer, raw: number): boolean {
     if (this.has(id)) {
       this.stats.blobsKnown++;
       return false;
@@ -1081,17 +1179,32 @@ export class BlobWriter {
     const sp = this.sessionPacks[this.sessionPacks.length - 1]!;
     await this.settle(this.packing.saving);
     const done = p.finish();
-    const salt = p.packSalt;
-    const saving: Promise<void> = (async () => {
-      await saveContentAddressed(this.repo.backend, { type: 'packs', name: done.id }, done.parts);
-      p.release();
-      sp.id = done.id;
-      if (salt) sp.salt = salt.toString('hex');
-      this.saved.push(done.id);
-      this.stats.packs.push(done.id);
-      this.stats.storedNew += done.size;
-    })().then(
+    this.track(
+      saveContentAddressed(this.repo.backend, { type: 'packs', name: done.id }, done.parts).then(() =>
+        p.release(),
+      ),
+      sp,
+      done.id,
+      p.packSalt?.toString('hex'),
+      done.size,
+    );
+  }
+
+  /** Counts a pack save as under way until it ends; once saved, the pack is the session's `sp`. */
+  private track(
+    save: Promise<void>,
+    sp: SessionPack,
+    id: string,
+    salt: string | undefined,
+    size: number,
+  ): void {
+    const saving: Promise<void> = save.then(
       () => {
+        sp.id = id;
+        if (salt) sp.salt = salt;
+        this.saved.push(id);
+        this.stats.packs.push(id);
+        this.stats.storedNew += size;
         this.saving.delete(saving);
       },
       (err: unknown) => {

@@ -140,8 +140,8 @@ export const PACK_AHEAD_MAX_BYTES = 512 * 1024 * 1024;
 /**
  * Whether a disk with `freeBytes` free (as the staging directory's file system says when the first
  * copies are made) has room to pack `liveBytes` of live databases ahead: the copies not made yet, the
- * packed chunks beside them until each is stored, and the packs they go to, each at most the
- * databases' size; three times it, or they are stored in one pass. Packed ahead on a disk with little
+ * pack files written beside them until each is saved, and the packs they are saved as, each at most
+ * the databases' size; three times it, or they are stored in one pass. Packed ahead on a disk with little
  * more room than one pass needs, a copy, or git's pack, failed where one pass succeeded (a 14 MB agent
  * on tmpfs roots of 16-17 MiB: 2 runs of 6 failed, none in one pass; stop 54).
  */
@@ -729,7 +729,6 @@ export class RepositoryStore {
         const plan = Promise.all([known, packAhead()]).then(async ([yes, pack]) => {
           if (finished || !(yes || pack)) return undefined;
           const repo = await opening;
-          const packedPath = `${stagedPath}.packed`;
           const planned = w.call<ChunkPlan>(
             packageModule(import.meta.url, '../repository/chunk-plan'),
             'planChunks',
@@ -737,7 +736,17 @@ export class RepositoryStore {
               path: stagedPath,
               params: repo.config.chunker,
               sqlite: true,
-              ...(pack ? { pack: { level: repo.zstdLevel, path: packedPath, stop } } : {}),
+              ...(pack
+                ? {
+                    pack: {
+                      level: repo.zstdLevel,
+                      prefix: `${stagedPath}.packed`,
+                      target: repo.aheadPackTarget,
+                      ...(repo.key ? { master: repo.key.master } : {}),
+                      stop,
+                    },
+                  }
+                : {}),
             } satisfies PlanJob,
           );
           if (!pack) return planned;
@@ -748,9 +757,9 @@ export class RepositoryStore {
               return packed;
             },
             async (err: unknown) => {
-              // the disk full while packing: the copy is still whole, stored in one pass instead
+              // the disk full while packing (its pack files removed): the copy is still whole, stored
+              // in one pass instead
               if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || finished) throw err;
-              await unlink(packedPath).catch(() => {});
               return undefined;
             },
           );
