@@ -893,8 +893,9 @@ export const THREAD_PACK_TARGET = 4 * 1024 * 1024;
 const STORED_ELSEWHERE_SAVES = 2;
 
 /**
- * Saves under way at once of packs written ahead (adoptPack): each holds one 1 MiB read buffer here,
- * and a local save of one is reads, writes and two fsyncs, which libuv's four threads run side by side.
+ * Saves under way at once of packs written ahead (adoptPack), unless the store asks for another number
+ * (Backend.packing): each holds one 1 MiB read buffer here, and a local save of one is reads, writes and
+ * two fsyncs, which libuv's four threads run side by side.
  */
 const ADOPTED_SAVES = 4;
 
@@ -1045,7 +1046,7 @@ export class BlobWriter {
       if (this.countedNew(ids.subarray(i * 32, (i + 1) * 32), p.raw[i]!)) fresh.push(i);
     if (fresh.length === 0) return;
     await this.flush();
-    await this.settle(ADOPTED_SAVES);
+    await this.settle(this.repo.backend.packing?.saving ?? ADOPTED_SAVES);
     const slot = this.sessionPacks.length;
     const sp: SessionPack = { first: this.session.size, count: 0, bytes: 0 };
     this.sessionPacks.push(sp);
