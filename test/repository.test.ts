@@ -468,6 +468,25 @@ test('packed content: pack files written ahead are saved as they are and removed
   const checked = await checkRepository(reopened, { readData: true });
   assert.deepEqual(checked.problems, []);
 
+  // a store that asks for its packs' size (a remote one) is given each pack whole, from a reused buffer
+  const asking = Object.assign(new MemoryBackend(), { packing: { target, saving: 2 } });
+  const remote = await Repository.init(asking, []);
+  const remotePlan = await packedOf(remote, 'r.packed');
+  const wr = remote.writer();
+  assert.deepEqual(await storePacked(wr, remotePlan), packed);
+  const rStats = await wr.finish();
+  for (const p of remotePlan.packs) assert.ok(rStats.packs.includes(p.id), 'saved under its name');
+  assert.deepEqual(
+    remotePlan.packs.map((p) => p.id),
+    plan.packs.map((p) => p.id),
+    'the same packs as for the local store',
+  );
+  for (const p of remotePlan.packs) assert.ok(!existsSync(p.path), 'the file is removed once saved');
+  const rOut = join(dir, 'remote.sqlite');
+  await writeContent(remote, packed, rOut, 'db');
+  assert.ok(readFileSync(rOut).equals(readFileSync(file)));
+  assert.deepEqual((await checkRepository(remote, { readData: true })).problems, []);
+
   // packed again into the same repository: nothing new, nothing saved, every chunk counted as known
   const again = await packedOf(repo, 'b.packed');
   const w3 = repo.writer();

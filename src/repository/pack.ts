@@ -127,6 +127,30 @@ export function dropSparePackBuffers(): number {
   return n;
 }
 
+/** Keeps `buf` for the next pack when it has the usual `capacity` and fewer than SPARE_BUFFERS are kept. */
+function keepSpare(buf: Buffer, capacity: number): void {
+  if (buf.length !== capacity) return;
+  const kept = spare.get(capacity) ?? [];
+  if (kept.length < SPARE_BUFFERS) kept.push(buf);
+  spare.set(capacity, kept);
+}
+
+/**
+ * A pack buffer of the capacity for packs closed at `target`, or larger, holding at least `need` bytes:
+ * one kept for the next pack when there is one (a pack written ahead, read whole for its save, shares
+ * the buffers of the packs built here). Give it back with keepPackBuffer once the pack is saved.
+ */
+export function packBuffer(target: number, need: number): Buffer {
+  const capacity = packCapacity(target);
+  const kept = spare.get(capacity)?.pop();
+  if (kept && kept.length >= need) return kept;
+  if (kept) keepSpare(kept, capacity);
+  return Buffer.allocUnsafe(Math.max(capacity, need));
+}
+
+/** Gives back a buffer of packBuffer(target, …) for the next pack. */
+export const keepPackBuffer = (buf: Buffer, target: number): void => keepSpare(buf, packCapacity(target));
+
 /**
  * Collects blobs into one pack, in memory: compressed (and sealed) straight into one buffer of
  * packCapacity(target) bytes, reused by the next pack once release() is called after the pack is saved.
@@ -159,12 +183,8 @@ export class PackBuilder {
     return next;
   }
 
-  /** Keeps `buf` for the next pack when it has the usual capacity and fewer than SPARE_BUFFERS are kept. */
   private keep(buf: Buffer): void {
-    if (buf.length !== this.capacity) return;
-    const kept = spare.get(this.capacity) ?? [];
-    if (kept.length < SPARE_BUFFERS) kept.push(buf);
-    spare.set(this.capacity, kept);
+    keepSpare(buf, this.capacity);
   }
 
   private grow(unfit: Buffer, need: number): Buffer {
