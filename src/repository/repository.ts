@@ -816,8 +816,8 @@ async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
   const fh = await open(path, 'r').catch((err: unknown) => {
     throw new IoError(`read ${path}`, err);
   });
+  const buf = readBuffers.pop() ?? Buffer.allocUnsafe(READ_BUFFER);
   try {
-    const buf = Buffer.allocUnsafe(1024 * 1024);
     for (;;) {
       const { bytesRead } = await fh.read(buf, 0, buf.length, null).catch((err: unknown) => {
         throw new IoError(`read ${path}`, err);
@@ -826,9 +826,14 @@ async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
       yield buf.subarray(0, bytesRead);
     }
   } finally {
+    if (readBuffers.length < ADOPTED_SAVES) readBuffers.push(buf);
     await fh.close().catch(() => {});
   }
 }
+
+/** fileChunks' buffer size, and the buffers of finished reads kept for the next (one per save at once). */
+const READ_BUFFER = 1024 * 1024;
+const readBuffers: Buffer[] = [];
 
 /** Whether the stored object `h` has `size` bytes that hash to its name (a store that fails to answer throws). */
 async function holdsIntact(backend: Backend, h: Handle, size: number): Promise<boolean> {
