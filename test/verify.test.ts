@@ -907,3 +907,31 @@ test('git that cannot write a history it checks (a full disk) is the host I/O er
   const ok = await runBuiltCli(['verify', meta.bundle_path, '--json'], { env: { NEXO_MEMORY_CONFIG: '' } });
   assert.equal(ok.code, 0, `${ok.stdout}\n${ok.stderr}`);
 });
+
+test('a sink is told once the databases are written and checked, before the memory files (restore starts its database checks there), then once everything is', async (t) => {
+  const a = sampleAgent(t, 'ana', { memories: 200, embeddings: 20, files: 12 }, { store: 'bundles' });
+  const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const out = tempDir(t);
+  let n = 0;
+  const seen: { when: string; paths: string[] }[] = [];
+  const v = await verifyBundle(meta.bundle_path, {
+    sink: {
+      target: () => join(out, String(n++)),
+      onDatabasesStreamed: (w) => seen.push({ when: 'databases', paths: [...w.keys()] }),
+      onStreamed: (w) => seen.push({ when: 'all', paths: [...w.keys()] }),
+    },
+  });
+  assert.equal(v.report.status, 'verified', JSON.stringify(v.report.problems));
+  const dbs = v.manifest!.manifest.artifacts.filter((x) => x.kind.startsWith('sqlite_'));
+  assert.equal(dbs.length, 4);
+  assert.deepEqual(
+    seen.map((s) => s.when),
+    ['databases', 'all'],
+  );
+  // at the first call: every database written, no memory file yet
+  assert.deepEqual(
+    seen[0]!.paths,
+    dbs.map((d) => d.path_in_bundle),
+  );
+  assert.ok(seen[1]!.paths.some((p) => p.startsWith('memory_files/')));
+});

@@ -106,8 +106,11 @@ export interface RestoreSource {
    * stages the history and the memory files before the databases runs `buildTree` as soon as they are
    * in place, beside the rest of the pass, and returns what it built (`tree`); a bundle's source runs it
    * as soon as the history is indexed and checked, the memory files still streaming, and returns it
-   * building; without a history checked during the pass, the caller builds it. `onStaged` is called with where each artifact was written as soon as every one is
-   * written and checked, when that is before the pass ends (git still at the history or the tree).
+   * building; without a history checked during the pass, the caller builds it. `onStaged` is called
+   * with where the artifacts were written as soon as every database is written and checked, when that
+   * is before the pass ends: a bundle's source as soon as its databases are (the memory files still
+   * streaming), a repository snapshot's once every artifact is (git still at the tree); it may be
+   * called more than once.
    * `lanes`: worker threads a source may write the databases on (a repository snapshot's do).
    */
   stage(
@@ -182,7 +185,8 @@ export function bundleSource(path: string, identities: readonly Identity[] | und
         v = await verifyBundle(bundle, {
           sink: {
             ...stagingSink(p),
-            ...(onStaged ? { onStreamed: onStaged } : {}),
+            // (the databases come first in a bundle: their checks start beside the memory files)
+            ...(onStaged ? { onStreamed: onStaged, onDatabasesStreamed: onStaged } : {}),
             ...(buildTree ? { onHistory } : {}),
           },
           ...(onProgress ? { onProgress } : {}),

@@ -438,8 +438,9 @@ async function restoreLocked(
     // The staged databases are checked on the two threads (or here), and the report's row counts (the
     // live database's and the staged one's) taken after each check when the databases are large enough
     // to pay for loading the counting module there (small ones are counted on this thread, below). The
-    // checks start as soon as the source has written every artifact (`onStaged`), while it still waits
-    // for git (a bundle's history indexed, a repository snapshot's tree built); or once it returns.
+    // checks start as soon as the source has written every database (`onStaged`: a bundle's come first,
+    // and are checked beside its memory files, whose creating kept the threads idle ~0.5 s of ref-170's
+    // restore, docs/operations.md "stop 60"); or once it returns.
     // (Counting the live databases first, while the source streams, was measured: the stream slowed by
     // as much as the end gained, docs/operations.md "stop 42".)
     const counted = new Map<string, RowCounts>();
