@@ -9,7 +9,16 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statfsSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
@@ -354,6 +363,7 @@ test('chunks packed ahead onto a full disk: the error names the pack file and ke
   const copy = join(tempDir(t), 'vector.sqlite');
   randomRowsDb(copy, 200); // does not compress: ~400 KB packed
   const prefix = join(mnt, 'vector.sqlite.packed');
+  const free = statfsSync(mnt).bavail;
   await assert.rejects(
     planChunks({
       path: copy,
@@ -373,6 +383,7 @@ test('chunks packed ahead onto a full disk: the error names the pack file and ke
     [],
     'the pack files are removed',
   );
+  assert.equal(statfsSync(mnt).bavail, free, 'and closed: their room is free again');
 });
 
 test('a restore refused because its pre-snapshot found the disk full keeps the errno (RESTORE_REFUSED, details.errno)', async (t) => {

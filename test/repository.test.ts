@@ -496,6 +496,32 @@ test('packed content: pack files written ahead are saved as they are and removed
   assert.deepEqual(s3.packs, []);
   assert.ok(s3.blobsKnown >= again.packs.reduce((n, p) => n + p.stored.length, 0), 'every chunk known');
 
+  // packed into a repository that holds some of its chunks already (another writer stored them since
+  // packing ahead was decided): a pack with a known blob is not saved as it is, its new blobs are
+  // packed again, and no pack holds a blob the index does not place there
+  for (const recipients of [[], [generateIdentity().recipient]]) {
+    const partly = await Repository.init(new MemoryBackend(), recipients);
+    const pre = partly.writer();
+    let k = 0;
+    for await (const c of chunkFile(file, partly.config.chunker, true))
+      if (k++ % 5 === 0) await pre.add(1, c.id, Buffer.from(c.data));
+    await pre.finish();
+    const partPlan = await packedOf(partly, `p${recipients.length}.packed`);
+    const wp = partly.writer();
+    assert.deepEqual(await storePacked(wp, partPlan), packed);
+    const ps = await wp.finish();
+    assert.ok(ps.blobsKnown >= Math.floor(k / 5), `${ps.blobsKnown} known`);
+    for (const p of partPlan.packs) assert.ok(!existsSync(p.path), 'the file is removed');
+    for (const name of await listNames(partly.backend, 'packs')) {
+      const header = await partly.readPackHeader(name);
+      for (const e of header.entries)
+        assert.equal(partly.index.get(e.id)?.pack, name, `blob ${e.id} of ${name} is placed there`);
+    }
+    const pOut = join(dir, `partly${recipients.length}.sqlite`);
+    await writeContent(partly, packed, pOut, 'db');
+    assert.ok(readFileSync(pOut).equals(readFileSync(file)));
+  }
+
   // an encrypted repository: the copy thread seals its packs; read back byte for byte
   const id = generateIdentity();
   const enc = await Repository.init(new MemoryBackend(), [id.recipient]);
@@ -512,6 +538,7 @@ test('packed content: pack files written ahead are saved as they are and removed
   // the pack files are made new: an existing one is never written into
   writeFileSync(join(dir, 'd.packed-0'), 'x');
   await assert.rejects(packedOf(repo, 'd.packed'), /EEXIST/);
+  assert.equal(readFileSync(join(dir, 'd.packed-0'), 'utf8'), 'x', 'and is left as it was');
   // a snapshot that failed meanwhile stops its packing at the next chunk
   const stop = new Int32Array(new SharedArrayBuffer(4));
   Atomics.store(stop, 0, 1);

@@ -94,6 +94,12 @@ export interface Backend {
    */
   readonly completeLoads?: boolean;
   /**
+   * Optional: true when a save given a stream costs no more than one given the whole object (the local
+   * backend writes each piece as it comes; a remote one's retry wrapper copies a stream into one buffer
+   * to send it again). A repository writer then streams a pack file to it instead of reading it whole.
+   */
+  readonly streamedSaves?: boolean;
+  /**
    * Optional: how a repository writer packs for this store — packs closed at `target` bytes, at most
    * `saving` of them being saved at once while the next fills (so at most `saving + 1` pack buffers in
    * memory). Without it: 16 MiB packs, one saved at a time (repository/pack.ts PACK_TARGET). NATS asks

@@ -78,6 +78,8 @@ async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
 }
 
 export class LocalBackend implements Backend {
+  /** Each piece of a streamed save is written as it comes: a pack file is streamed, not read whole. */
+  readonly streamedSaves = true;
   readonly location: string;
   private readonly root: string;
   /** Directories already checked to be real directories (not symlinks) under the root. */

@@ -111,8 +111,16 @@ class PackFile {
     this.used = 0;
   }
 
-  /** Writes the header and trailer, makes the file durable and closes it. */
+  /** Writes the header and trailer, makes the file durable and closes it (closed on a failure too). */
   finish(): AheadPack {
+    try {
+      return this.finishOpen();
+    } finally {
+      this.close();
+    }
+  }
+
+  private finishOpen(): AheadPack {
     this.flush();
     const entries = this.ids.map((id, i) => ({
       id: id.toString('hex'),
@@ -124,7 +132,6 @@ class PackFile {
     const tail = packTail(entries, this.key ? { key: this.key, salt: this.salt! } : undefined);
     for (const t of tail) this.write(t);
     fsyncSync(this.fd);
-    closeSync(this.fd);
     return {
       path: this.path,
       id: this.hash.digest('hex'),
@@ -137,12 +144,13 @@ class PackFile {
     };
   }
 
+  private closed = false;
+
+  /** Closes the file (once). */
   close(): void {
-    try {
-      closeSync(this.fd);
-    } catch {
-      // closed by finish
-    }
+    if (this.closed) return;
+    this.closed = true;
+    closeSync(this.fd);
   }
 }
 
@@ -152,6 +160,7 @@ export class AheadPacker {
   private readonly done: AheadPack[] = [];
   private readonly seen = new Set<string>();
   private readonly files: string[] = [];
+  private count = 0;
   private buf = Buffer.allocUnsafe(2 * WRITE_BLOCK);
 
   constructor(private readonly job: AheadPackJob) {}
@@ -161,9 +170,9 @@ export class AheadPacker {
     if (this.seen.has(id)) return;
     this.seen.add(id);
     if (!this.current) {
-      const path = `${this.job.prefix}-${this.files.length}`;
-      this.files.push(path);
-      this.current = new PackFile(path, this.buf, this.job.master);
+      const path = `${this.job.prefix}-${this.count++}`;
+      this.current = new PackFile(path, this.buf, this.job.master); // (a file already there: EEXIST)
+      this.files.push(path); // (only what this job created is removed by abort)
     }
     this.current.add(Buffer.from(id, 'hex'), data, this.job.level);
     if (this.current.size >= this.job.target) this.close();
@@ -171,8 +180,9 @@ export class AheadPacker {
 
   private close(): void {
     const p = this.current;
+    if (!p) return;
+    this.done.push(p.finish()); // (closes its file, also when it fails)
     this.current = undefined;
-    if (p) this.done.push(p.finish());
   }
 
   /** Closes the last pack; the job's packs in order. */
@@ -183,7 +193,11 @@ export class AheadPacker {
 
   /** After a failure: every file of the job removed. */
   abort(): void {
-    this.current?.close();
+    try {
+      this.current?.close();
+    } catch {
+      // (closing is all that is left to do with it)
+    }
     this.current = undefined;
     for (const f of this.files)
       try {

@@ -32,7 +32,7 @@ import { collectGarbageNow } from '../util/heap-settings.js';
 import { BlobTable } from './blob-table.js';
 import { type ChunkerParams, DEFAULT_CHUNKER, LIST_AVG_BITS } from './chunker.js';
 import { CompressThread } from './compress-thread.js';
-import { newKeyFile, openFile, openKeyFile, packKey, type RepoKey, sealFile } from './crypto.js';
+import { newKeyFile, openBlob, openFile, openKeyFile, packKey, type RepoKey, sealFile } from './crypto.js';
 import {
   type IndexPackSource,
   indexJsonParts,
@@ -826,7 +826,7 @@ async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
       yield buf.subarray(0, bytesRead);
     }
   } finally {
-    if (readBuffers.length < ADOPTED_SAVES) readBuffers.push(buf);
+    if (readBuffers.length < STREAMED_SAVES) readBuffers.push(buf);
     await fh.close().catch(() => {});
   }
 }
@@ -834,6 +834,14 @@ async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
 /** fileChunks' buffer size, and the buffers of finished reads kept for the next (one per save at once). */
 const READ_BUFFER = 1024 * 1024;
 const readBuffers: Buffer[] = [];
+
+/**
+ * Saves under way at once of packs written ahead streamed to a store that takes streams as they come
+ * (Backend.streamedSaves: the local one): each holds one 1 MiB read buffer here, and a local save is
+ * reads, writes and two fsyncs, which libuv's four threads run side by side. Two at a time left ~0.2 s
+ * of saves after ref-170's last database was packed (docs/operations.md, "stop 60").
+ */
+const STREAMED_SAVES = 4;
 
 /** Whether the stored object `h` has `size` bytes that hash to its name (a store that fails to answer throws). */
 async function holdsIntact(backend: Backend, h: Handle, size: number): Promise<boolean> {
@@ -916,13 +924,6 @@ export const THREAD_PACK_TARGET = 4 * 1024 * 1024;
 
 /** Pack saves under way at once while the blobs come compressed from other threads (storedElsewhere). */
 const STORED_ELSEWHERE_SAVES = 2;
-
-/**
- * Saves under way at once of packs written ahead (adoptPack), unless the store asks for another number
- * (Backend.packing): each holds one 1 MiB read buffer here, and a local save of one is reads, writes and
- * two fsyncs, which libuv's four threads run side by side.
- */
-const ADOPTED_SAVES = 4;
 
 /** A pack of a writer's session: its slot in the session table, then its name once saved. */
 interface SessionPack {
@@ -1052,12 +1053,14 @@ export class BlobWriter {
   }
 
   /**
-   * Saves a pack a copy thread wrote ahead (pack-file.ts) as it is — its file's bytes streamed to the
-   * store, never copied, hashed or compressed here; the file removed once saved — and records its
-   * blobs: those the repository (or this session) has already are counted as known and left out of
-   * the index (a pack may hold a blob another pack holds, §5); a pack with nothing new is not saved.
-   * The pack being filled is closed first, so that each pack's blobs stay side by side in the
-   * session's table. Not beside a compression thread.
+   * Saves a pack a copy thread wrote ahead (pack-file.ts) as it is — streamed from its file to a store
+   * that takes streams as they come (Backend.streamedSaves), else read whole into a pack buffer and
+   * saved from it; never compressed or hashed again here; the file removed once saved — and
+   * records its blobs. A pack of which the repository (or this session) has a blob already (another
+   * writer stored it since packing ahead was decided; the other copy thread packed the same chunk) is
+   * not saved as it is: its new blobs go into this writer's packs as they were stored (addStored), so
+   * no pack holds bytes the index does not place. The pack being filled is closed first, so that each
+   * pack's blobs stay side by side in the session's table. Not beside a compression thread.
    */
   async adoptPack(p: AheadPack): Promise<void> {
     if (this.finished) throw new Error('BlobWriter.adoptPack after finish');
@@ -1066,38 +1069,62 @@ export class BlobWriter {
     if (p.ids.length !== n * 32 || p.flags.length !== n || p.raw.length !== n)
       throw new Error('a pack written ahead with unequal lists');
     const ids = Buffer.from(p.ids.buffer, p.ids.byteOffset, p.ids.byteLength);
-    const fresh: number[] = [];
-    for (let i = 0; i < n; i++)
-      if (this.countedNew(ids.subarray(i * 32, (i + 1) * 32), p.raw[i]!)) fresh.push(i);
-    if (fresh.length === 0) return;
+    const idAt = (i: number) => ids.subarray(i * 32, (i + 1) * 32);
+    let known = 0;
+    for (let i = 0; i < n; i++) if (this.has(idAt(i))) known++;
+    if (known === n) {
+      for (let i = 0; i < n; i++) this.countedNew(idAt(i), p.raw[i]!); // (each counted as known)
+      return;
+    }
+    if (known > 0) {
+      await this.repack(p, ids);
+      await unlink(p.path).catch(() => {});
+      return;
+    }
+    for (let i = 0; i < n; i++) this.countedNew(idAt(i), p.raw[i]!);
+    const streamed = this.repo.backend.streamedSaves === true;
     await this.flush();
-    await this.settle(this.repo.backend.packing?.saving ?? ADOPTED_SAVES);
+    await this.settle(streamed ? Math.max(this.packing.saving, STREAMED_SAVES) : this.packing.saving);
     const slot = this.sessionPacks.length;
     const sp: SessionPack = { first: this.session.size, count: 0, bytes: 0 };
     this.sessionPacks.push(sp);
     let offset = 0;
-    let next = 0;
     for (let i = 0; i < n; i++) {
       const stored = p.stored[i]!;
-      if (fresh[next] === i) {
-        next++;
-        this.session.add(ids.subarray(i * 32, (i + 1) * 32), {
-          pack: slot,
-          kind: KIND_DATA,
-          flags: p.flags[i]!,
-          offset,
-          stored,
-          raw: p.raw[i]!,
-        });
-        sp.count++;
-        sp.bytes += stored;
-      }
+      this.session.add(idAt(i), {
+        pack: slot,
+        kind: KIND_DATA,
+        flags: p.flags[i]!,
+        offset,
+        stored,
+        raw: p.raw[i]!,
+      });
+      sp.count++;
+      sp.bytes += stored;
       offset += stored;
     }
+    const h = { type: 'packs', name: p.id } as const;
+    if (streamed) {
+      this.track(
+        saveContentAddressed(this.repo.backend, h, { file: p.path, size: p.size }).then(() =>
+          unlink(p.path).catch(() => {}),
+        ),
+        sp,
+        p.id,
+        p.salt,
+        p.size,
+      );
+      return;
+    }
+    const target = this.packing.target;
+    const buf = packBuffer(target, p.size);
     this.track(
-      this.saveAhead(p).then(
-        () => unlink(p.path).catch(() => {}), // (the disk holds it once)
-      ),
+      (async () => {
+        await readWhole(p.path, buf.subarray(0, p.size));
+        await saveContentAddressed(this.repo.backend, h, [buf.subarray(0, p.size)]);
+        keepPackBuffer(buf, target); // (only once saved: a failed save may still hold it)
+        await unlink(p.path).catch(() => {}); // (the disk holds it once)
+      })(),
       sp,
       p.id,
       p.salt,
@@ -1105,23 +1132,22 @@ export class BlobWriter {
     );
   }
 
-  /**
-   * Saves a pack written ahead: streamed from its file to a local store; read whole into a pack buffer
-   * (one the packs built here reuse too) and given whole to a store that asks for its packs' size (a
-   * remote one, whose retry wrapper would otherwise copy each streamed save into a new buffer: a
-   * JetStream first snapshot peaked at 181 MB instead of 139, stop 60).
-   */
-  private async saveAhead(p: AheadPack): Promise<void> {
-    const h = { type: 'packs', name: p.id } as const;
-    if (!this.repo.backend.packing)
-      return saveContentAddressed(this.repo.backend, h, { file: p.path, size: p.size });
+  /** A pack written ahead, its blobs added one by one as they were stored (opened with its key first). */
+  private async repack(p: AheadPack, ids: Buffer): Promise<void> {
     const buf = packBuffer(this.packing.target, p.size);
-    try {
-      await readWhole(p.path, buf.subarray(0, p.size));
-      await saveContentAddressed(this.repo.backend, h, [buf.subarray(0, p.size)]);
-    } finally {
-      keepPackBuffer(buf, this.packing.target);
+    await readWhole(p.path, buf.subarray(0, p.size));
+    const key = p.salt && this.repo.key ? packKey(this.repo.key, Buffer.from(p.salt, 'hex')) : undefined;
+    let offset = 0;
+    for (let i = 0; i < p.stored.length; i++) {
+      const stored = p.stored[i]!;
+      const id = ids.toString('hex', i * 32, (i + 1) * 32);
+      const bytes = buf.subarray(offset, offset + stored);
+      const compressed = key ? openBlob(key, offset, bytes, `blob ${id} of ${p.path}`) : bytes;
+      // (copied into the pack before its first await)
+      await this.addStored(KIND_DATA, id, compressed, p.flags[i]!, p.raw[i]!);
+      offset += stored;
     }
+    keepPackBuffer(buf, this.packing.target);
   }
 
   /** Counts blob `id` (of `raw` bytes) as known, false, or as new, true (add, addStored). */
