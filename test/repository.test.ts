@@ -494,6 +494,7 @@ test('packed content: pack files written ahead are saved as they are and removed
   const s3 = await w3.finish();
   assert.equal(s3.blobsNew, 0);
   assert.deepEqual(s3.packs, []);
+  for (const p of again.packs) assert.ok(!existsSync(p.path), 'a pack file with nothing new is removed');
   assert.ok(s3.blobsKnown >= again.packs.reduce((n, p) => n + p.stored.length, 0), 'every chunk known');
 
   // packed into a repository that holds some of its chunks already (another writer stored them since

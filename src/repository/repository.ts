@@ -1074,6 +1074,7 @@ export class BlobWriter {
     for (let i = 0; i < n; i++) if (this.has(idAt(i))) known++;
     if (known === n) {
       for (let i = 0; i < n; i++) this.countedNew(idAt(i), p.raw[i]!); // (each counted as known)
+      await unlink(p.path).catch(() => {}); // (not saved: nothing of it is new)
       return;
     }
     if (known > 0) {
