@@ -45,6 +45,15 @@ export const CLI = join(REPO, 'src', 'cli', 'main.ts');
 /** Fixture processes still running per test: stopped before that test's directories are removed. */
 const fixtures = new WeakMap<TestContext, Array<() => Promise<void>>>();
 
+/**
+ * Registers `stop` (a process of the test: a daemon, a fixture) to run, and be waited for, before any
+ * directory of the test (tempDir) is removed: a process still writing there made the removal fail
+ * (ENOTEMPTY) now and then, whatever order the test's `after` hooks run in.
+ */
+export function stopBeforeCleanup(t: TestContext, stop: () => Promise<void>): void {
+  fixtures.set(t, [...(fixtures.get(t) ?? []), stop]);
+}
+
 export function tempDir(t: TestContext, prefix = 'nexo-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   t.after(async () => {
@@ -284,7 +293,7 @@ export function startFixture(t: TestContext, file: string, args: string[], env: 
     }
     await exited;
   };
-  fixtures.set(t, [...(fixtures.get(t) ?? []), () => killGroup()]);
+  stopBeforeCleanup(t, () => killGroup());
   t.after(() => killGroup());
   return { child, ready, exited, killGroup, output: () => out, errors: () => err };
 }

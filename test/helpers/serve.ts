@@ -2,7 +2,9 @@
 // one test (killed when it ends) and resolved with its base URL once it prints where it listens.
 
 import { type ChildProcess, spawn } from 'node:child_process';
+import type { TestContext } from 'node:test';
 import { BIN, ensureBuilt } from './built-cli.js';
+import { stopBeforeCleanup } from './env.js';
 import { REPO } from './repo.js';
 
 export interface Served {
@@ -14,26 +16,26 @@ export interface Served {
   stop: () => Promise<number | null>;
 }
 
-export function serveBuilt(
-  t: { after(fn: () => void): void },
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<Served> {
+export function serveBuilt(t: TestContext, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Served> {
   ensureBuilt();
   const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
     cwd: REPO,
     env: { ...process.env, NEXO_MEMORY_TOKEN: '', NEXO_MEMORY_RESTORE_ALLOW: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  t.after(() => {
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  // killed, and its exit waited for, before the test's directories (its state root among them) go
+  const kill = async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
+    await exited;
+  };
+  stopBeforeCleanup(t, kill);
+  t.after(kill);
   let out = '';
   let err = '';
   child.stderr!.on('data', (c) => {
     err += c;
   });
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   const stop = () => {
     child.kill('SIGTERM');
     return exited;
