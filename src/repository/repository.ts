@@ -1105,32 +1105,26 @@ export class BlobWriter {
       offset += stored;
     }
     const h = { type: 'packs', name: p.id } as const;
-    if (streamed) {
-      this.track(
-        saveContentAddressed(this.repo.backend, h, { file: p.path, size: p.size }).then(() =>
-          unlink(p.path).catch(() => {}),
-        ),
-        sp,
-        p.id,
-        p.salt,
-        p.size,
-      );
-      return;
-    }
-    const target = this.packing.target;
-    const buf = packBuffer(target, p.size);
+    const saved = streamed
+      ? saveContentAddressed(this.repo.backend, h, { file: p.path, size: p.size })
+      : this.saveWhole(p, h);
+    // (the disk holds it once)
     this.track(
-      (async () => {
-        await readWhole(p.path, buf.subarray(0, p.size));
-        await saveContentAddressed(this.repo.backend, h, [buf.subarray(0, p.size)]);
-        keepPackBuffer(buf, target); // (only once saved: a failed save may still hold it)
-        await unlink(p.path).catch(() => {}); // (the disk holds it once)
-      })(),
+      saved.then(() => unlink(p.path).catch(() => {})),
       sp,
       p.id,
       p.salt,
       p.size,
     );
+  }
+
+  /** A pack written ahead, read whole into a pack buffer and saved from it. */
+  private async saveWhole(p: AheadPack, h: Handle): Promise<void> {
+    const target = this.packing.target;
+    const buf = packBuffer(target, p.size);
+    await readWhole(p.path, buf.subarray(0, p.size));
+    await saveContentAddressed(this.repo.backend, h, [buf.subarray(0, p.size)]);
+    keepPackBuffer(buf, target); // (only once saved: a failed save may still hold it)
   }
 
   /** A pack written ahead, its blobs added one by one as they were stored (opened with its key first). */
