@@ -993,10 +993,11 @@ export class BlobWriter {
   }
 
   /**
-   * From now on, most new blobs come compressed from other threads (addStored: chunks packed ahead on
-   * the copy threads), which hold memory of their own meanwhile: packs are closed at THREAD_PACK_TARGET,
-   * as with compressOnThread. Such packs fill faster than one is made durable (a local save ends with
-   * fsync), so STORED_ELSEWHERE_SAVES are saved at once (~9 MB more at the peak, docs/operations.md).
+   * From now on, most new blobs come packed by other threads (adoptPack: packs the copy threads wrote
+   * ahead; addStored for those of a pack the repository partly has), which hold memory of their own
+   * meanwhile: this writer's own packs are closed at THREAD_PACK_TARGET, as with compressOnThread, and
+   * STORED_ELSEWHERE_SAVES are saved at once (a local save ends with fsync; a store that takes streams
+   * gets up to STREAMED_SAVES pack files at once).
    */
   storedElsewhere(): void {
     if (this.pack) return;

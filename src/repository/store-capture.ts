@@ -200,8 +200,7 @@ async function storeData<T>(
               ? await storePlanned(writer, d.stagedPath, plan)
               : await storeContent(writer, params, { path: d.stagedPath, sqlite: true });
           progress(ref.size_bytes);
-          // (packs written ahead are the store's once saved, and their saves may still run: left to
-          // the staging's removal, where one with nothing new stays)
+          // (a pack file written ahead is removed by adoptPack once saved, re-packed or found known)
           if (!packed) stored?.(d.stagedPath);
           return ref;
         });
