@@ -8,7 +8,15 @@
 // what the agent got back. Both stores.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -87,6 +95,56 @@ for (const store of ['bundles', 'repository'] as const) {
     assert.equal(rows(join(a.memdirRoot, backup[0]!, 'long_term.sqlite')), before + 1);
   });
 }
+
+test("default layout: memory files named like a restore's directories (.restore-*, .pre-restore-*) are the agent's: snapshot, recover and gc leave them, the snapshot takes them (stop 61 review)", async (t) => {
+  const { a, s, dir } = defaultLayout(t, 'repository');
+  mkdirSync(join(dir, '.restore-plan'));
+  writeFileSync(join(dir, '.restore-plan', 'steps.md'), 'step one\n');
+  writeFileSync(join(dir, '.restore-checklist.md'), 'check\n');
+  git(dir, ['add', '.restore-plan', '.restore-checklist.md']);
+  git(dir, ['commit', '-qm', 'restore notes']);
+  writeFileSync(join(dir, '.restore-todo.md'), 'uncommitted\n');
+  mkdirSync(join(dir, '.pre-restore-notes'));
+  writeFileSync(join(dir, '.pre-restore-notes', 'old.md'), 'old\n');
+  writeFileSync(join(dir, '.pre-restore-notes.md'), 'old\n');
+  const old = new Date(Date.now() - 30 * 86_400_000);
+  for (const n of ['.pre-restore-notes', '.pre-restore-notes.md']) utimesSync(join(dir, n), old, old);
+  const ours = [
+    '.pre-restore-notes',
+    '.pre-restore-notes.md',
+    '.restore-checklist.md',
+    '.restore-plan',
+    '.restore-todo.md',
+  ];
+  const kept = () =>
+    readdirSync(dir)
+      .filter((n) => n.includes('restore-'))
+      .sort();
+
+  const snap = await s.snapshot({ agentId: 'ana' });
+  assert.deepEqual(kept(), ours);
+  assert.equal(git(dir, ['status', '--porcelain', '--', '.restore-plan', '.restore-checklist.md']), '');
+  const listed = (await s.ls('ana', undefined, snap.id, 'memdir')).entries.map((e) => e.path);
+  for (const p of ours) assert.ok(listed.includes(`memdir/${p}`), `${p} taken: ${listed.join(', ')}`);
+  await s.recover('ana');
+  const gc = await s.gc({ agentId: 'ana', backupMaxAgeDays: 7 });
+  assert.deepEqual(
+    gc.agents.flatMap((g) => g.backups_removed ?? []),
+    [],
+  );
+  assert.deepEqual(kept(), ours);
+  assert.equal(readFileSync(join(dir, '.restore-todo.md'), 'utf8'), 'uncommitted\n');
+  // a restore's own backup beside it (the memdir's, in the memdir root) is still aged and removed
+  await s.restore({ agentId: 'ana', snapshot: snap.id, autoPreSnapshot: false });
+  const backups = readdirSync(a.memdirRoot).filter((n) => n.startsWith('.ana.pre-restore-'));
+  assert.equal(backups.length, 1);
+  const later = await s.gc({ agentId: 'ana', backupMaxAgeDays: 7, now: Date.now() + 8 * 86_400_000 });
+  assert.deepEqual(
+    later.agents.flatMap((g) => g.backups_removed ?? []),
+    [join(a.memdirRoot, backups[0]!)],
+  );
+  assert.deepEqual(kept(), ours);
+});
 
 test('default layout: a bundle with a memory file under a database or state file is refused; the database stays a file and the agent keeps working', async (t) => {
   const { a, s, dir } = defaultLayout(t, 'bundles');

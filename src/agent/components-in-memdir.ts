@@ -6,10 +6,11 @@
 // in the staged memdir, which one rename swaps in with everything else. Pure (paths only).
 
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { idAfterPrefix } from '../model/ids.js';
 import { DB_NAMES, SQLITE_EXTRAS } from '../model/types.js';
 import { type StateProvider, stateFilePaths } from './state.js';
 
-/** Names of the directories restores make beside the databases (staging, backups). */
+/** Prefixes of the directories restores make beside the databases (staging, backups), each + a restore id. */
 const RESTORE_DIR_PREFIXES = ['.restore-', '.pre-restore-'];
 
 export interface ComponentsInMemdir {
@@ -76,5 +77,5 @@ export function isComponentEntry(c: ComponentsInMemdir, rel: string, dir: boolea
   const slash = rel.lastIndexOf('/');
   const parent = slash === -1 ? '' : rel.slice(0, slash);
   const name = rel.slice(slash + 1);
-  return parent === c.sqliteRel && RESTORE_DIR_PREFIXES.some((p) => name.startsWith(p));
+  return parent === c.sqliteRel && RESTORE_DIR_PREFIXES.some((p) => idAfterPrefix(name, p) !== undefined);
 }

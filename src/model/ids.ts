@@ -117,6 +117,19 @@ export function newSnapshotId(now = Date.now()): string {
   return formatUuid(b.toString('hex'));
 }
 
+const CANONICAL_UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/**
+ * The id in `name` when `name` is exactly `prefix` followed by a UUID v7 as newSnapshotId spells it
+ * (lowercase, hyphenated): how the directories a restore makes are told from the files of a memdir
+ * that merely begin the same way (a memory file `.restore-notes.md`).
+ */
+export function idAfterPrefix(name: string, prefix: string): string | undefined {
+  if (!name.startsWith(prefix)) return undefined;
+  const id = name.slice(prefix.length);
+  return CANONICAL_UUID_V7.test(id) ? id : undefined;
+}
+
 /** The time (ms since the epoch) of a UUID v7 in any spelling parseSnapshotId takes; undefined for other ids. */
 export function uuidV7Time(id: string): number | undefined {
   const u = parseSnapshotId(id);

@@ -16,6 +16,7 @@ import { fsckBuilt, gitFuse, inspectRepo, type RepoInfo, runGit } from '../git/g
 import { writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, GitError, UnsafeBundleError } from '../model/errors.js';
+import { idAfterPrefix } from '../model/ids.js';
 import { DB_NAMES } from '../model/types.js';
 import { type DirLister, readNames } from '../store/catalog.js';
 import { makeDirs } from '../util/make-dirs.js';
@@ -397,11 +398,13 @@ export async function restoreLeftovers(
 ): Promise<string[]> {
   const out: string[] = [];
   const stagePrefix = `.${basename(p.memdir)}${RESTORE_STAGE_PREFIX}`;
+  // Only names a restore gives (the prefix and a restore id, nothing else): in the default layout the
+  // database directory is the memdir, whose own files may begin the same way (stop 61 review).
   for (const n of await list(p.sqliteDir)) {
-    if (n.startsWith(RESTORE_STAGE_PREFIX)) out.push(join(p.sqliteDir, n));
+    if (idAfterPrefix(n, RESTORE_STAGE_PREFIX)) out.push(join(p.sqliteDir, n));
   }
   for (const n of await list(dirname(p.memdir))) {
-    if (n.startsWith(stagePrefix)) out.push(join(dirname(p.memdir), n));
+    if (idAfterPrefix(n, stagePrefix)) out.push(join(dirname(p.memdir), n));
   }
   return out;
 }

@@ -21,7 +21,7 @@ import {
   StoreUnavailableError,
   UnknownAgentError,
 } from '../model/errors.js';
-import { uuidV7Time, validateAgentId, validateTenant } from '../model/ids.js';
+import { idAfterPrefix, uuidV7Time, validateAgentId, validateTenant } from '../model/ids.js';
 import { interruptedRestoreNote } from '../model/restore-note.js';
 import type { SnapshotMeta } from '../model/types.js';
 import {
@@ -154,25 +154,25 @@ async function oldBackups(
 ): Promise<string[]> {
   const memdir = s.resolver.memdir(agentId, tenant);
   const sqliteDir = s.resolver.sqliteDir(agentId, tenant);
-  const candidates: string[] = [];
+  // only names a restore gives (the prefix and its id): the database directory may be the memdir
+  const made = new Map<string, string>();
   for (const n of await list(sqliteDir)) {
-    if (n.startsWith(PRE_RESTORE_PREFIX)) candidates.push(join(sqliteDir, n));
+    const id = idAfterPrefix(n, PRE_RESTORE_PREFIX);
+    if (id) made.set(join(sqliteDir, n), id);
   }
   const memPrefix = `.${basename(memdir)}${PRE_RESTORE_PREFIX}`;
   for (const n of await list(dirname(memdir))) {
-    if (n.startsWith(memPrefix)) candidates.push(join(dirname(memdir), n));
+    const id = idAfterPrefix(n, memPrefix);
+    if (id) made.set(join(dirname(memdir), n), id);
   }
   // Aged by the restore that made it (its id is a UUID v7, the restore's start) and by its mtime,
   // whichever is newer: the memdir's backup is the old memdir renamed, and a rename keeps the mtime of
   // the directory's last entry created or removed, which may be weeks old (edits and commits leave it).
   const out: string[] = [];
-  for (const c of candidates) {
+  for (const [c, id] of made) {
     const st = await stat(c).catch(() => undefined);
     if (!st) continue;
-    const made = uuidV7Time(
-      basename(c).slice(basename(c).lastIndexOf(PRE_RESTORE_PREFIX) + PRE_RESTORE_PREFIX.length),
-    );
-    if (now - Math.max(st.mtimeMs, made ?? 0) > maxAgeMs) out.push(c);
+    if (now - Math.max(st.mtimeMs, uuidV7Time(id) ?? 0) > maxAgeMs) out.push(c);
   }
   return out;
 }
