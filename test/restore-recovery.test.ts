@@ -134,6 +134,65 @@ test('kill -9 of import at its commit, then of the recovery as it removes the jo
   assert.ok(existsSync(join(a.memdirRoot, 'carl')), 'the agent is the restored one');
 });
 
+test('kill -9 of a restore at its commit, then of the recovery as it removes the journal: --undo is left on that restore, not the one before it (stop 61 review)', async (t) => {
+  const { a, bundle } = await agentWithSnapshot(t);
+  const first = await a.snapshotter.restore({ agentId: 'ana', bundle });
+  assert.ok(first.pre_snapshot);
+  mutate(a, 'C');
+  const child = startFixture(t, 'restore-once.ts', [a.stateRoot, a.memdirRoot, a.sqliteRoot, 'ana', bundle], {
+    NEXO_MEMORY_FAULTS: 'restore.journal.committed=kill',
+  });
+  assert.equal(await child.exited, -1, `the restore was killed at its commit: ${child.errors()}`);
+  const journal = JSON.parse(readFileSync(a.snapshotter.layout.journalPath('default', 'ana'), 'utf8')) as {
+    anchor: string;
+    restore_id: string;
+  };
+  assert.notEqual(journal.anchor, first.pre_snapshot, 'the killed restore took an anchor of its own');
+  const r = await runBuiltCli(['recover', '--agent', 'ana', ...a.flags], {
+    env: { NEXO_MEMORY_FAULTS: 'restore.recovered=kill' },
+  });
+  assert.equal(r.stdout, '', `the recovery was killed: ${r.stderr}`);
+  assert.equal(existsSync(a.snapshotter.layout.journalPath('default', 'ana')), false);
+  assert.equal(await a.snapshotter.recover('ana'), undefined, 'nothing left to recover');
+  const undo = JSON.parse(readFileSync(a.snapshotter.layout.undoRecordPath('default', 'ana'), 'utf8')) as {
+    anchor: string;
+    restore_id: string;
+  };
+  assert.deepEqual([undo.anchor, undo.restore_id], [journal.anchor, journal.restore_id]);
+});
+
+test("an I/O error right after an import's restore committed: the import stands (exit 0, a warning), its snapshot is kept, and the recovery finishes it (stop 61 review)", async (t) => {
+  const { a, bundle } = await agentWithSnapshot(t);
+  const env = { NEXO_MEMORY_STORE_FORMAT: 'repository', NEXO_MEMORY_RESTORE_ALLOW: 'true' };
+  const record = a.snapshotter.layout.importRecordPath('default', 'carl');
+  let r = await runCli(['import', '--from', bundle, '--agent', 'carl', '--json', ...a.flags], {
+    env: { ...env, NEXO_MEMORY_FAULTS: 'restore.journal.committed=EIO' },
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const stored = JSON.parse(r.stdout) as { stored_snapshot: string; warnings: string[] };
+  assert.ok(
+    stored.warnings.some((w) =>
+      /the restore is committed .*EIO: injected fault.*recover --agent carl/.test(w),
+    ),
+    JSON.stringify(stored.warnings),
+  );
+  assert.ok(
+    existsSync(a.snapshotter.layout.journalPath('default', 'carl')),
+    'the journal stays for the recovery',
+  );
+  r = await runCli(['recover', '--agent', 'carl', '--json', ...a.flags], { env });
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stdout, /forgotten_snapshot/);
+  assert.equal(existsSync(record), false);
+  r = await runCli(['list', '--agent', 'carl', '--json', '--state-root', a.stateRoot], { env });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(
+    (JSON.parse(r.stdout) as { id: string }[]).map((m) => m.id),
+    [stored.stored_snapshot],
+  );
+  assert.ok(existsSync(join(a.memdirRoot, 'carl', 'MEMORY.md')), 'the agent is the imported one');
+});
+
 const KILL_POINTS = [
   ['restore.journal.prepared', 'old'],
   ['restore.swap.sqlite.long_term.aside', 'old'],

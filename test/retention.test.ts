@@ -543,14 +543,27 @@ test('gc removes stale leftovers and old restore backups, and leaves fresh ones'
   utimesSync(join(dir, '.staging-0190c3a2-aaaa-7000-8000-000000000001'), old, old);
   utimesSync(join(dir, '0190c3a2-aaaa-7000-8000-000000000002.tar.zst.partial'), old, old);
   writeFileSync(join(dir, '0190c3a2-aaaa-7000-8000-000000000003.tar.zst.partial'), 'fresh'); // in its grace period
+  // a restore's backup is named by its restore's id, a UUID v7 (of a restore 30 days ago here)
+  const ms = (Date.now() - 30 * DAY).toString(16).padStart(12, '0');
+  const rid = (n: number) => `${ms.slice(0, 8)}-${ms.slice(8)}-7000-8000-00000000000${n}`;
+  const [oldDb, newDb, oldMem] = [
+    `.pre-restore-${rid(1)}`,
+    `.pre-restore-${rid(2)}`,
+    `.ana.pre-restore-${rid(3)}`,
+  ];
+  mkdirSync(join(a.sqliteDir, oldDb));
+  mkdirSync(join(a.sqliteDir, newDb)); // its mtime is now: kept
+  mkdirSync(join(a.memdirRoot, oldMem));
+  writeFileSync(join(a.sqliteDir, oldDb, 'long_term.sqlite'), Buffer.alloc(1000));
+  mkdirSync(join(a.memdirRoot, oldMem, 'topics'));
+  writeFileSync(join(a.memdirRoot, oldMem, 'topics', 'a.md'), Buffer.alloc(500));
+  utimesSync(join(a.sqliteDir, oldDb), ancient, ancient);
+  utimesSync(join(a.memdirRoot, oldMem), ancient, ancient);
+  // a name a restore never gives is not a backup, however old (the database directory may be the
+  // memdir, whose files these may be: stop 61 review)
   mkdirSync(join(a.sqliteDir, '.pre-restore-old'));
-  mkdirSync(join(a.sqliteDir, '.pre-restore-new'));
-  mkdirSync(join(a.memdirRoot, '.ana.pre-restore-old'));
-  writeFileSync(join(a.sqliteDir, '.pre-restore-old', 'long_term.sqlite'), Buffer.alloc(1000));
-  mkdirSync(join(a.memdirRoot, '.ana.pre-restore-old', 'topics'));
-  writeFileSync(join(a.memdirRoot, '.ana.pre-restore-old', 'topics', 'a.md'), Buffer.alloc(500));
+  writeFileSync(join(a.sqliteDir, '.pre-restore-old', 'notes.md'), 'mine');
   utimesSync(join(a.sqliteDir, '.pre-restore-old'), ancient, ancient);
-  utimesSync(join(a.memdirRoot, '.ana.pre-restore-old'), ancient, ancient);
   // a restore of a moment ago renamed the old memdir, whose mtime is that of its last entry created,
   // weeks ago: the backup is as old as the restore (its id), not as its mtime
   const justNow = `.ana.pre-restore-${newSnapshotId()}`;
@@ -569,9 +582,10 @@ test('gc removes stale leftovers and old restore backups, and leaves fresh ones'
     readdirSync(dir).filter((n) => n.includes('aaaa')),
     ['0190c3a2-aaaa-7000-8000-000000000003.tar.zst.partial'],
   );
-  assert.ok(existsSync(join(a.sqliteDir, '.pre-restore-new')));
-  assert.ok(!existsSync(join(a.sqliteDir, '.pre-restore-old')));
-  assert.ok(!existsSync(join(a.memdirRoot, '.ana.pre-restore-old')));
+  assert.ok(existsSync(join(a.sqliteDir, newDb)));
+  assert.ok(!existsSync(join(a.sqliteDir, oldDb)));
+  assert.ok(!existsSync(join(a.memdirRoot, oldMem)));
+  assert.ok(existsSync(join(a.sqliteDir, '.pre-restore-old', 'notes.md')));
   assert.ok(existsSync(join(a.memdirRoot, justNow)), 'the backup of a restore made just now is kept');
 });
 

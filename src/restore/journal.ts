@@ -225,15 +225,15 @@ export async function recoverJournal(
   provider: StateProvider,
   /**
    * Called for a committed restore before its journal goes: what the commit had still to do that must
-   * not be lost with the journal (an import's record, stop 55).
+   * not be lost with the journal (an import's record, stop 55; the record for --undo, stop 61).
    */
-  onCommitted?: () => Promise<void>,
+  onCommitted?: (j: Journal) => Promise<void>,
 ): Promise<{ journal: Journal; outcome: 'rolled_back' | 'completed' } | undefined> {
   const j = await readJournal(journalPath);
   if (!j) return undefined;
   let outcome: 'rolled_back' | 'completed';
   if (j.phase === 'committed') {
-    await onCommitted?.();
+    await onCommitted?.(j);
     outcome = 'completed';
   } else {
     await rollBackAll(provider, j);

@@ -1071,10 +1071,16 @@ export class LocalSnapshotter implements MemorySnapshotter {
       const { recoverJournal } = await import('../restore/journal.js');
       const gate = await this.closeWriteGate(agentId, tenant, 'the recovery of an interrupted restore');
       try {
-        // An import's restore that committed keeps its snapshot: its record goes before the journal, so
-        // a recovery killed in between does not take the record for an import that never committed
-        // and forget the snapshot the live agent now is (stop 55).
-        const r = await recoverJournal(journalPath, this.state, async () => {
+        // A restore finished here is recorded for --undo as its own commit would have (a rolled-back one
+        // never is: the anchor it took is not a restore to undo), and an import's restore that committed
+        // keeps its snapshot: both before the journal goes, so a recovery killed in between does the
+        // same again instead of leaving --undo on an older restore's anchor (stop 61) or taking the
+        // import's record for an import that never committed and forgetting its snapshot (stop 55).
+        const r = await recoverJournal(journalPath, this.state, async (j) => {
+          const { recordUndo } = await import('./restore.js');
+          const notes: string[] = [];
+          await recordUndo(this, j, notes);
+          for (const n of notes) warn(n);
           if (!existsSync(importPath)) return;
           await unlink(importPath);
           cleaned.push(importPath);
@@ -1082,14 +1088,6 @@ export class LocalSnapshotter implements MemorySnapshotter {
         if (r) {
           recovered = { agent_id: agentId, tenant, outcome: r.outcome, restore_id: r.journal.restore_id };
           warn(interruptedRestoreNote(r.journal.restore_id, agentId, r.outcome));
-          // a restore finished here is recorded for --undo as its own commit would have (a rolled-back
-          // one never is: the anchor it took is not a restore to undo)
-          if (r.outcome === 'completed') {
-            const { recordUndo } = await import('./restore.js');
-            const notes: string[] = [];
-            await recordUndo(this, r.journal, notes);
-            for (const n of notes) warn(n);
-          }
         }
       } finally {
         await gate.release();

@@ -549,6 +549,8 @@ async function restoreLocked(
       const gate = await s.closeWriteGate(agentId, tenant, req.import ? 'import' : 'restore');
       let journalWritten = false;
       let journal!: Journal;
+      /** What failed after the committed journal was written (the restore stands; recovery finishes it). */
+      let afterCommitFailure: Error | undefined;
       try {
         // The anchor: a snapshot of the current state, inside the same lock, after every check passed, and
         // with the gate already closed for the swap, so no write falls between the anchor and the swap
@@ -663,7 +665,14 @@ async function restoreLocked(
         await recordUndo(s, journal, report.warnings);
       } catch (err) {
         if (!journalWritten) await rmdir(p.sqliteBackup).catch(() => {}); // made under the gate, empty
-        if (journalWritten && (await readJournal(journalPath))?.phase !== 'committed') {
+        const phase = journalWritten ? (await readJournal(journalPath))?.phase : undefined;
+        if (phase === 'committed') {
+          // The live agent is the snapshot's: the commit stands and is no failure to undo (an import
+          // would forget the snapshot the agent now is; stop 61 review). What it had still to do (an
+          // import's record, the record for --undo, the staging) the recovery of the journal, which
+          // stays, finishes at the next operation on the agent.
+          afterCommitFailure = err as Error;
+        } else if (journalWritten) {
           try {
             await rollBackAll(s.state, journal);
             await rm(journalPath, { force: true });
@@ -678,10 +687,16 @@ async function restoreLocked(
                 'finishes the rollback';
           }
         }
-        throw err;
+        if (!afterCommitFailure) throw err;
       } finally {
         await gate.release();
       }
+      if (afterCommitFailure)
+        report.warnings.push(
+          `the restore is committed (the live agent is the snapshot's), but what follows the commit failed ` +
+            `(${afterCommitFailure.message}); \`nexo-memory recover --agent ${agentId}\` (or the next operation ` +
+            'on the agent) finishes it',
+        );
 
       try {
         if (req.hooks?.afterSwap) {
@@ -693,12 +708,13 @@ async function restoreLocked(
       }
       // committed: cleaning up may fail (an I/O error) without undoing that: a warning, and the committed
       // journal left finishes it at the next operation on the agent (stop 54: the restore said it failed)
-      await finishJournal(journalPath, { ...journal, phase: 'committed' }).catch((err: unknown) => {
-        report.warnings.push(
-          `the restore is done, but removing its staging failed (${(err as Error).message}); the next ` +
-            'operation on the agent finishes that',
-        );
-      });
+      if (!afterCommitFailure)
+        await finishJournal(journalPath, { ...journal, phase: 'committed' }).catch((err: unknown) => {
+          report.warnings.push(
+            `the restore is done, but removing its staging failed (${(err as Error).message}); the next ` +
+              'operation on the agent finishes that',
+          );
+        });
       // a backup directory that received nothing (a new agent's, an import's) is not a backup
       for (const b of [p.sqliteBackup, p.memdirBackup]) await rmdir(b).catch(() => {});
       report.backups = [p.sqliteBackup, p.memdirBackup].filter((b) => existsSync(b));
