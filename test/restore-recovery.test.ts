@@ -420,6 +420,30 @@ test('a damaged journal (truncated, or of another shape) is JOURNAL_DAMAGED ever
     ['of a newer version', JSON.stringify({ ...JSON.parse(whole), journal_version: 2 }), /newer/],
     ['with an item that is not one', JSON.stringify({ ...JSON.parse(whole), items: [null] }), /an item/],
   ];
+  // Paths and keys no restore of this agent uses (stop 61 review: recover removed, replaced and wrote
+  // whatever the journal named): each refused as damaged, nothing named touched.
+  const victim = join(a.root, 'victim');
+  mkdirSync(victim);
+  writeFileSync(join(victim, 'keep.md'), 'keep\n');
+  const j = JSON.parse(whole) as { staging: string[]; items: { live: string }[]; state: { key: string }[] };
+  shapes.push(
+    [
+      'naming staging elsewhere',
+      JSON.stringify({ ...j, staging: [...j.staging, victim] }),
+      /staging names a path/,
+    ],
+    [
+      'with an item elsewhere',
+      JSON.stringify({ ...j, items: [{ ...j.items[0]!, live: victim }, ...j.items.slice(1)] }),
+      /names paths a restore of this agent/,
+    ],
+    ['of another agent', JSON.stringify({ ...j, agent_id: 'bob' }), /it is agent "bob"/],
+    [
+      'with a state key of no state',
+      JSON.stringify({ ...j, state: [{ key: '../../evil', new: 1 }] }),
+      /state has a key/,
+    ],
+  );
   for (const [what, text, why] of shapes) {
     writeFileSync(journal, text);
     for (const cmd of [
@@ -461,6 +485,11 @@ test('a damaged journal (truncated, or of another shape) is JOURNAL_DAMAGED ever
       return true;
     });
   }
+  assert.equal(readFileSync(join(victim, 'keep.md'), 'utf8'), 'keep\n');
+  assert.deepEqual(
+    readdirSync(a.root).filter((n) => n.includes('evil')),
+    [],
+  );
   // The advice: move the journal aside, then restore the agent as it was before that restore (--undo).
   renameSync(journal, `${journal}.damaged`);
   const r = await runCli(['restore', '--agent', 'ana', '--undo', ...a.flags, '--json'], {

@@ -8,17 +8,19 @@
 
 import { existsSync } from 'node:fs';
 import { readFile, rename, rm, rmdir, unlink } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { StateProvider } from '../agent/state.js';
 import { keepingNumbers } from '../format/json.js';
 import { jsonText } from '../format/json-number.js';
 import { canonicalJson } from '../format/seal.js';
 import { IoError, JournalDamagedError } from '../model/errors.js';
-import type { StateKey } from '../model/types.js';
+import { idAfterPrefix } from '../model/ids.js';
+import { DB_NAMES, SQLITE_EXTRAS, STATE_KEYS, type StateKey } from '../model/types.js';
 import { writeFileAtomic } from '../store/atomic.js';
 import { JOURNAL_EXT } from '../store/paths.js';
 import { faultPoint } from '../util/faults.js';
 import { fsyncDir } from '../util/new-file.js';
+import { restorePaths } from './stage.js';
 
 /** One component swapped by rename: a database (with its -wal/-shm/-journal) or the memdir. */
 export interface SwapItem {
@@ -132,6 +134,57 @@ function journalProblem(j: unknown): string | undefined {
   return undefined;
 }
 
+/** The agent a journal is recovered for: where its restore can have put anything. */
+export interface JournalOwner {
+  agentId: string;
+  tenant: string;
+  memdir: string;
+  sqliteDir: string;
+  /** The agent's snapshots directory (the restore's work directory is in it). */
+  snapshotsDir: string;
+}
+
+/**
+ * What makes `j` a journal no restore of `owner` writes, or undefined: recover renames, removes and
+ * writes what a journal names, so every path must be one a restore of this agent (by the journal's
+ * restore id) uses under these roots, and every state key one it replays (stop 61 review: a journal
+ * naming any path had recover remove or replace it).
+ */
+export function journalMismatch(j: Journal, owner: JournalOwner): string | undefined {
+  if (j.agent_id !== owner.agentId || j.tenant !== owner.tenant)
+    return `it is agent ${JSON.stringify(j.agent_id)}'s (tenant ${JSON.stringify(j.tenant)}), not ${owner.agentId}'s (tenant ${owner.tenant})`;
+  if (idAfterPrefix(j.restore_id, '') === undefined) return 'restore_id is not a restore id';
+  const p = restorePaths(owner.memdir, owner.sqliteDir, owner.snapshotsDir, j.restore_id);
+  const dbFiles = DB_NAMES.map((db) => `${db}.sqlite`);
+  const inStage = (path: string): boolean =>
+    dirname(path) === p.sqliteStage && dbFiles.includes(basename(path));
+  for (const item of j.items) {
+    const db = item.component.startsWith('sqlite.') ? item.component.slice('sqlite.'.length) : undefined;
+    const fits =
+      item.component === 'memdir'
+        ? item.live === owner.memdir &&
+          (item.staged === undefined || item.staged === p.memdirStage) &&
+          item.backup === p.memdirBackup
+        : db !== undefined &&
+          (DB_NAMES as readonly string[]).includes(db) &&
+          item.live === join(owner.sqliteDir, `${db}.sqlite`) &&
+          (item.staged === undefined || inStage(item.staged)) &&
+          item.backup === join(p.sqliteBackup, `${db}.sqlite`);
+    if (!fits)
+      return `its item ${JSON.stringify(item.component)} names paths a restore of this agent under these roots does not use (was the restore run with other --memdir-root or --sqlite-root?)`;
+    if (!item.extras.every((e) => (SQLITE_EXTRAS as readonly string[]).includes(e)))
+      return `its item ${JSON.stringify(item.component)} has extras other than ${SQLITE_EXTRAS.join(', ')}`;
+  }
+  const staging = new Set([p.sqliteStage, p.memdirStage, p.work]);
+  if (!j.staging.every((s) => staging.has(s)))
+    return "staging names a path that is not this restore's staging";
+  if (!(j.backup_dirs ?? []).every((d) => d === p.sqliteBackup))
+    return "backup_dirs names a path that is not this restore's backup directory";
+  if (!j.state.every((c) => (STATE_KEYS as readonly string[]).includes(c.key)))
+    return `state has a key other than ${STATE_KEYS.join(', ')}`;
+  return undefined;
+}
+
 const exists = (p: string): boolean => existsSync(p);
 
 async function move(from: string, to: string): Promise<void> {
@@ -223,6 +276,8 @@ async function removeStaging(j: Journal): Promise<void> {
 export async function recoverJournal(
   journalPath: string,
   provider: StateProvider,
+  /** The agent it is recovered for: a journal naming anything else is JournalDamagedError, untouched. */
+  owner: JournalOwner,
   /**
    * Called for a committed restore before its journal goes: what the commit had still to do that must
    * not be lost with the journal (an import's record, stop 55; the record for --undo, stop 61).
@@ -231,6 +286,8 @@ export async function recoverJournal(
 ): Promise<{ journal: Journal; outcome: 'rolled_back' | 'completed' } | undefined> {
   const j = await readJournal(journalPath);
   if (!j) return undefined;
+  const mismatch = journalMismatch(j, owner);
+  if (mismatch) throw damaged(journalPath, mismatch);
   let outcome: 'rolled_back' | 'completed';
   if (j.phase === 'committed') {
     await onCommitted?.(j);

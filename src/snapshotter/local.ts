@@ -1076,7 +1076,14 @@ export class LocalSnapshotter implements MemorySnapshotter {
         // keeps its snapshot: both before the journal goes, so a recovery killed in between does the
         // same again instead of leaving --undo on an older restore's anchor (stop 61) or taking the
         // import's record for an import that never committed and forgetting its snapshot (stop 55).
-        const r = await recoverJournal(journalPath, this.state, async (j) => {
+        const owner = {
+          agentId,
+          tenant,
+          memdir: this.resolver.memdir(agentId, tenant),
+          sqliteDir: this.resolver.sqliteDir(agentId, tenant),
+          snapshotsDir: this.layout.snapshotsDir(tenant, agentId),
+        };
+        const r = await recoverJournal(journalPath, this.state, owner, async (j) => {
           const { recordUndo } = await import('./restore.js');
           const notes: string[] = [];
           await recordUndo(this, j, notes);
