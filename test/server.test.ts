@@ -1248,6 +1248,58 @@ test('http: a download the client got in full is logged with its status, one it 
   await tracker.close(); // every request was finished (the tracker waits for them)
 });
 
+test('http: a client that leaves while a download is being prepared: the stream is released and the request ends, logged as such (stop 61 review)', async (t) => {
+  const lines: string[] = [];
+  const tracker = new OperationTracker();
+  let left!: () => void;
+  const clientLeft = new Promise<void>((r) => {
+    left = r;
+  });
+  let released = 0;
+  const server = createApiServer({
+    routes: [
+      {
+        method: 'GET',
+        path: '/export',
+        auth: 'open',
+        handle: async () => {
+          await clientLeft; // as an export's redacted copy, still being made when the client goes
+          await new Promise((r) => setTimeout(r, 50));
+          const stream = new Readable({
+            read() {},
+            destroy(err, cb) {
+              released++;
+              cb(err);
+            },
+          });
+          stream.push(Buffer.alloc(1024 * 1024, 7)); // more than one write takes: a wait for 'drain'
+          return { stream, headers: { 'content-length': String(2 * 1024 * 1024) } };
+        },
+      },
+    ],
+    tracker,
+    sendStallMs: 200,
+    log: (line) => lines.push(line),
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  socket.write('GET /export HTTP/1.1\r\nHost: x\r\n\r\n');
+  await new Promise((r) => setTimeout(r, 50));
+  socket.destroy();
+  left();
+  // bounded waits: before the fix neither came, ever
+  for (const deadline = Date.now() + 10_000; released === 0 || lines.length === 0; ) {
+    assert.ok(Date.now() < deadline, `released ${released}, logged ${JSON.stringify(lines)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(released, 1);
+  assert.match(lines[0]!, /^GET \/export 200, client went away before the response \d+ms$/, lines[0]);
+  await tracker.close(); // the request is over (before the review's fix it never was)
+});
+
 test('http: HEAD is GET without a body; the log shows no query value; a refusal while shutting down has the security headers', async (t) => {
   const lines: string[] = [];
   const tracker = new OperationTracker();

@@ -321,18 +321,25 @@ async function readBody(req: IncomingMessage, limit: number, tracker: OperationT
  * body (the client still there) rejects.
  */
 async function streamBody(body: Readable, res: ServerResponse, stallMs: number): Promise<number> {
+  if (res.destroyed) {
+    // its 'close' came and went: nothing would end the wait below (stop 61 review)
+    body.destroy();
+    return 0;
+  }
   let flushed = 0;
   let gone = false;
   let stalled = false;
   let wake: (() => void) | undefined;
-  const closed = new Promise<void>((resolve) =>
+  let over!: () => void;
+  const closed = new Promise<void>((resolve) => {
+    over = resolve;
     res.once('close', () => {
       gone = !res.writableFinished;
       if (gone) body.destroy(); // ends the iteration below; releases what the stream holds
       wake?.();
       resolve();
-    }),
-  );
+    });
+  });
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       if (gone) break;
@@ -348,7 +355,12 @@ async function streamBody(body: Readable, res: ServerResponse, stallMs: number):
           res.once('drain', resolve);
           timer = setTimeout(() => {
             stalled = true;
+            // over without waiting for a 'close' that a response destroyed otherwise never sends
+            gone = true;
+            body.destroy();
             res.destroy();
+            over();
+            resolve();
           }, stallMs);
         });
         clearTimeout(timer);
@@ -508,6 +520,12 @@ export function createApiServer(opts: ApiServerOptions): Server {
         res.end(result.bytes);
       } else send(res, status, { 'content-type': result.contentType }, result.text);
       return String(status);
+    }
+    if (res.destroyed) {
+      // the client left while the body was being prepared (an export's download): what the stream
+      // holds (a readers lock, a scratch file) goes now, not with the process (stop 61 review)
+      result.stream.destroy();
+      return `${status}, client went away before the response`;
     }
     res.writeHead(status, result.headers);
     if (head) {
