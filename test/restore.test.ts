@@ -764,6 +764,43 @@ test('a commit made after the restore staged its history is under the pre-restor
   assert.equal(git(a.memdir, ['show', `${r.pre_restore_tag}:late.md`]), 'a late thought\n');
 });
 
+test('a symbolic link another process puts in the staged memdir while the restore runs: refused, the live agent unchanged, nothing written through it (stop 61 review)', async (t) => {
+  for (const how of ['beside the files', 'in place of a directory'] as const) {
+    const a = agent(t);
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    mutate(a);
+    const before = await fingerprint(a);
+    const outside = tempDir(t);
+    let planted = '';
+    await assert.rejects(
+      a.snapshotter.restore({
+        agentId: 'ana',
+        bundle: snap.bundle_path,
+        autoPreSnapshot: false,
+        hooks: {
+          // after staging, as the agent (or anything writing beside its memdir) could
+          beforeSwap: ({ restoreId }) => {
+            const stage = join(a.memdirRoot, `.ana.restore-${restoreId}`);
+            planted = join(stage, how === 'beside the files' ? 'elsewhere' : 'topics');
+            if (how === 'in place of a directory') renameSync(planted, `${planted}.moved`);
+            symlinkSync(outside, planted);
+          },
+        },
+      }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'RESTORE_REFUSED', err.message);
+        assert.ok(err.message.includes(planted), err.message);
+        assert.match(err.message, /a symbolic link.*nothing live was changed/);
+        return true;
+      },
+    );
+    assert.deepEqual(await fingerprint(a), before, `${how}: the live agent is as it was`);
+    assert.ok(!lstatSync(join(a.memdir, 'topics')).isSymbolicLink());
+    assert.deepEqual(readdirSync(outside), [], `${how}: nothing written through the link`);
+    assert.equal(existsSync(a.snapshotter.layout.journalPath('default', 'ana')), false);
+  }
+});
+
 test('hooks run around the swap and workers_restarted reports it', async (t) => {
   const a = agent(t);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });

@@ -7,7 +7,7 @@
 // clean, and last the live repository's config. Nothing of a bundle becomes config, hooks or info/.
 
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, lstat, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, lstat, opendir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type ComponentsInMemdir, componentsInMemdir } from '../agent/components-in-memdir.js';
 import { GIT_V1_PREFIX } from '../format/constants.js';
@@ -15,7 +15,7 @@ import type { Artifact, Manifest } from '../format/manifest.js';
 import { fsckBuilt, gitFuse, inspectRepo, type RepoInfo, runGit } from '../git/git.js';
 import { writeRefs } from '../git/history.js';
 import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
-import { BundleDamagedError, GitError, UnsafeBundleError } from '../model/errors.js';
+import { BundleDamagedError, GitError, RestoreRefusedError, UnsafeBundleError } from '../model/errors.js';
 import { idAfterPrefix } from '../model/ids.js';
 import { DB_NAMES } from '../model/types.js';
 import { type DirLister, readNames } from '../store/catalog.js';
@@ -389,6 +389,35 @@ export async function dropReaderFiles(db: string): Promise<void> {
   await rm(`${db}-shm`, { force: true });
   const wal = await lstat(`${db}-wal`).catch(() => undefined);
   if (wal?.isFile() && wal.size === 0) await rm(`${db}-wal`, { force: true });
+}
+
+/**
+ * Refuses the restore when the staged tree at `root` holds anything but directories and regular files,
+ * or is not a directory itself: a restore writes only those, so a symbolic link there was made by
+ * another process while staging ran (one the agent runs, writing beside its memdir), and swapping it
+ * in would leave the live agent pointing wherever it points (stop 61 review). Nothing live has changed
+ * yet when this runs. A missing root is fine (nothing was staged there). One directory read per
+ * directory (the entries' types come with it).
+ */
+export async function refuseForeignEntries(root: string): Promise<void> {
+  const top = await lstat(root).catch(() => undefined);
+  if (!top) return;
+  const foreign = (path: string, what: string) =>
+    new RestoreRefusedError(
+      `${path} in the restore's staging is ${what}, which the restore did not make: another process wrote ` +
+        'there while the restore ran; nothing live was changed',
+      { path },
+    );
+  if (!top.isDirectory()) throw foreign(root, top.isSymbolicLink() ? 'a symbolic link' : 'not a directory');
+  const dirs = [root];
+  for (let dir = dirs.pop(); dir !== undefined; dir = dirs.pop()) {
+    for await (const e of await opendir(dir)) {
+      const path = join(dir, e.name);
+      if (e.isDirectory()) dirs.push(path);
+      else if (!e.isFile())
+        throw foreign(path, e.isSymbolicLink() ? 'a symbolic link' : 'neither a file nor a directory');
+    }
+  }
 }
 
 /** Names in a directory that belong to restores (staging and backups), for leftover handling. */

@@ -60,6 +60,7 @@ import {
   bundleHasMemdir,
   dropReaderFiles,
   refreshPreRestoreTag,
+  refuseForeignEntries,
   restorePaths,
 } from '../restore/stage.js';
 import { readUndoRecord, writeUndoRecord } from '../restore/undo-record.js';
@@ -592,6 +593,9 @@ async function restoreLocked(
 
         // the tag made while staging, moved to HEAD as the swap replaces it
         if (repo?.preRestoreTag) await refreshPreRestoreTag(p, memdir, repo.preRestoreTag, report.warnings);
+        // what goes live is only what the restore staged (under the gate: nothing of the agent's writes there)
+        await refuseForeignEntries(p.memdirStage);
+        if (!dbsInMemdir) await refuseForeignEntries(p.sqliteStage);
 
         req.onProgress?.({ phase: 'swap', bytes: 0 });
         const items: SwapItem[] = [];
