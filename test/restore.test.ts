@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
+  chmodSync,
+  chownSync,
   cpSync,
   existsSync,
   lstatSync,
@@ -799,6 +801,31 @@ test('a symbolic link another process puts in the staged memdir while the restor
     assert.deepEqual(readdirSync(outside), [], `${how}: nothing written through the link`);
     assert.equal(existsSync(a.snapshotter.layout.journalPath('default', 'ana')), false);
   }
+});
+
+test('a restore keeps the modes of the memdir, the databases and the state files it replaces, and as root their owners (stop 61 review)', async (t) => {
+  const a = agent(t);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  const db = join(a.sqliteDir, 'long_term.sqlite');
+  const state = join(a.sqliteDir, 'extract_cursor.json');
+  const modes: Array<[string, number]> = [
+    [a.memdir, 0o2750],
+    [db, 0o640],
+    [state, 0o600],
+  ];
+  for (const [p, mode] of modes) chmodSync(p, mode);
+  writeFileSync(state, '{"last_message_id": 1}\n'); // a value the restore replaces
+  chmodSync(state, 0o600);
+  const root = process.getuid?.() === 0;
+  if (root) for (const [p] of modes) chownSync(p, 65534, 65534);
+  await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
+  for (const [p, mode] of modes) {
+    const st = statSync(p);
+    assert.equal((st.mode & 0o7777).toString(8), mode.toString(8), p);
+    if (root) assert.deepEqual([st.uid, st.gid], [65534, 65534], p);
+  }
+  assert.notEqual(readFileSync(state, 'utf8'), '{"last_message_id": 1}\n', 'the state value was restored');
 });
 
 test('hooks run around the swap and workers_restarted reports it', async (t) => {

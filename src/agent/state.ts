@@ -6,7 +6,7 @@
 // regular file at the directory's real path + its name (docs/decisions.md, stop 46).
 
 import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, realpathSync } from 'node:fs';
-import { mkdir, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { jsonSyntaxProblem, keepingNumbers } from '../format/json.js';
 import { jsonText } from '../format/json-number.js';
@@ -72,7 +72,13 @@ export class JsonFileStateProvider implements StateProvider {
       return;
     }
     await mkdir(this.resolver.stateDir(agentId, tenant), { recursive: true });
-    await writeFileAtomic(file, `${jsonText(value, 2)}\n`, 0o644);
+    // the mode of the file it replaces, if any (a state file kept private stays private: stop 61 review)
+    const was = await lstat(file).catch(() => undefined);
+    const mode = was?.isFile() ? was.mode & 0o777 : 0o644;
+    await writeFileAtomic(file, `${jsonText(value, 2)}\n`, mode);
+    if (!was?.isFile()) return;
+    await chmod(file, mode); // exactly (the create's mode passed the umask)
+    if (process.getuid?.() === 0) await chown(file, was.uid, was.gid); // and its owner and group, as root
   }
 }
 

@@ -59,6 +59,7 @@ import {
   buildMemdir,
   bundleHasMemdir,
   dropReaderFiles,
+  keepLiveModes,
   refreshPreRestoreTag,
   refuseForeignEntries,
   restorePaths,
@@ -631,6 +632,16 @@ async function restoreLocked(
             extras: [],
           });
         }
+        // the memdir and the databases keep the modes (and, as root, the owners) of the ones they replace
+        await keepLiveModes([
+          ...items.flatMap((i) => (i.staged && i.had_live ? [[i.staged, i.live] as const] : [])),
+          ...(dbsInMemdir
+            ? DB_NAMES.flatMap((db) => {
+                const file = v.written.get(sqlitePath(db));
+                return file ? [[file, join(sqliteDir, `${db}.sqlite`)] as const] : [];
+              })
+            : []),
+        ]);
         if (items.some((i) => i.component.startsWith('sqlite.')))
           await mkdir(p.sqliteBackup, { recursive: true });
         journal = {
