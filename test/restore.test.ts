@@ -580,6 +580,8 @@ test('a failing state provider, host hook, full disk or unwritable target rolls 
   const a = agent(t, 'ana', warnings);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
   mutate(a);
+  // both state values differ from the snapshot's, so the replay writes two (one that holds is skipped)
+  writeFileSync(join(a.sqliteDir, 'dream_run.json'), '{"run_id":"later"}\n');
   const json = new JsonFileStateProvider(a.snapshotter.resolver);
   let calls = 0;
   const flaky: StateProvider = {
@@ -803,7 +805,7 @@ test('a symbolic link another process puts in the staged memdir while the restor
   }
 });
 
-test('a restore keeps the modes of the memdir, the databases and the state files it replaces, and as root their owners (stop 61 review)', async (t) => {
+test('a restore keeps the modes of the memdir, the databases and the state files it replaces, and as root their owners; a state value it does not change is not rewritten (stop 61 review)', async (t) => {
   const a = agent(t);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
   mutate(a);
@@ -817,6 +819,10 @@ test('a restore keeps the modes of the memdir, the databases and the state files
   for (const [p, mode] of modes) chmodSync(p, mode);
   writeFileSync(state, '{"last_message_id": 1}\n'); // a value the restore replaces
   chmodSync(state, 0o600);
+  // the same value as the snapshot's, in other bytes: left as it is (it was rewritten, reported unchanged)
+  const dream = join(a.sqliteDir, 'dream_run.json');
+  const compact = `${JSON.stringify(JSON.parse(readFileSync(dream, 'utf8')))}\n`;
+  writeFileSync(dream, compact);
   const root = process.getuid?.() === 0;
   if (root) for (const [p] of modes) chownSync(p, 65534, 65534);
   await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
@@ -826,6 +832,7 @@ test('a restore keeps the modes of the memdir, the databases and the state files
     if (root) assert.deepEqual([st.uid, st.gid], [65534, 65534], p);
   }
   assert.notEqual(readFileSync(state, 'utf8'), '{"last_message_id": 1}\n', 'the state value was restored');
+  assert.equal(readFileSync(dream, 'utf8'), compact);
 });
 
 test('hooks run around the swap and workers_restarted reports it', async (t) => {

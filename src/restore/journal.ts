@@ -234,10 +234,10 @@ export async function replayState(
 ): Promise<void> {
   for (const change of j.state) {
     const value = which === 'old' ? change.old : change.new;
-    // a rollback leaves a value that is the old one already as it is, its file's bytes too (the restore
-    // failed before it wrote the state, or did not change it): stop 54, a rollback rewrote every state
-    // file of the agent (the same values, written again in another layout)
-    if (which === 'old' && (await holds(provider, change.key, j, value))) continue;
+    // a value that is the one to put already is left as it is, its file's bytes too: stop 54, a rollback
+    // rewrote every state file of the agent (the same values, written again in another layout); stop 61,
+    // a restore rewrote a state file it reported unchanged
+    if (await holds(provider, change.key, j, value)) continue;
     await provider.restore(change.key, j.agent_id, j.tenant, value);
   }
 }
