@@ -633,7 +633,7 @@ async function restoreLocked(
           });
         }
         // the memdir and the databases keep the modes (and, as root, the owners) of the ones they replace
-        await keepLiveModes([
+        const modes = await keepLiveModes([
           ...items.flatMap((i) => (i.staged && i.had_live ? [[i.staged, i.live] as const] : [])),
           ...(dbsInMemdir
             ? DB_NAMES.flatMap((db) => {
@@ -642,6 +642,7 @@ async function restoreLocked(
               })
             : []),
         ]);
+        report.warnings.push(...modes);
         if (items.some((i) => i.component.startsWith('sqlite.')))
           await mkdir(p.sqliteBackup, { recursive: true });
         journal = {
