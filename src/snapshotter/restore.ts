@@ -46,6 +46,7 @@ import {
   finishJournal,
   type Journal,
   readJournal,
+  removeJournal,
   replayState,
   rollBackAll,
   SQLITE_EXTRAS,
@@ -691,7 +692,7 @@ async function restoreLocked(
         } else if (journalWritten) {
           try {
             await rollBackAll(s.state, journal);
-            await rm(journalPath, { force: true });
+            await removeJournal(journalPath);
           } catch (rollBackErr) {
             // the error the user sees stays the one that stopped the restore (its code and exit status),
             // told that the agent is not back yet and what finishes it: the journal stays for `recover`
