@@ -297,7 +297,7 @@ export async function recoverJournal(
     outcome = 'rolled_back';
   }
   await removeStaging(j);
-  await removeJournal(journalPath);
+  await removeJournal(journalPath).catch(() => {});
   faultPoint('restore.recovered');
   return { journal: j, outcome };
 }
@@ -306,16 +306,19 @@ export async function recoverJournal(
 export async function finishJournal(journalPath: string, j: Journal): Promise<void> {
   faultPoint('restore.cleanup');
   await removeStaging(j);
-  await removeJournal(journalPath);
+  await removeJournal(journalPath).catch(() => {});
 }
 
 /**
  * Removes a journal for good: its directory is synced after the unlink, so a power cut cannot bring a
  * `prepared` journal back after its rollback, whose second rollback would remove a database the agent
  * created since where the restore had put one that did not exist before (stop 61 review). (A committed
- * one coming back would only be finished again.) A failed sync leaves the removal as it was before.
+ * one coming back would only be finished again.) A journal already gone is fine; a failed unlink throws
+ * (the journal stays, for the caller to say so); a failed sync leaves the removal as it was before.
  */
 export async function removeJournal(journalPath: string): Promise<void> {
-  await unlink(journalPath).catch(() => {});
+  await unlink(journalPath).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
   await fsyncDir(dirname(journalPath)).catch(() => {});
 }
