@@ -835,6 +835,53 @@ test('a restore keeps the modes of the memdir, the databases and the state files
   assert.equal(readFileSync(dream, 'utf8'), compact);
 });
 
+test('a restore gives memory files and directories the modes of the ones they replace, new ones those of the memdir root, and as root every entry of the memdir its owner', async (t) => {
+  const a = agent(t);
+  // a file HEAD tracks as executable
+  writeFileSync(join(a.memdir, 'run.sh'), '#!/bin/sh\n');
+  chmodSync(join(a.memdir, 'run.sh'), 0o755);
+  git(a.memdir, ['add', 'run.sh']);
+  git(a.memdir, ['commit', '-qm', 'a script']);
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  mutate(a);
+  rmSync(join(a.memdir, 'run.sh'));
+  rmSync(join(a.memdir, 'topics', 'places'), { recursive: true });
+  chmodSync(a.memdir, 0o2750);
+  chmodSync(join(a.memdir, 'MEMORY.md'), 0o604);
+  chmodSync(join(a.memdir, 'topics', 'people'), 0o2770);
+  chmodSync(join(a.memdir, 'topics', 'people', 'topic-0000.md'), 0o620);
+  const root = process.getuid?.() === 0;
+  if (root) execFileSync('chown', ['-R', '65534:65534', a.memdir]);
+  await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
+  const mode = (rel: string) => (statSync(join(a.memdir, rel)).mode & 0o7777).toString(8);
+  assert.equal(mode('.'), '2750');
+  assert.equal(mode('MEMORY.md'), '604', 'a file keeps the bits of the one it replaces');
+  assert.equal(mode('topics/people'), '2770', 'so does a directory');
+  assert.equal(mode('topics/people/topic-0000.md'), '620');
+  assert.equal(mode('run.sh'), '750', 'a new executable file: the root bits, execute where read');
+  assert.equal(mode('topics/places'), '2750', 'a new directory: the root bits');
+  const placed = readdirSync(join(a.memdir, 'topics', 'places'));
+  assert.ok(placed.length > 0);
+  for (const f of placed)
+    assert.equal(mode(join('topics', 'places', f)), '640', `${f}: new, the root bits without execute`);
+  // git sees no change of mode (nor of anything else)
+  assert.equal(git(a.memdir, ['--no-optional-locks', '-c', 'safe.directory=*', 'status', '--porcelain']), '');
+  if (root) {
+    const owners = new Set<string>();
+    const walk = (dir: string): void => {
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        const p = join(dir, e.name);
+        const st = lstatSync(p);
+        owners.add(`${st.uid}:${st.gid}`);
+        if (e.isDirectory()) walk(p);
+      }
+    };
+    walk(a.memdir);
+    assert.deepEqual([...owners], ['65534:65534'], "every entry, .git included, is the agent user's");
+    assert.ok(existsSync(join(a.memdir, '.git', 'index')));
+  }
+});
+
 test('hooks run around the swap and workers_restarted reports it', async (t) => {
   const a = agent(t);
   const snap = await a.snapshotter.snapshot({ agentId: 'ana' });

@@ -7,7 +7,7 @@
 // clean, and last the live repository's config. Nothing of a bundle becomes config, hooks or info/.
 
 import { existsSync } from 'node:fs';
-import { chmod, chown, copyFile, lstat, opendir, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, lstat, opendir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type ComponentsInMemdir, componentsInMemdir } from '../agent/components-in-memdir.js';
 import { GIT_V1_PREFIX } from '../format/constants.js';
@@ -418,30 +418,6 @@ export async function refuseForeignEntries(root: string): Promise<void> {
         throw foreign(path, e.isSymbolicLink() ? 'a symbolic link' : 'neither a file nor a directory');
     }
   }
-}
-
-/**
- * Gives each staged path (`[staged, live]`) the permission bits of the live one it replaces, and its
- * owner when this process may (root): a restore writes new files of its own user, mode 0600, and an
- * agent that shares its databases or memdir with a group, or runs as another user than the restore,
- * kept working only if the host put them back (stop 61 review). A live path that is gone, or of another
- * kind (a file for a directory), gives nothing. Returns a warning for each that could not be given them
- * (a file system without modes): the restore goes on, as it would have before.
- */
-export async function keepLiveModes(pairs: ReadonlyArray<readonly [string, string]>): Promise<string[]> {
-  const root = process.getuid?.() === 0;
-  const warnings: string[] = [];
-  for (const [staged, live] of pairs) {
-    const [was, now] = await Promise.all([lstat(live).catch(() => undefined), lstat(staged)]);
-    if (!was || was.isDirectory() !== now.isDirectory() || was.isSymbolicLink()) continue;
-    try {
-      if (root && (was.uid !== now.uid || was.gid !== now.gid)) await chown(staged, was.uid, was.gid);
-      if ((was.mode & 0o7777) !== (now.mode & 0o7777)) await chmod(staged, was.mode & 0o7777);
-    } catch (err) {
-      warnings.push(`${live} could not keep its mode and owner: ${(err as Error).message}`);
-    }
-  }
-  return warnings;
 }
 
 /** Names in a directory that belong to restores (staging and backups), for leftover handling. */

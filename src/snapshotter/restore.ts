@@ -54,13 +54,13 @@ import {
   swapIn,
   writeJournal,
 } from '../restore/journal.js';
+import { keepLiveModes, keepMemdirModes } from '../restore/modes.js';
 import { findPlaceholders, placeholderArtifacts } from '../restore/placeholders.js';
 import { planDatabases, planMemdir, uncapturedWarning } from '../restore/plan.js';
 import {
   buildMemdir,
   bundleHasMemdir,
   dropReaderFiles,
-  keepLiveModes,
   refreshPreRestoreTag,
   refuseForeignEntries,
   restorePaths,
@@ -633,7 +633,10 @@ async function restoreLocked(
             extras: [],
           });
         }
-        // the memdir and the databases keep the modes (and, as root, the owners) of the ones they replace
+        // the memdir, its files and the databases keep the modes (and, as root, the owners) of the ones
+        // they replace; new memory files take the memdir root's
+        if (items.some((i) => i.component === 'memdir' && i.staged))
+          report.warnings.push(...keepMemdirModes(p.memdirStage, memdir));
         const modes = await keepLiveModes([
           ...items.flatMap((i) => (i.staged && i.had_live ? [[i.staged, i.live] as const] : [])),
           ...(dbsInMemdir
