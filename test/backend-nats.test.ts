@@ -518,6 +518,49 @@ test(
   },
 );
 
+test(
+  'meta messages and names the backend did not write are never used: a forged chunk count allocates nothing, a name not valid for its type is never listed (stop 62 review)',
+  LIMIT,
+  async (t) => {
+    const { bucket, b } = await freshBucket(t);
+    const data = randomBytes(100);
+    const h = { type: 'index', name: hexName('a real index') } as const;
+    await b.save(h, data);
+    const billion = { type: 'index', name: hexName('a billion chunks') } as const;
+    const bare = { type: 'index', name: hexName('runs that are not pairs') } as const;
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const js = jsm.jetstream();
+      const m = await jsm.streams.getMessage(`OBJ_${bucket}`, {
+        last_by_subj: `$O.${bucket}.M.index.${h.name}`,
+      });
+      const real = m!.json() as Record<string, unknown>;
+      const forge = (subject: string, fields: Record<string, unknown>) =>
+        js.publish(`$O.${bucket}.M.${subject}`, JSON.stringify({ ...real, ...fields }));
+      // a meta of one byte whose run names a billion chunks (it crashed every client: V8's invalid size)
+      await forge(`index.${billion.name}`, { name: billion.name, seqs: [[1, 1_000_000_000]] });
+      await forge(`index.${bare.name}`, { name: bare.name, seqs: [5] });
+      await forge('index.evil', { name: 'evil' });
+      await forge('packs.evil', { name: 'evil' });
+      await js.publish(`$KV.${bucket}-locks.evil`, '{}');
+    } finally {
+      await closeClient(nc);
+    }
+    assert.deepEqual([...(await listAll(b, 'index')).keys()], [h.name]);
+    assert.deepEqual([...(await listAll(b, 'packs')).keys()], []);
+    assert.deepEqual([...(await listAll(b, 'locks')).keys()], []);
+    const names = await (b as NatsBackend).listNames('index');
+    assert.ok(!names.includes('evil') && names.includes(h.name), names.join());
+    assert.deepEqual(await (b as NatsBackend).listNames('packs'), []);
+    for (const forged of [billion, bare]) {
+      await assert.rejects(collect(b.load(forged)), code('OBJECT_NOT_FOUND'));
+      assert.equal(await b.stat(forged).catch((e: Error & { code?: string }) => e.code), 'OBJECT_NOT_FOUND');
+    }
+    assert.deepEqual(await collect(b.load(h)), data);
+  },
+);
+
 test('a ranged load reads only the chunks of its range', LIMIT, async (t) => {
   const { bucket, b } = await freshBucket(t);
   const data = randomBytes(4 * NATS_CHUNK_SIZE + 100);

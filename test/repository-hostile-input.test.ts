@@ -16,8 +16,9 @@ import {
   loadContent,
   readContent,
 } from '../src/repository/content.js';
-import { type RepoArtifact, sealRepoManifest } from '../src/repository/manifest.js';
+import { type RepoArtifact, type RepoManifest, sealRepoManifest } from '../src/repository/manifest.js';
 import { KIND_DATA, KIND_TREE, MAX_BLOB, openStoredBlob } from '../src/repository/pack.js';
+import { ReferenceSet } from '../src/repository/references.js';
 import { Repository } from '../src/repository/repository.js';
 import { listSnapshots, loadSnapshot, saveListing, saveSnapshot } from '../src/repository/snapshots.js';
 import { repoManifestDraft } from './helpers/repo-manifest.js';
@@ -117,6 +118,22 @@ test('chunk lists: naming more chunks (or more bytes of chunks) than the content
     loadContent(repo, { size_bytes: 18, sha256: '0'.repeat(64), chunk_lists: Array(200).fill(ones) }, 'x'),
     damaged(/more chunks than the 18 bytes/),
   );
+});
+
+test('chunk lists: what snapshots reference (check, prune) reads a list once however often one artifact names it (stop 62 review)', async () => {
+  const { repo, ones } = await repeatedLists();
+  let loads = 0;
+  const load = repo.backend.load.bind(repo.backend);
+  repo.backend.load = (h, range) => {
+    if (h.type === 'packs') loads++;
+    return load(h, range);
+  };
+  const refs = new ReferenceSet(repo);
+  // 2,000 names of one list in one artifact (a 1.8 KB manifest made check and prune read it 2,000 times)
+  const art = { size_bytes: 5000 * 2000, sha256: '0'.repeat(64), chunk_lists: Array(2000).fill(ones) };
+  await refs.addManifest({ artifacts: [art] } as unknown as RepoManifest);
+  assert.equal(loads, 1, 'the list was read once');
+  assert.equal(refs.blobs.size, 2, 'the list and its one chunk');
 });
 
 test('chunk lists: the ids of a content that claims many bytes are read a batch at a time, as the reader asks', async () => {

@@ -27,6 +27,7 @@ import { credsFileAuthenticator, natsClient } from '../util/nats-client.js';
 import {
   type Backend,
   type Handle,
+  isValidName,
   type ObjectInfo,
   type ObjectType,
   type Packing,
@@ -182,23 +183,56 @@ function toRuns(seqs: number[]): Array<[number, number]> {
   return runs;
 }
 
-function fromRuns(runs: Array<[number, number]>): number[] {
-  const out: number[] = [];
-  for (const [first, count] of runs) for (let i = 0; i < count; i++) out.push(first + i);
-  return out;
+/**
+ * The stream sequence of each chunk, by its index, from runs [first, count] (checked by parseMeta): a
+ * binary search over the runs' starting indexes, so a meta naming a billion chunks allocates nothing
+ * for them (a meta is the store's word: stop 62 review).
+ */
+function chunkSeqs(runs: ReadonlyArray<readonly [number, number]>): (i: number) => number {
+  const starts: number[] = [];
+  let at = 0;
+  for (const [, count] of runs) {
+    starts.push(at);
+    at += count;
+  }
+  return (i) => {
+    let lo = 0;
+    let hi = runs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (starts[mid]! <= i) lo = mid;
+      else hi = mid - 1;
+    }
+    return runs[lo]![0] + (i - starts[lo]!);
+  };
 }
 
+const positive = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) > 0;
+
+/**
+ * A meta message, or null when it is not one this backend can read (damaged, foreign, a delete marker
+ * without chunks): every field used is checked before use, the runs too (pairs of positive integers
+ * whose counts add up to the chunks that `size` and `max_chunk_size` make).
+ */
 function parseMeta(data: Uint8Array): Meta | null {
   try {
     const m = JSON.parse(Buffer.from(data).toString('utf8')) as Meta;
     if (
       typeof m.nuid !== 'string' ||
       !Number.isSafeInteger(m.size) ||
-      !Number.isSafeInteger(m.options?.max_chunk_size) ||
+      m.size < 0 ||
+      !positive(m.options?.max_chunk_size) ||
+      m.chunks !== Math.ceil(m.size / m.options.max_chunk_size) ||
       !Array.isArray(m.seqs)
     )
       return null;
-    return m;
+    let total = 0;
+    for (const run of m.seqs as unknown[]) {
+      if (!Array.isArray(run) || run.length !== 2 || !positive(run[0]) || !positive(run[1])) return null;
+      total += run[1];
+      if (total > m.chunks) return null;
+    }
+    return total === m.chunks ? m : null;
   } catch {
     return null;
   }
@@ -513,11 +547,7 @@ export class NatsBackend implements Backend {
     const { start, end } = resolveRange(h, range, meta.size);
     if (start === end) return;
     const cs = meta.options.max_chunk_size;
-    const seqs = fromRuns(meta.seqs);
-    if (seqs.length !== meta.chunks || meta.chunks !== Math.ceil(meta.size / cs))
-      throw new ShortReadError(
-        `${h.type}/${h.name}: its meta names ${seqs.length} chunks for ${meta.size} bytes`,
-      );
+    const seqAt = chunkSeqs(meta.seqs); // parseMeta checked they add up to the chunks of meta.size
     const first = Math.floor(start / cs);
     const last = Math.floor((end - 1) / cs);
     const whole = start === 0 && end === meta.size;
@@ -534,11 +564,11 @@ export class NatsBackend implements Backend {
       // A chunk used in part (a range's first or last) is kept a while: the neighbouring range, read next
       // or alongside, starts or ends in it. Kept by subject and sequence, it is used only by loads whose
       // meta (read by each load) names that subject: never a removed or replaced object's bytes.
-      if (from === 0 && to === length) return this.chunk(h, subject, seqs[i]!, length);
-      const id = `${subject} ${seqs[i]}`;
+      if (from === 0 && to === length) return this.chunk(h, subject, seqAt(i), length);
+      const id = `${subject} ${seqAt(i)}`;
       let p = this.partial.get(id);
       if (!p) {
-        p = this.chunk(h, subject, seqs[i]!, length);
+        p = this.chunk(h, subject, seqAt(i), length);
         p.catch(() => this.partial.delete(id));
         if (this.partial.size >= PARTIAL_CHUNKS) this.partial.delete(this.partial.keys().next().value!);
         this.partial.set(id, p);
@@ -627,7 +657,9 @@ export class NatsBackend implements Backend {
       const si = await this.run('list', () =>
         this.jsm.streams.info(this.stream, { subjects_filter: filter }),
       );
-      return Object.keys(si.state.subjects ?? {}).map((subject) => subject.slice(filter.length - 1));
+      return Object.keys(si.state.subjects ?? {})
+        .map((subject) => subject.slice(filter.length - 1))
+        .filter((name) => isValidName(type, name));
     });
   }
 
@@ -647,6 +679,7 @@ export class NatsBackend implements Backend {
         const si = await this.jsm.streams.info(stream, { subjects_filter: `${kvSubjects}>` });
         for (const subject of Object.keys(si.state.subjects ?? {})) {
           const name = subject.slice(kvSubjects.length);
+          if (!isValidName(type, name)) continue; // not a lock of ours: never handed on (stop 62 review)
           const e = await this.kv.get(name);
           if (e?.operation === 'PUT') out.push({ name, size: e.value.length });
           else await this.jsm.streams.purge(stream, { filter: subject }).catch(() => {});
@@ -657,8 +690,10 @@ export class NatsBackend implements Backend {
     const filter = `${this.prefix}.M.${type}.>`;
     return this.run('list', async () => {
       const found: ObjectInfo[] = [];
-      for (const [subject, meta] of await this.metas(filter))
-        found.push({ name: subject.slice(filter.length - 1), size: meta.size });
+      for (const [subject, meta] of await this.metas(filter)) {
+        const name = subject.slice(filter.length - 1);
+        if (isValidName(type, name)) found.push({ name, size: meta.size }); // as the other backends
+      }
       return found;
     });
   }
