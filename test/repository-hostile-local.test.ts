@@ -29,6 +29,7 @@ import type { RepoManifest } from '../src/repository/manifest.js';
 import { MAX_PACK } from '../src/repository/pack.js';
 import { Repository, zstdFrameOf } from '../src/repository/repository.js';
 import { type ListingMeta, listSnapshots, MANIFEST_MAX, saveSnapshot } from '../src/repository/snapshots.js';
+import { fleetOverview } from '../src/snapshotter/fleet.js';
 import { listAll } from './helpers/backend-conformance.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { runCli, sampleAgent, tempDir } from './helpers/env.js';
@@ -70,6 +71,48 @@ test('check --read-data: a pack larger than any pack may be (a 5 GB sparse file)
   r = await runCli(['check', '--read-data', '--state-root', a.stateRoot, '--json'], env);
   assert.equal(r.code, 2, 'an empty pack file is damage too');
   assert.match(r.stdout, /does not hash to its name/);
+});
+
+test('listing entries with fields of the wrong types, or of an agent id that is none, are skipped with a warning by list, gc and the fleet view; a lock object over 64 KiB is not a lock (stop 62 review)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL, { store: 'repository' });
+  const env = { env: REPOSITORY };
+  const ids: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    ids.push((JSON.parse(r.stdout) as { id: string }).id);
+  }
+  const [odd, sound] = ids as [string, string];
+  const listing = join(a.stateRoot, 'repository', 'listing');
+  const entry = (id: string) =>
+    JSON.parse(readFileSync(join(listing, id), 'utf8')) as { meta: Record<string, unknown> };
+  const e = entry(odd);
+  e.meta.created_by = { auto: true }; // crashed retention: "startsWith is not a function"
+  e.meta.label = 7; // crashed list: "text.replace is not a function"
+  writeFileSync(join(listing, odd), JSON.stringify(e));
+  const ghost = randomUUID();
+  const g = entry(sound);
+  g.meta.id = ghost;
+  g.meta.agent_id = 'Bad Id'; // failed the fleet view for every agent: 400 INVALID_INPUT
+  writeFileSync(join(listing, ghost), JSON.stringify(g));
+  // 70 KB in a lock's place (failed every operation: OBJECT_TOO_LARGE, exit 2, "damaged")
+  writeFileSync(join(a.stateRoot, 'repository', 'locks', 'f'.repeat(64)), ' '.repeat(70 * 1024));
+
+  let r = await runCli(['list', '--agent', 'ana', '--state-root', a.stateRoot], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.ok(r.stdout.includes(sound) && !r.stdout.includes(odd), r.stdout);
+  assert.match(r.stderr, new RegExp(`listing/${odd} is unreadable; skipped`));
+  r = await runCli(['gc', '--agent', 'ana', '--keep-count', '5', ...a.flags, '--json'], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  r = await runCli(['verify', '--agent', 'ana', '--id', sound, '--state-root', a.stateRoot, '--json'], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  r = await runCli(['snapshot', '--agent', 'ana', ...a.flags, '--json'], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const fleet = await fleetOverview(a.snapshotter);
+  assert.deepEqual(
+    fleet.map((o) => o.agent_id),
+    ['ana'],
+  );
 });
 
 test('an oversized listing entry (2 MB of spaces) is skipped with a warning by list and gc, reported by check; gc escapes a listing label as list does', async (t) => {

@@ -414,18 +414,49 @@ class RepositoryReader {
         continue;
       }
       const m = doc.meta;
-      const size = (v: unknown) => v === undefined || (Number.isSafeInteger(v) && (v as number) >= 0);
+      const count = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+      const id = (v: unknown) =>
+        typeof v === 'string' && v.length <= 64 && /^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$/.test(v);
+      const str = (v: unknown) => typeof v === 'string';
+      const hex =
+        (...n: number[]) =>
+        (v: unknown) =>
+          typeof v === 'string' && /^[0-9a-f]+$/.test(v) && n.includes(v.length);
+      const bool = (v: unknown) => typeof v === 'boolean';
+      const schema = (v: unknown) =>
+        !!v &&
+        typeof v === 'object' &&
+        ['long_term', 'vector', 'concepts', 'compactions', 'manifest'].every((k) =>
+          count((v as Record<string, unknown>)[k]),
+        );
+      const format = (v: unknown) => typeof v === 'string' && /^nexo-memory-snapshot-v[1-9][0-9]*$/.test(v);
+      const present: Array<[string, (v: unknown) => boolean]> = [
+        ['bundle_size_bytes', count],
+        ['added_bytes', count],
+        ['label', str],
+        ['created_by', str],
+        ['bundle_sha256', hex(64)],
+        ['git_oid', hex(40, 64)],
+        ['schema_versions', schema],
+        ['encrypted', bool],
+        ['redactions_applied', bool],
+        ['bundle_format', format],
+        ['signed_by', hex(16)],
+      ];
       if (
         doc.listing_version === 1 &&
         m &&
         m.id === name &&
-        typeof m.agent_id === 'string' &&
-        typeof m.tenant === 'string' &&
+        id(m.agent_id) &&
+        id(m.tenant) &&
         Number.isInteger(m.created_at_ms) &&
         m.created_at_ms >= 0 &&
         m.created_at_ms <= 8.64e15 &&
-        size(m.bundle_size_bytes) &&
-        size(m.added_bytes)
+        present.every(
+          ([k, ok]) =>
+            (m as unknown as Record<string, unknown>)[k] === undefined ||
+            ok((m as unknown as Record<string, unknown>)[k]),
+        )
       )
         out.push(m);
     }
@@ -954,6 +985,9 @@ test('what the independent reader refuses, verify refuses; the listing entries i
   as(3, (d) => (d.meta.created_at_ms = -1));
   as(4, (d) => (d.meta.added_bytes = 1.5));
   as(5, (d) => (d.meta.tenant = 7));
+  as(6, (d) => (d.meta.label = 7));
+  as(7, (d) => (d.meta.agent_id = 'Bad Id'));
+  as(8, (d) => (d.meta.schema_versions = { long_term: 1 }));
   assert.deepEqual(
     new RepositoryReader(repo).listing().map((l) => l.id),
     [snap.id],

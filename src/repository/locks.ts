@@ -18,7 +18,12 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Backend } from '../backend/backend.js';
-import { ObjectExistsError, ObjectNotFoundError, RepositoryLockedError } from '../model/errors.js';
+import {
+  ObjectExistsError,
+  ObjectNotFoundError,
+  ObjectTooLargeError,
+  RepositoryLockedError,
+} from '../model/errors.js';
 import { readObject } from './repository.js';
 
 export const STALE_MS = 30 * 60 * 1000;
@@ -147,7 +152,16 @@ async function readLocks(backend: Backend): Promise<Map<string, LockInfo>> {
       ) as LockInfo;
       if (typeof l?.created_at_ms === 'number' && typeof l.refreshed_at_ms === 'number') out.set(o.name, l);
     } catch (err) {
-      if (!(err instanceof ObjectNotFoundError) && !(err instanceof SyntaxError)) throw err;
+      // gone, not JSON, or larger than any lock written (a foreign object: it made every operation
+      // fail as damage, stop 62 review): not a lock
+      if (
+        !(
+          err instanceof ObjectNotFoundError ||
+          err instanceof SyntaxError ||
+          err instanceof ObjectTooLargeError
+        )
+      )
+        throw err;
     }
   }
   return out;

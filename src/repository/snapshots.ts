@@ -20,6 +20,7 @@ import {
   ObjectNotFoundError,
   ObjectTooLargeError,
 } from '../model/errors.js';
+import { isCount, wrongMetaField } from '../model/meta-check.js';
 import type { SnapshotMeta } from '../model/types.js';
 import type { ArtifactMemo, ParsedRepoManifest, RepoManifest } from './manifest.js';
 // Types only from repository.js: at run time it loads the codecs (zstd, age), which `list` never needs.
@@ -214,31 +215,48 @@ export async function parseSnapshot(
   return parsed;
 }
 
-/** The largest time a Date holds (ms since the epoch, ±8.64e15): a later one has no date to show. */
-const MAX_TIME_MS = 8.64e15;
-const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
-/**
- * A time in ms since the epoch that a Date can show (JSON's `1e400` is Infinity: it crashed `list`, and
- * as the "newest" snapshot it made retention delete the real newest one).
- */
-const isTime = (v: unknown): v is number => isCount(v) && v <= MAX_TIME_MS;
+/** The fields of a listing entry's meta (§8); any other is dropped as it is read. */
+const LISTING_FIELDS = new Set([
+  'id',
+  'agent_id',
+  'tenant',
+  'label',
+  'created_at_ms',
+  'bundle_size_bytes',
+  'bundle_sha256',
+  'git_oid',
+  'schema_versions',
+  'encrypted',
+  'redactions_applied',
+  'file_sha256',
+  'created_by',
+  'bundle_format',
+  'signed_by',
+  'added_bytes',
+]);
 
-/** A listing entry's meta when it is readable: the fields readers rely on are there and sane. */
+/**
+ * A listing entry's meta when it is readable: its agent, tenant and time are there, and every other
+ * field readers use is of its type when it is there (model/meta-check.ts: an entry of the wrong types
+ * crashed `list`, failed an agent's retention and the fleet view, stop 62 review); nothing else is kept.
+ */
 function parseListing(bytes: Buffer, name: string, location: string): ListingMeta | undefined {
   try {
-    const o = JSON.parse(bytes.toString('utf8')) as { listing_version?: unknown; meta?: ListingMeta };
-    const m = o.meta;
-    if (o.listing_version !== LISTING_VERSION || !m || m.id !== name || typeof m.agent_id !== 'string')
+    const o = JSON.parse(bytes.toString('utf8')) as { listing_version?: unknown; meta?: unknown } | null;
+    const m = o?.meta as Record<string, unknown> | null | undefined;
+    if (o?.listing_version !== LISTING_VERSION || !m || typeof m !== 'object' || Array.isArray(m))
       return undefined;
-    if (typeof m.tenant !== 'string' || !isTime(m.created_at_ms)) return undefined;
+    if (m.id !== name || wrongMetaField(m, /^nexo-memory-snapshot-v[1-9][0-9]*$/, false) !== undefined)
+      return undefined;
     // the numbers list, retention and the console use (sizes, sorting, dates): sane or not at all
-    const sizes = m as { bundle_size_bytes?: unknown; added_bytes?: unknown };
-    if (sizes.bundle_size_bytes !== undefined && !isCount(sizes.bundle_size_bytes)) return undefined;
-    if (sizes.added_bytes !== undefined && !isCount(sizes.added_bytes)) return undefined;
+    if (m.bundle_size_bytes !== undefined && !isCount(m.bundle_size_bytes)) return undefined;
+    if (m.added_bytes !== undefined && !isCount(m.added_bytes)) return undefined;
+    if (m.encrypted !== undefined && typeof m.encrypted !== 'boolean') return undefined;
+    for (const k of Object.keys(m)) if (!LISTING_FIELDS.has(k)) delete m[k];
     // an entry without it (rebuilt from the manifest after a kill lost it): not known, not the size
-    if (sizes.added_bytes === undefined) m.added_bytes = null;
+    if (m.added_bytes === undefined) m.added_bytes = null;
     m.bundle_path = `${location}#${name}`; // the parsed object is ours: no copy (a list may hold 10,000)
-    return m;
+    return m as unknown as ListingMeta;
   } catch {
     return undefined;
   }

@@ -12,12 +12,12 @@ import type { Manifest } from '../format/manifest.js';
 import { InvalidInputError, IoError, NotFoundError, SnapshotError } from '../model/errors.js';
 import {
   idHasPrefix,
-  isValidId,
   parseSnapshotId,
   parseSnapshotPrefix,
   validateAgentId,
   validateTenant,
 } from '../model/ids.js';
+import { wrongMetaField } from '../model/meta-check.js';
 import type { SnapshotMeta } from '../model/types.js';
 import { readRegularFileSync } from '../util/regular-file.js';
 import { writeFileAtomic } from './atomic.js';
@@ -165,13 +165,6 @@ export async function writeSidecar(meta: SnapshotMeta): Promise<void> {
  */
 const SIDECAR_MAX_BYTES = 64 * 1024;
 
-const HEX64 = /^[0-9a-f]{64}$/;
-const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
-/** A time in ms since the epoch that a Date can show (±8.64e15). */
-const isTime = (v: unknown): v is number => isCount(v) && v <= 8.64e15;
-const optional = (v: unknown, ok: (v: unknown) => boolean): boolean => v === undefined || ok(v);
-const isString = (v: unknown): v is string => typeof v === 'string';
-
 /**
  * What a sidecar says, read as the untrusted cache it is: `absent` (no file: nothing to say), `ok`
  * with the metadata when every listing field is there with its type and it describes this very file
@@ -204,35 +197,9 @@ function readSidecarSync(
   if (m.id !== file.id) return unusable(`it describes snapshot ${JSON.stringify(m.id)}`);
   if (m.bundle_size_bytes !== size) return unusable("its size is not the bundle's");
   if (m.encrypted !== file.encrypted) return unusable("its encryption is not the bundle's");
-  const sv = m.schema_versions as Record<string, unknown> | null | undefined;
-  const fields: Array<[string, boolean]> = [
-    ['agent_id', isString(m.agent_id) && isValidId(m.agent_id)],
-    ['tenant', isString(m.tenant) && isValidId(m.tenant)],
-    ['label', optional(m.label, isString)],
-    ['created_at_ms', isTime(m.created_at_ms)],
-    ['bundle_sha256', isString(m.bundle_sha256) && HEX64.test(m.bundle_sha256)],
-    ['git_oid', optional(m.git_oid, (v) => isString(v) && /^([0-9a-f]{40}|[0-9a-f]{64})$/.test(v))],
-    [
-      'schema_versions',
-      !!sv &&
-        typeof sv === 'object' &&
-        !Array.isArray(sv) &&
-        (['long_term', 'vector', 'concepts', 'compactions', 'manifest'] as const).every((k) =>
-          isCount(sv[k]),
-        ),
-    ],
-    ['redactions_applied', typeof m.redactions_applied === 'boolean'],
-    ['file_sha256', optional(m.file_sha256, (v) => isString(v) && HEX64.test(v))],
-    ['created_by', optional(m.created_by, isString)],
-    [
-      'bundle_format',
-      optional(m.bundle_format, (v) => isString(v) && /^nexo-memory-snapshot-v[1-3]$/.test(v)),
-    ],
-    ['signed_by', optional(m.signed_by, (v) => isString(v) && /^[0-9a-f]{16}$/.test(v))],
-  ];
-  const wrong = fields.find(([, ok]) => !ok);
-  if (wrong) return unusable(`its ${wrong[0]} is missing or of the wrong type`);
-  const schema = sv as Record<string, number>;
+  const wrong = wrongMetaField(m, /^nexo-memory-snapshot-v[1-3]$/);
+  if (wrong) return unusable(`its ${wrong} is missing or of the wrong type`);
+  const schema = m.schema_versions as Record<string, number>;
   // rebuilt field by field in the wire order, with the path where the file is now
   const str = (k: string) => (m[k] !== undefined ? { [k]: m[k] as string } : {});
   return {
