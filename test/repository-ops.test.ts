@@ -23,13 +23,17 @@ import {
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import { concurrentRounds, trialAgent } from '../scripts/trials/driver.js';
 import type { Backend, ObjectType } from '../src/backend/backend.js';
 import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { remoteFactories } from '../src/backend/open.js';
 import { LocalSnapshotter, type RetentionTickReport, RetentionWorker, WriteGate } from '../src/index.js';
+import { checkRepository } from '../src/repository/check.js';
 import { lockRepository } from '../src/repository/locks.js';
+import { Repository } from '../src/repository/repository.js';
+import { forgetSnapshot } from '../src/repository/snapshots.js';
 import { runBuiltCli } from './helpers/built-cli.js';
 import { type Agent, builtScript, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 
@@ -642,4 +646,72 @@ test('check and prune of an encrypted repository open it with --decrypt-identity
   r = await runCli(['prune', '--decrypt-identity', id, ...root], env);
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /^removed 0 pack\(s\), rewrote 0; 0 B freed of /m);
+});
+
+test('check beside a snapshot and forgets reports no damage: a snapshot published while check reads, a snapshot forgotten between its listing and its manifest (stop 62 review)', async (t) => {
+  const a = sampleAgent(
+    t,
+    'ana',
+    { files: 3, commits: 2, memories: 20, embeddings: 5, concepts: 5, compactions: 2 },
+    {
+      store: 'repository',
+    },
+  );
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) ids.push((await a.snapshotter.snapshot({ agentId: 'ana' })).id);
+  const [early, late] = [ids[0]!, ids[1]!];
+  const dir = join(a.stateRoot, 'repository');
+  const plain = await Repository.open(new LocalBackend(dir));
+  const fired: string[] = [];
+  const inner = new LocalBackend(dir);
+  // the backend check reads through, running each hook once as check reaches its call
+  const hooks: Array<{ op: 'list' | 'load'; type: ObjectType; name?: string; run: () => Promise<void> }> = [
+    {
+      op: 'list',
+      type: 'snapshots',
+      run: async () => {
+        // new data (a new table's rows): blobs no index file read before this moment holds
+        const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+        db.exec(
+          `CREATE TABLE extra (v TEXT); INSERT INTO extra VALUES ('${randomBytes(4096).toString('hex')}')`,
+        );
+        db.close();
+        ids.push((await a.snapshotter.snapshot({ agentId: 'ana' })).id);
+        await forgetSnapshot(plain, early); // forgotten between check's reads of the listing and the manifests
+      },
+    },
+    { op: 'load', type: 'snapshots', name: late, run: () => forgetSnapshot(plain, late) },
+  ];
+  const hooked = new Proxy(inner, {
+    get(target, key) {
+      const value = Reflect.get(target, key, target) as unknown;
+      if (key !== 'list' && key !== 'load') return typeof value === 'function' ? value.bind(target) : value;
+      return (...args: unknown[]) => {
+        const type = key === 'list' ? (args[0] as ObjectType) : (args[0] as { type: ObjectType }).type;
+        const name = key === 'list' ? undefined : (args[0] as { name: string }).name;
+        const i = hooks.findIndex(
+          (h) => h.op === key && h.type === type && (h.name === undefined || h.name === name),
+        );
+        const call = () => (value as (...a: unknown[]) => AsyncIterable<unknown>).apply(target, args);
+        if (i < 0) return call();
+        const [hook] = hooks.splice(i, 1);
+        return (async function* () {
+          await hook!.run();
+          fired.push(`${key} ${type}`);
+          yield* call();
+        })();
+      };
+    },
+  }) as Backend;
+  const report = await checkRepository(await Repository.open(hooked));
+  assert.deepEqual(fired, ['list snapshots', 'load snapshots'], 'both hooks ran inside check');
+  assert.deepEqual(report.problems, []);
+  assert.deepEqual(report.damaged_snapshots, []);
+  assert.equal(
+    report.snapshots,
+    2,
+    'the third and the new one: the first two were forgotten meanwhile',
+  );
+  // and a check after it all agrees
+  assert.deepEqual((await checkRepository(plain, { readData: true })).problems, []);
 });
