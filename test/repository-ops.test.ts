@@ -17,6 +17,7 @@ import {
   rmSync,
   statSync,
   truncateSync,
+  utimesSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -707,11 +708,51 @@ test('check beside a snapshot and forgets reports no damage: a snapshot publishe
   assert.deepEqual(fired, ['list snapshots', 'load snapshots'], 'both hooks ran inside check');
   assert.deepEqual(report.problems, []);
   assert.deepEqual(report.damaged_snapshots, []);
-  assert.equal(
-    report.snapshots,
-    2,
-    'the third and the new one: the first two were forgotten meanwhile',
-  );
+  assert.equal(report.snapshots, 2, 'the third and the new one: the first two were forgotten meanwhile');
   // and a check after it all agrees
   assert.deepEqual((await checkRepository(plain, { readData: true })).problems, []);
+});
+
+test('cat and find beside a forget and its prune: a snapshot deleted while cat waited for the lock is NOT_FOUND, never damage; find leaves it out (stop 62 review)', async (t) => {
+  const a = sampleAgent(
+    t,
+    'ana',
+    { files: 3, commits: 2, memories: 20, embeddings: 5, concepts: 5, compactions: 2 },
+    {
+      store: 'repository',
+      lockTimeoutMs: 60_000,
+    },
+  );
+  const dir = join(a.stateRoot, 'repository');
+  const backend = new LocalBackend(dir);
+  const outcome = (p: Promise<string>) =>
+    p.catch((err: Error & { code?: string }) => err.code ?? err.message);
+  // find first (it searches the snapshot kept), then cat (whose prune removes every pack)
+  for (const op of ['find', 'cat'] as const) {
+    const gone = (await a.snapshotter.snapshot({ agentId: 'ana' })).id;
+    await a.snapshotter.snapshot({ agentId: 'ana' });
+    // what the command reads before it takes the repository lock: find the listing, cat the manifest
+    const first = join(dir, op === 'cat' ? 'snapshots' : 'listing', gone);
+    utimesSync(first, new Date(0), statSync(first).mtime); // its next read sets its access time (relatime)
+    const held = await lockRepository(backend, true, 'prune', 0); // a prune's lock
+    const run = outcome(
+      op === 'cat'
+        ? a.snapshotter.cat('ana', undefined, gone, 'memdir/MEMORY.md').then(() => 'read')
+        : a.snapshotter
+            .find({ agentId: 'ana', text: 'a' })
+            .then((r) => `found in ${r.snapshots.map((s) => s.snapshot_id)}`),
+    );
+    for (const deadline = Date.now() + 60_000; statSync(first).atimeMs === 0; ) {
+      assert.ok(Date.now() < deadline, `${op} never read ${first}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await forgetSnapshot({ backend }, gone);
+    // the prune, under the lock the test holds: for cat, every pack
+    if (op === 'cat')
+      for (const p of readdirSync(join(dir, 'packs'))) rmSync(join(dir, 'packs', p), { recursive: true });
+    await held.release();
+    const got = await run;
+    if (op === 'cat') assert.equal(got, 'NOT_FOUND');
+    else assert.ok(got.startsWith('found in ') && !got.includes(gone), got);
+  }
 });

@@ -11,7 +11,13 @@ import { open } from 'node:fs/promises';
 import { loadIdentities } from '../crypto/age.js';
 import type { Manifest } from '../format/manifest.js';
 import { BundleReader } from '../format/reader.js';
-import { BundleDamagedError, missingIn, UnsafeBundleError } from '../model/errors.js';
+import {
+  BundleDamagedError,
+  missingIn,
+  NotFoundError,
+  ObjectNotFoundError,
+  UnsafeBundleError,
+} from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { loadContent, writeContent } from '../repository/content.js';
 import { bundleView, type RepoArtifact, type RepoManifest } from '../repository/manifest.js';
@@ -67,8 +73,19 @@ export async function withSnapshot<T>(
     if (!manifest) throw found.unreadable;
     const repo = await s.repository.open(false, [], opts.decryptIdentity);
     // the manifest as findSnapshot read it (a snapshot's manifest is written once); its data is read
-    // under the lock (prune waits), every chunk checked by its id
-    return s.repository.locked(repo, false, 'read', () => fn(repositorySource(repo, manifest)));
+    // under the lock (prune waits), every chunk checked by its id, once the manifest is seen still
+    // there under it: a forget and its prune between findSnapshot and the lock left chunks gone, read
+    // as damage (stop 62 review)
+    return s.repository.locked(repo, false, 'read', async () => {
+      await repo.backend.stat({ type: 'snapshots', name: manifest.snapshot_id }).catch((err: unknown) => {
+        if (!(err instanceof ObjectNotFoundError)) throw err;
+        throw new NotFoundError(
+          manifest.snapshot_id,
+          'deleted while this command waited for the repository lock',
+        );
+      });
+      return fn(repositorySource(repo, manifest));
+    });
   }
   const { file, reading } = await s.locateForReading(
     a,
