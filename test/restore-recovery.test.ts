@@ -683,3 +683,25 @@ test('gc after a killed restore reports the restore it rolled back or finished a
   assert.ok(line!.includes(`restore ${again} of agent ana (interrupted) rolled back`), line);
   await daemon.stop();
 });
+
+test('kill -9 of import after it stored the snapshot, then pin of that snapshot: the recovery runs first and forgets it (NOT_FOUND), never a pin that the next operation drops (stop 62 review)', async (t) => {
+  const { a, bundle } = await agentWithSnapshot(t);
+  const env = { NEXO_MEMORY_STORE_FORMAT: 'repository', NEXO_MEMORY_RESTORE_ALLOW: 'true' };
+  const record = a.snapshotter.layout.importRecordPath('default', 'carl');
+  let r = await runBuiltCli(['import', '--from', bundle, '--agent', 'carl', '--json', ...a.flags], {
+    env: { ...env, NEXO_MEMORY_FAULTS: 'import.stored=kill' },
+  });
+  assert.equal(r.stdout, '', r.stderr);
+  const stored = (JSON.parse(readFileSync(record, 'utf8')) as { snapshot_id: string }).snapshot_id;
+  r = await runCli(
+    ['pin', '--agent', 'carl', '--id', stored, '--note', 'keep', '--state-root', a.stateRoot],
+    {
+      env,
+    },
+  );
+  assert.equal(r.code, 5, r.stdout + r.stderr);
+  assert.match(r.stderr, new RegExp(`forgot snapshot ${stored}: an interrupted import`));
+  assert.equal(existsSync(record), false);
+  r = await runCli(['list', '--agent', 'carl', '--json', '--state-root', a.stateRoot], { env });
+  assert.deepEqual(JSON.parse(r.stdout), []);
+});

@@ -1316,7 +1316,7 @@ export class LocalSnapshotter implements MemorySnapshotter {
   /**
    * Pins a snapshot: retention never deletes it. Returns its metadata. Under the agent lock, as every
    * write into the snapshot directory (a sweep may otherwise see the pin's temporary file as a leftover,
-   * or delete the bundle being pinned).
+   * or delete the bundle being pinned), after the recovery of interrupted work (recoverInterrupted).
    */
   async pin(agentId: string, tenant: string | undefined, id: string, note?: string): Promise<SnapshotMeta> {
     const a = validateAgentId(agentId);
@@ -1324,6 +1324,9 @@ export class LocalSnapshotter implements MemorySnapshotter {
     note = validatePinNote(note); // list shows it: a label's rules
     const lock = await this.lockAgent(a, t, 'pin');
     try {
+      // an interrupted import's snapshot is forgotten by the recovery: first, so it is never pinned and
+      // then forgotten with its pin by the next operation (stop 62 review)
+      await this.recoverInterrupted(a, t);
       const found = await this.findSnapshot(a, t, id);
       if (found.repository) {
         // Under the agent's repository lock, and only while the snapshot is still listed (stop 47): a
