@@ -20,6 +20,9 @@ import { secretKeyFileText } from '../src/crypto/sign.js';
 import { trustPolicy } from '../src/format/signature.js';
 import { generateSigningKey } from '../src/index.js';
 import { lockRepository } from '../src/repository/locks.js';
+import { sealRepoManifest } from '../src/repository/manifest.js';
+import { Repository } from '../src/repository/repository.js';
+import { loadSnapshot, saveSnapshot } from '../src/repository/snapshots.js';
 import { createApiServer } from '../src/server/http.js';
 import { apiRoutes } from '../src/server/routes.js';
 import { OperationTracker } from '../src/server/tracker.js';
@@ -379,6 +382,60 @@ test('import into a repository store: restored as the new agent and kept as its 
   await assert.rejects(
     snapshotterOf(a, { store: 'bundles' }).storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' }),
     { code: 'INVALID_INPUT' },
+  );
+});
+
+test('import --store-only of a bundle whose id a planted manifest holds, with an origin copied from the bundle: not already_present; the bundle is stored under a new id (stop 62 review)', async (t) => {
+  const { a, bundle } = await bundled(t);
+  const s = snapshotterOf(a);
+  // another snapshot of the agent (other memory), then planted under the bundle's id with an origin
+  // naming the bundle: its id and seals are in the bundle's plaintext head, for anyone to copy
+  writeFileSync(join(a.memdir, 'MEMORY.md'), '# planted by whoever writes the repository\n');
+  const other = await s.snapshot({ agentId: 'ana' });
+  const repo = await Repository.open(new LocalBackend(join(a.stateRoot, 'repository')));
+  const { manifest } = await loadSnapshot(repo, other.id);
+  const head = JSON.parse((await readEntries(bundle.bundle_path))[0]!.data.toString('utf8')) as Record<
+    string,
+    unknown
+  >;
+  const {
+    manifest_seal: _s,
+    signature: _g,
+    bundle_sha256: _b,
+    manifest_version: _v,
+    bundle_format: _f,
+    ...draft
+  } = manifest as unknown as Record<string, unknown>;
+  Object.assign(draft, {
+    snapshot_id: bundle.id,
+    created_at_ms: bundle.created_at_ms,
+    origin: {
+      via: 'import',
+      bundle_format: head.bundle_format,
+      snapshot_id: head.snapshot_id,
+      agent_id: head.agent_id,
+      tenant: head.tenant,
+      created_at_ms: head.created_at_ms,
+      bundle_sha256: head.bundle_sha256,
+      manifest_seal: head.manifest_seal,
+    },
+  });
+  const planted = sealRepoManifest(draft as Parameters<typeof sealRepoManifest>[0]);
+  const { id: _id, ...meta } = (await s.list('ana')).find((m) => m.id === other.id)!;
+  await saveSnapshot(repo, planted.manifest, planted.json, {
+    ...meta,
+    id: bundle.id,
+    created_at_ms: bundle.created_at_ms,
+  });
+
+  const stored = await s.storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' });
+  assert.equal(stored.stored, 'new', 'the planted manifest records other content: not the bundle');
+  assert.notEqual(stored.snapshot.id, bundle.id);
+  const exported = await s.export('ana', 'default', stored.snapshot.id, `${tempDir(t)}/`, { redact: false });
+  assert.deepEqual(
+    await contentOf(exported.path),
+    await contentOf(bundle.bundle_path),
+    'what was stored is the bundle',
   );
 });
 

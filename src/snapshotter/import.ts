@@ -49,6 +49,7 @@ import {
   originOf,
   type StoreTarget,
   stageBundle,
+  storedDifference,
   storeStaged,
 } from './ingest.js';
 import type { LocalSnapshotter } from './local.js';
@@ -251,7 +252,9 @@ async function storeBundleLocked(
         });
         if (!found) return undefined;
         const e = found.manifest;
-        if (!fromBundle(e, m) || e.agent_id !== agentId || e.tenant !== tenant) return 'another' as const;
+        // the same bundle by its origin, and by what it records (an origin is copied by anyone)
+        if (!fromBundle(e, m) || storedDifference(e, m) !== undefined) return 'another' as const;
+        if (e.agent_id !== agentId || e.tenant !== tenant) return 'another' as const;
         return ensureListed(s, repo, e, lock);
       });
       if (existing === 'another') keepId = false;

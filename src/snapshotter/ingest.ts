@@ -390,13 +390,25 @@ export async function checkStored(
     new BundleDamagedError(`repository snapshot ${id} differs from its bundle: ${what}`);
   if (!fromBundle(stored, m)) throw differs('its origin names another bundle');
   if (stored.artifacts.some((a) => a.kind === GIT_HISTORY_KIND)) await applyRefs(gitDir, stored);
+  const difference = storedDifference(stored, m);
+  if (difference) throw differs(difference);
+  return stored;
+}
+
+/**
+ * How a stored manifest differs from the bundle manifest `m` it says it was stored from (its `origin`
+ * is the writer's word, copied from the bundle's plaintext head by anyone: stop 62 review), or
+ * undefined when it records the same artifacts (path, kind, size, SHA-256) but the history, and the
+ * same HEAD. Manifests only: that the data matches them is what verify checks.
+ */
+export function storedDifference(stored: RepoManifest, m: Manifest): string | undefined {
   const key = (a: { path_in_bundle: string; kind: string; size_bytes: number; sha256: string }) =>
     `${a.path_in_bundle}\0${a.kind}\0${a.size_bytes}\0${a.sha256}`;
   const want = m.artifacts.filter((a) => a.kind !== 'git_bundle').map(key);
   const have = new Set(stored.artifacts.filter((a) => a.kind !== GIT_HISTORY_KIND).map(key));
-  for (const k of want) if (!have.has(k)) throw differs(`${k.split('\0')[0]} is missing or different`);
-  if (have.size !== want.length) throw differs('it holds artifacts the bundle does not');
+  for (const k of want) if (!have.has(k)) return `${k.split('\0')[0]} is missing or different`;
+  if (have.size !== want.length) return 'it holds artifacts the bundle does not';
   if (m.git.repository !== undefined && stored.git.head_oid !== m.git.head_oid)
-    throw differs(`HEAD ${stored.git.head_oid} is not the bundle's ${m.git.head_oid}`);
-  return stored;
+    return `HEAD ${stored.git.head_oid} is not the bundle's ${m.git.head_oid}`;
+  return undefined;
 }

@@ -42,6 +42,7 @@ import {
   fromBundle,
   originOf,
   stageBundle,
+  storedDifference,
   storeStaged,
 } from './ingest.js';
 import { type LocalSnapshotter, READERS } from './local.js';
@@ -248,7 +249,12 @@ async function migrateOne(
     let storedAgain = false;
     if (existing) {
       const e = existing.manifest;
-      if (!fromBundle(e, m) || e.agent_id !== agent || e.tenant !== tenant)
+      if (
+        !fromBundle(e, m) ||
+        storedDifference(e, m) !== undefined ||
+        e.agent_id !== agent ||
+        e.tenant !== tenant
+      )
         throw new AlreadyExistsError(
           `repository snapshot ${file.id}`,
           `another snapshot than this bundle's; the bundle is kept: \`nexo-memory import --store-only ` +
