@@ -1300,6 +1300,68 @@ test('http: a client that leaves while a download is being prepared: the stream 
   await tracker.close(); // the request is over (before the review's fix it never was)
 });
 
+test('http: at most maxConnections connections at once; one more is closed as it arrives and logged, and served again once one closes (stop 62)', async (t) => {
+  const lines: string[] = [];
+  const tracker = new OperationTracker();
+  const server = createApiServer({
+    routes: [
+      {
+        method: 'GET',
+        path: '/ping',
+        auth: 'open',
+        handle: async () => ({ json: { ok: true } }),
+      },
+    ],
+    tracker,
+    maxConnections: 3,
+    log: (line) => lines.push(line),
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  const open = async () => {
+    const socket = connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    await new Promise<void>((r) => socket.once('connect', () => r()));
+    return socket;
+  };
+  /** One request on a connection of its own: its status line, or how the connection ended. */
+  const ask = async (): Promise<string> => {
+    const socket = await open();
+    socket.write('GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    let got = '';
+    socket.on('data', (c: Buffer) => (got += c.toString('latin1')));
+    await new Promise<void>((r) => socket.once('close', () => r()));
+    return got.split('\r\n')[0] || 'closed without an answer';
+  };
+  const idle = [await open(), await open(), await open()];
+  t.after(() => {
+    for (const s of idle) s.destroy();
+  });
+  // the server counts a connection once it has accepted it
+  for (const deadline = Date.now() + 10_000; ; ) {
+    const n = await new Promise<number>((r) => server.getConnections((_e, c) => r(c)));
+    if (n === 3) break;
+    assert.ok(Date.now() < deadline, `${n} connections`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(await ask(), 'closed without an answer');
+  assert.equal(await ask(), 'closed without an answer');
+  assert.deepEqual(lines, [
+    '(connection closed) 1 connection over the limit of 3 at once (NEXO_MEMORY_SERVE_MAX_CONNECTIONS)',
+  ]);
+  idle[0]!.destroy();
+  for (const deadline = Date.now() + 10_000; ; ) {
+    const n = await new Promise<number>((r) => server.getConnections((_e, c) => r(c)));
+    if (n === 2) break;
+    assert.ok(Date.now() < deadline, `${n} connections`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(await ask(), 'HTTP/1.1 200 OK');
+  for (const s of idle) s.destroy();
+  await tracker.close();
+});
+
 test('http: HEAD is GET without a body; the log shows no query value; a refusal while shutting down has the security headers', async (t) => {
   const lines: string[] = [];
   const tracker = new OperationTracker();

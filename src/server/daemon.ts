@@ -13,11 +13,12 @@ import { recoveredRestoreLine } from '../model/restore-note.js';
 import { operationsOfOthers, storeAgentPairs } from '../snapshotter/fleet.js';
 import { type GcOptions, RetentionWorker } from '../snapshotter/gc.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
+import { envInteger } from '../util/env-number.js';
 import { startProgramHost } from '../util/program-host.js';
 import { ActivityBoard } from './activity.js';
 import { ClientErrors } from './client-errors.js';
 import { loadConsoleAssets } from './console-assets.js';
-import { createApiServer, isLoopback } from './http.js';
+import { createApiServer, DEFAULT_MAX_CONNECTIONS, isLoopback } from './http.js';
 
 export { isLoopback };
 
@@ -153,6 +154,7 @@ export class Daemon {
       : undefined;
     this.server = createApiServer({
       loopbackHostsOnly: isLoopback(this.listen.host),
+      maxConnections: envInteger('NEXO_MEMORY_SERVE_MAX_CONNECTIONS', DEFAULT_MAX_CONNECTIONS),
       routes: apiRoutes({
         snapshotter: s,
         tracker: this.tracker,

@@ -109,7 +109,19 @@ export interface ApiServerOptions {
    * re-points at 127.0.0.1 (DNS rebinding) reads nothing, whatever the tokens.
    */
   loopbackHostsOnly?: boolean;
+  /**
+   * Connections served at once (default DEFAULT_MAX_CONNECTIONS; 0: no limit). One more is closed as
+   * it arrives (Node's `maxConnections`), so a local flood of idle sockets cannot use up the file
+   * descriptors that snapshots and restores need (stop 62).
+   */
+  maxConnections?: number;
 }
+
+/** The daemon's default limit of connections at once (NEXO_MEMORY_SERVE_MAX_CONNECTIONS overrides). */
+export const DEFAULT_MAX_CONNECTIONS = 256;
+
+/** How often a run of connections closed over the limit is logged (the first at once). */
+const DROP_LOG_MS = 10_000;
 
 /**
  * Why a request to the API is one a browser sent from another site, or undefined: `Sec-Fetch-Site`
@@ -638,6 +650,21 @@ export function createApiServer(opts: ApiServerOptions): Server {
     },
   );
   server.on('clientError', (err, socket) => refuseUnparsed(err, socket, errors, requestTimeoutMs, opts.log));
+  const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  if (maxConnections > 0) {
+    server.maxConnections = maxConnections;
+    let closed = 0;
+    let loggedAt = Number.NEGATIVE_INFINITY;
+    server.on('drop', () => {
+      closed++;
+      if (performance.now() - loggedAt < DROP_LOG_MS) return;
+      opts.log?.(
+        `(connection closed) ${closed} connection${closed === 1 ? '' : 's'} over the limit of ${maxConnections} at once (NEXO_MEMORY_SERVE_MAX_CONNECTIONS)`,
+      );
+      closed = 0;
+      loggedAt = performance.now();
+    });
+  }
   return server;
 }
 
