@@ -11,6 +11,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -20,6 +21,7 @@ import {
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { type Backend, type Handle, readAll } from '../src/backend/backend.js';
+import { CachedBackend } from '../src/backend/cache.js';
 import { type FaultRule, FaultyBackend } from '../src/backend/faulty.js';
 import { LocalBackend } from '../src/backend/local.js';
 import { MemoryBackend } from '../src/backend/memory.js';
@@ -275,6 +277,116 @@ test('local: a symlink planted inside the root is never followed by a save', asy
   symlinkSync(target, join(root, 'index', hexName('linked 2')));
   await b.remove({ type: 'index', name: hexName('linked 2') });
   assert.equal(readFileSync(target, 'utf8'), 'precious');
+});
+
+test('local: a directory of the root swapped for a symlink after a first use is refused by the same backend on every later operation; nothing is written, read or removed where it points', async (t) => {
+  // One LocalBackend across the swap, as the daemon or a library user's LocalSnapshotter holds one: it
+  // once remembered each directory it had checked, and followed the symlink from then on.
+  const { base, root, b } = localRepo(t);
+  const pack = { type: 'packs', name: hexName('a pack') } as const;
+  const cases: Array<{ dir: string; h: Handle; other: Handle }> = [
+    {
+      dir: 'listing',
+      h: { type: 'listing', name: randomUUID() },
+      other: { type: 'listing', name: randomUUID() },
+    },
+    {
+      dir: 'snapshots',
+      h: { type: 'snapshots', name: randomUUID() },
+      other: { type: 'snapshots', name: randomUUID() },
+    },
+    {
+      dir: 'index',
+      h: { type: 'index', name: hexName('an index') },
+      other: { type: 'index', name: hexName('other') },
+    },
+    { dir: 'packs', h: pack, other: { type: 'packs', name: hexName('other pack') } },
+    // the prefix directory of a pack
+    {
+      dir: join('packs', pack.name.slice(0, 2)),
+      h: pack,
+      other: { type: 'packs', name: `${pack.name.slice(0, 2)}${'e'.repeat(62)}` },
+    },
+  ];
+  for (const { dir, h, other } of cases) {
+    await b.save(h, Buffer.from('first'));
+    // every operation once, so that each directory has been checked by this backend
+    assert.equal((await collect(b.load(h))).toString(), 'first');
+    assert.equal((await b.stat(h)).size, 5);
+    assert.ok((await listAll(b, h.type)).has(h.name));
+    await b.sweepLeftovers(0);
+    await b.remove(other);
+    // the real directory moved outside the root (with the object in it, so a removal would show),
+    // a symlink to it in its place
+    const outside = join(base, `${dir.replaceAll('/', '-')}-outside`);
+    const tmpOld = join(root, dir, '.tmp-0123456789abcdef');
+    writeFileSync(tmpOld, 'a leftover');
+    utimesSync(tmpOld, 0, 0);
+    rmSync(outside, { recursive: true, force: true });
+    renameSync(join(root, dir), outside);
+    symlinkSync(outside, join(root, dir));
+    const before = filesUnder(outside);
+    const unsafe = (err: unknown) =>
+      code('UNSAFE_OBJECT', 2)(err) && (err as Error).message.includes(`${join(root, dir)} is a symlink`);
+    await assert.rejects(b.save(other, Buffer.from('second')), unsafe, `${dir}: save`);
+    await assert.rejects(
+      b.save(other, Buffer.from('second'), { ifAbsent: true }),
+      unsafe,
+      `${dir}: save ifAbsent`,
+    );
+    await assert.rejects(b.save(h, Buffer.from('replaced')), unsafe, `${dir}: save over`);
+    await assert.rejects(collect(b.load(h)), unsafe, `${dir}: load`);
+    await assert.rejects(b.readInto(h, 0, Buffer.alloc(5)), unsafe, `${dir}: readInto`);
+    await assert.rejects(b.stat(h), unsafe, `${dir}: stat`);
+    await assert.rejects(listAll(b, h.type), unsafe, `${dir}: list`);
+    await assert.rejects(b.remove(h), unsafe, `${dir}: remove`);
+    // a sweep refuses a symlinked type directory, and passes a symlinked prefix by (as it always did)
+    if (dir.includes('/')) assert.deepEqual(await b.sweepLeftovers(0), { removed: 0, bytes: 0 });
+    else await assert.rejects(b.sweepLeftovers(0), unsafe, `${dir}: sweep`);
+    assert.deepEqual(filesUnder(outside), before, `${dir}: nothing written or removed outside`);
+    const moved = join(outside, dir === 'packs' ? join(pack.name.slice(0, 2), h.name) : h.name);
+    assert.equal(readFileSync(moved, 'utf8'), 'first', `${dir}: the object where the link points is intact`);
+    // put back: the same backend works again
+    rmSync(join(root, dir));
+    renameSync(outside, join(root, dir));
+    assert.equal((await collect(b.load(h))).toString(), 'first', dir);
+    await b.remove(h);
+  }
+});
+
+test('the cache of a remote store: a type directory of it swapped for a symlink is neither written through nor emptied by a list', async (t) => {
+  const base = tempDir(t, 'nexo-backend-');
+  const cacheDir = join(base, 'cache');
+  const inner = new MemoryBackend();
+  const cached = new CachedBackend(inner, cacheDir);
+  const index = async (text: string): Promise<Handle> => {
+    const bytes = Buffer.from(text);
+    const h = { type: 'index', name: createHash('sha256').update(bytes).digest('hex') } as const;
+    await inner.save(h, bytes);
+    return h;
+  };
+  const one = await index('one');
+  assert.equal((await readAll(cached, one, { maxBytes: 100 })).toString(), 'one');
+  assert.ok(existsSync(join(cacheDir, 'index', one.name)), 'kept in the cache');
+  // the cache's index directory moved away, a symlink to another directory (with files of its own,
+  // one of them of an index object's name the store does not have) in its place
+  const outside = join(base, 'outside');
+  mkdirSync(outside);
+  writeFileSync(join(outside, 'precious'), 'precious');
+  writeFileSync(join(outside, hexName('not in the store')), 'also precious');
+  rmSync(join(cacheDir, 'index'), { recursive: true });
+  symlinkSync(outside, join(cacheDir, 'index'));
+  const before = filesUnder(outside);
+  const two = await index('two');
+  assert.equal((await readAll(cached, two, { maxBytes: 100 })).toString(), 'two');
+  assert.deepEqual([...(await listAll(cached, 'index')).keys()].sort(), [one.name, two.name].sort());
+  assert.deepEqual(filesUnder(outside), before, 'nothing written into it, nothing removed from it');
+  // a real directory again: emptied of what the store no longer has, as before (only object names)
+  rmSync(join(cacheDir, 'index'));
+  mkdirSync(join(cacheDir, 'index'));
+  writeFileSync(join(cacheDir, 'index', hexName('gone')), 'x');
+  await listAll(cached, 'index');
+  assert.deepEqual(readdirSync(join(cacheDir, 'index')), []);
 });
 
 test('a range with objectMax: an object larger is ObjectTooLargeError (with its size) as the load starts, nothing yielded; local and memory', async (t) => {

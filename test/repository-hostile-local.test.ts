@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import {
+  lstatSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -365,6 +366,67 @@ test('a symlinked listing entry, index file, manifest or pin is refused (UNSAFE_
   const r = await cli(['check', '--read-data']);
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.equal((JSON.parse((await cli(['list', '--agent', 'ana', '--json'])).stdout) as unknown[]).length, 2);
+});
+
+/** Every file under `dir` with its size, sorted (a directory that is not there: none). */
+function treeOf(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir, { recursive: true }) as string[];
+  } catch {
+    return [];
+  }
+  return names
+    .filter((n) => !lstatSync(join(dir, n)).isDirectory())
+    .map((n) => `${n}:${lstatSync(join(dir, n)).size}`)
+    .sort();
+}
+
+test('a repository directory swapped for a symlink after the first snapshot is refused (UNSAFE_OBJECT, exit 2) by the same LocalSnapshotter: its next snapshot, delete, prune and gc write nothing into and remove nothing from where it points', async (t) => {
+  // One snapshotter across the swap (the daemon's, a library user's): before, its backend remembered the
+  // directories it had checked and followed the symlink from then on (a hostile review's repro: the next
+  // snapshot wrote its listing entry into the directory the link pointed to).
+  for (const dir of ['listing', 'packs', 'index', 'snapshots']) {
+    const a = sampleAgent(t, 'ana', SMALL, { store: 'repository' });
+    const s = a.snapshotter;
+    const repo = join(a.stateRoot, 'repository');
+    const first = await s.snapshot({ agentId: 'ana' });
+    writeFileSync(join(a.memdir, 'topics', 'alt.md'), 'version 2\n');
+    await s.snapshot({ agentId: 'ana' });
+    await s.prune(); // every type listed and its directories checked once, by this snapshotter
+    // the real directory moved outside the repository (its objects with it: a removal there would show),
+    // a symlink to it in its place
+    const outside = `${a.root}/${dir}-outside`;
+    renameSync(join(repo, dir), outside);
+    symlinkSync(outside, join(repo, dir));
+    const before = treeOf(outside);
+    assert.ok(before.length > 0, dir);
+    const unsafe = (err: SnapshotError) => {
+      assert.equal(err.code, 'UNSAFE_OBJECT', `${dir}: ${err.message}`);
+      assert.equal(err.exitCode, 2);
+      assert.match(err.message, new RegExp(`${join(repo, dir)} is a symlink`));
+      return true;
+    };
+    // new content, so the snapshot has new packs and an index file to write too
+    writeFileSync(join(a.memdir, 'topics', 'swap.md'), `${randomUUID()}\n`.repeat(200));
+    await assert.rejects(s.snapshot({ agentId: 'ana' }), unsafe, `${dir}: snapshot`);
+    assert.deepEqual(treeOf(outside), before, `${dir}: the snapshot wrote nothing where the link points`);
+    // a delete forgets a listing entry and a manifest, after reading the index (it reads no pack)
+    if (dir !== 'packs') await assert.rejects(s.delete('ana', undefined, first.id), unsafe, `${dir}: delete`);
+    else await s.delete('ana', undefined, first.id);
+    await assert.rejects(s.prune(), unsafe, `${dir}: prune`);
+    const gc = await s.gc({ agentId: 'ana', policy: { keepCount: 0, anchorKeepCount: 0 } }).then(
+      (report) => JSON.stringify(report),
+      (err: SnapshotError) => `${err.code}: ${err.message}`,
+    );
+    assert.match(gc, /UNSAFE_OBJECT|unsafe storage/, `${dir}: gc`);
+    assert.deepEqual(treeOf(outside), before, `${dir}: nothing written into or removed from where it points`);
+    // put back, the same snapshotter works again
+    rmSync(join(repo, dir));
+    renameSync(outside, join(repo, dir));
+    const second = await s.snapshot({ agentId: 'ana' });
+    assert.notEqual(second.id, first.id);
+  }
 });
 
 test('a pack larger than any pack may be (the real pack extended to 5 GB) is damage wherever it is read: verify, restore, diff, export, a header read', async (t) => {

@@ -19,10 +19,12 @@
 // verify) is forgotten, so the next read goes to the store. Deleting the cache loses nothing. A config
 // answered from the cache is checked against the store's before the process's first write (the ids
 // must match), and when a reader finds a manifest of another repository (confirmRepository): a
-// repository replaced behind the cache is STORE_REPLACED and the cache is dropped.
+// repository replaced behind the cache is STORE_REPLACED and the cache is dropped. Nothing is written or
+// removed through a cache directory (its own, a type's) that is a symlink: each write and each emptying by
+// a list lstat-s them first (realDirs), and a list removes only names of its type's objects.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ObjectNotFoundError, ObjectTooLargeError, StoreUnavailableError } from '../model/errors.js';
 import {
@@ -102,6 +104,11 @@ function configId(bytes: Buffer): string | undefined {
   }
 }
 
+/** Whether `dir` is a directory and not a symlink (lstat); false when absent or unreadable. */
+async function isRealDir(dir: string): Promise<boolean> {
+  return (await lstat(dir).catch(() => undefined))?.isDirectory() ?? false;
+}
+
 export class CachedBackend implements Backend {
   /** Entries found corrupt and fetched again (for tests and diagnostics). */
   refetched = 0;
@@ -127,6 +134,16 @@ export class CachedBackend implements Backend {
 
   get packing(): Packing | undefined {
     return this.inner.packing;
+  }
+
+  /**
+   * Whether this cache's directory and `dir` (it or one of its type directories) are real directories,
+   * lstat-ed now: a write or a removal goes through neither when one is a symlink (what it points to is
+   * not the cache's). A few lstat calls per cache write; the window between them and the write remains
+   * (Node has no openat), as in the local backend.
+   */
+  private async realDirs(dir: string): Promise<boolean> {
+    return (await isRealDir(this.dir)) && (dir === this.dir || (await isRealDir(dir)));
   }
 
   private pathOf(h: Handle): string {
@@ -415,6 +432,7 @@ export class CachedBackend implements Backend {
     const tmp = join(this.dir, `.tmp-${randomBytes(8).toString('hex')}`);
     try {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      if (!(await this.realDirs(this.dir))) return false;
       await writeFile(tmp, Buffer.concat(parts), { mode: 0o600, flag: 'wx' });
       await rename(tmp, join(this.dir, LISTING_FILE));
       return !this.dropped;
@@ -456,15 +474,18 @@ export class CachedBackend implements Backend {
       yield info;
     }
     if (!CACHED_TYPES.has(type)) return;
+    // Only in a real directory of the cache (a symlink there is not followed: what it points to is not the
+    // cache's to empty), and only names of the type's objects.
+    const typeDir = join(this.dir, type);
+    if (!(await this.realDirs(typeDir))) return;
     let names: string[];
     try {
-      names = await readdir(join(this.dir, type));
+      names = await readdir(typeDir);
     } catch {
       return;
     }
     for (const n of names)
-      if (!seen.has(n) && !n.startsWith('.tmp-'))
-        await rm(join(this.dir, type, n), { force: true }).catch(() => {});
+      if (!seen.has(n) && isValidName(type, n)) await rm(join(typeDir, n), { force: true }).catch(() => {});
   }
 
   /**
@@ -523,6 +544,7 @@ export class CachedBackend implements Backend {
     const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
     try {
       await mkdir(dir, { recursive: true, mode: 0o700 });
+      if (!(await this.realDirs(dir))) return;
       await writeFile(tmp, Buffer.concat([sum, content]), { mode: 0o600, flag: 'wx' });
       await rename(tmp, file);
     } catch {

@@ -7,7 +7,18 @@
 // (UnsafeObjectError) by a list, never skipped: a pack skipped is one prune takes for gone, an index
 // file skipped makes its packs unindexed, a listing entry or manifest skipped hides a snapshot, a pin
 // skipped unpins it (stop 44, 45). A symlink or other non-regular entry inside the root is never
-// followed: UnsafeObjectError.
+// followed: UnsafeObjectError. That holds for every operation, not only a process's first: the directories
+// between the root and an object (its type's, a pack's prefix) are lstat-ed again by each save (before its
+// temporary file is created and again just before it is published), load, stat, list, sweep and remove,
+// never remembered: a directory swapped for a symlink after a first use (a long-lived daemon, a library
+// user's LocalSnapshotter) is refused by the next operation, not followed (nothing is written into, read
+// from or removed from where it points). A few lstat calls per object operation; nothing else changes.
+// What remains is the window between that lstat and the call that uses the path (open, rename, link,
+// unlink, readdir): Node has no openat/renameat/unlinkat/fdopendir, so a directory cannot be held by a
+// descriptor across them (opening it O_DIRECTORY | O_NOFOLLOW and comparing its dev/ino would not help:
+// the rename still resolves the path), and a swap inside that window is followed. The root itself (and
+// what leads to it) is not checked: it is where the user or the config put the repository, and a symlink
+// to another disk is a legitimate root.
 
 import { constants } from 'node:fs';
 import { type FileHandle, link, lstat, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
@@ -60,8 +71,12 @@ async function io<T>(what: string, step: () => Promise<T>): Promise<T> {
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+/** Makes `dir`'s entries durable; `noFollow`: a directory inside the root, refused (ELOOP) when a symlink. */
+async function fsyncDir(dir: string, noFollow: boolean): Promise<void> {
+  const fh = await open(
+    dir,
+    constants.O_RDONLY | constants.O_DIRECTORY | (noFollow ? constants.O_NOFOLLOW : 0),
+  );
   try {
     await fh.sync();
   } finally {
@@ -82,8 +97,6 @@ export class LocalBackend implements Backend {
   readonly streamedSaves = true;
   readonly location: string;
   private readonly root: string;
-  /** Directories already checked to be real directories (not symlinks) under the root. */
-  private readonly checked = new Set<string>();
 
   constructor(root: string) {
     this.root = resolve(root);
@@ -101,9 +114,11 @@ export class LocalBackend implements Backend {
     return out;
   }
 
-  /** Checks that `dir` (inside the root) is a real directory; false when it does not exist. */
+  /**
+   * Checks that `dir` (inside the root) is a real directory, by an lstat of it now (never remembered: a
+   * directory checked once can be swapped for a symlink afterwards); false when it does not exist.
+   */
   private async isRealDir(dir: string): Promise<boolean> {
-    if (this.checked.has(dir)) return true;
     let st: Awaited<ReturnType<typeof lstat>>;
     try {
       st = await lstat(dir);
@@ -115,11 +130,14 @@ export class LocalBackend implements Backend {
       throw new UnsafeObjectError(
         `${dir} is a ${st.isSymbolicLink() ? 'symlink' : 'non-directory'}, not a directory of ${this.location}`,
       );
-    this.checked.add(dir);
     return true;
   }
 
-  /** Whether every directory from the root to `dir` exists as a real directory (never creates). */
+  /**
+   * Whether every directory from the root to `dir` exists as a real directory (never creates); one that is
+   * a symlink or not a directory is UnsafeObjectError. Called by every operation just before it uses a
+   * path through `dir` (the residual window: the module's header).
+   */
   private async dirExists(dir: string): Promise<boolean> {
     for (const d of this.chain(dir)) if (!(await this.isRealDir(d))) return false;
     return true;
@@ -127,13 +145,13 @@ export class LocalBackend implements Backend {
 
   /** Creates the directories from the root to `dir` as needed, each made durable in its parent. */
   private async ensureDir(dir: string): Promise<void> {
-    if (this.checked.has(dir)) return;
+    if (await this.dirExists(dir)) return;
     await io(`create ${this.root}`, () => mkdir(this.root, { recursive: true, mode: 0o700 }));
     for (const d of this.chain(dir)) {
       if (await this.isRealDir(d)) continue;
       try {
         await mkdir(d, { mode: 0o700 });
-        await fsyncDir(dirname(d));
+        await fsyncDir(dirname(d), dirname(d) !== this.root);
       } catch (err) {
         if (errnoOf(err) !== 'EEXIST') throw new IoError(`create ${d}`, err);
       }
@@ -159,6 +177,8 @@ export class LocalBackend implements Backend {
       await io(what, () => fh.sync());
       open_ = false;
       await io(what, () => fh.close());
+      // Checked again just before the rename or link: the write may have taken long (a streamed pack).
+      if (!(await this.dirExists(dir))) throw new IoError(`${what}: ${dir} vanished`);
       if (opts?.ifAbsent) {
         try {
           await link(tmp, final);
@@ -172,7 +192,7 @@ export class LocalBackend implements Backend {
         await io(what, () => rename(tmp, final));
         published = true;
       }
-      await io(what, () => fsyncDir(dir));
+      await io(what, () => fsyncDir(dir, true));
     } finally {
       if (open_) await fh.close().catch(() => {});
       if (!published) await unlink(tmp).catch(() => {});
@@ -274,7 +294,8 @@ export class LocalBackend implements Backend {
         throw new UnsafeObjectError(
           `${join(dir, p.name)} is a ${p.isSymbolicLink() ? 'symlink' : 'non-directory'}, not a directory of ${this.location}`,
         );
-      yield* this.listDir(type, join(dir, p.name), p.name);
+      // lstat-ed again: readdir's type of it is as old as the listing of `packs`
+      if (await this.dirExists(join(dir, p.name))) yield* this.listDir(type, join(dir, p.name), p.name);
     }
   }
 
@@ -295,7 +316,10 @@ export class LocalBackend implements Backend {
       try {
         size = (await lstat(join(dir, e.name))).size;
       } catch (err) {
-        if (errnoOf(err) === 'ENOENT') continue; // removed since readdir
+        // removed since readdir; unless `dir` itself was swapped for a symlink meanwhile (UnsafeObjectError):
+        // a swap must not make the objects listed so far vanish from the list
+        if (errnoOf(err) === 'ENOENT' && (await this.dirExists(dir))) continue;
+        if (errnoOf(err) === 'ENOENT') return;
         throw new IoError(`list ${dir}`, err);
       }
       yield { name: e.name, size };
@@ -318,6 +342,7 @@ export class LocalBackend implements Backend {
         const file = join(dir, e.name);
         const st = await lstat(file).catch(() => undefined);
         if (!st?.isFile() || now - st.mtimeMs < olderThanMs) continue;
+        if (!(await this.dirExists(dir))) return;
         try {
           await unlink(file);
         } catch (err) {
@@ -350,7 +375,7 @@ export class LocalBackend implements Backend {
       if (errnoOf(err) === 'ENOENT') return;
       throw new IoError(what, err);
     }
-    await io(what, () => fsyncDir(dir));
+    await io(what, () => fsyncDir(dir, true));
   }
 
   async close(): Promise<void> {}
