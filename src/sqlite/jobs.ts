@@ -2,11 +2,14 @@
 // database (`VACUUM INTO`, one statement, never the stepwise backup that livelocks under a writer) and
 // `PRAGMA integrity_check`. Both are synchronous (better-sqlite3 blocks): they run
 // on a SQLite worker thread (thread-main.ts) for large databases and on the calling thread for small
-// ones (worker.ts decides).
+// ones (worker.ts decides). The check is of the database's structure: CHECK constraints are the
+// writer's to enforce and are not evaluated; a schema with anything else the check would evaluate per
+// row (per-row.ts) is checked in a process under a fuse instead (check-fuse.ts, check-main.ts).
 
 import Database from 'better-sqlite3';
 import { checkStillLive } from './live-files.js';
 import { openLiveDatabase } from './open-live.js';
+import { perRowExpression } from './per-row.js';
 
 export interface CopyResult {
   journal_mode: string;
@@ -62,16 +65,48 @@ export function copyDatabase(
   return { journal_mode, page_size };
 }
 
-/** What `PRAGMA integrity_check(maxErrors)` reports: `['ok']`, or the problems found. */
-export function integrityCheck(path: string, maxErrors: number): string[] {
+/**
+ * What an integrity check here answers: what `PRAGMA integrity_check` reported (`['ok']`, or the problems
+ * found), or, without running it, what of the schema it would evaluate per row (`perRow`, per-row.ts):
+ * such a database is checked in a process under a fuse (check-fuse.ts).
+ */
+export type IntegrityAnswer = { result: string[] } | { perRow: string };
+
+/**
+ * The database at `path` opened for an integrity check: SQLite's small page cache, and CHECK constraints
+ * ignored (`ignore_check_constraints`, which integrity_check honours: SQLITE_IgnoreChecks), since an
+ * attacker's CHECK can take any time per row, and enforcing them is the writer's job.
+ */
+export function openForCheck(path: string): Database.Database {
   const db = new Database(path, { fileMustExist: true });
   try {
     db.pragma(`cache_size = ${CACHE_KIB}`);
-    return db
-      .prepare(`PRAGMA integrity_check(${Math.trunc(maxErrors)})`)
-      .pluck()
-      .all()
-      .map(String);
+    db.pragma('ignore_check_constraints = ON');
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return db;
+}
+
+/** What `PRAGMA integrity_check(maxErrors)` reports on `db` (openForCheck): `['ok']`, or the problems. */
+export function runIntegrityCheck(db: Database.Database, maxErrors: number): string[] {
+  return db
+    .prepare(`PRAGMA integrity_check(${Math.trunc(maxErrors)})`)
+    .pluck()
+    .all()
+    .map(String);
+}
+
+/**
+ * `PRAGMA integrity_check(maxErrors)` of the database at `path`, unless its schema has something the
+ * check would evaluate per row (IntegrityAnswer).
+ */
+export function integrityCheck(path: string, maxErrors: number): IntegrityAnswer {
+  const db = openForCheck(path);
+  try {
+    const perRow = perRowExpression(db);
+    return perRow !== undefined ? { perRow } : { result: runIntegrityCheck(db, maxErrors) };
   } finally {
     db.close();
   }

@@ -10,13 +10,20 @@ import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { sqlitePath } from '../format/constants.js';
-import { IoError, NativeModuleError, nativeModuleError, SqliteError } from '../model/errors.js';
+import {
+  IoError,
+  NativeModuleError,
+  nativeModuleError,
+  SnapshotError,
+  SqliteError,
+} from '../model/errors.js';
 import { DB_NAMES } from '../model/types.js';
 import { envInteger } from '../util/env-number.js';
 import { sha256File } from '../util/hash.js';
 import { type PackageModule, startModuleWorker } from '../util/module-worker.js';
 import { WorkerRpc } from '../util/worker-rpc.js';
-import type { CopyResult } from './jobs.js';
+import { checkUnderFuse } from './check-fuse.js';
+import type { CopyResult, IntegrityAnswer } from './jobs.js';
 import type { ThreadJob } from './thread-main.js';
 
 export type { CopyResult } from './jobs.js';
@@ -48,7 +55,11 @@ export interface SqliteJobs {
    * given before it.
    */
   call<T>(module: PackageModule, fn: string, ...args: unknown[]): Promise<T>;
-  /** `ok`, or the problems PRAGMA integrity_check reported (at most `maxErrors`). */
+  /**
+   * `ok`, or the problems PRAGMA integrity_check reported (at most `maxErrors`); CHECK constraints are not
+   * evaluated, and a schema with something else the check evaluates per row is checked in a process
+   * under a fuse (check-fuse.ts), whose tripping is a problem.
+   */
   integrityCheck(path: string, maxErrors?: number): Promise<string>;
   close(): Promise<void>;
 }
@@ -133,6 +144,21 @@ const notADatabase = (err: unknown, path: string): string => {
   return `not a valid database: ${(err as Error).message}`;
 };
 
+/**
+ * The integrity check of `path`, whose answer on the runner was `answer`: its result, or the check in a
+ * process under a fuse (check-fuse.ts) when the schema has something it evaluates per row. That
+ * process's failure to run is thrown as it is (IoError, SqliteError: never the database's damage).
+ */
+async function integrityOf(answer: IntegrityAnswer, path: string, maxErrors: number): Promise<string> {
+  if ('result' in answer) return integrityResult(answer.result);
+  try {
+    return integrityResult(await checkUnderFuse(path, maxErrors, answer.perRow));
+  } catch (err) {
+    if (err instanceof SnapshotError) throw err;
+    return notADatabase(err, path);
+  }
+}
+
 /** One worker thread serving SQLite jobs in order, started at once. Call close() when done. */
 export class SqliteWorker implements SqliteJobs {
   readonly threaded = true;
@@ -162,11 +188,13 @@ export class SqliteWorker implements SqliteJobs {
   }
 
   async integrityCheck(path: string, maxErrors = 10): Promise<string> {
+    let answer: IntegrityAnswer;
     try {
-      return integrityResult(await this.run<string[]>({ kind: 'integrity', path, maxErrors }));
+      answer = await this.run<IntegrityAnswer>({ kind: 'integrity', path, maxErrors });
     } catch (err) {
       return notADatabase(err, path);
     }
+    return integrityOf(answer, path, maxErrors);
   }
 
   close(): Promise<void> {
@@ -224,12 +252,14 @@ export class SqliteHere implements SqliteJobs {
 
   integrityCheck(path: string, maxErrors = 10): Promise<string> {
     return this.inOrder(async () => {
+      let answer: IntegrityAnswer;
       try {
         const jobs = await import('./jobs.js');
-        return integrityResult(jobs.integrityCheck(path, maxErrors));
+        answer = jobs.integrityCheck(path, maxErrors);
       } catch (err) {
         return notADatabase(nativeModuleError(err) ?? err, path);
       }
+      return integrityOf(answer, path, maxErrors);
     });
   }
 
