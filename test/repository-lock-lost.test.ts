@@ -9,8 +9,11 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { type Handle, listNames } from '../src/backend/backend.js';
 import { LocalBackend } from '../src/backend/local.js';
+import { MemoryBackend } from '../src/backend/memory.js';
 import { LocalSnapshotter } from '../src/index.js';
+import { lockRepository } from '../src/repository/locks.js';
 import { publishHooks } from '../src/snapshotter/repository.js';
 import { type Agent, runCli, sampleAgent } from './helpers/env.js';
 
@@ -228,4 +231,36 @@ test('an import whose lock was lost before its manifest, and whose new packs a p
     'new',
   );
   assert.equal((await s.check({ readData: true })).ok, true);
+});
+
+test('a repository lock this process left behind (its removal failed) does not block its own exclusive lock; one it holds does (stop 62 review)', async () => {
+  const inner = new MemoryBackend();
+  let failRemove = true;
+  const backend = new Proxy(inner, {
+    get(target, key) {
+      const value = Reflect.get(target, key, target) as unknown;
+      if (key === 'remove')
+        return async (h: Handle) => {
+          if (failRemove && h.type === 'locks') {
+            failRemove = false;
+            throw new Error('the store failed the removal (injected)');
+          }
+          return inner.remove(h);
+        };
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  }) as MemoryBackend;
+  const held = await lockRepository(backend, false, 'snapshot', 0);
+  await assert.rejects(
+    lockRepository(backend, true, 'prune', 0),
+    { code: 'REPOSITORY_LOCKED' },
+    'held: it blocks',
+  );
+  await assert.rejects(held.release(), /injected/);
+  assert.equal((await listNames(backend, 'locks')).length, 1, 'the lock is still in the store');
+  // before: REPOSITORY_LOCKED until the lock went stale by age, 30 minutes on
+  const prune = await lockRepository(backend, true, 'prune', 0);
+  assert.equal(prune.staleRemoved?.length, 1);
+  await prune.release();
+  assert.deepEqual(await listNames(backend, 'locks'), []);
 });

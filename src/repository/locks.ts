@@ -138,9 +138,28 @@ function alive(pid: number, start: string | undefined): boolean {
   return start === undefined || st.start === start;
 }
 
-export function isStale(l: LockInfo, now = Date.now()): boolean {
+/**
+ * The names of the locks this process holds or is taking, kept on `globalThis` (one set for every copy
+ * of this module a process may load). A lock of this very process (its pid and start) that is not
+ * among them was left by one of its operations whose removal failed (a store error after the retries):
+ * it is stale at once, as a dead process's lock is, instead of blocking this process's own prune (a
+ * daemon's retention) for 30 minutes (stop 62 review). Added before a lock is written, so a lock being
+ * taken is never taken for a leftover by another operation of the process.
+ */
+const ownLocks: Set<string> = ((globalThis as Record<symbol, unknown>)[
+  Symbol.for('nexo-memory-snapshot.repository-locks')
+] ??= new Set<string>()) as Set<string>;
+
+/**
+ * Whether a lock no longer counts: not refreshed for STALE_MS, or of a process of this host that is gone
+ * (its pid dead or reused), or, `name` given, of this process but held by none of its operations.
+ */
+export function isStale(l: LockInfo, now = Date.now(), name?: string): boolean {
   if (now - l.refreshed_at_ms > STALE_MS) return true;
-  return sameProcessSpace(l) && l.pid !== process.pid && !alive(l.pid, l.start);
+  if (!sameProcessSpace(l)) return false;
+  if (l.pid !== process.pid) return !alive(l.pid, l.start);
+  if (l.start !== undefined && l.start !== ownStart()) return true; // a process before us with our pid
+  return name !== undefined && !ownLocks.has(name);
 }
 
 async function readLocks(backend: Backend): Promise<Map<string, LockInfo>> {
@@ -213,7 +232,7 @@ export function describeBlocker(backend: Backend, name: string, l: LockInfo, now
 export async function otherLiveLocks(backend: Backend, self?: string): Promise<string[]> {
   const now = Date.now();
   return [...(await readLocks(backend))]
-    .filter(([name, l]) => name !== self && l.scope === undefined && !isStale(l, now))
+    .filter(([name, l]) => name !== self && l.scope === undefined && !isStale(l, now, name))
     .map(([, l]) => describeLock(l));
 }
 
@@ -231,7 +250,7 @@ function conflicting(
 ): [string, LockInfo] | undefined {
   for (const entry of all) {
     const [name, l] = entry;
-    if (name === self || isStale(l, now)) continue;
+    if (name === self || isStale(l, now, name)) continue;
     if (scope !== undefined || l.scope !== undefined) {
       if (l.scope === scope) return entry;
       continue;
@@ -270,6 +289,7 @@ export async function lockRepository(
     let why: string | undefined;
     if (!blocker) {
       const name = randomBytes(32).toString('hex');
+      ownLocks.add(name); // before it is written: never a leftover to another operation of this process
       const t0 = now();
       const m0 = elapsed();
       const mine: LockInfo = {
@@ -290,6 +310,7 @@ export async function lockRepository(
         // disaster recovery): nothing can write, delete or prune there, so a reader needs no lock; the
         // caller is told (opts.onUnheld) and reads without one (stop 46).
         if (!exclusive && (err as { errno?: unknown }).errno === 'EROFS' && opts.onUnheld) {
+          ownLocks.delete(name);
           opts.onUnheld(err as Error);
           return unheld(name);
         }
@@ -297,6 +318,7 @@ export async function lockRepository(
         if (!(err instanceof ObjectExistsError)) {
           // A save that failed may still have landed (its answer lost, every attempt): the lock would
           // block others, and this very process, until stale (stop 55). The random name is ours.
+          ownLocks.delete(name);
           await backend.remove({ type: 'locks', name }).catch(() => {});
           throw err;
         }
@@ -308,7 +330,7 @@ export async function lockRepository(
         if (exclusive)
           for (const [other, l] of all) {
             const at = now();
-            if (other === name || !isStale(l, at)) continue;
+            if (other === name || !isStale(l, at, other)) continue;
             await backend.remove({ type: 'locks', name: other });
             removed.push({
               lock: `locks/${other}`,
@@ -325,6 +347,7 @@ export async function lockRepository(
       // Raced with another locker, or writing the lock took so long that others may already judge it
       // stale: it is withdrawn, not counted on.
       if (!blocker) why = `writing the lock took ${Math.round((elapsed() - m0) / 1000)} s; it is not trusted`;
+      ownLocks.delete(name);
       await backend.remove({ type: 'locks', name });
     }
     if (elapsed() >= deadline) {
@@ -456,6 +479,7 @@ function held(
       released = true;
       clearInterval(timer);
       await refreshing;
+      ownLocks.delete(name); // a removal that fails leaves a lock this process no longer holds: stale here
       await backend.remove({ type: 'locks', name });
     },
   };
