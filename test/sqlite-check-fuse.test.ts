@@ -171,7 +171,7 @@ test('a VIRTUAL generated column bomb is refused as damage at the CPU fuse', asy
     'CREATE TABLE bomb (id INTEGER PRIMARY KEY, name TEXT NOT NULL, ' +
       "v INT GENERATED ALWAYS AS (length(printf('%.*c', 100000000, 'x'))) VIRTUAL NOT NULL)",
   );
-  setEnv(t, { NEXO_MEMORY_SQLITE_CHECK_CPU_SECONDS: '2' });
+  setEnv(t, { NEXO_MEMORY_SQLITE_CHECK_CPU_SECONDS: '1' });
   await assertRefused(
     t,
     a,
