@@ -462,6 +462,29 @@ test('a pack larger than any pack may be (the real pack extended to 5 GB) is dam
   });
 });
 
+test('an index file whose frame claims far more than it holds (a few KB of zstd, 100 MiB of spaces) is damage naming it, refused from its frame header (stop 62 review)', async (t) => {
+  const { ids, repo, cli } = await twoInRepository(t);
+  const spaces = Buffer.alloc(1024 * 1024, ' ');
+  const bomb = Buffer.concat(
+    zstdFrameOf(function* () {
+      yield Buffer.from('{"index_version":1,"packs":[]');
+      for (let i = 0; i < 100; i++) yield spaces;
+      yield Buffer.from('}');
+    }, 19),
+  );
+  assert.ok(bomb.length < 100_000, `${bomb.length} bytes`);
+  const name = createHash('sha256').update(bomb).digest('hex'); // index files are named by their hash
+  writeFileSync(join(repo, 'index', name), bomb);
+  const named = new RegExp(`index/${name}: its frame of ${bomb.length} bytes claims 104857630 bytes`);
+  for (const args of [['verify', '--agent', 'ana', '--id', ids[0]!], ['prune'], ['check']]) {
+    const r = await cli(args);
+    assert.equal(r.code, 2, `${args[0]}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stdout + r.stderr, named, args[0]);
+  }
+  rmSync(join(repo, 'index', name));
+  assert.equal((await cli(['check'])).code, 0, 'the real index files pass: they compress about twofold');
+});
+
 test('a manifest whose frame holds more than any manifest may (9.8 KB of zstd, 200 MB of JSON) is damage naming it, refused from its frame header; a writer never writes one', async (t) => {
   const { ids, repo, cli } = await twoInRepository(t);
   const [s1] = ids as [string, string];

@@ -161,7 +161,7 @@ async function prunePacks(repo: Repository, opts: PruneOptions): Promise<PruneRe
   const records = (
     await mapLimit(indexFiles, 8, async (name) =>
       decodeIndex(
-        repo.decodeFile(await readObject(repo.backend, 'index', name), `index/${name}`),
+        repo.decodeIndexFile(await readObject(repo.backend, 'index', name), `index/${name}`),
         `index/${name}`,
       ),
     )

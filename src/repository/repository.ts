@@ -70,6 +70,17 @@ export { checkRepositoryVersion, REPOSITORY_VERSION } from './version-gate.js';
  * blob), so it stays. A manifest has its own, lower bound (snapshots.ts MANIFEST_MAX).
  */
 const SMALL_OBJECT_MAX = 256 * 1024 * 1024;
+/**
+ * How many times its stored frame an index file's JSON may be: a row is a blob's id (32 bytes of hex
+ * digits' entropy) and four numbers, so real index files decode to about twice their frame (2.09 at
+ * most over 400 of this project's, stop 62). A frame of a few KB claiming 256 MiB (spaces) passed the
+ * size bound and cost ~1 s and ~580 MB at each index load, in every process (stop 62 review); it is
+ * refused from its header now, before anything is allocated. (Manifests have no such bound: a file of
+ * repeated chunks names one id many times, and compresses as far as that goes.)
+ */
+export const INDEX_FRAME_RATIO_MAX = 16;
+/** Bytes of JSON any index frame may hold beyond the ratio (a near-empty index file is barely compressed). */
+const INDEX_FRAME_SLACK = 64 * 1024;
 /** Index JSON loaded at once from this many bytes on is followed by a full collection (small-heap processes). */
 const LARGE_INDEX_JSON = 8 * 1024 * 1024;
 
@@ -178,7 +189,7 @@ export function zstdFrameOf(parts: () => Iterable<Buffer>, level: number): Buffe
  */
 let frameDctx: InstanceType<ReturnType<typeof zstdBinding>['DCtx']> | undefined;
 
-function unzstdFrame(data: Buffer, what: string, max = SMALL_OBJECT_MAX): Buffer {
+function unzstdFrame(data: Buffer, what: string, max = SMALL_OBJECT_MAX, ratioMax?: number): Buffer {
   let size: number | null;
   try {
     size = zstdBinding().getFrameContentSize(data);
@@ -192,6 +203,12 @@ function unzstdFrame(data: Buffer, what: string, max = SMALL_OBJECT_MAX): Buffer
     throw new BundleDamagedError(`${what}: its frame holds ${size} bytes, more than any may (${max})`, {
       details: { object: what, size, max_bytes: max },
     });
+  if (ratioMax !== undefined && size > ratioMax * data.length + INDEX_FRAME_SLACK)
+    throw new BundleDamagedError(
+      `${what}: its frame of ${data.length} bytes claims ${size} bytes, more than ${ratioMax} times its size, ` +
+        'as no index file compresses',
+      { details: { object: what, size, stored_bytes: data.length } },
+    );
   const out = Buffer.allocUnsafe(size);
   let n: number;
   try {
@@ -534,9 +551,19 @@ export class Repository {
     return this.key ? sealFile(this.key, z) : z;
   }
 
-  /** Decodes a stored index file or manifest; a frame of more than `max` bytes is damage. */
+  /** Decodes a stored manifest (or JSON file); a frame of more than `max` bytes is damage. */
   decodeFile(bytes: Buffer, what: string, max = SMALL_OBJECT_MAX): Buffer {
     return unzstdFrame(this.key ? openFile(this.key, bytes, what) : bytes, what, max);
+  }
+
+  /** Decodes a stored index file: a frame over SMALL_OBJECT_MAX or INDEX_FRAME_RATIO_MAX is damage. */
+  decodeIndexFile(bytes: Buffer, what: string): Buffer {
+    return unzstdFrame(
+      this.key ? openFile(this.key, bytes, what) : bytes,
+      what,
+      SMALL_OBJECT_MAX,
+      INDEX_FRAME_RATIO_MAX,
+    );
   }
 
   /**
@@ -560,7 +587,7 @@ export class Repository {
     // one file's JSON lives only in this function's frame (gone before the collection below)
     const loadFile = (i: number): void => {
       const what = `index/${names[i]}`;
-      const json = this.decodeFile(stored[i]!, what);
+      const json = this.decodeIndexFile(stored[i]!, what);
       stored[i] = Buffer.alloc(0);
       decoded += json.length;
       loadIndexInto(this.index, json, what);
