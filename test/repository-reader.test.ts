@@ -371,7 +371,10 @@ class RepositoryReader {
     for (const name of files(join(root, 'index'))) {
       const bytes = readFileSync(join(root, 'index', name));
       check(sha256(bytes) === name, `index/${name}: not its hash`);
-      const doc = JSON.parse(unframe(openFile(this.master, bytes)).toString('utf8'));
+      const frame = openFile(this.master, bytes);
+      // §5: at most 16 times its frame plus 65,536 bytes, from the header
+      check(frameContentSize(frame) <= 16 * frame.length + 65536, `index/${name}: frame claims too much`);
+      const doc = JSON.parse(unframe(frame).toString('utf8'));
       check(doc.index_version === 1, 'index: version');
       this.indexFiles.set(
         name,
