@@ -150,6 +150,26 @@ test('--detail: unified patches, sample rows with long text cut and vectors summ
   assert.deepEqual(d.state!.extract_cursor.b, { last_message_id: 77 });
 });
 
+test("--detail: a table on one side only is sampled by its stored columns; a VIRTUAL generated column, the database writer's expression, is never computed (stop 62 review)", async (t) => {
+  const a = agent(t);
+  const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });
+  const db = new Database(join(a.sqliteDir, 'long_term.sqlite'));
+  // 100 KB a row here; 300 million characters a row ran the diff out of heap (the MCP server, the daemon)
+  db.exec(
+    "CREATE TABLE gen (id INTEGER PRIMARY KEY, name TEXT, g TEXT GENERATED ALWAYS AS (printf('%.*c', 100000, 'x')) VIRTUAL, " +
+      's TEXT GENERATED ALWAYS AS (upper(name)) STORED)',
+  );
+  for (let i = 1; i <= 3; i++) db.prepare('INSERT INTO gen (id, name) VALUES (?, ?)').run(i, `n${i}`);
+  db.close();
+  for (const b of [(await a.snapshotter.snapshot({ agentId: 'ana' })).id, 'live']) {
+    const d = await a.snapshotter.diff({ agentId: 'ana', a: s1.id, b, detail: true });
+    const gen = d.databases.find((x) => x.db === 'long_term')!.tables.find((x) => x.table === 'gen')!;
+    assert.equal(gen.added, 3, b);
+
+    assert.deepEqual(gen.rows!.added[0], { id: 1, name: 'n1', s: 'N1' }, b);
+  }
+});
+
 test('diff against live, after a schema change, with the temporary directory always removed', async (t) => {
   const a = agent(t);
   const s1 = await a.snapshotter.snapshot({ agentId: 'ana' });

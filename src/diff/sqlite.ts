@@ -215,10 +215,25 @@ export function diffDatabase(
           redacted: 0,
         };
         if (detail) {
-          const pick = (s: string) =>
-            (
-              conn.prepare(`SELECT * FROM ${s}.${q(t)} LIMIT ?`).all(sample) as Array<Record<string, unknown>>
-            ).map((r) => showRow(r, shown));
+          // the stored columns only: a VIRTUAL generated one (hidden 2) is computed by each read, by an
+          // expression the database's writer chose (a `printf` of 300 million characters a row ran the
+          // process out of heap: stop 62 review); a STORED one (3) is in the file like any value
+          const pick = (s: string) => {
+            const cols = (
+              conn
+                .prepare(`PRAGMA ${s}.table_xinfo(${q(t)})`)
+                .safeIntegers(false)
+                .all() as Array<{
+                name: string;
+                hidden: number;
+              }>
+            ).filter((c) => c.hidden === 0 || c.hidden === 3);
+            if (cols.length === 0) return [];
+            const sql = `SELECT ${cols.map((c) => q(c.name)).join(', ')} FROM ${s}.${q(t)} LIMIT ?`;
+            return (conn.prepare(sql).all(sample) as Array<Record<string, unknown>>).map((r) =>
+              showRow(r, shown),
+            );
+          };
           d.rows = {
             added: inB ? pick('b') : [],
             removed: inA ? pick('main') : [],
