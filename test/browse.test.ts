@@ -780,3 +780,24 @@ test('cat pages by bytes on character boundaries: a limit smaller than a charact
     assert.equal(whole, text, `limit ${limit}`);
   }
 });
+
+test('find in a binary memory file (a NUL in it) sees what cat shows: a redacted secret is not found, not even its prefix; other text is (stop 62 review)', async (t) => {
+  const a = sampleAgent(t, 'ana', {
+    files: 2,
+    commits: 1,
+    memories: 5,
+    embeddings: 2,
+    concepts: 2,
+    compactions: 1,
+  });
+  writeFileSync(join(a.memdir, 'keys.md'), `\0binary header\nOPENAI_API_KEY=${SECRET}\nharmless-marker\n`);
+  await a.snapshotter.snapshot({ agentId: 'ana' });
+  const found = async (text: string, showSecrets = false) =>
+    (await a.snapshotter.find({ agentId: 'ana', text, showSecrets })).first_seen !== undefined;
+  assert.equal(await found(SECRET), false, 'the secret');
+  assert.equal(await found(SECRET.slice(0, 12)), false, 'a prefix of it: a guess a character at a time');
+  assert.equal(await found('harmless-marker'), true, 'the file is still searched');
+  assert.equal(await found(SECRET, true), true, 'with secrets shown');
+  const shown = await a.snapshotter.cat('ana', undefined, 'latest', 'memdir/keys.md');
+  assert.ok(shown.kind === 'file' && !JSON.stringify(shown).includes(SECRET.slice(0, 12)));
+});

@@ -7,11 +7,11 @@
 
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
-import { type Shown, showText } from '../diff/secrets.js';
+import { type Shown, showBinary, showText } from '../diff/secrets.js';
 import { MEMORY_FILES_PREFIX, sqlitePath, statePath } from '../format/constants.js';
 import { InvalidInputError, missingIn } from '../model/errors.js';
 import { DB_NAMES, type DbName, STATE_KEYS } from '../model/types.js';
-import { asText, redactText } from '../policy/redaction/scan.js';
+import { asText } from '../policy/redaction/scan.js';
 import type { LocalSnapshotter } from '../snapshotter/local.js';
 import { privateScratch, removeScratch } from '../util/scratch.js';
 import { type BrowsePath, parseBrowsePath, tableSegment } from './paths.js';
@@ -426,9 +426,7 @@ async function catFile(
     // Not UTF-8 (a Latin-1 note, a NUL): redacted output runs the rules over the bytes read as Latin-1,
     // one character per byte, so a secret is replaced and every other byte stays as stored (found in
     // stop 38: such a file was returned as stored, secrets included)
-    const shownBytes = shown.policy
-      ? Buffer.from(redactText(shown.policy, bytes.toString('latin1')).text, 'latin1')
-      : bytes;
+    const shownBytes = showBinary(shown, bytes);
     const page = shownBytes.subarray(
       Math.min(offset, shownBytes.length),
       Math.min(offset + limit, shownBytes.length),

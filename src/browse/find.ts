@@ -17,7 +17,7 @@
 
 import { availableParallelism } from 'node:os';
 import type { Shown } from '../diff/secrets.js';
-import { showText } from '../diff/secrets.js';
+import { showBinary, showText } from '../diff/secrets.js';
 import { MEMORY_FILES_PREFIX, sqlitePath } from '../format/constants.js';
 import { BundleDamagedError, InvalidInputError, NotFoundError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
@@ -98,9 +98,9 @@ function searchBytes(bytes: Buffer, m: Matcher, shown: Shown): UnitHit | undefin
   if (!m.maybe(bytes)) return undefined;
   const text = asText(bytes);
   if (text === undefined) {
-    // binary (a NUL, or not UTF-8): the matches in the raw bytes, nothing to show or redact. maybe()
-    // only said a candidate is there (for a long text, one of its halves)
-    const n = m.countRaw(bytes);
+    // binary (a NUL, or not UTF-8): the matches in its bytes as cat shows them (redacted as Latin-1),
+    // no snippet. maybe() only said a candidate is there (for a long text, one of its halves)
+    const n = m.countRaw(showBinary(shown, bytes));
     return n > 0 ? { matches: n } : undefined;
   }
   const visible = showText(shown, text);
