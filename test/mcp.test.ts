@@ -1201,3 +1201,35 @@ test('mcp: memory_list tells the agent no added_bytes: the repository deduplicat
   assert.equal(metas[1]!.added_bytes, 0, 'the guessed copy');
   assert.ok(metas[0]!.added_bytes! > 4000, `the file no one had: ${metas[0]!.added_bytes}`);
 });
+
+test("mcp: an answer over MAX_REPLY_BYTES is the call's INVALID_INPUT saying to ask for less, and the server goes on; a snapshot names the first 100 memory files it did not take and counts them all (stop 62 review)", async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL, { store: 'repository' });
+  // 1 MiB of U+0001: each byte is six characters in JSON, twice (text and structured content), ~13 MiB
+  writeFileSync(join(a.memdir, 'ctrl.md'), '\u0001'.repeat(1024 * 1024));
+  for (let i = 0; i < 150; i++)
+    symlinkSync('/etc/hostname', join(a.memdir, `link-${String(i).padStart(3, '0')}.md`));
+  const client = await inProcess(t, a.snapshotter);
+  const snap = await callTool(client, 'memory_snapshot', {});
+  assert.ok(!snap.isError, textOf(snap));
+  const sc = snap.structuredContent as {
+    snapshot_id: string;
+    memdir_skipped: unknown[];
+    memdir_skipped_total?: number;
+  };
+  assert.equal(sc.memdir_skipped.length, 100);
+  assert.equal(sc.memdir_skipped_total, 150);
+  const big = await callTool(client, 'memory_cat', { snapshot_id: sc.snapshot_id, path: 'memdir/ctrl.md' });
+  assert.equal(big.isError, true);
+  assert.match(
+    textOf(big),
+    /the answer is \d+ bytes, more than the 4194304 a tool answers with: ask for less.*INVALID_INPUT/,
+  );
+  // a page of it is answered, and so is the next call
+  const page = await callTool(client, 'memory_cat', {
+    snapshot_id: sc.snapshot_id,
+    path: 'memdir/ctrl.md',
+    limit: 65536,
+  });
+  assert.ok(!page.isError, textOf(page));
+  assert.ok(!(await callTool(client, 'memory_list', {})).isError);
+});

@@ -107,10 +107,30 @@ const snapshotResult = {
   warnings: z.array(z.string()).optional(),
   /** Memory files the snapshot did not take (a symlink, a special file), by their path in the memdir. */
   memdir_skipped: z.array(z.object({ path: z.string(), reason: z.string() })).optional(),
+  /** How many memory files were not taken, when `memdir_skipped` lists only the first MAX_SKIPPED_SHOWN. */
+  memdir_skipped_total: z.number().optional(),
 };
 
+/**
+ * The largest answer a tool gives, as written on the wire (its text and its structured content): the
+ * SDK's client reader gives up at 10 MiB and closes the connection, which ends this server (stop 62
+ * review: a page of control characters, a table's rows, a find over many snapshots all went past it).
+ * A larger answer is the call's failure (INVALID_INPUT), saying to ask for less; the server stays up.
+ */
+export const MAX_REPLY_BYTES = 4 * 1024 * 1024;
+/** The memory files not taken that a snapshot's answer names (the rest counted). */
+const MAX_SKIPPED_SHOWN = 100;
+
 function ok(value: Record<string, unknown>): CallToolResult {
-  return { content: [{ type: 'text', text: JSON.stringify(value, null, 2) }], structuredContent: value };
+  const text = JSON.stringify(value, null, 2);
+  // as it goes on the wire: the text as a JSON string, and the structured content beside it
+  const bytes = Buffer.byteLength(JSON.stringify(text)) + Buffer.byteLength(JSON.stringify(value));
+  if (bytes > MAX_REPLY_BYTES)
+    throw new InvalidInputError(
+      `the answer is ${bytes} bytes, more than the ${MAX_REPLY_BYTES} a tool answers with: ask for less ` +
+        '(a smaller limit, a page of a file, a narrower path, a query that matches less, a later since)',
+    );
+  return { content: [{ type: 'text', text }], structuredContent: value };
 }
 
 /** A tool error: the client's form of the failure (client-errors.ts: no host path, the error id of the log line). */
@@ -167,7 +187,8 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
       description:
         'Captures your whole memory right now (memory directory with its git history, the SQLite ' +
         'databases, extractor state) into one verifiable bundle and returns its id, size and SHA-256; ' +
-        'memdir_skipped lists memory files it could not take (a symlink, a special file). ' +
+        'memdir_skipped lists memory files it could not take (a symlink, a special file; the first 100, ' +
+        'memdir_skipped_total counting them when there are more). ' +
         'Use it sparingly, e.g. before a risky change of your memory. Restoring a snapshot is an ' +
         'operator action and is not available as a tool.',
       inputSchema: z.strictObject({
@@ -214,7 +235,14 @@ export function createAgentToolServer(o: AgentToolOptions): McpServer {
           // places by their role, as a tool error does
           ...(meta.warnings?.length ? { warnings: meta.warnings.map((w) => errors.scrub(w)) } : {}),
           // a memory file not taken is not restored either: the agent is told, as the CLI's JSON tells
-          ...(meta.memdir_skipped?.length ? { memdir_skipped: meta.memdir_skipped } : {}),
+          ...(meta.memdir_skipped?.length
+            ? {
+                memdir_skipped: meta.memdir_skipped.slice(0, MAX_SKIPPED_SHOWN),
+                ...(meta.memdir_skipped.length > MAX_SKIPPED_SHOWN
+                  ? { memdir_skipped_total: meta.memdir_skipped.length }
+                  : {}),
+              }
+            : {}),
         };
       }),
   );
