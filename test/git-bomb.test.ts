@@ -13,21 +13,9 @@ import { type TestContext, test } from 'node:test';
 import { git } from '../scripts/sample-agent.js';
 import { gitFuse } from '../src/git/git.js';
 import { deltaBomb, plantBomb } from './helpers/delta-bomb.js';
-import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { type Agent, runCli, sampleAgent, setEnv, tempDir } from './helpers/env.js';
 
 const MiB = 1024 * 1024;
-
-/** Sets `vars` in this process's environment for the rest of the test. */
-function setEnv(t: TestContext, vars: Record<string, string>): void {
-  const before = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, vars);
-  t.after(() => {
-    for (const [k, v] of Object.entries(before)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  });
-}
 
 /** A temporary directory of the test's own for git's scratch repositories (os.tmpdir() reads TMPDIR). */
 function ownTmp(t: TestContext): string {

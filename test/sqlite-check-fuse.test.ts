@@ -17,22 +17,10 @@ import Database from 'better-sqlite3';
 import { checkUnderFuse } from '../src/sqlite/check-fuse.js';
 import { openForCheck } from '../src/sqlite/jobs.js';
 import { perRowExpression } from '../src/sqlite/per-row.js';
-import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
+import { type Agent, runCli, sampleAgent, setEnv, tempDir } from './helpers/env.js';
 import { liveDigest } from './helpers/hostile.js';
 
 const SMALL = { files: 2, memories: 10, embeddings: 3, concepts: 3, compactions: 1, commits: 1 };
-
-/** Sets `vars` in this process's environment for the rest of the test. */
-function setEnv(t: TestContext, vars: Record<string, string>): void {
-  const before = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, vars);
-  t.after(() => {
-    for (const [k, v] of Object.entries(before)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  });
-}
 
 /** `n` rows (id 1…n, a name) inserted into `table` by `db`. */
 const rows = (table: string, n: number): string =>

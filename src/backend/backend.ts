@@ -388,6 +388,17 @@ export async function loadIfPresent(
   }
 }
 
+/** Whether the object is there now (a stat): false when it is not, any other failure thrown. */
+export async function objectExists(backend: Backend, h: Handle): Promise<boolean> {
+  try {
+    await backend.stat(h);
+    return true;
+  } catch (err) {
+    if (err instanceof ObjectNotFoundError) return false;
+    throw err;
+  }
+}
+
 /**
  * The names of `type`'s objects: the backend's listNames where it has one, else its list. Names that are
  * not valid for the type are skipped (as isValidName says), never handed on, and each name comes once

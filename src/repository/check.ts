@@ -6,14 +6,8 @@
 // hashes to its id. Problems are collected, not thrown, so one run reports everything.
 
 import { createHash, randomInt } from 'node:crypto';
-import { loadIfPresent } from '../backend/backend.js';
-import {
-  BundleDamagedError,
-  NotFoundError,
-  ObjectNotFoundError,
-  SchemaTooNewError,
-  SnapshotError,
-} from '../model/errors.js';
+import { loadIfPresent, objectExists } from '../backend/backend.js';
+import { BundleDamagedError, NotFoundError, SchemaTooNewError, SnapshotError } from '../model/errors.js';
 import type { RepoManifest } from './manifest.js';
 import {
   headerLength,
@@ -82,15 +76,8 @@ export function subsetOf<T>(packs: readonly T[], pct: number): T[] {
 }
 
 /** Whether an object is there now: a snapshot or a forget beside check changes what was listed. */
-async function present(repo: Repository, type: 'listing' | 'snapshots', name: string): Promise<boolean> {
-  try {
-    await repo.backend.stat({ type, name });
-    return true;
-  } catch (err) {
-    if (err instanceof ObjectNotFoundError) return false;
-    throw err;
-  }
-}
+const present = (repo: Repository, type: 'listing' | 'snapshots', name: string): Promise<boolean> =>
+  objectExists(repo.backend, { type, name });
 
 function problem(err: unknown, object: string): CheckProblem {
   const e = err as SnapshotError;

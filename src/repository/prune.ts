@@ -11,7 +11,8 @@
 // lock is checked before each removing step: a lost lock stops prune. Last, the store sweeps what
 // interrupted saves left beside the objects (Backend.sweepLeftovers) when it is older than LEFTOVER_AGE_MS.
 
-import { BundleDamagedError, NotFoundError, ObjectNotFoundError } from '../model/errors.js';
+import { objectExists } from '../backend/backend.js';
+import { BundleDamagedError, NotFoundError } from '../model/errors.js';
 import { decodeIndex, type PackRecord } from './index-file.js';
 import { type HeldRepoLock, otherLiveLocks, type RemovedStaleLock, STALE_MS } from './locks.js';
 import { openStoredBlob, PACK_TARGET, PackBuilder, type PackEntry } from './pack.js';
@@ -104,15 +105,7 @@ async function confirmListings(
   listed: ReadonlySet<string>,
   unlisted: readonly string[],
 ): Promise<void> {
-  const there = async (type: 'snapshots' | 'listing', name: string) => {
-    try {
-      await repo.backend.stat({ type, name });
-      return true;
-    } catch (err) {
-      if (err instanceof ObjectNotFoundError) return false;
-      throw err;
-    }
-  };
+  const there = (type: 'snapshots' | 'listing', name: string) => objectExists(repo.backend, { type, name });
   const stop = (what: string) =>
     new BundleDamagedError(
       `prune stopped before removing anything: ${what}; the store's listings are not whole (run the ` +

@@ -54,6 +54,18 @@ export function stopBeforeCleanup(t: TestContext, stop: () => Promise<void>): vo
   fixtures.set(t, [...(fixtures.get(t) ?? []), stop]);
 }
 
+/** Sets `vars` in this process's environment for the rest of the test. */
+export function setEnv(t: TestContext, vars: Record<string, string>): void {
+  const before = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, vars);
+  t.after(() => {
+    for (const [k, v] of Object.entries(before)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+}
+
 export function tempDir(t: TestContext, prefix = 'nexo-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   t.after(async () => {
