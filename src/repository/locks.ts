@@ -146,9 +146,10 @@ function alive(pid: number, start: string | undefined): boolean {
  * daemon's retention) for 30 minutes (stop 62 review). Added before a lock is written, so a lock being
  * taken is never taken for a leftover by another operation of the process.
  */
-const ownLocks: Set<string> = ((globalThis as Record<symbol, unknown>)[
-  Symbol.for('nexo-memory-snapshot.repository-locks')
-] ??= new Set<string>()) as Set<string>;
+const OWN_LOCKS = Symbol.for('nexo-memory-snapshot.repository-locks');
+const registry = globalThis as Record<symbol, Set<string> | undefined>;
+registry[OWN_LOCKS] ??= new Set<string>();
+const ownLocks: Set<string> = registry[OWN_LOCKS];
 
 /**
  * Whether a lock no longer counts: not refreshed for STALE_MS, or of a process of this host that is gone
