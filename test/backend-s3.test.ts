@@ -688,7 +688,8 @@ await b.save({ type: 'packs', name: ${JSON.stringify(name)} }, forever());
   assert.ok(readdirSync(uploads).some((id) => readdirSync(join(uploads, id)).includes('2')));
   // Prune's sweep: a claim left by a dead writer goes once old enough (a young one stays); s3rver has no
   // ListMultipartUploads, which the report says instead of failing.
-  const claim = (n: string) => `${prefix}/.claims/locks/${hexName('claimed')}/${n}`;
+  const claim = (n: string) =>
+    `${prefix}/.claims/locks/${hexName('claimed')}/${randomUUID().slice(0, -n.length)}${n}`;
   // Seeded as s3rver stores objects (<key>._S3rver_object and its .md5), as the dead writer left it.
   const file = join(server.dir, BUCKET, `${claim('dead')}._S3rver_object`);
   mkdirSync(dirname(file), { recursive: true });
@@ -699,6 +700,48 @@ await b.save({ type: 'packs', name: ${JSON.stringify(name)} }, forever());
   assert.equal(swept.removed, 1);
   assert.deepEqual(bucketKeys(prefix), []);
   assert.match(swept.notes?.join('\n') ?? '', /ListMultipartUploads/);
+});
+
+test("s3: a listing of claims naming other objects never has them deleted: not by an ifAbsent save, not by prune's sweep; a list of uploads whose markers come back ends (stop 62 review)", async (t) => {
+  const { b, prefix } = await viaProxy(t);
+  const victim = { type: 'packs', name: hexName('a pack the listing names as a claim') } as const;
+  await b.save(victim, randomBytes(100));
+  const planted = `<Contents><Key>${prefix}/packs/${victim.name}</Key><LastModified>2000-01-01T00:00:00.000Z</LastModified><ETag>"00"</ETag><Size>100</Size><StorageClass>STANDARD</StorageClass></Contents>`;
+  const plant = (body: string) => body.replace('</ListBucketResult>', `${planted}</ListBucketResult>`);
+  // every listing of claims (an ifAbsent save's, the sweep's) names the pack, long dead
+  proxy.inject({
+    method: 'GET',
+    path: /list-type=2.*prefix=[^&]*\.claims|prefix=[^&]*\.claims.*list-type=2/,
+    times: 1000,
+    fault: { kind: 'rewrite', rewrite: plant },
+  });
+  await b.save({ type: 'locks', name: hexName('a lock') }, Buffer.from('{}'), { ifAbsent: true });
+  assert.ok(
+    proxy.seen.some((r) => r.method === 'PUT' && r.url.includes('/.claims/locks/')),
+    's3rver writes no conditional PUT: the save went through claims',
+  );
+  const swept = await b.sweepLeftovers!(0);
+  assert.equal(swept.removed, 0, JSON.stringify(swept));
+  assert.equal((await b.stat(victim)).size, 100, 'the pack is still there');
+  assert.ok(
+    proxy.seen.some((r) => r.fault === 'rewrite'),
+    'the listings were rewritten',
+  );
+  assert.ok(!proxy.seen.some((r) => r.method === 'DELETE' && r.url.includes(`/packs/${victim.name}`)));
+  // a list of uploads whose next markers name one another: two pages, then the sweep ends with a note
+  proxy.reset();
+  let page = 0;
+  const uploads = () =>
+    `<?xml version="1.0" encoding="UTF-8"?><ListMultipartUploadsResult><Bucket>${BUCKET}</Bucket><IsTruncated>true</IsTruncated><NextKeyMarker>k${++page % 2}</NextKeyMarker><NextUploadIdMarker>u${page % 2}</NextUploadIdMarker></ListMultipartUploadsResult>`;
+  proxy.inject({
+    method: 'GET',
+    path: /[?&]uploads/,
+    times: 1000,
+    fault: { kind: 'rewrite', status: 200, rewrite: uploads },
+  });
+  const looped = await b.sweepLeftovers!(0);
+  assert.ok(page <= 3, `${page} pages`);
+  assert.match(looped.notes?.join('\n') ?? '', /did not end/);
 });
 
 test("s3: prune's sweep aborts the repository's multipart uploads older than the age, no others (an endpoint with ListMultipartUploads, played by the proxy)", async (t) => {

@@ -69,6 +69,10 @@ const CLAIM_STALE_MS = 120_000;
 const MAX_LISTED_KEYS = 10_000_000;
 const MAX_PAGES_WITHOUT_KEYS = 100;
 const CLAIM_ROUNDS = 60;
+/** The id of a claim: a random UUID (claimAndWrite). */
+const CLAIM_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** Pages of incomplete uploads a sweep reads at most (1,000 uploads a page). */
+const MAX_UPLOAD_PAGES = 10_000;
 
 type Op = 'save' | 'load' | 'stat' | 'list' | 'remove';
 
@@ -573,6 +577,25 @@ export class S3Backend implements Backend {
    * is still absent; otherwise it withdraws and tries again after a jittered pause. With a strongly
    * consistent store, of two writers at least one sees the other's claim, so at most one writes.
    */
+  /**
+   * Whether `key` is a claim as claimAndWrite writes them (`<prefix>.claims/<type>/<name>/<uuid>`, of the
+   * name `of` when given): only such keys of a listing are ever counted or deleted as claims. A listing
+   * is the store's word: a hostile one that named `config/config` or another snapshot's manifest under
+   * `.claims/` had it deleted as a stale claim (stop 62 review).
+   */
+  private isClaim(key: string, of?: Handle): boolean {
+    const base = `${this.root}.claims/`;
+    if (!key.startsWith(base)) return false;
+    const [type, name, id, ...rest] = key.slice(base.length).split('/');
+    return (
+      rest.length === 0 &&
+      isObjectType(type) &&
+      isValidName(type, name ?? '') &&
+      CLAIM_ID.test(id ?? '') &&
+      (of === undefined || (type === of.type && name === of.name))
+    );
+  }
+
   private async claimAndWrite(h: Handle, what: string, write: () => Promise<void>): Promise<void> {
     const prefix = `${this.root}.claims/${h.type}/${h.name}/`;
     const target = this.key(h);
@@ -589,7 +612,7 @@ export class S3Backend implements Backend {
       );
       let won = false;
       try {
-        const claims = await this.listKeys(prefix, what, 'save');
+        const claims = (await this.listKeys(prefix, what, 'save')).filter((c) => this.isClaim(c.key, h));
         const myTime = claims.find((c) => c.key === mine)?.modified ?? Date.now();
         const live = claims.filter((c) => c.key !== mine && myTime - c.modified < CLAIM_STALE_MS);
         for (const c of claims)
@@ -1062,7 +1085,7 @@ export class S3Backend implements Backend {
       for (const o of page)
         claims.push({ key: o.Key ?? '', size: o.Size ?? 0, modified: o.LastModified?.getTime() ?? 0 });
     for (const c of claims)
-      if (c.key !== '' && now - c.modified >= olderThanMs) {
+      if (this.isClaim(c.key) && now - c.modified >= olderThanMs) {
         await this.deleteKey(c.key, what);
         removed++;
         bytes += c.size;
@@ -1076,6 +1099,7 @@ export class S3Backend implements Backend {
     {
       let keyMarker: string | undefined;
       let idMarker: string | undefined;
+      const markersSeen = new Set<string>();
       for (;;) {
         const r = await this.run(
           'list',
@@ -1122,8 +1146,16 @@ export class S3Backend implements Backend {
           removed++;
         }
         if (!r.IsTruncated) break;
-        // markers that do not move on would list the same page forever: what was swept stays swept
-        if (r.NextKeyMarker === keyMarker && r.NextUploadIdMarker === idMarker) break;
+        // markers seen before would list the same pages forever (two pages naming each other kept a
+        // prune, and its exclusive lock, going for good: stop 62 review): what was swept stays swept
+        const marker = `${r.NextKeyMarker ?? ''}\0${r.NextUploadIdMarker ?? ''}`;
+        if (markersSeen.has(marker) || markersSeen.size >= MAX_UPLOAD_PAGES) {
+          notes.push(
+            `the store's list of uploads did not end (${markersSeen.size} pages); the rest were not swept`,
+          );
+          break;
+        }
+        markersSeen.add(marker);
         keyMarker = r.NextKeyMarker;
         idMarker = r.NextUploadIdMarker;
         if (!keyMarker && !idMarker) break;

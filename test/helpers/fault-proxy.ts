@@ -2,7 +2,8 @@
 // Requests pass through unchanged unless a rule matches: then the proxy resets the connection, answers
 // with an S3 error (status, code) or a given XML answer, holds the answer back forever (stall), trickles
 // the answer in small pieces (slow), flips a byte of the body (flip), or cuts the body short — closing
-// the connection (truncate) or with a Content-Length that matches the short body (lie). Every request
+// the connection (truncate) or with a Content-Length that matches the short body (lie), or rewrites the
+// upstream's answer (rewrite). Every request
 // is recorded; rules fire a given number of times.
 
 import { once } from 'node:events';
@@ -30,7 +31,12 @@ export type ProxyFault =
   /** Forwards, then answers with only the first `keep` bytes and a Content-Length of `keep`. */
   | { readonly kind: 'lie'; readonly keep: number }
   /** Forwards and passes the whole answer on with one byte of its body flipped (the middle one). */
-  | { readonly kind: 'flip' };
+  | { readonly kind: 'flip' }
+  /**
+   * Forwards, then answers with the body `rewrite` makes of the upstream's (as text), with the upstream's
+   * status or `status`: a store whose listings name what the test wants.
+   */
+  | { readonly kind: 'rewrite'; readonly rewrite: (body: string) => string; readonly status?: number };
 
 export interface ProxyRule {
   readonly method?: string;
@@ -168,6 +174,14 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       res.write(whole.subarray(0, keep), () => {
         setTimeout(() => req.socket.destroy(), 20);
       });
+      return;
+    }
+    if (fault?.kind === 'rewrite') {
+      const body = Buffer.from(fault.rewrite(whole.toString('utf8')), 'utf8');
+      delete headers['transfer-encoding'];
+      headers['content-length'] = String(body.length);
+      res.writeHead(fault.status ?? up.statusCode ?? 502, headers);
+      res.end(body);
       return;
     }
     res.writeHead(up.statusCode ?? 502, headers);
