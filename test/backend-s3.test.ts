@@ -744,6 +744,21 @@ test("s3: a listing of claims naming other objects never has them deleted: not b
   assert.match(looped.notes?.join('\n') ?? '', /did not end/);
 });
 
+test('s3: a HEAD answered without Content-Length is an IO error, never an object of 0 bytes (stop 62 review)', async (t) => {
+  const { b } = await viaProxy(t, { retry: { attempts: 1 } });
+  const h = { type: 'packs', name: hexName('sized') } as const;
+  await b.save(h, randomBytes(100));
+  proxy.inject({
+    method: 'HEAD',
+    fault: { kind: 'rewrite', rewrite: (body) => body, drop: ['content-length'] },
+  });
+  await assert.rejects(
+    b.stat(h),
+    (err: SnapshotError) => err.code === 'IO' && /without the object's size/.test(err.message),
+  );
+  assert.equal((await b.stat(h)).size, 100);
+});
+
 test("s3: prune's sweep aborts the repository's multipart uploads older than the age, no others (an endpoint with ListMultipartUploads, played by the proxy)", async (t) => {
   const { b, prefix } = await viaProxy(t);
   const upload = (key: string, id: string, initiated: string) =>

@@ -961,7 +961,12 @@ export class S3Backend implements Backend {
         () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(h) })),
         () => 0,
       );
-      return { name: h.name, size: r.ContentLength ?? 0 };
+      // a HEAD without the size is no answer: read as 0, it made every whole load of the object empty
+      // (stop 62 review: list skipped every entry, check called a sound config "not JSON")
+      const size = r.ContentLength;
+      if (size === undefined || !Number.isSafeInteger(size) || size < 0)
+        throw new IoError(`${what}: the store answered without the object's size (Content-Length)`);
+      return { name: h.name, size };
     } catch (err) {
       if (isNotFound(err)) throw new ObjectNotFoundError(h.type, h.name, this.location);
       throw err;

@@ -36,7 +36,13 @@ export type ProxyFault =
    * Forwards, then answers with the body `rewrite` makes of the upstream's (as text), with the upstream's
    * status or `status`: a store whose listings name what the test wants.
    */
-  | { readonly kind: 'rewrite'; readonly rewrite: (body: string) => string; readonly status?: number };
+  | {
+      readonly kind: 'rewrite';
+      readonly rewrite: (body: string) => string;
+      readonly status?: number;
+      /** Headers of the upstream's answer left out (`content-length`: none is sent then). */
+      readonly drop?: readonly string[];
+    };
 
 export interface ProxyRule {
   readonly method?: string;
@@ -180,6 +186,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       const body = Buffer.from(fault.rewrite(whole.toString('utf8')), 'utf8');
       delete headers['transfer-encoding'];
       headers['content-length'] = String(body.length);
+      for (const h of fault.drop ?? []) delete headers[h];
       res.writeHead(fault.status ?? up.statusCode ?? 502, headers);
       res.end(body);
       return;
