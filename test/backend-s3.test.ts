@@ -744,6 +744,21 @@ test("s3: a listing of claims naming other objects never has them deleted: not b
   assert.match(looped.notes?.join('\n') ?? '', /did not end/);
 });
 
+test('s3: an answer read whole (a listing) of more than 16 MiB is cut off as an IO error, the process never holding it (stop 62 review)', async (t) => {
+  const { b } = await viaProxy(t, { retry: { attempts: 1 } });
+  const key = `<Contents><Key>${'k'.repeat(1000)}</Key><Size>1</Size></Contents>`;
+  // 20 MiB of listing (a page that never ended grew the process by ~400 MiB a second)
+  const huge = `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult>${key.repeat(20 * 1024)}<IsTruncated>false</IsTruncated></ListBucketResult>`;
+  proxy.inject({ method: 'GET', path: /list-type=2/, fault: { kind: 'answer', status: 200, body: huge } });
+  await assert.rejects(
+    listAll(b, 'packs'),
+    (err: SnapshotError) =>
+      err.code === 'IO' &&
+      /answer went past 16777216 bytes, more than any answer read whole may be; cut off/.test(err.message),
+  );
+  assert.equal((await listAll(b, 'packs')).size, 0, 'the next listing is answered');
+});
+
 test('s3: a HEAD answered without Content-Length is an IO error, never an object of 0 bytes (stop 62 review)', async (t) => {
   const { b } = await viaProxy(t, { retry: { attempts: 1 } });
   const h = { type: 'packs', name: hexName('sized') } as const;

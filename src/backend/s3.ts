@@ -9,6 +9,7 @@
 // and never carry a credential.
 
 import { createHash, randomUUID } from 'node:crypto';
+import { Readable, Transform } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -69,6 +70,29 @@ const CLAIM_STALE_MS = 120_000;
 const MAX_LISTED_KEYS = 10_000_000;
 const MAX_PAGES_WITHOUT_KEYS = 100;
 const CLAIM_ROUNDS = 60;
+/**
+ * The most bytes of an answer read whole (a listing page of 1,000 keys of at most 1,024 bytes each is
+ * ~1.5 MB; an error document a few hundred bytes): past it the answer is cut off, an IO error.
+ */
+const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
+
+/** `body` passed on until `max` bytes; past them it is destroyed and the copy fails (AnswerTooLarge). */
+function bounded(body: Readable, max: number): Readable {
+  let seen = 0;
+  const out = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen <= max) return done(null, chunk);
+      body.destroy();
+      done(
+        Object.assign(new Error(`an answer of more than ${max} bytes, cut off`), { name: 'AnswerTooLarge' }),
+      );
+    },
+  });
+  body.on('error', (err) => out.destroy(err));
+  return body.pipe(out);
+}
+
 /** The id of a claim: a random UUID (claimAndWrite). */
 const CLAIM_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Pages of incomplete uploads a sweep reads at most (1,000 uploads a page). */
@@ -283,6 +307,21 @@ export class S3Backend implements Backend {
       ...(opts.credentials ? { credentials: { ...opts.credentials } } : {}),
     };
     this.client = new S3Client(config);
+    // Every answer the SDK reads whole (a listing, an error document, all but an object's body, which
+    // is streamed and bounded by its own range) is cut off past MAX_ANSWER_BYTES: the SDK buffers such a
+    // body without bound, and a listing that never ended grew the process by ~400 MiB a second (stop 62
+    // review). Innermost in the deserialize step: the raw answer, before the SDK reads it.
+    this.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const out = await next(args);
+        const response = (out as { response?: { statusCode?: number; body?: unknown } }).response;
+        const whole = context.commandName !== 'GetObjectCommand' || (response?.statusCode ?? 200) >= 300;
+        if (whole && response?.body instanceof Readable)
+          response.body = bounded(response.body, MAX_ANSWER_BYTES);
+        return out;
+      },
+      { step: 'deserialize', name: 'nexoBoundedAnswers', priority: 'low' },
+    );
   }
 
   private key(h: Handle): string {
@@ -338,6 +377,10 @@ export class S3Backend implements Backend {
           : 'the S3 store refused the credentials',
       );
     if (name === 'NoSuchBucket') return fail('STORE_MISSING', `the bucket ${this.bucket} does not exist`);
+    if (name === 'AnswerTooLarge')
+      return new IoError(
+        `${what}: the S3 store's answer went past ${MAX_ANSWER_BYTES} bytes, more than any answer read whole may be; cut off`,
+      );
     if (name === 'AccessDenied' || name === 'AllAccessDisabled' || status === 403)
       return fail('STORE_DENIED', 'the credentials lack a permission this needs');
     // a bare "Error" without an HTTP status: what answered did not speak S3 (a wrong endpoint or port)
