@@ -518,6 +518,16 @@ test('s3: a listing that cannot be whole is STORE_UNSAFE (a truncated page witho
     unsafe(/acknowledged the write but does not have the object/),
   );
   await assert.rejects(b.stat(h), (e: SnapshotError) => e.code === 'OBJECT_NOT_FOUND');
+  // answered 200 with an ETag that is no MD5 (as a KMS store answers) while an object of the same size
+  // is already there: the HEAD's ETag is not the one answered, so not taken as saved (stop 62 review)
+  const other = { type: 'packs' as const, name: hexName('there before') };
+  await b.save(other, Buffer.from('AAAA'));
+  proxy.inject({
+    method: 'PUT',
+    path: new RegExp(`/packs/${other.name}`),
+    fault: { kind: 'answer', status: 200, body: '', headers: { etag: '"kms-0123456789"' } },
+  });
+  await assert.rejects(b.save(other, Buffer.from('BBBB')), unsafe(/holds an object of another ETag/));
   // the same save through a store that keeps it: one PUT whose ETag is the body's MD5, no HEAD after it
   proxy.reset();
   await b.save(h, Buffer.from('stored'));

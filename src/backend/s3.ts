@@ -503,7 +503,13 @@ export class S3Backend implements Backend {
       // A retried PUT may find the object its lost first attempt wrote: that is a success.
       return attempts > 1 && (await this.etagOf(key, what)) === digest.toString('hex');
     }
-    await this.confirmStored(key, what, body.length, unquote(answer.ETag) === digest.toString('hex'));
+    await this.confirmStored(
+      key,
+      what,
+      body.length,
+      unquote(answer.ETag) === digest.toString('hex'),
+      unquote(answer.ETag),
+    );
     return true;
   }
 
@@ -513,13 +519,34 @@ export class S3Backend implements Backend {
    * that drops writes it acknowledged would otherwise have the snapshot listed over data it never kept
    * (and later snapshots deduplicated against it). STORE_UNSAFE when the object is not there whole.
    */
-  private async confirmStored(key: string, what: string, size: number, etagMatches: boolean): Promise<void> {
+  /**
+   * After a PUT whose answered ETag is not the content's MD5 (a store encrypting with KMS answers
+   * another; so does one that answered without writing): the object must be there with the size
+   * written and the ETag the PUT answered. By the size alone, an object of the same size already
+   * there made a write the store never performed count as done, and two hosts creating a repository at
+   * once could both believe they had (stop 62 review).
+   */
+  private async confirmStored(
+    key: string,
+    what: string,
+    size: number,
+    etagMatches: boolean,
+    answered: string | undefined,
+  ): Promise<void> {
     if (etagMatches) return;
-    const stored = (await this.head(key, what))?.ContentLength;
-    if (stored !== size)
+    const stored = await this.head(key, what);
+    const problem =
+      stored === undefined
+        ? 'does not have the object'
+        : stored.ContentLength !== size
+          ? `holds ${stored.ContentLength} of its ${size} bytes`
+          : answered !== undefined && unquote(stored.ETag) !== answered
+            ? `holds an object of another ETag (${unquote(stored.ETag)}, not the ${answered} it answered)`
+            : undefined;
+    if (problem)
       throw new StoreUnavailableError(
         'STORE_UNSAFE',
-        `${what}: the S3 store acknowledged the write but ${stored === undefined ? 'does not have the object' : `holds ${stored} of its ${size} bytes`}: a store that loses acknowledged writes cannot hold a repository`,
+        `${what}: the S3 store acknowledged the write but ${problem}: a store that loses acknowledged writes cannot hold a repository`,
         { backend: 's3', location: this.location },
       );
   }
@@ -791,7 +818,7 @@ export class S3Backend implements Backend {
           if (!(conditional && isPreconditionFailed(err))) throw err;
           return attempts > 1 && (await this.etagOf(key, what)) === expected;
         }
-        await this.confirmStored(key, what, total, unquote(answer.ETag) === expected);
+        await this.confirmStored(key, what, total, unquote(answer.ETag) === expected, unquote(answer.ETag));
         return true;
       });
     } catch (err) {

@@ -21,7 +21,13 @@ export type ProxyFault =
    * Answers `status` with `body` as XML, or as `contentType` (nothing is forwarded): plays a call the
    * upstream lacks, or an endpoint that is not S3.
    */
-  | { readonly kind: 'answer'; readonly status: number; readonly body: string; readonly contentType?: string }
+  | {
+      readonly kind: 'answer';
+      readonly status: number;
+      readonly body: string;
+      readonly contentType?: string;
+      readonly headers?: Readonly<Record<string, string>>;
+    }
   /** Never answers (the client must time out). */
   | { readonly kind: 'stall' }
   /** Forwards and passes the answer on in pieces of `piece` bytes, `delayMs` apart. */
@@ -150,6 +156,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       res.writeHead(fault.status, {
         'content-type': fault.contentType ?? 'application/xml',
         'content-length': Buffer.byteLength(fault.body),
+        ...fault.headers,
       });
       res.end(fault.body);
       return;
