@@ -813,6 +813,34 @@ test("s3: prune's sweep aborts the repository's multipart uploads older than the
   assert.deepEqual(aborted, ['old-ours']);
 });
 
+test("s3: a multipart save whose Complete was done but its answer lost, retried and told NoSuchUpload, is stored (the object has the upload's ETag); a Complete the store never did is an IO error (stop 62 review)", async (t) => {
+  const { b } = await viaProxy(t, { multipartThreshold: 5 * MiB });
+  const h = { type: 'packs', name: hexName('completed, answer lost') } as const;
+  const data = randomBytes(6 * MiB);
+  // the first Complete reaches the store, its answer does not; the retry finds the upload gone (MinIO)
+  proxy.inject({ method: 'POST', path: /uploadId=/, fault: { kind: 'reset-after' } });
+  proxy.inject({
+    method: 'POST',
+    path: /uploadId=/,
+    fault: { kind: 'error', status: 404, code: 'NoSuchUpload' },
+  });
+  await b.save(h, data);
+  same(await readAll(b, h, { maxBytes: 8 * MiB }), data);
+  // an upload the store lost before any Complete: no object, so the save fails, typed
+  const lost = { type: 'packs', name: hexName('upload lost') } as const;
+  proxy.inject({
+    method: 'POST',
+    path: /uploadId=/,
+    fault: { kind: 'error', status: 404, code: 'NoSuchUpload' },
+  });
+  await assert.rejects(b.save(lost, randomBytes(6 * MiB)), (err: SnapshotError) => {
+    assert.equal(err.code, 'IO');
+    assert.match(err.message, /no longer knows the upload \(NoSuchUpload\)/);
+    return true;
+  });
+  await assert.rejects(b.stat(lost), code('OBJECT_NOT_FOUND'));
+});
+
 // ---- an operator's own endpoint ------------------------------------------------------------------------
 
 // NEXO_TEST_S3_BUCKET (with the SDK's AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, … and

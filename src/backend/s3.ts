@@ -551,6 +551,16 @@ export class S3Backend implements Backend {
       );
   }
 
+  /**
+   * Whether the object at `key` is the one a multipart upload of `size` bytes with the multipart ETag
+   * `expected` made: that ETag, or (a store whose ETags of uploads are another digest, as s3rver's) that
+   * size, which names one content for the objects uploaded in parts (packs, named by their hash).
+   */
+  private async completed(key: string, what: string, expected: string, size: number): Promise<boolean> {
+    const stored = await this.head(key, what);
+    return stored !== undefined && (unquote(stored.ETag) === expected || stored.ContentLength === size);
+  }
+
   private async etagOf(key: string, what: string): Promise<string | undefined> {
     return unquote((await this.head(key, what))?.ETag);
   }
@@ -815,8 +825,22 @@ export class S3Backend implements Backend {
             () => 0,
           );
         } catch (err) {
-          if (!(conditional && isPreconditionFailed(err))) throw err;
-          return attempts > 1 && (await this.etagOf(key, what)) === expected;
+          const exists = conditional && isPreconditionFailed(err);
+          // A retried Complete whose first attempt completed the upload, its answer lost: the upload is
+          // gone (NoSuchUpload) or, conditional, the object exists; the object as the upload made it is
+          // the success (stop 62 review: a stored object was reported as a failed save).
+          if (
+            attempts > 1 &&
+            (exists || isNotFound(err)) &&
+            (await this.completed(key, what, expected, total))
+          )
+            return true;
+          if (exists) return false;
+          if (isNotFound(err))
+            throw new IoError(
+              `${what}: the S3 store no longer knows the upload (${nameOf(err) || 'HTTP 404'})`,
+            );
+          throw err;
         }
         await this.confirmStored(key, what, total, unquote(answer.ETag) === expected, unquote(answer.ETag));
         return true;
