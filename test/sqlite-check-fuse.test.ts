@@ -73,6 +73,16 @@ async function verifyDeep(bundle: string) {
   };
 }
 
+/** `verify --deep` of `bundle` passes with long_term ok, and a restore of it puts long_term back. */
+async function assertPasses(a: Agent, bundle: string): Promise<void> {
+  const v = await verifyDeep(bundle);
+  assert.equal(v.code, 0, JSON.stringify(v.report.problems));
+  assert.equal(v.report.status, 'verified');
+  assert.equal(v.report.deep?.sqlite_integrity.long_term, 'ok');
+  const r = await a.snapshotter.restore({ agentId: 'ana', bundle, autoPreSnapshot: false });
+  assert.ok(r.sqlite_restored_dbs.includes('long_term'), JSON.stringify(r));
+}
+
 type Err = Error & { code?: string; exitCode?: number };
 
 /**
@@ -132,12 +142,7 @@ test('CHECK constraints are not evaluated: a CHECK bomb, a broken CHECK and a so
   );
   // the fuse is small: none of these goes to it (a CHECK is no reason to)
   setEnv(t, { NEXO_MEMORY_SQLITE_CHECK_CPU_SECONDS: '1' });
-  const v = await verifyDeep(snap.bundle_path);
-  assert.equal(v.code, 0, JSON.stringify(v.report.problems));
-  assert.equal(v.report.status, 'verified');
-  assert.equal(v.report.deep?.sqlite_integrity.long_term, 'ok');
-  const r = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
-  assert.ok(r.sqlite_restored_dbs.includes('long_term'), JSON.stringify(r));
+  await assertPasses(a, snap.bundle_path);
   const db = new Database(longTerm(a), { readonly: true });
   try {
     assert.equal(db.prepare('SELECT count(*) FROM bomb').pluck().get(), 50);
@@ -198,12 +203,7 @@ test('sound indexes on an expression and partial indexes pass the check in its p
     "CREATE INDEX people_some ON people (name) WHERE name > 'Name 5'",
   ]);
   setEnv(t, { NEXO_MEMORY_SQLITE_CHECK_CPU_SECONDS: '10' });
-  const v = await verifyDeep(snap.bundle_path);
-  assert.equal(v.code, 0, JSON.stringify(v.report.problems));
-  assert.equal(v.report.status, 'verified');
-  assert.equal(v.report.deep?.sqlite_integrity.long_term, 'ok');
-  const r = await a.snapshotter.restore({ agentId: 'ana', bundle: snap.bundle_path, autoPreSnapshot: false });
-  assert.ok(r.sqlite_restored_dbs.includes('long_term'), JSON.stringify(r));
+  await assertPasses(a, snap.bundle_path);
   // the same database checked by the process: sound; and one whose index lost an entry: its problems
   const dir = tempDir(t);
   const copy = join(dir, 'people.sqlite');
