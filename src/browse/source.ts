@@ -8,16 +8,11 @@
 
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
+import { objectExists } from '../backend/backend.js';
 import { loadIdentities } from '../crypto/age.js';
 import type { Manifest } from '../format/manifest.js';
 import { BundleReader } from '../format/reader.js';
-import {
-  BundleDamagedError,
-  missingIn,
-  NotFoundError,
-  ObjectNotFoundError,
-  UnsafeBundleError,
-} from '../model/errors.js';
+import { BundleDamagedError, missingIn, NotFoundError, UnsafeBundleError } from '../model/errors.js';
 import { DEFAULT_TENANT, validateAgentId, validateTenant } from '../model/ids.js';
 import { loadContent, writeContent } from '../repository/content.js';
 import { bundleView, type RepoArtifact, type RepoManifest } from '../repository/manifest.js';
@@ -77,13 +72,11 @@ export async function withSnapshot<T>(
     // there under it: a forget and its prune between findSnapshot and the lock left chunks gone, read
     // as damage (stop 62 review)
     return s.repository.locked(repo, false, 'read', async () => {
-      await repo.backend.stat({ type: 'snapshots', name: manifest.snapshot_id }).catch((err: unknown) => {
-        if (!(err instanceof ObjectNotFoundError)) throw err;
+      if (!(await objectExists(repo.backend, { type: 'snapshots', name: manifest.snapshot_id })))
         throw new NotFoundError(
           manifest.snapshot_id,
           'deleted while this command waited for the repository lock',
         );
-      });
       return fn(repositorySource(repo, manifest));
     });
   }
