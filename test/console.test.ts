@@ -592,6 +592,19 @@ test('a diff page opened by its address alone (another site can send the tab the
     await page.goto(`${url}/${href.replace(/^.*#/, '#')}`);
     await waitShowing(page, '#diff-run');
     assert.equal(diffRequests().length, 2, 'no diff from the mark the Ctrl-click left');
+    // nor when the tab leaves and comes to that diff in one go: both changes of address are made before
+    // the page handles the first (stop 63: it judged each by where the tab was by then)
+    await page.goto(`${url}/#/agent/default/ana`);
+    await page.check(`#timeline tr[data-id="${first.id}"] input[name="pick-a"]`);
+    await page.check(`#timeline tr[data-id="${metas[0]!.id}"] input[name="pick-b"]`);
+    const again = context.waitForEvent('page');
+    await page.click('#diff-link', { modifiers: ['Control'] });
+    await (await again).close();
+    await page.evaluate(
+      `location.hash = '#/'; location.hash = ${JSON.stringify(href.replace(/^.*#/, '#'))};`,
+    );
+    await waitShowing(page, '#diff-run');
+    assert.equal(diffRequests().length, 2, 'no diff from the mark, two changes at once');
   } finally {
     await context.close();
   }

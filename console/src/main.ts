@@ -111,9 +111,12 @@ function App() {
     // a diff starts at once only when a click of this page led to it (clicked.ts): never from the URL
     // (the mark is taken at every change of route: one a click left behind, a Ctrl-click that opened
     // another tab say, never starts a later diff)
-    const onHash = () => {
+    // Each change is judged by its own address (the event's newURL), not by where the tab is when the
+    // event is handled: two changes made at once (`#/`, then a diff's address) reach here after both
+    // happened, and judged by location.hash the first would take a mark for the second.
+    const onHash = (e: HashChangeEvent) => {
       const r = parseRoute(location.hash);
-      const clicked = takeClicked(location.hash);
+      const clicked = takeClicked(new URL(e.newURL).hash) && new URL(e.newURL).hash === location.hash;
       setRoute(r.view === 'diff' ? { ...r, clicked } : r);
     };
     addEventListener('hashchange', onHash);
