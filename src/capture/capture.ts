@@ -213,6 +213,14 @@ async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {
     if (deep !== undefined)
       throw new StateProviderError(`state value ${key} cannot be stored in a bundle: ${deep}`);
     const text = `${jsonText(value, 2)}\n`;
+    // what every reader refuses (docs/format.md §8) is refused here, not written into a snapshot that
+    // could then never be restored (the indented text is larger than the file the provider read);
+    // before the scan below, which a text that large need not wait for
+    const bytes = Buffer.byteLength(text, 'utf8');
+    if (bytes > MAX_MANIFEST_BYTES)
+      throw new StateProviderError(
+        `state value ${key} cannot be stored in a bundle: its JSON text is ${bytes} bytes, more than the ${MAX_MANIFEST_BYTES} a bundle's state value may have`,
+      );
     try {
       scanJson(text); // what restore accepts: a value nested deeper than the limit could not come back
     } catch (err) {
@@ -221,12 +229,6 @@ async function captureState(input: CaptureInput): Promise<StagedArtifact[]> {
       );
     }
     const data = Buffer.from(text, 'utf8');
-    // what every reader refuses (docs/format.md §8) is refused here, not written into a snapshot that
-    // could then never be restored (the indented text is larger than the file the provider read)
-    if (data.length > MAX_MANIFEST_BYTES)
-      throw new StateProviderError(
-        `state value ${key} cannot be stored in a bundle: its JSON text is ${data.length} bytes, more than the ${MAX_MANIFEST_BYTES} a bundle's state value may have`,
-      );
     out.push({
       pathInBundle: statePath(key),
       kind: stateKind(key),
