@@ -116,7 +116,8 @@ function App() {
     // happened, and judged by location.hash the first would take a mark for the second.
     const onHash = (e: HashChangeEvent) => {
       const r = parseRoute(location.hash);
-      const clicked = takeClicked(new URL(e.newURL).hash) && new URL(e.newURL).hash === location.hash;
+      const to = new URL(e.newURL).hash;
+      const clicked = takeClicked(to) && to === location.hash;
       setRoute(r.view === 'diff' ? { ...r, clicked } : r);
     };
     addEventListener('hashchange', onHash);
