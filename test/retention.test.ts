@@ -222,6 +222,34 @@ test('policy: daily, weekly and monthly keep the newest snapshot of each recent 
   assert.ok(d.filter((x) => x.action === 'delete').length > 70);
 });
 
+test('policy: the daily and monthly buckets hold past year 9999, and a time beyond a Date decides without failing (stop 63)', () => {
+  const Y10K = Date.parse('+010000-01-10T12:00:00Z');
+  // newest first (as gc gives them): two later months, then three days of January 10000
+  const m = metas([80, 40, 2, 1, 0].map((days) => (NOW - Y10K) / DAY - days));
+  const now = Y10K + 81 * DAY;
+  const policy = { ...DEFAULT_POLICY, keepCount: 0, maxAgeDays: 0 };
+  for (const [rule, actions] of [
+    // four days, the newest of each: the months' two and January's 12th and 11th
+    [{ keepDaily: 4 }, ['keep', 'keep', 'keep', 'keep', 'delete']],
+    // three months, the newest of each: March's, February's and January's 12th
+    [{ keepMonthly: 3 }, ['keep', 'keep', 'keep', 'delete', 'delete']],
+  ] as const) {
+    const d = decide(m, { ...policy, ...rule }, new Set(), now);
+    assert.deepEqual(
+      d.map((x) => x.action),
+      actions,
+      JSON.stringify(rule),
+    );
+  }
+  // a time no Date holds (a forged or wild clock) is a time like any other, never "Invalid time value"
+  const wild = metas([0, 1]).map((x, i) => ({ ...x, created_at_ms: 9e15 - i }));
+  const d = decide(wild, { ...policy, keepDaily: 1, keepWeekly: 1, keepMonthly: 1 }, new Set(), NOW);
+  assert.deepEqual(
+    d.map((x) => x.action),
+    ['keep', 'delete'],
+  );
+});
+
 test('gc deletes what no rule keeps, with sibling, sidecar and pin; dry run deletes nothing; pins hold', async (t) => {
   const a = sampleAgent(t);
   const s = a.snapshotter;
@@ -321,6 +349,31 @@ test('gc reports a bundle it cannot read (listing_problems, an error, exit 2), a
   rmSync(bundle);
   await s.gc({ agentId: 'ana', policy: { keepCount: 1 } });
   assert.equal(records.findLast((x) => x.op === 'gc')?.outcome, 'ok');
+});
+
+test("a bundle imported under a new id is dated after the agent's newest snapshot, so gc --keep-count 1 keeps it (stop 63)", async (t) => {
+  // ana's last snapshot was taken while the clock was 10 minutes ahead (another host's, say); then a
+  // bundle of bob is stored as ana's (a new id: made now, by the import). Dated by the raw clock, it
+  // sorted below that snapshot, and gc --keep-count 1 deleted the one snapshot holding what was taken last.
+  let skew = 10 * 60_000;
+  const a = sampleAgent(t, 'ana', {}, { store: 'repository', now: () => Date.now() + skew });
+  const s = a.snapshotter;
+  await s.snapshot({ agentId: 'ana', createdBy: 'cli', label: 'old' });
+  const ahead = await s.snapshot({ agentId: 'ana', createdBy: 'cli', label: 'clock ahead' });
+  skew = 0;
+  const bob = sampleAgent(t, 'bob', {}, { store: 'bundles' });
+  const bundle = await bob.snapshotter.snapshot({ agentId: 'bob' });
+  const { snapshot } = await s.storeBundle({ bundle: bundle.bundle_path, agentId: 'ana' });
+  assert.notEqual(snapshot.id, bundle.id, 'stored under a new id');
+  assert.ok(snapshot.created_at_ms > ahead.created_at_ms, 'dated after the newest snapshot');
+  assert.equal(await s.snapshotRef('ana', undefined, 'latest'), snapshot.id);
+  const r = await s.gc({ agentId: 'ana', policy: { keepCount: 1 } });
+  assert.equal(r.agents[0]!.error, undefined);
+  assert.deepEqual(
+    (await s.list('ana')).map((m) => m.id),
+    [snapshot.id],
+    'the import, taken last, is the one kept',
+  );
 });
 
 test('gc --keep-count 2 keeps the user snapshots; the anchors of two restores are kept by their own rule; a clock that was ahead reorders none of them (stop 46)', async (t) => {

@@ -6,7 +6,7 @@
 // regular file at the directory's real path + its name (docs/decisions.md, stop 46).
 
 import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, realpathSync } from 'node:fs';
-import { chmod, chown, lstat, mkdir, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { jsonSyntaxProblem, keepingNumbers } from '../format/json.js';
 import { jsonText } from '../format/json-number.js';
@@ -14,6 +14,8 @@ import { StateProviderError } from '../model/errors.js';
 import { STATE_KEYS, type StateKey } from '../model/types.js';
 import { writeFileAtomic } from '../store/atomic.js';
 import { procFdWorks, procPathIs } from '../util/fd-path.js';
+import { makeDirs } from '../util/make-dirs.js';
+import { fsyncDir } from '../util/new-file.js';
 import type { PathResolver } from './resolver.js';
 
 /** A JSON value, or undefined when the agent has none. */
@@ -66,12 +68,18 @@ export class JsonFileStateProvider implements StateProvider {
   ): Promise<void> {
     const file = this.path(key, agentId, tenant);
     if (value === undefined) {
-      await unlink(file).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
-      });
+      const removed = await unlink(file).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+          return false;
+        },
+      );
+      // durable before the journal that records it (a rollback's too): stop 63
+      if (removed) await fsyncDir(dirname(file));
       return;
     }
-    await mkdir(this.resolver.stateDir(agentId, tenant), { recursive: true });
+    await makeDirs(this.resolver.stateDir(agentId, tenant));
     // the mode of the file it replaces, if any (a state file kept private stays private: stop 61 review)
     const was = await lstat(file).catch(() => undefined);
     const mode = was?.isFile() ? was.mode & 0o777 : 0o644;

@@ -31,6 +31,7 @@ import {
   SnapshotError,
   UnsafeObjectError,
 } from '../model/errors.js';
+import { makeDirs } from '../util/make-dirs.js';
 import { randomBytes } from '../util/random.js';
 import {
   type Backend,
@@ -146,7 +147,7 @@ export class LocalBackend implements Backend {
   /** Creates the directories from the root to `dir` as needed, each made durable in its parent. */
   private async ensureDir(dir: string): Promise<void> {
     if (await this.dirExists(dir)) return;
-    await io(`create ${this.root}`, () => mkdir(this.root, { recursive: true, mode: 0o700 }));
+    await io(`create ${this.root}`, () => makeDirs(this.root, 0o700));
     for (const d of this.chain(dir)) {
       if (await this.isRealDir(d)) continue;
       try {

@@ -159,12 +159,24 @@ export interface Decision {
 const DAY_MS = 86_400_000;
 const HOUR_MS = 3_600_000;
 
-const dayKey = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
-const monthKey = (ms: number): string => new Date(ms).toISOString().slice(0, 7);
+/**
+ * A time as a Date whatever it is: one beyond what a Date holds (±8.64e15 ms; a forged or wild clock)
+ * falls in the first or last day a Date has, never an invalid Date (its keys would be NaN, and
+ * toISOString throws).
+ */
+const dateOf = (ms: number): Date => new Date(Math.min(8.64e15, Math.max(-8.64e15, ms)));
+const pad2 = (n: number): string => String(n).padStart(2, '0');
+// from the UTC fields, not toISOString's text: past year 9999 that reads `+010000-01-…`, and its first
+// ten characters were then a month, its first seven a year (stop 63)
+const monthKey = (ms: number): string => {
+  const d = dateOf(ms);
+  return `${d.getUTCFullYear()}-${pad2(d.getUTCMonth() + 1)}`;
+};
+const dayKey = (ms: number): string => `${monthKey(ms)}-${pad2(dateOf(ms).getUTCDate())}`;
 
 /** ISO 8601 week, e.g. `2026-W48`: the week holding that date's Thursday, counted in that Thursday's year. */
 export function weekKey(ms: number): string {
-  const d = new Date(ms);
+  const d = dateOf(ms);
   const monday0 = (d.getUTCDay() + 6) % 7;
   const thursday = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() - monday0 + 3);
   const year = new Date(thursday).getUTCFullYear();

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EncryptionError } from '../model/errors.js';
+import { makeDirs } from '../util/make-dirs.js';
 import { writeNewFile } from '../util/new-file.js';
 import type { RepoKey } from './crypto.js';
 
@@ -31,7 +32,7 @@ export async function pinMasterKey(dir: string, repositoryId: string, key: RepoK
   const fingerprint = masterKeyFingerprint(key);
   let pinned = await readPin(file);
   if (pinned === undefined) {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await makeDirs(dir, 0o700);
     await writeNew(file, `${fingerprint}\n`);
     pinned = await readPin(file); // two first uses at once: the one that landed first is the pin
   }

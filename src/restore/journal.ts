@@ -211,6 +211,7 @@ export async function rollBack(item: SwapItem): Promise<void> {
     await move(item.backup, item.live);
   } else if (!item.had_live && item.staged && !exists(item.staged) && exists(item.live)) {
     await rm(item.live, { recursive: true, force: true }); // the restored version went in where nothing was
+    await fsyncDir(dirname(item.live)); // gone for good before the journal that records it is: stop 63
   }
   for (const ext of item.extras) {
     if (!exists(item.backup + ext)) continue;

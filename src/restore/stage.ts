@@ -18,6 +18,7 @@ import { isV1GitData, quarantineV1 } from '../git/quarantine.js';
 import { BundleDamagedError, GitError, RestoreRefusedError, UnsafeBundleError } from '../model/errors.js';
 import { idAfterPrefix } from '../model/ids.js';
 import { DB_NAMES } from '../model/types.js';
+import { syncFileSystemsOf } from '../store/atomic.js';
 import { type DirLister, readNames } from '../store/catalog.js';
 import { makeDirs } from '../util/make-dirs.js';
 import { allSettledOrThrow } from '../util/settle.js';
@@ -265,10 +266,16 @@ export async function refreshPreRestoreTag(
   ]);
   if (live.code !== 0 || (tagged.code === 0 && live.stdout.trim() === tagged.stdout.trim())) return;
   const r = await runGit(p.memdirStage, ['fetch', '-q', '--no-tags', liveMemdir, `+HEAD:refs/tags/${tag}`]);
-  if (r.code !== 0)
+  if (r.code !== 0) {
     warnings.push(
       `the pre-restore tag could not follow the live HEAD to the swap: ${r.stderr || `exit ${r.code}`}`,
     );
+    return;
+  }
+  // The objects and the tag the fetch wrote (git syncs neither loose objects nor refs by default) are
+  // on disk before the swap makes them live: the staging was synced before this fetch, and a power cut
+  // after the swap would otherwise leave the tag naming an empty object (every later snapshot failing).
+  await syncFileSystemsOf([p.memdirStage]);
 }
 
 export async function buildMemdir(

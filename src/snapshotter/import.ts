@@ -42,6 +42,8 @@ import { writeFileAtomic } from '../store/atomic.js';
 import { type BundleFile, bundleFiles } from '../store/catalog.js';
 import { STAGING_PREFIX } from '../store/paths.js';
 import { faultPoint } from '../util/faults.js';
+import { makeDirs } from '../util/make-dirs.js';
+import { captureTime } from './capture-time.js';
 import {
   encryptedIntoPlaintext,
   fromBundle,
@@ -164,7 +166,7 @@ export async function storeBundle(s: LocalSnapshotter, req: StoreBundleRequest):
   const agentId = validateAgentId(req.agentId);
   const tenant = validateTenant(req.tenant ?? DEFAULT_TENANT);
   await importedBundleFile(req.bundle);
-  await mkdir(s.layout.snapshotsDir(tenant, agentId), { recursive: true });
+  await makeDirs(s.layout.snapshotsDir(tenant, agentId));
   const lock = await s.lockAgent(agentId, tenant, 'import');
   try {
     await s.recoverInterrupted(agentId, tenant);
@@ -205,7 +207,7 @@ async function storeBundleLocked(
   const trust = requestTrust(policies.trust, req);
   const signingKey = policies.signingKey(); // an unreadable key fails before anything is written
   const dir = s.layout.snapshotsDir(tenant, agentId);
-  await mkdir(dir, { recursive: true });
+  await makeDirs(dir);
   const staging = join(dir, `${STAGING_PREFIX}${newSnapshotId()}`);
   try {
     // Refused before anything is staged or a repository created: a new one is encrypted when recipients
@@ -264,7 +266,12 @@ async function storeBundleLocked(
         if (held && !(await sameBundle(held, m, identities))) keepId = false;
       }
     }
-    // a new id is a new snapshot of the agent (as a clone's): made now, by the import
+    // a new id is a new snapshot of the agent (as a clone's): made now, by the import, and dated as every
+    // new snapshot is (capture-time.ts: never before the agent's newest one, which a clock ahead on
+    // another host may have dated later than this clock says; under the agent lock): stop 63
+    const createdAtMs = keepId
+      ? m.created_at_ms
+      : captureTime(s.now(), await s.newestStored(agentId, tenant)).createdAtMs;
     const target: StoreTarget = keepId
       ? {
           id: m.snapshot_id,
@@ -279,14 +286,14 @@ async function storeBundleLocked(
           agentId,
           tenant,
           ...(m.label !== undefined ? { label: m.label } : {}),
-          createdAtMs: Date.now(),
+          createdAtMs,
           createdBy: 'import',
         };
     if (recordPath) {
       // before the snapshot exists: a kill from here until the restore commits leaves the record, and
       // the recovery forgets the snapshot (docs/restore.md, "Crash safety")
       const record: ImportRecord = { snapshot_id: target.id, bundle, created_at_ms: Date.now() };
-      await mkdir(dirname(recordPath), { recursive: true });
+      await makeDirs(dirname(recordPath));
       await writeFileAtomic(recordPath, `${JSON.stringify(record)}\n`);
     }
     const stored = await storeStaged(s.repository, repo, b, target, originOf(b, 'import'), signingKey);

@@ -647,8 +647,7 @@ async function restoreLocked(
             : []),
         ]);
         report.warnings.push(...modes);
-        if (items.some((i) => i.component.startsWith('sqlite.')))
-          await mkdir(p.sqliteBackup, { recursive: true });
+        if (items.some((i) => i.component.startsWith('sqlite.'))) await makeDirs(p.sqliteBackup);
         journal = {
           journal_version: 1,
           restore_id: restoreId,
@@ -671,7 +670,7 @@ async function restoreLocked(
           backup_dirs: [p.sqliteBackup],
           ...(report.pre_snapshot ? { anchor: report.pre_snapshot } : {}),
         };
-        await mkdir(resolve(journalPath, '..'), { recursive: true });
+        await makeDirs(resolve(journalPath, '..'));
         await writeJournal(journalPath, journal);
         journalWritten = true;
         faultPoint('restore.journal.prepared');

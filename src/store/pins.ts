@@ -2,7 +2,9 @@
 // Retention never deletes a pinned snapshot; deleting it explicitly removes the pin with it.
 
 import { unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { IoError } from '../model/errors.js';
+import { fsyncDir } from '../util/new-file.js';
 import { readRegularFileSync } from '../util/regular-file.js';
 import { writeFileAtomic } from './atomic.js';
 
@@ -42,9 +44,15 @@ export function pinNoteOf(bundlePath: string): string | undefined {
 export async function unpin(bundlePath: string): Promise<boolean> {
   try {
     await unlink(pinPathOf(bundlePath));
-    return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw new IoError(`removing the pin ${pinPathOf(bundlePath)}`, err);
   }
+  // the removal is durable as the pin's writing was (a power cut must not bring a pin back): stop 63
+  try {
+    await fsyncDir(dirname(bundlePath));
+  } catch (err) {
+    throw new IoError(`removing the pin ${pinPathOf(bundlePath)} (syncing its directory)`, err);
+  }
+  return true;
 }
