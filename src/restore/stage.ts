@@ -366,9 +366,84 @@ export async function buildMemdir(
     return tag;
   };
   const [, preRestoreTag] = await allSettledOrThrow([reset, tagAndCheck()] as const);
-  const liveConfig = join(liveMemdir, '.git', 'config');
-  if (existsSync(liveConfig)) await copyFile(liveConfig, join(dir, '.git', 'config')); // remotes and settings stay
+  await carryLiveRepository(liveMemdir, dir, warnings);
   return { ...(head ? { head } : {}), ...(preRestoreTag ? { preRestoreTag } : {}), warnings };
+}
+
+/**
+ * The live repository's git directory, where its config and its worktrees' records are: `<memdir>/.git`,
+ * or, when that is a `gitdir:` pointer file (a separate git directory, or a memdir that is a linked
+ * worktree: snapshots of those need `allow_external_git`), the common directory git names for it.
+ */
+async function liveGitDir(liveMemdir: string): Promise<string | undefined> {
+  const dotGit = join(liveMemdir, '.git');
+  const st = await lstat(dotGit).catch(() => undefined);
+  if (st?.isDirectory()) return dotGit;
+  if (!st?.isFile()) return undefined;
+  const r = await runGit(liveMemdir, ['rev-parse', '--git-common-dir']);
+  return r.code === 0 ? resolve(liveMemdir, r.stdout.trim()) : undefined;
+}
+
+/** The repository format keys of a git config file (`core.repositoryformatversion`, `extensions.*`). */
+const FORMAT_KEYS = /^(core\.repositoryformatversion|extensions\..+)$/i;
+
+/** The format keys and values the config file `file` sets, sorted (git prints keys in lower case). */
+async function formatOf(cwd: string, file: string): Promise<Array<readonly [string, string]>> {
+  const r = await runGit(cwd, ['config', '--file', file, '--get-regexp', '.']);
+  return r.stdout
+    .split('\n')
+    .map((line) => [line.slice(0, line.indexOf(' ')), line.slice(line.indexOf(' ') + 1)] as const)
+    .filter(([key]) => FORMAT_KEYS.test(key))
+    .sort((x, y) => (x.join('=') < y.join('=') ? -1 : 1));
+}
+
+/**
+ * What of the live repository outlives a restore (stop 63, a review of unusual repositories):
+ * - its config (remotes and settings are not part of a snapshot), but for the repository's format
+ *   (`core.repositoryformatversion`, `extensions.*`: the object format, the ref storage), which stays
+ *   the staged repository's own: the live config of a repository re-made as sha256 since the snapshot,
+ *   copied whole over a sha1 history, made the restored repository unreadable;
+ * - the records of its linked worktrees (`.git/worktrees/<name>`: their HEAD, index and the path back
+ *   to them, regular files and directories only): without them a worktree outside the memdir was no
+ *   longer a git repository after the restore.
+ */
+async function carryLiveRepository(liveMemdir: string, dir: string, warnings: string[]): Promise<void> {
+  const live = await liveGitDir(liveMemdir);
+  if (!live) return;
+  const liveConfig = join(live, 'config');
+  const stagedConfig = join(dir, '.git', 'config');
+  if (existsSync(liveConfig)) {
+    const own = await formatOf(dir, stagedConfig);
+    await copyFile(liveConfig, stagedConfig);
+    const carried = await formatOf(dir, stagedConfig);
+    // the file as it is when the formats agree (nearly always): only a different format is rewritten
+    if (carried.map((e) => e.join('=')).join('\n') !== own.map((e) => e.join('=')).join('\n')) {
+      const what = 'keeping the repository format';
+      for (const key of new Set(carried.map(([key]) => key)))
+        await git(dir, ['config', '--file', stagedConfig, '--unset-all', key], what);
+      for (const [key, value] of own)
+        await git(dir, ['config', '--file', stagedConfig, '--add', key, value], what);
+    }
+  }
+  const worktrees = join(live, 'worktrees');
+  if ((await lstat(worktrees).catch(() => undefined))?.isDirectory()) {
+    await copyTree(worktrees, join(dir, '.git', 'worktrees'));
+    warnings.push(
+      'the live repository has linked worktrees: their records were kept, and their branches are now as the snapshot has them',
+    );
+  }
+}
+
+/** Copies the directories and regular files under `from` to `to` (made); anything else is left out. */
+async function copyTree(from: string, to: string): Promise<void> {
+  await makeDirs(to);
+  const d = await opendir(from);
+  for await (const e of d) {
+    const src = join(from, e.name);
+    const dst = join(to, e.name);
+    if (e.isDirectory()) await copyTree(src, dst);
+    else if (e.isFile()) await copyFile(src, dst);
+  }
 }
 
 /**
