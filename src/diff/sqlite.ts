@@ -9,9 +9,10 @@
 // Runs on copies, never on live files.
 
 import Database from 'better-sqlite3';
+import { SqliteError } from '../model/errors.js';
 import type { DbName } from '../model/types.js';
 import { REDACTED_MARK, type RedactionPolicy } from '../policy/redaction/scan.js';
-import { virtualTableNames } from '../sqlite/schema.js';
+import { ROWID_NAMES, virtualTableNames } from '../sqlite/schema.js';
 import { type PlaceholderSide, placeholdersIn, type Shown, showText } from './secrets.js';
 
 export interface TableDiff {
@@ -124,7 +125,12 @@ interface TableInfo {
   integerKey: boolean;
 }
 
-function tableInfo(db: Database.Database, schema: string, table: string): TableInfo {
+function tableInfo(
+  db: Database.Database,
+  schema: string,
+  table: string,
+  rowid: string | undefined,
+): TableInfo {
   const cols = db
     .prepare(`PRAGMA ${schema}.table_info(${q(table)})`)
     .safeIntegers(false)
@@ -145,11 +151,30 @@ function tableInfo(db: Database.Database, schema: string, table: string): TableI
   const withoutRowid = list?.wr === 1;
   return {
     columns: cols.map((c) => c.name),
-    key: key.length > 0 ? key : ['rowid'],
+    // a table without a primary key: by its rowid, under the name the caller gives it (rowidName)
+    key: key.length > 0 ? key : rowid ? [rowid] : [],
     withoutRowid,
     integerKey:
-      !withoutRowid && (pks.length === 0 || (pks.length === 1 && pks[0]!.type.toUpperCase() === 'INTEGER')),
+      !withoutRowid &&
+      ((pks.length === 0 && rowid !== undefined) ||
+        (pks.length === 1 && pks[0]!.type.toUpperCase() === 'INTEGER')),
   };
+}
+
+/**
+ * The name a table's rowid is read by on both sides of a diff: `rowid`, else `_rowid_`, else `oid`, the
+ * first no column takes on either side (a column named `rowid` hides that name: matched by it, one real
+ * change showed as rows added, removed and changed, stop 63); undefined when all three are columns.
+ */
+function rowidName(db: Database.Database, table: string): string | undefined {
+  const names = new Set(
+    ['main', 'b'].flatMap((schema) =>
+      (db.prepare(`PRAGMA ${schema}.table_info(${q(table)})`).all() as Array<{ name: string }>).map((c) =>
+        c.name.toLowerCase(),
+      ),
+    ),
+  );
+  return ROWID_NAMES.find((n) => !names.has(n));
 }
 
 function objects(db: Database.Database, schema: string): Map<string, { type: string; sql: string | null }> {
@@ -163,6 +188,16 @@ function count(db: Database.Database, sql: string): number {
   return Number(db.prepare(sql).pluck().get());
 }
 
+/** The text encoding a database file records (`UTF-8`, `UTF-16le`, `UTF-16be`). */
+function encodingOf(path: string): string {
+  const d = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    return String(d.pragma('encoding', { simple: true }));
+  } finally {
+    d.close();
+  }
+}
+
 /** Compares database copy `a` with copy `b` (either may be absent). */
 export function diffDatabase(
   db: DbName,
@@ -174,10 +209,18 @@ export function diffDatabase(
 ): DatabaseDiff {
   const { shown } = secrets;
   const presence = a && b ? 'both' : a ? 'only_a' : 'only_b';
-  // An absent side is an empty in-memory database, so one code path covers every case.
+  // An absent side is an empty in-memory database, so one code path covers every case; it takes the
+  // other side's text encoding (SQLite attaches only databases of the main one's: a UTF-16 database
+  // that appeared after a snapshot could not be diffed across that point, stop 63).
+  const [ea, eb] = [a, b].map((path) => (path ? encodingOf(path) : undefined));
+  if (ea && eb && ea !== eb)
+    throw new SqliteError(
+      `${db}: the two sides' databases use different text encodings (${ea} and ${eb}): diff compares rows within one encoding only`,
+    );
   const conn = new Database(a ?? ':memory:', { readonly: a !== undefined });
   try {
     conn.defaultSafeIntegers(true); // integers beyond 2^53 read exactly (showValue prints them)
+    if (!a && eb) conn.pragma(`encoding = '${eb}'`);
     conn.prepare('ATTACH DATABASE ? AS b').run(b ?? ':memory:');
     const oa = objects(conn, 'main');
     const ob = objects(conn, 'b');
@@ -244,16 +287,17 @@ export function diffDatabase(
         out.push(d);
         continue;
       }
-      const ia = tableInfo(conn, 'main', t);
-      const ib = tableInfo(conn, 'b', t);
+      const rid = rowidName(conn, t);
+      const ia = tableInfo(conn, 'main', t, rid);
+      const ib = tableInfo(conn, 'b', t, rid);
       // Rows are matched by a key both sides share; a rowid table's key holding a NULL (SQLite allows
       // several) also by rowid, so NULL-key rows pair one to one; when the key changed, by rowid if both
       // sides have one, else not at all (every row removed and added, beside the schema change).
       const sameKey = ia.key.join('\0') === ib.key.join('\0');
-      const bothRowid = !ia.withoutRowid && !ib.withoutRowid;
-      const key = sameKey ? ia.key : bothRowid ? ['rowid'] : [];
+      const bothRowid = !ia.withoutRowid && !ib.withoutRowid && rid !== undefined;
+      const key = sameKey ? ia.key : bothRowid ? [rid] : [];
       // the rowid, or an alias of it on both sides: an integer, never NULL, compared as it is
-      const integerKey = key[0] === 'rowid' || (sameKey && ia.integerKey && ib.integerKey);
+      const integerKey = (rid !== undefined && key[0] === rid) || (sameKey && ia.integerKey && ib.integerKey);
       const nullKeys = bothRowid && key.length > 0 && !integerKey;
       // The table's own comparison (`IS`, each side's collation, so either side's key index serves the
       // lookup) narrows; exact equality decides. Exact keys are unique on each side, so pairs are 1:1.
@@ -275,7 +319,7 @@ export function diffDatabase(
         const [outer, schema] = inner === 'y' ? ['x', 'b'] : ['y', 'main'];
         const noNull = key.map((k) => `${outer}.${q(k)} IS NOT NULL`).join(' AND ');
         const sameKeys = key.map((k) => same(`x.${q(k)}`, `y.${q(k)}`)).join(' AND ');
-        return `${inner}.rowid = (CASE WHEN ${noNull} THEN (SELECT z.rowid FROM ${schema}.${q(t)} AS z WHERE ${keyEq(outer, 'z')}) ELSE ${outer}.rowid END) AND ${sameKeys}`;
+        return `${inner}.${rid} = (CASE WHEN ${noNull} THEN (SELECT z.${rid} FROM ${schema}.${q(t)} AS z WHERE ${keyEq(outer, 'z')}) ELSE ${outer}.${rid} END) AND ${sameKeys}`;
       };
       // Columns by name (SQLite's names are case-insensitive): [A's name, B's name].
       const lower = new Map(ib.columns.map((c) => [c.toLowerCase(), c]));
@@ -297,8 +341,9 @@ export function diffDatabase(
       const addedSql = `FROM b.${q(t)} AS y WHERE NOT EXISTS (SELECT 1 FROM main.${q(t)} AS x WHERE ${on('x')})`;
       const removedSql = `FROM main.${q(t)} AS x WHERE NOT EXISTS (SELECT 1 FROM b.${q(t)} AS y WHERE ${on('y')})`;
       const changedSql = `FROM main.${q(t)} AS x JOIN b.${q(t)} AS y ON ${on('y')} WHERE ${differs}`;
-      const keyCols = key[0] === 'rowid' ? ['rowid', ...ia.columns] : ia.columns;
-      const keyColsB = key[0] === 'rowid' ? ['rowid', ...ib.columns] : ib.columns;
+      const byRowid = rid !== undefined && key[0] === rid;
+      const keyCols = byRowid ? [rid, ...ia.columns] : ia.columns;
+      const keyColsB = byRowid ? [rid, ...ib.columns] : ib.columns;
       // Both sides of a changed row, columns prefixed `a:` and `b:`, and `d:` flags for the common
       // columns that differ.
       const pairSql = `SELECT ${[
@@ -340,7 +385,7 @@ export function diffDatabase(
               )
               .join(' OR ')})${onlyNotNull.map((e) => ` AND NOT ${e}`).join('')}`
           : '0';
-      const ident = nullKeys ? [...key, 'rowid'] : key;
+      const ident = nullKeys && rid !== undefined ? [...key, rid] : key;
       let total = 0;
       let redacted = 0;
       if (ident.length > 0) {

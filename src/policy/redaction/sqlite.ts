@@ -10,6 +10,8 @@
 
 import { renameSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
+import { RedactionError } from '../../model/errors.js';
+import { ROWID_NAMES } from '../../sqlite/schema.js';
 import { addCounts, type RedactionPolicy, redactText } from './scan.js';
 
 export interface NotScanned {
@@ -106,16 +108,27 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
         db.prepare(`PRAGMA table_info(${q(name)})`).all() as Array<{ name: string; pk: number }>
       ).map((c) => c);
       if (cols.length === 0) return false;
-      let key: string[];
-      try {
-        db.prepare(`SELECT rowid FROM ${q(name)} LIMIT 0`);
-        key = ['rowid'];
-      } catch {
+      // Rows are updated by their rowid, under a name of it no column takes (a column named `rowid`
+      // hides that name, and matching by it rewrote every row holding the same value: stop 63); else
+      // (WITHOUT ROWID, or all three names taken) by the primary key.
+      const taken = new Set(cols.map((c) => c.name.toLowerCase()));
+      let key: string[] = [];
+      for (const alias of ROWID_NAMES.filter((a) => !taken.has(a))) {
+        try {
+          db.prepare(`SELECT ${alias} FROM ${q(name)} LIMIT 0`);
+          key = [alias];
+          break;
+        } catch {}
+      }
+      if (key.length === 0)
         key = cols
           .filter((c) => c.pk > 0)
           .sort((a, b) => a.pk - b.pk)
           .map((c) => q(c.name));
-      }
+      if (key.length === 0)
+        throw new RedactionError(
+          `table ${JSON.stringify(name)} has no name left for its rowid (columns rowid, _rowid_ and oid) and no primary key: its rows cannot be told apart to redact them`,
+        );
       out.tables++;
       const agg = cols.flatMap((c) => [
         `sum(typeof(${q(c.name)}) = 'text')`,
