@@ -71,3 +71,20 @@ test('a restore keeps the live config of a repository whose .git is a pointer fi
   await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id, autoPreSnapshot: false });
   assert.equal(git(a.memdir, ['config', 'remote.origin.url']).trim(), 'https://example.com/memory.git');
 });
+
+test('a restore over a merge in progress says that the merge state is not restored (it stays in the backup)', async (t) => {
+  const a = sampleAgent(t, 'ana', SMALL, { store: 'repository' });
+  const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+  git(a.memdir, ['checkout', '-q', '-b', 'other', 'HEAD~1']);
+  writeFileSync(join(a.memdir, 'MEMORY.md'), 'theirs\n');
+  git(a.memdir, ['commit', '-qam', 'theirs']);
+  git(a.memdir, ['checkout', '-q', 'main']);
+  writeFileSync(join(a.memdir, 'MEMORY.md'), 'ours\n');
+  git(a.memdir, ['commit', '-qam', 'ours']);
+  assert.throws(() => git(a.memdir, ['merge', '-q', 'other']), 'a conflict');
+  const r = await a.snapshotter.restore({ agentId: 'ana', snapshot: snap.id, autoPreSnapshot: false });
+  assert.ok(
+    r.warnings.some((w) => /had a merge in progress: the restored one has not/.test(w)),
+    JSON.stringify(r.warnings),
+  );
+});

@@ -384,6 +384,16 @@ async function liveGitDir(liveMemdir: string): Promise<string | undefined> {
   return r.code === 0 ? resolve(liveMemdir, r.stdout.trim()) : undefined;
 }
 
+/** What git keeps of an operation in progress in the git directory, and what it is. */
+const IN_PROGRESS: ReadonlyArray<readonly [string, string]> = [
+  ['MERGE_HEAD', 'a merge'],
+  ['rebase-merge', 'a rebase'],
+  ['rebase-apply', 'a rebase or `git am`'],
+  ['CHERRY_PICK_HEAD', 'a cherry-pick'],
+  ['REVERT_HEAD', 'a revert'],
+  ['BISECT_LOG', 'a bisect'],
+];
+
 /** The repository format keys of a git config file (`core.repositoryformatversion`, `extensions.*`). */
 const FORMAT_KEYS = /^(core\.repositoryformatversion|extensions\..+)$/i;
 
@@ -425,6 +435,12 @@ async function carryLiveRepository(liveMemdir: string, dir: string, warnings: st
         await git(dir, ['config', '--file', stagedConfig, '--add', key, value], what);
     }
   }
+  // what no snapshot holds, said where the restore moves it aside (docs/restore.md)
+  const inProgress = IN_PROGRESS.filter(([file]) => existsSync(join(live, file))).map(([, what]) => what);
+  if (inProgress.length > 0)
+    warnings.push(
+      `the live repository had ${inProgress.join(' and ')} in progress: the restored one has not (no snapshot holds that state); the live repository is kept in the memdir's backup`,
+    );
   const worktrees = join(live, 'worktrees');
   if ((await lstat(worktrees).catch(() => undefined))?.isDirectory()) {
     await copyTree(worktrees, join(dir, '.git', 'worktrees'));
