@@ -2,13 +2,15 @@
 // review): its config, but never the repository's format (a memdir re-made as sha256 since the
 // snapshot, restored to a sha1 history, was left unreadable); the config of a repository whose `.git`
 // is a pointer file; and the records of linked worktrees outside the memdir (they were no longer git
-// repositories after a restore). Both stores.
+// repositories after a restore); a restore over a merge in progress says so; a snapshot of a partial
+// clone is refused (the bundle store's fetched the objects it lacked from the promisor). Both stores.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { promisorOf } from '../src/git/own-repository.js';
 import { sampleAgent } from './helpers/env.js';
 
 const SMALL = { files: 3, commits: 3, memories: 5, embeddings: 2, concepts: 2, compactions: 1 };
@@ -87,4 +89,28 @@ test('a restore over a merge in progress says that the merge state is not restor
     r.warnings.some((w) => /had a merge in progress: the restored one has not/.test(w)),
     JSON.stringify(r.warnings),
   );
+});
+
+test('a snapshot of a partial clone (a promisor remote) is refused (GIT) as other repositories reaching outside the memdir are; the live repository untouched', async (t) => {
+  for (const store of ['bundles', 'repository'] as const) {
+    const a = sampleAgent(t, 'ana', SMALL, { store });
+    git(a.memdir, ['config', 'core.repositoryformatversion', '1']);
+    git(a.memdir, ['config', 'remote.origin.url', 'https://example.com/memory.git']);
+    git(a.memdir, ['config', 'remote.origin.promisor', 'true']);
+    git(a.memdir, ['config', 'extensions.partialClone', 'origin']);
+    const config = readFileSync(join(a.memdir, '.git', 'config'), 'utf8');
+    await assert.rejects(a.snapshotter.snapshot({ agentId: 'ana' }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'GIT', err.message);
+      assert.match(err.message, /is a partial clone \(promisor remote origin\).*git fetch --refetch origin/);
+      assert.match(err.message, /allow_external_git/);
+      return true;
+    });
+    assert.equal(readFileSync(join(a.memdir, '.git', 'config'), 'utf8'), config);
+    assert.deepEqual(await a.snapshotter.list('ana'), [], store);
+  }
+  // what is read of a config: sections and keys as git spells them, in any case, comments ignored
+  assert.equal(promisorOf('[remote "up"]\n\turl = x\n\tpromisor = yes\n'), 'up');
+  assert.equal(promisorOf('[Extensions]\n\tpartialClone = "up"\n'), 'up');
+  assert.equal(promisorOf('[remote "up"]\n\t# promisor = true\n\tpromisor = false\n'), undefined);
+  assert.equal(promisorOf('[core]\n\tbare = false\n'), undefined);
 });

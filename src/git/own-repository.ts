@@ -21,8 +21,8 @@ function inside(dir: string, path: string): boolean {
   return rel === '' || !(rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel));
 }
 
-/** The first 4 KiB of the regular file `path` as text (never following a symlink, never blocking). */
-function readSmall(path: string): string | undefined {
+/** The first `max` bytes (4 KiB) of the regular file `path` as text (never following a symlink, never blocking). */
+function readSmall(path: string, max = 4096): string | undefined {
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -30,8 +30,10 @@ function readSmall(path: string): string | undefined {
     return undefined;
   }
   try {
-    const buf = Buffer.alloc(4096);
-    return buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)).toString('utf8');
+    const buf = Buffer.alloc(max);
+    let n = 0;
+    for (let got = -1; got !== 0 && n < max; n += got) got = readSync(fd, buf, n, max - n, n);
+    return buf.subarray(0, n).toString('utf8');
   } catch {
     return undefined; // a directory, a FIFO with no writer: git cannot read it either
   } finally {
@@ -92,6 +94,42 @@ export async function refuseExternalGit(memdir: string): Promise<void> {
     if (real !== undefined) commonDir = real;
   }
   await refuseForeignObjects(memdir, join(commonDir, 'objects'));
+  const promisor = promisorOf(readSmall(join(commonDir, 'config'), CONFIG_MAX_BYTES));
+  if (promisor !== undefined)
+    refuse(
+      memdir,
+      `is a partial clone (promisor remote ${promisor}): git would fetch the objects it lacks from that remote, into the live repository (fetch them all first: git fetch --refetch ${promisor}, then unset remote.${promisor}.promisor and extensions.partialclone)`,
+    );
+}
+
+/** The most of a repository's config read for its promisor (a config is a few KB). */
+const CONFIG_MAX_BYTES = 1024 * 1024;
+
+/**
+ * The promisor remote a git config names (`extensions.partialclone`, or a remote with `promisor =
+ * true`), if any: such a repository lacks objects that git fetches from that remote when it needs them
+ * (stop 63: a bundle store's snapshot of a partial clone did, changing the live repository).
+ */
+export function promisorOf(config: string | undefined): string | undefined {
+  let section = '';
+  let subsection = '';
+  for (const raw of (config ?? '').split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    const header = /^\[\s*([A-Za-z0-9.-]+)(?:\s+"((?:[^"\\]|\\.)*)")?\s*\]/.exec(line);
+    if (header) {
+      section = header[1]!.toLowerCase();
+      subsection = header[2] ?? '';
+      continue;
+    }
+    const entry = /^([A-Za-z][A-Za-z0-9-]*)\s*(?:=\s*"?([^"#;]*)"?)?/.exec(line);
+    if (!entry) continue;
+    const key = entry[1]!.toLowerCase();
+    const value = (entry[2] ?? 'true').trim();
+    if (section === 'extensions' && key === 'partialclone' && value !== '') return value;
+    if (section === 'remote' && key === 'promisor' && /^(true|yes|on|1)$/i.test(value)) return subsection;
+  }
+  return undefined;
 }
 
 /** The object store's checks: a symlink, alternates, a symlink among its directories and files. */
