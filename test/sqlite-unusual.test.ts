@@ -13,6 +13,7 @@ import { test } from 'node:test';
 import Database from 'better-sqlite3';
 import { compilePolicy } from '../src/policy/redaction/scan.js';
 import { redactDatabase } from '../src/policy/redaction/sqlite.js';
+import { copyError } from '../src/sqlite/worker.js';
 import { sampleAgent, tempDir } from './helpers/env.js';
 
 const TOKEN = `ghp_${'abcdefghijklmnopqrstuvwxyz0123456789'}`;
@@ -112,4 +113,23 @@ test('diff of a UTF-16 database against a side that has none: its rows added; tw
     code: 'SQLITE',
     message: /concepts: the two sides' databases use different text encodings \(UTF-16le and UTF-8\)/,
   });
+});
+
+test("a copy SQLite refuses as read-only or locked says what that code means here, not only SQLite's words", () => {
+  const readOnly = copyError(
+    '/a/concepts.sqlite',
+    '/s/concepts.sqlite',
+    Object.assign(new Error('attempt to write a readonly database'), { code: 'SQLITE_READONLY_DIRECTORY' }),
+  );
+  assert.equal((readOnly as Error & { code?: string }).code, 'SQLITE');
+  assert.match(
+    readOnly.message,
+    /SQLITE_READONLY_DIRECTORY: a database in WAL mode is read through its -shm and -wal files/,
+  );
+  const locked = copyError(
+    '/a/concepts.sqlite',
+    '/s/concepts.sqlite',
+    Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' }),
+  );
+  assert.match(locked.message, /locking_mode=EXCLUSIVE holds it until it closes/);
 });

@@ -101,7 +101,8 @@ export async function liveDatabaseRunners(sqliteDir: string, count = 2): Promise
   return sqliteRunners(await liveDatabaseBytes(sqliteDir), count);
 }
 
-const copyError = (src: string, dst: string, err: unknown): Error => {
+/** A copy's failure as this package reports it (the message says what SQLite's code means here). */
+export const copyError = (src: string, dst: string, err: unknown): Error => {
   if (err instanceof NativeModuleError || err instanceof SqliteError) return err;
   const code = String((err as { code?: unknown }).code ?? '');
   // a file refused by live-files.ts on a thread (its message names the file)
@@ -116,9 +117,14 @@ const copyError = (src: string, dst: string, err: unknown): Error => {
     return new IoError(`writing ${dst}, the copy of ${src}`, full);
   }
   // a gated writer never holds the database while a snapshot copies: this is one outside the write gate
+  // (or one in locking_mode=EXCLUSIVE, which holds it for good); a read-only database's SQLite reads
+  // only if it can create the WAL index beside it (stop 63: "attempt to write a readonly database"
+  // named no cause)
   const why = /^SQLITE_(BUSY|LOCKED)/.test(code)
-    ? ' (a writer outside the write gate, docs/locking.md, held it for the whole wait)'
-    : '';
+    ? ' (a writer outside the write gate, docs/locking.md, held it for the whole wait; a writer in locking_mode=EXCLUSIVE holds it until it closes)'
+    : /^SQLITE_READONLY/.test(code) || /^SQLITE_CANTOPEN/.test(code)
+      ? ` (${code}: a database in WAL mode is read through its -shm and -wal files, which SQLite must be able to create beside it when they are missing: a directory this user cannot write to, or a read-only mount, stops it)`
+      : '';
   return new SqliteError(`copying ${src}: ${(err as Error).message}${why}`, { cause: err });
 };
 
