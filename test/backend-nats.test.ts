@@ -950,3 +950,37 @@ test(
     assert.deepEqual(retries, [], 'never retried');
   },
 );
+
+test(
+  "sweepOrphans never purges the chunks of another client's object in the same object store; a meta it cannot read stops the sweep (stop 63)",
+  LIMIT,
+  async (t) => {
+    const { bucket, b: client } = await freshBucket(t);
+    const b = client as NatsBackend;
+    await b.save({ type: 'packs', name: hexName('ours') }, randomBytes(NATS_CHUNK_SIZE + 1));
+    // another application's file, put with the object store's own client (as `nats object put` would)
+    const { Objm } = await import('@nats-io/obj');
+    const nc = await connect({ servers: cluster.urls });
+    t.after(() => closeClient(nc));
+    const os = await new Objm(nc).open(bucket);
+    const theirs = randomBytes(300_000);
+    await os.putBlob({ name: 'design-doc.pdf' }, theirs);
+    assert.deepEqual(await b.sweepOrphans(0), { saves: 0, chunks: 0, bytes: 0 }, 'nothing is an orphan');
+    assert.deepEqual(Buffer.from((await os.getBlob('design-doc.pdf'))!), theirs, 'their file is whole');
+    // a save killed before its meta: its chunks are orphans, swept; unless a meta names nothing readable
+    const saver = await savingForever(t, bucket, hexName('killed'));
+    await saver.kill();
+    const js = (await import('@nats-io/jetstream')).jetstream(nc);
+    await js.publish(`$O.${bucket}.M.bm90LWpzb24`, Buffer.from('not json'));
+    assert.deepEqual(
+      await b.sweepOrphans(0),
+      { saves: 0, chunks: 0, bytes: 0 },
+      'an unreadable meta: no sweep',
+    );
+    await jetstreamManager(nc).then((m) =>
+      m.streams.purge(`OBJ_${bucket}`, { filter: `$O.${bucket}.M.bm90LWpzb24` }),
+    );
+    assert.equal((await b.sweepOrphans(0)).saves, 1, 'then the killed save is swept, theirs kept');
+    assert.deepEqual(Buffer.from((await os.getBlob('design-doc.pdf'))!), theirs);
+  },
+);

@@ -841,3 +841,41 @@ test('pin of a snapshot in both stores pins both copies with its note (in proces
   assert.equal(bundleNote(), undefined);
   assert.equal((await repo.list('ana')).find((m) => m.id === id)!.pinned, false);
 });
+
+test('export of an agent with more memory files than the open-file limit: read a few at a time, not all at once (EMFILE, stop 63)', async (t) => {
+  const { spawnSync } = await import('node:child_process');
+  const { mkdirSync } = await import('node:fs');
+  const { BIN, ensureBuilt } = await import('./helpers/built-cli.js');
+  ensureBuilt();
+  for (const store of ['repository', 'bundles'] as const) {
+    const a = sampleAgent(t, 'ana', { files: 2, commits: 1, memories: 3 }, { store });
+    mkdirSync(join(a.memdir, 'many'));
+    for (let i = 0; i < 400; i++) writeFileSync(join(a.memdir, 'many', `note-${i}.md`), `note ${i}\n`);
+    const snap = await a.snapshotter.snapshot({ agentId: 'ana' });
+    const out = join(tempDir(t), `export-${store}.tar.zst`);
+    // the CLI as a whole process under a limit of 128 open files (the default export redacts: the
+    // bundle store's copies its files too)
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        'ulimit -n 128 && exec "$0" "$@"',
+        process.execPath,
+        BIN,
+        'export',
+        '--agent',
+        'ana',
+        '--id',
+        snap.id,
+        '--to',
+        out,
+        '--json',
+        '--state-root',
+        a.stateRoot,
+      ],
+      { encoding: 'utf8', env: { ...process.env, NEXO_MEMORY_STORE_FORMAT: store } },
+    );
+    assert.equal(r.status, 0, `${store}: ${r.stdout}${r.stderr}`);
+    assert.ok(gnuList(out).includes('memory_files/many/note-399.md'), store);
+  }
+});

@@ -238,6 +238,20 @@ function parseMeta(data: Uint8Array): Meta | null {
   }
 }
 
+/**
+ * The `nuid` of a meta message another client of the object store wrote (its ObjectInfo JSON), when it
+ * is one: the name of its chunks' subject (`$O.<bucket>.C.<nuid>`). Undefined when the message is not
+ * such JSON.
+ */
+function foreignNuid(data: Uint8Array): string | undefined {
+  try {
+    const m = JSON.parse(Buffer.from(data).toString('utf8')) as { nuid?: unknown } | null;
+    return typeof m?.nuid === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(m.nuid) ? m.nuid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 const sha256Digest = (hash: ReturnType<typeof createHash>): string => `SHA-256=${hash.digest('base64url')}=`;
 
 /** The meta's digest of a SHA-256 given in hex (SaveOptions.sha256). */
@@ -701,8 +715,18 @@ export class NatsBackend implements Backend {
   /** The live meta message of every subject under `filter` (one request per 1,000). */
   private async metas(filter: string): Promise<Map<string, Meta>> {
     const found = new Map<string, Meta>();
+    await this.eachLast(filter, (subject, data) => {
+      const meta = parseMeta(data);
+      if (meta && !meta.deleted) found.set(subject, meta);
+      else found.delete(subject);
+    });
+    return found;
+  }
+
+  /** Calls `visit` with the last message of each subject `filter` matches (none: no call). */
+  private async eachLast(filter: string, visit: (subject: string, data: Uint8Array) => void): Promise<void> {
     const any = await this.jsm.streams.getMessage(this.stream, { last_by_subj: filter });
-    if (any === null) return found;
+    if (any === null) return;
     const consumer = await this.js.consumers.get(this.stream, {
       filter_subjects: filter,
       deliver_policy: natsClient().DeliverPolicy.LastPerSubject,
@@ -714,15 +738,13 @@ export class NatsBackend implements Backend {
         let done = false;
         for await (const m of batch) {
           got++;
-          const meta = parseMeta(m.data);
-          if (meta && !meta.deleted) found.set(m.subject, meta);
-          else found.delete(m.subject);
+          visit(m.subject, m.data);
           if (m.info.pending === 0) {
             done = true;
             break;
           }
         }
-        if (done) return found;
+        if (done) return;
         // The probe saw a meta message, or pending said more were coming: a batch that ends without the
         // last one is a pull that expired (a slow or changing cluster), retried from the start.
         if (got === 0) throw new (natsClient().TimeoutError)();
@@ -745,9 +767,23 @@ export class NatsBackend implements Backend {
       const si = await this.jsm.streams.info(this.stream, { subjects_filter: chunkFilter });
       const subjects = Object.keys(si.state.subjects ?? {});
       if (subjects.length === 0) return { saves: 0, chunks: 0, bytes: 0 };
+      // What every meta message names, ours or not: a bucket may hold objects another client of the
+      // object store wrote (its meta names its chunks by `nuid` too), whose chunks are never orphans
+      // (stop 63: purged as ours, they lost another application's files). A meta message that names
+      // none readably leaves nothing to sweep safely: the sweep skips.
       const referenced = new Set<string>();
-      for (const meta of (await this.metas(`${this.prefix}.M.>`)).values())
-        referenced.add(this.chunkSubject(meta.nuid));
+      let unreadable = false;
+      await this.eachLast(`${this.prefix}.M.>`, (_subject, data) => {
+        const ours = parseMeta(data);
+        if (ours) {
+          if (!ours.deleted) referenced.add(this.chunkSubject(ours.nuid));
+          return;
+        }
+        const nuid = foreignNuid(data);
+        if (nuid === undefined) unreadable = true;
+        else referenced.add(this.chunkSubject(nuid));
+      });
+      if (unreadable) return { saves: 0, chunks: 0, bytes: 0 };
       let saves = 0;
       let chunks = 0;
       let bytes = 0;

@@ -29,12 +29,15 @@ import { redactStaging } from '../policy/redaction/redact.js';
 import type { RedactionPolicy } from '../policy/redaction/scan.js';
 import { type SqliteJobs, sqliteRunners } from '../sqlite/worker.js';
 import { privateScratch, removeScratch } from '../util/scratch.js';
+import { mapLimit } from '../util/settle.js';
 import { toolVersions } from '../util/version.js';
 import { problemsError, refused, verifyBundle } from '../verify/verify.js';
 
 /** Memory files up to this size are held in memory while redacted (as capture does). */
 const IN_MEMORY_FILE_MAX = 1024 * 1024;
 const IN_MEMORY_TOTAL_MAX = 64 * 1024 * 1024;
+/** Staged files read at once (each an open file). */
+const READS_AT_ONCE = 16;
 
 export interface RepackOptions {
   source: string;
@@ -241,13 +244,18 @@ export async function capturedFrom(
   return {
     databases,
     databaseInfo: m.databases ?? {},
-    state: await Promise.all(m.artifacts.filter((a) => a.kind.startsWith('state_')).map(staged)),
+    state: await mapLimit(
+      m.artifacts.filter((a) => a.kind.startsWith('state_')),
+      READS_AT_ONCE,
+      staged,
+    ),
     ...(bundle ? { gitBundlePath: bundle } : {}),
-    memory: await Promise.all(
-      m.artifacts
-        .filter((a) => a.kind === 'memory_file')
-        .sort(byBytes)
-        .map(staged),
+    // a few files read at a time: all at once, a memdir of ~1,000 files met the usual limit of 1,024
+    // open files (EMFILE), and export and migrate failed for any such agent (stop 63)
+    memory: await mapLimit(
+      m.artifacts.filter((a) => a.kind === 'memory_file').sort(byBytes),
+      READS_AT_ONCE,
+      (a) => staged(a),
     ),
     git: { ...m.git },
     ...(m.memdir ? { memdir: { ...m.memdir, skipped: [...m.memdir.skipped] } } : {}),
