@@ -7,7 +7,7 @@
 // clean, and last the live repository's config. Nothing of a bundle becomes config, hooks or info/.
 
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, lstat, opendir, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, lstat, opendir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type ComponentsInMemdir, componentsInMemdir } from '../agent/components-in-memdir.js';
 import { GIT_V1_PREFIX } from '../format/constants.js';
@@ -423,6 +423,15 @@ async function carryLiveRepository(liveMemdir: string, dir: string, warnings: st
   const liveConfig = join(live, 'config');
   const stagedConfig = join(dir, '.git', 'config');
   if (existsSync(liveConfig)) {
+    // (the usual case, two configs of one plain format, is told from their text: no git run)
+    const texts = await Promise.all(
+      [liveConfig, stagedConfig].map((f) => readFile(f, 'utf8').catch(() => '')),
+    );
+    const version = (t: string) => /repositoryformatversion\s*=\s*(\d+)/i.exec(t)?.[1] ?? '0';
+    if (!texts.some((t) => /extensions/i.test(t)) && version(texts[0]!) === version(texts[1]!)) {
+      await copyFile(liveConfig, stagedConfig);
+      return carryWorktrees(live, dir, warnings);
+    }
     const own = await formatOf(dir, stagedConfig);
     await copyFile(liveConfig, stagedConfig);
     const carried = await formatOf(dir, stagedConfig);
@@ -435,6 +444,11 @@ async function carryLiveRepository(liveMemdir: string, dir: string, warnings: st
         await git(dir, ['config', '--file', stagedConfig, '--add', key, value], what);
     }
   }
+  return carryWorktrees(live, dir, warnings);
+}
+
+/** The live repository's records of its linked worktrees, and what it had in progress (a warning). */
+async function carryWorktrees(live: string, dir: string, warnings: string[]): Promise<void> {
   // what no snapshot holds, said where the restore moves it aside (docs/restore.md)
   const inProgress = IN_PROGRESS.filter(([file]) => existsSync(join(live, file))).map(([, what]) => what);
   if (inProgress.length > 0)
