@@ -1985,6 +1985,18 @@ test('serve: the retention worker removes leftovers of dead operations at start 
     `${kept.id}.tar.zst.meta.json`,
     `${kept.id}.tar.zst.sha256`,
   ]);
+  // the sweep is on the activity feed, as the docs say of every operation the daemon runs (stop 63)
+  const sweeps = await until(
+    async () =>
+      (
+        (await call(`${d.url}/v1/activity`, { headers: auth() })).body.recent as Array<
+          Record<string, unknown>
+        >
+      ).filter((x) => x.op === 'gc' && x.source === 'retention'),
+    (found) => found.length > 0,
+    100,
+  );
+  assert.equal(sweeps[0]!.outcome, 'ok');
   d.child.kill('SIGTERM');
   assert.equal(await d.exited, 0);
 });

@@ -125,6 +125,13 @@ export class Daemon {
           // the sweep's prune waits for the snapshots under way, the schedule's next ones held back (stop 56)
           pruneWaitMs: opts.retention.pruneWaitMs ?? DAEMON_PRUNE_WAIT_MS,
           aroundPrune: (prune) => this.scheduler.hold(prune),
+          // each sweep of the loop on the board (the activity feed and the console), as the API's are
+          track: (sweep) =>
+            this.activity.track({ op: 'gc', source: 'retention' }, sweep, (r) => ({
+              bundles_deleted: r.bundles_deleted,
+              bytes_freed: r.bytes_freed,
+              errors: r.errors,
+            })),
           onTick: (r) => {
             const p = r.prune;
             const pruned = p && 'bytes_freed' in p && p.bytes_freed > 0;

@@ -615,6 +615,8 @@ export class RetentionWorker {
       intervalMs: number;
       onTick?: (r: RetentionTickReport) => void;
       onError?: (e: unknown) => void;
+      /** Runs each sweep of the loop (not those asked for: their asker tracks them), e.g. on a board. */
+      track?: (sweep: () => Promise<RetentionTickReport>) => Promise<RetentionTickReport>;
     },
   ) {}
 
@@ -627,8 +629,13 @@ export class RetentionWorker {
    */
   tick(tenant?: string): Promise<RetentionTickReport> {
     if (tenant !== undefined) return this.sweep({ ...this.opts, tenant });
+    return this.everyTenant(false);
+  }
+
+  /** The sweep of every tenant, joined when one runs; `fromLoop`: started by the loop (tracked). */
+  private everyTenant(fromLoop: boolean): Promise<RetentionTickReport> {
     if (!this.running) {
-      this.running = this.sweep(this.opts).finally(() => {
+      this.running = this.sweep(this.opts, fromLoop).finally(() => {
         this.running = undefined;
       });
     }
@@ -636,9 +643,11 @@ export class RetentionWorker {
   }
 
   /** Runs a sweep after the ones before it; its report (or failure) is told to onTick (onError). */
-  private sweep(opts: GcOptions): Promise<RetentionTickReport> {
+  private sweep(opts: GcOptions, fromLoop = false): Promise<RetentionTickReport> {
     // Through the snapshotter, so its observers (metrics, events) see every sweep.
-    const sweep = this.queue.then(() => this.snapshotter.gc(opts));
+    const run = () => this.snapshotter.gc(opts);
+    const track = fromLoop ? this.opts.track : undefined;
+    const sweep = this.queue.then(() => (track ? track(run) : run()));
     this.queue = sweep.catch(() => undefined);
     sweep.then(
       (r) => this.opts.onTick?.(r),
@@ -650,7 +659,7 @@ export class RetentionWorker {
   start(): void {
     this.stopped = false;
     const loop = async () => {
-      await this.tick().catch(() => undefined); // told to onError by tick
+      await this.everyTenant(true).catch(() => undefined); // told to onError by the sweep
       if (!this.stopped) this.timer = setLongTimeout(loop, Math.max(1000, this.opts.intervalMs));
     };
     void loop();
