@@ -282,3 +282,20 @@ test('roots whose real paths overlap otherwise than as given (through a symlink)
     /its memdir .*memdir\/ana holds the state root .*stlink by their real paths \(.*memdir\/ana holds .*memdir\/ana\/st/,
   );
 });
+
+test('a default-layout agent snapshotted with another SQLite root says its databases were taken as memory files, and how to give the root (stop 63)', async (t) => {
+  const { a } = defaultLayout(t, 'repository');
+  // `--memdir-root` given, `--sqlite-root` not: the SQLite root is the state root, where the agent has none
+  const s = new LocalSnapshotter({
+    stateRoot: join(a.root, 'state-other'),
+    memdirRoot: a.memdirRoot,
+    store: 'repository',
+  });
+  const snap = await s.snapshot({ agentId: 'ana' });
+  const warning = (snap.warnings ?? []).find((w) => w.startsWith('no database directory at'));
+  assert.ok(warning, JSON.stringify(snap.warnings));
+  assert.match(
+    warning,
+    /the memdir holds long_term\.sqlite, vector\.sqlite, concepts\.sqlite, compactions\.sqlite, taken as memory files \(copied as they are, not consistent copies\): give the memdir's root as the SQLite root too$/,
+  );
+});

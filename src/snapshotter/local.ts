@@ -610,10 +610,21 @@ export class LocalSnapshotter implements MemorySnapshotter {
       warnings.push(
         `no memdir at ${memdir}: this snapshot holds no memory files, and restoring it would move the agent's memdir aside (is the memdir root right?)`,
       );
-    if (sqliteKind === undefined && sqliteDir !== memdir)
+    if (sqliteKind === undefined && sqliteDir !== memdir) {
+      // the default layout's databases in the memdir, taken by a snapshot told another SQLite root
+      // (`--memdir-root` given, `--sqlite-root` not): there they are memory files, copied as they
+      // are, not consistent copies (stop 63, a review of ordinary CLI use)
+      const inMemdir =
+        memdirKind === 'dir'
+          ? DB_NAMES.filter((db) => existsSync(join(memdir, `${db}.sqlite`))).map((db) => `${db}.sqlite`)
+          : [];
       warnings.push(
-        `no database directory at ${sqliteDir}: this snapshot holds no SQLite databases, and restoring it would move the agent's databases aside (is the SQLite root right?)`,
+        `no database directory at ${sqliteDir}: this snapshot holds no SQLite databases, and restoring it would move the agent's databases aside (is the SQLite root right?)` +
+          (inMemdir.length > 0
+            ? `; the memdir holds ${inMemdir.join(', ')}, taken as memory files (copied as they are, not consistent copies): give the memdir's root as the SQLite root too`
+            : ''),
       );
+    }
     // A database beside the four that no snapshot holds (in a directory of its own: in the memdir it
     // is a memory file): the snapshot says so rather than look like a backup of it.
     if (sqliteKind === 'dir' && sqliteDir !== memdir) {
