@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import { SqliteError } from '../model/errors.js';
 import type { DbName } from '../model/types.js';
 import { REDACTED_MARK, type RedactionPolicy } from '../policy/redaction/scan.js';
-import { ROWID_NAMES, virtualTableNames } from '../sqlite/schema.js';
+import { freeRowidName, virtualTableNames } from '../sqlite/schema.js';
 import { type PlaceholderSide, placeholdersIn, type Shown, showText } from './secrets.js';
 
 export interface TableDiff {
@@ -125,12 +125,16 @@ interface TableInfo {
   integerKey: boolean;
 }
 
-function tableInfo(
-  db: Database.Database,
-  schema: string,
-  table: string,
-  rowid: string | undefined,
-): TableInfo {
+/** A table's columns, primary key and kind on one side, read once. */
+interface TableShape {
+  columns: string[];
+  pk: string[];
+  withoutRowid: boolean;
+  /** The primary key is one `INTEGER` column: an alias of the rowid. */
+  pkIsRowid: boolean;
+}
+
+function tableShape(db: Database.Database, schema: string, table: string): TableShape {
   const cols = db
     .prepare(`PRAGMA ${schema}.table_info(${q(table)})`)
     .safeIntegers(false)
@@ -139,42 +143,32 @@ function tableInfo(
     type: string;
     pk: number;
   }>;
-  const key = cols
-    .filter((c) => c.pk > 0)
-    .sort((x, y) => x.pk - y.pk)
-    .map((c) => c.name);
+  const pks = cols.filter((c) => c.pk > 0).sort((x, y) => x.pk - y.pk);
   const list = db
     .prepare(`PRAGMA ${schema}.table_list(${q(table)})`)
     .safeIntegers(false)
     .get() as { wr: number } | undefined;
-  const pks = cols.filter((c) => c.pk > 0);
-  const withoutRowid = list?.wr === 1;
   return {
     columns: cols.map((c) => c.name),
-    // a table without a primary key: by its rowid, under the name the caller gives it (rowidName)
-    key: key.length > 0 ? key : rowid ? [rowid] : [],
-    withoutRowid,
-    integerKey:
-      !withoutRowid &&
-      ((pks.length === 0 && rowid !== undefined) ||
-        (pks.length === 1 && pks[0]!.type.toUpperCase() === 'INTEGER')),
+    pk: pks.map((c) => c.name),
+    withoutRowid: list?.wr === 1,
+    pkIsRowid: pks.length === 1 && pks[0]!.type.toUpperCase() === 'INTEGER',
   };
 }
 
 /**
- * The name a table's rowid is read by on both sides of a diff: `rowid`, else `_rowid_`, else `oid`, the
- * first no column takes on either side (a column named `rowid` hides that name: matched by it, one real
- * change showed as rows added, removed and changed, stop 63); undefined when all three are columns.
+ * A side's key: its primary key, or (none) its rowid under `rowid`, the name of it no column of either
+ * side takes (sqlite/schema.ts freeRowidName: a column named `rowid` hides that name, and matched by
+ * it one real change showed as rows added, removed and changed, stop 63).
  */
-function rowidName(db: Database.Database, table: string): string | undefined {
-  const names = new Set(
-    ['main', 'b'].flatMap((schema) =>
-      (db.prepare(`PRAGMA ${schema}.table_info(${q(table)})`).all() as Array<{ name: string }>).map((c) =>
-        c.name.toLowerCase(),
-      ),
-    ),
-  );
-  return ROWID_NAMES.find((n) => !names.has(n));
+function tableInfo(shape: TableShape, rowid: string | undefined): TableInfo {
+  const byRowid = shape.pk.length === 0 && rowid !== undefined;
+  return {
+    columns: shape.columns,
+    key: shape.pk.length > 0 ? shape.pk : byRowid ? [rowid] : [],
+    withoutRowid: shape.withoutRowid,
+    integerKey: !shape.withoutRowid && (byRowid || shape.pkIsRowid),
+  };
 }
 
 function objects(db: Database.Database, schema: string): Map<string, { type: string; sql: string | null }> {
@@ -287,9 +281,10 @@ export function diffDatabase(
         out.push(d);
         continue;
       }
-      const rid = rowidName(conn, t);
-      const ia = tableInfo(conn, 'main', t, rid);
-      const ib = tableInfo(conn, 'b', t, rid);
+      const [sa, sb] = [tableShape(conn, 'main', t), tableShape(conn, 'b', t)];
+      const rid = freeRowidName([...sa.columns, ...sb.columns]);
+      const ia = tableInfo(sa, rid);
+      const ib = tableInfo(sb, rid);
       // Rows are matched by a key both sides share; a rowid table's key holding a NULL (SQLite allows
       // several) also by rowid, so NULL-key rows pair one to one; when the key changed, by rowid if both
       // sides have one, else not at all (every row removed and added, beside the schema change).

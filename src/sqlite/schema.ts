@@ -10,6 +10,15 @@ import type Database from 'better-sqlite3';
 /** The names SQLite gives a rowid table's rowid, unless a column takes one (`rowid`, `_rowid_`, `oid`). */
 export const ROWID_NAMES = ['rowid', '_rowid_', 'oid'] as const;
 
+/**
+ * The first of ROWID_NAMES that none of `columns` takes (SQLite's names are case-insensitive): the name
+ * a table's rowid is read by; undefined when a column takes each of them.
+ */
+export function freeRowidName(columns: Iterable<string>): string | undefined {
+  const taken = new Set([...columns].map((c) => c.toLowerCase()));
+  return ROWID_NAMES.find((n) => !taken.has(n));
+}
+
 /** The names of the virtual tables of `schema` (`main`, or an attached database's name). */
 export function virtualTableNames(db: Database.Database, schema = 'main'): Set<string> {
   const listed = db.prepare(`PRAGMA "${schema.replaceAll('"', '""')}".table_list`).all() as {

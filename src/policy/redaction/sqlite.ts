@@ -11,7 +11,7 @@
 import { renameSync, rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { RedactionError } from '../../model/errors.js';
-import { ROWID_NAMES } from '../../sqlite/schema.js';
+import { freeRowidName } from '../../sqlite/schema.js';
 import { addCounts, type RedactionPolicy, redactText } from './scan.js';
 
 export interface NotScanned {
@@ -111,15 +111,14 @@ export function redactDatabase(policy: RedactionPolicy, path: string, artifact: 
       // Rows are updated by their rowid, under a name of it no column takes (a column named `rowid`
       // hides that name, and matching by it rewrote every row holding the same value: stop 63); else
       // (WITHOUT ROWID, or all three names taken) by the primary key.
-      const taken = new Set(cols.map((c) => c.name.toLowerCase()));
+      // (a WITHOUT ROWID table has none under any name: the probe fails)
+      const alias = freeRowidName(cols.map((c) => c.name));
       let key: string[] = [];
-      for (const alias of ROWID_NAMES.filter((a) => !taken.has(a))) {
+      if (alias !== undefined)
         try {
           db.prepare(`SELECT ${alias} FROM ${q(name)} LIMIT 0`);
           key = [alias];
-          break;
         } catch {}
-      }
       if (key.length === 0)
         key = cols
           .filter((c) => c.pk > 0)
