@@ -127,7 +127,7 @@ export function checkBaselineInputs(repo: string): { FRAMES: string; RAW: string
       const pack = readFileSync(join(packsDir, sub, name));
       const n = headerLength(pack.subarray(pack.length - TRAILER), pack.length, name);
       const header = pack.subarray(pack.length - TRAILER - n, pack.length - TRAILER);
-      for (const e of parseHeader(header, undefined, name).entries) {
+      for (const e of parseHeader(header, undefined, name, pack.length - TRAILER - n).entries) {
         const stored = pack.subarray(e.offset, e.offset + e.stored);
         (e.flags & FLAG_RAW ? raws : frames).push(stored);
       }

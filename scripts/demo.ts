@@ -3,7 +3,7 @@
 // key), snapshot again (exact: it stays on the host; it adds only what changed), diff, dry-run and
 // restore the baseline, undo, export (redacted: it leaves the host) read by GNU tar, a refused restore of
 // the redacted copy, a damaged copy refused, and a signed and encrypted bundle. Prints each command and
-// what it answered, and checks the outcomes. `npm run demo -- --serve` then starts `nexo-memory serve`
+// what it answered, and checks the outcomes. `npm run demo -- --serve` runs it all and then starts `nexo-memory serve`
 // on the demo's store and prints the web console's address and a token to log in with (Ctrl-C ends it).
 
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -297,5 +297,7 @@ if (process.argv.includes('--serve')) {
   process.on('SIGINT', () => daemon.kill('SIGTERM'));
   daemon.on('exit', (code) => process.exit(code ?? 0));
 } else {
-  process.stdout.write('(`npm run demo -- --serve` also serves the web console on this store)\n');
+  process.stdout.write(
+    "(`npm run demo -- --serve` runs the demo again and then serves the web console on that run's store)\n",
+  );
 }

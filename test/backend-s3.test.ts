@@ -79,7 +79,12 @@ function observed(): Observed {
   return o;
 }
 
-/** A backend that talks to s3rver through the fault proxy, with quick retries and a short timeout. */
+/**
+ * A backend that talks to s3rver through the fault proxy, with quick retries. Its timeout is 10 s: the
+ * test process itself runs the proxy and builds the faults' answers, and on a loaded machine 1.5 s of
+ * silence on a socket while 16 MiB went through it was a timeout, not the fault under test (stop 64: a
+ * run of the suite on Node 22 beside another suite). The stall test sets a short one of its own.
+ */
 async function viaProxy(
   t: TestContext,
   extra: Partial<S3BackendOptions> = {},
@@ -90,7 +95,7 @@ async function viaProxy(
   const b = await openS3Backend({
     ...server.options(BUCKET, prefix, proxy.endpoint),
     retry: { attempts: 5, baseDelayMs: 5, maxDelayMs: 20 },
-    timeoutMs: 1500,
+    timeoutMs: 10_000,
     observer: obs.observer,
     ...extra,
   });
@@ -101,7 +106,8 @@ async function viaProxy(
 const OBJECT = /\/nexo-test\/faults\/[^?]+\/packs\//;
 
 test('s3: resets, 500, 503 SlowDown and a stalled answer are retried; the data loaded back is identical', async (t) => {
-  const { b, obs } = await viaProxy(t);
+  // (the stall ends only by the client's timeout)
+  const { b, obs } = await viaProxy(t, { timeoutMs: 1500 });
   const h = { type: 'packs', name: hexName('retried') } as const;
   const data = randomBytes(9 * MiB + 77);
   for (const fault of [

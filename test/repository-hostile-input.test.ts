@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import { MemoryBackend } from '../src/backend/memory.js';
+import { BundleDamagedError } from '../src/model/errors.js';
 import { newSnapshotId } from '../src/model/ids.js';
 import {
   CHUNK_ID_BATCH,
@@ -16,8 +17,20 @@ import {
   loadContent,
   readContent,
 } from '../src/repository/content.js';
-import { type RepoArtifact, type RepoManifest, sealRepoManifest } from '../src/repository/manifest.js';
-import { KIND_DATA, KIND_TREE, MAX_BLOB, openStoredBlob } from '../src/repository/pack.js';
+import {
+  packChainDigest,
+  type RepoArtifact,
+  type RepoManifest,
+  sealRepoManifest,
+} from '../src/repository/manifest.js';
+import {
+  ENTRY_SIZE,
+  KIND_DATA,
+  KIND_TREE,
+  MAX_BLOB,
+  openStoredBlob,
+  parseHeader,
+} from '../src/repository/pack.js';
 import { ReferenceSet } from '../src/repository/references.js';
 import { Repository } from '../src/repository/repository.js';
 import { listSnapshots, loadSnapshot, saveListing, saveSnapshot } from '../src/repository/snapshots.js';
@@ -163,13 +176,27 @@ test('chunk lists: the ids of a content that claims many bytes are read a batch 
   assert.ok(loads.count < 60, `${loads.count} pack reads for 2 batches of ${CHUNK_ID_BATCH} ids`);
 });
 
-test('chunk lists: a sealed manifest naming more chunk lists or chunks than an artifact has bytes is refused', async () => {
+test('chunk lists: a sealed manifest naming more chunk lists or chunks than an artifact has bytes, both, or empty content without "chunks":[] is refused', async () => {
   const { repo, ones } = await repeatedLists();
-  const cases: Array<Partial<RepoArtifact>> = [
-    { size_bytes: 18, chunk_lists: Array(200).fill(ones) },
-    { size_bytes: 2, chunks: [ones, ones, ones] },
+  const pack = { size_bytes: 5, sha256: '1'.repeat(64), chunks: [ones], chunk_lists: [ones] };
+  const cases: Array<[Partial<RepoArtifact>, RegExp]> = [
+    [{ size_bytes: 18, chunk_lists: Array(200).fill(ones) }, /chunks or chunk lists for \d+ bytes/],
+    [{ size_bytes: 2, chunks: [ones, ones, ones] }, /chunks or chunk lists for \d+ bytes/],
+    // one spelling (stop 64: an independent reader refused what this one took)
+    [{ size_bytes: 0 }, /a\.md: empty content without "chunks":\[\]/],
+    [{ size_bytes: 3, chunks: [ones], chunk_lists: [ones] }, /a\.md: both chunks and chunk_lists/],
+    [
+      {
+        path_in_bundle: 'git/history',
+        kind: 'git_history',
+        size_bytes: 5,
+        sha256: packChainDigest([pack]),
+        packs: [pack],
+      },
+      /git\/history pack 0: both chunks and chunk_lists/,
+    ],
   ];
-  for (const where of cases) {
+  for (const [where, message] of cases) {
     const id = newSnapshotId();
     const { manifest, json } = sealRepoManifest(
       repoManifestDraft({
@@ -188,7 +215,7 @@ test('chunk lists: a sealed manifest naming more chunk lists or chunks than an a
       }),
     );
     await saveSnapshot(repo, manifest, json, listing(id, 1000));
-    await assert.rejects(loadSnapshot(repo, id), damaged(/chunks or chunk lists for \d+ bytes/));
+    await assert.rejects(loadSnapshot(repo, id), damaged(message));
   }
 });
 
@@ -317,4 +344,27 @@ test('listing: an entry whose time or sizes are not sane numbers (1e400 is Infin
   const minimal = forged.at(-1)!;
   assert.equal((await listSnapshots(repo, { agentId: 'ana' }))[0]!.id, minimal);
   assert.ok(Number.isFinite(new Date((await listSnapshots(repo))[0]!.created_at_ms).getTime()));
+});
+
+test('packs: a header whose blobs do not fill the bytes before it exactly (a gap, or blobs reaching into the header) is damage', () => {
+  const entry = Buffer.alloc(ENTRY_SIZE);
+  entry[0] = KIND_DATA;
+  entry.writeUInt32LE(10, 2); // raw
+  entry.writeUInt32LE(7, 6); // stored
+  const header = Buffer.concat([entry, entry]);
+  assert.deepEqual(
+    parseHeader(header, undefined, 'packs/p', 14).entries.map((e) => [e.offset, e.stored]),
+    [
+      [0, 7],
+      [7, 7],
+    ],
+  );
+  for (const before of [15, 13, 0])
+    assert.throws(
+      () => parseHeader(header, undefined, 'packs/p', before),
+      (e: unknown) =>
+        e instanceof BundleDamagedError &&
+        e.message ===
+          `bundle damaged: packs/p: its header's blobs take 14 bytes, but ${before} come before the header`,
+    );
 });

@@ -92,6 +92,22 @@ test('keygen writes a 0600 secret key and a .pub, never overwrites, and -y print
   r = await runCli(['keygen', '-y', `${key}.pub`]);
   assert.equal(r.code, 1, r.stderr); // KEY
   assert.match(r.stderr, /is a public key already; -y prints the public key of a secret key file/);
+  // a directory that does not exist is named as such (not the temporary file's ENOENT alone), both kinds
+  for (const args of [[], ['--age']]) {
+    const nowhere = join(dir, 'no-such-dir', 'k');
+    r = await runCli(['keygen', ...args, '--out', nowhere, '--json']);
+    assert.equal(r.code, 1, r.stderr);
+    const err = JSON.parse(r.stdout).error as { code: string; message: string };
+    assert.equal(err.code, 'IO');
+    // (the ed25519 pair writes its .pub first)
+    const file = args.length > 0 ? nowhere : `${nowhere}.pub`;
+    assert.ok(
+      err.message.startsWith(
+        `creating ${file}: its directory ${join(dir, 'no-such-dir')} does not exist (keygen never creates directories; create it first)`,
+      ),
+      err.message,
+    );
+  }
   // --age: an identity file the age CLI reads, 0600, whose recipient encrypts for it
   const ageFile = join(dir, 'age.txt');
   r = await runCli(['keygen', '--age', '--out', ageFile, '--json']);

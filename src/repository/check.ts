@@ -351,6 +351,7 @@ async function readPack(
     bytes.subarray(bytes.length - TRAILER - n, bytes.length - TRAILER),
     repo.key,
     what,
+    bytes.length - TRAILER - n,
   );
   const entries: PackEntry[] = header.entries;
   const scratch = newBlobScratch(); // the blobs are only checked

@@ -164,17 +164,25 @@ function artifactProblem(a: RepoArtifact): string | undefined {
     return `${a.path_in_bundle}: packs belong to the git history only`;
   if (a.packs && packChainDigest(a.packs) !== a.sha256)
     return `${a.path_in_bundle}: sha256 does not match its packs`;
-  if (a.chunks && a.chunk_lists) return `${a.path_in_bundle}: both chunks and chunk_lists`;
-  for (const ref of [a, ...(a.packs ?? [])])
-    if (locatedProblem(ref)) return `${a.path_in_bundle}: ${locatedProblem(ref)}`;
+  for (const [i, ref] of [a, ...(a.packs ?? [])].entries()) {
+    const problem = locatedProblem(ref);
+    if (problem) return `${a.path_in_bundle}${i > 0 ? ` pack ${i - 1}` : ''}: ${problem}`;
+  }
   return undefined;
 }
 
 /**
- * A reference that names more chunks (or chunk lists, each naming at least one chunk) than it has
- * bytes: every chunk is at least one byte (content.ts chunkIds counts the lists' chunks the same way).
+ * Where a reference's bytes are, spelt one way (docs/repository.md §6): `chunks` or `chunk_lists`,
+ * never both (an artifact or a history pack); empty content as `"chunks":[]`, never as neither (which
+ * is a content of one chunk, its id its SHA-256, and every chunk is at least one byte); never more
+ * chunks (or chunk lists, each naming at least one chunk) than bytes (content.ts chunkIds counts the
+ * lists' chunks the same way). Writers never made another spelling; a reader that took one would read
+ * the content otherwise than one that refuses it (the stop 64 review of an independent reader).
  */
 function locatedProblem(ref: Located): string | undefined {
+  if (ref.chunks && ref.chunk_lists) return 'both chunks and chunk_lists';
+  if (!ref.chunks && !ref.chunk_lists && ref.size_bytes === 0)
+    return 'empty content without "chunks":[] (neither names one chunk of at least one byte)';
   const n = ref.chunks?.length ?? ref.chunk_lists?.length ?? 0;
   if (n > ref.size_bytes) return `${n} chunks or chunk lists for ${ref.size_bytes} bytes`;
   return undefined;

@@ -22,7 +22,7 @@ export const ENTRY_SIZE = 42;
 /** A pack is closed once its blobs reach this size (unless the backend asks for another: Backend.packing). */
 export const PACK_TARGET = 16 * 1024 * 1024;
 /**
- * No pack is larger than this (docs/format.md): a writer's packs are closed at 16 MiB at most plus their
+ * No pack is larger than this (docs/repository.md §4): a writer's packs are closed at 16 MiB at most plus their
  * last blob and header; `check --read-data`, which reads a pack whole, refuses a larger one as damage
  * before reading or allocating anything for it (a 5 GB sparse file was an INTERNAL error, 1 GB its RSS).
  */
@@ -302,11 +302,15 @@ export function headerLength(trailer: Buffer, packSize: number, what: string): n
   return n;
 }
 
-/** Parses a pack header (decrypting it with the repository key when there is one). */
+/**
+ * Parses a pack header (decrypting it with the repository key when there is one). `blobBytes`, the
+ * pack's bytes before its header: the blobs fill them exactly, from 0, with no gap and no overlap.
+ */
 export function parseHeader(
   header: Buffer,
   repoKey: RepoKey | undefined,
   what: string,
+  blobBytes: number,
 ): {
   entries: PackEntry[];
   key?: Buffer;
@@ -336,6 +340,10 @@ export function parseHeader(
     entries.push({ id: table.toString('hex', at + 10, at + 42), kind, flags, offset, stored, raw });
     offset += stored;
   }
+  if (offset !== blobBytes)
+    throw new BundleDamagedError(
+      `${what}: its header's blobs take ${offset} bytes, but ${blobBytes} come before the header`,
+    );
   return { entries, ...(key ? { key, salt: Buffer.from(header.subarray(0, SALT)) } : {}) };
 }
 

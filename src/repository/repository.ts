@@ -778,7 +778,7 @@ export class Repository {
     const trailer = await readObjectRange(this.backend, pack, size - TRAILER, TRAILER);
     const n = headerLength(trailer, size, what);
     const header = await readObjectRange(this.backend, pack, size - TRAILER - n, n);
-    return { ...parseHeader(header, this.key, what), size };
+    return { ...parseHeader(header, this.key, what, size - TRAILER - n), size };
   }
 }
 

@@ -127,6 +127,11 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         resolve,
       );
       up.on('error', reject);
+      // a client that gave up part way (its timeout) leaves no request open upstream: s3rver's close
+      // waits for every open request, and the file's end waited for s3rver (stop 64)
+      req.on('close', () => {
+        if (!req.complete) up.destroy();
+      });
       req.pipe(up);
     });
   }

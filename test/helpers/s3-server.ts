@@ -148,7 +148,10 @@ export async function startS3ServerProcess(buckets: readonly string[]): Promise<
       if (child.exitCode !== null) return;
       const exited = once(child, 'exit');
       child.kill('SIGTERM');
+      // s3rver's close waits for its open requests; one a dead client left must not hang the file
+      const late = setTimeout(() => child.kill('SIGKILL'), 5000);
       await exited;
+      clearTimeout(late);
     },
   };
 }

@@ -60,7 +60,7 @@ export function lsCommand() {
     .addOption(jsonOption())
     .addHelpText(
       'after',
-      '\nExamples:\n  nexo-memory ls --agent ana 0190c3a2\n  nexo-memory ls --agent ana 0190c3a2 memdir/topics\n  nexo-memory ls --agent ana 0190c3a2 sqlite/long_term',
+      '\nExamples:\n  nexo-memory ls --agent ana 0190c3a2-7f1e\n  nexo-memory ls --agent ana 0190c3a2-7f1e memdir/topics\n  nexo-memory ls --agent ana 0190c3a2-7f1e sqlite/long_term',
     )
     .action(async (snap, path, opts) => {
       await runCommand(opts, async () => {
@@ -106,7 +106,7 @@ export function catCommand() {
     .addOption(jsonOption())
     .addHelpText(
       'after',
-      '\nExamples:\n  nexo-memory cat --agent ana 0190c3a2 memdir/MEMORY.md\n  nexo-memory cat --agent ana 0190c3a2 sqlite/long_term/memories --limit 20\n\nText is redacted by the redaction rules unless --show-secrets.',
+      '\nExamples:\n  nexo-memory cat --agent ana 0190c3a2-7f1e memdir/MEMORY.md\n  nexo-memory cat --agent ana 0190c3a2-7f1e sqlite/long_term/memories --limit 20\n\nText is redacted by the redaction rules unless --show-secrets.',
     )
     .action(async (snap, path, opts) => {
       await runCommand(opts, async () => {

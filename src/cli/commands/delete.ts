@@ -20,7 +20,7 @@ export function deleteCommand() {
     .addOption(jsonOption())
     .addHelpText(
       'after',
-      '\nExamples:\n  nexo-memory delete --agent ana --id 0190c3a2 --yes\n  nexo-memory delete --agent ana --id 0190c3a2-… --yes --json',
+      '\nExamples:\n  nexo-memory delete --agent ana --id 0190c3a2-7f1e --yes\n  nexo-memory delete --agent ana --id 0190c3a2-… --yes --json',
     )
     .action(async (opts) => {
       await runCommand(opts, async () => {

@@ -34,8 +34,8 @@ export function diffCommand() {
       'after',
       `
 Examples:
-  nexo-memory diff --agent ana 0190c3a2 0190c3b7
-  nexo-memory diff --agent ana 0190c3a2 live --detail
+  nexo-memory diff --agent ana 0190c3a2-7f1e 0190c3b7-2a04
+  nexo-memory diff --agent ana 0190c3a2-7f1e live --detail
   nexo-memory diff --agent ana <a> <b> --json
 
 Values shown (patches, rows, state) are redacted by the redaction rules unless --show-secrets; a

@@ -52,9 +52,9 @@ snapshot is written as a new bundle under the same rules; one of an encrypted re
 encrypted to encryption.recipients, or as a plaintext copy with --decrypt.
 
 Examples:
-  nexo-memory export --agent ana --id 0190c3a2 --to /backups/
-  nexo-memory export --agent ana --id 0190c3a2 --to /backups/ --no-redact   # exact copy, secrets included
-  nexo-memory export --agent ana --id 0190c3a2 --to /backups/ --decrypt-identity ~/.nexo/age.txt
+  nexo-memory export --agent ana --id 0190c3a2-7f1e --to /backups/
+  nexo-memory export --agent ana --id 0190c3a2-7f1e --to /backups/ --no-redact   # exact copy, secrets included
+  nexo-memory export --agent ana --id 0190c3a2-7f1e --to /backups/ --decrypt-identity ~/.nexo/age.txt
   nexo-memory export --agent ana --id 0190c3a2-… --to ana.tar.zst --force --trust nexo-sign-pub1…`,
     )
     .action(async (opts) => {

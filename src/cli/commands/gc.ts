@@ -173,7 +173,7 @@ export function pinCommand() {
     .addOption(jsonOption())
     .addHelpText(
       'after',
-      '\nExamples:\n  nexo-memory pin --agent ana --id 0190c3a2 --note "before the migration"',
+      '\nExamples:\n  nexo-memory pin --agent ana --id 0190c3a2-7f1e --note "before the migration"',
     )
     .action(async (opts) => {
       await runCommand(opts, async () => {
@@ -194,7 +194,7 @@ export function unpinCommand() {
     .addOption(stateRootOption())
     .addOption(configOption())
     .addOption(jsonOption())
-    .addHelpText('after', '\nExamples:\n  nexo-memory unpin --agent ana --id 0190c3a2')
+    .addHelpText('after', '\nExamples:\n  nexo-memory unpin --agent ana --id 0190c3a2-7f1e')
     .action(async (opts) => {
       await runCommand(opts, async () => {
         const was = await snapshotterFrom(opts).unpin(opts.agent, opts.tenant, opts.id);

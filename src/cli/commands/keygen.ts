@@ -2,10 +2,18 @@
 // beside it) or, with --age, an age X25519 identity file (mode 0600, as age-keygen writes it); or print
 // the public key (recipient) of an existing key file.
 
+import { existsSync } from 'node:fs';
 import { unlink } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { generateIdentity, loadIdentities } from '../../crypto/age.js';
 import { generateSigningKey, loadSigningKey, readKeyFile, secretKeyFileText } from '../../crypto/sign.js';
-import { AlreadyExistsError, asSnapshotError, InvalidInputError, KeyError } from '../../model/errors.js';
+import {
+  AlreadyExistsError,
+  asSnapshotError,
+  InvalidInputError,
+  IoError,
+  KeyError,
+} from '../../model/errors.js';
 import { writeNewFile } from '../../util/new-file.js';
 import { Command } from '../commander.js';
 import { checkIdentityFile, checkSigningKeyFile, printJson, runCommand } from '../context.js';
@@ -25,6 +33,12 @@ async function writeNew(path: string, text: string, mode: number): Promise<void>
       e.message = `${path} already exists: keygen never replaces a key file`;
       throw e;
     }
+    // the temporary file's ENOENT names a file the user never asked for: say which directory is missing
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !existsSync(dirname(resolve(path))))
+      throw new IoError(
+        `creating ${path}: its directory ${dirname(resolve(path))} does not exist (keygen never creates directories; create it first)`,
+        err,
+      );
     throw asSnapshotError(err, `creating ${path}`);
   }
 }

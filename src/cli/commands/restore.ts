@@ -181,7 +181,7 @@ only that (the agent may already have memory).
 Examples:
   nexo-memory import --from /backups/ana.tar.zst --agent ana-copy
   nexo-memory import --from ana.tar.zst --agent ana --tenant acme --force
-  nexo-memory import --from old/ana-0190c3a2.tar.zst --agent ana --store-only`,
+  nexo-memory import --from old/ana-0190c3a2-7f1e.tar.zst --agent ana --store-only`,
     )
     .action(async (opts) => {
       prepareBundleRead(opts.from);

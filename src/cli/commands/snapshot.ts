@@ -53,7 +53,7 @@ Examples:
   nexo-memory snapshot --agent ana --sign /etc/nexo/sign.key
   nexo-memory snapshot --agent ana --config /etc/nexo/memory.yaml   # encryption: recipients + identity_path
   NEXO_MEMORY_STORE_FORMAT=bundles nexo-memory snapshot --agent ana --encrypt age1… --encrypt age1…
-  nexo-memory snapshot --agent ana --state-root /var/lib/nexo/state --memdir-root /srv/agents --json`,
+  nexo-memory snapshot --agent ana --state-root /var/lib/nexo/state --memdir-root /srv/agents --sqlite-root /srv/agents --json`,
     )
     .action(async (opts) => {
       await runCommand(opts, async (progress) => {

@@ -55,7 +55,7 @@ identity does not open the bundle, 1 usage, key or I/O error.
 
 Examples:
   nexo-memory verify --agent ana --id latest
-  nexo-memory verify --agent ana --id 0190c3a2 --deep
+  nexo-memory verify --agent ana --id 0190c3a2-7f1e --deep
   nexo-memory verify --state-root /var/lib/nexo/state "/var/lib/nexo/state/repository#0190c3a2-…"
   nexo-memory verify exported.tar.zst --deep --json
   nexo-memory verify ana.tar.zst --trust nexo-sign-pub1… --trust /etc/nexo/ops.pub`,
