@@ -30,7 +30,6 @@ import { isPacked, planChunks } from '../src/repository/chunk-plan.js';
 import { chunkFile, DEFAULT_CHUNKER, gearChunks, listChunks } from '../src/repository/chunker.js';
 import {
   loadContent,
-  slotRuns,
   storeContent,
   storePacked,
   storePlanned,
@@ -302,37 +301,6 @@ test("content checks: 'chunks' leaves out only the whole-content SHA-256; a chun
       writeContent(fresh, ref, join(dir, `d-${check}`), 'db', false, check),
       BundleDamagedError,
     );
-});
-
-test("a run read in one request is handed to a restore's lane in slots cut at blob boundaries: every blob once, in order, at its bytes; a blob larger than a slot alone", () => {
-  const sizes = [40, 50, 30, 200, 10, 64, 1];
-  const bytes = Buffer.from(Array.from({ length: sizes.reduce((a, b) => a + b, 0) }, (_, i) => i & 0xff));
-  let at = 0;
-  const blobs = sizes.map((stored, i) => {
-    const b = { id: `b${i}`, at, stored, flags: 0, raw: stored, offset: 1000 + at };
-    at += stored;
-    return b;
-  });
-  const run = { pack: 'p', key: undefined, bytes, blobs };
-  const cuts = [...slotRuns(run, 100)];
-  assert.deepEqual(
-    cuts.map((c) => c.blobs.map((b) => b.id)),
-    [['b0', 'b1'], ['b2'], ['b3'], ['b4', 'b5', 'b6']],
-  );
-  for (const c of cuts) {
-    assert.ok(c.bytes.length <= 100 || c.blobs.length === 1, 'only a lone blob exceeds the slot');
-    assert.equal(c.pack, 'p');
-    for (const b of c.blobs) {
-      const whole = blobs.find((x) => x.id === b.id)!;
-      assert.deepEqual(
-        c.bytes.subarray(b.at, b.at + b.stored),
-        bytes.subarray(whole.at, whole.at + whole.stored),
-      );
-      assert.equal(b.offset, whole.offset, 'the pack offset is kept');
-    }
-  }
-  assert.deepEqual([...slotRuns(run, 1 << 20)].length, 1, 'a run within a slot is handed over whole');
-  assert.deepEqual([...slotRuns({ ...run, blobs: [] }, 100)], []);
 });
 
 test('planned content: the same reference as storeContent, only new chunks read; a file changed after its plan is refused', async (t) => {

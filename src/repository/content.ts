@@ -12,7 +12,7 @@ import { type ChunkerParams, chunkFile, gearChunks, listChunks } from './chunker
 import { hashDiffers, longerThanRecorded, sizeDiffers } from './content-errors.js';
 import type { Located } from './manifest.js';
 import { KIND_DATA, KIND_TREE } from './pack.js';
-import type { BlobWriter, Repository, StoredRun } from './repository.js';
+import type { BlobWriter, Repository } from './repository.js';
 
 /** At most this many chunk ids are recorded inline; more go into chunk lists. */
 const INLINE_CHUNKS = 64;
@@ -337,35 +337,6 @@ const LANE = packageModule(import.meta.url, 'write-lane');
  */
 const LANE_RUNS_AHEAD = 8;
 const LANE_SLOT = 128 * 1024;
-/**
- * What the main thread reads from the backend per request, and how many requests it keeps in flight,
- * for a lane: runs of up to 1 MiB, cut into slots at blob boundaries (slotRuns). Read a slot at a time,
- * ref-170's databases took ~800 loads, each an open, an fstat, two directory lstats and a close on the
- * main thread (stop 64).
- */
-const LANE_READ_WINDOW = 1024 * 1024;
-const LANE_READS_AHEAD = 2;
-
-/**
- * `run` (contiguous blobs of one pack, read in one request) as runs of at most `slot` bytes each, cut at
- * blob boundaries; a blob larger than `slot` is a run of its own. The bytes are views of `run`'s.
- */
-export function* slotRuns(run: StoredRun, slot: number): Generator<StoredRun> {
-  const { blobs } = run;
-  for (let first = 0; first < blobs.length; ) {
-    const base = blobs[first]!.at;
-    let end = first + 1;
-    while (end < blobs.length && blobs[end]!.at + blobs[end]!.stored - base <= slot) end++;
-    const last = blobs[end - 1]!;
-    yield {
-      pack: run.pack,
-      key: run.key,
-      bytes: run.bytes.subarray(base, last.at + last.stored),
-      blobs: blobs.slice(first, end).map((b) => ({ ...b, at: b.at - base })),
-    };
-    first = end;
-  }
-}
 
 /**
  * writeContent with the work on `lane`: the blobs' runs are read here (through the backend) and copied
@@ -397,26 +368,25 @@ export async function writeContentOn(
   let n = 0;
   try {
     for await (const ids of chunkIdBatches(repo, ref))
-      for await (const read of repo.storedRuns(ids, LANE_READS_AHEAD, LANE_READ_WINDOW))
-        for (const run of slotRuns(read, LANE_SLOT)) {
-          // the slot of the run LANE_RUNS_AHEAD before this one, which has been written (awaited below)
-          const slot = n++ % LANE_RUNS_AHEAD;
-          const inSlot = run.bytes.length <= LANE_SLOT;
-          if (inSlot) run.bytes.copy(new Uint8Array(shared, slot * LANE_SLOT, LANE_SLOT));
-          const raw = run.blobs.reduce((sum, b) => sum + b.raw, 0);
-          const done = lane
-            .call<void>(LANE, 'writeRun', token, {
-              pack: run.pack,
-              // larger than a slot: a copy of its bytes alone (a view would be cloned with all of its buffer)
-              ...(inSlot ? { slot, length: run.bytes.length } : { bytes: new Uint8Array(run.bytes) }),
-              key: run.key,
-              blobs: run.blobs,
-            })
-            .then(() => onRun?.(raw));
-          done.catch(() => {}); // awaited below, in order
-          ahead.push(done);
-          if (ahead.length >= LANE_RUNS_AHEAD) await ahead.shift();
-        }
+      for await (const run of repo.storedRuns(ids, LANE_RUNS_AHEAD, LANE_SLOT)) {
+        // the slot of the run LANE_RUNS_AHEAD before this one, which has been written (awaited below)
+        const slot = n++ % LANE_RUNS_AHEAD;
+        const inSlot = run.bytes.length <= LANE_SLOT;
+        if (inSlot) run.bytes.copy(new Uint8Array(shared, slot * LANE_SLOT, LANE_SLOT));
+        const raw = run.blobs.reduce((sum, b) => sum + b.raw, 0);
+        const done = lane
+          .call<void>(LANE, 'writeRun', token, {
+            pack: run.pack,
+            // larger than a slot: a copy of its bytes alone (a view would be cloned with all of its buffer)
+            ...(inSlot ? { slot, length: run.bytes.length } : { bytes: new Uint8Array(run.bytes) }),
+            key: run.key,
+            blobs: run.blobs,
+          })
+          .then(() => onRun?.(raw));
+        done.catch(() => {}); // awaited below, in order
+        ahead.push(done);
+        if (ahead.length >= LANE_RUNS_AHEAD) await ahead.shift();
+      }
     while (ahead.length > 0) await ahead.shift();
     await lane.call(LANE, 'closeArtifact', token, ref.sha256);
   } catch (err) {
