@@ -23,6 +23,7 @@ import { backendSettingsFromConfig, snapshotterOptionsFromConfig } from '../src/
 import { ConfigError, ObjectExistsError, StoreUnavailableError } from '../src/model/errors.js';
 import { isStale, lockRepository, ownHostId, REFRESH_MS, TRUST_MS } from '../src/repository/locks.js';
 import { BIN, runBuiltCli } from './helpers/built-cli.js';
+import { outsideEnv } from './helpers/cli.js';
 import { type Json, json, ok } from './helpers/cli-json.js';
 import { type RunResult, runCli, sampleAgent, startFixture, tempDir } from './helpers/env.js';
 import { faultyS3 } from './helpers/faulty-remote.js';
@@ -558,7 +559,7 @@ suite('remote core', { concurrency: 4 }, () => {
         '--state-root',
         a.stateRoot,
       ],
-      { encoding: 'utf8', timeout: 60_000, env: { ...process.env, NEXO_MEMORY_CONFIG: '' } },
+      { encoding: 'utf8', timeout: 60_000, env: { ...outsideEnv(), NEXO_MEMORY_CONFIG: '' } },
     );
     assert.equal(r.signal, null, `the command ended by itself: ${r.stderr}`);
     assert.equal(r.status, 8, r.stdout + r.stderr);

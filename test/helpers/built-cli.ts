@@ -9,6 +9,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { VENDORED } from '../../src/util/vendored.js';
+import { outsideEnv } from './cli.js';
 import type { RunResult } from './env.js';
 import { REPO } from './repo.js';
 
@@ -73,7 +74,7 @@ export function runBuiltCli(
       [BIN, ...args],
       {
         cwd: opts.cwd ?? REPO,
-        env: { ...process.env, ...opts.env },
+        env: { ...outsideEnv(), ...opts.env },
         maxBuffer: 64 * 1024 * 1024,
         // A command that hangs fails its test with what it printed instead of holding the suite.
         timeout: CLI_TIMEOUT_MS,

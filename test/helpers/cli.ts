@@ -23,6 +23,18 @@ interface Captured {
 
 const capture = new AsyncLocalStorage<Captured>();
 let installed = false;
+/** The environment as it was before the in-process run going on, if any (its env is set meanwhile). */
+let envOutside: NodeJS.ProcessEnv | undefined;
+
+/**
+ * The environment a child process of the tests must start from: this process's, without what an
+ * in-process CLI run set for itself. A test file's tests may run at once (a suite's `concurrency`):
+ * a child started by one test while another's run had set NEXO_MEMORY_REPO took that repository
+ * (stop 64: a CI run's S3 snapshot went to a local repository).
+ */
+export function outsideEnv(): NodeJS.ProcessEnv {
+  return { ...(envOutside ?? process.env) };
+}
 
 type Write = NodeJS.WriteStream['write'];
 
@@ -91,6 +103,7 @@ export async function runCliInProcess(
   install();
   const { main } = await import('../../src/cli/program.js');
   const savedEnv = { ...process.env };
+  envOutside = savedEnv;
   const savedCwd = process.cwd();
   const savedExitCode = process.exitCode;
   const listeners = SIGNALS.map((s) => process.listenerCount(s));
@@ -116,6 +129,7 @@ export async function runCliInProcess(
   } finally {
     for (const k of Object.keys(process.env)) if (!(k in savedEnv)) delete process.env[k];
     Object.assign(process.env, savedEnv);
+    envOutside = undefined;
     process.chdir(savedCwd);
     process.exitCode = savedExitCode;
     running = false;

@@ -26,7 +26,7 @@ import {
 import { LocalSnapshotter, type LocalSnapshotterOptions } from '../../src/index.js';
 import { runOnHost, startProgramHost } from '../../src/util/program-host.js';
 import { ensureBuilt } from './built-cli.js';
-import { runCliInProcess } from './cli.js';
+import { outsideEnv, runCliInProcess } from './cli.js';
 import { REPO } from './repo.js';
 import { transformed } from './transform.js';
 
@@ -232,7 +232,7 @@ export function runTs(
     execFile(
       process.execPath,
       [...command, ...args],
-      { cwd: opts.cwd ?? REPO, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 },
+      { cwd: opts.cwd ?? REPO, env: { ...outsideEnv(), ...opts.env }, maxBuffer: 64 * 1024 * 1024 },
       (err, stdout, stderr) => {
         const code = err ? ((err as { code?: number }).code ?? 1) : 0;
         resolvePromise({ code: typeof code === 'number' ? code : 1, stdout, stderr });
@@ -274,7 +274,7 @@ export function fixtureCommand(file: string): string[] {
 export function startFixture(t: TestContext, file: string, args: string[], env: NodeJS.ProcessEnv = {}) {
   const child = spawn(process.execPath, [...fixtureCommand(file), ...args], {
     cwd: REPO,
-    env: { ...process.env, ...env },
+    env: { ...outsideEnv(), ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true, // its own process group: killGroup also ends the git or sqlite3 it spawned
   });

@@ -12,6 +12,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { S3BackendOptions } from '../../src/backend/remote.js';
+import { outsideEnv } from './cli.js';
 import { fixtureCommand, REPO } from './env.js';
 
 interface S3rverInstance {
@@ -118,7 +119,7 @@ export async function startS3Server(buckets: readonly string[]): Promise<S3Serve
 export async function startS3ServerProcess(buckets: readonly string[]): Promise<S3Server> {
   const child = spawn(process.execPath, [...fixtureCommand('s3rver.ts'), ...buckets], {
     cwd: REPO,
-    env: { ...process.env, NODE_OPTIONS: '--openssl-legacy-provider' },
+    env: { ...outsideEnv(), NODE_OPTIONS: '--openssl-legacy-provider' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';

@@ -4,6 +4,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { TestContext } from 'node:test';
 import { BIN, ensureBuilt } from './built-cli.js';
+import { outsideEnv } from './cli.js';
 import { stopBeforeCleanup } from './env.js';
 import { REPO } from './repo.js';
 
@@ -20,7 +21,7 @@ export function serveBuilt(t: TestContext, args: string[], env: NodeJS.ProcessEn
   ensureBuilt();
   const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', ...args], {
     cwd: REPO,
-    env: { ...process.env, NEXO_MEMORY_TOKEN: '', NEXO_MEMORY_RESTORE_ALLOW: '', ...env },
+    env: { ...outsideEnv(), NEXO_MEMORY_TOKEN: '', NEXO_MEMORY_RESTORE_ALLOW: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
