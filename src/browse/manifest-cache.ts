@@ -19,8 +19,12 @@ import { join } from 'node:path';
 import type { RepoArtifact, RepoManifest } from '../repository/manifest.js';
 import { writeFileAtomicUnsynced } from '../store/atomic.js';
 
-/** The first line of a cache file: this, a space and the SHA-256 (hex) of the body after the newline. */
-const HEADER = 'nexo-memory find cache 2';
+/**
+ * The first line of a cache file: this, a space and the SHA-256 (hex) of the body after the newline.
+ * Version 3 since stop 64: a manifest's checks grew (a reference spelt one way: docs/repository.md §6),
+ * and what version 2 cached had passed fewer of them, so it is checked again.
+ */
+const HEADER = 'nexo-memory find cache 3';
 
 /** The body: written by save() from checked manifests, read back only when its checksum matches. */
 interface CacheBody {

@@ -554,7 +554,7 @@ async function checkEntries(
             ? streamError.message
             : bare.startsWith('truncated')
               ? `bundle damaged: the stream ends early after the tar end-of-archive marker: ${bare}`
-              : bare.startsWith('corrupt zstd')
+              : bare.includes('Unknown frame descriptor')
                 ? // the archive's zstd frame ended, and what follows it in the file is not zstd (stop 64)
                   `bundle damaged: trailing bytes after the tar end-of-archive marker, after the file's last zstd frame: ${bare}`
                 : `bundle damaged: trailing bytes after the tar end-of-archive marker: ${bare}`,
