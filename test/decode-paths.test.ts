@@ -18,7 +18,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, type TestContext, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import {
   ageDecryptPayload,
@@ -37,7 +37,8 @@ import {
 } from '../src/format/zstd-worker.js';
 import { verifyBundle } from '../src/verify/verify.js';
 import { zstd, zstdWithZeros } from './helpers/bundles.js';
-import { REPO, sampleAgent, tempDir } from './helpers/env.js';
+import { REPO, tempDir } from './helpers/env.js';
+import { fromTemplate } from './helpers/template.js';
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -402,18 +403,25 @@ test('a file that cannot be read fails both paths the same way', async () => {
   assert.equal(main.code, 'ENOENT');
 });
 
+/** A sample agent of `size` with one bundle snapshot (taken once for this file, copied per test: helpers/template.ts). */
+async function bundled(t: TestContext, size: 'small' | 'large') {
+  const { a, made } = await fromTemplate(
+    t,
+    `${size} bundle`,
+    { agent: size === 'large' ? { memories: 2000, embeddings: 12_000 } : {}, snap: { store: 'bundles' } },
+    (a) => a.snapshotter.snapshot({ agentId: 'ana' }),
+  );
+  return { a, meta: made };
+}
+
 test('verify decodes a bundle of at least OFF_THREAD_MIN_BYTES on a worker thread and a smaller one on this thread: the same checks, the file hash of either', async (t) => {
   const workers: unknown[] = [];
   const count = (w: unknown) => workers.push(w);
   process.on('worker', count);
   t.after(() => process.off('worker', count));
   // a default sample agent's bundle is ~0.4 MB; one with 12,000 embeddings of 384 floats is ~6 MB
-  for (const [size, opts] of [
-    ['small', {}],
-    ['large', { memories: 2000, embeddings: 12_000 }],
-  ] as const) {
-    const a = sampleAgent(t, 'ana', opts, { store: 'bundles' });
-    const meta = await a.snapshotter.snapshot({ agentId: 'ana' });
+  for (const size of ['small', 'large'] as const) {
+    const { meta } = await bundled(t, size);
     const bytes = statSync(meta.bundle_path).size;
     assert.equal(bytes >= OFF_THREAD_MIN_BYTES, size === 'large', `${size}: ${bytes} bytes`);
     workers.length = 0;
@@ -435,10 +443,8 @@ test('a decompression worker started ahead of a read is the one the read takes (
   const count = (w: unknown) => workers.push(w);
   process.on('worker', count);
   t.after(() => process.off('worker', count));
-  const small = sampleAgent(t, 'ana', {}, { store: 'bundles' });
-  const smallBundle = (await small.snapshotter.snapshot({ agentId: 'ana' })).bundle_path;
-  const a = sampleAgent(t, 'ana', { memories: 2000, embeddings: 12_000 }, { store: 'bundles' });
-  const bundle = (await a.snapshotter.snapshot({ agentId: 'ana' })).bundle_path;
+  const smallBundle = (await bundled(t, 'small')).meta.bundle_path;
+  const bundle = (await bundled(t, 'large')).meta.bundle_path;
   workers.length = 0;
   prestartDecompressionFor(smallBundle); // read on this thread: nothing started
   prestartDecompressionFor(join(tempDir(t), 'missing.tar.zst')); // the read reports it
@@ -488,8 +494,8 @@ test('a worker started ahead with a plain file reads it at once; the read of tha
   const count = (w: import('node:worker_threads').Worker) => workers.push(w);
   process.on('worker', count);
   t.after(() => process.off('worker', count));
-  const a = sampleAgent(t, 'ana', { memories: 2000, embeddings: 12_000 }, { store: 'bundles' });
-  const bundle = (await a.snapshotter.snapshot({ agentId: 'ana' })).bundle_path;
+  const { a, meta } = await bundled(t, 'large');
+  const bundle = meta.bundle_path;
   const other = join(tempDir(t), 'other.tar.zst');
   writeFileSync(other, readFileSync(bundle));
   writeFileSync(`${other}.sha256`, readFileSync(`${bundle}.sha256`));

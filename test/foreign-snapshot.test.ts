@@ -13,8 +13,8 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { git } from '../scripts/sample-agent.js';
 import { generateIdentity } from '../src/crypto/age.js';
 import { LocalSnapshotter } from '../src/index.js';
-import { BIN, ensureBuilt, runBuiltCli } from './helpers/built-cli.js';
-import { type Agent, sampleAgent, tempDir } from './helpers/env.js';
+import { BIN, ensureBuilt } from './helpers/built-cli.js';
+import { type Agent, runCli, sampleAgent, tempDir } from './helpers/env.js';
 import { serveBuilt } from './helpers/serve.js';
 
 const SMALL = { files: 2, commits: 1, memories: 10, embeddings: 4, concepts: 4, compactions: 2 };
@@ -54,9 +54,12 @@ async function forged(t: TestContext, store: Store): Promise<{ a: Agent; own: st
   return { a, own, foreign: bobs.id };
 }
 
-/** The built CLI over ana's store; the commands that read live memory (diff, restore) get her roots too. */
+/**
+ * The CLI (in this process: helpers/cli.ts; exit status, stdout and stderr are what is checked, not the
+ * process) over ana's store; the commands that read live memory (diff, restore) get her roots too.
+ */
 const cli = (a: Agent, args: readonly string[]) =>
-  runBuiltCli([...args, ...(['diff', 'restore'].includes(args[0]!) ? a.flags : a.flags.slice(0, 2))], {
+  runCli([...args, ...(['diff', 'restore'].includes(args[0]!) ? a.flags : a.flags.slice(0, 2))], {
     env: { NEXO_MEMORY_RESTORE_ALLOW: 'true' }, // restore runs with --dry-run
   });
 

@@ -1094,7 +1094,7 @@ suite('remote core', { concurrency: 4 }, () => {
     );
     const secret = 'S3RVER-does-not-check-this-secret';
     const env = { TEST_S3_KEY: 'S3RVER', TEST_S3_SECRET: secret, ...allow };
-    const cli = (args: string[]) => runBuiltCli([...args, '--json', '--config', config], { env });
+    const cli = (args: string[]) => cliInTurn([...args, '--json', '--config', config], { env });
     const snap = ok(await cli(['snapshot', '--agent', 'ana', ...a.flags]), 'snapshot on A');
     assert.equal(snap.bundle_path, `s3://fleet/agents/prod#${snap.id}`);
     assert.ok(existsSync(join(server.dir, 'fleet')), 'the objects are in the bucket');
@@ -1140,7 +1140,7 @@ suite('remote core', { concurrency: 4 }, () => {
     );
     const repo = `${server.url}/fleet_repo`;
     const cli = (args: string[], pass = password) =>
-      runBuiltCli([...args, '--json', '--config', config], {
+      cliInTurn([...args, '--json', '--config', config], {
         env: { TEST_NATS_PASSWORD: pass, NEXO_MEMORY_REPO: repo, ...allow },
       });
     // before the first snapshot the buckets do not exist: list says so, retention has nothing to do
