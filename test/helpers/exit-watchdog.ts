@@ -2,10 +2,35 @@
 // what still keeps it alive (connections with their peers, child processes, timers) if it has not ended
 // `ms` later, and ends it with status 1: the file fails at once, naming what stayed open, instead of
 // reaching the runner's file timeout (ten minutes) with nothing to say. The timer itself never keeps the
-// process alive.
+// process alive. Importing it records where each timer of this process is set (the global setTimeout and
+// setInterval), so a timer that keeps the process alive is named by the code that set it.
 
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+
+/** Timers set through the globals (the NATS client's, the tests'), with where they were set. */
+const timers = new Map<NodeJS.Timeout, string>();
+type Timer = NodeJS.Timeout & { _destroyed?: boolean };
+
+/** Wraps a global timer setter so each timer it sets is recorded with its caller's stack. */
+function recording<F extends (...a: never[]) => NodeJS.Timeout>(set: F): F {
+  const wrapped = function (this: unknown, ...args: Parameters<F>) {
+    const t = set.apply(this, args);
+    if (timers.size > 20_000) for (const k of timers.keys()) if ((k as Timer)._destroyed) timers.delete(k);
+    timers.set(t, new Error().stack?.split('\n').slice(2, 9).join('\n') ?? '');
+    return t;
+  } as unknown as F;
+  return Object.assign(wrapped, set);
+}
+globalThis.setTimeout = recording(globalThis.setTimeout);
+globalThis.setInterval = recording(globalThis.setInterval);
+
+/** The recorded timers still pending that keep the process alive, each with where it was set. */
+function timersHolding(): string[] {
+  return [...timers]
+    .filter(([t]) => !(t as Timer)._destroyed && t.hasRef())
+    .map(([, where]) => `  Timeout set at\n${where.replace(/^\s*/gm, '      ')}`);
+}
 
 type Handle = {
   constructor?: { name?: string };
@@ -84,7 +109,7 @@ export function armExitWatchdog(what: string, ms = 30_000): void {
     const handles = (process as unknown as { _getActiveHandles?(): Handle[] })._getActiveHandles?.() ?? [];
     process.stderr.write(
       `${what}: the process did not end ${ms / 1000} s after its last hook; what keeps it alive: ` +
-        `${JSON.stringify(process.getActiveResourcesInfo())}\n${handles.map((h) => `  ${describe(h)}`).join('\n')}\n`,
+        `${JSON.stringify(process.getActiveResourcesInfo())}\n${[...handles.map((h) => `  ${describe(h)}`), ...timersHolding()].join('\n')}\n`,
     );
     process.exit(1);
   }, ms);
