@@ -45,7 +45,20 @@ function traced(
   const out = join(tempDir(t), 'strace.txt');
   const r = spawnSync(
     STRACE,
-    ['-f', '-qq', '-y', '-s', '4096', '-e', `trace=${TRACED}`, '-o', out, process.execPath, ...argv],
+    [
+      '-f',
+      '--seccomp-bpf',
+      '-qq',
+      '-y',
+      '-s',
+      '4096',
+      '-e',
+      `trace=${TRACED}`,
+      '-o',
+      out,
+      process.execPath,
+      ...argv,
+    ],
     // without eatmydata (scripts/test.sh): its fsync and syncfs return before reaching the kernel
     { cwd: REPO, env: { ...withoutEatmydata(), ...env }, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
   );

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { runGit } from '../src/git/git.js';
+import { runGit, runGitOnFile } from '../src/git/git.js';
 import { presentObjects } from '../src/git/history.js';
 import { IoError, systemError } from '../src/model/errors.js';
 import { type ProgramResult, runOnHost, startProgramHost } from '../src/util/program-host.js';
@@ -131,6 +131,17 @@ test('the program host runs programs as asked from its own process, git with the
   const dir = tempDir(t);
   assert.equal(sh('true'), undefined, 'no host before one is started: the caller spawns');
   const direct = await runGit(dir, ['rev-parse', '--show-toplevel']); // not a repository: exit 128
+  // a file as git's input: its name gone once git holds it, here and on the host
+  const inputFile = (name: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, 'some bytes for git\n');
+    return path;
+  };
+  const fromFile = inputFile('here.txt');
+  const directFromFile = await runGitOnFile(dir, ['hash-object', '--stdin'], fromFile);
+  assert.equal(directFromFile.code, 0, directFromFile.stderr);
+  assert.match(directFromFile.stdout, /^[0-9a-f]{40}\n$/);
+  assert.equal(existsSync(fromFile), false, 'the input file is removed once git started');
   startProgramHost();
   await hostUp();
 
@@ -154,6 +165,18 @@ test('the program host runs programs as asked from its own process, git with the
   // git through the host: the same answers as spawned here
   const hosted = await runGit(dir, ['rev-parse', '--show-toplevel']);
   assert.deepEqual(hosted, direct);
+  const onHost = inputFile('hosted.txt');
+  assert.deepEqual(await runGitOnFile(dir, ['hash-object', '--stdin'], onHost), directFromFile);
+  assert.equal(existsSync(onHost), false, 'the input file is removed once git started on the host');
+  await assert.rejects(
+    runGitOnFile(dir, ['hash-object', '--stdin'], join(dir, 'no-such-input')),
+    (e: Error) => /ENOENT/.test(e.message),
+    'an input file that is not there: an error, as here',
+  );
+  // bytes as input (not UTF-8: a ref name's bytes), through the host unchanged
+  const bytes = Uint8Array.from([0, 255, 10, 200, 0x80]);
+  const echoed = await runOnHost({ file: 'cat', args: [], cwd: '/', env: {}, input: bytes });
+  assert.deepEqual(new Uint8Array(echoed!.stdout), bytes);
   await runGit(dir, ['init', '-q', 'repo']);
   const branch = await runGit(join(dir, 'repo'), ['symbolic-ref', 'HEAD']);
   assert.equal(branch.code, 0, branch.stderr);

@@ -14,6 +14,7 @@
 // from bundle content gets a config git wrote (docs/decisions.md, "Git on untrusted content").
 
 import { type ChildProcess, type IOType, type StdioNull, type StdioPipe, spawn } from 'node:child_process';
+import { closeSync, openSync, rmSync } from 'node:fs';
 import { lstat, rm } from 'node:fs/promises';
 import { devNull, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -21,7 +22,7 @@ import { GitError, IoError } from '../model/errors.js';
 import { childrenApart } from '../util/child-group.js';
 import { hostWriteFailure } from '../util/disk-full.js';
 import { envInteger } from '../util/env-number.js';
-import { programHostSettled, runOnHost } from '../util/program-host.js';
+import { type ProgramResult, programHostSettled, runOnHost } from '../util/program-host.js';
 
 export interface GitResult {
   code: number;
@@ -248,7 +249,7 @@ export function whenGitFails(child: ChildProcess, reject: (e: Error) => void): b
 export async function runGit(
   cwd: string,
   args: string[],
-  input?: string,
+  input?: string | Uint8Array,
   fuse?: GitFuse,
 ): Promise<GitResult> {
   const r = await runGitOnce(cwd, args, input, fuse);
@@ -256,7 +257,12 @@ export async function runGit(
   return tripped === undefined ? r : { ...r, stderr: tripped, tripped: true };
 }
 
-function runGitOnce(cwd: string, args: string[], input?: string, fuse?: GitFuse): Promise<GitResult> {
+function runGitOnce(
+  cwd: string,
+  args: string[],
+  input?: string | Uint8Array,
+  fuse?: GitFuse,
+): Promise<GitResult> {
   const c = gitCommand(cwd, args, fuse);
   const hosted = runOnHost({
     file: c.file,
@@ -265,18 +271,7 @@ function runGitOnce(cwd: string, args: string[], input?: string, fuse?: GitFuse)
     env: c.env,
     ...(input === undefined ? {} : { input }),
   });
-  if (hosted)
-    return hosted.then(
-      (r) => ({
-        code: r.code ?? 128,
-        signal: r.signal,
-        stdout: r.stdout.toString('utf8'),
-        stderr: r.stderr.toString('utf8').trim(),
-      }),
-      (e: Error) => {
-        throw gitSpawnError(e);
-      },
-    );
+  if (hosted) return fromHost(hosted);
   const child = spawnGit(cwd, args, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], fuse);
   const result = gitResultOf(child);
   if (input !== undefined && child.pid !== undefined) {
@@ -284,6 +279,53 @@ function runGitOnce(cwd: string, args: string[], input?: string, fuse?: GitFuse)
     child.stdin!.end(input);
   }
   return result;
+}
+
+/** A git run on the program host as this module's result; a run that could not start as gitSpawnError's. */
+function fromHost(hosted: Promise<ProgramResult>): Promise<GitResult> {
+  return hosted.then(
+    (r) => ({
+      code: r.code ?? 128,
+      signal: r.signal,
+      stdout: r.stdout.toString('utf8'),
+      stderr: r.stderr.toString('utf8').trim(),
+    }),
+    (e: Error) => {
+      throw gitSpawnError(e);
+    },
+  );
+}
+
+/**
+ * Runs git in `cwd` with the file `path` as its standard input, and resolves with its exit code and
+ * output as runGit's (never rejecting on a non-zero exit), but as git left them: fuseTripped is the
+ * caller's. The file's name goes once git holds it open, so its space goes once git has read it. On
+ * the program host when it is up, else spawned here: a file, not a pipe, so the host can hand it over.
+ */
+export async function runGitOnFile(
+  cwd: string,
+  args: string[],
+  path: string,
+  fuse?: GitFuse,
+): Promise<GitResult> {
+  const c = gitCommand(cwd, args, fuse);
+  const hosted = runOnHost({
+    file: c.file,
+    args: c.args,
+    cwd,
+    env: c.env,
+    inputFile: path,
+    removeInputFile: true,
+  });
+  if (hosted) return fromHost(hosted);
+  const input = openSync(path, 'r');
+  try {
+    const result = gitResultOf(spawnGit(cwd, args, [input, 'pipe', 'pipe'], fuse));
+    rmSync(path, { force: true });
+    return result;
+  } finally {
+    closeSync(input);
+  }
 }
 
 /**

@@ -188,13 +188,9 @@ export async function writeRefs(
   const input = Buffer.concat(
     refs.flatMap((r) => [Buffer.from('update '), Buffer.from(r.name, names), Buffer.from(`\0${r.oid}\0\0`)]),
   );
-  await gitIo(
-    repo,
-    ['update-ref', '-z', '--stdin'],
-    (async function* () {
-      yield input;
-    })(),
-  );
+  // buffered, so on the program host when it is up: a restore sets them while its threads write
+  const r = await runGit(repo, ['update-ref', '-z', '--stdin'], input);
+  if (r.code !== 0) throw new GitError(`git update-ref failed: ${r.stderr || `exit ${r.code}`}`);
 }
 
 /** Points HEAD of `repo` at the branch `ref` (symbolic), or detaches it at the commit `oid`. */

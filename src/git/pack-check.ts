@@ -15,7 +15,7 @@
 // the event loop while the decompression thread is ahead of it (format/zstd-worker.ts), so a pipe was
 // only filled 64 KiB at a time and index-pack finished ~0.4 s after the whole stream, not beside it.
 
-import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { IoError } from '../model/errors.js';
@@ -26,12 +26,11 @@ import {
   type GitFuse,
   type GitResult,
   gitFuse,
-  gitResultOf,
   initBare,
   initRepo,
   runGit,
+  runGitOnFile,
   STRICT_PACK,
-  spawnGit,
 } from './git.js';
 
 const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
@@ -98,27 +97,25 @@ export class PackCheck {
     }
   }
 
-  /** The pack's last byte was written: index-pack starts on the file (finish() waits for it). */
+  /**
+   * The pack's last byte was written: index-pack starts on the file (finish() waits for it), on the
+   * program host when it is up (a spawn from this process, large and with threads at work, costs them
+   * all: util/program-host.ts). git holds the file open: its name goes once git started, and its space
+   * once git has read it (a pack needs room for git's own copy of it, not for two).
+   */
   endInput(): void {
     if (this.fd === undefined) return;
     closeSync(this.fd);
     this.fd = undefined;
-    const input = openSync(this.incoming, 'r');
     try {
-      const child = spawnGit(
+      this.result = runGitOnFile(
         this.scratch,
         ['index-pack', '--stdin', STRICT_PACK, '--check-self-contained-and-connected'],
-        [input, 'pipe', 'pipe'],
+        this.incoming,
         this.fuse,
       );
-      this.result = gitResultOf(child);
-      // git holds the file open: its name goes now, and its space once git has read it (a pack needs
-      // room for git's own copy of it, not for two)
-      rmSync(this.incoming, { force: true });
     } catch (err) {
       this.result = Promise.reject(err);
-    } finally {
-      closeSync(input);
     }
     this.result.catch(() => undefined); // awaited in finish() or abort()
   }

@@ -5,7 +5,7 @@
 // not the state root cannot make a writer here seal new snapshots under a master key of theirs.
 
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EncryptionError } from '../model/errors.js';
 import { makeDirs } from '../util/make-dirs.js';

@@ -10,7 +10,7 @@
 // passed.
 
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, readFile, readlink, rm, rmdir } from 'node:fs/promises';
+import { lstat, readFile, readlink, rm, rmdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { agentComponentsInMemdir } from '../agent/components-in-memdir.js';
 import { type Identity, loadIdentities } from '../crypto/age.js';

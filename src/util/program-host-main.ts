@@ -6,6 +6,7 @@
 // Started by program-host.ts; never imported by anything else.
 
 import { spawn } from 'node:child_process';
+import { closeSync, openSync, rmSync } from 'node:fs';
 import type { HostAnswer, HostRequest } from './program-host.js';
 
 const answer = (a: HostAnswer): void => {
@@ -25,16 +26,27 @@ process.on('message', (r: HostRequest) => {
     answer({ id: r.id, error: { message: e.message, ...(e.code ? { code: e.code } : {}) } });
   };
   let child: ReturnType<typeof spawn>;
+  let inputFd: number | undefined;
   try {
+    if (r.inputFile !== undefined) inputFd = openSync(r.inputFile, 'r');
     child = spawn(r.file, r.args, {
       cwd: r.cwd,
       env: r.env,
-      stdio: [r.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      stdio: [inputFd ?? (r.input === undefined ? 'ignore' : 'pipe'), 'pipe', 'pipe'],
     });
   } catch (e) {
-    fail(e as NodeJS.ErrnoException); // (invalid arguments: thrown, not emitted)
+    fail(e as NodeJS.ErrnoException); // (the input file missing; invalid arguments: thrown, not emitted)
     return;
+  } finally {
+    if (inputFd !== undefined) closeSync(inputFd); // the program has its own descriptor of it now
   }
+  // (a program that could not start never held it: it goes all the same, as a spawn here would do)
+  if (r.inputFile !== undefined && r.removeInputFile)
+    try {
+      rmSync(r.inputFile, { force: true });
+    } catch {
+      // left for the caller, which removes it once the run is over
+    }
   // listened for first: a program that cannot start (EMFILE: out of file descriptors) has no pipes, and
   // its error is this run's answer, never the end of the host
   child.on('error', fail);

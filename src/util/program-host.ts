@@ -24,8 +24,15 @@ export interface HostRequest {
   args: readonly string[];
   cwd: string;
   env: NodeJS.ProcessEnv;
-  /** Standard input (none: /dev/null). */
-  input?: string;
+  /** Standard input (none: /dev/null, unless `inputFile`). */
+  input?: string | Uint8Array;
+  /**
+   * A file given as standard input instead (opened read-only by the host; failing to open it is the
+   * run's error, as a spawn's would be). With `removeInputFile`, its name goes once the program holds it
+   * open: its space is freed once the program has read it.
+   */
+  inputFile?: string;
+  removeInputFile?: boolean;
 }
 
 /** The host's messages: it is up, a run ended (status and output), or a run could not start. */
