@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { runGit, runGitOnFile } from '../src/git/git.js';
+import { runGit, runGitOnFile, runGitToFile } from '../src/git/git.js';
 import { presentObjects } from '../src/git/history.js';
 import { IoError, systemError } from '../src/model/errors.js';
 import { type ProgramResult, runOnHost, startProgramHost } from '../src/util/program-host.js';
@@ -142,6 +142,13 @@ test('the program host runs programs as asked from its own process, git with the
   assert.equal(directFromFile.code, 0, directFromFile.stderr);
   assert.match(directFromFile.stdout, /^[0-9a-f]{40}\n$/);
   assert.equal(existsSync(fromFile), false, 'the input file is removed once git started');
+  // git's output into a new file, here and on the host
+  const toFile = (name: string) =>
+    runGitToFile(dir, ['hash-object', '--stdin'], 'some bytes for git\n', join(dir, name));
+  const directToFile = await toFile('out-here');
+  assert.deepEqual([directToFile.code, directToFile.stdout], [0, '']);
+  assert.equal(readFileSync(join(dir, 'out-here'), 'utf8'), directFromFile.stdout);
+  await assert.rejects(toFile('out-here'), /EEXIST/, 'an output file that exists is an error');
   startProgramHost();
   await hostUp();
 
@@ -172,6 +179,17 @@ test('the program host runs programs as asked from its own process, git with the
     runGitOnFile(dir, ['hash-object', '--stdin'], join(dir, 'no-such-input')),
     (e: Error) => /ENOENT/.test(e.message),
     'an input file that is not there: an error, as here',
+  );
+  assert.deepEqual(await toFile('out-hosted'), directToFile);
+  assert.equal(
+    readFileSync(join(dir, 'out-hosted'), 'utf8'),
+    directFromFile.stdout,
+    'written by git on the host',
+  );
+  await assert.rejects(
+    toFile('out-hosted'),
+    /EEXIST/,
+    'an output file that exists is an error on the host too',
   );
   // bytes as input (not UTF-8: a ref name's bytes), through the host unchanged
   const bytes = Uint8Array.from([0, 255, 10, 200, 0x80]);

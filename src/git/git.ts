@@ -209,7 +209,7 @@ function gitCommand(
 export function spawnGit(
   cwd: string,
   args: readonly string[],
-  stdio: [IOType | number, StdioPipe | StdioNull, StdioPipe],
+  stdio: [IOType | number, StdioPipe | StdioNull | number, StdioPipe],
   fuse?: GitFuse,
 ): ChildProcess {
   const c = gitCommand(cwd, args, fuse);
@@ -302,10 +302,25 @@ function fromHost(hosted: Promise<ProgramResult>): Promise<GitResult> {
  * caller's. The file's name goes once git holds it open, so its space goes once git has read it. On
  * the program host when it is up, else spawned here: a file, not a pipe, so the host can hand it over.
  */
-export async function runGitOnFile(
+export function runGitOnFile(cwd: string, args: string[], path: string, fuse?: GitFuse): Promise<GitResult> {
+  return runGitOnFiles(cwd, args, { inputFile: path }, fuse);
+}
+
+/**
+ * Runs git in `cwd` with `input` on its standard input and its standard output into the new file
+ * `path` (created private; an existing one is an error), and resolves with its exit code and stderr as
+ * runGit's (stdout empty; never rejecting on a non-zero exit). On the program host when it is up, else
+ * spawned here. git's own failure to write there (a full disk) is its exit status and stderr.
+ */
+export function runGitToFile(cwd: string, args: string[], input: string, path: string): Promise<GitResult> {
+  return runGitOnFiles(cwd, args, { input, outputFile: path });
+}
+
+/** runGitOnFile's and runGitToFile's run: on the host, or here with the files as git's descriptors. */
+async function runGitOnFiles(
   cwd: string,
   args: string[],
-  path: string,
+  io: { inputFile?: string; input?: string; outputFile?: string },
   fuse?: GitFuse,
 ): Promise<GitResult> {
   const c = gitCommand(cwd, args, fuse);
@@ -314,18 +329,33 @@ export async function runGitOnFile(
     args: c.args,
     cwd,
     env: c.env,
-    inputFile: path,
-    removeInputFile: true,
+    ...io,
+    ...(io.inputFile === undefined ? {} : { removeInputFile: true }),
   });
   if (hosted) return fromHost(hosted);
-  const input = openSync(path, 'r');
+  const fds: number[] = [];
+  let child: ChildProcess;
   try {
-    const result = gitResultOf(spawnGit(cwd, args, [input, 'pipe', 'pipe'], fuse));
-    rmSync(path, { force: true });
-    return result;
+    const stdin = io.inputFile === undefined ? undefined : openSync(io.inputFile, 'r');
+    if (stdin !== undefined) fds.push(stdin);
+    const stdout = io.outputFile === undefined ? undefined : openSync(io.outputFile, 'wx', 0o600);
+    if (stdout !== undefined) fds.push(stdout);
+    child = spawnGit(
+      cwd,
+      args,
+      [stdin ?? (io.input === undefined ? 'ignore' : 'pipe'), stdout ?? 'pipe', 'pipe'],
+      fuse,
+    );
   } finally {
-    closeSync(input);
+    for (const fd of fds) closeSync(fd); // git has its own descriptors of them now
   }
+  const result = gitResultOf(child);
+  if (io.inputFile !== undefined) rmSync(io.inputFile, { force: true });
+  if (io.input !== undefined && child.pid !== undefined) {
+    child.stdin!.on('error', () => {}); // git exiting before it read it all (EPIPE): its status says why
+    child.stdin!.end(io.input);
+  }
+  return result;
 }
 
 /**
@@ -337,7 +367,7 @@ export function gitResultOf(child: ChildProcess): Promise<GitResult> {
     if (!whenGitFails(child, reject)) return;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout!.on('data', (c: Buffer) => out.push(c));
+    child.stdout?.on('data', (c: Buffer) => out.push(c)); // (none when it goes to a file)
     child.stderr!.on('data', (c: Buffer) => err.push(c));
     child.on('close', (code, signal) =>
       resolvePromise({

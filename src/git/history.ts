@@ -4,23 +4,24 @@
 // chain of packs in order, setting its refs and HEAD as a snapshot recorded them, and writing it out as
 // a git bundle of every ref (export). Every git runs sanitized through git.ts.
 
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { open, rm, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import { pipeline } from 'node:stream/promises';
+import { dirname, join, resolve } from 'node:path';
 import { BundleDamagedError, GitError, IoError } from '../model/errors.js';
+import { hostWriteFailure } from '../util/disk-full.js';
 import {
   fsckBuilt,
   fuseTripped,
   type GitFuse,
+  type GitResult,
   gitFuse,
+  gitResultOf,
   runGit,
   runGitOnFile,
+  runGitToFile,
   STRICT_PACK,
   spawnGit,
-  whenGitFails,
 } from './git.js';
 
 export interface GitRef {
@@ -65,14 +66,11 @@ export async function presentObjects(repo: string, oids: readonly string[]): Pro
   if (oids.length === 0) return new Set();
   const args = ['cat-file', '--batch-check=%(objectname) %(objecttype)'];
   const input = `${oids.join('\n')}\n`;
-  let out: string;
-  if (oids.length <= HOSTED_OIDS_MAX) {
-    const r = await runGit(repo, args, input);
-    if (r.code !== 0) throw new GitError(`git cat-file failed: ${r.stderr || `exit ${r.code}`}`);
-    out = r.stdout;
-  } else out = (await gitIo(repo, args, input)).toString('utf8');
+  const r =
+    oids.length <= HOSTED_OIDS_MAX ? await runGit(repo, args, input) : await runGitHere(repo, args, input);
+  if (r.code !== 0) throw new GitError(`git cat-file failed: ${r.stderr || `exit ${r.code}`}`);
   const have = new Set<string>();
-  for (const line of out.split('\n')) {
+  for (const line of r.stdout.split('\n')) {
     const [oid, type] = line.split(' ');
     if (oid && OID.test(oid) && type !== 'missing') have.add(oid);
   }
@@ -92,7 +90,15 @@ export async function packObjects(
   const input = `${[...new Set(include)].join('\n')}\n${exclude.map((o) => `^${o}`).join('\n')}\n`;
   const args = ['pack-objects', '--stdout', '--revs', '-q', '--delta-base-offset'];
   if (exclude.length > 0) args.push('--thin');
-  await gitIo(repo, args, input, dst);
+  // into a file git writes itself, so on the program host when it is up: a snapshot packs the history
+  // while its threads copy the databases, and a spawn from here would fork this process under them
+  const r = await runGitToFile(repo, args, input, dst);
+  if (r.code !== 0) {
+    // git could not write the file (a full disk): named, with its errno, when the disk agrees (stop 54)
+    const host = await hostWriteFailure(new Error(r.stderr), dirname(dst));
+    if (host) throw new IoError(`writing git pack-objects's output to ${dst}`, host.cause);
+    throw new GitError(`git pack-objects failed: ${r.stderr || `exit ${r.code}`}`);
+  }
   return packObjectCount(dst);
 }
 
@@ -265,91 +271,15 @@ export async function bundleAll(repo: string, dst: string): Promise<void> {
 }
 
 /**
- * Runs git with stdin from a string or stream; stdout to a file (`toFile`) or returned. With `fuse`,
- * under its limits: git stopping at one is that error (fuseTripped), as damage (BundleDamagedError).
+ * Runs git here, never on the program host, with `input` piped to it: for an input (and an answer) too
+ * large to be copied through the host's channel as well. Its result as runGit's.
  */
-function gitIo(
-  cwd: string,
-  args: string[],
-  input: string | AsyncIterable<Buffer>,
-  toFile?: string,
-  fuse?: GitFuse,
-): Promise<Buffer> {
-  return new Promise((resolveRun, reject) => {
-    const child = spawnGit(cwd, args, ['pipe', 'pipe', 'pipe'], fuse) as ChildProcessWithoutNullStreams;
-    if (!whenGitFails(child, reject)) return;
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    const sink = toFile
-      ? pipeline(child.stdout, createWriteStream(toFile, { flags: 'wx', mode: 0o600 }))
-      : (async () => {
-          for await (const c of child.stdout) out.push(c as Buffer);
-        })();
-    const feed = (async () => {
-      try {
-        if (typeof input === 'string') child.stdin.end(input);
-        else {
-          for await (const c of input) {
-            if (child.stdin.destroyed) break; // git stopped reading: its exit status says why
-            if (!child.stdin.write(c))
-              await new Promise<void>((r) => {
-                // both listeners go once either fires (they piled up, one pair per wait)
-                const done = () => {
-                  child.stdin.off('drain', done);
-                  child.stdin.off('close', done);
-                  r();
-                };
-                child.stdin.once('drain', done);
-                child.stdin.once('close', done);
-              });
-          }
-          child.stdin.end();
-        }
-      } catch (e) {
-        child.kill('SIGKILL');
-        throw e;
-      }
-    })();
-    feed.catch(() => {});
-    // awaited once git has ended: a write that fails before then (ENOSPC) must not be an unhandled
-    // rejection meanwhile, which ended the process (found in stop 53, a full disk under a snapshot)
-    sink.catch(() => {});
-    child.stdin.on('error', () => {}); // git exiting early closes the pipe; its status says why
-    child.on('close', async (code, signal) => {
-      const stderr = Buffer.concat(err).toString('utf8').trim();
-      const tripped = fuseTripped({ code, signal, stderr }, fuse);
-      if (tripped !== undefined) {
-        await feed.catch(() => undefined);
-        await sink.catch(() => undefined);
-        reject(new BundleDamagedError(`git ${args[0]} stopped: ${tripped}`));
-        return;
-      }
-      try {
-        await feed;
-      } catch (e) {
-        reject(e);
-        return;
-      }
-      try {
-        await sink;
-      } catch (e) {
-        // the output file could not be written (ENOSPC): named, with its errno (was "no space left on
-        // device" naming nothing, stop 54)
-        reject(
-          toFile && (e as NodeJS.ErrnoException).syscall
-            ? new IoError(`writing git ${args[0]}'s output to ${toFile}`, e)
-            : e,
-        );
-        return;
-      }
-      if (code !== 0)
-        reject(
-          new GitError(
-            `git ${args[0]} failed: ${Buffer.concat(err).toString('utf8').trim() || `exit ${code}`}`,
-          ),
-        );
-      else resolveRun(Buffer.concat(out));
-    });
-  });
+function runGitHere(cwd: string, args: string[], input: string): Promise<GitResult> {
+  const child = spawnGit(cwd, args, ['pipe', 'pipe', 'pipe']);
+  const result = gitResultOf(child);
+  if (child.pid !== undefined) {
+    child.stdin!.on('error', () => {}); // git exiting before it read it all (EPIPE): its status says why
+    child.stdin!.end(input);
+  }
+  return result;
 }

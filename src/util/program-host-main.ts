@@ -26,19 +26,22 @@ process.on('message', (r: HostRequest) => {
     answer({ id: r.id, error: { message: e.message, ...(e.code ? { code: e.code } : {}) } });
   };
   let child: ReturnType<typeof spawn>;
-  let inputFd: number | undefined;
+  const fds: number[] = [];
   try {
-    if (r.inputFile !== undefined) inputFd = openSync(r.inputFile, 'r');
+    const inputFd = r.inputFile === undefined ? undefined : openSync(r.inputFile, 'r');
+    if (inputFd !== undefined) fds.push(inputFd);
+    const outputFd = r.outputFile === undefined ? undefined : openSync(r.outputFile, 'wx', 0o600);
+    if (outputFd !== undefined) fds.push(outputFd);
     child = spawn(r.file, r.args, {
       cwd: r.cwd,
       env: r.env,
-      stdio: [inputFd ?? (r.input === undefined ? 'ignore' : 'pipe'), 'pipe', 'pipe'],
+      stdio: [inputFd ?? (r.input === undefined ? 'ignore' : 'pipe'), outputFd ?? 'pipe', 'pipe'],
     });
   } catch (e) {
-    fail(e as NodeJS.ErrnoException); // (the input file missing; invalid arguments: thrown, not emitted)
+    fail(e as NodeJS.ErrnoException); // (a file that cannot be opened; invalid arguments: thrown, not emitted)
     return;
   } finally {
-    if (inputFd !== undefined) closeSync(inputFd); // the program has its own descriptor of it now
+    for (const fd of fds) closeSync(fd); // the program has its own descriptors of them now
   }
   // (a program that could not start never held it: it goes all the same, as a spawn here would do)
   if (r.inputFile !== undefined && r.removeInputFile)
@@ -53,7 +56,7 @@ process.on('message', (r: HostRequest) => {
   if (child.pid === undefined) return;
   running.add(child);
   child.on('exit', () => running.delete(child));
-  child.stdout!.on('data', (c: Buffer) => out.push(c));
+  child.stdout?.on('data', (c: Buffer) => out.push(c)); // (none when it goes to a file)
   child.stderr!.on('data', (c: Buffer) => err.push(c));
   child.on('close', (code, signal) => {
     if (!failed) answer({ id: r.id, code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err) });

@@ -33,6 +33,8 @@ export interface HostRequest {
    */
   inputFile?: string;
   removeInputFile?: boolean;
+  /** A new file (created private; an existing one is the run's error) that receives standard output. */
+  outputFile?: string;
 }
 
 /** The host's messages: it is up, a run ended (status and output), or a run could not start. */
