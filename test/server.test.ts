@@ -987,12 +987,13 @@ exec ${JSON.stringify(real)} "$@"
 test('serve: SIGTERM or SIGHUP to its whole process group (Ctrl-C, a service manager) while git runs, on the program host or spawned directly: the snapshot finishes, 201, exit 0 (stop 47)', {
   timeout: 120_000,
 }, async (t) => {
-  // In a repository store, git for-each-ref is a buffered run (on the program host); git pack-objects
-  // the daemon spawns itself (its pipes read as it writes). One snapshot each, as the tester's.
+  // In a repository store, git for-each-ref is a buffered run (on the program host); a redacted
+  // snapshot's git fast-export (its history scanned as git writes it) the daemon spawns itself (since
+  // stop 65 a repository snapshot's pack-objects runs on the host). One snapshot each, as the tester's.
   // SIGHUP as SIGTERM: a daemon has no terminal to lose
-  for (const [word, parent, signal] of [
-    ['for-each-ref', 'host', 'SIGTERM'],
-    ['pack-objects', 'daemon', 'SIGHUP'],
+  for (const [word, parent, signal, body] of [
+    ['for-each-ref', 'host', 'SIGTERM', '{}'],
+    ['fast-export', 'daemon', 'SIGHUP', '{"redact":true}'],
   ] as const) {
     const a = sampleAgent(t, 'ana', SMALL);
     const dir = mkdtempSync(join(tmpdir(), 'nexo-hold-'));
@@ -1018,7 +1019,7 @@ test('serve: SIGTERM or SIGHUP to its whole process group (Ctrl-C, a service man
     const pending = call(`${d.url}/v1/agents/ana/snapshots`, {
       method: 'POST',
       headers: jsonHeaders(),
-      body: '{}',
+      body,
     });
     const held = join(dir, `held-ana-${word}`);
     const [git, gitParent] = (

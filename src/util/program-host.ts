@@ -6,8 +6,9 @@
 // "stop 28"), against ~5 ms from a small single-threaded process. So the first worker thread of a
 // process (util/module-worker.ts) starts the host, a child process of this package
 // (program-host-main.ts), and so do long-lived, large processes at once (the daemon, the test
-// processes); once it is up, every buffered run (runOnHost) goes there; until then, and if it ever
-// ends, the caller spawns the program itself. The host runs each program exactly as
+// processes); once it is up, every run that needs no pipe from this process goes there (runOnHost: its
+// input as bytes or a file, its output returned or into a new file); until then, and if it ever ends,
+// the caller spawns the program itself. The host runs each program exactly as
 // asked: the same file, arguments, directory and environment. It never keeps this process alive, and
 // ends with it, however it ends (its IPC channel closes), killing what it still runs. It runs in a
 // process group of its own, so a signal to this process's group (Ctrl-C in a terminal) reaches only
