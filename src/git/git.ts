@@ -252,33 +252,9 @@ export async function runGit(
   input?: string | Uint8Array,
   fuse?: GitFuse,
 ): Promise<GitResult> {
-  const r = await runGitOnce(cwd, args, input, fuse);
+  const r = await runGitOnFiles(cwd, args, input === undefined ? {} : { input }, fuse);
   const tripped = fuseTripped(r, fuse);
   return tripped === undefined ? r : { ...r, stderr: tripped, tripped: true };
-}
-
-function runGitOnce(
-  cwd: string,
-  args: string[],
-  input?: string | Uint8Array,
-  fuse?: GitFuse,
-): Promise<GitResult> {
-  const c = gitCommand(cwd, args, fuse);
-  const hosted = runOnHost({
-    file: c.file,
-    args: c.args,
-    cwd,
-    env: c.env,
-    ...(input === undefined ? {} : { input }),
-  });
-  if (hosted) return fromHost(hosted);
-  const child = spawnGit(cwd, args, [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], fuse);
-  const result = gitResultOf(child);
-  if (input !== undefined && child.pid !== undefined) {
-    child.stdin!.on('error', () => {}); // git exiting before it read it all (EPIPE): its status says why
-    child.stdin!.end(input);
-  }
-  return result;
 }
 
 /** A git run on the program host as this module's result; a run that could not start as gitSpawnError's. */
@@ -316,11 +292,14 @@ export function runGitToFile(cwd: string, args: string[], input: string, path: s
   return runGitOnFiles(cwd, args, { input, outputFile: path });
 }
 
-/** runGitOnFile's and runGitToFile's run: on the host, or here with the files as git's descriptors. */
+/**
+ * Every buffered git run (runGit, runGitOnFile, runGitToFile): on the program host when it is up, else
+ * spawned here, with the files (if any) as git's descriptors and `input` (if any) piped in.
+ */
 async function runGitOnFiles(
   cwd: string,
   args: string[],
-  io: { inputFile?: string; input?: string; outputFile?: string },
+  io: { inputFile?: string; input?: string | Uint8Array; outputFile?: string },
   fuse?: GitFuse,
 ): Promise<GitResult> {
   const c = gitCommand(cwd, args, fuse);
