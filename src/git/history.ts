@@ -165,9 +165,12 @@ export async function indexPack(repo: string, pack: AsyncIterable<Buffer>, packB
     const fh = await open(file, 'wx', 0o600);
     try {
       for await (const chunk of pack)
-        await fh.write(chunk).catch((err: unknown) => {
-          throw new IoError(`writing the git history to ${file}`, err);
-        });
+        for (let off = 0; off < chunk.length; )
+          off += (
+            await fh.write(chunk, off).catch((err: unknown) => {
+              throw new IoError(`writing the git history to ${file}`, err);
+            })
+          ).bytesWritten;
     } finally {
       await fh.close();
     }
