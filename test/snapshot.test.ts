@@ -5,9 +5,11 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
+  closeSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   renameSync,
@@ -22,6 +24,7 @@ import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { git } from '../scripts/sample-agent.js';
+import { secondFrameOffset } from '../src/format/zstd-frames.js';
 import { LocalSnapshotter } from '../src/index.js';
 import { leftoverNames } from '../src/store/leftovers.js';
 import { runBuiltCli } from './helpers/built-cli.js';
@@ -128,6 +131,18 @@ test('a snapshot holds every component exactly, and GNU tar extracts it', async 
   );
   assert.equal(meta.bundle_size_bytes, statSync(meta.bundle_path).size);
   execFileSync('zstd', ['-t', '-q', meta.bundle_path]);
+
+  // two zstd frames, the second from the git bundle's tar header on (a reader may start there): the
+  // first is whole on its own, and what follows decodes to that header
+  const file = readFileSync(meta.bundle_path);
+  const fd = openSync(meta.bundle_path, 'r');
+  const at = secondFrameOffset(fd, file.length);
+  closeSync(fd);
+  assert.ok(at !== undefined && at > 0);
+  assert.match(execFileSync('zstd', ['-lv', meta.bundle_path]).toString(), /# Zstandard Frames: 2\n/);
+  execFileSync('zstd', ['-t', '-q'], { input: file.subarray(0, at) });
+  const second = execFileSync('zstd', ['-dc'], { input: file.subarray(at) });
+  assert.equal(second.subarray(0, 18).toString('latin1'), 'git/memdir.bundle\0');
 });
 
 test('symlinks, fifos and nested .git dirs are skipped and recorded; large files are kept whole', async (t) => {

@@ -3,7 +3,8 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -19,6 +20,7 @@ import { fitDetail } from '../src/diff/fit.js';
 import { parseStrictJsonSpans } from '../src/format/json.js';
 import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.js';
 import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/format/tar.js';
+import { secondFrameOffset } from '../src/format/zstd-frames.js';
 import { LocalSnapshotter, RetentionWorker } from '../src/index.js';
 import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
 import { newSnapshotId, parseSnapshotId, validateAgentId, validateTenant } from '../src/model/ids.js';
@@ -907,4 +909,85 @@ test('fitDetail: patches, then sample rows, then state, kept while they fit; the
   assert.equal(fitted.files[0]!.patch, '\u0001\n'.repeat(100), '800 bytes as JSON: kept whole');
   assert.equal(fitted.files[1]!.patch, '"\n'.repeat(50), 'then 50 lines of 4 bytes as JSON');
   assert.equal(fitted.files[1]!.patch_bytes, 200);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// format/zstd-frames.ts: where a zstd file's second frame starts, from headers alone
+
+test("the second zstd frame's offset is found from the first frame's headers, and nothing else is taken for one", (t) => {
+  const dir = tempDir(t);
+  const offsetOf = (bytes: Buffer): number | undefined => {
+    const p = join(dir, 'f.zst');
+    writeFileSync(p, bytes);
+    const fd = openSync(p, 'r');
+    try {
+      return secondFrameOffset(fd, bytes.length);
+    } finally {
+      closeSync(fd);
+    }
+  };
+  const cli = (data: Buffer, ...flags: string[]) =>
+    execFileSync('zstd', ['-q', '-c', ...flags], { input: data, maxBuffer: 1 << 28 });
+  // the zstd CLI's frames: with and without a checksum, a content size, several blocks of each kind
+  const mixed = Buffer.concat([randomBytes(300_000), Buffer.alloc(200_000, 7), Buffer.from('tail')]);
+  for (const flags of [
+    [],
+    ['--no-check'],
+    ['--no-content-size'],
+    ['-19'],
+    ['--no-check', '--no-content-size'],
+  ]) {
+    const first = cli(mixed, ...flags);
+    const second = cli(Buffer.from('second frame'));
+    assert.equal(offsetOf(Buffer.concat([first, second])), first.length, flags.join(' '));
+    assert.equal(offsetOf(first), undefined, `one frame: ${flags.join(' ')}`);
+    assert.equal(offsetOf(Buffer.concat([first, second]).subarray(0, first.length + 3)), undefined);
+    assert.equal(offsetOf(first.subarray(0, first.length - 10)), undefined, 'truncated');
+  }
+  // hand-made frames: a window descriptor, a 4-byte dictionary id, raw and RLE blocks, a checksum
+  const block = (last: boolean, type: number, size: number) => {
+    const h = (size << 3) | (type << 1) | (last ? 1 : 0);
+    return Buffer.from([h & 0xff, (h >> 8) & 0xff, (h >> 16) & 0xff]);
+  };
+  const magic = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+  const frame = Buffer.concat([
+    magic,
+    Buffer.from([0x07, 0x00, 1, 2, 3, 4]), // no content size, checksum, dictionary id of 4 bytes; window
+    block(false, 0, 5),
+    Buffer.from('hello'),
+    block(false, 1, 1000), // RLE: one byte stored for 1,000
+    Buffer.from('x'),
+    block(true, 0, 0),
+    Buffer.from([9, 9, 9, 9]), // checksum
+  ]);
+  assert.equal(offsetOf(Buffer.concat([frame, magic, Buffer.alloc(8)])), frame.length);
+  const reserved = Buffer.concat([
+    magic,
+    Buffer.from([0x00, 0x00]),
+    block(true, 3, 0),
+    magic,
+    Buffer.alloc(8),
+  ]);
+  assert.equal(offsetOf(reserved), undefined, 'a reserved block type');
+  const reservedBit = Buffer.from(frame);
+  reservedBit[4] = 0x08;
+  assert.equal(offsetOf(Buffer.concat([reservedBit, magic, Buffer.alloc(8)])), undefined, 'the reserved bit');
+  const skippable = Buffer.from([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
+  assert.equal(
+    offsetOf(Buffer.concat([frame, skippable, magic, Buffer.alloc(8)])),
+    undefined,
+    'a skippable frame',
+  );
+  // a first frame of more blocks than the walk reads (65,536) is no frame to follow
+  const many = (n: number) =>
+    Buffer.concat([
+      magic,
+      Buffer.from([0x00, 0x00]),
+      ...Array.from({ length: n - 1 }, () => block(false, 0, 0)),
+      block(true, 0, 0),
+      magic,
+      Buffer.alloc(8),
+    ]);
+  assert.equal(offsetOf(many(65_536)), 6 + 3 * 65_536);
+  assert.equal(offsetOf(many(65_537)), undefined);
 });

@@ -5,6 +5,7 @@
 // beside verify.test.ts (helpers/hostile.ts holds what both use).
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -16,10 +17,12 @@ import {
   forgeBundle,
   manifestFor,
   packOffset,
+  rawHeader,
   repack,
   tarOf,
   writeBundleFile,
   zstd,
+  zstdSplit,
   zstdWithZeros,
 } from './helpers/bundles.js';
 import { runCli } from './helpers/env.js';
@@ -123,18 +126,23 @@ test('git block rules: head_ref must be a safe branch name, HEAD must be what th
   for (const [name, edit] of cases) {
     const p = writeBundleFile(
       join(dir, `${name.replaceAll(/[^a-z0-9]+/gi, '-')}.tar.zst`),
-      forgeBundle(entries, (m, rest) => {
-        edit(m.git as Record<string, unknown>, m);
-        if (
-          !(m.artifacts as Array<{ path_in_bundle: string }>).some(
-            (x) => x.path_in_bundle === 'git/memdir.bundle',
+      forgeBundle(
+        entries,
+        (m, rest) => {
+          edit(m.git as Record<string, unknown>, m);
+          if (
+            !(m.artifacts as Array<{ path_in_bundle: string }>).some(
+              (x) => x.path_in_bundle === 'git/memdir.bundle',
+            )
           )
-        )
-          rest.splice(
-            rest.findIndex((e) => e.path === 'git/memdir.bundle'),
-            1,
-          );
-      }),
+            rest.splice(
+              rest.findIndex((e) => e.path === 'git/memdir.bundle'),
+              1,
+            );
+          // (framed as the writer frames: verify checks the history from its own frame, restore from the stream)
+        },
+        { frames: 'git' },
+      ),
     );
     await t.test(name, () => refusedEverywhere(a, p, 'BUNDLE_DAMAGED'));
   }
@@ -188,12 +196,43 @@ test('a corrupt git bundle whose hashes were recomputed is refused by plain veri
   for (const [name, data] of cases) {
     const p = writeBundleFile(
       join(dir, `${name.replaceAll(/[^a-z0-9]+/gi, '-')}.tar.zst`),
-      forgeBundle(entries, (_m, rest) => {
-        rest.find((e) => e.path === 'git/memdir.bundle')!.data = data;
-      }),
+      forgeBundle(
+        entries,
+        (_m, rest) => {
+          rest.find((e) => e.path === 'git/memdir.bundle')!.data = data;
+        },
+        { frames: 'git' }, // verify checks the history from its own frame, restore from the stream
+      ),
     );
     await t.test(name, () => refusedEverywhere(a, p, 'BUNDLE_DAMAGED'));
   }
+});
+
+test("a zstd frame that starts inside another entry is never taken for the git bundle's", async (t) => {
+  const { a, entries, dir } = await hostileBase(t);
+  const intact = entries.find((e) => e.path === 'git/memdir.bundle')!.data;
+  const broken = Buffer.from(intact);
+  const start = packOffset(broken);
+  broken[start + Math.floor((broken.length - start) / 2)]! ^= 0x55;
+  // A memory file holding a tar header of the git bundle and the intact history: a frame starting there
+  // shows a reader that follows frames an intact git bundle, which is not the one the manifest names.
+  const decoy = Buffer.concat([rawHeader('git/memdir.bundle', intact.length, '0'), intact]);
+  const tar = execFileSync('zstd', ['-dc'], {
+    input: forgeBundle(entries, (m, rest) => {
+      rest.find((e) => e.path === 'git/memdir.bundle')!.data = broken;
+      addMemoryFiles(m, rest, [['memory_files/zz-decoy.md', decoy]]);
+    }),
+    maxBuffer: 1 << 28,
+  });
+  const at = tar.indexOf(decoy);
+  assert.ok(at > 0 && at % 512 === 0);
+  const p = writeBundleFile(join(dir, 'decoy.tar.zst'), zstdSplit(tar, at));
+  const r = await verifyBundleFile(p);
+  assert.ok(
+    r.problems.some((x) => x.path === 'git/memdir.bundle' && /index-pack/.test(x.message)),
+    JSON.stringify(r.problems),
+  );
+  await refusedEverywhere(a, p, 'BUNDLE_DAMAGED');
 });
 
 test('a state value restore cannot parse is refused by verify too', async (t) => {

@@ -1,6 +1,7 @@
 // Owns writing one bundle file: manifest.json first, then every artifact from its staged file, as a
 // tar stream → zstd → [age] → SHA-256 tee → `<bundle>.partial` → fsync → no-clobber publish. On any failure
-// the partial file is removed and nothing is published.
+// the partial file is removed and nothing is published. The git bundle's entry starts a zstd frame of its
+// own: a reader can find it without decoding what comes before it (format/zstd-frames.ts).
 
 import { createHash } from 'node:crypto';
 import { type FileHandle, open } from 'node:fs/promises';
@@ -9,9 +10,9 @@ import { IoError, SnapshotError } from '../model/errors.js';
 import { removeQuietly } from '../store/atomic.js';
 import { faultPoint } from '../util/faults.js';
 import { publishNoClobber } from '../util/new-file.js';
-import { MANIFEST_PATH } from './constants.js';
+import { GIT_BUNDLE_PATH, MANIFEST_PATH } from './constants.js';
 import { END_OF_ARCHIVE, encodeFileHeader, padding } from './tar.js';
-import { type CompressOptions, OutputBuffers, zstdCompress } from './zstd.js';
+import { type CompressOptions, FRAME_BREAK, OutputBuffers, zstdCompress } from './zstd.js';
 
 export interface PackEntry {
   pathInBundle: string;
@@ -45,8 +46,9 @@ const WRITE_AHEAD = 8 * 1024 * 1024;
 /**
  * The bundle's tar stream. The staged files are read through one buffer, reused for every read: each
  * block yielded is valid only until the next is asked for (zstdCompress consumes each whole first).
+ * With `breakAtGit`, a FRAME_BREAK comes before the git bundle's header.
  */
-async function* tarStream(opts: PackOptions): AsyncGenerator<Buffer, void, undefined> {
+async function* tarStream(opts: PackOptions, breakAtGit: boolean): AsyncGenerator<Buffer, void, undefined> {
   let read: Buffer | undefined;
   const m = opts.manifestBytes;
   yield encodeFileHeader(MANIFEST_PATH, m.length, opts.mtimeSec);
@@ -54,6 +56,7 @@ async function* tarStream(opts: PackOptions): AsyncGenerator<Buffer, void, undef
   yield Buffer.alloc(padding(m.length));
   let packed = m.length;
   for (const entry of opts.entries) {
+    if (breakAtGit && entry.pathInBundle === GIT_BUNDLE_PATH) yield FRAME_BREAK;
     yield encodeFileHeader(entry.pathInBundle, entry.size, opts.mtimeSec);
     if (entry.data) {
       if (entry.data.length !== entry.size) throw new IoError(`captured ${entry.pathInBundle} changed size`);
@@ -112,8 +115,9 @@ export async function packBundle(opts: PackOptions): Promise<PackResult> {
     // Unencrypted, the written outputs go back to the compressor for its next ones (fresh memory is
     // slow to write into); age's outputs are its own.
     const buffers = new OutputBuffers();
-    const compressed = zstdCompress(tarStream(opts), opts.zstd, buffers);
     const encrypted = Boolean(opts.recipients?.length);
+    // (inside age a reader cannot seek to the git bundle's frame: one frame, as before)
+    const compressed = zstdCompress(tarStream(opts, !encrypted), opts.zstd, buffers);
     const output = encrypted ? ageEncrypt(compressed, opts.recipients!) : compressed;
     for await (const chunk of output) {
       hash.update(chunk);

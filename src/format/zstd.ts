@@ -64,7 +64,13 @@ export class OutputBuffers {
 }
 
 /**
- * Compresses a byte stream into one zstd frame. Each input is consumed whole before the next is asked
+ * An input of zstdCompress that ends the frame there: what follows starts a new frame (a reader that
+ * starts at that frame decodes what follows on its own, format/zstd-frames.ts).
+ */
+export const FRAME_BREAK: Buffer = Buffer.alloc(0);
+
+/**
+ * Compresses a byte stream into one zstd frame (a new one at each FRAME_BREAK of the source). Each input is consumed whole before the next is asked
  * for (zstd copies what it keeps), so a source may reuse one buffer for all of them. Each output is a
  * view of a buffer of its own, taken from `buffers` when given (the consumer gives it back there once
  * done with it).
@@ -123,7 +129,10 @@ async function* compressWith(
       if (src.length === 0 && (!end || ret === 0)) return;
     }
   };
-  for await (const chunk of source) yield* run(chunk, false);
+  for await (const chunk of source) {
+    // (at a break, everything before it goes out in a frame of its own)
+    yield* run(chunk, chunk === FRAME_BREAK);
+  }
   yield* run(Buffer.alloc(0), true);
 }
 

@@ -26,11 +26,11 @@ import {
   type GitFuse,
   type GitResult,
   gitFuse,
-  initBare,
   initRepo,
   runGit,
   runGitOnFile,
   STRICT_PACK,
+  writeBareRepo,
 } from './git.js';
 
 const lastLine = (s: string): string => s.trim().split('\n').pop() ?? '';
@@ -77,7 +77,7 @@ export class PackCheck {
     const repo = into ?? (await privateScratch('pack-check'));
     try {
       if (into !== undefined) await initRepo(into, objectFormat);
-      else await initBare(repo, objectFormat);
+      else writeBareRepo(repo, objectFormat);
       const gitDir = into !== undefined ? join(into, '.git') : repo;
       return new PackCheck(packBytes, repo, join(gitDir, INCOMING), into !== undefined, gitFuse(packBytes));
     } catch (err) {

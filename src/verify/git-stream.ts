@@ -15,7 +15,8 @@ export class GitStreamCheck {
   private ended = false;
 
   constructor(
-    private readonly git: GitInfo,
+    /** The manifest's git block, whose HEAD the bundle's header must name (undefined: expectHead later). */
+    private git: GitInfo | undefined,
     /** A directory to make the repository that indexes the pack in, kept (PackCheck.start). */
     private readonly into?: string,
     /** The git bundle's size (its tar header's), which the fuse on index-pack scales with. */
@@ -32,6 +33,22 @@ export class GitStreamCheck {
     return this.reader.header?.refs;
   }
 
+  /**
+   * The manifest's git block, for a check started without it (verify/early-git.ts): with a repository,
+   * the bundle's header must name its HEAD; a header read already is checked now.
+   */
+  expectHead(git: GitInfo): void {
+    this.git = git;
+    const header = this.reader.header;
+    if (header && git.repository === 'present' && this.problem === undefined)
+      this.problem = headProblem(header, git as ExpectedHead);
+  }
+
+  /** The directory the pack is indexed into and kept (PackCheck.start), if any. */
+  get keptIn(): string | undefined {
+    return this.into;
+  }
+
   /** Feeds the next bytes of the git bundle, in order. */
   async write(chunk: Buffer): Promise<void> {
     if (this.problem !== undefined) return;
@@ -45,10 +62,8 @@ export class GitStreamCheck {
     const header = this.reader.header;
     if (!header) return;
     if (!this.pack) {
-      if (this.git.repository === 'present') {
-        this.problem = headProblem(header, this.git as ExpectedHead);
-        if (this.problem !== undefined) return;
-      }
+      if (this.git) this.expectHead(this.git);
+      if (this.problem !== undefined) return;
       this.pack = PackCheck.start(header.objectFormat, this.into, this.bundleBytes);
     }
     await (await this.pack).write(packBytes);

@@ -42,6 +42,7 @@ import { readSibling } from '../store/sibling.js';
 import { faultPoint } from '../util/faults.js';
 import { sha256File } from '../util/hash.js';
 import { privateScratch, removeScratch } from '../util/scratch.js';
+import { EarlyGitCheck } from './early-git.js';
 import { GitStreamCheck } from './git-stream.js';
 
 /**
@@ -224,6 +225,10 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
 
   const deepDir = opts.deep && !opts.sink ? await privateScratch('verify') : undefined;
   const sink = opts.sink ?? (deepDir ? deepSink(deepDir) : undefined);
+  // A scratch check of the history starts now, beside the stream, from the git bundle's own zstd frame
+  // (a restore's, indexed into its staging, waits for its entry: early-git.ts).
+  const ahead: { early?: EarlyGitCheck } =
+    !encrypted && sink?.gitRepo === undefined ? { early: EarlyGitCheck.start(path) } : {};
   const written = new Map<string, string>();
   let reader: BundleReader | undefined;
   let streamFailed = false;
@@ -247,7 +252,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
     }
     if (reader) {
       checkManifestSignature(reader, report, opts.trust);
-      refs = await checkEntries(reader, report, sink, written, () => (streamFailed = true));
+      refs = await checkEntries(reader, report, sink, written, () => (streamFailed = true), ahead);
     }
     const fileSha = (reader && !streamFailed && reader.fileSha256()) || (await sha256File(path)).sha256;
     report.file_sha256 = fileSha;
@@ -255,6 +260,7 @@ export async function verifyBundle(path: string, opts: VerifyOptions = {}): Prom
     if (opts.deep && reader && report.problems.length === 0)
       report.deep = await deepChecks(written, reader.manifest);
   } finally {
+    await ahead.early?.discard();
     reader?.close();
     if (deepDir) await removeScratch(deepDir);
   }
@@ -364,8 +370,12 @@ async function checkEntries(
   sink: EntrySink | undefined,
   written: Map<string, string>,
   onStreamFailure: () => void,
+  /** The history checked ahead of the stream, until its entry takes it. */
+  ahead: { early?: EarlyGitCheck },
 ): Promise<CheckedRefs> {
   const { manifest: m, raw, layout } = reader.manifest;
+  // where a restore indexes the history (and keeps it): a repository only when the snapshot had one
+  const gitInto = (m.git.repository ?? 'absent') !== 'absent' ? sink?.gitRepo : undefined;
   report.schema_ok = true;
   report.schema_versions = m.schema_versions;
   report.manifest_version = m.manifest_version;
@@ -441,18 +451,22 @@ async function checkEntries(
         const hash = createHash('sha256');
         // What restore reads besides the bytes: state values are parsed, the git bundle is rebuilt.
         const isState = a.kind.startsWith('state_');
-        // (a repository is made in sink.gitRepo only when the snapshot says it had one)
-        const git =
-          layout === 2 && a.kind === 'git_bundle'
-            ? new GitStreamCheck(
-                m.git,
-                (m.git.repository ?? 'absent') !== 'absent' ? sink?.gitRepo : undefined,
-                e.size,
-              )
-            : undefined;
-        if (git) gitCheck = { check: git, path: a.path_in_bundle };
+        // the history: the check made ahead of the stream when it checked these very bytes, else one
+        // fed from the stream (a repository is made in sink.gitRepo only when the snapshot had one)
+        let git: GitStreamCheck | undefined;
+        let fed = false;
+        if (layout === 2 && a.kind === 'git_bundle') {
+          const early = ahead.early;
+          ahead.early = undefined;
+          // (only a scratch check starts early; a repository to keep is never taken from it)
+          const taken = gitInto === undefined ? await early?.take(a.sha256, e.size) : await early?.discard();
+          taken?.expectHead(m.git);
+          git = taken ?? new GitStreamCheck(m.git, gitInto, e.size);
+          fed = taken === undefined;
+          gitCheck = { check: git, path: a.path_in_bundle };
+        }
         let body: AsyncIterable<Buffer> = e.body();
-        if (git) body = tee(body, (chunk) => git.write(chunk));
+        if (git && fed) body = tee(body, (chunk) => git.write(chunk));
         if (isState && e.size > MAX_MANIFEST_BYTES) {
           artifactsOk = false;
           report.problems.push({

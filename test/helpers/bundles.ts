@@ -216,9 +216,24 @@ export async function readEntries(
   return out;
 }
 
-/** Repacks edited entries of a real bundle. */
-export function repack(entries: Array<{ path: string; data: Buffer; type?: string }>): Buffer {
-  return zstd(tarOf(entries.map((e) => ({ path: e.path, data: e.data, type: e.type ?? '0' }))));
+/**
+ * Repacks edited entries of a real bundle: in one zstd frame, or (`frames: 'git'`) as the writer frames
+ * them, a second frame starting at the git bundle's header (format/writer.ts).
+ */
+export function repack(
+  entries: Array<{ path: string; data: Buffer; type?: string }>,
+  frames: 'one' | 'git' = 'one',
+): Buffer {
+  const raw = entries.map((e) => ({ path: e.path, data: e.data, type: e.type ?? '0' }));
+  const tar = tarOf(raw);
+  const git = raw.findIndex((e) => e.path === 'git/memdir.bundle');
+  if (frames === 'one' || git < 0) return zstd(tar);
+  return zstdSplit(tar, tarOf(raw.slice(0, git)).length - 1024);
+}
+
+/** zstd (the CLI) of `buf` in two frames, the second starting at byte `at` of it. */
+export function zstdSplit(buf: Buffer, at: number): Buffer {
+  return Buffer.concat([zstd(buf.subarray(0, at)), zstd(buf.subarray(at))]);
 }
 
 export type Entries = Array<{ path: string; data: Buffer; type?: string }>;
@@ -258,7 +273,7 @@ export function addMemoryFiles(
 export function forgeBundle(
   entries: Entries,
   edit: (m: Record<string, unknown>, entries: Entries) => void,
-  opts: { reseal?: boolean; text?: (json: string) => string } = {},
+  opts: { reseal?: boolean; text?: (json: string) => string; frames?: 'one' | 'git' } = {},
 ): Buffer {
   const m = JSON.parse(entries[0]!.data.toString()) as Record<string, unknown>;
   const rest = entries.slice(1).map((e) => ({ ...e }));
@@ -276,7 +291,7 @@ export function forgeBundle(
   }
   let json = JSON.stringify(m, null, 2);
   if (opts.text) json = opts.text(json);
-  return repack([{ path: 'manifest.json', data: Buffer.from(json) }, ...rest]);
+  return repack([{ path: 'manifest.json', data: Buffer.from(json) }, ...rest], opts.frames);
 }
 
 /** The byte offset where the pack starts in a git bundle (after the blank line ending the header). */
