@@ -11,6 +11,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   renameSync,
   rmSync,
   statSync,
@@ -35,6 +36,7 @@ import {
   type SnapshotError,
   UnsafeObjectError,
 } from '../src/model/errors.js';
+import { PackReaders } from '../src/repository/pack-readers.js';
 import {
   backendConformance,
   chunksOf,
@@ -132,6 +134,75 @@ test("local: readInto fills the caller's buffer from an offset, says how much th
   );
   await assert.rejects(b.readInto({ type: 'packs', name: '../x' }, 0, part), code('INVALID_INPUT'));
   await assert.rejects(b.readInto({ type: 'packs', name: pack }, -1, part), code('INVALID_INPUT'));
+});
+
+test('local: openReader reads ranges of the object as it was opened, refuses as load does, and holds nothing after close', async (t) => {
+  const { b } = localRepo(t);
+  const pack = hexName('reader');
+  const h = { type: 'packs', name: pack } as const;
+  const bytes = randomBytes(3 * 1024 * 1024 + 17);
+  await b.save(h, bytes);
+  const r = await b.openReader(h);
+  assert.equal(r.size, bytes.length);
+  for (const [offset, length] of [
+    [0, bytes.length],
+    [5000, 100],
+    [bytes.length - 1, 1],
+    [bytes.length, 0],
+  ] as const)
+    assert.ok(
+      (await r.read(offset, length)).equals(bytes.subarray(offset, offset + length)),
+      `${offset}+${length}`,
+    );
+  // the object replaced meanwhile: the reader still reads the file it opened, as one load would
+  await b.save(h, Buffer.from('replaced'));
+  assert.ok((await r.read(10, 20)).equals(bytes.subarray(10, 30)));
+  await assert.rejects(r.read(bytes.length - 5, 10), code('SHORT_READ'));
+  await assert.rejects(r.read(-1, 10), code('INVALID_INPUT'));
+  await r.close();
+  await assert.rejects(r.read(0, 1), 'a closed reader reads nothing');
+  await r.close(); // twice: nothing thrown
+  await assert.rejects(b.openReader({ type: 'packs', name: hexName('absent') }), code('OBJECT_NOT_FOUND'));
+  await assert.rejects(b.openReader({ type: 'packs', name: '../x' }), code('INVALID_INPUT'));
+  await assert.rejects(b.openReader(h, 5), code('OBJECT_TOO_LARGE', 2), 'larger than objectMax');
+  const small = await b.openReader(h, 8);
+  assert.equal(small.size, 8);
+  await small.close();
+});
+
+test("a read's packs stay open across its runs (PackReaders): 16 at most, none closed under a read, every range right", async (t) => {
+  const { root, b } = localRepo(t);
+  const packs = Array.from({ length: 40 }, (_, i) => ({
+    name: hexName(`pack ${i}`),
+    bytes: randomBytes(4096 + i),
+  }));
+  for (const p of packs) await b.save({ type: 'packs', name: p.name }, p.bytes);
+  const openPacks = () =>
+    readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(join(root, 'packs'));
+      } catch {
+        return false;
+      }
+    }).length;
+  const readers = PackReaders.of(b)!;
+  let most = 0;
+  // rounds of reads at once over the packs in turn: more packs than stay open, several reads of each
+  for (let round = 0; round < 3; round++)
+    await Promise.all(
+      packs.map(async (p, i) => {
+        const at = (i * 7 + round) % 4000;
+        const got = await readers.read(p.name, at, 64);
+        assert.ok(got.equals(p.bytes.subarray(at, at + 64)), `${p.name} at ${at}`);
+        most = Math.max(most, openPacks());
+      }),
+    );
+  assert.ok(openPacks() <= 16, `${openPacks()} packs open after the reads`);
+  assert.ok(most >= 16, `the packs were kept open (${most} at most)`);
+  await assert.rejects(readers.read(hexName('absent'), 0, 1), code('OBJECT_NOT_FOUND'));
+  await readers.close();
+  assert.equal(openPacks(), 0, 'close closes every pack');
+  assert.equal(PackReaders.of(new MemoryBackend()), undefined, 'a backend without openReader: loads');
 });
 
 test('local: temp files, junk and misplaced packs are never listed; a symlink, directory or FIFO under a valid name is refused by a list of any type, never skipped', async (t) => {
@@ -337,6 +408,7 @@ test('local: a directory of the root swapped for a symlink after a first use is 
     await assert.rejects(b.save(h, Buffer.from('replaced')), unsafe, `${dir}: save over`);
     await assert.rejects(collect(b.load(h)), unsafe, `${dir}: load`);
     await assert.rejects(b.readInto(h, 0, Buffer.alloc(5)), unsafe, `${dir}: readInto`);
+    await assert.rejects(b.openReader(h), unsafe, `${dir}: openReader`);
     await assert.rejects(b.stat(h), unsafe, `${dir}: stat`);
     await assert.rejects(listAll(b, h.type), unsafe, `${dir}: list`);
     await assert.rejects(b.remove(h), unsafe, `${dir}: remove`);

@@ -51,6 +51,19 @@ export interface Range {
   readonly objectMax?: number;
 }
 
+/** An object opened once for many range reads (Backend.openReader). */
+export interface ObjectReader {
+  /** The object's size when it was opened. */
+  readonly size: number;
+  /**
+   * `length` bytes from `offset`, of the object as it was opened; a range past its end is a
+   * ShortReadError, as a ranged load's.
+   */
+  read(offset: number, length: number): Promise<Buffer>;
+  /** Closes it (reads after that fail); never throws. */
+  close(): Promise<void>;
+}
+
 export interface SaveOptions {
   /** Fail with ObjectExistsError (leaving the object unchanged) when the name exists. */
   readonly ifAbsent?: boolean;
@@ -125,6 +138,13 @@ export interface Backend {
    * (check --read-data) reuse one buffer instead of a fresh one per piece. Errors as `load`.
    */
   readInto?(h: Handle, offset: number, into: Uint8Array): Promise<number>;
+  /**
+   * Optional: the object opened once for many range reads, each as a load of that range would give it
+   * (a repository restore reads ~800 runs of a few packs; as loads, each opened, checked and closed the
+   * file again: docs/operations.md, stop 66). Opening fails as `load` does, and with `objectMax` refuses
+   * a larger object as `Range.objectMax` says. Offered by the local backend.
+   */
+  openReader?(h: Handle, objectMax?: number): Promise<ObjectReader>;
   stat(h: Handle): Promise<ObjectInfo>;
   /**
    * Optional: the whole objects `names` of `type` (each at most `maxBytes`, else ObjectTooLargeError),

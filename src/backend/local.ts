@@ -39,6 +39,7 @@ import {
   isValidName,
   OBJECT_TYPES,
   type ObjectInfo,
+  type ObjectReader,
   type ObjectType,
   type Range,
   resolveRange,
@@ -249,6 +250,41 @@ export class LocalBackend implements Backend {
     } finally {
       await fh.close().catch(() => {});
     }
+  }
+
+  async openReader(h: Handle, objectMax?: number): Promise<ObjectReader> {
+    h = validateHandle(h);
+    const what = `load ${h.type}/${h.name} from ${this.location}`;
+    const { fh, size } = await this.openObject(h);
+    try {
+      resolveRange(h, validateRange(objectMax === undefined ? undefined : { offset: 0, objectMax }), size);
+    } catch (err) {
+      await fh.close().catch(() => {});
+      throw err;
+    }
+    return {
+      size,
+      read: async (offset, length) => {
+        const { start, end } = resolveRange(h, validateRange({ offset, length }), size);
+        const buf = Buffer.allocUnsafe(end - start);
+        let filled = 0;
+        while (filled < buf.length) {
+          const { bytesRead } = await io(what, () =>
+            fh.read(buf, filled, buf.length - filled, start + filled),
+          );
+          if (bytesRead === 0)
+            throw new ShortReadError(`${h.type}/${h.name} ended at byte ${start + filled}, before ${end}`, {
+              type: h.type,
+              name: h.name,
+              offset: start + filled,
+              end,
+            });
+          filled += bytesRead;
+        }
+        return buf;
+      },
+      close: () => fh.close().catch(() => {}),
+    };
   }
 
   async readInto(h: Handle, offset: number, into: Uint8Array): Promise<number> {

@@ -60,6 +60,7 @@ import {
   TRAILER,
 } from './pack.js';
 import type { AheadPack } from './pack-file.js';
+import { PackReaders } from './pack-readers.js';
 import { REPOSITORY_VERSION, versionGate } from './version-gate.js';
 
 export { checkRepositoryVersion, REPOSITORY_VERSION } from './version-gate.js';
@@ -741,9 +742,13 @@ export class Repository {
       pending = undefined;
       return last;
     };
-    // Runs in flight hold their stored (compressed) bytes only.
+    // Runs in flight hold their stored (compressed) bytes only; their packs stay open (PackReaders).
+    const readers = PackReaders.of(this.backend);
     const fetchRun = async (r: Run): Promise<StoredRun> => {
-      const bytes = await readObjectRange(this.backend, r.pack, r.offset, r.length).catch((err: unknown) => {
+      const read = readers
+        ? readers.read(r.pack, r.offset, r.length)
+        : readObjectRange(this.backend, r.pack, r.offset, r.length);
+      const bytes = await read.catch((err: unknown) => {
         // the index places the blob in this pack: a pack that is gone is missing data, not a wrong name
         if (err instanceof ObjectNotFoundError)
           throw new BundleDamagedError(
@@ -757,15 +762,22 @@ export class Repository {
       return { pack: r.pack, bytes, key, blobs: r.blobs };
     };
     const inflight: Promise<StoredRun>[] = [];
-    let run = nextRun();
-    while (run || inflight.length > 0) {
-      while (run && inflight.length < ahead) {
-        const p = fetchRun(run);
-        p.catch(() => {}); // awaited below in order
-        inflight.push(p);
-        run = nextRun();
+    try {
+      let run = nextRun();
+      while (run || inflight.length > 0) {
+        while (run && inflight.length < ahead) {
+          const p = fetchRun(run);
+          p.catch(() => {}); // awaited below in order
+          inflight.push(p);
+          run = nextRun();
+        }
+        yield await inflight.shift()!;
       }
-      yield await inflight.shift()!;
+    } finally {
+      if (readers) {
+        await Promise.allSettled(inflight); // (a reader that stopped early: its runs end first)
+        await readers.close();
+      }
     }
   }
 
