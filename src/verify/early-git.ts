@@ -5,9 +5,10 @@
 // a guess until the stream confirms it: its result is taken only when the bytes checked here hash to
 // the SHA-256 the manifest gives the git bundle, as the stream's own entry must (take()); anything else
 // (one frame, a second frame that starts with another entry, a read that fails) drops it, and the
-// stream's entry is checked as it would be without it. Nothing read here is trusted before that comparison. Only a check in a scratch
-// repository starts early (verify's): a restore's history is indexed into its staging, where git's
-// work is not what it waits for (docs/operations.md, stop 66).
+// stream's entry is checked as it would be without it. Nothing read here is trusted before that
+// comparison. Only verify's check (in a scratch repository) starts early: a restore streams with both
+// cores busy, and git beside it only slowed it (docs/decisions.md, "A bundle's history starts a zstd
+// frame of its own").
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
