@@ -44,11 +44,6 @@ export class GitStreamCheck {
       this.problem = headProblem(header, git as ExpectedHead);
   }
 
-  /** The directory the pack is indexed into and kept (PackCheck.start), if any. */
-  get keptIn(): string | undefined {
-    return this.into;
-  }
-
   /** Feeds the next bytes of the git bundle, in order. */
   async write(chunk: Buffer): Promise<void> {
     if (this.problem !== undefined) return;
