@@ -1,6 +1,7 @@
 // Owns finding where a zstd file's second frame starts without decoding the first: the first frame's
 // header and its blocks' headers (RFC 8878 §3.1.1) give every length, so a few thousand small reads walk
-// ~100 MB (synchronous: ~1,500 for ref-170's bundle took 61-92 ms as promises, each a thread-pool trip). A bundle writer puts the git bundle's entry at the start of a frame (format/writer.ts);
+// ~100 MB (synchronous reads: ref-170's ~1,500 took 61-92 ms as promises, each a thread-pool trip, and
+// 9-22 ms so). A bundle writer puts the git bundle's entry at the start of a frame (format/writer.ts);
 // verify reads it from there ahead of the stream (verify/early-git.ts). Whatever is found is a guess the
 // caller confirms by content; anything unexpected here is simply "no second frame".
 

@@ -70,10 +70,10 @@ export class OutputBuffers {
 export const FRAME_BREAK: Buffer = Buffer.alloc(0);
 
 /**
- * Compresses a byte stream into one zstd frame (a new one at each FRAME_BREAK of the source). Each input is consumed whole before the next is asked
- * for (zstd copies what it keeps), so a source may reuse one buffer for all of them. Each output is a
- * view of a buffer of its own, taken from `buffers` when given (the consumer gives it back there once
- * done with it).
+ * Compresses a byte stream into one zstd frame (a new one at each FRAME_BREAK of the source). Each
+ * input is consumed whole before the next is asked for (zstd copies what it keeps), so a source may
+ * reuse one buffer for all of them. Each output is a view of a buffer of its own, taken from `buffers`
+ * when given (the consumer gives it back there once done with it).
  */
 export async function* zstdCompress(
   source: AsyncIterable<Buffer>,

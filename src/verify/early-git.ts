@@ -19,7 +19,7 @@ import { zstdDecompress } from '../format/zstd.js';
 import { secondFrameOffset } from '../format/zstd-frames.js';
 import { GitStreamCheck } from './git-stream.js';
 
-/** The check made once the entry's header was read, and, once its body was read whole, its size and SHA-256. */
+/** The check, made once the entry's header was read; its size and SHA-256 once its body was read whole. */
 interface Entry {
   check?: GitStreamCheck;
   size?: number;
