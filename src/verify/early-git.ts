@@ -44,9 +44,7 @@ export class EarlyGitCheck {
     const entry: Entry = {};
     return new EarlyGitCheck(
       entry,
-      readEntry(path, entry).catch(() => {
-        entry.sha256 = undefined;
-      }),
+      readEntry(path, entry).catch(() => undefined), // (a read that failed has no SHA-256: never taken)
     );
   }
 

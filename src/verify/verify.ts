@@ -458,8 +458,9 @@ async function checkEntries(
         if (layout === 2 && a.kind === 'git_bundle') {
           const early = ahead.early;
           ahead.early = undefined;
-          // (only a scratch check starts early; a repository to keep is never taken from it)
-          const taken = gitInto === undefined ? await early?.take(a.sha256, e.size) : await early?.discard();
+          // (only a scratch check starts early: a repository to keep is never taken from one)
+          if (gitInto !== undefined) await early?.discard();
+          const taken = gitInto === undefined ? await early?.take(a.sha256, e.size) : undefined;
           taken?.expectHead(m.git);
           git = taken ?? new GitStreamCheck(m.git, gitInto, e.size);
           fed = taken === undefined;
