@@ -392,13 +392,32 @@ test('snapshots taken while commits land in the memdir (a writer that ignores th
     });
     const stopped = new Promise((r) => loop.once('exit', r));
     t.after(() => loop.kill('SIGKILL'));
+    // a commit loop that never pauses can move a ref during each of the three recordings a snapshot
+    // makes (CI, stop 66: once in ~1,000 runs under load); that refusal is the product's honest answer,
+    // so it may happen, named as such, but never in place of the snapshots the check needs
     const ids: string[] = [];
+    const refused: string[] = [];
     try {
-      for (let i = 0; i < 4; i++) ids.push((await a.snapshotter.snapshot({ agentId: 'ana' })).id);
+      for (let i = 0; i < 12 && ids.length < 4; i++) {
+        try {
+          ids.push((await a.snapshotter.snapshot({ agentId: 'ana' })).id);
+        } catch (e) {
+          assert.match(
+            String((e as Error).message),
+            /changed while its history was recorded: .* three times; snapshot again/,
+          );
+          assert.equal((e as { code?: string }).code, 'GIT');
+          refused.push(String((e as Error).message));
+        }
+      }
     } finally {
       loop.kill('SIGKILL');
       await stopped;
     }
+    assert.ok(
+      ids.length >= 2,
+      `${store} ${detached}: ${ids.length} snapshots, refused: ${refused.join('; ')}`,
+    );
     for (const id of ids) {
       const v = await a.snapshotter.verifySnapshot('ana', 'default', id);
       assert.equal(v.status, 'verified', `${store} ${detached} ${id}: ${JSON.stringify(v.problems)}`);
