@@ -121,6 +121,13 @@ before(() => {
     bytes: Buffer.concat([z, skippable(100)]),
     expect: { plain },
   });
+  // 6 MiB of the file that decompress to nothing: the worker reads and hashes several reads' worth
+  // without filling an output slot, and the main thread waits without a slot to take (stop 67)
+  add({
+    name: 'frames around a 6 MiB skippable frame',
+    bytes: Buffer.concat([zstd(parts[0]!), skippable(6 * MiB), zstd(Buffer.concat(parts.slice(1)))]),
+    expect: { plain },
+  });
   add({ name: 'age', bytes: age(z), encrypted: true, expect: { plain } });
   add({ name: 'age, multi-frame', bytes: age(multi), encrypted: true, expect: { plain } });
   // A payload of whole STREAM chunks: the last chunk is full.
@@ -309,6 +316,7 @@ for (const name of [
   'multi-frame',
   'one empty frame',
   'a frame, then a skippable frame',
+  'frames around a 6 MiB skippable frame',
   'age',
   'age, multi-frame',
   'age, payload of whole chunks',
@@ -363,18 +371,21 @@ for (const name of [
 }
 
 test('every case built is checked', () => {
-  assert.equal(cases.length, 31);
+  assert.equal(cases.length, 32);
 });
 
 test('the worker ends by itself when the reader stops early, while it is still reading', async () => {
-  const c = bySame.get('plain')!;
-  const path = pathOf(c);
-  for (const stopAfter of [0, 1, 5]) {
-    const off = decompressFileOffThread(path, limitOf(c));
-    let n = 0;
-    for await (const _ of off.chunks) if (n++ >= stopAfter) break;
-    assert.equal(await off.exited, 0, `stopped after ${stopAfter + 1} chunk(s)`);
-    assert.equal(off.file(), undefined, 'no file hash for a file not read to its end');
+  // (in the second file, stopped while the worker reads what decompresses to nothing: stop 67)
+  for (const name of ['plain', 'frames around a 6 MiB skippable frame']) {
+    const c = bySame.get(name)!;
+    const path = pathOf(c);
+    for (const stopAfter of [0, 1, 5]) {
+      const off = decompressFileOffThread(path, limitOf(c));
+      let n = 0;
+      for await (const _ of off.chunks) if (n++ >= stopAfter) break;
+      assert.equal(await off.exited, 0, `${name}: stopped after ${stopAfter + 1} chunk(s)`);
+      assert.equal(off.file(), undefined, 'no file hash for a file not read to its end');
+    }
   }
 });
 

@@ -17,8 +17,16 @@ import { ProgressReporter } from '../src/cli/progress.js';
 import { loadConfig } from '../src/config/config.js';
 import type { SnapshotDiff } from '../src/diff/diff.js';
 import { fitDetail } from '../src/diff/fit.js';
-import { parseStrictJsonSpans } from '../src/format/json.js';
-import { canonicalJson, digestSeal, manifestSeal } from '../src/format/manifest.js';
+import { jsonSyntaxProblem, parseStrictJson, parseStrictJsonSpans } from '../src/format/json.js';
+import {
+  canonicalJson,
+  digestSeal,
+  manifestSchemas,
+  manifestSeal,
+  parseManifest,
+  plainArtifacts,
+  sealManifest,
+} from '../src/format/manifest.js';
 import { END_OF_ARCHIVE, encodeFileHeader, padding, readTar } from '../src/format/tar.js';
 import { secondFrameOffset } from '../src/format/zstd-frames.js';
 import { LocalSnapshotter, RetentionWorker } from '../src/index.js';
@@ -81,6 +89,113 @@ test('canonical JSON sorts keys at every level; the seals are SHA-256 over it an
   const m = { z: 1, a: 2, manifest_seal: 'ignored' };
   assert.equal(manifestSeal(m), manifestSeal({ a: 2, z: 1 }));
   assert.notEqual(manifestSeal(m), manifestSeal({ a: 3, z: 1 }));
+});
+
+test("manifest artifacts checked by hand: the schema's very result for every list it accepts plainly; any other list is the schema's to judge, with its message", () => {
+  const sha = 'ab'.repeat(32);
+  const { manifest } = sealManifest({
+    manifest_version: 2,
+    bundle_format: 'nexo-memory-snapshot-v2',
+    snapshot_id: '0190c3a2-7f1e-7000-8000-000000000000',
+    agent_id: 'ana',
+    tenant: 'default',
+    created_at_ms: 1,
+    created_by: 'test',
+    schema_versions: { long_term: 1, vector: 1, concepts: 1, compactions: 1, manifest: 2 },
+    git: { head_oid: '', head_subject: '', head_author: '', head_ts_ms: 0 },
+    artifacts: [],
+    tool_versions: {},
+  });
+  const good = { path_in_bundle: 'memory/MEMORY.md', kind: 'memory_file', size_bytes: 3, sha256: sha };
+  const variants: Array<[string, unknown]> = [
+    ['plain', [good, { ...good, path_in_bundle: 'sqlite/long_term.sqlite', kind: 'sqlite_long_term' }]],
+    [
+      'members reordered, unknown ones',
+      [{ extra: [1], sha256: sha, size_bytes: 0, kind: 'memory_file', path_in_bundle: 'x', zz: null }],
+    ],
+    ['the largest size', [{ ...good, size_bytes: Number.MAX_SAFE_INTEGER }]],
+    ['empty', []],
+    ['not a list', { 0: good }],
+    ['null entry', [good, null]],
+    ['a list as an entry', [[good]]],
+    ['empty path', [{ ...good, path_in_bundle: '' }]],
+    ['path not a string', [{ ...good, path_in_bundle: 7 }]],
+    ['unknown kind', [{ ...good, kind: 'memory' }]],
+    ['no kind', [{ path_in_bundle: 'x', size_bytes: 1, sha256: sha }]],
+    ['negative size', [{ ...good, size_bytes: -1 }]],
+    ['fractional size', [{ ...good, size_bytes: 1.5 }]],
+    ['size beyond 2^53 - 1', [{ ...good, size_bytes: 2 ** 53 }]],
+    ['size as text', [{ ...good, size_bytes: '3' }]],
+    ['upper-case digest', [{ ...good, sha256: sha.toUpperCase() }]],
+    ['short digest', [{ ...good, sha256: sha.slice(1) }]],
+    ['digest with a newline', [{ ...good, sha256: `${sha}\n` }]],
+  ];
+  let plain = 0;
+  for (const [name, artifacts] of variants) {
+    const raw = { ...manifest, artifacts };
+    if (plainArtifacts(artifacts)) plain++;
+    const schema = manifestSchemas().manifestSchema.safeParse(raw);
+    let got: unknown;
+    try {
+      got = parseManifest(Buffer.from(JSON.stringify(raw))).manifest;
+    } catch (err) {
+      got = (err as Error).message;
+    }
+    if (typeof got === 'string' && got.startsWith('bundle damaged: manifest.json is not valid:')) {
+      // (strict JSON refuses a fraction or an integer beyond 2^53 - 1 before any schema)
+      assert.equal(schema.success, false, name);
+      assert.equal(plainArtifacts(artifacts), undefined, name);
+    } else if (schema.success) {
+      assert.deepStrictEqual(got, schema.data, name);
+      assert.equal(
+        JSON.stringify(got),
+        JSON.stringify(schema.data),
+        `${name}: members in the schema's order`,
+      );
+    } else {
+      const first = schema.error.issues[0]!;
+      assert.equal(
+        got,
+        `bundle damaged: manifest.json field ${first.path.join('.')}: ${first.message}`,
+        name,
+      );
+    }
+  }
+  assert.equal(plain, 4, 'the four valid lists take the hand check');
+});
+
+test('strict JSON: runs of whitespace (an indented manifest) are skipped as JSON allows, nothing else is whitespace, offsets stay exact', () => {
+  const valid = [
+    '{"a": [1, 2, {"b": "c"}]}',
+    ' \t\r\n {\n\t\t"a" :\r\n [ 1 ,\n\n 2 ] } \n\n',
+    JSON.stringify(
+      {
+        artifacts: [
+          { path: 'x', size: 1 },
+          { path: 'y', size: 2 },
+        ],
+      },
+      null,
+      2,
+    ),
+    '\n\n\n[]',
+    '"  "',
+  ];
+  for (const text of valid)
+    assert.deepEqual(parseStrictJson(Buffer.from(text), { manifest: true }), JSON.parse(text), text);
+  const invalid: Array<[string, string]> = [
+    ['{"a": 1}  \n  x', 'unexpected data after the JSON value at offset 13'],
+    ['{\n    "a"\n    1}', "expected ':' at offset 14"],
+    ['{"a": \f1}', 'unexpected character at offset 6'],
+    ['{"a":\u00a01}', 'unexpected character at offset 5'],
+    ['[1,   \n', 'unexpected end of JSON at offset 7'],
+    ['{"a": 1,\n  "a": 2}', 'duplicate member name "a" at offset 11'],
+  ];
+  for (const [text, problem] of invalid) {
+    assert.throws(() => parseStrictJson(Buffer.from(text)), { message: problem }, text);
+    // the grammar alone (duplicate names pass there)
+    if (!problem.startsWith('duplicate')) assert.equal(jsonSyntaxProblem(text), problem, text);
+  }
 });
 
 test('strict JSON spans: the text of each element of one top-level array member, nothing else', () => {

@@ -237,6 +237,58 @@ test('one flipped byte anywhere is detected', async (t) => {
   }
 });
 
+test("verify makes the manifest's own checks after the entries, yet reports what a verify with a sink (--deep) reports, in the same order (stop 67)", async (t) => {
+  const { entries, dir } = await baseBundle(t);
+  const edits: Array<[string, (m: Record<string, unknown>, rest: Entries) => void, 'cut'?]> = [
+    // the seal no longer matches, and one entry's bytes are not the ones listed
+    [
+      'seal and entry',
+      (m, rest) => {
+        m.agent_id = 'bob';
+        (m.artifacts as Array<{ sha256: string }>)[1]!.sha256 = 'a'.repeat(64);
+        rest[0]!.data = Buffer.from('other');
+      },
+    ],
+    // a listed artifact with an unsafe path (a layout problem naming it, so it is not also missing),
+    // another one listed twice, and the stream cut before its end
+    [
+      'layout and cut',
+      (m) => {
+        const list = m.artifacts as Array<Record<string, unknown>>;
+        list.push({ ...list[0]!, path_in_bundle: '../escape' }, { ...list[1]! });
+      },
+      'cut',
+    ],
+  ];
+  for (const [name, edit, cut] of edits) {
+    let bytes = forgeBundle(entries, (m, rest) => edit(m, rest), { reseal: false });
+    if (cut) {
+      const m = JSON.parse(entries[0]!.data.toString()) as Record<string, unknown>;
+      edit(m, []);
+      const tar = tarOf([
+        { path: 'manifest.json', data: JSON.stringify(m) },
+        ...entries.slice(1).map((e) => ({ path: e.path, data: e.data })),
+      ]);
+      bytes = zstd(tar.subarray(0, tar.length - 4096));
+    }
+    const p = writeBundleFile(join(dir, `${name.replace(/ /g, '-')}.tar.zst`), bytes);
+    const plain = (await verifyBundle(p)).report;
+    const deep = (await verifyBundle(p, { deep: true })).report;
+    const shown = (r: typeof plain) => ({
+      problems: r.problems,
+      manifest_ok: r.manifest_ok,
+      layout_ok: r.layout_ok,
+      size_ok: r.size_ok,
+      per_artifact_ok: r.per_artifact_ok,
+      not_checked: r.not_checked.filter((n) => n.check !== 'deep'),
+    });
+    assert.deepEqual(shown(plain), shown(deep), name);
+    assert.ok(plain.problems.length >= 2, `${name}: ${JSON.stringify(plain.problems)}`);
+    assert.equal(plain.manifest_ok, false, name);
+    assert.match(plain.problems[0]!.message, /^manifest/, `${name}: the manifest's problems first`);
+  }
+});
+
 test('a tampered manifest is caught by the seals, even when the digest seal is recomputed', async (t) => {
   const { entries, dir } = await baseBundle(t);
   const manifest = JSON.parse(entries[0]!.data.toString());

@@ -132,6 +132,8 @@ type Expect = (typeof Expect)[keyof typeof Expect];
 const PLAIN = /[^"\\\u0000-\u001f]+/y;
 
 const isWs = (c: number): boolean => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
+/** A run of whitespace (sticky): a manifest is indented, its runs skipped by the regex engine, not a loop. */
+const WS = /[ \t\n\r]+/y;
 const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
 const isHex = (c: number): boolean => isDigit(c) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
 
@@ -261,13 +263,20 @@ export function scanJson(
     }
   };
 
+  const skipWs = (): void => {
+    if (!isWs(text.charCodeAt(i))) return;
+    WS.lastIndex = i;
+    WS.test(text);
+    i = WS.lastIndex;
+  };
+
   const literal = (word: string): void => {
     if (text.startsWith(word, i)) i += word.length;
     else fail('unexpected character');
   };
 
   for (;;) {
-    while (i < n && isWs(text.charCodeAt(i))) i++;
+    skipWs();
     if (i >= n) {
       if (expect === Expect.After && stack.length === 0) return;
       fail('unexpected end of JSON');
@@ -309,7 +318,7 @@ export function scanJson(
       }
       keys.add(key);
       if (stack.length === 1) rootKey = key;
-      while (i < n && isWs(text.charCodeAt(i))) i++;
+      skipWs();
       if (text.charCodeAt(i) !== 0x3a) fail("expected ':'");
       i++;
       expect = Expect.Value;

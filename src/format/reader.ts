@@ -17,7 +17,7 @@ import {
 } from '../model/errors.js';
 import { MANIFEST_PATH, MAX_MANIFEST_BYTES, TAR_ENTRY_OVERHEAD, TAR_TRAILER_ALLOWANCE } from './constants.js';
 import { layoutProblem, unsafePathReason } from './layout.js';
-import { type Artifact, type ParsedManifest, parseManifest } from './manifest.js';
+import { type Artifact, manifestSchemas, type ParsedManifest, parseManifest } from './manifest.js';
 import { padding, readTar, type TarEntry } from './tar.js';
 import { type SizeLimit, zstdDecompress } from './zstd.js';
 import { decompressFileOffThread, OFF_THREAD_MIN_BYTES, type OffThreadStream } from './zstd-worker.js';
@@ -132,6 +132,16 @@ export class BundleReader {
     if (this.offThread && (await stat(this.path)).size >= OFF_THREAD_MIN_BYTES) {
       const off = decompressFileOffThread(this.path, this.limit, this.onRead, decrypt);
       this.offThreadStream = off;
+      // the manifest's schemas (zod loaded, ~25 ms) built while this thread waits for the first bytes,
+      // not after them, while the worker fills its ring and then waits (docs/operations.md, "stop 67")
+      if (!this.known)
+        setImmediate(() => {
+          try {
+            manifestSchemas();
+          } catch {
+            // (the parse meets the same failure and reports it)
+          }
+        });
       this.tar = readTar(off.chunks, this.tarProgress);
     } else {
       const stream = createReadStream(this.path, {
