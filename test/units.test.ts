@@ -33,6 +33,7 @@ import { LocalSnapshotter, RetentionWorker } from '../src/index.js';
 import { ERROR_TABLE, ExitCode } from '../src/model/errors.js';
 import { newSnapshotId, parseSnapshotId, validateAgentId, validateTenant } from '../src/model/ids.js';
 import { subsetOf } from '../src/repository/check.js';
+import { plainRepoArtifact, repoSchemas } from '../src/repository/manifest.js';
 import { type ScheduleOutcome, Scheduler, type SchedulerClock } from '../src/server/scheduler.js';
 import { OperationTracker } from '../src/server/tracker.js';
 import { smallHeapFor } from '../src/util/heap-settings.js';
@@ -162,6 +163,55 @@ test("manifest artifacts checked by hand: the schema's very result for every lis
     }
   }
   assert.equal(plain, 4, 'the four valid lists take the hand check');
+});
+
+test("a repository manifest's artifacts checked by hand: the schema's very result for each one it takes plainly, the rest left to the schema", () => {
+  const h = (c: string) => c.repeat(64);
+  const good = {
+    path_in_bundle: 'sqlite/long_term.sqlite',
+    kind: 'sqlite_long_term',
+    size_bytes: 9,
+    sha256: h('a'),
+  };
+  const variants: Array<[string, unknown, boolean]> = [
+    ['plain', good, true],
+    ['chunks', { ...good, chunks: [h('b'), h('c')] }, true],
+    ['no chunk', { ...good, chunks: [] }, true],
+    ['chunk lists', { ...good, chunk_lists: [h('d')] }, true],
+    [
+      'both, members reordered, unknown ones',
+      { x: 1, chunk_lists: [h('d')], chunks: [h('b')], ...good, y: [2] },
+      true,
+    ],
+    ['the history, no packs', { ...good, path_in_bundle: 'git/history', kind: 'git_history' }, true],
+    ['1,024 chunks', { ...good, chunks: Array(1024).fill(h('e')) }, true],
+    [
+      'the history with packs',
+      { ...good, kind: 'git_history', packs: [{ size_bytes: 1, sha256: h('f') }] },
+      false,
+    ],
+    ['1,025 chunks', { ...good, chunks: Array(1025).fill(h('e')) }, false],
+    ['an upper-case chunk', { ...good, chunks: [h('B')] }, false],
+    ['chunks null', { ...good, chunks: null }, false],
+    ['chunk lists not a list', { ...good, chunk_lists: h('d') }, false],
+    ['unknown kind', { ...good, kind: 'git_bundle_v9' }, false],
+    ['negative size', { ...good, size_bytes: -1 }, false],
+    ['empty path', { ...good, path_in_bundle: '' }, false],
+    ['a list', [good], false],
+  ];
+  for (const [name, v, isPlain] of variants) {
+    const plain = plainRepoArtifact(v);
+    assert.equal(plain !== undefined, isPlain, name);
+    if (!plain) continue;
+    const schema = repoSchemas().repoArtifactSchema.safeParse(v);
+    assert.ok(schema.success, name);
+    assert.deepStrictEqual(plain, schema.data, name);
+    assert.equal(
+      JSON.stringify(plain),
+      JSON.stringify(schema.data),
+      `${name}: members in the schema's order`,
+    );
+  }
 });
 
 test('strict JSON: runs of whitespace (an indented manifest) are skipped as JSON allows, nothing else is whitespace, offsets stay exact', () => {
