@@ -7,6 +7,7 @@
 
 import { type SigningKey, signMessage } from '../crypto/sign.js';
 import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
+import { HEX64, isCount } from '../model/meta-check.js';
 import type { SchemaVersions } from '../model/types.js';
 import { type z, zod } from '../util/zod.js';
 import {
@@ -245,7 +246,6 @@ export function parseManifest(bytes: Buffer): ParsedManifest {
 }
 
 const KINDS: ReadonlySet<unknown> = new Set(ARTIFACT_KINDS);
-const HEX64 = /^[0-9a-f]{64}$/;
 
 /**
  * The manifest's `artifacts` as the schema's artifactSchema gives them (its four members, in its order,
@@ -263,8 +263,7 @@ export function plainArtifacts(list: unknown): Artifact[] | undefined {
     if (a === null || typeof a !== 'object' || Array.isArray(a)) return undefined;
     const { path_in_bundle: path, kind, size_bytes: size, sha256 } = a as Record<string, unknown>;
     if (typeof path !== 'string' || path.length === 0 || !KINDS.has(kind)) return undefined;
-    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) return undefined;
-    if (typeof sha256 !== 'string' || !HEX64.test(sha256)) return undefined;
+    if (!isCount(size) || typeof sha256 !== 'string' || !HEX64.test(sha256)) return undefined;
     out[i] = { path_in_bundle: path, kind: kind as ArtifactKind, size_bytes: size, sha256 };
   }
   return out;

@@ -17,6 +17,7 @@ import {
   signedMessage,
 } from '../format/manifest.js';
 import { BundleDamagedError, SchemaTooNewError } from '../model/errors.js';
+import { HEX64, isCount } from '../model/meta-check.js';
 import { type z, zod } from '../util/zod.js';
 
 export const REPO_MANIFEST_VERSION = 4;
@@ -189,7 +190,6 @@ function locatedProblem(ref: Located): string | undefined {
 }
 
 const REPO_KINDS: ReadonlySet<unknown> = new Set([...ARTIFACT_KINDS, GIT_HISTORY_KIND]);
-const HEX64 = /^[0-9a-f]{64}$/;
 const hexList = (v: unknown, max: number): v is string[] =>
   Array.isArray(v) && v.length <= max && v.every((x) => typeof x === 'string' && HEX64.test(x));
 
@@ -213,8 +213,8 @@ export function plainRepoArtifact(a: unknown): RepoArtifact | undefined {
     packs,
   } = a as Record<string, unknown>;
   if (typeof path !== 'string' || path.length === 0 || !REPO_KINDS.has(kind)) return undefined;
-  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) return undefined;
-  if (typeof sha256 !== 'string' || !HEX64.test(sha256) || packs !== undefined) return undefined;
+  if (!isCount(size) || typeof sha256 !== 'string' || !HEX64.test(sha256) || packs !== undefined)
+    return undefined;
   if (chunks !== undefined && !hexList(chunks, 1024)) return undefined;
   if (lists !== undefined && !hexList(lists, 1_000_000)) return undefined;
   return {
