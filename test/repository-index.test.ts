@@ -9,8 +9,14 @@ import { test } from 'node:test';
 import { MemoryBackend } from '../src/backend/memory.js';
 import { BundleDamagedError } from '../src/model/errors.js';
 import { BlobTable, IdTable } from '../src/repository/blob-table.js';
-import { decodeIndex, encodeIndex, loadIndexInto, MasterIndex } from '../src/repository/index-file.js';
-import { KIND_DATA, KIND_TREE } from '../src/repository/pack.js';
+import {
+  decodeIndex,
+  encodeIndex,
+  loadIndexInto,
+  loadPlainIndex,
+  MasterIndex,
+} from '../src/repository/index-file.js';
+import { KIND_DATA, KIND_TREE, MAX_BLOB, MAX_STORED } from '../src/repository/pack.js';
 import { Repository } from '../src/repository/repository.js';
 
 const hex = (i: number) => createHash('sha256').update(`blob ${i}`).digest('hex');
@@ -242,4 +248,120 @@ test('index file: our layout is parsed pack by pack, any other spelling whole, t
       BundleDamagedError,
       damaged.slice(0, 80),
     );
+});
+
+/** Everything an index holds, in the table's order: blobs with locations, packs with their records. */
+function indexState(index: MasterIndex): unknown {
+  return {
+    blobs: [...index.entries()],
+    packNames: [...index.packNames],
+    packs: [...index.packs],
+  };
+}
+
+/** What loading `json` into a fresh index gives: its state, or the error's class and message. */
+function loaded(json: Buffer, load: (index: MasterIndex) => void): unknown {
+  const index = new MasterIndex();
+  try {
+    load(index);
+  } catch (err) {
+    return { error: (err as Error).constructor.name, message: (err as Error).message };
+  }
+  return indexState(index);
+}
+
+test('index file: the plain reader takes the layout this package writes, and any other file is read as JSON with the same result', () => {
+  const row = (i: number, pack: number) => ({
+    id: hex(i),
+    kind: i % 3 === 0 ? KIND_TREE : KIND_DATA,
+    flags: i % 5 === 0 ? 1 : 0,
+    offset: pack * 1_000_000 + i * 97,
+    stored: 97 + (i % 13),
+    raw: 200 + i,
+  });
+  const records = [
+    { id: hex(9000), salt: 'cd'.repeat(16), entries: Array.from({ length: 300 }, (_, i) => row(i, 0)) },
+    { id: hex(9001), entries: [] },
+    // a blob of the first pack again (its first location stays), and bounds: the largest offset a
+    // row may have, lengths at their limits
+    {
+      id: hex(9002),
+      entries: [
+        row(5, 2),
+        { id: hex(777), kind: KIND_DATA, flags: 0, offset: Number.MAX_SAFE_INTEGER, stored: 0, raw: 0 },
+        { id: hex(778), kind: KIND_DATA, flags: 0, offset: 0, stored: MAX_STORED, raw: MAX_BLOB },
+      ],
+    },
+  ];
+  const ours = encodeIndex(records);
+  // the general reader (decodeIndex's), pack by pack into an index: what loading must give
+  const general = (json: Buffer) =>
+    loaded(json, (index) => {
+      for (const p of decodeIndex(json, 'index/x')) index.addPack(p);
+    });
+  const viaLoad = (json: Buffer) => loaded(json, (index) => loadIndexInto(index, json, 'index/x'));
+  const plainTakes = (json: Buffer) => loadPlainIndex(new MasterIndex(), json);
+
+  // the writer's layout (and an empty index, and one of an empty pack) is read by the plain reader
+  const empty = Buffer.from('{"index_version":1,"packs":[]}');
+  for (const json of [ours, empty, encodeIndex([records[1]!])]) {
+    assert.equal(plainTakes(json), true);
+    assert.deepEqual(viaLoad(json), general(json));
+  }
+  const state = viaLoad(ours) as { blobs: [string, { pack: string; offset: number }][] };
+  assert.equal(state.blobs.length, 302);
+  assert.equal(state.blobs.find(([id]) => id === hex(5))?.[1].pack, hex(9000));
+
+  // other spellings of valid JSON, values the plain reader leaves to JSON, and damage: the plain reader
+  // declines each, and loading gives what the general reader gives (the same index, or the same error)
+  const text = ours.toString();
+  const firstRow = `["${hex(0)}",2,1,0,97,200]`;
+  assert.ok(text.includes(firstRow));
+  const variants: Record<string, string> = {
+    'spaces between members': JSON.stringify(JSON.parse(text), null, 1),
+    'salt before id': text.replace(
+      `{"id":"${hex(9000)}","salt":"${'cd'.repeat(16)}",`,
+      `{"salt":"${'cd'.repeat(16)}","id":"${hex(9000)}",`,
+    ),
+    'an unknown pack member': text.replace(`{"id":"${hex(9001)}",`, `{"id":"${hex(9001)}","x":1,`),
+    'an offset in exponent form': text.replace(firstRow, `["${hex(0)}",2,1,0e3,97,200]`),
+    'a row with a seventh element': text.replace(firstRow, `["${hex(0)}",2,1,0,97,200,7]`),
+    'a length with a fraction': text.replace(firstRow, `["${hex(0)}",2,1,0,97.0,200]`),
+    'an escaped id': text.replace(firstRow, `["\\u0030${hex(0).slice(1)}",2,1,0,97,200]`),
+    'an upper-case id': text.replace(firstRow, `["${hex(0).toUpperCase()}",2,1,0,97,200]`),
+    'a kind of 3': text.replace(firstRow, `["${hex(0)}",3,1,0,97,200]`),
+    'a flag of 2': text.replace(firstRow, `["${hex(0)}",2,2,0,97,200]`),
+    'a negative offset': text.replace(firstRow, `["${hex(0)}",2,1,-1,97,200]`),
+    'an offset past the safe integers': text.replace(firstRow, `["${hex(0)}",2,1,9007199254740993,97,200]`),
+    'a stored length past 32 bits': text.replace(firstRow, `["${hex(0)}",2,1,0,4294967296,200]`),
+    'a raw length past the largest blob': text.replace(firstRow, `["${hex(0)}",2,1,0,97,${MAX_BLOB + 1}]`),
+    'a leading zero': text.replace(firstRow, `["${hex(0)}",2,1,00,97,200]`),
+    'a short id': text.replace(firstRow, `["${hex(0).slice(2)}",2,1,0,97,200]`),
+    'an upper-case salt': text.replace('cd'.repeat(16), 'CD'.repeat(16)),
+    'a pack name that is not hex': text.replace(`"id":"${hex(9001)}"`, `"id":"${'z'.repeat(64)}"`),
+    'a space after the rows': text.replace(`]]},{"id":"${hex(9001)}"`, `] ]},{"id":"${hex(9001)}"`),
+    'a stray character after the rows': text.replace(`]]},{"id":"${hex(9001)}"`, `]x]},{"id":"${hex(9001)}"`),
+    'a bracket pair inside the last pack': text.replace(/\]\]\}\]\}$/, ']]},{"id":"]}"}]}'),
+    'a truncated file': text.slice(0, text.length - 3),
+    'a trailing comma': text.replace(/\]\}$/, ',]}'),
+    'bytes after the end': `${text} `,
+    'a non-ASCII character': text.replace(firstRow, `["${hex(0).slice(1)}é",2,1,0,97,200]`),
+    'a newer index version': text.replace('"index_version":1', '"index_version":2'),
+  };
+  for (const [what, variant] of Object.entries(variants)) {
+    const json = Buffer.from(variant);
+    assert.notEqual(variant, text, what);
+    assert.equal(plainTakes(json), false, what);
+    assert.deepEqual(viaLoad(json), general(json), what);
+  }
+  // some of them are valid and read to the same blobs as the writer's layout
+  for (const what of ['spaces between members', 'salt before id', 'an unknown pack member'])
+    assert.deepEqual(viaLoad(Buffer.from(variants[what]!)), viaLoad(ours), what);
+  for (const what of [
+    'an upper-case id',
+    'a kind of 3',
+    'a raw length past the largest blob',
+    'a truncated file',
+  ])
+    assert.ok('error' in (viaLoad(Buffer.from(variants[what]!)) as object), what);
 });

@@ -93,9 +93,9 @@ export class IdTable {
   }
 
   /** Whether the 32 bytes of `k` are the id stored at byte `at` (in JavaScript: cheaper than a native call). */
-  private sameId(k: Buffer, at: number): boolean {
+  private sameId(k: Buffer, at: number, kAt = 0): boolean {
     const ids = this.ids;
-    for (let j = 0; j < ID; j += 4) if (k.readUInt32LE(j) !== ids.readUInt32LE(at + j)) return false;
+    for (let j = 0; j < ID; j += 4) if (k.readUInt32LE(kAt + j) !== ids.readUInt32LE(at + j)) return false;
     return true;
   }
 
@@ -110,21 +110,30 @@ export class IdTable {
   insert(id: string | Buffer): { index: number; added: boolean } {
     const k = this.key(id);
     if (!k) throw new TypeError(`not a blob id: ${typeof id === 'string' ? id : `${id.length} bytes`}`);
-    let s = this.slotOf(k, 0);
+    const r = this.insertAt(k, 0);
+    return r >= 0 ? { index: r, added: true } : { index: -1 - r, added: false };
+  }
+
+  /**
+   * Adds the id at bytes `at`…`at + 32` of `buf` unless it is there: its number when added, -1 - its
+   * number when it was there already (no object per call: the index loader adds thousands at a time).
+   */
+  protected insertAt(buf: Buffer, at: number): number {
+    let s = this.slotOf(buf, at);
     for (; ; s = (s + 1) & this.mask, this.probes++) {
       const e = this.slots[s]!;
       if (e === 0) break;
-      if (this.sameId(k, (e - 1) * ID)) return { index: e - 1, added: false };
+      if (this.sameId(buf, (e - 1) * ID, at)) return -e;
     }
     if (this.count === this.capacity) {
       this.grow();
-      s = this.slotOf(k, 0);
+      s = this.slotOf(buf, at);
       while (this.slots[s] !== 0) s = (s + 1) & this.mask;
     }
     const index = this.count++;
-    k.copy(this.ids, index * ID);
+    buf.copy(this.ids, index * ID, at, at + ID);
     this.slots[s] = index + 1;
-    return { index, added: true };
+    return index;
   }
 
   /** The id numbered `i`, as hex. */
@@ -205,6 +214,30 @@ export class BlobTable extends IdTable {
     this.storedLen = grown(this.storedLen, (n) => new Uint32Array(n));
     this.rawLen = grown(this.rawLen, (n) => new Uint32Array(n));
     this.kindFlags = grown(this.kindFlags, (n) => new Uint8Array(n));
+  }
+
+  /**
+   * Adds the blob whose id is at bytes `at`…`at + 32` of `ids`, with its location, unless the id is
+   * there (as add, without an object per blob).
+   */
+  addAt(
+    ids: Buffer,
+    at: number,
+    pack: number,
+    kind: number,
+    flags: number,
+    offset: number,
+    stored: number,
+    raw: number,
+  ): void {
+    if (at < 0 || at + ID > ids.length) throw new RangeError('BlobTable.addAt: no 32-byte id there');
+    const i = this.insertAt(ids, at);
+    if (i < 0) return;
+    this.pack[i] = pack;
+    this.offsets[i] = offset;
+    this.storedLen[i] = stored;
+    this.rawLen[i] = raw;
+    this.kindFlags[i] = (kind & 0x0f) | ((flags & 0x0f) << 4);
   }
 
   /** Adds a blob and its location unless the id is there (then the earlier location stays). */
